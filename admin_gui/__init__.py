@@ -1,0 +1,1 @@
+"""The administrators' desktop console (PySide6)."""

@@ -1,0 +1,223 @@
+"""`sivr`: the one command for everything an operator does.
+
+init (keys, CA, certificates, configs) · db upgrade · institution add · user add · serve a layer
+under gunicorn with TLS · demo (the whole system on loopback with demo data) · admin (the console).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from daemons.layers import LAYER_NAMES, get_layer
+from shared.config import ConfigError
+
+
+def _toplevel_ops():
+    return importlib.import_module("daemons.toplevel.admin_ops")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from daemons.deployment import init_deployment
+
+    layout = init_deployment(
+        Path(args.dir),
+        hostnames=args.hostname or None,
+        institution_names=args.institution_name or None,
+        nodes_per_institution=args.nodes_per_institution,
+        force=args.force,
+    )
+    register_institutions(layout)
+    print(f"Deployment written to {layout.root}:")
+    for instance in layout.instances:
+        print(f"  {instance.name:<16} {instance.url:<28} {instance.config}")
+    print(f"  CA certificate: {layout.ca_cert} (give it to browsers and the console)")
+    print("Next: sivr user add --config", Path(layout.root, "toplevel.toml"), "--username admin --role admin")
+    return 0
+
+
+def register_institutions(layout) -> None:
+    """Create the layout's institutions in the toplevel database (idempotent)."""
+    toplevel = layout.first("toplevel")
+    if toplevel is None or not get_layer("toplevel").available:
+        return
+    layer = get_layer("toplevel")
+    config = layer.load_config(toplevel.config)
+    layer.upgrade_schema(config)
+    for inst in layout.institutions:
+        _toplevel_ops().create_institution(
+            config, inst["name"], server_url=inst["server_url"], institution_id=inst["id"]
+        )
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    layer = get_layer(args.layer)
+    version = layer.upgrade_schema(layer.load_config(args.config))
+    print(f"{args.layer}: schema at version {version}" if version else f"{args.layer}: no database")
+    return 0
+
+
+def cmd_institution_add(args: argparse.Namespace) -> int:
+    config = get_layer("toplevel").load_config(args.config)
+    get_layer("toplevel").upgrade_schema(config)
+    inst = _toplevel_ops().create_institution(
+        config, args.name, address=args.address, server_url=args.server_url
+    )
+    print(f"institution {inst['name']}: {inst['id']}")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise SystemExit("no terminal to ask for the password: use --password-stdin")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise SystemExit("the passwords differ")
+    return first
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    config = get_layer("toplevel").load_config(args.config)
+    get_layer("toplevel").upgrade_schema(config)
+    ops = _toplevel_ops()
+    institution_id = args.institution
+    institutions = ops.list_institutions(config)
+    if institution_id is None:
+        if len(institutions) != 1:
+            names = ", ".join(f"{i['name']} ({i['id']})" for i in institutions) or "none"
+            raise SystemExit(f"choose the user's institution with --institution; there are: {names}")
+        institution_id = institutions[0]["id"]
+    else:
+        matches = [i for i in institutions if institution_id in (i["id"], i["name"])]
+        if not matches:
+            raise SystemExit(f"no institution with id or name {institution_id!r}")
+        institution_id = matches[0]["id"]
+    try:
+        user = ops.create_user(
+            config, args.username, _read_password(args), args.role, institution_id, args.full_name
+        )
+    except ValueError as exc:
+        raise SystemExit(f"cannot add the user: {exc}") from exc
+    print(f"user {user['username']} ({user['role']}) created: {user['id']}")
+    return 0
+
+
+def gunicorn_argv(layer_name: str, config) -> list[str]:
+    """The gunicorn command line serving one layer as its config says."""
+    server = config["server"]
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"[{server['host']}]:{server['port']}" if ":" in server["host"]
+        else f"{server['host']}:{server['port']}",
+        "--workers", str(server["workers"]),
+        "--worker-class", "gthread",
+        "--threads", str(server["threads"]),
+        "--timeout", str(server["timeout_s"]),
+        "--graceful-timeout", "10",
+        "--access-logfile", "-",
+        "--error-logfile", "-",
+        "--log-level", config["log"]["level"],
+        "--name", f"sivr-{layer_name}",
+    ]
+    if server["tls_cert"]:
+        argv += ["--certfile", server["tls_cert"], "--keyfile", server["tls_key"]]
+    argv.append(f"daemons.wsgi:build({layer_name!r}, {str(config.source)!r})")
+    return argv
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    layer = get_layer(args.layer)
+    config = layer.load_config(args.config)
+    layer.upgrade_schema(config)
+    argv = gunicorn_argv(args.layer, config)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+    return 0  # not reached: exec replaces this process
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daemons.demo import run_demo
+
+    return run_demo(Path(args.state_dir), fresh=args.fresh, with_data=not args.no_data)
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from admin_gui.main import main as admin_main
+
+    return admin_main(args.qt_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sivr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="write keys, a local CA, certificates and config files")
+    p.add_argument("--dir", required=True, help="folder to write the deployment to")
+    p.add_argument("--hostname", action="append",
+                   help="host name or address the servers are reached at (repeatable; first is used in URLs)")
+    p.add_argument("--institution-name", action="append", help="an institution to set up (repeatable)")
+    p.add_argument("--nodes-per-institution", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("db", help="database schema")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    p = dbsub.add_parser("upgrade", help="create or upgrade a layer's schema")
+    p.add_argument("layer", choices=LAYER_NAMES)
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("institution", help="institutions in the toplevel database")
+    isub = p.add_subparsers(dest="institution_command", required=True)
+    p = isub.add_parser("add", help="add an institution")
+    p.add_argument("--config", required=True, help="the toplevel's config file")
+    p.add_argument("--name", required=True)
+    p.add_argument("--address", default="")
+    p.add_argument("--server-url", default="", help="URL of the institution's server")
+    p.set_defaults(func=cmd_institution_add)
+
+    p = sub.add_parser("user", help="users in the toplevel database")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    p = usub.add_parser("add", help="add a user (e.g. the first admin)")
+    p.add_argument("--config", required=True, help="the toplevel's config file")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", choices=("admin", "physician"), required=True)
+    p.add_argument("--institution", help="institution id or name (default: the only one)")
+    p.add_argument("--full-name", default="")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_user_add)
+
+    p = sub.add_parser("serve", help="serve one layer under gunicorn with TLS")
+    p.add_argument("layer", choices=LAYER_NAMES)
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="run the whole system on loopback with demo data")
+    p.add_argument("--state-dir", default=".sivr-demo")
+    p.add_argument("--fresh", action="store_true", help="discard an earlier demo state first")
+    p.add_argument("--no-data", action="store_true", help="skip uploading the demo CT series")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("admin", help="open the administrators' console")
+    p.add_argument("qt_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileExistsError, ValueError) as exc:
+        print(f"sivr: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""`sivr demo`: the whole system on loopback with a demo admin, a demo physician and a real CT.
+
+Seeding goes through the same public HTTP API a physician's browser uses (login, patient, upload,
+register, finding), so a working demo is itself an end-to-end check of the layers that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import requests
+
+from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
+from daemons.layers import get_layer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
+RECORD_TYPES = [("CT", "Computed tomography"), ("MR", "Magnetic resonance"),
+                ("US", "Ultrasound"), ("CR", "Computed radiography"), ("XA", "X-ray angiography")]
+DEMO_PATIENT = {
+    "first_name": "Demo", "last_name": "Patient", "sex": "M",
+    "birth_date": "1961-04-12", "insurance_number": "DEMO-CMB-CRC-01068",
+}
+
+
+def _users_file(root: Path) -> Path:
+    return root / "demo-users.json"
+
+
+def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
+    """Institutions, record types, a demo admin and physician in the toplevel DB (idempotent).
+
+    Passwords are random per state folder and kept in a 0600 file, so a demo never ships a
+    well-known password.
+    """
+    from daemons.cli import register_institutions
+    from daemons.toplevel import admin_ops
+
+    root = Path(layout.root)
+    register_institutions(layout)
+    config = get_layer("toplevel").load_config(layout.first("toplevel").config)
+    admin_ops.ensure_record_types(config, RECORD_TYPES)
+    path = _users_file(root)
+    if path.exists():
+        return json.loads(path.read_text())
+    institution_id = layout.institutions[0]["id"]
+    users = {
+        "admin": {"username": "admin", "password": secrets.token_urlsafe(12)},
+        "physician": {"username": "dr.house", "password": secrets.token_urlsafe(12)},
+    }
+    admin_ops.create_user(config, "admin", users["admin"]["password"], "admin", institution_id,
+                          "Demo Administrator")
+    admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
+                          institution_id, "Dr. Gregory House")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(users, handle, indent=2)
+    return users
+
+
+class ApiClient:
+    """A logged-in `requests` session against one deployment (CA verified, errors raised)."""
+
+    def __init__(self, deployment: LocalDeployment, username: str, password: str):
+        self.session = requests.Session()
+        self.session.verify = deployment.ca_cert
+        reply = self.session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
+                                  json={"username": username, "password": password}, timeout=30)
+        reply.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+
+    def call(self, method: str, url: str, ok=(200, 201, 204), **kwargs) -> requests.Response:
+        reply = self.session.request(method, url, timeout=kwargs.pop("timeout", 120), **kwargs)
+        if reply.status_code not in ok:
+            raise RuntimeError(f"{method} {url} answered {reply.status_code}: {reply.text[:300]}")
+        return reply
+
+
+def seed_demo_data(deployment: LocalDeployment, users: dict, dicom_dir: Path = DEMO_CT) -> None:
+    """Register the render node, a patient, upload the CT, register it and write a finding."""
+    layout = deployment.layout
+    running = {i.layer for i in deployment.instances}
+    admin = ApiClient(deployment, **users["admin"])
+    doctor = ApiClient(deployment, **users["physician"])
+    top = deployment.url("toplevel")
+    found = doctor.call("GET", f"{top}/api/v1/patients",
+                        params={"insurance_number": DEMO_PATIENT["insurance_number"]}).json()["items"]
+    patient = found[0] if found else doctor.call("POST", f"{top}/api/v1/patients", json=DEMO_PATIENT).json()
+    if "institution" not in running:
+        return
+    inst = layout.institutions[0]
+    nodes = admin.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]
+    known = {n["url"]: n for n in nodes}
+    for node in inst["nodes"]:
+        if node["url"] not in known:
+            known[node["url"]] = admin.call("POST", f"{inst['server_url']}/api/v1/nodes",
+                                            json={"name": node["name"], "url": node["url"]}).json()
+    if "render" not in running or not dicom_dir.is_dir():
+        return
+    node = known[inst["nodes"][0]["url"]]
+    files = sorted(dicom_dir.glob("*.dcm"))
+    handles = [("files", (f.name, f.open("rb"), "application/dicom")) for f in files]
+    try:
+        meta = doctor.call("POST", f"{node['url']}/api/v1/records", files=handles, timeout=600).json()
+    finally:
+        for _, (_, handle, _) in handles:
+            handle.close()
+    registered = doctor.call("GET", f"{inst['server_url']}/api/v1/records",
+                             params={"patient_id": patient["id"]}).json()["items"]
+    if not any(r["id"] == meta["id"] for r in registered):
+        doctor.call("POST", f"{inst['server_url']}/api/v1/records", json={
+            "id": meta["id"], "node_id": node["id"], "rows": meta["rows"], "columns": meta["columns"],
+            "frames": meta["frames"], "modality": meta["modality"], "record_type": "CT",
+            "patient_id": patient["id"], "description": "CT chest/abdomen/pelvis, lung series",
+            "study_date": _iso_date(meta.get("study_date")),
+        })
+        doctor.call("POST", f"{inst['server_url']}/api/v1/findings", json={
+            "patient_id": patient["id"], "description": "CT chest/abdomen/pelvis",
+            "findings": "No focal consolidation. No pleural effusion.",
+            "conclusion": "No acute cardiopulmonary finding.",
+            "recommendation": "Routine follow-up.", "date": _iso_date(meta.get("study_date")),
+            "records": [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": node["id"]}],
+        })
+    doctor.call("POST", f"{node['url']}/api/v1/records/{meta['id']}/load", ok=(200, 202))
+
+
+def _iso_date(dicom_date: str | None) -> str:
+    """DICOM DA (YYYYMMDD) to ISO; today's date when the file has none."""
+    import datetime as dt
+
+    if dicom_date and len(dicom_date) == 8 and dicom_date.isdigit():
+        return f"{dicom_date[:4]}-{dicom_date[4:6]}-{dicom_date[6:]}"
+    if dicom_date and len(dicom_date) == 10:
+        return dicom_date
+    return dt.date.today().isoformat()
+
+
+def _default_ports_free() -> bool:
+    for port in (5000, 5001, 5002, 5003):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
+def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
+    running = {i.layer: i.url for i in reversed(deployment.instances)}
+    info = {"layers": running, "ca_cert": deployment.ca_cert, "users": users}
+    path = Path(deployment.layout.root) / "demo.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(info, handle, indent=2)
+    return path
+
+
+def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> int:
+    state_dir = state_dir.resolve()
+    if fresh and state_dir.exists():
+        shutil.rmtree(state_dir)
+    if (state_dir / LAYOUT_FILE).exists():
+        layout = Layout.load(state_dir)
+    else:
+        layout = init_deployment(state_dir, pick_free_ports=not _default_ports_free())
+    users = seed_base(layout)
+    deployment = LocalDeployment(layout)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        deployment.start()
+        if with_data:
+            print("Uploading the demo CT series (100 slices)...", flush=True)
+            seed_demo_data(deployment, users)
+        path = write_demo_json(deployment, users)
+        _print_welcome(deployment, users, path)
+        stop.wait()
+    finally:
+        print("Stopping SIVR...", flush=True)
+        deployment.stop()
+    return 0
+
+
+def _print_welcome(deployment: LocalDeployment, users: dict, path: Path) -> None:
+    web = next((i.url for i in deployment.instances if i.layer == "web"), None)
+    print("\nSIVR is running:")
+    for instance in deployment.instances:
+        print(f"  {instance.name:<16} {instance.url}")
+    if web:
+        print(f"\nOpen {web}/ in a browser.")
+    print(f"Trust the local CA first: {deployment.ca_cert}")
+    print("  (Chromium on Linux: certutil -d sql:$HOME/.pki/nssdb -A -t 'C,,' -n sivr-demo -i <that file>)")
+    for role, cred in users.items():
+        print(f"  {role:<10} username {cred['username']!r}  password {cred['password']!r}")
+    print(f"Console: sivr admin   ·   Details: {path}")
+    print("Stop with Ctrl-C.", flush=True)

@@ -1,0 +1,263 @@
+"""A whole SIVR deployment in one folder: keys, certificates, one config per instance, processes.
+
+`sivr init` writes the folder for IT to review and copy to hosts; `sivr demo` and the test suite
+start every instance from it under gunicorn with TLS on loopback. Both go through this module so
+the tests exercise exactly what operators run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import requests
+
+from daemons.layers import LAYERS
+from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.tls import create_ca, issue_server_cert
+from shared.tokens import generate_signing_keypair
+
+STORE_KEY_BYTES = 32
+LAYOUT_FILE = "deployment.json"
+
+
+@dataclass
+class Instance:
+    """One daemon process: its layer, name, config file and URL."""
+
+    layer: str
+    name: str
+    config: str
+    url: str
+    institution: str | None = None
+
+
+@dataclass
+class Layout:
+    """What `sivr init` wrote: instances and the institutions they belong to."""
+
+    root: str
+    ca_cert: str
+    instances: list[Instance] = field(default_factory=list)
+    institutions: list[dict] = field(default_factory=list)
+
+    def save(self) -> None:
+        Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, root: Path) -> "Layout":
+        data = json.loads((root / LAYOUT_FILE).read_text())
+        data["instances"] = [Instance(**i) for i in data["instances"]]
+        return cls(**data)
+
+    def by_layer(self, layer: str) -> list[Instance]:
+        return [i for i in self.instances if i.layer == layer]
+
+    def first(self, layer: str) -> Instance | None:
+        found = self.by_layer(layer)
+        return found[0] if found else None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def init_deployment(
+    root: Path,
+    hostnames: list[str] | None = None,
+    institution_names: list[str] | None = None,
+    nodes_per_institution: int = 1,
+    database_urls: dict[str, str] | None = None,
+    pick_free_ports: bool = False,
+    force: bool = False,
+) -> Layout:
+    """Write keys, a local CA and server certificate, and one config file per instance.
+
+    `database_urls` maps an instance name (`toplevel`, `institution-1`, ...) to a peewee URL;
+    others get SQLite files beside their config. With `pick_free_ports` every instance gets a
+    free loopback port (tests); otherwise the layers' default ports, render nodes counting up.
+    """
+    root = root.resolve()
+    if (root / LAYOUT_FILE).exists() and not force:
+        raise FileExistsError(f"{root} already holds a deployment; use --force to overwrite it")
+    hostnames = hostnames or ["127.0.0.1", "localhost", "::1"]
+    institution_names = institution_names or ["Demo Hospital"]
+    database_urls = database_urls or {}
+    host = hostnames[0]
+    keys, tls, data = root / "keys", root / "tls", root / "data"
+    for folder in (keys, tls, data):
+        folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys, 0o700)
+
+    private_key, public_key = keys / "token_ed25519.pem", keys / "token_ed25519.pub"
+    generate_signing_keypair(private_key, public_key)
+    create_ca(tls / "ca.pem", tls / "ca.key")
+    issue_server_cert(tls / "ca.pem", tls / "ca.key", tls / "server.pem", tls / "server.key", hostnames)
+
+    used_defaults: set[int] = set()
+    next_extra_port = 5100
+
+    def port_for(layer: str) -> int:
+        """A free port (tests), the layer's default the first time, then 5100 upwards."""
+        nonlocal next_extra_port
+        if pick_free_ports:
+            return free_port(host if host != "localhost" else "127.0.0.1")
+        if DEFAULT_PORTS[layer] not in used_defaults:
+            used_defaults.add(DEFAULT_PORTS[layer])
+            return DEFAULT_PORTS[layer]
+        next_extra_port += 1
+        return next_extra_port - 1
+
+    url_host = f"[{host}]" if ":" in host else host
+    layout = Layout(root=str(root), ca_cert=str(tls / "ca.pem"))
+    ports = {"web": port_for("web"), "toplevel": port_for("toplevel")}
+    web_url = f"https://{url_host}:{ports['web']}"
+    common = {
+        "server": {"host": host, "tls_cert": "tls/server.pem", "tls_key": "tls/server.key"},
+        "cors": {"origins": [web_url]},
+        "tokens": {"public_key": "keys/token_ed25519.pub"},
+    }
+
+    def add(layer: str, name: str, port: int, values: dict, institution: str | None = None) -> None:
+        merged = {section: dict(body) for section, body in common.items()}
+        merged["server"] = {**merged["server"], "port": port}
+        for section, body in values.items():
+            merged.setdefault(section, {}).update(body)
+        if name in database_urls:
+            merged.setdefault("database", {})["url"] = database_urls[name]
+        path = root / f"{name}.toml"
+        keys_of_layer = LAYERS[layer].keys
+        build_config(layer, keys_of_layer, merged, path)  # refuse a bad key before writing
+        path.write_text(render_config_toml(layer, keys_of_layer, merged))
+        layout.instances.append(
+            Instance(layer, name, str(path), f"https://{url_host}:{port}", institution)
+        )
+
+    toplevel_url = f"https://{url_host}:{ports['toplevel']}"
+    add("toplevel", "toplevel", ports["toplevel"], {
+        "database": {"url": "sqlite:///data/toplevel.db"},
+        "tokens": {"private_key": "keys/token_ed25519.pem"},
+    })
+    for number, inst_name in enumerate(institution_names, start=1):
+        inst_id = str(uuid.uuid4())
+        inst_port = port_for("institution")
+        inst_instance = f"institution-{number}"
+        add("institution", inst_instance, inst_port, {
+            "database": {"url": f"sqlite:///data/{inst_instance}.db"},
+            "institution": {"id": inst_id, "name": inst_name},
+        }, inst_id)
+        layout.institutions.append({
+            "id": inst_id, "name": inst_name, "server_url": layout.instances[-1].url, "nodes": [],
+        })
+        for node in range(1, nodes_per_institution + 1):
+            node_name = f"render-{number}-{node}"
+            store_key = keys / f"{node_name}.store.key"
+            _write_secret(store_key, secrets.token_bytes(STORE_KEY_BYTES))
+            add("render", node_name, port_for("render"), {
+                "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},
+                "database": {"url": f"sqlite:///data/{node_name}/render.db"},
+                "node": {"institution_id": inst_id, "name": node_name},
+                "storage": {"dir": f"data/{node_name}/store", "key_file": f"keys/{node_name}.store.key"},
+            }, inst_id)
+            (data / node_name / "store").mkdir(parents=True, exist_ok=True)
+            layout.institutions[-1]["nodes"].append({"name": node_name, "url": layout.instances[-1].url})
+    add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url}})
+    layout.save()
+    return layout
+
+
+class LocalDeployment:
+    """Start and stop every instance of a layout as `sivr serve` subprocesses."""
+
+    def __init__(self, layout: Layout, layers: tuple[str, ...] | None = None):
+        self.layout = layout
+        self.root = Path(layout.root)
+        wanted = layers or tuple(name for name, layer in LAYERS.items() if layer.available)
+        self.instances = [i for i in layout.instances if i.layer in wanted]
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def ca_cert(self) -> str:
+        return self.layout.ca_cert
+
+    def url(self, name: str) -> str:
+        for instance in self.instances:
+            if instance.name == name or instance.layer == name:
+                return instance.url
+        raise KeyError(f"no running instance named {name!r}")
+
+    def log_path(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def start_instance(self, instance: Instance) -> None:
+        self.log_path(instance.name).parent.mkdir(exist_ok=True)
+        log = open(self.log_path(instance.name), "ab")
+        self.processes[instance.name] = subprocess.Popen(
+            [sys.executable, "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        for instance in self.instances:
+            self.start_instance(instance)
+        for instance in self.instances:
+            self.wait_healthy(instance, timeout_s)
+
+    def wait_healthy(self, instance: Instance, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        process = self.processes[instance.name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{instance.name} exited with {process.returncode}; log:\n"
+                    + self.log_path(instance.name).read_text(errors="replace")[-4000:]
+                )
+            try:
+                if requests.get(f"{instance.url}/healthz", verify=self.ca_cert, timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{instance.name} did not answer /healthz within {timeout_s} s")
+
+    def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_instance(name)
+
+    def __enter__(self) -> "LocalDeployment":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

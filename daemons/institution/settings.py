@@ -1,0 +1,10 @@
+"""Configuration keys of an institution server (beyond the common ones in shared.config)."""
+
+from shared.config import Key
+
+KEYS = (
+    Key("database", "url", "sqlite:///institution.db",
+        "peewee database URL: sqlite:///path (relative to this file), postgresql://..., cockroachdb://..."),
+    Key("institution", "id", "", "UUID of the institution this server belongs to (as known to the toplevel)."),
+    Key("institution", "name", "", "Display name of the institution."),
+)

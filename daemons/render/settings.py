@@ -1,0 +1,22 @@
+"""Configuration keys of a render node (beyond the common ones in shared.config)."""
+
+from shared.config import Key
+
+KEYS = (
+    Key("database", "url", "sqlite:///render.db",
+        "peewee database URL of the node's own catalogue and audit log (SQLite is the norm)."),
+    Key("node", "institution_id", "", "UUID of the institution this node belongs to; only its physicians upload."),
+    Key("node", "name", "render-1", "Display name of this node."),
+    Key("storage", "dir", "store", "Folder of the encrypted, compressed DICOM store.", True),
+    Key("storage", "key_file", "", "32-byte AES-256-GCM key file of the store (mode 0600).", True),
+    Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB."),
+    Key("limits", "max_files", 4000, "Most files in one record."),
+    Key("limits", "max_rows", 8192, "Largest Rows accepted."),
+    Key("limits", "max_columns", 8192, "Largest Columns accepted."),
+    Key("limits", "max_frames", 4000, "Most frames (slices) in one record."),
+    Key("limits", "max_decoded_mb", 4096, "Largest decoded size of one record in MiB."),
+    Key("limits", "max_output_px", 2048, "Largest width or height of a rendered image."),
+    Key("memory", "budget_mb", 8192, "RAM for decoded records; least recently used are evicted beyond it."),
+    Key("render", "backend_3d", "auto", "3D back end: auto (OpenGL if a context works, else CPU), cpu, or vispy."),
+    Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
+)

@@ -1,0 +1,14 @@
+"""Configuration keys of the toplevel layer (beyond the common ones in shared.config)."""
+
+from shared.config import Key
+
+KEYS = (
+    Key("database", "url", "sqlite:///toplevel.db",
+        "peewee database URL: sqlite:///path (relative to this file), postgresql://..., cockroachdb://..."),
+    Key("tokens", "private_key", "", "Ed25519 private key (PEM, mode 0600) that signs access tokens.", True),
+    Key("tokens", "access_ttl_s", 300, "Lifetime of one access token in seconds (renewed by the client)."),
+    Key("tokens", "session_max_s", 28800, "Absolute session limit in seconds; renewal stops after it."),
+    Key("auth", "max_failed_logins", 5, "Failed logins per username and per client address in the window before 429."),
+    Key("auth", "failed_login_window_s", 300, "Window of the failed-login limit, in seconds."),
+    Key("auth", "min_password_length", 10, "Shortest password accepted when setting one."),
+)

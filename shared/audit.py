@@ -1,0 +1,113 @@
+"""Audit log of every read or change of patient data: who, what, when, from where.
+
+Each layer keeps its own log in its own database (backends never call each other), with the
+same table shape and the same admin-only query endpoint, so the console can show them together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+from flask import Blueprint, jsonify, request
+
+from shared.auth import current_identity, require_auth
+from shared.db import new_id, utcnow
+from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid
+
+
+def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[peewee.Model]:
+    """The audit table bound to one layer's database."""
+
+    class AuditEntry(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+        at = peewee.DateTimeField(default=utcnow, index=True)
+        user_id = peewee.CharField(max_length=36, index=True)
+        username = peewee.CharField(max_length=150, index=True)
+        action = peewee.CharField(max_length=64, index=True)
+        object_type = peewee.CharField(max_length=32)
+        object_id = peewee.CharField(max_length=64, null=True)
+        patient_id = peewee.CharField(max_length=36, null=True, index=True)
+        client_ip = peewee.CharField(max_length=64)
+        detail = peewee.TextField(default="")
+
+        class Meta:
+            table_name = "audit_entry"
+
+    AuditEntry._meta.database = database
+    return AuditEntry
+
+
+def client_address() -> str:
+    """The peer address as gunicorn sees it; proxies are not trusted unless configured there."""
+    return request.remote_addr or "unknown"
+
+
+def record_audit(
+    model: type[peewee.Model],
+    action: str,
+    object_type: str,
+    object_id: str | None = None,
+    patient_id: str | None = None,
+    detail: str = "",
+    user_id: str | None = None,
+    username: str | None = None,
+) -> None:
+    """Write one entry for the current request; `user_id`/`username` override for logins."""
+    if user_id is None or username is None:
+        identity = current_identity()
+        user_id, username = identity.user_id, identity.username
+    model.create(
+        user_id=user_id,
+        username=username,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        patient_id=patient_id,
+        client_ip=client_address(),
+        detail=detail[:2000],
+    )
+
+
+def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": iso_utc(entry.at),
+        "user_id": entry.user_id,
+        "username": entry.username,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "patient_id": entry.patient_id,
+        "client_ip": entry.client_ip,
+        "detail": entry.detail,
+    }
+
+
+def audit_blueprint(model: type[peewee.Model]) -> Blueprint:
+    """`GET /api/v1/audit` for admins, filtered by user, patient, action and time range."""
+    bp = Blueprint("audit", __name__)
+
+    @bp.get("/api/v1/audit")
+    @require_auth("admin")
+    def list_audit():
+        limit, offset = page_args()
+        query = model.select()
+        args = request.args
+        if args.get("user_id"):
+            query = query.where(model.user_id == parse_uuid(args["user_id"], "user_id"))
+        if args.get("username"):
+            query = query.where(model.username.contains(args["username"][:150]))
+        if args.get("patient_id"):
+            query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
+        if args.get("action"):
+            query = query.where(model.action == args["action"][:64])
+        if args.get("since"):
+            query = query.where(model.at >= parse_datetime(args["since"], "since"))
+        if args.get("until"):
+            query = query.where(model.at <= parse_datetime(args["until"], "until"))
+        total = query.count()
+        rows = query.order_by(model.at.desc()).limit(limit).offset(offset)
+        return jsonify({"items": [audit_to_json(r) for r in rows], "total": total})
+
+    return bp

@@ -1,0 +1,151 @@
+"""Configuration of one daemon instance: one TOML file, every key declared with default and meaning.
+
+Keys are declared (not free-form) so that a typo in an operator's file is an error at start-up
+rather than a silently ignored setting, and so that `sivr init` can write files in which every key
+is documented with its default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: `section.name`, its default and what it means."""
+
+    section: str
+    name: str
+    default: Any
+    doc: str
+    is_path: bool = False
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+COMMON_KEYS: tuple[Key, ...] = (
+    Key("server", "host", "127.0.0.1", "Address to listen on."),
+    Key("server", "port", 0, "TCP port to listen on (0: the layer's default port)."),
+    Key("server", "workers", 2, "gunicorn worker processes."),
+    Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class)."),
+    Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds."),
+    Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
+    Key("server", "tls_key", "", "PEM private key for TLS (mode 0600).", True),
+    Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB."),
+    Key("cors", "origins", [], "Browser origins allowed to call this layer (e.g. the web layer's URL)."),
+    Key("tokens", "public_key", "", "Ed25519 public key (PEM) that verifies access tokens.", True),
+    Key("tokens", "issuer", "sivr-toplevel", "Expected `iss` claim of access tokens."),
+    Key("tokens", "audience", "sivr", "Expected `aud` claim of access tokens."),
+    Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds."),
+    Key("log", "level", "info", "Log level: debug, info, warning, error."),
+)
+
+DEFAULT_PORTS = {"web": 5000, "toplevel": 5001, "institution": 5002, "render": 5003}
+
+
+class Config(dict):
+    """Nested mapping `section -> key -> value` with every declared key present."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], layer: str, source: Path | None):
+        super().__init__(values)
+        self.layer = layer
+        self.source = source
+
+    def get_key(self, dotted: str) -> Any:
+        section, name = dotted.split(".", 1)
+        return self[section][name]
+
+
+def _coerce(key: Key, value: Any, source: str) -> Any:
+    expected = type(key.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{source}: `{key.dotted}` must be of type {expected.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def build_config(
+    layer: str,
+    keys: Iterable[Key],
+    values: dict[str, Any] | None = None,
+    source: Path | None = None,
+) -> Config:
+    """Merge `values` (as parsed from TOML) over the declared defaults, rejecting unknown keys.
+
+    Relative paths are resolved against the config file's folder so that a deployment folder can
+    be moved as a whole.
+    """
+    values = values or {}
+    where = str(source) if source else "<config>"
+    declared = {(k.section, k.name): k for k in (*COMMON_KEYS, *keys)}
+    result: dict[str, dict[str, Any]] = {}
+    for (section, name), key in declared.items():
+        result.setdefault(section, {})[name] = key.default
+    for section, body in values.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: `{section}` must be a [section] table")
+        for name, value in body.items():
+            key = declared.get((section, name))
+            if key is None:
+                raise ConfigError(f"{where}: unknown key `{section}.{name}`")
+            value = _coerce(key, value, where)
+            if key.is_path and value and source is not None:
+                value = str((source.parent / value).resolve())
+            result[section][name] = value
+    if result["server"]["port"] == 0:
+        result["server"]["port"] = DEFAULT_PORTS.get(layer, 0)
+    return Config(result, layer, source)
+
+
+def load_config(path: str | Path, layer: str, keys: Iterable[Key]) -> Config:
+    """Read one instance's TOML file; errors name the file and the offending key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return build_config(layer, keys, data, path.resolve())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def render_config_toml(layer: str, keys: Iterable[Key], values: dict[str, dict[str, Any]]) -> str:
+    """A complete, commented config file: every key, its meaning and default, then its value."""
+    all_keys = (*COMMON_KEYS, *keys)
+    lines = [f"# SIVR {layer} layer configuration. Every key is listed with its meaning and default."]
+    sections: dict[str, list[Key]] = {}
+    for key in all_keys:
+        sections.setdefault(key.section, []).append(key)
+    for section, section_keys in sections.items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        for key in section_keys:
+            lines.append(f"# {key.doc} Default: {_toml_value(key.default)}")
+            value = values.get(section, {}).get(key.name, key.default)
+            lines.append(f"{key.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

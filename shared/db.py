@@ -1,0 +1,105 @@
+"""Database from a URL (SQLite, PostgreSQL, CockroachDB through peewee) and schema upgrades.
+
+SQLite is the zero-set-up default; several toplevel servers share one PostgreSQL or CockroachDB
+cluster in production. Connections are opened per request and closed after it, so a restarted
+database server is simply reconnected on the next request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Callable, Iterable, Sequence
+
+import peewee
+from flask import Flask
+from playhouse.db_url import connect
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "busy_timeout": 10_000,
+    "synchronous": "normal",
+}
+
+Migration = Callable[[peewee.Database], None]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC time, stored the same way on every database."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def connect_database(url: str) -> peewee.Database:
+    """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
+    if url.startswith("sqlite"):
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    return connect(url, autoconnect=True)
+
+
+class SchemaVersion(peewee.Model):
+    """Which schema version each layer's tables are at (one row per layer)."""
+
+    layer = peewee.CharField(primary_key=True, max_length=32)
+    version = peewee.IntegerField()
+
+    class Meta:
+        table_name = "schema_version"
+
+
+def upgrade_schema(
+    db: peewee.Database,
+    layer: str,
+    models: Sequence[type[peewee.Model]],
+    migrations: Iterable[Migration] = (),
+) -> int:
+    """Create missing tables, then run the migrations not yet applied; returns the new version.
+
+    Version 1 is "tables created from the current models"; migration N (1-based) upgrades a
+    database at version N to N+1, so a fresh database skips none of the history it needs.
+    """
+    migrations = list(migrations)
+    with db.bind_ctx([SchemaVersion]):
+        db.create_tables([SchemaVersion], safe=True)
+        row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
+        with db.atomic():
+            if row is None:
+                db.create_tables(list(models), safe=True)
+                target = len(migrations) + 1
+                SchemaVersion.create(layer=layer, version=target)
+                return target
+            for index, migration in enumerate(migrations, start=1):
+                if row.version <= index:
+                    migration(db)
+                    row.version = index + 1
+            db.create_tables(list(models), safe=True)
+            row.save()
+            return row.version
+
+
+def bind_per_request(app: Flask, db: peewee.Database) -> None:
+    """Open the connection for each request and always close it afterwards."""
+
+    @app.before_request
+    def _open() -> None:
+        db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        if not db.is_closed():
+            db.close()
+
+
+def database_from_config(config) -> peewee.Database:
+    """Connect to `database.url`; a relative SQLite path is taken relative to the config file."""
+    url: str = config["database"]["url"]
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and config.source is not None:
+        path = url[len(prefix):]
+        if path and path != ":memory:" and not path.startswith("/"):
+            url = prefix + str((config.source.parent / path).resolve())
+    return connect_database(url)

@@ -1,0 +1,172 @@
+"""Access tokens: EdDSA (Ed25519) JWTs minted by the toplevel, verified everywhere else.
+
+Only the toplevel holds the private key; institution and render layers hold the public key, so a
+compromised backend cannot mint tokens and no layer needs to call another to check one
+(horizontal independence, DESIGN.md). The verifier accepts exactly one algorithm, which is what
+defeats `alg: none` and algorithm-confusion tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+ALGORITHM = "EdDSA"
+ROLES = ("admin", "physician")
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "role", "inst", "name", "sid", "auth_time"]
+
+
+class TokenError(Exception):
+    """A token that must be refused; `code` is the API error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, as the token says; the only source of user, role and institution."""
+
+    user_id: str
+    username: str
+    role: str
+    institution_id: str
+    session_id: str
+    auth_time: int
+    expires_at: int
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
+    """Write a PEM private key readable by its owner only (0600 from creation, no race)."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    os.chmod(path, 0o600)
+
+
+def generate_signing_keypair(private_path: Path, public_path: Path) -> None:
+    """Create the toplevel's token signing key and the public key every other layer gets."""
+    key = Ed25519PrivateKey.generate()
+    write_private_key(private_path, key)
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def load_private_key(path: str | Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+class TokenIssuer:
+    """Mints access tokens; lives only in the toplevel."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, issuer: str, audience: str, ttl_s: int):
+        self._key = private_key
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl_s = ttl_s
+
+    def issue(
+        self,
+        user_id: str,
+        username: str,
+        role: str,
+        institution_id: str,
+        session_id: str | None = None,
+        auth_time: int | None = None,
+        now: int | None = None,
+    ) -> tuple[str, int]:
+        """Return `(token, expires_in)`; a renewal passes the session's id and start time."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        now = int(time.time()) if now is None else now
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "iat": now,
+            "exp": now + self.ttl_s,
+            "role": role,
+            "inst": institution_id,
+            "name": username,
+            "sid": session_id or str(uuid.uuid4()),
+            "auth_time": auth_time if auth_time is not None else now,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), self.ttl_s
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, issuer, audience and times; returns the caller's Identity."""
+
+    def __init__(self, public_key: Ed25519PublicKey, issuer: str, audience: str, leeway_s: int = 5):
+        self._key = public_key
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway_s = leeway_s
+
+    def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid_token", f"the access token is malformed: {exc}") from exc
+        if header.get("alg") != ALGORITHM:
+            raise TokenError(
+                "invalid_token", f"token algorithm {header.get('alg')!r} is not accepted"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway_s,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("token_expired", "the access token has expired; log in again") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise TokenError("invalid_token", "the access token's signature is not valid") from exc
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid_token", f"the access token was refused: {exc}") from exc
+        if claims["role"] not in ROLES:
+            raise TokenError("invalid_token", "the access token names an unknown role")
+        return Identity(
+            user_id=str(claims["sub"]),
+            username=str(claims["name"]),
+            role=str(claims["role"]),
+            institution_id=str(claims["inst"]),
+            session_id=str(claims["sid"]),
+            auth_time=int(claims["auth_time"]),
+            expires_at=int(claims["exp"]),
+        )

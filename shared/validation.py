@@ -1,0 +1,147 @@
+"""Validation of ids and JSON bodies before anything touches the database or disk.
+
+A blank or malformed id must never reach a query (where it could match "all rows" or nothing);
+each failure names the field so a person can correct the input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import request
+
+from shared.errors import ApiError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_uuid(value: Any, field: str = "id") -> str:
+    """Canonical lower-case UUID string, or `400 invalid_id`."""
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "invalid_id", f"{field} is missing or blank")
+    try:
+        parsed = uuid.UUID(value.strip())
+    except ValueError as exc:
+        raise ApiError(400, "invalid_id", f"{field} {value[:80]!r} is not a valid UUID") from exc
+    if str(parsed) != value.strip().lower():
+        raise ApiError(400, "invalid_id", f"{field} {value[:80]!r} is not a canonical UUID")
+    return str(parsed)
+
+
+def parse_record_id(value: Any, field: str = "record_id") -> str:
+    """A record id is the SHA-256 hex digest of the record's content."""
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ApiError(400, "invalid_id", f"{field} must be 64 lower-case hex characters (SHA-256)")
+    return value
+
+
+def parse_date(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "validation_error", f"{field} must be a date YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"{field} {value[:40]!r} is not a date YYYY-MM-DD") from exc
+
+
+def parse_datetime(value: str, field: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError) as exc:
+        raise ApiError(400, "validation_error", f"{field} must be an ISO 8601 time") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def iso_utc(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One JSON body field: its type, whether required, and limits."""
+
+    kind: type | tuple[type, ...]
+    required: bool = True
+    max_len: int = 255
+    min_len: int = 0
+    choices: tuple[Any, ...] | None = None
+    check: Callable[[Any, str], Any] | None = None
+    nullable: bool = False
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400/415 that says what is wrong with it."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return body
+
+
+def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = False) -> dict[str, Any]:
+    """Check `body` against `fields`; unknown fields are refused so typos do not pass silently.
+
+    With `partial=True` (updates) no field is required but at least one must be present.
+    """
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise ApiError(400, "validation_error", f"unknown field(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if name not in body:
+            if spec.required and not partial:
+                raise ApiError(400, "validation_error", f"{name} is required")
+            continue
+        value = body[name]
+        if value is None and spec.nullable:
+            out[name] = None
+            continue
+        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ApiError(400, "validation_error", f"{name} must be of type {kinds[0].__name__}")
+        if not isinstance(value, kinds):
+            raise ApiError(400, "validation_error", f"{name} must be of type {kinds[0].__name__}")
+        if isinstance(value, str):
+            value = value.strip()
+            if len(value) > spec.max_len:
+                raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
+            if len(value) < spec.min_len:
+                raise ApiError(400, "validation_error",
+                               f"{name} must not be empty" if spec.min_len == 1
+                               else f"{name} must be at least {spec.min_len} characters")
+        if spec.choices is not None and value not in spec.choices:
+            raise ApiError(400, "validation_error",
+                           f"{name} must be one of {', '.join(map(str, spec.choices))}")
+        if spec.check is not None:
+            value = spec.check(value, name)
+        out[name] = value
+    if partial and not out:
+        raise ApiError(400, "validation_error", f"send at least one of: {', '.join(fields)}")
+    return out
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"query parameter {name} must be an integer") from exc
+    if not low <= value <= high:
+        raise ApiError(400, "validation_error", f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def page_args() -> tuple[int, int]:
+    """`(limit, offset)` from the query string, bounded."""
+    return query_int("limit", 50, 1, 500), query_int("offset", 0, 0, 10_000_000)

@@ -1,0 +1,63 @@
+"""What every layer's Flask app has in common, built inside each `create_app`.
+
+Error format, CORS for configured origins only, token verification with the public key, a body
+size limit, security headers and `/healthz` — so no daemon can forget one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from flask_cors import CORS
+
+from shared import __version__
+from shared.auth import install_verifier
+from shared.config import Config
+from shared.errors import register_error_handlers
+from shared.tokens import TokenVerifier, load_public_key
+
+
+def verifier_from_config(config: Config) -> TokenVerifier:
+    tokens = config["tokens"]
+    if not tokens["public_key"]:
+        raise ValueError(f"{config.source}: tokens.public_key must name the toplevel's public key file")
+    return TokenVerifier(
+        load_public_key(tokens["public_key"]), tokens["issuer"], tokens["audience"], tokens["leeway_s"]
+    )
+
+
+def create_base_app(import_name: str, config: Config) -> Flask:
+    """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints."""
+    app = Flask(import_name)
+    app.config["SIVR"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
+    app.json.sort_keys = False
+    logging.getLogger().setLevel(config["log"]["level"].upper())
+    register_error_handlers(app)
+    install_verifier(app, verifier_from_config(config))
+    if config["cors"]["origins"]:
+        CORS(
+            app,
+            origins=config["cors"]["origins"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms"],
+            methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            max_age=600,
+        )
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if config["server"]["tls_cert"]:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        if response.mimetype == "application/json":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok", "layer": config.layer, "version": __version__})
+
+    return app

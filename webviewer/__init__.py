@@ -1,0 +1,1 @@
+"""The physicians' web viewer and the small web layer that serves it."""
