@@ -1,0 +1,37 @@
+# Sourced by quickstart.sh and run-tests.sh: system packages and the project's virtual environment.
+# Idempotent: installs only what is missing, so a second run is quick.
+
+SIVR_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SIVR_VENV=${SIVR_VENV:-$SIVR_REPO/.venv}
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Installing Debian packages: ${missing[*]}"
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+}
+
+# Runtime: Python venv support, Mesa EGL for the OpenGL 3D back end, and the libraries Qt needs.
+RUNTIME_PACKAGES=(python3-venv libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 libfontconfig1
+    libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
+    libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 fonts-dejavu-core)
+
+ensure_venv() {
+    local extras=$1
+    local python=${PYTHON:-python3}
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || { echo "SIVR needs Python 3.11 or newer ($python is $($python --version))"; exit 1; }
+    [ -x "$SIVR_VENV/bin/python" ] || "$python" -m venv "$SIVR_VENV"
+    local stamp="$SIVR_VENV/.sivr-installed-$extras"
+    if [ ! -f "$stamp" ] || [ "$SIVR_REPO/pyproject.toml" -nt "$stamp" ]; then
+        "$SIVR_VENV/bin/python" -m pip install -q --upgrade pip
+        "$SIVR_VENV/bin/python" -m pip install -q -e "$SIVR_REPO[$extras]"
+        touch "$stamp"
+    fi
+}

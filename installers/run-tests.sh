@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb),
+# starts a private PostgreSQL server on loopback, and runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
+apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd
+ensure_venv test
+
+export EGL_PLATFORM=surfaceless
+export PYTHONUNBUFFERED=1
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pg_dir=$(mktemp -d /tmp/sivr-pg.XXXXXX)
+pg_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+pg_password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$pg_dir"
+echo "$pg_password" > "$pg_dir/pw" && [ "$(id -u)" = 0 ] && chown postgres "$pg_dir/pw"
+as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U sivr --pwfile="$pg_dir/pw" --auth=scram-sha-256 -E UTF8 >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off" start >/dev/null
+trap 'as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pg_dir"' EXIT
+export SIVR_TEST_PG_URL="postgresql://sivr:$pg_password@127.0.0.1:$pg_port/postgres"
+
+cd "$SIVR_REPO"
+xvfb-run -a -s "-screen 0 1920x1080x24" \
+    "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@" tests

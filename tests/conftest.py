@@ -1,0 +1,122 @@
+"""Fixtures that bring up real SIVR deployments: gunicorn processes with TLS on loopback ports.
+
+`deployment` is one shared deployment (SQLite) for the whole session; tests that stop or break
+a daemon use `make_deployment` to get a private one. `pg_database_urls` gives fresh PostgreSQL
+databases when `SIVR_TEST_PG_URL` names a server (as `.ci/run` does).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from daemons.demo import ApiClient, seed_base
+from daemons.deployment import LocalDeployment, init_deployment
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+class RunningDeployment(LocalDeployment):
+    """A started deployment plus its demo users and logged-in clients."""
+
+    users: dict[str, dict[str, str]]
+
+    def client(self, role: str = "physician") -> ApiClient:
+        return ApiClient(self, **self.users[role])
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The developers' real DICOM set beside the repository, or a skip on a fresh clone."""
+    if not (SHARED_DATA / "dicom").is_dir():
+        pytest.skip(f"real DICOM test data absent: {SHARED_DATA}/dicom (fresh clone without ../shared)")
+    return SHARED_DATA / "dicom"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def _postgres_admin_url() -> str | None:
+    return os.environ.get("SIVR_TEST_PG_URL") or None
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture
+def pg_database_factory() -> Iterator[Callable[[], str]]:
+    """Create uniquely named PostgreSQL databases; all are dropped after the test."""
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        pytest.skip("PostgreSQL not configured: set SIVR_TEST_PG_URL (.ci/run does)")
+    import psycopg2
+
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"sivr_test_{uuid.uuid4().hex[:12]}"
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        created.append(name)
+        return _with_database(admin_url, name)
+
+    yield create
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in created:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def start_deployment(root: Path, **init_kwargs) -> RunningDeployment:
+    layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
+    users = seed_base(layout)
+    deployment = RunningDeployment(layout)
+    deployment.users = users
+    try:
+        deployment.start()
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
+    """Every available layer, two institutions, one render node each, SQLite databases."""
+    running = start_deployment(
+        tmp_path_factory.mktemp("deployment"), institution_names=["Demo Hospital", "Second Clinic"]
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_deployment(tmp_path_factory) -> Iterator[Callable[..., RunningDeployment]]:
+    """A private deployment a test may break (stop a daemon, fill a disk); stopped after it."""
+    started: list[RunningDeployment] = []
+
+    def make(**init_kwargs) -> RunningDeployment:
+        running = start_deployment(tmp_path_factory.mktemp("private-deployment"), **init_kwargs)
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
