@@ -1,0 +1,52 @@
+"""Id and body validation: blank, malformed and wrong-typed input is a 400 naming the field."""
+
+import pytest
+
+from shared.errors import ApiError
+from shared.validation import Field, parse_date, parse_record_id, parse_uuid, validate
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, "not-a-uuid", "1234", 5, "%", "*"])
+def test_bad_uuid_is_invalid_id(value):
+    with pytest.raises(ApiError) as err:
+        parse_uuid(value)
+    assert err.value.status == 400 and err.value.code == "invalid_id"
+
+
+def test_uuid_is_canonicalised_only_when_already_canonical():
+    assert parse_uuid("0b9c4d8e-1c2f-4a5b-9c3d-2e1f0a9b8c7d") == "0b9c4d8e-1c2f-4a5b-9c3d-2e1f0a9b8c7d"
+    with pytest.raises(ApiError):
+        parse_uuid("{0b9c4d8e-1c2f-4a5b-9c3d-2e1f0a9b8c7d}")
+
+
+def test_record_id_must_be_sha256_hex():
+    assert parse_record_id("a" * 64) == "a" * 64
+    for bad in ["A" * 64, "a" * 63, "../etc/passwd", ""]:
+        with pytest.raises(ApiError):
+            parse_record_id(bad)
+
+
+def test_validate_types_lengths_choices_and_unknown_fields():
+    fields = {"name": Field(str, min_len=1, max_len=5), "role": Field(str, choices=("a", "b")),
+              "n": Field(int, required=False)}
+    assert validate({"name": " ab ", "role": "a"}, fields) == {"name": "ab", "role": "a"}
+    for body, needle in [({"role": "a"}, "name is required"),
+                         ({"name": "abcdef", "role": "a"}, "longer"),
+                         ({"name": "", "role": "a"}, "empty"),
+                         ({"name": "x", "role": "c"}, "one of"),
+                         ({"name": "x", "role": "a", "n": True}, "n must be of type int"),
+                         ({"name": 3, "role": "a"}, "name must be of type str"),
+                         ({"name": "x", "role": "a", "extra": 1}, "unknown field")]:
+        with pytest.raises(ApiError, match=needle):
+            validate(body, fields)
+
+
+def test_partial_update_needs_at_least_one_field():
+    with pytest.raises(ApiError, match="at least one"):
+        validate({}, {"name": Field(str)}, partial=True)
+
+
+def test_dates():
+    assert parse_date("2026-02-03", "d") == "2026-02-03"
+    with pytest.raises(ApiError):
+        parse_date("2026-02-30", "d")
