@@ -1,0 +1,46 @@
+"""Application factory of an institution server (run under gunicorn by `sivr serve institution`)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from daemons.institution import findings, info, nodes, records
+from daemons.institution.access import require_role_here
+from daemons.institution.models import AuditEntry, bind_database
+from shared.audit import audit_blueprint
+from shared.auth import authenticate
+from shared.config import Config, ConfigError
+from shared.db import bind_per_request
+from shared.errors import ApiError
+from shared.validation import parse_uuid
+from shared.webapp import create_base_app
+
+
+def _check_institution_id(config: Config) -> None:
+    """Every authorization decision compares against this id, so a bad one must stop start-up."""
+    try:
+        canonical = parse_uuid(config["institution"]["id"], "institution.id")
+    except ApiError as exc:
+        raise ConfigError(f"{config.source or '<config>'}: {exc.message}") from exc
+    config["institution"]["id"] = canonical
+
+
+def _audit_for_admins_here() -> Blueprint:
+    """The shared audit endpoint, restricted to admins of this institution (not any admin)."""
+    bp = audit_blueprint(AuditEntry)
+
+    @bp.before_request
+    def _only_this_institution() -> None:
+        authenticate()
+        require_role_here("admin")
+
+    return bp
+
+
+def create_app(config: Config) -> Flask:
+    _check_institution_id(config)
+    app = create_base_app(__name__, config)
+    bind_per_request(app, bind_database(config))
+    for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, _audit_for_admins_here()):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,279 @@
+"""`/api/v1/findings`: radiological findings written here, linked to records anywhere.
+
+Physicians of this institution write findings (the author is the token's user, never a body
+field); every physician or admin may read them, by patient, because a patient's findings must
+be visible across institutions. Only the author changes a finding; the author or an admin of
+this institution deletes it. Every read and change is audited with the patient id.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from flask import Blueprint, jsonify
+
+from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.checks import date_value, iso_date, query_uuid, record_id_value, uuid_value
+from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
+from daemons.institution.routes import item_route
+from shared.audit import record_audit
+from shared.auth import current_identity, require_auth
+from shared.db import utcnow
+from shared.errors import ApiError, not_found
+from shared.tokens import Identity
+from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, validate
+
+bp = Blueprint("findings", __name__)
+
+MAX_LINKS = 200
+
+LINK_FIELDS = {
+    "record_id": Field(str, max_len=64, check=record_id_value),
+    "institution_id": Field(str, max_len=36, check=uuid_value),
+    "node_id": Field(str, required=False, nullable=True, max_len=36, check=uuid_value),
+}
+
+
+def parse_links(value: list[Any], field: str) -> list[dict[str, Any]]:
+    """A non-empty list of RecordLink objects without duplicates (a finding cites records)."""
+    if not value:
+        raise ApiError(400, "validation_error", f"{field} must link at least one record")
+    if len(value) > MAX_LINKS:
+        raise ApiError(400, "validation_error", f"{field} may link at most {MAX_LINKS} records")
+    links: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(400, "validation_error", f"{field}[{index}] must be an object")
+        try:
+            link = validate(item, LINK_FIELDS)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.code, f"{field}[{index}]: {exc.message}") from exc
+        key = (link["record_id"], link["institution_id"])
+        if key in seen:
+            raise ApiError(400, "validation_error", f"{field}[{index}] links the same record twice")
+        seen.add(key)
+        links.append(link)
+    return links
+
+
+FINDING_FIELDS = {
+    "patient_id": Field(str, max_len=36, check=uuid_value),
+    "description": Field(str, max_len=2000, min_len=1),
+    "findings": Field(str, max_len=50_000, min_len=1),
+    "conclusion": Field(str, max_len=20_000, min_len=1),
+    "recommendation": Field(str, required=False, max_len=20_000),
+    "date": Field(str, max_len=10, check=date_value),
+    "records": Field(list, check=parse_links),
+}
+
+
+def link_to_json(link: FindingRecord) -> dict[str, Any]:
+    return {"record_id": link.record_id, "institution_id": link.institution_id, "node_id": link.node_id}
+
+
+def finding_to_json(finding: Finding, links: Iterable[FindingRecord]) -> dict[str, Any]:
+    return {
+        "id": finding.id,
+        "institution_id": finding.institution_id,
+        "patient_id": finding.patient_id,
+        "author_id": finding.author_id,
+        "author_name": finding.author_name,
+        "description": finding.description,
+        "findings": finding.findings,
+        "conclusion": finding.conclusion,
+        "recommendation": finding.recommendation,
+        "date": iso_date(finding.date),
+        "records": [link_to_json(link) for link in links],
+        "created_at": iso_utc(finding.created_at),
+        "updated_at": iso_utc(finding.updated_at),
+    }
+
+
+def _links_of(finding: Finding) -> list[FindingRecord]:
+    return list(FindingRecord.select().where(FindingRecord.finding == finding).order_by(FindingRecord.pk))
+
+
+def _respond(finding: Finding, status: int = 200):
+    return jsonify(finding_to_json(finding, _links_of(finding))), status
+
+
+def get_finding(finding_id: str) -> Finding:
+    finding = Finding.get_or_none((Finding.id == finding_id) & (Finding.institution_id == this_institution()))
+    if finding is None:
+        raise not_found("finding", finding_id)
+    return finding
+
+
+def _require_author(finding: Finding, identity: Identity) -> None:
+    if finding.author_id != identity.user_id:
+        raise ApiError(403, "forbidden", "only the author of a finding may change it")
+
+
+def check_local_links(links: Iterable[dict[str, Any]], patient_id: str) -> None:
+    """Links to records of this institution must name a registered record of the same patient.
+
+    Records of other institutions cannot be checked here (servers never call each other).
+    """
+    for link in links:
+        if link["institution_id"] != this_institution():
+            continue
+        query = (Record.select().join(Node)
+                 .where((Record.id == link["record_id"]) & (Node.institution_id == this_institution())))
+        if link.get("node_id"):
+            query = query.where(Record.node == link["node_id"])
+        records = list(query)
+        if not records:
+            raise ApiError(400, "validation_error",
+                           f"record {link['record_id']} is not registered in this institution"
+                           + (" on that node" if link.get("node_id") else ""))
+        if any(r.patient_id != patient_id for r in records):
+            raise ApiError(400, "validation_error",
+                           f"record {link['record_id']} belongs to another patient than this finding")
+
+
+def _add_links(finding: Finding, links: Iterable[dict[str, Any]]) -> None:
+    for link in links:
+        FindingRecord.create(finding=finding, record_id=link["record_id"],
+                             institution_id=link["institution_id"], node_id=link.get("node_id"))
+
+
+@bp.get("/api/v1/findings")
+@require_auth("admin", "physician")
+def list_findings():
+    patient_id = query_uuid("patient_id")
+    if patient_id is None:
+        raise ApiError(400, "validation_error", "patient_id is required: name the patient whose findings you need")
+    limit, offset = page_args()
+    query = Finding.select().where((Finding.institution_id == this_institution())
+                                   & (Finding.patient_id == patient_id))
+    total = query.count()
+    findings = list(query.order_by(Finding.date.desc(), Finding.created_at.desc(), Finding.id)
+                    .limit(limit).offset(offset))
+    links: dict[str, list[FindingRecord]] = {f.id: [] for f in findings}
+    if findings:
+        for link in (FindingRecord.select()
+                     .where(FindingRecord.finding.in_(list(links)))
+                     .order_by(FindingRecord.pk)):
+            links[link.finding_id].append(link)
+    record_audit(AuditEntry, "finding.search", "finding", patient_id=patient_id, detail=f"results={total}")
+    return jsonify({"items": [finding_to_json(f, links[f.id]) for f in findings], "total": total})
+
+
+@bp.post("/api/v1/findings")
+@require_auth("physician")
+def create_finding():
+    identity = require_role_here("physician")
+    fields = validate(json_body(), FINDING_FIELDS)
+    links = fields.pop("records")
+    with database_proxy.atomic():
+        check_local_links(links, fields["patient_id"])
+        finding = Finding.create(institution_id=this_institution(), author_id=identity.user_id,
+                                 author_name=identity.username, **fields)
+        _add_links(finding, links)
+        record_audit(AuditEntry, "finding.create", "finding", finding.id, patient_id=finding.patient_id)
+    return _respond(finding, 201)
+
+
+@item_route(bp, "/api/v1/findings", "finding_id", ["GET"])
+@require_auth("admin", "physician")
+def read_finding(finding_id: str):
+    finding = get_finding(parse_uuid(finding_id, "finding id"))
+    record_audit(AuditEntry, "finding.read", "finding", finding.id, patient_id=finding.patient_id)
+    return _respond(finding)
+
+
+@item_route(bp, "/api/v1/findings", "finding_id", ["PUT"])
+@require_auth("admin", "physician")
+def update_finding(finding_id: str):
+    identity = current_identity()
+    finding_id = parse_uuid(finding_id, "finding id")
+    fields = validate(json_body(), FINDING_FIELDS, partial=True)
+    links = fields.pop("records", None)
+    with database_proxy.atomic():
+        finding = get_finding(finding_id)
+        _require_author(finding, identity)
+        patient_id = fields.get("patient_id", finding.patient_id)
+        if links is not None:
+            check_local_links(links, patient_id)
+        elif patient_id != finding.patient_id:
+            check_local_links((link_to_json(l) for l in _links_of(finding)), patient_id)
+        for name, value in fields.items():
+            setattr(finding, name, value)
+        finding.updated_at = utcnow()
+        finding.save()
+        if links is not None:
+            FindingRecord.delete().where(FindingRecord.finding == finding).execute()
+            _add_links(finding, links)
+        record_audit(AuditEntry, "finding.update", "finding", finding.id, patient_id=finding.patient_id,
+                     detail=", ".join(sorted([*fields, *(["records"] if links is not None else [])])))
+    return _respond(finding)
+
+
+@item_route(bp, "/api/v1/findings", "finding_id", ["DELETE"])
+@require_auth("admin", "physician")
+def delete_finding(finding_id: str):
+    identity = current_identity()
+    finding_id = parse_uuid(finding_id, "finding id")
+    with database_proxy.atomic():
+        finding = get_finding(finding_id)
+        if finding.author_id != identity.user_id and not is_admin_here(identity):
+            raise ApiError(403, "forbidden",
+                           "only the author or an admin of this institution may delete a finding")
+        FindingRecord.delete().where(FindingRecord.finding == finding).execute()
+        finding.delete_instance()
+        record_audit(AuditEntry, "finding.delete", "finding", finding.id, patient_id=finding.patient_id)
+    return "", 204
+
+
+@bp.post("/api/v1/findings/<finding_id>/records")
+@require_auth("admin", "physician")
+def link_record(finding_id: str):
+    identity = current_identity()
+    finding_id = parse_uuid(finding_id, "finding id")
+    body = json_body()
+    link = parse_links([body], "record link")[0]
+    with database_proxy.atomic():
+        finding = get_finding(finding_id)
+        _require_author(finding, identity)
+        exists = FindingRecord.select().where(
+            (FindingRecord.finding == finding) & (FindingRecord.record_id == link["record_id"])
+            & (FindingRecord.institution_id == link["institution_id"])).exists()
+        if exists:
+            return _respond(finding, 200)
+        check_local_links([link], finding.patient_id)
+        _add_links(finding, [link])
+        finding.updated_at = utcnow()
+        finding.save()
+        record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
+                     detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
+    return _respond(finding, 201)
+
+
+@item_route(bp, "/api/v1/findings/<finding_id>/records", "record_id", ["DELETE"])
+@require_auth("admin", "physician")
+def unlink_record(finding_id: str, record_id: str):
+    identity = current_identity()
+    finding_id = parse_uuid(finding_id, "finding id")
+    record_id = parse_record_id(record_id)
+    institution_id = query_uuid("institution_id")
+    with database_proxy.atomic():
+        finding = get_finding(finding_id)
+        _require_author(finding, identity)
+        links = _links_of(finding)
+        matching = [l for l in links if l.record_id == record_id
+                    and (institution_id is None or l.institution_id == institution_id)]
+        if not matching:
+            raise not_found("record link", record_id)
+        if len(matching) > 1:
+            raise ApiError(409, "conflict",
+                           "this record id is linked from several institutions; name one with ?institution_id=")
+        if len(links) == 1:
+            raise ApiError(409, "conflict",
+                           "a finding must keep at least one record; link another before removing this one")
+        matching[0].delete_instance()
+        finding.updated_at = utcnow()
+        finding.save()
+        record_audit(AuditEntry, "finding.unlink", "finding", finding.id, patient_id=finding.patient_id,
+                     detail=f"record_id={record_id} institution_id={matching[0].institution_id}")
+    return "", 204

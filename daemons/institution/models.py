@@ -1,0 +1,119 @@
+"""Tables of an institution server: its render nodes, the records stored on them, findings.
+
+The models are bound to a `DatabaseProxy` so that `create_app` (or `upgrade`) decides which
+database they use; SQLite, PostgreSQL and CockroachDB all take the same field types.
+Every table carries the institution id even though one server serves one institution, so two
+institution servers may share one database cluster without seeing each other's rows.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from shared.audit import make_audit_model
+from shared.config import Config
+from shared.db import database_from_config, new_id, upgrade_schema, utcnow
+
+database_proxy = peewee.DatabaseProxy()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+
+
+class Node(BaseModel):
+    """A render node of this institution: where its records are stored and rendered."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    name = peewee.CharField(max_length=120)
+    url = peewee.CharField(max_length=2048)
+    institution_id = peewee.CharField(max_length=36, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "node"
+        indexes = ((("institution_id", "name"), True),)
+
+
+class Record(BaseModel):
+    """Metadata of one record stored on one node; the same content may be stored on several.
+
+    `id` is the SHA-256 of the content, so a surrogate key `pk` keeps (id, node) pairs apart.
+    """
+
+    pk = peewee.AutoField()
+    id = peewee.CharField(max_length=64, index=True)
+    node = peewee.ForeignKeyField(Node, column_name="node_id", backref="records",
+                                  on_delete="RESTRICT")
+    rows = peewee.IntegerField()
+    columns = peewee.IntegerField()
+    frames = peewee.IntegerField()
+    modality = peewee.CharField(max_length=16)
+    record_type = peewee.CharField(max_length=64, default="")
+    patient_id = peewee.CharField(max_length=36, index=True)
+    description = peewee.TextField(default="")
+    study_date = peewee.DateField(null=True)
+    registered_by = peewee.CharField(max_length=36)
+    registered_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "record"
+        indexes = ((("id", "node"), True),)
+
+
+class Finding(BaseModel):
+    """A radiological finding written by a physician of this institution about one patient."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    institution_id = peewee.CharField(max_length=36, index=True)
+    patient_id = peewee.CharField(max_length=36, index=True)
+    author_id = peewee.CharField(max_length=36, index=True)
+    author_name = peewee.CharField(max_length=150)
+    description = peewee.TextField()
+    findings = peewee.TextField()
+    conclusion = peewee.TextField()
+    recommendation = peewee.TextField(default="")
+    date = peewee.DateField(index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "finding"
+
+
+class FindingRecord(BaseModel):
+    """Link from a finding to a record that may be stored in any institution."""
+
+    pk = peewee.AutoField()
+    finding = peewee.ForeignKeyField(Finding, column_name="finding_id", backref="links",
+                                     on_delete="CASCADE")
+    record_id = peewee.CharField(max_length=64, index=True)
+    institution_id = peewee.CharField(max_length=36)
+    node_id = peewee.CharField(max_length=36, null=True)
+
+    class Meta:
+        table_name = "finding_record"
+        indexes = ((("finding", "record_id", "institution_id"), True),)
+
+
+AuditEntry = make_audit_model(database_proxy)
+
+MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
+
+
+def bind_database(config: Config) -> peewee.Database:
+    """Connect to the configured database and point every model of this layer at it."""
+    db = database_from_config(config)
+    database_proxy.initialize(db)
+    return db
+
+
+def upgrade(config: Config) -> int:
+    """Create or upgrade the institution schema; returns the schema version now in place."""
+    db = bind_database(config)
+    db.connect(reuse_if_open=True)
+    try:
+        return upgrade_schema(db, "institution", MODELS)
+    finally:
+        db.close()

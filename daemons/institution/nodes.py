@@ -1,0 +1,127 @@
+"""`/api/v1/nodes`: the registry of this institution's render nodes.
+
+Members of the institution list and read nodes (the viewer needs their URLs to upload and
+render); only admins of this institution add, change or remove them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+from flask import Blueprint, jsonify
+
+from daemons.institution.access import require_member, require_role_here, this_institution
+from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from daemons.institution.node_url import parse_node_url
+from daemons.institution.routes import item_route
+from shared.audit import record_audit
+from shared.auth import require_auth
+from shared.errors import ApiError, not_found
+from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, validate
+
+bp = Blueprint("nodes", __name__)
+
+NODE_FIELDS = {
+    "name": Field(str, max_len=120, min_len=1),
+    "url": Field(str, max_len=2048, min_len=1, check=parse_node_url),
+}
+
+
+def node_to_json(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "name": node.name,
+        "url": node.url,
+        "institution_id": node.institution_id,
+        "created_at": iso_utc(node.created_at),
+    }
+
+
+def get_node(node_id: str) -> Node:
+    """This institution's node with that id, or 404 (another institution's node is not here)."""
+    node = Node.get_or_none((Node.id == node_id) & (Node.institution_id == this_institution()))
+    if node is None:
+        raise not_found("node", node_id)
+    return node
+
+
+def _refuse_duplicate(fields: dict[str, Any], exclude_id: str | None = None) -> None:
+    for name in ("name", "url"):
+        if name not in fields:
+            continue
+        query = Node.select().where(
+            (Node.institution_id == this_institution()) & (getattr(Node, name) == fields[name])
+        )
+        if exclude_id is not None:
+            query = query.where(Node.id != exclude_id)
+        if query.exists():
+            raise ApiError(409, "conflict", f"a node with this {name} is already registered")
+
+
+@bp.get("/api/v1/nodes")
+@require_auth()
+def list_nodes():
+    require_member()
+    limit, offset = page_args()
+    query = Node.select().where(Node.institution_id == this_institution())
+    total = query.count()
+    rows = query.order_by(Node.name, Node.id).limit(limit).offset(offset)
+    return jsonify({"items": [node_to_json(n) for n in rows], "total": total})
+
+
+@bp.post("/api/v1/nodes")
+@require_auth("admin")
+def create_node():
+    require_role_here("admin")
+    fields = validate(json_body(), NODE_FIELDS)
+    with database_proxy.atomic():
+        _refuse_duplicate(fields)
+        try:
+            node = Node.create(institution_id=this_institution(), **fields)
+        except peewee.IntegrityError as exc:
+            raise ApiError(409, "conflict", "a node with this name is already registered") from exc
+        record_audit(AuditEntry, "node.create", "node", node.id, detail=f"{node.name} {node.url}")
+    return jsonify(node_to_json(node)), 201
+
+
+@item_route(bp, "/api/v1/nodes", "node_id", ["GET"])
+@require_auth()
+def read_node(node_id: str):
+    require_member()
+    return jsonify(node_to_json(get_node(parse_uuid(node_id, "node id"))))
+
+
+@item_route(bp, "/api/v1/nodes", "node_id", ["PUT"])
+@require_auth("admin")
+def update_node(node_id: str):
+    require_role_here("admin")
+    node_id = parse_uuid(node_id, "node id")
+    fields = validate(json_body(), NODE_FIELDS, partial=True)
+    with database_proxy.atomic():
+        node = get_node(node_id)
+        _refuse_duplicate(fields, exclude_id=node.id)
+        for name, value in fields.items():
+            setattr(node, name, value)
+        try:
+            node.save()
+        except peewee.IntegrityError as exc:
+            raise ApiError(409, "conflict", "a node with this name is already registered") from exc
+        record_audit(AuditEntry, "node.update", "node", node.id, detail=", ".join(sorted(fields)))
+    return jsonify(node_to_json(node))
+
+
+@item_route(bp, "/api/v1/nodes", "node_id", ["DELETE"])
+@require_auth("admin")
+def delete_node(node_id: str):
+    require_role_here("admin")
+    node_id = parse_uuid(node_id, "node id")
+    with database_proxy.atomic():
+        node = get_node(node_id)
+        stored = Record.select().where(Record.node == node).count()
+        if stored:
+            raise ApiError(409, "conflict",
+                           f"{stored} record(s) are still registered on this node; delete them first")
+        node.delete_instance()
+        record_audit(AuditEntry, "node.delete", "node", node.id, detail=node.name)
+    return "", 204

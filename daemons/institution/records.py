@@ -1,0 +1,142 @@
+"""`/api/v1/records`: metadata of DICOM records stored on this institution's render nodes.
+
+A physician registers a record here after uploading it to a node, so findings anywhere can
+link to it. Any physician or admin may read the metadata (it is patient data: every read is
+audited); physicians must name the patient, so no one pages through all patients' records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+from flask import Blueprint, jsonify
+
+from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.checks import (date_value, int_between, iso_date, modality, query_uuid,
+                                        record_id_value, uuid_value)
+from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from daemons.institution.routes import item_route
+from shared.audit import record_audit
+from shared.auth import current_identity, require_auth
+from shared.errors import ApiError, not_found
+from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, validate
+
+bp = Blueprint("records", __name__)
+
+RECORD_FIELDS = {
+    "id": Field(str, max_len=64, check=record_id_value),
+    "node_id": Field(str, max_len=36, check=uuid_value),
+    "rows": Field(int, check=int_between(1, 65535)),
+    "columns": Field(int, check=int_between(1, 65535)),
+    "frames": Field(int, check=int_between(1, 1_000_000)),
+    "modality": Field(str, max_len=16, check=modality),
+    "record_type": Field(str, required=False, max_len=64),
+    "patient_id": Field(str, max_len=36, check=uuid_value),
+    "description": Field(str, required=False, max_len=2000),
+    "study_date": Field(str, required=False, nullable=True, check=date_value),
+}
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "node_id": record.node_id,
+        "rows": record.rows,
+        "columns": record.columns,
+        "frames": record.frames,
+        "modality": record.modality,
+        "record_type": record.record_type,
+        "patient_id": record.patient_id,
+        "description": record.description,
+        "study_date": iso_date(record.study_date),
+        "registered_by": record.registered_by,
+        "registered_at": iso_utc(record.registered_at),
+    }
+
+
+def records_here() -> peewee.ModelSelect:
+    """Records on the nodes of this institution only."""
+    return Record.select().join(Node).where(Node.institution_id == this_institution())
+
+
+def _matching(record_id: str) -> list[Record]:
+    query = records_here().where(Record.id == record_id)
+    node_id = query_uuid("node_id")
+    if node_id is not None:
+        query = query.where(Record.node == node_id)
+    records = list(query.order_by(Record.registered_at, Record.pk))
+    if not records:
+        raise not_found("record", record_id)
+    return records
+
+
+@bp.get("/api/v1/records")
+@require_auth("admin", "physician")
+def list_records():
+    identity = current_identity()
+    patient_id = query_uuid("patient_id")
+    node_id = query_uuid("node_id")
+    if patient_id is None and not is_admin_here(identity):
+        raise ApiError(400, "validation_error", "patient_id is required: name the patient whose records you need")
+    limit, offset = page_args()
+    query = records_here()
+    if patient_id is not None:
+        query = query.where(Record.patient_id == patient_id)
+    if node_id is not None:
+        query = query.where(Record.node == node_id)
+    total = query.count()
+    rows = query.order_by(Record.registered_at.desc(), Record.pk.desc()).limit(limit).offset(offset)
+    items = [record_to_json(r) for r in rows]
+    record_audit(AuditEntry, "record.search", "record", patient_id=patient_id,
+                 detail=f"node_id={node_id or ''} results={total}")
+    return jsonify({"items": items, "total": total})
+
+
+@bp.post("/api/v1/records")
+@require_auth("physician")
+def register_record():
+    identity = require_role_here("physician")
+    fields = validate(json_body(), RECORD_FIELDS)
+    with database_proxy.atomic():
+        node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
+        if node is None:
+            raise ApiError(400, "validation_error",
+                           f"node_id {fields['node_id']} is not a render node of this institution")
+        existing = Record.get_or_none((Record.id == fields["id"]) & (Record.node == node))
+        if existing is not None:
+            if existing.patient_id != fields["patient_id"]:
+                raise ApiError(409, "conflict",
+                               "this record is already registered on this node for another patient")
+            return jsonify(record_to_json(existing)), 200
+        values = {k: v for k, v in fields.items() if k != "node_id"}
+        record = Record.create(node=node, registered_by=identity.user_id, **values)
+        record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
+                     detail=f"node_id={node.id}")
+    return jsonify(record_to_json(record)), 201
+
+
+@item_route(bp, "/api/v1/records", "record_id", ["GET"])
+@require_auth("admin", "physician")
+def read_record(record_id: str):
+    record = _matching(parse_record_id(record_id))[0]
+    record_audit(AuditEntry, "record.read", "record", record.id, patient_id=record.patient_id,
+                 detail=f"node_id={record.node_id}")
+    return jsonify(record_to_json(record))
+
+
+@item_route(bp, "/api/v1/records", "record_id", ["DELETE"])
+@require_auth("admin", "physician")
+def delete_record(record_id: str):
+    require_role_here("admin", "physician")
+    record_id = parse_record_id(record_id)
+    with database_proxy.atomic():
+        records = _matching(record_id)
+        if len(records) > 1:
+            raise ApiError(409, "conflict",
+                           "this record is registered on several nodes; name one with ?node_id=")
+        record = records[0]
+        record.delete_instance()
+        record_audit(AuditEntry, "record.delete", "record", record.id, patient_id=record.patient_id,
+                     detail=f"node_id={record.node_id}")
+    return "", 204

@@ -1,0 +1,190 @@
+"""Fixtures for the institution API tests: a real app on a fresh database, real signed tokens.
+
+The institution server holds only the toplevel's public key; the tests play the toplevel by
+minting tokens with the matching private key, exactly as the real toplevel would.
+Every test runs once on a temporary SQLite file and once on a fresh PostgreSQL database when
+`SIVR_TEST_PG_URL` names a server where databases may be created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from daemons.institution.app import create_app
+from daemons.institution.models import database_proxy, upgrade
+from daemons.institution.settings import KEYS
+from shared.config import Config, build_config
+from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+
+PG_ENV = "SIVR_TEST_PG_URL"
+ISSUER = "sivr-toplevel"
+AUDIENCE = "sivr"
+
+INSTITUTION_A = "11111111-1111-4111-8111-111111111111"
+INSTITUTION_B = "22222222-2222-4222-8222-222222222222"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A database nobody else uses: a temporary SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'institution.db'}"
+        return
+    server_url = os.environ.get(PG_ENV)
+    if not server_url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user:pw@host:port/db "
+                    "(a server where test databases may be created); .ci/run sets it")
+    import psycopg2
+
+    name = f"sivr_inst_test_{uuid.uuid4().hex[:16]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(server_url, name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
+    """(private, public) key files; the app gets the public one only."""
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = folder / "token_private.pem", folder / "token_public.pem"
+    generate_signing_keypair(private, public)
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def issuer(signing_keys) -> TokenIssuer:
+    return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, 300)
+
+
+@pytest.fixture
+def config(database_url: str, signing_keys) -> Config:
+    return build_config("institution", KEYS, {
+        "database": {"url": database_url},
+        "institution": {"id": INSTITUTION_A, "name": "General Hospital A"},
+        "tokens": {"public_key": str(signing_keys[1]), "issuer": ISSUER, "audience": AUDIENCE},
+    })
+
+
+@pytest.fixture
+def app(config: Config):
+    upgrade(config)
+    application = create_app(config)
+    application.config["TESTING"] = True
+    yield application
+    if not database_proxy.is_closed():
+        database_proxy.close()
+
+
+@dataclass
+class User:
+    """A caller as the toplevel knows it, with a token it minted."""
+
+    id: str
+    username: str
+    role: str
+    institution_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(issuer: TokenIssuer):
+    def make(role: str, institution_id: str = INSTITUTION_A, username: str | None = None) -> User:
+        user_id = str(uuid.uuid4())
+        username = username or f"{role}-{user_id[:8]}"
+        token, _ = issuer.issue(user_id, username, role, institution_id)
+        return User(user_id, username, role, institution_id, token)
+
+    return make
+
+
+@pytest.fixture
+def users(make_user) -> dict[str, User]:
+    """The cast of every test: each role here and in another institution."""
+    return {
+        "admin": make_user("admin"),
+        "physician": make_user("physician"),
+        "physician2": make_user("physician"),
+        "admin_b": make_user("admin", INSTITUTION_B),
+        "physician_b": make_user("physician", INSTITUTION_B),
+    }
+
+
+class Api:
+    """The Flask test client with a caller's token; returns (status, json)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def call(self, method: str, path: str, user: User | None = None, json: Any = None,
+             **kwargs) -> tuple[int, Any]:
+        headers = dict(kwargs.pop("headers", {}))
+        if user is not None:
+            headers.update(user.headers)
+        response = self.client.open(path, method=method, json=json, headers=headers, **kwargs)
+        return response.status_code, response.get_json(silent=True)
+
+
+@pytest.fixture
+def api(app) -> Api:
+    return Api(app.test_client())
+
+
+@pytest.fixture
+def node(api: Api, users) -> dict[str, Any]:
+    status, body = api.call("POST", "/api/v1/nodes", users["admin"],
+                            {"name": "node-1", "url": "https://render1.hospital-a.example:5003"})
+    assert status == 201, body
+    return body
+
+
+def record_body(node_id: str, patient_id: str, content: bytes = b"ct-series-1", **extra) -> dict[str, Any]:
+    body = {
+        "id": hashlib.sha256(content).hexdigest(),
+        "node_id": node_id,
+        "rows": 512,
+        "columns": 512,
+        "frames": 100,
+        "modality": "CT",
+        "record_type": "CT",
+        "patient_id": patient_id,
+        "description": "Abdomen CT",
+        "study_date": "2026-11-02",
+    }
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def patient_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def record(api: Api, users, node, patient_id) -> dict[str, Any]:
+    status, body = api.call("POST", "/api/v1/records", users["physician"], record_body(node["id"], patient_id))
+    assert status == 201, body
+    return body
