@@ -1,0 +1,205 @@
+"""The systemd units as shipped: valid for systemd, hardened, and each limited to what its layer needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from systemd_check import (
+    REPO,
+    UNIT_SOURCES,
+    instance_name,
+    parse_unit,
+    prepare_verify_root,
+    systemd_exposure,
+    systemd_verify,
+)
+
+# unit file -> (layer, config file stem, data folder or None, key files it may see)
+UNITS = {
+    "sivr-web.service": ("web", "web", None, {"token_ed25519.pub"}),
+    "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel",
+                              {"token_ed25519.pem", "token_ed25519.pub"}),
+    "sivr-institution.service": ("institution", "institution", "institution", {"token_ed25519.pub"}),
+    "sivr-institution@.service": ("institution", "institution-%i", "institution-%i",
+                                  {"token_ed25519.pub"}),
+    "sivr-render.service": ("render", "render", "render", {"token_ed25519.pub", "render.store.key"}),
+    "sivr-render@.service": ("render", "render-%i", "render-%i",
+                             {"token_ed25519.pub", "render-%i.store.key"}),
+}
+
+
+def service(unit_file: str) -> dict[str, list[str]]:
+    return parse_unit((UNIT_SOURCES / unit_file).read_text())["Service"]
+
+
+def test_every_shipped_unit_is_listed_here():
+    assert sorted(p.name for p in UNIT_SOURCES.glob("*.service")) == sorted(UNITS)
+
+
+@pytest.fixture(scope="module")
+def verify_root(tmp_path_factory, systemd_analyze) -> Path:
+    """A root holding the shipped units as installed at the default paths, and a stand-in `sivr`."""
+    root = tmp_path_factory.mktemp("verify-root")
+    prepare_verify_root(root)
+    units = root / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    for unit in UNITS:
+        (units / unit).write_text((UNIT_SOURCES / unit).read_text())
+    sivr = root / "opt" / "sivr" / "venv" / "bin" / "sivr"
+    sivr.parent.mkdir(parents=True)
+    sivr.write_text("#!/bin/sh\n")
+    sivr.chmod(0o755)
+    return root
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_unit_passes_systemd_analyze_verify(verify_root, unit_file):
+    result = systemd_verify(verify_root, instance_name(unit_file))
+    assert result.returncode == 0, result.output
+    assert result.output == "", f"systemd warns about {unit_file}:\n{result.output}"
+
+
+def test_verify_catches_a_broken_unit(verify_root):
+    """The check above is only worth something if it fails on a unit systemd would not accept."""
+    units = verify_root / "etc" / "systemd" / "system"
+    broken = (UNIT_SOURCES / "sivr-web.service").read_text().replace(
+        "ExecStart=/opt/sivr/venv/bin/sivr", "ExecStart=/opt/sivr/venv/bin/missing"
+    ).replace("ProtectSystem=strict", "ProtectSystem=strict\nProtectSystm=full")
+    (units / "sivr-broken.service").write_text(broken)
+    try:
+        result = systemd_verify(verify_root, "sivr-broken.service")
+    finally:
+        (units / "sivr-broken.service").unlink()
+    assert result.returncode != 0
+    assert "ProtectSystm" in result.output and "missing" in result.output
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_unit_exposure_is_rated_ok(verify_root, unit_file):
+    """systemd's own rating of the sandbox: at most 2.0 of 10 ("OK"); an unhardened unit is 9.6."""
+    result = systemd_exposure(verify_root, instance_name(unit_file), threshold=20)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_unit_runs_the_layer_as_sivr_with_the_required_hardening(unit_file):
+    layer, config, _, _ = UNITS[unit_file]
+    unit = parse_unit((UNIT_SOURCES / unit_file).read_text())
+    svc = unit["Service"]
+    assert svc["ExecStart"] == [f"/opt/sivr/venv/bin/sivr serve {layer} --config /etc/sivr/{config}.toml"]
+    assert svc["User"] == ["sivr"] and svc["Group"] == ["sivr"]
+    assert svc["Restart"] == ["on-failure"]
+    required = {
+        "ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectHome": "yes",
+        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectControlGroups": "yes",
+        "LockPersonality": "yes", "RestrictSUIDSGID": "yes", "RestrictNamespaces": "yes",
+        "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    }
+    for key, value in required.items():
+        assert svc.get(key) == [value], f"{unit_file}: {key}={svc.get(key)}"
+    assert "network-online.target" in unit["Unit"]["After"]
+    assert "network-online.target" in unit["Unit"]["Wants"]
+    assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_only_the_layers_own_data_folder_is_writable(unit_file):
+    _, _, data, _ = UNITS[unit_file]
+    svc = service(unit_file)
+    expected = [f"/var/lib/sivr/{data}"] if data else []
+    assert svc.get("ReadWritePaths", []) == expected
+    for key in ("StateDirectory", "LogsDirectory", "ConfigurationDirectory"):
+        assert key not in svc, f"{unit_file}: {key} would add a writable path"
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_each_unit_sees_only_its_own_keys(unit_file):
+    """Only the toplevel may read the signing key; a render node only its own store key."""
+    _, _, _, keys = UNITS[unit_file]
+    svc = service(unit_file)
+    assert svc["TemporaryFileSystem"] == ["/etc/sivr/keys:ro"]
+    visible = {p.lstrip("-").rsplit("/", 1)[1] for p in " ".join(svc["BindReadOnlyPaths"]).split()}
+    assert visible == keys
+    assert "-/etc/sivr/tls/ca.key" in " ".join(svc["InaccessiblePaths"]).split()
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_write_execute_memory_is_denied_except_to_render_nodes(unit_file):
+    layer = UNITS[unit_file][0]
+    svc = service(unit_file)
+    if layer == "render":
+        assert "MemoryDenyWriteExecute" not in svc
+        assert svc["Environment"] and any("NUMBA_CACHE_DIR=" in e for e in svc["Environment"])
+    else:
+        assert svc["MemoryDenyWriteExecute"] == ["yes"]
+        assert svc["PrivateDevices"] == ["yes"]
+
+
+def _mdwe_run(body: str) -> subprocess.CompletedProcess:
+    """Run `body` in a Python whose memory may never become writable and executable at once.
+
+    Linux's PR_SET_MDWE (6.3+) refuses the same W+X mappings as systemd's MemoryDenyWriteExecute=,
+    so this shows what the units' setting does to our code without systemd running.
+    """
+    prologue = textwrap.dedent("""
+        import ctypes, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+            sys.exit(77)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(body)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    if done.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+    return done
+
+
+def test_numba_jit_fails_without_write_execute_memory():
+    """Why the render units do not set MemoryDenyWriteExecute=."""
+    done = _mdwe_run("""
+        import numba
+        numba.njit(lambda x: x + 1)(1)
+    """)
+    assert done.returncode != 0
+    assert "executable memory" in done.stderr
+
+
+def test_non_render_layers_work_without_write_execute_memory(tmp_path):
+    """What the toplevel, institution and web layers do (apps, argon2, EdDSA, TLS) needs no W+X memory."""
+    done = _mdwe_run(f"""
+        from pathlib import Path
+        import argon2, ssl
+        from daemons.deployment import init_deployment
+        from daemons.layers import LAYERS
+        from shared.tokens import TokenIssuer, load_private_key
+
+        layout = init_deployment(Path({str(tmp_path)!r}), pick_free_ports=True)
+        argon2.PasswordHasher().verify(argon2.PasswordHasher().hash("correct horse"), "correct horse")
+        issuer = TokenIssuer(load_private_key(Path({str(tmp_path)!r}) / "keys/token_ed25519.pem"),
+                             "sivr-toplevel", "sivr", 60)
+        issuer.issue("u", "name", "physician", "i")
+        context = ssl.create_default_context(cafile=layout.ca_cert)
+        context.load_cert_chain(Path({str(tmp_path)!r}) / "tls/server.pem",
+                                Path({str(tmp_path)!r}) / "tls/server.key")
+        served = []
+        for instance in layout.instances:
+            layer = LAYERS[instance.layer]
+            if instance.layer == "render" or not layer.available:
+                continue
+            config = layer.load_config(instance.config)
+            layer.upgrade_schema(config)
+            answer = layer.create_app(config).test_client().get("/healthz")
+            assert answer.status_code == 200, answer.data
+            served.append(instance.layer)
+        print("served", sorted(served))
+    """)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "served" in done.stdout
