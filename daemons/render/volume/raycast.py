@@ -1,0 +1,128 @@
+"""What a 3D rendering is, independent of the back end that computes it.
+
+A back end supplies two primitives over a `RayGrid`: `project` (maximum, minimum or mean of the
+trilinearly sampled raw values along each ray) and `composite` (front-to-back emission-absorption
+with a transfer-function table and headlight Phong shading). This module turns a `ViewSpec` into
+those calls and the raw results into 8-bit images, so windowing, presets and geometry are the
+same for every back end.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from daemons.render.volume.geometry import RayGrid, ray_grid
+from daemons.render.volume.transfer import DEFAULT_PRESET, PRESETS, TransferLut, build_lut
+from daemons.render.volume.volume import PreparedVolume
+
+MODES = ("mip", "minip", "avg", "dvr")
+MIP, MINIP, AVG = 0, 1, 2
+PROJECTION_CODES = {"mip": MIP, "minip": MINIP, "avg": AVG}
+
+# Headlight Phong shading shared by every back end (light and eye both at the viewer).
+AMBIENT = 0.3
+DIFFUSE = 0.7
+SPECULAR = 0.25
+SHININESS = 16.0
+# Opacity from which the rest of a ray cannot change the 8-bit colour noticeably.
+OPAQUE_STOP = 0.99
+# Samples per voxel along the ray, and image scale, for each quality.
+QUALITY = {"still": (1.0, 1.0), "interactive": (0.5, 0.5)}
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One requested 3D view; `window` is (center, width) in modality units (e.g. HU)."""
+
+    mode: str = "mip"
+    width: int = 512
+    height: int = 512
+    azimuth: float = 0.0
+    elevation: float = 0.0
+    roll: float = 0.0
+    zoom: float = 1.0
+    preset: str | None = None
+    window: tuple[float, float] | None = None
+    quality: str = "still"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}")
+        if self.quality not in QUALITY:
+            raise ValueError(f"unknown quality {self.quality!r}")
+        if self.window is not None and self.window[1] <= 0:
+            raise ValueError("window width must be positive")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) actually rendered: an interactive preview is smaller."""
+        scale = QUALITY[self.quality][1]
+        return max(1, round(self.width * scale)), max(1, round(self.height * scale))
+
+
+def grid_for(volume: PreparedVolume, view: ViewSpec) -> RayGrid:
+    width, height = view.output_size
+    return ray_grid(volume.geometry, width, height, view.azimuth, view.elevation, view.roll,
+                    view.zoom, samples_per_voxel=QUALITY[view.quality][0])
+
+
+def lut_for(volume: PreparedVolume, view: ViewSpec, grid: RayGrid, modality: str = "") -> TransferLut:
+    name = view.preset or DEFAULT_PRESET.get(modality.upper(), "ct_bone")
+    return build_lut(PRESETS[name], volume.raw_range, volume.slope, volume.intercept,
+                     volume.relative_range, grid.step_mm)
+
+
+def window_values(values: np.ndarray, hit: np.ndarray, volume: PreparedVolume,
+                  window: tuple[float, float] | None, invert: bool = False) -> np.ndarray:
+    """DICOM linear VOI window (PS3.3 C.11.2.1.2.1) on modality values; rays that missed stay black."""
+    center, width = window or volume.default_window or _range_window(volume)
+    modality = volume.to_modality(values.astype(np.float64))
+    if width <= 1:
+        grey = (modality > center - 0.5).astype(np.float64)
+    else:
+        grey = np.clip((modality - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+    if invert:
+        grey = 1.0 - grey
+    out = np.rint(grey * 255.0).astype(np.uint8)
+    out[~hit] = 0
+    return out
+
+
+def _range_window(volume: PreparedVolume) -> tuple[float, float]:
+    low, high = volume.relative_range
+    return (low + high) / 2.0, max(high - low, 1.0)
+
+
+def rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class RayCaster(ABC):
+    """A 3D back end. `render` is thread-safe; back ends serialise their own hardware use."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def project(self, volume: PreparedVolume, grid: RayGrid, code: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw-value projection image (float32, H x W) and the mask of rays that met the volume."""
+
+    @abstractmethod
+    def composite(self, volume: PreparedVolume, grid: RayGrid, lut: TransferLut) -> np.ndarray:
+        """Composited colour (float32, H x W x 3, 0..1) on a black background."""
+
+    def render(self, volume: PreparedVolume, view: ViewSpec, modality: str = "") -> np.ndarray:
+        """An (H, W) grey or (H, W, 3) RGB uint8 image of `view`."""
+        grid = grid_for(volume, view)
+        if view.mode == "dvr":
+            return rgb_to_uint8(self.composite(volume, grid, lut_for(volume, view, grid, modality)))
+        code = PROJECTION_CODES[view.mode]
+        if volume.slope < 0 and code != AVG:
+            code = MINIP if code == MIP else MIP
+        values, hit = self.project(volume, grid, code)
+        return window_values(values, hit, volume, view.window,
+                             invert=volume.photometric == "MONOCHROME1")
