@@ -1,0 +1,110 @@
+"""The `sivr` command as an operator runs it: init, user add, serve, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from daemons.layers import LAYERS, get_layer
+
+SIVR = [sys.executable, "-m", "daemons.cli"]
+
+
+def run_sivr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*SIVR, *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("init")
+    result = run_sivr("init", "--dir", str(root), "--institution-name", "General Hospital",
+                      "--institution-name", "Clinic B")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_init_writes_private_keys_owner_only(initialised):
+    for key in ["keys/token_ed25519.pem", "tls/ca.key", "tls/server.key",
+                "keys/render-1-1.store.key", "keys/render-2-1.store.key"]:
+        mode = stat.S_IMODE((initialised / key).stat().st_mode)
+        assert mode == 0o600, f"{key} has mode {oct(mode)}"
+    assert len((initialised / "keys/render-1-1.store.key").read_bytes()) == 32
+
+
+def test_init_writes_a_valid_documented_config_per_instance(initialised):
+    layout = json.loads((initialised / "deployment.json").read_text())
+    assert {i["layer"] for i in layout["instances"]} == set(LAYERS)
+    for instance in layout["instances"]:
+        text = Path(instance["config"]).read_text()
+        assert "# " in text and "Default:" in text
+        config = get_layer(instance["layer"]).load_config(instance["config"])
+        assert Path(config["server"]["tls_cert"]).is_file()
+        assert config["tokens"]["public_key"].endswith("token_ed25519.pub")
+        if instance["layer"] != "toplevel":
+            assert "private_key" not in config["tokens"], "only the toplevel may hold the signing key"
+
+
+def test_init_refuses_to_overwrite_without_force(initialised):
+    result = run_sivr("init", "--dir", str(initialised))
+    assert result.returncode == 2 and "--force" in result.stderr
+
+
+def test_user_add_creates_an_admin_and_refuses_a_duplicate(initialised):
+    if not get_layer("toplevel").available:
+        pytest.skip("toplevel layer not available")
+    config = str(initialised / "toplevel.toml")
+    ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+                  "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
+    assert ok.returncode == 0, ok.stderr
+    again = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+                     "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
+    assert again.returncode != 0 and "root-admin" in (again.stderr + again.stdout)
+    ambiguous = run_sivr("user", "add", "--config", config, "--username", "x", "--role", "admin",
+                         "--password-stdin", stdin="a-long-password-1\n")
+    assert ambiguous.returncode != 0 and "--institution" in ambiguous.stderr
+
+
+def test_serve_refuses_a_config_with_an_unknown_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nbogus = 1\n")
+    result = run_sivr("serve", "toplevel", "--config", str(bad))
+    assert result.returncode == 2 and "server.bogus" in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
+    state = tmp_path / "demo"
+    process = subprocess.Popen([*SIVR, "demo", "--state-dir", str(state), "--no-data"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state / "demo.json").exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "demo.json not written within 120 s"
+            time.sleep(0.5)
+        info = json.loads((state / "demo.json").read_text())
+        assert set(info) == {"layers", "ca_cert", "users"}
+        assert set(info["users"]) == {"admin", "physician"}
+        for url in info["layers"].values():
+            assert requests.get(f"{url}/healthz", verify=info["ca_cert"], timeout=10).ok
+        login = requests.post(f"{info['layers']['toplevel']}/api/v1/auth/login", json=info["users"]["admin"],
+                              verify=info["ca_cert"], timeout=10)
+        assert login.status_code == 200
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        for url in info["layers"].values():
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"{url}/healthz", verify=info["ca_cert"], timeout=5)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
