@@ -1,0 +1,206 @@
+"""HTTP client for the SIVR layers, as the console uses them (docs/API.md).
+
+Every call turns into either the decoded JSON answer or an `ApiError` whose message a person can
+read: the server's own `{"error": {"code", "message"}}` words when there are any, otherwise a
+sentence about the connection (refused, timed out, certificate not trusted). The console never
+shows a traceback or a bare status code.
+
+One `ApiClient` talks to one server; `for_server()` gives a client for another layer (an
+institution server, a render node) that shares the same access token, so a background renewal
+reaches every screen at once. Calls run on worker threads, hence one `requests.Session` per
+thread (a Session is not documented as thread-safe).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 30.0
+PAGE_LIMIT = 500
+#: 401 codes from the toplevel meaning "the session is over, log in again" (docs/API.md).
+SESSION_ENDING_CODES = frozenset({"missing_token", "invalid_token", "token_expired", "session_expired"})
+#: From other layers only an expired token ends the session: an `invalid_token` there means that
+#: server is configured with another public key, which logging in again would not fix.
+REMOTE_SESSION_ENDING_CODES = frozenset({"token_expired", "session_expired"})
+
+
+class ApiError(Exception):
+    """A call failed; `message` is for people, `code` and `status` for the program."""
+
+    def __init__(self, message: str, code: str = "error", status: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class ServerUnreachable(ApiError):
+    """No HTTP answer at all: refused, timed out, DNS or TLS failure."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "unreachable", 0)
+
+
+class SessionEnded(ApiError):
+    """The token was refused (expired, session over, user deactivated): log in again."""
+
+
+@dataclass
+class Credentials:
+    """The access token shared by every client of one login session."""
+
+    access_token: str = ""
+    user: dict[str, Any] = field(default_factory=dict)
+    expires_in: int = 0
+
+
+def describe_connection_error(url: str, exc: requests.RequestException) -> str:
+    """A sentence saying why `url` could not be reached and what to check."""
+    host = urlsplit(url).netloc or url
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (f"The TLS certificate of {host} was not accepted: check that the CA certificate "
+                f"file is the one that signed this server's certificate.")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"{host} did not answer in time; the server may be overloaded or down."
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
+                  | requests.exceptions.InvalidSchema):
+        return f"{url!r} is not a valid server address (expected https://host:port)."
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"Cannot reach {host}: check the address and that the server is running."
+    return f"The request to {host} failed: {exc}"
+
+
+class ApiClient:
+    """JSON calls against one server with the session's token; raises `ApiError` on failure."""
+
+    def __init__(
+        self,
+        base_url: str,
+        ca_file: str = "",
+        credentials: Credentials | None = None,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+        issues_tokens: bool = True,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.issues_tokens = issues_tokens
+        self.ca_file = ca_file
+        self.credentials = credentials if credentials is not None else Credentials()
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def for_server(self, base_url: str, timeout: tuple[float, float] | None = None) -> ApiClient:
+        """A client for another layer that uses the same CA file and the same token."""
+        return ApiClient(base_url, self.ca_file, self.credentials, timeout or self.timeout,
+                         issues_tokens=False)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.verify = self.ca_file or True
+            self._local.session = session
+        return session
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: dict[str, Any] | None = None) -> Any:
+        """Send one call; return the decoded JSON (None for 204) or raise `ApiError`."""
+        url = self.base_url + path
+        headers = {"Accept": "application/json"}
+        if self.credentials.access_token:
+            headers["Authorization"] = f"Bearer {self.credentials.access_token}"
+        clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+        try:
+            response = self._session().request(method, url, json=json, params=clean,
+                                               headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ServerUnreachable(describe_connection_error(url, exc)) from exc
+        except OSError as exc:
+            raise ServerUnreachable(f"Cannot use the CA certificate file {self.ca_file!r}: {exc}") from exc
+        return self._decode(response)
+
+    def _decode(self, response: requests.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.ok:
+            if body is None:
+                raise ApiError(f"{self.base_url} answered without JSON (HTTP {response.status_code}); "
+                               f"is this a SIVR server?", "bad_response", response.status_code)
+            return body
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            code, message = str(error.get("code", "error")), str(error["message"])
+        else:
+            code = "http_error"
+            message = f"{self.base_url} answered HTTP {response.status_code} {response.reason}"
+        if response.status_code == 429 and response.headers.get("Retry-After"):
+            message += f" (try again in {response.headers['Retry-After']} s)"
+        ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
+        if response.status_code == 401 and code in ending:
+            raise SessionEnded(message, code, 401)
+        raise ApiError(message, code, response.status_code)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, json=body)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged list (`{"items", "total"}`), fetched page by page."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.get(path, limit=PAGE_LIMIT, offset=len(items), **params)
+            batch = page.get("items", [])
+            items.extend(batch)
+            if not batch or len(items) >= int(page.get("total", 0)):
+                return items
+
+    def list_page(self, path: str, limit: int = PAGE_LIMIT, **params: Any) -> tuple[list[dict], int]:
+        """The first `limit` items and the total, for lists too long to fetch whole (audit)."""
+        page = self.get(path, limit=limit, offset=0, **params)
+        return page.get("items", []), int(page.get("total", 0))
+
+    # --- session -------------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """Log in; keeps the token for later calls and returns the logged-in User."""
+        self.credentials.access_token = ""
+        answer = self.post("/api/v1/auth/login", {"username": username, "password": password})
+        self._take_token(answer)
+        return answer["user"]
+
+    def renew(self) -> int:
+        """Swap the token for a fresh one of the same session; returns its lifetime in seconds."""
+        answer = self.post("/api/v1/auth/renew")
+        self._take_token(answer)
+        return self.credentials.expires_in
+
+    def logout(self) -> None:
+        try:
+            self.post("/api/v1/auth/logout")
+        finally:
+            self.credentials.access_token = ""
+
+    def _take_token(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or "access_token" not in answer:
+            raise ApiError("the server's login answer has no access token", "bad_response")
+        self.credentials.access_token = answer["access_token"]
+        self.credentials.expires_in = int(answer.get("expires_in", 0))
+        if isinstance(answer.get("user"), dict):
+            self.credentials.user = answer["user"]

@@ -1,0 +1,103 @@
+"""Checks the forms run before sending anything: pure functions, value in, problem (words) out.
+
+They mirror what the servers enforce (docs/API.md) so an administrator learns about a typo at
+once, in the dialog, instead of from a round trip; the servers still check everything.
+Each returns `None` when the value is acceptable, otherwise a sentence naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+MIN_PASSWORD_LEN = 10
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,150}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_RECORD_TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
+
+
+def check_required(value: str, label: str, max_len: int = 255) -> str | None:
+    if not value.strip():
+        return f"{label} is required."
+    if len(value.strip()) > max_len:
+        return f"{label} must be at most {max_len} characters."
+    return None
+
+
+def check_server_url(value: str, label: str = "Server URL") -> str | None:
+    """An https URL with a host: every SIVR layer speaks TLS (DESIGN.md, security model)."""
+    value = value.strip()
+    if not value:
+        return f"{label} is required."
+    parts = urlsplit(value)
+    if parts.scheme != "https":
+        return f"{label} must start with https:// (every SIVR server uses TLS)."
+    if not parts.hostname:
+        return f"{label} must name a host, e.g. https://sivr.example.org:5001."
+    try:
+        parts.port
+    except ValueError:
+        return f"{label} has an invalid port."
+    if parts.query or parts.fragment:
+        return f"{label} must not contain ? or #."
+    return None
+
+
+def check_ca_file(value: str) -> str | None:
+    """Empty means the system's trusted CAs; otherwise the file must exist and look like PEM."""
+    value = value.strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return f"CA certificate file {value} does not exist."
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError as exc:
+        return f"CA certificate file {value} cannot be read: {exc.strerror}."
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        return f"{value} is not a PEM certificate file."
+    return None
+
+
+def check_username(value: str) -> str | None:
+    if not value.strip():
+        return "Username is required."
+    if not _USERNAME.match(value.strip()):
+        return "Username must be 2-150 letters, digits or . _ @ - (no spaces)."
+    return None
+
+
+def check_email(value: str) -> str | None:
+    """Optional field: blank is fine."""
+    if value.strip() and not _EMAIL.match(value.strip()):
+        return f"Email {value.strip()!r} is not an email address."
+    return None
+
+
+def check_new_password(password: str, repeated: str) -> str | None:
+    if len(password) < MIN_PASSWORD_LEN:
+        return f"Password must be at least {MIN_PASSWORD_LEN} characters."
+    if password != repeated:
+        return "The two passwords differ."
+    return None
+
+
+def check_record_type_code(value: str) -> str | None:
+    if not _RECORD_TYPE_CODE.match(value.strip()):
+        return "Code must be 1-16 capital letters, digits or _ (e.g. CT, MR, US)."
+    return None
+
+
+def check_uuid(value: str, label: str) -> str | None:
+    """Optional id field (audit filters): blank is fine, otherwise a canonical UUID."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return f"{label} must be an id like 0b9d6f0e-6a0c-4a4b-9f3e-2d1c5b7a8e90."
+    return None

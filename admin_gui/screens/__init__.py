@@ -1,0 +1,1 @@
+"""One module per console screen; `base` holds what they share."""

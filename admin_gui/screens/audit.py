@@ -1,0 +1,249 @@
+"""Audit log: who read or changed what, searched by user, patient, action and time range.
+
+Each layer keeps its own log (backends never call each other), so the administrator picks where
+to search: the toplevel (logins, users, patients) or an institution server (records, findings,
+nodes). A patient can be found by name — that search is itself audited by the toplevel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QDateTime, Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDateTimeEdit,
+    QDialog,
+    QDialogButtonBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from admin_gui.api_client import ApiError
+from admin_gui.context import ConsoleContext
+from admin_gui.form_checks import check_uuid
+from admin_gui.screens.base import TableScreen
+from admin_gui.table_models import AuditModel, PatientsModel
+from admin_gui.widgets import MessageBanner, TablePanel
+
+AUDIT_LIMIT = 500
+ACTIONS = ["", "auth.login", "auth.login_failed", "patient.read", "patient.search", "patient.create",
+           "patient.update", "patient.delete", "user.create", "user.update", "user.delete"]
+TOPLEVEL = "toplevel"
+
+
+def to_iso_utc(value: QDateTime) -> str:
+    """A QDateTime (any zone) as the API's ISO 8601 UTC string."""
+    return value.toUTC().toString("yyyy-MM-ddTHH:mm:ss") + "Z"
+
+
+def audit_query(username: str, patient_id: str, action: str,
+                since: QDateTime | None, until: QDateTime | None) -> dict[str, str]:
+    """The `GET /api/v1/audit` query for the filled-in filters (blank ones left out)."""
+    query = {"username": username.strip(), "patient_id": patient_id.strip(), "action": action.strip()}
+    if since is not None:
+        query["since"] = to_iso_utc(since)
+    if until is not None:
+        query["until"] = to_iso_utc(until)
+    return {k: v for k, v in query.items() if v}
+
+
+class PatientPicker(QDialog):
+    """Find a patient by name or insurance number and hand back their id."""
+
+    def __init__(self, parent: QWidget, ctx: ConsoleContext, text: str):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setWindowTitle("Find patient")
+        self.setMinimumSize(560, 380)
+        self.chosen: dict[str, Any] | None = None
+        self.query = QLineEdit(text)
+        self.query.setPlaceholderText("Part of the name, or the exact insurance number")
+        search = QPushButton("Search")
+        search.setObjectName("primary")
+        search.clicked.connect(self.search)
+        self.query.returnPressed.connect(self.search)
+        self.banner = MessageBanner()
+        self.table = TablePanel(PatientsModel(), "Filter results…")
+        self.table.activated_row.connect(self._choose)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(lambda: self._choose(self.table.selected()))
+        self.buttons.rejected.connect(self.reject)
+        top = QHBoxLayout()
+        top.addWidget(self.query, 1)
+        top.addWidget(search)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.buttons)
+
+    def search(self) -> None:
+        text = self.query.text().strip()
+        if not text:
+            self.banner.show_error("Type part of the patient's name or their insurance number.")
+            return
+        client = self.ctx.client
+
+        def find() -> list[dict[str, Any]]:
+            found = client.list_all("/api/v1/patients", q=text)
+            if not found:
+                found = client.list_all("/api/v1/patients", insurance_number=text)
+            return found
+
+        def done(rows: list[dict[str, Any]]) -> None:
+            self.table.set_rows(rows)
+            if rows:
+                self.banner.hide()
+                self.table.view.selectRow(0)
+            else:
+                self.banner.show_error(f"No patient matches {text!r}.")
+
+        self.ctx.runner.submit(find, done, lambda e: self.banner.show_error(e.message), owner=self)
+
+    def _choose(self, row: dict[str, Any] | None) -> None:
+        if row is None:
+            self.banner.show_error("Select a patient first.")
+            return
+        self.chosen = row
+        self.accept()
+
+
+class AuditScreen(TableScreen):
+    title = "Audit log"
+    subtitle = "Every read and change of patient data, every login and user change — newest first."
+
+    def __init__(self, ctx: ConsoleContext, parent=None):
+        super().__init__(ctx, AuditModel(), "Filter the results shown…", parent)
+        self.table.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.source = QComboBox()
+        self.source.setObjectName("auditSource")
+        self.source.addItem("Toplevel server", TOPLEVEL)
+        self.username = QLineEdit()
+        self.username.setPlaceholderText("part of a username")
+        self.patient = QLineEdit()
+        self.patient.setPlaceholderText("patient id — or use Find…")
+        find = QPushButton("Find…")
+        find.clicked.connect(self.find_patient)
+        self.patient_name = QLabel()
+        self.patient_name.setObjectName("muted")
+        self.action = QComboBox()
+        self.action.setEditable(True)
+        self.action.addItems(ACTIONS)
+        now = QDateTime.currentDateTime()
+        self.use_since, self.since = QCheckBox("From"), QDateTimeEdit(now.addDays(-7))
+        self.use_until, self.until = QCheckBox("To"), QDateTimeEdit(now)
+        for edit, check in ((self.since, self.use_since), (self.until, self.use_until)):
+            edit.setCalendarPopup(True)
+            edit.setDisplayFormat("yyyy-MM-dd HH:mm")
+            edit.setEnabled(False)
+            check.toggled.connect(edit.setEnabled)
+        self.search_button = QPushButton("Search")
+        self.search_button.setObjectName("primary")
+        self.search_button.clicked.connect(self.search)
+        self.result_label = QLabel()
+        self.result_label.setObjectName("muted")
+
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(10)
+        grid.setVerticalSpacing(8)
+        grid.addWidget(QLabel("Server"), 0, 0)
+        grid.addWidget(self.source, 0, 1)
+        grid.addWidget(QLabel("User"), 0, 2)
+        grid.addWidget(self.username, 0, 3)
+        grid.addWidget(QLabel("Action"), 0, 4)
+        grid.addWidget(self.action, 0, 5)
+        grid.addWidget(QLabel("Patient"), 1, 0)
+        patient_row = QHBoxLayout()
+        patient_row.addWidget(self.patient, 1)
+        patient_row.addWidget(find)
+        grid.addLayout(patient_row, 1, 1, 1, 3)
+        grid.addWidget(self.patient_name, 1, 4, 1, 2)
+        times = QHBoxLayout()
+        for widget in (self.use_since, self.since, self.use_until, self.until):
+            times.addWidget(widget)
+        times.addStretch(1)
+        times.addWidget(self.result_label)
+        times.addWidget(self.search_button)
+        grid.addLayout(times, 2, 0, 1, 6)
+        grid.setColumnStretch(1, 2)
+        grid.setColumnStretch(3, 2)
+        grid.setColumnStretch(5, 1)
+        self.toolbar.addLayout(grid, 1)
+        for edit in (self.username, self.patient):
+            edit.returnPressed.connect(self.search)
+        self.patient.textEdited.connect(lambda _: self.patient_name.clear())
+        self.picker: PatientPicker | None = None
+
+    def refresh(self) -> None:
+        """Fill the server list from the institutions, then search with the current filters."""
+        def loaded(institutions: list[dict[str, Any]]) -> None:
+            current = self.source.currentData()
+            self.source.clear()
+            self.source.addItem("Toplevel server", TOPLEVEL)
+            for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
+                self.source.addItem(f"{inst['name']} (institution server)", inst)
+            found = next((i for i in range(self.source.count())
+                          if self._source_key(self.source.itemData(i)) == self._source_key(current)), 0)
+            self.source.setCurrentIndex(found)
+            self.search()
+
+        self.run(lambda: self.ctx.client.list_all("/api/v1/institutions"), loaded)
+
+    @staticmethod
+    def _source_key(data: Any) -> str:
+        return data["id"] if isinstance(data, dict) else str(data)
+
+    def find_patient(self) -> None:
+        picker = PatientPicker(self, self.ctx, "" if check_uuid(self.patient.text(), "") is None
+                               else self.patient.text())
+        picker.accepted.connect(lambda: self._patient_chosen(picker.chosen))
+        self.picker = picker
+        picker.open()
+        if picker.query.text():
+            picker.search()
+
+    def _patient_chosen(self, patient: dict[str, Any] | None) -> None:
+        if patient:
+            self.patient.setText(patient["id"])
+            self.patient_name.setText(f"{patient.get('last_name', '')}, {patient.get('first_name', '')} "
+                                      f"· born {patient.get('birth_date', '')}")
+
+    def search(self) -> None:
+        problem = check_uuid(self.patient.text(), "Patient")
+        since = self.since.dateTime() if self.use_since.isChecked() else None
+        until = self.until.dateTime() if self.use_until.isChecked() else None
+        if problem is None and since is not None and until is not None and since > until:
+            problem = "The 'From' time is after the 'To' time."
+        if problem:
+            self.banner.show_error(problem)
+            return
+        query = audit_query(self.username.text(), self.patient.text(), self.action.currentText(),
+                            since, until)
+        source = self.source.currentData()
+        if isinstance(source, dict):
+            client, label = self.ctx.server_client(source["server_url"]), source["name"]
+        else:
+            client, label = self.ctx.client, "toplevel"
+        self.search_button.setEnabled(False)
+
+        def done(result: tuple[list[dict[str, Any]], int]) -> None:
+            items, total = result
+            self.search_button.setEnabled(True)
+            self.banner.hide()
+            self.table.set_rows([{**item, "source": label} for item in items])
+            self.result_label.setText(f"{total} matching entries" if total <= len(items)
+                                      else f"newest {len(items)} of {total} matching entries")
+
+        def failed(error: ApiError) -> None:
+            self.search_button.setEnabled(True)
+            self.show_error(error)
+
+        self.run(lambda: client.list_page("/api/v1/audit", AUDIT_LIMIT, **query), done, failed)

@@ -1,0 +1,102 @@
+"""The frame of every console screen: title, action buttons, message banner, content.
+
+A screen loads its data the first time it is shown and again on Refresh; all loading goes
+through the runner, with failures shown in the screen's banner in the server's words.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from admin_gui.api_client import ApiError
+from admin_gui.context import ConsoleContext
+from admin_gui.table_models import ResourceTableModel
+from admin_gui.widgets import MessageBanner, TablePanel
+
+
+class Screen(QWidget):
+    title = ""
+    subtitle = ""
+
+    def __init__(self, ctx: ConsoleContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.loaded = False
+        self.setObjectName("screen")
+        heading = QLabel(self.title)
+        heading.setObjectName("screenTitle")
+        sub = QLabel(self.subtitle)
+        sub.setObjectName("muted")
+        sub.setWordWrap(True)
+        self.toolbar = QHBoxLayout()
+        self.toolbar.setSpacing(8)
+        self.banner = MessageBanner()
+        self.body = QVBoxLayout()
+        self.body.setSpacing(10)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 20, 24, 16)
+        layout.setSpacing(12)
+        layout.addWidget(heading)
+        layout.addWidget(sub)
+        layout.addLayout(self.toolbar)
+        layout.addWidget(self.banner)
+        layout.addLayout(self.body, 1)
+
+    def add_button(self, text: str, slot: Callable[[], None], primary: bool = False) -> QPushButton:
+        button = QPushButton(text)
+        if primary:
+            button.setObjectName("primary")
+        button.clicked.connect(slot)
+        self.toolbar.addWidget(button)
+        return button
+
+    def ensure_loaded(self) -> None:
+        """Load on first show; later shows keep what is there (Refresh reloads)."""
+        if not self.loaded:
+            self.loaded = True
+            self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def run(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
+            on_error: Callable[[ApiError], None] | None = None) -> None:
+        self.ctx.runner.submit(fn, on_done, on_error or self.show_error, owner=self)
+
+    def show_error(self, error: ApiError) -> None:
+        self.banner.show_error(error.message)
+
+
+class TableScreen(Screen):
+    """A screen whose content is one filterable table; buttons needing a row follow the selection."""
+
+    def __init__(self, ctx: ConsoleContext, model: ResourceTableModel, filter_hint: str,
+                 parent: QWidget | None = None):
+        super().__init__(ctx, parent)
+        self.table = TablePanel(model, filter_hint)
+        self.body.addWidget(self.table, 1)
+        self._row_buttons: list[QPushButton] = []
+        self.table.view.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.table.model.modelReset.connect(self._selection_changed)
+
+    def add_row_button(self, text: str, slot: Callable[[dict[str, Any]], None]) -> QPushButton:
+        """A button acting on the selected row; disabled while nothing is selected."""
+        def clicked() -> None:
+            row = self.table.selected()
+            if row is not None:
+                slot(row)
+        button = self.add_button(text, clicked)
+        button.setEnabled(False)
+        self._row_buttons.append(button)
+        return button
+
+    def finish_toolbar(self) -> None:
+        self.toolbar.addStretch(1)
+        self.refresh_button = self.add_button("⟳ Refresh", self.refresh)
+
+    def _selection_changed(self, *_: Any) -> None:
+        has_row = self.table.selected() is not None
+        for button in self._row_buttons:
+            button.setEnabled(has_row)

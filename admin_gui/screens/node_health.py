@@ -1,0 +1,194 @@
+"""Node health: every render node of every institution, polled on a timer.
+
+For each institution the registry comes from its server (`GET /api/v1/nodes`), then each node is
+asked for its own figures (`GET /api/v1/node`) in its own background task, so one slow or dead
+node neither delays the others nor freezes the window. Rows fill in as answers arrive; a node
+that does not answer is shown as unreachable with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QRectF, Qt, QTimer
+from PySide6.QtGui import QColor, QPainter
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QLabel,
+    QSpinBox,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+)
+
+from admin_gui.api_client import ApiError
+from admin_gui.context import ConsoleContext
+from admin_gui.screens.base import TableScreen
+from admin_gui.table_models import BAR_ROLE, NodeHealthModel, human_bytes
+
+DEFAULT_INTERVAL_S = 15
+_NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
+                "storage_used_bytes", "render_latency_ms", "backend_3d")
+
+
+def bar_colour(fraction: float) -> QColor:
+    """Green while there is room, amber when getting full, red near the budget."""
+    if fraction < 0.7:
+        return QColor("#2e9d5b")
+    if fraction < 0.9:
+        return QColor("#e0a028")
+    return QColor("#d04437")
+
+
+class MemoryBarDelegate(QStyledItemDelegate):
+    """Draws memory used against the budget as a bar with `used / budget` written on it."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        used, budget = index.data(BAR_ROLE) or (None, None)
+        if not isinstance(used, (int, float)) or not isinstance(budget, (int, float)) or budget <= 0:
+            super().paint(painter, option, index)
+            return
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(option.rect, option.palette.highlight())
+        fraction = max(0.0, min(1.0, used / budget))
+        rect = QRectF(option.rect).adjusted(6, 6, -6, -6)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor("#e6e9ef"))
+        painter.drawRoundedRect(rect, 4, 4)
+        painter.setBrush(bar_colour(fraction))
+        painter.drawRoundedRect(QRectF(rect.x(), rect.y(), rect.width() * fraction, rect.height()), 4, 4)
+        painter.setPen(QColor("#1d2433"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter,
+                         f"{human_bytes(used)} / {human_bytes(budget)}")
+        painter.restore()
+
+
+class NodeHealthScreen(TableScreen):
+    title = "Node health"
+    subtitle = "Every render node of every institution: reachability, records, memory, storage and render latency."
+
+    def __init__(self, ctx: ConsoleContext, parent=None):
+        self.model = NodeHealthModel()
+        super().__init__(ctx, self.model, "Filter nodes by institution, name or status…", parent)
+        self.finish_toolbar()
+        self.auto = QCheckBox("Refresh every")
+        self.auto.setChecked(True)
+        self.interval = QSpinBox()
+        self.interval.setRange(2, 3600)
+        self.interval.setSuffix(" s")
+        self.interval.setValue(DEFAULT_INTERVAL_S)
+        self.summary = QLabel()
+        self.summary.setObjectName("summary")
+        self.updated = QLabel()
+        self.updated.setObjectName("muted")
+        self.toolbar.insertWidget(0, self.summary)
+        self.toolbar.insertStretch(1, 1)
+        self.toolbar.insertWidget(2, self.updated)
+        self.toolbar.insertWidget(3, self.auto)
+        self.toolbar.insertWidget(4, self.interval)
+        self.table.view.setItemDelegateForColumn(NodeHealthModel.MEMORY_COLUMN, MemoryBarDelegate(self))
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.poll)
+        self.auto.toggled.connect(self._schedule)
+        self.interval.valueChanged.connect(self._schedule)
+        self._generation = 0
+        self._outstanding = 0
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._schedule()
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        self.timer.stop()
+
+    def _schedule(self, *_: Any) -> None:
+        if self.auto.isChecked() and self.isVisible():
+            self.timer.start(self.interval.value() * 1000)
+        else:
+            self.timer.stop()
+
+    @property
+    def busy(self) -> bool:
+        return self._outstanding > 0
+
+    def poll(self) -> None:
+        """Timer tick: skip if the previous round is still waiting on slow nodes."""
+        if not self.busy:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        self._outstanding = 1
+        client, server_client = self.ctx.client, self.ctx.node_client
+
+        def registry() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            for inst in client.list_all("/api/v1/institutions"):
+                base = {"institution_name": inst["name"], "institution_id": inst["id"]}
+                try:
+                    nodes = server_client(inst["server_url"]).list_all("/api/v1/nodes")
+                except ApiError as exc:
+                    rows.append({**base, "name": "(institution server)", "url": inst["server_url"],
+                                 "reachable": False, "problem": f"Node registry unavailable: {exc.message}"})
+                    continue
+                rows.extend({**node, **base, "reachable": None} for node in nodes)
+            return rows
+
+        self.run(registry, lambda rows: self._registry_loaded(generation, rows), self._registry_failed)
+
+    def _registry_failed(self, error: ApiError) -> None:
+        self._outstanding = 0
+        self.show_error(error)
+
+    def _registry_loaded(self, generation: int, rows: list[dict[str, Any]]) -> None:
+        if generation != self._generation:
+            return
+        self.banner.hide()
+        self.table.set_rows(rows)
+        self._outstanding = 0
+        for row in rows:
+            if row.get("reachable") is None:
+                self._outstanding += 1
+                node = self.ctx.node_client(row["url"])
+                self.ctx.runner.submit(
+                    lambda node=node: node.get("/api/v1/node"),
+                    lambda info, node_id=row["id"]: self._node_answered(generation, node_id, info, None),
+                    lambda error, node_id=row["id"]: self._node_answered(generation, node_id, None, error),
+                    owner=self)
+        self._update_summary()
+
+    def _node_answered(self, generation: int, node_id: str, info: dict[str, Any] | None,
+                       error: ApiError | None) -> None:
+        if generation != self._generation:
+            return
+        self._outstanding -= 1
+        for index, row in enumerate(self.model.rows()):
+            if row.get("id") == node_id:
+                if error is None and isinstance(info, dict):
+                    values = {k: info.get(k) for k in _NODE_FIELDS}
+                    self.model.update_row(index, {**values, "reachable": True, "problem": None})
+                else:
+                    message = error.message if error else "the node answered without figures"
+                    self.model.update_row(index, {"reachable": False, "problem": message})
+        self._update_summary()
+
+    def _update_summary(self) -> None:
+        rows = self.model.rows()
+        up = sum(1 for r in rows if r.get("reachable") is True)
+        down = sum(1 for r in rows if r.get("reachable") is False)
+        waiting = sum(1 for r in rows if r.get("reachable") is None)
+        parts = [f"{len(rows)} node{'s' if len(rows) != 1 else ''}", f"{up} reachable"]
+        if down:
+            parts.append(f"{down} unreachable")
+        if waiting:
+            parts.append(f"{waiting} checking")
+        self.summary.setText(" · ".join(parts))
+        if not waiting:
+            self.updated.setText(f"Updated {dt.datetime.now():%H:%M:%S}")
+        self.table.view.resizeColumnsToContents()
+        self.table.view.setColumnWidth(NodeHealthModel.MEMORY_COLUMN, 200)

@@ -1,0 +1,134 @@
+"""Render nodes of one institution, managed on that institution's own server (`/api/v1/nodes`).
+
+The toplevel only knows each institution's `server_url`; the node registry lives on the
+institution server, so this screen talks to it directly with the same token (vertical
+independence). Only administrators of that institution may change its nodes — the server says
+so in words if the logged-in administrator belongs elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel
+
+from admin_gui.context import ConsoleContext
+from admin_gui.form_checks import check_required, check_server_url
+from admin_gui.screens.base import TableScreen
+from admin_gui.table_models import NodesModel
+from admin_gui.widgets import FormDialog, confirm
+
+
+def check_node(values: dict[str, Any]) -> dict[str, str]:
+    problems = {
+        "name": check_required(values["name"], "Name", 150),
+        "url": check_server_url(values["url"], "Node URL"),
+    }
+    return {field: problem for field, problem in problems.items() if problem}
+
+
+class NodesScreen(TableScreen):
+    title = "Render nodes"
+    subtitle = ("Render nodes store and render an institution's DICOM records. They are registered "
+                "on the institution's own server.")
+
+    def __init__(self, ctx: ConsoleContext, parent=None):
+        super().__init__(ctx, NodesModel(), "Filter nodes by name or URL…", parent)
+        self.institution = QComboBox()
+        self.institution.setObjectName("institutionChooser")
+        self.institution.setMinimumWidth(280)
+        self.institution.currentIndexChanged.connect(self.load_nodes)
+        self.server_label = QLabel()
+        self.server_label.setObjectName("muted")
+        chooser = QHBoxLayout()
+        chooser.addWidget(QLabel("Institution:"))
+        chooser.addWidget(self.institution)
+        chooser.addWidget(self.server_label, 1)
+        self.body.insertLayout(0, chooser)
+        self.add_button("＋ New node", self.create, primary=True)
+        self.add_row_button("Edit…", self.edit)
+        self.add_row_button("Delete…", self.remove)
+        self.finish_toolbar()
+        self.table.activated_row.connect(self.edit)
+        self.dialog: FormDialog | None = None
+
+    def current_institution(self) -> dict[str, Any] | None:
+        return self.institution.currentData()
+
+    def refresh(self) -> None:
+        self.run(lambda: self.ctx.client.list_all("/api/v1/institutions"), self._institutions_loaded)
+
+    def _institutions_loaded(self, institutions: list[dict[str, Any]]) -> None:
+        current = self.current_institution()
+        wanted = current["id"] if current else self.ctx.user.get("institution_id")
+        self.institution.blockSignals(True)
+        self.institution.clear()
+        for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
+            self.institution.addItem(inst["name"], inst)
+        index = next((i for i in range(self.institution.count())
+                      if self.institution.itemData(i)["id"] == wanted), 0)
+        self.institution.setCurrentIndex(index)
+        self.institution.blockSignals(False)
+        self.load_nodes()
+
+    def load_nodes(self) -> None:
+        inst = self.current_institution()
+        self.table.set_rows([])
+        if inst is None:
+            self.server_label.setText("No institutions yet — create one first.")
+            return
+        self.server_label.setText(inst["server_url"])
+        server = self.ctx.server_client(inst["server_url"])
+        self.run(lambda: server.list_all("/api/v1/nodes"), self._nodes_loaded_for(inst["id"]))
+
+    def _nodes_loaded_for(self, institution_id: str):
+        def loaded(nodes: list[dict[str, Any]]) -> None:
+            current = self.current_institution()
+            if current is not None and current["id"] == institution_id:
+                self.table.set_rows(nodes)
+        return loaded
+
+    def _open_form(self, title: str, row: dict[str, Any] | None) -> None:
+        inst = self.current_institution()
+        if inst is None:
+            self.banner.show_error("Choose an institution first.")
+            return
+        row = row or {}
+        server = self.ctx.server_client(inst["server_url"])
+        node_id = row.get("id")
+
+        def send(values: dict[str, Any]):
+            if node_id:
+                return lambda: server.put(f"/api/v1/nodes/{node_id}", values)
+            return lambda: server.post("/api/v1/nodes", values)
+
+        dialog = FormDialog(self, title, self.ctx.runner, check_node, send,
+                            intro=f"Registered on {inst['name']} ({inst['server_url']}).")
+        dialog.add_line("name", "Name", row.get("name", ""), "e.g. render-1")
+        dialog.add_line("url", "Node URL", row.get("url", ""), "https://render1.example.org:5003")
+        dialog.saved.connect(lambda node: self._done(f"Node {node.get('name')} saved."))
+        self.dialog = dialog
+        dialog.open()
+
+    def create(self) -> None:
+        self._open_form("New render node", None)
+
+    def edit(self, row: dict[str, Any]) -> None:
+        self._open_form(f"Edit render node {row.get('name')}", row)
+
+    def remove(self, row: dict[str, Any]) -> None:
+        inst = self.current_institution()
+        if inst is None:
+            return
+        server = self.ctx.server_client(inst["server_url"])
+
+        def delete() -> None:
+            self.run(lambda: server.delete(f"/api/v1/nodes/{row['id']}"),
+                     lambda _: self._done(f"Node {row.get('name')} removed from the registry."))
+        self.confirm_box = confirm(self, "Remove render node",
+                                   f"Remove {row.get('name')} ({row.get('url')}) from {inst['name']}'s "
+                                   f"registry? Records registered on it become unreachable.", delete)
+
+    def _done(self, message: str) -> None:
+        self.banner.show_info(message)
+        self.load_nodes()

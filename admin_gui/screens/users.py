@@ -1,0 +1,150 @@
+"""Users: create, edit (name, email, role, institution), deactivate, reset password, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from admin_gui.context import ConsoleContext
+from admin_gui.form_checks import check_email, check_new_password, check_required, check_username
+from admin_gui.screens.base import TableScreen
+from admin_gui.table_models import UsersModel
+from admin_gui.widgets import FormDialog, confirm
+
+ROLES = [("Physician", "physician"), ("Administrator", "admin")]
+
+
+def check_user(values: dict[str, Any], new: bool) -> dict[str, str]:
+    problems = {
+        "full_name": check_required(values["full_name"], "Full name"),
+        "email": check_email(values.get("email", "")),
+    }
+    if new:
+        problems["username"] = check_username(values["username"])
+        problems["password"] = check_new_password(values["password"], values["password2"])
+    if not values.get("institution_id"):
+        problems["institution_id"] = "Choose the user's institution (create one first if the list is empty)."
+    return {field: problem for field, problem in problems.items() if problem}
+
+
+class UsersScreen(TableScreen):
+    title = "Users"
+    subtitle = "Physicians and administrators, their role and institution. Deactivated users cannot log in."
+
+    def __init__(self, ctx: ConsoleContext, parent=None):
+        self.model = UsersModel()
+        super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent)
+        self.institutions: list[dict[str, Any]] = []
+        self.add_button("＋ New user", self.create, primary=True)
+        self.add_row_button("Edit…", self.edit)
+        self.toggle_button = self.add_row_button("Deactivate", self.toggle_active)
+        self.add_row_button("Reset password…", self.reset_password)
+        self.add_row_button("Delete…", self.remove)
+        self.finish_toolbar()
+        self.table.activated_row.connect(self.edit)
+        self.table.view.selectionModel().selectionChanged.connect(self._update_toggle)
+        self.dialog: FormDialog | None = None
+
+    def refresh(self) -> None:
+        client = self.ctx.client
+
+        def load() -> tuple[list[dict], list[dict]]:
+            return client.list_all("/api/v1/institutions"), client.list_all("/api/v1/users")
+
+        self.run(load, self._loaded)
+
+    def _loaded(self, result: tuple[list[dict], list[dict]]) -> None:
+        self.institutions, users = result
+        self.model.institution_names = {i["id"]: i["name"] for i in self.institutions}
+        self.table.set_rows(users)
+        self._update_toggle()
+
+    def _update_toggle(self, *_: Any) -> None:
+        row = self.table.selected()
+        self.toggle_button.setText("Reactivate" if row is not None and not row.get("active", True)
+                                   else "Deactivate")
+
+    def _institution_choices(self) -> list[tuple[str, Any]]:
+        return [(i["name"], i["id"]) for i in sorted(self.institutions, key=lambda i: i["name"].casefold())]
+
+    def create(self) -> None:
+        def send(values: dict[str, Any]):
+            body = {k: values[k] for k in ("username", "password", "full_name", "role", "institution_id")}
+            if values["email"]:
+                body["email"] = values["email"]
+            return lambda: self.ctx.client.post("/api/v1/users", body)
+
+        dialog = FormDialog(self, "New user", self.ctx.runner, lambda v: check_user(v, True), send)
+        dialog.add_line("username", "Username", placeholder="e.g. jnovak")
+        dialog.add_line("full_name", "Full name", placeholder="e.g. Dr. Jana Novak")
+        dialog.add_line("email", "Email", placeholder="optional")
+        dialog.add_combo("role", "Role", ROLES, "physician")
+        dialog.add_combo("institution_id", "Institution", self._institution_choices(),
+                         self.ctx.user.get("institution_id"))
+        dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)
+        dialog.add_line("password2", "Repeat password", password=True)
+        dialog.saved.connect(lambda user: self._done(f"User {user.get('username')} created."))
+        self.dialog = dialog
+        dialog.open()
+
+    def edit(self, row: dict[str, Any]) -> None:
+        def send(values: dict[str, Any]):
+            body = {k: values[k] for k in ("full_name", "role", "institution_id", "active")}
+            if values["email"] or row.get("email"):
+                body["email"] = values["email"]
+            return lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", body)
+
+        dialog = FormDialog(self, f"Edit user {row.get('username')}", self.ctx.runner,
+                            lambda v: check_user(v, False), send)
+        dialog.add_line("full_name", "Full name", row.get("full_name") or "")
+        dialog.add_line("email", "Email", row.get("email") or "", "optional")
+        dialog.add_combo("role", "Role", ROLES, row.get("role"))
+        dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
+        dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))
+        dialog.saved.connect(lambda user: self._done(f"User {user.get('username')} saved."))
+        self.dialog = dialog
+        dialog.open()
+
+    def toggle_active(self, row: dict[str, Any]) -> None:
+        active = not row.get("active", True)
+        verb = "reactivated" if active else "deactivated"
+
+        def change() -> None:
+            self.run(lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", {"active": active}),
+                     lambda user: self._done(f"User {user.get('username')} {verb}."))
+
+        if active:
+            change()
+        else:
+            self.confirm_box = confirm(
+                self, "Deactivate user",
+                f"Deactivate {row.get('username')}? They can no longer log in and their current "
+                f"session ends at its next renewal.", change)
+
+    def reset_password(self, row: dict[str, Any]) -> None:
+        def check(values: dict[str, Any]) -> dict[str, str]:
+            problem = check_new_password(values["password"], values["password2"])
+            return {"password": problem} if problem else {}
+
+        def send(values: dict[str, Any]):
+            return lambda: self.ctx.client.post(f"/api/v1/users/{row['id']}/password",
+                                                {"new_password": values["password"]})
+
+        dialog = FormDialog(self, f"Reset password of {row.get('username')}", self.ctx.runner, check, send,
+                            intro="Give the new password to the user through a safe channel.")
+        dialog.add_line("password", "New password", placeholder="at least 10 characters", password=True)
+        dialog.add_line("password2", "Repeat password", password=True)
+        dialog.saved.connect(lambda _: self._done(f"Password of {row.get('username')} reset."))
+        self.dialog = dialog
+        dialog.open()
+
+    def remove(self, row: dict[str, Any]) -> None:
+        def delete() -> None:
+            self.run(lambda: self.ctx.client.delete(f"/api/v1/users/{row['id']}"),
+                     lambda _: self._done(f"User {row.get('username')} deleted."))
+        self.confirm_box = confirm(self, "Delete user",
+                                   f"Delete the user {row.get('username')} for good? "
+                                   f"Deactivating keeps their history readable.", delete)
+
+    def _done(self, message: str) -> None:
+        self.banner.show_info(message)
+        self.refresh()

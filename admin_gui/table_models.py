@@ -1,0 +1,282 @@
+"""Qt table models for the API's resources, and the proxy that sorts and filters them.
+
+Each model is a `QAbstractTableModel` over a list of JSON objects (dicts, as the API returns
+them) with a fixed list of `Column`s. A column gives a raw value (used for sorting, so numbers
+and times sort as numbers and times, not as text) and the text shown. Screens keep the dicts and
+get them back with `row_at()`, so an edit dialog always works on what the server sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QBrush, QColor
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+#: Role giving `(used, budget)` to the memory bar delegate of the node health table.
+BAR_ROLE = Qt.ItemDataRole.UserRole + 2
+
+_MUTED = QColor("#8a94a6")
+_BAD = QColor("#c0392b")
+_GOOD = QColor("#1e8449")
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def human_bytes(value: Any) -> str:
+    """`1536` -> `1.5 KiB`; blank for an unknown value."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return ""
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def short_time(value: Any) -> str:
+    """`2026-11-24T19:56:27Z` -> `2026-11-24 19:56:27 UTC`, readable in a narrow column."""
+    if not isinstance(value, str) or not value:
+        return ""
+    return value.replace("T", " ").replace("Z", " UTC")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: header, raw value of a row, and how to show it."""
+
+    header: str
+    value: Callable[[dict[str, Any]], Any]
+    text: Callable[[Any], str] = _text
+    align_right: bool = False
+
+
+def key(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: row.get(name)
+
+
+class ResourceTableModel(QAbstractTableModel):
+    """Rows of JSON objects shown through `columns`; subclasses choose the columns."""
+
+    columns: tuple[Column, ...] = ()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._rows: list[dict[str, Any]] = []
+
+    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._rows)
+
+    def row_at(self, row: int) -> dict[str, Any]:
+        return self._rows[row]
+
+    def update_row(self, row: int, values: dict[str, Any]) -> None:
+        """Merge `values` into one row and repaint it (node health fills rows as answers come)."""
+        self._rows[row] = {**self._rows[row], **values}
+        self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.columns) - 1))
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.columns)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.columns[section].header
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self._rows[index.row()]
+        column = self.columns[index.column()]
+        if role == SORT_ROLE:
+            return column.value(row)
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return column.text(column.value(row))
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            horizontal = Qt.AlignmentFlag.AlignRight if column.align_right else Qt.AlignmentFlag.AlignLeft
+            return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+        return self.row_role(row, index.column(), role)
+
+    def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
+        """Hook for colours and other per-row roles."""
+        return None
+
+
+class InstitutionsModel(ResourceTableModel):
+    columns = (
+        Column("Name", key("name")),
+        Column("Address", key("address")),
+        Column("Server URL", key("server_url")),
+    )
+
+
+class RecordTypesModel(ResourceTableModel):
+    columns = (
+        Column("Code", key("code")),
+        Column("Name", key("name")),
+    )
+
+
+class UsersModel(ResourceTableModel):
+    """Users, with the institution shown by name; inactive users greyed out."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.institution_names: dict[str, str] = {}
+        self.columns = (
+            Column("Username", key("username")),
+            Column("Full name", key("full_name")),
+            Column("Email", key("email")),
+            Column("Role", key("role")),
+            Column("Institution",
+                   lambda r: self.institution_names.get(r.get("institution_id"), r.get("institution_id"))),
+            Column("Active", key("active")),
+            Column("Created", key("created_at"), short_time),
+        )
+
+    def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
+        if role == Qt.ItemDataRole.ForegroundRole and not row.get("active", True):
+            return QBrush(_MUTED)
+        return None
+
+
+class NodesModel(ResourceTableModel):
+    columns = (
+        Column("Name", key("name")),
+        Column("URL", key("url")),
+        Column("Registered", key("created_at"), short_time),
+    )
+
+
+def _latency(kind: str) -> Callable[[dict[str, Any]], Any]:
+    def value(row: dict[str, Any]) -> Any:
+        latency = row.get("render_latency_ms")
+        return latency.get(kind) if isinstance(latency, dict) else None
+    return value
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{float(value):.0f} ms"
+
+
+def _memory_text(value: Any) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _memory_fraction(row: dict[str, Any]) -> float | None:
+    used, budget = row.get("memory_used_bytes"), row.get("memory_budget_bytes")
+    if not isinstance(used, (int, float)) or not isinstance(budget, (int, float)) or budget <= 0:
+        return None
+    return used / budget
+
+
+class NodeHealthModel(ResourceTableModel):
+    """One row per render node: its registry entry merged with its `GET /api/v1/node` answer.
+
+    Rows carry `reachable` (True / False / None while asking) and `problem` (words) besides the
+    node's own fields.
+    """
+
+    MEMORY_COLUMN = 5
+
+    columns = (
+        Column("Institution", key("institution_name")),
+        Column("Node", key("name")),
+        Column("Status", key("reachable"),
+               lambda v: {True: "● reachable", False: "● unreachable"}.get(v, "… checking")),
+        Column("Records stored", key("records_stored"), align_right=True),
+        Column("Records loaded", key("records_loaded"), align_right=True),
+        Column("Memory used / budget", _memory_fraction, _memory_text),
+        Column("Storage used", key("storage_used_bytes"), human_bytes, align_right=True),
+        Column("Latency p50", _latency("p50"), _ms, align_right=True),
+        Column("Latency p95", _latency("p95"), _ms, align_right=True),
+        Column("3D back end", key("backend_3d")),
+        Column("URL / problem", lambda r: r.get("problem") or r.get("url")),
+    )
+
+    def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
+        if role == BAR_ROLE and column == self.MEMORY_COLUMN:
+            return row.get("memory_used_bytes"), row.get("memory_budget_bytes")
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if column == 2 and row.get("reachable") is not None:
+                return QBrush(_GOOD if row["reachable"] else _BAD)
+            if column == 10 and row.get("problem"):
+                return QBrush(_BAD)
+        return None
+
+
+class AuditModel(ResourceTableModel):
+    columns = (
+        Column("Time", key("at"), short_time),
+        Column("User", key("username")),
+        Column("Action", key("action")),
+        Column("Object", lambda r: " ".join(filter(None, (r.get("object_type"), r.get("object_id"))))),
+        Column("Patient", key("patient_id")),
+        Column("Client IP", key("client_ip")),
+        Column("Detail", key("detail")),
+        Column("Server", key("source")),
+    )
+
+
+class PatientsModel(ResourceTableModel):
+    columns = (
+        Column("Last name", key("last_name")),
+        Column("First name", key("first_name")),
+        Column("Sex", key("sex")),
+        Column("Birth date", key("birth_date")),
+        Column("Insurance number", key("insurance_number")),
+    )
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Blanks last, numbers by value, everything else as case-folded text."""
+    if value is None or value == "":
+        return (2, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, _text(value).casefold())
+
+
+class FilterProxyModel(QSortFilterProxyModel):
+    """Case-insensitive filter over every column; sorts by the raw values of `SORT_ROLE`."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+        self.setSortRole(SORT_ROLE)
+
+    def lessThan(self, left: _Index, right: _Index) -> bool:
+        return _sort_key(left.data(SORT_ROLE)) < _sort_key(right.data(SORT_ROLE))
+
+    def source_row(self, proxy_row: int) -> int:
+        return self.mapToSource(self.index(proxy_row, 0)).row()

@@ -1,0 +1,283 @@
+"""Building blocks every screen shares: message banner, filterable table, form dialog, confirm box.
+
+Dialogs are opened with `open()` (window-modal, non-blocking) rather than `exec()`, so the event
+loop keeps running — background answers still arrive while a dialog is up, and tests can drive
+the dialog like any other widget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from admin_gui.api_client import ApiError
+from admin_gui.table_models import FilterProxyModel, ResourceTableModel
+from admin_gui.workers import TaskRunner
+
+
+class MessageBanner(QFrame):
+    """A coloured line above a screen's table: errors in red, confirmations in green."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("banner")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 8, 8, 8)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QPushButton("✕")
+        close.setObjectName("bannerClose")
+        close.setFlat(True)
+        close.setFixedWidth(28)
+        close.clicked.connect(self.hide)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.hide()
+
+    def show_error(self, message: str) -> None:
+        self._show(message, "error")
+
+    def show_info(self, message: str) -> None:
+        self._show(message, "info")
+
+    def _show(self, message: str, kind: str) -> None:
+        self.setProperty("kind", kind)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.label.setText(message)
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+
+class TablePanel(QWidget):
+    """A filter box over a sortable table view of a `ResourceTableModel`."""
+
+    activated_row = Signal(dict)
+
+    def __init__(self, model: ResourceTableModel, placeholder: str = "Filter…",
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = model
+        self.proxy = FilterProxyModel(self)
+        self.proxy.setSourceModel(model)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText(placeholder)
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.count = QLabel()
+        self.count.setObjectName("muted")
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setAlternatingRowColors(True)
+        self.view.setShowGrid(False)
+        self.view.verticalHeader().hide()
+        self.view.verticalHeader().setDefaultSectionSize(30)
+        header = self.view.horizontalHeader()
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.view.doubleClicked.connect(lambda index: self.activated_row.emit(
+            model.row_at(self.proxy.mapToSource(index).row())))
+        for signal in (model.modelReset, self.proxy.rowsInserted, self.proxy.rowsRemoved,
+                       self.proxy.layoutChanged, self.proxy.modelReset):
+            signal.connect(self._update_count)
+
+        top = QHBoxLayout()
+        top.addWidget(self.filter, 1)
+        top.addWidget(self.count)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        layout.addLayout(top)
+        layout.addWidget(self.view, 1)
+        self._update_count()
+
+    def _update_count(self) -> None:
+        shown, total = self.proxy.rowCount(), self.model.rowCount()
+        self.count.setText(f"{total} shown" if shown == total else f"{shown} of {total} shown")
+
+    def set_rows(self, rows: list[dict[str, Any]]) -> None:
+        selected = self.selected()
+        self.model.set_rows(rows)
+        self.view.resizeColumnsToContents()
+        if selected is not None and "id" in selected:
+            self.select_where(lambda row: row.get("id") == selected["id"])
+
+    def selected(self) -> dict[str, Any] | None:
+        rows = self.view.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.model.row_at(self.proxy.mapToSource(rows[0]).row())
+
+    def select_where(self, predicate: Callable[[dict[str, Any]], bool]) -> bool:
+        """Select the first shown row matching `predicate` (tests and post-save focus use it)."""
+        for proxy_row in range(self.proxy.rowCount()):
+            if predicate(self.model.row_at(self.proxy.source_row(proxy_row))):
+                self.view.selectRow(proxy_row)
+                return True
+        return False
+
+
+class FormDialog(QDialog):
+    """A form that checks its fields, then sends them in the background and stays open on error.
+
+    `check(values)` returns `{field: problem}` for local validation; `send(values)` returns the
+    callable to run off the GUI thread. The server's error message is shown in the dialog, so the
+    administrator can fix the field and try again without retyping the rest.
+    """
+
+    saved = Signal(object)
+
+    def __init__(self, parent: QWidget, title: str, runner: TaskRunner,
+                 check: Callable[[dict[str, Any]], dict[str, str]],
+                 send: Callable[[dict[str, Any]], Callable[[], Any]],
+                 intro: str = ""):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setObjectName("formDialog")
+        self.setMinimumWidth(460)
+        self._runner = runner
+        self._check = check
+        self._send = send
+        self.fields: dict[str, QWidget] = {}
+        heading = QLabel(title)
+        heading.setObjectName("dialogTitle")
+        self.error = QLabel()
+        self.error.setObjectName("formError")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        self.form = QFormLayout()
+        self.form.setHorizontalSpacing(16)
+        self.form.setVerticalSpacing(10)
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
+                                        | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.submit)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(20, 18, 20, 16)
+        layout.setSpacing(12)
+        layout.addWidget(heading)
+        if intro:
+            note = QLabel(intro)
+            note.setObjectName("muted")
+            note.setWordWrap(True)
+            layout.addWidget(note)
+        layout.addWidget(self.error)
+        layout.addLayout(self.form)
+        layout.addWidget(self.buttons)
+
+    def add_line(self, name: str, label: str, text: str = "", placeholder: str = "",
+                 password: bool = False) -> QLineEdit:
+        edit = QLineEdit(text)
+        edit.setPlaceholderText(placeholder)
+        if password:
+            edit.setEchoMode(QLineEdit.EchoMode.Password)
+        return self._add(name, label, edit)
+
+    def add_combo(self, name: str, label: str, choices: list[tuple[str, Any]],
+                  current: Any = None) -> QComboBox:
+        combo = QComboBox()
+        for text, data in choices:
+            combo.addItem(text, data)
+        found = combo.findData(current)
+        if found >= 0:
+            combo.setCurrentIndex(found)
+        return self._add(name, label, combo)
+
+    def add_check(self, name: str, label: str, checked: bool) -> QCheckBox:
+        return self._add(name, "", QCheckBox(label, checked=checked))
+
+    def _add(self, name: str, label: str, widget: QWidget):
+        widget.setObjectName(f"field_{name}")
+        self.fields[name] = widget
+        self.form.addRow(label, widget)
+        return widget
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, widget in self.fields.items():
+            if isinstance(widget, QLineEdit):
+                out[name] = widget.text() if widget.echoMode() == QLineEdit.EchoMode.Password \
+                    else widget.text().strip()
+            elif isinstance(widget, QComboBox):
+                out[name] = widget.currentData()
+            elif isinstance(widget, QCheckBox):
+                out[name] = widget.isChecked()
+        return out
+
+    def submit(self) -> None:
+        values = self.values()
+        problems = self._check(values)
+        for name, widget in self.fields.items():
+            widget.setProperty("invalid", name in problems)
+            widget.style().unpolish(widget)
+            widget.style().polish(widget)
+        if problems:
+            self.show_error("\n".join(problems.values()))
+            next(w for n, w in self.fields.items() if n in problems).setFocus()
+            return
+        self.error.hide()
+        self._set_busy(True)
+        self._runner.submit(self._send(values), self._on_saved, self._on_failed, owner=self)
+
+    def show_error(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.show()
+
+    def _set_busy(self, busy: bool) -> None:
+        self.buttons.setEnabled(not busy)
+        save = self.buttons.button(QDialogButtonBox.StandardButton.Save)
+        save.setText("Saving…" if busy else "Save")
+
+    def _on_saved(self, result: Any) -> None:
+        self._set_busy(False)
+        self.saved.emit(result)
+        self.accept()
+
+    def _on_failed(self, error: ApiError) -> None:
+        self._set_busy(False)
+        self.show_error(error.message)
+
+
+def confirm(parent: QWidget, title: str, text: str, on_yes: Callable[[], None]) -> QMessageBox:
+    """A non-blocking Yes/No question; `on_yes` runs only on Yes. Returns the box (tests click it)."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text,
+                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
+    box.setDefaultButton(QMessageBox.StandardButton.No)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+    def finished(_result: int) -> None:
+        if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
+            on_yes()
+
+    box.finished.connect(finished)
+    box.open()
+    return box

@@ -1,0 +1,121 @@
+"""Running network calls off the GUI thread so the window never freezes.
+
+A `TaskRunner` lives in the GUI thread. `submit(fn, on_done, on_error)` runs `fn` on a
+`QThreadPool` worker; the worker reports back through a signal connected to the runner's own slots,
+so Qt queues the callback into the GUI thread (a plain Python callable connected directly could
+run on the worker thread and touch widgets from there). Callbacks whose owner widget has been
+deleted in the meantime are dropped instead of crashing (a screen of a session that has ended
+cannot end the next one either).
+
+A refused token is everybody's business: any task failing with `SessionEnded` also emits
+`session_ended`, which the window answers by going back to the login screen.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import shiboken6
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+
+from admin_gui.api_client import ApiError, SessionEnded
+
+
+class _TaskSignals(QObject):
+    done = Signal(int, object)
+    failed = Signal(int, object)
+
+
+class _Task(QRunnable):
+    def __init__(self, task_id: int, fn: Callable[[], Any], signals: _TaskSignals):
+        super().__init__()
+        self._id = task_id
+        self._fn = fn
+        self._signals = signals
+
+    def run(self) -> None:
+        try:
+            result = self._fn()
+        except ApiError as exc:
+            self._signals.failed.emit(self._id, exc)
+        except Exception as exc:  # noqa: BLE001 - a bug in a task must reach the GUI, not kill the pool
+            self._signals.failed.emit(self._id, ApiError(f"Unexpected error: {exc!r}", "client_error"))
+        else:
+            self._signals.done.emit(self._id, result)
+
+
+@dataclass
+class _Pending:
+    on_done: Callable[[Any], None]
+    on_error: Callable[[ApiError], None] | None
+    owner: QObject | None
+
+
+class TaskRunner(QObject):
+    """Submits callables to a thread pool and delivers their outcome in the GUI thread."""
+
+    busy_changed = Signal(bool)
+    session_ended = Signal(str)
+    #: Any failure without its own handler, for the status bar.
+    unhandled_error = Signal(str)
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 8):
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max_threads)
+        self._signals = _TaskSignals()
+        self._signals.done.connect(self._on_done)
+        self._signals.failed.connect(self._on_failed)
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def pending(self) -> int:
+        """Tasks submitted whose callback has not run yet (tests wait for 0)."""
+        return len(self._pending)
+
+    def submit(
+        self,
+        fn: Callable[[], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[ApiError], None] | None = None,
+        owner: QObject | None = None,
+    ) -> None:
+        task_id = next(self._ids)
+        self._pending[task_id] = _Pending(on_done, on_error, owner)
+        if len(self._pending) == 1:
+            self.busy_changed.emit(True)
+        self._pool.start(_Task(task_id, fn, self._signals))
+
+    def wait_for_done(self, msecs: int = -1) -> bool:
+        """Block until the pool is idle (used at shutdown so no thread outlives the app)."""
+        return self._pool.waitForDone(msecs)
+
+    def _take(self, task_id: int) -> _Pending | None:
+        pending = self._pending.pop(task_id, None)
+        if not self._pending:
+            self.busy_changed.emit(False)
+        if pending is None or (pending.owner is not None and not shiboken6.isValid(pending.owner)):
+            return None
+        return pending
+
+    @Slot(int, object)
+    def _on_done(self, task_id: int, result: Any) -> None:
+        pending = self._take(task_id)
+        if pending is not None:
+            pending.on_done(result)
+
+    @Slot(int, object)
+    def _on_failed(self, task_id: int, error: ApiError) -> None:
+        pending = self._take(task_id)
+        if pending is None:
+            return
+        if isinstance(error, SessionEnded):
+            self.session_ended.emit(error.message)
+            return
+        if pending.on_error is not None:
+            pending.on_error(error)
+        else:
+            self.unhandled_error.emit(error.message)
