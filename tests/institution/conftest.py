@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from daemons.institution.app import create_app
-from daemons.institution.models import database_proxy, upgrade
+from daemons.institution.models import MODELS, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
@@ -186,5 +186,46 @@ def patient_id() -> str:
 @pytest.fixture
 def record(api: Api, users, node, patient_id) -> dict[str, Any]:
     status, body = api.call("POST", "/api/v1/records", users["physician"], record_body(node["id"], patient_id))
+    assert status == 201, body
+    return body
+
+
+@pytest.fixture
+def db_state(app):
+    """Every row of every institution table, to assert that a refused request changed nothing."""
+
+    def snapshot() -> dict[str, list[tuple]]:
+        state = {}
+        for model in MODELS:
+            rows = model.select().tuples()
+            state[model._meta.table_name] = sorted(tuple(map(str, row)) for row in rows)
+        database_proxy.close()
+        return state
+
+    return snapshot
+
+
+def finding_body(patient_id: str, links: list[dict[str, Any]], **extra) -> dict[str, Any]:
+    body = {
+        "patient_id": patient_id,
+        "description": "CT abdomen with contrast",
+        "findings": "Hypodense lesion 12 mm in liver segment VI.",
+        "conclusion": "Probable haemangioma.",
+        "recommendation": "MR follow-up in 6 months.",
+        "date": "2026-11-03",
+        "records": links,
+    }
+    body.update(extra)
+    return body
+
+
+def local_link(record: dict[str, Any]) -> dict[str, Any]:
+    return {"record_id": record["id"], "institution_id": INSTITUTION_A, "node_id": record["node_id"]}
+
+
+@pytest.fixture
+def finding(api: Api, users, record, patient_id) -> dict[str, Any]:
+    status, body = api.call("POST", "/api/v1/findings", users["physician"],
+                            finding_body(patient_id, [local_link(record)]))
     assert status == 201, body
     return body

@@ -1,0 +1,226 @@
+"""`/api/v1/nodes`: the render-node registry, managed only by admins of this institution."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from daemons.institution.models import Node, database_proxy
+from daemons.institution.node_url import parse_node_url
+from shared.errors import ApiError
+
+from .conftest import INSTITUTION_A, INSTITUTION_B
+
+NEW_NODE = {"name": "node-2", "url": "https://render2.hospital-a.example:5003/"}
+
+
+def test_admin_manages_nodes_full_cycle(api, users):
+    admin = users["admin"]
+    status, created = api.call("POST", "/api/v1/nodes", admin, NEW_NODE)
+    assert status == 201
+    assert created["name"] == "node-2"
+    assert created["url"] == "https://render2.hospital-a.example:5003"  # trailing slash dropped
+    assert created["institution_id"] == INSTITUTION_A
+    assert str(uuid.UUID(created["id"])) == created["id"]
+    assert created["created_at"].endswith("Z")
+
+    status, read = api.call("GET", f"/api/v1/nodes/{created['id']}", admin)
+    assert status == 200 and read == created
+
+    status, updated = api.call("PUT", f"/api/v1/nodes/{created['id']}", admin, {"name": "renamed"})
+    assert status == 200 and updated["name"] == "renamed" and updated["url"] == created["url"]
+
+    status, listed = api.call("GET", "/api/v1/nodes", admin)
+    assert status == 200 and listed["total"] == 1 and listed["items"] == [updated]
+
+    status, _ = api.call("DELETE", f"/api/v1/nodes/{created['id']}", admin)
+    assert status == 204
+    status, body = api.call("GET", f"/api/v1/nodes/{created['id']}", admin)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert api.call("GET", "/api/v1/nodes", admin)[1]["total"] == 0
+
+
+@pytest.mark.parametrize("who, expected", [("admin", 200), ("physician", 200),
+                                           ("admin_b", 403), ("physician_b", 403)])
+def test_listing_and_reading_nodes_is_for_members_of_this_institution(api, users, node, who, expected):
+    status, body = api.call("GET", "/api/v1/nodes", users[who])
+    assert status == expected
+    if expected == 200:
+        assert [n["id"] for n in body["items"]] == [node["id"]]
+    else:
+        assert body["error"]["code"] == "forbidden" and "items" not in body
+    status, body = api.call("GET", f"/api/v1/nodes/{node['id']}", users[who])
+    assert status == expected
+
+
+@pytest.mark.parametrize("who", ["physician", "admin_b", "physician_b"])
+def test_only_admins_of_this_institution_change_nodes(api, users, node, db_state, who):
+    before = db_state()
+    caller = users[who]
+    for method, path, body in [
+        ("POST", "/api/v1/nodes", NEW_NODE),
+        ("PUT", f"/api/v1/nodes/{node['id']}", {"url": "https://attacker.example"}),
+        ("DELETE", f"/api/v1/nodes/{node['id']}", None),
+    ]:
+        status, answer = api.call(method, path, caller, body)
+        assert status == 403, (who, method, answer)
+        assert answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+def test_admin_of_institution_b_cannot_manage_nodes_of_this_institution(api, users, node, db_state):
+    """The attack named in the issue: an admin elsewhere tries to take over our render node."""
+    before = db_state()
+    evil = users["admin_b"]
+    status, _ = api.call("PUT", f"/api/v1/nodes/{node['id']}", evil, {"url": "https://evil.example"})
+    assert status == 403
+    status, _ = api.call("DELETE", f"/api/v1/nodes/{node['id']}", evil)
+    assert status == 403
+    status, _ = api.call("POST", "/api/v1/nodes", evil, {"name": "evil", "url": "https://evil.example"})
+    assert status == 403
+    assert db_state() == before
+    assert api.call("GET", f"/api/v1/nodes/{node['id']}", users["admin"])[1]["url"] == node["url"]
+
+
+def test_nodes_of_another_institution_in_a_shared_database_are_invisible(api, users, node, db_state):
+    """Two institution servers may share one database; each sees and manages only its own nodes."""
+    foreign = Node.create(name="their-node", url="https://render.hospital-b.example", institution_id=INSTITUTION_B)
+    database_proxy.close()
+    before = db_state()
+    admin = users["admin"]
+    listed = api.call("GET", "/api/v1/nodes", admin)[1]
+    assert [n["id"] for n in listed["items"]] == [node["id"]]
+    for method, body in [("GET", None), ("PUT", {"name": "mine now"}), ("DELETE", None)]:
+        status, answer = api.call(method, f"/api/v1/nodes/{foreign.id}", admin, body)
+        assert status == 404 and answer["error"]["code"] == "not_found"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("bad_id", ["", "%20", "not-a-uuid", "1", "' OR 1=1 --",
+                                    "11111111-1111-4111-8111-11111111111",
+                                    "{11111111-1111-4111-8111-111111111111}",
+                                    "11111111111141118111111111111111"])
+def test_blank_or_malformed_node_id_is_400_and_deletes_nothing(api, users, node, db_state, bad_id):
+    before = db_state()
+    admin = users["admin"]
+    for method, body in [("DELETE", None), ("GET", None), ("PUT", {"name": "x"})]:
+        status, answer = api.call(method, f"/api/v1/nodes/{bad_id}", admin, body)
+        assert status == 400, (method, bad_id, answer)
+        assert answer["error"]["code"] == "invalid_id"
+    assert db_state() == before
+
+
+def test_unknown_node_id_is_404(api, users, node, db_state):
+    before = db_state()
+    unknown = str(uuid.uuid4())
+    for method, body in [("GET", None), ("PUT", {"name": "x"}), ("DELETE", None)]:
+        status, answer = api.call(method, f"/api/v1/nodes/{unknown}", users["admin"], body)
+        assert status == 404 and answer["error"]["code"] == "not_found"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"url": "https://a.example"}, "name is required"),
+    ({"name": "n"}, "url is required"),
+    ({"name": "", "url": "https://a.example"}, "name must not be empty"),
+    ({"name": "   ", "url": "https://a.example"}, "name must not be empty"),
+    ({"name": "n" * 121, "url": "https://a.example"}, "name is longer"),
+    ({"name": 7, "url": "https://a.example"}, "name must be of type str"),
+    ({"name": "n", "url": "http://render.example:5003"}, "https"),
+    ({"name": "n", "url": "ftp://render.example"}, "https"),
+    ({"name": "n", "url": "render.example"}, "https"),
+    ({"name": "n", "url": "javascript:alert(1)"}, "https"),
+    ({"name": "n", "url": "https://user:pw@render.example"}, "user name or password"),
+    ({"name": "n", "url": "https://render.example/?a=1"}, "query"),
+    ({"name": "n", "url": "https://render.example:99999"}, "url"),
+    ({"name": "n", "url": "https://a.example", "institution_id": INSTITUTION_B}, "unknown field"),
+])
+def test_invalid_node_bodies_are_refused(api, users, db_state, body, fragment):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/nodes", users["admin"], body)
+    assert status == 400 and answer["error"]["code"] == "validation_error"
+    assert fragment in answer["error"]["message"]
+    assert db_state() == before
+
+
+def test_non_json_and_broken_json_bodies(api, users, node, db_state):
+    before = db_state()
+    admin = users["admin"]
+    response = api.client.post("/api/v1/nodes", data="name=x", headers=admin.headers)
+    assert response.status_code == 415 and response.get_json()["error"]["code"] == "unsupported_media_type"
+    response = api.client.post("/api/v1/nodes", data="{broken", content_type="application/json",
+                               headers=admin.headers)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
+    status, answer = api.call("PUT", f"/api/v1/nodes/{node['id']}", admin, ["name"])
+    assert status == 400 and answer["error"]["code"] == "invalid_json"
+    status, answer = api.call("PUT", f"/api/v1/nodes/{node['id']}", admin, {})
+    assert status == 400 and answer["error"]["code"] == "validation_error"
+    assert db_state() == before
+
+
+def test_duplicate_name_or_url_is_409(api, users, node, db_state):
+    admin = users["admin"]
+    status, other = api.call("POST", "/api/v1/nodes", admin, NEW_NODE)
+    assert status == 201
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/nodes", admin, {"name": node["name"], "url": "https://x.example"})
+    assert status == 409 and answer["error"]["code"] == "conflict"
+    status, answer = api.call("POST", "/api/v1/nodes", admin, {"name": "fresh", "url": node["url"]})
+    assert status == 409
+    status, answer = api.call("PUT", f"/api/v1/nodes/{other['id']}", admin, {"name": node["name"]})
+    assert status == 409
+    assert db_state() == before
+    status, _ = api.call("PUT", f"/api/v1/nodes/{node['id']}", admin, {"name": node["name"]})
+    assert status == 200  # keeping its own name is not a conflict
+
+
+def test_node_with_registered_records_cannot_be_deleted(api, users, record, db_state):
+    before = db_state()
+    status, answer = api.call("DELETE", f"/api/v1/nodes/{record['node_id']}", users["admin"])
+    assert status == 409 and "record" in answer["error"]["message"]
+    assert db_state() == before
+
+
+def test_node_list_pagination(api, users):
+    admin = users["admin"]
+    for number in range(3):
+        api.call("POST", "/api/v1/nodes", admin, {"name": f"n{number}", "url": f"https://n{number}.example"})
+    status, page = api.call("GET", "/api/v1/nodes?limit=2&offset=1", admin)
+    assert status == 200 and page["total"] == 3 and [n["name"] for n in page["items"]] == ["n1", "n2"]
+    for bad in ("limit=0", "limit=501", "limit=x", "offset=-1"):
+        status, answer = api.call("GET", f"/api/v1/nodes?{bad}", admin)
+        assert status == 400 and answer["error"]["code"] == "validation_error"
+
+
+def test_node_changes_are_audited(api, users, node):
+    status, audit = api.call("GET", "/api/v1/audit?action=node.create", users["admin"])
+    assert status == 200 and audit["total"] == 1
+    assert audit["items"][0]["object_id"] == node["id"]
+    assert audit["items"][0]["user_id"] == users["admin"].id
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://render.example", "https://render.example"),
+    ("https://render.example:5003/", "https://render.example:5003"),
+    ("https://10.0.0.7:5003/prefix", "https://10.0.0.7:5003/prefix"),
+    ("https://[::1]:5003", "https://[::1]:5003"),
+    ("http://127.0.0.1:5003", "http://127.0.0.1:5003"),
+    ("http://127.8.9.10:5003", "http://127.8.9.10:5003"),
+    ("http://localhost:5003", "http://localhost:5003"),
+    ("http://[::1]:5003", "http://[::1]:5003"),
+])
+def test_parse_node_url_accepts(url, expected):
+    assert parse_node_url(url) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "http://render.example", "http://10.0.0.7", "http://localhost.evil.example", "http://127.0.0.1.nip.io",
+    "https://", "https:///path", "//render.example", "file:///etc/passwd", "https://a b.example",
+    "https://render.example#x", "https://u@render.example", "https://render.example:0",
+    "https://" + "a" * 2050 + ".example",
+])
+def test_parse_node_url_refuses(url):
+    with pytest.raises(ApiError) as caught:
+        parse_node_url(url)
+    assert caught.value.status == 400 and caught.value.code == "validation_error"
