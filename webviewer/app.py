@@ -1,0 +1,64 @@
+"""The web layer: serves the physicians' viewer (static files) and tells it where the toplevel is.
+
+It holds no data and no models; the browser talks to every other layer directly (DESIGN.md,
+vertical independence). What this layer owns is the trust boundary of the page itself, so it sends
+a strict Content-Security-Policy: scripts and styles only from here (no inline code, so an
+injected string in a patient's name can never run), images only from here or from blob:/data:
+URLs the client makes out of fetched renderings, and network calls only over https.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, send_from_directory
+
+from shared.config import Config
+from shared.webapp import create_base_app
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' blob: data:",
+    "connect-src 'self' https:",
+    "font-src 'self'",
+    "manifest-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+    "object-src 'none'",
+))
+
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+
+
+def create_app(config: Config) -> Flask:
+    """The web layer's app: `/` (the viewer), `/static/...`, `/config.json` and `/healthz`."""
+    app = create_base_app(__name__, config)
+    toplevel_url = config["web"]["toplevel_url"].rstrip("/")
+
+    @app.get("/")
+    def index() -> Response:
+        return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.get("/config.json")
+    def client_config() -> Response:
+        return jsonify({"toplevel_url": toplevel_url})
+
+    @app.after_request
+    def _page_headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Permissions-Policy"] = PERMISSIONS_POLICY
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        # No build step means no content-hashed file names: every file is revalidated (cheap 304s
+        # thanks to ETag) so a new release is picked up at once and never mixed with stale modules.
+        if response.mimetype != "application/json":
+            response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return app

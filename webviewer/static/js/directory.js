@@ -1,0 +1,57 @@
+// Where things are: institutions (and their servers) from the toplevel, render nodes from each
+// institution server. Cached for the session because they change rarely and the patient page asks
+// for them on every visit.
+
+import { listAll, ApiError } from "./api.js";
+
+export class Directory {
+  constructor(session) {
+    this.session = session;
+    this._institutions = null;
+    this._recordTypes = null;
+    this._nodes = new Map();
+  }
+
+  async institutions() {
+    if (!this._institutions) {
+      this._institutions = listAll(this.session, this.session.toplevelUrl, "api/v1/institutions")
+        .catch((err) => { this._institutions = null; throw err; });
+    }
+    return this._institutions;
+  }
+
+  async institution(id) {
+    const found = (await this.institutions()).find((i) => i.id === id);
+    if (!found) throw new ApiError(404, "not_found", "this institution is not known to the toplevel");
+    return found;
+  }
+
+  async ownInstitution() {
+    return this.institution(this.session.user.institution_id);
+  }
+
+  async recordTypes() {
+    if (!this._recordTypes) {
+      this._recordTypes = listAll(this.session, this.session.toplevelUrl, "api/v1/record-types")
+        .catch((err) => { this._recordTypes = null; throw err; });
+    }
+    return this._recordTypes;
+  }
+
+  /** Render nodes of an institution, from its own server. */
+  async nodes(institutionId) {
+    if (!this._nodes.has(institutionId)) {
+      const promise = this.institution(institutionId)
+        .then((inst) => listAll(this.session, inst.server_url, "api/v1/nodes"))
+        .catch((err) => { this._nodes.delete(institutionId); throw err; });
+      this._nodes.set(institutionId, promise);
+    }
+    return this._nodes.get(institutionId);
+  }
+
+  async node(institutionId, nodeId) {
+    const found = (await this.nodes(institutionId)).find((n) => n.id === nodeId);
+    if (!found) throw new ApiError(404, "not_found", "the render node holding this record is not registered at its institution");
+    return found;
+  }
+}

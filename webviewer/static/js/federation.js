@@ -1,0 +1,48 @@
+// Asking every institution server at once. Each answer is handed on as it arrives, so a slow or
+// dead institution never holds back the others; a per-server timeout turns silence into a
+// visible "did not answer" instead of an endless spinner.
+
+import { listAll } from "./api.js";
+
+export const INSTITUTION_TIMEOUT_MS = 8000;
+
+/**
+ * Call `path` (a list endpoint) on every institution server concurrently.
+ * `onResult(institution, {items} | {error})` runs once per institution, in arrival order.
+ * Resolves when all have answered or failed.
+ */
+export async function queryAllInstitutions(ctx, path, params, onResult, signal) {
+  const institutions = await ctx.dir.institutions();
+  await Promise.all(institutions.map(async (inst) => {
+    const timeout = AbortSignal.timeout(INSTITUTION_TIMEOUT_MS);
+    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      const items = await listAll(ctx.session, inst.server_url, path, params, { signal: combined });
+      if (!signal || !signal.aborted) onResult(inst, { items });
+    } catch (error) {
+      if (signal && signal.aborted) return;
+      onResult(inst, { error });
+    }
+  }));
+  return institutions;
+}
+
+/** All records of a patient, from every institution that answers: [{institution, record}]. */
+export async function patientRecords(ctx, patientId, signal) {
+  const found = [];
+  const failed = [];
+  await queryAllInstitutions(ctx, "api/v1/records", { patient_id: patientId }, (inst, result) => {
+    if (result.error) failed.push({ institution: inst, error: result.error });
+    else for (const record of result.items) found.push({ institution: inst, record });
+  }, signal);
+  return { found, failed };
+}
+
+export function recordLabel(record) {
+  const parts = [record.record_type || record.modality, record.description, record.study_date].filter(Boolean);
+  return parts.join(" · ") || record.id.slice(0, 12);
+}
+
+export function viewerHref(institutionId, nodeId, recordId) {
+  return `#/view/${institutionId}/${nodeId}/${recordId}`;
+}

@@ -1,0 +1,72 @@
+// Pure geometry of the viewer: which part of the image is asked for, where it lands on screen,
+// and distances in millimetres. No pixels are touched here: the server renders, the browser only
+// places the picture and draws measurement lines over it.
+
+export const PLANES = ["native", "axial", "coronal", "sagittal"];
+
+/**
+ * Slice count and physical size (mm) of one plane of a record.
+ * pixel_spacing is [row spacing, column spacing] as in DICOM; missing spacing counts as 1 mm.
+ */
+export function planeInfo(meta, plane) {
+  const [rowSp, colSp] = Array.isArray(meta.pixel_spacing) && meta.pixel_spacing.length === 2
+    ? meta.pixel_spacing.map((v) => Number(v) || 1) : [1, 1];
+  const sliceSp = Number(meta.slice_spacing) || 1;
+  switch (plane) {
+    case "coronal": return { count: meta.rows, width: meta.columns * colSp, height: meta.frames * sliceSp };
+    case "sagittal": return { count: meta.columns, width: meta.rows * rowSp, height: meta.frames * sliceSp };
+    default: return { count: meta.frames, width: meta.columns * colSp, height: meta.rows * rowSp };
+  }
+}
+
+export function clamp(value, lo, hi) {
+  return Math.min(hi, Math.max(lo, value));
+}
+
+/** The visible part of the image, as fractions [x0, y0, x1, y1], for a zoom factor ≥ 1 and a centre. */
+export function regionFor(zoom, cx, cy) {
+  const half = 0.5 / Math.max(1, zoom);
+  const x = clamp(cx, half, 1 - half);
+  const y = clamp(cy, half, 1 - half);
+  return [x - half, y - half, x + half, y + half];
+}
+
+/** Largest rectangle of the region's physical aspect that fits the viewport, centred. */
+export function fitRect(viewW, viewH, physW, physH) {
+  const scale = Math.min(viewW / physW, viewH / physH);
+  const width = physW * scale;
+  const height = physH * scale;
+  return { left: (viewW - width) / 2, top: (viewH - height) / 2, width, height };
+}
+
+/** Pixel size to ask the server for: the on-screen size times the device pixel ratio, capped. */
+export function requestSize(rect, dpr, maxSide) {
+  let w = rect.width * dpr;
+  let hgt = rect.height * dpr;
+  const over = Math.max(w, hgt) / maxSide;
+  if (over > 1) { w /= over; hgt /= over; }
+  return [Math.max(16, Math.round(w)), Math.max(16, Math.round(hgt))];
+}
+
+/** A screen point (relative to the viewport) as fractions of the whole image. */
+export function screenToImage(x, y, rect, region) {
+  const [x0, y0, x1, y1] = region;
+  return [x0 + ((x - rect.left) / rect.width) * (x1 - x0), y0 + ((y - rect.top) / rect.height) * (y1 - y0)];
+}
+
+/** Fractions of the whole image back to a screen point. */
+export function imageToScreen(fx, fy, rect, region) {
+  const [x0, y0, x1, y1] = region;
+  return [rect.left + ((fx - x0) / (x1 - x0)) * rect.width, rect.top + ((fy - y0) / (y1 - y0)) * rect.height];
+}
+
+/** Distance in mm between two points given as image fractions, for an image of physW × physH mm. */
+export function distanceMm(a, b, physW, physH) {
+  return Math.hypot((b[0] - a[0]) * physW, (b[1] - a[1]) * physH);
+}
+
+/** Window/level after a drag: right widens, down raises the centre (the usual radiology feel). */
+export function dragWindow(start, dx, dy, sensitivity = 1) {
+  const step = Math.max(1, start.width) / 256 * sensitivity;
+  return { center: start.center + dy * step, width: Math.max(1, start.width + dx * step) };
+}

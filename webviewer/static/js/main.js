@@ -1,0 +1,137 @@
+// Start-up and navigation: read /config.json, restore or start a session, route by URL hash.
+// Routes carry only ids (never a token), so a link can be shared with a colleague who logs in.
+
+import { Session, ApiError } from "./api.js";
+import { Directory } from "./directory.js";
+import { h, mount } from "./dom.js";
+import { loginView } from "./login.js";
+import { patientSearchView, patientFormView } from "./patients.js";
+import { patientView } from "./patient_page.js";
+import { findingFormView } from "./findings.js";
+import { uploadView } from "./upload.js";
+import { viewerView } from "./viewer.js";
+
+const ROUTES = [
+  [/^#\/patients\/?$/, (ctx, m, query) => patientSearchView(ctx, query)],
+  [/^#\/patients\/new$/, (ctx) => patientFormView(ctx, null)],
+  [/^#\/patients\/([0-9a-f-]{36})\/edit$/, (ctx, m) => patientFormView(ctx, m[1])],
+  [/^#\/patients\/([0-9a-f-]{36})$/, (ctx, m) => patientView(ctx, m[1])],
+  [/^#\/patients\/([0-9a-f-]{36})\/upload$/, (ctx, m) => uploadView(ctx, m[1])],
+  [/^#\/patients\/([0-9a-f-]{36})\/findings\/new$/, (ctx, m) => findingFormView(ctx, m[1], null)],
+  [/^#\/patients\/([0-9a-f-]{36})\/findings\/([0-9a-f-]{36})$/, (ctx, m) => findingFormView(ctx, m[1], m[2])],
+  [/^#\/view\/([0-9a-f-]{36})\/([0-9a-f-]{36})\/([0-9a-f]{64})$/, (ctx, m, query) => viewerView(ctx, m[1], m[2], m[3], query)],
+];
+
+const main = document.getElementById("main");
+const alertBox = document.getElementById("alert");
+const statusBox = document.getElementById("status");
+let cleanup = null;
+let ctx = null;
+
+/** A message for everyone: visible and read out by screen readers (aria-live). */
+function announce(text) {
+  statusBox.textContent = "";
+  // a fresh text node is announced even when the same words repeat
+  requestAnimationFrame(() => { statusBox.textContent = text; });
+}
+
+function showAlert(text, kind = "error") {
+  if (!text) { alertBox.hidden = true; alertBox.replaceChildren(); return; }
+  alertBox.className = `alert alert-${kind}`;
+  mount(alertBox,
+    h("span", { text }),
+    h("button", { type: "button", class: "btn btn-quiet", "aria-label": "Dismiss message", text: "×",
+      onclick: () => showAlert(null) }));
+  alertBox.hidden = false;
+}
+
+function describeError(err) {
+  if (err instanceof ApiError) return err.message;
+  return `Something went wrong in the viewer: ${err && err.message ? err.message : err}`;
+}
+
+function parseHash() {
+  const raw = location.hash || "#/patients";
+  const [path, qs] = raw.split("?");
+  return { path, query: new URLSearchParams(qs || "") };
+}
+
+async function route() {
+  if (cleanup) { try { cleanup(); } catch { /* a view's cleanup must not block navigation */ } cleanup = null; }
+  showAlert(null);
+  if (!ctx.session.active) {
+    renderChrome();
+    cleanup = loginView(ctx);
+    return;
+  }
+  renderChrome();
+  const { path, query } = parseHash();
+  for (const [pattern, view] of ROUTES) {
+    const m = path.match(pattern);
+    if (m) {
+      try {
+        cleanup = await view(ctx, m, query) || null;
+      } catch (err) {
+        if (!(err instanceof ApiError && err.isAuthFailure)) showAlert(describeError(err));
+      }
+      return;
+    }
+  }
+  location.replace("#/patients");
+}
+
+function renderChrome() {
+  const active = ctx.session.active;
+  document.getElementById("nav").hidden = !active;
+  document.getElementById("account").hidden = !active;
+  if (active) {
+    const user = ctx.session.user;
+    document.getElementById("account-name").textContent = user.full_name || user.username;
+  }
+}
+
+function navigate(hash) {
+  if (location.hash === hash) route(); else location.hash = hash;
+}
+
+async function start() {
+  let config;
+  try {
+    const response = await fetch("/config.json", { cache: "no-cache" });
+    config = await response.json();
+  } catch {
+    mount(main, h("p", { class: "panel", text: "The viewer's configuration could not be loaded. Reload the page; if this persists, tell IT." }));
+    return;
+  }
+  const session = new Session(config.toplevel_url);
+  ctx = {
+    session,
+    dir: new Directory(session),
+    main,
+    announce,
+    showAlert,
+    describeError,
+    navigate,
+    expiredMessage: null,
+  };
+  session.onExpired = (err) => {
+    ctx.dir = new Directory(session);
+    ctx.expiredMessage = err.code === "session_expired"
+      ? "Your session has ended. Please log in again."
+      : "Your login has expired. Please log in again.";
+    route();
+  };
+  session.onRenewed = () => renderChrome();
+  session.restore();
+  document.getElementById("logout").addEventListener("click", async () => {
+    await session.logout();
+    ctx.dir = new Directory(session);
+    ctx.expiredMessage = null;
+    announce("You are logged out.");
+    route();
+  });
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

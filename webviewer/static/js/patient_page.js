@@ -1,0 +1,120 @@
+// A patient's page: identity, then every institution's findings and records, each institution
+// filled in as its server answers (concurrently); an institution that does not answer is marked.
+
+import { h, mount, formatDate } from "./dom.js";
+import { patientName, sexLabel } from "./patients.js";
+import { queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
+
+export async function patientView(ctx, patientId) {
+  const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
+  const controller = new AbortController();
+  const own = ctx.session.user.institution_id;
+  const blocks = h("div", { class: "institutions", id: "institutions" });
+
+  mount(ctx.main, h("section", { class: "page" },
+    h("div", { class: "page-head" },
+      h("div", {},
+        h("h1", { id: "patient-name", text: patientName(patient) }),
+        h("p", { class: "muted" },
+          `${sexLabel(patient.sex)} · born ${formatDate(patient.birth_date)} · insurance no. `,
+          h("span", { class: "mono", text: patient.insurance_number }))),
+      h("div", { class: "actions" },
+        h("a", { class: "btn", href: `#/patients/${patient.id}/edit`, text: "Edit patient" }),
+        h("a", { class: "btn", href: `#/patients/${patient.id}/upload`, text: "Upload DICOM" }),
+        h("a", { class: "btn btn-primary", href: `#/patients/${patient.id}/findings/new`, text: "Write finding" }))),
+    blocks));
+
+  const institutions = await ctx.dir.institutions();
+  const sorted = [...institutions].sort((a, b) => (b.id === own) - (a.id === own) || a.name.localeCompare(b.name));
+  const slots = new Map();
+  for (const inst of sorted) {
+    const slot = {
+      state: h("span", { class: "badge badge-wait", text: "loading…" }),
+      findings: h("div", { class: "findings" }, h("p", { class: "muted", text: "Loading findings…" })),
+      records: h("div", { class: "records" }, h("p", { class: "muted", text: "Loading records…" })),
+    };
+    slots.set(inst.id, slot);
+    blocks.append(h("article", { class: "panel institution", "aria-labelledby": `inst-${inst.id}`, dataset: { institution: inst.id } },
+      h("header", { class: "institution-head" },
+        h("h2", { id: `inst-${inst.id}`, text: inst.name }), slot.state),
+      h("h3", { class: "sub", text: "Findings" }), slot.findings,
+      h("h3", { class: "sub", text: "Records" }), slot.records));
+  }
+
+  const counts = { findings: 0, down: new Set() };
+  const markDown = (inst, error) => {
+    const slot = slots.get(inst.id);
+    if (!counts.down.has(inst.id)) {
+      counts.down.add(inst.id);
+      slot.state.className = "badge badge-down";
+      slot.state.textContent = "not answering";
+      slot.state.title = ctx.describeError(error);
+      slot.findings.closest("article").classList.add("is-down");
+      ctx.announce(`${inst.name} did not answer.`);
+    }
+    const text = `${inst.name} did not answer (${ctx.describeError(error)}). Its findings and records cannot be shown now.`;
+    mount(slot.findings, h("p", { class: "warn", text }));
+    slot.records.replaceChildren();
+  };
+
+  const findingsDone = queryAllInstitutions(ctx, "api/v1/findings", { patient_id: patient.id }, (inst, result) => {
+    const slot = slots.get(inst.id);
+    if (result.error) return markDown(inst, result.error);
+    if (counts.down.has(inst.id)) return;
+    slot.state.className = "badge badge-ok";
+    slot.state.textContent = "up to date";
+    counts.findings += result.items.length;
+    const items = [...result.items].sort((a, b) => (b.date || "").localeCompare(a.date || ""));
+    mount(slot.findings, items.length
+      ? items.map((f) => findingCard(ctx, patient, inst, f))
+      : h("p", { class: "muted", text: "No findings here." }));
+  }, controller.signal);
+
+  const recordsDone = queryAllInstitutions(ctx, "api/v1/records", { patient_id: patient.id }, (inst, result) => {
+    const slot = slots.get(inst.id);
+    if (result.error) return markDown(inst, result.error);
+    if (counts.down.has(inst.id)) return;
+    mount(slot.records, result.items.length
+      ? recordTable(inst, result.items)
+      : h("p", { class: "muted", text: "No records here." }));
+  }, controller.signal);
+
+  Promise.all([findingsDone, recordsDone]).then(() => {
+    if (controller.signal.aborted) return;
+    const down = counts.down.size;
+    ctx.announce(`Loaded ${counts.findings} finding${counts.findings === 1 ? "" : "s"}` +
+      (down ? `; ${down} institution${down === 1 ? "" : "s"} did not answer.` : "."));
+  });
+  return () => controller.abort();
+}
+
+function recordTable(inst, records) {
+  return h("table", { class: "table compact" },
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col", text: "Record" }), h("th", { scope: "col", text: "Size" }), h("th", { scope: "col", text: "" }))),
+    h("tbody", {}, records.map((r) => h("tr", { dataset: { record: r.id } },
+      h("td", {}, h("strong", { text: r.record_type || r.modality || "Record" }), " ",
+        h("span", { text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") })),
+      h("td", { class: "nowrap", text: `${r.frames} × ${r.columns}×${r.rows}` }),
+      h("td", {}, h("a", { class: "btn btn-small", href: viewerHref(inst.id, r.node_id, r.id),
+        "aria-label": `Open ${recordLabel(r)} in the viewer`, text: "Open" }))))));
+}
+
+function findingCard(ctx, patient, inst, f) {
+  const mine = f.author_id === ctx.session.user.id;
+  const sections = [["Findings", f.findings], ["Conclusion", f.conclusion], ["Recommendation", f.recommendation]]
+    .filter(([, text]) => text);
+  const links = (f.records || []).map((link) => h("li", {},
+    link.node_id
+      ? h("a", { href: viewerHref(link.institution_id, link.node_id, link.record_id), text: `Record ${link.record_id.slice(0, 10)}…` })
+      : h("span", { text: `Record ${link.record_id.slice(0, 10)}…` })));
+  return h("article", { class: "finding", dataset: { finding: f.id } },
+    h("header", { class: "finding-head" },
+      h("h4", { text: f.description || "Finding" }),
+      h("span", { class: "muted", text: `${formatDate(f.date)} · ${f.author_name}` })),
+    sections.map(([title, text]) => h("div", { class: "finding-part" },
+      h("span", { class: "finding-label", text: title }), h("p", { text }))),
+    links.length ? h("div", { class: "finding-part" }, h("span", { class: "finding-label", text: "Records" }), h("ul", { class: "links" }, links)) : null,
+    mine ? h("div", { class: "actions" },
+      h("a", { class: "btn btn-small", href: `#/patients/${patient.id}/findings/${f.id}`, text: "Edit" })) : null);
+}

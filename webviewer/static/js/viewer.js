@@ -1,0 +1,712 @@
+// The image viewer: slices, reformats (MPR) and the 3D view, all rendered by the render node.
+// The browser only asks for the right picture (slice, window, region, size, format) and shows
+// it. The newest request always wins: scrolling aborts stale slice requests, dragging coalesces
+// to one request in flight, and neighbouring slices are fetched ahead into a blob-URL cache.
+
+import { h, mount, svg, select, formatBytes } from "./dom.js";
+import { ApiError } from "./api.js";
+import { ImageCache } from "./imagecache.js";
+import {
+  planeInfo, regionFor, fitRect, requestSize, screenToImage, imageToScreen, distanceMm, dragWindow, clamp,
+} from "./geometry.js";
+
+const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["3d", "3D"]];
+const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"]];
+const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
+const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
+const POLL_MS = 250;
+const MAX_ZOOM = 16;
+
+export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
+  let node;
+  try {
+    node = await ctx.dir.node(institutionId, nodeId);
+  } catch (err) {
+    if (err.status === 403) {
+      throw new ApiError(403, "forbidden", "This record is stored at another institution whose render nodes you may not list, so it cannot be opened here.");
+    }
+    throw err;
+  }
+  const recordPath = `api/v1/records/${recordId}`;
+  const [meta, presets] = await Promise.all([
+    ctx.session.fetchJson(node.url, recordPath),
+    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] })),
+  ]);
+  const viewer = new Viewer(ctx, node, recordPath, meta, presets, query);
+  viewer.mount();
+  viewer.startLoading();
+  return () => viewer.destroy();
+}
+
+class Viewer {
+  constructor(ctx, node, recordPath, meta, presets, query) {
+    this.ctx = ctx;
+    this.node = node;
+    this.recordPath = recordPath;
+    this.meta = meta;
+    this.presets = presets || { window: {}, volume: [] };
+    this.cache = new ImageCache();
+    this.state = {
+      plane: "native",
+      index: { native: clamp(Number(query.get("slice")) || 0, 0, Math.max(0, meta.frames - 1)) },
+      window: null,          // null: the server's choice (file default or automatic)
+      windowChoice: "auto",
+      format: "webp",
+      quality: 85,
+      zoom: 1, cx: 0.5, cy: 0.5,
+      tool: matchMedia("(pointer: coarse)").matches ? "browse" : "window",
+      playing: false, fps: 10,
+      vol: { mode: "mip", preset: (this.presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
+    };
+    this.load = { state: "unloaded", ready: 0, total: meta.frames };
+    this.inflight = null;          // {key, controller, interactive}
+    this.pendingInteractive = false;
+    this.prefetchController = null;
+    this.shown = null;             // geometry of the image on screen
+    this.waitingForFrame = false;
+    this.measures = new Map();     // "plane:index" -> [{a, b}]
+    this.drag = null;
+    this.timers = new Set();
+    this.destroyed = false;
+  }
+
+  // ---------- layout ----------
+
+  mount() {
+    const m = this.meta;
+    const s = this.state;
+    this.img = h("img", { class: "view-image", alt: "", draggable: "false" });
+    this.overlay = svg("svg", { class: "view-overlay", "aria-hidden": "true" });
+    this.cornerTL = h("div", { class: "corner tl" });
+    this.cornerBL = h("div", { class: "corner bl", id: "view-info" });
+    this.cornerBR = h("div", { class: "corner br", id: "image-info" });
+    this.message = h("div", { class: "view-message", id: "view-message", hidden: true });
+    this.viewport = h("div", {
+      class: "viewport", id: "viewport", tabindex: "0", role: "img",
+      "aria-roledescription": "medical image viewer",
+      "aria-label": "Image. Up and down arrows change slice, plus and minus zoom, space plays, 0 resets.",
+    }, this.img, this.overlay, this.cornerTL, this.cornerBL, this.cornerBR, this.message);
+
+    this.planeSelect = select("plane", PLANE_LABELS, s.plane);
+    this.planeSelect.id = "plane";
+    this.planeSelect.addEventListener("change", () => this.setPlane(this.planeSelect.value));
+
+    this.toolButtons = TOOLS.map(([tool, label, key]) => h("button", {
+      type: "button", class: "btn btn-tool", "aria-pressed": String(tool === s.tool), dataset: { tool },
+      title: `${label} (${key})`, text: label, onclick: () => this.setTool(tool),
+    }));
+
+    this.windowSelect = h("select", { id: "window-preset", name: "window" });
+    this.fillWindowChoices();
+    this.windowSelect.addEventListener("change", () => this.chooseWindow(this.windowSelect.value));
+
+    this.formatSelect = select("format", [["webp", "WebP"], ["jpeg", "JPEG"], ["png", "PNG (lossless)"]], s.format);
+    this.formatSelect.id = "format";
+    this.qualityInput = h("input", { type: "range", id: "quality", min: 10, max: 100, step: 5, value: s.quality });
+    this.qualityOut = h("output", { for: "quality", text: String(s.quality) });
+    this.formatSelect.addEventListener("change", () => { s.format = this.formatSelect.value; this.syncControls(); this.requestView(); });
+    this.qualityInput.addEventListener("change", () => { s.quality = Number(this.qualityInput.value); this.requestView(); });
+    this.qualityInput.addEventListener("input", () => { this.qualityOut.textContent = this.qualityInput.value; });
+
+    this.playButton = h("button", { type: "button", class: "btn", id: "play", "aria-pressed": "false", text: "▶ Play", onclick: () => this.togglePlay() });
+    this.fpsSelect = select("fps", FPS_CHOICES.map((f) => [f, `${f} fps`]), s.fps);
+    this.fpsSelect.id = "fps";
+    this.fpsSelect.addEventListener("change", () => { s.fps = Number(this.fpsSelect.value); });
+
+    this.modeSelect = select("mode", VOLUME_MODES, s.vol.mode);
+    this.modeSelect.id = "volume-mode";
+    this.modeSelect.addEventListener("change", () => { s.vol.mode = this.modeSelect.value; this.syncControls(); this.requestView(); });
+    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, p]), s.vol.preset);
+    this.volPresetSelect.id = "volume-preset";
+    this.volPresetSelect.addEventListener("change", () => { s.vol.preset = this.volPresetSelect.value; this.requestView(); });
+
+    this.slider = h("input", { type: "range", id: "slice", min: 0, max: Math.max(0, m.frames - 1), value: s.index.native, "aria-label": "Slice" });
+    this.sliderOut = h("output", { for: "slice", id: "slice-out" });
+    this.slider.addEventListener("input", () => this.setIndex(Number(this.slider.value)));
+
+    this.progress = h("progress", { id: "load-progress", max: Math.max(1, m.frames), value: 0, "aria-label": "Slices loaded" });
+    this.progressText = h("span", { id: "load-text", class: "muted", text: "Starting to load…" });
+    this.loadErrors = h("ul", { class: "problems", id: "load-errors", hidden: true });
+
+    const label = (text, control) => h("label", { class: "tb-field" }, h("span", { text }), control);
+    this.volumeGroup = h("div", { class: "tb-group", hidden: true, "aria-label": "3D settings", role: "group" },
+      label("Mode", this.modeSelect), this.volPresetLabel = label("Preset", this.volPresetSelect));
+    this.cineGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Cine" }, this.playButton, label("Rate", this.fpsSelect));
+
+    const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
+      h("div", { class: "tb-group", role: "group", "aria-label": "View" }, label("View", this.planeSelect)),
+      this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
+      h("div", { class: "tb-group", role: "group", "aria-label": "Window" }, label("Window", this.windowSelect)),
+      this.cineGroup,
+      this.volumeGroup,
+      h("div", { class: "tb-group", role: "group", "aria-label": "Image format" },
+        label("Format", this.formatSelect), this.qualityLabel = label("Quality", h("span", { class: "range" }, this.qualityInput, this.qualityOut))),
+      h("div", { class: "tb-group", role: "group", "aria-label": "Reset" },
+        h("button", { type: "button", class: "btn", id: "reset", text: "Reset view", onclick: () => this.resetView() }),
+        h("button", { type: "button", class: "btn", id: "clear-measures", text: "Clear measurements", onclick: () => { this.measures.clear(); this.drawOverlay(); } })));
+
+    const title = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
+    mount(this.ctx.main, h("section", { class: "viewer-page" },
+      h("div", { class: "viewer-head" },
+        h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => (history.length > 1 ? history.back() : this.ctx.navigate("#/patients")) }),
+        h("h1", { text: title }),
+        h("span", { class: "muted", text: `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${this.node.name}` })),
+      toolbar,
+      this.viewport,
+      this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
+      h("div", { class: "load-row" }, this.progress, this.progressText),
+      this.loadErrors));
+
+    this.bindPointer();
+    this.bindKeys();
+    this.resizeObserver = new ResizeObserver(() => this.later("resize", 120, () => this.requestView()));
+    this.resizeObserver.observe(this.viewport);
+    this.syncControls();
+    this.viewport.focus({ preventScroll: true });
+  }
+
+  fillWindowChoices() {
+    const options = [["auto", "Automatic"]];
+    if (this.meta.default_window) options.push(["file", "From the file"]);
+    for (const name of Object.keys(this.presets.window || {})) options.push([`preset:${name}`, name]);
+    options.push(["custom", "Custom (drag)"]);
+    mount(this.windowSelect, options.map(([v, t]) => h("option", { value: v, text: t })));
+    this.windowSelect.value = this.state.windowChoice;
+  }
+
+  syncControls() {
+    const s = this.state;
+    const is3d = s.plane === "3d";
+    const count = this.count();
+    for (const b of this.toolButtons) b.setAttribute("aria-pressed", String(b.dataset.tool === s.tool));
+    this.toolGroup.hidden = is3d;
+    this.cineGroup.hidden = is3d || count < 2;
+    this.volumeGroup.hidden = !is3d;
+    this.volPresetLabel.hidden = s.vol.mode !== "dvr" || !(this.presets.volume || []).length;
+    this.qualityLabel.hidden = s.format === "png";
+    this.sliceRow.hidden = is3d || count < 2;
+    this.slider.max = String(Math.max(0, count - 1));
+    this.slider.value = String(this.index());
+    this.sliderOut.textContent = `${this.index() + 1} / ${count}`;
+    this.windowSelect.value = s.windowChoice;
+    const ready = this.load.state === "ready";
+    for (const opt of this.planeSelect.options) {
+      if (opt.value !== "native") opt.disabled = !ready;
+    }
+    this.viewport.dataset.tool = is3d ? "rotate" : s.tool;
+    this.viewport.dataset.plane = s.plane;
+  }
+
+  // ---------- state changes ----------
+
+  count() {
+    return this.state.plane === "3d" ? 1 : planeInfo(this.meta, this.state.plane).count;
+  }
+
+  index() {
+    const s = this.state;
+    if (s.plane === "3d") return 0;
+    if (s.index[s.plane] === undefined) s.index[s.plane] = Math.floor(this.count() / 2);
+    return s.index[s.plane];
+  }
+
+  setIndex(value) {
+    const s = this.state;
+    if (s.plane === "3d") return Promise.resolve();
+    const count = this.count();
+    s.index[s.plane] = clamp(Math.round(value), 0, count - 1);
+    this.slider.value = String(s.index[s.plane]);
+    this.sliderOut.textContent = `${s.index[s.plane] + 1} / ${count}`;
+    return this.requestView();
+  }
+
+  setPlane(plane) {
+    this.stopPlay();
+    this.state.plane = plane;
+    this.state.zoom = 1; this.state.cx = 0.5; this.state.cy = 0.5;
+    this.syncControls();
+    this.requestView();
+    this.ctx.announce(plane === "3d" ? "3D view. Drag to rotate." : `${PLANE_LABELS.find(([p]) => p === plane)[1]} view.`);
+  }
+
+  setTool(tool) {
+    this.state.tool = tool;
+    this.syncControls();
+  }
+
+  chooseWindow(choice) {
+    const s = this.state;
+    s.windowChoice = choice;
+    if (choice === "auto") s.window = null;
+    else if (choice === "file") s.window = { ...this.meta.default_window };
+    else if (choice.startsWith("preset:")) s.window = { ...this.presets.window[choice.slice(7)] };
+    this.requestView();
+  }
+
+  currentWindow() {
+    return this.state.window || this.meta.default_window || { center: 2 ** ((this.meta.bits_stored || 12) - 1), width: 2 ** (this.meta.bits_stored || 12) };
+  }
+
+  resetView() {
+    const s = this.state;
+    s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
+    s.vol = { ...s.vol, azimuth: 30, elevation: 20, roll: 0, zoom: 1 };
+    this.chooseWindow("auto");
+    this.syncControls();
+  }
+
+  togglePlay() {
+    if (this.state.playing) this.stopPlay(); else this.startPlay();
+  }
+
+  startPlay() {
+    if (this.count() < 2) return;
+    this.state.playing = true;
+    this.playButton.textContent = "❚❚ Pause";
+    this.playButton.setAttribute("aria-pressed", "true");
+    const tick = async () => {
+      if (!this.state.playing || this.destroyed) return;
+      const started = performance.now();
+      await this.setIndex((this.index() + 1) % this.count());
+      const wait = Math.max(0, 1000 / this.state.fps - (performance.now() - started));
+      this.later("cine", wait, tick);
+    };
+    tick();
+  }
+
+  stopPlay() {
+    if (!this.state.playing) return;
+    this.state.playing = false;
+    this.playButton.textContent = "▶ Play";
+    this.playButton.setAttribute("aria-pressed", "false");
+    this.clearLater("cine");
+  }
+
+  // ---------- requests ----------
+
+  /** The request for the current state: server path, query, cache key and where it will land. */
+  describe(interactive, indexOverride) {
+    const s = this.state;
+    const vw = Math.max(32, this.viewport.clientWidth);
+    const vh = Math.max(32, this.viewport.clientHeight);
+    const dpr = window.devicePixelRatio || 1;
+    const params = {};
+    let path;
+    let rect;
+    let region = [0, 0, 1, 1];
+    if (s.plane === "3d") {
+      const v = s.vol;
+      path = `${this.recordPath}/volume`;
+      rect = { left: 0, top: 0, width: vw, height: vh };
+      const [w, hh] = requestSize(rect, interactive ? 1 : dpr, interactive ? 384 : 1024);
+      Object.assign(params, {
+        mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
+        azimuth: v.azimuth.toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
+        quality: interactive ? "interactive" : "still", format: interactive ? "jpeg" : s.format, size: `${w}x${hh}`,
+      });
+    } else {
+      const index = indexOverride ?? this.index();
+      const info = planeInfo(this.meta, s.plane);
+      path = s.plane === "native" ? `${this.recordPath}/frames/${index}` : `${this.recordPath}/mpr/${s.plane}/${index}`;
+      region = regionFor(s.zoom, s.cx, s.cy);
+      rect = fitRect(vw, vh, (region[2] - region[0]) * info.width, (region[3] - region[1]) * info.height);
+      const [w, hh] = requestSize(rect, dpr, 2048);
+      const format = interactive ? "jpeg" : s.format;
+      Object.assign(params, {
+        format, quality: format === "png" ? undefined : (interactive ? 70 : s.quality), size: `${w}x${hh}`,
+        region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
+      });
+    }
+    if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
+      params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
+    }
+    const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined)).toString();
+    return { key: `${path}?${qs}`, path, params, rect, region, plane: s.plane, index: indexOverride ?? this.index(), interactive };
+  }
+
+  /** Show the current state; resolves once it is on screen (or has failed, or was superseded). */
+  async requestView({ interactive = false } = {}) {
+    if (this.destroyed) return;
+    const req = this.describe(interactive);
+    const cached = this.cache.get(req.key);
+    if (cached) {
+      if (this.inflight && !this.inflight.interactive) { this.inflight.controller.abort(); this.inflight = null; }
+      await this.show(req, cached);
+      if (!interactive) this.prefetch();
+      return;
+    }
+    if (this.inflight) {
+      if (this.inflight.key === req.key) return this.inflight.promise;
+      if (interactive && this.inflight.interactive) { this.pendingInteractive = true; return; }
+      this.inflight.controller.abort();
+    }
+    const controller = new AbortController();
+    const flight = { key: req.key, controller, interactive };
+    this.inflight = flight;
+    flight.promise = (async () => {
+      try {
+        const entry = await this.fetchImage(req, controller.signal);
+        if (this.inflight === flight) await this.show(req, entry);
+        this.waitingForFrame = false;
+        if (!interactive) this.prefetch();
+      } catch (err) {
+        if (err.name === "AbortError") return;
+        this.handleImageError(err, req);
+      } finally {
+        if (this.inflight === flight) this.inflight = null;
+        if (interactive && this.pendingInteractive) {
+          this.pendingInteractive = false;
+          this.requestView({ interactive: true });
+        }
+      }
+    })();
+    return flight.promise;
+  }
+
+  async fetchImage(req, signal) {
+    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params: req.params, signal });
+    const blob = await response.blob();
+    return this.cache.put(req.key, blob);
+  }
+
+  handleImageError(err, req) {
+    if (err.code === "frame_not_ready") {
+      this.waitingForFrame = true;
+      this.showMessage(`Slice ${req.index + 1} is still loading…`);
+    } else if (err.code === "not_loaded") {
+      this.showMessage("The record was unloaded from the node's memory; loading it again…");
+      this.startLoading();
+    } else if (err.code === "busy") {
+      this.showMessage("The render node is busy; retrying…");
+      this.later("busy", (err.details.retryAfter || 1) * 1000, () => this.requestView({ interactive: req.interactive }));
+    } else if (!err.isAuthFailure) {
+      this.showMessage(this.ctx.describeError(err));
+    }
+  }
+
+  async show(req, entry) {
+    if (this.img.getAttribute("src") !== entry.url) {
+      const probe = new Image();
+      probe.src = entry.url;
+      try { await probe.decode(); } catch { this.showMessage("The image could not be displayed."); return; }
+      if (this.destroyed) return;
+      this.img.src = entry.url;
+    }
+    this.cache.pin(entry.url);
+    const r = req.rect;
+    Object.assign(this.img.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
+    this.overlay.style.transform = "";
+    this.shown = req;
+    this.showMessage(null);
+    const ds = this.viewport.dataset;
+    ds.shownIndex = String(req.index);
+    ds.shownPlane = req.plane;
+    ds.shownKey = req.key;
+    ds.bytes = String(entry.bytes);
+    ds.shownCount = String(Number(ds.shownCount || 0) + 1);
+    this.updateCorners(entry);
+    this.drawOverlay();
+  }
+
+  prefetch() {
+    const s = this.state;
+    if (s.plane === "3d" || this.drag) return;
+    const signature = this.describe(false, 0).key.replace(/\/\d+\?/, "?");
+    if (!this.prefetchController || this.prefetchController.signature !== signature) {
+      if (this.prefetchController) this.prefetchController.abort();
+      this.prefetchController = new AbortController();
+      this.prefetchController.signature = signature;
+    }
+    const controller = this.prefetchController;
+    const count = this.count();
+    const here = this.index();
+    const steps = s.playing ? Array.from({ length: Math.min(count - 1, Math.max(3, s.fps)) }, (_, i) => i + 1) : [1, -1, 2, -2, 3, -3];
+    const queue = steps.map((d) => (s.playing ? (here + d) % count : here + d))
+      .filter((i) => i >= 0 && i < count)
+      .map((i) => this.describe(false, i))
+      .filter((req) => !this.cache.has(req.key));
+    const worker = async () => {
+      while (queue.length && !controller.signal.aborted) {
+        const req = queue.shift();
+        if (this.inflight && this.inflight.key === req.key) continue;
+        try { await this.fetchImage(req, controller.signal); } catch { return; }
+      }
+    };
+    worker(); worker();
+  }
+
+  // ---------- loading ----------
+
+  async startLoading() {
+    this.clearLater("poll");
+    try {
+      const status = await this.ctx.session.fetchJson(this.node.url, `${this.recordPath}/load`, { method: "POST" });
+      this.applyStatus(status);
+      this.requestView();
+    } catch (err) {
+      if (!err.isAuthFailure) this.progressText.textContent = `Loading failed: ${this.ctx.describeError(err)}`;
+    }
+  }
+
+  async poll() {
+    try {
+      const status = await this.ctx.session.fetchJson(this.node.url, `${this.recordPath}/status`);
+      this.applyStatus(status);
+    } catch (err) {
+      if (!err.isAuthFailure) this.later("poll", POLL_MS * 4, () => this.poll());
+    }
+  }
+
+  applyStatus(status) {
+    if (this.destroyed) return;
+    const before = this.load.ready;
+    this.load = { state: status.state, ready: status.frames_ready, total: status.frames_total };
+    this.progress.max = Math.max(1, status.frames_total);
+    this.progress.value = status.frames_ready;
+    this.viewport.dataset.loadState = status.state;
+    if (status.state === "ready") {
+      this.progressText.textContent = `All ${status.frames_total} slices loaded.`;
+    } else if (status.state === "error") {
+      this.progressText.textContent = `Loading stopped: ${status.frames_ready} of ${status.frames_total} slices could be read.`;
+    } else {
+      this.progressText.textContent = `Loading slices: ${status.frames_ready} of ${status.frames_total}`;
+    }
+    if (status.errors && status.errors.length) {
+      mount(this.loadErrors, status.errors.slice(0, 20).map((e) => h("li", { text: `Slice ${e.frame + 1}: ${e.message}` })));
+      this.loadErrors.hidden = false;
+    }
+    this.syncControls();
+    if (this.waitingForFrame && status.frames_ready !== before) this.requestView();
+    if (status.state === "loading" || status.state === "unloaded") this.later("poll", POLL_MS, () => this.poll());
+    else if (status.state === "ready") this.ctx.announce(`All ${status.frames_total} slices loaded.`);
+  }
+
+  // ---------- overlay ----------
+
+  showMessage(text) {
+    this.message.hidden = !text;
+    this.message.textContent = text || "";
+  }
+
+  updateCorners(entry) {
+    const s = this.state;
+    const m = this.meta;
+    mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, m.study_date].filter(Boolean).join(" · ") }));
+    const w = s.window ? `W ${Math.round(s.window.width)}  L ${Math.round(s.window.center)}` : "W/L automatic";
+    if (s.plane === "3d") {
+      const v = s.vol;
+      mount(this.cornerBL, h("div", { text: `${VOLUME_MODES.find(([k]) => k === v.mode)[1]} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
+        h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
+    } else {
+      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${this.index() + 1} / ${this.count()}` }),
+        h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
+    }
+    const fmt = (this.shown && this.shown.params.format) || s.format;
+    mount(this.cornerBR, h("div", { text: `${fmt.toUpperCase()} · ${formatBytes(entry.bytes)}` }));
+  }
+
+  measureKey() {
+    return `${this.state.plane}:${this.index()}`;
+  }
+
+  drawOverlay(temp) {
+    const shown = this.shown;
+    this.overlay.replaceChildren();
+    if (!shown || shown.plane === "3d") return;
+    const info = planeInfo(this.meta, shown.plane);
+    const hasSpacing = Array.isArray(this.meta.pixel_spacing);
+    const lines = [...(this.measures.get(`${shown.plane}:${shown.index}`) || [])];
+    if (temp) lines.push(temp);
+    for (const { a, b } of lines) {
+      const [x1, y1] = imageToScreen(a[0], a[1], shown.rect, shown.region);
+      const [x2, y2] = imageToScreen(b[0], b[1], shown.rect, shown.region);
+      const mm = distanceMm(a, b, info.width, info.height);
+      const text = hasSpacing ? `${mm.toFixed(1)} mm` : `${mm.toFixed(0)} px`;
+      this.overlay.append(
+        svg("line", { x1, y1, x2, y2, class: "measure-line" }),
+        svg("circle", { cx: x1, cy: y1, r: 3, class: "measure-end" }),
+        svg("circle", { cx: x2, cy: y2, r: 3, class: "measure-end" }));
+      const label = svg("text", { x: (x1 + x2) / 2 + 8, y: (y1 + y2) / 2 - 8, class: "measure-label" });
+      label.textContent = text;
+      this.overlay.append(label);
+    }
+  }
+
+  // ---------- input ----------
+
+  bindPointer() {
+    const vp = this.viewport;
+    vp.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0 && e.pointerType === "mouse") return;
+      vp.setPointerCapture(e.pointerId);
+      vp.focus({ preventScroll: true });
+      const s = this.state;
+      const box = vp.getBoundingClientRect();
+      const x = e.clientX - box.left;
+      const y = e.clientY - box.top;
+      this.drag = {
+        tool: s.plane === "3d" ? "rotate" : s.tool, x0: e.clientX, y0: e.clientY, x, y, box,
+        index: this.index(), window: this.currentWindow(), vol: { ...s.vol }, moved: false,
+        start: this.shown ? screenToImage(x, y, this.shown.rect, this.shown.region) : null,
+      };
+      if (this.drag.tool === "rotate" || this.drag.tool === "window") this.stopPlay();
+    });
+    vp.addEventListener("pointermove", (e) => {
+      const d = this.drag;
+      if (!d) return;
+      const dx = e.clientX - d.x0;
+      const dy = e.clientY - d.y0;
+      if (Math.abs(dx) + Math.abs(dy) > 2) d.moved = true;
+      const s = this.state;
+      switch (d.tool) {
+        case "browse":
+          this.setIndex(d.index + Math.round(dy / 8));
+          break;
+        case "window":
+          s.window = dragWindow(d.window, dx, dy);
+          s.windowChoice = "custom";
+          this.windowSelect.value = "custom";
+          this.requestView({ interactive: true });
+          break;
+        case "pan":
+          this.img.style.transform = `translate(${dx}px, ${dy}px)`;
+          this.overlay.style.transform = `translate(${dx}px, ${dy}px)`;
+          break;
+        case "zoom": {
+          const f = clamp(Math.exp(-dy / 150), 1 / s.zoom, MAX_ZOOM / s.zoom);
+          this.img.style.transform = `scale(${f})`;
+          d.factor = f;
+          break;
+        }
+        case "measure":
+          if (d.start && this.shown) {
+            const b = screenToImage(e.clientX - d.box.left, e.clientY - d.box.top, this.shown.rect, this.shown.region);
+            d.end = b;
+            this.drawOverlay({ a: d.start, b });
+          }
+          break;
+        case "rotate":
+          s.vol.azimuth = (d.vol.azimuth + dx * 0.5) % 360;
+          s.vol.elevation = clamp(d.vol.elevation - dy * 0.5, -90, 90);
+          this.requestView({ interactive: true });
+          break;
+        default:
+      }
+    });
+    const finish = () => {
+      const d = this.drag;
+      if (!d) return;
+      this.drag = null;
+      const s = this.state;
+      if (!d.moved) return;
+      switch (d.tool) {
+        case "window":
+        case "rotate":
+          this.requestView();
+          break;
+        case "pan": {
+          const shown = this.shown;
+          if (shown) {
+            const [x0, y0, x1, y1] = shown.region;
+            const dx = parseFloat((this.img.style.transform.match(/translate\(([-\d.]+)px/) || [0, 0])[1]);
+            const dy = parseFloat((this.img.style.transform.match(/,\s*([-\d.]+)px\)/) || [0, 0])[1]);
+            s.cx = clamp((x0 + x1) / 2 - (dx / shown.rect.width) * (x1 - x0), 0, 1);
+            s.cy = clamp((y0 + y1) / 2 - (dy / shown.rect.height) * (y1 - y0), 0, 1);
+            if (s.zoom <= 1) this.img.style.transform = "";
+          }
+          this.requestView();
+          break;
+        }
+        case "zoom":
+          s.zoom = clamp(s.zoom * (d.factor || 1), 1, MAX_ZOOM);
+          this.requestView();
+          break;
+        case "measure":
+          if (d.start && d.end) {
+            const key = this.measureKey();
+            this.measures.set(key, [...(this.measures.get(key) || []), { a: d.start, b: d.end }]);
+            this.drawOverlay();
+            const info = planeInfo(this.meta, s.plane);
+            this.ctx.announce(`Distance ${distanceMm(d.start, d.end, info.width, info.height).toFixed(1)} millimetres.`);
+          }
+          break;
+        default:
+      }
+    };
+    vp.addEventListener("pointerup", finish);
+    vp.addEventListener("pointercancel", finish);
+    let wheelAcc = 0;
+    vp.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const s = this.state;
+      if (s.plane === "3d" || e.ctrlKey) {
+        this.zoomBy(Math.exp(-e.deltaY / 500));
+        return;
+      }
+      wheelAcc += e.deltaMode === 1 ? e.deltaY * 33 : e.deltaY;
+      const steps = Math.trunc(wheelAcc / 100);
+      if (steps) {
+        wheelAcc -= steps * 100;
+        this.stopPlay();
+        this.setIndex(this.index() + steps);
+      }
+    }, { passive: false });
+  }
+
+  zoomBy(factor) {
+    const s = this.state;
+    if (s.plane === "3d") s.vol.zoom = clamp(s.vol.zoom * factor, 0.25, 8);
+    else s.zoom = clamp(s.zoom * factor, 1, MAX_ZOOM);
+    this.requestView();
+  }
+
+  bindKeys() {
+    this.viewport.addEventListener("keydown", (e) => {
+      if (e.altKey || e.metaKey || e.ctrlKey) return;
+      const s = this.state;
+      const step = { ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -10, PageDown: 10 }[e.key];
+      const tool = TOOLS.find(([, , k]) => k.toLowerCase() === e.key.toLowerCase());
+      if (s.plane === "3d" && step !== undefined) {
+        if (e.key === "ArrowLeft" || e.key === "ArrowRight") s.vol.azimuth += step * 10;
+        else s.vol.elevation = clamp(s.vol.elevation + step * 10, -90, 90);
+        this.requestView();
+      } else if (step !== undefined) {
+        this.stopPlay();
+        this.setIndex(this.index() + step);
+      } else if (e.key === "Home") this.setIndex(0);
+      else if (e.key === "End") this.setIndex(this.count() - 1);
+      else if (e.key === "+" || e.key === "=") this.zoomBy(1.25);
+      else if (e.key === "-") this.zoomBy(0.8);
+      else if (e.key === "0") this.resetView();
+      else if (e.key === " ") this.togglePlay();
+      else if (tool && s.plane !== "3d") this.setTool(tool[0]);
+      else return;
+      e.preventDefault();
+    });
+  }
+
+  // ---------- timers and teardown ----------
+
+  later(name, ms, fn) {
+    this.clearLater(name);
+    const id = setTimeout(() => { this.timers.delete(name); this[`t_${name}`] = null; fn(); }, ms);
+    this[`t_${name}`] = id;
+    this.timers.add(name);
+  }
+
+  clearLater(name) {
+    if (this[`t_${name}`]) clearTimeout(this[`t_${name}`]);
+    this[`t_${name}`] = null;
+    this.timers.delete(name);
+  }
+
+  destroy() {
+    this.destroyed = true;
+    this.state.playing = false;
+    for (const name of [...this.timers]) this.clearLater(name);
+    if (this.inflight) this.inflight.controller.abort();
+    if (this.prefetchController) this.prefetchController.abort();
+    if (this.resizeObserver) this.resizeObserver.disconnect();
+    this.cache.clear();
+  }
+}
