@@ -1,0 +1,117 @@
+"""User and institution field rules and row creation, shared by the HTTP views and the `sivr` CLI.
+
+Neither function here needs a request, so `sivr user add` and `POST /api/v1/users` apply exactly
+the same rules (username form, password length, existing institution, unique name).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import peewee
+
+from shared.errors import ApiError
+from shared.tokens import ROLES
+from shared.validation import Field, parse_uuid, validate
+
+from daemons.toplevel.models import Institution, User
+from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,149}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_username(value: str, field: str) -> str:
+    """Usernames are compared lower-case, so `Admin` and `admin` cannot be two accounts."""
+    name = value.lower()
+    if not _USERNAME.match(name):
+        raise ApiError(400, "validation_error",
+                       f"{field} must be 3-150 characters: letters, digits and . _ @ - "
+                       "(starting with a letter or digit)")
+    return name
+
+
+def check_email(value: str, field: str) -> str:
+    if value and not _EMAIL.match(value):
+        raise ApiError(400, "validation_error", f"{field} {value[:80]!r} is not an e-mail address")
+    return value
+
+
+def check_institution_ref(value: str, field: str) -> str:
+    """A body reference to an institution must name one that exists."""
+    ident = parse_uuid(value, field)
+    if Institution.get_or_none(Institution.id == ident) is None:
+        raise ApiError(400, "validation_error", f"{field}: institution {ident} does not exist")
+    return ident
+
+
+def check_server_url(value: str, field: str) -> str:
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ApiError(400, "validation_error", f"{field} must be an https:// URL (or empty)")
+    return value.rstrip("/")
+
+
+USER_UPDATE_FIELDS = {
+    "full_name": Field(str, max_len=200),
+    "email": Field(str, max_len=254, check=check_email),
+    "role": Field(str, choices=ROLES),
+    "institution_id": Field(str, max_len=36, check=check_institution_ref),
+    "active": Field(bool),
+}
+
+USER_CREATE_FIELDS = {
+    "username": Field(str, max_len=150, check=check_username),
+    "password": Field(str, max_len=4096),
+    "full_name": Field(str, max_len=200),
+    "email": Field(str, required=False, max_len=254, check=check_email),
+    "role": Field(str, choices=ROLES),
+    "institution_id": Field(str, max_len=36, check=check_institution_ref),
+}
+
+INSTITUTION_FIELDS = {
+    "name": Field(str, max_len=200, min_len=1),
+    "address": Field(str, required=False, max_len=500),
+    "server_url": Field(str, required=False, max_len=500, check=check_server_url),
+}
+
+
+def create_user(body: dict[str, Any], passwords: Passwords, min_password_length: int) -> User:
+    """Validate a new user's fields and insert it; `409 conflict` if the username is taken."""
+    check_body_fields(body, tuple(USER_CREATE_FIELDS))
+    password = password_field(body, "password", min_password_length)
+    data = validate(body, USER_CREATE_FIELDS)
+    if User.get_or_none(User.username == data["username"]) is not None:
+        raise ApiError(409, "conflict", f"the username {data['username']!r} is already taken")
+    try:
+        with User._meta.database.atomic():
+            return User.create(
+                username=data["username"],
+                password_hash=passwords.hash(password),
+                full_name=data["full_name"],
+                email=data.get("email", ""),
+                role=data["role"],
+                institution=data["institution_id"],
+            )
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict", f"the username {data['username']!r} is already taken") from exc
+
+
+def create_institution(data: dict[str, Any], institution_id: str | None = None) -> Institution:
+    """Insert validated institution fields; `409 conflict` if the name is taken."""
+    if Institution.get_or_none(Institution.name == data["name"]) is not None:
+        raise ApiError(409, "conflict", f"an institution named {data['name']!r} already exists")
+    fields = {"name": data["name"], "address": data.get("address", ""),
+              "server_url": data.get("server_url", "")}
+    if institution_id is not None:
+        fields["id"] = institution_id
+    try:
+        with Institution._meta.database.atomic():
+            return Institution.create(**fields)
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict",
+                       f"an institution named {data['name']!r} (or with this id) already exists") from exc

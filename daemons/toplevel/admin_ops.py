@@ -1,0 +1,101 @@
+"""Operations the `sivr` command runs directly on the toplevel database (no HTTP, no token).
+
+They exist for bootstrapping: the first institution and admin must exist before anyone can log
+in. The same validation as the HTTP API applies (through `accounts`); invalid input raises
+`ValueError` with the message the API would give. Each change is audited as done by `sivr-cli`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import peewee
+
+from shared.config import Config
+from shared.db import database_from_config
+from shared.errors import ApiError
+from shared.validation import parse_uuid, validate
+
+from daemons.toplevel import accounts
+from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType
+from daemons.toplevel.passwords import passwords_from_config
+from daemons.toplevel.record_types import check_code
+from daemons.toplevel.serialize import institution_json, record_type_json, user_json
+
+CLI_USER = "sivr-cli"
+
+
+@contextmanager
+def _database(config: Config) -> Iterator[peewee.Database]:
+    """The models bound to the configured database for one operation; ApiError becomes ValueError."""
+    db = database_from_config(config)
+    try:
+        with db.bind_ctx(MODELS), db.connection_context():
+            yield db
+    except ApiError as exc:
+        raise ValueError(exc.message) from exc
+    finally:
+        if not db.is_closed():
+            db.close()
+
+
+def _audit(action: str, object_type: str, object_id: str, detail: str) -> None:
+    AuditEntry.create(user_id="", username=CLI_USER, action=action, object_type=object_type,
+                      object_id=object_id, client_ip="local", detail=detail)
+
+
+def create_institution(
+    config: Config,
+    name: str,
+    address: str = "",
+    server_url: str = "",
+    institution_id: str | None = None,
+) -> dict:
+    """Create an institution, or return the existing one of that name (safe to run twice)."""
+    with _database(config):
+        data = validate({"name": name, "address": address, "server_url": server_url},
+                        accounts.INSTITUTION_FIELDS)
+        existing = Institution.get_or_none(Institution.name == data["name"])
+        if existing is not None:
+            return institution_json(existing)
+        ident = parse_uuid(institution_id, "institution_id") if institution_id is not None else None
+        institution = accounts.create_institution(data, ident)
+        _audit("institution.create", "institution", institution.id, f"name={institution.name}")
+        return institution_json(institution)
+
+
+def create_user(
+    config: Config,
+    username: str,
+    password: str,
+    role: str,
+    institution_id: str,
+    full_name: str = "",
+) -> dict:
+    """Create a user; ValueError names what is wrong (taken username, short password, ...)."""
+    with _database(config):
+        body = {"username": username, "password": password, "full_name": full_name,
+                "role": role, "institution_id": institution_id}
+        user = accounts.create_user(body, passwords_from_config(config),
+                                    config["auth"]["min_password_length"])
+        _audit("user.create", "user", user.id,
+               f"username={user.username} role={user.role} institution={user.institution_id}")
+        return user_json(user)
+
+
+def list_institutions(config: Config) -> list[dict]:
+    with _database(config):
+        return [institution_json(i) for i in Institution.select().order_by(Institution.name)]
+
+
+def ensure_record_types(config: Config, types: Sequence[tuple[str, str]]) -> list[dict]:
+    """Create the record types whose code is missing; existing codes are left as they are."""
+    with _database(config) as db:
+        with db.atomic():
+            for code, name in types:
+                code = check_code(code, "code")
+                if RecordType.get_or_none(RecordType.code == code) is None:
+                    created = RecordType.create(code=code, name=name.strip()[:200] or code)
+                    _audit("record_type.create", "record_type", created.id, f"code={code}")
+        return [record_type_json(r) for r in RecordType.select().order_by(RecordType.code)]

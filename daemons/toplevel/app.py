@@ -1,0 +1,43 @@
+"""The toplevel layer's application factory: users, institutions, record types, patients, tokens."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from shared.audit import audit_blueprint
+from shared.config import Config
+from shared.db import bind_per_request, database_from_config
+from shared.tokens import TokenIssuer, load_private_key
+from shared.webapp import create_base_app
+
+from daemons.toplevel import auth, institutions, patients, profile, record_types, users
+from daemons.toplevel.context import EXTENSION, Toplevel
+from daemons.toplevel.models import AuditEntry, database_proxy
+from daemons.toplevel.passwords import passwords_from_config
+
+
+def issuer_from_config(config: Config) -> TokenIssuer:
+    tokens = config["tokens"]
+    if not tokens["private_key"]:
+        raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
+    return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], tokens["audience"],
+                       tokens["access_ttl_s"])
+
+
+def create_app(config: Config) -> Flask:
+    """Build the app; the schema must already exist (`sivr db upgrade` / `models.upgrade`).
+
+    The models' proxy is pointed at this app's database: one toplevel app per process, as under
+    gunicorn.
+    """
+    app = create_base_app(__name__, config)
+    db = database_from_config(config)
+    database_proxy.initialize(db)
+    bind_per_request(app, db)
+    app.extensions[EXTENSION] = Toplevel(
+        config=config, db=db, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
+    )
+    for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
+        app.register_blueprint(blueprint)
+    app.register_blueprint(audit_blueprint(AuditEntry))
+    return app

@@ -1,0 +1,107 @@
+"""Login, token renewal and logout: the only place access tokens are minted."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from shared.audit import client_address, record_audit
+from shared.auth import authenticate
+from shared.errors import ApiError
+from shared.validation import json_body
+
+from daemons.toplevel import sessions, throttle
+from daemons.toplevel.context import toplevel
+from daemons.toplevel.models import AuditEntry, User
+from daemons.toplevel.passwords import check_body_fields, password_field
+from daemons.toplevel.serialize import user_json
+
+bp = Blueprint("auth", __name__)
+
+_BAD_CREDENTIALS = "wrong username or password"
+
+
+def _token_answer(user: User, session_id: str | None = None, auth_time: int | None = None) -> Response:
+    token, expires_in = toplevel().issuer.issue(
+        user.id, user.username, user.role, user.institution_id,
+        session_id=session_id, auth_time=auth_time,
+    )
+    return jsonify({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "user": user_json(user),
+    })
+
+
+def _login_username(body: dict[str, Any]) -> str:
+    value = body.get("username")
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "validation_error", "username is required")
+    if len(value) > 150:
+        raise ApiError(400, "validation_error", "username is longer than 150 characters")
+    return value.strip().lower()
+
+
+@bp.post("/api/v1/auth/login")
+def login():
+    body = json_body()
+    check_body_fields(body, ("username", "password"))
+    username = _login_username(body)
+    password = password_field(body, "password")
+    top = toplevel()
+    auth = top.config["auth"]
+    address = client_address()
+    throttle.check_login_allowed(username, address, auth["max_failed_logins"], auth["failed_login_window_s"])
+
+    user = User.get_or_none(User.username == username)
+    if user is None:
+        top.passwords.burn_dummy(password)
+        verified = False
+    else:
+        verified = top.passwords.verify(user.password_hash, password)
+    if not verified:
+        throttle.record_failure(username, address, auth["failed_login_window_s"])
+        record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None,
+                     detail="wrong password" if user else "unknown username",
+                     user_id=user.id if user else "", username=username)
+        raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
+    if not user.active:
+        record_audit(AuditEntry, "auth.login_failed", "user", user.id, detail="account deactivated",
+                     user_id=user.id, username=username)
+        raise ApiError(401, "invalid_credentials", "this account is deactivated; ask an administrator")
+
+    if top.passwords.needs_rehash(user.password_hash):
+        user.password_hash = top.passwords.hash(password)
+        user.save(only=[User.password_hash])
+    throttle.clear_failures(username)
+    session_id, auth_time = sessions.start_session(user.id, top.session_max_s, top.issuer.ttl_s)
+    record_audit(AuditEntry, "auth.login", "user", user.id, detail=f"session {session_id}",
+                 user_id=user.id, username=user.username)
+    return _token_answer(user, session_id, auth_time)
+
+
+@bp.post("/api/v1/auth/renew")
+def renew():
+    """A new token for the same session, re-checked against the user table and the session limit."""
+    identity = authenticate()
+    user = User.get_or_none(User.id == identity.user_id)
+    reason = sessions.session_ended(identity, user)
+    if reason is not None:
+        raise ApiError(401, "session_expired", reason)
+    limit = toplevel().session_max_s
+    if time.time() - identity.auth_time > limit:
+        raise ApiError(401, "session_expired",
+                       f"sessions last at most {limit // 3600} h {limit % 3600 // 60} min; log in again")
+    return _token_answer(user, session_id=identity.session_id, auth_time=identity.auth_time)
+
+
+@bp.post("/api/v1/auth/logout")
+def logout():
+    """End the session: its tokens are refused here from now on and can no longer be renewed."""
+    identity = authenticate()
+    sessions.revoke_session(identity.session_id)
+    record_audit(AuditEntry, "auth.logout", "user", identity.user_id)
+    return Response(status=204)

@@ -1,0 +1,85 @@
+"""What `create_app` builds for the toplevel's views, and the access checks that need the database.
+
+The shared `require_auth` checks a token on its own; the toplevel additionally holds the users,
+so here a token is only honoured while its session has not ended (logout, password reset, change
+of role or institution) and its user still exists and is active. Other layers cannot ask
+(horizontal independence) and rely on the short token lifetime instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import peewee
+from flask import Blueprint, current_app
+
+from shared.auth import authenticate
+from shared.config import Config
+from shared.errors import ApiError, not_found
+from shared.tokens import TokenIssuer
+from shared.validation import parse_uuid
+
+from daemons.toplevel.models import User
+from daemons.toplevel.passwords import Passwords
+from daemons.toplevel.sessions import session_ended
+
+F = TypeVar("F", bound=Callable)
+
+EXTENSION = "sivr_toplevel"
+
+
+@dataclass(frozen=True)
+class Toplevel:
+    config: Config
+    db: peewee.Database
+    issuer: TokenIssuer
+    passwords: Passwords
+
+    @property
+    def session_max_s(self) -> int:
+        return self.config["tokens"]["session_max_s"]
+
+
+def toplevel() -> Toplevel:
+    return current_app.extensions[EXTENSION]
+
+
+def require_user(*roles: str) -> Callable[[F], F]:
+    """Like `shared.auth.require_auth`, plus the live checks against the user table."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            identity = authenticate()
+            user = User.get_or_none(User.id == identity.user_id)
+            reason = session_ended(identity, user)
+            if reason is not None:
+                raise ApiError(401, "session_expired", reason)
+            if roles and identity.role not in roles:
+                raise ApiError(403, "forbidden",
+                               f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def refuse_blank_id(bp: Blueprint, collection: str, what: str, methods: list[str]) -> None:
+    """`<collection>/` with the id left out is `400 invalid_id`, not a 404 that hides the mistake."""
+
+    @bp.route(f"{collection}/", methods=methods, endpoint=f"blank_{what.replace(' ', '_')}_id")
+    @require_user()
+    def _blank_id():
+        raise ApiError(400, "invalid_id", f"the {what} id is missing or blank")
+
+
+def get_by_id(model: type[peewee.Model], raw_id: str, what: str) -> peewee.Model:
+    """The row with this id: `400 invalid_id` for a blank or malformed id, `404` for an unknown one."""
+    ident = parse_uuid(raw_id, f"{what} id")
+    row = model.get_or_none(model.id == ident)
+    if row is None:
+        raise not_found(what, ident)
+    return row

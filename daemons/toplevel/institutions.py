@@ -1,0 +1,83 @@
+"""Institutions: name, address and the URL of the institution's own server (read by every user)."""
+
+from __future__ import annotations
+
+import peewee
+from flask import Blueprint, Response, jsonify
+
+from shared.audit import record_audit
+from shared.errors import ApiError
+from shared.validation import json_body, page_args, validate
+
+from daemons.toplevel import accounts
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user
+from daemons.toplevel.models import AuditEntry, Institution, User
+from daemons.toplevel.serialize import institution_json
+
+bp = Blueprint("institutions", __name__)
+
+
+@bp.get("/api/v1/institutions")
+@require_user()
+def list_institutions():
+    limit, offset = page_args()
+    query = Institution.select()
+    rows = query.order_by(Institution.name).limit(limit).offset(offset)
+    return jsonify({"items": [institution_json(i) for i in rows], "total": query.count()})
+
+
+@bp.post("/api/v1/institutions")
+@require_user("admin")
+def create_institution():
+    institution = accounts.create_institution(validate(json_body(), accounts.INSTITUTION_FIELDS))
+    record_audit(AuditEntry, "institution.create", "institution", institution.id,
+                 detail=f"name={institution.name}")
+    return jsonify(institution_json(institution)), 201
+
+
+refuse_blank_id(bp, "/api/v1/institutions", "institution", ["GET", "PUT", "DELETE"])
+
+
+@bp.get("/api/v1/institutions/<institution_id>")
+@require_user()
+def get_institution(institution_id: str):
+    return jsonify(institution_json(get_by_id(Institution, institution_id, "institution")))
+
+
+@bp.put("/api/v1/institutions/<institution_id>")
+@require_user("admin")
+def update_institution(institution_id: str):
+    institution = get_by_id(Institution, institution_id, "institution")
+    data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
+    name = data.get("name", institution.name)
+    clash = Institution.get_or_none((Institution.name == name) & (Institution.id != institution.id))
+    if clash is not None:
+        raise ApiError(409, "conflict", f"an institution named {name!r} already exists")
+    for field, value in data.items():
+        setattr(institution, field, value)
+    try:
+        with Institution._meta.database.atomic():
+            institution.save()
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict", f"an institution named {name!r} already exists") from exc
+    record_audit(AuditEntry, "institution.update", "institution", institution.id,
+                 detail=", ".join(f"{k}={v}" for k, v in data.items()))
+    return jsonify(institution_json(institution))
+
+
+@bp.delete("/api/v1/institutions/<institution_id>")
+@require_user("admin")
+def delete_institution(institution_id: str):
+    institution = get_by_id(Institution, institution_id, "institution")
+    members = User.select().where(User.institution == institution.id).count()
+    if members:
+        raise ApiError(409, "conflict",
+                       f"{members} user(s) still belong to this institution; move or delete them first")
+    try:
+        with Institution._meta.database.atomic():
+            institution.delete_instance()
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict", "users still belong to this institution") from exc
+    record_audit(AuditEntry, "institution.delete", "institution", institution.id,
+                 detail=f"name={institution.name}")
+    return Response(status=204)

@@ -1,0 +1,149 @@
+"""The toplevel's tables: users, institutions, record types, patients, login throttling, sessions, audit.
+
+Models sit on a `DatabaseProxy` so one set of classes serves SQLite, PostgreSQL and CockroachDB;
+`create_app` points the proxy at the configured database. Ids are UUID strings in `CharField`s
+(the same on every database). State that must hold across gunicorn workers and across several
+toplevel servers on one database cluster (failed logins, sessions) lives in tables, never
+in process memory.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import peewee
+
+from shared.audit import make_audit_model
+from shared.config import Config
+from shared.db import database_from_config, new_id, upgrade_schema, utcnow
+
+database_proxy = peewee.DatabaseProxy()
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+
+
+class Institution(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    name = peewee.CharField(max_length=200, unique=True)
+    address = peewee.CharField(max_length=500, default="")
+    server_url = peewee.CharField(max_length=500, default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "institution"
+
+
+class User(BaseModel):
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    username = peewee.CharField(max_length=150, unique=True)
+    password_hash = peewee.CharField(max_length=512)
+    full_name = peewee.CharField(max_length=200, default="")
+    email = peewee.CharField(max_length=254, default="")
+    role = peewee.CharField(max_length=16)
+    institution = peewee.ForeignKeyField(Institution, backref="users", on_delete="RESTRICT")
+    active = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "app_user"
+
+
+class RecordType(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    code = peewee.CharField(max_length=16, unique=True)
+    name = peewee.CharField(max_length=200)
+
+    class Meta:
+        table_name = "record_type"
+
+
+class Patient(BaseModel):
+    """`name_key` holds both names folded for search (see `name_search_key`), kept in step on save."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    first_name = peewee.CharField(max_length=100)
+    last_name = peewee.CharField(max_length=100)
+    sex = peewee.CharField(max_length=1)
+    birth_date = peewee.DateField()
+    insurance_number = peewee.CharField(max_length=64, unique=True)
+    name_key = peewee.CharField(max_length=210, index=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "patient"
+
+    def save(self, *args, **kwargs):
+        self.name_key = name_search_key(f"{self.first_name} {self.last_name}")
+        return super().save(*args, **kwargs)
+
+
+class LoginFailure(BaseModel):
+    """One failed password check; counted per username and per client address within a window."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    at = peewee.DateTimeField(default=utcnow, index=True)
+    username = peewee.CharField(max_length=150, index=True)
+    client_ip = peewee.CharField(max_length=64, index=True)
+
+    class Meta:
+        table_name = "login_failure"
+
+
+class UserSession(BaseModel):
+    """One login: its id is the tokens' `sid`. Logout, a password reset or deactivation revoke it.
+
+    Rows are kept until the session would have hit its absolute limit anyway (plus one token
+    lifetime), then pruned at the next login.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    user_id = peewee.CharField(max_length=36, index=True)
+    started_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(index=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "user_session"
+
+
+AuditEntry = make_audit_model(database_proxy)
+
+MODELS: tuple[type[peewee.Model], ...] = (
+    Institution,
+    User,
+    RecordType,
+    Patient,
+    LoginFailure,
+    UserSession,
+    AuditEntry,
+)
+
+
+def name_search_key(text: str) -> str:
+    """Case- and accent-insensitive form of a name, the same on every database.
+
+    SQL `LOWER`/`LIKE` fold only ASCII on SQLite, so the folding happens here: NFKD, drop the
+    combining marks, casefold, collapse spaces — "Šimić" and "simic" meet.
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def upgrade(config: Config) -> int:
+    """Create or upgrade the toplevel schema in `database.url`; returns the schema version.
+
+    The models are bound to the database only for the duration of the upgrade, so calling this in
+    a process that also serves the app (tests, the demo) leaves the app's binding alone.
+    """
+    db = database_from_config(config)
+    try:
+        with db.bind_ctx(MODELS):
+            return upgrade_schema(db, "toplevel", MODELS)
+    finally:
+        if not db.is_closed():
+            db.close()

@@ -1,0 +1,80 @@
+"""Password hashing (argon2id through argon2-cffi) and the password fields of request bodies.
+
+The hasher's cost comes from the config so an operator can raise it over time; a login with a
+hash made under older parameters is rehashed on the spot. A login for an unknown username still
+runs one verification against a dummy hash, so the answer time does not reveal which usernames
+exist.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from shared.config import Config
+from shared.errors import ApiError
+
+MAX_PASSWORD_LENGTH = 1024
+
+
+class Passwords:
+    """Hash, verify and rehash-check with one parameter set."""
+
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int):
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def burn_dummy(self, password: str) -> None:
+        """Spend the time of one verification, for usernames that do not exist."""
+        self.verify(self._dummy_hash, password)
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            return True
+
+
+def passwords_from_config(config: Config) -> Passwords:
+    auth = config["auth"]
+    return Passwords(auth["argon2_time_cost"], auth["argon2_memory_kib"], auth["argon2_parallelism"])
+
+
+def password_field(body: dict[str, Any], name: str, min_length: int = 1) -> str:
+    """The password exactly as typed (never stripped: spaces are part of it), length-checked.
+
+    `shared.validation.validate` strips strings, which is right for names but would silently
+    change a password, so password fields are read here.
+    """
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, "validation_error", f"{name} is required")
+    if not isinstance(value, str):
+        raise ApiError(400, "validation_error", f"{name} must be of type str")
+    if len(value) > MAX_PASSWORD_LENGTH:
+        raise ApiError(400, "validation_error", f"{name} is longer than {MAX_PASSWORD_LENGTH} characters")
+    if len(value) < min_length or not value.strip():
+        raise ApiError(400, "validation_error",
+                       f"{name} must be at least {min_length} characters and not only spaces")
+    return value
+
+
+def check_body_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse unknown fields in bodies read without `validate` (typos must not pass silently)."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(400, "validation_error", f"unknown field(s): {', '.join(unknown)}")

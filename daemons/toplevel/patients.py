@@ -1,0 +1,119 @@
+"""Patients: demographics and the unique insurance number. Every read, search and change is audited.
+
+A search writes one audit entry per patient it shows, so "who has seen this patient" is answered
+by `GET /api/v1/audit?patient_id=...` alone, whether the patient was opened or only listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+from flask import Blueprint, Response, jsonify, request
+
+from shared.audit import record_audit
+from shared.errors import ApiError
+from shared.validation import Field, json_body, page_args, parse_date, validate
+
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user
+from daemons.toplevel.models import AuditEntry, Patient, name_search_key
+from daemons.toplevel.serialize import patient_json
+
+bp = Blueprint("patients", __name__)
+
+SEXES = ("F", "M", "O", "U")
+_READERS = ("physician", "admin")
+
+
+def check_birth_date(value: str, field: str) -> dt.date:
+    date = dt.date.fromisoformat(parse_date(value, field))
+    if date > dt.date.today() or date.year < 1850:
+        raise ApiError(400, "validation_error", f"{field} {value!r} is not a plausible date of birth")
+    return date
+
+
+FIELDS = {
+    "first_name": Field(str, max_len=100, min_len=1),
+    "last_name": Field(str, max_len=100, min_len=1),
+    "sex": Field(str, choices=SEXES),
+    "birth_date": Field(str, max_len=10, check=check_birth_date),
+    "insurance_number": Field(str, max_len=64, min_len=1),
+}
+
+
+def _save(patient: Patient, create: bool) -> None:
+    number = patient.insurance_number
+    clash = Patient.get_or_none((Patient.insurance_number == number) & (Patient.id != patient.id))
+    if clash is not None:
+        raise ApiError(409, "conflict", f"a patient with insurance number {number!r} already exists")
+    try:
+        with Patient._meta.database.atomic():
+            patient.save(force_insert=create)
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict", f"a patient with insurance number {number!r} already exists") from exc
+
+
+@bp.get("/api/v1/patients")
+@require_user(*_READERS)
+def search_patients():
+    """`?q=` matches every word against first or last name, ignoring case and accents."""
+    limit, offset = page_args()
+    q = request.args.get("q", "")[:200]
+    number = request.args.get("insurance_number", "").strip()[:64]
+    query = Patient.select()
+    for word in name_search_key(q).split():
+        query = query.where(Patient.name_key.contains(word))
+    if number:
+        query = query.where(Patient.insurance_number == number)
+    total = query.count()
+    rows = list(query.order_by(Patient.last_name, Patient.first_name, Patient.id).limit(limit).offset(offset))
+    detail = f"q={q!r} insurance_number={number!r} total={total}"
+    with AuditEntry._meta.database.atomic():
+        for patient in rows:
+            record_audit(AuditEntry, "patient.search", "patient", patient.id, patient.id, detail)
+        if not rows:
+            record_audit(AuditEntry, "patient.search", "patient", detail=detail)
+    return jsonify({"items": [patient_json(p) for p in rows], "total": total})
+
+
+@bp.post("/api/v1/patients")
+@require_user(*_READERS)
+def create_patient():
+    patient = Patient(**validate(json_body(), FIELDS))
+    _save(patient, create=True)
+    record_audit(AuditEntry, "patient.create", "patient", patient.id, patient.id)
+    return jsonify(patient_json(patient)), 201
+
+
+refuse_blank_id(bp, "/api/v1/patients", "patient", ["GET", "PUT", "DELETE"])
+
+
+@bp.get("/api/v1/patients/<patient_id>")
+@require_user(*_READERS)
+def get_patient(patient_id: str):
+    patient = get_by_id(Patient, patient_id, "patient")
+    record_audit(AuditEntry, "patient.read", "patient", patient.id, patient.id)
+    return jsonify(patient_json(patient))
+
+
+@bp.put("/api/v1/patients/<patient_id>")
+@require_user(*_READERS)
+def update_patient(patient_id: str):
+    patient = get_by_id(Patient, patient_id, "patient")
+    data = validate(json_body(), FIELDS, partial=True)
+    for field, value in data.items():
+        setattr(patient, field, value)
+    _save(patient, create=False)
+    record_audit(AuditEntry, "patient.update", "patient", patient.id, patient.id,
+                 detail="changed: " + ", ".join(data))
+    return jsonify(patient_json(patient))
+
+
+@bp.delete("/api/v1/patients/<patient_id>")
+@require_user("admin")
+def delete_patient(patient_id: str):
+    patient = get_by_id(Patient, patient_id, "patient")
+    patient.delete_instance()
+    record_audit(AuditEntry, "patient.delete", "patient", patient.id, patient.id,
+                 detail=f"insurance_number={patient.insurance_number!r}")
+    return Response(status=204)

@@ -1,0 +1,70 @@
+"""The caller's own account: `/api/v1/me` and the own-password change (old password always required)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from shared.audit import client_address, record_audit
+from shared.auth import current_identity
+from shared.errors import ApiError
+from shared.validation import json_body, validate
+
+from daemons.toplevel import throttle
+from daemons.toplevel.accounts import USER_UPDATE_FIELDS
+from daemons.toplevel.context import require_user, toplevel
+from daemons.toplevel.models import AuditEntry, User
+from daemons.toplevel.passwords import check_body_fields, password_field
+from daemons.toplevel.serialize import user_json
+
+bp = Blueprint("profile", __name__)
+
+_OWN_FIELDS = {name: USER_UPDATE_FIELDS[name] for name in ("full_name", "email")}
+
+
+def _me() -> User:
+    return User.get_by_id(current_identity().user_id)
+
+
+@bp.get("/api/v1/me")
+@require_user()
+def get_me():
+    return jsonify(user_json(_me()))
+
+
+@bp.put("/api/v1/me")
+@require_user()
+def update_me():
+    data = validate(json_body(), _OWN_FIELDS, partial=True)
+    user = _me()
+    for name, value in data.items():
+        setattr(user, name, value)
+    user.save()
+    record_audit(AuditEntry, "user.update", "user", user.id, detail="own profile: " + ", ".join(data))
+    return jsonify(user_json(user))
+
+
+@bp.post("/api/v1/me/password")
+@require_user()
+def change_my_password():
+    """Needs the old password even with a valid token, so a stolen token cannot take the account.
+
+    Wrong old passwords count as failed logins, so the token cannot be used to guess either.
+    """
+    body = json_body()
+    check_body_fields(body, ("old_password", "new_password"))
+    top = toplevel()
+    auth = top.config["auth"]
+    old_password = password_field(body, "old_password")
+    new_password = password_field(body, "new_password", auth["min_password_length"])
+    user = _me()
+    address = client_address()
+    throttle.check_login_allowed(user.username, address, auth["max_failed_logins"],
+                                 auth["failed_login_window_s"])
+    if not top.passwords.verify(user.password_hash, old_password):
+        throttle.record_failure(user.username, address, auth["failed_login_window_s"])
+        record_audit(AuditEntry, "user.password_change_failed", "user", user.id, detail="wrong old password")
+        raise ApiError(403, "wrong_password", "the old password is not correct")
+    user.password_hash = top.passwords.hash(new_password)
+    user.save(only=[User.password_hash])
+    record_audit(AuditEntry, "user.password_change", "user", user.id)
+    return Response(status=204)

@@ -1,0 +1,107 @@
+"""User administration (admins) and the user directory (physicians see names only)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from shared.audit import record_audit
+from shared.auth import current_identity
+from shared.errors import ApiError
+from shared.validation import json_body, page_args, parse_uuid, validate
+
+from daemons.toplevel import accounts, sessions
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, toplevel
+from daemons.toplevel.models import AuditEntry, User
+from daemons.toplevel.passwords import check_body_fields, password_field
+from daemons.toplevel.serialize import user_json, user_name_json
+
+bp = Blueprint("users", __name__)
+
+
+@bp.get("/api/v1/users")
+@require_user()
+def list_users():
+    limit, offset = page_args()
+    query = User.select()
+    q = request.args.get("q", "").strip()
+    if q:
+        q = q[:150]
+        query = query.where(User.username.contains(q) | User.full_name.contains(q))
+    if request.args.get("institution_id") is not None:
+        query = query.where(User.institution == parse_uuid(request.args["institution_id"], "institution_id"))
+    total = query.count()
+    rows = query.order_by(User.username).limit(limit).offset(offset)
+    shape = user_json if current_identity().is_admin else user_name_json
+    return jsonify({"items": [shape(u) for u in rows], "total": total})
+
+
+@bp.post("/api/v1/users")
+@require_user("admin")
+def create_user():
+    top = toplevel()
+    user = accounts.create_user(json_body(), top.passwords, top.config["auth"]["min_password_length"])
+    record_audit(AuditEntry, "user.create", "user", user.id,
+                 detail=f"username={user.username} role={user.role} institution={user.institution_id}")
+    return jsonify(user_json(user)), 201
+
+
+refuse_blank_id(bp, "/api/v1/users", "user", ["GET", "PUT", "DELETE"])
+
+
+@bp.get("/api/v1/users/<user_id>")
+@require_user("admin")
+def get_user(user_id: str):
+    return jsonify(user_json(get_by_id(User, user_id, "user")))
+
+
+@bp.put("/api/v1/users/<user_id>")
+@require_user("admin")
+def update_user(user_id: str):
+    """Deactivating a user or moving them to another role or institution ends their sessions."""
+    user = get_by_id(User, user_id, "user")
+    data = validate(json_body(), accounts.USER_UPDATE_FIELDS, partial=True)
+    if user.id == current_identity().user_id:
+        if data.get("active") is False:
+            raise ApiError(409, "conflict", "you cannot deactivate your own account")
+        if data.get("role", user.role) != user.role:
+            raise ApiError(409, "conflict", "you cannot change your own role; ask another admin")
+    changed = {name: value for name, value in data.items() if getattr(user, name) != value}
+    for name, value in changed.items():
+        setattr(user, "institution" if name == "institution_id" else name, value)
+    user.save()
+    if not user.active or {"role", "institution_id"} & changed.keys():
+        sessions.revoke_user_sessions(user.id)
+    record_audit(AuditEntry, "user.update", "user", user.id,
+                 detail=", ".join(f"{k}={v}" for k, v in changed.items()) or "no change")
+    return jsonify(user_json(user))
+
+
+@bp.delete("/api/v1/users/<user_id>")
+@require_user("admin")
+def delete_user(user_id: str):
+    user = get_by_id(User, user_id, "user")
+    if user.id == current_identity().user_id:
+        raise ApiError(409, "conflict", "you cannot delete your own account")
+    user.delete_instance()
+    sessions.revoke_user_sessions(user.id)
+    record_audit(AuditEntry, "user.delete", "user", user.id, detail=f"username={user.username}")
+    return Response(status=204)
+
+
+@bp.post("/api/v1/users/<user_id>/password")
+@require_user("admin")
+def reset_password(user_id: str):
+    """Set a new password and end the user's open sessions (their tokens may be in wrong hands)."""
+    user = get_by_id(User, user_id, "user")
+    body = json_body()
+    check_body_fields(body, ("new_password",))
+    top = toplevel()
+    new_password = password_field(body, "new_password", top.config["auth"]["min_password_length"])
+    if user.id == current_identity().user_id:
+        raise ApiError(403, "forbidden",
+                       "change your own password with POST /api/v1/me/password (it needs the old one)")
+    user.password_hash = top.passwords.hash(new_password)
+    user.save(only=[User.password_hash])
+    sessions.revoke_user_sessions(user.id)
+    record_audit(AuditEntry, "user.password_reset", "user", user.id)
+    return Response(status=204)

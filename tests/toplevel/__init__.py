@@ -1,0 +1,1 @@
+"""Toplevel API tests."""

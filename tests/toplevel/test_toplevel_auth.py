@@ -1,0 +1,270 @@
+"""Login, renewal, logout, throttling and the token attacks, against the real toplevel app."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from daemons.toplevel.app import create_app
+from daemons.toplevel.models import User, UserSession, database_proxy
+from shared.tokens import TokenIssuer, load_private_key, load_public_key
+
+from .support import PASSWORDS, Api
+
+
+def _claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_login_returns_token_and_user_without_hash(api: Api, seed):
+    status, body, response = api.call("POST", "/api/v1/auth/login",
+                                      json={"username": "dr.house", "password": PASSWORDS["physician"]})
+    assert status == 200
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 300
+    assert body["user"] == seed.users["physician"]
+    assert "hash" not in response.get_data(as_text=True) and "argon2" not in response.get_data(as_text=True)
+    claims = _claims(body["access_token"])
+    assert claims["sub"] == seed.users["physician"]["id"]
+    assert claims["role"] == "physician" and claims["inst"] == seed.institution_a["id"]
+    assert claims["name"] == "dr.house" and claims["iss"] == "sivr-toplevel" and claims["aud"] == "sivr"
+    assert jwt.get_unverified_header(body["access_token"])["alg"] == "EdDSA"
+
+
+def test_login_username_is_case_insensitive(api: Api):
+    assert api.login("Dr.House", PASSWORDS["physician"])["user"]["username"] == "dr.house"
+
+
+def test_password_is_hashed_with_argon2id(app, seed):
+    with database_proxy.connection_context():
+        stored = User.get(User.username == "admin").password_hash
+    assert stored.startswith("$argon2id$") and PASSWORDS["admin"] not in stored
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"username": "dr.house", "password": "wrong-password"}, 401, "invalid_credentials"),
+    ({"username": "nobody", "password": "whatever-password"}, 401, "invalid_credentials"),
+    ({"username": "dr.house"}, 400, "validation_error"),
+    ({"password": "x"}, 400, "validation_error"),
+    ({"username": "", "password": "x"}, 400, "validation_error"),
+    ({"username": ["dr.house"], "password": "x"}, 400, "validation_error"),
+    ({"username": "dr.house", "password": 12345}, 400, "validation_error"),
+    ({"username": "dr.house", "password": "x", "role": "admin"}, 400, "validation_error"),
+])
+def test_login_refusals(api: Api, body, status, code):
+    got, answer, _ = api.call("POST", "/api/v1/auth/login", json=body)
+    assert (got, answer["error"]["code"]) == (status, code)
+    assert answer["error"]["message"]
+
+
+def test_unknown_user_and_wrong_password_answer_the_same(api: Api):
+    _, unknown, _ = api.call("POST", "/api/v1/auth/login", json={"username": "nobody", "password": "p" * 12})
+    _, wrong, _ = api.call("POST", "/api/v1/auth/login", json={"username": "dr.house", "password": "p" * 12})
+    assert unknown == wrong
+
+
+def test_login_body_must_be_json(api: Api):
+    response = api.client.post("/api/v1/auth/login", data="username=admin", content_type="text/plain")
+    assert response.status_code == 415
+    response = api.client.post("/api/v1/auth/login", data="{not json", content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
+
+
+def test_deactivated_user_cannot_log_in(api: Api, tokens, seed):
+    status, _, _ = api.call("PUT", f"/api/v1/users/{seed.users['physician']['id']}", tokens["admin"],
+                            {"active": False})
+    assert status == 200
+    status, body, _ = api.call("POST", "/api/v1/auth/login",
+                               json={"username": "dr.house", "password": PASSWORDS["physician"]})
+    assert status == 401 and body["error"]["code"] == "invalid_credentials"
+
+
+def test_failed_logins_per_username_are_rate_limited(make_config, seed):
+    config = make_config(auth={"max_failed_logins": 3})
+    api = Api(create_app(config).test_client())
+    for _ in range(3):
+        status, _, _ = api.call("POST", "/api/v1/auth/login", json={"username": "dr.house", "password": "bad-guess"})
+        assert status == 401
+    # Even the right password is refused while the username is throttled.
+    status, body, response = api.call("POST", "/api/v1/auth/login",
+                                      json={"username": "dr.house", "password": PASSWORDS["physician"]})
+    assert status == 429 and body["error"]["code"] == "rate_limited"
+    assert 1 <= int(response.headers["Retry-After"]) <= 300
+
+
+def test_rate_limit_holds_across_servers_sharing_the_database(make_config, seed):
+    """A second toplevel app on the same database sees the first one's failures."""
+    config = make_config(auth={"max_failed_logins": 2})
+    first = Api(create_app(config).test_client())
+    for _ in range(2):
+        first.call("POST", "/api/v1/auth/login", json={"username": "admin", "password": "bad-guess"})
+    second = Api(create_app(config).test_client())
+    status, _, _ = second.call("POST", "/api/v1/auth/login",
+                               json={"username": "admin", "password": PASSWORDS["admin"]})
+    assert status == 429
+
+
+def test_failed_logins_per_address_are_rate_limited(make_config, seed):
+    """Spraying one guess over many usernames from one address is throttled too."""
+    config = make_config(auth={"max_failed_logins": 3})
+    api = Api(create_app(config).test_client())
+    for name in ("admin", "dr.house", "admin.b"):
+        api.call("POST", "/api/v1/auth/login", json={"username": name, "password": "Spring2026!"})
+    status, _, _ = api.call("POST", "/api/v1/auth/login",
+                            json={"username": "dr.b", "password": PASSWORDS["physician_b"]})
+    assert status == 429
+    other_address = api.client.post("/api/v1/auth/login",
+                                    json={"username": "dr.b", "password": PASSWORDS["physician_b"]},
+                                    environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other_address.status_code == 200
+
+
+def test_successful_login_resets_the_username_counter(make_config, seed):
+    config = make_config(auth={"max_failed_logins": 3})
+    api = Api(create_app(config).test_client())
+    for attempt in range(4):
+        address = {"REMOTE_ADDR": f"10.0.1.{attempt}"}
+        for _ in range(2):
+            api.client.post("/api/v1/auth/login", json={"username": "admin", "password": "bad-guess"},
+                            environ_base=address)
+        ok = api.client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORDS["admin"]},
+                             environ_base=address)
+        assert ok.status_code == 200
+
+
+def test_login_rehashes_when_argon2_parameters_change(make_config, seed):
+    with_old = make_config()
+    create_app(with_old)
+    with database_proxy.connection_context():
+        before = User.get(User.username == "admin").password_hash
+    stronger = make_config(auth={"argon2_time_cost": 2, "argon2_memory_kib": 2048})
+    api = Api(create_app(stronger).test_client())
+    api.login("admin", PASSWORDS["admin"])
+    with database_proxy.connection_context():
+        after = User.get(User.username == "admin").password_hash
+    assert before != after and "m=2048,t=2" in after and "m=1024,t=1" in before
+    api.login("admin", PASSWORDS["admin"])
+
+
+def test_renew_keeps_session_and_auth_time(api: Api, seed):
+    first = api.login("dr.house", PASSWORDS["physician"])
+    old = _claims(first["access_token"])
+    time.sleep(1.1)
+    status, body, _ = api.call("POST", "/api/v1/auth/renew", first["access_token"])
+    assert status == 200
+    new = _claims(body["access_token"])
+    assert new["sid"] == old["sid"] and new["auth_time"] == old["auth_time"]
+    assert new["exp"] > old["exp"] and body["user"]["id"] == seed.users["physician"]["id"]
+
+
+def test_renew_refused_after_the_absolute_session_limit(make_config, seed, signing_keys):
+    config = make_config(tokens={"session_max_s": 60})
+    api = Api(create_app(config).test_client())
+    login = api.login("dr.house", PASSWORDS["physician"])
+    claims = _claims(login["access_token"])
+    issuer = TokenIssuer(load_private_key(signing_keys[0]), "sivr-toplevel", "sivr", 300)
+    # The same session, as if it had started 61 s ago and been renewed since.
+    aged, _ = issuer.issue(claims["sub"], claims["name"], claims["role"], claims["inst"],
+                           session_id=claims["sid"], auth_time=claims["auth_time"] - 61)
+    status, body, _ = api.call("POST", "/api/v1/auth/renew", aged)
+    assert status == 401 and body["error"]["code"] == "session_expired"
+
+
+def test_renew_refused_for_deactivated_user(api: Api, tokens, seed):
+    physician = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    api.call("PUT", f"/api/v1/users/{seed.users['physician']['id']}", tokens["admin"], {"active": False})
+    status, body, _ = api.call("POST", "/api/v1/auth/renew", physician)
+    assert status == 401 and body["error"]["code"] == "session_expired"
+    status, _, _ = api.call("GET", "/api/v1/me", physician)
+    assert status == 401
+
+
+def test_logout_ends_the_session(api: Api, app):
+    token = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    other = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    status, _, response = api.call("POST", "/api/v1/auth/logout", token)
+    assert status == 204 and response.get_data() == b""
+    status, body, _ = api.call("POST", "/api/v1/auth/renew", token)
+    assert status == 401 and body["error"]["code"] == "session_expired"
+    status, _, _ = api.call("GET", "/api/v1/patients", token)
+    assert status == 401
+    assert api.call("POST", "/api/v1/auth/logout", token)[0] == 204  # idempotent
+    # Another session of the same user is untouched.
+    assert api.call("GET", "/api/v1/me", other)[0] == 200
+    with database_proxy.connection_context():
+        sid = _claims(token)["sid"]
+        assert UserSession.get_by_id(sid).revoked_at is not None
+
+
+def _b64(data: dict | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _forge(claims: dict, header: dict, hmac_key: bytes | None = None) -> str:
+    """A hand-made JWT: unsigned, or HMAC-signed with `hmac_key` (the algorithm-confusion attack)."""
+    signing_input = f"{_b64(header)}.{_b64(claims)}"
+    if hmac_key is None:
+        return signing_input + "."
+    return signing_input + "." + _b64(hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest())
+
+
+def _attack_tokens(valid: str, signing_keys) -> dict[str, str]:
+    claims = _claims(valid)
+    own_key = load_private_key(signing_keys[0])
+    header, _, signature = valid.split(".")
+    expired = dict(claims, iat=claims["iat"] - 4000, exp=claims["iat"] - 3600)
+    return {
+        "other_key": jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA"),
+        "alg_none": _forge(claims, {"alg": "none", "typ": "JWT"}),
+        "alg_none_upper": _forge(claims, {"alg": "NONE", "typ": "JWT"}),
+        "hs256_with_public_key": _forge(claims, {"alg": "HS256", "typ": "JWT"}, signing_keys[1].read_bytes()),
+        "expired": jwt.encode(expired, own_key, algorithm="EdDSA"),
+        "wrong_issuer": jwt.encode(dict(claims, iss="evil"), own_key, algorithm="EdDSA"),
+        "wrong_audience": jwt.encode(dict(claims, aud="other"), own_key, algorithm="EdDSA"),
+        "tampered_role": f"{header}.{_b64(dict(claims, role='admin'))}.{signature}",
+        "garbage": "not-a-token",
+    }
+
+
+@pytest.mark.parametrize("attack", ["other_key", "alg_none", "alg_none_upper", "hs256_with_public_key",
+                                    "expired", "wrong_issuer", "wrong_audience", "tampered_role", "garbage"])
+def test_forged_tokens_are_refused_and_change_nothing(api: Api, seed, signing_keys, db_state, attack):
+    valid = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    token = _attack_tokens(valid, signing_keys)[attack]
+    before = db_state()
+    for method, path, body in [
+        ("GET", "/api/v1/me", None),
+        ("POST", "/api/v1/auth/renew", None),
+        ("DELETE", f"/api/v1/users/{seed.users['admin_b']['id']}", None),
+        ("POST", "/api/v1/patients", {"first_name": "X", "last_name": "Y", "sex": "U",
+                                      "birth_date": "1990-01-01", "insurance_number": "EVIL-1"}),
+        ("POST", "/api/v1/me/password", {"old_password": PASSWORDS["physician"], "new_password": "p" * 12}),
+    ]:
+        status, answer, response = api.call(method, path, token, body)
+        assert status == 401, (attack, path, answer)
+        expected = "token_expired" if attack == "expired" else "invalid_token"
+        assert answer["error"]["code"] == expected
+        assert "WWW-Authenticate" in response.headers
+    assert db_state() == before
+
+
+def test_missing_and_malformed_authorization(api: Api, seed):
+    status, body, _ = api.call("GET", "/api/v1/me")
+    assert status == 401 and body["error"]["code"] == "missing_token"
+    status, body, _ = api.call("GET", "/api/v1/me", headers={"Authorization": "Basic YWRtaW46YWRtaW4="})
+    assert status == 401 and body["error"]["code"] == "invalid_token"
+
+
+def test_token_verifies_with_the_public_key_only(api: Api, signing_keys):
+    """What the institution and render layers do: verify with the public key, no call back."""
+    token = api.login("admin", PASSWORDS["admin"])["access_token"]
+    claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience="sivr",
+                        issuer="sivr-toplevel")
+    assert claims["role"] == "admin"
