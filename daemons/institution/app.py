@@ -7,6 +7,7 @@ from flask import Blueprint, Flask
 from daemons.institution import findings, info, nodes, records
 from daemons.institution.access import require_role_here
 from daemons.institution.models import AuditEntry, bind_database
+from daemons.institution.routes import install_id_converter
 from shared.audit import audit_blueprint
 from shared.auth import authenticate
 from shared.config import Config, ConfigError
@@ -40,6 +41,7 @@ def _audit_for_admins_here() -> Blueprint:
 def create_app(config: Config) -> Flask:
     _check_institution_id(config)
     app = create_base_app(__name__, config)
+    install_id_converter(app)
     bind_per_request(app, bind_database(config))
     for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, _audit_for_admins_here()):
         app.register_blueprint(blueprint)

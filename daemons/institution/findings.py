@@ -15,7 +15,6 @@ from flask import Blueprint, jsonify
 from daemons.institution.access import is_admin_here, require_role_here, this_institution
 from daemons.institution.checks import date_value, iso_date, query_uuid, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
-from daemons.institution.routes import item_route
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
@@ -175,7 +174,7 @@ def create_finding():
     return _respond(finding, 201)
 
 
-@item_route(bp, "/api/v1/findings", "finding_id", ["GET"])
+@bp.get("/api/v1/findings/<id:finding_id>")
 @require_auth("admin", "physician")
 def read_finding(finding_id: str):
     finding = get_finding(parse_uuid(finding_id, "finding id"))
@@ -183,7 +182,7 @@ def read_finding(finding_id: str):
     return _respond(finding)
 
 
-@item_route(bp, "/api/v1/findings", "finding_id", ["PUT"])
+@bp.put("/api/v1/findings/<id:finding_id>")
 @require_auth("admin", "physician")
 def update_finding(finding_id: str):
     identity = current_identity()
@@ -210,7 +209,7 @@ def update_finding(finding_id: str):
     return _respond(finding)
 
 
-@item_route(bp, "/api/v1/findings", "finding_id", ["DELETE"])
+@bp.delete("/api/v1/findings/<id:finding_id>")
 @require_auth("admin", "physician")
 def delete_finding(finding_id: str):
     identity = current_identity()
@@ -226,7 +225,7 @@ def delete_finding(finding_id: str):
     return "", 204
 
 
-@bp.post("/api/v1/findings/<finding_id>/records")
+@bp.post("/api/v1/findings/<id:finding_id>/records")
 @require_auth("admin", "physician")
 def link_record(finding_id: str):
     identity = current_identity()
@@ -250,7 +249,7 @@ def link_record(finding_id: str):
     return _respond(finding, 201)
 
 
-@item_route(bp, "/api/v1/findings/<finding_id>/records", "record_id", ["DELETE"])
+@bp.delete("/api/v1/findings/<id:finding_id>/records/<id:record_id>")
 @require_auth("admin", "physician")
 def unlink_record(finding_id: str, record_id: str):
     identity = current_identity()

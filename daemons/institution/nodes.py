@@ -14,7 +14,6 @@ from flask import Blueprint, jsonify
 from daemons.institution.access import require_member, require_role_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.node_url import parse_node_url
-from daemons.institution.routes import item_route
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
@@ -85,14 +84,14 @@ def create_node():
     return jsonify(node_to_json(node)), 201
 
 
-@item_route(bp, "/api/v1/nodes", "node_id", ["GET"])
+@bp.get("/api/v1/nodes/<id:node_id>")
 @require_auth()
 def read_node(node_id: str):
     require_member()
     return jsonify(node_to_json(get_node(parse_uuid(node_id, "node id"))))
 
 
-@item_route(bp, "/api/v1/nodes", "node_id", ["PUT"])
+@bp.put("/api/v1/nodes/<id:node_id>")
 @require_auth("admin")
 def update_node(node_id: str):
     require_role_here("admin")
@@ -111,7 +110,7 @@ def update_node(node_id: str):
     return jsonify(node_to_json(node))
 
 
-@item_route(bp, "/api/v1/nodes", "node_id", ["DELETE"])
+@bp.delete("/api/v1/nodes/<id:node_id>")
 @require_auth("admin")
 def delete_node(node_id: str):
     require_role_here("admin")

@@ -16,7 +16,6 @@ from daemons.institution.access import is_admin_here, require_role_here, this_in
 from daemons.institution.checks import (date_value, int_between, iso_date, modality, query_uuid,
                                         record_id_value, uuid_value)
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
-from daemons.institution.routes import item_route
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
@@ -116,7 +115,7 @@ def register_record():
     return jsonify(record_to_json(record)), 201
 
 
-@item_route(bp, "/api/v1/records", "record_id", ["GET"])
+@bp.get("/api/v1/records/<id:record_id>")
 @require_auth("admin", "physician")
 def read_record(record_id: str):
     record = _matching(parse_record_id(record_id))[0]
@@ -125,7 +124,7 @@ def read_record(record_id: str):
     return jsonify(record_to_json(record))
 
 
-@item_route(bp, "/api/v1/records", "record_id", ["DELETE"])
+@bp.delete("/api/v1/records/<id:record_id>")
 @require_auth("admin", "physician")
 def delete_record(record_id: str):
     require_role_here("admin", "physician")

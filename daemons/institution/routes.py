@@ -1,25 +1,24 @@
-"""Routing helper: a blank id in the path is a 400, never a fall-through to the collection.
+"""Routing: a blank id in the path is a 400 `invalid_id`, never a fall-through elsewhere.
 
-`DELETE /api/v1/nodes/` (empty id) must not match "all nodes" nor vanish as a bare 404; the
-item view is also mounted on the trailing-slash path with an empty id so `parse_uuid` refuses
-it with `invalid_id`, like any other malformed id.
+`DELETE /api/v1/nodes/` or `POST /api/v1/findings//records` (empty id) must not match "all
+rows", be merged into another route by slash-collapsing, or vanish as a bare 404. Path ids use
+the `id` converter, which also matches an empty segment, so the view's `parse_uuid` refuses it
+like any other malformed id.
 """
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
-
-from flask import Blueprint
-
-F = TypeVar("F", bound=Callable)
+from flask import Flask
+from werkzeug.routing import BaseConverter
 
 
-def item_route(bp: Blueprint, prefix: str, param: str, methods: list[str]) -> Callable[[F], F]:
-    """Register a view on `prefix/<param>` and on `prefix/` (with `param` = "")."""
+class IdSegment(BaseConverter):
+    """One path segment, possibly empty; validation is the view's job (`parse_uuid`...)."""
 
-    def decorator(view: F) -> F:
-        bp.add_url_rule(f"{prefix}/<{param}>", view_func=view, methods=methods)
-        bp.add_url_rule(f"{prefix}/", view_func=view, methods=methods, defaults={param: ""})
-        return view
+    regex = "[^/]*"
 
-    return decorator
+
+def install_id_converter(app: Flask) -> None:
+    """Call before registering blueprints: rules are compiled against the map's converters."""
+    app.url_map.converters["id"] = IdSegment
+    app.url_map.merge_slashes = False

@@ -1,0 +1,272 @@
+"""`/api/v1/findings`: written by physicians here, read by any physician or admin, changed by the author."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from .conftest import INSTITUTION_A, INSTITUTION_B, finding_body, local_link, record_body
+
+REMOTE_LINK = {"record_id": hashlib.sha256(b"stored at institution B").hexdigest(),
+               "institution_id": INSTITUTION_B, "node_id": "33333333-3333-4333-8333-333333333333"}
+
+
+def _audit_actions(api, admin, **filters):
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    status, body = api.call("GET", f"/api/v1/audit?{query}", admin)
+    assert status == 200
+    return [(e["action"], e["object_id"], e["patient_id"]) for e in body["items"]]
+
+
+def test_physician_writes_a_finding_author_from_token(api, users, record, patient_id):
+    physician = users["physician"]
+    body = finding_body(patient_id, [local_link(record), REMOTE_LINK])
+    status, finding = api.call("POST", "/api/v1/findings", physician, body)
+    assert status == 201
+    for key in ("patient_id", "description", "findings", "conclusion", "recommendation", "date"):
+        assert finding[key] == body[key]
+    assert finding["records"] == [local_link(record), REMOTE_LINK]
+    assert finding["author_id"] == physician.id and finding["author_name"] == physician.username
+    assert finding["institution_id"] == INSTITUTION_A
+    assert finding["created_at"] == finding["updated_at"]
+    assert ("finding.create", finding["id"], patient_id) in _audit_actions(api, users["admin"])
+
+
+def test_author_cannot_be_set_in_the_body(api, users, record, patient_id, db_state):
+    before = db_state()
+    for forged in ({"author_id": users["physician2"].id}, {"author_name": "Dr. Someone Else"},
+                   {"institution_id": INSTITUTION_B}, {"id": str(uuid.uuid4())}):
+        status, answer = api.call("POST", "/api/v1/findings", users["physician"],
+                                  {**finding_body(patient_id, [local_link(record)]), **forged})
+        assert status == 400 and "unknown field" in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("who", ["admin", "admin_b", "physician_b"])
+def test_only_physicians_of_this_institution_write_findings(api, users, record, patient_id, db_state, who):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/findings", users[who], finding_body(patient_id, [local_link(record)]))
+    assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("change, code, fragment", [
+    ({"patient_id": ""}, "invalid_id", "patient_id"),
+    ({"patient_id": "everyone"}, "invalid_id", "patient_id"),
+    ({"description": ""}, "validation_error", "description must not be empty"),
+    ({"findings": "   "}, "validation_error", "findings must not be empty"),
+    ({"conclusion": None}, "validation_error", "conclusion"),
+    ({"date": "03.11.2026"}, "validation_error", "date"),
+    ({"date": ""}, "validation_error", "date"),
+    ({"description": "d" * 2001}, "validation_error", "description is longer"),
+    ({"records": []}, "validation_error", "at least one record"),
+    ({"records": "all"}, "validation_error", "records must be of type list"),
+    ({"records": ["abc"]}, "validation_error", "records[0] must be an object"),
+    ({"records": [{"record_id": "x", "institution_id": INSTITUTION_A}]}, "invalid_id", "records[0]"),
+    ({"records": [{"record_id": "0" * 64}]}, "validation_error", "records[0]: institution_id is required"),
+    ({"records": [{"record_id": "0" * 64, "institution_id": ""}]}, "invalid_id", "institution_id"),
+    ({"records": [{"record_id": "0" * 64, "institution_id": INSTITUTION_B, "extra": 1}]},
+     "validation_error", "unknown field"),
+    ({"records": [REMOTE_LINK, REMOTE_LINK]}, "validation_error", "records[1] links the same record twice"),
+    ({"records": [{**REMOTE_LINK, "record_id": f"{i:064x}"} for i in range(201)]}, "validation_error", "at most"),
+])
+def test_invalid_finding_bodies_are_refused(api, users, record, patient_id, db_state, change, code, fragment):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/findings", users["physician"],
+                              {**finding_body(patient_id, [local_link(record)]), **change})
+    assert status == 400, answer
+    assert answer["error"]["code"] == code and fragment in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("missing", ["patient_id", "description", "findings", "conclusion", "date", "records"])
+def test_required_finding_fields(api, users, record, patient_id, missing):
+    body = finding_body(patient_id, [local_link(record)])
+    del body[missing]
+    status, answer = api.call("POST", "/api/v1/findings", users["physician"], body)
+    assert status == 400 and answer["error"]["message"] == f"{missing} is required"
+
+
+def test_local_links_must_name_a_registered_record_of_the_same_patient(api, users, record, node, patient_id,
+                                                                         db_state):
+    other_patient = str(uuid.uuid4())
+    status, theirs = api.call("POST", "/api/v1/records", users["physician"],
+                              record_body(node["id"], other_patient, content=b"other patient"))
+    assert status == 201
+    before = db_state()
+    unregistered = {"record_id": hashlib.sha256(b"never uploaded").hexdigest(), "institution_id": INSTITUTION_A}
+    wrong_node = {**local_link(record), "node_id": str(uuid.uuid4())}
+    for link, fragment in [(unregistered, "not registered"), (wrong_node, "not registered"),
+                           (local_link(theirs), "another patient")]:
+        status, answer = api.call("POST", "/api/v1/findings", users["physician"], finding_body(patient_id, [link]))
+        assert status == 400 and fragment in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("who", ["admin", "physician", "physician2", "admin_b", "physician_b"])
+def test_any_physician_or_admin_reads_a_patients_findings_audited(api, users, finding, patient_id, who):
+    caller = users[who]
+    status, listed = api.call("GET", f"/api/v1/findings?patient_id={patient_id}", caller)
+    assert status == 200 and listed == {"items": [finding], "total": 1}
+    status, read = api.call("GET", f"/api/v1/findings/{finding['id']}", caller)
+    assert status == 200 and read == finding
+    actions = _audit_actions(api, users["admin"], user_id=caller.id, patient_id=patient_id)
+    assert ("finding.read", finding["id"], patient_id) in actions
+    assert ("finding.search", None, patient_id) in actions
+
+
+@pytest.mark.parametrize("who", ["admin", "physician", "admin_b"])
+@pytest.mark.parametrize("query", ["", "?patient_id=", "?patient_id=%20", "?patient_id=*", "?limit=500"])
+def test_listing_findings_needs_a_valid_patient_id(api, users, finding, who, query):
+    status, answer = api.call("GET", f"/api/v1/findings{query}", users[who])
+    assert status == 400 and "items" not in answer
+    assert answer["error"]["code"] in ("validation_error", "invalid_id")
+    assert "patient_id" in answer["error"]["message"]
+
+
+def test_findings_list_only_the_patient_newest_first(api, users, record, finding, patient_id):
+    body = finding_body(patient_id, [local_link(record)], date="2026-11-20", description="follow-up")
+    status, newer = api.call("POST", "/api/v1/findings", users["physician2"], body)
+    assert status == 201
+    listed = api.call("GET", f"/api/v1/findings?patient_id={patient_id}", users["physician_b"])[1]
+    assert [f["id"] for f in listed["items"]] == [newer["id"], finding["id"]]
+    page = api.call("GET", f"/api/v1/findings?patient_id={patient_id}&limit=1&offset=1", users["admin"])[1]
+    assert page["total"] == 2 and [f["id"] for f in page["items"]] == [finding["id"]]
+    other = api.call("GET", f"/api/v1/findings?patient_id={uuid.uuid4()}", users["physician"])[1]
+    assert other == {"items": [], "total": 0}
+
+
+def test_author_edits_the_finding(api, users, finding, patient_id):
+    status, edited = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"],
+                              {"conclusion": "Haemangioma confirmed.", "records": [REMOTE_LINK]})
+    assert status == 200
+    assert edited["conclusion"] == "Haemangioma confirmed."
+    assert edited["findings"] == finding["findings"] and edited["records"] == [REMOTE_LINK]
+    assert edited["author_id"] == finding["author_id"] and edited["created_at"] == finding["created_at"]
+    assert api.call("GET", f"/api/v1/findings/{finding['id']}", users["admin"])[1] == edited
+    assert ("finding.update", finding["id"], patient_id) in _audit_actions(api, users["admin"])
+
+
+@pytest.mark.parametrize("who", ["physician2", "admin", "admin_b", "physician_b"])
+def test_only_the_author_edits(api, users, finding, db_state, who):
+    before = db_state()
+    status, answer = api.call("PUT", f"/api/v1/findings/{finding['id']}", users[who], {"conclusion": "forged"})
+    assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+def test_edit_validates_the_body_and_the_links(api, users, finding, db_state):
+    before = db_state()
+    author = users["physician"]
+    for body in ({}, {"author_id": users["physician2"].id}, {"date": "soon"}, {"records": []},
+                 {"patient_id": str(uuid.uuid4())}):  # its local record belongs to the first patient
+        status, answer = api.call("PUT", f"/api/v1/findings/{finding['id']}", author, body)
+        assert status == 400, (body, answer)
+    assert db_state() == before
+
+
+def test_delete_by_author_or_admin_here(api, users, record, finding, patient_id, db_state):
+    before = db_state()
+    for who in ("physician2", "admin_b", "physician_b"):
+        status, _ = api.call("DELETE", f"/api/v1/findings/{finding['id']}", users[who])
+        assert status == 403
+    assert db_state() == before
+    status, _ = api.call("DELETE", f"/api/v1/findings/{finding['id']}", users["admin"])
+    assert status == 204
+    assert api.call("GET", f"/api/v1/findings/{finding['id']}", users["admin"])[0] == 404
+    _, second = api.call("POST", "/api/v1/findings", users["physician"], finding_body(patient_id, [local_link(record)]))
+    status, _ = api.call("DELETE", f"/api/v1/findings/{second['id']}", users["physician"])
+    assert status == 204
+    state = db_state()
+    assert state["finding"] == [] and state["finding_record"] == []
+
+
+def test_link_and_unlink_records(api, users, finding, record):
+    author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
+    status, linked = api.call("POST", path, author, REMOTE_LINK)
+    assert status == 201 and linked["records"] == [local_link(record), REMOTE_LINK]
+    status, again = api.call("POST", path, author, REMOTE_LINK)
+    assert status == 200 and again["records"] == linked["records"]
+    status, _ = api.call("DELETE", f"{path}/{record['id']}?institution_id={INSTITUTION_A}", author)
+    assert status == 204
+    assert api.call("GET", f"/api/v1/findings/{finding['id']}", author)[1]["records"] == [REMOTE_LINK]
+    status, answer = api.call("DELETE", f"{path}/{REMOTE_LINK['record_id']}", author)
+    assert status == 409 and "at least one record" in answer["error"]["message"]
+
+
+def test_same_record_id_from_two_institutions_needs_institution_id(api, users, finding, record, db_state):
+    author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
+    api.call("POST", path, author, {"record_id": record["id"], "institution_id": INSTITUTION_B})
+    before = db_state()
+    status, answer = api.call("DELETE", f"{path}/{record['id']}", author)
+    assert status == 409 and "institution_id" in answer["error"]["message"]
+    assert db_state() == before
+    status, _ = api.call("DELETE", f"{path}/{record['id']}?institution_id={INSTITUTION_B}", author)
+    assert status == 204
+
+
+@pytest.mark.parametrize("who", ["physician2", "admin", "admin_b", "physician_b"])
+def test_only_the_author_links_and_unlinks(api, users, finding, record, db_state, who):
+    api.call("POST", f"/api/v1/findings/{finding['id']}/records", users["physician"], REMOTE_LINK)
+    before = db_state()
+    path = f"/api/v1/findings/{finding['id']}/records"
+    status, _ = api.call("POST", path, users[who], {**REMOTE_LINK, "record_id": "f" * 64})
+    assert status == 403
+    status, _ = api.call("DELETE", f"{path}/{REMOTE_LINK['record_id']}", users[who])
+    assert status == 403
+    assert db_state() == before
+
+
+def test_link_validation(api, users, finding, record, db_state):
+    before = db_state()
+    author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
+    cases = [
+        ({"record_id": "nothex", "institution_id": INSTITUTION_B}, 400),
+        ({"record_id": "a" * 64}, 400),
+        ({"record_id": "a" * 64, "institution_id": INSTITUTION_A}, 400),  # not registered here
+        ([REMOTE_LINK], 400),
+    ]
+    for body, expected in cases:
+        status, answer = api.call("POST", path, author, body)
+        assert status == expected, (body, answer)
+    for bad in ("", "%20", "xyz", "A" * 64):
+        status, answer = api.call("DELETE", f"{path}/{bad}", author)
+        assert status == 400 and answer["error"]["code"] == "invalid_id"
+    status, answer = api.call("DELETE", f"{path}/{record['id']}?institution_id=nope", author)
+    assert status == 400 and answer["error"]["code"] == "invalid_id"
+    status, answer = api.call("DELETE", f"{path}/{'b' * 64}", author)
+    assert status == 404
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("bad_id", ["", "%20", "1", "not-a-uuid", "' OR ''='"])
+def test_blank_or_malformed_finding_id(api, users, finding, db_state, bad_id):
+    before = db_state()
+    author = users["physician"]
+    for method, path, body in [
+        ("GET", f"/api/v1/findings/{bad_id}", None),
+        ("PUT", f"/api/v1/findings/{bad_id}", {"conclusion": "x"}),
+        ("DELETE", f"/api/v1/findings/{bad_id}", None),
+        ("POST", f"/api/v1/findings/{bad_id}/records", REMOTE_LINK),
+        ("DELETE", f"/api/v1/findings/{bad_id}/records/{'a' * 64}", None),
+    ]:
+        status, answer = api.call(method, path, author, body)
+        assert status == 400 and answer["error"]["code"] == "invalid_id", (method, path, answer)
+    assert db_state() == before
+
+
+def test_unknown_finding_id_is_404(api, users, finding, db_state):
+    before = db_state()
+    unknown = str(uuid.uuid4())
+    for method, path, body in [
+        ("GET", f"/api/v1/findings/{unknown}", None),
+        ("PUT", f"/api/v1/findings/{unknown}", {"conclusion": "x"}),
+        ("DELETE", f"/api/v1/findings/{unknown}", None),
+        ("POST", f"/api/v1/findings/{unknown}/records", REMOTE_LINK),
+        ("DELETE", f"/api/v1/findings/{unknown}/records/{'a' * 64}", None),
+    ]:
+        status, answer = api.call(method, path, users["physician"], body)
+        assert status == 404 and answer["error"]["code"] == "not_found", (method, path)
+    assert db_state() == before

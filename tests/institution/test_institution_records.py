@@ -1,0 +1,216 @@
+"""`/api/v1/records`: record metadata, registered by physicians here, readable by all (audited)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from daemons.institution.models import Node, database_proxy
+
+from .conftest import INSTITUTION_B, record_body
+
+
+def _audit(api, admin, **filters):
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    status, body = api.call("GET", f"/api/v1/audit?{query}", admin)
+    assert status == 200
+    return body["items"]
+
+
+def test_physician_registers_a_record(api, users, node, patient_id):
+    physician = users["physician"]
+    body = record_body(node["id"], patient_id)
+    status, record = api.call("POST", "/api/v1/records", physician, body)
+    assert status == 201
+    assert {k: record[k] for k in body} == body
+    assert record["registered_by"] == physician.id
+    assert record["registered_at"].endswith("Z")
+    entries = _audit(api, users["admin"], action="record.create")
+    assert [(e["object_id"], e["patient_id"], e["user_id"]) for e in entries] == \
+        [(record["id"], patient_id, physician.id)]
+
+
+def test_optional_fields_default(api, users, node, patient_id):
+    body = record_body(node["id"], patient_id)
+    for optional in ("record_type", "description", "study_date"):
+        del body[optional]
+    status, record = api.call("POST", "/api/v1/records", users["physician"], body)
+    assert status == 201
+    assert record["record_type"] == "" and record["description"] == "" and record["study_date"] is None
+
+
+def test_registering_the_same_record_on_the_same_node_again_is_200(api, users, record, patient_id, db_state):
+    before = db_state()
+    body = record_body(record["node_id"], patient_id)
+    status, again = api.call("POST", "/api/v1/records", users["physician2"], body)
+    assert status == 200 and again == record
+    assert db_state() == before
+
+
+def test_same_content_for_another_patient_is_a_conflict(api, users, record, db_state):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/records", users["physician"],
+                              record_body(record["node_id"], str(uuid.uuid4())))
+    assert status == 409 and answer["error"]["code"] == "conflict"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("who", ["admin", "admin_b", "physician_b"])
+def test_only_physicians_of_this_institution_register_records(api, users, node, patient_id, db_state, who):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/records", users[who], record_body(node["id"], patient_id))
+    assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+def test_record_on_an_unknown_or_foreign_node_is_refused(api, users, node, patient_id, db_state):
+    foreign = Node.create(name="theirs", url="https://b.example", institution_id=INSTITUTION_B)
+    database_proxy.close()
+    before = db_state()
+    for node_id in (str(uuid.uuid4()), foreign.id):
+        status, answer = api.call("POST", "/api/v1/records", users["physician"], record_body(node_id, patient_id))
+        assert status == 400 and "node_id" in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("change, code, fragment", [
+    ({"id": "ABC"}, "invalid_id", "id must be 64"),
+    ({"id": "A" * 64}, "invalid_id", "id must be 64"),
+    ({"id": ""}, "invalid_id", "id must be 64"),
+    ({"node_id": ""}, "invalid_id", "node_id is missing or blank"),
+    ({"node_id": "node-1"}, "invalid_id", "node_id"),
+    ({"patient_id": "all"}, "invalid_id", "patient_id"),
+    ({"patient_id": None}, "validation_error", "patient_id"),
+    ({"rows": 0}, "validation_error", "rows must be between"),
+    ({"rows": -5}, "validation_error", "rows"),
+    ({"columns": 70000}, "validation_error", "columns"),
+    ({"frames": "100"}, "validation_error", "frames must be of type int"),
+    ({"frames": 1.5}, "validation_error", "frames"),
+    ({"frames": True}, "validation_error", "frames"),
+    ({"modality": "ct scan"}, "validation_error", "modality"),
+    ({"modality": ""}, "validation_error", "modality"),
+    ({"study_date": "2026-13-01"}, "validation_error", "study_date"),
+    ({"study_date": "yesterday"}, "validation_error", "study_date"),
+    ({"description": "x" * 2001}, "validation_error", "description"),
+    ({"record_type": "x" * 65}, "validation_error", "record_type"),
+    ({"registered_by": str(uuid.uuid4())}, "validation_error", "unknown field"),
+])
+def test_invalid_record_bodies_are_refused(api, users, node, patient_id, db_state, change, code, fragment):
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/records", users["physician"],
+                              {**record_body(node["id"], patient_id), **change})
+    assert status == 400, answer
+    assert answer["error"]["code"] == code and fragment in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("missing", ["id", "node_id", "rows", "columns", "frames", "modality", "patient_id"])
+def test_required_record_fields(api, users, node, patient_id, missing):
+    body = record_body(node["id"], patient_id)
+    del body[missing]
+    status, answer = api.call("POST", "/api/v1/records", users["physician"], body)
+    assert status == 400 and answer["error"]["message"] == f"{missing} is required"
+
+
+@pytest.mark.parametrize("who", ["admin", "physician", "admin_b", "physician_b"])
+def test_any_physician_or_admin_reads_a_patients_records_and_it_is_audited(api, users, record, patient_id, who):
+    caller = users[who]
+    status, listed = api.call("GET", f"/api/v1/records?patient_id={patient_id}", caller)
+    assert status == 200 and listed == {"items": [record], "total": 1}
+    status, read = api.call("GET", f"/api/v1/records/{record['id']}", caller)
+    assert status == 200 and read == record
+    entries = _audit(api, users["admin"], user_id=caller.id)
+    reads = [(e["action"], e["patient_id"]) for e in entries if e["action"] in ("record.read", "record.search")]
+    assert reads == [("record.read", patient_id), ("record.search", patient_id)]
+
+
+@pytest.mark.parametrize("who", ["physician", "physician_b", "admin_b"])
+def test_listing_records_without_a_patient_is_refused(api, users, record, who):
+    status, answer = api.call("GET", "/api/v1/records", users[who])
+    assert status == 400 and "patient_id" in answer["error"]["message"]
+    assert "items" not in answer
+
+
+def test_admin_of_this_institution_may_list_all_records(api, users, record, node, patient_id):
+    other = record_body(node["id"], str(uuid.uuid4()), content=b"another")
+    api.call("POST", "/api/v1/records", users["physician"], other)
+    status, listed = api.call("GET", "/api/v1/records", users["admin"])
+    assert status == 200 and listed["total"] == 2
+    status, listed = api.call("GET", f"/api/v1/records?patient_id={patient_id}", users["admin"])
+    assert listed["total"] == 1 and listed["items"][0]["id"] == record["id"]
+
+
+def test_other_patients_records_are_not_listed(api, users, record):
+    status, listed = api.call("GET", f"/api/v1/records?patient_id={uuid.uuid4()}", users["physician"])
+    assert status == 200 and listed == {"items": [], "total": 0}
+
+
+@pytest.mark.parametrize("query", ["patient_id=", "patient_id=%20", "patient_id=*", "patient_id=1%20OR%201=1",
+                                   "node_id=", "node_id=x"])
+def test_malformed_query_ids_are_400(api, users, record, patient_id, query):
+    status, answer = api.call("GET", f"/api/v1/records?patient_id={patient_id}&{query}"
+                              if query.startswith("node") else f"/api/v1/records?{query}", users["admin"])
+    assert status == 400 and answer["error"]["code"] == "invalid_id"
+
+
+def test_same_content_on_two_nodes(api, users, record, patient_id, db_state):
+    admin, physician = users["admin"], users["physician"]
+    _, node2 = api.call("POST", "/api/v1/nodes", admin, {"name": "node-2", "url": "https://n2.example"})
+    status, copy = api.call("POST", "/api/v1/records", physician, record_body(node2["id"], patient_id))
+    assert status == 201 and copy["id"] == record["id"] and copy["node_id"] == node2["id"]
+
+    listed = api.call("GET", f"/api/v1/records?patient_id={patient_id}&node_id={node2['id']}", physician)[1]
+    assert [r["node_id"] for r in listed["items"]] == [node2["id"]]
+    assert api.call("GET", f"/api/v1/records/{record['id']}", physician)[1]["node_id"] == record["node_id"]
+    assert api.call("GET", f"/api/v1/records/{record['id']}?node_id={node2['id']}",
+                    physician)[1]["node_id"] == node2["id"]
+
+    before = db_state()
+    status, answer = api.call("DELETE", f"/api/v1/records/{record['id']}", physician)
+    assert status == 409 and "node_id" in answer["error"]["message"]
+    assert db_state() == before
+    status, _ = api.call("DELETE", f"/api/v1/records/{record['id']}?node_id={node2['id']}", physician)
+    assert status == 204
+    listed = api.call("GET", f"/api/v1/records?patient_id={patient_id}", physician)[1]
+    assert [r["node_id"] for r in listed["items"]] == [record["node_id"]]
+
+
+@pytest.mark.parametrize("who", ["physician", "physician2", "admin"])
+def test_members_of_this_institution_delete_records(api, users, record, patient_id, who):
+    status, _ = api.call("DELETE", f"/api/v1/records/{record['id']}", users[who])
+    assert status == 204
+    status, answer = api.call("GET", f"/api/v1/records/{record['id']}", users["admin"])
+    assert status == 404 and answer["error"]["code"] == "not_found"
+    entries = _audit(api, users["admin"], action="record.delete")
+    assert entries[0]["patient_id"] == patient_id and entries[0]["user_id"] == users[who].id
+
+
+@pytest.mark.parametrize("who", ["admin_b", "physician_b"])
+def test_other_institutions_cannot_delete_records(api, users, record, db_state, who):
+    before = db_state()
+    status, answer = api.call("DELETE", f"/api/v1/records/{record['id']}", users[who])
+    assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("bad_id", ["", "%20", "abc", "A" * 64, "0" * 63, "0" * 65, "g" * 64, "*"])
+def test_blank_or_malformed_record_id(api, users, record, db_state, bad_id):
+    before = db_state()
+    for method in ("GET", "DELETE"):
+        status, answer = api.call(method, f"/api/v1/records/{bad_id}", users["admin"])
+        assert status == 400 and answer["error"]["code"] == "invalid_id", (method, bad_id)
+    assert db_state() == before
+
+
+def test_unknown_record_id_is_404(api, users, record, db_state):
+    before = db_state()
+    unknown = hashlib.sha256(b"nothing").hexdigest()
+    for method in ("GET", "DELETE"):
+        status, answer = api.call(method, f"/api/v1/records/{unknown}", users["physician"])
+        assert status == 404 and answer["error"]["code"] == "not_found"
+    status, answer = api.call("DELETE", f"/api/v1/records/{record['id']}?node_id={uuid.uuid4()}",
+                              users["physician"])
+    assert status == 404
+    assert db_state() == before
