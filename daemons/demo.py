@@ -83,51 +83,77 @@ class ApiClient:
         return reply
 
 
+def upload_record(client: ApiClient, node_url: str, files: list[Path]) -> dict:
+    """Upload the files of one record to a render node; returns its RecordMeta."""
+    handles = [("files", (f.name, f.open("rb"), "application/dicom")) for f in files]
+    try:
+        return client.call("POST", f"{node_url}/api/v1/records", files=handles, timeout=600).json()
+    finally:
+        for _, (_, handle, _) in handles:
+            handle.close()
+
+
+def register_record(client: ApiClient, institution_url: str, meta: dict, node_id: str,
+                    patient_id: str, record_type: str, description: str) -> dict:
+    """Register an uploaded record's metadata at its institution (idempotent)."""
+    return client.call("POST", f"{institution_url}/api/v1/records", json={
+        "id": meta["id"], "node_id": node_id, "rows": meta["rows"], "columns": meta["columns"],
+        "frames": meta["frames"], "modality": meta["modality"], "record_type": record_type,
+        "patient_id": patient_id, "description": description,
+        "study_date": _iso_date(meta.get("study_date")),
+    }).json()
+
+
+def write_finding(client: ApiClient, institution_url: str, patient_id: str,
+                  links: list[dict], **text: str) -> dict:
+    body = {"patient_id": patient_id, "description": "", "findings": "", "conclusion": "",
+            "recommendation": "", "date": _iso_date(None), "records": links}
+    body.update(text)
+    return client.call("POST", f"{institution_url}/api/v1/findings", json=body).json()
+
+
+def find_or_create_patient(client: ApiClient, toplevel_url: str, patient: dict) -> dict:
+    found = client.call("GET", f"{toplevel_url}/api/v1/patients",
+                        params={"insurance_number": patient["insurance_number"]}).json()["items"]
+    return found[0] if found else client.call("POST", f"{toplevel_url}/api/v1/patients", json=patient).json()
+
+
+def register_nodes(admin: ApiClient, institution: dict) -> dict[str, dict]:
+    """Make sure every render node of a layout institution is in its registry; by URL."""
+    nodes = admin.call("GET", f"{institution['server_url']}/api/v1/nodes").json()["items"]
+    known = {n["url"]: n for n in nodes}
+    for node in institution["nodes"]:
+        if node["url"] not in known:
+            known[node["url"]] = admin.call("POST", f"{institution['server_url']}/api/v1/nodes",
+                                            json={"name": node["name"], "url": node["url"]}).json()
+    return known
+
+
 def seed_demo_data(deployment: LocalDeployment, users: dict, dicom_dir: Path = DEMO_CT) -> None:
     """Register the render node, a patient, upload the CT, register it and write a finding."""
     layout = deployment.layout
     running = {i.layer for i in deployment.instances}
-    admin = ApiClient(deployment, **users["admin"])
     doctor = ApiClient(deployment, **users["physician"])
-    top = deployment.url("toplevel")
-    found = doctor.call("GET", f"{top}/api/v1/patients",
-                        params={"insurance_number": DEMO_PATIENT["insurance_number"]}).json()["items"]
-    patient = found[0] if found else doctor.call("POST", f"{top}/api/v1/patients", json=DEMO_PATIENT).json()
+    patient = find_or_create_patient(doctor, deployment.url("toplevel"), DEMO_PATIENT)
     if "institution" not in running:
         return
     inst = layout.institutions[0]
-    nodes = admin.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]
-    known = {n["url"]: n for n in nodes}
-    for node in inst["nodes"]:
-        if node["url"] not in known:
-            known[node["url"]] = admin.call("POST", f"{inst['server_url']}/api/v1/nodes",
-                                            json={"name": node["name"], "url": node["url"]}).json()
+    known = register_nodes(ApiClient(deployment, **users["admin"]), inst)
     if "render" not in running or not dicom_dir.is_dir():
         return
     node = known[inst["nodes"][0]["url"]]
-    files = sorted(dicom_dir.glob("*.dcm"))
-    handles = [("files", (f.name, f.open("rb"), "application/dicom")) for f in files]
-    try:
-        meta = doctor.call("POST", f"{node['url']}/api/v1/records", files=handles, timeout=600).json()
-    finally:
-        for _, (_, handle, _) in handles:
-            handle.close()
+    meta = upload_record(doctor, node["url"], sorted(dicom_dir.glob("*.dcm")))
     registered = doctor.call("GET", f"{inst['server_url']}/api/v1/records",
                              params={"patient_id": patient["id"]}).json()["items"]
     if not any(r["id"] == meta["id"] for r in registered):
-        doctor.call("POST", f"{inst['server_url']}/api/v1/records", json={
-            "id": meta["id"], "node_id": node["id"], "rows": meta["rows"], "columns": meta["columns"],
-            "frames": meta["frames"], "modality": meta["modality"], "record_type": "CT",
-            "patient_id": patient["id"], "description": "CT chest/abdomen/pelvis, lung series",
-            "study_date": _iso_date(meta.get("study_date")),
-        })
-        doctor.call("POST", f"{inst['server_url']}/api/v1/findings", json={
-            "patient_id": patient["id"], "description": "CT chest/abdomen/pelvis",
-            "findings": "No focal consolidation. No pleural effusion.",
-            "conclusion": "No acute cardiopulmonary finding.",
-            "recommendation": "Routine follow-up.", "date": _iso_date(meta.get("study_date")),
-            "records": [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": node["id"]}],
-        })
+        register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT",
+                        "CT chest/abdomen/pelvis, lung series")
+        write_finding(doctor, inst["server_url"], patient["id"],
+                      [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": node["id"]}],
+                      description="CT chest/abdomen/pelvis",
+                      findings="No focal consolidation. No pleural effusion.",
+                      conclusion="No acute cardiopulmonary finding.",
+                      recommendation="Routine follow-up.", date=_iso_date(meta.get("study_date")))
     doctor.call("POST", f"{node['url']}/api/v1/records/{meta['id']}/load", ok=(200, 202))
 
 

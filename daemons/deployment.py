@@ -83,13 +83,14 @@ def init_deployment(
     root: Path,
     hostnames: list[str] | None = None,
     institution_names: list[str] | None = None,
-    nodes_per_institution: int = 1,
+    nodes_per_institution: int | list[int] = 1,
     database_urls: dict[str, str] | None = None,
     pick_free_ports: bool = False,
     force: bool = False,
 ) -> Layout:
     """Write keys, a local CA and server certificate, and one config file per instance.
 
+    `nodes_per_institution` is one count for all, or a count per institution.
     `database_urls` maps an instance name (`toplevel`, `institution-1`, ...) to a peewee URL;
     others get SQLite files beside their config. With `pick_free_ports` every instance gets a
     free loopback port (tests); otherwise the layers' default ports, render nodes counting up.
@@ -100,6 +101,10 @@ def init_deployment(
     hostnames = hostnames or ["127.0.0.1", "localhost", "::1"]
     institution_names = institution_names or ["Demo Hospital"]
     database_urls = database_urls or {}
+    if isinstance(nodes_per_institution, int):
+        nodes_per_institution = [nodes_per_institution] * len(institution_names)
+    if len(nodes_per_institution) != len(institution_names):
+        raise ValueError("give one render-node count per institution")
     host = hostnames[0]
     keys, tls, data = root / "keys", root / "tls", root / "data"
     for folder in (keys, tls, data):
@@ -155,7 +160,7 @@ def init_deployment(
         "database": {"url": "sqlite:///data/toplevel.db"},
         "tokens": {"private_key": "keys/token_ed25519.pem"},
     })
-    for number, inst_name in enumerate(institution_names, start=1):
+    for number, (inst_name, node_count) in enumerate(zip(institution_names, nodes_per_institution), start=1):
         inst_id = str(uuid.uuid4())
         inst_port = port_for("institution")
         inst_instance = f"institution-{number}"
@@ -166,7 +171,7 @@ def init_deployment(
         layout.institutions.append({
             "id": inst_id, "name": inst_name, "server_url": layout.instances[-1].url, "nodes": [],
         })
-        for node in range(1, nodes_per_institution + 1):
+        for node in range(1, node_count + 1):
             node_name = f"render-{number}-{node}"
             store_key = keys / f"{node_name}.store.key"
             _write_secret(store_key, secrets.token_bytes(STORE_KEY_BYTES))

@@ -21,6 +21,9 @@ as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off" start >/dev/null
 trap 'as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pg_dir"' EXIT
 export SIVR_TEST_PG_URL="postgresql://sivr:$pg_password@127.0.0.1:$pg_port/postgres"
+# lets the fault tests restart the database server under running daemons
+if [ "$(id -u)" = 0 ]; then pg_as="runuser -u postgres --"; else pg_as=""; fi
+export SIVR_TEST_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -m fast restart"
 
 cd "$SIVR_REPO"
 xvfb-run -a -s "-screen 0 1920x1080x24" \

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from daemons.demo import ApiClient, seed_base
-from daemons.deployment import LocalDeployment, init_deployment
+from daemons.deployment import Layout, LocalDeployment, init_deployment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,9 +55,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_database_factory() -> Iterator[Callable[[], str]]:
-    """Create uniquely named PostgreSQL databases; all are dropped after the test."""
+    """Create uniquely named PostgreSQL databases; all are dropped after the test module."""
     admin_url = _postgres_admin_url()
     if admin_url is None:
         pytest.skip("PostgreSQL not configured: set SIVR_TEST_PG_URL (.ci/run does)")
@@ -84,9 +84,13 @@ def pg_database_factory() -> Iterator[Callable[[], str]]:
     conn.close()
 
 
-def start_deployment(root: Path, **init_kwargs) -> RunningDeployment:
+def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
+                     **init_kwargs) -> RunningDeployment:
+    """Init a deployment in `root` on free ports, seed users, run `before_start`, start it."""
     layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
     users = seed_base(layout)
+    if before_start is not None:
+        before_start(layout)
     deployment = RunningDeployment(layout)
     deployment.users = users
     try:
@@ -112,8 +116,8 @@ def make_deployment(tmp_path_factory) -> Iterator[Callable[..., RunningDeploymen
     """A private deployment a test may break (stop a daemon, fill a disk); stopped after it."""
     started: list[RunningDeployment] = []
 
-    def make(**init_kwargs) -> RunningDeployment:
-        running = start_deployment(tmp_path_factory.mktemp("private-deployment"), **init_kwargs)
+    def make(**kwargs) -> RunningDeployment:
+        running = start_deployment(tmp_path_factory.mktemp("private-deployment"), **kwargs)
         started.append(running)
         return running
 

@@ -1,0 +1,172 @@
+"""Load driver: simulated viewers scrolling records on render nodes, and concurrent logins.
+
+Used by the operations benchmark (`python -m bench.load`, 32 viewers for 60 s, 100 logins) and,
+with short durations, by tests that require zero 5xx under concurrency. Traffic goes only to the
+URLs given (a loopback deployment); every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+WINDOWS = ["40,400", "-600,1500", "400,1800", "50,350", None]
+FORMATS = ["webp", "jpeg", "png"]
+
+
+@dataclass
+class LoadReport:
+    """Latencies and status counts of one load run."""
+
+    name: str
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, status: int, latency_ms: float, detail: str = "") -> None:
+        with self.lock:
+            self.latencies_ms.append(latency_ms)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status >= 500 or status == 0:
+                self.failures.append(f"{status} {detail}"[:300])
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500 or status == 0)
+
+    def summary(self) -> dict:
+        count = len(self.latencies_ms)
+        return {
+            "name": self.name, "requests": count, "duration_s": round(self.duration_s, 2),
+            "throughput_per_s": round(count / self.duration_s, 1) if self.duration_s else None,
+            "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1),
+            "max_ms": round(max(self.latencies_ms), 1) if count else None,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "server_errors": self.server_errors,
+        }
+
+
+@dataclass(frozen=True)
+class ViewTarget:
+    """A loaded record on a render node that a simulated viewer scrolls through."""
+
+    node_url: str
+    record_id: str
+    frames: int
+
+
+def _timed(session: requests.Session, report: LoadReport, method: str, url: str, **kwargs) -> None:
+    started = time.perf_counter()
+    try:
+        reply = session.request(method, url, timeout=60, **kwargs)
+        status, detail = reply.status_code, reply.text[:200] if reply.status_code >= 500 else ""
+    except requests.RequestException as exc:
+        status, detail = 0, repr(exc)
+    report.add(status, (time.perf_counter() - started) * 1000, f"{method} {url} {detail}")
+
+
+def simulate_viewer(token: str, ca_cert: str, targets: list[ViewTarget], duration_s: float,
+                    report: LoadReport, seed: int, max_requests: int = 100_000) -> None:
+    """Scroll like a reader: mostly the next slice, sometimes a jump, a window change or a format."""
+    rng = random.Random(seed)
+    session = requests.Session()
+    session.verify = ca_cert
+    session.headers["Authorization"] = f"Bearer {token}"
+    target = rng.choice(targets)
+    index, window, fmt = rng.randrange(target.frames), rng.choice(WINDOWS), rng.choice(FORMATS)
+    deadline = time.monotonic() + duration_s
+    for _ in range(max_requests):
+        if time.monotonic() >= deadline:
+            break
+        roll = rng.random()
+        if roll < 0.05:
+            target = rng.choice(targets)
+            index = rng.randrange(target.frames)
+        elif roll < 0.10:
+            window = rng.choice(WINDOWS)
+        elif roll < 0.12:
+            fmt = rng.choice(FORMATS)
+        index = (index + 1) % target.frames
+        params = {"format": fmt, "size": "512x512"}
+        if window:
+            params["window"] = window
+        _timed(session, report, "GET",
+               f"{target.node_url}/api/v1/records/{target.record_id}/frames/{index}", params=params)
+
+
+def run_viewers(token: str, ca_cert: str, targets: list[ViewTarget], viewers: int,
+                duration_s: float) -> LoadReport:
+    report = LoadReport(f"{viewers} viewers for {duration_s:g} s")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=viewers) as pool:
+        for n in range(viewers):
+            pool.submit(simulate_viewer, token, ca_cert, targets, duration_s, report, n)
+    report.duration_s = time.perf_counter() - started
+    return report
+
+
+def run_logins(toplevel_url: str, ca_cert: str, credentials: list[dict], concurrency: int) -> LoadReport:
+    """`concurrency` logins at once (credentials are cycled); each must succeed or be refused cleanly."""
+    report = LoadReport(f"{concurrency} concurrent logins")
+    barrier = threading.Barrier(concurrency)
+
+    def login(n: int) -> None:
+        session = requests.Session()
+        session.verify = ca_cert
+        barrier.wait(timeout=60)
+        _timed(session, report, "POST", f"{toplevel_url}/api/v1/auth/login",
+               json=credentials[n % len(credentials)])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(login, range(concurrency)))
+    report.duration_s = time.perf_counter() - started
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-json", required=True, help="demo.json of a running `sivr demo`")
+    parser.add_argument("--viewers", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--logins", type=int, default=100)
+    args = parser.parse_args()
+    info = json.loads(Path(args.demo_json).read_text())
+    ca, top = info["ca_cert"], info["layers"]["toplevel"]
+    session = requests.Session()
+    session.verify = ca
+    token = session.post(f"{top}/api/v1/auth/login", json=info["users"]["physician"], timeout=30).json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    node = info["layers"]["render"]
+    records = session.get(f"{node}/api/v1/records", timeout=30).json()["items"]
+    targets = []
+    for record in records:
+        session.post(f"{node}/api/v1/records/{record['id']}/load", timeout=30)
+        targets.append(ViewTarget(node, record["id"], record["frames"]))
+    for record in records:
+        while session.get(f"{node}/api/v1/records/{record['id']}/status", timeout=30).json()["state"] == "loading":
+            time.sleep(0.2)
+    results = [run_viewers(token, ca, targets, args.viewers, args.duration).summary(),
+               run_logins(top, ca, [info["users"]["physician"], info["users"]["admin"]], args.logins).summary()]
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
