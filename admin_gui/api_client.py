@@ -103,7 +103,6 @@ class ApiClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.verify = self.ca_file or True
             self._local.session = session
         return session
 
@@ -116,8 +115,9 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self.credentials.access_token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
-            response = self._session().request(method, url, json=json, params=clean,
-                                               headers=headers, timeout=self.timeout)
+            # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
+            response = self._session().request(method, url, json=json, params=clean, headers=headers,
+                                               timeout=self.timeout, verify=self.ca_file or True)
         except requests.RequestException as exc:
             raise ServerUnreachable(describe_connection_error(url, exc)) from exc
         except OSError as exc:

@@ -19,17 +19,18 @@ APPLICATION = "sivr-admin"
 ICON = Path(__file__).with_name("resources") / "sivr-admin.svg"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Our options, and the rest for Qt (e.g. `-platform offscreen`)."""
     parser = argparse.ArgumentParser(prog="sivr admin", description="SIVR administrators' console")
     parser.add_argument("--url", help="toplevel server URL to prefill (e.g. https://127.0.0.1:5001)")
     parser.add_argument("--ca", help="CA certificate file that signed the servers' certificates")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start the console; returns the process exit status."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "sivr-admin"])
+    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "sivr-admin", *qt_args])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("SIVR Administration")

@@ -152,10 +152,7 @@ class ConsoleWindow(QMainWindow):
                            lambda user: self._logged_in(client, user), self._login_failed, owner=self)
 
     def _login_failed(self, error: ApiError) -> None:
-        if error.code == "invalid_credentials":
-            self.login.show_error("Wrong username or password.")
-        else:
-            self.login.show_error(error.message)
+        self.login.show_error(error.message)
 
     def _logged_in(self, client: ApiClient, user: dict[str, Any]) -> None:
         self.login.remember()

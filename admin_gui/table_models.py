@@ -199,11 +199,17 @@ def _memory_fraction(row: dict[str, Any]) -> float | None:
     return used / budget
 
 
+#: Node health row states and how they read in the table.
+STATUS_TEXT = {"up": "● reachable", "down": "● unreachable", "checking": "… checking",
+               "no_access": "○ not visible to you"}
+_STATUS_COLOUR = {"up": _GOOD, "down": _BAD, "no_access": _MUTED}
+
+
 class NodeHealthModel(ResourceTableModel):
     """One row per render node: its registry entry merged with its `GET /api/v1/node` answer.
 
-    Rows carry `reachable` (True / False / None while asking) and `problem` (words) besides the
-    node's own fields.
+    Rows carry `status` (a key of STATUS_TEXT) and `problem` (words) besides the node's own
+    fields.
     """
 
     MEMORY_COLUMN = 5
@@ -211,8 +217,7 @@ class NodeHealthModel(ResourceTableModel):
     columns = (
         Column("Institution", key("institution_name")),
         Column("Node", key("name")),
-        Column("Status", key("reachable"),
-               lambda v: {True: "● reachable", False: "● unreachable"}.get(v, "… checking")),
+        Column("Status", key("status"), lambda v: STATUS_TEXT.get(v, "")),
         Column("Records stored", key("records_stored"), align_right=True),
         Column("Records loaded", key("records_loaded"), align_right=True),
         Column("Memory used / budget", _memory_fraction, _memory_text),
@@ -227,10 +232,10 @@ class NodeHealthModel(ResourceTableModel):
         if role == BAR_ROLE and column == self.MEMORY_COLUMN:
             return row.get("memory_used_bytes"), row.get("memory_budget_bytes")
         if role == Qt.ItemDataRole.ForegroundRole:
-            if column == 2 and row.get("reachable") is not None:
-                return QBrush(_GOOD if row["reachable"] else _BAD)
+            if column == 2 and row.get("status") in _STATUS_COLOUR:
+                return QBrush(_STATUS_COLOUR[row["status"]])
             if column == 10 and row.get("problem"):
-                return QBrush(_BAD)
+                return QBrush(_MUTED if row.get("status") == "no_access" else _BAD)
         return None
 
 

@@ -64,7 +64,7 @@ class MessageBanner(QFrame):
         self.setProperty("kind", kind)
         self.style().unpolish(self)
         self.style().polish(self)
-        self.label.setText(message)
+        self.label.setText(message[:1].upper() + message[1:])
         self.show()
 
     def text(self) -> str:
@@ -249,7 +249,7 @@ class FormDialog(QDialog):
         self._runner.submit(self._send(values), self._on_saved, self._on_failed, owner=self)
 
     def show_error(self, message: str) -> None:
-        self.error.setText(message)
+        self.error.setText(message[:1].upper() + message[1:])
         self.error.show()
 
     def _set_busy(self, busy: bool) -> None:

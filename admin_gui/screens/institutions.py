@@ -14,7 +14,7 @@ from admin_gui.widgets import FormDialog, confirm
 def check_institution(values: dict[str, Any]) -> dict[str, str]:
     problems = {
         "name": check_required(values["name"], "Name"),
-        "address": check_required(values["address"], "Address", 500),
+        "address": None if len(values["address"]) <= 500 else "Address must be at most 500 characters.",
         "server_url": check_server_url(values["server_url"]),
     }
     return {field: problem for field, problem in problems.items() if problem}
@@ -48,7 +48,7 @@ class InstitutionsScreen(TableScreen):
 
         dialog = FormDialog(self, title, self.ctx.runner, check_institution, send)
         dialog.add_line("name", "Name", row.get("name", ""), "e.g. University Hospital Ljubljana")
-        dialog.add_line("address", "Address", row.get("address", ""), "Street, city, country")
+        dialog.add_line("address", "Address", row.get("address", ""), "Street, city, country (optional)")
         dialog.add_line("server_url", "Server URL", row.get("server_url", ""),
                         "https://institution.example.org:5002")
         dialog.saved.connect(lambda saved: self._saved(saved, "saved"))

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
-from admin_gui.table_models import BAR_ROLE, NodeHealthModel, human_bytes
+from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes
 
 DEFAULT_INTERVAL_S = 15
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
@@ -133,10 +133,11 @@ class NodeHealthScreen(TableScreen):
                 try:
                     nodes = server_client(inst["server_url"]).list_all("/api/v1/nodes")
                 except ApiError as exc:
+                    status = "no_access" if exc.status == 403 else "down"
                     rows.append({**base, "name": "(institution server)", "url": inst["server_url"],
-                                 "reachable": False, "problem": f"Node registry unavailable: {exc.message}"})
+                                 "status": status, "problem": f"Node registry: {exc.message}"})
                     continue
-                rows.extend({**node, **base, "reachable": None} for node in nodes)
+                rows.extend({**node, **base, "status": "checking"} for node in nodes)
             return rows
 
         self.run(registry, lambda rows: self._registry_loaded(generation, rows), self._registry_failed)
@@ -152,7 +153,7 @@ class NodeHealthScreen(TableScreen):
         self.table.set_rows(rows)
         self._outstanding = 0
         for row in rows:
-            if row.get("reachable") is None:
+            if row.get("status") == "checking":
                 self._outstanding += 1
                 node = self.ctx.node_client(row["url"])
                 self.ctx.runner.submit(
@@ -171,22 +172,24 @@ class NodeHealthScreen(TableScreen):
             if row.get("id") == node_id:
                 if error is None and isinstance(info, dict):
                     values = {k: info.get(k) for k in _NODE_FIELDS}
-                    self.model.update_row(index, {**values, "reachable": True, "problem": None})
+                    self.model.update_row(index, {**values, "status": "up", "problem": None})
                 else:
                     message = error.message if error else "the node answered without figures"
-                    self.model.update_row(index, {"reachable": False, "problem": message})
+                    self.model.update_row(index, {"status": "down", "problem": message})
         self._update_summary()
 
     def _update_summary(self) -> None:
         rows = self.model.rows()
-        up = sum(1 for r in rows if r.get("reachable") is True)
-        down = sum(1 for r in rows if r.get("reachable") is False)
-        waiting = sum(1 for r in rows if r.get("reachable") is None)
-        parts = [f"{len(rows)} node{'s' if len(rows) != 1 else ''}", f"{up} reachable"]
-        if down:
-            parts.append(f"{down} unreachable")
+        count = {status: sum(1 for r in rows if r.get("status") == status) for status in STATUS_TEXT}
+        waiting = count["checking"]
+        nodes = len(rows) - count["no_access"]
+        parts = [f"{nodes} node{'s' if nodes != 1 else ''}", f"{count['up']} reachable"]
+        if count["down"]:
+            parts.append(f"{count['down']} unreachable")
         if waiting:
             parts.append(f"{waiting} checking")
+        if count["no_access"]:
+            parts.append(f"{count['no_access']} institution(s) not visible to you")
         self.summary.setText(" · ".join(parts))
         if not waiting:
             self.updated.setText(f"Updated {dt.datetime.now():%H:%M:%S}")
