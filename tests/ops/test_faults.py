@@ -15,8 +15,7 @@ import pytest
 import requests
 
 from daemons.demo import ApiClient, find_or_create_patient, upload_record
-from tests.ops.conftest import demo_slices, require_layers
-from tests.ops.test_topology import wait_ready
+from tests.ops.helpers import demo_slices, require_layers, wait_ready
 
 pytestmark = pytest.mark.slow
 

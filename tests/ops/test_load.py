@@ -7,8 +7,7 @@ import pytest
 
 from bench.load import ViewTarget, run_logins, run_viewers
 from daemons.demo import ApiClient, register_nodes
-from tests.ops.conftest import demo_slices, new_physician, upload_and_load
-from tests.ops.test_topology import wait_ready
+from tests.ops.helpers import demo_slices, new_physician, upload_and_load, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

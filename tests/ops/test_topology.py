@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from daemons.demo import (
@@ -13,19 +11,9 @@ from daemons.demo import (
     register_record,
     write_finding,
 )
-from tests.ops.conftest import demo_slices, new_admin, new_physician, upload_and_load
+from tests.ops.helpers import demo_slices, new_admin, new_physician, upload_and_load, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def wait_ready(client: ApiClient, node_url: str, record_id: str, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.call("GET", f"{node_url}/api/v1/records/{record_id}/status").json()
-        if status["state"] in ("ready", "error"):
-            return status
-        time.sleep(0.2)
-    raise TimeoutError(f"record {record_id} not loaded within {timeout_s} s")
 
 
 def test_physicians_of_two_institutions_share_one_patient(topology):

@@ -1,0 +1,58 @@
+"""Steps the operations tests share: real demo slices, users, uploads, waiting for loads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from daemons.demo import DEMO_CT, ApiClient, upload_record
+from daemons.layers import LAYERS
+
+SLICES = 12
+
+
+def require_layers(*names: str) -> None:
+    missing = [n for n in names if not LAYERS[n].available]
+    if missing:
+        pytest.skip(f"layers not available in this build: {', '.join(missing)}")
+
+
+def demo_slices(count: int = SLICES) -> list[Path]:
+    """Consecutive real CT slices from the repository's demo series (present in every clone)."""
+    files = sorted(DEMO_CT.glob("*.dcm"))
+    assert len(files) >= count, f"demo CT series missing from {DEMO_CT}"
+    return files[40:40 + count]
+
+
+def new_physician(admin: ApiClient, toplevel: str, institution_id: str, username: str) -> dict:
+    password = "physician-password-1"
+    admin.call("POST", f"{toplevel}/api/v1/users", json={
+        "username": username, "password": password, "full_name": username.title(),
+        "role": "physician", "institution_id": institution_id}, ok=(201, 409))
+    return {"username": username, "password": password}
+
+
+def new_admin(admin: ApiClient, toplevel: str, institution_id: str, username: str) -> dict:
+    password = "admin-password-12"
+    admin.call("POST", f"{toplevel}/api/v1/users", json={
+        "username": username, "password": password, "full_name": username.title(),
+        "role": "admin", "institution_id": institution_id}, ok=(201, 409))
+    return {"username": username, "password": password}
+
+
+def upload_and_load(client: ApiClient, node_url: str, files: list[Path]) -> dict:
+    meta = upload_record(client, node_url, files)
+    client.call("POST", f"{node_url}/api/v1/records/{meta['id']}/load", ok=(200, 202))
+    return meta
+
+
+def wait_ready(client: ApiClient, node_url: str, record_id: str, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.call("GET", f"{node_url}/api/v1/records/{record_id}/status").json()
+        if status["state"] in ("ready", "error"):
+            return status
+        time.sleep(0.2)
+    raise TimeoutError(f"record {record_id} not loaded within {timeout_s} s")
