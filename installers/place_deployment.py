@@ -1,0 +1,120 @@
+"""Place the part of a `sivr init` deployment folder that one host runs into its /etc/sivr.
+
+`sivr init` writes a whole deployment (every instance, every key, the CA) into one folder with
+relative paths and SQLite files beside the configs. A host under systemd needs something else:
+only its own instances' configs and only the keys they use (the toplevel's signing key never
+leaves the toplevel host; each render node gets only its own store key; the CA's private key stays
+where certificates are made), and its data under /var/lib/sivr/<instance>, the one folder its unit
+may write. install.sh runs this with the installed virtual environment's Python.
+
+Prints one line per placed instance: `<layer> <instance name>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from daemons.deployment import Instance, Layout
+from daemons.layers import LAYERS
+from shared.config import COMMON_KEYS, Key, render_config_toml
+
+ALWAYS_COPIED = ("keys/token_ed25519.pub", "tls/ca.pem")
+CA_KEY = "tls/ca.key"
+SQLITE = "sqlite:///"
+
+
+def _copy_once(source: Path, target: Path) -> None:
+    """Copy a file unless the target exists: a re-run must never replace a key or a database."""
+    if target.exists() or not source.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+
+
+def data_values(instance: Instance, values: dict[str, dict[str, Any]], data_dir: Path) -> None:
+    """Point an instance's SQLite database and store at `data_dir/<instance>` (absolute paths)."""
+    own = data_dir / instance.name
+    url = values.get("database", {}).get("url")
+    if instance.layer != "web" and (url is None or url.startswith(SQLITE)):
+        values.setdefault("database", {})["url"] = f"{SQLITE}{own / (instance.layer + '.db')}"
+    if instance.layer == "render":
+        values.setdefault("storage", {})["dir"] = str(own / "store")
+
+
+def _old_sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | None:
+    url = values.get("database", {}).get("url", "")
+    if not url.startswith(SQLITE) or url == f"{SQLITE}:memory:":
+        return None
+    return (config_dir / url[len(SQLITE):]).resolve()
+
+
+def place_instance(
+    instance: Instance, source_dir: Path, etc_dir: Path, data_final: Path, data_real: Path
+) -> None:
+    """Write the instance's config into `etc_dir` and copy the files it names beside it.
+
+    The config is looked up in `source_dir` by name, so an init folder copied to another machine
+    works although deployment.json records where it was written.
+    """
+    source = source_dir / Path(instance.config).name
+    values: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
+    keys: tuple[Key, ...] = (*COMMON_KEYS, *LAYERS[instance.layer].keys)
+    for key in keys:
+        value = values.get(key.section, {}).get(key.name)
+        if key.is_path and value and key.dotted != "storage.dir" and not Path(value).is_absolute():
+            _copy_once(source.parent / value, etc_dir / value)
+    old_db = _old_sqlite_file(values, source.parent)
+    data_values(instance, values, data_final)
+    new_db = _old_sqlite_file(values, source.parent)
+    if old_db is not None and new_db is not None:
+        real_db = data_real / new_db.relative_to(data_final)
+        for suffix in ("", "-wal", "-shm"):
+            _copy_once(Path(f"{old_db}{suffix}"), Path(f"{real_db}{suffix}"))
+    if instance.layer != "web":
+        (data_real / instance.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if instance.layer == "render":
+        (data_real / instance.name / "store").mkdir(exist_ok=True, mode=0o700)
+    target = etc_dir / source.name
+    if not target.exists():
+        target.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
+
+
+def select(layout: Layout, layers: list[str], names: list[str]) -> list[Instance]:
+    chosen = [i for i in layout.instances if i.layer in layers and (not names or i.name in names)]
+    unknown = set(names) - {i.name for i in layout.instances}
+    if unknown:
+        raise SystemExit(f"no instance named {', '.join(sorted(unknown))} in this deployment")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", required=True, help="folder written by `sivr init`")
+    parser.add_argument("--etc", required=True, help="config folder to fill (inside --root if any)")
+    parser.add_argument("--data", required=True, help="data folder as the daemons will see it")
+    parser.add_argument("--data-real", required=True, help="the same folder as seen now (inside --root)")
+    parser.add_argument("--layers", required=True, help="layers this host runs, space-separated")
+    parser.add_argument("--instances", default="", help="only these instance names (default: all)")
+    parser.add_argument("--with-ca-key", action="store_true",
+                        help="also copy the CA's private key (single-host installs that issue their own)")
+    args = parser.parse_args(argv)
+
+    source_dir = Path(args.source).resolve()
+    layout = Layout.load(source_dir)
+    etc_dir = Path(args.etc)
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    for name in ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ()):
+        _copy_once(source_dir / name, etc_dir / name)
+    for instance in select(layout, args.layers.split(), args.instances.split()):
+        place_instance(instance, source_dir, etc_dir, Path(args.data), Path(args.data_real))
+        print(instance.layer, instance.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
