@@ -1,5 +1,360 @@
-"""Reformat (MPR) and 3D volume endpoints of the render node."""
+"""Reformat (MPR) and 3D volume endpoints of the render node.
 
-from flask import Blueprint
+The rendering itself lives in `daemons.render.volume` (pure functions); this module validates
+requests, reads the loaded record from the node's registry (`app.extensions["sivr_records"]`),
+bounds how much 3D work runs at once and encodes the result.
+
+Bounded work, per server process: at most `render.max_concurrent_3d` volume renderings run at
+once; a request that cannot start within a short wait gets `503 busy` with `Retry-After`. A viewer
+that drags sends `view_id` (any short token of its own) and an increasing `seq`; a request whose
+`seq` is older than the newest seen for its `view_id` gets `409 superseded` without being rendered,
+also when it was still waiting for its turn, so a queue of stale previews never builds up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+from daemons.render.encode import FORMATS, encode_image
+from daemons.render.geometry import FULL, Region
+from daemons.render.pixels import PRESETS as WINDOW_PRESETS
+from daemons.render.pixels import WINDOW_FUNCTIONS, Window
+from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
+from daemons.render.volume.backend import select_backend
+from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_layout, reformat_image
+from daemons.render.volume.raycast import RayCaster
+from shared.auth import require_auth
+from shared.errors import ApiError
+from shared.validation import parse_record_id
 
 bp = Blueprint("render_3d", __name__)
+
+EXTENSION = "sivr_render_3d"
+ANGLE_LIMITS = {"azimuth": (-360.0, 360.0), "elevation": (-90.0, 90.0), "roll": (-180.0, 180.0)}
+ZOOM_LIMITS = (0.1, 20.0)
+MAX_SLAB_MM = 500.0
+DEFAULT_SIZE = (512, 512)
+WAIT_S = {"interactive": 0.25, "still": 2.0}
+RETRY_AFTER_S = "1"
+DEFAULT_FORMAT = {"interactive": "jpeg", "still": "png"}
+DEFAULT_IMAGE_QUALITY = {"interactive": 60, "still": 85}
+STILL_MAX_AGE_S = 3600
+PREPARED_KEEP = 2
+VIEWS_KEEP = 10_000
+_VIEW_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class _Sequences:
+    """Newest `seq` seen per `view_id` (bounded: the least recently used views are forgotten)."""
+
+    def __init__(self, keep: int = VIEWS_KEEP):
+        self._newest: OrderedDict[str, int] = OrderedDict()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def admit(self, view_id: str, seq: int) -> bool:
+        """Record `seq`; False when a newer one of the same view was already seen."""
+        with self._lock:
+            newest = self._newest.get(view_id)
+            if newest is not None and seq < newest:
+                return False
+            self._newest[view_id] = seq
+            self._newest.move_to_end(view_id)
+            while len(self._newest) > self._keep:
+                self._newest.popitem(last=False)
+            return True
+
+    def is_newest(self, view_id: str, seq: int) -> bool:
+        with self._lock:
+            return self._newest.get(view_id, seq) <= seq
+
+
+@dataclass
+class _Prepared:
+    record: weakref.ref
+    volume: PreparedVolume
+
+
+class Render3D:
+    """Per-app state of the 3D endpoints: back end, admission control, prepared volumes."""
+
+    def __init__(self, backend_name: str, max_concurrent: int):
+        self.caster: RayCaster = select_backend(backend_name)
+        self.slots = threading.BoundedSemaphore(max(1, max_concurrent))
+        self.sequences = _Sequences()
+        self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prepared(self, record_id: str, record: Any) -> PreparedVolume:
+        """The record's PreparedVolume, made once per loaded copy of it; entries whose record the
+        registry has dropped are forgotten so their voxels can be freed."""
+        with self._lock:
+            for key in [k for k, e in self._prepared.items() if e.record() is None]:
+                del self._prepared[key]
+            entry = self._prepared.get(record_id)
+            if entry is not None and entry.record() is record:
+                self._prepared.move_to_end(record_id)
+                return entry.volume
+            volume = prepare_volume(
+                record.pixels, _usable_spacing(record.spacing), record.orientation,
+                float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
+                tuple(record.default_window) if record.default_window else None,
+                getattr(record, "slice_direction", None))
+            self._prepared[record_id] = _Prepared(weakref.ref(record), volume)
+            while len(self._prepared) > PREPARED_KEEP:
+                self._prepared.popitem(last=False)
+            return volume
+
+
+_state_lock = threading.Lock()
+
+
+def render_state(app: Flask) -> Render3D:
+    """The app's 3D state, made on first use (probing OpenGL takes a moment)."""
+    with _state_lock:
+        state = app.extensions.get(EXTENSION)
+        if state is None:
+            config = app.config["SIVR"]
+            state = Render3D(config.get_key("render.backend_3d"),
+                             int(config.get_key("render.max_concurrent_3d")))
+            app.extensions[EXTENSION] = state
+        return state
+
+
+def backend_3d_name(app: Flask) -> str:
+    """For the node status endpoint: which 3D back end this process renders with."""
+    return render_state(app).caster.name
+
+
+def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+    """A single frame or a missing slice spacing has no depth spacing: use the in-plane one."""
+    values = [float(s) if s is not None and math.isfinite(float(s)) and float(s) > 0 else 0.0
+              for s in spacing]
+    fallback = next((v for v in (values[1], values[2]) if v > 0), 1.0)
+    return tuple(v if v > 0 else fallback for v in values)  # type: ignore[return-value]
+
+
+# --- query parameters -------------------------------------------------------------------------
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "validation_error", message)
+
+
+def _arg(name: str) -> str | None:
+    value = request.args.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def _float_arg(name: str, default: float, low: float, high: float) -> float:
+    raw = _arg(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise _bad(f"query parameter {name} must be a number") from exc
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _bad(f"query parameter {name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = _arg(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,12}", raw):
+        raise _bad(f"query parameter {name} must be an integer")
+    value = int(raw)
+    if not low <= value <= high:
+        raise _bad(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def _choice_arg(name: str, default: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
+    raw = _arg(name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        raise _bad(f"query parameter {name} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _size_arg(max_px: int, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    raw = _arg("size")
+    if raw is None:
+        return default
+    match = re.fullmatch(r"(\d{1,6})x(\d{1,6})", raw)
+    if not match:
+        raise _bad("query parameter size must be WIDTHxHEIGHT, e.g. 512x512")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (1 <= width <= max_px and 1 <= height <= max_px):
+        raise _bad(f"query parameter size: width and height must be between 1 and {max_px}")
+    return width, height
+
+
+def _window_arg(preset_choices: dict[str, tuple[float, float]] | None) -> Window | None:
+    """`window=C,W` wins over a named window preset; `voi_function` picks the VOI function."""
+    function = _choice_arg("voi_function", "linear", WINDOW_FUNCTIONS) or "linear"
+    raw = _arg("window")
+    if raw is not None:
+        parts = raw.split(",")
+        try:
+            center, width = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            center = width = math.nan
+        if not (math.isfinite(center) and math.isfinite(width)):
+            raise _bad("query parameter window must be CENTER,WIDTH (numbers)")
+        if width < 1:
+            raise _bad("query parameter window: the width must be at least 1")
+        return Window(center, width, function)
+    if preset_choices is not None:
+        name = _choice_arg("preset", None, sorted(preset_choices))
+        if name is not None:
+            return Window(*preset_choices[name], function)
+    return None
+
+
+def _region_arg() -> Region:
+    raw = _arg("region")
+    if raw is None:
+        return FULL
+    try:
+        return Region(*(float(p) for p in raw.split(",")))
+    except (TypeError, ValueError) as exc:
+        raise _bad("query parameter region must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and "
+                   "0 <= y0 < y1 <= 1") from exc
+
+
+def _max_px() -> int:
+    return int(current_app.config["SIVR"].get_key("limits.max_output_px"))
+
+
+# --- record access ----------------------------------------------------------------------------
+
+def _loaded_record(record_id: str) -> Any:
+    """The fully loaded record, or an immediate 409 saying how far loading has come."""
+    record = current_app.extensions["sivr_records"].get_loaded(record_id)
+    if record is None:
+        raise ApiError(409, "not_loaded",
+                       f"record {record_id} is not loaded on this node; load it with "
+                       f"POST /api/v1/records/{record_id}/load, then retry",
+                       frames_ready=0, frames_total=0)
+    if not record.complete or record.frames_ready < record.frames_total:
+        raise ApiError(409, "loading",
+                       f"record {record_id} is still loading ({record.frames_ready} of "
+                       f"{record.frames_total} frames); reformats and 3D views need every frame",
+                       headers={"Retry-After": RETRY_AFTER_S},
+                       frames_ready=int(record.frames_ready), frames_total=int(record.frames_total))
+    if record.pixels.ndim != 3 or record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ApiError(400, "unsupported_record",
+                       "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
+    return record
+
+
+def _image_response(image, fmt: str, image_quality: int, started: float, cache: str,
+                    etag: str | None = None) -> Response:
+    body, mimetype = encode_image(image, fmt, image_quality)
+    response = Response(body, mimetype=mimetype)
+    response.headers["Cache-Control"] = cache
+    response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
+    if etag is not None:
+        response.set_etag(etag)
+    return response
+
+
+def _etag(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+# --- endpoints --------------------------------------------------------------------------------
+
+@bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
+@require_auth("physician", "admin")
+def mpr(record_id: str, plane: str, index: int) -> Response:
+    """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
+    (for an axial series the axial index is the frame index)."""
+    started = time.perf_counter()
+    record_id = parse_record_id(record_id)
+    if plane not in PLANES:
+        raise _bad(f"plane must be one of {', '.join(PLANES)}")
+    max_px = _max_px()
+    window = _window_arg(WINDOW_PRESETS)
+    fmt = _choice_arg("format", "png", FORMATS) or "png"
+    image_quality = _int_arg("quality", 85, 1, 100)
+    box = _size_arg(max_px, None)
+    region = _region_arg()
+    slab_mm = _float_arg("slab", 0.0, 0.0, MAX_SLAB_MM)
+    slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
+    record = _loaded_record(record_id)
+    volume = render_state(current_app._get_current_object()).prepared(record_id, record)
+    count = plane_layout(volume.geometry, plane).count
+    if not 0 <= index < count:
+        raise _bad(f"{plane} index must be between 0 and {count - 1} for this record")
+    etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
+                 slab_mm, slab_mode)
+    if etag in request.if_none_match:
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    image = reformat_image(volume, plane, index, window, box, max_px, slab_mm, slab_mode, region)
+    return _image_response(image, fmt, image_quality, started,
+                           f"private, max-age={STILL_MAX_AGE_S}", etag)
+
+
+@bp.get("/api/v1/records/<record_id>/volume")
+@require_auth("physician", "admin")
+def volume(record_id: str) -> Response:
+    """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
+    started = time.perf_counter()
+    record_id = parse_record_id(record_id)
+    quality = _choice_arg("quality", "still", ("interactive", "still")) or "still"
+    mode = _choice_arg("mode", "mip", MODES) or "mip"
+    preset = None
+    window = None
+    if mode == "dvr":
+        preset = _choice_arg("preset", None, sorted(PRESETS))
+    else:
+        window = _window_arg(WINDOW_PRESETS)
+    width, height = _size_arg(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE
+    view = ViewSpec(
+        mode=mode, width=width, height=height,
+        azimuth=_float_arg("azimuth", 0.0, *ANGLE_LIMITS["azimuth"]),
+        elevation=_float_arg("elevation", 0.0, *ANGLE_LIMITS["elevation"]),
+        roll=_float_arg("roll", 0.0, *ANGLE_LIMITS["roll"]),
+        zoom=_float_arg("zoom", 1.0, *ZOOM_LIMITS),
+        preset=preset, window=window, quality=quality)
+    fmt = _choice_arg("format", DEFAULT_FORMAT[quality], FORMATS) or DEFAULT_FORMAT[quality]
+    image_quality = _int_arg("image_quality", DEFAULT_IMAGE_QUALITY[quality], 1, 100)
+    view_id = _arg("view_id")
+    if view_id is not None and not _VIEW_ID.match(view_id):
+        raise _bad("query parameter view_id must be 1-64 letters, digits or _.:-")
+    seq = _int_arg("seq", 0, 0, 2**53)
+    record = _loaded_record(record_id)
+    state = render_state(current_app._get_current_object())
+    if view_id is not None and not state.sequences.admit(view_id, seq):
+        raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
+    volume_data = state.prepared(record_id, record)
+    etag = None
+    if quality == "still":
+        etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
+        if etag in request.if_none_match:
+            return Response(status=304, headers={"ETag": f'"{etag}"'})
+    if not state.slots.acquire(timeout=WAIT_S[quality]):
+        raise ApiError(503, "busy", "this node is rendering as many 3D views as it can; retry shortly",
+                       headers={"Retry-After": RETRY_AFTER_S})
+    try:
+        if view_id is not None and not state.sequences.is_newest(view_id, seq):
+            raise ApiError(409, "superseded", "a newer request of this view arrived while this one waited")
+        image = state.caster.render(volume_data, view, getattr(record, "modality", ""))
+    finally:
+        state.slots.release()
+    cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
+    return _image_response(image, fmt, image_quality, started, cache, etag)

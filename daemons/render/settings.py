@@ -18,5 +18,8 @@ KEYS = (
     Key("limits", "max_output_px", 2048, "Largest width or height of a rendered image."),
     Key("memory", "budget_mb", 8192, "RAM for decoded records; least recently used are evicted beyond it."),
     Key("render", "backend_3d", "auto", "3D back end: auto (OpenGL if a context works, else CPU), cpu, or vispy."),
+    Key("render", "frame_wait_s", 5.0,
+        "How long a frame request waits for its slice to be decoded before answering 409 frame_not_ready."),
+    Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core)."),
     Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
 )

@@ -1,0 +1,154 @@
+"""2D frames: `GET /api/v1/records/{id}/frames/{index}` with window, preset, format, size, region.
+
+The ETag is a hash of the record id (itself a content hash) and every parameter that shapes the
+image, so it is known before rendering: a browser revalidating a slice it has costs no rendering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from flask import Blueprint, Response, request
+
+from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
+from daemons.render.geometry import FULL, Region
+from daemons.render.node import node
+from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
+from daemons.render.records import LoadedRecord
+from daemons.render.render2d import render_frame
+from shared.auth import require_auth
+from shared.errors import ApiError, not_found
+from shared.validation import parse_record_id, query_int
+
+bp = Blueprint("render_frames", __name__)
+
+CACHE_CONTROL = "private, max-age=86400"
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "validation_error", message)
+
+
+def _floats(name: str, count: int) -> list[float] | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError as exc:
+        raise _bad(f"query parameter {name} must be {count} comma-separated numbers") from exc
+    if len(values) != count or not all(abs(v) < 1e9 for v in values):
+        raise _bad(f"query parameter {name} must be {count} comma-separated finite numbers")
+    return values
+
+
+def parse_size(max_px: int) -> tuple[int, int] | None:
+    raw = request.args.get("size")
+    if not raw:
+        return None
+    width, sep, height = raw.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise _bad("query parameter size must be WIDTHxHEIGHT, e.g. 512x512")
+    box = int(width), int(height)
+    if not (1 <= box[0] <= max_px and 1 <= box[1] <= max_px):
+        raise _bad(f"query parameter size must be between 1x1 and {max_px}x{max_px}")
+    return box
+
+
+def parse_region() -> Region:
+    values = _floats("region", 4)
+    if values is None:
+        return FULL
+    try:
+        return Region(*values)
+    except ValueError as exc:
+        raise _bad(f"query parameter {exc}") from exc
+
+
+def parse_format() -> tuple[str, int]:
+    fmt = request.args.get("format", "png").lower()
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if fmt not in FORMATS:
+        raise _bad(f"query parameter format must be one of {', '.join(FORMATS)}")
+    return fmt, query_int("quality", DEFAULT_QUALITY[fmt], 1, 100)
+
+
+def choose_voi(record: LoadedRecord | None, meta: dict, render: dict) -> tuple[Window | LutTable | None, str]:
+    """The VOI for this request and a stable text key of it: window > preset > file's own > auto."""
+    function = request.args.get("voi_function")
+    if function is not None and function not in WINDOW_FUNCTIONS:
+        raise _bad(f"query parameter voi_function must be one of {', '.join(WINDOW_FUNCTIONS)}")
+    window = _floats("window", 2)
+    preset = request.args.get("preset")
+    if window is None and preset:
+        if preset not in PRESETS:
+            raise _bad(f"unknown preset {preset[:40]!r}; GET /api/v1/presets lists them")
+        window = list(PRESETS[preset])
+    if window is None and meta.get("default_window"):
+        default = meta["default_window"]
+        window = [default["center"], default["width"]]
+        function = function or default.get("function", "linear")
+    if window is None and render.get("voi_lut") is not None:
+        voi = record.voi_lut if record is not None else None
+        return voi, "voi_lut"
+    if window is None and render.get("auto_window"):
+        window = [render["auto_window"]["center"], render["auto_window"]["width"]]
+    if window is None:
+        return None, "none"
+    function = function or "linear"
+    try:
+        voi = Window(window[0], window[1], function)
+    except ValueError as exc:
+        raise _bad(f"window: {exc}") from exc
+    return voi, f"{function}:{voi.center!r},{voi.width!r}"
+
+
+def etag_for(record_id: str, parts: list[str]) -> str:
+    return '"' + hashlib.sha256("|".join([record_id, *parts]).encode()).hexdigest()[:32] + '"'
+
+
+@bp.get("/api/v1/records/<record_id>/frames/<int:index>")
+@require_auth("physician", "admin")
+def frame(record_id: str, index: int):
+    started = time.perf_counter()
+    record_id = parse_record_id(record_id, "record id")
+    the_node = node()
+    manifest = the_node.manifest(record_id)
+    meta, render = manifest["meta"], manifest["render"]
+    if not 0 <= index < meta["frames"]:
+        raise not_found("frame", f"{index} (the record has {meta['frames']} frames, 0..{meta['frames'] - 1})")
+    max_px = the_node.config["limits"]["max_output_px"]
+    fmt, quality = parse_format()
+    box = parse_size(max_px)
+    region = parse_region()
+    record = the_node.registry.get_loaded(record_id)
+    color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
+    voi, voi_key = (None, "color") if color else choose_voi(record, meta, render)
+    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
+    if etag in request.if_none_match:
+        return Response(status=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    if record is None:
+        raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+    if not record.is_ready(index):
+        the_node.registry.demand(record_id, index)
+        if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
+            if index in record.errors:
+                raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {record.errors[index]}")
+            raise ApiError(409, "frame_not_ready", f"frame {index} is still being decoded; retry shortly",
+                           headers={"Retry-After": "1"})
+    pixels = record.pixels[index]
+    params = lut = None
+    if not color:
+        params = record.gray_params(voi)
+        lut = record.lut_for((voi_key,), params)
+    image = render_frame(pixels, params, lut, region, box, (record.spacing[1], record.spacing[2]), max_px)
+    body, mimetype = encode_image(image, fmt, quality)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    the_node.note_latency(elapsed_ms)
+    response = Response(body, mimetype=mimetype)
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    response.headers["X-Render-Ms"] = f"{elapsed_ms:.1f}"
+    return response

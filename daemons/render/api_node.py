@@ -1,0 +1,46 @@
+"""Node health figures (`GET /api/v1/node`) and the rendering presets (`GET /api/v1/presets`)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from daemons.render.node import node
+from daemons.render.pixels import PRESETS
+from shared.auth import require_auth
+
+bp = Blueprint("render_node", __name__)
+
+
+def _volume_presets() -> list[str]:
+    """Names of the 3D transfer-function presets, from the volume package when it is present."""
+    try:
+        from daemons.render.volume.transfer import PRESETS as VOLUME_PRESETS
+    except ImportError:
+        return []
+    return sorted(VOLUME_PRESETS)
+
+
+@bp.get("/api/v1/node")
+@require_auth()
+def node_health():
+    the_node = node()
+    return jsonify({
+        "institution_id": the_node.institution_id,
+        "name": the_node.config["node"]["name"],
+        "records_stored": the_node.models.StoredRecord.select().count(),
+        "records_loaded": the_node.registry.loaded_count(),
+        "memory_used_bytes": the_node.registry.memory_used(),
+        "memory_budget_bytes": the_node.registry.budget_bytes,
+        "storage_used_bytes": the_node.store.used_bytes(),
+        "render_latency_ms": the_node.latency_percentiles(),
+        "backend_3d": the_node.config["render"]["backend_3d"],
+    })
+
+
+@bp.get("/api/v1/presets")
+@require_auth()
+def presets():
+    return jsonify({
+        "window": {name: {"center": c, "width": w} for name, (c, w) in PRESETS.items()},
+        "volume": _volume_presets(),
+    })

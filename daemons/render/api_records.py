@@ -1,0 +1,153 @@
+"""Records: upload, list, read, delete, original bytes, load and load status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from daemons.render.node import node
+from daemons.render.records import MemoryBudgetError
+from daemons.render.storage import StoreError
+from daemons.render.validate import UploadError, parse_upload
+from shared.audit import record_audit
+from shared.auth import current_identity, require_auth
+from shared.db import utcnow
+from shared.errors import ApiError, not_found
+from shared.validation import iso_utc, page_args, parse_record_id, query_int
+
+bp = Blueprint("render_records", __name__)
+
+
+def record_meta(record_id: str, row=None) -> dict[str, Any]:
+    """RecordMeta (docs/API.md) from the manifest and the catalogue row."""
+    the_node = node()
+    meta = dict(the_node.manifest(record_id)["meta"])
+    if row is None:
+        row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
+    meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
+    return meta
+
+
+def _stored_or_404(record_id: str):
+    models = node().models
+    row = models.StoredRecord.get_or_none(models.StoredRecord.id == record_id)
+    if row is None or not node().store.exists(record_id):
+        raise not_found("record", record_id)
+    return row
+
+
+def _require_own_institution(what: str) -> None:
+    identity = current_identity()
+    if identity.institution_id != node().institution_id:
+        raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
+
+
+@bp.post("/api/v1/records")
+@require_auth("physician")
+def upload():
+    _require_own_institution("uploading to this node")
+    the_node = node()
+    uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
+    try:
+        parsed = parse_upload(uploads, the_node.limits)
+    except UploadError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    models = the_node.models
+    created = the_node.store.write_record(parsed.record_id, [f.raw for f in parsed.files], parsed.manifest)
+    row = models.StoredRecord.get_or_none(models.StoredRecord.id == parsed.record_id)
+    if row is None:
+        meta = parsed.manifest["meta"]
+        row = models.StoredRecord.create(
+            id=parsed.record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
+            frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
+            uploaded_by=current_identity().user_id, stored_at=utcnow(),
+        )
+    record_audit(models.AuditEntry, "record.upload" if created else "record.upload_again", "record", parsed.record_id)
+    response = jsonify(record_meta(parsed.record_id, row))
+    response.status_code = 201 if created else 200
+    return response
+
+
+@bp.get("/api/v1/records")
+@require_auth("physician", "admin")
+def list_records():
+    limit, offset = page_args()
+    models = node().models
+    query = models.StoredRecord.select()
+    total = query.count()
+    rows = query.order_by(models.StoredRecord.stored_at.desc()).limit(limit).offset(offset)
+    return jsonify({"items": [record_meta(r.id, r) for r in rows], "total": total})
+
+
+@bp.get("/api/v1/records/<record_id>")
+@require_auth("physician", "admin")
+def get_record(record_id: str):
+    record_id = parse_record_id(record_id, "record id")
+    row = _stored_or_404(record_id)
+    record_audit(node().models.AuditEntry, "record.read", "record", record_id)
+    return jsonify(record_meta(record_id, row))
+
+
+@bp.delete("/api/v1/records/<record_id>")
+@require_auth("physician", "admin")
+def delete_record(record_id: str):
+    record_id = parse_record_id(record_id, "record id")
+    _require_own_institution("deleting records of this node")
+    row = _stored_or_404(record_id)
+    the_node = node()
+    the_node.registry.unload(record_id)
+    the_node.store.delete(record_id)
+    row.delete_instance()
+    the_node.forget(record_id)
+    record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
+    return Response(status=204)
+
+
+@bp.get("/api/v1/records/<record_id>/original")
+@require_auth("physician")
+def original(record_id: str):
+    record_id = parse_record_id(record_id, "record id")
+    _stored_or_404(record_id)
+    the_node = node()
+    files = the_node.manifest(record_id)["files"]
+    index = query_int("index", 0, 0, len(files) - 1)
+    try:
+        data = the_node.store.read_file(record_id, index, files[index]["sha256"])
+    except StoreError as exc:
+        raise ApiError(422, "store_corrupt", f"file {index} of record {record_id} failed verification: {exc}") from exc
+    record_audit(the_node.models.AuditEntry, "record.original", "record", record_id, detail=f"index={index}")
+    response = Response(data, mimetype="application/dicom")
+    response.headers["Content-Disposition"] = f'attachment; filename="{record_id[:16]}-{index:06d}.dcm"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def unloaded_status(record_id: str) -> dict[str, Any]:
+    frames = node().manifest(record_id)["meta"]["frames"]
+    return {"id": record_id, "state": "unloaded", "frames_total": frames, "frames_ready": 0, "errors": []}
+
+
+@bp.post("/api/v1/records/<record_id>/load")
+@require_auth("physician", "admin")
+def load(record_id: str):
+    record_id = parse_record_id(record_id, "record id")
+    _stored_or_404(record_id)
+    the_node = node()
+    try:
+        record = the_node.registry.load(record_id)
+    except MemoryBudgetError as exc:
+        raise ApiError(507, "insufficient_memory", str(exc)) from exc
+    record_audit(the_node.models.AuditEntry, "record.load", "record", record_id)
+    response = jsonify(record.status())
+    response.status_code = 202
+    return response
+
+
+@bp.get("/api/v1/records/<record_id>/status")
+@require_auth("physician", "admin")
+def status(record_id: str):
+    record_id = parse_record_id(record_id, "record id")
+    _stored_or_404(record_id)
+    record = node().registry.get_loaded(record_id)
+    return jsonify(record.status() if record is not None else unloaded_status(record_id))

@@ -1,0 +1,75 @@
+"""Application factory of a render node (run by `sivr serve render` under ONE gunicorn worker).
+
+One worker process with many threads, because decoded records live in that process's RAM and
+are shared by every viewer; several workers would each hold (and load) their own copy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render.models import make_models
+from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
+from daemons.render.records import RecordRegistry
+from daemons.render.storage import RecordStore
+from daemons.render.validate import MIB, Limits
+from shared.audit import audit_blueprint
+from shared.config import Config, ConfigError
+from shared.db import bind_per_request, database_from_config, upgrade_schema
+from shared.errors import ApiError
+from shared.validation import parse_uuid
+from shared.webapp import create_base_app
+
+
+def _check_config(config: Config) -> None:
+    where = config.source or "<config>"
+    try:
+        config["node"]["institution_id"] = parse_uuid(config["node"]["institution_id"], "node.institution_id")
+    except ApiError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from exc
+    if not config["storage"]["key_file"]:
+        raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+
+
+def _sync_catalogue(store: RecordStore, models) -> None:
+    """The store is the truth: index records the catalogue misses, drop rows whose record is gone."""
+    store.cleanup()
+    stored = set(store.record_ids())
+    known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
+    for record_id in known - stored:
+        models.StoredRecord.delete_by_id(record_id)
+    for record_id in stored - known:
+        meta = store.read_manifest(record_id)["meta"]
+        models.StoredRecord.create(
+            id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
+            frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
+
+
+def create_app(config: Config) -> Flask:
+    _check_config(config)
+    app = create_base_app(__name__, config)
+    limits = Limits.from_config(config)
+    app.config["MAX_CONTENT_LENGTH"] = max(config["server"]["max_request_mb"] * MIB, limits.max_upload_bytes)
+    app.config["MAX_FORM_PARTS"] = limits.max_files + 16
+    database = database_from_config(config)
+    models = make_models(database)
+    upgrade_schema(database, "render", models.all)
+    store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+    with database.connection_context():
+        _sync_catalogue(store, models)
+    threads = config["render"]["load_threads"] or os.cpu_count() or 2
+    holder: dict[str, Node] = {}
+    registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
+                              manifest_reader=lambda record_id: holder["node"].manifest(record_id))
+    holder["node"] = Node(config, store, models, registry, limits)
+    app.extensions[NODE_EXTENSION] = holder["node"]
+    app.extensions[RECORDS_EXTENSION] = registry
+    bind_per_request(app, database)
+    for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
+                      audit_blueprint(models.AuditEntry)):
+        app.register_blueprint(blueprint)
+    return app

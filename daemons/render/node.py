@@ -1,0 +1,75 @@
+"""What one render node's requests share: config, store, catalogue, loaded records, latency figures.
+
+Built once by `create_app` and kept in `app.extensions["sivr_node"]`; views reach it through
+`node()`. Holding it in one object (not module globals) lets tests run several nodes in a process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flask import current_app
+
+from daemons.render.models import Models
+from daemons.render.records import RecordRegistry
+from daemons.render.storage import RecordStore, StoreError
+from daemons.render.validate import Limits
+from shared.config import Config
+from shared.errors import ApiError, not_found
+
+NODE_EXTENSION = "sivr_node"
+RECORDS_EXTENSION = "sivr_records"
+
+
+@dataclass
+class Node:
+    config: Config
+    store: RecordStore
+    models: Models
+    registry: RecordRegistry
+    limits: Limits
+    _manifests: dict[str, dict] = field(default_factory=dict)
+    _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
+    _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    @property
+    def institution_id(self) -> str:
+        return self.config["node"]["institution_id"]
+
+    def manifest(self, record_id: str) -> dict[str, Any]:
+        """The decrypted manifest of a stored record (cached); 404 if the record is not stored."""
+        with self._manifest_lock:
+            cached = self._manifests.get(record_id)
+        if cached is not None:
+            return cached
+        if not self.store.exists(record_id):
+            raise not_found("record", record_id)
+        try:
+            manifest = self.store.read_manifest(record_id)
+        except StoreError as exc:
+            raise ApiError(422, "store_corrupt", f"record {record_id} cannot be read: {exc}") from exc
+        with self._manifest_lock:
+            self._manifests[record_id] = manifest
+        return manifest
+
+    def forget(self, record_id: str) -> None:
+        with self._manifest_lock:
+            self._manifests.pop(record_id, None)
+
+    def note_latency(self, ms: float) -> None:
+        self._latencies.append(ms)
+
+    def latency_percentiles(self) -> dict[str, float | None]:
+        values = list(self._latencies)
+        if not values:
+            return {"p50": None, "p95": None}
+        p50, p95 = np.percentile(values, [50, 95])
+        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+
+
+def node() -> Node:
+    return current_app.extensions[NODE_EXTENSION]

@@ -1,0 +1,121 @@
+"""The render node's OpenAPI 3.1 document, served at `GET /api/v1/openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from shared import __version__
+
+bp = Blueprint("render_openapi", __name__)
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ID = {"name": "id", "in": "path", "required": True,
+       "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "record id (SHA-256 of the content)"}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "error", "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _json(schema: dict, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, description: str, schema: dict | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
+            "description": description}
+
+
+_IMAGE_PARAMS = [
+    _query("window", "CENTER,WIDTH in modality units (e.g. 40,400)"),
+    _query("preset", "named window, see /api/v1/presets"),
+    _query("voi_function", "VOI LUT function", {"enum": ["linear", "linear_exact", "sigmoid"]}),
+    _query("format", "image format", {"enum": ["png", "webp", "jpeg"], "default": "png"}),
+    _query("quality", "1..100, for webp and jpeg", {"type": "integer", "minimum": 1, "maximum": 100}),
+    _query("size", "WIDTHxHEIGHT box the image fits in, keeping the true aspect"),
+    _query("region", "x0,y0,x1,y1 fractions 0..1: zoom/pan crop"),
+]
+
+_IMAGE = {"description": "the image", "headers": {
+    "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}},
+    "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    "Window": {"type": ["object", "null"], "properties": {
+        "center": {"type": "number"}, "width": {"type": "number"}, "function": {"type": "string"}}},
+    "RecordMeta": {"type": "object", "properties": {
+        "id": {"type": "string"}, "files": {"type": "integer"}, "rows": {"type": "integer"},
+        "columns": {"type": "integer"}, "frames": {"type": "integer"}, "modality": {"type": "string"},
+        "photometric": {"type": "string"}, "bits_stored": {"type": "integer"},
+        "pixel_spacing": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        "slice_spacing": {"type": "number"}, "default_window": {"$ref": "#/components/schemas/Window"},
+        "study_uid": {"type": "string"}, "series_uid": {"type": "string"}, "patient_name": {"type": "string"},
+        "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
+        "description": {"type": "string"}, "size_bytes": {"type": "integer"},
+        "stored_at": {"type": ["string", "null"], "format": "date-time"}}},
+    "LoadStatus": {"type": "object", "properties": {
+        "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
+        "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},
+        "errors": {"type": "array", "items": {"type": "object", "properties": {
+            "frame": {"type": "integer"}, "message": {"type": "string"}}}}}},
+}
+
+
+def document() -> dict[str, Any]:
+    meta_list = {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/RecordMeta"}}, "total": {"type": "integer"}}}
+    meta = {"$ref": "#/components/schemas/RecordMeta"}
+    status = {"$ref": "#/components/schemas/LoadStatus"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "SIVR render node", "version": __version__,
+                 "description": "Stores encrypted DICOM records, loads them into RAM and renders them."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/node": {"get": {"summary": "node health figures", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/presets": {"get": {"summary": "window and volume presets", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/records": {
+                "get": {"summary": "stored records", "parameters": [
+                    _query("limit", "page size", {"type": "integer", "default": 50, "maximum": 500}),
+                    _query("offset", "page start", {"type": "integer", "default": 0})],
+                    "responses": {"200": _json(meta_list), **_errors(401, 403)}},
+                "post": {"summary": "upload one record (a multi-frame file or a series of single-frame files)",
+                         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                             "type": "object", "properties": {"files": {"type": "array", "items": {
+                                 "type": "string", "format": "binary"}}}}}}},
+                         "responses": {"201": _json(meta, "stored"), "200": _json(meta, "already stored"),
+                                       **_errors(400, 401, 403, 413, 415, 422)}},
+            },
+            "/api/v1/records/{id}": {
+                "parameters": [_ID],
+                "get": {"summary": "record metadata (audited)", "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
+                "delete": {"summary": "delete a record", "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},
+            },
+            "/api/v1/records/{id}/original": {"parameters": [_ID], "get": {
+                "summary": "the stored DICOM file, bit-exact (audited)",
+                "parameters": [_query("index", "file index in slice order", {"type": "integer", "default": 0})],
+                "responses": {"200": {"description": "DICOM", "content": {"application/dicom": {}}}, **_errors(400, 401, 404, 422)}}},
+            "/api/v1/records/{id}/load": {"parameters": [_ID], "post": {
+                "summary": "load into RAM (audited)", "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
+            "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
+                "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
+            "/api/v1/records/{id}/frames/{index}": {
+                "parameters": [_ID, {"name": "index", "in": "path", "required": True,
+                                     "schema": {"type": "integer", "minimum": 0}, "description": "slice, 0 = first in position order"}],
+                "get": {"summary": "one rendered slice", "parameters": _IMAGE_PARAMS,
+                        "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
+                                      **_errors(400, 401, 404, 409, 422)}}},
+        },
+    }
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi():
+    return jsonify(document())

@@ -1,0 +1,323 @@
+"""Records loaded in RAM: one decoded copy per node, filled slice by slice, demand first.
+
+Why this shape:
+- The node runs ONE gunicorn worker with many threads, so every viewer of a record shares the
+  same array (the paper's node kept one copy per user and refused the second one).
+- Loading runs in a thread pool (zstandard, AES-GCM, NumPy and the JPEG decoders release the GIL);
+  each decoded slice is servable at once, and a slice a viewer asks for jumps the queue, so the
+  first image never waits for the whole record.
+- A slice that fails to decode is reported with its reason in the status, and the record still
+  completes: the status can never say "loading" forever.
+- A memory budget evicts the least recently used records; nothing is unloaded because one viewer
+  went away.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+from daemons.render.decode import Layout, decode_frames, read_dataset
+from daemons.render.pixels import GrayParams, LutTable, Modality, Window, gray_lut, lut_supported
+from daemons.render.storage import RecordStore
+
+LUT_CACHE_SIZE = 64
+
+
+class MemoryBudgetError(Exception):
+    """The record alone is larger than the node's memory budget."""
+
+
+def _lut_from_json(data: dict | None) -> LutTable | None:
+    if data is None:
+        return None
+    return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
+
+
+class LoadedRecord:
+    """A record's frames in RAM (stored integer values; modality LUT not applied) and its load state.
+
+    `pixels` is (frames, rows, cols) in the stored dtype, or (frames, rows, cols, 3) uint8 for
+    colour; where the files disagree on rescale it holds float32 modality values with slope 1 and
+    intercept 0. Frames not yet decoded are zero: check `is_ready(i)` or `complete`.
+    """
+
+    def __init__(self, record_id: str, manifest: dict[str, Any]):
+        meta, render = manifest["meta"], manifest["render"]
+        self.record_id = record_id
+        self.manifest = manifest
+        self.layout = Layout(**render["layout"])
+        self.frames_total = int(meta["frames"])
+        self.pixels = np.zeros((self.frames_total, *self.layout.frame_shape), dtype=self.layout.stored_dtype)
+        self.rescale_slope = float(render["rescale_slope"])
+        self.rescale_intercept = float(render["rescale_intercept"])
+        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"])
+        self.spacing = (float(meta["slice_spacing"]), row_spacing, col_spacing)
+        self.orientation = tuple(float(v) for v in render["orientation"])
+        self.photometric = self.layout.photometric
+        window = meta.get("default_window") or render.get("auto_window")
+        self.default_window = None if window is None else (float(window["center"]), float(window["width"]))
+        self.default_function = (meta.get("default_window") or {}).get("function", "linear")
+        self.modality_lut = _lut_from_json(render.get("modality_lut"))
+        self.voi_lut = _lut_from_json(render.get("voi_lut"))
+        self.errors: dict[int, str] = {}
+        self.last_used = time.monotonic()
+        self._ready = np.zeros(self.frames_total, dtype=bool)
+        self._done = 0
+        self._cond = threading.Condition()
+        self._luts: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lut_lock = threading.Lock()
+        self.cancelled = False
+        self.started_at = time.perf_counter()
+        self.finished_at: float | None = None
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        return int(self.pixels.nbytes)
+
+    @property
+    def frames_ready(self) -> int:
+        return int(self._ready.sum())
+
+    @property
+    def complete(self) -> bool:
+        return self._done >= self.frames_total
+
+    @property
+    def is_color(self) -> bool:
+        return self.layout.is_color
+
+    def is_ready(self, index: int) -> bool:
+        return bool(self._ready[index])
+
+    def state(self) -> str:
+        if not self.complete:
+            return "loading"
+        return "error" if len(self.errors) >= self.frames_total else "ready"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.record_id,
+            "state": self.state(),
+            "frames_total": self.frames_total,
+            "frames_ready": self.frames_ready,
+            "errors": [{"frame": i, "message": m} for i, m in sorted(self.errors.items())],
+        }
+
+    def wait_frame(self, index: int, timeout: float) -> bool:
+        """Wait until frame `index` is decoded or failed; True if it is ready."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._ready[index] and index not in self.errors and not self.cancelled:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return bool(self._ready[index])
+
+    def wait_complete(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.complete and not self.cancelled:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return self.complete
+
+    def _frame_done(self, index: int, error: str | None) -> None:
+        with self._cond:
+            if error is None:
+                self._ready[index] = True
+            else:
+                self.errors[index] = error
+            self._done += 1
+            if self.complete:
+                self.finished_at = time.perf_counter()
+            self._cond.notify_all()
+
+    # --- rendering parameters ----------------------------------------------------------------
+    def modality(self) -> Modality:
+        if self.modality_lut is not None and not self.layout.float_modality:
+            return Modality(lut=self.modality_lut)
+        return Modality(self.rescale_slope, self.rescale_intercept)
+
+    def gray_params(self, voi: Window | LutTable | None) -> GrayParams:
+        return GrayParams(self.modality(), voi, self.photometric == "MONOCHROME1")
+
+    def lut_for(self, key: tuple, params: GrayParams) -> np.ndarray | None:
+        """The cached display table for one VOI choice, or None where frames are not 8/16-bit ints."""
+        if not lut_supported(self.pixels.dtype):
+            return None
+        with self._lut_lock:
+            lut = self._luts.get(key)
+            if lut is not None:
+                self._luts.move_to_end(key)
+                return lut
+        lut = gray_lut(self.pixels.dtype, params)
+        with self._lut_lock:
+            self._luts[key] = lut
+            while len(self._luts) > LUT_CACHE_SIZE:
+                self._luts.popitem(last=False)
+        return lut
+
+
+class _Loader:
+    """Decodes one record's frames in a shared pool; a demanded frame is taken next."""
+
+    def __init__(self, record: LoadedRecord, store: RecordStore, pool: ThreadPoolExecutor, workers: int):
+        self.record = record
+        self.store = store
+        files = record.manifest["files"]
+        self.files = files
+        self.sources: list[tuple[int, int]] = [
+            (file_index, frame) for file_index, f in enumerate(files) for frame in range(int(f["frames"]))
+        ]
+        self._lock = threading.Lock()
+        self._heap: list[tuple] = [(1, i, i) for i in range(record.frames_total)]
+        self._taken = np.zeros(record.frames_total, dtype=bool)
+        self._seq = itertools.count()
+        self._file_cache: dict[int, tuple[bytes, Any]] = {}
+        self._file_left = [int(f["frames"]) for f in files]
+        self._file_locks = [threading.Lock() for _ in files]
+        for _ in range(max(1, workers)):
+            pool.submit(self._pump)
+
+    def demand(self, index: int) -> None:
+        with self._lock:
+            if not self._taken[index]:
+                heapq.heappush(self._heap, (0, -next(self._seq), index))
+
+    def _next(self) -> int | None:
+        with self._lock:
+            while self._heap:
+                _, _, index = heapq.heappop(self._heap)
+                if not self._taken[index]:
+                    self._taken[index] = True
+                    return index
+            return None
+
+    def _file(self, file_index: int) -> tuple[bytes, Any]:
+        """Decrypted bytes (and, for compressed multi-frame files, the parsed dataset) of a file."""
+        info = self.files[file_index]
+        if int(info["frames"]) == 1:
+            return self.store.read_file(self.record.record_id, file_index, info["sha256"]), None
+        with self._file_locks[file_index]:
+            cached = self._file_cache.get(file_index)
+            if cached is None:
+                raw = self.store.read_file(self.record.record_id, file_index, info["sha256"])
+                dataset = None if info.get("pixel_offset") is not None else read_dataset(raw)
+                cached = self._file_cache[file_index] = (raw, dataset)
+            return cached
+
+    def _release(self, file_index: int) -> None:
+        with self._lock:
+            self._file_left[file_index] -= 1
+            if self._file_left[file_index] <= 0:
+                self._file_cache.pop(file_index, None)
+
+    def _pump(self) -> None:
+        record = self.record
+        while not record.cancelled:
+            index = self._next()
+            if index is None:
+                return
+            file_index, frame_in_file = self.sources[index]
+            info = self.files[file_index]
+            try:
+                raw, dataset = self._file(file_index)
+                offset = info.get("pixel_offset")
+                _, frame = next(decode_frames(raw, record.layout, [frame_in_file], offset,
+                                              float(info["slope"]), float(info["intercept"]), dataset))
+                record.pixels[index] = frame
+                error = None
+            except Exception as exc:  # any failure of one slice is reported for that slice
+                error = f"{type(exc).__name__}: {exc}"
+            self._release(file_index)
+            record._frame_done(index, error)
+
+
+class RecordRegistry:
+    """The node's loaded records, its loader pool and its memory budget."""
+
+    def __init__(self, store: RecordStore, budget_bytes: int, threads: int = 2,
+                 manifest_reader: Callable[[str], dict] | None = None):
+        self.store = store
+        self.budget_bytes = budget_bytes
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads * 4, thread_name_prefix="sivr-load")
+        self._records: OrderedDict[str, LoadedRecord] = OrderedDict()
+        self._loaders: dict[str, _Loader] = {}
+        self._lock = threading.Lock()
+        self._manifest_reader = manifest_reader or store.read_manifest
+
+    def get_loaded(self, record_id: str) -> LoadedRecord | None:
+        """The loaded (or loading) record, marked as just used; None if not in RAM."""
+        with self._lock:
+            record = self._records.get(record_id)
+            if record is not None:
+                self._records.move_to_end(record_id)
+                record.last_used = time.monotonic()
+            return record
+
+    def load(self, record_id: str) -> LoadedRecord:
+        """Start loading (or return the record already loaded); evicts LRU records beyond the budget."""
+        existing = self.get_loaded(record_id)
+        if existing is not None:
+            return existing
+        manifest = self._manifest_reader(record_id)
+        with self._lock:
+            existing = self._records.get(record_id)
+            if existing is not None:
+                return existing
+            record = LoadedRecord(record_id, manifest)
+            if record.nbytes > self.budget_bytes:
+                raise MemoryBudgetError(
+                    f"the record needs {record.nbytes // 2**20} MiB, more than this node's memory budget "
+                    f"of {self.budget_bytes // 2**20} MiB")
+            self._evict(record.nbytes)
+            self._records[record_id] = record
+            self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
+        return record
+
+    def demand(self, record_id: str, index: int) -> None:
+        loader = self._loaders.get(record_id)
+        if loader is not None:
+            loader.demand(index)
+
+    def _evict(self, needed: int) -> None:
+        while self._records and self.memory_used() + needed > self.budget_bytes:
+            _, victim = self._records.popitem(last=False)
+            self._drop(victim)
+
+    def _drop(self, record: LoadedRecord) -> None:
+        record.cancelled = True
+        self._loaders.pop(record.record_id, None)
+        with record._cond:
+            record._cond.notify_all()
+
+    def unload(self, record_id: str) -> bool:
+        with self._lock:
+            record = self._records.pop(record_id, None)
+            if record is not None:
+                self._drop(record)
+            return record is not None
+
+    def memory_used(self) -> int:
+        return sum(r.nbytes for r in list(self._records.values()))
+
+    def loaded_count(self) -> int:
+        return len(self._records)
+
+    def shutdown(self) -> None:
+        for record_id in list(self._records):
+            self.unload(record_id)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,188 @@
+"""The node's DICOM store: every file zstandard-compressed, then AES-256-GCM encrypted, written atomically.
+
+Layout: `<dir>/<record id>/<index>.bin` for the files and `<dir>/<record id>/manifest.bin` for the
+record's analysis (itself encrypted: it holds patient names). A record is first written into
+`<dir>/.tmp-<random>/` with every file fsynced, the manifest last, and only then renamed to its id
+in one `os.replace`: after a crash or kill there is either the whole record or none, and leftover
+temporary folders are removed at start-up.
+
+Each blob is `MAGIC | 96-bit random nonce | ciphertext+tag`, with the record id and the file index
+as associated data, so a blob moved to another record or position fails authentication just like
+a modified one. After decryption the SHA-256 from the manifest is checked: the bytes returned are
+the uploaded bytes, bit for bit, or an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"SIVRENC1"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+ZSTD_LEVEL = 1
+MANIFEST = "manifest.bin"
+TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+
+class StoreError(Exception):
+    """A stored blob failed authentication or its checksum: tampered or corrupt, never rendered."""
+
+
+def create_key_file(path: Path) -> None:
+    """Write a new random 256-bit key readable by its owner only (0600 from creation)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(KEY_BYTES))
+
+
+def load_key(path: Path) -> bytes:
+    """The store key; refused when other users could read it or when it is not 32 bytes."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{path}: the store key must be readable by its owner only (chmod 600), is {oct(mode)}")
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{path}: the store key must be exactly {KEY_BYTES} bytes, has {len(key)}")
+    return key
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class RecordStore:
+    """Encrypted, compressed, atomically written records under one folder."""
+
+    def __init__(self, root: Path, key: bytes, threads: int = 2):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._aead = AESGCM(key)
+        self._threads = threads
+
+    @classmethod
+    def open(cls, root: Path, key_file: Path) -> "RecordStore":
+        """Open the store; a missing key is created only for a store that holds no record yet."""
+        root, key_file = Path(root), Path(key_file)
+        if not key_file.exists():
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
+                raise ValueError(f"{key_file}: the store key is missing but {root} holds records")
+            create_key_file(key_file)
+        return cls(root, load_key(key_file))
+
+    # --- blobs -------------------------------------------------------------------------------
+    @staticmethod
+    def _aad(record_id: str, part: str) -> bytes:
+        return f"sivr-record:{record_id}:{part}".encode("ascii")
+
+    def _seal(self, record_id: str, part: str, data: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
+        return MAGIC + nonce + self._aead.encrypt(nonce, compressed, self._aad(record_id, part))
+
+    def _open(self, record_id: str, part: str, blob: bytes) -> bytes:
+        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
+            raise StoreError(f"record {record_id} {part}: not a store blob (damaged or replaced)")
+        nonce = blob[len(MAGIC):len(MAGIC) + NONCE_BYTES]
+        try:
+            compressed = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES:], self._aad(record_id, part))
+        except InvalidTag as exc:
+            raise StoreError(f"record {record_id} {part}: authentication failed (tampered or corrupt)") from exc
+        try:
+            return zstandard.ZstdDecompressor().decompress(compressed)
+        except zstandard.ZstdError as exc:
+            raise StoreError(f"record {record_id} {part}: cannot be decompressed ({exc})") from exc
+
+    # --- records -----------------------------------------------------------------------------
+    def path_of(self, record_id: str) -> Path:
+        return self.root / record_id
+
+    def exists(self, record_id: str) -> bool:
+        return (self.path_of(record_id) / MANIFEST).is_file()
+
+    def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+        """Store a record atomically; False (and nothing written) if it is already stored."""
+        if self.exists(record_id):
+            return False
+        temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        temp.mkdir()
+        try:
+            def write_one(index: int) -> None:
+                _write_durable(temp / f"{index:06d}.bin", self._seal(record_id, str(index), files[index]))
+
+            with ThreadPoolExecutor(self._threads) as pool:
+                list(pool.map(write_one, range(len(files))))
+            body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+            _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
+            _fsync_dir(temp)
+            try:
+                os.replace(temp, self.path_of(record_id))
+            except OSError:
+                if self.exists(record_id):  # the same record was stored concurrently
+                    return False
+                raise
+            _fsync_dir(self.root)
+            return True
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
+
+    def read_manifest(self, record_id: str) -> dict[str, Any]:
+        blob = (self.path_of(record_id) / MANIFEST).read_bytes()
+        return json.loads(self._open(record_id, "manifest", blob))
+
+    def read_file(self, record_id: str, index: int, sha256: str) -> bytes:
+        """The original bytes of file `index`, verified against the manifest's SHA-256."""
+        blob = (self.path_of(record_id) / f"{index:06d}.bin").read_bytes()
+        data = self._open(record_id, str(index), blob)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"record {record_id} file {index}: checksum mismatch")
+        return data
+
+    def delete(self, record_id: str) -> bool:
+        """Remove a record; it disappears in one rename, then its files are deleted."""
+        path = self.path_of(record_id)
+        if not path.exists():
+            return False
+        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+
+    def record_ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def cleanup(self) -> int:
+        """Remove what an interrupted write or delete left behind; returns how many folders."""
+        removed = 0
+        for path in self.root.iterdir():
+            if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (path.is_dir() and not (path / MANIFEST).exists()):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def used_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*.bin"))

@@ -1,0 +1,386 @@
+"""Upload validation: parse every file, refuse what cannot be rendered, order a series by position.
+
+Everything is decided here, before a byte is stored: a record that passes is known to be one
+consistent image stack whose pixels decode. Each refusal is an ApiError whose message names the
+file and the reason, so the physician can act on it. The analysis also records what the loader
+needs later (pixel data offsets, rescale, LUTs, window) so loading never re-parses headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+
+from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
+from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_upload_bytes: int
+    max_files: int
+    max_rows: int
+    max_columns: int
+    max_frames: int
+    max_decoded_bytes: int
+
+    @classmethod
+    def from_config(cls, config) -> "Limits":
+        limits = config["limits"]
+        return cls(
+            max_upload_bytes=limits["max_upload_mb"] * MIB,
+            max_files=limits["max_files"],
+            max_rows=limits["max_rows"],
+            max_columns=limits["max_columns"],
+            max_frames=limits["max_frames"],
+            max_decoded_bytes=limits["max_decoded_mb"] * MIB,
+        )
+
+
+@dataclass
+class ParsedFile:
+    name: str
+    raw: bytes
+    sha256: str
+    dataset: Dataset
+    frames: int
+    position: float | None
+    instance: int | None
+    pixel_offset: int | None
+    slope: float
+    intercept: float
+
+
+@dataclass
+class ParsedRecord:
+    """A validated record: its id, its files in slice order, and the manifest the store keeps."""
+
+    record_id: str
+    files: list[ParsedFile]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class UploadError(Exception):
+    """Refused upload; `status` and `code` become the HTTP error."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def record_id_of(hashes: list[str]) -> str:
+    """Content id: SHA-256 over the sorted per-file SHA-256 digests (upload order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(hashes)).encode("ascii")).hexdigest()
+
+
+def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> Any:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    if hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
+        value = value[0] if len(value) else default
+    try:
+        return cast(value)
+    except (TypeError, ValueError) as exc:
+        raise UploadError(422, "invalid_attribute", f"{name}: {keyword} {value!r} is not a number") from exc
+
+
+def _floats(value: Any, count: int) -> list[float] | None:
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count else None
+
+
+def _functional(ds: Dataset, sequence: str, keyword: str) -> Any:
+    """An attribute of an enhanced multi-frame file: shared groups first, then the first frame's."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(groups)
+        if items and sequence in items[0] and items[0][sequence].value:
+            item = items[0][sequence][0]
+            if keyword in item:
+                return item[keyword].value
+    return None
+
+
+def _attr(ds: Dataset, keyword: str, sequence: str) -> Any:
+    value = ds.get(keyword)
+    return value if value not in (None, "") else _functional(ds, sequence, keyword)
+
+
+def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
+    try:
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        data = np.asarray(item.LUTData, dtype=np.int64).ravel()
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise UploadError(422, "invalid_attribute", f"{name}: its LUT descriptor or data is malformed") from exc
+    if signed and first >= 1 << 15:
+        first -= 1 << 16
+    entries = entries or 65536
+    if len(data) < entries or bits < 1 or bits > 16:
+        raise UploadError(422, "invalid_attribute", f"{name}: the LUT has fewer entries than its descriptor says")
+    return LutTable(first, bits, data[:entries])
+
+
+def _lut_json(lut: LutTable | None) -> dict | None:
+    if lut is None:
+        return None
+    return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
+
+
+def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
+    if len(raw) < 132 or raw[128:132] != b"DICM":
+        raise UploadError(400, "not_dicom", f"{name}: not a DICOM file (no DICM Part 10 preamble)")
+    try:
+        ds = read_dataset(raw)
+    except (InvalidDicomError, EOFError) as exc:
+        raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
+        raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
+    if "PixelData" not in ds:
+        raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    if not syntax:
+        raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
+    try:
+        decoder = get_decoder(syntax)
+        if not decoder.is_available:
+            raise NotImplementedError(syntax)
+    except NotImplementedError as exc:
+        raise UploadError(415, "undecodable_syntax",
+                          f"{name}: transfer syntax {syntax} ({ds.file_meta.TransferSyntaxUID.name}) "
+                          "cannot be decoded by this node") from exc
+    rows = _number(ds, "Rows", 0, name, int)
+    cols = _number(ds, "Columns", 0, name, int)
+    frames = _number(ds, "NumberOfFrames", 1, name, int)
+    if rows <= 0 or cols <= 0 or frames <= 0:
+        raise UploadError(422, "invalid_attribute", f"{name}: Rows, Columns and Number of Frames must be positive")
+    if rows > limits.max_rows or cols > limits.max_columns or frames > limits.max_frames:
+        raise UploadError(413, "over_limits",
+                          f"{name}: {cols}x{rows} pixels x {frames} frames is over this node's limits "
+                          f"({limits.max_columns}x{limits.max_rows} x {limits.max_frames})")
+    for keyword in ("BitsAllocated", "BitsStored", "SamplesPerPixel", "PhotometricInterpretation"):
+        if keyword not in ds:
+            raise UploadError(422, "invalid_attribute", f"{name}: {keyword} is missing")
+    orientation = _floats(_attr(ds, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
+    position = _floats(_attr(ds, "ImagePositionPatient", "PlanePositionSequence") or [], 3)
+    along = None
+    if orientation and position:
+        normal = np.cross(orientation[:3], orientation[3:])
+        along = float(np.dot(normal, position))
+    slope = _number(ds, "RescaleSlope", None, name) if "RescaleSlope" in ds else None
+    if slope is None:
+        slope = float(_functional(ds, "PixelValueTransformationSequence", "RescaleSlope") or 1.0)
+        intercept = float(_functional(ds, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0)
+    else:
+        intercept = _number(ds, "RescaleIntercept", 0.0, name)
+    return ParsedFile(
+        name=name, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), dataset=ds, frames=frames,
+        position=along, instance=_number(ds, "InstanceNumber", None, name, int),
+        pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
+    )
+
+
+def _layout(ds: Dataset, float_modality: bool) -> Layout:
+    return Layout(
+        rows=int(ds.Rows), columns=int(ds.Columns), samples=int(ds.SamplesPerPixel),
+        bits_allocated=int(ds.BitsAllocated), bits_stored=int(ds.BitsStored),
+        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
+        photometric=str(ds.PhotometricInterpretation).strip(), float_modality=float_modality,
+    )
+
+
+def _check_consistent(files: list[ParsedFile]) -> None:
+    if any(f.frames > 1 for f in files) and len(files) > 1:
+        raise UploadError(422, "inconsistent_series",
+                          "a multi-frame file must be uploaded alone, not together with other files")
+    series = {str(f.dataset.get("SeriesInstanceUID", "")) for f in files}
+    if len(series) > 1:
+        raise UploadError(422, "inconsistent_series",
+                          f"the files belong to {len(series)} different series; upload one series per record")
+    first = files[0].dataset
+    keys = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
+            "PhotometricInterpretation")
+    for parsed in files[1:]:
+        for keyword in keys:
+            if parsed.dataset.get(keyword) != first.get(keyword):
+                raise UploadError(422, "inconsistent_series",
+                                  f"{parsed.name}: {keyword} {parsed.dataset.get(keyword)} differs from "
+                                  f"{files[0].name} ({first.get(keyword)}); all slices must match")
+        mine = _floats(parsed.dataset.get("ImageOrientationPatient") or [], 6)
+        theirs = _floats(first.get("ImageOrientationPatient") or [], 6)
+        if mine and theirs and not np.allclose(mine, theirs, atol=1e-3):
+            raise UploadError(422, "inconsistent_series",
+                              f"{parsed.name}: its orientation differs from {files[0].name}; "
+                              "a record must be one stack of parallel slices")
+
+
+def _sort_key(parsed: ParsedFile) -> tuple:
+    return (
+        parsed.position if parsed.position is not None else float("inf"),
+        parsed.instance if parsed.instance is not None else 0,
+        parsed.name,
+    )
+
+
+def _slice_spacing(files: list[ParsedFile], ds: Dataset) -> float:
+    positions = [f.position for f in files if f.position is not None]
+    if len(positions) == len(files) and len(files) > 1:
+        gaps = np.abs(np.diff(positions))
+        gaps = gaps[gaps > 1e-6]
+        if gaps.size:
+            return float(np.median(gaps))
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _attr(ds, keyword, "PixelMeasuresSequence")
+        try:
+            if value is not None and float(value) > 0:
+                return float(value)
+        except (TypeError, ValueError):
+            continue
+    return 1.0
+
+
+def _pixel_spacing(ds: Dataset) -> list[float]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        value = _floats(_attr(ds, keyword, "PixelMeasuresSequence") or [], 2)
+        if value and value[0] > 0 and value[1] > 0:
+            return value
+    return [1.0, 1.0]
+
+
+def _default_window(ds: Dataset) -> dict | None:
+    center = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
+    width = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
+    try:
+        center = float(center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center)
+        width = float(width[0] if hasattr(width, "__len__") and not isinstance(width, str) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence") or "LINEAR").strip().lower()
+    if function not in WINDOW_FUNCTIONS:
+        function = "linear"
+    if width < 1 or (function != "linear" and width <= 0):
+        return None
+    return {"center": center, "width": width, "function": function}
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "")[:200]
+
+
+def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
+    """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
+    uploads = [(name, raw) for name, raw in uploads if raw]
+    if not uploads:
+        raise UploadError(400, "empty_upload", "no file was sent: attach one or more DICOM files as `files`")
+    if len(uploads) > limits.max_files:
+        raise UploadError(413, "over_limits", f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
+    total = sum(len(raw) for _, raw in uploads)
+    if total > limits.max_upload_bytes:
+        raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
+    unique: dict[str, ParsedFile] = {}
+    for name, raw in uploads:
+        parsed = _parse_file(name, raw, limits)
+        unique.setdefault(parsed.sha256, parsed)
+    files = sorted(unique.values(), key=_sort_key)
+    _check_consistent(files)
+    first = files[0].dataset
+    frames_total = sum(f.frames for f in files)
+    if frames_total > limits.max_frames:
+        raise UploadError(413, "over_limits", f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
+    rescales = {(f.slope, f.intercept) for f in files}
+    modality_seq = first.get("ModalityLUTSequence")
+    layout = _layout(first, float_modality=len(rescales) > 1 and not modality_seq)
+    if layout.samples not in (1, 3) or layout.bits_allocated not in (1, 8, 16, 32):
+        raise UploadError(422, "unsupported_image",
+                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits are not supported")
+    decoded_bytes = frames_total * int(np.prod(layout.frame_shape)) * layout.stored_dtype.itemsize
+    if decoded_bytes > limits.max_decoded_bytes:
+        raise UploadError(413, "over_limits",
+                          f"the record decodes to {decoded_bytes // MIB} MiB, over the limit of {limits.max_decoded_bytes // MIB} MiB")
+    for parsed in files:
+        _check_pixel_length(parsed, layout)
+    signed = layout.pixel_representation == 1
+    modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
+    voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
+    voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
+    sample = files[len(files) // 2]
+    sample_frame = _trial_decode(sample, layout)
+    if layout.float_modality or modality_lut is None:
+        slope, intercept = (1.0, 0.0) if layout.float_modality else (files[0].slope, files[0].intercept)
+        values = Modality(slope, intercept).apply(sample_frame)
+    else:
+        values = Modality(lut=modality_lut).apply(sample_frame)
+    auto = None if layout.is_color else auto_window(values)
+    record_id = record_id_of([f.sha256 for f in files])
+    orientation = _floats(_attr(first, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
+    meta = {
+        "id": record_id,
+        "files": len(files),
+        "rows": layout.rows,
+        "columns": layout.columns,
+        "frames": frames_total,
+        "modality": _text(first, "Modality"),
+        "photometric": layout.photometric,
+        "bits_stored": layout.bits_stored,
+        "pixel_spacing": _pixel_spacing(first),
+        "slice_spacing": _slice_spacing(files, first),
+        "default_window": None if layout.is_color else _default_window(first),
+        "study_uid": _text(first, "StudyInstanceUID"),
+        "series_uid": _text(first, "SeriesInstanceUID"),
+        "patient_name": _text(first, "PatientName"),
+        "patient_id_dicom": _text(first, "PatientID"),
+        "study_date": _text(first, "StudyDate"),
+        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
+        "size_bytes": total,
+    }
+    render = {
+        "layout": layout.to_json(),
+        "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "rescale_slope": 1.0 if layout.float_modality else files[0].slope,
+        "rescale_intercept": 0.0 if layout.float_modality else files[0].intercept,
+        "modality_lut": _lut_json(modality_lut),
+        "voi_lut": _lut_json(voi_lut),
+        "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
+        "decoded_bytes": decoded_bytes,
+    }
+    manifest_files = [
+        {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
+         "slope": f.slope, "intercept": f.intercept, "name": f.name[:200]}
+        for f in files
+    ]
+    return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
+
+
+def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
+    """Uncompressed pixel data must hold every frame; a shorter value is a truncated file."""
+    if parsed.pixel_offset is None:
+        return
+    element = parsed.dataset.get_item("PixelData", keep_deferred=True)
+    samples = layout.rows * layout.columns * layout.samples * parsed.frames
+    expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
+    available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
+    if available < expected:
+        raise UploadError(422, "truncated",
+                          f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
+                          "the file is truncated")
+
+
+def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:
+    """Decode one frame now, so a file whose pixels cannot be decoded is refused at upload."""
+    offset = parsed.pixel_offset if fast_path_possible(layout) else None
+    try:
+        _, frame = next(decode_frames(parsed.raw, layout, [parsed.frames // 2], offset,
+                                      parsed.slope, parsed.intercept, parsed.dataset))
+    except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+        raise UploadError(422, "undecodable_pixels", f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
+    return frame

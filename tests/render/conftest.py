@@ -1,0 +1,104 @@
+"""Fixtures for render-node tests: a real node app (Flask test client) with real tokens and store."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from daemons.render.app import create_app
+from daemons.render.models import upgrade
+from daemons.render.settings import KEYS
+from shared.config import build_config
+from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+
+REPO = Path(__file__).resolve().parents[2]
+DICOM = REPO.parent / "shared" / "data" / "dicom"
+
+
+def need_data() -> Path:
+    if not DICOM.is_dir():
+        pytest.skip(f"real DICOM data absent: {DICOM} (/work/shared/data absent (fresh clone))")
+    return DICOM
+
+
+@pytest.fixture(scope="session")
+def dicom_dir() -> Path:
+    return need_data()
+
+
+@pytest.fixture(scope="session")
+def token_keys(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("token-keys")
+    private, public = folder / "token.pem", folder / "token.pub"
+    generate_signing_keypair(private, public)
+    return private, public
+
+
+class NodeHarness:
+    """A render node app plus a way to mint tokens for any role and institution."""
+
+    def __init__(self, app, issuer: TokenIssuer, institution_id: str, root: Path):
+        self.app = app
+        self.client = app.test_client()
+        self.issuer = issuer
+        self.institution_id = institution_id
+        self.root = root
+
+    def headers(self, role: str = "physician", institution_id: str | None = None,
+                user_id: str | None = None) -> dict[str, str]:
+        token, _ = self.issuer.issue(user_id or str(uuid.uuid4()), f"{role}-user", role,
+                                     institution_id or self.institution_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    def upload(self, paths_or_blobs, headers=None):
+        files = []
+        for item in paths_or_blobs:
+            if isinstance(item, Path):
+                files.append((item.open("rb"), item.name))
+            else:
+                name, data = item
+                import io
+                files.append((io.BytesIO(data), name))
+        return self.client.post("/api/v1/records", data={"files": files},
+                                headers=headers or self.headers(), content_type="multipart/form-data")
+
+    @property
+    def registry(self):
+        return self.app.extensions["sivr_records"]
+
+
+@pytest.fixture
+def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
+    private, public = token_keys
+    issuer = TokenIssuer(load_private_key(private), "sivr-toplevel", "sivr", 300)
+
+    def make(root: Path | None = None, **overrides) -> NodeHarness:
+        root = root or tmp_path_factory.mktemp("render-node")
+        institution_id = overrides.pop("institution_id", str(uuid.uuid4()))
+        values = {
+            "tokens": {"public_key": str(public)},
+            "database": {"url": f"sqlite:///{root}/render.db"},
+            "node": {"institution_id": institution_id},
+            "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
+            "render": {"load_threads": 2},
+        }
+        for dotted, value in overrides.items():
+            section, name = dotted.split("__", 1)
+            values.setdefault(section, {})[name] = value
+        config = build_config("render", KEYS, values, None)
+        upgrade(config)
+        app = create_app(config)
+        app.config["TESTING"] = True
+        return NodeHarness(app, issuer, institution_id, root)
+
+    return make
+
+
+@pytest.fixture
+def node(make_node) -> NodeHarness:
+    harness = make_node()
+    yield harness
+    harness.registry.shutdown()
