@@ -1,0 +1,360 @@
+"""Every management screen driven against the real toplevel and institution daemons:
+create, edit, delete through the forms, bad input refused in the dialog, server refusals shown
+in words, tables sorted and filtered. Screenshots of each screen go to test-artifacts/admin_gui/."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from PySide6.QtCore import QDateTime, Qt, QTimer
+
+from admin_gui.api_client import ApiClient
+from daemons.deployment import free_port
+from daemons.layers import LAYERS
+
+from conftest import screenshot
+from driving import answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
+from standin_render_node import FIGURES, StandInRenderNode
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def admin_api(gui_deployment) -> ApiClient:
+    """The same HTTP API the console uses, to check what the console did on the server."""
+    client = ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert)
+    client.login(**gui_deployment.users["admin"])
+    return client
+
+
+@pytest.fixture(scope="module")
+def render_node_url(gui_deployment) -> Iterator[str]:
+    """A render node of Demo Hospital: the real one when the render layer exists, else a stand-in."""
+    demo = gui_deployment.layout.institutions[0]
+    if LAYERS["render"].available:
+        yield demo["nodes"][0]["url"]
+        return
+    standin = StandInRenderNode(gui_deployment.root, demo["id"])
+    yield standin.url
+    standin.stop()
+
+
+@pytest.fixture
+def console(qtbot, window, gui_deployment):
+    log_in_admin(qtbot, window, gui_deployment)
+    return window
+
+
+def institution_id(gui_deployment, number: int) -> str:
+    return gui_deployment.layout.institutions[number]["id"]
+
+
+def test_institutions_crud(qtbot, console, admin_api):
+    screen = open_screen(qtbot, console, "Institutions")
+    assert table_values(screen, "Name") == ["Demo Hospital", "Second Clinic"]
+
+    screen.create()
+    dialog = screen.dialog
+    fill(dialog, name="", server_url="http://clinic.example.org")
+    save(qtbot, console, dialog)
+    assert dialog.isVisible()
+    assert dialog.error.text() == ("Name is required.\nServer URL must start with https:// "
+                                   "(every SIVR server uses TLS).")
+    screenshot(dialog, "institution-form-error")
+
+    fill(dialog, name="Test Clinic", address="Zaloška 7, Ljubljana",
+         server_url="https://clinic.example.org:5002")
+    save(qtbot, console, dialog)
+    assert not dialog.isVisible()
+    assert screen.banner.text() == "Institution Test Clinic saved."
+    assert "Test Clinic" in table_values(screen, "Name")
+    on_server = {i["name"]: i for i in admin_api.list_all("/api/v1/institutions")}
+    assert on_server["Test Clinic"]["server_url"] == "https://clinic.example.org:5002"
+
+    screen.table.filter.setText("zaloška")
+    assert table_values(screen, "Name") == ["Test Clinic"]
+    screen.table.filter.setText("")
+    screen.table.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+    assert table_values(screen, "Name") == ["Test Clinic", "Second Clinic", "Demo Hospital"]
+
+    assert screen.table.select_where(lambda r: r["name"] == "Test Clinic")
+    screen.edit(screen.table.selected())
+    fill(screen.dialog, name="Test Clinic East")
+    save(qtbot, console, screen.dialog)
+    assert "Test Clinic East" in table_values(screen, "Name")
+
+    assert screen.table.select_where(lambda r: r["name"] == "Demo Hospital")
+    screen.remove(screen.table.selected())
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert screen.banner.property("kind") == "error"
+    assert screen.banner.text()  # the server's words: users still belong to it
+    assert "Demo Hospital" in table_values(screen, "Name")
+
+    screen.table.select_where(lambda r: r["name"] == "Test Clinic East")
+    screen.remove(screen.table.selected())
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert "Test Clinic East" not in table_values(screen, "Name")
+    assert "Test Clinic East" not in {i["name"] for i in admin_api.list_all("/api/v1/institutions")}
+    screen.table.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    screenshot(console, "institutions")
+
+
+def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gui_deployment):
+    screen = open_screen(qtbot, console, "Users")
+    assert set(table_values(screen, "Username")) >= {"admin", "dr.house"}
+
+    screen.create()
+    dialog = screen.dialog
+    fill(dialog, username="jnovak", full_name="Dr. Jana Novak", email="jana@", role="physician",
+         institution_id=institution_id(gui_deployment, 0), password="short", password2="short")
+    save(qtbot, console, dialog)
+    assert dialog.error.text() == ("Email 'jana@' is not an email address.\n"
+                                   "Password must be at least 10 characters.")
+
+    fill(dialog, username="dr.house", email="jana@example.org",
+         password="correct-horse-1", password2="correct-horse-1")
+    save(qtbot, console, dialog)
+    assert dialog.isVisible()
+    assert "dr.house" in dialog.error.text()  # the server's conflict message, in the dialog
+
+    fill(dialog, username="jnovak")
+    save(qtbot, console, dialog)
+    assert not dialog.isVisible()
+    assert screen.banner.text() == "User jnovak created."
+    created = next(u for u in admin_api.list_all("/api/v1/users") if u["username"] == "jnovak")
+    assert created["full_name"] == "Dr. Jana Novak" and created["role"] == "physician"
+
+    screen.table.filter.setText("novak")
+    assert table_values(screen, "Username") == ["jnovak"]
+    assert table_values(screen, "Institution") == ["Demo Hospital"]
+    screen.table.view.selectRow(0)
+
+    screen.edit(screen.table.selected())
+    fill(screen.dialog, role="admin", institution_id=institution_id(gui_deployment, 1))
+    save(qtbot, console, screen.dialog)
+    assert table_values(screen, "Role") == ["admin"]
+    assert table_values(screen, "Institution") == ["Second Clinic"]
+
+    screen.table.view.selectRow(0)
+    assert screen.toggle_button.text() == "Deactivate"
+    qtbot.mouseClick(screen.toggle_button, Qt.MouseButton.LeftButton)
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert table_values(screen, "Active") == ["no"]
+    assert admin_api.get(f"/api/v1/users/{created['id']}")["active"] is False
+    screen.table.view.selectRow(0)
+    assert screen.toggle_button.text() == "Reactivate"
+    screenshot(console, "users")
+    qtbot.mouseClick(screen.toggle_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert table_values(screen, "Active") == ["yes"]
+
+    screen.table.view.selectRow(0)
+    screen.reset_password(screen.table.selected())
+    fill(screen.dialog, password="brand-new-password", password2="brand-new-passw0rd")
+    save(qtbot, console, screen.dialog)
+    assert screen.dialog.error.text() == "The two passwords differ."
+    fill(screen.dialog, password2="brand-new-password")
+    save(qtbot, console, screen.dialog)
+    assert screen.banner.text() == "Password of jnovak reset."
+    assert ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert).login(
+        "jnovak", "brand-new-password")["username"] == "jnovak"
+
+    screen.table.view.selectRow(0)
+    screen.remove(screen.table.selected())
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert table_values(screen, "Username") == []
+    assert "jnovak" not in {u["username"] for u in admin_api.list_all("/api/v1/users")}
+
+
+def test_an_admin_cannot_deactivate_themself(qtbot, console):
+    screen = open_screen(qtbot, console, "Users")
+    screen.table.select_where(lambda r: r["username"] == "admin")
+    qtbot.mouseClick(screen.toggle_button, Qt.MouseButton.LeftButton)
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert screen.banner.property("kind") == "error"
+    assert "deactivate your own account" in screen.banner.text()
+
+
+def test_record_types_crud(qtbot, console, admin_api):
+    screen = open_screen(qtbot, console, "Record types")
+    assert "CT" in table_values(screen, "Code")
+    screen.create()
+    fill(screen.dialog, code="c t", name="")
+    save(qtbot, console, screen.dialog)
+    assert screen.dialog.error.text() == ("Code must be 1-16 capital letters, digits or _ (e.g. CT, MR, US).\n"
+                                          "Name is required.")
+    fill(screen.dialog, code="nm", name="Nuclear medicine")
+    save(qtbot, console, screen.dialog)
+    assert screen.banner.text() == "Record type NM saved."
+    assert {"code": "NM", "name": "Nuclear medicine"}.items() <= next(
+        t for t in admin_api.list_all("/api/v1/record-types") if t["code"] == "NM").items()
+
+    screen.create()
+    fill(screen.dialog, code="CT", name="Duplicate")
+    save(qtbot, console, screen.dialog)
+    assert screen.dialog.isVisible() and screen.dialog.error.text()
+    screen.dialog.reject()
+
+    screen.table.select_where(lambda r: r["code"] == "NM")
+    screen.edit(screen.table.selected())
+    fill(screen.dialog, name="Nuclear medicine (PET/SPECT)")
+    save(qtbot, console, screen.dialog)
+    assert "Nuclear medicine (PET/SPECT)" in table_values(screen, "Name")
+    screenshot(console, "record-types")
+
+    screen.table.select_where(lambda r: r["code"] == "NM")
+    screen.remove(screen.table.selected())
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert "NM" not in table_values(screen, "Code")
+
+
+def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, render_node_url):
+    screen = open_screen(qtbot, console, "Render nodes")
+    assert screen.institution.currentText() == "Demo Hospital"
+    demo_server = gui_deployment.layout.institutions[0]["server_url"]
+    assert screen.server_label.text() == demo_server
+
+    screen.create()
+    fill(screen.dialog, name="render-a", url="render1.example.org")
+    save(qtbot, console, screen.dialog)
+    assert screen.dialog.error.text() == "Node URL must start with https:// (every SIVR server uses TLS)."
+    fill(screen.dialog, url=render_node_url)
+    save(qtbot, console, screen.dialog)
+    assert screen.banner.text() == "Node render-a saved."
+    assert table_values(screen, "Name") == ["render-a"]
+    assert table_values(screen, "URL") == [render_node_url]
+
+    screen.table.view.selectRow(0)
+    screen.edit(screen.table.selected())
+    fill(screen.dialog, name="render-main")
+    save(qtbot, console, screen.dialog)
+    assert table_values(screen, "Name") == ["render-main"]
+    screenshot(console, "render-nodes")
+
+    screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))
+    wait_idle(qtbot, console)
+    assert "another institution" in screen.banner.text()
+    assert table_values(screen, "Name") == []
+
+    screen.institution.setCurrentIndex(screen.institution.findText("Demo Hospital"))
+    wait_idle(qtbot, console)
+    screen.table.view.selectRow(0)
+    screen.remove(screen.table.selected())
+    answer(qtbot, console, screen.confirm_box, yes=True)
+    assert table_values(screen, "Name") == []
+
+
+def test_node_health_shows_each_node_and_notices_one_going_down(qtbot, console, gui_deployment, admin_api):
+    demo = gui_deployment.layout.institutions[0]
+    server = admin_api.for_server(demo["server_url"])
+    standin = StandInRenderNode(gui_deployment.root, demo["id"])
+    dead_url = f"https://127.0.0.1:{free_port()}"
+    nodes = [server.post("/api/v1/nodes", {"name": "render-up", "url": standin.url}),
+             server.post("/api/v1/nodes", {"name": "render-dead", "url": dead_url})]
+    try:
+        screen = open_screen(qtbot, console, "Node health")
+        assert screen.timer.isActive()
+        qtbot.waitUntil(lambda: not screen.busy, timeout=20000)
+        rows = {r["name"]: r for r in screen.model.rows()}
+        assert rows["render-up"]["status"] == "up"
+        assert rows["render-up"]["records_stored"] == FIGURES["records_stored"]
+        assert rows["render-dead"]["status"] == "down"
+        assert "Cannot reach" in rows["render-dead"]["problem"]
+        assert rows["(institution server)"]["status"] == "no_access"  # Second Clinic's registry
+        assert screen.summary.text() == ("2 nodes · 1 reachable · 1 unreachable · "
+                                         "1 institution(s) not visible to you")
+        texts = dict(zip(table_values(screen, "Node"), table_values(screen, "Memory used / budget")))
+        assert texts["render-up"] == "38%"
+        assert dict(zip(table_values(screen, "Node"), table_values(screen, "Latency p95")))["render-up"] == "121 ms"
+        screenshot(console, "node-health")
+
+        standin.stop()
+        screen.poll()  # what the timer does
+        qtbot.waitUntil(lambda: not screen.busy, timeout=20000)
+        rows = {r["name"]: r for r in screen.model.rows()}
+        assert rows["render-up"]["status"] == "down"
+        assert screen.summary.text().startswith("2 nodes · 0 reachable · 2 unreachable")
+
+        console.console.open_screen("Users")
+        assert not screen.timer.isActive()  # no polling while nobody looks
+    finally:
+        for node in nodes:
+            server.delete(f"/api/v1/nodes/{node['id']}")
+
+
+def test_audit_search_by_user_patient_and_time(qtbot, console, admin_api, gui_deployment):
+    patient = admin_api.post("/api/v1/patients", {
+        "first_name": "Ana", "last_name": "Kovač", "sex": "F", "birth_date": "1970-03-02",
+        "insurance_number": "GUI-AUDIT-0001"})
+    admin_api.get(f"/api/v1/patients/{patient['id']}")
+
+    screen = open_screen(qtbot, console, "Audit log")
+    assert "auth.login" in table_values(screen, "Action")
+
+    screen.username.setText("admin")
+    screen.action.setCurrentText("auth.login")
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert set(table_values(screen, "Action")) == {"auth.login"}
+    assert set(table_values(screen, "User")) == {"admin"}
+
+    screen.action.setCurrentText("")
+    screen.username.setText("")
+    screen.patient.setText("not-an-id")
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    assert screen.banner.text().startswith("Patient must be an id like")
+
+    screen.patient.setText("")
+    screen.find_patient()
+    picker = screen.picker
+    picker.query.setText("kova")
+    picker.search()
+    wait_idle(qtbot, console)
+    assert table_values(picker, "Last name") == ["Kovač"]
+    screenshot(picker, "audit-patient-picker")
+    qtbot.mouseClick(picker.buttons.button(picker.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert screen.patient.text() == patient["id"]
+    assert "Kovač, Ana" in screen.patient_name.text()
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert set(table_values(screen, "Patient")) == {patient["id"]}
+    assert "patient.read" in table_values(screen, "Action")
+    screenshot(console, "audit-log")
+
+    tomorrow = QDateTime.currentDateTime().addDays(1)
+    screen.use_since.setChecked(True)
+    screen.since.setDateTime(tomorrow)
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert table_values(screen, "Action") == []
+    assert screen.result_label.text() == "0 matching entries"
+
+    screen.use_until.setChecked(True)
+    screen.until.setDateTime(tomorrow.addDays(-2))
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    assert screen.banner.text() == "The 'From' time is after the 'To' time."
+
+    screen.use_since.setChecked(False)
+    screen.use_until.setChecked(False)
+    screen.patient.setText("")
+    screen.source.setCurrentIndex(screen.source.findText("Demo Hospital (institution server)"))
+    qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert not screen.banner.text()
+    assert set(table_values(screen, "Server")) <= {"Demo Hospital"}
+
+
+def test_calls_run_off_the_gui_thread(qtbot, console):
+    """Submitting returns at once and the event loop keeps running while the calls are in flight."""
+    screen = open_screen(qtbot, console, "Institutions")
+    pending_seen_by_timer: list[int] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: pending_seen_by_timer.append(console.runner.pending))
+    timer.start(0)
+    for _ in range(5):
+        screen.refresh()
+    assert console.runner.pending == 5
+    wait_idle(qtbot, console)
+    timer.stop()
+    assert any(pending > 0 for pending in pending_seen_by_timer)
