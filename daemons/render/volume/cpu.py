@@ -27,7 +27,10 @@ CHUNK_ROWS = 2
 
 @numba.njit(inline="always", fastmath=True)
 def _ray_span(ox, oy, oz, sx, sy, sz, hx, hy, hz):
-    """Integer sample range [k0, k1] of the ray o + k*s inside the box [-0.5, h] per axis."""
+    """Integer sample range [k0, k1] of the ray o + k*s inside the box [-0.5, h] per axis.
+
+    Half-open (t_far excluded): each sample stands for one step of ray, so a box face that falls
+    exactly on a sample plane does not add a sample and every ray weighs its true length."""
     t_near = -1e30
     t_far = 1e30
     for o, s, h in ((ox, sx, hx), (oy, sy, hy), (oz, sz, hz)):
@@ -43,7 +46,7 @@ def _ray_span(ox, oy, oz, sx, sy, sz, hx, hy, hz):
             t_far = min(t_far, t1)
     if t_near > t_far:
         return 1, 0
-    return int(math.ceil(t_near)), int(math.floor(t_far))
+    return int(math.ceil(t_near)), int(math.ceil(t_far)) - 1
 
 
 @numba.njit(inline="always", fastmath=True)

@@ -125,8 +125,9 @@ class RayGrid:
     """Rays of a width x height orthographic image, all in index space.
 
     The ray of pixel (u, v) (column u, row v from the top) samples the points
-    `origin + u * du + v * dv + k * step` for the integers k whose point lies in the volume box;
-    k = 0 is the plane through the volume centre, so samples lie on planes shared by every ray.
+    `origin + u * du + v * dv + k * step` for the integers k with t_near <= k < t_far, where
+    [t_near, t_far] is where the ray is in the volume box; k = 0 is the plane through the volume
+    centre, so samples lie on planes shared by every ray.
     """
 
     width: int

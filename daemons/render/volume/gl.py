@@ -10,11 +10,12 @@ this object; requests from server threads queue for it.
 from __future__ import annotations
 
 import os
-import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.geometry import RayGrid
 from daemons.render.volume.raycast import (AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR,
                                            RayCaster)
@@ -79,7 +80,7 @@ void main() {
         }
     }
     int k0 = int(ceil(t_near));
-    int k1 = int(floor(t_far));
+    int k1 = int(ceil(t_far)) - 1;
     if (miss || t_near > t_far || k0 > k1) {
         gl_FragColor = vec4(0.0);
         return;
@@ -145,13 +146,13 @@ class _GlState:
         self.max_3d = int(gloo.gl.glGetParameter(GL_MAX_3D_TEXTURE_SIZE))
         self.program = gloo.Program(VERTEX, FRAGMENT)
         self.program["a_position"] = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)
-        self.volume_key: int | None = None
+        self.volume_ref: weakref.ref | None = None
         self.volume_texture = None
         self.value_scale = 1.0
         self.value_offset = 0.0
 
     def bind_volume(self, volume: PreparedVolume) -> None:
-        if self.volume_key == id(volume):
+        if self.volume_ref is not None and self.volume_ref() is volume:
             return
         voxels = volume.voxels
         if voxels.dtype.kind in "iu" and volume.raw_range[1] - volume.raw_range[0] <= 65535:
@@ -165,7 +166,7 @@ class _GlState:
         self.volume_texture = self.gloo.Texture3D(
             data[..., np.newaxis], interpolation="linear", wrapping="clamp_to_edge",
             internalformat=internal)
-        self.volume_key = id(volume)
+        self.volume_ref = weakref.ref(volume)
 
     def draw(self, grid: RayGrid, code: int, lut: TransferLut | None) -> np.ndarray:
         gloo = self.gloo
@@ -212,9 +213,10 @@ class GlRayCaster(RayCaster):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sivr-gl")
         self._state: _GlState = self._executor.submit(_GlState).result()
         self.renderer = self._state.renderer
-        self._lock = threading.Lock()
+        self._cpu = CpuRayCaster()
 
     def _fits(self, volume: PreparedVolume) -> bool:
+        """Volumes beyond the GL's 3D texture size are rendered by the CPU back end instead."""
         return max(volume.voxels.shape) <= self._state.max_3d
 
     def _run(self, volume: PreparedVolume, grid: RayGrid, code: int, lut: TransferLut | None) -> np.ndarray:
@@ -226,11 +228,11 @@ class GlRayCaster(RayCaster):
 
     def project(self, volume: PreparedVolume, grid: RayGrid, code: int) -> tuple[np.ndarray, np.ndarray]:
         if not self._fits(volume):
-            raise ValueError(f"the volume exceeds this GL's 3D texture limit {self._state.max_3d}")
+            return self._cpu.project(volume, grid, code)
         pixels = self._run(volume, grid, code, None)
         return np.ascontiguousarray(pixels[..., 0]), pixels[..., 1] > 0.5
 
     def composite(self, volume: PreparedVolume, grid: RayGrid, lut: TransferLut) -> np.ndarray:
         if not self._fits(volume):
-            raise ValueError(f"the volume exceeds this GL's 3D texture limit {self._state.max_3d}")
+            return self._cpu.composite(volume, grid, lut)
         return np.ascontiguousarray(self._run(volume, grid, DVR_CODE, lut)[..., :3])

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daemons.render.pixels import Window, to_uint8
+from daemons.render.pixels import window_values as pixel_window
 from daemons.render.volume.geometry import RayGrid, ray_grid
 from daemons.render.volume.transfer import DEFAULT_PRESET, PRESETS, TransferLut, build_lut
 from daemons.render.volume.volume import PreparedVolume
@@ -23,9 +25,9 @@ MIP, MINIP, AVG = 0, 1, 2
 PROJECTION_CODES = {"mip": MIP, "minip": MINIP, "avg": AVG}
 
 # Headlight Phong shading shared by every back end (light and eye both at the viewer).
-AMBIENT = 0.3
-DIFFUSE = 0.7
-SPECULAR = 0.25
+AMBIENT = 0.25
+DIFFUSE = 0.6
+SPECULAR = 0.15
 SHININESS = 16.0
 # Opacity from which the rest of a ray cannot change the 8-bit colour noticeably.
 OPAQUE_STOP = 0.99
@@ -35,7 +37,7 @@ QUALITY = {"still": (1.0, 1.0), "interactive": (0.5, 0.5)}
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One requested 3D view; `window` is (center, width) in modality units (e.g. HU)."""
+    """One requested 3D view; `window` (modality units, e.g. HU) applies to MIP, MinIP and average."""
 
     mode: str = "mip"
     width: int = 512
@@ -45,7 +47,7 @@ class ViewSpec:
     roll: float = 0.0
     zoom: float = 1.0
     preset: str | None = None
-    window: tuple[float, float] | None = None
+    window: Window | None = None
     quality: str = "still"
 
     def __post_init__(self) -> None:
@@ -55,8 +57,6 @@ class ViewSpec:
             raise ValueError(f"unknown preset {self.preset!r}")
         if self.quality not in QUALITY:
             raise ValueError(f"unknown quality {self.quality!r}")
-        if self.window is not None and self.window[1] <= 0:
-            raise ValueError("window width must be positive")
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -77,25 +77,24 @@ def lut_for(volume: PreparedVolume, view: ViewSpec, grid: RayGrid, modality: str
                      volume.relative_range, grid.step_mm)
 
 
+def default_window(volume: PreparedVolume) -> Window:
+    """The record's own window, else one spanning its 1st to 99.5th percentile."""
+    if volume.default_window is not None and volume.default_window[1] >= 1:
+        return Window(*volume.default_window)
+    low, high = volume.relative_range
+    return Window((low + high) / 2.0, max(high - low, 1.0))
+
+
 def window_values(values: np.ndarray, hit: np.ndarray, volume: PreparedVolume,
-                  window: tuple[float, float] | None, invert: bool = False) -> np.ndarray:
-    """DICOM linear VOI window (PS3.3 C.11.2.1.2.1) on modality values; rays that missed stay black."""
-    center, width = window or volume.default_window or _range_window(volume)
-    modality = volume.to_modality(values.astype(np.float64))
-    if width <= 1:
-        grey = (modality > center - 0.5).astype(np.float64)
-    else:
-        grey = np.clip((modality - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+                  window: Window | None, invert: bool = False) -> np.ndarray:
+    """Raw values to 8-bit through the same modality and VOI stages as 2D frames (PS3.3 C.11);
+    rays that missed the volume stay black."""
+    grey = pixel_window(volume.to_modality(values.astype(np.float64)), window or default_window(volume))
     if invert:
-        grey = 1.0 - grey
-    out = np.rint(grey * 255.0).astype(np.uint8)
+        grey = 255.0 - grey
+    out = to_uint8(grey)
     out[~hit] = 0
     return out
-
-
-def _range_window(volume: PreparedVolume) -> tuple[float, float]:
-    low, high = volume.relative_range
-    return (low + high) / 2.0, max(high - low, 1.0)
 
 
 def rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
