@@ -117,7 +117,8 @@ create_user() {
 install_venv() {
     local venv_args=() pip_args=(--quiet --disable-pip-version-check)
     if ((SYSTEM_PACKAGES)); then
-        venv_args+=(--system-site-packages)
+        # pip too comes from the reused packages, which saves installing a copy into the venv.
+        venv_args+=(--system-site-packages --without-pip)
         pip_args+=(--no-deps)
     fi
     if [[ ! -x "$VENV/bin/python" ]]; then

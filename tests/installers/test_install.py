@@ -1,0 +1,232 @@
+"""install.sh and uninstall.sh into throwaway roots: files, modes, configs, units, key placement.
+
+The virtual environment reuses the test interpreter's packages (--use-system-packages), so an
+install takes seconds and needs no network for SIVR's dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemons.layers import LAYERS
+from shared.config import build_config, load_config
+from systemd_check import REPO, UNIT_SOURCES, prepare_verify_root, systemd_verify
+
+pytestmark = pytest.mark.slow
+
+INSTALL = REPO / "installers" / "install.sh"
+UNINSTALL = REPO / "installers" / "uninstall.sh"
+SINGLE_HOST_INSTANCES = {
+    "toplevel", "web", "institution-1", "institution-2",
+    "render-1-1", "render-1-2", "render-2-1", "render-2-2",
+}
+
+
+def run_script(script: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, f"{script.name} {' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def install(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_script(INSTALL, "--root", str(root), "--use-system-packages",
+                      "--python", sys.executable, *args)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def layer_of(instance: str) -> str:
+    return instance.split("-", 1)[0]
+
+
+def unit_of(instance: str) -> str:
+    layer = layer_of(instance)
+    return f"sivr-{layer}.service" if instance == layer else f"sivr-{layer}@{instance[len(layer) + 1:]}.service"
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def single_host(tmp_path_factory) -> Path:
+    """Every layer on one host, two institutions with two render nodes each, default paths."""
+    root = tmp_path_factory.mktemp("single-host")
+    install(root, "--no-systemctl", "--hostname", "sivr.example.org",
+            "--institution-name", "North Hospital", "--institution-name", "South Clinic",
+            "--nodes-per-institution", "2")
+    return root
+
+
+def test_venv_holds_a_working_sivr_command(single_host):
+    sivr = single_host / "opt/sivr/venv/bin/sivr"
+    assert os.access(sivr, os.X_OK)
+    done = subprocess.run([str(sivr), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "{toplevel,institution,render,web}" in done.stdout
+    python = single_host / "opt/sivr/venv/bin/python"
+    where = subprocess.run([str(python), "-c", "import daemons.cli; print(daemons.cli.__file__)"],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    assert where.stdout.startswith(str(single_host / "opt/sivr/venv/lib")), where
+    assert os.readlink(single_host / "usr/local/bin/sivr") == "/opt/sivr/venv/bin/sivr"
+
+
+def test_one_config_per_instance(single_host):
+    etc = single_host / "etc/sivr"
+    assert {p.stem for p in etc.glob("*.toml")} == SINGLE_HOST_INSTANCES
+
+
+def test_secret_keys_are_0600_and_configs_are_not_world_readable(single_host):
+    etc = single_host / "etc/sivr"
+    secrets = [etc / "keys/token_ed25519.pem", etc / "tls/server.key", etc / "tls/ca.key",
+               *etc.glob("keys/*.store.key")]
+    assert len(secrets) == 7
+    for path in secrets:
+        assert mode(path) == 0o600, path
+    assert mode(etc / "keys/token_ed25519.pub") == 0o644
+    assert mode(etc / "tls/ca.pem") == 0o644
+    for config in etc.glob("*.toml"):
+        assert mode(config) == 0o640, config
+    assert mode(etc) == 0o750 and mode(etc / "keys") == 0o750
+
+
+def test_configs_parse_and_keep_their_data_in_the_instance_data_folder(single_host):
+    etc = single_host / "etc/sivr"
+    for name in SINGLE_HOST_INSTANCES:
+        layer = layer_of(name)
+        config = load_config(etc / f"{name}.toml", layer, LAYERS[layer].keys)
+        assert config["tokens"]["public_key"] == str(etc / "keys/token_ed25519.pub")
+        for dotted in ("server.tls_cert", "server.tls_key", "tokens.public_key"):
+            assert Path(config.get_key(dotted)).is_file(), (name, dotted)
+        if layer == "web":
+            continue
+        assert config["database"]["url"] == f"sqlite:////var/lib/sivr/{name}/{layer}.db"
+        assert (single_host / "var/lib/sivr" / name).is_dir()
+        assert mode(single_host / "var/lib/sivr" / name) == 0o700
+        if layer == "render":
+            assert config["storage"]["dir"] == f"/var/lib/sivr/{name}/store"
+            # the name the unit lets the node see (sivr-render@.service binds keys/render-%i.store.key)
+            assert config["storage"]["key_file"] == str(etc / f"keys/{name}.store.key")
+    assert not (single_host / "var/lib/sivr/web").exists()
+
+
+def test_toplevel_database_keeps_the_institutions_sivr_init_registered(single_host):
+    if not LAYERS["toplevel"].available:
+        pytest.skip("toplevel layer not in this tree")
+    from daemons.toplevel.admin_ops import list_institutions
+
+    database = single_host / "var/lib/sivr/toplevel/toplevel.db"
+    assert mode(database) == 0o600
+    config = build_config("toplevel", LAYERS["toplevel"].keys,
+                          {"database": {"url": f"sqlite:///{database}"}})
+    names = {i["name"] for i in list_institutions(config)}
+    assert names == {"North Hospital", "South Clinic"}
+
+
+def test_installed_units_are_the_shipped_ones_and_verify(single_host, systemd_analyze):
+    units = single_host / "etc/systemd/system"
+    for source in UNIT_SOURCES.glob("*.service"):
+        assert (units / source.name).read_text() == source.read_text()
+        assert mode(units / source.name) == 0o644
+    prepare_verify_root(single_host)
+    for name in sorted(SINGLE_HOST_INSTANCES):
+        result = systemd_verify(single_host, unit_of(name))
+        assert result.returncode == 0 and result.output == "", (name, result.output)
+
+
+def test_console_desktop_entry_is_installed(single_host):
+    entry = REPO / "admin_gui/resources/sivr-admin.desktop"
+    if not entry.exists():
+        pytest.skip("the console's desktop entry is not in this tree")
+    installed = single_host / "usr/share/applications/sivr-admin.desktop"
+    assert installed.read_text() == entry.read_text()
+
+
+def test_rerun_changes_no_key_config_or_database_and_enables_offline(single_host):
+    etc, data = single_host / "etc/sivr", single_host / "var/lib/sivr"
+    before = {**digests(etc), **digests(data)}
+    done = install(single_host)  # this time without --no-systemctl: `systemctl --root` enables
+    assert "keeping the existing configuration" in done.stdout
+    assert {**digests(etc), **digests(data)} == before
+    wants = single_host / "etc/systemd/system/multi-user.target.wants"
+    assert {p.name for p in wants.iterdir()} == {unit_of(n) for n in SINGLE_HOST_INSTANCES}
+
+
+def test_uninstall_keeps_data_and_keys(single_host, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(single_host, root, symlinks=True)
+    before = digests(root / "var/lib/sivr")
+    keys = digests(root / "etc/sivr/keys")
+    run_script(UNINSTALL, "--root", str(root))
+    assert not (root / "opt/sivr").exists()
+    assert not list((root / "etc/systemd/system").rglob("sivr-*"))
+    assert not (root / "usr/local/bin/sivr").exists()
+    assert not (root / "usr/share/applications/sivr-admin.desktop").exists()
+    assert not list((root / "etc/sivr").glob("*.toml")) and not (root / "etc/sivr/tls").exists()
+    assert digests(root / "etc/sivr/keys") == keys
+    assert digests(root / "var/lib/sivr") == before
+    assert (root / "var/lib/sivr/render-2-2/store").is_dir()
+
+
+def test_uninstall_purge_data_removes_everything(single_host, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(single_host, root, symlinks=True)
+    run_script(UNINSTALL, "--root", str(root), "--purge-data")
+    assert not (root / "var/lib/sivr").exists()
+    assert not (root / "etc/sivr").exists()
+    assert not (root / "opt/sivr").exists()
+
+
+def test_a_host_from_an_init_folder_gets_only_its_own_keys(tmp_path, systemd_analyze):
+    """Institution 2's server host: no signing key, no CA key, only its own nodes' store keys."""
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "init", hostnames=["inst2.example.org"],
+                    institution_names=["North", "South"], nodes_per_institution=2)
+    root = tmp_path / "root"
+    done = install(root, "--no-systemctl", "--prefix", "/srv/sivr", "--etc", "/srv/sivr-etc",
+                   "--data", "/srv/sivr-data", "--from", str(tmp_path / "init"),
+                   "--layers", "institution render",
+                   "--instances", "institution-2 render-2-1 render-2-2")
+    etc = root / "srv/sivr-etc"
+    assert {p.stem for p in etc.glob("*.toml")} == {"institution-2", "render-2-1", "render-2-2"}
+    assert {p.name for p in (etc / "keys").iterdir()} == {
+        "token_ed25519.pub", "render-2-1.store.key", "render-2-2.store.key"}
+    assert {p.name for p in (etc / "tls").iterdir()} == {"ca.pem", "server.pem", "server.key"}
+    for name in ("render-2-1", "render-2-2"):
+        config = load_config(etc / f"{name}.toml", "render", LAYERS["render"].keys)
+        assert config["storage"]["dir"] == f"/srv/sivr-data/{name}/store"
+        assert (root / "srv/sivr-data" / name / "store").is_dir()
+    assert "sivr-institution@2.service sivr-render@2-1.service sivr-render@2-2.service" in done.stdout
+
+    unit = (root / "etc/systemd/system/sivr-render@.service").read_text()
+    assert "ExecStart=/srv/sivr/venv/bin/sivr serve render --config /srv/sivr-etc/render-%i.toml" in unit
+    assert "ReadWritePaths=/srv/sivr-data/render-%i" in unit
+    assert "/opt/sivr" not in unit.replace("# Installed by installers/install.sh, which rewrites /opt/sivr", "")
+    prepare_verify_root(root)
+    for unit_name in ("sivr-institution@2.service", "sivr-render@2-1.service"):
+        result = systemd_verify(root, unit_name)
+        assert result.returncode == 0 and result.output == "", result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "toplevel bogus"], "unknown layer bogus"),
+    (["--prefix", "relative/path"], "plain absolute path"),
+    (["--instances", "render-1-1"], "--instances needs --from"),
+])
+def test_install_refuses_bad_options_before_touching_anything(tmp_path, args, message):
+    done = run_script(INSTALL, "--root", str(tmp_path / "root"), *args, check=False)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "root").exists()
