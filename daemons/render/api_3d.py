@@ -27,6 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.encode import FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
+from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
 from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
@@ -242,8 +243,12 @@ def _max_px() -> int:
 # --- record access ----------------------------------------------------------------------------
 
 def _loaded_record(record_id: str) -> Any:
-    """The fully loaded record, or an immediate 409 saying how far loading has come."""
+    """The fully loaded record, or an immediate 409 saying how far loading has come (404 for a
+    record this node does not store, where the node can tell)."""
     record = current_app.extensions["sivr_records"].get_loaded(record_id)
+    the_node = current_app.extensions.get(NODE_EXTENSION)
+    if record is None and the_node is not None:
+        the_node.manifest(record_id)
     if record is None:
         raise ApiError(409, "not_loaded",
                        f"record {record_id} is not loaded on this node; load it with "

@@ -1,0 +1,206 @@
+"""The MPR and volume endpoints through a Flask app that registers the real blueprint.
+
+The node's record registry is stood in for by a dict of LoadedRecord-like objects (the interface
+the blueprint consumes); everything else (auth, validation, rendering, encoding) is the real code.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemons.render.api_3d import bp, render_state
+from daemons.render.settings import KEYS
+from shared.config import build_config
+from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+from shared.webapp import create_base_app
+from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, sample_phantom
+
+RECORD = "a" * 64
+LOADING = "b" * 64
+MISSING = "c" * 64
+MAX_PX = 600
+
+
+@dataclass
+class FakeLoadedRecord:
+    pixels: np.ndarray
+    spacing: tuple[float, float, float]
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    rescale_slope: float = 1.0
+    rescale_intercept: float = INTERCEPT
+    frames_total: int = SHAPE[0]
+    frames_ready: int = SHAPE[0]
+    complete: bool = True
+    default_window: tuple[float, float] | None = (40.0, 400.0)
+    photometric: str = "MONOCHROME2"
+
+
+class FakeRegistry:
+    def __init__(self, records):
+        self.records = records
+
+    def get_loaded(self, record_id):
+        return self.records.get(record_id)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("keys")
+    generate_signing_keypair(folder / "private.pem", folder / "public.pem")
+    return folder
+
+
+@pytest.fixture()
+def app(keys):
+    config = build_config("render", KEYS, {
+        "tokens": {"public_key": str(keys / "public.pem")},
+        "render": {"backend_3d": "cpu", "max_concurrent_3d": 1},
+        "limits": {"max_output_px": MAX_PX},
+    })
+    app = create_base_app("render3d_test", config)
+    app.register_blueprint(bp)
+    voxels = sample_phantom(SHAPE, SPACING, (1, 0, 0, 0, 1, 0))
+    app.extensions["sivr_records"] = FakeRegistry({
+        RECORD: FakeLoadedRecord(voxels, SPACING),
+        LOADING: FakeLoadedRecord(np.zeros_like(voxels), SPACING, frames_ready=12, complete=False),
+    })
+    return app
+
+
+@pytest.fixture()
+def client(app, keys):
+    issuer = TokenIssuer(load_private_key(keys / "private.pem"), "sivr-toplevel", "sivr", 600)
+    token, _ = issuer.issue("0b7c4f7e-3d52-4a53-9a0e-0d8f8e2b5a11", "doc", "physician",
+                            "6f1c8a4e-8a7f-4d0e-9c55-2f3d7f1e9b20")
+    test_client = app.test_client()
+    test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return test_client
+
+
+def image_of(response) -> Image.Image:
+    assert response.status_code == 200, response.get_json()
+    return Image.open(io.BytesIO(response.data))
+
+
+def error_code(response, status):
+    assert response.status_code == status, response.data[:300]
+    return response.get_json()["error"]["code"]
+
+
+def test_still_volume_is_a_png_of_the_requested_size(client):
+    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=dvr&preset=ct_bone&azimuth=30"
+                          "&elevation=-20&roll=5&zoom=1.5&size=320x200")
+    image = image_of(response)
+    assert response.mimetype == "image/png" and image.size == (320, 200) and image.mode == "RGB"
+    assert "max-age" in response.headers["Cache-Control"] and response.headers["ETag"]
+    again = client.get(response.request.full_path, headers={"If-None-Match": response.headers["ETag"]})
+    assert again.status_code == 304
+
+
+def test_interactive_volume_is_a_small_lossy_preview(client):
+    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&quality=interactive&size=400x400"
+                          "&window=500,1500&view_id=v1&seq=1")
+    image = image_of(response)
+    assert response.mimetype == "image/jpeg" and image.size == (200, 200)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("mode", ["mip", "minip", "avg", "dvr"])
+def test_every_mode_renders(client, mode):
+    image = image_of(client.get(f"/api/v1/records/{RECORD}/volume?mode={mode}&size=64x64"))
+    assert image.size == (64, 64)
+
+
+def test_mpr_has_the_true_aspect(client):
+    image = image_of(client.get(f"/api/v1/records/{RECORD}/mpr/coronal/30"))
+    assert image.size == (64, 80)  # 64 columns x 1 mm by 40 slices x 2 mm, in 1 mm pixels
+    boxed = image_of(client.get(f"/api/v1/records/{RECORD}/mpr/coronal/30?size=300x300&slab=6"
+                                "&slab_mode=mip&format=webp&window=0,2000"))
+    assert boxed.size == (240, 300)
+
+
+def test_mpr_with_preset_and_region(client):
+    image = image_of(client.get(f"/api/v1/records/{RECORD}/mpr/axial/10?preset=ct_bone&region=0,0,0.5,0.5"))
+    assert image.size == (40, 36)  # half of 64 x 1.0 mm by half of 72 x 0.8 mm, in 0.8 mm pixels
+
+
+@pytest.mark.parametrize("query", [
+    "mode=xray", "mode=dvr&preset=ct_everything", "mode=mip&preset=ct_nothing", "azimuth=361",
+    "elevation=-91", "roll=181", "azimuth=abc", "azimuth=nan", "zoom=0", "zoom=50",
+    f"size={MAX_PX + 1}x10", "size=10", "size=0x10", "window=40", "window=40,0", "window=a,b",
+    "quality=best", "format=gif", "image_quality=0", "view_id=bad%20id", "seq=-1",
+])
+def test_bad_volume_parameters_are_refused(client, query):
+    assert error_code(client.get(f"/api/v1/records/{RECORD}/volume?{query}"), 400) == "validation_error"
+
+
+@pytest.mark.parametrize("path", [
+    "mpr/oblique/3", "mpr/axial/40", "mpr/axial/-1", "mpr/sagittal/64", "mpr/axial/1?slab=-2",
+    "mpr/axial/1?slab_mode=max", "mpr/axial/1?size=5000x5000", "mpr/axial/1?region=0,0,2,1",
+    "mpr/axial/1?voi_function=cubic",
+])
+def test_bad_mpr_parameters_are_refused(client, path):
+    assert error_code(client.get(f"/api/v1/records/{RECORD}/{path}"), 400) == "validation_error"
+
+
+def test_malformed_record_id_is_refused(client):
+    assert error_code(client.get("/api/v1/records/XYZ/volume"), 400) == "invalid_id"
+
+
+def test_a_record_not_loaded_answers_at_once(client):
+    response = client.get(f"/api/v1/records/{MISSING}/volume")
+    assert error_code(response, 409) == "not_loaded"
+    response = client.get(f"/api/v1/records/{LOADING}/mpr/axial/3")
+    assert error_code(response, 409) == "loading"
+    body = response.get_json()["error"]
+    assert (body["frames_ready"], body["frames_total"]) == (12, SHAPE[0])
+
+
+def test_a_token_is_required(app):
+    response = app.test_client().get(f"/api/v1/records/{RECORD}/volume")
+    assert error_code(response, 401) == "missing_token"
+
+
+def test_older_requests_of_a_view_are_superseded(client):
+    base = f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64&view_id=drag-1"
+    assert client.get(base + "&seq=5").status_code == 200
+    assert error_code(client.get(base + "&seq=4"), 409) == "superseded"
+    assert client.get(base + "&seq=6").status_code == 200
+    assert client.get(base.replace("drag-1", "drag-2") + "&seq=1").status_code == 200
+
+
+def test_a_full_node_answers_busy(app, client):
+    state = render_state(app)
+    assert state.slots.acquire(timeout=1)
+    try:
+        response = client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64")
+        assert error_code(response, 503) == "busy"
+        assert response.headers["Retry-After"]
+    finally:
+        state.slots.release()
+    assert client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64").status_code == 200
+
+
+def test_a_request_superseded_while_waiting_is_dropped(app, client):
+    """A still that waits for a slot is dropped when a newer request of its view arrives."""
+    import threading
+
+    state = render_state(app)
+    results = {}
+    url = f"/api/v1/records/{RECORD}/volume?size=64x64&view_id=waiting&seq=1"
+    assert state.slots.acquire(timeout=1)
+    worker = threading.Thread(target=lambda: results.setdefault("r", client.get(url)))
+    try:
+        worker.start()
+        while state.sequences.is_newest("waiting", 0):  # until the request has been admitted
+            worker.join(0.01)
+        assert state.sequences.admit("waiting", 2)
+    finally:
+        state.slots.release()
+    worker.join(10)
+    assert error_code(results["r"], 409) == "superseded"

@@ -1,0 +1,54 @@
+"""The OpenGL (vispy/EGL) back end against the CPU one, and the choice between them."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemons.render.pixels import Window
+from daemons.render.volume import ViewSpec
+from daemons.render.volume.backend import probe_gl, select_backend
+from daemons.render.volume.cpu import CpuRayCaster
+from tests.render3d.phantom import psnr
+
+
+@pytest.fixture(scope="module")
+def gl_caster():
+    probe = probe_gl()
+    if not probe.ok:
+        pytest.skip(f"no EGL/OpenGL context can be made here: {probe.reason}")
+    from daemons.render.volume.gl import GlRayCaster
+
+    return GlRayCaster()
+
+
+@pytest.mark.parametrize("mode,extra", [
+    ("mip", {}),
+    ("mip", {"azimuth": 47, "elevation": -30, "roll": 12, "zoom": 1.6}),
+    ("dvr", {"preset": "ct_bone"}),
+    ("dvr", {"preset": "ct_soft_tissue", "azimuth": 130, "elevation": 35}),
+    ("dvr", {"preset": "ct_bone", "quality": "interactive", "azimuth": -60}),
+    ("avg", {"azimuth": 10, "window": Window(0, 3000)}),
+    ("minip", {"elevation": 60, "window": Window(0, 3000)}),
+])
+def test_gl_and_cpu_agree(phantom, gl_caster, mode, extra):
+    view = ViewSpec(mode=mode, width=160, height=128, **extra)
+    cpu = CpuRayCaster().render(phantom, view)
+    gl = gl_caster.render(phantom, view)
+    assert cpu.shape == gl.shape
+    assert cpu.max() > 0
+    assert psnr(cpu, gl) >= 30.0
+
+
+def test_cpu_is_always_available():
+    assert select_backend("cpu").name == "cpu"
+
+
+def test_auto_picks_a_working_backend(phantom):
+    caster = select_backend("auto")
+    assert caster.name in ("cpu", "vispy")
+    assert caster.render(phantom, ViewSpec(width=32, height=32)).shape == (32, 32)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError):
+        select_backend("directx")
