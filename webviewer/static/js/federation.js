@@ -3,6 +3,7 @@
 // visible "did not answer" instead of an endless spinner.
 
 import { listAll } from "./api.js";
+import { formatDate } from "./dom.js";
 
 export const INSTITUTION_TIMEOUT_MS = 8000;
 
@@ -39,7 +40,7 @@ export async function patientRecords(ctx, patientId, signal) {
 }
 
 export function recordLabel(record) {
-  const parts = [record.record_type || record.modality, record.description, record.study_date].filter(Boolean);
+  const parts = [record.record_type || record.modality, record.description, formatDate(record.study_date)].filter(Boolean);
   return parts.join(" · ") || record.id.slice(0, 12);
 }
 

@@ -24,7 +24,7 @@ export async function findingFormView(ctx, patientId, findingId) {
   const conclusion = h("textarea", { name: "conclusion", rows: 3 }); conclusion.value = v.conclusion || "";
   const recommendation = h("textarea", { name: "recommendation", rows: 2 }); recommendation.value = v.recommendation || "";
   const recordBox = h("fieldset", { class: "record-picker" },
-    h("legend", { text: "Attached records" }), h("p", { class: "muted", text: "Loading the patient's records…" }));
+    h("legend", { text: "Attached records (at least one)" }), h("p", { class: "muted", text: "Loading the patient's records…" }));
   const error = h("p", { class: "form-error", role: "alert", hidden: true });
   const submit = h("button", { type: "submit", class: "btn btn-primary", text: finding ? "Save finding" : "Save new finding" });
   const back = `#/patients/${patient.id}`;
@@ -53,7 +53,7 @@ export async function findingFormView(ctx, patientId, findingId) {
       checks.set(key, { box, link });
       rows.push(h("div", { class: "check" }, box, h("label", { for: box.id, text: `Record ${link.record_id.slice(0, 12)}… (not listed now)` })));
     }
-    mount(recordBox, h("legend", { text: "Attached records" }),
+    mount(recordBox, h("legend", { text: "Attached records (at least one)" }),
       rows.length ? rows : h("p", { class: "muted", text: "This patient has no records yet." }),
       failed.map(({ institution }) => h("p", { class: "warn", text: `${institution.name} did not answer; its records cannot be attached now.` })));
   });
@@ -83,10 +83,15 @@ export async function findingFormView(ctx, patientId, findingId) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
-    if (!description.value.trim() || !date.value) {
-      error.textContent = "A finding needs a short description and a date.";
+    const missing = [[description, "short description"], [date, "date"], [findingsText, "findings"], [conclusion, "conclusion"]]
+      .filter(([el]) => !el.value.trim());
+    const anyRecord = [...checks.values()].some((c) => c.box.checked);
+    if (missing.length || !anyRecord) {
+      const parts = missing.map(([, name]) => name);
+      if (!anyRecord) parts.push("at least one attached record");
+      error.textContent = `A finding needs: ${parts.join(", ")}.`;
       error.hidden = false;
-      (description.value.trim() ? date : description).focus();
+      if (missing.length) missing[0][0].focus();
       return;
     }
     const body = {

@@ -42,6 +42,15 @@ export async function patientView(ctx, patientId) {
   }
 
   const counts = { findings: 0, down: new Set() };
+  // Findings and records arrive separately; a finding's record links get readable names once
+  // the institution holding each record has answered.
+  const labels = new Map();
+  const relabelLinks = () => {
+    for (const el of blocks.querySelectorAll("[data-link]")) {
+      const label = labels.get(el.dataset.link);
+      if (label) el.textContent = label;
+    }
+  };
   const markDown = (inst, error) => {
     const slot = slots.get(inst.id);
     if (!counts.down.has(inst.id)) {
@@ -68,6 +77,7 @@ export async function patientView(ctx, patientId) {
     mount(slot.findings, items.length
       ? items.map((f) => findingCard(ctx, patient, inst, f))
       : h("p", { class: "muted", text: "No findings here." }));
+    relabelLinks();
   }, controller.signal);
 
   const recordsDone = queryAllInstitutions(ctx, "api/v1/records", { patient_id: patient.id }, (inst, result) => {
@@ -77,6 +87,8 @@ export async function patientView(ctx, patientId) {
     mount(slot.records, result.items.length
       ? recordTable(inst, result.items)
       : h("p", { class: "muted", text: "No records here." }));
+    for (const record of result.items) labels.set(`${inst.id}/${record.id}`, recordLabel(record));
+    relabelLinks();
   }, controller.signal);
 
   Promise.all([findingsDone, recordsDone]).then(() => {
@@ -104,10 +116,12 @@ function findingCard(ctx, patient, inst, f) {
   const mine = f.author_id === ctx.session.user.id;
   const sections = [["Findings", f.findings], ["Conclusion", f.conclusion], ["Recommendation", f.recommendation]]
     .filter(([, text]) => text);
-  const links = (f.records || []).map((link) => h("li", {},
-    link.node_id
-      ? h("a", { href: viewerHref(link.institution_id, link.node_id, link.record_id), text: `Record ${link.record_id.slice(0, 10)}…` })
-      : h("span", { text: `Record ${link.record_id.slice(0, 10)}…` })));
+  const links = (f.records || []).map((link) => {
+    const attrs = { dataset: { link: `${link.institution_id}/${link.record_id}` }, text: `Record ${link.record_id.slice(0, 10)}…` };
+    return h("li", {}, link.node_id
+      ? h("a", { ...attrs, href: viewerHref(link.institution_id, link.node_id, link.record_id) })
+      : h("span", attrs));
+  });
   return h("article", { class: "finding", dataset: { finding: f.id } },
     h("header", { class: "finding-head" },
       h("h4", { text: f.description || "Finding" }),

@@ -1,0 +1,56 @@
+"""Small steps the browser tests share: logging in through the page, seeding through the API."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from daemons.demo import ApiClient, register_nodes, register_record
+
+
+def login(page, deployment, role: str = "physician") -> None:
+    user = deployment.users[role]
+    page.goto("/")
+    page.get_by_label("Username").fill(user["username"])
+    page.get_by_label("Password").fill(user["password"])
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Patients").wait_for()
+
+
+def shot(page, folder: Path, name: str, full_page: bool = True) -> None:
+    """Save a screenshot once the toast has faded, so it shows the screen as a person sees it."""
+    page.locator("#status").evaluate("el => el.textContent = ''")
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+
+
+def new_patient(deployment, **overrides) -> dict:
+    body = {"first_name": "Ana", "last_name": f"Novak-{uuid.uuid4().hex[:6]}", "sex": "F",
+            "birth_date": "1970-03-05", "insurance_number": f"INS{uuid.uuid4().int % 10**10:010d}"}
+    body.update(overrides)
+    return deployment.client("physician").call(
+        "POST", f"{deployment.url('toplevel')}/api/v1/patients", json=body).json()
+
+
+def institution(deployment, number: int = 1) -> dict:
+    return deployment.layout.institutions[number - 1]
+
+
+def registered_node(deployment, number: int = 1) -> dict:
+    """The first render node of institution `number`, registered in its institution's registry."""
+    inst = institution(deployment, number)
+    known = register_nodes(deployment.client("admin"), inst)
+    return known[inst["nodes"][0]["url"]]
+
+
+def register_placeholder_records(deployment, patient: dict, descriptions: list[str]) -> list[dict]:
+    """Record metadata registered at institution 1 (findings cite records; no pixels needed)."""
+    inst = institution(deployment)
+    node = registered_node(deployment)
+    doctor: ApiClient = deployment.client("physician")
+    records = []
+    for text in descriptions:
+        meta = {"id": hashlib.sha256(f"{patient['id']}/{text}".encode()).hexdigest(), "rows": 512,
+                "columns": 512, "frames": 100, "modality": "CT", "study_date": "20240105"}
+        records.append(register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", text))
+    return records
