@@ -6,10 +6,13 @@ Kept in one place so every screen looks the same; object names set in the widget
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
 ACCENT = "#2563eb"
+CHEVRON = (Path(__file__).with_name("resources") / "chevron-down.svg").as_posix()
 
 STYLESHEET = f"""
 QMainWindow, QWidget#screen, QWidget#loginScreen {{ background: #f4f6fa; }}
@@ -19,13 +22,18 @@ QLabel#screenTitle {{ font-size: 20pt; font-weight: 600; }}
 QLabel#loginTitle {{ font-size: 20pt; font-weight: 600; color: {ACCENT}; }}
 QLabel#dialogTitle {{ font-size: 14pt; font-weight: 600; }}
 QLabel#summary {{ font-weight: 600; }}
+QLabel#problems {{
+    background: white; border: 1px solid #dde2ec; border-left: 3px solid #d04437; border-radius: 6px;
+    padding: 8px 10px; color: #4a5468;
+}}
 QLabel#busy {{ color: {ACCENT}; }}
 QFrame#loginCard {{ background: white; border: 1px solid #dde2ec; border-radius: 10px; }}
 QFrame#sidebar {{ background: #1e293b; }}
 QFrame#sidebar QLabel {{ color: #cbd5e1; }}
-QLabel#brand {{ color: white; font-size: 22pt; font-weight: 700; padding-left: 6px; }}
-QLabel#brandSub {{ color: #94a3b8; padding-left: 8px; }}
-QLabel#sideUser {{ color: #cbd5e1; padding: 6px; }}
+QFrame#sidebar QLabel#brand {{ color: white; font-size: 22pt; font-weight: 700; padding-left: 6px; }}
+QFrame#sidebar QLabel#brandSub {{ color: #94a3b8; padding-left: 8px; }}
+QFrame#sidebar QLabel#sideUser {{ color: #cbd5e1; padding: 6px; }}
+QFrame#filterCard {{ background: white; border: 1px solid #dde2ec; border-radius: 8px; }}
 QListWidget#nav {{ background: transparent; border: none; outline: none; font-size: 11pt; }}
 QListWidget#nav::item {{ color: #cbd5e1; padding: 6px 12px; border-radius: 6px; margin: 1px 0; }}
 QListWidget#nav::item:hover {{ background: #334155; }}
@@ -41,11 +49,19 @@ QPushButton#primary:disabled {{ background: #93b0ee; border-color: #93b0ee; }}
 QPushButton#signOut {{ background: #334155; color: #e2e8f0; border: none; }}
 QPushButton#signOut:hover {{ background: #475569; }}
 QPushButton#bannerClose {{ border: none; background: transparent; padding: 0; }}
-QLineEdit, QComboBox, QSpinBox, QDateTimeEdit {{
+QLineEdit, QComboBox, QDateTimeEdit {{
     background: white; border: 1px solid #cfd6e4; border-radius: 6px; padding: 5px 8px;
     min-height: 20px;
 }}
-QLineEdit:focus, QComboBox:focus, QSpinBox:focus, QDateTimeEdit:focus {{ border-color: {ACCENT}; }}
+QLineEdit:focus, QComboBox:focus, QDateTimeEdit:focus {{ border-color: {ACCENT}; }}
+QComboBox::drop-down, QDateTimeEdit::drop-down {{
+    subcontrol-origin: padding; subcontrol-position: center right; width: 24px; border: none;
+}}
+QComboBox::down-arrow, QDateTimeEdit::down-arrow {{ image: url({CHEVRON}); width: 12px; height: 12px; }}
+QComboBox QAbstractItemView {{
+    background: white; border: 1px solid #cfd6e4; selection-background-color: #dbe6fd;
+    selection-color: #1d2433; outline: none;
+}}
 QLineEdit[invalid="true"], QComboBox[invalid="true"] {{ border: 1px solid #d04437; background: #fff5f4; }}
 QLineEdit:disabled, QDateTimeEdit:disabled {{ background: #eef1f6; color: #a3abbb; }}
 QFrame#banner[kind="error"] {{ background: #fdecea; border: 1px solid #f5b7b1; border-radius: 6px; }}

@@ -22,6 +22,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+#: Full text of a cell for the filter box, so a pasted whole id matches a shortened one.
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 3
 #: Role giving `(used, budget)` to the memory bar delegate of the node health table.
 BAR_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -51,6 +53,12 @@ def short_time(value: Any) -> str:
     return value.replace("T", " ").replace("Z", " UTC")
 
 
+def short_id(value: Any) -> str:
+    """First block of a UUID (`32526580…`): enough to tell rows apart, the tooltip has it all."""
+    text = _text(value)
+    return text[:8] + "…" if len(text) == 36 and text.count("-") == 4 else text
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -69,6 +77,7 @@ class Column:
     value: Callable[[dict[str, Any]], Any]
     text: Callable[[Any], str] = _text
     align_right: bool = False
+    tip: str = ""
 
 
 def key(name: str) -> Callable[[dict[str, Any]], Any]:
@@ -108,8 +117,12 @@ class ResourceTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Qt.Orientation,
                    role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self.columns[section].header
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.columns[section].tip or None
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -119,8 +132,14 @@ class ResourceTableModel(QAbstractTableModel):
         column = self.columns[index.column()]
         if role == SORT_ROLE:
             return column.value(row)
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+        if role == Qt.ItemDataRole.DisplayRole:
             return column.text(column.value(row))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            raw = column.value(row)
+            return raw if isinstance(raw, str) and raw else column.text(raw) or None
+        if role == FILTER_ROLE:
+            raw = column.value(row)
+            return f"{column.text(raw)} {_text(raw)}"
         if role == Qt.ItemDataRole.TextAlignmentRole:
             horizontal = Qt.AlignmentFlag.AlignRight if column.align_right else Qt.AlignmentFlag.AlignLeft
             return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
@@ -218,13 +237,14 @@ class NodeHealthModel(ResourceTableModel):
         Column("Institution", key("institution_name")),
         Column("Node", key("name")),
         Column("Status", key("status"), lambda v: STATUS_TEXT.get(v, "")),
-        Column("Records stored", key("records_stored"), align_right=True),
-        Column("Records loaded", key("records_loaded"), align_right=True),
-        Column("Memory used / budget", _memory_fraction, _memory_text),
-        Column("Storage used", key("storage_used_bytes"), human_bytes, align_right=True),
-        Column("Latency p50", _latency("p50"), _ms, align_right=True),
-        Column("Latency p95", _latency("p95"), _ms, align_right=True),
-        Column("3D back end", key("backend_3d")),
+        Column("Stored", key("records_stored"), align_right=True, tip="DICOM records stored on the node"),
+        Column("Loaded", key("records_loaded"), align_right=True, tip="Records loaded in memory, ready to render"),
+        Column("Memory", _memory_fraction, _memory_text, tip="Memory used by loaded records against the node's budget"),
+        Column("Storage", key("storage_used_bytes"), human_bytes, align_right=True,
+               tip="Disk used by the encrypted store"),
+        Column("p50", _latency("p50"), _ms, align_right=True, tip="Median render latency, recent requests"),
+        Column("p95", _latency("p95"), _ms, align_right=True, tip="95th percentile render latency, recent requests"),
+        Column("3D", key("backend_3d"), tip="3D rendering back end"),
         Column("URL / problem", lambda r: r.get("problem") or r.get("url")),
     )
 
@@ -244,8 +264,9 @@ class AuditModel(ResourceTableModel):
         Column("Time", key("at"), short_time),
         Column("User", key("username")),
         Column("Action", key("action")),
-        Column("Object", lambda r: " ".join(filter(None, (r.get("object_type"), r.get("object_id"))))),
-        Column("Patient", key("patient_id")),
+        Column("Object", key("object_type")),
+        Column("Object id", key("object_id"), short_id),
+        Column("Patient", key("patient_id"), short_id),
         Column("Client IP", key("client_ip")),
         Column("Detail", key("detail")),
         Column("Server", key("source")),
@@ -279,6 +300,7 @@ class FilterProxyModel(QSortFilterProxyModel):
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.setFilterKeyColumn(-1)
         self.setSortRole(SORT_ROLE)
+        self.setFilterRole(FILTER_ROLE)
 
     def lessThan(self, left: _Index, right: _Index) -> bool:
         return _sort_key(left.data(SORT_ROLE)) < _sort_key(right.data(SORT_ROLE))

@@ -67,6 +67,11 @@ class MessageBanner(QFrame):
         self.label.setText(message[:1].upper() + message[1:])
         self.show()
 
+    def clear_error(self) -> None:
+        """An error is stale once a later call succeeded; a confirmation stays."""
+        if self.property("kind") == "error":
+            self.hide()
+
     def text(self) -> str:
         return self.label.text() if self.isVisible() else ""
 

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QDateTimeEdit,
     QDialog,
     QDialogButtonBox,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -151,7 +152,10 @@ class AuditScreen(TableScreen):
         self.result_label = QLabel()
         self.result_label.setObjectName("muted")
 
-        grid = QGridLayout()
+        card = QFrame()
+        card.setObjectName("filterCard")
+        grid = QGridLayout(card)
+        grid.setContentsMargins(14, 12, 14, 12)
         grid.setHorizontalSpacing(10)
         grid.setVerticalSpacing(8)
         grid.addWidget(QLabel("Server"), 0, 0)
@@ -176,7 +180,7 @@ class AuditScreen(TableScreen):
         grid.setColumnStretch(1, 2)
         grid.setColumnStretch(3, 2)
         grid.setColumnStretch(5, 1)
-        self.toolbar.addLayout(grid, 1)
+        self.toolbar.addWidget(card, 1)
         for edit in (self.username, self.patient):
             edit.returnPressed.connect(self.search)
         self.patient.textEdited.connect(lambda _: self.patient_name.clear())

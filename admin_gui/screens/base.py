@@ -63,7 +63,12 @@ class Screen(QWidget):
 
     def run(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
             on_error: Callable[[ApiError], None] | None = None) -> None:
-        self.ctx.runner.submit(fn, on_done, on_error or self.show_error, owner=self)
+        """Run `fn` off the GUI thread; a success clears an earlier error, a failure shows one."""
+        def done(result: Any) -> None:
+            self.banner.clear_error()
+            on_done(result)
+
+        self.ctx.runner.submit(fn, done, on_error or self.show_error, owner=self)
 
     def show_error(self, error: ApiError) -> None:
         self.banner.show_error(error.message)

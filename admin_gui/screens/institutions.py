@@ -27,7 +27,7 @@ class InstitutionsScreen(TableScreen):
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, InstitutionsModel(), "Filter institutions by name, address or URL…", parent)
-        self.add_button("＋ New institution", self.create, primary=True)
+        self.add_button("+ New institution", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()

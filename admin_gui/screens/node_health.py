@@ -15,8 +15,8 @@ from PySide6.QtCore import QModelIndex, QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QLabel,
-    QSpinBox,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -27,6 +27,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes
 
+INTERVALS_S = [5, 10, 15, 30, 60, 300]
 DEFAULT_INTERVAL_S = 15
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
                 "storage_used_bytes", "render_latency_ms", "backend_3d")
@@ -76,10 +77,10 @@ class NodeHealthScreen(TableScreen):
         self.finish_toolbar()
         self.auto = QCheckBox("Refresh every")
         self.auto.setChecked(True)
-        self.interval = QSpinBox()
-        self.interval.setRange(2, 3600)
-        self.interval.setSuffix(" s")
-        self.interval.setValue(DEFAULT_INTERVAL_S)
+        self.interval = QComboBox()
+        for seconds in INTERVALS_S:
+            self.interval.addItem(f"{seconds} s" if seconds < 60 else f"{seconds // 60} min", seconds)
+        self.interval.setCurrentIndex(INTERVALS_S.index(DEFAULT_INTERVAL_S))
         self.summary = QLabel()
         self.summary.setObjectName("summary")
         self.updated = QLabel()
@@ -89,11 +90,16 @@ class NodeHealthScreen(TableScreen):
         self.toolbar.insertWidget(2, self.updated)
         self.toolbar.insertWidget(3, self.auto)
         self.toolbar.insertWidget(4, self.interval)
+        self.problems = QLabel()
+        self.problems.setObjectName("problems")
+        self.problems.setWordWrap(True)
+        self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.body.addWidget(self.problems)
         self.table.view.setItemDelegateForColumn(NodeHealthModel.MEMORY_COLUMN, MemoryBarDelegate(self))
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.poll)
         self.auto.toggled.connect(self._schedule)
-        self.interval.valueChanged.connect(self._schedule)
+        self.interval.currentIndexChanged.connect(self._schedule)
         self._generation = 0
         self._outstanding = 0
 
@@ -107,7 +113,7 @@ class NodeHealthScreen(TableScreen):
 
     def _schedule(self, *_: Any) -> None:
         if self.auto.isChecked() and self.isVisible():
-            self.timer.start(self.interval.value() * 1000)
+            self.timer.start(self.interval.currentData() * 1000)
         else:
             self.timer.stop()
 
@@ -134,7 +140,7 @@ class NodeHealthScreen(TableScreen):
                     nodes = server_client(inst["server_url"]).list_all("/api/v1/nodes")
                 except ApiError as exc:
                     status = "no_access" if exc.status == 403 else "down"
-                    rows.append({**base, "name": "(institution server)", "url": inst["server_url"],
+                    rows.append({**base, "name": "(node registry)", "url": inst["server_url"],
                                  "status": status, "problem": f"Node registry: {exc.message}"})
                     continue
                 rows.extend({**node, **base, "status": "checking"} for node in nodes)
@@ -191,7 +197,11 @@ class NodeHealthScreen(TableScreen):
         if count["no_access"]:
             parts.append(f"{count['no_access']} institution(s) not visible to you")
         self.summary.setText(" · ".join(parts))
+        problems = [f"{r.get('institution_name')} / {r.get('name')}: {r['problem']}"
+                    for r in rows if r.get("problem")]
+        self.problems.setText("\n".join(problems))
+        self.problems.setVisible(bool(problems))
         if not waiting:
             self.updated.setText(f"Updated {dt.datetime.now():%H:%M:%S}")
         self.table.view.resizeColumnsToContents()
-        self.table.view.setColumnWidth(NodeHealthModel.MEMORY_COLUMN, 200)
+        self.table.view.setColumnWidth(NodeHealthModel.MEMORY_COLUMN, 190)

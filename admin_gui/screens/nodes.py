@@ -45,7 +45,7 @@ class NodesScreen(TableScreen):
         chooser.addWidget(self.institution)
         chooser.addWidget(self.server_label, 1)
         self.body.insertLayout(0, chooser)
-        self.add_button("＋ New node", self.create, primary=True)
+        self.add_button("+ New node", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()

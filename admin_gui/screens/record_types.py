@@ -25,7 +25,7 @@ class RecordTypesScreen(TableScreen):
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, RecordTypesModel(), "Filter record types…", parent)
-        self.add_button("＋ New record type", self.create, primary=True)
+        self.add_button("+ New record type", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()

@@ -34,7 +34,7 @@ class UsersScreen(TableScreen):
         self.model = UsersModel()
         super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent)
         self.institutions: list[dict[str, Any]] = []
-        self.add_button("＋ New user", self.create, primary=True)
+        self.add_button("+ New user", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.toggle_button = self.add_row_button("Deactivate", self.toggle_active)
         self.add_row_button("Reset password…", self.reset_password)

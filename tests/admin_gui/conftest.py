@@ -56,9 +56,10 @@ def _override_toplevel(layout: Layout, tokens: dict) -> None:
     path.write_text(render_config_toml("toplevel", LAYERS["toplevel"].keys, values))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gui_deployment(tmp_path_factory) -> Iterator[Deployment]:
-    """Real toplevel and institution daemons (and render nodes when that layer exists) for a module."""
+    """Real toplevel and institution daemons (and render nodes when that layer exists) shared by
+    the console tests; tests that change data use names of their own and clean up."""
     running = start(tmp_path_factory.mktemp("gui-deployment"))
     yield running
     running.stop()
