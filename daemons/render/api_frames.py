@@ -15,7 +15,7 @@ from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
-from daemons.render.records import LoadedRecord
+from daemons.render.records import default_voi
 from daemons.render.render2d import render_frame
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
@@ -75,8 +75,8 @@ def parse_format() -> tuple[str, int]:
     return fmt, query_int("quality", DEFAULT_QUALITY[fmt], 1, 100)
 
 
-def choose_voi(record: LoadedRecord | None, meta: dict, render: dict) -> tuple[Window | LutTable | None, str]:
-    """The VOI for this request and a stable text key of it: window > preset > file's own > auto."""
+def choose_voi(manifest: dict) -> tuple[Window | LutTable | None, str]:
+    """The VOI for this request and a stable text key of it: window > preset > the record's default."""
     function = request.args.get("voi_function")
     if function is not None and function not in WINDOW_FUNCTIONS:
         raise _bad(f"query parameter voi_function must be one of {', '.join(WINDOW_FUNCTIONS)}")
@@ -86,17 +86,8 @@ def choose_voi(record: LoadedRecord | None, meta: dict, render: dict) -> tuple[W
         if preset not in PRESETS:
             raise _bad(f"unknown preset {preset[:40]!r}; GET /api/v1/presets lists them")
         window = list(PRESETS[preset])
-    if window is None and meta.get("default_window"):
-        default = meta["default_window"]
-        window = [default["center"], default["width"]]
-        function = function or default.get("function", "linear")
-    if window is None and render.get("voi_lut") is not None:
-        voi = record.voi_lut if record is not None else None
-        return voi, "voi_lut"
-    if window is None and render.get("auto_window"):
-        window = [render["auto_window"]["center"], render["auto_window"]["width"]]
     if window is None:
-        return None, "none"
+        return default_voi(manifest, function)
     function = function or "linear"
     try:
         voi = Window(window[0], window[1], function)
@@ -125,7 +116,7 @@ def frame(record_id: str, index: int):
     region = parse_region()
     record = the_node.registry.get_loaded(record_id)
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
-    voi, voi_key = (None, "color") if color else choose_voi(record, meta, render)
+    voi, voi_key = (None, "color") if color else choose_voi(manifest)
     etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
     if etag in request.if_none_match:
         return Response(status=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})

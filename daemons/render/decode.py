@@ -100,10 +100,31 @@ def native_frame(raw: bytes, offset: int, layout: Layout, index: int) -> np.ndar
     return _fix_bits(frame, layout)
 
 
+def _palette_source(ds: Dataset) -> Dataset:
+    """The palette attributes as little endian for `apply_color_lut`.
+
+    pydicom 3.0 reads non-segmented palette LUT data as little endian whatever the transfer
+    syntax, so a big-endian file's palette comes out byte-swapped; hand it swapped words instead.
+    """
+    if ds.original_encoding[1] is not False:
+        return ds
+    fixed = Dataset()
+    fixed.file_meta = pydicom.dataset.FileMetaDataset()
+    fixed.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    for colour in ("Red", "Green", "Blue"):
+        fixed[f"{colour}PaletteColorLookupTableDescriptor"] = ds[f"{colour}PaletteColorLookupTableDescriptor"]
+        for kind in ("PaletteColorLookupTableData", "SegmentedPaletteColorLookupTableData"):
+            keyword = f"{colour}{kind}"
+            if keyword in ds:
+                words = np.frombuffer(ds[keyword].value, dtype=">u2").astype("<u2")
+                setattr(fixed, keyword, words.tobytes())
+    return fixed
+
+
 def _as_layout(array: np.ndarray, ds: Dataset, layout: Layout, slope: float, intercept: float) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(array, ds)
+        rgb = apply_color_lut(array, _palette_source(ds))
         bits = 16 if rgb.dtype.itemsize > 1 else 8
         return color_to_uint8(rgb, bits)
     if layout.is_color:

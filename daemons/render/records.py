@@ -41,6 +41,25 @@ def _lut_from_json(data: dict | None) -> LutTable | None:
     return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
 
 
+def default_voi(manifest: dict[str, Any], function: str | None = None) -> tuple[Window | LutTable | None, str]:
+    """The VOI a record is shown with when the request names none, and a stable text key of it.
+
+    The file's own window (with its VOI LUT function) first, then its VOI LUT Sequence, then the
+    automatic window computed at upload; `function` overrides the window's function.
+    """
+    meta, render = manifest["meta"], manifest["render"]
+    window = meta.get("default_window")
+    if window is None and render.get("voi_lut") is not None:
+        return _lut_from_json(render["voi_lut"]), "voi_lut"
+    if window is None:
+        window = render.get("auto_window")
+    if window is None:
+        return None, "none"
+    function = function or window.get("function", "linear")
+    voi = Window(float(window["center"]), float(window["width"]), function)
+    return voi, f"{function}:{voi.center!r},{voi.width!r}"
+
+
 class LoadedRecord:
     """A record's frames in RAM (stored integer values; modality LUT not applied) and its load state.
 

@@ -367,6 +367,8 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
         return
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
     samples = layout.rows * layout.columns * layout.samples * parsed.frames
+    if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
+        samples = samples * 2 // 3
     expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
     available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
     if available < expected:
