@@ -2,8 +2,9 @@
 
 The institution server holds only the toplevel's public key; the tests play the toplevel by
 minting tokens with the matching private key, exactly as the real toplevel would.
-Every test runs once on a temporary SQLite file and once on a fresh PostgreSQL database when
-`SIVR_TEST_PG_URL` names a server where databases may be created.
+Every test runs once on a temporary SQLite file and once on PostgreSQL when `SIVR_TEST_PG_URL`
+names a server where databases may be created: one uniquely named database per session, emptied
+before each test (creating a database or schema per test costs seconds on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -37,12 +38,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path: Path) -> Iterator[str]:
-    """A database nobody else uses: a temporary SQLite file, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'institution.db'}"
-        return
+@pytest.fixture(scope="session")
+def pg_test_database() -> Iterator[str]:
+    """One fresh, uniquely named PostgreSQL database for this session, dropped at its end."""
     server_url = os.environ.get(PG_ENV)
     if not server_url:
         pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user:pw@host:port/db "
@@ -60,6 +58,14 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path: Path) -> str:
+    """A temporary SQLite file, or the session's PostgreSQL database (emptied by `app`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'institution.db'}"
+    return request.getfixturevalue("pg_test_database")
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +93,12 @@ def config(database_url: str, signing_keys) -> Config:
 
 @pytest.fixture
 def app(config: Config):
+    """The institution app on a database holding the current schema and no rows."""
     upgrade(config)
+    with database_proxy.atomic():
+        for model in reversed(MODELS):  # links before the rows they point to
+            model.delete().execute()
+    database_proxy.close()
     application = create_app(config)
     application.config["TESTING"] = True
     yield application
