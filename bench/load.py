@@ -71,6 +71,14 @@ class ViewTarget:
     frames: int
 
 
+def pinned_session(ca_cert: str) -> requests.Session:
+    """A session that trusts only the deployment's CA (environment CA bundles would override it)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca_cert
+    return session
+
+
 def _timed(session: requests.Session, report: LoadReport, method: str, url: str, **kwargs) -> None:
     started = time.perf_counter()
     try:
@@ -85,8 +93,7 @@ def simulate_viewer(token: str, ca_cert: str, targets: list[ViewTarget], duratio
                     report: LoadReport, seed: int, max_requests: int = 100_000) -> None:
     """Scroll like a reader: mostly the next slice, sometimes a jump, a window change or a format."""
     rng = random.Random(seed)
-    session = requests.Session()
-    session.verify = ca_cert
+    session = pinned_session(ca_cert)
     session.headers["Authorization"] = f"Bearer {token}"
     target = rng.choice(targets)
     index, window, fmt = rng.randrange(target.frames), rng.choice(WINDOWS), rng.choice(FORMATS)
@@ -127,8 +134,7 @@ def run_logins(toplevel_url: str, ca_cert: str, credentials: list[dict], concurr
     barrier = threading.Barrier(concurrency)
 
     def login(n: int) -> None:
-        session = requests.Session()
-        session.verify = ca_cert
+        session = pinned_session(ca_cert)
         barrier.wait(timeout=60)
         _timed(session, report, "POST", f"{toplevel_url}/api/v1/auth/login",
                json=credentials[n % len(credentials)])
@@ -149,8 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     info = json.loads(Path(args.demo_json).read_text())
     ca, top = info["ca_cert"], info["layers"]["toplevel"]
-    session = requests.Session()
-    session.verify = ca
+    session = pinned_session(ca)
     token = session.post(f"{top}/api/v1/auth/login", json=info["users"]["physician"], timeout=30).json()["access_token"]
     session.headers["Authorization"] = f"Bearer {token}"
     node = info["layers"]["render"]

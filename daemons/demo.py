@@ -70,6 +70,8 @@ class ApiClient:
 
     def __init__(self, deployment: LocalDeployment, username: str, password: str):
         self.session = requests.Session()
+        # An environment CA bundle (REQUESTS_CA_BUNDLE) would override Session.verify: ignore it.
+        self.session.trust_env = False
         self.session.verify = deployment.ca_cert
         reply = self.session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)

@@ -27,4 +27,4 @@ export SIVR_TEST_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/lo
 
 cd "$SIVR_REPO"
 xvfb-run -a -s "-screen 0 1920x1080x24" \
-    "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@" tests
+    "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"
