@@ -35,7 +35,8 @@ Usage: $0 [options]
   --root DIR                install into DIR as if it were / (tests, packaging)
   --layers "L ..."          layers this host runs (default "$LAYERS")
   --from DIR                take configs and keys from a folder written by \`sivr init\` on the
-                            machine that holds the CA, instead of running \`sivr init\` here
+                            machine that holds the CA (best: this host's share of it, cut with
+                            installers/host_bundle.py) instead of running \`sivr init\` here
   --instances "NAME ..."    with --from: only these instances (e.g. "institution-2 render-2-1")
   --hostname NAME           name or address clients reach this host at (repeatable; certificates)
   --institution-name NAME   an institution for \`sivr init\` (repeatable)

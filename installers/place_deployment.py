@@ -28,7 +28,7 @@ CA_KEY = "tls/ca.key"
 SQLITE = "sqlite:///"
 
 
-def _copy_once(source: Path, target: Path) -> None:
+def copy_once(source: Path, target: Path) -> None:
     """Copy a file unless the target exists: a re-run must never replace a key or a database."""
     if target.exists() or not source.exists():
         return
@@ -46,11 +46,22 @@ def data_values(instance: Instance, values: dict[str, dict[str, Any]], data_dir:
         values.setdefault("storage", {})["dir"] = str(own / "store")
 
 
-def _old_sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | None:
+def sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | None:
     url = values.get("database", {}).get("url", "")
     if not url.startswith(SQLITE) or url == f"{SQLITE}:memory:":
         return None
     return (config_dir / url[len(SQLITE):]).resolve()
+
+
+def named_files(layer: str, values: dict[str, dict[str, Any]]) -> list[str]:
+    """Key and certificate files a config names relative to its folder (they travel with it)."""
+    keys: tuple[Key, ...] = (*COMMON_KEYS, *LAYERS[layer].keys)
+    found = []
+    for key in keys:
+        value = values.get(key.section, {}).get(key.name)
+        if key.is_path and value and key.dotted != "storage.dir" and not Path(value).is_absolute():
+            found.append(value)
+    return found
 
 
 def place_instance(
@@ -63,18 +74,15 @@ def place_instance(
     """
     source = source_dir / Path(instance.config).name
     values: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
-    keys: tuple[Key, ...] = (*COMMON_KEYS, *LAYERS[instance.layer].keys)
-    for key in keys:
-        value = values.get(key.section, {}).get(key.name)
-        if key.is_path and value and key.dotted != "storage.dir" and not Path(value).is_absolute():
-            _copy_once(source.parent / value, etc_dir / value)
-    old_db = _old_sqlite_file(values, source.parent)
+    for relative in named_files(instance.layer, values):
+        copy_once(source.parent / relative, etc_dir / relative)
+    old_db = sqlite_file(values, source.parent)
     data_values(instance, values, data_final)
-    new_db = _old_sqlite_file(values, source.parent)
+    new_db = sqlite_file(values, source.parent)
     if old_db is not None and new_db is not None:
         real_db = data_real / new_db.relative_to(data_final)
         for suffix in ("", "-wal", "-shm"):
-            _copy_once(Path(f"{old_db}{suffix}"), Path(f"{real_db}{suffix}"))
+            copy_once(Path(f"{old_db}{suffix}"), Path(f"{real_db}{suffix}"))
     if instance.layer != "web":
         (data_real / instance.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     if instance.layer == "render":
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     etc_dir = Path(args.etc)
     etc_dir.mkdir(parents=True, exist_ok=True)
     for name in ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ()):
-        _copy_once(source_dir / name, etc_dir / name)
+        copy_once(source_dir / name, etc_dir / name)
     for instance in select(layout, args.layers.split(), args.instances.split()):
         place_instance(instance, source_dir, etc_dir, Path(args.data), Path(args.data_real))
         print(instance.layer, instance.name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -189,17 +188,27 @@ def test_uninstall_purge_data_removes_everything(single_host, tmp_path):
     assert not (root / "opt/sivr").exists()
 
 
-def test_a_host_from_an_init_folder_gets_only_its_own_keys(tmp_path, systemd_analyze):
+def test_a_host_bundle_carries_only_that_hosts_keys_and_installs(tmp_path, systemd_analyze):
     """Institution 2's server host: no signing key, no CA key, only its own nodes' store keys."""
     from daemons.deployment import init_deployment
 
     init_deployment(tmp_path / "init", hostnames=["inst2.example.org"],
                     institution_names=["North", "South"], nodes_per_institution=2)
+    bundle = tmp_path / "south"
+    subprocess.run([sys.executable, str(REPO / "installers/host_bundle.py"), "--from", str(tmp_path / "init"),
+                    "--out", str(bundle), "--layers", "institution render",
+                    "--instances", "institution-2 render-2-1 render-2-2"], check=True, timeout=120)
+    shipped = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
+    assert shipped == {
+        "deployment.json", "institution-2.toml", "render-2-1.toml", "render-2-2.toml",
+        "keys/token_ed25519.pub", "keys/render-2-1.store.key", "keys/render-2-2.store.key",
+        "tls/ca.pem", "tls/server.pem", "tls/server.key",
+    }
+    assert mode(bundle / "keys") == 0o700 and mode(bundle / "keys/render-2-1.store.key") == 0o600
+
     root = tmp_path / "root"
     done = install(root, "--no-systemctl", "--prefix", "/srv/sivr", "--etc", "/srv/sivr-etc",
-                   "--data", "/srv/sivr-data", "--from", str(tmp_path / "init"),
-                   "--layers", "institution render",
-                   "--instances", "institution-2 render-2-1 render-2-2")
+                   "--data", "/srv/sivr-data", "--from", str(bundle), "--layers", "institution render")
     etc = root / "srv/sivr-etc"
     assert {p.stem for p in etc.glob("*.toml")} == {"institution-2", "render-2-1", "render-2-2"}
     assert {p.name for p in (etc / "keys").iterdir()} == {
@@ -230,3 +239,21 @@ def test_install_refuses_bad_options_before_touching_anything(tmp_path, args, me
     done = run_script(INSTALL, "--root", str(tmp_path / "root"), *args, check=False)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "root").exists()
+
+
+def test_toplevel_bundle_has_the_signing_key_and_registered_institutions_but_no_store_key(tmp_path):
+    from daemons.cli import register_institutions
+    from daemons.deployment import init_deployment
+
+    register_institutions(init_deployment(tmp_path / "init", institution_names=["North", "South"]))
+    bundle = tmp_path / "top"
+    subprocess.run([sys.executable, str(REPO / "installers/host_bundle.py"), "--from", str(tmp_path / "init"),
+                    "--out", str(bundle), "--layers", "toplevel web"], check=True, timeout=120)
+    assert {p.name for p in (bundle / "keys").iterdir()} == {"token_ed25519.pem", "token_ed25519.pub"}
+    assert not (bundle / "tls/ca.key").exists()
+    assert {p.stem for p in bundle.glob("*.toml")} == {"toplevel", "web"}
+    if LAYERS["toplevel"].available:
+        from daemons.toplevel.admin_ops import list_institutions
+
+        config = load_config(bundle / "toplevel.toml", "toplevel", LAYERS["toplevel"].keys)
+        assert {i["name"] for i in list_institutions(config)} == {"North", "South"}

@@ -1,0 +1,69 @@
+"""Cut one host's share out of a `sivr init` folder: copy it to that host, install with --from.
+
+`sivr init` runs once, on the machine that keeps the CA, and writes every key of the deployment.
+A host must receive only what its own instances use, so that the toplevel's signing key, the CA's
+key and other nodes' store keys never travel to it at all (not even to be discarded there).
+The bundle is itself an init folder (configs with relative paths, deployment.json), so
+`install.sh --from BUNDLE` treats it like the original.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from daemons.deployment import Instance, Layout
+from place_deployment import ALWAYS_COPIED, copy_once, named_files, select, sqlite_file
+
+
+def write_bundle(source_dir: Path, out: Path, chosen: list[Instance], layout: Layout) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ALWAYS_COPIED:
+        copy_once(source_dir / name, out / name)
+    placed = []
+    for instance in chosen:
+        config = source_dir / Path(instance.config).name
+        values = tomllib.loads(config.read_text(encoding="utf-8"))
+        for relative in named_files(instance.layer, values):
+            copy_once(source_dir / relative, out / relative)
+        database = sqlite_file(values, source_dir)
+        if database is not None and database.is_relative_to(source_dir):
+            # The toplevel's database already holds the institutions `sivr init` registered.
+            copy_once(database, out / database.relative_to(source_dir))
+        copy_once(config, out / config.name)
+        placed.append(Instance(instance.layer, instance.name, str(out / config.name),
+                               instance.url, instance.institution))
+    (out / "keys").mkdir(exist_ok=True)
+    os.chmod(out / "keys", 0o700)
+    Layout(root=str(out), ca_cert=str(out / "tls/ca.pem"), instances=placed,
+           institutions=layout.institutions).save()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--from", dest="source", required=True, help="folder written by `sivr init`")
+    parser.add_argument("--out", required=True, help="new folder for this host's share")
+    parser.add_argument("--layers", default="web toplevel institution render",
+                        help="layers the host runs, space-separated")
+    parser.add_argument("--instances", default="", help="only these instance names (default: all)")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty")
+    source_dir = Path(args.source).resolve()
+    layout = Layout.load(source_dir)
+    chosen = select(layout, args.layers.split(), args.instances.split())
+    if not chosen:
+        raise SystemExit("no instance matches --layers/--instances")
+    write_bundle(source_dir, out, chosen, layout)
+    for instance in chosen:
+        print(instance.layer, instance.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
