@@ -123,6 +123,10 @@ class ResourceTableModel(QAbstractTableModel):
             return self.columns[section].header
         if role == Qt.ItemDataRole.ToolTipRole:
             return self.columns[section].tip or None
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            horizontal = (Qt.AlignmentFlag.AlignRight if self.columns[section].align_right
+                          else Qt.AlignmentFlag.AlignLeft)
+            return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

@@ -141,7 +141,7 @@ class NodeHealthScreen(TableScreen):
                 except ApiError as exc:
                     status = "no_access" if exc.status == 403 else "down"
                     rows.append({**base, "name": "(node registry)", "url": inst["server_url"],
-                                 "status": status, "problem": f"Node registry: {exc.message}"})
+                                 "status": status, "problem": exc.message})
                     continue
                 rows.extend({**node, **base, "status": "checking"} for node in nodes)
             return rows
@@ -186,18 +186,22 @@ class NodeHealthScreen(TableScreen):
 
     def _update_summary(self) -> None:
         rows = self.model.rows()
-        count = {status: sum(1 for r in rows if r.get("status") == status) for status in STATUS_TEXT}
+        nodes = [r for r in rows if r.get("id")]
+        count = {status: sum(1 for r in nodes if r.get("status") == status) for status in STATUS_TEXT}
+        registries_down = sum(1 for r in rows if not r.get("id") and r.get("status") == "down")
+        hidden = sum(1 for r in rows if r.get("status") == "no_access")
         waiting = count["checking"]
-        nodes = len(rows) - count["no_access"]
-        parts = [f"{nodes} node{'s' if nodes != 1 else ''}", f"{count['up']} reachable"]
+        parts = [f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}", f"{count['up']} reachable"]
         if count["down"]:
             parts.append(f"{count['down']} unreachable")
         if waiting:
             parts.append(f"{waiting} checking")
-        if count["no_access"]:
-            parts.append(f"{count['no_access']} institution(s) not visible to you")
+        if registries_down:
+            parts.append(f"{registries_down} institution server{'s' if registries_down != 1 else ''} down")
+        if hidden:
+            parts.append(f"{hidden} institution{'s' if hidden != 1 else ''} not visible to you")
         self.summary.setText(" · ".join(parts))
-        problems = [f"{r.get('institution_name')} / {r.get('name')}: {r['problem']}"
+        problems = [f"{r.get('institution_name')} · {r.get('name')}: {r['problem']}"
                     for r in rows if r.get("problem")]
         self.problems.setText("\n".join(problems))
         self.problems.setVisible(bool(problems))
