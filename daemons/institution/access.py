@@ -1,8 +1,9 @@
 """Who may do what on this institution server, decided from the verified token only.
 
 Each server serves one institution (config `institution.id`); "of this institution" therefore
-means the token's `inst` claim equals that id. Reads of findings and records are open to every
-physician and admin, because seeing a patient's findings across institutions is the point.
+means the token's `inst` claim equals that id. Reads of findings, records and the node registry
+are open to every physician and admin, because seeing a patient's findings and images across
+institutions is the point; every change needs a role of this institution.
 """
 
 from __future__ import annotations

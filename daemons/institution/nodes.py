@@ -1,7 +1,9 @@
 """`/api/v1/nodes`: the registry of this institution's render nodes.
 
-Members of the institution list and read nodes (the viewer needs their URLs to upload and
-render); only admins of this institution add, change or remove them.
+Any physician or admin lists and reads nodes: a viewer needs a node's URL to upload to it and to
+show a record linked from a finding, and such records may be stored in another institution
+(each render node still checks every token itself). Names and URLs are not patient data. Only
+admins of this institution add, change or remove nodes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import require_member, require_role_here, this_institution
+from daemons.institution.access import require_role_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.node_url import parse_node_url
 from shared.audit import record_audit
@@ -61,7 +63,6 @@ def _refuse_duplicate(fields: dict[str, Any], exclude_id: str | None = None) -> 
 @bp.get("/api/v1/nodes")
 @require_auth()
 def list_nodes():
-    require_member()
     limit, offset = page_args()
     query = Node.select().where(Node.institution_id == this_institution())
     total = query.count()
@@ -87,7 +88,6 @@ def create_node():
 @bp.get("/api/v1/nodes/<id:node_id>")
 @require_auth()
 def read_node(node_id: str):
-    require_member()
     return jsonify(node_to_json(get_node(parse_uuid(node_id, "node id"))))
 
 
