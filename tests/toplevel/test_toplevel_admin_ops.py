@@ -1,0 +1,73 @@
+"""The operations `sivr` runs on the toplevel database directly: schema upgrade and bootstrapping."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from daemons.toplevel import admin_ops
+from daemons.toplevel.models import upgrade
+
+from .support import Api
+
+
+def test_upgrade_is_idempotent(config):
+    assert upgrade(config) == 1
+    assert upgrade(config) == 1
+
+
+def test_create_institution_is_idempotent_by_name(config):
+    upgrade(config)
+    fixed = str(uuid.uuid4())
+    first = admin_ops.create_institution(config, "Hospital", "Street 1", "https://h.example:5002",
+                                         institution_id=fixed)
+    assert first == {"id": fixed, "name": "Hospital", "address": "Street 1", "server_url": "https://h.example:5002"}
+    again = admin_ops.create_institution(config, "Hospital", "elsewhere")
+    assert again == first
+    assert admin_ops.list_institutions(config) == [first]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": ""}, "name"),
+    ({"name": "X", "server_url": "not a url"}, "server_url"),
+    ({"name": "X", "institution_id": "nope"}, "institution_id"),
+])
+def test_create_institution_refuses_bad_input(config, kwargs, message):
+    upgrade(config)
+    with pytest.raises(ValueError, match=message):
+        admin_ops.create_institution(config, **kwargs)
+    assert admin_ops.list_institutions(config) == []
+
+
+def test_create_user_and_log_in(config, app):
+    inst = admin_ops.list_institutions(config)[0]
+    user = admin_ops.create_user(config, "Second.Admin", "second-admin-pw", "admin", inst["id"], "Second")
+    assert user["username"] == "second.admin" and user["role"] == "admin" and "password_hash" not in user
+    assert Api(app.test_client()).login("second.admin", "second-admin-pw")["user"]["id"] == user["id"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"username": "admin"}, "already taken"),
+    ({"password": "short"}, "at least 10"),
+    ({"role": "root"}, "role"),
+    ({"institution_id": str(uuid.uuid4())}, "does not exist"),
+    ({"institution_id": "x"}, "institution_id"),
+    ({"username": "a b"}, "username"),
+])
+def test_create_user_raises_clear_value_errors(config, seed, kwargs, message):
+    args = {"username": "new.user", "password": "long-enough-pw", "role": "physician",
+            "institution_id": seed.institution_a["id"]}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        admin_ops.create_user(config, **args)
+
+
+def test_ensure_record_types_adds_only_missing(config, seed):
+    first = admin_ops.ensure_record_types(config, [("CT", "Computed tomography"), ("mr", "Magnetic resonance")])
+    assert [(t["code"], t["name"]) for t in first] == [("CT", "Computed tomography"), ("MR", "Magnetic resonance")]
+    second = admin_ops.ensure_record_types(config, [("CT", "renamed"), ("US", "Ultrasound")])
+    assert [(t["code"], t["name"]) for t in second] == [
+        ("CT", "Computed tomography"), ("MR", "Magnetic resonance"), ("US", "Ultrasound")]
+    with pytest.raises(ValueError, match="code"):
+        admin_ops.ensure_record_types(config, [("bad code", "x")])
