@@ -97,7 +97,7 @@ def choose_voi(manifest: dict) -> tuple[Window | LutTable | None, str]:
 
 
 def etag_for(record_id: str, parts: list[str]) -> str:
-    return '"' + hashlib.sha256("|".join([record_id, *parts]).encode()).hexdigest()[:32] + '"'
+    return hashlib.sha256("|".join([record_id, *parts]).encode()).hexdigest()[:32]
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int:index>")
@@ -118,8 +118,10 @@ def frame(record_id: str, index: int):
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
     voi, voi_key = (None, "color") if color else choose_voi(manifest)
     etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
-    if etag in request.if_none_match:
-        return Response(status=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    if request.if_none_match.contains(etag):
+        not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
+        not_modified.set_etag(etag)
+        return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
     if not record.is_ready(index):
@@ -139,7 +141,7 @@ def frame(record_id: str, index: int):
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     the_node.note_latency(elapsed_ms)
     response = Response(body, mimetype=mimetype)
-    response.headers["ETag"] = etag
+    response.set_etag(etag)
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.headers["X-Render-Ms"] = f"{elapsed_ms:.1f}"
     return response

@@ -1,0 +1,301 @@
+"""The render node's HTTP API through the Flask test client, with real tokens, store and loader."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from daemons.render.records import LoadedRecord, _Loader
+
+
+@pytest.fixture(scope="module")
+def ct_files(dicom_dir) -> list[Path]:
+    return sorted((dicom_dir / "tcia-cmb-crc-ct-100").glob("*.dcm"))[:12]
+
+
+def _position(data: bytes) -> float:
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    normal = np.cross([float(v) for v in ds.ImageOrientationPatient[:3]],
+                      [float(v) for v in ds.ImageOrientationPatient[3:]])
+    return float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient]))
+
+
+def _loaded(node, record_id: str) -> LoadedRecord:
+    reply = node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    assert reply.status_code == 202, reply.json
+    record = node.registry.get_loaded(record_id)
+    assert record.wait_complete(60)
+    return record
+
+
+def test_upload_load_render_delete(node, ct_files):
+    shuffled = ct_files[:]
+    random.Random(7).shuffle(shuffled)
+    reply = node.upload(shuffled)
+    assert reply.status_code == 201, reply.json
+    meta = reply.json
+    record_id = meta["id"]
+    assert len(record_id) == 64
+    assert (meta["rows"], meta["columns"], meta["frames"], meta["files"]) == (512, 512, 12, 12)
+    assert meta["modality"] == "CT" and meta["photometric"] == "MONOCHROME2"
+    assert meta["pixel_spacing"] == pytest.approx([0.898438, 0.898438])
+    assert meta["slice_spacing"] == pytest.approx(2.5)
+    assert meta["default_window"] == {"center": -700.0, "width": 1500.0, "function": "linear"}
+    assert meta["study_uid"] and meta["series_uid"] and meta["stored_at"].endswith("Z")
+
+    # same content in another order: same id, 200
+    again = node.upload(list(reversed(ct_files)))
+    assert again.status_code == 200 and again.json["id"] == record_id
+
+    # files are kept in position order along the slice normal, bit-exact
+    positions = []
+    for index in range(12):
+        original = node.client.get(f"/api/v1/records/{record_id}/original?index={index}", headers=node.headers())
+        assert original.status_code == 200 and original.mimetype == "application/dicom"
+        positions.append(_position(original.data))
+        assert original.data in {p.read_bytes() for p in ct_files}
+    assert positions == sorted(positions)
+
+    assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["id"] == record_id
+    listed = node.client.get("/api/v1/records", headers=node.headers(role="admin")).json
+    assert listed["total"] == 1 and listed["items"][0]["id"] == record_id
+
+    not_loaded = node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers())
+    assert not_loaded.status_code == 409 and not_loaded.json["error"]["code"] == "not_loaded"
+    status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
+    assert status == {"id": record_id, "state": "unloaded", "frames_total": 12, "frames_ready": 0, "errors": []}
+
+    record = _loaded(node, record_id)
+    status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
+    assert status["state"] == "ready" and status["frames_ready"] == 12 and status["errors"] == []
+
+    # every frame equals the file at the same position, decoded independently
+    expected = pydicom.dcmread(io.BytesIO(node.client.get(
+        f"/api/v1/records/{record_id}/original?index=5", headers=node.headers()).data)).pixel_array
+    np.testing.assert_array_equal(record.pixels[5], expected)
+
+    for fmt, mimetype in (("png", "image/png"), ("webp", "image/webp"), ("jpeg", "image/jpeg")):
+        image = node.client.get(f"/api/v1/records/{record_id}/frames/3?format={fmt}", headers=node.headers())
+        assert image.status_code == 200 and image.mimetype == mimetype
+        assert image.headers["Cache-Control"] == "private, max-age=86400" and image.headers["ETag"]
+        assert Image.open(io.BytesIO(image.data)).size == (512, 512)
+
+    deleted = node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers())
+    assert deleted.status_code == 204
+    assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).status_code == 404
+    assert node.registry.get_loaded(record_id) is None
+    assert node.client.get("/api/v1/records", headers=node.headers()).json["total"] == 0
+    assert not any(p.name == record_id for p in (node.root / "store").iterdir())
+
+
+@pytest.fixture
+def loaded_ct(node, ct_files):
+    record_id = node.upload(ct_files).json["id"]
+    return node, record_id, _loaded(node, record_id)
+
+
+def _png(reply) -> np.ndarray:
+    assert reply.status_code == 200, reply.json
+    return np.asarray(Image.open(io.BytesIO(reply.data)))
+
+
+def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_ct):
+    node, record_id, record = loaded_ct
+    url = f"/api/v1/records/{record_id}/frames/4"
+    from daemons.render.pixels import PRESETS, GrayParams, Modality, Window, render_gray_reference
+
+    stored = record.pixels[4]
+    modality = Modality(record.rescale_slope, record.rescale_intercept)
+    default = _png(node.client.get(url, headers=node.headers()))
+    np.testing.assert_array_equal(default, render_gray_reference(stored, GrayParams(modality, Window(-700, 1500))))
+    bone = _png(node.client.get(f"{url}?window=400,1800", headers=node.headers()))
+    np.testing.assert_array_equal(bone, render_gray_reference(stored, GrayParams(modality, Window(400, 1800))))
+    preset = _png(node.client.get(f"{url}?preset=ct_bone", headers=node.headers()))
+    np.testing.assert_array_equal(preset, render_gray_reference(stored, GrayParams(modality, Window(*PRESETS["ct_bone"]))))
+    sigmoid = _png(node.client.get(f"{url}?window=40,400&voi_function=sigmoid", headers=node.headers()))
+    np.testing.assert_array_equal(
+        sigmoid, render_gray_reference(stored, GrayParams(modality, Window(40, 400, "sigmoid"))))
+    assert not np.array_equal(default, bone)
+
+
+def test_size_and_region(loaded_ct):
+    node, record_id, _ = loaded_ct
+    url = f"/api/v1/records/{record_id}/frames/0"
+    assert _png(node.client.get(f"{url}?size=256x128", headers=node.headers())).shape == (128, 128)
+    full = _png(node.client.get(url, headers=node.headers()))
+    zoomed = _png(node.client.get(f"{url}?region=0.5,0.5,1,1", headers=node.headers()))
+    np.testing.assert_array_equal(zoomed, full[256:, 256:])
+    wide = _png(node.client.get(f"{url}?region=0,0,1,0.5&size=400x400", headers=node.headers()))
+    assert wide.shape == (200, 400)
+
+
+def test_etag_revalidation_answers_304(loaded_ct):
+    node, record_id, _ = loaded_ct
+    url = f"/api/v1/records/{record_id}/frames/2?format=webp&window=40,400"
+    first = node.client.get(url, headers=node.headers())
+    etag = first.headers["ETag"]
+    again = node.client.get(url, headers={**node.headers(), "If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    other = node.client.get(url.replace("40,400", "40,401"), headers=node.headers())
+    assert other.headers["ETag"] != etag
+
+
+@pytest.mark.parametrize("query, field", [
+    ("window=40", "window"), ("window=a,b", "window"), ("window=40,0", "window"), ("preset=nope", "preset"),
+    ("format=gif", "format"), ("quality=0", "quality"), ("size=10", "size"), ("size=0x10", "size"),
+    ("size=99999x10", "size"), ("region=0.5,0,0.2,1", "region"), ("voi_function=cubic", "voi_function"),
+])
+def test_bad_render_parameters_are_400_naming_the_field(loaded_ct, query, field):
+    node, record_id, _ = loaded_ct
+    reply = node.client.get(f"/api/v1/records/{record_id}/frames/0?{query}", headers=node.headers())
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error"
+    assert field in reply.json["error"]["message"]
+
+
+def test_ids_and_indexes_are_checked(loaded_ct):
+    node, record_id, _ = loaded_ct
+    assert node.client.get("/api/v1/records/xyz", headers=node.headers()).json["error"]["code"] == "invalid_id"
+    assert node.client.get(f"/api/v1/records/{'0' * 64}", headers=node.headers()).status_code == 404
+    assert node.client.get(f"/api/v1/records/{record_id}/frames/12", headers=node.headers()).status_code == 404
+    assert node.client.get(f"/api/v1/records/{record_id}/original?index=99", headers=node.headers()).status_code == 400
+    assert node.client.post(f"/api/v1/records/{'0' * 64}/load", headers=node.headers()).status_code == 404
+
+
+def test_who_may_do_what(node, ct_files):
+    other_inst = node.headers(institution_id=str(uuid.uuid4()))
+    refused = node.upload(ct_files[:2], headers=other_inst)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert node.upload(ct_files[:2], headers=node.headers(role="admin")).status_code == 403
+    assert node.client.post("/api/v1/records").status_code == 401
+    record_id = node.upload(ct_files[:2]).json["id"]
+    assert node.client.get(f"/api/v1/records/{record_id}/frames/0").status_code == 401
+    assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
+    admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="admin"))
+    assert admin_original.status_code == 403
+    assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
+    assert node.client.get("/api/v1/node").status_code == 401
+    health = node.client.get("/api/v1/node", headers=other_inst).json
+    assert health["institution_id"] == node.institution_id and health["records_stored"] == 1
+
+
+def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files):
+    record_id = node.upload(ct_files[:3]).json["id"]
+    user = str(uuid.uuid4())
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers(user_id=user),
+                     environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers(user_id=user),
+                     environ_base={"REMOTE_ADDR": "10.1.2.4"})
+    entries = node.client.get("/api/v1/audit?action=record.load", headers=node.headers(role="admin")).json["items"]
+    assert len(entries) == 2
+    assert {e["client_ip"] for e in entries} == {"10.1.2.3", "10.1.2.4"}
+    assert all(e["user_id"] == user and e["object_id"] == record_id and e["at"].endswith("Z") for e in entries)
+
+
+def test_tampered_store_gives_an_error_never_an_image(node, ct_files):
+    record_id = node.upload(ct_files[:3]).json["id"]
+    blob = node.root / "store" / record_id / "000001.bin"
+    data = bytearray(blob.read_bytes())
+    data[-40] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    original = node.client.get(f"/api/v1/records/{record_id}/original?index=1", headers=node.headers())
+    assert original.status_code == 422 and original.json["error"]["code"] == "store_corrupt"
+    record = _loaded(node, record_id)
+    status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
+    assert status["state"] == "ready" and status["frames_ready"] == 2
+    assert status["errors"][0]["frame"] == 1 and "authentication failed" in status["errors"][0]["message"]
+    frame = node.client.get(f"/api/v1/records/{record_id}/frames/1", headers=node.headers())
+    assert frame.status_code == 422 and frame.json["error"]["code"] == "frame_error"
+    assert record.complete
+    assert node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers()).status_code == 200
+
+
+def test_loaded_record_interface_for_the_3d_engine(loaded_ct):
+    node, record_id, _ = loaded_ct
+    record = node.app.extensions["sivr_records"].get_loaded(record_id)
+    assert record.pixels.shape == (12, 512, 512) and record.pixels.dtype == np.int16
+    assert (record.rescale_slope, record.rescale_intercept) == (1.0, -1024.0)
+    assert record.spacing == pytest.approx((2.5, 0.898438, 0.898438))
+    assert len(record.orientation) == 6
+    assert record.frames_total == record.frames_ready == 12 and record.complete
+    assert record.default_window == (-700.0, 1500.0) and record.photometric == "MONOCHROME2"
+    assert node.app.extensions["sivr_records"].get_loaded("0" * 64) is None
+
+
+def test_many_viewers_share_one_copy_concurrently(loaded_ct):
+    node, record_id, record = loaded_ct
+    failures: list[str] = []
+
+    def viewer(seed: int) -> None:
+        client = node.app.test_client()
+        headers = node.headers()
+        for step in range(12):
+            index = (seed + step) % 12
+            reply = client.get(f"/api/v1/records/{record_id}/frames/{index}?format=webp&window={seed},400",
+                               headers=headers)
+            if reply.status_code != 200:
+                failures.append(f"{seed}/{index}: {reply.status_code}")
+
+    threads = [threading.Thread(target=viewer, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert node.registry.loaded_count() == 1 and node.registry.get_loaded(record_id) is record
+    again = node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    assert again.status_code == 202 and node.registry.get_loaded(record_id) is record
+
+
+def test_memory_budget_evicts_the_least_recently_used(make_node, ct_files):
+    node = make_node(memory__budget_mb=10)  # 0.5 MiB per slice: 3 + 3 MiB fit, adding 5 MiB does not
+    first = node.upload(ct_files[:6]).json["id"]   # 3 MiB
+    second = node.upload(ct_files[6:12]).json["id"]  # 3 MiB
+    third = node.upload(ct_files[:10]).json["id"]   # 5 MiB
+    for record_id in (first, second):
+        _loaded(node, record_id)
+    node.client.get(f"/api/v1/records/{first}/frames/0", headers=node.headers())  # first is now most recent
+    _loaded(node, third)
+    assert node.registry.get_loaded(second) is None
+    assert node.registry.get_loaded(first) is not None and node.registry.get_loaded(third) is not None
+    assert node.registry.memory_used() <= 10 * 2**20
+    too_big = make_node(memory__budget_mb=1)
+    record_id = too_big.upload(ct_files[:3]).json["id"]
+    reply = too_big.client.post(f"/api/v1/records/{record_id}/load", headers=too_big.headers())
+    assert reply.status_code == 507 and reply.json["error"]["code"] == "insufficient_memory"
+    for harness in (node, too_big):
+        harness.registry.shutdown()
+
+
+class _NoPool:
+    """An executor that runs nothing, so the loader's queue can be inspected step by step."""
+
+    def submit(self, fn):
+        return None
+
+
+def test_demanded_frames_are_decoded_first_latest_first(node, ct_files):
+    record_id = node.upload(ct_files).json["id"]
+    record = LoadedRecord(record_id, node.app.extensions["sivr_node"].manifest(record_id))
+    loader = _Loader(record, node.app.extensions["sivr_node"].store, _NoPool(), 1)
+    loader.demand(9)
+    loader.demand(4)
+    assert [loader._next(), loader._next(), loader._next(), loader._next()] == [4, 9, 0, 1]
+    loader.demand(1)  # already taken: not queued twice
+    assert loader._next() == 2
+
+
+def test_frame_requested_while_loading_is_served(node, dicom_dir):
+    files = sorted((dicom_dir / "tcia-cmb-crc-ct-100").glob("*.dcm"))
+    record_id = node.upload(files).json["id"]
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    reply = node.client.get(f"/api/v1/records/{record_id}/frames/99?format=webp", headers=node.headers())
+    assert reply.status_code == 200 and reply.mimetype == "image/webp"
+    assert node.registry.get_loaded(record_id).wait_complete(60)

@@ -1,0 +1,240 @@
+"""The pure greyscale pipeline (PS3.3 C.11), colour helpers, geometry and encoding: known values."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_windowing
+
+from daemons.render.decode import Layout, native_frame
+from daemons.render.encode import encode_image
+from daemons.render.geometry import Region, crop, output_size, resample
+from daemons.render.pixels import (
+    PRESETS, GrayParams, LutTable, Modality, Window, auto_window, color_to_uint8, gray_lut,
+    render_gray, render_gray_reference, to_uint8, window_values,
+)
+
+
+# --- VOI window functions (C.11.2.1.2) -----------------------------------------------------------
+def test_linear_window_known_values():
+    window = Window(40, 400, "linear")
+    x = np.array([-1000, -160, -159, 39.5, 239, 239.01, 3000])
+    y = window_values(x, window)
+    assert y[0] == 0 and y[1] == 0  # x <= c - 0.5 - (w-1)/2 = -160
+    assert y[2] == pytest.approx((((-159 - 39.5) / 399) + 0.5) * 255)
+    assert y[3] == pytest.approx(127.5)  # the centre of a LINEAR window is c - 0.5
+    assert y[4] == pytest.approx(255.0)  # x = c - 0.5 + (w-1)/2 is still on the ramp, at its top
+    assert y[5] == 255 and y[6] == 255
+
+
+def test_linear_window_of_width_one_is_a_threshold():
+    y = window_values(np.array([9.4, 9.5, 9.6, 10.0]), Window(10, 1, "linear"))
+    assert y.tolist() == [0, 0, 255, 255]
+
+
+def test_linear_exact_window_known_values():
+    window = Window(100, 50, "linear_exact")
+    y = window_values(np.array([74, 75, 75.5, 100, 125, 126]), window)
+    assert y[0] == 0 and y[1] == 0  # x <= c - w/2
+    assert y[2] == pytest.approx((0.5 / 50) * 255)
+    assert y[3] == pytest.approx(127.5)
+    assert y[4] == pytest.approx(255)
+    assert y[5] == 255
+
+
+def test_sigmoid_window_known_values():
+    window = Window(0, 100, "sigmoid")
+    y = window_values(np.array([0.0, 25.0, -25.0, 1e6, -1e6]), window)
+    assert y[0] == pytest.approx(127.5)
+    assert y[1] == pytest.approx(255 / (1 + math.exp(-1)))
+    assert y[2] == pytest.approx(255 / (1 + math.exp(1)))
+    assert y[3] == pytest.approx(255) and y[4] == pytest.approx(0)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_functions_agree_with_pydicom(function):
+    """pydicom implements the same formulas over the stored range; ours with that range must match."""
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsStored, ds.PixelRepresentation = 16, 0
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 1200.0, 700.0, function
+    x = np.arange(0, 4096, 3, dtype=np.uint16)
+    expected = apply_windowing(x.copy(), ds)
+    ours = window_values(x, Window(1200.0, 700.0, function.lower()), 0.0, 65535.0)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-6)
+
+
+def test_window_rejects_invalid_widths():
+    with pytest.raises(ValueError):
+        Window(0, 0.5, "linear")
+    with pytest.raises(ValueError):
+        Window(0, 0, "sigmoid")
+    with pytest.raises(ValueError):
+        Window(0, 10, "cubic")
+
+
+# --- whole pipeline --------------------------------------------------------------------------
+def test_rescale_then_window_on_signed_ct_values():
+    stored = np.array([[-2000, 0], [1024, 1064]], dtype=np.int16)
+    params = GrayParams(Modality(1.0, -1024.0), Window(40, 80, "linear"))
+    image = render_gray_reference(stored, params)
+    # HU: -3024, -1024, 0, 40 -> below, below, at c-40 (<= c-0.5-39.5 -> 0), 40 -> near the middle
+    assert image[0, 0] == 0 and image[0, 1] == 0 and image[1, 0] == 0
+    assert image[1, 1] == to_uint8(((40 - 39.5) / 79 + 0.5) * 255)
+
+
+def test_monochrome1_is_inverted():
+    stored = np.arange(0, 4096, 7, dtype=np.uint16)
+    normal = render_gray_reference(stored, GrayParams(Modality(), Window(2048, 4096)))
+    inverted = render_gray_reference(stored, GrayParams(Modality(), Window(2048, 4096), invert=True))
+    np.testing.assert_array_equal(inverted.astype(int), 255 - normal.astype(int))
+    assert inverted[0] == 255 and normal[0] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_lookup_table_equals_float_pipeline_for_every_value(dtype):
+    info = np.iinfo(dtype)
+    every = np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype)
+    params = GrayParams(Modality(2.0, -100.0), Window(-50, 300, "sigmoid"), invert=True)
+    np.testing.assert_array_equal(render_gray(every, params, gray_lut(np.dtype(dtype), params)),
+                                  render_gray_reference(every, params))
+
+
+def test_big_endian_frames_render_like_native_ones():
+    values = np.array([[-1000, 0, 500]], dtype=np.int16)
+    params = GrayParams(Modality(), Window(0, 1000))
+    lut = gray_lut(np.dtype(np.int16), params)
+    np.testing.assert_array_equal(render_gray(values.astype(">i2"), params, lut), render_gray(values, params, lut))
+
+
+def test_32_bit_data_uses_the_float_pipeline():
+    stored = np.array([[0, 1_000_000, 2_000_000]], dtype=np.uint32)
+    image = render_gray(stored, GrayParams(Modality(), Window(1_000_000, 2_000_000)))
+    assert image.tolist() == [[0, 128, 255]]
+
+
+def test_modality_lut_sequence_maps_stored_values():
+    lut = LutTable(first_mapped=-2, bits=16, data=np.array([10, 20, 30, 40]))
+    values = Modality(lut=lut).apply(np.array([-5, -2, -1, 0, 1, 9]))
+    assert values.tolist() == [10, 10, 20, 30, 40, 40]  # clamped below the first and above the last
+
+
+def test_voi_lut_sequence_is_scaled_from_its_bit_depth():
+    voi = LutTable(first_mapped=0, bits=12, data=np.array([0, 4095, 2048]))
+    image = render_gray_reference(np.array([0, 1, 2, 7], dtype=np.uint16), GrayParams(Modality(), voi))
+    assert image.tolist() == [0, 255, to_uint8(2048 * 255 / 4095), to_uint8(2048 * 255 / 4095)]
+
+
+def test_auto_window_ignores_padding_outliers():
+    values = np.concatenate([np.full(100, -3024.0), np.linspace(-1000, 1000, 100_000)])
+    window = auto_window(values)
+    assert -1000 <= window.center - window.width / 2 < -900
+    assert 900 < window.center + window.width / 2 <= 1000
+    assert auto_window(np.full(10, 7.0)).width == 1.0
+
+
+def test_presets_include_the_usual_ct_windows():
+    for name in ("ct_brain", "ct_lung", "ct_bone", "ct_abdomen", "ct_mediastinum", "ct_liver", "ct_stroke"):
+        center, width = PRESETS[name]
+        Window(center, width)
+    assert PRESETS["ct_lung"] == (-600.0, 1500.0)
+
+
+# --- bits, signs, colour ---------------------------------------------------------------------
+def _layout(bits_stored: int, signed: bool) -> Layout:
+    return Layout(rows=1, columns=3, samples=1, bits_allocated=16, bits_stored=bits_stored,
+                  pixel_representation=int(signed), photometric="MONOCHROME2", float_modality=False)
+
+
+def test_signed_12_bit_values_are_sign_extended():
+    raw = np.array([0x0FFF, 0x0800, 0x07FF], dtype="<u2").tobytes()
+    frame = native_frame(raw, 0, _layout(12, True), 0)
+    assert frame.dtype == np.int16 and frame.tolist() == [[-1, -2048, 2047]]
+
+
+def test_unsigned_12_bit_values_ignore_bits_above_bits_stored():
+    raw = np.array([0xF123, 0x0FFF, 0x8000], dtype="<u2").tobytes()
+    assert native_frame(raw, 0, _layout(12, False), 0).tolist() == [[0x0123, 0x0FFF, 0]]
+
+
+def test_truncated_native_frame_is_an_error():
+    with pytest.raises(ValueError, match="truncated"):
+        native_frame(b"\x00\x00\x00\x00", 0, _layout(16, False), 0)
+
+
+def test_16_bit_colour_is_scaled_to_8_bits():
+    rgb = np.array([[[0, 32896, 65535]]], dtype=np.uint16)
+    assert color_to_uint8(rgb, 16).tolist() == [[[0, 128, 255]]]
+    same = np.array([[[1, 2, 3]]], dtype=np.uint8)
+    assert color_to_uint8(same, 8) is same
+
+
+def test_palette_of_a_big_endian_file_matches_its_little_endian_twin(dicom_dir):
+    from daemons.render.decode import decode_frames
+    from daemons.render.validate import Limits, parse_upload
+
+    limits = Limits(2**32, 10, 8192, 8192, 100, 2**32)
+    images = []
+    for name in ("OBXXXX1A.dcm", "OBXXXX1A_expb.dcm"):
+        raw = (dicom_dir / "pydicom-data" / name).read_bytes()
+        parsed = parse_upload([(name, raw)], limits)
+        layout = Layout(**parsed.manifest["render"]["layout"])
+        images.append(next(decode_frames(raw, layout, [0], parsed.files[0].pixel_offset))[1])
+    assert images[0].shape == (600, 800, 3) and images[0].dtype == np.uint8
+    np.testing.assert_array_equal(images[0], images[1])
+
+
+# --- geometry --------------------------------------------------------------------------------
+def test_native_size_keeps_true_aspect():
+    # rows 2 mm apart, columns 1 mm apart: the image is twice as tall as it has rows
+    assert output_size(100, 100, 2.0, 1.0, None, 2048) == (100, 200)
+    assert output_size(512, 512, 0.7, 0.7, None, 2048) == (512, 512)
+    assert output_size(4000, 1000, 1.0, 1.0, None, 2048) == (512, 2048)
+
+
+def test_size_box_fits_inside_keeping_aspect():
+    assert output_size(512, 512, 1.0, 1.0, (256, 256), 2048) == (256, 256)
+    assert output_size(512, 512, 1.0, 1.0, (300, 200), 2048) == (200, 200)
+    assert output_size(100, 200, 1.0, 1.0, (400, 400), 2048) == (400, 200)
+    assert output_size(100, 100, 2.0, 1.0, (100, 100), 2048) == (50, 100)
+    assert output_size(10, 10, 1.0, 1.0, (5000, 5000), 1024) == (1024, 1024)
+
+
+def test_region_crops_the_requested_fraction():
+    frame = np.arange(100).reshape(10, 10)
+    part = crop(frame, Region(0.5, 0.0, 1.0, 0.2))
+    np.testing.assert_array_equal(part, frame[0:2, 5:10])
+    assert crop(frame, Region(0.0, 0.0, 0.01, 0.01)).shape == (1, 1)
+    with pytest.raises(ValueError):
+        Region(0.5, 0.0, 0.4, 1.0)
+
+
+def test_resample_changes_size_and_keeps_flat_images_flat():
+    flat = np.full((50, 80), 77, dtype=np.uint8)
+    out = resample(flat, 160, 100)
+    assert out.shape == (100, 160) and np.all(out == 77)
+    assert resample(np.zeros((4, 4, 3), np.uint8), 2, 2).shape == (2, 2, 3)
+
+
+# --- encoding --------------------------------------------------------------------------------
+def test_png_is_lossless_and_others_decode():
+    image = (np.indices((64, 96)).sum(axis=0) % 256).astype(np.uint8)
+    png, mimetype = encode_image(image, "png")
+    assert mimetype == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
+    for fmt, expected in (("webp", "image/webp"), ("jpeg", "image/jpeg")):
+        data, mimetype = encode_image(image, fmt, 80)
+        assert mimetype == expected
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+        assert decoded.shape == image.shape
+    rgb, _ = encode_image(np.zeros((8, 8, 3), np.uint8), "jpeg", 90)
+    assert Image.open(io.BytesIO(rgb)).mode == "RGB"
+    with pytest.raises(ValueError):
+        encode_image(image, "gif")
+    with pytest.raises(ValueError):
+        encode_image(image.astype(np.uint16), "png")

@@ -1,0 +1,130 @@
+"""The encrypted store: bit-exact round trip, tamper detection, atomic writes, key handling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from daemons.render import storage
+from daemons.render.storage import MAGIC, RecordStore, StoreError, create_key_file, load_key
+
+RECORD = "ab" * 32
+
+
+@pytest.fixture
+def store(tmp_path) -> RecordStore:
+    return RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+
+
+def _files() -> list[bytes]:
+    return [os.urandom(1000) + b"\x00" * 5000, b"DICM" * 100, bytes(range(256)) * 40]
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_round_trip_is_bit_exact_and_at_rest_is_neither_plain_nor_compressed_plain(store):
+    files = _files()
+    assert store.write_record(RECORD, files, {"meta": {"x": "Doe^Jane"}}) is True
+    for index, data in enumerate(files):
+        assert store.read_file(RECORD, index, _sha(data)) == data
+    assert store.read_manifest(RECORD) == {"meta": {"x": "Doe^Jane"}}
+    for blob in store.path_of(RECORD).iterdir():
+        raw = blob.read_bytes()
+        assert raw.startswith(MAGIC)
+        assert b"DICMDICM" not in raw and b"Doe^Jane" not in raw
+    assert store.write_record(RECORD, files, {}) is False  # already stored: nothing rewritten
+
+
+def test_key_file_is_created_0600_and_must_stay_private(tmp_path):
+    key = tmp_path / "k"
+    create_key_file(key)
+    assert key.stat().st_mode & 0o777 == 0o600 and len(load_key(key)) == 32
+    os.chmod(key, 0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        load_key(key)
+
+
+def test_missing_key_for_a_store_with_records_is_refused(tmp_path, store):
+    store.write_record(RECORD, _files(), {})
+    (tmp_path / "store.key").unlink()
+    with pytest.raises(ValueError, match="key is missing"):
+        RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+
+
+def test_flipped_byte_is_detected(store):
+    files = _files()
+    store.write_record(RECORD, files, {})
+    blob = store.path_of(RECORD) / "000001.bin"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="authentication failed"):
+        store.read_file(RECORD, 1, _sha(files[1]))
+
+
+def test_blob_moved_to_another_position_or_record_is_detected(store):
+    files = _files()
+    store.write_record(RECORD, files, {})
+    folder = store.path_of(RECORD)
+    (folder / "000000.bin").write_bytes((folder / "000002.bin").read_bytes())
+    with pytest.raises(StoreError):
+        store.read_file(RECORD, 0, _sha(files[0]))
+    other = "cd" * 32
+    store.write_record(other, files, {})
+    (store.path_of(other) / "000002.bin").write_bytes((folder / "000002.bin").read_bytes())
+    with pytest.raises(StoreError):
+        store.read_file(other, 2, _sha(files[2]))
+
+
+def test_wrong_checksum_is_an_error(store):
+    store.write_record(RECORD, _files(), {})
+    with pytest.raises(StoreError, match="checksum"):
+        store.read_file(RECORD, 0, "0" * 64)
+
+
+def test_crash_before_the_final_rename_leaves_no_record(store, monkeypatch):
+    def crash(src, dst):
+        raise KeyboardInterrupt("killed mid-upload")
+
+    monkeypatch.setattr(storage.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_record(RECORD, _files(), {})
+    monkeypatch.undo()
+    assert not store.exists(RECORD) and store.record_ids() == []
+
+
+def test_leftovers_of_a_killed_process_are_ignored_then_cleaned(tmp_path, store):
+    # what a SIGKILL between file writes leaves: a temp folder with some blobs, no manifest
+    half = store.root / ".tmp-deadbeef"
+    half.mkdir()
+    (half / "000000.bin").write_bytes(b"partial")
+    stray = store.root / ("ef" * 32)
+    stray.mkdir()  # a record folder without manifest is not a record
+    assert store.record_ids() == [] and not store.exists("ef" * 32)
+    reopened = RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+    assert reopened.cleanup() == 2
+    assert list(reopened.root.iterdir()) == []
+
+
+def test_delete_removes_everything(store):
+    store.write_record(RECORD, _files(), {})
+    assert store.delete(RECORD) is True
+    assert not store.path_of(RECORD).exists() and store.delete(RECORD) is False
+
+
+def test_used_bytes_counts_blobs(store):
+    assert store.used_bytes() == 0
+    store.write_record(RECORD, _files(), {})
+    assert store.used_bytes() > 0
+
+
+def test_store_dir_layout(store):
+    store.write_record(RECORD, _files(), {})
+    names = sorted(p.name for p in Path(store.path_of(RECORD)).iterdir())
+    assert names == ["000000.bin", "000001.bin", "000002.bin", "manifest.bin"]
