@@ -228,8 +228,13 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
 
     screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))
     wait_idle(qtbot, console)
-    assert "another institution" in screen.banner.text()
-    assert table_values(screen, "Name") == []
+    assert table_values(screen, "Name") == []  # its registry is readable, and empty
+    screen.create()
+    fill(screen.dialog, name="foreign", url=render_node_url)
+    save(qtbot, console, screen.dialog)
+    assert screen.dialog.isVisible()
+    assert "another institution" in screen.dialog.error.text()  # only its own admins may add nodes
+    screen.dialog.reject()
 
     screen.institution.setCurrentIndex(screen.institution.findText("Demo Hospital"))
     wait_idle(qtbot, console)
@@ -283,9 +288,7 @@ def test_node_health_shows_each_node_and_notices_one_going_down(qtbot, console, 
         assert up["render_latency_ms"]["p95"] > 0
         assert rows["render-dead"]["status"] == "down"
         assert "Cannot reach" in rows["render-dead"]["problem"]
-        assert rows["(node registry)"]["status"] == "no_access"  # Second Clinic's registry
-        assert screen.summary.text() == ("2 nodes · 1 reachable · 1 unreachable · "
-                                         "1 institution not visible to you")
+        assert screen.summary.text() == "2 nodes · 1 reachable · 1 unreachable"
         shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95")))
         assert shown["render-up"].endswith(" ms")
         assert "render-dead" in screen.problems.text()
