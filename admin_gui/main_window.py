@@ -193,7 +193,7 @@ class ConsoleWindow(QMainWindow):
         if self.client is None:
             return
         self._end_session()
-        self._show_login(f"Your session has ended ({message}). Please sign in again.")
+        self._show_login(f"Your session has ended — {message.rstrip('.')}.")
 
     def logout(self) -> None:
         client = self.client

@@ -27,8 +27,8 @@ def test_token_is_renewed_in_the_background_until_the_session_limit(qtbot, windo
     qtbot.waitUntil(lambda: window.console is None, timeout=WAIT_MS)
     assert window.pages.currentWidget() is window.login
     message = window.login.banner.text()
-    assert message.startswith("Your session has ended (sessions last at most")
-    assert message.endswith("Please sign in again.")
+    assert message.startswith("Your session has ended — sessions last at most")
+    assert message.endswith("log in again.")
     assert window.login.username.text() == "admin" and window.login.password.text() == ""
     screenshot(window, "login-session-ended")
 
@@ -47,7 +47,7 @@ def test_deactivation_ends_the_session_at_the_next_call(qtbot, window, gui_deplo
     qtbot.mouseClick(screen.refresh_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, window)
     assert window.console is None
-    assert window.login.banner.text().startswith("Your session has ended (")
+    assert window.login.banner.text().startswith("Your session has ended — ")
 
     log_in(qtbot, window, deployment, "second.admin", "second-admin-pw")
     assert window.login.banner.text() == "This account is deactivated; ask an administrator"

@@ -1,0 +1,120 @@
+"""The console's parts on their own: form checks, table sorting and filtering, the API client's
+error mapping against the real servers, the entry point and the desktop entry."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from admin_gui import form_checks
+from admin_gui.api_client import ApiClient, ApiError, SessionEnded
+from admin_gui.main import main
+from admin_gui.main_window import ConsoleWindow, renewal_delay_s
+from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
+
+pytestmark = pytest.mark.gui
+
+RESOURCES = Path(__file__).resolve().parents[2] / "admin_gui" / "resources"
+
+
+def test_form_checks_name_the_field_and_accept_good_values(tmp_path):
+    assert form_checks.check_server_url("https://sivr.example.org:5001") is None
+    assert form_checks.check_server_url("https://sivr.example.org:99999") == "Server URL has an invalid port."
+    assert form_checks.check_server_url("https://") == \
+        "Server URL must name a host, e.g. https://sivr.example.org:5001."
+    assert form_checks.check_server_url("https://a.org/?x=1") == "Server URL must not contain ? or #."
+    assert form_checks.check_username("dr house") == \
+        "Username must be 2-150 letters, digits or . _ @ - (no spaces)."
+    assert form_checks.check_username("dr.house") is None
+    assert form_checks.check_email("") is None
+    assert form_checks.check_new_password("0123456789", "0123456789") is None
+    assert form_checks.check_record_type_code("CT") is None
+    assert form_checks.check_uuid("", "Patient") is None
+    assert form_checks.check_uuid("0b9d6f0e-6a0c-4a4b-9f3e-2d1c5b7a8e90", "Patient") is None
+    assert form_checks.check_ca_file("") is None
+
+
+def test_renewal_comes_before_expiry():
+    assert renewal_delay_s(300) == 240
+    assert renewal_delay_s(3600) == 3540
+    assert renewal_delay_s(10) == 8
+    assert renewal_delay_s(1) == 1
+
+
+def test_cells_read_well():
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(8 * 1024**3) == "8.0 GiB"
+    assert human_bytes(None) == ""
+    assert short_id("32526580-8365-4b12-8786-271f3db6692c") == "32526580…"
+    assert short_id("patient") == "patient"
+
+
+def test_tables_sort_numbers_as_numbers_and_filter_on_whole_ids(qapp):
+    model = NodeHealthModel()
+    model.set_rows([
+        {"id": "a1", "name": "n-a", "institution_name": "X", "status": "up", "records_stored": 9,
+         "url": "https://a:5003"},
+        {"id": "b2", "name": "n-b", "institution_name": "X", "status": "up", "records_stored": 10,
+         "url": "https://b:5003"},
+        {"id": "c3", "name": "n-c", "institution_name": "X", "status": "down", "records_stored": None,
+         "url": "https://c:5003"},
+    ])
+    proxy = FilterProxyModel()
+    proxy.setSourceModel(model)
+    stored = [c.header for c in model.columns].index("Stored")
+    proxy.sort(stored, Qt.SortOrder.AscendingOrder)
+    assert [proxy.index(r, 1).data() for r in range(3)] == ["n-a", "n-b", "n-c"]  # 9 < 10, blank last
+    proxy.setFilterFixedString("UNREACHABLE")
+    assert [proxy.index(r, 1).data() for r in range(proxy.rowCount())] == ["n-c"]
+
+
+def test_client_turns_every_failure_into_words(gui_deployment):
+    top = ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert)
+    with pytest.raises(SessionEnded) as ended:
+        top.get("/api/v1/users")
+    assert ended.value.code == "missing_token"
+    top.login(**gui_deployment.users["admin"])
+    with pytest.raises(ApiError) as invalid:
+        top.get("/api/v1/users/not-a-uuid")
+    assert (invalid.value.status, invalid.value.code) == (400, "invalid_id")
+    assert "not-a-uuid" in invalid.value.message
+    web = top.for_server(gui_deployment.url("web"))
+    with pytest.raises(ApiError) as not_json:
+        web.get("/")
+    assert not_json.value.code == "bad_response"
+    assert "without JSON" in not_json.value.message
+
+
+def test_main_opens_the_console_with_the_given_server(qapp, tmp_path):
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path))
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    seen: dict[str, str] = {}
+
+    def close_console() -> None:
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, ConsoleWindow) and widget.isVisible():
+                seen["url"], seen["ca"] = widget.login.url.text(), widget.login.ca_file.text()
+                widget.close()
+
+    QTimer.singleShot(0, close_console)
+    assert main(["--url", "https://sivr.example.org:5001", "--ca", str(ca)]) == 0
+    assert seen == {"url": "https://sivr.example.org:5001", "ca": str(ca)}
+
+
+def test_desktop_entry_starts_sivr_admin():
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str
+    entry.read(RESOURCES / "sivr-admin.desktop")
+    desktop = entry["Desktop Entry"]
+    assert desktop["Type"] == "Application"
+    assert desktop["Exec"] == "sivr admin"
+    assert desktop["Icon"] == "sivr-admin"
+    assert desktop["StartupWMClass"] == "sivr-admin"
+    assert desktop["Categories"].endswith(";")
+    assert not QIcon(str(RESOURCES / "sivr-admin.svg")).isNull()
