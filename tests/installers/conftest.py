@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from systemd_check import HOST_UNIT_LIBRARY
+from tests.installers.systemd_check import HOST_UNIT_LIBRARY
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 
 from daemons.layers import LAYERS
 from shared.config import build_config, load_config
-from systemd_check import REPO, UNIT_SOURCES, prepare_verify_root, systemd_verify
+from tests.installers.systemd_check import REPO, UNIT_SOURCES, prepare_verify_root, systemd_verify
 
 pytestmark = pytest.mark.slow
 

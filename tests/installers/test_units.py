@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from systemd_check import (
+from tests.installers.systemd_check import (
     REPO,
     UNIT_SOURCES,
     instance_name,
