@@ -1,0 +1,21 @@
+"""The installer scripts pass shellcheck: quoting and `set -e` pitfalls are caught before an install."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.installers.systemd_check import REPO
+
+SCRIPTS = ["installers/install.sh", "installers/uninstall.sh"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_passes_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (Debian package `shellcheck`)")
+    done = subprocess.run(["shellcheck", "--severity=style", str(REPO / script)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
