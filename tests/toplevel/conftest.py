@@ -9,11 +9,9 @@ argon2 runs with small costs here so the suite stays fast; the algorithm is the 
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -24,15 +22,9 @@ from daemons.toplevel.settings import KEYS
 from shared.config import Config, build_config
 from shared.tokens import generate_signing_keypair
 
-from .support import PASSWORDS, Api
+from .support import PASSWORDS, PG_ENV, Api, create_pg_database, drop_pg_database
 
-PG_ENV = "SIVR_TEST_PG_URL"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")
@@ -46,19 +38,9 @@ def pg_server_database() -> Iterator[str]:
     if not server_url:
         pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user:pw@host:port/db "
                     "(a server where test databases may be created); .ci/run sets it")
-    import psycopg2
-
-    name = f"sivr_top_test_{uuid.uuid4().hex[:16]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(server_url, name)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    name, url = create_pg_database(server_url)
+    yield url
+    drop_pg_database(server_url, name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -1,0 +1,180 @@
+"""The real toplevel under gunicorn with TLS on loopback, driven with `requests` verifying the CA.
+
+The module starts its own toplevel-only deployment (the same `init_deployment` + `sivr serve`
+path operators use) rather than the shared one, because it logs users out, resets passwords and
+trips the per-address login limit, which would disturb other tests. It runs on SQLite and, with
+`SIVR_TEST_PG_URL`, on a PostgreSQL database of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from daemons.demo import seed_base
+from daemons.deployment import LocalDeployment, init_deployment
+from shared.tokens import load_private_key
+
+from .support import PG_ENV, create_pg_database, drop_pg_database
+
+pytestmark = pytest.mark.slow
+
+
+class Toplevel:
+    """A running toplevel: its URL, CA file and the seeded users' credentials."""
+
+    def __init__(self, url: str, ca_cert: str, users: dict[str, dict[str, str]], root: Path):
+        self.url, self.ca_cert, self.users, self.root = url, ca_cert, users, root
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + path, headers=headers, verify=self.ca_cert, timeout=30,
+                                **kwargs)
+
+    def login(self, role: str) -> str:
+        reply = self.call("POST", "/api/v1/auth/login", json=self.users[role])
+        assert reply.status_code == 200, reply.text
+        return reply.json()["access_token"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server(request, tmp_path_factory) -> Iterator[Toplevel]:
+    database_urls: dict[str, str] = {}
+    pg_name = None
+    if request.param == "postgresql":
+        if not os.environ.get(PG_ENV):
+            pytest.skip(f"PostgreSQL tests need {PG_ENV} (.ci/run sets it)")
+        pg_name, database_urls["toplevel"] = create_pg_database(os.environ[PG_ENV])
+    root = tmp_path_factory.mktemp("toplevel-https")
+    layout = init_deployment(root, pick_free_ports=True, database_urls=database_urls,
+                             institution_names=["Hospital A", "Clinic B"])
+    users = seed_base(layout)
+    running = LocalDeployment(layout, layers=("toplevel",))
+    try:
+        running.start()
+        yield Toplevel(running.url("toplevel"), layout.ca_cert, users, root)
+    finally:
+        running.stop()
+        if pg_name:
+            drop_pg_database(os.environ[PG_ENV], pg_name)
+
+
+def _users(server: Toplevel, token: str) -> list[dict[str, Any]]:
+    reply = server.call("GET", "/api/v1/users", token)
+    assert reply.status_code == 200
+    return reply.json()["items"]
+
+
+def test_tls_with_the_deployment_ca(server: Toplevel):
+    reply = server.call("GET", "/healthz")
+    assert reply.json()["layer"] == "toplevel"
+    assert reply.headers["Strict-Transport-Security"]
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(server.url + "/healthz", timeout=10, verify=True)  # system CAs do not know it
+
+
+def test_login_renew_logout(server: Toplevel):
+    login = server.call("POST", "/api/v1/auth/login", json=server.users["physician"])
+    assert login.status_code == 200
+    body = login.json()
+    assert "hash" not in login.text and body["user"]["role"] == "physician"
+    token = body["access_token"]
+    renewed = server.call("POST", "/api/v1/auth/renew", token)
+    assert renewed.status_code == 200
+    old, new = (jwt.decode(t, options={"verify_signature": False}) for t in (token, renewed.json()["access_token"]))
+    assert new["sid"] == old["sid"] and new["auth_time"] == old["auth_time"]
+    assert server.call("POST", "/api/v1/auth/logout", token).status_code == 204
+    again = server.call("POST", "/api/v1/auth/renew", renewed.json()["access_token"])
+    assert again.status_code == 401 and again.json()["error"]["code"] == "session_expired"
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_forged_tokens_are_refused(server: Toplevel):
+    valid = server.login("admin")
+    claims = jwt.decode(valid, options={"verify_signature": False})
+    expired = dict(claims, exp=claims["iat"] - 3600, iat=claims["iat"] - 4000)
+    real_key = load_private_key(server.root / "keys" / "token_ed25519.pem")
+    attacks = {
+        "other key": (jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA"), "invalid_token"),
+        "alg none": (f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.", "invalid_token"),
+        "expired": (jwt.encode(expired, real_key, algorithm="EdDSA"), "token_expired"),
+    }
+    before = _users(server, valid)
+    victim = next(u for u in before if u["username"] != "admin")
+    for name, (token, code) in attacks.items():
+        reply = server.call("DELETE", f"/api/v1/users/{victim['id']}", token)
+        assert reply.status_code == 401, name
+        assert reply.json()["error"]["code"] == code, name
+    assert _users(server, valid) == before
+
+
+def test_physician_cannot_use_admin_endpoints(server: Toplevel):
+    admin, physician = server.login("admin"), server.login("physician")
+    before = _users(server, admin)
+    admin_id = next(u["id"] for u in before if u["username"] == "admin")
+    for method, path, body in [
+        ("POST", "/api/v1/users", {"username": "mallory", "password": "mallory-pass-1", "full_name": "M",
+                                   "role": "admin", "institution_id": before[0]["institution_id"]}),
+        ("PUT", f"/api/v1/users/{admin_id}", {"active": False}),
+        ("DELETE", f"/api/v1/users/{admin_id}", None),
+        ("POST", f"/api/v1/users/{admin_id}/password", {"new_password": "taken-over-pw"}),
+        ("GET", "/api/v1/audit", None),
+    ]:
+        reply = server.call(method, path, physician, json=body)
+        assert reply.status_code == 403, (method, path, reply.text)
+    assert _users(server, admin) == before
+
+
+def test_blank_and_malformed_ids_on_delete(server: Toplevel):
+    admin = server.login("admin")
+    before = _users(server, admin)
+    for bad in ("", "%20", "not-a-uuid", "1%20OR%201=1"):
+        reply = server.call("DELETE", f"/api/v1/users/{bad}", admin)
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_id", bad
+    reply = server.call("DELETE", f"/api/v1/users/{uuid.uuid4()}", admin)
+    assert reply.status_code == 404
+    assert _users(server, admin) == before
+
+
+def test_password_change_needs_the_old_password(server: Toplevel):
+    token = server.login("physician")
+    reply = server.call("POST", "/api/v1/me/password", token, json={"new_password": "without-the-old-one"})
+    assert reply.status_code == 400 and "old_password" in reply.json()["error"]["message"]
+    assert server.call("POST", "/api/v1/auth/login", json=server.users["physician"]).status_code == 200
+
+
+def test_patient_search_is_audited(server: Toplevel):
+    physician, admin = server.login("physician"), server.login("admin")
+    created = server.call("POST", "/api/v1/patients", physician, json={
+        "first_name": "Đurđa", "last_name": "Kovačević", "sex": "F", "birth_date": "1980-05-06",
+        "insurance_number": f"HTTPS-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 201
+    found = server.call("GET", "/api/v1/patients", physician, params={"q": "kovacev"}).json()["items"]
+    assert created.json()["id"] in {p["id"] for p in found}
+    audit = server.call("GET", "/api/v1/audit", admin, params={"patient_id": created.json()["id"]}).json()
+    assert [e["action"] for e in audit["items"]] == ["patient.search", "patient.create"]
+    assert audit["items"][0]["client_ip"] == "127.0.0.1"
+
+
+def test_failed_logins_are_limited_across_workers(server: Toplevel):
+    """Last in the module: it throttles 127.0.0.1 for the rest of the window."""
+    username = server.users["physician"]["username"]
+    codes = [server.call("POST", "/api/v1/auth/login", json={"username": username, "password": "guess-" + str(i)})
+             .status_code for i in range(5)]
+    assert codes == [401] * 5
+    reply = server.call("POST", "/api/v1/auth/login", json=server.users["physician"])
+    assert reply.status_code == 429 and int(reply.headers["Retry-After"]) > 0
