@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import is_admin_here, require_role_here, this_institution
@@ -131,6 +132,12 @@ def check_local_links(links: Iterable[dict[str, Any]], patient_id: str) -> None:
                            f"record {link['record_id']} belongs to another patient than this finding")
 
 
+def _is_linked(finding: Finding, link: dict[str, Any]) -> bool:
+    return FindingRecord.select().where(
+        (FindingRecord.finding == finding) & (FindingRecord.record_id == link["record_id"])
+        & (FindingRecord.institution_id == link["institution_id"])).exists()
+
+
 def _add_links(finding: Finding, links: Iterable[dict[str, Any]]) -> None:
     for link in links:
         FindingRecord.create(finding=finding, record_id=link["record_id"],
@@ -232,20 +239,24 @@ def link_record(finding_id: str):
     finding_id = parse_uuid(finding_id, "finding id")
     body = json_body()
     link = parse_links([body], "record link")[0]
-    with database_proxy.atomic():
-        finding = get_finding(finding_id)
-        _require_author(finding, identity)
-        exists = FindingRecord.select().where(
-            (FindingRecord.finding == finding) & (FindingRecord.record_id == link["record_id"])
-            & (FindingRecord.institution_id == link["institution_id"])).exists()
-        if exists:
-            return _respond(finding, 200)
-        check_local_links([link], finding.patient_id)
-        _add_links(finding, [link])
-        finding.updated_at = utcnow()
-        finding.save()
-        record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
-                     detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
+    finding = get_finding(finding_id)
+    _require_author(finding, identity)
+    if _is_linked(finding, link):
+        return _respond(finding, 200)
+    check_local_links([link], finding.patient_id)
+    try:
+        with database_proxy.atomic():
+            _add_links(finding, [link])
+            finding.updated_at = utcnow()
+            finding.save()
+            record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
+                         detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
+    except peewee.IntegrityError:
+        if not Finding.select().where(Finding.id == finding.id).exists():
+            raise not_found("finding", finding.id)  # deleted concurrently
+        if not _is_linked(finding, link):
+            raise
+        return _respond(finding, 200)  # the same link was added concurrently
     return _respond(finding, 201)
 
 

@@ -92,26 +92,42 @@ def list_records():
     return jsonify({"items": items, "total": total})
 
 
+def _already_registered(record_id: str, node: Node, patient_id: str):
+    """The answer to a repeated registration: 200 with the record, or 409 for another patient."""
+    existing = Record.get_or_none((Record.id == record_id) & (Record.node == node))
+    if existing is None:
+        return None
+    if existing.patient_id != patient_id:
+        raise ApiError(409, "conflict", "this record is already registered on this node for another patient")
+    return jsonify(record_to_json(existing)), 200
+
+
 @bp.post("/api/v1/records")
 @require_auth("physician")
 def register_record():
     identity = require_role_here("physician")
     fields = validate(json_body(), RECORD_FIELDS)
-    with database_proxy.atomic():
-        node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
-        if node is None:
-            raise ApiError(400, "validation_error",
-                           f"node_id {fields['node_id']} is not a render node of this institution")
-        existing = Record.get_or_none((Record.id == fields["id"]) & (Record.node == node))
-        if existing is not None:
-            if existing.patient_id != fields["patient_id"]:
-                raise ApiError(409, "conflict",
-                               "this record is already registered on this node for another patient")
-            return jsonify(record_to_json(existing)), 200
-        values = {k: v for k, v in fields.items() if k != "node_id"}
-        record = Record.create(node=node, registered_by=identity.user_id, **values)
-        record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
-                     detail=f"node_id={node.id}")
+    node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
+    if node is None:
+        raise ApiError(400, "validation_error",
+                       f"node_id {fields['node_id']} is not a render node of this institution")
+    answer = _already_registered(fields["id"], node, fields["patient_id"])
+    if answer is not None:
+        return answer
+    values = {k: v for k, v in fields.items() if k != "node_id"}
+    try:
+        with database_proxy.atomic():
+            record = Record.create(node=node, registered_by=identity.user_id, **values)
+            record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
+                         detail=f"node_id={node.id}")
+    except peewee.IntegrityError:
+        if not Node.select().where(Node.id == node.id).exists():
+            raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile")
+        # a concurrent registration of the same (id, node) won the race; answer as if it came first
+        answer = _already_registered(fields["id"], node, fields["patient_id"])
+        if answer is None:
+            raise
+        return answer
     return jsonify(record_to_json(record)), 201
 
 

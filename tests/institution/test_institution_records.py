@@ -214,3 +214,25 @@ def test_unknown_record_id_is_404(api, users, record, db_state):
                               users["physician"])
     assert status == 404
     assert db_state() == before
+
+
+def test_concurrent_registrations_of_one_record_make_one_row(app, users, node, patient_id, db_state):
+    """Uploaders retry; simultaneous identical registrations answer 201 once and 200 otherwise."""
+    import threading
+
+    body = record_body(node["id"], patient_id, content=b"raced")
+    barrier = threading.Barrier(6)
+    statuses: list[int] = []
+
+    def register() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(client.post("/api/v1/records", json=body, headers=users["physician"].headers).status_code)
+
+    threads = [threading.Thread(target=register) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 5 + [201]
+    assert len(db_state()["record"]) == 1
