@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, QTimer
+from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QFrame,
@@ -46,6 +46,7 @@ SCREENS: tuple[tuple[str, type[Screen]], ...] = (
     ("Audit log", AuditScreen),
 )
 RENEW_RETRY_S = 10
+KEY_GEOMETRY = "window/geometry"
 
 
 def renewal_delay_s(expires_in: int) -> int:
@@ -120,6 +121,9 @@ class ConsoleWindow(QMainWindow):
         self.setWindowTitle("SIVR Administration")
         self.resize(1280, 800)
         self.settings = settings
+        geometry = settings.value(KEY_GEOMETRY)
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
         self.runner = TaskRunner(self)
         self.runner.session_ended.connect(self.session_ended)
         self.runner.unhandled_error.connect(lambda message: self.statusBar().showMessage(message, 10000))
@@ -218,4 +222,5 @@ class ConsoleWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.renew_timer.stop()
+        self.settings.setValue(KEY_GEOMETRY, self.saveGeometry())
         super().closeEvent(event)

@@ -22,6 +22,7 @@ QLabel#screenTitle {{ font-size: 20pt; font-weight: 600; }}
 QLabel#loginTitle {{ font-size: 20pt; font-weight: 600; color: {ACCENT}; }}
 QLabel#dialogTitle {{ font-size: 14pt; font-weight: 600; }}
 QLabel#summary {{ font-weight: 600; }}
+QLabel#emptyState {{ color: #8a94a6; font-size: 11pt; background: transparent; }}
 QLabel#problems {{
     background: white; border: 1px solid #dde2ec; border-left: 3px solid #d04437; border-radius: 6px;
     padding: 8px 10px; color: #4a5468;

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -82,7 +82,7 @@ class TablePanel(QWidget):
     activated_row = Signal(dict)
 
     def __init__(self, model: ResourceTableModel, placeholder: str = "Filter…",
-                 parent: QWidget | None = None):
+                 empty_text: str = "Nothing to show yet.", parent: QWidget | None = None):
         super().__init__(parent)
         self.model = model
         self.proxy = FilterProxyModel(self)
@@ -110,6 +110,12 @@ class TablePanel(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.view.doubleClicked.connect(lambda index: self.activated_row.emit(
             model.row_at(self.proxy.mapToSource(index).row())))
+        self._empty_text = empty_text
+        self.empty = QLabel(empty_text, self.view.viewport())
+        self.empty.setObjectName("emptyState")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.view.viewport().installEventFilter(self)
         for signal in (model.modelReset, self.proxy.rowsInserted, self.proxy.rowsRemoved,
                        self.proxy.layoutChanged, self.proxy.modelReset):
             signal.connect(self._update_count)
@@ -124,9 +130,24 @@ class TablePanel(QWidget):
         layout.addWidget(self.view, 1)
         self._update_count()
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.view.viewport() and event.type() == QEvent.Type.Resize:
+            self.empty.setGeometry(self.view.viewport().rect().adjusted(20, 20, -20, -20))
+        return False
+
     def _update_count(self) -> None:
         shown, total = self.proxy.rowCount(), self.model.rowCount()
         self.count.setText(f"{total} shown" if shown == total else f"{shown} of {total} shown")
+        if total and not shown:
+            self.empty.setText("No row matches the filter.")
+        elif not total:
+            self.empty.setText(self._empty_text)
+        self.empty.setVisible(shown == 0)
+
+    def set_empty_text(self, text: str) -> None:
+        """What an empty table says (e.g. why it is empty), until rows arrive."""
+        self._empty_text = text
+        self._update_count()
 
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
         selected = self.selected()

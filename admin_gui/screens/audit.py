@@ -122,7 +122,8 @@ class AuditScreen(TableScreen):
     subtitle = "Every read and change of patient data, every login and user change — newest first."
 
     def __init__(self, ctx: ConsoleContext, parent=None):
-        super().__init__(ctx, AuditModel(), "Filter the results shown…", parent)
+        super().__init__(ctx, AuditModel(), "Filter the results shown…", parent,
+                         "No audit entries match these filters.")
         self.table.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
         self.source = QComboBox()
         self.source.setObjectName("auditSource")

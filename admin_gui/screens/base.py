@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from admin_gui.api_client import ApiError
@@ -48,6 +49,8 @@ class Screen(QWidget):
         button = QPushButton(text)
         if primary:
             button.setObjectName("primary")
+            QShortcut(QKeySequence.StandardKey.New, self, slot)
+            button.setToolTip(f"{text.lstrip('+ ')} ({QKeySequence(QKeySequence.StandardKey.New).toString()})")
         button.clicked.connect(slot)
         self.toolbar.addWidget(button)
         return button
@@ -78,9 +81,10 @@ class TableScreen(Screen):
     """A screen whose content is one filterable table; buttons needing a row follow the selection."""
 
     def __init__(self, ctx: ConsoleContext, model: ResourceTableModel, filter_hint: str,
-                 parent: QWidget | None = None):
+                 parent: QWidget | None = None, empty_text: str = "Nothing here yet."):
         super().__init__(ctx, parent)
-        self.table = TablePanel(model, filter_hint)
+        self.table = TablePanel(model, filter_hint, empty_text)
+        QShortcut(QKeySequence.StandardKey.Find, self, self.table.filter.setFocus)
         self.body.addWidget(self.table, 1)
         self._row_buttons: list[QPushButton] = []
         self.table.view.selectionModel().selectionChanged.connect(self._selection_changed)
@@ -100,6 +104,8 @@ class TableScreen(Screen):
     def finish_toolbar(self) -> None:
         self.toolbar.addStretch(1)
         self.refresh_button = self.add_button("⟳ Refresh", self.refresh)
+        self.refresh_button.setToolTip("Reload from the server (F5)")
+        QShortcut(QKeySequence.StandardKey.Refresh, self, self.refresh)
 
     def _selection_changed(self, *_: Any) -> None:
         has_row = self.table.selected() is not None

@@ -26,7 +26,8 @@ class InstitutionsScreen(TableScreen):
                 "(findings, records and render nodes live there).")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
-        super().__init__(ctx, InstitutionsModel(), "Filter institutions by name, address or URL…", parent)
+        super().__init__(ctx, InstitutionsModel(), "Filter institutions by name, address or URL…", parent,
+                         "No institutions yet — add the first one with + New institution.")
         self.add_button("+ New institution", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)

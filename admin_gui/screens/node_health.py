@@ -73,7 +73,8 @@ class NodeHealthScreen(TableScreen):
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         self.model = NodeHealthModel()
-        super().__init__(ctx, self.model, "Filter nodes by institution, name or status…", parent)
+        super().__init__(ctx, self.model, "Filter nodes by institution, name or status…", parent,
+                         "No render nodes registered yet — register them under Render nodes.")
         self.finish_toolbar()
         self.auto = QCheckBox("Refresh every")
         self.auto.setChecked(True)

@@ -33,7 +33,8 @@ class NodesScreen(TableScreen):
                 "on the institution's own server.")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
-        super().__init__(ctx, NodesModel(), "Filter nodes by name or URL…", parent)
+        super().__init__(ctx, NodesModel(), "Filter nodes by name or URL…", parent,
+                         "No render nodes registered on this institution's server yet.")
         self.institution = QComboBox()
         self.institution.setObjectName("institutionChooser")
         self.institution.setMinimumWidth(280)

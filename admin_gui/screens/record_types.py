@@ -24,7 +24,8 @@ class RecordTypesScreen(TableScreen):
     subtitle = "The kinds of imaging record physicians can register, e.g. CT — Computed tomography."
 
     def __init__(self, ctx: ConsoleContext, parent=None):
-        super().__init__(ctx, RecordTypesModel(), "Filter record types…", parent)
+        super().__init__(ctx, RecordTypesModel(), "Filter record types…", parent,
+                         "No record types yet — add CT, MR, … with + New record type.")
         self.add_button("+ New record type", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)

@@ -32,7 +32,8 @@ class UsersScreen(TableScreen):
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         self.model = UsersModel()
-        super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent)
+        super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent,
+                         "No users yet.")
         self.institutions: list[dict[str, Any]] = []
         self.add_button("+ New user", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)

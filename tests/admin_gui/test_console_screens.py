@@ -68,6 +68,10 @@ def test_institutions_crud(qtbot, console, admin_api):
 
     screen.table.filter.setText("zaloška")
     assert table_values(screen, "Name") == ["Test Clinic"]
+    screen.table.filter.setText("no such place")
+    assert table_values(screen, "Name") == []
+    assert screen.table.empty.isVisible() and screen.table.empty.text() == "No row matches the filter."
+    assert screen.table.count.text() == "0 of 3 shown"
     screen.table.filter.setText("")
     screen.table.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)
     assert table_values(screen, "Name") == ["Test Clinic", "Second Clinic", "Demo Hospital"]
@@ -77,6 +81,7 @@ def test_institutions_crud(qtbot, console, admin_api):
     fill(screen.dialog, name="Test Clinic East")
     save(qtbot, console, screen.dialog)
     assert "Test Clinic East" in table_values(screen, "Name")
+    screenshot(console, "institutions")
 
     assert screen.table.select_where(lambda r: r["name"] == "Demo Hospital")
     screen.remove(screen.table.selected())
@@ -91,7 +96,6 @@ def test_institutions_crud(qtbot, console, admin_api):
     assert "Test Clinic East" not in table_values(screen, "Name")
     assert "Test Clinic East" not in {i["name"] for i in admin_api.list_all("/api/v1/institutions")}
     screen.table.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-    screenshot(console, "institutions")
 
 
 def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gui_deployment):
@@ -229,6 +233,8 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
     screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))
     wait_idle(qtbot, console)
     assert table_values(screen, "Name") == []  # its registry is readable, and empty
+    assert screen.table.empty.isVisible()
+    assert screen.table.empty.text() == "No render nodes registered on this institution's server yet."
     screen.create()
     fill(screen.dialog, name="foreign", url=render_node_url)
     save(qtbot, console, screen.dialog)
