@@ -32,13 +32,14 @@ export async function patientView(ctx, patientId) {
       state: h("span", { class: "badge badge-wait", text: "loading…" }),
       findings: h("div", { class: "findings" }, h("p", { class: "muted", text: "Loading findings…" })),
       records: h("div", { class: "records" }, h("p", { class: "muted", text: "Loading records…" })),
+      recordsHead: h("h3", { class: "sub", text: "Records" }),
     };
     slots.set(inst.id, slot);
     blocks.append(h("article", { class: "panel institution", "aria-labelledby": `inst-${inst.id}`, dataset: { institution: inst.id } },
       h("header", { class: "institution-head" },
         h("h2", { id: `inst-${inst.id}`, text: inst.name }), slot.state),
       h("h3", { class: "sub", text: "Findings" }), slot.findings,
-      h("h3", { class: "sub", text: "Records" }), slot.records));
+      slot.recordsHead, slot.records));
   }
 
   const counts = { findings: 0, down: new Set() };
@@ -64,6 +65,7 @@ export async function patientView(ctx, patientId) {
     const text = `${inst.name} did not answer (${ctx.describeError(error)}). Its findings and records cannot be shown now.`;
     mount(slot.findings, h("p", { class: "warn", text }));
     slot.records.replaceChildren();
+    slot.recordsHead.hidden = true;
   };
 
   const findingsDone = queryAllInstitutions(ctx, "api/v1/findings", { patient_id: patient.id }, (inst, result) => {
@@ -107,7 +109,7 @@ function recordTable(inst, records) {
     h("tbody", {}, records.map((r) => h("tr", { dataset: { record: r.id } },
       h("td", {}, h("strong", { text: r.record_type || r.modality || "Record" }), " ",
         h("span", { text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") })),
-      h("td", { class: "nowrap", text: `${r.frames} × ${r.columns}×${r.rows}` }),
+      h("td", { text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
       h("td", {}, h("a", { class: "btn btn-small", href: viewerHref(inst.id, r.node_id, r.id),
         "aria-label": `Open ${recordLabel(r)} in the viewer`, text: "Open" }))))));
 }

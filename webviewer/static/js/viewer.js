@@ -3,7 +3,7 @@
 // it. The newest request always wins: scrolling aborts stale slice requests, dragging coalesces
 // to one request in flight, and neighbouring slices are fetched ahead into a blob-URL cache.
 
-import { h, mount, svg, select, formatBytes } from "./dom.js";
+import { h, mount, svg, select, formatBytes, formatDate } from "./dom.js";
 import { ApiError } from "./api.js";
 import { ImageCache } from "./imagecache.js";
 import {
@@ -16,6 +16,23 @@ const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["
 const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 const POLL_MS = 250;
 const MAX_ZOOM = 16;
+
+/** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */
+function dicomDate(value) {
+  const m = String(value || "").match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
+  return m ? `${m[1]}-${m[2]}-${m[3]}` : value;
+}
+
+/** "ct_temporal_bone" -> "CT temporal bone". */
+function presetLabel(name) {
+  const words = name.split("_");
+  const first = /^(ct|mr|pet|us)$/i.test(words[0]) ? words[0].toUpperCase() : words[0][0].toUpperCase() + words[0].slice(1);
+  return [first, ...words.slice(1)].join(" ");
+}
+
+function wrapDegrees(angle) {
+  return ((angle + 180) % 360 + 360) % 360 - 180;
+}
 
 export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   let node;
@@ -68,6 +85,8 @@ class Viewer {
     this.drag = null;
     this.timers = new Set();
     this.destroyed = false;
+    this.viewId = `v${Math.random().toString(36).slice(2, 12)}`;
+    this.seq = 0;
   }
 
   // ---------- layout ----------
@@ -116,7 +135,7 @@ class Viewer {
     this.modeSelect = select("mode", VOLUME_MODES, s.vol.mode);
     this.modeSelect.id = "volume-mode";
     this.modeSelect.addEventListener("change", () => { s.vol.mode = this.modeSelect.value; this.syncControls(); this.requestView(); });
-    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, p]), s.vol.preset);
+    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), s.vol.preset);
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { s.vol.preset = this.volPresetSelect.value; this.requestView(); });
 
@@ -131,17 +150,17 @@ class Viewer {
     const label = (text, control) => h("label", { class: "tb-field" }, h("span", { text }), control);
     this.volumeGroup = h("div", { class: "tb-group", hidden: true, "aria-label": "3D settings", role: "group" },
       label("Mode", this.modeSelect), this.volPresetLabel = label("Preset", this.volPresetSelect));
-    this.cineGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Cine" }, this.playButton, label("Rate", this.fpsSelect));
+    this.cineGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Cine playback" }, this.playButton, label("Rate", this.fpsSelect));
 
     const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
-      h("div", { class: "tb-group", role: "group", "aria-label": "View" }, label("View", this.planeSelect)),
+      h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
-      h("div", { class: "tb-group", role: "group", "aria-label": "Window" }, label("Window", this.windowSelect)),
+      h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       this.cineGroup,
       this.volumeGroup,
-      h("div", { class: "tb-group", role: "group", "aria-label": "Image format" },
+      h("div", { class: "tb-group", role: "group", "aria-label": "Image encoding" },
         label("Format", this.formatSelect), this.qualityLabel = label("Quality", h("span", { class: "range" }, this.qualityInput, this.qualityOut))),
-      h("div", { class: "tb-group", role: "group", "aria-label": "Reset" },
+      h("div", { class: "tb-group", role: "group", "aria-label": "Reset and clear" },
         h("button", { type: "button", class: "btn", id: "reset", text: "Reset view", onclick: () => this.resetView() }),
         h("button", { type: "button", class: "btn", id: "clear-measures", text: "Clear measurements", onclick: () => { this.measures.clear(); this.drawOverlay(); } })));
 
@@ -168,7 +187,9 @@ class Viewer {
   fillWindowChoices() {
     const options = [["auto", "Automatic"]];
     if (this.meta.default_window) options.push(["file", "From the file"]);
-    for (const name of Object.keys(this.presets.window || {})) options.push([`preset:${name}`, name]);
+    for (const [name, w] of Object.entries(this.presets.window || {})) {
+      options.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`]);
+    }
     options.push(["custom", "Custom (drag)"]);
     mount(this.windowSelect, options.map(([v, t]) => h("option", { value: v, text: t })));
     this.windowSelect.value = this.state.windowChoice;
@@ -299,10 +320,12 @@ class Viewer {
       path = `${this.recordPath}/volume`;
       rect = { left: 0, top: 0, width: vw, height: vh };
       const [w, hh] = requestSize(rect, interactive ? 1 : dpr, interactive ? 384 : 1024);
+      const format = interactive ? "jpeg" : s.format;
       Object.assign(params, {
         mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
-        azimuth: v.azimuth.toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
-        quality: interactive ? "interactive" : "still", format: interactive ? "jpeg" : s.format, size: `${w}x${hh}`,
+        azimuth: wrapDegrees(v.azimuth).toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
+        quality: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
+        image_quality: format === "png" ? undefined : (interactive ? 60 : s.quality),
       });
     } else {
       const index = indexOverride ?? this.index();
@@ -327,6 +350,7 @@ class Viewer {
   /** Show the current state; resolves once it is on screen (or has failed, or was superseded). */
   async requestView({ interactive = false } = {}) {
     if (this.destroyed) return;
+    if (!interactive) this.pendingInteractive = false;   // a final view replaces any queued preview
     const req = this.describe(interactive);
     const cached = this.cache.get(req.key);
     if (cached) {
@@ -364,15 +388,20 @@ class Viewer {
   }
 
   async fetchImage(req, signal) {
-    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params: req.params, signal });
+    // 3D requests carry a view id and a rising sequence number: the node drops a queued
+    // rendering as soon as a newer one of the same view arrives (409 superseded).
+    const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
+    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
     const blob = await response.blob();
     return this.cache.put(req.key, blob);
   }
 
   handleImageError(err, req) {
-    if (err.code === "frame_not_ready") {
+    if (err.code === "superseded") return;
+    if (err.code === "frame_not_ready" || err.code === "loading") {
       this.waitingForFrame = true;
-      this.showMessage(`Slice ${req.index + 1} is still loading…`);
+      this.showMessage(req.plane === "native" ? `Slice ${req.index + 1} is still loading…`
+        : "This view needs every slice; it appears when loading has finished.");
     } else if (err.code === "not_loaded") {
       this.showMessage("The record was unloaded from the node's memory; loading it again…");
       this.startLoading();
@@ -491,7 +520,7 @@ class Viewer {
   updateCorners(entry) {
     const s = this.state;
     const m = this.meta;
-    mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, m.study_date].filter(Boolean).join(" · ") }));
+    mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
     const w = s.window ? `W ${Math.round(s.window.width)}  L ${Math.round(s.window.center)}` : "W/L automatic";
     if (s.plane === "3d") {
       const v = s.vol;
