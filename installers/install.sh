@@ -93,6 +93,14 @@ R_UNITS="$ROOT/etc/systemd/system"
 VENV="$R_PREFIX/venv"
 
 has_layer() { [[ " $LAYERS " == *" $1 "* ]]; }
+has_config() { compgen -G "$R_ETC/*.toml" >/dev/null; }
+
+# A deployment made here has its own signing key and CA: without its toplevel, no token it would
+# accept could ever exist. Part of a larger deployment comes with --from.
+if [[ -z "$FROM" ]] && ! has_config && ! has_layer toplevel; then
+    die "without --from this host gets a new deployment, which needs the toplevel layer; \
+install part of a deployment made elsewhere with --from (see docs/deployment.md)"
+fi
 owned() {  # owned USER:GROUP MODE PATH... — mode always, owner only on a real install
     local owner="$1" mode="$2"; shift 2
     chmod "$mode" "$@"
@@ -143,8 +151,6 @@ install_venv() {
     mkdir -p "$ROOT/usr/local/bin"
     ln -sfn "$PREFIX/venv/bin/sivr" "$ROOT/usr/local/bin/sivr"
 }
-
-has_config() { compgen -G "$R_ETC/*.toml" >/dev/null; }
 
 write_config() {
     if has_config; then

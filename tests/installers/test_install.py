@@ -241,6 +241,14 @@ def test_install_refuses_bad_options_before_touching_anything(tmp_path, args, me
     assert not (tmp_path / "root").exists()
 
 
+def test_a_new_deployment_without_its_toplevel_is_refused(tmp_path):
+    """A render host with a signing key of its own would accept no token any toplevel issues."""
+    done = run_script(INSTALL, "--root", str(tmp_path / "root"), "--use-system-packages",
+                      "--python", sys.executable, "--no-systemctl", "--layers", "render", check=False)
+    assert done.returncode == 2 and "needs the toplevel layer" in done.stderr
+    assert not (tmp_path / "root").exists()
+
+
 def test_toplevel_bundle_has_the_signing_key_and_registered_institutions_but_no_store_key(tmp_path):
     from daemons.cli import register_institutions
     from daemons.deployment import init_deployment
