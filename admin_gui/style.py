@@ -76,9 +76,10 @@ QTableView {{
     background: white; alternate-background-color: #f8fafc; border: 1px solid #dde2ec;
     border-radius: 8px; selection-background-color: #dbe6fd; selection-color: #1d2433;
 }}
+QTableView::item {{ padding: 0 8px; }}
 QHeaderView::section {{
     background: #eef1f6; color: #4a5468; border: none; border-bottom: 1px solid #dde2ec;
-    padding: 6px 8px; font-weight: 600;
+    padding: 6px 8px 6px 9px; font-weight: 600;
 }}
 QStatusBar {{ background: white; border-top: 1px solid #dde2ec; }}
 QStatusBar QLabel {{ padding: 0 10px; color: #4a5468; }}

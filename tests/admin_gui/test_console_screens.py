@@ -115,6 +115,7 @@ def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gu
     save(qtbot, console, dialog)
     assert dialog.isVisible()
     assert "dr.house" in dialog.error.text()  # the server's conflict message, in the dialog
+    screenshot(dialog, "user-form-server-error")
 
     fill(dialog, username="jnovak")
     save(qtbot, console, dialog)
