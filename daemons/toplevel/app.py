@@ -35,7 +35,7 @@ def create_app(config: Config) -> Flask:
     database_proxy.initialize(db)
     bind_per_request(app, db)
     app.extensions[EXTENSION] = Toplevel(
-        config=config, db=db, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
+        config=config, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
     )
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)

@@ -32,8 +32,9 @@ EXTENSION = "sivr_toplevel"
 
 @dataclass(frozen=True)
 class Toplevel:
+    """What the views need beyond the request, built once by `create_app` (no module globals)."""
+
     config: Config
-    db: peewee.Database
     issuer: TokenIssuer
     passwords: Passwords
 

@@ -1,8 +1,9 @@
 """The real toplevel under gunicorn with TLS on loopback, driven with `requests` verifying the CA.
 
 The module starts its own toplevel-only deployment (the same `init_deployment` + `sivr serve`
-path operators use) rather than the shared one, because it logs users out, resets passwords and
-trips the per-address login limit, which would disturb other tests. It runs on SQLite and, with
+path operators use) with two toplevel servers on one database, as a scaled-out site runs them,
+rather than the shared deployment, because it logs users out and trips the per-address login
+limit, which would disturb other tests. It runs on SQLite and, with
 `SIVR_TEST_PG_URL`, on a PostgreSQL database of its own.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +23,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import seed_base
-from daemons.deployment import LocalDeployment, init_deployment
+from daemons.deployment import Instance, LocalDeployment, free_port, init_deployment
+from daemons.toplevel.settings import KEYS
+from shared.config import render_config_toml
 from shared.tokens import load_private_key
 
 from .support import PG_ENV, create_pg_database, drop_pg_database
@@ -30,17 +34,19 @@ pytestmark = pytest.mark.slow
 
 
 class Toplevel:
-    """A running toplevel: its URL, CA file and the seeded users' credentials."""
+    """Two running toplevel servers on one database: URLs, CA file, the seeded users' credentials."""
 
-    def __init__(self, url: str, ca_cert: str, users: dict[str, dict[str, str]], root: Path):
-        self.url, self.ca_cert, self.users, self.root = url, ca_cert, users, root
+    def __init__(self, urls: list[str], ca_cert: str, users: dict[str, dict[str, str]], root: Path):
+        self.urls, self.ca_cert, self.users, self.root = urls, ca_cert, users, root
+        self.url = urls[0]
 
-    def call(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+    def call(self, method: str, path: str, token: str | None = None, server: int = 0,
+             **kwargs) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return requests.request(method, self.url + path, headers=headers, verify=self.ca_cert, timeout=30,
-                                **kwargs)
+        return requests.request(method, self.urls[server] + path, headers=headers, verify=self.ca_cert,
+                                timeout=30, **kwargs)
 
     def login(self, role: str) -> str:
         reply = self.call("POST", "/api/v1/auth/login", json=self.users[role])
@@ -61,13 +67,24 @@ def server(request, tmp_path_factory) -> Iterator[Toplevel]:
                              institution_names=["Hospital A", "Clinic B"])
     users = seed_base(layout)
     running = LocalDeployment(layout, layers=("toplevel",))
+    running.instances.append(_second_toplevel(layout.first("toplevel"), root))
     try:
         running.start()
-        yield Toplevel(running.url("toplevel"), layout.ca_cert, users, root)
+        yield Toplevel([i.url for i in running.instances], layout.ca_cert, users, root)
     finally:
         running.stop()
         if pg_name:
             drop_pg_database(os.environ[PG_ENV], pg_name)
+
+
+def _second_toplevel(first: Instance, root: Path) -> Instance:
+    """Another toplevel server on the same database and key, as a scaled-out deployment runs."""
+    values = tomllib.loads(Path(first.config).read_text())
+    port = free_port()
+    values["server"]["port"] = port
+    path = root / "toplevel-2.toml"
+    path.write_text(render_config_toml("toplevel", KEYS, values))
+    return Instance("toplevel", "toplevel-2", str(path), f"{first.url.rsplit(':', 1)[0]}:{port}")
 
 
 def _users(server: Toplevel, token: str) -> list[dict[str, Any]]:
@@ -170,11 +187,22 @@ def test_patient_search_is_audited(server: Toplevel):
     assert audit["items"][0]["client_ip"] == "127.0.0.1"
 
 
-def test_failed_logins_are_limited_across_workers(server: Toplevel):
+def test_logout_on_one_server_holds_on_the_other(server: Toplevel):
+    login = server.call("POST", "/api/v1/auth/login", json=server.users["physician"], server=0).json()
+    token = login["access_token"]
+    assert server.call("GET", "/api/v1/me", token, server=1).json()["id"] == login["user"]["id"]
+    assert server.call("POST", "/api/v1/auth/logout", token, server=1).status_code == 204
+    for index in (0, 1):
+        reply = server.call("POST", "/api/v1/auth/renew", token, server=index)
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "session_expired"
+
+
+def test_failed_logins_are_limited_across_workers_and_servers(server: Toplevel):
     """Last in the module: it throttles 127.0.0.1 for the rest of the window."""
     username = server.users["physician"]["username"]
-    codes = [server.call("POST", "/api/v1/auth/login", json={"username": username, "password": "guess-" + str(i)})
-             .status_code for i in range(5)]
+    codes = [server.call("POST", "/api/v1/auth/login", server=i % 2,
+                         json={"username": username, "password": f"guess-{i}"}).status_code for i in range(5)]
     assert codes == [401] * 5
-    reply = server.call("POST", "/api/v1/auth/login", json=server.users["physician"])
-    assert reply.status_code == 429 and int(reply.headers["Retry-After"]) > 0
+    for index in (0, 1):
+        reply = server.call("POST", "/api/v1/auth/login", json=server.users["physician"], server=index)
+        assert reply.status_code == 429 and int(reply.headers["Retry-After"]) > 0
