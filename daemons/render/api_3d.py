@@ -97,11 +97,12 @@ class Render3D:
         self._lock = threading.Lock()
 
     def prepared(self, record_id: str, record: Any) -> PreparedVolume:
-        """The record's PreparedVolume, made once per loaded copy of it; entries whose record the
-        registry has dropped are forgotten so their voxels can be freed."""
+        """The record's PreparedVolume, made once per loaded copy of it.
+
+        Only a weak reference to the record is kept: when the registry evicts it, the entry goes
+        too, so the voxels are freed with the record rather than held here past the memory budget.
+        """
         with self._lock:
-            for key in [k for k, e in self._prepared.items() if e.record() is None]:
-                del self._prepared[key]
             entry = self._prepared.get(record_id)
             if entry is not None and entry.record() is record:
                 self._prepared.move_to_end(record_id)
@@ -112,9 +113,16 @@ class Render3D:
                 tuple(record.default_window) if record.default_window else None,
                 getattr(record, "slice_direction", None))
             self._prepared[record_id] = _Prepared(weakref.ref(record), volume)
+            weakref.finalize(record, self._forget, record_id, volume)
             while len(self._prepared) > PREPARED_KEEP:
                 self._prepared.popitem(last=False)
             return volume
+
+    def _forget(self, record_id: str, volume: PreparedVolume) -> None:
+        with self._lock:
+            entry = self._prepared.get(record_id)
+            if entry is not None and entry.volume is volume:
+                del self._prepared[record_id]
 
 
 _state_lock = threading.Lock()

@@ -204,3 +204,16 @@ def test_a_request_superseded_while_waiting_is_dropped(app, client):
         state.slots.release()
     worker.join(10)
     assert error_code(results["r"], 409) == "superseded"
+
+
+def test_an_evicted_record_is_not_kept_alive_by_the_3d_cache(app, client):
+    import gc
+    import weakref
+
+    assert client.get(f"/api/v1/records/{RECORD}/mpr/axial/3").status_code == 200
+    record = app.extensions["sivr_records"].records.pop(RECORD)
+    voxels = weakref.ref(record.pixels)
+    del record
+    gc.collect()
+    assert voxels() is None
+    assert error_code(client.get(f"/api/v1/records/{RECORD}/mpr/axial/3"), 409) == "not_loaded"
