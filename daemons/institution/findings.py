@@ -203,7 +203,7 @@ def update_finding(finding_id: str):
         if links is not None:
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:
-            check_local_links((link_to_json(l) for l in _links_of(finding)), patient_id)
+            check_local_links((link_to_json(link) for link in _links_of(finding)), patient_id)
         for name, value in fields.items():
             setattr(finding, name, value)
         finding.updated_at = utcnow()
@@ -271,8 +271,8 @@ def unlink_record(finding_id: str, record_id: str):
         finding = get_finding(finding_id)
         _require_author(finding, identity)
         links = _links_of(finding)
-        matching = [l for l in links if l.record_id == record_id
-                    and (institution_id is None or l.institution_id == institution_id)]
+        matching = [link for link in links if link.record_id == record_id
+                    and (institution_id is None or link.institution_id == institution_id)]
         if not matching:
             raise not_found("record link", record_id)
         if len(matching) > 1:
