@@ -8,8 +8,9 @@ from typing import Any
 from admin_gui.api_client import ApiClient
 from admin_gui.workers import TaskRunner
 
-#: Render nodes are polled often and may be down: fail fast instead of holding a worker thread.
-NODE_TIMEOUT_S = (3.0, 10.0)
+#: Calls made on a timer (node health) may hit servers that are down: fail fast instead of
+#: holding a worker thread until the next round.
+POLLING_TIMEOUT_S = (3.0, 10.0)
 
 
 @dataclass
@@ -18,13 +19,10 @@ class ConsoleContext:
     runner: TaskRunner
     user: dict[str, Any]
 
-    @property
-    def server_url(self) -> str:
-        return self.client.base_url
-
     def server_client(self, base_url: str) -> ApiClient:
         """A client for an institution server (same token, same CA file)."""
         return self.client.for_server(base_url)
 
-    def node_client(self, base_url: str) -> ApiClient:
-        return self.client.for_server(base_url, timeout=NODE_TIMEOUT_S)
+    def polling_client(self, base_url: str) -> ApiClient:
+        """A client with short timeouts for any server polled on a timer."""
+        return self.client.for_server(base_url, timeout=POLLING_TIMEOUT_S)

@@ -144,11 +144,6 @@ class TablePanel(QWidget):
             self.empty.setText(self._empty_text)
         self.empty.setVisible(shown == 0)
 
-    def set_empty_text(self, text: str) -> None:
-        """What an empty table says (e.g. why it is empty), until rows arrive."""
-        self._empty_text = text
-        self._update_count()
-
     def set_rows(self, rows: list[dict[str, Any]]) -> None:
         selected = self.selected()
         self.model.set_rows(rows)

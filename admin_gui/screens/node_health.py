@@ -131,14 +131,14 @@ class NodeHealthScreen(TableScreen):
         self._generation += 1
         generation = self._generation
         self._outstanding = 1
-        client, server_client = self.ctx.client, self.ctx.node_client
+        client, polling_client = self.ctx.client, self.ctx.polling_client
 
         def registry() -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = []
             for inst in client.list_all("/api/v1/institutions"):
                 base = {"institution_name": inst["name"], "institution_id": inst["id"]}
                 try:
-                    nodes = server_client(inst["server_url"]).list_all("/api/v1/nodes")
+                    nodes = polling_client(inst["server_url"]).list_all("/api/v1/nodes")
                 except ApiError as exc:
                     status = "no_access" if exc.status == 403 else "down"
                     rows.append({**base, "name": "(node registry)", "url": inst["server_url"],
@@ -162,7 +162,7 @@ class NodeHealthScreen(TableScreen):
         for row in rows:
             if row.get("status") == "checking":
                 self._outstanding += 1
-                node = self.ctx.node_client(row["url"])
+                node = self.ctx.polling_client(row["url"])
                 self.ctx.runner.submit(
                     lambda node=node: node.get("/api/v1/node"),
                     lambda info, node_id=row["id"]: self._node_answered(generation, node_id, info, None),
