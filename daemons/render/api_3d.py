@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.encode import FORMATS, encode_image
@@ -95,6 +96,13 @@ class Render3D:
         self.sequences = _Sequences()
         self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
         self._lock = threading.Lock()
+        threading.Thread(target=self._warm_up, name="sivr-3d-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        """Compile (or load from numba's cache) every kernel now, not in a physician's first request."""
+        tiny = prepare_volume(np.arange(9 * 9 * 9, dtype=np.int16).reshape(9, 9, 9), (1.0, 1.0, 1.0))
+        for mode in MODES:
+            self.caster.render(tiny, ViewSpec(mode=mode, width=8, height=8))
 
     def prepared(self, record_id: str, record: Any) -> PreparedVolume:
         """The record's PreparedVolume, made once per loaded copy of it.
