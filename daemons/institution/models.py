@@ -43,7 +43,7 @@ class Record(BaseModel):
     """
 
     pk = peewee.AutoField()
-    id = peewee.CharField(max_length=64, index=True)
+    id = peewee.CharField(max_length=64)  # looked up through the unique (id, node) index
     node = peewee.ForeignKeyField(Node, column_name="node_id", backref="records",
                                   on_delete="RESTRICT")
     rows = peewee.IntegerField()
