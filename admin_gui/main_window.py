@@ -108,7 +108,7 @@ class ConsolePage(QWidget):
         self.stack.setCurrentIndex(row)
         screen = self.stack.currentWidget()
         if isinstance(screen, Screen):
-            screen.ensure_loaded()
+            screen.refresh()
 
     def open_screen(self, label: str) -> Screen:
         self.nav.setCurrentRow([name for name, _ in SCREENS].index(label))

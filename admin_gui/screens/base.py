@@ -1,7 +1,8 @@
 """The frame of every console screen: title, action buttons, message banner, content.
 
-A screen loads its data the first time it is shown and again on Refresh; all loading goes
-through the runner, with failures shown in the screen's banner in the server's words.
+A screen reloads its data each time it is shown (so a new institution is offered at once in the
+users' form) and on Refresh; all loading goes through the runner, with failures shown in the
+screen's banner in the server's words.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ class Screen(QWidget):
     def __init__(self, ctx: ConsoleContext, parent: QWidget | None = None):
         super().__init__(parent)
         self.ctx = ctx
-        self.loaded = False
         self.setObjectName("screen")
         heading = QLabel(self.title)
         heading.setObjectName("screenTitle")
@@ -54,12 +54,6 @@ class Screen(QWidget):
         button.clicked.connect(slot)
         self.toolbar.addWidget(button)
         return button
-
-    def ensure_loaded(self) -> None:
-        """Load on first show; later shows keep what is there (Refresh reloads)."""
-        if not self.loaded:
-            self.loaded = True
-            self.refresh()
 
     def refresh(self) -> None:
         raise NotImplementedError
