@@ -142,7 +142,8 @@ class ApiClient:
         else:
             code = "http_error"
             message = f"{self.base_url} answered HTTP {response.status_code} {response.reason}"
-        if response.status_code == 429 and response.headers.get("Retry-After"):
+        if (response.status_code == 429 and response.headers.get("Retry-After")
+                and "try again" not in message):
             message += f" (try again in {response.headers['Retry-After']} s)"
         ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
         if response.status_code == 401 and code in ending:

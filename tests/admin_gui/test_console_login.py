@@ -117,3 +117,15 @@ def test_sign_out_returns_to_login_and_ends_the_session(qtbot, window, gui_deplo
     client.credentials.access_token = token
     with pytest.raises(SessionEnded):
         client.renew()
+
+
+def test_too_many_wrong_passwords_say_when_to_try_again(qtbot, window, private_deployment):
+    deployment = private_deployment()
+    for _ in range(5):
+        log_in(qtbot, window, deployment, "admin", "wrong-password-1")
+        assert window.login.banner.text() == "Wrong username or password"
+    log_in(qtbot, window, deployment, **deployment.users["admin"])
+    assert window.console is None
+    message = window.login.banner.text()
+    assert message.startswith("Too many failed logins")
+    assert message.count("try again in") == 1
