@@ -277,6 +277,9 @@ enable_units
 if has_layer toplevel && [[ -e "$R_ETC/toplevel.toml" ]]; then
     say "first administrator: sivr user add --config $ETC/toplevel.toml --username admin --role admin"
 fi
+if [[ -z "$FROM" && ${#HOSTNAMES[@]} -eq 0 && $FRESH_CONFIG -eq 1 ]]; then
+    say "no --hostname: the layers listen on 127.0.0.1 only; see server.host in $ETC/*.toml"
+fi
 if [[ -e "$R_ETC/tls/ca.key" ]]; then
     say "$ETC/tls/ca.key signs certificates; keep a copy offline and consider removing it from this host"
 fi
