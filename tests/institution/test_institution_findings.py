@@ -34,6 +34,14 @@ def test_physician_writes_a_finding_author_from_token(api, users, record, patien
     assert ("finding.create", finding["id"], patient_id) in _audit_actions(api, users["admin"])
 
 
+def test_report_text_keeps_line_breaks_and_unicode(api, users, record, patient_id):
+    text = "Liver:\n\t- lesion 12 mm (segment VI)\r\n\t- no ascites\nÄußerst unauffällig — 肝臓 ✓"
+    status, finding = api.call("POST", "/api/v1/findings", users["physician"],
+                               finding_body(patient_id, [local_link(record)], findings=text))
+    assert status == 201
+    assert api.call("GET", f"/api/v1/findings/{finding['id']}", users["physician_b"])[1]["findings"] == text
+
+
 def test_author_cannot_be_set_in_the_body(api, users, record, patient_id, db_state):
     before = db_state()
     for forged in ({"author_id": users["physician2"].id}, {"author_name": "Dr. Someone Else"},
@@ -71,6 +79,10 @@ def test_only_physicians_of_this_institution_write_findings(api, users, record, 
      "validation_error", "unknown field"),
     ({"records": [REMOTE_LINK, REMOTE_LINK]}, "validation_error", "records[1] links the same record twice"),
     ({"records": [{**REMOTE_LINK, "record_id": f"{i:064x}"} for i in range(201)]}, "validation_error", "at most"),
+    ({"findings": "a\u0000b"}, "validation_error", "findings must not contain control"),
+    ({"conclusion": "\u001b[31mred"}, "validation_error", "conclusion must not contain control"),
+    ({"recommendation": "\u007f"}, "validation_error", "recommendation must not contain control"),
+    ({"description": "lone \ud83d surrogate"}, "validation_error", "invalid Unicode"),
 ])
 def test_invalid_finding_bodies_are_refused(api, users, record, patient_id, db_state, change, code, fragment):
     before = db_state()

@@ -131,6 +131,12 @@ def test_unknown_node_id_is_404(api, users, node, db_state):
     ({"name": "n", "url": "https://render.example/?a=1"}, "query"),
     ({"name": "n", "url": "https://render.example:99999"}, "url"),
     ({"name": "n", "url": "https://a.example", "institution_id": INSTITUTION_B}, "unknown field"),
+    ({"name": "a\u0000b", "url": "https://a.example"}, "control characters"),
+    ({"name": "a\nb", "url": "https://a.example"}, "line breaks"),
+    ({"name": "a\ud800b", "url": "https://a.example"}, "invalid Unicode"),
+    ({"name": "n", "url": "https://a\udfff.example"}, "control characters"),
+    ({"name": "n", "url": "https://a.example\u0000"}, "control characters"),
+    ({"name": "n", "url": "https://a.exa\tmple"}, "control characters"),
 ])
 def test_invalid_node_bodies_are_refused(api, users, db_state, body, fragment):
     before = db_state()
@@ -213,7 +219,8 @@ def test_parse_node_url_accepts(url, expected):
 @pytest.mark.parametrize("url", [
     "http://render.example", "http://10.0.0.7", "http://localhost.evil.example", "http://127.0.0.1.nip.io",
     "https://", "https:///path", "//render.example", "file:///etc/passwd", "https://a b.example",
-    "https://render.example#x", "https://u@render.example", "https://render.example:0",
+    "https://render.example#x", "https://render.example?", "https://u@render.example", "https://render.example:0",
+    "https://render.example\n", "https://render.\u00adexample",
     "https://" + "a" * 2050 + ".example",
 ])
 def test_parse_node_url_refuses(url):

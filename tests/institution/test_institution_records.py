@@ -96,6 +96,8 @@ def test_record_on_an_unknown_or_foreign_node_is_refused(api, users, node, patie
     ({"description": "x" * 2001}, "validation_error", "description"),
     ({"record_type": "x" * 65}, "validation_error", "record_type"),
     ({"registered_by": str(uuid.uuid4())}, "validation_error", "unknown field"),
+    ({"description": "a\u0000b"}, "validation_error", "description must not contain control"),
+    ({"record_type": "C\nT"}, "validation_error", "record_type must not contain control"),
 ])
 def test_invalid_record_bodies_are_refused(api, users, node, patient_id, db_state, change, code, fragment):
     before = db_state()
