@@ -172,11 +172,6 @@ class ApiClient:
             if not batch or len(items) >= int(page.get("total", 0)):
                 return items
 
-    def list_page(self, path: str, limit: int = PAGE_LIMIT, **params: Any) -> tuple[list[dict], int]:
-        """The first `limit` items and the total, for lists too long to fetch whole (audit)."""
-        page = self.get(path, limit=limit, offset=0, **params)
-        return page.get("items", []), int(page.get("total", 0))
-
     # --- session -------------------------------------------------------------------------
 
     def login(self, username: str, password: str) -> dict[str, Any]:

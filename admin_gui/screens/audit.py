@@ -26,14 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from admin_gui.api_client import ApiError
+from admin_gui.api_client import ApiClient, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import AuditModel, PatientsModel
 from admin_gui.widgets import MessageBanner, TablePanel
 
-AUDIT_LIMIT = 500
+AUDIT_PAGE = 500
 ACTIONS = ["", "auth.login", "auth.login_failed", "patient.read", "patient.search", "patient.create",
            "patient.update", "patient.delete", "user.create", "user.update", "user.delete"]
 TOPLEVEL = "toplevel"
@@ -62,7 +62,7 @@ class PatientPicker(QDialog):
         super().__init__(parent)
         self.ctx = ctx
         self.setWindowTitle("Find patient")
-        self.setMinimumSize(560, 380)
+        self.setMinimumSize(700, 420)
         self.chosen: dict[str, Any] | None = None
         self.query = QLineEdit(text)
         self.query.setPlaceholderText("Part of the name, or the exact insurance number")
@@ -150,6 +150,10 @@ class AuditScreen(TableScreen):
         self.search_button = QPushButton("Search")
         self.search_button.setObjectName("primary")
         self.search_button.clicked.connect(self.search)
+        self.more_button = QPushButton("Load more")
+        self.more_button.clicked.connect(self.load_more)
+        self.more_button.hide()
+        self._search: tuple[ApiClient, str, dict[str, str]] | None = None
         self.result_label = QLabel()
         self.result_label.setObjectName("muted")
 
@@ -176,6 +180,7 @@ class AuditScreen(TableScreen):
             times.addWidget(widget)
         times.addStretch(1)
         times.addWidget(self.result_label)
+        times.addWidget(self.more_button)
         times.addWidget(self.search_button)
         grid.addLayout(times, 2, 0, 1, 6)
         grid.setColumnStretch(1, 2)
@@ -237,18 +242,33 @@ class AuditScreen(TableScreen):
             client, label = self.ctx.server_client(source["server_url"]), source["name"]
         else:
             client, label = self.ctx.client, "toplevel"
-        self.search_button.setEnabled(False)
+        self._search = (client, label, query)
+        self._fetch([])
 
-        def done(result: tuple[list[dict[str, Any]], int]) -> None:
-            items, total = result
+    def load_more(self) -> None:
+        """The next page of the last search, appended below what is shown."""
+        if self._search is not None:
+            self._fetch(self.table.model.rows())
+
+    def _fetch(self, shown: list[dict[str, Any]]) -> None:
+        client, label, query = self._search
+        self.search_button.setEnabled(False)
+        self.more_button.setEnabled(False)
+
+        def done(page: dict[str, Any]) -> None:
+            items = shown + [{**item, "source": label} for item in page.get("items", [])]
+            total = int(page.get("total", 0))
             self.search_button.setEnabled(True)
-            self.banner.hide()
-            self.table.set_rows([{**item, "source": label} for item in items])
+            self.more_button.setEnabled(True)
+            self.more_button.setVisible(len(items) < total)
+            self.table.set_rows(items)
             self.result_label.setText(f"{total} matching entries" if total <= len(items)
                                       else f"newest {len(items)} of {total} matching entries")
 
         def failed(error: ApiError) -> None:
             self.search_button.setEnabled(True)
+            self.more_button.setEnabled(True)
             self.show_error(error)
 
-        self.run(lambda: client.list_page("/api/v1/audit", AUDIT_LIMIT, **query), done, failed)
+        offset = len(shown)
+        self.run(lambda: client.get("/api/v1/audit", limit=AUDIT_PAGE, offset=offset, **query), done, failed)

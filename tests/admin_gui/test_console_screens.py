@@ -396,3 +396,19 @@ def test_calls_run_off_the_gui_thread(qtbot, console):
     wait_idle(qtbot, console)
     timer.stop()
     assert any(pending > 0 for pending in pending_seen_by_timer)
+
+
+def test_audit_results_come_page_by_page(qtbot, console, monkeypatch):
+    monkeypatch.setattr("admin_gui.screens.audit.AUDIT_PAGE", 2)
+    screen = open_screen(qtbot, console, "Audit log")
+    total = int(screen.result_label.text().split(" of ")[1].split()[0])
+    assert total > 4
+    assert screen.result_label.text() == f"newest 2 of {total} matching entries"
+    assert screen.more_button.isVisible()
+    first_page = [row["id"] for row in screen.table.model.rows()]
+    qtbot.mouseClick(screen.more_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert screen.result_label.text() == f"newest 4 of {total} matching entries"
+    assert screen.table.model.rowCount() == 4
+    ids = [row["id"] for row in screen.table.model.rows()]
+    assert ids[:2] == first_page and len(set(ids)) == 4  # the next page, appended
