@@ -1,0 +1,52 @@
+"""Every field of every body replaced by hostile values: always a 4xx naming the problem, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import finding_body, local_link, record_body
+
+HOSTILE_VALUES = [
+    None, True, False, 0, -1, 2**63, 1.5, float("inf"), "", " ", "\u0000", "\ud800", "x" * 70_000,
+    "' OR 1=1 --", "../../etc/passwd", "<script>alert(1)</script>", [], [None], {}, {"$gt": ""},
+]
+
+
+def _sweep(api, user, method: str, path: str, body: dict) -> list[tuple[str, object, int]]:
+    """Send `body` with each field replaced by each hostile value; return the 5xx answers."""
+    failures = []
+    for field in body:
+        for value in HOSTILE_VALUES:
+            status, answer = api.call(method, path, user, {**body, field: value})
+            if status >= 500 or answer is None or (status >= 400 and "error" not in answer):
+                failures.append((field, repr(value)[:40], status))
+    return failures
+
+
+# Some hostile values are legal (a node may be called "' OR 1=1 --"); the point is the answer.
+
+def test_node_bodies(api, users, node):
+    admin = users["admin"]
+    body = {"name": "n", "url": "https://n.example"}
+    assert _sweep(api, admin, "POST", "/api/v1/nodes", body) == []
+    assert _sweep(api, admin, "PUT", f"/api/v1/nodes/{node['id']}", body) == []
+
+
+def test_record_bodies(api, users, node, patient_id):
+    body = record_body(node["id"], patient_id, content=b"hostile")
+    assert _sweep(api, users["physician"], "POST", "/api/v1/records", body) == []
+
+
+def test_finding_bodies(api, users, record, finding, patient_id):
+    author = users["physician"]
+    body = finding_body(patient_id, [local_link(record)])
+    assert _sweep(api, author, "POST", "/api/v1/findings", body) == []
+    assert _sweep(api, author, "PUT", f"/api/v1/findings/{finding['id']}", body) == []
+    assert _sweep(api, author, "POST", f"/api/v1/findings/{finding['id']}/records", local_link(record)) == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"null", b"[]", b"42", b'"text"', b"{", b"\xff\xfe", b"[" * 100])
+def test_bodies_that_are_not_json_objects(api, users, raw):
+    response = api.client.post("/api/v1/nodes", data=raw, content_type="application/json",
+                               headers=users["admin"].headers)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
