@@ -97,6 +97,12 @@ has_config() { compgen -G "$R_ETC/*.toml" >/dev/null; }
 
 # A deployment made here has its own signing key and CA: without its toplevel, no token it would
 # accept could ever exist. Part of a larger deployment comes with --from.
+# uninstall.sh leaves the keys of kept data behind; a fresh `sivr init` would pair them with new
+# institution ids and certificates, so the kept data must come back with its own configs.
+if [[ -z "$FROM" ]] && ! has_config && compgen -G "$R_ETC/keys/*" >/dev/null; then
+    die "$ETC/keys holds keys but there is no config: restore the configs of that deployment \
+(or install it again with --from its init folder or bundle), or remove $ETC/keys for a new one"
+fi
 if [[ -z "$FROM" ]] && ! has_config && ! has_layer toplevel; then
     die "without --from this host gets a new deployment, which needs the toplevel layer; \
 install part of a deployment made elsewhere with --from (see docs/deployment.md)"

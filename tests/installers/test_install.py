@@ -178,6 +178,11 @@ def test_uninstall_keeps_data_and_keys(single_host, tmp_path):
     assert digests(root / "var/lib/sivr") == before
     assert (root / "var/lib/sivr/render-2-2/store").is_dir()
 
+    # A fresh deployment must not be paired with the kept keys and data.
+    again = run_script(INSTALL, "--root", str(root), "--no-systemctl", check=False)
+    assert again.returncode == 2 and "holds keys but there is no config" in again.stderr
+    assert digests(root / "etc/sivr/keys") == keys
+
 
 def test_uninstall_purge_data_removes_everything(single_host, tmp_path):
     root = tmp_path / "root"
