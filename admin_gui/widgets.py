@@ -228,9 +228,11 @@ class FormDialog(QDialog):
         combo = QComboBox()
         for text, data in choices:
             combo.addItem(text, data)
-        found = combo.findData(current)
-        if found >= 0:
-            combo.setCurrentIndex(found)
+        if current is not None and combo.findData(current) < 0:
+            # Never let an unknown current value silently become the first choice on save.
+            combo.addItem(f"{current} (unknown)", current)
+        if current is not None:
+            combo.setCurrentIndex(combo.findData(current))
         return self._add(name, label, combo)
 
     def add_check(self, name: str, label: str, checked: bool) -> QCheckBox:

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QWidget
 
 from admin_gui import form_checks
 from admin_gui.api_client import ApiClient, ApiError, SessionEnded
 from admin_gui.main import main
 from admin_gui.main_window import ConsoleWindow, renewal_delay_s
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
+from admin_gui.widgets import FormDialog
+from admin_gui.workers import TaskRunner
 
 pytestmark = pytest.mark.gui
 
@@ -118,3 +120,13 @@ def test_desktop_entry_starts_sivr_admin():
     assert desktop["StartupWMClass"] == "sivr-admin"
     assert desktop["Categories"].endswith(";")
     assert not QIcon(str(RESOURCES / "sivr-admin.svg")).isNull()
+
+
+def test_a_form_keeps_a_current_value_it_does_not_know(qtbot):
+    """Editing a user whose institution is not in the list must not move them to the first one."""
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    dialog = FormDialog(parent, "Edit", TaskRunner(parent), lambda values: {}, lambda values: None)
+    dialog.add_combo("institution_id", "Institution", [("A", "id-a"), ("B", "id-b")], "id-gone")
+    dialog.add_combo("role", "Role", [("Physician", "physician"), ("Administrator", "admin")], "admin")
+    assert dialog.values() == {"institution_id": "id-gone", "role": "admin"}
