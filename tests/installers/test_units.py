@@ -95,6 +95,9 @@ def test_unit_runs_the_layer_as_sivr_with_the_required_hardening(unit_file):
     assert svc["ExecStart"] == [f"/opt/sivr/venv/bin/sivr serve {layer} --config /etc/sivr/{config}.toml"]
     assert svc["User"] == ["sivr"] and svc["Group"] == ["sivr"]
     assert svc["Restart"] == ["on-failure"]
+    # test_notify.py shows `sivr serve` sends READY from its main process, as these need
+    assert svc["Type"] == ["notify"] and svc["NotifyAccess"] == ["main"]
+    assert svc["KillMode"] == ["mixed"]
     required = {
         "ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectHome": "yes",
         "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectControlGroups": "yes",
