@@ -29,7 +29,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Start the console; returns the process exit status."""
-    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `sivr admin -- --url …`: argparse's REMAINDER keeps the separator
+        argv = argv[1:]
+    args, qt_args = parse_args(argv)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "sivr-admin", *qt_args])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)

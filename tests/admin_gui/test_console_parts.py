@@ -105,7 +105,8 @@ def test_main_opens_the_console_with_the_given_server(qapp, tmp_path):
                 widget.close()
 
     QTimer.singleShot(0, close_console)
-    assert main(["--url", "https://sivr.example.org:5001", "--ca", str(ca)]) == 0
+    # as `sivr admin -- --url … --ca …` passes them
+    assert main(["--", "--url", "https://sivr.example.org:5001", "--ca", str(ca)]) == 0
     assert seen == {"url": "https://sivr.example.org:5001", "ca": str(ca)}
 
 
