@@ -33,7 +33,7 @@ INSTITUTION_A = "11111111-1111-4111-8111-111111111111"
 INSTITUTION_B = "22222222-2222-4222-8222-222222222222"
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
@@ -53,7 +53,7 @@ def pg_test_database() -> Iterator[str]:
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(server_url, name)
+        yield with_database(server_url, name)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

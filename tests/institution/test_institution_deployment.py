@@ -1,7 +1,8 @@
 """The institution server as operators run it: gunicorn, TLS on loopback, real toplevel tokens.
 
-Uses the session's shared `deployment` (two institutions); everything created here carries a
-unique name so other modules sharing the deployment are not disturbed.
+On SQLite it uses the session's shared `deployment` (two institutions), creating everything
+under unique names so other modules sharing it are not disturbed; on PostgreSQL (when
+`SIVR_TEST_PG_URL` is set) a private deployment whose institution servers use fresh databases.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
+from typing import Iterator
 
 import certifi
 import pytest
@@ -19,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import ApiClient
 from shared.tokens import TokenIssuer, load_private_key
+from tests.conftest import start_deployment
+
+from .conftest import PG_ENV, with_database
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +34,47 @@ def _tag() -> str:
 
 
 @pytest.fixture(scope="module")
-def world(deployment):
+def pg_institution_databases() -> Iterator[dict[str, str]]:
+    """Fresh PostgreSQL databases for both institution servers of the private deployment."""
+    server_url = os.environ.get(PG_ENV)
+    if not server_url:
+        pytest.skip(f"PostgreSQL deployment tests need {PG_ENV} (.ci/run sets it)")
+    import psycopg2
+
+    names = {instance: f"sivr_inst_it_{uuid.uuid4().hex[:12]}" for instance in ("institution-1", "institution-2")}
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            for name in names.values():
+                cur.execute(f'CREATE DATABASE "{name}"')
+        yield {instance: with_database(server_url, name) for instance, name in names.items()}
+        with admin.cursor() as cur:
+            for name in names.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def deployed(request, tmp_path_factory):
+    """A running deployment with two institutions whose servers use the given database."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("deployment")
+        return
+    urls = request.getfixturevalue("pg_institution_databases")
+    running = start_deployment(tmp_path_factory.mktemp("institution-pg"),
+                               institution_names=["Hospital A", "Clinic B"], database_urls=urls)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def world(deployed):
     """Institution A (demo admin and physician), institution B with its own admin and physician."""
-    inst_a, inst_b = deployment.layout.institutions[:2]
-    top = deployment.url("toplevel")
-    admin_a = deployment.client("admin")
+    inst_a, inst_b = deployed.layout.institutions[:2]
+    top = deployed.url("toplevel")
+    admin_a = deployed.client("admin")
     accounts = {}
     for role, inst in (("admin", inst_b), ("physician", inst_b)):
         username = f"inst-test-{role}-{_tag()}"
@@ -40,10 +82,10 @@ def world(deployment):
         admin_a.call("POST", f"{top}/api/v1/users", json={
             "username": username, "password": password, "full_name": f"Test {role} B",
             "role": role, "institution_id": inst["id"]})
-        accounts[role] = ApiClient(deployment, username, password)
+        accounts[role] = ApiClient(deployed, username, password)
     return {
         "a": inst_a, "b": inst_b, "top": top,
-        "admin_a": admin_a, "physician_a": deployment.client("physician"),
+        "admin_a": admin_a, "physician_a": deployed.client("physician"),
         "admin_b": accounts["admin"], "physician_b": accounts["physician"],
     }
 
@@ -63,10 +105,10 @@ def _nodes(world) -> list[dict]:
                                  params={"limit": 500}).json()["items"]
 
 
-def test_served_over_tls_with_the_local_ca(deployment, world):
+def test_served_over_tls_with_the_local_ca(deployed, world):
     url = world["a"]["server_url"]
     assert url.startswith("https://")
-    reply = requests.get(f"{url}/healthz", verify=deployment.ca_cert, timeout=10)
+    reply = requests.get(f"{url}/healthz", verify=deployed.ca_cert, timeout=10)
     assert reply.json()["layer"] == "institution"
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{url}/healthz", verify=certifi.where(), timeout=10)  # public CAs do not vouch for it
@@ -129,11 +171,11 @@ def _forged(deployment, kind: str) -> str:
 
 @pytest.mark.parametrize("kind, code", [("alg_none", "invalid_token"), ("other_key", "invalid_token"),
                                         ("expired", "token_expired")])
-def test_forged_and_expired_tokens_change_nothing(deployment, world, node_a, kind, code):
+def test_forged_and_expired_tokens_change_nothing(deployed, world, node_a, kind, code):
     before = _nodes(world)
-    headers = {"Authorization": f"Bearer {_forged(deployment, kind)}"}
+    headers = {"Authorization": f"Bearer {_forged(deployed, kind)}"}
     reply = requests.delete(f"{world['a']['server_url']}/api/v1/nodes/{node_a['id']}", headers=headers,
-                            verify=deployment.ca_cert, timeout=30)
+                            verify=deployed.ca_cert, timeout=30)
     assert reply.status_code == 401 and reply.json()["error"]["code"] == code
     assert _nodes(world) == before
 
