@@ -54,7 +54,7 @@ def login():
     top = toplevel()
     auth = top.config["auth"]
     address = client_address()
-    throttle.check_login_allowed(username, address, auth["max_failed_logins"], auth["failed_login_window_s"])
+    throttle.check_login_allowed(username, address, auth)
 
     user = User.get_or_none(User.username == username)
     if user is None:

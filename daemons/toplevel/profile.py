@@ -58,8 +58,7 @@ def change_my_password():
     new_password = password_field(body, "new_password", auth["min_password_length"])
     user = _me()
     address = client_address()
-    throttle.check_login_allowed(user.username, address, auth["max_failed_logins"],
-                                 auth["failed_login_window_s"])
+    throttle.check_login_allowed(user.username, address, auth)
     if not top.passwords.verify(user.password_hash, old_password):
         throttle.record_failure(user.username, address, auth["failed_login_window_s"])
         record_audit(AuditEntry, "user.password_change_failed", "user", user.id, detail="wrong old password")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 from shared.db import utcnow
 from shared.errors import ApiError
@@ -21,13 +22,17 @@ def _retry_after(oldest: dt.datetime, window_s: int, now: dt.datetime) -> int:
     return max(1, math.ceil((oldest + dt.timedelta(seconds=window_s) - now).total_seconds()))
 
 
-def check_login_allowed(username: str, client_ip: str, max_failures: int, window_s: int) -> None:
-    """Raise `429 rate_limited` with `Retry-After` while either counter is at its limit."""
+def check_login_allowed(username: str, client_ip: str, auth: dict[str, Any]) -> None:
+    """Raise `429 rate_limited` with `Retry-After` while either counter is at its limit.
+
+    `auth` is the config's `[auth]` section (limits per username and per address, window).
+    """
+    window_s = auth["failed_login_window_s"]
     now = utcnow()
     since = now - dt.timedelta(seconds=window_s)
-    for column, value, what in (
-        (LoginFailure.username, username, "this username"),
-        (LoginFailure.client_ip, client_ip, "your address"),
+    for column, value, max_failures, what in (
+        (LoginFailure.username, username, auth["max_failed_logins"], "this username"),
+        (LoginFailure.client_ip, client_ip, auth["max_failed_logins_per_address"], "your address"),
     ):
         recent = LoginFailure.select(LoginFailure.at).where(column == value, LoginFailure.at > since)
         if recent.count() >= max_failures:

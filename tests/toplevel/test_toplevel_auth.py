@@ -112,7 +112,7 @@ def test_rate_limit_holds_across_servers_sharing_the_database(make_config, seed)
 
 def test_failed_logins_per_address_are_rate_limited(make_config, seed):
     """Spraying one guess over many usernames from one address is throttled too."""
-    config = make_config(auth={"max_failed_logins": 3})
+    config = make_config(auth={"max_failed_logins_per_address": 3})
     api = Api(create_app(config).test_client())
     for name in ("admin", "dr.house", "admin.b"):
         api.call("POST", "/api/v1/auth/login", json={"username": name, "password": "Spring2026!"})

@@ -2,8 +2,8 @@
 
 The module starts its own toplevel-only deployment (the same `init_deployment` + `sivr serve`
 path operators use) with two toplevel servers on one database, as a scaled-out site runs them,
-rather than the shared deployment, because it logs users out and trips the per-address login
-limit, which would disturb other tests. It runs on SQLite and, with
+rather than the shared deployment, because it logs users out and trips the failed-login
+limit of a demo user, which would disturb other tests. It runs on SQLite and, with
 `SIVR_TEST_PG_URL`, on a PostgreSQL database of its own.
 """
 
@@ -198,7 +198,7 @@ def test_logout_on_one_server_holds_on_the_other(server: Toplevel):
 
 
 def test_failed_logins_are_limited_across_workers_and_servers(server: Toplevel):
-    """Last in the module: it throttles 127.0.0.1 for the rest of the window."""
+    """Last in the module: it throttles the physician's username for the rest of the window."""
     username = server.users["physician"]["username"]
     codes = [server.call("POST", "/api/v1/auth/login", server=i % 2,
                          json={"username": username, "password": f"guess-{i}"}).status_code for i in range(5)]
