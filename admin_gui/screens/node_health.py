@@ -9,6 +9,7 @@ that does not answer is shown as unreachable with the reason.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QRectF, Qt, QTimer
@@ -28,6 +29,7 @@ from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
+REGISTRY_THREADS = 8
 DEFAULT_INTERVAL_S = 15
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
                 "storage_used_bytes", "render_latency_ms", "backend_3d")
@@ -133,19 +135,21 @@ class NodeHealthScreen(TableScreen):
         self._outstanding = 1
         client, polling_client = self.ctx.client, self.ctx.polling_client
 
+        def registry_of(inst: dict[str, Any]) -> list[dict[str, Any]]:
+            base = {"institution_name": inst["name"], "institution_id": inst["id"]}
+            try:
+                nodes = polling_client(inst["server_url"]).list_all("/api/v1/nodes")
+            except ApiError as exc:
+                status = "no_access" if exc.status == 403 else "down"
+                return [{**base, "name": "(node registry)", "url": inst["server_url"],
+                         "status": status, "problem": exc.message}]
+            return [{**node, **base, "status": "checking"} for node in nodes]
+
         def registry() -> list[dict[str, Any]]:
-            rows: list[dict[str, Any]] = []
-            for inst in client.list_all("/api/v1/institutions"):
-                base = {"institution_name": inst["name"], "institution_id": inst["id"]}
-                try:
-                    nodes = polling_client(inst["server_url"]).list_all("/api/v1/nodes")
-                except ApiError as exc:
-                    status = "no_access" if exc.status == 403 else "down"
-                    rows.append({**base, "name": "(node registry)", "url": inst["server_url"],
-                                 "status": status, "problem": exc.message})
-                    continue
-                rows.extend({**node, **base, "status": "checking"} for node in nodes)
-            return rows
+            """Every institution's registry, asked in parallel so one dead server costs one timeout."""
+            institutions = client.list_all("/api/v1/institutions")
+            with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
+                return [row for rows in pool.map(registry_of, institutions) for row in rows]
 
         self.run(registry, lambda rows: self._registry_loaded(generation, rows), self._registry_failed)
 
@@ -156,7 +160,6 @@ class NodeHealthScreen(TableScreen):
     def _registry_loaded(self, generation: int, rows: list[dict[str, Any]]) -> None:
         if generation != self._generation:
             return
-        self.banner.hide()
         self.table.set_rows(rows)
         self._outstanding = 0
         for row in rows:
