@@ -34,8 +34,17 @@ from admin_gui.table_models import AuditModel, PatientsModel
 from admin_gui.widgets import MessageBanner, TablePanel
 
 AUDIT_PAGE = 500
-ACTIONS = ["", "auth.login", "auth.login_failed", "patient.read", "patient.search", "patient.create",
-           "patient.update", "patient.delete", "user.create", "user.update", "user.delete"]
+#: Actions the layers write (the list is editable: a newer server may write others).
+ACTIONS = ["", "auth.login", "auth.login_failed", "auth.logout",
+           "patient.read", "patient.search", "patient.create", "patient.update", "patient.delete",
+           "user.create", "user.update", "user.delete", "user.password_reset", "user.password_change",
+           "user.password_change_failed", "institution.create", "institution.update", "institution.delete",
+           "record_type.create", "record_type.update", "record_type.delete",
+           "node.create", "node.update", "node.delete",
+           "record.upload", "record.create", "record.read", "record.search", "record.load",
+           "record.original", "record.delete",
+           "finding.create", "finding.read", "finding.search", "finding.update", "finding.link",
+           "finding.unlink", "finding.delete"]
 TOPLEVEL = "toplevel"
 
 
