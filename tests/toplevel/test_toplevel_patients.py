@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -168,3 +169,15 @@ def test_audit_filters_by_time_and_refuses_bad_filters(api: Api, tokens, patient
 def test_physicians_cannot_read_the_audit_log(api: Api, tokens):
     status, body, _ = api.call("GET", "/api/v1/audit", tokens["physician"])
     assert status == 403 and body["error"]["code"] == "forbidden"
+
+
+def test_racing_duplicate_creations_give_one_201_and_409s(app, tokens):
+    """Check-then-insert races end in the unique index: the losers get 409, never a 500."""
+
+    def create(_: int) -> int:
+        return Api(app.test_client()).call("POST", "/api/v1/patients", tokens["physician"],
+                                           patient_body(insurance_number="RACE-1"))[0]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(pool.map(create, range(6)))
+    assert statuses == [201] + [409] * 5
