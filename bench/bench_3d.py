@@ -85,6 +85,29 @@ def timed(function, repeat: int) -> tuple[float, float, float, object]:
     return first, statistics.median(walls), statistics.median(cpus), result
 
 
+def markdown(report: dict) -> str:
+    """The figures as the tables of docs/benchmarks-3d.md."""
+    backends = sorted({b for row in report["render"].values() for b in row})
+    lines = ["| view (512x512 requested) | " + " | ".join(f"{b} wall ms | {b} CPU ms" for b in backends) + " |",
+             "|---|" + "---:|" * (2 * len(backends))]
+    for label, row in report["render"].items():
+        cells = []
+        for backend in backends:
+            figures = row.get(backend)
+            cells += [f"{figures['median_ms']:.0f}", f"{figures['cpu_ms']:.0f}"] if figures else ["-", "-"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| view | JPEG q60 | WebP q60 | WebP q80 | PNG |", "|---|---:|---:|---:|---:|"]
+    for label, sizes in report["bytes"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{sizes[k] / 1000:.1f} KB" for k in
+                                                   ("jpeg_q60", "webp_q60", "webp_q80", "png")) + " |")
+    lines += ["", "| reformat (fitted into 512x512) | reformat wall ms | CPU ms | + PNG encode ms | output | PNG |",
+              "|---|---:|---:|---:|---|---:|"]
+    for label, figures in report["mpr_ms"].items():
+        lines.append(f"| {label} | {figures['median_ms']:.1f} | {figures['cpu_ms']:.1f} | {figures['png_ms']:.1f} | "
+                     f"{figures['size'][1]}x{figures['size'][0]} | {figures['png_bytes'] / 1000:.1f} KB |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="cpu,vispy")
@@ -108,7 +131,7 @@ def main() -> int:
         "volume": {"shape": list(voxels.shape), "dtype": str(voxels.dtype), "spacing_mm": spacing,
                    "derived_from": str(SOURCE.name), "derive_s": round(derive_s, 2),
                    "prepare_s": round(prepare_s, 3)},
-        "render": {}, "bytes": {}, "mpr_ms": {},
+        "render": {}, "bytes": {}, "mpr_ms": {}, "load_before": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(report, indent=1))
 
@@ -139,13 +162,15 @@ def main() -> int:
         for slab in (0.0, 10.0):
             _, median, cpu, image = timed(lambda: reformat_image(volume, plane, index, Window(40.0, 400.0),
                                                                  box, 2048, slab, "mip"), args.repeat * 4)
-            body, _ = encode_image(image, "png", 100)
+            _, encode, _, (body, _) = timed(lambda: encode_image(image, "png", 100), args.repeat * 4)
             label = f"{plane}{' slab 10 mm MIP' if slab else ''}"
             report["mpr_ms"][label] = {"median_ms": round(median * 1000, 2), "cpu_ms": round(cpu * 1000, 2),
-                                       "size": list(image.shape), "png_bytes": len(body)}
-            print(f"MPR {label:28s} {median * 1000:7.2f} ms  {image.shape}")
+                                       "png_ms": round(encode * 1000, 2), "size": list(image.shape),
+                                       "png_bytes": len(body)}
+            print(f"MPR {label:28s} {median * 1000:7.2f} ms + PNG {encode * 1000:5.2f} ms  {image.shape}")
 
-    print(json.dumps({"bytes": report["bytes"]}, indent=1))
+    report["load_after"] = round(os.getloadavg()[0], 1)
+    print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

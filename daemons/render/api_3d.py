@@ -53,6 +53,7 @@ DEFAULT_IMAGE_QUALITY = {"interactive": 60, "still": 85}
 STILL_MAX_AGE_S = 3600
 PREPARED_KEEP = 2
 VIEWS_KEEP = 10_000
+WARM_DTYPES = (np.int16, np.uint16)  # CT and MR; other stored types compile on first use
 _VIEW_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -100,9 +101,10 @@ class Render3D:
 
     def _warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel now, not in a physician's first request."""
-        tiny = prepare_volume(np.arange(9 * 9 * 9, dtype=np.int16).reshape(9, 9, 9), (1.0, 1.0, 1.0))
-        for mode in MODES:
-            self.caster.render(tiny, ViewSpec(mode=mode, width=8, height=8))
+        for dtype in WARM_DTYPES:
+            tiny = prepare_volume(np.arange(9 * 9 * 9).astype(dtype).reshape(9, 9, 9), (1.0, 1.0, 1.0))
+            for mode in MODES:
+                self.caster.render(tiny, ViewSpec(mode=mode, width=8, height=8))
 
     def prepared(self, record_id: str, record: Any) -> PreparedVolume:
         """The record's PreparedVolume, made once per loaded copy of it.
@@ -282,7 +284,7 @@ def _loaded_record(record_id: str) -> Any:
     return record
 
 
-def _image_response(image, fmt: str, image_quality: int, started: float, cache: str,
+def _image_response(image: np.ndarray, fmt: str, image_quality: int, started: float, cache: str,
                     etag: str | None = None) -> Response:
     body, mimetype = encode_image(image, fmt, image_quality)
     response = Response(body, mimetype=mimetype)

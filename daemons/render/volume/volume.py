@@ -25,7 +25,7 @@ class PreparedVolume:
     geometry: VolumeGeometry
     slope: float
     intercept: float
-    brick_min: np.ndarray  # float32 (bz, by, bx): brick b spans voxels [8b, 8b + 8] (overlap 1)
+    brick_min: np.ndarray  # float64 (bz, by, bx): brick b spans voxels [8b, 8b + 8] (overlap 1)
     brick_max: np.ndarray
     raw_range: tuple[float, float]
     relative_range: tuple[float, float]  # modality values at the 1st and 99.5th percentile
@@ -68,8 +68,8 @@ def brick_extremes(voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Minimum and maximum of every 8^3 brick, each brick including the first voxel layer of its
     upper neighbours, so that all eight corners of a trilinear sample fall in one brick."""
     shape = tuple(((n - 1) >> BRICK_SHIFT) + 1 for n in voxels.shape)
-    out_min = np.empty(shape, dtype=np.float32)
-    out_max = np.empty(shape, dtype=np.float32)
+    out_min = np.empty(shape, dtype=np.float64)  # exact for every stored integer type
+    out_max = np.empty(shape, dtype=np.float64)
     _brick_extremes(voxels, out_min, out_max)
     return out_min, out_max
 
