@@ -216,6 +216,7 @@ class ConsoleWindow(QMainWindow):
 
     def _show_login(self, message: str) -> None:
         self.pages.setCurrentWidget(self.login)
+        self.statusBar().clearMessage()
         self.user_label.setText("Not signed in")
         self.server_label.setText("")
         self.login.reset_for_login(message)

@@ -51,6 +51,8 @@ class LoginScreen(QWidget):
         self.url.setPlaceholderText("https://sivr.example.org:5001")
         self.ca_file = QLineEdit(str(settings.value(KEY_CA, "")))
         self.ca_file.setPlaceholderText("empty: the system's trusted certificates")
+        self.ca_file.textChanged.connect(self.ca_file.setToolTip)
+        self.ca_file.setToolTip(self.ca_file.text())
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_ca)
         ca_row = QHBoxLayout()
