@@ -65,7 +65,7 @@ def cmd_institution_add(args: argparse.Namespace) -> int:
     config = get_layer("toplevel").load_config(args.config)
     get_layer("toplevel").upgrade_schema(config)
     inst = _toplevel_ops().create_institution(
-        config, args.name, address=args.address, server_url=args.server_url
+        config, args.name, address=args.address, server_url=args.server_url, institution_id=args.id
     )
     print(f"institution {inst['name']}: {inst['id']}")
     return 0
@@ -147,9 +147,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.state_dir), fresh=args.fresh, with_data=not args.no_data)
 
 
-def cmd_admin(args: argparse.Namespace) -> int:
-    from admin_gui.main import main as admin_main
+def cmd_cert_issue(args: argparse.Namespace) -> int:
+    from shared.tls import issue_server_cert
 
+    ca_dir, out = Path(args.ca_dir), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    issue_server_cert(ca_dir / "ca.pem", ca_dir / "ca.key", out / "server.pem", out / "server.key",
+                      args.hostname)
+    print(f"certificate for {', '.join(args.hostname)}: {out / 'server.pem'} (key {out / 'server.key'})")
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        from admin_gui.main import main as admin_main
+    except ImportError as exc:
+        raise SystemExit(f"the console needs Qt: pip install 'sivr[console]' ({exc})") from exc
     return admin_main(args.qt_args)
 
 
@@ -180,7 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--address", default="")
     p.add_argument("--server-url", default="", help="URL of the institution's server")
+    p.add_argument("--id", help="use this UUID (the one `sivr init` wrote into the institution's config)")
     p.set_defaults(func=cmd_institution_add)
+
+    p = sub.add_parser("cert", help="certificates from the local CA")
+    csub = p.add_subparsers(dest="cert_command", required=True)
+    p = csub.add_parser("issue", help="issue a server certificate for another host")
+    p.add_argument("--ca-dir", required=True, help="folder holding ca.pem and ca.key (e.g. DIR/tls)")
+    p.add_argument("--hostname", action="append", required=True,
+                   help="DNS name or address of the host (repeatable; the first is the subject)")
+    p.add_argument("--out", required=True, help="folder to write server.pem and server.key (0600) to")
+    p.set_defaults(func=cmd_cert_issue)
 
     p = sub.add_parser("user", help="users in the toplevel database")
     usub = p.add_subparsers(dest="user_command", required=True)

@@ -3,7 +3,7 @@
 # starts a private PostgreSQL server on loopback, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
-apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd
+apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck
 ensure_venv test
 
 export EGL_PLATFORM=surfaceless

@@ -41,6 +41,8 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
     Key("server", "tls_key", "", "PEM private key for TLS (mode 0600).", True),
     Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB."),
+    Key("server", "trusted_proxies", 0,
+        "Reverse proxies in front of this server whose X-Forwarded-For/-Proto are believed (0: none)."),
     Key("cors", "origins", [], "Browser origins allowed to call this layer (e.g. the web layer's URL)."),
     Key("tokens", "public_key", "", "Ed25519 public key (PEM) that verifies access tokens.", True),
     Key("tokens", "issuer", "sivr-toplevel", "Expected `iss` claim of access tokens."),

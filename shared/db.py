@@ -38,7 +38,8 @@ def connect_database(url: str) -> peewee.Database:
     """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
-    return connect(url, autoconnect=True)
+    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs
+    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True)
 
 
 class SchemaVersion(peewee.Model):

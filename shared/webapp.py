@@ -10,6 +10,7 @@ import logging
 
 from flask import Flask, Response, jsonify
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import __version__
 from shared.auth import install_verifier
@@ -30,6 +31,10 @@ def verifier_from_config(config: Config) -> TokenVerifier:
 def create_base_app(import_name: str, config: Config) -> Flask:
     """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints."""
     app = Flask(import_name)
+    proxies = config["server"]["trusted_proxies"]
+    if proxies:
+        # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
     app.json.sort_keys = False

@@ -108,3 +108,27 @@ def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_cert_issue_makes_a_certificate_the_ca_verifies(initialised, tmp_path):
+    from cryptography import x509
+
+    result = run_sivr("cert", "issue", "--ca-dir", str(initialised / "tls"), "--hostname", "render-7.example.org",
+                      "--hostname", "10.0.0.7", "--out", str(tmp_path / "host"))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "host" / "server.key").stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate((tmp_path / "host" / "server.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((initialised / "tls" / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "render-7.example.org" in names.get_values_for_type(x509.DNSName)
+
+
+def test_institution_add_with_a_given_id(initialised):
+    if not get_layer("toplevel").available:
+        pytest.skip("toplevel layer not available")
+    wanted = "3f2b8a8e-5d7c-4c1e-9a51-0c1d2e3f4a5b"
+    result = run_sivr("institution", "add", "--config", str(initialised / "toplevel.toml"),
+                      "--name", "Third Clinic", "--id", wanted)
+    assert result.returncode == 0, result.stderr
+    assert wanted in result.stdout

@@ -1,0 +1,73 @@
+"""What every layer inherits from shared.webapp: error format, CORS, headers, proxies, body limit."""
+
+import pytest
+from flask import request
+
+from shared.config import build_config
+from shared.tokens import generate_signing_keypair
+from shared.webapp import create_base_app
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+
+    def make(**sections):
+        values = {"tokens": {"public_key": str(tmp_path / "k.pub")}, **sections}
+        app = create_base_app(__name__, build_config("web", (), values))
+
+        @app.get("/ip")
+        def ip():
+            return {"ip": request.remote_addr}
+
+        @app.get("/boom")
+        def boom():
+            raise RuntimeError("secret internal detail")
+
+        @app.post("/echo")
+        def echo():
+            return {"n": len(request.get_data())}
+
+        return app.test_client()
+
+    return make
+
+
+def test_errors_are_json_with_code_and_message(make_app):
+    client = make_app()
+    for path, method, status, code in [("/nope", "get", 404, "not_found"),
+                                       ("/ip", "post", 405, "method_not_allowed"),
+                                       ("/boom", "get", 500, "internal_error")]:
+        reply = getattr(client, method)(path)
+        assert reply.status_code == status
+        assert reply.json["error"]["code"] == code and reply.json["error"]["message"]
+    assert "secret" not in client.get("/boom").get_data(as_text=True)
+
+
+def test_body_over_the_limit_is_413_json(make_app):
+    client = make_app(server={"max_request_mb": 1})
+    reply = client.post("/echo", data=b"x" * (1024 * 1024 + 1))
+    assert reply.status_code == 413 and reply.json["error"]["code"] == "payload_too_large"
+
+
+def test_cors_only_for_configured_origins(make_app):
+    client = make_app(cors={"origins": ["https://viewer.example"]})
+    allowed = client.get("/healthz", headers={"Origin": "https://viewer.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
+    denied = client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in denied.headers
+    assert "Access-Control-Allow-Origin" not in make_app().get(
+        "/healthz", headers={"Origin": "https://viewer.example"}).headers
+
+
+def test_security_headers_and_health(make_app):
+    reply = make_app().get("/healthz")
+    assert reply.json == {"status": "ok", "layer": "web", "version": reply.json["version"]}
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert reply.headers["Cache-Control"] == "no-store"
+
+
+def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):
+    headers = {"X-Forwarded-For": "203.0.113.9"}
+    assert make_app().get("/ip", headers=headers).json["ip"] == "127.0.0.1"
+    assert make_app(server={"trusted_proxies": 1}).get("/ip", headers=headers).json["ip"] == "203.0.113.9"
