@@ -54,3 +54,43 @@ def register_placeholder_records(deployment, patient: dict, descriptions: list[s
                 "columns": 512, "frames": 100, "modality": "CT", "study_date": "20240105"}
         records.append(register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", text))
     return records
+
+
+CT_SERIES = "tcia-cmb-crc-ct-100"
+
+
+def derived_series(shared_data: Path, dest: Path, first: int, count: int) -> list[Path]:
+    """Slices of the real CT with fresh study/series/instance UIDs (labelled derived).
+
+    Records are identified by content hash and a record belongs to one patient, so every test
+    that registers a record gets content of its own, whatever else runs on the shared deployment.
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    dest.mkdir(parents=True, exist_ok=True)
+    sources = sorted((shared_data / CT_SERIES).glob("*.dcm"))[first:first + count]
+    study, series = generate_uid(), generate_uid()
+    written = []
+    for number, source in enumerate(sources):
+        ds = pydicom.dcmread(source)
+        sop = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        target = dest / f"slice-{number:03d}.dcm"
+        ds.save_as(target, enforce_file_format=True)
+        written.append(target)
+    return written
+
+
+def uploaded_record(deployment, patient: dict, files: list[Path], description: str) -> dict:
+    """Upload through the node's API and register at institution 1: the record a viewer opens."""
+    from daemons.demo import register_record, upload_record
+
+    inst = institution(deployment)
+    node = registered_node(deployment)
+    doctor = deployment.client("physician")
+    meta = upload_record(doctor, node["url"], files)
+    register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
+    return {"meta": meta, "node": node, "institution": inst}

@@ -18,6 +18,12 @@ async function looksLikeDicom(file) {
   return bytes[0] === 0x44 && bytes[1] === 0x49 && bytes[2] === 0x43 && bytes[3] === 0x4d;
 }
 
+/** The record type whose code is the file's modality (CT, MR, ...), else the modality itself. */
+function recordTypeFor(types, modality) {
+  const found = types.find((t) => t.code.toUpperCase() === String(modality || "").toUpperCase());
+  return found ? found.code : (modality || "");
+}
+
 function isoDate(value) {
   if (!value) return null;
   const m = String(value).match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
@@ -70,7 +76,7 @@ export async function uploadView(ctx, patientId) {
   const filesInput = h("input", { type: "file", name: "files", multiple: true, accept: ".dcm,application/dicom,*/*" });
   const folderInput = h("input", { type: "file", name: "folder", webkitdirectory: true, multiple: true });
   const nodeSelect = select("node", nodes.map((n) => [n.id, n.name]));
-  const typeSelect = select("record_type", types.map((t) => [t.code, `${t.code} — ${t.name}`]));
+  const typeSelect = select("record_type", [["", "From the file's modality"], ...types.map((t) => [t.code, `${t.code} — ${t.name}`])]);
   const description = h("input", { name: "description", maxlength: 200, placeholder: "e.g. CT abdomen with contrast" });
   const chosen = h("div", { class: "file-list", id: "file-list", "aria-live": "polite" });
   const progress = h("progress", { max: 100, value: 0, id: "upload-progress", "aria-label": "Upload progress" });
@@ -126,7 +132,7 @@ export async function uploadView(ctx, patientId) {
         method: "POST",
         json: {
           id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
-          modality: meta.modality || "", record_type: typeSelect.value, patient_id: patient.id,
+          modality: meta.modality || "", record_type: typeSelect.value || recordTypeFor(types, meta.modality), patient_id: patient.id,
           description: description.value.trim() || meta.description || "", study_date: isoDate(meta.study_date),
         },
       });
@@ -144,6 +150,7 @@ export async function uploadView(ctx, patientId) {
 
   function showError(err) {
     const problems = fileProblems(err);
+    progress.value = 0;
     progressText.textContent = "";
     mount(result, h("div", { class: "form-error", role: "alert" },
       h("p", { text: `Upload failed: ${ctx.describeError(err)}` }),
@@ -151,10 +158,12 @@ export async function uploadView(ctx, patientId) {
         p.name ? h("span", { class: "mono", text: `${p.name}: ` }) : null, p.message))) : null));
   }
 
+  if (!nodes.length) submit.disabled = true;
   mount(ctx.main, h("section", { class: "page page-narrow" },
     h("div", { class: "page-head" }, h("div", {},
       h("h1", { text: "Upload DICOM" }),
       h("p", { class: "muted", text: `${patientName(patient)} · ${ownInst.name}` }))),
+    nodes.length ? null : h("p", { class: "notice", role: "alert", text: `${ownInst.name} has no render node registered yet, so nothing can be uploaded. Ask an administrator to add one.` }),
     form));
   return () => controller.abort();
 }

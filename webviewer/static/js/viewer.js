@@ -155,7 +155,7 @@ class Viewer {
     const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
-      h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
+      this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       this.cineGroup,
       this.volumeGroup,
       h("div", { class: "tb-group", role: "group", "aria-label": "Image encoding" },
@@ -203,6 +203,7 @@ class Viewer {
     this.toolGroup.hidden = is3d;
     this.cineGroup.hidden = is3d || count < 2;
     this.volumeGroup.hidden = !is3d;
+    this.windowGroup.hidden = is3d && s.vol.mode === "dvr";   // DVR colours come from its preset
     this.volPresetLabel.hidden = s.vol.mode !== "dvr" || !(this.presets.volume || []).length;
     this.qualityLabel.hidden = s.format === "png";
     this.sliceRow.hidden = is3d || count < 2;
@@ -689,9 +690,11 @@ class Viewer {
     this.requestView();
   }
 
+  /** Keys work wherever focus is, except in form controls, which keep their own keys. */
   bindKeys() {
-    this.viewport.addEventListener("keydown", (e) => {
-      if (e.altKey || e.metaKey || e.ctrlKey) return;
+    this.onKey = (e) => {
+      if (e.altKey || e.metaKey || e.ctrlKey || e.defaultPrevented) return;
+      if (e.target.closest && e.target.closest("input, select, textarea, button, a")) return;
       const s = this.state;
       const step = { ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -10, PageDown: 10 }[e.key];
       const tool = TOOLS.find(([, , k]) => k.toLowerCase() === e.key.toLowerCase());
@@ -711,7 +714,8 @@ class Viewer {
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();
-    });
+    };
+    document.addEventListener("keydown", this.onKey);
   }
 
   // ---------- timers and teardown ----------
@@ -736,6 +740,7 @@ class Viewer {
     if (this.inflight) this.inflight.controller.abort();
     if (this.prefetchController) this.prefetchController.abort();
     if (this.resizeObserver) this.resizeObserver.disconnect();
+    if (this.onKey) document.removeEventListener("keydown", this.onKey);
     this.cache.clear();
   }
 }
