@@ -4,9 +4,11 @@ error mapping against the real servers, the entry point and the desktop entry.""
 from __future__ import annotations
 
 import configparser
+import threading
 from pathlib import Path
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QWidget
@@ -17,6 +19,8 @@ from admin_gui.main import main
 from admin_gui.main_window import ConsoleWindow, renewal_delay_s
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
 from admin_gui.widgets import FormDialog
+
+from driving import WAIT_MS
 from admin_gui.workers import TaskRunner
 
 pytestmark = pytest.mark.gui
@@ -131,3 +135,53 @@ def test_a_form_keeps_a_current_value_it_does_not_know(qtbot):
     dialog.add_combo("institution_id", "Institution", [("A", "id-a"), ("B", "id-b")], "id-gone")
     dialog.add_combo("role", "Role", [("Physician", "physician"), ("Administrator", "admin")], "admin")
     assert dialog.values() == {"institution_id": "id-gone", "role": "admin"}
+
+
+def test_runner_works_off_the_gui_thread_and_answers_on_it(qtbot):
+    """A call blocked in a worker does not block the event loop; its answer arrives in the GUI thread."""
+    runner = TaskRunner()
+    release = threading.Event()
+    seen: dict[str, object] = {}
+
+    def work() -> bool:
+        seen["work_thread"] = threading.current_thread()
+        return release.wait(10)
+
+    def done(released: bool) -> None:
+        seen["done_thread"] = threading.current_thread()
+        seen["released"] = released
+
+    runner.submit(work, done)
+    QTimer.singleShot(0, release.set)  # only runs if the GUI thread is free while work() waits
+    qtbot.waitUntil(lambda: runner.pending == 0, timeout=WAIT_MS)
+    assert seen["work_thread"] is not threading.main_thread()
+    assert seen["done_thread"] is threading.main_thread()
+    assert seen["released"] is True
+
+
+def test_runner_routes_failures(qtbot):
+    runner = TaskRunner()
+    errors: list[str] = []
+    unhandled: list[str] = []
+    ended: list[str] = []
+    runner.unhandled_error.connect(unhandled.append)
+    runner.session_ended.connect(ended.append)
+
+    def fail(error: Exception):
+        def call():
+            raise error
+        return call
+
+    runner.submit(fail(ApiError("refused in words", "conflict", 409)), errors.append,
+                  lambda e: errors.append(e.message))
+    runner.submit(fail(ApiError("nobody listens", "conflict", 409)), errors.append)
+    runner.submit(fail(SessionEnded("token expired", "token_expired", 401)), errors.append,
+                  lambda e: errors.append("must not be called"))
+    runner.submit(fail(KeyError("bug")), errors.append, lambda e: errors.append(e.message))
+    gone = QWidget()
+    runner.submit(lambda: 1, lambda _: errors.append("owner was deleted"), owner=gone)
+    shiboken6.delete(gone)  # before the event loop can deliver the answer
+    qtbot.waitUntil(lambda: runner.pending == 0, timeout=WAIT_MS)
+    assert errors == ["refused in words", "Unexpected error: KeyError('bug')"]
+    assert unhandled == ["nobody listens"]
+    assert ended == ["token expired"]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import requests
-from PySide6.QtCore import QDateTime, Qt, QTimer
+from PySide6.QtCore import QDateTime, Qt
 
 from admin_gui.api_client import ApiClient
 from daemons.deployment import free_port
@@ -381,21 +381,6 @@ def test_audit_search_by_user_patient_and_time(qtbot, console, admin_api, gui_de
     wait_idle(qtbot, console)
     assert not screen.banner.text()
     assert set(table_values(screen, "Server")) <= {"Demo Hospital"}
-
-
-def test_calls_run_off_the_gui_thread(qtbot, console):
-    """Submitting returns at once and the event loop keeps running while the calls are in flight."""
-    screen = open_screen(qtbot, console, "Institutions")
-    pending_seen_by_timer: list[int] = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: pending_seen_by_timer.append(console.runner.pending))
-    timer.start(0)
-    for _ in range(5):
-        screen.refresh()
-    assert console.runner.pending == 5
-    wait_idle(qtbot, console)
-    timer.stop()
-    assert any(pending > 0 for pending in pending_seen_by_timer)
 
 
 def test_audit_results_come_page_by_page(qtbot, console, monkeypatch):
