@@ -9,6 +9,7 @@ needs later (pixel data offsets, rescale, LUTs, window) so loading never re-pars
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,9 +138,119 @@ def _lut_json(lut: LutTable | None) -> dict | None:
     return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
 
 
+PHOTOMETRIC_SAMPLES = {
+    "MONOCHROME1": 1, "MONOCHROME2": 1, "PALETTE COLOR": 1, "RGB": 3, "YBR_FULL": 3, "YBR_FULL_422": 3,
+    "YBR_ICT": 3, "YBR_RCT": 3, "YBR_PARTIAL_420": 3,
+}
+MAX_MODALITY_MAGNITUDE = 1e12
+
+
+def _invalid(name: str, message: str) -> UploadError:
+    return UploadError(422, "invalid_attribute", f"{name}: {message}")
+
+
+def _check_complete(ds: Dataset, size: int, name: str) -> None:
+    """Every top-level element's value must lie inside the data read: a cut file is refused, even past the pixels.
+
+    `size` is the file's length, or for a deflated file the inflated dataset's (pydicom's offsets are then
+    relative to the inflated stream).
+    """
+    for tag in ds.keys():
+        element = ds.get_item(tag, keep_deferred=True)
+        tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+        if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
+            raise UploadError(422, "truncated", f"{name}: the file ends inside element {tag}; it is truncated")
+
+
+def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str, positive: bool = False) -> list[float] | None:
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        return None
+    value = ds[keyword].value
+    values = list(value) if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise _invalid(name, f"{keyword} {str(value)[:60]!r} is not numeric") from exc
+    if count is not None and len(numbers) != count:
+        raise _invalid(name, f"{keyword} must have {count} values, has {len(numbers)}")
+    if not all(np.isfinite(numbers)):
+        raise _invalid(name, f"{keyword} must be finite numbers")
+    if positive and not all(n > 0 for n in numbers):
+        raise _invalid(name, f"{keyword} must be positive")
+    return numbers
+
+
+def _check_image_attributes(ds: Dataset, name: str) -> None:
+    """Refuse image attributes that contradict each other or PS3.3 C.7.6.3 (so nothing is guessed)."""
+    allocated = _number(ds, "BitsAllocated", 0, name, int)
+    stored = _number(ds, "BitsStored", 0, name, int)
+    high = _number(ds, "HighBit", stored - 1, name, int)
+    if allocated not in (1, 8, 16, 32):
+        raise _invalid(name, f"Bits Allocated {allocated} is not 1, 8, 16 or 32")
+    if not 1 <= stored <= allocated:
+        raise _invalid(name, f"Bits Stored {stored} must be between 1 and Bits Allocated ({allocated})")
+    if high != stored - 1:
+        raise _invalid(name, f"High Bit {high} must be Bits Stored - 1 ({stored - 1})")
+    if _number(ds, "PixelRepresentation", 0, name, int) not in (0, 1):
+        raise _invalid(name, "Pixel Representation must be 0 (unsigned) or 1 (signed)")
+    photometric = str(ds.PhotometricInterpretation).strip()
+    samples = _number(ds, "SamplesPerPixel", 0, name, int)
+    if photometric not in PHOTOMETRIC_SAMPLES:
+        raise _invalid(name, f"Photometric Interpretation {photometric[:40]!r} is not one this node can show")
+    if PHOTOMETRIC_SAMPLES[photometric] != samples:
+        raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, the file says {samples}")
+    slope = _check_numbers(ds, "RescaleSlope", None, name)
+    intercept = _check_numbers(ds, "RescaleIntercept", None, name)
+    if slope is not None and (slope[0] == 0 or abs(slope[0]) * 2.0 ** min(allocated, 32) > MAX_MODALITY_MAGNITUDE):
+        raise _invalid(name, f"Rescale Slope {slope[0]} is zero or too large")
+    if intercept is not None and abs(intercept[0]) > MAX_MODALITY_MAGNITUDE:
+        raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large")
+    centers = _check_numbers(ds, "WindowCenter", None, name)
+    widths = _check_numbers(ds, "WindowWidth", None, name)
+    if (centers is None) != (widths is None) or (centers is not None and len(centers) != len(widths)):
+        raise _invalid(name, "Window Center and Window Width must come in pairs")
+    if widths is not None and not all(w >= 1 for w in widths):
+        raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
+    _check_numbers(ds, "PixelSpacing", 2, name, positive=True)
+    _check_numbers(ds, "ImagerPixelSpacing", 2, name, positive=True)
+    _check_numbers(ds, "ImagePositionPatient", 3, name)
+    orientation = _check_numbers(ds, "ImageOrientationPatient", 6, name)
+    if orientation is not None:
+        row, col = np.array(orientation[:3]), np.array(orientation[3:])
+        if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
+            raise _invalid(name, "Image Orientation (Patient) must be two orthogonal unit vectors")
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+INFLATE_FLOOR = 32 * MIB
+INFLATE_RATIO = 64
+
+
+def _check_deflate_bomb(raw: bytes, name: str) -> int | None:
+    """A deflated dataset may inflate to at most max(32 MiB, 64x its size) before pydicom sees it.
+
+    pydicom inflates the whole body in memory and then parses it; a small file that inflates to
+    hundreds of MiB would hold a thread (and the RAM) for minutes.
+    """
+    if raw[132:136] != b"\x02\x00\x00\x00" or DEFLATED.encode() not in raw[:1024]:
+        return None
+    meta_end = 144 + int.from_bytes(raw[140:144], "little")
+    limit = max(INFLATE_FLOOR, INFLATE_RATIO * len(raw))
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = len(inflater.decompress(raw[meta_end:], limit + 1))
+    except zlib.error as exc:
+        raise UploadError(400, "not_dicom", f"{name}: the deflated dataset is corrupt ({exc})") from exc
+    if inflated > limit:
+        raise UploadError(413, "over_limits", f"{name}: the deflated dataset inflates to more than "
+                          f"{limit // MIB} MiB; refused as a decompression bomb")
+    return inflated
+
+
 def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     if len(raw) < 132 or raw[128:132] != b"DICM":
         raise UploadError(400, "not_dicom", f"{name}: not a DICOM file (no DICM Part 10 preamble)")
+    inflated = _check_deflate_bomb(raw, name)
     try:
         ds = read_dataset(raw)
     except (InvalidDicomError, EOFError) as exc:
@@ -148,6 +259,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
     if "PixelData" not in ds:
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
+    _check_complete(ds, len(raw) if inflated is None else inflated, name)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
@@ -171,6 +283,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     for keyword in ("BitsAllocated", "BitsStored", "SamplesPerPixel", "PhotometricInterpretation"):
         if keyword not in ds:
             raise UploadError(422, "invalid_attribute", f"{name}: {keyword} is missing")
+    _check_image_attributes(ds, name)
     orientation = _floats(_attr(ds, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
     position = _floats(_attr(ds, "ImagePositionPatient", "PlanePositionSequence") or [], 3)
     along = None
@@ -370,6 +483,9 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
     if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
         samples = samples * 2 // 3
     expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
+    if element.length % 2:
+        raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
+                          f"({element.length}); DICOM values always have an even length")
     available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
     if available < expected:
         raise UploadError(422, "truncated",
