@@ -9,7 +9,7 @@ from shared.auth import current_identity
 from shared.errors import ApiError
 from shared.validation import json_body, validate
 
-from daemons.toplevel import throttle
+from daemons.toplevel import sessions, throttle
 from daemons.toplevel.accounts import USER_UPDATE_FIELDS
 from daemons.toplevel.context import require_user, toplevel
 from daemons.toplevel.models import AuditEntry, User
@@ -48,7 +48,8 @@ def update_me():
 def change_my_password():
     """Needs the old password even with a valid token, so a stolen token cannot take the account.
 
-    Wrong old passwords count as failed logins, so the token cannot be used to guess either.
+    Wrong old passwords count as failed logins, so the token cannot be used to guess either. A
+    change ends the user's other sessions (someone else may hold one), keeping the caller's.
     """
     body = json_body()
     check_body_fields(body, ("old_password", "new_password"))
@@ -65,5 +66,6 @@ def change_my_password():
         raise ApiError(403, "wrong_password", "the old password is not correct")
     user.password_hash = top.passwords.hash(new_password)
     user.save(only=[User.password_hash])
+    sessions.revoke_user_sessions(user.id, keep=current_identity().session_id)
     record_audit(AuditEntry, "user.password_change", "user", user.id)
     return Response(status=204)

@@ -31,10 +31,14 @@ def revoke_session(session_id: str) -> None:
     ).execute()
 
 
-def revoke_user_sessions(user_id: str) -> None:
-    UserSession.update(revoked_at=utcnow()).where(
+def revoke_user_sessions(user_id: str, keep: str | None = None) -> None:
+    """End every open session of the user, except `keep` (the caller's own, when they act on themselves)."""
+    query = UserSession.update(revoked_at=utcnow()).where(
         UserSession.user_id == user_id, UserSession.revoked_at.is_null()
-    ).execute()
+    )
+    if keep is not None:
+        query = query.where(UserSession.id != keep)
+    query.execute()
 
 
 def session_ended(identity: Identity, user: User | None) -> str | None:

@@ -235,11 +235,15 @@ def test_me_cannot_change_role_or_anything_else(api: Api, tokens, db_state, body
     assert db_state() == before
 
 
-def test_own_password_change(api: Api, tokens):
+def test_own_password_change_ends_the_other_sessions(api: Api, tokens):
+    elsewhere = api.login("dr.house", PASSWORDS["physician"])["access_token"]
     status, _, _ = api.call("POST", "/api/v1/me/password", tokens["physician"],
                             {"old_password": PASSWORDS["physician"], "new_password": "my-new-password"})
     assert status == 204
     assert api.login("dr.house", "my-new-password")
+    assert api.call("POST", "/api/v1/auth/renew", tokens["physician"])[0] == 200
+    status, body, _ = api.call("POST", "/api/v1/auth/renew", elsewhere)
+    assert status == 401 and body["error"]["code"] == "session_expired"
 
 
 @pytest.mark.parametrize("body, status, code", [
