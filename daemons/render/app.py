@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask
+from flask import Blueprint, Flask, current_app
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.models import make_models
@@ -18,6 +18,7 @@ from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore
 from daemons.render.validate import MIB, Limits
 from shared.audit import audit_blueprint
+from shared.auth import authenticate
 from shared.config import Config, ConfigError
 from shared.db import bind_per_request, database_from_config, upgrade_schema
 from shared.errors import ApiError
@@ -49,6 +50,23 @@ def _sync_catalogue(store: RecordStore, models) -> None:
             frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
 
 
+def _audit_for_admins_here(models) -> Blueprint:
+    """The shared audit endpoint, for admins of this node's institution only (not any admin)."""
+    bp = audit_blueprint(models.AuditEntry)
+
+    @bp.before_request
+    def _only_this_institution() -> None:
+        identity = authenticate()
+        if identity.role != "admin" or identity.institution_id != config_institution():
+            raise ApiError(403, "forbidden", "the node's audit log is for administrators of its institution")
+
+    return bp
+
+
+def config_institution() -> str:
+    return current_app.config["SIVR"]["node"]["institution_id"]
+
+
 def create_app(config: Config) -> Flask:
     _check_config(config)
     app = create_base_app(__name__, config)
@@ -70,6 +88,6 @@ def create_app(config: Config) -> Flask:
     app.extensions[RECORDS_EXTENSION] = registry
     bind_per_request(app, database)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
-                      audit_blueprint(models.AuditEntry)):
+                      _audit_for_admins_here(models)):
         app.register_blueprint(blueprint)
     return app

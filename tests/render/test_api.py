@@ -197,6 +197,9 @@ def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files)
     assert len(entries) == 2
     assert {e["client_ip"] for e in entries} == {"10.1.2.3", "10.1.2.4"}
     assert all(e["user_id"] == user and e["object_id"] == record_id and e["at"].endswith("Z") for e in entries)
+    assert node.client.get("/api/v1/audit", headers=node.headers()).status_code == 403
+    other_admin = node.headers(role="admin", institution_id=str(uuid.uuid4()))
+    assert node.client.get("/api/v1/audit", headers=other_admin).status_code == 403
 
 
 def test_tampered_store_gives_an_error_never_an_image(node, ct_files):
