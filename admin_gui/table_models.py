@@ -79,6 +79,11 @@ class Column:
     align_right: bool = False
     tip: str = ""
 
+    def alignment(self) -> int:
+        """Numbers right-aligned (cells and header alike), text left."""
+        horizontal = Qt.AlignmentFlag.AlignRight if self.align_right else Qt.AlignmentFlag.AlignLeft
+        return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+
 
 def key(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda row: row.get(name)
@@ -124,9 +129,7 @@ class ResourceTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             return self.columns[section].tip or None
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            horizontal = (Qt.AlignmentFlag.AlignRight if self.columns[section].align_right
-                          else Qt.AlignmentFlag.AlignLeft)
-            return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+            return self.columns[section].alignment()
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -145,8 +148,7 @@ class ResourceTableModel(QAbstractTableModel):
             raw = column.value(row)
             return f"{column.text(raw)} {_text(raw)}"
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            horizontal = Qt.AlignmentFlag.AlignRight if column.align_right else Qt.AlignmentFlag.AlignLeft
-            return int(horizontal | Qt.AlignmentFlag.AlignVCenter)
+            return column.alignment()
         return self.row_role(row, index.column(), role)
 
     def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
