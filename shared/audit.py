@@ -11,7 +11,8 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify, request
 
-from shared.auth import current_identity, require_auth
+from shared.auth import current_identity, require_auth, require_institution
+from shared.errors import ApiError
 from shared.db import new_id, utcnow
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid
 
@@ -84,27 +85,36 @@ def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
     }
 
 
-def audit_blueprint(model: type[peewee.Model]) -> Blueprint:
-    """`GET /api/v1/audit` for admins, filtered by user, patient, action and time range."""
+def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None) -> Blueprint:
+    """`GET /api/v1/audit` for admins, filtered by user, patient, action and time range.
+
+    With `institution_id`, only admins of that institution may read it (institution servers and
+    render nodes); the toplevel's log is for every admin.
+    """
     bp = Blueprint("audit", __name__)
 
     @bp.get("/api/v1/audit")
     @require_auth("admin")
     def list_audit():
+        if institution_id is not None:
+            require_institution(current_identity(), institution_id, "this audit log")
         limit, offset = page_args()
         query = model.select()
         args = request.args
-        if args.get("user_id"):
+        blank = sorted(name for name, value in args.items() if not value.strip())
+        if blank:
+            raise ApiError(400, "validation_error", f"empty filter(s): {', '.join(blank)}")
+        if "user_id" in args:
             query = query.where(model.user_id == parse_uuid(args["user_id"], "user_id"))
-        if args.get("username"):
+        if "username" in args:
             query = query.where(model.username.contains(args["username"][:150]))
-        if args.get("patient_id"):
+        if "patient_id" in args:
             query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
-        if args.get("action"):
+        if "action" in args:
             query = query.where(model.action == args["action"][:64])
-        if args.get("since"):
+        if "since" in args:
             query = query.where(model.at >= parse_datetime(args["since"], "since"))
-        if args.get("until"):
+        if "until" in args:
             query = query.where(model.at <= parse_datetime(args["until"], "until"))
         total = query.count()
         rows = query.order_by(model.at.desc()).limit(limit).offset(offset)

@@ -17,6 +17,10 @@ from flask import request
 from shared.errors import ApiError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# C0 controls, DEL and lone surrogates (JSON can carry "\ud800"): PostgreSQL cannot store NUL,
+# no database can encode a lone surrogate, and none of them belongs in a name or a report.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_CONTROL_EXCEPT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def parse_uuid(value: Any, field: str = "id") -> str:
@@ -73,13 +77,17 @@ class Field:
     choices: tuple[Any, ...] | None = None
     check: Callable[[Any, str], Any] | None = None
     nullable: bool = False
+    multiline: bool = False
 
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400/415 that says what is wrong with it."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None  # nesting deeper than the parser allows: not a body any endpoint takes
     if body is None:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON")
     if not isinstance(body, dict):
@@ -112,6 +120,11 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
             raise ApiError(400, "validation_error", f"{name} must be of type {kinds[0].__name__}")
         if isinstance(value, str):
             value = value.strip()
+            forbidden = _CONTROL_EXCEPT_LINE_BREAKS if spec.multiline else _CONTROL
+            if forbidden.search(value):
+                raise ApiError(400, "validation_error",
+                               f"{name} must not contain control characters"
+                               f"{'' if spec.multiline else ', line breaks'} or invalid Unicode")
             if len(value) > spec.max_len:
                 raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
             if len(value) < spec.min_len:
@@ -140,6 +153,13 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ApiError(400, "validation_error", f"query parameter {name} must be between {low} and {high}")
     return value
+
+
+def query_uuid(name: str) -> str | None:
+    """An optional UUID query parameter; present but blank or malformed is `400 invalid_id`."""
+    if name not in request.args:
+        return None
+    return parse_uuid(request.args[name], name)
 
 
 def page_args() -> tuple[int, int]:

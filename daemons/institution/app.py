@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Flask
 
 from daemons.institution import findings, info, nodes, records
-from daemons.institution.access import require_role_here
 from daemons.institution.models import AuditEntry, bind_database
 from daemons.institution.routes import install_id_converter
 from shared.audit import audit_blueprint
-from shared.auth import authenticate
 from shared.config import Config, ConfigError
 from shared.db import bind_per_request
 from shared.errors import ApiError
@@ -26,23 +24,12 @@ def _check_institution_id(config: Config) -> None:
     config["institution"]["id"] = canonical
 
 
-def _audit_for_admins_here() -> Blueprint:
-    """The shared audit endpoint, restricted to admins of this institution (not any admin)."""
-    bp = audit_blueprint(AuditEntry)
-
-    @bp.before_request
-    def _only_this_institution() -> None:
-        authenticate()
-        require_role_here("admin")
-
-    return bp
-
-
 def create_app(config: Config) -> Flask:
     _check_institution_id(config)
     app = create_base_app(__name__, config)
     install_id_converter(app)
     bind_per_request(app, bind_database(config))
-    for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, _audit_for_admins_here()):
+    audit = audit_blueprint(AuditEntry, institution_id=config["institution"]["id"])
+    for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, audit):
         app.register_blueprint(blueprint)
     return app

@@ -6,32 +6,10 @@ import datetime as dt
 import re
 from typing import Any, Callable
 
-from flask import request
-
 from shared.errors import ApiError
 from shared.validation import parse_date, parse_record_id, parse_uuid
 
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
-# C0 controls, DEL and lone surrogates (JSON can carry "\ud800"): PostgreSQL cannot store NUL,
-# no database can encode a lone surrogate, and none of them belongs in a name or a report.
-_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-_CONTROL_EXCEPT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-
-
-def single_line(value: str, field: str) -> str:
-    """A name or label: no control characters, no line breaks."""
-    if _CONTROL.search(value):
-        raise ApiError(400, "validation_error", f"{field} must not contain control characters, line breaks or invalid Unicode")
-    return value
-
-
-def text(value: str, field: str) -> str:
-    """Free text such as a report: line breaks and tabs allowed, other control characters not."""
-    if _CONTROL_EXCEPT_LINE_BREAKS.search(value):
-        raise ApiError(400, "validation_error", f"{field} must not contain control characters or invalid Unicode")
-    return value
-
-
 def int_between(low: int, high: int) -> Callable[[Any, str], int]:
     """A check for `Field(int, check=...)` refusing values outside `low..high`."""
 
@@ -61,13 +39,6 @@ def uuid_value(value: str, field: str) -> str:
 
 def record_id_value(value: str, field: str) -> str:
     return parse_record_id(value, field)
-
-
-def query_uuid(name: str) -> str | None:
-    """An optional UUID query parameter; present but blank or malformed is `400 invalid_id`."""
-    if name not in request.args:
-        return None
-    return parse_uuid(request.args[name], name)
 
 
 def iso_date(value: dt.date | str | None) -> str | None:

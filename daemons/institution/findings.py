@@ -14,14 +14,14 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import is_admin_here, require_role_here, this_institution
-from daemons.institution.checks import date_value, iso_date, query_uuid, record_id_value, text, uuid_value
+from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
 from shared.tokens import Identity
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, validate
+from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, query_uuid, validate
 
 bp = Blueprint("findings", __name__)
 
@@ -59,10 +59,10 @@ def parse_links(value: list[Any], field: str) -> list[dict[str, Any]]:
 
 FINDING_FIELDS = {
     "patient_id": Field(str, max_len=36, check=uuid_value),
-    "description": Field(str, max_len=2000, min_len=1, check=text),
-    "findings": Field(str, max_len=50_000, min_len=1, check=text),
-    "conclusion": Field(str, max_len=20_000, min_len=1, check=text),
-    "recommendation": Field(str, required=False, max_len=20_000, check=text),
+    "description": Field(str, max_len=2000, min_len=1, multiline=True),
+    "findings": Field(str, max_len=50_000, min_len=1, multiline=True),
+    "conclusion": Field(str, max_len=20_000, min_len=1, multiline=True),
+    "recommendation": Field(str, required=False, max_len=20_000, multiline=True),
     "date": Field(str, max_len=10, check=date_value),
     "records": Field(list, check=parse_links),
 }

@@ -14,7 +14,6 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import require_role_here, this_institution
-from daemons.institution.checks import single_line
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.node_url import parse_node_url
 from shared.audit import record_audit
@@ -25,7 +24,7 @@ from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, 
 bp = Blueprint("nodes", __name__)
 
 NODE_FIELDS = {
-    "name": Field(str, max_len=120, min_len=1, check=single_line),
+    "name": Field(str, max_len=120, min_len=1),
     "url": Field(str, max_len=2048, min_len=1, check=parse_node_url),
 }
 

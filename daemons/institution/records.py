@@ -13,13 +13,12 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import is_admin_here, require_role_here, this_institution
-from daemons.institution.checks import (date_value, int_between, iso_date, modality, query_uuid,
-                                        record_id_value, single_line, text, uuid_value)
+from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, validate
+from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, query_uuid, validate
 
 bp = Blueprint("records", __name__)
 
@@ -30,9 +29,9 @@ RECORD_FIELDS = {
     "columns": Field(int, check=int_between(1, 65535)),
     "frames": Field(int, check=int_between(1, 1_000_000)),
     "modality": Field(str, max_len=16, check=modality),
-    "record_type": Field(str, required=False, max_len=64, check=single_line),
+    "record_type": Field(str, required=False, max_len=64),
     "patient_id": Field(str, max_len=36, check=uuid_value),
-    "description": Field(str, required=False, max_len=2000, check=text),
+    "description": Field(str, required=False, max_len=2000, multiline=True),
     "study_date": Field(str, required=False, nullable=True, check=date_value),
 }
 

@@ -45,11 +45,12 @@ def test_physicians_of_two_institutions_share_one_patient(topology):
 
     write_finding(doctor_north, north["server_url"], patient["id"],
                   [{"record_id": meta_north["id"], "institution_id": north["id"], "node_id": node_a["id"]}],
-                  description="north reading", findings="Normal.")
+                  description="north reading", findings="Normal.", conclusion="No abnormality.")
     write_finding(doctor_south, south["server_url"], patient["id"], [
         {"record_id": meta_south["id"], "institution_id": south["id"], "node_id": node_c["id"]},
         {"record_id": meta_north["id"], "institution_id": north["id"], "node_id": node_a["id"]},
-    ], description="south comparison", findings="Unchanged against the north study.")
+    ], description="south comparison", findings="Unchanged against the north study.",
+                  conclusion="Stable.")
 
     seen = {}
     for inst in (north, south):

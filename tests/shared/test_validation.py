@@ -50,3 +50,29 @@ def test_dates():
     assert parse_date("2026-02-03", "d") == "2026-02-03"
     with pytest.raises(ApiError):
         parse_date("2026-02-30", "d")
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\x1bb", "a\ud800b", "line\nbreak"])
+def test_control_characters_are_refused_in_single_line_fields(bad):
+    with pytest.raises(ApiError, match="control characters"):
+        validate({"name": bad}, {"name": Field(str)})
+
+
+def test_multiline_fields_keep_line_breaks_but_refuse_other_controls():
+    fields = {"text": Field(str, multiline=True, max_len=100)}
+    assert validate({"text": "one\ntwo\tthree"}, fields) == {"text": "one\ntwo\tthree"}
+    with pytest.raises(ApiError):
+        validate({"text": "nul\x00"}, fields)
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash():
+    from flask import Flask
+
+    from shared.validation import json_body
+
+    app = Flask(__name__)
+    with app.test_request_context("/", method="POST", data="[" * 200_000,
+                                  content_type="application/json"):
+        with pytest.raises(ApiError) as err:
+            json_body()
+    assert err.value.status == 400 and err.value.code == "invalid_json"
