@@ -13,7 +13,8 @@ KEYS = (
         "Failed logins per client address in the window before 429 (higher: many users may share a NAT)."),
     Key("auth", "failed_login_window_s", 300, "Window of the failed-login limit, in seconds."),
     Key("auth", "min_password_length", 10, "Shortest password accepted when setting one."),
-    Key("auth", "argon2_time_cost", 3, "argon2id passes per hash (hashes made with other costs are redone at login)."),
+    Key("auth", "argon2_time_cost", 3,
+        "argon2id passes per hash (hashes made with other costs are redone at login)."),
     Key("auth", "argon2_memory_kib", 65536, "argon2id memory per hash in KiB."),
     Key("auth", "argon2_parallelism", 4, "argon2id lanes per hash."),
 )
