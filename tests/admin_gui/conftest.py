@@ -1,7 +1,8 @@
 """Fixtures for driving the console with pytest-qt against real SIVR daemons.
 
 `QT_QPA_PLATFORM=offscreen` is set here, before any QApplication exists, so the tests run
-without a display; screenshots still render (`QWidget.grab()`).
+without a display; screenshots still render (`QWidget.grab()`). To run them on a real X server
+(the screenshots then come from Xvfb): `QT_QPA_PLATFORM=xcb xvfb-run -a pytest tests/admin_gui`.
 """
 
 from __future__ import annotations
