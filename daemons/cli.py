@@ -163,7 +163,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
         from admin_gui.main import main as admin_main
     except ImportError as exc:
         raise SystemExit(f"the console needs Qt: pip install 'sivr[console]' ({exc})") from exc
-    return admin_main(args.qt_args)
+    forwarded = [*(["--url", args.url] if args.url else []), *(["--ca", args.ca] if args.ca else [])]
+    return admin_main([*forwarded, *args.qt_args])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("admin", help="open the administrators' console")
-    p.add_argument("qt_args", nargs=argparse.REMAINDER)
+    p.add_argument("--url", help="toplevel server URL to prefill")
+    p.add_argument("--ca", help="CA certificate file of the servers")
+    p.add_argument("qt_args", nargs=argparse.REMAINDER, help="options passed on to Qt")
     p.set_defaults(func=cmd_admin)
     return parser
 
