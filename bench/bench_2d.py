@@ -1,0 +1,459 @@
+"""Benchmark of the 2D render node: every figure of issue 3, measured on this machine.
+
+    python bench/bench_2d.py [--quick]
+
+Sections (results printed as markdown and written to bench/results/bench_2d.raw.json):
+1. full load of a 512x512x555 record (DERIVED from the real 100-slice CT, see bench_2d_data.py);
+2. first slice after a load request, for 20, 100 and 555 slices;
+3. RAM per loaded record against its decoded size, and a second viewer's load sharing it;
+4. render + encode time per 512² slice (in process), PNG/WebP/JPEG, and encoder settings;
+5. bytes per image and PSNR against the lossless PNG, beside the paper's Table 1;
+6. throughput and latency against Orthanc's rendered-frame endpoint, same files, window,
+   formats and concurrency, both on loopback HTTP, in one run;
+7. 16 concurrent clients scrolling one record through gunicorn over TLS: p50/p95, errors.
+
+The clients run on the same machine as the servers, so they take CPU from them: the same for
+our node and for Orthanc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_2d_data import derived_series, real_ct_files  # noqa: E402
+from daemons.render.app import create_app  # noqa: E402
+from daemons.render.encode import encode_image  # noqa: E402
+from daemons.render.geometry import FULL  # noqa: E402
+from daemons.render.models import upgrade  # noqa: E402
+from daemons.render.pixels import Window  # noqa: E402
+from daemons.render.render2d import render_frame  # noqa: E402
+from daemons.render.settings import KEYS  # noqa: E402
+from shared.config import build_config, render_config_toml  # noqa: E402
+from shared.tls import create_ca, issue_server_cert  # noqa: E402
+from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key  # noqa: E402
+
+WINDOW = (40.0, 400.0)
+PAPER_TABLE_1 = {"A 512x512x10": (76.0, 23.4), "B 512x512x54": (158.0, 68.9),
+                 "C 512x512x555": (95.1, 32.7), "D 1996x2457x96": (94.4, 22.5)}
+RESULTS: dict = {}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Setup:
+    """Keys, a token, a CA and a node config in one temporary folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.institution = str(uuid.uuid4())
+        generate_signing_keypair(root / "token.pem", root / "token.pub")
+        issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", "sivr", 3600)
+        token, _ = issuer.issue(str(uuid.uuid4()), "bench", "physician", self.institution)
+        self.headers = {"Authorization": f"Bearer {token}"}
+        create_ca(root / "ca.pem", root / "ca.key")
+        issue_server_cert(root / "ca.pem", root / "ca.key", root / "server.pem", root / "server.key", ["127.0.0.1"])
+
+    def values(self, name: str, port: int = 0, tls: bool = False) -> dict:
+        folder = self.root / name
+        folder.mkdir(exist_ok=True)
+        server = {"workers": 1, "threads": 16, "max_request_mb": 4096, "port": port}
+        if tls:
+            server.update(tls_cert=str(self.root / "server.pem"), tls_key=str(self.root / "server.key"))
+        return {
+            "server": server,
+            "tokens": {"public_key": str(self.root / "token.pub")},
+            "database": {"url": f"sqlite:///{folder}/render.db"},
+            "node": {"institution_id": self.institution},
+            "storage": {"dir": str(folder / "store"), "key_file": str(folder / "store.key")},
+            "memory": {"budget_mb": 8192},
+        }
+
+    def config_file(self, name: str, port: int, tls: bool) -> Path:
+        values = self.values(name, port, tls)
+        path = self.root / f"{name}.toml"
+        path.write_text(render_config_toml("render", KEYS, values))
+        return path
+
+
+def upload(client, headers, files: list[Path]) -> str:
+    data = {"files": [(io.BytesIO(p.read_bytes()), p.name) for p in files]}
+    reply = client.post("/api/v1/records", data=data, headers=headers, content_type="multipart/form-data")
+    assert reply.status_code in (200, 201), reply.json
+    return reply.json["id"]
+
+
+# --- 1-3: loading, first slice, RAM ----------------------------------------------------------
+def bench_loading(setup: Setup, derived: list[Path], real: list[Path], quick: bool) -> None:
+    config = build_config("render", KEYS, setup.values("inproc"))
+    upgrade(config)
+    app = create_app(config)
+    client, headers = app.test_client(), setup.headers
+    registry = app.extensions["sivr_records"]
+    started = time.perf_counter()
+    big = upload(client, headers, derived)
+    RESULTS["upload_555_s"] = time.perf_counter() - started
+    ids = {20: upload(client, headers, real[:20]), 100: upload(client, headers, real), 555: big}
+
+    loads = []
+    for _ in range(2 if quick else 5):
+        registry.unload(big)
+        gc.collect()
+        before = rss_bytes()
+        record = registry.load(big)
+        assert record.wait_complete(120) and not record.errors
+        loads.append(record.finished_at - record.started_at)
+        grown = rss_bytes() - before
+    RESULTS["full_load_555_s"] = {"runs": loads, "median": statistics.median(loads), "min": min(loads)}
+    decoded = record.nbytes
+    second = registry.load(big)
+    RESULTS["ram"] = {"decoded_bytes": decoded, "rss_growth_bytes": grown, "ratio": grown / decoded,
+                      "second_viewer_same_copy": second is record,
+                      "rss_growth_second_viewer_bytes": rss_bytes() - before - grown}
+
+    first = {}
+    for frames, record_id in ids.items():
+        times = []
+        for _ in range(3 if quick else 7):
+            registry.unload(record_id)
+            t0 = time.perf_counter()
+            assert client.post(f"/api/v1/records/{record_id}/load", headers=headers).status_code == 202
+            reply = client.get(f"/api/v1/records/{record_id}/frames/{frames // 2}?format=webp", headers=headers)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert reply.status_code == 200, reply.json
+            registry.get_loaded(record_id).wait_complete(120)
+        first[frames] = {"median_ms": statistics.median(times), "max_ms": max(times)}
+    RESULTS["first_slice_ms"] = first
+    registry.shutdown()
+
+
+# --- 4-5: render + encode, sizes and PSNR ----------------------------------------------------
+def psnr(reference: np.ndarray, other: np.ndarray) -> float:
+    mse = float(np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
+    config = build_config("render", KEYS, setup.values("encode"))
+    upgrade(config)
+    app = create_app(config)
+    record_id = upload(app.test_client(), setup.headers, real)
+    registry = app.extensions["sivr_records"]
+    record = registry.load(record_id)
+    record.wait_complete(60)
+    spacing = (record.spacing[1], record.spacing[2])
+    timings: dict[str, list[float]] = {"png": [], "webp": [], "jpeg": [], "render_only": []}
+    sizes: dict[str, list[int]] = {"png": [], "webp": [], "jpeg": []}
+    psnrs: dict[str, list[float]] = {"webp": [], "jpeg": []}
+    rounds = 1 if quick else 3
+    for key_index, (center, width) in enumerate([WINDOW, (-600.0, 1500.0), (400.0, 1800.0)][:rounds]):
+        params = record.gray_params(Window(center, width))
+        lut = record.lut_for((key_index,), params)
+        for index in range(record.frames_total):
+            t0 = time.perf_counter()
+            image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
+            timings["render_only"].append((time.perf_counter() - t0) * 1000)
+            for fmt in ("png", "webp", "jpeg"):
+                t0 = time.perf_counter()
+                image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
+                data, _ = encode_image(image, fmt)
+                timings[fmt].append((time.perf_counter() - t0) * 1000)
+                if key_index == 0:
+                    sizes[fmt].append(len(data))
+                    if fmt != "png":
+                        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+                        psnrs[fmt].append(psnr(image, decoded))
+    RESULTS["render_encode_ms"] = {k: {"median": statistics.median(v), "p95": pct(v, 95)} for k, v in timings.items()}
+    RESULTS["bytes_psnr"] = {fmt: {"mean_kb": statistics.mean(v) / 1000,
+                                   "psnr_db": statistics.mean(psnrs[fmt]) if fmt in psnrs else float("inf")}
+                             for fmt, v in sizes.items()}
+    # encoder settings: size and time per setting on the middle slice at the soft-tissue window
+    params = record.gray_params(Window(*WINDOW))
+    image = render_frame(record.pixels[50], params, record.lut_for((0,), params), FULL, None, spacing, 2048)
+    settings = {}
+    for label, save in (
+        *[(f"png level {lvl}", {"format": "PNG", "compress_level": lvl}) for lvl in (1, 3, 6, 9)],
+        *[(f"webp q80 method {m}", {"format": "WEBP", "quality": 80, "method": m}) for m in (0, 2, 4, 6)],
+        ("webp lossless method 0", {"format": "WEBP", "lossless": True, "method": 0}),
+    ):
+        times, size = [], 0
+        for _ in range(5 if quick else 20):
+            out = io.BytesIO()
+            t0 = time.perf_counter()
+            Image.fromarray(image).save(out, **save)
+            times.append((time.perf_counter() - t0) * 1000)
+            size = out.tell()
+        settings[label] = {"kb": size / 1000, "median_ms": statistics.median(times)}
+    RESULTS["encoder_settings"] = settings
+    registry.shutdown()
+
+
+# --- 6-7: servers -----------------------------------------------------------------------------
+class Server:
+    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True):
+        self.url = url
+        self.log = open(log, "wb")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        cwd=REPO)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + ready, timeout=2, verify=verify).status_code < 500:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{args[0]} did not start; see {log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def start_node(setup: Setup, name: str, tls: bool) -> Server:
+    port = free_port()
+    config = setup.config_file(name, port, tls)
+    upgrade(build_config("render", KEYS, setup.values(name, port, tls), config))
+    args = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--worker-class", "gthread",
+            "--bind", f"127.0.0.1:{port}", "--timeout", "120"]
+    if tls:
+        args += ["--certfile", str(setup.root / "server.pem"), "--keyfile", str(setup.root / "server.key")]
+    args.append(f"daemons.wsgi:build('render', '{config}')")
+    scheme = "https" if tls else "http"
+    return Server(args, f"{scheme}://127.0.0.1:{port}", setup.root / f"{name}.log", "/healthz",
+                  verify=str(setup.root / "ca.pem") if tls else True)
+
+
+def start_orthanc(root: Path) -> Server:
+    port = free_port()
+    folder = root / "orthanc"
+    folder.mkdir(exist_ok=True)
+    config = {"Name": "bench", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+              "AuthenticationEnabled": False, "HttpCompressionEnabled": False, "Plugins": [],
+              "ConcurrentJobs": 2, "HttpThreadsCount": 50}
+    path = folder / "orthanc.json"
+    path.write_text(json.dumps(config))
+    return Server(["Orthanc", str(path)], f"http://127.0.0.1:{port}", folder / "orthanc.log", "/system")
+
+
+def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: dict) -> dict:
+    """Each client (a thread with its own keep-alive session) fetches its URLs in order."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(urls: list[tuple[str, dict]]) -> None:
+        session = requests.Session()
+        session.verify = verify
+        session.trust_env = False
+        for url, extra in urls:
+            t0 = time.perf_counter()
+            try:
+                reply = session.get(url, headers={**headers, **extra}, timeout=60)
+                ok = reply.status_code == 200 and len(reply.content) > 100
+            except requests.RequestException as exc:
+                ok, reply = False, exc
+            elapsed = (time.perf_counter() - t0) * 1000
+            with lock:
+                latencies.append(elapsed)
+                if not ok:
+                    errors.append(str(getattr(reply, "status_code", reply))[:100])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(urls_per_client)) as pool:
+        list(pool.map(client, urls_per_client))
+    wall = time.perf_counter() - started
+    return {"requests": len(latencies), "wall_s": wall, "per_s": len(latencies) / wall,
+            "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95), "errors": len(errors),
+            "error_samples": errors[:3]}
+
+
+def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
+    node = start_node(setup, "http-node", tls=False)
+    orthanc = start_orthanc(setup.root)
+    try:
+        session = requests.Session()
+        files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in real]
+        reply = session.post(f"{node.url}/api/v1/records", files=files, headers=setup.headers, timeout=300)
+        record_id = reply.json()["id"]
+        session.post(f"{node.url}/api/v1/records/{record_id}/load", headers=setup.headers, timeout=60)
+        while session.get(f"{node.url}/api/v1/records/{record_id}/status", headers=setup.headers,
+                          timeout=30).json()["state"] != "ready":
+            time.sleep(0.05)
+        # Orthanc: the same files, in our slice order (index i = the i-th file the node stored)
+        stored_order = []
+        for index in range(len(real)):
+            data = session.get(f"{node.url}/api/v1/records/{record_id}/original", params={"index": index},
+                               headers=setup.headers, timeout=30).content
+            stored_order.append(session.post(f"{orthanc.url}/instances", data=data, timeout=60).json()["ID"])
+        c, w = WINDOW
+        results = {}
+        per_client = 25 if quick else 60
+        for concurrency in (1, 4, 16):
+            for fmt in ("png", "jpeg"):
+                ours = [[(f"{node.url}/api/v1/records/{record_id}/frames/{(k * 7 + s) % len(real)}"
+                          f"?window={c:g},{w:g}&format={fmt}&quality=90", {}) for s in range(per_client)]
+                        for k in range(concurrency)]
+                theirs = [[(f"{orthanc.url}/instances/{stored_order[(k * 7 + s) % len(real)]}/frames/0/rendered"
+                            f"?window-center={c:g}&window-width={w:g}&quality=90", {"Accept": f"image/{fmt}"})
+                           for s in range(per_client)] for k in range(concurrency)]
+                results[f"{fmt} x{concurrency}"] = {
+                    "sivr": run_clients(ours, True, setup.headers),
+                    "orthanc": run_clients(theirs, True, {}),
+                }
+        check = session.get(theirs[0][0][0], headers={"Accept": "image/png"}, timeout=30)
+        results["orthanc_image_size"] = list(Image.open(io.BytesIO(check.content)).size)
+        RESULTS["versus_orthanc"] = results
+    finally:
+        node.stop()
+        orthanc.stop()
+
+
+def bench_scrolling(setup: Setup, derived: list[Path], quick: bool) -> None:
+    node = start_node(setup, "tls-node", tls=True)
+    verify = str(setup.root / "ca.pem")
+    try:
+        session = requests.Session()
+        session.verify = verify
+        files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in derived]
+        record_id = session.post(f"{node.url}/api/v1/records", files=files, headers=setup.headers,
+                                 timeout=600).json()["id"]
+        session.post(f"{node.url}/api/v1/records/{record_id}/load", headers=setup.headers, timeout=60)
+        while session.get(f"{node.url}/api/v1/records/{record_id}/status", headers=setup.headers,
+                          timeout=30).json()["state"] != "ready":
+            time.sleep(0.05)
+        steps = 30 if quick else 80
+        results = {}
+        for fmt in ("webp", "png", "jpeg"):
+            urls = [[(f"{node.url}/api/v1/records/{record_id}/frames/{(viewer * 34 + s) % len(derived)}"
+                      f"?format={fmt}&window={40 + viewer},400", {}) for s in range(steps)] for viewer in range(16)]
+            results[fmt] = run_clients(urls, verify, setup.headers)
+        RESULTS["scroll_16_clients_tls"] = results
+        RESULTS["node_health_after"] = session.get(f"{node.url}/api/v1/node", headers=setup.headers,
+                                                   timeout=30).json()
+    finally:
+        node.stop()
+
+
+# --- report -------------------------------------------------------------------------------------
+def report() -> str:
+    r = RESULTS
+    lines = [f"machine: {r['machine']}", ""]
+    load = r["full_load_555_s"]
+    lines += ["| figure | goal | measured |", "|---|---|---|",
+              f"| full load 512x512x555 (derived), s | <= 0.36 | median {load['median']:.3f}, min {load['min']:.3f} |"]
+    for frames, v in r["first_slice_ms"].items():
+        lines.append(f"| first slice after load request, {frames} slices, ms | <= 100 | median {v['median_ms']:.1f}, max {v['max_ms']:.1f} |")
+    ram = r["ram"]
+    lines.append(f"| RAM per loaded record / decoded size | <= 1.2 | {ram['ratio']:.3f} ({ram['rss_growth_bytes'] / 2**20:.0f} MiB for "
+                 f"{ram['decoded_bytes'] / 2**20:.0f} MiB; 2nd viewer same copy: {ram['second_viewer_same_copy']}, "
+                 f"+{ram['rss_growth_second_viewer_bytes'] / 2**20:.1f} MiB) |")
+    enc = r["render_encode_ms"]
+    lines.append(f"| WebP render+encode 512², median ms | <= 10 | {enc['webp']['median']:.2f} (p95 {enc['webp']['p95']:.2f}) |")
+    scroll = r["scroll_16_clients_tls"]["webp"]
+    lines.append(f"| 16 clients scrolling (TLS, WebP), p95 ms / errors | <= 100 / 0 | {scroll['p95_ms']:.1f} / {scroll['errors']} |")
+    lines += ["", "render + encode per 512² slice, in process (ms):", "", "| step | median | p95 |", "|---|---|---|"]
+    lines += [f"| {k} | {v['median']:.2f} | {v['p95']:.2f} |" for k, v in enc.items()]
+    lines += ["", "bytes and PSNR vs lossless PNG (100 slices, window 40/400, default quality):", "",
+              "| format | mean KB | PSNR dB |", "|---|---|---|"]
+    lines += [f"| {k} | {v['mean_kb']:.1f} | {v['psnr_db']:.1f} |" for k, v in r["bytes_psnr"].items()]
+    lines += ["", "paper Table 1 (2D PNG / WebP KB): " + ", ".join(f"{k}: {a} / {b}" for k, (a, b) in PAPER_TABLE_1.items())]
+    lines += ["", "encoder settings (middle slice):", "", "| setting | KB | median ms |", "|---|---|---|"]
+    lines += [f"| {k} | {v['kb']:.1f} | {v['median_ms']:.2f} |" for k, v in r["encoder_settings"].items()]
+    lines += ["", "versus Orthanc (loopback HTTP, same 100 files, window 40/400, quality 90):", "",
+              "| format x clients | SIVR req/s | Orthanc req/s | ratio | SIVR p50/p95 ms | Orthanc p50/p95 ms | errors S/O |",
+              "|---|---|---|---|---|---|---|"]
+    for key, v in r["versus_orthanc"].items():
+        if not isinstance(v, dict):
+            continue
+        s, o = v["sivr"], v["orthanc"]
+        lines.append(f"| {key} | {s['per_s']:.1f} | {o['per_s']:.1f} | {s['per_s'] / o['per_s']:.2f} | "
+                     f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f} | {o['p50_ms']:.1f}/{o['p95_ms']:.1f} | {s['errors']}/{o['errors']} |")
+    lines += ["", "16 clients scrolling the 555-slice record over TLS:", "",
+              "| format | requests | req/s | p50 ms | p95 ms | errors |", "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['errors']} |"
+              for k, v in r["scroll_16_clients_tls"].items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections: loading encode orthanc scrolling")
+    args = parser.parse_args()
+    RESULTS["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, " \
+                         f"Python {platform.python_version()}, {platform.platform()}"
+    with open("/proc/cpuinfo") as handle:
+        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    RESULTS["machine"] += f", {model}"
+    cache = Path(tempfile.gettempdir()) / "sivr-bench-2d"
+    derived = derived_series(cache / "derived-555")
+    real = real_ct_files()
+    sections = set(args.only or ["loading", "encode", "orthanc", "scrolling"])
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
+        setup = Setup(Path(folder))
+        if "loading" in sections:
+            bench_loading(setup, derived, real, args.quick)
+        if "encode" in sections:
+            bench_encode(setup, real, args.quick)
+        if "orthanc" in sections and shutil.which("Orthanc"):
+            bench_versus_orthanc(setup, real, args.quick)
+        if "scrolling" in sections:
+            bench_scrolling(setup, derived, args.quick)
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_2d.raw.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+    if sections == {"loading", "encode", "orthanc", "scrolling"}:
+        print(report())
+    else:
+        print(json.dumps(RESULTS, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
