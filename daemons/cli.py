@@ -164,7 +164,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SystemExit(f"the console needs Qt: pip install 'sivr[console]' ({exc})") from exc
     forwarded = [*(["--url", args.url] if args.url else []), *(["--ca", args.ca] if args.ca else [])]
-    return admin_main([*forwarded, *args.qt_args])
+    return admin_main([*forwarded, *args.extra])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,13 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("admin", help="open the administrators' console")
     p.add_argument("--url", help="toplevel server URL to prefill")
     p.add_argument("--ca", help="CA certificate file of the servers")
-    p.add_argument("qt_args", nargs=argparse.REMAINDER, help="options passed on to Qt")
     p.set_defaults(func=cmd_admin)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func is not cmd_admin:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # the console passes what it does not know on to Qt
     try:
         return args.func(args)
     except (ConfigError, FileExistsError, ValueError) as exc:
