@@ -15,6 +15,7 @@ const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pa
 const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
 const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 const POLL_MS = 250;
+const PREFETCH_WORKERS = 3;
 const MAX_ZOOM = 16;
 
 /** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */
@@ -68,7 +69,7 @@ class Viewer {
       index: { native: clamp(Number(query.get("slice")) || 0, 0, Math.max(0, meta.frames - 1)) },
       window: null,          // null: the server's choice (file default or automatic)
       windowChoice: "auto",
-      format: "webp",
+      format: ["png", "webp", "jpeg"].includes(query.get("format")) ? query.get("format") : "webp",
       quality: 85,
       zoom: 1, cx: 0.5, cy: 0.5,
       tool: matchMedia("(pointer: coarse)").matches ? "browse" : "window",
@@ -85,6 +86,10 @@ class Viewer {
     this.drag = null;
     this.timers = new Set();
     this.destroyed = false;
+    this.pending = new Map();      // key -> promise of a cache entry being fetched
+    this.prefetchQueue = [];
+    this.prefetchWorkers = 0;
+    this.direction = 1;
     this.viewId = `v${Math.random().toString(36).slice(2, 12)}`;
     this.seq = 0;
   }
@@ -236,7 +241,9 @@ class Viewer {
     const s = this.state;
     if (s.plane === "3d") return Promise.resolve();
     const count = this.count();
-    s.index[s.plane] = clamp(Math.round(value), 0, count - 1);
+    const next = clamp(Math.round(value), 0, count - 1);
+    if (next !== this.index()) this.direction = Math.sign(next - this.index());
+    s.index[s.plane] = next;
     this.slider.value = String(s.index[s.plane]);
     this.sliderOut.textContent = `${s.index[s.plane] + 1} / ${count}`;
     return this.requestView();
@@ -370,7 +377,7 @@ class Viewer {
     this.inflight = flight;
     flight.promise = (async () => {
       try {
-        const entry = await this.fetchImage(req, controller.signal);
+        const entry = await this.obtain(req, controller.signal);
         if (this.inflight === flight) await this.show(req, entry);
         this.waitingForFrame = false;
         if (!interactive) this.prefetch();
@@ -386,6 +393,18 @@ class Viewer {
       }
     })();
     return flight.promise;
+  }
+
+  /** The image for a request: from the cache, from a request already under way, or fetched. */
+  obtain(req, signal) {
+    const cached = this.cache.get(req.key);
+    if (cached) return Promise.resolve(cached);
+    let pending = this.pending.get(req.key);
+    if (!pending) {
+      pending = this.fetchImage(req, signal).finally(() => this.pending.delete(req.key));
+      this.pending.set(req.key, pending);
+    }
+    return pending;
   }
 
   async fetchImage(req, signal) {
@@ -438,6 +457,11 @@ class Viewer {
     this.drawOverlay();
   }
 
+  /**
+   * Fetch the slices the reader is about to see: deeper ahead in the direction of scrolling (or
+   * of cine), one behind. One queue, replaced on every call, and a small pool of workers, so a
+   * slice is never requested twice and the node is not flooded.
+   */
   prefetch() {
     const s = this.state;
     if (s.plane === "3d" || this.drag) return;
@@ -447,22 +471,28 @@ class Viewer {
       this.prefetchController = new AbortController();
       this.prefetchController.signature = signature;
     }
-    const controller = this.prefetchController;
     const count = this.count();
     const here = this.index();
-    const steps = s.playing ? Array.from({ length: Math.min(count - 1, Math.max(3, s.fps)) }, (_, i) => i + 1) : [1, -1, 2, -2, 3, -3];
-    const queue = steps.map((d) => (s.playing ? (here + d) % count : here + d))
+    const d = this.direction || 1;
+    const steps = s.playing
+      ? Array.from({ length: Math.min(count - 1, Math.max(4, s.fps)) }, (_, i) => i + 1)
+      : [d, 2 * d, 3 * d, -d, 4 * d, 5 * d, 6 * d, -2 * d];
+    this.prefetchQueue = steps.map((k) => (s.playing ? (here + k) % count : here + k))
       .filter((i) => i >= 0 && i < count)
       .map((i) => this.describe(false, i))
-      .filter((req) => !this.cache.has(req.key));
-    const worker = async () => {
-      while (queue.length && !controller.signal.aborted) {
-        const req = queue.shift();
-        if (this.inflight && this.inflight.key === req.key) continue;
-        try { await this.fetchImage(req, controller.signal); } catch { return; }
-      }
-    };
-    worker(); worker();
+      .filter((req) => !this.cache.has(req.key) && !this.pending.has(req.key));
+    while (this.prefetchWorkers < PREFETCH_WORKERS) {
+      this.prefetchWorkers += 1;
+      this.prefetchWorker(this.prefetchController).finally(() => { this.prefetchWorkers -= 1; });
+    }
+  }
+
+  async prefetchWorker(controller) {
+    while (!controller.signal.aborted && this.prefetchQueue.length) {
+      const req = this.prefetchQueue.shift();
+      if (this.cache.has(req.key)) continue;
+      try { await this.obtain(req, controller.signal); } catch { return; }
+    }
   }
 
   // ---------- loading ----------

@@ -1,0 +1,254 @@
+"""Benchmark of the physicians' viewer in Debian's Chromium against a real local deployment.
+
+Measures what a physician feels: time from opening a record to the first slice on screen, how
+many slices per second keyboard scrolling shows (each one rendered by the node, fetched and
+displayed), the same under the paper's 2G and 4G profiles (Chromium network emulation through
+CDP) for PNG, WebP and JPEG with the bytes of each image, and the browser's memory after paging
+through a 500-slice record.
+
+Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
+DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.
+
+    python bench/bench_viewer.py [--out bench/results/viewer.json] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from daemons.demo import (  # noqa: E402
+    ApiClient, find_or_create_patient, register_nodes, register_record, seed_base, upload_record,
+)
+from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
+from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402
+
+CT_DIR = REPO.parent / "shared" / "data" / "dicom" / "tcia-cmb-crc-ct-100"
+VIEWPORT = {"width": 1366, "height": 860}
+PROFILES = {  # the paper's network profiles (download rate, latency)
+    "loopback": None,
+    "4G": {"latency": 20, "kbit": 4000},
+    "2G": {"latency": 100, "kbit": 750},
+}
+FORMATS = ("png", "webp", "jpeg")
+
+# Runs in the page: open a record by hash and resolve with ms until its first image is shown.
+FIRST_SLICE_JS = """async (hash) => {
+  const t0 = performance.now();
+  location.hash = hash;
+  return await new Promise((resolve) => {
+    const check = () => {
+      const v = document.querySelector('#viewport');
+      if (v && v.dataset.shownIndex !== undefined) { resolve(performance.now() - t0); return true; }
+      return false;
+    };
+    if (check()) return;
+    const obs = new MutationObserver(() => { if (check()) obs.disconnect(); });
+    obs.observe(document.body, {subtree: true, attributes: true, childList: true, attributeFilter: ['data-shown-index']});
+  });
+}"""
+
+# Runs in the page: press ArrowDown n times, each after the previous slice is on screen.
+SCROLL_JS = """async (n) => {
+  const v = document.querySelector('#viewport');
+  const shownAt = (i) => new Promise((resolve) => {
+    if (v.dataset.shownIndex === String(i)) return resolve();
+    const obs = new MutationObserver(() => {
+      if (v.dataset.shownIndex === String(i)) { obs.disconnect(); resolve(); }
+    });
+    obs.observe(v, {attributes: true, attributeFilter: ['data-shown-index']});
+  });
+  const start = Number(v.dataset.shownIndex);
+  const bytes = [];
+  const t0 = performance.now();
+  for (let k = 1; k <= n; k++) {
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+    await shownAt(start + k);
+    bytes.push(Number(v.dataset.bytes));
+  }
+  return {seconds: (performance.now() - t0) / 1000, bytes};
+}"""
+
+
+def derive_series(dest: Path, total: int) -> list[Path]:
+    """`total` slices made by repeating the real CT's slices with new UIDs and positions."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    sources = sorted(CT_DIR.glob("*.dcm"))
+    study, series = generate_uid(), generate_uid()
+    dest.mkdir(parents=True, exist_ok=True)
+    first = pydicom.dcmread(sources[0], stop_before_pixels=True)
+    step = float(first.get("SpacingBetweenSlices", first.SliceThickness))
+    x, y, z0 = (float(v) for v in first.ImagePositionPatient)
+    files = []
+    for number in range(total):
+        ds = pydicom.dcmread(sources[number % len(sources)])
+        sop = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.ImagePositionPatient = [x, y, z0 - number * step]
+        ds.InstanceNumber = number + 1
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.SeriesDescription = f"DERIVED {total}-slice series from TCIA CMB-CRC lung CT"
+        path = dest / f"derived-{number:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
+def process_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def browser_memory(browser, page) -> dict:
+    """RSS of every Chromium process (browser, renderer, GPU, utility) and the page's JS heap."""
+    cdp = browser.new_browser_cdp_session()
+    processes = cdp.send("SystemInfo.getProcessInfo")["processInfo"]
+    by_type: dict[str, float] = {}
+    for proc in processes:
+        by_type[proc["type"]] = by_type.get(proc["type"], 0.0) + process_rss_mb(proc["id"])
+    page_cdp = page.context.new_cdp_session(page)
+    page_cdp.send("Performance.enable")
+    metrics = {m["name"]: m["value"] for m in page_cdp.send("Performance.getMetrics")["metrics"]}
+    return {"rss_mb_by_process_type": {k: round(v, 1) for k, v in by_type.items()},
+            "rss_mb_total": round(sum(by_type.values()), 1),
+            "js_heap_used_mb": round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1)}
+
+
+class Bench:
+    def __init__(self, root: Path):
+        layout = init_deployment(root, pick_free_ports=True)
+        self.users = seed_base(layout)
+        self.deployment = LocalDeployment(layout)
+        self.deployment.start()
+        self.inst = layout.institutions[0]
+        self.node = register_nodes(ApiClient(self.deployment, **self.users["admin"]), self.inst)[
+            self.inst["nodes"][0]["url"]]
+        self.doctor = ApiClient(self.deployment, **self.users["physician"])
+        self.patient = find_or_create_patient(self.doctor, self.deployment.url("toplevel"), {
+            "first_name": "Bench", "last_name": "Mark", "sex": "O", "birth_date": "1960-01-01",
+            "insurance_number": "BENCH-0001"})
+
+    def add_record(self, files: list[Path], description: str) -> dict:
+        meta = upload_record(self.doctor, self.node["url"], files)
+        register_record(self.doctor, self.inst["server_url"], meta, self.node["id"],
+                        self.patient["id"], "CT", description)
+        return meta
+
+    def view_hash(self, meta: dict, fmt: str) -> str:
+        return f"#/view/{self.inst['id']}/{self.node['id']}/{meta['id']}?format={fmt}"
+
+    def unload(self, meta: dict) -> None:
+        """Evict nothing explicitly (the API has no unload): a fresh record is used for cold runs."""
+
+    def new_page(self, browser, profile: dict | None):
+        context = browser.new_context(viewport=VIEWPORT, base_url=self.deployment.url("web"))
+        page = context.new_page()
+        user = self.users["physician"]
+        page.goto("/")
+        page.get_by_label("Username").fill(user["username"])
+        page.get_by_label("Password").fill(user["password"])
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", name="Patients").wait_for()
+        if profile:
+            cdp = context.new_cdp_session(page)
+            cdp.send("Network.enable")
+            rate = profile["kbit"] * 1000 / 8
+            cdp.send("Network.emulateNetworkConditions", {
+                "offline": False, "latency": profile["latency"],
+                "downloadThroughput": rate, "uploadThroughput": rate})
+        return context, page
+
+    def stop(self) -> None:
+        self.deployment.stop()
+
+
+def measure_viewing(bench: Bench, browser, meta: dict, profile_name: str, fmt: str, slices: int) -> dict:
+    context, page = bench.new_page(browser, PROFILES[profile_name])
+    try:
+        first_ms = page.evaluate(FIRST_SLICE_JS, bench.view_hash(meta, fmt))
+        page.locator("#viewport[data-load-state=ready]").wait_for(timeout=120000)
+        first_bytes = int(page.locator("#viewport").get_attribute("data-bytes"))
+        size = page.locator("#viewport").get_attribute("data-shown-key").split("size=")[1].split("&")[0]
+        scroll = page.evaluate(SCROLL_JS, slices)
+        return {"profile": profile_name, "format": fmt, "image_size": size,
+                "first_slice_ms": round(first_ms, 1),
+                "slices_per_s": round(slices / scroll["seconds"], 1),
+                "bytes_per_image_mean": round(statistics.mean([first_bytes, *scroll["bytes"]])),
+                "scrolled": slices}
+    finally:
+        context.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.json"))
+    parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
+    args = parser.parse_args()
+    if not CT_DIR.is_dir():
+        print(f"real CT absent: {CT_DIR}", file=sys.stderr)
+        return 2
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(name, None)   # requests would let them override the local CA
+    from playwright.sync_api import sync_playwright
+
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+                     "viewport": VIEWPORT, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-viewer-") as tmp:
+        bench = Bench(Path(tmp) / "deployment")
+        try:
+            with sync_playwright() as p:
+                browser = launch_chromium(p, server_cert_of(bench.deployment))
+                real = sorted(CT_DIR.glob("*.dcm"))
+                cold_record = bench.add_record(real, "CT 100 slices (real)")
+                # Cold: the record is on disk only; opening it starts the load.
+                results["runs"].append({"case": "cold open, loopback", **measure_viewing(
+                    bench, browser, cold_record, "loopback", "webp", 60)})
+                for profile in PROFILES:
+                    for fmt in FORMATS:
+                        run = measure_viewing(bench, browser, cold_record, profile, fmt,
+                                              60 if profile == "loopback" else 10)
+                        results["runs"].append({"case": "loaded record", **run})
+                        print(json.dumps(run), flush=True)
+                if not args.skip_large:
+                    large = bench.add_record(derive_series(Path(tmp) / "large", 500),
+                                             "CT 500 slices (DERIVED)")
+                    context, page = bench.new_page(browser, None)
+                    first_ms = page.evaluate(FIRST_SLICE_JS, bench.view_hash(large, "webp"))
+                    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=600000)
+                    scroll = page.evaluate(SCROLL_JS, 499)
+                    results["large"] = {
+                        "slices": 500, "derived": True, "first_slice_ms": round(first_ms, 1),
+                        "slices_per_s": round(499 / scroll["seconds"], 1),
+                        "memory_after_paging_all": browser_memory(browser, page)}
+                    print(json.dumps(results["large"]), flush=True)
+                    context.close()
+                browser.close()
+        finally:
+            bench.stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
