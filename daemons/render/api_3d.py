@@ -281,7 +281,17 @@ def _loaded_record(record_id: str) -> Any:
     if record.pixels.ndim != 3 or record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
+    modality_stage = getattr(record, "modality", None)
+    if callable(modality_stage) and getattr(modality_stage(), "lut", None) is not None:
+        raise ApiError(400, "unsupported_record",
+                       "reformats and 3D views need a linear rescale; this record has a Modality LUT")
     return record
+
+
+def _modality(record: Any) -> str:
+    """The record's modality code (it picks the default transfer function), from its manifest."""
+    meta = (getattr(record, "manifest", None) or {}).get("meta", {})
+    return str(meta.get("modality") or "")
 
 
 def _image_response(image: np.ndarray, fmt: str, image_quality: int, started: float, cache: str,
@@ -376,7 +386,7 @@ def volume(record_id: str) -> Response:
     try:
         if view_id is not None and not state.sequences.is_newest(view_id, seq):
             raise ApiError(409, "superseded", "a newer request of this view arrived while this one waited")
-        image = state.caster.render(volume_data, view, getattr(record, "modality", ""))
+        image = state.caster.render(volume_data, view, _modality(record))
     finally:
         state.slots.release()
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"

@@ -217,3 +217,11 @@ def test_an_evicted_record_is_not_kept_alive_by_the_3d_cache(app, client):
     gc.collect()
     assert voxels() is None
     assert error_code(client.get(f"/api/v1/records/{RECORD}/mpr/axial/3"), 409) == "not_loaded"
+
+
+def test_a_colour_record_is_refused_clearly(app, client):
+    colour = "d" * 64
+    app.extensions["sivr_records"].records[colour] = FakeLoadedRecord(
+        np.zeros((*SHAPE, 3), np.uint8), SPACING, photometric="RGB")
+    assert error_code(client.get(f"/api/v1/records/{colour}/volume"), 400) == "unsupported_record"
+    assert error_code(client.get(f"/api/v1/records/{colour}/mpr/axial/0"), 400) == "unsupported_record"

@@ -192,3 +192,14 @@ def test_view_spec_refuses_unknown_names():
         ViewSpec(mode="xray")
     with pytest.raises(ValueError):
         ViewSpec(mode="dvr", preset="ct_everything")
+
+
+def test_default_transfer_function_follows_the_modality(phantom):
+    from daemons.render.volume.raycast import lut_for
+
+    view = ViewSpec(mode="dvr")
+    grid = grid_for(phantom, view)
+    mr = lut_for(phantom, view, grid, "MR")
+    assert np.array_equal(mr.table, lut_for(phantom, ViewSpec(mode="dvr", preset="mr_default"), grid).table)
+    assert np.array_equal(lut_for(phantom, view, grid, "CT").table,
+                          lut_for(phantom, ViewSpec(mode="dvr", preset="ct_bone"), grid).table)
