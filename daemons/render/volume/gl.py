@@ -9,6 +9,7 @@ this object; requests from server threads queue for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ from daemons.render.volume.raycast import (AMBIENT, DIFFUSE, OPAQUE_STOP, SHININ
                                            RayCaster)
 from daemons.render.volume.transfer import LUT_SIZE, TransferLut
 from daemons.render.volume.volume import PreparedVolume
+
+log = logging.getLogger(__name__)
 
 DVR_CODE = 3
 GL_MAX_3D_TEXTURE_SIZE = 0x8073  # not exported by vispy.gloo.gl
@@ -219,20 +222,28 @@ class GlRayCaster(RayCaster):
         """Volumes beyond the GL's 3D texture size are rendered by the CPU back end instead."""
         return max(volume.voxels.shape) <= self._state.max_3d
 
-    def _run(self, volume: PreparedVolume, grid: RayGrid, code: int, lut: TransferLut | None) -> np.ndarray:
+    def _run(self, volume: PreparedVolume, grid: RayGrid, code: int,
+             lut: TransferLut | None) -> np.ndarray | None:
+        """The framebuffer, or None when the driver failed (the caller then renders on the CPU)."""
         def job() -> np.ndarray:
             self._state.bind_volume(volume)
             return self._state.draw(grid, code, lut)
 
-        return self._executor.submit(job).result()
+        try:
+            return self._executor.submit(job).result()
+        except Exception:  # a driver can fail in ways no exception type predicts
+            log.exception("OpenGL rendering failed; this view is rendered on the CPU")
+            self._state.volume_ref = None
+            return None
 
     def project(self, volume: PreparedVolume, grid: RayGrid, code: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self._fits(volume):
+        pixels = self._run(volume, grid, code, None) if self._fits(volume) else None
+        if pixels is None:
             return self._cpu.project(volume, grid, code)
-        pixels = self._run(volume, grid, code, None)
         return np.ascontiguousarray(pixels[..., 0]), pixels[..., 1] > 0.5
 
     def composite(self, volume: PreparedVolume, grid: RayGrid, lut: TransferLut) -> np.ndarray:
-        if not self._fits(volume):
+        pixels = self._run(volume, grid, DVR_CODE, lut) if self._fits(volume) else None
+        if pixels is None:
             return self._cpu.composite(volume, grid, lut)
-        return np.ascontiguousarray(self._run(volume, grid, DVR_CODE, lut)[..., :3])
+        return np.ascontiguousarray(pixels[..., :3])
