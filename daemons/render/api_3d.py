@@ -150,11 +150,6 @@ def render_state(app: Flask) -> Render3D:
         return state
 
 
-def backend_3d_name(app: Flask) -> str:
-    """For the node status endpoint: which 3D back end this process renders with."""
-    return render_state(app).caster.name
-
-
 def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
     """A single frame or a missing slice spacing has no depth spacing: use the in-plane one."""
     values = [float(s) if s is not None and math.isfinite(float(s)) and float(s) > 0 else 0.0
@@ -329,7 +324,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mm = _float_arg("slab", 0.0, 0.0, MAX_SLAB_MM)
     slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
     record = _loaded_record(record_id)
-    volume = render_state(current_app._get_current_object()).prepared(record_id, record)
+    volume = render_state(current_app).prepared(record_id, record)
     count = plane_layout(volume.geometry, plane).count
     if not 0 <= index < count:
         raise _bad(f"{plane} index must be between 0 and {count - 1} for this record")
@@ -371,7 +366,7 @@ def volume(record_id: str) -> Response:
         raise _bad("query parameter view_id must be 1-64 letters, digits or _.:-")
     seq = _int_arg("seq", 0, 0, 2**53)
     record = _loaded_record(record_id)
-    state = render_state(current_app._get_current_object())
+    state = render_state(current_app)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
     volume_data = state.prepared(record_id, record)

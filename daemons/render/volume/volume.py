@@ -32,9 +32,6 @@ class PreparedVolume:
     photometric: str = "MONOCHROME2"
     default_window: tuple[float, float] | None = None
 
-    def to_raw(self, value: float) -> float:
-        return (value - self.intercept) / self.slope
-
     def to_modality(self, raw: np.ndarray) -> np.ndarray:
         return raw * self.slope + self.intercept
 
