@@ -124,6 +124,9 @@ def frame(record_id: str, index: int):
         return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+    cached = the_node.images.get(record_id, etag)
+    if cached is not None:
+        return _image_response(cached[0], cached[1], etag, started, the_node)
     if not record.is_ready(index):
         the_node.registry.demand(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
@@ -138,6 +141,11 @@ def frame(record_id: str, index: int):
         lut = record.lut_for((voi_key,), params)
     image = render_frame(pixels, params, lut, region, box, (record.spacing[1], record.spacing[2]), max_px)
     body, mimetype = encode_image(image, fmt, quality)
+    the_node.images.put(record_id, etag, body, mimetype)
+    return _image_response(body, mimetype, etag, started, the_node)
+
+
+def _image_response(body: bytes, mimetype: str, etag: str, started: float, the_node) -> Response:
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     the_node.note_latency(elapsed_ms)
     response = Response(body, mimetype=mimetype)

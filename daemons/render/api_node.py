@@ -33,6 +33,8 @@ def node_health():
         "memory_budget_bytes": the_node.registry.budget_bytes,
         "storage_used_bytes": the_node.store.used_bytes(),
         "render_latency_ms": the_node.latency_percentiles(),
+        "image_cache": {"used_bytes": the_node.images.used_bytes, "hits": the_node.images.hits,
+                        "misses": the_node.images.misses},
         "backend_3d": the_node.config["render"]["backend_3d"],
     })
 

@@ -100,6 +100,7 @@ def delete_record(record_id: str):
     the_node.store.delete(record_id)
     row.delete_instance()
     the_node.forget(record_id)
+    the_node.images.drop_record(record_id)
     record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
     return Response(status=204)
 

@@ -12,15 +12,17 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render.image_cache import ImageCache
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore
+from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from shared.audit import audit_blueprint
-from shared.auth import authenticate
+from shared.auth import VERIFIER_EXTENSION, authenticate, install_verifier
 from shared.config import Config, ConfigError
-from shared.db import bind_per_request, database_from_config, upgrade_schema
+from shared.db import database_from_config, upgrade_schema
 from shared.errors import ApiError
 from shared.validation import parse_uuid
 from shared.webapp import create_base_app
@@ -67,6 +69,19 @@ def config_institution() -> str:
     return current_app.config["SIVR"]["node"]["institution_id"]
 
 
+def _close_after_request(app: Flask, database) -> None:
+    """Connections open on first query (peewee autoconnect) and close after the request.
+
+    Unlike `shared.db.bind_per_request` nothing is opened up front: image requests, the bulk of
+    the node's traffic, never touch the database.
+    """
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+
 def create_app(config: Config) -> Flask:
     _check_config(config)
     app = create_base_app(__name__, config)
@@ -83,10 +98,12 @@ def create_app(config: Config) -> Flask:
     holder: dict[str, Node] = {}
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
-    holder["node"] = Node(config, store, models, registry, limits)
+    images = ImageCache(config["render"]["image_cache_mb"] * MIB)
+    holder["node"] = Node(config, store, models, registry, limits, images)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
-    bind_per_request(app, database)
+    install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
+    _close_after_request(app, database)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       _audit_for_admins_here(models)):
         app.register_blueprint(blueprint)

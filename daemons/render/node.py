@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from flask import current_app
 
+from daemons.render.image_cache import ImageCache
 from daemons.render.models import Models
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore, StoreError
@@ -32,6 +33,7 @@ class Node:
     models: Models
     registry: RecordRegistry
     limits: Limits
+    images: ImageCache
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))

@@ -20,6 +20,8 @@ KEYS = (
     Key("render", "backend_3d", "auto", "3D back end: auto (OpenGL if a context works, else CPU), cpu, or vispy."),
     Key("render", "frame_wait_s", 5.0,
         "How long a frame request waits for its slice to be decoded before answering 409 frame_not_ready."),
+    Key("render", "image_cache_mb", 256,
+        "RAM for encoded images asked for again (same record, slice and parameters); 0 turns it off."),
     Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core)."),
     Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
 )

@@ -148,6 +148,19 @@ def test_etag_revalidation_answers_304(loaded_ct):
     assert other.headers["ETag"] != etag
 
 
+def test_an_image_asked_for_again_comes_from_the_cache_until_its_record_is_deleted(loaded_ct):
+    node, record_id, _ = loaded_ct
+    images = node.app.extensions["sivr_node"].images
+    url = f"/api/v1/records/{record_id}/frames/7?format=png&window=40,400"
+    first = node.client.get(url, headers=node.headers())
+    hits = images.hits
+    second = node.client.get(url, headers=node.headers())
+    assert images.hits == hits + 1 and second.data == first.data and second.mimetype == "image/png"
+    assert images.used_bytes >= len(first.data)
+    node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers())
+    assert images.used_bytes == 0
+
+
 @pytest.mark.parametrize("query, field", [
     ("window=40", "window"), ("window=a,b", "window"), ("window=40,0", "window"), ("preset=nope", "preset"),
     ("format=gif", "format"), ("quality=0", "quality"), ("size=10", "size"), ("size=0x10", "size"),

@@ -128,3 +128,17 @@ def test_store_dir_layout(store):
     store.write_record(RECORD, _files(), {})
     names = sorted(p.name for p in Path(store.path_of(RECORD)).iterdir())
     assert names == ["000000.bin", "000001.bin", "000002.bin", "manifest.bin"]
+
+
+def test_image_cache_keeps_to_its_budget_and_drops_a_record():
+    from daemons.render.image_cache import ImageCache
+
+    cache = ImageCache(budget_bytes=1600)
+    for index in range(20):
+        cache.put("r1" if index % 2 else "r2", f"e{index}", bytes(100), "image/png")
+    assert cache.used_bytes <= 1600 and cache.get("r1", "e1") is None and cache.get("r2", "e18") is not None
+    cache.drop_record("r2")
+    assert cache.get("r2", "e18") is None and cache.used_bytes == sum(
+        100 for index in range(20) if index % 2 and cache.get("r1", f"e{index}") is not None)
+    cache.put("r3", "big", bytes(1000), "image/png")  # over 1/16 of the budget: not kept
+    assert cache.get("r3", "big") is None

@@ -1,0 +1,55 @@
+"""Encoded images kept in RAM, least recently used dropped beyond a byte budget.
+
+Many viewers of one record mostly look at it in the same window (the file's own, or a preset),
+and a viewer scrolls back and forth over the same slices: the same image is asked for again and
+again. Records are content-addressed and the key is the image's ETag (record id + every
+parameter), so an entry can never be stale; it only has to go when its record is deleted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+
+class ImageCache:
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, record_id: str, etag: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            item = self._items.get((record_id, etag))
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end((record_id, etag))
+            self.hits += 1
+            return item
+
+    def put(self, record_id: str, etag: str, body: bytes, mimetype: str) -> None:
+        if len(body) > self.budget_bytes // 16:
+            return
+        with self._lock:
+            key = (record_id, etag)
+            if key in self._items:
+                return
+            self._items[key] = (body, mimetype)
+            self._used += len(body)
+            while self._used > self.budget_bytes and self._items:
+                _, (old, _) = self._items.popitem(last=False)
+                self._used -= len(old)
+
+    def drop_record(self, record_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == record_id]:
+                body, _ = self._items.pop(key)
+                self._used -= len(body)
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
