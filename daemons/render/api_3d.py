@@ -33,7 +33,8 @@ from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
 from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
 from daemons.render.volume.backend import select_backend
-from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_layout, reformat_image
+from daemons.render.volume.geometry import view_labels
+from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster
 from shared.auth import require_auth
 from shared.errors import ApiError
@@ -290,9 +291,12 @@ def _modality(record: Any) -> str:
 
 
 def _image_response(image: np.ndarray, fmt: str, image_quality: int, started: float, cache: str,
-                    etag: str | None = None) -> Response:
+                    etag: str | None, labels: dict[str, str]) -> Response:
+    """The encoded image; `X-Orientation` names the patient direction at each edge
+    (e.g. `top=S,right=L,bottom=I,left=R`) so a viewer can label it without knowing our camera."""
     body, mimetype = encode_image(image, fmt, image_quality)
     response = Response(body, mimetype=mimetype)
+    response.headers["X-Orientation"] = ",".join(f"{edge}={label}" for edge, label in labels.items())
     response.headers["Cache-Control"] = cache
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
     if etag is not None:
@@ -325,16 +329,16 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
     record = _loaded_record(record_id)
     volume = render_state(current_app).prepared(record_id, record)
-    count = plane_layout(volume.geometry, plane).count
-    if not 0 <= index < count:
-        raise _bad(f"{plane} index must be between 0 and {count - 1} for this record")
+    layout = plane_layout(volume.geometry, plane)
+    if not 0 <= index < layout.count:
+        raise _bad(f"{plane} index must be between 0 and {layout.count - 1} for this record")
     etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     image = reformat_image(volume, plane, index, window, box, max_px, slab_mm, slab_mode, region)
-    return _image_response(image, fmt, image_quality, started,
-                           f"private, max-age={STILL_MAX_AGE_S}", etag)
+    return _image_response(image, fmt, image_quality, started, f"private, max-age={STILL_MAX_AGE_S}",
+                           etag, plane_labels(volume.geometry, layout))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
@@ -385,4 +389,5 @@ def volume(record_id: str) -> Response:
     finally:
         state.slots.release()
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
-    return _image_response(image, fmt, image_quality, started, cache, etag)
+    return _image_response(image, fmt, image_quality, started, cache, etag,
+                           view_labels(view.azimuth, view.elevation, view.roll))

@@ -98,6 +98,7 @@ def test_still_volume_is_a_png_of_the_requested_size(client):
     image = image_of(response)
     assert response.mimetype == "image/png" and image.size == (320, 200) and image.mode == "RGB"
     assert "max-age" in response.headers["Cache-Control"] and response.headers["ETag"]
+    assert response.headers["X-Orientation"] == "top=SA,right=LP,bottom=IP,left=RA"  # seen from below-left
     again = client.get(response.request.full_path, headers={"If-None-Match": response.headers["ETag"]})
     assert again.status_code == 304
 
@@ -117,8 +118,9 @@ def test_every_mode_renders(client, mode):
 
 
 def test_mpr_has_the_true_aspect(client):
-    image = image_of(client.get(f"/api/v1/records/{RECORD}/mpr/coronal/30"))
-    assert image.size == (64, 80)  # 64 columns x 1 mm by 40 slices x 2 mm, in 1 mm pixels
+    response = client.get(f"/api/v1/records/{RECORD}/mpr/coronal/30")
+    assert image_of(response).size == (64, 80)  # 64 columns x 1 mm by 40 slices x 2 mm, in 1 mm pixels
+    assert response.headers["X-Orientation"] == "top=S,right=L,bottom=I,left=R"
     boxed = image_of(client.get(f"/api/v1/records/{RECORD}/mpr/coronal/30?size=300x300&slab=6"
                                 "&slab_mode=mip&format=webp&window=0,2000"))
     assert boxed.size == (240, 300)

@@ -7,7 +7,7 @@ import pytest
 
 from daemons.render.pixels import Window
 from daemons.render.volume import prepare_volume
-from daemons.render.volume.mpr import plane_layout, reformat, reformat_image
+from daemons.render.volume.mpr import plane_labels, plane_layout, reformat, reformat_image
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, SPHERES, blob, sample_phantom
 
 BIG = SPHERES[0]  # patient's right (-x), anterior (-y), superior (+z)
@@ -55,6 +55,15 @@ def test_radiological_orientation(phantom, plane):
     assert cx < cols / 2  # the sphere is on the patient's right (axial, coronal) / anterior (sagittal)
 
 
+@pytest.mark.parametrize("plane,labels", [
+    ("axial", {"top": "A", "right": "L", "bottom": "P", "left": "R"}),
+    ("coronal", {"top": "S", "right": "L", "bottom": "I", "left": "R"}),
+    ("sagittal", {"top": "S", "right": "P", "bottom": "I", "left": "A"}),
+])
+def test_edge_labels_of_planes(phantom, plane, labels):
+    assert plane_labels(phantom.geometry, plane_layout(phantom.geometry, plane)) == labels
+
+
 def test_orientation_follows_the_acquisition():
     """A sagittal acquisition still gives an axial plane with anterior up and the right on the left."""
     iop = (0, 1, 0, 0, 0, -1)
@@ -65,6 +74,7 @@ def test_orientation_follows_the_acquisition():
     image = reformat_image(volume, "axial", index_through(volume, "axial", BIG.center), WINDOW)
     cx, cy, _, _ = blob(image > 127)
     assert cy < image.shape[0] / 2 and cx < image.shape[1] / 2
+    assert plane_labels(volume.geometry, layout) == {"top": "A", "right": "L", "bottom": "P", "left": "R"}
 
 
 def test_slab_modes_are_ordered_and_thicker_than_a_plane(phantom):

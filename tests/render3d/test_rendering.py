@@ -7,6 +7,7 @@ import pytest
 
 from daemons.render.pixels import Window
 from daemons.render.volume import PRESETS, ViewSpec, camera_axes, prepare_volume
+from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.raycast import AMBIENT, AVG, DIFFUSE, MINIP, MIP, SPECULAR, grid_for
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, SPHERES, blob, sample_phantom
@@ -68,6 +69,27 @@ def test_anterior_view_shows_the_patient_as_seen_from_the_front():
     (right_x, superior_y), (left_x, inferior_y) = centres
     assert right_x < SIZE / 2 < left_x
     assert superior_y < SIZE / 2 < inferior_y
+    assert view_labels(0, 0, 0) == {"top": "S", "right": "L", "bottom": "I", "left": "R"}
+
+
+@pytest.mark.parametrize("azimuth,elevation,roll,labels", [
+    (90, 0, 0, {"top": "S", "right": "P", "bottom": "I", "left": "A"}),  # from the patient's left
+    (180, 0, 0, {"top": "S", "right": "R", "bottom": "I", "left": "L"}),  # from behind
+    (0, 90, 0, {"top": "P", "right": "L", "bottom": "A", "left": "R"}),  # from above the head
+    (0, 0, 90, {"top": "L", "right": "I", "bottom": "R", "left": "S"}),  # content turned left
+    (45, 0, 0, {"top": "S", "right": "LP", "bottom": "I", "left": "RA"}),
+])
+def test_edge_labels_name_where_the_patient_is(phantom, azimuth, elevation, roll, labels):
+    """The labels agree with the image: the right-anterior-superior sphere lies towards the
+    edges whose labels carry R, A or S."""
+    assert view_labels(azimuth, elevation, roll) == labels
+    values, _, _ = project(phantom, MIP, azimuth=azimuth, elevation=elevation, roll=roll)
+    cx, cy, _, _ = blob(values > (SPHERES[0].hu - INTERCEPT) * 0.9)
+    toward = {"left": cx < SIZE / 2 - 2, "right": cx > SIZE / 2 + 2,
+              "top": cy < SIZE / 2 - 2, "bottom": cy > SIZE / 2 + 2}
+    for edge, label in labels.items():
+        if toward[edge]:
+            assert set(label) & set("RAS"), (edge, label)
 
 
 def test_the_whole_volume_is_traversed_with_its_true_extent(phantom):

@@ -165,3 +165,31 @@ def ray_grid(geometry: VolumeGeometry, width: int, height: int, azimuth: float =
         box_hi=geometry.size_xyz - 0.5,
         light_index=to_index @ (-forward), gradient_to_mm=to_index.T,
     )
+
+
+_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # negative and positive x, y, z in LPS
+LABEL_THRESHOLD = 0.25  # components smaller than this do not name a direction
+
+
+def direction_label(direction: Vec3) -> str:
+    """Patient direction letters of a vector, strongest first (e.g. "L", "LA", "SLP").
+
+    This is how viewers label the edges of an image: an oblique direction gets every axis it
+    leans along noticeably."""
+    direction = np.asarray(direction, dtype=np.float64)
+    order = np.argsort(-np.abs(direction), kind="stable")
+    return "".join(_LETTERS[a][int(direction[a] > 0)] for a in order
+                   if abs(direction[a]) >= LABEL_THRESHOLD)
+
+
+def edge_labels(right: Vec3, down: Vec3) -> dict[str, str]:
+    """Labels of the four image edges from the patient directions of screen right and down."""
+    right, down = np.asarray(right, dtype=np.float64), np.asarray(down, dtype=np.float64)
+    return {"top": direction_label(-down), "right": direction_label(right),
+            "bottom": direction_label(down), "left": direction_label(-right)}
+
+
+def view_labels(azimuth: float, elevation: float, roll: float) -> dict[str, str]:
+    """Edge labels of a 3D view (the anterior view reads top S, right L, bottom I, left R)."""
+    right, up, _ = camera_axes(azimuth, elevation, roll)
+    return edge_labels(right, -up)

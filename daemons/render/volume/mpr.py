@@ -16,7 +16,7 @@ import numpy as np
 
 from daemons.render.geometry import FULL, Region, crop, output_size, resample
 from daemons.render.pixels import Window
-from daemons.render.volume.geometry import VolumeGeometry
+from daemons.render.volume.geometry import VolumeGeometry, edge_labels
 from daemons.render.volume.raycast import window_values
 from daemons.render.volume.volume import PreparedVolume
 
@@ -61,6 +61,16 @@ def plane_layout(geometry: VolumeGeometry, plane: str) -> PlaneLayout:
     spacing = geometry.spacing
     return PlaneLayout(axis, geometry.shape[axis], down, down_flip, right, right_flip,
                        spacing[down], spacing[right], spacing[axis])
+
+
+def plane_labels(geometry: VolumeGeometry, layout: PlaneLayout) -> dict[str, str]:
+    """Edge labels of a reformat, from the true patient directions of its rows and columns."""
+    def direction(axis: int, flip: bool) -> np.ndarray:
+        vector = geometry.axes[:, 2 - axis]
+        return -vector if flip else vector
+
+    return edge_labels(direction(layout.right_axis, layout.right_flip),
+                       direction(layout.down_axis, layout.down_flip))
 
 
 def slab_planes(layout: PlaneLayout, index: int, slab_mm: float) -> range:
