@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
@@ -290,12 +290,27 @@ def _modality(record: Any) -> str:
     return str(meta.get("modality") or "")
 
 
-def _image_response(image: np.ndarray, fmt: str, image_quality: int, started: float, cache: str,
-                    etag: str | None, labels: dict[str, str]) -> Response:
-    """The encoded image; `X-Orientation` names the patient direction at each edge
+def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
+             image_quality: int) -> tuple[bytes, str]:
+    """Encoded image bytes, from the node's image cache when this exact image was made before
+    (stills only: `etag` names every parameter of a content-addressed record, so it never goes
+    stale)."""
+    images = getattr(current_app.extensions.get(NODE_EXTENSION), "images", None)
+    if images is not None and etag is not None:
+        cached = images.get(record_id, etag)
+        if cached is not None:
+            return cached
+    body, mimetype = encode_image(draw(), fmt, image_quality)
+    if images is not None and etag is not None:
+        images.put(record_id, etag, body, mimetype)
+    return body, mimetype
+
+
+def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
+                    labels: dict[str, str]) -> Response:
+    """The image; `X-Orientation` names the patient direction at each edge
     (e.g. `top=S,right=L,bottom=I,left=R`) so a viewer can label it without knowing our camera."""
-    body, mimetype = encode_image(image, fmt, image_quality)
-    response = Response(body, mimetype=mimetype)
+    response = Response(encoded[0], mimetype=encoded[1])
     response.headers["X-Orientation"] = ",".join(f"{edge}={label}" for edge, label in labels.items())
     response.headers["Cache-Control"] = cache
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
@@ -336,9 +351,10 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    image = reformat_image(volume, plane, index, window, box, max_px, slab_mm, slab_mode, region)
-    return _image_response(image, fmt, image_quality, started, f"private, max-age={STILL_MAX_AGE_S}",
-                           etag, plane_labels(volume.geometry, layout))
+    encoded = _encoded(record_id, etag, lambda: reformat_image(
+        volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+    return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
+                           plane_labels(volume.geometry, layout))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
@@ -379,15 +395,22 @@ def volume(record_id: str) -> Response:
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
             return Response(status=304, headers={"ETag": f'"{etag}"'})
-    if not state.slots.acquire(timeout=WAIT_S[quality]):
+    encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
+                                                                _modality(record)), fmt, image_quality)
+    cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
+    return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
+
+
+def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,
+                    seq: int, modality: str) -> np.ndarray:
+    """Render in one of the node's 3D slots: 503 when none frees up in time, 409 when a newer
+    request of the same view arrived meanwhile."""
+    if not state.slots.acquire(timeout=WAIT_S[view.quality]):
         raise ApiError(503, "busy", "this node is rendering as many 3D views as it can; retry shortly",
                        headers={"Retry-After": RETRY_AFTER_S})
     try:
         if view_id is not None and not state.sequences.is_newest(view_id, seq):
             raise ApiError(409, "superseded", "a newer request of this view arrived while this one waited")
-        image = state.caster.render(volume_data, view, _modality(record))
+        return state.caster.render(volume_data, view, modality)
     finally:
         state.slots.release()
-    cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
-    return _image_response(image, fmt, image_quality, started, cache, etag,
-                           view_labels(view.azimuth, view.elevation, view.roll))

@@ -44,12 +44,12 @@ def node(tmp_path_factory):
     files = [(path.open("rb"), path.name) for path in sorted(CT.glob("*.dcm"))[:SLICES]]
     response = client.post("/api/v1/records", data={"files": files}, content_type="multipart/form-data")
     assert response.status_code in (200, 201), response.get_json()
-    yield client, response.get_json()
+    yield client, response.get_json(), app
     app.extensions["sivr_records"].shutdown()
 
 
 def test_views_before_loading_answer_at_once(node):
-    client, meta = node
+    client, meta, _ = node
     response = client.get(f"/api/v1/records/{meta['id']}/volume")
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] in ("not_loaded", "loading")
@@ -57,7 +57,7 @@ def test_views_before_loading_answer_at_once(node):
 
 
 def test_loaded_ct_is_reformatted_and_rendered(node):
-    client, meta = node
+    client, meta, app = node
     assert client.post(f"/api/v1/records/{meta['id']}/load").status_code == 202
     deadline = time.monotonic() + 120
     while client.get(f"/api/v1/records/{meta['id']}/status").get_json()["state"] != "ready":
@@ -75,3 +75,14 @@ def test_loaded_ct_is_reformatted_and_rendered(node):
         response = client.get(f"/api/v1/records/{meta['id']}/volume?{query}&size=256x256")
         assert response.status_code == 200, response.get_json()
         assert max(Image.open(io.BytesIO(response.data)).convert("L").getextrema()) > 0
+    images = app.extensions["sivr_node"].images
+    hits = images.hits
+    still = f"/api/v1/records/{meta['id']}/volume?mode=mip&window=300,1500&size=256x256"
+    assert client.get(still).data == response_data(client, still)
+    assert images.hits == hits + 2  # a still seen before comes from the node's image cache
+
+
+def response_data(client, url):
+    response = client.get(url)
+    assert response.status_code == 200
+    return response.data
