@@ -58,12 +58,13 @@ def _clamp(value, high):
 def _trilinear(vol, x, y, z):
     """Value at a point already clamped to [0, n-1] on each axis."""
     nz, ny, nx = vol.shape
-    x0 = int(x)
-    y0 = int(y)
-    z0 = int(z)
-    x1 = min(x0 + 1, nx - 1)
-    y1 = min(y0 + 1, ny - 1)
-    z1 = min(z0 + 1, nz - 1)
+    # Unsigned indices: numba then skips its negative-index wraparound test on each of 8 loads.
+    x0 = np.uint64(x)
+    y0 = np.uint64(y)
+    z0 = np.uint64(z)
+    x1 = min(x0 + np.uint64(1), np.uint64(nx - 1))
+    y1 = min(y0 + np.uint64(1), np.uint64(ny - 1))
+    z1 = min(z0 + np.uint64(1), np.uint64(nz - 1))
     fx = x - x0
     fy = y - y0
     fz = z - z0
