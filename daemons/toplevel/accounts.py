@@ -50,9 +50,15 @@ def check_institution_ref(value: str, field: str) -> str:
 def check_server_url(value: str, field: str) -> str:
     if not value:
         return value
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # a port outside 0..65535 raises here
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"{field} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ApiError(400, "validation_error", f"{field} must be an https:// URL (or empty)")
+    if port == 0:
+        raise ApiError(400, "validation_error", f"{field} has an invalid port")
     return value.rstrip("/")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from daemons.toplevel.serialize import user_json
 bp = Blueprint("auth", __name__)
 
 _BAD_CREDENTIALS = "wrong username or password"
+# No username holds these (see `accounts.check_username`); PostgreSQL cannot even compare a NUL and
+# no database can encode a lone surrogate, so they are refused before the lookup.
+_NOT_IN_USERNAMES = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _token_answer(user: User, session_id: str | None = None, auth_time: int | None = None) -> Response:
@@ -42,6 +46,8 @@ def _login_username(body: dict[str, Any]) -> str:
         raise ApiError(400, "validation_error", "username is required")
     if len(value) > 150:
         raise ApiError(400, "validation_error", "username is longer than 150 characters")
+    if _NOT_IN_USERNAMES.search(value):
+        raise ApiError(400, "validation_error", "username must not contain control characters or invalid Unicode")
     return value.strip().lower()
 
 

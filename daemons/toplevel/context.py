@@ -9,11 +9,12 @@ of role or institution) and its user still exists and is active. Other layers ca
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import peewee
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 
 from shared.auth import authenticate
 from shared.config import Config
@@ -26,6 +27,9 @@ from daemons.toplevel.passwords import Passwords
 from daemons.toplevel.sessions import session_ended
 
 F = TypeVar("F", bound=Callable)
+
+# A query string can carry %00 and other controls; PostgreSQL refuses NUL in any text it compares.
+_QUERY_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 EXTENSION = "sivr_toplevel"
 
@@ -84,3 +88,15 @@ def get_by_id(model: type[peewee.Model], raw_id: str, what: str) -> peewee.Model
     if row is None:
         raise not_found(what, ident)
     return row
+
+
+def query_text(name: str, max_len: int) -> str:
+    """A free-text query parameter, stripped and cut to `max_len`; `""` when absent.
+
+    Control characters are `400 validation_error` rather than a database error (a 500) on
+    PostgreSQL, and no name, username or insurance number holds one anyway.
+    """
+    value = request.args.get(name, "").strip()[:max_len]
+    if _QUERY_CONTROL.search(value):
+        raise ApiError(400, "validation_error", f"query parameter {name} must not contain control characters")
+    return value

@@ -8,6 +8,7 @@ exist.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -18,6 +19,8 @@ from shared.config import Config
 from shared.errors import ApiError
 
 MAX_PASSWORD_LENGTH = 1024
+# JSON can carry lone surrogates ("\ud800"); argon2 hashes UTF-8 bytes, which they have none of.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Passwords:
@@ -67,6 +70,8 @@ def password_field(body: dict[str, Any], name: str, min_length: int = 1) -> str:
         raise ApiError(400, "validation_error", f"{name} must be of type str")
     if len(value) > MAX_PASSWORD_LENGTH:
         raise ApiError(400, "validation_error", f"{name} is longer than {MAX_PASSWORD_LENGTH} characters")
+    if _LONE_SURROGATE.search(value):
+        raise ApiError(400, "validation_error", f"{name} contains invalid Unicode (a lone surrogate)")
     if len(value) < min_length or not value.strip():
         raise ApiError(400, "validation_error",
                        f"{name} must be at least {min_length} characters and not only spaces")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 
 import peewee
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
 from shared.validation import Field, json_body, page_args, parse_date, validate
 
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user
+from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
 
@@ -58,8 +58,8 @@ def _save(patient: Patient, create: bool) -> None:
 def search_patients():
     """`?q=` matches every word against first or last name, ignoring case and accents."""
     limit, offset = page_args()
-    q = request.args.get("q", "")[:200]
-    number = request.args.get("insurance_number", "").strip()[:64]
+    q = query_text("q", 200)
+    number = query_text("insurance_number", 64)
     query = Patient.select()
     for word in name_search_key(q).split():
         query = query.where(Patient.name_key.contains(word))

@@ -10,7 +10,7 @@ from shared.errors import ApiError
 from shared.validation import json_body, page_args, parse_uuid, validate
 
 from daemons.toplevel import accounts, sessions
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, toplevel
+from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json, user_name_json
@@ -23,9 +23,8 @@ bp = Blueprint("users", __name__)
 def list_users():
     limit, offset = page_args()
     query = User.select()
-    q = request.args.get("q", "").strip()
+    q = query_text("q", 150)
     if q:
-        q = q[:150]
         query = query.where(User.username.contains(q) | User.full_name.contains(q))
     if request.args.get("institution_id") is not None:
         query = query.where(User.institution == parse_uuid(request.args["institution_id"], "institution_id"))

@@ -1,0 +1,81 @@
+"""Hostile input the toplevel must answer with a 4xx naming the problem, never a 500.
+
+Lone surrogates (JSON can carry `"\\ud800"`) cannot be encoded for argon2 or any database, and
+PostgreSQL refuses NUL in text it compares; each case here was a 500 before it was refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .support import PASSWORDS
+
+
+@pytest.mark.parametrize("body", [
+    {"username": "admin", "password": "secret\ud800"},
+    {"username": "ad\ud800min", "password": "secret"},
+    {"username": "ad\x00min", "password": "secret"},
+    {"username": "admin\n", "password": "secret"},
+], ids=["surrogate-password", "surrogate-username", "nul-username", "newline-username"])
+def test_login_with_unencodable_text_is_a_validation_error(api, seed, body):
+    status, answer, _ = api.call("POST", "/api/v1/auth/login", json=body)
+    assert status == 400, answer
+    assert answer["error"]["code"] == "validation_error"
+
+
+def test_unencodable_old_password_is_refused_and_changes_nothing(api, tokens, seed):
+    status, answer, _ = api.call("POST", "/api/v1/me/password", tokens["physician"],
+                                 json={"old_password": "x\ud800", "new_password": "a-new-password-1"})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "validation_error"
+    api.login(seed.users["physician"]["username"], PASSWORDS["physician"])
+
+
+def test_unencodable_new_password_is_refused_and_changes_nothing(api, tokens, seed):
+    status, answer, _ = api.call("POST", "/api/v1/me/password", tokens["physician"],
+                                 json={"old_password": PASSWORDS["physician"],
+                                       "new_password": "a-new-password\udfff"})
+    assert status == 400, answer
+    assert "old_password" not in answer["error"]["message"]
+    assert "new_password" in answer["error"]["message"]
+    api.login(seed.users["physician"]["username"], PASSWORDS["physician"])
+
+
+def test_admin_reset_to_an_unencodable_password_is_refused(api, tokens, seed):
+    physician = seed.users["physician"]
+    status, answer, _ = api.call("POST", f"/api/v1/users/{physician['id']}/password", tokens["admin"],
+                                 json={"new_password": "reset-password\ud800"})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "validation_error"
+    api.login(physician["username"], PASSWORDS["physician"])
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/patients?q=an%00a",
+    "/api/v1/patients?insurance_number=HR%00",
+    "/api/v1/patients?q=%1b%5b2J",
+    "/api/v1/users?q=ad%00",
+])
+def test_control_characters_in_search_text_are_a_validation_error(api, tokens, path):
+    status, answer, _ = api.call("GET", path, tokens["admin"])
+    assert status == 400, answer
+    assert answer["error"]["code"] == "validation_error"
+    assert "control characters" in answer["error"]["message"]
+
+
+def test_search_text_keeps_working_with_unicode(api, tokens):
+    status, answer, _ = api.call("GET", "/api/v1/patients?q=%C5%A0imi%C4%87%20%F0%9F%A6%B4", tokens["admin"])
+    assert status == 200, answer
+    assert answer["total"] == 0
+
+
+@pytest.mark.parametrize("url", ["https://[::1", "https://host.example:99999", "https://host.example:0",
+                                 "https://host.example:port"])
+def test_institution_server_url_that_does_not_parse_is_a_validation_error(api, tokens, db_state, url):
+    before = db_state()
+    status, answer, _ = api.call("POST", "/api/v1/institutions", tokens["admin"],
+                                 json={"name": "Broken URL Hospital", "server_url": url})
+    assert status == 400, answer
+    assert answer["error"]["code"] == "validation_error"
+    assert "server_url" in answer["error"]["message"]
+    assert db_state() == before
