@@ -385,6 +385,7 @@ def bench_scrolling(setup: Setup, derived: list[Path], quick: bool) -> None:
     verify = str(setup.root / "ca.pem")
     try:
         session = requests.Session()
+        session.trust_env = False  # an environment CA bundle would override `verify`
         session.verify = verify
         files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in derived]
         record_id = session.post(f"{node.url}/api/v1/records", files=files, headers=setup.headers,
@@ -462,19 +463,19 @@ def main() -> None:
     derived = derived_series(cache / "derived-555")
     real = real_ct_files()
     sections = set(args.only or ["loading", "encode", "orthanc", "scrolling"])
-    with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
-        setup = Setup(Path(folder))
-        if "loading" in sections:
-            bench_loading(setup, derived, real, args.quick)
-        if "encode" in sections:
-            bench_encode(setup, real, args.quick)
-        if "orthanc" in sections and shutil.which("Orthanc"):
-            bench_versus_orthanc(setup, real, args.quick)
-        if "scrolling" in sections:
-            bench_scrolling(setup, derived, args.quick)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "bench_2d.raw.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+    steps = [("loading", lambda s: bench_loading(s, derived, real, args.quick)),
+             ("encode", lambda s: bench_encode(s, real, args.quick)),
+             ("orthanc", lambda s: bench_versus_orthanc(s, real, args.quick) if shutil.which("Orthanc") else None),
+             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick))]
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
+        setup = Setup(Path(folder))
+        for name, step in steps:
+            if name in sections:
+                RESULTS.setdefault("load_average_before", {})[name] = os.getloadavg()
+                step(setup)
+                (out / "bench_2d.raw.json").write_text(json.dumps(RESULTS, indent=2, default=str))
     if sections == {"loading", "encode", "orthanc", "scrolling"}:
         print(report())
     else:

@@ -6,6 +6,7 @@ are shared by every viewer; several workers would each hold (and load) their own
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    if config["server"]["workers"] != 1:
+        logging.getLogger(__name__).warning(
+            "%s: server.workers is %s; a render node must run ONE worker (with server.threads threads), "
+            "or each worker loads its own copy and a frame request may reach a worker where the record "
+            "is not loaded", where, config["server"]["workers"])
 
 
 def _sync_catalogue(store: RecordStore, models) -> None:
