@@ -227,3 +227,22 @@ def test_a_colour_record_is_refused_clearly(app, client):
         np.zeros((*SHAPE, 3), np.uint8), SPACING, photometric="RGB")
     assert error_code(client.get(f"/api/v1/records/{colour}/volume"), 400) == "unsupported_record"
     assert error_code(client.get(f"/api/v1/records/{colour}/mpr/axial/0"), 400) == "unsupported_record"
+
+
+@pytest.mark.parametrize("record", [
+    FakeLoadedRecord(np.full((1, 16, 12), 900, np.int16), (0.0, 0.7, 0.7), frames_total=1, frames_ready=1),
+    FakeLoadedRecord(np.arange(2 * 9 * 7, dtype=np.uint8).reshape(2, 9, 7), (3.0, 1.0, 1.0),
+                     frames_total=2, frames_ready=2, rescale_intercept=0.0, default_window=None),
+    FakeLoadedRecord(np.linspace(-1, 1, 5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7), (1.0, 1.0, 1.0),
+                     frames_total=5, frames_ready=5, rescale_intercept=0.0, default_window=None),
+    FakeLoadedRecord(np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), (2.0, 1.0, 1.0),
+                     frames_total=4, frames_ready=4, rescale_slope=-1.0, photometric="MONOCHROME1"),
+], ids=["one-frame-no-slice-spacing", "uint8", "float32", "negative-slope-monochrome1"])
+def test_unusual_records_render_without_errors(app, client, record):
+    odd = "e" * 64
+    app.extensions["sivr_records"].records[odd] = record
+    for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
+                  "mode=dvr&quality=interactive&azimuth=-200&elevation=89"):
+        assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size in ((40, 30), (20, 15))
+    for plane in ("axial", "coronal", "sagittal"):
+        image_of(client.get(f"/api/v1/records/{odd}/mpr/{plane}/0?slab=5&slab_mode=mip"))

@@ -225,3 +225,16 @@ def test_default_transfer_function_follows_the_modality(phantom):
     assert np.array_equal(mr.table, lut_for(phantom, ViewSpec(mode="dvr", preset="mr_default"), grid).table)
     assert np.array_equal(lut_for(phantom, view, grid, "CT").table,
                           lut_for(phantom, ViewSpec(mode="dvr", preset="ct_bone"), grid).table)
+
+
+@pytest.mark.parametrize("mode", ["mip", "minip", "avg", "dvr"])
+def test_negative_rescale_slope_means_the_same_tissue(mode):
+    """Stored v with slope -1 is the same image as stored -v with slope 1."""
+    rng = np.random.default_rng(3)
+    voxels = rng.integers(-1500, 1500, size=(12, 14, 16)).astype(np.int16)
+    negative = prepare_volume(voxels, (2.0, 1.0, 1.0), slope=-1.0)
+    positive = prepare_volume(-voxels, (2.0, 1.0, 1.0), slope=1.0)
+    view = ViewSpec(mode=mode, width=48, height=48, azimuth=20, window=Window(0, 2000), preset="ct_bone"
+                    if mode == "dvr" else None)
+    a, b = CASTER.render(negative, view), CASTER.render(positive, view)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
