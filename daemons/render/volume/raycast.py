@@ -33,6 +33,9 @@ SHININESS = 16.0
 OPAQUE_STOP = 0.99
 # Samples per voxel along the ray, and image scale, for each quality.
 QUALITY = {"still": (1.0, 1.0), "interactive": (0.5, 0.5)}
+# A preview is never scaled below this many pixels on its longer side (a client that already asks
+# for a small preview gets it at the size it asked for).
+PREVIEW_MIN_PX = 256
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ class ViewSpec:
 
     @property
     def output_size(self) -> tuple[int, int]:
-        """(width, height) actually rendered: an interactive preview is smaller."""
-        scale = QUALITY[self.quality][1]
+        """(width, height) actually rendered: an interactive preview is half the size asked for,
+        but not below PREVIEW_MIN_PX on its longer side."""
+        longer = max(self.width, self.height)
+        target = max(longer * QUALITY[self.quality][1], min(longer, PREVIEW_MIN_PX))
+        scale = target / longer
         return max(1, round(self.width * scale)), max(1, round(self.height * scale))
 
 
