@@ -112,6 +112,31 @@ def document() -> dict[str, Any]:
                 "get": {"summary": "one rendered slice", "parameters": _IMAGE_PARAMS,
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/mpr/{plane}/{index}": {
+                "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
+                                     "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+                               {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                "get": {"summary": "a reformatted slice (MPR)", "parameters": [
+                    *_IMAGE_PARAMS, _query("slab", "slab thickness in mm", {"type": "number"}),
+                    _query("slab_mode", "slab projection", {"enum": ["mip", "minip", "avg"]})],
+                    "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409)}}},
+            "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
+                "summary": "a 3D rendering", "parameters": [
+                    _query("mode", "projection or compositing", {"enum": ["mip", "minip", "avg", "dvr"]}),
+                    _query("preset", "transfer-function preset (dvr), see /api/v1/presets"),
+                    _query("azimuth", "degrees", {"type": "number"}), _query("elevation", "degrees", {"type": "number"}),
+                    _query("roll", "degrees", {"type": "number"}), _query("zoom", "magnification", {"type": "number"}),
+                    _query("window", "CENTER,WIDTH for mip/minip/avg"),
+                    _query("quality", "fast preview or full still", {"enum": ["interactive", "still"]}),
+                    _query("format", "image format", {"enum": ["png", "webp", "jpeg"]}),
+                    _query("size", "WIDTHxHEIGHT")],
+                "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 503)}}},
+            "/api/v1/audit": {"get": {"summary": "the node's audit log (admins of its institution)", "parameters": [
+                _query("user_id", "filter"), _query("username", "filter"), _query("action", "e.g. record.load"),
+                _query("since", "ISO 8601"), _query("until", "ISO 8601")],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)}}},
+            "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [],
+                                             "responses": {"200": _json({"type": "object"})}}},
         },
     }
 

@@ -315,3 +315,15 @@ def test_frame_requested_while_loading_is_served(node, dicom_dir):
     reply = node.client.get(f"/api/v1/records/{record_id}/frames/99?format=webp", headers=node.headers())
     assert reply.status_code == 200 and reply.mimetype == "image/webp"
     assert node.registry.get_loaded(record_id).wait_complete(60)
+
+
+def test_openapi_documents_every_api_route(node):
+    import re
+
+    document = node.client.get("/api/v1/openapi.json").json
+    documented = {re.sub(r"\{[^}]+\}", "{}", path) for path in document["paths"]}
+    routes = {re.sub(r"<[^>]+>", "{}", rule.rule) for rule in node.app.url_map.iter_rules()
+              if rule.rule.startswith("/api/v1/")}
+    assert routes - documented == set()
+    assert document["components"]["schemas"]["RecordMeta"]["properties"].keys() >= {
+        "id", "rows", "columns", "frames", "pixel_spacing", "slice_spacing", "default_window"}
