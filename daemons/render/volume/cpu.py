@@ -4,8 +4,9 @@ Speed comes from (1) parallel rows with small dynamic chunks (the rays through t
 more than those through air), (2) skipping samples in bricks that cannot change the result (a MIP
 cannot rise inside a brick whose maximum is below the current one; a brick whose whole value range
 is transparent adds nothing to a composite), which also avoids touching most of the volume's
-memory, and (3) early ray termination once a composited ray is nearly opaque. The skipping is
-exact: the image equals the one without it.
+memory; a MIP starts from a sample of the ray's brightest brick so that the test bites early,
+and (3) early ray termination once a composited ray is nearly opaque. The skipping is exact: the
+image equals the one without it.
 """
 
 from __future__ import annotations
