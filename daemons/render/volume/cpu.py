@@ -12,7 +12,6 @@ image equals the one without it.
 from __future__ import annotations
 
 import math
-import threading
 
 import numba
 import numpy as np
@@ -21,7 +20,7 @@ from daemons.render.volume.geometry import RayGrid
 from daemons.render.volume.raycast import (AMBIENT, AVG, DIFFUSE, MIP, OPAQUE_STOP, SHININESS,
                                            SPECULAR, RayCaster)
 from daemons.render.volume.transfer import TransferLut, empty_bricks
-from daemons.render.volume.volume import BRICK, BRICK_SHIFT, PreparedVolume
+from daemons.render.volume.volume import BRICK, BRICK_SHIFT, PARALLEL_LOCK, PreparedVolume
 
 CHUNK_ROWS = 2
 
@@ -204,16 +203,14 @@ def _composite(vol, skip, table, lut_lo, lut_scale, origin, du, dv, step, box_hi
 
 
 class CpuRayCaster(RayCaster):
-    """Always available. One render at a time per process: each one already uses every core, and
-    numba's default thread pool must not be entered from two threads at once."""
+    """Always available. One render at a time per process (see PARALLEL_LOCK)."""
 
     name = "cpu"
-    _lock = threading.Lock()
 
     def project(self, volume: PreparedVolume, grid: RayGrid, code: int) -> tuple[np.ndarray, np.ndarray]:
         out = np.empty((grid.height, grid.width), dtype=np.float32)
         hit = np.empty((grid.height, grid.width), dtype=np.bool_)
-        with self._lock, numba.parallel_chunksize(CHUNK_ROWS):
+        with PARALLEL_LOCK, numba.parallel_chunksize(CHUNK_ROWS):
             _project(volume.voxels, volume.brick_min, volume.brick_max, code, grid.origin, grid.du,
                      grid.dv, grid.step, grid.box_hi, out, hit)
         return out, hit
@@ -222,7 +219,7 @@ class CpuRayCaster(RayCaster):
         out = np.empty((grid.height, grid.width, 3), dtype=np.float32)
         skip = empty_bricks(lut, volume.brick_min, volume.brick_max)
         shading = np.array([AMBIENT, DIFFUSE, SPECULAR, SHININESS])
-        with self._lock, numba.parallel_chunksize(CHUNK_ROWS):
+        with PARALLEL_LOCK, numba.parallel_chunksize(CHUNK_ROWS):
             _composite(volume.voxels, skip, lut.table, lut.lo, lut.scale, grid.origin, grid.du,
                        grid.dv, grid.step, grid.box_hi, grid.light_index, grid.gradient_to_mm,
                        shading, out)

@@ -8,6 +8,7 @@ change the result.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -17,6 +18,9 @@ from daemons.render.volume.geometry import VolumeGeometry, make_geometry
 
 BRICK_SHIFT = 3  # bricks of 8 voxels per side
 BRICK = 1 << BRICK_SHIFT
+# Every parallel numba kernel runs under this lock: each already uses all cores, and some of
+# numba's threading layers abort the process when two threads launch kernels at once.
+PARALLEL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ def brick_extremes(voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     shape = tuple(((n - 1) >> BRICK_SHIFT) + 1 for n in voxels.shape)
     out_min = np.empty(shape, dtype=np.float64)  # exact for every stored integer type
     out_max = np.empty(shape, dtype=np.float64)
-    _brick_extremes(voxels, out_min, out_max)
+    with PARALLEL_LOCK:
+        _brick_extremes(voxels, out_min, out_max)
     return out_min, out_max
 
 
