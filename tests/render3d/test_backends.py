@@ -52,3 +52,28 @@ def test_auto_picks_a_working_backend(phantom):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError):
         select_backend("directx")
+
+
+def test_a_broken_egl_is_detected_without_harming_this_process(monkeypatch):
+    from daemons.render.volume import backend
+
+    monkeypatch.setenv("EGL_PLATFORM", "no-such-platform")
+    probe = backend._run_probe()
+    assert not probe.ok and probe.reason
+
+
+def test_without_gl_every_choice_falls_back_to_the_cpu(monkeypatch, phantom):
+    from daemons.render.volume import backend
+
+    monkeypatch.setattr(backend, "_probe_result", backend.GlProbe(False, reason="no EGL here"))
+    for name in ("auto", "vispy"):
+        caster = select_backend(name)
+        assert caster.name == "cpu"
+        assert caster.render(phantom, ViewSpec(width=16, height=16)).shape == (16, 16)
+
+
+def test_auto_prefers_the_cpu_over_a_software_rasteriser(monkeypatch):
+    from daemons.render.volume import backend
+
+    monkeypatch.setattr(backend, "_probe_result", backend.GlProbe(True, renderer="llvmpipe (LLVM 15.0.6, 256 bits)"))
+    assert select_backend("auto").name == "cpu"
