@@ -104,3 +104,40 @@ def database_from_config(config) -> peewee.Database:
         if path and path != ":memory:" and not path.startswith("/"):
             url = prefix + str((config.source.parent / path).resolve())
     return connect_database(url)
+
+
+def model_base(proxy: peewee.DatabaseProxy) -> type[peewee.Model]:
+    """The base class of one layer's models, all following `proxy`.
+
+    One set of model classes then serves SQLite, PostgreSQL and CockroachDB: `bind_models` points
+    the proxy at the configured database when the app is built.
+    """
+
+    class BaseModel(peewee.Model):
+        class Meta:
+            database = proxy
+
+    return BaseModel
+
+
+def bind_models(proxy: peewee.DatabaseProxy, config) -> peewee.Database:
+    """Connect to the config's database and point every model on `proxy` at it (one app per process)."""
+    db = database_from_config(config)
+    proxy.initialize(db)
+    return db
+
+
+def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]],
+                        migrations: Iterable[Migration] = ()) -> int:
+    """Create or upgrade `layer`'s schema in the config's database; returns the schema version.
+
+    The models are bound to the database only for the upgrade, so a process that also serves
+    the app (tests, the demo) keeps the app's binding.
+    """
+    db = database_from_config(config)
+    try:
+        with db.bind_ctx(models):
+            return upgrade_schema(db, layer, models, migrations)
+    finally:
+        if not db.is_closed():
+            db.close()

@@ -12,14 +12,10 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import database_from_config, new_id, upgrade_schema, utcnow
+from shared.db import bind_models, model_base, new_id, upgrade_from_config, utcnow
 
 database_proxy = peewee.DatabaseProxy()
-
-
-class BaseModel(peewee.Model):
-    class Meta:
-        database = database_proxy
+BaseModel = model_base(database_proxy)
 
 
 class Node(BaseModel):
@@ -104,16 +100,9 @@ MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, 
 
 def bind_database(config: Config) -> peewee.Database:
     """Connect to the configured database and point every model of this layer at it."""
-    db = database_from_config(config)
-    database_proxy.initialize(db)
-    return db
+    return bind_models(database_proxy, config)
 
 
 def upgrade(config: Config) -> int:
     """Create or upgrade the institution schema; returns the schema version now in place."""
-    db = bind_database(config)
-    db.connect(reuse_if_open=True)
-    try:
-        return upgrade_schema(db, "institution", MODELS)
-    finally:
-        db.close()
+    return upgrade_from_config(config, "institution", MODELS)

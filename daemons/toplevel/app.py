@@ -6,7 +6,7 @@ from flask import Flask
 
 from shared.audit import audit_blueprint
 from shared.config import Config
-from shared.db import bind_per_request, database_from_config
+from shared.db import bind_models, bind_per_request
 from shared.tokens import TokenIssuer, load_private_key
 from shared.webapp import create_base_app
 
@@ -31,9 +31,7 @@ def create_app(config: Config) -> Flask:
     gunicorn.
     """
     app = create_base_app(__name__, config)
-    db = database_from_config(config)
-    database_proxy.initialize(db)
-    bind_per_request(app, db)
+    bind_per_request(app, bind_models(database_proxy, config))
     app.extensions[EXTENSION] = Toplevel(
         config=config, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
     )

@@ -1,7 +1,7 @@
 """The toplevel's tables: users, institutions, record types, patients, login throttling, sessions, audit.
 
-Models sit on a `DatabaseProxy` so one set of classes serves SQLite, PostgreSQL and CockroachDB;
-`create_app` points the proxy at the configured database. Ids are UUID strings in `CharField`s
+Models sit on a `DatabaseProxy` (`shared.db.model_base`) so one set of classes serves SQLite,
+PostgreSQL and CockroachDB; `create_app` points the proxy at the configured database. Ids are UUID strings in `CharField`s
 (the same on every database). State that must hold across gunicorn workers and across several
 toplevel servers on one database cluster (failed logins, sessions) lives in tables, never
 in process memory.
@@ -15,14 +15,10 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import database_from_config, new_id, upgrade_schema, utcnow
+from shared.db import model_base, new_id, upgrade_from_config, utcnow
 
 database_proxy = peewee.DatabaseProxy()
-
-
-class BaseModel(peewee.Model):
-    class Meta:
-        database = database_proxy
+BaseModel = model_base(database_proxy)
 
 
 class Institution(BaseModel):
@@ -135,15 +131,5 @@ def name_search_key(text: str) -> str:
 
 
 def upgrade(config: Config) -> int:
-    """Create or upgrade the toplevel schema in `database.url`; returns the schema version.
-
-    The models are bound to the database only for the duration of the upgrade, so calling this in
-    a process that also serves the app (tests, the demo) leaves the app's binding alone.
-    """
-    db = database_from_config(config)
-    try:
-        with db.bind_ctx(MODELS):
-            return upgrade_schema(db, "toplevel", MODELS)
-    finally:
-        if not db.is_closed():
-            db.close()
+    """Create or upgrade the toplevel schema in `database.url`; returns the schema version."""
+    return upgrade_from_config(config, "toplevel", MODELS)

@@ -95,12 +95,12 @@ def config(database_url: str, signing_keys) -> Config:
 def app(config: Config):
     """The institution app on a database holding the current schema and no rows."""
     upgrade(config)
+    application = create_app(config)
+    application.config["TESTING"] = True
     with database_proxy.atomic():
         for model in reversed(MODELS):  # links before the rows they point to
             model.delete().execute()
     database_proxy.close()
-    application = create_app(config)
-    application.config["TESTING"] = True
     yield application
     if not database_proxy.is_closed():
         database_proxy.close()
