@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -55,9 +56,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-@pytest.fixture(scope="module")
-def pg_database_factory() -> Iterator[Callable[[], str]]:
-    """Create uniquely named PostgreSQL databases; all are dropped after the test module."""
+@contextmanager
+def _pg_databases() -> Iterator[Callable[[], str]]:
+    """A factory of uniquely named PostgreSQL databases, all dropped when the context ends."""
     admin_url = _postgres_admin_url()
     if admin_url is None:
         pytest.skip("PostgreSQL not configured: set SIVR_TEST_PG_URL (.ci/run does)")
@@ -75,13 +76,33 @@ def pg_database_factory() -> Iterator[Callable[[], str]]:
         created.append(name)
         return _with_database(admin_url, name)
 
-    yield create
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for name in created:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    try:
+        yield create
+    finally:
+        conn = psycopg2.connect(admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name in created:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database_factory() -> Iterator[Callable[[], str]]:
+    """Create uniquely named PostgreSQL databases; all are dropped after the test module."""
+    with _pg_databases() as create:
+        yield create
+
+
+@pytest.fixture(scope="session")
+def pg_session_database_factory() -> Iterator[Callable[[], str]]:
+    """Like `pg_database_factory`, but the databases live until the end of the test session.
+
+    Creating a PostgreSQL database costs about a second (a checkpoint), so API suites create one
+    per session and empty it before each test instead.
+    """
+    with _pg_databases() as create:
+        yield create
 
 
 def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,

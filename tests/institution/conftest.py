@@ -10,12 +10,10 @@ before each test (creating a database or schema per test costs seconds on Postgr
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import pytest
 
@@ -25,7 +23,6 @@ from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
 
-PG_ENV = "SIVR_TEST_PG_URL"
 ISSUER = "sivr-toplevel"
 AUDIENCE = "sivr"
 
@@ -33,31 +30,10 @@ INSTITUTION_A = "11111111-1111-4111-8111-111111111111"
 INSTITUTION_B = "22222222-2222-4222-8222-222222222222"
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session")
-def pg_test_database() -> Iterator[str]:
-    """One fresh, uniquely named PostgreSQL database for this session, dropped at its end."""
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user:pw@host:port/db "
-                    "(a server where test databases may be created); .ci/run sets it")
-    import psycopg2
-
-    name = f"sivr_inst_test_{uuid.uuid4().hex[:16]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(server_url, name)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+def pg_test_database(pg_session_database_factory) -> str:
+    """One fresh PostgreSQL database for this session (skips when `SIVR_TEST_PG_URL` is unset)."""
+    return pg_session_database_factory()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

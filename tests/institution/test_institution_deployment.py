@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 import uuid
-from typing import Iterator
 
 import certifi
 import pytest
@@ -24,7 +22,6 @@ from daemons.demo import ApiClient
 from shared.tokens import TokenIssuer, load_private_key
 from tests.conftest import start_deployment
 
-from .conftest import PG_ENV, with_database
 
 pytestmark = pytest.mark.slow
 
@@ -34,26 +31,9 @@ def _tag() -> str:
 
 
 @pytest.fixture(scope="module")
-def pg_institution_databases() -> Iterator[dict[str, str]]:
+def pg_institution_databases(pg_database_factory) -> dict[str, str]:
     """Fresh PostgreSQL databases for both institution servers of the private deployment."""
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"PostgreSQL deployment tests need {PG_ENV} (.ci/run sets it)")
-    import psycopg2
-
-    names = {instance: f"sivr_inst_it_{uuid.uuid4().hex[:12]}" for instance in ("institution-1", "institution-2")}
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'CREATE DATABASE "{name}"')
-        yield {instance: with_database(server_url, name) for instance, name in names.items()}
-        with admin.cursor() as cur:
-            for name in names.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    return {instance: pg_database_factory() for instance in ("institution-1", "institution-2")}
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -8,7 +8,6 @@ argon2 runs with small costs here so the suite stays fast; the algorithm is the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,25 +21,19 @@ from daemons.toplevel.settings import KEYS
 from shared.config import Config, build_config
 from shared.tokens import generate_signing_keypair
 
-from .support import PASSWORDS, PG_ENV, Api, create_pg_database, drop_pg_database
+from .support import PASSWORDS, Api
 
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
 @pytest.fixture(scope="session")
-def pg_server_database() -> Iterator[str]:
-    """One uniquely named PostgreSQL database for this test session, dropped at its end.
+def pg_server_database(pg_session_database_factory) -> str:
+    """One PostgreSQL database for this test session (skips when `SIVR_TEST_PG_URL` is unset).
 
     Creating a database costs about a second (a checkpoint); each test instead gets an empty
     `public` schema in this one (see `database_url`), which is just as fresh and much cheaper.
     """
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://user:pw@host:port/db "
-                    "(a server where test databases may be created); .ci/run sets it")
-    name, url = create_pg_database(server_url)
-    yield url
-    drop_pg_database(server_url, name)
+    return pg_session_database_factory()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-PG_ENV = "SIVR_TEST_PG_URL"
 
 PASSWORDS = {"admin": "admin-password-1", "physician": "physician-pass-1", "admin_b": "admin-b-password",
              "physician_b": "physician-b-pass"}
@@ -38,31 +34,3 @@ def patient_body(**extra: Any) -> dict[str, Any]:
             "insurance_number": "HR-123456"}
     body.update(extra)
     return body
-
-
-def create_pg_database(server_url: str) -> tuple[str, str]:
-    """Create a uniquely named database on the server; returns `(name, its URL)`."""
-    import psycopg2
-
-    name = f"sivr_top_test_{uuid.uuid4().hex[:16]}"
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-    parts = urlsplit(server_url)
-    return name, urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
-
-
-def drop_pg_database(server_url: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()

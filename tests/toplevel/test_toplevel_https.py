@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import tomllib
 import uuid
 from pathlib import Path
@@ -27,8 +26,6 @@ from daemons.deployment import Instance, LocalDeployment, free_port, init_deploy
 from daemons.toplevel.settings import KEYS
 from shared.config import render_config_toml
 from shared.tokens import load_private_key
-
-from .support import PG_ENV, create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +54,8 @@ class Toplevel:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def server(request, tmp_path_factory) -> Iterator[Toplevel]:
     database_urls: dict[str, str] = {}
-    pg_name = None
     if request.param == "postgresql":
-        if not os.environ.get(PG_ENV):
-            pytest.skip(f"PostgreSQL tests need {PG_ENV} (.ci/run sets it)")
-        pg_name, database_urls["toplevel"] = create_pg_database(os.environ[PG_ENV])
+        database_urls["toplevel"] = request.getfixturevalue("pg_database_factory")()
     root = tmp_path_factory.mktemp("toplevel-https")
     layout = init_deployment(root, pick_free_ports=True, database_urls=database_urls,
                              institution_names=["Hospital A", "Clinic B"])
@@ -73,8 +67,6 @@ def server(request, tmp_path_factory) -> Iterator[Toplevel]:
         yield Toplevel([i.url for i in running.instances], layout.ca_cert, users, root)
     finally:
         running.stop()
-        if pg_name:
-            drop_pg_database(os.environ[PG_ENV], pg_name)
 
 
 def _second_toplevel(first: Instance, root: Path) -> Instance:
