@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.table_models import ResourceTableModel
-from admin_gui.widgets import MessageBanner, TablePanel
+from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm
 
 
 class Screen(QWidget):
@@ -105,3 +105,76 @@ class TableScreen(Screen):
         has_row = self.table.selected() is not None
         for button in self._row_buttons:
             button.setEnabled(has_row)
+
+
+class ResourceScreen(TableScreen):
+    """A toplevel collection kept in one table and edited in one form: list, create, edit, delete.
+
+    Institutions and record types differ only in their path, fields and checks, which subclasses
+    give through the hooks below; the flow (form, save, banner, reload, confirmed delete) is here.
+    """
+
+    path = ""
+    noun = ""
+    label_field = "name"
+
+    def __init__(self, ctx: ConsoleContext, model: ResourceTableModel, filter_hint: str,
+                 empty_text: str, parent: QWidget | None = None):
+        super().__init__(ctx, model, filter_hint, parent, empty_text)
+        self.add_button(f"+ New {self.noun}", self.create, primary=True)
+        self.add_row_button("Edit…", self.edit)
+        self.add_row_button("Delete…", self.remove)
+        self.finish_toolbar()
+        self.table.activated_row.connect(self.edit)
+        self.dialog: FormDialog | None = None
+
+    def check(self, values: dict[str, Any]) -> dict[str, str]:
+        """Problems per field, found before anything is sent."""
+        raise NotImplementedError
+
+    def add_fields(self, dialog: FormDialog, row: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def request_body(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The request body for the form's values."""
+        return values
+
+    def delete_question(self, row: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        self.run(lambda: self.ctx.client.list_all(self.path), self.table.set_rows)
+
+    def _open_form(self, title: str, row: dict[str, Any] | None) -> FormDialog:
+        row = row or {}
+        row_id = row.get("id")
+
+        def send(values: dict[str, Any]):
+            body = self.request_body(values)
+            if row_id:
+                return lambda: self.ctx.client.put(f"{self.path}/{row_id}", body)
+            return lambda: self.ctx.client.post(self.path, body)
+
+        dialog = FormDialog(self, title, self.ctx.runner, self.check, send)
+        self.add_fields(dialog, row)
+        dialog.saved.connect(lambda saved: self._done(saved, "saved"))
+        self.dialog = dialog
+        dialog.open()
+        return dialog
+
+    def create(self) -> None:
+        self._open_form(f"New {self.noun}", None)
+
+    def edit(self, row: dict[str, Any]) -> None:
+        self._open_form(f"Edit {self.noun} {row.get(self.label_field, '')}", row)
+
+    def _done(self, row: Any, verb: str) -> None:
+        label = row.get(self.label_field, "") if isinstance(row, dict) else ""
+        self.banner.show_info(f"{self.noun.capitalize()} {label} {verb}.")
+        self.refresh()
+
+    def remove(self, row: dict[str, Any]) -> None:
+        def delete() -> None:
+            self.run(lambda: self.ctx.client.delete(f"{self.path}/{row['id']}"),
+                     lambda _: self._done(row, "deleted"))
+        self.confirm_box = confirm(self, f"Delete {self.noun}", self.delete_question(row), delete)
