@@ -96,7 +96,7 @@ class Setup:
         create_ca(root / "ca.pem", root / "ca.key")
         issue_server_cert(root / "ca.pem", root / "ca.key", root / "server.pem", root / "server.key", ["127.0.0.1"])
 
-    def values(self, name: str, port: int = 0, tls: bool = False) -> dict:
+    def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:
         folder = self.root / name
         folder.mkdir(exist_ok=True)
         server = {"workers": 1, "threads": 16, "max_request_mb": 4096, "port": port}
@@ -109,10 +109,11 @@ class Setup:
             "node": {"institution_id": self.institution},
             "storage": {"dir": str(folder / "store"), "key_file": str(folder / "store.key")},
             "memory": {"budget_mb": 8192},
+            "render": render or {},
         }
 
-    def config_file(self, name: str, port: int, tls: bool) -> Path:
-        values = self.values(name, port, tls)
+    def config_file(self, name: str, port: int, tls: bool, render: dict | None = None) -> Path:
+        values = self.values(name, port, tls, render)
         path = self.root / f"{name}.toml"
         path.write_text(render_config_toml("render", KEYS, values))
         return path
@@ -258,10 +259,10 @@ class Server:
         self.log.close()
 
 
-def start_node(setup: Setup, name: str, tls: bool) -> Server:
+def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -> Server:
     port = free_port()
-    config = setup.config_file(name, port, tls)
-    upgrade(build_config("render", KEYS, setup.values(name, port, tls), config))
+    config = setup.config_file(name, port, tls, render)
+    upgrade(build_config("render", KEYS, setup.values(name, port, tls, render), config))
     args = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--worker-class", "gthread",
             "--bind", f"127.0.0.1:{port}", "--timeout", "120"]
     if tls:
@@ -380,8 +381,8 @@ def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
         orthanc.stop()
 
 
-def bench_scrolling(setup: Setup, derived: list[Path], quick: bool) -> None:
-    node = start_node(setup, "tls-node", tls=True)
+def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, webp_method: int = 2) -> None:
+    node = start_node(setup, f"tls-node-m{webp_method}", tls=True, render={"webp_method": webp_method})
     verify = str(setup.root / "ca.pem")
     try:
         session = requests.Session()
@@ -399,12 +400,12 @@ def bench_scrolling(setup: Setup, derived: list[Path], quick: bool) -> None:
         # each viewer its own window (every request renders), then all in the record's own window
         # (what 16 viewers opening one record see first: images rendered once, then shared)
         for mode, window in (("own windows", lambda v: f"&window={40 + v},400"), ("default window", lambda v: "")):
-            for fmt in ("webp", "png", "jpeg"):
+            for fmt in ("webp", "png", "jpeg") if webp_method == 2 else ("webp",):
                 urls = [[(f"{node.url}/api/v1/records/{record_id}/frames/{(viewer * 34 + s) % len(derived)}"
                           f"?format={fmt}{window(viewer)}", {}) for s in range(steps)] for viewer in range(16)]
                 results[f"{fmt}, {mode}"] = run_clients(urls, verify, setup.headers)
-        RESULTS["scroll_16_clients_tls"] = results
-        RESULTS["node_health_after"] = session.get(f"{node.url}/api/v1/node", headers=setup.headers,
+        RESULTS["scroll_16_clients_tls" if webp_method == 2 else f"scroll_16_clients_tls_webp_method_{webp_method}"] = results
+        RESULTS[f"node_health_after_scroll_m{webp_method}"] = session.get(f"{node.url}/api/v1/node", headers=setup.headers,
                                                    timeout=30).json()
     finally:
         node.stop()
@@ -450,6 +451,10 @@ def report() -> str:
               "| format, windows | requests | req/s | p50 ms | p95 ms | errors |", "|---|---|---|---|---|---|"]
     lines += [f"| {k} | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['errors']} |"
               for k, v in r["scroll_16_clients_tls"].items()]
+    lines += [f"| {k} (render.webp_method = 0) | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | "
+              f"{v['p95_ms']:.1f} | {v['errors']} |" for k, v in r.get("scroll_16_clients_tls_webp_method_0", {}).items()]
+    lines += ["", "load average (1, 5, 15 min) before each section: " + ", ".join(
+        f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in r["load_average_before"].items())]
     return "\n".join(lines)
 
 
@@ -473,7 +478,8 @@ def main() -> None:
     steps = [("loading", lambda s: bench_loading(s, derived, real, args.quick)),
              ("encode", lambda s: bench_encode(s, real, args.quick)),
              ("orthanc", lambda s: bench_versus_orthanc(s, real, args.quick) if shutil.which("Orthanc") else None),
-             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick))]
+             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick)),
+             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick, webp_method=0))]
     with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
         setup = Setup(Path(folder))
         for name, step in steps:

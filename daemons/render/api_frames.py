@@ -124,9 +124,6 @@ def frame(record_id: str, index: int):
         return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
-    cached = the_node.images.get(record_id, etag)
-    if cached is not None:
-        return _image_response(cached[0], cached[1], etag, started, the_node)
     if not record.is_ready(index):
         the_node.registry.demand(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
@@ -134,14 +131,17 @@ def frame(record_id: str, index: int):
                 raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {record.errors[index]}")
             raise ApiError(409, "frame_not_ready", f"frame {index} is still being decoded; retry shortly",
                            headers={"Retry-After": "1"})
-    pixels = record.pixels[index]
-    params = lut = None
-    if not color:
-        params = record.gray_params(voi)
-        lut = record.lut_for((voi_key,), params)
-    image = render_frame(pixels, params, lut, region, box, (record.spacing[1], record.spacing[2]), max_px)
-    body, mimetype = encode_image(image, fmt, quality)
-    the_node.images.put(record_id, etag, body, mimetype)
+
+    def make() -> tuple[bytes, str]:
+        params = lut = None
+        if not color:
+            params = record.gray_params(voi)
+            lut = record.lut_for((voi_key,), params)
+        image = render_frame(record.pixels[index], params, lut, region, box,
+                             (record.spacing[1], record.spacing[2]), max_px)
+        return encode_image(image, fmt, quality, webp_method=the_node.config["render"]["webp_method"])
+
+    body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     return _image_response(body, mimetype, etag, started, the_node)
 
 

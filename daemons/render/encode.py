@@ -24,11 +24,13 @@ PNG_COMPRESS_LEVEL = 1
 WEBP_METHOD = 2
 
 
-def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None) -> tuple[bytes, str]:
+def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
+                 webp_method: int = WEBP_METHOD) -> tuple[bytes, str]:
     """Encode an (H, W) grey or (H, W, 3) RGB uint8 array; returns `(bytes, mimetype)`.
 
     `quality` (1..100) applies to WebP and JPEG; PNG is always lossless. Unknown formats raise
-    ValueError (the HTTP layer validates the request before calling this).
+    ValueError (the HTTP layer validates the request before calling this). `webp_method` (0..6)
+    trades WebP size for encoding time; the node's `render.webp_method` setting passes it.
     """
     if fmt not in MIMETYPES:
         raise ValueError(f"unknown image format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -41,7 +43,7 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None) ->
     if fmt == "png":
         image.save(out, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif fmt == "webp":
-        image.save(out, "WEBP", quality=int(quality), method=WEBP_METHOD)
+        image.save(out, "WEBP", quality=int(quality), method=webp_method)
     else:
         image.save(out, "JPEG", quality=int(quality), optimize=False, subsampling="4:2:0")
     return out.getvalue(), MIMETYPES[fmt]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Callable
 
 
 class ImageCache:
@@ -18,6 +19,7 @@ class ImageCache:
         self._items: OrderedDict[tuple[str, str], tuple[bytes, str]] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], threading.Event] = {}
         self.hits = 0
         self.misses = 0
 
@@ -43,6 +45,41 @@ class ImageCache:
             while self._used > self.budget_bytes and self._items:
                 _, (old, _) = self._items.popitem(last=False)
                 self._used -= len(old)
+
+    def get_or_make(self, record_id: str, etag: str, make: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
+        """The cached image, or `make()`'s; concurrent requests for one image make it once.
+
+        Viewers that open one record together ask for the same slices in the same window at the
+        same moment; without this, each would encode the same image (the costliest step).
+        """
+        key = (record_id, etag)
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return item
+            pending = self._pending.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._pending[key] = threading.Event()
+            else:
+                self.hits += 1
+        if not owner:
+            pending.wait(30)
+            item = self.get(record_id, etag)
+            if item is not None:
+                return item
+            return make()
+        try:
+            body, mimetype = make()
+            self.misses += 1
+            self.put(record_id, etag, body, mimetype)
+            return body, mimetype
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+            pending.set()
 
     def drop_record(self, record_id: str) -> None:
         with self._lock:

@@ -22,6 +22,8 @@ KEYS = (
         "How long a frame request waits for its slice to be decoded before answering 409 frame_not_ready."),
     Key("render", "image_cache_mb", 256,
         "RAM for encoded images asked for again (same record, slice and parameters); 0 turns it off."),
+    Key("render", "webp_method", 2,
+        "WebP effort 0..6: 2 is a third smaller than 0 for ~2 ms more per 512x512 image; 0 suits busy small machines."),
     Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core)."),
     Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
 )

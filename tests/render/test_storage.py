@@ -142,3 +142,26 @@ def test_image_cache_keeps_to_its_budget_and_drops_a_record():
         100 for index in range(20) if index % 2 and cache.get("r1", f"e{index}") is not None)
     cache.put("r3", "big", bytes(1000), "image/png")  # over 1/16 of the budget: not kept
     assert cache.get("r3", "big") is None
+
+
+def test_image_cache_makes_an_image_once_for_concurrent_requests():
+    import threading
+    import time as clock
+
+    from daemons.render.image_cache import ImageCache
+
+    cache = ImageCache(budget_bytes=10_000)
+    calls = []
+
+    def make():
+        calls.append(1)
+        clock.sleep(0.2)
+        return b"x" * 100, "image/webp"
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_make("r", "e", make))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and results == [(b"x" * 100, "image/webp")] * 8
