@@ -90,6 +90,22 @@ def get_by_id(model: type[peewee.Model], raw_id: str, what: str) -> peewee.Model
     return row
 
 
+def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, create: bool = False) -> None:
+    """Save `row`, or `409 conflict` (saying `conflict`) when another row holds the same `field` value.
+
+    The look-up gives the clear answer; the unique index still catches a concurrent request that
+    inserted the same value between the look-up and the save.
+    """
+    model = type(row)
+    if model.get_or_none((field == getattr(row, field.name)) & (model.id != row.id)) is not None:
+        raise ApiError(409, "conflict", conflict)
+    try:
+        with model._meta.database.atomic():
+            row.save(force_insert=create)
+    except peewee.IntegrityError as exc:
+        raise ApiError(409, "conflict", conflict) from exc
+
+
 def query_text(name: str, max_len: int) -> str:
     """A free-text query parameter, stripped and cut to `max_len`; `""` when absent.
 

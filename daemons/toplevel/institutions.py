@@ -10,7 +10,7 @@ from shared.errors import ApiError
 from shared.validation import json_body, page_args, validate
 
 from daemons.toplevel import accounts
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Institution, User
 from daemons.toplevel.serialize import institution_json
 
@@ -49,17 +49,9 @@ def get_institution(institution_id: str):
 def update_institution(institution_id: str):
     institution = get_by_id(Institution, institution_id, "institution")
     data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
-    name = data.get("name", institution.name)
-    clash = Institution.get_or_none((Institution.name == name) & (Institution.id != institution.id))
-    if clash is not None:
-        raise ApiError(409, "conflict", f"an institution named {name!r} already exists")
     for field, value in data.items():
         setattr(institution, field, value)
-    try:
-        with Institution._meta.database.atomic():
-            institution.save()
-    except peewee.IntegrityError as exc:
-        raise ApiError(409, "conflict", f"an institution named {name!r} already exists") from exc
+    save_unique(institution, Institution.name, f"an institution named {institution.name!r} already exists")
     record_audit(AuditEntry, "institution.update", "institution", institution.id,
                  detail=", ".join(f"{k}={v}" for k, v in data.items()))
     return jsonify(institution_json(institution))

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import peewee
 from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
 from shared.validation import Field, json_body, page_args, parse_date, validate
 
-from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user
+from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
 
@@ -42,15 +41,8 @@ FIELDS = {
 
 
 def _save(patient: Patient, create: bool) -> None:
-    number = patient.insurance_number
-    clash = Patient.get_or_none((Patient.insurance_number == number) & (Patient.id != patient.id))
-    if clash is not None:
-        raise ApiError(409, "conflict", f"a patient with insurance number {number!r} already exists")
-    try:
-        with Patient._meta.database.atomic():
-            patient.save(force_insert=create)
-    except peewee.IntegrityError as exc:
-        raise ApiError(409, "conflict", f"a patient with insurance number {number!r} already exists") from exc
+    save_unique(patient, Patient.insurance_number,
+                f"a patient with insurance number {patient.insurance_number!r} already exists", create)
 
 
 @bp.get("/api/v1/patients")

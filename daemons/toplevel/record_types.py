@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 
-import peewee
 from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
 from shared.validation import Field, json_body, page_args, validate
 
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, RecordType
 from daemons.toplevel.serialize import record_type_json
 
@@ -36,14 +35,8 @@ FIELDS = {
 
 
 def _save(record_type: RecordType, create: bool) -> None:
-    clash = RecordType.get_or_none((RecordType.code == record_type.code) & (RecordType.id != record_type.id))
-    if clash is not None:
-        raise ApiError(409, "conflict", f"a record type with code {record_type.code!r} already exists")
-    try:
-        with RecordType._meta.database.atomic():
-            record_type.save(force_insert=create)
-    except peewee.IntegrityError as exc:
-        raise ApiError(409, "conflict", f"a record type with code {record_type.code!r} already exists") from exc
+    save_unique(record_type, RecordType.code,
+                f"a record type with code {record_type.code!r} already exists", create)
 
 
 @bp.get("/api/v1/record-types")
