@@ -86,8 +86,13 @@ def list_records():
     total = query.count()
     rows = query.order_by(Record.registered_at.desc(), Record.pk.desc()).limit(limit).offset(offset)
     items = [record_to_json(r) for r in rows]
-    record_audit(AuditEntry, "record.search", "record", patient_id=patient_id,
-                 detail=f"node_id={node_id or ''} results={total}")
+    # An admin's listing across patients is audited once per patient it shows, so that
+    # `GET /api/v1/audit?patient_id=` answers "who has seen this patient's records" on its own.
+    shown = [patient_id] if patient_id is not None else sorted({item["patient_id"] for item in items})
+    detail = f"node_id={node_id or ''} results={total}"
+    with database_proxy.atomic():
+        for shown_patient in shown or [None]:
+            record_audit(AuditEntry, "record.search", "record", patient_id=shown_patient, detail=detail)
     return jsonify({"items": items, "total": total})
 
 

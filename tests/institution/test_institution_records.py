@@ -144,6 +144,18 @@ def test_admin_of_this_institution_may_list_all_records(api, users, record, node
     assert listed["total"] == 1 and listed["items"][0]["id"] == record["id"]
 
 
+def test_an_admins_listing_across_patients_is_audited_for_each_patient_shown(api, users, record, node,
+                                                                            patient_id):
+    other_patient = str(uuid.uuid4())
+    api.call("POST", "/api/v1/records", users["physician"],
+             record_body(node["id"], other_patient, content=b"another"))
+    admin = users["admin"]
+    assert api.call("GET", "/api/v1/records", admin)[1]["total"] == 2
+    for shown in (patient_id, other_patient):
+        entries = _audit(api, admin, patient_id=shown, action="record.search")
+        assert [e["user_id"] for e in entries] == [admin.id]
+
+
 def test_other_patients_records_are_not_listed(api, users, record):
     status, listed = api.call("GET", f"/api/v1/records?patient_id={uuid.uuid4()}", users["physician"])
     assert status == 200 and listed == {"items": [], "total": 0}
