@@ -20,7 +20,6 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -52,7 +51,6 @@ RETRY_AFTER_S = "1"
 DEFAULT_FORMAT = {"interactive": "jpeg", "still": "png"}
 DEFAULT_IMAGE_QUALITY = {"interactive": 60, "still": 85}
 STILL_MAX_AGE_S = 3600
-PREPARED_KEEP = 2
 VIEWS_KEEP = 10_000
 WARM_DTYPES = (np.int16, np.uint16)  # CT and MR; other stored types compile on first use
 _VIEW_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -83,12 +81,6 @@ class _Sequences:
             return self._newest.get(view_id, seq) <= seq
 
 
-@dataclass
-class _Prepared:
-    record: weakref.ref
-    volume: PreparedVolume
-
-
 class Render3D:
     """Per-app state of the 3D endpoints: back end, admission control, prepared volumes."""
 
@@ -96,7 +88,9 @@ class Render3D:
         self.caster: RayCaster = select_backend(backend_name)
         self.slots = threading.BoundedSemaphore(max(1, max_concurrent))
         self.sequences = _Sequences()
-        self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
+        # Keyed weakly by the loaded record: an entry lives exactly as long as the registry keeps
+        # the record, so evicting it frees the voxels and nothing here can outlive the budget.
+        self._prepared: weakref.WeakKeyDictionary[Any, PreparedVolume] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         threading.Thread(target=self._warm_up, name="sivr-3d-warm-up", daemon=True).start()
 
@@ -107,33 +101,18 @@ class Render3D:
             for mode in MODES:
                 self.caster.render(tiny, ViewSpec(mode=mode, width=8, height=8))
 
-    def prepared(self, record_id: str, record: Any) -> PreparedVolume:
-        """The record's PreparedVolume, made once per loaded copy of it.
-
-        Only a weak reference to the record is kept: when the registry evicts it, the entry goes
-        too, so the voxels are freed with the record rather than held here past the memory budget.
-        """
+    def prepared(self, record: Any) -> PreparedVolume:
+        """The record's PreparedVolume, made once per loaded copy of it."""
         with self._lock:
-            entry = self._prepared.get(record_id)
-            if entry is not None and entry.record() is record:
-                self._prepared.move_to_end(record_id)
-                return entry.volume
-            volume = prepare_volume(
-                record.pixels, _usable_spacing(record.spacing), record.orientation,
-                float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
-                tuple(record.default_window) if record.default_window else None,
-                getattr(record, "slice_direction", None))
-            self._prepared[record_id] = _Prepared(weakref.ref(record), volume)
-            weakref.finalize(record, self._forget, record_id, volume)
-            while len(self._prepared) > PREPARED_KEEP:
-                self._prepared.popitem(last=False)
+            volume = self._prepared.get(record)
+            if volume is None:
+                volume = prepare_volume(
+                    record.pixels, _usable_spacing(record.spacing), record.orientation,
+                    float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
+                    tuple(record.default_window) if record.default_window else None,
+                    getattr(record, "slice_direction", None))
+                self._prepared[record] = volume
             return volume
-
-    def _forget(self, record_id: str, volume: PreparedVolume) -> None:
-        with self._lock:
-            entry = self._prepared.get(record_id)
-            if entry is not None and entry.volume is volume:
-                del self._prepared[record_id]
 
 
 _state_lock = threading.Lock()
@@ -343,7 +322,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mm = _float_arg("slab", 0.0, 0.0, MAX_SLAB_MM)
     slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
     record = _loaded_record(record_id)
-    volume = render_state(current_app).prepared(record_id, record)
+    volume = render_state(current_app).prepared(record)
     layout = plane_layout(volume.geometry, plane)
     if not 0 <= index < layout.count:
         raise _bad(f"{plane} index must be between 0 and {layout.count - 1} for this record")
@@ -389,7 +368,7 @@ def volume(record_id: str) -> Response:
     state = render_state(current_app)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
-    volume_data = state.prepared(record_id, record)
+    volume_data = state.prepared(record)
     etag = None
     if quality == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)

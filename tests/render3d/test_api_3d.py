@@ -26,7 +26,7 @@ MISSING = "c" * 64
 MAX_PX = 600
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity, like the node's LoadedRecord
 class FakeLoadedRecord:
     pixels: np.ndarray
     spacing: tuple[float, float, float]
