@@ -8,7 +8,7 @@ import pytest
 from daemons.render.pixels import Window
 from daemons.render.volume import prepare_volume
 from daemons.render.volume.mpr import plane_labels, plane_layout, reformat, reformat_image
-from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, SPHERES, blob, sample_phantom
+from tests.render3d.phantom import INTERCEPT, SHAPE, SPHERES, blob, sample_phantom
 
 BIG = SPHERES[0]  # patient's right (-x), anterior (-y), superior (+z)
 WINDOW = Window(0, 100)
