@@ -11,7 +11,7 @@ from shared.tokens import TokenIssuer, load_private_key
 from shared.webapp import create_base_app
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
-from daemons.toplevel.context import EXTENSION, Toplevel
+from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
 from daemons.toplevel.models import AuditEntry, database_proxy
 from daemons.toplevel.passwords import passwords_from_config
 
@@ -22,6 +22,11 @@ def issuer_from_config(config: Config) -> TokenIssuer:
         raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
     return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], tokens["audience"],
                        tokens["access_ttl_s"])
+
+
+def _refuse_ended_sessions() -> None:
+    """A `before_request` hook must return None to let the view run."""
+    require_live_session()
 
 
 def create_app(config: Config) -> Flask:
@@ -37,5 +42,8 @@ def create_app(config: Config) -> Flask:
     )
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)
-    app.register_blueprint(audit_blueprint(AuditEntry))
+    audit = audit_blueprint(AuditEntry)
+    # the shared endpoint checks the token alone; here a logged-out or deactivated admin is refused too
+    audit.before_request(_refuse_ended_sessions)
+    app.register_blueprint(audit)
     return app

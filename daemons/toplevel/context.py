@@ -19,7 +19,7 @@ from flask import Blueprint, current_app, request
 from shared.auth import authenticate
 from shared.config import Config
 from shared.errors import ApiError, not_found
-from shared.tokens import TokenIssuer
+from shared.tokens import Identity, TokenIssuer
 from shared.validation import parse_uuid
 
 from daemons.toplevel.models import User
@@ -51,17 +51,22 @@ def toplevel() -> Toplevel:
     return current_app.extensions[EXTENSION]
 
 
+def require_live_session() -> Identity:
+    """The request's identity, or `401 session_expired` once its session or its user has ended."""
+    identity = authenticate()
+    reason = session_ended(identity, User.get_or_none(User.id == identity.user_id))
+    if reason is not None:
+        raise ApiError(401, "session_expired", reason)
+    return identity
+
+
 def require_user(*roles: str) -> Callable[[F], F]:
     """Like `shared.auth.require_auth`, plus the live checks against the user table."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            identity = authenticate()
-            user = User.get_or_none(User.id == identity.user_id)
-            reason = session_ended(identity, user)
-            if reason is not None:
-                raise ApiError(401, "session_expired", reason)
+            identity = require_live_session()
             if roles and identity.role not in roles:
                 raise ApiError(403, "forbidden",
                                f"this action needs the role {' or '.join(roles)}; you are {identity.role}")

@@ -202,6 +202,27 @@ def test_logout_ends_the_session(api: Api, app):
         assert UserSession.get_by_id(sid).revoked_at is not None
 
 
+def test_an_ended_admin_session_cannot_read_the_audit_log(api: Api, tokens, seed):
+    """The audit endpoint is shared with the other layers, but here it honours sessions like the rest."""
+    token = api.login("admin", PASSWORDS["admin"])["access_token"]
+    assert api.call("GET", "/api/v1/audit", token)[0] == 200
+    assert api.call("POST", "/api/v1/auth/logout", token)[0] == 204
+    status, body, _ = api.call("GET", "/api/v1/audit", token)
+    assert status == 401 and body["error"]["code"] == "session_expired"
+    assert "items" not in body
+    # An admin demoted by another admin loses the log at once, not when the token expires.
+    admin_b = seed.users["admin_b"]
+    assert api.call("PUT", f"/api/v1/users/{admin_b['id']}", tokens["admin"], {"role": "physician"})[0] == 200
+    status, body, _ = api.call("GET", "/api/v1/audit", tokens["admin_b"])
+    assert status == 401 and body["error"]["code"] == "session_expired"
+    assert api.call("GET", "/api/v1/audit", tokens["admin"])[0] == 200
+
+
+def test_audit_log_without_a_token_is_still_missing_token(api: Api, seed):
+    status, body, _ = api.call("GET", "/api/v1/audit")
+    assert status == 401 and body["error"]["code"] == "missing_token"
+
+
 def _b64(data: dict | bytes) -> str:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
