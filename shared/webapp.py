@@ -46,7 +46,7 @@ def create_base_app(import_name: str, config: Config) -> Flask:
             app,
             origins=config["cors"]["origins"],
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )
