@@ -31,7 +31,10 @@ def check_server_url(value: str, label: str = "Server URL") -> str | None:
     value = value.strip()
     if not value:
         return f"{label} is required."
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address
+        return f"{label} is not a valid URL."
     if parts.scheme != "https":
         return f"{label} must start with https:// (every SIVR server uses TLS)."
     if not parts.hostname:

@@ -34,6 +34,8 @@ def test_form_checks_name_the_field_and_accept_good_values(tmp_path):
     assert form_checks.check_server_url("https://") == \
         "Server URL must name a host, e.g. https://sivr.example.org:5001."
     assert form_checks.check_server_url("https://a.org/?x=1") == "Server URL must not contain ? or #."
+    assert form_checks.check_server_url("https://[::1") == "Server URL is not a valid URL."
+    assert form_checks.check_server_url("https://[::1]:5001") is None
     assert form_checks.check_username("dr house") == \
         "Username must be 2-150 letters, digits or . _ @ - (no spaces)."
     assert form_checks.check_username("dr.house") is None
