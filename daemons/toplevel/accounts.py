@@ -6,6 +6,7 @@ the same rules (username form, password length, existing institution, unique nam
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,7 +48,19 @@ def check_institution_ref(value: str, field: str) -> str:
     return ident
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def check_server_url(value: str, field: str) -> str:
+    """The institution server's URL: clients send every user's token there, so it must be TLS.
+
+    Plain http is accepted only on loopback (a local deployment); user names or passwords in
+    the URL are refused, as every user can read it.
+    """
     if not value:
         return value
     try:
@@ -59,6 +72,11 @@ def check_server_url(value: str, field: str) -> str:
         raise ApiError(400, "validation_error", f"{field} must be an https:// URL (or empty)")
     if port == 0:
         raise ApiError(400, "validation_error", f"{field} has an invalid port")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ApiError(400, "validation_error",
+                       f"{field} must use https:// (http:// is accepted only for loopback addresses)")
+    if parts.username is not None or parts.password is not None:
+        raise ApiError(400, "validation_error", f"{field} must not contain a user name or password")
     return value.rstrip("/")
 
 

@@ -79,3 +79,25 @@ def test_institution_server_url_that_does_not_parse_is_a_validation_error(api, t
     assert answer["error"]["code"] == "validation_error"
     assert "server_url" in answer["error"]["message"]
     assert db_state() == before
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("http://inst-c.example:5002", "https"),
+    ("http://10.0.0.5:5002", "https"),
+    ("https://user:secret@inst-c.example:5002", "user name or password"),
+])
+def test_institution_server_url_that_would_expose_tokens_is_refused(api, tokens, db_state, url, problem):
+    """Clients send every user's token to this URL: never in clear text, never with credentials in it."""
+    before = db_state()
+    status, answer, _ = api.call("POST", "/api/v1/institutions", tokens["admin"],
+                                 json={"name": "Plain Hospital", "server_url": url})
+    assert status == 400 and answer["error"]["code"] == "validation_error"
+    assert problem in answer["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:5002", "http://localhost:5002", "http://[::1]:5002"])
+def test_institution_server_url_may_be_plain_http_on_loopback(api, tokens, url):
+    status, answer, _ = api.call("POST", "/api/v1/institutions", tokens["admin"],
+                                 json={"name": f"Local {url}", "server_url": url})
+    assert status == 201 and answer["server_url"] == url
