@@ -81,6 +81,7 @@ class TableScreen(Screen):
         QShortcut(QKeySequence.StandardKey.Find, self, self.table.filter.setFocus)
         self.body.addWidget(self.table, 1)
         self._row_buttons: list[QPushButton] = []
+        self.dialog: FormDialog | None = None
         self.table.view.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.model.modelReset.connect(self._selection_changed)
 
@@ -100,6 +101,22 @@ class TableScreen(Screen):
         self.refresh_button = self.add_button("⟳ Refresh", self.refresh)
         self.refresh_button.setToolTip("Reload from the server (F5)")
         QShortcut(QKeySequence.StandardKey.Refresh, self, self.refresh)
+
+    def open_dialog(self, dialog: FormDialog, saved_message: Callable[[Any], str]) -> FormDialog:
+        """Show `dialog`; once it has saved, the banner says `saved_message(answer)` and the table reloads."""
+        dialog.saved.connect(lambda answer: self.done(saved_message(answer)))
+        self.dialog = dialog
+        dialog.open()
+        return dialog
+
+    def done(self, message: str) -> None:
+        """A change went through: say so and show the server's state."""
+        self.banner.show_info(message)
+        self.reload()
+
+    def reload(self) -> None:
+        """Reload the table's rows after a change (the whole screen, unless a subclass knows better)."""
+        self.refresh()
 
     def _selection_changed(self, *_: Any) -> None:
         has_row = self.table.selected() is not None
@@ -126,7 +143,6 @@ class ResourceScreen(TableScreen):
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()
         self.table.activated_row.connect(self.edit)
-        self.dialog: FormDialog | None = None
 
     def check(self, values: dict[str, Any]) -> dict[str, str]:
         """Problems per field, found before anything is sent."""
@@ -157,10 +173,7 @@ class ResourceScreen(TableScreen):
 
         dialog = FormDialog(self, title, self.ctx.runner, self.check, send)
         self.add_fields(dialog, row)
-        dialog.saved.connect(lambda saved: self._done(saved, "saved"))
-        self.dialog = dialog
-        dialog.open()
-        return dialog
+        return self.open_dialog(dialog, lambda saved: self._message(saved, "saved"))
 
     def create(self) -> None:
         self._open_form(f"New {self.noun}", None)
@@ -168,13 +181,12 @@ class ResourceScreen(TableScreen):
     def edit(self, row: dict[str, Any]) -> None:
         self._open_form(f"Edit {self.noun} {row.get(self.label_field, '')}", row)
 
-    def _done(self, row: Any, verb: str) -> None:
+    def _message(self, row: Any, verb: str) -> str:
         label = row.get(self.label_field, "") if isinstance(row, dict) else ""
-        self.banner.show_info(f"{self.noun.capitalize()} {label} {verb}.")
-        self.refresh()
+        return f"{self.noun.capitalize()} {label} {verb}."
 
     def remove(self, row: dict[str, Any]) -> None:
         def delete() -> None:
             self.run(lambda: self.ctx.client.delete(f"{self.path}/{row['id']}"),
-                     lambda _: self._done(row, "deleted"))
+                     lambda _: self.done(self._message(row, "deleted")))
         self.confirm_box = confirm(self, f"Delete {self.noun}", self.delete_question(row), delete)

@@ -51,7 +51,6 @@ class NodesScreen(TableScreen):
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()
         self.table.activated_row.connect(self.edit)
-        self.dialog: FormDialog | None = None
 
     def current_institution(self) -> dict[str, Any] | None:
         return self.institution.currentData()
@@ -107,9 +106,7 @@ class NodesScreen(TableScreen):
                             intro=f"Registered on {inst['name']} ({inst['server_url']}).")
         dialog.add_line("name", "Name", row.get("name", ""), "e.g. render-1")
         dialog.add_line("url", "Node URL", row.get("url", ""), "https://render1.example.org:5003")
-        dialog.saved.connect(lambda node: self._done(f"Node {node.get('name')} saved."))
-        self.dialog = dialog
-        dialog.open()
+        self.open_dialog(dialog, lambda node: f"Node {node.get('name')} saved.")
 
     def create(self) -> None:
         self._open_form("New render node", None)
@@ -125,11 +122,11 @@ class NodesScreen(TableScreen):
 
         def delete() -> None:
             self.run(lambda: server.delete(f"/api/v1/nodes/{row['id']}"),
-                     lambda _: self._done(f"Node {row.get('name')} removed from the registry."))
+                     lambda _: self.done(f"Node {row.get('name')} removed from the registry."))
         self.confirm_box = confirm(self, "Remove render node",
                                    f"Remove {row.get('name')} ({row.get('url')}) from {inst['name']}'s "
                                    f"registry? Records registered on it become unreachable.", delete)
 
-    def _done(self, message: str) -> None:
-        self.banner.show_info(message)
+    def reload(self) -> None:
+        """After a change only the chosen institution's nodes need reloading."""
         self.load_nodes()

@@ -43,7 +43,6 @@ class UsersScreen(TableScreen):
         self.finish_toolbar()
         self.table.activated_row.connect(self.edit)
         self.table.view.selectionModel().selectionChanged.connect(self._update_toggle)
-        self.dialog: FormDialog | None = None
 
     def refresh(self) -> None:
         client = self.ctx.client
@@ -83,9 +82,7 @@ class UsersScreen(TableScreen):
                          self.ctx.user.get("institution_id"))
         dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)
         dialog.add_line("password2", "Repeat password", password=True)
-        dialog.saved.connect(lambda user: self._done(f"User {user.get('username')} created."))
-        self.dialog = dialog
-        dialog.open()
+        self.open_dialog(dialog, lambda user: f"User {user.get('username')} created.")
 
     def edit(self, row: dict[str, Any]) -> None:
         def send(values: dict[str, Any]):
@@ -101,9 +98,7 @@ class UsersScreen(TableScreen):
         dialog.add_combo("role", "Role", ROLES, row.get("role"))
         dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
         dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))
-        dialog.saved.connect(lambda user: self._done(f"User {user.get('username')} saved."))
-        self.dialog = dialog
-        dialog.open()
+        self.open_dialog(dialog, lambda user: f"User {user.get('username')} saved.")
 
     def toggle_active(self, row: dict[str, Any]) -> None:
         active = not row.get("active", True)
@@ -111,7 +106,7 @@ class UsersScreen(TableScreen):
 
         def change() -> None:
             self.run(lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", {"active": active}),
-                     lambda user: self._done(f"User {user.get('username')} {verb}."))
+                     lambda user: self.done(f"User {user.get('username')} {verb}."))
 
         if active:
             change()
@@ -134,18 +129,12 @@ class UsersScreen(TableScreen):
                             intro="Give the new password to the user through a safe channel.")
         dialog.add_line("password", "New password", placeholder="at least 10 characters", password=True)
         dialog.add_line("password2", "Repeat password", password=True)
-        dialog.saved.connect(lambda _: self._done(f"Password of {row.get('username')} reset."))
-        self.dialog = dialog
-        dialog.open()
+        self.open_dialog(dialog, lambda _: f"Password of {row.get('username')} reset.")
 
     def remove(self, row: dict[str, Any]) -> None:
         def delete() -> None:
             self.run(lambda: self.ctx.client.delete(f"/api/v1/users/{row['id']}"),
-                     lambda _: self._done(f"User {row.get('username')} deleted."))
+                     lambda _: self.done(f"User {row.get('username')} deleted."))
         self.confirm_box = confirm(self, "Delete user",
                                    f"Delete the user {row.get('username')} for good? "
                                    f"Deactivating keeps their history readable.", delete)
-
-    def _done(self, message: str) -> None:
-        self.banner.show_info(message)
-        self.refresh()
