@@ -199,7 +199,8 @@ def update_finding(finding_id: str):
     with database_proxy.atomic():
         finding = get_finding(finding_id)
         _require_author(finding, identity)
-        patient_id = fields.get("patient_id", finding.patient_id)
+        previous_patient = finding.patient_id
+        patient_id = fields.get("patient_id", previous_patient)
         if links is not None:
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:
@@ -211,8 +212,11 @@ def update_finding(finding_id: str):
         if links is not None:
             FindingRecord.delete().where(FindingRecord.finding == finding).execute()
             _add_links(finding, links)
-        record_audit(AuditEntry, "finding.update", "finding", finding.id, patient_id=finding.patient_id,
-                     detail=", ".join(sorted([*fields, *(["records"] if links is not None else [])])))
+        detail = ", ".join(sorted([*fields, *(["records"] if links is not None else [])]))
+        # a finding moved to another patient changes both patients' data: audit it under both
+        for audited_patient in dict.fromkeys((previous_patient, finding.patient_id)):
+            record_audit(AuditEntry, "finding.update", "finding", finding.id, patient_id=audited_patient,
+                         detail=detail)
     return _respond(finding)
 
 

@@ -161,6 +161,22 @@ def test_author_edits_the_finding(api, users, finding, patient_id):
     assert ("finding.update", finding["id"], patient_id) in _audit_actions(api, users["admin"])
 
 
+def test_moving_a_finding_to_another_patient_is_audited_for_both(api, users, finding, patient_id):
+    other_patient = str(uuid.uuid4())
+    status, moved = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"],
+                             {"patient_id": other_patient, "records": [REMOTE_LINK]})
+    assert status == 200 and moved["patient_id"] == other_patient
+    for audited in (patient_id, other_patient):
+        assert ("finding.update", finding["id"], audited) in \
+            _audit_actions(api, users["admin"], patient_id=audited, action="finding.update")
+
+
+def test_an_edit_for_the_same_patient_is_audited_once(api, users, finding, patient_id):
+    api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"], {"conclusion": "Confirmed."})
+    assert _audit_actions(api, users["admin"], action="finding.update") == \
+        [("finding.update", finding["id"], patient_id)]
+
+
 @pytest.mark.parametrize("who", ["physician2", "admin", "admin_b", "physician_b"])
 def test_only_the_author_edits(api, users, finding, db_state, who):
     before = db_state()
