@@ -18,6 +18,7 @@ import pytest
 
 from daemons.demo import ApiClient, seed_base
 from daemons.deployment import Layout, LocalDeployment, init_deployment
+from shared.tokens import generate_signing_keypair
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -45,6 +46,15 @@ def shared_data() -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
+    """(private, public) token key files for apps built in-process; daemons under test get the public one."""
+    folder = tmp_path_factory.mktemp("token-keys")
+    private, public = folder / "token_private.pem", folder / "token_public.pem"
+    generate_signing_keypair(private, public)
+    return private, public
 
 
 def _postgres_admin_url() -> str | None:

@@ -21,7 +21,7 @@ from daemons.institution.app import create_app
 from daemons.institution.models import MODELS, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
-from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+from shared.tokens import TokenIssuer, load_private_key
 
 ISSUER = "sivr-toplevel"
 AUDIENCE = "sivr"
@@ -42,15 +42,6 @@ def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'institution.db'}"
     return request.getfixturevalue("pg_test_database")
-
-
-@pytest.fixture(scope="session")
-def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
-    """(private, public) key files; the app gets the public one only."""
-    folder = tmp_path_factory.mktemp("keys")
-    private, public = folder / "token_private.pem", folder / "token_public.pem"
-    generate_signing_keypair(private, public)
-    return private, public
 
 
 @pytest.fixture(scope="session")

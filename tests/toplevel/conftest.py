@@ -19,7 +19,6 @@ from daemons.toplevel.app import create_app
 from daemons.toplevel.models import MODELS, database_proxy, upgrade
 from daemons.toplevel.settings import KEYS
 from shared.config import Config, build_config
-from shared.tokens import generate_signing_keypair
 
 from .support import PASSWORDS, Api
 
@@ -53,14 +52,6 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
     finally:
         conn.close()
     yield url
-
-
-@pytest.fixture(scope="session")
-def signing_keys(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("toplevel-keys")
-    private, public = folder / "token_private.pem", folder / "token_public.pem"
-    generate_signing_keypair(private, public)
-    return private, public
 
 
 @pytest.fixture
