@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from daemons.render.decode import Layout, decode_frames, fast_path_possible, nat
 from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
 
 MIB = 1024 * 1024
+DECODE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -392,9 +394,12 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
     """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
-    uploads = [(name, raw) for name, raw in uploads if raw]
-    if not uploads:
+    if not any(raw for _, raw in uploads):
         raise UploadError(400, "empty_upload", "no file was sent: attach one or more DICOM files as `files`")
+    empty = [name for name, raw in uploads if not raw]
+    if empty:
+        raise UploadError(400, "empty_file", f"{', '.join(empty[:5])}: empty file(s) in the upload; "
+                          "send the record's files only")
     if len(uploads) > limits.max_files:
         raise UploadError(413, "over_limits", f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
     total = sum(len(raw) for _, raw in uploads)
@@ -428,6 +433,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
     sample = files[len(files) // 2]
     sample_frame = _trial_decode(sample, layout)
+    _decode_all_compressed(files, layout)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else (files[0].slope, files[0].intercept)
         values = Modality(slope, intercept).apply(sample_frame)
@@ -491,6 +497,26 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
                           "the file is truncated")
+
+
+def _decode_all_compressed(files: list[ParsedFile], layout: Layout) -> None:
+    """Decode every frame that is not plain uncompressed data, so no stored slice fails at load.
+
+    Uncompressed frames need no trial: their length was checked, and any bytes are valid values.
+    """
+    compressed = [f for f in files if f.pixel_offset is None or not fast_path_possible(layout)]
+
+    def check(parsed: ParsedFile) -> None:
+        try:
+            for _ in decode_frames(parsed.raw, layout, list(range(parsed.frames)), None,
+                                   parsed.slope, parsed.intercept, parsed.dataset):
+                pass
+        except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+            raise UploadError(422, "undecodable_pixels",
+                              f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
+
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        list(pool.map(check, compressed))
 
 
 def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 
@@ -48,7 +49,12 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
     jpeg_process_10 = dicom_dir / "cornerstone-ct-ts-matrix" / (
         "CTImage.dcm_JPEGProcess10_12TransferSyntax_1.2.840.10008.1.2.4.55.dcm")  # no decoder exists
     short = _bytes(_dataset(rows=64, cols=64))
+    garbage_rle = _dataset(position=1)
+    garbage_rle.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    garbage_rle.PixelData = encapsulate([b"\x07\x00\x00\x00" + b"\xff" * 200])
     return {
+        "garbage RLE beside a good slice": ([("a.dcm", _bytes(_dataset())), ("rle.dcm", _bytes(garbage_rle))],
+                                            422, "undecodable_pixels"),
         "not DICOM": ([("notes.dcm", b"this is a text file, not an image" * 10)], 400, "not_dicom"),
         "no pixels": ([("report.dcm", _bytes(_dataset(pixels=False)))], 422, "no_pixel_data"),
         "truncated MR": ([("MR_truncated.dcm", (dicom_dir / "pydicom" / "MR_truncated.dcm").read_bytes())],
@@ -67,12 +73,13 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
                               422, "inconsistent_series"),
         "one bad file in a good series": ([("a.dcm", _bytes(_dataset())), ("b.txt", b"%PDF-1.4 not dicom" * 20)],
                                           400, "not_dicom"),
+        "an empty file in a good series": ([("a.dcm", _bytes(_dataset())), ("nothing.dcm", b"")], 400, "empty_file"),
     }
 
 
-CASE_NAMES = ["not DICOM", "no pixels", "truncated MR", "cut short", "huge dimensions", "too many frames",
+CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short", "huge dimensions", "too many frames",
               "undecodable syntax", "empty file", "mixed series", "mixed sizes", "mixed orientation",
-              "one bad file in a good series"]
+              "one bad file in a good series", "an empty file in a good series"]
 
 
 def _nothing_stored(node) -> None:
