@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import peewee
 from flask import Blueprint, current_app, request
@@ -20,7 +20,7 @@ from shared.auth import authenticate
 from shared.config import Config
 from shared.errors import ApiError, not_found
 from shared.tokens import Identity, TokenIssuer
-from shared.validation import parse_uuid
+from shared.validation import page_args, parse_uuid
 
 from daemons.toplevel.models import User
 from daemons.toplevel.passwords import Passwords
@@ -109,6 +109,14 @@ def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, create: b
             row.save(force_insert=create)
     except peewee.IntegrityError as exc:
         raise ApiError(409, "conflict", conflict) from exc
+
+
+def page_of(query: peewee.ModelSelect, order: tuple[peewee.Node, ...],
+            shape: Callable[[peewee.Model], dict[str, Any]]) -> dict[str, Any]:
+    """One page of `query` (`?limit=`, `?offset=`) as the API's list shape `{"items", "total"}`."""
+    limit, offset = page_args()
+    rows = query.order_by(*order).limit(limit).offset(offset)
+    return {"items": [shape(row) for row in rows], "total": query.count()}
 
 
 def query_text(name: str, max_len: int) -> str:

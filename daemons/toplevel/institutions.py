@@ -7,10 +7,10 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
-from shared.validation import json_body, page_args, validate
+from shared.validation import json_body, validate
 
 from daemons.toplevel import accounts
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Institution, User
 from daemons.toplevel.serialize import institution_json
 
@@ -20,10 +20,7 @@ bp = Blueprint("institutions", __name__)
 @bp.get("/api/v1/institutions")
 @require_user()
 def list_institutions():
-    limit, offset = page_args()
-    query = Institution.select()
-    rows = query.order_by(Institution.name).limit(limit).offset(offset)
-    return jsonify({"items": [institution_json(i) for i in rows], "total": query.count()})
+    return jsonify(page_of(Institution.select(), (Institution.name,), institution_json))
 
 
 @bp.post("/api/v1/institutions")

@@ -8,9 +8,9 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
-from shared.validation import Field, json_body, page_args, validate
+from shared.validation import Field, json_body, validate
 
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, RecordType
 from daemons.toplevel.serialize import record_type_json
 
@@ -42,10 +42,7 @@ def _save(record_type: RecordType, create: bool) -> None:
 @bp.get("/api/v1/record-types")
 @require_user()
 def list_record_types():
-    limit, offset = page_args()
-    query = RecordType.select()
-    rows = query.order_by(RecordType.code).limit(limit).offset(offset)
-    return jsonify({"items": [record_type_json(r) for r in rows], "total": query.count()})
+    return jsonify(page_of(RecordType.select(), (RecordType.code,), record_type_json))
 
 
 @bp.post("/api/v1/record-types")

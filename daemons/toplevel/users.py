@@ -7,10 +7,10 @@ from flask import Blueprint, Response, jsonify, request
 from shared.audit import record_audit
 from shared.auth import current_identity
 from shared.errors import ApiError
-from shared.validation import json_body, page_args, parse_uuid, validate
+from shared.validation import json_body, parse_uuid, validate
 
 from daemons.toplevel import accounts, sessions
-from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user, toplevel
+from daemons.toplevel.context import get_by_id, page_of, query_text, refuse_blank_id, require_user, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json, user_name_json
@@ -21,17 +21,14 @@ bp = Blueprint("users", __name__)
 @bp.get("/api/v1/users")
 @require_user()
 def list_users():
-    limit, offset = page_args()
     query = User.select()
     q = query_text("q", 150)
     if q:
         query = query.where(User.username.contains(q) | User.full_name.contains(q))
     if request.args.get("institution_id") is not None:
         query = query.where(User.institution == parse_uuid(request.args["institution_id"], "institution_id"))
-    total = query.count()
-    rows = query.order_by(User.username).limit(limit).offset(offset)
     shape = user_json if current_identity().is_admin else user_name_json
-    return jsonify({"items": [shape(u) for u in rows], "total": total})
+    return jsonify(page_of(query, (User.username,), shape))
 
 
 @bp.post("/api/v1/users")
