@@ -14,7 +14,7 @@ from shared.errors import ApiError
 from shared.validation import json_body
 
 from daemons.toplevel import sessions, throttle
-from daemons.toplevel.context import toplevel
+from daemons.toplevel.context import require_live_session, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
@@ -92,11 +92,7 @@ def login():
 @bp.post("/api/v1/auth/renew")
 def renew():
     """A new token for the same session, re-checked against the user table and the session limit."""
-    identity = authenticate()
-    user = User.get_or_none(User.id == identity.user_id)
-    reason = sessions.session_ended(identity, user)
-    if reason is not None:
-        raise ApiError(401, "session_expired", reason)
+    identity, user = require_live_session()
     limit = toplevel().session_max_s
     if time.time() - identity.auth_time > limit:
         raise ApiError(401, "session_expired",

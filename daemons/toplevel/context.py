@@ -51,13 +51,14 @@ def toplevel() -> Toplevel:
     return current_app.extensions[EXTENSION]
 
 
-def require_live_session() -> Identity:
-    """The request's identity, or `401 session_expired` once its session or its user has ended."""
+def require_live_session() -> tuple[Identity, User]:
+    """The request's identity and user, or `401 session_expired` once the session or the user has ended."""
     identity = authenticate()
-    reason = session_ended(identity, User.get_or_none(User.id == identity.user_id))
+    user = User.get_or_none(User.id == identity.user_id)
+    reason = session_ended(identity, user)
     if reason is not None:
         raise ApiError(401, "session_expired", reason)
-    return identity
+    return identity, user
 
 
 def require_user(*roles: str) -> Callable[[F], F]:
@@ -66,7 +67,7 @@ def require_user(*roles: str) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            identity = require_live_session()
+            identity, _user = require_live_session()
             if roles and identity.role not in roles:
                 raise ApiError(403, "forbidden",
                                f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
