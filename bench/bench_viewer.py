@@ -107,29 +107,50 @@ def derive_series(dest: Path, total: int) -> list[Path]:
     return files
 
 
-def process_rss_mb(pid: int) -> float:
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """RSS and PSS (shared pages split among their users, closer to Chromium's own "memory
+    footprint") of one process, from /proc."""
+    values = {"rss": 0.0, "pss": 0.0}
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                values[key.lower()] = int(rest.split()[0]) / 1024
     except OSError:
         pass
-    return 0.0
+    return values
 
 
 def browser_memory(browser, page) -> dict:
-    """RSS of every Chromium process (browser, renderer, GPU, utility) and the page's JS heap."""
+    """Memory of every Chromium process (browser, renderers, GPU, utilities) and the page's JS heap."""
     cdp = browser.new_browser_cdp_session()
     processes = cdp.send("SystemInfo.getProcessInfo")["processInfo"]
-    by_type: dict[str, float] = {}
+    by_type: dict[str, dict[str, float]] = {}
+    largest_renderer = {"rss": 0.0, "pss": 0.0}
     for proc in processes:
-        by_type[proc["type"]] = by_type.get(proc["type"], 0.0) + process_rss_mb(proc["id"])
+        used = process_memory_mb(proc["id"])
+        if proc["type"] == "renderer" and used["pss"] > largest_renderer["pss"]:
+            largest_renderer = used
+        slot = by_type.setdefault(proc["type"], {"rss": 0.0, "pss": 0.0})
+        for key in slot:
+            slot[key] += used[key]
     page_cdp = page.context.new_cdp_session(page)
     page_cdp.send("Performance.enable")
     metrics = {m["name"]: m["value"] for m in page_cdp.send("Performance.getMetrics")["metrics"]}
-    return {"rss_mb_by_process_type": {k: round(v, 1) for k, v in by_type.items()},
-            "rss_mb_total": round(sum(by_type.values()), 1),
+    return {"mb_by_process_type": {k: {m: round(v, 1) for m, v in d.items()} for k, d in by_type.items()},
+            "viewer_renderer_mb": {k: round(v, 1) for k, v in largest_renderer.items()},
+            "pss_mb_total": round(sum(d["pss"] for d in by_type.values()), 1),
+            "rss_mb_total": round(sum(d["rss"] for d in by_type.values()), 1),
             "js_heap_used_mb": round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1)}
+
+
+def memory_pressure(page) -> None:
+    """What Chromium gets from the OS when memory runs short: it drops purgeable caches
+    (decoded images above all), which is what it holds beyond the live page."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("HeapProfiler.collectGarbage")
+    cdp.send("Memory.simulatePressureNotification", {"level": "critical"})
+    page.wait_for_timeout(1500)
 
 
 class Bench:
@@ -154,9 +175,6 @@ class Bench:
 
     def view_hash(self, meta: dict, fmt: str) -> str:
         return f"#/view/{self.inst['id']}/{self.node['id']}/{meta['id']}?format={fmt}"
-
-    def unload(self, meta: dict) -> None:
-        """Evict nothing explicitly (the API has no unload): a fresh record is used for cold runs."""
 
     def new_page(self, browser, profile: dict | None):
         context = browser.new_context(viewport=VIEWPORT, base_url=self.deployment.url("web"))
@@ -219,8 +237,9 @@ def main() -> int:
                 real = sorted(CT_DIR.glob("*.dcm"))
                 cold_record = bench.add_record(real, "CT 100 slices (real)")
                 # Cold: the record is on disk only; opening it starts the load.
-                results["runs"].append({"case": "cold open, loopback", **measure_viewing(
-                    bench, browser, cold_record, "loopback", "webp", 60)})
+                cold = measure_viewing(bench, browser, cold_record, "loopback", "webp", 60)
+                results["runs"].append({"case": "cold open (record on disk only)", **cold})
+                print(json.dumps(cold), flush=True)
                 for profile in PROFILES:
                     for fmt in FORMATS:
                         run = measure_viewing(bench, browser, cold_record, profile, fmt,
@@ -234,10 +253,13 @@ def main() -> int:
                     first_ms = page.evaluate(FIRST_SLICE_JS, bench.view_hash(large, "webp"))
                     page.locator("#viewport[data-load-state=ready]").wait_for(timeout=600000)
                     scroll = page.evaluate(SCROLL_JS, 499)
+                    paged = browser_memory(browser, page)
+                    memory_pressure(page)
                     results["large"] = {
                         "slices": 500, "derived": True, "first_slice_ms": round(first_ms, 1),
                         "slices_per_s": round(499 / scroll["seconds"], 1),
-                        "memory_after_paging_all": browser_memory(browser, page)}
+                        "memory_after_paging_all": paged,
+                        "memory_after_pressure_signal": browser_memory(browser, page)}
                     print(json.dumps(results["large"]), flush=True)
                     context.close()
                 browser.close()

@@ -1,13 +1,13 @@
-// Rendered images kept as blob: URLs, least recently used dropped first. A blob URL pins its
-// bytes until revoked, so every eviction revokes, except the image on screen right now.
+// Rendered images as fetched (encoded Blobs), least recently used dropped first. Kept encoded
+// (tens of KB each) rather than decoded (a megabyte and more each): decoding one when it is
+// shown takes a few milliseconds, and the cache's size is what the bytes say.
 
 export class ImageCache {
-  constructor(maxBytes = 48 * 1024 * 1024, maxEntries = 300) {
+  constructor(maxBytes = 32 * 1024 * 1024, maxEntries = 300) {
     this.maxBytes = maxBytes;
     this.maxEntries = maxEntries;
-    this.entries = new Map();   // key -> {url, bytes}; Map order is recency order
+    this.entries = new Map();   // key -> {blob, bytes}; Map order is recency order
     this.bytes = 0;
-    this.pinned = null;
   }
 
   get(key) {
@@ -23,30 +23,19 @@ export class ImageCache {
   put(key, blob) {
     const existing = this.entries.get(key);
     if (existing) return existing;
-    const entry = { url: URL.createObjectURL(blob), bytes: blob.size };
+    const entry = { blob, bytes: blob.size };
     this.entries.set(key, entry);
     this.bytes += entry.bytes;
-    this._evict();
+    for (const [oldKey, old] of this.entries) {
+      if (this.bytes <= this.maxBytes && this.entries.size <= this.maxEntries) break;
+      this.entries.delete(oldKey);
+      this.bytes -= old.bytes;
+    }
     return entry;
   }
 
-  /** The URL on screen: never revoked while shown. */
-  pin(url) { this.pinned = url; }
-
-  _evict() {
-    for (const [key, entry] of this.entries) {
-      if (this.bytes <= this.maxBytes && this.entries.size <= this.maxEntries) break;
-      if (entry.url === this.pinned) continue;
-      this.entries.delete(key);
-      this.bytes -= entry.bytes;
-      URL.revokeObjectURL(entry.url);
-    }
-  }
-
   clear() {
-    for (const entry of this.entries.values()) URL.revokeObjectURL(entry.url);
     this.entries.clear();
     this.bytes = 0;
-    this.pinned = null;
   }
 }

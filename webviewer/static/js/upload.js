@@ -55,14 +55,6 @@ function sendFiles(url, token, files, onProgress, signal) {
   });
 }
 
-/** Per-file problems the node reported, whatever list name it used. */
-function fileProblems(err) {
-  const list = err.details && (err.details.files || err.details.errors || err.details.problems);
-  if (!Array.isArray(list)) return [];
-  return list.map((p) => typeof p === "string" ? { name: "", message: p }
-    : { name: p.file || p.name || p.filename || (p.index !== undefined ? `file ${p.index + 1}` : ""), message: p.message || p.reason || JSON.stringify(p) });
-}
-
 export async function uploadView(ctx, patientId) {
   const ownInst = await ctx.dir.ownInstitution();
   const [patient, nodes, types] = await Promise.all([
@@ -148,14 +140,11 @@ export async function uploadView(ctx, patientId) {
     }
   });
 
+  /** The node names the offending file and the reason in its message ("x.dcm: no Pixel Data"). */
   function showError(err) {
-    const problems = fileProblems(err);
     progress.value = 0;
     progressText.textContent = "";
-    mount(result, h("div", { class: "form-error", role: "alert" },
-      h("p", { text: `Upload failed: ${ctx.describeError(err)}` }),
-      problems.length ? h("ul", { class: "problems" }, problems.map((p) => h("li", {},
-        p.name ? h("span", { class: "mono", text: `${p.name}: ` }) : null, p.message))) : null));
+    mount(result, h("p", { class: "form-error", role: "alert", text: `Upload failed: ${ctx.describeError(err)}` }));
   }
 
   if (!nodes.length) submit.disabled = true;

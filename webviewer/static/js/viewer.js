@@ -99,7 +99,13 @@ class Viewer {
   mount() {
     const m = this.meta;
     const s = this.state;
-    this.img = h("img", { class: "view-image", alt: "", draggable: "false" });
+    // The picture is a <canvas> with a "bitmaprenderer" context: each image is decoded once
+    // with createImageBitmap and handed over whole (no pixel is touched here), and the previous
+    // bitmap is released at once. With <img> elements Chromium keeps every decoded slice in a
+    // purgeable cache, some 600 MB after paging through 500 slices.
+    this.img = h("canvas", { class: "view-image", "aria-hidden": "true" });
+    this.bitmapContext = this.img.getContext("bitmaprenderer");
+    this.showToken = 0;
     this.overlay = svg("svg", { class: "view-overlay", "aria-hidden": "true" });
     this.cornerTL = h("div", { class: "corner tl" });
     this.cornerBL = h("div", { class: "corner bl", id: "view-info" });
@@ -434,16 +440,22 @@ class Viewer {
   }
 
   async show(req, entry) {
-    if (this.img.getAttribute("src") !== entry.url) {
-      const probe = new Image();
-      probe.src = entry.url;
-      try { await probe.decode(); } catch { this.showMessage("The image could not be displayed."); return; }
-      if (this.destroyed) return;
-      this.img.src = entry.url;
+    const token = ++this.showToken;
+    if (this.shownEntry !== entry) {
+      let bitmap;
+      try { bitmap = await createImageBitmap(entry.blob); } catch {
+        if (token === this.showToken) this.showMessage("The image could not be displayed.");
+        return;
+      }
+      if (this.destroyed || token !== this.showToken) { bitmap.close(); return; }
+      this.img.width = bitmap.width;
+      this.img.height = bitmap.height;
+      this.bitmapContext.transferFromImageBitmap(bitmap);
+      this.shownEntry = entry;
     }
-    this.cache.pin(entry.url);
+    const front = this.img;
     const r = req.rect;
-    Object.assign(this.img.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
+    Object.assign(front.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
     this.overlay.style.transform = "";
     this.shown = req;
     this.showMessage(null);
