@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import peewee
 from flask import Blueprint, Response, jsonify, request
 
 from daemons.render.node import node
@@ -58,11 +59,14 @@ def upload():
     row = models.StoredRecord.get_or_none(models.StoredRecord.id == parsed.record_id)
     if row is None:
         meta = parsed.manifest["meta"]
-        row = models.StoredRecord.create(
-            id=parsed.record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-            frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
-            uploaded_by=current_identity().user_id, stored_at=utcnow(),
-        )
+        try:
+            row = models.StoredRecord.create(
+                id=parsed.record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
+                frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
+                uploaded_by=current_identity().user_id, stored_at=utcnow(),
+            )
+        except peewee.IntegrityError:  # the same record uploaded at the same moment by another request
+            row = models.StoredRecord.get(models.StoredRecord.id == parsed.record_id)
     record_audit(models.AuditEntry, "record.upload" if created else "record.upload_again", "record", parsed.record_id)
     response = jsonify(record_meta(parsed.record_id, row))
     response.status_code = 201 if created else 200

@@ -327,3 +327,24 @@ def test_openapi_documents_every_api_route(node):
     assert routes - documented == set()
     assert document["components"]["schemas"]["RecordMeta"]["properties"].keys() >= {
         "id", "rows", "columns", "frames", "pixel_spacing", "slice_spacing", "default_window"}
+
+
+def test_the_same_record_uploaded_twice_at_once_is_stored_once(node, ct_files):
+    codes: list[int] = []
+    ids: set[str] = set()
+
+    def send() -> None:
+        reply = node.app.test_client().post(
+            "/api/v1/records", headers=node.headers(), content_type="multipart/form-data",
+            data={"files": [(io.BytesIO(p.read_bytes()), p.name) for p in ct_files[:4]]})
+        codes.append(reply.status_code)
+        ids.add(reply.json["id"])
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes.count(201) == 1 and codes.count(200) == 3 and len(ids) == 1, codes
+    assert node.client.get("/api/v1/records", headers=node.headers()).json["total"] == 1
+    assert len([p for p in (node.root / "store").iterdir()]) == 1
