@@ -43,16 +43,21 @@ class Layout:
         return self.samples == 3 or self.photometric == "PALETTE COLOR"
 
     @property
+    def file_dtype(self) -> np.dtype:
+        """The dtype of one greyscale sample as the file stores it (native byte order)."""
+        if self.bits_allocated == 1:
+            return np.dtype(np.uint8)
+        kind = "i" if self.pixel_representation == 1 else "u"
+        return np.dtype(f"{kind}{max(1, self.bits_allocated // 8)}")
+
+    @property
     def stored_dtype(self) -> np.dtype:
         """The dtype frames are kept in, in RAM (native byte order)."""
         if self.is_color:
             return np.dtype(np.uint8)
         if self.float_modality:
             return np.dtype(np.float32)
-        if self.bits_allocated == 1:
-            return np.dtype(np.uint8)
-        kind = "i" if self.pixel_representation == 1 else "u"
-        return np.dtype(f"{kind}{max(1, self.bits_allocated // 8)}")
+        return self.file_dtype
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -91,7 +96,7 @@ def _fix_bits(frame: np.ndarray, layout: Layout) -> np.ndarray:
 
 def native_frame(raw: bytes, offset: int, layout: Layout, index: int) -> np.ndarray:
     """Frame `index` of an uncompressed little-endian file, straight from its bytes."""
-    dtype = layout.stored_dtype.newbyteorder("<")
+    dtype = layout.file_dtype.newbyteorder("<")
     count = layout.rows * layout.columns
     start = offset + index * count * dtype.itemsize
     if start + count * dtype.itemsize > len(raw):

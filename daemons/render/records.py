@@ -254,8 +254,10 @@ class _Loader:
             try:
                 raw, dataset = self._file(file_index)
                 offset = info.get("pixel_offset")
+                per_frame = info.get("frame_rescales")
+                slope, intercept = per_frame[frame_in_file] if per_frame else (info["slope"], info["intercept"])
                 _, frame = next(decode_frames(raw, record.layout, [frame_in_file], offset,
-                                              float(info["slope"]), float(info["intercept"]), dataset))
+                                              float(slope), float(intercept), dataset))
                 record.pixels[index] = frame
                 error = None
             except Exception as exc:  # any failure of one slice is reported for that slice

@@ -60,6 +60,11 @@ class ParsedFile:
     pixel_offset: int | None
     slope: float
     intercept: float
+    frame_rescales: list[tuple[float, float]] | None = None
+
+    def rescale(self, frame: int) -> tuple[float, float]:
+        """Slope and intercept of one frame (enhanced files may give each frame its own)."""
+        return self.frame_rescales[frame] if self.frame_rescales else (self.slope, self.intercept)
 
 
 @dataclass
@@ -302,7 +307,25 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         name=name, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), dataset=ds, frames=frames,
         position=along, instance=_number(ds, "InstanceNumber", None, name, int),
         pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
+        frame_rescales=_frame_rescales(ds, frames, name),
     )
+
+
+def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
+    """Per-frame rescale of an enhanced multi-frame file, when its frames carry their own."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if not items or len(items) != frames or not all("PixelValueTransformationSequence" in i for i in items):
+        return None
+    rescales = []
+    for item in items:
+        transform = item.PixelValueTransformationSequence[0]
+        slope = _number(transform, "RescaleSlope", 1.0, name)
+        intercept = _number(transform, "RescaleIntercept", 0.0, name)
+        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0 or abs(slope) > 1e6 \
+                or abs(intercept) > MAX_MODALITY_MAGNITUDE:
+            raise _invalid(name, f"a frame's Rescale Slope/Intercept ({slope}, {intercept}) is not usable")
+        rescales.append((slope, intercept))
+    return rescales
 
 
 def _layout(ds: Dataset, float_modality: bool) -> Layout:
@@ -415,7 +438,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     frames_total = sum(f.frames for f in files)
     if frames_total > limits.max_frames:
         raise UploadError(413, "over_limits", f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
-    rescales = {(f.slope, f.intercept) for f in files}
+    rescales = {r for f in files for r in (f.frame_rescales or [(f.slope, f.intercept)])}
     modality_seq = first.get("ModalityLUTSequence")
     layout = _layout(first, float_modality=len(rescales) > 1 and not modality_seq)
     if layout.samples not in (1, 3) or layout.bits_allocated not in (1, 8, 16, 32):
@@ -435,7 +458,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     sample_frame = _trial_decode(sample, layout)
     _decode_all_compressed(files, layout)
     if layout.float_modality or modality_lut is None:
-        slope, intercept = (1.0, 0.0) if layout.float_modality else (files[0].slope, files[0].intercept)
+        slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
         values = Modality(slope, intercept).apply(sample_frame)
     else:
         values = Modality(lut=modality_lut).apply(sample_frame)
@@ -465,8 +488,8 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     render = {
         "layout": layout.to_json(),
         "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-        "rescale_slope": 1.0 if layout.float_modality else files[0].slope,
-        "rescale_intercept": 0.0 if layout.float_modality else files[0].intercept,
+        "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
+        "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
         "modality_lut": _lut_json(modality_lut),
         "voi_lut": _lut_json(voi_lut),
         "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
@@ -474,7 +497,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-         "slope": f.slope, "intercept": f.intercept, "name": f.name[:200]}
+         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200]}
         for f in files
     ]
     return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
@@ -508,9 +531,8 @@ def _decode_all_compressed(files: list[ParsedFile], layout: Layout) -> None:
 
     def check(parsed: ParsedFile) -> None:
         try:
-            for _ in decode_frames(parsed.raw, layout, list(range(parsed.frames)), None,
-                                   parsed.slope, parsed.intercept, parsed.dataset):
-                pass
+            for frame in range(parsed.frames):
+                next(decode_frames(parsed.raw, layout, [frame], None, *parsed.rescale(frame), parsed.dataset))
         except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
             raise UploadError(422, "undecodable_pixels",
                               f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
@@ -523,8 +545,8 @@ def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:
     """Decode one frame now, so a file whose pixels cannot be decoded is refused at upload."""
     offset = parsed.pixel_offset if fast_path_possible(layout) else None
     try:
-        _, frame = next(decode_frames(parsed.raw, layout, [parsed.frames // 2], offset,
-                                      parsed.slope, parsed.intercept, parsed.dataset))
+        middle = parsed.frames // 2
+        _, frame = next(decode_frames(parsed.raw, layout, [middle], offset, *parsed.rescale(middle), parsed.dataset))
     except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
         raise UploadError(422, "undecodable_pixels", f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
     return frame
