@@ -34,6 +34,7 @@ from admin_gui.screens.node_health import NodeHealthScreen
 from admin_gui.screens.nodes import NodesScreen
 from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
+from admin_gui.widgets import plain_label
 from admin_gui.workers import TaskRunner
 
 #: (navigation label, screen class) in the order shown.
@@ -80,9 +81,8 @@ class ConsolePage(QWidget):
             item = QListWidgetItem(label)
             item.setSizeHint(QSize(0, 40))
             self.nav.addItem(item)
-        who = QLabel(f"{ctx.user.get('full_name') or ctx.user.get('username')}\n"
-                     f"{ctx.user.get('username')} · {ctx.user.get('role')}")
-        who.setObjectName("sideUser")
+        who = plain_label(f"{ctx.user.get('full_name') or ctx.user.get('username')}\n"
+                          f"{ctx.user.get('username')} · {ctx.user.get('role')}", "sideUser")
         self.logout_button = QPushButton("Sign out")
         self.logout_button.setObjectName("signOut")
         self.logout_button.clicked.connect(on_logout)
@@ -139,8 +139,8 @@ class ConsoleWindow(QMainWindow):
         self.pages.addWidget(self.login)
         self.setCentralWidget(self.pages)
 
-        self.user_label = QLabel()
-        self.server_label = QLabel()
+        self.user_label = plain_label()
+        self.server_label = plain_label()
         self.busy_label = QLabel()
         self.busy_label.setObjectName("busy")
         for label in (self.busy_label, self.user_label, self.server_label):

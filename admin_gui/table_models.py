@@ -20,6 +20,7 @@ from PySide6.QtCore import (
     Qt,
 )
 from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import Qt as GuiQt
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 #: Full text of a cell for the filter box, so a pasted whole id matches a shortened one.
@@ -143,7 +144,9 @@ class ResourceTableModel(QAbstractTableModel):
             return column.text(column.value(row))
         if role == Qt.ItemDataRole.ToolTipRole:
             raw = column.value(row)
-            return raw if isinstance(raw, str) and raw else column.text(raw) or None
+            tip = raw if isinstance(raw, str) and raw else column.text(raw)
+            # a tooltip that looks like HTML is rendered as HTML; cell values are other users' text
+            return GuiQt.convertFromPlainText(tip) if tip else None
         if role == FILTER_ROLE:
             raw = column.value(row)
             return f"{column.text(raw)} {_text(raw)}"

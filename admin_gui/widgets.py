@@ -34,6 +34,19 @@ from admin_gui.table_models import FilterProxyModel, ResourceTableModel
 from admin_gui.workers import TaskRunner
 
 
+def plain_label(text: str = "", object_name: str = "") -> QLabel:
+    """A label that shows `text` literally.
+
+    Names, URLs and error messages come from servers and, through them, from other users; a
+    QLabel would render anything that looks like HTML as rich text (spoofed messages, images).
+    """
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    if object_name:
+        label.setObjectName(object_name)
+    return label
+
+
 class MessageBanner(QFrame):
     """A coloured line above a screen's table: errors in red, confirmations in green."""
 
@@ -42,7 +55,7 @@ class MessageBanner(QFrame):
         self.setObjectName("banner")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 8, 8)
-        self.label = QLabel()
+        self.label = plain_label()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         close = QPushButton("✕")
@@ -188,10 +201,8 @@ class FormDialog(QDialog):
         self._check = check
         self._send = send
         self.fields: dict[str, QWidget] = {}
-        heading = QLabel(title)
-        heading.setObjectName("dialogTitle")
-        self.error = QLabel()
-        self.error.setObjectName("formError")
+        heading = plain_label(title, "dialogTitle")
+        self.error = plain_label(object_name="formError")
         self.error.setWordWrap(True)
         self.error.hide()
         self.form = QFormLayout()
@@ -207,8 +218,7 @@ class FormDialog(QDialog):
         layout.setSpacing(12)
         layout.addWidget(heading)
         if intro:
-            note = QLabel(intro)
-            note.setObjectName("muted")
+            note = plain_label(intro, "muted")
             note.setWordWrap(True)
             layout.addWidget(note)
         layout.addWidget(self.error)
@@ -294,6 +304,7 @@ def confirm(parent: QWidget, title: str, text: str, on_yes: Callable[[], None]) 
     """A non-blocking Yes/No question; `on_yes` runs only on Yes. Returns the box (tests click it)."""
     box = QMessageBox(QMessageBox.Icon.Question, title, text,
                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
+    box.setTextFormat(Qt.TextFormat.PlainText)  # the question names things other users typed
     box.setDefaultButton(QMessageBox.StandardButton.No)
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
 

@@ -31,7 +31,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import AuditModel, PatientsModel
-from admin_gui.widgets import MessageBanner, TablePanel
+from admin_gui.widgets import MessageBanner, TablePanel, plain_label
 
 AUDIT_PAGE = 500
 #: Actions the layers write (the list is editable: a newer server may write others).
@@ -143,8 +143,7 @@ class AuditScreen(TableScreen):
         self.patient.setPlaceholderText("patient id — or use Find…")
         find = QPushButton("Find…")
         find.clicked.connect(self.find_patient)
-        self.patient_name = QLabel()
-        self.patient_name.setObjectName("muted")
+        self.patient_name = plain_label(object_name="muted")
         self.action = QComboBox()
         self.action.setEditable(True)
         self.action.addItems(ACTIONS)
@@ -163,8 +162,7 @@ class AuditScreen(TableScreen):
         self.more_button.clicked.connect(self.load_more)
         self.more_button.hide()
         self._search: tuple[ApiClient, str, dict[str, str]] | None = None
-        self.result_label = QLabel()
-        self.result_label.setObjectName("muted")
+        self.result_label = plain_label(object_name="muted")
 
         card = QFrame()
         card.setObjectName("filterCard")

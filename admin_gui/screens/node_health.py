@@ -17,7 +17,6 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QLabel,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -27,6 +26,7 @@ from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes
+from admin_gui.widgets import plain_label
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
 REGISTRY_THREADS = 8
@@ -84,17 +84,14 @@ class NodeHealthScreen(TableScreen):
         for seconds in INTERVALS_S:
             self.interval.addItem(f"{seconds} s" if seconds < 60 else f"{seconds // 60} min", seconds)
         self.interval.setCurrentIndex(INTERVALS_S.index(DEFAULT_INTERVAL_S))
-        self.summary = QLabel()
-        self.summary.setObjectName("summary")
-        self.updated = QLabel()
-        self.updated.setObjectName("muted")
+        self.summary = plain_label(object_name="summary")
+        self.updated = plain_label(object_name="muted")
         self.toolbar.insertWidget(0, self.summary)
         self.toolbar.insertStretch(1, 1)
         self.toolbar.insertWidget(2, self.updated)
         self.toolbar.insertWidget(3, self.auto)
         self.toolbar.insertWidget(4, self.interval)
-        self.problems = QLabel()
-        self.problems.setObjectName("problems")
+        self.problems = plain_label(object_name="problems")
         self.problems.setWordWrap(True)
         self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.body.addWidget(self.problems)

@@ -16,7 +16,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import NodesModel
-from admin_gui.widgets import FormDialog, confirm
+from admin_gui.widgets import FormDialog, confirm, plain_label
 
 
 def check_node(values: dict[str, Any]) -> dict[str, str]:
@@ -39,8 +39,7 @@ class NodesScreen(TableScreen):
         self.institution.setObjectName("institutionChooser")
         self.institution.setMinimumWidth(280)
         self.institution.currentIndexChanged.connect(self.load_nodes)
-        self.server_label = QLabel()
-        self.server_label.setObjectName("muted")
+        self.server_label = plain_label(object_name="muted")
         chooser = QHBoxLayout()
         chooser.addWidget(QLabel("Institution:"))
         chooser.addWidget(self.institution)

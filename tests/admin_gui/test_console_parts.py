@@ -11,14 +11,14 @@ import pytest
 import shiboken6
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 from admin_gui import form_checks
 from admin_gui.api_client import ApiClient, ApiError, SessionEnded
 from admin_gui.main import main
 from admin_gui.main_window import ConsoleWindow, renewal_delay_s
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
-from admin_gui.widgets import FormDialog
+from admin_gui.widgets import FormDialog, MessageBanner, confirm
 
 from driving import WAIT_MS
 from admin_gui.workers import TaskRunner
@@ -137,6 +137,30 @@ def test_a_form_keeps_a_current_value_it_does_not_know(qtbot):
     dialog.add_combo("institution_id", "Institution", [("A", "id-a"), ("B", "id-b")], "id-gone")
     dialog.add_combo("role", "Role", [("Physician", "physician"), ("Administrator", "admin")], "admin")
     assert dialog.values() == {"institution_id": "id-gone", "role": "admin"}
+
+
+def test_text_from_servers_is_shown_literally_never_as_html(qtbot):
+    """Names and error messages are typed by other users: markup in them must stay visible text."""
+    hostile = '<img src="file:///etc/passwd"><a href="https://evil.example">log in again</a>'
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    banner = MessageBanner(parent)
+    banner.show_error(f"an institution named {hostile!r} already exists")
+    dialog = FormDialog(parent, f"Edit institution {hostile}", TaskRunner(parent), lambda values: {},
+                        lambda values: None, intro=f"Registered on {hostile}.")
+    box = confirm(parent, "Delete institution", f"Delete the institution {hostile}?", lambda: None)
+    labels = [banner.label, *dialog.findChildren(QLabel)]
+    assert any(hostile in label.text() for label in labels[1:])
+    for label in labels:
+        assert label.textFormat() == Qt.TextFormat.PlainText, label.text()
+    assert box.textFormat() == Qt.TextFormat.PlainText
+    box.close()
+    model = NodeHealthModel()
+    model.set_rows([{"id": "a1", "name": hostile, "institution_name": "X", "status": "up",
+                     "records_stored": 1, "url": "https://a:5003"}])
+    name = [c.header for c in model.columns].index("Node")
+    tip = model.index(0, name).data(Qt.ItemDataRole.ToolTipRole)
+    assert "<img" not in tip and "&lt;img" in tip
 
 
 def test_runner_works_off_the_gui_thread_and_answers_on_it(qtbot):
