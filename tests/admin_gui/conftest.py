@@ -19,10 +19,10 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from admin_gui.main_window import ConsoleWindow  # noqa: E402
 from admin_gui.style import apply_style  # noqa: E402
-from daemons.demo import seed_base  # noqa: E402
-from daemons.deployment import Layout, LocalDeployment, init_deployment  # noqa: E402
+from daemons.deployment import Layout  # noqa: E402
 from daemons.layers import LAYERS  # noqa: E402
 from shared.config import render_config_toml  # noqa: E402
+from tests.conftest import RunningDeployment, start_deployment  # noqa: E402
 
 from driving import WAIT_MS  # noqa: E402  (this folder is on sys.path: it has no __init__.py)
 
@@ -30,55 +30,39 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "admin_gui"
 
 
-class Deployment(LocalDeployment):
-    users: dict[str, dict[str, str]]
+INSTITUTIONS = ["Demo Hospital", "Second Clinic"]
 
 
-def start(root: Path, toplevel_tokens: dict | None = None) -> Deployment:
-    """A deployment with two institutions; `toplevel_tokens` overrides token settings."""
-    layout = init_deployment(root, pick_free_ports=True, institution_names=["Demo Hospital", "Second Clinic"])
-    if toplevel_tokens:
-        _override_toplevel(layout, toplevel_tokens)
-    users = seed_base(layout)
-    running = Deployment(layout)
-    running.users = users
-    try:
-        running.start()
-    except BaseException:
-        running.stop()
-        raise
-    return running
+def _override_toplevel(tokens: dict) -> Callable[[Layout], None]:
+    """A `before_start` hook that changes the toplevel's token settings (short lifetimes)."""
 
+    def override(layout: Layout) -> None:
+        path = Path(layout.first("toplevel").config)
+        values = tomllib.loads(path.read_text())
+        values["tokens"].update(tokens)
+        path.write_text(render_config_toml("toplevel", LAYERS["toplevel"].keys, values))
 
-def _override_toplevel(layout: Layout, tokens: dict) -> None:
-    path = Path(layout.first("toplevel").config)
-    values = tomllib.loads(path.read_text())
-    values["tokens"].update(tokens)
-    path.write_text(render_config_toml("toplevel", LAYERS["toplevel"].keys, values))
+    return override
 
 
 @pytest.fixture(scope="session")
-def gui_deployment(tmp_path_factory) -> Iterator[Deployment]:
+def gui_deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
     """Real toplevel and institution daemons (and render nodes when that layer exists) shared by
     the console tests; tests that change data use names of their own and clean up."""
-    running = start(tmp_path_factory.mktemp("gui-deployment"))
+    running = start_deployment(tmp_path_factory.mktemp("gui-deployment"), institution_names=INSTITUTIONS)
     yield running
     running.stop()
 
 
 @pytest.fixture
-def private_deployment(tmp_path_factory) -> Iterator[Callable[..., Deployment]]:
+def private_deployment(make_deployment) -> Callable[..., RunningDeployment]:
     """Deployments a test may break (stop a daemon) or configure (short tokens)."""
-    started: list[Deployment] = []
 
-    def make(**kwargs) -> Deployment:
-        running = start(tmp_path_factory.mktemp("gui-private"), **kwargs)
-        started.append(running)
-        return running
+    def make(toplevel_tokens: dict | None = None) -> RunningDeployment:
+        before_start = _override_toplevel(toplevel_tokens) if toplevel_tokens else None
+        return make_deployment(before_start=before_start, institution_names=INSTITUTIONS)
 
-    yield make
-    for running in started:
-        running.stop()
+    return make
 
 
 @pytest.fixture
