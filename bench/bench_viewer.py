@@ -9,7 +9,7 @@ through a 500-slice record.
 Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
 DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.
 
-    python bench/bench_viewer.py [--out bench/results/viewer.json] [--skip-large]
+    python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def measure_viewing(bench: Bench, browser, meta: dict, profile_name: str, fmt: s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.json"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
     args = parser.parse_args()
     if not CT_DIR.is_dir():
