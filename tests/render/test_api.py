@@ -348,3 +348,29 @@ def test_the_same_record_uploaded_twice_at_once_is_stored_once(node, ct_files):
     assert codes.count(201) == 1 and codes.count(200) == 3 and len(ids) == 1, codes
     assert node.client.get("/api/v1/records", headers=node.headers()).json["total"] == 1
     assert len([p for p in (node.root / "store").iterdir()]) == 1
+
+
+@pytest.mark.parametrize("name", ["pydicom/examples_ybr_color.dcm", "pydicom-data/OBXXXX1A_rle.dcm",
+                                  "pydicom-data/emri_small.dcm"])
+def test_multi_frame_and_colour_files_load_and_render_like_pydicom(node, dicom_dir, name):
+    from pydicom.pixels import apply_color_lut
+
+    from daemons.render.pixels import color_to_uint8
+
+    path = dicom_dir / name
+    reply = node.upload([path])
+    assert reply.status_code == 201, reply.json
+    record = _loaded(node, reply.json["id"])
+    ds = pydicom.dcmread(path)
+    expected = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        expected = color_to_uint8(apply_color_lut(expected, ds), 16)  # 16-bit palette entries shown in 8 bits
+    expected = expected if expected.ndim == record.pixels.ndim else expected[np.newaxis]
+    assert record.frames_ready == record.frames_total == expected.shape[0]
+    np.testing.assert_array_equal(record.pixels, expected)
+    last = record.frames_total - 1
+    image = _png(node.client.get(f"/api/v1/records/{reply.json['id']}/frames/{last}", headers=node.headers()))
+    if record.is_color:
+        np.testing.assert_array_equal(image, expected[last])
+    else:
+        assert image.shape == expected.shape[1:]
