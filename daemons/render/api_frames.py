@@ -125,7 +125,7 @@ def frame(record_id: str, index: int):
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
     if not record.is_ready(index):
-        the_node.registry.demand(record_id, index)
+        the_node.registry.decode_now(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
             if index in record.errors:
                 raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {record.errors[index]}")

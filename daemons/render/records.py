@@ -243,27 +243,39 @@ class _Loader:
             if self._file_left[file_index] <= 0:
                 self._file_cache.pop(file_index, None)
 
-    def _pump(self) -> None:
+    def take(self, index: int) -> bool:
+        """Claim frame `index` for the caller to decode; False if a loader thread has it already."""
+        with self._lock:
+            if self._taken[index]:
+                return False
+            self._taken[index] = True
+            return True
+
+    def decode(self, index: int) -> None:
+        """Decode one claimed frame into the record; a failure is recorded for that frame."""
         record = self.record
-        while not record.cancelled:
+        file_index, frame_in_file = self.sources[index]
+        info = self.files[file_index]
+        try:
+            raw, dataset = self._file(file_index)
+            offset = info.get("pixel_offset")
+            per_frame = info.get("frame_rescales")
+            slope, intercept = per_frame[frame_in_file] if per_frame else (info["slope"], info["intercept"])
+            _, frame = next(decode_frames(raw, record.layout, [frame_in_file], offset,
+                                          float(slope), float(intercept), dataset))
+            record.pixels[index] = frame
+            error = None
+        except Exception as exc:  # any failure of one slice is reported for that slice
+            error = f"{type(exc).__name__}: {exc}"
+        self._release(file_index)
+        record._frame_done(index, error)
+
+    def _pump(self) -> None:
+        while not self.record.cancelled:
             index = self._next()
             if index is None:
                 return
-            file_index, frame_in_file = self.sources[index]
-            info = self.files[file_index]
-            try:
-                raw, dataset = self._file(file_index)
-                offset = info.get("pixel_offset")
-                per_frame = info.get("frame_rescales")
-                slope, intercept = per_frame[frame_in_file] if per_frame else (info["slope"], info["intercept"])
-                _, frame = next(decode_frames(raw, record.layout, [frame_in_file], offset,
-                                              float(slope), float(intercept), dataset))
-                record.pixels[index] = frame
-                error = None
-            except Exception as exc:  # any failure of one slice is reported for that slice
-                error = f"{type(exc).__name__}: {exc}"
-            self._release(file_index)
-            record._frame_done(index, error)
+            self.decode(index)
 
 
 class RecordRegistry:
@@ -310,9 +322,20 @@ class RecordRegistry:
         return record
 
     def demand(self, record_id: str, index: int) -> None:
+        """Put a frame at the head of the loader's queue."""
         loader = self._loaders.get(record_id)
         if loader is not None:
             loader.demand(index)
+
+    def decode_now(self, record_id: str, index: int) -> None:
+        """Decode a frame a viewer waits for in the caller's thread, unless a loader thread has it.
+
+        The request thread would only wait otherwise; this keeps the first image fast even while
+        the loader pool is busy with other records.
+        """
+        loader = self._loaders.get(record_id)
+        if loader is not None and loader.take(index):
+            loader.decode(index)
 
     def _evict(self, needed: int) -> None:
         while self._records and self.memory_used() + needed > self.budget_bytes:

@@ -374,3 +374,14 @@ def test_multi_frame_and_colour_files_load_and_render_like_pydicom(node, dicom_d
         np.testing.assert_array_equal(image, expected[last])
     else:
         assert image.shape == expected.shape[1:]
+
+
+def test_a_viewer_gets_its_slice_even_when_no_loader_thread_is_free(node, ct_files):
+    record_id = node.upload(ct_files).json["id"]
+    node.registry._pool = _NoPool()  # every loader thread busy elsewhere: nothing runs in the background
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    reply = node.client.get(f"/api/v1/records/{record_id}/frames/7?format=jpeg", headers=node.headers())
+    assert reply.status_code == 200 and reply.mimetype == "image/jpeg"
+    status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
+    assert status["state"] == "loading" and status["frames_ready"] == 1
+    assert node.registry.get_loaded(record_id).is_ready(7)
