@@ -296,6 +296,9 @@ class _NoPool:
     def submit(self, fn):
         return None
 
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
 
 def test_demanded_frames_are_decoded_first_latest_first(node, ct_files):
     record_id = node.upload(ct_files).json["id"]
