@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from daemons.render.decode import Layout, decode_frames, read_dataset
+from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
 from daemons.render.pixels import GrayParams, LutTable, Modality, Window, gray_lut, lut_supported
 from daemons.render.storage import RecordStore
 
@@ -233,7 +233,10 @@ class _Loader:
             cached = self._file_cache.get(file_index)
             if cached is None:
                 raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
-                dataset = None if info.get("pixel_offset") is not None else read_dataset(raw)
+                dataset = None
+                if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
+                    dataset = read_dataset(raw)
+                    dataset.PixelData  # read the deferred value now: frames are decoded from several threads
                 cached = self._file_cache[file_index] = (raw, dataset)
             return cached
 
