@@ -94,3 +94,21 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     meta = upload_record(doctor, node["url"], files)
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
     return {"meta": meta, "node": node, "institution": inst}
+
+
+def users_of_second_institution(deployment) -> dict[str, dict[str, str]]:
+    """An admin and a physician of institution 2, created through the toplevel API (once)."""
+    if hasattr(deployment, "second_users"):
+        return deployment.second_users
+    admin = deployment.client("admin")
+    inst_id = institution(deployment, 2)["id"]
+    users = {}
+    for role in ("admin", "physician"):
+        name = f"{role}-2-{uuid.uuid4().hex[:6]}"
+        password = uuid.uuid4().hex
+        admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
+            "username": name, "password": password, "full_name": f"Second {role.title()}",
+            "role": role, "institution_id": inst_id})
+        users[role] = {"username": name, "password": password}
+    deployment.second_users = users
+    return users

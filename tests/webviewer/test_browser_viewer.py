@@ -37,7 +37,8 @@ def shown(page) -> dict:
 
 
 def wait_shown(page, predicate_js: str, arg=None) -> dict:
-    page.wait_for_function(f"(arg) => {{ const d = document.querySelector('#viewport').dataset; return {predicate_js}; }}",
+    page.wait_for_function(f"(arg) => {{ const v = document.querySelector('#viewport'); if (!v) return false; "
+                           f"const d = v.dataset; return {predicate_js}; }}",
                            arg=arg, polling=50)
     return shown(page)
 
@@ -243,3 +244,29 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"], wide
     finally:
         context.close()
+
+
+def test_a_record_of_another_institution_opens_from_its_own_node(page, deployment, shared_data, tmp_path, shots):
+    """Findings and images live where they were made; the browser goes to that node directly."""
+    from daemons.demo import ApiClient, register_nodes, register_record, upload_record
+
+    from tests.webviewer.helpers import institution, users_of_second_institution
+
+    second = users_of_second_institution(deployment)
+    inst2 = institution(deployment, 2)
+    node2 = register_nodes(ApiClient(deployment, **second["admin"]), inst2)[inst2["nodes"][0]["url"]]
+    doctor2 = ApiClient(deployment, **second["physician"])
+    patient = new_patient(deployment)
+    meta = upload_record(doctor2, node2["url"], derived_series(shared_data, tmp_path / "s", first=70, count=6))
+    register_record(doctor2, inst2["server_url"], meta, node2["id"], patient["id"], "CT", "CT from the second clinic")
+
+    login(page, deployment)   # a physician of institution 1
+    page.goto(f"/#/patients/{patient['id']}")
+    block = page.locator(f"article[data-institution='{inst2['id']}']")
+    block.get_by_role("link", name=re.compile("Open CT")).click()
+    page.locator("#viewport, #alert:not([hidden])").first.wait_for()
+    assert page.locator("#alert").is_hidden(), page.locator("#alert").inner_text()
+    view = wait_shown(page, "d.shownIndex === '0'")
+    assert view["path"] == f"api/v1/records/{meta['id']}/frames/0"
+    assert node2["name"] in page.locator(".viewer-head").inner_text()
+    shot(page, shots, "22-viewer-other-institution", full_page=False)
