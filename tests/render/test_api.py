@@ -388,3 +388,20 @@ def test_a_viewer_gets_its_slice_even_when_no_loader_thread_is_free(node, ct_fil
     status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
     assert status["state"] == "loading" and status["frames_ready"] == 1
     assert node.registry.get_loaded(record_id).is_ready(7)
+
+
+def test_a_restarted_node_cleans_half_writes_and_indexes_what_the_store_holds(make_node, ct_files, tmp_path):
+    first = make_node(root=tmp_path)
+    record_id = first.upload(ct_files[:2]).json["id"]
+    catalogue = first.app.extensions["sivr_node"].models.StoredRecord
+    catalogue.delete_by_id(record_id)  # as if killed between the store's rename and the catalogue insert
+    half = tmp_path / "store" / ".tmp-killed-mid-upload"
+    half.mkdir()
+    (half / "000000.bin").write_bytes(b"partial")
+    first.registry.shutdown()
+
+    second = make_node(root=tmp_path, institution_id=first.institution_id)
+    listed = second.client.get("/api/v1/records", headers=second.headers()).json
+    assert [m["id"] for m in listed["items"]] == [record_id]
+    assert not half.exists()
+    second.registry.shutdown()
