@@ -6,6 +6,7 @@ Each screen is saved to test-artifacts/webviewer/ so a person can judge how it l
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 import requests
@@ -72,7 +73,7 @@ def test_token_is_renewed_in_the_background_and_expiry_is_explained(page, deploy
 
 def test_create_search_and_edit_a_patient(page, deployment, shots):
     login(page, deployment)
-    insurance = f"{abs(hash(page)) % 10**10:010d}"
+    insurance = f"{uuid.uuid4().int % 10**10:010d}"
     page.get_by_role("link", name="New patient").click()
     page.get_by_role("button", name="Create patient").click()
     assert "Please fill in: first name, last name, date of birth, insurance number" in page.locator(".form-error").inner_text()
