@@ -127,8 +127,9 @@ def test_write_edit_attach_and_detach_a_finding(page, deployment, shots):
     page.goto(f"/#/patients/{patient['id']}")
     own = institution(deployment)
     block = page.locator(f"article[data-institution='{own['id']}']")
-    block.locator(".badge-ok").wait_for()
+    block.locator("tr[data-record]").nth(1).wait_for()
     assert block.locator("tr[data-record]").count() == 2
+    assert block.locator(".badge-ok").is_visible()
 
     page.get_by_role("link", name="Write finding").click()
     page.locator(".record-picker input[type=checkbox]").first.wait_for()
@@ -174,7 +175,8 @@ def test_patient_page_fits_a_phone(browser, deployment, shots):
         register_placeholder_records(deployment, patient, ["CT head"])
         login(page, deployment)
         page.goto(f"/#/patients/{patient['id']}")
-        page.locator(".badge-ok").first.wait_for()
+        page.locator("tr[data-record]").first.wait_for()
+        page.locator(".badge-ok").nth(1).wait_for()
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
         shot(page, shots, "11-phone-patient-page")
     finally:

@@ -52,6 +52,16 @@ export async function patientView(ctx, patientId) {
       if (label) el.textContent = label;
     }
   };
+  // An institution is "up to date" once both its findings and its records have arrived.
+  const answers = new Map();
+  const arrived = (inst) => {
+    answers.set(inst.id, (answers.get(inst.id) || 0) + 1);
+    if (answers.get(inst.id) === 2) {
+      const slot = slots.get(inst.id);
+      slot.state.className = "badge badge-ok";
+      slot.state.textContent = "up to date";
+    }
+  };
   const markDown = (inst, error) => {
     const slot = slots.get(inst.id);
     if (!counts.down.has(inst.id)) {
@@ -72,8 +82,7 @@ export async function patientView(ctx, patientId) {
     const slot = slots.get(inst.id);
     if (result.error) return markDown(inst, result.error);
     if (counts.down.has(inst.id)) return;
-    slot.state.className = "badge badge-ok";
-    slot.state.textContent = "up to date";
+    arrived(inst);
     counts.findings += result.items.length;
     const items = [...result.items].sort((a, b) => (b.date || "").localeCompare(a.date || ""));
     mount(slot.findings, items.length
@@ -86,6 +95,7 @@ export async function patientView(ctx, patientId) {
     const slot = slots.get(inst.id);
     if (result.error) return markDown(inst, result.error);
     if (counts.down.has(inst.id)) return;
+    arrived(inst);
     mount(slot.records, result.items.length
       ? recordTable(inst, result.items)
       : h("p", { class: "muted", text: "No records here." }));
