@@ -111,11 +111,17 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def gunicorn_argv(layer_name: str, config) -> list[str]:
     """The gunicorn command line serving one layer as its config says."""
     server = config["server"]
+    workers = server["workers"]
+    if layer_name == "render" and workers != 1:
+        # one decoded copy of each record per node: another worker would not have it loaded
+        print(f"sivr: {config.source}: a render node runs one worker (server.workers = {workers} ignored); "
+              "use server.threads for concurrency", file=sys.stderr)
+        workers = 1
     argv = [
         sys.executable, "-m", "gunicorn",
         "--bind", f"[{server['host']}]:{server['port']}" if ":" in server["host"]
         else f"{server['host']}:{server['port']}",
-        "--workers", str(server["workers"]),
+        "--workers", str(workers),
         "--worker-class", "gthread",
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),

@@ -14,7 +14,10 @@ from flask import Blueprint, jsonify, request
 from shared.auth import current_identity, require_auth, require_institution
 from shared.errors import ApiError
 from shared.db import new_id, utcnow
-from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid
+from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
+
+
+AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "action", "since", "until", "limit", "offset"})
 
 
 def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[peewee.Model]:
@@ -101,17 +104,21 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
         limit, offset = page_args()
         query = model.select()
         args = request.args
+        unknown = sorted(set(args) - AUDIT_FILTERS)
+        if unknown:
+            raise ApiError(400, "validation_error",
+                           f"unknown filter(s): {', '.join(unknown)}; use {', '.join(sorted(AUDIT_FILTERS))}")
         blank = sorted(name for name, value in args.items() if not value.strip())
         if blank:
             raise ApiError(400, "validation_error", f"empty filter(s): {', '.join(blank)}")
         if "user_id" in args:
             query = query.where(model.user_id == parse_uuid(args["user_id"], "user_id"))
         if "username" in args:
-            query = query.where(model.username.contains(args["username"][:150]))
+            query = query.where(model.username.contains(query_text("username", 150)))
         if "patient_id" in args:
             query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
         if "action" in args:
-            query = query.where(model.action == args["action"][:64])
+            query = query.where(model.action == query_text("action", 64))
         if "since" in args:
             query = query.where(model.at >= parse_datetime(args["since"], "since"))
         if "until" in args:

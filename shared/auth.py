@@ -54,16 +54,20 @@ def current_identity() -> Identity:
     return identity
 
 
+def check_role(identity: Identity, roles: tuple[str, ...]) -> None:
+    """Refuse a caller whose role is not one of `roles` (no roles: anyone authenticated)."""
+    if roles and identity.role not in roles:
+        raise ApiError(403, "forbidden",
+                       f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
+
+
 def require_auth(*roles: str) -> Callable[[F], F]:
     """Decorator: a valid token is required, and its role must be one of `roles` (if given)."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            identity = authenticate()
-            if roles and identity.role not in roles:
-                raise ApiError(403, "forbidden",
-                               f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
+            check_role(authenticate(), roles)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -7,10 +7,12 @@ each failure names the field so a person can correct the input.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from flask import request
 
@@ -160,6 +162,61 @@ def query_uuid(name: str) -> str | None:
     if name not in request.args:
         return None
     return parse_uuid(request.args[name], name)
+
+
+def query_text(name: str, max_len: int) -> str:
+    """A free-text query parameter, stripped and cut to `max_len`; `""` when absent.
+
+    Control characters are `400 validation_error` rather than a database error (a 500) on
+    PostgreSQL, and no name, username or insurance number holds one anyway.
+    """
+    value = request.args.get(name, "").strip()[:max_len]
+    if _CONTROL.search(value):
+        raise ApiError(400, "validation_error", f"query parameter {name} must not contain control characters")
+    return value
+
+
+MAX_URL_LENGTH = 2048
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_service_url(value: str, field: str = "url") -> str:
+    """The URL of a SIVR server that browsers send tokens to, without a trailing slash.
+
+    It must be TLS (plain http only on loopback, for local deployments) and carry no user name,
+    password, query or fragment, because every user can read it.
+    """
+    if len(value) > MAX_URL_LENGTH:
+        raise ApiError(400, "validation_error", f"{field} is longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        # checked before parsing: urlsplit silently drops tabs and newlines
+        raise ApiError(400, "validation_error", f"{field} must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # a port outside 0..65535 raises here
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"{field} is not a valid URL: {exc}") from exc
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise ApiError(400, "validation_error", f"{field} must be an https:// URL with a host name")
+    if parts.scheme == "http" and not is_loopback_host(host):
+        raise ApiError(400, "validation_error",
+                       f"{field} must use https:// (http:// is accepted only for loopback addresses)")
+    if parts.username is not None or parts.password is not None:
+        raise ApiError(400, "validation_error", f"{field} must not contain a user name or password")
+    if "?" in value or "#" in value:
+        raise ApiError(400, "validation_error", f"{field} must not have a query or fragment")
+    if port == 0:
+        raise ApiError(400, "validation_error", f"{field} has an invalid port")
+    return value.rstrip("/")
 
 
 def page_args() -> tuple[int, int]:

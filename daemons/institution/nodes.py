@@ -15,17 +15,16 @@ from flask import Blueprint, jsonify
 
 from daemons.institution.access import require_role_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
-from daemons.institution.node_url import parse_node_url
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
-from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, validate
+from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, validate, parse_service_url
 
 bp = Blueprint("nodes", __name__)
 
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
-    "url": Field(str, max_len=2048, min_len=1, check=parse_node_url),
+    "url": Field(str, max_len=2048, min_len=1, check=parse_service_url),
 }
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
+from daemons.render.api_3d import render_state
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS
 from shared.auth import require_auth
@@ -35,7 +36,7 @@ def node_health():
         "render_latency_ms": the_node.latency_percentiles(),
         "image_cache": {"used_bytes": the_node.images.used_bytes, "hits": the_node.images.hits,
                         "misses": the_node.images.misses},
-        "backend_3d": the_node.config["render"]["backend_3d"],
+        "backend_3d": render_state(current_app).caster.name,
     })
 
 

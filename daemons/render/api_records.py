@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
-from daemons.render.storage import StoreError
+from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError, parse_upload
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
@@ -55,7 +55,12 @@ def upload():
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     models = the_node.models
-    created = the_node.store.write_record(parsed.record_id, [f.raw for f in parsed.files], parsed.manifest)
+    try:
+        created = the_node.store.write_record(parsed.record_id, [f.raw for f in parsed.files], parsed.manifest)
+    except StoreFull as exc:
+        raise ApiError(507, "insufficient_storage",
+                       "the render node's disk is full; nothing was stored — ask IT to free space or use another node"
+                       ) from exc
     row = models.StoredRecord.get_or_none(models.StoredRecord.id == parsed.record_id)
     if row is None:
         meta = parsed.manifest["meta"]

@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app
+from flask import Flask
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.image_cache import ImageCache
@@ -21,7 +21,7 @@ from daemons.render.storage import RecordStore
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from shared.audit import audit_blueprint
-from shared.auth import VERIFIER_EXTENSION, authenticate, install_verifier
+from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
 from shared.db import database_from_config, upgrade_schema
 from shared.errors import ApiError
@@ -56,23 +56,6 @@ def _sync_catalogue(store: RecordStore, models) -> None:
         models.StoredRecord.create(
             id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
             frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
-
-
-def _audit_for_admins_here(models) -> Blueprint:
-    """The shared audit endpoint, for admins of this node's institution only (not any admin)."""
-    bp = audit_blueprint(models.AuditEntry)
-
-    @bp.before_request
-    def _only_this_institution() -> None:
-        identity = authenticate()
-        if identity.role != "admin" or identity.institution_id != config_institution():
-            raise ApiError(403, "forbidden", "the node's audit log is for administrators of its institution")
-
-    return bp
-
-
-def config_institution() -> str:
-    return current_app.config["SIVR"]["node"]["institution_id"]
 
 
 def _close_after_request(app: Flask, database) -> None:
@@ -111,6 +94,6 @@ def create_app(config: Config) -> Flask:
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     _close_after_request(app, database)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
-                      _audit_for_admins_here(models)):
+                      audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
     return app

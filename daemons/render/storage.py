@@ -15,6 +15,7 @@ the uploaded bytes, bit for bit, or an error.
 from __future__ import annotations
 
 import hashlib
+import errno
 import json
 import os
 import shutil
@@ -74,6 +75,10 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+class StoreFull(Exception):
+    """The disk holding the store is full; nothing of the record was kept."""
+
+
 class RecordStore:
     """Encrypted, compressed, atomically written records under one folder."""
 
@@ -124,31 +129,41 @@ class RecordStore:
         return (self.path_of(record_id) / MANIFEST).is_file()
 
     def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
-        """Store a record atomically; False (and nothing written) if it is already stored."""
+        """Store a record atomically; False (and nothing written) if it is already stored.
+
+        A full disk raises `StoreFull` after the partial copy is removed.
+        """
         if self.exists(record_id):
             return False
         temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        temp.mkdir()
         try:
-            def write_one(index: int) -> None:
-                _write_durable(temp / f"{index:06d}.bin", self._seal(record_id, str(index), files[index]))
-
-            with ThreadPoolExecutor(self._threads) as pool:
-                list(pool.map(write_one, range(len(files))))
-            body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
-            _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
-            _fsync_dir(temp)
-            try:
-                os.replace(temp, self.path_of(record_id))
-            except OSError:
-                if self.exists(record_id):  # the same record was stored concurrently
-                    return False
-                raise
-            _fsync_dir(self.root)
-            return True
+            return self._write_into(temp, record_id, files, manifest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.root} has no space left") from exc
+            raise
         finally:
             if temp.exists():
                 shutil.rmtree(temp, ignore_errors=True)
+
+    def _write_into(self, temp: Path, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+        temp.mkdir()
+        def write_one(index: int) -> None:
+            _write_durable(temp / f"{index:06d}.bin", self._seal(record_id, str(index), files[index]))
+
+        with ThreadPoolExecutor(self._threads) as pool:
+            list(pool.map(write_one, range(len(files))))
+        body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
+        _fsync_dir(temp)
+        try:
+            os.replace(temp, self.path_of(record_id))
+        except OSError:
+            if self.exists(record_id):  # the same record was stored concurrently
+                return False
+            raise
+        _fsync_dir(self.root)
+        return True
 
     def read_manifest(self, record_id: str) -> dict[str, Any]:
         blob = (self.path_of(record_id) / MANIFEST).read_bytes()

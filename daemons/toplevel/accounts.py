@@ -6,16 +6,14 @@ the same rules (username form, password length, existing institution, unique nam
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import peewee
 
 from shared.errors import ApiError
 from shared.tokens import ROLES
-from shared.validation import Field, parse_uuid, validate
+from shared.validation import Field, parse_service_url, parse_uuid, validate
 
 from daemons.toplevel.models import Institution, User
 from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
@@ -48,36 +46,9 @@ def check_institution_ref(value: str, field: str) -> str:
     return ident
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def check_server_url(value: str, field: str) -> str:
-    """The institution server's URL: clients send every user's token there, so it must be TLS.
-
-    Plain http is accepted only on loopback (a local deployment); user names or passwords in
-    the URL are refused, as every user can read it.
-    """
-    if not value:
-        return value
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # a port outside 0..65535 raises here
-    except ValueError as exc:
-        raise ApiError(400, "validation_error", f"{field} is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ApiError(400, "validation_error", f"{field} must be an https:// URL (or empty)")
-    if port == 0:
-        raise ApiError(400, "validation_error", f"{field} has an invalid port")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ApiError(400, "validation_error",
-                       f"{field} must use https:// (http:// is accepted only for loopback addresses)")
-    if parts.username is not None or parts.password is not None:
-        raise ApiError(400, "validation_error", f"{field} must not contain a user name or password")
-    return value.rstrip("/")
+    """The institution server's URL (clients send every user's token there), or empty."""
+    return parse_service_url(value, field) if value else value
 
 
 USER_UPDATE_FIELDS = {

@@ -9,14 +9,13 @@ of role or institution) and its user still exists and is active. Other layers ca
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import peewee
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 
-from shared.auth import authenticate
+from shared.auth import authenticate, check_role
 from shared.config import Config
 from shared.errors import ApiError, not_found
 from shared.tokens import Identity, TokenIssuer
@@ -29,7 +28,6 @@ from daemons.toplevel.sessions import session_ended
 F = TypeVar("F", bound=Callable)
 
 # A query string can carry %00 and other controls; PostgreSQL refuses NUL in any text it compares.
-_QUERY_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 EXTENSION = "sivr_toplevel"
 
@@ -68,9 +66,7 @@ def require_user(*roles: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             identity, _user = require_live_session()
-            if roles and identity.role not in roles:
-                raise ApiError(403, "forbidden",
-                               f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
+            check_role(identity, roles)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -118,15 +114,3 @@ def page_of(query: peewee.ModelSelect, order: tuple[peewee.Node, ...],
     limit, offset = page_args()
     rows = query.order_by(*order).limit(limit).offset(offset)
     return {"items": [shape(row) for row in rows], "total": query.count()}
-
-
-def query_text(name: str, max_len: int) -> str:
-    """A free-text query parameter, stripped and cut to `max_len`; `""` when absent.
-
-    Control characters are `400 validation_error` rather than a database error (a 500) on
-    PostgreSQL, and no name, username or insurance number holds one anyway.
-    """
-    value = request.args.get(name, "").strip()[:max_len]
-    if _QUERY_CONTROL.search(value):
-        raise ApiError(400, "validation_error", f"query parameter {name} must not contain control characters")
-    return value

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
-from shared.validation import Field, json_body, page_args, parse_date, validate
+from shared.validation import Field, json_body, page_args, parse_date, validate, query_text
 
-from daemons.toplevel.context import get_by_id, query_text, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
 

@@ -196,7 +196,7 @@ def _bad_headers() -> Iterator[tuple[str, Callable[[], bytes]]]:
     yield "no-photometric", _mutated(PhotometricInterpretation=None)
     yield "pixel-data-short", _mutated(PixelData=b"\0\0" * 100)
     yield "pixel-data-empty", _mutated(PixelData=b"")
-    yield "pixel-data-odd-length-short", _mutated(PixelData=b"\0" * 32767)
+    yield "pixel-data-odd-length-short", _odd_length_pixel_data
     yield "rescale-slope-nan", _mutated_raw("RescaleSlope", b"NaN")
     yield "rescale-slope-text", _mutated_raw("RescaleSlope", b"steep")
     yield "rescale-slope-huge", _mutated(RescaleSlope="1e308")
@@ -213,6 +213,20 @@ def _bad_headers() -> Iterator[tuple[str, Callable[[], bytes]]]:
     yield "transfer-syntax-retired-jpeg", lambda: _with_syntax("1.2.840.10008.1.2.4.53")
     yield "transfer-syntax-missing", lambda: _with_syntax(None)
     yield "transfer-syntax-garbage", lambda: _with_syntax("not a uid at all")
+
+
+def _odd_length_pixel_data() -> bytes:
+    """Pixel Data declaring (and holding) one byte less than the image needs: an odd length,
+    which pydicom never writes itself, so the element's length field is patched by hand."""
+    ds = base_dataset()
+    if "DataSetTrailingPadding" in ds:
+        del ds.DataSetTrailingPadding
+    data = to_bytes(ds)
+    header = struct.pack("<HH2sH", 0x7FE0, 0x0010, b"OW", 0)
+    at = data.rindex(header) + len(header)
+    (length,) = struct.unpack_from("<I", data, at)
+    assert at + 4 + length == len(data), "Pixel Data is expected to end the file"
+    return data[:at] + struct.pack("<I", length - 1) + data[at + 4:-1]
 
 
 def _with_syntax(syntax: str | None) -> bytes:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from daemons.institution.models import Node, database_proxy
-from daemons.institution.node_url import parse_node_url
+from shared.validation import parse_service_url as parse_node_url
 from shared.errors import ApiError
 
 from .conftest import INSTITUTION_A, INSTITUTION_B

@@ -71,3 +71,15 @@ def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):
     headers = {"X-Forwarded-For": "203.0.113.9"}
     assert make_app().get("/ip", headers=headers).json["ip"] == "127.0.0.1"
     assert make_app(server={"trusted_proxies": 1}).get("/ip", headers=headers).json["ip"] == "203.0.113.9"
+
+
+def test_service_urls_must_be_tls_except_on_loopback():
+    from shared.errors import ApiError
+    from shared.validation import parse_service_url
+
+    assert parse_service_url("https://node.example.org:5003/") == "https://node.example.org:5003"
+    assert parse_service_url("http://127.0.0.1:5003") == "http://127.0.0.1:5003"
+    for bad in ["http://node.example.org", "https://user:pw@node.example.org", "ftp://x",
+                "https://node.example.org/?a=1", "https://[::1", "https://x:0", "https://x\n.org", ""]:
+        with pytest.raises(ApiError):
+            parse_service_url(bad)
