@@ -58,6 +58,8 @@ def test_a_broken_egl_is_detected_without_harming_this_process(monkeypatch):
     from daemons.render.volume import backend
 
     monkeypatch.setenv("EGL_PLATFORM", "no-such-platform")
+    for display in ("DISPLAY", "WAYLAND_DISPLAY"):  # else Mesa falls back to a window system
+        monkeypatch.delenv(display, raising=False)
     probe = backend._run_probe()
     assert not probe.ok and probe.reason
 
