@@ -146,30 +146,62 @@ def run_logins(toplevel_url: str, ca_cert: str, credentials: list[dict], concurr
     return report
 
 
+def prepare_topology(root: Path, slices: int):
+    """One toplevel, two institutions with 2 + 1 render nodes; the demo CT loaded on every node."""
+    from daemons.demo import DEMO_CT, ApiClient, register_nodes, start_deployment, upload_record
+
+    deployment = start_deployment(root, institution_names=["North Hospital", "South Clinic"],
+                                  nodes_per_institution=[2, 1])
+    admin, doctor = deployment.client("admin"), deployment.client("physician")
+    files = sorted(DEMO_CT.glob("*.dcm"))[:slices]
+    targets = []
+    for institution in deployment.layout.institutions:
+        if institution["id"] != deployment.layout.institutions[0]["id"]:
+            continue  # the demo physician uploads to the nodes of their own institution
+        for node in register_nodes(admin, institution).values():
+            meta = upload_record(doctor, node["url"], files)
+            targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
+    south = deployment.layout.institutions[1]
+    south_doctor = {"username": "dr.south", "password": "south-physician-1"}
+    admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
+        **south_doctor, "full_name": "Dr South", "role": "physician", "institution_id": south["id"]})
+    south_client = ApiClient(deployment, **south_doctor)
+    south_admin = {"username": "admin.south", "password": "south-admin-pass-1"}
+    admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
+        **south_admin, "full_name": "Admin South", "role": "admin", "institution_id": south["id"]})
+    for node in register_nodes(ApiClient(deployment, **south_admin), south).values():
+        meta = upload_record(south_client, node["url"], files)
+        targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
+    for target in targets:
+        doctor.call("POST", f"{target.node_url}/api/v1/records/{target.record_id}/load", ok=(200, 202))
+    for target in targets:
+        url = f"{target.node_url}/api/v1/records/{target.record_id}/status"
+        while doctor.call("GET", url).json()["state"] == "loading":
+            time.sleep(0.2)
+    credentials = [deployment.users["physician"], south_doctor]
+    return deployment, doctor, targets, credentials
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo-json", required=True, help="demo.json of a running `sivr demo`")
+    parser.add_argument("--state-dir", required=True, help="an empty folder for the throwaway deployment")
     parser.add_argument("--viewers", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--logins", type=int, default=100)
+    parser.add_argument("--slices", type=int, default=40, help="slices of the demo CT stored on each node")
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    info = json.loads(Path(args.demo_json).read_text())
-    ca, top = info["ca_cert"], info["layers"]["toplevel"]
-    session = pinned_session(ca)
-    token = session.post(f"{top}/api/v1/auth/login", json=info["users"]["physician"], timeout=30).json()["access_token"]
-    session.headers["Authorization"] = f"Bearer {token}"
-    node = info["layers"]["render"]
-    records = session.get(f"{node}/api/v1/records", timeout=30).json()["items"]
-    targets = []
-    for record in records:
-        session.post(f"{node}/api/v1/records/{record['id']}/load", timeout=30)
-        targets.append(ViewTarget(node, record["id"], record["frames"]))
-    for record in records:
-        while session.get(f"{node}/api/v1/records/{record['id']}/status", timeout=30).json()["state"] == "loading":
-            time.sleep(0.2)
-    results = [run_viewers(token, ca, targets, args.viewers, args.duration).summary(),
-               run_logins(top, ca, [info["users"]["physician"], info["users"]["admin"]], args.logins).summary()]
-    print(json.dumps(results, indent=2))
+    deployment, doctor, targets, credentials = prepare_topology(Path(args.state_dir), args.slices)
+    try:
+        token = doctor.session.headers["Authorization"].split()[1]
+        results = [run_viewers(token, deployment.ca_cert, targets, args.viewers, args.duration).summary(),
+                   run_logins(deployment.url("toplevel"), deployment.ca_cert, credentials, args.logins).summary()]
+    finally:
+        deployment.stop()
+    text = json.dumps({"nodes": len(targets), "results": results}, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
     return 0
 
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -83,6 +84,32 @@ class ApiClient:
         if reply.status_code not in ok:
             raise RuntimeError(f"{method} {url} answered {reply.status_code}: {reply.text[:300]}")
         return reply
+
+
+class RunningDeployment(LocalDeployment):
+    """A started deployment plus its demo users and logged-in clients (tests, benchmarks)."""
+
+    users: dict[str, dict[str, str]]
+
+    def client(self, role: str = "physician") -> ApiClient:
+        return ApiClient(self, **self.users[role])
+
+
+def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
+                     **init_kwargs) -> RunningDeployment:
+    """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it."""
+    layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
+    users = seed_base(layout)
+    if before_start is not None:
+        before_start(layout)
+    deployment = RunningDeployment(layout)
+    deployment.users = users
+    try:
+        deployment.start()
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
 
 
 def upload_record(client: ApiClient, node_url: str, files: list[Path]) -> dict:

@@ -16,22 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from daemons.demo import ApiClient, seed_base
-from daemons.deployment import Layout, LocalDeployment, init_deployment
+from daemons.demo import RunningDeployment, start_deployment
 from shared.tokens import generate_signing_keypair
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-class RunningDeployment(LocalDeployment):
-    """A started deployment plus its demo users and logged-in clients."""
-
-    users: dict[str, dict[str, str]]
-
-    def client(self, role: str = "physician") -> ApiClient:
-        return ApiClient(self, **self.users[role])
 
 
 @pytest.fixture(scope="session")
@@ -113,23 +103,6 @@ def pg_session_database_factory() -> Iterator[Callable[[], str]]:
     """
     with _pg_databases() as create:
         yield create
-
-
-def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
-                     **init_kwargs) -> RunningDeployment:
-    """Init a deployment in `root` on free ports, seed users, run `before_start`, start it."""
-    layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
-    users = seed_base(layout)
-    if before_start is not None:
-        before_start(layout)
-    deployment = RunningDeployment(layout)
-    deployment.users = users
-    try:
-        deployment.start()
-    except BaseException:
-        deployment.stop()
-        raise
-    return deployment
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from admin_gui.style import apply_style  # noqa: E402
 from daemons.deployment import Layout  # noqa: E402
 from daemons.layers import LAYERS  # noqa: E402
 from shared.config import render_config_toml  # noqa: E402
-from tests.conftest import RunningDeployment, start_deployment  # noqa: E402
+from daemons.demo import RunningDeployment, start_deployment  # noqa: E402
 
 from driving import WAIT_MS  # noqa: E402  (this folder is on sys.path: it has no __init__.py)
 

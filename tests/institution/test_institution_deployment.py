@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import ApiClient
 from shared.tokens import TokenIssuer, load_private_key
-from tests.conftest import start_deployment
+from daemons.demo import start_deployment
 
 
 pytestmark = pytest.mark.slow

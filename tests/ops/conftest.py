@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import start_deployment
+from daemons.demo import start_deployment
 from tests.ops.helpers import require_layers
 
 
