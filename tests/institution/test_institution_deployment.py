@@ -77,7 +77,10 @@ def node_a(world):
     reply = world["admin_a"].call("POST", f"{world['a']['server_url']}/api/v1/nodes",
                                   json={"name": f"it-node-{tag}", "url": f"https://render-{tag}.example:5003"})
     assert reply.status_code == 201
-    return reply.json()
+    node = reply.json()
+    yield node
+    # the shared deployment outlives this module: leave no unreachable node behind where possible
+    world["admin_a"].session.delete(f"{world['a']['server_url']}/api/v1/nodes/{node['id']}", timeout=30)
 
 
 def _nodes(world) -> list[dict]:

@@ -12,11 +12,13 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def patient_upload_page(page, deployment):
     patient = new_patient(deployment)
-    registered_node(deployment)
+    node = registered_node(deployment)
     login(page, deployment)
     page.goto(f"/#/patients/{patient['id']}")
     page.get_by_role("link", name="Upload DICOM").click()
     page.get_by_role("heading", name="Upload DICOM").wait_for()
+    # other tests on the shared deployment may register further (unreachable) nodes
+    page.get_by_label("Render node").select_option(node["id"])
     return patient
 
 
