@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 WINDOWS = ["40,400", "-600,1500", "400,1800", "50,350", None]
 FORMATS = ["webp", "jpeg", "png"]
@@ -59,6 +61,7 @@ class LoadReport:
             "max_ms": round(max(self.latencies_ms), 1) if count else None,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "server_errors": self.server_errors,
+            "first_failures": self.failures[:5],
         }
 
 
@@ -72,10 +75,17 @@ class ViewTarget:
 
 
 def pinned_session(ca_cert: str) -> requests.Session:
-    """A session that trusts only the deployment's CA (environment CA bundles would override it)."""
+    """A session that trusts only the deployment's CA (environment CA bundles would override it).
+
+    Like a browser, it sends a GET once more when a kept-alive connection turns out to have been
+    closed by the server just as it was reused; nothing else is retried.
+    """
     session = requests.Session()
     session.trust_env = False
     session.verify = ca_cert
+    retry = Retry(total=1, connect=1, read=1, status=0, other=0, allowed_methods={"GET"},
+                  raise_on_status=False)
+    session.mount("https://", HTTPAdapter(max_retries=retry))
     return session
 
 

@@ -125,6 +125,7 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         "--worker-class", "gthread",
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),
+        "--keep-alive", str(server["keepalive_s"]),
         "--graceful-timeout", "10",
         "--access-logfile", "-",
         "--error-logfile", "-",

@@ -38,6 +38,7 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "workers", 2, "gunicorn worker processes."),
     Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class)."),
     Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds."),
+    Key("server", "keepalive_s", 30, "Seconds an idle keep-alive connection stays open (browsers reuse them)."),
     Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
     Key("server", "tls_key", "", "PEM private key for TLS (mode 0600).", True),
     Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB."),
