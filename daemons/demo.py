@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import socket
 import threading
 from pathlib import Path
@@ -253,5 +254,8 @@ def _print_welcome(deployment: LocalDeployment, users: dict, path: Path) -> None
     print("  (Chromium on Linux: certutil -d sql:$HOME/.pki/nssdb -A -t 'C,,' -n sivr-demo -i <that file>)")
     for role, cred in users.items():
         print(f"  {role:<10} username {cred['username']!r}  password {cred['password']!r}")
-    print(f"Console: sivr admin   ·   Details: {path}")
+    sivr = Path(sys.executable).with_name("sivr")
+    command = sivr if sivr.exists() else "sivr"
+    print(f"Console: {command} admin --url {deployment.url('toplevel')} --ca {deployment.ca_cert}")
+    print(f"Details: {path}")
     print("Stop with Ctrl-C.", flush=True)

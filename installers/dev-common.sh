@@ -30,8 +30,14 @@ ensure_venv() {
     [ -x "$SIVR_VENV/bin/python" ] || "$python" -m venv "$SIVR_VENV"
     local stamp="$SIVR_VENV/.sivr-installed-$extras"
     if [ ! -f "$stamp" ] || [ "$SIVR_REPO/pyproject.toml" -nt "$stamp" ]; then
-        "$SIVR_VENV/bin/python" -m pip install -q --upgrade pip
-        "$SIVR_VENV/bin/python" -m pip install -q -e "$SIVR_REPO[$extras]"
+        local log="$SIVR_VENV/pip-install.log"
+        echo "Installing SIVR and its Python packages into $SIVR_VENV (log: $log)"
+        if ! { "$SIVR_VENV/bin/python" -m pip install -q --upgrade pip \
+               && "$SIVR_VENV/bin/python" -m pip install -q -e "$SIVR_REPO[$extras]"; } >"$log" 2>&1; then
+            tail -n 40 "$log"
+            echo "pip install failed; the whole log is in $log"
+            exit 1
+        fi
         touch "$stamp"
     fi
 }
