@@ -158,7 +158,7 @@ def run_logins(toplevel_url: str, ca_cert: str, credentials: list[dict], concurr
 
 def prepare_topology(root: Path, slices: int):
     """One toplevel, two institutions with 2 + 1 render nodes; the demo CT loaded on every node."""
-    from daemons.demo import DEMO_CT, ApiClient, register_nodes, start_deployment, upload_record
+    from daemons.demo import DEMO_CT, ApiClient, new_user, register_nodes, start_deployment, upload_record
 
     deployment = start_deployment(root, institution_names=["North Hospital", "South Clinic"],
                                   nodes_per_institution=[2, 1])
@@ -172,13 +172,10 @@ def prepare_topology(root: Path, slices: int):
             meta = upload_record(doctor, node["url"], files)
             targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
     south = deployment.layout.institutions[1]
-    south_doctor = {"username": "dr.south", "password": "south-physician-1"}
-    admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
-        **south_doctor, "full_name": "Dr South", "role": "physician", "institution_id": south["id"]})
+    top = deployment.url("toplevel")
+    south_doctor = new_user(admin, top, south["id"], "dr.south", "physician")
     south_client = ApiClient(deployment, **south_doctor)
-    south_admin = {"username": "admin.south", "password": "south-admin-pass-1"}
-    admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
-        **south_admin, "full_name": "Admin South", "role": "admin", "institution_id": south["id"]})
+    south_admin = new_user(admin, top, south["id"], "admin.south", "admin")
     for node in register_nodes(ApiClient(deployment, **south_admin), south).values():
         meta = upload_record(south_client, node["url"], files)
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))

@@ -148,6 +148,15 @@ def find_or_create_patient(client: ApiClient, toplevel_url: str, patient: dict) 
     return found[0] if found else client.call("POST", f"{toplevel_url}/api/v1/patients", json=patient).json()
 
 
+def new_user(admin: ApiClient, toplevel_url: str, institution_id: str, username: str, role: str,
+             password: str = "a-test-password-1") -> dict[str, str]:
+    """Create a user through the API (an existing one is kept); returns its credentials."""
+    admin.call("POST", f"{toplevel_url}/api/v1/users", ok=(201, 409), json={
+        "username": username, "password": password, "full_name": username.title(),
+        "role": role, "institution_id": institution_id})
+    return {"username": username, "password": password}
+
+
 def register_nodes(admin: ApiClient, institution: dict) -> dict[str, dict]:
     """Make sure every render node of a layout institution is in its registry; by URL."""
     nodes = admin.call("GET", f"{institution['server_url']}/api/v1/nodes").json()["items"]

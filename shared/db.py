@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Sequence
 
 import peewee
 from flask import Flask
+from playhouse.cockroachdb import CockroachDatabase
 from playhouse.db_url import connect
 
 SQLITE_PRAGMAS = {
@@ -64,22 +66,41 @@ def upgrade_schema(
     database at version N to N+1, so a fresh database skips none of the history it needs.
     """
     migrations = list(migrations)
-    with db.bind_ctx([SchemaVersion]):
+    with db.bind_ctx([SchemaVersion]), _schema_lock(db, layer):
         db.create_tables([SchemaVersion], safe=True)
         row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
-        with db.atomic():
-            if row is None:
-                db.create_tables(list(models), safe=True)
-                target = len(migrations) + 1
-                SchemaVersion.create(layer=layer, version=target)
-                return target
-            for index, migration in enumerate(migrations, start=1):
-                if row.version <= index:
-                    migration(db)
-                    row.version = index + 1
+        if row is None:
             db.create_tables(list(models), safe=True)
-            row.save()
-            return row.version
+            target = len(migrations) + 1
+            SchemaVersion.create(layer=layer, version=target)
+            return target
+        for index, migration in enumerate(migrations, start=1):
+            if row.version <= index:
+                migration(db)
+                row.version = index + 1
+        db.create_tables(list(models), safe=True)
+        row.save()
+        return row.version
+
+
+@contextmanager
+def _schema_lock(db: peewee.Database, layer: str) -> Iterator[None]:
+    """One transaction that holds the database's write lock from its first statement.
+
+    Several servers of a layer start at once against one database (gunicorn hosts, systemd
+    restarts): each must see the schema version only after the previous upgrade committed.
+    SQLite takes the write lock at BEGIN IMMEDIATE (a deferred transaction that reads, then
+    writes fails at once with "database is locked"); PostgreSQL takes a transaction-scoped
+    advisory lock; CockroachDB's serializable transactions order the upgrades themselves.
+    """
+    if isinstance(db, peewee.SqliteDatabase):
+        with db.atomic(lock_type="IMMEDIATE"):
+            yield
+        return
+    with db.atomic():
+        if isinstance(db, peewee.PostgresqlDatabase) and not isinstance(db, CockroachDatabase):
+            db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sivr-schema-{layer}",))
+        yield
 
 
 def bind_per_request(app: Flask, db: peewee.Database) -> None:

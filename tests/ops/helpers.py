@@ -26,22 +26,6 @@ def demo_slices(count: int = SLICES) -> list[Path]:
     return files[40:40 + count]
 
 
-def new_physician(admin: ApiClient, toplevel: str, institution_id: str, username: str) -> dict:
-    password = "physician-password-1"
-    admin.call("POST", f"{toplevel}/api/v1/users", json={
-        "username": username, "password": password, "full_name": username.title(),
-        "role": "physician", "institution_id": institution_id}, ok=(201, 409))
-    return {"username": username, "password": password}
-
-
-def new_admin(admin: ApiClient, toplevel: str, institution_id: str, username: str) -> dict:
-    password = "admin-password-12"
-    admin.call("POST", f"{toplevel}/api/v1/users", json={
-        "username": username, "password": password, "full_name": username.title(),
-        "role": "admin", "institution_id": institution_id}, ok=(201, 409))
-    return {"username": username, "password": password}
-
-
 def upload_and_load(client: ApiClient, node_url: str, files: list[Path]) -> dict:
     meta = upload_record(client, node_url, files)
     client.call("POST", f"{node_url}/api/v1/records/{meta['id']}/load", ok=(200, 202))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.load import ViewTarget, run_logins, run_viewers
-from daemons.demo import ApiClient, register_nodes
-from tests.ops.helpers import demo_slices, new_physician, upload_and_load, wait_ready
+from daemons.demo import ApiClient, new_user, register_nodes
+from tests.ops.helpers import demo_slices, upload_and_load, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -29,7 +29,7 @@ def test_viewers_across_nodes_and_a_login_burst_get_no_server_error(topology):
     assert viewers.server_errors == 0, viewers.failures[:5]
     assert viewers.statuses.get(200, 0) > 32
 
-    credentials = [new_physician(admin, top, north["id"], f"load.user{n}") for n in range(10)]
+    credentials = [new_user(admin, top, north["id"], f"load.user{n}", "physician") for n in range(10)]
     logins = run_logins(top, topology.ca_cert, credentials, concurrency=100)
     assert logins.server_errors == 0, logins.failures[:5]
     assert logins.statuses.get(200, 0) == 100, logins.statuses

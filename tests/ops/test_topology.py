@@ -7,11 +7,12 @@ import pytest
 from daemons.demo import (
     ApiClient,
     find_or_create_patient,
+    new_user,
     register_nodes,
     register_record,
     write_finding,
 )
-from tests.ops.helpers import demo_slices, new_admin, new_physician, upload_and_load, wait_ready
+from tests.ops.helpers import demo_slices, upload_and_load, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -21,9 +22,9 @@ def test_physicians_of_two_institutions_share_one_patient(topology):
     north, south = layout.institutions
     top = topology.url("toplevel")
     admin_north = topology.client("admin")
-    admin_south = ApiClient(topology, **new_admin(admin_north, top, south["id"], "admin.south"))
+    admin_south = ApiClient(topology, **new_user(admin_north, top, south["id"], "admin.south", "admin"))
     doctor_north = topology.client("physician")
-    doctor_south = ApiClient(topology, **new_physician(admin_north, top, south["id"], "dr.south"))
+    doctor_south = ApiClient(topology, **new_user(admin_north, top, south["id"], "dr.south", "physician"))
 
     north_nodes = register_nodes(admin_north, north)
     south_nodes = register_nodes(admin_south, south)
