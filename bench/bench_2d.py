@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_2d_data import derived_series, real_ct_files  # noqa: E402
+from daemons.deployment import free_port  # noqa: E402
 from daemons.render.app import create_app  # noqa: E402
 from daemons.render.encode import encode_image  # noqa: E402
 from daemons.render.geometry import FULL  # noqa: E402
@@ -63,20 +63,6 @@ WINDOW = (40.0, 400.0)
 PAPER_TABLE_1 = {"A 512x512x10": (76.0, 23.4), "B 512x512x54": (158.0, 68.9),
                  "C 512x512x555": (95.1, 32.7), "D 1996x2457x96": (94.4, 22.5)}
 RESULTS: dict = {}
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:
