@@ -17,7 +17,6 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.sequence import Sequence
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -37,7 +36,7 @@ def base_dataset() -> Dataset:
     return ds
 
 
-def to_bytes(ds: Dataset, implicit_ok: bool = True) -> bytes:
+def to_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=False)
     return buffer.getvalue()
