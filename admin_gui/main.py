@@ -10,6 +10,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from admin_gui.gc_on_gui_thread import GuiThreadCollector
 from admin_gui.main_window import ConsoleWindow
 from admin_gui.screens.login import KEY_CA, KEY_URL
 from admin_gui.style import apply_style
@@ -45,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         settings.setValue(KEY_URL, args.url)
     if args.ca:
         settings.setValue(KEY_CA, str(Path(args.ca).resolve()))
+    collector = GuiThreadCollector(app)
     window = ConsoleWindow(settings)
     window.show()
     status = app.exec()
     window.runner.wait_for_done(5000)
+    collector.stop()
     return status
 
 

@@ -17,6 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
+from admin_gui.gc_on_gui_thread import GuiThreadCollector  # noqa: E402
 from admin_gui.main_window import ConsoleWindow  # noqa: E402
 from admin_gui.style import apply_style  # noqa: E402
 from daemons.deployment import Layout  # noqa: E402
@@ -63,6 +64,14 @@ def private_deployment(make_deployment) -> Callable[..., RunningDeployment]:
         return make_deployment(before_start=before_start, institution_names=INSTITUTIONS)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def collect_on_gui_thread(qapp) -> Iterator[None]:
+    """As in the console itself: no cycle collection on worker threads (it would crash Qt)."""
+    collector = GuiThreadCollector()
+    yield
+    collector.stop()
 
 
 @pytest.fixture

@@ -211,3 +211,25 @@ def test_runner_routes_failures(qtbot):
     assert sorted(errors) == ["Unexpected error: KeyError('bug')", "refused in words"]  # any order
     assert unhandled == ["nobody listens"]
     assert ended == ["token expired"]
+
+
+def test_cycle_collection_runs_only_on_the_gui_thread_while_the_console_runs(qapp):
+    import gc
+
+    from admin_gui.gc_on_gui_thread import GuiThreadCollector, collect_due_generation
+
+    assert not gc.isenabled()  # the suite's autouse collector, as the console's main() does
+    nested = GuiThreadCollector()
+    nested.stop()
+    assert not gc.isenabled(), "stopping restores the state it found"
+
+    class Cycle:
+        pass
+
+    before = gc.get_count()[0]
+    for _ in range(gc.get_threshold()[0] + 10):
+        node = Cycle()
+        node.self = node
+    assert gc.get_count()[0] > before
+    collect_due_generation()
+    assert gc.get_count()[0] < gc.get_threshold()[0]
