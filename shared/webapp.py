@@ -28,8 +28,12 @@ def verifier_from_config(config: Config) -> TokenVerifier:
     )
 
 
-def create_base_app(import_name: str, config: Config) -> Flask:
-    """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints."""
+def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
+    """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints.
+
+    Layers with authenticated endpoints need `tokens.public_key`; the web layer, which serves
+    only the static client, passes `verifies_tokens=False` and runs without it.
+    """
     app = Flask(import_name)
     proxies = config["server"]["trusted_proxies"]
     if proxies:
@@ -40,7 +44,8 @@ def create_base_app(import_name: str, config: Config) -> Flask:
     app.json.sort_keys = False
     logging.getLogger().setLevel(config["log"]["level"].upper())
     register_error_handlers(app)
-    install_verifier(app, verifier_from_config(config))
+    if verifies_tokens:
+        install_verifier(app, verifier_from_config(config))
     if config["cors"]["origins"]:
         CORS(
             app,

@@ -37,7 +37,7 @@ PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=
 
 def create_app(config: Config) -> Flask:
     """The web layer's app: `/` (the viewer), `/static/...`, `/config.json` and `/healthz`."""
-    app = create_base_app(__name__, config)
+    app = create_base_app(__name__, config, verifies_tokens=False)
     toplevel_url = config["web"]["toplevel_url"].rstrip("/")
 
     @app.get("/")

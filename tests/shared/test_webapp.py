@@ -83,3 +83,12 @@ def test_service_urls_must_be_tls_except_on_loopback():
                 "https://node.example.org/?a=1", "https://[::1", "https://x:0", "https://x\n.org", ""]:
         with pytest.raises(ApiError):
             parse_service_url(bad)
+
+
+def test_only_layers_that_verify_tokens_need_the_public_key():
+    from shared.webapp import create_base_app
+
+    with pytest.raises(ValueError, match="tokens.public_key"):
+        create_base_app(__name__, build_config("render", ()))
+    static_only = create_base_app(__name__, build_config("web", ()), verifies_tokens=False)
+    assert static_only.test_client().get("/healthz").status_code == 200
