@@ -178,13 +178,14 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
     rounds = 1 if quick else 3
     for key_index, (center, width) in enumerate([WINDOW, (-600.0, 1500.0), (400.0, 1800.0)][:rounds]):
         params = record.gray_params(Window(center, width))
-        lut = record.lut_for((key_index,), params)
         for index in range(record.frames_total):
             t0 = time.perf_counter()
+            lut = record.lut_for((key_index,), params, index)
             image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
             timings["render_only"].append((time.perf_counter() - t0) * 1000)
             for fmt in ("png", "webp", "jpeg"):
                 t0 = time.perf_counter()
+                lut = record.lut_for((key_index,), params, index)
                 image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
                 data, _ = encode_image(image, fmt)
                 timings[fmt].append((time.perf_counter() - t0) * 1000)
@@ -199,7 +200,7 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
                              for fmt, v in sizes.items()}
     # encoder settings: size and time per setting on the middle slice at the soft-tissue window
     params = record.gray_params(Window(*WINDOW))
-    image = render_frame(record.pixels[50], params, record.lut_for((0,), params), FULL, None, spacing, 2048)
+    image = render_frame(record.pixels[50], params, record.lut_for((0,), params, 50), FULL, None, spacing, 2048)
     settings = {}
     for label, save in (
         *[(f"png level {lvl}", {"format": "PNG", "compress_level": lvl}) for lvl in (1, 3, 6, 9)],

@@ -136,7 +136,7 @@ def frame(record_id: str, index: int):
         params = lut = None
         if not color:
             params = record.gray_params(voi)
-            lut = record.lut_for((voi_key,), params)
+            lut = record.lut_for((voi_key,), params, index)
         image = render_frame(record.pixels[index], params, lut, region, box,
                              (record.spacing[1], record.spacing[2]), max_px)
         return encode_image(image, fmt, quality, webp_method=the_node.config["render"]["webp_method"])

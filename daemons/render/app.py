@@ -16,6 +16,7 @@ from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.image_cache import ImageCache
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
+from daemons.render.pixels import warm_up
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore
 from daemons.render.token_cache import CachingVerifier
@@ -88,6 +89,7 @@ def create_app(config: Config) -> Flask:
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
     images = ImageCache(config["render"]["image_cache_mb"] * MIB)
+    warm_up()
     holder["node"] = Node(config, store, models, registry, limits, images)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry

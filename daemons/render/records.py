@@ -25,7 +25,9 @@ from typing import Any, Callable
 import numpy as np
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
-from daemons.render.pixels import GrayParams, LutTable, Modality, Window, gray_lut, lut_supported
+from daemons.render.pixels import (
+    GrayParams, LutTable, Modality, Window, gray_lut, lut_supported, value_range,
+)
 from daemons.render.storage import RecordStore
 
 LUT_CACHE_SIZE = 64
@@ -91,7 +93,8 @@ class LoadedRecord:
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
         self._cond = threading.Condition()
-        self._luts: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._luts: OrderedDict[tuple, tuple[np.ndarray, int, int]] = OrderedDict()
+        self._ranges: dict[int, tuple[int, int]] = {}
         self._lut_lock = threading.Lock()
         self.cancelled = False
         self.started_at = time.perf_counter()
@@ -172,18 +175,34 @@ class LoadedRecord:
     def gray_params(self, voi: Window | LutTable | None) -> GrayParams:
         return GrayParams(self.modality(), voi, self.photometric == "MONOCHROME1")
 
-    def lut_for(self, key: tuple, params: GrayParams) -> np.ndarray | None:
-        """The cached display table for one VOI choice, or None where frames are not 8/16-bit ints."""
-        if not lut_supported(self.pixels.dtype):
+    def frame_range(self, index: int) -> tuple[int, int]:
+        """Lowest and highest stored value of a decoded integer frame, computed once."""
+        known = self._ranges.get(index)
+        if known is None:
+            known = self._ranges[index] = value_range(self.pixels[index])
+        return known
+
+    def lut_for(self, key: tuple, params: GrayParams, index: int) -> np.ndarray | None:
+        """The display table for one VOI choice covering frame `index`'s values (kept for reuse).
+
+        None where frames are not 8/16-bit integers, or there is no VOI (an automatic window
+        is then computed per frame). A cached table whose value range misses this frame's is
+        rebuilt over both ranges.
+        """
+        if params.voi is None or not lut_supported(self.pixels.dtype):
             return None
+        lowest, highest = self.frame_range(index)
         with self._lut_lock:
-            lut = self._luts.get(key)
-            if lut is not None:
+            cached = self._luts.get(key)
+            if cached is not None:
                 self._luts.move_to_end(key)
-                return lut
-        lut = gray_lut(self.pixels.dtype, params)
+                lut, cached_low, cached_high = cached
+                if cached_low <= lowest and highest <= cached_high:
+                    return lut
+                lowest, highest = min(lowest, cached_low), max(highest, cached_high)
+        lut = gray_lut(self.pixels.dtype, params, (lowest, highest))
         with self._lut_lock:
-            self._luts[key] = lut
+            self._luts[key] = (lut, lowest, highest)
             while len(self._luts) > LUT_CACHE_SIZE:
                 self._luts.popitem(last=False)
         return lut

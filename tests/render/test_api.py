@@ -126,6 +126,30 @@ def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_
     assert not np.array_equal(default, bone)
 
 
+def test_one_window_renders_every_frame_exactly_whatever_its_value_range(node):
+    # the node's tables cover only the stored values seen so far; a frame with values beyond
+    # them must widen the table, never show a wrong grey
+    from daemons.render.pixels import GrayParams, Modality, Window, render_gray_reference
+    from tests.render.synthetic import dataset, to_bytes
+
+    ranges = [(-10, 10), (-2000, -1500), (500, 3000), (-32768, 32767), (0, 0)]
+    rng = np.random.default_rng(5)
+    blobs = []
+    for k, (low, high) in enumerate(ranges):
+        ds = dataset(16, 16, series="1.2.3.4.77", position=float(k))
+        ds.PixelData = rng.integers(low, high + 1, (16, 16)).astype(np.int16).tobytes()
+        blobs.append((f"s{k}.dcm", to_bytes(ds)))
+    reply = node.upload(blobs)
+    assert reply.status_code == 201, reply.json
+    record = _loaded(node, reply.json["id"])
+    params = GrayParams(Modality(record.rescale_slope, record.rescale_intercept), Window(-200, 2400))
+    for index in [0, 1, 2, 3, 4, 3, 2, 1, 0]:
+        image = _png(node.client.get(f"/api/v1/records/{record.record_id}/frames/{index}?window=-200,2400",
+                                     headers=node.headers()))
+        np.testing.assert_array_equal(image, render_gray_reference(record.pixels[index], params),
+                                      err_msg=f"frame {index}")
+
+
 def test_size_and_region(loaded_ct):
     node, record_id, _ = loaded_ct
     url = f"/api/v1/records/{record_id}/frames/0"

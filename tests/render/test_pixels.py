@@ -105,6 +105,27 @@ def test_lookup_table_equals_float_pipeline_for_every_value(dtype):
                                   render_gray_reference(every, params))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+def test_a_table_over_a_value_range_is_exact_inside_it(dtype):
+    info = np.iinfo(dtype)
+    low, high = max(info.min, -1100), min(info.max, 3100)
+    inside = np.arange(low, high + 1, dtype=np.int64).astype(dtype)
+    params = GrayParams(Modality(1.0, -1024.0), Window(40, 400))
+    lut = gray_lut(np.dtype(dtype), params, (low, high))
+    np.testing.assert_array_equal(render_gray(inside, params, lut), render_gray_reference(inside, params))
+    with pytest.raises(ValueError, match="not within"):
+        gray_lut(np.dtype(dtype), params, (int(info.min) - 1, high))
+
+
+def test_a_cropped_frame_renders_through_the_table_like_the_reference():
+    frame = np.random.default_rng(3).integers(-1024, 3000, (64, 80)).astype(np.int16)
+    params = GrayParams(Modality(), Window(100, 700))
+    crop = frame[5:50:2, 7:70:3]
+    lut = gray_lut(np.dtype(np.int16), params, (int(frame.min()), int(frame.max())))
+    np.testing.assert_array_equal(render_gray(crop, params, lut), render_gray_reference(crop, params))
+    np.testing.assert_array_equal(render_gray(crop, params), render_gray_reference(crop, params))
+
+
 def test_big_endian_frames_render_like_native_ones():
     values = np.array([[-1000, 0, 500]], dtype=np.int16)
     params = GrayParams(Modality(), Window(0, 1000))
