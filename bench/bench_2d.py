@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import imagecodecs
 import numpy as np
 import requests
 from PIL import Image
@@ -202,18 +203,31 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
     params = record.gray_params(Window(*WINDOW))
     image = render_frame(record.pixels[50], params, record.lut_for((0,), params, 50), FULL, None, spacing, 2048)
     settings = {}
-    for label, save in (
-        *[(f"png level {lvl}", {"format": "PNG", "compress_level": lvl}) for lvl in (1, 3, 6, 9)],
-        *[(f"webp q80 method {m}", {"format": "WEBP", "quality": 80, "method": m}) for m in (0, 2, 4, 6)],
-        ("webp lossless method 0", {"format": "WEBP", "lossless": True, "method": 0}),
+
+    def pillow(**save):
+        def encode(pixels: np.ndarray) -> bytes:
+            out = io.BytesIO()
+            Image.fromarray(pixels).save(out, **save)
+            return out.getvalue()
+        return encode
+
+    def libpng(level: int, strategy: int | None, png_filter: int | None):
+        return lambda pixels: imagecodecs.png_encode(pixels, level=level, strategy=strategy, filter=png_filter)
+
+    for label, encode in (
+        ("png libpng level 1, RLE, SUB filter (chosen)", libpng(1, 3, 16)),
+        ("png libpng level 1, RLE, no filter", libpng(1, 3, 8)),
+        ("png libpng level 1, RLE, UP filter", libpng(1, 3, 32)),
+        ("png libpng level 1, RLE, all filters tried", libpng(1, 3, 248)),
+        *[(f"png Pillow level {lvl}", pillow(format="PNG", compress_level=lvl)) for lvl in (1, 6, 9)],
+        *[(f"webp q80 method {m}", pillow(format="WEBP", quality=80, method=m)) for m in (0, 2, 4, 6)],
+        ("webp lossless method 0", pillow(format="WEBP", lossless=True, method=0)),
     ):
         times, size = [], 0
         for _ in range(5 if quick else 20):
-            out = io.BytesIO()
             t0 = time.perf_counter()
-            Image.fromarray(image).save(out, **save)
+            size = len(encode(image))
             times.append((time.perf_counter() - t0) * 1000)
-            size = out.tell()
         settings[label] = {"kb": size / 1000, "median_ms": statistics.median(times)}
     RESULTS["encoder_settings"] = settings
     registry.shutdown()

@@ -3,28 +3,31 @@
 Kept apart from rendering (pure arrays) so the 2D and 3D endpoints share one encoder with the same
 speed settings. The settings favour latency over the last few percent of size, because a viewer
 scrolling a stack asks for a new image every few tens of milliseconds:
-- PNG: zlib level 1 with Pillow's default filter choice (lossless; on a 512² CT slice ~4 % larger
-  than level 6 and a third faster; level 9 is ten times slower);
-- WebP: lossy, method 2 at the requested quality (a third smaller than method 0 for ~1 ms more;
-  methods 4-6 save another 2 % for three to five times the time);
-- JPEG: baseline, no optimisation pass, 4:2:0 for colour only (grey JPEG has no chroma), through
-  simplejpeg (libjpeg-turbo) rather than Pillow: the same encoder and speed, but it lets go of
-  the GIL while encoding, so the node's request threads encode JPEGs on every core at once
-  (Pillow's JPEG encoder holds it: two threads encode no faster than one).
+- PNG: zlib level 1, run-length strategy, the SUB filter on every row (libpng via imagecodecs).
+  On 512² CT slices this is 3.5x faster than Pillow's level 1 with its per-row filter search and
+  4 % smaller; on MR 2 % larger. Lossless either way.
+- WebP: lossy (Pillow's libwebp), method 2 at the requested quality (a third smaller than method 0
+  for ~1 ms more; methods 4-6 save another 2 % for three to five times the time);
+- JPEG: baseline libjpeg-turbo via imagecodecs, no optimisation pass, 4:2:0 for colour only (grey
+  JPEG has no chroma).
+imagecodecs lets go of the GIL while it encodes, so the node's request threads encode PNG and JPEG
+on every core at once (Pillow's JPEG encoder holds it: two threads encode no faster than one).
 """
 
 from __future__ import annotations
 
 import io
 
+import imagecodecs
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 FORMATS = ("png", "webp", "jpeg")
 MIMETYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 DEFAULT_QUALITY = {"png": 100, "webp": 80, "jpeg": 85}
 PNG_COMPRESS_LEVEL = 1
+PNG_STRATEGY_RLE = 3  # zlib's Z_RLE
+PNG_FILTER_SUB = 16  # libpng's PNG_FILTER_SUB
 WEBP_METHOD = 2
 
 
@@ -43,16 +46,15 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
     if quality is None:
         quality = DEFAULT_QUALITY[fmt]
     pixels = np.ascontiguousarray(arr_uint8)
-    if fmt == "jpeg":
-        grey = pixels.ndim == 2
-        data = simplejpeg.encode_jpeg(pixels[:, :, None] if grey else pixels, quality=int(quality),
-                                      colorspace="GRAY" if grey else "RGB",
-                                      colorsubsampling="Gray" if grey else "420", fastdct=False)
-        return data, MIMETYPES[fmt]
-    image = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
-    out = io.BytesIO()
     if fmt == "png":
-        image.save(out, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        data = imagecodecs.png_encode(pixels, level=PNG_COMPRESS_LEVEL, strategy=PNG_STRATEGY_RLE,
+                                      filter=PNG_FILTER_SUB)
+    elif fmt == "jpeg":
+        data = imagecodecs.jpeg8_encode(pixels, level=int(quality), optimize=False,
+                                        subsampling=None if pixels.ndim == 2 else "420")
     else:
-        image.save(out, "WEBP", quality=int(quality), method=webp_method)
-    return out.getvalue(), MIMETYPES[fmt]
+        out = io.BytesIO()
+        Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(
+            out, "WEBP", quality=int(quality), method=webp_method)
+        data = out.getvalue()
+    return bytes(data), MIMETYPES[fmt]
