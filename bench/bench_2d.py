@@ -294,6 +294,7 @@ def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: 
     server being measured (the same for both servers).
     """
     latencies: list[float] = []
+    sizes: list[int] = []
     errors: list[str] = []
     lock = threading.Lock()
     context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else None
@@ -321,6 +322,8 @@ def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: 
             elapsed = (time.perf_counter() - t0) * 1000
             with lock:
                 latencies.append(elapsed)
+                if ok:
+                    sizes.append(len(body))
                 if not ok:
                     errors.append(str(status)[:100])
         connection.close()
@@ -331,6 +334,7 @@ def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: 
     wall = time.perf_counter() - started
     return {"requests": len(latencies), "wall_s": wall, "per_s": len(latencies) / wall,
             "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95), "errors": len(errors),
+            "mean_kb": statistics.mean(sizes) / 1000 if sizes else float("nan"),
             "error_samples": errors[:3]}
 
 
@@ -382,8 +386,21 @@ def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
         orthanc.stop()
 
 
-def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, webp_method: int = 2) -> None:
-    node = start_node(setup, f"tls-node-m{webp_method}", tls=True, render={"webp_method": webp_method})
+SCROLL_VARIANTS = {
+    "default": {},
+    "webp method 2 always": {"webp_busy_encodes": 0},
+    "webp method 0 always": {"webp_method": 0, "webp_busy_encodes": 0},
+}
+
+
+def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, variant: str = "default") -> None:
+    """16 closed-loop clients over TLS; `variant` names node settings (SCROLL_VARIANTS).
+
+    The default node adapts its WebP effort to load (render.webp_busy_encodes); the other
+    variants pin it, to show what the adaptation buys and costs in bytes.
+    """
+    render = SCROLL_VARIANTS[variant]
+    node = start_node(setup, "tls-node-" + variant.replace(" ", "-"), tls=True, render=render)
     verify = str(setup.root / "ca.pem")
     try:
         session = requests.Session()
@@ -401,13 +418,13 @@ def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, webp_method:
         # each viewer its own window (every request renders), then all in the record's own window
         # (what 16 viewers opening one record see first: images rendered once, then shared)
         for mode, window in (("own windows", lambda v: f"&window={40 + v},400"), ("default window", lambda v: "")):
-            for fmt in ("webp", "png", "jpeg") if webp_method == 2 else ("webp",):
+            for fmt in ("webp", "png", "jpeg") if variant == "default" else ("webp",):
                 urls = [[(f"{node.url}/api/v1/records/{record_id}/frames/{(viewer * 34 + s) % len(derived)}"
                           f"?format={fmt}{window(viewer)}", {}) for s in range(steps)] for viewer in range(16)]
                 results[f"{fmt}, {mode}"] = run_clients(urls, verify, setup.headers)
-        RESULTS["scroll_16_clients_tls" if webp_method == 2 else f"scroll_16_clients_tls_webp_method_{webp_method}"] = results
-        RESULTS[f"node_health_after_scroll_m{webp_method}"] = session.get(f"{node.url}/api/v1/node", headers=setup.headers,
-                                                   timeout=30).json()
+        RESULTS.setdefault("scroll_16_clients_tls", {})[variant] = results
+        RESULTS.setdefault("node_health_after_scroll", {})[variant] = session.get(
+            f"{node.url}/api/v1/node", headers=setup.headers, timeout=30).json()
     finally:
         node.stop()
 
@@ -428,7 +445,7 @@ def report() -> str:
     enc = r["render_encode_ms"]
     lines.append(f"| WebP render+encode 512², median ms | <= 10 | {enc['webp']['median']:.2f} (p95 {enc['webp']['p95']:.2f}) |")
     for mode in ("own windows", "default window"):
-        scroll = r["scroll_16_clients_tls"][f"webp, {mode}"]
+        scroll = r["scroll_16_clients_tls"]["default"][f"webp, {mode}"]
         lines.append(f"| 16 clients scrolling 555 slices (TLS, WebP, {mode}), p95 ms / errors | <= 100 / 0 | "
                      f"{scroll['p95_ms']:.1f} / {scroll['errors']} |")
     lines += ["", "render + encode per 512² slice, in process (ms):", "", "| step | median | p95 |", "|---|---|---|"]
@@ -449,11 +466,13 @@ def report() -> str:
         lines.append(f"| {key} | {s['per_s']:.1f} | {o['per_s']:.1f} | {s['per_s'] / o['per_s']:.2f} | "
                      f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f} | {o['p50_ms']:.1f}/{o['p95_ms']:.1f} | {s['errors']}/{o['errors']} |")
     lines += ["", "16 clients scrolling the 555-slice record over TLS:", "",
-              "| format, windows | requests | req/s | p50 ms | p95 ms | errors |", "|---|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | {v['errors']} |"
-              for k, v in r["scroll_16_clients_tls"].items()]
-    lines += [f"| {k} (render.webp_method = 0) | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | "
-              f"{v['p95_ms']:.1f} | {v['errors']} |" for k, v in r.get("scroll_16_clients_tls_webp_method_0", {}).items()]
+              "| format, windows (node) | requests | req/s | p50 ms | p95 ms | errors | KB/image |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} ({variant}) | {v['requests']} | {v['per_s']:.1f} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} | "
+              f"{v['errors']} | {v['mean_kb']:.1f} |"
+              for variant, runs in r["scroll_16_clients_tls"].items() for k, v in runs.items()]
+    lines += ["", "WebP images encoded at method 0 because the node was busy: " + ", ".join(
+        f"{variant} {health['webp_fast_encodes']}" for variant, health in r["node_health_after_scroll"].items())]
     lines += ["", "load average (1, 5, 15 min) before each section: " + ", ".join(
         f"{k} {v[0]:.1f}/{v[1]:.1f}/{v[2]:.1f}" for k, v in r["load_average_before"].items())]
     return "\n".join(lines)
@@ -479,8 +498,8 @@ def main() -> None:
     steps = [("loading", lambda s: bench_loading(s, derived, real, args.quick)),
              ("encode", lambda s: bench_encode(s, real, args.quick)),
              ("orthanc", lambda s: bench_versus_orthanc(s, real, args.quick) if shutil.which("Orthanc") else None),
-             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick)),
-             ("scrolling", lambda s: bench_scrolling(s, derived, args.quick, webp_method=0))]
+             *[("scrolling", lambda s, v=variant: bench_scrolling(s, derived, args.quick, v))
+               for variant in SCROLL_VARIANTS]]
     with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
         setup = Setup(Path(folder))
         for name, step in steps:

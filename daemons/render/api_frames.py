@@ -118,9 +118,10 @@ def frame(record_id: str, index: int):
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
     voi, voi_key = (None, "color") if color else choose_voi(manifest)
     etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
-    if request.if_none_match.contains(etag):
+    weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
+    if request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
-        not_modified.set_etag(etag)
+        not_modified.set_etag(etag, weak=weak)
         return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
@@ -139,17 +140,20 @@ def frame(record_id: str, index: int):
             lut = record.lut_for((voi_key,), params, index)
         image = render_frame(record.pixels[index], params, lut, region, box,
                              (record.spacing[1], record.spacing[2]), max_px)
-        return encode_image(image, fmt, quality, webp_method=the_node.config["render"]["webp_method"])
+        if fmt != "webp":
+            return encode_image(image, fmt, quality)
+        with the_node.webp_effort.slot() as method:
+            return encode_image(image, fmt, quality, webp_method=method)
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
-    return _image_response(body, mimetype, etag, started, the_node)
+    return _image_response(body, mimetype, etag, weak, started, the_node)
 
 
-def _image_response(body: bytes, mimetype: str, etag: str, started: float, the_node) -> Response:
+def _image_response(body: bytes, mimetype: str, etag: str, weak: bool, started: float, the_node) -> Response:
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     the_node.note_latency(elapsed_ms)
     response = Response(body, mimetype=mimetype)
-    response.set_etag(etag)
+    response.set_etag(etag, weak=weak)
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.headers["X-Render-Ms"] = f"{elapsed_ms:.1f}"
     return response

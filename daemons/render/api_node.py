@@ -36,6 +36,7 @@ def node_health():
         "render_latency_ms": the_node.latency_percentiles(),
         "image_cache": {"used_bytes": the_node.images.used_bytes, "hits": the_node.images.hits,
                         "misses": the_node.images.misses},
+        "webp_fast_encodes": the_node.webp_effort.fast_encodes,
         "backend_3d": render_state(current_app).caster.name,
     })
 

@@ -21,6 +21,7 @@ from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
+from daemons.render.webp_effort import WebpEffort
 from shared.audit import audit_blueprint
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
@@ -90,7 +91,10 @@ def create_app(config: Config) -> Flask:
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
     images = ImageCache(config["render"]["image_cache_mb"] * MIB)
     warm_up()
-    holder["node"] = Node(config, store, models, registry, limits, images)
+    render = config["render"]
+    busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
+    effort = WebpEffort(render["webp_method"], busy_above)
+    holder["node"] = Node(config, store, models, registry, limits, images, effort)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))

@@ -19,6 +19,7 @@ from daemons.render.models import Models
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore, StoreError
 from daemons.render.validate import Limits
+from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
 from shared.errors import ApiError, not_found
 
@@ -34,6 +35,7 @@ class Node:
     registry: RecordRegistry
     limits: Limits
     images: ImageCache
+    webp_effort: WebpEffort
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))

@@ -23,7 +23,10 @@ KEYS = (
     Key("render", "image_cache_mb", 256,
         "RAM for encoded images asked for again (same record, slice and parameters); 0 turns it off."),
     Key("render", "webp_method", 2,
-        "WebP effort 0..6: 2 is a third smaller than 0 for ~2 ms more per 512x512 image; 0 suits busy small machines."),
+        "WebP effort 0..6 while the node keeps up: 2 is a third smaller than 0 for ~1.2x the CPU."),
+    Key("render", "webp_busy_encodes", -1,
+        "With more WebP encodes than this in flight, new ones use method 0 (larger, faster) until the queue "
+        "drains; -1: the number of CPU cores; 0: never."),
     Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core)."),
     Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
 )

@@ -170,6 +170,34 @@ def test_etag_revalidation_answers_304(loaded_ct):
     assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
     other = node.client.get(url.replace("40,400", "40,401"), headers=node.headers())
     assert other.headers["ETag"] != etag
+    # WebP bytes depend on the effort the node's load allowed: a weak validator; PNG's are strong
+    assert etag.startswith('W/"')
+    png = node.client.get(url.replace("webp", "png"), headers=node.headers())
+    assert png.headers["ETag"].startswith('"')
+    png_again = node.client.get(url.replace("webp", "png"),
+                                headers={**node.headers(), "If-None-Match": png.headers["ETag"]})
+    assert png_again.status_code == 304
+
+
+def test_a_busy_node_encodes_webp_faster_and_says_how_often(make_node, ct_files):
+    from daemons.render.webp_effort import FAST_METHOD
+
+    node = make_node(render__webp_busy_encodes=1)
+    try:
+        record_id = node.upload(ct_files[:3]).json["id"]
+        _loaded(node, record_id)
+        effort = node.app.extensions["sivr_node"].webp_effort
+        url = f"/api/v1/records/{record_id}/frames/1?format=webp&window=40,400"
+        calm = node.client.get(url, headers=node.headers())
+        with effort.slot() as method:  # another image is being encoded: the node is now busy
+            assert method == 2
+            busy = node.client.get(url.replace("40,400", "41,400"), headers=node.headers())
+        assert calm.status_code == busy.status_code == 200
+        assert len(busy.data) > len(calm.data) * 1.2, "method 0 images are larger"
+        health = node.client.get("/api/v1/node", headers=node.headers()).json
+        assert health["webp_fast_encodes"] == effort.fast_encodes == 1 and FAST_METHOD == 0
+    finally:
+        node.registry.shutdown()
 
 
 def test_an_image_asked_for_again_comes_from_the_cache_until_its_record_is_deleted(loaded_ct):
