@@ -22,6 +22,7 @@ from shared.tokens import generate_signing_keypair
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ARTIFACTS = REPO / "test-artifacts"
+DEMO_CT = REPO / "demo_data" / "ct-chest-100"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "dicom").is_dir():
         pytest.skip(f"real DICOM test data absent: {SHARED_DATA}/dicom (fresh clone without ../shared)")
     return SHARED_DATA / "dicom"
+
+
+@pytest.fixture(scope="session")
+def ct_series() -> Path:
+    """A real 100-slice CT series folder: the developers' copy beside the repository, else the same
+    series bundled in `demo_data/` (JPEG 2000 lossless, pixel-identical), so tests that need only
+    a real CT run on a fresh clone too."""
+    shared = SHARED_DATA / "dicom" / "tcia-cmb-crc-ct-100"
+    return shared if shared.is_dir() else DEMO_CT
 
 
 @pytest.fixture(scope="session")

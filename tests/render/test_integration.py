@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def node(deployment, shared_data):
+def node(deployment):
     if not any(i.layer == "render" for i in deployment.instances):
         pytest.skip("the render layer is not available in this build")
     return deployment.client("physician"), deployment.url("render-1-1")
@@ -31,9 +31,9 @@ def _wait_ready(client, url: str, record_id: str) -> dict:
     raise AssertionError("the record never finished loading")
 
 
-def test_upload_load_render_delete_over_tls(node, shared_data: Path):
+def test_upload_load_render_delete_over_tls(node, ct_series: Path):
     client, url = node
-    files = sorted((shared_data / "tcia-cmb-crc-ct-100").glob("*.dcm"))[40:60]
+    files = sorted(ct_series.glob("*.dcm"))[40:60]
     handles = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in reversed(files)]
     created = client.call("POST", f"{url}/api/v1/records", files=handles, ok=(200, 201))
     meta = created.json()
@@ -66,9 +66,9 @@ def test_upload_load_render_delete_over_tls(node, shared_data: Path):
     assert client.session.get(f"{url}/api/v1/records/{record_id}", timeout=30).status_code == 404
 
 
-def test_sixteen_viewers_scroll_one_record_without_errors(node, shared_data: Path):
+def test_sixteen_viewers_scroll_one_record_without_errors(node, ct_series: Path):
     client, url = node
-    files = sorted((shared_data / "tcia-cmb-crc-ct-100").glob("*.dcm"))[:30]
+    files = sorted(ct_series.glob("*.dcm"))[:30]
     handles = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in files]
     record_id = client.call("POST", f"{url}/api/v1/records", files=handles, ok=(200, 201)).json()["id"]
     client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,))

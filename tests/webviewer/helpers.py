@@ -56,10 +56,7 @@ def register_placeholder_records(deployment, patient: dict, descriptions: list[s
     return records
 
 
-CT_SERIES = "tcia-cmb-crc-ct-100"
-
-
-def derived_series(shared_data: Path, dest: Path, first: int, count: int) -> list[Path]:
+def derived_series(ct_series: Path, dest: Path, first: int, count: int) -> list[Path]:
     """Slices of the real CT with fresh study/series/instance UIDs (labelled derived).
 
     Records are identified by content hash and a record belongs to one patient, so every test
@@ -69,7 +66,7 @@ def derived_series(shared_data: Path, dest: Path, first: int, count: int) -> lis
     from pydicom.uid import generate_uid
 
     dest.mkdir(parents=True, exist_ok=True)
-    sources = sorted((shared_data / CT_SERIES).glob("*.dcm"))[first:first + count]
+    sources = sorted(ct_series.glob("*.dcm"))[first:first + count]
     study, series = generate_uid(), generate_uid()
     written = []
     for number, source in enumerate(sources):

@@ -23,10 +23,10 @@ def patient_upload_page(page, deployment):
 
 
 def test_upload_a_folder_skips_the_non_dicom_file_and_registers_the_record(
-        page, deployment, shared_data, tmp_path, shots, patient_upload_page):
+        page, deployment, ct_series, tmp_path, shots, patient_upload_page):
     patient = patient_upload_page
     folder = tmp_path / "series"
-    derived_series(shared_data, folder, first=40, count=8)
+    derived_series(ct_series, folder, first=40, count=8)
     (folder / "README.txt").write_text("exported by the scanner console\n")
     page.get_by_label("…or a whole folder").set_input_files(folder)
     listing = page.locator("#file-list")
@@ -52,8 +52,8 @@ def test_upload_a_folder_skips_the_non_dicom_file_and_registers_the_record(
 
 
 def test_a_broken_dicom_file_is_refused_with_its_name_and_reason(
-        page, deployment, shared_data, tmp_path, shots, patient_upload_page):
-    files = derived_series(shared_data, tmp_path / "ok", first=60, count=2)
+        page, deployment, ct_series, tmp_path, shots, patient_upload_page):
+    files = derived_series(ct_series, tmp_path / "ok", first=60, count=2)
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 20)
     page.get_by_label("DICOM files").set_input_files([*files, broken])

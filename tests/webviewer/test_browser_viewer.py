@@ -21,9 +21,9 @@ SLICES = 24
 
 
 @pytest.fixture(scope="module")
-def record(deployment, shared_data, tmp_path_factory):
+def record(deployment, ct_series, tmp_path_factory):
     patient = new_patient(deployment)
-    files = derived_series(shared_data, tmp_path_factory.mktemp("viewer-series"), first=20, count=SLICES)
+    files = derived_series(ct_series, tmp_path_factory.mktemp("viewer-series"), first=20, count=SLICES)
     return {"patient": patient, **uploaded_record(deployment, patient, files, "CT chest (viewer test)")}
 
 
@@ -246,7 +246,7 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
         context.close()
 
 
-def test_a_record_of_another_institution_opens_from_its_own_node(page, deployment, shared_data, tmp_path, shots):
+def test_a_record_of_another_institution_opens_from_its_own_node(page, deployment, ct_series, tmp_path, shots):
     """Findings and images live where they were made; the browser goes to that node directly."""
     from daemons.demo import ApiClient, register_nodes, register_record, upload_record
 
@@ -257,7 +257,7 @@ def test_a_record_of_another_institution_opens_from_its_own_node(page, deploymen
     node2 = register_nodes(ApiClient(deployment, **second["admin"]), inst2)[inst2["nodes"][0]["url"]]
     doctor2 = ApiClient(deployment, **second["physician"])
     patient = new_patient(deployment)
-    meta = upload_record(doctor2, node2["url"], derived_series(shared_data, tmp_path / "s", first=70, count=6))
+    meta = upload_record(doctor2, node2["url"], derived_series(ct_series, tmp_path / "s", first=70, count=6))
     register_record(doctor2, inst2["server_url"], meta, node2["id"], patient["id"], "CT", "CT from the second clinic")
 
     login(page, deployment)   # a physician of institution 1
