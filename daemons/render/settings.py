@@ -23,7 +23,7 @@ KEYS = (
     Key("render", "image_cache_mb", 256,
         "RAM for encoded images asked for again (same record, slice and parameters); 0 turns it off."),
     Key("render", "webp_method", 2,
-        "WebP effort 0..6 while the node keeps up: 2 is a third smaller than 0 for ~1.2x the CPU."),
+        "WebP effort 0..6 while the node keeps up: 2 is a third smaller than 0 for 1.2-1.4x the CPU."),
     Key("render", "webp_busy_encodes", -1,
         "With more WebP encodes than this in flight, new ones use method 0 (larger, faster) until the queue "
         "drains; -1: the number of CPU cores; 0: never."),

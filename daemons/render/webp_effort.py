@@ -1,10 +1,10 @@
 """How hard to work on a WebP image, given how many are being encoded right now.
 
-WebP at method 2 is a third smaller than at method 0 but costs ~1.2x the CPU, and on a busy node
-encoding is most of the work: sixteen viewers scrolling in their own windows keep every core
+WebP at method 2 is a third smaller than at method 0 but costs 1.2-1.4x the CPU, and on a busy
+node encoding is most of the work: sixteen viewers scrolling in their own windows keep every core
 encoding. When more WebP images are in flight than the node has cores, new ones are encoded at
 method 0 (larger, faster) until the queue drains, so latency holds under load and images are
-small whenever the node keeps up — the interactive/still trade 3D viewers (ParaView, trame) make.
+small whenever the node keeps up: the interactive/still trade 3D viewers (ParaView, trame) make.
 """
 
 from __future__ import annotations
