@@ -8,21 +8,17 @@
 set -euo pipefail
 
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PREFIX=/opt/sivr
-ETC=/etc/sivr
-DATA=/var/lib/sivr
-ROOT=""
+# shellcheck source=installers/folders.sh
+source "$SOURCE/installers/folders.sh"
 LAYERS="web toplevel institution render"
 INSTANCES=""
 FROM=""
 NODES=1
-SYSTEMCTL=1
 SYSTEM_PACKAGES=0
 PYTHON=python3
 HOSTNAMES=()
 INSTITUTIONS=()
 ALL_LAYERS="web toplevel institution render"
-SERVICE_USER=sivr
 STAGING=""
 FRESH_CONFIG=0
 
@@ -49,15 +45,10 @@ Usage: $0 [options]
 EOF
 }
 
-die() { echo "install.sh: $*" >&2; exit 2; }
-say() { echo "==> $*"; }
-
 while (($#)); do
+    shared_option "$@"
+    if ((SHIFT)); then shift "$SHIFT"; continue; fi
     case "$1" in
-        --prefix) PREFIX="${2:?}"; shift 2 ;;
-        --etc) ETC="${2:?}"; shift 2 ;;
-        --data) DATA="${2:?}"; shift 2 ;;
-        --root) ROOT="${2:?}"; shift 2 ;;
         --layers) LAYERS="${2:?}"; shift 2 ;;
         --from) FROM="${2:?}"; shift 2 ;;
         --instances) INSTANCES="${2:?}"; shift 2 ;;
@@ -66,25 +57,17 @@ while (($#)); do
         --nodes-per-institution) NODES="${2:?}"; shift 2 ;;
         --python) PYTHON="${2:?}"; shift 2 ;;
         --use-system-packages) SYSTEM_PACKAGES=1; shift ;;
-        --no-systemctl) SYSTEMCTL=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
 done
 
-# Paths are substituted into unit files with sed and must be plain absolute paths.
-for path in "$PREFIX" "$ETC" "$DATA"; do
-    [[ "$path" =~ ^/[A-Za-z0-9._/-]*$ ]] || die "$path: use a plain absolute path"
-done
+check_folders
 for layer in $LAYERS; do
     [[ " $ALL_LAYERS " == *" $layer "* ]] || die "unknown layer $layer (choose from: $ALL_LAYERS)"
 done
-[[ -z "$ROOT" || "$ROOT" == /* ]] || ROOT="$(pwd)/$ROOT"
 [[ -z "$FROM" ]] || FROM="$(cd "$FROM" && pwd)"
 [[ -n "$FROM" || -z "$INSTANCES" ]] || die "--instances needs --from"
-if [[ -z "$ROOT" && "$(id -u)" != 0 ]]; then
-    die "run as root, or use --root DIR to install into a folder"
-fi
 
 R_PREFIX="$ROOT$PREFIX"
 R_ETC="$ROOT$ETC"

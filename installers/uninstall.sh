@@ -7,13 +7,9 @@
 # system user.
 set -euo pipefail
 
-PREFIX=/opt/sivr
-ETC=/etc/sivr
-DATA=/var/lib/sivr
-ROOT=""
+# shellcheck source=installers/folders.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/folders.sh"
 PURGE=0
-SYSTEMCTL=1
-SERVICE_USER=sivr
 
 usage() {
     cat <<EOF
@@ -23,28 +19,16 @@ Usage: $0 [--prefix DIR] [--etc DIR] [--data DIR] [--root DIR] [--purge-data] [-
 EOF
 }
 
-die() { echo "uninstall.sh: $*" >&2; exit 2; }
-say() { echo "==> $*"; }
-
 while (($#)); do
+    shared_option "$@"
+    if ((SHIFT)); then shift "$SHIFT"; continue; fi
     case "$1" in
-        --prefix) PREFIX="${2:?}"; shift 2 ;;
-        --etc) ETC="${2:?}"; shift 2 ;;
-        --data) DATA="${2:?}"; shift 2 ;;
-        --root) ROOT="${2:?}"; shift 2 ;;
         --purge-data) PURGE=1; shift ;;
-        --no-systemctl) SYSTEMCTL=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
 done
-for path in "$PREFIX" "$ETC" "$DATA"; do
-    [[ "$path" =~ ^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$ ]] || die "$path: use a plain absolute path other than /"
-done
-[[ -z "$ROOT" || "$ROOT" == /* ]] || ROOT="$(pwd)/$ROOT"
-if [[ -z "$ROOT" && "$(id -u)" != 0 ]]; then
-    die "run as root, or use --root DIR"
-fi
+check_folders
 
 R_UNITS="$ROOT/etc/systemd/system"
 

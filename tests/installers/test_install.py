@@ -235,13 +235,23 @@ def test_a_host_bundle_carries_only_that_hosts_keys_and_installs(tmp_path, syste
         assert result.returncode == 0 and result.output == "", result.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--layers", "toplevel bogus"], "unknown layer bogus"),
+BAD_SHARED_OPTIONS = [
     (["--prefix", "relative/path"], "plain absolute path"),
+    (["--data", "/"], "other than /"),
+    (["--bogus"], "unknown option --bogus"),
+]
+BAD_INSTALL_OPTIONS = [
+    (["--layers", "toplevel bogus"], "unknown layer bogus"),
     (["--instances", "render-1-1"], "--instances needs --from"),
+]
+
+
+@pytest.mark.parametrize("script, args, message", [
+    *[(INSTALL, args, message) for args, message in BAD_SHARED_OPTIONS + BAD_INSTALL_OPTIONS],
+    *[(UNINSTALL, args, message) for args, message in BAD_SHARED_OPTIONS],
 ])
-def test_install_refuses_bad_options_before_touching_anything(tmp_path, args, message):
-    done = run_script(INSTALL, "--root", str(tmp_path / "root"), *args, check=False)
+def test_scripts_refuse_bad_options_before_touching_anything(tmp_path, script, args, message):
+    done = run_script(script, "--root", str(tmp_path / "root"), *args, check=False)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "root").exists()
 

@@ -9,13 +9,13 @@ import pytest
 
 from tests.installers.systemd_check import REPO
 
-SCRIPTS = ["installers/install.sh", "installers/uninstall.sh"]
+SCRIPTS = ["installers/install.sh", "installers/uninstall.sh", "installers/folders.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_passes_shellcheck(script):
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (Debian package `shellcheck`)")
-    done = subprocess.run(["shellcheck", "--severity=style", str(REPO / script)],
+    done = subprocess.run(["shellcheck", "--severity=style", "--external-sources", str(REPO / script)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout
