@@ -46,6 +46,8 @@ COMMON_KEYS: tuple[Key, ...] = (
         "Reverse proxies in front of this server whose X-Forwarded-For/-Proto are believed (0: none)."),
     Key("cors", "origins", [], "Browser origins allowed to call this layer (e.g. the web layer's URL)."),
     Key("tokens", "public_key", "", "Ed25519 public key (PEM) that verifies access tokens.", True),
+    Key("tokens", "extra_public_keys", [],
+        "More public keys accepted during a signing-key rotation (the next key, then the retired one).", True),
     Key("tokens", "issuer", "sivr-toplevel", "Expected `iss` claim of access tokens."),
     Key("tokens", "audience", "sivr", "Expected `aud` claim of access tokens."),
     Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds."),
@@ -76,6 +78,8 @@ def _coerce(key: Key, value: Any, source: str) -> Any:
         raise ConfigError(
             f"{source}: `{key.dotted}` must be of type {expected.__name__}, got {type(value).__name__}"
         )
+    if key.is_path and isinstance(value, list) and not all(isinstance(item, str) and item for item in value):
+        raise ConfigError(f"{source}: `{key.dotted}` must be a list of file paths")
     return value
 
 
@@ -105,7 +109,8 @@ def build_config(
                 raise ConfigError(f"{where}: unknown key `{section}.{name}`")
             value = _coerce(key, value, where)
             if key.is_path and value and source is not None:
-                value = str((source.parent / value).resolve())
+                value = ([str((source.parent / item).resolve()) for item in value] if isinstance(value, list)
+                         else str((source.parent / value).resolve()))
             result[section][name] = value
     if result["server"]["port"] == 0:
         result["server"]["port"] = DEFAULT_PORTS.get(layer, 0)

@@ -4,13 +4,19 @@ Only the toplevel holds the private key; institution and render layers hold the 
 compromised backend cannot mint tokens and no layer needs to call another to check one
 (horizontal independence, DESIGN.md). The verifier accepts exactly one algorithm, which is what
 defeats `alg: none` and algorithm-confusion tokens.
+
+Tokens name their signing key (`kid`, a hash of the public key), and a verifier may hold several
+public keys: the signing key is rotated without ending anyone's session by letting every layer
+accept the new key before the toplevel signs with it, and the old one until its tokens expire.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +93,18 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The `kid` of tokens signed with this key's private half: 16 hex digits of its SHA-256."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 class TokenIssuer:
     """Mints access tokens; lives only in the toplevel."""
 
     def __init__(self, private_key: Ed25519PrivateKey, issuer: str, audience: str, ttl_s: int):
         self._key = private_key
+        self.key_id = key_id(private_key.public_key())
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
@@ -122,14 +135,19 @@ class TokenIssuer:
             "sid": session_id or str(uuid.uuid4()),
             "auth_time": auth_time if auth_time is not None else now,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM), self.ttl_s
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id}), self.ttl_s
 
 
 class TokenVerifier:
     """Checks signature, algorithm, issuer, audience and times; returns the caller's Identity."""
 
-    def __init__(self, public_key: Ed25519PublicKey, issuer: str, audience: str, leeway_s: int = 5):
-        self._key = public_key
+    def __init__(self, public_keys: Ed25519PublicKey | Sequence[Ed25519PublicKey], issuer: str, audience: str,
+                 leeway_s: int = 5):
+        """`public_keys`: the current key first, then any still accepted during a rotation."""
+        keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else list(public_keys)
+        if not keys:
+            raise ValueError("a token verifier needs at least one public key")
+        self.public_keys: dict[str, Ed25519PublicKey] = {key_id(key): key for key in keys}
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
@@ -143,22 +161,15 @@ class TokenVerifier:
             raise TokenError(
                 "invalid_token", f"token algorithm {header.get('alg')!r} is not accepted"
             )
-        try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                issuer=self.issuer,
-                audience=self.audience,
-                leeway=self.leeway_s,
-                options={"require": _REQUIRED_CLAIMS},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise TokenError("token_expired", "the access token has expired; log in again") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise TokenError("invalid_token", "the access token's signature is not valid") from exc
-        except jwt.PyJWTError as exc:
-            raise TokenError("invalid_token", f"the access token was refused: {exc}") from exc
+        kid = header.get("kid")
+        if kid is None:
+            candidates = list(self.public_keys.values())  # a token minted before tokens named their key
+        elif isinstance(kid, str) and kid in self.public_keys:
+            candidates = [self.public_keys[kid]]
+        else:
+            raise TokenError("invalid_token", "the access token's signature is by a key this server does not "
+                                              "accept (retired, or not yet installed here); log in again")
+        claims = self._decode(token, candidates)
         if claims["role"] not in ROLES:
             raise TokenError("invalid_token", "the access token names an unknown role")
         return Identity(
@@ -170,3 +181,24 @@ class TokenVerifier:
             auth_time=int(claims["auth_time"]),
             expires_at=int(claims["exp"]),
         )
+
+    def _decode(self, token: str, keys: list[Ed25519PublicKey]) -> dict:
+        """The checked claims of a token whose signature one of `keys` verifies."""
+        for key in keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    issuer=self.issuer,
+                    audience=self.audience,
+                    leeway=self.leeway_s,
+                    options={"require": _REQUIRED_CLAIMS},
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError as exc:
+                raise TokenError("token_expired", "the access token has expired; log in again") from exc
+            except jwt.PyJWTError as exc:
+                raise TokenError("invalid_token", f"the access token was refused: {exc}") from exc
+        raise TokenError("invalid_token", "the access token's signature is not valid")

@@ -23,9 +23,8 @@ def verifier_from_config(config: Config) -> TokenVerifier:
     tokens = config["tokens"]
     if not tokens["public_key"]:
         raise ValueError(f"{config.source}: tokens.public_key must name the toplevel's public key file")
-    return TokenVerifier(
-        load_public_key(tokens["public_key"]), tokens["issuer"], tokens["audience"], tokens["leeway_s"]
-    )
+    keys = [load_public_key(path) for path in (tokens["public_key"], *tokens["extra_public_keys"])]
+    return TokenVerifier(keys, tokens["issuer"], tokens["audience"], tokens["leeway_s"])
 
 
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:

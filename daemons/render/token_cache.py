@@ -19,7 +19,7 @@ CACHE_SIZE = 4096
 
 class CachingVerifier(TokenVerifier):
     def __init__(self, inner: TokenVerifier, size: int = CACHE_SIZE):
-        super().__init__(inner._key, inner.issuer, inner.audience, inner.leeway_s)
+        super().__init__(list(inner.public_keys.values()), inner.issuer, inner.audience, inner.leeway_s)
         self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._lock = threading.Lock()
         self._size = size

@@ -21,16 +21,14 @@ from tests.installers.systemd_check import (
 )
 
 # unit file -> (layer, config file stem, data folder or None, key files it may see)
+PUBLIC = {"token_ed25519.pub", "token_ed25519.next.pub", "token_ed25519.old.pub"}  # current, and during a rotation
 UNITS = {
-    "sivr-web.service": ("web", "web", None, {"token_ed25519.pub"}),
-    "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel",
-                              {"token_ed25519.pem", "token_ed25519.pub"}),
-    "sivr-institution.service": ("institution", "institution", "institution", {"token_ed25519.pub"}),
-    "sivr-institution@.service": ("institution", "institution-%i", "institution-%i",
-                                  {"token_ed25519.pub"}),
-    "sivr-render.service": ("render", "render", "render", {"token_ed25519.pub", "render.store.key"}),
-    "sivr-render@.service": ("render", "render-%i", "render-%i",
-                             {"token_ed25519.pub", "render-%i.store.key"}),
+    "sivr-web.service": ("web", "web", None, PUBLIC),
+    "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel", {"token_ed25519.pem", *PUBLIC}),
+    "sivr-institution.service": ("institution", "institution", "institution", PUBLIC),
+    "sivr-institution@.service": ("institution", "institution-%i", "institution-%i", PUBLIC),
+    "sivr-render.service": ("render", "render", "render", {"render.store.key", *PUBLIC}),
+    "sivr-render@.service": ("render", "render-%i", "render-%i", {"render-%i.store.key", *PUBLIC}),
 }
 
 

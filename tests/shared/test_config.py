@@ -58,3 +58,10 @@ def test_rendered_file_documents_every_key_and_round_trips(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text(text)
     assert load_config(path, "toplevel", TOPLEVEL_KEYS)["server"]["port"] == 6001
+
+
+def test_a_list_of_paths_must_hold_paths(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text('[tokens]\nextra_public_keys = ["a.pub", 7]\n')
+    with pytest.raises(ConfigError, match="extra_public_keys` must be a list of file paths"):
+        load_config(path, "toplevel", TOPLEVEL_KEYS)

@@ -10,7 +10,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.tokens import TokenError, TokenIssuer, TokenVerifier, generate_signing_keypair, load_private_key, load_public_key
+from shared.tokens import (
+    TokenError, TokenIssuer, TokenVerifier, generate_signing_keypair, key_id, load_private_key, load_public_key,
+)
 
 
 @pytest.fixture
@@ -113,3 +115,66 @@ def test_missing_claim_is_refused(keypair):
               "auth_time": int(time.time())}
     with pytest.raises(TokenError, match="inst"):
         TokenVerifier(public, "sivr-toplevel", "sivr").verify(jwt.encode(claims, private, algorithm="EdDSA"))
+
+
+def _new_keys(tmp_path, name):
+    generate_signing_keypair(tmp_path / f"{name}.pem", tmp_path / f"{name}.pub")
+    return load_private_key(tmp_path / f"{name}.pem"), load_public_key(tmp_path / f"{name}.pub")
+
+
+def test_a_token_names_its_signing_key(keypair):
+    issuer, _ = _pair(keypair)
+    token, _ = issuer.issue("u", "alice", "physician", "i")
+    assert jwt.get_unverified_header(token)["kid"] == key_id(keypair[1]) == issuer.key_id
+    assert len(issuer.key_id) == 16
+
+
+def test_a_rotation_keeps_every_session_working(tmp_path):
+    """Every layer accepts the next key before the toplevel signs with it, and the old one until its
+    tokens have expired; once the old key is gone its tokens are refused, naming why."""
+    old_private, old_public = _new_keys(tmp_path, "old")
+    new_private, new_public = _new_keys(tmp_path, "new")
+    old_token, _ = TokenIssuer(old_private, "sivr-toplevel", "sivr", 300).issue("u1", "alice", "physician", "i")
+    new_token, _ = TokenIssuer(new_private, "sivr-toplevel", "sivr", 300).issue("u2", "bob", "admin", "i")
+    during = TokenVerifier([new_public, old_public], "sivr-toplevel", "sivr")
+    assert during.verify(old_token).username == "alice" and during.verify(new_token).username == "bob"
+    after = TokenVerifier(new_public, "sivr-toplevel", "sivr")
+    assert after.verify(new_token).username == "bob"
+    with pytest.raises(TokenError, match="key this server does not accept") as refused:
+        after.verify(old_token)
+    assert refused.value.code == "invalid_token"
+
+
+def test_a_key_id_does_not_let_another_key_sign(tmp_path):
+    """A forger who copies a trusted key's `kid` into a token signed with their own key gains nothing."""
+    trusted_private, trusted_public = _new_keys(tmp_path, "trusted")
+    forger = Ed25519PrivateKey.generate()
+    claims = jwt.decode(TokenIssuer(trusted_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "admin", "i")[0],
+                        options={"verify_signature": False})
+    forged = jwt.encode(claims, forger, algorithm="EdDSA", headers={"kid": key_id(trusted_public)})
+    with pytest.raises(TokenError, match="signature is not valid"):
+        TokenVerifier(trusted_public, "sivr-toplevel", "sivr").verify(forged)
+    for odd_kid in (5, ["x"], "", "0" * 16):
+        signing_input = f"{_b64({'alg': 'EdDSA', 'typ': 'JWT', 'kid': odd_kid})}.{_b64(claims)}"
+        signature = base64.urlsafe_b64encode(trusted_private.sign(signing_input.encode())).rstrip(b"=").decode()
+        with pytest.raises(TokenError) as refused:
+            TokenVerifier(trusted_public, "sivr-toplevel", "sivr").verify(f"{signing_input}.{signature}")
+        assert refused.value.code == "invalid_token", odd_kid
+
+
+def test_a_token_without_key_id_is_checked_against_every_accepted_key(tmp_path):
+    first_private, first_public = _new_keys(tmp_path, "first")
+    _, second_public = _new_keys(tmp_path, "second")
+    claims = jwt.decode(TokenIssuer(first_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "admin", "i")[0],
+                        options={"verify_signature": False})
+    unnamed = jwt.encode(claims, first_private, algorithm="EdDSA")
+    assert "kid" not in jwt.get_unverified_header(unnamed)
+    assert TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr").verify(unnamed).role == "admin"
+    with pytest.raises(TokenError, match="signature is not valid"):
+        TokenVerifier([second_public], "sivr-toplevel", "sivr").verify(unnamed)
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 60}, first_private, algorithm="EdDSA")
+    with pytest.raises(TokenError) as refused:
+        TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr", 0).verify(expired)
+    assert refused.value.code == "token_expired"
+    with pytest.raises(ValueError, match="at least one public key"):
+        TokenVerifier([], "sivr-toplevel", "sivr")

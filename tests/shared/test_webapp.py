@@ -92,3 +92,33 @@ def test_only_layers_that_verify_tokens_need_the_public_key():
         create_base_app(__name__, build_config("render", ()))
     static_only = create_base_app(__name__, build_config("web", ()), verifies_tokens=False)
     assert static_only.test_client().get("/healthz").status_code == 200
+
+
+def test_a_layer_accepts_the_extra_public_keys_of_a_rotation(tmp_path):
+    """The config's `tokens.extra_public_keys` (relative to the config file) are accepted besides
+    `tokens.public_key`; a token of a key in neither is refused with 401."""
+    from shared.auth import require_auth
+    from shared.config import load_config
+    from shared.tokens import TokenIssuer, load_private_key
+
+    keys = tmp_path / "keys"
+    for name in ("current", "old", "stranger"):
+        generate_signing_keypair(keys / f"{name}.pem", keys / f"{name}.pub")
+    config_file = tmp_path / "institution.toml"
+    config_file.write_text('[tokens]\npublic_key = "keys/current.pub"\nextra_public_keys = ["keys/old.pub"]\n')
+    config = load_config(config_file, "institution", ())
+    assert config["tokens"]["extra_public_keys"] == [str(keys / "old.pub")]
+    app = create_base_app(__name__, config)
+
+    @app.get("/who")
+    @require_auth()
+    def who():
+        return {"ok": True}
+
+    client = app.test_client()
+    for name, status in (("current", 200), ("old", 200), ("stranger", 401)):
+        token, _ = TokenIssuer(load_private_key(keys / f"{name}.pem"), "sivr-toplevel", "sivr", 60).issue(
+            "u", "alice", "physician", "i")
+        reply = client.get("/who", headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == status, (name, reply.json)
+    assert "does not accept" in reply.json["error"]["message"]
