@@ -198,6 +198,25 @@ def test_reformats_and_3d_rotation(page, deployment, record, shots):
         if plane == "coronal":
             shot(page, shots, "19-viewer-coronal", full_page=False)
 
+    # a thick slab on the sagittal reformat: the node is asked for it, and the image changes
+    page.locator("#plane").select_option("sagittal")
+    thin = wait_shown(page, "d.shownPlane === 'sagittal'")
+    assert "slab" not in thin["query"] and page.locator("#slab-mode").is_hidden()
+    thin_pixels = page.locator("#viewport canvas").screenshot()
+    page.locator("#slab").fill("20")
+    page.locator("#slab").dispatch_event("change")
+    page.locator("#slab-mode").select_option("mip")
+    thick = wait_shown(page, "d.shownKey.includes('slab=20') && d.shownKey.includes('slab_mode=mip')")
+    assert thick["path"] == thin["path"]
+    assert page.locator("#viewport canvas").screenshot() != thin_pixels, "a 20 mm MIP slab looks different"
+    assert "slab 20 mm MIP" in page.locator("#view-info").inner_text()
+    shot(page, shots, "19b-viewer-sagittal-slab", full_page=False)
+    page.locator("#slab").fill("0")
+    page.locator("#slab").dispatch_event("change")
+    wait_shown(page, "d.shownPlane === 'sagittal' && !d.shownKey.includes('slab=')")
+    page.locator("#plane").select_option("native")
+    assert page.locator("#slab").is_hidden(), "slabs are for reformats only"
+
     volume_requests = []
     page.on("request", lambda r: volume_requests.append(r.url) if "/volume?" in r.url else None)
     page.locator("#plane").select_option("3d")

@@ -14,6 +14,8 @@ const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Cor
 const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"]];
 const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
 const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
+const SLAB_MODES = [["avg", "Average"], ["mip", "MIP"], ["minip", "MinIP"]];
+const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
 const POLL_MS = 250;
 const PREFETCH_WORKERS = 3;
 const MAX_ZOOM = 16;
@@ -74,6 +76,7 @@ class Viewer {
       zoom: 1, cx: 0.5, cy: 0.5,
       tool: matchMedia("(pointer: coarse)").matches ? "browse" : "window",
       playing: false, fps: 10,
+      slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
       vol: { mode: "mip", preset: (this.presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
     };
     this.load = { state: "unloaded", ready: 0, total: meta.frames };
@@ -150,6 +153,17 @@ class Viewer {
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { s.vol.preset = this.volPresetSelect.value; this.requestView(); });
 
+    this.slabInput = h("input", { type: "number", id: "slab", min: 0, max: MAX_SLAB_MM, step: 1, value: s.slab.mm, inputmode: "numeric" });
+    this.slabModeSelect = select("slab-mode", SLAB_MODES, s.slab.mode);
+    this.slabModeSelect.id = "slab-mode";
+    this.slabInput.addEventListener("change", () => {
+      s.slab.mm = clamp(Math.round(Number(this.slabInput.value) || 0), 0, MAX_SLAB_MM);
+      this.slabInput.value = String(s.slab.mm);
+      this.syncControls();
+      this.requestView();
+    });
+    this.slabModeSelect.addEventListener("change", () => { s.slab.mode = this.slabModeSelect.value; this.requestView(); });
+
     this.slider = h("input", { type: "range", id: "slice", min: 0, max: Math.max(0, m.frames - 1), value: s.index.native, "aria-label": "Slice" });
     this.sliderOut = h("output", { for: "slice", id: "slice-out" });
     this.slider.addEventListener("input", () => this.setIndex(Number(this.slider.value)));
@@ -162,12 +176,15 @@ class Viewer {
     this.volumeGroup = h("div", { class: "tb-group", hidden: true, "aria-label": "3D settings", role: "group" },
       label("Mode", this.modeSelect), this.volPresetLabel = label("Preset", this.volPresetSelect));
     this.cineGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Cine playback" }, this.playButton, label("Rate", this.fpsSelect));
+    this.slabGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Slab (thick reformat)", hidden: true },
+      label("Slab mm", this.slabInput), this.slabModeLabel = label("Slab mode", this.slabModeSelect));
 
     const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       this.cineGroup,
+      this.slabGroup,
       this.volumeGroup,
       h("div", { class: "tb-group", role: "group", "aria-label": "Image encoding" },
         label("Format", this.formatSelect), this.qualityLabel = label("Quality", h("span", { class: "range" }, this.qualityInput, this.qualityOut))),
@@ -214,6 +231,8 @@ class Viewer {
     this.toolGroup.hidden = is3d;
     this.cineGroup.hidden = is3d || count < 2;
     this.volumeGroup.hidden = !is3d;
+    this.slabGroup.hidden = is3d || s.plane === "native";   // slabs are reformats of the volume
+    this.slabModeLabel.hidden = s.slab.mm === 0;
     this.windowGroup.hidden = is3d && s.vol.mode === "dvr";   // DVR colours come from its preset
     this.volPresetLabel.hidden = s.vol.mode !== "dvr" || !(this.presets.volume || []).length;
     this.qualityLabel.hidden = s.format === "png";
@@ -349,9 +368,11 @@ class Viewer {
       rect = fitRect(vw, vh, (region[2] - region[0]) * info.width, (region[3] - region[1]) * info.height);
       const [w, hh] = requestSize(rect, dpr, 2048);
       const format = interactive ? "jpeg" : s.format;
+      const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
         format, quality: format === "png" ? undefined : (interactive ? 70 : s.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
+        slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
       });
     }
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
@@ -570,7 +591,9 @@ class Viewer {
       mount(this.cornerBL, h("div", { text: `${VOLUME_MODES.find(([k]) => k === v.mode)[1]} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
         h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
     } else {
-      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${this.index() + 1} / ${this.count()}` }),
+      const slab = s.plane !== "native" && s.slab.mm > 0
+        ? ` · slab ${s.slab.mm} mm ${SLAB_MODES.find(([k]) => k === s.slab.mode)[1]}` : "";
+      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${this.index() + 1} / ${this.count()}${slab}` }),
         h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
     }
     const fmt = (this.shown && this.shown.params.format) || s.format;
