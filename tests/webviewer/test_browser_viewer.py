@@ -258,6 +258,20 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
         view = wait_shown(page, "d.shownIndex === '10'")
         assert view["path"].endswith("/frames/10")
         shot(page, shots, "21-phone-viewer", full_page=False)
+
+        # two fingers moving apart zoom in (80 px apart, then 200: 2.5x), on the same slice
+        def fingers(kind: str, spread: float) -> None:
+            points = [{"x": x - spread / 2, "y": y, "id": 1}, {"x": x + spread / 2, "y": y, "id": 2}]
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+        fingers("touchStart", 80)
+        for spread in range(90, 201, 10):
+            fingers("touchMove", spread)
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        zoomed = wait_shown(page, "d.shownKey.includes('region=')")
+        assert zoomed["index"] == 10
+        assert "Zoom 2.5×" in page.locator("#view-info").inner_text()
+        shot(page, shots, "21b-phone-pinch-zoom", full_page=False)
         wide = page.evaluate("""w => [...document.querySelectorAll('body *')]
             .filter(e => e.getBoundingClientRect().right > w).map(e => e.tagName + '#' + e.id + '.' + e.className)""", PHONE["width"])
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"], wide

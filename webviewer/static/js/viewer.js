@@ -87,6 +87,7 @@ class Viewer {
     this.waitingForFrame = false;
     this.measures = new Map();     // "plane:index" -> [{a, b}]
     this.drag = null;
+    this.touches = new Map();      // pointerId -> [x, y] of fingers on the viewport (pinch zoom)
     this.timers = new Set();
     this.destroyed = false;
     this.pending = new Map();      // key -> promise of a cache entry being fetched
@@ -633,6 +634,14 @@ class Viewer {
     const vp = this.viewport;
     vp.addEventListener("pointerdown", (e) => {
       if (e.button !== 0 && e.pointerType === "mouse") return;
+      if (e.pointerType === "touch") {
+        this.touches.set(e.pointerId, [e.clientX, e.clientY]);
+        if (this.touches.size >= 2) {
+          vp.setPointerCapture(e.pointerId);
+          if (this.touches.size === 2) this.startPinch();
+          return;
+        }
+      }
       vp.setPointerCapture(e.pointerId);
       vp.focus({ preventScroll: true });
       const s = this.state;
@@ -647,8 +656,13 @@ class Viewer {
       if (this.drag.tool === "rotate" || this.drag.tool === "window") this.stopPlay();
     });
     vp.addEventListener("pointermove", (e) => {
+      if (this.touches.has(e.pointerId)) this.touches.set(e.pointerId, [e.clientX, e.clientY]);
       const d = this.drag;
       if (!d) return;
+      if (d.tool === "pinch") {
+        this.pinchMove(d);
+        return;
+      }
       const dx = e.clientX - d.x0;
       const dy = e.clientY - d.y0;
       if (Math.abs(dx) + Math.abs(dy) > 2) d.moved = true;
@@ -688,13 +702,18 @@ class Viewer {
         default:
       }
     });
-    const finish = () => {
+    const finish = (e) => {
+      this.touches.delete(e.pointerId);
       const d = this.drag;
       if (!d) return;
       this.drag = null;
       const s = this.state;
+      if (d.tool === "pinch" && !d.moved) this.img.style.transform = "";
       if (!d.moved) return;
       switch (d.tool) {
+        case "pinch":
+          this.zoomBy(d.factor);
+          break;
         case "window":
         case "rotate":
           this.requestView();
@@ -748,9 +767,28 @@ class Viewer {
     }, { passive: false });
   }
 
+  /** A second finger turns whatever the first was doing into a pinch zoom, in 2D and 3D alike. */
+  startPinch() {
+    const [[ax, ay], [bx, by]] = this.touches.values();
+    this.stopPlay();
+    this.img.style.transform = "";
+    this.drag = { tool: "pinch", dist0: Math.max(1, Math.hypot(bx - ax, by - ay)), factor: 1, moved: false };
+  }
+
+  /** While pinching the shown image is scaled (no request); the new zoom is asked for on release. */
+  pinchMove(d) {
+    if (this.touches.size < 2) return;
+    const [[ax, ay], [bx, by]] = this.touches.values();
+    const s = this.state;
+    const [low, high] = s.plane === "3d" ? [0.25 / s.vol.zoom, 8 / s.vol.zoom] : [1 / s.zoom, MAX_ZOOM / s.zoom];
+    d.factor = clamp(Math.hypot(bx - ax, by - ay) / d.dist0, low, high);
+    d.moved = d.moved || Math.abs(d.factor - 1) > 0.02;
+    this.img.style.transform = `scale(${d.factor})`;
+  }
+
   zoomBy(factor) {
     const s = this.state;
-    if (s.plane === "3d") s.vol.zoom = clamp(s.vol.zoom * factor, 0.25, 8);
+    if (s.plane === "3d") s.vol.zoom = clamp(s.vol.zoom * factor, 0.25, 8);   // the bounds pinchMove previews
     else s.zoom = clamp(s.zoom * factor, 1, MAX_ZOOM);
     this.requestView();
   }
