@@ -17,8 +17,8 @@ from daemons.render.records import LoadedRecord, _Loader
 
 
 @pytest.fixture(scope="module")
-def ct_files(dicom_dir) -> list[Path]:
-    return sorted((dicom_dir / "tcia-cmb-crc-ct-100").glob("*.dcm"))[:12]
+def ct_files(ct_series) -> list[Path]:
+    return sorted(ct_series.glob("*.dcm"))[:12]
 
 
 def _position(data: bytes) -> float:
@@ -363,8 +363,8 @@ def test_demanded_frames_are_decoded_first_latest_first(node, ct_files):
     assert loader._next() == 2
 
 
-def test_frame_requested_while_loading_is_served(node, dicom_dir):
-    files = sorted((dicom_dir / "tcia-cmb-crc-ct-100").glob("*.dcm"))
+def test_frame_requested_while_loading_is_served(node, ct_series):
+    files = sorted(ct_series.glob("*.dcm"))
     record_id = node.upload(files).json["id"]
     node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
     reply = node.client.get(f"/api/v1/records/{record_id}/frames/99?format=webp", headers=node.headers())

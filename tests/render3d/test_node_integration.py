@@ -16,15 +16,11 @@ from daemons.render.settings import KEYS
 from shared.config import build_config
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
 
-REPO = Path(__file__).resolve().parents[2]
-CT = REPO.parent / "shared" / "data" / "dicom" / "tcia-cmb-crc-ct-100"
 SLICES = 24  # enough for a volume, quick to upload and load
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    if not CT.is_dir():
-        pytest.skip(f"real DICOM data absent: {CT} (/work/shared/data absent (fresh clone))")
+def node(tmp_path_factory, ct_series: Path):
     root = tmp_path_factory.mktemp("render3d-node")
     generate_signing_keypair(root / "token.pem", root / "token.pub")
     institution = str(uuid.uuid4())
@@ -41,7 +37,7 @@ def node(tmp_path_factory):
     token, _ = issuer.issue(str(uuid.uuid4()), "doc", "physician", institution)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    files = [(path.open("rb"), path.name) for path in sorted(CT.glob("*.dcm"))[:SLICES]]
+    files = [(path.open("rb"), path.name) for path in sorted(ct_series.glob("*.dcm"))[:SLICES]]
     response = client.post("/api/v1/records", data={"files": files}, content_type="multipart/form-data")
     assert response.status_code in (200, 201), response.get_json()
     yield client, response.get_json(), app
