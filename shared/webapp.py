@@ -23,7 +23,13 @@ def verifier_from_config(config: Config) -> TokenVerifier:
     tokens = config["tokens"]
     if not tokens["public_key"]:
         raise ValueError(f"{config.source}: tokens.public_key must name the toplevel's public key file")
-    keys = [load_public_key(path) for path in (tokens["public_key"], *tokens["extra_public_keys"])]
+    named = [("public_key", tokens["public_key"])] + [("extra_public_keys", p) for p in tokens["extra_public_keys"]]
+    keys = []
+    for name, path in named:
+        try:
+            keys.append(load_public_key(path))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{config.source}: tokens.{name}: cannot use {path}: {exc}") from exc
     return TokenVerifier(keys, tokens["issuer"], tokens["audience"], tokens["leeway_s"])
 
 

@@ -122,3 +122,12 @@ def test_a_layer_accepts_the_extra_public_keys_of_a_rotation(tmp_path):
         reply = client.get("/who", headers={"Authorization": f"Bearer {token}"})
         assert reply.status_code == status, (name, reply.json)
     assert "does not accept" in reply.json["error"]["message"]
+
+
+def test_an_unreadable_extra_public_key_names_its_config_key(tmp_path):
+    generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    (tmp_path / "not-a-key.pub").write_text("hello")
+    for extra, reason in (("missing.pub", "No such file"), ("not-a-key.pub", "")):
+        values = {"tokens": {"public_key": str(tmp_path / "k.pub"), "extra_public_keys": [str(tmp_path / extra)]}}
+        with pytest.raises(ValueError, match=f"tokens.extra_public_keys: cannot use .*{extra}.*{reason}"):
+            create_base_app(__name__, build_config("institution", (), values))
