@@ -47,6 +47,11 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def describe_changes(changes: dict[str, Any]) -> str:
+    """An update's audit detail, `field=value, ...`, so the log says what an edit changed."""
+    return ", ".join(f"{name}={value}" for name, value in changes.items())
+
+
 def record_audit(
     model: type[peewee.Model],
     action: str,

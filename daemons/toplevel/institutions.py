@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import record_audit
+from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
 from shared.validation import json_body, validate
 
@@ -50,7 +50,7 @@ def update_institution(institution_id: str):
         setattr(institution, field, value)
     save_unique(institution, Institution.name, f"an institution named {institution.name!r} already exists")
     record_audit(AuditEntry, "institution.update", "institution", institution.id,
-                 detail=", ".join(f"{k}={v}" for k, v in data.items()))
+                 detail=describe_changes(data))
     return jsonify(institution_json(institution))
 
 

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import record_audit
+from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
 from shared.validation import Field, json_body, validate
 
@@ -67,7 +67,7 @@ def update_record_type(record_type_id: str):
         setattr(record_type, field, value)
     _save(record_type, create=False)
     record_audit(AuditEntry, "record_type.update", "record_type", record_type.id,
-                 detail=", ".join(f"{k}={v}" for k, v in data.items()))
+                 detail=describe_changes(data))
     return jsonify(record_type_json(record_type))
 
 

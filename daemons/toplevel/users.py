@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from shared.audit import record_audit
+from shared.audit import describe_changes, record_audit
 from shared.auth import current_identity
 from shared.errors import ApiError
 from shared.validation import json_body, parse_uuid, validate, query_text
@@ -68,7 +68,7 @@ def update_user(user_id: str):
     if not user.active or {"role", "institution_id"} & changed.keys():
         sessions.revoke_user_sessions(user.id)
     record_audit(AuditEntry, "user.update", "user", user.id,
-                 detail=", ".join(f"{k}={v}" for k, v in changed.items()) or "no change")
+                 detail=describe_changes(changed) or "no change")
     return jsonify(user_json(user))
 
 
