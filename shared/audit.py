@@ -11,7 +11,8 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify, request
 
-from shared.auth import current_identity, require_auth, require_institution
+from shared.access import is_institution_admin
+from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.db import new_id, utcnow
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
@@ -104,8 +105,8 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
     @bp.get("/api/v1/audit")
     @require_auth("admin")
     def list_audit():
-        if institution_id is not None:
-            require_institution(current_identity(), institution_id, "this audit log")
+        if institution_id is not None and not is_institution_admin(current_identity(), institution_id):
+            raise ApiError(403, "forbidden", "this audit log is for the administrators of its institution")
         limit, offset = page_args()
         query = model.select()
         args = request.args
