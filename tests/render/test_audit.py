@@ -49,7 +49,17 @@ def _flush(node) -> int:
     return node.app.extensions["sivr_view_audit"].flush()
 
 
-def test_image_reads_give_one_entry_per_user_record_and_session_with_counts(node):
+@pytest.fixture
+def quiet_node(make_node):
+    """A node whose timer does not flush during the test: only the test's own flushes write."""
+    harness = make_node(audit__flush_s=60)
+    yield harness
+    harness.registry.shutdown()
+    harness.app.extensions["sivr_view_audit"].close()
+
+
+def test_image_reads_give_one_entry_per_user_record_and_session_with_counts(quiet_node):
+    node = quiet_node
     record_id = _stored(node)
     doctor = str(uuid.uuid4())
     session_a, session_b = node.headers(user_id=doctor), node.headers(user_id=doctor)
