@@ -18,7 +18,8 @@ from shared.db import new_id, utcnow
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
 
 
-AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "action", "since", "until", "limit", "offset"})
+AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "object_id", "action", "since", "until",
+                           "limit", "offset"})
 
 
 def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[peewee.Model]:
@@ -123,6 +124,8 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
             query = query.where(model.username.contains(query_text("username", 150)))
         if "patient_id" in args:
             query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
+        if "object_id" in args:  # e.g. a record id: "who has seen this record" on a render node
+            query = query.where(model.object_id == query_text("object_id", 64))
         if "action" in args:
             query = query.where(model.action == query_text("action", 64))
         if "since" in args:

@@ -124,6 +124,8 @@ def test_the_node_audit_log_is_for_the_admins_of_its_institution(node):
     node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers())
     _flush(node)
     assert len(_audit(node, action="record.view")) == 1
+    assert [e["action"] for e in _audit(node, object_id=record_id)] == ["record.view", "record.load", "record.upload"]
+    assert _audit(node, object_id="f" * 64) == []
     for headers in (node.headers(), node.headers(role="admin", institution_id=str(uuid.uuid4())),
                     node.headers(institution_id=str(uuid.uuid4()))):
         reply = node.client.get("/api/v1/audit", headers=headers)
