@@ -95,11 +95,6 @@ class ViewAudit:
             stream.last_at = now
             stream.dirty = True
 
-    def pending(self) -> int:
-        """Streams with counts not yet written."""
-        with self._lock:
-            return sum(1 for s in self._streams.values() if s.dirty)
-
     def flush(self) -> int:
         """Write every stream that changed since the last flush; returns how many were written."""
         with self._flush_lock:
@@ -111,7 +106,7 @@ class ViewAudit:
             if rows:
                 try:
                     self._write(rows)
-                except peewee.PeeweeException:
+                except Exception:  # any database failure (raw driver errors too): keep the counts, retry
                     log.exception("could not write %d image-view audit entries; retrying in %ss",
                                   len(rows), self.flush_s)
                     with self._lock:

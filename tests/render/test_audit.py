@@ -11,8 +11,13 @@ import json
 import time
 import uuid
 
+import peewee
 import pytest
+from flask import Flask, g
 
+from daemons.render.view_audit import ViewAudit
+from shared.audit import make_audit_model
+from shared.tokens import Identity
 from tests.render.synthetic import dataset, to_bytes
 
 
@@ -160,3 +165,17 @@ def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
     assert [(e["object_id"], e["detail"]) for e in by_doctor] == [(jane, "patient_id_dicom=P-1 results=1")]
     assert any(e["object_id"] is None and e["detail"] == "patient_id_dicom=P-9 results=0" for e in searches)
     assert {e["object_id"] for e in searches if e["detail"] == "patient_id_dicom= results=2"} == {jane, john}
+
+
+def test_a_failed_write_keeps_the_counts_for_the_next_flush(tmp_path):
+    database = peewee.SqliteDatabase(str(tmp_path / "audit.db"))
+    model = make_audit_model(database)
+    audit = ViewAudit(model, flush_s=60)
+    with Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": "10.0.0.1"}):
+        g.identity = Identity("u-1", "doc", "physician", "i-1", "sid-1", 0, 0)
+        audit.note("frame", "e" * 64)
+    assert audit.flush() == 0  # no table yet: the write fails, nothing is lost
+    database.create_tables([model])
+    assert audit.flush() == 1
+    assert json.loads(model.get().detail)["frame"] == 1
+    audit.close()
