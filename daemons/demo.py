@@ -11,8 +11,8 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,7 @@ import requests
 
 from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
 from daemons.layers import get_layer
+from shared.roles import SYSTEM_ADMIN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
@@ -57,7 +58,7 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
         "admin": {"username": "admin", "password": secrets.token_urlsafe(12)},
         "physician": {"username": "dr.house", "password": secrets.token_urlsafe(12)},
     }
-    admin_ops.create_user(config, "admin", users["admin"]["password"], "admin", institution_id,
+    admin_ops.create_user(config, "admin", users["admin"]["password"], SYSTEM_ADMIN, institution_id,
                           "Demo Administrator")
     admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
                           institution_id, "Dr. Gregory House")

@@ -62,13 +62,13 @@ def test_user_add_creates_an_admin_and_refuses_a_duplicate(initialised):
     if not get_layer("toplevel").available:
         pytest.skip("toplevel layer not available")
     config = str(initialised / "toplevel.toml")
-    ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+    ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "sysadmin",
                   "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
     assert ok.returncode == 0, ok.stderr
-    again = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+    again = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "sysadmin",
                      "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
     assert again.returncode != 0 and "root-admin" in (again.stderr + again.stdout)
-    ambiguous = run_sivr("user", "add", "--config", config, "--username", "x", "--role", "admin",
+    ambiguous = run_sivr("user", "add", "--config", config, "--username", "x", "--role", "sysadmin",
                          "--password-stdin", stdin="a-long-password-1\n")
     assert ambiguous.returncode != 0 and "--institution" in ambiguous.stderr
 

@@ -2,16 +2,18 @@
 
 Each server serves one institution (config `institution.id`); "of this institution" therefore
 means the token's `inst` claim equals that id. Reads of findings, records and the node registry
-are open to every physician and admin, because seeing a patient's findings and images across
-institutions is the point; every change needs a role of this institution.
+are open to every role, because seeing a patient's findings and images across institutions is
+the point; every change needs a physician of this institution or an administrator of it
+(`shared.roles`: its institution admins, or a system admin).
 """
 
 from __future__ import annotations
 
 from flask import current_app
 
-from shared.auth import current_identity, require_institution
+from shared.auth import current_identity, require_admin_of, require_institution
 from shared.errors import ApiError
+from shared.roles import PHYSICIAN, may_administer_institution
 from shared.tokens import Identity
 
 
@@ -27,15 +29,29 @@ def require_member() -> Identity:
     return identity
 
 
-def require_role_here(*roles: str) -> Identity:
-    """The caller must belong to this institution and have one of `roles`."""
+def require_physician_here() -> Identity:
+    """The caller must be a physician of this institution."""
     identity = require_member()
-    if identity.role not in roles:
+    if identity.role != PHYSICIAN:
         raise ApiError(403, "forbidden",
-                       f"this action needs the role {' or '.join(roles)} of this institution; "
-                       f"you are {identity.role}")
+                       f"this action needs the role {PHYSICIAN} of this institution; you are {identity.role}")
     return identity
 
 
 def is_admin_here(identity: Identity) -> bool:
-    return identity.role == "admin" and identity.institution_id == this_institution()
+    """Whether the caller administers this institution (its institution admins, or a system admin)."""
+    return may_administer_institution(identity, this_institution())
+
+
+def require_admin_here(what: str) -> Identity:
+    identity = current_identity()
+    require_admin_of(identity, this_institution(), what)
+    return identity
+
+
+def require_physician_or_admin_here() -> Identity:
+    """A physician of this institution, or an administrator of it."""
+    identity = current_identity()
+    if not is_admin_here(identity):
+        require_physician_here()
+    return identity

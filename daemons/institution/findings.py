@@ -13,13 +13,14 @@ from typing import Any, Iterable
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.access import is_admin_here, require_physician_here, this_institution
 from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES
 from shared.tokens import Identity
 from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, query_uuid, validate
 
@@ -145,7 +146,7 @@ def _add_links(finding: Finding, links: Iterable[dict[str, Any]]) -> None:
 
 
 @bp.get("/api/v1/findings")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def list_findings():
     patient_id = query_uuid("patient_id")
     if patient_id is None:
@@ -167,9 +168,9 @@ def list_findings():
 
 
 @bp.post("/api/v1/findings")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def create_finding():
-    identity = require_role_here("physician")
+    identity = require_physician_here()
     fields = validate(json_body(), FINDING_FIELDS)
     links = fields.pop("records")
     with database_proxy.atomic():
@@ -182,7 +183,7 @@ def create_finding():
 
 
 @bp.get("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def read_finding(finding_id: str):
     finding = get_finding(parse_uuid(finding_id, "finding id"))
     record_audit(AuditEntry, "finding.read", "finding", finding.id, patient_id=finding.patient_id)
@@ -190,7 +191,7 @@ def read_finding(finding_id: str):
 
 
 @bp.put("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def update_finding(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
@@ -221,7 +222,7 @@ def update_finding(finding_id: str):
 
 
 @bp.delete("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def delete_finding(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
@@ -237,7 +238,7 @@ def delete_finding(finding_id: str):
 
 
 @bp.post("/api/v1/findings/<id:finding_id>/records")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def link_record(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
@@ -265,7 +266,7 @@ def link_record(finding_id: str):
 
 
 @bp.delete("/api/v1/findings/<id:finding_id>/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def unlink_record(finding_id: str, record_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")

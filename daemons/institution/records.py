@@ -12,12 +12,18 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.access import (
+    is_admin_here,
+    require_physician_here,
+    require_physician_or_admin_here,
+    this_institution,
+)
 from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES
 from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, query_uuid, validate
 
 bp = Blueprint("records", __name__)
@@ -70,7 +76,7 @@ def _matching(record_id: str) -> list[Record]:
 
 
 @bp.get("/api/v1/records")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def list_records():
     identity = current_identity()
     patient_id = query_uuid("patient_id")
@@ -107,9 +113,9 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
 
 
 @bp.post("/api/v1/records")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def register_record():
-    identity = require_role_here("physician")
+    identity = require_physician_here()
     fields = validate(json_body(), RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
@@ -136,7 +142,7 @@ def register_record():
 
 
 @bp.get("/api/v1/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def read_record(record_id: str):
     record = _matching(parse_record_id(record_id))[0]
     record_audit(AuditEntry, "record.read", "record", record.id, patient_id=record.patient_id,
@@ -145,9 +151,9 @@ def read_record(record_id: str):
 
 
 @bp.delete("/api/v1/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def delete_record(record_id: str):
-    require_role_here("admin", "physician")
+    require_physician_or_admin_here()
     record_id = parse_record_id(record_id)
     with database_proxy.atomic():
         records = _matching(record_id)

@@ -15,6 +15,7 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES
 from shared.validation import iso_utc, page_args, parse_record_id, query_int
 
 bp = Blueprint("render_records", __name__)
@@ -45,7 +46,7 @@ def _require_own_institution(what: str) -> None:
 
 
 @bp.post("/api/v1/records")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def upload():
     _require_own_institution("uploading to this node")
     the_node = node()
@@ -79,7 +80,7 @@ def upload():
 
 
 @bp.get("/api/v1/records")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def list_records():
     limit, offset = page_args()
     models = node().models
@@ -90,7 +91,7 @@ def list_records():
 
 
 @bp.get("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def get_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     row = _stored_or_404(record_id)
@@ -99,7 +100,7 @@ def get_record(record_id: str):
 
 
 @bp.delete("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _require_own_institution("deleting records of this node")
@@ -115,7 +116,7 @@ def delete_record(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/original")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -139,7 +140,7 @@ def unloaded_status(record_id: str) -> dict[str, Any]:
 
 
 @bp.post("/api/v1/records/<record_id>/load")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -155,7 +156,7 @@ def load(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/status")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def status(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)

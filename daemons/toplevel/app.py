@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import peewee
 from flask import Flask
-
-from shared.audit import audit_blueprint
-from shared.config import Config
-from shared.db import bind_models, bind_per_request
-from shared.tokens import TokenIssuer, load_private_key
-from shared.webapp import create_base_app
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
 from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
-from daemons.toplevel.models import AuditEntry, database_proxy
+from daemons.toplevel.models import AuditEntry, User, database_proxy
 from daemons.toplevel.passwords import passwords_from_config
+from shared.audit import audit_blueprint
+from shared.config import Config
+from shared.db import bind_models, bind_per_request
+from shared.roles import is_system_admin
+from shared.tokens import Identity, TokenIssuer, load_private_key
+from shared.webapp import create_base_app
 
 
 def issuer_from_config(config: Config) -> TokenIssuer:
@@ -29,6 +30,14 @@ def _refuse_ended_sessions() -> None:
     require_live_session()
 
 
+def _audit_scope(identity: Identity, query: peewee.ModelSelect) -> peewee.ModelSelect:
+    """System admins read the whole log; an institution admin the entries of their institution's users."""
+    if is_system_admin(identity):
+        return query
+    members = User.select(User.id).where(User.institution == identity.institution_id)
+    return query.where(AuditEntry.user_id.in_(members))
+
+
 def create_app(config: Config) -> Flask:
     """Build the app; the schema must already exist (`sivr db upgrade` / `models.upgrade`).
 
@@ -42,7 +51,7 @@ def create_app(config: Config) -> Flask:
     )
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)
-    audit = audit_blueprint(AuditEntry)
+    audit = audit_blueprint(AuditEntry, scope=_audit_scope)
     # the shared endpoint checks the token alone; here a logged-out or deactivated admin is refused too
     audit.before_request(_refuse_ended_sessions)
     app.register_blueprint(audit)

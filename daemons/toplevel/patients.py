@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
 from shared.errors import ApiError
+from shared.roles import ROLES, SYSTEM_ADMIN
 from shared.validation import Field, json_body, page_args, parse_date, validate, query_text
 
 from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
@@ -21,7 +22,7 @@ from daemons.toplevel.serialize import patient_json
 bp = Blueprint("patients", __name__)
 
 SEXES = ("F", "M", "O", "U")
-_READERS = ("physician", "admin")
+_READERS = ROLES
 
 
 def check_birth_date(value: str, field: str) -> dt.date:
@@ -102,7 +103,7 @@ def update_patient(patient_id: str):
 
 
 @bp.delete("/api/v1/patients/<patient_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def delete_patient(patient_id: str):
     patient = get_by_id(Patient, patient_id, "patient")
     patient.delete_instance()

@@ -130,9 +130,9 @@ def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gu
     screen.table.view.selectRow(0)
 
     screen.edit(screen.table.selected())
-    fill(screen.dialog, role="admin", institution_id=institution_id(gui_deployment, 1))
+    fill(screen.dialog, role="sysadmin", institution_id=institution_id(gui_deployment, 1))
     save(qtbot, console, screen.dialog)
-    assert table_values(screen, "Role") == ["admin"]
+    assert table_values(screen, "Role") == ["sysadmin"]
     assert table_values(screen, "Institution") == ["Second Clinic"]
 
     screen.table.view.selectRow(0)

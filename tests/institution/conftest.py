@@ -103,10 +103,10 @@ def make_user(issuer: TokenIssuer):
 def users(make_user) -> dict[str, User]:
     """The cast of every test: each role here and in another institution."""
     return {
-        "admin": make_user("admin"),
+        "admin": make_user("instadmin"),
         "physician": make_user("physician"),
         "physician2": make_user("physician"),
-        "admin_b": make_user("admin", INSTITUTION_B),
+        "admin_b": make_user("instadmin", INSTITUTION_B),
         "physician_b": make_user("physician", INSTITUTION_B),
     }
 

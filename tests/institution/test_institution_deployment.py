@@ -56,7 +56,7 @@ def world(deployed):
     top = deployed.url("toplevel")
     admin_a = deployed.client("admin")
     accounts = {}
-    for role, inst in (("admin", inst_b), ("physician", inst_b)):
+    for role, inst in (("instadmin", inst_b), ("physician", inst_b)):
         username = f"inst-test-{role}-{_tag()}"
         password = f"pw-{uuid.uuid4().hex}"
         admin_a.call("POST", f"{top}/api/v1/users", json={
@@ -66,7 +66,7 @@ def world(deployed):
     return {
         "a": inst_a, "b": inst_b, "top": top,
         "admin_a": admin_a, "physician_a": deployed.client("physician"),
-        "admin_b": accounts["admin"], "physician_b": accounts["physician"],
+        "admin_b": accounts["instadmin"], "physician_b": accounts["physician"],
     }
 
 
@@ -138,17 +138,17 @@ def _forged(deployment, kind: str) -> str:
     now = int(time.time())
     if kind == "alg_none":
         claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": str(uuid.uuid4()), "iat": now,
-                  "exp": now + 300, "role": "admin", "inst": deployment.layout.institutions[0]["id"],
+                  "exp": now + 300, "role": "sysadmin", "inst": deployment.layout.institutions[0]["id"],
                   "name": "mallory", "sid": str(uuid.uuid4()), "auth_time": now}
         part = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()  # noqa: E731
         return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
     if kind == "other_key":
         issuer = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", "sivr", 300)
-        return issuer.issue(str(uuid.uuid4()), "mallory", "admin", deployment.layout.institutions[0]["id"])[0]
+        return issuer.issue(str(uuid.uuid4()), "mallory", "sysadmin", deployment.layout.institutions[0]["id"])[0]
     # expired: signed with the real toplevel key (the test plays a toplevel of an hour ago)
     real = load_private_key(f"{deployment.layout.root}/keys/token_ed25519.pem")
     issuer = TokenIssuer(real, "sivr-toplevel", "sivr", 300)
-    return issuer.issue(str(uuid.uuid4()), "admin", "admin", deployment.layout.institutions[0]["id"],
+    return issuer.issue(str(uuid.uuid4()), "admin", "sysadmin", deployment.layout.institutions[0]["id"],
                         now=now - 3600)[0]
 
 

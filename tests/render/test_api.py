@@ -65,7 +65,7 @@ def test_upload_load_render_delete(node, ct_files):
     assert positions == sorted(positions)
 
     assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["id"] == record_id
-    listed = node.client.get("/api/v1/records", headers=node.headers(role="admin")).json
+    listed = node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json
     assert listed["total"] == 1 and listed["items"][0]["id"] == record_id
 
     not_loaded = node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers())
@@ -238,12 +238,12 @@ def test_who_may_do_what(node, ct_files):
     other_inst = node.headers(institution_id=str(uuid.uuid4()))
     refused = node.upload(ct_files[:2], headers=other_inst)
     assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
-    assert node.upload(ct_files[:2], headers=node.headers(role="admin")).status_code == 403
+    assert node.upload(ct_files[:2], headers=node.headers(role="instadmin")).status_code == 403
     assert node.client.post("/api/v1/records").status_code == 401
     record_id = node.upload(ct_files[:2]).json["id"]
     assert node.client.get(f"/api/v1/records/{record_id}/frames/0").status_code == 401
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
-    admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="admin"))
+    admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="instadmin"))
     assert admin_original.status_code == 403
     assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
     assert node.client.get("/api/v1/node").status_code == 401
@@ -258,12 +258,12 @@ def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files)
                      environ_base={"REMOTE_ADDR": "10.1.2.3"})
     node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers(user_id=user),
                      environ_base={"REMOTE_ADDR": "10.1.2.4"})
-    entries = node.client.get("/api/v1/audit?action=record.load", headers=node.headers(role="admin")).json["items"]
+    entries = node.client.get("/api/v1/audit?action=record.load", headers=node.headers(role="instadmin")).json["items"]
     assert len(entries) == 2
     assert {e["client_ip"] for e in entries} == {"10.1.2.3", "10.1.2.4"}
     assert all(e["user_id"] == user and e["object_id"] == record_id and e["at"].endswith("Z") for e in entries)
     assert node.client.get("/api/v1/audit", headers=node.headers()).status_code == 403
-    other_admin = node.headers(role="admin", institution_id=str(uuid.uuid4()))
+    other_admin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
     assert node.client.get("/api/v1/audit", headers=other_admin).status_code == 403
 
 

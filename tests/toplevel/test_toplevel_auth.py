@@ -55,7 +55,7 @@ def test_password_is_hashed_with_argon2id(app, seed):
     ({"username": "", "password": "x"}, 400, "validation_error"),
     ({"username": ["dr.house"], "password": "x"}, 400, "validation_error"),
     ({"username": "dr.house", "password": 12345}, 400, "validation_error"),
-    ({"username": "dr.house", "password": "x", "role": "admin"}, 400, "validation_error"),
+    ({"username": "dr.house", "password": "x", "role": "sysadmin"}, 400, "validation_error"),
 ])
 def test_login_refusals(api: Api, body, status, code):
     got, answer, _ = api.call("POST", "/api/v1/auth/login", json=body)
@@ -288,4 +288,4 @@ def test_token_verifies_with_the_public_key_only(api: Api, signing_keys):
     token = api.login("admin", PASSWORDS["admin"])["access_token"]
     claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience="sivr",
                         issuer="sivr-toplevel")
-    assert claims["role"] == "admin"
+    assert claims["role"] == "sysadmin"

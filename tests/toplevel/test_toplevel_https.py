@@ -137,7 +137,7 @@ def test_physician_cannot_use_admin_endpoints(server: Toplevel):
     admin_id = next(u["id"] for u in before if u["username"] == "admin")
     for method, path, body in [
         ("POST", "/api/v1/users", {"username": "mallory", "password": "mallory-pass-1", "full_name": "M",
-                                   "role": "admin", "institution_id": before[0]["institution_id"]}),
+                                   "role": "sysadmin", "institution_id": before[0]["institution_id"]}),
         ("PUT", f"/api/v1/users/{admin_id}", {"active": False}),
         ("DELETE", f"/api/v1/users/{admin_id}", None),
         ("POST", f"/api/v1/users/{admin_id}/password", {"new_password": "taken-over-pw"}),
