@@ -76,7 +76,8 @@ class ApiClient:
         # An environment CA bundle (REQUESTS_CA_BUNDLE) would override Session.verify: ignore it.
         self.session.trust_env = False
         self.session.verify = deployment.ca_cert
-        reply = self.session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
+        self.toplevel_url = deployment.url("toplevel")
+        reply = self.session.post(f"{self.toplevel_url}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)
         reply.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
@@ -86,6 +87,11 @@ class ApiClient:
         if reply.status_code not in ok:
             raise RuntimeError(f"{method} {url} answered {reply.status_code}: {reply.text[:300]}")
         return reply
+
+    def patient_reference(self, patient_id: str) -> str:
+        """The toplevel's signed reference to a patient, which institution servers need to store their data."""
+        return self.call("POST", f"{self.toplevel_url}/api/v1/patients/{patient_id}/reference").json()[
+            "patient_reference"]
 
 
 class RunningDeployment(LocalDeployment):
@@ -132,13 +138,15 @@ def register_record(client: ApiClient, institution_url: str, meta: dict, node_id
         "frames": meta["frames"], "modality": meta["modality"], "record_type": record_type,
         "patient_id": patient_id, "description": description,
         "study_date": _iso_date(meta.get("study_date")),
+        "patient_reference": client.patient_reference(patient_id),
     }).json()
 
 
 def write_finding(client: ApiClient, institution_url: str, patient_id: str,
                   links: list[dict], **text: str) -> dict:
     body = {"patient_id": patient_id, "description": "", "findings": "", "conclusion": "",
-            "recommendation": "", "date": _iso_date(None), "records": links}
+            "recommendation": "", "date": _iso_date(None), "records": links,
+            "patient_reference": client.patient_reference(patient_id)}
     body.update(text)
     return client.call("POST", f"{institution_url}/api/v1/findings", json=body).json()
 

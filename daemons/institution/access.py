@@ -9,10 +9,18 @@ the point; every change needs a physician of this institution or an administrato
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
 
-from shared.auth import current_identity, require_admin_of, require_institution
+from shared.auth import (
+    VERIFIER_EXTENSION,
+    current_identity,
+    require_admin_of,
+    require_institution,
+)
 from shared.errors import ApiError
+from shared.patient_refs import FIELD, check_patient_reference
 from shared.roles import PHYSICIAN, may_administer_institution
 from shared.tokens import Identity
 
@@ -55,3 +63,18 @@ def require_physician_or_admin_here() -> Identity:
     if not is_admin_here(identity):
         require_physician_here()
     return identity
+
+
+def take_patient_reference(body: dict[str, Any]) -> object:
+    """Remove and return the body's patient reference (the other fields are validated as before)."""
+    return body.pop(FIELD, None)
+
+
+def require_patient_reference(reference: object, patient_id: str) -> None:
+    """The toplevel vouches that `patient_id` exists, for this caller (`shared.patient_refs`).
+
+    Checked with the toplevel's public key this server already holds: no call to another backend.
+    """
+    verifier = current_app.extensions[VERIFIER_EXTENSION]
+    check_patient_reference(reference, patient_id, current_identity().user_id,
+                            verifier.public_keys, verifier.issuer, verifier.leeway_s)

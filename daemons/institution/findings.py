@@ -3,7 +3,8 @@
 Physicians of this institution write findings (the author is the token's user, never a body
 field); every physician or admin may read them, by patient, because a patient's findings must
 be visible across institutions. Only the author changes a finding; the author or an admin of
-this institution deletes it. Every read and change is audited with the patient id.
+this institution deletes it. Every read and change is audited with the patient id. A finding is
+stored only for a patient the toplevel vouches for (`patient_reference`, see shared.patient_refs).
 """
 
 from __future__ import annotations
@@ -13,16 +14,38 @@ from typing import Any, Iterable
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import is_admin_here, require_physician_here, this_institution
+from daemons.institution.access import (
+    is_admin_here,
+    require_patient_reference,
+    require_physician_here,
+    take_patient_reference,
+    this_institution,
+)
 from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
-from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
+from daemons.institution.models import (
+    AuditEntry,
+    Finding,
+    FindingRecord,
+    Node,
+    Record,
+    database_proxy,
+)
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
 from shared.roles import PHYSICIAN, ROLES
 from shared.tokens import Identity
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, query_uuid, validate
+from shared.validation import (
+    Field,
+    iso_utc,
+    json_body,
+    page_args,
+    parse_record_id,
+    parse_uuid,
+    query_uuid,
+    validate,
+)
 
 bp = Blueprint("findings", __name__)
 
@@ -171,7 +194,10 @@ def list_findings():
 @require_auth(PHYSICIAN)
 def create_finding():
     identity = require_physician_here()
-    fields = validate(json_body(), FINDING_FIELDS)
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, FINDING_FIELDS)
+    require_patient_reference(reference, fields["patient_id"])
     links = fields.pop("records")
     with database_proxy.atomic():
         check_local_links(links, fields["patient_id"])
@@ -195,13 +221,17 @@ def read_finding(finding_id: str):
 def update_finding(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
-    fields = validate(json_body(), FINDING_FIELDS, partial=True)
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, FINDING_FIELDS, partial=True)
     links = fields.pop("records", None)
     with database_proxy.atomic():
         finding = get_finding(finding_id)
         _require_author(finding, identity)
         previous_patient = finding.patient_id
         patient_id = fields.get("patient_id", previous_patient)
+        if patient_id != previous_patient:
+            require_patient_reference(reference, patient_id)
         if links is not None:
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:

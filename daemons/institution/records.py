@@ -14,17 +14,34 @@ from flask import Blueprint, jsonify
 
 from daemons.institution.access import (
     is_admin_here,
+    require_patient_reference,
     require_physician_here,
     require_physician_or_admin_here,
+    take_patient_reference,
     this_institution,
 )
-from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
+from daemons.institution.checks import (
+    date_value,
+    int_between,
+    iso_date,
+    modality,
+    record_id_value,
+    uuid_value,
+)
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.roles import PHYSICIAN, ROLES
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, query_uuid, validate
+from shared.validation import (
+    Field,
+    iso_utc,
+    json_body,
+    page_args,
+    parse_record_id,
+    query_uuid,
+    validate,
+)
 
 bp = Blueprint("records", __name__)
 
@@ -115,12 +132,18 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def register_record():
+    """The patient must be vouched for by the toplevel (a patient reference) and the node must be in
+    this institution's registry. Whether the node really stores the record is not checked here
+    (that would need a receipt signed by the node; nodes have no signing keys yet)."""
     identity = require_physician_here()
-    fields = validate(json_body(), RECORD_FIELDS)
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
         raise ApiError(400, "validation_error",
                        f"node_id {fields['node_id']} is not a render node of this institution")
+    require_patient_reference(reference, fields["patient_id"])
     answer = _already_registered(fields["id"], node, fields["patient_id"])
     if answer is not None:
         return answer

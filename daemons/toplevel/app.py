@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import peewee
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
@@ -17,11 +18,16 @@ from shared.tokens import Identity, TokenIssuer, load_private_key
 from shared.webapp import create_base_app
 
 
-def issuer_from_config(config: Config) -> TokenIssuer:
+def signing_key_from_config(config: Config) -> Ed25519PrivateKey:
     tokens = config["tokens"]
     if not tokens["private_key"]:
         raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
-    return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], tokens["audience"],
+    return load_private_key(tokens["private_key"])
+
+
+def issuer_from_config(config: Config, key: Ed25519PrivateKey | None = None) -> TokenIssuer:
+    tokens = config["tokens"]
+    return TokenIssuer(key or signing_key_from_config(config), tokens["issuer"], tokens["audience"],
                        tokens["access_ttl_s"])
 
 
@@ -46,8 +52,10 @@ def create_app(config: Config) -> Flask:
     """
     app = create_base_app(__name__, config)
     bind_per_request(app, bind_models(database_proxy, config))
+    key = signing_key_from_config(config)
     app.extensions[EXTENSION] = Toplevel(
-        config=config, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
+        config=config, issuer=issuer_from_config(config, key), passwords=passwords_from_config(config),
+        signing_key=key,
     )
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)

@@ -7,6 +7,8 @@ KEYS = (
         "peewee database URL: sqlite:///path (relative to this file), postgresql://..., cockroachdb://..."),
     Key("tokens", "private_key", "", "Ed25519 private key (PEM, mode 0600) that signs access tokens.", True),
     Key("tokens", "access_ttl_s", 300, "Lifetime of one access token in seconds (renewed by the client)."),
+    Key("tokens", "patient_reference_ttl_s", 600,
+        "Lifetime of a patient reference (what institution servers need to store data of a patient)."),
     Key("tokens", "session_max_s", 28800, "Absolute session limit in seconds; renewal stops after it."),
     Key("auth", "max_failed_logins", 5,
         "Failed logins of one username from one client address in the window before 429."),
