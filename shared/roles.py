@@ -17,6 +17,7 @@ toplevel` turns every such user into a `sysadmin` (see `LEGACY_ADMIN`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 SYSTEM_ADMIN = "sysadmin"
@@ -38,6 +39,14 @@ ROLE_LABELS = {
 
 class Caller(Protocol):
     """What the rules need of a caller: a verified token's `Identity` has it."""
+
+    role: str
+    institution_id: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A caller known by role and institution alone (the console, from the logged-in user's record)."""
 
     role: str
     institution_id: str

@@ -170,10 +170,14 @@ def test_findings_are_shared_across_institutions_and_every_read_is_audited(world
         "first_name": "Grace", "last_name": "Hopper", "sex": "F", "birth_date": "1936-12-09",
         "insurance_number": f"INST-IT-{_tag()}"}).json()
     record_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    record_body = {"id": record_id, "node_id": node_a["id"], "rows": 512, "columns": 512, "frames": 12,
+                   "modality": "CT", "record_type": "CT", "patient_id": str(uuid.uuid4()), "study_date": "2026-11-01"}
+    refused = doctor_a.call("POST", f"{server}/api/v1/records", ok=(400,), json=record_body).json()
+    assert refused["error"]["code"] == "invalid_patient_reference"  # a patient the toplevel does not know
     record = doctor_a.call("POST", f"{server}/api/v1/records", json={
-        "id": record_id, "node_id": node_a["id"], "rows": 512, "columns": 512, "frames": 12,
-        "modality": "CT", "record_type": "CT", "patient_id": patient["id"], "study_date": "2026-11-01"}).json()
+        **record_body, "patient_id": patient["id"], "patient_reference": doctor_a.patient_reference(patient["id"])}).json()
     finding = doctor_a.call("POST", f"{server}/api/v1/findings", json={
+        "patient_reference": doctor_a.patient_reference(patient["id"]),
         "patient_id": patient["id"], "description": "CT chest", "findings": "Small nodule RUL.",
         "conclusion": "Likely benign.", "recommendation": "CT in 12 months.", "date": "2026-11-02",
         "records": [{"record_id": record_id, "institution_id": world["a"]["id"], "node_id": node_a["id"]}]}).json()
