@@ -18,10 +18,11 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture(scope="module")
 def institution_admin(gui_deployment) -> dict[str, str]:
-    """An institution admin of the second institution, created by the demo's system admin."""
+    """An institution admin of the second institution, created by the demo's system admin (no "admin" in the
+    name: other tests filter the audit log by that word)."""
     admin = ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert)
     admin.login(**gui_deployment.users["admin"])
-    credentials = {"username": f"inst.admin.{uuid.uuid4().hex[:6]}", "password": "inst-admin-pass-1"}
+    credentials = {"username": f"ines.{uuid.uuid4().hex[:6]}", "password": "inst-admin-pass-1"}
     admin.post("/api/v1/users", {**credentials, "full_name": "Ines Admin", "role": "instadmin",
                                  "institution_id": gui_deployment.layout.institutions[1]["id"]})
     return credentials
