@@ -15,7 +15,7 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
-from shared.roles import PHYSICIAN, ROLES
+from shared.roles import PHYSICIAN, ROLES, may_administer_institution
 from shared.validation import iso_utc, page_args, parse_record_id, query_int
 
 bp = Blueprint("render_records", __name__)
@@ -40,8 +40,10 @@ def _stored_or_404(record_id: str):
 
 
 def _require_own_institution(what: str) -> None:
+    """A user of this node's institution, or an administrator of it (`shared.roles`: a system admin)."""
     identity = current_identity()
-    if identity.institution_id != node().institution_id:
+    institution_id = node().institution_id
+    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
         raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
 
 

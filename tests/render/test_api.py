@@ -243,6 +243,8 @@ def test_who_may_do_what(node, ct_files):
     record_id = node.upload(ct_files[:2]).json["id"]
     assert node.client.get(f"/api/v1/records/{record_id}/frames/0").status_code == 401
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
+    other_instadmin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
+    assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_instadmin).status_code == 403
     admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="instadmin"))
     assert admin_original.status_code == 403
     assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
@@ -265,6 +267,8 @@ def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files)
     assert node.client.get("/api/v1/audit", headers=node.headers()).status_code == 403
     other_admin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
     assert node.client.get("/api/v1/audit", headers=other_admin).status_code == 403
+    system_admin_elsewhere = node.headers(role="sysadmin", institution_id=str(uuid.uuid4()))
+    assert node.client.get("/api/v1/audit", headers=system_admin_elsewhere).status_code == 200
 
 
 def test_tampered_store_gives_an_error_never_an_image(node, ct_files):
