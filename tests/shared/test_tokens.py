@@ -104,8 +104,9 @@ def test_garbage_and_unknown_role_are_refused(keypair):
     claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
               "exp": int(time.time()) + 60, "role": "root", "inst": "i", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
-    with pytest.raises(TokenError, match="role"):
-        verifier.verify(jwt.encode(claims, private, algorithm="EdDSA"))
+    for retired in ("root", "admin"):  # `admin`: the single admin role before schema 2 split it
+        with pytest.raises(TokenError, match="role"):
+            verifier.verify(jwt.encode(dict(claims, role=retired), private, algorithm="EdDSA"))
 
 
 def test_missing_claim_is_refused(keypair):

@@ -249,7 +249,7 @@ def _attack_tokens(valid: str, signing_keys) -> dict[str, str]:
         "expired": jwt.encode(expired, own_key, algorithm="EdDSA"),
         "wrong_issuer": jwt.encode(dict(claims, iss="evil"), own_key, algorithm="EdDSA"),
         "wrong_audience": jwt.encode(dict(claims, aud="other"), own_key, algorithm="EdDSA"),
-        "tampered_role": f"{header}.{_b64(dict(claims, role='admin'))}.{signature}",
+        "tampered_role": f"{header}.{_b64(dict(claims, role='sysadmin'))}.{signature}",
         "garbage": "not-a-token",
     }
 
