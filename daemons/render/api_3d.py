@@ -37,6 +37,7 @@ from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster
 from shared.auth import require_auth
+from shared.roles import ROLES
 from shared.errors import ApiError
 from shared.validation import parse_record_id
 
@@ -306,7 +307,7 @@ def _etag(*parts: Any) -> str:
 # --- endpoints --------------------------------------------------------------------------------
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def mpr(record_id: str, plane: str, index: int) -> Response:
     """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
     (for an axial series the axial index is the frame index)."""
@@ -340,7 +341,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()

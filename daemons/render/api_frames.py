@@ -19,6 +19,7 @@ from daemons.render.records import default_voi
 from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
 from shared.auth import require_auth
+from shared.roles import ROLES
 from shared.errors import ApiError, not_found
 from shared.validation import parse_record_id, query_int
 
@@ -102,7 +103,7 @@ def etag_for(record_id: str, parts: list[str]) -> str:
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int:index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def frame(record_id: str, index: int):
     started = time.perf_counter()
     record_id = parse_record_id(record_id, "record id")

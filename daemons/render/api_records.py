@@ -17,6 +17,7 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES, may_administer_institution
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -41,13 +42,15 @@ def _stored_or_404(record_id: str):
 
 
 def _require_own_institution(what: str) -> None:
+    """A user of this node's institution, or an administrator of it (`shared.roles`: a system admin)."""
     identity = current_identity()
-    if identity.institution_id != node().institution_id:
+    institution_id = node().institution_id
+    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
         raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
 
 
 @bp.post("/api/v1/records")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def upload():
     _require_own_institution("uploading to this node")
     the_node = node()
@@ -81,7 +84,7 @@ def upload():
 
 
 @bp.get("/api/v1/records")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def list_records():
     """This node's records, newest first: for its institution's members only, by patient unless an admin.
 
@@ -109,7 +112,7 @@ def list_records():
 
 
 @bp.get("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def get_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     row = _stored_or_404(record_id)
@@ -118,7 +121,7 @@ def get_record(record_id: str):
 
 
 @bp.delete("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _require_own_institution("deleting records of this node")
@@ -134,7 +137,7 @@ def delete_record(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/original")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -158,7 +161,7 @@ def unloaded_status(record_id: str) -> dict[str, Any]:
 
 
 @bp.post("/api/v1/records/<record_id>/load")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -174,7 +177,7 @@ def load(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/status")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def status(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
