@@ -21,9 +21,11 @@ import pydicom
 import pytest
 from pydicom.uid import MRImageStorage, generate_uid
 
-from daemons.demo import register_record, upload_record
+from daemons.demo import register_record, upload_record, write_finding
 from daemons.render.volume.geometry import view_labels
-from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, shot
+from tests.webviewer.helpers import (
+    derived_series, institution, login, new_patient, register_placeholder_records, registered_node, shot,
+)
 from tests.webviewer.test_browser_viewer import shown, wait_shown
 
 pytestmark = pytest.mark.browser
@@ -264,3 +266,61 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     page.locator("#plane").select_option("native")
     wait_shown(page, "d.shownPlane === 'native'")
     assert page.locator(".measure-label").count() == 1
+
+
+PHONE_844 = {"width": 390, "height": 844}
+
+
+def overflowing(page, width: int) -> list[str]:
+    return page.evaluate("""w => [...document.querySelectorAll('body *')]
+        .filter(e => e.getBoundingClientRect().right > w + 0.5)
+        .map(e => e.tagName + '#' + e.id + '.' + e.className)""", width)
+
+
+def test_phone_layout_image_and_slider_first_tools_collapsible(browser, deployment, ct, shots):
+    context = browser.new_context(viewport=PHONE_844, base_url=deployment.url("web"), is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    try:
+        # long unbroken words (a scanner's series name, a URL in a finding) must wrap, not widen the page
+        inst = institution(deployment)
+        long_name = "CT_THORAX_HIGH_RESOLUTION_1.0_B70F_LUNG_KERNEL_WITH_CONTRAST_PHASE_ARTERIAL"
+        meta = ct["meta"]
+        write_finding(deployment.client("physician"), inst["server_url"], ct["patient"]["id"],
+                      [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": registered_node(deployment)["id"]}],
+                      description=long_name, findings="See https://pacs.example.org/studies/" + "x" * 80,
+                      conclusion="No acute finding.")
+        register_placeholder_records(deployment, ct["patient"], [long_name])
+        login(page, deployment)
+        page.goto(f"/#/patients/{ct['patient']['id']}")
+        page.locator("article.finding").wait_for()
+        page.get_by_role("link", name=re.compile("Open CT")).first.wait_for()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE_844["width"], \
+            overflowing(page, PHONE_844["width"])
+        shot(page, shots, "37-phone-patient-page", full_page=True)
+
+        page.goto(ct["href"])
+        wait_shown(page, "d.shownPlane === 'native'")
+        viewport = page.locator("#viewport").bounding_box()
+        slider = page.locator("#slice").bounding_box()
+        toggle = page.locator("#tools-toggle")
+        assert viewport["y"] < 140, "the image comes first, right under the title"
+        assert viewport["height"] >= 0.5 * PHONE_844["height"]
+        assert viewport["y"] + viewport["height"] <= slider["y"] < PHONE_844["height"], "then the slider, on screen"
+        assert toggle.is_visible() and toggle.get_attribute("aria-expanded") == "false"
+        assert page.get_by_role("button", name="Measure", exact=True).is_hidden()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE_844["width"], \
+            overflowing(page, PHONE_844["width"])
+        shot(page, shots, "38-phone-viewer", full_page=False)
+
+        toggle.click()
+        assert toggle.get_attribute("aria-expanded") == "true"
+        page.get_by_role("button", name="Measure", exact=True).wait_for()
+        assert page.locator("#plane").is_visible()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE_844["width"], \
+            overflowing(page, PHONE_844["width"])
+        shot(page, shots, "39-phone-viewer-tools-open", full_page=True)
+        toggle.click()
+        assert page.get_by_role("button", name="Measure", exact=True).is_hidden()
+    finally:
+        context.close()

@@ -185,7 +185,14 @@ class Viewer {
     this.slabGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Slab (thick reformat)", hidden: true },
       label("Slab mm", this.slabInput), this.slabModeLabel = label("Slab mode", this.slabModeSelect));
 
-    const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
+    // On a phone the toolbar folds into one "Tools" button under the image and slider (CSS shows
+    // the button on narrow screens only; on a desktop every group is always shown).
+    this.toolsToggle = h("button", {
+      type: "button", class: "btn tools-toggle", id: "tools-toggle", "aria-expanded": "false", "aria-controls": "viewer-tools",
+      text: "☰ Tools", onclick: () => this.toggleTools(),
+    });
+    const toolbar = h("div", { class: "toolbar", id: "viewer-tools", role: "toolbar", "aria-label": "Viewer tools" },
+      this.toolsToggle,
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
@@ -210,12 +217,19 @@ class Viewer {
       h("div", { class: "load-row" }, this.progress, this.progressText),
       this.loadErrors));
 
+    this.toolbar = toolbar;
     this.bindPointer();
     this.bindKeys();
     this.resizeObserver = new ResizeObserver(() => this.later("resize", 120, () => this.requestView()));
     this.resizeObserver.observe(this.viewport);
     this.syncControls();
     this.viewport.focus({ preventScroll: true });
+  }
+
+  toggleTools() {
+    const open = this.toolsToggle.getAttribute("aria-expanded") !== "true";
+    this.toolsToggle.setAttribute("aria-expanded", String(open));
+    this.toolbar.classList.toggle("open", open);
   }
 
   fillWindowChoices() {
