@@ -267,6 +267,23 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     wait_shown(page, "d.shownPlane === 'native'")
     assert page.locator(".measure-label").count() == 1
 
+    # in 3D, another rendering mode is another view: no MIP under the DVR label
+    page.locator("#plane").select_option("3d")
+    wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=mip')")
+    held.clear()
+    dvr = re.compile(r".*/volume\?.*mode=dvr.*")
+    page.route(dvr, lambda route: held.append(route))
+    page.locator("#volume-mode").select_option("dvr")
+    while not held:
+        page.wait_for_timeout(50)
+    assert page.locator(".view-image").is_hidden() and markers(page) is None
+    assert page.locator("#view-message").inner_text() == "Loading the 3D view…"
+    for route in held:
+        route.continue_()
+    page.unroute(dvr)
+    wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr')")
+    assert page.locator(".view-image").is_visible() and markers(page) is not None
+
 
 PHONE_844 = {"width": 390, "height": 844}
 

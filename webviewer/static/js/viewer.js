@@ -154,7 +154,12 @@ class Viewer {
 
     this.modeSelect = select("mode", VOLUME_MODES, s.vol.mode);
     this.modeSelect.id = "volume-mode";
-    this.modeSelect.addEventListener("change", () => { s.vol.mode = this.modeSelect.value; this.syncControls(); this.requestView(); });
+    this.modeSelect.addEventListener("change", () => {
+      s.vol.mode = this.modeSelect.value;
+      this.syncControls();
+      this.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
+      this.requestView();
+    });
     this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), s.vol.preset);
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { s.vol.preset = this.volPresetSelect.value; this.requestView(); });
@@ -359,7 +364,7 @@ class Viewer {
     const name = PLANE_LABELS.find(([p]) => p === this.state.plane)[1];
     mount(this.cornerBL, h("div", { text: `${name}: loading…` }));
     this.cornerBR.replaceChildren();
-    this.showMessage(`Loading the ${name.toLowerCase()} view…`);
+    this.showMessage(`Loading the ${name === "3D" ? name : name.toLowerCase()} view…`);
   }
 
   resetView() {
