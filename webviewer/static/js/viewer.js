@@ -533,7 +533,7 @@ class Viewer {
   }
 
   async show(req, entry) {
-    if (req.generation !== this.viewGeneration || req.plane !== this.state.plane) return;   // a late answer for a view left
+    if (req.generation !== this.viewGeneration) return;   // a late answer for a view already left
     const token = ++this.showToken;
     if (this.shownEntry !== entry) {
       let bitmap;
