@@ -673,9 +673,11 @@ class Viewer {
     } else {
       const slab = s.plane !== "native" && s.slab.mm > 0
         ? ` · slab ${s.slab.mm} mm ${SLAB_MODES.find(([k]) => k === s.slab.mode)[1]}` : "";
+      // the numbers of the image on screen, which may lag the slider while slices are fetched
+      const index = this.shown ? this.shown.index : this.index();
       const order = s.plane === "native" ? stackOrder(this.meta.stack_direction) : null;
-      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${this.index() + 1} / ${this.count()}${slab}${order ? ` · ${order}` : ""}` }),
-        s.plane === "native" ? h("div", { id: "slice-info", text: this.sliceText() }) : null,
+      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${index + 1} / ${this.count()}${slab}${order ? ` · ${order}` : ""}` }),
+        s.plane === "native" ? h("div", { id: "slice-info", text: this.sliceText(index) }) : null,
         h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
     }
     const fmt = (this.shown && this.shown.params.format) || s.format;
@@ -683,8 +685,8 @@ class Viewer {
   }
 
   /** "Im 248 · Loc -123.5 mm · Th 1.25 mm": what a report cites, as the scanner numbered it. */
-  sliceText() {
-    const slice = this.sliceInfo(this.index());
+  sliceText(index) {
+    const slice = this.sliceInfo(index);
     const thickness = Number(this.meta.slice_thickness);
     return [
       slice && slice.instance != null ? `Im ${slice.instance}` : null,
