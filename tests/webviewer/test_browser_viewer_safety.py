@@ -24,7 +24,13 @@ from pydicom.uid import MRImageStorage, generate_uid
 from daemons.demo import register_record, upload_record, write_finding
 from daemons.render.volume.geometry import view_labels
 from tests.webviewer.helpers import (
-    derived_series, institution, login, new_patient, register_placeholder_records, registered_node, shot,
+    derived_series,
+    institution,
+    login,
+    new_patient,
+    register_placeholder_records,
+    registered_node,
+    shot,
 )
 from tests.webviewer.test_browser_viewer import shown, wait_shown
 
