@@ -60,7 +60,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             app,
             origins=config["cors"]["origins"],
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 from daemons.render.api_3d import render_state
 from daemons.render.node import node
-from daemons.render.pixels import PRESETS
+from daemons.render.pixels import PRESETS, preset_modality
 from shared.auth import require_auth
 
 bp = Blueprint("render_node", __name__)
@@ -45,6 +45,7 @@ def node_health():
 @require_auth()
 def presets():
     return jsonify({
-        "window": {name: {"center": c, "width": w} for name, (c, w) in PRESETS.items()},
+        "window": {name: {"center": c, "width": w, "modality": preset_modality(name)}
+                   for name, (c, w) in PRESETS.items()},
         "volume": _volume_presets(),
     })

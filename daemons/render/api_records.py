@@ -23,10 +23,16 @@ from shared.validation import iso_utc, page_args, parse_record_id, query_int, qu
 bp = Blueprint("render_records", __name__)
 
 
-def record_meta(record_id: str, row=None) -> dict[str, Any]:
-    """RecordMeta (docs/API.md) from the manifest and the catalogue row."""
+def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, Any]:
+    """RecordMeta (docs/API.md) from the manifest and the catalogue row.
+
+    `slices` (instance number and position of every frame) is left out of lists, where it would
+    multiply their size by the frame count; records stored before it existed have none.
+    """
     the_node = node()
     meta = dict(the_node.manifest(record_id)["meta"])
+    if not per_slice:
+        meta.pop("slices", None)
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
@@ -103,7 +109,7 @@ def list_records():
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
     if patient:
         rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]
-    items = [record_meta(r.id, r) for r in rows[offset:offset + limit]]
+    items = [record_meta(r.id, r, per_slice=False) for r in rows[offset:offset + limit]]
     detail = f"patient_id_dicom={patient} results={len(rows)}"
     with models.database.atomic():
         for shown in [item["id"] for item in items] or [None]:

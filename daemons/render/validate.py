@@ -21,6 +21,7 @@ from pydicom.pixels import get_decoder
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
 from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+from daemons.render.slices import slice_table
 
 MIB = 1024 * 1024
 DECODE_THREADS = 2
@@ -61,6 +62,7 @@ class ParsedFile:
     slope: float
     intercept: float
     frame_rescales: list[tuple[float, float]] | None = None
+    frame_positions: list[list[float] | None] = field(default_factory=list)
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -308,7 +310,18 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         position=along, instance=_number(ds, "InstanceNumber", None, name, int),
         pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
         frame_rescales=_frame_rescales(ds, frames, name),
+        frame_positions=_frame_positions(ds, frames, position),
     )
+
+
+def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> list[list[float] | None]:
+    """ImagePositionPatient of each frame: an enhanced file's per-frame values, else the file's own
+    (which names the first frame only when there are several)."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames > 1 and items and len(items) == frames:
+        return [_floats(item.PlanePositionSequence[0].get("ImagePositionPatient") or [], 3)
+                if item.get("PlanePositionSequence") else None for item in items]
+    return [position] + [None] * (frames - 1)
 
 
 def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
@@ -395,6 +408,14 @@ def _pixel_spacing(ds: Dataset) -> list[float]:
     return [1.0, 1.0]
 
 
+def _slice_thickness(ds: Dataset) -> float | None:
+    try:
+        value = float(_attr(ds, "SliceThickness", "PixelMeasuresSequence"))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
 def _default_window(ds: Dataset) -> dict | None:
     center = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
     width = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
@@ -476,6 +497,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "bits_stored": layout.bits_stored,
         "pixel_spacing": _pixel_spacing(first),
         "slice_spacing": _slice_spacing(files, first),
+        "slice_thickness": _slice_thickness(first),
         "default_window": None if layout.is_color else _default_window(first),
         "study_uid": _text(first, "StudyInstanceUID"),
         "series_uid": _text(first, "SeriesInstanceUID"),
@@ -484,10 +506,12 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
+        **slice_table(orientation, [(f.instance, p) for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),
         "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "orientation_known": orientation is not None,
         "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
         "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
         "modality_lut": _lut_json(modality_lut),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import peewee
@@ -43,6 +43,8 @@ class FakeLoadedRecord:
     complete: bool = True
     default_window: tuple[float, float] | None = (40.0, 400.0)
     photometric: str = "MONOCHROME2"
+    manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
+                                                    "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
 
 
 class FakeRegistry:
