@@ -7,6 +7,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, Response, jsonify, request
 
+from daemons.render.isolation import isolated_checker
 from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
@@ -51,7 +52,7 @@ def upload():
     the_node = node()
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
-        parsed = parse_upload(uploads, the_node.limits)
+        parsed = parse_upload(uploads, the_node.limits, isolated_checker(the_node.decoder))
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     models = the_node.models
@@ -86,6 +87,7 @@ def list_records():
     query = models.StoredRecord.select()
     total = query.count()
     rows = query.order_by(models.StoredRecord.stored_at.desc()).limit(limit).offset(offset)
+    rows = [r for r in rows if node().intact(r.id)]  # a damaged record is quarantined, not everyone's error
     return jsonify({"items": [record_meta(r.id, r) for r in rows], "total": total})
 
 

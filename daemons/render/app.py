@@ -14,11 +14,12 @@ from flask import Flask
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.image_cache import ImageCache
+from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import RecordStore
+from daemons.render.storage import RecordStore, StoreError
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from daemons.render.webp_effort import WebpEffort
@@ -47,14 +48,23 @@ def _check_config(config: Config) -> None:
 
 
 def _sync_catalogue(store: RecordStore, models) -> None:
-    """The store is the truth: index records the catalogue misses, drop rows whose record is gone."""
+    """The store is the truth: index records the catalogue misses, drop rows whose record is gone.
+
+    A record whose manifest cannot be read is quarantined (moved aside, logged), so one damaged
+    record never stops the node from starting.
+    """
     store.cleanup()
     stored = set(store.record_ids())
     known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
     for record_id in known - stored:
         models.StoredRecord.delete_by_id(record_id)
     for record_id in stored - known:
-        meta = store.read_manifest(record_id)["meta"]
+        try:
+            meta = store.read_manifest(record_id)["meta"]
+        except (StoreError, ValueError, KeyError) as exc:
+            where = store.quarantine(record_id, str(exc))
+            logging.getLogger(__name__).error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
+            continue
         models.StoredRecord.create(
             id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
             frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
@@ -94,7 +104,8 @@ def create_app(config: Config) -> Flask:
     render = config["render"]
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
-    holder["node"] = Node(config, store, models, registry, limits, images, effort)
+    decoder = DecodePool(IsolationLimits.from_config(config))
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
