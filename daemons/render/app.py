@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.image_cache import ImageCache
@@ -83,6 +83,26 @@ def _close_after_request(app: Flask, database) -> None:
             database.close()
 
 
+def _drain_refused_bodies(app: Flask) -> None:
+    """Read what is left of an authenticated caller's request body before an error answer.
+
+    A view that refuses an upload (403, 422...) before reading it leaves the body on the socket;
+    gunicorn then drains at most 64 KiB and closes the keep-alive connection, so the client's next
+    request on it fails. An authenticated caller may send this much anyway (the body is within
+    MAX_CONTENT_LENGTH), so the connection stays usable; an anonymous one is not read further.
+    """
+
+    @app.after_request
+    def _drain(response: Response) -> Response:
+        if response.status_code >= 400 and getattr(g, "identity", None) is not None:
+            try:
+                while request.stream.read(1 << 20):
+                    pass
+            except Exception:  # noqa: BLE001 - a client gone or a body over the limit: gunicorn closes
+                pass
+        return response
+
+
 def create_app(config: Config) -> Flask:
     _check_config(config)
     app = create_base_app(__name__, config)
@@ -110,6 +130,7 @@ def create_app(config: Config) -> Flask:
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     _close_after_request(app, database)
+    _drain_refused_bodies(app)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)

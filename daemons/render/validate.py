@@ -576,7 +576,7 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
         raise UploadError(422, "invalid_attribute",
                           f"{parsed.name}: the pixel data has {element.length} bytes, but Rows x Columns x frames x "
                           f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
-                          f"{layout.bits_allocated}) make {expected}; the image's dimensions are wrong")
+                          f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
 
 
 def check_file(name: str, raw: bytes, limits: Limits) -> Refusal | None:
