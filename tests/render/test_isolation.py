@@ -16,15 +16,20 @@ import ssl
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from daemons.demo import RunningDeployment, start_deployment
 from daemons.layers import get_layer
 from shared.config import render_config_toml
-from tests.hostile.corpus import base_dataset, j2k_bomb, rle_corrupted_segments, to_bytes
+from tests.hostile.corpus import (
+    base_dataset,
+    j2k_bomb,
+    rle_corrupted_segments,
+    to_bytes,
+)
 
 pytestmark = pytest.mark.slow
 
