@@ -19,7 +19,12 @@ from pydicom.data import get_testdata_file
 from pydicom.filereader import data_element_generator
 from pydicom.uid import generate_uid
 
-from tests.hostile.corpus import _deep_sequence, _deflate_bomb, j2k_bomb, rle_corrupted_segments
+from tests.hostile.corpus import (
+    _deep_sequence,
+    _deflate_bomb,
+    j2k_bomb,
+    rle_corrupted_segments,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "SC_rgb_rle.dcm", "JPEG2000.dcm",
