@@ -17,6 +17,7 @@ node's threads only wait on a pipe meanwhile).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -81,7 +82,7 @@ def _serve(conn: Connection, memory_mb: int, cpu_s: int) -> None:
             function, args = conn.recv()
         except (EOFError, OSError):
             return
-        soft = int(_cpu_used()) + cpu_s
+        soft = math.ceil(_cpu_used()) + cpu_s  # whole seconds: the job gets cpu_s to cpu_s + 1
         resource.setrlimit(resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY else min(soft, cpu_hard),
                                                  cpu_hard))
         conn.send(_run(function, args, memory_mb))
