@@ -42,6 +42,10 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    decode = config["decode"]
+    if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
+        raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
+                          "decode.cpu_s at least 1 and decode.timeout_s positive")
     if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
         raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
     if config["server"]["workers"] != 1:

@@ -47,7 +47,7 @@ class IsolationLimits:
     @classmethod
     def from_config(cls, config) -> IsolationLimits:
         section = config["decode"]
-        return cls(max(1, section["workers"]), section["memory_mb"], section["cpu_s"], float(section["timeout_s"]))
+        return cls(section["workers"], section["memory_mb"], section["cpu_s"], float(section["timeout_s"]))
 
 
 class IsolatedFailure(Exception):

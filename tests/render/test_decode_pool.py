@@ -88,3 +88,11 @@ def test_cpu_time_is_limited_per_job():
 def test_map_reports_each_item_in_order(pool):
     results = pool.map(_allocate, [(1,), (2,)], failed=lambda r: False)
     assert results == [2**20, 2 * 2**20]
+
+
+@pytest.mark.parametrize("override", [{"decode__workers": 0}, {"decode__memory_mb": 8}, {"decode__timeout_s": 0}])
+def test_decode_limits_are_checked_at_start(make_node, override):
+    from shared.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decode.workers must be at least 1"):
+        make_node(**override)
