@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, current_app, jsonify
 
 from daemons.render.api_3d import render_state
@@ -38,6 +40,9 @@ def node_health():
                         "misses": the_node.images.misses},
         "webp_fast_encodes": the_node.webp_effort.fast_encodes,
         "backend_3d": render_state(current_app).caster.name,
+        "pid": os.getpid(),
+        "decode_workers": the_node.decoder.stats(),
+        "quarantined_records": the_node.store.quarantined(),
     })
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, Response, jsonify, request
 
+from daemons.render.isolation import isolated_checker
 from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
@@ -62,7 +63,7 @@ def upload():
     the_node = node()
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
-        parsed = parse_upload(uploads, the_node.limits)
+        parsed = parse_upload(uploads, the_node.limits, isolated_checker(the_node.decoder))
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     models = the_node.models
@@ -107,6 +108,7 @@ def list_records():
     limit, offset = page_args()
     models = the_node.models
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
+    rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
     if patient:
         rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]
     items = [record_meta(r.id, r, per_slice=False) for r in rows[offset:offset + limit]]

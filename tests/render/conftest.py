@@ -103,3 +103,4 @@ def node(make_node) -> NodeHarness:
     yield harness
     harness.registry.shutdown()
     harness.app.extensions["sivr_view_audit"].close()
+    harness.app.extensions["sivr_node"].decoder.close()
