@@ -7,8 +7,8 @@ from flask import Flask
 from shared.audit import audit_blueprint
 from shared.config import Config
 from shared.db import bind_models, bind_per_request
-from shared.tokens import TokenIssuer, load_private_key
-from shared.webapp import create_base_app
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key
+from shared.webapp import create_base_app, layer_audience
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
 from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
@@ -20,7 +20,10 @@ def issuer_from_config(config: Config) -> TokenIssuer:
     tokens = config["tokens"]
     if not tokens["private_key"]:
         raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
-    return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], tokens["audience"],
+    if not 1 <= tokens["exchanged_ttl_s"] <= MAX_EXCHANGED_TTL_S:
+        raise ValueError(f"{config.source}: tokens.exchanged_ttl_s must be 1 to {MAX_EXCHANGED_TTL_S} s "
+                         f"(the other layers refuse longer-lived tokens); it is {tokens['exchanged_ttl_s']}")
+    return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], layer_audience(config),
                        tokens["access_ttl_s"])
 
 
