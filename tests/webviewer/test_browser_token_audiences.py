@@ -87,3 +87,20 @@ def test_a_refused_server_token_is_exchanged_again_and_retried_once(page, deploy
                  and json.loads(r.post_data)["audience"] == audience]
     assert len(exchanges) == 2, "the refused token was replaced by a fresh exchange"
     assert page.locator("#account").is_visible(), "a server's refusal alone does not end the session"
+
+
+def test_a_server_that_keeps_refusing_its_token_is_reported_without_ending_the_session(page, deployment):
+    patient = new_patient(deployment)
+    own = institution(deployment)
+
+    def always_refuse(route):
+        route.fulfill(status=401, content_type="application/json",
+                      headers={"Access-Control-Allow-Origin": deployment.url("web")},
+                      body=json.dumps({"error": {"code": "invalid_token", "message": "Invalid audience"}}))
+
+    page.route(f"{own['server_url']}/api/v1/**", lambda route: always_refuse(route)
+               if route.request.method == "GET" else route.continue_())
+    login(page, deployment)
+    page.goto(f"/#/patients/{patient['id']}")
+    page.get_by_text("refused the access token issued for it").first.wait_for()
+    assert page.locator("#account").is_visible(), "the toplevel still vouches for the session"

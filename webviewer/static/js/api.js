@@ -254,8 +254,16 @@ export class Session {
     try {
       return await this.withToken(base, send);
     } catch (err) {
-      if (!renewing && err.isAuthFailure && this.token && this.isToplevel(base)) this._expire(err);
-      throw err;
+      if (!(err instanceof ApiError) || !err.isAuthFailure) throw err;
+      if (this.isToplevel(base)) {
+        if (!renewing && this.token) this._expire(err);
+        throw err;
+      }
+      if (!this.token) throw err;   // the exchange found the session over: the login screen says why
+      // The toplevel still vouches for the session, so the session goes on; this one server
+      // refused a token minted for it (misconfigured audience or key). Say so where it happened.
+      throw new ApiError(err.status, "server_refused_token",
+        `${hostOf(base)} refused the access token issued for it (${err.message}); ask an administrator to check its token settings`);
     }
   }
 
