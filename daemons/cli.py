@@ -15,6 +15,7 @@ from pathlib import Path
 
 from daemons.layers import LAYER_NAMES, get_layer
 from shared.config import ConfigError
+from shared.tls import TLS12_CIPHERS
 
 
 def _toplevel_ops():
@@ -122,7 +123,7 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         "--bind", f"[{server['host']}]:{server['port']}" if ":" in server["host"]
         else f"{server['host']}:{server['port']}",
         "--workers", str(workers),
-        "--worker-class", "gthread",
+        "--worker-class", "daemons.gunicorn_worker.ThreadWorker",
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
@@ -133,7 +134,7 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         "--name", f"sivr-{layer_name}",
     ]
     if server["tls_cert"]:
-        argv += ["--certfile", server["tls_cert"], "--keyfile", server["tls_key"]]
+        argv += ["--certfile", server["tls_cert"], "--keyfile", server["tls_key"], "--ciphers", TLS12_CIPHERS]
     argv.append(f"daemons.wsgi:build({layer_name!r}, {str(config.source)!r})")
     return argv
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from shared.access import is_institution_admin
 from shared.auth import current_identity, require_institution
 from shared.errors import ApiError
 from shared.tokens import Identity
@@ -38,4 +39,4 @@ def require_role_here(*roles: str) -> Identity:
 
 
 def is_admin_here(identity: Identity) -> bool:
-    return identity.role == "admin" and identity.institution_id == this_institution()
+    return is_institution_admin(identity, this_institution())

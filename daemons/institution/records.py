@@ -12,9 +12,10 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.access import require_role_here, this_institution
 from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
@@ -75,8 +76,7 @@ def list_records():
     identity = current_identity()
     patient_id = query_uuid("patient_id")
     node_id = query_uuid("node_id")
-    if patient_id is None and not is_admin_here(identity):
-        raise ApiError(400, "validation_error", "patient_id is required: name the patient whose records you need")
+    require_patient_named(identity, this_institution(), patient_id is not None, "patient_id")
     limit, offset = page_args()
     query = records_here()
     if patient_id is not None:

@@ -30,6 +30,7 @@ from daemons.render.geometry import FULL, Region
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
+from daemons.render.view_audit import note_view
 from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
@@ -329,9 +330,11 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
+        note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
         volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+    note_view("mpr", record_id)
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
                            plane_labels(volume.geometry, layout))
 
@@ -373,9 +376,11 @@ def volume(record_id: str) -> Response:
     if quality == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
+            note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
                                                                 _modality(record)), fmt, image_quality)
+    note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
     return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
 

@@ -17,6 +17,7 @@ from daemons.render.node import node
 from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
 from daemons.render.records import default_voi
 from daemons.render.render2d import render_frame
+from daemons.render.view_audit import note_view
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
 from shared.validation import parse_record_id, query_int
@@ -122,6 +123,7 @@ def frame(record_id: str, index: int):
     if request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
         not_modified.set_etag(etag, weak=weak)
+        note_view("frame", record_id)
         return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
@@ -146,6 +148,7 @@ def frame(record_id: str, index: int):
             return encode_image(image, fmt, quality, webp_method=method)
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
+    note_view("frame", record_id)
     return _image_response(body, mimetype, etag, weak, started, the_node)
 
 

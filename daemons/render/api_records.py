@@ -11,11 +11,13 @@ from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError, parse_upload
+from daemons.render.view_audit import note_view
+from shared.access import require_patient_named
 from shared.audit import record_audit
-from shared.auth import current_identity, require_auth
+from shared.auth import current_identity, require_auth, require_institution
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
-from shared.validation import iso_utc, page_args, parse_record_id, query_int
+from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
 
@@ -81,12 +83,29 @@ def upload():
 @bp.get("/api/v1/records")
 @require_auth("physician", "admin")
 def list_records():
+    """This node's records, newest first: for its institution's members only, by patient unless an admin.
+
+    The rule across patients is the institution layer's (`shared.access`); naming a patient by
+    DICOM PatientID is further kept to this institution, because such ids are short and
+    guessable (unlike the toplevel's patient UUIDs), so another institution could probe names.
+    Each record shown is audited, so "who saw this record" needs no other log.
+    """
+    identity = current_identity()
+    the_node = node()
+    require_institution(identity, the_node.institution_id, "this node's record list")
+    patient = query_text("patient_id_dicom", 64)
+    require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
     limit, offset = page_args()
-    models = node().models
-    query = models.StoredRecord.select()
-    total = query.count()
-    rows = query.order_by(models.StoredRecord.stored_at.desc()).limit(limit).offset(offset)
-    return jsonify({"items": [record_meta(r.id, r) for r in rows], "total": total})
+    models = the_node.models
+    rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
+    if patient:
+        rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]
+    items = [record_meta(r.id, r) for r in rows[offset:offset + limit]]
+    detail = f"patient_id_dicom={patient} results={len(rows)}"
+    with models.database.atomic():
+        for shown in [item["id"] for item in items] or [None]:
+            record_audit(models.AuditEntry, "record.search", "record", shown, detail=detail)
+    return jsonify({"items": items, "total": len(rows)})
 
 
 @bp.get("/api/v1/records/<record_id>")
@@ -160,4 +179,5 @@ def status(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
     record = node().registry.get_loaded(record_id)
+    note_view("status", record_id)  # polled while loading: counted with the session's images
     return jsonify(record.status() if record is not None else unloaded_status(record_id))

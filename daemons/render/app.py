@@ -21,6 +21,8 @@ from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
+from daemons.render.view_audit import ViewAudit
+from daemons.render.view_audit import install as install_view_audit
 from daemons.render.webp_effort import WebpEffort
 from shared.audit import audit_blueprint
 from shared.auth import VERIFIER_EXTENSION, install_verifier
@@ -39,6 +41,8 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
+        raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
     if config["server"]["workers"] != 1:
         logging.getLogger(__name__).warning(
             "%s: server.workers is %s; a render node must run ONE worker (with server.threads threads), "
@@ -98,6 +102,7 @@ def create_app(config: Config) -> Flask:
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
+    install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))
     _close_after_request(app, database)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):

@@ -82,10 +82,14 @@ def document() -> dict[str, Any]:
             "/api/v1/node": {"get": {"summary": "node health figures", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/presets": {"get": {"summary": "window and volume presets", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
-                "get": {"summary": "stored records", "parameters": [
+                "get": {"summary": "stored records, newest first: users of the node's institution only; a "
+                                   "physician names the patient, an admin may list all (audited per record shown)",
+                        "parameters": [
+                    _query("patient_id_dicom", "DICOM PatientID (exact); required except for admins of the "
+                                               "node's institution"),
                     _query("limit", "page size", {"type": "integer", "default": 50, "maximum": 500}),
                     _query("offset", "page start", {"type": "integer", "default": 0})],
-                    "responses": {"200": _json(meta_list), **_errors(401, 403)}},
+                    "responses": {"200": _json(meta_list), **_errors(400, 401, 403)}},
                 "post": {"summary": "upload one record (a multi-frame file or a series of single-frame files)",
                          "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                              "type": "object", "properties": {"files": {"type": "array", "items": {

@@ -29,4 +29,7 @@ KEYS = (
         "drains; -1: the number of CPU cores; 0: never."),
     Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core)."),
     Key("render", "max_concurrent_3d", 2, "3D renderings at once; more wait briefly, then get 503 busy."),
+    Key("audit", "flush_s", 5.0,
+        "Seconds between writes of the image-view audit (one entry per user, record and session, with "
+        "counts): at most this much is lost if the node is killed hard (0.5..60)."),
 )

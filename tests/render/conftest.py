@@ -104,3 +104,4 @@ def node(make_node) -> NodeHarness:
     harness = make_node()
     yield harness
     harness.registry.shutdown()
+    harness.app.extensions["sivr_view_audit"].close()
