@@ -86,14 +86,14 @@ class Setup:
         generate_signing_keypair(root / "token.pem", root / "token.pub")
         self.issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", NODE_AUDIENCE,
                                   MAX_EXCHANGED_TTL_S)
-        self.user_id = str(uuid.uuid4())
+        self.user_id, self.session_id = str(uuid.uuid4()), str(uuid.uuid4())
         create_ca(root / "ca.pem", root / "ca.key")
         issue_server_cert(root / "ca.pem", root / "ca.key", root / "server.pem", root / "server.key", ["127.0.0.1"])
 
     @property
     def headers(self) -> dict[str, str]:
         """A fresh token as the toplevel's exchange would mint it: nodes accept tokens of <= 60 s."""
-        token, _ = self.issuer.issue(self.user_id, "bench", "physician", self.institution)
+        token, _ = self.issuer.issue(self.user_id, "bench", "physician", self.institution, session_id=self.session_id)
         return {"Authorization": f"Bearer {token}"}
 
     def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:

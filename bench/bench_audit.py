@@ -53,11 +53,12 @@ def _node(root: Path):
     upgrade(config)
     app = create_app(config)
     issuer = TokenIssuer(load_private_key(root / "k.pem"), "sivr-toplevel", NODE_AUDIENCE, MAX_EXCHANGED_TTL_S)
-    user_id = str(uuid.uuid4())
+    user_id, session_id = str(uuid.uuid4()), str(uuid.uuid4())
 
     def headers() -> dict[str, str]:
-        """A fresh token as the toplevel's exchange mints them: nodes accept tokens of <= 60 s."""
-        return {"Authorization": f"Bearer {issuer.issue(user_id, 'bench', 'physician', institution)[0]}"}
+        """A fresh token of one session, as the toplevel's exchange mints them: nodes accept <= 60 s."""
+        token, _ = issuer.issue(user_id, "bench", "physician", institution, session_id=session_id)
+        return {"Authorization": f"Bearer {token}"}
 
     return app, headers
 

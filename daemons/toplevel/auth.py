@@ -156,8 +156,8 @@ def _audit_first_exchange(identity: Identity, audience: str) -> None:
     flood the log without saying anything new (the servers audit what the token was used for)."""
     detail = f"audience {audience}"[:2000]
     already = AuditEntry.select(AuditEntry.id).where(
-        AuditEntry.action == EXCHANGE_AUDIT_ACTION, AuditEntry.object_id == identity.session_id,
-        AuditEntry.detail == detail,
+        AuditEntry.user_id == identity.user_id, AuditEntry.action == EXCHANGE_AUDIT_ACTION,
+        AuditEntry.object_id == identity.session_id, AuditEntry.detail == detail,
     ).exists()
     if not already:
         record_audit(AuditEntry, EXCHANGE_AUDIT_ACTION, "session", identity.session_id, detail=detail)

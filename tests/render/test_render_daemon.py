@@ -38,12 +38,13 @@ class Node:
         self.ca = running.ca_cert
         self.issuer = TokenIssuer(load_private_key(root / "keys" / "token_ed25519.pem"), "sivr-toplevel",
                                   normalize_audience(self.url), MAX_EXCHANGED_TTL_S)
-        self.user_id = str(uuid.uuid4())
+        self.user_id, self.session_id = str(uuid.uuid4()), str(uuid.uuid4())
 
     @property
     def token(self) -> str:
-        """A fresh token for this node, as the toplevel's exchange mints them (<= 60 s)."""
-        return self.issuer.issue(self.user_id, "dr.who", "physician", self.instance.institution)[0]
+        """A fresh token of one session for this node, as the toplevel's exchange mints them (<= 60 s)."""
+        return self.issuer.issue(self.user_id, "dr.who", "physician", self.instance.institution,
+                                 session_id=self.session_id)[0]
 
     def get(self, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
