@@ -46,6 +46,10 @@ class Toplevel:
     def session_max_s(self) -> int:
         return self.config["tokens"]["session_max_s"]
 
+    @property
+    def exchanged_ttl_s(self) -> int:
+        return self.config["tokens"]["exchanged_ttl_s"]
+
 
 def toplevel() -> Toplevel:
     return current_app.extensions[EXTENSION]

@@ -22,6 +22,8 @@ from shared.config import Config, build_config
 
 from .support import PASSWORDS, Api
 
+#: The toplevel's own audience (its base URL): what session tokens name.
+TOPLEVEL_AUDIENCE = "https://toplevel.test:5001"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
@@ -61,7 +63,8 @@ def make_config(database_url: str, signing_keys) -> Callable[..., Config]:
     def make(**sections: dict[str, Any]) -> Config:
         values: dict[str, dict[str, Any]] = {
             "database": {"url": database_url},
-            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1])},
+            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1]),
+                       "audience": TOPLEVEL_AUDIENCE},
             "auth": dict(FAST_ARGON2),
         }
         for section, body in sections.items():
