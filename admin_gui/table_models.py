@@ -9,8 +9,9 @@ get them back with `row_at()`, so an edit dialog always works on what the server
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import (
     QAbstractTableModel,

@@ -27,7 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from daemons.demo import (  # noqa: E402
-    ApiClient, find_or_create_patient, register_nodes, register_record, seed_base, upload_record,
+    ApiClient,
+    find_or_create_patient,
+    register_nodes,
+    register_record,
+    seed_base,
+    upload_record,
 )
 from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
 from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402

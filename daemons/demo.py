@@ -11,11 +11,11 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
 

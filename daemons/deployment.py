@@ -54,7 +54,7 @@ class Layout:
         Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, root: Path) -> "Layout":
+    def load(cls, root: Path) -> Layout:
         data = json.loads((root / LAYOUT_FILE).read_text())
         data["instances"] = [Instance(**i) for i in data["instances"]]
         return cls(**data)
@@ -260,7 +260,7 @@ class LocalDeployment:
         for name in list(self.processes):
             self.stop_instance(name)
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         self.start()
         return self
 

@@ -12,10 +12,9 @@ import peewee
 from flask import Blueprint, jsonify, request
 
 from shared.auth import current_identity, require_auth, require_institution
-from shared.errors import ApiError
 from shared.db import new_id, utcnow
+from shared.errors import ApiError
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
-
 
 AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "action", "since", "until", "limit", "offset"})
 

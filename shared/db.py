@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
 
 import peewee
 from flask import Flask
@@ -33,7 +33,7 @@ def new_id() -> str:
 
 def utcnow() -> dt.datetime:
     """Naive UTC time, stored the same way on every database."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def connect_database(url: str) -> peewee.Database:

@@ -8,7 +8,8 @@ this institution deletes it. Every read and change is audited with the patient i
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import peewee
 from flask import Blueprint, jsonify

@@ -20,7 +20,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request

@@ -19,14 +19,21 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
 from daemons.render.pixels import (
-    GrayParams, LutTable, Modality, Window, gray_lut, lut_supported, value_range,
+    GrayParams,
+    LutTable,
+    Modality,
+    Window,
+    gray_lut,
+    lut_supported,
+    value_range,
 )
 from daemons.render.storage import RecordStore
 

@@ -20,7 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
-from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 
 MIB = 1024 * 1024
 DECODE_THREADS = 2
@@ -36,7 +36,7 @@ class Limits:
     max_decoded_bytes: int
 
     @classmethod
-    def from_config(cls, config) -> "Limits":
+    def from_config(cls, config) -> Limits:
         limits = config["limits"]
         return cls(
             max_upload_bytes=limits["max_upload_mb"] * MIB,

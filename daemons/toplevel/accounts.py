@@ -11,12 +11,11 @@ from typing import Any
 
 import peewee
 
+from daemons.toplevel.models import Institution, User
+from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 from shared.errors import ApiError
 from shared.tokens import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
-
-from daemons.toplevel.models import Institution, User
-from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,149}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -7,21 +7,20 @@ in. The same validation as the HTTP API applies (through `accounts`); invalid in
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import peewee
-
-from shared.config import Config
-from shared.db import database_from_config
-from shared.errors import ApiError
-from shared.validation import parse_uuid, validate
 
 from daemons.toplevel import accounts
 from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType
 from daemons.toplevel.passwords import passwords_from_config
 from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
+from shared.config import Config
+from shared.db import database_from_config
+from shared.errors import ApiError
+from shared.validation import parse_uuid, validate
 
 CLI_USER = "sivr-cli"
 

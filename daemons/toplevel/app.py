@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from flask import Flask
 
+from daemons.toplevel import auth, institutions, patients, profile, record_types, users
+from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
+from daemons.toplevel.models import AuditEntry, database_proxy
+from daemons.toplevel.passwords import passwords_from_config
 from shared.audit import audit_blueprint
 from shared.config import Config
 from shared.db import bind_models, bind_per_request
 from shared.tokens import TokenIssuer, load_private_key
 from shared.webapp import create_base_app
-
-from daemons.toplevel import auth, institutions, patients, profile, record_types, users
-from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
-from daemons.toplevel.models import AuditEntry, database_proxy
-from daemons.toplevel.passwords import passwords_from_config
 
 
 def issuer_from_config(config: Config) -> TokenIssuer:

@@ -10,13 +10,12 @@ import datetime as dt
 
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import record_audit
-from shared.errors import ApiError
-from shared.validation import Field, json_body, page_args, parse_date, validate, query_text
-
 from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
+from shared.audit import record_audit
+from shared.errors import ApiError
+from shared.validation import Field, json_body, page_args, parse_date, query_text, validate
 
 bp = Blueprint("patients", __name__)
 

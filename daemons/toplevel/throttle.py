@@ -12,10 +12,9 @@ import datetime as dt
 import math
 from typing import Any
 
+from daemons.toplevel.models import LoginFailure
 from shared.db import utcnow
 from shared.errors import ApiError
-
-from daemons.toplevel.models import LoginFailure
 
 
 def _retry_after(oldest: dt.datetime, window_s: int, now: dt.datetime) -> int:

@@ -8,14 +8,13 @@ import time
 
 import pytest
 import requests
+from conftest import screenshot
+from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
 from PySide6.QtCore import QDateTime, Qt
 
 from admin_gui.api_client import ApiClient
-from daemons.deployment import free_port
 from daemons.demo import DEMO_CT
-
-from conftest import screenshot
-from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
+from daemons.deployment import free_port
 
 pytestmark = pytest.mark.gui
 

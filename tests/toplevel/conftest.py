@@ -8,9 +8,10 @@ argon2 runs with small costs here so the suite stays fast; the algorithm is the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -13,8 +13,9 @@ import base64
 import json
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest

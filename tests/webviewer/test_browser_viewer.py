@@ -282,7 +282,6 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
 def test_a_record_of_another_institution_opens_from_its_own_node(page, deployment, ct_series, tmp_path, shots):
     """Findings and images live where they were made; the browser goes to that node directly."""
     from daemons.demo import ApiClient, register_nodes, register_record, upload_record
-
     from tests.webviewer.helpers import institution, users_of_second_institution
 
     second = users_of_second_institution(deployment)

@@ -13,7 +13,11 @@ import requests
 
 from tests.webviewer.browser import DESKTOP, PHONE, launch_chromium, server_cert_of
 from tests.webviewer.helpers import (
-    institution, login, new_patient, register_placeholder_records, shot,
+    institution,
+    login,
+    new_patient,
+    register_placeholder_records,
+    shot,
 )
 
 pytestmark = pytest.mark.browser

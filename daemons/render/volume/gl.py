@@ -18,8 +18,7 @@ import numpy as np
 
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.geometry import RayGrid
-from daemons.render.volume.raycast import (AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR,
-                                           RayCaster)
+from daemons.render.volume.raycast import AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR, RayCaster
 from daemons.render.volume.transfer import LUT_SIZE, TransferLut
 from daemons.render.volume.volume import PreparedVolume
 
