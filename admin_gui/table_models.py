@@ -34,6 +34,7 @@ _BAD = QColor("#c0392b")
 _GOOD = QColor("#1e8449")
 
 _Index = QModelIndex | QPersistentModelIndex
+_TOP_LEVEL = QModelIndex()  # the invalid index: a flat table's rows have no parent
 
 
 def human_bytes(value: Any) -> str:
@@ -116,10 +117,10 @@ class ResourceTableModel(QAbstractTableModel):
         self._rows[row] = {**self._rows[row], **values}
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.columns) - 1))
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: _Index = _TOP_LEVEL) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+    def columnCount(self, parent: _Index = _TOP_LEVEL) -> int:
         return 0 if parent.isValid() else len(self.columns)
 
     def headerData(self, section: int, orientation: Qt.Orientation,

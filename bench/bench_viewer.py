@@ -58,7 +58,8 @@ FIRST_SLICE_JS = """async (hash) => {
     };
     if (check()) return;
     const obs = new MutationObserver(() => { if (check()) obs.disconnect(); });
-    obs.observe(document.body, {subtree: true, attributes: true, childList: true, attributeFilter: ['data-shown-index']});
+    obs.observe(document.body,
+                {subtree: true, attributes: true, childList: true, attributeFilter: ['data-shown-index']});
   });
 }"""
 

@@ -160,7 +160,8 @@ def init_deployment(
         "database": {"url": "sqlite:///data/toplevel.db"},
         "tokens": {"private_key": "keys/token_ed25519.pem"},
     })
-    for number, (inst_name, node_count) in enumerate(zip(institution_names, nodes_per_institution), start=1):
+    institutions = zip(institution_names, nodes_per_institution, strict=True)
+    for number, (inst_name, node_count) in enumerate(institutions, start=1):
         inst_id = str(uuid.uuid4())
         inst_port = port_for("institution")
         inst_instance = f"institution-{number}"
@@ -213,14 +214,13 @@ class LocalDeployment:
 
     def start_instance(self, instance: Instance) -> None:
         self.log_path(instance.name).parent.mkdir(exist_ok=True)
-        log = open(self.log_path(instance.name), "ab")
-        self.processes[instance.name] = subprocess.Popen(
-            [sys.executable, "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path(instance.name), "ab") as log:
+            self.processes[instance.name] = subprocess.Popen(
+                [sys.executable, "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def start(self, timeout_s: float = 60.0) -> None:
         for instance in self.instances:

@@ -258,7 +258,7 @@ def link_record(finding_id: str):
                          detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
     except peewee.IntegrityError:
         if not Finding.select().where(Finding.id == finding.id).exists():
-            raise not_found("finding", finding.id)  # deleted concurrently
+            raise not_found("finding", finding.id) from None  # deleted concurrently
         if not _is_linked(finding, link):
             raise
         return _respond(finding, 200)  # the same link was added concurrently

@@ -124,7 +124,8 @@ def frame(record_id: str, index: int):
         not_modified.set_etag(etag, weak=weak)
         return not_modified
     if record is None:
-        raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+        raise ApiError(409, "not_loaded",
+                       f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
     if not record.is_ready(index):
         the_node.registry.decode_now(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):

@@ -262,7 +262,7 @@ class _Loader:
                 dataset = None
                 if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
-                    dataset.PixelData  # read the deferred value now: frames are decoded from several threads
+                    _ = dataset.PixelData  # read the deferred value now: frames are decoded from several threads
                 cached = self._file_cache[file_index] = (raw, dataset)
             return cached
 

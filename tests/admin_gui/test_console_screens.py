@@ -295,7 +295,7 @@ def test_node_health_shows_each_node_and_notices_one_going_down(qtbot, console, 
         assert rows["render-dead"]["status"] == "down"
         assert "Cannot reach" in rows["render-dead"]["problem"]
         assert screen.summary.text() == "2 nodes · 1 reachable · 1 unreachable"
-        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95")))
+        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95"), strict=True))
         assert shown["render-up"].endswith(" ms")
         assert "render-dead" in screen.problems.text()
         screenshot(console, "node-health")

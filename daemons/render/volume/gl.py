@@ -124,7 +124,7 @@ void main() {
     }
     gl_FragColor = vec4(color, 1.0);
 }
-""" % {"lut_last": f"{LUT_SIZE - 1}.0", "lut_size": f"{LUT_SIZE}.0", "dvr": DVR_CODE}
+""" % {"lut_last": f"{LUT_SIZE - 1}.0", "lut_size": f"{LUT_SIZE}.0", "dvr": DVR_CODE}  # noqa: UP031 (GLSL braces)
 
 
 def _use_egl() -> None:
