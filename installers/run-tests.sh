@@ -2,6 +2,7 @@
 # The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb),
 # starts a private PostgreSQL server on loopback, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
+# shellcheck source=installers/dev-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
 apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck
 ensure_venv test
@@ -9,7 +10,7 @@ ensure_venv test
 export EGL_PLATFORM=surfaceless
 export PYTHONUNBUFFERED=1
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pg_bin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pg_dir=$(mktemp -d /tmp/sivr-pg.XXXXXX)
 pg_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 pg_password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')

@@ -40,8 +40,9 @@ def connect_database(url: str) -> peewee.Database:
     """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
-    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs
-    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True)
+    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs;
+    # the driver is psycopg 3 (peewee would take psycopg2 first if a host happens to have it)
+    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True, prefer_psycopg3=True)
 
 
 class SchemaVersion(peewee.Model):

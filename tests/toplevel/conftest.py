@@ -43,10 +43,9 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'toplevel.db'}"
         return
     url = request.getfixturevalue("pg_server_database")
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
+    conn = psycopg.connect(url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
