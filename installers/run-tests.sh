@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb),
-# starts a private PostgreSQL server on loopback, and runs pytest. Extra arguments go to pytest.
+# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb, the
+# locked Python packages), runs the linters (installers/lint.sh), starts a private PostgreSQL
+# server on loopback, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 # shellcheck source=installers/dev-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
-apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck
+apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs
 ensure_venv test
 
 export EGL_PLATFORM=surfaceless
@@ -27,5 +28,7 @@ if [ "$(id -u)" = 0 ]; then pg_as="runuser -u postgres --"; else pg_as=""; fi
 export SIVR_TEST_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -m fast restart"
 
 cd "$SIVR_REPO"
+# lint first: a finding fails the run before the long suite starts
+PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
 xvfb-run -a -s "-screen 0 1920x1080x24" \
     "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"

@@ -77,7 +77,8 @@ def record_audit(
     )
 
 
-def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
+def audit_to_json(entry: Any) -> dict[str, Any]:
+    """An audit row of any layer (each layer makes its own model with these fields)."""
     return {
         "id": entry.id,
         "at": iso_utc(entry.at),

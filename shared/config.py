@@ -105,9 +105,10 @@ def build_config(
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: `{section}` must be a [section] table")
         for name, value in body.items():
-            key = declared.get((section, name))
-            if key is None:
+            found = declared.get((section, name))
+            if found is None:
                 raise ConfigError(f"{where}: unknown key `{section}.{name}`")
+            key = found
             value = _coerce(key, value, where)
             if key.is_path and value and source is not None:
                 value = ([str((source.parent / item).resolve()) for item in value] if isinstance(value, list)

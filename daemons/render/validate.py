@@ -216,7 +216,8 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large")
     centers = _check_numbers(ds, "WindowCenter", None, name)
     widths = _check_numbers(ds, "WindowWidth", None, name)
-    if (centers is None) != (widths is None) or (centers is not None and len(centers) != len(widths)):
+    paired = centers is None or widths is None or len(centers) == len(widths)
+    if (centers is None) != (widths is None) or not paired:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
@@ -515,14 +516,15 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
     if parsed.pixel_offset is None:
         return
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
+    length: int = element.length  # type: ignore[attr-defined]  # set by pydicom's reader, not declared
     samples = layout.rows * layout.columns * layout.samples * parsed.frames
     if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
         samples = samples * 2 // 3
     expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
-    if element.length % 2:
+    if length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
-                          f"({element.length}); DICOM values always have an even length")
-    available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
+                          f"({length}); DICOM values always have an even length")
+    available = min(length, len(parsed.raw) - parsed.pixel_offset)
     if available < expected:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "

@@ -13,6 +13,7 @@ import logging
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,7 @@ class _GlState:
         self.program = gloo.Program(VERTEX, FRAGMENT)
         self.program["a_position"] = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)
         self.volume_ref: weakref.ref | None = None
-        self.volume_texture = None
+        self.volume_texture: Any = None  # a vispy Texture3D once bound (vispy has no type hints)
         self.value_scale = 1.0
         self.value_offset = 0.0
 
