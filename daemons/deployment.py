@@ -7,6 +7,7 @@ the tests exercise exactly what operators run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
 
 STORE_KEY_BYTES = 32
+BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 
 
@@ -97,19 +99,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
     """The bound socket a daemon serves on: the one held since its port was chosen, else bound now.
 
     Bound here rather than by gunicorn so that a port taken meanwhile fails the start with the
-    address named, before any process is started.
+    address named, before any process is started. Like gunicorn, it tries for BIND_RETRY_S: the
+    workers of a daemon just killed may still be closing their copies of the socket.
     """
     held = _held_ports.pop((host, port), None)
     if held is not None:
         return held
-    sock = _new_socket(host)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: restarts reuse it
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from exc
-    return sock
+    deadline = time.monotonic() + BIND_RETRY_S
+    while True:
+        sock = _new_socket(host)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: restarts reuse it
+        try:
+            sock.bind((host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from exc
+        time.sleep(0.2)
 
 
 def _write_secret(path: Path, data: bytes) -> None:
