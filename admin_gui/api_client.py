@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.token_client import RETRY_CODES, EXCHANGE_PATH, AudienceTokens
+from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from daemons.layers import LAYER_NAMES, get_layer
 from shared.config import ConfigError
-from shared.tls import TLS12_CIPHERS
 from shared.roles import ROLES, SYSTEM_ADMIN
+from shared.tls import TLS12_CIPHERS
 
 
 def _toplevel_ops():
@@ -121,8 +121,22 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
     return 0
 
 
-def gunicorn_argv(layer_name: str, config) -> list[str]:
-    """The gunicorn command line serving one layer as its config says."""
+# The folder holding SIVR's top-level packages (daemons, shared, ...): site-packages, or the
+# source tree of an editable install.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list[str]:
+    """The gunicorn command line serving one layer as its config says.
+
+    `listen_fd`: an inherited socket, already bound to the config's address, to serve on instead
+    of binding it again (how `sivr demo` and the tests start layers without a port race).
+
+    Nothing depends on the folder the daemon is started from: `-P` keeps Python from putting it
+    first on the import path, and gunicorn, which inserts its starting folder there too (before
+    it reads --chdir), is started in PACKAGE_ROOT by cmd_serve. A folder named `shared` where an
+    operator happens to stand would otherwise shadow SIVR's own `shared` package.
+    """
     server = config["server"]
     workers = server["workers"]
     if layer_name == "render" and workers != 1:
@@ -130,10 +144,16 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         print(f"sivr: {config.source}: a render node runs one worker (server.workers = {workers} ignored); "
               "use server.threads for concurrency", file=sys.stderr)
         workers = 1
+    if listen_fd is not None:
+        bind = f"fd://{listen_fd}"
+    elif ":" in server["host"]:
+        bind = f"[{server['host']}]:{server['port']}"
+    else:
+        bind = f"{server['host']}:{server['port']}"
     argv = [
-        sys.executable, "-m", "gunicorn",
-        "--bind", f"[{server['host']}]:{server['port']}" if ":" in server["host"]
-        else f"{server['host']}:{server['port']}",
+        sys.executable, "-P", "-m", "gunicorn",
+        "--chdir", str(PACKAGE_ROOT),
+        "--bind", bind,
         "--workers", str(workers),
         "--worker-class", "daemons.gunicorn_worker.ThreadWorker",
         "--threads", str(server["threads"]),
@@ -155,8 +175,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
-    argv = gunicorn_argv(args.layer, config)
+    argv = gunicorn_argv(args.layer, config, args.listen_fd)
     sys.stdout.flush()
+    os.chdir(PACKAGE_ROOT)  # every path in the config is absolute by now
+    os.environ["PWD"] = str(PACKAGE_ROOT)  # gunicorn takes its starting folder from $PWD
     os.execv(argv[0], argv)
     return 0  # not reached: exec replaces this process
 
@@ -246,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve one layer under gunicorn with TLS")
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
+    p.add_argument("--listen-fd", type=int, metavar="FD",
+                   help="serve on this inherited socket, already bound to the config's address")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")

@@ -19,7 +19,6 @@ from shared.roles import ADMIN_ROLES
 from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
 
-
 AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "object_id", "action", "since", "until",
                            "limit", "offset"})
 
@@ -82,7 +81,8 @@ def record_audit(
     )
 
 
-def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
+def audit_to_json(entry: Any) -> dict[str, Any]:
+    """An audit row of any layer (each layer makes its own model with these fields)."""
     return {
         "id": entry.id,
         "at": iso_utc(entry.at),

@@ -8,9 +8,10 @@ is documented with its default.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -106,9 +107,10 @@ def build_config(
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: `{section}` must be a [section] table")
         for name, value in body.items():
-            key = declared.get((section, name))
-            if key is None:
+            found = declared.get((section, name))
+            if found is None:
                 raise ConfigError(f"{where}: unknown key `{section}.{name}`")
+            key = found
             value = _coerce(key, value, where)
             if key.is_path and value and source is not None:
                 value = ([str((source.parent / item).resolve()) for item in value] if isinstance(value, list)

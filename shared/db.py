@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import peewee
 from flask import Flask
@@ -34,15 +35,16 @@ def new_id() -> str:
 
 def utcnow() -> dt.datetime:
     """Naive UTC time, stored the same way on every database."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def connect_database(url: str) -> peewee.Database:
     """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
-    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs
-    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True)
+    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs;
+    # the driver is psycopg 3 (peewee would take psycopg2 first if a host happens to have it)
+    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True, prefer_psycopg3=True)
 
 
 class SchemaVersion(peewee.Model):

@@ -62,10 +62,10 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
     logging.getLogger().setLevel(config["log"]["level"].upper())
     register_error_handlers(app)
     if verifies_tokens:

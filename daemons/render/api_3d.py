@@ -20,7 +20,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
@@ -38,8 +39,8 @@ from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster, default_window
 from shared.auth import require_auth
-from shared.roles import ROLES
 from shared.errors import ApiError
+from shared.roles import ROLES
 from shared.validation import parse_record_id
 
 bp = Blueprint("render_3d", __name__)

@@ -24,8 +24,8 @@ from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
 from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
-from shared.roles import ROLES
 from shared.errors import ApiError, not_found
+from shared.roles import ROLES
 from shared.validation import parse_record_id, query_int
 
 bp = Blueprint("render_frames", __name__)
@@ -132,7 +132,8 @@ def frame(record_id: str, index: int):
         note_view("frame", record_id)
         return not_modified
     if record is None:
-        raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+        raise ApiError(409, "not_loaded",
+                       f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
     if not record.is_ready(index):
         the_node.registry.decode_now(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):

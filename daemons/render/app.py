@@ -106,7 +106,7 @@ def _drain_refused_bodies(app: Flask) -> None:
             try:
                 while request.stream.read(1 << 20):
                     pass
-            except Exception:  # noqa: BLE001 - a client gone or a body over the limit: gunicorn closes
+            except Exception:
                 pass
         return response
 

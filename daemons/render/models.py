@@ -9,6 +9,7 @@ manifest in the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
@@ -20,8 +21,9 @@ from shared.db import database_from_config, upgrade_schema, utcnow
 @dataclass(frozen=True)
 class Models:
     database: peewee.Database
-    StoredRecord: type[peewee.Model]
-    AuditEntry: type[peewee.Model]
+    # classes made per database by make_models: their fields are invisible to a type checker
+    StoredRecord: Any
+    AuditEntry: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:

@@ -19,14 +19,21 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
 from daemons.render.pixels import (
-    GrayParams, LutTable, Modality, Window, gray_lut, lut_supported, value_range,
+    GrayParams,
+    LutTable,
+    Modality,
+    Window,
+    gray_lut,
+    lut_supported,
+    value_range,
 )
 from daemons.render.storage import RecordStore
 
@@ -255,7 +262,7 @@ class _Loader:
                 dataset = None
                 if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
-                    dataset.PixelData  # read the deferred value now: frames are decoded from several threads
+                    _ = dataset.PixelData  # read the deferred value now: frames are decoded from several threads
                 cached = self._file_cache[file_index] = (raw, dataset)
             return cached
 

@@ -55,7 +55,7 @@ def test_serve_reports_ready_from_the_main_process(tmp_path, layer):
             while not any(b"READY=1" in m for m, _ in messages):
                 try:
                     messages.append(_receive_notification(sock))
-                except socket.timeout:
+                except TimeoutError:
                     pytest.fail(f"no READY=1 within 90 s (exit code {process.poll()})")
         finally:
             os.killpg(process.pid, signal.SIGTERM)

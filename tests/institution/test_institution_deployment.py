@@ -18,10 +18,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemons.demo import ApiClient
+from daemons.demo import ApiClient, start_deployment
 from shared.tokens import TokenIssuer, load_private_key, normalize_audience
-from daemons.demo import start_deployment
-
 
 pytestmark = pytest.mark.slow
 
