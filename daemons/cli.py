@@ -11,6 +11,7 @@ import getpass
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from daemons.layers import LAYER_NAMES, get_layer
@@ -127,7 +128,7 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
         "--graceful-timeout", "10",
-        "--access-logfile", "-",
+        "--config", "python:daemons.gunicorn_conf",  # JSON error log; the app writes the access lines
         "--error-logfile", "-",
         "--log-level", config["log"]["level"],
         "--name", f"sivr-{layer_name}",
@@ -143,6 +144,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
     argv = gunicorn_argv(args.layer, config)
+    if args.layer != "render" and config["server"]["workers"] > 1:
+        # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix=f"sivr-{args.layer}-metrics-", dir=os.environ.get("XDG_RUNTIME_DIR"))
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 0  # not reached: exec replaces this process

@@ -15,7 +15,7 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import model_base, new_id, upgrade_from_config, utcnow
+from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -119,6 +119,10 @@ MODELS: tuple[type[peewee.Model], ...] = (
 )
 
 
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 def name_search_key(text: str) -> str:
     """Case- and accent-insensitive form of a name, the same on every database.
 
@@ -132,4 +136,4 @@ def name_search_key(text: str) -> str:
 
 def upgrade(config: Config) -> int:
     """Create or upgrade the toplevel schema in `database.url`; returns the schema version."""
-    return upgrade_from_config(config, "toplevel", MODELS)
+    return upgrade_from_config(config, "toplevel", MODELS, MIGRATIONS)
