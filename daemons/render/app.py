@@ -14,6 +14,7 @@ from flask import Flask
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.image_cache import ImageCache
+from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
@@ -103,6 +104,7 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
+    install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     _close_after_request(app, database)
     add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))
