@@ -1,7 +1,7 @@
 """`sivr`: the one command for everything an operator does.
 
 init (keys, CA, certificates, configs) · db upgrade · institution add · user add · serve a layer
-under gunicorn with TLS · demo (the whole system on loopback with demo data) · admin (the console).
+under gunicorn with TLS · ready (is an instance ready to serve) · demo (the whole system on loopback with demo data) · admin (the console).
 """
 
 from __future__ import annotations
@@ -153,6 +153,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached: exec replaces this process
 
 
+def cmd_ready(args: argparse.Namespace) -> int:
+    from daemons.readiness import wait_ready
+
+    ready, message = wait_ready(get_layer(args.layer).load_config(args.config), args.wait)
+    print(f"{args.layer}: {message}", file=sys.stdout if ready else sys.stderr)
+    return 0 if ready else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemons.demo import run_demo
 
@@ -233,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")
+    p.add_argument("layer", choices=LAYER_NAMES)
+    p.add_argument("--config", required=True)
+    p.add_argument("--wait", type=float, default=0, help="keep asking for up to this many seconds")
+    p.set_defaults(func=cmd_ready)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")
     p.add_argument("--state-dir", default=".sivr-demo")
