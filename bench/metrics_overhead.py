@@ -146,7 +146,7 @@ def main() -> None:
                     with metrics_removed(app) if variant == "without" else contextlib.nullcontext():
                         timings[variant].append(run(client, headers, urls(path)))
             with_us, without_us = (statistics.median(timings[k]) for k in ("with", "without"))
-            paired = statistics.median(w / wo for w, wo in zip(timings["with"], timings["without"]))
+            paired = statistics.median(w / wo for w, wo in zip(timings["with"], timings["without"], strict=True))
             print(f"{path:>9}: {without_us:8.1f} µs CPU without metrics, {with_us:8.1f} µs with "
                   f"(medians; median of paired rounds {(paired - 1) * 100:+.1f} %), "
                   f"{per_round * args.rounds} requests each")

@@ -78,7 +78,7 @@ def record_audit(
         client_ip=client_address(),
         detail=detail[:2000],
     )
-    export_entry(audit_to_json(entry))
+    export_entry(model, entry)
 
 
 def audit_to_json(entry: peewee.Model) -> dict[str, Any]:

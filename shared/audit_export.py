@@ -32,7 +32,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+import peewee
+from flask import Flask, Response, current_app, g
 
 from shared.config import Config, ConfigError
 
@@ -197,13 +198,42 @@ class SyslogExporter:
 def install_audit_export(app: Flask, config: Config) -> None:
     """Start the export when `audit.syslog` is set; `shared.audit.record_audit` then sends each entry."""
     url = config["audit"]["syslog"]
-    if url:
-        app.extensions[EXPORT_EXTENSION] = SyslogExporter(url, config.layer, config["audit"]["syslog_ca"],
-                                                          str(config.source or "<config>"))
+    if not url:
+        return
+    exporter = SyslogExporter(url, config.layer, config["audit"]["syslog_ca"], str(config.source or "<config>"))
+    app.extensions[EXPORT_EXTENSION] = exporter
+
+    @app.after_request
+    def _export_committed(response: Response) -> Response:
+        # after_request runs before the teardown that closes the request's database connection
+        _send_committed(exporter)
+        return response
 
 
-def export_entry(entry: dict[str, Any]) -> None:
-    """Send an entry of the current app's audit log, if the app exports its audit log."""
+def _as_json(row: peewee.Model) -> dict[str, Any]:
+    from shared.audit import audit_to_json  # shared.audit calls export_entry: imported when used
+
+    return audit_to_json(row)
+
+
+def export_entry(model: type[peewee.Model], row: peewee.Model) -> None:
+    """Send a just-written audit row, if the current app exports its audit log.
+
+    A row written inside a transaction is sent only after the view returned, and only if it is
+    then in the database: an action rolled back was not done, and the central copy must not say
+    it was.
+    """
     exporter: SyslogExporter | None = current_app.extensions.get(EXPORT_EXTENSION)
-    if exporter is not None:
-        exporter.send(entry)
+    if exporter is None:
+        return
+    if model._meta.database.in_transaction():
+        g.setdefault("audit_deferred", []).append((model, row.id))
+    else:
+        exporter.send(_as_json(row))
+
+
+def _send_committed(exporter: SyslogExporter) -> None:
+    for model, entry_id in g.pop("audit_deferred", []):
+        row = model.get_or_none(model.id == entry_id)
+        if row is not None:
+            exporter.send(_as_json(row))

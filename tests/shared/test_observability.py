@@ -309,3 +309,38 @@ def test_a_syslog_server_that_comes_back_gets_the_entries_queued_meanwhile():
 def test_a_bad_syslog_url_stops_the_start(make_app):
     with pytest.raises(ConfigError, match="audit.syslog"):
         make_app(audit={"syslog": "http://logs.example:514"})
+
+
+def test_only_committed_audit_entries_are_exported(make_app, tmp_path):
+    """An entry written in a transaction that rolls back was never an action: it is not sent."""
+    from shared.audit import make_audit_model, record_audit
+    from shared.errors import ApiError
+
+    listener = Listener("udp")
+    db = connect_database(f"sqlite:///{tmp_path}/audit.db")
+    model = make_audit_model(db)
+    db.create_tables([model])
+    app = make_app(audit={"syslog": listener.url})
+
+    @app.post("/act/<outcome>")
+    def act(outcome: str):
+        with db.atomic():
+            record_audit(model, f"thing.{outcome}", "thing", user_id="u", username="someone")
+            if outcome == "refused":
+                raise ApiError(409, "conflict", "rolled back")
+        record_audit(model, "thing.after", "thing", user_id="u", username="someone")  # autocommitted
+        return {"ok": True}
+
+    try:
+        client = app.test_client()
+        assert client.post("/act/refused").status_code == 409
+        assert client.post("/act/update").status_code == 200
+        exporter = app.extensions["sivr_audit_export"]
+        assert exporter.flush(10)
+        wait_for(lambda: len(listener.received) >= 2)
+        actions = sorted(sd_params(RFC5424.match(m)["sd"])["action"] for m in listener.received)
+        assert actions == ["thing.after", "thing.update"]
+        assert model.select().count() == 2
+    finally:
+        listener.close()
+        db.close()
