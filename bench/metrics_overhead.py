@@ -9,7 +9,7 @@ alternating rounds (alternating which goes first) so that drift on a shared mach
 - rendered: every request a new window, so each one renders and encodes a PNG.
 The JSON access line is written in both variants (to /dev/null), so the difference is the metrics.
 
-    python -m bench.metrics_overhead [--requests 3000] [--rounds 30]
+    python -m bench.metrics_overhead [--requests 6000] [--rounds 60]
 """
 
 from __future__ import annotations
@@ -91,13 +91,13 @@ def metrics_removed(app):
 
 
 def run(client, headers, urls: list[str]) -> float:
-    """Mean CPU microseconds of this process per request (wall time on a shared machine is mostly
+    """Mean CPU microseconds of this thread per request (wall time on a shared machine is mostly
     other processes' queueing; the requests run in this thread and the loader is idle)."""
-    started = time.process_time()
+    started = time.thread_time()
     for url in urls:
         reply = client.get(url, headers=headers)
         assert reply.status_code == 200, reply.status_code
-    return (time.process_time() - started) / len(urls) * 1e6
+    return (time.thread_time() - started) / len(urls) * 1e6
 
 
 def direct_cost_us(app, calls: int = 20000) -> float:
@@ -118,8 +118,8 @@ def direct_cost_us(app, calls: int = 20000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000, help="requests per path and variant")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--requests", type=int, default=6000, help="requests per path and variant")
+    parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         app, client, headers, record_id = build_node(Path(folder))
@@ -147,8 +147,8 @@ def main() -> None:
                         timings[variant].append(run(client, headers, urls(path)))
             with_us, without_us = (statistics.median(timings[k]) for k in ("with", "without"))
             paired = statistics.median(w / wo for w, wo in zip(timings["with"], timings["without"], strict=True))
-            print(f"{path:>9}: {without_us:8.1f} µs CPU without metrics, {with_us:8.1f} µs with "
-                  f"(medians; median of paired rounds {(paired - 1) * 100:+.1f} %), "
+            print(f"{path:>9}: {without_us:8.1f} µs CPU without metrics, {with_us:8.1f} µs with (medians); "
+                  f"median of paired rounds {(paired - 1) * 100:+.1f} %; "
                   f"{per_round * args.rounds} requests each")
 
 

@@ -211,7 +211,9 @@ def install_audit_export(app: Flask, config: Config) -> None:
 
 
 def _as_json(row: peewee.Model) -> dict[str, Any]:
-    from shared.audit import audit_to_json  # shared.audit calls export_entry: imported when used
+    from shared.audit import (
+        audit_to_json,  # shared.audit calls export_entry: imported when used
+    )
 
     return audit_to_json(row)
 
