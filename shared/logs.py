@@ -95,11 +95,12 @@ def install_request_logging(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = current_request_id() or ""
         identity = g.get("identity")
         elapsed = request_elapsed_s()
+        route = request_route()
         access_log.info(
-            "%s %s %s", request.method, request_route(), response.status_code,
+            "%s %s %s", request.method, route, response.status_code,
             extra={
                 "method": request.method,
-                "route": request_route(),
+                "route": route,
                 "status": response.status_code,
                 "duration_ms": None if elapsed is None else round(elapsed * 1000, 2),
                 "user_id": getattr(identity, "user_id", None),
