@@ -27,16 +27,19 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.encode import FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
+from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
+from daemons.render.view_audit import note_view
 from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
-from daemons.render.volume.raycast import RayCaster
+from daemons.render.volume.raycast import RayCaster, default_window
 from shared.auth import require_auth
+from shared.roles import ROLES
 from shared.errors import ApiError
 from shared.validation import parse_record_id
 
@@ -291,11 +294,10 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
 
 
 def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
-                    labels: dict[str, str]) -> Response:
-    """The image; `X-Orientation` names the patient direction at each edge
-    (e.g. `top=S,right=L,bottom=I,left=R`) so a viewer can label it without knowing our camera."""
-    response = Response(encoded[0], mimetype=encoded[1])
-    response.headers["X-Orientation"] = ",".join(f"{edge}={label}" for edge, label in labels.items())
+                    labels: dict[str, str] | None, window: Window | None = None) -> Response:
+    """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
+    edges without knowing our camera, and drags the window from the one shown."""
+    response = describe_image(Response(encoded[0], mimetype=encoded[1]), labels, window)
     response.headers["Cache-Control"] = cache
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
     if etag is not None:
@@ -310,7 +312,7 @@ def _etag(*parts: Any) -> str:
 # --- endpoints --------------------------------------------------------------------------------
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def mpr(record_id: str, plane: str, index: int) -> Response:
     """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
     (for an axial series the axial index is the frame index)."""
@@ -334,15 +336,18 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
+        note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
         volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
+    note_view("mpr", record_id)
+    labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
-                           plane_labels(volume.geometry, layout))
+                           labels, window or default_window(volume))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
@@ -378,12 +383,16 @@ def volume(record_id: str) -> Response:
     if quality == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
+            note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
                                                                 _modality(record)), fmt, image_quality,
                        "volume")
+    note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
-    return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
+    labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
+    return _image_response(encoded, started, cache, etag, labels,
+                           None if mode == "dvr" else window or default_window(volume_data))
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,
