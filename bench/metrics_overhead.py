@@ -31,9 +31,10 @@ from daemons.render.app import create_app
 from daemons.render.models import upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
-from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, generate_signing_keypair, load_private_key
 
 SIZE = 512
+AUDIENCE = "https://render.bench:5003"
 FRAMES = 8
 
 
@@ -53,7 +54,7 @@ def build_node(root: Path):
     generate_signing_keypair(root / "t.pem", root / "t.pub")
     institution = str(uuid.uuid4())
     config = build_config("render", KEYS, {
-        "tokens": {"public_key": str(root / "t.pub")},
+        "tokens": {"public_key": str(root / "t.pub"), "audience": AUDIENCE},
         "database": {"url": f"sqlite:///{root}/render.db"},
         "node": {"institution_id": institution},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
@@ -61,7 +62,7 @@ def build_node(root: Path):
     })
     upgrade(config)
     app = create_app(config)
-    issuer = TokenIssuer(load_private_key(root / "t.pem"), "sivr-toplevel", "sivr", 3600)
+    issuer = TokenIssuer(load_private_key(root / "t.pem"), "sivr-toplevel", AUDIENCE, MAX_EXCHANGED_TTL_S)
     token, _ = issuer.issue(str(uuid.uuid4()), "bench", "physician", institution)
     headers = {"Authorization": f"Bearer {token}"}
     client = app.test_client()

@@ -51,6 +51,7 @@ _ATNA_EVENTS = {
     "login": ("110114", "E"),  # User Authentication
     "logout": ("110114", "E"),
     "read": ("110110", "R"),  # Patient Record
+    "view": ("110110", "R"),  # images of a record shown (render nodes' record.view)
     "list": ("110112", "E"),  # Query
     "search": ("110112", "E"),
     "create": ("110110", "C"),

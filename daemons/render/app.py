@@ -27,6 +27,7 @@ from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from daemons.render.webp_effort import WebpEffort
 from shared.audit import audit_blueprint
+from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
 from shared.db import database_from_config, schema_target, upgrade_schema
@@ -145,7 +146,9 @@ def create_app(config: Config) -> Flask:
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
-    install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))
+    exporter = app.extensions.get(EXPORT_EXTENSION)  # the central syslog, when audit.syslog names one
+    install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"]),
+                                      exporter.send if exporter is not None else None))
     _close_after_request(app, database)
     _drain_refused_bodies(app)
     add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))

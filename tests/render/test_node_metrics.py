@@ -66,3 +66,27 @@ def test_readyz_names_a_store_or_key_that_went_away(node):
     assert "store.key" in checks["store_key"] and "does not exist" in checks["store"]
     assert checks["database"] == "ok"
     assert node.client.get("/healthz").status_code == 200
+
+
+def test_image_views_reach_the_central_syslog_after_each_flush(make_node):
+    """The node's `record.view` entries (written by its background flush) are exported too."""
+    from tests.shared.test_observability import RFC5424, Listener, sd_params, wait_for
+
+    listener = Listener("udp")
+    node = make_node(audit__syslog=listener.url)
+    try:
+        record_id = loaded_record(node, frames=2)
+        headers = node.headers()
+        for index in (0, 1, 0):
+            assert node.client.get(f"/api/v1/records/{record_id}/frames/{index}", headers=headers).status_code == 200
+        node.app.extensions["sivr_view_audit"].flush()
+        node.app.extensions["sivr_audit_export"].flush(10)
+        wait_for(lambda: any(b" record.view " in m for m in listener.received))
+        views = [sd_params(RFC5424.match(m)["sd"]) for m in listener.received if b" record.view " in m]
+        assert views[-1]["object_id"] == record_id and views[-1]["event_id"] == "110110"
+        assert '"frame": 3' in RFC5424.match([m for m in listener.received if b" record.view " in m][-1])["msg"].decode()
+        actions = {sd_params(RFC5424.match(m)["sd"])["action"] for m in listener.received}
+        assert {"record.upload", "record.load", "record.view"} <= actions
+    finally:
+        node.registry.shutdown()
+        listener.close()

@@ -38,7 +38,7 @@ def make_app(tmp_path):
     generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
 
     def make(**sections):
-        values = {"tokens": {"public_key": str(tmp_path / "k.pub")}, **sections}
+        values = {"tokens": {"public_key": str(tmp_path / "k.pub"), "audience": "https://web.test"}, **sections}
         app = create_base_app(__name__, build_config("web", (), values))
 
         @app.get("/things/<int:thing_id>")
@@ -204,7 +204,7 @@ def test_an_audit_entry_is_one_rfc5424_message_with_its_fields_as_structured_dat
     ("auth.login", ("110114", "E")), ("auth.login_failed", ("110114", "E")), ("record.upload", ("110104", "C")),
     ("record.upload_again", ("110104", "C")), ("patient.delete", ("110105", "D")),
     ("user.password_change", ("110137", "U")), ("record.original", ("110106", "R")),
-    ("finding.link", ("110110", "U")), ("institution.something_new", ("110100", "E")),
+    ("finding.link", ("110110", "U")), ("record.view", ("110110", "R")), ("institution.something_new", ("110100", "E")),
 ])
 def test_actions_map_to_dicom_audit_events(action, expected):
     assert atna_event(action) == expected
