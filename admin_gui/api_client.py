@@ -38,11 +38,12 @@ REMOTE_SESSION_ENDING_CODES = frozenset({"token_expired", "session_expired"})
 class ApiError(Exception):
     """A call failed; `message` is for people, `code` and `status` for the program."""
 
-    def __init__(self, message: str, code: str = "error", status: int = 0):
+    def __init__(self, message: str, code: str = "error", status: int = 0, request_id: str | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        self.request_id = request_id  # the server's X-Request-Id: IT finds the request's log lines with it
 
 
 class ServerUnreachable(ApiError):
@@ -184,10 +185,13 @@ class ApiClient:
         if (response.status_code == 429 and response.headers.get("Retry-After")
                 and "try again" not in message):
             message += f" (try again in {response.headers['Retry-After']} s)"
+        request_id = (error or {}).get("request_id") or response.headers.get("X-Request-Id")
+        if response.status_code >= 500 and request_id:
+            message += f" (request id {request_id})"  # what the admin quotes to IT
         ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
         if response.status_code == 401 and code in ending:
-            raise SessionEnded(message, code, 401)
-        raise ApiError(message, code, response.status_code)
+            raise SessionEnded(message, code, 401, request_id)
+        raise ApiError(message, code, response.status_code, request_id)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)

@@ -1,7 +1,7 @@
 """`sivr`: the one command for everything an operator does.
 
 init (keys, CA, certificates, configs) · db upgrade · institution add · user add · serve a layer
-under gunicorn with TLS · demo (the whole system on loopback with demo data) · admin (the console).
+under gunicorn with TLS · ready (is an instance ready to serve) · demo (the whole system on loopback with demo data) · admin (the console).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import getpass
 import importlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from daemons.layers import LAYER_NAMES, get_layer
@@ -160,7 +161,7 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
         "--graceful-timeout", "10",
-        "--access-logfile", "-",
+        "--config", "python:daemons.gunicorn_conf",  # JSON error log; the app writes the access lines
         "--error-logfile", "-",
         "--log-level", config["log"]["level"],
         "--name", f"sivr-{layer_name}",
@@ -176,11 +177,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
     argv = gunicorn_argv(args.layer, config, args.listen_fd)
+    if args.layer != "render" and config["server"]["workers"] > 1:
+        # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix=f"sivr-{args.layer}-metrics-", dir=os.environ.get("XDG_RUNTIME_DIR"))
     sys.stdout.flush()
     os.chdir(PACKAGE_ROOT)  # every path in the config is absolute by now
     os.environ["PWD"] = str(PACKAGE_ROOT)  # gunicorn takes its starting folder from $PWD
     os.execv(argv[0], argv)
     return 0  # not reached: exec replaces this process
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    from daemons.readiness import wait_ready
+
+    ready, message = wait_ready(get_layer(args.layer).load_config(args.config), args.wait)
+    print(f"{args.layer}: {message}", file=sys.stdout if ready else sys.stderr)
+    return 0 if ready else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -271,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-fd", type=int, metavar="FD",
                    help="serve on this inherited socket, already bound to the config's address")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")
+    p.add_argument("layer", choices=LAYER_NAMES)
+    p.add_argument("--config", required=True)
+    p.add_argument("--wait", type=float, default=0, help="keep asking for up to this many seconds")
+    p.set_defaults(func=cmd_ready)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")
     p.add_argument("--state-dir", default=".sivr-demo")

@@ -302,12 +302,12 @@ class LocalDeployment:
                     + self.log_path(instance.name).read_text(errors="replace")[-4000:]
                 )
             try:
-                if requests.get(f"{instance.url}/healthz", verify=self.ca_cert, timeout=2).ok:
+                if requests.get(f"{instance.url}/readyz", verify=self.ca_cert, timeout=2).ok:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{instance.name} did not answer /healthz within {timeout_s} s")
+        raise TimeoutError(f"{instance.name} was not ready (/readyz) within {timeout_s} s")
 
     def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name, None)

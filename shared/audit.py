@@ -12,6 +12,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify, request
 
+from shared.audit_export import export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, utcnow
 from shared.errors import ApiError
@@ -65,11 +66,12 @@ def record_audit(
     user_id: str | None = None,
     username: str | None = None,
 ) -> None:
-    """Write one entry for the current request; `user_id`/`username` override for logins."""
+    """Write one entry for the current request (and export it, when configured); `user_id`/`username`
+    override for logins."""
     if user_id is None or username is None:
         identity = current_identity()
         user_id, username = identity.user_id, identity.username
-    model.create(
+    entry = model.create(
         user_id=user_id,
         username=username,
         action=action,
@@ -79,6 +81,7 @@ def record_audit(
         client_ip=client_address(),
         detail=detail[:2000],
     )
+    export_entry(model, entry)
 
 
 def audit_to_json(entry: Any) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def connect_database(url: str) -> peewee.Database:
     return connect(url, autoconnect=True, unquote_user=True, unquote_password=True, prefer_psycopg3=True)
 
 
+def schema_target(migrations: Sequence[Migration]) -> int:
+    """The schema version a layer's code works with: 1 (tables as created) plus one per migration."""
+    return len(migrations) + 1
+
+
 class SchemaVersion(peewee.Model):
     """Which schema version each layer's tables are at (one row per layer)."""
 
@@ -74,7 +79,7 @@ def upgrade_schema(
         row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
         if row is None:
             db.create_tables(list(models), safe=True)
-            target = len(migrations) + 1
+            target = schema_target(migrations)
             SchemaVersion.create(layer=layer, version=target)
             return target
         for index, migration in enumerate(migrations, start=1):
@@ -125,11 +130,11 @@ def run_exclusive(db: peewee.Database | peewee.DatabaseProxy, name: str, work: C
 
 
 def bind_per_request(app: Flask, db: peewee.Database) -> None:
-    """Open the connection for each request and always close it afterwards."""
+    """Close the request's connection after it, always; it opens on the first query (autoconnect).
 
-    @app.before_request
-    def _open() -> None:
-        db.connect(reuse_if_open=True)
+    Nothing is opened up front, so requests that never query (`/healthz`, `/metrics`) still answer
+    while the database is down, and `/readyz` can say that it is.
+    """
 
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:

@@ -15,7 +15,7 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import database_from_config, upgrade_schema, utcnow
+from shared.db import Migration, database_from_config, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,15 @@ def make_models(database: peewee.Database) -> Models:
     return Models(database, StoredRecord, make_audit_model(database))
 
 
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 def upgrade(config: Config) -> int:
     """Create or upgrade the node's tables; returns the schema version."""
     database = database_from_config(config)
     models = make_models(database)
     try:
-        return upgrade_schema(database, "render", models.all)
+        return upgrade_schema(database, "render", models.all, MIGRATIONS)
     finally:
         database.close()

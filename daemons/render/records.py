@@ -272,6 +272,11 @@ class _Loader:
             if self._file_left[file_index] <= 0:
                 self._file_cache.pop(file_index, None)
 
+    def queued(self) -> int:
+        """Frames no thread has started to decode yet."""
+        with self._lock:
+            return int(self.record.frames_total - self._taken.sum())
+
     def take(self, index: int) -> bool:
         """Claim frame `index` for the caller to decode; False if a loader thread has it already."""
         with self._lock:
@@ -389,6 +394,10 @@ class RecordRegistry:
 
     def loaded_count(self) -> int:
         return len(self._records)
+
+    def queued_frames(self) -> int:
+        """Frames waiting in every loader's queue: how far decoding is behind the loads asked for."""
+        return sum(loader.queued() for loader in list(self._loaders.values()))
 
     def shutdown(self) -> None:
         for record_id in list(self._records):
