@@ -9,16 +9,16 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UV_VERSION=0.13.9
-INDEX=https://pypi.org/simple
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# Only PyPI: a host's pip or uv configuration (mirrors, local wheel folders) must not leak in.
+# Only the public index (pip's and uv's default): a host's pip or uv configuration
+# (mirrors, local wheel folders) must not leak in.
 unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_CONSTRAINT PIP_NO_INDEX \
     UV_INDEX UV_INDEX_URL UV_DEFAULT_INDEX UV_EXTRA_INDEX_URL UV_FIND_LINKS UV_CONSTRAINT
 export PIP_CONFIG_FILE=/dev/null
 python3 -m venv "$work/uv"
-"$work/uv/bin/python" -m pip install -q --disable-pip-version-check --index-url "$INDEX" "uv==$UV_VERSION"
+"$work/uv/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 
 # The build back end is locked too: the installers build SIVR with --no-build-isolation.
 build_requires=$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' \
@@ -31,7 +31,7 @@ lock() {  # lock NAME EXTRA... [-- UV_ARGUMENTS]
     (($#)) && shift
     args+=("$@")
     echo "locking requirements/$name.txt (${args[*]})"
-    (cd "$repo" && "$work/uv/bin/uv" pip compile --no-config --quiet --index-url "$INDEX" \
+    (cd "$repo" && "$work/uv/bin/uv" pip compile --no-config --quiet \
         --universal --python-version 3.11 --generate-hashes \
         --custom-compile-command "installers/update-lock.sh" \
         "${args[@]}" pyproject.toml - -o "requirements/$name.txt" "${UV_ARGS[@]}" <<<"$build_requires")
