@@ -10,8 +10,8 @@ institution server, a render node) that shares the same session, so a background
 every screen at once. Only the toplevel receives the session token: a client for another server
 sends a short-lived token that the toplevel exchanged for that server's URL alone
 (`shared.token_client.AudienceTokens`, shared by all clients of one session), and retries once
-with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads, hence one `requests.Session` per
-thread (a Session is not documented as thread-safe).
+with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads,
+hence one `requests.Session` per thread (a Session is not documented as thread-safe).
 """
 
 from __future__ import annotations

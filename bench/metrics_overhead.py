@@ -122,11 +122,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6000, help="requests per path and variant")
     parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, open("/dev/null", "w") as dev_null:
         app, client, headers, record_id = build_node(Path(folder))
         for handler in logging.getLogger().handlers:  # the JSON lines are still formatted, then dropped
             if isinstance(handler, logging.StreamHandler):
-                handler.setStream(open("/dev/null", "w"))
+                handler.setStream(dev_null)
         per_round = args.requests // args.rounds
         base = f"/api/v1/records/{record_id}/frames"
         counter = iter(range(10**9))

@@ -1,7 +1,8 @@
 """`sivr`: the one command for everything an operator does.
 
 init (keys, CA, certificates, configs) · db upgrade · institution add · user add · serve a layer
-under gunicorn with TLS · ready (is an instance ready to serve) · demo (the whole system on loopback with demo data) · admin (the console).
+under gunicorn with TLS · ready (is an instance ready to serve) · demo (the whole system on loopback
+with demo data) · admin (the console).
 """
 
 from __future__ import annotations

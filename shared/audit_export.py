@@ -96,7 +96,8 @@ def format_message(entry: dict[str, Any], layer: str, hostname: str | None = Non
     """One RFC 5424 message for an audit entry (as `shared.audit.audit_to_json` returns it)."""
     event_id, event_action = atna_event(entry["action"])
     params = {
-        "id": entry["id"], "at": entry["at"], "layer": layer, "action": entry["action"], "outcome": atna_outcome(entry["action"]),
+        "id": entry["id"], "at": entry["at"], "layer": layer, "action": entry["action"],
+        "outcome": atna_outcome(entry["action"]),
         "user_id": entry["user_id"], "username": entry["username"], "client_ip": entry["client_ip"],
         "object_type": entry["object_type"], "object_id": entry["object_id"], "patient_id": entry["patient_id"],
         "event_id": event_id, "event_action": event_action,

@@ -63,7 +63,8 @@ SCHEMAS = {
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "slice_thickness": {"type": ["number", "null"]},
-        "stack_direction": {"type": ["string", "null"], "description": "patient direction the frame index runs towards"},
+        "stack_direction": {"type": ["string", "null"],
+                            "description": "patient direction the frame index runs towards"},
         "slices": {"type": "array", "description": "per frame, in record order (GET of one record only)",
                    "items": {"type": "object", "properties": {
                        "instance": {"type": ["integer", "null"]},

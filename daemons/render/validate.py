@@ -486,7 +486,8 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
-        raise UploadError(422, "unreadable", f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+        raise UploadError(422, "unreadable",
+                          f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
 
 
 def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
@@ -501,7 +502,8 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
                           f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
     total = sum(len(raw) for _, raw in uploads)
     if total > limits.max_upload_bytes:
-        raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
+        raise UploadError(413, "over_limits",
+                          f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
 
 
 def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:

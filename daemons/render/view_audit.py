@@ -2,7 +2,8 @@
 
 A viewer scrolling a series asks for hundreds of slices a minute; an entry per image would bury
 the log and put a database write on the node's hot path. So an image request (frame, reformat,
-3D view, and the load status a viewer polls while loading) only counts in memory, keyed by (user, record, token session `sid`), and a background
+3D view, and the load status a viewer polls while loading) only counts in memory, keyed by (user,
+record, token session `sid`), and a background
 thread writes the counts every `audit.flush_s` seconds: it inserts the stream's row the first
 time and updates that same row afterwards (`action` `record.view`, `at` the first image, `detail`
 a JSON object with the counts per kind and the first/last times). `close` writes what is pending

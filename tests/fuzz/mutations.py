@@ -160,6 +160,7 @@ def make_case(rng: random.Random, seeds: list[tuple[str, bytes]], number: int) -
     if rng.random() < 0.1:
         other_name, other = rng.choice(seeds)
         return Case("mixed-series", [(f"{number}-{name}", _fresh_uids(data)),
-                                     (f"{number}-{other_name}", byte_flips(rng, other) if rng.random() < 0.5 else other)])
+                                     (f"{number}-{other_name}",
+                                      byte_flips(rng, other) if rng.random() < 0.5 else other)])
     kind = rng.choice(sorted(MUTATIONS))
     return Case(kind, [(f"{number}-{kind}-{name}", MUTATIONS[kind](rng, _fresh_uids(data)))])

@@ -87,7 +87,8 @@ def _render_everything(session, url: str, record_id: str, frames: int, findings:
     for index in range(frames):
         reply, elapsed = _timed(session, "GET", f"{url}/api/v1/records/{record_id}/frames/{index}")
         if reply.status_code != 200 or elapsed > REQUEST_LIMIT_S:
-            findings.append(f"{label}: frame {index} answered {reply.status_code} in {elapsed:.1f} s {reply.text[:200]}")
+            findings.append(f"{label}: frame {index} answered {reply.status_code} in {elapsed:.1f} s "
+                            f"{reply.text[:200]}")
             return
 
 

@@ -115,7 +115,8 @@ def test_probes_metrics_logs_and_audit_export_of_running_daemons(make_deployment
         return [json.loads(line) for line in text.splitlines() if "ops-test-4711" in line]
 
     line = _wait_for(logged, "access line")[0]
-    assert (line["layer"], line["route"], line["status"], line["method"]) == ("toplevel", "/api/v1/patients", 401, "GET")
+    assert ((line["layer"], line["route"], line["status"], line["method"])
+            == ("toplevel", "/api/v1/patients", 401, "GET"))
     lines = (root / "logs" / "toplevel.log").read_text().splitlines()
     assert all(json.loads(text)["layer"] == "toplevel" for text in lines if text.startswith("{"))
     assert any('"logger": "gunicorn.error"' in text for text in lines)  # gunicorn's own lines are JSON too

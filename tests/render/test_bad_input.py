@@ -57,7 +57,7 @@ CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "trun
 
 def _nothing_stored(node) -> None:
     assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 0
-    assert [p for p in (node.root / "store").iterdir()] == []
+    assert list((node.root / "store").iterdir()) == []
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)

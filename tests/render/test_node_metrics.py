@@ -84,7 +84,8 @@ def test_image_views_reach_the_central_syslog_after_each_flush(make_node):
         wait_for(lambda: any(b" record.view " in m for m in listener.received))
         views = [sd_params(RFC5424.match(m)["sd"]) for m in listener.received if b" record.view " in m]
         assert views[-1]["object_id"] == record_id and views[-1]["event_id"] == "110110"
-        assert '"frame": 3' in RFC5424.match([m for m in listener.received if b" record.view " in m][-1])["msg"].decode()
+        last_view = [m for m in listener.received if b" record.view " in m][-1]
+        assert '"frame": 3' in RFC5424.match(last_view)["msg"].decode()
         actions = {sd_params(RFC5424.match(m)["sd"])["action"] for m in listener.received}
         assert {"record.upload", "record.load", "record.view"} <= actions
     finally:

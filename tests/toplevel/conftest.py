@@ -81,7 +81,8 @@ def config(make_config) -> Config:
 
 @dataclass
 class Seed:
-    """Two institutions and a physician in each; `admin` is a system admin of A, `admin_b` the institution admin of B."""
+    """Two institutions and a physician in each; `admin` is a system admin of A, `admin_b` the
+    institution admin of B."""
 
     institution_a: dict[str, Any]
     institution_b: dict[str, Any]
