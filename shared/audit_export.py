@@ -148,7 +148,12 @@ class SyslogExporter:
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued message was handed to the network; True if the queue drained."""
         done = threading.Event()
-        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
+
+        def drain() -> None:
+            self._queue.join()
+            done.set()
+
+        waiter = threading.Thread(target=drain, daemon=True)
         waiter.start()
         return done.wait(timeout_s)
 
@@ -231,7 +236,7 @@ def export_entry(model: type[peewee.Model], row: peewee.Model) -> None:
     if exporter is None:
         return
     if model._meta.database.in_transaction():
-        g.setdefault("audit_deferred", []).append((model, row.id))
+        g.setdefault("audit_deferred", []).append((model, row.get_id()))
     else:
         exporter.send(_as_json(row))
 

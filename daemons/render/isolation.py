@@ -153,6 +153,7 @@ class DecodePool:
         try:
             if worker is None or not worker.process.is_alive():
                 worker = self._replace(worker)
+                assert worker is not None, "decode pool used after close()"
             outcome = self._exchange(worker, function, args)
         except IsolatedFailure:
             worker = self._replace(worker, counted=True)

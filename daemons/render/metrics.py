@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 from flask.blueprints import BlueprintSetupState
+from flask.sansio.app import App
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -31,7 +32,7 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class RenderMetrics:
-    def __init__(self, app: Flask):
+    def __init__(self, app: App):
         registry = app_metrics(app).registry
         self.render_seconds = Histogram(
             "sivr_render_seconds", "Time to compute an image (before encoding): frame (2D), mpr or volume (3D)",

@@ -606,9 +606,9 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
                           "the file is truncated")
-    if element.length != expected + expected % 2:
+    if length != expected + expected % 2:
         raise UploadError(422, "invalid_attribute",
-                          f"{parsed.name}: the pixel data has {element.length} bytes, but Rows x Columns x frames x "
+                          f"{parsed.name}: the pixel data has {length} bytes, but Rows x Columns x frames x "
                           f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
                           f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
 
@@ -645,7 +645,7 @@ def _check_no_duplicates(parsed: ParsedFile) -> None:
     """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?)."""
     raw, ds = parsed.raw, parsed.dataset
     implicit, little = ds.original_encoding
-    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or \
+    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or little is None or \
             str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # no meta group length to find the dataset by, or a deflated body
     stream = io.BytesIO(raw)

@@ -141,7 +141,7 @@ class ViewAudit:
             for start in range(0, len(new), INSERT_BATCH):
                 model.insert_many(new[start:start + INSERT_BATCH]).execute()
             if updates:
-                template, _params = model.update(detail="").where(model.id == "").sql()
+                template, _params = model.update(detail="").where(model._meta.primary_key == "").sql()
                 database.cursor().executemany(template, updates)
         with self._lock:
             for stream, _stored, _detail in rows:
