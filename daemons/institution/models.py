@@ -9,10 +9,11 @@ institution servers may share one database cluster without seeing each other's r
 from __future__ import annotations
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import bind_models, model_base, new_id, upgrade_from_config, utcnow
+from shared.db import Migration, bind_models, model_base, new_id, upgrade_from_config, utcnow
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -26,6 +27,9 @@ class Node(BaseModel):
     url = peewee.CharField(max_length=2048)
     institution_id = peewee.CharField(max_length=36, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # the node's Ed25519 public key (raw, base64) that verifies its upload receipts (shared.receipts);
+    # empty for a node registered before receipts: no record is registered on it until it is set
+    receipt_key = peewee.CharField(max_length=64, default="")
 
     class Meta:
         table_name = "node"
@@ -98,6 +102,20 @@ AuditEntry = make_audit_model(database_proxy)
 MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
 
 
+def _add_node_receipt_key(db: peewee.Database) -> None:
+    """Schema 1 -> 2: nodes carry the public key of their upload receipts.
+
+    Existing nodes get none: records are no longer registered on them (422 node_receipt_key_missing)
+    until an administrator sets the key the node shows at `GET /api/v1/node` (console: Nodes, or
+    `PUT /api/v1/nodes/{id} {"receipt_key": ...}`). Records registered before stay as they are.
+    """
+    migrate(SchemaMigrator.from_database(db).add_column("node", "receipt_key",
+                                                        peewee.CharField(max_length=64, default="")))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key,)
+
+
 def bind_database(config: Config) -> peewee.Database:
     """Connect to the configured database and point every model of this layer at it."""
     return bind_models(database_proxy, config)
@@ -105,4 +123,4 @@ def bind_database(config: Config) -> peewee.Database:
 
 def upgrade(config: Config) -> int:
     """Create or upgrade the institution schema; returns the schema version now in place."""
-    return upgrade_from_config(config, "institution", MODELS)
+    return upgrade_from_config(config, "institution", MODELS, MIGRATIONS)

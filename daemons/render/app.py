@@ -30,8 +30,9 @@ from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
 from shared.db import database_from_config, upgrade_schema
 from shared.errors import ApiError
+from shared.receipts import load_or_create_node_key
 from shared.validation import parse_uuid
-from shared.webapp import create_base_app
+from shared.webapp import create_base_app, layer_audience
 
 
 def _check_config(config: Config) -> None:
@@ -42,6 +43,9 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    if not config["node"]["receipt_key"]:
+        raise ConfigError(f"{where}: node.receipt_key must name the node's Ed25519 receipt key file (created "
+                          "when missing; `sivr init` writes keys/<node>.receipt.pem)")
     decode = config["decode"]
     if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
         raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
@@ -121,6 +125,10 @@ def create_app(config: Config) -> Flask:
     models = make_models(database)
     upgrade_schema(database, "render", models.all)
     store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+    try:
+        receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     with database.connection_context():
         _sync_catalogue(store, models)
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
@@ -133,7 +141,8 @@ def create_app(config: Config) -> Flask:
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
     decoder = DecodePool(IsolationLimits.from_config(config))
-    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder)
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder, receipt_key,
+                          layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
