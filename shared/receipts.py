@@ -20,9 +20,18 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
-from shared.tokens import ALGORITHM, key_id, load_private_key, normalize_audience, write_private_key
+from shared.tokens import (
+    ALGORITHM,
+    key_id,
+    load_private_key,
+    normalize_audience,
+    write_private_key,
+)
 
 #: How long a receipt may be presented for registration after the upload.
 RECEIPT_TTL_S = 900

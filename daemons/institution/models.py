@@ -13,7 +13,14 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import Migration, bind_models, model_base, new_id, upgrade_from_config, utcnow
+from shared.db import (
+    Migration,
+    bind_models,
+    model_base,
+    new_id,
+    upgrade_from_config,
+    utcnow,
+)
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
