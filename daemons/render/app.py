@@ -127,8 +127,8 @@ def create_app(config: Config) -> Flask:
     store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
     try:
         receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    except (ValueError, OSError) as exc:  # not a key, readable by others, or not creatable (read-only keys folder)
+        raise ConfigError(f"node.receipt_key: {exc}") from exc
     with database.connection_context():
         _sync_catalogue(store, models)
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
