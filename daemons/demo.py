@@ -21,7 +21,7 @@ import requests
 
 from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
 from daemons.layers import get_layer
-from shared.roles import SYSTEM_ADMIN
+from shared.roles import PHYSICIAN, SYSTEM_ADMIN
 from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
     }
     admin_ops.create_user(config, "admin", users["admin"]["password"], SYSTEM_ADMIN, institution_id,
                           "Demo Administrator")
-    admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
+    admin_ops.create_user(config, "dr.house", users["physician"]["password"], PHYSICIAN,
                           institution_id, "Dr. Gregory House")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
