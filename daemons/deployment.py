@@ -24,6 +24,7 @@ import requests
 
 from daemons.layers import LAYERS, get_layer
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
 
@@ -231,14 +232,19 @@ def init_deployment(
             node_name = f"render-{number}-{node}"
             store_key = keys / f"{node_name}.store.key"
             _write_secret(store_key, secrets.token_bytes(STORE_KEY_BYTES))
+            receipt_key = load_or_create_node_key(keys / f"{node_name}.receipt.pem")
             add("render", node_name, port_for("render"), {
                 "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},
                 "database": {"url": f"sqlite:///data/{node_name}/render.db"},
-                "node": {"institution_id": inst_id, "name": node_name},
+                "node": {"institution_id": inst_id, "name": node_name,
+                         "receipt_key": f"keys/{node_name}.receipt.pem"},
                 "storage": {"dir": f"data/{node_name}/store", "key_file": f"keys/{node_name}.store.key"},
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
-            layout.institutions[-1]["nodes"].append({"name": node_name, "url": layout.instances[-1].url})
+            layout.institutions[-1]["nodes"].append({
+                "name": node_name, "url": layout.instances[-1].url,
+                "receipt_key": public_key_text(receipt_key.public_key()),  # to register at the institution
+            })
     servers = [i.url for i in layout.instances if i.layer in ("institution", "render")]
     add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from daemons.layers import LAYERS, get_layer
+from shared.receipts import load_or_create_node_key, public_key_text
 
 SIVR = [sys.executable, "-m", "daemons.cli"]
 
@@ -34,7 +35,8 @@ def initialised(tmp_path_factory) -> Path:
 
 def test_init_writes_private_keys_owner_only(initialised):
     for key in ["keys/token_ed25519.pem", "tls/ca.key", "tls/server.key",
-                "keys/render-1-1.store.key", "keys/render-2-1.store.key"]:
+                "keys/render-1-1.store.key", "keys/render-2-1.store.key",
+                "keys/render-1-1.receipt.pem", "keys/render-2-1.receipt.pem"]:
         mode = stat.S_IMODE((initialised / key).stat().st_mode)
         assert mode == 0o600, f"{key} has mode {oct(mode)}"
     assert len((initialised / "keys/render-1-1.store.key").read_bytes()) == 32
@@ -51,6 +53,16 @@ def test_init_writes_a_valid_documented_config_per_instance(initialised):
         assert config["tokens"]["public_key"].endswith("token_ed25519.pub")
         if instance["layer"] != "toplevel":
             assert "private_key" not in config["tokens"], "only the toplevel may hold the signing key"
+
+
+def test_init_gives_each_node_a_receipt_key_named_in_its_config_and_the_layout(initialised):
+    layout = json.loads((initialised / "deployment.json").read_text())
+    published = {n["url"]: n["receipt_key"] for inst in layout["institutions"] for n in inst["nodes"]}
+    for instance in (i for i in layout["instances"] if i["layer"] == "render"):
+        config = get_layer("render").load_config(instance["config"])
+        key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
+        assert public_key_text(key.public_key()) == published[instance["url"]]
+    assert len(set(published.values())) == len(published) == 2
 
 
 def test_init_refuses_to_overwrite_without_force(initialised):

@@ -18,6 +18,7 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.receipts import issue_receipt
 from shared.roles import PHYSICIAN, ROLES, may_administer_institution
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
@@ -85,7 +86,12 @@ def upload():
         except peewee.IntegrityError:  # the same record uploaded at the same moment by another request
             row = models.StoredRecord.get(models.StoredRecord.id == parsed.record_id)
     record_audit(models.AuditEntry, "record.upload" if created else "record.upload_again", "record", parsed.record_id)
-    response = jsonify(record_meta(parsed.record_id, row))
+    identity = current_identity()
+    answer = record_meta(parsed.record_id, row)
+    # the institution registers the record only with this (shared.receipts): proof that it is stored here
+    answer["receipt"] = issue_receipt(the_node.receipt_key, the_node.url, parsed.record_id,
+                                      the_node.institution_id, identity.user_id)
+    response = jsonify(answer)
     response.status_code = 201 if created else 200
     return response
 

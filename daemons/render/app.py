@@ -38,8 +38,9 @@ from shared.health import (
     directory_check,
     files_check,
 )
+from shared.receipts import load_or_create_node_key
 from shared.validation import parse_uuid
-from shared.webapp import create_base_app
+from shared.webapp import create_base_app, layer_audience
 
 
 def _check_config(config: Config) -> None:
@@ -50,6 +51,9 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    if not config["node"]["receipt_key"]:
+        raise ConfigError(f"{where}: node.receipt_key must name the node's Ed25519 receipt key file (created "
+                          "when missing; `sivr init` writes keys/<node>.receipt.pem)")
     decode = config["decode"]
     if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
         raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
@@ -129,6 +133,10 @@ def create_app(config: Config) -> Flask:
     models = make_models(database)
     upgrade_schema(database, "render", models.all, MIGRATIONS)
     store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+    try:
+        receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
+    except (ValueError, OSError) as exc:  # not a key, readable by others, or not creatable (read-only keys folder)
+        raise ConfigError(f"node.receipt_key: {exc}") from exc
     with database.connection_context():
         _sync_catalogue(store, models)
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
@@ -141,7 +149,8 @@ def create_app(config: Config) -> Flask:
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
     decoder = DecodePool(IsolationLimits.from_config(config))
-    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder)
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder, receipt_key,
+                          layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 
 from daemons.render.image_cache import ImageCache
@@ -40,6 +41,8 @@ class Node:
     images: ImageCache
     webp_effort: WebpEffort
     decoder: DecodePool
+    receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
+    url: str  # this node's public base URL, its token audience
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))

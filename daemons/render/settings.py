@@ -7,6 +7,10 @@ KEYS = (
         "peewee database URL of the node's own catalogue and audit log (SQLite is the norm)."),
     Key("node", "institution_id", "", "UUID of the institution this node belongs to; only its physicians upload."),
     Key("node", "name", "render-1", "Display name of this node."),
+    Key("node", "receipt_key", "",
+        "Ed25519 private key (PEM, mode 0600) signing this node's upload receipts; created at start-up when "
+        "the file is missing. Its public half (GET /api/v1/node) is registered with the node at the "
+        "institution server, which registers records only with a receipt it verifies.", True),
     Key("storage", "dir", "store", "Folder of the encrypted, compressed DICOM store.", True),
     Key("storage", "key_file", "", "32-byte AES-256-GCM key file of the store (mode 0600).", True),
     Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB."),

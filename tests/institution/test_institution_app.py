@@ -56,8 +56,8 @@ def test_audit_filters(api, users, finding, patient_id):
 
 
 def test_upgrade_is_idempotent_and_keeps_data(config, app, api, users, node):
-    assert upgrade(config) == 1
-    assert upgrade(config) == 1
+    assert upgrade(config) == 2
+    assert upgrade(config) == 2
     status, body = api.call("GET", "/api/v1/nodes", users["admin"])
     assert status == 200 and [n["id"] for n in body["items"]] == [node["id"]]
 

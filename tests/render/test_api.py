@@ -14,6 +14,10 @@ import pytest
 from PIL import Image
 
 from daemons.render.records import LoadedRecord, _Loader
+from shared.config import ConfigError
+from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
+
+from .conftest import NODE_AUDIENCE
 
 
 @pytest.fixture(scope="module")
@@ -462,3 +466,33 @@ def test_a_restarted_node_cleans_half_writes_and_indexes_what_the_store_holds(ma
     assert [m["id"] for m in listed["items"]] == [record_id]
     assert not half.exists()
     second.registry.shutdown()
+
+
+def test_an_upload_is_answered_with_a_receipt_the_nodes_published_key_verifies(node, ct_files):
+    """Issue 13, item 11: the receipt the institution registers the record with (shared.receipts)."""
+    user_id = str(uuid.uuid4())
+    meta = node.upload(ct_files[:2], headers=node.headers(user_id=user_id)).json
+    published = node.client.get("/api/v1/node", headers=node.headers()).json["receipt_key"]
+    assert published["url"] == NODE_AUDIENCE and len(published["key_id"]) == 16
+    key = parse_public_key(published["public_key"])
+    verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id))
+    with pytest.raises(ReceiptError):
+        verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, "someone"))
+    again = node.upload(ct_files[:2], headers=node.headers(user_id=user_id))
+    assert again.status_code == 200 and again.json["receipt"]  # a re-upload gets a fresh receipt
+
+
+def test_the_receipt_key_is_kept_across_restarts_and_must_be_private(make_node, tmp_path):
+    first = make_node(root=tmp_path)
+    shown = first.client.get("/api/v1/node", headers=first.headers()).json["receipt_key"]
+    first.registry.shutdown()
+    key_file = tmp_path / "receipt.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    second = make_node(root=tmp_path, institution_id=first.institution_id)
+    assert second.client.get("/api/v1/node", headers=second.headers()).json["receipt_key"] == shown
+    second.registry.shutdown()
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="owner only"):
+        make_node(root=tmp_path, institution_id=first.institution_id)
+    with pytest.raises(ConfigError, match="node.receipt_key"):
+        make_node(node__receipt_key="")

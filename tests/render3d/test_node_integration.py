@@ -27,7 +27,7 @@ def node(tmp_path_factory, ct_series: Path):
     config = build_config("render", KEYS, {
         "tokens": {"public_key": str(root / "token.pub"), "audience": "https://render.test:5003"},
         "database": {"url": f"sqlite:///{root}/render.db"},
-        "node": {"institution_id": institution},
+        "node": {"institution_id": institution, "receipt_key": str(root / "receipt.pem")},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
         "render": {"backend_3d": "cpu", "load_threads": 2},
     }, None)
