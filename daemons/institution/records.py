@@ -2,7 +2,8 @@
 
 A physician registers a record here after uploading it to a node, so findings anywhere can
 link to it; the node's upload receipt proves the record is stored there (`shared.receipts`).
-Any physician or admin may read the metadata (it is patient data: every read is audited); physicians must name the patient, so no one pages through all patients' records.
+Any physician or admin may read the metadata (it is patient data: every read is audited);
+physicians must name the patient, so no one pages through all patients' records.
 """
 
 from __future__ import annotations
