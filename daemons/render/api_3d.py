@@ -13,6 +13,7 @@ also when it was still waiting for its turn, so a queue of stale previews never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -30,6 +31,7 @@ from daemons.render.geometry import FULL, Region
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
+from daemons.render.voi import KeyedVoi, keyed, with_function
 from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
@@ -109,7 +111,7 @@ class Render3D:
                 volume = prepare_volume(
                     record.pixels, _usable_spacing(record.spacing), record.orientation,
                     float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
-                    tuple(record.default_window) if record.default_window else None,
+                    record.default_voi,
                     getattr(record, "slice_direction", None))
                 self._prepared[record] = volume
             return volume
@@ -197,7 +199,8 @@ def _size_arg(max_px: int, default: tuple[int, int] | None) -> tuple[int, int] |
 
 
 def _window_arg(preset_choices: dict[str, tuple[float, float]] | None) -> Window | None:
-    """`window=C,W` wins over a named window preset; `voi_function` picks the VOI function."""
+    """`window=C,W` wins over a named window preset; `voi_function` picks the VOI function. None
+    when the request names neither (`_voi` then takes the record's default)."""
     function = _choice_arg("voi_function", "linear", WINDOW_FUNCTIONS) or "linear"
     raw = _arg("window")
     if raw is not None:
@@ -216,6 +219,14 @@ def _window_arg(preset_choices: dict[str, tuple[float, float]] | None) -> Window
         if name is not None:
             return Window(*preset_choices[name], function)
     return None
+
+
+def _voi(record: Any, window: Window | None) -> KeyedVoi:
+    """The request's window, else the record's default VOI (the one 2D frames without their own
+    use, daemons.render.voi) with the request's `voi_function`, if any."""
+    if window is not None:
+        return keyed(window)
+    return with_function(keyed(record.default_voi), _choice_arg("voi_function", None, WINDOW_FUNCTIONS))
 
 
 def _region_arg() -> Region:
@@ -322,16 +333,17 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mm = _float_arg("slab", 0.0, 0.0, MAX_SLAB_MM)
     slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
     record = _loaded_record(record_id)
+    voi = _voi(record, window)
     volume = render_state(current_app).prepared(record)
     layout = plane_layout(volume.geometry, plane)
     if not 0 <= index < layout.count:
         raise _bad(f"{plane} index must be between 0 and {layout.count - 1} for this record")
-    etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
+    etag = _etag(record_id, plane, index, voi.key, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
-        volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+        volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
                            plane_labels(volume.geometry, layout))
 
@@ -365,6 +377,8 @@ def volume(record_id: str) -> Response:
         raise _bad("query parameter view_id must be 1-64 letters, digits or _.:-")
     seq = _int_arg("seq", 0, 0, 2**53)
     record = _loaded_record(record_id)
+    if mode != "dvr":
+        view = dataclasses.replace(view, window=_voi(record, window).voi)
     state = render_state(current_app)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")

@@ -14,9 +14,9 @@ from flask import Blueprint, Response, request
 from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
 from daemons.render.node import node
-from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
-from daemons.render.records import default_voi
+from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, Window
 from daemons.render.render2d import render_frame
+from daemons.render.voi import KeyedVoi, frame_voi, keyed
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
 from shared.validation import parse_record_id, query_int
@@ -75,8 +75,8 @@ def parse_format() -> tuple[str, int]:
     return fmt, query_int("quality", DEFAULT_QUALITY[fmt], 1, 100)
 
 
-def choose_voi(manifest: dict) -> tuple[Window | LutTable | None, str]:
-    """The VOI for this request and a stable text key of it: window > preset > the record's default."""
+def choose_voi(manifest: dict, index: int) -> KeyedVoi:
+    """The VOI for this request: window > preset > frame `index`'s own default (daemons.render.voi)."""
     function = request.args.get("voi_function")
     if function is not None and function not in WINDOW_FUNCTIONS:
         raise _bad(f"query parameter voi_function must be one of {', '.join(WINDOW_FUNCTIONS)}")
@@ -87,13 +87,11 @@ def choose_voi(manifest: dict) -> tuple[Window | LutTable | None, str]:
             raise _bad(f"unknown preset {preset[:40]!r}; GET /api/v1/presets lists them")
         window = list(PRESETS[preset])
     if window is None:
-        return default_voi(manifest, function)
-    function = function or "linear"
+        return frame_voi(manifest, index, function)
     try:
-        voi = Window(window[0], window[1], function)
+        return keyed(Window(window[0], window[1], function or "linear"))
     except ValueError as exc:
         raise _bad(f"window: {exc}") from exc
-    return voi, f"{function}:{voi.center!r},{voi.width!r}"
 
 
 def etag_for(record_id: str, parts: list[str]) -> str:
@@ -116,7 +114,8 @@ def frame(record_id: str, index: int):
     region = parse_region()
     record = the_node.registry.get_loaded(record_id)
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
-    voi, voi_key = (None, "color") if color else choose_voi(manifest)
+    chosen = keyed(None) if color else choose_voi(manifest, index)
+    voi, voi_key = chosen.voi, "color" if color else chosen.key
     etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
     if request.if_none_match.contains_weak(etag):

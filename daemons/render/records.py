@@ -25,41 +25,15 @@ from typing import Any, Callable
 import numpy as np
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
-from daemons.render.pixels import (
-    GrayParams, LutTable, Modality, Window, gray_lut, lut_supported, value_range,
-)
+from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.storage import RecordStore
+from daemons.render.voi import default_voi, lut_from_json
 
 LUT_CACHE_SIZE = 64
 
 
 class MemoryBudgetError(Exception):
     """The record alone is larger than the node's memory budget."""
-
-
-def _lut_from_json(data: dict | None) -> LutTable | None:
-    if data is None:
-        return None
-    return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
-
-
-def default_voi(manifest: dict[str, Any], function: str | None = None) -> tuple[Window | LutTable | None, str]:
-    """The VOI a record is shown with when the request names none, and a stable text key of it.
-
-    The file's own window (with its VOI LUT function) first, then its VOI LUT Sequence, then the
-    automatic window computed at upload; `function` overrides the window's function.
-    """
-    meta, render = manifest["meta"], manifest["render"]
-    window = meta.get("default_window")
-    if window is None and render.get("voi_lut") is not None:
-        return _lut_from_json(render["voi_lut"]), "voi_lut"
-    if window is None:
-        window = render.get("auto_window")
-    if window is None:
-        return None, "none"
-    function = function or window.get("function", "linear")
-    voi = Window(float(window["center"]), float(window["width"]), function)
-    return voi, f"{function}:{voi.center!r},{voi.width!r}"
 
 
 class LoadedRecord:
@@ -83,13 +57,9 @@ class LoadedRecord:
         self.spacing = (float(meta["slice_spacing"]), row_spacing, col_spacing)
         self.orientation = tuple(float(v) for v in render["orientation"])
         self.photometric = self.layout.photometric
-        window = meta.get("default_window") or render.get("auto_window")
-        self.default_window = None if window is None else (float(window["center"]), float(window["width"]))
-        self.default_function = (meta.get("default_window") or {}).get("function", "linear")
-        self.modality_lut = _lut_from_json(render.get("modality_lut"))
-        self.voi_lut = _lut_from_json(render.get("voi_lut"))
+        self.default_voi = default_voi(manifest).voi
+        self.modality_lut = lut_from_json(render.get("modality_lut"))
         self.errors: dict[int, str] = {}
-        self.last_used = time.monotonic()
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
         self._cond = threading.Condition()
@@ -172,7 +142,7 @@ class LoadedRecord:
             return Modality(lut=self.modality_lut)
         return Modality(self.rescale_slope, self.rescale_intercept)
 
-    def gray_params(self, voi: Window | LutTable | None) -> GrayParams:
+    def gray_params(self, voi: Voi | None) -> GrayParams:
         return GrayParams(self.modality(), voi, self.photometric == "MONOCHROME1")
 
     def frame_range(self, index: int) -> tuple[int, int]:
@@ -320,7 +290,6 @@ class RecordRegistry:
             record = self._records.get(record_id)
             if record is not None:
                 self._records.move_to_end(record_id)
-                record.last_used = time.monotonic()
             return record
 
     def load(self, record_id: str) -> LoadedRecord:

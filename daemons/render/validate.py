@@ -20,7 +20,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
-from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
+from daemons.render.voi import lut_to_json
 
 MIB = 1024 * 1024
 DECODE_THREADS = 2
@@ -137,12 +138,6 @@ def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
     if len(data) < entries or bits < 1 or bits > 16:
         raise UploadError(422, "invalid_attribute", f"{name}: the LUT has fewer entries than its descriptor says")
     return LutTable(first, bits, data[:entries])
-
-
-def _lut_json(lut: LutTable | None) -> dict | None:
-    if lut is None:
-        return None
-    return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
 
 
 PHOTOMETRIC_SAMPLES = {
@@ -395,20 +390,67 @@ def _pixel_spacing(ds: Dataset) -> list[float]:
     return [1.0, 1.0]
 
 
-def _default_window(ds: Dataset) -> dict | None:
-    center = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
-    width = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
+def _window_json(center: Any, width: Any, function: Any) -> dict | None:
+    """The first window of Window Center/Width values as the manifest stores it; None if unusable."""
     try:
         center = float(center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center)
         width = float(width[0] if hasattr(width, "__len__") and not isinstance(width, str) else width)
     except (TypeError, ValueError, IndexError):
         return None
-    function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence") or "LINEAR").strip().lower()
+    function = str(function or "LINEAR").strip().lower()
     if function not in WINDOW_FUNCTIONS:
         function = "linear"
-    if width < 1 or (function != "linear" and width <= 0):
+    if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
         return None
     return {"center": center, "width": width, "function": function}
+
+
+def _default_window(ds: Dataset) -> dict | None:
+    return _window_json(_attr(ds, "WindowCenter", "FrameVOILUTSequence"),
+                        _attr(ds, "WindowWidth", "FrameVOILUTSequence"),
+                        _attr(ds, "VOILUTFunction", "FrameVOILUTSequence"))
+
+
+def _voi_source(ds: Dataset, frame: int) -> Dataset:
+    """The dataset holding one frame's VOI: for an enhanced multi-frame file its own Frame VOI LUT
+    item, else the shared one; for any other file the file itself."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index and items[index].get("FrameVOILUTSequence"):
+            return items[index].FrameVOILUTSequence[0]
+    return ds
+
+
+def _own_voi(source: Dataset, name: str) -> dict | None:
+    """One frame's VOI as the manifest stores it (daemons.render.voi): its window, else its VOI LUT."""
+    window = _window_json(source.get("WindowCenter"), source.get("WindowWidth"), source.get("VOILUTFunction"))
+    if window is not None:
+        return window
+    luts = source.get("VOILUTSequence")
+    if luts and "LUTDescriptor" in luts[0]:
+        return {"lut": lut_to_json(_lut(luts[0], name, False))}
+    return None
+
+
+def _frame_vois(files: list[ParsedFile]) -> dict:
+    """Each record frame's own VOI: `choices` (distinct VOIs) and `frames` (an index into them per
+    frame, or None where the frame has none and takes the record's default)."""
+    choices: dict[str, int] = {}
+    stored: list[dict] = []
+    frames: list[int | None] = []
+    for parsed in files:
+        cache: dict[int, int | None] = {}
+        for frame in range(parsed.frames):
+            source = _voi_source(parsed.dataset, frame)
+            if id(source) not in cache:
+                voi = _own_voi(source, parsed.name)
+                key = None if voi is None else repr(sorted(voi.items()))
+                if key is not None and key not in choices:
+                    choices[key] = len(stored)
+                    stored.append(voi)
+                cache[id(source)] = None if key is None else choices[key]
+            frames.append(cache[id(source)])
+    return {"choices": stored, "frames": frames}
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -490,8 +532,9 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
         "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
         "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
-        "modality_lut": _lut_json(modality_lut),
-        "voi_lut": _lut_json(voi_lut),
+        "modality_lut": lut_to_json(modality_lut),
+        "voi_lut": lut_to_json(voi_lut),
+        "frame_vois": None if layout.is_color else _frame_vois(files),
         "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
         "decoded_bytes": decoded_bytes,
     }

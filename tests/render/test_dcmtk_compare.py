@@ -28,7 +28,7 @@ from pydicom.pixels import pixel_array
 
 from daemons.render.decode import Layout, decode_frames
 from daemons.render.pixels import GrayParams, LutTable, Modality, render_gray
-from daemons.render.records import _lut_from_json, default_voi
+from daemons.render.voi import default_voi, lut_from_json
 from daemons.render.validate import Limits, UploadError, parse_upload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,10 +115,10 @@ def _ours(raw: bytes, name: str, frame: int) -> tuple[np.ndarray, list[str]]:
     if layout.is_color:
         return stored, []
     render = manifest["render"]
-    modality_lut = _lut_from_json(render["modality_lut"])
+    modality_lut = lut_from_json(render["modality_lut"])
     modality = Modality(lut=modality_lut) if modality_lut is not None else Modality(
         render["rescale_slope"], render["rescale_intercept"])
-    voi, _ = default_voi(manifest)
+    voi = default_voi(manifest).voi
     image = render_gray(stored, GrayParams(modality, voi, layout.photometric == "MONOCHROME1"))
     if isinstance(voi, LutTable):
         args = ["+Wl", "1"]

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from daemons.render.api_3d import bp, render_state
+from daemons.render.pixels import Window
 from daemons.render.settings import KEYS
 from shared.config import build_config
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
@@ -36,7 +37,7 @@ class FakeLoadedRecord:
     frames_total: int = SHAPE[0]
     frames_ready: int = SHAPE[0]
     complete: bool = True
-    default_window: tuple[float, float] | None = (40.0, 400.0)
+    default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
 
 
@@ -234,9 +235,9 @@ def test_a_colour_record_is_refused_clearly(app, client):
 @pytest.mark.parametrize("record", [
     FakeLoadedRecord(np.full((1, 16, 12), 900, np.int16), (0.0, 0.7, 0.7), frames_total=1, frames_ready=1),
     FakeLoadedRecord(np.arange(2 * 9 * 7, dtype=np.uint8).reshape(2, 9, 7), (3.0, 1.0, 1.0),
-                     frames_total=2, frames_ready=2, rescale_intercept=0.0, default_window=None),
+                     frames_total=2, frames_ready=2, rescale_intercept=0.0, default_voi=None),
     FakeLoadedRecord(np.linspace(-1, 1, 5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7), (1.0, 1.0, 1.0),
-                     frames_total=5, frames_ready=5, rescale_intercept=0.0, default_window=None),
+                     frames_total=5, frames_ready=5, rescale_intercept=0.0, default_voi=None),
     FakeLoadedRecord(np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), (2.0, 1.0, 1.0),
                      frames_total=4, frames_ready=4, rescale_slope=-1.0, photometric="MONOCHROME1"),
 ], ids=["one-frame-no-slice-spacing", "uint8", "float32", "negative-slope-monochrome1"])
