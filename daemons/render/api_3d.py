@@ -258,6 +258,12 @@ def _loaded_record(record_id: str) -> Any:
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",
                        frames_ready=0, frames_total=0)
+    errors = record.errors
+    if record.complete and errors:
+        listed = ", ".join(str(i) for i in sorted(errors)[:10])
+        raise ApiError(422, "incomplete_record",
+                       f"reformats and 3D views need every frame; {len(errors)} of this record's frames "
+                       f"cannot be shown (frames {listed}); view its frames one by one")
     if not record.complete or record.frames_ready < record.frames_total:
         raise ApiError(409, "loading",
                        f"record {record_id} is still loading ({record.frames_ready} of "

@@ -108,6 +108,9 @@ def frame(record_id: str, index: int):
     meta, render = manifest["meta"], manifest["render"]
     if not 0 <= index < meta["frames"]:
         raise not_found("frame", f"{index} (the record has {meta['frames']} frames, 0..{meta['frames'] - 1})")
+    bad = next((b for b in render.get("bad_frames") or [] if b["frame"] == index), None)
+    if bad is not None:
+        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
     max_px = the_node.config["limits"]["max_output_px"]
     fmt, quality = parse_format()
     box = parse_size(max_px)

@@ -53,7 +53,7 @@ class LoadedRecord:
         self.pixels = np.zeros((self.frames_total, *self.layout.frame_shape), dtype=self.layout.stored_dtype)
         self.rescale_slope = float(render["rescale_slope"])
         self.rescale_intercept = float(render["rescale_intercept"])
-        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"])
+        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"] or (1.0, 1.0))  # None: unknown
         self.spacing = (float(meta["slice_spacing"]), row_spacing, col_spacing)
         self.orientation = tuple(float(v) for v in render["orientation"])
         self.photometric = self.layout.photometric
@@ -69,6 +69,8 @@ class LoadedRecord:
         self.cancelled = False
         self.started_at = time.perf_counter()
         self.finished_at: float | None = None
+        for bad in render.get("bad_frames") or []:  # found at upload: short or undecodable frames
+            self._frame_done(int(bad["frame"]), str(bad["message"]))
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -196,6 +198,9 @@ class _Loader:
         self._file_cache: dict[int, tuple[bytes, Any]] = {}
         self._file_left = [int(f["frames"]) for f in files]
         self._file_locks = [threading.Lock() for _ in files]
+        for index in record.errors:  # known bad at upload: never decoded
+            self._taken[index] = True
+            self._file_left[self.sources[index][0]] -= 1
         for _ in range(max(1, workers)):
             pool.submit(self._pump)
 

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder
 
-from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
+from daemons.render.decode import (
+    Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset, syntax_decodable,
+)
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 from daemons.render.voi import lut_to_json
 
@@ -126,10 +127,19 @@ def _attr(ds: Dataset, keyword: str, sequence: str) -> Any:
     return value if value not in (None, "") else _functional(ds, sequence, keyword)
 
 
+def _lut_words(item: Dataset) -> np.ndarray:
+    """LUT Data as numbers: US values as read, OW (bytes) as 16-bit words in the item's byte order."""
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        little = item.original_encoding[1] is not False
+        return np.frombuffer(data, dtype="<u2" if little else ">u2").astype(np.int64)
+    return np.asarray(data, dtype=np.int64).ravel()
+
+
 def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
     try:
         entries, first, bits = (int(v) for v in item.LUTDescriptor)
-        data = np.asarray(item.LUTData, dtype=np.int64).ravel()
+        data = _lut_words(item)
     except (AttributeError, TypeError, ValueError) as exc:
         raise UploadError(422, "invalid_attribute", f"{name}: its LUT descriptor or data is malformed") from exc
     if signed and first >= 1 << 15:
@@ -213,8 +223,10 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
-    _check_numbers(ds, "PixelSpacing", 2, name, positive=True)
-    _check_numbers(ds, "ImagerPixelSpacing", 2, name, positive=True)
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # 0 means unknown (see _pixel_spacing)
+        spacing = _check_numbers(ds, keyword, 2, name)
+        if spacing is not None and min(spacing) < 0:
+            raise _invalid(name, f"{keyword} must not be negative, the file says {spacing}")
     _check_numbers(ds, "ImagePositionPatient", 3, name)
     orientation = _check_numbers(ds, "ImageOrientationPatient", 6, name)
     if orientation is not None:
@@ -265,14 +277,10 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
-    try:
-        decoder = get_decoder(syntax)
-        if not decoder.is_available:
-            raise NotImplementedError(syntax)
-    except NotImplementedError as exc:
+    if not syntax_decodable(syntax):
         raise UploadError(415, "undecodable_syntax",
                           f"{name}: transfer syntax {syntax} ({ds.file_meta.TransferSyntaxUID.name}) "
-                          "cannot be decoded by this node") from exc
+                          "cannot be decoded by this node")
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
     frames = _number(ds, "NumberOfFrames", 1, name, int)
@@ -382,12 +390,19 @@ def _slice_spacing(files: list[ParsedFile], ds: Dataset) -> float:
     return 1.0
 
 
-def _pixel_spacing(ds: Dataset) -> list[float]:
+def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
+    """Row and column spacing in mm, or None when the file gives none that is usable (missing, or
+    `0\\0` as some secondary captures write): the image is then shown with square pixels and
+    distances cannot be measured in mm. The second value is the warnings to publish."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         value = _floats(_attr(ds, keyword, "PixelMeasuresSequence") or [], 2)
         if value and value[0] > 0 and value[1] > 0:
-            return value
-    return [1.0, 1.0]
+            return value, []
+        if value:
+            return None, [f"{keyword} {value} is not a usable spacing: the pixel size is unknown, "
+                          "so distances cannot be measured in mm"]
+    return None, ["the files give no pixel spacing: the pixel size is unknown, so distances cannot "
+                  "be measured in mm"]
 
 
 def _window_json(center: Any, width: Any, function: Any) -> dict | None:
@@ -490,15 +505,15 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
                           f"the record decodes to {decoded_bytes // MIB} MiB, over the limit of {limits.max_decoded_bytes // MIB} MiB")
-    for parsed in files:
-        _check_pixel_length(parsed, layout)
+    short = {i: found for i, parsed in enumerate(files) if (found := _check_pixel_length(parsed, layout))}
     signed = layout.pixel_representation == 1
     modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
     voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
-    sample = files[len(files) // 2]
-    sample_frame = _trial_decode(sample, layout)
-    _decode_all_compressed(files, layout)
+    undecodable = _decode_all_compressed(files, layout, short)
+    bad_frames = _bad_frames(files, [{**short.get(i, {}), **undecodable.get(i, {})} for i in range(len(files))])
+    sample_file, sample_index = _sample_frame(files, bad_frames)
+    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
         values = Modality(slope, intercept).apply(sample_frame)
@@ -506,6 +521,11 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         values = Modality(lut=modality_lut).apply(sample_frame)
     auto = None if layout.is_color else auto_window(values)
     record_id = record_id_of([f.sha256 for f in files])
+    pixel_spacing, warnings = _pixel_spacing(first)
+    if bad_frames:
+        listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
+        warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "
+                        "the others can. GET /status lists each with its reason")
     orientation = _floats(_attr(first, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
     meta = {
         "id": record_id,
@@ -516,7 +536,8 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "modality": _text(first, "Modality"),
         "photometric": layout.photometric,
         "bits_stored": layout.bits_stored,
-        "pixel_spacing": _pixel_spacing(first),
+        "pixel_spacing": pixel_spacing,
+        "warnings": warnings,
         "slice_spacing": _slice_spacing(files, first),
         "default_window": None if layout.is_color else _default_window(first),
         "study_uid": _text(first, "StudyInstanceUID"),
@@ -535,6 +556,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "modality_lut": lut_to_json(modality_lut),
         "voi_lut": lut_to_json(voi_lut),
         "frame_vois": None if layout.is_color else _frame_vois(files),
+        "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
         "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
         "decoded_bytes": decoded_bytes,
     }
@@ -546,50 +568,82 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
 
 
-def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
-    """Uncompressed pixel data must hold every frame; a shorter value is a truncated file."""
+def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
+    """Uncompressed pixel data must hold every frame. A file with no complete frame is refused as
+    truncated; a multi-frame file whose last frames are cut keeps its complete ones, and the short
+    frames are returned (frame in file -> reason) to be reported, not shown."""
     if parsed.pixel_offset is None:
-        return
+        return {}
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
-    samples = layout.rows * layout.columns * layout.samples * parsed.frames
+    samples = layout.rows * layout.columns * layout.samples
     if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
         samples = samples * 2 // 3
-    expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
+    packed = layout.bits_allocated == 1  # frames are bit-packed back to back: only the whole counts
+    frame_bytes = (samples * parsed.frames + 7) // 8 if packed else samples * layout.bits_allocated // 8
     if element.length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
                           f"({element.length}); DICOM values always have an even length")
     available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
-    if available < expected:
+    complete = (1 if available >= frame_bytes else 0) * parsed.frames if packed else available // frame_bytes
+    expected = frame_bytes if packed else frame_bytes * parsed.frames
+    if complete == 0:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
                           "the file is truncated")
+    reason = (f"the pixel data ends before this frame ({available} of {expected} bytes); "
+              "the file is truncated")
+    return {frame: reason for frame in range(complete, parsed.frames)}
 
 
-def _decode_all_compressed(files: list[ParsedFile], layout: Layout) -> None:
+def _decode_all_compressed(files: list[ParsedFile], layout: Layout, short: dict[int, dict[int, str]]) -> dict[int, dict[int, str]]:
     """Decode every frame that is not plain uncompressed data, so no stored slice fails at load.
 
     Uncompressed frames need no trial: their length was checked, and any bytes are valid values.
+    A file none of whose frames decode is refused; otherwise the frames that fail are returned
+    (file index -> frame in file -> reason), like the short frames in `short`, to be reported.
     """
-    compressed = [f for f in files if f.pixel_offset is None or not fast_path_possible(layout)]
+    compressed = [i for i, f in enumerate(files) if f.pixel_offset is None or not fast_path_possible(layout)]
 
-    def check(parsed: ParsedFile) -> None:
-        try:
-            for frame in range(parsed.frames):
+    def check(index: int) -> dict[int, str]:
+        parsed, failed, first = files[index], {}, None
+        for frame in range(parsed.frames):
+            if frame in short.get(index, {}):
+                continue
+            try:
                 next(decode_frames(parsed.raw, layout, [frame], None, *parsed.rescale(frame), parsed.dataset))
-        except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+            except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+                first = first or exc
+                failed[frame] = f"the pixel data of this frame cannot be decoded ({exc})"
+        if len(failed) + len(short.get(index, {})) >= parsed.frames:
             raise UploadError(422, "undecodable_pixels",
-                              f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
+                              f"{parsed.name}: the pixel data cannot be decoded ({first})") from first
+        return failed
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        list(pool.map(check, compressed))
+        return {i: failed for i, failed in zip(compressed, pool.map(check, compressed)) if failed}
 
 
-def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:
+def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[int, int]:
+    """(file, frame in file) of the middle frame that can be shown: the automatic window's sample."""
+    good = [(i, frame) for i, parsed in enumerate(files) for frame in range(parsed.frames)]
+    good = [where for index, where in enumerate(good) if index not in bad_frames]
+    return good[len(good) // 2]
+
+
+def _bad_frames(files: list[ParsedFile], per_file: list[dict[int, str]]) -> dict[int, str]:
+    """Record frame index -> reason, from each file's frames that cannot be shown."""
+    bad, start = {}, 0
+    for parsed, failed in zip(files, per_file):
+        bad.update({start + frame: reason for frame, reason in failed.items()})
+        start += parsed.frames
+    return bad
+
+
+def _trial_decode(parsed: ParsedFile, layout: Layout, frame: int) -> np.ndarray:
     """Decode one frame now, so a file whose pixels cannot be decoded is refused at upload."""
     offset = parsed.pixel_offset if fast_path_possible(layout) else None
     try:
-        middle = parsed.frames // 2
-        _, frame = next(decode_frames(parsed.raw, layout, [middle], offset, *parsed.rescale(middle), parsed.dataset))
+        _, array = next(decode_frames(parsed.raw, layout, [frame], offset, *parsed.rescale(frame), parsed.dataset))
     except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
         raise UploadError(422, "undecodable_pixels", f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
-    return frame
+    return array

@@ -7,7 +7,7 @@ the blueprint consumes); everything else (auth, validation, rendering, encoding)
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -39,6 +39,7 @@ class FakeLoadedRecord:
     complete: bool = True
     default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 class FakeRegistry:
