@@ -75,6 +75,15 @@ def parse_format() -> tuple[str, int]:
     return fmt, query_int("quality", DEFAULT_QUALITY[fmt], 1, 100)
 
 
+def parse_overlays() -> bool:
+    """`overlays=true` draws the file's overlay planes (60xx); off by default, as in DICOM viewers
+    that show the image itself first."""
+    raw = (request.args.get("overlays") or "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise _bad("query parameter overlays must be true or false")
+    return raw in ("true", "1")
+
+
 def choose_voi(manifest: dict, index: int) -> KeyedVoi:
     """The VOI for this request: window > preset > frame `index`'s own default (daemons.render.voi)."""
     function = request.args.get("voi_function")
@@ -119,7 +128,9 @@ def frame(record_id: str, index: int):
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
     chosen = keyed(None) if color else choose_voi(manifest, index)
     voi, voi_key = chosen.voi, "color" if color else chosen.key
-    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
+    overlays = parse_overlays()
+    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region),
+                                "overlays" if overlays else ""])
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
     if request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
@@ -140,8 +151,9 @@ def frame(record_id: str, index: int):
         if not color:
             params = record.gray_params(voi)
             lut = record.lut_for((voi_key,), params, index)
+        overlay = the_node.registry.overlay(record_id, index) if overlays else None
         image = render_frame(record.pixels[index], params, lut, region, box,
-                             (record.spacing[1], record.spacing[2]), max_px)
+                             (record.spacing[1], record.spacing[2]), max_px, overlay)
         if fmt != "webp":
             return encode_image(image, fmt, quality)
         with the_node.webp_effort.slot() as method:

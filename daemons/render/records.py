@@ -15,6 +15,7 @@ Why this shape:
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import threading
 import time
@@ -23,13 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+import pydicom
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
+from daemons.render.overlays import overlay_mask
 from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.storage import RecordStore
 from daemons.render.voi import default_voi, lut_from_json
 
 LUT_CACHE_SIZE = 64
+OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
 
 
 class MemoryBudgetError(Exception):
@@ -198,11 +202,33 @@ class _Loader:
         self._file_cache: dict[int, tuple[bytes, Any]] = {}
         self._file_left = [int(f["frames"]) for f in files]
         self._file_locks = [threading.Lock() for _ in files]
+        self._overlays: OrderedDict[int, np.ndarray | None] = OrderedDict()
         for index in record.errors:  # known bad at upload: never decoded
             self._taken[index] = True
             self._file_left[self.sources[index][0]] -= 1
         for _ in range(max(1, workers)):
             pool.submit(self._pump)
+
+    def overlay(self, index: int) -> np.ndarray | None:
+        """The overlay planes covering frame `index` as one mask (daemons.render.overlays), read
+        from the stored file on first use; None when it has none. A manifest from before overlays
+        were recorded says nothing, and the file is looked at."""
+        with self._lock:
+            if index in self._overlays:
+                self._overlays.move_to_end(index)
+                return self._overlays[index]
+        file_index, frame = self.sources[index]
+        info = self.files[file_index]
+        mask = None
+        if info.get("overlays", True):
+            raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
+            dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+            mask = overlay_mask(dataset, frame, self.record.layout.rows, self.record.layout.columns)
+        with self._lock:
+            self._overlays[index] = mask
+            while len(self._overlays) > OVERLAY_CACHE_SIZE:
+                self._overlays.popitem(last=False)
+        return mask
 
     def demand(self, index: int) -> None:
         with self._lock:
@@ -316,6 +342,11 @@ class RecordRegistry:
             self._records[record_id] = record
             self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
         return record
+
+    def overlay(self, record_id: str, index: int) -> np.ndarray | None:
+        """The overlay mask of a loaded record's frame (None: none, or the record is not loaded)."""
+        loader = self._loaders.get(record_id)
+        return None if loader is None else loader.overlay(index)
 
     def demand(self, record_id: str, index: int) -> None:
         """Put a frame at the head of the loader's queue."""

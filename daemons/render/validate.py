@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 from daemons.render.decode import (
     Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset, syntax_decodable,
 )
+from daemons.render.overlays import has_overlays
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 from daemons.render.voi import lut_to_json
 
@@ -562,7 +563,8 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200]}
+         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
+         "overlays": has_overlays(f.dataset)}
         for f in files
     ]
     return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})

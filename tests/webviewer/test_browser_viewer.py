@@ -51,11 +51,13 @@ def open_viewer(page, deployment, record):
 
 
 def test_first_slice_then_load_progress_per_slice(page, deployment, record, shots):
-    statuses = []
+    statuses, frames = [], []
     page.on("response", lambda r: statuses.append(r) if r.url.endswith("/status") else None)
+    page.on("request", lambda r: frames.append(r.url) if "/frames/" in r.url else None)
     open_viewer(page, deployment, record)
     first = wait_shown(page, "d.shownIndex === '0'")
     assert first["path"].endswith("/frames/0")
+    assert frames and all("overlays=true" in url for url in frames)  # overlay planes on by default
     page.locator("#load-text").filter(has_text=f"All {SLICES} slices loaded.").wait_for(timeout=60000)
     assert page.locator("#load-progress").evaluate("p => [p.value, p.max]") == [SLICES, SLICES]
     ready = [r.json()["frames_ready"] for r in statuses if r.ok]

@@ -374,6 +374,7 @@ class Viewer {
         format, quality: format === "png" ? undefined : (interactive ? 70 : s.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
         slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
+        overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
