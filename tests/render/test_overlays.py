@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.pixels.utils import pack_bits
 
+from tests.render.conftest import DICOM
 from tests.render.synthetic import dataset, to_bytes
 
 ROWS, COLS = 8, 10
@@ -88,3 +89,19 @@ def test_the_overlay_matches_dcmtk(node, tmp_path):
     theirs = np.asarray(Image.open(tmp_path / "d.png"))
     ours = _frame(node, _load(node, ds), 0, "overlays=true")
     assert np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+@pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="dcmtk (dcmj2pnm) not installed")
+def test_a_real_file_with_overlays_matches_dcmtk(node, tmp_path):
+    path = DICOM / "pydicom-data" / "MR-SIEMENS-DICOM-WithOverlays.dcm"
+    if not path.is_file():
+        pytest.skip(f"real DICOM data absent: {path}")
+    subprocess.run(["dcmj2pnm", "--write-png", "+Wi", "1", str(path), str(tmp_path / "d.png")], check=True)
+    theirs = np.asarray(Image.open(tmp_path / "d.png"))
+    reply = node.upload([path])
+    assert reply.status_code == 201, reply.json
+    record_id = reply.json["id"]
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    assert node.registry.get_loaded(record_id).wait_complete(30)
+    ours = _frame(node, record_id, 0, "overlays=true")
+    assert (ours == 255).sum() > 100 and np.abs(ours.astype(int) - theirs).max() <= 1
