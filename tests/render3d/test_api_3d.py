@@ -146,12 +146,17 @@ def test_bad_volume_parameters_are_refused(client, query):
 
 
 @pytest.mark.parametrize("path", [
-    "mpr/oblique/3", "mpr/axial/40", "mpr/axial/-1", "mpr/sagittal/64", "mpr/axial/1?slab=-2",
+    "mpr/oblique/3", "mpr/axial/1?slab=-2",
     "mpr/axial/1?slab_mode=max", "mpr/axial/1?size=5000x5000", "mpr/axial/1?region=0,0,2,1",
     "mpr/axial/1?voi_function=cubic",
 ])
 def test_bad_mpr_parameters_are_refused(client, path):
     assert error_code(client.get(f"/api/v1/records/{RECORD}/{path}"), 400) == "validation_error"
+
+
+@pytest.mark.parametrize("path", ["mpr/axial/40", "mpr/axial/-1", "mpr/sagittal/64"])
+def test_an_mpr_index_outside_the_record_is_not_found(client, path):
+    assert error_code(client.get(f"/api/v1/records/{RECORD}/{path}"), 404) == "not_found"
 
 
 def test_malformed_record_id_is_refused(client):
