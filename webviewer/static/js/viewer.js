@@ -172,6 +172,10 @@ class Viewer {
     this.progress = h("progress", { id: "load-progress", max: Math.max(1, m.frames), value: 0, "aria-label": "Slices loaded" });
     this.progressText = h("span", { id: "load-text", class: "muted", text: "Starting to load…" });
     this.loadErrors = h("ul", { class: "problems", id: "load-errors", hidden: true });
+    // what the upload found (e.g. unknown pixel spacing: measurements are then in pixels)
+    const warnings = Array.isArray(m.warnings) ? m.warnings : [];
+    this.recordWarnings = h("ul", { class: "problems", id: "record-warnings", hidden: !warnings.length },
+      ...warnings.map((text) => h("li", { text })));
 
     const label = (text, control) => h("label", { class: "tb-field" }, h("span", { text }), control);
     this.volumeGroup = h("div", { class: "tb-group", hidden: true, "aria-label": "3D settings", role: "group" },
@@ -203,7 +207,7 @@ class Viewer {
       this.viewport,
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
-      this.loadErrors));
+      this.loadErrors, this.recordWarnings));
 
     this.bindPointer();
     this.bindKeys();
@@ -214,7 +218,7 @@ class Viewer {
   }
 
   fillWindowChoices() {
-    const options = [["auto", "Automatic"]];
+    const options = [["auto", "Default (each image its own)"]];
     if (this.meta.default_window) options.push(["file", "From the file"]);
     for (const [name, w] of Object.entries(this.presets.window || {})) {
       options.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`]);
@@ -559,7 +563,9 @@ class Viewer {
     this.progress.max = Math.max(1, status.frames_total);
     this.progress.value = status.frames_ready;
     this.viewport.dataset.loadState = status.state;
-    if (status.state === "ready") {
+    if (status.state === "ready" && status.frames_ready < status.frames_total) {
+      this.progressText.textContent = `${status.frames_ready} of ${status.frames_total} slices loaded; the others cannot be shown (below).`;
+    } else if (status.state === "ready") {
       this.progressText.textContent = `All ${status.frames_total} slices loaded.`;
     } else if (status.state === "error") {
       this.progressText.textContent = `Loading stopped: ${status.frames_ready} of ${status.frames_total} slices could be read.`;
@@ -587,7 +593,7 @@ class Viewer {
     const s = this.state;
     const m = this.meta;
     mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
-    const w = s.window ? `W ${Math.round(s.window.width)}  L ${Math.round(s.window.center)}` : "W/L automatic";
+    const w = s.window ? `W ${Math.round(s.window.width)}  L ${Math.round(s.window.center)}` : "W/L default";
     if (s.plane === "3d") {
       const v = s.vol;
       mount(this.cornerBL, h("div", { text: `${VOLUME_MODES.find(([k]) => k === v.mode)[1]} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
