@@ -1,9 +1,12 @@
 """Upload validation: parse every file, refuse what cannot be rendered, order a series by position.
 
 Everything is decided here, before a byte is stored: a record that passes is known to be one
-consistent image stack whose pixels decode. Each refusal is an ApiError whose message names the
-file and the reason, so the physician can act on it. The analysis also records what the loader
-needs later (pixel data offsets, rescale, LUTs, window) so loading never re-parses headers.
+consistent image stack whose pixels decode (a multi-frame file whose other frames are good keeps
+its short or undecodable frames, listed in the manifest's `bad_frames` and never shown). Each
+refusal is an ApiError whose message names the file and the reason, so the physician can act on
+it. The analysis also records what the loader and the renderer need later (pixel data offsets,
+rescale, LUTs, the record's and each frame's VOI, which files carry overlays) so loading never
+re-parses headers.
 """
 
 from __future__ import annotations
@@ -622,7 +625,7 @@ def _decode_all_compressed(files: list[ParsedFile], layout: Layout, short: dict[
         return failed
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        return {i: failed for i, failed in zip(compressed, pool.map(check, compressed)) if failed}
+        return {i: failed for i, failed in zip(compressed, pool.map(check, compressed), strict=True) if failed}
 
 
 def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[int, int]:
@@ -635,7 +638,7 @@ def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[
 def _bad_frames(files: list[ParsedFile], per_file: list[dict[int, str]]) -> dict[int, str]:
     """Record frame index -> reason, from each file's frames that cannot be shown."""
     bad, start = {}, 0
-    for parsed, failed in zip(files, per_file):
+    for parsed, failed in zip(files, per_file, strict=True):
         bad.update({start + frame: reason for frame, reason in failed.items()})
         start += parsed.frames
     return bad

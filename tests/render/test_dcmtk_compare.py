@@ -157,7 +157,7 @@ def _compare(path: Path | None, tmp_path: Path) -> None:
     if path is None:
         pytest.skip(f"real DICOM data absent: {DICOM} (/work/shared/data absent (fresh clone))")
     try:
-        pydicom.dcmread(path).pixel_array
+        _ = pydicom.dcmread(path).pixel_array
         pydicom_error = None
     except Exception as exc:  # the bundled set holds deliberately broken files
         pydicom_error = f"{type(exc).__name__}: {str(exc)[:120]}"

@@ -144,3 +144,14 @@ def test_the_manifest_stores_each_frames_voi_once_per_distinct_choice():
     assert stored == {"choices": [{"center": -100.0, "width": 400.0, "function": "linear"}],
                       "frames": [0, 0, None]}
     assert pydicom.dcmread(io.BytesIO(files[0][1])).WindowWidth == 400
+
+
+def test_the_3d_view_without_a_window_takes_the_records_window_and_function(node):
+    record_id = _load(node, _series([(40.0, 400.0, "SIGMOID")] * 4))
+    view = "mode=avg&azimuth=20&elevation=10&size=48x48"
+    np.testing.assert_array_equal(
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}"),
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window=40,400&voi_function=sigmoid"))
+    assert not np.array_equal(
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}"),
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window=40,400"))
