@@ -265,7 +265,7 @@ def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
-    quality = query.choice(query.RENDER_QUALITY, "still", ("interactive", "still")) or "still"
+    render = query.choice(query.RENDER, "still", ("interactive", "still")) or "still"
     mode = query.choice(query.MODE, "mip", MODES) or "mip"
     preset = None
     window = None
@@ -280,9 +280,9 @@ def volume(record_id: str) -> Response:
         elevation=query.number(query.ELEVATION, 0.0, *query.ANGLES["elevation"]),
         roll=query.number(query.ROLL, 0.0, *query.ANGLES["roll"]),
         zoom=query.number(query.ZOOM, 1.0, *query.ZOOM_LIMITS),
-        preset=preset, window=window, quality=quality)
-    fmt = query.image_format(DEFAULT_FORMAT[quality])
-    image_quality = query.integer(query.IMAGE_QUALITY, DEFAULT_IMAGE_QUALITY[quality], 1, 100)
+        preset=preset, window=window, quality=render)
+    fmt = query.image_format(DEFAULT_FORMAT[render])
+    image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id = query.VIEW_ID.raw()
     if view_id is not None and not _VIEW_ID.match(view_id):
         raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
@@ -295,13 +295,13 @@ def volume(record_id: str) -> Response:
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
     volume_data = state.prepared(record)
     etag = None
-    if quality == "still":
+    if render == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
                                                                 _modality(record)), fmt, image_quality)
-    cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
+    cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
 
 

@@ -63,7 +63,8 @@ MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})
 
-# 3D view (GET .../volume); `quality` there is still the render quality, `image_quality` the encoder's.
+# 3D view (GET .../volume). `quality` there is the encoder's, as everywhere; `render` picks a fast
+# preview or a full still.
 VOLUME_MODES = ("mip", "minip", "avg", "dvr")
 MODE = Param("mode", "projection or compositing", {"enum": list(VOLUME_MODES), "default": "mip"})
 VOLUME_PRESET = Param("preset", "transfer-function preset (dvr) or window preset (mip/minip/avg), see /api/v1/presets")
@@ -72,14 +73,13 @@ AZIMUTH, ELEVATION, ROLL = (Param(name, "degrees", {"type": "number", "minimum":
                             for name, (low, high) in ANGLES.items())
 ZOOM_LIMITS = (0.1, 20.0)
 ZOOM = Param("zoom", "magnification", {"type": "number", "minimum": ZOOM_LIMITS[0], "maximum": ZOOM_LIMITS[1]})
-RENDER_QUALITY = Param("quality", "fast preview or full still", {"enum": ["interactive", "still"], "default": "still"})
-IMAGE_QUALITY = Param("image_quality", "encoder quality 1..100, for webp and jpeg",
-                      {"type": "integer", "minimum": 1, "maximum": 100})
+RENDER = Param("render", "interactive: a fast preview (half size, at least 256 px, JPEG q60 by default); "
+               "still: full size, PNG by default, deterministic", {"enum": ["interactive", "still"], "default": "still"})
 VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 409 superseded",
                 {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"})
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})
-VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER_QUALITY,
-                 IMAGE_QUALITY, FORMAT, SIZE, VIEW_ID, SEQ)
+VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER,
+                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ)
 
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS)
 MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE)

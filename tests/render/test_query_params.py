@@ -45,6 +45,9 @@ def _get(node, record_id: str, path: str, params: str):
     ("window=1e10,400", 400, None),
     ("window=40,400&voi_function=cubic", 400, None),
     ("format=gif", 400, None),
+    ("format=jpeg&quality=50", 200, "image/jpeg"),  # the encoder's quality, for 3D too
+    ("quality=0", 400, None),
+    ("quality=interactive", 400, None),
     ("size=0x10", 400, None),
 ])
 def test_image_parameters_mean_the_same_everywhere(node, record_id, path, params, status, mimetype):

@@ -106,11 +106,11 @@ def test_still_volume_is_a_png_of_the_requested_size(client):
 
 
 def test_interactive_volume_is_a_small_lossy_preview(client):
-    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&quality=interactive&size=600x400"
+    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&render=interactive&size=600x400"
                           "&window=500,1500&view_id=v1&seq=1")
     image = image_of(response)
     assert response.mimetype == "image/jpeg" and image.size == (300, 200)
-    small = image_of(client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=384x300"))
+    small = image_of(client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=384x300"))
     assert small.size == (256, 200)  # halving stops at 256 px on the longer side
     assert response.headers["Cache-Control"] == "no-store"
 
@@ -139,7 +139,7 @@ def test_mpr_with_preset_and_region(client):
     "mode=xray", "mode=dvr&preset=ct_everything", "mode=mip&preset=ct_nothing", "azimuth=361",
     "elevation=-91", "roll=181", "azimuth=abc", "azimuth=nan", "zoom=0", "zoom=50",
     f"size={MAX_PX + 1}x10", "size=10", "size=0x10", "window=40", "window=40,0", "window=a,b",
-    "quality=best", "format=gif", "image_quality=0", "view_id=bad%20id", "seq=-1",
+    "render=best", "quality=interactive", "format=gif", "quality=0", "view_id=bad%20id", "seq=-1",
 ])
 def test_bad_volume_parameters_are_refused(client, query):
     assert error_code(client.get(f"/api/v1/records/{RECORD}/volume?{query}"), 400) == "validation_error"
@@ -178,7 +178,7 @@ def test_a_token_is_required(app):
 
 
 def test_older_requests_of_a_view_are_superseded(client):
-    base = f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64&view_id=drag-1"
+    base = f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64&view_id=drag-1"
     assert client.get(base + "&seq=5").status_code == 200
     assert error_code(client.get(base + "&seq=4"), 409) == "superseded"
     assert client.get(base + "&seq=6").status_code == 200
@@ -189,12 +189,12 @@ def test_a_full_node_answers_busy(app, client):
     state = render_state(app)
     assert state.slots.acquire(timeout=1)
     try:
-        response = client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64")
+        response = client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64")
         assert error_code(response, 503) == "busy"
         assert response.headers["Retry-After"]
     finally:
         state.slots.release()
-    assert client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64").status_code == 200
+    assert client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64").status_code == 200
 
 
 def test_a_request_superseded_while_waiting_is_dropped(app, client):
@@ -251,7 +251,7 @@ def test_unusual_records_render_without_errors(app, client, record):
     odd = "e" * 64
     app.extensions["sivr_records"].records[odd] = record
     for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
-                  "mode=dvr&quality=interactive&azimuth=-200&elevation=89"):
+                  "mode=dvr&render=interactive&azimuth=-200&elevation=89"):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
     for plane in ("axial", "coronal", "sagittal"):
         image_of(client.get(f"/api/v1/records/{odd}/mpr/{plane}/0?slab=5&slab_mode=mip"))

@@ -226,17 +226,17 @@ def test_reformats_and_3d_rotation(page, deployment, record, shots):
     presets = page.locator("#volume-preset option").all_text_contents()
     assert presets, "the node's volume presets are offered"
     first = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr')")
-    assert first["query"]["quality"] == "still"
+    assert first["query"]["render"] == "still"
     box = page.locator("#viewport").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 120, y + 40, steps=10)
     page.mouse.up()
-    still = wait_shown(page, "d.shownKey.includes('quality=still') && !d.shownKey.includes('azimuth=30.0')")
+    still = wait_shown(page, "d.shownKey.includes('render=still') && !d.shownKey.includes('azimuth=30.0')")
     assert float(still["query"]["azimuth"]) == pytest.approx(90.0, abs=1)
     assert float(still["query"]["elevation"]) == pytest.approx(0.0, abs=1)
-    qualities = [parse_qs(urlsplit(u).query)["quality"][0] for u in volume_requests]
+    qualities = [parse_qs(urlsplit(u).query)["render"][0] for u in volume_requests]
     assert "interactive" in qualities, "previews while dragging"
     assert qualities[-1] == "still", "a full-quality still once released"
     assert all("view_id" in parse_qs(urlsplit(u).query) for u in volume_requests)

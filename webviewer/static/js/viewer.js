@@ -362,8 +362,8 @@ class Viewer {
       Object.assign(params, {
         mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
         azimuth: wrapDegrees(v.azimuth).toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
-        quality: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
-        image_quality: format === "png" ? undefined : (interactive ? 60 : s.quality),
+        render: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
+        quality: format === "png" ? undefined : (interactive ? 60 : s.quality),
       });
     } else {
       const index = indexOverride ?? this.index();
