@@ -175,7 +175,7 @@ def prepare_topology(root: Path, slices: int):
     top = deployment.url("toplevel")
     south_doctor = new_user(admin, top, south["id"], "dr.south", "physician")
     south_client = ApiClient(deployment, **south_doctor)
-    south_admin = new_user(admin, top, south["id"], "admin.south", "admin")
+    south_admin = new_user(admin, top, south["id"], "admin.south", "instadmin")
     for node in register_nodes(ApiClient(deployment, **south_admin), south).values():
         meta = upload_record(south_client, node["url"], files)
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))

@@ -11,8 +11,8 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,7 @@ import requests
 
 from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
 from daemons.layers import get_layer
+from shared.roles import SYSTEM_ADMIN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
@@ -57,7 +58,7 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
         "admin": {"username": "admin", "password": secrets.token_urlsafe(12)},
         "physician": {"username": "dr.house", "password": secrets.token_urlsafe(12)},
     }
-    admin_ops.create_user(config, "admin", users["admin"]["password"], "admin", institution_id,
+    admin_ops.create_user(config, "admin", users["admin"]["password"], SYSTEM_ADMIN, institution_id,
                           "Demo Administrator")
     admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
                           institution_id, "Dr. Gregory House")
@@ -75,7 +76,8 @@ class ApiClient:
         # An environment CA bundle (REQUESTS_CA_BUNDLE) would override Session.verify: ignore it.
         self.session.trust_env = False
         self.session.verify = deployment.ca_cert
-        reply = self.session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
+        self.toplevel_url = deployment.url("toplevel")
+        reply = self.session.post(f"{self.toplevel_url}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)
         reply.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
@@ -85,6 +87,11 @@ class ApiClient:
         if reply.status_code not in ok:
             raise RuntimeError(f"{method} {url} answered {reply.status_code}: {reply.text[:300]}")
         return reply
+
+    def patient_reference(self, patient_id: str) -> str:
+        """The toplevel's signed reference to a patient, which institution servers need to store their data."""
+        return self.call("POST", f"{self.toplevel_url}/api/v1/patients/{patient_id}/reference").json()[
+            "patient_reference"]
 
 
 class RunningDeployment(LocalDeployment):
@@ -131,13 +138,15 @@ def register_record(client: ApiClient, institution_url: str, meta: dict, node_id
         "frames": meta["frames"], "modality": meta["modality"], "record_type": record_type,
         "patient_id": patient_id, "description": description,
         "study_date": _iso_date(meta.get("study_date")),
+        "patient_reference": client.patient_reference(patient_id),
     }).json()
 
 
 def write_finding(client: ApiClient, institution_url: str, patient_id: str,
                   links: list[dict], **text: str) -> dict:
     body = {"patient_id": patient_id, "description": "", "findings": "", "conclusion": "",
-            "recommendation": "", "date": _iso_date(None), "records": links}
+            "recommendation": "", "date": _iso_date(None), "records": links,
+            "patient_reference": client.patient_reference(patient_id)}
     body.update(text)
     return client.call("POST", f"{institution_url}/api/v1/findings", json=body).json()
 

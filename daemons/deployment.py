@@ -183,7 +183,8 @@ def init_deployment(
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
             layout.institutions[-1]["nodes"].append({"name": node_name, "url": layout.instances[-1].url})
-    add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url}})
+    servers = [i.url for i in layout.instances if i.layer in ("institution", "render")]
+    add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()
     return layout
 

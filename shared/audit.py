@@ -6,18 +6,22 @@ same table shape and the same admin-only query endpoint, so the console can show
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import peewee
 from flask import Blueprint, jsonify, request
 
-from shared.auth import current_identity, require_auth, require_institution
-from shared.errors import ApiError
+from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, utcnow
+from shared.errors import ApiError
+from shared.roles import ADMIN_ROLES
+from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
 
 
-AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "action", "since", "until", "limit", "offset"})
+AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "object_id", "action", "since", "until",
+                           "limit", "offset"})
 
 
 def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[peewee.Model]:
@@ -93,21 +97,27 @@ def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
     }
 
 
-def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None) -> Blueprint:
+AuditScope = Callable[[Identity, peewee.ModelSelect], peewee.ModelSelect]
+
+
+def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None,
+                    scope: AuditScope | None = None) -> Blueprint:
     """`GET /api/v1/audit` for admins, filtered by user, patient, action and time range.
 
-    With `institution_id`, only admins of that institution may read it (institution servers and
-    render nodes); the toplevel's log is for every admin.
+    With `institution_id`, only administrators of that institution (`shared.roles`) may read it
+    (institution servers and render nodes). `scope` narrows the entries a caller sees (the
+    toplevel's log, which spans institutions, shows an institution admin only their own users').
     """
     bp = Blueprint("audit", __name__)
 
     @bp.get("/api/v1/audit")
-    @require_auth("admin")
+    @require_auth(*ADMIN_ROLES)
     def list_audit():
+        identity = current_identity()
         if institution_id is not None:
-            require_institution(current_identity(), institution_id, "this audit log")
+            require_admin_of(identity, institution_id, "this audit log")
         limit, offset = page_args()
-        query = model.select()
+        query = model.select() if scope is None else scope(identity, model.select())
         args = request.args
         unknown = sorted(set(args) - AUDIT_FILTERS)
         if unknown:
@@ -122,6 +132,8 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
             query = query.where(model.username.contains(query_text("username", 150)))
         if "patient_id" in args:
             query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
+        if "object_id" in args:  # e.g. a record id: "who has seen this record" on a render node
+            query = query.where(model.object_id == query_text("object_id", 64))
         if "action" in args:
             query = query.where(model.action == query_text("action", 64))
         if "since" in args:

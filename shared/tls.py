@@ -18,6 +18,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.tokens import write_private_key
 
+#: TLS 1.2 cipher suites the servers offer: forward-secret ECDHE key exchange with AEAD ciphers
+#: only (no CBC-mode suites such as ECDHE-ECDSA-AES256-SHA384 or AES128-SHA256, no static RSA key
+#: exchange). TLS 1.3 suites are all AEAD and are not affected by this list.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from shared.roles import ROLES
+
 ALGORITHM = "EdDSA"
-ROLES = ("admin", "physician")
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "role", "inst", "name", "sid", "auth_time"]
 
 
@@ -41,7 +42,10 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling, as the token says; the only source of user, role and institution."""
+    """Who is calling, as the token says; the only source of user, role and institution.
+
+    What a role may do is decided by `shared.roles` (one rule for every layer).
+    """
 
     user_id: str
     username: str
@@ -50,10 +54,6 @@ class Identity:
     session_id: str
     auth_time: int
     expires_at: int
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:

@@ -18,6 +18,10 @@ from shared.config import Config
 from shared.errors import register_error_handlers
 from shared.tokens import TokenVerifier, load_public_key
 
+#: JSON and images are never documents to render or frame: a browser that opens an API answer
+#: directly runs nothing from it and no page may embed it. The web layer sets its own policy.
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
 
 def verifier_from_config(config: Config) -> TokenVerifier:
     tokens = config["tokens"]
@@ -56,7 +60,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             app,
             origins=config["cors"]["origins"],
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )
@@ -65,6 +69,8 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Content-Security-Policy", API_CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
         if config["server"]["tls_cert"]:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if response.mimetype == "application/json":

@@ -1,12 +1,15 @@
 """Audit log: who read or changed what, searched by user, patient, action and time range.
 
 Each layer keeps its own log (backends never call each other), so the administrator picks where
-to search: the toplevel (logins, users, patients) or an institution server (records, findings,
-nodes). A patient can be found by name — that search is itself audited by the toplevel.
+to search: the toplevel (logins, users, patients), an institution server (records, findings,
+nodes) or a render node (uploads, record lists, loads, and one `record.view` entry per viewing
+session with its image counts). A patient can be found by name — that search is itself audited
+by the toplevel.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6.QtCore import QDateTime, Qt
@@ -32,6 +35,7 @@ from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import AuditModel, PatientsModel
 from admin_gui.widgets import MessageBanner, TablePanel, plain_label
+from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500
 #: Actions the layers write (the list is editable: a newer server may write others).
@@ -42,10 +46,21 @@ ACTIONS = ["", "auth.login", "auth.login_failed", "auth.logout",
            "record_type.create", "record_type.update", "record_type.delete",
            "node.create", "node.update", "node.delete",
            "record.upload", "record.create", "record.read", "record.search", "record.load",
-           "record.original", "record.delete",
+           "record.view", "record.original", "record.delete",
            "finding.create", "finding.read", "finding.search", "finding.update", "finding.link",
            "finding.unlink", "finding.delete"]
 TOPLEVEL = "toplevel"
+REGISTRY_THREADS = 8
+
+
+def render_node_sources(client_for, institution: dict[str, Any]) -> list[dict[str, Any]]:
+    """The render nodes of one institution as audit sources; none if its server cannot be asked."""
+    try:
+        nodes = client_for(institution["server_url"]).list_all("/api/v1/nodes")
+    except ApiError:
+        return []  # an unreachable institution server: its nodes are simply not offered
+    return [{"id": node["id"], "name": f"{institution['name']} › {node['name']}", "server_url": node["url"]}
+            for node in nodes]
 
 
 def to_iso_utc(value: QDateTime) -> str:
@@ -200,19 +215,32 @@ class AuditScreen(TableScreen):
         self.picker: PatientPicker | None = None
 
     def refresh(self) -> None:
-        """Fill the server list from the institutions, then search with the current filters."""
-        def loaded(institutions: list[dict[str, Any]]) -> None:
+        """Fill the server list from the institutions and their render nodes, then search."""
+        client, polling_client = self.ctx.client, self.ctx.polling_client
+
+        def sources() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            institutions = client.list_all("/api/v1/institutions")
+            with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
+                nodes = [node for found in pool.map(lambda inst: render_node_sources(polling_client, inst),
+                                                    institutions) for node in found]
+            return institutions, nodes
+
+        def loaded(found: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+            institutions, nodes = found
             current = self.source.currentData()
             self.source.clear()
             self.source.addItem("Toplevel server", TOPLEVEL)
-            for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
+            administered = [i for i in institutions if may_administer_institution(self.ctx.caller, i["id"])]
+            for inst in sorted(administered, key=lambda i: i["name"].casefold()):
                 self.source.addItem(f"{inst['name']} (institution server)", inst)
-            found = next((i for i in range(self.source.count())
-                          if self._source_key(self.source.itemData(i)) == self._source_key(current)), 0)
-            self.source.setCurrentIndex(found)
+            for node in sorted(nodes, key=lambda n: n["name"].casefold()):
+                self.source.addItem(f"{node['name']} (render node)", node)
+            found_index = next((i for i in range(self.source.count())
+                                if self._source_key(self.source.itemData(i)) == self._source_key(current)), 0)
+            self.source.setCurrentIndex(found_index)
             self.search()
 
-        self.run(lambda: self.ctx.client.list_all("/api/v1/institutions"), loaded)
+        self.run(sources, loaded)
 
     @staticmethod
     def _source_key(data: Any) -> str:

@@ -28,16 +28,25 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render import query
 from daemons.render.encode import encode_image
+from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.node import NODE_EXTENSION
-from daemons.render.pixels import Window
+from daemons.render.pixels import Voi, Window
+from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, keyed, with_function
-from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
+from daemons.render.volume import (
+    MODES,
+    PRESETS,
+    PreparedVolume,
+    ViewSpec,
+    prepare_volume,
+)
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, plane_labels, plane_layout, reformat_image
-from daemons.render.volume.raycast import RayCaster
+from daemons.render.volume.raycast import RayCaster, default_voi
 from shared.auth import require_auth
 from shared.errors import ApiError
+from shared.roles import ROLES
 from shared.validation import parse_record_id
 
 bp = Blueprint("render_3d", __name__)
@@ -210,11 +219,10 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
 
 
 def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
-                    labels: dict[str, str]) -> Response:
-    """The image; `X-Orientation` names the patient direction at each edge
-    (e.g. `top=S,right=L,bottom=I,left=R`) so a viewer can label it without knowing our camera."""
-    response = Response(encoded[0], mimetype=encoded[1])
-    response.headers["X-Orientation"] = ",".join(f"{edge}={label}" for edge, label in labels.items())
+                    labels: dict[str, str] | None, window: Voi | None = None) -> Response:
+    """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
+    edges without knowing our camera, and drags the window from the one shown."""
+    response = describe_image(Response(encoded[0], mimetype=encoded[1]), labels, window)
     response.headers["Cache-Control"] = cache
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
     if etag is not None:
@@ -229,7 +237,7 @@ def _etag(*parts: Any) -> str:
 # --- endpoints --------------------------------------------------------------------------------
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def mpr(record_id: str, plane: str, index: int) -> Response:
     """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
     (for an axial series the axial index is the frame index)."""
@@ -252,15 +260,18 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     etag = _etag(record_id, plane, index, voi.key, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
+        note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
         volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+    note_view("mpr", record_id)
+    labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
-                           plane_labels(volume.geometry, layout))
+                           labels, voi.voi or default_voi(volume))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
@@ -298,11 +309,15 @@ def volume(record_id: str) -> Response:
     if render == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
+            note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
                                                                 _modality(record)), fmt, image_quality)
+    note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
-    return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
+    labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
+    return _image_response(encoded, started, cache, etag, labels,
+                           None if mode == "dvr" else view.window or default_voi(volume_data))
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,

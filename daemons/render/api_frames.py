@@ -1,6 +1,9 @@
 """2D frames: `GET /api/v1/records/{id}/frames/{index}` with window, preset, format, size, region
 (parsed by daemons.render.query, as for reformats and 3D views).
 
+Each image says which patient direction each edge faces and which window it was rendered with
+(`X-Orientation`, `X-Window`, see `image_headers`); a crop keeps the edges' directions.
+
 The ETag is a hash of the record id (itself a content hash) and every parameter that shapes the
 image, so it is known before rendering: a browser revalidating a slice it has costs no rendering.
 """
@@ -14,11 +17,15 @@ from flask import Blueprint, Response, request
 
 from daemons.render import query
 from daemons.render.encode import encode_image
+from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.node import node
 from daemons.render.render2d import render_frame
+from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, frame_voi, keyed
+from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
 from shared.errors import ApiError
+from shared.roles import ROLES
 from shared.validation import parse_record_id
 
 bp = Blueprint("render_frames", __name__)
@@ -37,7 +44,7 @@ def etag_for(record_id: str, parts: list[str]) -> str:
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def frame(record_id: str, index: int):
     started = time.perf_counter()
     record_id = parse_record_id(record_id, "record id")
@@ -64,6 +71,7 @@ def frame(record_id: str, index: int):
     if request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
         not_modified.set_etag(etag, weak=weak)
+        note_view("frame", record_id)
         return not_modified
     if record is None:
         raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
@@ -89,7 +97,9 @@ def frame(record_id: str, index: int):
             return encode_image(image, fmt, quality, webp_method=method)
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
-    return _image_response(body, mimetype, etag, weak, started, the_node)
+    note_view("frame", record_id)
+    response = _image_response(body, mimetype, etag, weak, started, the_node)
+    return describe_image(response, image_labels(record_orientation(manifest)), voi)
 
 
 def _image_response(body: bytes, mimetype: str, etag: str, weak: bool, started: float, the_node) -> Response:

@@ -35,7 +35,11 @@ def _params(declared) -> list[dict[str, Any]]:
 
 
 _IMAGE = {"description": "the image", "headers": {
-    "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}},
+    "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}},
+    "X-Orientation": {"schema": {"type": "string"}, "description": "patient direction at each edge, "
+                      "e.g. top=S,right=L,bottom=I,left=R; absent when the record's orientation is unknown"},
+    "X-Window": {"schema": {"type": "string"}, "description": "CENTER,WIDTH the image was rendered with "
+                 "(the node's default when none was asked for); absent for a VOI LUT, colour or DVR"}},
     "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}
 
 SCHEMAS = {
@@ -56,7 +60,14 @@ SCHEMAS = {
         "study_uid": {"type": "string"}, "series_uid": {"type": "string"}, "patient_name": {"type": "string"},
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
-        "stored_at": {"type": ["string", "null"], "format": "date-time"}}},
+        "stored_at": {"type": ["string", "null"], "format": "date-time"},
+        "slice_thickness": {"type": ["number", "null"]},
+        "stack_direction": {"type": ["string", "null"], "description": "patient direction the frame index runs towards"},
+        "slices": {"type": "array", "description": "per frame, in record order (GET of one record only)",
+                   "items": {"type": "object", "properties": {
+                       "instance": {"type": ["integer", "null"]},
+                       "position": {"type": ["array", "null"], "items": {"type": "number"}},
+                       "location_mm": {"type": ["number", "null"]}}}}}},
     "LoadStatus": {"type": "object", "properties": {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},
@@ -81,10 +92,14 @@ def document() -> dict[str, Any]:
             "/api/v1/node": {"get": {"summary": "node health figures", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/presets": {"get": {"summary": "window and volume presets", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
-                "get": {"summary": "stored records", "parameters": [
+                "get": {"summary": "stored records, newest first: users of the node's institution only; a "
+                                   "physician names the patient, an admin may list all (audited per record shown)",
+                        "parameters": [
+                    _query("patient_id_dicom", "DICOM PatientID (exact); required except for admins of the "
+                                               "node's institution"),
                     _query("limit", "page size", {"type": "integer", "default": 50, "maximum": 500}),
                     _query("offset", "page start", {"type": "integer", "default": 0})],
-                    "responses": {"200": _json(meta_list), **_errors(401, 403)}},
+                    "responses": {"200": _json(meta_list), **_errors(400, 401, 403)}},
                 "post": {"summary": "upload one record (a multi-frame file or a series of single-frame files)",
                          "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                              "type": "object", "properties": {"files": {"type": "array", "items": {

@@ -12,24 +12,31 @@ re-parses headers.
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
 
 from daemons.render.decode import (
-    Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset, syntax_decodable,
+    Layout,
+    decode_frames,
+    fast_path_possible,
+    native_pixel_offset,
+    read_dataset,
+    syntax_decodable,
 )
 from daemons.render.overlays import has_overlays
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
+from daemons.render.slices import slice_table
 from daemons.render.voi import lut_to_json
 
 MIB = 1024 * 1024
-DECODE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class ParsedFile:
     slope: float
     intercept: float
     frame_rescales: list[tuple[float, float]] | None = None
+    frame_positions: list[list[float] | None] = field(default_factory=list)
+    bad_frames: dict[int, str] = field(default_factory=dict)  # frame in file -> why it cannot be shown
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -105,6 +114,18 @@ def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> A
         return cast(value)
     except (TypeError, ValueError) as exc:
         raise UploadError(422, "invalid_attribute", f"{name}: {keyword} {value!r} is not a number") from exc
+
+
+def _number_of_frames(ds: Dataset, name: str) -> int:
+    """Number of Frames as written: an integer string (IS), so "1e9" or "NaN" is refused, not rounded."""
+    value = ds.get("NumberOfFrames")
+    if value is None or value == "":
+        return 1
+    written = str(getattr(value, "original_string", value)).strip()
+    if not written.lstrip("+").isdigit():
+        raise UploadError(422, "invalid_attribute",
+                          f"{name}: Number of Frames {written[:40]!r} is not a positive whole number")
+    return int(written)
 
 
 def _floats(value: Any, count: int) -> list[float] | None:
@@ -287,7 +308,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
                           "cannot be decoded by this node")
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
-    frames = _number(ds, "NumberOfFrames", 1, name, int)
+    frames = _number_of_frames(ds, name)
     if rows <= 0 or cols <= 0 or frames <= 0:
         raise UploadError(422, "invalid_attribute", f"{name}: Rows, Columns and Number of Frames must be positive")
     if rows > limits.max_rows or cols > limits.max_columns or frames > limits.max_frames:
@@ -315,7 +336,18 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         position=along, instance=_number(ds, "InstanceNumber", None, name, int),
         pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
         frame_rescales=_frame_rescales(ds, frames, name),
+        frame_positions=_frame_positions(ds, frames, position),
     )
+
+
+def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> list[list[float] | None]:
+    """ImagePositionPatient of each frame: an enhanced file's per-frame values, else the file's own
+    (which names the first frame only when there are several)."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames > 1 and items and len(items) == frames:
+        return [_floats(item.PlanePositionSequence[0].get("ImagePositionPatient") or [], 3)
+                if item.get("PlanePositionSequence") else None for item in items]
+    return [position] + [None] * (frames - 1)
 
 
 def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
@@ -361,6 +393,16 @@ def _check_consistent(files: list[ParsedFile]) -> None:
                 raise UploadError(422, "inconsistent_series",
                                   f"{parsed.name}: {keyword} {parsed.dataset.get(keyword)} differs from "
                                   f"{files[0].name} ({first.get(keyword)}); all slices must match")
+        for keyword, what in (("PatientID", "patient id"), ("PatientName", "patient name"),
+                              ("StudyInstanceUID", "study")):
+            if str(parsed.dataset.get(keyword, "")) != str(first.get(keyword, "")):
+                raise UploadError(422, "inconsistent_series",
+                                  f"{parsed.name}: its {what} differs from {files[0].name}'s; "
+                                  "a record holds the images of one patient's series only")
+        if _pixel_spacing(parsed.dataset) != _pixel_spacing(first):
+            raise UploadError(422, "inconsistent_series",
+                              f"{parsed.name}: its pixel spacing {_pixel_spacing(parsed.dataset)} differs from "
+                              f"{files[0].name}'s {_pixel_spacing(first)}; distances on the stack would be wrong")
         mine = _floats(parsed.dataset.get("ImageOrientationPatient") or [], 6)
         theirs = _floats(first.get("ImageOrientationPatient") or [], 6)
         if mine and theirs and not np.allclose(mine, theirs, atol=1e-3):
@@ -407,6 +449,14 @@ def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
                           "so distances cannot be measured in mm"]
     return None, ["the files give no pixel spacing: the pixel size is unknown, so distances cannot "
                   "be measured in mm"]
+
+
+def _slice_thickness(ds: Dataset) -> float | None:
+    try:
+        value = float(_attr(ds, "SliceThickness", "PixelMeasuresSequence"))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def _window_json(center: Any, width: Any, function: Any) -> dict | None:
@@ -476,8 +526,47 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "")[:200]
 
 
-def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
-    """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
+Refusal = tuple[int, str, str]
+"""An UploadError as plain values (status, code, message), so it crosses a process boundary."""
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What `check_file` found, as plain values (it crosses a process boundary): a refusal, or
+    else the file's frames that cannot be shown (frame in file -> reason; the others can)."""
+
+    refusal: Refusal | None = None
+    bad_frames: dict[int, str] = field(default_factory=dict)
+
+
+FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[FileCheck | None]]
+"""Runs `check_file` over every upload; None for a file left unchecked after another's refusal."""
+
+
+def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
+                 check_files: FileChecker | None = None) -> ParsedRecord:
+    """Validate an upload and analyse it into a record, or raise UploadError naming the reason.
+
+    `check_files` runs `check_file` over every file; a node passes its decode worker pool
+    (`daemons.render.isolation`), so parsing and decoding untrusted bytes first happens where a
+    codec crash, hang or memory blow-up cannot hurt the node. Only files that passed there are
+    parsed again here (the same code on the same bytes), for the record's analysis. The default
+    checks in this process, for trusted files (tools, tests).
+    """
+    _check_sizes(uploads, limits)
+    checks = (check_files or check_files_here)(uploads, limits)
+    refusal = next((c.refusal for c in checks if c is not None and c.refusal is not None), None)
+    if refusal is not None:
+        raise UploadError(*refusal)
+    try:
+        return _analyse(uploads, limits, [c.bad_frames for c in checks])
+    except UploadError:
+        raise
+    except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
+        raise UploadError(422, "unreadable", f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+
+
+def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
     if not any(raw for _, raw in uploads):
         raise UploadError(400, "empty_upload", "no file was sent: attach one or more DICOM files as `files`")
     empty = [name for name, raw in uploads if not raw]
@@ -489,9 +578,15 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     total = sum(len(raw) for _, raw in uploads)
     if total > limits.max_upload_bytes:
         raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
+
+
+def _analyse(uploads: list[tuple[str, bytes]], limits: Limits, bad_frames: list[dict[int, str]]) -> ParsedRecord:
+    """The record of files that passed `check_file`; `bad_frames` is what it found per upload."""
+    total = sum(len(raw) for _, raw in uploads)
     unique: dict[str, ParsedFile] = {}
-    for name, raw in uploads:
+    for (name, raw), bad in zip(uploads, bad_frames, strict=True):
         parsed = _parse_file(name, raw, limits)
+        parsed.bad_frames = bad
         unique.setdefault(parsed.sha256, parsed)
     files = sorted(unique.values(), key=_sort_key)
     _check_consistent(files)
@@ -509,13 +604,11 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
                           f"the record decodes to {decoded_bytes // MIB} MiB, over the limit of {limits.max_decoded_bytes // MIB} MiB")
-    short = {i: found for i, parsed in enumerate(files) if (found := _check_pixel_length(parsed, layout))}
     signed = layout.pixel_representation == 1
     modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
     voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
-    undecodable = _decode_all_compressed(files, layout, short)
-    bad_frames = _bad_frames(files, [{**short.get(i, {}), **undecodable.get(i, {})} for i in range(len(files))])
+    bad_frames = _bad_frames(files)
     sample_file, sample_index = _sample_frame(files, bad_frames)
     sample_frame = _trial_decode(files[sample_file], layout, sample_index)
     if layout.float_modality or modality_lut is None:
@@ -543,6 +636,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "pixel_spacing": pixel_spacing,
         "warnings": warnings,
         "slice_spacing": _slice_spacing(files, first),
+        "slice_thickness": _slice_thickness(first),
         "default_window": None if layout.is_color else _default_window(first),
         "study_uid": _text(first, "StudyInstanceUID"),
         "series_uid": _text(first, "SeriesInstanceUID"),
@@ -551,10 +645,12 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
+        **slice_table(orientation, [(f.instance, p) for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),
         "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "orientation_known": orientation is not None,
         "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
         "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
         "modality_lut": lut_to_json(modality_lut),
@@ -574,9 +670,14 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
 
 
 def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
-    """Uncompressed pixel data must hold every frame. A file with no complete frame is refused as
-    truncated; a multi-frame file whose last frames are cut keeps its complete ones, and the short
-    frames are returned (frame in file -> reason) to be reported, not shown."""
+    """Uncompressed pixel data must be the frames the dimensions describe (PS3.5 8.1.1: frames of
+    Rows x Columns x samples x bits back to back, padded to an even length).
+
+    More data than that, or an odd length, cannot be any frame layout: the dimensions are wrong and
+    the file would be stored with a wrong shape, so it is refused. Less data is a cut file: one
+    with no complete frame is refused as truncated; a multi-frame file keeps its complete frames,
+    and the short ones are returned (frame in file -> reason) to be reported, not shown.
+    """
     if parsed.pixel_offset is None:
         return {}
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
@@ -588,9 +689,14 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
     if element.length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
                           f"({element.length}); DICOM values always have an even length")
+    expected = frame_bytes if packed else frame_bytes * parsed.frames
+    if element.length > expected + expected % 2:
+        raise UploadError(422, "invalid_attribute",
+                          f"{parsed.name}: the pixel data has {element.length} bytes, but Rows x Columns x frames x "
+                          f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
+                          f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
     available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
     complete = (1 if available >= frame_bytes else 0) * parsed.frames if packed else available // frame_bytes
-    expected = frame_bytes if packed else frame_bytes * parsed.frames
     if complete == 0:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
@@ -600,32 +706,82 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
     return {frame: reason for frame in range(complete, parsed.frames)}
 
 
-def _decode_all_compressed(files: list[ParsedFile], layout: Layout, short: dict[int, dict[int, str]]) -> dict[int, dict[int, str]]:
+def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
+    """Everything about one file that runs parsing or codec code on its bytes.
+
+    Run in a decode worker process. Parses the file, converts every element (a bad VR or value
+    fails here, not later in the node), refuses duplicated elements, checks the pixel data length
+    against the dimensions and decodes every frame, so what is stored is known decodable or known
+    bad frame by frame. Any exception of the parser or a codec becomes a refusal: no upload may
+    give a 5xx. A multi-frame file with short or undecodable frames passes with those frames
+    listed, as long as one frame can be shown.
+    """
+    try:
+        parsed = _parse_file(name, raw, limits)
+        _check_no_duplicates(parsed)
+        layout = _layout(parsed.dataset, float_modality=False)
+        short = _check_pixel_length(parsed, layout)
+        for _ in parsed.dataset.iterall():
+            pass
+        undecodable = _decode_every_frame(parsed, layout, short)
+    except UploadError as exc:
+        return FileCheck((exc.status, exc.code, exc.message))
+    except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
+        return FileCheck((422, "unreadable", f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"[:400]))
+    return FileCheck(bad_frames={**short, **undecodable})
+
+
+def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[FileCheck]:
+    """`check_file` over every file in this process: for trusted files only (a codec panic would escape)."""
+    return [check_file(name, raw, limits) for name, raw in uploads]
+
+
+def _check_no_duplicates(parsed: ParsedFile) -> None:
+    """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?)."""
+    raw, ds = parsed.raw, parsed.dataset
+    implicit, little = ds.original_encoding
+    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or \
+            str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        return  # no meta group length to find the dataset by, or a deflated body
+    stream = io.BytesIO(raw)
+    stream.seek(144 + int.from_bytes(raw[140:144], "little"))
+    seen: set[int] = set()
+    for element in data_element_generator(stream, implicit, little, defer_size=256):
+        if element.tag in seen:
+            raise _invalid(parsed.name, f"element {element.tag} appears twice; which value holds is ambiguous")
+        seen.add(element.tag)
+
+
+def _decode_every_frame(parsed: ParsedFile, layout: Layout, short: dict[int, str]) -> dict[int, str]:
     """Decode every frame that is not plain uncompressed data, so no stored slice fails at load.
 
     Uncompressed frames need no trial: their length was checked, and any bytes are valid values.
-    A file none of whose frames decode is refused; otherwise the frames that fail are returned
-    (file index -> frame in file -> reason), like the short frames in `short`, to be reported.
+    A file none of whose frames can be shown is refused; otherwise the frames that fail to decode
+    (or decode to another shape) are returned (frame in file -> reason), like the short frames in
+    `short`, to be reported. Running out of memory refuses the file (a bomb), as does a codec panic
+    (a BaseException, left to the decode worker).
     """
-    compressed = [i for i, f in enumerate(files) if f.pixel_offset is None or not fast_path_possible(layout)]
-
-    def check(index: int) -> dict[int, str]:
-        parsed, failed, first = files[index], {}, None
-        for frame in range(parsed.frames):
-            if frame in short.get(index, {}):
-                continue
-            try:
-                next(decode_frames(parsed.raw, layout, [frame], None, *parsed.rescale(frame), parsed.dataset))
-            except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
-                first = first or exc
-                failed[frame] = f"the pixel data of this frame cannot be decoded ({exc})"
-        if len(failed) + len(short.get(index, {})) >= parsed.frames:
+    if parsed.pixel_offset is not None and fast_path_possible(layout):
+        return {}
+    failed: dict[int, str] = {}
+    first: Exception | None = None
+    for index in range(parsed.frames):
+        if index in short:
+            continue
+        try:
+            _, frame = next(decode_frames(parsed.raw, layout, [index], None, *parsed.rescale(index), parsed.dataset))
+            if frame.shape != layout.frame_shape:
+                raise ValueError(f"it decodes to {frame.shape}, not {layout.frame_shape}")
+        except MemoryError as exc:  # a bomb: the whole file is refused, not one frame
             raise UploadError(422, "undecodable_pixels",
-                              f"{parsed.name}: the pixel data cannot be decoded ({first})") from first
-        return failed
-
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        return {i: failed for i, failed in zip(compressed, pool.map(check, compressed), strict=True) if failed}
+                              f"{parsed.name}: the pixel data cannot be decoded ({exc})"[:400]) from exc
+        except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+            first = first or exc
+            failed[index] = f"the pixel data of this frame cannot be decoded ({exc})"[:400]
+    if len(failed) + len(short) >= parsed.frames:
+        raise UploadError(422, "undecodable_pixels",
+                          f"{parsed.name}: the pixel data cannot be decoded ({first})"[:400]) from first
+    return failed
 
 
 def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[int, int]:
@@ -635,11 +791,11 @@ def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[
     return good[len(good) // 2]
 
 
-def _bad_frames(files: list[ParsedFile], per_file: list[dict[int, str]]) -> dict[int, str]:
+def _bad_frames(files: list[ParsedFile]) -> dict[int, str]:
     """Record frame index -> reason, from each file's frames that cannot be shown."""
     bad, start = {}, 0
-    for parsed, failed in zip(files, per_file, strict=True):
-        bad.update({start + frame: reason for frame, reason in failed.items()})
+    for parsed in files:
+        bad.update({start + frame: reason for frame, reason in parsed.bad_frames.items()})
         start += parsed.frames
     return bad
 

@@ -60,7 +60,7 @@ def login():
     top = toplevel()
     auth = top.config["auth"]
     address = client_address()
-    throttle.check_login_allowed(username, address, auth)
+    attempt = throttle.reserve_attempt(username, address, auth, "auth.login_throttled")
 
     user = User.get_or_none(User.username == username)
     if user is None:
@@ -69,11 +69,11 @@ def login():
     else:
         verified = top.passwords.verify(user.password_hash, password)
     if not verified:
-        throttle.record_failure(username, address, auth["failed_login_window_s"])
         record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None,
                      detail="wrong password" if user else "unknown username",
                      user_id=user.id if user else "", username=username)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
+    throttle.attempt_succeeded(attempt, username, address)
     if not user.active:
         record_audit(AuditEntry, "auth.login_failed", "user", user.id, detail="account deactivated",
                      user_id=user.id, username=username)
@@ -82,7 +82,6 @@ def login():
     if top.passwords.needs_rehash(user.password_hash):
         user.password_hash = top.passwords.hash(password)
         user.save(only=[User.password_hash])
-    throttle.clear_failures(username)
     session_id, auth_time = sessions.start_session(user.id, top.session_max_s, top.issuer.ttl_s)
     record_audit(AuditEntry, "auth.login", "user", user.id, detail=f"session {session_id}",
                  user_id=user.id, username=user.username)

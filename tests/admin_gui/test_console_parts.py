@@ -135,8 +135,8 @@ def test_a_form_keeps_a_current_value_it_does_not_know(qtbot):
     qtbot.addWidget(parent)
     dialog = FormDialog(parent, "Edit", TaskRunner(parent), lambda values: {}, lambda values: None)
     dialog.add_combo("institution_id", "Institution", [("A", "id-a"), ("B", "id-b")], "id-gone")
-    dialog.add_combo("role", "Role", [("Physician", "physician"), ("Administrator", "admin")], "admin")
-    assert dialog.values() == {"institution_id": "id-gone", "role": "admin"}
+    dialog.add_combo("role", "Role", [("Physician", "physician"), ("System administrator", "sysadmin")], "sysadmin")
+    assert dialog.values() == {"institution_id": "id-gone", "role": "sysadmin"}
 
 
 def test_text_from_servers_is_shown_literally_never_as_html(qtbot):

@@ -82,9 +82,9 @@ def test_upper_case_institution_id_is_canonicalised(signing_keys, tmp_path, make
     })
     upgrade(config)
     client = create_app(config).test_client()
-    response = client.get("/api/v1/nodes", headers=make_user("admin").headers)
+    response = client.get("/api/v1/nodes", headers=make_user("instadmin").headers)
     assert response.status_code == 200
-    assert client.get("/api/v1/info", headers=make_user("admin").headers).get_json()["institution_id"] == INSTITUTION_A
+    assert client.get("/api/v1/info", headers=make_user("instadmin").headers).get_json()["institution_id"] == INSTITUTION_A
 
 
 def test_unknown_routes_and_methods_answer_json(api, users):

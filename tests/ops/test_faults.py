@@ -35,6 +35,7 @@ def restart_node(deployment, name: str = "render-1-1") -> None:
 
 
 def records_on(client: ApiClient, url: str) -> list[dict]:
+    """Every record of the node, as its institution's admin lists them (physicians must name a patient)."""
     return client.call("GET", f"{url}/api/v1/records").json()["items"]
 
 
@@ -61,7 +62,7 @@ def test_node_killed_while_storing_an_upload_leaves_no_half_record(make_deployme
     thread.join(timeout=60)
     restart_node(deployment)
 
-    stored = records_on(client, url)
+    stored = records_on(deployment.client("admin"), url)
     assert len(stored) <= 1
     if stored:  # the kill came after the record was complete: it must be whole
         record = stored[0]
@@ -87,7 +88,7 @@ def test_node_killed_mid_load_comes_back_with_its_records(make_deployment):
         client.session.get(f"{url}/api/v1/records/{meta['id']}/frames/0", timeout=5)
 
     restart_node(deployment)
-    assert [r["id"] for r in records_on(client, url)] == [meta["id"]]
+    assert [r["id"] for r in records_on(deployment.client("admin"), url)] == [meta["id"]]
     client.call("POST", f"{url}/api/v1/records/{meta['id']}/load", ok=(200, 202))
     status = wait_ready(client, url, meta["id"])
     assert status["state"] == "ready" and status["frames_ready"] == 60
@@ -162,10 +163,10 @@ def test_disk_full_on_upload_is_a_clear_error_and_stores_nothing(make_deployment
                                     files=[("files", (f.name, f.read_bytes())) for f in demo_slices(12)])
         assert reply.status_code == 507, reply.text
         assert reply.json()["error"]["code"] == "insufficient_storage"
-        assert records_on(client, url) == []
+        assert records_on(deployment.client("admin"), url) == []
         assert set(store_files(store)) == before
         small = upload_record(client, url, demo_slices(1))
-        assert records_on(client, url)[0]["id"] == small["id"]
+        assert records_on(deployment.client("admin"), url)[0]["id"] == small["id"]
     finally:
         if mounted:
             deployment.stop()

@@ -102,3 +102,5 @@ def node(make_node) -> NodeHarness:
     harness = make_node()
     yield harness
     harness.registry.shutdown()
+    harness.app.extensions["sivr_view_audit"].close()
+    harness.app.extensions["sivr_node"].decoder.close()

@@ -155,3 +155,20 @@ def test_the_3d_view_without_a_window_takes_the_records_window_and_function(node
     assert not np.array_equal(
         _image(node, f"/api/v1/records/{record_id}/volume?{view}"),
         _image(node, f"/api/v1/records/{record_id}/volume?{view}&window=40,400"))
+
+
+def test_x_window_names_each_frames_own_default_and_the_records_for_reformats(node):
+    """The window a viewer's drag starts from (X-Window) is the one the image was rendered with:
+    a slice's own default for frames, the record's default for MPR; none for a VOI LUT."""
+    windows = [(-100.0, 400.0, "LINEAR"), (200.0, 100.0, "SIGMOID"), None]
+    record_id = _load(node, _series(windows))
+    headers = node.headers()
+    for i, expected in enumerate(["-100,400", "200,100", "-100,400"]):
+        reply = node.client.get(f"/api/v1/records/{record_id}/frames/{i}", headers=headers)
+        assert reply.status_code == 200 and reply.headers["X-Window"] == expected, i
+    for plane in ("axial/1", "coronal/3"):
+        reply = node.client.get(f"/api/v1/records/{record_id}/mpr/{plane}", headers=headers)
+        assert reply.status_code == 200 and reply.headers["X-Window"] == "-100,400", plane
+    lut_id = _load(node, _series([None, None], lut=True))
+    reply = node.client.get(f"/api/v1/records/{lut_id}/frames/0", headers=headers)
+    assert reply.status_code == 200 and "X-Window" not in reply.headers

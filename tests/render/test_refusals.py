@@ -165,6 +165,17 @@ def test_a_multiframe_file_with_bad_frames_serves_the_good_ones_and_names_the_ba
     assert mpr.status_code == 422 and mpr.json["error"]["code"] == "incomplete_record"
 
 
+def test_a_multiframe_file_with_more_pixel_data_than_its_frames_is_still_refused(node):
+    """Short frames are kept (a cut file), but data that cannot be any frame layout of the declared
+    dimensions (issue 13 item 10) is refused, also for a multi-frame file."""
+    ds = dataset(4, 4, pixels=False)
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.arange(5 * 16, dtype=np.int16).tobytes()  # a fifth frame's worth too much
+    reply = node.upload([("long.dcm", to_bytes(ds))])
+    assert reply.status_code == 422, reply.json
+    assert "long.dcm" in reply.json["error"]["message"] and "dimensions" in reply.json["error"]["message"]
+
+
 def test_a_single_frame_truncated_file_is_still_refused():
     ds = dataset(4, 4, pixels=False)
     ds.PixelData = np.arange(8, dtype=np.int16).tobytes()

@@ -7,15 +7,20 @@ the blueprint consumes); everything else (auth, validation, rendering, encoding)
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import peewee
 import pytest
 from PIL import Image
 
 from daemons.render.api_3d import bp, render_state
 from daemons.render.pixels import Window
 from daemons.render.settings import KEYS
+from daemons.render.view_audit import ViewAudit
+from daemons.render.view_audit import install as install_view_audit
+from shared.audit import make_audit_model
 from shared.config import build_config
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
 from shared.webapp import create_base_app
@@ -40,6 +45,8 @@ class FakeLoadedRecord:
     default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
+    manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
+                                                    "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
 
 
 class FakeRegistry:
@@ -58,7 +65,7 @@ def keys(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(keys):
+def app(keys, tmp_path):
     config = build_config("render", KEYS, {
         "tokens": {"public_key": str(keys / "public.pem")},
         "render": {"backend_3d": "cpu", "max_concurrent_3d": 1},
@@ -66,6 +73,10 @@ def app(keys):
     })
     app = create_base_app("render3d_test", config)
     app.register_blueprint(bp)
+    database = peewee.SqliteDatabase(str(tmp_path / "audit.db"))
+    audit_model = make_audit_model(database)
+    database.create_tables([audit_model])
+    install_view_audit(app, ViewAudit(audit_model, flush_s=60))
     voxels = sample_phantom(SHAPE, SPACING, (1, 0, 0, 0, 1, 0))
     app.extensions["sivr_records"] = FakeRegistry({
         RECORD: FakeLoadedRecord(voxels, SPACING),
@@ -255,3 +266,16 @@ def test_unusual_records_render_without_errors(app, client, record):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
     for plane in ("axial", "coronal", "sagittal"):
         image_of(client.get(f"/api/v1/records/{odd}/mpr/{plane}/0?slab=5&slab_mode=mip"))
+
+
+def test_reformats_and_3d_views_are_counted_in_the_sessions_audit_entry(app, client):
+    assert client.get(f"/api/v1/records/{RECORD}/mpr/axial/3").status_code == 200
+    assert client.get(f"/api/v1/records/{RECORD}/mpr/sagittal/4").status_code == 200
+    assert client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64").status_code == 200
+    assert client.get(f"/api/v1/records/{LOADING}/volume").status_code == 409  # nothing shown, nothing counted
+    audit = app.extensions["sivr_view_audit"]
+    assert audit.flush() == 1
+    (entry,) = audit.model.select()
+    detail = json.loads(entry.detail)
+    assert (entry.action, entry.object_id, detail["mpr"], detail["volume"], detail["frame"]) == (
+        "record.view", RECORD, 2, 1, 0)

@@ -65,6 +65,10 @@ def test_security_headers_and_health(make_app):
     assert reply.json == {"status": "ok", "layer": "web", "version": reply.json["version"]}
     assert reply.headers["X-Content-Type-Options"] == "nosniff"
     assert reply.headers["Cache-Control"] == "no-store"
+    assert reply.headers["Referrer-Policy"] == "no-referrer"
+    assert reply.headers["X-Frame-Options"] == "DENY"
+    for answer in (reply, make_app().get("/nope"), make_app().get("/boom")):
+        assert answer.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
 def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):

@@ -56,6 +56,23 @@ def test_content_security_policy_forbids_inline_code_and_frames(client):
     assert headers["Referrer-Policy"] == "no-referrer"
 
 
+def test_connect_src_lists_only_the_configured_servers(tmp_path: Path):
+    config = build_config("web", settings.KEYS, {
+        "web": {"toplevel_url": "https://toplevel.example:5001/",
+                "connect_origins": ["https://inst-a.example:5002/", "https://node-1.example:5003",
+                                    "https://inst-a.example:5002"]},
+    })
+    policy = create_app(config).test_client().get("/").headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["connect-src"] == ("'self' https://toplevel.example:5001 https://inst-a.example:5002 "
+                                         "https://node-1.example:5003")
+    from shared.config import ConfigError
+
+    bad = build_config("web", settings.KEYS, {"web": {"connect_origins": ["javascript:alert(1)"]}})
+    with pytest.raises(ConfigError, match="web.connect_origins"):
+        create_app(bad)
+
+
 def test_every_asset_the_page_names_is_served(client):
     """No build step: the modules the browser imports are exactly the files in static/."""
     html = client.get("/").data.decode()

@@ -4,7 +4,7 @@
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
 import { errorFromResponse, buildUrl, ApiError } from "./api.js";
-import { patientName } from "./patients.js";
+import { patientName, patientReference } from "./patients.js";
 import { viewerHref } from "./federation.js";
 
 /**
@@ -126,6 +126,7 @@ export async function uploadView(ctx, patientId) {
           id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
           modality: meta.modality || "", record_type: typeSelect.value || recordTypeFor(types, meta.modality), patient_id: patient.id,
           description: description.value.trim() || meta.description || "", study_date: isoDate(meta.study_date),
+          patient_reference: await patientReference(ctx, patient.id),
         },
       });
       progressText.textContent = "Done.";

@@ -1,0 +1,63 @@
+"""The gunicorn worker every layer runs: gthread, answering gunicorn's own errors as JSON.
+
+Some requests never reach Flask: gunicorn refuses oversized header fields (431), an overlong
+request line (414) or a malformed request (400) while parsing, and answers with an HTML page.
+Clients of SIVR expect `{"error": {"code", "message"}}` and the API's security headers on every
+answer, so this worker replaces the one function gunicorn's `Worker.handle_error` writes those
+answers with (`gunicorn.util.write_error`), in the worker process only.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
+
+from shared.webapp import API_CONTENT_SECURITY_POLICY
+
+CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+MESSAGES = {
+    414: "the request line (method and URL) is longer than this server accepts",
+    431: "the request's header fields are larger or more numerous than this server accepts",
+    500: "the server failed; the error was logged",
+}
+
+
+def json_error_bytes(status: int, reason: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 error response in the API's JSON format, closing the connection."""
+    message = MESSAGES.get(status) or f"the request was refused: {detail or reason}"
+    body = json.dumps({"error": {"code": CODES.get(status, "http_error"), "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Security-Policy: {API_CONTENT_SECURITY_POLICY}\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """Drop-in for `gunicorn.util.write_error`, same signature."""
+    util.write_nonblock(sock, json_error_bytes(status_int, reason, mesg))
+
+
+class ThreadWorker(GthreadWorker):
+    """gunicorn's gthread worker whose parse and limit errors are JSON (`--worker-class` of `sivr serve`)."""
+
+    def init_process(self) -> None:
+        util.write_error = write_json_error
+        super().init_process()

@@ -1,0 +1,26 @@
+"""Who may page through patient data across patients: one rule for every layer that lists records.
+
+Reading a named patient's data is open to physicians and admins (seeing a patient's findings and
+images across institutions is the point, and every read is audited); listing everyone's records
+is for an administrator of the institution that holds them. Layers call these functions instead
+of comparing roles themselves, so a change of the role model changes every layer at once.
+"""
+
+from __future__ import annotations
+
+from shared.errors import ApiError
+from shared.roles import may_administer_institution
+from shared.tokens import Identity
+
+
+def is_institution_admin(identity: Identity, institution_id: str) -> bool:
+    """The caller administers `institution_id` (the institution that holds the data asked for)."""
+    return may_administer_institution(identity, institution_id)
+
+
+def require_patient_named(identity: Identity, institution_id: str, patient_named: bool, parameter: str) -> None:
+    """A listing must name its patient (`parameter`) unless the caller administers the data's institution."""
+    if not patient_named and not is_institution_admin(identity, institution_id):
+        raise ApiError(400, "validation_error",
+                       f"{parameter} is required: name the patient whose records you need "
+                       "(only an administrator of this institution lists every patient's records)")
