@@ -14,14 +14,15 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
 
 from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
 from daemons.layers import get_layer
 from shared.roles import SYSTEM_ADMIN
+from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
@@ -69,18 +70,31 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
 
 
 class ApiClient:
-    """A logged-in `requests` session against one deployment (CA verified, errors raised)."""
+    """A logged-in `requests` session against one deployment (CA verified, errors raised).
+
+    Like the viewer, it sends the session token to the toplevel only and a token exchanged for
+    each other server to that server (`shared.token_client`).
+    """
 
     def __init__(self, deployment: LocalDeployment, username: str, password: str):
         self.session = requests.Session()
         # An environment CA bundle (REQUESTS_CA_BUNDLE) would override Session.verify: ignore it.
         self.session.trust_env = False
         self.session.verify = deployment.ca_cert
-        self.toplevel_url = deployment.url("toplevel")
-        reply = self.session.post(f"{self.toplevel_url}/api/v1/auth/login",
+        self.toplevel_url = toplevel_url = deployment.url("toplevel")
+        reply = self.session.post(f"{toplevel_url}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)
         reply.raise_for_status()
-        self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+        self.session_token = reply.json()["access_token"]
+        exchanger = requests.Session()
+        exchanger.trust_env = False
+        exchanger.verify = deployment.ca_cert
+        self.tokens = AudienceTokens(exchange_with(exchanger, toplevel_url, lambda: self.session_token))
+        self.session.auth = self.auth = ExchangedTokenAuth(toplevel_url, lambda: self.session_token, self.tokens)
+
+    def token_for(self, url: str) -> str:
+        """The token this client sends to the server of `url` (for clients other than `requests`)."""
+        return self.auth.token_for_url(url)
 
     def call(self, method: str, url: str, ok=(200, 201, 204), **kwargs) -> requests.Response:
         reply = self.session.request(method, url, timeout=kwargs.pop("timeout", 120), **kwargs)
@@ -106,7 +120,7 @@ class RunningDeployment(LocalDeployment):
 def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
                      **init_kwargs) -> RunningDeployment:
     """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it."""
-    layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **init_kwargs)
     users = seed_base(layout)
     if before_start is not None:
         before_start(layout)
@@ -241,7 +255,8 @@ def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> in
     if (state_dir / LAYOUT_FILE).exists():
         layout = Layout.load(state_dir)
     else:
-        layout = init_deployment(state_dir, pick_free_ports=not _default_ports_free())
+        free = _default_ports_free()
+        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free)
     users = seed_base(layout)
     deployment = LocalDeployment(layout)
     stop = threading.Event()

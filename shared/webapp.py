@@ -1,22 +1,24 @@
 """What every layer's Flask app has in common, built inside each `create_app`.
 
 Error format, CORS for configured origins only, token verification with the public key, a body
-size limit, security headers and `/healthz` — so no daemon can forget one of them.
+size limit, security headers, request ids and JSON logs, `/healthz`, `/readyz` and `/metrics`, and
+the audit export — so no daemon can forget one of them.
 """
 
 from __future__ import annotations
 
-import logging
-
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import __version__
+from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
 from shared.config import Config
 from shared.errors import register_error_handlers
-from shared.tokens import TokenVerifier, load_public_key
+from shared.health import add_readiness_check, files_check, install_probes
+from shared.logs import configure_logging, install_request_logging
+from shared.metrics import install_metrics
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, normalize_audience
 
 #: JSON and images are never documents to render or frame: a browser that opens an API answer
 #: directly runs nothing from it and no page may embed it. The web layer sets its own policy.
@@ -34,7 +36,22 @@ def verifier_from_config(config: Config) -> TokenVerifier:
             keys.append(load_public_key(path))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{config.source}: tokens.{name}: cannot use {path}: {exc}") from exc
-    return TokenVerifier(keys, tokens["issuer"], tokens["audience"], tokens["leeway_s"])
+    return TokenVerifier(keys, tokens["issuer"], layer_audience(config), tokens["leeway_s"],
+                         max_lifetime_s=None if config.layer == "toplevel" else MAX_EXCHANGED_TTL_S)
+
+
+def layer_audience(config: Config) -> str:
+    """This layer's own audience (`tokens.audience`), normalized; start-up fails without a valid one.
+
+    Every layer needs its own: a token is accepted only by the server whose URL it names. Only the
+    toplevel accepts session tokens; the others accept exchanged tokens, which live at most
+    `MAX_EXCHANGED_TTL_S` (the bound on how long a revoked session keeps working there).
+    """
+    try:
+        return normalize_audience(config["tokens"]["audience"])
+    except ValueError as exc:
+        raise ValueError(f"{config.source}: tokens.audience must be this server's public base URL "
+                         f"(as clients call it, e.g. https://host:port): {exc}") from exc
 
 
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
@@ -47,20 +64,28 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
-    app.json.sort_keys = False
-    logging.getLogger().setLevel(config["log"]["level"].upper())
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
+    configure_logging(config.layer, config["log"]["level"])
+    install_request_logging(app)
+    install_metrics(app, config)
+    install_audit_export(app, config)
     register_error_handlers(app)
+    install_probes(app, config.layer)
     if verifies_tokens:
         install_verifier(app, verifier_from_config(config))
+        tokens = config["tokens"]
+        add_readiness_check(app, "token_keys", files_check([tokens["public_key"], *tokens["extra_public_keys"]],
+                                                           "token public key file(s)"))
     if config["cors"]["origins"]:
         CORS(
             app,
             origins=config["cors"]["origins"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window",
+                            "X-Request-Id"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )
@@ -76,9 +101,5 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok", "layer": config.layer, "version": __version__})
 
     return app

@@ -21,7 +21,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
@@ -29,6 +30,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from daemons.render import query
 from daemons.render.encode import encode_image
 from daemons.render.image_headers import describe_image, record_orientation
+from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Voi, Window
 from daemons.render.view_audit import note_view
@@ -50,6 +52,7 @@ from shared.roles import ROLES
 from shared.validation import parse_record_id
 
 bp = Blueprint("render_3d", __name__)
+bp.record_once(register_timings)
 
 EXTENSION = "sivr_render_3d"
 DEFAULT_SIZE = (512, 512)
@@ -203,7 +206,7 @@ def _modality(record: Any) -> str:
 
 
 def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
-             image_quality: int) -> tuple[bytes, str]:
+             image_quality: int, kind: str) -> tuple[bytes, str]:
     """Encoded image bytes, from the node's image cache when this exact image was made before
     (stills only: `etag` names every parameter of a content-addressed record, so it never goes
     stale)."""
@@ -212,7 +215,10 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
         cached = images.get(record_id, etag)
         if cached is not None:
             return cached
-    body, mimetype = encode_image(draw(), fmt, image_quality)
+    with timed("render", kind, fmt):
+        image = draw()
+    with timed("encode", kind, fmt):
+        body, mimetype = encode_image(image, fmt, image_quality)
     if images is not None and etag is not None:
         images.put(record_id, etag, body, mimetype)
     return body, mimetype
@@ -263,7 +269,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
-        volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+        volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
     note_view("mpr", record_id)
     labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
@@ -312,7 +318,8 @@ def volume(record_id: str) -> Response:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
-                                                                _modality(record)), fmt, image_quality)
+                                                                _modality(record)), fmt, image_quality,
+                       "volume")
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None

@@ -14,8 +14,8 @@ RGB (YBR converted by the decoder, PALETTE COLOR expanded through its LUTs).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import imagecodecs
 import numpy as np

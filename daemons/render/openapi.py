@@ -89,8 +89,10 @@ def document() -> dict[str, Any]:
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}}},
         "security": [{"bearer": []}],
         "paths": {
-            "/api/v1/node": {"get": {"summary": "node health figures", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-            "/api/v1/presets": {"get": {"summary": "window and volume presets", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/node": {"get": {"summary": "node health figures",
+                                     "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/presets": {"get": {"summary": "window and volume presets",
+                                        "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
                 "get": {"summary": "stored records, newest first: users of the node's institution only; a "
                                    "physician names the patient, an admin may list all (audited per record shown)",
@@ -109,15 +111,19 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/records/{id}": {
                 "parameters": [_ID],
-                "get": {"summary": "record metadata (audited)", "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
-                "delete": {"summary": "delete a record", "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},
+                "get": {"summary": "record metadata (audited)",
+                        "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
+                "delete": {"summary": "delete a record",
+                           "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},
             },
             "/api/v1/records/{id}/original": {"parameters": [_ID], "get": {
                 "summary": "the stored DICOM file, bit-exact (audited)",
                 "parameters": [_query("index", "file index in slice order", {"type": "integer", "default": 0})],
-                "responses": {"200": {"description": "DICOM", "content": {"application/dicom": {}}}, **_errors(400, 401, 404, 422)}}},
+                "responses": {"200": {"description": "DICOM", "content": {"application/dicom": {}}},
+                              **_errors(400, 401, 404, 422)}}},
             "/api/v1/records/{id}/load": {"parameters": [_ID], "post": {
-                "summary": "load into RAM (audited)", "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
+                "summary": "load into RAM (audited)",
+                "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
             "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
             "/api/v1/records/{id}/frames/{index}": {

@@ -49,7 +49,7 @@ class Limits:
     max_decoded_bytes: int
 
     @classmethod
-    def from_config(cls, config) -> "Limits":
+    def from_config(cls, config) -> Limits:
         limits = config["limits"]
         return cls(
             max_upload_bytes=limits["max_upload_mb"] * MIB,
@@ -192,14 +192,15 @@ def _check_complete(ds: Dataset, size: int, name: str) -> None:
     `size` is the file's length, or for a deflated file the inflated dataset's (pydicom's offsets are then
     relative to the inflated stream).
     """
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 (iterating a pydicom Dataset reads every element)
         element = ds.get_item(tag, keep_deferred=True)
         tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
         if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
             raise UploadError(422, "truncated", f"{name}: the file ends inside element {tag}; it is truncated")
 
 
-def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str, positive: bool = False) -> list[float] | None:
+def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str,
+                   positive: bool = False) -> list[float] | None:
     if keyword not in ds or ds[keyword].value in (None, ""):
         return None
     value = ds[keyword].value
@@ -235,7 +236,8 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
     if photometric not in PHOTOMETRIC_SAMPLES:
         raise _invalid(name, f"Photometric Interpretation {photometric[:40]!r} is not one this node can show")
     if PHOTOMETRIC_SAMPLES[photometric] != samples:
-        raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, the file says {samples}")
+        raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, "
+                             f"the file says {samples}")
     slope = _check_numbers(ds, "RescaleSlope", None, name)
     intercept = _check_numbers(ds, "RescaleIntercept", None, name)
     if slope is not None and (slope[0] == 0 or abs(slope[0]) * 2.0 ** min(allocated, 32) > MAX_MODALITY_MAGNITUDE):
@@ -244,7 +246,8 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large")
     centers = _check_numbers(ds, "WindowCenter", None, name)
     widths = _check_numbers(ds, "WindowWidth", None, name)
-    if (centers is None) != (widths is None) or (centers is not None and len(centers) != len(widths)):
+    paired = centers is None or widths is None or len(centers) == len(widths)
+    if (centers is None) != (widths is None) or not paired:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
@@ -574,7 +577,8 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
         raise UploadError(400, "empty_file", f"{', '.join(empty[:5])}: empty file(s) in the upload; "
                           "send the record's files only")
     if len(uploads) > limits.max_files:
-        raise UploadError(413, "over_limits", f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
+        raise UploadError(413, "over_limits",
+                          f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
     total = sum(len(raw) for _, raw in uploads)
     if total > limits.max_upload_bytes:
         raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
@@ -593,17 +597,20 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits, bad_frames: list[
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
     if frames_total > limits.max_frames:
-        raise UploadError(413, "over_limits", f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
+        raise UploadError(413, "over_limits",
+                          f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
     rescales = {r for f in files for r in (f.frame_rescales or [(f.slope, f.intercept)])}
     modality_seq = first.get("ModalityLUTSequence")
     layout = _layout(first, float_modality=len(rescales) > 1 and not modality_seq)
     if layout.samples not in (1, 3) or layout.bits_allocated not in (1, 8, 16, 32):
         raise UploadError(422, "unsupported_image",
-                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits are not supported")
+                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits "
+                          "are not supported")
     decoded_bytes = frames_total * int(np.prod(layout.frame_shape)) * layout.stored_dtype.itemsize
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
-                          f"the record decodes to {decoded_bytes // MIB} MiB, over the limit of {limits.max_decoded_bytes // MIB} MiB")
+                          f"the record decodes to {decoded_bytes // MIB} MiB, "
+                          f"over the limit of {limits.max_decoded_bytes // MIB} MiB")
     signed = layout.pixel_representation == 1
     modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
     voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
@@ -806,5 +813,6 @@ def _trial_decode(parsed: ParsedFile, layout: Layout, frame: int) -> np.ndarray:
     try:
         _, array = next(decode_frames(parsed.raw, layout, [frame], offset, *parsed.rescale(frame), parsed.dataset))
     except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
-        raise UploadError(422, "undecodable_pixels", f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
+        raise UploadError(422, "undecodable_pixels",
+                          f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
     return array

@@ -6,7 +6,12 @@ KEYS = (
     Key("database", "url", "sqlite:///toplevel.db",
         "peewee database URL: sqlite:///path (relative to this file), postgresql://..., cockroachdb://..."),
     Key("tokens", "private_key", "", "Ed25519 private key (PEM, mode 0600) that signs access tokens.", True),
-    Key("tokens", "access_ttl_s", 300, "Lifetime of one access token in seconds (renewed by the client)."),
+    Key("tokens", "access_ttl_s", 300,
+        "Lifetime of one session token in seconds (renewed by the client; accepted by the toplevel only, "
+        "which re-checks the session on every call)."),
+    Key("tokens", "exchanged_ttl_s", 55,
+        "Lifetime of a token exchanged for one server (institution, render node), 1 to 60 s: with that "
+        "server's tokens.leeway_s it bounds how long a revoked session keeps working there."),
     Key("tokens", "patient_reference_ttl_s", 600,
         "Lifetime of a patient reference (what institution servers need to store data of a patient)."),
     Key("tokens", "session_max_s", 28800, "Absolute session limit in seconds; renewal stops after it."),

@@ -7,15 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import requests
+from conftest import screenshot
+from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
 from PySide6.QtCore import QDateTime, Qt
 
 from admin_gui.api_client import ApiClient
-from daemons.deployment import free_port
 from daemons.demo import DEMO_CT
-
-from conftest import screenshot
-from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
+from daemons.deployment import free_port
 
 pytestmark = pytest.mark.gui
 
@@ -249,13 +247,7 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
 def put_a_record_to_work(deployment, node_url: str) -> None:
     """As a physician: upload a few real CT slices to the node, load them and render one frame,
     so the node's figures (records, memory, latency) are not all zero."""
-    session = requests.Session()
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE would override `verify`
-    session.verify = deployment.ca_cert
-    login = session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
-                         json=deployment.users["physician"], timeout=30)
-    login.raise_for_status()
-    session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+    session = deployment.client("physician").session  # a token exchanged for the node, as the viewer does
     files = sorted(DEMO_CT.glob("*.dcm"))[:4]
     upload = session.post(f"{node_url}/api/v1/records", timeout=120,
                           files=[("files", (f.name, f.read_bytes(), "application/dicom")) for f in files])
@@ -291,7 +283,7 @@ def test_node_health_shows_each_node_and_notices_one_going_down(qtbot, console, 
         assert rows["render-dead"]["status"] == "down"
         assert "Cannot reach" in rows["render-dead"]["problem"]
         assert screen.summary.text() == "2 nodes · 1 reachable · 1 unreachable"
-        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95")))
+        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95"), strict=True))
         assert shown["render-up"].endswith(" ms")
         assert "render-dead" in screen.problems.text()
         screenshot(console, "node-health")

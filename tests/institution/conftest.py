@@ -1,7 +1,8 @@
 """Fixtures for the institution API tests: a real app on a fresh database, real signed tokens.
 
 The institution server holds only the toplevel's public key; the tests play the toplevel by
-minting tokens with the matching private key, exactly as the real toplevel would.
+minting tokens with the matching private key, exactly as the real toplevel's token exchange would
+(for this server's audience, living at most 60 s).
 Every test runs once on a temporary SQLite file and once on PostgreSQL when `SIVR_TEST_PG_URL`
 names a server where databases may be created: one uniquely named database per session, emptied
 before each test (creating a database or schema per test costs seconds on PostgreSQL).
@@ -24,10 +25,11 @@ from daemons.institution.models import MODELS, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
 from shared.patient_refs import FIELD, issue_patient_reference
-from shared.tokens import TokenIssuer, load_private_key
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key
 
 ISSUER = "sivr-toplevel"
-AUDIENCE = "sivr"
+#: The institution server's own audience: its base URL, as the toplevel's token exchange names it.
+AUDIENCE = "https://institution-a.test:5002"
 
 INSTITUTION_A = "11111111-1111-4111-8111-111111111111"
 INSTITUTION_B = "22222222-2222-4222-8222-222222222222"
@@ -49,7 +51,7 @@ def database_url(request, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def issuer(signing_keys) -> TokenIssuer:
-    return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, 300)
+    return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, MAX_EXCHANGED_TTL_S)
 
 
 @pytest.fixture

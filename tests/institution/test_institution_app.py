@@ -12,7 +12,7 @@ from daemons.institution.models import Node, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import ConfigError, build_config
 
-from .conftest import INSTITUTION_A
+from .conftest import AUDIENCE, INSTITUTION_A
 
 
 @pytest.mark.parametrize("who", ["admin", "physician", "admin_b", "physician_b"])
@@ -47,7 +47,7 @@ def test_audit_filters(api, users, finding, patient_id):
         [("finding.read", finding["id"], users["physician_b"].username)]
     by_action = api.call("GET", "/api/v1/audit?action=finding.create", admin)[1]
     assert [e["user_id"] for e in by_action["items"]] == [physician.id]
-    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert api.call("GET", f"/api/v1/audit?since={tomorrow}", admin)[1]["total"] == 0
     assert api.call("GET", f"/api/v1/audit?until={tomorrow}", admin)[1]["total"] >= 3
     for bad in ("user_id=x", "patient_id=all", "since=yesterday"):
@@ -67,7 +67,7 @@ def test_server_refuses_to_start_without_a_valid_institution_id(signing_keys, tm
     config = build_config("institution", KEYS, {
         "database": {"url": f"sqlite:///{tmp_path / 'i.db'}"},
         "institution": {"id": bad},
-        "tokens": {"public_key": str(signing_keys[1])},
+        "tokens": {"public_key": str(signing_keys[1]), "audience": AUDIENCE},
     })
     with pytest.raises(ConfigError, match="institution.id"):
         create_app(config)
@@ -78,7 +78,7 @@ def test_upper_case_institution_id_is_canonicalised(signing_keys, tmp_path, make
     config = build_config("institution", KEYS, {
         "database": {"url": f"sqlite:///{tmp_path / 'i.db'}"},
         "institution": {"id": INSTITUTION_A.upper()},
-        "tokens": {"public_key": str(signing_keys[1])},
+        "tokens": {"public_key": str(signing_keys[1]), "audience": AUDIENCE},
     })
     upgrade(config)
     client = create_app(config).test_client()

@@ -18,10 +18,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemons.demo import ApiClient
-from shared.tokens import TokenIssuer, load_private_key
-from daemons.demo import start_deployment
-
+from daemons.demo import ApiClient, start_deployment
+from shared.tokens import TokenIssuer, load_private_key, normalize_audience
 
 pytestmark = pytest.mark.slow
 
@@ -135,19 +133,21 @@ def test_blank_or_malformed_id_on_delete(world, node_a, bad):
 
 
 def _forged(deployment, kind: str) -> str:
+    """A token for institution A's own audience that must still be refused for `kind`."""
     now = int(time.time())
+    audience = normalize_audience(deployment.layout.institutions[0]["server_url"])
     if kind == "alg_none":
-        claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": str(uuid.uuid4()), "iat": now,
+        claims = {"iss": "sivr-toplevel", "aud": audience, "sub": str(uuid.uuid4()), "iat": now,
                   "exp": now + 300, "role": "sysadmin", "inst": deployment.layout.institutions[0]["id"],
                   "name": "mallory", "sid": str(uuid.uuid4()), "auth_time": now}
         part = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()  # noqa: E731
         return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
     if kind == "other_key":
-        issuer = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", "sivr", 300)
+        issuer = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", audience, 60)
         return issuer.issue(str(uuid.uuid4()), "mallory", "sysadmin", deployment.layout.institutions[0]["id"])[0]
     # expired: signed with the real toplevel key (the test plays a toplevel of an hour ago)
     real = load_private_key(f"{deployment.layout.root}/keys/token_ed25519.pem")
-    issuer = TokenIssuer(real, "sivr-toplevel", "sivr", 300)
+    issuer = TokenIssuer(real, "sivr-toplevel", audience, 60)
     return issuer.issue(str(uuid.uuid4()), "admin", "sysadmin", deployment.layout.institutions[0]["id"],
                         now=now - 3600)[0]
 

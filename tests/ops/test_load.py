@@ -19,13 +19,12 @@ def test_viewers_across_nodes_and_a_login_burst_get_no_server_error(topology):
     doctor = topology.client("physician")
     nodes = list(register_nodes(admin, north).values())
     targets = []
-    for node, files in zip(nodes, (demo_slices(8), demo_slices(10))):
+    for node, files in zip(nodes, (demo_slices(8), demo_slices(10)), strict=True):
         meta = upload_and_load(doctor, node["url"], files)
         assert wait_ready(doctor, node["url"], meta["id"])["state"] == "ready"
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
 
-    token = doctor.session.headers["Authorization"].split()[1]
-    viewers = run_viewers(token, topology.ca_cert, targets, viewers=32, duration_s=8)
+    viewers = run_viewers(doctor.auth, topology.ca_cert, targets, viewers=32, duration_s=8)
     assert viewers.server_errors == 0, viewers.failures[:5]
     assert viewers.statuses.get(200, 0) > 32
 

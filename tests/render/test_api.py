@@ -120,7 +120,8 @@ def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_
     bone = _png(node.client.get(f"{url}?window=400,1800", headers=node.headers()))
     np.testing.assert_array_equal(bone, render_gray_reference(stored, GrayParams(modality, Window(400, 1800))))
     preset = _png(node.client.get(f"{url}?preset=ct_bone", headers=node.headers()))
-    np.testing.assert_array_equal(preset, render_gray_reference(stored, GrayParams(modality, Window(*PRESETS["ct_bone"]))))
+    np.testing.assert_array_equal(
+        preset, render_gray_reference(stored, GrayParams(modality, Window(*PRESETS["ct_bone"]))))
     sigmoid = _png(node.client.get(f"{url}?window=40,400&voi_function=sigmoid", headers=node.headers()))
     np.testing.assert_array_equal(
         sigmoid, render_gray_reference(stored, GrayParams(modality, Window(40, 400, "sigmoid"))))

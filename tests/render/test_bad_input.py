@@ -50,7 +50,8 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
     }
 
 
-CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short", "huge dimensions", "too many frames",
+CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short",
+              "huge dimensions", "too many frames",
               "undecodable syntax", "empty file", "mixed series", "mixed sizes", "mixed orientation",
               "one bad file in a good series", "an empty file in a good series"]
 

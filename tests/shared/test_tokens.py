@@ -11,7 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.tokens import (
-    TokenError, TokenIssuer, TokenVerifier, generate_signing_keypair, key_id, load_private_key, load_public_key,
+    TokenError,
+    TokenIssuer,
+    TokenVerifier,
+    generate_signing_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
 )
 
 
@@ -179,3 +185,61 @@ def test_a_token_without_key_id_is_checked_against_every_accepted_key(tmp_path):
     assert refused.value.code == "token_expired"
     with pytest.raises(ValueError, match="at least one public key"):
         TokenVerifier([], "sivr-toplevel", "sivr")
+
+
+@pytest.mark.parametrize("url, audience", [
+    ("https://Inst-A.Example:5002/", "https://inst-a.example:5002"),
+    ("HTTPS://inst-a.example:443", "https://inst-a.example"),
+    ("http://127.0.0.1:80/", "http://127.0.0.1"),
+    ("https://[::1]:5003", "https://[::1]:5003"),
+    ("https://proxy.example/sivr/node-1/", "https://proxy.example/sivr/node-1"),
+])
+def test_an_audience_is_the_normalized_base_url(url, audience):
+    from shared.tokens import normalize_audience
+
+    assert normalize_audience(url) == audience
+
+
+@pytest.mark.parametrize("bad", ["", "sivr", "inst-a.example:5002", "ftp://x.example", "https://u:p@x.example",
+                                 "https://x.example/?a=1", "https://x.example/#f", "https://x.example:99999", "https://"])
+def test_anything_but_a_base_url_is_no_audience(bad):
+    from shared.tokens import normalize_audience
+
+    with pytest.raises(ValueError):
+        normalize_audience(bad)
+
+
+def test_an_exchanged_token_names_its_audience_and_short_life(keypair):
+    private, public, _ = keypair
+    issuer = TokenIssuer(private, "sivr-toplevel", "https://top.example", 300)
+    token, expires_in = issuer.issue("u1", "alice", "physician", "i", audience="https://node.example", ttl_s=30)
+    assert expires_in == 30
+    node = TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60)
+    assert node.verify(token).user_id == "u1"
+    with pytest.raises(TokenError) as refused:
+        TokenVerifier(public, "sivr-toplevel", "https://top.example", 0).verify(token)
+    assert refused.value.code == "invalid_token"
+
+
+def test_a_layer_refuses_tokens_minted_to_live_longer_than_it_accepts(keypair):
+    """A misconfigured toplevel (or a stolen session token for a layer sharing its audience) cannot
+    stretch the revocation bound of the institution and render layers."""
+    private, public, _ = keypair
+    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 300).issue("u1", "alice", "physician", "i")
+    with pytest.raises(TokenError, match="lives longer than the 60 s"):
+        TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60).verify(token)
+
+
+def test_the_node_cache_never_outlives_a_token(keypair):
+    from daemons.render.token_cache import CachingVerifier
+
+    private, public, _ = keypair
+    verifier = CachingVerifier(TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60))
+    assert verifier.max_lifetime_s == 60
+    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 1).issue("u1", "alice", "physician", "i")
+    expires_at = verifier.verify(token).expires_at
+    assert verifier.verify(token).user_id == "u1"  # from the cache
+    time.sleep(max(0.0, expires_at - time.time()) + 0.1)
+    with pytest.raises(TokenError) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "token_expired"

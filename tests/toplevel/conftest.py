@@ -8,9 +8,10 @@ argon2 runs with small costs here so the suite stays fast; the algorithm is the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,8 @@ from shared.config import Config, build_config
 
 from .support import PASSWORDS, Api
 
+#: The toplevel's own audience (its base URL): what session tokens name.
+TOPLEVEL_AUDIENCE = "https://toplevel.test:5001"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
@@ -42,10 +45,9 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'toplevel.db'}"
         return
     url = request.getfixturevalue("pg_server_database")
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
+    conn = psycopg.connect(url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -61,7 +63,8 @@ def make_config(database_url: str, signing_keys) -> Callable[..., Config]:
     def make(**sections: dict[str, Any]) -> Config:
         values: dict[str, dict[str, Any]] = {
             "database": {"url": database_url},
-            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1])},
+            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1]),
+                       "audience": TOPLEVEL_AUDIENCE},
             "auth": dict(FAST_ARGON2),
         }
         for section, body in sections.items():

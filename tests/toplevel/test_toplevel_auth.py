@@ -16,6 +16,7 @@ from daemons.toplevel.app import create_app
 from daemons.toplevel.models import User, UserSession, database_proxy
 from shared.tokens import TokenIssuer, load_private_key, load_public_key
 
+from .conftest import TOPLEVEL_AUDIENCE
 from .support import PASSWORDS, Api
 
 
@@ -33,7 +34,7 @@ def test_login_returns_token_and_user_without_hash(api: Api, seed):
     claims = _claims(body["access_token"])
     assert claims["sub"] == seed.users["physician"]["id"]
     assert claims["role"] == "physician" and claims["inst"] == seed.institution_a["id"]
-    assert claims["name"] == "dr.house" and claims["iss"] == "sivr-toplevel" and claims["aud"] == "sivr"
+    assert claims["name"] == "dr.house" and claims["iss"] == "sivr-toplevel" and claims["aud"] == TOPLEVEL_AUDIENCE
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "EdDSA"
 
 
@@ -66,6 +67,7 @@ def test_login_refusals(api: Api, body, status, code):
 def test_unknown_user_and_wrong_password_answer_the_same(api: Api):
     _, unknown, _ = api.call("POST", "/api/v1/auth/login", json={"username": "nobody", "password": "p" * 12})
     _, wrong, _ = api.call("POST", "/api/v1/auth/login", json={"username": "dr.house", "password": "p" * 12})
+    assert unknown["error"].pop("request_id") != wrong["error"].pop("request_id")  # each request its own
     assert unknown == wrong
 
 
@@ -168,7 +170,7 @@ def test_renew_refused_after_the_absolute_session_limit(make_config, seed, signi
     api = Api(create_app(config).test_client())
     login = api.login("dr.house", PASSWORDS["physician"])
     claims = _claims(login["access_token"])
-    issuer = TokenIssuer(load_private_key(signing_keys[0]), "sivr-toplevel", "sivr", 300)
+    issuer = TokenIssuer(load_private_key(signing_keys[0]), "sivr-toplevel", TOPLEVEL_AUDIENCE, 300)
     # The same session, as if it had started 61 s ago and been renewed since.
     aged, _ = issuer.issue(claims["sub"], claims["name"], claims["role"], claims["inst"],
                            session_id=claims["sid"], auth_time=claims["auth_time"] - 61)
@@ -284,9 +286,9 @@ def test_missing_and_malformed_authorization(api: Api, seed):
 
 
 def test_token_verifies_with_the_public_key_only(api: Api, signing_keys):
-    """What the institution and render layers do: verify with the public key, no call back."""
+    """A session token verifies with the public key alone, for the toplevel's own audience."""
     token = api.login("admin", PASSWORDS["admin"])["access_token"]
-    claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience="sivr",
+    claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience=TOPLEVEL_AUDIENCE,
                         issuer="sivr-toplevel")
     assert claims["role"] == "sysadmin"
 

@@ -114,10 +114,10 @@ export async function uploadView(ctx, patientId) {
     submit.disabled = true;
     progress.value = 0;
     try {
-      const meta = await sendFiles(buildUrl(node.url, "api/v1/records"), ctx.session.token, files, (loaded, total) => {
+      const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, files, (loaded, total) => {
         progress.value = Math.round((loaded / total) * 100);
         progressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} sent`;
-      }, controller.signal);
+      }, controller.signal));
       progress.value = 100;
       progressText.textContent = "Stored on the node; registering the record…";
       await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
