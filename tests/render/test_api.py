@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from PIL import Image
 
+from daemons.render.pixels import Window
 from daemons.render.records import LoadedRecord, _Loader
 from shared.config import ConfigError
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
@@ -302,7 +303,7 @@ def test_loaded_record_interface_for_the_3d_engine(loaded_ct):
     assert record.spacing == pytest.approx((2.5, 0.898438, 0.898438))
     assert len(record.orientation) == 6
     assert record.frames_total == record.frames_ready == 12 and record.complete
-    assert record.default_window == (-700.0, 1500.0) and record.photometric == "MONOCHROME2"
+    assert record.default_voi == Window(-700.0, 1500.0) and record.photometric == "MONOCHROME2"
     assert node.app.extensions["sivr_records"].get_loaded("0" * 64) is None
 
 
