@@ -65,8 +65,10 @@ def record_audit(
     detail: str = "",
     user_id: str | None = None,
     username: str | None = None,
+    client_ip: str | None = None,
 ) -> None:
-    """Write one entry for the current request; `user_id`/`username` override for logins."""
+    """Write one entry for the current request; `user_id`/`username` override for logins, and all
+    three for work outside an HTTP request (a DICOM association names its peer)."""
     if user_id is None or username is None:
         identity = current_identity()
         user_id, username = identity.user_id, identity.username
@@ -77,7 +79,7 @@ def record_audit(
         object_type=object_type,
         object_id=object_id,
         patient_id=patient_id,
-        client_ip=client_address(),
+        client_ip=client_ip or client_address(),
         detail=detail[:2000],
     )
 

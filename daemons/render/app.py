@@ -13,7 +13,10 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render.catalogue import backfill, forget_series, protect_database_file
+from daemons.render.dimse import DIMSE_EXTENSION, start_listener
 from daemons.render.image_cache import ImageCache
+from daemons.render.ingest import INGEST_EXTENSION, Ingest
 from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
@@ -66,6 +69,7 @@ def _sync_catalogue(store: RecordStore, models) -> None:
     known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
     for record_id in known - stored:
         models.StoredRecord.delete_by_id(record_id)
+        forget_series(models.catalogue, record_id)
     for record_id in stored - known:
         try:
             meta = store.read_manifest(record_id)["meta"]
@@ -76,6 +80,7 @@ def _sync_catalogue(store: RecordStore, models) -> None:
         models.StoredRecord.create(
             id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
             frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
+    backfill(store, models.catalogue, store.record_ids())
 
 
 def _close_after_request(app: Flask, database) -> None:
@@ -135,6 +140,9 @@ def create_app(config: Config) -> Flask:
     decoder = DecodePool(IsolationLimits.from_config(config))
     holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder)
     app.extensions[NODE_EXTENSION] = holder["node"]
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
+    protect_database_file(database)
+    app.extensions[DIMSE_EXTENSION] = start_listener(config, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from flask import current_app
 
+from daemons.render.catalogue import forget_series
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool
 from daemons.render.models import Models
@@ -70,6 +71,7 @@ class Node:
         """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""
         where = self.store.quarantine(record_id, reason)
         self.models.StoredRecord.delete_by_id(record_id)
+        forget_series(self.models.catalogue, record_id)
         self.registry.unload(record_id)
         self.forget(record_id)
         if where is not None:
