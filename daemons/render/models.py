@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import peewee
 
@@ -23,14 +24,15 @@ from daemons.render.catalogue import (
 from daemons.render.storage import RecordStore
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import database_from_config, upgrade_schema, utcnow
+from shared.db import Migration, database_from_config, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
 class Models:
     database: peewee.Database
-    StoredRecord: type[peewee.Model]
-    AuditEntry: type[peewee.Model]
+    # classes made per database by make_models: their fields are invisible to a type checker
+    StoredRecord: Any
+    AuditEntry: Any
     catalogue: CatalogueModels
 
     @property
@@ -60,6 +62,10 @@ def make_models(database: peewee.Database) -> Models:
     return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database))
 
 
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 def upgrade(config: Config) -> int:
     """Create or upgrade the node's tables, then index stored records the DICOM catalogue misses.
 
@@ -69,7 +75,7 @@ def upgrade(config: Config) -> int:
     database = database_from_config(config)
     models = make_models(database)
     try:
-        version = upgrade_schema(database, "render", models.all)
+        version = upgrade_schema(database, "render", models.all, MIGRATIONS)
         store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
         backfill(store, models.catalogue, store.record_ids())
         protect_database_file(database)
