@@ -150,7 +150,7 @@ def create_app(config: Config) -> Flask:
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
     protect_database_file(database)
-    app.extensions[DIMSE_EXTENSION] = start_listener(config, holder["node"], ingest)
+    app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))

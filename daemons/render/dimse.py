@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flask import Flask
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
@@ -86,9 +87,9 @@ def status_of(error: UploadError) -> int:
 class Listener:
     """A node's DICOM listener (one pynetdicom server in background threads)."""
 
-    def __init__(self, config: Config, node: Node, ingest: Ingest):
+    def __init__(self, config: Config, app: Flask, node: Node, ingest: Ingest):
         section = config["dicom"]
-        self.node, self.ingest = node, ingest
+        self.app, self.node, self.ingest = app, node, ingest
         self.ae_title = section["ae_title"]
         self.host, self.port = section["host"], int(section["port"])
         ae = AE(ae_title=self.ae_title)
@@ -116,11 +117,13 @@ class Listener:
         self.server.shutdown()
 
     def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """Run a handler with the database connection of this thread closed afterwards."""
+        """Run a handler in the app's context (the audit export lives there), with the database
+        connection of this thread closed afterwards."""
 
         def run(event: Any) -> Any:
             try:
-                return handler(event)
+                with self.app.app_context():
+                    return handler(event)
             finally:
                 database = self.node.models.database
                 if not database.is_closed():
@@ -167,8 +170,9 @@ class Listener:
             level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
             if level == "PATIENT" and event.context.abstract_syntax == StudyRootQueryRetrieveInformationModelFind:
                 raise QueryError("the study root model has no PATIENT level")
-            answers = list(find(self.node.models.catalogue, level, identifier))
-            self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
+            with self.app.app_context():
+                answers = list(find(self.node.models.catalogue, level, identifier))
+                self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
         except QueryError as exc:
             log.info("C-FIND refused: %s", exc)
             yield DOES_NOT_MATCH_SOP_CLASS, None
@@ -187,10 +191,10 @@ class Listener:
             yield PENDING, answer
 
 
-def start_listener(config: Config, node: Node, ingest: Ingest) -> Listener | None:
+def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:
     """Start the node's DICOM listener, or None when `dicom.port` is 0 (turned off)."""
     if int(config["dicom"]["port"]) == 0:
         return None
-    listener = Listener(config, node, ingest)
+    listener = Listener(config, app, node, ingest)
     log.info("DICOM listener %s on %s:%s", listener.ae_title, listener.host, listener.port)
     return listener

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -181,3 +182,26 @@ def test_upgrade_indexes_records_of_current_upload_path(make_node, tmp_path):
     # browser upload of more of the same series adds to it, same id
     grown = make_node(root=tmp_path, institution_id=harness.institution_id).upload(ct_files()[5:8])
     assert grown.status_code == 201 and grown.get_json()["id"] == record_id and grown.get_json()["files"] == 8
+
+
+def test_upload_conflict_is_409_and_cstore_joins_an_uploaded_series(archive):
+    """A browser upload and a C-STORE land in the same series; a changed instance is refused by both doors."""
+    first = dataset(series="1.2.826.0.1.55", position=0.0)
+    uploaded = archive.upload([("a.dcm", to_bytes(first))])
+    assert uploaded.status_code == 201
+    record_id = uploaded.get_json()["id"]
+    changed = dataset(series="1.2.826.0.1.55", position=0.0)
+    changed.PixelData = bytes(len(changed.PixelData))
+    changed.SOPInstanceUID = first.SOPInstanceUID
+    changed.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    refused = archive.upload([("b.dcm", to_bytes(changed))])
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "instance_conflict"
+    assert archive.upload([("a.dcm", to_bytes(first))]).status_code == 200  # identical again: a no-op
+    second = dataset(series="1.2.826.0.1.55", position=2.0)
+    assert _store(archive.dicom_port, second) == 0x0000
+    meta = archive.client.get(f"/api/v1/records/{record_id}", headers=archive.headers()).get_json()
+    assert meta["files"] == 2 and meta["frames"] == 2
+    assert [s["position"][2] for s in meta["slices"]] == [0.0, 2.0]
+    original = archive.client.get(f"/api/v1/records/{record_id}/original?index=1", headers=archive.headers())
+    assert original.status_code == 200
+    assert pydicom.dcmread(io.BytesIO(original.data)).SOPInstanceUID == second.SOPInstanceUID
