@@ -15,6 +15,7 @@ from flask import Flask, Response, g, request
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.catalogue import backfill, forget_series, protect_database_file
 from daemons.render.dimse import DIMSE_EXTENSION, start_listener
+from daemons.render.dimse import check_config as check_dicom_config
 from daemons.render.image_cache import ImageCache
 from daemons.render.ingest import INGEST_EXTENSION, Ingest
 from daemons.render.isolation import DecodePool, IsolationLimits
@@ -47,6 +48,7 @@ from shared.webapp import create_base_app
 
 def _check_config(config: Config) -> None:
     where = config.source or "<config>"
+    check_dicom_config(config)
     try:
         config["node"]["institution_id"] = parse_uuid(config["node"]["institution_id"], "node.institution_id")
     except ApiError as exc:

@@ -43,7 +43,7 @@ from daemons.render.query import QueryError, find
 from daemons.render.storage import StoreFull
 from daemons.render.validate import UploadError
 from shared.audit import record_audit
-from shared.config import Config
+from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 DIMSE_EXTENSION = "sivr_dimse"
@@ -94,7 +94,7 @@ class Listener:
         self.host, self.port = section["host"], int(section["port"])
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
-        ae.require_calling_aet = list(section["allowed_callers"]) or ["\0 no caller allowed"]
+        ae.require_calling_aet = list(section["allowed_callers"])
         ae.maximum_pdu_size = 0
         syntaxes = decodable_syntaxes()
         for context in StoragePresentationContexts:
@@ -189,6 +189,14 @@ class Listener:
                 yield 0xFE00, None
                 return
             yield PENDING, answer
+
+
+def check_config(config: Config) -> None:
+    """Refuse a listener that nobody may use or everybody could (checked before the node starts)."""
+    if int(config["dicom"]["port"]) and not config["dicom"]["allowed_callers"]:
+        # pynetdicom would take an empty list as "anyone"
+        raise ConfigError(f"{config.source or '<config>'}: dicom.allowed_callers must list the calling AE "
+                          "titles allowed to send and query (or set dicom.port = 0)")
 
 
 def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:

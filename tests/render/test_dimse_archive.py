@@ -205,3 +205,10 @@ def test_upload_conflict_is_409_and_cstore_joins_an_uploaded_series(archive):
     original = archive.client.get(f"/api/v1/records/{record_id}/original?index=1", headers=archive.headers())
     assert original.status_code == 200
     assert pydicom.dcmread(io.BytesIO(original.data)).SOPInstanceUID == second.SOPInstanceUID
+
+
+def test_a_listener_without_allowed_callers_is_a_config_error(make_node):
+    from shared.config import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed_callers"):
+        make_node(dicom__port=free_port(), dicom__allowed_callers=[])
