@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import peewee
 from flask import current_app
 
-from daemons.render.catalogue import InstanceHeader, index_series
+from daemons.render.catalogue import InstanceHeader, backfill, index_series
 from daemons.render.isolation import isolated_checker
 from daemons.render.node import Node
 from daemons.render.validate import (
@@ -104,7 +104,7 @@ class Ingest:
         with self._lock_for(series_uid):
             series = self._existing_series(series_uid)
             if series is None:
-                return self._create(series_uid, parsed.files, parsed.manifest, actor)
+                return self._create(series_uid, parsed.files, parsed.manifest, by_uid, actor)
             return self._append(series.id, by_uid, actor)
 
     def _existing_series(self, series_uid: str):
@@ -114,26 +114,34 @@ class Ingest:
                 .where(cat.Series.series_uid == series_uid)
                 .order_by(stored.stored_at, cat.Series.id).first())
 
-    def _create(self, series_uid: str, files: list[ParsedFile], manifest: dict, actor: Actor) -> IngestResult:
+    def _create(self, series_uid: str, files: list[ParsedFile], manifest: dict,
+                by_uid: dict[str, ParsedFile], actor: Actor) -> IngestResult:
         node = self.node
         record_id = series_record_id(node.institution_id, series_uid)
         blobs = {f.sha256: index for index, f in enumerate(files)}
         manifest = _with_ids(manifest, record_id, blobs, files)
-        created = node.store.write_record(record_id, [f.raw for f in files], manifest)
         models = node.models
-        meta = manifest["meta"]
+        if not node.store.write_record(record_id, [f.raw for f in files], manifest):
+            # the folder is stored but not catalogued (a crash between the two): index it, then append
+            backfill(node.store, models.catalogue, [record_id])
+            self._index_row(record_id, node.store.read_manifest(record_id)["meta"], actor)
+            return self._append(record_id, by_uid, actor)
+        self._index_row(record_id, manifest["meta"], actor)
+        index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
+        self._remember(record_id, {_uid(f, "SOPInstanceUID"): (f, blobs[f.sha256]) for f in files})
+        self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
+        return IngestResult(record_id, True, len(files), 0)
+
+    def _index_row(self, record_id: str, meta: dict, actor: Actor) -> None:
+        """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
+        models = self.node.models
         try:
             models.StoredRecord.create(
                 id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
                 frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
         except peewee.IntegrityError:
-            pass  # the folder was stored but its row was lost (a crash): the store is the truth
-        index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
-        self._remember(record_id, {_uid(f, "SOPInstanceUID"): (f, blobs[f.sha256]) for f in files})
-        self._audit(actor, "record.upload" if created else "record.upload_again", record_id,
-                    detail=f"instances={len(files)}")
-        return IngestResult(record_id, created, len(files), 0)
+            pass  # the row exists already
 
     def _append(self, record_id: str, incoming: dict[str, ParsedFile], actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue

@@ -212,3 +212,17 @@ def test_a_listener_without_allowed_callers_is_a_config_error(make_node):
 
     with pytest.raises(ConfigError, match="allowed_callers"):
         make_node(dicom__port=free_port(), dicom__allowed_callers=[])
+
+
+def test_a_stored_but_uncatalogued_series_is_indexed_then_grows(archive):
+    """A crash between the store write and the catalogue rows: the next instance indexes the folder first."""
+    first = dataset(series="1.2.826.0.1.66", position=0.0)
+    record_id = archive.upload([("a.dcm", to_bytes(first))]).get_json()["id"]
+    models = archive.app.extensions["sivr_node"].models
+    models.catalogue.Instance.delete().execute()
+    models.catalogue.Series.delete().execute()
+    models.StoredRecord.delete().execute()
+    assert _store(archive.dicom_port, dataset(series="1.2.826.0.1.66", position=1.0)) == 0x0000
+    series = list(models.catalogue.Series.select())
+    assert [s.id for s in series] == [record_id] and series[0].instance_count == 2
+    assert models.StoredRecord.get_by_id(record_id).files == 2
