@@ -19,7 +19,15 @@ from pathlib import Path
 
 import requests
 
-from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
+from daemons.deployment import (
+    DEMO_DICOM_CALLERS,
+    DICOM_PORT,
+    LAYOUT_FILE,
+    Layout,
+    LocalDeployment,
+    dicom_endpoint,
+    init_deployment,
+)
 from daemons.layers import get_layer
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
 from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
@@ -236,7 +244,7 @@ def _iso_date(dicom_date: str | None) -> str:
 
 
 def _default_ports_free() -> bool:
-    for port in (5000, 5001, 5002, 5003):
+    for port in (5000, 5001, 5002, 5003, DICOM_PORT):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return False
@@ -246,6 +254,9 @@ def _default_ports_free() -> bool:
 def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
     running = {i.layer: i.url for i in reversed(deployment.instances)}
     info = {"layers": running, "ca_cert": deployment.ca_cert, "users": users}
+    node = deployment.layout.first("render")
+    if node is not None and dicom_endpoint(node)["port"]:
+        info["dicom"] = dicom_endpoint(node)
     path = Path(deployment.layout.root) / "demo.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -286,6 +297,11 @@ def _print_welcome(deployment: LocalDeployment, users: dict, path: Path) -> None
     print("\nSIVR is running:")
     for instance in deployment.instances:
         print(f"  {instance.name:<16} {instance.url}")
+    node = deployment.layout.first("render")
+    if node is not None and dicom_endpoint(node)["port"]:
+        dicom = dicom_endpoint(node)
+        print(f"  {'DICOM':<16} AE title {dicom['ae_title']} on {dicom['host']}:{dicom['port']} "
+              f"(callers: {', '.join(DEMO_DICOM_CALLERS)})")
     if web:
         print(f"\nOpen {web}/ in a browser.")
     print(f"Trust the local CA first: {deployment.ca_cert}")

@@ -31,6 +31,10 @@ from shared.tokens import generate_signing_keypair
 STORE_KEY_BYTES = 32
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
+DICOM_PORT = 11112
+#: Calling AE titles a local deployment's render nodes accept: dcmtk's defaults and "MODALITY".
+#: A production node lists its modalities' AE titles instead (`dicom.allowed_callers`).
+DEMO_DICOM_CALLERS = ("MODALITY", "ECHOSCU", "STORESCU", "FINDSCU")
 
 
 @dataclass
@@ -182,6 +186,15 @@ def init_deployment(
         next_extra_port += 1
         return next_extra_port - 1
 
+    next_dicom_port = DICOM_PORT
+
+    def dicom_port() -> int:
+        nonlocal next_dicom_port
+        if pick_free_ports:
+            return free_port(host if host != "localhost" else "127.0.0.1")
+        next_dicom_port += 1
+        return next_dicom_port - 1
+
     url_host = f"[{host}]" if ":" in host else host
     layout = Layout(root=str(root), ca_cert=str(tls / "ca.pem"))
     ports = {"web": port_for("web"), "toplevel": port_for("toplevel")}
@@ -239,6 +252,8 @@ def init_deployment(
                 "node": {"institution_id": inst_id, "name": node_name,
                          "receipt_key": f"keys/{node_name}.receipt.pem"},
                 "storage": {"dir": f"data/{node_name}/store", "key_file": f"keys/{node_name}.store.key"},
+                "dicom": {"port": dicom_port(), "host": host if ":" not in host else "127.0.0.1",
+                          "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
             layout.institutions[-1]["nodes"].append({
@@ -336,3 +351,9 @@ class LocalDeployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def dicom_endpoint(instance: Instance) -> dict:
+    """Where a render node listens for DICOM: {"host", "port", "ae_title"} from its config."""
+    section = LAYERS["render"].load_config(instance.config)["dicom"]
+    return {"host": section["host"], "port": section["port"], "ae_title": section["ae_title"]}

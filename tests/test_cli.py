@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -121,7 +122,14 @@ def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
             assert time.monotonic() < deadline, "demo.json not written within 120 s"
             time.sleep(0.5)
         info = json.loads((state / "demo.json").read_text())
-        assert set(info) == {"layers", "ca_cert", "users"}
+        assert set(info) == {"layers", "ca_cert", "users", "dicom"}
+        dicom = info["dicom"]
+        assert set(dicom) == {"host", "port", "ae_title"}
+        if shutil.which("storescu"):  # a modality sends to the demo (dcmtk's default calling AE title)
+            ct = sorted((Path(__file__).resolve().parents[1] / "demo_data" / "ct-chest-100").glob("*.dcm"))[:2]
+            sent = subprocess.run(["storescu", "-xv", "-aec", dicom["ae_title"], dicom["host"], str(dicom["port"]),
+                                   *map(str, ct)], capture_output=True, text=True, timeout=120)
+            assert sent.returncode == 0, sent.stderr
         assert set(info["users"]) == {"admin", "physician"}
         for url in info["layers"].values():
             assert requests.get(f"{url}/healthz", verify=info["ca_cert"], timeout=10).ok

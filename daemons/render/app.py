@@ -13,7 +13,11 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render.catalogue import backfill, forget_series, protect_database_file
+from daemons.render.dimse import DIMSE_EXTENSION, start_listener
+from daemons.render.dimse import check_config as check_dicom_config
 from daemons.render.image_cache import ImageCache
+from daemons.render.ingest import INGEST_EXTENSION, Ingest
 from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
@@ -45,6 +49,7 @@ from shared.webapp import create_base_app, layer_audience
 
 def _check_config(config: Config) -> None:
     where = config.source or "<config>"
+    check_dicom_config(config)
     try:
         config["node"]["institution_id"] = parse_uuid(config["node"]["institution_id"], "node.institution_id")
     except ApiError as exc:
@@ -78,6 +83,7 @@ def _sync_catalogue(store: RecordStore, models) -> None:
     known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
     for record_id in known - stored:
         models.StoredRecord.delete_by_id(record_id)
+        forget_series(models.catalogue, record_id)
     for record_id in stored - known:
         try:
             meta = store.read_manifest(record_id)["meta"]
@@ -88,6 +94,7 @@ def _sync_catalogue(store: RecordStore, models) -> None:
         models.StoredRecord.create(
             id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
             frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
+    backfill(store, models.catalogue, store.record_ids())
 
 
 def _close_after_request(app: Flask, database) -> None:
@@ -152,6 +159,9 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder, receipt_key,
                           layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
+    protect_database_file(database)
+    app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))

@@ -16,6 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 
+from daemons.render.catalogue import forget_series
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool
 from daemons.render.models import Models
@@ -73,6 +74,7 @@ class Node:
         """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""
         where = self.store.quarantine(record_id, reason)
         self.models.StoredRecord.delete_by_id(record_id)
+        forget_series(self.models.catalogue, record_id)
         self.registry.unload(record_id)
         self.forget(record_id)
         if where is not None:

@@ -248,12 +248,13 @@ class _Loader:
     def _file(self, file_index: int) -> tuple[bytes, Any]:
         """Decrypted bytes (and, for compressed multi-frame files, the parsed dataset) of a file."""
         info = self.files[file_index]
+        blob = int(info.get("blob", file_index))  # a grown series stores files in arrival order
         if int(info["frames"]) == 1:
-            return self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False), None
+            return self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False), None
         with self._file_locks[file_index]:
             cached = self._file_cache.get(file_index)
             if cached is None:
-                raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
+                raw = self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False)
                 dataset = None
                 if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)

@@ -38,6 +38,11 @@ KEYS = (
     Key("audit", "flush_s", 5.0,
         "Seconds between writes of the image-view audit (one entry per user, record and session, with "
         "counts): at most this much is lost if the node is killed hard (0.5..60)."),
+    Key("dicom", "port", 0, "TCP port of the node's DICOM (DIMSE) listener; 0 turns it off (11112 is usual)."),
+    Key("dicom", "host", "127.0.0.1", "Address the DICOM listener binds to."),
+    Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
+    Key("dicom", "allowed_callers", [],
+        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
     Key("decode", "workers", 2,
         "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
         "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),

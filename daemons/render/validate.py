@@ -588,13 +588,23 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
 
 def _analyse(uploads: list[tuple[str, bytes]], limits: Limits, bad_frames: list[dict[int, str]]) -> ParsedRecord:
     """The record of files that passed `check_file`; `bad_frames` is what it found per upload."""
-    total = sum(len(raw) for _, raw in uploads)
     unique: dict[str, ParsedFile] = {}
     for (name, raw), bad in zip(uploads, bad_frames, strict=True):
         parsed = _parse_file(name, raw, limits)
         parsed.bad_frames = bad
         unique.setdefault(parsed.sha256, parsed)
-    files = sorted(unique.values(), key=_sort_key)
+    return analyse_files(list(unique.values()), limits)
+
+
+def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
+    """Parse a file already in the store (checked in isolation when it arrived), for re-analysis."""
+    return _parse_file(name, raw, limits)
+
+
+def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
+    """The record analysis of parsed, distinct files: used for an upload and for a series that grows."""
+    total = sum(len(f.raw) for f in unique)
+    files = sorted(unique, key=_sort_key)
     _check_consistent(files)
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)

@@ -34,6 +34,7 @@ def base_dataset() -> Dataset:
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()  # a series grows by its UID: each case is its own series
     return ds
 
 

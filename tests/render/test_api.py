@@ -332,11 +332,25 @@ def test_many_viewers_share_one_copy_concurrently(loaded_ct):
     assert again.status_code == 202 and node.registry.get_loaded(record_id) is record
 
 
+def _as_new_series(paths: list[Path]) -> list[tuple[str, bytes]]:
+    """The files relabelled as a series of their own (a series grows by its UID, so parts of one
+    series uploaded apart would join it)."""
+    series, files = pydicom.uid.generate_uid(), []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files.append((path.name, out.getvalue()))
+    return files
+
+
 def test_memory_budget_evicts_the_least_recently_used(make_node, ct_files):
     node = make_node(memory__budget_mb=10)  # 0.5 MiB per slice: 3 + 3 MiB fit, adding 5 MiB does not
-    first = node.upload(ct_files[:6]).json["id"]   # 3 MiB
-    second = node.upload(ct_files[6:12]).json["id"]  # 3 MiB
-    third = node.upload(ct_files[:10]).json["id"]   # 5 MiB
+    first = node.upload(_as_new_series(ct_files[:6])).json["id"]   # 3 MiB
+    second = node.upload(_as_new_series(ct_files[6:12])).json["id"]  # 3 MiB
+    third = node.upload(_as_new_series(ct_files[:10])).json["id"]   # 5 MiB
     for record_id in (first, second):
         _loaded(node, record_id)
     node.client.get(f"/api/v1/records/{first}/frames/0", headers=node.headers())  # first is now most recent
