@@ -155,6 +155,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
+    if args.layer == "render":
+        # Compile the kernels into numba's disk cache now: gunicorn reports READY to systemd once
+        # it listens, before its worker loads the app, which then only loads them from the cache.
+        from daemons.render.warm import warm_up_kernels
+
+        print(f"sivr: {warm_up_kernels().summary()}", flush=True)
     argv = gunicorn_argv(args.layer, config)
     sys.stdout.flush()
     os.execv(argv[0], argv)
