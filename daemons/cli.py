@@ -161,6 +161,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from daemons.render.warm import warm_up_kernels
 
         print(f"sivr: {warm_up_kernels().summary()}", flush=True)
+    if config["server"]["http2"]:
+        from daemons.http2_server import run
+
+        return run(args.layer, config)
     argv = gunicorn_argv(args.layer, config)
     sys.stdout.flush()
     os.execv(argv[0], argv)

@@ -1,0 +1,87 @@
+"""`sivr serve` with `server.http2 = true`: one process speaking HTTP/2 (and HTTP/1.1) over TLS.
+
+Browsers open at most six HTTP/1.1 connections per server, so a viewer's many small image requests
+queue behind each other on a slow link; over HTTP/2 they share one connection, multiplexed, with
+one TLS handshake. gunicorn speaks HTTP/1.1 only, so this path serves the layer's WSGI app with
+hypercorn (h2 for HTTP/2, ALPN over the same TLS settings: TLS >= 1.2, `shared.tls.TLS12_CIPHERS`),
+in ONE process whose request threads share the app (a render node keeps one decoded copy of each
+record). The socket is bound here, before the app is built, and systemd hears READY once the app
+(and a render node's kernel warm-up) is ready, from this main process as the units expect.
+
+Known differences from the gunicorn path (docs/deployment.md): a request body is read whole into
+memory before the app sees it (bounded by the app's MAX_CONTENT_LENGTH), and refusals made by the
+HTTP parser itself (oversized header fields) are hypercorn's, not the API's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from daemons.layers import get_layer
+from shared.tls import TLS12_CIPHERS
+
+DEFAULT_BODY_BYTES = 16 * 1024 * 1024
+HEADER_BYTES = 16 * 1024  # like gunicorn's limits: 8190-byte fields, 100 of them, bounded in all
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The layer's listening TCP socket (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def notify_ready() -> None:
+    """Tell systemd (Type=notify) the layer serves; nothing when not started by systemd."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1\nSTATUS=serving HTTP/2 and HTTP/1.1", address)
+
+
+def hypercorn_config(config, sock: socket.socket, max_body: int) -> HypercornConfig:
+    """hypercorn's settings from the layer's `server` and `log` sections."""
+    server = config["server"]
+    settings = HypercornConfig()
+    settings.bind = [f"fd://{sock.fileno()}"]
+    settings.keep_alive_timeout = float(server["keepalive_s"])
+    settings.graceful_timeout = 10.0
+    settings.h11_max_incomplete_size = HEADER_BYTES
+    settings.wsgi_max_body_size = max_body
+    settings.accesslog = "-"
+    settings.errorlog = "-"
+    settings.loglevel = config["log"]["level"].upper()
+    if server["tls_cert"]:
+        settings.certfile, settings.keyfile = server["tls_cert"], server["tls_key"]
+        settings.ciphers = TLS12_CIPHERS
+    return settings
+
+
+def run(layer_name: str, config) -> int:
+    """Serve one layer until SIGTERM or SIGINT (hypercorn stops gracefully on either)."""
+    server = config["server"]
+    sock = listen_socket(server["host"], server["port"])
+    layer = get_layer(layer_name)
+    app = layer.create_app(config)
+    settings = hypercorn_config(config, sock, app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_BODY_BYTES)
+    logging.getLogger(__name__).info("sivr-%s: HTTP/2 on %s:%s", layer_name, server["host"], server["port"])
+
+    async def main() -> None:
+        # The WSGI app runs in the loop's default executor: size it like gunicorn's threads.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max(1, int(server["threads"])), thread_name_prefix=f"sivr-{layer_name}"))
+        notify_ready()
+        await serve(app, settings, mode="wsgi")
+
+    asyncio.run(main())
+    return 0
