@@ -123,6 +123,8 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
 
 def gunicorn_argv(layer_name: str, config) -> list[str]:
     """The gunicorn command line serving one layer as its config says."""
+    from daemons.gunicorn_worker import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
+
     server = config["server"]
     workers = server["workers"]
     if layer_name == "render" and workers != 1:
@@ -139,6 +141,9 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
+        "--limit-request-line", str(LIMIT_REQUEST_LINE),
+        "--limit-request-fields", str(LIMIT_REQUEST_FIELDS),
+        "--limit-request-field_size", str(LIMIT_REQUEST_FIELD_SIZE),
         "--graceful-timeout", "10",
         "--access-logfile", "-",
         "--error-logfile", "-",

@@ -8,9 +8,10 @@ in ONE process whose request threads share the app (a render node keeps one deco
 record). The socket is bound here, before the app is built, and systemd hears READY once the app
 (and a render node's kernel warm-up) is ready, from this main process as the units expect.
 
-Known differences from the gunicorn path (docs/deployment.md): a request body is read whole into
-memory before the app sees it (bounded by the app's MAX_CONTENT_LENGTH), and refusals made by the
-HTTP parser itself (oversized header fields) are hypercorn's, not the API's JSON.
+The request-size limits are gunicorn's (`daemons.gunicorn_worker`), refused with the same JSON
+answers (`RequestLimits`). Known differences from the gunicorn path (docs/deployment.md): a request
+body is read whole into memory before the app sees it (bounded by the app's MAX_CONTENT_LENGTH),
+and a header block beyond hypercorn's own parser limit (HEADER_BYTES) gets hypercorn's bare 400.
 """
 
 from __future__ import annotations
@@ -24,11 +25,46 @@ from concurrent.futures import ThreadPoolExecutor
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
+from daemons.gunicorn_worker import (
+    ERROR_HEADERS,
+    LIMIT_REQUEST_FIELD_SIZE,
+    LIMIT_REQUEST_FIELDS,
+    LIMIT_REQUEST_LINE,
+    json_error_body,
+)
 from daemons.layers import get_layer
 from shared.tls import TLS12_CIPHERS
 
 DEFAULT_BODY_BYTES = 16 * 1024 * 1024
-HEADER_BYTES = 16 * 1024  # like gunicorn's limits: 8190-byte fields, 100 of them, bounded in all
+# hypercorn's own bound on an HTTP/1.1 header block: room for what gunicorn's limits allow, so
+# that RequestLimits, not hypercorn, refuses (with the API's JSON) nearly everything over them
+HEADER_BYTES = 256 * 1024
+REASONS = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
+
+
+class RequestLimits:
+    """WSGI middleware: gunicorn's request-line and header limits, answered as the API's JSON."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def refusal(environ: dict) -> int | None:
+        target = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
+        if target + len(environ.get("REQUEST_METHOD", "")) + len(" HTTP/1.1") + 1 > LIMIT_REQUEST_LINE:
+            return 414
+        fields = [(k, v) for k, v in environ.items() if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")]
+        if len(fields) > LIMIT_REQUEST_FIELDS or any(len(k) - 3 + len(v) > LIMIT_REQUEST_FIELD_SIZE for k, v in fields):
+            return 431
+        return None
+
+    def __call__(self, environ: dict, start_response):
+        status = self.refusal(environ)
+        if status is None:
+            return self.app(environ, start_response)
+        body = json_error_body(status, REASONS[status], "")
+        start_response(f"{status} {REASONS[status]}", [*ERROR_HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -81,7 +117,7 @@ def run(layer_name: str, config) -> int:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max(1, int(server["threads"])), thread_name_prefix=f"sivr-{layer_name}"))
         notify_ready()
-        await serve(app, settings, mode="wsgi")
+        await serve(RequestLimits(app), settings, mode="wsgi")
 
     asyncio.run(main())
     return 0

@@ -39,6 +39,7 @@ class Node:
         self.issuer = TokenIssuer(load_private_key(root / "keys" / "token_ed25519.pem"), "sivr-toplevel",
                                   normalize_audience(self.url), MAX_EXCHANGED_TTL_S)
         self.user_id, self.session_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.http2 = False
 
     @property
     def token(self) -> str:
@@ -56,18 +57,21 @@ class Node:
         return host.strip("[]"), int(port)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=[False, True], ids=["gunicorn", "http2"])
+def node(tmp_path_factory, request) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("render-daemon")
     layout = init_deployment(root, pick_free_ports=True, institution_names=["Hospital A"])
     config = Path(layout.first("render").config)
     values = tomllib.loads(config.read_text())
     values.setdefault("audit", {})["flush_s"] = 60  # only the shutdown writes within this test
+    values["server"]["http2"] = request.param  # the same answers from both servers `sivr serve` runs
     config.write_text(render_config_toml("render", KEYS, values))
     running = LocalDeployment(layout, layers=("render",))
     try:
         running.start()
-        yield Node(running, root)
+        served = Node(running, root)
+        served.http2 = request.param
+        yield served
     finally:
         running.stop()
 
@@ -119,6 +123,9 @@ def test_tls12_offers_aead_ecdhe_suites(node, cipher):
 
 
 def test_image_views_pending_at_shutdown_are_written(node):
+    if node.http2:
+        pytest.xfail("known gap of server.http2: hypercorn waits for an open connection to go idle "
+                     "(up to server.keepalive_s) before it stops; LocalDeployment kills after 20 s")
     series = f"1.2.826.0.9.{uuid.uuid4().int % 10**12}"
     files = [("files", (f"{z}.dcm", to_bytes(dataset(16, 16, series=series, position=float(z)))))
              for z in range(3)]
