@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from hypercorn.asyncio import serve
@@ -43,7 +44,11 @@ REASONS = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
 
 
 class RequestLimits:
-    """WSGI middleware: gunicorn's request-line and header limits, answered as the API's JSON."""
+    """WSGI middleware: gunicorn's request-line and header limits, answered as the API's JSON.
+
+    It also hands hypercorn at least one body chunk per response: hypercorn (0.18) sends the
+    status line with the first chunk, so an empty body (a CORS preflight, a 304) would fail.
+    """
 
     def __init__(self, app):
         self.app = app
@@ -61,10 +66,24 @@ class RequestLimits:
     def __call__(self, environ: dict, start_response):
         status = self.refusal(environ)
         if status is None:
-            return self.app(environ, start_response)
+            return _at_least_one_chunk(self.app(environ, start_response))
         body = json_error_body(status, REASONS[status], "")
         start_response(f"{status} {REASONS[status]}", [*ERROR_HEADERS, ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _at_least_one_chunk(body: Iterable[bytes]) -> Iterator[bytes]:
+    sent = False
+    try:
+        for chunk in body:
+            sent = True
+            yield chunk
+        if not sent:
+            yield b""
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
