@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from daemons.layers import get_layer
 from shared.tls import TLS12_CIPHERS
 
 DEFAULT_BODY_BYTES = 16 * 1024 * 1024
+GRACE_S = 10.0  # as gunicorn's --graceful-timeout in daemons/cli.py
 # hypercorn's own bound on an HTTP/1.1 header block: room for what gunicorn's limits allow, so
 # that RequestLimits, not hypercorn, refuses (with the API's JSON) nearly everything over them
 HEADER_BYTES = 256 * 1024
@@ -110,7 +112,7 @@ def hypercorn_config(config, sock: socket.socket, max_body: int) -> HypercornCon
     settings = HypercornConfig()
     settings.bind = [f"fd://{sock.fileno()}"]
     settings.keep_alive_timeout = float(server["keepalive_s"])
-    settings.graceful_timeout = 10.0
+    settings.graceful_timeout = GRACE_S
     settings.h11_max_incomplete_size = HEADER_BYTES
     settings.wsgi_max_body_size = max_body
     settings.accesslog = "-"
@@ -123,7 +125,7 @@ def hypercorn_config(config, sock: socket.socket, max_body: int) -> HypercornCon
 
 
 def run(layer_name: str, config) -> int:
-    """Serve one layer until SIGTERM or SIGINT (hypercorn stops gracefully on either)."""
+    """Serve one layer until SIGTERM or SIGINT, then stop within GRACE_S."""
     server = config["server"]
     sock = listen_socket(server["host"], server["port"])
     layer = get_layer(layer_name)
@@ -135,8 +137,24 @@ def run(layer_name: str, config) -> int:
         # The WSGI app runs in the loop's default executor: size it like gunicorn's threads.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max(1, int(server["threads"])), thread_name_prefix=f"sivr-{layer_name}"))
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        serving = asyncio.create_task(serve(RequestLimits(app), settings, mode="wsgi", shutdown_trigger=stop.wait))
         notify_ready()
-        await serve(RequestLimits(app), settings, mode="wsgi")
+        await stop.wait()
+        # hypercorn waits for every client connection to close (a browser's idle keep-alive one
+        # too); like gunicorn's --graceful-timeout, give requests GRACE_S, then stop regardless
+        # (the process then exits normally, so the app's exit handlers still write their data).
+        await asyncio.wait([serving], timeout=GRACE_S)  # not wait_for: no cancelling, no waiting for it
 
-    asyncio.run(main())
+    # Not asyncio.run: it would cancel the connections still open after the grace and wait for
+    # each one's TLS shutdown (up to 30 s for a client that does not answer); the process exits
+    # instead, which closes them.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
     return 0
