@@ -25,6 +25,8 @@ from shared.tokens import TokenIssuer, load_private_key
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # filling an empty cache compiles every kernel: a minute or more
+
 
 @pytest.fixture(scope="module")
 def kernel_cache(tmp_path_factory) -> Path:
