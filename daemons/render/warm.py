@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +41,8 @@ class WarmUp:
     cache_dir: str
 
     def as_json(self) -> dict:
-        return asdict(self)
+        """For `GET /api/v1/node` (without the folder: clients need not know the node's paths)."""
+        return {"seconds": self.seconds, "compiled": self.compiled, "from_cache": self.from_cache}
 
     def summary(self) -> str:
         return (f"kernels warm in {self.seconds:.2f} s: {self.compiled} compiled, "

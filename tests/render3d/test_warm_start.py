@@ -56,6 +56,7 @@ def test_node_started_on_a_warm_cache_compiles_nothing(tmp_path, kernel_cache, m
         running.start(timeout_s=300)
         serve_log = running.log_path(node.name).read_text(errors="replace")
         assert "kernels warm in" in serve_log and " 0 compiled" in serve_log, serve_log[-2000:]
+        assert f"loaded from the cache in {kernel_cache}" in serve_log
         issuer = TokenIssuer(load_private_key(Path(layout.root, "keys", "token_ed25519.pem")),
                              "sivr-toplevel", node.url, 60)
         token, _ = issuer.issue(str(uuid.uuid4()), "doc", "physician", node.institution or str(uuid.uuid4()))
@@ -64,6 +65,6 @@ def test_node_started_on_a_warm_cache_compiles_nothing(tmp_path, kernel_cache, m
         assert reply.status_code == 200, reply.text
         warm = reply.json()["warm_up"]
         assert warm["compiled"] == 0, warm
-        assert warm["from_cache"] > 0 and warm["cache_dir"] == str(kernel_cache)
+        assert warm["from_cache"] > 0
     finally:
         running.stop()
