@@ -124,10 +124,14 @@ def hypercorn_config(config, sock: socket.socket, max_body: int) -> HypercornCon
     return settings
 
 
-def run(layer_name: str, config) -> int:
-    """Serve one layer until SIGTERM or SIGINT, then stop within GRACE_S."""
+def run(layer_name: str, config, listen_fd: int | None = None) -> int:
+    """Serve one layer until SIGTERM or SIGINT, then stop within GRACE_S.
+
+    `listen_fd`: an inherited socket already bound to the config's address (`sivr serve
+    --listen-fd`, as `sivr demo` and the tests start layers without a port race).
+    """
     server = config["server"]
-    sock = listen_socket(server["host"], server["port"])
+    sock = socket.socket(fileno=listen_fd) if listen_fd is not None else listen_socket(server["host"], server["port"])
     layer = get_layer(layer_name)
     app = layer.create_app(config)
     settings = hypercorn_config(config, sock, app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_BODY_BYTES)

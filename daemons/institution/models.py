@@ -12,7 +12,14 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import bind_models, model_base, new_id, upgrade_from_config, utcnow
+from shared.db import (
+    Migration,
+    bind_models,
+    model_base,
+    new_id,
+    upgrade_from_config,
+    utcnow,
+)
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -98,6 +105,10 @@ AuditEntry = make_audit_model(database_proxy)
 MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
 
 
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 def bind_database(config: Config) -> peewee.Database:
     """Connect to the configured database and point every model of this layer at it."""
     return bind_models(database_proxy, config)
@@ -105,4 +116,4 @@ def bind_database(config: Config) -> peewee.Database:
 
 def upgrade(config: Config) -> int:
     """Create or upgrade the institution schema; returns the schema version now in place."""
-    return upgrade_from_config(config, "institution", MODELS)
+    return upgrade_from_config(config, "institution", MODELS, MIGRATIONS)

@@ -19,7 +19,7 @@ from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
 from shared.roles import ADMIN_ROLES
-from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, validate, parse_service_url
+from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
 
 bp = Blueprint("nodes", __name__)
 
