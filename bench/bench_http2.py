@@ -100,7 +100,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"# {platform.node()} {platform.platform()} cpus={os.cpu_count()} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# {platform.node()} {platform.platform()} cpus={os.cpu_count()} {when}")
     cases = [("gunicorn", False, False), ("hypercorn", True, False), ("hypercorn", True, True)]
     with tempfile.TemporaryDirectory() as tmp:
         nodes = {}

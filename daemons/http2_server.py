@@ -60,8 +60,10 @@ class RequestLimits:
         target = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) + 1
         if target + len(environ.get("REQUEST_METHOD", "")) + len(" HTTP/1.1") + 1 > LIMIT_REQUEST_LINE:
             return 414
-        fields = [(k, v) for k, v in environ.items() if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")]
-        if len(fields) > LIMIT_REQUEST_FIELDS or any(len(k) - 3 + len(v) > LIMIT_REQUEST_FIELD_SIZE for k, v in fields):
+        fields = [(k, v) for k, v in environ.items()
+                  if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")]
+        too_long = any(len(k) - 3 + len(v) > LIMIT_REQUEST_FIELD_SIZE for k, v in fields)
+        if len(fields) > LIMIT_REQUEST_FIELDS or too_long:
             return 431
         return None
 

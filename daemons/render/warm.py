@@ -61,7 +61,7 @@ def warm_up_kernels(caster: RayCaster | None = None) -> WarmUp:
     start = time.perf_counter()
     misses, hits = _counts()
     pixels.warm_up()
-    casters = [CpuRayCaster()]
+    casters: list[RayCaster] = [CpuRayCaster()]
     if caster is not None and not isinstance(caster, CpuRayCaster):
         casters.append(caster)
     for dtype in WARM_DTYPES:
