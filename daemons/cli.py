@@ -139,6 +139,8 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
     it reads --chdir), is started in PACKAGE_ROOT by cmd_serve. A folder named `shared` where an
     operator happens to stand would otherwise shadow SIVR's own `shared` package.
     """
+    from daemons.gunicorn_worker import LIMIT_REQUEST_FIELD_SIZE, LIMIT_REQUEST_FIELDS, LIMIT_REQUEST_LINE
+
     server = config["server"]
     workers = server["workers"]
     if layer_name == "render" and workers != 1:
@@ -161,6 +163,9 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
+        "--limit-request-line", str(LIMIT_REQUEST_LINE),
+        "--limit-request-fields", str(LIMIT_REQUEST_FIELDS),
+        "--limit-request-field_size", str(LIMIT_REQUEST_FIELD_SIZE),
         "--graceful-timeout", "10",
         "--config", "python:daemons.gunicorn_conf",  # JSON error log; the app writes the access lines
         "--error-logfile", "-",
@@ -177,6 +182,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
+    if args.layer == "render":
+        # Compile the kernels into numba's disk cache now: gunicorn reports READY to systemd once
+        # it listens, before its worker loads the app, which then only loads them from the cache.
+        from daemons.render.warm import warm_up_kernels
+
+        print(f"sivr: {warm_up_kernels().summary()}", flush=True)
+    if config["server"]["http2"]:
+        from daemons.http2_server import run
+
+        return run(args.layer, config, args.listen_fd)
     argv = gunicorn_argv(args.layer, config, args.listen_fd)
     if args.layer != "render" and config["server"]["workers"] > 1:
         # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)

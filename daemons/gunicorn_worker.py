@@ -26,6 +26,11 @@ CODES = {
     500: "internal_error",
     501: "not_implemented",
 }
+# The request-size limits of both servers `sivr serve` runs (gunicorn's defaults, passed to it
+# explicitly; daemons/http2_server.py applies the same to HTTP/2 requests).
+LIMIT_REQUEST_LINE = 4094
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
 MESSAGES = {
     414: "the request line (method and URL) is longer than this server accepts",
     431: "the request's header fields are larger or more numerous than this server accepts",
@@ -33,20 +38,25 @@ MESSAGES = {
 }
 
 
+def json_error_body(status: int, reason: str, detail: str) -> bytes:
+    """The API's `{"error": {"code", "message"}}` for a refusal made before the app runs."""
+    message = MESSAGES.get(status) or f"the request was refused: {detail or reason}"
+    return json.dumps({"error": {"code": CODES.get(status, "http_error"), "message": message}}).encode()
+
+
+ERROR_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", API_CONTENT_SECURITY_POLICY),
+)
+
+
 def json_error_bytes(status: int, reason: str, detail: str) -> bytes:
     """A complete HTTP/1.1 error response in the API's JSON format, closing the connection."""
-    message = MESSAGES.get(status) or f"the request was refused: {detail or reason}"
-    body = json.dumps({"error": {"code": CODES.get(status, "http_error"), "message": message}}).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Connection: close\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        f"Content-Security-Policy: {API_CONTENT_SECURITY_POLICY}\r\n"
-        "\r\n"
-    )
+    body = json_error_body(status, reason, detail)
+    fields = [("Connection", "close"), ERROR_HEADERS[0], ("Content-Length", str(len(body))), *ERROR_HEADERS[1:]]
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields) + "\r\n"
     return head.encode("latin-1") + body
 
 

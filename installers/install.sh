@@ -220,6 +220,32 @@ set_permissions() {
     done
 }
 
+# The render nodes' numba kernels take a minute or more to compile. They are compiled once here,
+# into the cache folder each render unit points NUMBA_CACHE_DIR at (its CacheDirectory), so a node
+# start loads them in about a second. The cache is keyed by the installed files' paths, so only
+# a real install (no --root) can fill it; a node fills its own on its first start otherwise.
+warm_render_kernels() {
+    local name first="" cache
+    for name in $(instances); do
+        [[ "${name%%-*}" == render ]] || continue
+        cache="/var/cache/sivr-$name/numba"
+        if [[ -n "$ROOT" ]]; then
+            say "--root: the kernels of $name compile on its first start (into $cache)"
+            continue
+        fi
+        mkdir -p "$cache"
+        if [[ -z "$first" ]]; then
+            say "compiling the render kernels into $cache (a minute or more)"
+            NUMBA_CACHE_DIR="$cache" PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m daemons.render.warm
+            first="$cache"
+        else
+            cp -a "$first/." "$cache/"
+        fi
+        chown -R "$SERVICE_USER:$SERVICE_USER" "$(dirname "$cache")"
+        chmod 0700 "$(dirname "$cache")" "$cache"
+    done
+}
+
 install_units() {
     say "installing systemd units into $R_UNITS"
     mkdir -p "$R_UNITS"
@@ -267,6 +293,7 @@ create_user
 install_venv
 write_config
 set_permissions
+warm_render_kernels
 install_units
 install_desktop_entry
 enable_units

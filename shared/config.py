@@ -39,6 +39,9 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "workers", 2, "gunicorn worker processes."),
     Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class)."),
     Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds."),
+    Key("server", "http2", False,
+        "Serve HTTP/2 (and HTTP/1.1) with hypercorn in one process instead of gunicorn "
+        "(HTTP/1.1 only); docs/deployment.md says what differs."),
     Key("server", "keepalive_s", 30, "Seconds an idle keep-alive connection stays open (browsers reuse them)."),
     Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
     Key("server", "tls_key", "", "PEM private key for TLS (mode 0600).", True),

@@ -46,6 +46,7 @@ from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster, default_voi
+from daemons.render.warm import WarmUp, warm_up_kernels
 from shared.auth import require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -63,7 +64,6 @@ DEFAULT_IMAGE_QUALITY = {"interactive": 60, "still": 85}
 MPR_QUALITY = 85
 STILL_MAX_AGE_S = 3600
 VIEWS_KEEP = 10_000
-WARM_DTYPES = (np.int16, np.uint16)  # CT and MR; other stored types compile on first use
 _VIEW_ID = re.compile(query.VIEW_ID.schema["pattern"])
 
 
@@ -103,14 +103,9 @@ class Render3D:
         # the record, so evicting it frees the voxels and nothing here can outlive the budget.
         self._prepared: weakref.WeakKeyDictionary[Any, PreparedVolume] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        threading.Thread(target=self._warm_up, name="sivr-3d-warm-up", daemon=True).start()
-
-    def _warm_up(self) -> None:
-        """Compile (or load from numba's cache) every kernel now, not in a physician's first request."""
-        for dtype in WARM_DTYPES:
-            tiny = prepare_volume(np.arange(9 * 9 * 9).astype(dtype).reshape(9, 9, 9), (1.0, 1.0, 1.0))
-            for mode in MODES:
-                self.caster.render(tiny, ViewSpec(mode=mode, width=8, height=8))
+        # Before the worker accepts a request (the app factory makes this state): a physician's
+        # first 3D view then costs what later ones cost.
+        self.warm_up: WarmUp = warm_up_kernels(self.caster)
 
     def prepared(self, record: Any) -> PreparedVolume:
         """The record's PreparedVolume, made once per loaded copy of it."""
@@ -130,7 +125,7 @@ _state_lock = threading.Lock()
 
 
 def render_state(app: Flask) -> Render3D:
-    """The app's 3D state, made on first use (probing OpenGL takes a moment)."""
+    """The app's 3D state (the app factory makes it, so the probe and warm-up precede serving)."""
     with _state_lock:
         state = app.extensions.get(EXTENSION)
         if state is None:

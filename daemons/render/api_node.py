@@ -46,6 +46,7 @@ def node_health():
                         "misses": the_node.images.misses},
         "webp_fast_encodes": the_node.webp_effort.fast_encodes,
         "backend_3d": render_state(current_app).caster.name,
+        "warm_up": render_state(current_app).warm_up.as_json(),
         "pid": os.getpid(),
         "decode_workers": the_node.decoder.stats(),
         "quarantined_records": the_node.store.quarantined(),

@@ -22,7 +22,6 @@ from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
-from daemons.render.pixels import warm_up
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import RecordStore, StoreError
 from daemons.render.token_cache import CachingVerifier
@@ -151,7 +150,6 @@ def create_app(config: Config) -> Flask:
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
     images = ImageCache(config["render"]["image_cache_mb"] * MIB)
-    warm_up()
     render = config["render"]
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
@@ -176,4 +174,5 @@ def create_app(config: Config) -> Flask:
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
+    api_3d.render_state(app)  # the OpenGL probe and the kernels' warm-up, before the first request
     return app

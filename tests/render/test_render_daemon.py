@@ -56,13 +56,14 @@ class Node:
         return host.strip("[]"), int(port)
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=[False, True], ids=["gunicorn", "http2"])
+def node(tmp_path_factory, request) -> Iterator[Node]:
     root = tmp_path_factory.mktemp("render-daemon")
     layout = init_deployment(root, pick_free_ports=True, institution_names=["Hospital A"])
     config = Path(layout.first("render").config)
     values = tomllib.loads(config.read_text())
     values.setdefault("audit", {})["flush_s"] = 60  # only the shutdown writes within this test
+    values["server"]["http2"] = request.param  # the same answers from both servers `sivr serve` runs
     config.write_text(render_config_toml("render", KEYS, values))
     running = LocalDeployment(layout, layers=("render",))
     try:

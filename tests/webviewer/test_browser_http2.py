@@ -1,0 +1,61 @@
+"""The viewer over HTTP/2: Chromium fetches the page and every image over h2 (`server.http2`).
+
+Every layer of a real deployment runs with `server.http2 = true`; Debian's Chromium logs in, opens
+a CT and scrolls, and the Resource Timing entries say which protocol carried each request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemons.demo import start_deployment
+from tests.test_http2 import enable_http2
+from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
+from tests.webviewer.helpers import new_patient, uploaded_record
+from tests.webviewer.test_browser_viewer import open_viewer, wait_shown
+
+DEMO_CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
+SLICES = 12
+
+
+@pytest.fixture(scope="module")
+def h2_deployment(tmp_path_factory):
+    running = start_deployment(tmp_path_factory.mktemp("h2-deployment"),
+                               before_start=lambda layout: [enable_http2(i.config) for i in layout.instances])
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def h2_page(playwright_instance, h2_deployment):
+    browser = launch_chromium(playwright_instance, server_cert_of(h2_deployment))
+    context = browser.new_context(viewport=DESKTOP, base_url=h2_deployment.url("web"))
+    context.set_default_timeout(30000)
+    yield context.new_page()
+    context.close()
+    browser.close()
+
+
+def test_viewer_page_and_images_travel_over_h2(h2_page, h2_deployment):
+    patient = new_patient(h2_deployment)
+    files = sorted(DEMO_CT.rglob("*.dcm"))[:SLICES]
+    record = {"patient": patient, **uploaded_record(h2_deployment, patient, files, "CT chest (h2 test)")}
+    # Resource Timing hides nextHopProtocol of cross-origin images (the node is another origin
+    # without Timing-Allow-Origin), so the protocol comes from Chromium's network events.
+    protocols: dict[str, str] = {}
+    cdp = h2_page.context.new_cdp_session(h2_page)
+    cdp.send("Network.enable")
+    cdp.on("Network.responseReceived",
+           lambda event: protocols.__setitem__(event["response"]["url"], event["response"].get("protocol")))
+    open_viewer(h2_page, h2_deployment, record)
+    h2_page.locator("#viewport[data-load-state=ready]").wait_for(timeout=120000)
+    h2_page.locator("#viewport").focus()
+    for _ in range(5):
+        h2_page.keyboard.press("ArrowDown")
+    wait_shown(h2_page, "d.shownIndex === '5'")
+    navigation = h2_page.evaluate("() => performance.getEntriesByType('navigation')[0].nextHopProtocol")
+    frames = [protocol for url, protocol in protocols.items() if "/frames/" in url]
+    assert navigation == "h2"
+    assert len(frames) >= 6 and set(frames) == {"h2"}, protocols
