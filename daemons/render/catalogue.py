@@ -219,7 +219,7 @@ def backfill(store, cat: CatalogueModels, record_ids: Iterable[str]) -> int:
         try:
             manifest = store.read_manifest(record_id)
             index_series(cat, record_id, stored_headers(store, record_id, manifest))
-        except Exception as exc:  # noqa: BLE001 - a damaged record must not stop the others
+        except Exception as exc:
             log.error("record %s could not be indexed in the catalogue: %s", record_id, exc)
             continue
         indexed += 1

@@ -38,8 +38,8 @@ from pynetdicom.sop_class import (
 )
 
 from daemons.render.ingest import Actor, Ingest
-from daemons.render.node import Node
 from daemons.render.matching import QueryError, find
+from daemons.render.node import Node
 from daemons.render.storage import StoreFull
 from daemons.render.validate import UploadError
 from shared.audit import record_audit
@@ -156,7 +156,7 @@ class Listener:
         except StoreFull:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store full")
             return OUT_OF_RESOURCES
-        except Exception:  # noqa: BLE001 - the listener answers and keeps serving whatever happened
+        except Exception:
             log.exception("C-STORE of %s failed", sop_instance)
             return PROCESSING_FAILURE
         self._audit(event, "dicom.store", result.record_id,
@@ -177,7 +177,7 @@ class Listener:
             log.info("C-FIND refused: %s", exc)
             yield DOES_NOT_MATCH_SOP_CLASS, None
             return
-        except Exception:  # noqa: BLE001 - a malformed identifier is the peer's fault; keep serving
+        except Exception:
             log.exception("C-FIND failed")
             yield FIND_UNABLE, None
             return
