@@ -10,6 +10,7 @@ is a no-op; a different instance under a stored SOPInstanceUID is refused (409) 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -135,13 +136,11 @@ class Ingest:
     def _index_row(self, record_id: str, meta: dict, actor: Actor) -> None:
         """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
         models = self.node.models
-        try:
+        with contextlib.suppress(peewee.IntegrityError):  # the row exists already
             models.StoredRecord.create(
                 id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
                 frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
-        except peewee.IntegrityError:
-            pass  # the row exists already
 
     def _append(self, record_id: str, incoming: dict[str, ParsedFile], actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue

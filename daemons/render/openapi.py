@@ -129,14 +129,16 @@ def document() -> dict[str, Any]:
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
             "/api/v1/records/{id}/frames/{index}": {
                 "parameters": [_ID, {"name": "index", "in": "path", "required": True,
-                                     "schema": {"type": "integer", "minimum": 0}, "description": "slice, 0 = first in position order"}],
+                                     "schema": {"type": "integer", "minimum": 0},
+                                     "description": "slice, 0 = first in position order"}],
                 "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
                                      "schema": {"enum": ["axial", "coronal", "sagittal"]}},
-                               {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                               {"name": "index", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0}}],
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {

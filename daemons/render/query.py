@@ -54,7 +54,8 @@ PRESET = Param("preset", "named window, see /api/v1/presets", {"enum": sorted(PR
 VOI_FUNCTION = Param("voi_function", "VOI LUT function of the window (PS3.3 C.11.2.1.2)",
                      {"enum": list(WINDOW_FUNCTIONS)})
 FORMAT = Param("format", "image format (jpg is jpeg)", {"enum": [*FORMATS, *FORMAT_ALIASES]})
-QUALITY = Param("quality", "encoder quality 1..100, for webp and jpeg", {"type": "integer", "minimum": 1, "maximum": 100})
+QUALITY = Param("quality", "encoder quality 1..100, for webp and jpeg",
+                {"type": "integer", "minimum": 1, "maximum": 100})
 SIZE = Param("size", "WIDTHxHEIGHT box the image fits in, keeping the true aspect",
              {"type": "string", "pattern": r"^\d{1,6}[xX]\d{1,6}$"})
 REGION = Param("region", "x0,y0,x1,y1 fractions 0..1 with x0 < x1 and y0 < y1: zoom/pan crop")
@@ -74,7 +75,8 @@ AZIMUTH, ELEVATION, ROLL = (Param(name, "degrees", {"type": "number", "minimum":
 ZOOM_LIMITS = (0.1, 20.0)
 ZOOM = Param("zoom", "magnification", {"type": "number", "minimum": ZOOM_LIMITS[0], "maximum": ZOOM_LIMITS[1]})
 RENDER = Param("render", "interactive: a fast preview (half size, at least 256 px, JPEG q60 by default); "
-               "still: full size, PNG by default, deterministic", {"enum": ["interactive", "still"], "default": "still"})
+               "still: full size, PNG by default, deterministic",
+               {"enum": ["interactive", "still"], "default": "still"})
 VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 409 superseded",
                 {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"})
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})

@@ -448,10 +448,10 @@ def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
         if value and value[0] > 0 and value[1] > 0:
             return value, []
         if value:
-            return None, [f"{keyword} {value} is not a usable spacing: the pixel size is unknown, "
-                          "so distances cannot be measured in mm"]
-    return None, ["the files give no pixel spacing: the pixel size is unknown, so distances cannot "
-                  "be measured in mm"]
+            return None, [(f"{keyword} {value} is not a usable spacing: the pixel size is unknown, "
+                           "so distances cannot be measured in mm")]
+    return None, [("the files give no pixel spacing: the pixel size is unknown, so distances cannot "
+                   "be measured in mm")]
 
 
 def _slice_thickness(ds: Dataset) -> float | None:
@@ -747,7 +747,8 @@ def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message))
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
-        return FileCheck((422, "unreadable", f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"[:400]))
+        message = f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"
+        return FileCheck((422, "unreadable", message[:400]))
     return FileCheck(bad_frames={**short, **undecodable})
 
 

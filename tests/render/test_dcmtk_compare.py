@@ -5,7 +5,8 @@ decode either are skipped with both reasons) and every pydicom bundled test file
 node's own path: upload validation (`parse_upload`), frame decoding (`decode_frames`), the frame's
 default VOI (`frame_voi`: its own window, else its VOI LUT, else the record's default) and the
 C.11 pipeline. dcmtk gets the same choice: `+Wi 1` for the file's window, `+Wl 1` for its VOI LUT,
-`+Ww C W` for the automatic one and for a frame's own Frame VOI LUT window. dcmtk truncates where we round half up, hence at most 1 apart.
+`+Ww C W` for the automatic one and for a frame's own Frame VOI LUT window. dcmtk truncates where
+we round half up, hence at most 1 apart.
 
 dcmj2pnm (free dcmtk) decodes neither JPEG-LS nor JPEG 2000; for those, and any file it refuses,
 dcmtk renders a copy that pydicom decompressed to Explicit VR Little Endian: the decoder is then

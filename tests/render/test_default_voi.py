@@ -106,10 +106,7 @@ def test_each_enhanced_frame_takes_its_frame_voi_lut_else_the_shared_one(node, i
 
 @pytest.mark.parametrize("kind", ["sigmoid", "voi_lut"])
 def test_frame_equals_axial_mpr_without_a_window(node, kind):
-    if kind == "sigmoid":
-        files = _series([(40.0, 400.0, "SIGMOID")] * 4)
-    else:
-        files = _series([None] * 4, lut=True)
+    files = _series([(40.0, 400.0, "SIGMOID")] * 4) if kind == "sigmoid" else _series([None] * 4, lut=True)
     record_id = _load(node, files)
     for i in range(4):
         frame = _image(node, f"/api/v1/records/{record_id}/frames/{i}")

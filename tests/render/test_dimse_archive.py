@@ -95,8 +95,8 @@ def test_ct_sent_in_two_associations_grows_one_series(archive):
     assert study.returncode == 0
     assert re.search(r"\(0020,1208\) IS \[100 ?\]", study.stderr + study.stdout)
     assert "CT" in study.stderr + study.stdout
-    found = dcmtk("findscu", archive.dicom_port, "-S", "-k", "QueryRetrieveLevel=SERIES", "-k", f"SeriesInstanceUID={uid}",
-                  "-k", "Modality", "-k", "NumberOfSeriesRelatedInstances")
+    found = dcmtk("findscu", archive.dicom_port, "-S", "-k", "QueryRetrieveLevel=SERIES",
+                  "-k", f"SeriesInstanceUID={uid}", "-k", "Modality", "-k", "NumberOfSeriesRelatedInstances")
     assert re.search(r"\(0020,1209\) IS \[100 ?\]", found.stderr + found.stdout)
     images = pynetdicom_find(archive.dicom_port, "IMAGE", SeriesInstanceUID=uid, SOPInstanceUID="", InstanceNumber="7")
     assert len(images) == 1 and images[0].InstanceNumber == 7
@@ -111,8 +111,8 @@ def pynetdicom_find(port: int, level: str, **keys) -> list:
     query.QueryRetrieveLevel = level
     for keyword, value in keys.items():
         setattr(query, keyword, value)
-    answers = [identifier for status, identifier in
-               assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind) if status and status.Status == 0xFF00]
+    replies = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+    answers = [identifier for status, identifier in replies if status and status.Status == 0xFF00]
     assoc.release()
     return answers
 
