@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from daemons.render.storage import RecordStore
 from daemons.render.validate import parse_upload
@@ -25,9 +26,9 @@ ROWS = COLS = 16
 
 
 def _series(windows: list[tuple[float, float, str] | None], lut: bool = False) -> list[tuple[str, bytes]]:
-    files = []
+    files, series = [], generate_uid()  # each call its own series (a stored series grows by its UID)
     for i, window in enumerate(windows):
-        ds = dataset(ROWS, COLS, position=float(i), pixels=False)
+        ds = dataset(ROWS, COLS, position=float(i), pixels=False, series=series)
         ds.PixelData = (np.arange(ROWS * COLS, dtype=np.int16).reshape(ROWS, COLS) * 3 - 300 + 40 * i).tobytes()
         ds.PixelSpacing = [0.5, 0.5]
         ds.InstanceNumber = i + 1
