@@ -26,8 +26,9 @@ ROWS = COLS = 16
 
 def _series(windows: list[tuple[float, float, str] | None], lut: bool = False) -> list[tuple[str, bytes]]:
     files = []
+    series = pydicom.uid.generate_uid()  # its own series: one with the same UID would be appended to
     for i, window in enumerate(windows):
-        ds = dataset(ROWS, COLS, position=float(i), pixels=False)
+        ds = dataset(ROWS, COLS, series=series, position=float(i), pixels=False)
         ds.PixelData = (np.arange(ROWS * COLS, dtype=np.int16).reshape(ROWS, COLS) * 3 - 300 + 40 * i).tobytes()
         ds.PixelSpacing = [0.5, 0.5]
         ds.InstanceNumber = i + 1
