@@ -31,7 +31,9 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import (
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # these UIDs are generated at import time (sop_class._generate_sop_classes): mypy cannot see them
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
@@ -98,11 +100,12 @@ class Listener:
         ae.maximum_pdu_size = 0
         syntaxes = decodable_syntaxes()
         for context in StoragePresentationContexts:
+            assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
             ae.add_supported_context(context.abstract_syntax, syntaxes)
         ae.add_supported_context(Verification)
         ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
             (evt.EVT_C_FIND, self._on_find),
@@ -110,7 +113,9 @@ class Listener:
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
         ]
-        self.server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        assert server is not None, "a non-blocking start_server returns its server"
+        self.server = server
         self.port = self.server.server_address[1]
 
     def stop(self) -> None:

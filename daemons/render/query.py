@@ -133,7 +133,10 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
     raw = WINDOW.raw()
     if raw is None:
         name = choice(PRESET, None, sorted(presets)) if presets is not None else None
-        return None if name is None else Window(*presets[name], function)
+        if name is None or presets is None:
+            return None
+        center, width = presets[name]
+        return Window(center, width, function)
     parts = raw.split(",")
     try:
         values = [float(p) for p in parts]

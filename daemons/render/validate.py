@@ -516,11 +516,14 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
             source = _voi_source(parsed.dataset, frame)
             if id(source) not in cache:
                 voi = _own_voi(source, parsed.name)
-                key = None if voi is None else repr(sorted(voi.items()))
-                if key is not None and key not in choices:
-                    choices[key] = len(stored)
-                    stored.append(voi)
-                cache[id(source)] = None if key is None else choices[key]
+                if voi is None:
+                    cache[id(source)] = None
+                else:
+                    key = repr(sorted(voi.items()))
+                    if key not in choices:
+                        choices[key] = len(stored)
+                        stored.append(voi)
+                    cache[id(source)] = choices[key]
             frames.append(cache[id(source)])
     return {"choices": stored, "frames": frames}
 
@@ -562,7 +565,11 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     if refusal is not None:
         raise UploadError(*refusal)
     try:
-        return _analyse(uploads, limits, [c.bad_frames for c in checks])
+        bad_frames = []
+        for check in checks:
+            assert check is not None, "a file is left unchecked only after another file's refusal (raised above)"
+            bad_frames.append(check.bad_frames)
+        return _analyse(uploads, limits, bad_frames)
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault

@@ -34,8 +34,10 @@ class KeyedVoi:
 
 
 def lut_from_json(data: dict | None) -> LutTable | None:
-    if data is None:
-        return None
+    return None if data is None else _lut(data)
+
+
+def _lut(data: dict) -> LutTable:
     return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
 
 
@@ -70,7 +72,7 @@ def keyed(voi: Voi | None) -> KeyedVoi:
 
 def _voi_from_json(data: dict) -> Voi:
     if "lut" in data:
-        return lut_from_json(data["lut"])
+        return _lut(data["lut"])
     return Window(float(data["center"]), float(data["width"]), data.get("function", "linear"))
 
 
@@ -92,7 +94,7 @@ def _record_default(manifest: dict[str, Any]) -> Voi | None:
     meta, render = manifest["meta"], manifest["render"]
     window = meta.get("default_window")
     if window is None and render.get("voi_lut") is not None:
-        return lut_from_json(render["voi_lut"])
+        return _lut(render["voi_lut"])
     window = window or render.get("auto_window")
     return None if window is None else _voi_from_json(window)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemons.render.pixels import Window
+from daemons.render.pixels import LutTable, Window
 from daemons.render.volume import prepare_volume
 from daemons.render.volume.mpr import plane_labels, plane_layout, reformat, reformat_image
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPHERES, blob, sample_phantom
@@ -91,3 +91,13 @@ def test_slab_modes_are_ordered_and_thicker_than_a_plane(phantom):
 def test_index_out_of_range_is_refused(phantom):
     with pytest.raises(IndexError):
         reformat(phantom, "sagittal", SHAPE[2])
+
+
+def test_a_voi_lut_default_shapes_a_reformat_like_a_2d_frame(phantom):
+    """A record's default VOI may be a VOI LUT Sequence item: a reformat goes through the table.
+    A two-entry table is a threshold, the same as a LINEAR window of width 1 centred past it."""
+    index = index_through(phantom, "axial", BIG.center)
+    lut = LutTable(first_mapped=-1, bits=8, data=np.array([0, 255]))
+    image = reformat_image(phantom, "axial", index, lut)
+    assert np.array_equal(image, reformat_image(phantom, "axial", index, Window(0, 1)))
+    assert image.min() == 0 and image.max() == 255

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemons.render.geometry import FULL, Region, crop, output_size, resample
-from daemons.render.pixels import Window
+from daemons.render.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, edge_labels
 from daemons.render.volume.raycast import window_values
 from daemons.render.volume.volume import PreparedVolume
@@ -109,10 +109,11 @@ def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.
     return np.ascontiguousarray(image, dtype=np.float32), layout
 
 
-def reformat_image(volume: PreparedVolume, plane: str, index: int, window: Window | None = None,
+def reformat_image(volume: PreparedVolume, plane: str, index: int, window: Voi | None = None,
                    box: tuple[int, int] | None = None, max_px: int = 2048, slab_mm: float = 0.0,
                    slab_mode: str = "avg", region: Region = FULL) -> np.ndarray:
-    """An 8-bit windowed reformat (optionally a region of it) with square display pixels."""
+    """An 8-bit reformat (optionally a region of it) with square display pixels, through `window`
+    (a window or a VOI LUT; None: the volume's default VOI) like a 2D frame."""
     raw, layout = reformat(volume, plane, index, slab_mm, slab_mode)
     raw = crop(raw, region)
     grey = window_values(raw, np.ones(raw.shape, dtype=bool), volume, window,
