@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from daemons.demo import ApiClient, register_nodes, register_record
+from shared.receipts import issue_receipt, load_or_create_node_key
 
 
 def login(page, deployment, role: str = "physician") -> None:
@@ -48,10 +49,16 @@ def register_placeholder_records(deployment, patient: dict, descriptions: list[s
     inst = institution(deployment)
     node = registered_node(deployment)
     doctor: ApiClient = deployment.client("physician")
+    # the test plays the node: it signs the upload receipts the institution requires with the node's key
+    key_file = Path(deployment.layout.root) / "keys" / f"{inst['nodes'][0]['name']}.receipt.pem"
+    node_key = load_or_create_node_key(key_file)
+    doctor_id = doctor.call("GET", f"{deployment.url('toplevel')}/api/v1/me").json()["id"]
     records = []
     for text in descriptions:
-        meta = {"id": hashlib.sha256(f"{patient['id']}/{text}".encode()).hexdigest(), "rows": 512,
-                "columns": 512, "frames": 100, "modality": "CT", "study_date": "20240105"}
+        record_id = hashlib.sha256(f"{patient['id']}/{text}".encode()).hexdigest()
+        meta = {"id": record_id, "rows": 512, "columns": 512, "frames": 100, "modality": "CT",
+                "study_date": "20240105",
+                "receipt": issue_receipt(node_key, inst["nodes"][0]["url"], record_id, inst["id"], doctor_id)}
         records.append(register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", text))
     return records
 
