@@ -62,6 +62,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_rewrap(args: argparse.Namespace) -> int:
+    """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
+    from daemons.render.stores import open_store
+
+    store = open_store(get_layer("render").load_config(args.config))
+    print(f"{store.rewrap()} record(s) rewrapped with the current key-encryption key; "
+          "every record now opens without storage.old_key_files")
+    return 0
+
+
 def cmd_institution_add(args: argparse.Namespace) -> int:
     config = get_layer("toplevel").load_config(args.config)
     get_layer("toplevel").upgrade_schema(config)
@@ -194,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("store", help="a render node's record store")
+    ssub = p.add_subparsers(dest="store_command", required=True)
+    p = ssub.add_parser("rewrap", help="rewrap every record's data key with the current key (after a rotation)")
+    p.add_argument("--config", required=True, help="the render node's config file")
+    p.set_defaults(func=cmd_store_rewrap)
 
     p = sub.add_parser("institution", help="institutions in the toplevel database")
     isub = p.add_subparsers(dest="institution_command", required=True)

@@ -33,9 +33,10 @@ def record_meta(record_id: str, row=None) -> dict[str, Any]:
 
 
 def _stored_or_404(record_id: str):
-    models = node().models
-    row = models.StoredRecord.get_or_none(models.StoredRecord.id == record_id)
-    if row is None or not node().store.exists(record_id):
+    """The catalogue row of a stored record; one another node stored in a shared store is adopted."""
+    row = node().catalogue.find(record_id)
+    if row is None:
+        node().forget(record_id)
         raise not_found("record", record_id)
     return row
 
@@ -97,6 +98,7 @@ def list_records():
     require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
     limit, offset = page_args()
     models = the_node.models
+    the_node.catalogue.refresh()
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
     if patient:
         rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from flask import Flask
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render.catalogue import Catalogue
 from daemons.render.image_cache import ImageCache
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import RecordStore
+from daemons.render.stores import install_error_handler, open_store
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from daemons.render.view_audit import ViewAudit
@@ -50,20 +50,6 @@ def _check_config(config: Config) -> None:
             "is not loaded", where, config["server"]["workers"])
 
 
-def _sync_catalogue(store: RecordStore, models) -> None:
-    """The store is the truth: index records the catalogue misses, drop rows whose record is gone."""
-    store.cleanup()
-    stored = set(store.record_ids())
-    known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
-    for record_id in known - stored:
-        models.StoredRecord.delete_by_id(record_id)
-    for record_id in stored - known:
-        meta = store.read_manifest(record_id)["meta"]
-        models.StoredRecord.create(
-            id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-            frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
-
-
 def _close_after_request(app: Flask, database) -> None:
     """Connections open on first query (peewee autoconnect) and close after the request.
 
@@ -86,9 +72,10 @@ def create_app(config: Config) -> Flask:
     database = database_from_config(config)
     models = make_models(database)
     upgrade_schema(database, "render", models.all)
-    store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+    store = open_store(config)
+    catalogue = Catalogue(store, models, float(config["storage"]["catalogue_refresh_s"]))
     with database.connection_context():
-        _sync_catalogue(store, models)
+        catalogue.sync_at_start()
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
     holder: dict[str, Node] = {}
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
@@ -98,12 +85,13 @@ def create_app(config: Config) -> Flask:
     render = config["render"]
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
-    holder["node"] = Node(config, store, models, registry, limits, images, effort)
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, catalogue)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))
     _close_after_request(app, database)
+    install_error_handler(app)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 from flask import current_app
 
+from daemons.render.catalogue import Catalogue
 from daemons.render.image_cache import ImageCache
 from daemons.render.models import Models
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import RecordStore, StoreError
+from daemons.render.storage import StoreError
+from daemons.render.stores import Store
 from daemons.render.validate import Limits
 from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
@@ -30,12 +32,13 @@ RECORDS_EXTENSION = "sivr_records"
 @dataclass
 class Node:
     config: Config
-    store: RecordStore
+    store: Store
     models: Models
     registry: RecordRegistry
     limits: Limits
     images: ImageCache
     webp_effort: WebpEffort
+    catalogue: Catalogue
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
