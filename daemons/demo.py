@@ -164,7 +164,8 @@ def register_nodes(admin: ApiClient, institution: dict) -> dict[str, dict]:
     for node in institution["nodes"]:
         if node["url"] not in known:
             known[node["url"]] = admin.call("POST", f"{institution['server_url']}/api/v1/nodes",
-                                            json={"name": node["name"], "url": node["url"]}).json()
+                                            json={"name": node["name"], "url": node["url"],
+                                                  "store": node.get("store", "")}).json()
     return known
 
 

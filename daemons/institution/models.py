@@ -24,6 +24,9 @@ class Node(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     name = peewee.CharField(max_length=120)
     url = peewee.CharField(max_length=2048)
+    # The shared record store the node declares (e.g. "s3:https://s3.example.org/bucket/north"): nodes
+    # with the same non-empty store serve each other's records. Empty: the node's own disk.
+    store = peewee.CharField(max_length=512, default="")
     institution_id = peewee.CharField(max_length=36, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
 
@@ -103,6 +106,16 @@ def bind_database(config: Config) -> peewee.Database:
     return bind_models(database_proxy, config)
 
 
+def _add_node_store(db: peewee.Database) -> None:
+    """Version 1 -> 2: render nodes declare the shared record store they use."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    migrate(SchemaMigrator.from_database(db).add_column("node", "store", peewee.CharField(max_length=512, default="")))
+
+
+MIGRATIONS = (_add_node_store,)
+
+
 def upgrade(config: Config) -> int:
     """Create or upgrade the institution schema; returns the schema version now in place."""
-    return upgrade_from_config(config, "institution", MODELS)
+    return upgrade_from_config(config, "institution", MODELS, MIGRATIONS)

@@ -11,20 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from daemons.institution.access import require_role_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
-from shared.validation import Field, iso_utc, json_body, page_args, parse_uuid, validate, parse_service_url
+from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
 
 bp = Blueprint("nodes", __name__)
 
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
     "url": Field(str, max_len=2048, min_len=1, check=parse_service_url),
+    "store": Field(str, required=False, max_len=512),
 }
 
 
@@ -33,9 +34,24 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "id": node.id,
         "name": node.name,
         "url": node.url,
+        "store": node.store,
         "institution_id": node.institution_id,
         "created_at": iso_utc(node.created_at),
     }
+
+
+def serving_node_ids(node_id: str) -> list[str]:
+    """The nodes that can serve a record stored on `node_id`: itself first, then the other nodes of
+    this institution that declare the same shared store (by name). The viewer tries them in order.
+
+    The node list is read once per request, so a page of records costs one query.
+    """
+    if "sivr_node_stores" not in g:
+        rows = Node.select(Node.id, Node.store).where(Node.institution_id == this_institution()).order_by(Node.name)
+        g.sivr_node_stores = [(n.id, n.store) for n in rows]
+    stores = dict(g.sivr_node_stores)
+    own = stores.get(node_id, "")
+    return [node_id] + [other for other, store in g.sivr_node_stores if own and store == own and other != node_id]
 
 
 def get_node(node_id: str) -> Node:

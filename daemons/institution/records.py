@@ -15,6 +15,7 @@ from flask import Blueprint, jsonify
 from daemons.institution.access import require_role_here, this_institution
 from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from daemons.institution.nodes import serving_node_ids
 from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
@@ -41,6 +42,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
     return {
         "id": record.id,
         "node_id": record.node_id,
+        "node_ids": serving_node_ids(record.node_id),
         "rows": record.rows,
         "columns": record.columns,
         "frames": record.frames,

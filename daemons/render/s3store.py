@@ -59,6 +59,11 @@ def load_credentials(path: Path) -> tuple[str, str]:
         raise ConfigError(f"{path}: must be JSON with access_key_id and secret_access_key") from exc
 
 
+def store_location(endpoint_url: str, bucket: str, prefix: str) -> str:
+    """The name under which nodes sharing a bucket prefix declare their store to the registry."""
+    return f"s3:{endpoint_url.rstrip('/')}/{bucket}/{prefix.strip('/')}"
+
+
 def _call(what: str, action: Callable[[], T], expected: tuple[str, ...] = MISSING_CODES) -> T:
     """Run one S3 call; a store that cannot be reached or refuses us becomes StoreUnavailable.
 
@@ -111,7 +116,7 @@ class S3RecordStore:
                 max_pool_connections=threads * 2 + 8,
             ))
         keys = KeyRing.from_files(Path(storage["key_file"]), storage["old_key_files"])
-        location = f"s3:{s3['endpoint_url'].rstrip('/')}/{s3['bucket']}/{s3['prefix'].strip('/')}"
+        location = store_location(s3["endpoint_url"], s3["bucket"], s3["prefix"])
         return cls(client, s3["bucket"], s3["prefix"], keys, location=location, threads=threads,
                    stale_upload_s=float(s3["stale_upload_s"]))
 
