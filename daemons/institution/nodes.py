@@ -35,6 +35,7 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "name": node.name,
         "url": node.url,
         "store": node.store,
+        "serving_node_ids": serving_node_ids(node.id),
         "institution_id": node.institution_id,
         "created_at": iso_utc(node.created_at),
     }

@@ -11,12 +11,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from daemons.demo import DEMO_CT, DEMO_PATIENT, find_or_create_patient, register_record, upload_record
 from daemons.render.s3store import MANIFESTS, OBJECTS
 from tests.ops.helpers import demo_slices, upload_and_load, wait_ready
 from tests.s3.conftest import render_instances, restart, set_config_values
+from tests.webviewer.browser import CHROMIUM, DESKTOP, launch_chromium, server_cert_of
+from tests.webviewer.helpers import login
 
 FILES = demo_slices(12)
 
@@ -229,3 +232,34 @@ def _first_frame_from_any(doctor, urls: list[str], record_id: str) -> requests.R
                 return reply
             time.sleep(0.05)
     raise AssertionError("no node served the record")
+
+
+def test_viewer_moves_to_the_node_sharing_the_store(shared):
+    """The browser opens a record whose node is dead on the other node of the same store."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    doctor = shared.client()
+    instance_a, instance_b = render_instances(shared)
+    meta = upload_record(doctor, instance_a.url, ct(30, 36))
+    inst = shared.layout.institutions[0]
+    patient = find_or_create_patient(doctor, shared.url("toplevel"), DEMO_PATIENT)
+    by_url = {n["url"]: n["id"] for n in doctor.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]}
+    register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "viewer failover")
+    shared.stop_instance(instance_a.name, signal.SIGKILL)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright, server_cert_of(shared))
+            page = browser.new_context(viewport=DESKTOP, base_url=shared.url("web")).new_page()
+            page.set_default_timeout(30000)
+            frames_from: set[str] = set()
+            page.on("request", lambda r: "/frames/" in r.url and frames_from.add(r.url.split("/api/")[0]))
+            login(page, shared)
+            page.goto(f"/#/view/{inst['id']}/{by_url[instance_a.url]}/{meta['id']}")
+            page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+            browser.close()
+        assert frames_from == {instance_b.url}
+    finally:
+        shared.start_instance(instance_a)
+        shared.wait_healthy(instance_a)
