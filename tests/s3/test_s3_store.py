@@ -1,0 +1,104 @@
+"""The S3 record store against a real SeaweedFS, without daemons: commit, races, clean-up, rewrap."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+
+import pytest
+from botocore.config import Config as BotoConfig
+
+from daemons.render.envelope import KeyRing
+from daemons.render.s3store import MANIFESTS, OBJECTS, S3RecordStore
+from daemons.render.storage import StoreError
+from daemons.render.stores import StoreUnavailable
+
+MANIFEST = {"meta": {"files": 2}, "files": [{"sha256": ""}, {"sha256": ""}]}
+
+
+def make_store(seaweed, bucket: str, keys: KeyRing, **kwargs) -> S3RecordStore:
+    import boto3
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=kwargs.pop("endpoint_url", seaweed.endpoint_url), region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key, aws_secret_access_key=kwargs.pop("secret", seaweed.secret_key),
+        config=BotoConfig(s3={"addressing_style": "path"}, connect_timeout=1, retries={"max_attempts": 1}))
+    return S3RecordStore(client, bucket, "inst/", keys, location="test", **kwargs)
+
+
+@pytest.fixture
+def bucket(seaweed) -> str:
+    return seaweed.create_bucket(f"sivr-unit-{secrets.token_hex(4)}")
+
+
+def test_round_trip_and_only_ciphertext_in_the_bucket(seaweed, bucket):
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
+    files = [b"first file " * 100, b"second file " * 100]
+    assert store.write_record("r1", files, MANIFEST) is True
+    assert store.write_record("r1", files, MANIFEST) is False
+    assert store.exists("r1") and store.record_ids() == ["r1"]
+    assert store.read_manifest("r1") == MANIFEST
+    assert store.read_file("r1", 1, hashlib.sha256(files[1]).hexdigest()) == files[1]
+    with pytest.raises(StoreError, match="checksum"):
+        store.read_file("r1", 1, "0" * 64)
+    client = seaweed.client()
+    for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        assert b"file" not in client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    assert store.delete("r1") and not store.exists("r1") and store.record_ids() == []
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="inst/")
+
+
+def test_two_nodes_storing_one_record_at_once_leave_one_coherent_copy(seaweed, bucket):
+    kek = os.urandom(32)
+    stores = [make_store(seaweed, bucket, KeyRing(kek)) for _ in range(4)]
+    files = [os.urandom(50_000) for _ in range(6)]
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(s.write_record("same", files, MANIFEST)))
+               for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(True) >= 1
+    reader = make_store(seaweed, bucket, KeyRing(kek))
+    assert reader.read_file("same", 5, "", verify=False) == files[5]
+    uploads = {k["Key"].split("/")[3] for k in seaweed.client().list_objects_v2(
+        Bucket=bucket, Prefix=f"inst/{OBJECTS}same/")["Contents"]}
+    assert len(uploads) == results.count(True) == 1  # the losers removed their objects
+
+
+def test_interrupted_upload_is_invisible_and_collected_once_stale(seaweed, bucket):
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)), stale_upload_s=3600)
+    client = seaweed.client()
+    client.put_object(Bucket=bucket, Key=f"inst/{OBJECTS}orphan/u1/000000", Body=b"x")
+    store.write_record("kept", [b"a"], MANIFEST)
+    assert store.record_ids() == ["kept"] and not store.exists("orphan")
+    assert store.cleanup() == 0  # fresh: another node may be writing it
+    assert make_store(seaweed, bucket, store.keys, stale_upload_s=0).cleanup() == 1
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]]
+    assert not any("orphan" in k for k in keys) and f"inst/{MANIFESTS}kept" in keys
+
+
+def test_rewrap_changes_only_manifests(seaweed, bucket):
+    old, new = os.urandom(32), os.urandom(32)
+    make_store(seaweed, bucket, KeyRing(old)).write_record("r", [b"payload"], MANIFEST)
+    client = seaweed.client()
+    before = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]}
+    rotated = make_store(seaweed, bucket, KeyRing(new, (old,)))
+    assert rotated.rewrap() == 1 and rotated.rewrap() == 0
+    after = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]}
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {f"inst/{MANIFESTS}r"}
+    assert make_store(seaweed, bucket, KeyRing(new)).read_file("r", 0, "", verify=False) == b"payload"
+
+
+def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, bucket):
+    dead = make_store(seaweed, bucket, KeyRing(os.urandom(32)), endpoint_url="http://127.0.0.1:9")
+    for call in (dead.check, lambda: dead.exists("r"), dead.record_ids, lambda: dead.write_record("r", [b"a"], MANIFEST)):
+        with pytest.raises(StoreUnavailable):
+            call()
+    wrong = make_store(seaweed, bucket, KeyRing(os.urandom(32)), secret="not-the-secret")
+    with pytest.raises(StoreUnavailable, match="403"):
+        wrong.check()
