@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,20 @@ def _toplevel_ops():
     return importlib.import_module("daemons.toplevel.admin_ops")
 
 
+def _object_store(args: argparse.Namespace):
+    """`--s3-endpoint`, `--s3-bucket`, `--s3-credentials`: all three or none."""
+    from daemons.deployment import ObjectStore
+
+    given = [args.s3_endpoint, args.s3_bucket, args.s3_credentials]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("--s3-endpoint, --s3-bucket and --s3-credentials go together")
+    credentials = json.loads(Path(args.s3_credentials).read_text())
+    return ObjectStore(args.s3_endpoint, args.s3_bucket, credentials["access_key_id"],
+                       credentials["secret_access_key"], ca_file=args.s3_ca or "")
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from daemons.deployment import init_deployment
 
@@ -31,6 +46,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         institution_names=args.institution_name or None,
         nodes_per_institution=args.nodes_per_institution,
         force=args.force,
+        object_store=_object_store(args),
     )
     register_institutions(layout)
     print(f"Deployment written to {layout.root}:")
@@ -196,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--institution-name", action="append", help="an institution to set up (repeatable)")
     p.add_argument("--nodes-per-institution", type=int, default=1)
     p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.add_argument("--s3-endpoint", help="render stores in an S3 bucket at this endpoint (one prefix per institution)")
+    p.add_argument("--s3-bucket", help="the bucket the render nodes share")
+    p.add_argument("--s3-credentials", help='JSON file {"access_key_id", "secret_access_key"} of the S3 user')
+    p.add_argument("--s3-ca", help="CA bundle (PEM) of the object store's certificate")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("db", help="database schema")
