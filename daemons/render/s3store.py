@@ -285,10 +285,16 @@ class S3RecordStore:
             newest[group] = max(newest.get(group, 0.0), item["LastModified"].timestamp())
             used += int(item["Size"])
         stale_before = time.time() - self._stale_upload_s
+        committed = set(self.record_ids())
+        uploads_of: dict[str, int] = defaultdict(int)
+        for record_id, _ in groups:
+            uploads_of[record_id] += 1
         removed = 0
         for (record_id, upload), keys in groups.items():
-            if newest[(record_id, upload)] > stale_before or self._committed_upload(record_id) == upload:
+            if newest[(record_id, upload)] > stale_before:
                 continue
+            if record_id in committed and (uploads_of[record_id] == 1 or self._committed_upload(record_id) == upload):
+                continue  # a stored record's only upload is the one its manifest names: no GET needed
             self._delete_keys(keys)
             removed += 1
         with self._lock:
