@@ -6,8 +6,11 @@ sentence about the connection (refused, timed out, certificate not trusted). The
 shows a traceback or a bare status code.
 
 One `ApiClient` talks to one server; `for_server()` gives a client for another layer (an
-institution server, a render node) that shares the same access token, so a background renewal
-reaches every screen at once. Calls run on worker threads, hence one `requests.Session` per
+institution server, a render node) that shares the same session, so a background renewal reaches
+every screen at once. Only the toplevel receives the session token: a client for another server
+sends a short-lived token that the toplevel exchanged for that server's URL alone
+(`shared.token_client.AudienceTokens`, shared by all clients of one session), and retries once
+with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads, hence one `requests.Session` per
 thread (a Session is not documented as thread-safe).
 """
 
@@ -19,6 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from shared.token_client import RETRY_CODES, EXCHANGE_PATH, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
@@ -58,6 +63,8 @@ class Credentials:
     access_token: str = ""
     user: dict[str, Any] = field(default_factory=dict)
     expires_in: int = 0
+    #: Tokens exchanged for other servers; set by the toplevel's client, which exchanges them.
+    server_tokens: AudienceTokens | None = None
 
 
 def describe_connection_error(url: str, exc: requests.RequestException) -> str:
@@ -93,6 +100,8 @@ class ApiClient:
         self.credentials = credentials if credentials is not None else Credentials()
         self.timeout = timeout
         self._local = threading.local()
+        if issues_tokens and self.credentials.server_tokens is None:
+            self.credentials.server_tokens = AudienceTokens(self._exchange)
 
     def for_server(self, base_url: str, timeout: tuple[float, float] | None = None) -> ApiClient:
         """A client for another layer that uses the same CA file and the same token."""
@@ -106,13 +115,43 @@ class ApiClient:
             self._local.session = session
         return session
 
+    def _token(self) -> str:
+        """The session token for the toplevel; for any other server, one exchanged for it."""
+        tokens = self.credentials.server_tokens
+        if self.issues_tokens or not self.credentials.access_token or tokens is None:
+            return self.credentials.access_token
+        try:
+            return tokens.token_for(self.base_url)
+        except ValueError as exc:
+            raise ApiError(f"{self.base_url!r} is not a valid server address (expected https://host:port).",
+                           "invalid_url") from exc
+
+    def _exchange(self, audience: str) -> tuple[str, int]:
+        """Ask the toplevel (this client) for a token for the server at `audience`."""
+        answer = self.post(EXCHANGE_PATH, {"audience": audience})
+        if not isinstance(answer, dict) or "access_token" not in answer:
+            raise ApiError("the server's token exchange answer has no access token", "bad_response")
+        return answer["access_token"], int(answer.get("expires_in", 0))
+
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None) -> Any:
         """Send one call; return the decoded JSON (None for 204) or raise `ApiError`."""
+        token = self._token()
+        try:
+            return self._send(method, path, token, json, params)
+        except ApiError as exc:
+            retry = (not self.issues_tokens and token and exc.status == 401 and exc.code in RETRY_CODES
+                     and self.credentials.server_tokens is not None)
+            if not retry:
+                raise
+            self.credentials.server_tokens.forget(self.base_url, token)
+            return self._send(method, path, self._token(), json, params)
+
+    def _send(self, method: str, path: str, token: str, json: Any, params: dict[str, Any] | None) -> Any:
         url = self.base_url + path
         headers = {"Accept": "application/json"}
-        if self.credentials.access_token:
-            headers["Authorization"] = f"Bearer {self.credentials.access_token}"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         try:
             # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
@@ -177,6 +216,7 @@ class ApiClient:
     def login(self, username: str, password: str) -> dict[str, Any]:
         """Log in; keeps the token for later calls and returns the logged-in User."""
         self.credentials.access_token = ""
+        self._forget_server_tokens()
         answer = self.post("/api/v1/auth/login", {"username": username, "password": password})
         self._take_token(answer)
         return answer["user"]
@@ -192,6 +232,11 @@ class ApiClient:
             self.post("/api/v1/auth/logout")
         finally:
             self.credentials.access_token = ""
+            self._forget_server_tokens()
+
+    def _forget_server_tokens(self) -> None:
+        if self.credentials.server_tokens is not None:
+            self.credentials.server_tokens.clear()
 
     def _take_token(self, answer: Any) -> None:
         if not isinstance(answer, dict) or "access_token" not in answer:

@@ -7,6 +7,7 @@ from typing import Any
 
 from admin_gui.api_client import ApiClient
 from admin_gui.workers import TaskRunner
+from shared.roles import Principal
 
 #: Calls made on a timer (node health) may hit servers that are down: fail fast instead of
 #: holding a worker thread until the next round.
@@ -18,6 +19,11 @@ class ConsoleContext:
     client: ApiClient
     runner: TaskRunner
     user: dict[str, Any]
+
+    @property
+    def caller(self) -> Principal:
+        """The signed-in user as `shared.roles` sees them: the console offers what the API allows."""
+        return Principal(str(self.user.get("role", "")), str(self.user.get("institution_id", "")))
 
     def server_client(self, base_url: str) -> ApiClient:
         """A client for an institution server (same token, same CA file)."""

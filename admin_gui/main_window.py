@@ -36,6 +36,7 @@ from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
 from admin_gui.widgets import plain_label
 from admin_gui.workers import TaskRunner
+from shared.roles import Principal, is_admin
 
 #: (navigation label, screen class) in the order shown.
 SCREENS: tuple[tuple[str, type[Screen]], ...] = (
@@ -160,7 +161,7 @@ class ConsoleWindow(QMainWindow):
 
     def _logged_in(self, client: ApiClient, user: dict[str, Any]) -> None:
         self.login.remember()
-        if user.get("role") != "admin":
+        if not is_admin(Principal(str(user.get("role", "")), str(user.get("institution_id", "")))):
             self.runner.submit(client.logout, lambda _: None, lambda _: None)
             self.login.show_error(f"{user.get('username')} is a {user.get('role')}; this console is "
                                   f"for administrators. Physicians use the web viewer.")

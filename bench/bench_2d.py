@@ -58,9 +58,16 @@ from daemons.render.render2d import render_frame  # noqa: E402
 from daemons.render.settings import KEYS  # noqa: E402
 from shared.config import build_config, render_config_toml  # noqa: E402
 from shared.tls import create_ca, issue_server_cert  # noqa: E402
-from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key  # noqa: E402
+from shared.tokens import (  # noqa: E402
+    MAX_EXCHANGED_TTL_S,
+    TokenIssuer,
+    generate_signing_keypair,
+    load_private_key,
+)
 
 WINDOW = (40.0, 400.0)
+#: Every benchmark node's audience; the bench plays the toplevel and mints tokens for it.
+NODE_AUDIENCE = "https://bench-node.test"
 PAPER_TABLE_1 = {"A 512x512x10": (76.0, 23.4), "B 512x512x54": (158.0, 68.9),
                  "C 512x512x555": (95.1, 32.7), "D 1996x2457x96": (94.4, 22.5)}
 RESULTS: dict = {}
@@ -77,11 +84,17 @@ class Setup:
         self.root = root
         self.institution = str(uuid.uuid4())
         generate_signing_keypair(root / "token.pem", root / "token.pub")
-        issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", "sivr", 3600)
-        token, _ = issuer.issue(str(uuid.uuid4()), "bench", "physician", self.institution)
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", NODE_AUDIENCE,
+                                  MAX_EXCHANGED_TTL_S)
+        self.user_id, self.session_id = str(uuid.uuid4()), str(uuid.uuid4())
         create_ca(root / "ca.pem", root / "ca.key")
         issue_server_cert(root / "ca.pem", root / "ca.key", root / "server.pem", root / "server.key", ["127.0.0.1"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """A fresh token as the toplevel's exchange would mint it: nodes accept tokens of <= 60 s."""
+        token, _ = self.issuer.issue(self.user_id, "bench", "physician", self.institution, session_id=self.session_id)
+        return {"Authorization": f"Bearer {token}"}
 
     def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:
         folder = self.root / name
@@ -91,7 +104,7 @@ class Setup:
             server.update(tls_cert=str(self.root / "server.pem"), tls_key=str(self.root / "server.key"))
         return {
             "server": server,
-            "tokens": {"public_key": str(self.root / "token.pub")},
+            "tokens": {"public_key": str(self.root / "token.pub"), "audience": NODE_AUDIENCE},
             "database": {"url": f"sqlite:///{folder}/render.db"},
             "node": {"institution_id": self.institution},
             "storage": {"dir": str(folder / "store"), "key_file": str(folder / "store.key")},

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 WINDOWS = ["40,400", "-600,1500", "400,1800", "50,350", None]
@@ -99,12 +100,15 @@ def _timed(session: requests.Session, report: LoadReport, method: str, url: str,
     report.add(status, (time.perf_counter() - started) * 1000, f"{method} {url} {detail}")
 
 
-def simulate_viewer(token: str, ca_cert: str, targets: list[ViewTarget], duration_s: float,
+def simulate_viewer(auth: AuthBase, ca_cert: str, targets: list[ViewTarget], duration_s: float,
                     report: LoadReport, seed: int, max_requests: int = 100_000) -> None:
-    """Scroll like a reader: mostly the next slice, sometimes a jump, a window change or a format."""
+    """Scroll like a reader: mostly the next slice, sometimes a jump, a window change or a format.
+
+    `auth` is a logged-in client's (`daemons.demo.ApiClient.auth`): each node gets its own token.
+    """
     rng = random.Random(seed)
     session = pinned_session(ca_cert)
-    session.headers["Authorization"] = f"Bearer {token}"
+    session.auth = auth
     target = rng.choice(targets)
     index, window, fmt = rng.randrange(target.frames), rng.choice(WINDOWS), rng.choice(FORMATS)
     deadline = time.monotonic() + duration_s
@@ -127,13 +131,13 @@ def simulate_viewer(token: str, ca_cert: str, targets: list[ViewTarget], duratio
                f"{target.node_url}/api/v1/records/{target.record_id}/frames/{index}", params=params)
 
 
-def run_viewers(token: str, ca_cert: str, targets: list[ViewTarget], viewers: int,
+def run_viewers(auth: AuthBase, ca_cert: str, targets: list[ViewTarget], viewers: int,
                 duration_s: float) -> LoadReport:
     report = LoadReport(f"{viewers} viewers for {duration_s:g} s")
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=viewers) as pool:
         for n in range(viewers):
-            pool.submit(simulate_viewer, token, ca_cert, targets, duration_s, report, n)
+            pool.submit(simulate_viewer, auth, ca_cert, targets, duration_s, report, n)
     report.duration_s = time.perf_counter() - started
     return report
 
@@ -175,7 +179,7 @@ def prepare_topology(root: Path, slices: int):
     top = deployment.url("toplevel")
     south_doctor = new_user(admin, top, south["id"], "dr.south", "physician")
     south_client = ApiClient(deployment, **south_doctor)
-    south_admin = new_user(admin, top, south["id"], "admin.south", "admin")
+    south_admin = new_user(admin, top, south["id"], "admin.south", "instadmin")
     for node in register_nodes(ApiClient(deployment, **south_admin), south).values():
         meta = upload_record(south_client, node["url"], files)
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
@@ -200,8 +204,7 @@ def main() -> int:
     args = parser.parse_args()
     deployment, doctor, targets, credentials = prepare_topology(Path(args.state_dir), args.slices)
     try:
-        token = doctor.session.headers["Authorization"].split()[1]
-        results = [run_viewers(token, deployment.ca_cert, targets, args.viewers, args.duration).summary(),
+        results = [run_viewers(doctor.auth, deployment.ca_cert, targets, args.viewers, args.duration).summary(),
                    run_logins(deployment.url("toplevel"), deployment.ca_cert, credentials, args.logins).summary()]
     finally:
         deployment.stop()

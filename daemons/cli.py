@@ -17,6 +17,7 @@ from pathlib import Path
 from daemons.layers import LAYER_NAMES, get_layer
 from shared.config import ConfigError
 from shared.tls import TLS12_CIPHERS
+from shared.roles import ROLES, SYSTEM_ADMIN
 
 
 def _toplevel_ops():
@@ -53,7 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     for instance in layout.instances:
         print(f"  {instance.name:<16} {instance.url:<28} {instance.config}")
     print(f"  CA certificate: {layout.ca_cert} (give it to browsers and the console)")
-    print("Next: sivr user add --config", Path(layout.root, "toplevel.toml"), "--username admin --role admin")
+    print("Next: sivr user add --config", Path(layout.root, "toplevel.toml"), f"--username admin --role {SYSTEM_ADMIN}")
     return 0
 
 
@@ -132,6 +133,17 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"cannot add the user: {exc}") from exc
     print(f"user {user['username']} ({user['role']}) created: {user['id']}")
+    return 0
+
+
+def cmd_user_set_role(args: argparse.Namespace) -> int:
+    config = get_layer("toplevel").load_config(args.config)
+    get_layer("toplevel").upgrade_schema(config)
+    try:
+        user = _toplevel_ops().set_role(config, args.username, args.role)
+    except ValueError as exc:
+        raise SystemExit(f"cannot change the role: {exc}") from exc
+    print(f"user {user['username']} is now {user['role']}")
     return 0
 
 
@@ -255,11 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = usub.add_parser("add", help="add a user (e.g. the first admin)")
     p.add_argument("--config", required=True, help="the toplevel's config file")
     p.add_argument("--username", required=True)
-    p.add_argument("--role", choices=("admin", "physician"), required=True)
+    p.add_argument("--role", choices=ROLES, required=True,
+                   help=f"{SYSTEM_ADMIN}: everything; instadmin: users and nodes of its institution")
     p.add_argument("--institution", help="institution id or name (default: the only one)")
     p.add_argument("--full-name", default="")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.set_defaults(func=cmd_user_add)
+    p = usub.add_parser("set-role", help="change a user's role (e.g. demote a migrated admin to instadmin)")
+    p.add_argument("--config", required=True, help="the toplevel's config file")
+    p.add_argument("username")
+    p.add_argument("role", choices=ROLES)
+    p.set_defaults(func=cmd_user_set_role)
 
     p = sub.add_parser("serve", help="serve one layer under gunicorn with TLS")
     p.add_argument("layer", choices=LAYER_NAMES)

@@ -11,8 +11,8 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -21,6 +21,8 @@ import requests
 
 from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
 from daemons.layers import get_layer
+from shared.roles import SYSTEM_ADMIN
+from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
@@ -57,7 +59,7 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
         "admin": {"username": "admin", "password": secrets.token_urlsafe(12)},
         "physician": {"username": "dr.house", "password": secrets.token_urlsafe(12)},
     }
-    admin_ops.create_user(config, "admin", users["admin"]["password"], "admin", institution_id,
+    admin_ops.create_user(config, "admin", users["admin"]["password"], SYSTEM_ADMIN, institution_id,
                           "Demo Administrator")
     admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
                           institution_id, "Dr. Gregory House")
@@ -68,23 +70,42 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
 
 
 class ApiClient:
-    """A logged-in `requests` session against one deployment (CA verified, errors raised)."""
+    """A logged-in `requests` session against one deployment (CA verified, errors raised).
+
+    Like the viewer, it sends the session token to the toplevel only and a token exchanged for
+    each other server to that server (`shared.token_client`).
+    """
 
     def __init__(self, deployment: LocalDeployment, username: str, password: str):
         self.session = requests.Session()
         # An environment CA bundle (REQUESTS_CA_BUNDLE) would override Session.verify: ignore it.
         self.session.trust_env = False
         self.session.verify = deployment.ca_cert
-        reply = self.session.post(f"{deployment.url('toplevel')}/api/v1/auth/login",
+        self.toplevel_url = toplevel_url = deployment.url("toplevel")
+        reply = self.session.post(f"{toplevel_url}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)
         reply.raise_for_status()
-        self.session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+        self.session_token = reply.json()["access_token"]
+        exchanger = requests.Session()
+        exchanger.trust_env = False
+        exchanger.verify = deployment.ca_cert
+        self.tokens = AudienceTokens(exchange_with(exchanger, toplevel_url, lambda: self.session_token))
+        self.session.auth = self.auth = ExchangedTokenAuth(toplevel_url, lambda: self.session_token, self.tokens)
+
+    def token_for(self, url: str) -> str:
+        """The token this client sends to the server of `url` (for clients other than `requests`)."""
+        return self.auth.token_for_url(url)
 
     def call(self, method: str, url: str, ok=(200, 201, 204), **kwargs) -> requests.Response:
         reply = self.session.request(method, url, timeout=kwargs.pop("timeout", 120), **kwargs)
         if reply.status_code not in ok:
             raise RuntimeError(f"{method} {url} answered {reply.status_code}: {reply.text[:300]}")
         return reply
+
+    def patient_reference(self, patient_id: str) -> str:
+        """The toplevel's signed reference to a patient, which institution servers need to store their data."""
+        return self.call("POST", f"{self.toplevel_url}/api/v1/patients/{patient_id}/reference").json()[
+            "patient_reference"]
 
 
 class RunningDeployment(LocalDeployment):
@@ -131,13 +152,15 @@ def register_record(client: ApiClient, institution_url: str, meta: dict, node_id
         "frames": meta["frames"], "modality": meta["modality"], "record_type": record_type,
         "patient_id": patient_id, "description": description,
         "study_date": _iso_date(meta.get("study_date")),
+        "patient_reference": client.patient_reference(patient_id),
     }).json()
 
 
 def write_finding(client: ApiClient, institution_url: str, patient_id: str,
                   links: list[dict], **text: str) -> dict:
     body = {"patient_id": patient_id, "description": "", "findings": "", "conclusion": "",
-            "recommendation": "", "date": _iso_date(None), "records": links}
+            "recommendation": "", "date": _iso_date(None), "records": links,
+            "patient_reference": client.patient_reference(patient_id)}
     body.update(text)
     return client.call("POST", f"{institution_url}/api/v1/findings", json=body).json()
 

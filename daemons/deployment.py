@@ -159,6 +159,10 @@ def init_deployment(
     def add(layer: str, name: str, port: int, values: dict, institution: str | None = None) -> None:
         merged = {section: dict(body) for section, body in common.items()}
         merged["server"] = {**merged["server"], "port": port}
+        url = f"https://{url_host}:{port}"
+        if layer != "web":
+            # each server accepts only tokens minted for the URL its clients call it at
+            merged["tokens"] = {**merged["tokens"], "audience": url}
         for section, body in values.items():
             merged.setdefault(section, {}).update(body)
         if name in database_urls:
@@ -168,7 +172,7 @@ def init_deployment(
         build_config(layer, keys_of_layer, merged, path)  # refuse a bad key before writing
         path.write_text(render_config_toml(layer, keys_of_layer, merged))
         layout.instances.append(
-            Instance(layer, name, str(path), f"https://{url_host}:{port}", institution)
+            Instance(layer, name, str(path), url, institution)
         )
 
     toplevel_url = f"https://{url_host}:{ports['toplevel']}"

@@ -264,7 +264,7 @@ install_units
 install_desktop_entry
 enable_units
 if has_layer toplevel && [[ -e "$R_ETC/toplevel.toml" ]]; then
-    say "first administrator: sivr user add --config $ETC/toplevel.toml --username admin --role admin"
+    say "first administrator: sivr user add --config $ETC/toplevel.toml --username admin --role sysadmin"
 fi
 if [[ -z "$FROM" && ${#HOSTNAMES[@]} -eq 0 && $FRESH_CONFIG -eq 1 ]]; then
     say "no --hostname: the layers listen on 127.0.0.1 only; see server.host in $ETC/*.toml"

@@ -9,12 +9,13 @@ of comparing roles themselves, so a change of the role model changes every layer
 from __future__ import annotations
 
 from shared.errors import ApiError
+from shared.roles import may_administer_institution
 from shared.tokens import Identity
 
 
 def is_institution_admin(identity: Identity, institution_id: str) -> bool:
     """The caller administers `institution_id` (the institution that holds the data asked for)."""
-    return identity.role == "admin" and identity.institution_id == institution_id
+    return may_administer_institution(identity, institution_id)
 
 
 def require_patient_named(identity: Identity, institution_id: str, patient_named: bool, parameter: str) -> None:

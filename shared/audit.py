@@ -6,15 +6,17 @@ same table shape and the same admin-only query endpoint, so the console can show
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import peewee
 from flask import Blueprint, jsonify, request
 
-from shared.access import is_institution_admin
-from shared.auth import current_identity, require_auth
-from shared.errors import ApiError
+from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, utcnow
+from shared.errors import ApiError
+from shared.roles import ADMIN_ROLES
+from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
 
 
@@ -95,21 +97,27 @@ def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
     }
 
 
-def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None) -> Blueprint:
+AuditScope = Callable[[Identity, peewee.ModelSelect], peewee.ModelSelect]
+
+
+def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None,
+                    scope: AuditScope | None = None) -> Blueprint:
     """`GET /api/v1/audit` for admins, filtered by user, patient, action and time range.
 
-    With `institution_id`, only admins of that institution may read it (institution servers and
-    render nodes); the toplevel's log is for every admin.
+    With `institution_id`, only administrators of that institution (`shared.roles`) may read it
+    (institution servers and render nodes). `scope` narrows the entries a caller sees (the
+    toplevel's log, which spans institutions, shows an institution admin only their own users').
     """
     bp = Blueprint("audit", __name__)
 
     @bp.get("/api/v1/audit")
-    @require_auth("admin")
+    @require_auth(*ADMIN_ROLES)
     def list_audit():
-        if institution_id is not None and not is_institution_admin(current_identity(), institution_id):
-            raise ApiError(403, "forbidden", "this audit log is for the administrators of its institution")
+        identity = current_identity()
+        if institution_id is not None:
+            require_admin_of(identity, institution_id, "this audit log")
         limit, offset = page_args()
-        query = model.select()
+        query = model.select() if scope is None else scope(identity, model.select())
         args = request.args
         unknown = sorted(set(args) - AUDIT_FILTERS)
         if unknown:

@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 from flask import current_app, g, request
 
 from shared.errors import ApiError
+from shared.roles import may_administer_institution
 from shared.tokens import Identity, TokenError, TokenVerifier
 
 F = TypeVar("F", bound=Callable)
@@ -79,3 +80,11 @@ def require_institution(identity: Identity, institution_id: str, what: str) -> N
     """Refuse acting on another institution's resources."""
     if identity.institution_id != institution_id:
         raise ApiError(403, "forbidden", f"{what} belongs to another institution than yours")
+
+
+def require_admin_of(identity: Identity, institution_id: str, what: str) -> None:
+    """Refuse administering `what` of an institution the caller may not administer (`shared.roles`)."""
+    if not may_administer_institution(identity, institution_id):
+        raise ApiError(403, "forbidden",
+                       f"{what} belongs to an institution you do not administer "
+                       "(institution administrators act on their own institution only)")

@@ -49,7 +49,9 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("tokens", "extra_public_keys", [],
         "More public keys accepted during a signing-key rotation (the next key, then the retired one).", True),
     Key("tokens", "issuer", "sivr-toplevel", "Expected `iss` claim of access tokens."),
-    Key("tokens", "audience", "sivr", "Expected `aud` claim of access tokens."),
+    Key("tokens", "audience", "",
+        "This server's public base URL as clients call it (e.g. https://inst-a.example:5002): the only `aud` "
+        "this layer accepts. Required on every layer that verifies tokens; each server needs its own."),
     Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds."),
     Key("log", "level", "info", "Log level: debug, info, warning, error."),
 )

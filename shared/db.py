@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import peewee
 from flask import Flask
@@ -25,6 +25,7 @@ SQLITE_PRAGMAS = {
 }
 
 Migration = Callable[[peewee.Database], None]
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -85,22 +86,40 @@ def upgrade_schema(
 
 @contextmanager
 def _schema_lock(db: peewee.Database, layer: str) -> Iterator[None]:
-    """One transaction that holds the database's write lock from its first statement.
+    """Several servers of a layer start at once against one database (gunicorn hosts, systemd
+    restarts): each must see the schema version only after the previous upgrade committed."""
+    with exclusive_transaction(db, f"sivr-schema-{layer}"):
+        yield
 
-    Several servers of a layer start at once against one database (gunicorn hosts, systemd
-    restarts): each must see the schema version only after the previous upgrade committed.
-    SQLite takes the write lock at BEGIN IMMEDIATE (a deferred transaction that reads, then
-    writes fails at once with "database is locked"); PostgreSQL takes a transaction-scoped
-    advisory lock; CockroachDB's serializable transactions order the upgrades themselves.
+
+@contextmanager
+def exclusive_transaction(db: peewee.Database | peewee.DatabaseProxy, name: str) -> Iterator[None]:
+    """One transaction that holds the database's write lock (or the lock `name`) from its first statement.
+
+    For read-then-write decisions that must not interleave across workers and servers (a schema
+    upgrade, counting failed logins). SQLite takes the write lock at BEGIN IMMEDIATE (a deferred
+    transaction that reads, then writes fails at once with "database is locked"); PostgreSQL
+    takes a transaction-scoped advisory lock on `name`; CockroachDB's serializable transactions
+    order them themselves (`run_exclusive` retries the one that loses).
     """
+    db = db.obj if isinstance(db, peewee.DatabaseProxy) else db
     if isinstance(db, peewee.SqliteDatabase):
         with db.atomic(lock_type="IMMEDIATE"):
             yield
         return
     with db.atomic():
         if isinstance(db, peewee.PostgresqlDatabase) and not isinstance(db, CockroachDatabase):
-            db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sivr-schema-{layer}",))
+            db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
         yield
+
+
+def run_exclusive(db: peewee.Database | peewee.DatabaseProxy, name: str, work: Callable[[], T]) -> T:
+    """`work()` inside `exclusive_transaction`; on CockroachDB retried when a concurrent one wins."""
+    db = db.obj if isinstance(db, peewee.DatabaseProxy) else db
+    if isinstance(db, CockroachDatabase):
+        return db.run_transaction(lambda _db: work(), max_attempts=10)
+    with exclusive_transaction(db, name):
+        return work()
 
 
 def bind_per_request(app: Flask, db: peewee.Database) -> None:

@@ -5,6 +5,13 @@ compromised backend cannot mint tokens and no layer needs to call another to che
 (horizontal independence, DESIGN.md). The verifier accepts exactly one algorithm, which is what
 defeats `alg: none` and algorithm-confusion tokens.
 
+Every layer has its own audience, its public base URL (`tokens.audience`), and accepts only tokens
+whose `aud` is that URL. Login gives a session token for the toplevel's audience; the toplevel
+exchanges it (RFC 8693 style, `POST /api/v1/auth/token`) for a short-lived token per server the
+client talks to. A token captured by one server (a trap institution, a compromised node) is
+therefore useless at every other, and since per-server tokens live at most
+`MAX_EXCHANGED_TTL_S`, a revoked session stops working on every layer within that time.
+
 Tokens name their signing key (`kid`, a hash of the public key), and a verifier may hold several
 public keys: the signing key is rotated without ending anyone's session by letting every layer
 accept the new key before the toplevel signs with it, and the old one until its tokens expire.
@@ -19,14 +26,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from shared.roles import ROLES
+
 ALGORITHM = "EdDSA"
-ROLES = ("admin", "physician")
+#: Longest life of a token for an institution server or a render node: the bound on how long a
+#: revoked session keeps working there (those layers cannot ask the toplevel; DESIGN.md).
+MAX_EXCHANGED_TTL_S = 60
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "role", "inst", "name", "sid", "auth_time"]
 
 
@@ -41,7 +53,10 @@ class TokenError(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling, as the token says; the only source of user, role and institution."""
+    """Who is calling, as the token says; the only source of user, role and institution.
+
+    What a role may do is decided by `shared.roles` (one rule for every layer).
+    """
 
     user_id: str
     username: str
@@ -51,9 +66,29 @@ class Identity:
     auth_time: int
     expires_at: int
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+
+def normalize_audience(url: str) -> str:
+    """A server's audience from its base URL: `scheme://host[:port][/path]`, lower-case scheme and
+    host, no default port, no trailing slash, so the URL a client calls and the one a layer is
+    configured with compare equal. Raises ValueError for anything but an absolute http(s) base URL.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("an audience must be the server's base URL, e.g. https://host:5002")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute https:// URL of a server")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a server's base URL has no user, query or fragment")
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    if port is not None and port != {"https": 443, "http": 80}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
@@ -118,32 +153,43 @@ class TokenIssuer:
         session_id: str | None = None,
         auth_time: int | None = None,
         now: int | None = None,
+        audience: str | None = None,
+        ttl_s: int | None = None,
     ) -> tuple[str, int]:
-        """Return `(token, expires_in)`; a renewal passes the session's id and start time."""
+        """Return `(token, expires_in)`; a renewal passes the session's id and start time.
+
+        Without `audience` and `ttl_s` the token is a session token for the issuer's own audience;
+        a token exchange names the target server's audience and the short lifetime.
+        """
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         now = int(time.time()) if now is None else now
+        ttl_s = self.ttl_s if ttl_s is None else ttl_s
         claims = {
             "iss": self.issuer,
-            "aud": self.audience,
+            "aud": self.audience if audience is None else audience,
             "sub": user_id,
             "iat": now,
-            "exp": now + self.ttl_s,
+            "exp": now + ttl_s,
             "role": role,
             "inst": institution_id,
             "name": username,
             "sid": session_id or str(uuid.uuid4()),
             "auth_time": auth_time if auth_time is not None else now,
         }
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id}), self.ttl_s
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id}), ttl_s
 
 
 class TokenVerifier:
     """Checks signature, algorithm, issuer, audience and times; returns the caller's Identity."""
 
     def __init__(self, public_keys: Ed25519PublicKey | Sequence[Ed25519PublicKey], issuer: str, audience: str,
-                 leeway_s: int = 5):
-        """`public_keys`: the current key first, then any still accepted during a rotation."""
+                 leeway_s: int = 5, max_lifetime_s: int | None = None):
+        """`public_keys`: the current key first, then any still accepted during a rotation.
+
+        `max_lifetime_s`: refuse tokens minted to live longer (`exp - iat`), so that a layer which
+        relies on short lifetimes for revocation holds the toplevel to them.
+        """
         keys = [public_keys] if isinstance(public_keys, Ed25519PublicKey) else list(public_keys)
         if not keys:
             raise ValueError("a token verifier needs at least one public key")
@@ -151,6 +197,7 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        self.max_lifetime_s = max_lifetime_s
 
     def verify(self, token: str) -> Identity:
         try:
@@ -170,6 +217,9 @@ class TokenVerifier:
             raise TokenError("invalid_token", "the access token's signature is by a key this server does not "
                                               "accept (retired, or not yet installed here); log in again")
         claims = self._decode(token, candidates)
+        if self.max_lifetime_s is not None and int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime_s:
+            raise TokenError("invalid_token", f"the access token lives longer than the {self.max_lifetime_s} s this "
+                                              "server accepts: exchange the session token for one for this server")
         if claims["role"] not in ROLES:
             raise TokenError("invalid_token", "the access token names an unknown role")
         return Identity(

@@ -16,7 +16,7 @@ from shared import __version__
 from shared.auth import install_verifier
 from shared.config import Config
 from shared.errors import register_error_handlers
-from shared.tokens import TokenVerifier, load_public_key
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, normalize_audience
 
 #: JSON and images are never documents to render or frame: a browser that opens an API answer
 #: directly runs nothing from it and no page may embed it. The web layer sets its own policy.
@@ -34,7 +34,22 @@ def verifier_from_config(config: Config) -> TokenVerifier:
             keys.append(load_public_key(path))
         except (OSError, ValueError) as exc:
             raise ValueError(f"{config.source}: tokens.{name}: cannot use {path}: {exc}") from exc
-    return TokenVerifier(keys, tokens["issuer"], tokens["audience"], tokens["leeway_s"])
+    return TokenVerifier(keys, tokens["issuer"], layer_audience(config), tokens["leeway_s"],
+                         max_lifetime_s=None if config.layer == "toplevel" else MAX_EXCHANGED_TTL_S)
+
+
+def layer_audience(config: Config) -> str:
+    """This layer's own audience (`tokens.audience`), normalized; start-up fails without a valid one.
+
+    Every layer needs its own: a token is accepted only by the server whose URL it names. Only the
+    toplevel accepts session tokens; the others accept exchanged tokens, which live at most
+    `MAX_EXCHANGED_TTL_S` (the bound on how long a revoked session keeps working there).
+    """
+    try:
+        return normalize_audience(config["tokens"]["audience"])
+    except ValueError as exc:
+        raise ValueError(f"{config.source}: tokens.audience must be this server's public base URL "
+                         f"(as clients call it, e.g. https://host:port): {exc}") from exc
 
 
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
@@ -60,7 +75,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             app,
             origins=config["cors"]["origins"],
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )

@@ -85,15 +85,31 @@ def test_user_add_creates_an_admin_and_refuses_a_duplicate(initialised):
     if not get_layer("toplevel").available:
         pytest.skip("toplevel layer not available")
     config = str(initialised / "toplevel.toml")
-    ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+    ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "sysadmin",
                   "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
     assert ok.returncode == 0, ok.stderr
-    again = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "admin",
+    again = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "sysadmin",
                      "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
     assert again.returncode != 0 and "root-admin" in (again.stderr + again.stdout)
-    ambiguous = run_sivr("user", "add", "--config", config, "--username", "x", "--role", "admin",
+    ambiguous = run_sivr("user", "add", "--config", config, "--username", "x", "--role", "sysadmin",
                          "--password-stdin", stdin="a-long-password-1\n")
     assert ambiguous.returncode != 0 and "--institution" in ambiguous.stderr
+
+
+def test_user_add_takes_the_new_roles_and_set_role_changes_one(initialised):
+    if not get_layer("toplevel").available:
+        pytest.skip("toplevel layer not available")
+    config = str(initialised / "toplevel.toml")
+    added = run_sivr("user", "add", "--config", config, "--username", "north-admin", "--role", "instadmin",
+                     "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
+    assert added.returncode == 0 and "(instadmin)" in added.stdout, added.stderr
+    old_role = run_sivr("user", "add", "--config", config, "--username", "old", "--role", "admin",
+                        "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
+    assert old_role.returncode != 0 and "invalid choice" in old_role.stderr
+    changed = run_sivr("user", "set-role", "--config", config, "North-Admin", "sysadmin")
+    assert changed.returncode == 0 and "north-admin is now sysadmin" in changed.stdout, changed.stderr
+    unknown = run_sivr("user", "set-role", "--config", config, "nobody", "physician")
+    assert unknown.returncode != 0 and "no user named" in unknown.stderr
 
 
 def test_serve_refuses_a_config_with_an_unknown_key(tmp_path):

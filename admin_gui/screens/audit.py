@@ -35,6 +35,7 @@ from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import AuditModel, PatientsModel
 from admin_gui.widgets import MessageBanner, TablePanel, plain_label
+from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500
 #: Actions the layers write (the list is editable: a newer server may write others).
@@ -229,7 +230,8 @@ class AuditScreen(TableScreen):
             current = self.source.currentData()
             self.source.clear()
             self.source.addItem("Toplevel server", TOPLEVEL)
-            for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
+            administered = [i for i in institutions if may_administer_institution(self.ctx.caller, i["id"])]
+            for inst in sorted(administered, key=lambda i: i["name"].casefold()):
                 self.source.addItem(f"{inst['name']} (institution server)", inst)
             for node in sorted(nodes, key=lambda n: n["name"].casefold()):
                 self.source.addItem(f"{node['name']} (render node)", node)

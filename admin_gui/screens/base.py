@@ -119,9 +119,14 @@ class TableScreen(Screen):
         self.refresh()
 
     def _selection_changed(self, *_: Any) -> None:
-        has_row = self.table.selected() is not None
+        row = self.table.selected()
+        allowed = row is not None and self.may_act_on(row)
         for button in self._row_buttons:
-            button.setEnabled(has_row)
+            button.setEnabled(allowed)
+
+    def may_act_on(self, row: dict[str, Any]) -> bool:
+        """Whether the row buttons may act on `row` (the API would refuse the others)."""
+        return True
 
 
 class ResourceScreen(TableScreen):
@@ -138,11 +143,16 @@ class ResourceScreen(TableScreen):
     def __init__(self, ctx: ConsoleContext, model: ResourceTableModel, filter_hint: str,
                  empty_text: str, parent: QWidget | None = None):
         super().__init__(ctx, model, filter_hint, parent, empty_text)
-        self.add_button(f"+ New {self.noun}", self.create, primary=True)
-        self.add_row_button("Edit…", self.edit)
-        self.add_row_button("Delete…", self.remove)
+        if self.editable():
+            self.add_button(f"+ New {self.noun}", self.create, primary=True)
+            self.add_row_button("Edit…", self.edit)
+            self.add_row_button("Delete…", self.remove)
+            self.table.activated_row.connect(self.edit)
         self.finish_toolbar()
-        self.table.activated_row.connect(self.edit)
+
+    def editable(self) -> bool:
+        """Whether the signed-in user may change this collection (else it is shown read-only)."""
+        return True
 
     def check(self, values: dict[str, Any]) -> dict[str, str]:
         """Problems per field, found before anything is sent."""

@@ -9,6 +9,7 @@ from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import ResourceScreen
 from admin_gui.table_models import InstitutionsModel
 from admin_gui.widgets import FormDialog
+from shared.roles import is_system_admin
 
 
 def check_institution(values: dict[str, Any]) -> dict[str, str]:
@@ -30,6 +31,9 @@ class InstitutionsScreen(ResourceScreen):
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, InstitutionsModel(), "Filter institutions by name, address or URL…",
                          "No institutions yet — add the first one with + New institution.", parent)
+
+    def editable(self) -> bool:
+        return is_system_admin(self.ctx.caller)
 
     def check(self, values: dict[str, Any]) -> dict[str, str]:
         return check_institution(values)

@@ -17,6 +17,7 @@ from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import NodesModel
 from admin_gui.widgets import FormDialog, confirm, plain_label
+from shared.roles import may_administer_institution
 
 
 def check_node(values: dict[str, Any]) -> dict[str, str]:
@@ -45,11 +46,14 @@ class NodesScreen(TableScreen):
         chooser.addWidget(self.institution)
         chooser.addWidget(self.server_label, 1)
         self.body.insertLayout(0, chooser)
-        self.add_button("+ New node", self.create, primary=True)
+        self.new_button = self.add_button("+ New node", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()
-        self.table.activated_row.connect(self.edit)
+        self.table.activated_row.connect(lambda row: self.edit(row) if self.may_act_on(row) else None)
+
+    def may_act_on(self, row: dict[str, Any]) -> bool:
+        return may_administer_institution(self.ctx.caller, str(row.get("institution_id", "")))
 
     def current_institution(self) -> dict[str, Any] | None:
         return self.institution.currentData()
@@ -77,6 +81,7 @@ class NodesScreen(TableScreen):
             self.server_label.setText("No institutions yet — create one first.")
             return
         self.server_label.setText(inst["server_url"])
+        self.new_button.setEnabled(may_administer_institution(self.ctx.caller, inst["id"]))
         server = self.ctx.server_client(inst["server_url"])
         self.run(lambda: server.list_all("/api/v1/nodes"), self._nodes_loaded_for(inst["id"]))
 

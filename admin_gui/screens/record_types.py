@@ -9,6 +9,7 @@ from admin_gui.form_checks import check_record_type_code, check_required
 from admin_gui.screens.base import ResourceScreen
 from admin_gui.table_models import RecordTypesModel
 from admin_gui.widgets import FormDialog
+from shared.roles import is_system_admin
 
 
 def check_record_type(values: dict[str, Any]) -> dict[str, str]:
@@ -29,6 +30,9 @@ class RecordTypesScreen(ResourceScreen):
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, RecordTypesModel(), "Filter record types…",
                          "No record types yet — add CT, MR, … with + New record type.", parent)
+
+    def editable(self) -> bool:
+        return is_system_admin(self.ctx.caller)
 
     def check(self, values: dict[str, Any]) -> dict[str, str]:
         return check_record_type(self.request_body(values))

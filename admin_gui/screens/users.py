@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from admin_gui.context import ConsoleContext
-from admin_gui.form_checks import check_email, check_new_password, check_required, check_username
+from admin_gui.form_checks import (
+    check_email,
+    check_new_password,
+    check_required,
+    check_username,
+)
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import UsersModel
 from admin_gui.widgets import FormDialog, confirm
-
-ROLES = [("Physician", "physician"), ("Administrator", "admin")]
+from shared.roles import (
+    ROLE_LABELS,
+    assignable_roles,
+    may_administer_institution,
+    may_administer_user,
+)
 
 
 def check_user(values: dict[str, Any], new: bool) -> dict[str, str]:
@@ -28,7 +37,8 @@ def check_user(values: dict[str, Any], new: bool) -> dict[str, str]:
 
 class UsersScreen(TableScreen):
     title = "Users"
-    subtitle = "Physicians and administrators, their role and institution. Deactivated users cannot log in."
+    subtitle = ("Physicians and administrators, their role and institution. Deactivated users cannot log in. "
+                "Institution administrators manage the users of their own institution only.")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         self.model = UsersModel()
@@ -41,7 +51,7 @@ class UsersScreen(TableScreen):
         self.add_row_button("Reset password…", self.reset_password)
         self.add_row_button("Delete…", self.remove)
         self.finish_toolbar()
-        self.table.activated_row.connect(self.edit)
+        self.table.activated_row.connect(lambda row: self.edit(row) if self.may_act_on(row) else None)
         self.table.view.selectionModel().selectionChanged.connect(self._update_toggle)
 
     def refresh(self) -> None:
@@ -64,7 +74,16 @@ class UsersScreen(TableScreen):
                                    else "Deactivate")
 
     def _institution_choices(self) -> list[tuple[str, Any]]:
-        return [(i["name"], i["id"]) for i in sorted(self.institutions, key=lambda i: i["name"].casefold())]
+        """The institutions the signed-in admin may put users in (an institution admin: their own)."""
+        administered = [i for i in self.institutions if may_administer_institution(self.ctx.caller, i["id"])]
+        return [(i["name"], i["id"]) for i in sorted(administered, key=lambda i: i["name"].casefold())]
+
+    def _role_choices(self) -> list[tuple[str, str]]:
+        """The roles the signed-in admin may give (only a system admin makes system admins)."""
+        return [(ROLE_LABELS[role], role) for role in assignable_roles(self.ctx.caller)]
+
+    def may_act_on(self, row: dict[str, Any]) -> bool:
+        return may_administer_user(self.ctx.caller, str(row.get("role", "")), str(row.get("institution_id", "")))
 
     def create(self) -> None:
         def send(values: dict[str, Any]):
@@ -77,7 +96,7 @@ class UsersScreen(TableScreen):
         dialog.add_line("username", "Username", placeholder="e.g. jnovak")
         dialog.add_line("full_name", "Full name", placeholder="e.g. Dr. Jana Novak")
         dialog.add_line("email", "Email", placeholder="optional")
-        dialog.add_combo("role", "Role", ROLES, "physician")
+        dialog.add_combo("role", "Role", self._role_choices(), "physician")
         dialog.add_combo("institution_id", "Institution", self._institution_choices(),
                          self.ctx.user.get("institution_id"))
         dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)
@@ -95,7 +114,7 @@ class UsersScreen(TableScreen):
                             lambda v: check_user(v, False), send)
         dialog.add_line("full_name", "Full name", row.get("full_name") or "")
         dialog.add_line("email", "Email", row.get("email") or "", "optional")
-        dialog.add_combo("role", "Role", ROLES, row.get("role"))
+        dialog.add_combo("role", "Role", self._role_choices(), row.get("role"))
         dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
         dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))
         self.open_dialog(dialog, lambda user: f"User {user.get('username')} saved.")

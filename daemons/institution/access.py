@@ -2,17 +2,26 @@
 
 Each server serves one institution (config `institution.id`); "of this institution" therefore
 means the token's `inst` claim equals that id. Reads of findings, records and the node registry
-are open to every physician and admin, because seeing a patient's findings and images across
-institutions is the point; every change needs a role of this institution.
+are open to every role, because seeing a patient's findings and images across institutions is
+the point; every change needs a physician of this institution or an administrator of it
+(`shared.roles`: its institution admins, or a system admin).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
 
-from shared.access import is_institution_admin
-from shared.auth import current_identity, require_institution
+from shared.auth import (
+    VERIFIER_EXTENSION,
+    current_identity,
+    require_admin_of,
+    require_institution,
+)
 from shared.errors import ApiError
+from shared.patient_refs import FIELD, check_patient_reference
+from shared.roles import PHYSICIAN, may_administer_institution
 from shared.tokens import Identity
 
 
@@ -28,15 +37,44 @@ def require_member() -> Identity:
     return identity
 
 
-def require_role_here(*roles: str) -> Identity:
-    """The caller must belong to this institution and have one of `roles`."""
+def require_physician_here() -> Identity:
+    """The caller must be a physician of this institution."""
     identity = require_member()
-    if identity.role not in roles:
+    if identity.role != PHYSICIAN:
         raise ApiError(403, "forbidden",
-                       f"this action needs the role {' or '.join(roles)} of this institution; "
-                       f"you are {identity.role}")
+                       f"this action needs the role {PHYSICIAN} of this institution; you are {identity.role}")
     return identity
 
 
 def is_admin_here(identity: Identity) -> bool:
-    return is_institution_admin(identity, this_institution())
+    """Whether the caller administers this institution (its institution admins, or a system admin)."""
+    return may_administer_institution(identity, this_institution())
+
+
+def require_admin_here(what: str) -> Identity:
+    identity = current_identity()
+    require_admin_of(identity, this_institution(), what)
+    return identity
+
+
+def require_physician_or_admin_here() -> Identity:
+    """A physician of this institution, or an administrator of it."""
+    identity = current_identity()
+    if not is_admin_here(identity):
+        require_physician_here()
+    return identity
+
+
+def take_patient_reference(body: dict[str, Any]) -> object:
+    """Remove and return the body's patient reference (the other fields are validated as before)."""
+    return body.pop(FIELD, None)
+
+
+def require_patient_reference(reference: object, patient_id: str) -> None:
+    """The toplevel vouches that `patient_id` exists, for this caller (`shared.patient_refs`).
+
+    Checked with the toplevel's public key this server already holds: no call to another backend.
+    """
+    verifier = current_app.extensions[VERIFIER_EXTENSION]
+    check_patient_reference(reference, patient_id, current_identity().user_id,
+                            verifier.public_keys, verifier.issuer, verifier.leeway_s)

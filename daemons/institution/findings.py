@@ -3,7 +3,8 @@
 Physicians of this institution write findings (the author is the token's user, never a body
 field); every physician or admin may read them, by patient, because a patient's findings must
 be visible across institutions. Only the author changes a finding; the author or an admin of
-this institution deletes it. Every read and change is audited with the patient id.
+this institution deletes it. Every read and change is audited with the patient id. A finding is
+stored only for a patient the toplevel vouches for (`patient_reference`, see shared.patient_refs).
 """
 
 from __future__ import annotations
@@ -13,15 +14,38 @@ from typing import Any, Iterable
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import is_admin_here, require_role_here, this_institution
+from daemons.institution.access import (
+    is_admin_here,
+    require_patient_reference,
+    require_physician_here,
+    take_patient_reference,
+    this_institution,
+)
 from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
-from daemons.institution.models import AuditEntry, Finding, FindingRecord, Node, Record, database_proxy
+from daemons.institution.models import (
+    AuditEntry,
+    Finding,
+    FindingRecord,
+    Node,
+    Record,
+    database_proxy,
+)
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES
 from shared.tokens import Identity
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, parse_uuid, query_uuid, validate
+from shared.validation import (
+    Field,
+    iso_utc,
+    json_body,
+    page_args,
+    parse_record_id,
+    parse_uuid,
+    query_uuid,
+    validate,
+)
 
 bp = Blueprint("findings", __name__)
 
@@ -145,7 +169,7 @@ def _add_links(finding: Finding, links: Iterable[dict[str, Any]]) -> None:
 
 
 @bp.get("/api/v1/findings")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def list_findings():
     patient_id = query_uuid("patient_id")
     if patient_id is None:
@@ -167,10 +191,13 @@ def list_findings():
 
 
 @bp.post("/api/v1/findings")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def create_finding():
-    identity = require_role_here("physician")
-    fields = validate(json_body(), FINDING_FIELDS)
+    identity = require_physician_here()
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, FINDING_FIELDS)
+    require_patient_reference(reference, fields["patient_id"])
     links = fields.pop("records")
     with database_proxy.atomic():
         check_local_links(links, fields["patient_id"])
@@ -182,7 +209,7 @@ def create_finding():
 
 
 @bp.get("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def read_finding(finding_id: str):
     finding = get_finding(parse_uuid(finding_id, "finding id"))
     record_audit(AuditEntry, "finding.read", "finding", finding.id, patient_id=finding.patient_id)
@@ -190,17 +217,21 @@ def read_finding(finding_id: str):
 
 
 @bp.put("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def update_finding(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
-    fields = validate(json_body(), FINDING_FIELDS, partial=True)
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, FINDING_FIELDS, partial=True)
     links = fields.pop("records", None)
     with database_proxy.atomic():
         finding = get_finding(finding_id)
         _require_author(finding, identity)
         previous_patient = finding.patient_id
         patient_id = fields.get("patient_id", previous_patient)
+        if patient_id != previous_patient:
+            require_patient_reference(reference, patient_id)
         if links is not None:
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:
@@ -221,7 +252,7 @@ def update_finding(finding_id: str):
 
 
 @bp.delete("/api/v1/findings/<id:finding_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def delete_finding(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
@@ -237,7 +268,7 @@ def delete_finding(finding_id: str):
 
 
 @bp.post("/api/v1/findings/<id:finding_id>/records")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def link_record(finding_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
@@ -265,7 +296,7 @@ def link_record(finding_id: str):
 
 
 @bp.delete("/api/v1/findings/<id:finding_id>/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def unlink_record(finding_id: str, record_id: str):
     identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")

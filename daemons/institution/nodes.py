@@ -1,9 +1,9 @@
 """`/api/v1/nodes`: the registry of this institution's render nodes.
 
-Any physician or admin lists and reads nodes: a viewer needs a node's URL to upload to it and to
+Every role lists and reads nodes: a viewer needs a node's URL to upload to it and to
 show a record linked from a finding, and such records may be stored in another institution
 (each render node still checks every token itself). Names and URLs are not patient data. Only
-admins of this institution add, change or remove nodes.
+administrators of this institution (`shared.roles`) add, change or remove nodes.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 import peewee
 from flask import Blueprint, g, jsonify
 
-from daemons.institution.access import require_role_here, this_institution
+from daemons.institution.access import require_admin_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
+from shared.roles import ADMIN_ROLES
 from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
 
 bp = Blueprint("nodes", __name__)
@@ -87,9 +88,9 @@ def list_nodes():
 
 
 @bp.post("/api/v1/nodes")
-@require_auth("admin")
+@require_auth(*ADMIN_ROLES)
 def create_node():
-    require_role_here("admin")
+    require_admin_here("this node registry")
     fields = validate(json_body(), NODE_FIELDS)
     with database_proxy.atomic():
         _refuse_duplicate(fields)
@@ -108,9 +109,9 @@ def read_node(node_id: str):
 
 
 @bp.put("/api/v1/nodes/<id:node_id>")
-@require_auth("admin")
+@require_auth(*ADMIN_ROLES)
 def update_node(node_id: str):
-    require_role_here("admin")
+    require_admin_here("this node registry")
     node_id = parse_uuid(node_id, "node id")
     fields = validate(json_body(), NODE_FIELDS, partial=True)
     with database_proxy.atomic():
@@ -127,9 +128,9 @@ def update_node(node_id: str):
 
 
 @bp.delete("/api/v1/nodes/<id:node_id>")
-@require_auth("admin")
+@require_auth(*ADMIN_ROLES)
 def delete_node(node_id: str):
-    require_role_here("admin")
+    require_admin_here("this node registry")
     node_id = parse_uuid(node_id, "node id")
     with database_proxy.atomic():
         node = get_node(node_id)

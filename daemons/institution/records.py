@@ -12,15 +12,38 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify
 
-from daemons.institution.access import require_role_here, this_institution
-from daemons.institution.checks import date_value, int_between, iso_date, modality, record_id_value, uuid_value
+from daemons.institution.access import (
+    is_admin_here,
+    require_patient_reference,
+    require_physician_here,
+    require_physician_or_admin_here,
+    take_patient_reference,
+    this_institution,
+)
+from daemons.institution.checks import (
+    date_value,
+    int_between,
+    iso_date,
+    modality,
+    record_id_value,
+    uuid_value,
+)
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.nodes import serving_node_ids
 from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
-from shared.validation import Field, iso_utc, json_body, page_args, parse_record_id, query_uuid, validate
+from shared.roles import PHYSICIAN, ROLES
+from shared.validation import (
+    Field,
+    iso_utc,
+    json_body,
+    page_args,
+    parse_record_id,
+    query_uuid,
+    validate,
+)
 
 bp = Blueprint("records", __name__)
 
@@ -73,7 +96,7 @@ def _matching(record_id: str) -> list[Record]:
 
 
 @bp.get("/api/v1/records")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def list_records():
     identity = current_identity()
     patient_id = query_uuid("patient_id")
@@ -109,14 +132,20 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
 
 
 @bp.post("/api/v1/records")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def register_record():
-    identity = require_role_here("physician")
-    fields = validate(json_body(), RECORD_FIELDS)
+    """The patient must be vouched for by the toplevel (a patient reference) and the node must be in
+    this institution's registry. Whether the node really stores the record is not checked here
+    (that would need a receipt signed by the node; nodes have no signing keys yet)."""
+    identity = require_physician_here()
+    body = json_body()
+    reference = take_patient_reference(body)
+    fields = validate(body, RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
         raise ApiError(400, "validation_error",
                        f"node_id {fields['node_id']} is not a render node of this institution")
+    require_patient_reference(reference, fields["patient_id"])
     answer = _already_registered(fields["id"], node, fields["patient_id"])
     if answer is not None:
         return answer
@@ -138,7 +167,7 @@ def register_record():
 
 
 @bp.get("/api/v1/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def read_record(record_id: str):
     record = _matching(parse_record_id(record_id))[0]
     record_audit(AuditEntry, "record.read", "record", record.id, patient_id=record.patient_id,
@@ -147,9 +176,9 @@ def read_record(record_id: str):
 
 
 @bp.delete("/api/v1/records/<id:record_id>")
-@require_auth("admin", "physician")
+@require_auth(*ROLES)
 def delete_record(record_id: str):
-    require_role_here("admin", "physician")
+    require_physician_or_admin_here()
     record_id = parse_record_id(record_id)
     with database_proxy.atomic():
         records = _matching(record_id)

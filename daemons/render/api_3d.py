@@ -27,6 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.encode import FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
+from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
@@ -35,8 +36,9 @@ from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prep
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
-from daemons.render.volume.raycast import RayCaster
+from daemons.render.volume.raycast import RayCaster, default_window
 from shared.auth import require_auth
+from shared.roles import ROLES
 from shared.errors import ApiError
 from shared.validation import parse_record_id
 
@@ -287,11 +289,10 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
 
 
 def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
-                    labels: dict[str, str]) -> Response:
-    """The image; `X-Orientation` names the patient direction at each edge
-    (e.g. `top=S,right=L,bottom=I,left=R`) so a viewer can label it without knowing our camera."""
-    response = Response(encoded[0], mimetype=encoded[1])
-    response.headers["X-Orientation"] = ",".join(f"{edge}={label}" for edge, label in labels.items())
+                    labels: dict[str, str] | None, window: Window | None = None) -> Response:
+    """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
+    edges without knowing our camera, and drags the window from the one shown."""
+    response = describe_image(Response(encoded[0], mimetype=encoded[1]), labels, window)
     response.headers["Cache-Control"] = cache
     response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
     if etag is not None:
@@ -306,7 +307,7 @@ def _etag(*parts: Any) -> str:
 # --- endpoints --------------------------------------------------------------------------------
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def mpr(record_id: str, plane: str, index: int) -> Response:
     """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
     (for an axial series the axial index is the frame index)."""
@@ -335,12 +336,13 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     encoded = _encoded(record_id, etag, lambda: reformat_image(
         volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
     note_view("mpr", record_id)
+    labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
-                           plane_labels(volume.geometry, layout))
+                           labels, window or default_window(volume))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
@@ -382,7 +384,9 @@ def volume(record_id: str) -> Response:
                                                                 _modality(record)), fmt, image_quality)
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
-    return _image_response(encoded, started, cache, etag, view_labels(view.azimuth, view.elevation, view.roll))
+    labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
+    return _image_response(encoded, started, cache, etag, labels,
+                           None if mode == "dvr" else window or default_window(volume_data))
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,

@@ -1,5 +1,8 @@
 """2D frames: `GET /api/v1/records/{id}/frames/{index}` with window, preset, format, size, region.
 
+Each image says which patient direction each edge faces and which window it was rendered with
+(`X-Orientation`, `X-Window`, see `image_headers`); a crop keeps the edges' directions.
+
 The ETag is a hash of the record id (itself a content hash) and every parameter that shapes the
 image, so it is known before rendering: a browser revalidating a slice it has costs no rendering.
 """
@@ -13,12 +16,15 @@ from flask import Blueprint, Response, request
 
 from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
+from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
 from daemons.render.records import default_voi
 from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
+from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
+from shared.roles import ROLES
 from shared.errors import ApiError, not_found
 from shared.validation import parse_record_id, query_int
 
@@ -102,7 +108,7 @@ def etag_for(record_id: str, parts: list[str]) -> str:
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int:index>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def frame(record_id: str, index: int):
     started = time.perf_counter()
     record_id = parse_record_id(record_id, "record id")
@@ -149,7 +155,8 @@ def frame(record_id: str, index: int):
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     note_view("frame", record_id)
-    return _image_response(body, mimetype, etag, weak, started, the_node)
+    response = _image_response(body, mimetype, etag, weak, started, the_node)
+    return describe_image(response, image_labels(record_orientation(manifest)), voi)
 
 
 def _image_response(body: bytes, mimetype: str, etag: str, weak: bool, started: float, the_node) -> Response:

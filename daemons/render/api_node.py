@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, current_app, jsonify
 
 from daemons.render.api_3d import render_state
 from daemons.render.node import node
-from daemons.render.pixels import PRESETS
+from daemons.render.pixels import PRESETS, preset_modality
 from shared.auth import require_auth
 
 bp = Blueprint("render_node", __name__)
@@ -39,6 +41,9 @@ def node_health():
                         "misses": the_node.images.misses},
         "webp_fast_encodes": the_node.webp_effort.fast_encodes,
         "backend_3d": render_state(current_app).caster.name,
+        "pid": os.getpid(),
+        "decode_workers": the_node.decoder.stats(),
+        "quarantined_records": the_node.store.quarantined(),
     })
 
 
@@ -46,6 +51,7 @@ def node_health():
 @require_auth()
 def presets():
     return jsonify({
-        "window": {name: {"center": c, "width": w} for name, (c, w) in PRESETS.items()},
+        "window": {name: {"center": c, "width": w, "modality": preset_modality(name)}
+                   for name, (c, w) in PRESETS.items()},
         "volume": _volume_presets(),
     })

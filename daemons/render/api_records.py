@@ -7,6 +7,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, Response, jsonify, request
 
+from daemons.render.isolation import isolated_checker
 from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
@@ -17,15 +18,22 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.roles import PHYSICIAN, ROLES, may_administer_institution
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
 
 
-def record_meta(record_id: str, row=None) -> dict[str, Any]:
-    """RecordMeta (docs/API.md) from the manifest and the catalogue row."""
+def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, Any]:
+    """RecordMeta (docs/API.md) from the manifest and the catalogue row.
+
+    `slices` (instance number and position of every frame) is left out of lists, where it would
+    multiply their size by the frame count; records stored before it existed have none.
+    """
     the_node = node()
     meta = dict(the_node.manifest(record_id)["meta"])
+    if not per_slice:
+        meta.pop("slices", None)
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
@@ -42,19 +50,21 @@ def _stored_or_404(record_id: str):
 
 
 def _require_own_institution(what: str) -> None:
+    """A user of this node's institution, or an administrator of it (`shared.roles`: a system admin)."""
     identity = current_identity()
-    if identity.institution_id != node().institution_id:
+    institution_id = node().institution_id
+    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
         raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
 
 
 @bp.post("/api/v1/records")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def upload():
     _require_own_institution("uploading to this node")
     the_node = node()
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
-        parsed = parse_upload(uploads, the_node.limits)
+        parsed = parse_upload(uploads, the_node.limits, isolated_checker(the_node.decoder))
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     models = the_node.models
@@ -82,7 +92,7 @@ def upload():
 
 
 @bp.get("/api/v1/records")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def list_records():
     """This node's records, newest first: for its institution's members only, by patient unless an admin.
 
@@ -100,9 +110,10 @@ def list_records():
     models = the_node.models
     the_node.catalogue.refresh()
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
+    rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
     if patient:
         rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]
-    items = [record_meta(r.id, r) for r in rows[offset:offset + limit]]
+    items = [record_meta(r.id, r, per_slice=False) for r in rows[offset:offset + limit]]
     detail = f"patient_id_dicom={patient} results={len(rows)}"
     with models.database.atomic():
         for shown in [item["id"] for item in items] or [None]:
@@ -111,7 +122,7 @@ def list_records():
 
 
 @bp.get("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def get_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     row = _stored_or_404(record_id)
@@ -120,7 +131,7 @@ def get_record(record_id: str):
 
 
 @bp.delete("/api/v1/records/<record_id>")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _require_own_institution("deleting records of this node")
@@ -136,7 +147,7 @@ def delete_record(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/original")
-@require_auth("physician")
+@require_auth(PHYSICIAN)
 def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -160,7 +171,7 @@ def unloaded_status(record_id: str) -> dict[str, Any]:
 
 
 @bp.post("/api/v1/records/<record_id>/load")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
@@ -176,7 +187,7 @@ def load(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/status")
-@require_auth("physician", "admin")
+@require_auth(*ROLES)
 def status(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)

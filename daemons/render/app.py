@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask
+from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.catalogue import Catalogue
 from daemons.render.image_cache import ImageCache
+from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.models import make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
@@ -41,6 +42,10 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    decode = config["decode"]
+    if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
+        raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
+                          "decode.cpu_s at least 1 and decode.timeout_s positive")
     if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
         raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
     if config["server"]["workers"] != 1:
@@ -61,6 +66,26 @@ def _close_after_request(app: Flask, database) -> None:
     def _close(_exc: BaseException | None) -> None:
         if not database.is_closed():
             database.close()
+
+
+def _drain_refused_bodies(app: Flask) -> None:
+    """Read what is left of an authenticated caller's request body before an error answer.
+
+    A view that refuses an upload (403, 422...) before reading it leaves the body on the socket;
+    gunicorn then drains at most 64 KiB and closes the keep-alive connection, so the client's next
+    request on it fails. An authenticated caller may send this much anyway (the body is within
+    MAX_CONTENT_LENGTH), so the connection stays usable; an anonymous one is not read further.
+    """
+
+    @app.after_request
+    def _drain(response: Response) -> Response:
+        if response.status_code >= 400 and getattr(g, "identity", None) is not None:
+            try:
+                while request.stream.read(1 << 20):
+                    pass
+            except Exception:  # noqa: BLE001 - a client gone or a body over the limit: gunicorn closes
+                pass
+        return response
 
 
 def create_app(config: Config) -> Flask:
@@ -85,13 +110,15 @@ def create_app(config: Config) -> Flask:
     render = config["render"]
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
-    holder["node"] = Node(config, store, models, registry, limits, images, effort, catalogue)
+    decoder = DecodePool(IsolationLimits.from_config(config))
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, catalogue, decoder)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
     install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))
     _close_after_request(app, database)
     install_error_handler(app)
+    _drain_refused_bodies(app)
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)

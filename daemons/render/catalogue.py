@@ -15,6 +15,7 @@ import time
 import peewee
 
 from daemons.render.models import Models
+from daemons.render.storage import StoreError
 from daemons.render.stores import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,15 @@ class Catalogue:
         self._synced_at = float("-inf")
         self._lock = threading.Lock()
 
-    def _add(self, record_id: str) -> peewee.Model:
-        meta = self.store.read_manifest(record_id)["meta"]
+    def _add(self, record_id: str) -> peewee.Model | None:
+        """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
+        one damaged record never stops the node from starting or listing."""
+        try:
+            meta = self.store.read_manifest(record_id)["meta"]
+        except (StoreError, ValueError, KeyError) as exc:
+            where = self.store.quarantine(record_id, str(exc))
+            log.error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
+            return None
         try:
             return self.models.StoredRecord.create(
                 id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from daemons.render.storage import KEY_BYTES, StoreError, load_key
+from daemons.render.stores import StoreUnavailable
 
 MAGIC = b"SIVRENV1"
 NONCE_BYTES = 12
@@ -77,8 +78,10 @@ class KeyRing:
                     return aes_key_unwrap(kek, blob)
                 except InvalidUnwrap as exc:
                     raise StoreError(f"{where}: the wrapped data key fails its integrity check") from exc
-        raise StoreError(f"{where}: wrapped by KEK {wanted}, which this node does not have "
-                         "(add the old key file to storage.old_key_files)")
+        # not StoreError: the record is intact, this node's configuration lacks a key (503, never
+        # quarantined, which would take it from every node sharing the store)
+        raise StoreUnavailable(f"{where}: wrapped by key-encryption key {wanted}, which this node does not "
+                               "have (add the old key file to storage.old_key_files)")
 
 
 def new_data_key() -> bytes:

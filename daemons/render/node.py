@@ -6,6 +6,7 @@ Built once by `create_app` and kept in `app.extensions["sivr_node"]`; views reac
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from flask import current_app
 
 from daemons.render.catalogue import Catalogue
 from daemons.render.image_cache import ImageCache
+from daemons.render.isolation import DecodePool
 from daemons.render.models import Models
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import StoreError
@@ -25,6 +27,7 @@ from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
 from shared.errors import ApiError, not_found
 
+log = logging.getLogger(__name__)
 NODE_EXTENSION = "sivr_node"
 RECORDS_EXTENSION = "sivr_records"
 
@@ -39,6 +42,7 @@ class Node:
     images: ImageCache
     webp_effort: WebpEffort
     catalogue: Catalogue
+    decoder: DecodePool
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
@@ -57,11 +61,30 @@ class Node:
             raise not_found("record", record_id)
         try:
             manifest = self.store.read_manifest(record_id)
-        except StoreError as exc:
-            raise ApiError(422, "store_corrupt", f"record {record_id} cannot be read: {exc}") from exc
+        except (StoreError, ValueError) as exc:
+            self.quarantine(record_id, str(exc))
+            raise ApiError(422, "store_corrupt",
+                           f"record {record_id} is damaged and was quarantined: {exc}") from exc
         with self._manifest_lock:
             self._manifests[record_id] = manifest
         return manifest
+
+    def quarantine(self, record_id: str, reason: str) -> None:
+        """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""
+        where = self.store.quarantine(record_id, reason)
+        self.models.StoredRecord.delete_by_id(record_id)
+        self.registry.unload(record_id)
+        self.forget(record_id)
+        if where is not None:
+            log.error("record %s is damaged (%s); quarantined in %s", record_id, reason, where)
+
+    def intact(self, record_id: str) -> bool:
+        """Whether the record's manifest reads (a damaged one is quarantined on the way)."""
+        try:
+            self.manifest(record_id)
+        except ApiError:
+            return False
+        return True
 
     def forget(self, record_id: str) -> None:
         with self._manifest_lock:

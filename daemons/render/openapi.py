@@ -39,7 +39,11 @@ _IMAGE_PARAMS = [
 ]
 
 _IMAGE = {"description": "the image", "headers": {
-    "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}}},
+    "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}},
+    "X-Orientation": {"schema": {"type": "string"}, "description": "patient direction at each edge, "
+                      "e.g. top=S,right=L,bottom=I,left=R; absent when the record's orientation is unknown"},
+    "X-Window": {"schema": {"type": "string"}, "description": "CENTER,WIDTH the image was rendered with "
+                 "(the node's default when none was asked for); absent for a VOI LUT, colour or DVR"}},
     "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}
 
 SCHEMAS = {
@@ -57,7 +61,14 @@ SCHEMAS = {
         "study_uid": {"type": "string"}, "series_uid": {"type": "string"}, "patient_name": {"type": "string"},
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
-        "stored_at": {"type": ["string", "null"], "format": "date-time"}}},
+        "stored_at": {"type": ["string", "null"], "format": "date-time"},
+        "slice_thickness": {"type": ["number", "null"]},
+        "stack_direction": {"type": ["string", "null"], "description": "patient direction the frame index runs towards"},
+        "slices": {"type": "array", "description": "per frame, in record order (GET of one record only)",
+                   "items": {"type": "object", "properties": {
+                       "instance": {"type": ["integer", "null"]},
+                       "position": {"type": ["array", "null"], "items": {"type": "number"}},
+                       "location_mm": {"type": ["number", "null"]}}}}}},
     "LoadStatus": {"type": "object", "properties": {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},

@@ -35,6 +35,13 @@ PRESETS: dict[str, tuple[float, float]] = {
     "ct_spine_soft": (50.0, 250.0),
 }
 
+
+def preset_modality(name: str) -> str:
+    """The modality a named window is for: its prefix ("ct_lung" is for CT). Windows in absolute
+    values only mean something for a modality with calibrated values (Hounsfield units); MR
+    signal has no fixed scale, so no MR window is named here."""
+    return name.split("_", 1)[0].upper()
+
 _LUT_DTYPES = {np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16)}
 
 

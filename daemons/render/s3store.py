@@ -41,6 +41,7 @@ from shared.config import Config, ConfigError
 
 MANIFESTS = "manifests/"
 OBJECTS = "objects/"
+QUARANTINE = "quarantine/"
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 CONFLICT_CODES = ("412", "PreconditionFailed", "ConditionalRequestConflict")
 T = TypeVar("T")
@@ -265,6 +266,28 @@ class S3RecordStore:
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")])
         return True
 
+    def quarantine(self, record_id: str, reason: str) -> str | None:
+        """Take a damaged record out of service for every node: its manifest is copied to
+        `quarantine/<record id>-<random>/manifest` with a `reason.txt`, then deleted; the objects
+        stay (clean-up leaves quarantined records alone) for IT to inspect or delete."""
+        source = self._manifest_key(record_id)
+        target = f"{self.prefix}{QUARANTINE}{record_id}-{uuid.uuid4().hex[:8]}/"
+        try:
+            _call(f"COPY {source}", lambda: self._s3.copy_object(
+                Bucket=self.bucket, Key=target + "manifest", CopySource={"Bucket": self.bucket, "Key": source}))
+        except ClientError:
+            return None  # quarantined or deleted meanwhile
+        _call(f"PUT {target}reason.txt", lambda: self._s3.put_object(
+            Bucket=self.bucket, Key=target + "reason.txt", Body=(reason + "\n").encode("utf-8")))
+        _call(f"DELETE {source}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=source))
+        with self._lock:
+            self._headers.pop(record_id, None)
+        return f"s3://{self.bucket}/{target}"
+
+    def quarantined(self) -> list[str]:
+        start = len(self.prefix) + len(QUARANTINE)
+        return sorted({o["Key"][start:].split("/")[0] for o in self._list(self.prefix + QUARANTINE)})
+
     def record_ids(self) -> list[str]:
         start = len(self.prefix) + len(MANIFESTS)
         return sorted(o["Key"][start:] for o in self._list(self.prefix + MANIFESTS))
@@ -286,12 +309,13 @@ class S3RecordStore:
             used += int(item["Size"])
         stale_before = time.time() - self._stale_upload_s
         committed = set(self.record_ids())
+        kept_aside = {name.rsplit("-", 1)[0] for name in self.quarantined()}
         uploads_of: dict[str, int] = defaultdict(int)
         for record_id, _ in groups:
             uploads_of[record_id] += 1
         removed = 0
         for (record_id, upload), keys in groups.items():
-            if newest[(record_id, upload)] > stale_before:
+            if newest[(record_id, upload)] > stale_before or record_id in kept_aside:
                 continue
             if record_id in committed and (uploads_of[record_id] == 1 or self._committed_upload(record_id) == upload):
                 continue  # a stored record's only upload is the one its manifest names: no GET needed

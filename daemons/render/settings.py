@@ -57,4 +57,13 @@ KEYS = (
     Key("audit", "flush_s", 5.0,
         "Seconds between writes of the image-view audit (one entry per user, record and session, with "
         "counts): at most this much is lost if the node is killed hard (0.5..60)."),
+    Key("decode", "workers", 2,
+        "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
+        "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),
+    Key("decode", "memory_mb", 2048,
+        "Address space a decode worker may use beyond its idle size, in MiB (RLIMIT_AS); a file that needs "
+        "more is refused."),
+    Key("decode", "cpu_s", 30, "CPU seconds one file may take to decode in a worker (RLIMIT_CPU)."),
+    Key("decode", "timeout_s", 30.0,
+        "Wall-clock seconds one file may take in a decode worker before the worker is killed and replaced."),
 )

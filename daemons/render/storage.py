@@ -37,6 +37,7 @@ ZSTD_LEVEL = 1
 MANIFEST = "manifest.bin"
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
+QUARANTINE = ".quarantine"
 
 
 class StoreError(Exception):
@@ -196,6 +197,30 @@ class RecordStore:
         shutil.rmtree(trash, ignore_errors=True)
         return True
 
+    def quarantine(self, record_id: str, reason: str) -> Path | None:
+        """Move a damaged record aside (kept for IT to inspect, never served); None if it is gone already.
+
+        The folder lands in `<dir>/.quarantine/<record id>-<random>/` with a `reason.txt`; the node
+        then works as if the record had been deleted.
+        """
+        path = self.path_of(record_id)
+        if not path.exists():
+            return None
+        folder = self.root / QUARANTINE
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{record_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # quarantined by another request meanwhile
+            return None
+        (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+        return target
+
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined record folders (`<record id>-<random>`)."""
+        folder = self.root / QUARANTINE
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
     def record_ids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
@@ -203,6 +228,8 @@ class RecordStore:
         """Remove what an interrupted write or delete left behind; returns how many folders."""
         removed = 0
         for path in self.root.iterdir():
+            if path.name == QUARANTINE:
+                continue
             if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (path.is_dir() and not (path / MANIFEST).exists()):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1

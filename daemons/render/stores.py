@@ -50,6 +50,12 @@ class Store(Protocol):
     def check(self) -> None:
         """Raise StoreUnavailable unless the store can be reached now (readiness)."""
 
+    def quarantine(self, record_id: str, reason: str) -> object | None:
+        """Move a damaged record aside (kept for IT, never served); where it went, None if gone already."""
+
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined records (`<record id>-<random>`)."""
+
     def rewrap(self) -> int:
         """Wrap every record's data key with the current key-encryption key; returns how many changed."""
 

@@ -9,21 +9,23 @@ needs later (pixel data offsets, rescale, LUTs, window) so loading never re-pars
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
 from pydicom.pixels import get_decoder
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
 from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+from daemons.render.slices import slice_table
 
 MIB = 1024 * 1024
-DECODE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ParsedFile:
     slope: float
     intercept: float
     frame_rescales: list[tuple[float, float]] | None = None
+    frame_positions: list[list[float] | None] = field(default_factory=list)
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -99,6 +102,18 @@ def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> A
         return cast(value)
     except (TypeError, ValueError) as exc:
         raise UploadError(422, "invalid_attribute", f"{name}: {keyword} {value!r} is not a number") from exc
+
+
+def _number_of_frames(ds: Dataset, name: str) -> int:
+    """Number of Frames as written: an integer string (IS), so "1e9" or "NaN" is refused, not rounded."""
+    value = ds.get("NumberOfFrames")
+    if value is None or value == "":
+        return 1
+    written = str(getattr(value, "original_string", value)).strip()
+    if not written.lstrip("+").isdigit():
+        raise UploadError(422, "invalid_attribute",
+                          f"{name}: Number of Frames {written[:40]!r} is not a positive whole number")
+    return int(written)
 
 
 def _floats(value: Any, count: int) -> list[float] | None:
@@ -280,7 +295,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
                           "cannot be decoded by this node") from exc
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
-    frames = _number(ds, "NumberOfFrames", 1, name, int)
+    frames = _number_of_frames(ds, name)
     if rows <= 0 or cols <= 0 or frames <= 0:
         raise UploadError(422, "invalid_attribute", f"{name}: Rows, Columns and Number of Frames must be positive")
     if rows > limits.max_rows or cols > limits.max_columns or frames > limits.max_frames:
@@ -308,7 +323,18 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         position=along, instance=_number(ds, "InstanceNumber", None, name, int),
         pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
         frame_rescales=_frame_rescales(ds, frames, name),
+        frame_positions=_frame_positions(ds, frames, position),
     )
+
+
+def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> list[list[float] | None]:
+    """ImagePositionPatient of each frame: an enhanced file's per-frame values, else the file's own
+    (which names the first frame only when there are several)."""
+    items = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames > 1 and items and len(items) == frames:
+        return [_floats(item.PlanePositionSequence[0].get("ImagePositionPatient") or [], 3)
+                if item.get("PlanePositionSequence") else None for item in items]
+    return [position] + [None] * (frames - 1)
 
 
 def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
@@ -354,6 +380,16 @@ def _check_consistent(files: list[ParsedFile]) -> None:
                 raise UploadError(422, "inconsistent_series",
                                   f"{parsed.name}: {keyword} {parsed.dataset.get(keyword)} differs from "
                                   f"{files[0].name} ({first.get(keyword)}); all slices must match")
+        for keyword, what in (("PatientID", "patient id"), ("PatientName", "patient name"),
+                              ("StudyInstanceUID", "study")):
+            if str(parsed.dataset.get(keyword, "")) != str(first.get(keyword, "")):
+                raise UploadError(422, "inconsistent_series",
+                                  f"{parsed.name}: its {what} differs from {files[0].name}'s; "
+                                  "a record holds the images of one patient's series only")
+        if _pixel_spacing(parsed.dataset) != _pixel_spacing(first):
+            raise UploadError(422, "inconsistent_series",
+                              f"{parsed.name}: its pixel spacing {_pixel_spacing(parsed.dataset)} differs from "
+                              f"{files[0].name}'s {_pixel_spacing(first)}; distances on the stack would be wrong")
         mine = _floats(parsed.dataset.get("ImageOrientationPatient") or [], 6)
         theirs = _floats(first.get("ImageOrientationPatient") or [], 6)
         if mine and theirs and not np.allclose(mine, theirs, atol=1e-3):
@@ -395,6 +431,14 @@ def _pixel_spacing(ds: Dataset) -> list[float]:
     return [1.0, 1.0]
 
 
+def _slice_thickness(ds: Dataset) -> float | None:
+    try:
+        value = float(_attr(ds, "SliceThickness", "PixelMeasuresSequence"))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
 def _default_window(ds: Dataset) -> dict | None:
     center = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
     width = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
@@ -415,8 +459,34 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "")[:200]
 
 
-def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
-    """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
+Refusal = tuple[int, str, str]
+"""An UploadError as plain values (status, code, message), so it crosses a process boundary."""
+FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[Refusal | None]]
+
+
+def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
+                 check_files: FileChecker | None = None) -> ParsedRecord:
+    """Validate an upload and analyse it into a record, or raise UploadError naming the reason.
+
+    `check_files` runs `check_file` over every file; a node passes its decode worker pool
+    (`daemons.render.isolation`), so parsing and decoding untrusted bytes first happens where a
+    codec crash, hang or memory blow-up cannot hurt the node. Only files that passed there are
+    parsed again here (the same code on the same bytes), for the record's analysis. The default
+    checks in this process, for trusted files (tools, tests).
+    """
+    _check_sizes(uploads, limits)
+    refusal = next((r for r in (check_files or check_files_here)(uploads, limits) if r is not None), None)
+    if refusal is not None:
+        raise UploadError(*refusal)
+    try:
+        return _analyse(uploads, limits)
+    except UploadError:
+        raise
+    except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
+        raise UploadError(422, "unreadable", f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+
+
+def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
     if not any(raw for _, raw in uploads):
         raise UploadError(400, "empty_upload", "no file was sent: attach one or more DICOM files as `files`")
     empty = [name for name, raw in uploads if not raw]
@@ -428,6 +498,10 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     total = sum(len(raw) for _, raw in uploads)
     if total > limits.max_upload_bytes:
         raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
+
+
+def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
+    total = sum(len(raw) for _, raw in uploads)
     unique: dict[str, ParsedFile] = {}
     for name, raw in uploads:
         parsed = _parse_file(name, raw, limits)
@@ -456,7 +530,6 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
     sample = files[len(files) // 2]
     sample_frame = _trial_decode(sample, layout)
-    _decode_all_compressed(files, layout)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
         values = Modality(slope, intercept).apply(sample_frame)
@@ -476,6 +549,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "bits_stored": layout.bits_stored,
         "pixel_spacing": _pixel_spacing(first),
         "slice_spacing": _slice_spacing(files, first),
+        "slice_thickness": _slice_thickness(first),
         "default_window": None if layout.is_color else _default_window(first),
         "study_uid": _text(first, "StudyInstanceUID"),
         "series_uid": _text(first, "SeriesInstanceUID"),
@@ -484,10 +558,12 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedReco
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
+        **slice_table(orientation, [(f.instance, p) for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),
         "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        "orientation_known": orientation is not None,
         "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
         "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
         "modality_lut": _lut_json(modality_lut),
@@ -520,25 +596,72 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
                           "the file is truncated")
+    if element.length != expected + expected % 2:
+        raise UploadError(422, "invalid_attribute",
+                          f"{parsed.name}: the pixel data has {element.length} bytes, but Rows x Columns x frames x "
+                          f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
+                          f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
 
 
-def _decode_all_compressed(files: list[ParsedFile], layout: Layout) -> None:
+def check_file(name: str, raw: bytes, limits: Limits) -> Refusal | None:
+    """Everything about one file that runs parsing or codec code on its bytes; None if it passes.
+
+    Run in a decode worker process. Parses the file, converts every element (a bad VR or value
+    fails here, not later in the node), refuses duplicated elements, checks the pixel data length
+    against the dimensions and decodes every frame, so what is stored is known decodable. Any
+    exception of the parser or a codec becomes a refusal: no upload may give a 5xx.
+    """
+    try:
+        parsed = _parse_file(name, raw, limits)
+        _check_no_duplicates(parsed)
+        layout = _layout(parsed.dataset, float_modality=False)
+        _check_pixel_length(parsed, layout)
+        for _ in parsed.dataset.iterall():
+            pass
+        _decode_every_frame(parsed, layout)
+    except UploadError as exc:
+        return exc.status, exc.code, exc.message
+    except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
+        return 422, "unreadable", f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"[:400]
+    return None
+
+
+def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[Refusal | None]:
+    """`check_file` over every file in this process: for trusted files only (a codec panic would escape)."""
+    return [check_file(name, raw, limits) for name, raw in uploads]
+
+
+def _check_no_duplicates(parsed: ParsedFile) -> None:
+    """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?)."""
+    raw, ds = parsed.raw, parsed.dataset
+    implicit, little = ds.original_encoding
+    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or \
+            str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        return  # no meta group length to find the dataset by, or a deflated body
+    stream = io.BytesIO(raw)
+    stream.seek(144 + int.from_bytes(raw[140:144], "little"))
+    seen: set[int] = set()
+    for element in data_element_generator(stream, implicit, little, defer_size=256):
+        if element.tag in seen:
+            raise _invalid(parsed.name, f"element {element.tag} appears twice; which value holds is ambiguous")
+        seen.add(element.tag)
+
+
+def _decode_every_frame(parsed: ParsedFile, layout: Layout) -> None:
     """Decode every frame that is not plain uncompressed data, so no stored slice fails at load.
 
     Uncompressed frames need no trial: their length was checked, and any bytes are valid values.
     """
-    compressed = [f for f in files if f.pixel_offset is None or not fast_path_possible(layout)]
-
-    def check(parsed: ParsedFile) -> None:
-        try:
-            for frame in range(parsed.frames):
-                next(decode_frames(parsed.raw, layout, [frame], None, *parsed.rescale(frame), parsed.dataset))
-        except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
-            raise UploadError(422, "undecodable_pixels",
-                              f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
-
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        list(pool.map(check, compressed))
+    if parsed.pixel_offset is not None and fast_path_possible(layout):
+        return
+    try:
+        for index in range(parsed.frames):
+            _, frame = next(decode_frames(parsed.raw, layout, [index], None, *parsed.rescale(index), parsed.dataset))
+            if frame.shape != layout.frame_shape:
+                raise ValueError(f"frame {index} decodes to {frame.shape}, not {layout.frame_shape}")
+    except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+        raise UploadError(422, "undecodable_pixels",
+                          f"{parsed.name}: the pixel data cannot be decoded ({exc})"[:400]) from exc
 
 
 def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:

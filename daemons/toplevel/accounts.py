@@ -7,12 +7,12 @@ the same rules (username form, password length, existing institution, unique nam
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import peewee
 
 from shared.errors import ApiError
-from shared.tokens import ROLES
+from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
 from daemons.toplevel.models import Institution, User
@@ -75,11 +75,18 @@ INSTITUTION_FIELDS = {
 }
 
 
-def create_user(body: dict[str, Any], passwords: Passwords, min_password_length: int) -> User:
-    """Validate a new user's fields and insert it; `409 conflict` if the username is taken."""
+def create_user(body: dict[str, Any], passwords: Passwords, min_password_length: int,
+                authorize: Callable[[dict[str, Any]], None] | None = None) -> User:
+    """Validate a new user's fields and insert it; `409 conflict` if the username is taken.
+
+    `authorize` sees the validated fields before anything is written (the API's role and
+    institution check; the CLI, run by the server's operator, passes none).
+    """
     check_body_fields(body, tuple(USER_CREATE_FIELDS))
     password = password_field(body, "password", min_password_length)
     data = validate(body, USER_CREATE_FIELDS)
+    if authorize is not None:
+        authorize(data)
     if User.get_or_none(User.username == data["username"]) is not None:
         raise ApiError(409, "conflict", f"the username {data['username']!r} is already taken")
     try:

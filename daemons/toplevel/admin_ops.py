@@ -12,16 +12,15 @@ from typing import Iterator, Sequence
 
 import peewee
 
+from daemons.toplevel import accounts, sessions
+from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType, User
+from daemons.toplevel.passwords import passwords_from_config
+from daemons.toplevel.record_types import check_code
+from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 from shared.config import Config
 from shared.db import database_from_config
 from shared.errors import ApiError
 from shared.validation import parse_uuid, validate
-
-from daemons.toplevel import accounts
-from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType
-from daemons.toplevel.passwords import passwords_from_config
-from daemons.toplevel.record_types import check_code
-from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 
 CLI_USER = "sivr-cli"
 
@@ -81,6 +80,21 @@ def create_user(
                                     config["auth"]["min_password_length"])
         _audit("user.create", "user", user.id,
                f"username={user.username} role={user.role} institution={user.institution_id}")
+        return user_json(user)
+
+
+def set_role(config: Config, username: str, role: str) -> dict:
+    """Give a user another role and end their sessions (their tokens name the old one)."""
+    with _database(config):
+        data = validate({"role": role}, {"role": accounts.USER_UPDATE_FIELDS["role"]})
+        user = User.get_or_none(User.username == username.strip().lower())
+        if user is None:
+            raise ValueError(f"no user named {username!r}")
+        if user.role != data["role"]:
+            previous, user.role = user.role, data["role"]
+            user.save(only=[User.role])
+            sessions.revoke_user_sessions(user.id)
+            _audit("user.update", "user", user.id, f"role={user.role} (was {previous})")
         return user_json(user)
 
 

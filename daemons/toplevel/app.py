@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
+import peewee
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-
-from shared.audit import audit_blueprint
-from shared.config import Config
-from shared.db import bind_models, bind_per_request
-from shared.tokens import TokenIssuer, load_private_key
-from shared.webapp import create_base_app
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
 from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
-from daemons.toplevel.models import AuditEntry, database_proxy
+from daemons.toplevel.models import AuditEntry, User, database_proxy
 from daemons.toplevel.passwords import passwords_from_config
+from shared.audit import audit_blueprint
+from shared.config import Config
+from shared.db import bind_models, bind_per_request
+from shared.roles import is_system_admin
+from shared.tokens import MAX_EXCHANGED_TTL_S, Identity, TokenIssuer, load_private_key
+from shared.webapp import create_base_app, layer_audience
 
 
-def issuer_from_config(config: Config) -> TokenIssuer:
+def signing_key_from_config(config: Config) -> Ed25519PrivateKey:
     tokens = config["tokens"]
     if not tokens["private_key"]:
         raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
-    return TokenIssuer(load_private_key(tokens["private_key"]), tokens["issuer"], tokens["audience"],
+    return load_private_key(tokens["private_key"])
+
+
+def issuer_from_config(config: Config, key: Ed25519PrivateKey | None = None) -> TokenIssuer:
+    tokens = config["tokens"]
+    if not 1 <= tokens["exchanged_ttl_s"] <= MAX_EXCHANGED_TTL_S:
+        raise ValueError(f"{config.source}: tokens.exchanged_ttl_s must be 1 to {MAX_EXCHANGED_TTL_S} s "
+                         f"(the other layers refuse longer-lived tokens); it is {tokens['exchanged_ttl_s']}")
+    return TokenIssuer(key or signing_key_from_config(config), tokens["issuer"], layer_audience(config),
                        tokens["access_ttl_s"])
 
 
 def _refuse_ended_sessions() -> None:
     """A `before_request` hook must return None to let the view run."""
     require_live_session()
+
+
+def _audit_scope(identity: Identity, query: peewee.ModelSelect) -> peewee.ModelSelect:
+    """System admins read the whole log; an institution admin the entries of their institution's users."""
+    if is_system_admin(identity):
+        return query
+    members = User.select(User.id).where(User.institution == identity.institution_id)
+    return query.where(AuditEntry.user_id.in_(members))
 
 
 def create_app(config: Config) -> Flask:
@@ -37,12 +55,14 @@ def create_app(config: Config) -> Flask:
     """
     app = create_base_app(__name__, config)
     bind_per_request(app, bind_models(database_proxy, config))
+    key = signing_key_from_config(config)
     app.extensions[EXTENSION] = Toplevel(
-        config=config, issuer=issuer_from_config(config), passwords=passwords_from_config(config)
+        config=config, issuer=issuer_from_config(config, key), passwords=passwords_from_config(config),
+        signing_key=key,
     )
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)
-    audit = audit_blueprint(AuditEntry)
+    audit = audit_blueprint(AuditEntry, scope=_audit_scope)
     # the shared endpoint checks the token alone; here a logged-out or deactivated admin is refused too
     audit.before_request(_refuse_ended_sessions)
     app.register_blueprint(audit)

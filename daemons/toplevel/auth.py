@@ -1,4 +1,9 @@
-"""Login, token renewal and logout: the only place access tokens are minted."""
+"""Login, token renewal, token exchange and logout: the only place access tokens are minted.
+
+Login and renewal give a session token, accepted by the toplevel alone. The exchange turns it into
+a short-lived token for one other server (an institution server, a render node): the client asks
+for one per server it calls, so no server ever receives a token another would accept.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from flask import Blueprint, Response, jsonify
 from shared.audit import client_address, record_audit
 from shared.auth import authenticate
 from shared.errors import ApiError
+from shared.tokens import Identity, normalize_audience
 from shared.validation import json_body
 
 from daemons.toplevel import sessions, throttle
@@ -60,7 +66,7 @@ def login():
     top = toplevel()
     auth = top.config["auth"]
     address = client_address()
-    throttle.check_login_allowed(username, address, auth)
+    attempt = throttle.reserve_attempt(username, address, auth, "auth.login_throttled")
 
     user = User.get_or_none(User.username == username)
     if user is None:
@@ -69,11 +75,11 @@ def login():
     else:
         verified = top.passwords.verify(user.password_hash, password)
     if not verified:
-        throttle.record_failure(username, address, auth["failed_login_window_s"])
         record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None,
                      detail="wrong password" if user else "unknown username",
                      user_id=user.id if user else "", username=username)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
+    throttle.attempt_succeeded(attempt, username, address)
     if not user.active:
         record_audit(AuditEntry, "auth.login_failed", "user", user.id, detail="account deactivated",
                      user_id=user.id, username=username)
@@ -82,22 +88,78 @@ def login():
     if top.passwords.needs_rehash(user.password_hash):
         user.password_hash = top.passwords.hash(password)
         user.save(only=[User.password_hash])
-    throttle.clear_failures(username)
     session_id, auth_time = sessions.start_session(user.id, top.session_max_s, top.issuer.ttl_s)
     record_audit(AuditEntry, "auth.login", "user", user.id, detail=f"session {session_id}",
                  user_id=user.id, username=user.username)
     return _token_answer(user, session_id, auth_time)
 
 
-@bp.post("/api/v1/auth/renew")
-def renew():
-    """A new token for the same session, re-checked against the user table and the session limit."""
-    identity, user = require_live_session()
+def _check_session_limit(identity: Identity) -> None:
+    """`401 session_expired` once the session is older than the absolute limit."""
     limit = toplevel().session_max_s
     if time.time() - identity.auth_time > limit:
         raise ApiError(401, "session_expired",
                        f"sessions last at most {limit // 3600} h {limit % 3600 // 60} min; log in again")
+
+
+@bp.post("/api/v1/auth/renew")
+def renew():
+    """A new token for the same session, re-checked against the user table and the session limit."""
+    identity, user = require_live_session()
+    _check_session_limit(identity)
     return _token_answer(user, session_id=identity.session_id, auth_time=identity.auth_time)
+
+
+EXCHANGE_AUDIT_ACTION = "auth.token_exchange"
+
+
+@bp.post("/api/v1/auth/token")
+def exchange():
+    """RFC 8693 style token exchange: the session token (bearer) for a token for one other server.
+
+    The session and the user are re-checked on every exchange, and the token lives at most
+    `tokens.exchanged_ttl_s` (<= 60 s), so a revoked session stops working everywhere within that
+    time. Its claims come from the user row as it is now, not from the session token.
+    """
+    identity, user = require_live_session()
+    _check_session_limit(identity)
+    body = json_body()
+    check_body_fields(body, ("audience",))
+    raw = body.get("audience")
+    if not isinstance(raw, str) or len(raw) > 2000:
+        raise ApiError(400, "validation_error", "audience must be the base URL of the server the token is for")
+    try:
+        audience = normalize_audience(raw)
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"audience: {exc}") from exc
+    top = toplevel()
+    if audience == top.issuer.audience:
+        raise ApiError(400, "validation_error",
+                       "the toplevel's own audience is the session token's; exchange it for other servers only")
+    token, expires_in = top.issuer.issue(
+        user.id, user.username, user.role, user.institution_id, session_id=identity.session_id,
+        auth_time=identity.auth_time, audience=audience, ttl_s=top.exchanged_ttl_s,
+    )
+    _audit_first_exchange(identity, audience)
+    return jsonify({
+        "access_token": token,
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "audience": audience,
+    })
+
+
+def _audit_first_exchange(identity: Identity, audience: str) -> None:
+    """One entry per session and server, at its first exchange: renewals every minute would
+    flood the log without saying anything new (the servers audit what the token was used for)."""
+    detail = f"audience {audience}"[:2000]
+    already = AuditEntry.select(AuditEntry.id).where(
+        AuditEntry.user_id == identity.user_id, AuditEntry.action == EXCHANGE_AUDIT_ACTION,
+        AuditEntry.object_id == identity.session_id, AuditEntry.detail == detail,
+    ).exists()
+    if not already:
+        record_audit(AuditEntry, EXCHANGE_AUDIT_ACTION, "session", identity.session_id, detail=detail)
 
 
 @bp.post("/api/v1/auth/logout")

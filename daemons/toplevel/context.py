@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import peewee
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, current_app
 
 from shared.auth import authenticate, check_role
@@ -39,10 +40,15 @@ class Toplevel:
     config: Config
     issuer: TokenIssuer
     passwords: Passwords
+    signing_key: Ed25519PrivateKey  # the issuer's key, which also signs patient references
 
     @property
     def session_max_s(self) -> int:
         return self.config["tokens"]["session_max_s"]
+
+    @property
+    def exchanged_ttl_s(self) -> int:
+        return self.config["tokens"]["exchanged_ttl_s"]
 
 
 def toplevel() -> Toplevel:

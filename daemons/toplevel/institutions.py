@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
+from shared.roles import SYSTEM_ADMIN
 from shared.validation import json_body, validate
 
 from daemons.toplevel import accounts
@@ -24,7 +25,7 @@ def list_institutions():
 
 
 @bp.post("/api/v1/institutions")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def create_institution():
     institution = accounts.create_institution(validate(json_body(), accounts.INSTITUTION_FIELDS))
     record_audit(AuditEntry, "institution.create", "institution", institution.id,
@@ -42,7 +43,7 @@ def get_institution(institution_id: str):
 
 
 @bp.put("/api/v1/institutions/<institution_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def update_institution(institution_id: str):
     institution = get_by_id(Institution, institution_id, "institution")
     data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
@@ -55,7 +56,7 @@ def update_institution(institution_id: str):
 
 
 @bp.delete("/api/v1/institutions/<institution_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def delete_institution(institution_id: str):
     institution = get_by_id(Institution, institution_id, "institution")
     members = User.select().where(User.institution == institution.id).count()

@@ -15,7 +15,8 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import model_base, new_id, upgrade_from_config, utcnow
+from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
+from shared.roles import LEGACY_ADMIN, SYSTEM_ADMIN
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -130,6 +131,20 @@ def name_search_key(text: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
+def _split_admin_role(db: peewee.Database) -> None:
+    """Schema 1 -> 2: the one `admin` role became `sysadmin` and `instadmin`.
+
+    Every existing admin becomes a system administrator, so no deployment is locked out of its
+    institutions and record types; demote those who should administer one institution only with
+    `sivr user set-role USERNAME instadmin`. Their open tokens name the retired role and are
+    refused everywhere from now on: they log in again.
+    """
+    db.execute_sql(f"UPDATE app_user SET role = {db.param} WHERE role = {db.param}", (SYSTEM_ADMIN, LEGACY_ADMIN))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_split_admin_role,)
+
+
 def upgrade(config: Config) -> int:
     """Create or upgrade the toplevel schema in `database.url`; returns the schema version."""
-    return upgrade_from_config(config, "toplevel", MODELS)
+    return upgrade_from_config(config, "toplevel", MODELS, MIGRATIONS)

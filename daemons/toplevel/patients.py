@@ -11,17 +11,20 @@ import datetime as dt
 from flask import Blueprint, Response, jsonify
 
 from shared.audit import record_audit
+from shared.auth import current_identity
+from shared.patient_refs import FIELD, issue_patient_reference
 from shared.errors import ApiError
+from shared.roles import ROLES, SYSTEM_ADMIN
 from shared.validation import Field, json_body, page_args, parse_date, validate, query_text
 
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique, toplevel
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
 
 bp = Blueprint("patients", __name__)
 
 SEXES = ("F", "M", "O", "U")
-_READERS = ("physician", "admin")
+_READERS = ROLES
 
 
 def check_birth_date(value: str, field: str) -> dt.date:
@@ -88,6 +91,20 @@ def get_patient(patient_id: str):
     return jsonify(patient_json(patient))
 
 
+@bp.post("/api/v1/patients/<patient_id>/reference")
+@require_user(*_READERS)
+def patient_reference(patient_id: str):
+    """A short-lived signed reference to this patient, which institution servers require before they
+    store a finding or a record for them (they cannot ask the toplevel: `shared.patient_refs`)."""
+    patient = get_by_id(Patient, patient_id, "patient")
+    top = toplevel()
+    ttl_s = top.config["tokens"]["patient_reference_ttl_s"]
+    reference = issue_patient_reference(top.signing_key, top.issuer.issuer, patient.id,
+                                        current_identity().user_id, ttl_s)
+    record_audit(AuditEntry, "patient.reference", "patient", patient.id, patient.id)
+    return jsonify({FIELD: reference, "expires_in": ttl_s})
+
+
 @bp.put("/api/v1/patients/<patient_id>")
 @require_user(*_READERS)
 def update_patient(patient_id: str):
@@ -102,7 +119,7 @@ def update_patient(patient_id: str):
 
 
 @bp.delete("/api/v1/patients/<patient_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def delete_patient(patient_id: str):
     patient = get_by_id(Patient, patient_id, "patient")
     patient.delete_instance()

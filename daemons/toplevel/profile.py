@@ -59,11 +59,11 @@ def change_my_password():
     new_password = password_field(body, "new_password", auth["min_password_length"])
     user = _me()
     address = client_address()
-    throttle.check_login_allowed(user.username, address, auth)
+    attempt = throttle.reserve_attempt(user.username, address, auth, "user.password_change_throttled")
     if not top.passwords.verify(user.password_hash, old_password):
-        throttle.record_failure(user.username, address, auth["failed_login_window_s"])
         record_audit(AuditEntry, "user.password_change_failed", "user", user.id, detail="wrong old password")
         raise ApiError(403, "wrong_password", "the old password is not correct")
+    throttle.attempt_succeeded(attempt, user.username, address)
     user.password_hash = top.passwords.hash(new_password)
     user.save(only=[User.password_hash])
     sessions.revoke_user_sessions(user.id, keep=current_identity().session_id)

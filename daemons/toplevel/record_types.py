@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify
 
 from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
+from shared.roles import SYSTEM_ADMIN
 from shared.validation import Field, json_body, validate
 
 from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
@@ -46,7 +47,7 @@ def list_record_types():
 
 
 @bp.post("/api/v1/record-types")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def create_record_type():
     record_type = RecordType(**validate(json_body(), FIELDS))
     _save(record_type, create=True)
@@ -59,7 +60,7 @@ refuse_blank_id(bp, "/api/v1/record-types", "record type", ["GET", "PUT", "DELET
 
 
 @bp.put("/api/v1/record-types/<record_type_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def update_record_type(record_type_id: str):
     record_type = get_by_id(RecordType, record_type_id, "record type")
     data = validate(json_body(), FIELDS, partial=True)
@@ -72,7 +73,7 @@ def update_record_type(record_type_id: str):
 
 
 @bp.delete("/api/v1/record-types/<record_type_id>")
-@require_user("admin")
+@require_user(SYSTEM_ADMIN)
 def delete_record_type(record_type_id: str):
     record_type = get_by_id(RecordType, record_type_id, "record type")
     record_type.delete_instance()

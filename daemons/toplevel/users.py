@@ -1,12 +1,18 @@
-"""User administration (admins) and the user directory (physicians see names only)."""
+"""User administration and the user directory.
+
+Who may administer which user is `shared.roles` (system admins: everyone; institution admins:
+their own institution's users, never a system admin); everyone else sees names only.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
 from shared.audit import describe_changes, record_audit
-from shared.auth import current_identity
+from shared.auth import current_identity, require_admin_of
 from shared.errors import ApiError
+from shared.roles import ADMIN_ROLES, may_administer_user, may_grant_role
+from shared.tokens import Identity
 from shared.validation import json_body, parse_uuid, validate, query_text
 
 from daemons.toplevel import accounts, sessions
@@ -27,15 +33,41 @@ def list_users():
         query = query.where(User.username.contains(q) | User.full_name.contains(q))
     if request.args.get("institution_id") is not None:
         query = query.where(User.institution == parse_uuid(request.args["institution_id"], "institution_id"))
-    shape = user_json if current_identity().is_admin else user_name_json
+    identity = current_identity()
+
+    def shape(user: User) -> dict:
+        administered = may_administer_user(identity, user.role, user.institution_id)
+        return user_json(user) if administered else user_name_json(user)
+
     return jsonify(page_of(query, (User.username,), shape))
 
 
+def _require_may_grant(identity: Identity, role: str) -> None:
+    if not may_grant_role(identity, role):
+        raise ApiError(403, "forbidden", f"only a system administrator may give the role {role}")
+
+
+def _administered_user(user_id: str) -> User:
+    """The user with this id, if the caller may administer them (else 403; unknown id: 404)."""
+    identity = current_identity()
+    user = get_by_id(User, user_id, "user")
+    require_admin_of(identity, user.institution_id, "this user")
+    _require_may_grant(identity, user.role)
+    return user
+
+
 @bp.post("/api/v1/users")
-@require_user("admin")
+@require_user(*ADMIN_ROLES)
 def create_user():
     top = toplevel()
-    user = accounts.create_user(json_body(), top.passwords, top.config["auth"]["min_password_length"])
+    identity = current_identity()
+
+    def authorize(data: dict) -> None:
+        require_admin_of(identity, data["institution_id"], "the new user")
+        _require_may_grant(identity, data["role"])
+
+    user = accounts.create_user(json_body(), top.passwords, top.config["auth"]["min_password_length"],
+                                authorize=authorize)
     record_audit(AuditEntry, "user.create", "user", user.id,
                  detail=f"username={user.username} role={user.role} institution={user.institution_id}")
     return jsonify(user_json(user)), 201
@@ -45,18 +77,28 @@ refuse_blank_id(bp, "/api/v1/users", "user", ["GET", "PUT", "DELETE"])
 
 
 @bp.get("/api/v1/users/<user_id>")
-@require_user("admin")
+@require_user(*ADMIN_ROLES)
 def get_user(user_id: str):
-    return jsonify(user_json(get_by_id(User, user_id, "user")))
+    return jsonify(user_json(_administered_user(user_id)))
 
 
 @bp.put("/api/v1/users/<user_id>")
-@require_user("admin")
+@require_user(*ADMIN_ROLES)
 def update_user(user_id: str):
-    """Deactivating a user or moving them to another role or institution ends their sessions."""
-    user = get_by_id(User, user_id, "user")
+    """Deactivating a user or moving them to another role or institution ends their sessions.
+
+    The caller must administer the user as they are and as they would be after the change, so an
+    institution admin can neither move a user (themselves included) elsewhere nor promote anyone
+    to system admin.
+    """
+    identity = current_identity()
+    user = _administered_user(user_id)
     data = validate(json_body(), accounts.USER_UPDATE_FIELDS, partial=True)
-    if user.id == current_identity().user_id:
+    if "institution_id" in data:
+        require_admin_of(identity, data["institution_id"], "the institution you move this user to")
+    if "role" in data:
+        _require_may_grant(identity, data["role"])
+    if user.id == identity.user_id:
         if data.get("active") is False:
             raise ApiError(409, "conflict", "you cannot deactivate your own account")
         if data.get("role", user.role) != user.role:
@@ -73,9 +115,9 @@ def update_user(user_id: str):
 
 
 @bp.delete("/api/v1/users/<user_id>")
-@require_user("admin")
+@require_user(*ADMIN_ROLES)
 def delete_user(user_id: str):
-    user = get_by_id(User, user_id, "user")
+    user = _administered_user(user_id)
     if user.id == current_identity().user_id:
         raise ApiError(409, "conflict", "you cannot delete your own account")
     user.delete_instance()
@@ -85,10 +127,10 @@ def delete_user(user_id: str):
 
 
 @bp.post("/api/v1/users/<user_id>/password")
-@require_user("admin")
+@require_user(*ADMIN_ROLES)
 def reset_password(user_id: str):
     """Set a new password and end the user's open sessions (their tokens may be in wrong hands)."""
-    user = get_by_id(User, user_id, "user")
+    user = _administered_user(user_id)
     body = json_body()
     check_body_fields(body, ("new_password",))
     top = toplevel()

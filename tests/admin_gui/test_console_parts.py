@@ -135,8 +135,8 @@ def test_a_form_keeps_a_current_value_it_does_not_know(qtbot):
     qtbot.addWidget(parent)
     dialog = FormDialog(parent, "Edit", TaskRunner(parent), lambda values: {}, lambda values: None)
     dialog.add_combo("institution_id", "Institution", [("A", "id-a"), ("B", "id-b")], "id-gone")
-    dialog.add_combo("role", "Role", [("Physician", "physician"), ("Administrator", "admin")], "admin")
-    assert dialog.values() == {"institution_id": "id-gone", "role": "admin"}
+    dialog.add_combo("role", "Role", [("Physician", "physician"), ("System administrator", "sysadmin")], "sysadmin")
+    assert dialog.values() == {"institution_id": "id-gone", "role": "sysadmin"}
 
 
 def test_text_from_servers_is_shown_literally_never_as_html(qtbot):
@@ -233,3 +233,26 @@ def test_cycle_collection_runs_only_on_the_gui_thread_while_the_console_runs(qap
     assert gc.get_count()[0] > before
     collect_due_generation()
     assert gc.get_count()[0] < gc.get_threshold()[0]
+
+
+def test_console_sends_each_server_a_token_exchanged_for_it(gui_deployment):
+    """The session token stays with the toplevel; an institution server gets its own token, and a
+    refused one is replaced once by a fresh exchange."""
+    import jwt
+
+    from shared.tokens import normalize_audience
+
+    top = ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert)
+    top.login(**gui_deployment.users["admin"])
+    server_url = gui_deployment.layout.institutions[0]["server_url"]
+    institution = top.for_server(server_url)
+    assert institution.get("/api/v1/info")["institution_id"]
+    tokens = top.credentials.server_tokens
+    sent = tokens.token_for(server_url)
+    assert jwt.decode(sent, options={"verify_signature": False})["aud"] == normalize_audience(server_url)
+    assert sent != top.credentials.access_token
+
+    stale = ApiClient(server_url, gui_deployment.ca_cert, top.credentials, issues_tokens=False)
+    stale.credentials.server_tokens._tokens[normalize_audience(server_url)] = (top.credentials.access_token, 1e18)
+    assert stale.get("/api/v1/info")["institution_id"]  # the session token was refused there, then replaced
+    assert tokens.token_for(server_url) != top.credentials.access_token

@@ -39,7 +39,7 @@ def test_deactivation_ends_the_session_at_the_next_call(qtbot, window, gui_deplo
     boss.login(**deployment.users["admin"])
     second = boss.post("/api/v1/users", {
         "username": "second.admin", "password": "second-admin-pw", "full_name": "Second Admin",
-        "role": "admin", "institution_id": deployment.layout.institutions[0]["id"]})
+        "role": "sysadmin", "institution_id": deployment.layout.institutions[0]["id"]})
     log_in(qtbot, window, deployment, "second.admin", "second-admin-pw")
     screen = open_screen(qtbot, window, "Institutions")
 

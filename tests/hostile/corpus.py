@@ -7,6 +7,7 @@ values, deep sequence nesting, decompression bombs, and files that are not DICOM
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -155,6 +156,68 @@ def _j2k_header_bomb() -> bytes:
     return _encapsulated(JPEG2000Lossless, [codestream], 60000, 60000)
 
 
+def rle_corrupted_segments() -> bytes:
+    """A 16×16 16-bit RLE frame whose two segments each expand past the image: pylibjpeg-rle 2.2
+    panics (pyo3 PanicException, a BaseException) with "index out of bounds"."""
+    segment = bytes([0x81, 0]) * 3  # three runs of 128 zeros: 384 bytes where 256 fit
+    header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
+    return _encapsulated(RLELossless, [header + segment + segment], 16, 16)
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_j2k(size: int) -> bytes:
+    """A lossless JPEG 2000 codestream of a size×size 16-bit image of zeros (a few hundred bytes)."""
+    from pydicom.pixels import get_encoder
+
+    image = np.zeros((size, size), dtype=np.uint16)
+    return get_encoder(JPEG2000Lossless).encode(
+        image, rows=size, columns=size, samples_per_pixel=1, bits_allocated=16, bits_stored=16,
+        pixel_representation=0, photometric_interpretation="MONOCHROME2", number_of_frames=1)
+
+
+def j2k_bomb(size: int = 8192, frames: int = 1) -> bytes:
+    """A valid JPEG 2000 file of `frames` size×size frames from a ~400-byte codestream each: a
+    decompression bomb (8192² decodes to 128 MiB plus the codec's own buffers) and, with many
+    frames, a file that keeps a decoder busy for as long as one likes."""
+    ds = base_dataset()
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    if frames != 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = encapsulate([_zero_j2k(size)] * frames)
+    ds["PixelData"].VR = "OB"
+    return to_bytes(ds)
+
+
+def _duplicated(keyword: str, value: bytes) -> Callable[[], bytes]:
+    """CT_small with a second copy of an element written right after the first (pydicom keeps the last)."""
+
+    def make() -> bytes:
+        data = to_bytes(base_dataset())
+        element = base_dataset()[keyword]
+        tag = struct.pack("<HH", element.tag.group, element.tag.element)
+        at = data.index(tag + element.VR.encode())
+        long_form = element.VR in ("OB", "OW", "SQ", "UN", "UT", "OF")
+        header = 12 if long_form else 8
+        length = struct.unpack_from("<I" if long_form else "<H", data, at + (8 if long_form else 6))[0]
+        end = at + header + length
+        copy = _raw_element((element.tag.group, element.tag.element), element.VR.encode(), value)
+        return data[:end] + copy + data[end:]
+
+    return make
+
+
+def _vr_case_changed() -> bytes:
+    """CT_small with one byte changed: Rows's VR `US` written `Us` (pydicom: NotImplementedError)."""
+    data = to_bytes(base_dataset())
+    at = data.index(b"\x28\x00\x10\x00US")
+    return data[:at + 4] + b"Us" + data[at + 6:]
+
+
 def _not_dicom() -> Iterator[Case]:
     yield "empty-file", b""
     yield "one-byte", b"\0"
@@ -176,6 +239,15 @@ def _bad_headers() -> Iterator[tuple[str, Callable[[], bytes]]]:
     yield "huge-frames", _mutated(NumberOfFrames=2**31 - 1)
     yield "frames-negative", _mutated_raw("NumberOfFrames", b"-917")
     yield "frames-not-a-number", _mutated_raw("NumberOfFrames", b"abc")
+    yield "frames-minus-one", _mutated_raw("NumberOfFrames", b"-1")
+    yield "frames-1e9", _mutated_raw("NumberOfFrames", b"1e9")
+    yield "frames-nan", _mutated_raw("NumberOfFrames", b"NaN")
+    yield "columns-disagree-with-pixel-length", _mutated(Columns=64)
+    yield "rows-disagree-with-pixel-length", _mutated(Rows=127)
+    yield "duplicated-rows", _duplicated("Rows", struct.pack("<H", 64))
+    yield "duplicated-columns", _duplicated("Columns", struct.pack("<H", 128))
+    yield "duplicated-pixel-data", _duplicated("PixelData", b"\0" * 128 * 128 * 2)
+    yield "vr-us-written-Us", _vr_case_changed
     yield "rows-zero", _mutated(Rows=0)
     yield "columns-zero", _mutated(Columns=0)
     yield "bits-allocated-zero", _mutated(BitsAllocated=0)
@@ -268,6 +340,7 @@ def _bombs() -> Iterator[tuple[str, Callable[[], bytes]]]:
     yield "j2k-declares-60000px", _j2k_header_bomb
     yield "encapsulated-garbage-j2k", lambda: _encapsulated(JPEG2000Lossless, [b"\0" * 500], 128, 128)
     yield "encapsulated-garbage-rle", lambda: _encapsulated(RLELossless, [b"\xff" * 64], 128, 128)
+    yield "rle-corrupted-segments-panic", rle_corrupted_segments
     yield "encapsulated-frames-mismatch", lambda: _encapsulated(RLELossless, [b"\0" * 64], 128, 128, 500)
     yield "encapsulated-zero-fragments", lambda: _encapsulated_empty()
     yield "deep-sequence-200", lambda: _deep_sequence(200)

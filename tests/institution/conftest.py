@@ -1,7 +1,8 @@
 """Fixtures for the institution API tests: a real app on a fresh database, real signed tokens.
 
 The institution server holds only the toplevel's public key; the tests play the toplevel by
-minting tokens with the matching private key, exactly as the real toplevel would.
+minting tokens with the matching private key, exactly as the real toplevel's token exchange would
+(for this server's audience, living at most 60 s).
 Every test runs once on a temporary SQLite file and once on PostgreSQL when `SIVR_TEST_PG_URL`
 names a server where databases may be created: one uniquely named database per session, emptied
 before each test (creating a database or schema per test costs seconds on PostgreSQL).
@@ -10,21 +11,25 @@ before each test (creating a database or schema per test costs seconds on Postgr
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.institution.app import create_app
 from daemons.institution.models import MODELS, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
-from shared.tokens import TokenIssuer, load_private_key
+from shared.patient_refs import FIELD, issue_patient_reference
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key
 
 ISSUER = "sivr-toplevel"
-AUDIENCE = "sivr"
+#: The institution server's own audience: its base URL, as the toplevel's token exchange names it.
+AUDIENCE = "https://institution-a.test:5002"
 
 INSTITUTION_A = "11111111-1111-4111-8111-111111111111"
 INSTITUTION_B = "22222222-2222-4222-8222-222222222222"
@@ -46,7 +51,7 @@ def database_url(request, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def issuer(signing_keys) -> TokenIssuer:
-    return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, 300)
+    return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, MAX_EXCHANGED_TTL_S)
 
 
 @pytest.fixture
@@ -103,22 +108,31 @@ def make_user(issuer: TokenIssuer):
 def users(make_user) -> dict[str, User]:
     """The cast of every test: each role here and in another institution."""
     return {
-        "admin": make_user("admin"),
+        "admin": make_user("instadmin"),
         "physician": make_user("physician"),
         "physician2": make_user("physician"),
-        "admin_b": make_user("admin", INSTITUTION_B),
+        "admin_b": make_user("instadmin", INSTITUTION_B),
         "physician_b": make_user("physician", INSTITUTION_B),
     }
 
 
 class Api:
-    """The Flask test client with a caller's token; returns (status, json)."""
+    """The Flask test client with a caller's token; returns (status, json).
 
-    def __init__(self, client):
+    Like the viewer, it sends a patient reference (as the toplevel would sign it) with every
+    finding or record it writes for a patient, unless the body already has `patient_reference`
+    (or `references=False`).
+    """
+
+    def __init__(self, client, signing_key):
         self.client = client
+        self.signing_key = signing_key
 
     def call(self, method: str, path: str, user: User | None = None, json: Any = None,
-             **kwargs) -> tuple[int, Any]:
+             references: bool = True, **kwargs) -> tuple[int, Any]:
+        if (references and user is not None and method in ("POST", "PUT") and isinstance(json, dict)
+                and isinstance(json.get("patient_id"), str) and FIELD not in json):
+            json = {**json, FIELD: issue_patient_reference(self.signing_key, ISSUER, json["patient_id"], user.id, 300)}
         headers = dict(kwargs.pop("headers", {}))
         if user is not None:
             headers.update(user.headers)
@@ -127,8 +141,8 @@ class Api:
 
 
 @pytest.fixture
-def api(app) -> Api:
-    return Api(app.test_client())
+def api(app, signing_keys) -> Api:
+    return Api(app.test_client(), load_private_key(signing_keys[0]))
 
 
 @pytest.fixture
@@ -207,3 +221,19 @@ def finding(api: Api, users, record, patient_id) -> dict[str, Any]:
                             finding_body(patient_id, [local_link(record)]))
     assert status == 201, body
     return body
+
+
+def reference_attacks(api, users, patient_id) -> dict[str, object]:
+    """Every way a write may try to name a patient the toplevel did not vouch for (issue 13, item 11)."""
+    other_key = Ed25519PrivateKey.generate()
+    mine = users["physician"]
+    return {
+        "missing": None,
+        "not a token": "patient-exists-trust-me",
+        "for another patient": issue_patient_reference(api.signing_key, ISSUER, str(uuid.uuid4()), mine.id, 300),
+        "for another user": issue_patient_reference(api.signing_key, ISSUER, patient_id, users["physician2"].id, 300),
+        "expired": issue_patient_reference(api.signing_key, ISSUER, patient_id, mine.id, 60,
+                                           now=int(time.time()) - 3600),
+        "other key": issue_patient_reference(other_key, ISSUER, patient_id, mine.id, 300),
+        "an access token": mine.token,
+    }

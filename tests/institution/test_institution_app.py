@@ -13,7 +13,7 @@ from daemons.institution.models import Node, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import ConfigError, build_config
 
-from .conftest import INSTITUTION_A
+from .conftest import AUDIENCE, INSTITUTION_A
 
 
 @pytest.mark.parametrize("who", ["admin", "physician", "admin_b", "physician_b"])
@@ -85,7 +85,7 @@ def test_server_refuses_to_start_without_a_valid_institution_id(signing_keys, tm
     config = build_config("institution", KEYS, {
         "database": {"url": f"sqlite:///{tmp_path / 'i.db'}"},
         "institution": {"id": bad},
-        "tokens": {"public_key": str(signing_keys[1])},
+        "tokens": {"public_key": str(signing_keys[1]), "audience": AUDIENCE},
     })
     with pytest.raises(ConfigError, match="institution.id"):
         create_app(config)
@@ -96,13 +96,13 @@ def test_upper_case_institution_id_is_canonicalised(signing_keys, tmp_path, make
     config = build_config("institution", KEYS, {
         "database": {"url": f"sqlite:///{tmp_path / 'i.db'}"},
         "institution": {"id": INSTITUTION_A.upper()},
-        "tokens": {"public_key": str(signing_keys[1])},
+        "tokens": {"public_key": str(signing_keys[1]), "audience": AUDIENCE},
     })
     upgrade(config)
     client = create_app(config).test_client()
-    response = client.get("/api/v1/nodes", headers=make_user("admin").headers)
+    response = client.get("/api/v1/nodes", headers=make_user("instadmin").headers)
     assert response.status_code == 200
-    assert client.get("/api/v1/info", headers=make_user("admin").headers).get_json()["institution_id"] == INSTITUTION_A
+    assert client.get("/api/v1/info", headers=make_user("instadmin").headers).get_json()["institution_id"] == INSTITUTION_A
 
 
 def test_unknown_routes_and_methods_answer_json(api, users):

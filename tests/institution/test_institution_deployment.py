@@ -19,7 +19,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import ApiClient
-from shared.tokens import TokenIssuer, load_private_key
+from shared.tokens import TokenIssuer, load_private_key, normalize_audience
 from daemons.demo import start_deployment
 
 
@@ -56,7 +56,7 @@ def world(deployed):
     top = deployed.url("toplevel")
     admin_a = deployed.client("admin")
     accounts = {}
-    for role, inst in (("admin", inst_b), ("physician", inst_b)):
+    for role, inst in (("instadmin", inst_b), ("physician", inst_b)):
         username = f"inst-test-{role}-{_tag()}"
         password = f"pw-{uuid.uuid4().hex}"
         admin_a.call("POST", f"{top}/api/v1/users", json={
@@ -66,7 +66,7 @@ def world(deployed):
     return {
         "a": inst_a, "b": inst_b, "top": top,
         "admin_a": admin_a, "physician_a": deployed.client("physician"),
-        "admin_b": accounts["admin"], "physician_b": accounts["physician"],
+        "admin_b": accounts["instadmin"], "physician_b": accounts["physician"],
     }
 
 
@@ -135,20 +135,22 @@ def test_blank_or_malformed_id_on_delete(world, node_a, bad):
 
 
 def _forged(deployment, kind: str) -> str:
+    """A token for institution A's own audience that must still be refused for `kind`."""
     now = int(time.time())
+    audience = normalize_audience(deployment.layout.institutions[0]["server_url"])
     if kind == "alg_none":
-        claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": str(uuid.uuid4()), "iat": now,
-                  "exp": now + 300, "role": "admin", "inst": deployment.layout.institutions[0]["id"],
+        claims = {"iss": "sivr-toplevel", "aud": audience, "sub": str(uuid.uuid4()), "iat": now,
+                  "exp": now + 300, "role": "sysadmin", "inst": deployment.layout.institutions[0]["id"],
                   "name": "mallory", "sid": str(uuid.uuid4()), "auth_time": now}
         part = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()  # noqa: E731
         return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
     if kind == "other_key":
-        issuer = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", "sivr", 300)
-        return issuer.issue(str(uuid.uuid4()), "mallory", "admin", deployment.layout.institutions[0]["id"])[0]
+        issuer = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", audience, 60)
+        return issuer.issue(str(uuid.uuid4()), "mallory", "sysadmin", deployment.layout.institutions[0]["id"])[0]
     # expired: signed with the real toplevel key (the test plays a toplevel of an hour ago)
     real = load_private_key(f"{deployment.layout.root}/keys/token_ed25519.pem")
-    issuer = TokenIssuer(real, "sivr-toplevel", "sivr", 300)
-    return issuer.issue(str(uuid.uuid4()), "admin", "admin", deployment.layout.institutions[0]["id"],
+    issuer = TokenIssuer(real, "sivr-toplevel", audience, 60)
+    return issuer.issue(str(uuid.uuid4()), "admin", "sysadmin", deployment.layout.institutions[0]["id"],
                         now=now - 3600)[0]
 
 
@@ -170,10 +172,14 @@ def test_findings_are_shared_across_institutions_and_every_read_is_audited(world
         "first_name": "Grace", "last_name": "Hopper", "sex": "F", "birth_date": "1936-12-09",
         "insurance_number": f"INST-IT-{_tag()}"}).json()
     record_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    record_body = {"id": record_id, "node_id": node_a["id"], "rows": 512, "columns": 512, "frames": 12,
+                   "modality": "CT", "record_type": "CT", "patient_id": str(uuid.uuid4()), "study_date": "2026-11-01"}
+    refused = doctor_a.call("POST", f"{server}/api/v1/records", ok=(400,), json=record_body).json()
+    assert refused["error"]["code"] == "invalid_patient_reference"  # a patient the toplevel does not know
     record = doctor_a.call("POST", f"{server}/api/v1/records", json={
-        "id": record_id, "node_id": node_a["id"], "rows": 512, "columns": 512, "frames": 12,
-        "modality": "CT", "record_type": "CT", "patient_id": patient["id"], "study_date": "2026-11-01"}).json()
+        **record_body, "patient_id": patient["id"], "patient_reference": doctor_a.patient_reference(patient["id"])}).json()
     finding = doctor_a.call("POST", f"{server}/api/v1/findings", json={
+        "patient_reference": doctor_a.patient_reference(patient["id"]),
         "patient_id": patient["id"], "description": "CT chest", "findings": "Small nodule RUL.",
         "conclusion": "Likely benign.", "recommendation": "CT in 12 months.", "date": "2026-11-02",
         "records": [{"record_id": record_id, "institution_id": world["a"]["id"], "node_id": node_a["id"]}]}).json()

@@ -7,7 +7,14 @@ import uuid
 
 import pytest
 
-from .conftest import INSTITUTION_A, INSTITUTION_B, finding_body, local_link, record_body
+from .conftest import (
+    INSTITUTION_A,
+    INSTITUTION_B,
+    finding_body,
+    local_link,
+    record_body,
+    reference_attacks,
+)
 
 REMOTE_LINK = {"record_id": hashlib.sha256(b"stored at institution B").hexdigest(),
                "institution_id": INSTITUTION_B, "node_id": "33333333-3333-4333-8333-333333333333"}
@@ -298,3 +305,26 @@ def test_unknown_finding_id_is_404(api, users, finding, db_state):
         status, answer = api.call(method, path, users["physician"], body)
         assert status == 404 and answer["error"]["code"] == "not_found", (method, path)
     assert db_state() == before
+
+
+def test_findings_for_patients_the_toplevel_did_not_vouch_for_are_refused(api, users, record, patient_id, db_state):
+    """Issue 13, item 11: findings were stored for any patient id, existing or not."""
+    before = db_state()
+    for name, reference in reference_attacks(api, users, patient_id).items():
+        body = finding_body(patient_id, [local_link(record)])
+        if reference is not None:
+            body["patient_reference"] = reference
+        status, answer = api.call("POST", "/api/v1/findings", users["physician"], body, references=False)
+        assert status == 400 and answer["error"]["code"] == "invalid_patient_reference", (name, answer)
+    assert db_state() == before
+
+
+def test_moving_a_finding_to_another_patient_needs_a_reference_to_them(api, users, finding, db_state):
+    before = db_state()
+    status, answer = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"],
+                              {"patient_id": str(uuid.uuid4())}, references=False)
+    assert status == 400 and answer["error"]["code"] == "invalid_patient_reference"
+    assert db_state() == before
+    status, _ = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"], {"description": "edited"},
+                         references=False)
+    assert status == 200

@@ -227,3 +227,12 @@ def test_parse_node_url_refuses(url):
     with pytest.raises(ApiError) as caught:
         parse_node_url(url)
     assert caught.value.status == 400 and caught.value.code == "validation_error"
+
+
+def test_a_system_admin_of_any_institution_manages_nodes_here(api, make_user, node):
+    """`shared.roles`: system admins administer every institution, institution admins only theirs."""
+    root = make_user("sysadmin", INSTITUTION_B)
+    status, _ = api.call("PUT", f"/api/v1/nodes/{node['id']}", root, {"name": "renamed by root"})
+    assert status == 200
+    status, created = api.call("POST", "/api/v1/nodes", root, NEW_NODE)
+    assert status == 201 and created["institution_id"] == INSTITUTION_A

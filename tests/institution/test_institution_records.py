@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from daemons.institution.models import Node, database_proxy
+from shared.patient_refs import issue_patient_reference
 
-from .conftest import INSTITUTION_B, record_body
+from .conftest import INSTITUTION_B, ISSUER, record_body, reference_attacks
 
 
 def _audit(api, admin, **filters):
@@ -230,11 +231,13 @@ def test_unknown_record_id_is_404(api, users, record, db_state):
     assert db_state() == before
 
 
-def test_concurrent_registrations_of_one_record_make_one_row(app, users, node, patient_id, db_state):
+def test_concurrent_registrations_of_one_record_make_one_row(app, api, users, node, patient_id, db_state):
     """Uploaders retry; simultaneous identical registrations answer 201 once and 200 otherwise."""
     import threading
 
-    body = record_body(node["id"], patient_id, content=b"raced")
+    body = record_body(node["id"], patient_id, content=b"raced",
+                       patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient_id,
+                                                                 users["physician"].id, 300))
     barrier = threading.Barrier(6)
     statuses: list[int] = []
 
@@ -250,3 +253,29 @@ def test_concurrent_registrations_of_one_record_make_one_row(app, users, node, p
         thread.join()
     assert sorted(statuses) == [200] * 5 + [201]
     assert len(db_state()["record"]) == 1
+
+
+def test_records_of_patients_the_toplevel_did_not_vouch_for_are_refused(api, users, node, patient_id, db_state):
+    before = db_state()
+    for name, reference in reference_attacks(api, users, patient_id).items():
+        body = record_body(node["id"], patient_id)
+        if reference is not None:
+            body["patient_reference"] = reference
+        status, answer = api.call("POST", "/api/v1/records", users["physician"], body, references=False)
+        assert status == 400 and answer["error"]["code"] == "invalid_patient_reference", (name, answer)
+    assert db_state() == before
+
+
+def test_records_on_a_node_this_institution_does_not_know_are_refused(api, users, node, patient_id, db_state):
+    before = db_state()
+    for node_id in (str(uuid.uuid4()), None):
+        body = record_body(node_id or node["id"], patient_id)
+        if node_id is None:
+            foreign = Node.create(name="b-node", url="https://render.b.example", institution_id=INSTITUTION_B)
+            body["node_id"] = foreign.id
+            database_proxy.close()
+        status, answer = api.call("POST", "/api/v1/records", users["physician"], body)
+        assert status == 400 and "not a render node of this institution" in answer["error"]["message"]
+    after = db_state()
+    after["node"] = [row for row in after["node"] if "b-node" not in row]
+    assert after == before

@@ -21,7 +21,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _claims(role: str = "admin") -> dict:
+def _claims(role: str = "instadmin") -> dict:
     now = int(time.time())
     return {"iss": ISSUER, "aud": AUDIENCE, "sub": str(uuid.uuid4()), "iat": now, "exp": now + 300,
             "role": role, "inst": INSTITUTION_A, "name": "mallory", "sid": str(uuid.uuid4()),
@@ -45,7 +45,7 @@ def _role_escalated(token: str) -> str:
     """A physician's valid token with the payload edited to say admin; signature kept."""
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["role"] = "admin"
+    claims["role"] = "instadmin"
     return f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
 
 
@@ -58,14 +58,14 @@ def forged_tokens(signing_keys, issuer, make_user) -> dict[str, tuple[str, str]]
     wrong_audience = TokenIssuer(real_key, ISSUER, "other-system", 300)
     admin_id = str(uuid.uuid4())
     return {
-        "other_key": (other_key.issue(admin_id, "mallory", "admin", INSTITUTION_A)[0], "invalid_token"),
+        "other_key": (other_key.issue(admin_id, "mallory", "instadmin", INSTITUTION_A)[0], "invalid_token"),
         "alg_none": (_unsigned("none"), "invalid_token"),
         "alg_none_capitalised": (_unsigned("None"), "invalid_token"),
         "hs256_confusion": (_hs256_with_public_key(signing_keys[1].read_bytes()), "invalid_token"),
-        "expired": (issuer.issue(admin_id, "mallory", "admin", INSTITUTION_A,
+        "expired": (issuer.issue(admin_id, "mallory", "instadmin", INSTITUTION_A,
                                  now=int(time.time()) - 3600)[0], "token_expired"),
-        "wrong_issuer": (wrong_issuer.issue(admin_id, "mallory", "admin", INSTITUTION_A)[0], "invalid_token"),
-        "wrong_audience": (wrong_audience.issue(admin_id, "mallory", "admin", INSTITUTION_A)[0],
+        "wrong_issuer": (wrong_issuer.issue(admin_id, "mallory", "instadmin", INSTITUTION_A)[0], "invalid_token"),
+        "wrong_audience": (wrong_audience.issue(admin_id, "mallory", "instadmin", INSTITUTION_A)[0],
                            "invalid_token"),
         "tampered_role": (_role_escalated(make_user("physician").token), "invalid_token"),
         "garbage": ("not.a.jwt", "invalid_token"),

@@ -24,8 +24,7 @@ def test_viewers_across_nodes_and_a_login_burst_get_no_server_error(topology):
         assert wait_ready(doctor, node["url"], meta["id"])["state"] == "ready"
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))
 
-    token = doctor.session.headers["Authorization"].split()[1]
-    viewers = run_viewers(token, topology.ca_cert, targets, viewers=32, duration_s=8)
+    viewers = run_viewers(doctor.auth, topology.ca_cert, targets, viewers=32, duration_s=8)
     assert viewers.server_errors == 0, viewers.failures[:5]
     assert viewers.statuses.get(200, 0) > 32
 

@@ -22,7 +22,7 @@ def test_physicians_of_two_institutions_share_one_patient(topology):
     north, south = layout.institutions
     top = topology.url("toplevel")
     admin_north = topology.client("admin")
-    admin_south = ApiClient(topology, **new_user(admin_north, top, south["id"], "admin.south", "admin"))
+    admin_south = ApiClient(topology, **new_user(admin_north, top, south["id"], "admin.south", "instadmin"))
     doctor_north = topology.client("physician")
     doctor_south = ApiClient(topology, **new_user(admin_north, top, south["id"], "dr.south", "physician"))
 

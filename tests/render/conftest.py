@@ -12,10 +12,12 @@ from daemons.render.app import create_app
 from daemons.render.models import upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
-from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, generate_signing_keypair, load_private_key
 
 REPO = Path(__file__).resolve().parents[2]
 DICOM = REPO.parent / "shared" / "data" / "dicom"
+#: The node's own audience: tokens are minted for it as the toplevel's exchange would.
+NODE_AUDIENCE = "https://render-1.test:5003"
 
 
 def need_data() -> Path:
@@ -73,13 +75,13 @@ class NodeHarness:
 @pytest.fixture
 def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
     private, public = token_keys
-    issuer = TokenIssuer(load_private_key(private), "sivr-toplevel", "sivr", 300)
+    issuer = TokenIssuer(load_private_key(private), "sivr-toplevel", NODE_AUDIENCE, MAX_EXCHANGED_TTL_S)
 
     def make(root: Path | None = None, **overrides) -> NodeHarness:
         root = root or tmp_path_factory.mktemp("render-node")
         institution_id = overrides.pop("institution_id", str(uuid.uuid4()))
         values = {
-            "tokens": {"public_key": str(public)},
+            "tokens": {"public_key": str(public), "audience": NODE_AUDIENCE},
             "database": {"url": f"sqlite:///{root}/render.db"},
             "node": {"institution_id": institution_id},
             "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
@@ -103,3 +105,4 @@ def node(make_node) -> NodeHarness:
     yield harness
     harness.registry.shutdown()
     harness.app.extensions["sivr_view_audit"].close()
+    harness.app.extensions["sivr_node"].decoder.close()

@@ -65,7 +65,7 @@ def test_upload_load_render_delete(node, ct_files):
     assert positions == sorted(positions)
 
     assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["id"] == record_id
-    listed = node.client.get("/api/v1/records", headers=node.headers(role="admin")).json
+    listed = node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json
     assert listed["total"] == 1 and listed["items"][0]["id"] == record_id
 
     not_loaded = node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers())
@@ -92,7 +92,7 @@ def test_upload_load_render_delete(node, ct_files):
     assert deleted.status_code == 204
     assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).status_code == 404
     assert node.registry.get_loaded(record_id) is None
-    assert node.client.get("/api/v1/records", headers=node.headers(role="admin")).json["total"] == 0
+    assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 0
     assert not any(p.name == record_id for p in (node.root / "store").iterdir())
 
 
@@ -238,12 +238,14 @@ def test_who_may_do_what(node, ct_files):
     other_inst = node.headers(institution_id=str(uuid.uuid4()))
     refused = node.upload(ct_files[:2], headers=other_inst)
     assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
-    assert node.upload(ct_files[:2], headers=node.headers(role="admin")).status_code == 403
+    assert node.upload(ct_files[:2], headers=node.headers(role="instadmin")).status_code == 403
     assert node.client.post("/api/v1/records").status_code == 401
     record_id = node.upload(ct_files[:2]).json["id"]
     assert node.client.get(f"/api/v1/records/{record_id}/frames/0").status_code == 401
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
-    admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="admin"))
+    other_instadmin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
+    assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_instadmin).status_code == 403
+    admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="instadmin"))
     assert admin_original.status_code == 403
     assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
     assert node.client.get("/api/v1/node").status_code == 401
@@ -258,13 +260,15 @@ def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files)
                      environ_base={"REMOTE_ADDR": "10.1.2.3"})
     node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers(user_id=user),
                      environ_base={"REMOTE_ADDR": "10.1.2.4"})
-    entries = node.client.get("/api/v1/audit?action=record.load", headers=node.headers(role="admin")).json["items"]
+    entries = node.client.get("/api/v1/audit?action=record.load", headers=node.headers(role="instadmin")).json["items"]
     assert len(entries) == 2
     assert {e["client_ip"] for e in entries} == {"10.1.2.3", "10.1.2.4"}
     assert all(e["user_id"] == user and e["object_id"] == record_id and e["at"].endswith("Z") for e in entries)
     assert node.client.get("/api/v1/audit", headers=node.headers()).status_code == 403
-    other_admin = node.headers(role="admin", institution_id=str(uuid.uuid4()))
+    other_admin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
     assert node.client.get("/api/v1/audit", headers=other_admin).status_code == 403
+    system_admin_elsewhere = node.headers(role="sysadmin", institution_id=str(uuid.uuid4()))
+    assert node.client.get("/api/v1/audit", headers=system_admin_elsewhere).status_code == 200
 
 
 def test_tampered_store_gives_an_error_never_an_image(node, ct_files):
@@ -401,7 +405,7 @@ def test_the_same_record_uploaded_twice_at_once_is_stored_once(node, ct_files):
     for thread in threads:
         thread.join()
     assert codes.count(201) == 1 and codes.count(200) == 3 and len(ids) == 1, codes
-    assert node.client.get("/api/v1/records", headers=node.headers(role="admin")).json["total"] == 1
+    assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 1
     assert len([p for p in (node.root / "store").iterdir()]) == 1
 
 
@@ -453,7 +457,7 @@ def test_a_restarted_node_cleans_half_writes_and_indexes_what_the_store_holds(ma
     first.registry.shutdown()
 
     second = make_node(root=tmp_path, institution_id=first.institution_id)
-    listed = second.client.get("/api/v1/records", headers=second.headers(role="admin")).json
+    listed = second.client.get("/api/v1/records", headers=second.headers(role="instadmin")).json
     assert [m["id"] for m in listed["items"]] == [record_id]
     assert not half.exists()
     second.registry.shutdown()

@@ -41,7 +41,7 @@ def _stored(node, patient_id: str = "P-1", name: str = "Doe^Jane") -> str:
 
 
 def _audit(node, **query) -> list[dict]:
-    reply = node.client.get("/api/v1/audit", headers=node.headers(role="admin"), query_string=query)
+    reply = node.client.get("/api/v1/audit", headers=node.headers(role="instadmin"), query_string=query)
     assert reply.status_code == 200, reply.json
     return reply.json["items"]
 
@@ -131,7 +131,7 @@ def test_the_node_audit_log_is_for_the_admins_of_its_institution(node):
     assert len(_audit(node, action="record.view")) == 1
     assert [e["action"] for e in _audit(node, object_id=record_id)] == ["record.view", "record.load", "record.upload"]
     assert _audit(node, object_id="f" * 64) == []
-    for headers in (node.headers(), node.headers(role="admin", institution_id=str(uuid.uuid4())),
+    for headers in (node.headers(), node.headers(role="instadmin", institution_id=str(uuid.uuid4())),
                     node.headers(institution_id=str(uuid.uuid4()))):
         reply = node.client.get("/api/v1/audit", headers=headers)
         assert reply.status_code == 403 and reply.json["error"]["code"] == "forbidden"
@@ -143,7 +143,7 @@ def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
     listing = "/api/v1/records"
 
     for outsider in (node.headers(institution_id=str(uuid.uuid4())),
-                     node.headers(role="admin", institution_id=str(uuid.uuid4()))):
+                     node.headers(role="instadmin", institution_id=str(uuid.uuid4()))):
         for query in ("", "?patient_id_dicom=P-1"):
             reply = node.client.get(listing + query, headers=outsider)
             assert reply.status_code == 403 and reply.json["error"]["code"] == "forbidden"
@@ -157,7 +157,7 @@ def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
     assert named["items"][0]["patient_name"] == "Doe^Jane"
     assert node.client.get(listing + "?patient_id_dicom=P-9", headers=node.headers()).json["total"] == 0
 
-    everything = node.client.get(listing, headers=node.headers(role="admin")).json
+    everything = node.client.get(listing, headers=node.headers(role="instadmin")).json
     assert everything["total"] == 2 and {m["id"] for m in everything["items"]} == {jane, john}
 
     searches = _audit(node, action="record.search")

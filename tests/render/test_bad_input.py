@@ -55,7 +55,7 @@ CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "trun
 
 
 def _nothing_stored(node) -> None:
-    assert node.client.get("/api/v1/records", headers=node.headers(role="admin")).json["total"] == 0
+    assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 0
     assert [p for p in (node.root / "store").iterdir()] == []
 
 

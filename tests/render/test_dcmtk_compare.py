@@ -158,6 +158,8 @@ def _compare(path: Path | None, tmp_path: Path) -> None:
     except UploadError as exc:
         if exc.code in ("not_dicom", "no_pixel_data"):
             pytest.skip(f"not an image: {exc.message}")
+        if "dimensions are wrong" in exc.message:  # e.g. MR_small_padded.dcm: a row of excess pixel data
+            pytest.skip(f"refused by design (PS3.5 8.1.1: the length must match the dimensions): {exc.message}")
         raise AssertionError(f"a file pydicom decodes was refused: {exc.code}: {exc.message}") from exc
     header = parsed.files[0].dataset
     syntax = header.file_meta.TransferSyntaxUID

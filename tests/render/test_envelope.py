@@ -9,6 +9,7 @@ import pytest
 from daemons.render import envelope
 from daemons.render.envelope import KeyRing
 from daemons.render.storage import StoreError
+from daemons.render.stores import StoreUnavailable
 
 RECORD = "ab" * 32
 
@@ -36,7 +37,7 @@ def test_rotation_old_keks_unwrap_new_wraps_with_the_current_one():
     ring = KeyRing(new, (old,))
     assert ring.unwrap(wrapped_old, "r") == data_key
     assert ring.wrap(data_key)["kek"] == envelope.kek_id(new) != wrapped_old["kek"]
-    with pytest.raises(StoreError, match="does not have"):
+    with pytest.raises(StoreUnavailable, match="does not have"):
         KeyRing(new).unwrap(wrapped_old, "r")
     altered = dict(wrapped_old, key=wrapped_old["key"][:-4] + ("AAAA" if wrapped_old["key"][-4:] != "AAAA" else "BBBB"))
     with pytest.raises(StoreError):

@@ -22,7 +22,7 @@ from daemons.deployment import LocalDeployment, init_deployment
 from daemons.render.settings import KEYS
 from shared.audit import make_audit_model
 from shared.config import render_config_toml
-from shared.tokens import TokenIssuer, load_private_key
+from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key, normalize_audience
 from tests.render.synthetic import dataset, to_bytes
 
 pytestmark = pytest.mark.slow
@@ -36,8 +36,15 @@ class Node:
         self.instance = running.instances[0]
         self.url = self.instance.url
         self.ca = running.ca_cert
-        issuer = TokenIssuer(load_private_key(root / "keys" / "token_ed25519.pem"), "sivr-toplevel", "sivr", 600)
-        self.token, _ = issuer.issue(str(uuid.uuid4()), "dr.who", "physician", self.instance.institution)
+        self.issuer = TokenIssuer(load_private_key(root / "keys" / "token_ed25519.pem"), "sivr-toplevel",
+                                  normalize_audience(self.url), MAX_EXCHANGED_TTL_S)
+        self.user_id, self.session_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    @property
+    def token(self) -> str:
+        """A fresh token of one session for this node, as the toplevel's exchange mints them (<= 60 s)."""
+        return self.issuer.issue(self.user_id, "dr.who", "physician", self.instance.institution,
+                                 session_id=self.session_id)[0]
 
     def get(self, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import peewee
@@ -43,6 +43,8 @@ class FakeLoadedRecord:
     complete: bool = True
     default_window: tuple[float, float] | None = (40.0, 400.0)
     photometric: str = "MONOCHROME2"
+    manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
+                                                    "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
 
 
 class FakeRegistry:
@@ -63,7 +65,7 @@ def keys(tmp_path_factory):
 @pytest.fixture()
 def app(keys, tmp_path):
     config = build_config("render", KEYS, {
-        "tokens": {"public_key": str(keys / "public.pem")},
+        "tokens": {"public_key": str(keys / "public.pem"), "audience": "https://render.test:5003"},
         "render": {"backend_3d": "cpu", "max_concurrent_3d": 1},
         "limits": {"max_output_px": MAX_PX},
     })
@@ -83,7 +85,7 @@ def app(keys, tmp_path):
 
 @pytest.fixture()
 def client(app, keys):
-    issuer = TokenIssuer(load_private_key(keys / "private.pem"), "sivr-toplevel", "sivr", 600)
+    issuer = TokenIssuer(load_private_key(keys / "private.pem"), "sivr-toplevel", "https://render.test:5003", 60)
     token, _ = issuer.issue("0b7c4f7e-3d52-4a53-9a0e-0d8f8e2b5a11", "doc", "physician",
                             "6f1c8a4e-8a7f-4d0e-9c55-2f3d7f1e9b20")
     test_client = app.test_client()

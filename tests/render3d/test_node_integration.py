@@ -25,7 +25,7 @@ def node(tmp_path_factory, ct_series: Path):
     generate_signing_keypair(root / "token.pem", root / "token.pub")
     institution = str(uuid.uuid4())
     config = build_config("render", KEYS, {
-        "tokens": {"public_key": str(root / "token.pub")},
+        "tokens": {"public_key": str(root / "token.pub"), "audience": "https://render.test:5003"},
         "database": {"url": f"sqlite:///{root}/render.db"},
         "node": {"institution_id": institution},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
@@ -33,7 +33,7 @@ def node(tmp_path_factory, ct_series: Path):
     }, None)
     upgrade(config)
     app = create_app(config)
-    issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", "sivr", 600)
+    issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", "https://render.test:5003", 60)
     token, _ = issuer.issue(str(uuid.uuid4()), "doc", "physician", institution)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"

@@ -53,7 +53,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path):
 
 def test_rendered_file_documents_every_key_and_round_trips(tmp_path):
     text = render_config_toml("toplevel", TOPLEVEL_KEYS, {"server": {"port": 6001}})
-    assert "# Lifetime of one access token" in text
+    assert "# Lifetime of one session token" in text
     assert tomllib.loads(text)["server"]["port"] == 6001
     path = tmp_path / "t.toml"
     path.write_text(text)

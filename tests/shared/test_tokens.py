@@ -42,14 +42,14 @@ def test_round_trip_carries_identity(keypair):
 
 def test_renewal_keeps_session_and_auth_time(keypair):
     issuer, verifier = _pair(keypair)
-    first = verifier.verify(issuer.issue("u1", "a", "admin", "i")[0])
-    renewed = verifier.verify(issuer.issue("u1", "a", "admin", "i", first.session_id, first.auth_time)[0])
+    first = verifier.verify(issuer.issue("u1", "a", "sysadmin", "i")[0])
+    renewed = verifier.verify(issuer.issue("u1", "a", "sysadmin", "i", first.session_id, first.auth_time)[0])
     assert renewed.session_id == first.session_id and renewed.auth_time == first.auth_time
 
 
 def test_expired_token_is_refused(keypair):
     issuer, verifier = _pair(keypair, ttl=10)
-    token, _ = issuer.issue("u1", "a", "admin", "i", now=int(time.time()) - 60)
+    token, _ = issuer.issue("u1", "a", "sysadmin", "i", now=int(time.time()) - 60)
     with pytest.raises(TokenError) as err:
         verifier.verify(token)
     assert err.value.code == "token_expired"
@@ -59,7 +59,7 @@ def test_token_signed_with_another_key_is_refused(keypair):
     _, verifier = _pair(keypair)
     other = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", "sivr", 300)
     with pytest.raises(TokenError, match="signature"):
-        verifier.verify(other.issue("u1", "a", "admin", "i")[0])
+        verifier.verify(other.issue("u1", "a", "sysadmin", "i")[0])
 
 
 def _b64(data: dict) -> str:
@@ -68,7 +68,7 @@ def _b64(data: dict) -> str:
 
 def test_alg_none_is_refused(keypair):
     issuer, verifier = _pair(keypair)
-    claims = jwt.decode(issuer.issue("u1", "a", "admin", "i")[0], options={"verify_signature": False})
+    claims = jwt.decode(issuer.issue("u1", "a", "sysadmin", "i")[0], options={"verify_signature": False})
     forged = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
     with pytest.raises(TokenError, match="not accepted"):
         verifier.verify(forged)
@@ -78,7 +78,7 @@ def test_hs256_with_public_key_as_secret_is_refused(keypair):
     _, verifier = _pair(keypair)
     secret = keypair[2].with_suffix(".pub").read_bytes()
     claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
-              "exp": int(time.time()) + 60, "role": "admin", "inst": "i", "name": "x", "sid": "s",
+              "exp": int(time.time()) + 60, "role": "sysadmin", "inst": "i", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
     signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}"
     mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
@@ -93,7 +93,7 @@ def test_wrong_issuer_or_audience_is_refused(keypair, field, value):
     issuer = TokenIssuer(private, value if field == "iss" else "sivr-toplevel",
                          value if field == "aud" else "sivr", 300)
     with pytest.raises(TokenError):
-        TokenVerifier(public, "sivr-toplevel", "sivr").verify(issuer.issue("u", "a", "admin", "i")[0])
+        TokenVerifier(public, "sivr-toplevel", "sivr").verify(issuer.issue("u", "a", "sysadmin", "i")[0])
 
 
 def test_garbage_and_unknown_role_are_refused(keypair):
@@ -104,14 +104,15 @@ def test_garbage_and_unknown_role_are_refused(keypair):
     claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
               "exp": int(time.time()) + 60, "role": "root", "inst": "i", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
-    with pytest.raises(TokenError, match="role"):
-        verifier.verify(jwt.encode(claims, private, algorithm="EdDSA"))
+    for retired in ("root", "admin"):  # `admin`: the single admin role before schema 2 split it
+        with pytest.raises(TokenError, match="role"):
+            verifier.verify(jwt.encode(dict(claims, role=retired), private, algorithm="EdDSA"))
 
 
 def test_missing_claim_is_refused(keypair):
     private, public, _ = keypair
     claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
-              "exp": int(time.time()) + 60, "role": "admin", "name": "x", "sid": "s",
+              "exp": int(time.time()) + 60, "role": "sysadmin", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
     with pytest.raises(TokenError, match="inst"):
         TokenVerifier(public, "sivr-toplevel", "sivr").verify(jwt.encode(claims, private, algorithm="EdDSA"))
@@ -135,7 +136,7 @@ def test_a_rotation_keeps_every_session_working(tmp_path):
     old_private, old_public = _new_keys(tmp_path, "old")
     new_private, new_public = _new_keys(tmp_path, "new")
     old_token, _ = TokenIssuer(old_private, "sivr-toplevel", "sivr", 300).issue("u1", "alice", "physician", "i")
-    new_token, _ = TokenIssuer(new_private, "sivr-toplevel", "sivr", 300).issue("u2", "bob", "admin", "i")
+    new_token, _ = TokenIssuer(new_private, "sivr-toplevel", "sivr", 300).issue("u2", "bob", "sysadmin", "i")
     during = TokenVerifier([new_public, old_public], "sivr-toplevel", "sivr")
     assert during.verify(old_token).username == "alice" and during.verify(new_token).username == "bob"
     after = TokenVerifier(new_public, "sivr-toplevel", "sivr")
@@ -149,7 +150,7 @@ def test_a_key_id_does_not_let_another_key_sign(tmp_path):
     """A forger who copies a trusted key's `kid` into a token signed with their own key gains nothing."""
     trusted_private, trusted_public = _new_keys(tmp_path, "trusted")
     forger = Ed25519PrivateKey.generate()
-    claims = jwt.decode(TokenIssuer(trusted_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "admin", "i")[0],
+    claims = jwt.decode(TokenIssuer(trusted_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "sysadmin", "i")[0],
                         options={"verify_signature": False})
     forged = jwt.encode(claims, forger, algorithm="EdDSA", headers={"kid": key_id(trusted_public)})
     with pytest.raises(TokenError, match="signature is not valid"):
@@ -165,11 +166,11 @@ def test_a_key_id_does_not_let_another_key_sign(tmp_path):
 def test_a_token_without_key_id_is_checked_against_every_accepted_key(tmp_path):
     first_private, first_public = _new_keys(tmp_path, "first")
     _, second_public = _new_keys(tmp_path, "second")
-    claims = jwt.decode(TokenIssuer(first_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "admin", "i")[0],
+    claims = jwt.decode(TokenIssuer(first_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "sysadmin", "i")[0],
                         options={"verify_signature": False})
     unnamed = jwt.encode(claims, first_private, algorithm="EdDSA")
     assert "kid" not in jwt.get_unverified_header(unnamed)
-    assert TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr").verify(unnamed).role == "admin"
+    assert TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr").verify(unnamed).role == "sysadmin"
     with pytest.raises(TokenError, match="signature is not valid"):
         TokenVerifier([second_public], "sivr-toplevel", "sivr").verify(unnamed)
     expired = jwt.encode({**claims, "exp": int(time.time()) - 60}, first_private, algorithm="EdDSA")
@@ -178,3 +179,61 @@ def test_a_token_without_key_id_is_checked_against_every_accepted_key(tmp_path):
     assert refused.value.code == "token_expired"
     with pytest.raises(ValueError, match="at least one public key"):
         TokenVerifier([], "sivr-toplevel", "sivr")
+
+
+@pytest.mark.parametrize("url, audience", [
+    ("https://Inst-A.Example:5002/", "https://inst-a.example:5002"),
+    ("HTTPS://inst-a.example:443", "https://inst-a.example"),
+    ("http://127.0.0.1:80/", "http://127.0.0.1"),
+    ("https://[::1]:5003", "https://[::1]:5003"),
+    ("https://proxy.example/sivr/node-1/", "https://proxy.example/sivr/node-1"),
+])
+def test_an_audience_is_the_normalized_base_url(url, audience):
+    from shared.tokens import normalize_audience
+
+    assert normalize_audience(url) == audience
+
+
+@pytest.mark.parametrize("bad", ["", "sivr", "inst-a.example:5002", "ftp://x.example", "https://u:p@x.example",
+                                 "https://x.example/?a=1", "https://x.example/#f", "https://x.example:99999", "https://"])
+def test_anything_but_a_base_url_is_no_audience(bad):
+    from shared.tokens import normalize_audience
+
+    with pytest.raises(ValueError):
+        normalize_audience(bad)
+
+
+def test_an_exchanged_token_names_its_audience_and_short_life(keypair):
+    private, public, _ = keypair
+    issuer = TokenIssuer(private, "sivr-toplevel", "https://top.example", 300)
+    token, expires_in = issuer.issue("u1", "alice", "physician", "i", audience="https://node.example", ttl_s=30)
+    assert expires_in == 30
+    node = TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60)
+    assert node.verify(token).user_id == "u1"
+    with pytest.raises(TokenError) as refused:
+        TokenVerifier(public, "sivr-toplevel", "https://top.example", 0).verify(token)
+    assert refused.value.code == "invalid_token"
+
+
+def test_a_layer_refuses_tokens_minted_to_live_longer_than_it_accepts(keypair):
+    """A misconfigured toplevel (or a stolen session token for a layer sharing its audience) cannot
+    stretch the revocation bound of the institution and render layers."""
+    private, public, _ = keypair
+    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 300).issue("u1", "alice", "physician", "i")
+    with pytest.raises(TokenError, match="lives longer than the 60 s"):
+        TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60).verify(token)
+
+
+def test_the_node_cache_never_outlives_a_token(keypair):
+    from daemons.render.token_cache import CachingVerifier
+
+    private, public, _ = keypair
+    verifier = CachingVerifier(TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60))
+    assert verifier.max_lifetime_s == 60
+    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 1).issue("u1", "alice", "physician", "i")
+    expires_at = verifier.verify(token).expires_at
+    assert verifier.verify(token).user_id == "u1"  # from the cache
+    time.sleep(max(0.0, expires_at - time.time()) + 0.1)
+    with pytest.raises(TokenError) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "token_expired"

@@ -13,7 +13,7 @@ def make_app(tmp_path):
     generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
 
     def make(**sections):
-        values = {"tokens": {"public_key": str(tmp_path / "k.pub")}, **sections}
+        values = {"tokens": {"public_key": str(tmp_path / "k.pub"), "audience": "https://web.test"}, **sections}
         app = create_base_app(__name__, build_config("web", (), values))
 
         @app.get("/ip")
@@ -109,7 +109,8 @@ def test_a_layer_accepts_the_extra_public_keys_of_a_rotation(tmp_path):
     for name in ("current", "old", "stranger"):
         generate_signing_keypair(keys / f"{name}.pem", keys / f"{name}.pub")
     config_file = tmp_path / "institution.toml"
-    config_file.write_text('[tokens]\npublic_key = "keys/current.pub"\nextra_public_keys = ["keys/old.pub"]\n')
+    config_file.write_text('[tokens]\npublic_key = "keys/current.pub"\nextra_public_keys = ["keys/old.pub"]\n'
+                           'audience = "https://inst.test"\n')
     config = load_config(config_file, "institution", ())
     assert config["tokens"]["extra_public_keys"] == [str(keys / "old.pub")]
     app = create_base_app(__name__, config)
@@ -121,7 +122,7 @@ def test_a_layer_accepts_the_extra_public_keys_of_a_rotation(tmp_path):
 
     client = app.test_client()
     for name, status in (("current", 200), ("old", 200), ("stranger", 401)):
-        token, _ = TokenIssuer(load_private_key(keys / f"{name}.pem"), "sivr-toplevel", "sivr", 60).issue(
+        token, _ = TokenIssuer(load_private_key(keys / f"{name}.pem"), "sivr-toplevel", "https://inst.test", 60).issue(
             "u", "alice", "physician", "i")
         reply = client.get("/who", headers={"Authorization": f"Bearer {token}"})
         assert reply.status_code == status, (name, reply.json)
@@ -132,6 +133,7 @@ def test_an_unreadable_extra_public_key_names_its_config_key(tmp_path):
     generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     (tmp_path / "not-a-key.pub").write_text("hello")
     for extra, reason in (("missing.pub", "No such file"), ("not-a-key.pub", "")):
-        values = {"tokens": {"public_key": str(tmp_path / "k.pub"), "extra_public_keys": [str(tmp_path / extra)]}}
+        values = {"tokens": {"public_key": str(tmp_path / "k.pub"), "extra_public_keys": [str(tmp_path / extra)],
+                             "audience": "https://inst.test"}}
         with pytest.raises(ValueError, match=f"tokens.extra_public_keys: cannot use .*{extra}.*{reason}"):
             create_base_app(__name__, build_config("institution", (), values))

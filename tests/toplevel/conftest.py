@@ -22,6 +22,8 @@ from shared.config import Config, build_config
 
 from .support import PASSWORDS, Api
 
+#: The toplevel's own audience (its base URL): what session tokens name.
+TOPLEVEL_AUDIENCE = "https://toplevel.test:5001"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
 
 
@@ -61,7 +63,8 @@ def make_config(database_url: str, signing_keys) -> Callable[..., Config]:
     def make(**sections: dict[str, Any]) -> Config:
         values: dict[str, dict[str, Any]] = {
             "database": {"url": database_url},
-            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1])},
+            "tokens": {"private_key": str(signing_keys[0]), "public_key": str(signing_keys[1]),
+                       "audience": TOPLEVEL_AUDIENCE},
             "auth": dict(FAST_ARGON2),
         }
         for section, body in sections.items():
@@ -78,7 +81,7 @@ def config(make_config) -> Config:
 
 @dataclass
 class Seed:
-    """Two institutions, an admin and a physician in each, as `sivr user add` would create them."""
+    """Two institutions and a physician in each; `admin` is a system admin of A, `admin_b` the institution admin of B."""
 
     institution_a: dict[str, Any]
     institution_b: dict[str, Any]
@@ -92,10 +95,10 @@ def seed(config: Config) -> Seed:
                                           "https://inst-a.example:5002")
     inst_b = admin_ops.create_institution(config, "Clinic B", "Side St 2", "https://inst-b.example:5002")
     users = {
-        "admin": admin_ops.create_user(config, "admin", PASSWORDS["admin"], "admin", inst_a["id"], "Ada Admin"),
+        "admin": admin_ops.create_user(config, "admin", PASSWORDS["admin"], "sysadmin", inst_a["id"], "Ada Admin"),
         "physician": admin_ops.create_user(config, "dr.house", PASSWORDS["physician"], "physician",
                                            inst_a["id"], "Gregory House"),
-        "admin_b": admin_ops.create_user(config, "admin.b", PASSWORDS["admin_b"], "admin", inst_b["id"],
+        "admin_b": admin_ops.create_user(config, "admin.b", PASSWORDS["admin_b"], "instadmin", inst_b["id"],
                                          "Bob Admin"),
         "physician_b": admin_ops.create_user(config, "dr.b", PASSWORDS["physician_b"], "physician",
                                              inst_b["id"], "Beatrix Doc"),

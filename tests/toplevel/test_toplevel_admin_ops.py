@@ -7,14 +7,37 @@ import uuid
 import pytest
 
 from daemons.toplevel import admin_ops
-from daemons.toplevel.models import upgrade
+from daemons.toplevel.models import MODELS, Institution, User, upgrade
+from shared.db import SchemaVersion, database_from_config
 
 from .support import Api
 
 
 def test_upgrade_is_idempotent(config):
-    assert upgrade(config) == 1
-    assert upgrade(config) == 1
+    assert upgrade(config) == 2
+    assert upgrade(config) == 2
+
+
+def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
+    """A database as the code before the role split made it: schema 1, role `admin`, open sessions."""
+    db = database_from_config(config)
+    with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
+        db.create_tables([*MODELS, SchemaVersion])
+        SchemaVersion.create(layer="toplevel", version=1)
+        inst = Institution.create(name="Old Hospital")
+        for name, role in (("old.admin", "admin"), ("old.doc", "physician")):
+            User.create(username=name, password_hash="x", role=role, institution=inst)
+    db.close()
+
+    assert upgrade(config) == 2
+    with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
+        assert {u.username: u.role for u in User.select()} == {"old.admin": "sysadmin", "old.doc": "physician"}
+    db.close()
+    assert admin_ops.set_role(config, "Old.Admin", "instadmin")["role"] == "instadmin"
+    with pytest.raises(ValueError, match="role"):
+        admin_ops.set_role(config, "old.admin", "admin")
+    with pytest.raises(ValueError, match="no user"):
+        admin_ops.set_role(config, "nobody", "physician")
 
 
 def test_create_institution_is_idempotent_by_name(config):
@@ -42,8 +65,8 @@ def test_create_institution_refuses_bad_input(config, kwargs, message):
 
 def test_create_user_and_log_in(config, app):
     inst = admin_ops.list_institutions(config)[0]
-    user = admin_ops.create_user(config, "Second.Admin", "second-admin-pw", "admin", inst["id"], "Second")
-    assert user["username"] == "second.admin" and user["role"] == "admin" and "password_hash" not in user
+    user = admin_ops.create_user(config, "Second.Admin", "second-admin-pw", "sysadmin", inst["id"], "Second")
+    assert user["username"] == "second.admin" and user["role"] == "sysadmin" and "password_hash" not in user
     assert Api(app.test_client()).login("second.admin", "second-admin-pw")["user"]["id"] == user["id"]
 
 

@@ -16,6 +16,7 @@ from daemons.toplevel.app import create_app
 from daemons.toplevel.models import User, UserSession, database_proxy
 from shared.tokens import TokenIssuer, load_private_key, load_public_key
 
+from .conftest import TOPLEVEL_AUDIENCE
 from .support import PASSWORDS, Api
 
 
@@ -33,7 +34,7 @@ def test_login_returns_token_and_user_without_hash(api: Api, seed):
     claims = _claims(body["access_token"])
     assert claims["sub"] == seed.users["physician"]["id"]
     assert claims["role"] == "physician" and claims["inst"] == seed.institution_a["id"]
-    assert claims["name"] == "dr.house" and claims["iss"] == "sivr-toplevel" and claims["aud"] == "sivr"
+    assert claims["name"] == "dr.house" and claims["iss"] == "sivr-toplevel" and claims["aud"] == TOPLEVEL_AUDIENCE
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "EdDSA"
 
 
@@ -55,7 +56,7 @@ def test_password_is_hashed_with_argon2id(app, seed):
     ({"username": "", "password": "x"}, 400, "validation_error"),
     ({"username": ["dr.house"], "password": "x"}, 400, "validation_error"),
     ({"username": "dr.house", "password": 12345}, 400, "validation_error"),
-    ({"username": "dr.house", "password": "x", "role": "admin"}, 400, "validation_error"),
+    ({"username": "dr.house", "password": "x", "role": "sysadmin"}, 400, "validation_error"),
 ])
 def test_login_refusals(api: Api, body, status, code):
     got, answer, _ = api.call("POST", "/api/v1/auth/login", json=body)
@@ -168,7 +169,7 @@ def test_renew_refused_after_the_absolute_session_limit(make_config, seed, signi
     api = Api(create_app(config).test_client())
     login = api.login("dr.house", PASSWORDS["physician"])
     claims = _claims(login["access_token"])
-    issuer = TokenIssuer(load_private_key(signing_keys[0]), "sivr-toplevel", "sivr", 300)
+    issuer = TokenIssuer(load_private_key(signing_keys[0]), "sivr-toplevel", TOPLEVEL_AUDIENCE, 300)
     # The same session, as if it had started 61 s ago and been renewed since.
     aged, _ = issuer.issue(claims["sub"], claims["name"], claims["role"], claims["inst"],
                            session_id=claims["sid"], auth_time=claims["auth_time"] - 61)
@@ -249,7 +250,7 @@ def _attack_tokens(valid: str, signing_keys) -> dict[str, str]:
         "expired": jwt.encode(expired, own_key, algorithm="EdDSA"),
         "wrong_issuer": jwt.encode(dict(claims, iss="evil"), own_key, algorithm="EdDSA"),
         "wrong_audience": jwt.encode(dict(claims, aud="other"), own_key, algorithm="EdDSA"),
-        "tampered_role": f"{header}.{_b64(dict(claims, role='admin'))}.{signature}",
+        "tampered_role": f"{header}.{_b64(dict(claims, role='sysadmin'))}.{signature}",
         "garbage": "not-a-token",
     }
 
@@ -284,8 +285,39 @@ def test_missing_and_malformed_authorization(api: Api, seed):
 
 
 def test_token_verifies_with_the_public_key_only(api: Api, signing_keys):
-    """What the institution and render layers do: verify with the public key, no call back."""
+    """A session token verifies with the public key alone, for the toplevel's own audience."""
     token = api.login("admin", PASSWORDS["admin"])["access_token"]
-    claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience="sivr",
+    claims = jwt.decode(token, load_public_key(signing_keys[1]), algorithms=["EdDSA"], audience=TOPLEVEL_AUDIENCE,
                         issuer="sivr-toplevel")
-    assert claims["role"] == "admin"
+    assert claims["role"] == "sysadmin"
+
+
+def _login_from(api: Api, address: str, username: str, password: str) -> int:
+    return api.client.post("/api/v1/auth/login", json={"username": username, "password": password},
+                           environ_base={"REMOTE_ADDR": address}).status_code
+
+
+def test_guessing_from_one_address_does_not_lock_the_user_out_elsewhere(make_config, seed):
+    """Issue 13, item 8: 5 wrong passwords from one address used to lock the account everywhere."""
+    api = Api(create_app(make_config(auth={"max_failed_logins": 5})).test_client())
+    assert [_login_from(api, "10.6.6.6", "dr.house", "bad-guess") for _ in range(6)] == [401] * 5 + [429]
+    assert _login_from(api, "10.6.6.6", "dr.house", PASSWORDS["physician"]) == 429
+    assert _login_from(api, "10.1.1.1", "dr.house", PASSWORDS["physician"]) == 200
+    assert _login_from(api, "10.6.6.6", "dr.house", "bad-guess") == 429  # the real login did not reset it
+
+
+def test_guessing_from_many_addresses_is_capped_per_username(make_config, seed):
+    api = Api(create_app(make_config(auth={"max_failed_logins": 5, "max_failed_logins_per_username": 4})).test_client())
+    assert [_login_from(api, f"10.7.0.{i}", "dr.house", "bad-guess") for i in range(4)] == [401] * 4
+    assert _login_from(api, "10.7.1.1", "dr.house", PASSWORDS["physician"]) == 429
+
+
+def test_throttled_logins_are_audited(make_config, seed, tokens):
+    api = Api(create_app(make_config(auth={"max_failed_logins": 2})).test_client())
+    for _ in range(3):
+        _login_from(api, "10.8.0.1", "dr.house", "bad-guess")
+    status, body, _ = api.call("GET", "/api/v1/audit?action=auth.login_throttled", tokens["admin"])
+    assert status == 200 and body["total"] == 1
+    entry = body["items"][0]
+    assert entry["username"] == "dr.house" and entry["client_ip"] == "10.8.0.1" and entry["user_id"]
+    assert "too many failed logins" in entry["detail"]

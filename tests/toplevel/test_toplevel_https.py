@@ -13,12 +13,14 @@ import base64
 import json
 import tomllib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import jwt
 import pytest
 import requests
+import urllib3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import seed_base
@@ -137,7 +139,7 @@ def test_physician_cannot_use_admin_endpoints(server: Toplevel):
     admin_id = next(u["id"] for u in before if u["username"] == "admin")
     for method, path, body in [
         ("POST", "/api/v1/users", {"username": "mallory", "password": "mallory-pass-1", "full_name": "M",
-                                   "role": "admin", "institution_id": before[0]["institution_id"]}),
+                                   "role": "sysadmin", "institution_id": before[0]["institution_id"]}),
         ("PUT", f"/api/v1/users/{admin_id}", {"active": False}),
         ("DELETE", f"/api/v1/users/{admin_id}", None),
         ("POST", f"/api/v1/users/{admin_id}/password", {"new_password": "taken-over-pw"}),
@@ -190,7 +192,7 @@ def test_logout_on_one_server_holds_on_the_other(server: Toplevel):
 
 
 def test_failed_logins_are_limited_across_workers_and_servers(server: Toplevel):
-    """Last in the module: it throttles the physician's username for the rest of the window."""
+    """It throttles the physician at this address for the rest of the window (the tests after it rely on that)."""
     username = server.users["physician"]["username"]
     codes = [server.call("POST", "/api/v1/auth/login", server=i % 2,
                          json={"username": username, "password": f"guess-{i}"}).status_code for i in range(5)]
@@ -198,3 +200,24 @@ def test_failed_logins_are_limited_across_workers_and_servers(server: Toplevel):
     for index in (0, 1):
         reply = server.call("POST", "/api/v1/auth/login", json=server.users["physician"], server=index)
         assert reply.status_code == 429 and int(reply.headers["Retry-After"]) > 0
+
+
+def test_parallel_guesses_get_no_more_verified_tries_than_the_limit(server: Toplevel):
+    """30 wrong passwords at once, over both servers: at most `max_failed_logins` are checked (issue 13, item 8)."""
+    guess = {"username": "dr.nobody", "password": "wrong-guess"}
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        codes = list(pool.map(
+            lambda i: server.call("POST", "/api/v1/auth/login", server=i % 2, json=guess).status_code, range(30)))
+    assert sorted(set(codes)) == [401, 429]
+    assert codes.count(401) <= 5, codes
+
+
+def test_the_real_user_at_another_address_is_not_locked_out(server: Toplevel):
+    """After the test above throttled the physician at 127.0.0.1, the physician logs in from 127.0.0.2."""
+    assert server.call("POST", "/api/v1/auth/login", json=server.users["physician"]).status_code == 429
+    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=server.ca_cert, source_address=("127.0.0.2", 0))
+    reply = pool.request("POST", server.url + "/api/v1/auth/login", json=server.users["physician"], timeout=30)
+    assert reply.status == 200, reply.data
+    audit = server.call("GET", "/api/v1/audit", server.login("admin"),
+                        params={"action": "auth.login_throttled", "username": server.users["physician"]["username"]})
+    assert audit.json()["total"] >= 1 and audit.json()["items"][0]["client_ip"] == "127.0.0.1"

@@ -8,6 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from shared.errors import ApiError
+from shared.patient_refs import check_patient_reference
+from shared.tokens import key_id, load_public_key
+
 from .support import Api, patient_body
 
 
@@ -181,3 +185,23 @@ def test_racing_duplicate_creations_give_one_201_and_409s(app, tokens):
     with ThreadPoolExecutor(max_workers=6) as pool:
         statuses = sorted(pool.map(create, range(6)))
     assert statuses == [201] + [409] * 5
+
+
+def test_patient_reference_vouches_for_one_existing_patient_and_user(api: Api, tokens, seed, patients, signing_keys):
+    """What institution servers check before storing a finding or record (issue 13, item 11)."""
+    patient = patients[0]
+    status, body, _ = api.call("POST", f"/api/v1/patients/{patient['id']}/reference", tokens["physician"])
+    assert status == 200 and body["expires_in"] == 600
+    reference = body["patient_reference"]
+    keys = {key_id(load_public_key(signing_keys[1])): load_public_key(signing_keys[1])}
+    check_patient_reference(reference, patient["id"], seed.users["physician"]["id"], keys, "sivr-toplevel", 5)
+    with pytest.raises(ApiError):
+        check_patient_reference(reference, patient["id"], seed.users["physician_b"]["id"], keys, "sivr-toplevel", 5)
+    # its own audience: it is no access token anywhere
+    status, answer, _ = api.call("GET", "/api/v1/me", reference)
+    assert status == 401 and answer["error"]["code"] == "invalid_token"
+    status, audit, _ = api.call("GET", f"/api/v1/audit?action=patient.reference&patient_id={patient['id']}",
+                                tokens["admin"])
+    assert audit["total"] == 1 and audit["items"][0]["username"] == "dr.house"
+    assert api.call("POST", f"/api/v1/patients/{uuid.uuid4()}/reference", tokens["physician"])[0] == 404
+    assert api.call("POST", f"/api/v1/patients/{patient['id']}/reference")[0] == 401

@@ -116,7 +116,7 @@ ADMIN_ONLY = [
 def test_physician_calling_admin_endpoints_is_forbidden(api: Api, tokens, seed, db_state, method, path, body):
     path = path.format(admin_b=seed.users["admin_b"]["id"], inst_b=seed.institution_b["id"])
     if body == "new_user":
-        body = _new_user(seed, role="admin")
+        body = _new_user(seed, role="sysadmin")
     before = db_state()
     status, answer, _ = api.call(method, path, tokens["physician"], body)
     assert status == 403 and answer["error"]["code"] == "forbidden"
@@ -138,12 +138,12 @@ def test_admin_gets_and_updates_user(api: Api, tokens, seed):
 
 def test_moving_a_user_ends_their_sessions(api: Api, tokens, seed):
     uid = seed.users["physician"]["id"]
-    status, _, _ = api.call("PUT", f"/api/v1/users/{uid}", tokens["admin"], {"role": "admin"})
+    status, _, _ = api.call("PUT", f"/api/v1/users/{uid}", tokens["admin"], {"role": "sysadmin"})
     assert status == 200
     status, body, _ = api.call("POST", "/api/v1/auth/renew", tokens["physician"])
     assert status == 401 and body["error"]["code"] == "session_expired"
     claims = api.login("dr.house", PASSWORDS["physician"])["user"]
-    assert claims["role"] == "admin"
+    assert claims["role"] == "sysadmin"
 
 
 @pytest.mark.parametrize("body", [{}, {"active": "no"}, {"role": "root"}, {"password_hash": "x"},
@@ -226,7 +226,7 @@ def test_me_shows_and_updates_own_profile(api: Api, tokens, seed):
     assert body["role"] == "physician"
 
 
-@pytest.mark.parametrize("body", [{}, {"role": "admin"}, {"active": False}, {"email": "nope"},
+@pytest.mark.parametrize("body", [{}, {"role": "sysadmin"}, {"active": False}, {"email": "nope"},
                                   {"institution_id": "11111111-1111-4111-8111-111111111111"}])
 def test_me_cannot_change_role_or_anything_else(api: Api, tokens, db_state, body):
     before = db_state()

@@ -100,12 +100,12 @@ def users_of_second_institution(deployment) -> dict[str, dict[str, str]]:
     admin = deployment.client("admin")
     inst_id = institution(deployment, 2)["id"]
     users = {}
-    for role in ("admin", "physician"):
-        name = f"{role}-2-{uuid.uuid4().hex[:6]}"
+    for key, role in (("admin", "instadmin"), ("physician", "physician")):
+        name = f"{key}-2-{uuid.uuid4().hex[:6]}"
         password = uuid.uuid4().hex
         admin.call("POST", f"{deployment.url('toplevel')}/api/v1/users", json={
-            "username": name, "password": password, "full_name": f"Second {role.title()}",
+            "username": name, "password": password, "full_name": f"Second {key.title()}",
             "role": role, "institution_id": inst_id})
-        users[role] = {"username": name, "password": password}
+        users[key] = {"username": name, "password": password}
     deployment.second_users = users
     return users

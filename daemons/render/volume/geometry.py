@@ -193,3 +193,17 @@ def view_labels(azimuth: float, elevation: float, roll: float) -> dict[str, str]
     """Edge labels of a 3D view (the anterior view reads top S, right L, bottom I, left R)."""
     right, up, _ = camera_axes(azimuth, elevation, roll)
     return edge_labels(right, -up)
+
+
+def image_labels(orientation: tuple[float, ...] | list[float] | None) -> dict[str, str] | None:
+    """Edge labels of a stored image from its ImageOrientationPatient (columns run along the row
+    cosines, rows along the column cosines); None when it is missing or degenerate, so nothing
+    is labelled that is not known."""
+    if orientation is None or len(orientation) != 6:
+        return None
+    row = np.asarray(orientation[:3], dtype=np.float64)
+    col = np.asarray(orientation[3:], dtype=np.float64)
+    if min(np.linalg.norm(row), np.linalg.norm(col), np.linalg.norm(np.cross(row, col))) < 1e-6:
+        return None
+    axes = patient_axes(tuple(float(v) for v in orientation))
+    return edge_labels(axes[:, 0], axes[:, 1])

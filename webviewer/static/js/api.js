@@ -1,6 +1,13 @@
 // Talking to the SIVR layers (docs/API.md): one session with a bearer token, renewed in the
 // background, sent only in the Authorization header (never in a URL, where it would end up in
 // logs and browser history).
+//
+// The session token goes to the toplevel alone. Every other server (an institution's server_url,
+// a render node) gets its own short-lived token, exchanged at the toplevel for that server's base
+// URL (POST api/v1/auth/token): a server, even a hostile one, only ever sees a token that no other
+// server accepts. Server tokens are fetched on demand, renewed when most of their life has passed,
+// exchanged once at a time per server, and a server's 401 invalid_token/token_expired is retried
+// once with a fresh one.
 
 export class ApiError extends Error {
   /** status 0 means the server could not be reached at all. */
@@ -18,6 +25,14 @@ export class ApiError extends Error {
 const STORAGE_KEY = "sivr.session";
 const RENEW_FRACTION = 0.7;   // renew when 70 % of a token's life has passed
 const RETRY_RENEW_MS = 5000;
+const SERVER_TOKEN_SAFETY_MS = 3000;   // a server token this close to expiry is not sent any more
+const RETRY_WITH_NEW_TOKEN = ["invalid_token", "token_expired"];
+
+/** A server's audience: its base URL as the toplevel normalizes it (scheme://host[:port][/path]). */
+export function audienceOf(url) {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, "")}`;
+}
 
 /** Turn any failed fetch or error body into an ApiError whose message a person can act on. */
 export async function errorFromResponse(response) {
@@ -60,6 +75,70 @@ export class Session {
     this.renewTimer = null;
     this.onExpired = () => {};
     this.onRenewed = () => {};
+    this.serverTokens = new Map();   // audience -> { token, expiresAt, renewAt, pending }
+    this.generation = 0;             // bumped when the session ends: late exchanges are dropped
+  }
+
+  isToplevel(base) { return audienceOf(base) === audienceOf(this.toplevelUrl); }
+
+  /**
+   * The bearer token for `base`: the session token for the toplevel, else a token exchanged for
+   * that server. A still-valid token is returned while its renewal runs in the background.
+   */
+  async tokenFor(base) {
+    if (!this.token || this.isToplevel(base)) return this.token;
+    const audience = audienceOf(base);
+    const now = Date.now();
+    let entry = this.serverTokens.get(audience);
+    if (entry && entry.token && now < entry.renewAt) return entry.token;
+    if (!entry || !entry.pending) {
+      entry = { token: null, expiresAt: 0, renewAt: 0, ...entry };
+      entry.pending = this._exchange(audience, entry);
+      this.serverTokens.set(audience, entry);
+    }
+    if (entry.token && now < entry.expiresAt - SERVER_TOKEN_SAFETY_MS) {
+      entry.pending.catch(() => {});   // a failed renewal shows on the next call that needs it
+      return entry.token;
+    }
+    return entry.pending;
+  }
+
+  async _exchange(audience, entry) {
+    const generation = this.generation;
+    try {
+      const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/token", { method: "POST", json: { audience } });
+      if (generation !== this.generation) throw new ApiError(401, "session_expired", "the session ended");
+      const now = Date.now();
+      Object.assign(entry, {
+        token: body.access_token,
+        expiresAt: now + body.expires_in * 1000,
+        renewAt: now + body.expires_in * 1000 * RENEW_FRACTION,
+      });
+      return body.access_token;
+    } finally {
+      entry.pending = null;
+    }
+  }
+
+  /** Drop a server's token that the server refused (unless a newer one replaced it meanwhile). */
+  forgetToken(base, token) {
+    const entry = this.serverTokens.get(audienceOf(base));
+    if (entry && entry.token === token) Object.assign(entry, { token: null, expiresAt: 0, renewAt: 0 });
+  }
+
+  /**
+   * Run `send(token)` with the token for `base`; a server that refuses it as invalid or expired
+   * gets one more try with a freshly exchanged token. `send` throws ApiError on failure.
+   */
+  async withToken(base, send) {
+    const token = await this.tokenFor(base);
+    try {
+      return await send(token);
+    } catch (err) {
+      if (!token || this.isToplevel(base) || err.status !== 401 || !RETRY_WITH_NEW_TOKEN.includes(err.code)) throw err;
+      this.forgetToken(base, token);
+      return send(await this.tokenFor(base));
+    }
   }
 
   get active() { return Boolean(this.token); }
@@ -139,40 +218,53 @@ export class Session {
 
   _clear() {
     clearTimeout(this.renewTimer);
+    this.generation += 1;
+    this.serverTokens.clear();
     this.token = null;
     this.user = null;
     sessionStorage.removeItem(STORAGE_KEY);
   }
 
-  authHeaders() {
-    return this.token ? { Authorization: `Bearer ${this.token}` } : {};
-  }
-
   /**
-   * fetch() with the bearer token; answers the Response or throws an ApiError.
-   * A 401 that means the session is over ends the session (the UI shows why).
+   * fetch() with the bearer token for `base`; answers the Response or throws an ApiError.
+   * A 401 from the toplevel that means the session is over ends the session (the UI shows why);
+   * the toplevel also refuses the token exchange once the session or the user has ended, so a
+   * revoked session ends at the next exchange for any server.
    */
   async fetchRaw(base, path, { method = "GET", params, json, body, signal, auth = true, renewing = false, headers = {} } = {}) {
-    const init = { method, signal, credentials: "omit", headers: { ...headers }, cache: "no-store" };
-    if (auth) Object.assign(init.headers, this.authHeaders());
-    if (json !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(json);
-    } else if (body !== undefined) {
-      init.body = body;
-    }
-    let response;
+    const send = async (token) => {
+      const init = { method, signal, credentials: "omit", headers: { ...headers }, cache: "no-store" };
+      if (auth && token) init.headers.Authorization = `Bearer ${token}`;
+      if (json !== undefined) {
+        init.headers["Content-Type"] = "application/json";
+        init.body = JSON.stringify(json);
+      } else if (body !== undefined) {
+        init.body = body;
+      }
+      let response;
+      try {
+        response = await fetch(buildUrl(base, path, params), init);
+      } catch (cause) {
+        throw unreachable(base, cause);
+      }
+      if (!response.ok) throw await errorFromResponse(response);
+      return response;
+    };
+    if (!auth) return send(null);
     try {
-      response = await fetch(buildUrl(base, path, params), init);
-    } catch (cause) {
-      throw unreachable(base, cause);
+      return await this.withToken(base, send);
+    } catch (err) {
+      if (!(err instanceof ApiError) || !err.isAuthFailure) throw err;
+      if (this.isToplevel(base)) {
+        if (!renewing && this.token) this._expire(err);
+        throw err;
+      }
+      if (!this.token) throw err;   // the exchange found the session over: the login screen says why
+      // The toplevel still vouches for the session, so the session goes on; this one server
+      // refused a token minted for it (misconfigured audience or key). Say so where it happened.
+      throw new ApiError(err.status, "server_refused_token",
+        `${hostOf(base)} refused the access token issued for it (${err.message}); ask an administrator to check its token settings`);
     }
-    if (!response.ok) {
-      const err = await errorFromResponse(response);
-      if (auth && !renewing && err.isAuthFailure && this.token) this._expire(err);
-      throw err;
-    }
-    return response;
   }
 
   async fetchJson(base, path, options = {}) {

@@ -2,7 +2,7 @@
 // to (from any institution) attached or detached.
 
 import { h, mount, field } from "./dom.js";
-import { patientName } from "./patients.js";
+import { patientName, patientReference } from "./patients.js";
 import { patientRecords, recordLabel } from "./federation.js";
 
 function linkKey(link) {
@@ -104,7 +104,8 @@ export async function findingFormView(ctx, patientId, findingId) {
     try {
       if (!finding) {
         await ctx.session.fetchJson(base, "api/v1/findings", {
-          method: "POST", json: { ...body, patient_id: patient.id, records: [...chosen.values()] },
+          method: "POST",
+          json: { ...body, patient_id: patient.id, records: [...chosen.values()], patient_reference: await patientReference(ctx, patient.id) },
         });
       } else {
         await ctx.session.fetchJson(base, `api/v1/findings/${finding.id}`, { method: "PUT", json: body });

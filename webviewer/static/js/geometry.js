@@ -70,3 +70,30 @@ export function dragWindow(start, dx, dy, sensitivity = 1) {
   const step = Math.max(1, start.width) / 256 * sensitivity;
   return { center: start.center + dy * step, width: Math.max(1, start.width + dx * step) };
 }
+
+/** `X-Orientation: top=S,right=L,bottom=I,left=R` as {top, right, bottom, left}; null if absent or malformed. */
+export function parseOrientation(value) {
+  if (!value) return null;
+  const edges = {};
+  for (const part of value.split(",")) {
+    const [edge, label] = part.split("=").map((t) => t.trim());
+    if (["top", "right", "bottom", "left"].includes(edge) && /^[APLRSI]{1,3}$/.test(label || "")) edges[edge] = label;
+  }
+  return Object.keys(edges).length === 4 ? edges : null;
+}
+
+/** `X-Window: center,width` as {center, width}; null if absent or malformed. */
+export function parseWindow(value) {
+  const parts = String(value || "").split(",").map(Number);
+  return parts.length === 2 && parts.every(Number.isFinite) && parts[1] > 0 ? { center: parts[0], width: parts[1] } : null;
+}
+
+const STACK_ORDER = {
+  S: "feet first (I → S)", I: "head first (S → I)", A: "posterior first (P → A)",
+  P: "anterior first (A → P)", L: "right first (R → L)", R: "left first (L → R)",
+};
+
+/** How the frame index runs, from the node's stack direction (the patient direction it increases towards). */
+export function stackOrder(direction) {
+  return STACK_ORDER[String(direction || "")[0]] || null;
+}

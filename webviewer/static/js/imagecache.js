@@ -6,7 +6,7 @@ export class ImageCache {
   constructor(maxBytes = 32 * 1024 * 1024, maxEntries = 300) {
     this.maxBytes = maxBytes;
     this.maxEntries = maxEntries;
-    this.entries = new Map();   // key -> {blob, bytes}; Map order is recency order
+    this.entries = new Map();   // key -> {blob, bytes, orientation, window}; Map order is recency order
     this.bytes = 0;
   }
 
@@ -20,10 +20,11 @@ export class ImageCache {
 
   has(key) { return this.entries.has(key); }
 
-  put(key, blob) {
+  /** `about` is what the node said of the image (edge orientation, window applied); kept with it. */
+  put(key, blob, about = {}) {
     const existing = this.entries.get(key);
     if (existing) return existing;
-    const entry = { blob, bytes: blob.size };
+    const entry = { blob, bytes: blob.size, ...about };
     this.entries.set(key, entry);
     this.bytes += entry.bytes;
     for (const [oldKey, old] of this.entries) {

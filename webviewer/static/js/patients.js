@@ -9,6 +9,13 @@ export function sexLabel(code) {
   return found ? found[1] : code;
 }
 
+/** The toplevel's short-lived signed reference to a patient: an institution server stores a finding or
+ *  a record only for a patient it names (it cannot ask the toplevel itself). Fetched right before each write. */
+export async function patientReference(ctx, patientId) {
+  const body = await ctx.session.toplevel(`api/v1/patients/${patientId}/reference`, { method: "POST" });
+  return body.patient_reference;
+}
+
 export function patientName(p) {
   return `${p.last_name}, ${p.first_name}`;
 }

@@ -4,7 +4,7 @@
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
 import { errorFromResponse, buildUrl, ApiError } from "./api.js";
-import { patientName } from "./patients.js";
+import { patientName, patientReference } from "./patients.js";
 import { viewerHref } from "./federation.js";
 
 /**
@@ -114,10 +114,10 @@ export async function uploadView(ctx, patientId) {
     submit.disabled = true;
     progress.value = 0;
     try {
-      const meta = await sendFiles(buildUrl(node.url, "api/v1/records"), ctx.session.token, files, (loaded, total) => {
+      const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, files, (loaded, total) => {
         progress.value = Math.round((loaded / total) * 100);
         progressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} sent`;
-      }, controller.signal);
+      }, controller.signal));
       progress.value = 100;
       progressText.textContent = "Stored on the node; registering the record…";
       await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
@@ -126,6 +126,7 @@ export async function uploadView(ctx, patientId) {
           id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
           modality: meta.modality || "", record_type: typeSelect.value || recordTypeFor(types, meta.modality), patient_id: patient.id,
           description: description.value.trim() || meta.description || "", study_date: isoDate(meta.study_date),
+          patient_reference: await patientReference(ctx, patient.id),
         },
       });
       progressText.textContent = "Done.";

@@ -8,6 +8,7 @@ import { ApiError } from "./api.js";
 import { ImageCache } from "./imagecache.js";
 import {
   planeInfo, regionFor, fitRect, requestSize, screenToImage, imageToScreen, distanceMm, dragWindow, clamp,
+  parseOrientation, parseWindow, stackOrder,
 } from "./geometry.js";
 
 const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["3d", "3D"]];
@@ -19,6 +20,7 @@ const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself acc
 const POLL_MS = 250;
 const PREFETCH_WORKERS = 3;
 const MAX_ZOOM = 16;
+const EDGES = ["top", "right", "bottom", "left"];
 
 /** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */
 function dicomDate(value) {
@@ -114,6 +116,7 @@ class Viewer {
     this.direction = 1;
     this.viewId = `v${Math.random().toString(36).slice(2, 12)}`;
     this.seq = 0;
+    this.viewGeneration = 0;       // raised on every change of view: images asked for before are never shown
   }
 
   // ---------- layout ----------
@@ -133,11 +136,13 @@ class Viewer {
     this.cornerBL = h("div", { class: "corner bl", id: "view-info" });
     this.cornerBR = h("div", { class: "corner br", id: "image-info" });
     this.message = h("div", { class: "view-message", id: "view-message", hidden: true });
+    // Patient direction at the middle of each edge, from the node's X-Orientation of the image shown.
+    this.markers = Object.fromEntries(EDGES.map((edge) => [edge, h("div", { class: `orient orient-${edge}`, id: `orient-${edge}`, hidden: true })]));
     this.viewport = h("div", {
       class: "viewport", id: "viewport", tabindex: "0", role: "img",
       "aria-roledescription": "medical image viewer",
       "aria-label": "Image. Up and down arrows change slice, plus and minus zoom, space plays, 0 resets.",
-    }, this.img, this.overlay, this.cornerTL, this.cornerBL, this.cornerBR, this.message);
+    }, this.img, this.overlay, Object.values(this.markers), this.cornerTL, this.cornerBL, this.cornerBR, this.message);
 
     this.planeSelect = select("plane", PLANE_LABELS, s.plane);
     this.planeSelect.id = "plane";
@@ -167,7 +172,12 @@ class Viewer {
 
     this.modeSelect = select("mode", VOLUME_MODES, s.vol.mode);
     this.modeSelect.id = "volume-mode";
-    this.modeSelect.addEventListener("change", () => { s.vol.mode = this.modeSelect.value; this.syncControls(); this.requestView(); });
+    this.modeSelect.addEventListener("change", () => {
+      s.vol.mode = this.modeSelect.value;
+      this.syncControls();
+      this.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
+      this.requestView();
+    });
     this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), s.vol.preset);
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { s.vol.preset = this.volPresetSelect.value; this.requestView(); });
@@ -198,7 +208,14 @@ class Viewer {
     this.slabGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Slab (thick reformat)", hidden: true },
       label("Slab mm", this.slabInput), this.slabModeLabel = label("Slab mode", this.slabModeSelect));
 
-    const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
+    // On a phone the toolbar folds into one "Tools" button under the image and slider (CSS shows
+    // the button on narrow screens only; on a desktop every group is always shown).
+    this.toolsToggle = h("button", {
+      type: "button", class: "btn tools-toggle", id: "tools-toggle", "aria-expanded": "false", "aria-controls": "viewer-tools",
+      text: "☰ Tools", onclick: () => this.toggleTools(),
+    });
+    const toolbar = h("div", { class: "toolbar", id: "viewer-tools", role: "toolbar", "aria-label": "Viewer tools" },
+      this.toolsToggle,
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
@@ -223,6 +240,7 @@ class Viewer {
       h("div", { class: "load-row" }, this.progress, this.progressText),
       this.loadErrors));
 
+    this.toolbar = toolbar;
     this.bindPointer();
     this.bindKeys();
     this.resizeObserver = new ResizeObserver(() => this.later("resize", 120, () => this.requestView()));
@@ -231,10 +249,17 @@ class Viewer {
     this.viewport.focus({ preventScroll: true });
   }
 
+  toggleTools() {
+    const open = this.toolsToggle.getAttribute("aria-expanded") !== "true";
+    this.toolsToggle.setAttribute("aria-expanded", String(open));
+    this.toolbar.classList.toggle("open", open);
+  }
+
   fillWindowChoices() {
     const options = [["auto", "Automatic"]];
     if (this.meta.default_window) options.push(["file", "From the file"]);
     for (const [name, w] of Object.entries(this.presets.window || {})) {
+      if (w.modality && w.modality !== (this.meta.modality || "").toUpperCase()) continue;   // CT windows mean nothing on an MR
       options.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`]);
     }
     options.push(["custom", "Custom (drag)"]);
@@ -258,7 +283,7 @@ class Viewer {
     this.sliceRow.hidden = is3d || count < 2;
     this.slider.max = String(Math.max(0, count - 1));
     this.slider.value = String(this.index());
-    this.sliderOut.textContent = `${this.index() + 1} / ${count}`;
+    this.sliderOut.textContent = this.sliceCounter();
     this.windowSelect.value = s.windowChoice;
     const ready = this.load.state === "ready";
     for (const opt of this.planeSelect.options) {
@@ -289,7 +314,7 @@ class Viewer {
     if (next !== this.index()) this.direction = Math.sign(next - this.index());
     s.index[s.plane] = next;
     this.slider.value = String(s.index[s.plane]);
-    this.sliderOut.textContent = `${s.index[s.plane] + 1} / ${count}`;
+    this.sliderOut.textContent = this.sliceCounter();
     return this.requestView();
   }
 
@@ -298,6 +323,7 @@ class Viewer {
     this.state.plane = plane;
     this.state.zoom = 1; this.state.cx = 0.5; this.state.cy = 0.5;
     this.syncControls();
+    this.clearImage();
     this.requestView();
     this.ctx.announce(plane === "3d" ? "3D view. Drag to rotate." : `${PLANE_LABELS.find(([p]) => p === plane)[1]} view.`);
   }
@@ -316,8 +342,47 @@ class Viewer {
     this.requestView();
   }
 
+  /**
+   * The window of the image on screen: the one the node says it applied (its automatic choice
+   * included), else the one asked for, else the file's. A drag starts from here, never from a
+   * guess that would jump to another window.
+   */
   currentWindow() {
-    return this.state.window || this.meta.default_window || { center: 2 ** ((this.meta.bits_stored || 12) - 1), width: 2 ** (this.meta.bits_stored || 12) };
+    return (this.shownEntry && this.shownEntry.window) || this.state.window || this.meta.default_window || null;
+  }
+
+  /** What the slice counter says: position in the stack, the scanner's instance number, the order. */
+  sliceCounter() {
+    const slice = this.state.plane === "native" ? this.sliceInfo(this.index()) : null;
+    const counter = `${this.index() + 1} / ${this.count()}`;
+    return slice && slice.instance != null ? `${counter} · Im ${slice.instance}` : counter;
+  }
+
+  /** Instance number and position of a stored slice, when the node published them. */
+  sliceInfo(index) {
+    return Array.isArray(this.meta.slices) ? this.meta.slices[index] || null : null;
+  }
+
+  /**
+   * A new view starts blank: the previous image, its measurements and its orientation labels go
+   * at once, so nothing is ever shown under the wrong view's label while the new image loads.
+   */
+  clearImage() {
+    this.viewGeneration += 1;
+    this.shown = null;
+    this.shownEntry = null;
+    this.showToken += 1;
+    this.img.hidden = true;
+    this.overlay.replaceChildren();
+    for (const marker of Object.values(this.markers)) marker.hidden = true;
+    const ds = this.viewport.dataset;
+    ds.shownPlane = "";
+    ds.shownKey = "";
+    ds.shownIndex = "-1";
+    const name = PLANE_LABELS.find(([p]) => p === this.state.plane)[1];
+    mount(this.cornerBL, h("div", { text: `${name}: loading…` }));
+    this.cornerBR.replaceChildren();
+    this.showMessage(`Loading the ${name === "3D" ? name : name.toLowerCase()} view…`);
   }
 
   resetView() {
@@ -398,7 +463,10 @@ class Viewer {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
     }
     const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined)).toString();
-    return { key: `${path}?${qs}`, path, params, rect, region, plane: s.plane, index: indexOverride ?? this.index(), interactive };
+    return {
+      key: `${path}?${qs}`, path, params, rect, region, plane: s.plane, index: indexOverride ?? this.index(), interactive,
+      generation: this.viewGeneration,
+    };
   }
 
   /** Show the current state; resolves once it is on screen (or has failed, or was superseded). */
@@ -459,7 +527,10 @@ class Viewer {
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
     const blob = await response.blob();
-    return this.cache.put(req.key, blob);
+    return this.cache.put(req.key, blob, {
+      orientation: parseOrientation(response.headers.get("X-Orientation")),
+      window: parseWindow(response.headers.get("X-Window")),
+    });
   }
 
   handleImageError(err, req) {
@@ -480,6 +551,7 @@ class Viewer {
   }
 
   async show(req, entry) {
+    if (req.generation !== this.viewGeneration) return;   // a late answer for a view already left
     const token = ++this.showToken;
     if (this.shownEntry !== entry) {
       let bitmap;
@@ -487,7 +559,7 @@ class Viewer {
         if (token === this.showToken) this.showMessage("The image could not be displayed.");
         return;
       }
-      if (this.destroyed || token !== this.showToken) { bitmap.close(); return; }
+      if (this.destroyed || token !== this.showToken || req.generation !== this.viewGeneration) { bitmap.close(); return; }
       this.img.width = bitmap.width;
       this.img.height = bitmap.height;
       this.bitmapContext.transferFromImageBitmap(bitmap);
@@ -497,8 +569,14 @@ class Viewer {
     const r = req.rect;
     Object.assign(front.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
     this.overlay.style.transform = "";
+    front.hidden = false;
     this.shown = req;
+    this.shownEntry = entry;
     this.showMessage(null);
+    for (const edge of EDGES) {
+      this.markers[edge].textContent = entry.orientation ? entry.orientation[edge] : "";
+      this.markers[edge].hidden = !entry.orientation;
+    }
     const ds = this.viewport.dataset;
     ds.shownIndex = String(req.index);
     ds.shownPlane = req.plane;
@@ -604,7 +682,8 @@ class Viewer {
     const s = this.state;
     const m = this.meta;
     mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
-    const w = s.window ? `W ${Math.round(s.window.width)}  L ${Math.round(s.window.center)}` : "W/L automatic";
+    const win = entry.window || s.window;
+    const w = win ? `W ${Math.round(win.width)}  L ${Math.round(win.center)}${s.window ? "" : " (default)"}` : "W/L default";
     if (s.plane === "3d") {
       const v = s.vol;
       mount(this.cornerBL, h("div", { text: `${VOLUME_MODES.find(([k]) => k === v.mode)[1]} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
@@ -612,11 +691,26 @@ class Viewer {
     } else {
       const slab = s.plane !== "native" && s.slab.mm > 0
         ? ` · slab ${s.slab.mm} mm ${SLAB_MODES.find(([k]) => k === s.slab.mode)[1]}` : "";
-      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${this.index() + 1} / ${this.count()}${slab}` }),
+      // the numbers of the image on screen, which may lag the slider while slices are fetched
+      const index = this.shown ? this.shown.index : this.index();
+      const order = s.plane === "native" ? stackOrder(this.meta.stack_direction) : null;
+      mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${index + 1} / ${this.count()}${slab}${order ? ` · ${order}` : ""}` }),
+        s.plane === "native" ? h("div", { id: "slice-info", text: this.sliceText(index) }) : null,
         h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
     }
     const fmt = (this.shown && this.shown.params.format) || s.format;
     mount(this.cornerBR, h("div", { text: `${fmt.toUpperCase()} · ${formatBytes(entry.bytes)}` }));
+  }
+
+  /** "Im 248 · Loc -123.5 mm · Th 1.25 mm": what a report cites, as the scanner numbered it. */
+  sliceText(index) {
+    const slice = this.sliceInfo(index);
+    const thickness = Number(this.meta.slice_thickness);
+    return [
+      slice && slice.instance != null ? `Im ${slice.instance}` : null,
+      slice && slice.location_mm != null ? `Loc ${slice.location_mm.toFixed(1)} mm` : null,
+      thickness > 0 ? `Th ${thickness.toFixed(thickness < 1 ? 2 : 1)} mm` : null,
+    ].filter(Boolean).join(" · ");
   }
 
   measureKey() {
@@ -690,6 +784,7 @@ class Viewer {
           this.setIndex(d.index + Math.round(dy / 8));
           break;
         case "window":
+          if (!d.window) break;   // no window is known for this image (a VOI LUT): nothing to drag from
           s.window = dragWindow(d.window, dx, dy);
           s.windowChoice = "custom";
           this.windowSelect.value = "custom";

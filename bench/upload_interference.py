@@ -1,0 +1,83 @@
+"""Viewer frame latency on one render node alone, then while uploads run (docs/operations.md).
+
+Shows whether uploads slow viewers down: decoding uploads in isolated worker processes should
+leave the node's threads (and its GIL) to the viewers. About a minute:
+
+    python -m bench.upload_interference [--viewers 8] [--uploaders 2] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from daemons.demo import start_deployment
+
+REPO = Path(__file__).resolve().parents[1]
+SLICES = 20
+
+
+def _viewer(deployment, url: str, record_id: str, stop: threading.Event, latencies: list[float]) -> None:
+    session = deployment.client("physician").session
+    while not stop.is_set():
+        index, center = random.randrange(SLICES), random.randint(-500, 500)  # a new window: no cached image
+        started = time.perf_counter()
+        reply = session.get(f"{url}/api/v1/records/{record_id}/frames/{index}?window={center},400&format=jpeg",
+                            timeout=60)
+        latencies.append(time.perf_counter() - started)
+        reply.raise_for_status()
+
+
+def _uploader(deployment, url: str, files, stop: threading.Event, durations: list[float]) -> None:
+    session = deployment.client("physician").session
+    while not stop.is_set():
+        started = time.perf_counter()
+        reply = session.post(f"{url}/api/v1/records", timeout=300,
+                             files=[("files", (name, data, "application/dicom")) for name, data in files])
+        durations.append(time.perf_counter() - started)
+        reply.raise_for_status()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", type=int, default=8)
+    parser.add_argument("--uploaders", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    files = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[:SLICES]]
+    deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment")
+    try:
+        client, url = deployment.client("physician"), deployment.url("render-1-1")
+        record_id = client.call("POST", f"{url}/api/v1/records", timeout=300, files=[
+            ("files", (name, data, "application/dicom")) for name, data in files]).json()["id"]
+        client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,))
+        time.sleep(3)
+        for uploaders in (0, args.uploaders):
+            stop, latencies, durations = threading.Event(), [], []
+            threads = [threading.Thread(target=_viewer, args=(deployment, url, record_id, stop, latencies))
+                       for _ in range(args.viewers)]
+            threads += [threading.Thread(target=_uploader, args=(deployment, url, files, stop, durations))
+                        for _ in range(uploaders)]
+            for thread in threads:
+                thread.start()
+            time.sleep(args.seconds)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+            upload = f"{statistics.median(durations):.2f} s median over {len(durations)}" if durations else "none"
+            print(f"{uploaders} uploaders: {len(latencies)} frames, p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
+                  f"uploads: {upload}", flush=True)
+    finally:
+        deployment.stop()
+
+
+if __name__ == "__main__":
+    main()

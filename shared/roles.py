@@ -1,0 +1,85 @@
+"""Roles and the one rule of who may administer what, used by every layer and the console.
+
+Three roles:
+
+* `sysadmin` (system administrator): institutions, record types, every user of every
+  institution, and the render nodes of every institution.
+* `instadmin` (institution administrator): the users and render nodes of their OWN institution
+  only. They cannot create or touch a system administrator, move anyone to another institution,
+  or change institutions or record types.
+* `physician`: reads and writes patient data; administers nothing.
+
+The functions below take only what a verified token says (`Identity`) and the target's
+institution/role, so the toplevel, the institution servers, the render nodes and the console all
+decide alike. Before schema version 2 the toplevel knew one role `admin`; `sivr db upgrade
+toplevel` turns every such user into a `sysadmin` (see `LEGACY_ADMIN`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+SYSTEM_ADMIN = "sysadmin"
+INSTITUTION_ADMIN = "instadmin"
+PHYSICIAN = "physician"
+
+ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN, PHYSICIAN)
+ADMIN_ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN)
+
+# The single administrative role of schema version 1; the upgrade migrates it to SYSTEM_ADMIN.
+LEGACY_ADMIN = "admin"
+
+ROLE_LABELS = {
+    SYSTEM_ADMIN: "System administrator",
+    INSTITUTION_ADMIN: "Institution administrator",
+    PHYSICIAN: "Physician",
+}
+
+
+class Caller(Protocol):
+    """What the rules need of a caller: a verified token's `Identity` has it."""
+
+    role: str
+    institution_id: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A caller known by role and institution alone (the console, from the logged-in user's record)."""
+
+    role: str
+    institution_id: str
+
+
+def is_system_admin(caller: Caller) -> bool:
+    return caller.role == SYSTEM_ADMIN
+
+
+def is_admin(caller: Caller) -> bool:
+    """Any administrative role (what one may administer is decided by the functions below)."""
+    return caller.role in ADMIN_ROLES
+
+
+def may_administer_institution(caller: Caller, institution_id: str) -> bool:
+    """Users and render nodes of `institution_id`: its own institution admins and system admins."""
+    if caller.role == SYSTEM_ADMIN:
+        return True
+    return caller.role == INSTITUTION_ADMIN and caller.institution_id == institution_id
+
+
+def may_grant_role(caller: Caller, role: str) -> bool:
+    """Only a system administrator makes system administrators."""
+    if caller.role == SYSTEM_ADMIN:
+        return True
+    return caller.role == INSTITUTION_ADMIN and role in (INSTITUTION_ADMIN, PHYSICIAN)
+
+
+def may_administer_user(caller: Caller, user_role: str, user_institution_id: str) -> bool:
+    """Read the full record of, change, reset the password of or delete a user with this role/institution."""
+    return may_administer_institution(caller, user_institution_id) and may_grant_role(caller, user_role)
+
+
+def assignable_roles(caller: Caller) -> tuple[str, ...]:
+    """The roles `caller` may give (the console offers exactly these)."""
+    return tuple(role for role in ROLES if may_grant_role(caller, role))

@@ -1,0 +1,45 @@
+"""The one rule of who administers what (`shared.roles`), as a table."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.roles import (
+    Principal,
+    assignable_roles,
+    is_admin,
+    may_administer_institution,
+    may_administer_user,
+    may_grant_role,
+)
+
+A, B = "inst-a", "inst-b"
+ROOT, INST_A, DOC_A = Principal("sysadmin", A), Principal("instadmin", A), Principal("physician", A)
+
+
+@pytest.mark.parametrize("caller, institution, allowed", [
+    (ROOT, A, True), (ROOT, B, True),
+    (INST_A, A, True), (INST_A, B, False),
+    (DOC_A, A, False), (Principal("admin", A), A, False),  # the retired role administers nothing
+])
+def test_who_administers_an_institution(caller, institution, allowed):
+    assert may_administer_institution(caller, institution) is allowed
+
+
+@pytest.mark.parametrize("caller, role, institution, allowed", [
+    (ROOT, "sysadmin", B, True),
+    (INST_A, "physician", A, True), (INST_A, "instadmin", A, True),
+    (INST_A, "sysadmin", A, False),  # not even a system admin of their own institution
+    (INST_A, "physician", B, False),
+    (DOC_A, "physician", A, False),
+])
+def test_who_administers_a_user(caller, role, institution, allowed):
+    assert may_administer_user(caller, role, institution) is allowed
+
+
+def test_grantable_roles():
+    assert assignable_roles(ROOT) == ("sysadmin", "instadmin", "physician")
+    assert assignable_roles(INST_A) == ("instadmin", "physician")
+    assert assignable_roles(DOC_A) == ()
+    assert not may_grant_role(INST_A, "sysadmin")
+    assert [is_admin(p) for p in (ROOT, INST_A, DOC_A)] == [True, True, False]

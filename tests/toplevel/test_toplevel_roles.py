@@ -1,0 +1,144 @@
+"""Institution-scoped administration (issue 13, item 1): the attacks of an admin of institution B.
+
+`admin_b` is the institution admin of B, `admin` a system admin (in A). Every attack the
+assessment reproduced is tried here against the real app; each must be refused with 403 and
+leave the database as it was.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .support import PASSWORDS, Api
+
+
+def _user_body(institution_id: str, role: str = "physician", username: str = "dr.new") -> dict:
+    return {"username": username, "password": "new-user-pass-1", "full_name": "Nora New",
+            "role": role, "institution_id": institution_id}
+
+
+@pytest.mark.parametrize("role", ["sysadmin", "instadmin", "physician"])
+def test_institution_admin_cannot_create_users_elsewhere(api: Api, tokens, seed, db_state, role):
+    before = db_state()
+    status, body, _ = api.call("POST", "/api/v1/users", tokens["admin_b"],
+                               _user_body(seed.institution_a["id"], role))
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+def test_institution_admin_cannot_create_a_system_admin_even_at_home(api: Api, tokens, seed, db_state):
+    before = db_state()
+    status, body, _ = api.call("POST", "/api/v1/users", tokens["admin_b"],
+                               _user_body(seed.institution_b["id"], "sysadmin"))
+    assert status == 403 and "system administrator" in body["error"]["message"]
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("role", ["instadmin", "physician"])
+def test_institution_admin_creates_users_of_their_institution(api: Api, tokens, seed, role):
+    status, body, _ = api.call("POST", "/api/v1/users", tokens["admin_b"],
+                               _user_body(seed.institution_b["id"], role))
+    assert status == 201 and body["role"] == role and body["institution_id"] == seed.institution_b["id"]
+
+
+@pytest.mark.parametrize("victim", ["physician", "admin"])
+def test_institution_admin_cannot_reset_passwords_elsewhere(api: Api, tokens, seed, db_state, victim):
+    before = db_state()
+    status, body, _ = api.call("POST", f"/api/v1/users/{seed.users[victim]['id']}/password",
+                               tokens["admin_b"], {"new_password": "taken-over-pw-1"})
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert db_state() == before
+    assert api.login(seed.users[victim]["username"], PASSWORDS[victim])
+
+
+def test_institution_admin_cannot_reset_a_system_admin_of_their_institution(api: Api, tokens, seed, db_state):
+    status, created, _ = api.call("POST", "/api/v1/users", tokens["admin"],
+                                  _user_body(seed.institution_b["id"], "sysadmin", "root.b"))
+    assert status == 201
+    before = db_state()
+    for method, path, body in (
+        ("POST", f"/api/v1/users/{created['id']}/password", {"new_password": "taken-over-pw-1"}),
+        ("PUT", f"/api/v1/users/{created['id']}", {"active": False}),
+        ("PUT", f"/api/v1/users/{created['id']}", {"role": "physician"}),
+        ("DELETE", f"/api/v1/users/{created['id']}", None),
+        ("GET", f"/api/v1/users/{created['id']}", None),
+    ):
+        status, answer, _ = api.call(method, path, tokens["admin_b"], body)
+        assert status == 403 and answer["error"]["code"] == "forbidden", (method, path)
+    assert db_state() == before
+
+
+def test_institution_admin_manages_their_own_users(api: Api, tokens, seed):
+    uid = seed.users["physician_b"]["id"]
+    assert api.call("GET", f"/api/v1/users/{uid}", tokens["admin_b"])[0] == 200
+    status, body, _ = api.call("PUT", f"/api/v1/users/{uid}", tokens["admin_b"], {"full_name": "Dr. B"})
+    assert status == 200 and body["full_name"] == "Dr. B"
+    assert api.call("POST", f"/api/v1/users/{uid}/password", tokens["admin_b"],
+                    {"new_password": "reset-by-admin-b"})[0] == 204
+    assert api.login("dr.b", "reset-by-admin-b")
+
+
+@pytest.mark.parametrize("change", [
+    {"server_url": "https://attacker.example:5002"},
+    {"name": "Taken Over"},
+])
+def test_institution_admin_cannot_change_institutions(api: Api, tokens, seed, db_state, change):
+    before = db_state()
+    for inst in (seed.institution_a, seed.institution_b):
+        status, body, _ = api.call("PUT", f"/api/v1/institutions/{inst['id']}", tokens["admin_b"], change)
+        assert status == 403 and body["error"]["code"] == "forbidden"
+    assert api.call("POST", "/api/v1/institutions", tokens["admin_b"], {"name": "Fake"})[0] == 403
+    assert api.call("DELETE", f"/api/v1/institutions/{seed.institution_a['id']}", tokens["admin_b"])[0] == 403
+    assert db_state() == before
+
+
+def test_institution_admin_cannot_change_record_types(api: Api, tokens, db_state):
+    before = db_state()
+    status, _, _ = api.call("POST", "/api/v1/record-types", tokens["admin_b"], {"code": "XX", "name": "X"})
+    assert status == 403
+    assert db_state() == before
+    assert api.call("POST", "/api/v1/record-types", tokens["admin"], {"code": "XX", "name": "X"})[0] == 201
+
+
+@pytest.mark.parametrize("target", ["admin_b", "physician_b"])
+def test_nobody_is_moved_to_another_institution_by_an_institution_admin(api: Api, tokens, seed, db_state, target):
+    before = db_state()
+    status, body, _ = api.call("PUT", f"/api/v1/users/{seed.users[target]['id']}", tokens["admin_b"],
+                               {"institution_id": seed.institution_a["id"]})
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+def test_institution_admin_cannot_promote_anyone_to_system_admin(api: Api, tokens, seed, db_state):
+    before = db_state()
+    status, _, _ = api.call("PUT", f"/api/v1/users/{seed.users['physician_b']['id']}", tokens["admin_b"],
+                            {"role": "sysadmin"})
+    assert status == 403
+    assert db_state() == before
+
+
+def test_institution_admin_sees_full_records_of_their_users_only(api: Api, tokens, seed):
+    status, body, _ = api.call("GET", "/api/v1/users", tokens["admin_b"])
+    assert status == 200
+    full = {u["username"] for u in body["items"] if "role" in u}
+    assert full == {"admin.b", "dr.b"}
+    assert api.call("GET", f"/api/v1/users/{seed.users['physician']['id']}", tokens["admin_b"])[0] == 403
+
+
+def test_toplevel_audit_of_an_institution_admin_is_their_institutions(api: Api, tokens, seed):
+    api.call("GET", "/api/v1/patients?q=x", tokens["physician"])
+    api.call("GET", "/api/v1/patients?q=x", tokens["physician_b"])
+    status, body, _ = api.call("GET", "/api/v1/audit?action=patient.search", tokens["admin_b"])
+    assert status == 200 and {e["username"] for e in body["items"]} == {"dr.b"}
+    status, body, _ = api.call("GET", "/api/v1/audit?action=patient.search", tokens["admin"])
+    assert {e["username"] for e in body["items"]} == {"dr.b", "dr.house"}
+
+
+def test_system_admin_administers_every_institution(api: Api, tokens, seed):
+    status, body, _ = api.call("POST", "/api/v1/users", tokens["admin"],
+                               _user_body(seed.institution_b["id"], "instadmin"))
+    assert status == 201
+    assert api.call("PUT", f"/api/v1/users/{body['id']}", tokens["admin"],
+                    {"institution_id": seed.institution_a["id"]})[0] == 200
+    assert api.call("PUT", f"/api/v1/institutions/{seed.institution_b['id']}", tokens["admin"],
+                    {"address": "New St 3"})[0] == 200
