@@ -102,3 +102,32 @@ def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, buck
     wrong = make_store(seaweed, bucket, KeyRing(os.urandom(32)), secret="not-the-secret")
     with pytest.raises(StoreUnavailable, match="403"):
         wrong.check()
+
+
+def test_damaged_manifest_is_quarantined_for_every_node_and_its_objects_kept(seaweed, bucket):
+    kek = os.urandom(32)
+    store = make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0)
+    store.write_record("bad", [b"one", b"two"], MANIFEST)
+    client = seaweed.client()
+    key = f"inst/{MANIFESTS}bad"
+    blob = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    blob[-30] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(blob))
+    other = make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0)
+    with pytest.raises(StoreError, match="authentication failed"):
+        other.read_manifest("bad")
+    where = other.quarantine("bad", "manifest: authentication failed")
+    assert where.startswith(f"s3://{bucket}/inst/quarantine/bad-")
+    assert other.quarantine("bad", "again") is None
+    assert not store.exists("bad") and store.record_ids() == []
+    assert [name.rsplit("-", 1)[0] for name in store.quarantined()] == ["bad"]
+    assert store.cleanup() == 0  # kept for IT although no manifest names them
+    assert len(client.list_objects_v2(Bucket=bucket, Prefix=f"inst/{OBJECTS}bad/")["Contents"]) == 2
+    reason = client.get_object(Bucket=bucket, Key=where.removeprefix(f"s3://{bucket}/") + "reason.txt")
+    assert b"authentication failed" in reason["Body"].read()
+
+
+def test_a_kek_the_node_lacks_is_unavailable_not_damage(seaweed, bucket):
+    make_store(seaweed, bucket, KeyRing(os.urandom(32))).write_record("r", [b"a"], MANIFEST)
+    with pytest.raises(StoreUnavailable, match="does not have"):
+        make_store(seaweed, bucket, KeyRing(os.urandom(32))).read_manifest("r")
