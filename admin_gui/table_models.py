@@ -201,6 +201,7 @@ class NodesModel(ResourceTableModel):
     columns = (
         Column("Name", key("name")),
         Column("URL", key("url")),
+        Column("Shared store", key("store")),
         Column("Registered", key("created_at"), short_time),
     )
 

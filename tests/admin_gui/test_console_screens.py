@@ -225,9 +225,10 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
 
     screen.table.view.selectRow(0)
     screen.edit(screen.table.selected())
-    fill(screen.dialog, name="render-main")
+    fill(screen.dialog, name="render-main", store="s3:https://s3.example.org:8333/sivr/north")
     save(qtbot, console, screen.dialog)
     assert table_values(screen, "Name") == ["render-main"]
+    assert table_values(screen, "Shared store") == ["s3:https://s3.example.org:8333/sivr/north"]
     screenshot(console, "render-nodes")
 
     screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))
