@@ -196,10 +196,12 @@ class S3RecordStore:
         try:
             with ThreadPoolExecutor(self._threads) as pool:
                 written = sum(pool.map(put, range(len(files))))
-            committed = self._commit(record_id, blob)
         except BaseException:
             self._forget_upload(keys)
             raise
+        # A commit that fails may still have reached the store (an answer lost on the way back):
+        # its objects are then left to `cleanup`, which keeps them if the manifest names them.
+        committed = self._commit(record_id, blob)
         if not committed:
             self._forget_upload(keys)
             return False
