@@ -10,8 +10,8 @@ institution server, a render node) that shares the same session, so a background
 every screen at once. Only the toplevel receives the session token: a client for another server
 sends a short-lived token that the toplevel exchanged for that server's URL alone
 (`shared.token_client.AudienceTokens`, shared by all clients of one session), and retries once
-with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads, hence one `requests.Session` per
-thread (a Session is not documented as thread-safe).
+with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads,
+hence one `requests.Session` per thread (a Session is not documented as thread-safe).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.token_client import RETRY_CODES, EXCHANGE_PATH, AudienceTokens
+from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
@@ -38,11 +38,12 @@ REMOTE_SESSION_ENDING_CODES = frozenset({"token_expired", "session_expired"})
 class ApiError(Exception):
     """A call failed; `message` is for people, `code` and `status` for the program."""
 
-    def __init__(self, message: str, code: str = "error", status: int = 0):
+    def __init__(self, message: str, code: str = "error", status: int = 0, request_id: str | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        self.request_id = request_id  # the server's X-Request-Id: IT finds the request's log lines with it
 
 
 class ServerUnreachable(ApiError):
@@ -184,10 +185,13 @@ class ApiClient:
         if (response.status_code == 429 and response.headers.get("Retry-After")
                 and "try again" not in message):
             message += f" (try again in {response.headers['Retry-After']} s)"
+        request_id = (error or {}).get("request_id") or response.headers.get("X-Request-Id")
+        if response.status_code >= 500 and request_id:
+            message += f" (request id {request_id})"  # what the admin quotes to IT
         ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
         if response.status_code == 401 and code in ending:
-            raise SessionEnded(message, code, 401)
-        raise ApiError(message, code, response.status_code)
+            raise SessionEnded(message, code, 401, request_id)
+        raise ApiError(message, code, response.status_code, request_id)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)

@@ -40,7 +40,7 @@ def check_server_url(value: str, label: str = "Server URL") -> str | None:
     if not parts.hostname:
         return f"{label} must name a host, e.g. https://sivr.example.org:5001."
     try:
-        parts.port
+        _ = parts.port  # raises on an invalid port
     except ValueError:
         return f"{label} has an invalid port."
     if parts.query or parts.fragment:

@@ -9,8 +9,9 @@ get them back with `row_at()`, so an edit dialog always works on what the server
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -33,6 +34,7 @@ _BAD = QColor("#c0392b")
 _GOOD = QColor("#1e8449")
 
 _Index = QModelIndex | QPersistentModelIndex
+_TOP_LEVEL = QModelIndex()  # the invalid index: a flat table's rows have no parent
 
 
 def human_bytes(value: Any) -> str:
@@ -115,10 +117,10 @@ class ResourceTableModel(QAbstractTableModel):
         self._rows[row] = {**self._rows[row], **values}
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.columns) - 1))
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: _Index = _TOP_LEVEL) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
+    def columnCount(self, parent: _Index = _TOP_LEVEL) -> int:
         return 0 if parent.isValid() else len(self.columns)
 
     def headerData(self, section: int, orientation: Qt.Orientation,

@@ -14,8 +14,9 @@ A refused token is everybody's business: any task failing with `SessionEnded` al
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
@@ -40,7 +41,7 @@ class _Task(QRunnable):
             result = self._fn()
         except ApiError as exc:
             self._signals.failed.emit(self._id, exc)
-        except Exception as exc:  # noqa: BLE001 - a bug in a task must reach the GUI, not kill the pool
+        except Exception as exc:
             self._signals.failed.emit(self._id, ApiError(f"Unexpected error: {exc!r}", "client_error"))
         else:
             self._signals.done.emit(self._id, result)

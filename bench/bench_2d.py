@@ -250,9 +250,9 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
 class Server:
     def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True):
         self.url = url
-        self.log = open(log, "wb")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        cwd=REPO)
+        with open(log, "wb") as output:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                            cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -270,7 +270,6 @@ class Server:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -> Server:
@@ -375,17 +374,17 @@ def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
         for mode in ("same window", "distinct windows"):
             for concurrency in (1, 4, 16):
                 for fmt in ("png", "jpeg"):
-                    def center(k: int, s: int) -> float:
+                    def center(k: int, s: int, mode: str = mode) -> float:
                         return c if mode == "same window" else c + k * 1000 + s
 
                     def slice_of(k: int, s: int) -> int:
                         return (k * 7 + s) % len(real)
 
-                    ours = [[(f"{node.url}/api/v1/records/{record_id}/frames/{slice_of(k, s)}"
-                              f"?window={center(k, s):g},{w:g}&format={fmt}&quality=90", {})
+                    ours = [[((f"{node.url}/api/v1/records/{record_id}/frames/{slice_of(k, s)}"
+                               f"?window={center(k, s):g},{w:g}&format={fmt}&quality=90"), {})
                              for s in range(per_client)] for k in range(concurrency)]
-                    theirs = [[(f"{orthanc.url}/instances/{stored_order[slice_of(k, s)]}/frames/0/rendered"
-                                f"?window-center={center(k, s):g}&window-width={w:g}&quality=90",
+                    theirs = [[((f"{orthanc.url}/instances/{stored_order[slice_of(k, s)]}/frames/0/rendered"
+                                 f"?window-center={center(k, s):g}&window-width={w:g}&quality=90"),
                                 {"Accept": f"image/{fmt}"}) for s in range(per_client)] for k in range(concurrency)]
                     results[f"{mode}: {fmt} x{concurrency}"] = {
                         "sivr": run_clients(ours, True, setup.headers),
@@ -395,9 +394,10 @@ def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
         # cache) against a fresh rendering each time, one client
         repeats = 200 if quick else 2000
         one = f"{node.url}/api/v1/records/{record_id}/frames/50?window={c:g},{w:g}&format=jpeg&quality=90"
-        results["request path: one cached jpeg x1"] = {"sivr": run_clients([[(one, {})] * repeats], True, setup.headers)}
-        fresh = [(f"{node.url}/api/v1/records/{record_id}/frames/{i % len(real)}?window={c + 5000 + i:g},{w:g}"
-                  f"&format=jpeg&quality=90", {}) for i in range(repeats)]
+        results["request path: one cached jpeg x1"] = {
+            "sivr": run_clients([[(one, {})] * repeats], True, setup.headers)}
+        fresh = [((f"{node.url}/api/v1/records/{record_id}/frames/{i % len(real)}?window={c + 5000 + i:g},{w:g}"
+                   f"&format=jpeg&quality=90"), {}) for i in range(repeats)]
         results["request path: fresh jpeg x1"] = {"sivr": run_clients([fresh], True, setup.headers)}
         check = session.get(theirs[0][0][0], headers={"Accept": "image/png"}, timeout=30)
         results["orthanc_image_size"] = list(Image.open(io.BytesIO(check.content)).size)
@@ -440,8 +440,8 @@ def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, variant: str
         # (what 16 viewers opening one record see first: images rendered once, then shared)
         for mode, window in (("own windows", lambda v: f"&window={40 + v},400"), ("default window", lambda v: "")):
             for fmt in ("webp", "png", "jpeg") if variant == "default" else ("webp",):
-                urls = [[(f"{node.url}/api/v1/records/{record_id}/frames/{(viewer * 34 + s) % len(derived)}"
-                          f"?format={fmt}{window(viewer)}", {}) for s in range(steps)] for viewer in range(16)]
+                urls = [[((f"{node.url}/api/v1/records/{record_id}/frames/{(viewer * 34 + s) % len(derived)}"
+                           f"?format={fmt}{window(viewer)}"), {}) for s in range(steps)] for viewer in range(16)]
                 results[f"{fmt}, {mode}"] = run_clients(urls, verify, setup.headers)
         RESULTS.setdefault("scroll_16_clients_tls", {})[variant] = results
         RESULTS.setdefault("node_health_after_scroll", {})[variant] = session.get(
@@ -458,13 +458,16 @@ def report() -> str:
     lines += ["| figure | goal | measured |", "|---|---|---|",
               f"| full load 512x512x555 (derived), s | <= 0.36 | median {load['median']:.3f}, min {load['min']:.3f} |"]
     for frames, v in r["first_slice_ms"].items():
-        lines.append(f"| first slice after load request, {frames} slices, ms | <= 100 | median {v['median_ms']:.1f}, max {v['max_ms']:.1f} |")
+        lines.append(f"| first slice after load request, {frames} slices, ms | <= 100 | "
+                     f"median {v['median_ms']:.1f}, max {v['max_ms']:.1f} |")
     ram = r["ram"]
-    lines.append(f"| RAM per loaded record / decoded size | <= 1.2 | {ram['ratio']:.3f} ({ram['rss_growth_bytes'] / 2**20:.0f} MiB for "
+    lines.append(f"| RAM per loaded record / decoded size | <= 1.2 | {ram['ratio']:.3f} "
+                 f"({ram['rss_growth_bytes'] / 2**20:.0f} MiB for "
                  f"{ram['decoded_bytes'] / 2**20:.0f} MiB; 2nd viewer same copy: {ram['second_viewer_same_copy']}, "
                  f"+{ram['rss_growth_second_viewer_bytes'] / 2**20:.1f} MiB) |")
     enc = r["render_encode_ms"]
-    lines.append(f"| WebP render+encode 512², median ms | <= 10 | {enc['webp']['median']:.2f} (p95 {enc['webp']['p95']:.2f}) |")
+    lines.append(f"| WebP render+encode 512², median ms | <= 10 | {enc['webp']['median']:.2f} "
+                 f"(p95 {enc['webp']['p95']:.2f}) |")
     for mode in ("own windows", "default window"):
         scroll = r["scroll_16_clients_tls"]["default"][f"webp, {mode}"]
         lines.append(f"| 16 clients scrolling 555 slices (TLS, WebP, {mode}), p95 ms / errors | <= 100 / 0 | "
@@ -474,18 +477,21 @@ def report() -> str:
     lines += ["", "bytes and PSNR vs lossless PNG (100 slices, window 40/400, default quality):", "",
               "| format | mean KB | PSNR dB |", "|---|---|---|"]
     lines += [f"| {k} | {v['mean_kb']:.1f} | {v['psnr_db']:.1f} |" for k, v in r["bytes_psnr"].items()]
-    lines += ["", "paper Table 1 (2D PNG / WebP KB): " + ", ".join(f"{k}: {a} / {b}" for k, (a, b) in PAPER_TABLE_1.items())]
+    lines += ["", "paper Table 1 (2D PNG / WebP KB): "
+              + ", ".join(f"{k}: {a} / {b}" for k, (a, b) in PAPER_TABLE_1.items())]
     lines += ["", "encoder settings (middle slice):", "", "| setting | KB | median ms |", "|---|---|---|"]
     lines += [f"| {k} | {v['kb']:.1f} | {v['median_ms']:.2f} |" for k, v in r["encoder_settings"].items()]
     lines += ["", "versus Orthanc (loopback HTTP, same 100 files, window 40/400, quality 90):", "",
-              "| format x clients | SIVR req/s | Orthanc req/s | ratio | SIVR p50/p95 ms | Orthanc p50/p95 ms | errors S/O |",
+              ("| format x clients | SIVR req/s | Orthanc req/s | ratio | SIVR p50/p95 ms | Orthanc p50/p95 ms "
+               "| errors S/O |"),
               "|---|---|---|---|---|---|---|"]
     for key, v in r["versus_orthanc"].items():
         if not isinstance(v, dict) or "orthanc" not in v:
             continue
         s, o = v["sivr"], v["orthanc"]
         lines.append(f"| {key} | {s['per_s']:.1f} | {o['per_s']:.1f} | {s['per_s'] / o['per_s']:.2f} | "
-                     f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f} | {o['p50_ms']:.1f}/{o['p95_ms']:.1f} | {s['errors']}/{o['errors']} |")
+                     f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f} | {o['p50_ms']:.1f}/{o['p95_ms']:.1f} | "
+                     f"{s['errors']}/{o['errors']} |")
     lines += ["", "where a JPEG request's time goes (our node, one client): " + ", ".join(
         f"{key.split(': ')[1]} {v['sivr']['per_s']:.0f}/s, p50 {v['sivr']['p50_ms']:.3f} ms"
         for key, v in r["versus_orthanc"].items() if key.startswith("request path"))]
@@ -508,8 +514,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: loading encode orthanc scrolling")
     args = parser.parse_args()
-    RESULTS["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, " \
-                         f"Python {platform.python_version()}, {platform.platform()}"
+    RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
+                          f"Python {platform.python_version()}, {platform.platform()}")
     with open("/proc/cpuinfo") as handle:
         model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
     RESULTS["machine"] += f", {model}"

@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def main() -> int:
             print(f"{name} unavailable, skipped")
             continue
         for label, view in VIEWS.items():
-            first, median, cpu, image = timed(lambda: caster.render(volume, view), args.repeat)
+            first, median, cpu, image = timed(partial(caster.render, volume, view), args.repeat)
             report["render"].setdefault(label, {})[name] = {
                 "first_s": round(first, 3), "median_ms": round(median * 1000, 1),
                 "cpu_ms": round(cpu * 1000, 1), "load": round(os.getloadavg()[0], 1)}
@@ -160,9 +161,9 @@ def main() -> int:
     box = (512, 512)
     for plane, index in (("axial", 277), ("coronal", 256), ("sagittal", 256)):
         for slab in (0.0, 10.0):
-            _, median, cpu, image = timed(lambda: reformat_image(volume, plane, index, Window(40.0, 400.0),
-                                                                 box, 2048, slab, "mip"), args.repeat * 4)
-            _, encode, _, (body, _) = timed(lambda: encode_image(image, "png", 100), args.repeat * 4)
+            _, median, cpu, image = timed(partial(reformat_image, volume, plane, index, Window(40.0, 400.0),
+                                                           box, 2048, slab, "mip"), args.repeat * 4)
+            _, encode, _, (body, _) = timed(partial(encode_image, image, "png", 100), args.repeat * 4)
             label = f"{plane}{' slab 10 mm MIP' if slab else ''}"
             report["mpr_ms"][label] = {"median_ms": round(median * 1000, 2), "cpu_ms": round(cpu * 1000, 2),
                                        "png_ms": round(encode * 1000, 2), "size": list(image.shape),

@@ -27,7 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from daemons.demo import (  # noqa: E402
-    ApiClient, find_or_create_patient, register_nodes, register_record, seed_base, upload_record,
+    ApiClient,
+    find_or_create_patient,
+    register_nodes,
+    register_record,
+    seed_base,
+    upload_record,
 )
 from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
 from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402
@@ -53,7 +58,8 @@ FIRST_SLICE_JS = """async (hash) => {
     };
     if (check()) return;
     const obs = new MutationObserver(() => { if (check()) obs.disconnect(); });
-    obs.observe(document.body, {subtree: true, attributes: true, childList: true, attributeFilter: ['data-shown-index']});
+    obs.observe(document.body,
+                {subtree: true, attributes: true, childList: true, attributeFilter: ['data-shown-index']});
   });
 }"""
 

@@ -1,7 +1,8 @@
 """`sivr`: the one command for everything an operator does.
 
 init (keys, CA, certificates, configs) · db upgrade · institution add · user add · serve a layer
-under gunicorn with TLS · demo (the whole system on loopback with demo data) · admin (the console).
+under gunicorn with TLS · ready (is an instance ready to serve) · demo (the whole system on loopback
+with demo data) · admin (the console).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from daemons.layers import LAYER_NAMES, get_layer
 from shared.config import ConfigError
-from shared.tls import TLS12_CIPHERS
 from shared.roles import ROLES, SYSTEM_ADMIN
+from shared.tls import TLS12_CIPHERS
 
 
 def _toplevel_ops():
@@ -147,8 +149,22 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
     return 0
 
 
-def gunicorn_argv(layer_name: str, config) -> list[str]:
-    """The gunicorn command line serving one layer as its config says."""
+# The folder holding SIVR's top-level packages (daemons, shared, ...): site-packages, or the
+# source tree of an editable install.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list[str]:
+    """The gunicorn command line serving one layer as its config says.
+
+    `listen_fd`: an inherited socket, already bound to the config's address, to serve on instead
+    of binding it again (how `sivr demo` and the tests start layers without a port race).
+
+    Nothing depends on the folder the daemon is started from: `-P` keeps Python from putting it
+    first on the import path, and gunicorn, which inserts its starting folder there too (before
+    it reads --chdir), is started in PACKAGE_ROOT by cmd_serve. A folder named `shared` where an
+    operator happens to stand would otherwise shadow SIVR's own `shared` package.
+    """
     server = config["server"]
     workers = server["workers"]
     if layer_name == "render" and workers != 1:
@@ -156,17 +172,23 @@ def gunicorn_argv(layer_name: str, config) -> list[str]:
         print(f"sivr: {config.source}: a render node runs one worker (server.workers = {workers} ignored); "
               "use server.threads for concurrency", file=sys.stderr)
         workers = 1
+    if listen_fd is not None:
+        bind = f"fd://{listen_fd}"
+    elif ":" in server["host"]:
+        bind = f"[{server['host']}]:{server['port']}"
+    else:
+        bind = f"{server['host']}:{server['port']}"
     argv = [
-        sys.executable, "-m", "gunicorn",
-        "--bind", f"[{server['host']}]:{server['port']}" if ":" in server["host"]
-        else f"{server['host']}:{server['port']}",
+        sys.executable, "-P", "-m", "gunicorn",
+        "--chdir", str(PACKAGE_ROOT),
+        "--bind", bind,
         "--workers", str(workers),
         "--worker-class", "daemons.gunicorn_worker.ThreadWorker",
         "--threads", str(server["threads"]),
         "--timeout", str(server["timeout_s"]),
         "--keep-alive", str(server["keepalive_s"]),
         "--graceful-timeout", "10",
-        "--access-logfile", "-",
+        "--config", "python:daemons.gunicorn_conf",  # JSON error log; the app writes the access lines
         "--error-logfile", "-",
         "--log-level", config["log"]["level"],
         "--name", f"sivr-{layer_name}",
@@ -181,10 +203,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
-    argv = gunicorn_argv(args.layer, config)
+    argv = gunicorn_argv(args.layer, config, args.listen_fd)
+    if args.layer != "render" and config["server"]["workers"] > 1:
+        # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix=f"sivr-{args.layer}-metrics-", dir=os.environ.get("XDG_RUNTIME_DIR"))
     sys.stdout.flush()
+    os.chdir(PACKAGE_ROOT)  # every path in the config is absolute by now
+    os.environ["PWD"] = str(PACKAGE_ROOT)  # gunicorn takes its starting folder from $PWD
     os.execv(argv[0], argv)
     return 0  # not reached: exec replaces this process
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    from daemons.readiness import wait_ready
+
+    ready, message = wait_ready(get_layer(args.layer).load_config(args.config), args.wait)
+    print(f"{args.layer}: {message}", file=sys.stdout if ready else sys.stderr)
+    return 0 if ready else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -282,7 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve one layer under gunicorn with TLS")
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
+    p.add_argument("--listen-fd", type=int, metavar="FD",
+                   help="serve on this inherited socket, already bound to the config's address")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")
+    p.add_argument("layer", choices=LAYER_NAMES)
+    p.add_argument("--config", required=True)
+    p.add_argument("--wait", type=float, default=0, help="keep asking for up to this many seconds")
+    p.set_defaults(func=cmd_ready)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")
     p.add_argument("--state-dir", default=".sivr-demo")

@@ -14,8 +14,8 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -120,7 +120,7 @@ class RunningDeployment(LocalDeployment):
 def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
                      **init_kwargs) -> RunningDeployment:
     """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it."""
-    layout = init_deployment(root, pick_free_ports=True, **init_kwargs)
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **init_kwargs)
     users = seed_base(layout)
     if before_start is not None:
         before_start(layout)
@@ -256,7 +256,8 @@ def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> in
     if (state_dir / LAYOUT_FILE).exists():
         layout = Layout.load(state_dir)
     else:
-        layout = init_deployment(state_dir, pick_free_ports=not _default_ports_free())
+        free = _default_ports_free()
+        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free)
     users = seed_base(layout)
     deployment = LocalDeployment(layout)
     stop = threading.Event()

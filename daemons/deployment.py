@@ -7,6 +7,7 @@ the tests exercise exactly what operators run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import requests
 
-from daemons.layers import LAYERS
+from daemons.layers import LAYERS, get_layer
 from daemons.render.s3store import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
 
 STORE_KEY_BYTES = 32
+BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 
 
@@ -55,7 +57,7 @@ class Layout:
         Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, root: Path) -> "Layout":
+    def load(cls, root: Path) -> Layout:
         data = json.loads((root / LAYOUT_FILE).read_text())
         data["instances"] = [Instance(**i) for i in data["instances"]]
         return cls(**data)
@@ -81,9 +83,53 @@ class ObjectStore:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now; anything may take it before the caller binds it (see hold_free_port)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+# Ports chosen by hold_free_port, kept bound by this process until LocalDeployment hands each to
+# its daemon: between choosing a port and the daemon starting, nothing else can bind it, nor get
+# it as a free port or as the local port of an outgoing connection.
+_held_ports: dict[tuple[str, int], socket.socket] = {}
+
+
+def _new_socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def hold_free_port(host: str = "127.0.0.1") -> int:
+    """A free port on `host`, held bound (without SO_REUSEADDR, so it cannot be shared) until started."""
+    sock = _new_socket(host)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    _held_ports[(host, port)] = sock
+    return port
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The bound socket a daemon serves on: the one held since its port was chosen, else bound now.
+
+    Bound here rather than by gunicorn so that a port taken meanwhile fails the start with the
+    address named, before any process is started. Like gunicorn, it tries for BIND_RETRY_S: the
+    workers of a daemon just killed may still be closing their copies of the socket.
+    """
+    held = _held_ports.pop((host, port), None)
+    if held is not None:
+        return held
+    deadline = time.monotonic() + BIND_RETRY_S
+    while True:
+        sock = _new_socket(host)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: restarts reuse it
+        try:
+            sock.bind((host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise OSError(exc.errno, f"cannot bind {host}:{port}: {exc.strerror}") from exc
+        time.sleep(0.2)
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -100,6 +146,7 @@ def init_deployment(
     database_urls: dict[str, str] | None = None,
     pick_free_ports: bool = False,
     force: bool = False,
+    hold_ports: bool = False,
     object_store: ObjectStore | None = None,
 ) -> Layout:
     """Write keys, a local CA and server certificate, and one config file per instance.
@@ -108,6 +155,9 @@ def init_deployment(
     `database_urls` maps an instance name (`toplevel`, `institution-1`, ...) to a peewee URL;
     others get SQLite files beside their config. With `pick_free_ports` every instance gets a
     free loopback port (tests); otherwise the layers' default ports, render nodes counting up.
+    With `hold_ports` as well, this process keeps the chosen ports bound until a LocalDeployment
+    of the layout starts the daemons on them (no other process can take one in between); a
+    caller that starts the daemons some other way leaves it off.
     With `object_store` the render nodes of each institution share one prefix of its bucket (one
     key-encryption key and one credentials file per institution); otherwise each has its own folder.
     """
@@ -139,7 +189,8 @@ def init_deployment(
         """A free port (tests), the layer's default the first time, then 5100 upwards."""
         nonlocal next_extra_port
         if pick_free_ports:
-            return free_port(host if host != "localhost" else "127.0.0.1")
+            loopback = host if host != "localhost" else "127.0.0.1"
+            return hold_free_port(loopback) if hold_ports else free_port(loopback)
         if DEFAULT_PORTS[layer] not in used_defaults:
             used_defaults.add(DEFAULT_PORTS[layer])
             return DEFAULT_PORTS[layer]
@@ -180,7 +231,8 @@ def init_deployment(
         "database": {"url": "sqlite:///data/toplevel.db"},
         "tokens": {"private_key": "keys/token_ed25519.pem"},
     })
-    for number, (inst_name, node_count) in enumerate(zip(institution_names, nodes_per_institution), start=1):
+    institutions = zip(institution_names, nodes_per_institution, strict=True)
+    for number, (inst_name, node_count) in enumerate(institutions, start=1):
         inst_id = str(uuid.uuid4())
         inst_port = port_for("institution")
         inst_instance = f"institution-{number}"
@@ -262,15 +314,22 @@ class LocalDeployment:
         return self.root / "logs" / f"{name}.log"
 
     def start_instance(self, instance: Instance) -> None:
+        """Start one daemon on a socket bound here and inherited (see listening_socket).
+
+        `-P`: the folder this process runs in stays off the daemon's import path (cli.gunicorn_argv).
+        """
         self.log_path(instance.name).parent.mkdir(exist_ok=True)
-        log = open(self.log_path(instance.name), "ab")
-        self.processes[instance.name] = subprocess.Popen(
-            [sys.executable, "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        server = get_layer(instance.layer).load_config(instance.config)["server"]
+        host = server["host"] if server["host"] != "localhost" else "127.0.0.1"
+        with listening_socket(host, server["port"]) as sock, open(self.log_path(instance.name), "ab") as log:
+            self.processes[instance.name] = subprocess.Popen(
+                [sys.executable, "-P", "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config,
+                 "--listen-fd", str(sock.fileno())],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(sock.fileno(),),
+            )
 
     def start(self, timeout_s: float = 60.0) -> None:
         for instance in self.instances:
@@ -288,12 +347,12 @@ class LocalDeployment:
                     + self.log_path(instance.name).read_text(errors="replace")[-4000:]
                 )
             try:
-                if requests.get(f"{instance.url}/healthz", verify=self.ca_cert, timeout=2).ok:
+                if requests.get(f"{instance.url}/readyz", verify=self.ca_cert, timeout=2).ok:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{instance.name} did not answer /healthz within {timeout_s} s")
+        raise TimeoutError(f"{instance.name} was not ready (/readyz) within {timeout_s} s")
 
     def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name, None)
@@ -310,7 +369,7 @@ class LocalDeployment:
         for name in list(self.processes):
             self.stop_instance(name)
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         self.start()
         return self
 

@@ -1,9 +1,12 @@
+# shellcheck shell=bash disable=SC2034  # RUNTIME_PACKAGES is read by the scripts that source this
 # Sourced by quickstart.sh and run-tests.sh: system packages and the project's virtual environment.
 # Idempotent: installs only what is missing, so a second run is quick.
 
 SIVR_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIVR_VENV=${SIVR_VENV:-$SIVR_REPO/.venv}
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+# shellcheck source=installers/locked-pip.sh
+source "$SIVR_REPO/installers/locked-pip.sh"
 
 apt_install() {
     local missing=()
@@ -22,18 +25,18 @@ RUNTIME_PACKAGES=(python3-venv libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgl
     libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
     libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 fonts-dejavu-core)
 
-ensure_venv() {
-    local extras=$1
+ensure_venv() {  # ensure_venv LOCK_NAME: runtime (the daemons and the console) or test
+    local lock=$1
     local python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || { echo "SIVR needs Python 3.11 or newer ($python is $($python --version))"; exit 1; }
     [ -x "$SIVR_VENV/bin/python" ] || "$python" -m venv "$SIVR_VENV"
-    local stamp="$SIVR_VENV/.sivr-installed-$extras"
-    if [ ! -f "$stamp" ] || [ "$SIVR_REPO/pyproject.toml" -nt "$stamp" ]; then
+    local stamp="$SIVR_VENV/.sivr-installed-$lock"
+    if [ ! -f "$stamp" ] || [ "$SIVR_REPO/pyproject.toml" -nt "$stamp" ] \
+        || [ "$SIVR_REPO/requirements/$lock.txt" -nt "$stamp" ]; then
         local log="$SIVR_VENV/pip-install.log"
-        echo "Installing SIVR and its Python packages into $SIVR_VENV (log: $log)"
-        if ! { "$SIVR_VENV/bin/python" -m pip install -q --upgrade pip \
-               && "$SIVR_VENV/bin/python" -m pip install -q -e "$SIVR_REPO[$extras]"; } >"$log" 2>&1; then
+        echo "Installing SIVR and its locked Python packages (requirements/$lock.txt) into $SIVR_VENV (log: $log)"
+        if ! pip_install_locked "$SIVR_VENV/bin/python" "$lock" -e "$SIVR_REPO" >"$log" 2>&1; then
             tail -n 40 "$log"
             echo "pip install failed; the whole log is in $log"
             exit 1

@@ -15,8 +15,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from daemons.deployment import Instance, Layout
 from place_deployment import ALWAYS_COPIED, copy_once, named_files, select, sqlite_file
+
+from daemons.deployment import Instance, Layout
 
 
 def write_bundle(source_dir: Path, out: Path, chosen: list[Instance], layout: Layout) -> None:

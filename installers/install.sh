@@ -10,6 +10,8 @@ set -euo pipefail
 SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=installers/folders.sh
 source "$SOURCE/installers/folders.sh"
+# shellcheck source=installers/locked-pip.sh
+source "$SOURCE/installers/locked-pip.sh"
 LAYERS="web toplevel institution render"
 INSTANCES=""
 FROM=""
@@ -112,31 +114,36 @@ create_user() {
     fi
 }
 
-install_venv() {
-    local venv_args=() pip_args=(--quiet --disable-pip-version-check)
-    if ((SYSTEM_PACKAGES)); then
-        # pip too comes from the reused packages, which saves installing a copy into the venv.
-        venv_args+=(--system-site-packages --without-pip)
-        pip_args+=(--no-deps)
+reuse_system_packages() {
+    local pip_args=(--quiet --disable-pip-version-check --no-deps)
+    # --system-site-packages reaches the base interpreter's packages only; when --python is
+    # itself a virtual environment (CI), its packages are added by a .pth file as well.
+    "$PYTHON" -c 'import sysconfig; p = sysconfig.get_paths(); print(p["purelib"]); print(p["platlib"])' \
+        >"$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sivr-host-packages.pth"
+    # Without the `wheel` package an old setuptools cannot build in place; then let pip fetch
+    # a current one into an isolated build environment (from its configured index or cache).
+    if "$VENV/bin/python" -c 'import setuptools, wheel' 2>/dev/null; then
+        pip_args+=(--no-build-isolation)
     fi
+    say "installing SIVR from $SOURCE (reusing $PYTHON's packages)"
+    "$VENV/bin/python" -m pip install "${pip_args[@]}" "$SOURCE"
+}
+
+install_venv() {
+    local venv_args=()
+    # pip too comes from the reused packages, which saves installing a copy into the venv.
+    if ((SYSTEM_PACKAGES)); then venv_args+=(--system-site-packages --without-pip); fi
     if [[ ! -x "$VENV/bin/python" ]]; then
         say "creating virtual environment $VENV"
         mkdir -p "$R_PREFIX"
         "$PYTHON" -m venv "${venv_args[@]}" "$VENV"
     fi
-    if ((SYSTEM_PACKAGES)); then
-        # --system-site-packages reaches the base interpreter's packages only; when --python is
-        # itself a virtual environment (CI), its packages are added by a .pth file as well.
-        "$PYTHON" -c 'import sysconfig; p = sysconfig.get_paths(); print(p["purelib"]); print(p["platlib"])' \
-            >"$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sivr-host-packages.pth"
-        # Without the `wheel` package an old setuptools cannot build in place; then let pip fetch
-        # a current one into an isolated build environment (from its configured index or cache).
-        if "$VENV/bin/python" -c 'import setuptools, wheel' 2>/dev/null; then
-            pip_args+=(--no-build-isolation)
-        fi
+    if ((!SYSTEM_PACKAGES)); then
+        say "installing SIVR from $SOURCE with the locked requirements/runtime.txt"
+        pip_install_locked "$VENV/bin/python" runtime "$SOURCE"
+    else
+        reuse_system_packages
     fi
-    say "installing SIVR from $SOURCE"
-    "$VENV/bin/python" -m pip install "${pip_args[@]}" "$SOURCE"
     mkdir -p "$ROOT/usr/local/bin"
     ln -sfn "$PREFIX/venv/bin/sivr" "$ROOT/usr/local/bin/sivr"
 }

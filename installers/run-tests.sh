@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb),
-# starts a private PostgreSQL server on loopback, and runs pytest. Extra arguments go to pytest.
+# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb, the
+# locked Python packages), runs the linters (installers/lint.sh), starts a private PostgreSQL
+# server on loopback, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
+# shellcheck source=installers/dev-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
-apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck
+apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs
 ensure_venv test
 
 export EGL_PLATFORM=surfaceless
 export PYTHONUNBUFFERED=1
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pg_bin=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pg_dir=$(mktemp -d /tmp/sivr-pg.XXXXXX)
 pg_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 pg_password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
@@ -26,5 +28,7 @@ if [ "$(id -u)" = 0 ]; then pg_as="runuser -u postgres --"; else pg_as=""; fi
 export SIVR_TEST_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -m fast restart"
 
 cd "$SIVR_REPO"
+# lint first: a finding fails the run before the long suite starts
+PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
 xvfb-run -a -s "-screen 0 1920x1080x24" \
     "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"

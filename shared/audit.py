@@ -12,13 +12,13 @@ from typing import Any
 import peewee
 from flask import Blueprint, jsonify, request
 
+from shared.audit_export import export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, utcnow
 from shared.errors import ApiError
 from shared.roles import ADMIN_ROLES
 from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
-
 
 AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "object_id", "action", "since", "until",
                            "limit", "offset"})
@@ -66,11 +66,12 @@ def record_audit(
     user_id: str | None = None,
     username: str | None = None,
 ) -> None:
-    """Write one entry for the current request; `user_id`/`username` override for logins."""
+    """Write one entry for the current request (and export it, when configured); `user_id`/`username`
+    override for logins."""
     if user_id is None or username is None:
         identity = current_identity()
         user_id, username = identity.user_id, identity.username
-    model.create(
+    entry = model.create(
         user_id=user_id,
         username=username,
         action=action,
@@ -80,9 +81,11 @@ def record_audit(
         client_ip=client_address(),
         detail=detail[:2000],
     )
+    export_entry(model, entry)
 
 
-def audit_to_json(entry: peewee.Model) -> dict[str, Any]:
+def audit_to_json(entry: Any) -> dict[str, Any]:
+    """An audit row of any layer (each layer makes its own model with these fields)."""
     return {
         "id": entry.id,
         "at": iso_utc(entry.at),

@@ -7,7 +7,8 @@ button is never what protects an action.
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import current_app, g, request
 

@@ -8,9 +8,10 @@ is documented with its default.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,15 @@ COMMON_KEYS: tuple[Key, ...] = (
         "this layer accepts. Required on every layer that verifies tokens; each server needs its own."),
     Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds."),
     Key("log", "level", "info", "Log level: debug, info, warning, error."),
+    Key("metrics", "allow", ["127.0.0.1", "::1"],
+        "Addresses or networks (CIDR) that may read GET /metrics without a token."),
+    Key("metrics", "token_file", "",
+        "File holding a bearer token (16+ characters) that also lets a scraper read /metrics from anywhere.", True),
+    Key("audit", "syslog", "",
+        "Central syslog receiving every audit entry (RFC 5424): udp://host:514, tcp://host:601 or tls://host:6514; "
+        "empty: the audit log stays in this layer's database only."),
+    Key("audit", "syslog_ca", "", "CA certificate (PEM) that vouches for a tls:// syslog server (empty: system CAs).",
+        True),
 )
 
 DEFAULT_PORTS = {"web": 5000, "toplevel": 5001, "institution": 5002, "render": 5003}
@@ -106,9 +116,10 @@ def build_config(
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: `{section}` must be a [section] table")
         for name, value in body.items():
-            key = declared.get((section, name))
-            if key is None:
+            found = declared.get((section, name))
+            if found is None:
                 raise ConfigError(f"{where}: unknown key `{section}.{name}`")
+            key = found
             value = _coerce(key, value, where)
             if key.is_path and value and source is not None:
                 value = ([str((source.parent / item).resolve()) for item in value] if isinstance(value, list)

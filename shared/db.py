@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import peewee
 from flask import Flask
@@ -34,15 +35,21 @@ def new_id() -> str:
 
 def utcnow() -> dt.datetime:
     """Naive UTC time, stored the same way on every database."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def connect_database(url: str) -> peewee.Database:
     """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
-    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs
-    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True)
+    # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs;
+    # the driver is psycopg 3 (peewee would take psycopg2 first if a host happens to have it)
+    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True, prefer_psycopg3=True)
+
+
+def schema_target(migrations: Sequence[Migration]) -> int:
+    """The schema version a layer's code works with: 1 (tables as created) plus one per migration."""
+    return len(migrations) + 1
 
 
 class SchemaVersion(peewee.Model):
@@ -72,7 +79,7 @@ def upgrade_schema(
         row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
         if row is None:
             db.create_tables(list(models), safe=True)
-            target = len(migrations) + 1
+            target = schema_target(migrations)
             SchemaVersion.create(layer=layer, version=target)
             return target
         for index, migration in enumerate(migrations, start=1):
@@ -123,11 +130,11 @@ def run_exclusive(db: peewee.Database | peewee.DatabaseProxy, name: str, work: C
 
 
 def bind_per_request(app: Flask, db: peewee.Database) -> None:
-    """Open the connection for each request and always close it afterwards."""
+    """Close the request's connection after it, always; it opens on the first query (autoconnect).
 
-    @app.before_request
-    def _open() -> None:
-        db.connect(reuse_if_open=True)
+    Nothing is opened up front, so requests that never query (`/healthz`, `/metrics`) still answer
+    while the database is down, and `/readyz` can say that it is.
+    """
 
     @app.teardown_request
     def _close(_exc: BaseException | None) -> None:

@@ -1,7 +1,8 @@
 """One error format for every layer: `{"error": {"code", "message"}}` with a fitting status.
 
 Clients (the web viewer, the console) show `message` to people, so it must say what went wrong
-and what to do; `code` is for programs. Anything unexpected is logged with a traceback and
+and what to do; `code` is for programs; `request_id` (also in the X-Request-Id header) lets IT find
+the request's log lines. Anything unexpected is logged with a traceback and
 answered as a 500 without internal details.
 """
 
@@ -11,7 +12,9 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from shared.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,9 @@ class ApiError(Exception):
 def error_response(status: int, code: str, message: str, **details: Any) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     body.update(details)
+    request_id = current_request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
     response = jsonify({"error": body})
     response.status_code = status
     return response
@@ -81,11 +87,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = "the request body is larger than this server accepts"
         response = error_response(status, code, message)
-        if status == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "the server failed; the error was logged")

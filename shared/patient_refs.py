@@ -38,7 +38,8 @@ def issue_patient_reference(key: Ed25519PrivateKey, issuer: str, patient_id: str
 
 def check_patient_reference(value: object, patient_id: str, user_id: str,
                             public_keys: Mapping[str, Ed25519PublicKey], issuer: str, leeway_s: int) -> None:
-    """Refuse (400 `invalid_patient_reference`) unless `value` is the toplevel's reference to this patient for this user."""
+    """Refuse (400 `invalid_patient_reference`) unless `value` is the toplevel's reference to this
+    patient for this user."""
 
     def refuse(why: str) -> ApiError:
         return ApiError(400, "invalid_patient_reference",

@@ -38,10 +38,16 @@ ROLE_LABELS = {
 
 
 class Caller(Protocol):
-    """What the rules need of a caller: a verified token's `Identity` has it."""
+    """What the rules need of a caller: a verified token's `Identity` has it.
 
-    role: str
-    institution_id: str
+    Read-only members, so that frozen dataclasses (`Identity`, `Principal`) match.
+    """
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def institution_id(self) -> str: ...
 
 
 @dataclass(frozen=True)

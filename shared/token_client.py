@@ -113,8 +113,10 @@ class ExchangedTokenAuth(AuthBase):
         return self.session_token() if server == self.toplevel else self.tokens.token_for(server)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.token_for_url(request.url)}"
-        if server_of(request.url) != self.toplevel:
+        url = request.url
+        assert url is not None  # `requests` prepares the URL before it calls the auth
+        request.headers["Authorization"] = f"Bearer {self.token_for_url(url)}"
+        if server_of(url) != self.toplevel:
             request.register_hook("response", self._retry_once)
         return request
 
@@ -123,11 +125,13 @@ class ExchangedTokenAuth(AuthBase):
         if response.status_code != 401 or _error_code(response) not in RETRY_CODES \
                 or getattr(request, "_sivr_retried", False):
             return response
-        sent = request.headers["Authorization"].split(" ", 1)[1]
-        self.tokens.forget(server_of(request.url), sent)
+        url, authorization = request.url, request.headers["Authorization"]
+        assert url is not None and isinstance(authorization, str)  # both set by `__call__`
+        sent = authorization.split(" ", 1)[1]
+        self.tokens.forget(server_of(url), sent)
         retry = request.copy()
         retry._sivr_retried = True  # type: ignore[attr-defined]
-        retry.headers["Authorization"] = f"Bearer {self.token_for_url(request.url)}"
+        retry.headers["Authorization"] = f"Bearer {self.token_for_url(url)}"
         response.content  # noqa: B018  # read the refusal so its connection can be reused
         response.close()
         again = response.connection.send(retry, **kwargs)

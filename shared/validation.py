@@ -10,8 +10,9 @@ import datetime as dt
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import request
@@ -60,7 +61,7 @@ def parse_datetime(value: str, field: str) -> dt.datetime:
     except (ValueError, AttributeError) as exc:
         raise ApiError(400, "validation_error", f"{field} must be an ISO 8601 time") from exc
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed
 
 

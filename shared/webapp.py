@@ -1,21 +1,23 @@
 """What every layer's Flask app has in common, built inside each `create_app`.
 
 Error format, CORS for configured origins only, token verification with the public key, a body
-size limit, security headers and `/healthz` — so no daemon can forget one of them.
+size limit, security headers, request ids and JSON logs, `/healthz`, `/readyz` and `/metrics`, and
+the audit export — so no daemon can forget one of them.
 """
 
 from __future__ import annotations
 
-import logging
-
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared import __version__
+from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
 from shared.config import Config
 from shared.errors import register_error_handlers
+from shared.health import add_readiness_check, files_check, install_probes
+from shared.logs import configure_logging, install_request_logging
+from shared.metrics import install_metrics
 from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, normalize_audience
 
 #: JSON and images are never documents to render or frame: a browser that opens an API answer
@@ -62,20 +64,28 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
-    app.json.sort_keys = False
-    logging.getLogger().setLevel(config["log"]["level"].upper())
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
+    configure_logging(config.layer, config["log"]["level"])
+    install_request_logging(app)
+    install_metrics(app, config)
+    install_audit_export(app, config)
     register_error_handlers(app)
+    install_probes(app, config.layer)
     if verifies_tokens:
         install_verifier(app, verifier_from_config(config))
+        tokens = config["tokens"]
+        add_readiness_check(app, "token_keys", files_check([tokens["public_key"], *tokens["extra_public_keys"]],
+                                                           "token public key file(s)"))
     if config["cors"]["origins"]:
         CORS(
             app,
             origins=config["cors"]["origins"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window",
+                            "X-Request-Id"],
             methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
             max_age=600,
         )
@@ -91,9 +101,5 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"status": "ok", "layer": config.layer, "version": __version__})
 
     return app

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -72,14 +72,13 @@ def _pg_databases() -> Iterator[Callable[[], str]]:
     admin_url = _postgres_admin_url()
     if admin_url is None:
         pytest.skip("PostgreSQL not configured: set SIVR_TEST_PG_URL (.ci/run does)")
-    import psycopg2
+    import psycopg
 
     created: list[str] = []
 
     def create() -> str:
         name = f"sivr_test_{uuid.uuid4().hex[:12]}"
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
+        conn = psycopg.connect(admin_url, autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
@@ -89,8 +88,7 @@ def _pg_databases() -> Iterator[Callable[[], str]]:
     try:
         yield create
     finally:
-        conn = psycopg2.connect(admin_url)
-        conn.autocommit = True
+        conn = psycopg.connect(admin_url, autocommit=True)
         with conn.cursor() as cur:
             for name in created:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

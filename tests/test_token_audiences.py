@@ -141,7 +141,7 @@ def test_revoked_access_ends_on_every_layer_within_the_token_life(short, revoke)
     admin = short.client("admin")
     top = short.url("toplevel")
     username = f"revoked.{revoke}.{uuid.uuid4().hex[:6]}"
-    user = new_user(admin, top, north["id"], username, "admin" if revoke == "demote" else "physician")
+    user = new_user(admin, top, north["id"], username, "instadmin" if revoke == "demote" else "physician")
     session = raw.login(**user)
     user_id = admin.call("GET", f"{top}/api/v1/users", params={"q": username}).json()["items"][0]["id"]
     held = {}

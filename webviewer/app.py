@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, send_from_directory
 
 from shared.config import Config, ConfigError
+from shared.health import add_readiness_check, files_check
 from shared.webapp import create_base_app
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -60,10 +61,11 @@ PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=
 
 
 def create_app(config: Config) -> Flask:
-    """The web layer's app: `/` (the viewer), `/static/...`, `/config.json` and `/healthz`."""
+    """The web layer's app: `/` (the viewer), `/static/...`, `/config.json` and the shared probes."""
     app = create_base_app(__name__, config, verifies_tokens=False)
     toplevel_url = config["web"]["toplevel_url"].rstrip("/")
     policy = content_security_policy(config)
+    add_readiness_check(app, "viewer_files", files_check([str(STATIC_DIR / "index.html")], "the viewer's files"))
 
     @app.get("/")
     def index() -> Response:

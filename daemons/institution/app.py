@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Flask
 
 from daemons.institution import findings, info, nodes, records
-from daemons.institution.models import AuditEntry, bind_database
+from daemons.institution.models import MIGRATIONS, AuditEntry, bind_database
 from daemons.institution.routes import install_id_converter
 from shared.audit import audit_blueprint
 from shared.config import Config, ConfigError
-from shared.db import bind_per_request
+from shared.db import bind_per_request, schema_target
 from shared.errors import ApiError
+from shared.health import add_readiness_check, database_check
 from shared.validation import parse_uuid
 from shared.webapp import create_base_app
 
@@ -28,7 +29,9 @@ def create_app(config: Config) -> Flask:
     _check_institution_id(config)
     app = create_base_app(__name__, config)
     install_id_converter(app)
-    bind_per_request(app, bind_database(config))
+    database = bind_database(config)
+    bind_per_request(app, database)
+    add_readiness_check(app, "database", database_check(database, "institution", schema_target(MIGRATIONS)))
     audit = audit_blueprint(AuditEntry, institution_id=config["institution"]["id"])
     for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, audit):
         app.register_blueprint(blueprint)

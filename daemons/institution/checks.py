@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.errors import ApiError
 from shared.validation import parse_date, parse_record_id, parse_uuid

@@ -9,7 +9,8 @@ stored only for a patient the toplevel vouches for (`patient_reference`, see sha
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import peewee
 from flask import Blueprint, jsonify
@@ -288,7 +289,7 @@ def link_record(finding_id: str):
                          detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
     except peewee.IntegrityError:
         if not Finding.select().where(Finding.id == finding.id).exists():
-            raise not_found("finding", finding.id)  # deleted concurrently
+            raise not_found("finding", finding.id) from None  # deleted concurrently
         if not _is_linked(finding, link):
             raise
         return _respond(finding, 200)  # the same link was added concurrently

@@ -12,7 +12,14 @@ import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import bind_models, model_base, new_id, upgrade_from_config, utcnow
+from shared.db import (
+    Migration,
+    bind_models,
+    model_base,
+    new_id,
+    upgrade_from_config,
+    utcnow,
+)
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -99,6 +106,10 @@ class FindingRecord(BaseModel):
 AuditEntry = make_audit_model(database_proxy)
 
 MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
+
+
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
 
 
 def bind_database(config: Config) -> peewee.Database:

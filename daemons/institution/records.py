@@ -13,7 +13,6 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import (
-    is_admin_here,
     require_patient_reference,
     require_physician_here,
     require_physician_or_admin_here,
@@ -157,7 +156,7 @@ def register_record():
                          detail=f"node_id={node.id}")
     except peewee.IntegrityError:
         if not Node.select().where(Node.id == node.id).exists():
-            raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile")
+            raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
         # a concurrent registration of the same (id, node) won the race; answer as if it came first
         answer = _already_registered(fields["id"], node, fields["patient_id"])
         if answer is None:

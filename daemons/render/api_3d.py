@@ -20,7 +20,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
@@ -28,6 +29,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from daemons.render.encode import FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
 from daemons.render.image_headers import describe_image, record_orientation
+from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import PRESETS as WINDOW_PRESETS
 from daemons.render.pixels import WINDOW_FUNCTIONS, Window
@@ -38,11 +40,12 @@ from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster, default_window
 from shared.auth import require_auth
-from shared.roles import ROLES
 from shared.errors import ApiError
+from shared.roles import ROLES
 from shared.validation import parse_record_id
 
 bp = Blueprint("render_3d", __name__)
+bp.record_once(register_timings)
 
 EXTENSION = "sivr_render_3d"
 ANGLE_LIMITS = {"azimuth": (-360.0, 360.0), "elevation": (-90.0, 90.0), "roll": (-180.0, 180.0)}
@@ -273,7 +276,7 @@ def _modality(record: Any) -> str:
 
 
 def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
-             image_quality: int) -> tuple[bytes, str]:
+             image_quality: int, kind: str) -> tuple[bytes, str]:
     """Encoded image bytes, from the node's image cache when this exact image was made before
     (stills only: `etag` names every parameter of a content-addressed record, so it never goes
     stale)."""
@@ -282,7 +285,10 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
         cached = images.get(record_id, etag)
         if cached is not None:
             return cached
-    body, mimetype = encode_image(draw(), fmt, image_quality)
+    with timed("render", kind, fmt):
+        image = draw()
+    with timed("encode", kind, fmt):
+        body, mimetype = encode_image(image, fmt, image_quality)
     if images is not None and etag is not None:
         images.put(record_id, etag, body, mimetype)
     return body, mimetype
@@ -334,7 +340,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
-        volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality)
+        volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
     note_view("mpr", record_id)
     labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
@@ -381,7 +387,8 @@ def volume(record_id: str) -> Response:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
-                                                                _modality(record)), fmt, image_quality)
+                                                                _modality(record)), fmt, image_quality,
+                       "volume")
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None

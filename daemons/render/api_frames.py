@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
 from daemons.render.geometry import FULL, Region
 from daemons.render.image_headers import describe_image, record_orientation
+from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
 from daemons.render.records import default_voi
@@ -24,11 +25,12 @@ from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
 from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
-from shared.roles import ROLES
 from shared.errors import ApiError, not_found
+from shared.roles import ROLES
 from shared.validation import parse_record_id, query_int
 
 bp = Blueprint("render_frames", __name__)
+bp.record_once(register_timings)
 
 CACHE_CONTROL = "private, max-age=86400"
 
@@ -132,7 +134,8 @@ def frame(record_id: str, index: int):
         note_view("frame", record_id)
         return not_modified
     if record is None:
-        raise ApiError(409, "not_loaded", f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+        raise ApiError(409, "not_loaded",
+                       f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
     if not record.is_ready(index):
         the_node.registry.decode_now(record_id, index)
         if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
@@ -146,11 +149,13 @@ def frame(record_id: str, index: int):
         if not color:
             params = record.gray_params(voi)
             lut = record.lut_for((voi_key,), params, index)
-        image = render_frame(record.pixels[index], params, lut, region, box,
-                             (record.spacing[1], record.spacing[2]), max_px)
+        with timed("render", "frame", fmt):
+            image = render_frame(record.pixels[index], params, lut, region, box,
+                                 (record.spacing[1], record.spacing[2]), max_px)
         if fmt != "webp":
-            return encode_image(image, fmt, quality)
-        with the_node.webp_effort.slot() as method:
+            with timed("encode", "frame", fmt):
+                return encode_image(image, fmt, quality)
+        with the_node.webp_effort.slot() as method, timed("encode", "frame", fmt):
             return encode_image(image, fmt, quality, webp_method=method)
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)

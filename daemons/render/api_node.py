@@ -1,4 +1,7 @@
-"""Node health figures (`GET /api/v1/node`) and the rendering presets (`GET /api/v1/presets`)."""
+"""Node health figures (`GET /api/v1/node`) and the rendering presets (`GET /api/v1/presets`).
+
+The figures come from the same objects the node's `/metrics` reads (daemons/render/metrics.py).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ def node_health():
         "records_loaded": the_node.registry.loaded_count(),
         "memory_used_bytes": the_node.registry.memory_used(),
         "memory_budget_bytes": the_node.registry.budget_bytes,
+        "loader_queue_frames": the_node.registry.queued_frames(),
         "storage_used_bytes": the_node.store.used_bytes(),
         "store": the_node.store.location,
         "render_latency_ms": the_node.latency_percentiles(),

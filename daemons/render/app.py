@@ -15,21 +15,28 @@ from daemons.render import api_3d, api_frames, api_node, api_records, openapi
 from daemons.render.catalogue import Catalogue
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool, IsolationLimits
-from daemons.render.models import make_models
+from daemons.render.metrics import install_node_metrics
+from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
 from daemons.render.records import RecordRegistry
-from daemons.render.stores import install_error_handler, open_store
+from daemons.render.stores import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from daemons.render.webp_effort import WebpEffort
 from shared.audit import audit_blueprint
+from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
-from shared.db import database_from_config, upgrade_schema
+from shared.db import database_from_config, schema_target, upgrade_schema
 from shared.errors import ApiError
+from shared.health import (
+    add_readiness_check,
+    database_check,
+    files_check,
+)
 from shared.validation import parse_uuid
 from shared.webapp import create_base_app
 
@@ -83,7 +90,7 @@ def _drain_refused_bodies(app: Flask) -> None:
             try:
                 while request.stream.read(1 << 20):
                     pass
-            except Exception:  # noqa: BLE001 - a client gone or a body over the limit: gunicorn closes
+            except Exception:
                 pass
         return response
 
@@ -96,7 +103,7 @@ def create_app(config: Config) -> Flask:
     app.config["MAX_FORM_PARTS"] = limits.max_files + 16
     database = database_from_config(config)
     models = make_models(database)
-    upgrade_schema(database, "render", models.all)
+    upgrade_schema(database, "render", models.all, MIGRATIONS)
     store = open_store(config)
     catalogue = Catalogue(store, models, float(config["storage"]["catalogue_refresh_s"]))
     with database.connection_context():
@@ -114,11 +121,18 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, catalogue, decoder)
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[RECORDS_EXTENSION] = registry
+    install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))
-    install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"])))
+    exporter = app.extensions.get(EXPORT_EXTENSION)  # the central syslog, when audit.syslog names one
+    install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"]),
+                                      exporter.send if exporter is not None else None))
     _close_after_request(app, database)
     install_error_handler(app)
     _drain_refused_bodies(app)
+    add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))
+    add_readiness_check(app, "store", readiness_check(store))
+    store_keys = [config["storage"]["key_file"], *config["storage"]["old_key_files"]]
+    add_readiness_check(app, "store_key", files_check(store_keys, "the store key"))
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)

@@ -11,8 +11,8 @@ pydicom's pixel handlers with the pylibjpeg plugins. Colour images come out as 8
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pydicom

@@ -84,5 +84,5 @@ def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.shape[1] == width and image.shape[0] == height:
         return image
     mode = "L" if image.ndim == 2 else "RGB"
-    resized = Image.fromarray(np.ascontiguousarray(image), mode).resize((width, height), Image.BILINEAR)
+    resized = Image.fromarray(np.ascontiguousarray(image), mode).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized)

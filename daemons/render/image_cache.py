@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 
 class ImageCache:
@@ -61,7 +61,7 @@ class ImageCache:
                 return item
             pending = self._pending.get(key)
             owner = pending is None
-            if owner:
+            if pending is None:
                 pending = self._pending[key] = threading.Event()
             else:
                 self.hits += 1

@@ -93,7 +93,7 @@ def _run(function: Callable, args: tuple, memory_mb: int) -> tuple:
         return ("ok", function(*args))
     except MemoryError:
         return ("failure", f"decoding needs more than the {memory_mb} MiB a decode worker may use")
-    except Exception as exc:  # noqa: BLE001 - the caller turns any failure into a refusal with this text
+    except Exception as exc:
         return ("failure", f"{type(exc).__name__}: {exc}"[:500])
     except BaseException as exc:  # pyo3 PanicException derives from BaseException
         return ("failure", f"the decoder panicked ({type(exc).__name__}: {exc})"[:500])
@@ -153,6 +153,7 @@ class DecodePool:
         try:
             if worker is None or not worker.process.is_alive():
                 worker = self._replace(worker)
+                assert worker is not None, "decode pool used after close()"
             outcome = self._exchange(worker, function, args)
         except IsolatedFailure:
             worker = self._replace(worker, counted=True)

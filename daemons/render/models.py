@@ -9,19 +9,21 @@ manifest in the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import database_from_config, upgrade_schema, utcnow
+from shared.db import Migration, database_from_config, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
 class Models:
     database: peewee.Database
-    StoredRecord: type[peewee.Model]
-    AuditEntry: type[peewee.Model]
+    # classes made per database by make_models: their fields are invisible to a type checker
+    StoredRecord: Any
+    AuditEntry: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:
@@ -50,11 +52,15 @@ def make_models(database: peewee.Database) -> Models:
     return Models(database, StoredRecord, make_audit_model(database))
 
 
+# Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
 def upgrade(config: Config) -> int:
     """Create or upgrade the node's tables; returns the schema version."""
     database = database_from_config(config)
     models = make_models(database)
     try:
-        return upgrade_schema(database, "render", models.all)
+        return upgrade_schema(database, "render", models.all, MIGRATIONS)
     finally:
         database.close()

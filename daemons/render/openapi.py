@@ -63,7 +63,8 @@ SCHEMAS = {
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "slice_thickness": {"type": ["number", "null"]},
-        "stack_direction": {"type": ["string", "null"], "description": "patient direction the frame index runs towards"},
+        "stack_direction": {"type": ["string", "null"],
+                            "description": "patient direction the frame index runs towards"},
         "slices": {"type": "array", "description": "per frame, in record order (GET of one record only)",
                    "items": {"type": "object", "properties": {
                        "instance": {"type": ["integer", "null"]},
@@ -90,8 +91,10 @@ def document() -> dict[str, Any]:
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}}},
         "security": [{"bearer": []}],
         "paths": {
-            "/api/v1/node": {"get": {"summary": "node health figures", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-            "/api/v1/presets": {"get": {"summary": "window and volume presets", "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/node": {"get": {"summary": "node health figures",
+                                     "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
+            "/api/v1/presets": {"get": {"summary": "window and volume presets",
+                                        "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
                 "get": {"summary": "stored records, newest first: users of the node's institution only; a "
                                    "physician names the patient, an admin may list all (audited per record shown)",
@@ -110,27 +113,33 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/records/{id}": {
                 "parameters": [_ID],
-                "get": {"summary": "record metadata (audited)", "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
-                "delete": {"summary": "delete a record", "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},
+                "get": {"summary": "record metadata (audited)",
+                        "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
+                "delete": {"summary": "delete a record",
+                           "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},
             },
             "/api/v1/records/{id}/original": {"parameters": [_ID], "get": {
                 "summary": "the stored DICOM file, bit-exact (audited)",
                 "parameters": [_query("index", "file index in slice order", {"type": "integer", "default": 0})],
-                "responses": {"200": {"description": "DICOM", "content": {"application/dicom": {}}}, **_errors(400, 401, 404, 422)}}},
+                "responses": {"200": {"description": "DICOM", "content": {"application/dicom": {}}},
+                              **_errors(400, 401, 404, 422)}}},
             "/api/v1/records/{id}/load": {"parameters": [_ID], "post": {
-                "summary": "load into RAM (audited)", "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
+                "summary": "load into RAM (audited)",
+                "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
             "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
             "/api/v1/records/{id}/frames/{index}": {
                 "parameters": [_ID, {"name": "index", "in": "path", "required": True,
-                                     "schema": {"type": "integer", "minimum": 0}, "description": "slice, 0 = first in position order"}],
+                                     "schema": {"type": "integer", "minimum": 0},
+                                     "description": "slice, 0 = first in position order"}],
                 "get": {"summary": "one rendered slice", "parameters": _IMAGE_PARAMS,
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
                                      "schema": {"enum": ["axial", "coronal", "sagittal"]}},
-                               {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                               {"name": "index", "in": "path", "required": True,
+                                "schema": {"type": "integer", "minimum": 0}}],
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": [
                     *_IMAGE_PARAMS, _query("slab", "slab thickness in mm", {"type": "number"}),
                     _query("slab_mode", "slab projection", {"enum": ["mip", "minip", "avg"]})],

@@ -19,14 +19,21 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
 from daemons.render.pixels import (
-    GrayParams, LutTable, Modality, Window, gray_lut, lut_supported, value_range,
+    GrayParams,
+    LutTable,
+    Modality,
+    Window,
+    gray_lut,
+    lut_supported,
+    value_range,
 )
 from daemons.render.stores import Store
 
@@ -255,7 +262,7 @@ class _Loader:
                 dataset = None
                 if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
-                    dataset.PixelData  # read the deferred value now: frames are decoded from several threads
+                    _ = dataset.PixelData  # read the deferred value now: frames are decoded from several threads
                 cached = self._file_cache[file_index] = (raw, dataset)
             return cached
 
@@ -264,6 +271,11 @@ class _Loader:
             self._file_left[file_index] -= 1
             if self._file_left[file_index] <= 0:
                 self._file_cache.pop(file_index, None)
+
+    def queued(self) -> int:
+        """Frames no thread has started to decode yet."""
+        with self._lock:
+            return int(self.record.frames_total - self._taken.sum())
 
     def take(self, index: int) -> bool:
         """Claim frame `index` for the caller to decode; False if a loader thread has it already."""
@@ -382,6 +394,10 @@ class RecordRegistry:
 
     def loaded_count(self) -> int:
         return len(self._records)
+
+    def queued_frames(self) -> int:
+        """Frames waiting in every loader's queue: how far decoding is behind the loads asked for."""
+        return sum(loader.queued() for loader in list(self._loaders.values()))
 
     def shutdown(self) -> None:
         for record_id in list(self._records):

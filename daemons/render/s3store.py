@@ -18,6 +18,7 @@ and the network see only ciphertext, object sizes and record ids (content hashes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -222,10 +223,8 @@ class S3RecordStore:
 
     def _forget_upload(self, keys: list[str]) -> None:
         """Best effort: objects left behind anyway are removed by `cleanup` once stale."""
-        try:
+        with contextlib.suppress(StoreUnavailable):
             self._delete_keys(keys)
-        except StoreUnavailable:
-            pass
 
     def read_manifest(self, record_id: str) -> dict[str, Any]:
         _, upload, data_key, sealed = self._open_manifest(record_id, self._manifest_blob(record_id))

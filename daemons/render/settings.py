@@ -42,7 +42,9 @@ KEYS = (
     Key("limits", "max_decoded_mb", 4096, "Largest decoded size of one record in MiB."),
     Key("limits", "max_output_px", 2048, "Largest width or height of a rendered image."),
     Key("memory", "budget_mb", 8192, "RAM for decoded records; least recently used are evicted beyond it."),
-    Key("render", "backend_3d", "auto", "3D back end: auto (OpenGL on a hardware GPU, else the CPU back end, faster than Mesa llvmpipe), cpu, or vispy."),
+    Key("render", "backend_3d", "auto",
+        "3D back end: auto (OpenGL on a hardware GPU, else the CPU back end, faster than Mesa llvmpipe), "
+        "cpu, or vispy."),
     Key("render", "frame_wait_s", 5.0,
         "How long a frame request waits for its slice to be decoded before answering 409 frame_not_ready."),
     Key("render", "image_cache_mb", 256,

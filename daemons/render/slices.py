@@ -49,10 +49,10 @@ def slice_table(orientation: list[float] | None,
     axis = None if normal is None else int(np.argmax(np.abs(normal)))
     slices = []
     for instance, position in frames:
-        located = position is not None and axis is not None
         slices.append({
             "instance": instance,
             "position": None if position is None else [round(float(v), DECIMALS) for v in position],
-            "location_mm": round(float(position[axis]), DECIMALS) if located else None,
+            "location_mm": (round(float(position[axis]), DECIMALS)
+                            if position is not None and axis is not None else None),
         })
     return {"stack_direction": stack_direction([p for _, p in frames]), "slices": slices}

@@ -14,8 +14,8 @@ the uploaded bytes, bit for bit, or an error.
 
 from __future__ import annotations
 
-import hashlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -94,7 +94,7 @@ class RecordStore:
         self._threads = threads
 
     @classmethod
-    def open(cls, root: Path, key_file: Path) -> "RecordStore":
+    def open(cls, root: Path, key_file: Path) -> RecordStore:
         """Open the store; a missing key is created only for a store that holds no record yet."""
         root, key_file = Path(root), Path(key_file)
         if not key_file.exists():

@@ -7,6 +7,7 @@ node sees only `Store`, so nothing outside this module names a backend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,6 +74,19 @@ def open_store(config: Config) -> Store:
 
         return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]))
     raise ConfigError(f"{config.source or '<config>'}: storage.backend must be one of {', '.join(BACKENDS)}")
+
+
+def readiness_check(store: Store) -> Callable[[], str | None]:
+    """`/readyz`'s store check: what is wrong, or None (the same `check()` for every backend)."""
+
+    def check() -> str | None:
+        try:
+            store.check()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    return check
 
 
 def install_error_handler(app: Flask) -> None:

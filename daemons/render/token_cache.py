@@ -4,7 +4,8 @@ A viewer scrolling a stack sends the same access token with every slice; checkin
 signature each time costs about as much as rendering the slice. A verified token's claims cannot
 change, so the Identity is kept until the token's expiry (re-checked on every hit, with the same
 leeway as the verifier) and never longer: tokens for a node live at most `MAX_EXCHANGED_TTL_S`,
-which is what bounds how long a revoked session keeps working here. Refusals are never cached: they are cheap and must stay explicit.
+which is what bounds how long a revoked session keeps working here. Refusals are never cached:
+they are cheap and must stay explicit.
 """
 
 from __future__ import annotations

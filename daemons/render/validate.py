@@ -22,7 +22,7 @@ from pydicom.filereader import data_element_generator
 from pydicom.pixels import get_decoder
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
-from daemons.render.pixels import WINDOW_FUNCTIONS, Modality, LutTable, auto_window
+from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 from daemons.render.slices import slice_table
 
 MIB = 1024 * 1024
@@ -38,7 +38,7 @@ class Limits:
     max_decoded_bytes: int
 
     @classmethod
-    def from_config(cls, config) -> "Limits":
+    def from_config(cls, config) -> Limits:
         limits = config["limits"]
         return cls(
             max_upload_bytes=limits["max_upload_mb"] * MIB,
@@ -177,14 +177,15 @@ def _check_complete(ds: Dataset, size: int, name: str) -> None:
     `size` is the file's length, or for a deflated file the inflated dataset's (pydicom's offsets are then
     relative to the inflated stream).
     """
-    for tag in ds.keys():
+    for tag in ds.keys():  # noqa: SIM118 (iterating a pydicom Dataset reads every element)
         element = ds.get_item(tag, keep_deferred=True)
         tell, length = getattr(element, "value_tell", None), getattr(element, "length", None)
         if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
             raise UploadError(422, "truncated", f"{name}: the file ends inside element {tag}; it is truncated")
 
 
-def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str, positive: bool = False) -> list[float] | None:
+def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str,
+                   positive: bool = False) -> list[float] | None:
     if keyword not in ds or ds[keyword].value in (None, ""):
         return None
     value = ds[keyword].value
@@ -220,7 +221,8 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
     if photometric not in PHOTOMETRIC_SAMPLES:
         raise _invalid(name, f"Photometric Interpretation {photometric[:40]!r} is not one this node can show")
     if PHOTOMETRIC_SAMPLES[photometric] != samples:
-        raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, the file says {samples}")
+        raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, "
+                             f"the file says {samples}")
     slope = _check_numbers(ds, "RescaleSlope", None, name)
     intercept = _check_numbers(ds, "RescaleIntercept", None, name)
     if slope is not None and (slope[0] == 0 or abs(slope[0]) * 2.0 ** min(allocated, 32) > MAX_MODALITY_MAGNITUDE):
@@ -229,7 +231,8 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large")
     centers = _check_numbers(ds, "WindowCenter", None, name)
     widths = _check_numbers(ds, "WindowWidth", None, name)
-    if (centers is None) != (widths is None) or (centers is not None and len(centers) != len(widths)):
+    paired = centers is None or widths is None or len(centers) == len(widths)
+    if (centers is None) != (widths is None) or not paired:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
@@ -483,7 +486,8 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
-        raise UploadError(422, "unreadable", f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+        raise UploadError(422, "unreadable",
+                          f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
 
 
 def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
@@ -494,10 +498,12 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
         raise UploadError(400, "empty_file", f"{', '.join(empty[:5])}: empty file(s) in the upload; "
                           "send the record's files only")
     if len(uploads) > limits.max_files:
-        raise UploadError(413, "over_limits", f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
+        raise UploadError(413, "over_limits",
+                          f"{len(uploads)} files is more than this node's limit of {limits.max_files}")
     total = sum(len(raw) for _, raw in uploads)
     if total > limits.max_upload_bytes:
-        raise UploadError(413, "over_limits", f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
+        raise UploadError(413, "over_limits",
+                          f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
 
 
 def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
@@ -511,17 +517,20 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
     if frames_total > limits.max_frames:
-        raise UploadError(413, "over_limits", f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
+        raise UploadError(413, "over_limits",
+                          f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
     rescales = {r for f in files for r in (f.frame_rescales or [(f.slope, f.intercept)])}
     modality_seq = first.get("ModalityLUTSequence")
     layout = _layout(first, float_modality=len(rescales) > 1 and not modality_seq)
     if layout.samples not in (1, 3) or layout.bits_allocated not in (1, 8, 16, 32):
         raise UploadError(422, "unsupported_image",
-                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits are not supported")
+                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits "
+                          "are not supported")
     decoded_bytes = frames_total * int(np.prod(layout.frame_shape)) * layout.stored_dtype.itemsize
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
-                          f"the record decodes to {decoded_bytes // MIB} MiB, over the limit of {limits.max_decoded_bytes // MIB} MiB")
+                          f"the record decodes to {decoded_bytes // MIB} MiB, "
+                          f"over the limit of {limits.max_decoded_bytes // MIB} MiB")
     for parsed in files:
         _check_pixel_length(parsed, layout)
     signed = layout.pixel_representation == 1
@@ -584,21 +593,22 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
     if parsed.pixel_offset is None:
         return
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
+    length: int = element.length  # type: ignore[attr-defined]  # set by pydicom's reader, not declared
     samples = layout.rows * layout.columns * layout.samples * parsed.frames
     if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
         samples = samples * 2 // 3
     expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
-    if element.length % 2:
+    if length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
-                          f"({element.length}); DICOM values always have an even length")
-    available = min(element.length, len(parsed.raw) - parsed.pixel_offset)
+                          f"({length}); DICOM values always have an even length")
+    available = min(length, len(parsed.raw) - parsed.pixel_offset)
     if available < expected:
         raise UploadError(422, "truncated",
                           f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
                           "the file is truncated")
-    if element.length != expected + expected % 2:
+    if length != expected + expected % 2:
         raise UploadError(422, "invalid_attribute",
-                          f"{parsed.name}: the pixel data has {element.length} bytes, but Rows x Columns x frames x "
+                          f"{parsed.name}: the pixel data has {length} bytes, but Rows x Columns x frames x "
                           f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
                           f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
 
@@ -635,7 +645,7 @@ def _check_no_duplicates(parsed: ParsedFile) -> None:
     """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?)."""
     raw, ds = parsed.raw, parsed.dataset
     implicit, little = ds.original_encoding
-    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or \
+    if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or little is None or \
             str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # no meta group length to find the dataset by, or a deflated body
     stream = io.BytesIO(raw)
@@ -671,5 +681,6 @@ def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:
         middle = parsed.frames // 2
         _, frame = next(decode_frames(parsed.raw, layout, [middle], offset, *parsed.rescale(middle), parsed.dataset))
     except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
-        raise UploadError(422, "undecodable_pixels", f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
+        raise UploadError(422, "undecodable_pixels",
+                          f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
     return frame

@@ -2,7 +2,8 @@
 
 A viewer scrolling a series asks for hundreds of slices a minute; an entry per image would bury
 the log and put a database write on the node's hot path. So an image request (frame, reformat,
-3D view, and the load status a viewer polls while loading) only counts in memory, keyed by (user, record, token session `sid`), and a background
+3D view, and the load status a viewer polls while loading) only counts in memory, keyed by (user,
+record, token session `sid`), and a background
 thread writes the counts every `audit.flush_s` seconds: it inserts the stream's row the first
 time and updates that same row afterwards (`action` `record.view`, `at` the first image, `detail`
 a JSON object with the counts per kind and the first/last times). `close` writes what is pending
@@ -19,7 +20,9 @@ import datetime as dt
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import peewee
 from flask import Flask, current_app
@@ -66,9 +69,14 @@ class _Stream:
 class ViewAudit:
     """In-memory counts of image reads, written to the node's audit table on a short period."""
 
-    def __init__(self, model: type[peewee.Model], flush_s: float):
+    def __init__(self, model: type[peewee.Model], flush_s: float,
+                 export: Callable[[dict[str, Any]], None] | None = None):
+        """`export`: also send each written entry on (the central syslog, shared.audit_export),
+        after its transaction committed; a stream's entry is sent again with its counts so far
+        at every flush that changed it, so the last message of an id is its final state."""
         self.model = model
         self.flush_s = flush_s
+        self._export = export
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -133,11 +141,17 @@ class ViewAudit:
             for start in range(0, len(new), INSERT_BATCH):
                 model.insert_many(new[start:start + INSERT_BATCH]).execute()
             if updates:
-                template, _params = model.update(detail="").where(model.id == "").sql()
+                template, _params = model.update(detail="").where(model._meta.primary_key == "").sql()
                 database.cursor().executemany(template, updates)
         with self._lock:
             for stream, _stored, _detail in rows:
                 stream.stored = True
+        if self._export is not None:
+            for stream, _stored, detail in rows:
+                self._export({"id": stream.entry_id, "at": iso_utc(stream.first_at), "user_id": stream.user_id,
+                              "username": stream.username, "action": ACTION, "object_type": "record",
+                              "object_id": stream.record_id, "patient_id": None,
+                              "client_ip": stream.addresses[0], "detail": detail})
 
     def _forget_idle(self) -> None:
         horizon = utcnow() - dt.timedelta(seconds=IDLE_FORGET_S)

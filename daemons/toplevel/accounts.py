@@ -7,16 +7,16 @@ the same rules (username form, password length, existing institution, unique nam
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import peewee
 
+from daemons.toplevel.models import Institution, User
+from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 from shared.errors import ApiError
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
-
-from daemons.toplevel.models import Institution, User
-from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,149}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -7,8 +7,8 @@ in. The same validation as the HTTP API applies (through `accounts`); invalid in
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import peewee
 

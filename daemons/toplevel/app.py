@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import peewee
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
 from daemons.toplevel import auth, institutions, patients, profile, record_types, users
 from daemons.toplevel.context import EXTENSION, Toplevel, require_live_session
-from daemons.toplevel.models import AuditEntry, User, database_proxy
+from daemons.toplevel.models import MIGRATIONS, AuditEntry, User, database_proxy
 from daemons.toplevel.passwords import passwords_from_config
 from shared.audit import audit_blueprint
+from shared.auth import VERIFIER_EXTENSION
 from shared.config import Config
-from shared.db import bind_models, bind_per_request
+from shared.db import bind_models, bind_per_request, schema_target
+from shared.health import add_readiness_check, database_check, files_check
 from shared.roles import is_system_admin
 from shared.tokens import MAX_EXCHANGED_TTL_S, Identity, TokenIssuer, load_private_key
 from shared.webapp import create_base_app, layer_audience
@@ -32,6 +36,18 @@ def issuer_from_config(config: Config, key: Ed25519PrivateKey | None = None) -> 
                          f"(the other layers refuse longer-lived tokens); it is {tokens['exchanged_ttl_s']}")
     return TokenIssuer(key or signing_key_from_config(config), tokens["issuer"], layer_audience(config),
                        tokens["access_ttl_s"])
+
+
+def signing_key_check(issuer: TokenIssuer, app: Flask) -> Callable[[], str | None]:
+    """Tokens this server signs must verify with a key the layers accept (tokens.public_key or an extra)."""
+
+    def check() -> str | None:
+        if issuer.key_id not in app.extensions[VERIFIER_EXTENSION].public_keys:
+            return ("tokens.private_key does not match tokens.public_key or tokens.extra_public_keys: "
+                    "the tokens it signs would be refused")
+        return None
+
+    return check
 
 
 def _refuse_ended_sessions() -> None:
@@ -54,12 +70,16 @@ def create_app(config: Config) -> Flask:
     gunicorn.
     """
     app = create_base_app(__name__, config)
-    bind_per_request(app, bind_models(database_proxy, config))
+    database = bind_models(database_proxy, config)
+    bind_per_request(app, database)
     key = signing_key_from_config(config)
+    issuer = issuer_from_config(config, key)
     app.extensions[EXTENSION] = Toplevel(
-        config=config, issuer=issuer_from_config(config, key), passwords=passwords_from_config(config),
-        signing_key=key,
+        config=config, issuer=issuer, passwords=passwords_from_config(config), signing_key=key,
     )
+    add_readiness_check(app, "database", database_check(database, "toplevel", schema_target(MIGRATIONS)))
+    add_readiness_check(app, "signing_key", signing_key_check(issuer, app))
+    add_readiness_check(app, "signing_key_file", files_check([config["tokens"]["private_key"]], "token signing key"))
     for blueprint in (auth.bp, profile.bp, users.bp, institutions.bp, record_types.bp, patients.bp):
         app.register_blueprint(blueprint)
     audit = audit_blueprint(AuditEntry, scope=_audit_scope)

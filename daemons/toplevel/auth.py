@@ -13,17 +13,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import client_address, record_audit
-from shared.auth import authenticate
-from shared.errors import ApiError
-from shared.tokens import Identity, normalize_audience
-from shared.validation import json_body
-
 from daemons.toplevel import sessions, throttle
 from daemons.toplevel.context import require_live_session, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
+from shared.audit import client_address, record_audit
+from shared.auth import authenticate
+from shared.errors import ApiError
+from shared.tokens import Identity, normalize_audience
+from shared.validation import json_body
 
 bp = Blueprint("auth", __name__)
 

@@ -9,22 +9,22 @@ of role or institution) and its user still exists and is active. Other layers ca
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import peewee
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, current_app
 
+from daemons.toplevel.models import User
+from daemons.toplevel.passwords import Passwords
+from daemons.toplevel.sessions import session_ended
 from shared.auth import authenticate, check_role
 from shared.config import Config
 from shared.errors import ApiError, not_found
 from shared.tokens import Identity, TokenIssuer
 from shared.validation import page_args, parse_uuid
-
-from daemons.toplevel.models import User
-from daemons.toplevel.passwords import Passwords
-from daemons.toplevel.sessions import session_ended
 
 F = TypeVar("F", bound=Callable)
 

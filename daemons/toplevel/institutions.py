@@ -5,15 +5,14 @@ from __future__ import annotations
 import peewee
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import describe_changes, record_audit
-from shared.errors import ApiError
-from shared.roles import SYSTEM_ADMIN
-from shared.validation import json_body, validate
-
 from daemons.toplevel import accounts
 from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, Institution, User
 from daemons.toplevel.serialize import institution_json
+from shared.audit import describe_changes, record_audit
+from shared.errors import ApiError
+from shared.roles import SYSTEM_ADMIN
+from shared.validation import json_body, validate
 
 bp = Blueprint("institutions", __name__)
 

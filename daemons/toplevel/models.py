@@ -1,8 +1,8 @@
 """The toplevel's tables: users, institutions, record types, patients, login throttling, sessions, audit.
 
 Models sit on a `DatabaseProxy` (`shared.db.model_base`) so one set of classes serves SQLite,
-PostgreSQL and CockroachDB; `create_app` points the proxy at the configured database. Ids are UUID strings in `CharField`s
-(the same on every database). State that must hold across gunicorn workers and across several
+PostgreSQL and CockroachDB; `create_app` points the proxy at the configured database. Ids are UUID
+strings in `CharField`s (the same on every database). State that must hold across gunicorn workers and across several
 toplevel servers on one database cluster (failed logins, sessions) lives in tables, never
 in process memory.
 """

@@ -10,16 +10,15 @@ import datetime as dt
 
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import record_audit
-from shared.auth import current_identity
-from shared.patient_refs import FIELD, issue_patient_reference
-from shared.errors import ApiError
-from shared.roles import ROLES, SYSTEM_ADMIN
-from shared.validation import Field, json_body, page_args, parse_date, validate, query_text
-
 from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique, toplevel
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
+from shared.audit import record_audit
+from shared.auth import current_identity
+from shared.errors import ApiError
+from shared.patient_refs import FIELD, issue_patient_reference
+from shared.roles import ROLES, SYSTEM_ADMIN
+from shared.validation import Field, json_body, page_args, parse_date, query_text, validate
 
 bp = Blueprint("patients", __name__)
 

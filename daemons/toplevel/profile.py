@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from shared.audit import client_address, record_audit
-from shared.auth import current_identity
-from shared.errors import ApiError
-from shared.validation import json_body, validate
-
 from daemons.toplevel import sessions, throttle
 from daemons.toplevel.accounts import USER_UPDATE_FIELDS
 from daemons.toplevel.context import require_user, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
+from shared.audit import client_address, record_audit
+from shared.auth import current_identity
+from shared.errors import ApiError
+from shared.validation import json_body, validate
 
 bp = Blueprint("profile", __name__)
 

@@ -6,14 +6,13 @@ import re
 
 from flask import Blueprint, Response, jsonify
 
+from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.models import AuditEntry, RecordType
+from daemons.toplevel.serialize import record_type_json
 from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
 from shared.roles import SYSTEM_ADMIN
 from shared.validation import Field, json_body, validate
-
-from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
-from daemons.toplevel.models import AuditEntry, RecordType
-from daemons.toplevel.serialize import record_type_json
 
 bp = Blueprint("record_types", __name__)
 

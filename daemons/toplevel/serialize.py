@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.validation import iso_utc
-
 from daemons.toplevel.models import Institution, Patient, RecordType, User
+from shared.validation import iso_utc
 
 
 def user_json(user: User) -> dict[str, Any]:

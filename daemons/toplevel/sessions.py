@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+from daemons.toplevel.models import User, UserSession
 from shared.db import new_id, utcnow
 from shared.tokens import Identity
-
-from daemons.toplevel.models import User, UserSession
 
 
 def start_session(user_id: str, session_max_s: int, token_ttl_s: int) -> tuple[str, int]:
     """Create a session; returns `(session id, auth_time epoch seconds)`. Prunes dead sessions."""
     now = utcnow()
     UserSession.delete().where(UserSession.expires_at < now).execute()
-    auth_time = int(now.replace(tzinfo=dt.timezone.utc).timestamp())
+    auth_time = int(now.replace(tzinfo=dt.UTC).timestamp())
     # A token minted just before the limit lives one token lifetime longer; keep the row for it.
     expires = now + dt.timedelta(seconds=session_max_s + token_ttl_s)
     session = UserSession.create(id=new_id(), user_id=user_id, started_at=now, expires_at=expires)

@@ -22,11 +22,10 @@ import datetime as dt
 import math
 from typing import Any
 
+from daemons.toplevel.models import AuditEntry, LoginFailure, User
 from shared.audit import record_audit
 from shared.db import run_exclusive, utcnow
 from shared.errors import ApiError
-
-from daemons.toplevel.models import AuditEntry, LoginFailure, User
 
 
 def _retry_after(oldest: dt.datetime, window_s: int, now: dt.datetime) -> int:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from shared.audit import describe_changes, record_audit
-from shared.auth import current_identity, require_admin_of
-from shared.errors import ApiError
-from shared.roles import ADMIN_ROLES, may_administer_user, may_grant_role
-from shared.tokens import Identity
-from shared.validation import json_body, parse_uuid, validate, query_text
-
 from daemons.toplevel import accounts, sessions
 from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json, user_name_json
+from shared.audit import describe_changes, record_audit
+from shared.auth import current_identity, require_admin_of
+from shared.errors import ApiError
+from shared.roles import ADMIN_ROLES, may_administer_user, may_grant_role
+from shared.tokens import Identity
+from shared.validation import json_body, parse_uuid, query_text, validate
 
 bp = Blueprint("users", __name__)
 

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import pytest  # noqa: E402
-from PySide6.QtCore import QSettings  # noqa: E402
+import pytest
+from driving import WAIT_MS
+from PySide6.QtCore import QSettings
 
-from admin_gui.gc_on_gui_thread import GuiThreadCollector  # noqa: E402
-from admin_gui.main_window import ConsoleWindow  # noqa: E402
-from admin_gui.style import apply_style  # noqa: E402
-from daemons.deployment import Layout  # noqa: E402
-from daemons.layers import LAYERS  # noqa: E402
-from shared.config import render_config_toml  # noqa: E402
-from daemons.demo import RunningDeployment, start_deployment  # noqa: E402
-
-from driving import WAIT_MS  # noqa: E402  (this folder is on sys.path: it has no __init__.py)
+from admin_gui.gc_on_gui_thread import GuiThreadCollector
+from admin_gui.main_window import ConsoleWindow
+from admin_gui.style import apply_style
+from daemons.demo import RunningDeployment, start_deployment
+from daemons.deployment import Layout
+from daemons.layers import LAYERS
+from shared.config import render_config_toml
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "admin_gui"

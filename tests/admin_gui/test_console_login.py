@@ -4,15 +4,14 @@ untrusted certificate, physicians refused, and what is remembered for the next s
 from __future__ import annotations
 
 import pytest
+from conftest import screenshot
+from driving import log_in, log_in_admin, wait_idle
 from PySide6.QtCore import QSettings, Qt
 
 from admin_gui.api_client import SessionEnded
 from admin_gui.main_window import ConsoleWindow
 from daemons.deployment import free_port
 from shared.tls import create_ca
-
-from conftest import screenshot
-from driving import log_in, log_in_admin, wait_idle
 
 pytestmark = pytest.mark.gui
 

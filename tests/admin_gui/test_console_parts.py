@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import shiboken6
+from driving import WAIT_MS
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QLabel, QWidget
@@ -19,8 +20,6 @@ from admin_gui.main import main
 from admin_gui.main_window import ConsoleWindow, renewal_delay_s
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
 from admin_gui.widgets import FormDialog, MessageBanner, confirm
-
-from driving import WAIT_MS
 from admin_gui.workers import TaskRunner
 
 pytestmark = pytest.mark.gui

@@ -7,11 +7,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from driving import fill, log_in, open_screen, save, table_values
 from PySide6.QtWidgets import QPushButton
 
 from admin_gui.api_client import ApiClient
-
-from driving import fill, log_in, open_screen, save, table_values
 
 pytestmark = pytest.mark.gui
 

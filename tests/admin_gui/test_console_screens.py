@@ -7,14 +7,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import screenshot
+from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
 from PySide6.QtCore import QDateTime, Qt
 
 from admin_gui.api_client import ApiClient
-from daemons.deployment import free_port
 from daemons.demo import DEMO_CT
-
-from conftest import screenshot
-from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
+from daemons.deployment import free_port
 
 pytestmark = pytest.mark.gui
 
@@ -285,7 +284,7 @@ def test_node_health_shows_each_node_and_notices_one_going_down(qtbot, console, 
         assert rows["render-dead"]["status"] == "down"
         assert "Cannot reach" in rows["render-dead"]["problem"]
         assert screen.summary.text() == "2 nodes · 1 reachable · 1 unreachable"
-        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95")))
+        shown = dict(zip(table_values(screen, "Node"), table_values(screen, "p95"), strict=True))
         assert shown["render-up"].endswith(" ms")
         assert "render-dead" in screen.problems.text()
         screenshot(console, "node-health")

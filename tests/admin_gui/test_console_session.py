@@ -5,12 +5,11 @@ that go away mid-session (and come back) without freezing or crashing the window
 from __future__ import annotations
 
 import pytest
+from conftest import screenshot
+from driving import WAIT_MS, log_in, log_in_admin, open_screen, table_values, wait_idle
 from PySide6.QtCore import Qt
 
 from admin_gui.api_client import ApiClient
-
-from conftest import screenshot
-from driving import WAIT_MS, log_in, log_in_admin, open_screen, table_values, wait_idle
 
 pytestmark = pytest.mark.gui
 

@@ -60,7 +60,7 @@ def _elements(data: bytes) -> list[tuple[int, int, int, bool]]:
         for element in data_element_generator(stream, False, True, defer_size=64):
             long_form = element.VR in ("OB", "OW", "SQ", "UN", "UT", "OF", "OD", "OL", "UC", "UR", "OV")
             found.append((int(element.tag), element.value_tell, element.length, long_form))
-    except Exception:  # noqa: BLE001 - a seed in another encoding: mutate bytes only
+    except Exception:
         return found
     return found
 
@@ -160,6 +160,7 @@ def make_case(rng: random.Random, seeds: list[tuple[str, bytes]], number: int) -
     if rng.random() < 0.1:
         other_name, other = rng.choice(seeds)
         return Case("mixed-series", [(f"{number}-{name}", _fresh_uids(data)),
-                                     (f"{number}-{other_name}", byte_flips(rng, other) if rng.random() < 0.5 else other)])
+                                     (f"{number}-{other_name}",
+                                      byte_flips(rng, other) if rng.random() < 0.5 else other)])
     kind = rng.choice(sorted(MUTATIONS))
     return Case(kind, [(f"{number}-{kind}-{name}", MUTATIONS[kind](rng, _fresh_uids(data)))])

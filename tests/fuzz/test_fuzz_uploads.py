@@ -87,7 +87,8 @@ def _render_everything(session, url: str, record_id: str, frames: int, findings:
     for index in range(frames):
         reply, elapsed = _timed(session, "GET", f"{url}/api/v1/records/{record_id}/frames/{index}")
         if reply.status_code != 200 or elapsed > REQUEST_LIMIT_S:
-            findings.append(f"{label}: frame {index} answered {reply.status_code} in {elapsed:.1f} s {reply.text[:200]}")
+            findings.append(f"{label}: frame {index} answered {reply.status_code} in {elapsed:.1f} s "
+                            f"{reply.text[:200]}")
             return
 
 
@@ -105,7 +106,7 @@ def test_fuzzed_uploads_never_break_the_node(fuzz_node):
         try:
             reply, elapsed = _timed(session, "POST", f"{url}/api/v1/records",
                                     files=[("files", (name, data, "application/dicom")) for name, data in case.files])
-        except Exception as exc:  # noqa: BLE001 - a dropped connection is exactly what is looked for
+        except Exception as exc:
             findings.append(f"{label}: request failed ({type(exc).__name__}: {exc})")
             break
         outcomes[f"{case.kind} {reply.status_code}"] += 1

@@ -11,7 +11,7 @@ import functools
 import io
 import struct
 import zlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pydicom

@@ -55,10 +55,34 @@ def test_serve_reports_ready_from_the_main_process(tmp_path, layer):
             while not any(b"READY=1" in m for m, _ in messages):
                 try:
                     messages.append(_receive_notification(sock))
-                except socket.timeout:
+                except TimeoutError:
                     pytest.fail(f"no READY=1 within 90 s (exit code {process.poll()})")
+            # what the units' ExecStartPost= runs next: the layer answers /readyz with 200
+            ready = subprocess.run([sys.executable, "-m", "daemons.cli", "ready", layer, "--config", config,
+                                    "--wait", "60"], env=env, capture_output=True, text=True, timeout=90)
+            assert ready.returncode == 0 and f"{layer}: ready" in ready.stdout, ready.stderr
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
     ready_from = [pid for message, pid in messages if b"READY=1" in message]
     assert ready_from == [process.pid], f"READY came from {ready_from}, main process is {process.pid}"
+
+
+def test_ready_fails_naming_the_problem(tmp_path):
+    """Nothing listening, then a toplevel whose database file is gone: exit 1 and the reason."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True)
+    config = layout.first("toplevel").config
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ready = [sys.executable, "-m", "daemons.cli", "ready", "toplevel", "--config", config]
+    idle = subprocess.run(ready, env=env, capture_output=True, text=True, timeout=60)
+    assert idle.returncode == 1 and "no answer from 127.0.0.1" in idle.stderr
+    process = subprocess.Popen([sys.executable, "-m", "daemons.cli", "serve", "toplevel", "--config", config],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert subprocess.run([*ready, "--wait", "60"], env=env, capture_output=True, timeout=90).returncode == 0
+        (tmp_path / "deploy" / "data" / "toplevel.db").rename(tmp_path / "toplevel.db")
+        gone = subprocess.run(ready, env=env, capture_output=True, text=True, timeout=60)
+        assert gone.returncode == 1 and "database:" in gone.stderr
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

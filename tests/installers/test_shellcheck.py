@@ -9,7 +9,9 @@ import pytest
 
 from tests.installers.systemd_check import REPO
 
-SCRIPTS = ["installers/install.sh", "installers/uninstall.sh", "installers/folders.sh"]
+SCRIPTS = ["installers/install.sh", "installers/uninstall.sh", "installers/folders.sh", "installers/locked-pip.sh",
+           "installers/dev-common.sh", "installers/quickstart.sh", "installers/run-tests.sh",
+           "installers/update-lock.sh", "installers/lint.sh", ".ci/run"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

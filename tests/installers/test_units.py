@@ -91,6 +91,10 @@ def test_unit_runs_the_layer_as_sivr_with_the_required_hardening(unit_file):
     unit = parse_unit((UNIT_SOURCES / unit_file).read_text())
     svc = unit["Service"]
     assert svc["ExecStart"] == [f"/opt/sivr/venv/bin/sivr serve {layer} --config /etc/sivr/{config}.toml"]
+    # the unit is started once the layer can serve (test_notify.py runs this check against `sivr serve`)
+    assert svc["ExecStartPost"] == [
+        f"/opt/sivr/venv/bin/sivr ready {layer} --config /etc/sivr/{config}.toml --wait 120"]
+    assert int(svc["TimeoutStartSec"][0]) > 120
     assert svc["User"] == ["sivr"] and svc["Group"] == ["sivr"]
     assert svc["Restart"] == ["on-failure"]
     # test_notify.py shows `sivr serve` sends READY from its main process, as these need

@@ -48,7 +48,7 @@ def test_audit_filters(api, users, finding, patient_id):
         [("finding.read", finding["id"], users["physician_b"].username)]
     by_action = api.call("GET", "/api/v1/audit?action=finding.create", admin)[1]
     assert [e["user_id"] for e in by_action["items"]] == [physician.id]
-    tomorrow = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert api.call("GET", f"/api/v1/audit?since={tomorrow}", admin)[1]["total"] == 0
     assert api.call("GET", f"/api/v1/audit?until={tomorrow}", admin)[1]["total"] >= 3
     for bad in ("user_id=x", "patient_id=all", "since=yesterday"):
@@ -102,7 +102,8 @@ def test_upper_case_institution_id_is_canonicalised(signing_keys, tmp_path, make
     client = create_app(config).test_client()
     response = client.get("/api/v1/nodes", headers=make_user("instadmin").headers)
     assert response.status_code == 200
-    assert client.get("/api/v1/info", headers=make_user("instadmin").headers).get_json()["institution_id"] == INSTITUTION_A
+    info = client.get("/api/v1/info", headers=make_user("instadmin").headers).get_json()
+    assert info["institution_id"] == INSTITUTION_A
 
 
 def test_unknown_routes_and_methods_answer_json(api, users):

@@ -18,10 +18,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemons.demo import ApiClient
+from daemons.demo import ApiClient, start_deployment
 from shared.tokens import TokenIssuer, load_private_key, normalize_audience
-from daemons.demo import start_deployment
-
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +175,8 @@ def test_findings_are_shared_across_institutions_and_every_read_is_audited(world
     refused = doctor_a.call("POST", f"{server}/api/v1/records", ok=(400,), json=record_body).json()
     assert refused["error"]["code"] == "invalid_patient_reference"  # a patient the toplevel does not know
     record = doctor_a.call("POST", f"{server}/api/v1/records", json={
-        **record_body, "patient_id": patient["id"], "patient_reference": doctor_a.patient_reference(patient["id"])}).json()
+        **record_body, "patient_id": patient["id"],
+        "patient_reference": doctor_a.patient_reference(patient["id"])}).json()
     finding = doctor_a.call("POST", f"{server}/api/v1/findings", json={
         "patient_reference": doctor_a.patient_reference(patient["id"]),
         "patient_id": patient["id"], "description": "CT chest", "findings": "Small nodule RUL.",

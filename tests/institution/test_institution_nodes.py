@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from daemons.institution.models import Node, database_proxy
-from shared.validation import parse_service_url as parse_node_url
 from shared.errors import ApiError
+from shared.validation import parse_service_url as parse_node_url
 
 from .conftest import INSTITUTION_A, INSTITUTION_B
 

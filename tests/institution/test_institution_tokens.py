@@ -35,8 +35,8 @@ def _unsigned(alg: str) -> str:
 
 def _hs256_with_public_key(public_pem: bytes) -> str:
     """Algorithm confusion: HMAC keyed with the (public) verification key."""
-    signing_input = f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}." \
-                    f"{_b64(json.dumps(_claims()).encode())}"
+    signing_input = (f"{_b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}."
+                     f"{_b64(json.dumps(_claims()).encode())}")
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
 

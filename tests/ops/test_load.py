@@ -19,7 +19,7 @@ def test_viewers_across_nodes_and_a_login_burst_get_no_server_error(topology):
     doctor = topology.client("physician")
     nodes = list(register_nodes(admin, north).values())
     targets = []
-    for node, files in zip(nodes, (demo_slices(8), demo_slices(10))):
+    for node, files in zip(nodes, (demo_slices(8), demo_slices(10)), strict=True):
         meta = upload_and_load(doctor, node["url"], files)
         assert wait_ready(doctor, node["url"], meta["id"])["state"] == "ready"
         targets.append(ViewTarget(node["url"], meta["id"], meta["frames"]))

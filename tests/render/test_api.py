@@ -119,7 +119,8 @@ def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_
     bone = _png(node.client.get(f"{url}?window=400,1800", headers=node.headers()))
     np.testing.assert_array_equal(bone, render_gray_reference(stored, GrayParams(modality, Window(400, 1800))))
     preset = _png(node.client.get(f"{url}?preset=ct_bone", headers=node.headers()))
-    np.testing.assert_array_equal(preset, render_gray_reference(stored, GrayParams(modality, Window(*PRESETS["ct_bone"]))))
+    np.testing.assert_array_equal(
+        preset, render_gray_reference(stored, GrayParams(modality, Window(*PRESETS["ct_bone"]))))
     sigmoid = _png(node.client.get(f"{url}?window=40,400&voi_function=sigmoid", headers=node.headers()))
     np.testing.assert_array_equal(
         sigmoid, render_gray_reference(stored, GrayParams(modality, Window(40, 400, "sigmoid"))))
@@ -406,7 +407,7 @@ def test_the_same_record_uploaded_twice_at_once_is_stored_once(node, ct_files):
         thread.join()
     assert codes.count(201) == 1 and codes.count(200) == 3 and len(ids) == 1, codes
     assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 1
-    assert len([p for p in (node.root / "store").iterdir()]) == 1
+    assert len(list((node.root / "store").iterdir())) == 1
 
 
 @pytest.mark.parametrize("name", ["pydicom/examples_ybr_color.dcm", "pydicom-data/OBXXXX1A_rle.dcm",

@@ -79,7 +79,8 @@ def test_image_reads_give_one_entry_per_user_record_and_session_with_counts(quie
     assert node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/3", headers=session_a).status_code == 200
     assert node.client.get(f"/api/v1/records/{record_id}/frames/1", headers=session_b).status_code == 200
     other = str(uuid.uuid4())
-    assert node.client.get(f"/api/v1/records/{record_id}/frames/1", headers=node.headers(user_id=other)).status_code == 200
+    reply = node.client.get(f"/api/v1/records/{record_id}/frames/1", headers=node.headers(user_id=other))
+    assert reply.status_code == 200
     assert node.client.get(f"/api/v1/records/{record_id}/frames/99", headers=session_a).status_code == 404
 
     assert _audit(node, action="record.view") == []  # counted in memory, written by the flush

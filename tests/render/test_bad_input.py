@@ -49,14 +49,15 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
     }
 
 
-CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short", "huge dimensions", "too many frames",
+CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short",
+              "huge dimensions", "too many frames",
               "undecodable syntax", "empty file", "mixed series", "mixed sizes", "mixed orientation",
               "one bad file in a good series", "an empty file in a good series"]
 
 
 def _nothing_stored(node) -> None:
     assert node.client.get("/api/v1/records", headers=node.headers(role="instadmin")).json["total"] == 0
-    assert [p for p in (node.root / "store").iterdir()] == []
+    assert list((node.root / "store").iterdir()) == []
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)

@@ -135,7 +135,7 @@ def test_each_slice_publishes_its_instance_number_and_position(node):
     assert record["slices"][1]["position"] == [-10.0, -10.0, -7.5]
     assert record["stack_direction"] == "S"
     assert record["slice_thickness"] == 2.5
-    listed = node.client.get("/api/v1/records", headers=node.headers("admin")).json["items"]
+    listed = node.client.get("/api/v1/records", headers=node.headers("instadmin")).json["items"]
     assert "slices" not in listed[0] and listed[0]["stack_direction"] == "S"
 
 

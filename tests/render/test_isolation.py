@@ -139,7 +139,7 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
 def test_a_refused_upload_keeps_the_connection_usable(iso_deployment):
     """403 before the body is read: the next request on the SAME connection must still work."""
     client = iso_deployment.client("physician")  # of the first institution: refused on the second's node
-    token = client.session.headers["Authorization"]
+    token = f"Bearer {client.token_for(iso_deployment.url(OTHER_NODE))}"  # that node's own audience
     body, content_type = _multipart("big.dcm", to_bytes(base_dataset()) * 40)  # ~1.6 MiB, over gunicorn's drain
     connection = _raw_connection(iso_deployment, iso_deployment.url(OTHER_NODE))
     connection.request("POST", "/api/v1/records", body=body,

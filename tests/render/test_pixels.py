@@ -15,8 +15,18 @@ from daemons.render.decode import Layout, native_frame
 from daemons.render.encode import encode_image
 from daemons.render.geometry import Region, crop, output_size, resample
 from daemons.render.pixels import (
-    PRESETS, GrayParams, LutTable, Modality, Window, auto_window, color_to_uint8, gray_lut,
-    render_gray, render_gray_reference, to_uint8, window_values,
+    PRESETS,
+    GrayParams,
+    LutTable,
+    Modality,
+    Window,
+    auto_window,
+    color_to_uint8,
+    gray_lut,
+    render_gray,
+    render_gray_reference,
+    to_uint8,
+    window_values,
 )
 
 

@@ -101,9 +101,9 @@ def _handshake(node: Node, cipher: str) -> str:
     context = ssl.create_default_context(cafile=node.ca)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(cipher)
-    with socket.create_connection(node.address, timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=node.address[0]) as tls:
-            return tls.cipher()[0]
+    with (socket.create_connection(node.address, timeout=10) as raw,
+          context.wrap_socket(raw, server_hostname=node.address[0]) as tls):
+        return tls.cipher()[0]
 
 
 @pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA256",

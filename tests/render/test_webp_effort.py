@@ -23,9 +23,8 @@ def test_zero_never_adapts_and_a_failed_encode_frees_its_slot():
     with never.slot(), never.slot(), never.slot() as method:
         assert method == 4
     effort = WebpEffort(method=2, busy_above=1)
-    with pytest.raises(RuntimeError):
-        with effort.slot():
-            raise RuntimeError("encoder failed")
+    with pytest.raises(RuntimeError), effort.slot():
+        raise RuntimeError("encoder failed")
     with effort.slot() as method:
         assert method == 2
 

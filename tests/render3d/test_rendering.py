@@ -7,8 +7,8 @@ import pytest
 
 from daemons.render.pixels import Window
 from daemons.render.volume import PRESETS, ViewSpec, camera_axes, prepare_volume
-from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.cpu import CpuRayCaster
+from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.raycast import AMBIENT, AVG, DIFFUSE, MINIP, MIP, SPECULAR, grid_for
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, SPHERES, blob, sample_phantom
 

@@ -93,9 +93,8 @@ class SeaweedS3:
         args = [str(self.binary), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}",
                 "-s3", f"-s3.config={self.s3_config}", "-volume.max=0", "-master.volumeSizeLimitMB=64",
                 *(f"-{name}={port}" for name, port in self.ports.items())]
-        log = open(self.root / "weed.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.root / "weed.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         probe = f"probe-{secrets.token_hex(4)}"
         while time.monotonic() < deadline:

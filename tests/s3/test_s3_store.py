@@ -96,7 +96,8 @@ def test_rewrap_changes_only_manifests(seaweed, bucket):
 
 def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, bucket):
     dead = make_store(seaweed, bucket, KeyRing(os.urandom(32)), endpoint_url="http://127.0.0.1:9")
-    for call in (dead.check, lambda: dead.exists("r"), dead.record_ids, lambda: dead.write_record("r", [b"a"], MANIFEST)):
+    calls = (dead.check, lambda: dead.exists("r"), dead.record_ids, lambda: dead.write_record("r", [b"a"], MANIFEST))
+    for call in calls:
         with pytest.raises(StoreUnavailable):
             call()
     wrong = make_store(seaweed, bucket, KeyRing(os.urandom(32)), secret="not-the-secret")

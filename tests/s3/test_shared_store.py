@@ -3,6 +3,7 @@ key rotation, and the faults (store restarted, node killed mid-upload, node kill
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
 import subprocess
@@ -182,16 +183,14 @@ def test_node_killed_mid_upload_leaves_nothing_visible(shared, seaweed):
     set_config_values(instance_a, stale_upload_s="0.0")
     shared.start_instance(instance_a)
     shared.wait_healthy(instance_a)
-    assert not [k for k in _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")]
+    assert not _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")
     meta = upload_record(doctor, instance_a.url, files)  # and the upload succeeds when tried again
     assert meta["id"] == record_id and meta["frames"] == 100
 
 
 def _get_upload(doctor, node_url, files):
-    try:
+    with contextlib.suppress(requests.RequestException, RuntimeError):  # the node is killed under it
         upload_record(doctor, node_url, files)
-    except (requests.RequestException, RuntimeError):
-        pass  # the node is killed under it
 
 
 def test_node_killed_its_records_served_by_the_other_within_10_s(shared):

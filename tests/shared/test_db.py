@@ -40,3 +40,18 @@ def test_servers_starting_together_on_sqlite_all_upgrade(tmp_path):
 @pytest.mark.postgres
 def test_servers_starting_together_on_postgresql_all_upgrade(pg_database_factory):
     assert _upgrade_at_once(pg_database_factory()) == [(0, "1")] * 12
+
+
+@pytest.mark.postgres
+def test_postgresql_is_driven_by_psycopg_3(pg_database_factory):
+    """psycopg 3 even where psycopg2 is installed too (peewee would otherwise take psycopg2)."""
+    import psycopg
+
+    from shared.db import connect_database
+
+    db = connect_database(pg_database_factory())
+    try:
+        assert isinstance(db.connection(), psycopg.Connection)
+        assert db.execute_sql("SELECT %s + 1", (41,)).fetchone() == (42,)
+    finally:
+        db.close()

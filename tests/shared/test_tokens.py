@@ -11,7 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.tokens import (
-    TokenError, TokenIssuer, TokenVerifier, generate_signing_keypair, key_id, load_private_key, load_public_key,
+    TokenError,
+    TokenIssuer,
+    TokenVerifier,
+    generate_signing_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
 )
 
 

@@ -72,7 +72,6 @@ def test_deeply_nested_json_is_a_400_not_a_crash():
 
     app = Flask(__name__)
     with app.test_request_context("/", method="POST", data="[" * 200_000,
-                                  content_type="application/json"):
-        with pytest.raises(ApiError) as err:
-            json_body()
+                                  content_type="application/json"), pytest.raises(ApiError) as err:
+        json_body()
     assert err.value.status == 400 and err.value.code == "invalid_json"

@@ -8,9 +8,10 @@ argon2 runs with small costs here so the suite stays fast; the algorithm is the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -44,10 +45,9 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'toplevel.db'}"
         return
     url = request.getfixturevalue("pg_server_database")
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
+    conn = psycopg.connect(url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -81,7 +81,8 @@ def config(make_config) -> Config:
 
 @dataclass
 class Seed:
-    """Two institutions and a physician in each; `admin` is a system admin of A, `admin_b` the institution admin of B."""
+    """Two institutions and a physician in each; `admin` is a system admin of A, `admin_b` the
+    institution admin of B."""
 
     institution_a: dict[str, Any]
     institution_b: dict[str, Any]

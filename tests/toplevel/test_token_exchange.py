@@ -73,7 +73,7 @@ def test_exchange_is_refused_once_the_session_or_user_has_ended(api: Api, seed, 
         "logout": lambda: api.call("POST", "/api/v1/auth/logout", session),
         "deactivate": lambda: api.call("PUT", user, admin, json={"active": False}),
         "delete": lambda: api.call("DELETE", user, admin),
-        "demote": lambda: api.call("PUT", user, admin, json={"role": "admin"}),
+        "demote": lambda: api.call("PUT", user, admin, json={"role": "instadmin"}),  # any role change
         "move": lambda: api.call("PUT", user, admin, json={"institution_id": seed.institution_b["id"]}),
         "password_reset": lambda: api.call("POST", f"{user}/password", admin,
                                            json={"new_password": "a-brand-new-password"}),

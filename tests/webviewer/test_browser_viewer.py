@@ -134,7 +134,8 @@ def test_cine_window_level_presets_zoom_pan_and_format(page, deployment, record,
     page.locator("#window-preset").select_option("file")
     meta_window = record["meta"]["default_window"]
     expected = f"{round(meta_window['center'])},{round(meta_window['width'])}"
-    assert wait_shown(page, "d.shownKey.includes('window=' + arg)", expected.replace(",", "%2C"))["query"]["window"] == expected
+    auto = wait_shown(page, "d.shownKey.includes('window=' + arg)", expected.replace(",", "%2C"))
+    assert auto["query"]["window"] == expected
     page.locator("#window-preset").select_option("auto")
     wait_shown(page, "!d.shownKey.includes('window=')")
 
@@ -273,7 +274,8 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
         assert "Zoom 2.5×" in page.locator("#view-info").inner_text()
         shot(page, shots, "21b-phone-pinch-zoom", full_page=False)
         wide = page.evaluate("""w => [...document.querySelectorAll('body *')]
-            .filter(e => e.getBoundingClientRect().right > w).map(e => e.tagName + '#' + e.id + '.' + e.className)""", PHONE["width"])
+            .filter(e => e.getBoundingClientRect().right > w)
+            .map(e => e.tagName + '#' + e.id + '.' + e.className)""", PHONE["width"])
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"], wide
     finally:
         context.close()
@@ -282,7 +284,6 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
 def test_a_record_of_another_institution_opens_from_its_own_node(page, deployment, ct_series, tmp_path, shots):
     """Findings and images live where they were made; the browser goes to that node directly."""
     from daemons.demo import ApiClient, register_nodes, register_record, upload_record
-
     from tests.webviewer.helpers import institution, users_of_second_institution
 
     second = users_of_second_institution(deployment)

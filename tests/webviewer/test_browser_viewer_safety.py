@@ -310,7 +310,8 @@ def test_phone_layout_image_and_slider_first_tools_collapsible(browser, deployme
         long_name = "CT_THORAX_HIGH_RESOLUTION_1.0_B70F_LUNG_KERNEL_WITH_CONTRAST_PHASE_ARTERIAL"
         meta = ct["meta"]
         write_finding(deployment.client("physician"), inst["server_url"], ct["patient"]["id"],
-                      [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": registered_node(deployment)["id"]}],
+                      [{"record_id": meta["id"], "institution_id": inst["id"],
+                        "node_id": registered_node(deployment)["id"]}],
                       description=long_name, findings="See https://pacs.example.org/studies/" + "x" * 80,
                       conclusion="No acute finding.")
         register_placeholder_records(deployment, ct["patient"], [long_name])

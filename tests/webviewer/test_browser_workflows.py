@@ -13,7 +13,11 @@ import requests
 
 from tests.webviewer.browser import DESKTOP, PHONE, launch_chromium, server_cert_of
 from tests.webviewer.helpers import (
-    institution, login, new_patient, register_placeholder_records, shot,
+    institution,
+    login,
+    new_patient,
+    register_placeholder_records,
+    shot,
 )
 
 pytestmark = pytest.mark.browser
@@ -76,7 +80,8 @@ def test_create_search_and_edit_a_patient(page, deployment, shots):
     insurance = f"{uuid.uuid4().int % 10**10:010d}"
     page.get_by_role("link", name="New patient").click()
     page.get_by_role("button", name="Create patient").click()
-    assert "Please fill in: first name, last name, date of birth, insurance number" in page.locator(".form-error").inner_text()
+    missing = "Please fill in: first name, last name, date of birth, insurance number"
+    assert missing in page.locator(".form-error").inner_text()
     page.get_by_label("First name").fill("Mira")
     page.get_by_label("Last name").fill("Zupančič")
     page.get_by_label("Sex").select_option("F")
@@ -106,7 +111,8 @@ def test_create_search_and_edit_a_patient(page, deployment, shots):
     page.get_by_role("button", name="Save changes").click()
     page.locator("#patient-name").filter(has_text="Zupančič, Mirjam").wait_for()
     patient_id = page.url.rsplit("/", 1)[1]
-    stored = deployment.client("physician").call("GET", f"{deployment.url('toplevel')}/api/v1/patients/{patient_id}").json()
+    physician = deployment.client("physician")
+    stored = physician.call("GET", f"{deployment.url('toplevel')}/api/v1/patients/{patient_id}").json()
     assert stored["first_name"] == "Mirjam" and stored["insurance_number"] == insurance
 
     # Bad input: another patient with the same insurance number.

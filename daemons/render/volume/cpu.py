@@ -17,8 +17,7 @@ import numba
 import numpy as np
 
 from daemons.render.volume.geometry import RayGrid
-from daemons.render.volume.raycast import (AMBIENT, AVG, DIFFUSE, MIP, OPAQUE_STOP, SHININESS,
-                                           SPECULAR, RayCaster)
+from daemons.render.volume.raycast import AMBIENT, AVG, DIFFUSE, MIP, OPAQUE_STOP, SHININESS, SPECULAR, RayCaster
 from daemons.render.volume.transfer import TransferLut, empty_bricks
 from daemons.render.volume.volume import BRICK, BRICK_SHIFT, PARALLEL_LOCK, PreparedVolume
 

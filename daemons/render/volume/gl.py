@@ -13,13 +13,13 @@ import logging
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.geometry import RayGrid
-from daemons.render.volume.raycast import (AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR,
-                                           RayCaster)
+from daemons.render.volume.raycast import AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR, RayCaster
 from daemons.render.volume.transfer import LUT_SIZE, TransferLut
 from daemons.render.volume.volume import PreparedVolume
 
@@ -125,7 +125,7 @@ void main() {
     }
     gl_FragColor = vec4(color, 1.0);
 }
-""" % {"lut_last": f"{LUT_SIZE - 1}.0", "lut_size": f"{LUT_SIZE}.0", "dvr": DVR_CODE}
+""" % {"lut_last": f"{LUT_SIZE - 1}.0", "lut_size": f"{LUT_SIZE}.0", "dvr": DVR_CODE}  # noqa: UP031 (GLSL braces)
 
 
 def _use_egl() -> None:
@@ -150,7 +150,7 @@ class _GlState:
         self.program = gloo.Program(VERTEX, FRAGMENT)
         self.program["a_position"] = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], np.float32)
         self.volume_ref: weakref.ref | None = None
-        self.volume_texture = None
+        self.volume_texture: Any = None  # a vispy Texture3D once bound (vispy has no type hints)
         self.value_scale = 1.0
         self.value_offset = 0.0
 

@@ -11,11 +11,17 @@
 
 export class ApiError extends Error {
   /** status 0 means the server could not be reached at all. */
-  constructor(status, code, message, details = {}) {
+  constructor(status, code, message, details = {}, requestId = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.details = details;
+    /** The server's id of the request (X-Request-Id): IT finds its log lines with it. */
+    this.requestId = requestId || null;
+  }
+  /** The message for people; a server failure also names the request id to quote to IT. */
+  get displayMessage() {
+    return this.status >= 500 && this.requestId ? `${this.message} (request id ${this.requestId})` : this.message;
   }
   get isAuthFailure() {
     return this.status === 401 && ["token_expired", "session_expired", "invalid_token", "missing_token"].includes(this.code);
@@ -42,9 +48,10 @@ export async function errorFromResponse(response) {
   if (err && err.code) {
     const { code, message, ...details } = err;
     if (response.headers.get("Retry-After")) details.retryAfter = Number(response.headers.get("Retry-After"));
-    return new ApiError(response.status, code, message || code, details);
+    return new ApiError(response.status, code, message || code, details, details.request_id || response.headers.get("X-Request-Id"));
   }
-  return new ApiError(response.status, "http_error", `the server answered ${response.status} ${response.statusText}`.trim());
+  return new ApiError(response.status, "http_error", `the server answered ${response.status} ${response.statusText}`.trim(),
+    {}, response.headers.get("X-Request-Id"));
 }
 
 export function unreachable(baseUrl, cause) {

@@ -46,7 +46,7 @@ function showAlert(text, kind = "error") {
 }
 
 function describeError(err) {
-  if (err instanceof ApiError) return err.message;
+  if (err instanceof ApiError) return err.displayMessage;
   return `Something went wrong in the viewer: ${err && err.message ? err.message : err}`;
 }
 

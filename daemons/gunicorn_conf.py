@@ -1,0 +1,47 @@
+"""gunicorn settings every layer shares (`sivr serve` passes `--config python:daemons.gunicorn_conf`).
+
+- Its error log writes the same JSON lines as the apps (`shared.logs.JsonFormatter`); the access
+  line comes from the app, which knows the route, the user and the request id.
+- In prometheus_client's multiprocess mode (several workers; `sivr serve` sets
+  PROMETHEUS_MULTIPROC_DIR to a fresh folder per start), a dead worker's live figures are dropped
+  and the folder is removed when gunicorn exits. prometheus_client is imported only inside the
+  hooks: the arbiter must not pick its value class before the environment is final.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from gunicorn.glogging import Logger
+
+from shared.logs import JsonFormatter
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class JsonLogger(Logger):
+    """gunicorn's logger with its handlers writing JSON lines; the layer comes from `--name sivr-<layer>`."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        formatter = JsonFormatter(str(cfg.proc_name).removeprefix("sivr-"))
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(formatter)
+
+
+logger_class = "daemons.gunicorn_conf.JsonLogger"
+
+
+def child_exit(server, worker) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

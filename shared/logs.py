@@ -1,0 +1,122 @@
+"""Structured logs: one JSON object per line, each request with an id the user can quote.
+
+Every request gets a request id: the caller's `X-Request-Id` when it is a sane token (a proxy or
+the console may already have made one), otherwise a new one. It comes back in the `X-Request-Id`
+response header and inside every error body, and it is on every log line written while the
+request runs, so IT can find the line from the id a physician reads off an error message.
+
+The app writes one access line per request (it knows the route, the status and the user, which
+gunicorn's own access log does not); gunicorn's error log goes through the same formatter
+(`daemons.gunicorn_conf`, which `sivr serve` passes to gunicorn).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# Letters, digits and a few separators, up to 64 characters: safe in a log line and a header.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+# Attributes of a LogRecord that are not "extra" fields given by the caller.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+access_log = logging.getLogger("sivr.access")
+
+
+def current_request_id() -> str | None:
+    """This request's id (made on first use), or None outside a request."""
+    if not has_request_context():
+        return None
+    rid = g.get("request_id")
+    if rid is None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "layer", "logger", "message", "request_id", ...extra}` on one line."""
+
+    def __init__(self, layer: str):
+        super().__init__()
+        self.layer = layer
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "layer": self.layer,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = current_request_id()
+        if rid is not None:
+            entry["request_id"] = rid
+        for name, value in vars(record).items():
+            if name not in _STANDARD_ATTRS and not name.startswith("_"):
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(layer: str, level: str) -> None:
+    """Send the root logger's records to stderr as JSON lines (once per process)."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if not any(getattr(h, "_sivr_json", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler._sivr_json = True  # type: ignore[attr-defined]
+        handler.setFormatter(JsonFormatter(layer))
+        root.addHandler(handler)
+
+
+def install_request_logging(app: Flask) -> None:
+    """Request ids in and out, and one access line per request."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_started = time.perf_counter()
+        current_request_id()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = current_request_id() or ""
+        identity = g.get("identity")
+        elapsed = request_elapsed_s()
+        route = request_route()
+        access_log.info(
+            "%s %s %s", request.method, route, response.status_code,
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": None if elapsed is None else round(elapsed * 1000, 2),
+                "user_id": getattr(identity, "user_id", None),
+                "client": request.remote_addr,
+            },
+        )
+        return response
+
+
+def request_elapsed_s() -> float | None:
+    """Seconds since this request reached the app (None if the start hook did not run)."""
+    started = g.get("request_started")
+    return None if started is None else time.perf_counter() - started
+
+
+def request_route() -> str:
+    """The URL rule that matched (`/api/v1/records/<record_id>`), never the raw path, which holds ids."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "<unmatched>"

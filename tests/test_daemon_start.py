@@ -1,0 +1,59 @@
+"""Starting daemons does not depend on where or when: the working folder, ports taken meanwhile."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+
+from daemons.deployment import LocalDeployment, init_deployment
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("stray", ["empty folder", "package"])
+def test_a_layer_started_beside_a_folder_named_shared_serves(tmp_path, monkeypatch, stray):
+    """gunicorn and `python -m` put the working folder first on the import path; SIVR's own
+    top-level package is also called `shared`. Started from a folder holding a `shared`, every
+    worker died with "cannot import name '__version__' from 'shared'"."""
+    here = tmp_path / "operator's folder"
+    (here / "shared").mkdir(parents=True)
+    if stray == "package":
+        (here / "shared" / "__init__.py").write_text("raise ImportError('the wrong shared package')\n")
+    monkeypatch.chdir(here)
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
+    with LocalDeployment(layout, layers=("toplevel", "web")) as deployment:
+        for layer in ("toplevel", "web"):
+            reply = requests.get(f"{deployment.url(layer)}/healthz", verify=deployment.ca_cert, timeout=10)
+            assert reply.status_code == 200, reply.text
+
+
+def test_ports_chosen_for_a_deployment_cannot_be_taken_before_it_starts(tmp_path):
+    """`sivr demo` chose free ports, then gunicorn bound them later: another program (another
+    demo) taking one in between failed the start with "Connection in use"."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
+    port = _port(layout.first("web").url)
+    with socket.socket() as intruder:  # as a server binds: gunicorn sets SO_REUSEADDR too
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            intruder.bind(("127.0.0.1", port))
+            intruder.listen()
+        with LocalDeployment(layout, layers=("web",)) as deployment:
+            assert requests.get(f"{deployment.url('web')}/healthz", verify=deployment.ca_cert, timeout=10).ok
+
+
+def test_a_port_taken_before_the_start_is_named_before_any_daemon_starts(tmp_path):
+    """Ports of an earlier layout (a demo state folder reused) are not held: a taken one is reported."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True)
+    port = _port(layout.first("web").url)
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        deployment = LocalDeployment(layout, layers=("web",))
+        with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
+            deployment.start()
+        assert not deployment.processes
