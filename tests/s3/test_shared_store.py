@@ -154,8 +154,12 @@ def test_store_restarted_under_running_nodes(shared, seaweed):
         assert listed.status_code in (200, 503)
         # a record already in RAM is still shown
         assert _get(doctor, f"{node_a}/api/v1/records/{loaded['id']}/frames/1").status_code == 200
+        ready = doctor.session.get(f"{node_b}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["error"]["checks"]["store"] != "ok"
+        assert doctor.session.get(f"{node_b}/healthz", timeout=30).status_code == 200
     finally:
         seaweed.start()
+    assert doctor.session.get(f"{node_b}/readyz", timeout=30).json()["checks"]["store"] == "ok"
     meta = upload_record(doctor, node_a, ct(15, 17))
     assert doctor.call("GET", f"{node_b}/api/v1/records/{meta['id']}").json()["files"] == 2
 
