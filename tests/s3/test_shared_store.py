@@ -168,28 +168,47 @@ def test_node_killed_mid_upload_leaves_nothing_visible(shared, seaweed):
     doctor = shared.client()
     instance_a, instance_b = render_instances(shared)
     bucket, prefix = _bucket(shared), _prefix(shared)
+    set_config_values(instance_a, threads="1")  # one PUT at a time, so the kill lands mid-upload
+    restart(shared, instance_a)
+    try:
+        for attempt in range(3):  # a new record each time the upload still won the race
+            files = ct(0, 100 - attempt)
+            record_id = _kill_during_upload(shared, seaweed, doctor, instance_a, files)
+            if f"{prefix}{MANIFESTS}{record_id}" not in _keys(seaweed, bucket, f"{prefix}{MANIFESTS}"):
+                break
+            shared.start_instance(instance_a)
+            shared.wait_healthy(instance_a)
+        else:
+            raise AssertionError("three uploads finished before the node was killed")
+        assert _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")  # objects were written, no manifest
+        assert _get(doctor, f"{instance_b.url}/api/v1/records/{record_id}").status_code == 404
+        # the interrupted upload's objects are removed when a node starts and finds them stale
+        set_config_values(instance_a, stale_upload_s="0.0")
+        shared.start_instance(instance_a)
+        shared.wait_healthy(instance_a)
+        assert not _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")
+        meta = upload_record(doctor, instance_a.url, files)  # and the upload succeeds when tried again
+        assert meta["id"] == record_id and meta["frames"] == len(files)
+    finally:
+        set_config_values(instance_a, threads="8", stale_upload_s="3600.0")
+        restart(shared, instance_a)
+
+
+def _kill_during_upload(shared, seaweed, doctor, instance, files) -> str:
+    """SIGKILL the node as soon as the first object of the upload is in the bucket; the record id."""
+    bucket, prefix = _bucket(shared), _prefix(shared)
     before = set(_keys(seaweed, bucket, f"{prefix}{OBJECTS}"))
-    files = ct(0, 100)
-    thread = threading.Thread(target=lambda: _get_upload(doctor, instance_a.url, files), daemon=True)
+    thread = threading.Thread(target=lambda: _get_upload(doctor, instance.url, files), daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    fresh: set[str] = set()
+    while not fresh and time.monotonic() < deadline:
         fresh = set(_keys(seaweed, bucket, f"{prefix}{OBJECTS}")) - before
-        if fresh:
-            shared.stop_instance(instance_a.name, signal.SIGKILL)
-            break
-        time.sleep(0.01)
+        time.sleep(0.005)
+    shared.stop_instance(instance.name, signal.SIGKILL)
     thread.join(timeout=60)
-    record_id = next(iter(fresh)).removeprefix(f"{prefix}{OBJECTS}").split("/")[0]
-    assert f"{prefix}{MANIFESTS}{record_id}" not in _keys(seaweed, bucket, f"{prefix}{MANIFESTS}")
-    assert _get(doctor, f"{instance_b.url}/api/v1/records/{record_id}").status_code == 404
-    # the interrupted upload's objects are removed when a node starts and finds them stale
-    set_config_values(instance_a, stale_upload_s="0.0")
-    shared.start_instance(instance_a)
-    shared.wait_healthy(instance_a)
-    assert not _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")
-    meta = upload_record(doctor, instance_a.url, files)  # and the upload succeeds when tried again
-    assert meta["id"] == record_id and meta["frames"] == 100
+    assert fresh, "the upload wrote no object within 120 s"
+    return next(iter(fresh)).removeprefix(f"{prefix}{OBJECTS}").split("/")[0]
 
 
 def _get_upload(doctor, node_url, files):
