@@ -27,6 +27,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,8 +145,8 @@ class S3RecordStore:
     def _delete_keys(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start:start + 1000]]
-            _call("DELETE objects", lambda b=batch: self._s3.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+            _call("DELETE objects", partial(self._s3.delete_objects, Bucket=self.bucket,
+                                            Delete={"Objects": batch, "Quiet": True}))
 
     # --- the record header (wrapped data key) -------------------------------------------------
     def _manifest_blob(self, record_id: str) -> bytes:
@@ -352,7 +353,7 @@ class S3RecordStore:
         for record_id in self.record_ids():
             key = self._manifest_key(record_id)
             try:
-                reply = _call(f"GET {key}", lambda k=key: self._s3.get_object(Bucket=self.bucket, Key=k))
+                reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
             except ClientError:
                 continue  # deleted meanwhile
             blob = reply["Body"].read()
@@ -361,8 +362,8 @@ class S3RecordStore:
                 continue
             new_blob = envelope.pack_manifest({**header, "wrapped": self.keys.wrap(data_key)}, sealed)
             try:
-                _call(f"PUT {key}", lambda k=key, b=new_blob, tag=reply["ETag"]: self._s3.put_object(
-                    Bucket=self.bucket, Key=k, Body=b, IfMatch=tag), expected=MISSING_CODES + CONFLICT_CODES)
+                _call(f"PUT {key}", partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=new_blob,
+                                            IfMatch=reply["ETag"]), expected=MISSING_CODES + CONFLICT_CODES)
             except ClientError:
                 continue  # deleted meanwhile
             rewritten += 1
