@@ -106,7 +106,7 @@ class Setup:
             "server": server,
             "tokens": {"public_key": str(self.root / "token.pub"), "audience": NODE_AUDIENCE},
             "database": {"url": f"sqlite:///{folder}/render.db"},
-            "node": {"institution_id": self.institution},
+            "node": {"institution_id": self.institution, "receipt_key": str(folder / "receipt.pem")},
             "storage": {"dir": str(folder / "store"), "key_file": str(folder / "store.key")},
             "memory": {"budget_mb": 8192},
             "render": render or {},

@@ -123,7 +123,7 @@ def main() -> int:
     voxels, spacing, orientation = derived_volume()
     derive_s = time.perf_counter() - start
     start = time.perf_counter()
-    volume = prepare_volume(voxels, spacing, orientation, 1.0, -1024.0, default_window=(40.0, 400.0))
+    volume = prepare_volume(voxels, spacing, orientation, 1.0, -1024.0, default_voi=Window(40.0, 400.0))
     prepare_s = time.perf_counter() - start
     probe = probe_gl()
     report: dict = {

@@ -46,7 +46,7 @@ def _node(root: Path):
     config = build_config("render", KEYS, {
         "tokens": {"public_key": str(root / "k.pub"), "audience": NODE_AUDIENCE},
         "database": {"url": f"sqlite:///{root}/render.db"},
-        "node": {"institution_id": institution},
+        "node": {"institution_id": institution, "receipt_key": str(root / "receipt.pem")},
         "server": {"workers": 1},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
     })

@@ -19,9 +19,17 @@ from pathlib import Path
 
 import requests
 
-from daemons.deployment import LAYOUT_FILE, Layout, LocalDeployment, init_deployment
+from daemons.deployment import (
+    DEMO_DICOM_CALLERS,
+    DICOM_PORT,
+    LAYOUT_FILE,
+    Layout,
+    LocalDeployment,
+    dicom_endpoint,
+    init_deployment,
+)
 from daemons.layers import get_layer
-from shared.roles import SYSTEM_ADMIN
+from shared.roles import PHYSICIAN, SYSTEM_ADMIN
 from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +69,7 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
     }
     admin_ops.create_user(config, "admin", users["admin"]["password"], SYSTEM_ADMIN, institution_id,
                           "Demo Administrator")
-    admin_ops.create_user(config, "dr.house", users["physician"]["password"], "physician",
+    admin_ops.create_user(config, "dr.house", users["physician"]["password"], PHYSICIAN,
                           institution_id, "Dr. Gregory House")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -153,6 +161,7 @@ def register_record(client: ApiClient, institution_url: str, meta: dict, node_id
         "patient_id": patient_id, "description": description,
         "study_date": _iso_date(meta.get("study_date")),
         "patient_reference": client.patient_reference(patient_id),
+        "receipt": meta["receipt"],  # the node's proof that it stores the record (shared.receipts)
     }).json()
 
 
@@ -181,14 +190,18 @@ def new_user(admin: ApiClient, toplevel_url: str, institution_id: str, username:
 
 
 def register_nodes(admin: ApiClient, institution: dict) -> dict[str, dict]:
-    """Make sure every render node of a layout institution is in its registry; by URL."""
+    """Make sure every render node of a layout institution is in its registry with its receipt key; by URL."""
     nodes = admin.call("GET", f"{institution['server_url']}/api/v1/nodes").json()["items"]
     known = {n["url"]: n for n in nodes}
     for node in institution["nodes"]:
+        key = {"receipt_key": node["receipt_key"]} if node.get("receipt_key") else {}
         if node["url"] not in known:
             known[node["url"]] = admin.call("POST", f"{institution['server_url']}/api/v1/nodes",
                                             json={"name": node["name"], "url": node["url"],
-                                                  "store": node.get("store", "")}).json()
+                                                  "store": node.get("store", ""), **key}).json()
+        elif key and known[node["url"]].get("receipt_key") != key["receipt_key"]:
+            known[node["url"]] = admin.call("PUT", f"{institution['server_url']}/api/v1/nodes/"
+                                            f"{known[node['url']]['id']}", json=key).json()
     return known
 
 
@@ -232,7 +245,7 @@ def _iso_date(dicom_date: str | None) -> str:
 
 
 def _default_ports_free() -> bool:
-    for port in (5000, 5001, 5002, 5003):
+    for port in (5000, 5001, 5002, 5003, DICOM_PORT):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return False
@@ -242,6 +255,9 @@ def _default_ports_free() -> bool:
 def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
     running = {i.layer: i.url for i in reversed(deployment.instances)}
     info = {"layers": running, "ca_cert": deployment.ca_cert, "users": users}
+    node = deployment.layout.first("render")
+    if node is not None and dicom_endpoint(node)["port"]:
+        info["dicom"] = dicom_endpoint(node)
     path = Path(deployment.layout.root) / "demo.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -282,6 +298,11 @@ def _print_welcome(deployment: LocalDeployment, users: dict, path: Path) -> None
     print("\nSIVR is running:")
     for instance in deployment.instances:
         print(f"  {instance.name:<16} {instance.url}")
+    node = deployment.layout.first("render")
+    if node is not None and dicom_endpoint(node)["port"]:
+        dicom = dicom_endpoint(node)
+        print(f"  {'DICOM':<16} AE title {dicom['ae_title']} on {dicom['host']}:{dicom['port']} "
+              f"(callers: {', '.join(DEMO_DICOM_CALLERS)})")
     if web:
         print(f"\nOpen {web}/ in a browser.")
     print(f"Trust the local CA first: {deployment.ca_cert}")

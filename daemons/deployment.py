@@ -25,12 +25,17 @@ import requests
 from daemons.layers import LAYERS, get_layer
 from daemons.render.s3store import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
 
 STORE_KEY_BYTES = 32
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
+DICOM_PORT = 11112
+#: Calling AE titles a local deployment's render nodes accept: dcmtk's defaults and "MODALITY".
+#: A production node lists its modalities' AE titles instead (`dicom.allowed_callers`).
+DEMO_DICOM_CALLERS = ("MODALITY", "ECHOSCU", "STORESCU", "FINDSCU")
 
 
 @dataclass
@@ -197,6 +202,15 @@ def init_deployment(
         next_extra_port += 1
         return next_extra_port - 1
 
+    next_dicom_port = DICOM_PORT
+
+    def dicom_port() -> int:
+        nonlocal next_dicom_port
+        if pick_free_ports:
+            return free_port(host if host != "localhost" else "127.0.0.1")
+        next_dicom_port += 1
+        return next_dicom_port - 1
+
     url_host = f"[{host}]" if ":" in host else host
     layout = Layout(root=str(root), ca_cert=str(tls / "ca.pem"))
     ports = {"web": port_for("web"), "toplevel": port_for("toplevel")}
@@ -247,15 +261,21 @@ def init_deployment(
         for node in range(1, node_count + 1):
             node_name = f"render-{number}-{node}"
             store_values = shared_store or _own_store(keys, node_name)
+            receipt_key = load_or_create_node_key(keys / f"{node_name}.receipt.pem")
             add("render", node_name, port_for("render"), {
                 "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},
                 "database": {"url": f"sqlite:///data/{node_name}/render.db"},
-                "node": {"institution_id": inst_id, "name": node_name},
+                "node": {"institution_id": inst_id, "name": node_name,
+                         "receipt_key": f"keys/{node_name}.receipt.pem"},
                 **store_values,
+                "dicom": {"port": dicom_port(), "host": host if ":" not in host else "127.0.0.1",
+                          "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
             layout.institutions[-1]["nodes"].append({
-                "name": node_name, "url": layout.instances[-1].url, "store": _store_name(store_values)})
+                "name": node_name, "url": layout.instances[-1].url, "store": _store_name(store_values),
+                "receipt_key": public_key_text(receipt_key.public_key()),  # to register at the institution
+            })
     servers = [i.url for i in layout.instances if i.layer in ("institution", "render")]
     add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()
@@ -375,3 +395,9 @@ class LocalDeployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def dicom_endpoint(instance: Instance) -> dict:
+    """Where a render node listens for DICOM: {"host", "port", "ae_title"} from its config."""
+    section = LAYERS["render"].load_config(instance.config)["dicom"]
+    return {"host": section["host"], "port": section["port"], "ae_title": section["ae_title"]}

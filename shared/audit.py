@@ -65,9 +65,11 @@ def record_audit(
     detail: str = "",
     user_id: str | None = None,
     username: str | None = None,
+    client_ip: str | None = None,
 ) -> None:
     """Write one entry for the current request (and export it, when configured); `user_id`/`username`
-    override for logins."""
+    override for logins, and all three (with `client_ip`) for work outside an HTTP request (a DICOM
+    association names its peer)."""
     if user_id is None or username is None:
         identity = current_identity()
         user_id, username = identity.user_id, identity.username
@@ -78,7 +80,7 @@ def record_audit(
         object_type=object_type,
         object_id=object_id,
         patient_id=patient_id,
-        client_ip=client_address(),
+        client_ip=client_ip or client_address(),
         detail=detail[:2000],
     )
     export_entry(model, entry)

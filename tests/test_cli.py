@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from daemons.layers import LAYERS, get_layer
+from shared.receipts import load_or_create_node_key, public_key_text
 
 SIVR = [sys.executable, "-m", "daemons.cli"]
 
@@ -34,7 +36,8 @@ def initialised(tmp_path_factory) -> Path:
 
 def test_init_writes_private_keys_owner_only(initialised):
     for key in ["keys/token_ed25519.pem", "tls/ca.key", "tls/server.key",
-                "keys/render-1-1.store.key", "keys/render-2-1.store.key"]:
+                "keys/render-1-1.store.key", "keys/render-2-1.store.key",
+                "keys/render-1-1.receipt.pem", "keys/render-2-1.receipt.pem"]:
         mode = stat.S_IMODE((initialised / key).stat().st_mode)
         assert mode == 0o600, f"{key} has mode {oct(mode)}"
     assert len((initialised / "keys/render-1-1.store.key").read_bytes()) == 32
@@ -74,6 +77,16 @@ def test_init_with_an_object_store_gives_each_institution_one_shared_prefix(tmp_
     assert stores[0] == stores[1] == "s3:https://s3.example.org:8333/sivr-records/institution-1" != stores[2]
     half = run_sivr("init", "--dir", str(tmp_path / "other"), "--s3-bucket", "b")
     assert half.returncode != 0 and "go together" in half.stderr
+
+
+def test_init_gives_each_node_a_receipt_key_named_in_its_config_and_the_layout(initialised):
+    layout = json.loads((initialised / "deployment.json").read_text())
+    published = {n["url"]: n["receipt_key"] for inst in layout["institutions"] for n in inst["nodes"]}
+    for instance in (i for i in layout["instances"] if i["layer"] == "render"):
+        config = get_layer("render").load_config(instance["config"])
+        key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
+        assert public_key_text(key.public_key()) == published[instance["url"]]
+    assert len(set(published.values())) == len(published) == 2
 
 
 def test_init_refuses_to_overwrite_without_force(initialised):
@@ -132,7 +145,14 @@ def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
             assert time.monotonic() < deadline, "demo.json not written within 120 s"
             time.sleep(0.5)
         info = json.loads((state / "demo.json").read_text())
-        assert set(info) == {"layers", "ca_cert", "users"}
+        assert set(info) == {"layers", "ca_cert", "users", "dicom"}
+        dicom = info["dicom"]
+        assert set(dicom) == {"host", "port", "ae_title"}
+        if shutil.which("storescu"):  # a modality sends to the demo (dcmtk's default calling AE title)
+            ct = sorted((Path(__file__).resolve().parents[1] / "demo_data" / "ct-chest-100").glob("*.dcm"))[:2]
+            sent = subprocess.run(["storescu", "-xv", "-aec", dicom["ae_title"], dicom["host"], str(dicom["port"]),
+                                   *map(str, ct)], capture_output=True, text=True, timeout=120)
+            assert sent.returncode == 0, sent.stderr
         assert set(info["users"]) == {"admin", "physician"}
         for url in info["layers"].values():
             assert requests.get(f"{url}/healthz", verify=info["ca_cert"], timeout=10).ok

@@ -17,7 +17,19 @@ from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import NodesModel
 from admin_gui.widgets import FormDialog, confirm, plain_label
+from shared.receipts import parse_public_key
 from shared.roles import may_administer_institution
+
+
+def _check_receipt_key(value: str) -> str | None:
+    """Empty (set later) or the node's public receipt key; the server checks the same rule."""
+    if not value.strip():
+        return None
+    try:
+        parse_public_key(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def check_node(values: dict[str, Any]) -> dict[str, str]:
@@ -25,6 +37,7 @@ def check_node(values: dict[str, Any]) -> dict[str, str]:
         "name": check_required(values["name"], "Name", 150),
         "url": check_server_url(values["url"], "Node URL"),
         "store": "Shared store must be at most 512 characters." if len(values.get("store", "")) > 512 else None,
+        "receipt_key": _check_receipt_key(values.get("receipt_key", "")),
     }
     return {field: problem for field, problem in problems.items() if problem}
 
@@ -103,6 +116,7 @@ class NodesScreen(TableScreen):
         node_id = row.get("id")
 
         def send(values: dict[str, Any]):
+            values = {name: value for name, value in values.items() if name != "receipt_key" or value.strip()}
             if node_id:
                 return lambda: server.put(f"/api/v1/nodes/{node_id}", values)
             return lambda: server.post("/api/v1/nodes", values)
@@ -114,6 +128,9 @@ class NodesScreen(TableScreen):
         # nodes declaring the same store serve each other's records (docs/deployment.md)
         dialog.add_line("store", "Shared store", row.get("store", ""),
                         "empty for the node's own disk, else the `store` its health shows (s3:…)")
+        # records are registered on the node only with receipts this key verifies (shared.receipts)
+        dialog.add_line("receipt_key", "Receipt key", row.get("receipt_key") or "",
+                        "receipt_key.public_key from the node's GET /api/v1/node")
         self.open_dialog(dialog, lambda node: f"Node {node.get('name')} saved.")
 
     def create(self) -> None:

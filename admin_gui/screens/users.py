@@ -15,6 +15,7 @@ from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import UsersModel
 from admin_gui.widgets import FormDialog, confirm
 from shared.roles import (
+    PHYSICIAN,
     ROLE_LABELS,
     assignable_roles,
     may_administer_institution,
@@ -96,7 +97,7 @@ class UsersScreen(TableScreen):
         dialog.add_line("username", "Username", placeholder="e.g. jnovak")
         dialog.add_line("full_name", "Full name", placeholder="e.g. Dr. Jana Novak")
         dialog.add_line("email", "Email", placeholder="optional")
-        dialog.add_combo("role", "Role", self._role_choices(), "physician")
+        dialog.add_combo("role", "Role", self._role_choices(), PHYSICIAN)
         dialog.add_combo("institution_id", "Institution", self._institution_choices(),
                          self.ctx.user.get("institution_id"))
         dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)

@@ -9,6 +9,7 @@ institution servers may share one database cluster without seeing each other's r
 from __future__ import annotations
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from shared.audit import make_audit_model
 from shared.config import Config
@@ -36,6 +37,9 @@ class Node(BaseModel):
     store = peewee.CharField(max_length=512, default="")
     institution_id = peewee.CharField(max_length=36, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # the node's Ed25519 public key (raw, base64) that verifies its upload receipts (shared.receipts);
+    # empty for a node registered before receipts: no record is registered on it until it is set
+    receipt_key = peewee.CharField(max_length=64, default="")
 
     class Meta:
         table_name = "node"
@@ -108,23 +112,29 @@ AuditEntry = make_audit_model(database_proxy)
 MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
 
 
+def _add_node_receipt_key(db: peewee.Database) -> None:
+    """Schema 1 -> 2: nodes carry the public key of their upload receipts.
+
+    Existing nodes get none: records are no longer registered on them (422 node_receipt_key_missing)
+    until an administrator sets the key the node shows at `GET /api/v1/node` (console: Nodes, or
+    `PUT /api/v1/nodes/{id} {"receipt_key": ...}`). Records registered before stay as they are.
+    """
+    migrate(SchemaMigrator.from_database(db).add_column("node", "receipt_key",
+                                                        peewee.CharField(max_length=64, default="")))
+
+
+def _add_node_store(db: peewee.Database) -> None:
+    """Schema 2 -> 3: render nodes declare the shared record store they use (empty: their own disk)."""
+    migrate(SchemaMigrator.from_database(db).add_column("node", "store", peewee.CharField(max_length=512, default="")))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store)
 
 
 def bind_database(config: Config) -> peewee.Database:
     """Connect to the configured database and point every model of this layer at it."""
     return bind_models(database_proxy, config)
-
-
-def _add_node_store(db: peewee.Database) -> None:
-    """Version 1 -> 2: render nodes declare the shared record store they use."""
-    from playhouse.migrate import SchemaMigrator, migrate
-
-    migrate(SchemaMigrator.from_database(db).add_column("node", "store", peewee.CharField(max_length=512, default="")))
-
-
-MIGRATIONS = (_add_node_store,)
 
 
 def upgrade(config: Config) -> int:

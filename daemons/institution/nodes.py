@@ -4,6 +4,9 @@ Every role lists and reads nodes: a viewer needs a node's URL to upload to it an
 show a record linked from a finding, and such records may be stored in another institution
 (each render node still checks every token itself). Names and URLs are not patient data. Only
 administrators of this institution (`shared.roles`) add, change or remove nodes.
+
+A node's `receipt_key` (the public key it shows at `GET /api/v1/node`) is what records are
+registered against: a record is registered only with an upload receipt that key verifies.
 """
 
 from __future__ import annotations
@@ -18,15 +21,26 @@ from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.errors import ApiError, not_found
+from shared.receipts import parse_public_key, public_key_text
 from shared.roles import ADMIN_ROLES
 from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
 
 bp = Blueprint("nodes", __name__)
 
+def _receipt_key(value: str, field: str) -> str:
+    """The node's receipt public key as `GET /api/v1/node` shows it (`receipt_key.public_key`)."""
+    try:
+        return public_key_text(parse_public_key(value))
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"{field}: {exc}") from exc
+
+
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
     "url": Field(str, max_len=2048, min_len=1, check=parse_service_url),
     "store": Field(str, required=False, max_len=512),
+    # without it no record is registered on the node (daemons.institution.records)
+    "receipt_key": Field(str, required=False, max_len=64, check=_receipt_key),
 }
 
 
@@ -38,6 +52,7 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "store": node.store,
         "serving_node_ids": serving_node_ids(node.id),
         "institution_id": node.institution_id,
+        "receipt_key": node.receipt_key or None,
         "created_at": iso_utc(node.created_at),
     }
 

@@ -1,8 +1,9 @@
 """`/api/v1/records`: metadata of DICOM records stored on this institution's render nodes.
 
 A physician registers a record here after uploading it to a node, so findings anywhere can
-link to it. Any physician or admin may read the metadata (it is patient data: every read is
-audited); physicians must name the patient, so no one pages through all patients' records.
+link to it; the node's upload receipt proves the record is stored there (`shared.receipts`).
+Any physician or admin may read the metadata (it is patient data: every read is audited);
+physicians must name the patient, so no one pages through all patients' records.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
+from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import PHYSICIAN, ROLES
 from shared.validation import (
     Field,
@@ -130,21 +132,37 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
     return jsonify(record_to_json(existing)), 200
 
 
+def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> None:
+    """422 unless `receipt` is `node`'s signed statement that `user_id` uploaded `record_id` to it."""
+    if not node.receipt_key:
+        raise ApiError(422, "node_receipt_key_missing",
+                       f"render node {node.name} has no receipt key registered, so its uploads cannot be verified: "
+                       "an administrator of this institution sets it (console: Nodes; or PUT /api/v1/nodes/"
+                       f"{node.id} with the receipt_key.public_key that GET /api/v1/node shows on the node)")
+    try:
+        verify_receipt(receipt, parse_public_key(node.receipt_key),
+                       Expected(node.url, record_id, this_institution(), user_id))
+    except ReceiptError as exc:
+        raise ApiError(422, exc.code, exc.message) from exc
+
+
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def register_record():
-    """The patient must be vouched for by the toplevel (a patient reference) and the node must be in
-    this institution's registry. Whether the node really stores the record is not checked here
-    (that would need a receipt signed by the node; nodes have no signing keys yet)."""
+    """The patient must be vouched for by the toplevel (a patient reference), the node must be in
+    this institution's registry, and the node must vouch that it stores the record: the upload
+    receipt it answered this user's upload with, verified against the node's registered key."""
     identity = require_physician_here()
     body = json_body()
     reference = take_patient_reference(body)
+    receipt = body.pop("receipt", None)
     fields = validate(body, RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
         raise ApiError(400, "validation_error",
                        f"node_id {fields['node_id']} is not a render node of this institution")
     require_patient_reference(reference, fields["patient_id"])
+    _require_receipt(receipt, node, fields["id"], identity.user_id)
     answer = _already_registered(fields["id"], node, fields["patient_id"])
     if answer is not None:
         return answer

@@ -13,6 +13,7 @@ also when it was still waiting for its turn, so a queue of stale previews never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -26,19 +27,25 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
 
-from daemons.render.encode import FORMATS, encode_image
-from daemons.render.geometry import FULL, Region
+from daemons.render import query
+from daemons.render.encode import encode_image
 from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
-from daemons.render.pixels import PRESETS as WINDOW_PRESETS
-from daemons.render.pixels import WINDOW_FUNCTIONS, Window
+from daemons.render.pixels import Voi, Window
 from daemons.render.view_audit import note_view
-from daemons.render.volume import MODES, PRESETS, PreparedVolume, ViewSpec, prepare_volume
+from daemons.render.voi import KeyedVoi, keyed, with_function
+from daemons.render.volume import (
+    MODES,
+    PRESETS,
+    PreparedVolume,
+    ViewSpec,
+    prepare_volume,
+)
 from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
-from daemons.render.volume.mpr import PLANES, SLAB_MODES, plane_labels, plane_layout, reformat_image
-from daemons.render.volume.raycast import RayCaster, default_window
+from daemons.render.volume.mpr import PLANES, plane_labels, plane_layout, reformat_image
+from daemons.render.volume.raycast import RayCaster, default_voi
 from shared.auth import require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -48,18 +55,16 @@ bp = Blueprint("render_3d", __name__)
 bp.record_once(register_timings)
 
 EXTENSION = "sivr_render_3d"
-ANGLE_LIMITS = {"azimuth": (-360.0, 360.0), "elevation": (-90.0, 90.0), "roll": (-180.0, 180.0)}
-ZOOM_LIMITS = (0.1, 20.0)
-MAX_SLAB_MM = 500.0
 DEFAULT_SIZE = (512, 512)
 WAIT_S = {"interactive": 0.25, "still": 2.0}
 RETRY_AFTER_S = "1"
 DEFAULT_FORMAT = {"interactive": "jpeg", "still": "png"}
 DEFAULT_IMAGE_QUALITY = {"interactive": 60, "still": 85}
+MPR_QUALITY = 85
 STILL_MAX_AGE_S = 3600
 VIEWS_KEEP = 10_000
 WARM_DTYPES = (np.int16, np.uint16)  # CT and MR; other stored types compile on first use
-_VIEW_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_VIEW_ID = re.compile(query.VIEW_ID.schema["pattern"])
 
 
 class _Sequences:
@@ -115,7 +120,7 @@ class Render3D:
                 volume = prepare_volume(
                     record.pixels, _usable_spacing(record.spacing), record.orientation,
                     float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
-                    tuple(record.default_window) if record.default_window else None,
+                    record.default_voi,
                     getattr(record, "slice_direction", None))
                 self._prepared[record] = volume
             return volume
@@ -144,95 +149,14 @@ def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, 
     return tuple(v if v > 0 else fallback for v in values)  # type: ignore[return-value]
 
 
-# --- query parameters -------------------------------------------------------------------------
+# --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "validation_error", message)
-
-
-def _arg(name: str) -> str | None:
-    value = request.args.get(name)
-    return None if value is None or value.strip() == "" else value.strip()
-
-
-def _float_arg(name: str, default: float, low: float, high: float) -> float:
-    raw = _arg(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise _bad(f"query parameter {name} must be a number") from exc
-    if not math.isfinite(value) or not low <= value <= high:
-        raise _bad(f"query parameter {name} must be between {low:g} and {high:g}")
-    return value
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = _arg(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"-?\d{1,12}", raw):
-        raise _bad(f"query parameter {name} must be an integer")
-    value = int(raw)
-    if not low <= value <= high:
-        raise _bad(f"query parameter {name} must be between {low} and {high}")
-    return value
-
-
-def _choice_arg(name: str, default: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
-    raw = _arg(name)
-    if raw is None:
-        return default
-    if raw not in choices:
-        raise _bad(f"query parameter {name} must be one of {', '.join(choices)}")
-    return raw
-
-
-def _size_arg(max_px: int, default: tuple[int, int] | None) -> tuple[int, int] | None:
-    raw = _arg("size")
-    if raw is None:
-        return default
-    match = re.fullmatch(r"(\d{1,6})x(\d{1,6})", raw)
-    if not match:
-        raise _bad("query parameter size must be WIDTHxHEIGHT, e.g. 512x512")
-    width, height = int(match.group(1)), int(match.group(2))
-    if not (1 <= width <= max_px and 1 <= height <= max_px):
-        raise _bad(f"query parameter size: width and height must be between 1 and {max_px}")
-    return width, height
-
-
-def _window_arg(preset_choices: dict[str, tuple[float, float]] | None) -> Window | None:
-    """`window=C,W` wins over a named window preset; `voi_function` picks the VOI function."""
-    function = _choice_arg("voi_function", "linear", WINDOW_FUNCTIONS) or "linear"
-    raw = _arg("window")
-    if raw is not None:
-        parts = raw.split(",")
-        try:
-            center, width = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
-        except ValueError:
-            center = width = math.nan
-        if not (math.isfinite(center) and math.isfinite(width)):
-            raise _bad("query parameter window must be CENTER,WIDTH (numbers)")
-        if width < 1:
-            raise _bad("query parameter window: the width must be at least 1")
-        return Window(center, width, function)
-    if preset_choices is not None:
-        name = _choice_arg("preset", None, sorted(preset_choices))
-        if name is not None:
-            return Window(*preset_choices[name], function)
-    return None
-
-
-def _region_arg() -> Region:
-    raw = _arg("region")
-    if raw is None:
-        return FULL
-    try:
-        return Region(*(float(p) for p in raw.split(",")))
-    except (TypeError, ValueError) as exc:
-        raise _bad("query parameter region must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and "
-                   "0 <= y0 < y1 <= 1") from exc
+def _voi(record: Any, window: Window | None) -> KeyedVoi:
+    """The request's window, else the record's default VOI (the one 2D frames without their own
+    use, daemons.render.voi) with the request's `voi_function`, if any."""
+    if window is not None:
+        return keyed(window)
+    return with_function(keyed(record.default_voi), query.voi_function())
 
 
 def _max_px() -> int:
@@ -253,6 +177,12 @@ def _loaded_record(record_id: str) -> Any:
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",
                        frames_ready=0, frames_total=0)
+    errors = record.errors
+    if record.complete and errors:
+        listed = ", ".join(str(i) for i in sorted(errors)[:10])
+        raise ApiError(422, "incomplete_record",
+                       f"reformats and 3D views need every frame; {len(errors)} of this record's frames "
+                       f"cannot be shown (frames {listed}); view its frames one by one")
     if not record.complete or record.frames_ready < record.frames_total:
         raise ApiError(409, "loading",
                        f"record {record_id} is still loading ({record.frames_ready} of "
@@ -295,7 +225,7 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
 
 
 def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
-                    labels: dict[str, str] | None, window: Window | None = None) -> Response:
+                    labels: dict[str, str] | None, window: Voi | None = None) -> Response:
     """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
     edges without knowing our camera, and drags the window from the one shown."""
     response = describe_image(Response(encoded[0], mimetype=encoded[1]), labels, window)
@@ -320,31 +250,30 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
     if plane not in PLANES:
-        raise _bad(f"plane must be one of {', '.join(PLANES)}")
+        raise query.bad(f"plane must be one of {', '.join(PLANES)}")
     max_px = _max_px()
-    window = _window_arg(WINDOW_PRESETS)
-    fmt = _choice_arg("format", "png", FORMATS) or "png"
-    image_quality = _int_arg("quality", 85, 1, 100)
-    box = _size_arg(max_px, None)
-    region = _region_arg()
-    slab_mm = _float_arg("slab", 0.0, 0.0, MAX_SLAB_MM)
-    slab_mode = _choice_arg("slab_mode", "avg", SLAB_MODES) or "avg"
+    window = query.window()
+    fmt = query.image_format()
+    image_quality = query.quality(fmt, MPR_QUALITY)
+    box = query.size(max_px)
+    region = query.region()
+    slab_mm, slab_mode = query.slab()
     record = _loaded_record(record_id)
+    voi = _voi(record, window)
     volume = render_state(current_app).prepared(record)
     layout = plane_layout(volume.geometry, plane)
-    if not 0 <= index < layout.count:
-        raise _bad(f"{plane} index must be between 0 and {layout.count - 1} for this record")
-    etag = _etag(record_id, plane, index, window, fmt, image_quality, box, region,
+    query.check_index(f"{plane} plane", index, layout.count)
+    etag = _etag(record_id, plane, index, voi.key, fmt, image_quality, box, region,
                  slab_mm, slab_mode)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     encoded = _encoded(record_id, etag, lambda: reformat_image(
-        volume, plane, index, window, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
+        volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
     note_view("mpr", record_id)
     labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
-                           labels, window or default_window(volume))
+                           labels, voi.voi or default_voi(volume))
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
@@ -353,35 +282,37 @@ def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
-    quality = _choice_arg("quality", "still", ("interactive", "still")) or "still"
-    mode = _choice_arg("mode", "mip", MODES) or "mip"
+    render = query.choice(query.RENDER, "still", ("interactive", "still")) or "still"
+    mode = query.choice(query.MODE, "mip", MODES) or "mip"
     preset = None
     window = None
     if mode == "dvr":
-        preset = _choice_arg("preset", None, sorted(PRESETS))
+        preset = query.choice(query.VOLUME_PRESET, None, sorted(PRESETS))
     else:
-        window = _window_arg(WINDOW_PRESETS)
-    width, height = _size_arg(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE
+        window = query.window()
+    width, height = query.size(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE
     view = ViewSpec(
         mode=mode, width=width, height=height,
-        azimuth=_float_arg("azimuth", 0.0, *ANGLE_LIMITS["azimuth"]),
-        elevation=_float_arg("elevation", 0.0, *ANGLE_LIMITS["elevation"]),
-        roll=_float_arg("roll", 0.0, *ANGLE_LIMITS["roll"]),
-        zoom=_float_arg("zoom", 1.0, *ZOOM_LIMITS),
-        preset=preset, window=window, quality=quality)
-    fmt = _choice_arg("format", DEFAULT_FORMAT[quality], FORMATS) or DEFAULT_FORMAT[quality]
-    image_quality = _int_arg("image_quality", DEFAULT_IMAGE_QUALITY[quality], 1, 100)
-    view_id = _arg("view_id")
+        azimuth=query.number(query.AZIMUTH, 0.0, *query.ANGLES["azimuth"]),
+        elevation=query.number(query.ELEVATION, 0.0, *query.ANGLES["elevation"]),
+        roll=query.number(query.ROLL, 0.0, *query.ANGLES["roll"]),
+        zoom=query.number(query.ZOOM, 1.0, *query.ZOOM_LIMITS),
+        preset=preset, window=window, quality=render)
+    fmt = query.image_format(DEFAULT_FORMAT[render])
+    image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
+    view_id = query.VIEW_ID.raw()
     if view_id is not None and not _VIEW_ID.match(view_id):
-        raise _bad("query parameter view_id must be 1-64 letters, digits or _.:-")
-    seq = _int_arg("seq", 0, 0, 2**53)
+        raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
+    seq = query.integer(query.SEQ, 0, 0, 2**53)
     record = _loaded_record(record_id)
+    if mode != "dvr":
+        view = dataclasses.replace(view, window=_voi(record, window).voi)
     state = render_state(current_app)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
     volume_data = state.prepared(record)
     etag = None
-    if quality == "still":
+    if render == "still":
         etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
             note_view("volume", record_id)
@@ -390,10 +321,10 @@ def volume(record_id: str) -> Response:
                                                                 _modality(record)), fmt, image_quality,
                        "volume")
     note_view("volume", record_id)
-    cache = f"private, max-age={STILL_MAX_AGE_S}" if quality == "still" else "no-store"
+    cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, cache, etag, labels,
-                           None if mode == "dvr" else window or default_window(volume_data))
+                           None if mode == "dvr" else view.window or default_voi(volume_data))
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,

@@ -1,4 +1,5 @@
-"""2D frames: `GET /api/v1/records/{id}/frames/{index}` with window, preset, format, size, region.
+"""2D frames: `GET /api/v1/records/{id}/frames/{index}` with window, preset, format, size, region
+(parsed by daemons.render.query, as for reformats and 3D views).
 
 Each image says which patient direction each edge faces and which window it was rendered with
 (`X-Orientation`, `X-Window`, see `image_headers`); a crop keeps the edges' directions.
@@ -14,20 +15,19 @@ import time
 
 from flask import Blueprint, Response, request
 
-from daemons.render.encode import DEFAULT_QUALITY, FORMATS, encode_image
-from daemons.render.geometry import FULL, Region
+from daemons.render import query
+from daemons.render.encode import encode_image
 from daemons.render.image_headers import describe_image, record_orientation
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
-from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, LutTable, Window
-from daemons.render.records import default_voi
 from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
+from daemons.render.voi import KeyedVoi, frame_voi, keyed
 from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError
 from shared.roles import ROLES
-from shared.validation import parse_record_id, query_int
+from shared.validation import parse_record_id
 
 bp = Blueprint("render_frames", __name__)
 bp.record_once(register_timings)
@@ -35,81 +35,17 @@ bp.record_once(register_timings)
 CACHE_CONTROL = "private, max-age=86400"
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "validation_error", message)
-
-
-def _floats(name: str, count: int) -> list[float] | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError as exc:
-        raise _bad(f"query parameter {name} must be {count} comma-separated numbers") from exc
-    if len(values) != count or not all(abs(v) < 1e9 for v in values):
-        raise _bad(f"query parameter {name} must be {count} comma-separated finite numbers")
-    return values
-
-
-def parse_size(max_px: int) -> tuple[int, int] | None:
-    raw = request.args.get("size")
-    if not raw:
-        return None
-    width, sep, height = raw.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise _bad("query parameter size must be WIDTHxHEIGHT, e.g. 512x512")
-    box = int(width), int(height)
-    if not (1 <= box[0] <= max_px and 1 <= box[1] <= max_px):
-        raise _bad(f"query parameter size must be between 1x1 and {max_px}x{max_px}")
-    return box
-
-
-def parse_region() -> Region:
-    values = _floats("region", 4)
-    if values is None:
-        return FULL
-    try:
-        return Region(*values)
-    except ValueError as exc:
-        raise _bad(f"query parameter {exc}") from exc
-
-
-def parse_format() -> tuple[str, int]:
-    fmt = request.args.get("format", "png").lower()
-    if fmt == "jpg":
-        fmt = "jpeg"
-    if fmt not in FORMATS:
-        raise _bad(f"query parameter format must be one of {', '.join(FORMATS)}")
-    return fmt, query_int("quality", DEFAULT_QUALITY[fmt], 1, 100)
-
-
-def choose_voi(manifest: dict) -> tuple[Window | LutTable | None, str]:
-    """The VOI for this request and a stable text key of it: window > preset > the record's default."""
-    function = request.args.get("voi_function")
-    if function is not None and function not in WINDOW_FUNCTIONS:
-        raise _bad(f"query parameter voi_function must be one of {', '.join(WINDOW_FUNCTIONS)}")
-    window = _floats("window", 2)
-    preset = request.args.get("preset")
-    if window is None and preset:
-        if preset not in PRESETS:
-            raise _bad(f"unknown preset {preset[:40]!r}; GET /api/v1/presets lists them")
-        window = list(PRESETS[preset])
-    if window is None:
-        return default_voi(manifest, function)
-    function = function or "linear"
-    try:
-        voi = Window(window[0], window[1], function)
-    except ValueError as exc:
-        raise _bad(f"window: {exc}") from exc
-    return voi, f"{function}:{voi.center!r},{voi.width!r}"
+def choose_voi(manifest: dict, index: int) -> KeyedVoi:
+    """The VOI for this request: window > preset > frame `index`'s own default (daemons.render.voi)."""
+    window = query.window()
+    return frame_voi(manifest, index, query.voi_function()) if window is None else keyed(window)
 
 
 def etag_for(record_id: str, parts: list[str]) -> str:
     return hashlib.sha256("|".join([record_id, *parts]).encode()).hexdigest()[:32]
 
 
-@bp.get("/api/v1/records/<record_id>/frames/<int:index>")
+@bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>")
 @require_auth(*ROLES)
 def frame(record_id: str, index: int):
     started = time.perf_counter()
@@ -117,16 +53,22 @@ def frame(record_id: str, index: int):
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta, render = manifest["meta"], manifest["render"]
-    if not 0 <= index < meta["frames"]:
-        raise not_found("frame", f"{index} (the record has {meta['frames']} frames, 0..{meta['frames'] - 1})")
+    query.check_index("frame", index, meta["frames"])
+    bad = next((b for b in render.get("bad_frames") or [] if b["frame"] == index), None)
+    if bad is not None:
+        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
     max_px = the_node.config["limits"]["max_output_px"]
-    fmt, quality = parse_format()
-    box = parse_size(max_px)
-    region = parse_region()
+    fmt = query.image_format()
+    quality = query.quality(fmt)
+    box = query.size(max_px)
+    region = query.region()
     record = the_node.registry.get_loaded(record_id)
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
-    voi, voi_key = (None, "color") if color else choose_voi(manifest)
-    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region)])
+    chosen = keyed(None) if color else choose_voi(manifest, index)
+    voi, voi_key = chosen.voi, "color" if color else chosen.key
+    overlays = query.overlays()
+    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region),
+                                "overlays" if overlays else ""])
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
     if request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
@@ -149,9 +91,10 @@ def frame(record_id: str, index: int):
         if not color:
             params = record.gray_params(voi)
             lut = record.lut_for((voi_key,), params, index)
+        overlay = the_node.registry.overlay(record_id, index) if overlays else None
         with timed("render", "frame", fmt):
             image = render_frame(record.pixels[index], params, lut, region, box,
-                                 (record.spacing[1], record.spacing[2]), max_px)
+                                 (record.spacing[1], record.spacing[2]), max_px, overlay)
         if fmt != "webp":
             with timed("encode", "frame", fmt):
                 return encode_image(image, fmt, quality)

@@ -13,6 +13,8 @@ from daemons.render.api_3d import render_state
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS, preset_modality
 from shared.auth import require_auth
+from shared.receipts import public_key_text
+from shared.tokens import key_id
 
 bp = Blueprint("render_node", __name__)
 
@@ -48,6 +50,9 @@ def node_health():
         "pid": os.getpid(),
         "decode_workers": the_node.decoder.stats(),
         "quarantined_records": the_node.store.quarantined(),
+        # what the institution's node registry stores to verify this node's upload receipts
+        "receipt_key": {"public_key": public_key_text(the_node.receipt_key.public_key()),
+                        "key_id": key_id(the_node.receipt_key.public_key()), "url": the_node.url},
     })
 
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import peewee
 from flask import Blueprint, Response, jsonify, request
 
-from daemons.render.isolation import isolated_checker
+from daemons.render.catalogue import forget_series
+from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
-from daemons.render.validate import UploadError, parse_upload
+from daemons.render.validate import UploadError
 from daemons.render.view_audit import note_view
 from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
-from shared.db import utcnow
 from shared.errors import ApiError, not_found
+from shared.receipts import issue_receipt
 from shared.roles import PHYSICIAN, ROLES, may_administer_institution
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
@@ -42,7 +42,7 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
 
 def _stored_or_404(record_id: str):
     """The catalogue row of a stored record; one another node stored in a shared store is adopted."""
-    row = node().catalogue.find(record_id)
+    row = node().record_index.find(record_id)
     if row is None:
         node().forget(record_id)
         raise not_found("record", record_id)
@@ -61,33 +61,24 @@ def _require_own_institution(what: str) -> None:
 @require_auth(PHYSICIAN)
 def upload():
     _require_own_institution("uploading to this node")
-    the_node = node()
+    identity = current_identity()
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
-        parsed = parse_upload(uploads, the_node.limits, isolated_checker(the_node.decoder))
+        result = ingest_service().add(uploads, Actor(identity.user_id, identity.username))
     except UploadError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
-    models = the_node.models
-    try:
-        created = the_node.store.write_record(parsed.record_id, [f.raw for f in parsed.files], parsed.manifest)
     except StoreFull as exc:
         raise ApiError(507, "insufficient_storage",
                        "the render node's disk is full; nothing was stored — ask IT to free space or use another node"
                        ) from exc
-    row = models.StoredRecord.get_or_none(models.StoredRecord.id == parsed.record_id)
-    if row is None:
-        meta = parsed.manifest["meta"]
-        try:
-            row = models.StoredRecord.create(
-                id=parsed.record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-                frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
-                uploaded_by=current_identity().user_id, stored_at=utcnow(),
-            )
-        except peewee.IntegrityError:  # the same record uploaded at the same moment by another request
-            row = models.StoredRecord.get(models.StoredRecord.id == parsed.record_id)
-    record_audit(models.AuditEntry, "record.upload" if created else "record.upload_again", "record", parsed.record_id)
-    response = jsonify(record_meta(parsed.record_id, row))
-    response.status_code = 201 if created else 200
+    row = _stored_or_404(result.record_id)
+    answer = record_meta(result.record_id, row)
+    # the institution registers the record only with this (shared.receipts): proof that it is stored here
+    the_node = node()
+    answer["receipt"] = issue_receipt(the_node.receipt_key, the_node.url, result.record_id,
+                                      the_node.institution_id, identity.user_id)
+    response = jsonify(answer)
+    response.status_code = 201 if result.created or result.added else 200
     return response
 
 
@@ -108,7 +99,7 @@ def list_records():
     require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
     limit, offset = page_args()
     models = the_node.models
-    the_node.catalogue.refresh()
+    the_node.record_index.refresh()
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
     rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
     if patient:
@@ -140,6 +131,8 @@ def delete_record(record_id: str):
     the_node.registry.unload(record_id)
     the_node.store.delete(record_id)
     row.delete_instance()
+    forget_series(the_node.models.catalogue, record_id)
+    ingest_service().forget(record_id)
     the_node.forget(record_id)
     the_node.images.drop_record(record_id)
     record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
@@ -155,7 +148,7 @@ def original(record_id: str):
     files = the_node.manifest(record_id)["files"]
     index = query_int("index", 0, 0, len(files) - 1)
     try:
-        data = the_node.store.read_file(record_id, index, files[index]["sha256"])
+        data = the_node.store.read_file(record_id, int(files[index].get("blob", index)), files[index]["sha256"])
     except StoreError as exc:
         raise ApiError(422, "store_corrupt", f"file {index} of record {record_id} failed verification: {exc}") from exc
     record_audit(the_node.models.AuditEntry, "record.original", "record", record_id, detail=f"index={index}")

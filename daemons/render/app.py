@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
-from daemons.render.catalogue import Catalogue
+from daemons.render.catalogue import protect_database_file
+from daemons.render.dimse import DIMSE_EXTENSION, start_listener
+from daemons.render.dimse import check_config as check_dicom_config
 from daemons.render.image_cache import ImageCache
+from daemons.render.ingest import INGEST_EXTENSION, Ingest
 from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.pixels import warm_up
+from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
 from daemons.render.stores import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
@@ -37,18 +42,23 @@ from shared.health import (
     database_check,
     files_check,
 )
+from shared.receipts import load_or_create_node_key
 from shared.validation import parse_uuid
-from shared.webapp import create_base_app
+from shared.webapp import create_base_app, layer_audience
 
 
 def _check_config(config: Config) -> None:
     where = config.source or "<config>"
+    check_dicom_config(config)
     try:
         config["node"]["institution_id"] = parse_uuid(config["node"]["institution_id"], "node.institution_id")
     except ApiError as exc:
         raise ConfigError(f"{where}: {exc.message}") from exc
     if not config["storage"]["key_file"]:
         raise ConfigError(f"{where}: storage.key_file must name the store's 32-byte key file")
+    if not config["node"]["receipt_key"]:
+        raise ConfigError(f"{where}: node.receipt_key must name the node's Ed25519 receipt key file (created "
+                          "when missing; `sivr init` writes keys/<node>.receipt.pem)")
     decode = config["decode"]
     if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
         raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
@@ -105,9 +115,13 @@ def create_app(config: Config) -> Flask:
     models = make_models(database)
     upgrade_schema(database, "render", models.all, MIGRATIONS)
     store = open_store(config)
-    catalogue = Catalogue(store, models, float(config["storage"]["catalogue_refresh_s"]))
+    record_index = RecordIndex(store, models, float(config["storage"]["catalogue_refresh_s"]))
+    try:
+        receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
+    except (ValueError, OSError) as exc:  # not a key, readable by others, or not creatable (read-only keys folder)
+        raise ConfigError(f"node.receipt_key: {exc}") from exc
     with database.connection_context():
-        catalogue.sync_at_start()
+        record_index.sync_at_start()
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
     holder: dict[str, Node] = {}
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
@@ -118,8 +132,12 @@ def create_app(config: Config) -> Flask:
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
     decoder = DecodePool(IsolationLimits.from_config(config))
-    holder["node"] = Node(config, store, models, registry, limits, images, effort, catalogue, decoder)
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
+                          receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
+    protect_database_file(database)
+    app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))

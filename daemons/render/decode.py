@@ -2,10 +2,13 @@
 
 Uncompressed little-endian greyscale (most CT and MR series) is read with `numpy.frombuffer` at the
 pixel data offset found once at upload time: no dataset parsing per slice at load time, which is
-what makes loading hundreds of slices take a fraction of a second. Every other syntax (JPEG
-family, JPEG-LS, JPEG 2000, RLE, deflate, big endian) and every colour image goes through
-pydicom's pixel handlers with the pylibjpeg plugins. Colour images come out as 8-bit RGB
-(YBR converted by pydicom, PALETTE COLOR expanded through its LUTs).
+what makes loading hundreds of slices take a fraction of a second. JPEG Extended and the retired
+spectral-selection and progressive JPEG processes (IJG_SYNTAXES) are decoded with imagecodecs'
+libjpeg-turbo, the IJG code dcmtk also uses: pylibjpeg-libjpeg rejects the scans of some 12-bit
+files (NEMA WG04 NM1_JPLY) and pydicom has no decoder for the retired ones. Every other syntax
+(JPEG baseline and lossless, JPEG-LS, JPEG 2000, RLE, deflate, big endian) and every colour image
+goes through pydicom's pixel handlers with the pylibjpeg plugins. Colour images come out as 8-bit
+RGB (YBR converted by the decoder, PALETTE COLOR expanded through its LUTs).
 """
 
 from __future__ import annotations
@@ -14,15 +17,32 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import imagecodecs
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.encaps import get_frame
+from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 
 from daemons.render.pixels import color_to_uint8
 
 NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 PIXEL_DATA = 0x7FE00010
+IJG_SYNTAXES = (
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4), 8 and 12 bit
+    "1.2.840.10008.1.2.4.53",  # retired: spectral selection, non-hierarchical (Process 6 and 8)
+    "1.2.840.10008.1.2.4.55",  # retired: full progression, non-hierarchical (Process 10 and 12)
+)
+
+
+def syntax_decodable(syntax: str) -> bool:
+    """Whether this node can decode pixel data of a transfer syntax."""
+    if syntax in IJG_SYNTAXES:
+        return True
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,7 @@ def native_frame(raw: bytes, offset: int, layout: Layout, index: int) -> np.ndar
 def _palette_source(ds: Dataset) -> Dataset:
     """The palette attributes as little endian for `apply_color_lut`.
 
-    pydicom 3.0 reads non-segmented palette LUT data as little endian whatever the transfer
+    pydicom 3.0 reads palette LUT data (plain and segmented) as little endian whatever the transfer
     syntax, so a big-endian file's palette comes out byte-swapped; hand it swapped words instead.
     """
     if ds.original_encoding[1] is not False:
@@ -118,12 +138,32 @@ def _palette_source(ds: Dataset) -> Dataset:
     fixed.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     for colour in ("Red", "Green", "Blue"):
         fixed[f"{colour}PaletteColorLookupTableDescriptor"] = ds[f"{colour}PaletteColorLookupTableDescriptor"]
-        for kind in ("PaletteColorLookupTableData", "SegmentedPaletteColorLookupTableData"):
-            keyword = f"{colour}{kind}"
+        for keyword in (f"{colour}PaletteColorLookupTableData", f"Segmented{colour}PaletteColorLookupTableData"):
             if keyword in ds:
                 words = np.frombuffer(ds[keyword].value, dtype=">u2").astype("<u2")
                 setattr(fixed, keyword, words.tobytes())
     return fixed
+
+
+def _ijg_frame(ds: Dataset, index: int, frames: int, layout: Layout) -> np.ndarray:
+    """One frame of an IJG_SYNTAXES file, as the stored values pydicom would give (signed data
+    sign-extended from Bits Stored)."""
+    fragment = get_frame(ds.PixelData, index, number_of_frames=frames,
+                         extended_offsets=_extended_offsets(ds))
+    array = imagecodecs.jpeg8_decode(fragment)
+    expected = (layout.rows, layout.columns, 3) if layout.samples == 3 else (layout.rows, layout.columns)
+    if array.shape != expected:
+        raise ValueError(f"the JPEG frame is {array.shape}, the header says {expected}")
+    if layout.samples == 3:
+        return array
+    unsigned = np.dtype(f"u{layout.file_dtype.itemsize}")
+    return _fix_bits(array.astype(unsigned).view(layout.file_dtype), layout)
+
+
+def _extended_offsets(ds: Dataset) -> tuple[bytes, bytes] | None:
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        return ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths
+    return None
 
 
 def _as_layout(array: np.ndarray, ds: Dataset, layout: Layout, slope: float, intercept: float) -> np.ndarray:
@@ -162,6 +202,10 @@ def decode_frames(
         return
     ds = dataset if dataset is not None else read_dataset(raw)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    ijg = str(ds.file_meta.get("TransferSyntaxUID", "")) in IJG_SYNTAXES
     for index in indices:
-        array = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
+        if ijg:
+            array = _ijg_frame(ds, index, frames, layout)
+        else:
+            array = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
         yield index, _as_layout(array, ds, layout, slope, intercept)

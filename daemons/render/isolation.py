@@ -234,13 +234,14 @@ def isolated_checker(pool: DecodePool) -> Callable:
     """A `validate.FileChecker` that runs `validate.check_file` for each file in the pool's workers.
 
     A worker that could not finish a file (crash, panic, time or memory limit) refuses that file
-    with 422 and the reason.
+    with 422 and the reason; a file's frames that fail one by one come back as its bad frames.
     """
-    from daemons.render.validate import check_file
+    from daemons.render.validate import FileCheck, check_file
 
     def check_files(uploads: list[tuple[str, bytes]], limits) -> list:
-        results = pool.map(check_file, [(name, raw, limits) for name, raw in uploads], failed=lambda r: r is not None)
-        return [(422, "undecodable_pixels", f"{name}: {result.reason}; the file was refused")
+        results = pool.map(check_file, [(name, raw, limits) for name, raw in uploads],
+                           failed=lambda r: r.refusal is not None)
+        return [FileCheck((422, "undecodable_pixels", f"{name}: {result.reason}; the file was refused"))
                 if isinstance(result, IsolatedFailure) else result
                 for (name, _), result in zip(uploads, results, strict=True)]
 

@@ -1,9 +1,10 @@
-"""The render node's own tables: the catalogue of stored records and the audit log.
+"""The render node's own tables: the catalogue of stored records, the DICOM
+catalogue (patient → study → series → instance, `daemons.render.catalogue`) and the audit log.
 
 The models are made per database by `make_models` rather than bound to a module-level proxy, so
 several nodes (tests, benchmarks) can live in one process without sharing a connection. The
-catalogue holds no patient-identifying fields: names and DICOM patient ids stay in the encrypted
-manifest in the store.
+`stored_record` table holds no patient-identifying fields; the DICOM catalogue does, for queries
+(docs/architecture.md says how it is protected at rest).
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from typing import Any
 
 import peewee
 
+from daemons.render.catalogue import (
+    CatalogueModels,
+    backfill,
+    make_catalogue_models,
+    protect_database_file,
+)
+from daemons.render.stores import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, database_from_config, upgrade_schema, utcnow
@@ -24,10 +32,11 @@ class Models:
     # classes made per database by make_models: their fields are invisible to a type checker
     StoredRecord: Any
     AuditEntry: Any
+    catalogue: CatalogueModels
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.StoredRecord, self.AuditEntry]
+        return [self.StoredRecord, self.AuditEntry, *self.catalogue.all]
 
 
 def make_models(database: peewee.Database) -> Models:
@@ -49,7 +58,7 @@ def make_models(database: peewee.Database) -> Models:
             table_name = "stored_record"
 
     StoredRecord._meta.database = database
-    return Models(database, StoredRecord, make_audit_model(database))
+    return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database))
 
 
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
@@ -57,10 +66,18 @@ MIGRATIONS: tuple[Migration, ...] = ()
 
 
 def upgrade(config: Config) -> int:
-    """Create or upgrade the node's tables; returns the schema version."""
+    """Create or upgrade the node's tables, then index stored records the DICOM catalogue misses.
+
+    The catalogue tables are new tables (created by `upgrade_schema`); filling them needs the
+    store, so it is done here, by `sivr db upgrade render` and again at every start-up.
+    """
     database = database_from_config(config)
     models = make_models(database)
     try:
-        return upgrade_schema(database, "render", models.all, MIGRATIONS)
+        version = upgrade_schema(database, "render", models.all, MIGRATIONS)
+        store = open_store(config)
+        backfill(store, models.catalogue, store.record_ids())
+        protect_database_file(database)
+        return version
     finally:
         database.close()

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 
-from daemons.render.catalogue import Catalogue
+from daemons.render.catalogue import forget_series
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool
 from daemons.render.models import Models
+from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import StoreError
 from daemons.render.stores import Store
@@ -41,8 +43,10 @@ class Node:
     limits: Limits
     images: ImageCache
     webp_effort: WebpEffort
-    catalogue: Catalogue
+    record_index: RecordIndex
     decoder: DecodePool
+    receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
+    url: str  # this node's public base URL, its token audience
     _manifests: dict[str, dict] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
@@ -73,6 +77,7 @@ class Node:
         """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""
         where = self.store.quarantine(record_id, reason)
         self.models.StoredRecord.delete_by_id(record_id)
+        forget_series(self.models.catalogue, record_id)
         self.registry.unload(record_id)
         self.forget(record_id)
         if where is not None:

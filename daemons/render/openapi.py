@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from daemons.render import query
 from shared import __version__
 
 bp = Blueprint("render_openapi", __name__)
@@ -28,15 +29,10 @@ def _query(name: str, description: str, schema: dict | None = None) -> dict[str,
             "description": description}
 
 
-_IMAGE_PARAMS = [
-    _query("window", "CENTER,WIDTH in modality units (e.g. 40,400)"),
-    _query("preset", "named window, see /api/v1/presets"),
-    _query("voi_function", "VOI LUT function", {"enum": ["linear", "linear_exact", "sigmoid"]}),
-    _query("format", "image format", {"enum": ["png", "webp", "jpeg"], "default": "png"}),
-    _query("quality", "1..100, for webp and jpeg", {"type": "integer", "minimum": 1, "maximum": 100}),
-    _query("size", "WIDTHxHEIGHT box the image fits in, keeping the true aspect"),
-    _query("region", "x0,y0,x1,y1 fractions 0..1: zoom/pan crop"),
-]
+def _params(declared) -> list[dict[str, Any]]:
+    """OpenAPI parameters from the declarations the endpoints parse with (daemons.render.query)."""
+    return [param.openapi() for param in declared]
+
 
 _IMAGE = {"description": "the image", "headers": {
     "ETag": {"schema": {"type": "string"}}, "Cache-Control": {"schema": {"type": "string"}},
@@ -56,7 +52,10 @@ SCHEMAS = {
         "id": {"type": "string"}, "files": {"type": "integer"}, "rows": {"type": "integer"},
         "columns": {"type": "integer"}, "frames": {"type": "integer"}, "modality": {"type": "string"},
         "photometric": {"type": "string"}, "bits_stored": {"type": "integer"},
-        "pixel_spacing": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        "pixel_spacing": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                          "description": "row, column spacing in mm; null when unknown (see warnings)"},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "what the viewer should tell the user (e.g. unknown pixel spacing)"},
         "slice_spacing": {"type": "number"}, "default_window": {"$ref": "#/components/schemas/Window"},
         "study_uid": {"type": "string"}, "series_uid": {"type": "string"}, "patient_name": {"type": "string"},
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
@@ -132,7 +131,7 @@ def document() -> dict[str, Any]:
                 "parameters": [_ID, {"name": "index", "in": "path", "required": True,
                                      "schema": {"type": "integer", "minimum": 0},
                                      "description": "slice, 0 = first in position order"}],
-                "get": {"summary": "one rendered slice", "parameters": _IMAGE_PARAMS,
+                "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
@@ -140,28 +139,11 @@ def document() -> dict[str, Any]:
                                      "schema": {"enum": ["axial", "coronal", "sagittal"]}},
                                {"name": "index", "in": "path", "required": True,
                                 "schema": {"type": "integer", "minimum": 0}}],
-                "get": {"summary": "a reformatted slice (MPR)", "parameters": [
-                    *_IMAGE_PARAMS, _query("slab", "slab thickness in mm", {"type": "number"}),
-                    _query("slab_mode", "slab projection", {"enum": ["mip", "minip", "avg"]})],
-                    "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409)}}},
+                "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
+                    "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
-                "summary": "a 3D rendering", "parameters": [
-                    _query("mode", "projection or compositing", {"enum": ["mip", "minip", "avg", "dvr"]}),
-                    _query("preset", "transfer-function preset (dvr) or window preset (mip/minip/avg), "
-                                     "see /api/v1/presets"),
-                    _query("azimuth", "degrees", {"type": "number", "minimum": -360, "maximum": 360}),
-                    _query("elevation", "degrees", {"type": "number", "minimum": -90, "maximum": 90}),
-                    _query("roll", "degrees", {"type": "number", "minimum": -180, "maximum": 180}),
-                    _query("zoom", "magnification", {"type": "number", "minimum": 0.1, "maximum": 20}),
-                    _query("window", "CENTER,WIDTH for mip/minip/avg"),
-                    _query("voi_function", "VOI function", {"enum": ["linear", "linear_exact", "sigmoid"]}),
-                    _query("quality", "fast preview or full still", {"enum": ["interactive", "still"]}),
-                    _query("image_quality", "encoder quality", {"type": "integer", "minimum": 1, "maximum": 100}),
-                    _query("format", "image format", {"enum": ["png", "webp", "jpeg"]}),
-                    _query("size", "WIDTHxHEIGHT"),
-                    _query("view_id", "the viewer's view; with seq, older requests answer 409 superseded"),
-                    _query("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})],
-                "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 503)}}},
+                "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
+                "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422, 503)}}},
             "/api/v1/audit": {"get": {"summary": "the node's audit log (admins of its institution)", "parameters": [
                 _query("user_id", "filter"), _query("username", "filter"), _query("action", "e.g. record.load"),
                 _query("patient_id", "filter"), _query("since", "ISO 8601"), _query("until", "ISO 8601"),

@@ -122,6 +122,18 @@ def voi_lut_values(x: np.ndarray, lut: LutTable, y_max: float = 255.0) -> np.nda
     return lut.lookup(x).astype(np.float64) * (y_max / float((1 << lut.bits) - 1))
 
 
+Voi = Window | LutTable
+"""A VOI stage: a window (with its function) or a VOI LUT Sequence item."""
+
+
+def voi_values(x: np.ndarray, voi: Voi) -> np.ndarray:
+    """Modality values to display values 0..255 (float64) through a window or a VOI LUT: the one
+    VOI step that 2D frames, reformats and 3D projections all use."""
+    if isinstance(voi, LutTable):
+        return voi_lut_values(x, voi)
+    return window_values(x, voi)
+
+
 def to_uint8(y: np.ndarray) -> np.ndarray:
     """Round half up and clip to 0..255."""
     return np.clip(np.floor(np.asarray(y, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
@@ -130,8 +142,9 @@ def to_uint8(y: np.ndarray) -> np.ndarray:
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
     """The whole greyscale pipeline in float maths, for any dtype; the definition of correct."""
     values = params.modality.apply(stored)
-    voi = params.voi if params.voi is not None else auto_window(values)
-    display = voi_lut_values(values, voi) if isinstance(voi, LutTable) else window_values(values, voi)
+    if params.voi is None:
+        params = GrayParams(params.modality, auto_window(values), params.invert)
+    display = voi_values(values, params.voi)
     if params.invert:
         display = 255.0 - display
     return to_uint8(display)

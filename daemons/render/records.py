@@ -15,6 +15,7 @@ Why this shape:
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import threading
 import time
@@ -24,49 +25,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pydicom
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
-from daemons.render.pixels import (
-    GrayParams,
-    LutTable,
-    Modality,
-    Window,
-    gray_lut,
-    lut_supported,
-    value_range,
-)
+from daemons.render.overlays import overlay_mask
+from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.stores import Store
+from daemons.render.voi import default_voi, lut_from_json
 
 LUT_CACHE_SIZE = 64
+OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
 
 
 class MemoryBudgetError(Exception):
     """The record alone is larger than the node's memory budget."""
-
-
-def _lut_from_json(data: dict | None) -> LutTable | None:
-    if data is None:
-        return None
-    return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
-
-
-def default_voi(manifest: dict[str, Any], function: str | None = None) -> tuple[Window | LutTable | None, str]:
-    """The VOI a record is shown with when the request names none, and a stable text key of it.
-
-    The file's own window (with its VOI LUT function) first, then its VOI LUT Sequence, then the
-    automatic window computed at upload; `function` overrides the window's function.
-    """
-    meta, render = manifest["meta"], manifest["render"]
-    window = meta.get("default_window")
-    if window is None and render.get("voi_lut") is not None:
-        return _lut_from_json(render["voi_lut"]), "voi_lut"
-    if window is None:
-        window = render.get("auto_window")
-    if window is None:
-        return None, "none"
-    function = function or window.get("function", "linear")
-    voi = Window(float(window["center"]), float(window["width"]), function)
-    return voi, f"{function}:{voi.center!r},{voi.width!r}"
 
 
 class LoadedRecord:
@@ -86,17 +58,13 @@ class LoadedRecord:
         self.pixels = np.zeros((self.frames_total, *self.layout.frame_shape), dtype=self.layout.stored_dtype)
         self.rescale_slope = float(render["rescale_slope"])
         self.rescale_intercept = float(render["rescale_intercept"])
-        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"])
+        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"] or (1.0, 1.0))  # None: unknown
         self.spacing = (float(meta["slice_spacing"]), row_spacing, col_spacing)
         self.orientation = tuple(float(v) for v in render["orientation"])
         self.photometric = self.layout.photometric
-        window = meta.get("default_window") or render.get("auto_window")
-        self.default_window = None if window is None else (float(window["center"]), float(window["width"]))
-        self.default_function = (meta.get("default_window") or {}).get("function", "linear")
-        self.modality_lut = _lut_from_json(render.get("modality_lut"))
-        self.voi_lut = _lut_from_json(render.get("voi_lut"))
+        self.default_voi = default_voi(manifest).voi
+        self.modality_lut = lut_from_json(render.get("modality_lut"))
         self.errors: dict[int, str] = {}
-        self.last_used = time.monotonic()
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
         self._cond = threading.Condition()
@@ -106,6 +74,8 @@ class LoadedRecord:
         self.cancelled = False
         self.started_at = time.perf_counter()
         self.finished_at: float | None = None
+        for bad in render.get("bad_frames") or []:  # found at upload: short or undecodable frames
+            self._frame_done(int(bad["frame"]), str(bad["message"]))
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -179,7 +149,7 @@ class LoadedRecord:
             return Modality(lut=self.modality_lut)
         return Modality(self.rescale_slope, self.rescale_intercept)
 
-    def gray_params(self, voi: Window | LutTable | None) -> GrayParams:
+    def gray_params(self, voi: Voi | None) -> GrayParams:
         return GrayParams(self.modality(), voi, self.photometric == "MONOCHROME1")
 
     def frame_range(self, index: int) -> tuple[int, int]:
@@ -233,8 +203,33 @@ class _Loader:
         self._file_cache: dict[int, tuple[bytes, Any]] = {}
         self._file_left = [int(f["frames"]) for f in files]
         self._file_locks = [threading.Lock() for _ in files]
+        self._overlays: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        for index in record.errors:  # known bad at upload: never decoded
+            self._taken[index] = True
+            self._file_left[self.sources[index][0]] -= 1
         for _ in range(max(1, workers)):
             pool.submit(self._pump)
+
+    def overlay(self, index: int) -> np.ndarray | None:
+        """The overlay planes covering frame `index` as one mask (daemons.render.overlays), read
+        from the stored file on first use; None when it has none. A manifest from before overlays
+        were recorded says nothing, and the file is looked at."""
+        with self._lock:
+            if index in self._overlays:
+                self._overlays.move_to_end(index)
+                return self._overlays[index]
+        file_index, frame = self.sources[index]
+        info = self.files[file_index]
+        mask = None
+        if info.get("overlays", True):
+            raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
+            dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+            mask = overlay_mask(dataset, frame, self.record.layout.rows, self.record.layout.columns)
+        with self._lock:
+            self._overlays[index] = mask
+            while len(self._overlays) > OVERLAY_CACHE_SIZE:
+                self._overlays.popitem(last=False)
+        return mask
 
     def demand(self, index: int) -> None:
         with self._lock:
@@ -253,12 +248,13 @@ class _Loader:
     def _file(self, file_index: int) -> tuple[bytes, Any]:
         """Decrypted bytes (and, for compressed multi-frame files, the parsed dataset) of a file."""
         info = self.files[file_index]
+        blob = int(info.get("blob", file_index))  # a grown series stores files in arrival order
         if int(info["frames"]) == 1:
-            return self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False), None
+            return self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False), None
         with self._file_locks[file_index]:
             cached = self._file_cache.get(file_index)
             if cached is None:
-                raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
+                raw = self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False)
                 dataset = None
                 if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
@@ -332,7 +328,6 @@ class RecordRegistry:
             record = self._records.get(record_id)
             if record is not None:
                 self._records.move_to_end(record_id)
-                record.last_used = time.monotonic()
             return record
 
     def load(self, record_id: str) -> LoadedRecord:
@@ -354,6 +349,11 @@ class RecordRegistry:
             self._records[record_id] = record
             self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
         return record
+
+    def overlay(self, record_id: str, index: int) -> np.ndarray | None:
+        """The overlay mask of a loaded record's frame (None: none, or the record is not loaded)."""
+        loader = self._loaders.get(record_id)
+        return None if loader is None else loader.overlay(index)
 
     def demand(self, record_id: str, index: int) -> None:
         """Put a frame at the head of the loader's queue."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from daemons.render.geometry import Region, crop, output_size, resample
+from daemons.render.overlays import draw
 from daemons.render.pixels import GrayParams, render_gray
 
 
@@ -20,10 +21,14 @@ def render_frame(
     box: tuple[int, int] | None,
     pixel_spacing: tuple[float, float],
     max_px: int,
+    overlay: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`params` is None for colour frames (RGB shown as stored); `lut` from `gray_lut` or None."""
+    """`params` is None for colour frames (RGB shown as stored); `lut` from `gray_lut` or None;
+    `overlay` a mask of the frame's shape drawn in white (daemons.render.overlays)."""
     part = crop(frame, region)
     image = part if params is None else render_gray(part, params, lut)
+    if overlay is not None:
+        image = draw(image, crop(overlay, region))
     rows, cols = part.shape[:2]
     width, height = output_size(rows, cols, pixel_spacing[0], pixel_spacing[1], box, max_px)
     return resample(image, width, height)

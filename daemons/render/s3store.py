@@ -5,10 +5,15 @@ Layout under the institution's prefix:
     manifests/<record id>                   the commit point: header (wrapped data key, upload id)
                                             and the encrypted manifest
     objects/<record id>/<upload id>/<NNNNNN> one encrypted object per uploaded file
+    objects/<record id>/<part id>/<NNNNNN>   files added later to a series that grows; the
+                                            manifest header lists each part's first blob index
 
 An upload writes every file object under a fresh upload id, then the manifest with
 `If-None-Match: *`: the record becomes visible to every node in that one conditional PUT, and a
 second node storing the same record at the same moment loses cleanly (its objects are removed).
+Adding files to a stored record (`append_files`) writes them under a fresh part id, then replaces
+the manifest only if it is still the one read (`If-Match` its ETag): the grown series appears in
+that one write, and a node that appended meanwhile makes this one fail cleanly (503, retry).
 A node killed mid-upload leaves only objects no manifest names; readers never see them and
 `cleanup` removes them once older than `s3.stale_upload_s`. Deleting removes the manifest first.
 
@@ -29,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -47,6 +52,25 @@ QUARANTINE = "quarantine/"
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 CONFLICT_CODES = ("412", "PreconditionFailed", "ConditionalRequestConflict")
 T = TypeVar("T")
+
+
+class _Header(NamedTuple):
+    """What a manifest's header says about where a record's objects are."""
+
+    upload: str
+    data_key: bytes
+    parts: tuple[tuple[int, str], ...] = ()  # (first blob index, part id) of appended files, in order
+
+    def folder_of(self, index: int) -> str:
+        """The upload or part id under which blob `index` was written."""
+        folder = self.upload
+        for first, part in self.parts:
+            if index >= first:
+                folder = part
+        return folder
+
+    def folders(self) -> set[str]:
+        return {self.upload, *(part for _, part in self.parts)}
 
 
 def load_credentials(path: Path) -> tuple[str, str]:
@@ -95,7 +119,7 @@ class S3RecordStore:
         self.location = location
         self._threads = max(1, threads)
         self._stale_upload_s = stale_upload_s
-        self._headers: dict[str, tuple[str, bytes]] = {}  # record id -> (upload id, data key)
+        self._headers: dict[str, _Header] = {}
         self._lock = threading.Lock()
         self._used_bytes = 0
 
@@ -158,17 +182,22 @@ class S3RecordStore:
     def _open_manifest(self, record_id: str, blob: bytes) -> tuple[dict, str, bytes, bytes]:
         header, sealed = envelope.unpack_manifest(record_id, blob)
         data_key = self.keys.unwrap(header.get("wrapped", {}), f"record {record_id}")
+        try:
+            parts = tuple((int(first), str(part)) for first, part in header.get("parts", []))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"record {record_id}: manifest header names malformed parts") from exc
         with self._lock:
-            self._headers[record_id] = (header["upload"], data_key)
+            self._headers[record_id] = _Header(header["upload"], data_key, parts)
         return header, header["upload"], data_key, sealed
 
-    def _data_key(self, record_id: str) -> tuple[str, bytes]:
+    def _header(self, record_id: str) -> _Header:
         with self._lock:
             known = self._headers.get(record_id)
         if known is not None:
             return known
-        _, upload, data_key, _ = self._open_manifest(record_id, self._manifest_blob(record_id))
-        return upload, data_key
+        self._open_manifest(record_id, self._manifest_blob(record_id))
+        with self._lock:
+            return self._headers[record_id]
 
     # --- the Store interface --------------------------------------------------------------------
     def exists(self, record_id: str) -> bool:
@@ -208,9 +237,57 @@ class S3RecordStore:
             self._forget_upload(keys)
             return False
         with self._lock:
-            self._headers[record_id] = (upload, data_key)
+            self._headers[record_id] = _Header(upload, data_key)
             self._used_bytes += written + len(blob)
         return True
+
+    def _put_objects(self, keys: list[str], bodies: list[bytes]) -> int:
+        """PUT objects in parallel; returns the bytes written."""
+
+        def put(index: int) -> int:
+            _call(f"PUT {keys[index]}", partial(self._s3.put_object, Bucket=self.bucket, Key=keys[index],
+                                                Body=bodies[index]))
+            return len(bodies[index])
+
+        with ThreadPoolExecutor(self._threads) as pool:
+            return sum(pool.map(put, range(len(keys))))
+
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+        """Add files to a stored record (a series that grows), then replace its manifest as the commit point.
+
+        The new objects go under a fresh part id (never over another node's objects); the manifest
+        is replaced only if it is still the one read here (`If-Match` its ETag). If another node
+        changed or deleted the record meanwhile, the new objects are removed and StoreUnavailable
+        (503, retry) is raised: the retry appends to the record as it is now.
+        """
+        key = self._manifest_key(record_id)
+        try:
+            reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            raise FileNotFoundError(f"record {record_id} is not in the store") from exc
+        header, upload, data_key, _ = self._open_manifest(record_id, reply["Body"].read())
+        part = uuid.uuid4().hex
+        keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
+        bodies = [envelope.seal(data_key, record_id, str(first_blob + i), data) for i, data in enumerate(files)]
+        parts = [*header.get("parts", []), [first_blob, part]]
+        body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        blob = envelope.pack_manifest({**header, "parts": parts},
+                                      envelope.seal(data_key, record_id, f"manifest:{upload}", body))
+        try:
+            written = self._put_objects(keys, bodies)
+            _call(f"PUT {key}", partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=blob,
+                                        IfMatch=reply["ETag"]), expected=MISSING_CODES + CONFLICT_CODES)
+        except ClientError as exc:
+            self._forget_upload(keys)
+            with self._lock:
+                self._headers.pop(record_id, None)
+            raise StoreUnavailable(f"record {record_id} changed on another node meanwhile; retry") from exc
+        except BaseException:
+            self._forget_upload(keys)
+            raise
+        with self._lock:
+            self._headers[record_id] = _Header(upload, data_key, tuple((int(f), str(p)) for f, p in parts))
+            self._used_bytes += written + len(blob)
 
     def _commit(self, record_id: str, blob: bytes) -> bool:
         """Write the manifest only if none exists: the one step that makes the record visible."""
@@ -246,10 +323,10 @@ class S3RecordStore:
     def _read_object(self, record_id: str, index: int, retry: bool) -> tuple[bytes, bytes]:
         """A file's sealed object and its data key; a header cached before the record was stored
         again (another upload id) is read anew once."""
-        upload, data_key = self._data_key(record_id)
-        key = self._object_key(record_id, upload, index)
+        header = self._header(record_id)
+        key = self._object_key(record_id, header.folder_of(index), index)
         try:
-            return self._get(key), data_key
+            return self._get(key), header.data_key
         except ClientError as exc:
             with self._lock:
                 self._headers.pop(record_id, None)
@@ -319,7 +396,7 @@ class S3RecordStore:
         for (record_id, upload), keys in groups.items():
             if newest[(record_id, upload)] > stale_before or record_id in kept_aside:
                 continue
-            if record_id in committed and (uploads_of[record_id] == 1 or self._committed_upload(record_id) == upload):
+            if record_id in committed and (uploads_of[record_id] == 1 or upload in self._committed_uploads(record_id)):
                 continue  # a stored record's only upload is the one its manifest names: no GET needed
             self._delete_keys(keys)
             removed += 1
@@ -327,11 +404,14 @@ class S3RecordStore:
             self._used_bytes = used
         return removed
 
-    def _committed_upload(self, record_id: str) -> str | None:
+    def _committed_uploads(self, record_id: str) -> set[str]:
+        """The upload and part ids the record's manifest names (read anew: another node may have appended)."""
+        with self._lock:
+            self._headers.pop(record_id, None)
         try:
-            return self._data_key(record_id)[0]
+            return self._header(record_id).folders()
         except FileNotFoundError:
-            return None
+            return set()
 
     def used_bytes(self) -> int:
         """Bytes of this institution's objects as of the last cleanup, plus what this node wrote since."""

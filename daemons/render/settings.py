@@ -7,6 +7,10 @@ KEYS = (
         "peewee database URL of the node's own catalogue and audit log (SQLite is the norm)."),
     Key("node", "institution_id", "", "UUID of the institution this node belongs to; only its physicians upload."),
     Key("node", "name", "render-1", "Display name of this node."),
+    Key("node", "receipt_key", "",
+        "Ed25519 private key (PEM, mode 0600) signing this node's upload receipts; created at start-up when "
+        "the file is missing. Its public half (GET /api/v1/node) is registered with the node at the "
+        "institution server, which registers records only with a receipt it verifies.", True),
     Key("storage", "backend", "local",
         "Where records live: local (storage.dir on this node) or s3 (a bucket shared by the institution's "
         "nodes, see [s3])."),
@@ -59,6 +63,11 @@ KEYS = (
     Key("audit", "flush_s", 5.0,
         "Seconds between writes of the image-view audit (one entry per user, record and session, with "
         "counts): at most this much is lost if the node is killed hard (0.5..60)."),
+    Key("dicom", "port", 0, "TCP port of the node's DICOM (DIMSE) listener; 0 turns it off (11112 is usual)."),
+    Key("dicom", "host", "127.0.0.1", "Address the DICOM listener binds to."),
+    Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
+    Key("dicom", "allowed_callers", [],
+        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
     Key("decode", "workers", 2,
         "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
         "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),

@@ -170,6 +170,29 @@ class RecordStore:
         _fsync_dir(self.root)
         return True
 
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+        """Add files to a stored record (a series that grows), then replace its manifest atomically.
+
+        Each new file is written durably as blob `first_blob + i` before the new manifest (which
+        names it) replaces the old one with `os.replace`: after a crash the record is the old one
+        or the new one, never half of it; a blob left without a manifest entry is overwritten by
+        the next append. The caller serialises appends to one record (`daemons.render.ingest`).
+        """
+        folder = self.path_of(record_id)
+        try:
+            for offset, data in enumerate(files):
+                index = first_blob + offset
+                _write_durable(folder / f"{index:06d}.bin", self._seal(record_id, str(index), data))
+            body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+            temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
+            _write_durable(temp, self._seal(record_id, "manifest", body))
+            os.replace(temp, folder / MANIFEST)
+            _fsync_dir(folder)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.root} has no space left") from exc
+            raise
+
     def read_manifest(self, record_id: str) -> dict[str, Any]:
         blob = (self.path_of(record_id) / MANIFEST).read_bytes()
         return json.loads(self._open(record_id, "manifest", blob))

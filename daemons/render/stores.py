@@ -35,9 +35,14 @@ class Store(Protocol):
     def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
         """Store a record atomically; False (nothing written) if it is already stored."""
 
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+        """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then replace its
+        manifest (which names them) as the commit point: readers see the old record or the grown one."""
+
     def read_manifest(self, record_id: str) -> dict[str, Any]: ...
 
-    def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes: ...
+    def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
+        """The original bytes of blob `index` (a manifest file entry's "blob", its position if absent)."""
 
     def delete(self, record_id: str) -> bool: ...
 

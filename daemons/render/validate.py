@@ -1,9 +1,12 @@
 """Upload validation: parse every file, refuse what cannot be rendered, order a series by position.
 
 Everything is decided here, before a byte is stored: a record that passes is known to be one
-consistent image stack whose pixels decode. Each refusal is an ApiError whose message names the
-file and the reason, so the physician can act on it. The analysis also records what the loader
-needs later (pixel data offsets, rescale, LUTs, window) so loading never re-parses headers.
+consistent image stack whose pixels decode (a multi-frame file whose other frames are good keeps
+its short or undecodable frames, listed in the manifest's `bad_frames` and never shown). Each
+refusal is an ApiError whose message names the file and the reason, so the physician can act on
+it. The analysis also records what the loader and the renderer need later (pixel data offsets,
+rescale, LUTs, the record's and each frame's VOI, which files carry overlays) so loading never
+re-parses headers.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
-from pydicom.pixels import get_decoder
 
-from daemons.render.decode import Layout, decode_frames, fast_path_possible, native_pixel_offset, read_dataset
+from daemons.render.decode import (
+    Layout,
+    decode_frames,
+    fast_path_possible,
+    native_pixel_offset,
+    read_dataset,
+    syntax_decodable,
+)
+from daemons.render.overlays import has_overlays
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 from daemons.render.slices import slice_table
+from daemons.render.voi import lut_to_json
 
 MIB = 1024 * 1024
 
@@ -64,6 +75,7 @@ class ParsedFile:
     intercept: float
     frame_rescales: list[tuple[float, float]] | None = None
     frame_positions: list[list[float] | None] = field(default_factory=list)
+    bad_frames: dict[int, str] = field(default_factory=dict)  # frame in file -> why it cannot be shown
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -140,10 +152,19 @@ def _attr(ds: Dataset, keyword: str, sequence: str) -> Any:
     return value if value not in (None, "") else _functional(ds, sequence, keyword)
 
 
+def _lut_words(item: Dataset) -> np.ndarray:
+    """LUT Data as numbers: US values as read, OW (bytes) as 16-bit words in the item's byte order."""
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        little = item.original_encoding[1] is not False
+        return np.frombuffer(data, dtype="<u2" if little else ">u2").astype(np.int64)
+    return np.asarray(data, dtype=np.int64).ravel()
+
+
 def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
     try:
         entries, first, bits = (int(v) for v in item.LUTDescriptor)
-        data = np.asarray(item.LUTData, dtype=np.int64).ravel()
+        data = _lut_words(item)
     except (AttributeError, TypeError, ValueError) as exc:
         raise UploadError(422, "invalid_attribute", f"{name}: its LUT descriptor or data is malformed") from exc
     if signed and first >= 1 << 15:
@@ -152,12 +173,6 @@ def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
     if len(data) < entries or bits < 1 or bits > 16:
         raise UploadError(422, "invalid_attribute", f"{name}: the LUT has fewer entries than its descriptor says")
     return LutTable(first, bits, data[:entries])
-
-
-def _lut_json(lut: LutTable | None) -> dict | None:
-    if lut is None:
-        return None
-    return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
 
 
 PHOTOMETRIC_SAMPLES = {
@@ -236,8 +251,10 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
-    _check_numbers(ds, "PixelSpacing", 2, name, positive=True)
-    _check_numbers(ds, "ImagerPixelSpacing", 2, name, positive=True)
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # 0 means unknown (see _pixel_spacing)
+        spacing = _check_numbers(ds, keyword, 2, name)
+        if spacing is not None and min(spacing) < 0:
+            raise _invalid(name, f"{keyword} must not be negative, the file says {spacing}")
     _check_numbers(ds, "ImagePositionPatient", 3, name)
     orientation = _check_numbers(ds, "ImageOrientationPatient", 6, name)
     if orientation is not None:
@@ -288,14 +305,10 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
-    try:
-        decoder = get_decoder(syntax)
-        if not decoder.is_available:
-            raise NotImplementedError(syntax)
-    except NotImplementedError as exc:
+    if not syntax_decodable(syntax):
         raise UploadError(415, "undecodable_syntax",
                           f"{name}: transfer syntax {syntax} ({ds.file_meta.TransferSyntaxUID.name}) "
-                          "cannot be decoded by this node") from exc
+                          "cannot be decoded by this node")
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
     frames = _number_of_frames(ds, name)
@@ -426,12 +439,19 @@ def _slice_spacing(files: list[ParsedFile], ds: Dataset) -> float:
     return 1.0
 
 
-def _pixel_spacing(ds: Dataset) -> list[float]:
+def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
+    """Row and column spacing in mm, or None when the file gives none that is usable (missing, or
+    `0\\0` as some secondary captures write): the image is then shown with square pixels and
+    distances cannot be measured in mm. The second value is the warnings to publish."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         value = _floats(_attr(ds, keyword, "PixelMeasuresSequence") or [], 2)
         if value and value[0] > 0 and value[1] > 0:
-            return value
-    return [1.0, 1.0]
+            return value, []
+        if value:
+            return None, [(f"{keyword} {value} is not a usable spacing: the pixel size is unknown, "
+                           "so distances cannot be measured in mm")]
+    return None, [("the files give no pixel spacing: the pixel size is unknown, so distances cannot "
+                   "be measured in mm")]
 
 
 def _slice_thickness(ds: Dataset) -> float | None:
@@ -442,20 +462,67 @@ def _slice_thickness(ds: Dataset) -> float | None:
     return value if np.isfinite(value) and value > 0 else None
 
 
-def _default_window(ds: Dataset) -> dict | None:
-    center = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
-    width = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
+def _window_json(center: Any, width: Any, function: Any) -> dict | None:
+    """The first window of Window Center/Width values as the manifest stores it; None if unusable."""
     try:
         center = float(center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center)
         width = float(width[0] if hasattr(width, "__len__") and not isinstance(width, str) else width)
     except (TypeError, ValueError, IndexError):
         return None
-    function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence") or "LINEAR").strip().lower()
+    function = str(function or "LINEAR").strip().lower()
     if function not in WINDOW_FUNCTIONS:
         function = "linear"
-    if width < 1 or (function != "linear" and width <= 0):
+    if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
         return None
     return {"center": center, "width": width, "function": function}
+
+
+def _default_window(ds: Dataset) -> dict | None:
+    return _window_json(_attr(ds, "WindowCenter", "FrameVOILUTSequence"),
+                        _attr(ds, "WindowWidth", "FrameVOILUTSequence"),
+                        _attr(ds, "VOILUTFunction", "FrameVOILUTSequence"))
+
+
+def _voi_source(ds: Dataset, frame: int) -> Dataset:
+    """The dataset holding one frame's VOI: for an enhanced multi-frame file its own Frame VOI LUT
+    item, else the shared one; for any other file the file itself."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index and items[index].get("FrameVOILUTSequence"):
+            return items[index].FrameVOILUTSequence[0]
+    return ds
+
+
+def _own_voi(source: Dataset, name: str) -> dict | None:
+    """One frame's VOI as the manifest stores it (daemons.render.voi): its window, else its VOI LUT."""
+    window = _window_json(source.get("WindowCenter"), source.get("WindowWidth"), source.get("VOILUTFunction"))
+    if window is not None:
+        return window
+    luts = source.get("VOILUTSequence")
+    if luts and "LUTDescriptor" in luts[0]:
+        return {"lut": lut_to_json(_lut(luts[0], name, False))}
+    return None
+
+
+def _frame_vois(files: list[ParsedFile]) -> dict:
+    """Each record frame's own VOI: `choices` (distinct VOIs) and `frames` (an index into them per
+    frame, or None where the frame has none and takes the record's default)."""
+    choices: dict[str, int] = {}
+    stored: list[dict] = []
+    frames: list[int | None] = []
+    for parsed in files:
+        cache: dict[int, int | None] = {}
+        for frame in range(parsed.frames):
+            source = _voi_source(parsed.dataset, frame)
+            if id(source) not in cache:
+                voi = _own_voi(source, parsed.name)
+                key = None if voi is None else repr(sorted(voi.items()))
+                if key is not None and key not in choices:
+                    choices[key] = len(stored)
+                    stored.append(voi)
+                cache[id(source)] = None if key is None else choices[key]
+            frames.append(cache[id(source)])
+    return {"choices": stored, "frames": frames}
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -464,7 +531,19 @@ def _text(ds: Dataset, keyword: str) -> str:
 
 Refusal = tuple[int, str, str]
 """An UploadError as plain values (status, code, message), so it crosses a process boundary."""
-FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[Refusal | None]]
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What `check_file` found, as plain values (it crosses a process boundary): a refusal, or
+    else the file's frames that cannot be shown (frame in file -> reason; the others can)."""
+
+    refusal: Refusal | None = None
+    bad_frames: dict[int, str] = field(default_factory=dict)
+
+
+FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[FileCheck | None]]
+"""Runs `check_file` over every upload; None for a file left unchecked after another's refusal."""
 
 
 def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
@@ -478,11 +557,12 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     checks in this process, for trusted files (tools, tests).
     """
     _check_sizes(uploads, limits)
-    refusal = next((r for r in (check_files or check_files_here)(uploads, limits) if r is not None), None)
+    checks = (check_files or check_files_here)(uploads, limits)
+    refusal = next((c.refusal for c in checks if c is not None and c.refusal is not None), None)
     if refusal is not None:
         raise UploadError(*refusal)
     try:
-        return _analyse(uploads, limits)
+        return _analyse(uploads, limits, [c.bad_frames for c in checks])
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
@@ -506,13 +586,25 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
                           f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
 
 
-def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
-    total = sum(len(raw) for _, raw in uploads)
+def _analyse(uploads: list[tuple[str, bytes]], limits: Limits, bad_frames: list[dict[int, str]]) -> ParsedRecord:
+    """The record of files that passed `check_file`; `bad_frames` is what it found per upload."""
     unique: dict[str, ParsedFile] = {}
-    for name, raw in uploads:
+    for (name, raw), bad in zip(uploads, bad_frames, strict=True):
         parsed = _parse_file(name, raw, limits)
+        parsed.bad_frames = bad
         unique.setdefault(parsed.sha256, parsed)
-    files = sorted(unique.values(), key=_sort_key)
+    return analyse_files(list(unique.values()), limits)
+
+
+def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
+    """Parse a file already in the store (checked in isolation when it arrived), for re-analysis."""
+    return _parse_file(name, raw, limits)
+
+
+def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
+    """The record analysis of parsed, distinct files: used for an upload and for a series that grows."""
+    total = sum(len(f.raw) for f in unique)
+    files = sorted(unique, key=_sort_key)
     _check_consistent(files)
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
@@ -531,14 +623,13 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
         raise UploadError(413, "over_limits",
                           f"the record decodes to {decoded_bytes // MIB} MiB, "
                           f"over the limit of {limits.max_decoded_bytes // MIB} MiB")
-    for parsed in files:
-        _check_pixel_length(parsed, layout)
     signed = layout.pixel_representation == 1
     modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
     voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
-    sample = files[len(files) // 2]
-    sample_frame = _trial_decode(sample, layout)
+    bad_frames = _bad_frames(files)
+    sample_file, sample_index = _sample_frame(files, bad_frames)
+    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
         values = Modality(slope, intercept).apply(sample_frame)
@@ -546,6 +637,11 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
         values = Modality(lut=modality_lut).apply(sample_frame)
     auto = None if layout.is_color else auto_window(values)
     record_id = record_id_of([f.sha256 for f in files])
+    pixel_spacing, warnings = _pixel_spacing(first)
+    if bad_frames:
+        listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
+        warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "
+                        "the others can. GET /status lists each with its reason")
     orientation = _floats(_attr(first, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
     meta = {
         "id": record_id,
@@ -556,7 +652,8 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
         "modality": _text(first, "Modality"),
         "photometric": layout.photometric,
         "bits_stored": layout.bits_stored,
-        "pixel_spacing": _pixel_spacing(first),
+        "pixel_spacing": pixel_spacing,
+        "warnings": warnings,
         "slice_spacing": _slice_spacing(files, first),
         "slice_thickness": _slice_thickness(first),
         "default_window": None if layout.is_color else _default_window(first),
@@ -575,68 +672,87 @@ def _analyse(uploads: list[tuple[str, bytes]], limits: Limits) -> ParsedRecord:
         "orientation_known": orientation is not None,
         "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
         "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
-        "modality_lut": _lut_json(modality_lut),
-        "voi_lut": _lut_json(voi_lut),
+        "modality_lut": lut_to_json(modality_lut),
+        "voi_lut": lut_to_json(voi_lut),
+        "frame_vois": None if layout.is_color else _frame_vois(files),
+        "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
         "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
         "decoded_bytes": decoded_bytes,
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200]}
+         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
+         "overlays": has_overlays(f.dataset)}
         for f in files
     ]
     return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
 
 
-def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> None:
-    """Uncompressed pixel data must hold every frame; a shorter value is a truncated file."""
+def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
+    """Uncompressed pixel data must be the frames the dimensions describe (PS3.5 8.1.1: frames of
+    Rows x Columns x samples x bits back to back, padded to an even length).
+
+    More data than that, or an odd length, cannot be any frame layout: the dimensions are wrong and
+    the file would be stored with a wrong shape, so it is refused. Less data is a cut file: one
+    with no complete frame is refused as truncated; a multi-frame file keeps its complete frames,
+    and the short ones are returned (frame in file -> reason) to be reported, not shown.
+    """
     if parsed.pixel_offset is None:
-        return
+        return {}
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
     length: int = element.length  # type: ignore[attr-defined]  # set by pydicom's reader, not declared
-    samples = layout.rows * layout.columns * layout.samples * parsed.frames
+    samples = layout.rows * layout.columns * layout.samples
     if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
         samples = samples * 2 // 3
-    expected = (samples + 7) // 8 if layout.bits_allocated == 1 else samples * layout.bits_allocated // 8
+    packed = layout.bits_allocated == 1  # frames are bit-packed back to back: only the whole counts
+    frame_bytes = (samples * parsed.frames + 7) // 8 if packed else samples * layout.bits_allocated // 8
     if length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
                           f"({length}); DICOM values always have an even length")
-    available = min(length, len(parsed.raw) - parsed.pixel_offset)
-    if available < expected:
-        raise UploadError(422, "truncated",
-                          f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
-                          "the file is truncated")
-    if length != expected + expected % 2:
+    expected = frame_bytes if packed else frame_bytes * parsed.frames
+    if length > expected + expected % 2:
         raise UploadError(422, "invalid_attribute",
                           f"{parsed.name}: the pixel data has {length} bytes, but Rows x Columns x frames x "
                           f"samples x bits ({layout.rows} x {layout.columns} x {parsed.frames} x {layout.samples} x "
                           f"{layout.bits_allocated} bits) need {expected}; the image's dimensions are wrong")
+    available = min(length, len(parsed.raw) - parsed.pixel_offset)
+    complete = (1 if available >= frame_bytes else 0) * parsed.frames if packed else available // frame_bytes
+    if complete == 0:
+        raise UploadError(422, "truncated",
+                          f"{parsed.name}: the pixel data has {available} bytes but {expected} are needed; "
+                          "the file is truncated")
+    reason = (f"the pixel data ends before this frame ({available} of {expected} bytes); "
+              "the file is truncated")
+    return dict.fromkeys(range(complete, parsed.frames), reason)
 
 
-def check_file(name: str, raw: bytes, limits: Limits) -> Refusal | None:
-    """Everything about one file that runs parsing or codec code on its bytes; None if it passes.
+def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
+    """Everything about one file that runs parsing or codec code on its bytes.
 
     Run in a decode worker process. Parses the file, converts every element (a bad VR or value
     fails here, not later in the node), refuses duplicated elements, checks the pixel data length
-    against the dimensions and decodes every frame, so what is stored is known decodable. Any
-    exception of the parser or a codec becomes a refusal: no upload may give a 5xx.
+    against the dimensions and decodes every frame, so what is stored is known decodable or known
+    bad frame by frame. Any exception of the parser or a codec becomes a refusal: no upload may
+    give a 5xx. A multi-frame file with short or undecodable frames passes with those frames
+    listed, as long as one frame can be shown.
     """
     try:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
         layout = _layout(parsed.dataset, float_modality=False)
-        _check_pixel_length(parsed, layout)
+        short = _check_pixel_length(parsed, layout)
         for _ in parsed.dataset.iterall():
             pass
-        _decode_every_frame(parsed, layout)
+        undecodable = _decode_every_frame(parsed, layout, short)
     except UploadError as exc:
-        return exc.status, exc.code, exc.message
+        return FileCheck((exc.status, exc.code, exc.message))
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
-        return 422, "unreadable", f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"[:400]
-    return None
+        message = f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"
+        return FileCheck((422, "unreadable", message[:400]))
+    return FileCheck(bad_frames={**short, **undecodable})
 
 
-def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[Refusal | None]:
+def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[FileCheck]:
     """`check_file` over every file in this process: for trusted files only (a codec panic would escape)."""
     return [check_file(name, raw, limits) for name, raw in uploads]
 
@@ -657,30 +773,60 @@ def _check_no_duplicates(parsed: ParsedFile) -> None:
         seen.add(element.tag)
 
 
-def _decode_every_frame(parsed: ParsedFile, layout: Layout) -> None:
+def _decode_every_frame(parsed: ParsedFile, layout: Layout, short: dict[int, str]) -> dict[int, str]:
     """Decode every frame that is not plain uncompressed data, so no stored slice fails at load.
 
     Uncompressed frames need no trial: their length was checked, and any bytes are valid values.
+    A file none of whose frames can be shown is refused; otherwise the frames that fail to decode
+    (or decode to another shape) are returned (frame in file -> reason), like the short frames in
+    `short`, to be reported. Running out of memory refuses the file (a bomb), as does a codec panic
+    (a BaseException, left to the decode worker).
     """
     if parsed.pixel_offset is not None and fast_path_possible(layout):
-        return
-    try:
-        for index in range(parsed.frames):
+        return {}
+    failed: dict[int, str] = {}
+    first: Exception | None = None
+    for index in range(parsed.frames):
+        if index in short:
+            continue
+        try:
             _, frame = next(decode_frames(parsed.raw, layout, [index], None, *parsed.rescale(index), parsed.dataset))
             if frame.shape != layout.frame_shape:
-                raise ValueError(f"frame {index} decodes to {frame.shape}, not {layout.frame_shape}")
-    except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+                raise ValueError(f"it decodes to {frame.shape}, not {layout.frame_shape}")
+        except MemoryError as exc:  # a bomb: the whole file is refused, not one frame
+            raise UploadError(422, "undecodable_pixels",
+                              f"{parsed.name}: the pixel data cannot be decoded ({exc})"[:400]) from exc
+        except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
+            first = first or exc
+            failed[index] = f"the pixel data of this frame cannot be decoded ({exc})"[:400]
+    if len(failed) + len(short) >= parsed.frames:
         raise UploadError(422, "undecodable_pixels",
-                          f"{parsed.name}: the pixel data cannot be decoded ({exc})"[:400]) from exc
+                          f"{parsed.name}: the pixel data cannot be decoded ({first})"[:400]) from first
+    return failed
 
 
-def _trial_decode(parsed: ParsedFile, layout: Layout) -> np.ndarray:
+def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[int, int]:
+    """(file, frame in file) of the middle frame that can be shown: the automatic window's sample."""
+    good = [(i, frame) for i, parsed in enumerate(files) for frame in range(parsed.frames)]
+    good = [where for index, where in enumerate(good) if index not in bad_frames]
+    return good[len(good) // 2]
+
+
+def _bad_frames(files: list[ParsedFile]) -> dict[int, str]:
+    """Record frame index -> reason, from each file's frames that cannot be shown."""
+    bad, start = {}, 0
+    for parsed in files:
+        bad.update({start + frame: reason for frame, reason in parsed.bad_frames.items()})
+        start += parsed.frames
+    return bad
+
+
+def _trial_decode(parsed: ParsedFile, layout: Layout, frame: int) -> np.ndarray:
     """Decode one frame now, so a file whose pixels cannot be decoded is refused at upload."""
     offset = parsed.pixel_offset if fast_path_possible(layout) else None
     try:
-        middle = parsed.frames // 2
-        _, frame = next(decode_frames(parsed.raw, layout, [middle], offset, *parsed.rescale(middle), parsed.dataset))
+        _, array = next(decode_frames(parsed.raw, layout, [frame], offset, *parsed.rescale(frame), parsed.dataset))
     except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
         raise UploadError(422, "undecodable_pixels",
                           f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
-    return frame
+    return array

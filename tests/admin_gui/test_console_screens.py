@@ -206,7 +206,7 @@ def test_record_types_crud(qtbot, console, admin_api):
     assert "NM" not in table_values(screen, "Code")
 
 
-def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, render_node_url):
+def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, render_node_url, admin_api):
     screen = open_screen(qtbot, console, "Render nodes")
     assert screen.institution.currentText() == "Demo Hospital"
     demo_server = gui_deployment.layout.institutions[0]["server_url"]
@@ -216,7 +216,11 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
     fill(screen.dialog, name="render-a", url="render1.example.org")
     save(qtbot, console, screen.dialog)
     assert screen.dialog.error.text() == "Node URL must start with https:// (every SIVR server uses TLS)."
-    fill(screen.dialog, url=render_node_url)
+    fill(screen.dialog, url=render_node_url, receipt_key="not-a-key")
+    save(qtbot, console, screen.dialog)
+    assert "raw Ed25519 public key in base64" in screen.dialog.error.text()
+    receipt_key = gui_deployment.layout.institutions[0]["nodes"][0]["receipt_key"]
+    fill(screen.dialog, receipt_key=receipt_key)
     save(qtbot, console, screen.dialog)
     assert screen.banner.text() == "Node render-a saved."
     assert table_values(screen, "Name") == ["render-a"]
@@ -228,6 +232,8 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
     save(qtbot, console, screen.dialog)
     assert table_values(screen, "Name") == ["render-main"]
     assert table_values(screen, "Shared store") == ["s3:https://s3.example.org:8333/sivr/north"]
+    registry = admin_api.for_server(demo_server).list_all("/api/v1/nodes")
+    assert [n["receipt_key"] for n in registry] == [receipt_key]  # kept by the edit
     screenshot(console, "render-nodes")
 
     screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))

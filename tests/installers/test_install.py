@@ -92,7 +92,9 @@ def test_secret_keys_are_0600_and_configs_are_not_world_readable(single_host):
     secrets = [etc / "keys/token_ed25519.pem", etc / "tls/server.key", etc / "tls/ca.key",
                *etc.glob("keys/*.store.key")]
     assert len(secrets) == 7
-    for path in secrets:
+    receipt_keys = sorted(etc.glob("keys/*.receipt.pem"))  # each render node's upload-receipt key
+    assert len(receipt_keys) == len(list(etc.glob("keys/*.store.key")))
+    for path in secrets + receipt_keys:
         assert mode(path) == 0o600, path
     assert mode(etc / "keys/token_ed25519.pub") == 0o644
     assert mode(etc / "tls/ca.pem") == 0o644
@@ -118,6 +120,7 @@ def test_configs_parse_and_keep_their_data_in_the_instance_data_folder(single_ho
             assert config["storage"]["dir"] == f"/var/lib/sivr/{name}/store"
             # the name the unit lets the node see (sivr-render@.service binds keys/render-%i.store.key)
             assert config["storage"]["key_file"] == str(etc / f"keys/{name}.store.key")
+            assert config["node"]["receipt_key"] == str(etc / f"keys/{name}.receipt.pem")
     assert not (single_host / "var/lib/sivr/web").exists()
 
 
@@ -207,6 +210,7 @@ def test_a_host_bundle_carries_only_that_hosts_keys_and_installs(tmp_path, syste
     assert shipped == {
         "deployment.json", "institution-2.toml", "render-2-1.toml", "render-2-2.toml",
         "keys/token_ed25519.pub", "keys/render-2-1.store.key", "keys/render-2-2.store.key",
+        "keys/render-2-1.receipt.pem", "keys/render-2-2.receipt.pem",
         "tls/ca.pem", "tls/server.pem", "tls/server.key",
     }
     assert mode(bundle / "keys") == 0o700 and mode(bundle / "keys/render-2-1.store.key") == 0o600
@@ -217,7 +221,8 @@ def test_a_host_bundle_carries_only_that_hosts_keys_and_installs(tmp_path, syste
     etc = root / "srv/sivr-etc"
     assert {p.stem for p in etc.glob("*.toml")} == {"institution-2", "render-2-1", "render-2-2"}
     assert {p.name for p in (etc / "keys").iterdir()} == {
-        "token_ed25519.pub", "render-2-1.store.key", "render-2-2.store.key"}
+        "token_ed25519.pub", "render-2-1.store.key", "render-2-2.store.key",
+        "render-2-1.receipt.pem", "render-2-2.receipt.pem"}
     assert {p.name for p in (etc / "tls").iterdir()} == {"ca.pem", "server.pem", "server.key"}
     for name in ("render-2-1", "render-2-2"):
         config = load_config(etc / f"{name}.toml", "render", LAYERS["render"].keys)

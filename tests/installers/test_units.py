@@ -27,8 +27,9 @@ UNITS = {
     "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel", {"token_ed25519.pem", *PUBLIC}),
     "sivr-institution.service": ("institution", "institution", "institution", PUBLIC),
     "sivr-institution@.service": ("institution", "institution-%i", "institution-%i", PUBLIC),
-    "sivr-render.service": ("render", "render", "render", {"render.store.key", *PUBLIC}),
-    "sivr-render@.service": ("render", "render-%i", "render-%i", {"render-%i.store.key", *PUBLIC}),
+    "sivr-render.service": ("render", "render", "render", {"render.store.key", "render.receipt.pem", *PUBLIC}),
+    "sivr-render@.service": ("render", "render-%i", "render-%i",
+                             {"render-%i.store.key", "render-%i.receipt.pem", *PUBLIC}),
 }
 
 
@@ -145,6 +146,32 @@ def test_write_execute_memory_is_denied_except_to_render_nodes(unit_file):
     else:
         assert svc["MemoryDenyWriteExecute"] == ["yes"]
         assert svc["PrivateDevices"] == ["yes"]
+
+
+def _syscalls(systemd_analyze: str, names: list[str]) -> set[str]:
+    """The system calls in these filter sets (expanded recursively), as this systemd defines them."""
+    listing = subprocess.run([systemd_analyze, "syscall-filter", *names], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    calls = set()
+    for line in listing.splitlines():
+        word = line.strip()
+        if not word or word.startswith("#") or line[:1] == "@":
+            continue
+        calls |= _syscalls(systemd_analyze, [word]) if word.startswith("@") else {word}
+    return calls
+
+
+@pytest.mark.parametrize("unit_file", [u for u, spec in UNITS.items() if spec[0] == "render"])
+def test_render_units_let_decode_workers_limit_themselves(unit_file, systemd_analyze):
+    """Issue 13, item 3: decode workers set RLIMIT_AS and RLIMIT_CPU on themselves (setrlimit, which
+    glibc issues as prlimit64). systemd puts setrlimit in @resources and prlimit64 in @default, both
+    inside @system-service and neither in @privileged; a filter change that denied them would turn
+    every upload into a failure of the decode pool, so the unit's effective filter is checked."""
+    filters = service(unit_file)["SystemCallFilter"]
+    allowed = _syscalls(systemd_analyze, [f for f in filters if not f.startswith("~")])
+    denied = _syscalls(systemd_analyze, [f.lstrip("~") for f in filters if f.startswith("~")])
+    for call in ("setrlimit", "prlimit64", "getrlimit"):
+        assert call in allowed - denied, f"{unit_file}: {call} is filtered out ({filters})"
 
 
 def _mdwe_run(body: str) -> subprocess.CompletedProcess:

@@ -25,6 +25,7 @@ from daemons.institution.models import MODELS, database_proxy, upgrade
 from daemons.institution.settings import KEYS
 from shared.config import Config, build_config
 from shared.patient_refs import FIELD, issue_patient_reference
+from shared.receipts import issue_receipt, public_key_text
 from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key
 
 ISSUER = "sivr-toplevel"
@@ -127,17 +128,40 @@ class Api:
     def __init__(self, client, signing_key):
         self.client = client
         self.signing_key = signing_key
+        self.node_keys: dict[str, Ed25519PrivateKey] = {}  # render nodes' receipt keys, by URL
+        self.node_urls: dict[str, str] = {}  # registered node id -> URL
+
+    def node_key(self, url: str) -> Ed25519PrivateKey:
+        """The receipt key of the (imaginary) render node at `url`."""
+        return self.node_keys.setdefault(url, Ed25519PrivateKey.generate())
+
+    def receipt(self, node_id: str, record_id: str, user: User, **kwargs) -> str:
+        """The receipt the node `node_id` would answer `user`'s upload of `record_id` with."""
+        url = self.node_urls[node_id]
+        return issue_receipt(self.node_key(url), url, record_id, INSTITUTION_A, user.id, **kwargs)
 
     def call(self, method: str, path: str, user: User | None = None, json: Any = None,
              references: bool = True, **kwargs) -> tuple[int, Any]:
+        """Like the viewer and the console, it also registers nodes with their receipt key and
+        records with the node's upload receipt (unless the body has its own, or `references=False`)."""
         if (references and user is not None and method in ("POST", "PUT") and isinstance(json, dict)
                 and isinstance(json.get("patient_id"), str) and FIELD not in json):
             json = {**json, FIELD: issue_patient_reference(self.signing_key, ISSUER, json["patient_id"], user.id, 300)}
+        if (references and method == "POST" and path == "/api/v1/nodes" and isinstance(json, dict)
+                and isinstance(json.get("url"), str) and "receipt_key" not in json):
+            json = {**json, "receipt_key": public_key_text(self.node_key(json["url"]).public_key())}
+        if (references and user is not None and method == "POST" and path == "/api/v1/records"
+                and isinstance(json, dict) and "receipt" not in json
+                and isinstance(json.get("node_id"), str) and json["node_id"] in self.node_urls):
+            json = {**json, "receipt": self.receipt(json["node_id"], json.get("id"), user)}
         headers = dict(kwargs.pop("headers", {}))
         if user is not None:
             headers.update(user.headers)
         response = self.client.open(path, method=method, json=json, headers=headers, **kwargs)
-        return response.status_code, response.get_json(silent=True)
+        answer = response.get_json(silent=True)
+        if path.startswith("/api/v1/nodes") and method in ("POST", "PUT") and response.status_code in (200, 201):
+            self.node_urls[answer["id"]] = answer["url"]
+        return response.status_code, answer
 
 
 @pytest.fixture

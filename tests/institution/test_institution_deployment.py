@@ -19,6 +19,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.demo import ApiClient, start_deployment
+from shared.receipts import issue_receipt, public_key_text
 from shared.tokens import TokenIssuer, load_private_key, normalize_audience
 
 pytestmark = pytest.mark.slow
@@ -70,13 +71,15 @@ def world(deployed):
 
 @pytest.fixture
 def node_a(world):
-    """A node registered at institution A by its admin."""
+    """A node registered at institution A by its admin, with the receipt key the test signs with."""
     tag = _tag()
+    key = Ed25519PrivateKey.generate()
     reply = world["admin_a"].call("POST", f"{world['a']['server_url']}/api/v1/nodes",
-                                  json={"name": f"it-node-{tag}", "url": f"https://render-{tag}.example:5003"})
+                                  json={"name": f"it-node-{tag}", "url": f"https://render-{tag}.example:5003",
+                                        "receipt_key": public_key_text(key.public_key())})
     assert reply.status_code == 201
     node = reply.json()
-    yield node
+    yield {**node, "receipt_signer": key}
     # the shared deployment outlives this module: leave no unreachable node behind where possible
     world["admin_a"].session.delete(f"{world['a']['server_url']}/api/v1/nodes/{node['id']}", timeout=30)
 
@@ -174,9 +177,12 @@ def test_findings_are_shared_across_institutions_and_every_read_is_audited(world
                    "modality": "CT", "record_type": "CT", "patient_id": str(uuid.uuid4()), "study_date": "2026-11-01"}
     refused = doctor_a.call("POST", f"{server}/api/v1/records", ok=(400,), json=record_body).json()
     assert refused["error"]["code"] == "invalid_patient_reference"  # a patient the toplevel does not know
-    record = doctor_a.call("POST", f"{server}/api/v1/records", json={
-        **record_body, "patient_id": patient["id"],
-        "patient_reference": doctor_a.patient_reference(patient["id"])}).json()
+    record_body.update(patient_id=patient["id"], patient_reference=doctor_a.patient_reference(patient["id"]))
+    unproven = doctor_a.call("POST", f"{server}/api/v1/records", ok=(422,), json=record_body).json()
+    assert unproven["error"]["code"] == "receipt_missing"  # no node said it stores the record
+    doctor_a_id = doctor_a.call("GET", f"{top}/api/v1/me").json()["id"]
+    receipt = issue_receipt(node_a["receipt_signer"], node_a["url"], record_id, world["a"]["id"], doctor_a_id)
+    record = doctor_a.call("POST", f"{server}/api/v1/records", json={**record_body, "receipt": receipt}).json()
     finding = doctor_a.call("POST", f"{server}/api/v1/findings", json={
         "patient_reference": doctor_a.patient_reference(patient["id"]),
         "patient_id": patient["id"], "description": "CT chest", "findings": "Small nodule RUL.",

@@ -238,6 +238,7 @@ def test_concurrent_registrations_of_one_record_make_one_row(app, api, users, no
     body = record_body(node["id"], patient_id, content=b"raced",
                        patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient_id,
                                                                  users["physician"].id, 300))
+    body["receipt"] = api.receipt(node["id"], body["id"], users["physician"])
     barrier = threading.Barrier(6)
     statuses: list[int] = []
 

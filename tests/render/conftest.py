@@ -83,7 +83,7 @@ def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
         values = {
             "tokens": {"public_key": str(public), "audience": NODE_AUDIENCE},
             "database": {"url": f"sqlite:///{root}/render.db"},
-            "node": {"institution_id": institution_id},
+            "node": {"institution_id": institution_id, "receipt_key": str(root / "receipt.pem")},
             "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
             "render": {"load_threads": 2},
         }

@@ -13,7 +13,12 @@ import pydicom
 import pytest
 from PIL import Image
 
+from daemons.render.pixels import Window
 from daemons.render.records import LoadedRecord, _Loader
+from shared.config import ConfigError
+from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
+
+from .conftest import NODE_AUDIENCE
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +303,7 @@ def test_loaded_record_interface_for_the_3d_engine(loaded_ct):
     assert record.spacing == pytest.approx((2.5, 0.898438, 0.898438))
     assert len(record.orientation) == 6
     assert record.frames_total == record.frames_ready == 12 and record.complete
-    assert record.default_window == (-700.0, 1500.0) and record.photometric == "MONOCHROME2"
+    assert record.default_voi == Window(-700.0, 1500.0) and record.photometric == "MONOCHROME2"
     assert node.app.extensions["sivr_records"].get_loaded("0" * 64) is None
 
 
@@ -327,11 +332,25 @@ def test_many_viewers_share_one_copy_concurrently(loaded_ct):
     assert again.status_code == 202 and node.registry.get_loaded(record_id) is record
 
 
+def _as_new_series(paths: list[Path]) -> list[tuple[str, bytes]]:
+    """The files relabelled as a series of their own (a series grows by its UID, so parts of one
+    series uploaded apart would join it)."""
+    series, files = pydicom.uid.generate_uid(), []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files.append((path.name, out.getvalue()))
+    return files
+
+
 def test_memory_budget_evicts_the_least_recently_used(make_node, ct_files):
     node = make_node(memory__budget_mb=10)  # 0.5 MiB per slice: 3 + 3 MiB fit, adding 5 MiB does not
-    first = node.upload(ct_files[:6]).json["id"]   # 3 MiB
-    second = node.upload(ct_files[6:12]).json["id"]  # 3 MiB
-    third = node.upload(ct_files[:10]).json["id"]   # 5 MiB
+    first = node.upload(_as_new_series(ct_files[:6])).json["id"]   # 3 MiB
+    second = node.upload(_as_new_series(ct_files[6:12])).json["id"]  # 3 MiB
+    third = node.upload(_as_new_series(ct_files[:10])).json["id"]   # 5 MiB
     for record_id in (first, second):
         _loaded(node, record_id)
     node.client.get(f"/api/v1/records/{first}/frames/0", headers=node.headers())  # first is now most recent
@@ -462,3 +481,33 @@ def test_a_restarted_node_cleans_half_writes_and_indexes_what_the_store_holds(ma
     assert [m["id"] for m in listed["items"]] == [record_id]
     assert not half.exists()
     second.registry.shutdown()
+
+
+def test_an_upload_is_answered_with_a_receipt_the_nodes_published_key_verifies(node, ct_files):
+    """Issue 13, item 11: the receipt the institution registers the record with (shared.receipts)."""
+    user_id = str(uuid.uuid4())
+    meta = node.upload(ct_files[:2], headers=node.headers(user_id=user_id)).json
+    published = node.client.get("/api/v1/node", headers=node.headers()).json["receipt_key"]
+    assert published["url"] == NODE_AUDIENCE and len(published["key_id"]) == 16
+    key = parse_public_key(published["public_key"])
+    verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id))
+    with pytest.raises(ReceiptError):
+        verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, "someone"))
+    again = node.upload(ct_files[:2], headers=node.headers(user_id=user_id))
+    assert again.status_code == 200 and again.json["receipt"]  # a re-upload gets a fresh receipt
+
+
+def test_the_receipt_key_is_kept_across_restarts_and_must_be_private(make_node, tmp_path):
+    first = make_node(root=tmp_path)
+    shown = first.client.get("/api/v1/node", headers=first.headers()).json["receipt_key"]
+    first.registry.shutdown()
+    key_file = tmp_path / "receipt.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    second = make_node(root=tmp_path, institution_id=first.institution_id)
+    assert second.client.get("/api/v1/node", headers=second.headers()).json["receipt_key"] == shown
+    second.registry.shutdown()
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="owner only"):
+        make_node(root=tmp_path, institution_id=first.institution_id)
+    with pytest.raises(ConfigError, match="node.receipt_key"):
+        make_node(node__receipt_key="")

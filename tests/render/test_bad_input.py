@@ -18,8 +18,9 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
     huge.PixelData = b"\x00" * 64
     many_frames = _dataset()
     many_frames.NumberOfFrames = 100000
-    jpeg_process_10 = dicom_dir / "cornerstone-ct-ts-matrix" / (
-        "CTImage.dcm_JPEGProcess10_12TransferSyntax_1.2.840.10008.1.2.4.55.dcm")  # no decoder exists
+    mpeg2 = _dataset()  # a video syntax: no image decoder exists for it
+    mpeg2.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML
+    mpeg2.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
     short = _bytes(_dataset(rows=64, cols=64))
     garbage_rle = _dataset(position=1)
     garbage_rle.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
@@ -34,7 +35,7 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
         "cut short": ([("cut.dcm", short[: len(short) - 1000])], 422, "truncated"),
         "huge dimensions": ([("huge.dcm", _bytes(huge))], 413, "over_limits"),
         "too many frames": ([("frames.dcm", _bytes(many_frames))], 413, "over_limits"),
-        "undecodable syntax": ([("jpeg12.dcm", jpeg_process_10.read_bytes())], 415, "undecodable_syntax"),
+        "undecodable syntax": ([("mpeg2.dcm", _bytes(mpeg2))], 415, "undecodable_syntax"),
         "empty file": ([("empty.dcm", b"")], 400, "empty_upload"),
         "mixed series": ([("a.dcm", _bytes(_dataset(series="1.2.3.4.1"))),
                           ("b.dcm", _bytes(_dataset(series="1.2.3.4.2", position=1)))], 422, "inconsistent_series"),

@@ -1,11 +1,12 @@
 """Our rendering of real files against dcmtk's `dcmj2pnm`, same window and size: within ±1 grey level.
 
-Every decodable file of ../shared/data/dicom (INDEX.tsv; rows marked FAIL are skipped with the
-reason INDEX gives) and every pydicom bundled test file goes through the node's own path:
-upload validation (`parse_upload`), frame decoding (`decode_frames`), the record's default VOI
-(`default_voi`: the file's window, else its VOI LUT, else the automatic window) and the C.11
-pipeline. dcmtk gets the same choice: `+Wi 1` for the file's window, `+Wl 1` for its VOI LUT,
-`+Ww C W` for the automatic one. dcmtk truncates where we round half up, hence at most 1 apart.
+Every file of ../shared/data/dicom (INDEX.tsv; files that the node refuses and pydicom cannot
+decode either are skipped with both reasons) and every pydicom bundled test file goes through the
+node's own path: upload validation (`parse_upload`), frame decoding (`decode_frames`), the frame's
+default VOI (`frame_voi`: its own window, else its VOI LUT, else the record's default) and the
+C.11 pipeline. dcmtk gets the same choice: `+Wi 1` for the file's window, `+Wl 1` for its VOI LUT,
+`+Ww C W` for the automatic one and for a frame's own Frame VOI LUT window. dcmtk truncates where
+we round half up, hence at most 1 apart.
 
 dcmj2pnm (free dcmtk) decodes neither JPEG-LS nor JPEG 2000; for those, and any file it refuses,
 dcmtk renders a copy that pydicom decompressed to Explicit VR Little Endian: the decoder is then
@@ -26,10 +27,10 @@ import pytest
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from daemons.render.decode import Layout, decode_frames
+from daemons.render.decode import IJG_SYNTAXES, Layout, decode_frames
 from daemons.render.pixels import GrayParams, LutTable, Modality, render_gray
-from daemons.render.records import _lut_from_json, default_voi
 from daemons.render.validate import Limits, UploadError, parse_upload
+from daemons.render.voi import default_voi, frame_voi, lut_from_json
 
 REPO = Path(__file__).resolve().parents[2]
 DICOM = REPO.parent / "shared" / "data" / "dicom"
@@ -37,9 +38,11 @@ LIMITS = Limits(2**34, 10_000, 16384, 16384, 10_000, 2**34)
 
 # Lossy decoders are not bit-exact across implementations (ISO 10918-1 specifies IDCT accuracy, not
 # its result), so lossy files are compared on the same decoded values: pydicom's, given to both.
+# JPEG Extended and the retired progressive processes are not in the set: the node decodes them
+# with libjpeg-turbo, the same IJG code as dcmtk, and the two agree bit for bit (and pydicom cannot
+# decode some of them at all, e.g. NEMA WG04 NM1_JPLY and the .53/.55 slices).
 LOSSY_SYNTAXES = {
-    pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGExtended12Bit, pydicom.uid.JPEGLSNearLossless,
-    pydicom.uid.JPEG2000, pydicom.uid.HTJ2K,
+    pydicom.uid.JPEGBaseline8Bit, pydicom.uid.JPEGLSNearLossless, pydicom.uid.JPEG2000, pydicom.uid.HTJ2K,
 }
 
 pytestmark = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="dcmtk (dcmj2pnm) not installed")
@@ -53,10 +56,8 @@ def _local_cases() -> list:
     with index.open(newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             status = row[next(k for k in row if k.startswith("decode"))]
-            marks = []
-            if status.startswith("FAIL"):
-                marks = [pytest.mark.skip(reason=f"INDEX.tsv marks it FAIL: {status[:120]}")]
-            elif status.startswith("no pixel"):
+            marks = []  # rows INDEX marks FAIL (pydicom cannot decode) are compared where the node can
+            if status.startswith("no pixel"):
                 marks = [pytest.mark.skip(reason="INDEX.tsv: no pixel data")]
             cases.append(pytest.param(DICOM / row["file"], id=row["file"], marks=marks))
     return cases
@@ -80,13 +81,20 @@ def _dcmtk(path: Path, args: list[str], frame: int, out: Path) -> np.ndarray | N
 
 
 def _decompressed_copy(path: Path, folder: Path) -> Path:
-    """A minimal Explicit VR Little Endian file with pydicom's decoded pixels (YBR as RGB).
+    """A minimal Explicit VR Little Endian file with pydicom's decoded pixels (YBR as RGB), or for
+    IJG_SYNTAXES the node's (libjpeg-turbo: dcmtk's own decoder gives the same values).
 
     Only what rendering reads is copied (image pixel, LUT, window and functional-group
     attributes), which also sidesteps bundled files whose other attributes cannot be re-encoded.
     """
     source = pydicom.dcmread(path)
-    pixels = source.pixel_array
+    if str(source.file_meta.TransferSyntaxUID) in IJG_SYNTAXES:  # decoded as the node does (IJG code)
+        parsed = parse_upload([(path.name, path.read_bytes())], LIMITS)
+        layout = Layout(**parsed.manifest["render"]["layout"])
+        frames = [f for _, f in decode_frames(path.read_bytes(), layout, list(range(parsed.files[0].frames)))]
+        pixels = np.stack(frames) if len(frames) > 1 else frames[0]
+    else:
+        pixels = source.pixel_array
     copy = pydicom.Dataset()
     for element in source:
         if element.tag.group in (0x0008, 0x0018, 0x0020, 0x0028, 0x5200) and element.tag != 0x7FE00010:
@@ -115,14 +123,15 @@ def _ours(raw: bytes, name: str, frame: int) -> tuple[np.ndarray, list[str]]:
     if layout.is_color:
         return stored, []
     render = manifest["render"]
-    modality_lut = _lut_from_json(render["modality_lut"])
+    modality_lut = lut_from_json(render["modality_lut"])
     modality = Modality(lut=modality_lut) if modality_lut is not None else Modality(
         render["rescale_slope"], render["rescale_intercept"])
-    voi, _ = default_voi(manifest)
+    voi = frame_voi(manifest, frame).voi
     image = render_gray(stored, GrayParams(modality, voi, layout.photometric == "MONOCHROME1"))
     if isinstance(voi, LutTable):
         args = ["+Wl", "1"]
-    elif manifest["meta"]["default_window"] is not None and "WindowCenter" in parsed.files[0].dataset:
+    elif (manifest["meta"]["default_window"] is not None and "WindowCenter" in parsed.files[0].dataset
+          and voi == default_voi(manifest).voi):
         args = ["+Wi", "1"]
     else:
         args = ["+Ww", repr(voi.center), repr(voi.width)]
@@ -150,14 +159,17 @@ def _compare(path: Path | None, tmp_path: Path) -> None:
         pytest.skip(f"real DICOM data absent: {DICOM} (/work/shared/data absent (fresh clone))")
     try:
         _ = pydicom.dcmread(path).pixel_array
+        pydicom_error = None
     except Exception as exc:  # the bundled set holds deliberately broken files
-        pytest.skip(f"pydicom cannot decode it either: {type(exc).__name__}: {str(exc)[:120]}")
+        pydicom_error = f"{type(exc).__name__}: {str(exc)[:120]}"
     raw = path.read_bytes()
     try:
         parsed = parse_upload([(path.name, raw)], LIMITS)
     except UploadError as exc:
         if exc.code in ("not_dicom", "no_pixel_data"):
             pytest.skip(f"not an image: {exc.message}")
+        if pydicom_error is not None:
+            pytest.skip(f"refused ({exc.code}), and pydicom cannot decode it either: {pydicom_error}")
         if "dimensions are wrong" in exc.message:  # e.g. MR_small_padded.dcm: a row of excess pixel data
             pytest.skip(f"refused by design (PS3.5 8.1.1: the length must match the dimensions): {exc.message}")
         raise AssertionError(f"a file pydicom decodes was refused: {exc.code}: {exc.message}") from exc
@@ -173,6 +185,9 @@ def _compare(path: Path | None, tmp_path: Path) -> None:
     for frame in sorted({0, frames // 2}):
         ours, args = _ours(raw, path.name, frame)
         theirs = None if indirect else _dcmtk(path, args, frame, tmp_path / "direct.png")
+        if theirs is None and pydicom_error is not None:
+            pytest.fail(f"we render {path.name}, which pydicom cannot decode ({pydicom_error}); "
+                        "dcmtk should, but refused it")
         if theirs is None:
             theirs = _dcmtk(_decompressed_copy(path, tmp_path), args, frame, tmp_path / "copy.png")
         assert theirs is not None, f"dcmj2pnm could not render {path.name} even decompressed"

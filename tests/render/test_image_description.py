@@ -105,7 +105,8 @@ def test_every_image_says_which_window_it_was_rendered_with(node):
     meta = upload(node, stack(AXIAL, modality="MR"))
     assert meta["default_window"] is None
     load(node, meta["id"])
-    auto = node.registry.get_loaded(meta["id"]).default_window
+    default = node.registry.get_loaded(meta["id"]).default_voi  # the automatic window of the upload
+    auto = (default.center, default.width)
     base = f"/api/v1/records/{meta['id']}"
     assert window_of(node.client.get(f"{base}/frames/0", headers=node.headers())) == pytest.approx(auto)
     assert window_of(node.client.get(f"{base}/mpr/coronal/3", headers=node.headers())) == pytest.approx(auto)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from daemons.render.api_3d import bp, render_state
+from daemons.render.pixels import Window
 from daemons.render.settings import KEYS
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
@@ -41,8 +42,9 @@ class FakeLoadedRecord:
     frames_total: int = SHAPE[0]
     frames_ready: int = SHAPE[0]
     complete: bool = True
-    default_window: tuple[float, float] | None = (40.0, 400.0)
+    default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
+    errors: dict[int, str] = field(default_factory=dict)
     manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
                                                     "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
 
@@ -115,11 +117,11 @@ def test_still_volume_is_a_png_of_the_requested_size(client):
 
 
 def test_interactive_volume_is_a_small_lossy_preview(client):
-    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&quality=interactive&size=600x400"
+    response = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&render=interactive&size=600x400"
                           "&window=500,1500&view_id=v1&seq=1")
     image = image_of(response)
     assert response.mimetype == "image/jpeg" and image.size == (300, 200)
-    small = image_of(client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=384x300"))
+    small = image_of(client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=384x300"))
     assert small.size == (256, 200)  # halving stops at 256 px on the longer side
     assert response.headers["Cache-Control"] == "no-store"
 
@@ -148,19 +150,24 @@ def test_mpr_with_preset_and_region(client):
     "mode=xray", "mode=dvr&preset=ct_everything", "mode=mip&preset=ct_nothing", "azimuth=361",
     "elevation=-91", "roll=181", "azimuth=abc", "azimuth=nan", "zoom=0", "zoom=50",
     f"size={MAX_PX + 1}x10", "size=10", "size=0x10", "window=40", "window=40,0", "window=a,b",
-    "quality=best", "format=gif", "image_quality=0", "view_id=bad%20id", "seq=-1",
+    "render=best", "quality=interactive", "format=gif", "quality=0", "view_id=bad%20id", "seq=-1",
 ])
 def test_bad_volume_parameters_are_refused(client, query):
     assert error_code(client.get(f"/api/v1/records/{RECORD}/volume?{query}"), 400) == "validation_error"
 
 
 @pytest.mark.parametrize("path", [
-    "mpr/oblique/3", "mpr/axial/40", "mpr/axial/-1", "mpr/sagittal/64", "mpr/axial/1?slab=-2",
+    "mpr/oblique/3", "mpr/axial/1?slab=-2",
     "mpr/axial/1?slab_mode=max", "mpr/axial/1?size=5000x5000", "mpr/axial/1?region=0,0,2,1",
     "mpr/axial/1?voi_function=cubic",
 ])
 def test_bad_mpr_parameters_are_refused(client, path):
     assert error_code(client.get(f"/api/v1/records/{RECORD}/{path}"), 400) == "validation_error"
+
+
+@pytest.mark.parametrize("path", ["mpr/axial/40", "mpr/axial/-1", "mpr/sagittal/64"])
+def test_an_mpr_index_outside_the_record_is_not_found(client, path):
+    assert error_code(client.get(f"/api/v1/records/{RECORD}/{path}"), 404) == "not_found"
 
 
 def test_malformed_record_id_is_refused(client):
@@ -182,7 +189,7 @@ def test_a_token_is_required(app):
 
 
 def test_older_requests_of_a_view_are_superseded(client):
-    base = f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64&view_id=drag-1"
+    base = f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64&view_id=drag-1"
     assert client.get(base + "&seq=5").status_code == 200
     assert error_code(client.get(base + "&seq=4"), 409) == "superseded"
     assert client.get(base + "&seq=6").status_code == 200
@@ -193,12 +200,12 @@ def test_a_full_node_answers_busy(app, client):
     state = render_state(app)
     assert state.slots.acquire(timeout=1)
     try:
-        response = client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64")
+        response = client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64")
         assert error_code(response, 503) == "busy"
         assert response.headers["Retry-After"]
     finally:
         state.slots.release()
-    assert client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64").status_code == 200
+    assert client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64").status_code == 200
 
 
 def test_a_request_superseded_while_waiting_is_dropped(app, client):
@@ -245,9 +252,9 @@ def test_a_colour_record_is_refused_clearly(app, client):
 @pytest.mark.parametrize("record", [
     FakeLoadedRecord(np.full((1, 16, 12), 900, np.int16), (0.0, 0.7, 0.7), frames_total=1, frames_ready=1),
     FakeLoadedRecord(np.arange(2 * 9 * 7, dtype=np.uint8).reshape(2, 9, 7), (3.0, 1.0, 1.0),
-                     frames_total=2, frames_ready=2, rescale_intercept=0.0, default_window=None),
+                     frames_total=2, frames_ready=2, rescale_intercept=0.0, default_voi=None),
     FakeLoadedRecord(np.linspace(-1, 1, 5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7), (1.0, 1.0, 1.0),
-                     frames_total=5, frames_ready=5, rescale_intercept=0.0, default_window=None),
+                     frames_total=5, frames_ready=5, rescale_intercept=0.0, default_voi=None),
     FakeLoadedRecord(np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8), (2.0, 1.0, 1.0),
                      frames_total=4, frames_ready=4, rescale_slope=-1.0, photometric="MONOCHROME1"),
 ], ids=["one-frame-no-slice-spacing", "uint8", "float32", "negative-slope-monochrome1"])
@@ -255,7 +262,7 @@ def test_unusual_records_render_without_errors(app, client, record):
     odd = "e" * 64
     app.extensions["sivr_records"].records[odd] = record
     for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
-                  "mode=dvr&quality=interactive&azimuth=-200&elevation=89"):
+                  "mode=dvr&render=interactive&azimuth=-200&elevation=89"):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
     for plane in ("axial", "coronal", "sagittal"):
         image_of(client.get(f"/api/v1/records/{odd}/mpr/{plane}/0?slab=5&slab_mode=mip"))
@@ -264,7 +271,7 @@ def test_unusual_records_render_without_errors(app, client, record):
 def test_reformats_and_3d_views_are_counted_in_the_sessions_audit_entry(app, client):
     assert client.get(f"/api/v1/records/{RECORD}/mpr/axial/3").status_code == 200
     assert client.get(f"/api/v1/records/{RECORD}/mpr/sagittal/4").status_code == 200
-    assert client.get(f"/api/v1/records/{RECORD}/volume?quality=interactive&size=64x64").status_code == 200
+    assert client.get(f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64").status_code == 200
     assert client.get(f"/api/v1/records/{LOADING}/volume").status_code == 409  # nothing shown, nothing counted
     audit = app.extensions["sivr_view_audit"]
     assert audit.flush() == 1

@@ -27,7 +27,7 @@ def node(tmp_path_factory, ct_series: Path):
     config = build_config("render", KEYS, {
         "tokens": {"public_key": str(root / "token.pub"), "audience": "https://render.test:5003"},
         "database": {"url": f"sqlite:///{root}/render.db"},
-        "node": {"institution_id": institution},
+        "node": {"institution_id": institution, "receipt_key": str(root / "receipt.pem")},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
         "render": {"backend_3d": "cpu", "load_threads": 2},
     }, None)
@@ -67,7 +67,7 @@ def test_loaded_ct_is_reformatted_and_rendered(node):
     assert image.size[0] == meta["columns"]
     assert abs(image.size[1] - round(meta["columns"] * height_mm / width_mm)) <= 1
     for query in ("mode=mip&window=300,1500", "mode=dvr&preset=ct_bone&azimuth=30&elevation=20",
-                  "mode=avg&quality=interactive"):
+                  "mode=avg&render=interactive"):
         response = client.get(f"/api/v1/records/{meta['id']}/volume?{query}&size=256x256")
         assert response.status_code == 200, response.get_json()
         assert max(Image.open(io.BytesIO(response.data)).convert("L").getextrema()) > 0

@@ -132,3 +132,39 @@ def test_a_kek_the_node_lacks_is_unavailable_not_damage(seaweed, bucket):
     make_store(seaweed, bucket, KeyRing(os.urandom(32))).write_record("r", [b"a"], MANIFEST)
     with pytest.raises(StoreUnavailable, match="does not have"):
         make_store(seaweed, bucket, KeyRing(os.urandom(32))).read_manifest("r")
+
+
+def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cleanly(seaweed, bucket):
+    """A series that grows: new objects under a fresh part, the manifest replaced only if unchanged."""
+    kek = os.urandom(32)
+    node_a, node_b = make_store(seaweed, bucket, KeyRing(kek)), make_store(seaweed, bucket, KeyRing(kek))
+    files = [os.urandom(5000) for _ in range(5)]
+    sums = [hashlib.sha256(f).hexdigest() for f in files]
+
+    def manifest(count: int) -> dict:
+        return {"meta": {"files": count}, "files": [{"sha256": sums[i], "blob": i} for i in range(count)]}
+
+    assert node_a.write_record("grow", files[:2], manifest(2))
+    assert node_b.read_file("grow", 1, sums[1]) == files[1]  # node B caches the header of two files
+    node_a.append_files("grow", 2, files[2:4], manifest(4))
+    assert node_b.read_manifest("grow") == manifest(4)
+    assert [node_b.read_file("grow", i, sums[i]) for i in range(4)] == files[:4]
+    # node B appends on a manifest node A replaces meanwhile: B's objects are removed, nothing changes
+    real_put = node_b._s3.put_object
+
+    def put_after_a_grew(**kwargs):
+        if kwargs["Key"].endswith(f"{MANIFESTS}grow"):
+            node_a.append_files("grow", 4, files[4:5], manifest(5))
+        return real_put(**kwargs)
+
+    node_b._s3.put_object = put_after_a_grew
+    with pytest.raises(StoreUnavailable, match="another node"):
+        node_b.append_files("grow", 4, [os.urandom(5000)], manifest(5))
+    node_b._s3.put_object = real_put
+    assert node_b.read_manifest("grow") == manifest(5)
+    assert [node_b.read_file("grow", i, sums[i]) for i in range(5)] == files
+    # clean-up keeps every part a manifest names, even once stale
+    assert make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0).cleanup() == 0
+    assert [node_a.read_file("grow", i, sums[i]) for i in range(5)] == files
+    assert node_a.delete("grow")
+    assert "Contents" not in seaweed.client().list_objects_v2(Bucket=bucket, Prefix="inst/")

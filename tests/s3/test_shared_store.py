@@ -8,12 +8,15 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from daemons.demo import DEMO_CT, DEMO_PATIENT, find_or_create_patient, register_record, upload_record
 from daemons.render.s3store import MANIFESTS, OBJECTS
@@ -25,9 +28,26 @@ from tests.webviewer.helpers import login
 FILES = demo_slices(12)
 
 
+_SERIES_DIR = Path(tempfile.mkdtemp(prefix="sivr-s3-series-"))
+
+
 def ct(start: int, stop: int) -> list[Path]:
-    """Slices of the demo CT (100 slices) by position."""
-    return sorted(DEMO_CT.glob("*.dcm"))[start:stop]
+    """Slices of the demo CT (100 slices) by position, as a series of their own for each range.
+
+    A node keeps one record per series (an upload of more slices grows it), so each range gets a
+    SeriesInstanceUID of its own: the same range is the same record, tests do not share records.
+    """
+    folder = _SERIES_DIR / f"{start}-{stop}"
+    if not folder.exists():
+        partial = folder.with_name(folder.name + ".partial")
+        partial.mkdir()
+        series_uid = generate_uid(entropy_srcs=["sivr-s3-test", str(start), str(stop)])
+        for source in sorted(DEMO_CT.glob("*.dcm"))[start:stop]:
+            ds = pydicom.dcmread(source)
+            ds.SeriesInstanceUID = series_uid
+            ds.save_as(partial / source.name)
+        partial.rename(folder)
+    return sorted(folder.glob("*.dcm"))
 
 
 def _keys(seaweed, bucket: str, prefix: str) -> list[str]:
@@ -109,7 +129,7 @@ def test_key_rotation_keeps_old_records_readable(shared, seaweed):
     doctor = shared.client()
     instances = render_instances(shared)
     instance_a, instance_b = instances
-    slices = ct(6, 12)
+    slices = ct(6, 9) + ct(9, 12)  # two series: one stored before the rotation, one after
     before = upload_record(doctor, instance_a.url, slices[:3])
     keys = shared.root / "keys"
     old_kek = keys / "institution-1.store-kek.key"
@@ -285,3 +305,27 @@ def test_viewer_moves_to_the_node_sharing_the_store(shared):
     finally:
         shared.start_instance(instance_a)
         shared.wait_healthy(instance_a)
+
+
+def test_series_sent_in_two_parts_to_two_nodes_grows_one_record_in_the_bucket(shared, seaweed):
+    """The second part, sent to the other node, is appended (S3 `append_files`): one record, every
+    file bit-exact, the manifest the only commit point.
+
+    Checked on the appending node: a node that had the series open before keeps its cached
+    manifest until it is restarted or the record is reopened (not yet invalidated across nodes)."""
+    files = ct(40, 46)
+    doctor = shared.client()
+    node_a, node_b = (i.url for i in render_instances(shared))
+    first = upload_record(doctor, node_a, files[:3])
+    second = upload_record(doctor, node_b, files[3:])
+    assert second["id"] == first["id"] and second["files"] == 6
+    assert doctor.call("GET", f"{node_b}/api/v1/records/{first['id']}").json()["files"] == 6
+    manifests = [k for k in _keys(seaweed, _bucket(shared), _prefix(shared)) if f"{MANIFESTS}{first['id']}" in k]
+    assert len(manifests) == 1
+    originals = {f.read_bytes() for f in files}
+    got = {doctor.call("GET", f"{node_b}/api/v1/records/{first['id']}/original", params={"index": i}).content
+           for i in range(6)}
+    assert got == originals
+    doctor.call("POST", f"{node_b}/api/v1/records/{first['id']}/load", ok=(200, 202))
+    status = wait_ready(doctor, node_b, first["id"])
+    assert status["state"] == "ready" and status["errors"] == []

@@ -20,6 +20,9 @@ from shared.tokens import (
     load_public_key,
 )
 
+#: A server's own audience (its base URL), as every layer is configured since per-server audiences.
+AUD = "https://render-1.test:5003"
+
 
 @pytest.fixture
 def keypair(tmp_path):
@@ -30,7 +33,7 @@ def keypair(tmp_path):
 
 def _pair(keypair, ttl=300):
     private, public, _ = keypair
-    return TokenIssuer(private, "sivr-toplevel", "sivr", ttl), TokenVerifier(public, "sivr-toplevel", "sivr", 0)
+    return TokenIssuer(private, "sivr-toplevel", AUD, ttl), TokenVerifier(public, "sivr-toplevel", AUD, 0)
 
 
 def test_private_key_file_is_owner_only(keypair):
@@ -63,7 +66,7 @@ def test_expired_token_is_refused(keypair):
 
 def test_token_signed_with_another_key_is_refused(keypair):
     _, verifier = _pair(keypair)
-    other = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", "sivr", 300)
+    other = TokenIssuer(Ed25519PrivateKey.generate(), "sivr-toplevel", AUD, 300)
     with pytest.raises(TokenError, match="signature"):
         verifier.verify(other.issue("u1", "a", "sysadmin", "i")[0])
 
@@ -83,7 +86,7 @@ def test_alg_none_is_refused(keypair):
 def test_hs256_with_public_key_as_secret_is_refused(keypair):
     _, verifier = _pair(keypair)
     secret = keypair[2].with_suffix(".pub").read_bytes()
-    claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
+    claims = {"iss": "sivr-toplevel", "aud": AUD, "sub": "u", "iat": int(time.time()),
               "exp": int(time.time()) + 60, "role": "sysadmin", "inst": "i", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
     signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}"
@@ -93,21 +96,21 @@ def test_hs256_with_public_key_as_secret_is_refused(keypair):
         verifier.verify(forged)
 
 
-@pytest.mark.parametrize("field,value", [("iss", "someone-else"), ("aud", "other-app")])
+@pytest.mark.parametrize("field,value", [("iss", "someone-else"), ("aud", "https://other.test:5003")])
 def test_wrong_issuer_or_audience_is_refused(keypair, field, value):
     private, public, _ = keypair
     issuer = TokenIssuer(private, value if field == "iss" else "sivr-toplevel",
-                         value if field == "aud" else "sivr", 300)
+                         value if field == "aud" else AUD, 300)
     with pytest.raises(TokenError):
-        TokenVerifier(public, "sivr-toplevel", "sivr").verify(issuer.issue("u", "a", "sysadmin", "i")[0])
+        TokenVerifier(public, "sivr-toplevel", AUD).verify(issuer.issue("u", "a", "sysadmin", "i")[0])
 
 
 def test_garbage_and_unknown_role_are_refused(keypair):
     private, public, _ = keypair
-    verifier = TokenVerifier(public, "sivr-toplevel", "sivr")
+    verifier = TokenVerifier(public, "sivr-toplevel", AUD)
     with pytest.raises(TokenError):
         verifier.verify("not-a-token")
-    claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
+    claims = {"iss": "sivr-toplevel", "aud": AUD, "sub": "u", "iat": int(time.time()),
               "exp": int(time.time()) + 60, "role": "root", "inst": "i", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
     for retired in ("root", "admin"):  # `admin`: the single admin role before schema 2 split it
@@ -117,11 +120,11 @@ def test_garbage_and_unknown_role_are_refused(keypair):
 
 def test_missing_claim_is_refused(keypair):
     private, public, _ = keypair
-    claims = {"iss": "sivr-toplevel", "aud": "sivr", "sub": "u", "iat": int(time.time()),
+    claims = {"iss": "sivr-toplevel", "aud": AUD, "sub": "u", "iat": int(time.time()),
               "exp": int(time.time()) + 60, "role": "sysadmin", "name": "x", "sid": "s",
               "auth_time": int(time.time())}
     with pytest.raises(TokenError, match="inst"):
-        TokenVerifier(public, "sivr-toplevel", "sivr").verify(jwt.encode(claims, private, algorithm="EdDSA"))
+        TokenVerifier(public, "sivr-toplevel", AUD).verify(jwt.encode(claims, private, algorithm="EdDSA"))
 
 
 def _new_keys(tmp_path, name):
@@ -141,11 +144,11 @@ def test_a_rotation_keeps_every_session_working(tmp_path):
     tokens have expired; once the old key is gone its tokens are refused, naming why."""
     old_private, old_public = _new_keys(tmp_path, "old")
     new_private, new_public = _new_keys(tmp_path, "new")
-    old_token, _ = TokenIssuer(old_private, "sivr-toplevel", "sivr", 300).issue("u1", "alice", "physician", "i")
-    new_token, _ = TokenIssuer(new_private, "sivr-toplevel", "sivr", 300).issue("u2", "bob", "sysadmin", "i")
-    during = TokenVerifier([new_public, old_public], "sivr-toplevel", "sivr")
+    old_token, _ = TokenIssuer(old_private, "sivr-toplevel", AUD, 300).issue("u1", "alice", "physician", "i")
+    new_token, _ = TokenIssuer(new_private, "sivr-toplevel", AUD, 300).issue("u2", "bob", "sysadmin", "i")
+    during = TokenVerifier([new_public, old_public], "sivr-toplevel", AUD)
     assert during.verify(old_token).username == "alice" and during.verify(new_token).username == "bob"
-    after = TokenVerifier(new_public, "sivr-toplevel", "sivr")
+    after = TokenVerifier(new_public, "sivr-toplevel", AUD)
     assert after.verify(new_token).username == "bob"
     with pytest.raises(TokenError, match="key this server does not accept") as refused:
         after.verify(old_token)
@@ -156,35 +159,35 @@ def test_a_key_id_does_not_let_another_key_sign(tmp_path):
     """A forger who copies a trusted key's `kid` into a token signed with their own key gains nothing."""
     trusted_private, trusted_public = _new_keys(tmp_path, "trusted")
     forger = Ed25519PrivateKey.generate()
-    claims = jwt.decode(TokenIssuer(trusted_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "sysadmin", "i")[0],
+    claims = jwt.decode(TokenIssuer(trusted_private, "sivr-toplevel", AUD, 300).issue("u", "a", "sysadmin", "i")[0],
                         options={"verify_signature": False})
     forged = jwt.encode(claims, forger, algorithm="EdDSA", headers={"kid": key_id(trusted_public)})
     with pytest.raises(TokenError, match="signature is not valid"):
-        TokenVerifier(trusted_public, "sivr-toplevel", "sivr").verify(forged)
+        TokenVerifier(trusted_public, "sivr-toplevel", AUD).verify(forged)
     for odd_kid in (5, ["x"], "", "0" * 16):
         signing_input = f"{_b64({'alg': 'EdDSA', 'typ': 'JWT', 'kid': odd_kid})}.{_b64(claims)}"
         signature = base64.urlsafe_b64encode(trusted_private.sign(signing_input.encode())).rstrip(b"=").decode()
         with pytest.raises(TokenError) as refused:
-            TokenVerifier(trusted_public, "sivr-toplevel", "sivr").verify(f"{signing_input}.{signature}")
+            TokenVerifier(trusted_public, "sivr-toplevel", AUD).verify(f"{signing_input}.{signature}")
         assert refused.value.code == "invalid_token", odd_kid
 
 
 def test_a_token_without_key_id_is_checked_against_every_accepted_key(tmp_path):
     first_private, first_public = _new_keys(tmp_path, "first")
     _, second_public = _new_keys(tmp_path, "second")
-    claims = jwt.decode(TokenIssuer(first_private, "sivr-toplevel", "sivr", 300).issue("u", "a", "sysadmin", "i")[0],
+    claims = jwt.decode(TokenIssuer(first_private, "sivr-toplevel", AUD, 300).issue("u", "a", "sysadmin", "i")[0],
                         options={"verify_signature": False})
     unnamed = jwt.encode(claims, first_private, algorithm="EdDSA")
     assert "kid" not in jwt.get_unverified_header(unnamed)
-    assert TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr").verify(unnamed).role == "sysadmin"
+    assert TokenVerifier([second_public, first_public], "sivr-toplevel", AUD).verify(unnamed).role == "sysadmin"
     with pytest.raises(TokenError, match="signature is not valid"):
-        TokenVerifier([second_public], "sivr-toplevel", "sivr").verify(unnamed)
+        TokenVerifier([second_public], "sivr-toplevel", AUD).verify(unnamed)
     expired = jwt.encode({**claims, "exp": int(time.time()) - 60}, first_private, algorithm="EdDSA")
     with pytest.raises(TokenError) as refused:
-        TokenVerifier([second_public, first_public], "sivr-toplevel", "sivr", 0).verify(expired)
+        TokenVerifier([second_public, first_public], "sivr-toplevel", AUD, 0).verify(expired)
     assert refused.value.code == "token_expired"
     with pytest.raises(ValueError, match="at least one public key"):
-        TokenVerifier([], "sivr-toplevel", "sivr")
+        TokenVerifier([], "sivr-toplevel", AUD)
 
 
 @pytest.mark.parametrize("url, audience", [

@@ -51,11 +51,13 @@ def open_viewer(page, deployment, record):
 
 
 def test_first_slice_then_load_progress_per_slice(page, deployment, record, shots):
-    statuses = []
+    statuses, frames = [], []
     page.on("response", lambda r: statuses.append(r) if r.url.endswith("/status") else None)
+    page.on("request", lambda r: frames.append(r.url) if "/frames/" in r.url else None)
     open_viewer(page, deployment, record)
     first = wait_shown(page, "d.shownIndex === '0'")
     assert first["path"].endswith("/frames/0")
+    assert frames and all("overlays=true" in url for url in frames)  # overlay planes on by default
     page.locator("#load-text").filter(has_text=f"All {SLICES} slices loaded.").wait_for(timeout=60000)
     assert page.locator("#load-progress").evaluate("p => [p.value, p.max]") == [SLICES, SLICES]
     ready = [r.json()["frames_ready"] for r in statuses if r.ok]
@@ -225,17 +227,17 @@ def test_reformats_and_3d_rotation(page, deployment, record, shots):
     presets = page.locator("#volume-preset option").all_text_contents()
     assert presets, "the node's volume presets are offered"
     first = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr')")
-    assert first["query"]["quality"] == "still"
+    assert first["query"]["render"] == "still"
     box = page.locator("#viewport").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 120, y + 40, steps=10)
     page.mouse.up()
-    still = wait_shown(page, "d.shownKey.includes('quality=still') && !d.shownKey.includes('azimuth=30.0')")
+    still = wait_shown(page, "d.shownKey.includes('render=still') && !d.shownKey.includes('azimuth=30.0')")
     assert float(still["query"]["azimuth"]) == pytest.approx(90.0, abs=1)
     assert float(still["query"]["elevation"]) == pytest.approx(0.0, abs=1)
-    qualities = [parse_qs(urlsplit(u).query)["quality"][0] for u in volume_requests]
+    qualities = [parse_qs(urlsplit(u).query)["render"][0] for u in volume_requests]
     assert "interactive" in qualities, "previews while dragging"
     assert qualities[-1] == "still", "a full-quality still once released"
     assert all("view_id" in parse_qs(urlsplit(u).query) for u in volume_requests)

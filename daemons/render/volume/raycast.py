@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemons.render.pixels import Window, to_uint8
-from daemons.render.pixels import window_values as pixel_window
+from daemons.render.pixels import Voi, Window, to_uint8, voi_values
 from daemons.render.volume.geometry import RayGrid, ray_grid
 from daemons.render.volume.transfer import DEFAULT_PRESET, PRESETS, TransferLut, build_lut
 from daemons.render.volume.volume import PreparedVolume
@@ -40,7 +39,8 @@ PREVIEW_MIN_PX = 256
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One requested 3D view; `window` (modality units, e.g. HU) applies to MIP, MinIP and average."""
+    """One requested 3D view; `window` (modality units, e.g. HU, or a VOI LUT) applies to MIP,
+    MinIP and average."""
 
     mode: str = "mip"
     width: int = 512
@@ -50,7 +50,7 @@ class ViewSpec:
     roll: float = 0.0
     zoom: float = 1.0
     preset: str | None = None
-    window: Window | None = None
+    window: Voi | None = None
     quality: str = "still"
 
     def __post_init__(self) -> None:
@@ -83,19 +83,20 @@ def lut_for(volume: PreparedVolume, view: ViewSpec, grid: RayGrid, modality: str
                      volume.relative_range, grid.step_mm)
 
 
-def default_window(volume: PreparedVolume) -> Window:
-    """The record's own window, else one spanning its 1st to 99.5th percentile."""
-    if volume.default_window is not None and volume.default_window[1] >= 1:
-        return Window(*volume.default_window)
+def default_voi(volume: PreparedVolume) -> Voi:
+    """The record's default VOI (the same one a 2D frame without its own uses: window with its
+    function, or VOI LUT), else for a bare volume one spanning its 1st to 99.5th percentile."""
+    if volume.default_voi is not None:
+        return volume.default_voi
     low, high = volume.relative_range
     return Window((low + high) / 2.0, max(high - low, 1.0))
 
 
 def window_values(values: np.ndarray, hit: np.ndarray, volume: PreparedVolume,
-                  window: Window | None, invert: bool = False) -> np.ndarray:
+                  window: Voi | None, invert: bool = False) -> np.ndarray:
     """Raw values to 8-bit through the same modality and VOI stages as 2D frames (PS3.3 C.11);
     rays that missed the volume stay black."""
-    grey = pixel_window(volume.to_modality(values.astype(np.float64)), window or default_window(volume))
+    grey = voi_values(volume.to_modality(values.astype(np.float64)), window or default_voi(volume))
     if invert:
         grey = 255.0 - grey
     out = to_uint8(grey)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from daemons.render.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, make_geometry
 
 BRICK_SHIFT = 3  # bricks of 8 voxels per side
@@ -34,7 +35,7 @@ class PreparedVolume:
     raw_range: tuple[float, float]
     relative_range: tuple[float, float]  # modality values at the 1st and 99.5th percentile
     photometric: str = "MONOCHROME2"
-    default_window: tuple[float, float] | None = None
+    default_voi: Voi | None = None  # the record's default VOI (daemons.render.voi)
 
     def to_modality(self, raw: np.ndarray) -> np.ndarray:
         return raw * self.slope + self.intercept
@@ -79,7 +80,7 @@ def brick_extremes(voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
                    orientation: tuple[float, ...] | None = None, slope: float = 1.0,
                    intercept: float = 0.0, photometric: str = "MONOCHROME2",
-                   default_window: tuple[float, float] | None = None,
+                   default_voi: Voi | None = None,
                    slice_direction: tuple[float, float, float] | None = None) -> PreparedVolume:
     """Everything the back ends need, computed once per loaded record."""
     if pixels.ndim != 3 or min(pixels.shape) < 1:
@@ -100,5 +101,5 @@ def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
         slope=float(slope), intercept=float(intercept),
         brick_min=brick_min, brick_max=brick_max,
         raw_range=raw_range, relative_range=(float(low), float(max(high, low + 1e-6))),
-        photometric=photometric, default_window=default_window,
+        photometric=photometric, default_voi=default_voi,
     )

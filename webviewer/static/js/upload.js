@@ -127,6 +127,7 @@ export async function uploadView(ctx, patientId) {
           modality: meta.modality || "", record_type: typeSelect.value || recordTypeFor(types, meta.modality), patient_id: patient.id,
           description: description.value.trim() || meta.description || "", study_date: isoDate(meta.study_date),
           patient_reference: await patientReference(ctx, patient.id),
+          receipt: meta.receipt, // the node's signed proof that it stores the record
         },
       });
       progressText.textContent = "Done.";

@@ -200,6 +200,10 @@ class Viewer {
     this.progress = h("progress", { id: "load-progress", max: Math.max(1, m.frames), value: 0, "aria-label": "Slices loaded" });
     this.progressText = h("span", { id: "load-text", class: "muted", text: "Starting to load…" });
     this.loadErrors = h("ul", { class: "problems", id: "load-errors", hidden: true });
+    // what the upload found (e.g. unknown pixel spacing: measurements are then in pixels)
+    const warnings = Array.isArray(m.warnings) ? m.warnings : [];
+    this.recordWarnings = h("ul", { class: "problems", id: "record-warnings", hidden: !warnings.length },
+      ...warnings.map((text) => h("li", { text })));
 
     const label = (text, control) => h("label", { class: "tb-field" }, h("span", { text }), control);
     this.volumeGroup = h("div", { class: "tb-group", hidden: true, "aria-label": "3D settings", role: "group" },
@@ -238,7 +242,7 @@ class Viewer {
       this.viewport,
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
-      this.loadErrors));
+      this.loadErrors, this.recordWarnings));
 
     this.toolbar = toolbar;
     this.bindPointer();
@@ -256,7 +260,7 @@ class Viewer {
   }
 
   fillWindowChoices() {
-    const options = [["auto", "Automatic"]];
+    const options = [["auto", "Default (each image its own)"]];
     if (this.meta.default_window) options.push(["file", "From the file"]);
     for (const [name, w] of Object.entries(this.presets.window || {})) {
       if (w.modality && w.modality !== (this.meta.modality || "").toUpperCase()) continue;   // CT windows mean nothing on an MR
@@ -441,8 +445,8 @@ class Viewer {
       Object.assign(params, {
         mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
         azimuth: wrapDegrees(v.azimuth).toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
-        quality: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
-        image_quality: format === "png" ? undefined : (interactive ? 60 : s.quality),
+        render: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
+        quality: format === "png" ? undefined : (interactive ? 60 : s.quality),
       });
     } else {
       const index = indexOverride ?? this.index();
@@ -457,6 +461,7 @@ class Viewer {
         format, quality: format === "png" ? undefined : (interactive ? 70 : s.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
         slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
+        overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
@@ -654,7 +659,9 @@ class Viewer {
     this.progress.max = Math.max(1, status.frames_total);
     this.progress.value = status.frames_ready;
     this.viewport.dataset.loadState = status.state;
-    if (status.state === "ready") {
+    if (status.state === "ready" && status.frames_ready < status.frames_total) {
+      this.progressText.textContent = `${status.frames_ready} of ${status.frames_total} slices loaded; the others cannot be shown (below).`;
+    } else if (status.state === "ready") {
       this.progressText.textContent = `All ${status.frames_total} slices loaded.`;
     } else if (status.state === "error") {
       this.progressText.textContent = `Loading stopped: ${status.frames_ready} of ${status.frames_total} slices could be read.`;

@@ -1,0 +1,208 @@
+"""The node's DIMSE front door (pynetdicom): C-ECHO, C-STORE into `Ingest`, C-FIND on the catalogue.
+
+It runs in the node's own process (threads of pynetdicom's server, started by `create_app`), so
+it shares the store, the catalogue and the records in RAM with the HTTP API: an instance stored
+here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed_callers` may
+associate (others get A-ASSOCIATE-RJ, "calling AE title not recognised"); each association and
+each stored or refused instance is audited. Conformance: docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Flask
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from daemons.render.ingest import Actor, Ingest
+from daemons.render.matching import QueryError, find
+from daemons.render.node import Node
+from daemons.render.storage import StoreFull
+from daemons.render.validate import UploadError
+from shared.audit import record_audit
+from shared.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+DIMSE_EXTENSION = "sivr_dimse"
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+FIND_UNABLE = 0xC000
+
+CANDIDATE_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+]
+
+
+def decodable_syntaxes() -> list[str]:
+    """The transfer syntaxes whose pixel data this node can decode (the ones it accepts)."""
+    syntaxes = []
+    for uid in CANDIDATE_SYNTAXES:
+        try:
+            if not uid.is_compressed or get_decoder(uid).is_available:
+                syntaxes.append(str(uid))
+        except NotImplementedError:
+            continue
+    return syntaxes
+
+
+def status_of(error: UploadError) -> int:
+    """The C-STORE failure status of a refusal (the same refusals as an upload's HTTP answers)."""
+    if error.status in (413, 507):
+        return OUT_OF_RESOURCES
+    if error.status == 409 or error.code in ("sop_class_mismatch", "no_pixel_data"):
+        return DOES_NOT_MATCH_SOP_CLASS
+    return CANNOT_UNDERSTAND
+
+
+class Listener:
+    """A node's DICOM listener (one pynetdicom server in background threads)."""
+
+    def __init__(self, config: Config, app: Flask, node: Node, ingest: Ingest):
+        section = config["dicom"]
+        self.app, self.node, self.ingest = app, node, ingest
+        self.ae_title = section["ae_title"]
+        self.host, self.port = section["host"], int(section["port"])
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(section["allowed_callers"])
+        ae.maximum_pdu_size = 0
+        syntaxes = decodable_syntaxes()
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        handlers = [
+            (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
+            (evt.EVT_C_STORE, self._guard(self._on_store)),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
+            (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
+            (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
+        ]
+        self.server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.port = self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Run a handler in the app's context (the audit export lives there), with the database
+        connection of this thread closed afterwards."""
+
+        def run(event: Any) -> Any:
+            try:
+                with self.app.app_context():
+                    return handler(event)
+            finally:
+                database = self.node.models.database
+                if not database.is_closed():
+                    database.close()
+
+        return run
+
+    @staticmethod
+    def _actor(event: Any) -> Actor:
+        requestor = event.assoc.requestor
+        title = str(requestor.ae_title).strip()
+        return Actor(f"dicom:{title}"[:36], title, str(requestor.address))
+
+    def _audit(self, event: Any, action: str, record_id: str | None = None, detail: str = "") -> None:
+        actor = self._actor(event)
+        record_audit(self.node.models.AuditEntry, action, "dicom", record_id, detail=detail,
+                     user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
+
+    def _on_store(self, event: Any) -> int:
+        request = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        try:
+            raw = event.encoded_dataset(include_meta=True)
+            result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class)
+        except UploadError as exc:
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {exc.code}: "
+                        f"{exc.message}")
+            return status_of(exc)
+        except StoreFull:
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store full")
+            return OUT_OF_RESOURCES
+        except Exception:
+            log.exception("C-STORE of %s failed", sop_instance)
+            return PROCESSING_FAILURE
+        self._audit(event, "dicom.store", result.record_id,
+                    detail=f"sop_instance_uid={sop_instance} added={result.added}")
+        return SUCCESS
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
+        database = self.node.models.database
+        try:
+            identifier = event.identifier
+            level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+            if level == "PATIENT" and event.context.abstract_syntax == StudyRootQueryRetrieveInformationModelFind:
+                raise QueryError("the study root model has no PATIENT level")
+            with self.app.app_context():
+                answers = list(find(self.node.models.catalogue, level, identifier))
+                self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
+        except QueryError as exc:
+            log.info("C-FIND refused: %s", exc)
+            yield DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        except Exception:
+            log.exception("C-FIND failed")
+            yield FIND_UNABLE, None
+            return
+        finally:
+            if not database.is_closed():
+                database.close()
+        for answer in answers:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield PENDING, answer
+
+
+def check_config(config: Config) -> None:
+    """Refuse a listener that nobody may use or everybody could (checked before the node starts)."""
+    if int(config["dicom"]["port"]) and not config["dicom"]["allowed_callers"]:
+        # pynetdicom would take an empty list as "anyone"
+        raise ConfigError(f"{config.source or '<config>'}: dicom.allowed_callers must list the calling AE "
+                          "titles allowed to send and query (or set dicom.port = 0)")
+
+
+def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:
+    """Start the node's DICOM listener, or None when `dicom.port` is 0 (turned off)."""
+    if int(config["dicom"]["port"]) == 0:
+        return None
+    listener = Listener(config, app, node, ingest)
+    log.info("DICOM listener %s on %s:%s", listener.ae_title, listener.host, listener.port)
+    return listener

@@ -1,0 +1,235 @@
+"""The one way instances enter a render node, whichever door they came through (upload, C-STORE).
+
+`Ingest.add` validates the files (isolated decode workers, the same rules as every upload),
+then stores them into their series: a new series gets a store folder whose id is derived from
+(institution, SeriesInstanceUID), so it is the same id however its instances arrive; an existing
+series (including one stored before the catalogue existed, which keeps its content-hash id) gets
+the new instances appended and its manifest rewritten atomically. A re-sent identical instance
+is a no-op; a different instance under a stored SOPInstanceUID is refused (409) and audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import peewee
+from flask import current_app
+
+from daemons.render.catalogue import InstanceHeader, backfill, index_series
+from daemons.render.isolation import isolated_checker
+from daemons.render.node import Node
+from daemons.render.validate import (
+    MIB,
+    ParsedFile,
+    UploadError,
+    analyse_files,
+    parse_stored_file,
+    parse_upload,
+)
+from shared.audit import record_audit
+from shared.db import utcnow
+
+CACHE_BYTES = 256 * MIB
+INGEST_EXTENSION = "sivr_ingest"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sends: an HTTP user (ids None: taken from the request) or a DICOM peer."""
+
+    user_id: str | None = None
+    username: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    record_id: str
+    created: bool
+    added: int
+    unchanged: int
+
+
+def series_record_id(institution_id: str, series_uid: str) -> str:
+    """The record id of a new series: stable for (institution, SeriesInstanceUID), 64 hex digits."""
+    return hashlib.sha256(f"sivr-series:{institution_id}:{series_uid}".encode()).hexdigest()
+
+
+def _uid(parsed: ParsedFile, keyword: str) -> str:
+    return str(parsed.dataset.get(keyword, "") or "").strip()
+
+
+class Ingest:
+    """Stores validated instances into series; one per node, shared by all its front doors."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._parsed: OrderedDict[str, dict[str, tuple[ParsedFile, int]]] = OrderedDict()
+        self._parsed_lock = threading.Lock()
+
+    def _lock_for(self, series_uid: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(series_uid, threading.Lock())
+
+    def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
+        record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,
+                     user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
+
+    def add(self, uploads: list[tuple[str, bytes]], actor: Actor,
+            expected_sop_class: str | None = None) -> IngestResult:
+        """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
+
+        `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
+        """
+        node = self.node
+        parsed = parse_upload(uploads, node.limits, isolated_checker(node.decoder))
+        by_uid: dict[str, ParsedFile] = {}
+        for file in parsed.files:
+            if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
+                raise UploadError(422, "sop_class_mismatch", f"{file.name}: its SOP Class UID "
+                                  f"{_uid(file, 'SOPClassUID')} is not the one it was sent as ({expected_sop_class})")
+            uid = _uid(file, "SOPInstanceUID")
+            if not uid:
+                raise UploadError(422, "invalid_attribute", f"{file.name}: SOP Instance UID is missing")
+            if uid in by_uid:
+                raise UploadError(409, "instance_conflict",
+                                  f"{file.name}: two different files carry SOP Instance UID {uid}")
+            by_uid[uid] = file
+        series_uid = _uid(parsed.files[0], "SeriesInstanceUID")
+        with self._lock_for(series_uid):
+            series = self._existing_series(series_uid)
+            if series is None:
+                return self._create(series_uid, parsed.files, parsed.manifest, by_uid, actor)
+            return self._append(series.id, by_uid, actor)
+
+    def _existing_series(self, series_uid: str):
+        cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
+        return (cat.Series.select(cat.Series.id)
+                .join(stored, on=(cat.Series.id == stored.id))
+                .where(cat.Series.series_uid == series_uid)
+                .order_by(stored.stored_at, cat.Series.id).first())
+
+    def _create(self, series_uid: str, files: list[ParsedFile], manifest: dict,
+                by_uid: dict[str, ParsedFile], actor: Actor) -> IngestResult:
+        node = self.node
+        record_id = series_record_id(node.institution_id, series_uid)
+        blobs = {f.sha256: index for index, f in enumerate(files)}
+        manifest = _with_ids(manifest, record_id, blobs, files)
+        models = node.models
+        if not node.store.write_record(record_id, [f.raw for f in files], manifest):
+            # the folder is stored but not catalogued (a crash between the two): index it, then append
+            backfill(node.store, models.catalogue, [record_id])
+            self._index_row(record_id, node.store.read_manifest(record_id)["meta"], actor)
+            return self._append(record_id, by_uid, actor)
+        self._index_row(record_id, manifest["meta"], actor)
+        index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
+        self._remember(record_id, {_uid(f, "SOPInstanceUID"): (f, blobs[f.sha256]) for f in files})
+        self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
+        return IngestResult(record_id, True, len(files), 0)
+
+    def _index_row(self, record_id: str, meta: dict, actor: Actor) -> None:
+        """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
+        models = self.node.models
+        with contextlib.suppress(peewee.IntegrityError):  # the row exists already
+            models.StoredRecord.create(
+                id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
+                frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
+                uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
+
+    def _append(self, record_id: str, incoming: dict[str, ParsedFile], actor: Actor) -> IngestResult:
+        node, cat = self.node, self.node.models.catalogue
+        stored = {row.sop_instance_uid: row.sha256 for row in
+                  cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
+                  .where(cat.Instance.series == record_id)}
+        new: dict[str, ParsedFile] = {}
+        for uid, file in incoming.items():
+            if uid not in stored:
+                new[uid] = file
+            elif stored[uid] != file.sha256:
+                self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
+                raise UploadError(409, "instance_conflict",
+                                  f"{file.name}: SOP Instance UID {uid} is already stored with different content; "
+                                  "an instance is never replaced")
+        unchanged = len(incoming) - len(new)
+        if not new:
+            self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
+            return IngestResult(record_id, False, 0, unchanged)
+        existing = self._existing_files(record_id)
+        next_blob = max((blob for _, blob in existing.values()), default=-1) + 1
+        blobs = {file.sha256: blob for file, blob in existing.values()}
+        for offset, file in enumerate(new.values()):
+            blobs[file.sha256] = next_blob + offset
+        files = [f for f, _ in existing.values()] + list(new.values())
+        merged = analyse_files(files, node.limits)
+        manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
+        node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest)
+        meta = manifest["meta"]
+        node.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
+                                        ).where(node.models.StoredRecord.id == record_id).execute()
+        index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
+        # viewers reload the grown series (its status says "unloaded" until they ask again)
+        node.registry.unload(record_id)
+        node.forget(record_id)
+        node.images.drop_record(record_id)
+        self._remember(record_id, {**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}})
+        self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
+        return IngestResult(record_id, False, len(new), unchanged)
+
+    def _existing_files(self, record_id: str) -> dict[str, tuple[ParsedFile, int]]:
+        """The stored files of a series, parsed (kept in RAM while it is being received)."""
+        with self._parsed_lock:
+            cached = self._parsed.get(record_id)
+            if cached is not None:
+                self._parsed.move_to_end(record_id)
+                return cached
+        node = self.node
+        manifest = node.store.read_manifest(record_id)
+        files: dict[str, tuple[ParsedFile, int]] = {}
+        # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
+        bad = {int(b["frame"]): b["message"] for b in manifest["render"].get("bad_frames") or []}
+        start = 0
+        for position, info in enumerate(manifest["files"]):
+            blob = int(info.get("blob", position))
+            raw = node.store.read_file(record_id, blob, info["sha256"])
+            parsed = parse_stored_file(info.get("name") or f"{blob:06d}", raw, node.limits)
+            parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
+                                 if start <= frame < start + parsed.frames}
+            start += parsed.frames
+            files[_uid(parsed, "SOPInstanceUID") or info["sha256"]] = (parsed, blob)
+        return files
+
+    def _remember(self, record_id: str, files: dict[str, tuple[ParsedFile, int]]) -> None:
+        with self._parsed_lock:
+            self._parsed[record_id] = files
+            self._parsed.move_to_end(record_id)
+            while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
+                self._parsed.popitem(last=False)
+
+    def forget(self, record_id: str) -> None:
+        with self._parsed_lock:
+            self._parsed.pop(record_id, None)
+
+
+def _cached_bytes(cache: OrderedDict) -> int:
+    return sum(len(f.raw) for files in cache.values() for f, _ in files.values())
+
+
+def _with_ids(manifest: dict, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> dict:
+    """The manifest under the series' record id, each file naming its blob and its SOP Instance UID."""
+    manifest["meta"]["id"] = record_id
+    uids = {f.sha256: _uid(f, "SOPInstanceUID") for f in files}
+    for entry in manifest["files"]:
+        entry["blob"] = blobs[entry["sha256"]]
+        entry["sop_instance_uid"] = uids[entry["sha256"]]
+    return manifest
+
+
+def ingest_service() -> Ingest:
+    """The node's ingest service, for HTTP views."""
+    return current_app.extensions[INGEST_EXTENSION]

@@ -1,0 +1,144 @@
+"""The VOI an image is shown with when a request names no window: one definition for every view.
+
+Each frame has its own default (PS3.3 C.11.2: the Window Center/Width and VOI LUT Function of its
+instance, or for an enhanced multi-frame file the Frame VOI LUT of its functional groups; else a
+VOI LUT Sequence); a frame without one takes the record's. The record's default (frame 0's VOI,
+else the automatic window computed at upload) is what reformats and 3D views use, since their
+pixels come from every frame. Manifests stored before per-frame VOIs were recorded have no
+`frame_vois`: all their frames take the record's default.
+
+Records are content-addressed, so a parsed manifest's VOIs are kept per record id for reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from daemons.render.pixels import LutTable, Voi, Window
+
+PARSED_KEEP = 256
+
+
+@dataclass(frozen=True)
+class KeyedVoi:
+    """A VOI (None: an automatic window per frame) and a stable text key of it (for ETags, LUT caches)."""
+
+    voi: Voi | None
+    key: str
+
+
+def lut_from_json(data: dict | None) -> LutTable | None:
+    if data is None:
+        return None
+    return LutTable(int(data["first_mapped"]), int(data["bits"]), np.asarray(data["data"], dtype=np.int64))
+
+
+def lut_to_json(lut: LutTable | None) -> dict | None:
+    if lut is None:
+        return None
+    return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
+
+
+def window_to_json(window: Window) -> dict:
+    return {"center": window.center, "width": window.width, "function": window.function}
+
+
+def voi_to_json(voi: Voi) -> dict:
+    """How the manifest stores one VOI choice."""
+    return {"lut": lut_to_json(voi)} if isinstance(voi, LutTable) else window_to_json(voi)
+
+
+def voi_key(voi: Voi | None) -> str:
+    if voi is None:
+        return "none"
+    if isinstance(voi, LutTable):
+        digest = hashlib.sha256(np.asarray(voi.data, dtype=np.int64).tobytes())
+        digest.update(f"{voi.first_mapped},{voi.bits}".encode())
+        return f"lut:{digest.hexdigest()[:16]}"
+    return f"{voi.function}:{voi.center!r},{voi.width!r}"
+
+
+def keyed(voi: Voi | None) -> KeyedVoi:
+    return KeyedVoi(voi, voi_key(voi))
+
+
+def _voi_from_json(data: dict) -> Voi:
+    if "lut" in data:
+        return lut_from_json(data["lut"])
+    return Window(float(data["center"]), float(data["width"]), data.get("function", "linear"))
+
+
+@dataclass(frozen=True)
+class RecordVois:
+    """A record's default VOI and each frame's (None where the manifest has no per-frame VOIs)."""
+
+    record: KeyedVoi
+    frames: tuple[KeyedVoi, ...] | None
+
+    def frame(self, index: int) -> KeyedVoi:
+        if self.frames is None or not 0 <= index < len(self.frames):
+            return self.record
+        return self.frames[index]
+
+
+def _record_default(manifest: dict[str, Any]) -> Voi | None:
+    """The file's own window, then its VOI LUT Sequence, then the automatic window of the upload."""
+    meta, render = manifest["meta"], manifest["render"]
+    window = meta.get("default_window")
+    if window is None and render.get("voi_lut") is not None:
+        return lut_from_json(render["voi_lut"])
+    window = window or render.get("auto_window")
+    return None if window is None else _voi_from_json(window)
+
+
+def _parse(manifest: dict[str, Any]) -> RecordVois:
+    record = keyed(_record_default(manifest))
+    stored = manifest["render"].get("frame_vois")
+    if stored is None:
+        return RecordVois(record, None)
+    choices = [keyed(_voi_from_json(choice)) for choice in stored["choices"]]
+    return RecordVois(record, tuple(record if i is None else choices[i] for i in stored["frames"]))
+
+
+_parsed: OrderedDict[str, RecordVois] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def record_vois(manifest: dict[str, Any]) -> RecordVois:
+    """The parsed VOIs of a manifest (cached by record id: a record's content never changes)."""
+    record_id = manifest["meta"]["id"]
+    with _parsed_lock:
+        found = _parsed.get(record_id)
+        if found is not None:
+            _parsed.move_to_end(record_id)
+            return found
+    found = _parse(manifest)
+    with _parsed_lock:
+        _parsed[record_id] = found
+        while len(_parsed) > PARSED_KEEP:
+            _parsed.popitem(last=False)
+    return found
+
+
+def with_function(chosen: KeyedVoi, function: str | None) -> KeyedVoi:
+    """A default window with the VOI LUT function a request names instead of its own (a VOI LUT
+    has no function and stays as it is)."""
+    if function is None or not isinstance(chosen.voi, Window) or chosen.voi.function == function:
+        return chosen
+    return keyed(replace(chosen.voi, function=function))
+
+
+def default_voi(manifest: dict[str, Any], function: str | None = None) -> KeyedVoi:
+    """The record's default VOI: what reformats and 3D views use without a `window`."""
+    return with_function(record_vois(manifest).record, function)
+
+
+def frame_voi(manifest: dict[str, Any], index: int, function: str | None = None) -> KeyedVoi:
+    """Frame `index`'s own default VOI (the record's where the frame has none)."""
+    return with_function(record_vois(manifest).frame(index), function)

@@ -1,0 +1,131 @@
+"""Upload receipts: a render node's signed statement "I store record R, uploaded by U of institution I".
+
+An institution server registers a record only with a receipt from the node it names, so it never
+lists records that exist on no node. No backend calls another (DESIGN.md): each render node signs
+with its own Ed25519 key (`node.receipt_key`), the institution's node registry holds that node's
+public key, and the viewer carries the receipt from the upload answer to the registration.
+
+A receipt is an EdDSA JWT. It binds the record id, the node (its public URL and key id), the
+institution, the uploading user and an expiry; a receipt from another node, for another record,
+another user or institution, or an old one is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from shared.tokens import (
+    ALGORITHM,
+    key_id,
+    load_private_key,
+    normalize_audience,
+    write_private_key,
+)
+
+#: How long a receipt may be presented for registration after the upload.
+RECEIPT_TTL_S = 900
+RECEIPT_TYPE = "sivr-upload-receipt"
+_REQUIRED = ["typ", "rid", "node", "inst", "sub", "iat", "exp"]
+
+
+class ReceiptError(Exception):
+    """A receipt that must be refused; `code` is the API error code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def load_or_create_node_key(path: Path) -> Ed25519PrivateKey:
+    """The node's receipt signing key; created (0600) when the file does not exist yet.
+
+    An existing key readable by others is refused, as the store key is: anyone holding it could
+    make an institution register records this node never received.
+    """
+    path = Path(path)
+    if not path.exists():
+        write_private_key(path, Ed25519PrivateKey.generate())
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{path}: the receipt key must be readable by its owner only (chmod 600), is {oct(mode)}")
+    return load_private_key(path)
+
+
+def public_key_text(key: Ed25519PublicKey) -> str:
+    """The form a node publishes and an institution stores: the raw 32 bytes, base64 (44 characters)."""
+    return base64.b64encode(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """A public key from `public_key_text`'s form; ValueError for anything else."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a receipt key is the node's raw Ed25519 public key in base64 (44 characters)") from exc
+    if len(raw) != 32:
+        raise ValueError("a receipt key is the node's raw Ed25519 public key in base64 (32 bytes, 44 characters)")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def issue_receipt(key: Ed25519PrivateKey, node_url: str, record_id: str, institution_id: str, user_id: str,
+                  now: int | None = None, ttl_s: int = RECEIPT_TTL_S) -> str:
+    """The receipt a node hands the uploader of `record_id` (stored, or already stored)."""
+    now = int(time.time()) if now is None else now
+    claims = {"typ": RECEIPT_TYPE, "rid": record_id, "node": normalize_audience(node_url),
+              "inst": institution_id, "sub": user_id, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key.public_key())})
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the registration says, which the receipt must confirm."""
+
+    node_url: str
+    record_id: str
+    institution_id: str
+    user_id: str
+
+
+def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expected, leeway_s: int = 5) -> None:
+    """Raise ReceiptError unless `receipt` is the registered node's signature over exactly `expected`."""
+    if not isinstance(receipt, str) or not receipt or len(receipt) > 4096:
+        raise ReceiptError("receipt_missing", "send the upload receipt the render node answered the upload with "
+                                              "(field 'receipt'); upload the record to the node again to get one")
+    try:
+        header = jwt.get_unverified_header(receipt)
+    except jwt.PyJWTError as exc:
+        raise ReceiptError("invalid_receipt", f"the upload receipt is malformed: {exc}") from exc
+    if header.get("alg") != ALGORITHM or header.get("kid") != key_id(public_key):
+        raise ReceiptError("invalid_receipt", "the upload receipt is not signed with the key registered for this "
+                                              "node (another node's, or the node's key changed: ask an administrator "
+                                              "to register the node's current receipt key)")
+    try:
+        claims = jwt.decode(receipt, public_key, algorithms=[ALGORITHM], leeway=leeway_s,
+                            options={"require": _REQUIRED, "verify_aud": False})
+    except jwt.ExpiredSignatureError as exc:
+        raise ReceiptError("receipt_expired",
+                           "the upload receipt has expired; upload the record to the node again "
+                           "(it is stored only once) and register it with the new one") from exc
+    except jwt.PyJWTError as exc:
+        raise ReceiptError("invalid_receipt", f"the upload receipt was refused: {exc}") from exc
+    mismatches = [name for name, claim, value in (
+        ("type", claims["typ"], RECEIPT_TYPE),
+        ("record id", claims["rid"], expected.record_id),
+        ("node", claims["node"], normalize_audience(expected.node_url)),
+        ("institution", claims["inst"], expected.institution_id),
+        ("uploader", claims["sub"], expected.user_id),
+    ) if claim != value]
+    if mismatches:
+        raise ReceiptError("invalid_receipt", f"the upload receipt is for another {', '.join(mismatches)}")

@@ -1,0 +1,98 @@
+"""Image query parameters mean the same at frames, MPR and 3D (declared once: daemons.render.query),
+and the OpenAPI document lists them from the same declarations."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemons.render import query
+from tests.render.synthetic import dataset, to_bytes
+
+SLICES = 4
+
+
+@pytest.fixture
+def record_id(node) -> str:
+    files = []
+    for i in range(SLICES):
+        ds = dataset(16, 16, position=float(i))
+        ds.PixelSpacing = [1.0, 1.0]
+        files.append((f"{i}.dcm", to_bytes(ds)))
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    node.client.post(f"/api/v1/records/{reply.json['id']}/load", headers=node.headers())
+    assert node.registry.get_loaded(reply.json["id"]).wait_complete(30)
+    return reply.json["id"]
+
+
+ENDPOINTS = ["frames/1", "mpr/axial/1", "volume"]
+
+
+def _get(node, record_id: str, path: str, params: str):
+    return node.client.get(f"/api/v1/records/{record_id}/{path}?{params}", headers=node.headers())
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("params, status, mimetype", [
+    ("format=jpg", 200, "image/jpeg"),
+    ("format=JPEG", 200, "image/jpeg"),
+    ("size=64X48", 200, None),
+    ("window=40,1e10", 400, None),
+    ("window=1e10,400", 400, None),
+    ("window=40,400&voi_function=cubic", 400, None),
+    ("format=gif", 400, None),
+    ("format=jpeg&quality=50", 200, "image/jpeg"),  # the encoder's quality, for 3D too
+    ("quality=0", 400, None),
+    ("quality=interactive", 400, None),
+    ("size=0x10", 400, None),
+])
+def test_image_parameters_mean_the_same_everywhere(node, record_id, path, params, status, mimetype):
+    reply = _get(node, record_id, path, params)
+    assert reply.status_code == status, (path, params, reply.json)
+    if status == 400:
+        assert reply.json["error"]["code"] == "validation_error"
+    if mimetype:
+        assert reply.mimetype == mimetype
+
+
+@pytest.mark.parametrize("path", ["frames/1", "mpr/axial/1"])
+@pytest.mark.parametrize("region", ["0,0,1", "0,0,1,1,1", "0.5,0,0.5,1", "a,b,c,d"])
+def test_a_malformed_region_is_refused_by_frames_and_reformats(node, record_id, path, region):
+    reply = _get(node, record_id, path, f"region={region}")
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("path", [f"frames/{SLICES}", "frames/-1", f"mpr/axial/{SLICES}", "mpr/axial/-1"])
+def test_an_index_outside_the_record_is_not_found_for_frames_and_reformats(node, record_id, path):
+    reply = _get(node, record_id, path, "")
+    assert reply.status_code == 404 and reply.json["error"]["code"] == "not_found"
+    assert f"0..{SLICES - 1}" in reply.json["error"]["message"]
+
+
+def test_frame_and_axial_reformat_agree_on_shared_parameters(node, record_id):
+    params = "window=0,300&voi_function=sigmoid&size=32x32&region=0.25,0.25,0.75,0.75&format=png"
+    frame = _get(node, record_id, "frames/2", params)
+    mpr = _get(node, record_id, "mpr/axial/2", params)
+    assert frame.status_code == mpr.status_code == 200
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(frame.data))),
+                                  np.asarray(Image.open(io.BytesIO(mpr.data))))
+
+
+def test_the_openapi_parameters_are_the_declared_ones(node):
+    paths = node.client.get("/api/v1/openapi.json").json["paths"]
+    documented = {
+        "frames": paths["/api/v1/records/{id}/frames/{index}"]["get"]["parameters"],
+        "mpr": paths["/api/v1/records/{id}/mpr/{plane}/{index}"]["get"]["parameters"],
+        "volume": paths["/api/v1/records/{id}/volume"]["get"]["parameters"],
+    }
+    declared = {"frames": query.FRAME_PARAMS, "mpr": query.MPR_PARAMS, "volume": query.VOLUME_PARAMS}
+    for name, params in declared.items():
+        assert documented[name] == [p.openapi() for p in params]
+    shared = ("window", "voi_function", "format", "size")
+    for key in shared:
+        schemas = [next(p for p in documented[n] if p["name"] == key) for n in documented]
+        assert all(s == schemas[0] for s in schemas), key
