@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import peewee
 from pydicom import dcmread
@@ -42,10 +43,13 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 @dataclass(frozen=True)
 class CatalogueModels:
-    Patient: type[peewee.Model]
-    Study: type[peewee.Model]
-    Series: type[peewee.Model]
-    Instance: type[peewee.Model]
+    """The four catalogue tables, made per database; typed Any because peewee's fields are
+    dynamic attributes mypy cannot see (as for the node's other models)."""
+
+    Patient: Any
+    Study: Any
+    Series: Any
+    Instance: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:

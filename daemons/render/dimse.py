@@ -31,7 +31,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # made at import time, unseen by mypy
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
@@ -98,11 +98,11 @@ class Listener:
         ae.maximum_pdu_size = 0
         syntaxes = decodable_syntaxes()
         for context in StoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, syntaxes)
+            ae.add_supported_context(str(context.abstract_syntax), syntaxes)
         ae.add_supported_context(Verification)
         ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
             (evt.EVT_C_FIND, self._on_find),
@@ -110,8 +110,11 @@ class Listener:
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
         ]
-        self.server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
-        self.port = self.server.server_address[1]
+        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        if server is None:  # only a blocking server returns None
+            raise RuntimeError("the DICOM listener did not start")
+        self.server = server
+        self.port = server.server_address[1]
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -142,9 +142,8 @@ def to_uint8(y: np.ndarray) -> np.ndarray:
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
     """The whole greyscale pipeline in float maths, for any dtype; the definition of correct."""
     values = params.modality.apply(stored)
-    if params.voi is None:
-        params = GrayParams(params.modality, auto_window(values), params.invert)
-    display = voi_values(values, params.voi)
+    voi = params.voi if params.voi is not None else auto_window(values)
+    display = voi_values(values, voi)
     if params.invert:
         display = 255.0 - display
     return to_uint8(display)

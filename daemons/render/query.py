@@ -132,8 +132,13 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
     function = voi_function() or "linear"
     raw = WINDOW.raw()
     if raw is None:
-        name = choice(PRESET, None, sorted(presets)) if presets is not None else None
-        return None if name is None else Window(*presets[name], function)
+        if presets is None:
+            return None
+        name = choice(PRESET, None, sorted(presets))
+        if name is None:
+            return None
+        center, width = presets[name]
+        return Window(center, width, function)
     parts = raw.split(",")
     try:
         values = [float(p) for p in parts]

@@ -517,7 +517,7 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
             if id(source) not in cache:
                 voi = _own_voi(source, parsed.name)
                 key = None if voi is None else repr(sorted(voi.items()))
-                if key is not None and key not in choices:
+                if voi is not None and key is not None and key not in choices:
                     choices[key] = len(stored)
                     stored.append(voi)
                 cache[id(source)] = None if key is None else choices[key]
@@ -562,7 +562,7 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     if refusal is not None:
         raise UploadError(*refusal)
     try:
-        return _analyse(uploads, limits, [c.bad_frames for c in checks])
+        return _analyse(uploads, limits, [c.bad_frames if c is not None else {} for c in checks])
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault

@@ -68,7 +68,7 @@ def keyed(voi: Voi | None) -> KeyedVoi:
     return KeyedVoi(voi, voi_key(voi))
 
 
-def _voi_from_json(data: dict) -> Voi:
+def _voi_from_json(data: dict) -> Voi | None:
     if "lut" in data:
         return lut_from_json(data["lut"])
     return Window(float(data["center"]), float(data["width"]), data.get("function", "linear"))

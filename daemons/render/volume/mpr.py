@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemons.render.geometry import FULL, Region, crop, output_size, resample
-from daemons.render.pixels import Window
+from daemons.render.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, edge_labels
 from daemons.render.volume.raycast import window_values
 from daemons.render.volume.volume import PreparedVolume
@@ -109,7 +109,7 @@ def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.
     return np.ascontiguousarray(image, dtype=np.float32), layout
 
 
-def reformat_image(volume: PreparedVolume, plane: str, index: int, window: Window | None = None,
+def reformat_image(volume: PreparedVolume, plane: str, index: int, window: Voi | None = None,
                    box: tuple[int, int] | None = None, max_px: int = 2048, slab_mm: float = 0.0,
                    slab_mode: str = "avg", region: Region = FULL) -> np.ndarray:
     """An 8-bit windowed reformat (optionally a region of it) with square display pixels."""
