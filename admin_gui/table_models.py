@@ -203,6 +203,7 @@ class NodesModel(ResourceTableModel):
     columns = (
         Column("Name", key("name")),
         Column("URL", key("url")),
+        Column("Shared store", key("store")),
         Column("Registered", key("created_at"), short_time),
     )
 

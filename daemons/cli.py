@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -25,6 +26,20 @@ def _toplevel_ops():
     return importlib.import_module("daemons.toplevel.admin_ops")
 
 
+def _object_store(args: argparse.Namespace):
+    """`--s3-endpoint`, `--s3-bucket`, `--s3-credentials`: all three or none."""
+    from daemons.deployment import ObjectStore
+
+    given = [args.s3_endpoint, args.s3_bucket, args.s3_credentials]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("--s3-endpoint, --s3-bucket and --s3-credentials go together")
+    credentials = json.loads(Path(args.s3_credentials).read_text())
+    return ObjectStore(args.s3_endpoint, args.s3_bucket, credentials["access_key_id"],
+                       credentials["secret_access_key"], ca_file=args.s3_ca or "")
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from daemons.deployment import init_deployment
 
@@ -34,6 +49,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         institution_names=args.institution_name or None,
         nodes_per_institution=args.nodes_per_institution,
         force=args.force,
+        object_store=_object_store(args),
     )
     register_institutions(layout)
     print(f"Deployment written to {layout.root}:")
@@ -62,6 +78,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     version = layer.upgrade_schema(layer.load_config(args.config))
     print(f"{args.layer}: schema at version {version}" if version else f"{args.layer}: no database")
+    return 0
+
+
+def cmd_store_rewrap(args: argparse.Namespace) -> int:
+    """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
+    from daemons.render.stores import open_store
+
+    store = open_store(get_layer("render").load_config(args.config))
+    print(f"{store.rewrap()} record(s) rewrapped with the current key-encryption key; "
+          "every record now opens without storage.old_key_files")
     return 0
 
 
@@ -249,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--institution-name", action="append", help="an institution to set up (repeatable)")
     p.add_argument("--nodes-per-institution", type=int, default=1)
     p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.add_argument("--s3-endpoint", help="render stores in an S3 bucket at this endpoint (one prefix per institution)")
+    p.add_argument("--s3-bucket", help="the bucket the render nodes share")
+    p.add_argument("--s3-credentials", help='JSON file {"access_key_id", "secret_access_key"} of the S3 user')
+    p.add_argument("--s3-ca", help="CA bundle (PEM) of the object store's certificate")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("db", help="database schema")
@@ -257,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("store", help="a render node's record store")
+    ssub = p.add_subparsers(dest="store_command", required=True)
+    p = ssub.add_parser("rewrap", help="rewrap every record's data key with the current key (after a rotation)")
+    p.add_argument("--config", required=True, help="the render node's config file")
+    p.set_defaults(func=cmd_store_rewrap)
 
     p = sub.add_parser("institution", help="institutions in the toplevel database")
     isub = p.add_subparsers(dest="institution_command", required=True)

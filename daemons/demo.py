@@ -197,7 +197,8 @@ def register_nodes(admin: ApiClient, institution: dict) -> dict[str, dict]:
         key = {"receipt_key": node["receipt_key"]} if node.get("receipt_key") else {}
         if node["url"] not in known:
             known[node["url"]] = admin.call("POST", f"{institution['server_url']}/api/v1/nodes",
-                                            json={"name": node["name"], "url": node["url"], **key}).json()
+                                            json={"name": node["name"], "url": node["url"],
+                                                  "store": node.get("store", ""), **key}).json()
         elif key and known[node["url"]].get("receipt_key") != key["receipt_key"]:
             known[node["url"]] = admin.call("PUT", f"{institution['server_url']}/api/v1/nodes/"
                                             f"{known[node['url']]['id']}", json=key).json()

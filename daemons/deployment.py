@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 from daemons.layers import LAYERS, get_layer
+from daemons.render.s3store import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
 from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert
@@ -72,6 +73,18 @@ class Layout:
     def first(self, layer: str) -> Instance | None:
         found = self.by_layer(layer)
         return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """An S3 endpoint for the render stores: each institution's nodes share one prefix of `bucket`."""
+
+    endpoint_url: str
+    bucket: str
+    access_key_id: str
+    secret_access_key: str
+    region: str = "us-east-1"
+    ca_file: str = ""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -139,6 +152,7 @@ def init_deployment(
     pick_free_ports: bool = False,
     force: bool = False,
     hold_ports: bool = False,
+    object_store: ObjectStore | None = None,
 ) -> Layout:
     """Write keys, a local CA and server certificate, and one config file per instance.
 
@@ -149,6 +163,8 @@ def init_deployment(
     With `hold_ports` as well, this process keeps the chosen ports bound until a LocalDeployment
     of the layout starts the daemons on them (no other process can take one in between); a
     caller that starts the daemons some other way leaves it off.
+    With `object_store` the render nodes of each institution share one prefix of its bucket (one
+    key-encryption key and one credentials file per institution); otherwise each has its own folder.
     """
     root = root.resolve()
     if (root / LAYOUT_FILE).exists() and not force:
@@ -241,29 +257,57 @@ def init_deployment(
         layout.institutions.append({
             "id": inst_id, "name": inst_name, "server_url": layout.instances[-1].url, "nodes": [],
         })
+        shared_store = _institution_store(keys, inst_instance, object_store) if object_store else None
         for node in range(1, node_count + 1):
             node_name = f"render-{number}-{node}"
-            store_key = keys / f"{node_name}.store.key"
-            _write_secret(store_key, secrets.token_bytes(STORE_KEY_BYTES))
+            store_values = shared_store or _own_store(keys, node_name)
             receipt_key = load_or_create_node_key(keys / f"{node_name}.receipt.pem")
             add("render", node_name, port_for("render"), {
                 "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},
                 "database": {"url": f"sqlite:///data/{node_name}/render.db"},
                 "node": {"institution_id": inst_id, "name": node_name,
                          "receipt_key": f"keys/{node_name}.receipt.pem"},
-                "storage": {"dir": f"data/{node_name}/store", "key_file": f"keys/{node_name}.store.key"},
+                **store_values,
                 "dicom": {"port": dicom_port(), "host": host if ":" not in host else "127.0.0.1",
                           "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
             layout.institutions[-1]["nodes"].append({
-                "name": node_name, "url": layout.instances[-1].url,
+                "name": node_name, "url": layout.instances[-1].url, "store": _store_name(store_values),
                 "receipt_key": public_key_text(receipt_key.public_key()),  # to register at the institution
             })
     servers = [i.url for i in layout.instances if i.layer in ("institution", "render")]
     add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()
     return layout
+
+
+def _own_store(keys: Path, node_name: str) -> dict:
+    """A node's own encrypted folder and its key."""
+    _write_secret(keys / f"{node_name}.store.key", secrets.token_bytes(STORE_KEY_BYTES))
+    return {"storage": {"backend": "local", "dir": f"data/{node_name}/store",
+                        "key_file": f"keys/{node_name}.store.key"}}
+
+
+def _institution_store(keys: Path, inst_instance: str, store: ObjectStore) -> dict:
+    """The bucket prefix, key-encryption key and S3 credentials the nodes of one institution share."""
+    _write_secret(keys / f"{inst_instance}.store-kek.key", secrets.token_bytes(STORE_KEY_BYTES))
+    credentials = {"access_key_id": store.access_key_id, "secret_access_key": store.secret_access_key}
+    _write_secret(keys / f"{inst_instance}.s3.json", json.dumps(credentials).encode("utf-8"))
+    return {
+        "storage": {"backend": "s3", "key_file": f"keys/{inst_instance}.store-kek.key"},
+        "s3": {"endpoint_url": store.endpoint_url, "bucket": store.bucket, "prefix": f"{inst_instance}/",
+               "region": store.region, "credentials_file": f"keys/{inst_instance}.s3.json",
+               "ca_file": store.ca_file},
+    }
+
+
+def _store_name(values: dict) -> str:
+    """The `store` a node declares in its institution's registry ("" for its own folder)."""
+    if values["storage"]["backend"] != "s3":
+        return ""
+    s3 = values["s3"]
+    return store_location(s3["endpoint_url"], s3["bucket"], s3["prefix"])
 
 
 class LocalDeployment:

@@ -56,6 +56,29 @@ def test_init_writes_a_valid_documented_config_per_instance(initialised):
             assert "private_key" not in config["tokens"], "only the toplevel may hold the signing key"
 
 
+def test_init_with_an_object_store_gives_each_institution_one_shared_prefix(tmp_path):
+    credentials = tmp_path / "s3.json"
+    credentials.write_text(json.dumps({"access_key_id": "AK", "secret_access_key": "SK"}))
+    root = tmp_path / "deploy"
+    result = run_sivr("init", "--dir", str(root), "--institution-name", "North", "--institution-name", "South",
+                      "--nodes-per-institution", "2", "--s3-endpoint", "https://s3.example.org:8333",
+                      "--s3-bucket", "sivr-records", "--s3-credentials", str(credentials))
+    assert result.returncode == 0, result.stderr
+    layout = json.loads((root / "deployment.json").read_text())
+    configs = {i["name"]: get_layer("render").load_config(i["config"]) for i in layout["instances"]
+               if i["layer"] == "render"}
+    assert {c["storage"]["backend"] for c in configs.values()} == {"s3"}
+    assert configs["render-1-1"]["s3"]["prefix"] == configs["render-1-2"]["s3"]["prefix"] == "institution-1/"
+    assert configs["render-2-1"]["s3"]["prefix"] == "institution-2/"
+    assert configs["render-1-1"]["storage"]["key_file"] == configs["render-1-2"]["storage"]["key_file"]
+    for name in ("institution-1.store-kek.key", "institution-1.s3.json"):
+        assert stat.S_IMODE((root / "keys" / name).stat().st_mode) == 0o600
+    stores = [n["store"] for inst in layout["institutions"] for n in inst["nodes"]]
+    assert stores[0] == stores[1] == "s3:https://s3.example.org:8333/sivr-records/institution-1" != stores[2]
+    half = run_sivr("init", "--dir", str(tmp_path / "other"), "--s3-bucket", "b")
+    assert half.returncode != 0 and "go together" in half.stderr
+
+
 def test_init_gives_each_node_a_receipt_key_named_in_its_config_and_the_layout(initialised):
     layout = json.loads((initialised / "deployment.json").read_text())
     published = {n["url"]: n["receipt_key"] for inst in layout["institutions"] for n in inst["nodes"]}

@@ -36,6 +36,7 @@ def check_node(values: dict[str, Any]) -> dict[str, str]:
     problems = {
         "name": check_required(values["name"], "Name", 150),
         "url": check_server_url(values["url"], "Node URL"),
+        "store": "Shared store must be at most 512 characters." if len(values.get("store", "")) > 512 else None,
         "receipt_key": _check_receipt_key(values.get("receipt_key", "")),
     }
     return {field: problem for field, problem in problems.items() if problem}
@@ -124,6 +125,9 @@ class NodesScreen(TableScreen):
                             intro=f"Registered on {inst['name']} ({inst['server_url']}).")
         dialog.add_line("name", "Name", row.get("name", ""), "e.g. render-1")
         dialog.add_line("url", "Node URL", row.get("url", ""), "https://render1.example.org:5003")
+        # nodes declaring the same store serve each other's records (docs/deployment.md)
+        dialog.add_line("store", "Shared store", row.get("store", ""),
+                        "empty for the node's own disk, else the `store` its health shows (s3:…)")
         # records are registered on the node only with receipts this key verifies (shared.receipts)
         dialog.add_line("receipt_key", "Receipt key", row.get("receipt_key") or "",
                         "receipt_key.public_key from the node's GET /api/v1/node")

@@ -32,6 +32,9 @@ class Node(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     name = peewee.CharField(max_length=120)
     url = peewee.CharField(max_length=2048)
+    # The shared record store the node declares (e.g. "s3:https://s3.example.org/bucket/north"): nodes
+    # with the same non-empty store serve each other's records. Empty: the node's own disk.
+    store = peewee.CharField(max_length=512, default="")
     institution_id = peewee.CharField(max_length=36, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
     # the node's Ed25519 public key (raw, base64) that verifies its upload receipts (shared.receipts);
@@ -120,8 +123,13 @@ def _add_node_receipt_key(db: peewee.Database) -> None:
                                                         peewee.CharField(max_length=64, default="")))
 
 
+def _add_node_store(db: peewee.Database) -> None:
+    """Schema 2 -> 3: render nodes declare the shared record store they use (empty: their own disk)."""
+    migrate(SchemaMigrator.from_database(db).add_column("node", "store", peewee.CharField(max_length=512, default="")))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key,)
+MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store)
 
 
 def bind_database(config: Config) -> peewee.Database:

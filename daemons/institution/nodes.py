@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from daemons.institution.access import require_admin_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
@@ -38,6 +38,7 @@ def _receipt_key(value: str, field: str) -> str:
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
     "url": Field(str, max_len=2048, min_len=1, check=parse_service_url),
+    "store": Field(str, required=False, max_len=512),
     # without it no record is registered on the node (daemons.institution.records)
     "receipt_key": Field(str, required=False, max_len=64, check=_receipt_key),
 }
@@ -48,10 +49,26 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "id": node.id,
         "name": node.name,
         "url": node.url,
+        "store": node.store,
+        "serving_node_ids": serving_node_ids(node.id),
         "institution_id": node.institution_id,
         "receipt_key": node.receipt_key or None,
         "created_at": iso_utc(node.created_at),
     }
+
+
+def serving_node_ids(node_id: str) -> list[str]:
+    """The nodes that can serve a record stored on `node_id`: itself first, then the other nodes of
+    this institution that declare the same shared store (by name). The viewer tries them in order.
+
+    The node list is read once per request, so a page of records costs one query.
+    """
+    if "sivr_node_stores" not in g:
+        rows = Node.select(Node.id, Node.store).where(Node.institution_id == this_institution()).order_by(Node.name)
+        g.sivr_node_stores = [(n.id, n.store) for n in rows]
+    stores = dict(g.sivr_node_stores)
+    own = stores.get(node_id, "")
+    return [node_id] + [other for other, store in g.sivr_node_stores if own and store == own and other != node_id]
 
 
 def get_node(node_id: str) -> Node:

@@ -29,6 +29,7 @@ from daemons.institution.checks import (
     uuid_value,
 )
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from daemons.institution.nodes import serving_node_ids
 from shared.access import require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
@@ -65,6 +66,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
     return {
         "id": record.id,
         "node_id": record.node_id,
+        "node_ids": serving_node_ids(record.node_id),
         "rows": record.rows,
         "columns": record.columns,
         "frames": record.frames,

@@ -41,6 +41,7 @@ def node_health():
         "memory_budget_bytes": the_node.registry.budget_bytes,
         "loader_queue_frames": the_node.registry.queued_frames(),
         "storage_used_bytes": the_node.store.used_bytes(),
+        "store": the_node.store.location,
         "render_latency_ms": the_node.latency_percentiles(),
         "image_cache": {"used_bytes": the_node.images.used_bytes, "hits": the_node.images.hits,
                         "misses": the_node.images.misses},

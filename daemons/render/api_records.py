@@ -41,9 +41,10 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
 
 
 def _stored_or_404(record_id: str):
-    models = node().models
-    row = models.StoredRecord.get_or_none(models.StoredRecord.id == record_id)
-    if row is None or not node().store.exists(record_id):
+    """The catalogue row of a stored record; one another node stored in a shared store is adopted."""
+    row = node().record_index.find(record_id)
+    if row is None:
+        node().forget(record_id)
         raise not_found("record", record_id)
     return row
 
@@ -98,6 +99,7 @@ def list_records():
     require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
     limit, offset = page_args()
     models = the_node.models
+    the_node.record_index.refresh()
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
     rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
     if patient:

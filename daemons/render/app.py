@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 
 from daemons.render import api_3d, api_frames, api_node, api_records, openapi
-from daemons.render.catalogue import backfill, forget_series, protect_database_file
+from daemons.render.catalogue import protect_database_file
 from daemons.render.dimse import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse import check_config as check_dicom_config
 from daemons.render.image_cache import ImageCache
@@ -22,8 +22,9 @@ from daemons.render.isolation import DecodePool, IsolationLimits
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
+from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import RecordStore, StoreError
+from daemons.render.stores import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.validate import MIB, Limits
 from daemons.render.view_audit import ViewAudit
@@ -38,7 +39,6 @@ from shared.errors import ApiError
 from shared.health import (
     add_readiness_check,
     database_check,
-    directory_check,
     files_check,
 )
 from shared.receipts import load_or_create_node_key
@@ -69,31 +69,6 @@ def _check_config(config: Config) -> None:
             "%s: server.workers is %s; a render node must run ONE worker (with server.threads threads), "
             "or each worker loads its own copy and a frame request may reach a worker where the record "
             "is not loaded", where, config["server"]["workers"])
-
-
-def _sync_catalogue(store: RecordStore, models) -> None:
-    """The store is the truth: index records the catalogue misses, drop rows whose record is gone.
-
-    A record whose manifest cannot be read is quarantined (moved aside, logged), so one damaged
-    record never stops the node from starting.
-    """
-    store.cleanup()
-    stored = set(store.record_ids())
-    known = {row.id for row in models.StoredRecord.select(models.StoredRecord.id)}
-    for record_id in known - stored:
-        models.StoredRecord.delete_by_id(record_id)
-        forget_series(models.catalogue, record_id)
-    for record_id in stored - known:
-        try:
-            meta = store.read_manifest(record_id)["meta"]
-        except (StoreError, ValueError, KeyError) as exc:
-            where = store.quarantine(record_id, str(exc))
-            logging.getLogger(__name__).error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
-            continue
-        models.StoredRecord.create(
-            id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-            frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
-    backfill(store, models.catalogue, store.record_ids())
 
 
 def _close_after_request(app: Flask, database) -> None:
@@ -138,13 +113,14 @@ def create_app(config: Config) -> Flask:
     database = database_from_config(config)
     models = make_models(database)
     upgrade_schema(database, "render", models.all, MIGRATIONS)
-    store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+    store = open_store(config)
+    record_index = RecordIndex(store, models, float(config["storage"]["catalogue_refresh_s"]))
     try:
         receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
     except (ValueError, OSError) as exc:  # not a key, readable by others, or not creatable (read-only keys folder)
         raise ConfigError(f"node.receipt_key: {exc}") from exc
     with database.connection_context():
-        _sync_catalogue(store, models)
+        record_index.sync_at_start()
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
     holder: dict[str, Node] = {}
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
@@ -154,8 +130,8 @@ def create_app(config: Config) -> Flask:
     busy_above = (os.cpu_count() or 2) if render["webp_busy_encodes"] < 0 else render["webp_busy_encodes"]
     effort = WebpEffort(render["webp_method"], busy_above)
     decoder = DecodePool(IsolationLimits.from_config(config))
-    holder["node"] = Node(config, store, models, registry, limits, images, effort, decoder, receipt_key,
-                          layer_audience(config))
+    holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
+                          receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
     protect_database_file(database)
@@ -167,10 +143,12 @@ def create_app(config: Config) -> Flask:
     install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"]),
                                       exporter.send if exporter is not None else None))
     _close_after_request(app, database)
+    install_error_handler(app)
     _drain_refused_bodies(app)
     add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))
-    add_readiness_check(app, "store", directory_check(config["storage"]["dir"], "the record store"))
-    add_readiness_check(app, "store_key", files_check([config["storage"]["key_file"]], "the store key"))
+    add_readiness_check(app, "store", readiness_check(store))
+    store_keys = [config["storage"]["key_file"], *config["storage"]["old_key_files"]]
+    add_readiness_check(app, "store_key", files_check(store_keys, "the store key"))
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)

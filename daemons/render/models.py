@@ -10,7 +10,6 @@ several nodes (tests, benchmarks) can live in one process without sharing a conn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import peewee
@@ -21,7 +20,7 @@ from daemons.render.catalogue import (
     make_catalogue_models,
     protect_database_file,
 )
-from daemons.render.storage import RecordStore
+from daemons.render.stores import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, database_from_config, upgrade_schema, utcnow
@@ -76,7 +75,7 @@ def upgrade(config: Config) -> int:
     models = make_models(database)
     try:
         version = upgrade_schema(database, "render", models.all, MIGRATIONS)
-        store = RecordStore.open(Path(config["storage"]["dir"]), Path(config["storage"]["key_file"]))
+        store = open_store(config)
         backfill(store, models.catalogue, store.record_ids())
         protect_database_file(database)
         return version

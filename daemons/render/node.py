@@ -20,8 +20,10 @@ from daemons.render.catalogue import forget_series
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool
 from daemons.render.models import Models
+from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import RecordStore, StoreError
+from daemons.render.storage import StoreError
+from daemons.render.stores import Store
 from daemons.render.validate import Limits
 from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
@@ -35,12 +37,13 @@ RECORDS_EXTENSION = "sivr_records"
 @dataclass
 class Node:
     config: Config
-    store: RecordStore
+    store: Store
     models: Models
     registry: RecordRegistry
     limits: Limits
     images: ImageCache
     webp_effort: WebpEffort
+    record_index: RecordIndex
     decoder: DecodePool
     receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
     url: str  # this node's public base URL, its token audience

@@ -30,7 +30,7 @@ import pydicom
 from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
 from daemons.render.overlays import overlay_mask
 from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
-from daemons.render.storage import RecordStore
+from daemons.render.stores import Store
 from daemons.render.voi import default_voi, lut_from_json
 
 LUT_CACHE_SIZE = 64
@@ -188,7 +188,7 @@ class LoadedRecord:
 class _Loader:
     """Decodes one record's frames in a shared pool; a demanded frame is taken next."""
 
-    def __init__(self, record: LoadedRecord, store: RecordStore, pool: ThreadPoolExecutor, workers: int):
+    def __init__(self, record: LoadedRecord, store: Store, pool: ThreadPoolExecutor, workers: int):
         self.record = record
         self.store = store
         files = record.manifest["files"]
@@ -311,7 +311,7 @@ class _Loader:
 class RecordRegistry:
     """The node's loaded records, its loader pool and its memory budget."""
 
-    def __init__(self, store: RecordStore, budget_bytes: int, threads: int = 2,
+    def __init__(self, store: Store, budget_bytes: int, threads: int = 2,
                  manifest_reader: Callable[[str], dict] | None = None):
         self.store = store
         self.budget_bytes = budget_bytes

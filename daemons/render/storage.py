@@ -28,6 +28,8 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from daemons.render.stores import StoreUnavailable
+
 MAGIC = b"SIVRENC1"
 NONCE_BYTES = 12
 KEY_BYTES = 32
@@ -81,7 +83,9 @@ class StoreFull(Exception):
 
 
 class RecordStore:
-    """Encrypted, compressed, atomically written records under one folder."""
+    """Encrypted, compressed, atomically written records under one folder (the `stores.Store` interface)."""
+
+    location = ""  # no other node reads this folder
 
     def __init__(self, root: Path, key: bytes, threads: int = 2):
         self.root = Path(root)
@@ -256,3 +260,12 @@ class RecordStore:
 
     def used_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*.bin"))
+
+    def rewrap(self) -> int:
+        """Nothing to do: the local store has one key and no wrapped data keys."""
+        return 0
+
+    def check(self) -> None:
+        """The store folder can be listed and written (readiness)."""
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"the store folder {self.root} is not readable and writable")

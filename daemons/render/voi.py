@@ -70,7 +70,7 @@ def keyed(voi: Voi | None) -> KeyedVoi:
     return KeyedVoi(voi, voi_key(voi))
 
 
-def _voi_from_json(data: dict) -> Voi:
+def _voi_from_json(data: dict) -> Voi | None:
     if "lut" in data:
         return _lut(data["lut"])
     return Window(float(data["center"]), float(data["width"]), data.get("function", "linear"))

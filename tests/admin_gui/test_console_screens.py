@@ -228,9 +228,10 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
 
     screen.table.view.selectRow(0)
     screen.edit(screen.table.selected())
-    fill(screen.dialog, name="render-main")
+    fill(screen.dialog, name="render-main", store="s3:https://s3.example.org:8333/sivr/north")
     save(qtbot, console, screen.dialog)
     assert table_values(screen, "Name") == ["render-main"]
+    assert table_values(screen, "Shared store") == ["s3:https://s3.example.org:8333/sivr/north"]
     registry = admin_api.for_server(demo_server).list_all("/api/v1/nodes")
     assert [n["receipt_key"] for n in registry] == [receipt_key]  # kept by the edit
     screenshot(console, "render-nodes")

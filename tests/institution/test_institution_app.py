@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import peewee
 import pytest
 
 from daemons.institution.app import create_app
@@ -56,10 +57,27 @@ def test_audit_filters(api, users, finding, patient_id):
 
 
 def test_upgrade_is_idempotent_and_keeps_data(config, app, api, users, node):
-    assert upgrade(config) == 2
-    assert upgrade(config) == 2
+    assert upgrade(config) == 3
+    assert upgrade(config) == 3
     status, body = api.call("GET", "/api/v1/nodes", users["admin"])
     assert status == 200 and [n["id"] for n in body["items"]] == [node["id"]]
+
+
+def test_upgrade_from_version_1_adds_the_receipt_key_then_the_node_store(tmp_path):
+    """A database made before receipts and stores gets both columns (migrations 2 and 3), rows kept, both ""."""
+    path = tmp_path / "v1.db"
+    db = peewee.SqliteDatabase(str(path))
+    db.execute_sql("CREATE TABLE node (id VARCHAR(36) PRIMARY KEY, name VARCHAR(120) NOT NULL, "
+                   "url VARCHAR(2048) NOT NULL, institution_id VARCHAR(36) NOT NULL, created_at DATETIME NOT NULL)")
+    db.execute_sql("INSERT INTO node VALUES ('n1', 'render-1', 'https://r1:5003', 'i1', '2026-01-01 00:00:00')")
+    db.execute_sql("CREATE TABLE schema_version (layer VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)")
+    db.execute_sql("INSERT INTO schema_version VALUES ('institution', 1)")
+    db.close()
+    config = build_config("institution", KEYS, {"database": {"url": f"sqlite:///{path}"},
+                                                "institution": {"id": INSTITUTION_A}})
+    assert upgrade(config) == 3
+    db = peewee.SqliteDatabase(str(path))
+    assert db.execute_sql("SELECT name, receipt_key, store FROM node").fetchall() == [("render-1", "", "")]
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "hospital-a", "11111111-1111-4111-8111-11111111111Z"])

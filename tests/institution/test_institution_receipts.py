@@ -77,10 +77,11 @@ def test_upgrade_of_a_schema_1_database_leaves_old_nodes_keyless_until_set(confi
     if not isinstance(db, peewee.SqliteDatabase):
         pytest.skip("the schema-1 database is rebuilt with SQLite's DROP COLUMN")
     db.execute_sql("ALTER TABLE node DROP COLUMN receipt_key")  # the node table as schema 1 made it
+    db.execute_sql("ALTER TABLE node DROP COLUMN store")
     db.execute_sql("UPDATE schema_version SET version = 1 WHERE layer = 'institution'")
     db.close()
 
-    assert upgrade(config) == 2
+    assert upgrade(config) == 3
     status, shown = api.call("GET", f"/api/v1/nodes/{node['id']}", users["admin"])
     assert status == 200 and shown["receipt_key"] is None
     body = record_body(node["id"], patient_id)

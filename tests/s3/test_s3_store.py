@@ -1,0 +1,170 @@
+"""The S3 record store against a real SeaweedFS, without daemons: commit, races, clean-up, rewrap."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+
+import pytest
+from botocore.config import Config as BotoConfig
+
+from daemons.render.envelope import KeyRing
+from daemons.render.s3store import MANIFESTS, OBJECTS, S3RecordStore
+from daemons.render.storage import StoreError
+from daemons.render.stores import StoreUnavailable
+
+MANIFEST = {"meta": {"files": 2}, "files": [{"sha256": ""}, {"sha256": ""}]}
+
+
+def make_store(seaweed, bucket: str, keys: KeyRing, **kwargs) -> S3RecordStore:
+    import boto3
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=kwargs.pop("endpoint_url", seaweed.endpoint_url), region_name="us-east-1",
+        aws_access_key_id=seaweed.access_key, aws_secret_access_key=kwargs.pop("secret", seaweed.secret_key),
+        config=BotoConfig(s3={"addressing_style": "path"}, connect_timeout=1, retries={"max_attempts": 1}))
+    return S3RecordStore(client, bucket, "inst/", keys, location="test", **kwargs)
+
+
+@pytest.fixture
+def bucket(seaweed) -> str:
+    return seaweed.create_bucket(f"sivr-unit-{secrets.token_hex(4)}")
+
+
+def test_round_trip_and_only_ciphertext_in_the_bucket(seaweed, bucket):
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
+    files = [b"first file " * 100, b"second file " * 100]
+    assert store.write_record("r1", files, MANIFEST) is True
+    assert store.write_record("r1", files, MANIFEST) is False
+    assert store.exists("r1") and store.record_ids() == ["r1"]
+    assert store.read_manifest("r1") == MANIFEST
+    assert store.read_file("r1", 1, hashlib.sha256(files[1]).hexdigest()) == files[1]
+    with pytest.raises(StoreError, match="checksum"):
+        store.read_file("r1", 1, "0" * 64)
+    client = seaweed.client()
+    for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        assert b"file" not in client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    assert store.delete("r1") and not store.exists("r1") and store.record_ids() == []
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket, Prefix="inst/")
+
+
+def test_two_nodes_storing_one_record_at_once_leave_one_coherent_copy(seaweed, bucket):
+    kek = os.urandom(32)
+    stores = [make_store(seaweed, bucket, KeyRing(kek)) for _ in range(4)]
+    files = [os.urandom(50_000) for _ in range(6)]
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(s.write_record("same", files, MANIFEST)))
+               for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(True) >= 1
+    reader = make_store(seaweed, bucket, KeyRing(kek))
+    assert reader.read_file("same", 5, "", verify=False) == files[5]
+    uploads = {k["Key"].split("/")[3] for k in seaweed.client().list_objects_v2(
+        Bucket=bucket, Prefix=f"inst/{OBJECTS}same/")["Contents"]}
+    assert len(uploads) == results.count(True) == 1  # the losers removed their objects
+
+
+def test_interrupted_upload_is_invisible_and_collected_once_stale(seaweed, bucket):
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)), stale_upload_s=3600)
+    client = seaweed.client()
+    client.put_object(Bucket=bucket, Key=f"inst/{OBJECTS}orphan/u1/000000", Body=b"x")
+    store.write_record("kept", [b"a"], MANIFEST)
+    assert store.record_ids() == ["kept"] and not store.exists("orphan")
+    assert store.cleanup() == 0  # fresh: another node may be writing it
+    assert make_store(seaweed, bucket, store.keys, stale_upload_s=0).cleanup() == 1
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]]
+    assert not any("orphan" in k for k in keys) and f"inst/{MANIFESTS}kept" in keys
+
+
+def test_rewrap_changes_only_manifests(seaweed, bucket):
+    old, new = os.urandom(32), os.urandom(32)
+    make_store(seaweed, bucket, KeyRing(old)).write_record("r", [b"payload"], MANIFEST)
+    client = seaweed.client()
+    before = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]}
+    rotated = make_store(seaweed, bucket, KeyRing(new, (old,)))
+    assert rotated.rewrap() == 1 and rotated.rewrap() == 0
+    after = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket=bucket, Prefix="inst/")["Contents"]}
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {f"inst/{MANIFESTS}r"}
+    assert make_store(seaweed, bucket, KeyRing(new)).read_file("r", 0, "", verify=False) == b"payload"
+
+
+def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, bucket):
+    dead = make_store(seaweed, bucket, KeyRing(os.urandom(32)), endpoint_url="http://127.0.0.1:9")
+    calls = (dead.check, lambda: dead.exists("r"), dead.record_ids, lambda: dead.write_record("r", [b"a"], MANIFEST))
+    for call in calls:
+        with pytest.raises(StoreUnavailable):
+            call()
+    wrong = make_store(seaweed, bucket, KeyRing(os.urandom(32)), secret="not-the-secret")
+    with pytest.raises(StoreUnavailable, match="403"):
+        wrong.check()
+
+
+def test_damaged_manifest_is_quarantined_for_every_node_and_its_objects_kept(seaweed, bucket):
+    kek = os.urandom(32)
+    store = make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0)
+    store.write_record("bad", [b"one", b"two"], MANIFEST)
+    client = seaweed.client()
+    key = f"inst/{MANIFESTS}bad"
+    blob = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    blob[-30] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(blob))
+    other = make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0)
+    with pytest.raises(StoreError, match="authentication failed"):
+        other.read_manifest("bad")
+    where = other.quarantine("bad", "manifest: authentication failed")
+    assert where.startswith(f"s3://{bucket}/inst/quarantine/bad-")
+    assert other.quarantine("bad", "again") is None
+    assert not store.exists("bad") and store.record_ids() == []
+    assert [name.rsplit("-", 1)[0] for name in store.quarantined()] == ["bad"]
+    assert store.cleanup() == 0  # kept for IT although no manifest names them
+    assert len(client.list_objects_v2(Bucket=bucket, Prefix=f"inst/{OBJECTS}bad/")["Contents"]) == 2
+    reason = client.get_object(Bucket=bucket, Key=where.removeprefix(f"s3://{bucket}/") + "reason.txt")
+    assert b"authentication failed" in reason["Body"].read()
+
+
+def test_a_kek_the_node_lacks_is_unavailable_not_damage(seaweed, bucket):
+    make_store(seaweed, bucket, KeyRing(os.urandom(32))).write_record("r", [b"a"], MANIFEST)
+    with pytest.raises(StoreUnavailable, match="does not have"):
+        make_store(seaweed, bucket, KeyRing(os.urandom(32))).read_manifest("r")
+
+
+def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cleanly(seaweed, bucket):
+    """A series that grows: new objects under a fresh part, the manifest replaced only if unchanged."""
+    kek = os.urandom(32)
+    node_a, node_b = make_store(seaweed, bucket, KeyRing(kek)), make_store(seaweed, bucket, KeyRing(kek))
+    files = [os.urandom(5000) for _ in range(5)]
+    sums = [hashlib.sha256(f).hexdigest() for f in files]
+
+    def manifest(count: int) -> dict:
+        return {"meta": {"files": count}, "files": [{"sha256": sums[i], "blob": i} for i in range(count)]}
+
+    assert node_a.write_record("grow", files[:2], manifest(2))
+    assert node_b.read_file("grow", 1, sums[1]) == files[1]  # node B caches the header of two files
+    node_a.append_files("grow", 2, files[2:4], manifest(4))
+    assert node_b.read_manifest("grow") == manifest(4)
+    assert [node_b.read_file("grow", i, sums[i]) for i in range(4)] == files[:4]
+    # node B appends on a manifest node A replaces meanwhile: B's objects are removed, nothing changes
+    real_put = node_b._s3.put_object
+
+    def put_after_a_grew(**kwargs):
+        if kwargs["Key"].endswith(f"{MANIFESTS}grow"):
+            node_a.append_files("grow", 4, files[4:5], manifest(5))
+        return real_put(**kwargs)
+
+    node_b._s3.put_object = put_after_a_grew
+    with pytest.raises(StoreUnavailable, match="another node"):
+        node_b.append_files("grow", 4, [os.urandom(5000)], manifest(5))
+    node_b._s3.put_object = real_put
+    assert node_b.read_manifest("grow") == manifest(5)
+    assert [node_b.read_file("grow", i, sums[i]) for i in range(5)] == files
+    # clean-up keeps every part a manifest names, even once stale
+    assert make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0).cleanup() == 0
+    assert [node_a.read_file("grow", i, sums[i]) for i in range(5)] == files
+    assert node_a.delete("grow")
+    assert "Contents" not in seaweed.client().list_objects_v2(Bucket=bucket, Prefix="inst/")
