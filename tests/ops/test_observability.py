@@ -160,15 +160,14 @@ def test_probes_metrics_logs_and_audit_export_of_running_daemons(make_deployment
 def test_readyz_answers_503_while_postgresql_refuses_connections(make_deployment, pg_database_factory):
     """PostgreSQL shared with other tests is not stopped: the test database alone refuses connections."""
     require_layers("toplevel")
-    import psycopg2
+    import psycopg
 
     database = pg_database_factory()
     deployment = make_deployment(nodes_per_institution=0, database_urls={"toplevel": database})
     top, ca = deployment.url("toplevel"), deployment.ca_cert
     assert requests.get(f"{top}/readyz", verify=ca, timeout=10).status_code == 200
     name = database.rsplit("/", 1)[1]
-    admin = psycopg2.connect(os.environ["SIVR_TEST_PG_URL"])
-    admin.autocommit = True
+    admin = psycopg.connect(os.environ["SIVR_TEST_PG_URL"], autocommit=True)
     try:
         with admin.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
