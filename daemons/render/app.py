@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from daemons.render import api_3d, api_frames, api_node, api_records, openapi
+from daemons.render import api_3d, api_frames, api_node, api_records, dicomweb, openapi
 from daemons.render.catalogue import protect_database_file
 from daemons.render.dimse import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse import check_config as check_dicom_config
@@ -152,5 +152,6 @@ def create_app(config: Config) -> Flask:
     for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
+    dicomweb.install(app, config)
     api_3d.render_state(app)  # the OpenGL probe and the kernels' warm-up, before the first request
     return app

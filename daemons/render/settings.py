@@ -68,6 +68,9 @@ KEYS = (
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
         "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
+    Key("dicomweb", "cors_origins", [],
+        "Browser origins (scheme://host:port) allowed to call the DICOMweb root /dicomweb from a page of "
+        "their own, e.g. an OHIF viewer served elsewhere; empty: same-origin only."),
     Key("decode", "workers", 2,
         "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
         "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),

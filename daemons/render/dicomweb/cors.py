@@ -1,0 +1,50 @@
+"""CORS for the DICOMweb root: browser viewers served from another origin (OHIF) call it.
+
+Only origins listed in `dicomweb.cors_origins` get the Access-Control headers; the bearer
+token travels in the Authorization header (never cookies), so credentials are not allowed.
+A preflight (OPTIONS) is answered here without authentication, as the Fetch standard requires.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, request
+
+CORS_EXTENSION = "sivr_dicomweb_cors"
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+ALLOWED_HEADERS = "Authorization, Accept, Content-Type, X-Request-Id"
+EXPOSED_HEADERS = "Content-Type, Content-Length, ETag, Warning, X-Request-Id, X-Orientation, X-Window"
+MAX_AGE_S = "600"
+
+
+def allow_origins(app: Flask, origins: list[str]) -> None:
+    """The origins this app's DICOMweb root answers with CORS headers."""
+    app.extensions[CORS_EXTENSION] = frozenset(origin.rstrip("/") for origin in origins)
+
+
+def _allowed_origin() -> str | None:
+    origin = request.headers.get("Origin", "")
+    return origin if origin in current_app.extensions.get(CORS_EXTENSION, ()) else None
+
+
+def attach(bp: Blueprint) -> None:
+    """Add the preflight and response hooks to the DICOMweb blueprint (once, at import)."""
+
+    @bp.before_request
+    def _preflight() -> Response | None:
+        if request.method != "OPTIONS":
+            return None
+        response = Response(status=204)
+        if _allowed_origin() is not None:
+            response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+            response.headers["Access-Control-Max-Age"] = MAX_AGE_S
+        return response
+
+    @bp.after_request
+    def _allow_origin(response: Response) -> Response:
+        origin = _allowed_origin()
+        if origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            response.headers.add("Vary", "Origin")
+        return response

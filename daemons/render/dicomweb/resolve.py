@@ -1,0 +1,96 @@
+"""Finding what a DICOMweb path names: a study, a series or an instance of the node's catalogue.
+
+Every service resolves its path here, so an unknown UID is the same 404 everywhere and an
+instance's frames map to the same frames of its series' record (the record the 2D, MPR and 3D
+renderers load). Series of a study come in SeriesNumber order, instances in InstanceNumber order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemons.render.node import node
+from shared.errors import ApiError
+
+
+def _not_found(what: str, uid: str) -> ApiError:
+    return ApiError(404, "not_found", f"no {what} with UID {uid} is stored on this node")
+
+
+def _catalogue():
+    return node().models.catalogue
+
+
+def study(study_uid: str) -> Any:
+    """The catalogue row of a study (404 when unknown)."""
+    cat = _catalogue()
+    row = cat.Study.get_or_none(cat.Study.study_uid == study_uid)
+    if row is None:
+        raise _not_found("study", study_uid)
+    return row
+
+
+def series_of_study(study_uid: str) -> list[Any]:
+    """The series rows of a study (404 when the study is unknown)."""
+    cat = _catalogue()
+    return list(cat.Series.select().where(cat.Series.study == study(study_uid))
+                .order_by(cat.Series.series_number, cat.Series.id))
+
+
+def series(study_uid: str, series_uid: str) -> Any:
+    """The series row (its `id` is the record id) of a series within a study (404 when unknown)."""
+    cat = _catalogue()
+    row = (cat.Series.select().join(cat.Study)
+           .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
+    if row is None:
+        raise _not_found("series", series_uid)
+    return row
+
+
+def instances_of_series(series_row: Any) -> list[Any]:
+    cat = _catalogue()
+    return list(cat.Instance.select().where(cat.Instance.series == series_row)
+                .order_by(cat.Instance.instance_number, cat.Instance.sop_instance_uid))
+
+
+def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
+    """The instance row within its series and study (404 when unknown)."""
+    cat = _catalogue()
+    row = (cat.Instance.select().join(cat.Series).join(cat.Study)
+           .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid,
+                  cat.Instance.sop_instance_uid == sop_uid).first())
+    if row is None:
+        raise _not_found("instance", sop_uid)
+    return row
+
+
+def read_instance(instance_row: Any) -> bytes:
+    """The stored file of an instance, bit-exact (decrypted and checked against its SHA-256)."""
+    return node().store.read_file(instance_row.series_id, instance_row.blob, instance_row.sha256)
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Where an instance's frames sit in its series' record: record frames first .. first+count-1."""
+
+    record_id: str
+    first: int
+    count: int
+
+    def record_frame(self, number: int) -> int:
+        """The record frame index of DICOM frame `number` (1-based, as in a `/frames/{n}` path)."""
+        if not 1 <= number <= self.count:
+            raise ApiError(404, "not_found", f"frame {number} does not exist: the instance has frames 1..{self.count}")
+        return self.first + number - 1
+
+
+def frame_span(instance_row: Any) -> FrameSpan:
+    """The record frames of an instance, from its series' manifest (files are in frame order)."""
+    record_id = instance_row.series_id
+    start = 0
+    for position, entry in enumerate(node().manifest(record_id)["files"]):
+        if int(entry.get("blob", position)) == instance_row.blob:
+            return FrameSpan(record_id, start, int(entry["frames"]))
+        start += int(entry["frames"])
+    raise ApiError(404, "not_found", f"instance {instance_row.sop_instance_uid} has no frames in its series")
