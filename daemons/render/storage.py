@@ -32,6 +32,7 @@ from daemons.render.stores import StoreUnavailable
 
 MAGIC = b"SIVRENC1"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_BYTES = 32
 ZSTD_LEVEL = 1
 MANIFEST = "manifest.bin"
@@ -42,6 +43,29 @@ QUARANTINE = ".quarantine"
 
 class StoreError(Exception):
     """A stored blob failed authentication or its checksum: tampered or corrupt, never rendered."""
+
+
+def seal_blob(aead: AESGCM, magic: bytes, aad: bytes, data: bytes) -> bytes:
+    """`magic | random nonce | AES-GCM(zstd(data))` bound to `aad`: the one sealed-object format of
+    both stores (a local blob and an S3 object differ only in their magic and associated data)."""
+    nonce = os.urandom(NONCE_BYTES)
+    compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
+    return magic + nonce + aead.encrypt(nonce, compressed, aad)
+
+
+def open_blob(aead: AESGCM, magic: bytes, aad: bytes, blob: bytes, what: str) -> bytes:
+    """The original bytes of a sealed object; StoreError naming `what` when modified, moved or truncated."""
+    head = len(magic) + NONCE_BYTES
+    if not blob.startswith(magic) or len(blob) < head + TAG_BYTES:
+        raise StoreError(f"{what}: not a store object (damaged or replaced)")
+    try:
+        compressed = aead.decrypt(blob[len(magic):head], blob[head:], aad)
+    except InvalidTag as exc:
+        raise StoreError(f"{what}: authentication failed (tampered or corrupt)") from exc
+    try:
+        return zstandard.ZstdDecompressor().decompress(compressed)
+    except zstandard.ZstdError as exc:
+        raise StoreError(f"{what}: cannot be decompressed ({exc})") from exc
 
 
 def create_key_file(path: Path) -> None:
@@ -109,22 +133,10 @@ class RecordStore:
         return f"sivr-record:{record_id}:{part}".encode("ascii")
 
     def _seal(self, record_id: str, part: str, data: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
-        return MAGIC + nonce + self._aead.encrypt(nonce, compressed, self._aad(record_id, part))
+        return seal_blob(self._aead, MAGIC, self._aad(record_id, part), data)
 
     def _open(self, record_id: str, part: str, blob: bytes) -> bytes:
-        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
-            raise StoreError(f"record {record_id} {part}: not a store blob (damaged or replaced)")
-        nonce = blob[len(MAGIC):len(MAGIC) + NONCE_BYTES]
-        try:
-            compressed = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES:], self._aad(record_id, part))
-        except InvalidTag as exc:
-            raise StoreError(f"record {record_id} {part}: authentication failed (tampered or corrupt)") from exc
-        try:
-            return zstandard.ZstdDecompressor().decompress(compressed)
-        except zstandard.ZstdError as exc:
-            raise StoreError(f"record {record_id} {part}: cannot be decompressed ({exc})") from exc
+        return open_blob(self._aead, MAGIC, self._aad(record_id, part), blob, f"record {record_id} {part}")
 
     # --- records -----------------------------------------------------------------------------
     def path_of(self, record_id: str) -> Path:
