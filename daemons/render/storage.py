@@ -87,6 +87,11 @@ def load_key(path: Path) -> bytes:
     return key
 
 
+def _version(stat: os.stat_result) -> str:
+    """A manifest file's version: a replaced manifest is a new inode with a new modification time."""
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -182,15 +187,19 @@ class RecordStore:
         _fsync_dir(self.root)
         return True
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+                     expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then replace its manifest atomically.
 
         Each new file is written durably as blob `first_blob + i` before the new manifest (which
         names it) replaces the old one with `os.replace`: after a crash the record is the old one
         or the new one, never half of it; a blob left without a manifest entry is overwritten by
-        the next append. The caller serialises appends to one record (`daemons.render.ingest`).
+        the next append. The caller serialises appends to one record (`daemons.render.ingest`);
+        a manifest replaced since `expected_version` was read is not overwritten (StoreUnavailable).
         """
         folder = self.path_of(record_id)
+        if self.manifest_version(record_id) != expected_version:
+            raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
         try:
             for offset, data in enumerate(files):
                 index = first_blob + offset
@@ -200,14 +209,35 @@ class RecordStore:
             _write_durable(temp, self._seal(record_id, "manifest", body))
             os.replace(temp, folder / MANIFEST)
             _fsync_dir(folder)
+            return _version((folder / MANIFEST).stat())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
             raise
 
     def read_manifest(self, record_id: str) -> dict[str, Any]:
-        blob = (self.path_of(record_id) / MANIFEST).read_bytes()
-        return json.loads(self._open(record_id, "manifest", blob))
+        return self.read_manifest_versioned(record_id)[0]
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+        # the version of the very file read: a manifest is replaced by rename, never rewritten in place
+        with open(self.path_of(record_id) / MANIFEST, "rb") as handle:
+            version = _version(os.fstat(handle.fileno()))
+            blob = handle.read()
+        return json.loads(self._open(record_id, "manifest", blob)), version
+
+    def manifest_version(self, record_id: str) -> str | None:
+        try:
+            return _version((self.path_of(record_id) / MANIFEST).stat())
+        except FileNotFoundError:
+            return None
+
+    def manifest_versions(self) -> dict[str, str]:
+        versions = {}
+        for record_id in self.record_ids():
+            version = self.manifest_version(record_id)
+            if version is not None:
+                versions[record_id] = version
+        return versions
 
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
         """The original bytes of file `index`, verified against the manifest's SHA-256.

@@ -310,22 +310,28 @@ def test_viewer_moves_to_the_node_sharing_the_store(shared):
 
 def test_series_sent_in_two_parts_to_two_nodes_grows_one_record_in_the_bucket(shared, seaweed):
     """The second part, sent to the other node, is appended (S3 `append_files`): one record, every
-    file bit-exact, the manifest the only commit point.
-
-    Checked on the appending node: a node that had the series open before keeps its cached
-    manifest until it is restarted or the record is reopened (not yet invalidated across nodes)."""
-    files = ct(40, 46)
+    file bit-exact, the manifest the only commit point. The node that had the series open sees it
+    grow within `storage.manifest_refresh_s`, and a third part sent to it joins the other node's
+    files instead of committing a manifest without them."""
+    files = ct(40, 48)
     doctor = shared.client()
     node_a, node_b = (i.url for i in render_instances(shared))
     first = upload_record(doctor, node_a, files[:3])
-    second = upload_record(doctor, node_b, files[3:])
+    assert doctor.call("GET", f"{node_a}/api/v1/records/{first['id']}").json()["files"] == 3  # A caches it
+    second = upload_record(doctor, node_b, files[3:6])
     assert second["id"] == first["id"] and second["files"] == 6
     assert doctor.call("GET", f"{node_b}/api/v1/records/{first['id']}").json()["files"] == 6
+    deadline = time.monotonic() + 10
+    while doctor.call("GET", f"{node_a}/api/v1/records/{first['id']}").json()["files"] != 6:
+        assert time.monotonic() < deadline, "node A never saw the series grow on node B"
+        time.sleep(0.5)
+    third = upload_record(doctor, node_a, files[6:])  # A's parsed copy of the series is stale: re-read
+    assert third["id"] == first["id"] and third["files"] == 8
     manifests = [k for k in _keys(seaweed, _bucket(shared), _prefix(shared)) if f"{MANIFESTS}{first['id']}" in k]
     assert len(manifests) == 1
     originals = {f.read_bytes() for f in files}
     got = {doctor.call("GET", f"{node_b}/api/v1/records/{first['id']}/original", params={"index": i}).content
-           for i in range(6)}
+           for i in range(8)}
     assert got == originals
     doctor.call("POST", f"{node_b}/api/v1/records/{first['id']}/load", ok=(200, 202))
     status = wait_ready(doctor, node_b, first["id"])
