@@ -103,6 +103,7 @@ class Viewer {
     this.inflight = null;          // {key, controller, interactive}
     this.pendingInteractive = false;
     this.prefetchController = null;
+    this.prefetchSignature = null;   // the view whose slices prefetchController fetches
     this.shown = null;             // geometry of the image on screen
     this.waitingForFrame = false;
     this.measures = new Map();     // "plane:index" -> [{a, b}]
@@ -601,10 +602,10 @@ class Viewer {
     const s = this.state;
     if (s.plane === "3d" || this.drag) return;
     const signature = this.describe(false, 0).key.replace(/\/\d+\?/, "?");
-    if (!this.prefetchController || this.prefetchController.signature !== signature) {
+    if (!this.prefetchController || this.prefetchSignature !== signature) {
       if (this.prefetchController) this.prefetchController.abort();
       this.prefetchController = new AbortController();
-      this.prefetchController.signature = signature;
+      this.prefetchSignature = signature;
     }
     const count = this.count();
     const here = this.index();
