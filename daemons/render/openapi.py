@@ -68,7 +68,8 @@ SCHEMAS = {
                    "items": {"type": "object", "properties": {
                        "instance": {"type": ["integer", "null"]},
                        "position": {"type": ["array", "null"], "items": {"type": "number"}},
-                       "location_mm": {"type": ["number", "null"]}}}},
+                       "location_mm": {"type": ["number", "null"]},
+                       "thickness_mm": {"type": ["number", "null"]}}}},
         "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
                    "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
                    "required": ["slices", "axial", "coronal", "sagittal"],

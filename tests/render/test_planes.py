@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -154,3 +155,17 @@ def test_what_the_record_does_not_say_is_not_published():
     planes = plane_table(_manifest(unknown))
     assert planes["slices"]["index_direction"] is None
     assert planes["coronal"]["index_direction"] == "P" and planes["coronal"]["edges"] == CORONAL_EDGES
+
+
+def test_each_slice_carries_its_own_thickness(node):
+    """The overlay's "Th" is the slice's own SliceThickness, which a series may vary."""
+    thin = dict(stack(AXIAL, count=3, thickness=1.25))
+    thick = dict(stack(AXIAL, count=3, thickness=3.0, series=_series_of(thin)))
+    # slices 0 and 2 of one, slice 1 of the other
+    meta = upload(node, [(name, (thick if name == "slice001.dcm" else thin)[name]) for name in thin])
+    slices = get_meta(node, meta["id"])["slices"]
+    assert [s["thickness_mm"] for s in slices] == [1.25, 3.0, 1.25]
+
+
+def _series_of(files: dict[str, bytes]) -> str:
+    return str(pydicom.dcmread(io.BytesIO(next(iter(files.values())))).SeriesInstanceUID)

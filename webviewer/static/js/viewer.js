@@ -726,7 +726,7 @@ class Viewer {
       ].filter(Boolean).join(" · ");
     }
     const slice = this.sliceInfo(index);
-    const thickness = Number(this.meta.slice_thickness);
+    const thickness = Number((slice && slice.thickness_mm) || this.meta.slice_thickness);
     return [
       slice && slice.instance != null ? `Im ${slice.instance}` : null,
       slice && slice.location_mm != null ? `Loc ${slice.location_mm.toFixed(1)} mm` : null,
