@@ -75,7 +75,8 @@ SCHEMAS = {
                    "required": ["slices", "axial", "coronal", "sagittal"],
                    "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}}}},
     "Edges": {"type": ["object", "null"], "required": ["top", "right", "bottom", "left"],
-              "description": "patient direction letters (A P L R S I) at each edge; null when the orientation is unknown",
+              "description": "patient direction letters (A P L R S I) at each edge; null when the "
+                             "orientation is unknown",
               "properties": {edge: {"type": "string"} for edge in ("top", "right", "bottom", "left")}},
     "PlaneGeometry": {"type": "object", "properties": {
         "count": {"type": "integer", "description": "indexes run 0..count-1"},
@@ -87,9 +88,11 @@ SCHEMAS = {
         "spacing_mm": {"type": "number", "description": "distance between consecutive indexes"},
         "measurable": {"type": "boolean", "description": "false when the pixel size is unknown (1 mm assumed)"},
         "edges": {"$ref": "#/components/schemas/Edges"},
-        "index_direction": {"type": ["string", "null"], "description": "patient direction the index runs towards"},
-        "location_mm": {"type": ["object", "null"], "description": "LPS coordinate of the plane on its axis: "
-                        "first + index x step", "properties": {"first": {"type": "number"}, "step": {"type": "number"}}}}},
+        "index_direction": {"type": ["string", "null"],
+                            "description": "patient direction the index runs towards"},
+        "location_mm": {"type": ["object", "null"],
+                        "description": "LPS coordinate of the plane on its axis: first + index x step",
+                        "properties": {"first": {"type": "number"}, "step": {"type": "number"}}}}},
     "LoadStatus": {"type": "object", "properties": {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},

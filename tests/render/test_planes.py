@@ -81,9 +81,7 @@ def assert_planes(served: dict, expected: dict) -> None:
     for name, want in expected.items():
         got = served[name]
         for key, value in want.items():
-            if isinstance(value, float):
-                assert got[key] == pytest.approx(value, abs=1e-6), (name, key)
-            elif isinstance(value, dict) and key == "location_mm":
+            if isinstance(value, float) or key == "location_mm":
                 assert got[key] == pytest.approx(value, abs=1e-6), (name, key)
             else:
                 assert got[key] == value, (name, key)
