@@ -42,7 +42,8 @@ def _first_last_positions(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]
     slices = meta.get("slices") or []
     if not slices or slices[0].get("position") is None or slices[-1].get("position") is None:
         return None
-    return np.asarray(slices[0]["position"], float), np.asarray(slices[-1]["position"], float)
+    first, last = np.asarray(slices[0]["position"], float), np.asarray(slices[-1]["position"], float)
+    return (first, last) if np.isfinite(first).all() and np.isfinite(last).all() else None
 
 
 def volume_frame(manifest: dict[str, Any]) -> tuple[Spacing, tuple[float, ...], tuple[float, float, float] | None]:
@@ -83,7 +84,8 @@ def plane_table(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     oriented = record_orientation(manifest) is not None
     ends = _first_last_positions(meta)
     positions_known = ends is not None and (geometry.shape[0] == 1 or float(np.linalg.norm(ends[1] - ends[0])) > 1e-6)
-    measurable = bool(meta.get("pixel_spacing"))
+    pixel_spacing = meta.get("pixel_spacing") or ()
+    measurable = len(pixel_spacing) == 2 and all(math.isfinite(float(v)) and float(v) > 0 for v in pixel_spacing)
     table = {}
     for plane in PUBLISHED:
         layout = plane_layout(geometry, plane)

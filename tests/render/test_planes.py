@@ -9,6 +9,7 @@ the published index range and aspect, and the published geometry is the 3D state
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pydicom
@@ -167,3 +168,11 @@ def test_each_slice_carries_its_own_thickness(node):
 
 def _series_of(files: dict[str, bytes]) -> str:
     return str(pydicom.dcmread(io.BytesIO(next(iter(files.values())))).SeriesInstanceUID)
+
+
+def test_hostile_numbers_give_a_finite_table():
+    """Non-finite spacing or positions in a manifest never reach the JSON (NaN is not JSON)."""
+    nan = [{"instance": 1, "position": [float("nan"), 0.0, 0.0], "location_mm": None}] * 6
+    planes = plane_table(_manifest(nan, pixel_spacing=(float("inf"), 0.5)))
+    json.dumps(planes, allow_nan=False)
+    assert planes["slices"]["measurable"] is False and planes["slices"]["location_mm"] is None
