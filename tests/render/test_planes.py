@@ -92,6 +92,10 @@ def assert_planes(served: dict, expected: dict) -> None:
 def test_each_plane_of_an_acquisition_as_computed_by_hand(node, acquisition):
     meta = upload(node, stack(ORIENTATIONS[acquisition]))
     assert_planes(get_meta(node, meta["id"])["planes"], EXPECTED[acquisition])
+    schemas = node.client.get("/api/v1/openapi.json").json["components"]["schemas"]
+    assert "planes" in schemas["RecordMeta"]["properties"]
+    for info in get_meta(node, meta["id"])["planes"].values():
+        assert set(info) == set(schemas["PlaneGeometry"]["properties"]), "the OpenAPI document says what is served"
     listed = node.client.get("/api/v1/records", headers=node.headers("instadmin")).json["items"]
     assert listed and all("planes" not in item for item in listed), "lists stay small"
 
