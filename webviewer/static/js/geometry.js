@@ -5,12 +5,26 @@
 export const PLANES = ["native", "axial", "coronal", "sagittal"];
 
 /**
+ * @typedef {object} PlaneInfo
+ * @property {number} count indexes run 0..count-1
+ * @property {number} width the whole image's width in mm (in pixels when not measurable)
+ * @property {number} height the whole image's height in mm (in pixels when not measurable)
+ * @property {boolean} measurable false when the pixel size is unknown
+ * @property {string|null} indexDirection patient direction the index runs towards
+ * @property {{first: number, step: number}|null} location plane position on its patient axis: first + index * step
+ * @property {number|null} spacing mm between consecutive indexes
+ */
+
+/**
  * One plane of a record as the node publishes it (RecordMeta.planes, docs/API.md): index count,
  * physical size (mm) of the whole image, whether distances are in mm, the patient direction the
  * index runs towards, the plane's position on its patient axis and the spacing of its indexes.
  * Nothing here is derived from the acquisition: the node computes it with the function it cuts
  * its reformats with, for axial, coronal, sagittal and oblique acquisitions alike.
  * A record from a node older than `planes` has its stored frames only, measured in pixels.
+ * @param {any} meta RecordMeta
+ * @param {string} plane "native" (the stored slices), "axial", "coronal" or "sagittal"
+ * @returns {PlaneInfo}
  */
 export function planeInfo(meta, plane) {
   const served = meta.planes && meta.planes[plane === "native" ? "slices" : plane];
@@ -24,7 +38,12 @@ export function planeInfo(meta, plane) {
   };
 }
 
-/** Where plane `index` lies on the plane's patient axis (mm, LPS), or null when the node does not know. */
+/**
+ * Where plane `index` lies on the plane's patient axis (mm, LPS), or null when the node does not know.
+ * @param {PlaneInfo} info
+ * @param {number} index
+ * @returns {number|null}
+ */
 export function planeLocation(info, index) {
   return info.location ? info.location.first + index * info.location.step : null;
 }
