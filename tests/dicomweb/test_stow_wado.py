@@ -320,3 +320,33 @@ def test_stow_from_another_institution_is_403_over_tls(deployment, node_url):
     assert reply.status_code == 403 and reply.json()["error"]["code"] == "forbidden"
     study = uids(files[0])[0]
     assert session.get(f"{node_url}/dicomweb/studies/{study}/metadata", timeout=60).status_code == 404
+
+
+@pytest.mark.slow
+def test_c_store_and_stow_of_one_series_land_in_one_record(deployment, dicomweb, node_url):
+    """Two instances sent by a modality over DIMSE, two more by STOW-RS: one series, one record."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    from daemons.deployment import DEMO_DICOM_CALLERS, dicom_endpoint
+
+    patient = f"DW-{uuid.uuid4().hex[:8]}"
+    files = synthetic_series(4)
+    datasets = [pydicom.dcmread(io.BytesIO(raw)) for raw in files]
+    for ds in datasets:
+        ds.PatientID = patient
+    study, series, _ = uids(files[0])
+    endpoint = dicom_endpoint(next(i for i in deployment.layout.instances if i.name == "render-1-1"))
+    ae = AE(ae_title=DEMO_DICOM_CALLERS[0])
+    ae.add_requested_context(CTImageStorage, str(ExplicitVRLittleEndian))
+    assoc = ae.associate(endpoint["host"], endpoint["port"], ae_title=endpoint["ae_title"])
+    assert assoc.is_established
+    assert [assoc.send_c_store(ds).Status for ds in datasets[:2]] == [0, 0]
+    assoc.release()
+    client = dicomweb("physician")
+    answer = client.store_instances(datasets[2:], study_instance_uid=study)
+    assert len(answer.ReferencedSOPSequence) == 2
+    assert len(client.retrieve_series_metadata(study, series)) == 4
+    records = deployment.client("physician").call(
+        "GET", f"{node_url}/api/v1/records", params={"patient_id_dicom": patient}).json()
+    assert records["total"] == 1 and records["items"][0]["files"] == 4
