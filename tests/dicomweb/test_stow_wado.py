@@ -72,7 +72,8 @@ def test_stow_stores_and_wado_returns_the_same_bytes(node):
     assert retrieved.status_code == 200
     assert retrieved.headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
     assert sorted(content for _, content in parts_of(retrieved)) == sorted(files)
-    again = stow(node, body_of(files[:1]), path=f"/dicomweb/studies/{study}")  # identical re-send: a no-op
+    unquoted = f"multipart/related; type=application/dicom; boundary={BOUNDARY}"
+    again = stow(node, body_of(files[:1]), path=f"/dicomweb/studies/{study}", content_type=unquoted)  # a no-op
     assert again.status_code == 200 and instance_count(node) == 3
 
 
@@ -107,6 +108,12 @@ def test_metadata_has_bulk_data_uris_and_frames_decode(node):
     decoded = pydicom.dcmread(io.BytesIO(content))
     assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_LE and decoded.SOPInstanceUID == sop
     assert np.array_equal(decoded.pixel_array, original.pixel_array)
+    series_url = f"/dicomweb/studies/{study}/series/{series}"
+    dicom_in = 'multipart/related; type="application/dicom"; transfer-syntax='
+    in_rle = node.client.get(series_url, headers={**node.headers(), "Accept": f"{dicom_in}{RLELossless}"})
+    assert sorted(content for _, content in parts_of(in_rle)) == sorted(files)
+    in_jls = node.client.get(series_url, headers={**node.headers(), "Accept": f"{dicom_in}{JPEGLSLossless}"})
+    assert in_jls.status_code == 406
     jls = node.client.get(frame_url, headers={**node.headers(), "Accept":
                                               'multipart/related; type="image/jls"; transfer-syntax='
                                               f'{JPEGLSLossless}'})
@@ -118,6 +125,7 @@ def test_metadata_has_bulk_data_uris_and_frames_decode(node):
     ("multipart/form-data; boundary=x", 415),
     (f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}', 415),
     ('multipart/related; type="application/dicom"', 400),
+    ("multipart/related; type=application/dicom+json; boundary=x", 415),
 ])
 def test_wrong_media_types_store_nothing(node, content_type, status):
     reply = stow(node, body_of(synthetic_series(1)), content_type=content_type)
@@ -181,14 +189,19 @@ def test_upload_and_stow_of_one_series_land_in_one_record(node):
         cat = node.app.extensions["sivr_node"].models.catalogue
         [row] = list(cat.Series.select().where(cat.Series.series_uid == series))
         assert row.id == uploaded.get_json()["id"] and row.instance_count == 4
+        audit = node.app.extensions["sivr_node"].models.AuditEntry
+        appended = list(audit.select().where(audit.action == "record.append", audit.object_id == row.id))
+        assert len(appended) == 1 and appended[0].detail == "added=2 unchanged=0"  # STOW audited as uploads are
 
 
 def test_oversized_body_is_413_and_stores_nothing(make_node):
-    harness = make_node(limits__max_upload_mb=1)
+    harness = make_node(limits__max_upload_mb=1, limits__max_files=3)
     try:
         big = synthetic_series(3, rows=512, cols=512)  # 3 x 512 KiB of pixels: over 1 MiB
         reply = stow(harness, body_of(big))
         assert reply.status_code == 413 and reply.get_json()["error"]["code"] == "over_limits"
+        many = stow(harness, body_of(synthetic_series(4)))
+        assert many.status_code == 413 and "4 instances" in many.get_json()["error"]["message"]
         assert instance_count(harness) == 0
     finally:
         harness.registry.shutdown()

@@ -193,7 +193,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     missing = [n for n in numbers if n > count]
     if missing:
         raise ApiError(404, "not_found", f"frame {missing[0]} does not exist: the instance has frames 1..{count}")
-    parts = [(choice.content_type, frame_bytes(ds, n, choice)) for n in numbers]
+    parts = ((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one frame in RAM at a time
     boundary = new_boundary()
     part_type = choice.content_type.split(";", 1)[0]
     response = Response(write_related(parts, boundary), content_type=related_content_type(part_type, boundary))
