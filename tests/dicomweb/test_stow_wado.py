@@ -363,3 +363,29 @@ def test_c_store_and_stow_of_one_series_land_in_one_record(deployment, dicomweb,
     records = deployment.client("physician").call(
         "GET", f"{node_url}/api/v1/records", params={"patient_id_dicom": patient}).json()
     assert records["total"] == 1 and records["items"][0]["files"] == 4
+
+
+def test_a_frame_found_undecodable_on_arrival_is_422_the_others_are_sent(node):
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    from tests.render.synthetic import dataset, to_bytes
+
+    ds = dataset(32, 32, series=generate_uid(), pixels=False)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    good = imagecodecs.jpeg8_encode(np.linspace(0, 4095, 32 * 32).astype(np.uint16).reshape(32, 32), level=95,
+                                    bitspersample=12)
+    ds.NumberOfFrames = 3
+    ds.PixelData = encapsulate([good, good[:40], good])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGExtended12Bit
+    raw = to_bytes(ds)
+    study, series, sop = uids(raw)
+    assert stow(node, body_of([raw])).status_code == 200
+    frames = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames"
+    octets = {**node.headers(), "Accept": "multipart/related; type=application/octet-stream"}
+    [(_, first)] = parts_of(node.client.get(f"{frames}/1", headers=octets))
+    assert len(first) == 32 * 32 * 2
+    broken = node.client.get(f"{frames}/3,2", headers=octets)
+    assert broken.status_code == 422 and broken.get_json()["error"]["code"] == "frame_error"
+    assert "frame 2" in broken.get_json()["error"]["message"]
