@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, request
 
 from daemons.render import query
+from daemons.render.annotate import Annotation, burn_in
 from daemons.render.encode import encode_image
 from daemons.render.geometry import Region, mirror
 from daemons.render.image_headers import describe_image, mirrored_labels, record_orientation
@@ -51,6 +52,7 @@ class FrameImage:
     voi_function: str | None = None
     overlays: bool = False
     flip: tuple[bool, bool] = (False, False)  # mirrored left-right, top-bottom (DICOMweb viewport)
+    annotation: Annotation = Annotation()  # text burnt in (DICOMweb annotation)
 
 
 def choose_voi(manifest: dict, index: int, spec: FrameImage) -> KeyedVoi:
@@ -77,9 +79,11 @@ def frame(record_id: str, index: int):
     return frame_image(record_id, index, spec, started)
 
 
-def frame_image(record_id: str, index: int, spec: FrameImage, started: float) -> Response:
-    """Frame `index` of a record rendered as `spec` says (cached; 304 on a matching If-None-Match);
-    409 when the record is not loaded or the frame not decoded in time."""
+def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
+                conditional: bool = True) -> Response:
+    """Frame `index` of a record rendered as `spec` says (cached; 304 on a matching If-None-Match
+    when `conditional`: not for a part of a multipart answer); 409 when the record is not loaded
+    or the frame not decoded in time."""
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta, render = manifest["meta"], manifest["render"]
@@ -96,9 +100,11 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float) ->
     parts = [str(index), voi_key, fmt, str(quality), repr(box), repr(region), "overlays" if overlays else ""]
     if any(spec.flip):
         parts.append(f"flip={spec.flip}")
+    if spec.annotation:
+        parts.append(repr(spec.annotation))
     etag = etag_for(record_id, parts)
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
-    if request.if_none_match.contains_weak(etag):
+    if conditional and request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
         not_modified.set_etag(etag, weak=weak)
         note_view("frame", record_id)
@@ -123,6 +129,7 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float) ->
         with timed("render", "frame", fmt):
             image = mirror(render_frame(record.pixels[index], params, lut, region, box,
                                         (record.spacing[1], record.spacing[2]), max_px, overlay), spec.flip)
+            image = burn_in(image, spec.annotation)
         if fmt != "webp":
             with timed("encode", "frame", fmt):
                 return encode_image(image, fmt, quality)
