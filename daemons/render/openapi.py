@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from daemons.render import query
+from daemons.render.dicomweb import rendered
 from shared import __version__
 
 bp = Blueprint("render_openapi", __name__)
@@ -151,6 +152,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)}}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [],
                                              "responses": {"200": _json({"type": "object"})}}},
+            **rendered.openapi_paths(_errors),
         },
     }
 

@@ -374,3 +374,23 @@ def test_dicomweb_mpr_and_volume_extensions_over_tls(served):
     assert volume.status_code == 200, volume.text
     assert np.array_equal(_pixels(volume.content), _node_png(client, url, f"{uids.record_id}/volume", mode="minip",
                                                              elevation="20", size="160x160"))
+
+
+def test_openapi_documents_the_rendered_routes_with_the_declared_parameters(ct):
+    import re
+
+    from daemons.render import query
+
+    node, _ = ct
+    paths = node.client.get("/api/v1/openapi.json").get_json()["paths"]
+    routes = {re.sub(r"<[^>]+>", "{}", rule.rule) for rule in node.app.url_map.iter_rules()
+              if rule.endpoint.startswith("dicomweb.") and rule.endpoint.split(".")[1] in {
+                  "study_rendered", "series_rendered", "instance_rendered", "frames_rendered", "study_thumbnail",
+                  "series_thumbnail", "instance_thumbnail", "frames_thumbnail", "series_mpr", "series_volume"}}
+    assert len(routes) == 10
+    assert routes <= {re.sub(r"\{[^}]+\}", "{}", path) for path in paths}
+    instance = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+    assert paths[f"{instance}/rendered"]["get"]["parameters"] == [p.openapi() for p in query.RENDERED_PARAMS]
+    assert paths[f"{instance}/thumbnail"]["get"]["parameters"] == [p.openapi() for p in query.THUMBNAIL_PARAMS]
+    volume = paths["/dicomweb/studies/{study}/series/{series}/rendered/volume"]["get"]["parameters"]
+    assert volume == [p.openapi() for p in query.RENDERED_VOLUME_PARAMS]

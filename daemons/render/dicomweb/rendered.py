@@ -46,7 +46,7 @@ from daemons.render.api_3d import (
 )
 from daemons.render.api_frames import FrameImage, frame_image
 from daemons.render.api_records import start_loading
-from daemons.render.dicomweb import bp, resolve
+from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.encode import MIMETYPES
 from daemons.render.node import node
 from shared.auth import require_auth
@@ -391,3 +391,51 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     view_id, seq = view_sequence()
     record_id, record = _whole_series(study_uid, series_uid)
     return volume_image(record_id, record, view, None, fmt, quality, view_id, seq, started)
+
+
+# --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------
+
+def _uid(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
+            "description": description}
+
+
+_STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series", "Series Instance UID"),
+                              _uid("instance", "SOP Instance UID"))
+_FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
+           "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
+_IMAGES = {"image/jpeg": {}, "image/png": {}, "image/webp": {}}
+
+
+def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The rendered resources' entries of the node's OpenAPI document (`error_responses(*codes)`
+    gives the document's error answers)."""
+    rendered = {"description": "the rendered image (several: multipart/related, one part per frame)",
+                "content": {**_IMAGES, "multipart/related": {}}}
+    single = {"description": "the rendered image", "content": _IMAGES}
+    errors = error_responses(400, 401, 404, 406, 409, 422)
+    levels = {"/studies/{study}": [_STUDY], "/studies/{study}/series/{series}": [_STUDY, _SERIES],
+              "/studies/{study}/series/{series}/instances/{instance}": [_STUDY, _SERIES, _INSTANCE],
+              "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}":
+                  [_STUDY, _SERIES, _INSTANCE, _FRAMES]}
+    paths: dict[str, Any] = {}
+    for prefix, params in levels.items():
+        paths[f"{ROOT}{prefix}/rendered"] = {"parameters": params, "get": {
+            "summary": "DICOMweb rendered resource (PS3.18 §8.3.5)",
+            "parameters": [p.openapi() for p in query.RENDERED_PARAMS], "responses": {"200": rendered, **errors}}}
+        paths[f"{ROOT}{prefix}/thumbnail"] = {"parameters": params, "get": {
+            "summary": "DICOMweb thumbnail: the middle frame, 128x128 by default",
+            "parameters": [p.openapi() for p in query.THUMBNAIL_PARAMS], "responses": {"200": single, **errors}}}
+    series = f"{ROOT}/studies/{{study}}/series/{{series}}/rendered"
+    paths[f"{series}/mpr/{{plane}}/{{index}}"] = {
+        "parameters": [_STUDY, _SERIES, {"name": "plane", "in": "path", "required": True,
+                                         "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+                       {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+        "get": {"summary": "SIVR extension: a reformat (MPR, slab) of the series",
+                "parameters": [p.openapi() for p in query.RENDERED_MPR_PARAMS],
+                "responses": {"200": single, **errors}}}
+    paths[f"{series}/volume"] = {"parameters": [_STUDY, _SERIES], "get": {
+        "summary": "SIVR extension: a 3D view (MIP, MinIP, AvgIP, DVR) of the series",
+        "parameters": [p.openapi() for p in query.RENDERED_VOLUME_PARAMS],
+        "responses": {"200": single, **error_responses(400, 401, 404, 406, 409, 422, 503)}}}
+    return paths
