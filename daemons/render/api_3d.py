@@ -148,7 +148,7 @@ def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, 
 
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _voi(record: Any, window: Window | None, function: str | None) -> KeyedVoi:
+def _voi(record: Any, window: Voi | None, function: str | None) -> KeyedVoi:
     """The request's window, else the record's default VOI (the one 2D frames without their own
     use, daemons.render.voi) with the request's VOI function `function`, if any."""
     if window is not None:

@@ -207,14 +207,17 @@ def _annotation(target: Target, wanted: tuple[str, ...]) -> Annotation:
             " ".join(v for v in (patient.birth_date, patient.sex) if v)) if line and line != "ID ")
     if "technique" in wanted:
         window = query.rendered_window()
-        lines = [" ".join(v for v in (series.modality, study.study_date, series.description) if v),
-                 f"Se {series.series_number if series.series_number is not None else '-'}  "
-                 f"Im {target.instance_number if target.instance_number is not None else '-'}  "
-                 f"Fr {target.frame_number}"]
+        numbers = (f"Se {_or_dash(series.series_number)}  Im {_or_dash(target.instance_number)}  "
+                   f"Fr {target.frame_number}")
+        lines = [" ".join(v for v in (series.modality, study.study_date, series.description) if v), numbers]
         if window is not None:
             lines.append(f"W {window.width:g} C {window.center:g} {window.function}")
         bottom = tuple(line for line in lines if line)
     return Annotation(top, bottom)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
@@ -222,7 +225,7 @@ def _render(target: Target, fmt: str, started: float, thumbnail: bool, condition
     meta = node().manifest(target.record_id)["meta"]
     box = THUMBNAIL_BOX if thumbnail else None
     viewport = query.viewport(_max_px(), box)
-    annotation = Annotation() if thumbnail else _annotation(target, query.annotations())
+    annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
     spec = _frame_spec(fmt, viewport, int(meta["rows"]), int(meta["columns"]), annotation, thumbnail)
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
@@ -231,7 +234,7 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     """Every target rendered, one part each, streamed as they are made."""
     query.viewport(_max_px())  # bad parameters are refused before the first byte
     query.rendered_window()
-    query.annotations()
+    query.annotation_items()
     query.quality(fmt)
     boundary = uuid.uuid4().hex
     mimetype = MIMETYPES[fmt]
@@ -404,7 +407,7 @@ _STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series"
                               _uid("instance", "SOP Instance UID"))
 _FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
            "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
-_IMAGES = {"image/jpeg": {}, "image/png": {}, "image/webp": {}}
+_IMAGES: dict[str, dict] = {"image/jpeg": {}, "image/png": {}, "image/webp": {}}
 
 
 def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, Any]:
