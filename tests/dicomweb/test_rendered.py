@@ -394,3 +394,20 @@ def test_openapi_documents_the_rendered_routes_with_the_declared_parameters(ct):
     assert paths[f"{instance}/thumbnail"]["get"]["parameters"] == [p.openapi() for p in query.THUMBNAIL_PARAMS]
     volume = paths["/dicomweb/studies/{study}/series/{series}/rendered/volume"]["get"]["parameters"]
     assert volume == [p.openapi() for p in query.RENDERED_VOLUME_PARAMS]
+
+
+def test_rendered_images_are_counted_in_the_view_audit(ct):
+    import json
+    import uuid
+
+    node, uids = ct
+    reader = str(uuid.uuid4())
+    headers = node.headers(user_id=reader)
+    for path in (f"{uids.instance(0)}/rendered", f"{uids.base}/thumbnail", f"{uids.base}/rendered/mpr/axial/1"):
+        assert node.client.get(f"/dicomweb{path}", headers=headers).status_code == 200
+    node.app.extensions["sivr_view_audit"].flush()
+    reply = node.client.get("/api/v1/audit", headers=node.headers(role="instadmin"),
+                            query_string={"action": "record.view", "user_id": reader})
+    [entry] = reply.get_json()["items"]
+    detail = json.loads(entry["detail"])
+    assert entry["object_id"] == uids.record_id and detail["frame"] == 2 and detail["mpr"] == 1
