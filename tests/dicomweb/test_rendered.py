@@ -140,7 +140,11 @@ def test_media_types_by_accept_and_the_accept_parameter(ct):
     assert _get(node, path).mimetype == "image/jpeg"  # the standard's default
     assert _get(node, path, "image/*").mimetype == "image/jpeg"
     assert _get(node, path, "image/webp").mimetype == "image/webp"
-    assert _get(node, path, "image/gif;q=0.9, image/png").mimetype == "image/png"
+    assert _get(node, path, "image/jp2;q=0.9, image/png").mimetype == "image/png"
+    gif = _get(node, path, "image/gif")
+    assert gif.mimetype == "image/gif" and gif.get_data()[:4] == b"GIF8"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(gif.get_data())).convert("L")),
+                          _pixels(_get(node, path, "image/png").get_data()))  # lossless for grey
     assert _get(node, path, "image/jpeg", accept="image/png").mimetype == "image/png"
     jpeg = _get(node, path, "image/jpeg", quality="20").get_data()
     assert len(jpeg) < len(_get(node, path, "image/jpeg", quality="95").get_data())

@@ -407,7 +407,7 @@ _STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series"
                               _uid("instance", "SOP Instance UID"))
 _FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
            "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
-_IMAGES: dict[str, dict] = {"image/jpeg": {}, "image/png": {}, "image/webp": {}}
+_IMAGES: dict[str, dict] = {mimetype: {} for mimetype in MIMETYPES.values()}
 
 
 def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, Any]:
