@@ -415,3 +415,22 @@ def test_rendered_images_are_counted_in_the_view_audit(ct):
     [entry] = reply.get_json()["items"]
     detail = json.loads(entry["detail"])
     assert entry["object_id"] == uids.record_id and detail["frame"] == 2 and detail["mpr"] == 1
+
+
+def test_frames_the_upload_found_short_are_422_in_dicom_numbering(ct):
+    from tests.render.synthetic import dataset, to_bytes
+
+    node, _ = ct
+    ds = dataset(4, 4, pixels=False)
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.arange(4 * 16, dtype=np.int16)[: 2 * 16 + 4].tobytes()  # frames 3 and 4 cut
+    assert node.upload([("short.dcm", to_bytes(ds))]).status_code == 201
+    instance = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    assert _get(node, f"{instance}/frames/2/rendered").status_code == 200
+    single = _get(node, f"{instance}/frames/3/rendered")
+    assert single.status_code == 422 and single.get_json()["error"]["code"] == "frame_error"
+    assert "frame 3 of instance" in single.get_json()["error"]["message"]
+    several = _get(node, f"{instance}/frames/1,2,4/rendered", 'multipart/related; type="image/png"')
+    assert several.status_code == 422 and "frame 4 of instance" in several.get_json()["error"]["message"]
+    good = _get(node, f"{instance}/frames/1,2/rendered", 'multipart/related; type="image/png"')
+    assert len(_multipart(good.headers["Content-Type"], good.get_data())) == 2

@@ -147,6 +147,7 @@ class Target:
     record_id: str
     index: int
     series: Any
+    instance_uid: str
     instance_number: int | None
     frame_number: int
 
@@ -154,7 +155,8 @@ class Target:
 def _instance_targets(row: Any, series: Any, numbers: list[int] | None = None) -> list[Target]:
     span = resolve.frame_span(row)
     numbers = numbers or list(range(1, span.count + 1))
-    return [Target(span.record_id, span.record_frame(n), series, row.instance_number, n) for n in numbers]
+    return [Target(span.record_id, span.record_frame(n), series, row.sop_instance_uid, row.instance_number, n)
+            for n in numbers]
 
 
 def _series_targets(series: Any) -> list[Target]:
@@ -220,7 +222,20 @@ def _or_dash(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _check_showable(targets: list[Target]) -> None:
+    """422 naming the first target the upload found short or undecodable, in DICOM's numbering
+    (before a multipart answer starts: its status cannot change once streaming)."""
+    for record_id in dict.fromkeys(t.record_id for t in targets):
+        bad = {int(b["frame"]): str(b["message"])
+               for b in node().manifest(record_id)["render"].get("bad_frames") or []}
+        for target in targets:
+            if target.record_id == record_id and target.index in bad:
+                raise ApiError(422, "frame_error", f"frame {target.frame_number} of instance {target.instance_uid} "
+                                                  f"cannot be shown: {bad[target.index]}")
+
+
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
+    _check_showable([target])
     start_loading(target.record_id)
     meta = node().manifest(target.record_id)["meta"]
     box = THUMBNAIL_BOX if thumbnail else None
@@ -236,6 +251,7 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     query.rendered_window()
     query.annotation_items()
     query.quality(fmt)
+    _check_showable(targets)
     boundary = uuid.uuid4().hex
     mimetype = MIMETYPES[fmt]
 
