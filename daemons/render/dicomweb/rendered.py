@@ -19,6 +19,7 @@ Which image a resource shows:
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ def _accepted() -> list[Choice]:
             weight = float(params.get("q", "1"))
         except ValueError:
             weight = 1.0
+        weight = weight if math.isfinite(weight) else 1.0  # a malformed q-value weighs as none given
         if weight <= 0:
             continue
         choices: list[Choice] = []
