@@ -434,3 +434,14 @@ def test_frames_the_upload_found_short_are_422_in_dicom_numbering(ct):
     assert several.status_code == 422 and "frame 4 of instance" in several.get_json()["error"]["message"]
     good = _get(node, f"{instance}/frames/1,2/rendered", 'multipart/related; type="image/png"')
     assert len(_multipart(good.headers["Content-Type"], good.get_data())) == 2
+
+
+@pytest.mark.parametrize("side", [100, 333, 512, 1000])
+def test_a_viewport_source_rectangle_crops_exactly_its_pixels(side):
+    from daemons.render.geometry import crop_bounds
+    from daemons.render.query import Viewport
+
+    for sx in range(0, side, 7):
+        sw = max(1, (side - sx) // 2)
+        rows, cols = crop_bounds(side, side, Viewport((64, 64), (sx, sx, sw, sw)).region(side, side))
+        assert (rows.start, rows.stop, cols.start, cols.stop) == (sx, sx + sw, sx, sx + sw)
