@@ -45,8 +45,16 @@ class FakeLoadedRecord:
     default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
-    manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
-                                                    "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
+    manifest: dict = field(init=False)
+
+    def __post_init__(self):
+        """The manifest parts the blueprint reads, as ingest writes them for such a record."""
+        frames, rows, columns = self.pixels.shape[:3]
+        self.manifest = {
+            "meta": {"modality": "CT", "frames": frames, "rows": rows, "columns": columns,
+                     "slice_spacing": self.spacing[0], "pixel_spacing": list(self.spacing[1:])},
+            "render": {"orientation": list(self.orientation)},
+        }
 
 
 class FakeRegistry:
