@@ -7,6 +7,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from daemons.render import query
+from daemons.render.dicomweb import rendered
+from daemons.render.encode import MIMETYPES
 from shared import __version__
 
 bp = Blueprint("render_openapi", __name__)
@@ -40,7 +42,7 @@ _IMAGE = {"description": "the image", "headers": {
                       "e.g. top=S,right=L,bottom=I,left=R; absent when the record's orientation is unknown"},
     "X-Window": {"schema": {"type": "string"}, "description": "CENTER,WIDTH the image was rendered with "
                  "(the node's default when none was asked for); absent for a VOI LUT, colour or DVR"}},
-    "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}
+    "content": {mimetype: {} for mimetype in MIMETYPES.values()}}
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -175,6 +177,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)}}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [],
                                              "responses": {"200": _json({"type": "object"})}}},
+            **rendered.openapi_paths(_errors),
         },
     }
 
