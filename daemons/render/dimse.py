@@ -128,12 +128,20 @@ class Listener:
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
+            (evt.EVT_CONN_OPEN, self._limit_waits),
             *DimseMetrics(app_metrics(app)).handlers(),
         ]
         server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         assert server is not None, "a non-blocking start_server returns its server"
         self.server = server
         self.port = self.server.server_address[1]
+
+    @staticmethod
+    def _limit_waits(event: Any) -> None:
+        """Give the connection's socket `dicom.network_timeout_s`: pynetdicom's own idle timer never
+        fires while its reader waits for the rest of a PDU a peer stopped sending half-way (nor while a
+        peer stops reading what the node sends), which would hold the association's thread forever."""
+        event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
 
     def stop(self) -> None:
         self.server.shutdown()
