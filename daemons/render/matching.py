@@ -111,7 +111,7 @@ def _requested(level: str, identifier: Dataset) -> list[str]:
 
 
 def _matching(cat: CatalogueModels, depth: int, requested: list[str], identifier: Dataset,
-              *columns: peewee.Node) -> peewee.ModelSelect:
+              *columns: Any) -> Any:
     """Rows of the level at `depth` (joined to every level above it) that match the identifier's keys."""
     tables = {"Patient": cat.Patient, "Study": cat.Study, "Series": cat.Series, "Instance": cat.Instance}
     chain = [cat.Patient, cat.Study, cat.Series, cat.Instance][:depth + 1]

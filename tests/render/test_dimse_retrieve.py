@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from daemons.deployment import free_port
+from shared.audit_export import atna_event
 from tests.render.synthetic import dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -257,12 +258,15 @@ def test_get_series_and_instance_bit_exact_study_decompressed(retrieval, tmp_pat
 
 
 def test_get_unsupported_syntax_no_match_cancel_and_unknown_caller(retrieval, tmp_path):
-    _, series_uid, _ = seed(retrieval)
-    # a receiver of JPEG-LS only: the node can neither send the stored JPEG 2000 nor make JPEG-LS
-    status, stored = pynetdicom_get(retrieval.dicom_port, ["1.2.840.10008.1.2.4.80"], "SERIES",
-                                    SeriesInstanceUID=series_uid)
+    _, series_uid, files = seed(retrieval)
+    patient_id = str(pydicom.dcmread(files[0], stop_before_pixels=True).PatientID)
+    # the patient (patient root) to a receiver of JPEG-LS only: the node can neither send the stored
+    # JPEG 2000 nor make JPEG-LS
+    status, stored = pynetdicom_get(retrieval.dicom_port, ["1.2.840.10008.1.2.4.80"], "PATIENT",
+                                    model=PatientRootQueryRetrieveInformationModelGet, PatientID=patient_id)
     assert status == (0xA702, 0, 0, 100) and not stored
-    assert audit_details(retrieval, "dicom.get")[-1] == "level=SERIES instances=100 completed=0 warning=0 failed=100"
+    assert audit_details(retrieval, "dicom.get")[-1] == "level=PATIENT instances=100 completed=0 warning=0 failed=100"
+    assert atna_event("dicom.get") == ("110106", "R")
     # no match: success, nothing sent
     status, stored = pynetdicom_get(retrieval.dicom_port, ["1.2.840.10008.1.2.1"], "SERIES",
                                     SeriesInstanceUID="1.2.3.404")
@@ -367,7 +371,7 @@ def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
     port = retrieval.dicom_port
     # a peer that associates, then says nothing: aborted after dicom.network_timeout_s (1.5 s)
     with association(port) as silent:
-        assert silent.is_established
+        assert silent.is_established and http_ok(retrieval)
         deadline = time.monotonic() + 10
         while silent.is_established and time.monotonic() < deadline:
             time.sleep(0.1)
