@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import requests
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import (
@@ -25,7 +26,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from daemons.deployment import free_port
+from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, init_deployment
 from shared.audit_export import atna_event
 from tests.render.synthetic import dataset
 
@@ -356,10 +357,10 @@ def test_aborted_and_truncated_stores_leave_nothing_listener_and_http_keep_servi
     assert 'sivr_dicom_associations_total{result="aborted"}' in metrics_text(retrieval)
 
 
-def echo(port: int, caller: str = CALLER) -> bool:
+def echo(port: int, caller: str = CALLER, called: str = SCP) -> bool:
     ae = AE(ae_title=caller)
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
     if not assoc.is_established:
         return False
     status = assoc.send_c_echo()
@@ -419,3 +420,39 @@ def test_destinations_are_checked_at_start(make_node):
         make_node(dicom__port=free_port(), dicom__allowed_callers=[CALLER], dicom__destinations=["NOPORT=host"])
     with pytest.raises(ConfigError, match="network_timeout_s"):
         make_node(dicom__port=free_port(), dicom__allowed_callers=[CALLER], dicom__network_timeout_s=0.0)
+
+
+def test_a_served_node_keeps_answering_https_while_peers_flood_and_stall(tmp_path):
+    """The real daemon (gunicorn, TLS): associations up to dicom.max_associations (10), each stalled
+    in the middle of a PDU, then one more (refused); HTTPS keeps answering throughout, and the DICOM
+    side serves again once the peers go."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
+    endpoint = dicom_endpoint(layout.first("render"))
+    port, title = int(endpoint["port"]), endpoint["ae_title"]
+    with LocalDeployment(layout, layers=("render",)) as deployment:
+        url = deployment.url("render")
+
+        def https(path: str) -> requests.Response:
+            return requests.get(f"{url}{path}", verify=deployment.ca_cert, timeout=10)
+
+        assert https("/healthz").ok and echo(port, called=title)
+        peers = []
+        for _ in range(10):
+            ae = AE(ae_title=CALLER)
+            ae.add_requested_context(Verification)
+            ae.network_timeout = None
+            assoc = ae.associate("127.0.0.1", port, ae_title=title)
+            assert assoc.is_established
+            assoc.dul.socket.send(struct.pack(">BBL", 0x04, 0, 1000) + b"\x00" * 10)  # half a P-DATA-TF
+            peers.append(assoc)
+        try:
+            assert not echo(port, called=title)
+            assert https("/healthz").ok
+        finally:
+            for assoc in peers:
+                assoc.abort()
+        deadline = time.monotonic() + 10
+        while not echo(port, called=title) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert echo(port, called=title) and https("/healthz").ok
+        assert re.search(r'sivr_dicom_associations_total\{result="rejected"\} [1-9]', https("/metrics").text)
