@@ -84,6 +84,7 @@ class Outcomes:
     """The C-STORE responses of one retrieval's sub-operations, by SOP Instance UID."""
 
     statuses: dict[str, int] = field(default_factory=dict)
+    sending: str = ""  # the instance of the sub-operation in progress (they run one at a time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_message(self, event: Any) -> None:
@@ -92,7 +93,9 @@ class Outcomes:
             return
         command = event.message.command_set
         with self.lock:
-            self.statuses[str(command.AffectedSOPInstanceUID)] = int(command.Status)
+            # the response's Affected SOP Instance UID is optional (PS3.7 9.3.1.2)
+            uid = str(command.get("AffectedSOPInstanceUID") or self.sending)
+            self.statuses[uid] = int(command.Status)
 
     def of(self, sop_instance_uid: str) -> str:
         """completed, warning or failed (a sub-operation never answered, or never sent, failed)."""
@@ -179,7 +182,7 @@ class Retrieval:
         event.assoc.bind(evt.EVT_DIMSE_RECV, outcomes.on_message)
         try:
             yield len(instances)
-            yield from self._sub_operations(event, instances, receiver)
+            yield from self._sub_operations(event, instances, receiver, outcomes)
         finally:
             event.assoc.unbind(evt.EVT_DIMSE_RECV, outcomes.on_message)
             self._audit_outcomes(event, "dicom.get", f"level={level}", instances, outcomes)
@@ -208,17 +211,19 @@ class Retrieval:
         try:
             yield (*address, association)
             yield len(instances)
-            yield from self._sub_operations(event, instances, receiver)
+            yield from self._sub_operations(event, instances, receiver, outcomes)
         finally:
             self._audit_outcomes(event, "dicom.move", f"level={level} destination={destination}", instances,
                                  outcomes)
 
-    def _sub_operations(self, event: Any, instances: list[Any], receiver: Receiver) -> Iterator[tuple[int, Any]]:
+    def _sub_operations(self, event: Any, instances: list[Any], receiver: Receiver,
+                        outcomes: Outcomes) -> Iterator[tuple[int, Any]]:
         store = self.node.store
         for row in instances:
             if event.is_cancelled:
                 yield CANCELLED, None
                 return
+            outcomes.sending = row.sop_instance_uid
             try:
                 dataset = receiver.prepare(store.read_file(row.series_id, row.blob, row.sha256))
             except Exception as exc:

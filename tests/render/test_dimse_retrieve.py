@@ -44,8 +44,9 @@ def retrieval(make_node, tmp_path):
     PLAIN (a storescp accepting uncompressed syntaxes only); short timeouts, 4 associations at most."""
     ports = {"BITEXACT": free_port(), "PLAIN": free_port()}
     port = free_port()
+    down = f"DOWN=127.0.0.1:{free_port()}"  # nothing listens there
     harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER, "BADPEER"],
-                        dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()],
+                        dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
                         dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
                         dicom__dimse_timeout_s=5.0)
     harness.dicom_port = port
@@ -161,6 +162,10 @@ def test_move_unknown_destination_no_match_and_bad_identifier(retrieval):
                     "-k", f"StudyInstanceUID={study_uid}")
     assert "Refused: MoveDestinationUnknown" in unknown.stdout + unknown.stderr
     assert audit_details(retrieval, "dicom.move_refused") == ["destination=NOWHERE is not in dicom.destinations"]
+    # a configured destination that cannot be reached: 0xA801 too, audited with every instance failed
+    assert pynetdicom_move(retrieval.dicom_port, "DOWN", "STUDY", StudyInstanceUID=study_uid)[0] == 0xA801
+    assert audit_details(retrieval, "dicom.move") == [
+        "level=STUDY destination=DOWN instances=100 completed=0 warning=0 failed=100"]
     status = pynetdicom_move(retrieval.dicom_port, "BITEXACT", "STUDY", StudyInstanceUID="1.2.3.999")
     assert status == (0x0000, 0, 0, 0)
     assert not list(retrieval.destinations["BITEXACT"].iterdir())
@@ -168,7 +173,7 @@ def test_move_unknown_destination_no_match_and_bad_identifier(retrieval):
     assert pynetdicom_move(retrieval.dicom_port, "BITEXACT", "STUDY", PatientName="*")[0] == 0xA900
     assert pynetdicom_move(retrieval.dicom_port, "BITEXACT", "PATIENT", PatientID="x")[0] == 0xA900  # study root
     assert not list(retrieval.destinations["BITEXACT"].iterdir())
-    assert 'sivr_dicom_operations_total{operation="move",status="0xA801"} 1.0' in metrics_text(retrieval)
+    assert 'sivr_dicom_operations_total{operation="move",status="0xA801"} 2.0' in metrics_text(retrieval)
 
 
 def pynetdicom_move(port: int, destination: str, level: str, **keys) -> tuple[int, int, int, int]:
