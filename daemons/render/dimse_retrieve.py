@@ -103,7 +103,7 @@ class Outcomes:
             status = self.statuses.get(sop_instance_uid)
         if status == 0x0000:
             return "completed"
-        if status is not None and (status & 0xF000 == 0xB000 or status == 0x0107):
+        if status is not None and status & 0xF000 == 0xB000:
             return "warning"
         return "failed"
 
@@ -137,6 +137,7 @@ class Receiver:
             dataset.decompress(generate_instance_uid=False)
         except Exception as exc:  # no decoder for it, or pixel data it cannot decode
             log.warning("instance %s cannot be decompressed for the peer: %s", dataset.SOPInstanceUID, exc)
+            return dcmread(io.BytesIO(raw))  # as stored, whatever the failed attempt changed
         return dataset
 
 
