@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
 
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, init_deployment
 from shared.audit_export import atna_event
-from tests.render.synthetic import dataset
+from tests.render.synthetic import dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "demo_data" / "ct-chest-100"
@@ -293,6 +293,33 @@ def test_get_unsupported_syntax_no_match_cancel_and_unknown_caller(retrieval, tm
     text = metrics_text(retrieval)
     assert 'sivr_dicom_operations_total{operation="get",status="0xA702"} 1.0' in text
     assert 'sivr_dicom_associations_total{result="rejected"} 1.0' in text
+
+
+def test_get_with_some_sub_operations_failed_is_a_warning(retrieval):
+    """One instance the receiver takes (JPEG 2000 as stored), one it cannot (stored uncompressed,
+    the receiver takes JPEG 2000 only): 0xB000, counts 1 and 1, the failed one listed."""
+    first = ct_files()[0]
+    assert retrieval.upload([first]).status_code == 201
+    study_uid = str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
+    plain = dataset(series="1.2.826.0.1.88.1")
+    plain.StudyInstanceUID = study_uid
+    assert retrieval.upload([("plain.dcm", to_bytes(plain))]).status_code == 201
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.4.90"])
+    arrived = []
+    assoc = ae.associate("127.0.0.1", retrieval.dicom_port, ae_title=SCP,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, lambda event: arrived.append(event.request) or 0x0000)])
+    responses = list(assoc.send_c_get(identifier("STUDY", StudyInstanceUID=study_uid),
+                                      StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    status, failed_list = responses[-1]
+    assert outcome(status) == (0xB000, 1, 0, 1) and len(arrived) == 1
+    assert failed_list.FailedSOPInstanceUIDList == plain.SOPInstanceUID  # a list of one: a single value
+    assert sorted(audit_details(retrieval, "dicom.get")) == [
+        "level=STUDY instances=1 completed=0 warning=0 failed=1",
+        "level=STUDY instances=1 completed=1 warning=0 failed=0"]
 
 
 # --- misbehaving peers -------------------------------------------------------------------------------
