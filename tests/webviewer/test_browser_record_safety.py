@@ -1,0 +1,231 @@
+"""Record labels and patient identity in Chromium against the real daemons (issue 15, items 1-2).
+
+- The upload form binds its description and type at submission: a second upload started while
+  the first is still on its way keeps its own labels, and the first keeps the ones it was sent with.
+- The uploader corrects a record's type and description, or deletes it, from the patient page
+  (audited; the render node deletes the stored series too); another physician is offered neither.
+- The viewer shows the SIVR patient of the page it was opened from beside the patient the DICOM
+  files name, and a warning banner when their names or birth dates differ.
+
+Records: slices of the bundled real CT with fresh UIDs (derived), relabelled where a test needs
+another DICOM patient.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from daemons.demo import ApiClient, new_user
+from tests.webviewer.helpers import (
+    derived_series,
+    institution,
+    login,
+    new_patient,
+    registered_node,
+    shot,
+    uploaded_record,
+)
+from tests.webviewer.test_browser_viewer import wait_shown
+
+pytestmark = pytest.mark.browser
+
+
+def relabel_patient(files: list[Path], name: str, patient_id: str, birth_date: str) -> list[Path]:
+    """Name another DICOM patient in the files (in place)."""
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, patient_id, birth_date
+        ds.save_as(path, enforce_file_format=True)
+    return files
+
+
+def records_of(deployment, patient: dict) -> list[dict]:
+    return deployment.client("physician").call(
+        "GET", f"{institution(deployment)['server_url']}/api/v1/records",
+        params={"patient_id": patient["id"]}).json()["items"]
+
+
+def institution_audit(deployment, **params) -> list[dict]:
+    return deployment.client("admin").call(
+        "GET", f"{institution(deployment)['server_url']}/api/v1/audit", params=params).json()["items"]
+
+
+def test_each_upload_keeps_the_labels_it_was_submitted_with(page, deployment, ct_series, tmp_path, shots):
+    """The node holds both uploads until the second is submitted; the first one's description was
+    typed before, the second's while the first was on its way (the defect: it took the second's)."""
+    patient = new_patient(deployment)
+    node = registered_node(deployment)
+    first = derived_series(ct_series, tmp_path / "a", first=10, count=3)
+    second = derived_series(ct_series, tmp_path / "b", first=30, count=4)
+    held = []
+
+    def hold(route):
+        if route.request.method == "POST":
+            held.append(route)
+        else:
+            route.continue_()
+
+    login(page, deployment)
+    page.route(lambda url: url.startswith(node["url"]) and url.endswith("/api/v1/records"), hold)
+    page.goto(f"/#/patients/{patient['id']}/upload")
+    page.get_by_role("heading", name="Upload DICOM").wait_for()
+    page.get_by_label("Render node").select_option(node["id"])
+
+    page.get_by_label("DICOM files").set_input_files(first)
+    page.locator("#file-list").get_by_text("3 DICOM files chosen").wait_for()
+    page.get_by_label("Record type").select_option("CT")
+    page.get_by_label("Description").fill("Series A: CT thorax arterial")
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_function("() => document.querySelectorAll('.upload-job').length === 1")
+    while len(held) < 1:
+        page.wait_for_timeout(50)
+    # the form is free for the next series at once, and empty: nothing of upload 1 sticks to it
+    assert page.get_by_label("Description").input_value() == ""
+    assert page.get_by_label("Record type").input_value() == ""
+    assert page.locator("#file-list").inner_text() == ""
+
+    page.get_by_label("DICOM files").set_input_files(second)
+    page.locator("#file-list").get_by_text("4 DICOM files chosen").wait_for()
+    page.get_by_label("Record type").select_option("MR")
+    page.get_by_label("Description").fill("Series B: portal venous")
+    page.get_by_role("button", name="Upload").click()
+    while len(held) < 2:
+        page.wait_for_timeout(50)
+    jobs = page.locator(".upload-job")
+    assert "CT · “Series A: CT thorax arterial”" in jobs.nth(0).locator(".upload-label").inner_text()
+    assert "MR · “Series B: portal venous”" in jobs.nth(1).locator(".upload-label").inner_text()
+    shot(page, shots, "40-upload-two-at-once")
+
+    for route in held:
+        route.continue_()
+    for number in (0, 1):
+        jobs.nth(number).locator(".success").wait_for(timeout=60000)
+    page.unroute_all()
+    assert "Registered as: CT · Series A: CT thorax arterial" in jobs.nth(0).inner_text()
+    assert "Registered as: MR · Series B: portal venous" in jobs.nth(1).inner_text()
+    shot(page, shots, "41-upload-two-done")
+
+    by_frames = {r["frames"]: (r["record_type"], r["description"]) for r in records_of(deployment, patient)}
+    assert by_frames == {3: ("CT", "Series A: CT thorax arterial"), 4: ("MR", "Series B: portal venous")}
+
+
+def test_the_uploader_relabels_and_deletes_a_record_from_the_patient_page(page, deployment, ct_series, tmp_path, shots):
+    patient = new_patient(deployment)
+    files = derived_series(ct_series, tmp_path / "s", first=50, count=3)
+    record = uploaded_record(deployment, patient, files, "Knee MR, wrongly labelled")
+    record_id, node = record["meta"]["id"], record["node"]
+    login(page, deployment)
+    page.goto(f"/#/patients/{patient['id']}")
+    row = page.locator(f"tr[data-record='{record_id}']")
+    row.wait_for()
+
+    row.get_by_role("button", name=re.compile("^Edit")).click()
+    row.get_by_label("Record type").select_option("CT")
+    row.get_by_label("Description").fill("CT chest, low dose")
+    shot(page, shots, "42-record-edit")
+    row.get_by_role("button", name="Save").click()
+    row.get_by_text("Saved; the change is recorded in the audit log.").wait_for()
+    assert "CT chest, low dose" in row.inner_text()
+    [stored] = records_of(deployment, patient)
+    assert (stored["record_type"], stored["description"]) == ("CT", "CT chest, low dose")
+    [entry] = institution_audit(deployment, action="record.update", object_id=record_id)
+    assert 'description: "Knee MR, wrongly labelled" -> "CT chest, low dose"' in entry["detail"]
+    shot(page, shots, "43-record-edited")
+
+    row.get_by_role("button", name=re.compile("^Delete")).click()
+    row.get_by_role("group", name="Confirm deletion").wait_for()
+    shot(page, shots, "44-record-delete-confirm")
+    row.get_by_role("button", name="Delete record").click()
+    row.wait_for(state="detached")
+    page.locator("#alert").get_by_text("The stored images were deleted from the render node too.").wait_for()
+    assert records_of(deployment, patient) == []
+    [entry] = institution_audit(deployment, action="record.delete", object_id=record_id)
+    assert 'description: "CT chest, low dose"' in entry["detail"]
+    gone = deployment.client("physician").call("GET", f"{node['url']}/api/v1/records/{record_id}", ok=(404,))
+    assert gone.json()["error"]["code"] == "not_found"
+    shot(page, shots, "45-record-deleted")
+
+
+def test_another_physician_may_open_but_not_change_a_colleagues_record(page, deployment, ct_series, tmp_path):
+    patient = new_patient(deployment)
+    files = derived_series(ct_series, tmp_path / "s", first=60, count=2)
+    record = uploaded_record(deployment, patient, files, "Colleague's series")
+    credentials = new_user(deployment.client("admin"), deployment.url("toplevel"), institution(deployment)["id"],
+                           f"colleague-{uuid.uuid4().hex[:6]}", "physician")
+    colleague = ApiClient(deployment, **credentials)
+    path = f"{institution(deployment)['server_url']}/api/v1/records/{record['meta']['id']}"
+    refused = colleague.call("PATCH", path, ok=(403,), json={"description": "mine now"}).json()
+    assert refused["error"]["code"] == "forbidden"
+
+    page.goto("/")
+    page.get_by_label("Username").fill(credentials["username"])
+    page.get_by_label("Password").fill(credentials["password"])
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Patients").wait_for()
+    page.goto(f"/#/patients/{patient['id']}")
+    row = page.locator(f"tr[data-record='{record['meta']['id']}']")
+    row.get_by_role("link", name=re.compile("^Open")).wait_for()
+    assert row.get_by_role("button").count() == 0
+
+
+def open_from_patient_page(page, deployment, patient: dict) -> None:
+    login(page, deployment)
+    page.goto(f"/#/patients/{patient['id']}")
+    page.get_by_role("link", name=re.compile("Open CT")).click()
+    page.locator("#viewport").wait_for()
+    wait_shown(page, "d.shownPlane === 'native'")
+
+
+def test_viewer_warns_when_the_images_name_another_patient(page, deployment, ct_series, tmp_path, shots):
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=20, count=4),
+                            "DOE^JOHN", "PAT-DOE-1", "19500101")
+    uploaded_record(deployment, patient, files, "CT of someone else")
+    open_from_patient_page(page, deployment, patient)
+    assert f"?patient={patient['id']}" in page.url
+
+    banner = page.locator("#patient-identity")
+    assert banner.get_attribute("role") == "alert"
+    assert "Patient mismatch" in banner.inner_text() and "name and birth date differ" in banner.inner_text()
+    assert f"{patient['last_name']}, Ana" in page.locator("#identity-sivr").inner_text()
+    dicom = page.locator("#identity-dicom").inner_text()
+    assert "DOE, JOHN" in dicom and "ID PAT-DOE-1" in dicom and "1950" in dicom
+    assert page.locator("#overlay-mismatch").inner_text() == "⚠ PATIENT MISMATCH"
+    assert page.locator("#overlay-sivr").inner_text() == f"SIVR: {patient['last_name']}, Ana · 1970-03-05"
+    assert page.locator("#overlay-dicom").inner_text() == "DICOM: DOE, JOHN · PAT-DOE-1 · 1950-01-01"
+    shot(page, shots, "46-viewer-patient-mismatch", full_page=False)
+
+
+def test_viewer_names_both_patients_without_alarm_when_they_agree(page, deployment, ct_series, tmp_path, shots):
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=24, count=4),
+                            f"{patient['last_name'].upper()}^ANA^MARIA", "PAT-ANA-1", "19700305")
+    uploaded_record(deployment, patient, files, "CT of the right patient")
+    open_from_patient_page(page, deployment, patient)
+    panel = page.locator("#patient-identity")
+    assert panel.get_attribute("role") is None and "mismatch" not in panel.inner_text().lower()
+    assert page.locator("#overlay-mismatch").count() == 0
+    assert "ID PAT-ANA-1" in page.locator("#identity-dicom").inner_text()
+    assert page.locator("#overlay-sivr").inner_text() == f"SIVR: {patient['last_name']}, Ana · 1970-03-05"
+    shot(page, shots, "47-viewer-patient-match", full_page=False)
+
+
+def test_a_birth_date_alone_that_differs_is_a_mismatch_and_a_link_without_page_uses_the_registry(
+        page, deployment, ct_series, tmp_path):
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=28, count=3),
+                            f"{patient['last_name']}^Ana", "PAT-ANA-2", "19700306")
+    record = uploaded_record(deployment, patient, files, "CT, other birth date")
+    login(page, deployment)
+    # a shared link names no patient page: the record's patient at its institution is shown
+    page.goto(f"/#/view/{record['institution']['id']}/{record['node']['id']}/{record['meta']['id']}")
+    page.locator("#viewport").wait_for()
+    banner = page.locator("#patient-identity")
+    assert "birth date differs" in banner.inner_text()
+    assert "SIVR patient" in banner.inner_text()
+    assert f"{patient['last_name']}, Ana" in page.locator("#identity-sivr").inner_text()
