@@ -21,6 +21,7 @@ import pydicom
 import pytest
 
 from daemons.demo import ApiClient, new_user
+from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import (
     derived_series,
     institution,
@@ -181,7 +182,7 @@ def open_from_patient_page(page, deployment, patient: dict) -> None:
     wait_shown(page, "d.shownPlane === 'native'")
 
 
-def test_viewer_warns_when_the_images_name_another_patient(page, deployment, ct_series, tmp_path, shots):
+def test_viewer_warns_when_the_images_name_another_patient(page, browser, deployment, ct_series, tmp_path, shots):
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=20, count=4),
                             "DOE^JOHN", "PAT-DOE-1", "19500101")
@@ -199,6 +200,20 @@ def test_viewer_warns_when_the_images_name_another_patient(page, deployment, ct_
     assert page.locator("#overlay-sivr").inner_text() == f"SIVR: {patient['last_name']}, Ana · 1970-03-05"
     assert page.locator("#overlay-dicom").inner_text() == "DICOM: DOE, JOHN · PAT-DOE-1 · 1950-01-01"
     shot(page, shots, "46-viewer-patient-mismatch", full_page=False)
+
+    phone = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), is_mobile=True, has_touch=True)
+    try:
+        small = phone.new_page()
+        login(small, deployment)
+        small.goto("/#" + page.url.split("#", 1)[1])  # the same link, patient page included
+        small.locator("#identity-warning").wait_for()
+        wait_shown(small, "d.shownPlane === 'native'")
+        box = small.locator("#patient-identity").bounding_box()
+        assert box["y"] < small.locator("#viewport").bounding_box()["y"]  # above the image, on screen
+        assert small.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        shot(small, shots, "48-phone-viewer-patient-mismatch", full_page=False)
+    finally:
+        phone.close()
 
 
 def test_viewer_names_both_patients_without_alarm_when_they_agree(page, deployment, ct_series, tmp_path, shots):
