@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemons.demo import ApiClient, new_user
+from daemons.demo import ApiClient, new_user, register_record
+from shared.receipts import issue_receipt, public_key_text
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import (
     derived_series,
@@ -244,3 +246,39 @@ def test_a_birth_date_alone_that_differs_is_a_mismatch_and_a_link_without_page_u
     assert "birth date differs" in banner.inner_text()
     assert "SIVR patient" in banner.inner_text()
     assert f"{patient['last_name']}, Ana" in page.locator("#identity-sivr").inner_text()
+
+
+def test_deleting_one_of_two_registrations_on_a_shared_store_keeps_the_images(page, deployment, ct_series, tmp_path):
+    """The same series registered on two nodes that declare one shared store: deleting one
+    registration must not delete the images the other still serves."""
+    patient = new_patient(deployment)
+    files = derived_series(ct_series, tmp_path / "s", first=70, count=2)
+    record = uploaded_record(deployment, patient, files, "Shared-store series")
+    record_id, node, inst = record["meta"]["id"], record["node"], record["institution"]
+    admin, doctor = deployment.client("admin"), deployment.client("physician")
+    nodes_url = f"{inst['server_url']}/api/v1/nodes"
+    store = f"s3:https://s3.test.invalid/shared-{uuid.uuid4().hex[:6]}"
+    shadow_key = Ed25519PrivateKey.generate()
+    shadow = admin.call("POST", nodes_url, json={
+        "name": f"zz-shadow-{uuid.uuid4().hex[:6]}", "url": f"https://shadow-{uuid.uuid4().hex[:6]}.invalid:5003",
+        "store": store, "receipt_key": public_key_text(shadow_key.public_key())}).json()
+    admin.call("PUT", f"{nodes_url}/{node['id']}", json={"store": store})
+    try:
+        doctor_id = doctor.call("GET", f"{deployment.url('toplevel')}/api/v1/me").json()["id"]
+        receipt = issue_receipt(shadow_key, shadow["url"], record_id, inst["id"], doctor_id)
+        register_record(doctor, inst["server_url"], {**record["meta"], "receipt": receipt}, shadow["id"],
+                        patient["id"], "CT", "Shared-store series")
+        login(page, deployment)
+        page.goto(f"/#/patients/{patient['id']}")
+        row = page.locator(f"tr[data-record='{record_id}'][data-node='{node['id']}']")
+        row.get_by_role("button", name=re.compile("^Delete")).click()
+        row.get_by_role("button", name="Delete record").click()
+        page.locator("#alert").get_by_text("The stored images were kept").wait_for()
+        assert "still registered on a render node sharing this node's store" in page.locator("#alert").inner_text()
+        assert [r["node_id"] for r in records_of(deployment, patient)] == [shadow["id"]]
+        doctor.call("GET", f"{node['url']}/api/v1/records/{record_id}")  # still stored: 200
+    finally:
+        admin.call("DELETE", f"{inst['server_url']}/api/v1/records/{record_id}", ok=(204, 404),
+                   params={"node_id": shadow["id"]})
+        admin.call("DELETE", f"{nodes_url}/{shadow['id']}")
+        admin.call("PUT", f"{nodes_url}/{node['id']}", json={"store": ""})

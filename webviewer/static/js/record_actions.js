@@ -11,6 +11,31 @@ function recordPath(record) {
   return `api/v1/records/${record.id}`;
 }
 
+/**
+ * After the registry entry is gone: ask the render node to delete the stored series, unless the
+ * same series is still registered on a node sharing its store (deleting it there would take the
+ * images from under that registration). Answers what happened, in words.
+ */
+async function deleteStoredSeries(ctx, inst, record) {
+  try {
+    const other = await ctx.session.fetchJson(inst.server_url, recordPath(record));
+    if ((other.node_ids || [other.node_id]).includes(record.node_id)) {
+      return "The stored images were kept: the same series is still registered on a render node sharing this node's store.";
+    }
+  } catch (err) {
+    if (err.status !== 404) return `The stored images were kept: ${ctx.describeError(err)}`;
+  }
+  try {
+    const node = await ctx.dir.node(inst.id, record.node_id);
+    await ctx.session.fetchJson(node.url, recordPath(record), { method: "DELETE" });
+    return "The stored images were deleted from the render node too.";
+  } catch (err) {
+    return err.status === 404
+      ? "The render node no longer held the images."
+      : `The render node kept the stored images: ${ctx.describeError(err)}`;
+  }
+}
+
 /** The row of one record; `onGone()` runs once it is deleted. */
 export function recordRow(ctx, inst, patient, record, onGone) {
   const row = h("tr", { dataset: { record: record.id, node: record.node_id } });
@@ -88,15 +113,7 @@ export function recordRow(ctx, inst, patient, record, onGone) {
         return;
       }
       const label = recordLabel(record);
-      let outcome = "The stored images were deleted from the render node too.";
-      try {
-        const node = await ctx.dir.node(inst.id, record.node_id);
-        await ctx.session.fetchJson(node.url, recordPath(record), { method: "DELETE" });
-      } catch (err) {
-        outcome = err.status === 404
-          ? "The render node no longer held the images."
-          : `The render node kept the stored images: ${ctx.describeError(err)}`;
-      }
+      const outcome = await deleteStoredSeries(ctx, inst, record);
       onGone();
       ctx.announce(`Record ${label} deleted. ${outcome}`);
       ctx.showAlert(`Record “${label}” deleted. ${outcome}`, "info");
