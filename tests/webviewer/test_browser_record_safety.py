@@ -188,7 +188,7 @@ def test_viewer_warns_when_the_images_name_another_patient(page, browser, deploy
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=20, count=4),
                             "DOE^JOHN", "PAT-DOE-1", "19500101")
-    uploaded_record(deployment, patient, files, "CT of someone else")
+    uploaded_record(deployment, patient, files, "CT of someone else", keep_dicom_patient=True)
     open_from_patient_page(page, deployment, patient)
     assert f"?patient={patient['id']}" in page.url
 
@@ -222,7 +222,7 @@ def test_viewer_names_both_patients_without_alarm_when_they_agree(page, deployme
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=24, count=4),
                             f"{patient['last_name'].upper()}^ANA^MARIA", "PAT-ANA-1", "19700305")
-    uploaded_record(deployment, patient, files, "CT of the right patient")
+    uploaded_record(deployment, patient, files, "CT of the right patient", keep_dicom_patient=True)
     open_from_patient_page(page, deployment, patient)
     panel = page.locator("#patient-identity")
     assert panel.get_attribute("role") is None and "mismatch" not in panel.inner_text().lower()
@@ -237,7 +237,7 @@ def test_a_birth_date_alone_that_differs_is_a_mismatch_and_a_link_without_page_u
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=28, count=3),
                             f"{patient['last_name']}^Ana", "PAT-ANA-2", "19700306")
-    record = uploaded_record(deployment, patient, files, "CT, other birth date")
+    record = uploaded_record(deployment, patient, files, "CT, other birth date", keep_dicom_patient=True)
     login(page, deployment)
     # a shared link names no patient page: the record's patient at its institution is shown
     page.goto(f"/#/view/{record['institution']['id']}/{record['node']['id']}/{record['meta']['id']}")
