@@ -119,7 +119,8 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     node = registered_node(deployment)
     doctor = deployment.client("physician")
     with tempfile.TemporaryDirectory() as tmp:
-        meta = upload_record(doctor, node["url"], files if keep_dicom_patient else as_patient(files, patient, Path(tmp)))
+        sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
+        meta = upload_record(doctor, node["url"], sent)
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
     return {"meta": meta, "node": node, "institution": inst}
 

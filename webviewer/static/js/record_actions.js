@@ -45,7 +45,8 @@ export function recordRow(ctx, inst, patient, record, onGone) {
       "aria-label": `Open ${recordLabel(r)} in the viewer`, text: "Open" })];
     if (r.editable) {
       actions.push(
-        h("button", { type: "button", class: "btn btn-small", "aria-label": `Edit ${recordLabel(r)}`, text: "Edit", onclick: () => edit() }),
+        h("button", { type: "button", class: "btn btn-small", "aria-label": `Edit ${recordLabel(r)}`, text: "Edit",
+          onclick: () => edit().catch((err) => ctx.showAlert(`The record cannot be edited now: ${ctx.describeError(err)}`)) }),
         h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Delete ${recordLabel(r)}`, text: "Delete", onclick: () => confirmDelete() }));
     }
     mount(row,

@@ -158,10 +158,12 @@ export async function uploadView(ctx, patientId) {
         h("button", { type: "button", class: "btn btn-small", text: "Retry with the same files and labels",
           onclick: () => { item.remove(); runUpload(job); } }));
     };
-    return upload(job, (loaded, total) => {
+    const onProgress = (loaded, total) => {
       progress.value = Math.round((loaded / total) * 100);
       progressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} sent`;
-    }, (text) => { progressText.textContent = text; }).then(({ meta, wanted, registered }) => {
+    };
+    const onStep = (text) => { progressText.textContent = text; };
+    upload(job, onProgress, onStep).then(({ meta, wanted, registered }) => {
       progress.value = 100;
       progressText.textContent = "Done.";
       const kept = registered.record_type !== wanted.record_type || registered.description !== wanted.description;
@@ -171,7 +173,7 @@ export async function uploadView(ctx, patientId) {
         kept ? h("p", { class: "warn", text: "This series was already registered with the labels above, which were kept; correct them from the patient page if they are wrong." }) : null,
         h("a", { class: "btn btn-primary", href: viewerHref(ownInst.id, job.node.id, meta.id, patient.id), text: "Open in viewer" })));
       ctx.announce(`Upload ${job.number} finished and the record is registered.`);
-    }, fail);
+    }).catch(fail);
   }
 
   /** Send the files to the node, then register the record with the labels bound to `job`. */
@@ -179,7 +181,7 @@ export async function uploadView(ctx, patientId) {
     const { node } = job;
     const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, job.files, onProgress, controller.signal));
     onStep("Stored on the node; registering the record…");
-    const wanted = { record_type: job.recordType || recordTypeFor(types, meta.modality), description: job.description || meta.description || "" };
+    const wanted = { record_type: job.recordType || recordTypeFor(types, meta.modality), description: (job.description || meta.description || "").trim() };
     const registered = await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
       method: "POST",
       json: {
