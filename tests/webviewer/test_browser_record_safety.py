@@ -282,3 +282,24 @@ def test_deleting_one_of_two_registrations_on_a_shared_store_keeps_the_images(pa
                    params={"node_id": shadow["id"]})
         admin.call("DELETE", f"{nodes_url}/{shadow['id']}")
         admin.call("PUT", f"{nodes_url}/{node['id']}", json={"store": ""})
+
+
+@pytest.mark.parametrize("dicom_name, birth, differs, unknown", [
+    ("NOVAK^ANA", "19700305", [], []),
+    ("Nóvák^Ana^Maria", "19700305", [], []),          # accents, case and a middle name do not matter
+    ("NOVAK^ANNA", "19700305", ["name"], []),          # another given name does
+    ("NOVAK^ANA", "19700306", ["birth date"], []),
+    ("Ana Novak", "", [], ["birth date"]),             # no "^": compared whole, either order
+    ("DOE^JOHN", "19500101", ["name", "birth date"], []),
+    ("", "", [], ["name", "birth date"]),              # anonymised: said, not called a mismatch
+    ("NOVAK^ANA=ノヴァク^アナ", "19700305", [], []),  # only the alphabetic group is compared
+])
+def test_the_patient_comparison_rule(page, deployment, dicom_name, birth, differs, unknown):
+    """identity.js's rule, run in the browser on the page's own module."""
+    page.goto("/")
+    answer = page.evaluate("""async ([name, birth]) => {
+        const { comparePatients } = await import('/static/js/identity.js');
+        return comparePatients({ first_name: 'Ana', last_name: 'Novak', birth_date: '1970-03-05' },
+                               { patient_name: name, patient_birth_date: birth });
+    }""", [dicom_name, birth])
+    assert answer == {"differs": differs, "unknown": unknown}
