@@ -251,12 +251,17 @@ def test_who_may_do_what(node, ct_files):
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
     other_instadmin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_instadmin).status_code == 403
+    colleague = node.headers(user_id=str(uuid.uuid4()))  # another physician of the node's institution
+    refused = node.client.delete(f"/api/v1/records/{record_id}", headers=colleague)
+    assert refused.status_code == 403 and "stored this series" in refused.json["error"]["message"]
     admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="instadmin"))
     assert admin_original.status_code == 403
     assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
     assert node.client.get("/api/v1/node").status_code == 401
     health = node.client.get("/api/v1/node", headers=other_inst).json
     assert health["institution_id"] == node.institution_id and health["records_stored"] == 1
+    # an administrator of the node's institution may delete what a physician stored
+    assert node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers(role="instadmin")).status_code == 204
 
 
 def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files):
