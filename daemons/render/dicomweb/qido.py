@@ -140,7 +140,7 @@ def _search(resource: Resource, study_uid: str | None = None, series_uid: str | 
     remaining = 0
     if len(rows) == search.limit:
         remaining = max(0, query.count() - search.offset - len(rows))
-    service = request.host_url.rstrip("/") + ROOT
+    service = the_node.url.rstrip("/") + ROOT  # the public URL (a client's Host header may lack the port)
     answers = [_answer(row, keywords, resource.level, service) for row in rows]
     _audit(resource, rows)
     if answers:
