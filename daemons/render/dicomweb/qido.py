@@ -30,7 +30,7 @@ from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
 from daemons.render.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.node import node
 from shared.access import require_query_scope
-from shared.audit import record_audit
+from shared.audit import record_audit_many
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -165,7 +165,7 @@ def _returned(resource: Resource, search: Search) -> list[str]:
         keywords += [k for k, key in KEYS.items() if LEVELS.index(key.level) <= depth]
         keywords += [k for k, level in COMPUTED.items() if level is None or LEVELS.index(level) <= depth]
     keywords += sorted(search.include)
-    return sorted(set(keywords), key=lambda k: _tag(k))
+    return sorted(set(keywords), key=lambda k: _spec(k)[0])
 
 
 def _columns(cat, level: str) -> list:
@@ -201,7 +201,8 @@ def _answer(row: dict[str, Any], keywords: list[str], level: str, service: str) 
     if any(isinstance(v, str) and not v.isascii() for v in values.values()):
         answer["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
     for keyword in keywords:
-        answer[f"{_tag(keyword):08X}"] = _element(keyword, values.get(keyword))
+        tag, vr = _spec(keyword)
+        answer[tag] = _element(keyword, vr, values.get(keyword))
     return answer
 
 
@@ -218,15 +219,15 @@ def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
 
 
 @cache
-def _tag(keyword: str) -> int:
+def _spec(keyword: str) -> tuple[str, str]:
+    """An attribute's tag as DICOM JSON writes it (`0020000D`) and its VR."""
     tag = tag_for_keyword(keyword)
     assert tag is not None, f"{keyword} is a DICOM keyword"
-    return tag
+    return f"{tag:08X}", dictionary_VR(tag)
 
 
-def _element(keyword: str, value: Any) -> dict[str, Any]:
+def _element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
     """One attribute in the DICOM JSON model (PS3.18 F.2); an empty value has no "Value"."""
-    vr = dictionary_VR(keyword)
     if value is None or value == "":
         return {"vr": vr}
     if vr == "PN":
@@ -246,6 +247,4 @@ def _audit(resource: Resource, rows: list[dict[str, Any]]) -> None:
     else:
         shown = [("record", record_id) for record_id in dict.fromkeys(row["_record"] for row in rows)]
     detail = f"{resource.name}: {request.query_string.decode('utf-8', 'replace')[:1500]} results={len(rows)}"
-    with models.database.atomic():
-        for object_type, object_id in shown or [(resource.level.lower(), None)]:
-            record_audit(models.AuditEntry, "dicomweb.search", object_type, object_id, detail=detail)
+    record_audit_many(models.AuditEntry, "dicomweb.search", shown or [(resource.level.lower(), None)], detail)
