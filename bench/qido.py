@@ -134,6 +134,7 @@ def main() -> None:
         deployment = start_deployment(Path(folder))
         try:
             node = deployment.layout.first("render")
+            assert node is not None, "the deployment has a render node"
             db_path = Path(folder) / "data" / node.name / "render.db"
             filled = fill(db_path, args.instances)
             # the admin's session: a token exchanged for the node, renewed before it expires

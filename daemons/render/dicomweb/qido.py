@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -136,7 +136,8 @@ def _search(resource: Resource, study_uid: str | None = None, series_uid: str | 
         query = where(query, cat, matches, fuzzy=search.fuzzy)
     except QueryError as exc:
         raise ApiError(400, "validation_error", str(exc)) from exc
-    rows = list(query.order_by(*_order(cat, resource.level)).limit(search.limit).offset(search.offset).dicts())
+    page = query.order_by(*_order(cat, resource.level)).limit(search.limit).offset(search.offset)
+    rows = cast(list[dict[str, Any]], list(page.dicts()))
     remaining = 0
     if len(rows) == search.limit:
         remaining = max(0, query.count() - search.offset - len(rows))
