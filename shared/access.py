@@ -49,7 +49,6 @@ def require_query_scope(identity: Identity, institution_id: str, *, patient_name
     only), unless the caller administers the institution: then it may list every patient's studies."""
     if study_named or is_institution_admin(identity, institution_id):
         return
-    if identity.institution_id != institution_id:
-        raise ApiError(403, "forbidden", f"searching by {patient_parameter} is only for users of this node's "
-                       f"institution; name a study by its {study_parameter} instead")
+    require_own_institution(identity, institution_id,
+                            f"searching by {patient_parameter} (not one study by its {study_parameter})")
     require_patient_named(identity, institution_id, patient_named, f"{patient_parameter} (or {study_parameter})")
