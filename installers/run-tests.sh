@@ -7,6 +7,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
 apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs
 ensure_venv test
+# the built OHIF viewer for the DICOMweb browser test (npm ships with nodesource's nodejs, not Debian's)
+command -v npm >/dev/null || apt_install npm
+bash "$SIVR_REPO/installers/install-ohif.sh"
 
 export EGL_PLATFORM=surfaceless
 export PYTHONUNBUFFERED=1

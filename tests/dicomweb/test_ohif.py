@@ -1,0 +1,157 @@
+"""OHIF v3 as a real browser client of a render node's DICOMweb root (issue 12).
+
+OHIF's built viewer (npm @ohif/app, installed by installers/install-ohif.sh) is served from its own
+loopback origin (tests/dicomweb/ohif_site.py) with a data source pointing at the node's /dicomweb;
+the node allows that origin in `dicomweb.cors_origins`, the toplevel in `cors.origins` (OHIF
+exchanges the SIVR session for node tokens there, as SIVR's viewer does). Debian's Chromium, headless
+with software WebGL (SwiftShader through ANGLE), opens the study list, the study and its viewport.
+
+TLS: OHIF's site is served with the deployment's own server certificate, and Chromium accepts
+exactly that key by its SPKI hash (`--ignore-certificate-errors-spki-list`, as the other browser
+tests do): the page and the node stay secure contexts and no other certificate is accepted.
+
+Every request OHIF makes to the node is recorded; a DICOMweb call answered 4xx/5xx (or not answered,
+e.g. refused by CORS) fails the test with the list of them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemons.demo import RunningDeployment, start_deployment, upload_record
+from daemons.deployment import Layout
+from daemons.layers import LAYERS
+from shared.config import render_config_toml
+from tests.dicomweb.ohif_site import OHIF_DIST, OhifSite, app_config_js
+from tests.webviewer.browser import CHROMIUM, server_cert_of, spki_hash
+
+pytestmark = pytest.mark.slow
+
+DEMO_CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
+PATIENT_ID = "CMB-CRC-MSB-01068"  # PatientID (and PatientName) of the demo CT
+STUDY_UID = "1.3.6.1.4.1.14519.5.2.1.1600.1201.207207224570850447623269041081"
+#: headless Chromium has no GPU here: WebGL (cornerstone3D's renderer) on SwiftShader through ANGLE
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-quic", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+]
+VIEWPORT = {"width": 1400, "height": 900}
+LOAD_TIMEOUT_MS = 120_000
+
+
+def _allow_origin(origin: str):
+    """`before_start`: the OHIF site may call each render node's DICOMweb root and the toplevel."""
+
+    def configure(layout: Layout) -> None:
+        for instance in layout.instances:
+            if instance.layer not in ("render", "toplevel"):
+                continue
+            path = Path(instance.config)
+            values = tomllib.loads(path.read_text())
+            if instance.layer == "render":
+                values.setdefault("dicomweb", {})["cors_origins"] = [origin]
+            else:
+                values["cors"]["origins"] = [*values["cors"]["origins"], origin]
+            path.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
+
+    return configure
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[OhifSite]:
+    if not (OHIF_DIST / "index.html").is_file():
+        pytest.skip(f"the OHIF viewer is not installed in {OHIF_DIST} (run installers/install-ohif.sh)")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
+    served = OhifSite()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def ohif(site: OhifSite, tmp_path_factory) -> Iterator[tuple[RunningDeployment, OhifSite]]:
+    """A deployment whose render node allows the OHIF site, and the site serving a config for that node."""
+    running = start_deployment(tmp_path_factory.mktemp("ohif"), before_start=_allow_origin(site.origin),
+                               institution_names=["Demo Hospital"])
+    try:
+        tls = Path(running.layout.root) / "tls"
+        site.start(tls / "server.pem", tls / "server.key",
+                   app_config_js(running.url("render-1-1"), running.url("toplevel")))
+        doctor = running.client("physician")
+        upload_record(doctor, running.url("render-1-1"), sorted(DEMO_CT.glob("*.dcm")))
+        yield running, site
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(ohif):
+    from playwright.sync_api import sync_playwright
+
+    running, _ = ohif
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(server_cert_of(running))}"],
+        )
+        yield browser
+        browser.close()
+
+
+class DicomwebLog:
+    """The requests a page makes to the node's DICOMweb root, with their outcome."""
+
+    def __init__(self, page, root: str):
+        self.root = root
+        self.calls: list[tuple[str, str, int | str]] = []
+        page.on("response", self._response)
+        page.on("requestfailed", self._failed)
+
+    def _response(self, response) -> None:
+        if response.url.startswith(self.root) and response.request.method != "OPTIONS":
+            self.calls.append((response.request.method, response.url[len(self.root):], response.status))
+
+    def _failed(self, request) -> None:
+        if request.url.startswith(self.root):
+            self.calls.append((request.method, request.url[len(self.root):], f"failed: {request.failure}"))
+
+    def errors(self) -> list[str]:
+        return [f"{method} {path} -> {status}" for method, path, status in self.calls
+                if not isinstance(status, int) or status >= 400]
+
+    def check(self) -> None:
+        errors = self.errors()
+        assert not errors, "DICOMweb calls OHIF made that failed:\n  " + "\n  ".join(errors)
+
+
+def _open_page(browser, running: RunningDeployment, role: str):
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(LOAD_TIMEOUT_MS)
+    page = context.new_page()
+    log = DicomwebLog(page, running.url("render-1-1") + "/dicomweb")
+    return context, page, log
+
+
+def _session_fragment(running: RunningDeployment, role: str) -> str:
+    return f"#sivr_session={running.client(role).session_token}"
+
+
+def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: Path):
+    running, site = ohif
+    shots = artifacts_dir / "ohif"
+    shots.mkdir(parents=True, exist_ok=True)
+    context, page, log = _open_page(browser, running, "physician")
+    try:
+        # a physician's study list names the patient (QIDO's listing rule); OHIF's filter `mrn` is PatientID
+        page.goto(f"{site.origin}/?mrn={PATIENT_ID}{_session_fragment(running, 'physician')}")
+        row = page.get_by_text("CT CAP").first
+        row.wait_for()
+        page.screenshot(path=str(shots / "study-list.png"))
+        log.check()
+    finally:
+        page.screenshot(path=str(shots / "last.png"))
+        context.close()
