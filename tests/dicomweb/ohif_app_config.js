@@ -88,7 +88,8 @@ window.config = {
         wadoUriRoot: SIVR.dicomwebRoot,
         qidoSupportsIncludeField: true,
         supportsFuzzyMatching: true,
-        supportsWildcard: true,
+        // exact PatientID from the list's MRN filter: a physician's QIDO must name the patient
+        supportsWildcard: false,
         imageRendering: 'wadors',
         thumbnailRendering: 'thumbnail',
         enableStudyLazyLoad: true,

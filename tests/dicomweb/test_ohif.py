@@ -16,11 +16,17 @@ e.g. refused by CORS) fails the test with the list of them.
 
 from __future__ import annotations
 
+import io
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
 
 from daemons.demo import RunningDeployment, start_deployment, upload_record
 from daemons.deployment import Layout
@@ -41,6 +47,8 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 LOAD_TIMEOUT_MS = 120_000
+#: grey-level standard deviation above which a viewport shows an image (a CT slice: about 40)
+MIN_SPREAD = 10.0
 
 
 def _allow_origin(origin: str):
@@ -90,8 +98,6 @@ def ohif(site: OhifSite, tmp_path_factory) -> Iterator[tuple[RunningDeployment, 
 
 @pytest.fixture(scope="module")
 def browser(ohif):
-    from playwright.sync_api import sync_playwright
-
     running, _ = ohif
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -128,7 +134,7 @@ class DicomwebLog:
         assert not errors, "DICOMweb calls OHIF made that failed:\n  " + "\n  ".join(errors)
 
 
-def _open_page(browser, running: RunningDeployment, role: str):
+def _open_page(browser, running: RunningDeployment):
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(LOAD_TIMEOUT_MS)
     page = context.new_page()
@@ -140,18 +146,55 @@ def _session_fragment(running: RunningDeployment, role: str) -> str:
     return f"#sivr_session={running.client(role).session_token}"
 
 
+def _wait_visible(locator, log: DicomwebLog, what: str, timeout_s: float = LOAD_TIMEOUT_MS / 1000) -> None:
+    """Wait for `locator`, failing at once with the failed DICOMweb calls when there are some."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log.check()
+        try:
+            locator.wait_for(timeout=1000)
+            return
+        except PlaywrightTimeout:
+            continue
+    log.check()
+    raise AssertionError(f"OHIF never showed {what}; its DICOMweb calls: {log.calls}")
+
+
+def _painted(image: Image.Image) -> float:
+    """The spread of grey levels in a screenshot: a blank or uniform viewport is near 0."""
+    return float(np.asarray(image.convert("L"), dtype=np.float32).std())
+
+
 def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: Path):
     running, site = ohif
     shots = artifacts_dir / "ohif"
     shots.mkdir(parents=True, exist_ok=True)
-    context, page, log = _open_page(browser, running, "physician")
+    context, page, log = _open_page(browser, running)
     try:
         # a physician's study list names the patient (QIDO's listing rule); OHIF's filter `mrn` is PatientID
         page.goto(f"{site.origin}/?mrn={PATIENT_ID}{_session_fragment(running, 'physician')}")
-        row = page.get_by_text("CT CAP").first
-        row.wait_for()
+        assert "sivr_session" not in page.url  # the session token left the address bar at once
+        page.get_by_role("button", name="Confirm and hide").click()  # OHIF's investigational-use notice
+        row = page.get_by_text(PATIENT_ID).first
+        _wait_visible(row, log, "the study in its study list")
         page.screenshot(path=str(shots / "study-list.png"))
+
+        row.click()
+        page.get_by_role("button", name="Basic Viewer").click()
+        page.wait_for_url(f"**/viewer?**StudyInstanceUIDs={STUDY_UID}**")
+        page.get_by_text("Skip all").dispatch_event("click")  # OHIF's first-visit tour (still animating in)
+        canvas = page.locator("canvas.cornerstone-canvas").first
+        _wait_visible(canvas, log, "a viewport")
+        deadline = time.monotonic() + LOAD_TIMEOUT_MS / 1000
+        spread = 0.0
+        while time.monotonic() < deadline and spread < MIN_SPREAD:
+            log.check()
+            spread = _painted(Image.open(io.BytesIO(canvas.screenshot())))
+            time.sleep(0.5)
+        page.screenshot(path=str(shots / "viewer.png"))
+        assert spread >= MIN_SPREAD, f"the viewport stayed blank (grey-level spread {spread:.1f}); calls: {log.calls}"
         log.check()
+        assert any("/frames/" in path or path.endswith("/rendered") for _, path, _ in log.calls), log.calls
     finally:
         page.screenshot(path=str(shots / "last.png"))
         context.close()
