@@ -13,12 +13,12 @@ from daemons.render.records import MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError
 from daemons.render.view_audit import note_view
-from shared.access import require_patient_named
+from shared.access import require_own_institution, require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
-from shared.roles import PHYSICIAN, ROLES, may_administer_institution
+from shared.roles import PHYSICIAN, ROLES
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -49,19 +49,11 @@ def _stored_or_404(record_id: str):
     return row
 
 
-def _require_own_institution(what: str) -> None:
-    """A user of this node's institution, or an administrator of it (`shared.roles`: a system admin)."""
-    identity = current_identity()
-    institution_id = node().institution_id
-    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
-        raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
-
-
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def upload():
-    _require_own_institution("uploading to this node")
     identity = current_identity()
+    require_own_institution(identity, node().institution_id, "uploading to this node")
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
         result = ingest_service().add(uploads, Actor(identity.user_id, identity.username))
@@ -125,7 +117,7 @@ def get_record(record_id: str):
 @require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    _require_own_institution("deleting records of this node")
+    require_own_institution(current_identity(), node().institution_id, "deleting records of this node")
     row = _stored_or_404(record_id)
     the_node = node()
     the_node.registry.unload(record_id)
