@@ -74,6 +74,11 @@ class NodeHarness:
 
 @pytest.fixture
 def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
+    return node_maker(tmp_path_factory, token_keys)
+
+
+def node_maker(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
+    """What `make_node` gives, for fixtures of a wider scope (a node shared by a module's tests)."""
     private, public = token_keys
     issuer = TokenIssuer(load_private_key(private), "sivr-toplevel", NODE_AUDIENCE, MAX_EXCHANGED_TTL_S)
 
@@ -103,6 +108,11 @@ def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
 def node(make_node) -> NodeHarness:
     harness = make_node()
     yield harness
+    close_node(harness)
+
+
+def close_node(harness: NodeHarness) -> None:
+    """Stop what a node app started (loader threads, view audit, decode workers)."""
     harness.registry.shutdown()
     harness.app.extensions["sivr_view_audit"].close()
     harness.app.extensions["sivr_node"].decoder.close()
