@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from daemons.render.catalogue import forget_series
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
-from daemons.render.records import MemoryBudgetError
+from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError
 from daemons.render.view_audit import note_view
@@ -155,16 +155,22 @@ def unloaded_status(record_id: str) -> dict[str, Any]:
     return {"id": record_id, "state": "unloaded", "frames_total": frames, "frames_ready": 0, "errors": []}
 
 
+def start_loading(record_id: str) -> LoadedRecord:
+    """Load a stored record into RAM (or find it loaded); 507 when it alone exceeds the memory budget.
+    Image requests that arrive without a load (DICOMweb clients) start it here too."""
+    try:
+        return node().registry.load(record_id)
+    except MemoryBudgetError as exc:
+        raise ApiError(507, "insufficient_memory", str(exc)) from exc
+
+
 @bp.post("/api/v1/records/<record_id>/load")
 @require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
     the_node = node()
-    try:
-        record = the_node.registry.load(record_id)
-    except MemoryBudgetError as exc:
-        raise ApiError(507, "insufficient_memory", str(exc)) from exc
+    record = start_loading(record_id)
     record_audit(the_node.models.AuditEntry, "record.load", "record", record_id)
     response = jsonify(record.status())
     response.status_code = 202

@@ -86,3 +86,13 @@ def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
     mode = "L" if image.ndim == 2 else "RGB"
     resized = Image.fromarray(np.ascontiguousarray(image), mode).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized)
+
+
+def mirror(image: np.ndarray, flip: tuple[bool, bool]) -> np.ndarray:
+    """The image mirrored left-right and/or top-bottom (`flip`), as DICOMweb's negative viewport
+    widths and heights ask; the same array when neither."""
+    if flip[0]:
+        image = image[:, ::-1]
+    if flip[1]:
+        image = image[::-1]
+    return image

@@ -71,6 +71,9 @@ KEYS = (
     Key("dicomweb", "cors_origins", [],
         "Browser origins (scheme://host:port) allowed to call the DICOMweb root /dicomweb from a page of "
         "their own, e.g. an OHIF viewer served elsewhere; empty: same-origin only."),
+    Key("dicomweb", "load_wait_s", 30.0,
+        "How long a DICOMweb reformat or 3D view waits for its series to load into RAM (DICOMweb clients "
+        "do not poll a load status) before answering 409 loading with Retry-After."),
     Key("decode", "workers", 2,
         "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
         "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),
