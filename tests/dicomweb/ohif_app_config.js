@@ -95,7 +95,8 @@ window.config = {
         enableStudyLazyLoad: true,
         staticWado: false,
         bulkDataURI: { enabled: true },
-        omitQuotationForMultipartRequest: true,
+        // type="application/octet-stream" quoted, as RFC 2045 wants a value with a '/'
+        omitQuotationForMultipartRequest: false,
       },
     },
   ],

@@ -129,7 +129,9 @@ class DicomwebLog:
             self.calls.append((response.request.method, response.url[len(self.root):], response.status))
 
     def _failed(self, request) -> None:
-        if request.url.startswith(self.root):
+        # net::ERR_ABORTED: OHIF itself cancelled the request (its prefetch queue drops frames it no
+        # longer needs); a refusal by CORS or a broken answer is another error (net::ERR_FAILED, ...)
+        if request.url.startswith(self.root) and request.failure != "net::ERR_ABORTED":
             self.calls.append((request.method, request.url[len(self.root):], f"failed: {request.failure}"))
 
     def errors(self) -> list[str]:
