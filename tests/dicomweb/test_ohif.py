@@ -207,3 +207,31 @@ def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: 
     finally:
         page.screenshot(path=str(shots / "last.png"))
         context.close()
+
+
+def test_an_institution_admin_lists_every_study(browser, ohif, artifacts_dir: Path):
+    """Without a filter OHIF asks for every study: the node's institution administrator may list them."""
+    running, site = ohif
+    context, page, log = _open_page(browser, running)
+    try:
+        page.goto(f"{site.origin}/{_session_fragment(running, 'admin')}")
+        _wait_visible(page.get_by_text(PATIENT_ID).first, log, "the study in an administrator's study list")
+        page.screenshot(path=str(artifacts_dir / "ohif" / "admin-study-list.png"))
+        assert any(path.startswith("/studies?") and "00100020" not in path for _, path, _ in log.calls), log.calls
+        log.check()
+    finally:
+        context.close()
+
+
+def test_a_physician_s_unfiltered_list_is_refused(browser, ohif, artifacts_dir: Path):
+    """QIDO's listing rule seen from OHIF: a physician's search that names no patient gets a 400."""
+    running, site = ohif
+    context, page, log = _open_page(browser, running)
+    try:
+        page.goto(f"{site.origin}/{_session_fragment(running, 'physician')}")
+        page.get_by_text("Data Source Connection Error").wait_for()
+        page.screenshot(path=str(artifacts_dir / "ohif" / "physician-unfiltered-list.png"))
+        searches = [(path, status) for _, path, status in log.calls if path.startswith("/studies?")]
+        assert searches and all(status == 400 for _, status in searches), log.calls
+    finally:
+        context.close()
