@@ -52,7 +52,7 @@ class _Handler(SimpleHTTPRequestHandler):
             self.path = "/index.html"  # the single-page app's routes (/viewer, /?mrn=...)
         super().do_GET()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         """Quiet: the test records the browser's requests itself."""
 
 
