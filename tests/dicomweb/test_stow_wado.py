@@ -72,7 +72,8 @@ def test_stow_stores_and_wado_returns_the_same_bytes(node):
     assert retrieved.status_code == 200
     assert retrieved.headers["Content-Type"].startswith('multipart/related; type="application/dicom"')
     assert sorted(content for _, content in parts_of(retrieved)) == sorted(files)
-    again = stow(node, body_of(files[:1]), path=f"/dicomweb/studies/{study}")  # identical re-send: a no-op
+    unquoted = f"multipart/related; type=application/dicom; boundary={BOUNDARY}"
+    again = stow(node, body_of(files[:1]), path=f"/dicomweb/studies/{study}", content_type=unquoted)  # a no-op
     assert again.status_code == 200 and instance_count(node) == 3
 
 
@@ -107,6 +108,12 @@ def test_metadata_has_bulk_data_uris_and_frames_decode(node):
     decoded = pydicom.dcmread(io.BytesIO(content))
     assert decoded.file_meta.TransferSyntaxUID == EXPLICIT_LE and decoded.SOPInstanceUID == sop
     assert np.array_equal(decoded.pixel_array, original.pixel_array)
+    series_url = f"/dicomweb/studies/{study}/series/{series}"
+    dicom_in = 'multipart/related; type="application/dicom"; transfer-syntax='
+    in_rle = node.client.get(series_url, headers={**node.headers(), "Accept": f"{dicom_in}{RLELossless}"})
+    assert sorted(content for _, content in parts_of(in_rle)) == sorted(files)
+    in_jls = node.client.get(series_url, headers={**node.headers(), "Accept": f"{dicom_in}{JPEGLSLossless}"})
+    assert in_jls.status_code == 406
     jls = node.client.get(frame_url, headers={**node.headers(), "Accept":
                                               'multipart/related; type="image/jls"; transfer-syntax='
                                               f'{JPEGLSLossless}'})
@@ -118,6 +125,7 @@ def test_metadata_has_bulk_data_uris_and_frames_decode(node):
     ("multipart/form-data; boundary=x", 415),
     (f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}', 415),
     ('multipart/related; type="application/dicom"', 400),
+    ("multipart/related; type=application/dicom+json; boundary=x", 415),
 ])
 def test_wrong_media_types_store_nothing(node, content_type, status):
     reply = stow(node, body_of(synthetic_series(1)), content_type=content_type)
@@ -181,14 +189,19 @@ def test_upload_and_stow_of_one_series_land_in_one_record(node):
         cat = node.app.extensions["sivr_node"].models.catalogue
         [row] = list(cat.Series.select().where(cat.Series.series_uid == series))
         assert row.id == uploaded.get_json()["id"] and row.instance_count == 4
+        audit = node.app.extensions["sivr_node"].models.AuditEntry
+        appended = list(audit.select().where(audit.action == "record.append", audit.object_id == row.id))
+        assert len(appended) == 1 and appended[0].detail == "added=2 unchanged=0"  # STOW audited as uploads are
 
 
 def test_oversized_body_is_413_and_stores_nothing(make_node):
-    harness = make_node(limits__max_upload_mb=1)
+    harness = make_node(limits__max_upload_mb=1, limits__max_files=3)
     try:
         big = synthetic_series(3, rows=512, cols=512)  # 3 x 512 KiB of pixels: over 1 MiB
         reply = stow(harness, body_of(big))
         assert reply.status_code == 413 and reply.get_json()["error"]["code"] == "over_limits"
+        many = stow(harness, body_of(synthetic_series(4)))
+        assert many.status_code == 413 and "4 instances" in many.get_json()["error"]["message"]
         assert instance_count(harness) == 0
     finally:
         harness.registry.shutdown()
@@ -320,3 +333,59 @@ def test_stow_from_another_institution_is_403_over_tls(deployment, node_url):
     assert reply.status_code == 403 and reply.json()["error"]["code"] == "forbidden"
     study = uids(files[0])[0]
     assert session.get(f"{node_url}/dicomweb/studies/{study}/metadata", timeout=60).status_code == 404
+
+
+@pytest.mark.slow
+def test_c_store_and_stow_of_one_series_land_in_one_record(deployment, dicomweb, node_url):
+    """Two instances sent by a modality over DIMSE, two more by STOW-RS: one series, one record."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    from daemons.deployment import DEMO_DICOM_CALLERS, dicom_endpoint
+
+    patient = f"DW-{uuid.uuid4().hex[:8]}"
+    files = synthetic_series(4)
+    datasets = [pydicom.dcmread(io.BytesIO(raw)) for raw in files]
+    for ds in datasets:
+        ds.PatientID = patient
+    study, series, _ = uids(files[0])
+    endpoint = dicom_endpoint(next(i for i in deployment.layout.instances if i.name == "render-1-1"))
+    ae = AE(ae_title=DEMO_DICOM_CALLERS[0])
+    ae.add_requested_context(CTImageStorage, str(ExplicitVRLittleEndian))
+    assoc = ae.associate(endpoint["host"], endpoint["port"], ae_title=endpoint["ae_title"])
+    assert assoc.is_established
+    assert [assoc.send_c_store(ds).Status for ds in datasets[:2]] == [0, 0]
+    assoc.release()
+    client = dicomweb("physician")
+    answer = client.store_instances(datasets[2:], study_instance_uid=study)
+    assert len(answer.ReferencedSOPSequence) == 2
+    assert len(client.retrieve_series_metadata(study, series)) == 4
+    records = deployment.client("physician").call(
+        "GET", f"{node_url}/api/v1/records", params={"patient_id_dicom": patient}).json()
+    assert records["total"] == 1 and records["items"][0]["files"] == 4
+
+
+def test_a_frame_found_undecodable_on_arrival_is_422_the_others_are_sent(node):
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    from tests.render.synthetic import dataset, to_bytes
+
+    ds = dataset(32, 32, series=generate_uid(), pixels=False)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    good = imagecodecs.jpeg8_encode(np.linspace(0, 4095, 32 * 32).astype(np.uint16).reshape(32, 32), level=95,
+                                    bitspersample=12)
+    ds.NumberOfFrames = 3
+    ds.PixelData = encapsulate([good, good[:40], good])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGExtended12Bit
+    raw = to_bytes(ds)
+    study, series, sop = uids(raw)
+    assert stow(node, body_of([raw])).status_code == 200
+    frames = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames"
+    octets = {**node.headers(), "Accept": "multipart/related; type=application/octet-stream"}
+    [(_, first)] = parts_of(node.client.get(f"{frames}/1", headers=octets))
+    assert len(first) == 32 * 32 * 2
+    broken = node.client.get(f"{frames}/3,2", headers=octets)
+    assert broken.status_code == 422 and broken.get_json()["error"]["code"] == "frame_error"
+    assert "frame 2" in broken.get_json()["error"]["message"]

@@ -53,17 +53,23 @@ class InstanceMeta:
     frames: int
 
 
-def element_paths(ds: Dataset, prefix: str = "") -> dict[int, str]:
-    """id() of every element of a dataset (nested ones too) -> its path for the bulk data route."""
-    paths: dict[int, str] = {}
-    for tag in list(ds.keys()):
-        element = ds[tag]
-        path = f"{prefix}{int(tag):08X}"
-        paths[id(element)] = path
-        if element.VR == "SQ":
-            for index, item in enumerate(element.value or []):
-                paths.update(element_paths(item, f"{path}/{index}/"))
-    return paths
+def element_path(ds: Dataset, element: DataElement, prefix: str = "") -> str | None:
+    """The bulk data path of an element of `ds` (`tag`, or `sequence/item/tag` when nested).
+
+    Found by identity among the elements already converted (a bulk data handler is called while
+    its element, and any sequence holding it, is being converted), so only the few bulk values
+    are looked for: walking every element up front would double the cost of the JSON.
+    """
+    if ds.get_item(element.tag) is element:
+        return f"{prefix}{element.tag:08X}"
+    for tag in ds.keys():  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
+        item = ds.get_item(tag)
+        if isinstance(item, DataElement) and item.VR == "SQ":
+            for index, child in enumerate(item.value or []):
+                found = element_path(child, element, f"{prefix}{int(tag):08X}/{index}/")
+                if found is not None:
+                    return found
+    return None
 
 
 def find_element(ds: Dataset, path: str) -> DataElement | None:
@@ -93,10 +99,9 @@ def find_element(ds: Dataset, path: str) -> DataElement | None:
 
 def instance_json(ds: Dataset, bulk_base: str) -> bytes:
     """The DICOM JSON of a dataset, large binaries as BulkDataURIs under `bulk_base`."""
-    paths = element_paths(ds)
 
     def bulk_uri(element: DataElement) -> str:
-        return f"{bulk_base}/{paths[id(element)]}"
+        return f"{bulk_base}/{element_path(ds, element) or f'{element.tag:08X}'}"
 
     model: dict[str, Any] = ds.to_json_dict(BULK_THRESHOLD, bulk_uri, suppress_invalid_tags=True)
     model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [stored_syntax(ds)]}

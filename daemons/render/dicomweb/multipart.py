@@ -12,16 +12,31 @@ text and line endings, which corrupts binary DICOM parts.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-from werkzeug.http import parse_options_header
 
 from shared.errors import ApiError
 
 CRLF = b"\r\n"
 MAX_PART_HEADER_BYTES = 16 * 1024
+_PARAMETER_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type or Accept media range as (type, parameters), both lower-cased names.
+
+    Parameter values may be quoted or not: DICOMweb clients write `type=application/dicom`
+    unquoted (OHIF does), which RFC 7231's token syntax (and werkzeug's parser) would cut at '/'.
+    """
+    pieces = _PARAMETER_SPLIT.split(value)
+    params = {}
+    for piece in pieces[1:]:
+        name, sep, text = piece.partition("=")
+        if sep and name.strip():
+            params[name.strip().lower()] = text.strip().strip('"')
+    return pieces[0].strip().lower(), params
 
 
 @dataclass(frozen=True)
@@ -32,9 +47,9 @@ class Part:
     content: memoryview
 
     @property
-    def media_type(self) -> tuple[str, dict[str, str]]:
+    def content_type(self) -> tuple[str, dict[str, str]]:
         """The part's Content-Type as (type, parameters); an absent one is the body's `type`."""
-        return parse_options_header(self.headers.get("content-type", ""))
+        return media_type(self.headers.get("content-type", ""))
 
 
 def _malformed(message: str) -> ApiError:
@@ -43,7 +58,7 @@ def _malformed(message: str) -> ApiError:
 
 def boundary_of(content_type: str) -> str:
     """The boundary parameter of a multipart Content-Type (400 when there is none or it is unusable)."""
-    _, params = parse_options_header(content_type)
+    _, params = media_type(content_type)
     boundary = params.get("boundary", "")
     if not boundary:
         raise _malformed("the Content-Type has no boundary parameter")

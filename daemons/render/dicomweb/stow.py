@@ -27,10 +27,9 @@ from typing import Any
 
 import pydicom
 from flask import Response, request
-from werkzeug.http import parse_options_header
 
 from daemons.render.dicomweb import bp
-from daemons.render.dicomweb.multipart import boundary_of, split_related
+from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related
 from daemons.render.dicomweb.syntax import accepted, not_acceptable
 from daemons.render.dicomweb.wado import instance_url, study_url
 from daemons.render.dimse import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
@@ -101,7 +100,7 @@ def _read_body(limits: Limits) -> bytes:
 
 def _check_media_types() -> str:
     """The body's boundary; 415 unless it is multipart/related of application/dicom, 406 for the answer."""
-    media, params = parse_options_header(request.headers.get("Content-Type", ""))
+    media, params = media_type(request.headers.get("Content-Type", ""))
     if media != "multipart/related":
         raise ApiError(415, "unsupported_media_type",
                        f"STOW-RS takes multipart/related; type=\"{DICOM}\" bodies, not {media or 'no media type'}")
@@ -118,8 +117,8 @@ def _check_media_types() -> str:
 def _candidate(number: int, part: Any, study_uid: str | None) -> Candidate:
     """A body part with its UIDs read, or marked failed when it cannot be stored."""
     candidate = Candidate(number, bytes(part.content))
-    media, _ = part.media_type
-    if media and media.lower() != DICOM:
+    media, _ = part.content_type
+    if media and media != DICOM:
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is {media}, not {DICOM}")
         return candidate
     try:
@@ -177,9 +176,11 @@ def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
     status = 200 if not failed else 202 if stored else 409
     response = Response(json.dumps(body), status=status, content_type="application/dicom+json")
     if failed:
-        reasons = "; ".join(c.reason for c in failed[:3]) + (" …" if len(failed) > 3 else "")
-        response.headers["Warning"] = f'299 SIVR "{len(failed)} of {len(candidates)} instances failed: {reasons}"'[
-            :1000].replace("\r", " ").replace("\n", " ")
+        reasons = "; ".join(c.reason for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
+        text = f"{len(failed)} of {len(candidates)} instances failed: {reasons}".replace('"', "'")
+        # a header is Latin-1 on one line: file names and attribute values in the reasons may be neither
+        text = " ".join(text.encode("ascii", "replace").decode("ascii").split())[:1000]
+        response.headers["Warning"] = f'299 SIVR "{text}"'
     return response
 
 

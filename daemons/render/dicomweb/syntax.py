@@ -24,8 +24,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRLittleEndian
-from werkzeug.http import parse_options_header
 
+from daemons.render.dicomweb.multipart import media_type
 from shared.errors import ApiError
 
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
@@ -74,8 +74,7 @@ def accepted(header: str | None) -> list[Wanted]:
     for order, text in enumerate(_RANGE_SPLIT.split(header or "")):
         if not text.strip():
             continue
-        media, params = parse_options_header(text)
-        media = media.lower()
+        media, params = media_type(text)
         try:
             q = float(params.get("q", 1))
         except ValueError:

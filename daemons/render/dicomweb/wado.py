@@ -189,11 +189,7 @@ def _frame_numbers(text: str) -> list[int]:
 
 def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
-    count = frame_count(ds)
-    missing = [n for n in numbers if n > count]
-    if missing:
-        raise ApiError(404, "not_found", f"frame {missing[0]} does not exist: the instance has frames 1..{count}")
-    parts = [(choice.content_type, frame_bytes(ds, n, choice)) for n in numbers]
+    parts = ((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one frame in RAM at a time
     boundary = new_boundary()
     part_type = choice.content_type.split(";", 1)[0]
     response = Response(write_related(parts, boundary), content_type=related_content_type(part_type, boundary))
@@ -201,19 +197,37 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     return response
 
 
-def _instance_dataset(study: str, series: str, sop: str) -> pydicom.Dataset:
+def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
     row = resolve.instance(study, series, sop)
     _audit([row.series])
-    return pydicom.dcmread(io.BytesIO(_read(node(), row)))
+    return row, pydicom.dcmread(io.BytesIO(_read(node(), row)))
+
+
+def _check_showable(row: Any, numbers: list[int]) -> None:
+    """422 for a frame found short or undecodable when it arrived (its file was stored for the others)."""
+    bad = {int(b["frame"]): b["message"] for b in node().manifest(row.series_id)["render"].get("bad_frames") or []}
+    if not bad:
+        return
+    span = resolve.frame_span(row)
+    for number in numbers:
+        reason = bad.get(span.record_frame(number))
+        if reason is not None:
+            raise ApiError(422, "frame_error", f"frame {number} of instance {row.sop_instance_uid} cannot be "
+                           f"sent: {reason}")
 
 
 @bp.get(f"{INSTANCE_PATH}/frames/<frames>")
 @require_auth(*ROLES)
 def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
     numbers = _frame_numbers(frames)
-    ds = _instance_dataset(study, series, sop)
+    row, ds = _instance_dataset(study, series, sop)
     if "PixelData" not in ds:
         raise ApiError(404, "not_found", f"instance {sop} has no pixel data")
+    count = frame_count(ds)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise ApiError(404, "not_found", f"frame {missing[0]} does not exist: the instance has frames 1..{count}")
+    _check_showable(row, numbers)
     return _frames_response(ds, numbers)
 
 
@@ -221,12 +235,14 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
 @require_auth(*ROLES)
 def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     """A BulkDataURI: pixel data as the instance's frames, any other value as application/octet-stream."""
-    ds = _instance_dataset(study, series, sop)
+    row, ds = _instance_dataset(study, series, sop)
     found = find_element(ds, element.upper())
     if found is None or not isinstance(found.value, (bytes, bytearray)):
         raise ApiError(404, "not_found", f"instance {sop} has no bulk data at {element[:80]!r}")
     if found.tag == 0x7FE00010 and element.upper() == "7FE00010":
-        return _frames_response(ds, list(range(1, frame_count(ds) + 1)))
+        numbers = list(range(1, frame_count(ds) + 1))
+        _check_showable(row, numbers)
+        return _frames_response(ds, numbers)
     if not any(w.part_type in (OCTETS, "*/*", "*", "application/*") for w in accepted(request.headers.get("Accept"))):
         raise not_acceptable("bulk data is sent as application/octet-stream")
     boundary = new_boundary()
