@@ -86,6 +86,29 @@ def record_audit(
     export_entry(model, entry)
 
 
+def record_audit_many(model: type[peewee.Model], action: str, objects: list[tuple[str, str | None]],
+                      detail: str = "") -> None:
+    """One entry per (object_type, object_id) for the current request, as `record_audit` writes them,
+    in one prepared INSERT run per row: a search that shows a hundred records must not spend its
+    time having peewee build a hundred INSERTs (that costs more than the database does)."""
+    identity = current_identity()
+    now, address = utcnow(), client_address()
+    entries = [model(id=new_id(), at=now, user_id=identity.user_id, username=identity.username, action=action,
+                     object_type=object_type, object_id=object_id, patient_id=None, client_ip=address,
+                     detail=detail[:2000])
+               for object_type, object_id in objects]
+    if not entries:
+        return
+    fields = list(model._meta.sorted_fields)
+    rows = [[field.db_value(entry.__data__[field.name]) for field in fields] for entry in entries]
+    database = model._meta.database
+    with database.atomic():
+        template, _params = model.insert_many(rows[:1], fields=fields).sql()
+        database.cursor().executemany(template, rows)
+        for entry in entries:
+            export_entry(model, entry)
+
+
 def audit_to_json(entry: Any) -> dict[str, Any]:
     """An audit row of any layer (each layer makes its own model with these fields)."""
     return {

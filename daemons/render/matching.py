@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import peewee
 from pydicom.dataset import Dataset
@@ -216,7 +217,7 @@ def _modalities(field: peewee.Field, value: str) -> peewee.Node | None:
     condition = None
     for modality in [v.strip() for v in re.split(r"[\\,]", value) if v.strip()]:
         one = _like_node(bounded, f"%\\{_like(modality)}\\%")
-        condition = one if condition is None else condition | one
+        condition = one if condition is None else peewee.Expression(condition, peewee.OP.OR, one)
     return condition
 
 
@@ -246,7 +247,7 @@ def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Data
     query = select(cat, level, deepest._meta.primary_key.alias("_row"),
                    *[field_of(cat, keyword).alias(keyword) for keyword in requested])
     query = where(query, cat, [(keyword, _identifier_value(identifier[keyword].value)) for keyword in requested])
-    for row in query.dicts():
+    for row in cast(Iterable[dict], query.dicts()):
         yield _answer(level, requested, row)
 
 

@@ -39,7 +39,7 @@ def test_a_refused_origin_gets_no_cors_headers(cors_node):
     for reply in (preflight(cors_node, STRANGER),
                   cors_node.client.get("/dicomweb/studies", headers={**cors_node.headers("sysadmin"),
                                                                      "Origin": STRANGER})):
-        assert not [h for h in reply.headers.keys() if h.lower().startswith("access-control-")], reply.headers
+        assert not [h for h, _ in reply.headers if h.lower().startswith("access-control-")], reply.headers
 
 
 def test_a_real_get_carries_allow_origin_and_exposes_warning(cors_node):

@@ -7,11 +7,17 @@ dicomweb-client against the real daemons (gunicorn + TLS) of the session deploym
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pydicom
 import pytest
+import requests
+from dicomweb_client import DICOMwebClient
 from pydicom.uid import MRImageStorage, generate_uid
 
-from tests.render.conftest import close_node, node_maker, token_keys  # noqa: F401  (token_keys: a fixture)
+from daemons.demo import upload_record
+from tests.render.conftest import NODE_AUDIENCE, close_node, node_maker, token_keys  # noqa: F401  (token_keys: a fixture)
 from tests.render.synthetic import dataset, to_bytes
 
 ROOT = "/dicomweb"
@@ -98,7 +104,7 @@ def test_study_search_answers_the_required_attributes_newest_first(archive):
     assert study_a["00201206"]["Value"] == [2] and study_a["00201208"]["Value"] == [6]
     assert study_a["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Müller^Zoë"}]}
     assert study_a["00080005"]["Value"] == ["ISO_IR 192"]  # non-ASCII name: UTF-8 said so
-    assert study_a["00081190"]["Value"] == [f"http://localhost{ROOT}/studies/{STUDY_A['StudyInstanceUID']}"]
+    assert study_a["00081190"]["Value"] == [f"{NODE_AUDIENCE}{ROOT}/studies/{STUDY_A['StudyInstanceUID']}"]
     assert list(study_a) == sorted(study_a)  # attributes in tag order
 
 
@@ -186,7 +192,7 @@ def test_limit_offset_warning_and_no_content(archive):
     c, a, b = (s["StudyInstanceUID"] for s in (STUDY_C, STUDY_A, STUDY_B))
     first = qido(archive, "/studies?limit=2")
     assert values(first.get_json(), STUDY_UID) == [c, a]
-    assert first.headers["Warning"] == (f"299 http://localhost{ROOT}: There are 1 additional results that can "
+    assert first.headers["Warning"] == (f"299 {NODE_AUDIENCE}{ROOT}: There are 1 additional results that can "
                                         "be requested")
     last = qido(archive, "/studies?limit=2&offset=2")
     assert values(last.get_json(), STUDY_UID) == [b] and "Warning" not in last.headers
@@ -280,3 +286,107 @@ def test_searches_are_audited(archive):
                                                                  SERIES_A_MR["SeriesInstanceUID"]]))}
     assert {e.object_id for e in entries[2:4]} == series_ids and entries[2].object_type == "record"
     assert entries[4].object_id is None and "results=0" in entries[4].detail
+
+
+# --- dicomweb-client against the real daemons (gunicorn + TLS on loopback) -------------------------------
+
+CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
+
+
+def dicomweb_client(deployment, role: str, node_url: str) -> DICOMwebClient:
+    """dicomweb-client as a third-party tool uses it: the node's root, a bearer token exchanged for the node."""
+    session = requests.Session()
+    session.trust_env = False  # this machine's REQUESTS_CA_BUNDLE would override the deployment's CA
+    session.verify = deployment.ca_cert
+    token = deployment.client(role).token_for(node_url)
+    return DICOMwebClient(url=f"{node_url}{ROOT}", session=session, headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture(scope="module")
+def stored(deployment, tmp_path_factory) -> dict:
+    """The demo CT and a synthetic two-study patient, stored by upload on institution 1's node."""
+    doctor = deployment.client("physician")
+    node_url = deployment.layout.first("render").url
+    ct = upload_record(doctor, node_url, sorted(CT.glob("*.dcm")))
+    folder = tmp_path_factory.mktemp("qido-synthetic")
+    patient = {"PatientID": f"QIDO-{uuid.uuid4().hex[:10]}", "PatientName": "Núñez^José", "PatientSex": "M",
+               "PatientBirthDate": "19800229"}
+    studies = []
+    for date, modality in (("20220301", "CT"), ("20240722", "MR")):
+        study = {"StudyInstanceUID": generate_uid(), "StudyDate": date, "StudyTime": "120000",
+                 "AccessionNumber": uuid.uuid4().hex[:12], "StudyDescription": f"{modality} study"}
+        files = []
+        for name, data in series_files(3, patient=patient, study=study,
+                                       series={"SeriesInstanceUID": generate_uid(), "Modality": modality,
+                                               "SeriesNumber": 1}):
+            (folder / name).write_bytes(data)
+            files.append(folder / name)
+        upload_record(doctor, node_url, files)
+        studies.append(study)
+    first = pydicom.dcmread(sorted(CT.glob("*.dcm"))[0], stop_before_pixels=True)
+    return {"node_url": node_url, "ct": ct, "ct_study": str(first.StudyInstanceUID), "ct_patient": str(first.PatientID),
+            "ct_series": str(first.SeriesInstanceUID), "patient": patient, "studies": studies}
+
+
+def test_dicomweb_client_searches_studies_series_and_instances(deployment, stored):
+    web = dicomweb_client(deployment, "physician", stored["node_url"])
+    (study,) = web.search_for_studies(search_filters={"PatientID": stored["ct_patient"]})
+    assert study[STUDY_UID]["Value"] == [stored["ct_study"]]
+    assert study["00080061"]["Value"] == ["CT"] and study["00201208"]["Value"][0] >= 100
+    assert study["00081190"]["Value"] == [f"{stored['node_url']}{ROOT}/studies/{stored['ct_study']}"]
+    (series,) = web.search_for_series(stored["ct_study"])
+    assert series[SERIES_UID]["Value"] == [stored["ct_series"]] and series["00080060"]["Value"] == ["CT"]
+    page = web.search_for_instances(stored["ct_study"], stored["ct_series"], limit=5, offset=10)
+    numbers = [i["00200013"]["Value"][0] for i in page]
+    assert len(page) == 5 and numbers == sorted(numbers)
+    assert page[0]["00280010"]["Value"] == [stored["ct"]["rows"]]
+    everything = web.search_for_instances(stored["ct_study"], stored["ct_series"], get_remaining=True, limit=40)
+    assert len({i[SOP_UID]["Value"][0] for i in everything}) == study["00201208"]["Value"][0]
+
+
+def test_dicomweb_client_matching_includefield_and_fuzzy_names(deployment, stored):
+    web = dicomweb_client(deployment, "physician", stored["node_url"])
+    patient_id = stored["patient"]["PatientID"]
+    mr, ct = reversed(stored["studies"])
+    newest_first = web.search_for_studies(search_filters={"PatientID": patient_id})
+    assert [s[STUDY_UID]["Value"][0] for s in newest_first] == [mr["StudyInstanceUID"], ct["StudyInstanceUID"]]
+    in_2024 = web.search_for_studies(search_filters={"PatientID": patient_id, "StudyDate": "20240101-20241231"})
+    assert [s[STUDY_UID]["Value"][0] for s in in_2024] == [mr["StudyInstanceUID"]]
+    by_uids = web.search_for_studies(search_filters={"StudyInstanceUID": [ct["StudyInstanceUID"],
+                                                                          mr["StudyInstanceUID"]]})
+    assert len(by_uids) == 2
+    wildcard = web.search_for_studies(search_filters={"PatientID": patient_id, "ModalitiesInStudy": "MR",
+                                                      "StudyDescription": "MR*"})
+    assert len(wildcard) == 1
+    assert web.search_for_studies(search_filters={"PatientID": patient_id, "PatientName": "nunez"}) == []
+    fuzzy = web.search_for_studies(fuzzymatching=True,
+                                   search_filters={"PatientID": patient_id, "PatientName": "nunez jo"})
+    assert len(fuzzy) == 2
+    series = web.search_for_series(search_filters={"StudyInstanceUID": mr["StudyInstanceUID"]},
+                                   fields=["PatientName", "AccessionNumber"])
+    assert series[0]["00080050"]["Value"] == [mr["AccessionNumber"]]
+    assert series[0]["00100010"]["Value"] == [{"Alphabetic": "Núñez^José"}]
+    paged = web.search_for_studies(search_filters={"PatientID": patient_id}, limit=1, get_remaining=True)
+    assert len(paged) == 2
+
+
+def test_dicomweb_client_listing_rule_and_bad_keys(deployment, stored):
+    doctor = dicomweb_client(deployment, "physician", stored["node_url"])
+    with pytest.raises(requests.HTTPError) as refused:
+        doctor.search_for_studies()
+    assert refused.value.response.status_code == 400
+    assert "PatientID" in refused.value.response.json()["error"]["message"]
+    admin = dicomweb_client(deployment, "admin", stored["node_url"])
+    listed = {s[STUDY_UID]["Value"][0] for s in admin.search_for_studies(get_remaining=True)}
+    assert {stored["ct_study"], *(s["StudyInstanceUID"] for s in stored["studies"])} <= listed
+    with pytest.raises(requests.HTTPError) as bad:
+        admin.search_for_studies(search_filters={"PatientNmae": "x"})
+    assert bad.value.response.status_code == 400
+    assert "PatientNmae" in bad.value.response.json()["error"]["message"]
+    # another institution's node: a named study is searched (there is none), a patient is not
+    other_node = deployment.layout.by_layer("render")[1].url
+    visitor = dicomweb_client(deployment, "physician", other_node)
+    assert visitor.search_for_studies(search_filters={"StudyInstanceUID": stored["ct_study"]}) == []
+    with pytest.raises(requests.HTTPError) as foreign:
+        visitor.search_for_studies(search_filters={"PatientID": stored["ct_patient"]})
+    assert foreign.value.response.status_code == 403

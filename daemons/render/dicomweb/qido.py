@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -30,7 +30,7 @@ from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
 from daemons.render.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.node import node
 from shared.access import require_query_scope
-from shared.audit import record_audit
+from shared.audit import record_audit_many
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -136,11 +136,12 @@ def _search(resource: Resource, study_uid: str | None = None, series_uid: str | 
         query = where(query, cat, matches, fuzzy=search.fuzzy)
     except QueryError as exc:
         raise ApiError(400, "validation_error", str(exc)) from exc
-    rows = list(query.order_by(*_order(cat, resource.level)).limit(search.limit).offset(search.offset).dicts())
+    page = query.order_by(*_order(cat, resource.level)).limit(search.limit).offset(search.offset)
+    rows = cast(list[dict[str, Any]], list(page.dicts()))
     remaining = 0
     if len(rows) == search.limit:
         remaining = max(0, query.count() - search.offset - len(rows))
-    service = request.host_url.rstrip("/") + ROOT
+    service = the_node.url.rstrip("/") + ROOT  # the public URL (a client's Host header may lack the port)
     answers = [_answer(row, keywords, resource.level, service) for row in rows]
     _audit(resource, rows)
     if answers:
@@ -165,7 +166,7 @@ def _returned(resource: Resource, search: Search) -> list[str]:
         keywords += [k for k, key in KEYS.items() if LEVELS.index(key.level) <= depth]
         keywords += [k for k, level in COMPUTED.items() if level is None or LEVELS.index(level) <= depth]
     keywords += sorted(search.include)
-    return sorted(set(keywords), key=lambda k: _tag(k))
+    return sorted(set(keywords), key=lambda k: _spec(k)[0])
 
 
 def _columns(cat, level: str) -> list:
@@ -201,7 +202,8 @@ def _answer(row: dict[str, Any], keywords: list[str], level: str, service: str) 
     if any(isinstance(v, str) and not v.isascii() for v in values.values()):
         answer["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}
     for keyword in keywords:
-        answer[f"{_tag(keyword):08X}"] = _element(keyword, values.get(keyword))
+        tag, vr = _spec(keyword)
+        answer[tag] = _element(keyword, vr, values.get(keyword))
     return answer
 
 
@@ -218,15 +220,15 @@ def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
 
 
 @cache
-def _tag(keyword: str) -> int:
+def _spec(keyword: str) -> tuple[str, str]:
+    """An attribute's tag as DICOM JSON writes it (`0020000D`) and its VR."""
     tag = tag_for_keyword(keyword)
     assert tag is not None, f"{keyword} is a DICOM keyword"
-    return tag
+    return f"{tag:08X}", dictionary_VR(tag)
 
 
-def _element(keyword: str, value: Any) -> dict[str, Any]:
+def _element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
     """One attribute in the DICOM JSON model (PS3.18 F.2); an empty value has no "Value"."""
-    vr = dictionary_VR(keyword)
     if value is None or value == "":
         return {"vr": vr}
     if vr == "PN":
@@ -246,6 +248,4 @@ def _audit(resource: Resource, rows: list[dict[str, Any]]) -> None:
     else:
         shown = [("record", record_id) for record_id in dict.fromkeys(row["_record"] for row in rows)]
     detail = f"{resource.name}: {request.query_string.decode('utf-8', 'replace')[:1500]} results={len(rows)}"
-    with models.database.atomic():
-        for object_type, object_id in shown or [(resource.level.lower(), None)]:
-            record_audit(models.AuditEntry, "dicomweb.search", object_type, object_id, detail=detail)
+    record_audit_many(models.AuditEntry, "dicomweb.search", shown or [(resource.level.lower(), None)], detail)
