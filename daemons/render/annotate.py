@@ -37,7 +37,7 @@ def burn_in(image: np.ndarray, annotation: Annotation) -> np.ndarray:
     font = ImageFont.load_default(max(MIN_FONT_PX, round(picture.height * FONT_FRACTION)))
     white = 255 if image.ndim == 2 else (255, 255, 255)
     black = 0 if image.ndim == 2 else (0, 0, 0)
-    line_px = font.getbbox("Ag")[3] + 1
+    line_px = int(font.getbbox("Ag")[3]) + 1
     y = MARGIN_PX
     for line in annotation.top:
         _text(draw, (MARGIN_PX, y), line, font, white, black)

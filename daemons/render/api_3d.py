@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import re
 import threading
 import time
@@ -35,6 +34,7 @@ from daemons.render.image_headers import describe_image, mirrored_labels, record
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Voi, Window
+from daemons.render.planes import volume_frame
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, keyed, with_function
 from daemons.render.volume import (
@@ -114,11 +114,11 @@ class Render3D:
         with self._lock:
             volume = self._prepared.get(record)
             if volume is None:
+                spacing, orientation, slice_direction = volume_frame(record.manifest)
                 volume = prepare_volume(
-                    record.pixels, _usable_spacing(record.spacing), record.orientation,
+                    record.pixels, spacing, orientation,
                     float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
-                    record.default_voi,
-                    getattr(record, "slice_direction", None))
+                    record.default_voi, slice_direction)
                 self._prepared[record] = volume
             return volume
 
@@ -138,17 +138,9 @@ def render_state(app: Flask) -> Render3D:
         return state
 
 
-def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
-    """A single frame or a missing slice spacing has no depth spacing: use the in-plane one."""
-    values = [float(s) if s is not None and math.isfinite(float(s)) and float(s) > 0 else 0.0
-              for s in spacing]
-    fallback = next((v for v in (values[1], values[2]) if v > 0), 1.0)
-    return tuple(v if v > 0 else fallback for v in values)  # type: ignore[return-value]
-
-
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _voi(record: Any, window: Window | None, function: str | None) -> KeyedVoi:
+def _voi(record: Any, window: Voi | None, function: str | None) -> KeyedVoi:
     """The request's window, else the record's default VOI (the one 2D frames without their own
     use, daemons.render.voi) with the request's VOI function `function`, if any."""
     if window is not None:

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from daemons.render.catalogue import forget_series
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
+from daemons.render.planes import plane_table
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError
@@ -28,11 +29,16 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     """RecordMeta (docs/API.md) from the manifest and the catalogue row.
 
     `slices` (instance number and position of every frame) is left out of lists, where it would
-    multiply their size by the frame count; records stored before it existed have none.
+    multiply their size by the frame count; records stored before it existed have none. `planes`
+    (each plane's geometry, `daemons.render.planes`) is computed from the manifest, so every record
+    has it; lists leave it out too, as a viewer reads it from the record it opens.
     """
     the_node = node()
-    meta = dict(the_node.manifest(record_id)["meta"])
-    if not per_slice:
+    manifest = the_node.manifest(record_id)
+    meta = dict(manifest["meta"])
+    if per_slice:
+        meta["planes"] = plane_table(manifest)
+    else:
         meta.pop("slices", None)
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)

@@ -70,8 +70,10 @@ class Ingest:
         self.node = node
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self._parsed: OrderedDict[str, dict[str, tuple[ParsedFile, int]]] = OrderedDict()
+        # the parsed files of series being received, with the manifest version they were read at
+        self._parsed: OrderedDict[str, tuple[dict[str, tuple[ParsedFile, int]], str]] = OrderedDict()
         self._parsed_lock = threading.Lock()
+        node.record_index.on_change(self.forget)
 
     def _lock_for(self, series_uid: str) -> threading.Lock:
         with self._locks_lock:
@@ -129,7 +131,6 @@ class Ingest:
             return self._append(record_id, by_uid, actor)
         self._index_row(record_id, manifest["meta"], actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
-        self._remember(record_id, {_uid(f, "SOPInstanceUID"): (f, blobs[f.sha256]) for f in files})
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
         return IngestResult(record_id, True, len(files), 0)
 
@@ -144,6 +145,8 @@ class Ingest:
 
     def _append(self, record_id: str, incoming: dict[str, ParsedFile], actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
+        # the series as the store holds it now: another node may have grown it (the catalogue follows)
+        node.manifest(record_id, fresh=True)
         stored = {row.sop_instance_uid: row.sha256 for row in
                   cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
                   .where(cat.Instance.series == record_id)}
@@ -160,7 +163,7 @@ class Ingest:
         if not new:
             self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
             return IngestResult(record_id, False, 0, unchanged)
-        existing = self._existing_files(record_id)
+        existing, version = self._existing_files(record_id)
         next_blob = max((blob for _, blob in existing.values()), default=-1) + 1
         blobs = {file.sha256: blob for file, blob in existing.values()}
         for offset, file in enumerate(new.values()):
@@ -168,7 +171,8 @@ class Ingest:
         files = [f for f, _ in existing.values()] + list(new.values())
         merged = analyse_files(files, node.limits)
         manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
-        node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest)
+        new_version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest, version)
+        node.record_index.note_version(record_id, new_version)
         meta = manifest["meta"]
         node.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
                                         ).where(node.models.StoredRecord.id == record_id).execute()
@@ -177,19 +181,20 @@ class Ingest:
         node.registry.unload(record_id)
         node.forget(record_id)
         node.images.drop_record(record_id)
-        self._remember(record_id, {**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}})
+        self._remember(record_id, {**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}}, new_version)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         return IngestResult(record_id, False, len(new), unchanged)
 
-    def _existing_files(self, record_id: str) -> dict[str, tuple[ParsedFile, int]]:
-        """The stored files of a series, parsed (kept in RAM while it is being received)."""
+    def _existing_files(self, record_id: str) -> tuple[dict[str, tuple[ParsedFile, int]], str]:
+        """The stored files of a series, parsed (kept in RAM while it is being received), and the
+        manifest version they are (an append commits only onto that version)."""
         with self._parsed_lock:
             cached = self._parsed.get(record_id)
             if cached is not None:
                 self._parsed.move_to_end(record_id)
                 return cached
         node = self.node
-        manifest = node.store.read_manifest(record_id)
+        manifest, version = node.store.read_manifest_versioned(record_id)
         files: dict[str, tuple[ParsedFile, int]] = {}
         # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
         bad = {int(b["frame"]): b["message"] for b in manifest["render"].get("bad_frames") or []}
@@ -202,11 +207,12 @@ class Ingest:
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
             files[_uid(parsed, "SOPInstanceUID") or info["sha256"]] = (parsed, blob)
-        return files
+        self._remember(record_id, files, version)
+        return files, version
 
-    def _remember(self, record_id: str, files: dict[str, tuple[ParsedFile, int]]) -> None:
+    def _remember(self, record_id: str, files: dict[str, tuple[ParsedFile, int]], version: str) -> None:
         with self._parsed_lock:
-            self._parsed[record_id] = files
+            self._parsed[record_id] = (files, version)
             self._parsed.move_to_end(record_id)
             while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
                 self._parsed.popitem(last=False)
@@ -217,7 +223,7 @@ class Ingest:
 
 
 def _cached_bytes(cache: OrderedDict) -> int:
-    return sum(len(f.raw) for files in cache.values() for f, _ in files.values())
+    return sum(len(f.raw) for files, _ in cache.values() for f, _ in files.values())
 
 
 def _with_ids(manifest: dict, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> dict:

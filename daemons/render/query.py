@@ -299,7 +299,7 @@ def viewport(max_px: int, default: tuple[int, int] | None = None) -> Viewport:
     return Viewport(box, (int(parts[2]), int(parts[3]), sw, sh))
 
 
-def annotations() -> tuple[str, ...]:
+def annotation_items() -> tuple[str, ...]:
     """The requested `annotation` items, in the order of ANNOTATIONS."""
     raw = ANNOTATION.raw()
     if raw is None:

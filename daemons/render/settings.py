@@ -23,6 +23,9 @@ KEYS = (
         "`sivr store rewrap` has rewrapped every record under storage.key_file.", True),
     Key("storage", "catalogue_refresh_s", 30.0,
         "A record list older than this re-reads the store's record ids first (records other nodes stored)."),
+    Key("storage", "manifest_refresh_s", 2.0,
+        "A cached series manifest older than this is checked against the store's version before use, so a "
+        "series another node grew (shared S3 store) is seen within this time."),
     Key("s3", "endpoint_url", "", "S3 API endpoint, e.g. https://s3.example.org:8333 (backend s3)."),
     Key("s3", "bucket", "", "Bucket shared by the render nodes of this institution."),
     Key("s3", "prefix", "", "Key prefix of this institution in the bucket (one per institution), e.g. north/."),

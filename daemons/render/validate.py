@@ -671,7 +671,8 @@ def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
-        **slice_table(orientation, [(f.instance, p) for f in files for p in f.frame_positions]),
+        **slice_table(orientation, [(f.instance, p, _slice_thickness(f.dataset))
+                                    for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),

@@ -140,7 +140,11 @@ def test_media_types_by_accept_and_the_accept_parameter(ct):
     assert _get(node, path).mimetype == "image/jpeg"  # the standard's default
     assert _get(node, path, "image/*").mimetype == "image/jpeg"
     assert _get(node, path, "image/webp").mimetype == "image/webp"
-    assert _get(node, path, "image/gif;q=0.9, image/png").mimetype == "image/png"
+    assert _get(node, path, "image/jp2;q=0.9, image/png").mimetype == "image/png"
+    gif = _get(node, path, "image/gif")
+    assert gif.mimetype == "image/gif" and gif.get_data()[:4] == b"GIF8"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(gif.get_data())).convert("L")),
+                          _pixels(_get(node, path, "image/png").get_data()))  # lossless for grey
     assert _get(node, path, "image/jpeg", accept="image/png").mimetype == "image/png"
     jpeg = _get(node, path, "image/jpeg", quality="20").get_data()
     assert len(jpeg) < len(_get(node, path, "image/jpeg", quality="95").get_data())
@@ -374,3 +378,70 @@ def test_dicomweb_mpr_and_volume_extensions_over_tls(served):
     assert volume.status_code == 200, volume.text
     assert np.array_equal(_pixels(volume.content), _node_png(client, url, f"{uids.record_id}/volume", mode="minip",
                                                              elevation="20", size="160x160"))
+
+
+def test_openapi_documents_the_rendered_routes_with_the_declared_parameters(ct):
+    import re
+
+    from daemons.render import query
+
+    node, _ = ct
+    paths = node.client.get("/api/v1/openapi.json").get_json()["paths"]
+    routes = {re.sub(r"<[^>]+>", "{}", rule.rule) for rule in node.app.url_map.iter_rules()
+              if rule.endpoint.startswith("dicomweb.") and rule.endpoint.split(".")[1] in {
+                  "study_rendered", "series_rendered", "instance_rendered", "frames_rendered", "study_thumbnail",
+                  "series_thumbnail", "instance_thumbnail", "frames_thumbnail", "series_mpr", "series_volume"}}
+    assert len(routes) == 10
+    assert routes <= {re.sub(r"\{[^}]+\}", "{}", path) for path in paths}
+    instance = "/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+    assert paths[f"{instance}/rendered"]["get"]["parameters"] == [p.openapi() for p in query.RENDERED_PARAMS]
+    assert paths[f"{instance}/thumbnail"]["get"]["parameters"] == [p.openapi() for p in query.THUMBNAIL_PARAMS]
+    volume = paths["/dicomweb/studies/{study}/series/{series}/rendered/volume"]["get"]["parameters"]
+    assert volume == [p.openapi() for p in query.RENDERED_VOLUME_PARAMS]
+
+
+def test_rendered_images_are_counted_in_the_view_audit(ct):
+    import json
+    import uuid
+
+    node, uids = ct
+    reader = str(uuid.uuid4())
+    headers = node.headers(user_id=reader)
+    for path in (f"{uids.instance(0)}/rendered", f"{uids.base}/thumbnail", f"{uids.base}/rendered/mpr/axial/1"):
+        assert node.client.get(f"/dicomweb{path}", headers=headers).status_code == 200
+    node.app.extensions["sivr_view_audit"].flush()
+    reply = node.client.get("/api/v1/audit", headers=node.headers(role="instadmin"),
+                            query_string={"action": "record.view", "user_id": reader})
+    [entry] = reply.get_json()["items"]
+    detail = json.loads(entry["detail"])
+    assert entry["object_id"] == uids.record_id and detail["frame"] == 2 and detail["mpr"] == 1
+
+
+def test_frames_the_upload_found_short_are_422_in_dicom_numbering(ct):
+    from tests.render.synthetic import dataset, to_bytes
+
+    node, _ = ct
+    ds = dataset(4, 4, pixels=False)
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.arange(4 * 16, dtype=np.int16)[: 2 * 16 + 4].tobytes()  # frames 3 and 4 cut
+    assert node.upload([("short.dcm", to_bytes(ds))]).status_code == 201
+    instance = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    assert _get(node, f"{instance}/frames/2/rendered").status_code == 200
+    single = _get(node, f"{instance}/frames/3/rendered")
+    assert single.status_code == 422 and single.get_json()["error"]["code"] == "frame_error"
+    assert "frame 3 of instance" in single.get_json()["error"]["message"]
+    several = _get(node, f"{instance}/frames/1,2,4/rendered", 'multipart/related; type="image/png"')
+    assert several.status_code == 422 and "frame 4 of instance" in several.get_json()["error"]["message"]
+    good = _get(node, f"{instance}/frames/1,2/rendered", 'multipart/related; type="image/png"')
+    assert len(_multipart(good.headers["Content-Type"], good.get_data())) == 2
+
+
+@pytest.mark.parametrize("side", [100, 333, 512, 1000])
+def test_a_viewport_source_rectangle_crops_exactly_its_pixels(side):
+    from daemons.render.geometry import crop_bounds
+    from daemons.render.query import Viewport
+
+    for sx in range(0, side, 7):
+        sw = max(1, (side - sx) // 2)
+        rows, cols = crop_bounds(side, side, Viewport((64, 64), (sx, sx, sw, sw)).region(side, side))
+        assert (rows.start, rows.stop, cols.start, cols.stop) == (sx, sx + sw, sx, sx + sw)

@@ -19,6 +19,7 @@ Which image a resource shows:
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,7 +47,7 @@ from daemons.render.api_3d import (
 )
 from daemons.render.api_frames import FrameImage, frame_image
 from daemons.render.api_records import start_loading
-from daemons.render.dicomweb import bp, resolve
+from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.encode import MIMETYPES
 from daemons.render.node import node
 from shared.auth import require_auth
@@ -82,6 +83,7 @@ def _accepted() -> list[Choice]:
             weight = float(params.get("q", "1"))
         except ValueError:
             weight = 1.0
+        weight = weight if math.isfinite(weight) else 1.0  # a malformed q-value weighs as none given
         if weight <= 0:
             continue
         choices: list[Choice] = []
@@ -147,6 +149,7 @@ class Target:
     record_id: str
     index: int
     series: Any
+    instance_uid: str
     instance_number: int | None
     frame_number: int
 
@@ -154,7 +157,8 @@ class Target:
 def _instance_targets(row: Any, series: Any, numbers: list[int] | None = None) -> list[Target]:
     span = resolve.frame_span(row)
     numbers = numbers or list(range(1, span.count + 1))
-    return [Target(span.record_id, span.record_frame(n), series, row.instance_number, n) for n in numbers]
+    return [Target(span.record_id, span.record_frame(n), series, row.sop_instance_uid, row.instance_number, n)
+            for n in numbers]
 
 
 def _series_targets(series: Any) -> list[Target]:
@@ -207,22 +211,38 @@ def _annotation(target: Target, wanted: tuple[str, ...]) -> Annotation:
             " ".join(v for v in (patient.birth_date, patient.sex) if v)) if line and line != "ID ")
     if "technique" in wanted:
         window = query.rendered_window()
-        lines = [" ".join(v for v in (series.modality, study.study_date, series.description) if v),
-                 f"Se {series.series_number if series.series_number is not None else '-'}  "
-                 f"Im {target.instance_number if target.instance_number is not None else '-'}  "
-                 f"Fr {target.frame_number}"]
+        numbers = (f"Se {_or_dash(series.series_number)}  Im {_or_dash(target.instance_number)}  "
+                   f"Fr {target.frame_number}")
+        lines = [" ".join(v for v in (series.modality, study.study_date, series.description) if v), numbers]
         if window is not None:
             lines.append(f"W {window.width:g} C {window.center:g} {window.function}")
         bottom = tuple(line for line in lines if line)
     return Annotation(top, bottom)
 
 
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _check_showable(targets: list[Target]) -> None:
+    """422 naming the first target the upload found short or undecodable, in DICOM's numbering
+    (before a multipart answer starts: its status cannot change once streaming)."""
+    for record_id in dict.fromkeys(t.record_id for t in targets):
+        bad = {int(b["frame"]): str(b["message"])
+               for b in node().manifest(record_id)["render"].get("bad_frames") or []}
+        for target in targets:
+            if target.record_id == record_id and target.index in bad:
+                raise ApiError(422, "frame_error", f"frame {target.frame_number} of instance {target.instance_uid} "
+                                                  f"cannot be shown: {bad[target.index]}")
+
+
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
+    _check_showable([target])
     start_loading(target.record_id)
     meta = node().manifest(target.record_id)["meta"]
     box = THUMBNAIL_BOX if thumbnail else None
     viewport = query.viewport(_max_px(), box)
-    annotation = Annotation() if thumbnail else _annotation(target, query.annotations())
+    annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
     spec = _frame_spec(fmt, viewport, int(meta["rows"]), int(meta["columns"]), annotation, thumbnail)
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
@@ -231,8 +251,9 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     """Every target rendered, one part each, streamed as they are made."""
     query.viewport(_max_px())  # bad parameters are refused before the first byte
     query.rendered_window()
-    query.annotations()
+    query.annotation_items()
     query.quality(fmt)
+    _check_showable(targets)
     boundary = uuid.uuid4().hex
     mimetype = MIMETYPES[fmt]
 
@@ -391,3 +412,51 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     view_id, seq = view_sequence()
     record_id, record = _whole_series(study_uid, series_uid)
     return volume_image(record_id, record, view, None, fmt, quality, view_id, seq, started)
+
+
+# --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------
+
+def _uid(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
+            "description": description}
+
+
+_STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series", "Series Instance UID"),
+                              _uid("instance", "SOP Instance UID"))
+_FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
+           "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
+_IMAGES: dict[str, dict] = {mimetype: {} for mimetype in MIMETYPES.values()}
+
+
+def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The rendered resources' entries of the node's OpenAPI document (`error_responses(*codes)`
+    gives the document's error answers)."""
+    rendered = {"description": "the rendered image (several: multipart/related, one part per frame)",
+                "content": {**_IMAGES, "multipart/related": {}}}
+    single = {"description": "the rendered image", "content": _IMAGES}
+    errors = error_responses(400, 401, 404, 406, 409, 422)
+    levels = {"/studies/{study}": [_STUDY], "/studies/{study}/series/{series}": [_STUDY, _SERIES],
+              "/studies/{study}/series/{series}/instances/{instance}": [_STUDY, _SERIES, _INSTANCE],
+              "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}":
+                  [_STUDY, _SERIES, _INSTANCE, _FRAMES]}
+    paths: dict[str, Any] = {}
+    for prefix, params in levels.items():
+        paths[f"{ROOT}{prefix}/rendered"] = {"parameters": params, "get": {
+            "summary": "DICOMweb rendered resource (PS3.18 §8.3.5)",
+            "parameters": [p.openapi() for p in query.RENDERED_PARAMS], "responses": {"200": rendered, **errors}}}
+        paths[f"{ROOT}{prefix}/thumbnail"] = {"parameters": params, "get": {
+            "summary": "DICOMweb thumbnail: the middle frame, 128x128 by default",
+            "parameters": [p.openapi() for p in query.THUMBNAIL_PARAMS], "responses": {"200": single, **errors}}}
+    series = f"{ROOT}/studies/{{study}}/series/{{series}}/rendered"
+    paths[f"{series}/mpr/{{plane}}/{{index}}"] = {
+        "parameters": [_STUDY, _SERIES, {"name": "plane", "in": "path", "required": True,
+                                         "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+                       {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+        "get": {"summary": "SIVR extension: a reformat (MPR, slab) of the series",
+                "parameters": [p.openapi() for p in query.RENDERED_MPR_PARAMS],
+                "responses": {"200": single, **errors}}}
+    paths[f"{series}/volume"] = {"parameters": [_STUDY, _SERIES], "get": {
+        "summary": "SIVR extension: a 3D view (MIP, MinIP, AvgIP, DVR) of the series",
+        "parameters": [p.openapi() for p in query.RENDERED_VOLUME_PARAMS],
+        "responses": {"200": single, **error_responses(400, 401, 404, 406, 409, 422, 503)}}}
+    return paths
