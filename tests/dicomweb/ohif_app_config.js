@@ -95,8 +95,7 @@ window.config = {
         enableStudyLazyLoad: true,
         staticWado: false,
         bulkDataURI: { enabled: true },
-        // type="application/octet-stream" quoted, as RFC 2045 wants a value with a '/'
-        omitQuotationForMultipartRequest: false,
+        omitQuotationForMultipartRequest: true,
       },
     },
   ],
