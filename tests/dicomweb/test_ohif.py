@@ -50,12 +50,15 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1400, "height": 900}
 LOAD_TIMEOUT_MS = 120_000
 STOW_BATCH = 20
+TOKEN_TTL_S = 4
+LEEWAY_S = 1
 #: grey-level standard deviation above which a viewport shows an image (a CT slice: about 40)
 MIN_SPREAD = 10.0
 
 
-def _allow_origin(origin: str):
-    """`before_start`: the OHIF site may call each render node's DICOMweb root and the toplevel."""
+def _configure(origin: str):
+    """`before_start`: the OHIF site may call each render node's DICOMweb root and the toplevel;
+    node tokens live TOKEN_TTL_S with LEEWAY_S of leeway, so a test outlives several of them."""
 
     def configure(layout: Layout) -> None:
         for instance in layout.instances:
@@ -65,8 +68,10 @@ def _allow_origin(origin: str):
             values = tomllib.loads(path.read_text())
             if instance.layer == "render":
                 values.setdefault("dicomweb", {})["cors_origins"] = [origin]
+                values["tokens"]["leeway_s"] = LEEWAY_S
             else:
                 values["cors"]["origins"] = [*values["cors"]["origins"], origin]
+                values["tokens"]["exchanged_ttl_s"] = TOKEN_TTL_S
             path.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
 
     return configure
@@ -86,7 +91,7 @@ def site() -> Iterator[OhifSite]:
 @pytest.fixture(scope="module")
 def ohif(site: OhifSite, tmp_path_factory) -> Iterator[tuple[RunningDeployment, OhifSite]]:
     """A deployment whose render node allows the OHIF site, and the site serving a config for that node."""
-    running = start_deployment(tmp_path_factory.mktemp("ohif"), before_start=_allow_origin(site.origin),
+    running = start_deployment(tmp_path_factory.mktemp("ohif"), before_start=_configure(site.origin),
                                institution_names=["Demo Hospital"])
     try:
         tls = Path(running.layout.root) / "tls"
@@ -187,6 +192,8 @@ def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: 
         _wait_visible(row, log, "the study in its study list")
         assert "sivr_session" not in page.url  # the session token left the address bar
         page.screenshot(path=str(shots / "study-list.png"))
+        # longer than a node token lives: what follows works only if OHIF's token was renewed
+        page.wait_for_timeout((TOKEN_TTL_S + LEEWAY_S + 1) * 1000)
 
         row.click()
         page.get_by_role("button", name="Basic Viewer").click()
