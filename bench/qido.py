@@ -56,13 +56,13 @@ def fill(db_path: Path, instances: int, seed: int = 7) -> dict:
         patient_id = study_id = None
         for number in range(studies_wanted):
             if patient_id is None or rng.random() < 0.5:
+                patients.append(f"BENCH-{number:07d}")
                 patient_id = cat.Patient.insert(
-                    patient_id=f"BENCH-{number:07d}", issuer="",
+                    patient_id=patients[-1], issuer="",
                     name=f"{rng.choice(SURNAMES)}^{rng.choice(GIVEN)}", sex=rng.choice("FM"),
                     birth_date=f"{rng.randint(1930, 2010)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}").execute()
-                patients.append(patient_id)
             modalities = rng.sample(MODALITIES, SERIES_PER_STUDY)
-            study_uid = f"{header.StudyInstanceUID}.{number}"
+            study_uid = f"2.25.{7_000_000 + number}"  # short: the real UID plus a suffix would pass 64 chars
             study_id = cat.Study.insert(
                 study_uid=study_uid, patient=patient_id,
                 study_date=f"{rng.randint(2010, 2026)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}",
@@ -91,7 +91,7 @@ def fill(db_path: Path, instances: int, seed: int = 7) -> dict:
     database.execute_sql("ANALYZE")
     filled = {"patients": len(patients), "studies": len(studies), "series": len(series),
               "instances": cat.Instance.select().count(), "fill_s": round(time.perf_counter() - started, 1),
-              "some_patient": f"BENCH-{studies_wanted // 2:07d}"}
+              "some_patient": patients[len(patients) // 2], "some_study": studies[len(studies) // 3]}
     database.close()
     return filled
 
@@ -143,7 +143,7 @@ def main() -> None:
             url = f"{node.url}/dicomweb/studies"
             forms = {
                 "PatientID (one patient)": {"PatientID": filled["some_patient"]},
-                "StudyInstanceUID (one study)": {"StudyInstanceUID": "1.2.826.0.1.3680043.99"},
+                "StudyInstanceUID (one study)": {"StudyInstanceUID": filled["some_study"]},
                 "StudyDate one month, limit 100": {"StudyDate": "20240101-20240131", "limit": 100},
                 "PatientName SMI*, limit 100": {"PatientName": "SMI*", "limit": 100},
                 "ModalitiesInStudy MR + StudyDate year, limit 100": {"ModalitiesInStudy": "MR",

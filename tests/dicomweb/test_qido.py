@@ -198,6 +198,9 @@ def test_limit_offset_warning_and_no_content(archive):
     assert values(last.get_json(), STUDY_UID) == [b] and "Warning" not in last.headers
     beyond = qido(archive, "/studies?offset=3")
     assert beyond.status_code == 204 and beyond.data == b""
+    assert qido(archive, "/studies?offset=123456789012345678").status_code == 204
+    capped = qido(archive, "/studies?limit=100000")  # above the node's 1000: capped, not refused
+    assert capped.status_code == 200 and len(capped.get_json()) == 3
     assert qido(archive, "/studies?PatientID=nobody").status_code == 204
 
 
@@ -222,6 +225,10 @@ def test_unsupported_parameters_are_ignored_with_a_warning(archive):
     ("SeriesNumber=2", "SeriesNumber"),  # a series key on /studies
     ("Modality=CT", "Modality"),
     ("PatientID=a&PatientID=b", "PatientID"),
+    ("PatientID=a%00b", "PatientID"),
+    ("PatientName=" + "x" * 1025, "PatientName"),
+    ("offset=1234567890123456789", "offset"),  # beyond what SQL's OFFSET takes
+    ("includefield=all,PatientID", "includefield"),
 ])
 def test_bad_query_keys_and_values_get_400_naming_the_key(archive, query: str, named: str):
     reply = qido(archive, f"/studies?{query}")
@@ -390,3 +397,18 @@ def test_dicomweb_client_listing_rule_and_bad_keys(deployment, stored):
     with pytest.raises(requests.HTTPError) as foreign:
         visitor.search_for_studies(search_filters={"PatientID": stored["ct_patient"]})
     assert foreign.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("query", [
+    "=x", "&&&", "a.b.c=1", "00100010.00100020=x", "OtherPatientIDsSequence.PatientID=x", "ffffffff=1",
+    "PatientName=%FF%FE", "PatientName=***", "PatientName=%5B", "StudyDescription=%5B*", "StudyDate=-",
+    "StudyDate=20240101-20230101", "StudyTime=1200-1100", "ModalitiesInStudy=%5C%5C", "ModalitiesInStudy=C%25",
+    "AccessionNumber=%25%5F!", "StudyInstanceUID=,,,", "includefield=", "includefield=%2C", "limit=", "offset=",
+    "fuzzymatching=true&PatientName=***", "fuzzymatching=true&ReferringPhysicianName=%C3%A9",
+])
+def test_hostile_queries_never_get_a_server_error(archive, query: str):
+    for path in ("/studies", "/series", "/instances"):
+        reply = qido(archive, f"{path}?{query}")
+        assert reply.status_code in (200, 204, 400), (path, query, reply.status_code, reply.data[:300])
+        if reply.status_code == 400:
+            assert reply.get_json()["error"]["message"]

@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 
 from daemons.render.catalogue import InstanceHeader, index_series, make_catalogue_models
 from daemons.render.matching import QueryError, find, fuzzy_name_match
+from shared.db import connect_database
 
 
 def header(study_uid: str, modality: str, date: str, name: str) -> InstanceHeader:
@@ -19,15 +20,20 @@ def header(study_uid: str, modality: str, date: str, name: str) -> InstanceHeade
     return InstanceHeader(ds, "0" * 64, 0)
 
 
-@pytest.fixture
-def cat():
-    database = peewee.SqliteDatabase(":memory:")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cat(request):
+    """The catalogue on SQLite and on PostgreSQL (LIKE, GLOB, ESCAPE and || differ between them)."""
+    if request.param == "sqlite":
+        database = peewee.SqliteDatabase(":memory:")
+    else:
+        database = connect_database(request.getfixturevalue("pg_database_factory")())
     models = make_catalogue_models(database)
     database.create_tables(models.all)
     index_series(models, "r1", [header("1.2.1", "CT", "20240105", "Müller^Zoë")])
     index_series(models, "r2", [header("1.2.2", "PT", "20230615", "Doe^John")])
     index_series(models, "r3", [header("1.2.3", "CT", "20250101", "Dupont^Zoé")])
-    return models
+    yield models
+    database.close()
 
 
 def study_uids(cat, **keys) -> list[str]:
@@ -54,6 +60,8 @@ def test_person_names_ignore_case_and_text_wildcards_keep_it(cat):
     assert study_uids(cat, PatientName="DU*") == ["1.2.3"]
     assert study_uids(cat, PatientID="P-1.2.?") == ["1.2.1", "1.2.2", "1.2.3"]
     assert study_uids(cat, PatientID="p-1.2.?") == []
+    assert study_uids(cat, PatientID="P-1.2.[1]") == []  # "[" is no pattern (GLOB's would be)
+    assert study_uids(cat, PatientID="P-1%") == []  # nor "%" (LIKE's)
 
 
 @pytest.mark.parametrize("keys", [{"StudyDate": "2024-01-05"}, {"StudyDate": "20240230"}, {"StudyTime": "2500"},

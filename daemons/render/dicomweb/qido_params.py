@@ -39,7 +39,7 @@ COMPUTED = {"RetrieveURL": None, "InstanceAvailability": None, "Rows": "IMAGE", 
             "BitsAllocated": "IMAGE", "NumberOfFrames": "IMAGE"}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _KEYWORD = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-_UINT = re.compile(r"^[0-9]{1,9}$")
+_UINT = re.compile(r"^[0-9]{1,18}$")  # below 2**63: what SQL OFFSET takes
 MAX_VALUE_CHARS = 1024
 
 
@@ -115,6 +115,8 @@ def parse(arguments: Iterable[tuple[str, list[str]]], level: str, match_levels: 
     for name, values in arguments:
         if any(len(v) > MAX_VALUE_CHARS for v in values):
             raise _bad(f"the value of {name} is longer than {MAX_VALUE_CHARS} characters")
+        if "\x00" in name or any("\x00" in v for v in values):
+            raise _bad(f"{name!r}: query parameters cannot contain NUL characters (PS3.18 8.3.1)")
         if name == "limit":
             search.limit = min(_uint(name, values), MAX_RESULTS)
         elif name == "offset":
