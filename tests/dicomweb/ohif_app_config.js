@@ -5,7 +5,7 @@
  *
  * Authentication as SIVR's own viewer does it: the page holds the user's SIVR session token and
  * exchanges it at the toplevel (POST /api/v1/auth/token) for a token whose audience is the render
- * node; that token lives under a minute, so it is renewed once 70 % of its life has passed. The
+ * node; that token lives under a minute, so it is renewed once half of its life has passed. The
  * session token arrives in the URL fragment (#sivr_session=..., never sent to the server that
  * serves OHIF), is kept in sessionStorage (per tab, gone when the tab closes) and removed from
  * the address bar at once. OHIF's user authentication service then puts
@@ -15,7 +15,9 @@ const sivrAuthentication = {
   id: 'sivr-authentication',
   async preRegistration({ servicesManager }) {
     const STORAGE_KEY = 'sivr-session';
-    const RENEW_FRACTION = 0.7;
+    // earlier than SIVR's own viewer (0.7): OHIF queues image requests with their headers already
+    // set, and a request that waited in its queue must still carry a valid token when it is sent
+    const RENEW_FRACTION = 0.5;
     const RETRY_MS = 5000;
     const fragment = new URLSearchParams(window.location.hash.slice(1));
     if (fragment.get('sivr_session')) {

@@ -50,8 +50,8 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1400, "height": 900}
 LOAD_TIMEOUT_MS = 120_000
 STOW_BATCH = 20
-TOKEN_TTL_S = 4
-LEEWAY_S = 1
+TOKEN_TTL_S = 12
+LEEWAY_S = 2
 #: grey-level standard deviation above which a viewport shows an image (a CT slice: about 40)
 MIN_SPREAD = 10.0
 
