@@ -6,6 +6,7 @@ same table shape and the same admin-only query endpoint, so the console can show
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,29 @@ def client_address() -> str:
 def describe_changes(changes: dict[str, Any]) -> str:
     """An update's audit detail, `field=value, ...`, so the log says what an edit changed."""
     return ", ".join(f"{name}={value}" for name, value in changes.items())
+
+
+# An entry's detail holds 2000 characters; a value quoted in it is cut to this many (its length noted),
+# so an edit of two fields always shows both fields, old and new.
+AUDIT_VALUE_CHARS = 440
+
+
+def _quoted(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= AUDIT_VALUE_CHARS:
+        return text
+    return f"{text[:AUDIT_VALUE_CHARS]}…({len(text)} chars)"
+
+
+def describe_values(values: dict[str, Any]) -> str:
+    """`field: "value"; ...` (JSON-quoted): what a deleted object held, kept in its audit entry."""
+    return "; ".join(f"{name}: {_quoted(value)}" for name, value in values.items())
+
+
+def describe_old_new(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """`field: "old" -> "new"; ...`: an edit's audit detail when the log must show what was there before
+    (a record relabelled after it was read under its first label)."""
+    return "; ".join(f"{name}: {_quoted(old.get(name))} -> {_quoted(value)}" for name, value in new.items())
 
 
 def record_audit(

@@ -1,4 +1,5 @@
-"""Catalogue queries with DICOM's matching rules (PS3.4 C.2.2.2): one definition for C-FIND and QIDO-RS.
+"""Catalogue queries with DICOM's matching rules (PS3.4 C.2.2.2): one definition for C-FIND, C-GET,
+C-MOVE and QIDO-RS.
 
 Supported: universal matching (an empty key, or `*`, is a return key), single value matching,
 wildcards `*` and `?` on text and person names, lists of UIDs (`\\`-separated), date and time
@@ -21,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import peewee
 from pydicom.dataset import Dataset
@@ -236,19 +237,52 @@ def fuzzy_name_match(name: str, query: str) -> bool:
     return all(any(word.startswith(w) for word in words) for w in wanted)
 
 
-def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
-    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+def _requested(level: str, identifier: Dataset) -> list[str]:
+    """The indexed keys of a DIMSE identifier, refused when one belongs to a level below `level`."""
     level_depth = depth(level)
     requested = [element.keyword for element in identifier if element.keyword in KEYS]
     for keyword in requested:
         if LEVELS.index(KEYS[keyword].level) > level_depth:
             raise QueryError(f"{keyword} is a {KEYS[keyword].level} key, below the {level} level asked for", keyword)
+    return requested
+
+
+def _identifier_matches(identifier: Dataset, requested: list[str]) -> list[tuple[str, str]]:
+    return [(keyword, _identifier_value(identifier[keyword].value)) for keyword in requested]
+
+
+def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
+    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+    requested = _requested(level, identifier)
     deepest = getattr(cat, TABLE_OF_LEVEL[level])
     query = select(cat, level, deepest._meta.primary_key.alias("_row"),
                    *[field_of(cat, keyword).alias(keyword) for keyword in requested])
-    query = where(query, cat, [(keyword, _identifier_value(identifier[keyword].value)) for keyword in requested])
+    query = where(query, cat, _identifier_matches(identifier, requested))
     for row in cast(Iterable[dict], query.dicts()):
         yield _answer(level, requested, row)
+
+
+#: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).
+UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+               "IMAGE": "SOPInstanceUID"}
+
+
+def retrieve(cat: CatalogueModels, level: str, identifier: Dataset) -> list[Any]:
+    """The instance rows a C-GET or C-MOVE identifier at `level` retrieves, in series then instance order.
+
+    The same matching as `find`: the entities at `level` that match every key, and all the
+    instances below them. The unique key of the level must be given (a single value or a UID list,
+    no wildcard), so that an identifier with no key never retrieves the whole archive.
+    """
+    requested = _requested(level, identifier)
+    unique = UNIQUE_KEYS[level]
+    value = _identifier_value(identifier[unique].value).strip() if unique in identifier else ""
+    if not value or "*" in value or "?" in value:
+        raise QueryError(f"a retrieval at the {level} level needs {unique} (a value or a list of UIDs, no wildcard)",
+                         unique)
+    instance = cat.Instance
+    query = where(select(cat, "IMAGE", instance), cat, _identifier_matches(identifier, requested))
+    return list(query.order_by(instance.series, instance.instance_number, instance.sop_instance_uid))
 
 
 def _identifier_value(value: object) -> str:

@@ -70,7 +70,20 @@ KEYS = (
     Key("dicom", "host", "127.0.0.1", "Address the DICOM listener binds to."),
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
-        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
+        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE); any other is rejected."),
+    Key("dicom", "destinations", [],
+        "C-MOVE destinations, each \"AE_TITLE=host:port\" (e.g. \"WORKSTATION=10.0.0.7:104\"): a C-MOVE may send "
+        "only to an AE title listed here (others get 0xA801, move destination unknown)."),
+    Key("dicom", "max_associations", 10,
+        "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
+        "exceeded)."),
+    Key("dicom", "network_timeout_s", 60.0,
+        "Seconds an association may stay silent (no PDU, or a PDU that stops half-way) before it is aborted."),
+    Key("dicom", "acse_timeout_s", 30.0,
+        "Seconds to wait for an association request, acceptance or release answer before aborting."),
+    Key("dicom", "dimse_timeout_s", 60.0,
+        "Seconds to wait for a DIMSE message (e.g. a C-STORE response to a C-GET or C-MOVE sub-operation) before "
+        "aborting the association."),
     Key("dicomweb", "cors_origins", [],
         "Browser origins (scheme://host:port) allowed to call the DICOMweb root /dicomweb from a page of "
         "their own, e.g. an OHIF viewer served elsewhere; empty: same-origin only."),

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.render.conftest import close_node, node_maker, token_keys  # noqa: F401  (token_keys: a fixture)
+from tests.render.conftest import build_node, close_node
 
 VIEWER = "https://viewer.example:3000"
 STRANGER = "https://evil.example"
 
 
 @pytest.fixture(scope="module")
-def cors_node(tmp_path_factory, token_keys):  # noqa: F811
-    harness = node_maker(tmp_path_factory, token_keys)(dicomweb__cors_origins=[VIEWER + "/"])
+def cors_node(tmp_path_factory, token_keys):
+    harness = build_node(tmp_path_factory.mktemp("cors-node"), token_keys, dicomweb__cors_origins=[VIEWER + "/"])
     yield harness
     close_node(harness)
 
@@ -54,8 +54,8 @@ def test_a_real_get_carries_allow_origin_and_exposes_warning(cors_node):
     assert refused.get_json()["error"]["code"]
 
 
-def test_no_origin_configured_means_same_origin_only(tmp_path_factory, token_keys):  # noqa: F811
-    harness = node_maker(tmp_path_factory, token_keys)()
+def test_no_origin_configured_means_same_origin_only(tmp_path_factory, token_keys):
+    harness = build_node(tmp_path_factory.mktemp("plain-node"), token_keys)
     try:
         reply = harness.client.get("/dicomweb/studies", headers={**harness.headers("sysadmin"), "Origin": VIEWER})
         assert reply.status_code == 204 and "Access-Control-Allow-Origin" not in reply.headers

@@ -17,7 +17,7 @@ from dicomweb_client import DICOMwebClient
 from pydicom.uid import MRImageStorage, generate_uid
 
 from daemons.demo import upload_record
-from tests.render.conftest import NODE_AUDIENCE, close_node, node_maker, token_keys  # noqa: F401  (token_keys: a fixture)
+from tests.render.conftest import NODE_AUDIENCE, build_node, close_node
 from tests.render.synthetic import dataset, to_bytes
 
 ROOT = "/dicomweb"
@@ -61,10 +61,10 @@ SERIES_C_MR = {"SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.1031", "Modality"
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory, token_keys):  # noqa: F811
+def archive(tmp_path_factory, token_keys):
     """A node holding three studies of two patients (four series, 11 instances), stored by upload;
     shared by the module's tests, which only read it."""
-    node = node_maker(tmp_path_factory, token_keys)()
+    node = build_node(tmp_path_factory.mktemp("qido-node"), token_keys)
     for patient, study, series, count in [(ZOE, STUDY_A, SERIES_A_CT, 4), (ZOE, STUDY_A, SERIES_A_MR, 2),
                                           (JOHN, STUDY_B, SERIES_B_CT, 3), (JOHN, STUDY_C, SERIES_C_MR, 2)]:
         reply = node.upload(series_files(count, patient=patient, study=study, series=series),
@@ -301,12 +301,9 @@ CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
 
 
 def dicomweb_client(deployment, role: str, node_url: str) -> DICOMwebClient:
-    """dicomweb-client as a third-party tool uses it: the node's root, a bearer token exchanged for the node."""
-    session = requests.Session()
-    session.trust_env = False  # this machine's REQUESTS_CA_BUNDLE would override the deployment's CA
-    session.verify = deployment.ca_cert
-    token = deployment.client(role).token_for(node_url)
-    return DICOMwebClient(url=f"{node_url}{ROOT}", session=session, headers={"Authorization": f"Bearer {token}"})
+    """dicomweb-client on a node's root, with the role's logged-in session: the deployment's CA,
+    and a bearer token exchanged for that node, renewed as it expires (as tests/dicomweb/conftest.py)."""
+    return DICOMwebClient(url=f"{node_url}{ROOT}", session=deployment.client(role).session)
 
 
 @pytest.fixture(scope="module")

@@ -511,3 +511,23 @@ def test_the_receipt_key_is_kept_across_restarts_and_must_be_private(make_node, 
         make_node(root=tmp_path, institution_id=first.institution_id)
     with pytest.raises(ConfigError, match="node.receipt_key"):
         make_node(node__receipt_key="")
+
+
+def test_record_meta_names_the_dicom_patient_with_birth_date(node, ct_files, tmp_path):
+    """The viewer compares the images' patient with the SIVR patient (issue 15 item 2): name, id, birth date."""
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    files = []
+    for number, source in enumerate(ct_files[:2]):
+        ds = pydicom.dcmread(source)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "DOE^JANE", "P-BIRTH", "19700305"
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
+    assert (meta["patient_name"], meta["patient_id_dicom"], meta["patient_birth_date"]) == \
+        ("DOE^JANE", "P-BIRTH", "19700305")
