@@ -103,12 +103,6 @@ def close_node(harness: NodeHarness) -> None:
 
 @pytest.fixture
 def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
-    return node_maker(tmp_path_factory, token_keys)
-
-
-def node_maker(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
-    """What `make_node` gives, for fixtures of a wider scope (a node shared by a module's tests)."""
-
     def make(root: Path | None = None, **overrides) -> NodeHarness:
         return build_node(root or tmp_path_factory.mktemp("render-node"), token_keys, **overrides)
 
