@@ -44,7 +44,20 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
+    meta.update(_catalogued(the_node.models.catalogue, record_id))
     return meta
+
+
+def _catalogued(cat, record_id: str) -> dict[str, Any]:
+    """What the patient page groups and labels a series by that the manifest does not keep: the
+    study's description and time, and the series' number and own description (the manifest's
+    `description` falls back to the study's). Null for a series the catalogue has not indexed."""
+    series = (cat.Series.select(cat.Series, cat.Study).join(cat.Study)
+              .where(cat.Series.id == record_id).first())
+    if series is None:
+        return {"study_description": None, "study_time": None, "series_number": None, "series_description": None}
+    return {"study_description": series.study.description, "study_time": series.study.study_time,
+            "series_number": series.series_number, "series_description": series.description}
 
 
 def _stored_or_404(record_id: str):

@@ -536,3 +536,31 @@ def test_record_meta_names_the_dicom_patient_with_birth_date(node, ct_files, tmp
     meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
     assert (meta["patient_name"], meta["patient_id_dicom"], meta["patient_birth_date"]) == \
         ("DOE^JANE", "P-BIRTH", "19700305")
+
+
+def test_record_meta_names_the_study_and_series_the_patient_page_groups_by(node, ct_files, tmp_path):
+    """The patient page groups series by study and labels each card (issue 15, study browser): the
+    study's description and time and the series' number and description come from the catalogue,
+    in the record itself and in the node's list alike."""
+    from pydicom.uid import generate_uid
+
+    study, series = generate_uid(), generate_uid()
+    files = []
+    for number, source in enumerate(ct_files[:2]):
+        ds = pydicom.dcmread(source)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyDescription, ds.StudyTime, ds.SeriesDescription, ds.SeriesNumber = \
+            "CT THORAX", "101500", "Lung 1.0 B70f", 7
+        ds.PatientID = "P-STUDIES"
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
+    expected = {"study_uid": study, "series_uid": series, "study_description": "CT THORAX", "study_time": "101500",
+                "series_number": 7, "series_description": "Lung 1.0 B70f", "files": 2}
+    assert {key: meta[key] for key in expected} == expected
+    [listed] = node.client.get("/api/v1/records", query_string={"patient_id_dicom": "P-STUDIES"},
+                               headers=node.headers()).json["items"]
+    assert {key: listed[key] for key in expected} == expected
