@@ -124,7 +124,7 @@ def test_the_uploader_relabels_and_deletes_a_record_from_the_patient_page(page, 
     record_id, node = record["meta"]["id"], record["node"]
     login(page, deployment)
     page.goto(f"/#/patients/{patient['id']}")
-    row = page.locator(f"tr[data-record='{record_id}']")
+    row = page.locator(f"article[data-record='{record_id}']")
     row.wait_for()
 
     row.get_by_role("button", name=re.compile("^Edit")).click()
@@ -171,7 +171,7 @@ def test_another_physician_may_open_but_not_change_a_colleagues_record(page, dep
     page.get_by_role("button", name="Log in").click()
     page.get_by_role("heading", name="Patients").wait_for()
     page.goto(f"/#/patients/{patient['id']}")
-    row = page.locator(f"tr[data-record='{record['meta']['id']}']")
+    row = page.locator(f"article[data-record='{record['meta']['id']}']")
     row.get_by_role("link", name=re.compile("^Open")).wait_for()
     assert row.get_by_role("button").count() == 0
 
@@ -270,7 +270,7 @@ def test_deleting_one_of_two_registrations_on_a_shared_store_keeps_the_images(pa
                         patient["id"], "CT", "Shared-store series")
         login(page, deployment)
         page.goto(f"/#/patients/{patient['id']}")
-        row = page.locator(f"tr[data-record='{record_id}'][data-node='{node['id']}']")
+        row = page.locator(f"article[data-record='{record_id}'][data-node='{node['id']}']")
         row.get_by_role("button", name=re.compile("^Delete")).click()
         row.get_by_role("button", name="Delete record").click()
         page.locator("#alert").get_by_text("The stored images were kept").wait_for()

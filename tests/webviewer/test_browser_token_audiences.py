@@ -42,7 +42,7 @@ def test_each_server_gets_a_token_for_itself_only(page, deployment):
     login(page, deployment)
     page.goto(f"/#/patients/{patient['id']}")
     own = institution(deployment)
-    page.locator(f"article[data-institution='{own['id']}'] tr[data-record]").first.wait_for()
+    page.locator(f"article[data-institution='{own['id']}'] article[data-record]").first.wait_for()
     page.locator(f"article[data-institution='{institution(deployment, 2)['id']}']").wait_for()
 
     toplevel = normalize_audience(deployment.url("toplevel"))
@@ -80,7 +80,7 @@ def test_a_refused_server_token_is_exchanged_again_and_retried_once(page, deploy
     sent = _authorized_requests(page)
     login(page, deployment)
     page.goto(f"/#/patients/{patient['id']}")
-    page.locator(f"article[data-institution='{own['id']}'] tr[data-record]").first.wait_for()
+    page.locator(f"article[data-institution='{own['id']}'] article[data-record]").first.wait_for()
     assert len(refused) == 1
     audience = normalize_audience(own["server_url"])
     exchanges = [r for r in sent if r.url.endswith("/api/v1/auth/token")

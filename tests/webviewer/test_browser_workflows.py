@@ -133,8 +133,8 @@ def test_write_edit_attach_and_detach_a_finding(page, deployment, shots):
     page.goto(f"/#/patients/{patient['id']}")
     own = institution(deployment)
     block = page.locator(f"article[data-institution='{own['id']}']")
-    block.locator("tr[data-record]").nth(1).wait_for()
-    assert block.locator("tr[data-record]").count() == 2
+    block.locator("article[data-record]").nth(1).wait_for()
+    assert block.locator("article[data-record]").count() == 2
     assert block.locator(".badge-ok").is_visible()
 
     page.get_by_role("link", name="Write finding").click()
@@ -181,7 +181,7 @@ def test_patient_page_fits_a_phone(browser, deployment, shots):
         register_placeholder_records(deployment, patient, ["CT head"])
         login(page, deployment)
         page.goto(f"/#/patients/{patient['id']}")
-        page.locator("tr[data-record]").first.wait_for()
+        page.locator("article[data-record]").first.wait_for()
         page.locator(".badge-ok").nth(1).wait_for()
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
         shot(page, shots, "11-phone-patient-page")
@@ -203,7 +203,7 @@ def test_an_institution_that_does_not_answer_is_marked_and_the_rest_shown(playwr
         up = page.locator(f"article[data-institution='{institution(deployment, 1)['id']}']")
         down.locator(".badge-down").wait_for()
         assert "Second Clinic did not answer" in down.inner_text()
-        up.locator("tr[data-record]", has_text="CT thorax").wait_for()
+        up.locator("article[data-record]", has_text="CT thorax").wait_for()
         up.locator(".badge-ok").wait_for()  # findings may answer after the records
         shot(page, shots, "12-institution-down")
     finally:

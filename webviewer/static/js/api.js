@@ -83,6 +83,8 @@ export function buildUrl(base, path, params = {}) {
  * @property {boolean} [auth] send the bearer token (default true)
  * @property {boolean} [renewing] the call renews the session itself (no renewal on 401)
  * @property {Record<string, string>} [headers]
+ * @property {RequestCache} [cache] the browser cache mode (default "no-store": API answers are
+ *   patient data that must be current; thumbnails use "default", honouring the node's ETag and Cache-Control)
  */
 
 export class Session {
@@ -256,10 +258,10 @@ export class Session {
    * @param {RequestOptions} [options]
    * @returns {Promise<Response>}
    */
-  async fetchRaw(base, path, { method = "GET", params, json, body, signal, auth = true, renewing = false, headers = {} } = {}) {
+  async fetchRaw(base, path, { method = "GET", params, json, body, signal, auth = true, renewing = false, headers = {}, cache = "no-store" } = {}) {
     const send = async (token) => {
       /** @type {RequestInit & {headers: Record<string, string>}} */
-      const init = { method, signal, credentials: "omit", headers: { ...headers }, cache: "no-store" };
+      const init = { method, signal, credentials: "omit", headers: { ...headers }, cache };
       if (auth && token) init.headers.Authorization = `Bearer ${token}`;
       if (json !== undefined) {
         init.headers["Content-Type"] = "application/json";

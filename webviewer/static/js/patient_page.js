@@ -1,10 +1,11 @@
-// A patient's page: identity, then every institution's findings and records, each institution
-// filled in as its server answers (concurrently); an institution that does not answer is marked.
+// A patient's page: identity, then every institution's findings and studies (its registered series
+// grouped by study, `studies.js`), each institution filled in as its server answers (concurrently);
+// an institution that does not answer is marked.
 
 import { h, mount, formatDate } from "./dom.js";
 import { patientName, sexLabel } from "./patients.js";
 import { queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
-import { recordRow } from "./record_actions.js";
+import { studyList } from "./studies.js";
 
 export async function patientView(ctx, patientId) {
   const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
@@ -32,8 +33,8 @@ export async function patientView(ctx, patientId) {
     const slot = {
       state: h("span", { class: "badge badge-wait", text: "loading…" }),
       findings: h("div", { class: "findings" }, h("p", { class: "muted", text: "Loading findings…" })),
-      records: h("div", { class: "records" }, h("p", { class: "muted", text: "Loading records…" })),
-      recordsHead: h("h3", { class: "sub", text: "Records" }),
+      records: h("div", { class: "records" }, h("p", { class: "muted", text: "Loading studies…" })),
+      recordsHead: h("h3", { class: "sub", text: "Studies and series" }),
     };
     slots.set(inst.id, slot);
     blocks.append(h("article", { class: "panel institution", "aria-labelledby": `inst-${inst.id}`, dataset: { institution: inst.id } },
@@ -97,9 +98,9 @@ export async function patientView(ctx, patientId) {
     if (result.error) return markDown(inst, result.error);
     if (counts.down.has(inst.id)) return;
     arrived(inst);
-    mount(slot.records, result.items.length
-      ? recordTable(ctx, inst, patient, result.items, slot.records)
-      : h("p", { class: "muted", text: "No records here." }));
+    const none = () => mount(slot.records, h("p", { class: "muted", text: "No records here." }));
+    if (result.items.length) mount(slot.records, studyList(ctx, inst, patient, result.items, controller.signal, none));
+    else none();
     for (const record of result.items) labels.set(`${inst.id}/${record.id}`, recordLabel(record));
     relabelLinks();
   }, controller.signal);
@@ -111,22 +112,6 @@ export async function patientView(ctx, patientId) {
       (down ? `; ${down} institution${down === 1 ? "" : "s"} did not answer.` : "."));
   });
   return () => controller.abort();
-}
-
-function recordTable(ctx, inst, patient, records, holder) {
-  const body = h("tbody", {});
-  const table = h("table", { class: "table compact" },
-    h("thead", {}, h("tr", {},
-      h("th", { scope: "col", text: "Record" }), h("th", { scope: "col", text: "Size" }), h("th", { scope: "col", text: "" }))),
-    body);
-  for (const r of records) {
-    const row = recordRow(ctx, inst, patient, r, () => {
-      row.remove();
-      if (!body.rows.length) mount(holder, h("p", { class: "muted", text: "No records here." }));
-    });
-    body.append(row);
-  }
-  return table;
 }
 
 function findingCard(ctx, patient, inst, f) {

@@ -1,4 +1,4 @@
-// A record's row on the patient page, with "Edit" and "Delete" for those the institution server
+// A record's card on the patient page (its series in the study list, `studies.js`), with "Edit" and "Delete" for those the institution server
 // allows (its `editable` flag: the uploader and the institution's administrators, one rule on the
 // server). A series saved under another series' label is corrected here (issue 15 item 1).
 // Deleting removes the registry entry first (the institution's rule is the gate), then asks the
@@ -36,9 +36,13 @@ async function deleteStoredSeries(ctx, inst, record) {
   }
 }
 
-/** The row of one record; `onGone()` runs once it is deleted. */
-export function recordRow(ctx, inst, patient, record, onGone) {
-  const row = h("tr", { dataset: { record: record.id, node: record.node_id } });
+/**
+ * The card of one record; `onGone()` runs once it is deleted. `thumbnail` (an element kept across
+ * relabelling) and `facts` (a line of what the node says of the series) are the study list's.
+ */
+export function recordCard(ctx, inst, patient, record, onGone, thumbnail = null, facts = null) {
+  const body = h("div", { class: "series-body" });
+  const card = h("article", { class: "series-card", dataset: { record: record.id, node: record.node_id } }, thumbnail, body);
   const show = (r, note) => {
     record = r;
     const actions = [h("a", { class: "btn btn-small", href: viewerHref(inst.id, r.node_id, r.id, patient.id),
@@ -49,12 +53,13 @@ export function recordRow(ctx, inst, patient, record, onGone) {
           onclick: () => edit().catch((err) => ctx.showAlert(`The record cannot be edited now: ${ctx.describeError(err)}`)) }),
         h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Delete ${recordLabel(r)}`, text: "Delete", onclick: () => confirmDelete() }));
     }
-    mount(row,
-      h("td", {}, h("strong", { class: "record-type", text: r.record_type || r.modality || "Record" }), " ",
-        h("span", { class: "record-description", text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") }),
-        note ? h("p", { class: "record-note", role: "status", text: note }) : null),
-      h("td", { text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
-      h("td", { class: "row-actions" }, actions));
+    mount(body,
+      h("p", { class: "series-title" }, h("strong", { class: "record-type", text: r.record_type || r.modality || "Record" }), " ",
+        h("span", { class: "record-description", text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") })),
+      facts,
+      h("p", { class: "series-size muted", text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
+      note ? h("p", { class: "record-note", role: "status", text: note }) : null,
+      h("div", { class: "row-actions" }, actions));
   };
 
   async function edit() {
@@ -89,18 +94,18 @@ export function recordRow(ctx, inst, patient, record, onGone) {
         save.disabled = false;
       }
     });
-    mount(row, h("td", { colspan: 3 }, form));
+    mount(body, form);
     description.focus();
   }
 
   function confirmDelete() {
     const message = h("p", { class: "form-error", role: "alert", hidden: true });
     const yes = h("button", { type: "button", class: "btn btn-small btn-danger", text: "Delete record", onclick: () => remove() });
-    mount(row, h("td", { colspan: 3 }, h("div", { class: "record-confirm warn", role: "group", "aria-label": "Confirm deletion" },
+    mount(body, h("div", { class: "record-confirm warn", role: "group", "aria-label": "Confirm deletion" },
       h("p", { text: `Delete “${recordLabel(record)}” of ${inst.name}? Findings that cite it keep the link, but the images can no longer be opened: the render node is asked to delete the stored series.` }),
       h("div", { class: "actions" }, yes,
         h("button", { type: "button", class: "btn btn-small btn-quiet", text: "Cancel", onclick: () => show(record) })),
-      message)));
+      message));
     yes.focus();
 
     async function remove() {
@@ -122,5 +127,5 @@ export function recordRow(ctx, inst, patient, record, onGone) {
   }
 
   show(record);
-  return row;
+  return card;
 }
