@@ -87,11 +87,11 @@ def test_series_are_grouped_by_study_newest_first_with_painted_thumbnails(page, 
     order = studies.locator("section.study").evaluate_all("els => els.map(e => e.dataset.study)")
     assert order[:2] == [three_studies["recent"]["uid"], three_studies["older"]["uid"]]
     assert order[3] == "unknown" and len(order) == 4
-    assert "1960-03-29" in studies.locator("section.study").nth(2).locator(".study-head").inner_text()  # the demo CT
+    assert "Mar 29, 1960 · CT CAP" in studies.locator("section.study").nth(2).locator(".study-head").inner_text()  # the demo CT
 
     recent = studies.locator(f"section[data-study='{three_studies['recent']['uid']}']")
     head = recent.locator(".study-head").inner_text()
-    assert "2026-06-10" in head and "CT THORAX follow-up" in head and "CT · 2 series" in head
+    assert "Jun 10, 2026" in head and "CT THORAX follow-up" in head and "CT · 2 series" in head
     cards = recent.locator("article[data-record]")
     # by series number: 2 (soft tissue) before 3 (lung)
     assert cards.evaluate_all("els => els.map(e => e.dataset.record)") == [
