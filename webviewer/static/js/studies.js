@@ -129,7 +129,7 @@ function seriesFacts(record, meta, node) {
     meta && meta.series_number != null ? `Series ${meta.series_number}` : null,
     (meta && meta.modality) || record.modality,
     meta && meta.series_description ? meta.series_description : null,
-    meta ? `${meta.files} instance${meta.files === 1 ? "" : "s"}` : "details unavailable: the node did not answer",
+    meta ? `${meta.files} instance${meta.files === 1 ? "" : "s"}` : "details unavailable from its node",
     node ? `on ${node.name}` : null,
   ];
   return parts.filter(Boolean).join(" · ");
