@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from daemons.render.catalogue import forget_series
+from daemons.render import query
+from daemons.render.catalogue import CatalogueModels, forget_series
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.planes import plane_table
@@ -48,7 +49,7 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     return meta
 
 
-def _catalogued(cat, record_id: str) -> dict[str, Any]:
+def _catalogued(cat: CatalogueModels, record_id: str) -> dict[str, Any]:
     """What the patient page groups and labels a series by that the manifest does not keep: the
     study's description and time, and the series' number and own description (the manifest's
     `description` falls back to the study's). Null for a series the catalogue has not indexed."""
@@ -128,9 +129,10 @@ def list_records():
 @require_auth(*ROLES)
 def get_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
+    per_slice = query.choice(query.DETAIL, "full", query.RECORD_DETAILS) == "full"
     row = _stored_or_404(record_id)
     record_audit(node().models.AuditEntry, "record.read", "record", record_id)
-    return jsonify(record_meta(record_id, row))
+    return jsonify(record_meta(record_id, row, per_slice=per_slice))
 
 
 @bp.delete("/api/v1/records/<record_id>")

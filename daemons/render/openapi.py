@@ -140,7 +140,7 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/records/{id}": {
                 "parameters": [_ID],
-                "get": {"summary": "record metadata (audited)",
+                "get": {"summary": "record metadata (audited)", "parameters": _params((query.DETAIL,)),
                         "responses": {"200": _json(meta), **_errors(400, 401, 404)}},
                 "delete": {"summary": "delete a record",
                            "responses": {"204": {"description": "deleted"}, **_errors(400, 401, 403, 404)}},

@@ -60,6 +60,9 @@ SIZE = Param("size", "WIDTHxHEIGHT box the image fits in, keeping the true aspec
              {"type": "string", "pattern": r"^\d{1,6}[xX]\d{1,6}$"})
 REGION = Param("region", "x0,y0,x1,y1 fractions 0..1 with x0 < x1 and y0 < y1: zoom/pan crop")
 OVERLAYS = Param("overlays", "draw the file's overlay planes (60xx) in white", {"enum": ["true", "false", "1", "0"]})
+RECORD_DETAILS = ("full", "summary")
+DETAIL = Param("detail", "full: RecordMeta with slices and planes; summary: without them, as lists give it "
+               "(the patient page asks many records at once)", {"enum": list(RECORD_DETAILS), "default": "full"})
 MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})

@@ -561,6 +561,15 @@ def test_record_meta_names_the_study_and_series_the_patient_page_groups_by(node,
     expected = {"study_uid": study, "series_uid": series, "study_description": "CT THORAX", "study_time": "101500",
                 "series_number": 7, "series_description": "Lung 1.0 B70f", "files": 2}
     assert {key: meta[key] for key in expected} == expected
+    assert meta["slices"] and meta["planes"]
     [listed] = node.client.get("/api/v1/records", query_string={"patient_id_dicom": "P-STUDIES"},
                                headers=node.headers()).json["items"]
-    assert {key: listed[key] for key in expected} == expected
+    summary = node.client.get(f"/api/v1/records/{reply.json['id']}", query_string={"detail": "summary"},
+                              headers=node.headers()).json
+    for short in (listed, summary):
+        assert {key: short[key] for key in expected} == expected
+        assert "slices" not in short and "planes" not in short
+    refused = node.client.get(f"/api/v1/records/{reply.json['id']}", query_string={"detail": "everything"},
+                              headers=node.headers())
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "validation_error"
+    assert "detail" in refused.json["error"]["message"]

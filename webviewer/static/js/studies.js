@@ -112,7 +112,7 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
   for (const record of records) {
     run(async () => {
       const node = await ctx.dir.node(inst.id, record.node_id).catch(() => null);
-      const meta = node ? await ctx.session.fetchJson(node.url, `api/v1/records/${record.id}`, { signal }).catch(() => null) : null;
+      const meta = node ? await ctx.session.fetchJson(node.url, `api/v1/records/${record.id}`, { signal, params: { detail: "summary" } }).catch(() => null) : null;
       return { node, meta };
     }).then(({ node, meta }) => {
       if (signal.aborted) return;
