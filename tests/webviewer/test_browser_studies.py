@@ -60,15 +60,16 @@ def three_studies(deployment, ct_series, tmp_path_factory) -> dict:
     patient = new_patient(deployment)
     recent = {"uid": generate_uid(), "date": "20260610", "description": "CT THORAX follow-up"}
     older = {"uid": generate_uid(), "date": "20230115", "description": "CT THORAX baseline"}
-    records = {
-        "recent-lung": uploaded_record(deployment, patient, in_study(
-            derived_series(ct_series, tmp / "a", first=40, count=3), recent, 3, "Lung 1.0"), "Recent lung"),
-        "recent-soft": uploaded_record(deployment, patient, in_study(
-            derived_series(ct_series, tmp / "b", first=45, count=3), recent, 2, "Soft tissue 3.0"), "Recent soft tissue"),
-        "older": uploaded_record(deployment, patient, in_study(
-            derived_series(ct_series, tmp / "c", first=50, count=3), older, 2, "Soft tissue 3.0"), "Baseline"),
-        "demo": uploaded_record(deployment, patient, derived_series(ct_series, tmp / "d", first=0, count=4), "Demo CT"),
+    plan = {  # key: (first slice, study, series number, series description, registered description)
+        "recent-lung": (40, recent, 3, "Lung 1.0", "Recent lung"),
+        "recent-soft": (45, recent, 2, "Soft tissue 3.0", "Recent soft tissue"),
+        "older": (50, older, 2, "Soft tissue 3.0", "Baseline"),
     }
+    records = {key: uploaded_record(deployment, patient, in_study(
+        derived_series(ct_series, tmp / key, first=first, count=3), study, number, series), label)
+        for key, (first, study, number, series, label) in plan.items()}
+    records["demo"] = uploaded_record(deployment, patient, derived_series(ct_series, tmp / "demo", first=0, count=4),
+                                      "Demo CT")
     [unknown] = register_placeholder_records(deployment, patient, ["Registered, not on any node"])
     return {"patient": patient, "records": records, "recent": recent, "older": older, "unknown": unknown}
 
@@ -87,7 +88,8 @@ def test_series_are_grouped_by_study_newest_first_with_painted_thumbnails(page, 
     order = studies.locator("section.study").evaluate_all("els => els.map(e => e.dataset.study)")
     assert order[:2] == [three_studies["recent"]["uid"], three_studies["older"]["uid"]]
     assert order[3] == "unknown" and len(order) == 4
-    assert "Mar 29, 1960 · CT CAP" in studies.locator("section.study").nth(2).locator(".study-head").inner_text()  # the demo CT
+    demo = studies.locator("section.study").nth(2).locator(".study-head").inner_text()
+    assert "Mar 29, 1960 · CT CAP" in demo  # the demo CT's own study
 
     recent = studies.locator(f"section[data-study='{three_studies['recent']['uid']}']")
     head = recent.locator(".study-head").inner_text()
@@ -100,7 +102,8 @@ def test_series_are_grouped_by_study_newest_first_with_painted_thumbnails(page, 
     assert "Series 2" in facts and "Soft tissue 3.0" in facts and "3 instances" in facts
     assert f"on {records['recent-soft']['node']['name']}" in facts
     assert "study-prior" not in (recent.get_attribute("class") or "")
-    assert "study-prior" in studies.locator(f"section[data-study='{three_studies['older']['uid']}']").get_attribute("class")
+    older = studies.locator(f"section[data-study='{three_studies['older']['uid']}']")
+    assert "study-prior" in (older.get_attribute("class") or "")
 
     unknown = studies.locator("section[data-study='unknown']")
     assert "Study unknown" in unknown.inner_text() and "Registered, not on any node" in unknown.inner_text()
