@@ -152,6 +152,60 @@ def test_phone_shows_the_cards_in_one_column(browser, deployment, three_studies,
         boxes = [recent.nth(i).bounding_box() for i in range(2)]
         assert boxes[0]["x"] == boxes[1]["x"] and boxes[1]["y"] > boxes[0]["y"] + boxes[0]["height"] - 1
         assert small.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        for key in three_studies["records"]:  # every thumbnail seen once, for the screenshot
+            thumb = studies.locator(f"article[data-record='{three_studies['records'][key]['meta']['id']}'] img")
+            thumb.scroll_into_view_if_needed()
+            small.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=30000)
         shot(small, shots, "61-phone-patient-studies")
     finally:
         phone.close()
+
+
+def test_nodes_are_asked_a_few_at_a_time_and_thumbnails_only_when_seen(browser, deployment, three_studies):
+    """Fast with many series: at most NODE_REQUESTS (6) node requests at once, whatever the count
+    of series, and no thumbnail fetched for a card nobody has scrolled to."""
+    patient = new_patient(deployment)
+    many = register_placeholder_records(deployment, patient, [f"Series {n}" for n in range(20)])
+    context = browser.new_context(viewport={"width": 1366, "height": 700}, base_url=deployment.url("web"))
+    try:
+        page = context.new_page()
+        held, holding = [], [True]
+
+        def hold(route):
+            if holding[0]:
+                held.append(route)
+            else:
+                route.continue_()
+
+        node_url = three_studies["records"]["demo"]["node"]["url"]
+        page.route(lambda url: url.startswith(f"{node_url}/api/v1/records/"), hold)
+        login(page, deployment)
+        page.goto(f"/#/patients/{patient['id']}")
+        while len(held) < 6:
+            page.wait_for_timeout(50)
+        page.wait_for_timeout(700)
+        assert len(held) == 6  # the other 14 wait for these
+        holding[0] = False
+        for route in held:
+            route.continue_()
+        page.locator(".studies[data-complete='true']").wait_for()
+        page.unroute_all()
+        assert page.locator("article[data-record]").count() == len(many)
+
+        # the patient of the four studies in a low window: the demo CT's card, fourth, is below it
+        page.set_viewport_size({"width": 1366, "height": 450})
+        asked = []
+        page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/thumbnail") else None)
+        page.goto(f"/#/patients/{three_studies['patient']['id']}")
+        studies = page.locator(".studies[data-complete='true']")
+        studies.wait_for()
+        first = studies.locator("article[data-record] img").first
+        page.wait_for_function(PAINTED, arg=first.element_handle(), timeout=30000)
+        demo = three_studies["records"]["demo"]["meta"]
+        assert not any(f"/series/{demo['series_uid']}/" in url for url in asked)
+        demo_thumb = studies.locator(f"article[data-record='{demo['id']}'] img")
+        demo_thumb.scroll_into_view_if_needed()
+        page.wait_for_function(PAINTED, arg=demo_thumb.element_handle(), timeout=30000)
+        assert any(f"/series/{demo['series_uid']}/" in url for url in asked)
+    finally:
+        context.close()

@@ -14,8 +14,11 @@ import { viewerHref, recordLabel } from "./federation.js";
 
 /** How many requests to render nodes the study list runs at once (metadata and thumbnails). */
 export const NODE_REQUESTS = 6;
+/** How long cards may keep arriving (and moving each other down) before their thumbnails are
+ *  watched for visibility; all are watched at once when the last card is placed. */
+const SETTLE_MS = 300;
 /** How often a thumbnail of a series still being loaded on its node is asked for again. */
-const THUMBNAIL_TRIES = 4;
+const THUMBNAIL_TRIES = 8;
 const UNKNOWN = "unknown";
 
 /** A queue running at most `size` tasks at once; `run(task)` resolves with the task's result. */
@@ -59,6 +62,19 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
     }
   }, { rootMargin: "200px" });
   signal.addEventListener("abort", () => observer.disconnect());
+  // A card placed above others pushes them down: a thumbnail is watched only once the list has
+  // settled, so cards that were on screen for an instant do not fetch theirs.
+  const unwatched = [];
+  let settle = 0;
+  const watchAll = () => {
+    clearTimeout(settle);
+    settle = 0;
+    for (const thumb of unwatched.splice(0)) observer.observe(thumb);
+  };
+  const watch = (thumb) => {
+    unwatched.push(thumb);
+    if (!settle) settle = setTimeout(watchAll, SETTLE_MS);
+  };
 
   const studyFor = (meta, record) => {
     const uid = meta && meta.study_uid ? meta.study_uid : UNKNOWN;
@@ -106,7 +122,7 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
     const after = [...study.cards.children].find((el) => number(el) > number(card));
     study.cards.insertBefore(card, after || null);
     describeStudy(study);
-    if (meta) observer.observe(thumb);
+    if (meta) watch(thumb);
   };
 
   for (const record of records) {
@@ -118,7 +134,10 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
       if (signal.aborted) return;
       place(record, meta, node);
       left -= 1;
-      if (!left) list.dataset.complete = "true";
+      if (!left) {
+        watchAll();
+        list.dataset.complete = "true";
+      }
     });
   }
   return list;
@@ -157,7 +176,7 @@ function thumbnailSlot(ctx, inst, patient, record, meta, node, run) {
         } catch (err) {
           // the node answers 409 while the series is still being loaded: ask again shortly
           if (err.status !== 409 || attempt >= THUMBNAIL_TRIES) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+          await new Promise((resolve) => setTimeout(resolve, 1000 * Math.min(attempt, 3)));
         }
       }
     }).then((response) => response.blob()).then((blob) => {
