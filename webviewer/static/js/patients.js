@@ -21,7 +21,7 @@ export function patientName(p) {
 }
 
 /** Search by name and, when the text has a digit, by insurance number too; merged by id. */
-async function searchPatients(session, text, signal) {
+export async function searchPatients(session, text, signal) {
   const queries = [session.toplevel("api/v1/patients", { params: { q: text, limit: 100 }, signal })];
   if (/\d/.test(text)) {
     queries.push(session.toplevel("api/v1/patients", { params: { insurance_number: text, limit: 100 }, signal }));
