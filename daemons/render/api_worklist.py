@@ -28,9 +28,14 @@ from shared.validation import iso_utc, page_args, parse_record_id
 bp = Blueprint("render_worklist", __name__)
 
 
-def _series_json(row, series) -> dict[str, Any]:
+def _series_json(row, series, meta: dict[str, Any]) -> dict[str, Any]:
     """One work list entry: the stored series and, when the catalogue indexed it, its DICOM patient,
-    study and series (what a physician needs to tell whose images these are)."""
+    study and series (what a physician needs to tell whose images these are).
+
+    The patient's name, PatientID and birth date are this series' own (its manifest, from its first
+    file), not the catalogue's patient row, which keeps the first name it saw for a PatientID: a
+    series naming someone else under a known PatientID is exactly what the physician must see.
+    """
     study = series.study if series is not None else None
     patient = study.patient if study is not None else None
     return {
@@ -39,8 +44,8 @@ def _series_json(row, series) -> dict[str, Any]:
         "stored_at": iso_utc(row.stored_at),
         "received_from": row.uploaded_by or None,
         "patient": {
-            "name": patient.name if patient else "", "patient_id": patient.patient_id if patient else "",
-            "issuer": patient.issuer if patient else "", "birth_date": patient.birth_date if patient else "",
+            "name": meta.get("patient_name") or "", "patient_id": meta.get("patient_id_dicom") or "",
+            "issuer": patient.issuer if patient else "", "birth_date": meta.get("patient_birth_date") or "",
             "sex": patient.sex if patient else "",
         },
         "study": {
@@ -71,7 +76,7 @@ def worklist():
     page = rows[offset:offset + limit]
     Series = models.catalogue.Series
     series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r in page]))} if page else {}
-    items = [_series_json(r, series.get(r.id)) for r in page]
+    items = [_series_json(r, series.get(r.id), the_node.manifest(r.id)["meta"]) for r in page]
     detail = f"results={len(rows)}"
     with models.database.atomic():
         record_audit_many(models.AuditEntry, "worklist.read",

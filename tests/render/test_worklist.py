@@ -156,3 +156,14 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
         assert harness.client.get(f"/api/v1/records/{uploaded}", headers=harness.headers()).status_code == 200
     finally:
         close_node(harness)
+
+
+def test_each_series_shows_the_patient_its_own_images_name(archive):
+    """Two series under one PatientID naming different people: the second must not borrow the first's
+    name from the catalogue's patient row, or the physician would never see the disagreement."""
+    first = received_series(archive, "1.2.826.0.1.94")
+    c_store(archive.dicom_port, [_patient(dataset(series="1.2.826.0.1.95"), name="SOMEONE^ELSE")])
+    items = archive.client.get("/api/v1/worklist", headers=archive.headers()).get_json()["items"]
+    names = {i["id"]: i["patient"]["name"] for i in items}
+    assert names[first] == "DOE^JANE"
+    assert sorted(names.values()) == ["DOE^JANE", "SOMEONE^ELSE"]
