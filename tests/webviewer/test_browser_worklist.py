@@ -4,6 +4,8 @@ it and the series is then on that patient's page; a series whose DICOM name disa
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
@@ -85,3 +87,32 @@ def test_worklist_attaches_by_rule_and_by_choice(page, deployment, shots):
         params={"patient_id": patient["id"], "action": "record.create"}).json()["items"]
     details = " ".join(entry["detail"] for entry in audit)
     assert "identity=rule" in details and "identity=chosen" in details and "SOMEONE^ELSE" in details
+
+
+def test_a_series_of_an_unknown_patient_is_attached_after_creating_the_patient(page, deployment, shots):
+    registered_node(deployment)
+    number = f"INS{uuid.uuid4().int % 10**10:010d}"
+    last = f"Horvat-{uuid.uuid4().hex[:6]}"
+    record = c_store_series(deployment, number, f"{last.upper()}^MAJA", "19820214", "Worklist new patient series")
+
+    login(page, deployment)
+    page.goto("/#/worklist")
+    item = page.locator(f'.worklist-item[data-record="{record}"]')
+    item.locator(".worklist-reason").wait_for()
+    assert "No SIVR patient has this PatientID" in item.locator(".worklist-reason").inner_text()
+    item.get_by_role("link", name="Create the patient").click()
+    page.get_by_role("heading", name="New patient").wait_for()
+    page.get_by_label("First name").fill("Maja")
+    page.get_by_label("Last name").fill(last)
+    page.get_by_label("Date of birth").fill("1982-02-14")
+    page.get_by_label("Insurance number").fill(number)
+    page.get_by_role("button", name="Create patient").click()
+
+    page.get_by_role("heading", name="Work list").wait_for()  # back, and now the rule finds the patient
+    item = page.locator(f'.worklist-item[data-record="{record}"]')
+    item.locator(".worklist-proposal").wait_for()
+    item.get_by_role("button", name=f"Attach to {last}, Maja").click()
+    item.locator(".worklist-done").wait_for()
+    shot(page, shots, "43-worklist-new-patient")
+    item.get_by_role("link", name="Open the patient's page").click()
+    page.get_by_text("Worklist new patient series").wait_for()

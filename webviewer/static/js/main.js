@@ -15,7 +15,8 @@ import { worklistView } from "./worklist.js";
 /** @type {Array<[RegExp, (ctx: any, m: RegExpMatchArray, query: any) => any]>} the views by hash path */
 const ROUTES = [
   [/^#\/patients\/?$/, (ctx, m, query) => patientSearchView(ctx, query)],
-  [/^#\/patients\/new$/, (ctx) => patientFormView(ctx, null)],
+  // from the work list, back to it (only that: a route never takes a free target)
+  [/^#\/patients\/new$/, (ctx, m, query) => patientFormView(ctx, null, query.get("from") === "worklist" ? "#/worklist" : null)],
   [/^#\/patients\/([0-9a-f-]{36})\/edit$/, (ctx, m) => patientFormView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})$/, (ctx, m) => patientView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})\/upload$/, (ctx, m) => uploadView(ctx, m[1])],

@@ -96,8 +96,8 @@ export async function worklistView(ctx) {
     });
     show(candidates);
     return h("div", { class: "worklist-chooser" }, form, results, chosen,
-      h("p", { class: "muted" }, "Not found? ", h("a", { href: "#/patients/new", text: "Create the patient" }),
-        " with the images' details, then come back to the work list."));
+      h("p", { class: "muted" }, "Not found? ", h("a", { href: "#/patients/new?from=worklist", text: "Create the patient" }),
+        " with the images' details; you come back here to attach the series."));
   }
 
   async function renderItem(node, item) {
