@@ -116,3 +116,30 @@ def test_a_series_of_an_unknown_patient_is_attached_after_creating_the_patient(p
     shot(page, shots, "43-worklist-new-patient")
     item.get_by_role("link", name="Open the patient's page").click()
     page.get_by_text("Worklist new patient series").wait_for()
+
+
+def test_the_matching_rule_in_the_viewers_own_module(page, deployment):
+    """patient_match.js as the page loads it: the issuer, several candidates, missing details."""
+    page.goto("/")
+    outcomes = page.evaluate("""async () => {
+      const { ruleKey, judge } = await import("/static/js/patient_match.js");
+      const ana = { id: "a", first_name: "Ana", last_name: "Novak", birth_date: "1970-03-05", insurance_number: "123" };
+      const dicom = { name: "NOVAK^ANA", patient_id: "123", issuer: "ZZZS", birth_date: "19700305", sex: "F" };
+      return {
+        noIssuerConfigured: ruleKey(dicom, ""),
+        sameIssuer: ruleKey(dicom, "ZZZS"),
+        otherIssuer: "reason" in ruleKey({ ...dicom, issuer: "OTHER" }, "ZZZS"),
+        noId: "reason" in ruleKey({ ...dicom, patient_id: " " }, ""),
+        one: judge(dicom, [ana]).kind,
+        accentsAndCase: judge({ ...dicom, name: "Novák^Ana Marija" }, [ana]).kind,
+        several: judge(dicom, [ana, { ...ana, id: "b" }]).kind,
+        none: judge(dicom, []).kind,
+        otherBirth: judge({ ...dicom, birth_date: "19700306" }, [ana]).reason,
+        noBirth: judge({ ...dicom, birth_date: "" }, [ana]).reason,
+      };
+    }""")
+    assert outcomes["noIssuerConfigured"] == {"number": "123"} and outcomes["sameIssuer"] == {"number": "123"}
+    assert outcomes["otherIssuer"] and outcomes["noId"]
+    assert outcomes["one"] == "match" and outcomes["accentsAndCase"] == "match"
+    assert outcomes["several"] == "choose" and outcomes["none"] == "choose"
+    assert "birth date differs" in outcomes["otherBirth"] and "no birth date" in outcomes["noBirth"]
