@@ -22,7 +22,7 @@ from shared.audit import record_audit, record_audit_many
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
-from shared.roles import INSTITUTION_ADMIN, PHYSICIAN, SYSTEM_ADMIN
+from shared.roles import PHYSICIAN, ROLES
 from shared.validation import iso_utc, page_args, parse_record_id
 
 bp = Blueprint("render_worklist", __name__)
@@ -62,7 +62,7 @@ def _series_json(row, series, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/api/v1/worklist")
-@require_auth(PHYSICIAN, INSTITUTION_ADMIN, SYSTEM_ADMIN)
+@require_auth(*ROLES)
 def worklist():
     """Unfiled series, newest first, paged; each one shown is audited (it names a patient)."""
     the_node = node()
