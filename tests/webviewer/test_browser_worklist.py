@@ -143,3 +143,20 @@ def test_the_matching_rule_in_the_viewers_own_module(page, deployment):
     assert outcomes["one"] == "match" and outcomes["accentsAndCase"] == "match"
     assert outcomes["several"] == "choose" and outcomes["none"] == "choose"
     assert "birth date differs" in outcomes["otherBirth"] and "no birth date" in outcomes["noBirth"]
+
+
+def test_the_demo_seed_files_its_series(deployment, tmp_path):
+    """`sivr demo` registers its CT for the demo patient: it must not also wait on the work list."""
+    from daemons.demo import seed_demo_data
+
+    series = generate_uid()
+    for number in range(2):
+        ds = dataset(series=series, position=float(number))
+        ds.PatientID, ds.PatientName = "DEMO-SEED", "DEMO^SEED"
+        ds.save_as(tmp_path / f"{number}.dcm", enforce_file_format=True)
+    seed_demo_data(deployment, deployment.users, tmp_path)
+    record = series_record_id(institution(deployment)["id"], series)
+    node = registered_node(deployment)
+    waiting = deployment.client("physician").call("GET", f"{node['url']}/api/v1/worklist",
+                                                  params={"limit": 500}).json()["items"]
+    assert record not in {item["id"] for item in waiting}
