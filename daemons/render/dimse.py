@@ -46,6 +46,7 @@ from daemons.render.dimse_metrics import DimseMetrics
 from daemons.render.dimse_retrieve import RETRIEVE_MODELS, Retrieval, parse_destinations, query_level
 from daemons.render.ingest import Actor, Ingest
 from daemons.render.matching import QueryError, find
+from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.storage import StoreFull
 from daemons.render.validate import UploadError
@@ -165,7 +166,7 @@ class Listener:
     def _actor(event: Any) -> Actor:
         requestor = event.assoc.requestor
         title = str(requestor.ae_title).strip()
-        return Actor(f"dicom:{title}"[:36], title, str(requestor.address))
+        return Actor(f"{DIMSE_SENDER_PREFIX}{title}"[:36], title, str(requestor.address))
 
     def _audit(self, event: Any, action: str, record_id: str | None = None, detail: str = "") -> None:
         actor = self._actor(event)
