@@ -51,7 +51,6 @@ def make_models(database: peewee.Database) -> Models:
         frames = peewee.IntegerField()
         modality = peewee.CharField(max_length=16, default="")
         size_bytes = peewee.BigIntegerField()
-        stored_bytes = peewee.BigIntegerField(default=0)
         uploaded_by = peewee.CharField(max_length=36, default="")
         stored_at = peewee.DateTimeField(default=utcnow, index=True)
         # registered at the institution (for a SIVR patient) and so off the work list (api_worklist)
@@ -82,8 +81,14 @@ def _add_record_filed(db: peewee.Database) -> None:
                    (True, DIMSE_SENDER_PREFIX + "%"))
 
 
+def _drop_stored_bytes(db: peewee.Database) -> None:
+    """Schema 2 -> 3: `stored_record.stored_bytes` was never written or read (the store reports its
+    own size), so it goes rather than mislead."""
+    migrate(SchemaMigrator.from_database(db).drop_column("stored_record", "stored_bytes"))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_record_filed,)
+MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes)
 
 
 def upgrade(config: Config) -> int:

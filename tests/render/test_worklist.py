@@ -142,11 +142,14 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
         for (index,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%filed%'"):
             db.execute(f'DROP INDEX "{index}"')
         db.execute("ALTER TABLE stored_record DROP COLUMN filed")
+        db.execute("ALTER TABLE stored_record ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0")
         db.execute("UPDATE schema_version SET version = 1 WHERE layer = 'render'")
     config = build_config("render", KEYS, {
         "database": {"url": f"sqlite:///{root}/render.db"}, "node": {"institution_id": institution},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
-    assert upgrade(config) == 2
+    assert upgrade(config) == 3
+    with sqlite3.connect(root / "render.db") as db:  # schema 3: the never-used stored_bytes column is gone
+        assert "stored_bytes" not in {row[1] for row in db.execute("PRAGMA table_info(stored_record)")}
     harness = make_node(root=root, institution_id=institution)
     try:
         rows = {r.id: r.filed for r in harness.app.extensions["sivr_node"].models.StoredRecord.select()}
