@@ -222,3 +222,38 @@ def test_tls_settings_checked_at_start(make_node, pki):
                   dicom__tls_key=pki["rogue.key"], dicom__tls_ca=pki["ca.pem"])
     with pytest.raises(ConfigError, match="allowed_callers"):
         make_node(dicom__tls_port=free_port(), dicom__allowed_callers=[])
+
+
+def test_move_to_a_tls_destination_with_an_untrusted_certificate_sends_nothing(make_node, pki, tmp_path):
+    """The destination's certificate is verified: one from another CA fails the move, no instance leaves."""
+    dest_port = free_port()
+    harness = make_node(dicom__port=free_port(), dicom__ae_title=SCP, dicom__allowed_callers=[CALLER],
+                        dicom__tls_ca=pki["ca.pem"], dicom__destinations=[f"IMPOSTOR=tls://127.0.0.1:{dest_port}"],
+                        dicom__tls_cert=pki["node.pem"], dicom__tls_key=pki["node.key"])
+    listener = harness.app.extensions["sivr_dimse"]
+    folder = tmp_path / "impostor"
+    folder.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "IMPOSTOR", "+tls", pki["rogue.key"], pki["rogue.pem"], "-ic",
+                            "+xv", "+B", "-od", str(folder), str(dest_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(dest_port)
+        files = sorted(CT.glob("*.dcm"))[:2]
+        assert harness.upload(files).status_code == 201
+        header = pydicom.dcmread(files[0], stop_before_pixels=True)
+        moved = subprocess.run(["movescu", "-aet", CALLER, "-aec", SCP, "-S", "-aem", "IMPOSTOR",
+                                "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={header.StudyInstanceUID}",
+                                "127.0.0.1", str(listener.port)], capture_output=True, text=True, timeout=120)
+        # 0xA801: the destination "cannot be associated with" (docs/conformance.md)
+        assert "MoveDestinationUnknown" in moved.stderr
+        assert not list(folder.iterdir())
+        audit = harness.app.extensions["sivr_node"].models.AuditEntry
+        details = [row.detail for row in audit.select().where(audit.action == "dicom.move")]
+        assert details == ["level=STUDY destination=IMPOSTOR instances=2 completed=0 warning=0 failed=2"]
+    finally:
+        scp.terminate()
+        scp.wait(10)
+        listener.stop()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()
