@@ -68,6 +68,10 @@ KEYS = (
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
         "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
+    Key("dicom", "series_complete_s", 60.0,
+        "A series is complete once no instance has arrived for this many seconds (whichever door they came "
+        "through): its exact analysis (the automatic window from its middle frame) is made then, and its "
+        "files leave the receiving cache. It is viewable while it grows."),
     Key("dicomweb", "cors_origins", [],
         "Browser origins (scheme://host:port) allowed to call the DICOMweb root /dicomweb from a page of "
         "their own, e.g. an OHIF viewer served elsewhere; empty: same-origin only."),
