@@ -286,14 +286,15 @@ def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -
                   verify=str(setup.root / "ca.pem") if tls else True)
 
 
-def start_orthanc(root: Path) -> Server:
+def start_orthanc(root: Path, extra: dict | None = None) -> Server:
+    """Orthanc on loopback HTTP with its own storage; `extra` adds or overrides configuration keys."""
     port = free_port()
     folder = root / "orthanc"
     folder.mkdir(exist_ok=True)
     config = {"Name": "bench", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
               "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
               "AuthenticationEnabled": False, "HttpCompressionEnabled": False, "Plugins": [],
-              "ConcurrentJobs": 2, "HttpThreadsCount": 50}
+              "ConcurrentJobs": 2, "HttpThreadsCount": 50, **(extra or {})}
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
     return Server(["Orthanc", str(path)], f"http://127.0.0.1:{port}", folder / "orthanc.log", "/system")

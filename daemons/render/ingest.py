@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import peewee
 from flask import current_app
 
-from daemons.render.catalogue import InstanceHeader, backfill, index_series
+from daemons.render.catalogue import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.isolation import isolated_checker
 from daemons.render.node import Node
 from daemons.render.validate import (
@@ -49,8 +49,6 @@ from shared.db import utcnow
 log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
 INGEST_EXTENSION = "sivr_ingest"
-#: SQL parameters per query when looking SOP Instance UIDs up (below SQLite's oldest limit of 999).
-UID_BATCH = 500
 
 
 @dataclass(frozen=True)
