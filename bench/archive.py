@@ -200,9 +200,9 @@ def stow(url: str, headers_of, files: list[Path]) -> tuple[float, list[int]]:
     elapsed = 0.0
     for start in range(0, len(files), STOW_BATCH):
         body, content_type = multipart(files[start:start + STOW_BATCH])
+        headers = {**headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"}
         t0 = time.perf_counter()
-        reply = session.post(url, data=body, timeout=600,
-                             headers={**headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"})
+        reply = session.post(url, data=body, timeout=600, headers=headers)
         elapsed += time.perf_counter() - t0
         statuses.append(reply.status_code)
     return elapsed, statuses
@@ -220,7 +220,7 @@ def bench_stow(sivr: Sivr, theirs: Server, files: list[Path]) -> None:
     # a fresh copy of the series (new UIDs): neither server holds it yet
     folder = sivr.setup.root / "stow"
     renamed = derived_series(folder, len(files), files[:100])
-    ours_s, ours = stow(f"{sivr.url}/dicomweb/studies", lambda: sivr.setup.headers, renamed)
+    ours_s, ours = stow(f"{sivr.url}/dicomweb/studies", Tokens(lambda: sivr.setup.headers), renamed)
     theirs_s, their_statuses = stow(f"{theirs.url}/dicom-web/studies", dict, renamed)
     _, series_uid = uids_of(renamed[0])
     RESULTS["stow"] = {"instances": len(renamed), "per_request": STOW_BATCH, "sivr_per_s": len(renamed) / ours_s,
@@ -230,12 +230,25 @@ def bench_stow(sivr: Sivr, theirs: Server, files: list[Path]) -> None:
     print(f"STOW-RS: SIVR {len(renamed) / ours_s:.1f}/s, Orthanc {len(renamed) / theirs_s:.1f}/s", flush=True)
 
 
+class Tokens:
+    """Bearer headers renewed every 30 s (node tokens live 60 s), as a client reuses its token."""
+
+    def __init__(self, mint):
+        self.mint, self.headers, self.at = mint, {}, -1e9
+
+    def __call__(self) -> dict[str, str]:
+        if time.monotonic() - self.at > 30:
+            self.headers, self.at = self.mint(), time.monotonic()
+        return self.headers
+
+
 def timed_gets(urls: list[str], headers_of) -> tuple[list[float], list[int]]:
     session = requests.Session()
     times, statuses = [], []
     for url in urls:
+        headers = {**headers_of(), "Accept": "application/dicom+json"}
         t0 = time.perf_counter()
-        reply = session.get(url, headers={**headers_of(), "Accept": "application/dicom+json"}, timeout=120)
+        reply = session.get(url, headers=headers, timeout=120)
         times.append((time.perf_counter() - t0) * 1000)
         statuses.append(reply.status_code)
     return times, statuses
@@ -247,8 +260,7 @@ def bench_metadata(sivr: Sivr, theirs: Server, files: list[Path], rounds: int) -
     if not sivr_has(sivr, path):
         RESULTS["missing"]["metadata"] = "SIVR has no WADO-RS /metadata route (DICOMweb not merged)"
         return
-    headers = sivr.setup.headers
-    ours, ours_status = timed_gets([f"{sivr.url}/dicomweb{path}"] * rounds, lambda: headers)
+    ours, ours_status = timed_gets([f"{sivr.url}/dicomweb{path}"] * rounds, Tokens(lambda: sivr.setup.headers))
     mine, their_status = timed_gets([f"{theirs.url}/dicom-web{path}"] * rounds, dict)
     RESULTS["metadata"] = {"instances": len(files), "rounds": rounds,
                            "sivr_ms": {"p50": pct(ours, 50), "p95": pct(ours, 95)},
@@ -269,19 +281,28 @@ def bench_rendered(sivr: Sivr, theirs: Server, files: list[Path], quick: bool) -
     requests.post(f"{sivr.url}/api/v1/records/{record_id}/load", headers=sivr.setup.headers, timeout=60)
     time.sleep(5)
     results = {}
-    per_client = 40 if quick else 150
     query = "?window=40,400,linear"
     for clients in (1, 4, 16):
-        def urls(root: str, clients: int = clients) -> list[list[tuple[str, dict]]]:
+        per_client = max(10, (80 if quick else 320) // clients)  # each run well inside a token's 60 s
+
+        def urls(root: str, clients: int = clients, per_client: int = per_client) -> list[list[tuple[str, dict]]]:
             return [[(f"{root}/studies/{study}/series/{series}/instances/"
                       f"{instances[(c * 31 + k) % len(instances)]}/frames/1/rendered{query}",
                       {"Accept": "image/jpeg"}) for k in range(per_client)] for c in range(clients)]
+
         ours = run_clients(urls(f"{sivr.url}/dicomweb"), True, sivr.setup.headers)
         mine = run_clients(urls(f"{theirs.url}/dicom-web"), True, {})
         results[clients] = {"sivr": ours, "orthanc": mine}
         print(f"/rendered x{clients}: SIVR {ours['per_s']:.1f}/s ({ours['errors']} errors), "
               f"Orthanc {mine['per_s']:.1f}/s ({mine['errors']} errors)", flush=True)
     RESULTS["rendered"] = results
+
+
+def admin_headers(setup: Setup) -> dict[str, str]:
+    """A token of an administrator of the node's institution (valid 60 s, as the toplevel mints them)."""
+    token, _ = setup.issuer.issue(setup.user_id, "bench-admin", "admin", setup.institution,
+                                  session_id=setup.session_id)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def fill_catalogue(sivr: Sivr, template: Path, instances: int, per_study: int) -> None:
@@ -295,16 +316,17 @@ def fill_catalogue(sivr: Sivr, template: Path, instances: int, per_study: int) -
     with database.connection_context():
         for study_index in range(instances // per_study):
             ds = header.copy()
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
             ds.PatientName = f"{rng.choice(names)}^{rng.choice(names).title()}{study_index}"
             ds.PatientID = f"P{study_index // 3:06d}"
             ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
             ds.StudyDate = f"{rng.randint(2005, 2025)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
             ds.AccessionNumber = f"A{study_index:08d}"
             ds.Modality = rng.choice(["CT", "CT", "MR", "CR", "US"])
-            headers = []
-            for index in range(per_study):
-                item = ds.copy()
-                item.SOPInstanceUID = pydicom.uid.generate_uid()
+            headers = [InstanceHeader(ds, "0" * 64, 0)]
+            for index in range(1, per_study):  # the catalogue reads only these of the other instances
+                item = pydicom.Dataset()
+                item.SOPClassUID, item.SOPInstanceUID = ds.SOPClassUID, pydicom.uid.generate_uid()
                 item.InstanceNumber = index + 1
                 headers.append(InstanceHeader(item, "0" * 64, index))
             record_id = uuid.uuid4().hex + uuid.uuid4().hex
@@ -334,9 +356,10 @@ def bench_qido(sivr: Sivr, rounds: int) -> None:
             queries.append(f"AccessionNumber=A{rng.randrange(1000):08d}")
         else:
             queries.append("ModalitiesInStudy=MR&limit=25&includefield=NumberOfStudyRelatedInstances")
-    cat_count = requests.get(f"{sivr.url}/dicomweb/studies?limit=1", headers=sivr.setup.headers, timeout=60)
-    headers = sivr.setup.headers
-    times, statuses = timed_gets([f"{sivr.url}/dicomweb/studies?{q}" for q in queries], lambda: headers)
+    # an administrator of the institution may list every patient's studies (a physician names a patient or study)
+    tokens = Tokens(lambda: admin_headers(sivr.setup))
+    cat_count = requests.get(f"{sivr.url}/dicomweb/studies?limit=1", headers=tokens(), timeout=60)
+    times, statuses = timed_gets([f"{sivr.url}/dicomweb/studies?{q}" for q in queries], tokens)
     RESULTS["qido"] = {"queries": len(queries), "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
                        "max_ms": max(times), "statuses": sorted(set(statuses)),
                        "probe_status": cat_count.status_code}
@@ -406,6 +429,9 @@ def main() -> None:
         sivr.start()
         theirs, their_port = orthanc(setup)
         try:
+            if "cstore" not in sections and sections & {"metadata", "rendered"}:  # they read the stored series
+                storescu(sivr.dicom_port, SIVR_AET, data["uncompressed"], "uncompressed")
+                storescu(their_port, ORTHANC_AET, data["uncompressed"], "uncompressed")
             steps = [("cstore", lambda: bench_cstore(sivr, theirs, their_port, data)),
                      ("first_image", lambda: bench_first_image(sivr, data["jpeg2000"], 5 if args.quick else 20)),
                      ("stow", lambda: bench_stow(sivr, theirs, data["uncompressed"])),
