@@ -286,9 +286,9 @@ def bench_rendered(sivr: Sivr, theirs: Server, files: list[Path], quick: bool) -
         per_client = max(10, (80 if quick else 320) // clients)  # each run well inside a token's 60 s
 
         def urls(root: str, clients: int = clients, per_client: int = per_client) -> list[list[tuple[str, dict]]]:
-            return [[(f"{root}/studies/{study}/series/{series}/instances/"
-                      f"{instances[(c * 31 + k) % len(instances)]}/frames/1/rendered{query}",
-                      {"Accept": "image/jpeg"}) for k in range(per_client)] for c in range(clients)]
+            frame = "{}/studies/" + study + "/series/" + series + "/instances/{}/frames/1/rendered" + query
+            return [[(frame.format(root, instances[(c * 31 + k) % len(instances)]), {"Accept": "image/jpeg"})
+                     for k in range(per_client)] for c in range(clients)]
 
         ours = run_clients(urls(f"{sivr.url}/dicomweb"), True, sivr.setup.headers)
         mine = run_clients(urls(f"{theirs.url}/dicom-web"), True, {})
