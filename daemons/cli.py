@@ -63,7 +63,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def register_institutions(layout) -> None:
     """Create the layout's institutions in the toplevel database (idempotent)."""
     toplevel = layout.first("toplevel")
-    if toplevel is None or not get_layer("toplevel").available:
+    if toplevel is None:
         return
     layer = get_layer("toplevel")
     config = layer.load_config(toplevel.config)

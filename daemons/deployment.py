@@ -316,7 +316,7 @@ class LocalDeployment:
     def __init__(self, layout: Layout, layers: tuple[str, ...] | None = None):
         self.layout = layout
         self.root = Path(layout.root)
-        wanted = layers or tuple(name for name, layer in LAYERS.items() if layer.available)
+        wanted = layers or tuple(LAYERS)
         self.instances = [i for i in layout.instances if i.layer in wanted]
         self.processes: dict[str, subprocess.Popen] = {}
 

@@ -68,6 +68,9 @@ class RequestLimits:
         return None
 
     def __call__(self, environ: dict, start_response):
+        # hypercorn hands over the whole body (read before the app runs): a body sent without
+        # Content-Length (HTTP/2 DATA frames, chunked uploads) is complete, and the app may read it all
+        environ["wsgi.input_terminated"] = True
         status = self.refusal(environ)
         if status is None:
             return _at_least_one_chunk(self.app(environ, start_response))

@@ -28,10 +28,6 @@ class Layer:
     def keys(self) -> tuple[Key, ...]:
         return importlib.import_module(f"{self.package}.settings").KEYS
 
-    @property
-    def available(self) -> bool:
-        return importlib.util.find_spec(f"{self.package}.app") is not None
-
     def create_app(self, config: Config) -> Flask:
         return importlib.import_module(f"{self.package}.app").create_app(config)
 

@@ -4,6 +4,8 @@
 #   ruff   the whole tree (`ruff check --fix .` applies the safe fixes)
 #   mypy   shared/ and the render core
 #   node   syntax of the viewer's ES modules, where Node.js is installed
+#   tsc    the viewer's JavaScript type-checked from its JSDoc (webviewer/tsconfig.json), with the
+#          TypeScript of installers/js (locked; `npm ci --prefix installers/js` installs it)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-${SIVR_VENV:-$repo/.venv}/bin/python}
@@ -19,4 +21,11 @@ if command -v node >/dev/null; then
     done
 else
     echo "node not installed: the viewer's JavaScript syntax is not checked"
+fi
+tsc=installers/js/node_modules/.bin/tsc
+if [ -x "$tsc" ]; then
+    echo "tsc -p webviewer/tsconfig.json"
+    "$tsc" -p webviewer/tsconfig.json
+else
+    echo "installers/js not installed (npm ci --prefix installers/js): the viewer's types are not checked"
 fi

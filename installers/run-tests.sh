@@ -6,6 +6,8 @@ set -euo pipefail
 # shellcheck source=installers/dev-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
 apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs
+# Debian packages npm apart from Node.js; a Node.js that bundles its own npm needs nothing more
+command -v npm >/dev/null || apt_install npm
 ensure_venv test
 
 export EGL_PLATFORM=surfaceless
@@ -28,6 +30,8 @@ if [ "$(id -u)" = 0 ]; then pg_as="runuser -u postgres --"; else pg_as=""; fi
 export SIVR_TEST_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -w -m fast restart"
 
 cd "$SIVR_REPO"
+# the JavaScript checker, exact versions from installers/js/package-lock.json (integrity-checked)
+npm ci --prefix installers/js --silent
 # lint first: a finding fails the run before the long suite starts
 PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
 xvfb-run -a -s "-screen 0 1920x1080x24" \

@@ -13,6 +13,17 @@ from shared.roles import may_administer_institution
 from shared.tokens import Identity
 
 
+def require_own_institution(identity: Identity, institution_id: str, what: str) -> None:
+    """Refuse storing or deleting on an institution's servers unless the caller belongs to it or
+    administers it (`shared.roles`: its institution admins and system admins).
+
+    Reading images is open across institutions (audited); putting data into another
+    institution's store, by whatever door (browser upload, STOW-RS), is not.
+    """
+    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
+        raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
+
+
 def is_institution_admin(identity: Identity, institution_id: str) -> bool:
     """The caller administers `institution_id` (the institution that holds the data asked for)."""
     return may_administer_institution(identity, institution_id)

@@ -60,6 +60,9 @@ _ATNA_EVENTS = {
     "delete": ("110105", "D"),  # DICOM Study Deleted
     "load": ("110110", "R"),
     "original": ("110106", "R"),  # Export (the original files leave the node)
+    "get": ("110106", "R"),  # DICOM C-GET: instances leave the node to the caller
+    "move": ("110106", "R"),  # DICOM C-MOVE: instances leave the node to a destination AE
+    "find": ("110112", "E"),  # DICOM C-FIND
     "link": ("110110", "U"),
     "unlink": ("110110", "U"),
     "password": ("110137", "U"),  # User Security Attributes Changed

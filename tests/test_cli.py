@@ -95,8 +95,6 @@ def test_init_refuses_to_overwrite_without_force(initialised):
 
 
 def test_user_add_creates_an_admin_and_refuses_a_duplicate(initialised):
-    if not get_layer("toplevel").available:
-        pytest.skip("toplevel layer not available")
     config = str(initialised / "toplevel.toml")
     ok = run_sivr("user", "add", "--config", config, "--username", "root-admin", "--role", "sysadmin",
                   "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
@@ -110,8 +108,6 @@ def test_user_add_creates_an_admin_and_refuses_a_duplicate(initialised):
 
 
 def test_user_add_takes_the_new_roles_and_set_role_changes_one(initialised):
-    if not get_layer("toplevel").available:
-        pytest.skip("toplevel layer not available")
     config = str(initialised / "toplevel.toml")
     added = run_sivr("user", "add", "--config", config, "--username", "north-admin", "--role", "instadmin",
                      "--institution", "General Hospital", "--password-stdin", stdin="a-long-password-1\n")
@@ -184,8 +180,6 @@ def test_cert_issue_makes_a_certificate_the_ca_verifies(initialised, tmp_path):
 
 
 def test_institution_add_with_a_given_id(initialised):
-    if not get_layer("toplevel").available:
-        pytest.skip("toplevel layer not available")
     wanted = "3f2b8a8e-5d7c-4c1e-9a51-0c1d2e3f4a5b"
     result = run_sivr("institution", "add", "--config", str(initialised / "toplevel.toml"),
                       "--name", "Third Clinic", "--id", wanted)

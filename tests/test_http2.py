@@ -93,3 +93,22 @@ def test_concurrent_requests_share_one_connection(node):
     assert len(rows) == CONCURRENT
     assert {(version, code) for version, code, _ in rows} == {("2", "200")}
     assert sum(int(connects) for _, _, connects in rows) == 1, done.stdout
+
+
+def test_a_body_without_content_length_reaches_the_app_over_h2(node):
+    """STOW-RS streamed as HTTP/2 DATA frames (no Content-Length): the instance is stored, not
+    taken for an empty body."""
+    from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
+    from tests.render.synthetic import dataset, to_bytes
+
+    url, ca, token, _ = node
+    instance = to_bytes(dataset())
+    boundary = new_boundary()
+    body = b"".join(write_related([("application/dicom", instance)], boundary))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/dicom+json",
+               "Content-Type": related_content_type("application/dicom", boundary)}
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=ca), timeout=120) as client:
+        stored = client.post(f"{url}/dicomweb/studies", headers=headers, content=iter([body[:100], body[100:]]))
+    assert stored.http_version == "HTTP/2" and "content-length" not in stored.request.headers
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["00081199"]["Value"], stored.text  # ReferencedSOPSequence: the instance is stored

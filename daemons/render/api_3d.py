@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import re
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,12 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render import query
 from daemons.render.encode import encode_image
-from daemons.render.image_headers import describe_image, record_orientation
+from daemons.render.geometry import Region, mirror
+from daemons.render.image_headers import describe_image, mirrored_labels, record_orientation
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Voi, Window
+from daemons.render.planes import volume_frame
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, keyed, with_function
 from daemons.render.volume import (
@@ -112,11 +114,11 @@ class Render3D:
         with self._lock:
             volume = self._prepared.get(record)
             if volume is None:
+                spacing, orientation, slice_direction = volume_frame(record.manifest)
                 volume = prepare_volume(
-                    record.pixels, _usable_spacing(record.spacing), record.orientation,
+                    record.pixels, spacing, orientation,
                     float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
-                    record.default_voi,
-                    getattr(record, "slice_direction", None))
+                    record.default_voi, slice_direction)
                 self._prepared[record] = volume
             return volume
 
@@ -136,22 +138,14 @@ def render_state(app: Flask) -> Render3D:
         return state
 
 
-def _usable_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
-    """A single frame or a missing slice spacing has no depth spacing: use the in-plane one."""
-    values = [float(s) if s is not None and math.isfinite(float(s)) and float(s) > 0 else 0.0
-              for s in spacing]
-    fallback = next((v for v in (values[1], values[2]) if v > 0), 1.0)
-    return tuple(v if v > 0 else fallback for v in values)  # type: ignore[return-value]
-
-
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _voi(record: Any, window: Window | None) -> KeyedVoi:
+def _voi(record: Any, window: Voi | None, function: str | None) -> KeyedVoi:
     """The request's window, else the record's default VOI (the one 2D frames without their own
-    use, daemons.render.voi) with the request's `voi_function`, if any."""
+    use, daemons.render.voi) with the request's VOI function `function`, if any."""
     if window is not None:
         return keyed(window)
-    return with_function(keyed(record.default_voi), query.voi_function())
+    return with_function(keyed(record.default_voi), function)
 
 
 def _max_px() -> int:
@@ -160,7 +154,7 @@ def _max_px() -> int:
 
 # --- record access ----------------------------------------------------------------------------
 
-def _loaded_record(record_id: str) -> Any:
+def loaded_record(record_id: str) -> Any:
     """The fully loaded record, or an immediate 409 saying how far loading has come (404 for a
     record this node does not store, where the node can tell)."""
     record = current_app.extensions["sivr_records"].get_loaded(record_id)
@@ -237,6 +231,21 @@ def _etag(*parts: Any) -> str:
 
 # --- endpoints --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PlaneImage:
+    """What shapes one reformatted image, however it was asked for (this API or DICOMweb)."""
+
+    fmt: str
+    quality: int
+    box: tuple[int, int] | None
+    region: Region
+    window: Window | None  # None: the record's default VOI (with `voi_function`, if any)
+    voi_function: str | None
+    slab_mm: float
+    slab_mode: str
+    flip: tuple[bool, bool] = (False, False)
+
+
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
 @require_auth(*ROLES)
 def mpr(record_id: str, plane: str, index: int) -> Response:
@@ -244,31 +253,68 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     (for an axial series the axial index is the frame index)."""
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
-    if plane not in PLANES:
-        raise query.bad(f"plane must be one of {', '.join(PLANES)}")
-    max_px = _max_px()
+    check_plane(plane)
     window = query.window()
     fmt = query.image_format()
-    image_quality = query.quality(fmt, MPR_QUALITY)
-    box = query.size(max_px)
-    region = query.region()
     slab_mm, slab_mode = query.slab()
-    record = _loaded_record(record_id)
-    voi = _voi(record, window)
+    spec = PlaneImage(fmt, query.quality(fmt, MPR_QUALITY), query.size(_max_px()), query.region(), window,
+                      query.voi_function(), slab_mm, slab_mode)
+    return plane_image(record_id, loaded_record(record_id), plane, index, spec, started)
+
+
+def check_plane(plane: str) -> None:
+    if plane not in PLANES:
+        raise query.bad(f"plane must be one of {', '.join(PLANES)}")
+
+
+def plane_image(record_id: str, record: Any, plane: str, index: int, spec: PlaneImage,
+                started: float) -> Response:
+    """Reformat `index` of `plane` of a fully loaded record (`loaded_record`), as `spec` says."""
+    voi = _voi(record, spec.window, spec.voi_function)
     volume = render_state(current_app).prepared(record)
     layout = plane_layout(volume.geometry, plane)
     query.check_index(f"{plane} plane", index, layout.count)
-    etag = _etag(record_id, plane, index, voi.key, fmt, image_quality, box, region,
-                 slab_mm, slab_mode)
+    flip = (spec.flip,) if any(spec.flip) else ()
+    etag = _etag(record_id, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
+                 spec.slab_mm, spec.slab_mode, *flip)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    encoded = _encoded(record_id, etag, lambda: reformat_image(
-        volume, plane, index, voi.voi, box, max_px, slab_mm, slab_mode, region), fmt, image_quality, "mpr")
+    encoded = _encoded(record_id, etag, lambda: mirror(reformat_image(
+        volume, plane, index, voi.voi, spec.box, _max_px(), spec.slab_mm, spec.slab_mode, spec.region),
+        spec.flip), spec.fmt, spec.quality, "mpr")
     note_view("mpr", record_id)
     labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
+    if labels and flip:
+        labels = mirrored_labels(labels, spec.flip)
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
                            labels, voi.voi or default_voi(volume))
+
+
+def view_spec(mode: str, render: str, window: Window | None, box: tuple[int, int]) -> ViewSpec:
+    """The 3D view the request's angles, zoom and (DVR) preset describe (daemons.render.query)."""
+    preset = query.choice(query.VOLUME_PRESET, None, sorted(PRESETS)) if mode == "dvr" else None
+    return ViewSpec(
+        mode=mode, width=box[0], height=box[1],
+        azimuth=query.number(query.AZIMUTH, 0.0, *query.ANGLES["azimuth"]),
+        elevation=query.number(query.ELEVATION, 0.0, *query.ANGLES["elevation"]),
+        roll=query.number(query.ROLL, 0.0, *query.ANGLES["roll"]),
+        zoom=query.number(query.ZOOM, 1.0, *query.ZOOM_LIMITS),
+        preset=preset, window=None if mode == "dvr" else window, quality=render)
+
+
+def view_sequence() -> tuple[str | None, int]:
+    """`view_id` and `seq` (see the module doc)."""
+    view_id = query.VIEW_ID.raw()
+    if view_id is not None and not _VIEW_ID.match(view_id):
+        raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
+    return view_id, query.integer(query.SEQ, 0, 0, 2**53)
+
+
+def render_mode() -> tuple[str, str]:
+    """`render` (interactive or still) and `mode` (mip, minip, avg, dvr)."""
+    render = query.choice(query.RENDER, "still", ("interactive", "still")) or "still"
+    return render, query.choice(query.MODE, "mip", MODES) or "mip"
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
@@ -277,31 +323,23 @@ def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
-    render = query.choice(query.RENDER, "still", ("interactive", "still")) or "still"
-    mode = query.choice(query.MODE, "mip", MODES) or "mip"
-    preset = None
-    window = None
-    if mode == "dvr":
-        preset = query.choice(query.VOLUME_PRESET, None, sorted(PRESETS))
-    else:
-        window = query.window()
-    width, height = query.size(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE
-    view = ViewSpec(
-        mode=mode, width=width, height=height,
-        azimuth=query.number(query.AZIMUTH, 0.0, *query.ANGLES["azimuth"]),
-        elevation=query.number(query.ELEVATION, 0.0, *query.ANGLES["elevation"]),
-        roll=query.number(query.ROLL, 0.0, *query.ANGLES["roll"]),
-        zoom=query.number(query.ZOOM, 1.0, *query.ZOOM_LIMITS),
-        preset=preset, window=window, quality=render)
+    render, mode = render_mode()
+    window = query.window() if mode != "dvr" else None
+    view = view_spec(mode, render, window, query.size(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE)
     fmt = query.image_format(DEFAULT_FORMAT[render])
     image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
-    view_id = query.VIEW_ID.raw()
-    if view_id is not None and not _VIEW_ID.match(view_id):
-        raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
-    seq = query.integer(query.SEQ, 0, 0, 2**53)
-    record = _loaded_record(record_id)
-    if mode != "dvr":
-        view = dataclasses.replace(view, window=_voi(record, window).voi)
+    view_id, seq = view_sequence()
+    return volume_image(record_id, loaded_record(record_id), view, query.voi_function(), fmt, image_quality,
+                        view_id, seq, started)
+
+
+def volume_image(record_id: str, record: Any, view: ViewSpec, voi_function: str | None, fmt: str, image_quality: int,
+                 view_id: str | None, seq: int, started: float) -> Response:
+    """A 3D rendering of a fully loaded record (`loaded_record`): `view` (its window None: the
+    record's default VOI with `voi_function`), bounded by the node's 3D slots."""
+    render = view.quality
+    if view.mode != "dvr":
+        view = dataclasses.replace(view, window=_voi(record, view.window, voi_function).voi)
     state = render_state(current_app)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
@@ -319,7 +357,7 @@ def volume(record_id: str) -> Response:
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
     return _image_response(encoded, started, cache, etag, labels,
-                           None if mode == "dvr" else view.window or default_voi(volume_data))
+                           None if view.mode == "dvr" else view.window or default_voi(volume_data))
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
 from daemons.render import query
+from daemons.render.annotate import Annotation, burn_in
 from daemons.render.encode import encode_image
-from daemons.render.image_headers import describe_image, record_orientation
+from daemons.render.geometry import Region, mirror
+from daemons.render.image_headers import describe_image, mirrored_labels, record_orientation
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
+from daemons.render.pixels import Window
 from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, frame_voi, keyed
@@ -35,10 +39,28 @@ bp.record_once(register_timings)
 CACHE_CONTROL = "private, max-age=86400"
 
 
-def choose_voi(manifest: dict, index: int) -> KeyedVoi:
-    """The VOI for this request: window > preset > frame `index`'s own default (daemons.render.voi)."""
-    window = query.window()
-    return frame_voi(manifest, index, query.voi_function()) if window is None else keyed(window)
+@dataclass(frozen=True)
+class FrameImage:
+    """What shapes one rendered frame, however it was asked for (this API's parameters or
+    DICOMweb's rendered resources): one rendering path, one cache, one ETag rule for both."""
+
+    fmt: str
+    quality: int
+    box: tuple[int, int] | None
+    region: Region
+    window: Window | None = None  # None: the frame's own default VOI (with `voi_function`, if any)
+    voi_function: str | None = None
+    overlays: bool = False
+    flip: tuple[bool, bool] = (False, False)  # mirrored left-right, top-bottom (DICOMweb viewport)
+    annotation: Annotation = Annotation()  # text burnt in (DICOMweb annotation)
+
+
+def choose_voi(manifest: dict, index: int, spec: FrameImage) -> KeyedVoi:
+    """The VOI of one frame: the request's window (or preset) > frame `index`'s own default
+    (daemons.render.voi)."""
+    if spec.window is not None:
+        return keyed(spec.window)
+    return frame_voi(manifest, index, spec.voi_function)
 
 
 def etag_for(record_id: str, parts: list[str]) -> str:
@@ -50,6 +72,18 @@ def etag_for(record_id: str, parts: list[str]) -> str:
 def frame(record_id: str, index: int):
     started = time.perf_counter()
     record_id = parse_record_id(record_id, "record id")
+    max_px = node().config["limits"]["max_output_px"]
+    fmt = query.image_format()
+    spec = FrameImage(fmt=fmt, quality=query.quality(fmt), box=query.size(max_px), region=query.region(),
+                      window=query.window(), voi_function=query.voi_function(), overlays=query.overlays())
+    return frame_image(record_id, index, spec, started)
+
+
+def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
+                conditional: bool = True) -> Response:
+    """Frame `index` of a record rendered as `spec` says (cached; 304 on a matching If-None-Match
+    when `conditional`: not for a part of a multipart answer); 409 when the record is not loaded
+    or the frame not decoded in time."""
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta, render = manifest["meta"], manifest["render"]
@@ -58,19 +92,19 @@ def frame(record_id: str, index: int):
     if bad is not None:
         raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
     max_px = the_node.config["limits"]["max_output_px"]
-    fmt = query.image_format()
-    quality = query.quality(fmt)
-    box = query.size(max_px)
-    region = query.region()
+    fmt, quality, box, region, overlays = spec.fmt, spec.quality, spec.box, spec.region, spec.overlays
     record = the_node.registry.get_loaded(record_id)
     color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
-    chosen = keyed(None) if color else choose_voi(manifest, index)
+    chosen = keyed(None) if color else choose_voi(manifest, index, spec)
     voi, voi_key = chosen.voi, "color" if color else chosen.key
-    overlays = query.overlays()
-    etag = etag_for(record_id, [str(index), voi_key, fmt, str(quality), repr(box), repr(region),
-                                "overlays" if overlays else ""])
+    parts = [str(index), voi_key, fmt, str(quality), repr(box), repr(region), "overlays" if overlays else ""]
+    if any(spec.flip):
+        parts.append(f"flip={spec.flip}")
+    if spec.annotation:
+        parts.append(repr(spec.annotation))
+    etag = etag_for(record_id, parts)
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
-    if request.if_none_match.contains_weak(etag):
+    if conditional and request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
         not_modified.set_etag(etag, weak=weak)
         note_view("frame", record_id)
@@ -93,8 +127,9 @@ def frame(record_id: str, index: int):
             lut = record.lut_for((voi_key,), params, index)
         overlay = the_node.registry.overlay(record_id, index) if overlays else None
         with timed("render", "frame", fmt):
-            image = render_frame(record.pixels[index], params, lut, region, box,
-                                 (record.spacing[1], record.spacing[2]), max_px, overlay)
+            image = mirror(render_frame(record.pixels[index], params, lut, region, box,
+                                        (record.spacing[1], record.spacing[2]), max_px, overlay), spec.flip)
+            image = burn_in(image, spec.annotation)
         if fmt != "webp":
             with timed("encode", "frame", fmt):
                 return encode_image(image, fmt, quality)
@@ -104,7 +139,10 @@ def frame(record_id: str, index: int):
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     note_view("frame", record_id)
     response = _image_response(body, mimetype, etag, weak, started, the_node)
-    return describe_image(response, image_labels(record_orientation(manifest)), voi)
+    labels = image_labels(record_orientation(manifest))
+    if labels and any(spec.flip):
+        labels = mirrored_labels(labels, spec.flip)
+    return describe_image(response, labels, voi)
 
 
 def _image_response(body: bytes, mimetype: str, etag: str, weak: bool, started: float, the_node) -> Response:

@@ -9,16 +9,17 @@ from flask import Blueprint, Response, jsonify, request
 from daemons.render.catalogue import forget_series
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
-from daemons.render.records import MemoryBudgetError
+from daemons.render.planes import plane_table
+from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError
 from daemons.render.view_audit import note_view
-from shared.access import require_patient_named
+from shared.access import require_own_institution, require_patient_named
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
-from shared.roles import PHYSICIAN, ROLES, may_administer_institution
+from shared.roles import PHYSICIAN, ROLES
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -28,11 +29,16 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     """RecordMeta (docs/API.md) from the manifest and the catalogue row.
 
     `slices` (instance number and position of every frame) is left out of lists, where it would
-    multiply their size by the frame count; records stored before it existed have none.
+    multiply their size by the frame count; records stored before it existed have none. `planes`
+    (each plane's geometry, `daemons.render.planes`) is computed from the manifest, so every record
+    has it; lists leave it out too, as a viewer reads it from the record it opens.
     """
     the_node = node()
-    meta = dict(the_node.manifest(record_id)["meta"])
-    if not per_slice:
+    manifest = the_node.manifest(record_id)
+    meta = dict(manifest["meta"])
+    if per_slice:
+        meta["planes"] = plane_table(manifest)
+    else:
         meta.pop("slices", None)
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
@@ -49,19 +55,11 @@ def _stored_or_404(record_id: str):
     return row
 
 
-def _require_own_institution(what: str) -> None:
-    """A user of this node's institution, or an administrator of it (`shared.roles`: a system admin)."""
-    identity = current_identity()
-    institution_id = node().institution_id
-    if identity.institution_id != institution_id and not may_administer_institution(identity, institution_id):
-        raise ApiError(403, "forbidden", f"{what} is only for users of this node's institution")
-
-
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def upload():
-    _require_own_institution("uploading to this node")
     identity = current_identity()
+    require_own_institution(identity, node().institution_id, "uploading to this node")
     uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
     try:
         result = ingest_service().add(uploads, Actor(identity.user_id, identity.username))
@@ -125,7 +123,7 @@ def get_record(record_id: str):
 @require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    _require_own_institution("deleting records of this node")
+    require_own_institution(current_identity(), node().institution_id, "deleting records of this node")
     row = _stored_or_404(record_id)
     the_node = node()
     the_node.registry.unload(record_id)
@@ -163,16 +161,22 @@ def unloaded_status(record_id: str) -> dict[str, Any]:
     return {"id": record_id, "state": "unloaded", "frames_total": frames, "frames_ready": 0, "errors": []}
 
 
+def start_loading(record_id: str) -> LoadedRecord:
+    """Load a stored record into RAM (or find it loaded); 507 when it alone exceeds the memory budget.
+    Image requests that arrive without a load (DICOMweb clients) start it here too."""
+    try:
+        return node().registry.load(record_id)
+    except MemoryBudgetError as exc:
+        raise ApiError(507, "insufficient_memory", str(exc)) from exc
+
+
 @bp.post("/api/v1/records/<record_id>/load")
 @require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
     the_node = node()
-    try:
-        record = the_node.registry.load(record_id)
-    except MemoryBudgetError as exc:
-        raise ApiError(507, "insufficient_memory", str(exc)) from exc
+    record = start_loading(record_id)
     record_audit(the_node.models.AuditEntry, "record.load", "record", record_id)
     response = jsonify(record.status())
     response.status_code = 202

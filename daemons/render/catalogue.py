@@ -214,6 +214,22 @@ def stored_headers(store, record_id: str, manifest: dict) -> list[InstanceHeader
     return headers
 
 
+def refresh_series(store, cat: CatalogueModels, record_id: str, manifest: dict) -> int:
+    """Index the instances of a grown series that the catalogue lacks (another node appended them to a
+    shared store); only their headers are read. Returns how many files were read."""
+    known = {row.blob for row in cat.Instance.select(cat.Instance.blob).where(cat.Instance.series == record_id)}
+    headers = []
+    for position, info in enumerate(manifest["files"]):
+        blob = int(info.get("blob", position))
+        if blob in known:
+            continue
+        raw = store.read_file(record_id, blob, info["sha256"], verify=False)
+        headers.append(InstanceHeader(dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True),
+                                      info["sha256"], blob))
+    index_series(cat, record_id, headers)
+    return len(headers)
+
+
 def backfill(store, cat: CatalogueModels, record_ids: Iterable[str]) -> int:
     """Index every stored record the catalogue does not know yet; returns how many were indexed.
 

@@ -1,10 +1,13 @@
-"""The node's DIMSE front door (pynetdicom): C-ECHO, C-STORE into `Ingest`, C-FIND on the catalogue.
+"""The node's DIMSE front door (pynetdicom): C-ECHO, C-STORE into `Ingest`, C-FIND, C-GET and C-MOVE
+on the catalogue (the retrievals in `daemons.render.dimse_retrieve`).
 
 It runs in the node's own process (threads of pynetdicom's server, started by `create_app`), so
 it shares the store, the catalogue and the records in RAM with the HTTP API: an instance stored
 here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed_callers` may
 associate (others get A-ASSOCIATE-RJ, "calling AE title not recognised"); each association and
-each stored or refused instance is audited. Conformance: docs/conformance.md.
+each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
+timeouts, and at most `dicom.max_associations` are served at once; the listener's figures are on the
+node's `/metrics` (`daemons.render.dimse_metrics`). Conformance: docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from daemons.render.dimse_metrics import DimseMetrics
+from daemons.render.dimse_retrieve import RETRIEVE_MODELS, Retrieval, parse_destinations, query_level
 from daemons.render.ingest import Actor, Ingest
 from daemons.render.matching import QueryError, find
 from daemons.render.node import Node
@@ -46,6 +51,7 @@ from daemons.render.storage import StoreFull
 from daemons.render.validate import UploadError
 from shared.audit import record_audit
 from shared.config import Config, ConfigError
+from shared.metrics import app_metrics
 
 log = logging.getLogger(__name__)
 DIMSE_EXTENSION = "sivr_dimse"
@@ -98,25 +104,44 @@ class Listener:
         ae.require_called_aet = True
         ae.require_calling_aet = list(section["allowed_callers"])
         ae.maximum_pdu_size = 0
+        ae.maximum_associations = int(section["max_associations"])
+        ae.network_timeout = float(section["network_timeout_s"])
+        ae.acse_timeout = float(section["acse_timeout_s"])
+        ae.dimse_timeout = float(section["dimse_timeout_s"])
         syntaxes = decodable_syntaxes()
         for context in StoragePresentationContexts:
             assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
-            ae.add_supported_context(context.abstract_syntax, syntaxes)
+            # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET
+            ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
         ae.add_supported_context(Verification)
         ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        for model in RETRIEVE_MODELS:
+            ae.add_supported_context(model)
+        retrieval = Retrieval(app, node, self._audit, parse_destinations(config), syntaxes)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
             (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, retrieval.on_get),
+            (evt.EVT_C_MOVE, retrieval.on_move),
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
+            (evt.EVT_CONN_OPEN, self._limit_waits),
+            *DimseMetrics(app_metrics(app)).handlers(),
         ]
         server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         assert server is not None, "a non-blocking start_server returns its server"
         self.server = server
         self.port = self.server.server_address[1]
+
+    @staticmethod
+    def _limit_waits(event: Any) -> None:
+        """Give the connection's socket `dicom.network_timeout_s`: pynetdicom's own idle timer never
+        fires while its reader waits for the rest of a PDU a peer stopped sending half-way (nor while a
+        peer stops reading what the node sends), which would hold the association's thread forever."""
+        event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -172,9 +197,7 @@ class Listener:
         database = self.node.models.database
         try:
             identifier = event.identifier
-            level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-            if level == "PATIENT" and event.context.abstract_syntax == StudyRootQueryRetrieveInformationModelFind:
-                raise QueryError("the study root model has no PATIENT level")
+            level = query_level(str(event.context.abstract_syntax), identifier)
             with self.app.app_context():
                 answers = list(find(self.node.models.catalogue, level, identifier))
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
@@ -197,11 +220,20 @@ class Listener:
 
 
 def check_config(config: Config) -> None:
-    """Refuse a listener that nobody may use or everybody could (checked before the node starts)."""
-    if int(config["dicom"]["port"]) and not config["dicom"]["allowed_callers"]:
+    """Refuse a listener that nobody may use or everybody could, and malformed destinations or limits
+    (checked before the node starts)."""
+    where = config.source or "<config>"
+    section = config["dicom"]
+    if int(section["port"]) and not section["allowed_callers"]:
         # pynetdicom would take an empty list as "anyone"
-        raise ConfigError(f"{config.source or '<config>'}: dicom.allowed_callers must list the calling AE "
+        raise ConfigError(f"{where}: dicom.allowed_callers must list the calling AE "
                           "titles allowed to send and query (or set dicom.port = 0)")
+    parse_destinations(config)
+    if int(section["max_associations"]) < 1:
+        raise ConfigError(f"{where}: dicom.max_associations must be at least 1")
+    for key in ("network_timeout_s", "acse_timeout_s", "dimse_timeout_s"):
+        if float(section[key]) <= 0:
+            raise ConfigError(f"{where}: dicom.{key} must be a positive number of seconds")
 
 
 def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:

@@ -1,4 +1,4 @@
-"""Encoding of rendered 8-bit images to PNG, WebP or JPEG bytes.
+"""Encoding of rendered 8-bit images to PNG, WebP, JPEG or GIF bytes.
 
 Kept apart from rendering (pure arrays) so the 2D and 3D endpoints share one encoder with the same
 speed settings. The settings favour latency over the last few percent of size, because a viewer
@@ -10,6 +10,8 @@ scrolling a stack asks for a new image every few tens of milliseconds:
   for ~1 ms more; methods 4-6 save another 2 % for three to five times the time);
 - JPEG: baseline libjpeg-turbo via imagecodecs, no optimisation pass, 4:2:0 for colour only (grey
   JPEG has no chroma).
+- GIF (Pillow): for clients that take nothing better (DICOMweb lists it); lossless for grey (256
+  levels), colour reduced to a 256-colour palette.
 imagecodecs lets go of the GIL while it encodes, so the node's request threads encode PNG and JPEG
 on every core at once (Pillow's JPEG encoder holds it: two threads encode no faster than one).
 """
@@ -22,9 +24,9 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-FORMATS = ("png", "webp", "jpeg")
-MIMETYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-DEFAULT_QUALITY = {"png": 100, "webp": 80, "jpeg": 85}
+FORMATS = ("png", "webp", "jpeg", "gif")
+MIMETYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg", "gif": "image/gif"}
+DEFAULT_QUALITY = {"png": 100, "webp": 80, "jpeg": 85, "gif": 100}
 PNG_COMPRESS_LEVEL = 1
 PNG_STRATEGY_RLE = 3  # zlib's Z_RLE
 PNG_FILTER_SUB = 16  # libpng's PNG_FILTER_SUB
@@ -35,7 +37,7 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
                  webp_method: int = WEBP_METHOD) -> tuple[bytes, str]:
     """Encode an (H, W) grey or (H, W, 3) RGB uint8 array; returns `(bytes, mimetype)`.
 
-    `quality` (1..100) applies to WebP and JPEG; PNG is always lossless. Unknown formats raise
+    `quality` (1..100) applies to WebP and JPEG; PNG and grey GIF are lossless. Unknown formats raise
     ValueError (the HTTP layer validates the request before calling this). `webp_method` (0..6)
     trades WebP size for encoding time; the node's `render.webp_method` setting passes it.
     """
@@ -52,6 +54,11 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
     elif fmt == "jpeg":
         data = imagecodecs.jpeg8_encode(pixels, level=int(quality), optimize=False,
                                         subsampling=None if pixels.ndim == 2 else "420")
+    elif fmt == "gif":
+        out = io.BytesIO()
+        picture = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+        (picture if pixels.ndim == 2 else picture.quantize(256)).save(out, "GIF")
+        data = out.getvalue()
     else:
         out = io.BytesIO()
         Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(

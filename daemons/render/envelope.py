@@ -21,8 +21,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
@@ -30,13 +28,10 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap,
 )
 
-from daemons.render.storage import KEY_BYTES, StoreError, load_key
+from daemons.render.storage import KEY_BYTES, StoreError, load_key, open_blob, seal_blob
 from daemons.render.stores import StoreUnavailable
 
 MAGIC = b"SIVRENV1"
-NONCE_BYTES = 12
-TAG_BYTES = 16
-ZSTD_LEVEL = 1
 WRAP_ALGORITHM = "A256KW"
 
 
@@ -94,24 +89,12 @@ def _aad(record_id: str, part: str) -> bytes:
 
 def seal(data_key: bytes, record_id: str, part: str, data: bytes) -> bytes:
     """`MAGIC | nonce | AES-GCM(zstd(data))` with the record id and part as associated data."""
-    nonce = os.urandom(NONCE_BYTES)
-    compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
-    return MAGIC + nonce + AESGCM(data_key).encrypt(nonce, compressed, _aad(record_id, part))
+    return seal_blob(AESGCM(data_key), MAGIC, _aad(record_id, part), data)
 
 
 def open_sealed(data_key: bytes, record_id: str, part: str, blob: bytes) -> bytes:
     """The original bytes of a sealed object; StoreError when modified, moved or truncated."""
-    head = len(MAGIC) + NONCE_BYTES
-    if not blob.startswith(MAGIC) or len(blob) < head + TAG_BYTES:
-        raise StoreError(f"record {record_id} {part}: not a store object (damaged or replaced)")
-    try:
-        compressed = AESGCM(data_key).decrypt(blob[len(MAGIC):head], blob[head:], _aad(record_id, part))
-    except InvalidTag as exc:
-        raise StoreError(f"record {record_id} {part}: authentication failed (tampered or corrupt)") from exc
-    try:
-        return zstandard.ZstdDecompressor().decompress(compressed)
-    except zstandard.ZstdError as exc:
-        raise StoreError(f"record {record_id} {part}: cannot be decompressed ({exc})") from exc
+    return open_blob(AESGCM(data_key), MAGIC, _aad(record_id, part), blob, f"record {record_id} {part}")
 
 
 def pack_manifest(header: dict, sealed: bytes) -> bytes:

@@ -34,12 +34,17 @@ class Region:
 FULL = Region()
 
 
+EDGE_TOLERANCE = 1e-9  # of a pixel: 57/100 * 100 is 56.99999999999999 in floating point
+
+
 def crop_bounds(rows: int, cols: int, region: Region) -> tuple[slice, slice]:
-    """Row and column slices of `region`, at least one pixel each way."""
-    r0 = min(int(np.floor(region.y0 * rows)), rows - 1)
-    c0 = min(int(np.floor(region.x0 * cols)), cols - 1)
-    r1 = max(int(np.ceil(region.y1 * rows)), r0 + 1)
-    c1 = max(int(np.ceil(region.x1 * cols)), c0 + 1)
+    """Row and column slices of `region`, at least one pixel each way. An edge within float noise
+    of a pixel boundary is that boundary, so a region made from pixel coordinates (DICOMweb's
+    viewport) crops exactly those pixels."""
+    r0 = min(int(np.floor(region.y0 * rows + EDGE_TOLERANCE)), rows - 1)
+    c0 = min(int(np.floor(region.x0 * cols + EDGE_TOLERANCE)), cols - 1)
+    r1 = max(int(np.ceil(region.y1 * rows - EDGE_TOLERANCE)), r0 + 1)
+    c1 = max(int(np.ceil(region.x1 * cols - EDGE_TOLERANCE)), c0 + 1)
     return slice(r0, r1), slice(c0, c1)
 
 
@@ -86,3 +91,13 @@ def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
     mode = "L" if image.ndim == 2 else "RGB"
     resized = Image.fromarray(np.ascontiguousarray(image), mode).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized)
+
+
+def mirror(image: np.ndarray, flip: tuple[bool, bool]) -> np.ndarray:
+    """The image mirrored left-right and/or top-bottom (`flip`), as DICOMweb's negative viewport
+    widths and heights ask; the same array when neither."""
+    if flip[0]:
+        image = image[:, ::-1]
+    if flip[1]:
+        image = image[::-1]
+    return image

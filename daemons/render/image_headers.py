@@ -38,6 +38,16 @@ def window_value(window: Window) -> str:
     return f"{window.center:.10g},{window.width:.10g}"
 
 
+def mirrored_labels(labels: dict[str, str], flip: tuple[bool, bool]) -> dict[str, str]:
+    """The edge labels of an image mirrored left-right (`flip[0]`) and/or top-bottom (`flip[1]`)."""
+    swap = {}
+    if flip[0]:
+        swap.update({"left": "right", "right": "left"})
+    if flip[1]:
+        swap.update({"top": "bottom", "bottom": "top"})
+    return {edge: labels[swap.get(edge, edge)] for edge in labels}
+
+
 def describe_image(response: Response, labels: dict[str, str] | None, window: Any) -> Response:
     """Set (or leave out) both headers on an image response."""
     if labels:

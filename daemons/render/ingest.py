@@ -79,11 +79,13 @@ def _uid(parsed: ParsedFile, keyword: str) -> str:
 
 @dataclass
 class _Received:
-    """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob) and
-    the automatic window of its last analysis (kept by the provisional analysis of an append)."""
+    """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob), the
+    automatic window of its last analysis (kept by the provisional analysis of an append) and the
+    manifest version they were read at (an append commits only onto that version)."""
 
     files: dict[str, tuple[ParsedFile, int]]
     auto_window: dict | None
+    version: str
 
 
 class Ingest:
@@ -101,6 +103,7 @@ class Ingest:
         self._growing_lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
+        node.record_index.on_change(self.forget)
 
     def _lock_for(self, series_uid: str) -> threading.Lock:
         with self._locks_lock:
@@ -160,8 +163,6 @@ class Ingest:
             return self._append(record_id, series_uid, by_uid, actor)
         self._index_row(record_id, manifest["meta"], actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
-        self._remember(record_id, _Received({f.sop_instance_uid: (f, blobs[f.sha256]) for f in files},
-                                            manifest["render"]["auto_window"]))
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
         return IngestResult(record_id, True, len(files), 0)
 
@@ -177,6 +178,8 @@ class Ingest:
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
                 actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
+        # the series as the store holds it now: another node may have grown it (the catalogue follows)
+        node.manifest(record_id, fresh=True)
         stored = self._stored_hashes(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
         for uid, file in incoming.items():
@@ -200,14 +203,16 @@ class Ingest:
         files = [f for f, _ in existing.values()] + list(new.values())
         merged = analyse_files(files, node.limits, Provisional(received.auto_window))
         manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
-        node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest)
+        version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest,
+                                          received.version)
+        node.record_index.note_version(record_id, version)
         meta = manifest["meta"]
         node.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
                                         ).where(node.models.StoredRecord.id == record_id).execute()
         index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
         self._drop_views(record_id)
         self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
-                                            received.auto_window))
+                                            received.auto_window, version))
         self._note_growth(record_id, series_uid)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         return IngestResult(record_id, False, len(new), unchanged)
@@ -238,7 +243,7 @@ class Ingest:
                 self._parsed.move_to_end(record_id)
                 return cached
         node = self.node
-        manifest = node.store.read_manifest(record_id)
+        manifest, version = node.store.read_manifest_versioned(record_id)
         files: dict[str, tuple[ParsedFile, int]] = {}
         # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
         bad = {int(b["frame"]): b["message"] for b in manifest["render"].get("bad_frames") or []}
@@ -251,7 +256,9 @@ class Ingest:
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
             files[parsed.sop_instance_uid or info["sha256"]] = (parsed, blob)
-        return _Received(files, manifest["render"].get("auto_window"))
+        received = _Received(files, manifest["render"].get("auto_window"), version)
+        self._remember(record_id, received)
+        return received
 
     def _remember(self, record_id: str, received: _Received) -> None:
         with self._parsed_lock:
@@ -314,7 +321,9 @@ class Ingest:
             exact = analyse_files([f for f, _ in received.files.values()], self.node.limits)
             manifest = _with_ids(exact.manifest, record_id, blobs, exact.files)
             if json.loads(json.dumps(manifest)) != self.node.store.read_manifest(record_id):
-                self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest)
+                version = self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest,
+                                                       received.version)
+                self.node.record_index.note_version(record_id, version)
                 self._drop_views(record_id)
             self.forget(record_id)
         return True

@@ -1,4 +1,4 @@
-"""Catalogue queries with DICOM's matching rules (PS3.4 C.2.2.2), for C-FIND (and later QIDO-RS).
+"""Catalogue queries with DICOM's matching rules (PS3.4 C.2.2.2), for C-FIND, C-GET and C-MOVE (and QIDO-RS).
 
 Supported: universal matching (an empty key is a return key), single value, wildcards `*` and
 `?` on text and person names, lists of UIDs (`\\`-separated), date and time ranges (`a-b`, `-b`,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import peewee
 from pydicom.dataset import Dataset
@@ -97,8 +98,8 @@ def _condition(field: peewee.Field, kind: str, value: str) -> peewee.Expression 
     return field == value
 
 
-def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
-    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+def _requested(level: str, identifier: Dataset) -> list[str]:
+    """The indexed keys of `identifier`, refused when one belongs to a level below `level`."""
     if level not in LEVELS:
         raise QueryError(f"Query/Retrieve Level {level!r} is not one of {', '.join(LEVELS)}")
     depth = LEVELS.index(level)
@@ -106,10 +107,15 @@ def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Data
     for keyword in requested:
         if LEVELS.index(KEYS[keyword].level) > depth:
             raise QueryError(f"{keyword} is a {KEYS[keyword].level} key, below the {level} level asked for")
+    return requested
+
+
+def _matching(cat: CatalogueModels, depth: int, requested: list[str], identifier: Dataset,
+              *columns: Any) -> Any:
+    """Rows of the level at `depth` (joined to every level above it) that match the identifier's keys."""
     tables = {"Patient": cat.Patient, "Study": cat.Study, "Series": cat.Series, "Instance": cat.Instance}
     chain = [cat.Patient, cat.Study, cat.Series, cat.Instance][:depth + 1]
-    columns = [getattr(tables[KEYS[k].table], KEYS[k].field).alias(k) for k in requested]
-    query = chain[-1].select(chain[-1]._meta.primary_key.alias("_row"), *columns)
+    query = chain[-1].select(*columns)
     for child, parent in zip(reversed(chain[1:]), reversed(chain[:-1]), strict=True):
         query = query.join_from(child, parent)
     for keyword in requested:
@@ -117,8 +123,41 @@ def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Data
         condition = _condition(getattr(tables[key.table], key.field), key.kind, str(identifier[keyword].value or ""))
         if condition is not None:
             query = query.where(condition)
+    return query
+
+
+def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
+    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+    requested = _requested(level, identifier)
+    tables = {"Patient": cat.Patient, "Study": cat.Study, "Series": cat.Series, "Instance": cat.Instance}
+    table = tables[TABLE_OF_LEVEL[level]]
+    columns = [getattr(tables[KEYS[k].table], KEYS[k].field).alias(k) for k in requested]
+    query = _matching(cat, LEVELS.index(level), requested, identifier,
+                      table._meta.primary_key.alias("_row"), *columns)
     for row in query.dicts():
         yield _answer(level, requested, row)
+
+
+#: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).
+UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+               "IMAGE": "SOPInstanceUID"}
+
+
+def retrieve(cat: CatalogueModels, level: str, identifier: Dataset) -> list[Any]:
+    """The instance rows a C-GET or C-MOVE identifier at `level` retrieves, in series then instance order.
+
+    The same matching as `find`: the entities at `level` that match every key, and all the
+    instances below them. The unique key of the level must be given (a single value or a UID list,
+    no wildcard), so that an identifier with no key never retrieves the whole archive.
+    """
+    requested = _requested(level, identifier)
+    unique = UNIQUE_KEYS[level]
+    value = str(identifier.get(unique, "") or "").strip() if unique in identifier else ""
+    if not value or "*" in value or "?" in value:
+        raise QueryError(f"a retrieval at the {level} level needs {unique} (a value or a list of UIDs, no wildcard)")
+    instance = cat.Instance
+    query = _matching(cat, LEVELS.index("IMAGE"), requested, identifier, instance)
+    return list(query.order_by(instance.series, instance.instance_number, instance.sop_instance_uid))
 
 
 def _answer(level: str, requested: list[str], row: dict) -> Dataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ class Node:
     decoder: DecodePool
     receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
     url: str  # this node's public base URL, its token audience
-    _manifests: dict[str, dict] = field(default_factory=dict)
+    _manifests: dict[str, tuple[dict, float]] = field(default_factory=dict)  # manifest, when last checked
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
 
@@ -55,23 +56,46 @@ class Node:
     def institution_id(self) -> str:
         return self.config["node"]["institution_id"]
 
-    def manifest(self, record_id: str) -> dict[str, Any]:
-        """The decrypted manifest of a stored record (cached); 404 if the record is not stored."""
+    def __post_init__(self) -> None:
+        self.record_index.on_change(self._drop_cached)
+
+    def manifest(self, record_id: str, fresh: bool = False) -> dict[str, Any]:
+        """The decrypted manifest of a stored record; 404 if the record is not stored.
+
+        Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
+        with `fresh`): another node sharing the store may have grown the series meanwhile.
+        """
+        now = time.monotonic()
         with self._manifest_lock:
             cached = self._manifests.get(record_id)
         if cached is not None:
-            return cached
-        if not self.store.exists(record_id):
-            raise not_found("record", record_id)
+            manifest, checked = cached
+            if not fresh and now - checked < float(self.config["storage"]["manifest_refresh_s"]):
+                return manifest
+            version = self.store.manifest_version(record_id)
+            if version is not None and version == self.record_index.seen_version(record_id):
+                with self._manifest_lock:
+                    self._manifests[record_id] = (manifest, now)
+                return manifest
+            self._drop_cached(record_id)
         try:
-            manifest = self.store.read_manifest(record_id)
+            manifest, version = self.store.read_manifest_versioned(record_id)
+        except FileNotFoundError as exc:
+            raise not_found("record", record_id) from exc
         except (StoreError, ValueError) as exc:
             self.quarantine(record_id, str(exc))
             raise ApiError(422, "store_corrupt",
                            f"record {record_id} is damaged and was quarantined: {exc}") from exc
+        self.record_index.observed(record_id, manifest, version)
         with self._manifest_lock:
-            self._manifests[record_id] = manifest
+            self._manifests[record_id] = (manifest, now)
         return manifest
+
+    def _drop_cached(self, record_id: str) -> None:
+        """Forget what this node holds of a record's old content (it grew or went away)."""
+        self.forget(record_id)
+        self.registry.unload(record_id)
+        self.images.drop_record(record_id)
 
     def quarantine(self, record_id: str, reason: str) -> None:
         """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""

@@ -7,6 +7,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from daemons.render import query
+from daemons.render.dicomweb import rendered
+from daemons.render.encode import MIMETYPES
 from shared import __version__
 
 bp = Blueprint("render_openapi", __name__)
@@ -40,7 +42,7 @@ _IMAGE = {"description": "the image", "headers": {
                       "e.g. top=S,right=L,bottom=I,left=R; absent when the record's orientation is unknown"},
     "X-Window": {"schema": {"type": "string"}, "description": "CENTER,WIDTH the image was rendered with "
                  "(the node's default when none was asked for); absent for a VOI LUT, colour or DVR"}},
-    "content": {"image/png": {}, "image/webp": {}, "image/jpeg": {}}}
+    "content": {mimetype: {} for mimetype in MIMETYPES.values()}}
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -68,7 +70,31 @@ SCHEMAS = {
                    "items": {"type": "object", "properties": {
                        "instance": {"type": ["integer", "null"]},
                        "position": {"type": ["array", "null"], "items": {"type": "number"}},
-                       "location_mm": {"type": ["number", "null"]}}}}}},
+                       "location_mm": {"type": ["number", "null"]},
+                       "thickness_mm": {"type": ["number", "null"]}}}},
+        "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
+                   "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
+                   "required": ["slices", "axial", "coronal", "sagittal"],
+                   "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}}}},
+    "Edges": {"type": ["object", "null"], "required": ["top", "right", "bottom", "left"],
+              "description": "patient direction letters (A P L R S I) at each edge; null when the "
+                             "orientation is unknown",
+              "properties": {edge: {"type": "string"} for edge in ("top", "right", "bottom", "left")}},
+    "PlaneGeometry": {"type": "object", "properties": {
+        "count": {"type": "integer", "description": "indexes run 0..count-1"},
+        "columns": {"type": "integer", "description": "stored samples across the image"},
+        "rows": {"type": "integer", "description": "stored samples down the image"},
+        "column_mm": {"type": "number"}, "row_mm": {"type": "number"},
+        "width_mm": {"type": "number", "description": "columns x column_mm: the image's physical width"},
+        "height_mm": {"type": "number", "description": "rows x row_mm"},
+        "spacing_mm": {"type": "number", "description": "distance between consecutive indexes"},
+        "measurable": {"type": "boolean", "description": "false when the pixel size is unknown (1 mm assumed)"},
+        "edges": {"$ref": "#/components/schemas/Edges"},
+        "index_direction": {"type": ["string", "null"],
+                            "description": "patient direction the index runs towards"},
+        "location_mm": {"type": ["object", "null"],
+                        "description": "LPS coordinate of the plane on its axis: first + index x step",
+                        "properties": {"first": {"type": "number"}, "step": {"type": "number"}}}}},
     "LoadStatus": {"type": "object", "properties": {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},
@@ -151,6 +177,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403)}}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [],
                                              "responses": {"200": _json({"type": "object"})}}},
+            **rendered.openapi_paths(_errors),
         },
     }
 

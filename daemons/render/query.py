@@ -86,6 +86,28 @@ VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VO
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS)
 MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE)
 
+# DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas. `window`
+# carries its function; `viewport` is the output box and, optionally, a source rectangle in pixels
+# (negative widths flip); the media type comes from Accept or the `accept` parameter.
+DICOMWEB_WINDOW_FUNCTIONS = {"linear": "linear", "linear-exact": "linear_exact", "sigmoid": "sigmoid"}
+RENDERED_WINDOW = Param("window", "CENTER,WIDTH,FUNCTION (FUNCTION: linear, linear-exact or sigmoid), "
+                        "PS3.18 §8.3.5.1.4; without it each image's own default VOI",
+                        {"type": "string", "pattern": r"^[^,]+,[^,]+,(linear|linear-exact|sigmoid)$"})
+VIEWPORT = Param("viewport", "VW,VH[,SX,SY,SW,SH]: the box (pixels) the image fits in keeping its true aspect, "
+                 "and optionally the source rectangle in image pixels (SW/SH empty: to the edge; negative: "
+                 "flipped), PS3.18 §8.3.5.1.3",
+                 {"type": "string", "pattern": r"^\d{1,6},\d{1,6}(,-?\d*,-?\d*,-?\d*,-?\d*)?$"})
+ANNOTATIONS = ("patient", "technique")
+ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burnt into the image)",
+                   {"type": "string", "pattern": r"^(patient|technique)(,(patient|technique))?$"})
+CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
+ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
+RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT)
+THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE)
+RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ)
+
 
 def choice(param: Param, default: str | None, choices) -> str | None:
     raw = param.raw()
@@ -206,3 +228,83 @@ def check_index(what: str, index: int, count: int) -> None:
     """An image index in the path: outside the record it names nothing, so 404 with the range."""
     if not 0 <= index < count:
         raise not_found(what, f"{index} (the record has {count}: 0..{count - 1})")
+
+
+def rendered_window() -> Window | None:
+    """DICOMweb `window=C,W,FUNCTION`; None when absent (each image's own default VOI applies)."""
+    raw = RENDERED_WINDOW.raw()
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",")]
+    message = ("query parameter window must be CENTER,WIDTH,FUNCTION with FUNCTION one of "
+               f"{', '.join(DICOMWEB_WINDOW_FUNCTIONS)}")
+    if len(parts) != 3 or parts[2] not in DICOMWEB_WINDOW_FUNCTIONS:
+        raise bad(message)
+    try:
+        center, width = float(parts[0]), float(parts[1])
+    except ValueError as exc:
+        raise bad(message) from exc
+    if not all(math.isfinite(v) and abs(v) < MAX_VALUE for v in (center, width)):
+        raise bad(f"query parameter window: CENTER and WIDTH must be numbers below {MAX_VALUE:g} in size")
+    try:
+        return Window(center, width, DICOMWEB_WINDOW_FUNCTIONS[parts[2]])
+    except ValueError as exc:
+        raise bad(f"query parameter window: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """A parsed `viewport`: output box, and the source rectangle in pixels (None: the whole image)."""
+
+    box: tuple[int, int] | None
+    source: tuple[int, int, int | None, int | None] | None = None
+
+    @property
+    def flip(self) -> tuple[bool, bool]:
+        """(left-right, top-bottom): a negative source width or height asks for a mirrored image."""
+        if self.source is None:
+            return False, False
+        return (self.source[2] or 0) < 0, (self.source[3] or 0) < 0
+
+    def region(self, rows: int, cols: int) -> Region:
+        """The source rectangle as the fractions the renderers crop with (clipped to the image)."""
+        if self.source is None:
+            return FULL
+        sx, sy, sw, sh = self.source
+        if sx >= cols or sy >= rows:
+            raise bad(f"query parameter viewport: the source rectangle starts outside the {cols}x{rows} image")
+        right = cols if sw is None or sw == 0 else min(cols, sx + abs(sw))
+        bottom = rows if sh is None or sh == 0 else min(rows, sy + abs(sh))
+        return Region(sx / cols, sy / rows, right / cols, bottom / rows)
+
+
+def viewport(max_px: int, default: tuple[int, int] | None = None) -> Viewport:
+    """`viewport=VW,VH[,SX,SY,SW,SH]` (PS3.18 §8.3.5.1.3); without it, `default` as the box."""
+    raw = VIEWPORT.raw()
+    if raw is None:
+        return Viewport(default)
+    parts = [p.strip() for p in raw.split(",")]
+    message = "query parameter viewport must be VW,VH or VW,VH,SX,SY,SW,SH (integers; SW, SH may be empty)"
+    if len(parts) not in (2, 6) or not all(re.fullmatch(r"\d{1,6}", p) for p in parts[:2]):
+        raise bad(message)
+    box = int(parts[0]), int(parts[1])
+    if not (1 <= box[0] <= max_px and 1 <= box[1] <= max_px):
+        raise bad(f"query parameter viewport: VW and VH must be between 1 and {max_px}")
+    if len(parts) == 2:
+        return Viewport(box)
+    if not all(re.fullmatch(r"\d{1,6}", p) for p in parts[2:4]) or \
+            not all(re.fullmatch(r"(-?\d{1,6})?", p) for p in parts[4:]):
+        raise bad(message + "; SX and SY are not negative")
+    sw, sh = (int(p) if p else None for p in parts[4:])
+    return Viewport(box, (int(parts[2]), int(parts[3]), sw, sh))
+
+
+def annotation_items() -> tuple[str, ...]:
+    """The requested `annotation` items, in the order of ANNOTATIONS."""
+    raw = ANNOTATION.raw()
+    if raw is None:
+        return ()
+    items = {p.strip().lower() for p in raw.split(",")}
+    if not items or not items <= set(ANNOTATIONS):
+        raise bad(f"query parameter annotation must be a comma-separated list of {', '.join(ANNOTATIONS)}")
+    return tuple(a for a in ANNOTATIONS if a in items)

@@ -1,9 +1,14 @@
 """The node's record index (the StoredRecord table and the DICOM catalogue) follows its store, which is the truth.
 
-With a shared store other nodes add and delete records behind this node's back, so the catalogue
-learns of them three ways: a full sync at start-up, a sync before a record list when the last one
-is older than `storage.catalogue_refresh_s`, and a look-up in the store when a request names a
-record the catalogue does not know (before answering 404).
+With a shared store other nodes add, grow and delete records behind this node's back, so the
+catalogue learns of them three ways: a full sync at start-up, a sync before a record list when the
+last one is older than `storage.catalogue_refresh_s`, and a look-up in the store when a request
+names a record the catalogue does not know (before answering 404).
+
+A series another node grew is noticed by its manifest's version (`Store.manifest_version`): by
+the sync, or by `Node.manifest` rechecking a cached manifest every `storage.manifest_refresh_s`.
+`changed` then updates the row and the catalogue and tells the caches that hold the old series
+(manifest, decoded record, encoded images, ingest's parsed files) to drop it.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import peewee
 
-from daemons.render.catalogue import backfill, forget_series
+from daemons.render.catalogue import backfill, forget_series, refresh_series
 from daemons.render.models import Models
 from daemons.render.storage import StoreError
 from daemons.render.stores import Store, StoreUnavailable
@@ -31,6 +38,45 @@ class RecordIndex:
         self.refresh_s = refresh_s
         self._synced_at = float("-inf")
         self._lock = threading.Lock()
+        self._versions: dict[str, str] = {}
+        self._versions_lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(record_id)` when a record changed behind this node's back (to drop caches)."""
+        self._listeners.append(listener)
+
+    def note_version(self, record_id: str, version: str) -> bool:
+        """Remember the manifest version this node has seen; True if it had seen another one."""
+        with self._versions_lock:
+            previous = self._versions.get(record_id)
+            self._versions[record_id] = version
+        return previous is not None and previous != version
+
+    def seen_version(self, record_id: str) -> str | None:
+        with self._versions_lock:
+            return self._versions.get(record_id)
+
+    def observed(self, record_id: str, manifest: dict[str, Any], version: str) -> None:
+        """This node read `manifest` at `version`: follow it if it is not what the catalogue holds
+        (grown since last seen, or — first read since start-up — grown while this node was down)."""
+        first = self.seen_version(record_id) is None
+        if self.note_version(record_id, version):
+            self.changed(record_id, manifest)
+            return
+        series = self.models.catalogue.Series
+        row = series.get_or_none(series.id == record_id)
+        if first and row is not None and row.instance_count < len(manifest["files"]):
+            self.changed(record_id, manifest)
+
+    def changed(self, record_id: str, manifest: dict[str, Any]) -> None:
+        """A record grew on another node: its row and catalogue series follow, the caches drop it."""
+        meta = manifest["meta"]
+        self.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
+                                        ).where(self.models.StoredRecord.id == record_id).execute()
+        refresh_series(self.store, self.models.catalogue, record_id, manifest)
+        for listener in self._listeners:
+            listener(record_id)
 
     def _add(self, record_id: str) -> peewee.Model | None:
         """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
@@ -58,13 +104,25 @@ class RecordIndex:
     def sync(self) -> None:
         """Index records the catalogue misses and drop rows whose record is gone."""
         with self._lock:
-            stored = set(self.store.record_ids())
+            versions = self.store.manifest_versions()
+            stored = set(versions)
             known = {row.id for row in self.models.StoredRecord.select(self.models.StoredRecord.id)}
             for record_id in known - stored:
                 self._drop(record_id)
             for record_id in stored - known:
                 self._add(record_id)
+            for record_id in stored & known:
+                if self.note_version(record_id, versions[record_id]):
+                    self._reread(record_id)
             self._synced_at = time.monotonic()
+
+    def _reread(self, record_id: str) -> None:
+        try:
+            manifest, version = self.store.read_manifest_versioned(record_id)
+        except FileNotFoundError:  # deleted since the listing: the next sync drops it
+            return
+        self.note_version(record_id, version)
+        self.changed(record_id, manifest)
 
     def sync_at_start(self) -> None:
         """Clean up and sync; a store unreachable at start-up is logged, the node starts anyway."""

@@ -252,19 +252,23 @@ class S3RecordStore:
         with ThreadPoolExecutor(self._threads) as pool:
             return sum(pool.map(put, range(len(keys))))
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+                     expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then replace its manifest as the commit point.
 
         The new objects go under a fresh part id (never over another node's objects); the manifest
-        is replaced only if it is still the one read here (`If-Match` its ETag). If another node
-        changed or deleted the record meanwhile, the new objects are removed and StoreUnavailable
-        (503, retry) is raised: the retry appends to the record as it is now.
+        is replaced only if it is still the one `manifest` was computed from (`If-Match`
+        `expected_version`, its ETag). If another node changed or deleted the record meanwhile, the
+        new objects are removed and StoreUnavailable (503, retry) is raised: the retry appends to
+        the record as it is now.
         """
         key = self._manifest_key(record_id)
         try:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
         except ClientError as exc:
             raise FileNotFoundError(f"record {record_id} is not in the store") from exc
+        if reply["ETag"] != expected_version:
+            raise StoreUnavailable(f"record {record_id} changed on another node since it was read; retry")
         header, upload, data_key, _ = self._open_manifest(record_id, reply["Body"].read())
         part = uuid.uuid4().hex
         keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
@@ -275,8 +279,8 @@ class S3RecordStore:
                                       envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
             written = self._put_objects(keys, bodies)
-            _call(f"PUT {key}", partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=blob,
-                                        IfMatch=reply["ETag"]), expected=MISSING_CODES + CONFLICT_CODES)
+            committed = _call(f"PUT {key}", partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=blob,
+                                                    IfMatch=expected_version), expected=MISSING_CODES + CONFLICT_CODES)
         except ClientError as exc:
             self._forget_upload(keys)
             with self._lock:
@@ -288,6 +292,7 @@ class S3RecordStore:
         with self._lock:
             self._headers[record_id] = _Header(upload, data_key, tuple((int(f), str(p)) for f, p in parts))
             self._used_bytes += written + len(blob)
+        return committed["ETag"]
 
     def _commit(self, record_id: str, blob: bytes) -> bool:
         """Write the manifest only if none exists: the one step that makes the record visible."""
@@ -305,8 +310,27 @@ class S3RecordStore:
             self._delete_keys(keys)
 
     def read_manifest(self, record_id: str) -> dict[str, Any]:
-        _, upload, data_key, sealed = self._open_manifest(record_id, self._manifest_blob(record_id))
-        return json.loads(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed))
+        return self.read_manifest_versioned(record_id)[0]
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+        key = self._manifest_key(record_id)
+        try:
+            reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            raise FileNotFoundError(f"record {record_id} is not in the store") from exc
+        _, upload, data_key, sealed = self._open_manifest(record_id, reply["Body"].read())
+        return json.loads(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)), reply["ETag"]
+
+    def manifest_version(self, record_id: str) -> str | None:
+        key = self._manifest_key(record_id)
+        try:
+            return _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))["ETag"]
+        except ClientError:
+            return None
+
+    def manifest_versions(self) -> dict[str, str]:
+        start = len(self.prefix) + len(MANIFESTS)
+        return {o["Key"][start:]: o["ETag"] for o in self._list(self.prefix + MANIFESTS)}
 
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
         """The original bytes of file `index`; StoreError when altered, StoreUnavailable when unreachable.

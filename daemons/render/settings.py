@@ -23,6 +23,9 @@ KEYS = (
         "`sivr store rewrap` has rewrapped every record under storage.key_file.", True),
     Key("storage", "catalogue_refresh_s", 30.0,
         "A record list older than this re-reads the store's record ids first (records other nodes stored)."),
+    Key("storage", "manifest_refresh_s", 2.0,
+        "A cached series manifest older than this is checked against the store's version before use, so a "
+        "series another node grew (shared S3 store) is seen within this time."),
     Key("s3", "endpoint_url", "", "S3 API endpoint, e.g. https://s3.example.org:8333 (backend s3)."),
     Key("s3", "bucket", "", "Bucket shared by the render nodes of this institution."),
     Key("s3", "prefix", "", "Key prefix of this institution in the bucket (one per institution), e.g. north/."),
@@ -67,14 +70,30 @@ KEYS = (
     Key("dicom", "host", "127.0.0.1", "Address the DICOM listener binds to."),
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
-        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND); any other is rejected."),
+        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE); any other is rejected."),
     Key("dicom", "series_complete_s", 60.0,
         "A series is complete once no instance has arrived for this many seconds (whichever door they came "
         "through): its exact analysis (the automatic window from its middle frame) is made then, and its "
         "files leave the receiving cache. It is viewable while it grows."),
+    Key("dicom", "destinations", [],
+        "C-MOVE destinations, each \"AE_TITLE=host:port\" (e.g. \"WORKSTATION=10.0.0.7:104\"): a C-MOVE may send "
+        "only to an AE title listed here (others get 0xA801, move destination unknown)."),
+    Key("dicom", "max_associations", 10,
+        "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
+        "exceeded)."),
+    Key("dicom", "network_timeout_s", 60.0,
+        "Seconds an association may stay silent (no PDU, or a PDU that stops half-way) before it is aborted."),
+    Key("dicom", "acse_timeout_s", 30.0,
+        "Seconds to wait for an association request, acceptance or release answer before aborting."),
+    Key("dicom", "dimse_timeout_s", 60.0,
+        "Seconds to wait for a DIMSE message (e.g. a C-STORE response to a C-GET or C-MOVE sub-operation) before "
+        "aborting the association."),
     Key("dicomweb", "cors_origins", [],
         "Browser origins (scheme://host:port) allowed to call the DICOMweb root /dicomweb from a page of "
         "their own, e.g. an OHIF viewer served elsewhere; empty: same-origin only."),
+    Key("dicomweb", "load_wait_s", 30.0,
+        "How long a DICOMweb reformat or 3D view waits for its series to load into RAM (DICOMweb clients "
+        "do not poll a load status) before answering 409 loading with Retry-After."),
     Key("decode", "workers", 2,
         "Worker processes that parse and decode uploads (isolated from the node: a codec crash, hang or "
         "memory blow-up costs one of them, and the upload gets 422). Uploads beyond this wait their turn."),

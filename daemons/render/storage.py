@@ -32,6 +32,7 @@ from daemons.render.stores import StoreUnavailable
 
 MAGIC = b"SIVRENC1"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_BYTES = 32
 ZSTD_LEVEL = 1
 MANIFEST = "manifest.bin"
@@ -42,6 +43,29 @@ QUARANTINE = ".quarantine"
 
 class StoreError(Exception):
     """A stored blob failed authentication or its checksum: tampered or corrupt, never rendered."""
+
+
+def seal_blob(aead: AESGCM, magic: bytes, aad: bytes, data: bytes) -> bytes:
+    """`magic | random nonce | AES-GCM(zstd(data))` bound to `aad`: the one sealed-object format of
+    both stores (a local blob and an S3 object differ only in their magic and associated data)."""
+    nonce = os.urandom(NONCE_BYTES)
+    compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
+    return magic + nonce + aead.encrypt(nonce, compressed, aad)
+
+
+def open_blob(aead: AESGCM, magic: bytes, aad: bytes, blob: bytes, what: str) -> bytes:
+    """The original bytes of a sealed object; StoreError naming `what` when modified, moved or truncated."""
+    head = len(magic) + NONCE_BYTES
+    if not blob.startswith(magic) or len(blob) < head + TAG_BYTES:
+        raise StoreError(f"{what}: not a store object (damaged or replaced)")
+    try:
+        compressed = aead.decrypt(blob[len(magic):head], blob[head:], aad)
+    except InvalidTag as exc:
+        raise StoreError(f"{what}: authentication failed (tampered or corrupt)") from exc
+    try:
+        return zstandard.ZstdDecompressor().decompress(compressed)
+    except zstandard.ZstdError as exc:
+        raise StoreError(f"{what}: cannot be decompressed ({exc})") from exc
 
 
 def create_key_file(path: Path) -> None:
@@ -61,6 +85,11 @@ def load_key(path: Path) -> bytes:
     if len(key) != KEY_BYTES:
         raise ValueError(f"{path}: the store key must be exactly {KEY_BYTES} bytes, has {len(key)}")
     return key
+
+
+def _version(stat: os.stat_result) -> str:
+    """A manifest file's version: a replaced manifest is a new inode with a new modification time."""
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -109,22 +138,10 @@ class RecordStore:
         return f"sivr-record:{record_id}:{part}".encode("ascii")
 
     def _seal(self, record_id: str, part: str, data: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
-        return MAGIC + nonce + self._aead.encrypt(nonce, compressed, self._aad(record_id, part))
+        return seal_blob(self._aead, MAGIC, self._aad(record_id, part), data)
 
     def _open(self, record_id: str, part: str, blob: bytes) -> bytes:
-        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
-            raise StoreError(f"record {record_id} {part}: not a store blob (damaged or replaced)")
-        nonce = blob[len(MAGIC):len(MAGIC) + NONCE_BYTES]
-        try:
-            compressed = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES:], self._aad(record_id, part))
-        except InvalidTag as exc:
-            raise StoreError(f"record {record_id} {part}: authentication failed (tampered or corrupt)") from exc
-        try:
-            return zstandard.ZstdDecompressor().decompress(compressed)
-        except zstandard.ZstdError as exc:
-            raise StoreError(f"record {record_id} {part}: cannot be decompressed ({exc})") from exc
+        return open_blob(self._aead, MAGIC, self._aad(record_id, part), blob, f"record {record_id} {part}")
 
     # --- records -----------------------------------------------------------------------------
     def path_of(self, record_id: str) -> Path:
@@ -170,15 +187,19 @@ class RecordStore:
         _fsync_dir(self.root)
         return True
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+                     expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then replace its manifest atomically.
 
         Each new file is written durably as blob `first_blob + i` before the new manifest (which
         names it) replaces the old one with `os.replace`: after a crash the record is the old one
         or the new one, never half of it; a blob left without a manifest entry is overwritten by
-        the next append. The caller serialises appends to one record (`daemons.render.ingest`).
+        the next append. The caller serialises appends to one record (`daemons.render.ingest`);
+        a manifest replaced since `expected_version` was read is not overwritten (StoreUnavailable).
         """
         folder = self.path_of(record_id)
+        if self.manifest_version(record_id) != expected_version:
+            raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
         try:
             for offset, data in enumerate(files):
                 index = first_blob + offset
@@ -188,14 +209,35 @@ class RecordStore:
             _write_durable(temp, self._seal(record_id, "manifest", body))
             os.replace(temp, folder / MANIFEST)
             _fsync_dir(folder)
+            return _version((folder / MANIFEST).stat())
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
             raise
 
     def read_manifest(self, record_id: str) -> dict[str, Any]:
-        blob = (self.path_of(record_id) / MANIFEST).read_bytes()
-        return json.loads(self._open(record_id, "manifest", blob))
+        return self.read_manifest_versioned(record_id)[0]
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+        # the version of the very file read: a manifest is replaced by rename, never rewritten in place
+        with open(self.path_of(record_id) / MANIFEST, "rb") as handle:
+            version = _version(os.fstat(handle.fileno()))
+            blob = handle.read()
+        return json.loads(self._open(record_id, "manifest", blob)), version
+
+    def manifest_version(self, record_id: str) -> str | None:
+        try:
+            return _version((self.path_of(record_id) / MANIFEST).stat())
+        except FileNotFoundError:
+            return None
+
+    def manifest_versions(self) -> dict[str, str]:
+        versions = {}
+        for record_id in self.record_ids():
+            version = self.manifest_version(record_id)
+            if version is not None:
+                versions[record_id] = version
+        return versions
 
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
         """The original bytes of file `index`, verified against the manifest's SHA-256.

@@ -35,11 +35,25 @@ class Store(Protocol):
     def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
         """Store a record atomically; False (nothing written) if it is already stored."""
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any]) -> None:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+                     expected_version: str) -> str:
         """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then replace its
-        manifest (which names them) as the commit point: readers see the old record or the grown one."""
+        manifest (which names them) as the commit point: readers see the old record or the grown one.
+
+        `manifest` was computed from the manifest of version `expected_version`; if the record changed
+        since (another node appended), nothing is committed and StoreUnavailable asks for a retry,
+        so an append never drops instances another node added. Returns the new manifest's version."""
 
     def read_manifest(self, record_id: str) -> dict[str, Any]: ...
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+        """The manifest and its version, read together (the version changes whenever it is replaced)."""
+
+    def manifest_version(self, record_id: str) -> str | None:
+        """The current version of a record's manifest (cheap: no decryption); None if not stored."""
+
+    def manifest_versions(self) -> dict[str, str]:
+        """Every stored record's manifest version, in one listing."""
 
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
         """The original bytes of blob `index` (a manifest file entry's "blob", its position if absent)."""

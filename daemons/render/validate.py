@@ -105,6 +105,10 @@ class ParsedFile:
         return _pixel_spacing(self.dataset)
 
     @cached_property
+    def thickness(self) -> float | None:
+        return _slice_thickness(self.dataset)
+
+    @cached_property
     def orientation(self) -> list[float] | None:
         return _floats(self.dataset.get("ImageOrientationPatient") or [], 6)
 
@@ -726,7 +730,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
-        **slice_table(orientation, [(f.instance, p) for f in files for p in f.frame_positions]),
+        **slice_table(orientation, [(f.instance, p, f.thickness) for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),

@@ -125,8 +125,6 @@ def test_configs_parse_and_keep_their_data_in_the_instance_data_folder(single_ho
 
 
 def test_toplevel_database_keeps_the_institutions_sivr_init_registered(single_host):
-    if not LAYERS["toplevel"].available:
-        pytest.skip("toplevel layer not in this tree")
     from daemons.toplevel.admin_ops import list_institutions
 
     database = single_host / "var/lib/sivr/toplevel/toplevel.db"
@@ -280,8 +278,7 @@ def test_toplevel_bundle_has_the_signing_key_and_registered_institutions_but_no_
     assert {p.name for p in (bundle / "keys").iterdir()} == {"token_ed25519.pem", "token_ed25519.pub"}
     assert not (bundle / "tls/ca.key").exists()
     assert {p.stem for p in bundle.glob("*.toml")} == {"toplevel", "web"}
-    if LAYERS["toplevel"].available:
-        from daemons.toplevel.admin_ops import list_institutions
+    from daemons.toplevel.admin_ops import list_institutions
 
-        config = load_config(bundle / "toplevel.toml", "toplevel", LAYERS["toplevel"].keys)
-        assert {i["name"] for i in list_institutions(config)} == {"North", "South"}
+    config = load_config(bundle / "toplevel.toml", "toplevel", LAYERS["toplevel"].keys)
+    assert {i["name"] for i in list_institutions(config)} == {"North", "South"}

@@ -26,3 +26,22 @@ def test_the_tree_is_ruff_clean():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+
+
+TSC = REPO / "installers" / "js" / "node_modules" / ".bin" / "tsc"
+
+
+def test_the_viewer_type_checks_and_the_checker_catches_a_wrong_property(tmp_path):
+    """The viewer's JavaScript passes `tsc --checkJs` (webviewer/tsconfig.json), and the check is
+    real: a module using a property its object does not have fails it."""
+    if not TSC.exists():
+        pytest.skip("installers/js is not installed (run-tests.sh runs `npm ci --prefix installers/js`)")
+    done = subprocess.run([str(TSC), "-p", "webviewer/tsconfig.json"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    bad = tmp_path / "bad.js"
+    bad.write_text("const controller = new AbortController();\ncontroller.signature = 'x';\n")
+    done = subprocess.run([str(TSC), "--allowJs", "--checkJs", "--noEmit", "--lib", "es2022,dom", str(bad)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "signature" in done.stdout
+    assert "tsc -p webviewer/tsconfig.json" in (REPO / "installers" / "lint.sh").read_text()

@@ -19,7 +19,6 @@ import sys
 import pytest
 
 from daemons.deployment import init_deployment
-from daemons.layers import LAYERS
 from tests.installers.systemd_check import REPO
 
 
@@ -37,8 +36,6 @@ def _receive_notification(sock: socket.socket) -> tuple[bytes, int]:
 @pytest.mark.parametrize("layer,http2", [("toplevel", False), ("web", False), ("institution", False),
                                          ("render", False), ("render", True)])
 def test_serve_reports_ready_from_the_main_process(tmp_path, layer, http2):
-    if not LAYERS[layer].available:
-        pytest.skip(f"{layer} layer not in this tree")
     layout = init_deployment(tmp_path / "deploy", pick_free_ports=True)
     config = layout.first(layer).config
     if http2:  # served by hypercorn in this process (daemons/http2_server.py), not gunicorn's arbiter

@@ -5,18 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from daemons.demo import DEMO_CT, ApiClient, upload_record
-from daemons.layers import LAYERS
 
 SLICES = 12
-
-
-def require_layers(*names: str) -> None:
-    missing = [n for n in names if not LAYERS[n].available]
-    if missing:
-        pytest.skip(f"layers not available in this build: {', '.join(missing)}")
 
 
 def demo_slices(count: int = SLICES) -> list[Path]:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from daemons.demo import ApiClient, find_or_create_patient, upload_record
-from tests.ops.helpers import demo_slices, require_layers, wait_ready
+from tests.ops.helpers import demo_slices, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,6 @@ def records_on(client: ApiClient, url: str) -> list[dict]:
 
 
 def test_node_killed_while_storing_an_upload_leaves_no_half_record(make_deployment):
-    require_layers("toplevel", "render")
     deployment = make_deployment()
     client, url, store = deployment.client("physician"), deployment.url("render-1-1"), node_store(deployment)
     before = set(store_files(store))
@@ -77,7 +76,6 @@ def test_node_killed_while_storing_an_upload_leaves_no_half_record(make_deployme
 
 
 def test_node_killed_mid_load_comes_back_with_its_records(make_deployment):
-    require_layers("toplevel", "render")
     deployment = make_deployment()
     client, url = deployment.client("physician"), deployment.url("render-1-1")
     meta = upload_record(client, url, demo_slices(60))
@@ -97,7 +95,6 @@ def test_node_killed_mid_load_comes_back_with_its_records(make_deployment):
 
 
 def test_institution_down_leaves_search_and_other_institutions_working(make_deployment):
-    require_layers("toplevel", "institution")
     deployment = make_deployment(institution_names=["Up Hospital", "Down Clinic"], nodes_per_institution=0)
     client = deployment.client("physician")
     top = deployment.url("toplevel")
@@ -117,7 +114,6 @@ def test_institution_down_leaves_search_and_other_institutions_working(make_depl
 
 @pytest.mark.postgres
 def test_daemons_reconnect_after_the_database_restarts(make_deployment, pg_database_factory):
-    require_layers("toplevel", "institution")
     restart = os.environ.get("SIVR_TEST_PG_RESTART")
     if not restart:
         pytest.skip("SIVR_TEST_PG_RESTART not set (installers/run-tests.sh sets it)")
@@ -148,7 +144,6 @@ def _mount_tiny_store(layout, size_kib: int) -> None:
 
 
 def test_disk_full_on_upload_is_a_clear_error_and_stores_nothing(make_deployment):
-    require_layers("toplevel", "render")
     mounted: list[Path] = []
 
     def fill(layout) -> None:

@@ -16,7 +16,6 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemons.demo import find_or_create_patient
-from tests.ops.helpers import require_layers
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +76,6 @@ def _database_files(root: Path, name: str) -> list[Path]:
 
 
 def test_probes_metrics_logs_and_audit_export_of_running_daemons(make_deployment, syslog):
-    require_layers("toplevel", "institution", "render", "web")
 
     def configure(layout) -> None:
         _export_audit_to(layout, "toplevel", f"tcp://127.0.0.1:{syslog['tcp'].server_address[1]}")
@@ -159,7 +157,6 @@ def test_probes_metrics_logs_and_audit_export_of_running_daemons(make_deployment
 @pytest.mark.postgres
 def test_readyz_answers_503_while_postgresql_refuses_connections(make_deployment, pg_database_factory):
     """PostgreSQL shared with other tests is not stopped: the test database alone refuses connections."""
-    require_layers("toplevel")
     import psycopg
 
     database = pg_database_factory()

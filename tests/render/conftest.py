@@ -72,29 +72,39 @@ class NodeHarness:
         return self.app.extensions["sivr_records"]
 
 
-@pytest.fixture
-def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
+def build_node(root: Path, token_keys: tuple[Path, Path], **overrides) -> NodeHarness:
+    """A node app in `root` trusting tokens of `token_keys` (`section__key=value` overrides config);
+    `make_node` for one test, or called directly by a module-scoped fixture."""
     private, public = token_keys
     issuer = TokenIssuer(load_private_key(private), "sivr-toplevel", NODE_AUDIENCE, MAX_EXCHANGED_TTL_S)
+    institution_id = overrides.pop("institution_id", str(uuid.uuid4()))
+    values = {
+        "tokens": {"public_key": str(public), "audience": NODE_AUDIENCE},
+        "database": {"url": f"sqlite:///{root}/render.db"},
+        "node": {"institution_id": institution_id, "receipt_key": str(root / "receipt.pem")},
+        "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
+        "render": {"load_threads": 2},
+    }
+    for dotted, value in overrides.items():
+        section, name = dotted.split("__", 1)
+        values.setdefault(section, {})[name] = value
+    config = build_config("render", KEYS, values, None)
+    upgrade(config)
+    app = create_app(config)
+    app.config["TESTING"] = True
+    return NodeHarness(app, issuer, institution_id, root)
 
+
+def close_node(harness: NodeHarness) -> None:
+    harness.registry.shutdown()
+    harness.app.extensions["sivr_view_audit"].close()
+    harness.app.extensions["sivr_node"].decoder.close()
+
+
+@pytest.fixture
+def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
     def make(root: Path | None = None, **overrides) -> NodeHarness:
-        root = root or tmp_path_factory.mktemp("render-node")
-        institution_id = overrides.pop("institution_id", str(uuid.uuid4()))
-        values = {
-            "tokens": {"public_key": str(public), "audience": NODE_AUDIENCE},
-            "database": {"url": f"sqlite:///{root}/render.db"},
-            "node": {"institution_id": institution_id, "receipt_key": str(root / "receipt.pem")},
-            "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
-            "render": {"load_threads": 2},
-        }
-        for dotted, value in overrides.items():
-            section, name = dotted.split("__", 1)
-            values.setdefault(section, {})[name] = value
-        config = build_config("render", KEYS, values, None)
-        upgrade(config)
-        app = create_app(config)
-        app.config["TESTING"] = True
-        return NodeHarness(app, issuer, institution_id, root)
+        return build_node(root or tmp_path_factory.mktemp("render-node"), token_keys, **overrides)
 
     return make
 
@@ -103,6 +113,4 @@ def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
 def node(make_node) -> NodeHarness:
     harness = make_node()
     yield harness
-    harness.registry.shutdown()
-    harness.app.extensions["sivr_view_audit"].close()
-    harness.app.extensions["sivr_node"].decoder.close()
+    close_node(harness)

@@ -35,3 +35,34 @@ def to_bytes(ds: Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def stack(orientation, count: int = 6, rows: int = 12, cols: int = 10, pixel_spacing=(0.8, 0.5),
+          slice_spacing: float = 2.0, origin=(-10.0, -20.0, 30.0), series: str | None = None,
+          thickness: float | None = None, values=None) -> list[tuple[str, bytes]]:
+    """`count` parallel slices of `rows` x `cols` pixels along the normal of `orientation` (row and
+    column cosines, as ImageOrientationPatient), the first at `origin`, numbered 1..count in that
+    order. Pixel values are `values(x, y, z)` of each pixel's patient coordinates (LPS, mm; int16),
+    so stacks acquired in different orientations image the same object; by default they rise along
+    each stored axis. Returned as (name, bytes) in a shuffled order, as uploads come."""
+    series = series or generate_uid()
+    row_cos, col_cos = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row_cos, col_cos)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    files = []
+    for k in range(count):
+        ds = dataset(rows, cols, series=series, orientation=orientation)
+        corner = np.asarray(origin, float) + normal * k * slice_spacing
+        ds.ImagePositionPatient = [float(v) for v in corner]
+        ds.PixelSpacing = [float(v) for v in pixel_spacing]
+        ds.SliceThickness = thickness if thickness is not None else slice_spacing
+        ds.InstanceNumber = k + 1
+        if values is None:
+            pixels = r * 16 + c * 8 + k * 100
+        else:
+            where = (corner[:, None, None] + row_cos[:, None, None] * c * pixel_spacing[1]
+                     + col_cos[:, None, None] * r * pixel_spacing[0])
+            pixels = values(*where)
+        ds.PixelData = np.asarray(pixels, dtype=np.int16).tobytes()
+        files.append((f"slice{k:03d}.dcm", to_bytes(ds)))
+    return files[::2] + files[1::2]

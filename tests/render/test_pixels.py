@@ -258,7 +258,7 @@ def test_png_is_lossless_and_others_decode():
     png, mimetype = encode_image(image, "png")
     assert mimetype == "image/png"
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
-    for fmt, expected in (("webp", "image/webp"), ("jpeg", "image/jpeg")):
+    for fmt, expected in (("webp", "image/webp"), ("jpeg", "image/jpeg"), ("gif", "image/gif")):
         data, mimetype = encode_image(image, fmt, 80)
         assert mimetype == expected
         decoded = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
@@ -266,6 +266,6 @@ def test_png_is_lossless_and_others_decode():
     rgb, _ = encode_image(np.zeros((8, 8, 3), np.uint8), "jpeg", 90)
     assert Image.open(io.BytesIO(rgb)).mode == "RGB"
     with pytest.raises(ValueError):
-        encode_image(image, "gif")
+        encode_image(image, "bmp")
     with pytest.raises(ValueError):
         encode_image(image.astype(np.uint16), "png")

@@ -44,7 +44,7 @@ def _get(node, record_id: str, path: str, params: str):
     ("window=40,1e10", 400, None),
     ("window=1e10,400", 400, None),
     ("window=40,400&voi_function=cubic", 400, None),
-    ("format=gif", 400, None),
+    ("format=bmp", 400, None),
     ("format=jpeg&quality=50", 200, "image/jpeg"),  # the encoder's quality, for 3D too
     ("quality=0", 400, None),
     ("quality=interactive", 400, None),

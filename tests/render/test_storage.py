@@ -165,3 +165,20 @@ def test_image_cache_makes_an_image_once_for_concurrent_requests():
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and results == [(b"x" * 100, "image/webp")] * 8
+
+
+def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(store):
+    """An append computed from an older manifest would drop what was appended since: refused."""
+    from daemons.render.stores import StoreUnavailable
+
+    files = _files()
+    assert store.write_record(RECORD, files[:1], {"files": [0]})
+    first = store.manifest_version(RECORD)
+    assert store.read_manifest_versioned(RECORD) == ({"files": [0]}, first)
+    second = store.append_files(RECORD, 1, files[1:2], {"files": [0, 1]}, first)
+    assert second != first and store.manifest_versions() == {RECORD: second}
+    with pytest.raises(StoreUnavailable, match="changed since it was read"):
+        store.append_files(RECORD, 1, files[2:], {"files": [0, 2]}, first)
+    assert store.read_manifest_versioned(RECORD) == ({"files": [0, 1]}, second)
+    assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
+    assert store.manifest_version("cd" * 32) is None

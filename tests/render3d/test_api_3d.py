@@ -45,8 +45,16 @@ class FakeLoadedRecord:
     default_voi: Window | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
-    manifest: dict = field(default_factory=lambda: {"meta": {"modality": "CT"},
-                                                    "render": {"orientation": [1, 0, 0, 0, 1, 0]}})
+    manifest: dict = field(init=False)
+
+    def __post_init__(self):
+        """The manifest parts the blueprint reads, as ingest writes them for such a record."""
+        frames, rows, columns = self.pixels.shape[:3]
+        self.manifest = {
+            "meta": {"modality": "CT", "frames": frames, "rows": rows, "columns": columns,
+                     "slice_spacing": self.spacing[0], "pixel_spacing": list(self.spacing[1:])},
+            "render": {"orientation": list(self.orientation)},
+        }
 
 
 class FakeRegistry:
@@ -150,7 +158,7 @@ def test_mpr_with_preset_and_region(client):
     "mode=xray", "mode=dvr&preset=ct_everything", "mode=mip&preset=ct_nothing", "azimuth=361",
     "elevation=-91", "roll=181", "azimuth=abc", "azimuth=nan", "zoom=0", "zoom=50",
     f"size={MAX_PX + 1}x10", "size=10", "size=0x10", "window=40", "window=40,0", "window=a,b",
-    "render=best", "quality=interactive", "format=gif", "quality=0", "view_id=bad%20id", "seq=-1",
+    "render=best", "quality=interactive", "format=bmp", "quality=0", "view_id=bad%20id", "seq=-1",
 ])
 def test_bad_volume_parameters_are_refused(client, query):
     assert error_code(client.get(f"/api/v1/records/{RECORD}/volume?{query}"), 400) == "validation_error"

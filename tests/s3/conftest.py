@@ -11,7 +11,6 @@ import pytest
 
 from daemons.demo import RunningDeployment, register_nodes, start_deployment
 from daemons.deployment import Instance, ObjectStore
-from tests.ops.helpers import require_layers
 from tests.s3.seaweed import SeaweedS3, weed_binary
 
 
@@ -37,7 +36,6 @@ def object_store_for(seaweed: SeaweedS3) -> ObjectStore:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, seaweed) -> Iterator[RunningDeployment]:
     """Every layer, one institution with two render nodes on one bucket prefix; nodes registered."""
-    require_layers("toplevel", "institution", "render")
     running = start_deployment(tmp_path_factory.mktemp("s3-deployment"), nodes_per_institution=2,
                                object_store=object_store_for(seaweed))
     register_nodes(running.client("admin"), running.layout.institutions[0])

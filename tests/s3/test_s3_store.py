@@ -146,20 +146,28 @@ def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cl
 
     assert node_a.write_record("grow", files[:2], manifest(2))
     assert node_b.read_file("grow", 1, sums[1]) == files[1]  # node B caches the header of two files
-    node_a.append_files("grow", 2, files[2:4], manifest(4))
-    assert node_b.read_manifest("grow") == manifest(4)
+    seen_by_b = node_b.manifest_version("grow")
+    assert node_b.read_manifest_versioned("grow") == (manifest(2), seen_by_b)
+    grown = node_a.append_files("grow", 2, files[2:4], manifest(4), node_a.manifest_version("grow"))
+    assert node_b.read_manifest_versioned("grow") == (manifest(4), grown)
+    assert node_b.manifest_versions() == {"grow": grown} and grown != seen_by_b
     assert [node_b.read_file("grow", i, sums[i]) for i in range(4)] == files[:4]
+    # node B appends what it computed from the two-file manifest it read before A grew the series:
+    # refused (it would drop A's files), nothing committed
+    with pytest.raises(StoreUnavailable, match="another node"):
+        node_b.append_files("grow", 2, [os.urandom(5000)], manifest(3), seen_by_b)
+    assert node_b.read_manifest("grow") == manifest(4)
     # node B appends on a manifest node A replaces meanwhile: B's objects are removed, nothing changes
     real_put = node_b._s3.put_object
 
     def put_after_a_grew(**kwargs):
         if kwargs["Key"].endswith(f"{MANIFESTS}grow"):
-            node_a.append_files("grow", 4, files[4:5], manifest(5))
+            node_a.append_files("grow", 4, files[4:5], manifest(5), node_a.manifest_version("grow"))
         return real_put(**kwargs)
 
     node_b._s3.put_object = put_after_a_grew
     with pytest.raises(StoreUnavailable, match="another node"):
-        node_b.append_files("grow", 4, [os.urandom(5000)], manifest(5))
+        node_b.append_files("grow", 4, [os.urandom(5000)], manifest(5), grown)
     node_b._s3.put_object = real_put
     assert node_b.read_manifest("grow") == manifest(5)
     assert [node_b.read_file("grow", i, sums[i]) for i in range(5)] == files

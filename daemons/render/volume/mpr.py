@@ -21,6 +21,7 @@ from daemons.render.volume.raycast import window_values
 from daemons.render.volume.volume import PreparedVolume
 
 PLANES = ("axial", "coronal", "sagittal")
+STORED = "slices"  # the acquisition's own plane: frames as stored, rows down, columns right
 SLAB_MODES = ("mip", "minip", "avg")
 
 # Patient directions (LPS) of each plane's normal, screen right and screen down.
@@ -47,6 +48,10 @@ class PlaneLayout:
 
 
 def plane_layout(geometry: VolumeGeometry, plane: str) -> PlaneLayout:
+    """How `plane` (one of PLANES, or STORED) is cut from the volume and laid out on screen."""
+    spacing = geometry.spacing
+    if plane == STORED:
+        return PlaneLayout(0, geometry.shape[0], 1, False, 2, False, spacing[1], spacing[2], spacing[0])
     if plane not in _PLANE_DIRECTIONS:
         raise ValueError(f"unknown plane {plane!r}")
     # geometry.axes columns are index x, y, z = array axes 2, 1, 0.
@@ -58,19 +63,20 @@ def plane_layout(geometry: VolumeGeometry, plane: str) -> PlaneLayout:
         free.remove(best)
         chosen.append((best, float(directions[best] @ np.asarray(target)) < 0))
     (axis, _), (right, right_flip), (down, down_flip) = chosen
-    spacing = geometry.spacing
     return PlaneLayout(axis, geometry.shape[axis], down, down_flip, right, right_flip,
                        spacing[down], spacing[right], spacing[axis])
 
 
+def axis_direction(geometry: VolumeGeometry, axis: int, flip: bool = False) -> np.ndarray:
+    """Patient direction (unit vector, LPS) in which array axis `axis` increases (reversed if `flip`)."""
+    vector = geometry.axes[:, 2 - axis]
+    return -vector if flip else vector
+
+
 def plane_labels(geometry: VolumeGeometry, layout: PlaneLayout) -> dict[str, str]:
     """Edge labels of a reformat, from the true patient directions of its rows and columns."""
-    def direction(axis: int, flip: bool) -> np.ndarray:
-        vector = geometry.axes[:, 2 - axis]
-        return -vector if flip else vector
-
-    return edge_labels(direction(layout.right_axis, layout.right_flip),
-                       direction(layout.down_axis, layout.down_flip))
+    return edge_labels(axis_direction(geometry, layout.right_axis, layout.right_flip),
+                       axis_direction(geometry, layout.down_axis, layout.down_flip))
 
 
 def slab_planes(layout: PlaneLayout, index: int, slab_mm: float) -> range:

@@ -73,6 +73,18 @@ export function buildUrl(base, path, params = {}) {
   return url.toString();
 }
 
+/**
+ * @typedef {object} RequestOptions
+ * @property {string} [method]
+ * @property {Record<string, any>} [params] query parameters
+ * @property {any} [json] a body sent as JSON
+ * @property {BodyInit} [body] a body sent as is (form data, files)
+ * @property {AbortSignal} [signal]
+ * @property {boolean} [auth] send the bearer token (default true)
+ * @property {boolean} [renewing] the call renews the session itself (no renewal on 401)
+ * @property {Record<string, string>} [headers]
+ */
+
 export class Session {
   constructor(toplevelUrl) {
     this.toplevelUrl = toplevelUrl;
@@ -80,7 +92,9 @@ export class Session {
     this.user = null;
     this.expiresAt = 0;
     this.renewTimer = null;
+    /** @type {(err: ApiError) => void} called when the session ends (the UI says why) */
     this.onExpired = () => {};
+    /** @type {(session: Session) => void} called after each renewal of the session token */
     this.onRenewed = () => {};
     this.serverTokens = new Map();   // audience -> { token, expiresAt, renewAt, pending }
     this.generation = 0;             // bumped when the session ends: late exchanges are dropped
@@ -237,9 +251,14 @@ export class Session {
    * A 401 from the toplevel that means the session is over ends the session (the UI shows why);
    * the toplevel also refuses the token exchange once the session or the user has ended, so a
    * revoked session ends at the next exchange for any server.
+   * @param {string} base
+   * @param {string} path
+   * @param {RequestOptions} [options]
+   * @returns {Promise<Response>}
    */
   async fetchRaw(base, path, { method = "GET", params, json, body, signal, auth = true, renewing = false, headers = {} } = {}) {
     const send = async (token) => {
+      /** @type {RequestInit & {headers: Record<string, string>}} */
       const init = { method, signal, credentials: "omit", headers: { ...headers }, cache: "no-store" };
       if (auth && token) init.headers.Authorization = `Bearer ${token}`;
       if (json !== undefined) {
@@ -274,6 +293,11 @@ export class Session {
     }
   }
 
+  /**
+   * @param {string} base
+   * @param {string} path
+   * @param {RequestOptions} [options]
+   */
   async fetchJson(base, path, options = {}) {
     const response = await this.fetchRaw(base, path, options);
     if (response.status === 204) return null;

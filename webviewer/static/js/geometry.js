@@ -5,18 +5,47 @@
 export const PLANES = ["native", "axial", "coronal", "sagittal"];
 
 /**
- * Slice count and physical size (mm) of one plane of a record.
- * pixel_spacing is [row spacing, column spacing] as in DICOM; missing spacing counts as 1 mm.
+ * @typedef {object} PlaneInfo
+ * @property {number} count indexes run 0..count-1
+ * @property {number} width the whole image's width in mm (in pixels when not measurable)
+ * @property {number} height the whole image's height in mm (in pixels when not measurable)
+ * @property {boolean} measurable false when the pixel size is unknown
+ * @property {string|null} indexDirection patient direction the index runs towards
+ * @property {{first: number, step: number}|null} location plane position on its patient axis: first + index * step
+ * @property {number|null} spacing mm between consecutive indexes
+ */
+
+/**
+ * One plane of a record as the node publishes it (RecordMeta.planes, docs/API.md): index count,
+ * physical size (mm) of the whole image, whether distances are in mm, the patient direction the
+ * index runs towards, the plane's position on its patient axis and the spacing of its indexes.
+ * Nothing here is derived from the acquisition: the node computes it with the function it cuts
+ * its reformats with, for axial, coronal, sagittal and oblique acquisitions alike.
+ * A record from a node older than `planes` has its stored frames only, measured in pixels.
+ * @param {any} meta RecordMeta
+ * @param {string} plane "native" (the stored slices), "axial", "coronal" or "sagittal"
+ * @returns {PlaneInfo}
  */
 export function planeInfo(meta, plane) {
-  const [rowSp, colSp] = Array.isArray(meta.pixel_spacing) && meta.pixel_spacing.length === 2
-    ? meta.pixel_spacing.map((v) => Number(v) || 1) : [1, 1];
-  const sliceSp = Number(meta.slice_spacing) || 1;
-  switch (plane) {
-    case "coronal": return { count: meta.rows, width: meta.columns * colSp, height: meta.frames * sliceSp };
-    case "sagittal": return { count: meta.columns, width: meta.rows * rowSp, height: meta.frames * sliceSp };
-    default: return { count: meta.frames, width: meta.columns * colSp, height: meta.rows * rowSp };
+  const served = meta.planes && meta.planes[plane === "native" ? "slices" : plane];
+  if (!served) {
+    return { count: plane === "native" ? meta.frames : 0, width: meta.columns, height: meta.rows, measurable: false,
+      indexDirection: null, location: null, spacing: null };
   }
+  return {
+    count: served.count, width: served.width_mm, height: served.height_mm, measurable: served.measurable,
+    indexDirection: served.index_direction, location: served.location_mm, spacing: served.spacing_mm,
+  };
+}
+
+/**
+ * Where plane `index` lies on the plane's patient axis (mm, LPS), or null when the node does not know.
+ * @param {PlaneInfo} info
+ * @param {number} index
+ * @returns {number|null}
+ */
+export function planeLocation(info, index) {
+  return info.location ? info.location.first + index * info.location.step : null;
 }
 
 export function clamp(value, lo, hi) {
@@ -93,7 +122,7 @@ const STACK_ORDER = {
   P: "anterior first (A → P)", L: "right first (R → L)", R: "left first (L → R)",
 };
 
-/** How the frame index runs, from the node's stack direction (the patient direction it increases towards). */
+/** How an index runs, from the patient direction the node says it increases towards. */
 export function stackOrder(direction) {
   return STACK_ORDER[String(direction || "")[0]] || null;
 }

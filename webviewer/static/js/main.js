@@ -11,6 +11,7 @@ import { findingFormView } from "./findings.js";
 import { uploadView } from "./upload.js";
 import { viewerView } from "./viewer.js";
 
+/** @type {Array<[RegExp, (ctx: any, m: RegExpMatchArray, query: any) => any]>} the views by hash path */
 const ROUTES = [
   [/^#\/patients\/?$/, (ctx, m, query) => patientSearchView(ctx, query)],
   [/^#\/patients\/new$/, (ctx) => patientFormView(ctx, null)],

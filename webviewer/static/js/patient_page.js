@@ -25,7 +25,7 @@ export async function patientView(ctx, patientId) {
     blocks));
 
   const institutions = await ctx.dir.institutions();
-  const sorted = [...institutions].sort((a, b) => (b.id === own) - (a.id === own) || a.name.localeCompare(b.name));
+  const sorted = [...institutions].sort((a, b) => Number(b.id === own) - Number(a.id === own) || a.name.localeCompare(b.name));
   const slots = new Map();
   for (const inst of sorted) {
     const slot = {

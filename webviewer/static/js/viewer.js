@@ -8,7 +8,7 @@ import { ApiError } from "./api.js";
 import { ImageCache } from "./imagecache.js";
 import {
   planeInfo, regionFor, fitRect, requestSize, screenToImage, imageToScreen, distanceMm, dragWindow, clamp,
-  parseOrientation, parseWindow, stackOrder,
+  parseOrientation, parseWindow, stackOrder, planeLocation,
 } from "./geometry.js";
 
 const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["3d", "3D"]];
@@ -103,6 +103,7 @@ class Viewer {
     this.inflight = null;          // {key, controller, interactive}
     this.pendingInteractive = false;
     this.prefetchController = null;
+    this.prefetchSignature = null;   // the view whose slices prefetchController fetches
     this.shown = null;             // geometry of the image on screen
     this.waitingForFrame = false;
     this.measures = new Map();     // "plane:index" -> [{a, b}]
@@ -291,7 +292,8 @@ class Viewer {
     this.windowSelect.value = s.windowChoice;
     const ready = this.load.state === "ready";
     for (const opt of this.planeSelect.options) {
-      if (opt.value !== "native") opt.disabled = !ready;
+      // a reformat the node publishes no geometry for (a node older than `planes`) is not offered
+      if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(this.meta, opt.value).count);
     }
     this.viewport.dataset.tool = is3d ? "rotate" : s.tool;
     this.viewport.dataset.plane = s.plane;
@@ -601,10 +603,10 @@ class Viewer {
     const s = this.state;
     if (s.plane === "3d" || this.drag) return;
     const signature = this.describe(false, 0).key.replace(/\/\d+\?/, "?");
-    if (!this.prefetchController || this.prefetchController.signature !== signature) {
+    if (!this.prefetchController || this.prefetchSignature !== signature) {
       if (this.prefetchController) this.prefetchController.abort();
       this.prefetchController = new AbortController();
-      this.prefetchController.signature = signature;
+      this.prefetchSignature = signature;
     }
     const count = this.count();
     const here = this.index();
@@ -700,19 +702,32 @@ class Viewer {
         ? ` · slab ${s.slab.mm} mm ${SLAB_MODES.find(([k]) => k === s.slab.mode)[1]}` : "";
       // the numbers of the image on screen, which may lag the slider while slices are fetched
       const index = this.shown ? this.shown.index : this.index();
-      const order = s.plane === "native" ? stackOrder(this.meta.stack_direction) : null;
+      const order = stackOrder(planeInfo(this.meta, s.plane).indexDirection);
       mount(this.cornerBL, h("div", { text: `${PLANE_LABELS.find(([p]) => p === s.plane)[1]} ${index + 1} / ${this.count()}${slab}${order ? ` · ${order}` : ""}` }),
-        s.plane === "native" ? h("div", { id: "slice-info", text: this.sliceText(index) }) : null,
+        h("div", { id: "slice-info", text: this.sliceText(index) }),
         h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
     }
     const fmt = (this.shown && this.shown.params.format) || s.format;
     mount(this.cornerBR, h("div", { text: `${fmt.toUpperCase()} · ${formatBytes(entry.bytes)}` }));
   }
 
-  /** "Im 248 · Loc -123.5 mm · Th 1.25 mm": what a report cites, as the scanner numbered it. */
+  /**
+   * "Im 248 · Loc -123.5 mm · Th 1.25 mm": what a report cites, as the scanner numbered it. A
+   * reformat has no instance: its position and thickness (one voxel, or the slab) are the node's.
+   */
   sliceText(index) {
+    const s = this.state;
+    if (s.plane !== "native") {
+      const info = planeInfo(this.meta, s.plane);
+      const location = planeLocation(info, index);
+      const thickness = s.slab.mm > 0 ? s.slab.mm : info.spacing;
+      return [
+        location != null ? `Loc ${location.toFixed(1)} mm` : null,
+        thickness > 0 && info.measurable ? `Th ${thickness.toFixed(thickness < 1 ? 2 : 1)} mm` : null,
+      ].filter(Boolean).join(" · ");
+    }
     const slice = this.sliceInfo(index);
-    const thickness = Number(this.meta.slice_thickness);
+    const thickness = Number((slice && slice.thickness_mm) || this.meta.slice_thickness);
     return [
       slice && slice.instance != null ? `Im ${slice.instance}` : null,
       slice && slice.location_mm != null ? `Loc ${slice.location_mm.toFixed(1)} mm` : null,
@@ -729,7 +744,7 @@ class Viewer {
     this.overlay.replaceChildren();
     if (!shown || shown.plane === "3d") return;
     const info = planeInfo(this.meta, shown.plane);
-    const hasSpacing = Array.isArray(this.meta.pixel_spacing);
+    const hasSpacing = info.measurable;
     const lines = [...(this.measures.get(`${shown.plane}:${shown.index}`) || [])];
     if (temp) lines.push(temp);
     for (const { a, b } of lines) {
@@ -861,7 +876,8 @@ class Viewer {
             this.measures.set(key, [...(this.measures.get(key) || []), { a: d.start, b: d.end }]);
             this.drawOverlay();
             const info = planeInfo(this.meta, s.plane);
-            this.ctx.announce(`Distance ${distanceMm(d.start, d.end, info.width, info.height).toFixed(1)} millimetres.`);
+            const distance = distanceMm(d.start, d.end, info.width, info.height);
+            this.ctx.announce(info.measurable ? `Distance ${distance.toFixed(1)} millimetres.` : `Distance ${distance.toFixed(0)} pixels.`);
           }
           break;
         default:

@@ -1,0 +1,173 @@
+"""WADO-RS metadata (the DICOM JSON model, PS3.18 F.2) of stored instances, kept in a bounded cache.
+
+Why a cache in RAM, not JSON written at ingest: a series' metadata is asked for again and again
+(every viewer opening it, OHIF once per study and series), and parsing its files each time costs
+far more than the 200 ms a 500-instance series may take. Writing the JSON at ingest would put a
+second copy of every header (patient names, dates) next to the store, to be encrypted and kept in
+step with it; the cache instead holds it only in the node's memory, never on disk, so at rest
+nothing changes: the instances stay encrypted in the store and the catalogue keeps its columns.
+The first request for a series parses its files (in a few threads: decryption and decompression
+release the GIL) and fills the cache; later ones join cached JSON texts. Entries are keyed by
+(record id, file SHA-256), so a grown series only adds its new instances, and bounded by
+`CACHE_BYTES` (least recently used go first).
+
+Large binary values (pixel data, LUTs, overlays: over `BULK_THRESHOLD` bytes) become BulkDataURIs
+of this node's bulk data route, with the element's path inside the instance (`tag` or
+`sequence/item/tag`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from flask import current_app
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+from daemons.render.dicomweb.syntax import frame_count, stored_syntax
+from daemons.render.node import Node
+from daemons.render.storage import StoreError
+from shared.errors import ApiError
+
+CACHE_BYTES = 256 * 1024 * 1024
+BULK_THRESHOLD = 1024
+FILL_THREADS = 4
+EXTENSION = "sivr_dicomweb_metadata"
+AVAILABLE_TRANSFER_SYNTAX = "00083002"
+
+
+@dataclass(frozen=True)
+class InstanceMeta:
+    """One instance's metadata: its JSON text, stored transfer syntax and frame count."""
+
+    json: bytes
+    syntax: str
+    frames: int
+
+
+def element_path(ds: Dataset, element: DataElement, prefix: str = "") -> str | None:
+    """The bulk data path of an element of `ds` (`tag`, or `sequence/item/tag` when nested).
+
+    Found by identity among the elements already converted (a bulk data handler is called while
+    its element, and any sequence holding it, is being converted), so only the few bulk values
+    are looked for: walking every element up front would double the cost of the JSON.
+    """
+    if ds.get_item(element.tag) is element:
+        return f"{prefix}{element.tag:08X}"
+    for tag in ds.keys():  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
+        item = ds.get_item(tag)
+        if isinstance(item, DataElement) and item.VR == "SQ":
+            for index, child in enumerate(item.value or []):
+                found = element_path(child, element, f"{prefix}{int(tag):08X}/{index}/")
+                if found is not None:
+                    return found
+    return None
+
+
+def find_element(ds: Dataset, path: str) -> DataElement | None:
+    """The element a bulk data path names (None when there is none)."""
+    steps = path.split("/")
+    if len(steps) % 2 == 0:
+        return None
+    current: Dataset = ds
+    for position in range(0, len(steps), 2):
+        try:
+            tag = int(steps[position], 16)
+        except ValueError:
+            return None
+        if len(steps[position]) != 8 or tag not in current:
+            return None
+        element = current[tag]
+        if position == len(steps) - 1:
+            return element
+        if element.VR != "SQ" or not steps[position + 1].isdigit():
+            return None
+        index = int(steps[position + 1])
+        if index >= len(element.value or []):
+            return None
+        current = element.value[index]
+    return None
+
+
+def instance_json(ds: Dataset, bulk_base: str) -> bytes:
+    """The DICOM JSON of a dataset, large binaries as BulkDataURIs under `bulk_base`."""
+
+    def bulk_uri(element: DataElement) -> str:
+        return f"{bulk_base}/{element_path(ds, element) or f'{element.tag:08X}'}"
+
+    model: dict[str, Any] = ds.to_json_dict(BULK_THRESHOLD, bulk_uri, suppress_invalid_tags=True)
+    model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [stored_syntax(ds)]}
+    return json.dumps(model, separators=(",", ":")).encode()
+
+
+class MetadataCache:
+    """Instance metadata by (record id, SHA-256), bounded in bytes, least recently used dropped first."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str], InstanceMeta] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> InstanceMeta | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, str], entry: InstanceMeta) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes -= len(old.json) if old is not None else 0
+            self._entries[key] = entry
+            self._bytes += len(entry.json)
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped.json)
+
+    def entries(self, the_node: Node, rows: list[Any], bulk_base: Callable[[Any], str]) -> list[InstanceMeta]:
+        """The metadata of catalogue instance rows (in their order), parsing the ones not cached."""
+        found: dict[int, InstanceMeta] = {}
+        missing = []
+        for position, row in enumerate(rows):
+            entry = self.get((row.series_id, row.sha256))
+            if entry is None:
+                missing.append((position, row))
+            else:
+                found[position] = entry
+
+        def build(item: tuple[int, Any]) -> tuple[int, InstanceMeta]:
+            position, row = item
+            try:
+                raw = the_node.store.read_file(row.series_id, row.blob, row.sha256)
+            except StoreError as exc:
+                raise ApiError(422, "store_corrupt", f"instance {row.sop_instance_uid} failed verification: {exc}"
+                               ) from exc
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            entry = InstanceMeta(instance_json(ds, bulk_base(row)), stored_syntax(ds), frame_count(ds))
+            self.put((row.series_id, row.sha256), entry)
+            return position, entry
+
+        if len(missing) == 1:
+            found.update([build(missing[0])])
+        elif missing:
+            with ThreadPoolExecutor(min(FILL_THREADS, len(missing)), thread_name_prefix="sivr-metadata") as pool:
+                found.update(pool.map(build, missing))
+        return [found[position] for position in range(len(rows))]
+
+
+def metadata_cache() -> MetadataCache:
+    """The app's metadata cache (one per node)."""
+    cache = current_app.extensions.get(EXTENSION)
+    if cache is None:
+        cache = current_app.extensions.setdefault(EXTENSION, MetadataCache())
+    return cache

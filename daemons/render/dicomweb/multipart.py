@@ -1,0 +1,136 @@
+"""multipart/related (RFC 2387) as DICOMweb uses it: reading a STOW-RS body, writing WADO-RS answers.
+
+Reading is strict, because a body that is cut or mis-framed must be refused whole (400), never
+stored in part: the first delimiter must open the body (after an optional preamble), every part
+must have its header block, and the close delimiter must be there. Parts are returned as
+memoryviews of the one body buffer, so a large STOW body is held once.
+
+Writing yields the parts one by one (a generator), so a WADO-RS study answer is streamed and never
+held in RAM whole. The standard library's `email` package is not used for either: it decodes
+text and line endings, which corrupts binary DICOM parts.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from shared.errors import ApiError
+
+CRLF = b"\r\n"
+MAX_PART_HEADER_BYTES = 16 * 1024
+_PARAMETER_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+def media_type(value: str) -> tuple[str, dict[str, str]]:
+    """A Content-Type or Accept media range as (type, parameters), both lower-cased names.
+
+    Parameter values may be quoted or not: DICOMweb clients write `type=application/dicom`
+    unquoted (OHIF does), which RFC 7231's token syntax (and werkzeug's parser) would cut at '/'.
+    """
+    pieces = _PARAMETER_SPLIT.split(value)
+    params = {}
+    for piece in pieces[1:]:
+        name, sep, text = piece.partition("=")
+        if sep and name.strip():
+            params[name.strip().lower()] = text.strip().strip('"')
+    return pieces[0].strip().lower(), params
+
+
+@dataclass(frozen=True)
+class Part:
+    """One body part: its headers (names lower-cased) and its content."""
+
+    headers: dict[str, str]
+    content: memoryview
+
+    @property
+    def content_type(self) -> tuple[str, dict[str, str]]:
+        """The part's Content-Type as (type, parameters); an absent one is the body's `type`."""
+        return media_type(self.headers.get("content-type", ""))
+
+
+def _malformed(message: str) -> ApiError:
+    return ApiError(400, "malformed_multipart", f"the multipart/related body is malformed: {message}")
+
+
+def boundary_of(content_type: str) -> str:
+    """The boundary parameter of a multipart Content-Type (400 when there is none or it is unusable)."""
+    _, params = media_type(content_type)
+    boundary = params.get("boundary", "")
+    if not boundary:
+        raise _malformed("the Content-Type has no boundary parameter")
+    if len(boundary) > 70 or any(ord(c) < 32 or ord(c) > 126 for c in boundary):
+        raise _malformed("the boundary must be 1 to 70 printable ASCII characters (RFC 2046)")
+    return boundary
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.split(CRLF):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep or not name.strip():
+            raise _malformed(f"a part header line is not 'Name: value': {line[:80]!r}")
+        headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
+    return headers
+
+
+def split_related(body: bytes, boundary: str) -> list[Part]:
+    """The parts of a multipart body (400 `malformed_multipart` when the framing is wrong)."""
+    data = memoryview(body)
+    opening = b"--" + boundary.encode("ascii")
+    delimiter = CRLF + opening
+    if body.startswith(opening):
+        position = len(opening)
+    else:
+        found = body.find(delimiter)  # a preamble before the first delimiter is allowed
+        if found < 0:
+            raise _malformed("the boundary named in the Content-Type never occurs in the body")
+        position = found + len(delimiter)
+    parts: list[Part] = []
+    while True:
+        if body.startswith(b"--", position):
+            break  # the close delimiter: anything after it is an epilogue
+        line_end = body.find(CRLF, position)
+        if line_end < 0 or body[position:line_end].strip(b" \t"):
+            raise _malformed("a delimiter line does not end where it should (truncated body?)")
+        header_start = line_end + 2
+        if body.startswith(CRLF, header_start):
+            header_end, content_start = header_start, header_start + 2
+        else:
+            header_end = body.find(CRLF + CRLF, header_start, header_start + MAX_PART_HEADER_BYTES)
+            if header_end < 0:
+                raise _malformed(f"part {len(parts) + 1} has no end of headers (truncated body?)")
+            content_start = header_end + 4
+        next_delimiter = body.find(delimiter, content_start)
+        if next_delimiter < 0:
+            raise _malformed(f"part {len(parts) + 1} is not closed by a boundary (truncated body?)")
+        parts.append(Part(_headers(body[header_start:header_end]), data[content_start:next_delimiter]))
+        position = next_delimiter + len(delimiter)
+    if not parts:
+        raise _malformed("it has no parts")
+    return parts
+
+
+def new_boundary() -> str:
+    return f"sivr-{secrets.token_hex(16)}"
+
+
+def related_content_type(part_type: str, boundary: str, transfer_syntax: str | None = None) -> str:
+    """`multipart/related; type="..."; boundary=...` for an answer whose parts are `part_type`."""
+    value = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    return value if transfer_syntax is None else f"{value}; transfer-syntax={transfer_syntax}"
+
+
+def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str) -> Iterator[bytes]:
+    """Yield a multipart/related body part by part: each `(Content-Type, content)` as it comes."""
+    for content_type, content in parts:
+        head = f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {len(content)}\r\n\r\n"
+        yield head.encode("latin-1")
+        yield bytes(content)
+        yield CRLF
+    yield f"--{boundary}--\r\n".encode("ascii")

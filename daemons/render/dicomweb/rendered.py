@@ -1,0 +1,462 @@
+"""DICOMweb rendered resources and thumbnails (PS3.18 §8.3.5, §10.4), and SIVR's reformats and 3D
+views as rendered resources of a series (extensions, see docs/conformance.md).
+
+Nothing here renders: the parameters of the standard are parsed by `daemons.render.query` and
+mapped onto the node's own (`window` -> the VOI functions of daemons.render.voi, `viewport` ->
+size box, crop region and mirroring), then the frame, reformat and 3D paths of `api_frames` and
+`api_3d` draw, encode, cache and audit the image exactly as for the node's own API, so
+`/rendered` and `/api/v1/records/{id}/frames/{i}` give the same pixels for the same window and
+size. A series not yet in RAM is loaded on demand: a DICOMweb client cannot poll a load status.
+
+Which image a resource shows:
+- a frame list: those frames (several: multipart/related, one part per frame);
+- an instance: its first frame, or every frame when the client accepts multipart/related;
+- a series or study: its first instance's first frame (as Orthanc does), or with multipart/related
+  every frame, series by series in slice order;
+- a thumbnail: the middle frame of the instance (frames: of the list; series: of the middle
+  instance; study: of the middle instance of the first series), in a 128x128 box by default.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response, current_app, request, stream_with_context
+
+from daemons.render import query
+from daemons.render.annotate import Annotation
+from daemons.render.api_3d import (
+    DEFAULT_IMAGE_QUALITY,
+    DEFAULT_SIZE,
+    MPR_QUALITY,
+    PlaneImage,
+    check_plane,
+    loaded_record,
+    plane_image,
+    plane_layout,
+    render_mode,
+    render_state,
+    view_sequence,
+    view_spec,
+    volume_image,
+)
+from daemons.render.api_frames import FrameImage, frame_image
+from daemons.render.api_records import start_loading
+from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.encode import MIMETYPES
+from daemons.render.node import node
+from shared.auth import require_auth
+from shared.errors import ApiError
+from shared.roles import ROLES
+
+DEFAULT_MEDIA_TYPE = "image/jpeg"
+MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
+THUMBNAIL_BOX = (128, 128)
+FRAME_LIST = "frame list"
+MAX_FRAME_LIST = 4096
+
+
+# --- media types ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Choice:
+    """An acceptable answer: an image format, alone or as the parts of multipart/related."""
+
+    fmt: str
+    multipart: bool
+
+
+def _accepted() -> list[Choice]:
+    """The answers the request accepts, best first (the `accept` parameter overrides the header)."""
+    raw = query.ACCEPT.raw() or request.headers.get("Accept") or "*/*"
+    ranked: list[tuple[float, int, list[Choice]]] = []
+    for position, item in enumerate(raw.split(",")):
+        fields = [f.strip() for f in item.split(";")]
+        media = fields[0].lower()
+        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (f.partition("=") for f in fields[1:])}
+        try:
+            weight = float(params.get("q", "1"))
+        except ValueError:
+            weight = 1.0
+        weight = weight if math.isfinite(weight) else 1.0  # a malformed q-value weighs as none given
+        if weight <= 0:
+            continue
+        choices: list[Choice] = []
+        if media in MEDIA_TYPES:
+            choices = [Choice(MEDIA_TYPES[media], False)]
+        elif media in ("image/*", "image/", "*/*", "*"):
+            choices = [Choice(MEDIA_TYPES[DEFAULT_MEDIA_TYPE], False)]
+            if media.startswith("*"):
+                choices.append(Choice(MEDIA_TYPES[DEFAULT_MEDIA_TYPE], True))
+        elif media in ("multipart/related", "multipart/*"):
+            part = params.get("type", DEFAULT_MEDIA_TYPE).lower()
+            part = DEFAULT_MEDIA_TYPE if part in ("image/*", "*/*") else part
+            if part in MEDIA_TYPES:
+                choices = [Choice(MEDIA_TYPES[part], True)]
+        ranked.append((-weight, position, choices))
+    return [choice for _, _, choices in sorted(ranked) for choice in choices]
+
+
+def _not_acceptable(why: str) -> ApiError:
+    offered = ", ".join(MEDIA_TYPES)
+    return ApiError(406, "not_acceptable",
+                    f"{why}; rendered images are offered as {offered} (default {DEFAULT_MEDIA_TYPE}), several "
+                    "as multipart/related with one of them as type")
+
+
+def negotiate(several: bool) -> Choice:
+    """The answer to give: `several` images need multipart/related (406 when it is not accepted)."""
+    for choice in _accepted():
+        if choice.multipart or not several:
+            return choice
+    raise _not_acceptable("several frames need multipart/related; type=image/... in the Accept header "
+                          "(or accept parameter)" if several else
+                          "the Accept header (or accept parameter) names no media type offered here")
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+def _max_px() -> int:
+    return int(node().config["limits"]["max_output_px"])
+
+
+def _frame_spec(fmt: str, viewport: query.Viewport, rows: int, cols: int, annotation: Annotation,
+                thumbnail: bool) -> FrameImage:
+    return FrameImage(fmt=fmt, quality=query.quality(fmt), box=viewport.box, region=viewport.region(rows, cols),
+                      window=None if thumbnail else query.rendered_window(), flip=viewport.flip,
+                      annotation=annotation)
+
+
+def _frame_numbers(raw: str) -> list[int]:
+    parts = raw.split(",")
+    if len(parts) > MAX_FRAME_LIST or not all(p.isdigit() and len(p) <= 9 and int(p) >= 1 for p in parts):
+        raise query.bad(f"the {FRAME_LIST} must be frame numbers from 1, separated by commas "
+                        f"(at most {MAX_FRAME_LIST})")
+    return [int(p) for p in parts]
+
+
+# --- what a path shows ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """One image to render: a frame of a series' record, with what annotations would say of it."""
+
+    record_id: str
+    index: int
+    series: Any
+    instance_uid: str
+    instance_number: int | None
+    frame_number: int
+
+
+def _instance_targets(row: Any, series: Any, numbers: list[int] | None = None) -> list[Target]:
+    span = resolve.frame_span(row)
+    numbers = numbers or list(range(1, span.count + 1))
+    return [Target(span.record_id, span.record_frame(n), series, row.sop_instance_uid, row.instance_number, n)
+            for n in numbers]
+
+
+def _series_targets(series: Any) -> list[Target]:
+    targets: list[Target] = []
+    for row in resolve.instances_of_series(series):
+        targets.extend(_instance_targets(row, series))
+    return sorted(targets, key=lambda t: t.index)
+
+
+def _middle(items: list) -> Any:
+    return items[(len(items) - 1) // 2]
+
+
+def _first_instance(series: Any) -> Any:
+    rows = resolve.instances_of_series(series)
+    if not rows:
+        raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
+    return rows[0]
+
+
+def _middle_instance(series: Any) -> Any:
+    rows = resolve.instances_of_series(series)
+    if not rows:
+        raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
+    return _middle(rows)
+
+
+def _study_series(study_uid: str) -> list[Any]:
+    rows = resolve.series_of_study(study_uid)
+    if not rows:
+        raise ApiError(404, "not_found", f"study {study_uid} has no series")
+    return rows
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+def _annotation(target: Target, wanted: tuple[str, ...]) -> Annotation:
+    """The text `annotation` asks for: patient (name, id, birth date, sex) and technique (modality,
+    study date, series, instance and frame numbers, the explicit window)."""
+    if not wanted:
+        return Annotation()
+    series = target.series
+    study = series.study
+    patient = study.patient
+    top: tuple[str, ...] = ()
+    bottom: tuple[str, ...] = ()
+    if "patient" in wanted:
+        top = tuple(line for line in (
+            str(patient.name).replace("^", " ").strip(), f"ID {patient.patient_id}",
+            " ".join(v for v in (patient.birth_date, patient.sex) if v)) if line and line != "ID ")
+    if "technique" in wanted:
+        window = query.rendered_window()
+        numbers = (f"Se {_or_dash(series.series_number)}  Im {_or_dash(target.instance_number)}  "
+                   f"Fr {target.frame_number}")
+        lines = [" ".join(v for v in (series.modality, study.study_date, series.description) if v), numbers]
+        if window is not None:
+            lines.append(f"W {window.width:g} C {window.center:g} {window.function}")
+        bottom = tuple(line for line in lines if line)
+    return Annotation(top, bottom)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _check_showable(targets: list[Target]) -> None:
+    """422 naming the first target the upload found short or undecodable, in DICOM's numbering
+    (before a multipart answer starts: its status cannot change once streaming)."""
+    for record_id in dict.fromkeys(t.record_id for t in targets):
+        bad = {int(b["frame"]): str(b["message"])
+               for b in node().manifest(record_id)["render"].get("bad_frames") or []}
+        for target in targets:
+            if target.record_id == record_id and target.index in bad:
+                raise ApiError(422, "frame_error", f"frame {target.frame_number} of instance {target.instance_uid} "
+                                                  f"cannot be shown: {bad[target.index]}")
+
+
+def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
+    _check_showable([target])
+    start_loading(target.record_id)
+    meta = node().manifest(target.record_id)["meta"]
+    box = THUMBNAIL_BOX if thumbnail else None
+    viewport = query.viewport(_max_px(), box)
+    annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
+    spec = _frame_spec(fmt, viewport, int(meta["rows"]), int(meta["columns"]), annotation, thumbnail)
+    return frame_image(target.record_id, target.index, spec, started, conditional)
+
+
+def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
+    """Every target rendered, one part each, streamed as they are made."""
+    query.viewport(_max_px())  # bad parameters are refused before the first byte
+    query.rendered_window()
+    query.annotation_items()
+    query.quality(fmt)
+    _check_showable(targets)
+    boundary = uuid.uuid4().hex
+    mimetype = MIMETYPES[fmt]
+
+    def parts() -> Iterator[bytes]:
+        for target in targets:
+            body = _render(target, fmt, started, thumbnail=False, conditional=False).get_data()
+            yield (f"--{boundary}\r\nContent-Type: {mimetype}\r\nContent-Length: {len(body)}\r\n\r\n"
+                   .encode() + body + b"\r\n")
+        yield f"--{boundary}--\r\n".encode()
+
+    return Response(stream_with_context(parts()), headers={
+        "Content-Type": f'multipart/related; type="{mimetype}"; boundary={boundary}',
+        "Cache-Control": "private, no-store"})
+
+
+def _answer(targets: Callable[[], list[Target]], representative: Target, several: bool) -> Response:
+    """Every target as multipart when the client accepts it (required when `several`), else the
+    `representative` alone."""
+    started = time.perf_counter()
+    choice = negotiate(several)
+    if choice.multipart:
+        return _multipart(targets(), choice.fmt, started)
+    return _render(representative, choice.fmt, started, thumbnail=False)
+
+
+def _thumbnail(target: Target) -> Response:
+    """One small image, in the best image type accepted (multipart/related gives its part type)."""
+    return _render(target, negotiate(False).fmt, time.perf_counter(), thumbnail=True)
+
+
+# --- rendered resources -----------------------------------------------------------------------
+
+@bp.get("/studies/<study_uid>/rendered")
+@require_auth(*ROLES)
+def study_rendered(study_uid: str) -> Response:
+    series_rows = _study_series(study_uid)
+    representative = _instance_targets(_first_instance(series_rows[0]), series_rows[0], [1])[0]
+    return _answer(lambda: [t for series in series_rows for t in _series_targets(series)], representative,
+                   several=False)
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/rendered")
+@require_auth(*ROLES)
+def series_rendered(study_uid: str, series_uid: str) -> Response:
+    series = resolve.series(study_uid, series_uid)
+    representative = _instance_targets(_first_instance(series), series, [1])[0]
+    return _answer(lambda: _series_targets(series), representative, several=False)
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/rendered")
+@require_auth(*ROLES)
+def instance_rendered(study_uid: str, series_uid: str, sop_uid: str) -> Response:
+    series = resolve.series(study_uid, series_uid)
+    targets = _instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series)
+    return _answer(lambda: targets, targets[0], several=False)
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/rendered")
+@require_auth(*ROLES)
+def frames_rendered(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
+    numbers = _frame_numbers(frame_list)
+    series = resolve.series(study_uid, series_uid)
+    targets = _instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series, numbers)
+    return _answer(lambda: targets, targets[0], several=len(targets) > 1)
+
+
+# --- thumbnails -------------------------------------------------------------------------------
+
+@bp.get("/studies/<study_uid>/thumbnail")
+@require_auth(*ROLES)
+def study_thumbnail(study_uid: str) -> Response:
+    series = _study_series(study_uid)[0]
+    return _thumbnail(_middle(_instance_targets(_middle_instance(series), series)))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/thumbnail")
+@require_auth(*ROLES)
+def series_thumbnail(study_uid: str, series_uid: str) -> Response:
+    series = resolve.series(study_uid, series_uid)
+    return _thumbnail(_middle(_instance_targets(_middle_instance(series), series)))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/thumbnail")
+@require_auth(*ROLES)
+def instance_thumbnail(study_uid: str, series_uid: str, sop_uid: str) -> Response:
+    series = resolve.series(study_uid, series_uid)
+    return _thumbnail(_middle(_instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series)))
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/thumbnail")
+@require_auth(*ROLES)
+def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
+    numbers = _frame_numbers(frame_list)
+    series = resolve.series(study_uid, series_uid)
+    return _thumbnail(_middle(_instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series,
+                                                numbers)))
+
+
+# --- SIVR extensions: reformats and 3D views of a series --------------------------------------
+
+def _whole_series(study_uid: str, series_uid: str) -> tuple[str, Any]:
+    """The series' record id and its fully loaded record (loading it, and waiting up to
+    `dicomweb.load_wait_s`; 409 loading with Retry-After beyond)."""
+    record_id = resolve.series(study_uid, series_uid).id
+    record = start_loading(record_id)
+    record.wait_complete(float(current_app.config["SIVR"].get_key("dicomweb.load_wait_s")))
+    return record_id, loaded_record(record_id)
+
+
+def _single_image_format(what: str) -> str:
+    choice = negotiate(False)
+    if choice.multipart:
+        raise _not_acceptable(f"{what} is one image, not multipart/related")
+    return choice.fmt
+
+
+def _no_annotation(what: str) -> None:
+    if query.ANNOTATION.raw() is not None:
+        raise query.bad(f"query parameter annotation is not supported on {what}")
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/rendered/mpr/<plane>/<int(signed=True):index>")
+@require_auth(*ROLES)
+def series_mpr(study_uid: str, series_uid: str, plane: str, index: int) -> Response:
+    """A reformat of the series (as GET /api/v1/records/{id}/mpr/{plane}/{index})."""
+    started = time.perf_counter()
+    check_plane(plane)
+    _no_annotation("reformats")
+    fmt = _single_image_format("a reformat")
+    window = query.rendered_window()
+    viewport = query.viewport(_max_px())
+    quality = query.quality(fmt, MPR_QUALITY)
+    slab_mm, slab_mode = query.slab()
+    record_id, record = _whole_series(study_uid, series_uid)
+    layout = plane_layout(render_state(current_app).prepared(record).geometry, plane)
+    region = viewport.region(record.pixels.shape[layout.down_axis], record.pixels.shape[layout.right_axis])
+    spec = PlaneImage(fmt, quality, viewport.box, region, window, None, slab_mm, slab_mode, viewport.flip)
+    return plane_image(record_id, record, plane, index, spec, started)
+
+
+@bp.get("/studies/<study_uid>/series/<series_uid>/rendered/volume")
+@require_auth(*ROLES)
+def series_volume(study_uid: str, series_uid: str) -> Response:
+    """A 3D view of the series (as GET /api/v1/records/{id}/volume, with DICOMweb's window and
+    viewport: VW,VH only)."""
+    started = time.perf_counter()
+    _no_annotation("3D views")
+    fmt = _single_image_format("a 3D view")
+    render, mode = render_mode()
+    viewport = query.viewport(_max_px(), DEFAULT_SIZE)
+    if viewport.source is not None:
+        raise query.bad("query parameter viewport: a 3D view takes VW,VH only (zoom and angles frame it)")
+    view = view_spec(mode, render, query.rendered_window() if mode != "dvr" else None,
+                     viewport.box or DEFAULT_SIZE)
+    quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
+    view_id, seq = view_sequence()
+    record_id, record = _whole_series(study_uid, series_uid)
+    return volume_image(record_id, record, view, None, fmt, quality, view_id, seq, started)
+
+
+# --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------
+
+def _uid(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},
+            "description": description}
+
+
+_STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series", "Series Instance UID"),
+                              _uid("instance", "SOP Instance UID"))
+_FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
+           "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
+_IMAGES: dict[str, dict] = {mimetype: {} for mimetype in MIMETYPES.values()}
+
+
+def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The rendered resources' entries of the node's OpenAPI document (`error_responses(*codes)`
+    gives the document's error answers)."""
+    rendered = {"description": "the rendered image (several: multipart/related, one part per frame)",
+                "content": {**_IMAGES, "multipart/related": {}}}
+    single = {"description": "the rendered image", "content": _IMAGES}
+    errors = error_responses(400, 401, 404, 406, 409, 422)
+    levels = {"/studies/{study}": [_STUDY], "/studies/{study}/series/{series}": [_STUDY, _SERIES],
+              "/studies/{study}/series/{series}/instances/{instance}": [_STUDY, _SERIES, _INSTANCE],
+              "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}":
+                  [_STUDY, _SERIES, _INSTANCE, _FRAMES]}
+    paths: dict[str, Any] = {}
+    for prefix, params in levels.items():
+        paths[f"{ROOT}{prefix}/rendered"] = {"parameters": params, "get": {
+            "summary": "DICOMweb rendered resource (PS3.18 §8.3.5)",
+            "parameters": [p.openapi() for p in query.RENDERED_PARAMS], "responses": {"200": rendered, **errors}}}
+        paths[f"{ROOT}{prefix}/thumbnail"] = {"parameters": params, "get": {
+            "summary": "DICOMweb thumbnail: the middle frame, 128x128 by default",
+            "parameters": [p.openapi() for p in query.THUMBNAIL_PARAMS], "responses": {"200": single, **errors}}}
+    series = f"{ROOT}/studies/{{study}}/series/{{series}}/rendered"
+    paths[f"{series}/mpr/{{plane}}/{{index}}"] = {
+        "parameters": [_STUDY, _SERIES, {"name": "plane", "in": "path", "required": True,
+                                         "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+                       {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+        "get": {"summary": "SIVR extension: a reformat (MPR, slab) of the series",
+                "parameters": [p.openapi() for p in query.RENDERED_MPR_PARAMS],
+                "responses": {"200": single, **errors}}}
+    paths[f"{series}/volume"] = {"parameters": [_STUDY, _SERIES], "get": {
+        "summary": "SIVR extension: a 3D view (MIP, MinIP, AvgIP, DVR) of the series",
+        "parameters": [p.openapi() for p in query.RENDERED_VOLUME_PARAMS],
+        "responses": {"200": single, **error_responses(400, 401, 404, 406, 409, 422, 503)}}}
+    return paths

@@ -1,0 +1,223 @@
+"""STOW-RS (PS3.18 10.5): `POST /studies[/{study}]` with a multipart/related body of application/dicom parts.
+
+The body is checked whole before anything is stored: its media type (415), its framing (400), and
+the node's upload limits (413: the body, the file count and the files' total size, the same
+`limits.*` as a browser upload). Then each part is read for its UIDs, the parts are grouped by
+SeriesInstanceUID and each series goes through the node's one ingest service in one call (as a
+browser upload does), so a series lands in the same record whether it came by C-STORE, upload or
+STOW, with the same validation, isolation and audit.
+
+When a series' batch is refused, the batch is split in halves and each half tried again, down to
+single instances: the good instances are stored and each bad one is reported with its reason,
+at a cost of a few more validations instead of one append per instance. Ingest stores a call's
+files all or none, so no file is ever half stored.
+
+The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
+RetrieveURL and each refused one in FailedSOPSequence with a FailureReason (the C-STORE status the
+same refusal gets over DIMSE, `daemons.render.dimse.status_of`): 200 when all were stored, 202 when
+some were, 409 when none was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from flask import Response, request
+
+from daemons.render.dicomweb import bp
+from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related
+from daemons.render.dicomweb.syntax import accepted, not_acceptable
+from daemons.render.dicomweb.wado import instance_url, study_url
+from daemons.render.dimse import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
+from daemons.render.ingest import Actor, ingest_service
+from daemons.render.node import node
+from daemons.render.storage import StoreFull
+from daemons.render.validate import MIB, Limits, UploadError
+from shared.access import require_own_institution
+from shared.auth import current_identity, require_auth
+from shared.errors import ApiError
+from shared.roles import ROLES
+
+DICOM = "application/dicom"
+#: multipart framing allowed on top of the files themselves (delimiters and part headers)
+FRAMING_BYTES_PER_PART = 1024
+FRAMING_BYTES = 64 * 1024
+READ_CHUNK = 1 << 20
+
+# DICOM JSON tags of the response (PS3.18 Table 10.5.3-1)
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS = "00081150"
+REFERENCED_SOP_INSTANCE = "00081155"
+FAILURE_REASON = "00081197"
+
+
+@dataclass
+class Candidate:
+    """One part of the body and what became of it."""
+
+    number: int
+    raw: bytes
+    sop_class: str = ""
+    sop_instance: str = ""
+    study: str = ""
+    series: str = ""
+    stored: bool = False
+    failure: int | None = None
+    reason: str = ""
+
+    def fail(self, status: int, reason: str) -> None:
+        self.failure, self.reason = status, reason
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def _read_body(limits: Limits) -> bytes:
+    """The request body, refused with 413 as soon as it is larger than the node's limits allow."""
+    allowed = limits.max_upload_bytes + FRAMING_BYTES + FRAMING_BYTES_PER_PART * limits.max_files
+    too_large = ApiError(413, "over_limits", f"the body is over this node's upload limit of "
+                         f"{limits.max_upload_bytes // MIB} MiB; send the instances in several requests")
+    if request.content_length is not None and request.content_length > allowed:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        chunk = request.stream.read(READ_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > allowed:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_media_types() -> str:
+    """The body's boundary; 415 unless it is multipart/related of application/dicom, 406 for the answer."""
+    media, params = media_type(request.headers.get("Content-Type", ""))
+    if media != "multipart/related":
+        raise ApiError(415, "unsupported_media_type",
+                       f"STOW-RS takes multipart/related; type=\"{DICOM}\" bodies, not {media or 'no media type'}")
+    part_type = params.get("type", DICOM).lower()
+    if part_type != DICOM:
+        raise ApiError(415, "unsupported_media_type", f"only {DICOM} parts are stored (not {part_type}): "
+                       "the metadata-and-bulk-data form of STOW-RS is not supported")
+    if not any(w.part_type in ("application/dicom+json", "application/json", "*/*", "*", "application/*")
+               for w in accepted(request.headers.get("Accept"))):
+        raise not_acceptable("the STOW-RS answer is application/dicom+json only")
+    return boundary_of(request.headers["Content-Type"])
+
+
+def _candidate(number: int, part: Any, study_uid: str | None) -> Candidate:
+    """A body part with its UIDs read, or marked failed when it cannot be stored."""
+    candidate = Candidate(number, bytes(part.content))
+    media, _ = part.content_type
+    if media and media != DICOM:
+        candidate.fail(CANNOT_UNDERSTAND, f"part {number} is {media}, not {DICOM}")
+        return candidate
+    try:
+        ds = pydicom.dcmread(io.BytesIO(candidate.raw), stop_before_pixels=True)
+    except Exception as exc:  # anything a header parser can raise on foreign bytes
+        candidate.fail(CANNOT_UNDERSTAND, f"part {number} is not a DICOM file ({type(exc).__name__})")
+        return candidate
+    candidate.sop_class, candidate.sop_instance = _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+    candidate.study, candidate.series = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
+    missing = [k for k, v in (("SOPInstanceUID", candidate.sop_instance), ("StudyInstanceUID", candidate.study),
+                              ("SeriesInstanceUID", candidate.series)) if not v]
+    if missing:
+        candidate.fail(CANNOT_UNDERSTAND, f"part {number} has no {', '.join(missing)}")
+    elif study_uid is not None and candidate.study != study_uid:
+        candidate.fail(DOES_NOT_MATCH_SOP_CLASS, f"part {number} belongs to study {candidate.study}, "
+                       f"not to {study_uid} named in the request")
+    return candidate
+
+
+def _store(batch: list[Candidate], actor: Actor) -> None:
+    """Store one series' candidates; a refused batch is split in halves until each refusal is one instance."""
+    try:
+        ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor)
+    except UploadError as exc:
+        if len(batch) == 1:
+            batch[0].fail(status_of(exc), f"{exc.code}: {exc.message}")
+            return
+        half = len(batch) // 2
+        _store(batch[:half], actor)
+        _store(batch[half:], actor)
+        return
+    except StoreFull:
+        for candidate in batch:
+            candidate.fail(OUT_OF_RESOURCES, "the node's disk is full")
+        return
+    for candidate in batch:
+        candidate.stored = True
+
+
+def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
+    stored = [c for c in candidates if c.stored]
+    failed = [c for c in candidates if not c.stored]
+    body: dict[str, Any] = {}
+    studies = {c.study for c in stored} | ({study_uid} if study_uid else set())
+    if len(studies) == 1:
+        body[RETRIEVE_URL] = {"vr": "UR", "Value": [study_url(studies.pop())]}
+    if stored:
+        body[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [{
+            REFERENCED_SOP_CLASS: {"vr": "UI", "Value": [c.sop_class]},
+            REFERENCED_SOP_INSTANCE: {"vr": "UI", "Value": [c.sop_instance]},
+            RETRIEVE_URL: {"vr": "UR", "Value": [instance_url(c.study, c.series, c.sop_instance)]},
+        } for c in stored]}
+    if failed:
+        body[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failure_item(c) for c in failed]}
+    status = 200 if not failed else 202 if stored else 409
+    response = Response(json.dumps(body), status=status, content_type="application/dicom+json")
+    if failed:
+        reasons = "; ".join(c.reason for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
+        text = f"{len(failed)} of {len(candidates)} instances failed: {reasons}".replace('"', "'")
+        # a header is Latin-1 on one line: file names and attribute values in the reasons may be neither
+        text = " ".join(text.encode("ascii", "replace").decode("ascii").split())[:1000]
+        response.headers["Warning"] = f'299 SIVR "{text}"'
+    return response
+
+
+def _failure_item(candidate: Candidate) -> dict[str, Any]:
+    item: dict[str, Any] = {FAILURE_REASON: {"vr": "US", "Value": [candidate.failure]}}
+    if candidate.sop_class:
+        item[REFERENCED_SOP_CLASS] = {"vr": "UI", "Value": [candidate.sop_class]}
+    if candidate.sop_instance:
+        item[REFERENCED_SOP_INSTANCE] = {"vr": "UI", "Value": [candidate.sop_instance]}
+    return item
+
+
+@bp.post("/studies")
+@bp.post("/studies/<study>")
+@require_auth(*ROLES)
+def store_instances(study: str | None = None) -> Response:
+    """Store the instances of a STOW-RS body; per-instance outcome in the answer (module docstring)."""
+    identity = current_identity()
+    the_node = node()
+    require_own_institution(identity, the_node.institution_id, "storing instances on this node")
+    boundary = _check_media_types()
+    limits = the_node.limits
+    parts = split_related(_read_body(limits), boundary)
+    if len(parts) > limits.max_files:
+        raise ApiError(413, "over_limits", f"{len(parts)} instances is more than this node's limit of "
+                       f"{limits.max_files} per request")
+    total = sum(len(part.content) for part in parts)
+    if total > limits.max_upload_bytes:
+        raise ApiError(413, "over_limits", f"the instances are {total // MIB} MiB, over this node's upload limit "
+                       f"of {limits.max_upload_bytes // MIB} MiB")
+    candidates = [_candidate(number, part, study) for number, part in enumerate(parts, start=1)]
+    del parts
+    by_series: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        if candidate.failure is None:
+            by_series.setdefault(candidate.series, []).append(candidate)
+    actor = Actor(identity.user_id, identity.username)
+    for batch in by_series.values():
+        _store(batch, actor)
+    return _answer(candidates, study)

@@ -1,0 +1,197 @@
+"""Transfer syntaxes over WADO-RS: what a client's Accept asks for, what the node sends, and the bytes.
+
+The rules (PS3.18 8.7.3 and 8.7.4, as Orthanc's DICOMweb plugin since 1.5 also reads them):
+- An instance part (`application/dicom`) without a `transfer-syntax` parameter, or an Accept of
+  `*/*`, means Explicit VR Little Endian: a stored instance in another syntax is transcoded
+  (decompressed) to it. `transfer-syntax=*` means "as stored": the stored bytes, bit-exact.
+  Any other syntax is served only to instances stored in it (the node never compresses): 406.
+- A frame part: `application/octet-stream` (no syntax, or 1.2.840.10008.1.2.1) is the frame's
+  native little-endian pixels, decoded where the instance is compressed; `transfer-syntax=*`,
+  `*/*`, or the stored syntax's own media type (image/jls, image/jp2, image/jpeg,
+  image/dicom-rle...) gets the stored compressed frame as it is.
+Every instance on a node had its pixel data decoded once when it arrived (`daemons.render.validate`),
+so Explicit VR Little Endian can always be produced.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from daemons.render.dicomweb.multipart import media_type
+from shared.errors import ApiError
+
+EXPLICIT_LE = str(ExplicitVRLittleEndian)
+ANY = "*"
+DICOM = "application/dicom"
+OCTETS = "application/octet-stream"
+WILDCARDS = ("*/*", "*", "application/*")
+
+#: the media type of a compressed frame, by its transfer syntax (PS3.18 Table 8.7.3-2)
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+#: older names some clients still send (dicomweb-client accepts both)
+MEDIA_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
+_RANGE_SPLIT = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One media range of an Accept header, as a part media type and an optional transfer syntax."""
+
+    part_type: str
+    transfer_syntax: str | None
+
+
+def accepted(header: str | None) -> list[Wanted]:
+    """The media ranges of an Accept header, best first (q=0 dropped); none given is `*/*`.
+
+    `multipart/related; type="X"; transfer-syntax=Y` names the part type X; a bare media type
+    (`application/dicom`, `*/*`) stands for itself.
+    """
+    ranges = []
+    for order, text in enumerate(_RANGE_SPLIT.split(header or "")):
+        if not text.strip():
+            continue
+        media, params = media_type(text)
+        try:
+            q = float(params.get("q", 1))
+        except ValueError:
+            q = 1.0
+        if q <= 0:
+            continue
+        part = params.get("type", "").lower() if media == "multipart/related" else media
+        part = MEDIA_ALIASES.get(part, part)
+        ranges.append((-q, order, Wanted(part or "*/*", params.get("transfer-syntax") or None)))
+    return [wanted for _, _, wanted in sorted(ranges, key=lambda r: (r[0], r[1]))] or [Wanted("*/*", None)]
+
+
+def not_acceptable(what: str) -> ApiError:
+    return ApiError(406, "not_acceptable", what)
+
+
+def instance_targets(wanted: list[Wanted]) -> list[str]:
+    """The transfer syntaxes (or ANY: as stored) an instance may be sent in, best first; 406 if none."""
+    targets = []
+    for item in wanted:
+        if item.part_type not in (DICOM, *WILDCARDS):
+            continue
+        targets.append(item.transfer_syntax or EXPLICIT_LE)
+    if not targets:
+        raise not_acceptable('instances are sent as multipart/related; type="application/dicom" only')
+    return targets
+
+
+def instance_syntax(targets: list[str], stored: str) -> str | None:
+    """The syntax to send an instance stored in `stored` in (ANY: as stored), or None if none fits."""
+    for target in targets:
+        if target in (ANY, stored):
+            return ANY
+        if target == EXPLICIT_LE:
+            return EXPLICIT_LE
+    return None
+
+
+def needs_stored_syntax(targets: list[str]) -> bool:
+    """Whether the answer depends on the stored syntaxes (no target every instance satisfies)."""
+    return not any(t in (ANY, EXPLICIT_LE) for t in targets)
+
+
+def to_explicit_le(raw: bytes) -> bytes:
+    """The instance in Explicit VR Little Endian: decompressed, or re-encoded from another native syntax.
+
+    The SOP Instance UID is kept: the pixel values are unchanged (lossless decompression).
+    """
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE)))
+    if syntax == EXPLICIT_LE:
+        return raw
+    if syntax.is_compressed:
+        ds.decompress(generate_instance_uid=False)
+    elif not syntax.is_little_endian and "PixelData" in ds:
+        ds.PixelData = _little_endian(ds.pixel_array).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    """How an instance's frames are sent: as stored (compressed) or as native little-endian pixels."""
+
+    stored: bool
+    content_type: str
+
+
+def frame_choice(wanted: list[Wanted], stored: str) -> FrameChoice:
+    """The form of the frames of an instance stored in `stored` (406 when the client takes none)."""
+    compressed = stored in FRAME_MEDIA_TYPES
+    as_stored = FrameChoice(True, f"{FRAME_MEDIA_TYPES[stored]}; transfer-syntax={stored}") if compressed else None
+    native = FrameChoice(False, f"{OCTETS}; transfer-syntax={EXPLICIT_LE}")
+    for item in wanted:
+        syntax = item.transfer_syntax
+        if item.part_type in WILDCARDS:
+            if syntax in (None, ANY) or syntax == stored:
+                return as_stored or native
+            if syntax == EXPLICIT_LE:
+                return native
+        elif item.part_type == OCTETS:
+            if syntax in (None, EXPLICIT_LE):
+                return native
+            if syntax in (ANY, stored):
+                return as_stored or native
+        elif compressed and item.part_type == FRAME_MEDIA_TYPES[stored] and syntax in (None, ANY, stored):
+            return as_stored  # type: ignore[return-value]  # compressed: never None
+    raise not_acceptable(f"the frames are stored in {stored}; ask for application/octet-stream (decoded, "
+                         f"{EXPLICIT_LE}), transfer-syntax=* or {FRAME_MEDIA_TYPES.get(stored, OCTETS)}")
+
+
+def stored_syntax(ds: Dataset) -> str:
+    return str(ds.file_meta.get("TransferSyntaxUID", "") or EXPLICIT_LE)
+
+
+def frame_count(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
+    """Frame `number` (1-based) of an instance: its stored compressed bytes, or its native pixels."""
+    frames = frame_count(ds)
+    syntax = UID(stored_syntax(ds))
+    if choice.stored:
+        return get_frame(ds.PixelData, number - 1, number_of_frames=frames)
+    if syntax.is_compressed or not syntax.is_little_endian:
+        array = pydicom.pixels.pixel_array(ds, index=number - 1) if frames > 1 else ds.pixel_array
+        return _little_endian(array).tobytes()
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    bits = rows * columns * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated)
+    if bits % 8:
+        raise not_acceptable("frames of 1-bit data that do not end on a byte boundary cannot be sent apart")
+    size = bits // 8
+    return bytes(ds.PixelData[(number - 1) * size:number * size])

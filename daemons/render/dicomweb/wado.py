@@ -1,0 +1,252 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of the node's studies.
+
+- `/studies/{study}[/series/{series}[/instances/{sop}]]`: multipart/related of application/dicom
+  parts, read from the encrypted store one instance at a time while the answer streams (a study is
+  never held in RAM); transfer syntaxes as `syntax` explains (stored bytes bit-exact, or Explicit
+  VR Little Endian).
+- `.../metadata`: a JSON array of the instances' DICOM JSON (`metadata`).
+- `.../instances/{sop}/frames/{n[,m...]}`: the frames' pixel data, native or as stored.
+- `.../instances/{sop}/bulk/{path}`: a BulkDataURI of the metadata.
+Reads are open to any signed-in user whose token is for this node (cross-institution reading is by
+design) and every one is audited per series (`note_view("dicomweb", record id)`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pydicom
+from flask import Response, request
+
+from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.dicomweb.metadata import find_element, metadata_cache
+from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
+from daemons.render.dicomweb.syntax import (
+    ANY,
+    DICOM,
+    EXPLICIT_LE,
+    OCTETS,
+    accepted,
+    frame_bytes,
+    frame_choice,
+    frame_count,
+    instance_syntax,
+    instance_targets,
+    needs_stored_syntax,
+    not_acceptable,
+    stored_syntax,
+    to_explicit_le,
+)
+from daemons.render.node import Node, node
+from daemons.render.storage import StoreError
+from daemons.render.view_audit import note_view
+from shared.auth import require_auth
+from shared.errors import ApiError
+from shared.roles import ROLES
+
+AUDIT_KIND = "dicomweb"
+MAX_FRAMES_PER_REQUEST = 1000
+INSTANCE_PATH = "/studies/<study>/series/<series>/instances/<sop>"
+
+
+def instance_url(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """The WADO-RS URL of an instance on this node (STOW-RS answers and BulkDataURIs name it)."""
+    return f"{node().url}{ROOT}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def study_url(study_uid: str) -> str:
+    return f"{node().url}{ROOT}/studies/{study_uid}"
+
+
+def _audit(series_rows: list[Any]) -> None:
+    for row in series_rows:
+        note_view(AUDIT_KIND, row.id)
+
+
+def _read(the_node: Node, row: Any) -> bytes:
+    try:
+        return the_node.store.read_file(row.series_id, row.blob, row.sha256)
+    except StoreError as exc:
+        raise ApiError(422, "store_corrupt", f"instance {row.sop_instance_uid} failed verification: {exc}") from exc
+
+
+# --- instances ---------------------------------------------------------------------------------
+def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
+    """The instances as multipart/related, read and (where asked) transcoded one at a time."""
+    targets = instance_targets(accepted(request.headers.get("Accept")))
+    the_node = node()
+    if needs_stored_syntax(targets):  # only a specific other syntax: each instance must be stored in it
+        bulk_base = _bulk_base(study_uid, series_uids)
+        for entry in metadata_cache().entries(the_node, rows, bulk_base):
+            if instance_syntax(targets, entry.syntax) is None:
+                raise not_acceptable(f"an instance is stored in {entry.syntax}; this node sends instances as "
+                                     f"stored (transfer-syntax=*) or in {EXPLICIT_LE} only")
+
+    def parts() -> Iterator[tuple[str, bytes]]:
+        for row in rows:
+            raw = _read(the_node, row)
+            syntax = stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True,
+                                                   specific_tags=["SOPInstanceUID"]))
+            chosen = instance_syntax(targets, syntax)
+            if chosen in (ANY, syntax):
+                yield f"{DICOM}; transfer-syntax={syntax}", raw
+            else:
+                yield f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
+
+    boundary = new_boundary()
+    response = Response(write_related(parts(), boundary), content_type=related_content_type(DICOM, boundary))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _bulk_base(study_uid: str, series_uids: dict[str, str]) -> Callable[[Any], str]:
+    """The BulkDataURI base of an instance row (used from the metadata cache's worker threads)."""
+    root = f"{node().url}{ROOT}"
+
+    def base(row: Any) -> str:
+        return f"{root}/studies/{study_uid}/series/{series_uids[row.series_id]}/instances/{row.sop_instance_uid}/bulk"
+    return base
+
+
+def _study_rows(study_uid: str) -> tuple[list[Any], list[Any], dict[str, str]]:
+    series_rows = resolve.series_of_study(study_uid)
+    rows = [row for series in series_rows for row in resolve.instances_of_series(series)]
+    return series_rows, rows, {s.id: s.series_uid for s in series_rows}
+
+
+@bp.get("/studies/<study>")
+@require_auth(*ROLES)
+def retrieve_study(study: str) -> Response:
+    series_rows, rows, series_uids = _study_rows(study)
+    _audit(series_rows)
+    return _stream_instances(rows, study, series_uids)
+
+
+@bp.get("/studies/<study>/series/<series>")
+@require_auth(*ROLES)
+def retrieve_series(study: str, series: str) -> Response:
+    series_row = resolve.series(study, series)
+    _audit([series_row])
+    return _stream_instances(resolve.instances_of_series(series_row), study, {series_row.id: series})
+
+
+@bp.get(INSTANCE_PATH)
+@require_auth(*ROLES)
+def retrieve_instance(study: str, series: str, sop: str) -> Response:
+    row = resolve.instance(study, series, sop)
+    _audit([row.series])
+    return _stream_instances([row], study, {row.series_id: series})
+
+
+# --- metadata ----------------------------------------------------------------------------------
+def _metadata(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
+    wanted = accepted(request.headers.get("Accept"))
+    if not any(w.part_type in ("application/dicom+json", "application/json", "*/*", "*", "application/*")
+               for w in wanted):
+        raise not_acceptable("metadata is sent as application/dicom+json only")
+    entries = metadata_cache().entries(node(), rows, _bulk_base(study_uid, series_uids))
+    body = b"[" + b",".join(entry.json for entry in entries) + b"]"
+    response = Response(body, content_type="application/dicom+json")
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.get("/studies/<study>/metadata")
+@require_auth(*ROLES)
+def study_metadata(study: str) -> Response:
+    series_rows, rows, series_uids = _study_rows(study)
+    _audit(series_rows)
+    return _metadata(rows, study, series_uids)
+
+
+@bp.get("/studies/<study>/series/<series>/metadata")
+@require_auth(*ROLES)
+def series_metadata(study: str, series: str) -> Response:
+    series_row = resolve.series(study, series)
+    _audit([series_row])
+    return _metadata(resolve.instances_of_series(series_row), study, {series_row.id: series})
+
+
+@bp.get(f"{INSTANCE_PATH}/metadata")
+@require_auth(*ROLES)
+def instance_metadata(study: str, series: str, sop: str) -> Response:
+    row = resolve.instance(study, series, sop)
+    _audit([row.series])
+    return _metadata([row], study, {row.series_id: series})
+
+
+# --- frames and bulk data ----------------------------------------------------------------------
+def _frame_numbers(text: str) -> list[int]:
+    """`1,3,5` -> [1, 3, 5]: whole numbers from 1, at most MAX_FRAMES_PER_REQUEST (400 otherwise)."""
+    items = text.split(",")
+    if len(items) > MAX_FRAMES_PER_REQUEST or not all(i.strip().isdigit() and int(i) >= 1 for i in items):
+        raise ApiError(400, "validation_error", f"frame list {text[:80]!r}: give frame numbers from 1, comma "
+                       f"separated, at most {MAX_FRAMES_PER_REQUEST}")
+    return [int(i) for i in items]
+
+
+def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
+    choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
+    parts = ((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one frame in RAM at a time
+    boundary = new_boundary()
+    part_type = choice.content_type.split(";", 1)[0]
+    response = Response(write_related(parts, boundary), content_type=related_content_type(part_type, boundary))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
+    row = resolve.instance(study, series, sop)
+    _audit([row.series])
+    return row, pydicom.dcmread(io.BytesIO(_read(node(), row)))
+
+
+def _check_showable(row: Any, numbers: list[int]) -> None:
+    """422 for a frame found short or undecodable when it arrived (its file was stored for the others)."""
+    bad = {int(b["frame"]): b["message"] for b in node().manifest(row.series_id)["render"].get("bad_frames") or []}
+    if not bad:
+        return
+    span = resolve.frame_span(row)
+    for number in numbers:
+        reason = bad.get(span.record_frame(number))
+        if reason is not None:
+            raise ApiError(422, "frame_error", f"frame {number} of instance {row.sop_instance_uid} cannot be "
+                           f"sent: {reason}")
+
+
+@bp.get(f"{INSTANCE_PATH}/frames/<frames>")
+@require_auth(*ROLES)
+def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
+    numbers = _frame_numbers(frames)
+    row, ds = _instance_dataset(study, series, sop)
+    if "PixelData" not in ds:
+        raise ApiError(404, "not_found", f"instance {sop} has no pixel data")
+    count = frame_count(ds)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise ApiError(404, "not_found", f"frame {missing[0]} does not exist: the instance has frames 1..{count}")
+    _check_showable(row, numbers)
+    return _frames_response(ds, numbers)
+
+
+@bp.get(f"{INSTANCE_PATH}/bulk/<path:element>")
+@require_auth(*ROLES)
+def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
+    """A BulkDataURI: pixel data as the instance's frames, any other value as application/octet-stream."""
+    row, ds = _instance_dataset(study, series, sop)
+    found = find_element(ds, element.upper())
+    if found is None or not isinstance(found.value, (bytes, bytearray)):
+        raise ApiError(404, "not_found", f"instance {sop} has no bulk data at {element[:80]!r}")
+    if found.tag == 0x7FE00010 and element.upper() == "7FE00010":
+        numbers = list(range(1, frame_count(ds) + 1))
+        _check_showable(row, numbers)
+        return _frames_response(ds, numbers)
+    if not any(w.part_type in (OCTETS, "*/*", "*", "application/*") for w in accepted(request.headers.get("Accept"))):
+        raise not_acceptable("bulk data is sent as application/octet-stream")
+    boundary = new_boundary()
+    response = Response(write_related([(OCTETS, bytes(found.value))], boundary),
+                        content_type=related_content_type(OCTETS, boundary))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -1,0 +1,54 @@
+"""The multipart/related reader and writer of the DICOMweb services (RFC 2046 framing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemons.render.dicomweb.multipart import boundary_of, split_related, write_related
+from daemons.render.dicomweb.syntax import EXPLICIT_LE, Wanted, accepted, frame_choice, instance_targets
+from shared.errors import ApiError
+
+
+def test_written_parts_read_back_with_preamble_padding_and_epilogue():
+    parts = [("application/dicom", b"\r\n--not-the-boundary\r\n" + bytes(range(256))), ("application/dicom", b"")]
+    body = b"".join(write_related(parts, "b-1"))
+    read = split_related(b"a preamble\r\n" + body.replace(b"--b-1\r\n", b"--b-1 \t\r\n", 1) + b"epilogue", "b-1")
+    assert [(p.headers["content-type"], bytes(p.content)) for p in read] == parts
+    assert read[0].content_type == ("application/dicom", {})
+
+
+@pytest.mark.parametrize("body", [b"", b"--b-1--\r\n", b"--b-1\r\nContent-Type: x\r\n\r\ndata", b"no boundary here",
+                                  b"--b-1\r\nbroken header line\r\n\r\ndata\r\n--b-1--"])
+def test_malformed_bodies_are_400(body):
+    with pytest.raises(ApiError) as refused:
+        split_related(body, "b-1")
+    assert refused.value.status == 400 and refused.value.code == "malformed_multipart"
+
+
+@pytest.mark.parametrize("header", ["multipart/related", 'multipart/related; boundary=""',
+                                    f"multipart/related; boundary={'x' * 71}"])
+def test_unusable_boundaries_are_400(header):
+    with pytest.raises(ApiError):
+        boundary_of(header)
+
+
+def test_accept_ranges_are_ordered_by_quality():
+    ranges = accepted('multipart/related; type="image/jls"; q=0.5, multipart/related; type=application/octet-stream; '
+                      'transfer-syntax=*, image/x-dicom-rle;q=0')
+    assert ranges == [Wanted("application/octet-stream", "*"), Wanted("image/jls", None)]
+    assert accepted(None) == [Wanted("*/*", None)]
+    assert instance_targets(accepted(None)) == [EXPLICIT_LE]
+    with pytest.raises(ApiError):
+        instance_targets(accepted("image/png"))
+
+
+def test_frames_as_stored_or_decoded():
+    rle = "1.2.840.10008.1.2.5"
+    assert frame_choice(accepted("multipart/related; type=image/x-dicom-rle"), rle).stored
+    ohif = accepted("multipart/related; type=application/octet-stream; transfer-syntax=*")  # unquoted, as OHIF
+    assert frame_choice(ohif, rle).content_type == f"image/dicom-rle; transfer-syntax={rle}"
+    assert not frame_choice(accepted("multipart/related; type=application/octet-stream"), rle).stored
+    assert not frame_choice(accepted(None), EXPLICIT_LE).stored
+    with pytest.raises(ApiError) as refused:
+        frame_choice(accepted("multipart/related; type=image/jls"), rle)
+    assert refused.value.status == 406
