@@ -248,12 +248,12 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
 
 # --- 6-7: servers -----------------------------------------------------------------------------
 class Server:
-    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True):
+    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True, start_s: float = 60):
         self.url = url
         with open(log, "wb") as output:  # the child keeps its own descriptor
             self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                             cwd=REPO)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
             try:
                 if requests.get(url + ready, timeout=2, verify=verify).status_code < 500:
