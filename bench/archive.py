@@ -53,6 +53,7 @@ from daemons.render.models import make_models, upgrade  # noqa: E402
 from daemons.render.settings import KEYS  # noqa: E402
 from shared.config import build_config, render_config_toml  # noqa: E402
 from shared.db import database_from_config  # noqa: E402
+from shared.roles import INSTITUTION_ADMIN  # noqa: E402
 
 DEMO_CT = REPO / "demo_data" / "ct-chest-100"
 CALLING = "BENCHSCU"
@@ -301,7 +302,7 @@ def bench_rendered(sivr: Sivr, theirs: Server, files: list[Path], quick: bool) -
 
 def admin_headers(setup: Setup) -> dict[str, str]:
     """A token of an administrator of the node's institution (valid 60 s, as the toplevel mints them)."""
-    token, _ = setup.issuer.issue(setup.user_id, "bench-admin", "admin", setup.institution,
+    token, _ = setup.issuer.issue(setup.user_id, "bench-admin", INSTITUTION_ADMIN, setup.institution,
                                   session_id=setup.session_id)
     return {"Authorization": f"Bearer {token}"}
 
