@@ -337,10 +337,8 @@ def fill_catalogue(sivr: Sivr, template: Path, instances: int, per_study: int) -
     RESULTS["qido_catalogue_fill_s"] = time.perf_counter() - started
 
 
-def bench_qido(sivr: Sivr, rounds: int) -> None:
-    if not sivr_has(sivr, "/studies?limit=1"):
-        RESULTS["missing"]["qido"] = "SIVR has no QIDO-RS route /dicomweb/studies (DICOMweb not merged)"
-        return
+def study_searches(rounds: int) -> list[str]:
+    """The QIDO-RS / C-FIND study searches of both query figures (a fixed mix, `key=value&...`)."""
     rng = random.Random(5)
     queries = []
     for _ in range(rounds):
@@ -356,6 +354,14 @@ def bench_qido(sivr: Sivr, rounds: int) -> None:
             queries.append(f"AccessionNumber=A{rng.randrange(1000):08d}")
         else:
             queries.append("ModalitiesInStudy=MR&limit=25&includefield=NumberOfStudyRelatedInstances")
+    return queries
+
+
+def bench_qido(sivr: Sivr, rounds: int) -> None:
+    if not sivr_has(sivr, "/studies?limit=1"):
+        RESULTS["missing"]["qido"] = "SIVR has no QIDO-RS route /dicomweb/studies (DICOMweb not merged)"
+        return
+    queries = study_searches(rounds)
     # an administrator of the institution may list every patient's studies (a physician names a patient or study)
     tokens = Tokens(lambda: admin_headers(sivr.setup))
     cat_count = requests.get(f"{sivr.url}/dicomweb/studies?limit=1", headers=tokens(), timeout=60)
@@ -365,6 +371,47 @@ def bench_qido(sivr: Sivr, rounds: int) -> None:
                        "probe_status": cat_count.status_code}
     print(f"QIDO-RS studies on the 100k catalogue: p50 {pct(times, 50):.1f} ms, p95 {pct(times, 95):.1f} ms",
           flush=True)
+
+
+def bench_cfind(sivr: Sivr, rounds: int) -> None:
+    """C-FIND at STUDY level (study root) over one association, the same searches as QIDO-RS.
+
+    `limit` has no C-FIND equivalent: every match is returned (a name search matches about a
+    tenth of the 2,000 studies); each answer carries the keys a study search usually asks for.
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    association = ae.associate("127.0.0.1", sivr.dicom_port, ae_title=SIVR_AET)
+    if not association.is_established:
+        RESULTS["missing"]["cfind"] = "the association to SIVR's DICOM listener was refused"
+        return
+    times, answers = [], []
+    by_kind: dict[str, list[tuple[float, int]]] = {}
+    for search in study_searches(rounds):
+        identifier = pydicom.Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "AccessionNumber",
+                        "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
+            setattr(identifier, keyword, "")
+        for pair in search.split("&"):
+            keyword, value = pair.split("=", 1)
+            if keyword not in ("limit", "includefield"):
+                setattr(identifier, keyword, value)
+        t0 = time.perf_counter()
+        found = sum(1 for status, _ in association.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                    if status and status.Status in (0xFF00, 0xFF01))
+        times.append((time.perf_counter() - t0) * 1000)
+        answers.append(found)
+        by_kind.setdefault(search.split("=", 1)[0], []).append((times[-1], found))
+    association.release()
+    RESULTS["cfind"] = {"queries": len(times), "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
+                        "max_ms": max(times), "answers_median": statistics.median(answers), "answers_max": max(answers),
+                        "by_key": {key: {"p50_ms": pct([t for t, _ in v], 50), "answers_median":
+                                         statistics.median([n for _, n in v])} for key, v in by_kind.items()}}
+    print(f"C-FIND studies on the 100k catalogue: p50 {pct(times, 50):.1f} ms, p95 {pct(times, 95):.1f} ms", flush=True)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -383,6 +430,10 @@ def report() -> str:
         v = r["stow"]
         lines.append(f"| STOW-RS {v['instances']} instances ({v['per_request']}/request), instances/s | "
                      f">= 2x Orthanc | {v['sivr_per_s']:.1f} | {v['orthanc_per_s']:.1f} | {v['ratio']:.2f}x |")
+    if "cfind" in r:
+        v = r["cfind"]
+        lines.append(f"| C-FIND study search (all matches), 100,000 instances, ms | p95 <= 50 | p50 {v['p50_ms']:.1f}, "
+                     f"p95 {v['p95_ms']:.1f} | not loaded | |")
     if "qido" in r:
         v = r["qido"]
         lines.append(f"| QIDO-RS study search, 100,000 instances, ms | p95 <= 50 | p50 {v['p50_ms']:.1f}, "
@@ -406,7 +457,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 instances and fewer repetitions (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections: cstore first_image stow qido metadata rendered")
+                        help="sections: cstore first_image stow qido cfind metadata rendered")
     args = parser.parse_args()
     for tool in ("storescu", "Orthanc"):
         if shutil.which(tool) is None:
@@ -417,14 +468,14 @@ def main() -> None:
                           f"{platform.platform()}, Orthanc {orthanc_version()}")
     RESULTS["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     RESULTS["load_before"] = os.getloadavg()
-    sections = set(args.only or ["cstore", "first_image", "stow", "qido", "metadata", "rendered"])
+    sections = set(args.only or ["cstore", "first_image", "stow", "qido", "cfind", "metadata", "rendered"])
     data = bench_series(args.quick)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sivr-bench-archive-") as folder:
         setup = Setup(Path(folder))
         sivr = Sivr(setup, "sivr")
-        if "qido" in sections:
+        if sections & {"qido", "cfind"}:
             fill_catalogue(sivr, data["uncompressed"][0], 10_000 if args.quick else 100_000, 50)
         sivr.start()
         theirs, their_port = orthanc(setup)
@@ -436,6 +487,7 @@ def main() -> None:
                      ("first_image", lambda: bench_first_image(sivr, data["jpeg2000"], 5 if args.quick else 20)),
                      ("stow", lambda: bench_stow(sivr, theirs, data["uncompressed"])),
                      ("qido", lambda: bench_qido(sivr, 100 if args.quick else 400)),
+                     ("cfind", lambda: bench_cfind(sivr, 100 if args.quick else 400)),
                      ("metadata", lambda: bench_metadata(sivr, theirs, data["uncompressed"], 5 if args.quick else 20)),
                      ("rendered", lambda: bench_rendered(sivr, theirs, data["uncompressed"], args.quick))]
             for name, step in steps:
