@@ -29,6 +29,7 @@ from daemons.deployment import (
     init_deployment,
 )
 from daemons.layers import get_layer
+from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
 from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
@@ -252,12 +253,20 @@ def _default_ports_free() -> bool:
     return True
 
 
+def dicomweb_roots(deployment: LocalDeployment) -> dict[str, str]:
+    """The DICOMweb root of each running render node, by node name (what a DICOMweb client is given)."""
+    return {i.name: i.url + DICOMWEB_ROOT for i in deployment.instances if i.layer == "render"}
+
+
 def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
     running = {i.layer: i.url for i in reversed(deployment.instances)}
     info = {"layers": running, "ca_cert": deployment.ca_cert, "users": users}
     node = deployment.layout.first("render")
     if node is not None and dicom_endpoint(node)["port"]:
         info["dicom"] = dicom_endpoint(node)
+    roots = dicomweb_roots(deployment)
+    if roots:
+        info["dicomweb"] = roots
     path = Path(deployment.layout.root) / "demo.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -303,6 +312,8 @@ def _print_welcome(deployment: LocalDeployment, users: dict, path: Path) -> None
         dicom = dicom_endpoint(node)
         print(f"  {'DICOM':<16} AE title {dicom['ae_title']} on {dicom['host']}:{dicom['port']} "
               f"(callers: {', '.join(DEMO_DICOM_CALLERS)})")
+    for name, root in dicomweb_roots(deployment).items():
+        print(f"  {'DICOMweb':<16} {root} ({name})")
     if web:
         print(f"\nOpen {web}/ in a browser.")
     print(f"Trust the local CA first: {deployment.ca_cert}")

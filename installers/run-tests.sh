@@ -9,6 +9,8 @@ apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth system
 # Debian packages npm apart from Node.js; a Node.js that bundles its own npm needs nothing more
 command -v npm >/dev/null || apt_install npm
 ensure_venv test
+# the built OHIF viewer for the DICOMweb browser test
+bash "$SIVR_REPO/installers/install-ohif.sh"
 
 export EGL_PLATFORM=surfaceless
 export PYTHONUNBUFFERED=1

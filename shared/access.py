@@ -4,6 +4,11 @@ Reading a named patient's data is open to physicians and admins (seeing a patien
 images across institutions is the point, and every read is audited); listing everyone's records
 is for an administrator of the institution that holds them. Layers call these functions instead
 of comparing roles themselves, so a change of the role model changes every layer at once.
+
+A render node's catalogue is also searched by DICOM identifiers (QIDO-RS): there a study named by
+its StudyInstanceUID (long, unguessable, and what a shared link or a finding carries) is as open
+as its images are, while a DICOM PatientID is short and guessable, so naming one is kept to the
+users of the node's own institution (`require_query_scope`).
 """
 
 from __future__ import annotations
@@ -35,3 +40,15 @@ def require_patient_named(identity: Identity, institution_id: str, patient_named
         raise ApiError(400, "validation_error",
                        f"{parameter} is required: name the patient whose records you need "
                        "(only an administrator of this institution lists every patient's records)")
+
+
+def require_query_scope(identity: Identity, institution_id: str, *, patient_named: bool, study_named: bool,
+                        patient_parameter: str, study_parameter: str) -> None:
+    """A search of a node's catalogue (institution `institution_id`) by DICOM identifiers must name
+    one study (`study_parameter`), or one patient (`patient_parameter`: for users of that institution
+    only), unless the caller administers the institution: then it may list every patient's studies."""
+    if study_named or is_institution_admin(identity, institution_id):
+        return
+    require_own_institution(identity, institution_id,
+                            f"searching by {patient_parameter} (not one study by its {study_parameter})")
+    require_patient_named(identity, institution_id, patient_named, f"{patient_parameter} (or {study_parameter})")

@@ -6,6 +6,7 @@ same table shape and the same admin-only query endpoint, so the console can show
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,29 @@ def describe_changes(changes: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value}" for name, value in changes.items())
 
 
+# An entry's detail holds 2000 characters; a value quoted in it is cut to this many (its length noted),
+# so an edit of two fields always shows both fields, old and new.
+AUDIT_VALUE_CHARS = 440
+
+
+def _quoted(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= AUDIT_VALUE_CHARS:
+        return text
+    return f"{text[:AUDIT_VALUE_CHARS]}…({len(text)} chars)"
+
+
+def describe_values(values: dict[str, Any]) -> str:
+    """`field: "value"; ...` (JSON-quoted): what a deleted object held, kept in its audit entry."""
+    return "; ".join(f"{name}: {_quoted(value)}" for name, value in values.items())
+
+
+def describe_old_new(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """`field: "old" -> "new"; ...`: an edit's audit detail when the log must show what was there before
+    (a record relabelled after it was read under its first label)."""
+    return "; ".join(f"{name}: {_quoted(old.get(name))} -> {_quoted(value)}" for name, value in new.items())
+
+
 def record_audit(
     model: type[peewee.Model],
     action: str,
@@ -84,6 +108,29 @@ def record_audit(
         detail=detail[:2000],
     )
     export_entry(model, entry)
+
+
+def record_audit_many(model: type[peewee.Model], action: str, objects: list[tuple[str, str | None]],
+                      detail: str = "") -> None:
+    """One entry per (object_type, object_id) for the current request, as `record_audit` writes them,
+    in one prepared INSERT run per row: a search that shows a hundred records must not spend its
+    time having peewee build a hundred INSERTs (that costs more than the database does)."""
+    identity = current_identity()
+    now, address = utcnow(), client_address()
+    entries = [model(id=new_id(), at=now, user_id=identity.user_id, username=identity.username, action=action,
+                     object_type=object_type, object_id=object_id, patient_id=None, client_ip=address,
+                     detail=detail[:2000])
+               for object_type, object_id in objects]
+    if not entries:
+        return
+    fields = list(model._meta.sorted_fields)
+    rows = [[field.db_value(entry.__data__[field.name]) for field in fields] for entry in entries]
+    database = model._meta.database
+    with database.atomic():
+        template, _params = model.insert_many(rows[:1], fields=fields).sql()
+        database.cursor().executemany(template, rows)
+        for entry in entries:
+            export_entry(model, entry)
 
 
 def audit_to_json(entry: Any) -> dict[str, Any]:

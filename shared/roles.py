@@ -7,7 +7,8 @@ Three roles:
 * `instadmin` (institution administrator): the users and render nodes of their OWN institution
   only. They cannot create or touch a system administrator, move anyone to another institution,
   or change institutions or record types.
-* `physician`: reads and writes patient data; administers nothing.
+* `physician`: reads and writes patient data; administers nothing. A physician may correct or
+  delete the records they registered (`may_change_record`).
 
 The functions below take only what a verified token says (`Identity`) and the target's
 institution/role, so the toplevel, the institution servers, the render nodes and the console all
@@ -84,6 +85,19 @@ def may_grant_role(caller: Caller, role: str) -> bool:
 def may_administer_user(caller: Caller, user_role: str, user_institution_id: str) -> bool:
     """Read the full record of, change, reset the password of or delete a user with this role/institution."""
     return may_administer_institution(caller, user_institution_id) and may_grant_role(caller, user_role)
+
+
+def may_change_record(caller: Caller, caller_id: str, registered_by: str, institution_id: str) -> bool:
+    """Correct the description or type of, or delete, a record registered at `institution_id`.
+
+    The physician who registered it (while a physician of that institution: whoever uploaded a
+    series knows best what it is) or an administrator of that institution. Other physicians read
+    it but may not relabel or remove what a colleague uploaded.
+    """
+    if may_administer_institution(caller, institution_id):
+        return True
+    return (caller.role == PHYSICIAN and caller.institution_id == institution_id
+            and bool(registered_by) and caller_id == registered_by)
 
 
 def assignable_roles(caller: Caller) -> tuple[str, ...]:

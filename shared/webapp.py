@@ -86,7 +86,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
             expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window",
                             "X-Request-Id"],
-            methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             max_age=600,
         )
 

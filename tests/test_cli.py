@@ -141,9 +141,13 @@ def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
             assert time.monotonic() < deadline, "demo.json not written within 120 s"
             time.sleep(0.5)
         info = json.loads((state / "demo.json").read_text())
-        assert set(info) == {"layers", "ca_cert", "users", "dicom"}
+        assert set(info) == {"layers", "ca_cert", "users", "dicom", "dicomweb"}
         dicom = info["dicom"]
         assert set(dicom) == {"host", "port", "ae_title"}
+        (root,) = info["dicomweb"].values()  # the node's DICOMweb root answers (a search needs a token)
+        assert root == info["layers"]["render"] + "/dicomweb"
+        unauthenticated = requests.get(f"{root}/studies", verify=info["ca_cert"], timeout=10)
+        assert unauthenticated.status_code == 401 and unauthenticated.json()["error"]["code"]
         if shutil.which("storescu"):  # a modality sends to the demo (dcmtk's default calling AE title)
             ct = sorted((Path(__file__).resolve().parents[1] / "demo_data" / "ct-chest-100").glob("*.dcm"))[:2]
             sent = subprocess.run(["storescu", "-xv", "-aec", dicom["ae_title"], dicom["host"], str(dicom["port"]),
@@ -163,6 +167,18 @@ def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_demo_json_names_each_render_nodes_dicomweb_root(tmp_path):
+    from daemons.demo import write_demo_json
+    from daemons.deployment import LocalDeployment, init_deployment
+
+    layout = init_deployment(tmp_path / "two-nodes", pick_free_ports=True, nodes_per_institution=2)
+    deployment = LocalDeployment(layout)
+    info = json.loads(write_demo_json(deployment, {}).read_text())
+    nodes = [i for i in layout.instances if i.layer == "render"]
+    assert len(nodes) == 2
+    assert info["dicomweb"] == {i.name: f"{i.url}/dicomweb" for i in nodes}
 
 
 def test_cert_issue_makes_a_certificate_the_ca_verifies(initialised, tmp_path):

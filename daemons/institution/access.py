@@ -4,7 +4,8 @@ Each server serves one institution (config `institution.id`); "of this instituti
 means the token's `inst` claim equals that id. Reads of findings, records and the node registry
 are open to every role, because seeing a patient's findings and images across institutions is
 the point; every change needs a physician of this institution or an administrator of it
-(`shared.roles`: its institution admins, or a system admin).
+(`shared.roles`: its institution admins, or a system admin), and relabelling or deleting a record
+its uploader or such an administrator (`shared.roles.may_change_record`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from shared.auth import (
 )
 from shared.errors import ApiError
 from shared.patient_refs import FIELD, check_patient_reference
-from shared.roles import PHYSICIAN, may_administer_institution
+from shared.roles import PHYSICIAN, may_administer_institution, may_change_record
 from shared.tokens import Identity
 
 
@@ -57,11 +58,18 @@ def require_admin_here(what: str) -> Identity:
     return identity
 
 
-def require_physician_or_admin_here() -> Identity:
-    """A physician of this institution, or an administrator of it."""
+def may_change_record_here(identity: Identity, registered_by: str) -> bool:
+    """Whether the caller may relabel or delete a record of this institution registered by `registered_by`."""
+    return may_change_record(identity, identity.user_id, registered_by, this_institution())
+
+
+def require_record_change(registered_by: str, what: str) -> Identity:
+    """403 unless the caller registered the record (as a physician here) or administers this institution."""
     identity = current_identity()
-    if not is_admin_here(identity):
-        require_physician_here()
+    if not may_change_record_here(identity, registered_by):
+        raise ApiError(403, "forbidden",
+                       f"only the physician who registered the record or an administrator of this institution "
+                       f"may {what}")
     return identity
 
 

@@ -3,7 +3,9 @@
 A physician registers a record here after uploading it to a node, so findings anywhere can
 link to it; the node's upload receipt proves the record is stored there (`shared.receipts`).
 Any physician or admin may read the metadata (it is patient data: every read is audited);
-physicians must name the patient, so no one pages through all patients' records.
+physicians must name the patient, so no one pages through all patients' records. The uploader
+and the institution's administrators may correct a record's description and type, or delete it
+(`shared.roles.may_change_record`); every change is audited with the old and the new values.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import (
+    may_change_record_here,
     require_patient_reference,
     require_physician_here,
-    require_physician_or_admin_here,
+    require_record_change,
     take_patient_reference,
     this_institution,
 )
@@ -31,7 +34,7 @@ from daemons.institution.checks import (
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.nodes import serving_node_ids
 from shared.access import require_patient_named
-from shared.audit import record_audit
+from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
@@ -61,8 +64,13 @@ RECORD_FIELDS = {
     "study_date": Field(str, required=False, nullable=True, check=date_value),
 }
 
+# What the uploader or an admin may correct after registration (PATCH): the labels a person typed.
+EDITABLE_FIELDS = {name: RECORD_FIELDS[name] for name in ("record_type", "description")}
+
 
 def record_to_json(record: Record) -> dict[str, Any]:
+    """The record as the API shows it; `editable` says whether the caller may change or delete it,
+    so the viewer offers exactly what the server allows (the rule lives in `shared.roles`)."""
     return {
         "id": record.id,
         "node_id": record.node_id,
@@ -77,6 +85,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
         "study_date": iso_date(record.study_date),
         "registered_by": record.registered_by,
         "registered_at": iso_utc(record.registered_at),
+        "editable": may_change_record_here(current_identity(), record.registered_by),
     }
 
 
@@ -192,18 +201,42 @@ def read_record(record_id: str):
     return jsonify(record_to_json(record))
 
 
+def _the_one_matching(record_id: str) -> Record:
+    """The record named by id (and `?node_id=` where the same content is registered on several nodes)."""
+    records = _matching(record_id)
+    if len(records) > 1:
+        raise ApiError(409, "conflict", "this record is registered on several nodes; name one with ?node_id=")
+    return records[0]
+
+
+@bp.patch("/api/v1/records/<id:record_id>")
+@require_auth(*ROLES)
+def update_record(record_id: str):
+    """Correct the description and/or type of a record (e.g. a series saved under another's label)."""
+    record_id = parse_record_id(record_id)
+    changes = validate(json_body(), EDITABLE_FIELDS, partial=True)
+    with database_proxy.atomic():
+        record = _the_one_matching(record_id)
+        require_record_change(record.registered_by, "change this record")
+        old = {name: getattr(record, name) for name in changes}
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.save()
+        record_audit(AuditEntry, "record.update", "record", record.id, patient_id=record.patient_id,
+                     detail=f"node_id={record.node_id} " + describe_old_new(old, changes))
+    return jsonify(record_to_json(record))
+
+
 @bp.delete("/api/v1/records/<id:record_id>")
 @require_auth(*ROLES)
 def delete_record(record_id: str):
-    require_physician_or_admin_here()
+    """Remove the registry entry; the stored series is the render node's (its own DELETE and rule)."""
     record_id = parse_record_id(record_id)
     with database_proxy.atomic():
-        records = _matching(record_id)
-        if len(records) > 1:
-            raise ApiError(409, "conflict",
-                           "this record is registered on several nodes; name one with ?node_id=")
-        record = records[0]
+        record = _the_one_matching(record_id)
+        require_record_change(record.registered_by, "delete this record")
         record.delete_instance()
+        kept = {name: getattr(record, name) for name in EDITABLE_FIELDS}
         record_audit(AuditEntry, "record.delete", "record", record.id, patient_id=record.patient_id,
-                     detail=f"node_id={record.node_id}")
+                     detail=f"node_id={record.node_id} " + describe_values(kept))
     return "", 204

@@ -19,7 +19,7 @@ from shared.audit import record_audit
 from shared.auth import current_identity, require_auth, require_institution
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
-from shared.roles import PHYSICIAN, ROLES
+from shared.roles import PHYSICIAN, ROLES, may_change_record
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -40,6 +40,7 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
         meta["planes"] = plane_table(manifest)
     else:
         meta.pop("slices", None)
+    meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
@@ -123,9 +124,13 @@ def get_record(record_id: str):
 @require_auth(*ROLES)
 def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    require_own_institution(current_identity(), node().institution_id, "deleting records of this node")
+    identity, the_node = current_identity(), node()
+    require_own_institution(identity, the_node.institution_id, "deleting records of this node")
     row = _stored_or_404(record_id)
-    the_node = node()
+    # the same rule as the institution's registry (shared.roles): the uploader or an admin of it
+    if not may_change_record(identity, identity.user_id, row.uploaded_by, the_node.institution_id):
+        raise ApiError(403, "forbidden", "only the physician who stored this series or an administrator of "
+                       "this institution may delete it")
     the_node.registry.unload(record_id)
     the_node.store.delete(record_id)
     row.delete_instance()

@@ -34,7 +34,7 @@ from shared.audit import audit_blueprint
 from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
-from shared.db import database_from_config, schema_target, upgrade_schema
+from shared.db import bind_per_request, database_from_config, schema_target, upgrade_schema
 from shared.errors import ApiError
 from shared.health import (
     add_readiness_check,
@@ -71,19 +71,6 @@ def _check_config(config: Config) -> None:
             "%s: server.workers is %s; a render node must run ONE worker (with server.threads threads), "
             "or each worker loads its own copy and a frame request may reach a worker where the record "
             "is not loaded", where, config["server"]["workers"])
-
-
-def _close_after_request(app: Flask, database) -> None:
-    """Connections open on first query (peewee autoconnect) and close after the request.
-
-    Unlike `shared.db.bind_per_request` nothing is opened up front: image requests, the bulk of
-    the node's traffic, never touch the database.
-    """
-
-    @app.teardown_request
-    def _close(_exc: BaseException | None) -> None:
-        if not database.is_closed():
-            database.close()
 
 
 def _drain_refused_bodies(app: Flask) -> None:
@@ -144,7 +131,7 @@ def create_app(config: Config) -> Flask:
     exporter = app.extensions.get(EXPORT_EXTENSION)  # the central syslog, when audit.syslog names one
     install_view_audit(app, ViewAudit(models.AuditEntry, float(config["audit"]["flush_s"]),
                                       exporter.send if exporter is not None else None))
-    _close_after_request(app, database)
+    bind_per_request(app, database)  # image requests, the bulk of the traffic, never open one
     install_error_handler(app)
     _drain_refused_bodies(app)
     add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))

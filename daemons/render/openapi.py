@@ -61,6 +61,8 @@ SCHEMAS = {
         "slice_spacing": {"type": "number"}, "default_window": {"$ref": "#/components/schemas/Window"},
         "study_uid": {"type": "string"}, "series_uid": {"type": "string"}, "patient_name": {"type": "string"},
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
+        "patient_birth_date": {"type": ["string", "null"],
+                               "description": "PatientBirthDate (DA); null for records stored before it was kept"},
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "slice_thickness": {"type": ["number", "null"]},

@@ -727,6 +727,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "series_uid": _text(first, "SeriesInstanceUID"),
         "patient_name": _text(first, "PatientName"),
         "patient_id_dicom": _text(first, "PatientID"),
+        "patient_birth_date": _text(first, "PatientBirthDate"),
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,

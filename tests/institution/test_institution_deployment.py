@@ -194,7 +194,8 @@ def test_findings_are_shared_across_institutions_and_every_read_is_audited(world
     # a physician of institution B reads A's findings and record for this patient, not all rows
     listed = doctor_b.call("GET", f"{server}/api/v1/findings", params={"patient_id": patient["id"]}).json()
     assert [f["id"] for f in listed["items"]] == [finding["id"]]
-    assert doctor_b.call("GET", f"{server}/api/v1/records/{record_id}").json() == record
+    assert record["editable"] is True  # the uploader's own record
+    assert doctor_b.call("GET", f"{server}/api/v1/records/{record_id}").json() == {**record, "editable": False}
     assert doctor_b.session.get(f"{server}/api/v1/findings", timeout=30).status_code == 400
     assert doctor_b.session.get(f"{server}/api/v1/records", timeout=30).status_code == 400
 

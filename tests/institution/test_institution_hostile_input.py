@@ -37,6 +37,11 @@ def test_record_bodies(api, users, node, patient_id):
     assert _sweep(api, users["physician"], "POST", "/api/v1/records", body) == []
 
 
+def test_record_label_corrections(api, users, record):
+    body = {"description": "Abdomen CT", "record_type": "CT"}
+    assert _sweep(api, users["physician"], "PATCH", f"/api/v1/records/{record['id']}", body) == []
+
+
 def test_finding_bodies(api, users, record, finding, patient_id):
     author = users["physician"]
     body = finding_body(patient_id, [local_link(record)])

@@ -77,6 +77,7 @@ ATTACKED_CALLS = [
     ("DELETE", "/api/v1/nodes/{node}", None),
     ("PUT", "/api/v1/nodes/{node}", {"url": "https://evil.example"}),
     ("DELETE", "/api/v1/records/{record}", None),
+    ("PATCH", "/api/v1/records/{record}", {"description": "relabelled"}),
     ("DELETE", "/api/v1/findings/{finding}", None),
     ("GET", "/api/v1/findings?patient_id={patient}", None),
     ("GET", "/api/v1/audit", None),

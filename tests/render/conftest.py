@@ -48,10 +48,12 @@ class NodeHarness:
         self.issuer = issuer
         self.institution_id = institution_id
         self.root = root
+        self._users: dict[str, str] = {}  # one user per role unless a test names another
+
 
     def headers(self, role: str = "physician", institution_id: str | None = None,
                 user_id: str | None = None) -> dict[str, str]:
-        token, _ = self.issuer.issue(user_id or str(uuid.uuid4()), f"{role}-user", role,
+        token, _ = self.issuer.issue(user_id or self._users.setdefault(role, str(uuid.uuid4())), f"{role}-user", role,
                                      institution_id or self.institution_id)
         return {"Authorization": f"Bearer {token}"}
 

@@ -251,12 +251,17 @@ def test_who_may_do_what(node, ct_files):
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_inst).status_code == 403
     other_instadmin = node.headers(role="instadmin", institution_id=str(uuid.uuid4()))
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=other_instadmin).status_code == 403
+    colleague = node.headers(user_id=str(uuid.uuid4()))  # another physician of the node's institution
+    refused = node.client.delete(f"/api/v1/records/{record_id}", headers=colleague)
+    assert refused.status_code == 403 and "stored this series" in refused.json["error"]["message"]
     admin_original = node.client.get(f"/api/v1/records/{record_id}/original", headers=node.headers(role="instadmin"))
     assert admin_original.status_code == 403
     assert node.client.get("/api/v1/openapi.json").json["openapi"].startswith("3.1")
     assert node.client.get("/api/v1/node").status_code == 401
     health = node.client.get("/api/v1/node", headers=other_inst).json
     assert health["institution_id"] == node.institution_id and health["records_stored"] == 1
+    # an administrator of the node's institution may delete what a physician stored
+    assert node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers(role="instadmin")).status_code == 204
 
 
 def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files):
@@ -511,3 +516,23 @@ def test_the_receipt_key_is_kept_across_restarts_and_must_be_private(make_node, 
         make_node(root=tmp_path, institution_id=first.institution_id)
     with pytest.raises(ConfigError, match="node.receipt_key"):
         make_node(node__receipt_key="")
+
+
+def test_record_meta_names_the_dicom_patient_with_birth_date(node, ct_files, tmp_path):
+    """The viewer compares the images' patient with the SIVR patient (issue 15 item 2): name, id, birth date."""
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    files = []
+    for number, source in enumerate(ct_files[:2]):
+        ds = pydicom.dcmread(source)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "DOE^JANE", "P-BIRTH", "19700305"
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
+    assert (meta["patient_name"], meta["patient_id_dicom"], meta["patient_birth_date"]) == \
+        ("DOE^JANE", "P-BIRTH", "19700305")

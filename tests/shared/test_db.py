@@ -55,3 +55,31 @@ def test_postgresql_is_driven_by_psycopg_3(pg_database_factory):
         assert db.execute_sql("SELECT %s + 1", (41,)).fetchone() == (42,)
     finally:
         db.close()
+
+
+def test_closing_a_requests_sqlite_connection_does_not_checkpoint_the_wal(tmp_path):
+    """A request that writes closes its connection; with the app's idle holder open that close is
+    not the last one, so the WAL stays (no checkpoint and fsync per request) and data is intact."""
+    from flask import Flask
+
+    from shared.db import SQLITE_HOLDER_EXTENSION, bind_per_request, connect_database
+
+    path = tmp_path / "layer.db"
+    db = connect_database(f"sqlite:///{path}")
+    db.execute_sql("CREATE TABLE note (x INTEGER)")
+    db.close()
+    app = Flask(__name__)
+    bind_per_request(app, db)
+
+    @app.post("/write")
+    def write():
+        db.execute_sql("INSERT INTO note VALUES (1)")
+        return "", 204
+
+    for _ in range(3):
+        assert app.test_client().post("/write").status_code == 204
+        assert db.is_closed()
+    assert SQLITE_HOLDER_EXTENSION in app.extensions
+    assert (tmp_path / "layer.db-wal").exists()  # removed by a checkpoint when the last connection closes
+    with db.connection_context():
+        assert db.execute_sql("SELECT count(*) FROM note").fetchone() == (3,)

@@ -10,6 +10,7 @@ from shared.roles import (
     is_admin,
     may_administer_institution,
     may_administer_user,
+    may_change_record,
     may_grant_role,
 )
 
@@ -43,3 +44,15 @@ def test_grantable_roles():
     assert assignable_roles(DOC_A) == ()
     assert not may_grant_role(INST_A, "sysadmin")
     assert [is_admin(p) for p in (ROOT, INST_A, DOC_A)] == [True, True, False]
+
+
+@pytest.mark.parametrize("caller, caller_id, registered_by, institution, allowed", [
+    (DOC_A, "u1", "u1", A, True),                     # the uploader
+    (DOC_A, "u2", "u1", A, False),                    # a colleague
+    (DOC_A, "u1", "", A, False),                      # nobody is the uploader of an unattributed record
+    (Principal("physician", B), "u1", "u1", A, False),  # the uploader, since moved to another institution
+    (INST_A, "x", "u1", A, True), (ROOT, "x", "u1", B, True),
+    (INST_A, "x", "u1", B, False),
+])
+def test_who_changes_a_record(caller, caller_id, registered_by, institution, allowed):
+    assert may_change_record(caller, caller_id, registered_by, institution) is allowed

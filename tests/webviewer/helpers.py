@@ -88,14 +88,39 @@ def derived_series(ct_series: Path, dest: Path, first: int, count: int) -> list[
     return written
 
 
-def uploaded_record(deployment, patient: dict, files: list[Path], description: str) -> dict:
-    """Upload through the node's API and register at institution 1: the record a viewer opens."""
+def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
+    """Copies of `files` in `dest` that name `patient` (name LAST^FIRST, birth date) as their DICOM
+    patient, as a real study of that patient would: the viewer then has no patient mismatch to show."""
+    import pydicom
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for number, source in enumerate(files):
+        ds = pydicom.dcmread(source)
+        ds.PatientName = f"{patient['last_name']}^{patient['first_name']}".upper()
+        ds.PatientBirthDate = patient["birth_date"].replace("-", "")
+        written.append(dest / f"{number:04d}-{source.name}")
+        ds.save_as(written[-1], enforce_file_format=True)
+    return written
+
+
+def uploaded_record(deployment, patient: dict, files: list[Path], description: str,
+                    keep_dicom_patient: bool = False) -> dict:
+    """Upload through the node's API and register at institution 1: the record a viewer opens.
+
+    The files are uploaded naming `patient` (`as_patient`), unless `keep_dicom_patient` (a test
+    of the viewer's patient-mismatch warning names another DICOM patient on purpose).
+    """
+    import tempfile
+
     from daemons.demo import register_record, upload_record
 
     inst = institution(deployment)
     node = registered_node(deployment)
     doctor = deployment.client("physician")
-    meta = upload_record(doctor, node["url"], files)
+    with tempfile.TemporaryDirectory() as tmp:
+        sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
+        meta = upload_record(doctor, node["url"], sent)
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
     return {"meta": meta, "node": node, "institution": inst}
 

@@ -36,10 +36,12 @@ def test_upload_a_folder_skips_the_non_dicom_file_and_registers_the_record(
     page.get_by_label("Description").fill("CT chest, derived test series")
     shot(page, shots, "13-upload-chosen")
     page.get_by_role("button", name="Upload").click()
-    page.locator("#upload-result > *").wait_for(timeout=60000)
-    assert page.locator(".success").is_visible(), page.locator("#upload-result").inner_text()
-    assert page.locator("#upload-progress").evaluate("p => p.value") == 100
-    assert "Uploaded 8 slices (512×512, CT)" in page.locator(".success").inner_text()
+    job = page.locator(".upload-job").first
+    job.locator(".upload-outcome > *").first.wait_for(timeout=60000)
+    assert job.locator(".success").is_visible(), job.inner_text()
+    assert job.locator(".upload-progress").evaluate("p => p.value") == 100
+    assert "Uploaded 8 slices (512×512, CT)" in job.locator(".success").inner_text()
+    assert "Registered as: CT · CT chest, derived test series" in job.locator(".success").inner_text()
     shot(page, shots, "14-upload-done")
 
     records = deployment.client("physician").call(
@@ -59,7 +61,7 @@ def test_a_broken_dicom_file_is_refused_with_its_name_and_reason(
     page.get_by_label("DICOM files").set_input_files([*files, broken])
     page.locator("#file-list").get_by_text("3 DICOM files chosen").wait_for()
     page.get_by_role("button", name="Upload").click()
-    error = page.locator("#upload-result .form-error")
+    error = page.locator(".upload-job .form-error")
     error.wait_for(timeout=60000)
     text = error.inner_text()
     assert text.startswith("Upload failed:")

@@ -15,6 +15,7 @@ no window, new UIDs) labelled as a sagittal acquisition.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pydicom
@@ -24,6 +25,7 @@ from pydicom.uid import MRImageStorage, generate_uid
 from daemons.demo import register_record, upload_record, write_finding
 from daemons.render.volume.geometry import view_labels
 from tests.webviewer.helpers import (
+    as_patient,
     derived_series,
     institution,
     login,
@@ -44,7 +46,8 @@ def upload_and_register(deployment, files: list[Path], record_type: str, descrip
     patient = new_patient(deployment)
     inst, node = institution(deployment), registered_node(deployment)
     doctor = deployment.client("physician")
-    meta = upload_record(doctor, node["url"], files)
+    with tempfile.TemporaryDirectory() as tmp:  # the images name the page's patient, as a real study would
+        meta = upload_record(doctor, node["url"], as_patient(files, patient, Path(tmp)))
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], record_type, description)
     return {"patient": patient, "meta": meta, "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}"}
 

@@ -7,7 +7,7 @@ import importlib
 from daemons.render.dicomweb import bp, cors
 
 #: every module that adds routes to `daemons.render.dicomweb.bp` (each owns its own paths)
-SERVICE_MODULES: tuple[str, ...] = ("stow", "wado", "rendered")
+SERVICE_MODULES: tuple[str, ...] = ("stow", "wado", "rendered", "qido")
 
 cors.attach(bp)
 

@@ -44,6 +44,9 @@ export function recordLabel(record) {
   return parts.join(" · ") || record.id.slice(0, 12);
 }
 
-export function viewerHref(institutionId, nodeId, recordId) {
-  return `#/view/${institutionId}/${nodeId}/${recordId}`;
+/** The viewer's route. `patientId` names the SIVR patient whose page the record is opened from: the
+ *  viewer shows that patient beside the one the images name, and warns when they differ. */
+export function viewerHref(institutionId, nodeId, recordId, patientId) {
+  const path = `#/view/${institutionId}/${nodeId}/${recordId}`;
+  return patientId ? `${path}?patient=${patientId}` : path;
 }

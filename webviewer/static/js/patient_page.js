@@ -4,6 +4,7 @@
 import { h, mount, formatDate } from "./dom.js";
 import { patientName, sexLabel } from "./patients.js";
 import { queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
+import { recordRow } from "./record_actions.js";
 
 export async function patientView(ctx, patientId) {
   const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
@@ -97,7 +98,7 @@ export async function patientView(ctx, patientId) {
     if (counts.down.has(inst.id)) return;
     arrived(inst);
     mount(slot.records, result.items.length
-      ? recordTable(inst, result.items)
+      ? recordTable(ctx, inst, patient, result.items, slot.records)
       : h("p", { class: "muted", text: "No records here." }));
     for (const record of result.items) labels.set(`${inst.id}/${record.id}`, recordLabel(record));
     relabelLinks();
@@ -112,16 +113,20 @@ export async function patientView(ctx, patientId) {
   return () => controller.abort();
 }
 
-function recordTable(inst, records) {
-  return h("table", { class: "table compact" },
+function recordTable(ctx, inst, patient, records, holder) {
+  const body = h("tbody", {});
+  const table = h("table", { class: "table compact" },
     h("thead", {}, h("tr", {},
       h("th", { scope: "col", text: "Record" }), h("th", { scope: "col", text: "Size" }), h("th", { scope: "col", text: "" }))),
-    h("tbody", {}, records.map((r) => h("tr", { dataset: { record: r.id } },
-      h("td", {}, h("strong", { text: r.record_type || r.modality || "Record" }), " ",
-        h("span", { text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") })),
-      h("td", { text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
-      h("td", {}, h("a", { class: "btn btn-small", href: viewerHref(inst.id, r.node_id, r.id),
-        "aria-label": `Open ${recordLabel(r)} in the viewer`, text: "Open" }))))));
+    body);
+  for (const r of records) {
+    const row = recordRow(ctx, inst, patient, r, () => {
+      row.remove();
+      if (!body.rows.length) mount(holder, h("p", { class: "muted", text: "No records here." }));
+    });
+    body.append(row);
+  }
+  return table;
 }
 
 function findingCard(ctx, patient, inst, f) {
@@ -131,7 +136,7 @@ function findingCard(ctx, patient, inst, f) {
   const links = (f.records || []).map((link) => {
     const attrs = { dataset: { link: `${link.institution_id}/${link.record_id}` }, text: `Record ${link.record_id.slice(0, 10)}…` };
     return h("li", {}, link.node_id
-      ? h("a", { ...attrs, href: viewerHref(link.institution_id, link.node_id, link.record_id) })
+      ? h("a", { ...attrs, href: viewerHref(link.institution_id, link.node_id, link.record_id, patient.id) })
       : h("span", attrs));
   });
   return h("article", { class: "finding", dataset: { finding: f.id } },

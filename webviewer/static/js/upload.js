@@ -1,11 +1,12 @@
 // Uploading DICOM files (or a whole folder) to a render node of the physician's institution,
 // with a progress bar, per-file errors in words, and the record then registered at the
-// institution server so that it appears on the patient's page.
+// institution server so that it appears on the patient's page. Each upload is bound to the
+// values of the form when it was submitted (issue 15 item 1: a series once got another's label).
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
 import { errorFromResponse, buildUrl, ApiError } from "./api.js";
 import { patientName, patientReference } from "./patients.js";
-import { viewerHref } from "./federation.js";
+import { recordLabel, viewerHref } from "./federation.js";
 
 /**
  * Part 10 files carry "DICM" at byte 128. Checking those four bytes lets us name a wrong file
@@ -71,12 +72,12 @@ export async function uploadView(ctx, patientId) {
   const typeSelect = select("record_type", [["", "From the file's modality"], ...types.map((t) => [t.code, `${t.code} — ${t.name}`])]);
   const description = h("input", { name: "description", maxlength: 200, placeholder: "e.g. CT abdomen with contrast" });
   const chosen = h("div", { class: "file-list", id: "file-list", "aria-live": "polite" });
-  const progress = h("progress", { max: 100, value: 0, id: "upload-progress", "aria-label": "Upload progress" });
-  const progressText = h("span", { class: "muted", id: "upload-progress-text" });
   const result = h("div", { class: "upload-result", id: "upload-result" });
+  const jobs = h("ol", { class: "upload-jobs", id: "upload-jobs", "aria-label": "Uploads" });
   const submit = h("button", { type: "submit", class: "btn btn-primary", text: "Upload" });
   let files = [];
   let rejected = [];
+  let jobCount = 0;
 
   async function pick(list) {
     const all = [...list].filter((f) => !f.name.startsWith("."));
@@ -94,59 +95,103 @@ export async function uploadView(ctx, patientId) {
   filesInput.addEventListener("change", () => { folderInput.value = ""; pick(filesInput.files); });
   folderInput.addEventListener("change", () => { filesInput.value = ""; pick(folderInput.files); });
 
+  /** Ready for the next series: nothing typed for one upload can stick to the next. */
+  function resetForm() {
+    filesInput.value = "";
+    folderInput.value = "";
+    files = [];
+    rejected = [];
+    chosen.replaceChildren();
+    typeSelect.value = "";
+    description.value = "";
+  }
+
   const form = h("form", { class: "panel form-grid", novalidate: true },
     field("DICOM files", filesInput, "One multi-frame file or the single-frame files of one series."),
     field("…or a whole folder", folderInput),
     h("div", { class: "span-2" }, chosen),
     field("Render node", nodeSelect), field("Record type", typeSelect),
-    h("div", { class: "span-2" }, field("Description", description)),
-    h("div", { class: "span-2 progress-row" }, progress, progressText),
+    h("div", { class: "span-2" }, field("Description", description,
+      "Bound to this upload when you press Upload; the form is then free for the next series.")),
     h("div", { class: "span-2" }, result),
     h("div", { class: "actions span-2" }, submit, h("a", { class: "btn btn-quiet", href: back, text: "Back to patient" })));
 
-  form.addEventListener("submit", async (event) => {
+  // Everything the record is registered with is taken from the form now, at submission, and the
+  // form is cleared: a description typed while this upload runs belongs to the next one.
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
     result.replaceChildren();
-    if (!nodes.length) return showError(new ApiError(0, "no_node", "Your institution has no render node registered; ask an administrator."));
-    if (!files.length) return showError(new ApiError(0, "no_files", rejected.length
-      ? "None of the chosen files is a DICOM file." : "Choose DICOM files or a folder first."));
-    const node = nodes.find((n) => n.id === nodeSelect.value);
-    submit.disabled = true;
-    progress.value = 0;
-    try {
-      const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, files, (loaded, total) => {
-        progress.value = Math.round((loaded / total) * 100);
-        progressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} sent`;
-      }, controller.signal));
-      progress.value = 100;
-      progressText.textContent = "Stored on the node; registering the record…";
-      await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
-        method: "POST",
-        json: {
-          id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
-          modality: meta.modality || "", record_type: typeSelect.value || recordTypeFor(types, meta.modality), patient_id: patient.id,
-          description: description.value.trim() || meta.description || "", study_date: isoDate(meta.study_date),
-          patient_reference: await patientReference(ctx, patient.id),
-          receipt: meta.receipt, // the node's signed proof that it stores the record
-        },
-      });
-      progressText.textContent = "Done.";
-      mount(result, h("div", { class: "success", role: "status" },
-        h("p", { text: `Uploaded ${meta.frames} slice${meta.frames === 1 ? "" : "s"} (${meta.columns}×${meta.rows}, ${meta.modality || "?"}).` }),
-        h("a", { class: "btn btn-primary", href: viewerHref(ownInst.id, node.id, meta.id), text: "Open in viewer" })));
-      ctx.announce("Upload finished and the record is registered.");
-    } catch (err) {
-      showError(err);
-    } finally {
-      submit.disabled = false;
-    }
+    if (!nodes.length) return showFormError("Your institution has no render node registered; ask an administrator.");
+    if (!files.length) return showFormError(rejected.length
+      ? "None of the chosen files is a DICOM file." : "Choose DICOM files or a folder first.");
+    const job = {
+      number: ++jobCount,
+      files: [...files],
+      node: nodes.find((n) => n.id === nodeSelect.value),
+      recordType: typeSelect.value,
+      description: description.value.trim(),
+    };
+    resetForm();
+    runUpload(job);
   });
 
-  /** The node names the offending file and the reason in its message ("x.dcm: no Pixel Data"). */
-  function showError(err) {
-    progress.value = 0;
-    progressText.textContent = "";
-    mount(result, h("p", { class: "form-error", role: "alert", text: `Upload failed: ${ctx.describeError(err)}` }));
+  function showFormError(text) {
+    mount(result, h("p", { class: "form-error", role: "alert", text }));
+  }
+
+  /** One upload with the values bound at its submission, in its own row with its own progress. */
+  function runUpload(job) {
+    const progress = h("progress", { max: 100, value: 0, class: "upload-progress", "aria-label": `Upload ${job.number} progress` });
+    const progressText = h("span", { class: "muted upload-progress-text" });
+    const outcome = h("div", { class: "upload-outcome" });
+    const labels = [job.recordType || "type from the file", job.description ? `“${job.description}”` : "no description"];
+    const item = h("li", { class: "upload-job", dataset: { job: job.number } },
+      h("p", { class: "upload-job-head" }, h("strong", { text: `Upload ${job.number}` }),
+        ` · ${job.files.length} file${job.files.length === 1 ? "" : "s"} to ${job.node.name} · `,
+        h("span", { class: "upload-label", text: labels.join(" · ") })),
+      h("div", { class: "progress-row" }, progress, progressText), outcome);
+    jobs.append(item);
+    const fail = (err) => {
+      progress.value = 0;
+      progressText.textContent = "";
+      mount(outcome, h("p", { class: "form-error", role: "alert", text: `Upload failed: ${ctx.describeError(err)}` }),
+        h("button", { type: "button", class: "btn btn-small", text: "Retry with the same files and labels",
+          onclick: () => { item.remove(); runUpload(job); } }));
+    };
+    const onProgress = (loaded, total) => {
+      progress.value = Math.round((loaded / total) * 100);
+      progressText.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} sent`;
+    };
+    const onStep = (text) => { progressText.textContent = text; };
+    upload(job, onProgress, onStep).then(({ meta, wanted, registered }) => {
+      progress.value = 100;
+      progressText.textContent = "Done.";
+      const kept = registered.record_type !== wanted.record_type || registered.description !== wanted.description;
+      mount(outcome, h("div", { class: "success", role: "status" },
+        h("p", { text: `Uploaded ${meta.frames} slice${meta.frames === 1 ? "" : "s"} (${meta.columns}×${meta.rows}, ${meta.modality || "?"}).` }),
+        h("p", { class: "registered-as", text: `Registered as: ${recordLabel(registered)}` }),
+        kept ? h("p", { class: "warn", text: "This series was already registered with the labels above, which were kept; correct them from the patient page if they are wrong." }) : null,
+        h("a", { class: "btn btn-primary", href: viewerHref(ownInst.id, job.node.id, meta.id, patient.id), text: "Open in viewer" })));
+      ctx.announce(`Upload ${job.number} finished and the record is registered.`);
+    }).catch(fail);
+  }
+
+  /** Send the files to the node, then register the record with the labels bound to `job`. */
+  async function upload(job, onProgress, onStep) {
+    const { node } = job;
+    const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, job.files, onProgress, controller.signal));
+    onStep("Stored on the node; registering the record…");
+    const wanted = { record_type: job.recordType || recordTypeFor(types, meta.modality), description: (job.description || meta.description || "").trim() };
+    const registered = await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
+      method: "POST",
+      json: {
+        id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
+        modality: meta.modality || "", ...wanted, patient_id: patient.id, study_date: isoDate(meta.study_date),
+        patient_reference: await patientReference(ctx, patient.id),
+        receipt: meta.receipt, // the node's signed proof that it stores the record
+      },
+    });
+    return { meta, wanted, registered };
   }
 
   if (!nodes.length) submit.disabled = true;
@@ -155,6 +200,6 @@ export async function uploadView(ctx, patientId) {
       h("h1", { text: "Upload DICOM" }),
       h("p", { class: "muted", text: `${patientName(patient)} · ${ownInst.name}` }))),
     nodes.length ? null : h("p", { class: "notice", role: "alert", text: `${ownInst.name} has no render node registered yet, so nothing can be uploaded. Ask an administrator to add one.` }),
-    form));
+    form, jobs));
   return () => controller.abort();
 }

@@ -6,6 +6,7 @@
 import { h, mount, svg, select, formatBytes, formatDate } from "./dom.js";
 import { ApiError } from "./api.js";
 import { ImageCache } from "./imagecache.js";
+import { patientIdentity, identityPanel, identityLines } from "./identity.js";
 import {
   planeInfo, regionFor, fitRect, requestSize, screenToImage, imageToScreen, distanceMm, dragWindow, clamp,
   parseOrientation, parseWindow, stackOrder, planeLocation,
@@ -71,16 +72,20 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   }
   const recordPath = `api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
-  const presets = await ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] }));
-  const viewer = new Viewer(ctx, node, recordPath, meta, presets, query);
+  const [presets, identity] = await Promise.all([
+    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] })),
+    patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
+  ]);
+  const viewer = new Viewer(ctx, node, recordPath, meta, presets, query, identity);
   viewer.mount();
   viewer.startLoading();
   return () => viewer.destroy();
 }
 
 class Viewer {
-  constructor(ctx, node, recordPath, meta, presets, query) {
+  constructor(ctx, node, recordPath, meta, presets, query, identity) {
     this.ctx = ctx;
+    this.identity = identity;      // the SIVR patient and the images' patient (identity.js)
     this.node = node;
     this.recordPath = recordPath;
     this.meta = meta;
@@ -239,6 +244,7 @@ class Viewer {
         h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => (history.length > 1 ? history.back() : this.ctx.navigate("#/patients")) }),
         h("h1", { text: title }),
         h("span", { class: "muted", text: `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${this.node.name}` })),
+      identityPanel(this.identity),
       toolbar,
       this.viewport,
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
@@ -690,7 +696,7 @@ class Viewer {
   updateCorners(entry) {
     const s = this.state;
     const m = this.meta;
-    mount(this.cornerTL, h("div", { text: m.patient_name || "" }), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
+    mount(this.cornerTL, identityLines(this.identity), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
     const win = entry.window || s.window;
     const w = win ? `W ${Math.round(win.width)}  L ${Math.round(win.center)}${s.window ? "" : " (default)"}` : "W/L default";
     if (s.plane === "3d") {

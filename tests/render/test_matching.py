@@ -1,0 +1,79 @@
+"""The catalogue's matching rules as C-FIND uses them (daemons/render/matching.py; QIDO-RS shares them)."""
+
+from __future__ import annotations
+
+import peewee
+import pytest
+from pydicom.dataset import Dataset
+
+from daemons.render.catalogue import InstanceHeader, index_series, make_catalogue_models
+from daemons.render.matching import QueryError, find, fuzzy_name_match
+from shared.db import connect_database
+
+
+def header(study_uid: str, modality: str, date: str, name: str) -> InstanceHeader:
+    ds = Dataset()
+    ds.PatientID, ds.PatientName = f"P-{study_uid}", name
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, date, "101500"
+    ds.SeriesInstanceUID, ds.Modality, ds.SOPInstanceUID = f"{study_uid}.1", modality, f"{study_uid}.1.1"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    return InstanceHeader(ds, "0" * 64, 0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cat(request):
+    """The catalogue on SQLite and on PostgreSQL (LIKE, GLOB, ESCAPE and || differ between them)."""
+    if request.param == "sqlite":
+        database = peewee.SqliteDatabase(":memory:")
+    else:
+        database = connect_database(request.getfixturevalue("pg_database_factory")())
+    models = make_catalogue_models(database)
+    database.create_tables(models.all)
+    index_series(models, "r1", [header("1.2.1", "CT", "20240105", "Müller^Zoë")])
+    index_series(models, "r2", [header("1.2.2", "PT", "20230615", "Doe^John")])
+    index_series(models, "r3", [header("1.2.3", "CT", "20250101", "Dupont^Zoé")])
+    yield models
+    database.close()
+
+
+def study_uids(cat, **keys) -> list[str]:
+    identifier = Dataset()
+    identifier.StudyInstanceUID = ""
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    return sorted(a.StudyInstanceUID for a in find(cat, "STUDY", identifier))
+
+
+def test_a_list_of_uids_matches_each(cat):
+    # pydicom gives a multi-valued UI element as a list: each UID must match (it matched none before)
+    assert study_uids(cat, StudyInstanceUID=["1.2.1", "1.2.3"]) == ["1.2.1", "1.2.3"]
+
+
+def test_modalities_match_whole_values(cat):
+    assert study_uids(cat, ModalitiesInStudy="CT") == ["1.2.1", "1.2.3"]
+    assert study_uids(cat, ModalitiesInStudy="T") == []  # not a substring match
+    assert study_uids(cat, ModalitiesInStudy=["PT", "MR"]) == ["1.2.2"]
+
+
+def test_person_names_ignore_case_and_text_wildcards_keep_it(cat):
+    assert study_uids(cat, PatientName="doe^john") == ["1.2.2"]
+    assert study_uids(cat, PatientName="DU*") == ["1.2.3"]
+    assert study_uids(cat, PatientID="P-1.2.?") == ["1.2.1", "1.2.2", "1.2.3"]
+    assert study_uids(cat, PatientID="p-1.2.?") == []
+    assert study_uids(cat, PatientID="P-1.2.[1]") == []  # "[" is no pattern (GLOB's would be)
+    assert study_uids(cat, PatientID="P-1%") == []  # nor "%" (LIKE's)
+
+
+@pytest.mark.parametrize("keys", [{"StudyDate": "2024-01-05"}, {"StudyDate": "20240230"}, {"StudyTime": "2500"},
+                                  {"StudyInstanceUID": "1.2.x"}, {"StudyDate": "-"}])
+def test_malformed_values_are_refused_naming_the_key(cat, keys):
+    with pytest.raises(QueryError) as refused:
+        study_uids(cat, **keys)
+    assert refused.value.keyword == next(iter(keys))
+
+
+def test_fuzzy_name_matching():
+    assert fuzzy_name_match("Müller^Zoë", "zoe mull")
+    assert fuzzy_name_match("Doe^John^^Dr", "JOHN")
+    assert not fuzzy_name_match("Doe^John", "jon")
+    assert fuzzy_name_match("Doe^John", "")  # nothing asked: everything matches

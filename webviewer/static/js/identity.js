@@ -1,0 +1,120 @@
+// Whose images are these? The SIVR patient whose page the viewer was opened from, beside the
+// patient the DICOM files name (issue 15 item 2). When their names or birth dates differ the
+// viewer shows a warning banner above the image and a red line in its overlay: a series
+// registered under the wrong patient must never be read as if it were theirs.
+
+import { h, formatDate } from "./dom.js";
+import { patientName } from "./patients.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT". */
+function folded(text) {
+  return String(text || "").normalize("NFD").replace(/\p{M}/gu, "").toLowerCase()
+    .replace(/[^\p{L}\p{N}]+/gu, " ").trim();
+}
+
+/** A DICOM person name (PS3.5 6.2: family^given^middle^prefix^suffix, first of its "=" groups). */
+export function dicomPersonName(value) {
+  const [family = "", given = "", middle = ""] = String(value || "").split("=")[0].split("^");
+  return { family: family.trim(), given: [given, middle].map((p) => p.trim()).filter(Boolean).join(" ") };
+}
+
+/** "DOE^JANE" as people write it: "DOE, JANE". */
+function readableName(value) {
+  const { family, given } = dicomPersonName(value);
+  return [family, given].filter(Boolean).join(", ");
+}
+
+/** DICOM DA (YYYYMMDD) as ISO, or null. */
+function isoDate(value) {
+  const m = String(value || "").match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
+  return m ? `${m[1]}-${m[2]}-${m[3]}` : null;
+}
+
+/** Same person by name: same family name and the same first given name (middle names may be
+ *  missing on either side); a name without "^" is compared whole, in either order. */
+function sameName(patient, dicomName) {
+  const { family, given } = dicomPersonName(dicomName);
+  const last = folded(patient.last_name);
+  const first = folded(patient.first_name).split(" ")[0];
+  if (!given) {
+    const whole = folded(family);
+    return whole === `${last} ${folded(patient.first_name)}` || whole === `${folded(patient.first_name)} ${last}`;
+  }
+  return folded(family) === last && folded(given).split(" ")[0] === first;
+}
+
+/**
+ * Compare the SIVR patient with the patient of the record's files.
+ * Returns {differs: ["name", "birth date"], unknown: [...]}: what differs, and what the files lack.
+ */
+export function comparePatients(patient, meta) {
+  const differs = [];
+  const unknown = [];
+  if (!String(meta.patient_name || "").replace(/\^/g, "").trim()) unknown.push("name");
+  else if (!sameName(patient, meta.patient_name)) differs.push("name");
+  const born = isoDate(meta.patient_birth_date);
+  if (!born) unknown.push("birth date");
+  else if (born !== patient.birth_date) differs.push("birth date");
+  return { differs, unknown };
+}
+
+/**
+ * The SIVR patient of the page the viewer was opened from (`?patient=`), else the one the
+ * institution registered the record for; with the comparison against the files' patient.
+ * Never throws: a patient that cannot be loaded is shown as such, with the reason.
+ */
+export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta, query) {
+  const dicom = { name: meta.patient_name || "", id: meta.patient_id_dicom || "", birthDate: isoDate(meta.patient_birth_date) };
+  try {
+    let patientId = query.get("patient");
+    const fromPage = Boolean(patientId) && UUID.test(patientId);
+    if (!fromPage) {
+      const inst = await ctx.dir.institution(institutionId);
+      patientId = (await ctx.session.fetchJson(inst.server_url, `api/v1/records/${recordId}`, { params: { node_id: nodeId } })).patient_id;
+    }
+    const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
+    return { patient, fromPage, dicom, ...comparePatients(patient, meta) };
+  } catch (err) {
+    return { patient: null, error: ctx.describeError(err), dicom, differs: [], unknown: [] };
+  }
+}
+
+function dicomLine(dicom) {
+  return [readableName(dicom.name) || "no name", dicom.id ? `ID ${dicom.id}` : null,
+    dicom.birthDate ? `born ${formatDate(dicom.birthDate)}` : "no birth date"].filter(Boolean).join(" · ");
+}
+
+function sivrLine(patient) {
+  return `${patientName(patient)} · born ${formatDate(patient.birth_date)} · ins. no. ${patient.insurance_number}`;
+}
+
+/** The two patients side by side above the image; a warning banner (role "alert") when they differ. */
+export function identityPanel(identity) {
+  const mismatch = identity.differs.length > 0;
+  const rows = h("dl", { class: "identity-rows" },
+    h("dt", { text: identity.fromPage ? "Patient page" : "SIVR patient" }),
+    h("dd", { id: "identity-sivr", text: identity.patient ? sivrLine(identity.patient) : `could not be loaded: ${identity.error}` }),
+    h("dt", { text: "In the images (DICOM)" }),
+    h("dd", { id: "identity-dicom", text: dicomLine(identity.dicom) }));
+  if (!mismatch) {
+    return h("div", { class: `identity${identity.patient ? "" : " identity-unknown"}`, id: "patient-identity" }, rows,
+      identity.unknown.length ? h("p", { class: "muted", text: `The images carry no patient ${identity.unknown.join(" or ")}: compare the images with the patient yourself.` }) : null);
+  }
+  const what = identity.differs.join(" and ");
+  return h("div", { class: "identity identity-mismatch", id: "patient-identity", role: "alert" },
+    h("p", { class: "identity-title", id: "identity-warning", text: `⚠ Patient mismatch: the images name another patient (${what} differ${identity.differs.length === 1 ? "s" : ""}).` }),
+    rows,
+    h("p", { text: `Do not read or report these images for ${patientName(identity.patient)} before the record's patient is checked; its uploader or an administrator can correct or delete it from the patient page.` }));
+}
+
+/** The overlay's first lines (top left of the image): both patients, and a red line when they differ. */
+export function identityLines(identity) {
+  const dicom = identity.dicom;
+  return [
+    identity.differs.length ? h("div", { class: "overlay-mismatch", id: "overlay-mismatch", text: "⚠ PATIENT MISMATCH" }) : null,
+    identity.patient ? h("div", { id: "overlay-sivr", text: `SIVR: ${patientName(identity.patient)} · ${identity.patient.birth_date || "?"}` }) : null,
+    h("div", { id: "overlay-dicom", text: `DICOM: ${readableName(dicom.name) || "—"}${dicom.id ? ` · ${dicom.id}` : ""} · ${dicom.birthDate || "?"}` }),
+  ];
+}

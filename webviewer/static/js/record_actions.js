@@ -1,0 +1,126 @@
+// A record's row on the patient page, with "Edit" and "Delete" for those the institution server
+// allows (its `editable` flag: the uploader and the institution's administrators, one rule on the
+// server). A series saved under another series' label is corrected here (issue 15 item 1).
+// Deleting removes the registry entry first (the institution's rule is the gate), then asks the
+// render node to delete the stored series; the node's own rule decides, and a refusal is shown.
+
+import { h, mount, select, formatDate } from "./dom.js";
+import { recordLabel, viewerHref } from "./federation.js";
+
+function recordPath(record) {
+  return `api/v1/records/${record.id}`;
+}
+
+/**
+ * After the registry entry is gone: ask the render node to delete the stored series, unless the
+ * same series is still registered on a node sharing its store (deleting it there would take the
+ * images from under that registration). Answers what happened, in words.
+ */
+async function deleteStoredSeries(ctx, inst, record) {
+  try {
+    const other = await ctx.session.fetchJson(inst.server_url, recordPath(record));
+    if ((other.node_ids || [other.node_id]).includes(record.node_id)) {
+      return "The stored images were kept: the same series is still registered on a render node sharing this node's store.";
+    }
+  } catch (err) {
+    if (err.status !== 404) return `The stored images were kept: ${ctx.describeError(err)}`;
+  }
+  try {
+    const node = await ctx.dir.node(inst.id, record.node_id);
+    await ctx.session.fetchJson(node.url, recordPath(record), { method: "DELETE" });
+    return "The stored images were deleted from the render node too.";
+  } catch (err) {
+    return err.status === 404
+      ? "The render node no longer held the images."
+      : `The render node kept the stored images: ${ctx.describeError(err)}`;
+  }
+}
+
+/** The row of one record; `onGone()` runs once it is deleted. */
+export function recordRow(ctx, inst, patient, record, onGone) {
+  const row = h("tr", { dataset: { record: record.id, node: record.node_id } });
+  const show = (r, note) => {
+    record = r;
+    const actions = [h("a", { class: "btn btn-small", href: viewerHref(inst.id, r.node_id, r.id, patient.id),
+      "aria-label": `Open ${recordLabel(r)} in the viewer`, text: "Open" })];
+    if (r.editable) {
+      actions.push(
+        h("button", { type: "button", class: "btn btn-small", "aria-label": `Edit ${recordLabel(r)}`, text: "Edit",
+          onclick: () => edit().catch((err) => ctx.showAlert(`The record cannot be edited now: ${ctx.describeError(err)}`)) }),
+        h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Delete ${recordLabel(r)}`, text: "Delete", onclick: () => confirmDelete() }));
+    }
+    mount(row,
+      h("td", {}, h("strong", { class: "record-type", text: r.record_type || r.modality || "Record" }), " ",
+        h("span", { class: "record-description", text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") }),
+        note ? h("p", { class: "record-note", role: "status", text: note }) : null),
+      h("td", { text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
+      h("td", { class: "row-actions" }, actions));
+  };
+
+  async function edit() {
+    const types = await ctx.dir.recordTypes();
+    const known = types.some((t) => t.code === record.record_type);
+    const typeSelect = select("record_type", [
+      ...(known ? [] : [[record.record_type, record.record_type || "(none)"]]),
+      ...types.map((t) => [t.code, `${t.code} — ${t.name}`])], record.record_type);
+    typeSelect.setAttribute("aria-label", "Record type");
+    const description = h("input", { name: "description", maxlength: 2000, value: record.description, "aria-label": "Description" });
+    const error = h("p", { class: "form-error", role: "alert", hidden: true });
+    const save = h("button", { type: "submit", class: "btn btn-small btn-primary", text: "Save" });
+    const form = h("form", { class: "record-edit", novalidate: true },
+      h("label", { class: "record-field" }, h("span", { text: "Type" }), typeSelect),
+      h("label", { class: "record-field grow" }, h("span", { text: "Description" }), description),
+      h("div", { class: "actions" }, save,
+        h("button", { type: "button", class: "btn btn-small btn-quiet", text: "Cancel", onclick: () => show(record) })),
+      error);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      try {
+        const changed = await ctx.session.fetchJson(inst.server_url, recordPath(record), {
+          method: "PATCH", params: { node_id: record.node_id },
+          json: { record_type: typeSelect.value, description: description.value.trim() },
+        });
+        show(changed, "Saved; the change is recorded in the audit log.");
+        ctx.announce(`Record relabelled as ${recordLabel(changed)}.`);
+      } catch (err) {
+        error.textContent = `Not saved: ${ctx.describeError(err)}`;
+        error.hidden = false;
+        save.disabled = false;
+      }
+    });
+    mount(row, h("td", { colspan: 3 }, form));
+    description.focus();
+  }
+
+  function confirmDelete() {
+    const message = h("p", { class: "form-error", role: "alert", hidden: true });
+    const yes = h("button", { type: "button", class: "btn btn-small btn-danger", text: "Delete record", onclick: () => remove() });
+    mount(row, h("td", { colspan: 3 }, h("div", { class: "record-confirm warn", role: "group", "aria-label": "Confirm deletion" },
+      h("p", { text: `Delete “${recordLabel(record)}” of ${inst.name}? Findings that cite it keep the link, but the images can no longer be opened: the render node is asked to delete the stored series.` }),
+      h("div", { class: "actions" }, yes,
+        h("button", { type: "button", class: "btn btn-small btn-quiet", text: "Cancel", onclick: () => show(record) })),
+      message)));
+    yes.focus();
+
+    async function remove() {
+      yes.disabled = true;
+      try {
+        await ctx.session.fetchJson(inst.server_url, recordPath(record), { method: "DELETE", params: { node_id: record.node_id } });
+      } catch (err) {
+        message.textContent = `Not deleted: ${ctx.describeError(err)}`;
+        message.hidden = false;
+        yes.disabled = false;
+        return;
+      }
+      const label = recordLabel(record);
+      const outcome = await deleteStoredSeries(ctx, inst, record);
+      onGone();
+      ctx.announce(`Record ${label} deleted. ${outcome}`);
+      ctx.showAlert(`Record “${label}” deleted. ${outcome}`, "info");
+    }
+  }
+
+  show(record);
+  return row;
+}
