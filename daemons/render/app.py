@@ -62,6 +62,8 @@ def _check_config(config: Config) -> None:
     if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
         raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
                           "decode.cpu_s at least 1 and decode.timeout_s positive")
+    if float(config["dicom"]["series_complete_s"]) <= 0:
+        raise ConfigError(f"{where}: dicom.series_complete_s must be a positive number of seconds")
     if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
         raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
     if config["server"]["workers"] != 1:
@@ -120,7 +122,7 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
                           receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
-    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"], float(config["dicom"]["series_complete_s"]))
     protect_database_file(database)
     app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry

@@ -71,6 +71,10 @@ KEYS = (
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
         "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE); any other is rejected."),
+    Key("dicom", "series_complete_s", 60.0,
+        "A series is complete once no instance has arrived for this many seconds (whichever door they came "
+        "through): its exact analysis (the automatic window from its middle frame) is made then, and its "
+        "files leave the receiving cache. It is viewable while it grows."),
     Key("dicom", "destinations", [],
         "C-MOVE destinations, each \"AE_TITLE=host:port\" (e.g. \"WORKSTATION=10.0.0.7:104\"), or "
         "\"AE_TITLE=tls://host:port\" for one reached over DICOM TLS: a C-MOVE may send "
