@@ -239,10 +239,11 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     # one viewport: in the CT's 2x2 hanging protocol the other viewports' images are already
     # cached (test_browser_layouts.py), and this is about a viewport changing its own view
     page.locator("#layout").select_option("1x1")
-    page.wait_for_function("""() => { const v = document.querySelector('#viewport'); const c = v.querySelector('canvas');
+    page.wait_for_function("""() => {
+        const v = document.querySelector('#viewport'); const c = v.querySelector('canvas');
         return v.dataset.shownPlane === 'native' && v.dataset.shownIndex === '0'
-            && (parseFloat(c.style.width) > v.clientWidth * 0.9 || parseFloat(c.style.height) > v.clientHeight * 0.9); }""",
-                           polling=50)
+            && (parseFloat(c.style.width) > v.clientWidth * 0.9
+                || parseFloat(c.style.height) > v.clientHeight * 0.9); }""", polling=50)
     page.get_by_role("button", name="Measure", exact=True).click()
     image = page.locator("#viewport .view-image").bounding_box()
     x, y = image["x"] + image["width"] * 0.3, image["y"] + image["height"] * 0.5
