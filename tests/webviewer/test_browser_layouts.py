@@ -55,6 +55,7 @@ def test_ct_opens_2x2_hanging_protocol_all_painted(page, deployment, record, sho
         corner = viewport(page, slot).locator(".corner.bl").inner_text()
         assert corner.startswith(label), (slot, corner)
         assert viewport(page, slot).locator("canvas").is_visible()
+        assert viewport(page, slot).get_attribute("aria-label").startswith(f"{label} image, viewport {slot + 1}.")
     # ids belong to the active viewport only (the first), so each stays unique on the page
     assert page.locator("[id=viewport]").count() == 1
     assert page.locator("#viewport").get_attribute("data-slot") == "0"

@@ -24,13 +24,17 @@ export const HANGING_PROTOCOLS = {
 };
 const DEFAULT_PROTOCOL = { layout: "1x1", planes: ["native"] };
 
-/** The protocol for a modality ("CT", "MR", ...); a phone always gets one viewport. */
+/**
+ * The protocol for a modality ("CT", "MR", ...); a phone always gets one viewport.
+ * @param {string | undefined} modality @param {boolean} phone
+ * @returns {{layout: string, planes: string[]}}
+ */
 export function hangingProtocol(modality, phone) {
   if (phone) return DEFAULT_PROTOCOL;
   return HANGING_PROTOCOLS[String(modality || "").toUpperCase()] || DEFAULT_PROTOCOL;
 }
 
-/** How many viewports a layout has. */
+/** How many viewports a layout has. @param {string} layout @returns {number} */
 export function viewportCount(layout) {
   const l = LAYOUTS[layout] || LAYOUTS["1x1"];
   return l.rows * l.columns;

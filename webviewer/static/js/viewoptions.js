@@ -13,13 +13,13 @@ export const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 export const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
 export const MAX_ZOOM = 16;
 
-/** The label of a view ("Slices", "Axial", ...). */
+/** The label of a view ("Slices", "Axial", ...). @param {string} plane @returns {string} */
 export function planeLabel(plane) {
   const found = PLANE_LABELS.find(([p]) => p === plane);
   return found ? found[1] : plane;
 }
 
-/** The label of a choice in one of the lists above. */
+/** The label of a choice in one of the lists above. @param {Array<[string, string]>} choices @param {string} key */
 export function labelOf(choices, key) {
   const found = choices.find(([k]) => k === key);
   return found ? found[1] : key;

@@ -8,7 +8,7 @@ import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ZOOM } from "./viewoptions.js";
+import { MAX_ZOOM, planeLabel } from "./viewoptions.js";
 
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
@@ -69,7 +69,6 @@ export class Viewport {
     this.root = h("div", {
       class: "viewport", id: "viewport", tabindex: "0", role: "img", dataset: { slot: String(slot) },
       "aria-roledescription": "medical image viewer",
-      "aria-label": "Image. Up and down arrows change slice, plus and minus zoom, space plays, 0 resets.",
     }, this.img, this.overlay.elements());
     this.root.addEventListener("focus", () => this.activate());
     bindPointer(this);
@@ -78,7 +77,7 @@ export class Viewport {
     this.syncDataset();
   }
 
-  /** Make this the viewport the toolbar and keys act on. */
+  /** Make this the viewport the toolbar and keys act on. @returns {void} */
   activate() {
     if (!this.active) this.shell.activate(this);
   }
@@ -112,6 +111,9 @@ export class Viewport {
     ds.tool = this.state.plane === "3d" ? "rotate" : this.settings.tool;
     ds.plane = this.state.plane;
     ds.loadState = this.shell.load.state;
+    // a screen reader names the view of each viewport, not just "image"
+    this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
+      + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
   }
 
   // ---------- state ----------
@@ -127,6 +129,7 @@ export class Viewport {
     return s.index[s.plane];
   }
 
+  /** Go to slice `value` of the current view (clamped). @param {number} value @returns {Promise<void>} */
   setIndex(value) {
     const s = this.state;
     if (s.plane === "3d") return Promise.resolve();
@@ -137,6 +140,7 @@ export class Viewport {
     return this.requestView();
   }
 
+  /** Show another view; the image on screen goes at once (clearImage). @param {string} plane */
   setPlane(plane) {
     this.stopPlay();
     const s = this.state;
@@ -147,6 +151,7 @@ export class Viewport {
     this.requestView();
   }
 
+  /** "auto", "file", "preset:NAME" or "custom". @param {string} choice */
   chooseWindow(choice) {
     const s = this.state;
     s.windowChoice = choice;
