@@ -248,12 +248,12 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
 
 # --- 6-7: servers -----------------------------------------------------------------------------
 class Server:
-    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True):
+    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True, start_s: float = 60):
         self.url = url
         with open(log, "wb") as output:  # the child keeps its own descriptor
             self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                             cwd=REPO)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
             try:
                 if requests.get(url + ready, timeout=2, verify=verify).status_code < 500:
@@ -286,14 +286,15 @@ def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -
                   verify=str(setup.root / "ca.pem") if tls else True)
 
 
-def start_orthanc(root: Path) -> Server:
+def start_orthanc(root: Path, extra: dict | None = None) -> Server:
+    """Orthanc on loopback HTTP with its own storage; `extra` adds or overrides configuration keys."""
     port = free_port()
     folder = root / "orthanc"
     folder.mkdir(exist_ok=True)
     config = {"Name": "bench", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
               "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
               "AuthenticationEnabled": False, "HttpCompressionEnabled": False, "Plugins": [],
-              "ConcurrentJobs": 2, "HttpThreadsCount": 50}
+              "ConcurrentJobs": 2, "HttpThreadsCount": 50, **(extra or {})}
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
     return Server(["Orthanc", str(path)], f"http://127.0.0.1:{port}", folder / "orthanc.log", "/system")

@@ -25,15 +25,20 @@ def real_ct_files() -> list[Path]:
     return files
 
 
-def derived_series(target: Path, slices: int = 555) -> list[Path]:
-    """Write (once) a `slices`-long series derived from the real CT; returns its files."""
+def derived_series(target: Path, slices: int = 555, source: list[Path] | None = None,
+                   uncompressed: bool = False) -> list[Path]:
+    """Write (once) a `slices`-long series derived from the real CT (or the files of `source`);
+    returns its files. `uncompressed`: written in Explicit VR Little Endian, as modalities send."""
     target.mkdir(parents=True, exist_ok=True)
     existing = sorted(target.glob("*.dcm"))
     if len(existing) == slices:
         return existing
     for stale in existing:
         stale.unlink()
-    sources = [pydicom.dcmread(p) for p in real_ct_files()]
+    sources = [pydicom.dcmread(p) for p in (source or real_ct_files())]
+    if uncompressed:
+        for ds in sources:
+            ds.decompress()
     normal = np.cross([float(v) for v in sources[0].ImageOrientationPatient[:3]],
                       [float(v) for v in sources[0].ImageOrientationPatient[3:]])
     sources.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
@@ -48,7 +53,7 @@ def derived_series(target: Path, slices: int = 555) -> list[Path]:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = index + 1
         ds.ImagePositionPatient = [f"{v:.4f}" for v in first + normal * spacing * index]
-        ds.SeriesDescription = f"DERIVED {slices} slices from TCIA CMB-CRC lung series"
+        ds.SeriesDescription = f"DERIVED {slices} slices from {'the source' if source else 'TCIA CMB-CRC lung'} series"
         path = target / f"{index + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -166,6 +166,11 @@ def register_record(client: ApiClient, institution_url: str, meta: dict, node_id
     }).json()
 
 
+def mark_filed(client: ApiClient, node_url: str, record_id: str) -> None:
+    """Tell the node a registered series is filed, so it leaves the node's work list (as the viewer does)."""
+    client.call("POST", f"{node_url}/api/v1/records/{record_id}/filed")
+
+
 def write_finding(client: ApiClient, institution_url: str, patient_id: str,
                   links: list[dict], **text: str) -> dict:
     body = {"patient_id": patient_id, "description": "", "findings": "", "conclusion": "",
@@ -231,6 +236,7 @@ def seed_demo_data(deployment: LocalDeployment, users: dict, dicom_dir: Path = D
                       findings="No focal consolidation. No pleural effusion.",
                       conclusion="No acute cardiopulmonary finding.",
                       recommendation="Routine follow-up.", date=_iso_date(meta.get("study_date")))
+    mark_filed(doctor, node["url"], meta["id"])
     doctor.call("POST", f"{node['url']}/api/v1/records/{meta['id']}/load", ok=(200, 202))
 
 

@@ -58,8 +58,11 @@ def issue_server_cert(
     key_path: Path,
     hostnames: Iterable[str] = ("localhost", "127.0.0.1", "::1"),
     days: int = 825,
+    client_auth: bool = False,
 ) -> None:
-    """A server certificate for `hostnames` (DNS names or IP addresses) signed by the local CA."""
+    """A server certificate for `hostnames` (DNS names or IP addresses) signed by the local CA;
+    `client_auth` also lets it authenticate as a TLS client (a DICOM TLS peer is both: it calls
+    and is called)."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
@@ -83,7 +86,9 @@ def issue_server_cert(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]
+                                             + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])),
+                       critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )

@@ -12,5 +12,8 @@ bp = Blueprint("info", __name__)
 @bp.get("/api/v1/info")
 @require_auth()
 def info():
-    institution = current_app.config["SIVR"]["institution"]
-    return jsonify({"institution_id": institution["id"], "name": institution["name"] or None})
+    config = current_app.config["SIVR"]
+    institution = config["institution"]
+    # the work list's matching rule runs in the browser, which reads the issuer here
+    return jsonify({"institution_id": institution["id"], "name": institution["name"] or None,
+                    "issuer_of_patient_id": config["identity"]["issuer_of_patient_id"]})

@@ -33,6 +33,7 @@ from daemons.institution.checks import (
 )
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.nodes import serving_node_ids
+from daemons.institution.reconciliation import take_identity_decision
 from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
@@ -165,6 +166,7 @@ def register_record():
     body = json_body()
     reference = take_patient_reference(body)
     receipt = body.pop("receipt", None)
+    decided = take_identity_decision(body)
     fields = validate(body, RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
@@ -180,7 +182,7 @@ def register_record():
         with database_proxy.atomic():
             record = Record.create(node=node, registered_by=identity.user_id, **values)
             record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
-                         detail=f"node_id={node.id}")
+                         detail=f"node_id={node.id}{decided}")
     except peewee.IntegrityError:
         if not Node.select().where(Node.id == node.id).exists():
             raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None

@@ -7,4 +7,8 @@ KEYS = (
         "peewee database URL: sqlite:///path (relative to this file), postgresql://..., cockroachdb://..."),
     Key("institution", "id", "", "UUID of the institution this server belongs to (as known to the toplevel)."),
     Key("institution", "name", "", "Display name of the institution."),
+    Key("identity", "issuer_of_patient_id", "",
+        "IssuerOfPatientID (0010,0021) that this institution's insurance numbers are issued under. Empty: "
+        "the work list matches a series to a SIVR patient by PatientID alone; set: PatientID and this issuer "
+        "(webviewer/static/js/patient_match.js, docs/architecture.md)."),
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from daemons.render import api_3d, api_frames, api_node, api_records, dicomweb, openapi
+from daemons.render import api_3d, api_frames, api_node, api_records, api_worklist, dicomweb, openapi
 from daemons.render.catalogue import protect_database_file
 from daemons.render.dimse import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse import check_config as check_dicom_config
@@ -62,6 +62,8 @@ def _check_config(config: Config) -> None:
     if decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0:
         raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
                           "decode.cpu_s at least 1 and decode.timeout_s positive")
+    if float(config["dicom"]["series_complete_s"]) <= 0:
+        raise ConfigError(f"{where}: dicom.series_complete_s must be a positive number of seconds")
     if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
         raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
     if config["server"]["workers"] != 1:
@@ -120,7 +122,7 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
                           receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
-    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"])
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"], float(config["dicom"]["series_complete_s"]))
     protect_database_file(database)
     app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
@@ -136,7 +138,7 @@ def create_app(config: Config) -> Flask:
     add_readiness_check(app, "store", readiness_check(store))
     store_keys = [config["storage"]["key_file"], *config["storage"]["old_key_files"]]
     add_readiness_check(app, "store_key", files_check(store_keys, "the store key"))
-    for blueprint in (api_records.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
+    for blueprint in (api_records.bp, api_worklist.bp, api_frames.bp, api_node.bp, openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
     dicomweb.install(app, config)

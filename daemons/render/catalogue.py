@@ -27,6 +27,8 @@ from pydicom.dataset import Dataset
 from shared.db import utcnow
 
 log = logging.getLogger(__name__)
+#: SQL parameters per query when looking SOP Instance UIDs up (below SQLite's oldest limit of 999).
+UID_BATCH = 500
 
 
 def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
@@ -153,17 +155,21 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
                 id=record_id, series_uid=_text(first, "SeriesInstanceUID"), study=study,
                 modality=_text(first, "Modality", 16), series_number=_int(first, "SeriesNumber"),
                 description=_text(first, "SeriesDescription"))
-        known = {row.sop_instance_uid for row in cat.Instance.select(cat.Instance.sop_instance_uid)
-                 .where(cat.Instance.series == series)}
-        for header in headers:
-            uid = _text(header.dataset, "SOPInstanceUID")
+        # only the headers' own UIDs are looked up: one instance added to a large series costs one instance
+        uids = [_text(header.dataset, "SOPInstanceUID") for header in headers]
+        known: set[str] = set()
+        for start in range(0, len(uids), UID_BATCH):
+            known.update(row.sop_instance_uid for row in cat.Instance.select(cat.Instance.sop_instance_uid)
+                         .where((cat.Instance.series == series) & cat.Instance.sop_instance_uid.in_(
+                             uids[start:start + UID_BATCH])))
+        for uid, header in zip(uids, headers, strict=True):
             if uid in known:
                 continue
             known.add(uid)
             cat.Instance.create(
                 sop_instance_uid=uid, series=series, sop_class_uid=_text(header.dataset, "SOPClassUID"),
                 instance_number=_int(header.dataset, "InstanceNumber"), sha256=header.sha256, blob=header.blob)
-        series.instance_count = len(known)
+        series.instance_count = cat.Instance.select().where(cat.Instance.series == series).count()
         series.updated_at = utcnow()
         series.save()
         _refresh_study(cat, series.study)

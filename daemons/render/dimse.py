@@ -7,12 +7,14 @@ here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed
 associate (others get A-ASSOCIATE-RJ, "calling AE title not recognised"); each association and
 each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
 timeouts, and at most `dicom.max_associations` are served at once; the listener's figures are on the
-node's `/metrics` (`daemons.render.dimse_metrics`). Conformance: docs/conformance.md.
+node's `/metrics` (`daemons.render.dimse_metrics`). With `dicom.tls_port` a second server of the same AE
+speaks DICOM TLS (`daemons.render.dimse_tls`). Conformance: docs/conformance.md.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,11 +43,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 
+from daemons.render import dimse_tls
 from daemons.render.dimse_metrics import DimseMetrics
 from daemons.render.dimse_retrieve import RETRIEVE_MODELS, Retrieval, parse_destinations, query_level
 from daemons.render.ingest import Actor, Ingest
 from daemons.render.matching import QueryError, find
+from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.storage import StoreFull
 from daemons.render.validate import UploadError
@@ -93,13 +98,14 @@ def status_of(error: UploadError) -> int:
 
 
 class Listener:
-    """A node's DICOM listener (one pynetdicom server in background threads)."""
+    """A node's DICOM listener: one pynetdicom AE serving `dicom.port` (plain) and/or `dicom.tls_port`
+    (DICOM TLS), each a server in background threads, with the same callers, services and limits."""
 
     def __init__(self, config: Config, app: Flask, node: Node, ingest: Ingest):
         section = config["dicom"]
         self.app, self.node, self.ingest = app, node, ingest
         self.ae_title = section["ae_title"]
-        self.host, self.port = section["host"], int(section["port"])
+        self.host, self.port, self.tls_port = section["host"], int(section["port"]), int(section["tls_port"])
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = list(section["allowed_callers"])
@@ -118,7 +124,10 @@ class Listener:
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         for model in RETRIEVE_MODELS:
             ae.add_supported_context(model)
-        retrieval = Retrieval(app, node, self._audit, parse_destinations(config), syntaxes)
+        destinations = parse_destinations(config)
+        tls_client = (dimse_tls.client_context(config)
+                      if any(destination.tls for destination in destinations.values()) else None)
+        retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
@@ -131,10 +140,18 @@ class Listener:
             (evt.EVT_CONN_OPEN, self._limit_waits),
             *DimseMetrics(app_metrics(app)).handlers(),
         ]
-        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self.servers: list[ThreadedAssociationServer] = []
+        if self.port:
+            self.port = self._serve(ae, self.port, handlers, None)
+        if self.tls_port:
+            self.tls_port = self._serve(ae, self.tls_port, handlers, dimse_tls.server_context(config))
+
+    def _serve(self, ae: AE, port: int, handlers: list[EventHandlerType], tls: ssl.SSLContext | None) -> int:
+        """Start one server of the AE; its port (the one bound, when `port` asked for any)."""
+        server = ae.start_server((self.host, port), block=False, evt_handlers=handlers, ssl_context=tls)
         assert server is not None, "a non-blocking start_server returns its server"
-        self.server = server
-        self.port = self.server.server_address[1]
+        self.servers.append(server)
+        return int(server.server_address[1])
 
     @staticmethod
     def _limit_waits(event: Any) -> None:
@@ -144,7 +161,8 @@ class Listener:
         event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
 
     def stop(self) -> None:
-        self.server.shutdown()
+        for server in self.servers:
+            server.shutdown()
 
     def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Run a handler in the app's context (the audit export lives there), with the database
@@ -165,7 +183,7 @@ class Listener:
     def _actor(event: Any) -> Actor:
         requestor = event.assoc.requestor
         title = str(requestor.ae_title).strip()
-        return Actor(f"dicom:{title}"[:36], title, str(requestor.address))
+        return Actor(f"{DIMSE_SENDER_PREFIX}{title}"[:36], title, str(requestor.address))
 
     def _audit(self, event: Any, action: str, record_id: str | None = None, detail: str = "") -> None:
         actor = self._actor(event)
@@ -224,11 +242,12 @@ def check_config(config: Config) -> None:
     (checked before the node starts)."""
     where = config.source or "<config>"
     section = config["dicom"]
-    if int(section["port"]) and not section["allowed_callers"]:
+    if (int(section["port"]) or int(section["tls_port"])) and not section["allowed_callers"]:
         # pynetdicom would take an empty list as "anyone"
         raise ConfigError(f"{where}: dicom.allowed_callers must list the calling AE "
-                          "titles allowed to send and query (or set dicom.port = 0)")
-    parse_destinations(config)
+                          "titles allowed to send and query (or set dicom.port = 0 and dicom.tls_port = 0)")
+    destinations = parse_destinations(config)
+    dimse_tls.check_config(config, any(destination.tls for destination in destinations.values()))
     if int(section["max_associations"]) < 1:
         raise ConfigError(f"{where}: dicom.max_associations must be at least 1")
     for key in ("network_timeout_s", "acse_timeout_s", "dimse_timeout_s"):
@@ -237,9 +256,10 @@ def check_config(config: Config) -> None:
 
 
 def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:
-    """Start the node's DICOM listener, or None when `dicom.port` is 0 (turned off)."""
-    if int(config["dicom"]["port"]) == 0:
+    """Start the node's DICOM listener, or None when `dicom.port` and `dicom.tls_port` are 0 (turned off)."""
+    if int(config["dicom"]["port"]) == 0 and int(config["dicom"]["tls_port"]) == 0:
         return None
     listener = Listener(config, app, node, ingest)
-    log.info("DICOM listener %s on %s:%s", listener.ae_title, listener.host, listener.port)
+    log.info("DICOM listener %s on %s, port %s, TLS port %s", listener.ae_title, listener.host,
+             listener.port or "off", listener.tls_port or "off")
     return listener

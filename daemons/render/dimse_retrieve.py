@@ -2,7 +2,8 @@
 
 A retrieval matches the catalogue exactly as C-FIND does (`daemons.render.matching.retrieve`),
 then sends each instance as a C-STORE sub-operation: over the caller's own association (C-GET)
-or over a new association to a destination of `dicom.destinations` (C-MOVE). An instance leaves
+or over a new association to a destination of `dicom.destinations` (C-MOVE; over DICOM TLS to a
+`tls://` one, `daemons.render.dimse_tls`). An instance leaves
 the node as it was stored, bit for bit, when the receiver accepted its transfer syntax; else it is
 decompressed to Explicit or Implicit VR Little Endian when the receiver accepted one of those;
 else its sub-operation fails (and the retrieval ends with 0xB000, or 0xA702 when none succeeded).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -65,17 +67,30 @@ def query_level(model: str, identifier: Dataset) -> str:
     return level
 
 
-def parse_destinations(config: Config) -> dict[str, tuple[str, int]]:
-    """`dicom.destinations` ("AE_TITLE=host:port" each) as {AE title: (host, port)}; ConfigError if malformed."""
-    destinations: dict[str, tuple[str, int]] = {}
+@dataclass(frozen=True)
+class Destination:
+    """A C-MOVE destination of `dicom.destinations`: where it listens, and whether over DICOM TLS."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+
+def parse_destinations(config: Config) -> dict[str, Destination]:
+    """`dicom.destinations` ("AE_TITLE=host:port" or "AE_TITLE=tls://host:port" each) by AE title;
+    ConfigError if malformed."""
+    destinations: dict[str, Destination] = {}
     for entry in config["dicom"]["destinations"]:
         title, _, address = str(entry).partition("=")
-        host, _, port = address.strip().rpartition(":")
+        address = address.strip()
+        tls = address.lower().startswith("tls://")
+        host, _, port = address[len("tls://") if tls else 0:].rpartition(":")
         title, host = title.strip(), host.strip().strip("[]")
         if not (title and len(title) <= 16 and host and port.isdigit() and 0 < int(port) < 65536):
             raise ConfigError(f"{config.source or '<config>'}: dicom.destinations: {entry!r} is not "
-                              "\"AE_TITLE=host:port\" (an AE title of 1 to 16 characters)")
-        destinations[title] = (host, int(port))
+                              "\"AE_TITLE=host:port\" or \"AE_TITLE=tls://host:port\" (an AE title of 1 to 16 "
+                              "characters)")
+        destinations[title] = Destination(host, int(port), tls)
     return destinations
 
 
@@ -154,10 +169,18 @@ def move_contexts(sop_classes: list[str], stored_syntaxes: list[str]) -> list[Pr
 class Retrieval:
     """The EVT_C_GET and EVT_C_MOVE handlers of a node's listener."""
 
-    def __init__(self, app: Flask, node: Node, audit: Audit, destinations: dict[str, tuple[str, int]],
-                 stored_syntaxes: list[str]):
+    def __init__(self, app: Flask, node: Node, audit: Audit, destinations: dict[str, Destination],
+                 stored_syntaxes: list[str], tls_context: ssl.SSLContext | None = None):
         self.app, self.node, self.audit, self.destinations = app, node, audit, destinations
         self.stored_syntaxes = stored_syntaxes  # the transfer syntaxes the node accepts, so may hold
+        self.tls_context = tls_context  # for the `tls://` destinations (None when there are none)
+
+    def _connection(self, destination: Destination) -> dict[str, Any]:
+        """The associate() arguments that carry a destination's TLS (its host name is verified)."""
+        if not destination.tls:
+            return {}
+        assert self.tls_context is not None, "the listener makes a TLS context when a destination needs one"
+        return {"tls_args": (self.tls_context, destination.host)}
 
     def _match(self, event: Any) -> tuple[str, list[Any]]:
         """The level and the catalogue rows of the instances the request retrieves."""
@@ -191,8 +214,8 @@ class Retrieval:
     def on_move(self, event: Any) -> Iterator[Any]:
         """C-MOVE: the matches go to the destination AE over a new association (unknown destination: 0xA801)."""
         destination = str(event.move_destination).strip()
-        address = self.destinations.get(destination)
-        if address is None:
+        target = self.destinations.get(destination)
+        if target is None:
             self._audit_now(event, "dicom.move_refused", f"destination={destination} is not in dicom.destinations")
             yield None, None
             return
@@ -200,7 +223,7 @@ class Retrieval:
             level, instances = self._match(event)
         except Exception as exc:
             # pynetdicom sends a failure status only after associating with the destination
-            yield (*address, {"contexts": [build_context(Verification)]})
+            yield target.host, target.port, {"contexts": [build_context(Verification)], **self._connection(target)}
             yield 1
             yield self._refusal(event, "C-MOVE", exc), None
             return
@@ -208,9 +231,10 @@ class Retrieval:
         sop_classes = list(dict.fromkeys(row.sop_class_uid for row in instances))
         association = {"contexts": move_contexts(sop_classes, self.stored_syntaxes),
                        "evt_handlers": [(evt.EVT_ESTABLISHED, receiver.on_established),
-                                        (evt.EVT_DIMSE_RECV, outcomes.on_message)]}
+                                        (evt.EVT_DIMSE_RECV, outcomes.on_message)],
+                       **self._connection(target)}
         try:
-            yield (*address, association)
+            yield target.host, target.port, association
             yield len(instances)
             yield from self._sub_operations(event, instances, receiver, outcomes)
         finally:

@@ -6,33 +6,47 @@ then stores them into their series: a new series gets a store folder whose id is
 series (including one stored before the catalogue existed, which keeps its content-hash id) gets
 the new instances appended and its manifest rewritten atomically. A re-sent identical instance
 is a no-op; a different instance under a stored SOPInstanceUID is refused (409) and audited.
+
+An append costs what the new files cost, not what the series holds: the parsed files of a series
+being received stay in RAM with what the analysis reads of each, and the one series-level step
+that needs a decode (the automatic window, sampled from the middle frame) is provisional until the
+series is complete. The "series complete" rule is a stable age (`dicom.series_complete_s`): once no
+instance has arrived for that long, the series is analysed exactly once more (its manifest is then
+the one a single upload of the same files gives) and its files leave RAM. Until then the series is
+viewable as it grows.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import json
+import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import peewee
 from flask import current_app
 
-from daemons.render.catalogue import InstanceHeader, backfill, index_series
+from daemons.render.catalogue import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.isolation import isolated_checker
 from daemons.render.node import Node
 from daemons.render.validate import (
     MIB,
     ParsedFile,
+    Provisional,
     UploadError,
     analyse_files,
+    check_upload,
     parse_stored_file,
-    parse_upload,
 )
 from shared.audit import record_audit
 from shared.db import utcnow
 
+log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
 INGEST_EXTENSION = "sivr_ingest"
 
@@ -63,16 +77,32 @@ def _uid(parsed: ParsedFile, keyword: str) -> str:
     return str(parsed.dataset.get(keyword, "") or "").strip()
 
 
+@dataclass
+class _Received:
+    """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob), the
+    automatic window of its last analysis (kept by the provisional analysis of an append) and the
+    manifest version they were read at (an append commits only onto that version)."""
+
+    files: dict[str, tuple[ParsedFile, int]]
+    auto_window: dict | None
+    version: str
+
+
 class Ingest:
     """Stores validated instances into series; one per node, shared by all its front doors."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, complete_s: float = 60.0):
         self.node = node
+        self.complete_s = complete_s
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        # the parsed files of series being received, with the manifest version they were read at
-        self._parsed: OrderedDict[str, tuple[dict[str, tuple[ParsedFile, int]], str]] = OrderedDict()
+        self._parsed: OrderedDict[str, _Received] = OrderedDict()
         self._parsed_lock = threading.Lock()
+        # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
+        self._growing: dict[str, tuple[str, float]] = {}
+        self._growing_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
         node.record_index.on_change(self.forget)
 
     def _lock_for(self, series_uid: str) -> threading.Lock:
@@ -90,25 +120,25 @@ class Ingest:
         `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
         """
         node = self.node
-        parsed = parse_upload(uploads, node.limits, isolated_checker(node.decoder))
+        files = check_upload(uploads, node.limits, isolated_checker(node.decoder))
         by_uid: dict[str, ParsedFile] = {}
-        for file in parsed.files:
+        for file in files:
             if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
                 raise UploadError(422, "sop_class_mismatch", f"{file.name}: its SOP Class UID "
                                   f"{_uid(file, 'SOPClassUID')} is not the one it was sent as ({expected_sop_class})")
-            uid = _uid(file, "SOPInstanceUID")
+            uid = file.sop_instance_uid
             if not uid:
                 raise UploadError(422, "invalid_attribute", f"{file.name}: SOP Instance UID is missing")
             if uid in by_uid:
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: two different files carry SOP Instance UID {uid}")
             by_uid[uid] = file
-        series_uid = _uid(parsed.files[0], "SeriesInstanceUID")
+        series_uid = _uid(files[0], "SeriesInstanceUID")
         with self._lock_for(series_uid):
             series = self._existing_series(series_uid)
             if series is None:
-                return self._create(series_uid, parsed.files, parsed.manifest, by_uid, actor)
-            return self._append(series.id, by_uid, actor)
+                return self._create(series_uid, files, by_uid, actor)
+            return self._append(series.id, series_uid, by_uid, actor)
 
     def _existing_series(self, series_uid: str):
         cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
@@ -117,18 +147,20 @@ class Ingest:
                 .where(cat.Series.series_uid == series_uid)
                 .order_by(stored.stored_at, cat.Series.id).first())
 
-    def _create(self, series_uid: str, files: list[ParsedFile], manifest: dict,
+    def _create(self, series_uid: str, files: list[ParsedFile],
                 by_uid: dict[str, ParsedFile], actor: Actor) -> IngestResult:
         node = self.node
         record_id = series_record_id(node.institution_id, series_uid)
+        analysed = analyse_files(files, node.limits)
+        files = analysed.files
         blobs = {f.sha256: index for index, f in enumerate(files)}
-        manifest = _with_ids(manifest, record_id, blobs, files)
+        manifest = _with_ids(analysed.manifest, record_id, blobs, files)
         models = node.models
         if not node.store.write_record(record_id, [f.raw for f in files], manifest):
             # the folder is stored but not catalogued (a crash between the two): index it, then append
             backfill(node.store, models.catalogue, [record_id])
             self._index_row(record_id, node.store.read_manifest(record_id)["meta"], actor)
-            return self._append(record_id, by_uid, actor)
+            return self._append(record_id, series_uid, by_uid, actor)
         self._index_row(record_id, manifest["meta"], actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
@@ -143,13 +175,12 @@ class Ingest:
                 frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
 
-    def _append(self, record_id: str, incoming: dict[str, ParsedFile], actor: Actor) -> IngestResult:
+    def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
+                actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
         # the series as the store holds it now: another node may have grown it (the catalogue follows)
         node.manifest(record_id, fresh=True)
-        stored = {row.sop_instance_uid: row.sha256 for row in
-                  cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
-                  .where(cat.Instance.series == record_id)}
+        stored = self._stored_hashes(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
         for uid, file in incoming.items():
             if uid not in stored:
@@ -163,31 +194,49 @@ class Ingest:
         if not new:
             self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
             return IngestResult(record_id, False, 0, unchanged)
-        existing, version = self._existing_files(record_id)
+        received = self._received(record_id)
+        existing = received.files
         next_blob = max((blob for _, blob in existing.values()), default=-1) + 1
         blobs = {file.sha256: blob for file, blob in existing.values()}
         for offset, file in enumerate(new.values()):
             blobs[file.sha256] = next_blob + offset
         files = [f for f, _ in existing.values()] + list(new.values())
-        merged = analyse_files(files, node.limits)
+        merged = analyse_files(files, node.limits, Provisional(received.auto_window))
         manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
-        new_version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest, version)
-        node.record_index.note_version(record_id, new_version)
+        version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest,
+                                          received.version)
+        node.record_index.note_version(record_id, version)
         meta = manifest["meta"]
         node.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
                                         ).where(node.models.StoredRecord.id == record_id).execute()
         index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
-        # viewers reload the grown series (its status says "unloaded" until they ask again)
-        node.registry.unload(record_id)
-        node.forget(record_id)
-        node.images.drop_record(record_id)
-        self._remember(record_id, {**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}}, new_version)
+        self._drop_views(record_id)
+        self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
+                                            received.auto_window, version))
+        self._note_growth(record_id, series_uid)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         return IngestResult(record_id, False, len(new), unchanged)
 
-    def _existing_files(self, record_id: str) -> tuple[dict[str, tuple[ParsedFile, int]], str]:
-        """The stored files of a series, parsed (kept in RAM while it is being received), and the
-        manifest version they are (an append commits only onto that version)."""
+    def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, str]:
+        """SOP Instance UID -> SHA-256 of those of `uids` the series holds already."""
+        cat = self.node.models.catalogue
+        found: dict[str, str] = {}
+        for start in range(0, len(uids), UID_BATCH):
+            rows = (cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
+                    .where((cat.Instance.series == record_id)
+                           & cat.Instance.sop_instance_uid.in_(uids[start:start + UID_BATCH])))
+            found.update((row.sop_instance_uid, row.sha256) for row in rows)
+        return found
+
+    def _drop_views(self, record_id: str) -> None:
+        """Viewers reload a series whose manifest changed (its status says "unloaded" until they ask again)."""
+        node = self.node
+        node.registry.unload(record_id)
+        node.forget(record_id)
+        node.images.drop_record(record_id)
+
+    def _received(self, record_id: str) -> _Received:
+        """The stored files of a series, parsed (kept in RAM while it is being received)."""
         with self._parsed_lock:
             cached = self._parsed.get(record_id)
             if cached is not None:
@@ -206,13 +255,14 @@ class Ingest:
             parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
-            files[_uid(parsed, "SOPInstanceUID") or info["sha256"]] = (parsed, blob)
-        self._remember(record_id, files, version)
-        return files, version
+            files[parsed.sop_instance_uid or info["sha256"]] = (parsed, blob)
+        received = _Received(files, manifest["render"].get("auto_window"), version)
+        self._remember(record_id, received)
+        return received
 
-    def _remember(self, record_id: str, files: dict[str, tuple[ParsedFile, int]], version: str) -> None:
+    def _remember(self, record_id: str, received: _Received) -> None:
         with self._parsed_lock:
-            self._parsed[record_id] = (files, version)
+            self._parsed[record_id] = received
             self._parsed.move_to_end(record_id)
             while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
                 self._parsed.popitem(last=False)
@@ -220,16 +270,83 @@ class Ingest:
     def forget(self, record_id: str) -> None:
         with self._parsed_lock:
             self._parsed.pop(record_id, None)
+        with self._growing_lock:
+            self._growing.pop(record_id, None)
+
+    # --- the "series complete" rule ------------------------------------------------------------
+    def _note_growth(self, record_id: str, series_uid: str) -> None:
+        with self._growing_lock:
+            self._growing[record_id] = (series_uid, time.monotonic())
+            if self._watcher is None and not self._closed.is_set():
+                self._watcher = threading.Thread(target=self._watch, name="series-complete", daemon=True)
+                self._watcher.start()
+                atexit.register(self.close)
+
+    def growing(self) -> list[str]:
+        """Record ids of the series grown since their last exact analysis (not complete yet)."""
+        with self._growing_lock:
+            return list(self._growing)
+
+    def _watch(self) -> None:
+        tick = min(1.0, max(0.05, self.complete_s / 4))
+        while not self._closed.wait(tick):
+            for record_id in self.complete_due(time.monotonic()):
+                log.info("series %s complete: its exact analysis is stored", record_id)
+
+    def complete_due(self, now: float) -> list[str]:
+        """Complete every series whose last instance arrived `complete_s` or more before `now`."""
+        with self._growing_lock:
+            due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
+        done = []
+        for record_id, series_uid in due:
+            try:
+                if self._complete(record_id, series_uid, now):
+                    done.append(record_id)
+            except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
+                log.exception("series %s: its final analysis failed; retried later", record_id)
+                with self._growing_lock:
+                    if record_id in self._growing:
+                        self._growing[record_id] = (series_uid, time.monotonic())
+        return done
+
+    def _complete(self, record_id: str, series_uid: str, now: float) -> bool:
+        """The exact analysis of a complete series (one decode), its manifest replaced if that differs."""
+        with self._lock_for(series_uid):
+            with self._growing_lock:
+                entry = self._growing.get(record_id)
+                if entry is None or now - entry[1] < self.complete_s:
+                    return False  # grew again meanwhile (or completed by another call)
+            received = self._received(record_id)
+            blobs = {file.sha256: blob for file, blob in received.files.values()}
+            exact = analyse_files([f for f, _ in received.files.values()], self.node.limits)
+            manifest = _with_ids(exact.manifest, record_id, blobs, exact.files)
+            if json.loads(json.dumps(manifest)) != self.node.store.read_manifest(record_id):
+                version = self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest,
+                                                       received.version)
+                self.node.record_index.note_version(record_id, version)
+                self._drop_views(record_id)
+            self.forget(record_id)
+        return True
+
+    def close(self) -> None:
+        """At shutdown: stop the watcher and complete the series still growing now (safe to call twice).
+
+        A node killed hard leaves those series with their provisional analysis (a valid automatic
+        window, sampled from an earlier middle frame) until they grow again.
+        """
+        self._closed.set()
+        self.complete_due(float("inf"))
+        atexit.unregister(self.close)
 
 
-def _cached_bytes(cache: OrderedDict) -> int:
-    return sum(len(f.raw) for files, _ in cache.values() for f, _ in files.values())
+def _cached_bytes(cache: OrderedDict[str, _Received]) -> int:
+    return sum(len(f.raw) for received in cache.values() for f, _ in received.files.values())
 
 
 def _with_ids(manifest: dict, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> dict:
     """The manifest under the series' record id, each file naming its blob and its SOP Instance UID."""
     manifest["meta"]["id"] = record_id
-    uids = {f.sha256: _uid(f, "SOPInstanceUID") for f in files}
+    uids = {f.sha256: f.sop_instance_uid for f in files}
     for entry in manifest["files"]:
         entry["blob"] = blobs[entry["sha256"]]
         entry["sop_instance_uid"] = uids[entry["sha256"]]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from daemons.render.catalogue import (
     CatalogueModels,
@@ -50,9 +51,10 @@ def make_models(database: peewee.Database) -> Models:
         frames = peewee.IntegerField()
         modality = peewee.CharField(max_length=16, default="")
         size_bytes = peewee.BigIntegerField()
-        stored_bytes = peewee.BigIntegerField(default=0)
         uploaded_by = peewee.CharField(max_length=36, default="")
         stored_at = peewee.DateTimeField(default=utcnow, index=True)
+        # registered at the institution (for a SIVR patient) and so off the work list (api_worklist)
+        filed = peewee.BooleanField(default=False, index=True)
 
         class Meta:
             table_name = "stored_record"
@@ -61,8 +63,32 @@ def make_models(database: peewee.Database) -> Models:
     return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database))
 
 
+#: `uploaded_by` of a series a DICOM peer sent (daemons.render.dimse: "dicom:" + its AE title).
+DIMSE_SENDER_PREFIX = "dicom:"
+
+
+def _add_record_filed(db: peewee.Database) -> None:
+    """Schema 1 -> 2: a series carries whether it is filed at the institution (the work list).
+
+    Before this schema, a browser upload was registered at the institution right after it was
+    stored, and nothing else could be registered; so every existing series counts as filed except
+    those DICOM peers sent (C-STORE), which no one could register and which now wait on the work list.
+    """
+    migrate(SchemaMigrator.from_database(db).add_column("stored_record", "filed",
+                                                        peewee.BooleanField(default=False)),
+            SchemaMigrator.from_database(db).add_index("stored_record", ("filed",)))
+    db.execute_sql(f"UPDATE stored_record SET filed = {db.param} WHERE uploaded_by NOT LIKE {db.param}",
+                   (True, DIMSE_SENDER_PREFIX + "%"))
+
+
+def _drop_stored_bytes(db: peewee.Database) -> None:
+    """Schema 2 -> 3: `stored_record.stored_bytes` was never written or read (the store reports its
+    own size), so it goes rather than mislead."""
+    migrate(SchemaMigrator.from_database(db).drop_column("stored_record", "stored_bytes"))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes)
 
 
 def upgrade(config: Config) -> int:

@@ -97,6 +97,19 @@ SCHEMAS = {
         "location_mm": {"type": ["object", "null"],
                         "description": "LPS coordinate of the plane on its axis: first + index x step",
                         "properties": {"first": {"type": "number"}, "step": {"type": "number"}}}}},
+    "WorklistItem": {"type": "object", "description": "a series waiting for its SIVR patient (docs/API.md)",
+                     "properties": {
+        "id": {"type": "string"}, "rows": {"type": "integer"}, "columns": {"type": "integer"},
+        "frames": {"type": "integer"}, "modality": {"type": "string"},
+        "stored_at": {"type": ["string", "null"], "format": "date-time"},
+        "received_from": {"type": ["string", "null"], "description": "uploader's user id, or dicom:<AE title>"},
+        "patient": {"type": "object", "properties": {k: {"type": "string"} for k in
+                                                      ("name", "patient_id", "issuer", "birth_date", "sex")}},
+        "study": {"type": "object", "properties": {k: {"type": "string"} for k in
+                                                    ("study_uid", "date", "description", "accession_number")}},
+        "series": {"type": "object", "properties": {
+            "series_uid": {"type": "string"}, "modality": {"type": "string"}, "description": {"type": "string"},
+            "count": {"type": "integer"}}}}},
     "LoadStatus": {"type": "object", "properties": {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},
@@ -172,6 +185,22 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
                 "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422, 503)}}},
+            "/api/v1/worklist": {"get": {
+                "summary": "series not filed at the institution, with their DICOM patient, study and series: "
+                           "physicians and admins of the node's institution (audited per series shown)",
+                "parameters": [_query("limit", "page size", {"type": "integer", "default": 50, "maximum": 500}),
+                               _query("offset", "page start", {"type": "integer", "default": 0})],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/WorklistItem"}},
+                    "total": {"type": "integer"}}}), **_errors(400, 401, 403)}}},
+            "/api/v1/records/{id}/receipt": {"parameters": [_ID], "post": {
+                "summary": "a signed receipt for the caller to register the series at the institution (audited)",
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "receipt": {"type": "string"}}}), **_errors(400, 401, 403, 404, 409)}}},
+            "/api/v1/records/{id}/filed": {"parameters": [_ID], "post": {
+                "summary": "mark the series filed at the institution: off the work list (audited, idempotent)",
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "filed": {"type": "boolean"}}}), **_errors(400, 401, 403, 404)}}},
             "/api/v1/audit": {"get": {"summary": "the node's audit log (admins of its institution)", "parameters": [
                 _query("user_id", "filter"), _query("username", "filter"), _query("action", "e.g. record.load"),
                 _query("patient_id", "filter"), _query("since", "ISO 8601"), _query("until", "ISO 8601"),

@@ -71,9 +71,26 @@ KEYS = (
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
         "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE); any other is rejected."),
+    Key("dicom", "series_complete_s", 60.0,
+        "A series is complete once no instance has arrived for this many seconds (whichever door they came "
+        "through): its exact analysis (the automatic window from its middle frame) is made then, and its "
+        "files leave the receiving cache. It is viewable while it grows."),
     Key("dicom", "destinations", [],
-        "C-MOVE destinations, each \"AE_TITLE=host:port\" (e.g. \"WORKSTATION=10.0.0.7:104\"): a C-MOVE may send "
+        "C-MOVE destinations, each \"AE_TITLE=host:port\" (e.g. \"WORKSTATION=10.0.0.7:104\"), or "
+        "\"AE_TITLE=tls://host:port\" for one reached over DICOM TLS: a C-MOVE may send "
         "only to an AE title listed here (others get 0xA801, move destination unknown)."),
+    Key("dicom", "tls_port", 0,
+        "TCP port of a second DICOM listener that speaks TLS only (DICOM TLS, PS3.15 Annex B; 2762 is usual): "
+        "same AE title, callers and services as `dicom.port`; 0: none. Set `dicom.port = 0` for TLS only."),
+    Key("dicom", "tls_cert", "", "PEM certificate chain of the node for DICOM TLS (empty: server.tls_cert).", True),
+    Key("dicom", "tls_key", "", "PEM private key for DICOM TLS (empty: server.tls_key).", True),
+    Key("dicom", "tls_ca", "",
+        "PEM CA certificate(s) that vouch for callers' certificates on the TLS listener and for the certificates "
+        "of `tls://` C-MOVE destinations (empty: no client certificates checked, system CAs for destinations).",
+        True),
+    Key("dicom", "tls_require_client_cert", True,
+        "The TLS listener refuses a caller without a certificate from `dicom.tls_ca` (Annex B: both ends "
+        "authenticate). Off: a caller's certificate is checked only when it sends one."),
     Key("dicom", "max_associations", 10,
         "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
         "exceeded)."),

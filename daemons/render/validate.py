@@ -16,6 +16,7 @@ import io
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,53 @@ class ParsedFile:
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
         return self.frame_rescales[frame] if self.frame_rescales else (self.slope, self.intercept)
+
+    # What the series analysis reads of each file, read once: a series that grows instance by
+    # instance is re-analysed at every append, and re-reading every header made that quadratic.
+    @cached_property
+    def image_keys(self) -> tuple:
+        return tuple(self.dataset.get(keyword) for keyword in IMAGE_KEYS)
+
+    @cached_property
+    def identity(self) -> tuple[str, ...]:
+        return tuple(str(self.dataset.get(keyword, "")) for keyword, _ in IDENTITY_KEYS)
+
+    @cached_property
+    def series_uid(self) -> str:
+        return str(self.dataset.get("SeriesInstanceUID", ""))
+
+    @cached_property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.get("SOPInstanceUID", "") or "").strip()
+
+    @cached_property
+    def spacing(self) -> tuple[list[float] | None, list[str]]:
+        return _pixel_spacing(self.dataset)
+
+    @cached_property
+    def thickness(self) -> float | None:
+        return _slice_thickness(self.dataset)
+
+    @cached_property
+    def orientation(self) -> list[float] | None:
+        return _floats(self.dataset.get("ImageOrientationPatient") or [], 6)
+
+    @cached_property
+    def vois(self) -> list[tuple[str, dict] | None]:
+        """Each frame's own VOI (`_own_voi`) with the key that makes equal VOIs one choice; None: none."""
+        cache: dict[int, tuple[str, dict] | None] = {}
+        vois = []
+        for frame in range(self.frames):
+            source = _voi_source(self.dataset, frame)
+            if id(source) not in cache:
+                voi = _own_voi(source, self.name)
+                cache[id(source)] = None if voi is None else (repr(sorted(voi.items())), voi)
+            vois.append(cache[id(source)])
+        return vois
+
+    @cached_property
+    def overlays(self) -> bool:
+        return has_overlays(self.dataset)
 
 
 @dataclass
@@ -379,38 +427,39 @@ def _layout(ds: Dataset, float_modality: bool) -> Layout:
     )
 
 
+IMAGE_KEYS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
+              "PhotometricInterpretation")
+IDENTITY_KEYS = (("PatientID", "patient id"), ("PatientName", "patient name"), ("StudyInstanceUID", "study"))
+
+
 def _check_consistent(files: list[ParsedFile]) -> None:
     if any(f.frames > 1 for f in files) and len(files) > 1:
         raise UploadError(422, "inconsistent_series",
                           "a multi-frame file must be uploaded alone, not together with other files")
-    series = {str(f.dataset.get("SeriesInstanceUID", "")) for f in files}
+    series = {f.series_uid for f in files}
     if len(series) > 1:
         raise UploadError(422, "inconsistent_series",
                           f"the files belong to {len(series)} different series; upload one series per record")
-    first = files[0].dataset
-    keys = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
-            "PhotometricInterpretation")
+    reference = files[0]
     for parsed in files[1:]:
-        for keyword in keys:
-            if parsed.dataset.get(keyword) != first.get(keyword):
+        for keyword, mine, theirs in zip(IMAGE_KEYS, parsed.image_keys, reference.image_keys, strict=True):
+            if mine != theirs:
                 raise UploadError(422, "inconsistent_series",
-                                  f"{parsed.name}: {keyword} {parsed.dataset.get(keyword)} differs from "
-                                  f"{files[0].name} ({first.get(keyword)}); all slices must match")
-        for keyword, what in (("PatientID", "patient id"), ("PatientName", "patient name"),
-                              ("StudyInstanceUID", "study")):
-            if str(parsed.dataset.get(keyword, "")) != str(first.get(keyword, "")):
+                                  f"{parsed.name}: {keyword} {mine} differs from "
+                                  f"{reference.name} ({theirs}); all slices must match")
+        for (_, what), mine, theirs in zip(IDENTITY_KEYS, parsed.identity, reference.identity, strict=True):
+            if mine != theirs:
                 raise UploadError(422, "inconsistent_series",
-                                  f"{parsed.name}: its {what} differs from {files[0].name}'s; "
+                                  f"{parsed.name}: its {what} differs from {reference.name}'s; "
                                   "a record holds the images of one patient's series only")
-        if _pixel_spacing(parsed.dataset) != _pixel_spacing(first):
+        if parsed.spacing != reference.spacing:
             raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its pixel spacing {_pixel_spacing(parsed.dataset)} differs from "
-                              f"{files[0].name}'s {_pixel_spacing(first)}; distances on the stack would be wrong")
-        mine = _floats(parsed.dataset.get("ImageOrientationPatient") or [], 6)
-        theirs = _floats(first.get("ImageOrientationPatient") or [], 6)
-        if mine and theirs and not np.allclose(mine, theirs, atol=1e-3):
+                              f"{parsed.name}: its pixel spacing {parsed.spacing} differs from "
+                              f"{reference.name}'s {reference.spacing}; distances on the stack would be wrong")
+        mine, theirs = parsed.orientation, reference.orientation
+        if mine and theirs and mine != theirs and not np.allclose(mine, theirs, atol=1e-3):
             raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its orientation differs from {files[0].name}; "
+                              f"{parsed.name}: its orientation differs from {reference.name}; "
                               "a record must be one stack of parallel slices")
 
 
@@ -511,20 +560,15 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
     stored: list[dict] = []
     frames: list[int | None] = []
     for parsed in files:
-        cache: dict[int, int | None] = {}
-        for frame in range(parsed.frames):
-            source = _voi_source(parsed.dataset, frame)
-            if id(source) not in cache:
-                voi = _own_voi(source, parsed.name)
-                if voi is None:
-                    cache[id(source)] = None
-                else:
-                    key = repr(sorted(voi.items()))
-                    if key not in choices:
-                        choices[key] = len(stored)
-                        stored.append(voi)
-                    cache[id(source)] = choices[key]
-            frames.append(cache[id(source)])
+        for entry in parsed.vois:
+            if entry is None:
+                frames.append(None)
+                continue
+            key, voi = entry
+            if key not in choices:
+                choices[key] = len(stored)
+                stored.append(voi)
+            frames.append(choices[key])
     return {"choices": stored, "frames": frames}
 
 
@@ -551,7 +595,13 @@ FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[FileCheck | None]
 
 def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
                  check_files: FileChecker | None = None) -> ParsedRecord:
-    """Validate an upload and analyse it into a record, or raise UploadError naming the reason.
+    """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
+    return analyse_files(check_upload(uploads, limits, check_files), limits)
+
+
+def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
+                 check_files: FileChecker | None = None) -> list[ParsedFile]:
+    """The distinct files of an upload, each checked and parsed (not yet analysed as a series).
 
     `check_files` runs `check_file` over every file; a node passes its decode worker pool
     (`daemons.render.isolation`), so parsing and decoding untrusted bytes first happens where a
@@ -565,11 +615,13 @@ def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     if refusal is not None:
         raise UploadError(*refusal)
     try:
-        bad_frames = []
-        for check in checks:
+        unique: dict[str, ParsedFile] = {}
+        for (name, raw), check in zip(uploads, checks, strict=True):
             assert check is not None, "a file is left unchecked only after another file's refusal (raised above)"
-            bad_frames.append(check.bad_frames)
-        return _analyse(uploads, limits, bad_frames)
+            parsed = _parse_file(name, raw, limits)
+            parsed.bad_frames = check.bad_frames
+            unique.setdefault(parsed.sha256, parsed)
+        return list(unique.values())
     except UploadError:
         raise
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
@@ -593,23 +645,36 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
                           f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
 
 
-def _analyse(uploads: list[tuple[str, bytes]], limits: Limits, bad_frames: list[dict[int, str]]) -> ParsedRecord:
-    """The record of files that passed `check_file`; `bad_frames` is what it found per upload."""
-    unique: dict[str, ParsedFile] = {}
-    for (name, raw), bad in zip(uploads, bad_frames, strict=True):
-        parsed = _parse_file(name, raw, limits)
-        parsed.bad_frames = bad
-        unique.setdefault(parsed.sha256, parsed)
-    return analyse_files(list(unique.values()), limits)
-
-
 def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     """Parse a file already in the store (checked in isolation when it arrived), for re-analysis."""
     return _parse_file(name, raw, limits)
 
 
-def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
-    """The record analysis of parsed, distinct files: used for an upload and for a series that grows."""
+@dataclass(frozen=True)
+class Provisional:
+    """How a series being received is analysed at each append: its automatic window is kept from its
+    last analysis (`auto_window`, as the manifest stores it) instead of being sampled again from the
+    new middle frame (a decode per instance). `daemons.render.ingest` redoes the exact analysis once
+    the series is complete; everything else is exact at every append."""
+
+    auto_window: dict | None
+
+
+def analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None = None) -> ParsedRecord:
+    """The record analysis of parsed, distinct files: used for an upload and for a series that grows.
+
+    Any failure is a refusal (UploadError): what the isolated checks missed is still the files' fault.
+    """
+    try:
+        return _analyse_files(unique, limits, provisional)
+    except UploadError:
+        raise
+    except Exception as exc:  # no upload may give a 5xx
+        raise UploadError(422, "unreadable",
+                          f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+
+
+def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None) -> ParsedRecord:
     total = sum(len(f.raw) for f in unique)
     files = sorted(unique, key=_sort_key)
     _check_consistent(files)
@@ -635,14 +700,8 @@ def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
     voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
     voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
     bad_frames = _bad_frames(files)
-    sample_file, sample_index = _sample_frame(files, bad_frames)
-    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
-    if layout.float_modality or modality_lut is None:
-        slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
-        values = Modality(slope, intercept).apply(sample_frame)
-    else:
-        values = Modality(lut=modality_lut).apply(sample_frame)
-    auto = None if layout.is_color else auto_window(values)
+    auto = (_auto_window(files, layout, modality_lut, bad_frames) if provisional is None
+            else provisional.auto_window)
     record_id = record_id_of([f.sha256 for f in files])
     pixel_spacing, warnings = _pixel_spacing(first)
     if bad_frames:
@@ -672,8 +731,7 @@ def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
         "study_date": _text(first, "StudyDate"),
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
-        **slice_table(orientation, [(f.instance, p, _slice_thickness(f.dataset))
-                                    for f in files for p in f.frame_positions]),
+        **slice_table(orientation, [(f.instance, p, f.thickness) for f in files for p in f.frame_positions]),
     }
     render = {
         "layout": layout.to_json(),
@@ -685,16 +743,32 @@ def analyse_files(unique: list[ParsedFile], limits: Limits) -> ParsedRecord:
         "voi_lut": lut_to_json(voi_lut),
         "frame_vois": None if layout.is_color else _frame_vois(files),
         "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
-        "auto_window": None if auto is None else {"center": auto.center, "width": auto.width},
+        "auto_window": auto,
         "decoded_bytes": decoded_bytes,
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
          "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
-         "overlays": has_overlays(f.dataset)}
+         "overlays": f.overlays}
         for f in files
     ]
     return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
+
+
+def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable | None,
+                 bad_frames: dict[int, str]) -> dict | None:
+    """The window of the series' middle frame that can be shown (None for colour): one decode."""
+    if layout.is_color:
+        return None
+    sample_file, sample_index = _sample_frame(files, bad_frames)
+    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
+    if layout.float_modality or modality_lut is None:
+        slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
+        values = Modality(slope, intercept).apply(sample_frame)
+    else:
+        values = Modality(lut=modality_lut).apply(sample_frame)
+    window = auto_window(values)
+    return {"center": window.center, "width": window.width}
 
 
 def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:

@@ -19,7 +19,8 @@ from .conftest import AUDIENCE, INSTITUTION_A
 @pytest.mark.parametrize("who", ["admin", "physician", "admin_b", "physician_b"])
 def test_info_names_this_institution(api, users, who):
     status, body = api.call("GET", "/api/v1/info", users[who])
-    assert status == 200 and body == {"institution_id": INSTITUTION_A, "name": "General Hospital A"}
+    assert status == 200 and body == {"institution_id": INSTITUTION_A, "name": "General Hospital A",
+                                      "issuer_of_patient_id": ""}
 
 
 def test_healthz_needs_no_token(api):

@@ -446,13 +446,16 @@ def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
 
 
 def test_destinations_are_checked_at_start(make_node):
-    from daemons.render.dimse_retrieve import parse_destinations
+    from daemons.render.dimse_retrieve import Destination, parse_destinations
     from daemons.render.settings import KEYS
     from shared.config import ConfigError, build_config
 
-    config = build_config("render", KEYS, {"dicom": {"destinations": ["PACS=[::1]:104", " WS7 = ws7.example:11112"]}})
-    assert parse_destinations(config) == {"PACS": ("::1", 104), "WS7": ("ws7.example", 11112)}
-    for bad in ("PACS", "=host:104", "PACS=host:0", "PACS=:104", "A_TITLE_LONGER_THAN_16=h:1"):
+    config = build_config("render", KEYS, {"dicom": {"destinations": ["PACS=[::1]:104", " WS7 = ws7.example:11112",
+                                                                     "SAFE=tls://[::1]:2762"]}})
+    assert parse_destinations(config) == {"PACS": Destination("::1", 104), "WS7": Destination("ws7.example", 11112),
+                                          "SAFE": Destination("::1", 2762, tls=True)}
+    for bad in ("PACS", "=host:104", "PACS=host:0", "PACS=:104", "A_TITLE_LONGER_THAN_16=h:1", "PACS=tls://:104",
+                "PACS=tls://host"):
         with pytest.raises(ConfigError, match="destinations"):
             parse_destinations(build_config("render", KEYS, {"dicom": {"destinations": [bad]}}))
 

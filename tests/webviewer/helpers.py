@@ -113,7 +113,7 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     """
     import tempfile
 
-    from daemons.demo import register_record, upload_record
+    from daemons.demo import mark_filed, register_record, upload_record
 
     inst = institution(deployment)
     node = registered_node(deployment)
@@ -122,6 +122,7 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
         sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
         meta = upload_record(doctor, node["url"], sent)
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
+    mark_filed(doctor, node["url"], meta["id"])
     return {"meta": meta, "node": node, "institution": inst}
 
 

@@ -82,14 +82,14 @@ def open_loaded(page, deployment, record) -> None:
 
 def measure(page, fraction: float = 0.6) -> float:
     """Draw a horizontal line across `fraction` of the image's width; the distance the viewer labels it with."""
-    image = page.locator(".view-image").bounding_box()
+    image = page.locator("#viewport .view-image").bounding_box()
     x0 = image["x"] + image["width"] * (1 - fraction) / 2
     y = image["y"] + image["height"] * 0.5
     page.mouse.move(x0, y)
     page.mouse.down()
     page.mouse.move(x0 + image["width"] * fraction, y, steps=5)
     page.mouse.up()
-    label = page.locator(".measure-label").last.text_content()
+    label = page.locator("#viewport .measure-label").last.text_content()
     return float(label.removesuffix(" mm"))
 
 
@@ -111,7 +111,7 @@ def test_sliders_aspect_and_distances_follow_the_served_geometry(page, deploymen
         wait_shown(page, "d.shownPlane === arg[0] && d.shownIndex === arg[1] && d.shownKey.includes('format=webp')",
                    [plane, str(count // 2)])
         assert page.locator("#slice-out").inner_text().split(" · ")[0] == f"{count // 2 + 1} / {count}", plane
-        image = page.locator(".view-image").bounding_box()
+        image = page.locator("#viewport .view-image").bounding_box()
         assert image["width"] / image["height"] == pytest.approx(width_mm / height_mm, rel=0.02), plane
         top, left = EDGES[acquisition if plane == "native" else plane]
         assert page.locator("#orient-top").inner_text() == top and page.locator("#orient-left").inner_text() == left

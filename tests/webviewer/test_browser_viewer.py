@@ -175,7 +175,7 @@ def test_distance_measurement_in_millimetres(page, deployment, record, shots):
     open_viewer(page, deployment, record)
     wait_shown(page, "d.shownIndex === '0'")
     page.get_by_role("button", name="Measure", exact=True).click()
-    image = page.locator(".view-image").bounding_box()
+    image = page.locator("#viewport .view-image").bounding_box()
     meta = record["meta"]
     mm_per_px = meta["columns"] * meta["pixel_spacing"][1] / image["width"]
     x, y = image["x"] + image["width"] * 0.25, image["y"] + image["height"] * 0.5
@@ -183,12 +183,12 @@ def test_distance_measurement_in_millimetres(page, deployment, record, shots):
     page.mouse.down()
     page.mouse.move(x + 200, y, steps=5)
     page.mouse.up()
-    label = page.locator(".measure-label").text_content()
+    label = page.locator("#viewport .measure-label").text_content()
     measured = float(label.removesuffix(" mm"))
     assert math.isclose(measured, 200 * mm_per_px, rel_tol=0.01), (label, 200 * mm_per_px)
     shot(page, shots, "18-viewer-measure", full_page=False)
     page.get_by_role("button", name="Clear measurements").click()
-    assert page.locator(".measure-label").count() == 0
+    assert page.locator("#viewport .measure-label").count() == 0
 
 
 def test_reformats_and_3d_rotation(page, deployment, record, shots):

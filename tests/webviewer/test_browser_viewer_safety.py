@@ -236,15 +236,22 @@ def test_overlay_names_instance_position_thickness_and_order(page, deployment, c
 
 def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, deployment, ct, shots):
     open_record(page, deployment, ct)
-    wait_shown(page, "d.shownIndex === '0' && d.shownPlane === 'native'")
+    # one viewport: in the CT's 2x2 hanging protocol the other viewports' images are already
+    # cached (test_browser_layouts.py), and this is about a viewport changing its own view
+    page.locator("#layout").select_option("1x1")
+    page.wait_for_function("""() => {
+        const v = document.querySelector('#viewport'); const c = v.querySelector('canvas');
+        return v.dataset.shownPlane === 'native' && v.dataset.shownIndex === '0'
+            && (parseFloat(c.style.width) > v.clientWidth * 0.9
+                || parseFloat(c.style.height) > v.clientHeight * 0.9); }""", polling=50)
     page.get_by_role("button", name="Measure", exact=True).click()
-    image = page.locator(".view-image").bounding_box()
+    image = page.locator("#viewport .view-image").bounding_box()
     x, y = image["x"] + image["width"] * 0.3, image["y"] + image["height"] * 0.5
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + 150, y, steps=4)
     page.mouse.up()
-    assert page.locator(".measure-label").count() == 1
+    assert page.locator("#viewport .measure-label").count() == 1
 
     held = []
     page.route(re.compile(r".*/mpr/coronal/.*"), lambda route: held.append(route))
@@ -253,8 +260,8 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     while not held:
         page.wait_for_timeout(50)
     # while the coronal image is on its way: no image, no measurement, no stale labels
-    assert page.locator(".view-image").is_hidden()
-    assert page.locator(".measure-label").count() == 0
+    assert page.locator("#viewport .view-image").is_hidden()
+    assert page.locator("#viewport .measure-label").count() == 0
     assert markers(page) is None
     assert page.locator("#view-message").inner_text() == "Loading the coronal view…"
     assert page.locator("#view-info").inner_text() == "Coronal: loading…"
@@ -274,7 +281,7 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     # back to the slices: the measurement made there is shown with its slice again
     page.locator("#plane").select_option("native")
     wait_shown(page, "d.shownPlane === 'native'")
-    assert page.locator(".measure-label").count() == 1
+    assert page.locator("#viewport .measure-label").count() == 1
 
     # in 3D, another rendering mode is another view: no MIP under the DVR label
     page.locator("#plane").select_option("3d")
@@ -285,13 +292,13 @@ def test_changing_the_view_never_shows_the_old_image_under_the_new_label(page, d
     page.locator("#volume-mode").select_option("dvr")
     while not held:
         page.wait_for_timeout(50)
-    assert page.locator(".view-image").is_hidden() and markers(page) is None
+    assert page.locator("#viewport .view-image").is_hidden() and markers(page) is None
     assert page.locator("#view-message").inner_text() == "Loading the 3D view…"
     for route in held:
         route.continue_()
     page.unroute(dvr)
     wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr')")
-    assert page.locator(".view-image").is_visible() and markers(page) is not None
+    assert page.locator("#viewport .view-image").is_visible() and markers(page) is not None
 
 
 PHONE_844 = {"width": 390, "height": 844}

@@ -10,16 +10,19 @@ import { patientView } from "./patient_page.js";
 import { findingFormView } from "./findings.js";
 import { uploadView } from "./upload.js";
 import { viewerView } from "./viewer.js";
+import { worklistView } from "./worklist.js";
 
 /** @type {Array<[RegExp, (ctx: any, m: RegExpMatchArray, query: any) => any]>} the views by hash path */
 const ROUTES = [
   [/^#\/patients\/?$/, (ctx, m, query) => patientSearchView(ctx, query)],
-  [/^#\/patients\/new$/, (ctx) => patientFormView(ctx, null)],
+  // from the work list, back to it (only that: a route never takes a free target)
+  [/^#\/patients\/new$/, (ctx, m, query) => patientFormView(ctx, null, query.get("from") === "worklist" ? "#/worklist" : null)],
   [/^#\/patients\/([0-9a-f-]{36})\/edit$/, (ctx, m) => patientFormView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})$/, (ctx, m) => patientView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})\/upload$/, (ctx, m) => uploadView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})\/findings\/new$/, (ctx, m) => findingFormView(ctx, m[1], null)],
   [/^#\/patients\/([0-9a-f-]{36})\/findings\/([0-9a-f-]{36})$/, (ctx, m) => findingFormView(ctx, m[1], m[2])],
+  [/^#\/worklist$/, (ctx) => worklistView(ctx)],
   [/^#\/view\/([0-9a-f-]{36})\/([0-9a-f-]{36})\/([0-9a-f]{64})$/, (ctx, m, query) => viewerView(ctx, m[1], m[2], m[3], query)],
 ];
 

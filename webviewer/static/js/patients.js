@@ -21,7 +21,7 @@ export function patientName(p) {
 }
 
 /** Search by name and, when the text has a digit, by insurance number too; merged by id. */
-async function searchPatients(session, text, signal) {
+export async function searchPatients(session, text, signal) {
   const queries = [session.toplevel("api/v1/patients", { params: { q: text, limit: 100 }, signal })];
   if (/\d/.test(text)) {
     queries.push(session.toplevel("api/v1/patients", { params: { insurance_number: text, limit: 100 }, signal }));
@@ -95,7 +95,14 @@ export function patientSearchView(ctx, query) {
   return () => controller && controller.abort();
 }
 
-export async function patientFormView(ctx, patientId) {
+/**
+ * Create or edit a patient; after saving go to the patient's page, or to `returnTo` (the work list,
+ * where a series waits for the patient just created).
+ * @param {any} ctx
+ * @param {string | null} patientId
+ * @param {string | null} [returnTo]
+ */
+export async function patientFormView(ctx, patientId, returnTo = null) {
   const patient = patientId ? await ctx.session.toplevel(`api/v1/patients/${patientId}`) : null;
   const v = patient || {};
   const first = h("input", { name: "first_name", required: true, value: v.first_name || "", autocomplete: "off" });
@@ -111,7 +118,7 @@ export async function patientFormView(ctx, patientId) {
     field("Date of birth", birth), field("Insurance number", insurance),
     error,
     h("div", { class: "actions" }, submit,
-      h("a", { class: "btn btn-quiet", href: patient ? `#/patients/${patient.id}` : "#/patients", text: "Cancel" })));
+      h("a", { class: "btn btn-quiet", href: returnTo || (patient ? `#/patients/${patient.id}` : "#/patients"), text: "Cancel" })));
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -134,7 +141,7 @@ export async function patientFormView(ctx, patientId) {
         ? await ctx.session.toplevel(`api/v1/patients/${patient.id}`, { method: "PUT", json: body })
         : await ctx.session.toplevel("api/v1/patients", { method: "POST", json: body });
       ctx.announce(patient ? "Patient saved." : "Patient created.");
-      ctx.navigate(`#/patients/${saved.id}`);
+      ctx.navigate(returnTo || `#/patients/${saved.id}`);
     } catch (err) {
       error.textContent = err.code === "conflict"
         ? "Another patient already has this insurance number."

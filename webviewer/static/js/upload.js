@@ -20,12 +20,12 @@ async function looksLikeDicom(file) {
 }
 
 /** The record type whose code is the file's modality (CT, MR, ...), else the modality itself. */
-function recordTypeFor(types, modality) {
+export function recordTypeFor(types, modality) {
   const found = types.find((t) => t.code.toUpperCase() === String(modality || "").toUpperCase());
   return found ? found.code : (modality || "");
 }
 
-function isoDate(value) {
+export function isoDate(value) {
   if (!value) return null;
   const m = String(value).match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
   return m ? `${m[1]}-${m[2]}-${m[3]}` : null;
@@ -191,6 +191,8 @@ export async function uploadView(ctx, patientId) {
         receipt: meta.receipt, // the node's signed proof that it stores the record
       },
     });
+    // registered: off the node's work list (worklist.js), which lists what no patient has yet
+    await ctx.session.fetchJson(node.url, `api/v1/records/${meta.id}/filed`, { method: "POST" });
     return { meta, wanted, registered };
   }
 

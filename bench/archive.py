@@ -1,0 +1,509 @@
+"""Archive benchmark: a SIVR render node beside Orthanc (Debian's orthanc + orthanc-dicomweb), one run.
+
+    python bench/archive.py [--quick] [--only cstore first_image stow qido metadata rendered]
+
+Both servers run on loopback as plain processes (SIVR: gunicorn, one worker, its DICOM listener
+inside; Orthanc: a generated JSON configuration with its own storage folder and the DicomWeb
+plugin), on the same machine, given the same files. The clients (dcmtk `storescu`, Python HTTP
+clients) share the CPU with the server being measured, the same for both. Figures (issues 11, 12):
+
+- cstore: dcmtk `storescu` of one 500-instance CT series in one association, instances/s; the series
+  is DERIVED from demo_data/ct-chest-100 (each slice re-UIDed five times, positions continued; see
+  bench/bench_2d_data.py), once uncompressed (Explicit VR Little Endian, as modalities send) and once
+  as the demo files are (JPEG 2000 lossless);
+- first_image: the first rendered image of a new series, after its first instance arrived by C-STORE;
+- stow: STOW-RS of the same series (25 instances per request), instances/s;
+- qido: QIDO-RS study searches on a catalogue of 100,000 instances (SIVR; synthetic rows derived from
+  the real CT's header), p50/p95;
+- metadata: WADO-RS /metadata of the 500-instance series;
+- rendered: /rendered frames per second at 1, 4 and 16 clients.
+
+A DICOMweb figure whose SIVR route answers 404 is reported as missing (the service not built yet).
+Results: printed as markdown and written to bench/results/archive.raw.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pydicom
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.bench_2d import Server, Setup, pct, run_clients, start_orthanc  # noqa: E402
+from bench.bench_2d_data import derived_series  # noqa: E402
+from daemons.deployment import free_port  # noqa: E402
+from daemons.render.catalogue import InstanceHeader, index_series  # noqa: E402
+from daemons.render.ingest import series_record_id  # noqa: E402
+from daemons.render.models import make_models, upgrade  # noqa: E402
+from daemons.render.settings import KEYS  # noqa: E402
+from shared.config import build_config, render_config_toml  # noqa: E402
+from shared.db import database_from_config  # noqa: E402
+from shared.roles import INSTITUTION_ADMIN  # noqa: E402
+
+DEMO_CT = REPO / "demo_data" / "ct-chest-100"
+CALLING = "BENCHSCU"
+SIVR_AET, ORTHANC_AET = "SIVRBENCH", "ORTHANC"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+STOW_BATCH = 25
+RESULTS: dict = {"missing": {}}
+
+
+# --- servers ----------------------------------------------------------------------------------
+class Sivr:
+    """A SIVR render node under gunicorn (one worker, as a render node runs), with its DICOM listener."""
+
+    def __init__(self, setup: Setup, name: str, complete_s: float = 60.0):
+        self.setup = setup
+        self.dicom_port, port = free_port(), free_port()
+        values = setup.values(name, port, tls=False)
+        values["dicom"] = {"port": self.dicom_port, "ae_title": SIVR_AET, "allowed_callers": [CALLING],
+                           "series_complete_s": complete_s}
+        self.values = values
+        config = setup.root / f"{name}.toml"
+        config.write_text(render_config_toml("render", KEYS, values))
+        self.config = build_config("render", KEYS, values, config)
+        upgrade(self.config)
+        self.config_file = config
+        self.url = f"http://127.0.0.1:{port}"
+        self.server: Server | None = None
+
+    def start(self) -> Sivr:
+        port = self.url.rsplit(":", 1)[1]
+        args = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--worker-class", "gthread",
+                "--bind", f"127.0.0.1:{port}", "--timeout", "300",
+                f"daemons.wsgi:build('render', '{self.config_file}')"]
+        self.server = Server(args, self.url, self.setup.root / f"{self.config_file.stem}.log", "/healthz",
+                             start_s=300)  # a loaded 2-core machine, and the kernels' warm-up
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def orthanc(setup: Setup) -> tuple[Server, int]:
+    port = free_port()
+    extra = {"DicomServerEnabled": True, "DicomPort": port, "DicomAet": ORTHANC_AET, "DicomCheckCalledAet": False,
+             "Plugins": [DICOMWEB_PLUGIN] if Path(DICOMWEB_PLUGIN).exists() else [],
+             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False}}
+    return start_orthanc(setup.root, extra), port
+
+
+# --- data -------------------------------------------------------------------------------------
+def bench_series(quick: bool) -> dict[str, list[Path]]:
+    cache = Path(tempfile.gettempdir()) / "sivr-bench-archive"
+    slices = 100 if quick else 500
+    source = sorted(DEMO_CT.glob("*.dcm"))
+    return {"uncompressed": derived_series(cache / f"uncompressed-{slices}", slices, source, uncompressed=True),
+            "jpeg2000": derived_series(cache / f"j2k-{slices}", slices, source)}
+
+
+def uids_of(path: Path) -> tuple[str, str]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+
+# --- (a) C-STORE ------------------------------------------------------------------------------
+def storescu(port: int, called: str, files: list[Path], syntax: str) -> float:
+    args = ["storescu", "-aet", CALLING, "-aec", called, *(["-xv"] if syntax == "jpeg2000" else []),
+            "127.0.0.1", str(port), *map(str, files)]
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu to {called} failed: {done.stdout[-500:]} {done.stderr[-500:]}")
+    return elapsed
+
+
+def sivr_files(sivr: Sivr, series_uid: str) -> int:
+    record_id = series_record_id(sivr.setup.institution, series_uid)
+    reply = requests.get(f"{sivr.url}/api/v1/records/{record_id}", headers=sivr.setup.headers, timeout=60)
+    return int(reply.json().get("files", 0)) if reply.status_code == 200 else 0
+
+
+def orthanc_instances(server: Server, series_uid: str) -> int:
+    found = requests.post(f"{server.url}/tools/lookup", data=series_uid, timeout=60).json()
+    if not found:
+        return 0
+    return len(requests.get(f"{server.url}/series/{found[0]['ID']}", timeout=60).json()["Instances"])
+
+
+def bench_cstore(sivr: Sivr, theirs: Server, their_port: int, data: dict[str, list[Path]]) -> None:
+    results = {}
+    for syntax, files in data.items():
+        _, series_uid = uids_of(files[0])
+        ours_s = storescu(sivr.dicom_port, SIVR_AET, files, syntax)
+        orthanc_s = storescu(their_port, ORTHANC_AET, files, syntax)
+        stored = (sivr_files(sivr, series_uid), orthanc_instances(theirs, series_uid))
+        results[syntax] = {"instances": len(files), "sivr_s": ours_s, "orthanc_s": orthanc_s,
+                           "sivr_per_s": len(files) / ours_s, "orthanc_per_s": len(files) / orthanc_s,
+                           "ratio": orthanc_s / ours_s, "stored_sivr_orthanc": stored}
+        print(f"C-STORE {syntax}: SIVR {len(files) / ours_s:.1f}/s, Orthanc {len(files) / orthanc_s:.1f}/s, "
+              f"stored {stored}", flush=True)
+    RESULTS["cstore"] = results
+
+
+# --- first image after the first instance arrived ----------------------------------------------
+def bench_first_image(sivr: Sivr, source: list[Path], tries: int) -> None:
+    """C-STORE the first instance of a new series, then load it and ask for its frame over HTTP."""
+    folder = sivr.setup.root / "first-image"
+    folder.mkdir(exist_ok=True)
+    times, stores = [], []
+    for attempt in range(tries):
+        ds = pydicom.dcmread(source[attempt % len(source)])
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        path = folder / f"{attempt}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        stores.append(storescu(sivr.dicom_port, SIVR_AET, [path], "jpeg2000") * 1000)
+        arrived = time.perf_counter()  # storescu has its C-STORE response: the instance is stored
+        record_id = series_record_id(sivr.setup.institution, str(ds.SeriesInstanceUID))
+        headers = sivr.setup.headers
+        session = requests.Session()
+        assert session.post(f"{sivr.url}/api/v1/records/{record_id}/load", headers=headers,
+                            timeout=60).status_code == 202
+        frame = session.get(f"{sivr.url}/api/v1/records/{record_id}/frames/0?format=webp", headers=headers,
+                            timeout=60)
+        assert frame.status_code == 200, frame.text
+        times.append((time.perf_counter() - arrived) * 1000)
+    RESULTS["first_image_ms"] = {"tries": tries, "median": statistics.median(times), "max": max(times),
+                                 "storescu_one_instance_ms_median": statistics.median(stores)}
+    print(f"first image after C-STORE: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms", flush=True)
+
+
+# --- DICOMweb ---------------------------------------------------------------------------------
+def multipart(files: list[Path]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for path in files:
+        parts.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def stow(url: str, headers_of, files: list[Path]) -> tuple[float, list[int]]:
+    session = requests.Session()
+    statuses = []
+    elapsed = 0.0
+    for start in range(0, len(files), STOW_BATCH):
+        body, content_type = multipart(files[start:start + STOW_BATCH])
+        headers = {**headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"}
+        t0 = time.perf_counter()
+        reply = session.post(url, data=body, timeout=600, headers=headers)
+        elapsed += time.perf_counter() - t0
+        statuses.append(reply.status_code)
+    return elapsed, statuses
+
+
+def sivr_has(sivr: Sivr, path: str) -> bool:
+    reply = requests.get(f"{sivr.url}/dicomweb{path}", headers=sivr.setup.headers, timeout=60)
+    return reply.status_code != 404 or "not_found" in reply.text
+
+
+def bench_stow(sivr: Sivr, theirs: Server, files: list[Path]) -> None:
+    if not sivr_has(sivr, "/studies"):
+        RESULTS["missing"]["stow"] = "SIVR has no QIDO/STOW route /dicomweb/studies (DICOMweb not merged)"
+        return
+    # a fresh copy of the series (new UIDs): neither server holds it yet
+    folder = sivr.setup.root / "stow"
+    renamed = derived_series(folder, len(files), files[:100])
+    ours_s, ours = stow(f"{sivr.url}/dicomweb/studies", Tokens(lambda: sivr.setup.headers), renamed)
+    theirs_s, their_statuses = stow(f"{theirs.url}/dicom-web/studies", dict, renamed)
+    _, series_uid = uids_of(renamed[0])
+    RESULTS["stow"] = {"instances": len(renamed), "per_request": STOW_BATCH, "sivr_per_s": len(renamed) / ours_s,
+                       "orthanc_per_s": len(renamed) / theirs_s, "ratio": theirs_s / ours_s,
+                       "sivr_statuses": sorted(set(ours)), "orthanc_statuses": sorted(set(their_statuses)),
+                       "stored_sivr_orthanc": (sivr_files(sivr, series_uid), orthanc_instances(theirs, series_uid))}
+    print(f"STOW-RS: SIVR {len(renamed) / ours_s:.1f}/s, Orthanc {len(renamed) / theirs_s:.1f}/s", flush=True)
+
+
+class Tokens:
+    """Bearer headers renewed every 30 s (node tokens live 60 s), as a client reuses its token."""
+
+    def __init__(self, mint):
+        self.mint, self.headers, self.at = mint, {}, -1e9
+
+    def __call__(self) -> dict[str, str]:
+        if time.monotonic() - self.at > 30:
+            self.headers, self.at = self.mint(), time.monotonic()
+        return self.headers
+
+
+def timed_gets(urls: list[str], headers_of) -> tuple[list[float], list[int]]:
+    session = requests.Session()
+    times, statuses = [], []
+    for url in urls:
+        headers = {**headers_of(), "Accept": "application/dicom+json"}
+        t0 = time.perf_counter()
+        reply = session.get(url, headers=headers, timeout=120)
+        times.append((time.perf_counter() - t0) * 1000)
+        statuses.append(reply.status_code)
+    return times, statuses
+
+
+def bench_metadata(sivr: Sivr, theirs: Server, files: list[Path], rounds: int) -> None:
+    study, series = uids_of(files[0])
+    path = f"/studies/{study}/series/{series}/metadata"
+    if not sivr_has(sivr, path):
+        RESULTS["missing"]["metadata"] = "SIVR has no WADO-RS /metadata route (DICOMweb not merged)"
+        return
+    ours, ours_status = timed_gets([f"{sivr.url}/dicomweb{path}"] * rounds, Tokens(lambda: sivr.setup.headers))
+    mine, their_status = timed_gets([f"{theirs.url}/dicom-web{path}"] * rounds, dict)
+    RESULTS["metadata"] = {"instances": len(files), "rounds": rounds,
+                           "sivr_ms": {"p50": pct(ours, 50), "p95": pct(ours, 95)},
+                           "orthanc_ms": {"p50": pct(mine, 50), "p95": pct(mine, 95)},
+                           "statuses": [sorted(set(ours_status)), sorted(set(their_status))]}
+    print(f"WADO-RS metadata: SIVR p50 {pct(ours, 50):.0f} ms, Orthanc p50 {pct(mine, 50):.0f} ms", flush=True)
+
+
+def bench_rendered(sivr: Sivr, theirs: Server, files: list[Path], quick: bool) -> None:
+    study, series = uids_of(files[0])
+    instances = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files]
+    path = f"/studies/{study}/series/{series}/instances/{instances[0]}/frames/1/rendered"
+    if not sivr_has(sivr, path):
+        RESULTS["missing"]["rendered"] = "SIVR has no /rendered route (DICOMweb rendered resources not merged)"
+        return
+    # both warmed: SIVR loads the series into RAM at the first frame, Orthanc has its files on disk
+    record_id = series_record_id(sivr.setup.institution, series)
+    requests.post(f"{sivr.url}/api/v1/records/{record_id}/load", headers=sivr.setup.headers, timeout=60)
+    time.sleep(5)
+    results = {}
+    query = "?window=40,400,linear"
+    for clients in (1, 4, 16):
+        per_client = max(10, (80 if quick else 320) // clients)  # each run well inside a token's 60 s
+
+        def urls(root: str, clients: int = clients, per_client: int = per_client) -> list[list[tuple[str, dict]]]:
+            frame = "{}/studies/" + study + "/series/" + series + "/instances/{}/frames/1/rendered" + query
+            return [[(frame.format(root, instances[(c * 31 + k) % len(instances)]), {"Accept": "image/jpeg"})
+                     for k in range(per_client)] for c in range(clients)]
+
+        ours = run_clients(urls(f"{sivr.url}/dicomweb"), True, sivr.setup.headers)
+        mine = run_clients(urls(f"{theirs.url}/dicom-web"), True, {})
+        results[clients] = {"sivr": ours, "orthanc": mine}
+        print(f"/rendered x{clients}: SIVR {ours['per_s']:.1f}/s ({ours['errors']} errors), "
+              f"Orthanc {mine['per_s']:.1f}/s ({mine['errors']} errors)", flush=True)
+    RESULTS["rendered"] = results
+
+
+def admin_headers(setup: Setup) -> dict[str, str]:
+    """A token of an administrator of the node's institution (valid 60 s, as the toplevel mints them)."""
+    token, _ = setup.issuer.issue(setup.user_id, "bench-admin", INSTITUTION_ADMIN, setup.institution,
+                                  session_id=setup.session_id)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def fill_catalogue(sivr: Sivr, template: Path, instances: int, per_study: int) -> None:
+    """Catalogue rows of `instances` synthetic instances (real CT header, new names, ids, dates, UIDs)."""
+    database = database_from_config(sivr.config)
+    models = make_models(database)
+    header = pydicom.dcmread(template, stop_before_pixels=True)
+    rng = random.Random(11)
+    names = ["SMITH", "JONES", "MUELLER", "DUBOIS", "ROSSI", "GARCIA", "NOVAK", "KOWALSKI", "JANSEN", "NILSSON"]
+    started = time.perf_counter()
+    with database.connection_context():
+        for study_index in range(instances // per_study):
+            ds = header.copy()
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.PatientName = f"{rng.choice(names)}^{rng.choice(names).title()}{study_index}"
+            ds.PatientID = f"P{study_index // 3:06d}"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+            ds.StudyDate = f"{rng.randint(2005, 2025)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+            ds.AccessionNumber = f"A{study_index:08d}"
+            ds.Modality = rng.choice(["CT", "CT", "MR", "CR", "US"])
+            headers = [InstanceHeader(ds, "0" * 64, 0)]
+            for index in range(1, per_study):  # the catalogue reads only these of the other instances
+                item = pydicom.Dataset()
+                item.SOPClassUID, item.SOPInstanceUID = ds.SOPClassUID, pydicom.uid.generate_uid()
+                item.InstanceNumber = index + 1
+                headers.append(InstanceHeader(item, "0" * 64, index))
+            # catalogue rows only: a `stored_record` row without its store folder is dropped at start-up
+            index_series(models.catalogue, uuid.uuid4().hex + uuid.uuid4().hex, headers)
+    database.close()
+    RESULTS["qido_catalogue_fill_s"] = time.perf_counter() - started
+
+
+def study_searches(rounds: int) -> list[str]:
+    """The QIDO-RS / C-FIND study searches of both query figures (a fixed mix, `key=value&...`)."""
+    rng = random.Random(5)
+    queries = []
+    for _ in range(rounds):
+        kind = rng.randrange(5)
+        if kind == 0:
+            queries.append(f"PatientName={rng.choice(['SMITH', 'JONES', 'NOVAK', 'ROSSI'])}*&limit=25")
+        elif kind == 1:
+            year = rng.randint(2005, 2024)
+            queries.append(f"StudyDate={year}0101-{year}0331&limit=25")
+        elif kind == 2:
+            queries.append(f"PatientID=P{rng.randrange(33000):06d}")
+        elif kind == 3:
+            queries.append(f"AccessionNumber=A{rng.randrange(1000):08d}")
+        else:
+            queries.append("ModalitiesInStudy=MR&limit=25&includefield=NumberOfStudyRelatedInstances")
+    return queries
+
+
+def bench_qido(sivr: Sivr, rounds: int) -> None:
+    if not sivr_has(sivr, "/studies?limit=1"):
+        RESULTS["missing"]["qido"] = "SIVR has no QIDO-RS route /dicomweb/studies (DICOMweb not merged)"
+        return
+    queries = study_searches(rounds)
+    # an administrator of the institution may list every patient's studies (a physician names a patient or study)
+    tokens = Tokens(lambda: admin_headers(sivr.setup))
+    cat_count = requests.get(f"{sivr.url}/dicomweb/studies?limit=1", headers=tokens(), timeout=60)
+    times, statuses = timed_gets([f"{sivr.url}/dicomweb/studies?{q}" for q in queries], tokens)
+    RESULTS["qido"] = {"queries": len(queries), "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
+                       "max_ms": max(times), "statuses": sorted(set(statuses)),
+                       "probe_status": cat_count.status_code}
+    print(f"QIDO-RS studies on the 100k catalogue: p50 {pct(times, 50):.1f} ms, p95 {pct(times, 95):.1f} ms",
+          flush=True)
+
+
+def bench_cfind(sivr: Sivr, rounds: int) -> None:
+    """C-FIND at STUDY level (study root) over one association, the same searches as QIDO-RS.
+
+    `limit` has no C-FIND equivalent: every match is returned (a name search matches about a
+    tenth of the 2,000 studies); each answer carries the keys a study search usually asks for.
+    """
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=CALLING)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    association = ae.associate("127.0.0.1", sivr.dicom_port, ae_title=SIVR_AET)
+    if not association.is_established:
+        RESULTS["missing"]["cfind"] = "the association to SIVR's DICOM listener was refused"
+        return
+    times, answers = [], []
+    by_kind: dict[str, list[tuple[float, int]]] = {}
+    for search in study_searches(rounds):
+        identifier = pydicom.Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "AccessionNumber",
+                        "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
+            setattr(identifier, keyword, "")
+        for pair in search.split("&"):
+            keyword, value = pair.split("=", 1)
+            if keyword not in ("limit", "includefield"):
+                setattr(identifier, keyword, value)
+        t0 = time.perf_counter()
+        found = sum(1 for status, _ in association.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+                    if status and status.Status in (0xFF00, 0xFF01))
+        times.append((time.perf_counter() - t0) * 1000)
+        answers.append(found)
+        by_kind.setdefault(search.split("=", 1)[0], []).append((times[-1], found))
+    association.release()
+    RESULTS["cfind"] = {"queries": len(times), "p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
+                        "max_ms": max(times), "answers_median": statistics.median(answers), "answers_max": max(answers),
+                        "by_key": {key: {"p50_ms": pct([t for t, _ in v], 50), "answers_median":
+                                         statistics.median([n for _, n in v])} for key, v in by_kind.items()}}
+    print(f"C-FIND studies on the 100k catalogue: p50 {pct(times, 50):.1f} ms, p95 {pct(times, 95):.1f} ms", flush=True)
+
+
+# --- report -----------------------------------------------------------------------------------
+def report() -> str:
+    r = RESULTS
+    lines = [f"machine: {r['machine']}", f"date: {r['date']}", f"load average before: {r.get('load_before')}", "",
+             "| figure | goal | SIVR | Orthanc | ratio |", "|---|---|---|---|---|"]
+    for syntax, v in r.get("cstore", {}).items():
+        lines.append(f"| C-STORE {v['instances']}-instance CT ({syntax}), instances/s | >= 2x Orthanc | "
+                     f"{v['sivr_per_s']:.1f} | {v['orthanc_per_s']:.1f} | {v['ratio']:.2f}x |")
+    if "first_image_ms" in r:
+        v = r["first_image_ms"]
+        lines.append(f"| first image after its instance arrived by C-STORE, ms | <= 1000 | "
+                     f"median {v['median']:.0f}, max {v['max']:.0f} | | |")
+    if "stow" in r:
+        v = r["stow"]
+        lines.append(f"| STOW-RS {v['instances']} instances ({v['per_request']}/request), instances/s | "
+                     f">= 2x Orthanc | {v['sivr_per_s']:.1f} | {v['orthanc_per_s']:.1f} | {v['ratio']:.2f}x |")
+    if "cfind" in r:
+        v = r["cfind"]
+        lines.append(f"| C-FIND study search (all matches), 100,000 instances, ms | p95 <= 50 | p50 {v['p50_ms']:.1f}, "
+                     f"p95 {v['p95_ms']:.1f} | not loaded | |")
+    if "qido" in r:
+        v = r["qido"]
+        lines.append(f"| QIDO-RS study search, 100,000 instances, ms | p95 <= 50 | p50 {v['p50_ms']:.1f}, "
+                     f"p95 {v['p95_ms']:.1f} | not loaded | |")
+    if "metadata" in r:
+        v = r["metadata"]
+        lines.append(f"| WADO-RS /metadata of the {v['instances']}-instance series, ms | <= 200 | "
+                     f"p50 {v['sivr_ms']['p50']:.0f}, p95 {v['sivr_ms']['p95']:.0f} | "
+                     f"p50 {v['orthanc_ms']['p50']:.0f}, p95 {v['orthanc_ms']['p95']:.0f} | |")
+    for clients, v in r.get("rendered", {}).items():
+        s, o = v["sivr"], v["orthanc"]
+        lines.append(f"| /rendered JPEG, {clients} client(s), frames/s | | {s['per_s']:.1f} "
+                     f"(p95 {s['p95_ms']:.0f} ms, {s['errors']} errors) | {o['per_s']:.1f} "
+                     f"(p95 {o['p95_ms']:.0f} ms, {o['errors']} errors) | {s['per_s'] / o['per_s']:.2f}x |")
+    for figure, why in r["missing"].items():
+        lines.append(f"| {figure} | | missing: {why} | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 instances and fewer repetitions (a smoke run)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections: cstore first_image stow qido cfind metadata rendered")
+    args = parser.parse_args()
+    for tool in ("storescu", "Orthanc"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: apt-get install -y dcmtk orthanc orthanc-dicomweb")
+    with open("/proc/cpuinfo") as handle:
+        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, "
+                          f"{platform.platform()}, Orthanc {orthanc_version()}")
+    RESULTS["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    RESULTS["load_before"] = os.getloadavg()
+    sections = set(args.only or ["cstore", "first_image", "stow", "qido", "cfind", "metadata", "rendered"])
+    data = bench_series(args.quick)
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-archive-") as folder:
+        setup = Setup(Path(folder))
+        sivr = Sivr(setup, "sivr")
+        if sections & {"qido", "cfind"}:
+            fill_catalogue(sivr, data["uncompressed"][0], 10_000 if args.quick else 100_000, 50)
+        sivr.start()
+        theirs, their_port = orthanc(setup)
+        try:
+            if "cstore" not in sections and sections & {"metadata", "rendered"}:  # they read the stored series
+                storescu(sivr.dicom_port, SIVR_AET, data["uncompressed"], "uncompressed")
+                storescu(their_port, ORTHANC_AET, data["uncompressed"], "uncompressed")
+            steps = [("cstore", lambda: bench_cstore(sivr, theirs, their_port, data)),
+                     ("first_image", lambda: bench_first_image(sivr, data["jpeg2000"], 5 if args.quick else 20)),
+                     ("stow", lambda: bench_stow(sivr, theirs, data["uncompressed"])),
+                     ("qido", lambda: bench_qido(sivr, 100 if args.quick else 400)),
+                     ("cfind", lambda: bench_cfind(sivr, 100 if args.quick else 400)),
+                     ("metadata", lambda: bench_metadata(sivr, theirs, data["uncompressed"], 5 if args.quick else 20)),
+                     ("rendered", lambda: bench_rendered(sivr, theirs, data["uncompressed"], args.quick))]
+            for name, step in steps:
+                if name in sections:
+                    step()
+                    (out / "archive.raw.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+        finally:
+            sivr.stop()
+            theirs.stop()
+    print(report())
+
+
+def orthanc_version() -> str:
+    done = subprocess.run(["Orthanc", "--version"], capture_output=True, text=True, timeout=30)
+    return done.stdout.split("\n")[0].removeprefix("Orthanc ").strip()
+
+
+if __name__ == "__main__":
+    main()

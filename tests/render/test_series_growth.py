@@ -1,0 +1,221 @@
+"""A series that grows instance by instance (C-STORE, STOW-RS): cheap appends, the "series complete" rule.
+
+A modality sends a series image by image; each append must cost what the new image costs, and the
+series must end exactly as one upload of the same files would have made it.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from daemons.render.ingest import INGEST_EXTENSION, Actor, Ingest
+from daemons.render.validate import UploadError
+from tests.render.synthetic import dataset, to_bytes
+
+SERIES = "1.2.826.0.1.3680043.99.7"
+PEER = Actor("dicom:MODALITY", "MODALITY", "127.0.0.1")
+
+
+def ct_slice(index: int, series: str = SERIES) -> Dataset:
+    """A 16x16 slice whose values grow with its position, so the middle frame decides the automatic window."""
+    ds = dataset(rows=16, cols=16, series=series, position=2.5 * index)
+    ds.InstanceNumber = index + 1
+    ds.PixelData = (np.arange(256, dtype=np.int16) * (index + 1)).tobytes()
+    return ds
+
+
+def series_files(count: int, series: str = SERIES) -> list[tuple[str, bytes]]:
+    return [(f"{index:03d}.dcm", to_bytes(ct_slice(index, series))) for index in range(count)]
+
+
+def ingest_of(harness) -> Ingest:
+    return harness.app.extensions[INGEST_EXTENSION]
+
+
+def add(harness, files: list[tuple[str, bytes]]):
+    """One C-STORE's or STOW-RS's call of the ingest service (in the app context, as the doors make it)."""
+    with harness.app.app_context():
+        return ingest_of(harness).add(files, PEER)
+
+
+def stored_manifest(harness, record_id: str) -> dict:
+    manifest = harness.app.extensions["sivr_node"].store.read_manifest(record_id)
+    for entry in manifest["files"]:
+        entry.pop("blob")  # where each file lies in the store depends on the order they came in
+    return manifest
+
+
+def catalogue_rows(harness, record_id: str) -> dict:
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    series = cat.Series.get_by_id(record_id)
+    stored = harness.app.extensions["sivr_node"].models.StoredRecord.get_by_id(record_id)
+    return {
+        "instances": sorted((i.sop_instance_uid, i.sha256, i.instance_number, i.sop_class_uid)
+                            for i in cat.Instance.select().where(cat.Instance.series == record_id)),
+        "series": (series.series_uid, series.instance_count, series.modality),
+        "study": (series.study.study_uid, series.study.series_count, series.study.instance_count),
+        "stored_record": (stored.files, stored.frames, stored.size_bytes, stored.rows, stored.columns),
+    }
+
+
+@pytest.fixture
+def pair(make_node):
+    """Two nodes of one institution (so the same series gets the same record id on both)."""
+    first = make_node(dicom__series_complete_s=3600.0)
+    second = make_node(institution_id=first.institution_id, dicom__series_complete_s=3600.0)
+    yield first, second
+    for harness in (first, second):
+        ingest_of(harness).close()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()
+
+
+def test_instance_by_instance_ends_as_one_bulk_upload(pair):
+    bulk_node, grown_node = pair
+    files = series_files(12)
+    bulk = add(bulk_node, files)
+    assert bulk.created and bulk.added == 12
+    shuffled = files[:]
+    random.Random(7).shuffle(shuffled)
+    ingest = ingest_of(grown_node)
+    results = [add(grown_node, [one]) for one in shuffled]
+    assert {r.record_id for r in results} == {bulk.record_id}
+    assert [r.created for r in results] == [True] + [False] * 11
+    # while it grows, everything but the automatic window (sampled again when complete) is exact
+    assert ingest.growing() == [bulk.record_id]
+    growing, final = stored_manifest(grown_node, bulk.record_id), stored_manifest(bulk_node, bulk.record_id)
+    assert growing["render"].pop("auto_window") != final["render"]["auto_window"]
+    assert growing["meta"] == final["meta"] and growing["files"] == final["files"]
+    assert growing["render"] == {k: v for k, v in final["render"].items() if k != "auto_window"}
+    assert ingest.complete_due(time.monotonic() + 3600) == [bulk.record_id]
+    assert ingest.growing() == []
+    assert stored_manifest(grown_node, bulk.record_id) == final
+    assert catalogue_rows(grown_node, bulk.record_id) == catalogue_rows(bulk_node, bulk.record_id)
+    # the grown series renders like the bulk one
+    for harness in pair:
+        headers = harness.headers()
+        assert harness.client.post(f"/api/v1/records/{bulk.record_id}/load", headers=headers).status_code == 202
+        frame = harness.client.get(f"/api/v1/records/{bulk.record_id}/frames/6?format=png", headers=headers)
+        assert frame.status_code == 200
+    assert ingest_of(bulk_node).growing() == []  # one bulk upload is complete as it is stored
+
+
+def test_an_append_reads_no_more_headers_as_the_series_grows(pair, monkeypatch):
+    """The work of one append does not grow with the series (it was quadratic over a whole series)."""
+    _, harness = pair
+    files = series_files(61)
+    for one in files[:60]:
+        add(harness, [one])
+    reads = {"count": 0}
+    original = Dataset.get
+
+    def counting_get(self, *args, **kwargs):
+        reads["count"] += 1
+        return original(self, *args, **kwargs)
+
+    def reads_of(one: tuple[str, bytes]) -> int:
+        reads["count"] = 0
+        monkeypatch.setattr(Dataset, "get", counting_get)
+        try:
+            add(harness, [one])
+        finally:
+            monkeypatch.setattr(Dataset, "get", original)
+        return reads["count"]
+
+    small = series_files(11, series="1.2.826.0.1.3680043.99.8")
+    for one in small[:10]:
+        add(harness, [one])
+    at_ten, at_sixty = reads_of(small[10]), reads_of(files[60])
+    assert at_sixty - at_ten < 10, (at_ten, at_sixty)  # it was about 15 more per stored instance
+
+
+def test_series_complete_rule_fires_once_after_the_stable_age(make_node, monkeypatch):
+    harness = make_node(dicom__series_complete_s=1.5)
+    ingest = ingest_of(harness)
+    completed: list[str] = []
+    original = Ingest._complete
+
+    def spy(self, record_id, series_uid, now):
+        done = original(self, record_id, series_uid, now)
+        if done:
+            completed.append(record_id)
+        return done
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 15
+        while len(completed) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    monkeypatch.setattr(Ingest, "_complete", spy)
+    try:
+        files = series_files(7)
+        record_id = add(harness, files[:1]).record_id
+        for one in files[1:6]:
+            add(harness, [one])  # instances keep arriving faster than the stable age: not complete yet
+        assert completed == [] and ingest.growing() == [record_id]
+        wait_for(1)
+        time.sleep(2.0)  # several more ticks of the watcher: nothing more happens
+        assert completed == [record_id] and ingest.growing() == []
+        add(harness, files[6:])  # it grows again later: complete again, once
+        assert ingest.growing() == [record_id]
+        wait_for(2)
+        assert completed == [record_id, record_id]
+    finally:
+        ingest.close()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()
+
+
+def test_conflicts_refused_and_resends_are_no_ops_while_growing(pair):
+    _, harness = pair
+    files = series_files(4)
+    record_id = add(harness, files[:1]).record_id
+    add(harness, files[1:3])
+    again = add(harness, [files[1]])
+    assert (again.added, again.unchanged) == (0, 1)
+    changed = ct_slice(1)
+    original = pydicom.dcmread(io.BytesIO(files[1][1]))
+    changed.SOPInstanceUID = original.SOPInstanceUID
+    changed.file_meta.MediaStorageSOPInstanceUID = original.SOPInstanceUID
+    changed.PixelData = bytes(len(changed.PixelData))
+    with pytest.raises(UploadError) as refused:
+        add(harness, [("changed.dcm", to_bytes(changed))])
+    assert refused.value.status == 409 and refused.value.code == "instance_conflict"
+    audit = harness.app.extensions["sivr_node"].models.AuditEntry
+    assert audit.select().where(audit.action == "instance.conflict").count() == 1
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    assert cat.Instance.select().where(cat.Instance.series == record_id).count() == 3
+    # a new instance together with a re-sent one: the new one is added, the other left as it is
+    both = add(harness, [files[0], files[3]])
+    assert (both.added, both.unchanged) == (1, 1)
+    assert cat.Series.get_by_id(record_id).instance_count == 4
+
+
+def test_a_failed_append_leaves_the_series_as_it_was(pair, monkeypatch):
+    _, harness = pair
+    node = harness.app.extensions["sivr_node"]
+    files = series_files(3)
+    record_id = add(harness, files[:2]).record_id
+    before = node.store.read_manifest(record_id)
+
+    def disk_fails(*args, **kwargs):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(node.store, "append_files", disk_fails)
+    with pytest.raises(OSError):
+        add(harness, files[2:])
+    monkeypatch.undo()
+    assert node.store.read_manifest(record_id) == before
+    cat = node.models.catalogue
+    assert cat.Series.get_by_id(record_id).instance_count == 2
+    assert add(harness, files[2:]).added == 1  # the same instance again, once the store works
+    assert cat.Series.get_by_id(record_id).instance_count == 3

@@ -1,0 +1,170 @@
+// The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure (and rotate in
+// 3D), pinch zoom with two fingers, the wheel. The tool is the viewer's (one for all viewports);
+// a drag acts on the viewport it starts in, which becomes the active one.
+
+import { screenToImage, distanceMm, dragWindow, clamp, planeInfo } from "./geometry.js";
+import { MAX_ZOOM } from "./viewoptions.js";
+
+/** Wire pointer and wheel input of viewport `vp` (viewport.js). @param {any} vp */
+export function bindPointer(vp) {
+  const el = vp.root;
+  el.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 && e.pointerType === "mouse") return;
+    vp.activate();
+    if (e.pointerType === "touch") {
+      vp.touches.set(e.pointerId, [e.clientX, e.clientY]);
+      if (vp.touches.size >= 2) {
+        el.setPointerCapture(e.pointerId);
+        if (vp.touches.size === 2) startPinch(vp);
+        return;
+      }
+    }
+    el.setPointerCapture(e.pointerId);
+    el.focus({ preventScroll: true });
+    const s = vp.state;
+    const box = el.getBoundingClientRect();
+    const x = e.clientX - box.left;
+    const y = e.clientY - box.top;
+    vp.drag = {
+      tool: s.plane === "3d" ? "rotate" : vp.settings.tool, x0: e.clientX, y0: e.clientY, x, y, box,
+      index: vp.index(), window: vp.currentWindow(), vol: { ...s.vol }, moved: false,
+      start: vp.shown ? screenToImage(x, y, vp.shown.rect, vp.shown.region) : null,
+    };
+    if (vp.drag.tool === "rotate" || vp.drag.tool === "window") vp.stopPlay();
+  });
+  el.addEventListener("pointermove", (e) => {
+    if (vp.touches.has(e.pointerId)) vp.touches.set(e.pointerId, [e.clientX, e.clientY]);
+    const d = vp.drag;
+    if (!d) return;
+    if (d.tool === "pinch") {
+      pinchMove(vp, d);
+      return;
+    }
+    const dx = e.clientX - d.x0;
+    const dy = e.clientY - d.y0;
+    if (Math.abs(dx) + Math.abs(dy) > 2) d.moved = true;
+    const s = vp.state;
+    switch (d.tool) {
+      case "browse":
+        vp.setIndex(d.index + Math.round(dy / 8));
+        break;
+      case "window":
+        if (!d.window) break;   // no window is known for this image (a VOI LUT): nothing to drag from
+        s.window = dragWindow(d.window, dx, dy);
+        s.windowChoice = "custom";
+        vp.changed();
+        vp.requestView({ interactive: true });
+        break;
+      case "pan":
+        vp.img.style.transform = `translate(${dx}px, ${dy}px)`;
+        vp.overlay.svg.style.transform = `translate(${dx}px, ${dy}px)`;
+        break;
+      case "zoom": {
+        const f = clamp(Math.exp(-dy / 150), 1 / s.zoom, MAX_ZOOM / s.zoom);
+        vp.img.style.transform = `scale(${f})`;
+        d.factor = f;
+        break;
+      }
+      case "measure":
+        if (d.start && vp.shown) {
+          const b = screenToImage(e.clientX - d.box.left, e.clientY - d.box.top, vp.shown.rect, vp.shown.region);
+          d.end = b;
+          vp.overlay.drawMeasures(vp, { a: d.start, b });
+        }
+        break;
+      case "rotate":
+        s.vol.azimuth = (d.vol.azimuth + dx * 0.5) % 360;
+        s.vol.elevation = clamp(d.vol.elevation - dy * 0.5, -90, 90);
+        vp.requestView({ interactive: true });
+        break;
+      default:
+    }
+  });
+  const finish = (e) => {
+    vp.touches.delete(e.pointerId);
+    const d = vp.drag;
+    if (!d) return;
+    vp.drag = null;
+    if (d.tool === "pinch" && !d.moved) vp.img.style.transform = "";
+    if (d.moved) finishDrag(vp, d);
+  };
+  el.addEventListener("pointerup", finish);
+  el.addEventListener("pointercancel", finish);
+  let wheelAcc = 0;
+  el.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    vp.activate();
+    if (vp.state.plane === "3d" || e.ctrlKey) {
+      vp.zoomBy(Math.exp(-e.deltaY / 500));
+      return;
+    }
+    wheelAcc += e.deltaMode === 1 ? e.deltaY * 33 : e.deltaY;
+    const steps = Math.trunc(wheelAcc / 100);
+    if (steps) {
+      wheelAcc -= steps * 100;
+      vp.stopPlay();
+      vp.setIndex(vp.index() + steps);
+    }
+  }, { passive: false });
+}
+
+/** A drag let go: the final request for what the drag changed. */
+function finishDrag(vp, d) {
+  const s = vp.state;
+  switch (d.tool) {
+    case "pinch":
+      vp.zoomBy(d.factor);
+      break;
+    case "window":
+    case "rotate":
+      vp.requestView();
+      break;
+    case "pan": {
+      const shown = vp.shown;
+      if (shown) {
+        const [x0, y0, x1, y1] = shown.region;
+        const dx = parseFloat((vp.img.style.transform.match(/translate\(([-\d.]+)px/) || [0, 0])[1]);
+        const dy = parseFloat((vp.img.style.transform.match(/,\s*([-\d.]+)px\)/) || [0, 0])[1]);
+        s.cx = clamp((x0 + x1) / 2 - (dx / shown.rect.width) * (x1 - x0), 0, 1);
+        s.cy = clamp((y0 + y1) / 2 - (dy / shown.rect.height) * (y1 - y0), 0, 1);
+        if (s.zoom <= 1) vp.img.style.transform = "";
+      }
+      vp.requestView();
+      break;
+    }
+    case "zoom":
+      s.zoom = clamp(s.zoom * (d.factor || 1), 1, MAX_ZOOM);
+      vp.requestView();
+      break;
+    case "measure":
+      if (d.start && d.end) {
+        const key = vp.measureKey();
+        vp.measures.set(key, [...(vp.measures.get(key) || []), { a: d.start, b: d.end }]);
+        vp.overlay.drawMeasures(vp);
+        const info = planeInfo(vp.meta, s.plane);
+        const distance = distanceMm(d.start, d.end, info.width, info.height);
+        vp.ctx.announce(info.measurable ? `Distance ${distance.toFixed(1)} millimetres.` : `Distance ${distance.toFixed(0)} pixels.`);
+      }
+      break;
+    default:
+  }
+}
+
+/** A second finger turns whatever the first was doing into a pinch zoom, in 2D and 3D alike. */
+function startPinch(vp) {
+  const [[ax, ay], [bx, by]] = vp.touches.values();
+  vp.stopPlay();
+  vp.img.style.transform = "";
+  vp.drag = { tool: "pinch", dist0: Math.max(1, Math.hypot(bx - ax, by - ay)), factor: 1, moved: false };
+}
+
+/** While pinching the shown image is scaled (no request); the new zoom is asked for on release. */
+function pinchMove(vp, d) {
+  if (vp.touches.size < 2) return;
+  const [[ax, ay], [bx, by]] = vp.touches.values();
+  const s = vp.state;
+  const [low, high] = s.plane === "3d" ? [0.25 / s.vol.zoom, 8 / s.vol.zoom] : [1 / s.zoom, MAX_ZOOM / s.zoom];
+  d.factor = clamp(Math.hypot(bx - ax, by - ay) / d.dist0, low, high);
+  d.moved = d.moved || Math.abs(d.factor - 1) > 0.02;
+  vp.img.style.transform = `scale(${d.factor})`;
+}

@@ -1,0 +1,39 @@
+// What a viewport can show and the choices the toolbar offers: one definition, shared by the
+// viewer shell, the viewports, their overlay and the tools.
+
+/** @type {Array<[string, string]>} view (plane) and its label */
+export const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["3d", "3D"]];
+/** @type {Array<[string, string, string]>} mouse/touch tool, label, key */
+export const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"]];
+/** @type {Array<[string, string]>} */
+export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
+/** @type {Array<[string, string]>} */
+export const SLAB_MODES = [["avg", "Average"], ["mip", "MIP"], ["minip", "MinIP"]];
+export const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
+export const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
+export const MAX_ZOOM = 16;
+
+/** The label of a view ("Slices", "Axial", ...). @param {string} plane @returns {string} */
+export function planeLabel(plane) {
+  const found = PLANE_LABELS.find(([p]) => p === plane);
+  return found ? found[1] : plane;
+}
+
+/** The label of a choice in one of the lists above. @param {Array<[string, string]>} choices @param {string} key */
+export function labelOf(choices, key) {
+  const found = choices.find(([k]) => k === key);
+  return found ? found[1] : key;
+}
+
+/** "ct_temporal_bone" -> "CT temporal bone". */
+export function presetLabel(name) {
+  const words = name.split("_");
+  const first = /^(ct|mr|pet|us)$/i.test(words[0]) ? words[0].toUpperCase() : words[0][0].toUpperCase() + words[0].slice(1);
+  return [first, ...words.slice(1)].join(" ");
+}
+
+/** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */
+export function dicomDate(value) {
+  const m = String(value || "").match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
+  return m ? `${m[1]}-${m[2]}-${m[3]}` : value;
+}

@@ -1,0 +1,377 @@
+// One image view of the viewer: its view (plane), slice, window, zoom and pan, 3D rotation, its
+// measurements, its image on a canvas and its own requests (scheduler.js). Every viewport of a
+// layout has all of these to itself; the viewer shell (viewer.js) says which one is active.
+
+import { h } from "./dom.js";
+import { planeInfo, regionFor, fitRect, requestSize, clamp } from "./geometry.js";
+import { Overlay } from "./overlay.js";
+import { RequestScheduler } from "./scheduler.js";
+import { Timers } from "./timers.js";
+import { bindPointer } from "./tools.js";
+import { MAX_ZOOM, planeLabel } from "./viewoptions.js";
+
+function wrapDegrees(angle) {
+  return ((angle + 180) % 360 + 360) % 360 - 180;
+}
+
+/** What a viewport shows, all of it its own. */
+function initialState(plane, index, presets) {
+  return {
+    plane,
+    index: { native: index },
+    window: null,          // null: the server's choice (file default or automatic)
+    windowChoice: "auto",
+    zoom: 1, cx: 0.5, cy: 0.5,
+    playing: false,
+    slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
+    vol: { mode: "mip", preset: (presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
+  };
+}
+
+export class Viewport {
+  /**
+   * @param {any} shell the viewer (viewer.js): ctx, node, recordPath, meta, presets, identity,
+   *   cache, settings (format, quality, tool, fps), load, and activate()/changed() callbacks
+   * @param {number} slot position in the layout (0 is the upper left)
+   * @param {string} plane the view it starts with
+   * @param {number} [index] the slice it starts on (native slices)
+   */
+  constructor(shell, slot, plane, index = 0) {
+    this.shell = shell;
+    this.ctx = shell.ctx;
+    this.meta = shell.meta;
+    this.identity = shell.identity;
+    this.presets = shell.presets;
+    this.settings = shell.settings;
+    this.recordPath = shell.recordPath;
+    this.slot = slot;
+    this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.presets);
+    this.scheduler = new RequestScheduler(this, shell.ctx, shell.node, shell.cache, () => this.settings.fps);
+    this.timers = new Timers();
+    this.shown = null;             // the request whose image is on screen
+    this.shownEntry = null;
+    this.showToken = 0;
+    this.viewGeneration = 0;       // raised on every change of view: images asked for before are never shown
+    this.waitingForFrame = false;
+    this.measures = new Map();     // "plane:index" -> [{a, b}]
+    this.drag = null;
+    this.touches = new Map();      // pointerId -> [x, y] of fingers on the viewport (pinch zoom)
+    this.direction = 1;
+    this.destroyed = false;
+    this.active = false;
+    // The picture is a <canvas> with a "bitmaprenderer" context: each image is decoded once
+    // with createImageBitmap and handed over whole (no pixel is touched here), and the previous
+    // bitmap is released at once. With <img> elements Chromium keeps every decoded slice in a
+    // purgeable cache, some 600 MB after paging through 500 slices.
+    this.img = h("canvas", { class: "view-image", "aria-hidden": "true" });
+    this.bitmapContext = /** @type {ImageBitmapRenderingContext} */ (this.img.getContext("bitmaprenderer"));
+    this.overlay = new Overlay();
+    this.root = h("div", {
+      class: "viewport", id: "viewport", tabindex: "0", role: "img", dataset: { slot: String(slot) },
+      "aria-roledescription": "medical image viewer",
+    }, this.img, this.overlay.elements());
+    this.root.addEventListener("focus", () => this.activate());
+    bindPointer(this);
+    this.resizeObserver = new ResizeObserver(() => this.timers.later("resize", 120, () => this.requestView()));
+    this.resizeObserver.observe(this.root);
+    this.syncDataset();
+  }
+
+  /** Make this the viewport the toolbar and keys act on. @returns {void} */
+  activate() {
+    if (!this.active) this.shell.activate(this);
+  }
+
+  /** Tell the shell this viewport's state changed (it updates the toolbar if this one is active). */
+  changed() {
+    this.syncDataset();
+    this.shell.changed(this);
+  }
+
+  /**
+   * Active or not. The element ids the page and its tests know (#viewport, #view-info, ...) are
+   * the active viewport's; the others keep theirs as data-id, so every id stays unique.
+   */
+  setActive(active) {
+    this.active = active;
+    this.root.classList.toggle("active", active);
+    this.applyIds();
+  }
+
+  applyIds() {
+    for (const el of [this.root, ...this.root.querySelectorAll("[id], [data-id]")]) {
+      const node = /** @type {HTMLElement} */ (el);
+      if (this.active && node.dataset.id) { node.id = node.dataset.id; delete node.dataset.id; }
+      else if (!this.active && node.id) { node.dataset.id = node.id; node.removeAttribute("id"); }
+    }
+  }
+
+  syncDataset() {
+    const ds = this.root.dataset;
+    ds.tool = this.state.plane === "3d" ? "rotate" : this.settings.tool;
+    ds.plane = this.state.plane;
+    ds.loadState = this.shell.load.state;
+    // a screen reader names the view of each viewport, not just "image"
+    this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
+      + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
+  }
+
+  // ---------- state ----------
+
+  count() {
+    return this.state.plane === "3d" ? 1 : planeInfo(this.meta, this.state.plane).count;
+  }
+
+  index() {
+    const s = this.state;
+    if (s.plane === "3d") return 0;
+    if (s.index[s.plane] === undefined) s.index[s.plane] = Math.floor(this.count() / 2);
+    return s.index[s.plane];
+  }
+
+  /** Go to slice `value` of the current view (clamped). @param {number} value @returns {Promise<void>} */
+  setIndex(value) {
+    const s = this.state;
+    if (s.plane === "3d") return Promise.resolve();
+    const next = clamp(Math.round(value), 0, this.count() - 1);
+    if (next !== this.index()) this.direction = Math.sign(next - this.index());
+    s.index[s.plane] = next;
+    this.changed();
+    return this.requestView();
+  }
+
+  /** Show another view; the image on screen goes at once (clearImage). @param {string} plane */
+  setPlane(plane) {
+    this.stopPlay();
+    const s = this.state;
+    s.plane = plane;
+    s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
+    this.changed();
+    this.clearImage();
+    this.requestView();
+  }
+
+  /** "auto", "file", "preset:NAME" or "custom". @param {string} choice */
+  chooseWindow(choice) {
+    const s = this.state;
+    s.windowChoice = choice;
+    if (choice === "auto") s.window = null;
+    else if (choice === "file") s.window = { ...this.meta.default_window };
+    else if (choice.startsWith("preset:")) s.window = { ...this.presets.window[choice.slice(7)] };
+    this.changed();
+    this.requestView();
+  }
+
+  /**
+   * The window of the image on screen: the one the node says it applied (its automatic choice
+   * included), else the one asked for, else the file's. A drag starts from here, never from a
+   * guess that would jump to another window.
+   */
+  currentWindow() {
+    return (this.shownEntry && this.shownEntry.window) || this.state.window || this.meta.default_window || null;
+  }
+
+  /** Instance number and position of a stored slice, when the node published them. */
+  sliceInfo(index) {
+    return Array.isArray(this.meta.slices) ? this.meta.slices[index] || null : null;
+  }
+
+  /** What the slice counter says: position in the stack, the scanner's instance number. */
+  sliceCounter() {
+    const slice = this.state.plane === "native" ? this.sliceInfo(this.index()) : null;
+    const counter = `${this.index() + 1} / ${this.count()}`;
+    return slice && slice.instance != null ? `${counter} · Im ${slice.instance}` : counter;
+  }
+
+  measureKey() {
+    return `${this.state.plane}:${this.index()}`;
+  }
+
+  clearMeasures() {
+    this.measures.clear();
+    this.overlay.drawMeasures(this);
+  }
+
+  zoomBy(factor) {
+    const s = this.state;
+    if (s.plane === "3d") s.vol.zoom = clamp(s.vol.zoom * factor, 0.25, 8);   // the bounds pinchMove previews
+    else s.zoom = clamp(s.zoom * factor, 1, MAX_ZOOM);
+    this.requestView();
+  }
+
+  resetView() {
+    const s = this.state;
+    s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
+    s.vol = { ...s.vol, azimuth: 30, elevation: 20, roll: 0, zoom: 1 };
+    this.chooseWindow("auto");
+  }
+
+  /**
+   * A new view starts blank: the previous image, its measurements and its orientation labels go
+   * at once, so nothing is ever shown under the wrong view's label while the new image loads.
+   */
+  clearImage() {
+    this.viewGeneration += 1;
+    this.shown = null;
+    this.shownEntry = null;
+    this.showToken += 1;
+    this.img.hidden = true;
+    const ds = this.root.dataset;
+    ds.shownPlane = "";
+    ds.shownKey = "";
+    ds.shownIndex = "-1";
+    this.overlay.clear(this.state.plane);
+    this.applyIds();
+  }
+
+  // ---------- cine ----------
+
+  togglePlay() {
+    if (this.state.playing) this.stopPlay(); else this.startPlay();
+  }
+
+  startPlay() {
+    if (this.count() < 2) return;
+    this.state.playing = true;
+    this.changed();
+    const tick = async () => {
+      if (!this.state.playing || this.destroyed) return;
+      const started = performance.now();
+      await this.setIndex((this.index() + 1) % this.count());
+      const wait = Math.max(0, 1000 / this.settings.fps - (performance.now() - started));
+      this.timers.later("cine", wait, tick);
+    };
+    tick();
+  }
+
+  stopPlay() {
+    if (!this.state.playing) return;
+    this.state.playing = false;
+    this.timers.clear("cine");
+    this.changed();
+  }
+
+  // ---------- requests ----------
+
+  /** The request for the current state: server path, query, cache key and where it will land. */
+  describe(interactive, indexOverride) {
+    const s = this.state;
+    const settings = this.settings;
+    const vw = Math.max(32, this.root.clientWidth);
+    const vh = Math.max(32, this.root.clientHeight);
+    const dpr = window.devicePixelRatio || 1;
+    /** @type {Record<string, any>} */
+    const params = {};
+    let path;
+    let rect;
+    let region = [0, 0, 1, 1];
+    if (s.plane === "3d") {
+      const v = s.vol;
+      path = `${this.recordPath}/volume`;
+      rect = { left: 0, top: 0, width: vw, height: vh };
+      const [w, hh] = requestSize(rect, interactive ? 1 : dpr, interactive ? 384 : 1024);
+      const format = interactive ? "jpeg" : settings.format;
+      Object.assign(params, {
+        mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
+        azimuth: wrapDegrees(v.azimuth).toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
+        render: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
+        quality: format === "png" ? undefined : (interactive ? 60 : settings.quality),
+      });
+    } else {
+      const index = indexOverride ?? this.index();
+      const info = planeInfo(this.meta, s.plane);
+      path = s.plane === "native" ? `${this.recordPath}/frames/${index}` : `${this.recordPath}/mpr/${s.plane}/${index}`;
+      region = regionFor(s.zoom, s.cx, s.cy);
+      rect = fitRect(vw, vh, (region[2] - region[0]) * info.width, (region[3] - region[1]) * info.height);
+      const [w, hh] = requestSize(rect, dpr, 2048);
+      const format = interactive ? "jpeg" : settings.format;
+      const slab = s.plane !== "native" && s.slab.mm > 0;
+      Object.assign(params, {
+        format, quality: format === "png" ? undefined : (interactive ? 70 : settings.quality), size: `${w}x${hh}`,
+        region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
+        slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
+        overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
+      });
+    }
+    if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
+      params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
+    }
+    const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined)).toString();
+    return {
+      key: `${path}?${qs}`, path, params, rect, region, plane: s.plane, index: indexOverride ?? this.index(), interactive,
+      generation: this.viewGeneration,
+    };
+  }
+
+  /** Show the current state (this viewport's scheduler decides what to fetch and what to drop). */
+  requestView({ interactive = false } = {}) {
+    return this.scheduler.request({ interactive });
+  }
+
+  handleImageError(err, req) {
+    if (err.code === "superseded") return;
+    if (err.code === "frame_not_ready" || err.code === "loading") {
+      this.waitingForFrame = true;
+      this.overlay.showMessage(req.plane === "native" ? `Slice ${req.index + 1} is still loading…`
+        : "This view needs every slice; it appears when loading has finished.");
+    } else if (err.code === "not_loaded") {
+      this.overlay.showMessage("The record was unloaded from the node's memory; loading it again…");
+      this.shell.startLoading();
+    } else if (err.code === "busy") {
+      this.overlay.showMessage("The render node is busy; retrying…");
+      this.timers.later("busy", (err.details.retryAfter || 1) * 1000, () => this.requestView({ interactive: req.interactive }));
+    } else if (!err.isAuthFailure) {
+      this.overlay.showMessage(this.ctx.describeError(err));
+    }
+  }
+
+  async show(req, entry) {
+    if (req.generation !== this.viewGeneration) return;   // a late answer for a view already left
+    const token = ++this.showToken;
+    if (this.shownEntry !== entry) {
+      let bitmap;
+      try { bitmap = await createImageBitmap(entry.blob); } catch {
+        if (token === this.showToken) this.overlay.showMessage("The image could not be displayed.");
+        return;
+      }
+      if (this.destroyed || token !== this.showToken || req.generation !== this.viewGeneration) { bitmap.close(); return; }
+      this.img.width = bitmap.width;
+      this.img.height = bitmap.height;
+      this.bitmapContext.transferFromImageBitmap(bitmap);
+      this.shownEntry = entry;
+    }
+    const r = req.rect;
+    Object.assign(this.img.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
+    this.overlay.svg.style.transform = "";
+    this.img.hidden = false;
+    this.shown = req;
+    this.shownEntry = entry;
+    this.overlay.showMessage(null);
+    this.overlay.showOrientation(entry.orientation);
+    const ds = this.root.dataset;
+    ds.shownIndex = String(req.index);
+    ds.shownPlane = req.plane;
+    ds.shownKey = req.key;
+    ds.bytes = String(entry.bytes);
+    ds.shownCount = String(Number(ds.shownCount || 0) + 1);
+    this.overlay.updateCorners(this, entry);
+    this.overlay.drawMeasures(this);
+    this.applyIds();
+  }
+
+  /** The record's loading status changed: a view that waited for slices asks again. */
+  loadChanged(framesChanged) {
+    this.syncDataset();
+    if (this.waitingForFrame && framesChanged) this.requestView();
+  }
+
+  destroy() {
+    this.destroyed = true;
+    this.state.playing = false;
+    this.timers.clearAll();
+    this.scheduler.abort();
+    this.resizeObserver.disconnect();
+    this.root.remove();
+  }
+}
+
