@@ -24,7 +24,7 @@ from daemons.render.models import Models
 from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import StoreError
-from daemons.render.stores import Store
+from daemons.render.stores import Store, StoreUnavailable
 from daemons.render.validate import Limits
 from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
@@ -63,7 +63,9 @@ class Node:
         """The decrypted manifest of a stored record; 404 if the record is not stored.
 
         Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
-        with `fresh`): another node sharing the store may have grown the series meanwhile.
+        with `fresh`): another node sharing the store may have grown the series meanwhile. While
+        the store cannot be reached, a cached manifest keeps serving what is in RAM (checked again
+        after the same interval); `fresh` callers (an append) get StoreUnavailable.
         """
         now = time.monotonic()
         with self._manifest_lock:
@@ -72,7 +74,14 @@ class Node:
             manifest, checked = cached
             if not fresh and now - checked < float(self.config["storage"]["manifest_refresh_s"]):
                 return manifest
-            version = self.store.manifest_version(record_id)
+            try:
+                version = self.store.manifest_version(record_id)
+            except StoreUnavailable:
+                if fresh:
+                    raise
+                with self._manifest_lock:
+                    self._manifests[record_id] = (manifest, now)
+                return manifest
             if version is not None and version == self.record_index.seen_version(record_id):
                 with self._manifest_lock:
                     self._manifests[record_id] = (manifest, now)

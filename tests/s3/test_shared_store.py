@@ -328,6 +328,10 @@ def test_series_sent_in_two_parts_to_two_nodes_grows_one_record_in_the_bucket(sh
         time.sleep(0.5)
     third = upload_record(doctor, node_a, files[6:])  # A's parsed copy of the series is stale: re-read
     assert third["id"] == first["id"] and third["files"] == 8
+    deadline = time.monotonic() + 10  # and B, which cached six files, sees eight within manifest_refresh_s
+    while doctor.call("GET", f"{node_b}/api/v1/records/{first['id']}").json()["files"] != 8:
+        assert time.monotonic() < deadline, "node B never saw the series grow on node A"
+        time.sleep(0.5)
     manifests = [k for k in _keys(seaweed, _bucket(shared), _prefix(shared)) if f"{MANIFESTS}{first['id']}" in k]
     assert len(manifests) == 1
     originals = {f.read_bytes() for f in files}
