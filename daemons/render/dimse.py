@@ -47,7 +47,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render import dimse_tls
 from daemons.render.dimse_metrics import DimseMetrics
-from daemons.render.dimse_retrieve import RETRIEVE_MODELS, Retrieval, parse_destinations, query_level
+from daemons.render.dimse_retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.ingest import Actor, Ingest
 from daemons.render.matching import QueryError, find
 from daemons.render.models import DIMSE_SENDER_PREFIX
@@ -157,8 +157,10 @@ class Listener:
     def _limit_waits(event: Any) -> None:
         """Give the connection's socket `dicom.network_timeout_s`: pynetdicom's own idle timer never
         fires while its reader waits for the rest of a PDU a peer stopped sending half-way (nor while a
-        peer stops reading what the node sends), which would hold the association's thread forever."""
+        peer stops reading what the node sends), which would hold the association's thread forever.
+        And TCP_NODELAY (`dimse_retrieve.no_delay`), for the node's answers."""
         event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
+        no_delay(event)
 
     def stop(self) -> None:
         for server in self.servers:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import ssl
 import threading
 from collections import Counter
@@ -65,6 +66,13 @@ def query_level(model: str, identifier: Dataset) -> str:
     if level == "PATIENT" and model in STUDY_ROOT_MODELS:
         raise QueryError("the study root model has no PATIENT level")
     return level
+
+
+def no_delay(event: Any) -> None:
+    """TCP_NODELAY on an association's socket: each DIMSE message is a command PDU then a data set
+    PDU, two small writes, and with Nagle's algorithm the second waits for the peer's delayed ACK
+    (about 40 ms a message: a C-FIND that matched nothing took 50 ms)."""
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -230,7 +238,8 @@ class Retrieval:
         receiver, outcomes = Receiver(), Outcomes()
         sop_classes = list(dict.fromkeys(row.sop_class_uid for row in instances))
         association = {"contexts": move_contexts(sop_classes, self.stored_syntaxes),
-                       "evt_handlers": [(evt.EVT_ESTABLISHED, receiver.on_established),
+                       "evt_handlers": [(evt.EVT_CONN_OPEN, no_delay),
+                                        (evt.EVT_ESTABLISHED, receiver.on_established),
                                         (evt.EVT_DIMSE_RECV, outcomes.on_message)],
                        **self._connection(target)}
         try:

@@ -226,3 +226,22 @@ def test_a_stored_but_uncatalogued_series_is_indexed_then_grows(archive):
     series = list(models.catalogue.Series.select())
     assert [s.id for s in series] == [record_id] and series[0].instance_count == 2
     assert models.StoredRecord.get_by_id(record_id).files == 2
+
+
+def test_the_listener_answers_without_nagle_delays(archive):
+    """Each DIMSE answer is two small writes (command, then data set): the node's sockets have
+    TCP_NODELAY, or every answer waits ~40 ms for the peer's delayed ACK."""
+    import socket
+
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    association = ae.associate("127.0.0.1", archive.dicom_port, ae_title="SIVRTEST")
+    try:
+        assert association.is_established
+        server = archive.app.extensions["sivr_dimse"].servers[0]
+        accepted = server.active_associations
+        assert accepted, "the listener holds no association"
+        for assoc in accepted:
+            assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        association.release()
