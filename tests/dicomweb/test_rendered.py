@@ -19,6 +19,7 @@ from PIL import Image
 
 from shared.tokens import generate_signing_keypair
 from tests.render.conftest import NodeHarness, build_node, close_node
+from tests.render.synthetic import as_new_series
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CT = REPO / "demo_data" / "ct-chest-100"
@@ -297,7 +298,7 @@ def test_extension_refuses_multipart_only(ct):
 # --- the real daemons and dicomweb-client ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def served(deployment):
+def served(deployment, tmp_path_factory):
     """(dicomweb-client, the physician's ApiClient, node URL, Uids) of the demo CT on the real node."""
     from dicomweb_client import DICOMwebClient
 
@@ -307,7 +308,7 @@ def served(deployment):
         pytest.skip("the render layer is not available in this build")
     client = deployment.client("physician")
     url = deployment.url("render-1-1")
-    files = _demo_files()
+    files = as_new_series(_demo_files(), tmp_path_factory.mktemp("rendered-series"))
     meta = upload_record(client, url, files)
     record = client.call("GET", f"{url}/api/v1/records/{meta['id']}").json()
     web = DICOMwebClient(url=f"{url}/dicomweb", headers={"Authorization": f"Bearer {client.token_for(url)}"})

@@ -101,7 +101,8 @@ def test_served_over_tls_with_the_local_ca(deployed, world):
 def test_info_of_each_institution(world):
     for key in ("a", "b"):
         info = world["physician_a"].call("GET", f"{world[key]['server_url']}/api/v1/info").json()
-        assert info == {"institution_id": world[key]["id"], "name": world[key]["name"]}
+        # issuer_of_patient_id: the work list's matching rule (identity.issuer_of_patient_id, unset here)
+        assert info == {"institution_id": world[key]["id"], "name": world[key]["name"], "issuer_of_patient_id": ""}
 
 
 def test_admin_of_another_institution_cannot_manage_our_nodes(world, node_a):

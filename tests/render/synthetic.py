@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -66,3 +67,21 @@ def stack(orientation, count: int = 6, rows: int = 12, cols: int = 10, pixel_spa
         ds.PixelData = np.asarray(pixels, dtype=np.int16).tobytes()
         files.append((f"slice{k:03d}.dcm", to_bytes(ds)))
     return files[::2] + files[1::2]
+
+
+def as_new_series(files: list[Path], folder: Path) -> list[Path]:
+    """Copies of real files as a series of their own (new Series and SOP Instance UIDs).
+
+    A node keeps one record per SeriesInstanceUID and a second upload of a series grows it, so a
+    test that needs a record of exactly these files on a shared deployment (where other tests
+    store the demo CT too) uploads such a copy.
+    """
+    series_uid = generate_uid()
+    copies = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / path.name)
+        copies.append(folder / path.name)
+    return copies

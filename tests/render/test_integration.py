@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.render.synthetic import as_new_series
+
 pytestmark = pytest.mark.slow
 
 
@@ -31,9 +33,9 @@ def _wait_ready(client, url: str, record_id: str) -> dict:
     raise AssertionError("the record never finished loading")
 
 
-def test_upload_load_render_delete_over_tls(node, ct_series: Path):
+def test_upload_load_render_delete_over_tls(node, ct_series: Path, tmp_path):
     client, url = node
-    files = sorted(ct_series.glob("*.dcm"))[40:60]
+    files = as_new_series(sorted(ct_series.glob("*.dcm"))[40:60], tmp_path)  # a record of exactly these 20
     handles = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in reversed(files)]
     created = client.call("POST", f"{url}/api/v1/records", files=handles, ok=(200, 201))
     meta = created.json()

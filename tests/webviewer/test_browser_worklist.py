@@ -73,8 +73,8 @@ def test_worklist_attaches_by_rule_and_by_choice(page, deployment, shots):
 
     # both are on the patient's page now, and off the work list
     first.get_by_role("link", name="Open the patient's page").click()
-    page.get_by_text("Worklist rule series").wait_for()
-    page.get_by_text("Worklist chosen series").wait_for()
+    page.locator(".record-description", has_text="Worklist rule series").wait_for()  # its card on the page
+    page.locator(".record-description", has_text="Worklist chosen series").wait_for()
     shot(page, shots, "42-worklist-patient-page")
     page.get_by_role("link", name="Work list").click()
     page.get_by_role("heading", name="Work list").wait_for()
@@ -115,7 +115,7 @@ def test_a_series_of_an_unknown_patient_is_attached_after_creating_the_patient(p
     item.locator(".worklist-done").wait_for()
     shot(page, shots, "43-worklist-new-patient")
     item.get_by_role("link", name="Open the patient's page").click()
-    page.get_by_text("Worklist new patient series").wait_for()
+    page.locator(".record-description", has_text="Worklist new patient series").wait_for()
 
 
 def test_the_matching_rule_in_the_viewers_own_module(page, deployment):
