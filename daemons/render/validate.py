@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import data_element_generator, read_partial
 
 from daemons.render.decode import (
+    NATIVE_LITTLE_ENDIAN,
     Layout,
     decode_frames,
     fast_path_possible,
@@ -603,22 +604,32 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
                  check_files: FileChecker | None = None) -> list[ParsedFile]:
     """The distinct files of an upload, each checked and parsed (not yet analysed as a series).
 
-    `check_files` runs `check_file` over every file; a node passes its decode worker pool
-    (`daemons.render.isolation`), so parsing and decoding untrusted bytes first happens where a
-    codec crash, hang or memory blow-up cannot hurt the node. Only files that passed there are
-    parsed again here (the same code on the same bytes), for the record's analysis. The default
-    checks in this process, for trusted files (tools, tests).
+    A file whose pixels no codec touches (uncompressed little-endian, single-sample 8/16/32-bit
+    frames: `_check_native`) is checked here, parsed once: its check is parsing and length
+    arithmetic, nothing a decode worker would shield the node from. Every other file goes through
+    `check_files`, which runs `check_file` on it; a node passes its decode worker pool
+    (`daemons.render.isolation`), so decoding untrusted bytes first happens where a codec crash,
+    hang or memory blow-up cannot hurt the node. Only files that passed there are parsed again
+    here (the same code on the same bytes), for the record's analysis. The default checks in this
+    process, for trusted files (tools, tests).
     """
     _check_sizes(uploads, limits)
-    checks = (check_files or check_files_here)(uploads, limits)
-    refusal = next((c.refusal for c in checks if c is not None and c.refusal is not None), None)
+    local = [_check_native(name, raw, limits) for name, raw in uploads]
+    refusal = next((check.refusal for check, _ in filter(None, local) if check.refusal is not None), None)
+    if refusal is not None:
+        raise UploadError(*refusal)
+    isolated = [upload for upload, here in zip(uploads, local, strict=True) if here is None]
+    remote = iter((check_files or check_files_here)(isolated, limits) if isolated else [])
+    checks = [here if here is not None else (next(remote), None) for here in local]
+    refusal = next((c.refusal for c, _ in checks if c is not None and c.refusal is not None), None)
     if refusal is not None:
         raise UploadError(*refusal)
     try:
         unique: dict[str, ParsedFile] = {}
-        for (name, raw), check in zip(uploads, checks, strict=True):
+        for (name, raw), (check, parsed) in zip(uploads, checks, strict=True):
             assert check is not None, "a file is left unchecked only after another file's refusal (raised above)"
-            parsed = _parse_file(name, raw, limits)
+            if parsed is None:
+                parsed = _parse_file(name, raw, limits)
             parsed.bad_frames = check.bad_frames
             unique.setdefault(parsed.sha256, parsed)
         return list(unique.values())
@@ -627,6 +638,40 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     except Exception as exc:  # no upload may give a 5xx: what the checks missed is still the file's fault
         raise UploadError(422, "unreadable",
                           f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
+
+
+def _native_syntax(raw: bytes) -> bool:
+    """Whether the file meta names an uncompressed little-endian transfer syntax (read alone, no dataset)."""
+    try:
+        meta = read_partial(io.BytesIO(raw), stop_when=lambda *_: True).file_meta
+    except Exception:  # an unreadable meta group: the isolated check refuses it with its reason
+        return False
+    return str(meta.get("TransferSyntaxUID", "")) in NATIVE_LITTLE_ENDIAN
+
+
+def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, ParsedFile | None] | None:
+    """`check_file` in this process for a file whose frames are read straight from its bytes; None for
+    any other file (its check needs a decoder: a worker runs it).
+
+    The same steps and refusals as `check_file` (parse, duplicates, layout, pixel data length, every
+    element converted); no frame is decoded, as `_decode_every_frame` decodes none of such a file.
+    """
+    if not _native_syntax(raw):
+        return None
+    try:
+        parsed = _parse_file(name, raw, limits)
+        _check_no_duplicates(parsed)
+        layout = _layout(parsed.dataset, float_modality=False)
+        if parsed.pixel_offset is None or not fast_path_possible(layout):
+            return None
+        short = _check_pixel_length(parsed, layout)
+        for _ in parsed.dataset.iterall():
+            pass
+    except UploadError as exc:
+        return FileCheck((exc.status, exc.code, exc.message)), None
+    except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
+        return FileCheck(_unreadable(name, exc)), None
+    return FileCheck(bad_frames=short), parsed
 
 
 def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
@@ -830,9 +875,12 @@ def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message))
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
-        message = f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"
-        return FileCheck((422, "unreadable", message[:400]))
+        return FileCheck(_unreadable(name, exc))
     return FileCheck(bad_frames={**short, **undecodable})
+
+
+def _unreadable(name: str, exc: Exception) -> Refusal:
+    return (422, "unreadable", f"{name}: the DICOM file cannot be read ({type(exc).__name__}: {exc})"[:400])
 
 
 def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[FileCheck]:

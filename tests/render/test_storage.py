@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,36 @@ def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(stor
     assert store.read_manifest_versioned(RECORD) == ({"files": [0, 1]}, second)
     assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
     assert store.manifest_version("cd" * 32) is None
+
+
+def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_keeps_the_old(store, monkeypatch):
+    """The blobs of one append are written in parallel threads; the manifest still comes after every fsync."""
+    files = _files()
+    assert store.write_record(RECORD, files[:1], {"files": [0]})
+    version = store.manifest_version(RECORD)
+    order: list[str] = []
+    write = storage._write_durable
+    overlap = threading.Barrier(2, timeout=10)  # the first two blobs' writes are in flight at once
+
+    def recording(path: Path, data: bytes) -> None:
+        if path.name in ("000001.bin", "000002.bin"):
+            overlap.wait()
+        write(path, data)
+        order.append(path.name)
+
+    monkeypatch.setattr(storage, "_write_durable", recording)
+    new = [files[1], files[2], files[0] + b"x", files[1] + b"y"]
+    version = store.append_files(RECORD, 1, new, {"files": [0, 1, 2, 3, 4]}, version)
+    assert sorted(order[:4]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin"]
+    assert order[4:] == [f"{storage.TEMP_PREFIX}{storage.MANIFEST}"]
+    assert [store.read_file(RECORD, 1 + i, _sha(data)) for i, data in enumerate(new)] == new
+
+    def failing(path: Path, data: bytes) -> None:
+        if path.name == "000006.bin":
+            raise OSError(28, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(storage, "_write_durable", failing)
+    with pytest.raises(storage.StoreFull):
+        store.append_files(RECORD, 5, new[:3], {"files": list(range(8))}, version)
+    assert store.read_manifest_versioned(RECORD) == ({"files": [0, 1, 2, 3, 4]}, version)
