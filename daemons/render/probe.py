@@ -61,7 +61,7 @@ def shape_mask(shape: str, box: tuple[float, float, float, float], rows: int, co
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}")
     x0, x1 = sorted((box[0], box[2]))
     y0, y1 = sorted((box[1], box[3]))
-    if not (0 <= x0 and x1 <= cols and 0 <= y0 and y1 <= rows):
+    if not (x0 >= 0 and x1 <= cols and y0 >= 0 and y1 <= rows):
         raise ValueError(f"the box ({x0:g}, {y0:g})-({x1:g}, {y1:g}) is outside the {cols}x{rows} frame")
     # pixel i's centre i + 0.5 lies in [lo, hi] for i in ceil(lo - 0.5)..floor(hi - 0.5)
     c0, c1 = math.ceil(x0 - 0.5), math.floor(x1 - 0.5) + 1
