@@ -146,3 +146,18 @@ def test_readings_are_in_the_openapi_document(node):
     stats = document["paths"]["/api/v1/records/{id}/frames/{index}/stats"]["get"]
     assert {p["name"] for p in stats["parameters"]} == {"shape", "x0", "y0", "x1", "y1"}
     assert all(p["required"] for p in stats["parameters"])
+
+
+def test_colour_images_have_no_values_to_read(node):
+    ds = dataset(rows=4, cols=4)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(range(48))
+    reply = node.upload([("rgb.dcm", to_bytes(ds))])
+    assert reply.status_code == 201, reply.json
+    record_id = reply.json["id"]
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    node.registry.get_loaded(record_id).wait_complete(30)
+    for path in ("value?x=1&y=1", "stats?shape=rect&x0=0&y0=0&x1=2&y1=2"):
+        answer = node.client.get(f"/api/v1/records/{record_id}/frames/0/{path}", headers=node.headers())
+        assert answer.status_code == 422 and answer.json["error"]["code"] == "not_greyscale"
