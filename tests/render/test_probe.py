@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,20 @@ def test_colour_images_have_no_values_to_read(node):
     for path in ("value?x=1&y=1", "stats?shape=rect&x0=0&y0=0&x1=2&y1=2"):
         answer = node.client.get(f"/api/v1/records/{record_id}/frames/0/{path}", headers=node.headers())
         assert answer.status_code == 422 and answer.json["error"]["code"] == "not_greyscale"
+
+
+def test_readings_are_audited_as_views_of_kind_value(make_node):
+    node = make_node(audit__flush_s=60)
+    try:
+        record_id = loaded(node)
+        doctor = node.headers(user_id="d0c70000-0000-4000-8000-000000000001")
+        for path in ("value?x=1&y=1", "value?x=2&y=2", "stats?shape=ellipse&x0=0&y0=0&x1=5&y1=5"):
+            assert node.client.get(f"/api/v1/records/{record_id}/frames/0/{path}", headers=doctor).status_code == 200
+        assert node.app.extensions["sivr_view_audit"].flush() == 1
+        entries = node.client.get("/api/v1/audit", headers=node.headers(role="instadmin"),
+                                  query_string={"action": "record.view"}).json["items"]
+        assert [json.loads(e["detail"])["value"] for e in entries] == [3]
+        assert entries[0]["object_id"] == record_id
+    finally:
+        node.registry.shutdown()
+        node.app.extensions["sivr_view_audit"].close()
