@@ -13,6 +13,7 @@ export const PLANES = ["native", "axial", "coronal", "sagittal"];
  * @property {string|null} indexDirection patient direction the index runs towards
  * @property {{first: number, step: number}|null} location plane position on its patient axis: first + index * step
  * @property {number|null} spacing mm between consecutive indexes
+ * @property {{top: string, right: string, bottom: string, left: string}|null} edges patient direction at each image edge
  */
 
 /**
@@ -30,11 +31,12 @@ export function planeInfo(meta, plane) {
   const served = meta.planes && meta.planes[plane === "native" ? "slices" : plane];
   if (!served) {
     return { count: plane === "native" ? meta.frames : 0, width: meta.columns, height: meta.rows, measurable: false,
-      indexDirection: null, location: null, spacing: null };
+      indexDirection: null, location: null, spacing: null, edges: null };
   }
   return {
     count: served.count, width: served.width_mm, height: served.height_mm, measurable: served.measurable,
     indexDirection: served.index_direction, location: served.location_mm, spacing: served.spacing_mm,
+    edges: served.edges || null,
   };
 }
 
@@ -46,6 +48,55 @@ export function planeInfo(meta, plane) {
  */
 export function planeLocation(info, index) {
   return info.location ? info.location.first + index * info.location.step : null;
+}
+
+// The patient axis (LPS) a direction letter lies along.
+const AXIS_OF = { L: "x", R: "x", A: "y", P: "y", S: "z", I: "z" };
+
+/**
+ * The patient axis ("x", "y" or "z") a plane's index runs along, from the first (strongest)
+ * letter of its index direction; null when the node does not know it. Two views whose indexes run
+ * along the same axis show parallel planes (the acquired slices of an axial CT and its axial
+ * reformat alike): synchronised scrolling links them, and neither draws a reference line on the other.
+ * @param {PlaneInfo} info
+ * @returns {string|null}
+ */
+export function planeAxis(info) {
+  return info.indexDirection ? AXIS_OF[info.indexDirection[0]] || null : null;
+}
+
+/**
+ * The (fractional) index of a plane at patient position `mm` on its axis: the inverse of
+ * planeLocation. Null when the node gives no position.
+ * @param {PlaneInfo} info @param {number} mm
+ * @returns {number|null}
+ */
+export function indexAt(info, mm) {
+  return info.location && info.location.step ? (mm - info.location.first) / info.location.step : null;
+}
+
+/**
+ * Where a slice at patient position `mm` on `axis` cuts the image of `target`, as a line across
+ * the whole image: horizontal at `fraction` of its height, or vertical at `fraction` of its width.
+ * `along` is the plane of the target's record whose index runs along `axis`: the target image has
+ * one pixel per index of it (the volume's own grid), so index k lies at (k + 0.5) / count from the
+ * edge its index starts at. Null for a parallel plane, an unknown geometry, or a slice outside the image.
+ * @param {number|null} mm @param {string|null} axis @param {PlaneInfo} along @param {PlaneInfo} target
+ * @returns {{orientation: "horizontal"|"vertical", fraction: number}|null}
+ */
+export function referenceLine(mm, axis, along, target) {
+  if (mm == null || !axis || !target.edges || !along.indexDirection || planeAxis(target) === axis) return null;
+  const k = indexAt(along, mm);
+  if (k == null || !along.count) return null;
+  for (const [edge, orientation] of /** @type {const} */ ([["top", "horizontal"], ["left", "vertical"]])) {
+    const letter = String(target.edges[edge] || "")[0];
+    if (AXIS_OF[letter] !== axis) continue;
+    const fromStart = (k + 0.5) / along.count;
+    // the index runs towards this edge: index 0 is at the opposite one
+    const fraction = letter === along.indexDirection[0] ? 1 - fromStart : fromStart;
+    return fraction >= 0 && fraction <= 1 ? { orientation, fraction } : null;
+  }
+  return null;
 }
 
 export function clamp(value, lo, hi) {

@@ -86,6 +86,7 @@ export class Overlay {
     const shown = vp.shown;
     this.svg.replaceChildren();
     if (!shown || shown.plane === "3d") return;
+    this.drawReference(shown, vp.referenceLine());
     const info = planeInfo(vp.meta, shown.plane);
     const lines = [...(vp.measures.get(`${shown.plane}:${shown.index}`) || [])];
     if (temp) lines.push(temp);
@@ -106,6 +107,24 @@ export class Overlay {
         svg("circle", { cx: x2, cy: y2, r: 3, class: "measure-end" }),
         label);
     }
+  }
+
+  /**
+   * The line where the active viewport's slice cuts this image (linking.js), over the part of
+   * the image on screen (it follows zoom and pan); nothing when it lies outside that part.
+   * @param {any} shown the request on screen @param {{orientation: string, fraction: number}|null} line
+   */
+  drawReference(shown, line) {
+    if (!line) return;
+    const [x0, y0, x1, y1] = shown.region;
+    const horizontal = line.orientation === "horizontal";
+    const f = line.fraction;
+    if (horizontal ? f < y0 || f > y1 : f < x0 || f > x1) return;
+    const [ax, ay] = imageToScreen(horizontal ? x0 : f, horizontal ? f : y0, shown.rect, shown.region);
+    const [bx, by] = imageToScreen(horizontal ? x1 : f, horizontal ? f : y1, shown.rect, shown.region);
+    this.svg.append(svg("line", {
+      x1: ax, y1: ay, x2: bx, y2: by, class: "reference-line", "data-orientation": line.orientation, "data-fraction": f.toFixed(4),
+    }));
   }
 }
 

@@ -10,6 +10,7 @@ import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
 import { LAYOUTS, hangingProtocol, viewportCount } from "./layouts.js";
+import { slicePosition, followingIndex, referenceOn } from "./linking.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import {
@@ -77,7 +78,10 @@ class Viewer {
       quality: 85,
       tool: matchMedia("(pointer: coarse)").matches ? "browse" : "window",
       fps: 10,
+      sync: false,            // synchronised scrolling of parallel views (key L)
+      referenceLines: true,   // where the active viewport's slice cuts the others (key X)
     };
+    this.syncing = false;
     this.load = { state: "unloaded", ready: 0, total: meta.frames };
     /** @type {Viewport[]} */
     this.viewports = [];
@@ -191,6 +195,18 @@ class Viewer {
         h("button", { type: "button", class: "btn", id: "reset", text: "Reset view", onclick: () => this.active.resetView() }),
         h("button", { type: "button", class: "btn", id: "clear-measures", text: "Clear measurements", onclick: () => this.active.clearMeasures() })));
 
+    this.syncButton = h("button", {
+      type: "button", class: "btn", id: "sync-scroll", "aria-pressed": String(s.sync), text: "Link scroll",
+      title: "Scrolling one view moves the views of the same plane to the same position (L)", onclick: () => this.toggleSync(),
+    });
+    this.referenceButton = h("button", {
+      type: "button", class: "btn", id: "reference-lines", "aria-pressed": String(s.referenceLines), text: "Reference lines",
+      title: "Show where the active view's slice cuts the other views (X)", onclick: () => this.toggleReferenceLines(),
+    });
+    this.linkGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Linked views", hidden: this.phone },
+      this.syncButton, this.referenceButton);
+    this.toolbar.insertBefore(this.linkGroup, this.layoutGroup.nextSibling);
+
     this.grid = h("div", { class: "viewport-grid", id: "viewports" });
     const title = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
     mount(this.ctx.main, h("section", { class: "viewer-page" },
@@ -264,11 +280,57 @@ class Viewer {
     this.active = vp;
     vp.setActive(true);
     this.syncControls();
+    this.drawReferenceLines();
   }
 
   /** A viewport's state changed: the toolbar follows if it is the active one. */
   changed(vp) {
     if (vp === this.active) this.syncControls();
+  }
+
+  // ---------- linked views ----------
+
+  /** Synchronised scrolling on or off; turning it on brings the parallel views to the active one. */
+  toggleSync() {
+    this.settings.sync = !this.settings.sync;
+    this.syncButton.setAttribute("aria-pressed", String(this.settings.sync));
+    this.ctx.announce(this.settings.sync ? "Scrolling linked." : "Scrolling not linked.");
+    if (this.settings.sync && this.active) this.scrolled(this.active);
+  }
+
+  toggleReferenceLines() {
+    this.settings.referenceLines = !this.settings.referenceLines;
+    this.referenceButton.setAttribute("aria-pressed", String(this.settings.referenceLines));
+    this.drawReferenceLines();
+  }
+
+  /**
+   * A viewport moved to another slice: with scrolling linked, the views of the same plane go to
+   * the same patient position (other planes are left alone), and the reference lines follow.
+   */
+  scrolled(vp) {
+    const pos = this.settings.sync && !this.syncing ? slicePosition(vp) : null;
+    if (pos) {
+      this.syncing = true;   // the followers' own setIndex must not lead in turn
+      try {
+        for (const other of this.viewports) {
+          const index = other === vp ? null : followingIndex(other, pos);
+          if (index != null && index !== other.index()) other.setIndex(index);
+        }
+      } finally {
+        this.syncing = false;
+      }
+    }
+    this.drawReferenceLines();
+  }
+
+  /** The reference line of the active viewport on `vp`, when they are on. */
+  referenceLineOn(vp) {
+    return this.settings.referenceLines ? referenceOn(this.active, vp) : null;
+  }
+
+  drawReferenceLines() {
+    for (const vp of this.viewports) vp.overlay.drawMeasures(vp);
   }
 
   requestAll() {
@@ -312,6 +374,7 @@ class Viewer {
 
   setPlane(plane) {
     this.active.setPlane(plane);
+    this.drawReferenceLines();
     this.ctx.announce(plane === "3d" ? "3D view. Drag to rotate." : `${planeLabel(plane)} view.`);
   }
 
@@ -393,6 +456,8 @@ class Viewer {
       else if (e.key === "0") vp.resetView();
       else if (e.key === " ") vp.togglePlay();
       else if (layout && !this.phone) this.setLayout(layout[0]);
+      else if (e.key.toLowerCase() === "l" && !this.phone) this.toggleSync();
+      else if (e.key.toLowerCase() === "x" && !this.phone) this.toggleReferenceLines();
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;

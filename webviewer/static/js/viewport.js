@@ -137,7 +137,13 @@ export class Viewport {
     if (next !== this.index()) this.direction = Math.sign(next - this.index());
     s.index[s.plane] = next;
     this.changed();
+    this.shell.scrolled(this);
     return this.requestView();
+  }
+
+  /** Where the active viewport's slice cuts the image on screen (linking.js), or null. */
+  referenceLine() {
+    return this.shell.referenceLineOn(this);
   }
 
   /** Show another view; the image on screen goes at once (clearImage). @param {string} plane */
