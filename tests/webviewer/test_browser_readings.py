@@ -68,7 +68,9 @@ def test_probe_and_rois_show_the_servers_hounsfield_values(page, deployment, ct,
     label = page.locator("#viewport .roi-label")
     # pixel centres inside: columns 8..23, rows 8..15 -> 128 pixels of 0.25 mm²
     values = hounsfield()[8:16, 8:24]
-    page.wait_for_function("el => el.textContent.startsWith('Mean ')", arg=label.first.element_handle())
+    # the overlay is redrawn (new elements) when the statistics come: look the label up each time
+    page.wait_for_function("() => (document.querySelector('#viewport .roi-label') || {}).textContent"
+                           "?.startsWith('Mean ')")
     assert label.nth(0).text_content() == f"Mean {values.mean():.1f} HU ± {values.std():.1f}"
     assert label.nth(1).text_content() == f"Min {values.min()} HU · Max {values.max()} HU"
     assert label.nth(2).text_content() == f"Area {128 * SPACING * SPACING:.1f} mm²"

@@ -115,6 +115,7 @@ export function bindPointer(vp) {
     wheelAcc += e.deltaMode === 1 ? e.deltaY * 33 : e.deltaY;
     const steps = Math.trunc(wheelAcc / 100);
     if (steps) {
+      probe.at(null);   // the reading was of the slice scrolled away from; the next move reads again
       wheelAcc -= steps * 100;
       vp.stopPlay();
       vp.setIndex(vp.index() + steps);
