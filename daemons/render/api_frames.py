@@ -24,6 +24,7 @@ from daemons.render.image_headers import describe_image, mirrored_labels, record
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
 from daemons.render.pixels import Window
+from daemons.render.records import LoadedRecord
 from daemons.render.render2d import render_frame
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, frame_voi, keyed
@@ -79,6 +80,30 @@ def frame(record_id: str, index: int):
     return frame_image(record_id, index, spec, started)
 
 
+def check_frame(manifest: dict, index: int) -> None:
+    """404 for an index outside the record, 422 for a frame found unreadable at upload."""
+    query.check_index("frame", index, manifest["meta"]["frames"])
+    bad = next((b for b in manifest["render"].get("bad_frames") or [] if b["frame"] == index), None)
+    if bad is not None:
+        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
+
+
+def ready_frame(the_node, record: LoadedRecord | None, record_id: str, index: int) -> LoadedRecord:
+    """`record` once frame `index` is decoded (asked for next, waited for a while): 409 while the
+    record is not loaded or the frame still decoding, 422 when it cannot be decoded."""
+    if record is None:
+        raise ApiError(409, "not_loaded",
+                       f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
+    if not record.is_ready(index):
+        the_node.registry.decode_now(record_id, index)
+        if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
+            if index in record.errors:
+                raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {record.errors[index]}")
+            raise ApiError(409, "frame_not_ready", f"frame {index} is still being decoded; retry shortly",
+                           headers={"Retry-After": "1"})
+    return record
+
+
 def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
                 conditional: bool = True) -> Response:
     """Frame `index` of a record rendered as `spec` says (cached; 304 on a matching If-None-Match
@@ -86,11 +111,8 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
     or the frame not decoded in time."""
     the_node = node()
     manifest = the_node.manifest(record_id)
-    meta, render = manifest["meta"], manifest["render"]
-    query.check_index("frame", index, meta["frames"])
-    bad = next((b for b in render.get("bad_frames") or [] if b["frame"] == index), None)
-    if bad is not None:
-        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
+    render = manifest["render"]
+    check_frame(manifest, index)
     max_px = the_node.config["limits"]["max_output_px"]
     fmt, quality, box, region, overlays = spec.fmt, spec.quality, spec.box, spec.region, spec.overlays
     record = the_node.registry.get_loaded(record_id)
@@ -109,16 +131,7 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
         not_modified.set_etag(etag, weak=weak)
         note_view("frame", record_id)
         return not_modified
-    if record is None:
-        raise ApiError(409, "not_loaded",
-                       f"record {record_id} is not loaded; POST /api/v1/records/{record_id}/load first")
-    if not record.is_ready(index):
-        the_node.registry.decode_now(record_id, index)
-        if not record.wait_frame(index, the_node.config["render"]["frame_wait_s"]):
-            if index in record.errors:
-                raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {record.errors[index]}")
-            raise ApiError(409, "frame_not_ready", f"frame {index} is still being decoded; retry shortly",
-                           headers={"Retry-After": "1"})
+    record = ready_frame(the_node, record, record_id, index)
 
     def make() -> tuple[bytes, str]:
         params = lut = None

@@ -16,6 +16,8 @@ bp = Blueprint("render_openapi", __name__)
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "record id (SHA-256 of the content)"}
+_FRAME_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
+                "description": "slice, 0 = first in position order"}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -169,12 +171,32 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
             "/api/v1/records/{id}/frames/{index}": {
-                "parameters": [_ID, {"name": "index", "in": "path", "required": True,
-                                     "schema": {"type": "integer", "minimum": 0},
-                                     "description": "slice, 0 = first in position order"}],
+                "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/frames/{index}/value": {
+                "parameters": [_ID, _FRAME_INDEX],
+                "get": {"summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
+                        "parameters": _params(query.VALUE_PARAMS),
+                        "responses": {"200": _json({"type": "object", "properties": {
+                            "frame": {"type": "integer"}, "x": {"type": "integer"}, "y": {"type": "integer"},
+                            "stored": {"type": ["number", "null"]}, "value": {"type": "number"},
+                            "unit": {"type": ["string", "null"]}}}),
+                            **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/frames/{index}/stats": {
+                "parameters": [_ID, _FRAME_INDEX],
+                "get": {"summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
+                                   "rectangle or ellipse ROI (audited)",
+                        "parameters": _params(query.STATS_PARAMS),
+                        "responses": {"200": _json({"type": "object", "properties": {
+                            "frame": {"type": "integer"}, "shape": {"type": "string"},
+                            "box": {"type": "array", "items": {"type": "number"}},
+                            "count": {"type": "integer"}, "area_mm2": {"type": ["number", "null"]},
+                            "unit": {"type": ["string", "null"]}, "mean": {"type": ["number", "null"]},
+                            "sd": {"type": ["number", "null"]}, "min": {"type": ["number", "null"]},
+                            "max": {"type": ["number", "null"]}}}),
+                            **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
                                      "schema": {"enum": ["axial", "coronal", "sagittal"]}},

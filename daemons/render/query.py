@@ -19,6 +19,7 @@ from flask import request
 from daemons.render.encode import DEFAULT_QUALITY, FORMATS
 from daemons.render.geometry import FULL, Region
 from daemons.render.pixels import PRESETS, WINDOW_FUNCTIONS, Window
+from daemons.render.probe import SHAPES
 from daemons.render.volume.mpr import SLAB_MODES
 from shared.errors import ApiError, not_found
 
@@ -37,13 +38,14 @@ class Param:
     name: str
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
 
     def raw(self) -> str | None:
         value = request.args.get(self.name)
         return None if value is None or value.strip() == "" else value.strip()
 
     def openapi(self) -> dict[str, Any]:
-        return {"name": self.name, "in": "query", "required": False, "schema": self.schema,
+        return {"name": self.name, "in": "query", "required": self.required, "schema": self.schema,
                 "description": self.description}
 
 
@@ -85,6 +87,18 @@ VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 4
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})
 VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER,
                  QUALITY, FORMAT, SIZE, VIEW_ID, SEQ)
+
+# Readings of original values (GET .../frames/{index}/value and /stats): image coordinates of the
+# stored frame, x along a row 0..columns, y down the columns 0..rows (daemons.render.probe).
+_COORDINATE = {"type": "number", "minimum": 0}
+POINT_X = Param("x", "image x (column) of the point, 0 <= x < columns", _COORDINATE, True)
+POINT_Y = Param("y", "image y (row) of the point, 0 <= y < rows", _COORDINATE, True)
+BOX_X0, BOX_Y0, BOX_X1, BOX_Y1 = (
+    Param(name, f"image {name[0]} of a corner of the box, 0..{'columns' if name[0] == 'x' else 'rows'}",
+          _COORDINATE, True) for name in ("x0", "y0", "x1", "y1"))
+SHAPE = Param("shape", "rect: the box; ellipse: the ellipse inscribed in it", {"enum": list(SHAPES)}, True)
+VALUE_PARAMS = (POINT_X, POINT_Y)
+STATS_PARAMS = (SHAPE, BOX_X0, BOX_Y0, BOX_X1, BOX_Y1)
 
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS)
 MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE)
@@ -144,6 +158,20 @@ def integer(param: Param, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise bad(f"query parameter {param.name} must be between {low} and {high}")
     return value
+
+
+def coordinate(param: Param, high: float) -> float:
+    """A required image coordinate, 0..`high` (inclusive; a point's own limit is checked by
+    daemons.render.probe, which knows whether the edge itself is a pixel)."""
+    if param.raw() is None:
+        raise bad(f"query parameter {param.name} is required")
+    return number(param, 0.0, 0.0, high)
+
+
+def shape() -> str:
+    if SHAPE.raw() is None:
+        raise bad("query parameter shape is required")
+    return choice(SHAPE, None, SHAPES) or SHAPES[0]
 
 
 def voi_function() -> str | None:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "sivr_view_audit"
 ACTION = "record.view"
-KINDS = ("frame", "mpr", "volume", "status", "dicomweb")
+KINDS = ("frame", "mpr", "volume", "status", "dicomweb", "value")  # value: probe and ROI readings
 IDLE_FORGET_S = 3600.0
 MAX_ADDRESSES = 8
 INSERT_BATCH = 200

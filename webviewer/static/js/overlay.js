@@ -5,6 +5,7 @@
 import { h, mount, svg, formatBytes, formatDate } from "./dom.js";
 import { identityLines } from "./identity.js";
 import { planeInfo, imageToScreen, distanceMm, stackOrder, planeLocation } from "./geometry.js";
+import { roiElements } from "./readings.js";
 import { VOLUME_MODES, SLAB_MODES, planeLabel, labelOf, dicomDate } from "./viewoptions.js";
 
 const EDGES = ["top", "right", "bottom", "left"];
@@ -78,8 +79,8 @@ export class Overlay {
   }
 
   /**
-   * The measurements of the image shown, and `temp` (the one being drawn).
-   * @param {any} vp @param {{a: number[], b: number[]}} [temp]
+   * The measurements and ROIs of the image shown, and `temp` (the one being drawn).
+   * @param {any} vp @param {{a: number[], b: number[], shape?: string, stats?: any}} [temp]
    */
   drawMeasures(vp, temp) {
     const shown = vp.shown;
@@ -89,7 +90,12 @@ export class Overlay {
     const info = planeInfo(vp.meta, shown.plane);
     const lines = [...(vp.measures.get(`${shown.plane}:${shown.index}`) || [])];
     if (temp) lines.push(temp);
-    for (const { a, b } of lines) {
+    for (const line of lines) {
+      if (line.shape) {   // a rectangle or ellipse ROI (readings.js)
+        this.svg.append(...roiElements(shown, line));
+        continue;
+      }
+      const { a, b } = line;
       const [x1, y1] = imageToScreen(a[0], a[1], shown.rect, shown.region);
       const [x2, y2] = imageToScreen(b[0], b[1], shown.rect, shown.region);
       const mm = distanceMm(a, b, info.width, info.height);

@@ -1,13 +1,23 @@
-// The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure (and rotate in
-// 3D), pinch zoom with two fingers, the wheel. The tool is the viewer's (one for all viewports);
+// The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure, the value
+// probe and the rectangle and ellipse ROIs (readings.js), (and rotate in 3D), pinch zoom with two
+// fingers, the wheel. The tool is the viewer's (one for all viewports);
 // a drag acts on the viewport it starts in, which becomes the active one.
 
 import { screenToImage, distanceMm, dragWindow, clamp, planeInfo } from "./geometry.js";
 import { MAX_ZOOM } from "./viewoptions.js";
+import { Probe, ROI_SHAPES, roiStats } from "./readings.js";
 
 /** Wire pointer and wheel input of viewport `vp` (viewport.js). @param {any} vp */
 export function bindPointer(vp) {
   const el = vp.root;
+  const probe = new Probe(vp);
+  /** The pointer's image fractions, or null off the image. @param {PointerEvent} e */
+  const imagePoint = (e) => {
+    if (!vp.shown) return null;
+    const box = el.getBoundingClientRect();
+    return screenToImage(e.clientX - box.left, e.clientY - box.top, vp.shown.rect, vp.shown.region);
+  };
+  el.addEventListener("pointerleave", () => probe.at(null));
   el.addEventListener("pointerdown", (e) => {
     if (e.button !== 0 && e.pointerType === "mouse") return;
     vp.activate();
@@ -31,10 +41,12 @@ export function bindPointer(vp) {
       start: vp.shown ? screenToImage(x, y, vp.shown.rect, vp.shown.region) : null,
     };
     if (vp.drag.tool === "rotate" || vp.drag.tool === "window") vp.stopPlay();
+    if (vp.drag.tool === "probe") probe.at(vp.drag.start);
   });
   el.addEventListener("pointermove", (e) => {
     if (vp.touches.has(e.pointerId)) vp.touches.set(e.pointerId, [e.clientX, e.clientY]);
     const d = vp.drag;
+    if (vp.settings.tool === "probe" && vp.state.plane !== "3d" && (!d || d.tool === "probe")) probe.at(imagePoint(e));
     if (!d) return;
     if (d.tool === "pinch") {
       pinchMove(vp, d);
@@ -66,10 +78,12 @@ export function bindPointer(vp) {
         break;
       }
       case "measure":
+      case "rect":
+      case "ellipse":
         if (d.start && vp.shown) {
           const b = screenToImage(e.clientX - d.box.left, e.clientY - d.box.top, vp.shown.rect, vp.shown.region);
           d.end = b;
-          vp.overlay.drawMeasures(vp, { a: d.start, b });
+          vp.overlay.drawMeasures(vp, { a: d.start, b, shape: ROI_SHAPES[d.tool] });
         }
         break;
       case "rotate":
@@ -101,6 +115,7 @@ export function bindPointer(vp) {
     wheelAcc += e.deltaMode === 1 ? e.deltaY * 33 : e.deltaY;
     const steps = Math.trunc(wheelAcc / 100);
     if (steps) {
+      probe.at(null);   // the reading was of the slice scrolled away from; the next move reads again
       wheelAcc -= steps * 100;
       vp.stopPlay();
       vp.setIndex(vp.index() + steps);
@@ -146,7 +161,31 @@ function finishDrag(vp, d) {
         vp.ctx.announce(info.measurable ? `Distance ${distance.toFixed(1)} millimetres.` : `Distance ${distance.toFixed(0)} pixels.`);
       }
       break;
+    case "rect":
+    case "ellipse":
+      if (d.start && d.end) addRoi(vp, d.tool, d.start, d.end);
+      break;
     default:
+  }
+}
+
+/** Keep an ROI drawn on the slice shown and show the node's statistics when they come. */
+async function addRoi(vp, shape, a, b) {
+  const key = vp.measureKey();
+  const roi = { a, b, shape, stats: null };
+  vp.measures.set(key, [...(vp.measures.get(key) || []), roi]);
+  vp.overlay.drawMeasures(vp);
+  try {
+    roi.stats = await roiStats(vp, shape, a, b);
+  } catch (err) {
+    roi.stats = { count: 0 };
+    vp.ctx.announce(`The region could not be measured: ${err.message}`);
+    return;
+  }
+  vp.overlay.drawMeasures(vp);
+  if (roi.stats && roi.stats.count) {
+    const unit = roi.stats.unit ? ` ${roi.stats.unit}` : "";
+    vp.ctx.announce(`Mean ${roi.stats.mean.toFixed(1)}${unit}, ${roi.stats.count} pixels.`);
   }
 }
 

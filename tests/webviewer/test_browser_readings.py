@@ -1,0 +1,91 @@
+"""The value probe and the ROI tools in Chromium against the real daemons, on a synthetic CT whose
+Hounsfield values are known at every pixel: HU = 100 * row + column (stored with intercept -1024),
+so a reading names the pixel it was taken at and the viewer's screen-to-pixel mapping is checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.render.synthetic import dataset, to_bytes
+from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.test_browser_geometry import open_loaded
+from tests.webviewer.test_browser_viewer import wait_shown
+
+pytestmark = pytest.mark.browser
+
+SIZE, SLICES, SPACING = 64, 3, 0.5
+
+
+def hounsfield() -> np.ndarray:
+    rows, cols = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
+    return rows * 100 + cols
+
+
+@pytest.fixture(scope="module")
+def ct(deployment, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("readings-ct")
+    paths = []
+    for k in range(SLICES):
+        ds = dataset(SIZE, SIZE, series="1.2.826.0.1.3680043.8.498.15.1", position=k * 2.0)
+        ds.PixelSpacing = [SPACING, SPACING]
+        ds.SliceThickness = 2.0
+        ds.InstanceNumber = k + 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (hounsfield() + 1024).astype(np.int16).tobytes()
+        paths.append(folder / f"slice{k}.dcm")
+        paths[-1].write_bytes(to_bytes(ds))
+    patient = new_patient(deployment)
+    return {"patient": patient, **uploaded_record(deployment, patient, paths, "CT with known values")}
+
+
+def at_pixel(box: dict, column: float, row: float) -> tuple[float, float]:
+    """The screen point of image coordinates (column, row) of the 64x64 frame shown whole."""
+    return box["x"] + box["width"] * column / SIZE, box["y"] + box["height"] * row / SIZE
+
+
+def test_probe_and_rois_show_the_servers_hounsfield_values(page, deployment, ct, shots):
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    box = page.locator("#viewport .view-image").bounding_box()
+
+    page.keyboard.press("i")   # the probe's key
+    assert page.get_by_role("button", name="Probe", exact=True).get_attribute("aria-pressed") == "true"
+    probe = page.locator("#viewport .probe-value")
+    for column, row in ((10, 20), (40, 5), (63, 63)):
+        page.mouse.move(*at_pixel(box, column + 0.5, row + 0.5))
+        hu = 100 * row + column
+        page.wait_for_function("([el, text]) => el.textContent.startsWith(text)",
+                               arg=[probe.element_handle(), f"({column}, {row}) {hu} HU"])
+    assert "stored" in probe.inner_text()   # stored values differ from HU by the intercept
+
+    page.get_by_role("button", name="Rectangle ROI", exact=True).click()
+    page.mouse.move(*at_pixel(box, 8, 8))
+    page.mouse.down()
+    page.mouse.move(*at_pixel(box, 24, 16), steps=6)
+    page.mouse.up()
+    label = page.locator("#viewport .roi-label")
+    # pixel centres inside: columns 8..23, rows 8..15 -> 128 pixels of 0.25 mm²
+    values = hounsfield()[8:16, 8:24]
+    # the overlay is redrawn (new elements) when the statistics come: look the label up each time
+    page.wait_for_function("() => (document.querySelector('#viewport .roi-label') || {}).textContent"
+                           "?.startsWith('Mean ')")
+    assert label.nth(0).text_content() == f"Mean {values.mean():.1f} HU ± {values.std():.1f}"
+    assert label.nth(1).text_content() == f"Min {values.min()} HU · Max {values.max()} HU"
+    assert label.nth(2).text_content() == f"Area {128 * SPACING * SPACING:.1f} mm²"
+
+    page.get_by_role("button", name="Ellipse ROI", exact=True).click()
+    page.mouse.move(*at_pixel(box, 30, 30))
+    page.mouse.down()
+    page.mouse.move(*at_pixel(box, 50, 50), steps=6)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelectorAll('#viewport .roi-label').length === 6 && "
+                           "document.querySelectorAll('#viewport .roi-label')[3].textContent.startsWith('Mean ')")
+    assert page.locator("#viewport ellipse.roi").count() == 1
+    # symmetric about image point (40, 40), i.e. about pixel (39.5, 39.5): HU 3989.5 on average
+    mean = float(page.locator("#viewport .roi-label").nth(3).text_content().split()[1])
+    assert mean == pytest.approx(39.5 * 100 + 39.5, abs=5)
+    shot(page, shots, "readings-probe-and-rois", full_page=False)
+    page.get_by_role("button", name="Clear measurements").click()
+    assert page.locator("#viewport .roi-label").count() == 0
