@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import peewee
@@ -101,6 +102,7 @@ class Ingest:
         # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
         self._growing: dict[str, tuple[str, float]] = {}
         self._growing_lock = threading.Lock()
+        self._on_complete: list[Callable[[str], None]] = []
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
         node.record_index.on_change(self.forget)
@@ -274,6 +276,10 @@ class Ingest:
             self._growing.pop(record_id, None)
 
     # --- the "series complete" rule ------------------------------------------------------------
+    def on_complete(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(record_id)` after a series becomes complete: where derived data is built."""
+        self._on_complete.append(listener)
+
     def _note_growth(self, record_id: str, series_uid: str) -> None:
         with self._growing_lock:
             self._growing[record_id] = (series_uid, time.monotonic())
@@ -293,8 +299,9 @@ class Ingest:
             for record_id in self.complete_due(time.monotonic()):
                 log.info("series %s complete: its exact analysis is stored", record_id)
 
-    def complete_due(self, now: float) -> list[str]:
-        """Complete every series whose last instance arrived `complete_s` or more before `now`."""
+    def complete_due(self, now: float, derive: bool = True) -> list[str]:
+        """Complete every series whose last instance arrived `complete_s` or more before `now`, then
+        (with `derive`) let the `on_complete` listeners build their derived data."""
         with self._growing_lock:
             due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
         done = []
@@ -307,6 +314,12 @@ class Ingest:
                 with self._growing_lock:
                     if record_id in self._growing:
                         self._growing[record_id] = (series_uid, time.monotonic())
+        for record_id in done if derive else ():
+            for listener in self._on_complete:
+                try:
+                    listener(record_id)
+                except Exception:  # derived data is an optimisation: the series itself is complete
+                    log.exception("series %s: building its derived data failed", record_id)
         return done
 
     def _complete(self, record_id: str, series_uid: str, now: float) -> bool:
@@ -335,7 +348,7 @@ class Ingest:
         window, sampled from an earlier middle frame) until they grow again.
         """
         self._closed.set()
-        self.complete_due(float("inf"))
+        self.complete_due(float("inf"), derive=False)  # at shutdown: nothing would use derived data
         atexit.unregister(self.close)
 
 

@@ -219,3 +219,26 @@ def test_a_failed_append_leaves_the_series_as_it_was(pair, monkeypatch):
     assert cat.Series.get_by_id(record_id).instance_count == 2
     assert add(harness, files[2:]).added == 1  # the same instance again, once the store works
     assert cat.Series.get_by_id(record_id).instance_count == 3
+
+
+def test_a_complete_series_has_its_dicomweb_metadata_built(make_node, monkeypatch):
+    """The series-complete rule builds derived data: the first WADO-RS /metadata after it is served
+    from RAM (the store is not read again), instead of parsing every file of the series then."""
+    from daemons.render.dicomweb.metadata import EXTENSION as METADATA
+
+    harness = make_node(dicom__series_complete_s=3600)
+    files = series_files(4)
+    record_id = add(harness, files[:1]).record_id
+    add(harness, files[1:])
+    ingest = ingest_of(harness)
+    assert ingest.complete_due(float("inf")) == [record_id]
+    assert len(harness.app.extensions[METADATA]._entries) == 4
+    study = pydicom.dcmread(io.BytesIO(files[0][1])).StudyInstanceUID
+
+    def no_store_reads(*args, **kwargs):
+        raise AssertionError("the metadata of a complete series must not be read from the store again")
+
+    monkeypatch.setattr(harness.app.extensions["sivr_node"].store, "read_file", no_store_reads)
+    answer = harness.client.get(f"/dicomweb/studies/{study}/series/{SERIES}/metadata",
+                                headers={**harness.headers(), "Accept": "application/dicom+json"})
+    assert answer.status_code == 200 and len(answer.get_json()) == 4

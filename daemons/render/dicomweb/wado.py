@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydicom
-from flask import Response, request
+from flask import Flask, Response, request
 
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.metadata import find_element, metadata_cache
@@ -99,6 +99,22 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     response = Response(write_related(parts(), boundary), content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+def warm_metadata(app: Flask, record_id: str) -> None:
+    """Build the metadata of a series that just became complete (the ingest's series-complete rule),
+    so its first `/metadata` is served from RAM instead of parsing every file (3 s for 500)."""
+    with app.app_context():
+        database = node().models.database
+        try:
+            cat = node().models.catalogue
+            series = cat.Series.get_or_none(cat.Series.id == record_id)
+            if series is not None:
+                base = _bulk_base(series.study.study_uid, {series.id: series.series_uid})
+                metadata_cache().entries(node(), resolve.instances_of_series(series), base)
+        finally:
+            if not database.is_closed():
+                database.close()
 
 
 def _bulk_base(study_uid: str, series_uids: dict[str, str]) -> Callable[[Any], str]:
