@@ -13,7 +13,7 @@ from daemons.render.node import node
 from daemons.render.planes import plane_table
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
-from daemons.render.validate import UploadError
+from daemons.render.upload_checks import UploadError
 from daemons.render.view_audit import note_view
 from shared.access import require_own_institution, require_patient_named
 from shared.audit import record_audit
