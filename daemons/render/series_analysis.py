@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from daemons.render.decode import Layout, decode_frames, fast_path_possible
 from daemons.render.pixels import LutTable, Modality, auto_window
 from daemons.render.slices import slice_table
+from daemons.render.stack_analysis import find_stacks, orientation_groups
 from daemons.render.upload_checks import (
     IDENTITY_KEYS,
     IMAGE_KEYS,
@@ -79,11 +80,13 @@ def _check_consistent(files: list[ParsedFile]) -> None:
             raise UploadError(422, "inconsistent_series",
                               f"{parsed.name}: its pixel spacing {parsed.spacing} differs from "
                               f"{reference.name}'s {reference.spacing}; distances on the stack would be wrong")
-        mine, theirs = parsed.orientation, reference.orientation
-        if mine and theirs and mine != theirs and not np.allclose(mine, theirs, atol=1e-3):
-            raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its orientation differs from {reference.name}; "
-                              "a record must be one stack of parallel slices")
+
+
+def _sorted(files: list[ParsedFile]) -> list[ParsedFile]:
+    """Files in record order: by orientation (each orientation a stack, `stack_analysis`), then by
+    position along the normal, instance number and name."""
+    groups = dict(zip((id(f) for f in files), orientation_groups([f.orientation for f in files]), strict=True))
+    return sorted(files, key=lambda parsed: (groups[id(parsed)], *_sort_key(parsed)))
 
 
 def _sort_key(parsed: ParsedFile) -> tuple:
@@ -174,7 +177,7 @@ def analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisi
 
 def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None) -> ParsedRecord:
     total = sum(len(f.raw) for f in unique)
-    files = sorted(unique, key=_sort_key)
+    files = _sorted(unique)
     _check_consistent(files)
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
@@ -243,6 +246,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
         "auto_window": auto,
         "decoded_bytes": decoded_bytes,
+        "stacks": find_stacks(files),
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,

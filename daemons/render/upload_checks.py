@@ -76,6 +76,9 @@ class ParsedFile:
     frame_rescales: list[tuple[float, float]] | None = None
     frame_positions: list[list[float] | None] = field(default_factory=list)
     bad_frames: dict[int, str] = field(default_factory=dict)  # frame in file -> why it cannot be shown
+    # What the series analysis derives from this file's headers (e.g. its frames' stack facts), kept
+    # with it: a growing series is re-analysed at every append and must not re-read every header.
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
