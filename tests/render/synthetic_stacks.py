@@ -71,13 +71,15 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
             content.TemporalPositionIndex = time + 1
         groups = _item(
             FrameContentSequence=DicomSequence([content]),
-            PlanePositionSequence=DicomSequence([_item(ImagePositionPatient=[-10.0, -20.0, 30.0 + position * SLICE_MM])]),
+            PlanePositionSequence=DicomSequence([_item(
+                ImagePositionPatient=[-10.0, -20.0, 30.0 + position * SLICE_MM])]),
             MRImageFrameTypeSequence=DicomSequence([_item(
                 FrameType=["ORIGINAL", "PRIMARY", frame.get("type", "M"), "NONE"],
                 ComplexImageComponent=frame.get("type", "MAGNITUDE"))]),
         )
         if "b" in frame:
-            groups.MRDiffusionSequence = DicomSequence([_item(DiffusionBValue=frame["b"], DiffusionDirectionality="NONE")])
+            groups.MRDiffusionSequence = DicomSequence([_item(DiffusionBValue=frame["b"],
+                                                              DiffusionDirectionality="NONE")])
         per_frame.append(groups)
         pixels.append(np.full((ROWS, COLS), value(stack, position, time), dtype=np.int16))
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)

@@ -140,3 +140,15 @@ def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):
         reply = node.client.get(f"/api/v1/records/{record_id}/volume?stack={entry['id']}&size=64x64",
                                 headers=node.headers())
         assert reply.status_code == 200, reply.json
+
+
+def test_a_dynamic_reformats_its_first_time_point_at_one_stack_extent(node):
+    record_id, meta = _loaded(node, [("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    (entry,) = meta["stacks"]
+    assert entry["phases"] == [list(range(POSITIONS)), list(range(POSITIONS, 2 * POSITIONS))]
+    assert meta["planes"]["axial"]["count"] == POSITIONS and meta["planes"]["slices"]["count"] == 2 * POSITIONS
+    axial = _png(node.client.get(f"/api/v1/records/{record_id}/mpr/axial/2?format=png&window=0,100",
+                                 headers=node.headers()))
+    frame = _png(node.client.get(f"/api/v1/records/{record_id}/frames/2?format=png&window=0,100",
+                                 headers=node.headers()))
+    assert np.array_equal(axial, frame), "axial slice 2 of the stack is frame 2 (time point 1), not a mix of times"
