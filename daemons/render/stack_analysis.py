@@ -5,7 +5,7 @@ map's magnitude and phase frames, DTI's b-values and gradient directions, severa
 the time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated
 anatomy at twice the extent. Frames are split here by what tells stacks apart (the Dimension
 Index Values of dimensions that are neither spatial nor temporal, Stack ID, frame type and
-complex component, diffusion b-value and gradient direction, image type and, for a classic
+complex component, diffusion b-value and gradient direction, echo time, image type and, for a classic
 series, orientation); temporal positions become a cine axis of their stack (`phases`: the frames
 of each time point in spatial order). A stack whose frames cannot form a volume (mixed
 orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
@@ -47,6 +47,7 @@ class FrameFacts:
     frame_type: str | None
     b_value: float | None
     gradient: tuple[float, ...] | None
+    echo_ms: float | None
     dimensions: tuple  # Dimension Index Values of dimensions neither spatial, temporal nor Stack ID
 
 
@@ -110,6 +111,8 @@ def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts
         direction = diffusion.get("DiffusionGradientDirectionSequence")
         if direction:
             gradient = _tuple(direction[0].get("DiffusionGradientOrientation"), 3)
+    echo = _item(ds, frame, "MREchoSequence")
+    echo_ms = echo.get("EffectiveEchoTime") if echo is not None else None
     temporal = content.get("TemporalPositionIndex")
     if temporal is None:
         temporal = tuple(temporal_dims) or ds.get("TemporalPositionIdentifier")
@@ -122,6 +125,7 @@ def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts
         stack_id=None if stack_id in (None, "") else str(stack_id),
         frame_type=_frame_type(ds, frame), b_value=b_value,
         gradient=None if gradient is None else tuple(round(g, 3) for g in gradient),
+        echo_ms=None if echo_ms is None else float(echo_ms),
         dimensions=tuple(int(v) for v in dims))
 
 
@@ -172,13 +176,15 @@ def _label_parts(facts: FrameFacts) -> dict[str, str]:
         "frame_type": component or (values[2] if len(values) > 2 else kind[0]),
         "b_value": "" if facts.b_value is None else f"b={facts.b_value:g}",
         "gradient": "" if facts.gradient is None else "dir ({:.2f}, {:.2f}, {:.2f})".format(*facts.gradient),
+        "echo": "" if facts.echo_ms is None else f"TE={facts.echo_ms:g}",
         "orientation": _plane_name(facts.orientation),
         "dimensions": "",
     }
 
 
 def _stack_key(facts: FrameFacts, orientation_group: int) -> tuple:
-    return (facts.stack_id, facts.frame_type, facts.b_value, facts.gradient, orientation_group, facts.dimensions)
+    return (facts.stack_id, facts.frame_type, facts.b_value, facts.gradient, facts.echo_ms, orientation_group,
+            facts.dimensions)
 
 
 def _spatial_order(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> list[int]:

@@ -36,7 +36,7 @@ def _item(**attributes) -> Dataset:
 
 def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
     """An Enhanced MR file of `frames`, each a dict with `stack` (0-based), `position` (0-based),
-    optional `time`, `type` (MAGNITUDE/PHASE), `b`, `stack_id`; `dimensions` are the keywords the
+    optional `time`, `type` (MAGNITUDE/PHASE), `b`, `echo` (ms), `stack_id`; `dimensions` are the keywords the
     Dimension Index Sequence points at (the frames' Dimension Index Values follow them)."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -77,6 +77,8 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
                 FrameType=["ORIGINAL", "PRIMARY", frame.get("type", "M"), "NONE"],
                 ComplexImageComponent=frame.get("type", "MAGNITUDE"))]),
         )
+        if "echo" in frame:
+            groups.MREchoSequence = DicomSequence([_item(EffectiveEchoTime=frame["echo"])])
         if "b" in frame:
             groups.MRDiffusionSequence = DicomSequence([_item(DiffusionBValue=frame["b"],
                                                               DiffusionDirectionality="NONE")])
@@ -98,6 +100,12 @@ def dti(b_values: Sequence[float] = (0, 500, 1000, 2000), positions: int = 8) ->
     """A DTI-like file: every b-value at every position, ordered by position then b-value."""
     frames = [{"stack": stack, "position": p, "b": b} for p in range(positions) for stack, b in enumerate(b_values)]
     return enhanced(frames, ["DiffusionBValue", "InStackPositionNumber"])
+
+
+def multi_echo(echoes: Sequence[float] = (5.0, 10.0), positions: int = 6) -> bytes:
+    """Two echo times at every position, with no dimension naming the echo (the echo sets them apart)."""
+    frames = [{"stack": stack, "position": p, "echo": te} for p in range(positions) for stack, te in enumerate(echoes)]
+    return enhanced(frames, ["InStackPositionNumber"])
 
 
 def dynamic(times: int = 2, positions: int = 6) -> bytes:

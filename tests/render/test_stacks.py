@@ -41,6 +41,12 @@ def test_dti_splits_by_b_value_each_in_spatial_order():
         assert entry["phases"] == [entry["frames"]] and entry["volume"] is None
 
 
+def test_echo_times_are_stacks_of_their_own():
+    stacks = _stacks([("echoes.dcm", synth.multi_echo((5.0, 10.0), POSITIONS))])
+    assert [(s["label"], s["frames"]) for s in stacks] == [("TE=5", [0, 2, 4, 6, 8, 10]),
+                                                           ("TE=10", [1, 3, 5, 7, 9, 11])]
+
+
 def test_temporal_positions_are_the_cine_axis_of_one_stack():
     stacks = _stacks([("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
     assert len(stacks) == 1
