@@ -45,3 +45,20 @@ def test_the_stack_selector_switches_the_reformatted_stack(page, deployment, fie
     assert phase != magnitude, "the phase stack's reformat is another image"
     assert first["query"]["stack"] == "1"
     shot(page, shots, "stacks-field-map-phase")
+
+
+def test_the_time_control_moves_to_the_same_position_at_another_time_point(page, deployment, tmp_path_factory, shots):
+    path = tmp_path_factory.mktemp("dynamic") / "dynamic.dcm"
+    path.write_bytes(synth.dynamic(times=2, positions=POSITIONS))
+    patient = new_patient(deployment)
+    record = {"patient": patient, **uploaded_record(deployment, patient, [path], "MR dynamic (time points)")}
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, record)
+    assert not page.locator("#stack-select").is_visible(), "one stack: no selector"
+    page.locator("#slice").fill("2")
+    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === '2'")
+    assert page.locator("#time").is_visible() and page.locator("#time-out").inner_text() == "1 / 2"
+    page.locator("#time").fill("1")
+    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+    assert page.locator("#time-out").inner_text() == "2 / 2"
+    shot(page, shots, "stacks-dynamic-time-2")
