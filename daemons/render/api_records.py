@@ -12,9 +12,11 @@ from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.planes import plane_table
 from daemons.render.records import LoadedRecord, MemoryBudgetError
+from daemons.render.stacks import stacks_json
 from daemons.render.storage import StoreError, StoreFull
-from daemons.render.validate import UploadError
+from daemons.render.upload_checks import UploadError
 from daemons.render.view_audit import note_view
+from daemons.render.volume.mpr import STORED
 from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
@@ -32,15 +34,21 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     `slices` (instance number and position of every frame) is left out of lists, where it would
     multiply their size by the frame count; records stored before it existed have none. `planes`
     (each plane's geometry, `daemons.render.planes`) is computed from the manifest, so every record
-    has it; lists leave it out too, as a viewer reads it from the record it opens.
+    has it; lists leave it out too, as a viewer reads it from the record it opens. `stacks` lists
+    the record's stacks (`daemons.render.stacks`: MPR and 3D render one at a time), with each
+    one's planes in full detail.
     """
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta = dict(manifest["meta"])
+    stacks = stacks_json(manifest, with_planes=per_slice)
     if per_slice:
-        meta["planes"] = plane_table(manifest)
+        # the stored frames are the whole record's; the reformats are those of the first stack (the
+        # default of MPR and 3D), each stack's own are in `stacks`
+        meta["planes"] = {**stacks[0]["planes"], STORED: plane_table(manifest)[STORED]}
     else:
         meta.pop("slices", None)
+    meta["stacks"] = stacks
     meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)

@@ -312,6 +312,7 @@ export class Viewport {
         overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
+    if (s.plane !== "native" && this.shell.stacks.length > 1) params.stack = this.shell.stack.id;   // stacks.js
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
     }
