@@ -123,9 +123,9 @@ CHARSET = Param("charset", "character set of text in the response; images carry 
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT)
 THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
-RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
-                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ)
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK)
 
 
 def choice(param: Param, default: str | None, choices) -> str | None:

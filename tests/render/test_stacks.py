@@ -158,3 +158,18 @@ def test_a_dynamic_reformats_its_first_time_point_at_one_stack_extent(node):
     frame = _png(node.client.get(f"/api/v1/records/{record_id}/frames/2?format=png&window=0,100",
                                  headers=node.headers()))
     assert np.array_equal(axial, frame), "axial slice 2 of the stack is frame 2 (time point 1), not a mix of times"
+
+
+def test_dicomweb_reformats_and_3d_views_take_the_same_stack_parameter(node):
+    record_id, meta = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])
+    series = f"/dicomweb/studies/{meta['study_uid']}/series/{meta['series_uid']}/rendered"
+    png = {**node.headers(), "Accept": "image/png"}
+    for entry in meta["stacks"]:
+        ours = node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&stack={entry['id']}",
+                               headers=node.headers())
+        theirs = node.client.get(f"{series}/mpr/coronal/3?stack={entry['id']}", headers=png)
+        assert np.array_equal(_png(ours), _png(theirs)), "one stack rule whatever the door"
+        assert node.client.get(f"{series}/mpr/axial/{POSITIONS}?stack={entry['id']}", headers=png).status_code == 404
+    assert node.client.get(f"{series}/mpr/axial/0?stack=9", headers=png).status_code == 404
+    assert node.client.get(f"{series}/volume?stack=x", headers=png).status_code == 400
+    assert node.client.get(f"{series}/volume?stack=2&viewport=64,64", headers=png).status_code == 200

@@ -356,12 +356,14 @@ def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: 
 # --- SIVR extensions: reformats and 3D views of a series --------------------------------------
 
 def _whole_series(study_uid: str, series_uid: str) -> tuple[str, Any, Stack]:
-    """The series' record id, its fully loaded record and its first stack (loading it, and waiting
-    up to `dicomweb.load_wait_s`; 409 loading with Retry-After beyond)."""
+    """The series' record id, its fully loaded record and the stack the `stack` parameter names
+    (the first without it), loading it and waiting up to `dicomweb.load_wait_s`; 409 loading with
+    Retry-After beyond."""
+    stack_id = query.stack()
     record_id = resolve.series(study_uid, series_uid).id
     record = start_loading(record_id)
     record.wait_complete(float(current_app.config["SIVR"].get_key("dicomweb.load_wait_s")))
-    return record_id, *loaded_stack(record_id, None)
+    return record_id, *loaded_stack(record_id, stack_id)
 
 
 def _single_image_format(what: str) -> str:
