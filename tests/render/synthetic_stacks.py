@@ -11,12 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-from tests.render.synthetic import dataset, to_bytes
+from tests.render.synthetic import dataset, new_instance, to_bytes
 
 ROWS, COLS = 12, 10
 PIXEL_SPACING = (0.8, 0.5)
@@ -38,12 +38,7 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
     """An Enhanced MR file of `frames`, each a dict with `stack` (0-based), `position` (0-based),
     optional `time`, `type` (MAGNITUDE/PHASE), `b`, `echo` (ms), `stack_id`; `dimensions` are the keywords the
     Dimension Index Sequence points at (the frames' Dimension Index Values follow them)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.EnhancedMRImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_instance(pydicom.uid.EnhancedMRImageStorage)
     ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "MR", generate_uid(), "1.2.3"
     ds.PatientID, ds.PatientName = "STACKS-1", "Stacks^Test"
     ds.Rows, ds.Columns, ds.NumberOfFrames = ROWS, COLS, len(frames)
