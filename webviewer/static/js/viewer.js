@@ -223,13 +223,13 @@ class Viewer {
     this.toolbar.insertBefore(this.linkGroup, this.layoutGroup.nextSibling);
 
     this.grid = h("div", { class: "viewport-grid", id: "viewports" });
-    const title = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
+    this.title = h("h1", { id: "viewer-title" });
+    this.facts = h("span", { class: "muted", id: "viewer-facts" });
+    this.describeRecord(m, this.node);
     mount(this.ctx.main, h("section", { class: "viewer-page" },
       h("div", { class: "viewer-head" },
         h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => (history.length > 1 ? history.back() : this.ctx.navigate("#/patients")) }),
-        h("h1", { text: title }),
-        h("span", { class: "muted", text: `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${this.node.name}` }),
-        this.panel.toggle),
+        this.title, this.facts, this.panel.toggle),
       identityPanel(this.identity),
       this.toolbar,
       h("div", { class: "viewer-body" }, this.panel.element, this.grid),
@@ -262,6 +262,12 @@ class Viewer {
     }
     options.push(["custom", "Custom (drag)"]);
     mount(this.windowSelect, options.map(([v, t]) => h("option", { value: v, text: t })));
+  }
+
+  /** The heading names the active viewport's series (several series may be on screen). */
+  describeRecord(m, node) {
+    this.title.textContent = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
+    this.facts.textContent = `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${node.name}`;
   }
 
   // ---------- layout and the active viewport ----------
@@ -307,6 +313,7 @@ class Viewer {
 
   /** The active viewport shows another record: the window choices and load status follow it. */
   recordShown() {
+    this.describeRecord(this.active.meta, this.active.node);
     this.fillWindowChoices();
     if (this.active.record.status) this.showLoad(this.active.record.status);
   }
