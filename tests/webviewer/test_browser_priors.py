@@ -34,7 +34,8 @@ LOC = re.compile(r"Loc (-?\d+\.\d) mm")
 OFFSET = re.compile(r"offset ([+−])(\d+\.\d) mm")
 
 
-def as_study(files: list[Path], study: dict, number: int, description: str, frame: str, shift: float = 0.0) -> list[Path]:
+def as_study(files: list[Path], study: dict, number: int, description: str, frame: str,
+             shift: float = 0.0) -> list[Path]:
     """Put the files in `study` as series `number`, in frame of reference `frame`, moved `shift` mm along z."""
     for path in files:
         ds = pydicom.dcmread(path)
@@ -202,7 +203,7 @@ def test_phone_panel_is_a_drawer_and_a_tap_switches_the_viewport(browser, deploy
         assert box["x"] == 0 and box["width"] <= PHONE["width"]
         shot(page, shots, "66-phone-series-drawer", full_page=False)
         panel.locator(f".panel-series[data-record='{records['prior']}']").tap()
-        assert panel.is_hidden()
+        panel.wait_for(state="hidden")
         wait_record(page, 0, records["prior"])
         assert "Jan 15, 2024" in viewport(page, 0).locator(".corner.tl").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -210,3 +211,41 @@ def test_phone_panel_is_a_drawer_and_a_tap_switches_the_viewport(browser, deploy
         assert not errors
     finally:
         phone.close()
+
+
+# The choice of the prior (priors.priorFor), as the browser runs it: the same modality is required;
+# of the dated studies before the current one the most recent; in it the same stack axis first,
+# then the description, then the lowest series number.
+PRIOR_FOR = """async (cases) => {
+  const { priorFor } = await import('/static/js/priors.js');
+  const meta = (uid, date, modality, description, number, direction) => ({
+    study_uid: uid, study_date: date, study_time: '', modality, series_description: description,
+    series_number: number, stack_direction: direction });
+  const current = meta('now', '20260610', 'CT', 'Abdomen 3.0 soft tissue', 2, 'S');
+  const entries = cases.map(([key, ...m]) => ({ key, meta: meta(...m) }));
+  const found = priorFor(current, entries);
+  return found ? found.key : null;
+}"""
+
+
+def test_prior_choice_rule(page, deployment):
+    login(page, deployment)
+    same = ("now", "20260610", "CT", "Abdomen 3.0 soft tissue", 3, "S")
+    cases = {
+        # most recent earlier study wins over an older better match
+        "recent": [["old", "old", "20190101", "CT", "Abdomen 3.0 soft tissue", 2, "S"],
+                   ["recent", "p", "20240115", "CT", "Chest 1.0", 4, "S"]],
+        # the same modality is required; a later or undated study is not a prior
+        None: [["mr", "p", "20240115", "MR", "Abdomen 3.0 soft tissue", 2, "S"],
+               ["later", "l", "20270101", "CT", "Abdomen 3.0 soft tissue", 2, "S"],
+               ["undated", "u", "", "CT", "Abdomen 3.0 soft tissue", 2, "S"], ["same-study", *same]],
+        # in the prior study: the same stack axis before a better description, then the description
+        "axial": [["coronal", "p", "20240115", "CT", "Abdomen 3.0 soft tissue", 1, "P"],
+                  ["axial", "p", "20240115", "CT", "Lung", 5, "I"]],
+        "described": [["lung", "p", "20240115", "CT", "Lung 1.0", 1, "S"],
+                      ["described", "p", "20240115", "CT", "Abdomen soft tissue 5.0", 6, "S"]],
+        "first": [["second", "p", "20240115", "CT", "Abdomen", 7, "S"],
+                  ["first", "p", "20240115", "CT", "Abdomen", 3, "S"]],
+    }
+    for expected, entries in cases.items():
+        assert page.evaluate(PRIOR_FOR, entries) == expected, (expected, entries)

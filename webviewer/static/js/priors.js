@@ -45,7 +45,8 @@ export function priorFor(current, entries) {
   if (!earlier.length) return null;
   const latest = earlier.reduce((a, b) => (studyKeyOf(b.meta) > studyKeyOf(a.meta) ? b : a)).meta.study_uid;
   const description = (m) => m.series_description || m.description;
-  const score = (m) => (axisOf(m) && axisOf(m) === axisOf(current) ? 1 : 0) + similarity(description(m), description(current));
+  // the same orientation outweighs any description (similarity is at most 1)
+  const score = (m) => (axisOf(m) && axisOf(m) === axisOf(current) ? 2 : 0) + similarity(description(m), description(current));
   return earlier.filter((e) => e.meta.study_uid === latest)
     .sort((a, b) => score(b.meta) - score(a.meta) || (a.meta.series_number ?? Infinity) - (b.meta.series_number ?? Infinity))[0];
 }

@@ -187,12 +187,12 @@ export class SeriesPanel {
 
   /** Show `entry` in viewport `vp` and make it the active one. @param {SeriesEntry} entry @param {any} vp */
   async pick(entry, vp) {
+    if (this.viewer.phone) this.setOpen(false);   // the drawer covers the image: it goes at once
     try {
       const record = await this.open(entry);
       if (this.viewer.destroyed || !this.viewer.viewports.includes(vp)) return;
       this.viewer.showRecord(vp, record);
       this.viewer.activate(vp);
-      if (this.viewer.phone) this.setOpen(false);
       this.ctx.announce(`Viewport ${vp.slot + 1}: ${record.meta.modality} ${record.meta.series_description || record.meta.description || ""}.`);
     } catch (err) {
       if (!err.isAuthFailure) this.ctx.showAlert(`The series cannot be shown: ${this.ctx.describeError(err)}`);

@@ -16,7 +16,6 @@ import { slicePosition, followingIndex, referenceOn, linkNote, FrameOffsets } fr
 import { OpenRecord } from "./series.js";
 import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
-import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
@@ -97,7 +96,6 @@ class Viewer {
     this.active = null;
     this.layout = "1x1";
     this.phone = matchMedia(PHONE).matches;
-    this.timers = new Timers();
     this.destroyed = false;
   }
 
@@ -526,7 +524,6 @@ class Viewer {
 
   destroy() {
     this.destroyed = true;
-    this.timers.clearAll();
     for (const record of this.records.values()) record.close();
     this.panel.destroy();
     for (const vp of this.viewports) vp.destroy();
