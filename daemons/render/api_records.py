@@ -15,9 +15,9 @@ from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.storage import StoreError, StoreFull
 from daemons.render.validate import UploadError
 from daemons.render.view_audit import note_view
-from shared.access import require_own_institution, require_patient_named
+from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
-from shared.auth import current_identity, require_auth, require_institution
+from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
 from shared.roles import PHYSICIAN, ROLES, may_change_record
@@ -99,18 +99,19 @@ def upload():
 @bp.get("/api/v1/records")
 @require_auth(*ROLES)
 def list_records():
-    """This node's records, newest first: for its institution's members only, by patient unless an admin.
+    """This node's records, newest first: by patient for its institution's users, all of them for
+    its administrators.
 
-    The rule across patients is the institution layer's (`shared.access`); naming a patient by
-    DICOM PatientID is further kept to this institution, because such ids are short and
-    guessable (unlike the toplevel's patient UUIDs), so another institution could probe names.
-    Each record shown is audited, so "who saw this record" needs no other log.
+    The same rule as a QIDO-RS search of the catalogue (`shared.access.require_query_scope`): a
+    DICOM PatientID is short and guessable (unlike the toplevel's patient UUIDs), so naming one is
+    kept to this institution. This list has no study parameter. Each record shown is audited, so
+    "who saw this record" needs no other log.
     """
     identity = current_identity()
     the_node = node()
-    require_institution(identity, the_node.institution_id, "this node's record list")
     patient = query_text("patient_id_dicom", 64)
-    require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
+    require_query_scope(identity, the_node.institution_id, patient_named=bool(patient), study_named=False,
+                        patient_parameter="patient_id_dicom", study_parameter=None)
     limit, offset = page_args()
     models = the_node.models
     the_node.record_index.refresh()
