@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
-from tests.webviewer.test_browser_studies import PAINTED
+from tests.webviewer.test_browser_studies import PAINTED, THUMBNAIL_WAIT_MS
 
 pytestmark = pytest.mark.browser
 
@@ -114,7 +114,7 @@ def test_panel_drag_compare_align(page, deployment, studies, shots):
     for key in records:
         thumb = panel.locator(f".panel-series[data-record='{records[key]}'] img")
         thumb.scroll_into_view_if_needed()
-        page.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=30000)
+        page.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=THUMBNAIL_WAIT_MS)
 
     # 1×2, then the prior's lung series dragged onto the second viewport
     viewport(page, 0).focus()
