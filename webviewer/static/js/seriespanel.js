@@ -76,8 +76,19 @@ export class SeriesPanel {
     this.toggle.setAttribute("aria-expanded", String(open));
   }
 
-  /** Ask the registries and the nodes; the panel fills in as they answer. */
+  /** Ask the registries and the nodes; the panel fills in as they answer. Never throws: a
+   *  failure is said in the panel, and `ready` resolves with the series listed so far. */
   async load() {
+    try {
+      await this.fill();
+    } catch (err) {
+      if (this.controller.signal.aborted) return;
+      mount(this.list, h("p", { class: "warn", text: `The patient's series cannot be listed: ${this.ctx.describeError(err)}` }));
+      this.resolveReady([...this.entries.values()]);
+    }
+  }
+
+  async fill() {
     const signal = this.controller.signal;
     if (!this.patientId) {
       mount(this.list, h("p", { class: "muted", text: "The viewer was opened without a patient, so the patient's other series are not listed." }));
