@@ -50,6 +50,7 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
         meta.pop("slices", None)
     meta["stacks"] = stacks
     meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was
+    meta.setdefault("frame_of_reference_uid", None)  # likewise
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None

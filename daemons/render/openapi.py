@@ -65,6 +65,9 @@ SCHEMAS = {
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
         "patient_birth_date": {"type": ["string", "null"],
                                "description": "PatientBirthDate (DA); null for records stored before it was kept"},
+        "frame_of_reference_uid": {"type": ["string", "null"],
+                                   "description": "FrameOfReferenceUID: positions of records sharing it compare; "
+                                   "null for records stored before it was kept"},
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "slice_thickness": {"type": ["number", "null"]},

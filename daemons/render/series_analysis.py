@@ -226,6 +226,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "default_window": None if layout.is_color else _default_window(first),
         "study_uid": _text(first, "StudyInstanceUID"),
         "series_uid": _text(first, "SeriesInstanceUID"),
+        "frame_of_reference_uid": _text(first, "FrameOfReferenceUID"),
         "patient_name": _text(first, "PatientName"),
         "patient_id_dicom": _text(first, "PatientID"),
         "patient_birth_date": _text(first, "PatientBirthDate"),

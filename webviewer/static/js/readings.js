@@ -56,7 +56,7 @@ export function roiLines(stats) {
  * viewport: points that arrive meanwhile replace each other, and only the last is asked next.
  */
 export class Probe {
-  /** @param {any} vp the viewport (shell.node, recordPath, ctx.session, root) */
+  /** @param {any} vp the viewport (node, recordPath, ctx.session, root) */
   constructor(vp) {
     this.vp = vp;
     this.pending = null;
@@ -89,7 +89,7 @@ export class Probe {
     this.busy = true;
     try {
       const vp = this.vp;
-      const reading = await vp.ctx.session.fetchJson(vp.shell.node.url,
+      const reading = await vp.ctx.session.fetchJson(vp.node.url,
         `${vp.recordPath}/frames/${point.index}/value?x=${point.x}&y=${point.y}`);
       if (!this.pending) {
         this.box.textContent = probeText(reading);
@@ -114,7 +114,7 @@ export async function roiStats(vp, shape, a, b) {
   const p = framePoint(vp, a);
   const q = framePoint(vp, b);
   if (!p || !q) return null;
-  return vp.ctx.session.fetchJson(vp.shell.node.url,
+  return vp.ctx.session.fetchJson(vp.node.url,
     `${vp.recordPath}/frames/${p.index}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}`);
 }
 

@@ -1,6 +1,8 @@
 // One image view of the viewer: its view (plane), slice, window, zoom and pan, 3D rotation, its
 // measurements, its image on a canvas and its own requests (scheduler.js). Every viewport of a
-// layout has all of these to itself; the viewer shell (viewer.js) says which one is active.
+// layout has all of these to itself, its record (series.js) too: the series panel or a prior
+// comparison puts another series of the patient into a viewport (setRecord), with its own node.
+// The viewer shell (viewer.js) says which one is active.
 
 import { h } from "./dom.js";
 import { planeInfo, regionFor, fitRect, requestSize, clamp } from "./geometry.js";
@@ -23,7 +25,7 @@ function wrapDegrees(angle) {
 function initialState(plane, index, presets) {
   return {
     plane,
-    index: { native: index },
+    index: index == null ? {} : { native: index },   // none: the middle slice
     window: null,          // null: the server's choice (file default or automatic)
     windowChoice: "auto",
     zoom: 1, cx: 0.5, cy: 0.5,
@@ -35,8 +37,8 @@ function initialState(plane, index, presets) {
 
 export class Viewport {
   /**
-   * @param {any} shell the viewer (viewer.js): ctx, node, recordPath, meta, presets, identity,
-   *   cache, settings (format, quality, tool, fps), load, and activate()/changed() callbacks
+   * @param {any} shell the viewer (viewer.js): ctx, record, presets, cache, settings (format,
+   *   quality, tool, fps), and activate()/changed()/scrolled() callbacks
    * @param {number} slot position in the layout (0 is the upper left)
    * @param {string} plane the view it starts with
    * @param {number} [index] the slice it starts on (native slices)
@@ -44,14 +46,11 @@ export class Viewport {
   constructor(shell, slot, plane, index = 0) {
     this.shell = shell;
     this.ctx = shell.ctx;
-    this.meta = shell.meta;
-    this.identity = shell.identity;
     this.presets = shell.presets;
     this.settings = shell.settings;
-    this.recordPath = shell.recordPath;
     this.slot = slot;
+    this.useRecord(shell.record);
     this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.presets);
-    this.scheduler = new RequestScheduler(this, shell.ctx, shell.node, shell.cache, () => this.settings.fps);
     this.timers = new Timers();
     this.shown = null;             // the request whose image is on screen
     this.shownEntry = null;
@@ -81,6 +80,41 @@ export class Viewport {
     this.resizeObserver = new ResizeObserver(() => this.timers.later("resize", 120, () => this.requestView()));
     this.resizeObserver.observe(this.root);
     this.syncDataset();
+  }
+
+  /**
+   * Show `record` (an OpenRecord of series.js) from now on: its node, meta and patient, with a
+   * scheduler of its own (the old one's requests stop).
+   * @param {import("./series.js").OpenRecord} record
+   */
+  useRecord(record) {
+    if (this.scheduler) this.scheduler.abort();
+    this.record = record;
+    this.node = record.node;
+    this.meta = record.meta;
+    this.identity = record.identity;
+    this.recordPath = record.path;
+    this.scheduler = new RequestScheduler(this, this.ctx, record.node, this.shell.cache, () => this.settings.fps);
+  }
+
+  /**
+   * Put another series into this viewport: it opens on `plane` at its middle slice, with its
+   * own window; measurements of the series shown before go with it.
+   * @param {import("./series.js").OpenRecord} record @param {string} [plane]
+   */
+  setRecord(record, plane = "native") {
+    this.stopPlay();
+    this.useRecord(record);
+    this.state = initialState(plane, null, this.presets);
+    this.measures.clear();
+    this.changed();
+    this.clearImage();
+    if (record.load.state !== "unloaded") this.requestView();
+  }
+
+  /** What the overlay says of this viewport's link to the active one (linking.js), or null. */
+  linkNote() {
+    return this.shell.linkNote(this);
   }
 
   /** Make this the viewport the toolbar and keys act on. @returns {void} */
@@ -116,7 +150,8 @@ export class Viewport {
     const ds = this.root.dataset;
     ds.tool = this.state.plane === "3d" ? "rotate" : this.settings.tool;
     ds.plane = this.state.plane;
-    ds.loadState = this.shell.load.state;
+    ds.loadState = this.record.load.state;
+    ds.record = this.meta.id;
     // a screen reader names the view of each viewport, not just "image"
     this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
       + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
@@ -312,7 +347,7 @@ export class Viewport {
         overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
-    if (s.plane !== "native" && this.shell.stacks.length > 1) params.stack = this.shell.stack.id;   // stacks.js
+    if (s.plane !== "native" && this.record.stacks.length > 1) params.stack = this.record.stack.id;   // stacks.js
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
     }
@@ -336,7 +371,7 @@ export class Viewport {
         : "This view needs every slice; it appears when loading has finished.");
     } else if (err.code === "not_loaded") {
       this.overlay.showMessage("The record was unloaded from the node's memory; loading it again…");
-      this.shell.startLoading();
+      this.shell.startRecord(this.record);
     } else if (err.code === "busy") {
       this.overlay.showMessage("The render node is busy; retrying…");
       this.timers.later("busy", (err.details.retryAfter || 1) * 1000, () => this.requestView({ interactive: req.interactive }));
