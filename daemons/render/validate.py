@@ -33,6 +33,7 @@ from daemons.render.decode import (
     read_dataset,
     syntax_decodable,
 )
+from daemons.render.manifest import Manifest
 from daemons.render.overlays import has_overlays
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
 from daemons.render.slices import slice_table
@@ -137,7 +138,7 @@ class ParsedRecord:
 
     record_id: str
     files: list[ParsedFile]
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
 
 
 class UploadError(Exception):
@@ -797,7 +798,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
          "overlays": f.overlays}
         for f in files
     ]
-    return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
+    return ParsedRecord(record_id, files, Manifest.build(meta, render, manifest_files))
 
 
 def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable | None,

@@ -8,6 +8,7 @@ VOIs), which must still render with the record's default.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -119,8 +120,8 @@ def test_frame_equals_axial_mpr_without_a_window(node, kind):
 def test_a_record_stored_before_per_frame_vois_still_renders_with_the_record_default(make_node, tmp_path):
     files = _series([(-100.0, 400.0, "LINEAR"), (200.0, 100.0, "LINEAR")])
     parsed = parse_upload(files, LIMITS)
-    manifest = parsed.manifest
-    del manifest["render"]["frame_vois"]  # the form every manifest had before
+    manifest = dataclasses.replace(parsed.manifest, render=dataclasses.replace(
+        parsed.manifest.render, frame_vois=None))  # what every manifest stored before them reads as
     root = tmp_path / "node"
     store = RecordStore.open(root / "store", root / "store.key")
     store.write_record(parsed.record_id, [f.raw for f in parsed.files], manifest)
@@ -138,7 +139,7 @@ def test_a_record_stored_before_per_frame_vois_still_renders_with_the_record_def
 
 def test_the_manifest_stores_each_frames_voi_once_per_distinct_choice():
     files = _series([(-100.0, 400.0, "LINEAR"), (-100.0, 400.0, "LINEAR"), None])
-    stored = parse_upload(files, LIMITS).manifest["render"]["frame_vois"]
+    stored = parse_upload(files, LIMITS).manifest.render.frame_vois
     assert stored == {"choices": [{"center": -100.0, "width": 400.0, "function": "linear"}],
                       "frames": [0, 0, None]}
     assert pydicom.dcmread(io.BytesIO(files[0][1])).WindowWidth == 400

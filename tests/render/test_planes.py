@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 from daemons.render.api_3d import render_state
+from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table, record_geometry
+from tests.manifests import sample_manifest
 from tests.render.synthetic import stack
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -128,10 +130,11 @@ def test_reformats_have_the_published_range_and_aspect(node, acquisition):
     assert width / height == pytest.approx(planes["slices"]["width_mm"] / planes["slices"]["height_mm"], rel=0.1)
 
 
-def _manifest(slices, orientation=(1, 0, 0, 0, 1, 0), known=True, pixel_spacing=(0.8, 0.5)) -> dict:
-    return {"meta": {"frames": len(slices), "rows": 12, "columns": 10, "pixel_spacing": pixel_spacing,
-                     "slice_spacing": 2.0, "slices": slices},
-            "render": {"orientation": list(orientation), "orientation_known": known}}
+def _manifest(slices, orientation=(1, 0, 0, 0, 1, 0), known=True, pixel_spacing=(0.8, 0.5)) -> Manifest:
+    data = sample_manifest(len(slices), 12, 10, orientation=tuple(orientation)).to_json()
+    data["meta"].update(pixel_spacing=pixel_spacing, slice_spacing=2.0, slices=slices)
+    data["render"]["orientation_known"] = known
+    return Manifest.from_json(data)
 
 
 def test_frames_that_run_against_the_normal_keep_the_patient_the_right_way_up():
