@@ -19,6 +19,7 @@ from PIL import Image
 from daemons.render.api_3d import render_state
 from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table, record_geometry
+from daemons.render.records import LoadedRecord
 from tests.manifests import sample_manifest
 from tests.render.synthetic import stack
 
@@ -183,3 +184,11 @@ def test_hostile_numbers_give_a_finite_table():
     planes = plane_table(_manifest(nan, pixel_spacing=(float("inf"), 0.5)))
     json.dumps(planes, allow_nan=False)
     assert planes["slices"]["measurable"] is False and planes["slices"]["location_mm"] is None
+
+
+@pytest.mark.parametrize("spacing", [None, (0.0, 0.7, 0.7), (2.0, 0.8, 0.5)], ids=["unknown", "one-frame", "known"])
+def test_2d_frames_and_reformats_share_one_spacing_rule(spacing):
+    """Unknown pixel spacing counts as 1 mm, a missing slice spacing as the in-plane one: the loaded
+    record's spacing (2D frames' aspect) is the published geometry's, from one rule."""
+    manifest = sample_manifest(3, 4, 4, spacing=spacing)
+    assert LoadedRecord(manifest.meta.id, manifest).spacing == tuple(record_geometry(manifest).spacing)
