@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemons.render.api_3d import render_state
+from daemons.render.api_3d import VolumeNode, VolumeRecord, render_state
 from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table, record_geometry
 from daemons.render.records import LoadedRecord
@@ -112,6 +112,7 @@ def test_reformats_have_the_published_range_and_aspect(node, acquisition):
     record = node.registry.get_loaded(record_id)
     assert record.wait_complete(60)
     # the published geometry is the one the 3D state renders with
+    assert isinstance(node.app.extensions["sivr_node"], VolumeNode)  # what the 3D endpoints declare they use
     prepared, published = render_state(node.app).prepared(record).geometry, record_geometry(record.manifest)
     assert prepared.shape == published.shape and prepared.spacing == published.spacing
     assert np.array_equal(prepared.axes, published.axes)
@@ -191,4 +192,6 @@ def test_2d_frames_and_reformats_share_one_spacing_rule(spacing):
     """Unknown pixel spacing counts as 1 mm, a missing slice spacing as the in-plane one: the loaded
     record's spacing (2D frames' aspect) is the published geometry's, from one rule."""
     manifest = sample_manifest(3, 4, 4, spacing=spacing)
-    assert LoadedRecord(manifest.meta.id, manifest).spacing == tuple(record_geometry(manifest).spacing)
+    record = LoadedRecord(manifest.meta.id, manifest)
+    assert record.spacing == tuple(record_geometry(manifest).spacing)
+    assert isinstance(record, VolumeRecord)  # what the 3D endpoints declare they read
