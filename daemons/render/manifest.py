@@ -19,7 +19,7 @@ refused with `ManifestVersionError`: it is not damaged, so it is never quarantin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from daemons.render.decode import Layout
@@ -224,6 +224,9 @@ class Manifest:
     meta: Meta
     render: Render
     files: tuple[FileEntry, ...]
+    # What readers compute from this manifest once (e.g. daemons.render.voi's parsed VOIs), kept with
+    # it: a series keeps its record id while it grows, so nothing parsed may be keyed by the id alone.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:

@@ -7,22 +7,19 @@ else the automatic window computed at upload) is what reformats and 3D views use
 pixels come from every frame. Manifests stored before per-frame VOIs were recorded have no
 `frame_vois`: all their frames take the record's default.
 
-Records are content-addressed, so a parsed manifest's VOIs are kept per record id for reuse.
+A manifest's VOIs are parsed once and kept with that manifest (`Manifest.derived`): a series keeps
+its record id while it grows, so a cache by record id would serve a grown series its old VOIs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from daemons.render.manifest import Manifest
 from daemons.render.pixels import LutTable, Voi, Window
-
-PARSED_KEEP = 256
 
 
 @dataclass(frozen=True)
@@ -108,23 +105,11 @@ def _parse(manifest: Manifest) -> RecordVois:
     return RecordVois(record, tuple(record if i is None else choices[i] for i in stored["frames"]))
 
 
-_parsed: OrderedDict[str, RecordVois] = OrderedDict()
-_parsed_lock = threading.Lock()
-
-
 def record_vois(manifest: Manifest) -> RecordVois:
-    """The parsed VOIs of a manifest (cached by record id: a record's content never changes)."""
-    record_id = manifest.meta.id
-    with _parsed_lock:
-        found = _parsed.get(record_id)
-        if found is not None:
-            _parsed.move_to_end(record_id)
-            return found
-    found = _parse(manifest)
-    with _parsed_lock:
-        _parsed[record_id] = found
-        while len(_parsed) > PARSED_KEEP:
-            _parsed.popitem(last=False)
+    """The parsed VOIs of a manifest, parsed once per manifest (kept with it: `Manifest.derived`)."""
+    found = manifest.derived.get("vois")
+    if found is None:
+        found = manifest.derived["vois"] = _parse(manifest)
     return found
 
 
