@@ -63,14 +63,18 @@ def build_node(root: Path):
     upgrade(config)
     app = create_app(config)
     issuer = TokenIssuer(load_private_key(root / "t.pem"), "sivr-toplevel", AUDIENCE, MAX_EXCHANGED_TTL_S)
-    token, _ = issuer.issue(str(uuid.uuid4()), "bench", "physician", institution)
-    headers = {"Authorization": f"Bearer {token}"}
+    user = str(uuid.uuid4())
+
+    def headers() -> dict[str, str]:
+        """A fresh token: exchanged tokens live MAX_EXCHANGED_TTL_S, less than the whole run."""
+        return {"Authorization": f"Bearer {issuer.issue(user, 'bench', 'physician', institution)[0]}"}
+
     client = app.test_client()
     import io
     files = [(io.BytesIO(data), name) for name, data in _synthetic_series(FRAMES)]
-    record_id = client.post("/api/v1/records", data={"files": files}, headers=headers,
+    record_id = client.post("/api/v1/records", data={"files": files}, headers=headers(),
                             content_type="multipart/form-data").json["id"]
-    client.post(f"/api/v1/records/{record_id}/load", headers=headers)
+    client.post(f"/api/v1/records/{record_id}/load", headers=headers())
     assert app.extensions["sivr_records"].get_loaded(record_id).wait_complete(60)
     return app, client, headers, record_id
 
@@ -139,13 +143,13 @@ def main() -> None:
         print(f"direct cost: {direct_cost_us(app):.1f} µs CPU per rendered frame "
               "(request counter + histogram, render and encode histograms)")
         for path in ("cached", "rendered"):
-            run(client, headers, urls(path)[:50])  # warm up
+            run(client, headers(), urls(path)[:50])  # warm up
             timings: dict[str, list[float]] = {"with": [], "without": []}
             for round_no in range(args.rounds):
                 for variant in (("with", "without") if round_no % 2 == 0 else ("without", "with")):
                     gc.collect()
                     with metrics_removed(app) if variant == "without" else contextlib.nullcontext():
-                        timings[variant].append(run(client, headers, urls(path)))
+                        timings[variant].append(run(client, headers(), urls(path)))
             with_us, without_us = (statistics.median(timings[k]) for k in ("with", "without"))
             paired = statistics.median(w / wo for w, wo in zip(timings["with"], timings["without"], strict=True))
             print(f"{path:>9}: {without_us:8.1f} µs CPU without metrics, {with_us:8.1f} µs with (medians); "

@@ -1,8 +1,10 @@
 """Reformat (MPR) and 3D volume endpoints of the render node.
 
 The rendering itself lives in `daemons.render.volume` (pure functions); this module validates
-requests, reads the loaded record from the node's registry (`app.extensions["sivr_records"]`),
-bounds how much 3D work runs at once and encodes the result.
+requests, reads the loaded record from the node's registry, bounds how much 3D work runs at once
+and encodes the result. What it needs of the node and of a loaded record is declared here
+(`VolumeNode`, `VolumeRecord`): `node.Node` and `records.LoadedRecord` provide it, and so does the
+tests' stand-in, through the same code paths.
 
 Bounded work, per server process: at most `render.max_concurrent_3d` volume renderings run at
 once; a request that cannot start within a short wait gets `503 busy` with `Retry-After`. A viewer
@@ -22,7 +24,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
@@ -30,10 +32,12 @@ from flask import Blueprint, Flask, Response, current_app, request
 from daemons.render import query
 from daemons.render.encode import encode_image
 from daemons.render.geometry import Region, mirror
-from daemons.render.image_headers import describe_image, mirrored_labels, record_orientation
+from daemons.render.image_cache import ImageCache
+from daemons.render.image_headers import describe_image, mirrored_labels
+from daemons.render.manifest import Manifest
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
-from daemons.render.pixels import Voi, Window
+from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.planes import volume_frame
 from daemons.render.stacks import Stack, find_stack, stack_manifest
 from daemons.render.view_audit import note_view
@@ -95,6 +99,54 @@ class _Sequences:
             return self._newest.get(view_id, seq) <= seq
 
 
+@runtime_checkable
+class VolumeRecord(Protocol):
+    """What reformats and 3D views read of a loaded record (`records.LoadedRecord`)."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+    @property
+    def pixels(self) -> np.ndarray: ...
+    @property
+    def frames_total(self) -> int: ...
+    @property
+    def frames_ready(self) -> int: ...
+    @property
+    def complete(self) -> bool: ...
+    @property
+    def errors(self) -> dict[int, str]: ...
+    @property
+    def photometric(self) -> str: ...
+    @property
+    def rescale_slope(self) -> float: ...
+    @property
+    def rescale_intercept(self) -> float: ...
+    @property
+    def default_voi(self) -> Voi | None: ...
+    def modality(self) -> Modality: ...
+
+
+class LoadedRecords(Protocol):
+    """The node's loaded records (`records.RecordRegistry`)."""
+
+    def get_loaded(self, record_id: str) -> VolumeRecord | None: ...
+
+
+@runtime_checkable
+class VolumeNode(Protocol):
+    """What these endpoints need of the node (`node.Node`, at `app.extensions[NODE_EXTENSION]`)."""
+
+    @property
+    def registry(self) -> LoadedRecords: ...
+    @property
+    def images(self) -> ImageCache: ...
+    def manifest(self, record_id: str, fresh: bool = False) -> Manifest: ...
+
+
+def volume_node() -> VolumeNode:
+    return current_app.extensions[NODE_EXTENSION]
+
+
 class Render3D:
     """Per-app state of the 3D endpoints: back end, admission control, prepared volumes."""
 
@@ -104,13 +156,14 @@ class Render3D:
         self.sequences = _Sequences()
         # Keyed weakly by the loaded record (then by stack id): an entry lives exactly as long as the
         # registry keeps the record, so evicting it frees the voxels and nothing here can outlive the budget.
-        self._prepared: weakref.WeakKeyDictionary[Any, dict[str, PreparedVolume]] = weakref.WeakKeyDictionary()
+        self._prepared: weakref.WeakKeyDictionary[VolumeRecord, dict[str, PreparedVolume]] = (
+            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         # Before the worker accepts a request (the app factory makes this state): a physician's
         # first 3D view then costs what later ones cost.
         self.warm_up: WarmUp = warm_up_kernels(self.caster)
 
-    def prepared(self, record: Any, stack: Stack) -> PreparedVolume:
+    def prepared(self, record: VolumeRecord, stack: Stack) -> PreparedVolume:
         """The PreparedVolume of one stack of the record (`daemons.render.stacks`), made once per
         loaded copy of it: the stack's frames in its order, with its own spacing and orientation."""
         with self._lock:
@@ -121,30 +174,29 @@ class Render3D:
                 whole = stack.frames == tuple(range(record.pixels.shape[0]))
                 volume = prepare_volume(
                     record.pixels if whole else record.pixels[list(stack.frames)], spacing, orientation,
-                    float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
+                    record.rescale_slope, record.rescale_intercept, record.photometric,
                     record.default_voi, slice_direction)
                 volumes[stack.id] = volume
             return volume
 
 
-_state_lock = threading.Lock()
+def install_render_state(app: Flask) -> Render3D:
+    """Make the app's 3D state: called by the app factory, so the back end's probe and the kernels'
+    warm-up run before the worker serves (not on the first request that happens to need them)."""
+    config = app.config["SIVR"]
+    state = app.extensions[EXTENSION] = Render3D(config.get_key("render.backend_3d"),
+                                                 int(config.get_key("render.max_concurrent_3d")))
+    return state
 
 
 def render_state(app: Flask) -> Render3D:
-    """The app's 3D state (the app factory makes it, so the probe and warm-up precede serving)."""
-    with _state_lock:
-        state = app.extensions.get(EXTENSION)
-        if state is None:
-            config = app.config["SIVR"]
-            state = Render3D(config.get_key("render.backend_3d"),
-                             int(config.get_key("render.max_concurrent_3d")))
-            app.extensions[EXTENSION] = state
-        return state
+    """The app's 3D state, made by `install_render_state`."""
+    return app.extensions[EXTENSION]
 
 
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _voi(record: Any, window: Voi | None, function: str | None) -> KeyedVoi:
+def _voi(record: VolumeRecord, window: Voi | None, function: str | None) -> KeyedVoi:
     """The request's window, else the record's default VOI (the one 2D frames without their own
     use, daemons.render.voi) with the request's VOI function `function`, if any."""
     if window is not None:
@@ -158,16 +210,15 @@ def _max_px() -> int:
 
 # --- record access ----------------------------------------------------------------------------
 
-def loaded_stack(record_id: str, stack_id: str | None) -> tuple[Any, Stack]:
+def loaded_stack(record_id: str, stack_id: str | None) -> tuple[VolumeRecord, Stack]:
     """The fully loaded record and its stack `stack_id` (None: the first), or an immediate 409
-    saying how far loading has come (404 for a record this node does not store, where the node
-    can tell, or for a stack it does not have); 422 with the reason for a stack whose frames form
-    no volume or cannot all be shown."""
-    record = current_app.extensions["sivr_records"].get_loaded(record_id)
-    the_node = current_app.extensions.get(NODE_EXTENSION)
-    if record is None and the_node is not None:
-        the_node.manifest(record_id)
+    saying how far loading has come (404 for a record this node does not store, or for a stack
+    it does not have); 422 with the reason for a stack whose frames form no volume or cannot all
+    be shown."""
+    the_node = volume_node()
+    record = the_node.registry.get_loaded(record_id)
     if record is None:
+        the_node.manifest(record_id)  # 404 when not stored
         raise ApiError(409, "not_loaded",
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",
@@ -181,8 +232,7 @@ def loaded_stack(record_id: str, stack_id: str | None) -> tuple[Any, Stack]:
     if record.pixels.ndim != 3 or record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
-    modality_stage = getattr(record, "modality", None)
-    if callable(modality_stage) and getattr(modality_stage(), "lut", None) is not None:
+    if record.modality().lut is not None:
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a linear rescale; this record has a Modality LUT")
     stack = find_stack(record.manifest, stack_id)
@@ -198,10 +248,9 @@ def loaded_stack(record_id: str, stack_id: str | None) -> tuple[Any, Stack]:
     return record, stack
 
 
-def _modality(record: Any) -> str:
+def _modality(record: VolumeRecord) -> str:
     """The record's modality code (it picks the default transfer function), from its manifest."""
-    meta = (getattr(record, "manifest", None) or {}).get("meta", {})
-    return str(meta.get("modality") or "")
+    return record.manifest.meta.modality
 
 
 def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
@@ -209,8 +258,8 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
     """Encoded image bytes, from the node's image cache when this exact image was made before
     (stills only: `etag` names every parameter of a content-addressed record, so it never goes
     stale)."""
-    images = getattr(current_app.extensions.get(NODE_EXTENSION), "images", None)
-    if images is not None and etag is not None:
+    images = volume_node().images
+    if etag is not None:
         cached = images.get(record_id, etag)
         if cached is not None:
             return cached
@@ -218,7 +267,7 @@ def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], f
         image = draw()
     with timed("encode", kind, fmt):
         body, mimetype = encode_image(image, fmt, image_quality)
-    if images is not None and etag is not None:
+    if etag is not None:
         images.put(record_id, etag, body, mimetype)
     return body, mimetype
 
@@ -277,7 +326,7 @@ def check_plane(plane: str) -> None:
         raise query.bad(f"plane must be one of {', '.join(PLANES)}")
 
 
-def plane_image(record_id: str, record: Any, stack: Stack, plane: str, index: int, spec: PlaneImage,
+def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, index: int, spec: PlaneImage,
                 started: float) -> Response:
     """Reformat `index` of `plane` of one stack of a fully loaded record (`loaded_stack`), as `spec` says."""
     voi = _voi(record, spec.window, spec.voi_function)
@@ -294,7 +343,7 @@ def plane_image(record_id: str, record: Any, stack: Stack, plane: str, index: in
         volume, plane, index, voi.voi, spec.box, _max_px(), spec.slab_mm, spec.slab_mode, spec.region),
         spec.flip), spec.fmt, spec.quality, "mpr")
     note_view("mpr", record_id)
-    labels = plane_labels(volume.geometry, layout) if record_orientation(record.manifest) else None
+    labels = plane_labels(volume.geometry, layout) if record.manifest.render.known_orientation else None
     if labels and flip:
         labels = mirrored_labels(labels, spec.flip)
     return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
@@ -344,8 +393,8 @@ def volume(record_id: str) -> Response:
                         view_id, seq, started)
 
 
-def volume_image(record_id: str, record: Any, stack: Stack, view: ViewSpec, voi_function: str | None, fmt: str,
-                 image_quality: int, view_id: str | None, seq: int, started: float) -> Response:
+def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewSpec, voi_function: str | None,
+                 fmt: str, image_quality: int, view_id: str | None, seq: int, started: float) -> Response:
     """A 3D rendering of one stack of a fully loaded record (`loaded_stack`): `view` (its window
     None: the record's default VOI with `voi_function`), bounded by the node's 3D slots."""
     render = view.quality
@@ -366,7 +415,7 @@ def volume_image(record_id: str, record: Any, stack: Stack, view: ViewSpec, voi_
                        "volume")
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
-    labels = view_labels(view.azimuth, view.elevation, view.roll) if record_orientation(record.manifest) else None
+    labels = view_labels(view.azimuth, view.elevation, view.roll) if record.manifest.render.known_orientation else None
     return _image_response(encoded, started, cache, etag, labels,
                            None if view.mode == "dvr" else view.window or default_voi(volume_data))
 

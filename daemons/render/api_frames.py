@@ -20,7 +20,8 @@ from daemons.render import query
 from daemons.render.annotate import Annotation, burn_in
 from daemons.render.encode import encode_image
 from daemons.render.geometry import Region, mirror
-from daemons.render.image_headers import describe_image, mirrored_labels, record_orientation
+from daemons.render.image_headers import describe_image, mirrored_labels
+from daemons.render.manifest import Manifest
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
 from daemons.render.pixels import Window
@@ -56,7 +57,7 @@ class FrameImage:
     annotation: Annotation = Annotation()  # text burnt in (DICOMweb annotation)
 
 
-def choose_voi(manifest: dict, index: int, spec: FrameImage) -> KeyedVoi:
+def choose_voi(manifest: Manifest, index: int, spec: FrameImage) -> KeyedVoi:
     """The VOI of one frame: the request's window (or preset) > frame `index`'s own default
     (daemons.render.voi)."""
     if spec.window is not None:
@@ -80,12 +81,12 @@ def frame(record_id: str, index: int):
     return frame_image(record_id, index, spec, started)
 
 
-def check_frame(manifest: dict, index: int) -> None:
+def check_frame(manifest: Manifest, index: int) -> None:
     """404 for an index outside the record, 422 for a frame found unreadable at upload."""
-    query.check_index("frame", index, manifest["meta"]["frames"])
-    bad = next((b for b in manifest["render"].get("bad_frames") or [] if b["frame"] == index), None)
+    query.check_index("frame", index, manifest.meta.frames)
+    bad = manifest.bad_frame(index)
     if bad is not None:
-        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad['message']}")
+        raise ApiError(422, "frame_error", f"frame {index} cannot be shown: {bad.message}")
 
 
 def ready_frame(the_node, record: LoadedRecord | None, record_id: str, index: int) -> LoadedRecord:
@@ -111,12 +112,11 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
     or the frame not decoded in time."""
     the_node = node()
     manifest = the_node.manifest(record_id)
-    render = manifest["render"]
     check_frame(manifest, index)
     max_px = the_node.config["limits"]["max_output_px"]
     fmt, quality, box, region, overlays = spec.fmt, spec.quality, spec.box, spec.region, spec.overlays
     record = the_node.registry.get_loaded(record_id)
-    color = render["layout"]["samples"] == 3 or render["layout"]["photometric"] == "PALETTE COLOR"
+    color = manifest.render.layout.is_color
     chosen = keyed(None) if color else choose_voi(manifest, index, spec)
     voi, voi_key = chosen.voi, "color" if color else chosen.key
     parts = [str(index), voi_key, fmt, str(quality), repr(box), repr(region), "overlays" if overlays else ""]
@@ -152,7 +152,7 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     note_view("frame", record_id)
     response = _image_response(body, mimetype, etag, weak, started, the_node)
-    labels = image_labels(record_orientation(manifest))
+    labels = image_labels(manifest.render.known_orientation)
     if labels and any(spec.flip):
         labels = mirrored_labels(labels, spec.flip)
     return describe_image(response, labels, voi)

@@ -28,10 +28,8 @@ UNITS = {"CT": "HU"}
 
 
 def calibration(record: LoadedRecord) -> Calibration:
-    meta = record.manifest["meta"]
-    spacing = meta.get("pixel_spacing")
-    return Calibration(record.modality(), UNITS.get(str(meta.get("modality") or "").upper()),
-                       (float(spacing[0]), float(spacing[1])) if spacing else None,
+    meta = record.manifest.meta
+    return Calibration(record.modality(), UNITS.get(meta.modality.upper()), meta.pixel_spacing,
                        stored=not record.layout.float_modality)
 
 

@@ -40,7 +40,7 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     """
     the_node = node()
     manifest = the_node.manifest(record_id)
-    meta = dict(manifest["meta"])
+    meta = manifest.meta.to_json()
     stacks = stacks_json(manifest, with_planes=per_slice)
     if per_slice:
         # the stored frames are the whole record's; the reformats are those of the first stack (the
@@ -49,8 +49,6 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     else:
         meta.pop("slices", None)
     meta["stacks"] = stacks
-    meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was
-    meta.setdefault("frame_of_reference_uid", None)  # likewise
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
@@ -126,7 +124,7 @@ def list_records():
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
     rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
     if patient:
-        rows = [r for r in rows if the_node.manifest(r.id)["meta"]["patient_id_dicom"] == patient]
+        rows = [r for r in rows if the_node.manifest(r.id).meta.patient_id_dicom == patient]
     items = [record_meta(r.id, r, per_slice=False) for r in rows[offset:offset + limit]]
     detail = f"patient_id_dicom={patient} results={len(rows)}"
     with models.database.atomic():
@@ -173,10 +171,10 @@ def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     _stored_or_404(record_id)
     the_node = node()
-    files = the_node.manifest(record_id)["files"]
+    files = the_node.manifest(record_id).files
     index = query_int("index", 0, 0, len(files) - 1)
     try:
-        data = the_node.store.read_file(record_id, int(files[index].get("blob", index)), files[index]["sha256"])
+        data = the_node.store.read_file(record_id, files[index].blob, files[index].sha256)
     except StoreError as exc:
         raise ApiError(422, "store_corrupt", f"file {index} of record {record_id} failed verification: {exc}") from exc
     record_audit(the_node.models.AuditEntry, "record.original", "record", record_id, detail=f"index={index}")
@@ -187,7 +185,7 @@ def original(record_id: str):
 
 
 def unloaded_status(record_id: str) -> dict[str, Any]:
-    frames = node().manifest(record_id)["meta"]["frames"]
+    frames = node().manifest(record_id).meta.frames
     return {"id": record_id, "state": "unloaded", "frames_total": frames, "frames_ready": 0, "errors": []}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from daemons.render.manifest import Meta
 from daemons.render.node import node
 from shared.access import require_own_institution
 from shared.audit import record_audit, record_audit_many
@@ -28,7 +29,7 @@ from shared.validation import iso_utc, page_args, parse_record_id
 bp = Blueprint("render_worklist", __name__)
 
 
-def _series_json(row, series, meta: dict[str, Any]) -> dict[str, Any]:
+def _series_json(row, series, meta: Meta) -> dict[str, Any]:
     """One work list entry: the stored series and, when the catalogue indexed it, its DICOM patient,
     study and series (what a physician needs to tell whose images these are).
 
@@ -44,8 +45,8 @@ def _series_json(row, series, meta: dict[str, Any]) -> dict[str, Any]:
         "stored_at": iso_utc(row.stored_at),
         "received_from": row.uploaded_by or None,
         "patient": {
-            "name": meta.get("patient_name") or "", "patient_id": meta.get("patient_id_dicom") or "",
-            "issuer": patient.issuer if patient else "", "birth_date": meta.get("patient_birth_date") or "",
+            "name": meta.patient_name, "patient_id": meta.patient_id_dicom,
+            "issuer": patient.issuer if patient else "", "birth_date": meta.patient_birth_date or "",
             "sex": patient.sex if patient else "",
         },
         "study": {
@@ -76,7 +77,7 @@ def worklist():
     page = rows[offset:offset + limit]
     Series = models.catalogue.Series
     series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r in page]))} if page else {}
-    items = [_series_json(r, series.get(r.id), the_node.manifest(r.id)["meta"]) for r in page]
+    items = [_series_json(r, series.get(r.id), the_node.manifest(r.id).meta) for r in page]
     detail = f"results={len(rows)}"
     with models.database.atomic():
         record_audit_many(models.AuditEntry, "worklist.read",

@@ -142,5 +142,5 @@ def create_app(config: Config) -> Flask:
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
     dicomweb.install(app, config)
-    api_3d.render_state(app)  # the OpenGL probe and the kernels' warm-up, before the first request
+    api_3d.install_render_state(app)  # the OpenGL probe and the kernels' warm-up, before the first request
     return app

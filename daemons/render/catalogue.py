@@ -24,6 +24,7 @@ import peewee
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from daemons.render.manifest import Manifest
 from shared.db import utcnow
 
 log = logging.getLogger(__name__)
@@ -202,30 +203,28 @@ def forget_series(cat: CatalogueModels, record_id: str) -> None:
             patient.delete_instance()
 
 
-def stored_headers(store, record_id: str, manifest: dict) -> list[InstanceHeader]:
+def stored_headers(store, record_id: str, manifest: Manifest) -> list[InstanceHeader]:
     """Headers of every file of a stored record, read back from the store (for records whose
     manifest predates the catalogue). Pixel data is not parsed."""
     headers = []
-    for position, info in enumerate(manifest["files"]):
-        blob = int(info.get("blob", position))
-        raw = store.read_file(record_id, blob, info["sha256"], verify=False)
+    for info in manifest.files:
+        raw = store.read_file(record_id, info.blob, info.sha256, verify=False)
         headers.append(InstanceHeader(dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True),
-                                      info["sha256"], blob))
+                                      info.sha256, info.blob))
     return headers
 
 
-def refresh_series(store, cat: CatalogueModels, record_id: str, manifest: dict) -> int:
+def refresh_series(store, cat: CatalogueModels, record_id: str, manifest: Manifest) -> int:
     """Index the instances of a grown series that the catalogue lacks (another node appended them to a
     shared store); only their headers are read. Returns how many files were read."""
     known = {row.blob for row in cat.Instance.select(cat.Instance.blob).where(cat.Instance.series == record_id)}
     headers = []
-    for position, info in enumerate(manifest["files"]):
-        blob = int(info.get("blob", position))
-        if blob in known:
+    for info in manifest.files:
+        if info.blob in known:
             continue
-        raw = store.read_file(record_id, blob, info["sha256"], verify=False)
+        raw = store.read_file(record_id, info.blob, info.sha256, verify=False)
         headers.append(InstanceHeader(dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True),
-                                      info["sha256"], blob))
+                                      info.sha256, info.blob))
     index_series(cat, record_id, headers)
     return len(headers)
 

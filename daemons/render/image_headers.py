@@ -21,15 +21,6 @@ WINDOW = "X-Window"
 EXPOSED = (ORIENTATION, WINDOW)
 
 
-def record_orientation(manifest: dict[str, Any]) -> list[float] | None:
-    """The record's ImageOrientationPatient, None when its files had none.
-
-    Manifests stored before `orientation_known` existed count as known, as the 3D engine has
-    always taken them."""
-    render = manifest["render"]
-    return render["orientation"] if render.get("orientation_known", True) else None
-
-
 def orientation_value(labels: dict[str, str]) -> str:
     return ",".join(f"{edge}={label}" for edge, label in labels.items())
 

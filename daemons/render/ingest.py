@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from flask import current_app
 
 from daemons.render.catalogue import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.isolation import isolated_checker
+from daemons.render.manifest import Manifest, Meta
 from daemons.render.node import Node
 from daemons.render.series_analysis import Provisional, analyse_files
 from daemons.render.upload_checks import MIB, ParsedFile, UploadError, check_upload, parse_stored_file
@@ -154,20 +154,20 @@ class Ingest:
         if not node.store.write_record(record_id, [f.raw for f in files], manifest):
             # the folder is stored but not catalogued (a crash between the two): index it, then append
             backfill(node.store, models.catalogue, [record_id])
-            self._index_row(record_id, node.store.read_manifest(record_id)["meta"], actor)
+            self._index_row(record_id, node.store.read_manifest(record_id).meta, actor)
             return self._append(record_id, series_uid, by_uid, actor)
-        self._index_row(record_id, manifest["meta"], actor)
+        self._index_row(record_id, manifest.meta, actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
         return IngestResult(record_id, True, len(files), 0)
 
-    def _index_row(self, record_id: str, meta: dict, actor: Actor) -> None:
+    def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> None:
         """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
         models = self.node.models
         with contextlib.suppress(peewee.IntegrityError):  # the row exists already
             models.StoredRecord.create(
-                id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-                frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"],
+                id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
+                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes,
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
 
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
@@ -201,8 +201,8 @@ class Ingest:
         version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest,
                                           received.version)
         node.record_index.note_version(record_id, version)
-        meta = manifest["meta"]
-        node.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
+        meta = manifest.meta
+        node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
                                         ).where(node.models.StoredRecord.id == record_id).execute()
         index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
         self._drop_views(record_id)
@@ -241,17 +241,17 @@ class Ingest:
         manifest, version = node.store.read_manifest_versioned(record_id)
         files: dict[str, tuple[ParsedFile, int]] = {}
         # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
-        bad = {int(b["frame"]): b["message"] for b in manifest["render"].get("bad_frames") or []}
+        bad = manifest.render.bad_frame_messages()
         start = 0
-        for position, info in enumerate(manifest["files"]):
-            blob = int(info.get("blob", position))
-            raw = node.store.read_file(record_id, blob, info["sha256"])
-            parsed = parse_stored_file(info.get("name") or f"{blob:06d}", raw, node.limits)
+        for info in manifest.files:
+            blob = info.blob
+            raw = node.store.read_file(record_id, blob, info.sha256)
+            parsed = parse_stored_file(info.name or f"{blob:06d}", raw, node.limits)
             parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
-            files[parsed.sop_instance_uid or info["sha256"]] = (parsed, blob)
-        received = _Received(files, manifest["render"].get("auto_window"), version)
+            files[parsed.sop_instance_uid or info.sha256] = (parsed, blob)
+        received = _Received(files, manifest.render.auto_window, version)
         self._remember(record_id, received)
         return received
 
@@ -326,7 +326,7 @@ class Ingest:
             blobs = {file.sha256: blob for file, blob in received.files.values()}
             exact = analyse_files([f for f, _ in received.files.values()], self.node.limits)
             manifest = _with_ids(exact.manifest, record_id, blobs, exact.files)
-            if json.loads(json.dumps(manifest)) != self.node.store.read_manifest(record_id):
+            if manifest != self.node.store.read_manifest(record_id):
                 version = self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest,
                                                        received.version)
                 self.node.record_index.note_version(record_id, version)
@@ -349,14 +349,9 @@ def _cached_bytes(cache: OrderedDict[str, _Received]) -> int:
     return sum(len(f.raw) for received in cache.values() for f, _ in received.files.values())
 
 
-def _with_ids(manifest: dict, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> dict:
+def _with_ids(manifest: Manifest, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> Manifest:
     """The manifest under the series' record id, each file naming its blob and its SOP Instance UID."""
-    manifest["meta"]["id"] = record_id
-    uids = {f.sha256: f.sop_instance_uid for f in files}
-    for entry in manifest["files"]:
-        entry["blob"] = blobs[entry["sha256"]]
-        entry["sop_instance_uid"] = uids[entry["sha256"]]
-    return manifest
+    return manifest.with_ids(record_id, blobs, {f.sha256: f.sop_instance_uid for f in files})
 
 
 def ingest_service() -> Ingest:

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,6 +19,7 @@ from flask import current_app
 from daemons.render.catalogue import forget_series
 from daemons.render.image_cache import ImageCache
 from daemons.render.isolation import DecodePool
+from daemons.render.manifest import Manifest, ManifestVersionError
 from daemons.render.models import Models
 from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
@@ -48,7 +48,7 @@ class Node:
     decoder: DecodePool
     receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
     url: str  # this node's public base URL, its token audience
-    _manifests: dict[str, tuple[dict, float]] = field(default_factory=dict)  # manifest, when last checked
+    _manifests: dict[str, tuple[Manifest, float]] = field(default_factory=dict)  # manifest, when last checked
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
 
@@ -59,7 +59,7 @@ class Node:
     def __post_init__(self) -> None:
         self.record_index.on_change(self._drop_cached)
 
-    def manifest(self, record_id: str, fresh: bool = False) -> dict[str, Any]:
+    def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
         """The decrypted manifest of a stored record; 404 if the record is not stored.
 
         Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
@@ -91,7 +91,9 @@ class Node:
             manifest, version = self.store.read_manifest_versioned(record_id)
         except FileNotFoundError as exc:
             raise not_found("record", record_id) from exc
-        except (StoreError, ValueError) as exc:
+        except ManifestVersionError as exc:  # not damaged: a newer node wrote it, so it is kept
+            raise ApiError(409, "manifest_version", f"record {record_id}: {exc}") from exc
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
             self.quarantine(record_id, str(exc))
             raise ApiError(422, "store_corrupt",
                            f"record {record_id} is damaged and was quarantined: {exc}") from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from daemons.render.image_headers import record_orientation
+from daemons.render.manifest import Manifest, Meta
 from daemons.render.volume.geometry import VolumeGeometry, direction_label, make_geometry
 from daemons.render.volume.mpr import PLANES, STORED, axis_direction, plane_labels, plane_layout
 
@@ -38,33 +38,39 @@ def usable_spacing(spacing: tuple[float | None, float | None, float | None]) -> 
     return tuple(v if v > 0 else fallback for v in values)  # type: ignore[return-value]
 
 
-def _first_last_positions(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    slices = meta.get("slices") or []
+def record_spacing(manifest: Manifest) -> Spacing:
+    """(slice, row, column) spacing in mm a record is drawn and reformatted with. The one rule for
+    an unknown pixel spacing: it counts as 1 mm (2D frames, MPR and 3D alike; `measurable` tells
+    the viewer that distances are then in pixels)."""
+    meta = manifest.meta
+    row_mm, col_mm = meta.pixel_spacing or (1.0, 1.0)
+    return usable_spacing((meta.slice_spacing, row_mm, col_mm))
+
+
+def _first_last_positions(meta: Meta) -> tuple[np.ndarray, np.ndarray] | None:
+    slices = meta.slices or ()
     if not slices or slices[0].get("position") is None or slices[-1].get("position") is None:
         return None
     first, last = np.asarray(slices[0]["position"], float), np.asarray(slices[-1]["position"], float)
     return (first, last) if np.isfinite(first).all() and np.isfinite(last).all() else None
 
 
-def volume_frame(manifest: dict[str, Any]) -> tuple[Spacing, tuple[float, ...], tuple[float, float, float] | None]:
+def volume_frame(manifest: Manifest) -> tuple[Spacing, tuple[float, ...], tuple[float, float, float] | None]:
     """(spacing, orientation, slice direction) of a record's volume, from its manifest.
 
-    Pixel spacing unknown (None) counts as 1 mm, as for 2D frames. The slice direction is the
+    Spacing as `record_spacing`. The slice direction is the
     step from the first frame's position to the last one's, so an enhanced file whose frames run
     against the normal is not turned upside down; None where positions are unknown (then frames
     follow the normal, the order they were sorted in)."""
-    meta, render = manifest["meta"], manifest["render"]
-    row_mm, col_mm = meta.get("pixel_spacing") or (1.0, 1.0)
-    spacing = usable_spacing((meta.get("slice_spacing"), row_mm, col_mm))
-    ends = _first_last_positions(meta)
+    ends = _first_last_positions(manifest.meta)
     step = None if ends is None else tuple(float(v) for v in ends[1] - ends[0])
-    return spacing, tuple(float(v) for v in render["orientation"]), step  # type: ignore[return-value]
+    return record_spacing(manifest), manifest.render.orientation, step  # type: ignore[return-value]
 
 
-def record_geometry(manifest: dict[str, Any]) -> VolumeGeometry:
+def record_geometry(manifest: Manifest) -> VolumeGeometry:
     """The record's volume geometry, without loading a pixel (the same as its PreparedVolume's)."""
-    meta = manifest["meta"]
-    return make_geometry((int(meta["frames"]), int(meta["rows"]), int(meta["columns"])),
+    meta = manifest.meta
+    return make_geometry((meta.frames, meta.rows, meta.columns),
                          *volume_frame(manifest))
 
 
@@ -72,19 +78,19 @@ def _round(value: float) -> float:
     return round(float(value), DECIMALS)
 
 
-def plane_table(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def plane_table(manifest: Manifest) -> dict[str, dict[str, Any]]:
     """PlaneGeometry (docs/API.md) of the stored plane and of each reformat.
 
     `edges`, `index_direction` and `location_mm` are None where the record does not say them
     (no ImageOrientationPatient; for the frame axis, no frame positions): a wrong label is worse
     than none. `measurable` is False when the pixel size is unknown (distances are then in pixels).
     """
-    meta = manifest["meta"]
+    meta = manifest.meta
     geometry = record_geometry(manifest)
-    oriented = record_orientation(manifest) is not None
+    oriented = manifest.render.known_orientation is not None
     ends = _first_last_positions(meta)
     positions_known = ends is not None and (geometry.shape[0] == 1 or float(np.linalg.norm(ends[1] - ends[0])) > 1e-6)
-    pixel_spacing = meta.get("pixel_spacing") or ()
+    pixel_spacing = meta.pixel_spacing or ()
     measurable = len(pixel_spacing) == 2 and all(math.isfinite(float(v)) and float(v) > 0 for v in pixel_spacing)
     table = {}
     for plane in PUBLISHED:

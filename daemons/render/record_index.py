@@ -17,11 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import peewee
 
 from daemons.render.catalogue import backfill, forget_series, refresh_series
+from daemons.render.manifest import Manifest, ManifestVersionError
 from daemons.render.models import Models
 from daemons.render.storage import StoreError
 from daemons.render.stores import Store, StoreUnavailable
@@ -57,7 +57,7 @@ class RecordIndex:
         with self._versions_lock:
             return self._versions.get(record_id)
 
-    def observed(self, record_id: str, manifest: dict[str, Any], version: str) -> None:
+    def observed(self, record_id: str, manifest: Manifest, version: str) -> None:
         """This node read `manifest` at `version`: follow it if it is not what the catalogue holds
         (grown since last seen, or — first read since start-up — grown while this node was down)."""
         first = self.seen_version(record_id) is None
@@ -66,13 +66,13 @@ class RecordIndex:
             return
         series = self.models.catalogue.Series
         row = series.get_or_none(series.id == record_id)
-        if first and row is not None and row.instance_count < len(manifest["files"]):
+        if first and row is not None and row.instance_count < len(manifest.files):
             self.changed(record_id, manifest)
 
-    def changed(self, record_id: str, manifest: dict[str, Any]) -> None:
+    def changed(self, record_id: str, manifest: Manifest) -> None:
         """A record grew on another node: its row and catalogue series follow, the caches drop it."""
-        meta = manifest["meta"]
-        self.models.StoredRecord.update(files=meta["files"], frames=meta["frames"], size_bytes=meta["size_bytes"]
+        meta = manifest.meta
+        self.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
                                         ).where(self.models.StoredRecord.id == record_id).execute()
         refresh_series(self.store, self.models.catalogue, record_id, manifest)
         for listener in self._listeners:
@@ -82,15 +82,18 @@ class RecordIndex:
         """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
         one damaged record never stops the node from starting or listing."""
         try:
-            meta = self.store.read_manifest(record_id)["meta"]
-        except (StoreError, ValueError, KeyError) as exc:
+            meta = self.store.read_manifest(record_id).meta
+        except ManifestVersionError as exc:  # a newer node's record: not damaged, left alone
+            log.error("record %s is not indexed: %s", record_id, exc)
+            return None
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
             where = self.store.quarantine(record_id, str(exc))
             log.error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
             return None
         try:
             row = self.models.StoredRecord.create(
-                id=record_id, files=meta["files"], rows=meta["rows"], columns=meta["columns"],
-                frames=meta["frames"], modality=meta["modality"][:16], size_bytes=meta["size_bytes"])
+                id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
+                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes)
         except peewee.IntegrityError:  # added by a concurrent request
             return self.models.StoredRecord.get_by_id(record_id)
         backfill(self.store, self.models.catalogue, [record_id])
@@ -120,6 +123,9 @@ class RecordIndex:
         try:
             manifest, version = self.store.read_manifest_versioned(record_id)
         except FileNotFoundError:  # deleted since the listing: the next sync drops it
+            return
+        except ManifestVersionError as exc:  # grown by a newer node: this one cannot follow it
+            log.error("record %s is not followed: %s", record_id, exc)
             return
         self.note_version(record_id, version)
         self.changed(record_id, manifest)

@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from daemons.render.decode import Layout, decode_frames, fast_path_possible, read_dataset
+from daemons.render.decode import decode_frames, fast_path_possible, read_dataset
+from daemons.render.manifest import Manifest
 from daemons.render.overlays import overlay_mask
 from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
+from daemons.render.planes import record_spacing
 from daemons.render.stores import Store
 from daemons.render.voi import default_voi, lut_from_json
 
@@ -49,21 +51,20 @@ class LoadedRecord:
     intercept 0. Frames not yet decoded are zero: check `is_ready(i)` or `complete`.
     """
 
-    def __init__(self, record_id: str, manifest: dict[str, Any]):
-        meta, render = manifest["meta"], manifest["render"]
+    def __init__(self, record_id: str, manifest: Manifest):
+        render = manifest.render
         self.record_id = record_id
         self.manifest = manifest
-        self.layout = Layout(**render["layout"])
-        self.frames_total = int(meta["frames"])
+        self.layout = render.layout
+        self.frames_total = manifest.meta.frames
         self.pixels = np.zeros((self.frames_total, *self.layout.frame_shape), dtype=self.layout.stored_dtype)
-        self.rescale_slope = float(render["rescale_slope"])
-        self.rescale_intercept = float(render["rescale_intercept"])
-        row_spacing, col_spacing = (float(v) for v in meta["pixel_spacing"] or (1.0, 1.0))  # None: unknown
-        self.spacing = (float(meta["slice_spacing"]), row_spacing, col_spacing)
-        self.orientation = tuple(float(v) for v in render["orientation"])
+        self.rescale_slope = render.rescale_slope
+        self.rescale_intercept = render.rescale_intercept
+        self.spacing = record_spacing(manifest)
+        self.orientation = render.orientation
         self.photometric = self.layout.photometric
         self.default_voi = default_voi(manifest).voi
-        self.modality_lut = lut_from_json(render.get("modality_lut"))
+        self.modality_lut = lut_from_json(render.modality_lut)
         self.errors: dict[int, str] = {}
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
@@ -74,8 +75,8 @@ class LoadedRecord:
         self.cancelled = False
         self.started_at = time.perf_counter()
         self.finished_at: float | None = None
-        for bad in render.get("bad_frames") or []:  # found at upload: short or undecodable frames
-            self._frame_done(int(bad["frame"]), str(bad["message"]))
+        for bad in render.bad_frames:  # found at upload: short or undecodable frames
+            self._frame_done(bad.frame, bad.message)
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -191,17 +192,17 @@ class _Loader:
     def __init__(self, record: LoadedRecord, store: Store, pool: ThreadPoolExecutor, workers: int):
         self.record = record
         self.store = store
-        files = record.manifest["files"]
+        files = record.manifest.files
         self.files = files
         self.sources: list[tuple[int, int]] = [
-            (file_index, frame) for file_index, f in enumerate(files) for frame in range(int(f["frames"]))
+            (file_index, frame) for file_index, f in enumerate(files) for frame in range(f.frames)
         ]
         self._lock = threading.Lock()
         self._heap: list[tuple] = [(1, i, i) for i in range(record.frames_total)]
         self._taken = np.zeros(record.frames_total, dtype=bool)
         self._seq = itertools.count()
         self._file_cache: dict[int, tuple[bytes, Any]] = {}
-        self._file_left = [int(f["frames"]) for f in files]
+        self._file_left = [f.frames for f in files]
         self._file_locks = [threading.Lock() for _ in files]
         self._overlays: OrderedDict[int, np.ndarray | None] = OrderedDict()
         for index in record.errors:  # known bad at upload: never decoded
@@ -221,8 +222,8 @@ class _Loader:
         file_index, frame = self.sources[index]
         info = self.files[file_index]
         mask = None
-        if info.get("overlays", True):
-            raw = self.store.read_file(self.record.record_id, file_index, info["sha256"], verify=False)
+        if info.overlays is not False:  # None: stored before overlays were recorded
+            raw = self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False)
             dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
             mask = overlay_mask(dataset, frame, self.record.layout.rows, self.record.layout.columns)
         with self._lock:
@@ -248,15 +249,14 @@ class _Loader:
     def _file(self, file_index: int) -> tuple[bytes, Any]:
         """Decrypted bytes (and, for compressed multi-frame files, the parsed dataset) of a file."""
         info = self.files[file_index]
-        blob = int(info.get("blob", file_index))  # a grown series stores files in arrival order
-        if int(info["frames"]) == 1:
-            return self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False), None
+        if info.frames == 1:
+            return self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False), None
         with self._file_locks[file_index]:
             cached = self._file_cache.get(file_index)
             if cached is None:
-                raw = self.store.read_file(self.record.record_id, blob, info["sha256"], verify=False)
+                raw = self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False)
                 dataset = None
-                if info.get("pixel_offset") is None or not fast_path_possible(self.record.layout):
+                if info.pixel_offset is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
                     _ = dataset.PixelData  # read the deferred value now: frames are decoded from several threads
                 cached = self._file_cache[file_index] = (raw, dataset)
@@ -288,11 +288,9 @@ class _Loader:
         info = self.files[file_index]
         try:
             raw, dataset = self._file(file_index)
-            offset = info.get("pixel_offset")
-            per_frame = info.get("frame_rescales")
-            slope, intercept = per_frame[frame_in_file] if per_frame else (info["slope"], info["intercept"])
-            _, frame = next(decode_frames(raw, record.layout, [frame_in_file], offset,
-                                          float(slope), float(intercept), dataset))
+            slope, intercept = info.rescale(frame_in_file)
+            _, frame = next(decode_frames(raw, record.layout, [frame_in_file], info.pixel_offset,
+                                          slope, intercept, dataset))
             record.pixels[index] = frame
             error = None
         except Exception as exc:  # any failure of one slice is reported for that slice
@@ -312,7 +310,7 @@ class RecordRegistry:
     """The node's loaded records, its loader pool and its memory budget."""
 
     def __init__(self, store: Store, budget_bytes: int, threads: int = 2,
-                 manifest_reader: Callable[[str], dict] | None = None):
+                 manifest_reader: Callable[[str], Manifest] | None = None):
         self.store = store
         self.budget_bytes = budget_bytes
         self.threads = max(1, threads)

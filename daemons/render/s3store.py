@@ -43,6 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from daemons.render import envelope
 from daemons.render.blob_cache import BlobCache
 from daemons.render.envelope import KeyRing
+from daemons.render.manifest import Manifest
 from daemons.render.storage import StoreError
 from daemons.render.stores import StoreUnavailable
 from shared.config import Config, ConfigError
@@ -223,7 +224,7 @@ class S3RecordStore:
             return False
         return True
 
-    def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
         if self.exists(record_id):
             return False
         upload, data_key = uuid.uuid4().hex, envelope.new_data_key()
@@ -235,7 +236,7 @@ class S3RecordStore:
             self._cached(keys[index], body)
             return len(body)
 
-        body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        body = manifest.encode()
         header = {"upload": upload, "wrapped": self.keys.wrap(data_key)}
         blob = envelope.pack_manifest(header, envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
@@ -267,7 +268,7 @@ class S3RecordStore:
         with ThreadPoolExecutor(self._threads) as pool:
             return sum(pool.map(put, range(len(keys))))
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
                      expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then replace its manifest as the commit point.
 
@@ -289,7 +290,7 @@ class S3RecordStore:
         keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
         bodies = [envelope.seal(data_key, record_id, str(first_blob + i), data) for i, data in enumerate(files)]
         parts = [*header.get("parts", []), [first_blob, part]]
-        body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        body = manifest.encode()
         blob = envelope.pack_manifest({**header, "parts": parts},
                                       envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
@@ -326,17 +327,17 @@ class S3RecordStore:
         with contextlib.suppress(StoreUnavailable):
             self._delete_keys(keys)
 
-    def read_manifest(self, record_id: str) -> dict[str, Any]:
+    def read_manifest(self, record_id: str) -> Manifest:
         return self.read_manifest_versioned(record_id)[0]
 
-    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+    def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
         key = self._manifest_key(record_id)
         try:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
         except ClientError as exc:
             raise FileNotFoundError(f"record {record_id} is not in the store") from exc
         _, upload, data_key, sealed = self._open_manifest(record_id, reply["Body"].read())
-        return json.loads(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)), reply["ETag"]
+        return Manifest.decode(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)), reply["ETag"]
 
     def manifest_version(self, record_id: str) -> str | None:
         key = self._manifest_key(record_id)

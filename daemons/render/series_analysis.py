@@ -10,13 +10,13 @@ the stacks that form volumes) so loading never re-parses headers.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from daemons.render.decode import Layout, decode_frames, fast_path_possible
+from daemons.render.manifest import Manifest
 from daemons.render.pixels import LutTable, Modality, auto_window
 from daemons.render.slices import slice_table
 from daemons.render.stack_analysis import find_stacks, orientation_groups
@@ -46,7 +46,7 @@ class ParsedRecord:
 
     record_id: str
     files: list[ParsedFile]
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest
 
 
 
@@ -255,7 +255,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
          "overlays": f.overlays}
         for f in files
     ]
-    return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
+    return ParsedRecord(record_id, files, Manifest.build(meta, render, manifest_files))
 
 
 def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable | None,

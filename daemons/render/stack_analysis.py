@@ -11,7 +11,7 @@ of each time point in spatial order). A stack whose frames cannot form a volume 
 orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
 the reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable.
 
-The result is `manifest["render"]["stacks"]`; `daemons.render.stacks.stacks_of` is its one reader.
+The result is the manifest's `render.stacks`; `daemons.render.stacks.stacks_of` is its one reader.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dic
 
 
 def find_stacks(files: list[ParsedFile]) -> list[dict[str, Any]]:
-    """The stacks of a record of `files` (in record order), as `manifest["render"]["stacks"]` stores
+    """The stacks of a record of `files` (in record order), as the manifest's `render.stacks` stores
     them: id ("1", "2", ... in the order of their first frame), label (what sets it apart: "b=500",
     "PHASE", "stack 2", "sagittal 2"), frames (record frame indexes of its first time point in
     spatial order: the volume MPR and 3D use), phases (every time point's frames; one for a stack

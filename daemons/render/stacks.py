@@ -1,4 +1,4 @@
-"""A record's stacks as the node serves them: the one reader of `manifest["render"]["stacks"]`.
+"""A record's stacks as the node serves them: the one reader of the manifest's `render.stacks`.
 
 `daemons.render.stack_analysis` writes the stacks at upload (which frames form each volume, their
 order, time points and why a stack forms no volume). MPR and 3D render one stack at a time
@@ -9,9 +9,10 @@ before stacks existed has one stack of all its frames, as those records were alw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table
 from shared.errors import not_found
 
@@ -35,11 +36,11 @@ class Stack:
         return {frame for phase in self.phases for frame in phase}
 
 
-def stacks_of(manifest: dict[str, Any]) -> list[Stack]:
+def stacks_of(manifest: Manifest) -> list[Stack]:
     """The record's stacks, in order (the first is the default)."""
-    stored = manifest["render"].get("stacks")
+    stored = manifest.render.stacks
     if not stored:
-        frames = tuple(range(int(manifest["meta"]["frames"])))
+        frames = tuple(range(manifest.meta.frames))
         return [Stack("1", "all frames", frames, (frames,), None, None, None)]
     return [Stack(
         id=str(entry["id"]), label=str(entry["label"]), frames=tuple(int(i) for i in entry["frames"]),
@@ -50,7 +51,7 @@ def stacks_of(manifest: dict[str, Any]) -> list[Stack]:
     ) for entry in stored]
 
 
-def find_stack(manifest: dict[str, Any], stack_id: str | None) -> Stack:
+def find_stack(manifest: Manifest, stack_id: str | None) -> Stack:
     """The stack named `stack_id` (None: the first); 404 naming the valid ids otherwise."""
     stacks = stacks_of(manifest)
     if stack_id is None:
@@ -61,26 +62,23 @@ def find_stack(manifest: dict[str, Any], stack_id: str | None) -> Stack:
     raise not_found("stack", f"{stack_id} (this record's stacks: {', '.join(s.id for s in stacks)})")
 
 
-def stack_manifest(manifest: dict[str, Any], stack: Stack) -> dict[str, Any]:
+def stack_manifest(manifest: Manifest, stack: Stack) -> Manifest:
     """The manifest as if the record were this stack's volume alone (its frames, their positions,
     its spacing and orientation): what `daemons.render.planes` computes the stack's geometry from."""
-    meta, render = manifest["meta"], manifest["render"]
-    if stack.frames == tuple(range(int(meta["frames"]))) and stack.orientation is None \
-            and stack.slice_spacing is None:
+    meta = manifest.meta
+    if stack.frames == tuple(range(meta.frames)) and stack.orientation is None and stack.slice_spacing is None:
         return manifest
-    slices = meta.get("slices") or []
-    stack_meta = {
-        **meta, "frames": len(stack.frames),
-        "slices": [slices[i] for i in stack.frames] if len(slices) == int(meta["frames"]) else [],
-        "slice_spacing": stack.slice_spacing if stack.slice_spacing is not None else meta.get("slice_spacing"),
-    }
-    stack_render = dict(render)
-    if stack.orientation is not None:
-        stack_render["orientation"] = list(stack.orientation)
-    return {**manifest, "meta": stack_meta, "render": stack_render}
+    slices = meta.slices or ()
+    stack_meta = replace(
+        meta, frames=len(stack.frames),
+        slices=tuple(slices[i] for i in stack.frames) if len(slices) == meta.frames else (),
+        slice_spacing=stack.slice_spacing if stack.slice_spacing is not None else meta.slice_spacing)
+    render = manifest.render if stack.orientation is None else replace(
+        manifest.render, orientation=tuple(stack.orientation), orientation_known=True)
+    return replace(manifest, meta=stack_meta, render=render)
 
 
-def stacks_json(manifest: dict[str, Any], with_planes: bool = True) -> list[dict[str, Any]]:
+def stacks_json(manifest: Manifest, with_planes: bool = True) -> list[dict[str, Any]]:
     """`stacks` of RecordMeta (docs/API.md): each stack's id, label, frames, time points, whether
     it forms a volume, and (`with_planes`) its PlaneGeometry, the one MPR and 3D of it use."""
     listed = []

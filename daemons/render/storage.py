@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from daemons.render.manifest import Manifest
 from daemons.render.stores import StoreUnavailable
 
 MAGIC = b"SIVRENC1"
@@ -150,7 +149,7 @@ class RecordStore:
     def exists(self, record_id: str) -> bool:
         return (self.path_of(record_id) / MANIFEST).is_file()
 
-    def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
         """Store a record atomically; False (and nothing written) if it is already stored.
 
         A full disk raises `StoreFull` after the partial copy is removed.
@@ -186,10 +185,10 @@ class RecordStore:
         with ThreadPoolExecutor(min(self._threads, len(files))) as pool:
             list(pool.map(write_one, range(len(files))))
 
-    def _write_into(self, temp: Path, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+    def _write_into(self, temp: Path, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
         temp.mkdir()
         self._write_blobs(temp, record_id, 0, files)
-        body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        body = manifest.encode()
         _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
         _fsync_dir(temp)
         try:
@@ -201,7 +200,7 @@ class RecordStore:
         _fsync_dir(self.root)
         return True
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
                      expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then replace its manifest atomically.
 
@@ -216,7 +215,7 @@ class RecordStore:
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
         try:
             self._write_blobs(folder, record_id, first_blob, files)
-            body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+            body = manifest.encode()
             temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
             _write_durable(temp, self._seal(record_id, "manifest", body))
             os.replace(temp, folder / MANIFEST)
@@ -227,15 +226,15 @@ class RecordStore:
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
             raise
 
-    def read_manifest(self, record_id: str) -> dict[str, Any]:
+    def read_manifest(self, record_id: str) -> Manifest:
         return self.read_manifest_versioned(record_id)[0]
 
-    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+    def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
         # the version of the very file read: a manifest is replaced by rename, never rewritten in place
         with open(self.path_of(record_id) / MANIFEST, "rb") as handle:
             version = _version(os.fstat(handle.fileno()))
             blob = handle.read()
-        return json.loads(self._open(record_id, "manifest", blob)), version
+        return Manifest.decode(self._open(record_id, "manifest", blob)), version
 
     def manifest_version(self, record_id: str) -> str | None:
         try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from flask import Flask
 
+from daemons.render.manifest import Manifest
 from shared.config import Config, ConfigError
 from shared.errors import error_response
 
@@ -32,10 +33,10 @@ class Store(Protocol):
 
     def exists(self, record_id: str) -> bool: ...
 
-    def write_record(self, record_id: str, files: list[bytes], manifest: dict[str, Any]) -> bool:
+    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
         """Store a record atomically; False (nothing written) if it is already stored."""
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: dict[str, Any],
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
                      expected_version: str) -> str:
         """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then replace its
         manifest (which names them) as the commit point: readers see the old record or the grown one.
@@ -44,9 +45,9 @@ class Store(Protocol):
         since (another node appended), nothing is committed and StoreUnavailable asks for a retry,
         so an append never drops instances another node added. Returns the new manifest's version."""
 
-    def read_manifest(self, record_id: str) -> dict[str, Any]: ...
+    def read_manifest(self, record_id: str) -> Manifest: ...
 
-    def read_manifest_versioned(self, record_id: str) -> tuple[dict[str, Any], str]:
+    def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
         """The manifest and its version, read together (the version changes whenever it is replaced)."""
 
     def manifest_version(self, record_id: str) -> str | None:
@@ -56,7 +57,7 @@ class Store(Protocol):
         """Every stored record's manifest version, in one listing."""
 
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
-        """The original bytes of blob `index` (a manifest file entry's "blob", its position if absent)."""
+        """The original bytes of blob `index` (a manifest file entry's `blob`)."""
 
     def delete(self, record_id: str) -> bool: ...
 

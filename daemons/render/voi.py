@@ -7,22 +7,19 @@ else the automatic window computed at upload) is what reformats and 3D views use
 pixels come from every frame. Manifests stored before per-frame VOIs were recorded have no
 `frame_vois`: all their frames take the record's default.
 
-Records are content-addressed, so a parsed manifest's VOIs are kept per record id for reuse.
+A manifest's VOIs are parsed once and kept with that manifest (`Manifest.derived`): a series keeps
+its record id while it grows, so a cache by record id would serve a grown series its old VOIs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
+from daemons.render.manifest import Manifest
 from daemons.render.pixels import LutTable, Voi, Window
-
-PARSED_KEEP = 256
 
 
 @dataclass(frozen=True)
@@ -89,42 +86,30 @@ class RecordVois:
         return self.frames[index]
 
 
-def _record_default(manifest: dict[str, Any]) -> Voi | None:
+def _record_default(manifest: Manifest) -> Voi | None:
     """The file's own window, then its VOI LUT Sequence, then the automatic window of the upload."""
-    meta, render = manifest["meta"], manifest["render"]
-    window = meta.get("default_window")
-    if window is None and render.get("voi_lut") is not None:
-        return _lut(render["voi_lut"])
-    window = window or render.get("auto_window")
+    render = manifest.render
+    window = manifest.meta.default_window
+    if window is None and render.voi_lut is not None:
+        return _lut(render.voi_lut)
+    window = window or render.auto_window
     return None if window is None else _voi_from_json(window)
 
 
-def _parse(manifest: dict[str, Any]) -> RecordVois:
+def _parse(manifest: Manifest) -> RecordVois:
     record = keyed(_record_default(manifest))
-    stored = manifest["render"].get("frame_vois")
+    stored = manifest.render.frame_vois
     if stored is None:
         return RecordVois(record, None)
     choices = [keyed(_voi_from_json(choice)) for choice in stored["choices"]]
     return RecordVois(record, tuple(record if i is None else choices[i] for i in stored["frames"]))
 
 
-_parsed: OrderedDict[str, RecordVois] = OrderedDict()
-_parsed_lock = threading.Lock()
-
-
-def record_vois(manifest: dict[str, Any]) -> RecordVois:
-    """The parsed VOIs of a manifest (cached by record id: a record's content never changes)."""
-    record_id = manifest["meta"]["id"]
-    with _parsed_lock:
-        found = _parsed.get(record_id)
-        if found is not None:
-            _parsed.move_to_end(record_id)
-            return found
-    found = _parse(manifest)
-    with _parsed_lock:
-        _parsed[record_id] = found
-        while len(_parsed) > PARSED_KEEP:
-            _parsed.popitem(last=False)
+def record_vois(manifest: Manifest) -> RecordVois:
+    """The parsed VOIs of a manifest, parsed once per manifest (kept with it: `Manifest.derived`)."""
+    found = manifest.derived.get("vois")
+    if found is None:
+        found = manifest.derived["vois"] = _parse(manifest)
     return found
 
 
@@ -136,11 +121,11 @@ def with_function(chosen: KeyedVoi, function: str | None) -> KeyedVoi:
     return keyed(replace(chosen.voi, function=function))
 
 
-def default_voi(manifest: dict[str, Any], function: str | None = None) -> KeyedVoi:
+def default_voi(manifest: Manifest, function: str | None = None) -> KeyedVoi:
     """The record's default VOI: what reformats and 3D views use without a `window`."""
     return with_function(record_vois(manifest).record, function)
 
 
-def frame_voi(manifest: dict[str, Any], index: int, function: str | None = None) -> KeyedVoi:
+def frame_voi(manifest: Manifest, index: int, function: str | None = None) -> KeyedVoi:
     """Frame `index`'s own default VOI (the record's where the frame has none)."""
     return with_function(record_vois(manifest).frame(index), function)

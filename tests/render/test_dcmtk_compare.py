@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from daemons.render.decode import IJG_SYNTAXES, Layout, decode_frames
+from daemons.render.decode import IJG_SYNTAXES, decode_frames
 from daemons.render.pixels import GrayParams, LutTable, Modality, render_gray
 from daemons.render.series_analysis import parse_upload
 from daemons.render.upload_checks import Limits, UploadError
@@ -91,7 +91,7 @@ def _decompressed_copy(path: Path, folder: Path) -> Path:
     source = pydicom.dcmread(path)
     if str(source.file_meta.TransferSyntaxUID) in IJG_SYNTAXES:  # decoded as the node does (IJG code)
         parsed = parse_upload([(path.name, path.read_bytes())], LIMITS)
-        layout = Layout(**parsed.manifest["render"]["layout"])
+        layout = parsed.manifest.render.layout
         frames = [f for _, f in decode_frames(path.read_bytes(), layout, list(range(parsed.files[0].frames)))]
         pixels = np.stack(frames) if len(frames) > 1 else frames[0]
     else:
@@ -118,20 +118,20 @@ def _ours(raw: bytes, name: str, frame: int) -> tuple[np.ndarray, list[str]]:
     """Our image of one frame and the dcmtk arguments that ask for the same VOI."""
     parsed = parse_upload([(name, raw)], LIMITS)
     manifest = parsed.manifest
-    layout = Layout(**manifest["render"]["layout"])
-    info = manifest["files"][0]
-    _, stored = next(decode_frames(raw, layout, [frame], info["pixel_offset"], info["slope"], info["intercept"]))
+    layout = manifest.render.layout
+    info = manifest.files[0]
+    _, stored = next(decode_frames(raw, layout, [frame], info.pixel_offset, info.slope, info.intercept))
     if layout.is_color:
         return stored, []
-    render = manifest["render"]
-    modality_lut = lut_from_json(render["modality_lut"])
+    render = manifest.render
+    modality_lut = lut_from_json(render.modality_lut)
     modality = Modality(lut=modality_lut) if modality_lut is not None else Modality(
-        render["rescale_slope"], render["rescale_intercept"])
+        render.rescale_slope, render.rescale_intercept)
     voi = frame_voi(manifest, frame).voi
     image = render_gray(stored, GrayParams(modality, voi, layout.photometric == "MONOCHROME1"))
     if isinstance(voi, LutTable):
         args = ["+Wl", "1"]
-    elif (manifest["meta"]["default_window"] is not None and "WindowCenter" in parsed.files[0].dataset
+    elif (manifest.meta.default_window is not None and "WindowCenter" in parsed.files[0].dataset
           and voi == default_voi(manifest).voi):
         args = ["+Wi", "1"]
     else:
@@ -176,13 +176,13 @@ def _compare(path: Path | None, tmp_path: Path) -> None:
         raise AssertionError(f"a file pydicom decodes was refused: {exc.code}: {exc.message}") from exc
     header = parsed.files[0].dataset
     syntax = header.file_meta.TransferSyntaxUID
-    photometric = parsed.manifest["meta"]["photometric"]
+    photometric = parsed.manifest.meta.photometric
     if photometric == "PALETTE COLOR" and "SegmentedRedPaletteColorLookupTableData" in header:
         pytest.skip("dcmtk 3.6.7 cannot render segmented palettes ('segmented palettes not yet supported')")
     # dcmtk 3.6.7 renders a 32-bit big-endian file differently from the same values little-endian
     # (rtdose_expb.dcm vs rtdose.dcm: 98 pixels 255 apart); it gets the little-endian copy.
     indirect = syntax in LOSSY_SYNTAXES or (syntax == pydicom.uid.ExplicitVRBigEndian and header.BitsAllocated == 32)
-    frames = parsed.manifest["meta"]["frames"]
+    frames = parsed.manifest.meta.frames
     for frame in sorted({0, frames // 2}):
         ours, args = _ours(raw, path.name, frame)
         theirs = None if indirect else _dcmtk(path, args, frame, tmp_path / "direct.png")

@@ -8,6 +8,7 @@ VOIs), which must still render with the record's default.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -119,8 +120,8 @@ def test_frame_equals_axial_mpr_without_a_window(node, kind):
 def test_a_record_stored_before_per_frame_vois_still_renders_with_the_record_default(make_node, tmp_path):
     files = _series([(-100.0, 400.0, "LINEAR"), (200.0, 100.0, "LINEAR")])
     parsed = parse_upload(files, LIMITS)
-    manifest = parsed.manifest
-    del manifest["render"]["frame_vois"]  # the form every manifest had before
+    manifest = dataclasses.replace(parsed.manifest, render=dataclasses.replace(
+        parsed.manifest.render, frame_vois=None))  # what every manifest stored before them reads as
     root = tmp_path / "node"
     store = RecordStore.open(root / "store", root / "store.key")
     store.write_record(parsed.record_id, [f.raw for f in parsed.files], manifest)
@@ -138,7 +139,7 @@ def test_a_record_stored_before_per_frame_vois_still_renders_with_the_record_def
 
 def test_the_manifest_stores_each_frames_voi_once_per_distinct_choice():
     files = _series([(-100.0, 400.0, "LINEAR"), (-100.0, 400.0, "LINEAR"), None])
-    stored = parse_upload(files, LIMITS).manifest["render"]["frame_vois"]
+    stored = parse_upload(files, LIMITS).manifest.render.frame_vois
     assert stored == {"choices": [{"center": -100.0, "width": 400.0, "function": "linear"}],
                       "frames": [0, 0, None]}
     assert pydicom.dcmread(io.BytesIO(files[0][1])).WindowWidth == 400
@@ -170,3 +171,19 @@ def test_x_window_names_each_frames_own_default_and_the_records_for_reformats(no
     lut_id = _load(node, _series([None, None], lut=True))
     reply = node.client.get(f"/api/v1/records/{lut_id}/frames/0", headers=headers)
     assert reply.status_code == 200 and "X-Window" not in reply.headers
+
+
+def test_a_series_that_grows_gives_each_frame_its_own_window_after_the_growth(node):
+    """A series keeps its record id while it grows: what was parsed of its old manifest (each
+    frame's VOI) must not outlive that manifest, or a slice inserted between two others shows
+    its neighbour's window."""
+    files = _series([(-100.0, 400.0, "LINEAR"), (200.0, 100.0, "LINEAR"), (0.0, 1000.0, "LINEAR")])
+    record_id = _load(node, [files[0], files[2]])
+    headers = node.headers()
+    assert node.client.get(f"/api/v1/records/{record_id}/frames/1", headers=headers).headers["X-Window"] == "0,1000"
+    assert node.upload([files[1]]).status_code in (200, 201)  # the middle slice arrives last
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=headers)
+    assert node.registry.get_loaded(record_id).wait_complete(30)
+    for i, expected in enumerate(["-100,400", "200,100", "0,1000"]):
+        reply = node.client.get(f"/api/v1/records/{record_id}/frames/{i}", headers=headers)
+        assert reply.status_code == 200 and reply.headers["X-Window"] == expected, i

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
+from daemons.render.manifest import Manifest
 from tests.render.synthetic import dataset, to_bytes
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -149,10 +150,15 @@ def test_sagittal_stack_order_and_location_use_the_normals_axis(node):
 
 def test_a_manifest_stored_before_slices_existed_still_serves(node):
     meta = upload(node, stack(AXIAL))
-    manifest = node.app.extensions["sivr_node"].manifest(meta["id"])
+    the_node = node.app.extensions["sivr_node"]
+    stored, version = the_node.store.read_manifest_versioned(meta["id"])
+    old = stored.to_json()
+    del old["version"]
     for key in ("slices", "stack_direction", "slice_thickness"):
-        manifest["meta"].pop(key)
-    manifest["render"].pop("orientation_known")
+        old["meta"].pop(key)
+    old["render"].pop("orientation_known")
+    the_node.store.append_files(meta["id"], len(stored.files), [], Manifest.from_json(old), version)
+    the_node.forget(meta["id"])
     record = node.client.get(f"/api/v1/records/{meta['id']}", headers=node.headers())
     assert record.status_code == 200 and "slices" not in record.json
     load(node, meta["id"])

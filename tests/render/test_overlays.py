@@ -105,3 +105,23 @@ def test_a_real_file_with_overlays_matches_dcmtk(node, tmp_path):
     assert node.registry.get_loaded(record_id).wait_complete(30)
     ours = _frame(node, record_id, 0, "overlays=true")
     assert (ours == 255).sum() > 100 and np.abs(ours.astype(int) - theirs).max() <= 1
+
+
+def test_the_overlay_of_a_grown_series_is_read_from_its_own_file(node):
+    """A series that grew stores files in arrival order, not slice order: each frame's overlay is
+    read from the file the manifest names for that frame (its `blob`), not from the blob at its
+    position."""
+    plain = dataset(ROWS, COLS, position=10.0)
+    plain.WindowCenter, plain.WindowWidth = 0, 200
+    marked = _with_overlay()
+    marked.ImagePositionPatient = [0, 0, 0.0]
+    for ds, name in ((plain, "plain.dcm"), (marked, "marked.dcm")):  # the marked one arrives second
+        reply = node.upload([(name, to_bytes(ds))])
+        assert reply.status_code in (200, 201), reply.json
+    record_id = reply.json["id"]
+    node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    assert node.registry.get_loaded(record_id).wait_complete(30)
+    meta = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
+    marked_index = next(i for i, s in enumerate(meta["slices"]) if s["position"][2] == 0.0)
+    np.testing.assert_array_equal(_frame(node, record_id, marked_index, "overlays=true") == 255, _expected())
+    assert not (_frame(node, record_id, 1 - marked_index, "overlays=true") == 255).any()

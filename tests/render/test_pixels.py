@@ -215,7 +215,7 @@ def test_palette_of_a_big_endian_file_matches_its_little_endian_twin(dicom_dir):
     for name in ("OBXXXX1A.dcm", "OBXXXX1A_expb.dcm"):
         raw = (dicom_dir / "pydicom-data" / name).read_bytes()
         parsed = parse_upload([(name, raw)], limits)
-        layout = Layout(**parsed.manifest["render"]["layout"])
+        layout = parsed.manifest.render.layout
         images.append(next(decode_frames(raw, layout, [0], parsed.files[0].pixel_offset))[1])
     assert images[0].shape == (600, 800, 3) and images[0].dtype == np.uint8
     np.testing.assert_array_equal(images[0], images[1])

@@ -16,9 +16,12 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemons.render.api_3d import render_state
+from daemons.render.api_3d import VolumeNode, VolumeRecord, render_state
+from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table, record_geometry
+from daemons.render.records import LoadedRecord
 from daemons.render.stacks import stack_manifest, stacks_of
+from tests.manifests import sample_manifest
 from tests.render.synthetic import stack
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -110,6 +113,7 @@ def test_reformats_have_the_published_range_and_aspect(node, acquisition):
     record = node.registry.get_loaded(record_id)
     assert record.wait_complete(60)
     # the published geometry is the one the 3D state renders with
+    assert isinstance(node.app.extensions["sivr_node"], VolumeNode)  # what the 3D endpoints declare they use
     first = stacks_of(record.manifest)[0]
     prepared = render_state(node.app).prepared(record, first).geometry
     published = record_geometry(stack_manifest(record.manifest, first))
@@ -131,10 +135,11 @@ def test_reformats_have_the_published_range_and_aspect(node, acquisition):
     assert width / height == pytest.approx(planes["slices"]["width_mm"] / planes["slices"]["height_mm"], rel=0.1)
 
 
-def _manifest(slices, orientation=(1, 0, 0, 0, 1, 0), known=True, pixel_spacing=(0.8, 0.5)) -> dict:
-    return {"meta": {"frames": len(slices), "rows": 12, "columns": 10, "pixel_spacing": pixel_spacing,
-                     "slice_spacing": 2.0, "slices": slices},
-            "render": {"orientation": list(orientation), "orientation_known": known}}
+def _manifest(slices, orientation=(1, 0, 0, 0, 1, 0), known=True, pixel_spacing=(0.8, 0.5)) -> Manifest:
+    data = sample_manifest(len(slices), 12, 10, orientation=tuple(orientation)).to_json()
+    data["meta"].update(pixel_spacing=pixel_spacing, slice_spacing=2.0, slices=slices)
+    data["render"]["orientation_known"] = known
+    return Manifest.from_json(data)
 
 
 def test_frames_that_run_against_the_normal_keep_the_patient_the_right_way_up():
@@ -183,3 +188,13 @@ def test_hostile_numbers_give_a_finite_table():
     planes = plane_table(_manifest(nan, pixel_spacing=(float("inf"), 0.5)))
     json.dumps(planes, allow_nan=False)
     assert planes["slices"]["measurable"] is False and planes["slices"]["location_mm"] is None
+
+
+@pytest.mark.parametrize("spacing", [None, (0.0, 0.7, 0.7), (2.0, 0.8, 0.5)], ids=["unknown", "one-frame", "known"])
+def test_2d_frames_and_reformats_share_one_spacing_rule(spacing):
+    """Unknown pixel spacing counts as 1 mm, a missing slice spacing as the in-plane one: the loaded
+    record's spacing (2D frames' aspect) is the published geometry's, from one rule."""
+    manifest = sample_manifest(3, 4, 4, spacing=spacing)
+    record = LoadedRecord(manifest.meta.id, manifest)
+    assert record.spacing == tuple(record_geometry(manifest).spacing)
+    assert isinstance(record, VolumeRecord)  # what the 3D endpoints declare they read

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from daemons.render.decode import Layout, decode_frames
+from daemons.render.decode import decode_frames
 from daemons.render.series_analysis import parse_upload
 from daemons.render.upload_checks import UploadError
 from tests.render.synthetic import dataset, to_bytes
@@ -30,7 +30,7 @@ SIDE = 32
 
 def _decoded(raw: bytes, frame: int = 0) -> np.ndarray:
     parsed = parse_upload([("f.dcm", raw)], LIMITS)
-    layout = Layout(**parsed.manifest["render"]["layout"])
+    layout = parsed.manifest.render.layout
     return next(decode_frames(raw, layout, [frame], parsed.files[0].pixel_offset))[1]
 
 
@@ -99,8 +99,8 @@ def _modality_lut_file(vr: str) -> bytes:
 
 
 def test_a_modality_lut_encoded_ow_is_read_like_its_us_twin():
-    ow = parse_upload([("ow.dcm", _modality_lut_file("OW"))], LIMITS).manifest["render"]["modality_lut"]
-    us = parse_upload([("us.dcm", _modality_lut_file("US"))], LIMITS).manifest["render"]["modality_lut"]
+    ow = parse_upload([("ow.dcm", _modality_lut_file("OW"))], LIMITS).manifest.render.modality_lut
+    us = parse_upload([("us.dcm", _modality_lut_file("US"))], LIMITS).manifest.render.modality_lut
     assert ow == us and ow["data"][:3] == [0, 1000, 2000]
 
 

@@ -46,7 +46,7 @@ def add(harness, files: list[tuple[str, bytes]]):
 
 
 def stored_manifest(harness, record_id: str) -> dict:
-    manifest = harness.app.extensions["sivr_node"].store.read_manifest(record_id)
+    manifest = harness.app.extensions["sivr_node"].store.read_manifest(record_id).to_json()
     for entry in manifest["files"]:
         entry.pop("blob")  # where each file lies in the store depends on the order they came in
     return manifest

@@ -15,6 +15,7 @@ from PIL import Image
 
 from daemons.render.series_analysis import parse_upload
 from daemons.render.stacks import find_stack, stacks_of
+from tests.manifests import sample_manifest
 from tests.render import synthetic_stacks as synth
 from tests.render.synthetic import stack as classic_stack
 from tests.render.test_dcmtk_compare import LIMITS
@@ -23,7 +24,7 @@ POSITIONS = 6
 
 
 def _stacks(files: list[tuple[str, bytes]]) -> list[dict]:
-    return parse_upload(files, LIMITS).manifest["render"]["stacks"]
+    return list(parse_upload(files, LIMITS).manifest.render.stacks or ())
 
 
 def test_a_field_map_splits_into_magnitude_and_phase():
@@ -70,7 +71,8 @@ def test_slices_that_form_no_volume_keep_the_reason():
 
 
 def test_a_manifest_without_stacks_is_one_stack_of_all_frames():
-    manifest = {"meta": {"frames": 7}, "render": {}}
+    manifest = sample_manifest(frames=7)
+    assert manifest.render.stacks is None  # as stored before stacks existed
     (only,) = stacks_of(manifest)
     assert only.frames == tuple(range(7)) and only.volume is None and find_stack(manifest, None) == only
 

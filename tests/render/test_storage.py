@@ -10,6 +10,7 @@ import pytest
 
 from daemons.render import storage
 from daemons.render.storage import MAGIC, RecordStore, StoreError, create_key_file, load_key
+from tests.manifests import sample_manifest
 
 RECORD = "ab" * 32
 
@@ -23,6 +24,15 @@ def _files() -> list[bytes]:
     return [os.urandom(1000) + b"\x00" * 5000, b"DICM" * 100, bytes(range(256)) * 40]
 
 
+def _manifest(files: list[bytes]):
+    return sample_manifest(len(files), files=files, record_id=RECORD)
+
+
+def _grown(count: int):
+    """The manifest of a record grown to `count` files (what differs between its versions)."""
+    return sample_manifest(count, files=[bytes([i]) * 10 for i in range(count)], record_id=RECORD)
+
+
 def _sha(data: bytes) -> str:
     import hashlib
 
@@ -31,15 +41,15 @@ def _sha(data: bytes) -> str:
 
 def test_round_trip_is_bit_exact_and_at_rest_is_neither_plain_nor_compressed_plain(store):
     files = _files()
-    assert store.write_record(RECORD, files, {"meta": {"x": "Doe^Jane"}}) is True
+    assert store.write_record(RECORD, files, _manifest(files)) is True
     for index, data in enumerate(files):
         assert store.read_file(RECORD, index, _sha(data)) == data
-    assert store.read_manifest(RECORD) == {"meta": {"x": "Doe^Jane"}}
+    assert store.read_manifest(RECORD) == _manifest(files)
     for blob in store.path_of(RECORD).iterdir():
         raw = blob.read_bytes()
         assert raw.startswith(MAGIC)
         assert b"DICMDICM" not in raw and b"Doe^Jane" not in raw
-    assert store.write_record(RECORD, files, {}) is False  # already stored: nothing rewritten
+    assert store.write_record(RECORD, files, _manifest(files)) is False  # already stored: nothing rewritten
 
 
 def test_key_file_is_created_0600_and_must_stay_private(tmp_path):
@@ -52,7 +62,7 @@ def test_key_file_is_created_0600_and_must_stay_private(tmp_path):
 
 
 def test_missing_key_for_a_store_with_records_is_refused(tmp_path, store):
-    store.write_record(RECORD, _files(), {})
+    store.write_record(RECORD, _files(), _manifest(_files()))
     (tmp_path / "store.key").unlink()
     with pytest.raises(ValueError, match="key is missing"):
         RecordStore.open(tmp_path / "store", tmp_path / "store.key")
@@ -60,7 +70,7 @@ def test_missing_key_for_a_store_with_records_is_refused(tmp_path, store):
 
 def test_flipped_byte_is_detected(store):
     files = _files()
-    store.write_record(RECORD, files, {})
+    store.write_record(RECORD, files, _manifest(files))
     blob = store.path_of(RECORD) / "000001.bin"
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -71,20 +81,20 @@ def test_flipped_byte_is_detected(store):
 
 def test_blob_moved_to_another_position_or_record_is_detected(store):
     files = _files()
-    store.write_record(RECORD, files, {})
+    store.write_record(RECORD, files, _manifest(files))
     folder = store.path_of(RECORD)
     (folder / "000000.bin").write_bytes((folder / "000002.bin").read_bytes())
     with pytest.raises(StoreError):
         store.read_file(RECORD, 0, _sha(files[0]))
     other = "cd" * 32
-    store.write_record(other, files, {})
+    store.write_record(other, files, _manifest(files))
     (store.path_of(other) / "000002.bin").write_bytes((folder / "000002.bin").read_bytes())
     with pytest.raises(StoreError):
         store.read_file(other, 2, _sha(files[2]))
 
 
 def test_wrong_checksum_is_an_error(store):
-    store.write_record(RECORD, _files(), {})
+    store.write_record(RECORD, _files(), _manifest(_files()))
     with pytest.raises(StoreError, match="checksum"):
         store.read_file(RECORD, 0, "0" * 64)
 
@@ -95,7 +105,7 @@ def test_crash_before_the_final_rename_leaves_no_record(store, monkeypatch):
 
     monkeypatch.setattr(storage.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        store.write_record(RECORD, _files(), {})
+        store.write_record(RECORD, _files(), _manifest(_files()))
     monkeypatch.undo()
     assert not store.exists(RECORD) and store.record_ids() == []
 
@@ -114,19 +124,19 @@ def test_leftovers_of_a_killed_process_are_ignored_then_cleaned(tmp_path, store)
 
 
 def test_delete_removes_everything(store):
-    store.write_record(RECORD, _files(), {})
+    store.write_record(RECORD, _files(), _manifest(_files()))
     assert store.delete(RECORD) is True
     assert not store.path_of(RECORD).exists() and store.delete(RECORD) is False
 
 
 def test_used_bytes_counts_blobs(store):
     assert store.used_bytes() == 0
-    store.write_record(RECORD, _files(), {})
+    store.write_record(RECORD, _files(), _manifest(_files()))
     assert store.used_bytes() > 0
 
 
 def test_store_dir_layout(store):
-    store.write_record(RECORD, _files(), {})
+    store.write_record(RECORD, _files(), _manifest(_files()))
     names = sorted(p.name for p in Path(store.path_of(RECORD)).iterdir())
     assert names == ["000000.bin", "000001.bin", "000002.bin", "manifest.bin"]
 
@@ -173,14 +183,14 @@ def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(stor
     from daemons.render.stores import StoreUnavailable
 
     files = _files()
-    assert store.write_record(RECORD, files[:1], {"files": [0]})
+    assert store.write_record(RECORD, files[:1], _grown(1))
     first = store.manifest_version(RECORD)
-    assert store.read_manifest_versioned(RECORD) == ({"files": [0]}, first)
-    second = store.append_files(RECORD, 1, files[1:2], {"files": [0, 1]}, first)
+    assert store.read_manifest_versioned(RECORD) == (_grown(1), first)
+    second = store.append_files(RECORD, 1, files[1:2], _grown(2), first)
     assert second != first and store.manifest_versions() == {RECORD: second}
     with pytest.raises(StoreUnavailable, match="changed since it was read"):
-        store.append_files(RECORD, 1, files[2:], {"files": [0, 2]}, first)
-    assert store.read_manifest_versioned(RECORD) == ({"files": [0, 1]}, second)
+        store.append_files(RECORD, 1, files[2:], sample_manifest(2, record_id=RECORD, patient_name="Other^Node"), first)
+    assert store.read_manifest_versioned(RECORD) == (_grown(2), second)
     assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
     assert store.manifest_version("cd" * 32) is None
 
@@ -188,7 +198,7 @@ def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(stor
 def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_keeps_the_old(store, monkeypatch):
     """The blobs of one append are written in parallel threads; the manifest still comes after every fsync."""
     files = _files()
-    assert store.write_record(RECORD, files[:1], {"files": [0]})
+    assert store.write_record(RECORD, files[:1], _grown(1))
     version = store.manifest_version(RECORD)
     order: list[str] = []
     write = storage._write_durable
@@ -202,7 +212,7 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
 
     monkeypatch.setattr(storage, "_write_durable", recording)
     new = [files[1], files[2], files[0] + b"x", files[1] + b"y"]
-    version = store.append_files(RECORD, 1, new, {"files": [0, 1, 2, 3, 4]}, version)
+    version = store.append_files(RECORD, 1, new, _grown(5), version)
     assert sorted(order[:4]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin"]
     assert order[4:] == [f"{storage.TEMP_PREFIX}{storage.MANIFEST}"]
     assert [store.read_file(RECORD, 1 + i, _sha(data)) for i, data in enumerate(new)] == new
@@ -214,5 +224,5 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
 
     monkeypatch.setattr(storage, "_write_durable", failing)
     with pytest.raises(storage.StoreFull):
-        store.append_files(RECORD, 5, new[:3], {"files": list(range(8))}, version)
-    assert store.read_manifest_versioned(RECORD) == ({"files": [0, 1, 2, 3, 4]}, version)
+        store.append_files(RECORD, 5, new[:3], _grown(8), version)
+    assert store.read_manifest_versioned(RECORD) == (_grown(5), version)

@@ -1,7 +1,8 @@
 """The MPR and volume endpoints through a Flask app that registers the real blueprint.
 
-The node's record registry is stood in for by a dict of LoadedRecord-like objects (the interface
-the blueprint consumes); everything else (auth, validation, rendering, encoding) is the real code.
+The node and its loaded records are stood in for by `FakeNode` and `FakeLoadedRecord`, which
+implement the interfaces the blueprint declares (`VolumeNode`, `VolumeRecord`); everything else
+(auth, validation, rendering, encoding, the image cache) is the real code.
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ import peewee
 import pytest
 from PIL import Image
 
-from daemons.render.api_3d import bp, render_state
-from daemons.render.pixels import Window
+from daemons.render.api_3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state
+from daemons.render.image_cache import ImageCache
+from daemons.render.manifest import Manifest
+from daemons.render.node import NODE_EXTENSION
+from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.settings import KEYS
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model
 from shared.config import build_config
+from shared.errors import not_found
 from shared.tokens import TokenIssuer, generate_signing_keypair, load_private_key
 from shared.webapp import create_base_app
+from tests.manifests import sample_manifest
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, sample_phantom
 
 RECORD = "a" * 64
@@ -42,27 +48,45 @@ class FakeLoadedRecord:
     frames_total: int = SHAPE[0]
     frames_ready: int = SHAPE[0]
     complete: bool = True
-    default_voi: Window | None = Window(40.0, 400.0)
+    default_voi: Voi | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
-    manifest: dict = field(init=False)
+    manifest: Manifest = field(init=False)
 
     def __post_init__(self):
-        """The manifest parts the blueprint reads, as ingest writes them for such a record."""
+        """The manifest of such a record, as ingest would store it."""
         frames, rows, columns = self.pixels.shape[:3]
-        self.manifest = {
-            "meta": {"modality": "CT", "frames": frames, "rows": rows, "columns": columns,
-                     "slice_spacing": self.spacing[0], "pixel_spacing": list(self.spacing[1:])},
-            "render": {"orientation": list(self.orientation)},
-        }
+        self.manifest = sample_manifest(frames, rows, columns, spacing=self.spacing, orientation=self.orientation,
+                                        photometric=self.photometric)
+
+    def modality(self) -> Modality:
+        return Modality(self.rescale_slope, self.rescale_intercept)
 
 
 class FakeRegistry:
-    def __init__(self, records):
+    def __init__(self, records: dict[str, FakeLoadedRecord]):
         self.records = records
 
-    def get_loaded(self, record_id):
+    def get_loaded(self, record_id: str) -> FakeLoadedRecord | None:
         return self.records.get(record_id)
+
+
+@dataclass
+class FakeNode:
+    """The node as the blueprint sees it: its loaded records, its image cache, its stored manifests."""
+
+    registry: FakeRegistry
+    stored: dict[str, Manifest]
+    images: ImageCache = field(default_factory=lambda: ImageCache(8 * 2**20))
+
+    def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
+        if record_id not in self.stored:
+            raise not_found("record", record_id)
+        return self.stored[record_id]
+
+
+def loaded(app) -> dict[str, FakeLoadedRecord]:
+    return app.extensions[NODE_EXTENSION].registry.records
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +110,14 @@ def app(keys, tmp_path):
     database.create_tables([audit_model])
     install_view_audit(app, ViewAudit(audit_model, flush_s=60))
     voxels = sample_phantom(SHAPE, SPACING, (1, 0, 0, 0, 1, 0))
-    app.extensions["sivr_records"] = FakeRegistry({
+    records = {
         RECORD: FakeLoadedRecord(voxels, SPACING),
         LOADING: FakeLoadedRecord(np.zeros_like(voxels), SPACING, frames_ready=12, complete=False),
-    })
+    }
+    stored = {record_id: record.manifest for record_id, record in records.items()}
+    stored[MISSING] = sample_manifest(*SHAPE, spacing=SPACING)  # stored, not loaded
+    app.extensions[NODE_EXTENSION] = FakeNode(FakeRegistry(records), stored)
+    install_render_state(app)
     return app
 
 
@@ -185,6 +213,7 @@ def test_malformed_record_id_is_refused(client):
 def test_a_record_not_loaded_answers_at_once(client):
     response = client.get(f"/api/v1/records/{MISSING}/volume")
     assert error_code(response, 409) == "not_loaded"
+    assert error_code(client.get(f"/api/v1/records/{'f' * 64}/volume"), 404) == "not_found"  # not stored
     response = client.get(f"/api/v1/records/{LOADING}/mpr/axial/3")
     assert error_code(response, 409) == "loading"
     body = response.get_json()["error"]
@@ -241,7 +270,7 @@ def test_an_evicted_record_is_not_kept_alive_by_the_3d_cache(app, client):
     import weakref
 
     assert client.get(f"/api/v1/records/{RECORD}/mpr/axial/3").status_code == 200
-    record = app.extensions["sivr_records"].records.pop(RECORD)
+    record = loaded(app).pop(RECORD)
     voxels = weakref.ref(record.pixels)
     del record
     gc.collect()
@@ -251,7 +280,7 @@ def test_an_evicted_record_is_not_kept_alive_by_the_3d_cache(app, client):
 
 def test_a_colour_record_is_refused_clearly(app, client):
     colour = "d" * 64
-    app.extensions["sivr_records"].records[colour] = FakeLoadedRecord(
+    loaded(app)[colour] = FakeLoadedRecord(
         np.zeros((*SHAPE, 3), np.uint8), SPACING, photometric="RGB")
     assert error_code(client.get(f"/api/v1/records/{colour}/volume"), 400) == "unsupported_record"
     assert error_code(client.get(f"/api/v1/records/{colour}/mpr/axial/0"), 400) == "unsupported_record"
@@ -268,7 +297,7 @@ def test_a_colour_record_is_refused_clearly(app, client):
 ], ids=["one-frame-no-slice-spacing", "uint8", "float32", "negative-slope-monochrome1"])
 def test_unusual_records_render_without_errors(app, client, record):
     odd = "e" * 64
-    app.extensions["sivr_records"].records[odd] = record
+    loaded(app)[odd] = record
     for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
                   "mode=dvr&render=interactive&azimuth=-200&elevation=89"):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
@@ -287,3 +316,19 @@ def test_reformats_and_3d_views_are_counted_in_the_sessions_audit_entry(app, cli
     detail = json.loads(entry.detail)
     assert (entry.action, entry.object_id, detail["mpr"], detail["volume"], detail["frame"]) == (
         "record.view", RECORD, 2, 1, 0)
+
+
+def test_the_stand_ins_implement_the_declared_interfaces(app):
+    """The blueprint has no branch for the stand-ins: they provide what it declares it needs."""
+    the_node = app.extensions[NODE_EXTENSION]
+    assert isinstance(the_node, VolumeNode)
+    assert all(isinstance(record, VolumeRecord) for record in loaded(app).values())
+
+
+def test_the_3d_state_is_never_made_lazily_by_a_request(app):
+    """`render_state` only reads what the factory made: no lazy construction under a lock."""
+    state = render_state(app)
+    assert app.extensions["sivr_render_3d"] is state
+    del app.extensions["sivr_render_3d"]
+    with pytest.raises(KeyError):
+        render_state(app)

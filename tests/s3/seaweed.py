@@ -92,6 +92,7 @@ class SeaweedS3:
     def start(self, timeout_s: float = 60.0) -> None:
         args = [str(self.binary), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}",
                 "-s3", f"-s3.config={self.s3_config}", "-volume.max=0", "-master.volumeSizeLimitMB=64",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports: parallel runs would collide
                 *(f"-{name}={port}" for name, port in self.ports.items())]
         with open(self.root / "weed.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -11,11 +11,13 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from daemons.render.envelope import KeyRing
+from daemons.render.manifest import Manifest
 from daemons.render.s3store import MANIFESTS, OBJECTS, S3RecordStore
 from daemons.render.storage import StoreError
 from daemons.render.stores import StoreUnavailable
+from tests.manifests import sample_manifest
 
-MANIFEST = {"meta": {"files": 2}, "files": [{"sha256": ""}, {"sha256": ""}]}
+MANIFEST = sample_manifest(2, files=[b"first", b"second"])
 
 
 def make_store(seaweed, bucket: str, keys: KeyRing, **kwargs) -> S3RecordStore:
@@ -141,8 +143,8 @@ def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cl
     files = [os.urandom(5000) for _ in range(5)]
     sums = [hashlib.sha256(f).hexdigest() for f in files]
 
-    def manifest(count: int) -> dict:
-        return {"meta": {"files": count}, "files": [{"sha256": sums[i], "blob": i} for i in range(count)]}
+    def manifest(count: int) -> Manifest:
+        return sample_manifest(count, files=files[:count], record_id="grow")
 
     assert node_a.write_record("grow", files[:2], manifest(2))
     assert node_b.read_file("grow", 1, sums[1]) == files[1]  # node B caches the header of two files

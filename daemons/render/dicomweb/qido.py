@@ -213,10 +213,9 @@ def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
         manifest = node().manifest(record_id)
     except ApiError:  # a damaged series is quarantined by the lookup; its instances just lack these
         return {}
-    frames = next((int(entry["frames"]) for position, entry in enumerate(manifest["files"])
-                   if int(entry.get("blob", position)) == blob), None)
-    return {"Rows": manifest["meta"]["rows"], "Columns": manifest["meta"]["columns"],
-            "BitsAllocated": manifest["render"]["layout"]["bits_allocated"], "NumberOfFrames": frames}
+    frames = next((entry.frames for entry in manifest.files if entry.blob == blob), None)
+    return {"Rows": manifest.meta.rows, "Columns": manifest.meta.columns,
+            "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": frames}
 
 
 @cache

@@ -229,8 +229,7 @@ def _check_showable(targets: list[Target]) -> None:
     """422 naming the first target the upload found short or undecodable, in DICOM's numbering
     (before a multipart answer starts: its status cannot change once streaming)."""
     for record_id in dict.fromkeys(t.record_id for t in targets):
-        bad = {int(b["frame"]): str(b["message"])
-               for b in node().manifest(record_id)["render"].get("bad_frames") or []}
+        bad = node().manifest(record_id).render.bad_frame_messages()
         for target in targets:
             if target.record_id == record_id and target.index in bad:
                 raise ApiError(422, "frame_error", f"frame {target.frame_number} of instance {target.instance_uid} "
@@ -240,11 +239,11 @@ def _check_showable(targets: list[Target]) -> None:
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
     _check_showable([target])
     start_loading(target.record_id)
-    meta = node().manifest(target.record_id)["meta"]
+    meta = node().manifest(target.record_id).meta
     box = THUMBNAIL_BOX if thumbnail else None
     viewport = query.viewport(_max_px(), box)
     annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
-    spec = _frame_spec(fmt, viewport, int(meta["rows"]), int(meta["columns"]), annotation, thumbnail)
+    spec = _frame_spec(fmt, viewport, meta.rows, meta.columns, annotation, thumbnail)
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
 

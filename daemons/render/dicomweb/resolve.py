@@ -89,8 +89,8 @@ def frame_span(instance_row: Any) -> FrameSpan:
     """The record frames of an instance, from its series' manifest (files are in frame order)."""
     record_id = instance_row.series_id
     start = 0
-    for position, entry in enumerate(node().manifest(record_id)["files"]):
-        if int(entry.get("blob", position)) == instance_row.blob:
-            return FrameSpan(record_id, start, int(entry["frames"]))
-        start += int(entry["frames"])
+    for entry in node().manifest(record_id).files:
+        if entry.blob == instance_row.blob:
+            return FrameSpan(record_id, start, entry.frames)
+        start += entry.frames
     raise ApiError(404, "not_found", f"instance {instance_row.sop_instance_uid} has no frames in its series")

@@ -221,7 +221,7 @@ def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.D
 
 def _check_showable(row: Any, numbers: list[int]) -> None:
     """422 for a frame found short or undecodable when it arrived (its file was stored for the others)."""
-    bad = {int(b["frame"]): b["message"] for b in node().manifest(row.series_id)["render"].get("bad_frames") or []}
+    bad = node().manifest(row.series_id).render.bad_frame_messages()
     if not bad:
         return
     span = resolve.frame_span(row)
