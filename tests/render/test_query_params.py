@@ -49,6 +49,8 @@ def _get(node, record_id: str, path: str, params: str):
     ("quality=0", 400, None),
     ("quality=interactive", 400, None),
     ("size=0x10", 400, None),
+    ("invert=maybe", 400, None),
+    ("invert=true&format=png", 200, "image/png"),
 ])
 def test_image_parameters_mean_the_same_everywhere(node, record_id, path, params, status, mimetype):
     reply = _get(node, record_id, path, params)
@@ -80,6 +82,21 @@ def test_frame_and_axial_reformat_agree_on_shared_parameters(node, record_id):
     assert frame.status_code == mpr.status_code == 200
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(frame.data))),
                                   np.asarray(Image.open(io.BytesIO(mpr.data))))
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_invert_turns_the_display_values_over(node, record_id, path):
+    """The viewer's Invert tool is rendered by the node: 255 - value of the same image, pixel for
+    pixel, for frames, reformats and 3D (one declaration, daemons.render.query.INVERT)."""
+    params = "window=0,300&size=32x32&format=png"
+    plain = _get(node, record_id, path, params)
+    flipped = _get(node, record_id, path, params + "&invert=true")
+    assert plain.status_code == flipped.status_code == 200
+    assert plain.headers["ETag"] != flipped.headers["ETag"]
+    a = np.asarray(Image.open(io.BytesIO(plain.data))).astype(int)
+    b = np.asarray(Image.open(io.BytesIO(flipped.data))).astype(int)
+    assert a.std() > 0
+    np.testing.assert_array_equal(b, 255 - a)
 
 
 def test_the_openapi_parameters_are_the_declared_ones(node):
