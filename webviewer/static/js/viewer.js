@@ -13,6 +13,7 @@ import { LAYOUTS, hangingProtocol, viewportCount } from "./layouts.js";
 import { slicePosition, followingIndex, referenceOn } from "./linking.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
+import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
@@ -186,6 +187,7 @@ class Viewer {
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
+      (this.imageTools = imageToolGroup(() => this.active)).group,
       this.cineGroup,
       this.slabGroup,
       this.volumeGroup,
@@ -369,6 +371,7 @@ class Viewer {
       // a reformat the node publishes no geometry for (a node older than `planes`) is not offered
       if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(this.meta, opt.value).count);
     }
+    this.imageTools.sync(vp);
     for (const each of this.viewports) each.syncDataset();
   }
 
@@ -459,6 +462,7 @@ class Viewer {
       else if (e.key.toLowerCase() === "l" && !this.phone) this.toggleSync();
       else if (e.key.toLowerCase() === "x" && !this.phone) this.toggleReferenceLines();
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
+      else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();

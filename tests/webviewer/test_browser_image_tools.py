@@ -1,0 +1,174 @@
+"""The picture tools in Chromium against the real daemons: invert (rendered by the node), rotate
+and flip (the browser turns the picture; markers, probe and measurements follow), reset, and the
+angle tool measured in millimetres on non-square pixels. The synthetic CT's Hounsfield values
+name their pixel (HU = 100 * row + column), so a probe reading proves where a screen point lands."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.render.synthetic import dataset, to_bytes
+from tests.webviewer.browser import PHONE
+from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.test_browser_geometry import open_loaded
+from tests.webviewer.test_browser_viewer import wait_shown
+
+pytestmark = pytest.mark.browser
+
+SIZE, SLICES = 64, 3
+ROW_MM, COLUMN_MM = 1.0, 0.5   # non-square pixels: the picture is 32 mm wide and 64 mm tall
+
+
+def hounsfield() -> np.ndarray:
+    rows, cols = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
+    return rows * 100 + cols
+
+
+@pytest.fixture(scope="module")
+def ct(deployment, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("image-tools-ct")
+    paths = []
+    for k in range(SLICES):
+        ds = dataset(SIZE, SIZE, series="1.2.826.0.1.3680043.8.498.15.7", position=k * 2.0)
+        ds.PixelSpacing = [ROW_MM, COLUMN_MM]
+        ds.SliceThickness = 2.0
+        ds.InstanceNumber = k + 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (hounsfield() + 1024).astype(np.int16).tobytes()
+        paths.append(folder / f"slice{k}.dcm")
+        paths[-1].write_bytes(to_bytes(ds))
+    patient = new_patient(deployment)
+    return {"patient": patient, **uploaded_record(deployment, patient, paths, "CT for the picture tools")}
+
+
+def markers(page) -> dict[str, str]:
+    return {edge: page.locator(f"#orient-{edge}").text_content() for edge in ("top", "right", "bottom", "left")}
+
+
+def image_box(page) -> dict:
+    return page.locator("#viewport .view-image").bounding_box()
+
+
+def grey(page) -> np.ndarray:
+    """The middle of the picture as shown (a screenshot of the image element, overlay text aside)."""
+    png = page.locator("#viewport .view-image").screenshot()
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L")).astype(float)
+    h, w = pixels.shape
+    return pixels[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+
+
+def probe_at(page, box: dict, fx: float, fy: float) -> str:
+    """The probe's reading at fractions (fx, fy) of the box on screen."""
+    probe = page.locator("#viewport .probe-value")
+    page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    page.wait_for_function("(el) => !el.hidden && /^\\(\\d+, \\d+\\)/.test(el.textContent)", arg=probe.element_handle())
+    return probe.text_content()
+
+
+def test_invert_rotate_flip_and_reset(page, deployment, ct, shots):
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    assert markers(page) == {"top": "A", "right": "L", "bottom": "P", "left": "R"}
+    before = grey(page)
+
+    # invert: the node renders it (invert=true); the picture shown is the negative
+    page.get_by_role("button", name="Show the image inverted, black as white (N)").click()
+    wait_shown(page, "d.shownKey.includes('invert=true')")
+    page.wait_for_timeout(200)
+    after = grey(page)
+    assert abs(after.mean() - (255 - before.mean())) < 3, (before.mean(), after.mean())
+    assert page.locator("#image-invert").get_attribute("aria-pressed") == "true"
+
+    # a quarter turn clockwise: the patient's right is now at the top, the left edge is posterior
+    page.locator("#viewport").focus()   # keys act where focus is not on a toolbar button
+    page.keyboard.press("]")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
+    assert markers(page) == {"top": "R", "right": "A", "bottom": "L", "left": "P"}
+    box = image_box(page)
+    assert box["width"] == pytest.approx(2 * box["height"], rel=0.02)   # 64 mm now run across
+    # the probe follows the turn: the point shown at the box's upper left is the image's lower left
+    page.keyboard.press("i")
+    assert probe_at(page, box, 0.5 / SIZE, 0.5 / SIZE).startswith(f"(0, 63) {63 * 100} HU")
+    # kept while scrolling
+    page.keyboard.press("ArrowDown")
+    wait_shown(page, "d.shownIndex === '1'")
+    assert markers(page)["top"] == "R"
+    shot(page, shots, "image-tools-rotated-inverted", full_page=False)
+
+    # back to upright, then a left-right flip swaps L and R
+    page.keyboard.press("[")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'R'")
+    page.get_by_role("button", name="Mirror left-right (H)").click()
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'L'")
+    assert markers(page) == {"top": "A", "right": "R", "bottom": "P", "left": "L"}
+    box = image_box(page)
+    assert probe_at(page, box, 0.5 / SIZE, 0.5 / SIZE).startswith(f"(63, 0) {63} HU")
+    # a measurement across the flipped picture still reads in mm of the image
+    page.locator("#viewport").focus()
+    page.keyboard.press("m")
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, y, steps=5)
+    page.mouse.up()
+    assert page.locator("#viewport .measure-label").last.text_content() == f"{SIZE * COLUMN_MM / 2:.1f} mm"
+
+    # reset (key 0): upright, not mirrored, not inverted
+    page.keyboard.press("0")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'R'")
+    wait_shown(page, "!d.shownKey.includes('invert')")
+    assert markers(page) == {"top": "A", "right": "L", "bottom": "P", "left": "R"}
+    assert page.locator("#image-invert").get_attribute("aria-pressed") == "false"
+
+
+def test_angle_of_a_known_triangle_in_millimetres(page, deployment, ct, shots):
+    """Vertex at pixel (20, 30), arms to (40, 30) and (40, 20): 45° on the patient (0.5 mm columns,
+    1 mm rows), where the pixels alone would say 26.6°."""
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    page.keyboard.press("a")
+    assert page.get_by_role("button", name="Angle", exact=True).get_attribute("aria-pressed") == "true"
+    box = image_box(page)
+
+    def at(column: float, row: float) -> tuple[float, float]:
+        return box["x"] + box["width"] * column / SIZE, box["y"] + box["height"] * row / SIZE
+
+    for point in ((40, 30), (20, 30), (40, 20)):   # three clicks
+        page.mouse.click(*at(*point))
+    label = page.locator("#viewport .angle-label")
+    assert label.text_content() == "45.0°"
+    # click-drag-click: the first arm dragged, the third point clicked
+    page.mouse.move(*at(50, 50))
+    page.mouse.down()
+    page.mouse.move(*at(30, 50), steps=5)
+    page.mouse.up()
+    page.mouse.click(*at(30, 40))
+    page.wait_for_function("() => document.querySelectorAll('#viewport .angle-label').length === 2")
+    assert label.nth(1).text_content() == "90.0°"
+    shot(page, shots, "image-tools-angle", full_page=False)
+    # cleared like the measurements on slice change: another slice shows none
+    page.keyboard.press("ArrowDown")
+    wait_shown(page, "d.shownIndex === '1'")
+    assert label.count() == 0
+
+
+def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
+    context = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(30000)
+    try:
+        open_loaded(page, deployment, ct)
+        wait_shown(page, "d.shownPlane === 'native'")
+        page.locator("#tools-toggle").click()
+        page.get_by_role("button", name="Rotate a quarter turn clockwise (])").click()
+        page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
+        assert markers(page)["top"] == "R"
+        shot(page, shots, "image-tools-phone-rotated", full_page=False)
+    finally:
+        context.close()
