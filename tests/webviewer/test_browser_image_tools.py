@@ -172,3 +172,33 @@ def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
         shot(page, shots, "image-tools-phone-rotated", full_page=False)
     finally:
         context.close()
+
+
+def test_key_images_persist_across_a_reload_and_lead_back(page, deployment, ct, shots):
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    page.locator("#key-image-status").wait_for()
+    page.keyboard.press("ArrowDown")
+    wait_shown(page, "d.shownIndex === '1'")
+    page.keyboard.press("k")
+    item = page.locator("#key-image-list .key-image-item")
+    item.first.wait_for()
+    assert item.count() == 1 and item.first.text_content().endswith("Slices 2 / 3 · Im 2")
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("ArrowDown")   # another slice is not a key image
+    wait_shown(page, "d.shownIndex === '2'")
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "false"
+
+    page.reload()   # kept by the node: listed again, and a click goes back to the slice
+    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+    item.first.wait_for()
+    assert item.count() == 1
+    page.keyboard.press("End")
+    wait_shown(page, "d.shownIndex === '2'")
+    item.first.click()
+    wait_shown(page, "d.shownIndex === '1'")
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+    shot(page, shots, "image-tools-key-images")
+    page.locator("#key-image").click()   # unmark
+    page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")

@@ -14,6 +14,7 @@ import { slicePosition, followingIndex, referenceOn } from "./linking.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
+import { KeyImages } from "./keyimages.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
@@ -181,6 +182,7 @@ class Viewer {
       type: "button", class: "btn tools-toggle", id: "tools-toggle", "aria-expanded": "false", "aria-controls": "viewer-tools",
       text: "☰ Tools", onclick: () => this.toggleTools(),
     });
+    this.keyImages = new KeyImages(this);
     this.toolbar = h("div", { class: "toolbar", id: "viewer-tools", role: "toolbar", "aria-label": "Viewer tools" },
       this.toolsToggle,
       this.layoutGroup,
@@ -188,6 +190,7 @@ class Viewer {
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       (this.imageTools = imageToolGroup(() => this.active)).group,
+      this.reportGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Key images, export, tags" }, this.keyImages.button),
       this.cineGroup,
       this.slabGroup,
       this.volumeGroup,
@@ -221,12 +224,13 @@ class Viewer {
       this.grid,
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
-      this.loadErrors, this.recordWarnings));
+      this.loadErrors, this.recordWarnings, this.keyImages.panel));
 
     const protocol = hangingProtocol(m.modality, this.phone);
     const firstSlice = Number(this.query.get("slice")) || 0;
     this.setLayout(protocol.layout, protocol.planes, firstSlice);
     this.bindKeys();
+    this.keyImages.load();
     this.active.root.focus({ preventScroll: true });
   }
 
@@ -372,6 +376,7 @@ class Viewer {
       if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(this.meta, opt.value).count);
     }
     this.imageTools.sync(vp);
+    this.keyImages.sync(vp);
     for (const each of this.viewports) each.syncDataset();
   }
 
@@ -463,6 +468,7 @@ class Viewer {
       else if (e.key.toLowerCase() === "x" && !this.phone) this.toggleReferenceLines();
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
       else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
+      else if (e.key.toLowerCase() === "k") this.keyImages.toggle(vp);
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();
