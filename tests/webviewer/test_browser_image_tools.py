@@ -202,3 +202,32 @@ def test_key_images_persist_across_a_reload_and_lead_back(page, deployment, ct, 
     shot(page, shots, "image-tools-key-images")
     page.locator("#key-image").click()   # unmark
     page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+
+
+def test_export_downloads_the_view_as_a_png_of_its_size(page, deployment, ct, shots, tmp_path):
+    """The node's PNG of the image shown, turned as on screen (a quarter turn: 64 mm across, 32 mm
+    down), with the measurement (yellow) and the markers drawn over it, named after series and slice."""
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    page.keyboard.press("]")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
+    box = image_box(page)
+    page.keyboard.press("m")
+    y = box["y"] + box["height"] * 0.5
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, y, steps=5)
+    page.mouse.up()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="⤓ PNG").click()
+    target = tmp_path / download.value.suggested_filename
+    download.value.save_as(target)
+    assert download.value.suggested_filename.endswith("_Slices_1.png")
+    picture = Image.open(target)
+    assert picture.format == "PNG"
+    assert abs(picture.width - box["width"]) <= 2 and abs(picture.height - box["height"]) <= 2, (picture.size, box)
+    rgb = np.asarray(picture.convert("RGB")).astype(int)
+    yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 120)
+    assert yellow[picture.height // 2 - 3: picture.height // 2 + 4].sum() > picture.width / 3   # the measurement
+    picture.save(shots / "image-tools-export.png")

@@ -15,6 +15,7 @@ import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
+import { exportView } from "./export.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
@@ -190,7 +191,8 @@ class Viewer {
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       (this.imageTools = imageToolGroup(() => this.active)).group,
-      this.reportGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Key images, export, tags" }, this.keyImages.button),
+      this.reportGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Key images, export, tags" }, this.keyImages.button,
+        h("button", { type: "button", class: "btn", id: "export-png", text: "⤓ PNG", title: "Download the view as a PNG file (S)", onclick: () => this.exportActive() })),
       this.cineGroup,
       this.slabGroup,
       this.volumeGroup,
@@ -386,6 +388,16 @@ class Viewer {
     this.ctx.announce(plane === "3d" ? "3D view. Drag to rotate." : `${planeLabel(plane)} view.`);
   }
 
+  /** Download the active viewport's view as a PNG (export.js). */
+  async exportActive() {
+    try {
+      const done = await exportView(this.active);
+      this.ctx.announce(done ? `Saved ${done.name} (${done.width}×${done.height}).` : "No image to export yet.");
+    } catch (err) {
+      if (!err.isAuthFailure) this.ctx.announce(`The export failed: ${this.ctx.describeError(err)}`);
+    }
+  }
+
   setTool(tool) {
     this.settings.tool = tool;
     this.syncControls();
@@ -469,6 +481,7 @@ class Viewer {
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
       else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
       else if (e.key.toLowerCase() === "k") this.keyImages.toggle(vp);
+      else if (e.key.toLowerCase() === "s") this.exportActive();
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();
