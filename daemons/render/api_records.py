@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from daemons.render import query
 from daemons.render.catalogue import CatalogueModels, forget_series
+from daemons.render.frame_instances import frame_instances, with_instances
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.planes import plane_table
@@ -39,6 +40,8 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     meta = dict(manifest["meta"])
     if per_slice:
         meta["planes"] = plane_table(manifest)
+        if meta.get("slices"):   # which instance each frame is (the viewer's tag browser names it)
+            meta["slices"] = with_instances(meta["slices"], frame_instances(manifest, the_node.models.catalogue, record_id))
     else:
         meta.pop("slices", None)
     meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was

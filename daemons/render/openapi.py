@@ -83,7 +83,9 @@ SCHEMAS = {
                        "instance": {"type": ["integer", "null"]},
                        "position": {"type": ["array", "null"], "items": {"type": "number"}},
                        "location_mm": {"type": ["number", "null"]},
-                       "thickness_mm": {"type": ["number", "null"]}}}},
+                       "thickness_mm": {"type": ["number", "null"]},
+                       "sop_instance_uid": {"type": ["string", "null"]},
+                       "frame_number": {"type": "integer", "description": "frame of that instance, from 1"}}}},
         "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
                    "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
                    "required": ["slices", "axial", "coronal", "sagittal"],
