@@ -10,6 +10,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage
 
 from tests.render.synthetic import dataset, to_bytes
 from tests.webviewer.browser import PHONE
@@ -39,6 +41,11 @@ def ct(deployment, tmp_path_factory):
         ds.InstanceNumber = k + 1
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
         ds.PixelData = (hounsfield() + 1024).astype(np.int16).tobytes()
+        ds.PatientID = "TOOLS-7"
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = CTImageStorage
+        reference.ReferencedSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.15.8.{k}"
+        ds.ReferencedImageSequence = [reference]
         paths.append(folder / f"slice{k}.dcm")
         paths[-1].write_bytes(to_bytes(ds))
     patient = new_patient(deployment)
@@ -170,6 +177,9 @@ def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
         page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
         assert markers(page)["top"] == "R"
         shot(page, shots, "image-tools-phone-rotated", full_page=False)
+        page.locator("#tag-browser-toggle").click()
+        page.locator("#tag-table tr[data-keyword=PatientID]").wait_for()
+        assert page.locator("#tag-table tr[data-keyword=PatientID] .tag-value").text_content() == "TOOLS-7"
     finally:
         context.close()
 
@@ -231,3 +241,41 @@ def test_export_downloads_the_view_as_a_png_of_its_size(page, deployment, ct, sh
     yellow = (rgb[..., 0] > 200) & (rgb[..., 1] > 170) & (rgb[..., 2] < 120)
     assert yellow[picture.height // 2 - 3: picture.height // 2 + 4].sum() > picture.width / 3   # the measurement
     picture.save(shots / "image-tools-export.png")
+
+
+def test_tag_browser_shows_the_attributes_of_the_instance_shown(page, deployment, ct, shots):
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    wait_shown(page, "d.shownPlane === 'native'")
+    page.get_by_role("button", name="Tags").click()
+    row = page.locator("#tag-table > tbody > tr")
+    page.locator("#tag-table tr[data-keyword=PatientID]").wait_for()
+
+    def value(keyword: str) -> str:
+        return page.locator(f"#tag-table > tbody > tr[data-keyword={keyword}] > .tag-value").text_content()
+
+    assert value("PatientID") == "TOOLS-7"
+    assert value("Modality") == "CT"
+    assert value("InstanceNumber") == "1"
+    modality = page.locator("#tag-table > tbody > tr[data-keyword=Modality]")
+    assert modality.locator(".tag-tag").text_content() == "(0008,0060)"
+    assert modality.locator(".tag-vr").text_content() == "CS"
+    # a sequence opens item by item
+    sequence = page.locator("#tag-table > tbody > tr[data-keyword=ReferencedImageSequence]")
+    sequence.locator("summary").click()
+    assert "1.2.826.0.1.3680043.8.498.15.8.0" in sequence.locator("details").text_content()
+    # the filter keeps the rows whose keyword, tag or value match (a sequence by its items too)
+    page.locator("#tag-filter").fill("0020,0013")
+    page.wait_for_function("() => [...document.querySelectorAll('#tag-table > tbody > tr')].filter((r) => !r.hidden)"
+                           ".map((r) => r.dataset.keyword).join() === 'InstanceNumber'")
+    page.locator("#tag-filter").fill("15.8.0")
+    page.wait_for_function("() => [...document.querySelectorAll('#tag-table > tbody > tr')].filter((r) => !r.hidden)"
+                           ".map((r) => r.dataset.keyword).join() === 'ReferencedImageSequence'")
+    page.locator("#tag-filter").fill("")
+    # it follows the slice shown: the next slice is the next instance
+    page.locator("#viewport").focus()
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("() => (document.querySelector('#tag-table > tbody > tr[data-keyword=InstanceNumber] > .tag-value')"
+                           " || {}).textContent === '2'")
+    assert row.count() > 20
+    shot(page, shots, "image-tools-tag-browser")

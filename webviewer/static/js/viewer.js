@@ -16,6 +16,7 @@ import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { exportView } from "./export.js";
+import { TagBrowser } from "./tagbrowser.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
@@ -184,6 +185,7 @@ class Viewer {
       text: "☰ Tools", onclick: () => this.toggleTools(),
     });
     this.keyImages = new KeyImages(this);
+    this.tagBrowser = new TagBrowser(this);
     this.toolbar = h("div", { class: "toolbar", id: "viewer-tools", role: "toolbar", "aria-label": "Viewer tools" },
       this.toolsToggle,
       this.layoutGroup,
@@ -192,7 +194,8 @@ class Viewer {
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       (this.imageTools = imageToolGroup(() => this.active)).group,
       this.reportGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Key images, export, tags" }, this.keyImages.button,
-        h("button", { type: "button", class: "btn", id: "export-png", text: "⤓ PNG", title: "Download the view as a PNG file (S)", onclick: () => this.exportActive() })),
+        h("button", { type: "button", class: "btn", id: "export-png", text: "⤓ PNG", title: "Download the view as a PNG file (S)", onclick: () => this.exportActive() }),
+        this.tagBrowser.button),
       this.cineGroup,
       this.slabGroup,
       this.volumeGroup,
@@ -226,7 +229,7 @@ class Viewer {
       this.grid,
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
-      this.loadErrors, this.recordWarnings, this.keyImages.panel));
+      this.loadErrors, this.recordWarnings, this.keyImages.panel, this.tagBrowser.panel));
 
     const protocol = hangingProtocol(m.modality, this.phone);
     const firstSlice = Number(this.query.get("slice")) || 0;
@@ -379,6 +382,7 @@ class Viewer {
     }
     this.imageTools.sync(vp);
     this.keyImages.sync(vp);
+    this.tagBrowser.sync(vp);
     for (const each of this.viewports) each.syncDataset();
   }
 
@@ -482,6 +486,7 @@ class Viewer {
       else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
       else if (e.key.toLowerCase() === "k") this.keyImages.toggle(vp);
       else if (e.key.toLowerCase() === "s") this.exportActive();
+      else if (e.key.toLowerCase() === "t") this.tagBrowser.toggle();
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();
