@@ -9,6 +9,7 @@ marking and unmarking changes the node's data, so it is for users of the node's 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import peewee
@@ -31,7 +32,7 @@ KEY_IMAGE_PLANES = {"native": "slices", "axial": "axial", "coronal": "coronal", 
 
 
 def _item(row: Any) -> dict[str, Any]:
-    return {"plane": row.plane, "index": row.index, "marked_by": row.marked_by_name,
+    return {"plane": row.plane, "index": row.image_index, "marked_by": row.marked_by_name,
             "marked_at": iso_utc(row.marked_at)}
 
 
@@ -39,7 +40,7 @@ def _listing(record_id: str) -> dict[str, Any]:
     model = node().models.KeyImage
     rows = list(model.select().where(model.record_id == record_id))
     order = list(KEY_IMAGE_PLANES)
-    rows.sort(key=lambda r: (order.index(r.plane) if r.plane in order else len(order), r.index))
+    rows.sort(key=lambda r: (order.index(r.plane) if r.plane in order else len(order), r.image_index))
     return {"items": [_item(r) for r in rows]}
 
 
@@ -75,11 +76,9 @@ def mark_key_image(record_id: str, plane: str, index: int):
     _writer()
     record_id = _checked(record_id, plane, index)
     identity, model = current_identity(), node().models.KeyImage
-    try:
-        model.create(record_id=record_id, plane=plane, index=index, marked_by=identity.user_id,
+    with contextlib.suppress(peewee.IntegrityError):   # already a key image: PUT is idempotent
+        model.create(record_id=record_id, plane=plane, image_index=index, marked_by=identity.user_id,
                      marked_by_name=identity.username)
-    except peewee.IntegrityError:
-        pass   # already a key image: PUT is idempotent
     record_audit(node().models.AuditEntry, "record.key_image.mark", "record", record_id, detail=f"{plane}:{index}")
     return jsonify(_listing(record_id))
 
@@ -90,6 +89,7 @@ def unmark_key_image(record_id: str, plane: str, index: int):
     _writer()
     record_id = _checked(record_id, plane, index)
     model = node().models.KeyImage
-    model.delete().where((model.record_id == record_id) & (model.plane == plane) & (model.index == index)).execute()
+    model.delete().where((model.record_id == record_id) & (model.plane == plane)
+                         & (model.image_index == index)).execute()
     record_audit(node().models.AuditEntry, "record.key_image.unmark", "record", record_id, detail=f"{plane}:{index}")
     return Response(status=204)

@@ -41,7 +41,8 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     if per_slice:
         meta["planes"] = plane_table(manifest)
         if meta.get("slices"):   # which instance each frame is (the viewer's tag browser names it)
-            meta["slices"] = with_instances(meta["slices"], frame_instances(manifest, the_node.models.catalogue, record_id))
+            frames = frame_instances(manifest, the_node.models.catalogue, record_id)
+            meta["slices"] = with_instances(meta["slices"], frames)
     else:
         meta.pop("slices", None)
     meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was

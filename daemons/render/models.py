@@ -72,14 +72,14 @@ def make_key_image_model(database: peewee.Database) -> Any:
     class KeyImage(peewee.Model):
         record_id = peewee.CharField(max_length=64, index=True)
         plane = peewee.CharField(max_length=16)   # the viewer's view: native (the stored slices) or a reformat
-        index = peewee.IntegerField()
+        image_index = peewee.IntegerField()   # of that view (`index` would hide peewee.Model.index)
         marked_by = peewee.CharField(max_length=36)
         marked_by_name = peewee.CharField(max_length=150, default="")
         marked_at = peewee.DateTimeField(default=utcnow)
 
         class Meta:
             table_name = "key_image"
-            indexes = ((("record_id", "plane", "index"), True),)
+            indexes = ((("record_id", "plane", "image_index"), True),)
 
     KeyImage._meta.database = database
     return KeyImage

@@ -101,7 +101,7 @@ def test_migration_from_the_previous_schema_adds_the_table(make_node):
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
     assert upgrade(config) == schema_target(MIGRATIONS) == 4
     with sqlite3.connect(root / "render.db") as db:
-        assert {"record_id", "plane", "index"} <= {row[1] for row in db.execute("PRAGMA table_info(key_image)")}
+        assert {"record_id", "plane", "image_index"} <= {row[1] for row in db.execute("PRAGMA table_info(key_image)")}
     harness = make_node(root=root, institution_id=institution)
     try:
         assert harness.client.put(_url(record_id, "/native/0"), headers=harness.headers()).status_code == 200

@@ -275,7 +275,7 @@ def test_tag_browser_shows_the_attributes_of_the_instance_shown(page, deployment
     # it follows the slice shown: the next slice is the next instance
     page.locator("#viewport").focus()
     page.keyboard.press("ArrowDown")
-    page.wait_for_function("() => (document.querySelector('#tag-table > tbody > tr[data-keyword=InstanceNumber] > .tag-value')"
-                           " || {}).textContent === '2'")
+    number = "#tag-table > tbody > tr[data-keyword=InstanceNumber] > .tag-value"
+    page.wait_for_function("(css) => (document.querySelector(css) || {}).textContent === '2'", arg=number)
     assert row.count() > 20
     shot(page, shots, "image-tools-tag-browser")
