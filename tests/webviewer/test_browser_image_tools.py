@@ -177,6 +177,11 @@ def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
         page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
         assert markers(page)["top"] == "R"
         shot(page, shots, "image-tools-phone-rotated", full_page=False)
+        page.locator("#key-image").click()   # key images from the folded toolbar too
+        page.locator("#key-image-list .key-image-item").wait_for()
+        assert page.locator("#key-image-list .key-image-item").first.is_visible()
+        page.locator("#key-image").click()
+        page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
         page.locator("#tag-browser-toggle").click()
         page.locator("#tag-table tr[data-keyword=PatientID]").wait_for()
         assert page.locator("#tag-table tr[data-keyword=PatientID] .tag-value").text_content() == "TOOLS-7"
