@@ -105,7 +105,8 @@ STATS_PARAMS = (SHAPE, BOX_X0, BOX_Y0, BOX_X1, BOX_Y1)
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS, INVERT)
 MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, INVERT)
 
-# DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas. `window`
+# DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas (and
+# SIVR's `invert`, which the standard lacks, as the viewer's API spells it). `window`
 # carries its function; `viewport` is the output box and, optionally, a source rectangle in pixels
 # (negative widths flip); the media type comes from Accept or the `accept` parameter.
 DICOMWEB_WINDOW_FUNCTIONS = {"linear": "linear", "linear-exact": "linear_exact", "sigmoid": "sigmoid"}
@@ -121,11 +122,11 @@ ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burn
                    {"type": "string", "pattern": r"^(patient|technique)(,(patient|technique))?$"})
 CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
-RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT)
+RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
 THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
-RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, INVERT)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
-                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ)
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, INVERT)
 
 
 def choice(param: Param, default: str | None, choices) -> str | None:
