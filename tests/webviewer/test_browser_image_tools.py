@@ -106,6 +106,12 @@ def test_invert_rotate_flip_and_reset(page, deployment, ct, shots):
     wait_shown(page, "d.shownIndex === '1'")
     assert markers(page)["top"] == "R"
     shot(page, shots, "image-tools-rotated-inverted", full_page=False)
+    # a flip after the turn mirrors what the screen shows: left and right swap, top stays
+    page.keyboard.press("h")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'A'")
+    assert markers(page) == {"top": "R", "right": "P", "bottom": "L", "left": "A"}
+    page.keyboard.press("h")
+    page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
 
     # back to upright, then a left-right flip swaps L and R
     page.keyboard.press("[")
@@ -284,3 +290,34 @@ def test_tag_browser_shows_the_attributes_of_the_instance_shown(page, deployment
     page.wait_for_function("(css) => (document.querySelector(css) || {}).textContent === '2'", arg=number)
     assert row.count() > 20
     shot(page, shots, "image-tools-tag-browser")
+
+
+def test_every_turn_maps_screen_and_image_consistently(page, deployment):
+    """geometry.js, in the browser: for each of the 8 turns (4 rotations, mirrored or not) the screen
+    mapping inverts, and each edge's marker goes where that edge's points go, so measurements,
+    reference lines (drawn with imageToScreen) and markers agree at every rotation and flip."""
+    page.goto("/")
+    problems = page.evaluate("""async () => {
+      const g = await import('/static/js/geometry.js');
+      const problems = [];
+      const edges = { top: 'A', right: 'L', bottom: 'P', left: 'R' };
+      const mids = { top: [0.5, 0], right: [1, 0.5], bottom: [0.5, 1], left: [0, 0.5] };
+      const near = (a, b) => Math.abs(a[0] - b[0]) < 1e-9 && Math.abs(a[1] - b[1]) < 1e-9;
+      for (const rotate of [0, 1, 2, 3]) for (const flipH of [false, true]) for (const flipV of [false, true]) {
+        const turn = { rotate, flipH, flipV };
+        const rect = { left: 10, top: 20, width: 300, height: 150, turn };
+        const region = [0.25, 0.1, 0.75, 0.6];
+        for (const p of [[0.3, 0.2], [0.7, 0.55], [0.5, 0.35]]) {
+          const s = g.imageToScreen(p[0], p[1], rect, region);
+          if (!near(g.screenToImage(s[0], s[1], rect, region), p)) problems.push(['roundtrip', turn, p]);
+        }
+        const turned = g.turnedEdges(edges, turn);
+        for (const [edge, label] of Object.entries(edges)) {
+          const lands = g.turnPoint(mids[edge][0], mids[edge][1], turn);
+          const where = Object.entries(mids).find(([, m]) => near(m, lands))[0];
+          if (turned[where] !== label) problems.push(['marker', turn, edge, where]);
+        }
+      }
+      return problems;
+    }""")
+    assert problems == []
