@@ -89,6 +89,19 @@ SCHEMAS = {
         "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
                    "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
                    "required": ["slices", "axial", "coronal", "sagittal"],
+                   "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}},
+        "stacks": {"type": "array", "items": {"$ref": "#/components/schemas/Stack"},
+                   "description": "the volumes the record holds; MPR and 3D render one (`stack`), the first "
+                                  "by default"}}},
+    "Stack": {"type": "object", "required": ["id", "label", "frames", "phases", "volume"], "properties": {
+        "id": {"type": "string"}, "label": {"type": "string", "description": "what sets it apart: b=500, PHASE, ..."},
+        "frames": {"type": "array", "items": {"type": "integer"},
+                   "description": "record frame indexes of its first time point, in spatial order: its volume"},
+        "phases": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
+                   "description": "the frames of each time point (the cine axis across time)"},
+        "volume": {"type": "boolean", "description": "false: MPR and 3D of it answer 422 no_volume"},
+        "no_volume_reason": {"type": ["string", "null"]},
+        "planes": {"type": "object", "description": "its PlaneGeometry per plane (GET of one record only)",
                    "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}}}},
     "Edges": {"type": ["object", "null"], "required": ["top", "right", "bottom", "left"],
               "description": "patient direction letters (A P L R S I) at each edge; null when the "

@@ -17,8 +17,9 @@ export const NODE_REQUESTS = 6;
 /** How long cards may keep arriving (and moving each other down) before their thumbnails are
  *  watched for visibility; all are watched at once when the last card is placed. */
 const SETTLE_MS = 300;
-/** How often a thumbnail of a series still being loaded on its node is asked for again. */
-const THUMBNAIL_TRIES = 8;
+/** How long a thumbnail of a series that its node is still loading (409 with Retry-After) is
+ *  asked for again: a busy node may take tens of seconds to decode a series it had not loaded. */
+const THUMBNAIL_PATIENCE_MS = 60000;
 const UNKNOWN = "unknown";
 
 /** A queue running at most `size` tasks at once; `run(task)` resolves with the task's result. */
@@ -170,13 +171,15 @@ function thumbnailSlot(ctx, inst, patient, record, meta, node, run) {
   const path = `dicomweb/studies/${meta.study_uid}/series/${meta.series_uid}/thumbnail`;
   slot.addEventListener("visible", () => {
     run(async () => {
+      const started = Date.now();
       for (let attempt = 1; ; attempt += 1) {
         try {
           return await ctx.session.fetchRaw(node.url, path, { cache: "default", headers: { Accept: "image/jpeg" } });
         } catch (err) {
-          // the node answers 409 while the series is still being loaded: ask again shortly
-          if (err.status !== 409 || attempt >= THUMBNAIL_TRIES) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 1000 * Math.min(attempt, 3)));
+          // the node answers 409 while the series is still being loaded: ask again when it says
+          if (err.status !== 409 || Date.now() - started > THUMBNAIL_PATIENCE_MS) throw err;
+          const wait = 1000 * Math.max(err.details.retryAfter || 0, Math.min(attempt, 3));
+          await new Promise((resolve) => setTimeout(resolve, wait));
         }
       }
     }).then((response) => response.blob()).then((blob) => {

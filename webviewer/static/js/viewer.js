@@ -11,6 +11,7 @@ import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
 import { LAYOUTS, hangingProtocol, viewportCount } from "./layouts.js";
 import { slicePosition, followingIndex, referenceOn } from "./linking.js";
+import { frameAtTime, middleFrame, planesFor, recordStacks, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
@@ -73,6 +74,9 @@ class Viewer {
     this.node = node;
     this.recordPath = recordPath;
     this.meta = meta;
+    this.recordPlanes = meta.planes;
+    this.stacks = recordStacks(meta);
+    this.stack = this.stacks[0] || null;   // the stack reformats and 3D views show (stacks.js)
     this.presets = presets || { window: {}, volume: [] };
     this.query = query;
     this.cache = new ImageCache();   // shared by the viewports: an image fetched once is shown anywhere
@@ -94,6 +98,7 @@ class Viewer {
     this.layout = "1x1";
     this.phone = matchMedia(PHONE).matches;
     this.timers = new Timers();
+    this.timePlaying = false;   // cine over the chosen stack's time points
     this.destroyed = false;
   }
 
@@ -131,6 +136,14 @@ class Viewer {
     this.fpsSelect = select("fps", FPS_CHOICES.map((f) => [f, `${f} fps`]), s.fps);
     this.fpsSelect.id = "fps";
     this.fpsSelect.addEventListener("change", () => { s.fps = Number(this.fpsSelect.value); });
+
+    this.stackSelect = select("stack", this.stacks.map((st) => [st.id, st.volume ? st.label : `${st.label} (no volume)`]), this.stack && this.stack.id);
+    this.stackSelect.id = "stack-select";
+    this.stackSelect.addEventListener("change", () => this.chooseStack(this.stackSelect.value));
+    this.timeInput = h("input", { type: "range", id: "time", min: 0, max: 0, value: 0, "aria-label": "Time point" });
+    this.timeOut = h("output", { for: "time", id: "time-out" });
+    this.timeInput.addEventListener("input", () => this.showTime(Number(this.timeInput.value)));
+    this.timePlay = h("button", { type: "button", class: "btn", id: "time-play", "aria-pressed": "false", text: "▶ Time", onclick: () => this.toggleTimePlay() });
 
     this.modeSelect = select("mode", VOLUME_MODES, "mip");
     this.modeSelect.id = "volume-mode";
@@ -190,6 +203,11 @@ class Viewer {
       this.toolsToggle,
       this.layoutGroup,
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
+      // several stacks (magnitude/phase, b-values, orientations): reformats and 3D show the chosen one
+      this.stackGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Stack", hidden: this.stacks.length < 2 },
+        label("Stack", this.stackSelect)),
+      this.timeGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Time points", hidden: true },
+        label("Time", h("span", { class: "range" }, this.timeInput, this.timeOut)), this.timePlay),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       (this.imageTools = imageToolGroup(() => this.active)).group,
@@ -374,6 +392,15 @@ class Viewer {
     this.slider.max = String(Math.max(0, count - 1));
     this.slider.value = String(vp.index());
     this.sliderOut.textContent = vp.sliceCounter();
+    this.stackSelect.value = this.stack ? this.stack.id : "";
+    const phases = this.stack ? this.stack.phases.length : 1;
+    const time = s.plane === "native" ? timeOf(this.stack, vp.index()) : -1;
+    this.timeGroup.hidden = phases < 2 || time < 0;
+    this.timeInput.max = String(Math.max(0, phases - 1));
+    this.timeInput.value = String(Math.max(0, time));
+    this.timeOut.textContent = `${Math.max(0, time) + 1} / ${phases}`;
+    this.timePlay.textContent = this.timePlaying ? "❚❚ Time" : "▶ Time";
+    this.timePlay.setAttribute("aria-pressed", String(Boolean(this.timePlaying)));
     this.windowSelect.value = s.windowChoice;
     const ready = this.load.state === "ready";
     for (const opt of this.planeSelect.options) {
@@ -384,6 +411,52 @@ class Viewer {
     this.keyImages.sync(vp);
     this.tagBrowser.sync(vp);
     for (const each of this.viewports) each.syncDataset();
+  }
+
+  // ---------- stacks and time points (stacks.js) ----------
+
+  /** Show stack `id` in reformats and 3D views; the stored-slices views go to its middle frame. */
+  chooseStack(id) {
+    const stack = this.stacks.find((st) => st.id === id);
+    if (!stack || stack === this.stack) return;
+    this.stopTimePlay();
+    this.stack = stack;
+    this.meta.planes = planesFor(this.recordPlanes, stack);
+    for (const vp of this.viewports) {
+      for (const plane of Object.keys(vp.state.index)) if (plane !== "native") delete vp.state.index[plane];
+      if (vp.state.plane === "native") vp.state.index.native = middleFrame(stack);
+      vp.clearImage();
+      vp.changed();
+      vp.requestView();
+    }
+    this.drawReferenceLines();
+    this.ctx.announce(`Stack ${stack.label}.`);
+  }
+
+  /** The stored-slices view of the active viewport at time point `time`, same position. */
+  showTime(time) {
+    const vp = this.active;
+    const frame = vp.state.plane === "native" ? frameAtTime(this.stack, vp.index(), time) : null;
+    if (frame != null) vp.setIndex(frame);
+  }
+
+  toggleTimePlay() {
+    if (this.timePlaying) { this.stopTimePlay(); return; }
+    this.timePlaying = true;
+    const tick = () => {
+      if (!this.timePlaying || this.destroyed) return;
+      const phases = this.stack ? this.stack.phases.length : 1;
+      this.showTime((Math.max(0, timeOf(this.stack, this.active.index())) + 1) % phases);
+      this.timers.later("time-cine", 1000 / this.settings.fps, tick);
+    };
+    tick();
+    this.syncControls();
+  }
+
+  stopTimePlay() {
+    this.timePlaying = false;
+    this.timers.clear("time-cine");
+    if (this.timePlay) this.syncControls();
   }
 
   setPlane(plane) {

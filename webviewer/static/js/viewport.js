@@ -10,6 +10,11 @@ import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
 import { MAX_ZOOM, planeLabel } from "./viewoptions.js";
 
+/** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
+const FAST_STEP_MS = 150;
+/** How long after the last step of a fast scroll the full-quality slice is asked for. */
+export const SETTLE_MS = 200;
+
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
@@ -61,6 +66,7 @@ export class Viewport {
     this.angleDraft = null;        // an angle being placed (tools.js)
     this.touches = new Map();      // pointerId -> [x, y] of fingers on the viewport (pinch zoom)
     this.direction = 1;
+    this.lastStep = -Infinity;     // when the slice last changed (performance.now())
     this.destroyed = false;
     this.active = false;
     // The picture is a <canvas> with a "bitmaprenderer" context: each image is decoded once
@@ -142,7 +148,14 @@ export class Viewport {
     s.index[s.plane] = next;
     this.changed();
     this.shell.scrolled(this);
-    return this.requestView();
+    const now = performance.now();
+    const fast = !s.playing && now - this.lastStep < FAST_STEP_MS;   // cine keeps its quality and rate
+    this.lastStep = now;
+    if (!fast) return this.requestView();
+    // The hand moves faster than full-quality images arrive on a slow link: paint the newest slice
+    // as a small preview, and the full image once the hand stops.
+    this.timers.later("settle", SETTLE_MS, () => this.requestView());
+    return this.requestView({ interactive: true });
   }
 
   /** Where the active viewport's slice cuts the image on screen (linking.js), or null. */
@@ -300,16 +313,18 @@ export class Viewport {
       // a quarter turn lays the picture on its side: the box on screen has the other proportions
       const turned = sideways(s.turn);
       rect = { ...fitRect(vw, vh, turned ? physH : physW, turned ? physW : physH), turn: s.turn };
-      const [w, hh] = requestSize(turned ? { width: rect.height, height: rect.width } : rect, dpr, 2048);
+      const picture = turned ? { width: rect.height, height: rect.width } : rect;
+      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide()) : requestSize(picture, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
       const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
-        format, quality: format === "png" ? undefined : (interactive ? 70 : settings.quality), size: `${w}x${hh}`,
+        format, quality: format === "png" ? undefined : (interactive ? 60 : settings.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
         slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
         overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
+    if (s.plane !== "native" && this.shell.stacks.length > 1) params.stack = this.shell.stack.id;   // stacks.js
     if (s.invert) params.invert = "true";
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
