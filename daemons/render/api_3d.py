@@ -31,7 +31,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render import query
 from daemons.render.encode import encode_image
-from daemons.render.geometry import Region, mirror
+from daemons.render.geometry import Region, inverted, mirror
 from daemons.render.image_cache import ImageCache
 from daemons.render.image_headers import describe_image, mirrored_labels
 from daemons.render.manifest import Manifest
@@ -303,6 +303,7 @@ class PlaneImage:
     slab_mm: float
     slab_mode: str
     flip: tuple[bool, bool] = (False, False)
+    invert: bool = False  # display values turned over (the viewer's Invert tool)
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
@@ -317,7 +318,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     fmt = query.image_format()
     slab_mm, slab_mode = query.slab()
     spec = PlaneImage(fmt, query.quality(fmt, MPR_QUALITY), query.size(_max_px()), query.region(), window,
-                      query.voi_function(), slab_mm, slab_mode)
+                      query.voi_function(), slab_mm, slab_mode, invert=query.invert())
     return plane_image(record_id, *loaded_stack(record_id, query.stack()), plane, index, spec, started)
 
 
@@ -334,14 +335,15 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     layout = plane_layout(volume.geometry, plane)
     query.check_index(f"{plane} plane", index, layout.count)
     flip = (spec.flip,) if any(spec.flip) else ()
+    invert = ("invert",) if spec.invert else ()
     etag = _etag(record_id, stack.id, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
-                 spec.slab_mm, spec.slab_mode, *flip)
+                 spec.slab_mm, spec.slab_mode, *flip, *invert)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    encoded = _encoded(record_id, etag, lambda: mirror(reformat_image(
+    encoded = _encoded(record_id, etag, lambda: mirror(inverted(reformat_image(
         volume, plane, index, voi.voi, spec.box, _max_px(), spec.slab_mm, spec.slab_mode, spec.region),
-        spec.flip), spec.fmt, spec.quality, "mpr")
+        spec.invert), spec.flip), spec.fmt, spec.quality, "mpr")
     note_view("mpr", record_id)
     labels = plane_labels(volume.geometry, layout) if record.manifest.render.known_orientation else None
     if labels and flip:
@@ -390,11 +392,12 @@ def volume(record_id: str) -> Response:
     view_id, seq = view_sequence()
     record, stack = loaded_stack(record_id, query.stack())
     return volume_image(record_id, record, stack, view, query.voi_function(), fmt, image_quality,
-                        view_id, seq, started)
+                        view_id, seq, started, query.invert())
 
 
 def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewSpec, voi_function: str | None,
-                 fmt: str, image_quality: int, view_id: str | None, seq: int, started: float) -> Response:
+                 fmt: str, image_quality: int, view_id: str | None, seq: int, started: float,
+                 invert: bool = False) -> Response:
     """A 3D rendering of one stack of a fully loaded record (`loaded_stack`): `view` (its window
     None: the record's default VOI with `voi_function`), bounded by the node's 3D slots."""
     render = view.quality
@@ -406,13 +409,13 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     volume_data = state.prepared(record, stack)
     etag = None
     if render == "still":
-        etag = _etag(record_id, stack.id, view, fmt, image_quality, state.caster.name)
+        etag = _etag(record_id, stack.id, view, fmt, image_quality, state.caster.name, *(("invert",) if invert else ()))
         if etag in request.if_none_match:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})
-    encoded = _encoded(record_id, etag, lambda: _render_bounded(state, volume_data, view, view_id, seq,
-                                                                _modality(record)), fmt, image_quality,
-                       "volume")
+    encoded = _encoded(record_id, etag, lambda: inverted(_render_bounded(state, volume_data, view, view_id, seq,
+                                                                         _modality(record)), invert),
+                       fmt, image_quality, "volume")
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record.manifest.render.known_orientation else None

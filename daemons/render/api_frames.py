@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request
 from daemons.render import query
 from daemons.render.annotate import Annotation, burn_in
 from daemons.render.encode import encode_image
-from daemons.render.geometry import Region, mirror
+from daemons.render.geometry import Region, inverted, mirror
 from daemons.render.image_headers import describe_image, mirrored_labels
 from daemons.render.manifest import Manifest
 from daemons.render.metrics import register_timings, timed
@@ -55,6 +55,7 @@ class FrameImage:
     overlays: bool = False
     flip: tuple[bool, bool] = (False, False)  # mirrored left-right, top-bottom (DICOMweb viewport)
     annotation: Annotation = Annotation()  # text burnt in (DICOMweb annotation)
+    invert: bool = False  # display values turned over (the viewer's Invert tool)
 
 
 def choose_voi(manifest: Manifest, index: int, spec: FrameImage) -> KeyedVoi:
@@ -77,7 +78,8 @@ def frame(record_id: str, index: int):
     max_px = node().config["limits"]["max_output_px"]
     fmt = query.image_format()
     spec = FrameImage(fmt=fmt, quality=query.quality(fmt), box=query.size(max_px), region=query.region(),
-                      window=query.window(), voi_function=query.voi_function(), overlays=query.overlays())
+                      window=query.window(), voi_function=query.voi_function(), overlays=query.overlays(),
+                      invert=query.invert())
     return frame_image(record_id, index, spec, started)
 
 
@@ -124,6 +126,8 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
         parts.append(f"flip={spec.flip}")
     if spec.annotation:
         parts.append(repr(spec.annotation))
+    if spec.invert:
+        parts.append("invert")
     etag = etag_for(record_id, parts)
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
     if conditional and request.if_none_match.contains_weak(etag):
@@ -140,8 +144,9 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
             lut = record.lut_for((voi_key,), params, index)
         overlay = the_node.registry.overlay(record_id, index) if overlays else None
         with timed("render", "frame", fmt):
-            image = mirror(render_frame(record.pixels[index], params, lut, region, box,
-                                        (record.spacing[1], record.spacing[2]), max_px, overlay), spec.flip)
+            image = mirror(inverted(render_frame(record.pixels[index], params, lut, region, box,
+                                                 (record.spacing[1], record.spacing[2]), max_px, overlay),
+                                    spec.invert), spec.flip)
             image = burn_in(image, spec.annotation)
         if fmt != "webp":
             with timed("encode", "frame", fmt):

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from daemons.render import query
 from daemons.render.catalogue import CatalogueModels, forget_series
+from daemons.render.frame_instances import frame_instances, with_instances
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.planes import plane_table
@@ -46,6 +47,9 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
         # the stored frames are the whole record's; the reformats are those of the first stack (the
         # default of MPR and 3D), each stack's own are in `stacks`
         meta["planes"] = {**stacks[0]["planes"], STORED: plane_table(manifest)[STORED]}
+        if meta.get("slices"):   # which instance each frame is (the viewer's tag browser names it)
+            frames = frame_instances(manifest, the_node.models.catalogue, record_id)
+            meta["slices"] = with_instances(meta["slices"], frames)
     else:
         meta.pop("slices", None)
     meta["stacks"] = stacks
@@ -68,7 +72,7 @@ def _catalogued(cat: CatalogueModels, record_id: str) -> dict[str, Any]:
             "series_number": series.series_number, "series_description": series.description}
 
 
-def _stored_or_404(record_id: str):
+def stored_or_404(record_id: str):
     """The catalogue row of a stored record; one another node stored in a shared store is adopted."""
     row = node().record_index.find(record_id)
     if row is None:
@@ -91,7 +95,7 @@ def upload():
         raise ApiError(507, "insufficient_storage",
                        "the render node's disk is full; nothing was stored — ask IT to free space or use another node"
                        ) from exc
-    row = _stored_or_404(result.record_id)
+    row = stored_or_404(result.record_id)
     answer = record_meta(result.record_id, row)
     # the institution registers the record only with this (shared.receipts): proof that it is stored here
     the_node = node()
@@ -138,7 +142,7 @@ def list_records():
 def get_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     per_slice = query.choice(query.DETAIL, "full", query.RECORD_DETAILS) == "full"
-    row = _stored_or_404(record_id)
+    row = stored_or_404(record_id)
     record_audit(node().models.AuditEntry, "record.read", "record", record_id)
     return jsonify(record_meta(record_id, row, per_slice=per_slice))
 
@@ -149,7 +153,7 @@ def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     identity, the_node = current_identity(), node()
     require_own_institution(identity, the_node.institution_id, "deleting records of this node")
-    row = _stored_or_404(record_id)
+    row = stored_or_404(record_id)
     # the same rule as the institution's registry (shared.roles): the uploader or an admin of it
     if not may_change_record(identity, identity.user_id, row.uploaded_by, the_node.institution_id):
         raise ApiError(403, "forbidden", "only the physician who stored this series or an administrator of "
@@ -161,6 +165,7 @@ def delete_record(record_id: str):
     ingest_service().forget(record_id)
     the_node.forget(record_id)
     the_node.images.drop_record(record_id)
+    the_node.models.KeyImage.delete().where(the_node.models.KeyImage.record_id == record_id).execute()
     record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
     return Response(status=204)
 
@@ -169,7 +174,7 @@ def delete_record(record_id: str):
 @require_auth(PHYSICIAN)
 def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    _stored_or_404(record_id)
+    stored_or_404(record_id)
     the_node = node()
     files = the_node.manifest(record_id).files
     index = query_int("index", 0, 0, len(files) - 1)
@@ -202,7 +207,7 @@ def start_loading(record_id: str) -> LoadedRecord:
 @require_auth(*ROLES)
 def load(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    _stored_or_404(record_id)
+    stored_or_404(record_id)
     the_node = node()
     record = start_loading(record_id)
     record_audit(the_node.models.AuditEntry, "record.load", "record", record_id)
@@ -215,7 +220,7 @@ def load(record_id: str):
 @require_auth(*ROLES)
 def status(record_id: str):
     record_id = parse_record_id(record_id, "record id")
-    _stored_or_404(record_id)
+    stored_or_404(record_id)
     record = node().registry.get_loaded(record_id)
     note_view("status", record_id)  # polled while loading: counted with the session's images
     return jsonify(record.status() if record is not None else unloaded_status(record_id))

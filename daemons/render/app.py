@@ -12,7 +12,17 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from daemons.render import api_3d, api_frames, api_node, api_probe, api_records, api_worklist, dicomweb, openapi
+from daemons.render import (
+    api_3d,
+    api_frames,
+    api_keyimages,
+    api_node,
+    api_probe,
+    api_records,
+    api_worklist,
+    dicomweb,
+    openapi,
+)
 from daemons.render.catalogue import protect_database_file
 from daemons.render.dimse import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse import check_config as check_dicom_config
@@ -138,7 +148,8 @@ def create_app(config: Config) -> Flask:
     add_readiness_check(app, "store", readiness_check(store))
     store_keys = [config["storage"]["key_file"], *config["storage"]["old_key_files"]]
     add_readiness_check(app, "store_key", files_check(store_keys, "the store key"))
-    for blueprint in (api_records.bp, api_worklist.bp, api_frames.bp, api_probe.bp, api_node.bp, openapi.bp, api_3d.bp,
+    for blueprint in (api_records.bp, api_keyimages.bp, api_worklist.bp, api_frames.bp, api_probe.bp, api_node.bp,
+                      openapi.bp, api_3d.bp,
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
     dicomweb.install(app, config)

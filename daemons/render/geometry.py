@@ -93,6 +93,12 @@ def resample(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized)
 
 
+def inverted(image: np.ndarray, invert: bool) -> np.ndarray:
+    """The 8-bit display image turned over (255 - value, colour channels alike) when `invert`:
+    the viewer's Invert tool, rendered here so the browser never touches a pixel."""
+    return np.subtract(255, image, dtype=np.uint8) if invert else image
+
+
 def mirror(image: np.ndarray, flip: tuple[bool, bool]) -> np.ndarray:
     """The image mirrored left-right and/or top-bottom (`flip`), as DICOMweb's negative viewport
     widths and heights ask; the same array when neither."""

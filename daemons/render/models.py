@@ -34,10 +34,11 @@ class Models:
     StoredRecord: Any
     AuditEntry: Any
     catalogue: CatalogueModels
+    KeyImage: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.StoredRecord, self.AuditEntry, *self.catalogue.all]
+        return [self.StoredRecord, self.AuditEntry, *self.catalogue.all, self.KeyImage]
 
 
 def make_models(database: peewee.Database) -> Models:
@@ -60,7 +61,28 @@ def make_models(database: peewee.Database) -> Models:
             table_name = "stored_record"
 
     StoredRecord._meta.database = database
-    return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database))
+    return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database),
+                  make_key_image_model(database))
+
+
+def make_key_image_model(database: peewee.Database) -> Any:
+    """The key images of the records on this node (daemons.render.api_keyimages): an image a
+    physician marked as the one that matters, kept with the record so every viewer lists it."""
+
+    class KeyImage(peewee.Model):
+        record_id = peewee.CharField(max_length=64, index=True)
+        plane = peewee.CharField(max_length=16)   # the viewer's view: native (the stored slices) or a reformat
+        image_index = peewee.IntegerField()   # of that view (`index` would hide peewee.Model.index)
+        marked_by = peewee.CharField(max_length=36)
+        marked_by_name = peewee.CharField(max_length=150, default="")
+        marked_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "key_image"
+            indexes = ((("record_id", "plane", "image_index"), True),)
+
+    KeyImage._meta.database = database
+    return KeyImage
 
 
 #: `uploaded_by` of a series a DICOM peer sent (daemons.render.dimse: "dicom:" + its AE title).
@@ -87,8 +109,13 @@ def _drop_stored_bytes(db: peewee.Database) -> None:
     migrate(SchemaMigrator.from_database(db).drop_column("stored_record", "stored_bytes"))
 
 
+def _add_key_images(db: peewee.Database) -> None:
+    """Schema 3 -> 4: the key images of each record (a new table, empty)."""
+    db.create_tables([make_key_image_model(db)], safe=True)
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes)
+MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes, _add_key_images)
 
 
 def upgrade(config: Config) -> int:

@@ -18,6 +18,14 @@ _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "record id (SHA-256 of the content)"}
 _FRAME_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
                 "description": "slice, 0 = first in position order"}
+_KEY_PLANE = {"name": "plane", "in": "path", "required": True,
+              "schema": {"enum": ["native", "axial", "coronal", "sagittal"]},
+              "description": "the view: native (the stored slices) or a reformat"}
+_KEY_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
+              "description": "image of that view (0..count-1 of its `planes` entry; outside: 400)"}
+_KEY_IMAGES = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
+    "plane": {"type": "string"}, "index": {"type": "integer"}, "marked_by": {"type": "string"},
+    "marked_at": {"type": "string", "format": "date-time"}}}}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -78,7 +86,9 @@ SCHEMAS = {
                        "instance": {"type": ["integer", "null"]},
                        "position": {"type": ["array", "null"], "items": {"type": "number"}},
                        "location_mm": {"type": ["number", "null"]},
-                       "thickness_mm": {"type": ["number", "null"]}}}},
+                       "thickness_mm": {"type": ["number", "null"]},
+                       "sop_instance_uid": {"type": ["string", "null"]},
+                       "frame_number": {"type": "integer", "description": "frame of that instance, from 1"}}}},
         "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
                    "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
                    "required": ["slices", "axial", "coronal", "sagittal"],
@@ -184,6 +194,15 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/load": {"parameters": [_ID], "post": {
                 "summary": "load into RAM (audited)",
                 "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
+            "/api/v1/records/{id}/key-images": {"parameters": [_ID], "get": {
+                "summary": "the record's key images (audited; read as the record is)",
+                "responses": {"200": _json(_KEY_IMAGES), **_errors(400, 401, 404)}}},
+            "/api/v1/records/{id}/key-images/{plane}/{index}": {
+                "parameters": [_ID, _KEY_PLANE, _KEY_INDEX],
+                "put": {"summary": "mark a key image (users of the node's institution; audited)",
+                        "responses": {"200": _json(_KEY_IMAGES), **_errors(400, 401, 403, 404)}},
+                "delete": {"summary": "unmark a key image (users of the node's institution; audited)",
+                           "responses": {"204": {"description": "unmarked"}, **_errors(400, 401, 403, 404)}}},
             "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},
             "/api/v1/records/{id}/frames/{index}": {

@@ -62,6 +62,8 @@ SIZE = Param("size", "WIDTHxHEIGHT box the image fits in, keeping the true aspec
              {"type": "string", "pattern": r"^\d{1,6}[xX]\d{1,6}$"})
 REGION = Param("region", "x0,y0,x1,y1 fractions 0..1 with x0 < x1 and y0 < y1: zoom/pan crop")
 OVERLAYS = Param("overlays", "draw the file's overlay planes (60xx) in white", {"enum": ["true", "false", "1", "0"]})
+INVERT = Param("invert", "true: the rendered image inverted (black is white), as the viewer's Invert tool shows it",
+               {"enum": ["true", "false", "1", "0"]})
 RECORD_DETAILS = ("full", "summary")
 DETAIL = Param("detail", "full: RecordMeta with slices and planes; summary: without them, as lists give it "
                "(the patient page asks many records at once)", {"enum": list(RECORD_DETAILS), "default": "full"})
@@ -88,7 +90,7 @@ VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 4
                 {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"})
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})
 VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER,
-                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ, STACK)
+                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ, STACK, INVERT)
 
 # Readings of original values (GET .../frames/{index}/value and /stats): image coordinates of the
 # stored frame, x along a row 0..columns, y down the columns 0..rows (daemons.render.probe).
@@ -102,10 +104,11 @@ SHAPE = Param("shape", "rect: the box; ellipse: the ellipse inscribed in it", {"
 VALUE_PARAMS = (POINT_X, POINT_Y)
 STATS_PARAMS = (SHAPE, BOX_X0, BOX_Y0, BOX_X1, BOX_Y1)
 
-FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS)
-MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK)
+FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS, INVERT)
+MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK, INVERT)
 
-# DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas. `window`
+# DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas (and
+# SIVR's `invert`, which the standard lacks, as the viewer's API spells it). `window`
 # carries its function; `viewport` is the output box and, optionally, a source rectangle in pixels
 # (negative widths flip); the media type comes from Accept or the `accept` parameter.
 DICOMWEB_WINDOW_FUNCTIONS = {"linear": "linear", "linear-exact": "linear_exact", "sigmoid": "sigmoid"}
@@ -121,11 +124,11 @@ ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burn
                    {"type": "string", "pattern": r"^(patient|technique)(,(patient|technique))?$"})
 CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
-RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT)
+RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
 THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
-RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, INVERT)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
-                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK)
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK, INVERT)
 
 
 def choice(param: Param, default: str | None, choices) -> str | None:
@@ -246,11 +249,20 @@ def region() -> Region:
                   "0 <= y0 < y1 <= 1") from exc
 
 
-def overlays() -> bool:
-    raw = (OVERLAYS.raw() or "false").lower()
+def _flag(param: Param) -> bool:
+    raw = (param.raw() or "false").lower()
     if raw not in ("true", "false", "1", "0"):
-        raise bad("query parameter overlays must be true or false")
+        raise bad(f"query parameter {param.name} must be true or false")
     return raw in ("true", "1")
+
+
+def overlays() -> bool:
+    return _flag(OVERLAYS)
+
+
+def invert() -> bool:
+    """`invert=true`: the image's display values turned over (frames, reformats and 3D alike)."""
+    return _flag(INVERT)
 
 
 def slab() -> tuple[float, str]:

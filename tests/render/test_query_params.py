@@ -49,6 +49,8 @@ def _get(node, record_id: str, path: str, params: str):
     ("quality=0", 400, None),
     ("quality=interactive", 400, None),
     ("size=0x10", 400, None),
+    ("invert=maybe", 400, None),
+    ("invert=true&format=png", 200, "image/png"),
 ])
 def test_image_parameters_mean_the_same_everywhere(node, record_id, path, params, status, mimetype):
     reply = _get(node, record_id, path, params)
@@ -82,6 +84,21 @@ def test_frame_and_axial_reformat_agree_on_shared_parameters(node, record_id):
                                   np.asarray(Image.open(io.BytesIO(mpr.data))))
 
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_invert_turns_the_display_values_over(node, record_id, path):
+    """The viewer's Invert tool is rendered by the node: 255 - value of the same image, pixel for
+    pixel, for frames, reformats and 3D (one declaration, daemons.render.query.INVERT)."""
+    params = "window=0,300&size=32x32&format=png"
+    plain = _get(node, record_id, path, params)
+    flipped = _get(node, record_id, path, params + "&invert=true")
+    assert plain.status_code == flipped.status_code == 200
+    assert plain.headers["ETag"] != flipped.headers["ETag"]
+    a = np.asarray(Image.open(io.BytesIO(plain.data))).astype(int)
+    b = np.asarray(Image.open(io.BytesIO(flipped.data))).astype(int)
+    assert a.std() > 0
+    np.testing.assert_array_equal(b, 255 - a)
+
+
 def test_the_openapi_parameters_are_the_declared_ones(node):
     paths = node.client.get("/api/v1/openapi.json").json["paths"]
     documented = {
@@ -96,3 +113,22 @@ def test_the_openapi_parameters_are_the_declared_ones(node):
     for key in shared:
         schemas = [next(p for p in documented[n] if p["name"] == key) for n in documented]
         assert all(s == schemas[0] for s in schemas), key
+
+
+@pytest.mark.parametrize("kind", ["instance", "mpr/axial/1", "volume"])
+def test_dicomweb_rendered_resources_invert_as_the_viewer_api_does(node, record_id, kind):
+    """The same `invert` declaration at the DICOMweb rendered resources: 255 - value, 400 when bad."""
+    meta = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
+    base = f"/dicomweb/studies/{meta['study_uid']}/series/{meta['series_uid']}"
+    url = (f"{base}/instances/{meta['slices'][1]['sop_instance_uid']}/rendered" if kind == "instance"
+           else f"{base}/rendered/{kind}")
+    params = "accept=image/png&window=0,300,linear&viewport=32,32"
+    plain = node.client.get(f"{url}?{params}", headers=node.headers())
+    flipped = node.client.get(f"{url}?{params}&invert=true", headers=node.headers())
+    assert plain.status_code == flipped.status_code == 200, flipped.data[:300]
+    a = np.asarray(Image.open(io.BytesIO(plain.data))).astype(int)
+    b = np.asarray(Image.open(io.BytesIO(flipped.data))).astype(int)
+    assert a.std() > 0
+    np.testing.assert_array_equal(b, 255 - a)
+    bad = node.client.get(f"{url}?{params}&invert=maybe", headers=node.headers())
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "validation_error"

@@ -130,7 +130,7 @@ def _frame_spec(fmt: str, viewport: query.Viewport, rows: int, cols: int, annota
                 thumbnail: bool) -> FrameImage:
     return FrameImage(fmt=fmt, quality=query.quality(fmt), box=viewport.box, region=viewport.region(rows, cols),
                       window=None if thumbnail else query.rendered_window(), flip=viewport.flip,
-                      annotation=annotation)
+                      annotation=annotation, invert=not thumbnail and query.invert())
 
 
 def _frame_numbers(raw: str) -> list[int]:
@@ -252,6 +252,7 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     query.viewport(_max_px())  # bad parameters are refused before the first byte
     query.rendered_window()
     query.annotation_items()
+    query.invert()
     query.quality(fmt)
     _check_showable(targets)
     boundary = uuid.uuid4().hex
@@ -393,7 +394,8 @@ def series_mpr(study_uid: str, series_uid: str, plane: str, index: int) -> Respo
     geometry = render_state(current_app).prepared(record, stack).geometry
     layout = plane_layout(geometry, plane)
     region = viewport.region(geometry.shape[layout.down_axis], geometry.shape[layout.right_axis])
-    spec = PlaneImage(fmt, quality, viewport.box, region, window, None, slab_mm, slab_mode, viewport.flip)
+    spec = PlaneImage(fmt, quality, viewport.box, region, window, None, slab_mm, slab_mode, viewport.flip,
+                      query.invert())
     return plane_image(record_id, record, stack, plane, index, spec, started)
 
 
@@ -414,7 +416,7 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
     record_id, record, stack = _whole_series(study_uid, series_uid)
-    return volume_image(record_id, record, stack, view, None, fmt, quality, view_id, seq, started)
+    return volume_image(record_id, record, stack, view, None, fmt, quality, view_id, seq, started, query.invert())
 
 
 # --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------

@@ -128,16 +128,91 @@ export function requestSize(rect, dpr, maxSide) {
   return [Math.max(16, Math.round(w)), Math.max(16, Math.round(hgt))];
 }
 
-/** A screen point (relative to the viewport) as fractions of the whole image. */
-export function screenToImage(x, y, rect, region) {
-  const [x0, y0, x1, y1] = region;
-  return [x0 + ((x - rect.left) / rect.width) * (x1 - x0), y0 + ((y - rect.top) / rect.height) * (y1 - y0)];
+/**
+ * How the picture is turned on screen by the rotate and flip tools: mirrored first (left-right,
+ * top-bottom), then turned clockwise by quarter turns. The node renders the image upright; the
+ * browser only turns the element that shows it (a CSS transform), and every mapping between the
+ * screen and the image (measurements, readings, reference lines, markers) goes through here.
+ * @typedef {object} Turn
+ * @property {number} rotate clockwise quarter turns, 0..3
+ * @property {boolean} flipH mirrored left-right
+ * @property {boolean} flipV mirrored top-bottom
+ */
+
+/** @type {Turn} */
+export const NO_TURN = Object.freeze({ rotate: 0, flipH: false, flipV: false });
+
+/** A quarter or three-quarter turn: the picture's width runs down the screen. @param {Turn} [turn] */
+export function sideways(turn) {
+  return Boolean(turn && turn.rotate % 2);
 }
 
-/** Fractions of the whole image back to a screen point. */
+/**
+ * A point of the picture (fractions 0..1 of the part shown, as rendered) to where it lands in
+ * the turned box on screen (fractions 0..1 of that box).
+ * @param {number} u @param {number} v @param {Turn} [turn] @returns {number[]}
+ */
+export function turnPoint(u, v, turn) {
+  if (!turn) return [u, v];
+  let x = turn.flipH ? 1 - u : u;
+  let y = turn.flipV ? 1 - v : v;
+  for (let q = 0; q < turn.rotate; q++) [x, y] = [1 - y, x];
+  return [x, y];
+}
+
+/** The inverse of turnPoint. @param {number} x @param {number} y @param {Turn} [turn] @returns {number[]} */
+export function unturnPoint(x, y, turn) {
+  if (!turn) return [x, y];
+  let u = x;
+  let v = y;
+  for (let q = 0; q < turn.rotate; q++) [u, v] = [v, 1 - u];
+  return [turn.flipH ? 1 - u : u, turn.flipV ? 1 - v : v];
+}
+
+/**
+ * The patient directions at the edges of the turned picture: mirroring swaps opposite edges,
+ * a clockwise quarter turn brings the left edge to the top. The markers stay anatomically right.
+ * @param {{top: string, right: string, bottom: string, left: string}|null} edges @param {Turn} [turn]
+ */
+export function turnedEdges(edges, turn) {
+  if (!edges || !turn) return edges;
+  let e = { ...edges };
+  if (turn.flipH) e = { ...e, left: e.right, right: e.left };
+  if (turn.flipV) e = { ...e, top: e.bottom, bottom: e.top };
+  for (let q = 0; q < turn.rotate; q++) e = { top: e.left, right: e.top, bottom: e.right, left: e.bottom };
+  return e;
+}
+
+/** The CSS transform that turns the picture's element about its centre. @param {Turn} [turn] */
+export function turnTransform(turn) {
+  if (!turn) return "";
+  const parts = [];
+  if (turn.rotate) parts.push(`rotate(${turn.rotate * 90}deg)`);
+  if (turn.flipH || turn.flipV) parts.push(`scale(${turn.flipH ? -1 : 1}, ${turn.flipV ? -1 : 1})`);
+  return parts.join(" ");
+}
+
+/**
+ * A screen point (relative to the viewport) as fractions of the whole image. `rect` is where the
+ * picture lands on screen, with its `turn` (rotate and flip tools) when it has one.
+ * @param {number} x @param {number} y @param {{left: number, top: number, width: number, height: number, turn?: Turn}} rect
+ * @param {number[]} region
+ */
+export function screenToImage(x, y, rect, region) {
+  const [x0, y0, x1, y1] = region;
+  const [u, v] = unturnPoint((x - rect.left) / rect.width, (y - rect.top) / rect.height, rect.turn);
+  return [x0 + u * (x1 - x0), y0 + v * (y1 - y0)];
+}
+
+/**
+ * Fractions of the whole image back to a screen point.
+ * @param {number} fx @param {number} fy @param {{left: number, top: number, width: number, height: number, turn?: Turn}} rect
+ * @param {number[]} region
+ */
 export function imageToScreen(fx, fy, rect, region) {
   const [x0, y0, x1, y1] = region;
-  return [rect.left + ((fx - x0) / (x1 - x0)) * rect.width, rect.top + ((fy - y0) / (y1 - y0)) * rect.height];
+  const [dx, dy] = turnPoint((fx - x0) / (x1 - x0), (fy - y0) / (y1 - y0), rect.turn);
+  return [rect.left + dx * rect.width, rect.top + dy * rect.height];
 }
 
 /** Distance in mm between two points given as image fractions, for an image of physW × physH mm. */

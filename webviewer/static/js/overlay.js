@@ -6,6 +6,7 @@ import { h, mount, svg, formatBytes, formatDate } from "./dom.js";
 import { identityLines } from "./identity.js";
 import { planeInfo, imageToScreen, distanceMm, stackOrder, planeLocation } from "./geometry.js";
 import { roiElements } from "./readings.js";
+import { angleElements } from "./angle.js";
 import { VOLUME_MODES, SLAB_MODES, planeLabel, labelOf, dicomDate } from "./viewoptions.js";
 
 const EDGES = ["top", "right", "bottom", "left"];
@@ -83,7 +84,7 @@ export class Overlay {
 
   /**
    * The measurements and ROIs of the image shown, and `temp` (the one being drawn).
-   * @param {any} vp @param {{a: number[], b: number[], shape?: string, stats?: any}} [temp]
+   * @param {any} vp @param {any} [temp]
    */
   drawMeasures(vp, temp) {
     const shown = vp.shown;
@@ -94,8 +95,8 @@ export class Overlay {
     const lines = [...(vp.measures.get(`${shown.plane}:${shown.index}`) || [])];
     if (temp) lines.push(temp);
     for (const line of lines) {
-      if (line.shape) {   // a rectangle or ellipse ROI (readings.js)
-        this.svg.append(...roiElements(shown, line));
+      if (line.shape) {   // an angle (angle.js), a rectangle or ellipse ROI (readings.js)
+        this.svg.append(...(line.shape === "angle" ? angleElements(shown, line, info) : roiElements(shown, line)));
         continue;
       }
       const { a, b } = line;

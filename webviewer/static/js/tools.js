@@ -1,11 +1,12 @@
-// The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure, the value
-// probe and the rectangle and ellipse ROIs (readings.js), (and rotate in 3D), pinch zoom with two
+// The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure, angle
+// (angle.js), the value probe and the rectangle and ellipse ROIs (readings.js), (and rotate in 3D), pinch zoom with two
 // fingers, the wheel. The tool is the viewer's (one for all viewports);
 // a drag acts on the viewport it starts in, which becomes the active one.
 
 import { screenToImage, distanceMm, dragWindow, clamp, planeInfo } from "./geometry.js";
 import { MAX_ZOOM } from "./viewoptions.js";
 import { Probe, ROI_SHAPES, roiStats } from "./readings.js";
+import { AngleDraft, angleDegrees } from "./angle.js";
 
 /** Wire pointer and wheel input of viewport `vp` (viewport.js). @param {any} vp */
 export function bindPointer(vp) {
@@ -47,6 +48,7 @@ export function bindPointer(vp) {
     if (vp.touches.has(e.pointerId)) vp.touches.set(e.pointerId, [e.clientX, e.clientY]);
     const d = vp.drag;
     if (vp.settings.tool === "probe" && vp.state.plane !== "3d" && (!d || d.tool === "probe")) probe.at(imagePoint(e));
+    if (!d && vp.angleDraft && vp.settings.tool === "angle") previewAngle(vp, imagePoint(e));
     if (!d) return;
     if (d.tool === "pinch") {
       pinchMove(vp, d);
@@ -68,12 +70,14 @@ export function bindPointer(vp) {
         vp.requestView({ interactive: true });
         break;
       case "pan":
-        vp.img.style.transform = `translate(${dx}px, ${dy}px)`;
+        d.dx = dx;
+        d.dy = dy;
+        vp.img.style.transform = vp.imageTransform(`translate(${dx}px, ${dy}px)`);
         vp.overlay.svg.style.transform = `translate(${dx}px, ${dy}px)`;
         break;
       case "zoom": {
         const f = clamp(Math.exp(-dy / 150), 1 / s.zoom, MAX_ZOOM / s.zoom);
-        vp.img.style.transform = `scale(${f})`;
+        vp.img.style.transform = vp.imageTransform(`scale(${f})`);
         d.factor = f;
         break;
       }
@@ -91,6 +95,13 @@ export function bindPointer(vp) {
         s.vol.elevation = clamp(d.vol.elevation - dy * 0.5, -90, 90);
         vp.requestView({ interactive: true });
         break;
+      case "angle":
+        if (d.start && vp.shown) {
+          d.end = screenToImage(e.clientX - d.box.left, e.clientY - d.box.top, vp.shown.rect, vp.shown.region);
+          const draft = currentDraft(vp);
+          previewAngle(vp, d.end, draft && draft.points.length ? null : d.start);
+        }
+        break;
       default:
     }
   });
@@ -99,8 +110,9 @@ export function bindPointer(vp) {
     const d = vp.drag;
     if (!d) return;
     vp.drag = null;
-    if (d.tool === "pinch" && !d.moved) vp.img.style.transform = "";
-    if (d.moved) finishDrag(vp, d);
+    if (d.tool === "pinch" && !d.moved) vp.img.style.transform = vp.imageTransform();
+    if (d.tool === "angle") placeAngle(vp, d);
+    else if (d.moved) finishDrag(vp, d);
   };
   el.addEventListener("pointerup", finish);
   el.addEventListener("pointercancel", finish);
@@ -137,12 +149,13 @@ function finishDrag(vp, d) {
     case "pan": {
       const shown = vp.shown;
       if (shown) {
-        const [x0, y0, x1, y1] = shown.region;
-        const dx = parseFloat((vp.img.style.transform.match(/translate\(([-\d.]+)px/) || [0, 0])[1]);
-        const dy = parseFloat((vp.img.style.transform.match(/,\s*([-\d.]+)px\)/) || [0, 0])[1]);
-        s.cx = clamp((x0 + x1) / 2 - (dx / shown.rect.width) * (x1 - x0), 0, 1);
-        s.cy = clamp((y0 + y1) / 2 - (dy / shown.rect.height) * (y1 - y0), 0, 1);
-        if (s.zoom <= 1) vp.img.style.transform = "";
+        // the image point now at the centre of the box: the drag moved the picture by (dx, dy)
+        // on screen, whatever its rotation or flip (screenToImage follows the turn)
+        const r = shown.rect;
+        const [cx, cy] = screenToImage(r.left + r.width / 2 - (d.dx || 0), r.top + r.height / 2 - (d.dy || 0), r, shown.region);
+        s.cx = clamp(cx, 0, 1);
+        s.cy = clamp(cy, 0, 1);
+        if (s.zoom <= 1) vp.img.style.transform = vp.imageTransform();
       }
       vp.requestView();
       break;
@@ -169,6 +182,45 @@ function finishDrag(vp, d) {
   }
 }
 
+/** The angle being drawn on the slice shown, or null (a draft of another slice is dropped). */
+function currentDraft(vp) {
+  if (vp.angleDraft && vp.angleDraft.key !== vp.measureKey()) vp.angleDraft = null;
+  return vp.angleDraft;
+}
+
+/** Draw the angle being placed with `pointer` as its next point (and `first` before it, in a drag). */
+function previewAngle(vp, pointer, first = null) {
+  const draft = currentDraft(vp);
+  const temp = draft ? draft.preview(pointer) : { shape: "angle", points: [first, pointer].filter(Boolean) };
+  vp.overlay.drawMeasures(vp, temp);
+}
+
+/**
+ * A press of the angle tool let go: a click places the next point, a drag places the first arm
+ * (its start and its end) at once; the third point completes the angle, kept per slice with the
+ * measurements until cleared.
+ */
+function placeAngle(vp, d) {
+  if (!d.start || !vp.shown) return;
+  const draft = currentDraft(vp) || new AngleDraft(vp.measureKey());
+  if (!draft.points.length) draft.points.push(d.start);
+  if (d.moved && d.end) draft.points.push(d.end);
+  else if (draft.points.length > 1 || draft.points[0] !== d.start) draft.points.push(d.start);
+  if (draft.points.length < 3) {
+    vp.angleDraft = draft;
+    vp.overlay.drawMeasures(vp, draft.preview());
+    return;
+  }
+  vp.angleDraft = null;
+  const [a, b, c] = draft.points.slice(0, 3);
+  const key = vp.measureKey();
+  vp.measures.set(key, [...(vp.measures.get(key) || []), { shape: "angle", points: [a, b, c] }]);
+  vp.overlay.drawMeasures(vp);
+  const info = planeInfo(vp.meta, vp.state.plane);
+  const degrees = angleDegrees(a, b, c, info.width, info.height);
+  if (degrees != null) vp.ctx.announce(`Angle ${degrees.toFixed(1)} degrees.`);
+}
+
 /** Keep an ROI drawn on the slice shown and show the node's statistics when they come. */
 async function addRoi(vp, shape, a, b) {
   const key = vp.measureKey();
@@ -193,7 +245,7 @@ async function addRoi(vp, shape, a, b) {
 function startPinch(vp) {
   const [[ax, ay], [bx, by]] = vp.touches.values();
   vp.stopPlay();
-  vp.img.style.transform = "";
+  vp.img.style.transform = vp.imageTransform();
   vp.drag = { tool: "pinch", dist0: Math.max(1, Math.hypot(bx - ax, by - ay)), factor: 1, moved: false };
 }
 
@@ -205,5 +257,5 @@ function pinchMove(vp, d) {
   const [low, high] = s.plane === "3d" ? [0.25 / s.vol.zoom, 8 / s.vol.zoom] : [1 / s.zoom, MAX_ZOOM / s.zoom];
   d.factor = clamp(Math.hypot(bx - ax, by - ay) / d.dist0, low, high);
   d.moved = d.moved || Math.abs(d.factor - 1) > 0.02;
-  vp.img.style.transform = `scale(${d.factor})`;
+  vp.img.style.transform = vp.imageTransform(`scale(${d.factor})`);
 }

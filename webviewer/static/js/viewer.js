@@ -19,6 +19,10 @@ import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { frameAtTime, middleFrame, planesFor, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
+import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
+import { KeyImages } from "./keyimages.js";
+import { exportView } from "./export.js";
+import { TagBrowser } from "./tagbrowser.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
@@ -199,6 +203,8 @@ class Viewer {
       type: "button", class: "btn tools-toggle", id: "tools-toggle", "aria-expanded": "false", "aria-controls": "viewer-tools",
       text: "☰ Tools", onclick: () => this.toggleTools(),
     });
+    this.keyImages = new KeyImages(this);
+    this.tagBrowser = new TagBrowser(this);
     this.toolbar = h("div", { class: "toolbar", id: "viewer-tools", role: "toolbar", "aria-label": "Viewer tools" },
       this.toolsToggle,
       this.layoutGroup,
@@ -210,6 +216,10 @@ class Viewer {
         label("Time", h("span", { class: "range" }, this.timeInput, this.timeOut)), this.timePlay),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
+      (this.imageTools = imageToolGroup(() => this.active)).group,
+      this.reportGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Key images, export, tags" }, this.keyImages.button,
+        h("button", { type: "button", class: "btn", id: "export-png", text: "⤓ PNG", title: "Download the view as a PNG file (S)", onclick: () => this.exportActive() }),
+        this.tagBrowser.button),
       this.cineGroup,
       this.slabGroup,
       this.volumeGroup,
@@ -250,7 +260,7 @@ class Viewer {
       h("div", { class: "viewer-body" }, this.panel.element, this.grid),
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
-      this.loadErrors, this.recordWarnings));
+      this.loadErrors, this.recordWarnings, this.keyImages.panel, this.tagBrowser.panel));
 
     const protocol = hangingProtocol(m.modality, this.phone);
     const firstSlice = Number(this.query.get("slice")) || 0;
@@ -258,6 +268,7 @@ class Viewer {
     this.bindKeys();
     this.panel.bindDrop(this.grid);
     this.panel.load();
+    this.keyImages.load();
     this.active.root.focus({ preventScroll: true });
   }
 
@@ -458,6 +469,9 @@ class Viewer {
       // a reformat the node publishes no geometry for (a node older than `planes`) is not offered
       if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(vp.meta, opt.value).count);
     }
+    this.imageTools.sync(vp);
+    this.keyImages.sync(vp);
+    this.tagBrowser.sync(vp);
     for (const each of this.viewports) each.syncDataset();
   }
 
@@ -527,6 +541,16 @@ class Viewer {
     this.active.setPlane(plane);
     this.drawReferenceLines();
     this.ctx.announce(plane === "3d" ? "3D view. Drag to rotate." : `${planeLabel(plane)} view.`);
+  }
+
+  /** Download the active viewport's view as a PNG (export.js). */
+  async exportActive() {
+    try {
+      const done = await exportView(this.active);
+      this.ctx.announce(done ? `Saved ${done.name} (${done.width}×${done.height}).` : "No image to export yet.");
+    } catch (err) {
+      if (!err.isAuthFailure) this.ctx.announce(`The export failed: ${this.ctx.describeError(err)}`);
+    }
   }
 
   setTool(tool) {
@@ -603,6 +627,10 @@ class Viewer {
       else if (e.key === "a" && !this.phone) alignViews(this);
       else if (e.key === "A" && !this.phone) clearAlignment(this);
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
+      else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
+      else if (e.key.toLowerCase() === "k") this.keyImages.toggle(vp);
+      else if (e.key.toLowerCase() === "s") this.exportActive();
+      else if (e.key.toLowerCase() === "t") this.tagBrowser.toggle();
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
       e.preventDefault();

@@ -5,7 +5,7 @@
 export const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal", "Coronal"], ["sagittal", "Sagittal"], ["3d", "3D"]];
 /** @type {Array<[string, string, string]>} mouse/touch tool, label, key */
 export const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"],
-  ["probe", "Probe", "I"], ["rect", "Rectangle ROI", "R"], ["ellipse", "Ellipse ROI", "E"]];
+  ["probe", "Probe", "I"], ["rect", "Rectangle ROI", "R"], ["ellipse", "Ellipse ROI", "E"], ["angle", "Angle", "G"]];
 /** @type {Array<[string, string]>} */
 export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
 /** @type {Array<[string, string]>} */

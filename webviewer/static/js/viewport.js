@@ -5,7 +5,7 @@
 // The viewer shell (viewer.js) says which one is active.
 
 import { h } from "./dom.js";
-import { planeInfo, regionFor, fitRect, requestSize, clamp } from "./geometry.js";
+import { planeInfo, regionFor, fitRect, requestSize, clamp, NO_TURN, sideways, turnedEdges, turnTransform } from "./geometry.js";
 import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
 import { Timers } from "./timers.js";
@@ -29,6 +29,8 @@ function initialState(plane, index, presets) {
     window: null,          // null: the server's choice (file default or automatic)
     windowChoice: "auto",
     zoom: 1, cx: 0.5, cy: 0.5,
+    turn: NO_TURN,         // rotate and flip of the 2D picture on screen (geometry.js Turn)
+    invert: false,         // rendered inverted by the node (invert=true)
     playing: false,
     slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
     vol: { mode: "mip", preset: (presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
@@ -59,6 +61,8 @@ export class Viewport {
     this.waitingForFrame = false;
     this.measures = new Map();     // "plane:index" -> [{a, b}]
     this.drag = null;
+    /** @type {import("./angle.js").AngleDraft|null} */
+    this.angleDraft = null;        // an angle being placed (tools.js)
     this.touches = new Map();      // pointerId -> [x, y] of fingers on the viewport (pinch zoom)
     this.direction = 1;
     this.lastStep = -Infinity;     // when the slice last changed (performance.now())
@@ -243,6 +247,7 @@ export class Viewport {
 
   clearMeasures() {
     this.measures.clear();
+    this.angleDraft = null;
     this.overlay.drawMeasures(this);
   }
 
@@ -256,6 +261,8 @@ export class Viewport {
   resetView() {
     const s = this.state;
     s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
+    s.turn = NO_TURN;
+    s.invert = false;
     s.vol = { ...s.vol, azimuth: 30, elevation: 20, roll: 0, zoom: 1 };
     this.chooseWindow("auto");
   }
@@ -336,8 +343,13 @@ export class Viewport {
       const info = planeInfo(this.meta, s.plane);
       path = s.plane === "native" ? `${this.recordPath}/frames/${index}` : `${this.recordPath}/mpr/${s.plane}/${index}`;
       region = regionFor(s.zoom, s.cx, s.cy);
-      rect = fitRect(vw, vh, (region[2] - region[0]) * info.width, (region[3] - region[1]) * info.height);
-      const [w, hh] = interactive ? requestSize(rect, 1, this.scheduler.previewSide()) : requestSize(rect, dpr, 2048);
+      const physW = (region[2] - region[0]) * info.width;
+      const physH = (region[3] - region[1]) * info.height;
+      // a quarter turn lays the picture on its side: the box on screen has the other proportions
+      const turned = sideways(s.turn);
+      rect = { ...fitRect(vw, vh, turned ? physH : physW, turned ? physW : physH), turn: s.turn };
+      const picture = turned ? { width: rect.height, height: rect.width } : rect;
+      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide()) : requestSize(picture, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
       const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
@@ -348,6 +360,7 @@ export class Viewport {
       });
     }
     if (s.plane !== "native" && this.record.stacks.length > 1) params.stack = this.record.stack.id;   // stacks.js
+    if (s.invert) params.invert = "true";
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
     }
@@ -395,14 +408,13 @@ export class Viewport {
       this.bitmapContext.transferFromImageBitmap(bitmap);
       this.shownEntry = entry;
     }
-    const r = req.rect;
-    Object.assign(this.img.style, { left: `${r.left}px`, top: `${r.top}px`, width: `${r.width}px`, height: `${r.height}px`, transform: "" });
+    this.placeImage(req.rect);
     this.overlay.svg.style.transform = "";
     this.img.hidden = false;
     this.shown = req;
     this.shownEntry = entry;
     this.overlay.showMessage(null);
-    this.overlay.showOrientation(entry.orientation);
+    this.overlay.showOrientation(turnedEdges(entry.orientation, req.rect.turn));
     const ds = this.root.dataset;
     ds.shownIndex = String(req.index);
     ds.shownPlane = req.plane;
@@ -412,6 +424,59 @@ export class Viewport {
     this.overlay.updateCorners(this, entry);
     this.overlay.drawMeasures(this);
     this.applyIds();
+  }
+
+  /**
+   * Put the picture's element where `rect` says, turned as `rect.turn` says: a quarter-turned
+   * element keeps the picture's own proportions and is turned about the box's centre.
+   * @param {{left: number, top: number, width: number, height: number, turn?: import("./geometry.js").Turn}} rect
+   */
+  placeImage(rect) {
+    const turned = sideways(rect.turn);
+    const width = turned ? rect.height : rect.width;
+    const height = turned ? rect.width : rect.height;
+    Object.assign(this.img.style, {
+      left: `${rect.left + (rect.width - width) / 2}px`, top: `${rect.top + (rect.height - height) / 2}px`,
+      width: `${width}px`, height: `${height}px`, transform: turnTransform(rect.turn),
+    });
+  }
+
+  /**
+   * The picture's CSS transform: `extra` (a drag's preview: pan, zoom, pinch) on screen, then the
+   * turn of the image shown. @param {string} [extra]
+   */
+  imageTransform(extra = "") {
+    return [extra, turnTransform(this.shown ? this.shown.rect.turn : this.state.turn)].filter(Boolean).join(" ");
+  }
+
+  // ---------- rotate, flip, invert ----------
+
+  /** Turn the 2D picture a quarter clockwise (+1) or anticlockwise (-1). @param {number} quarters */
+  rotate(quarters) {
+    const t = this.state.turn;
+    this.setTurn({ ...t, rotate: (((t.rotate + quarters) % 4) + 4) % 4 });
+  }
+
+  /** Mirror the picture as seen on screen: "h" left-right, "v" top-bottom. @param {"h"|"v"} axis */
+  flip(axis) {
+    const t = this.state.turn;
+    // A mirror on screen after the turn equals the inverse turn after the same mirror of the
+    // picture (H·R^q = R^-q·H): the picture's own flip toggles and the turn runs the other way.
+    const mirrored = axis === "h" ? { ...t, flipH: !t.flipH } : { ...t, flipV: !t.flipV };
+    this.setTurn({ ...mirrored, rotate: (4 - t.rotate) % 4 });
+  }
+
+  /** @param {import("./geometry.js").Turn} turn */
+  setTurn(turn) {
+    this.state.turn = Object.freeze({ ...turn });
+    this.changed();
+    this.requestView();
+  }
+
+  toggleInvert() {
+    this.state.invert = !this.state.invert;
+    this.changed();
+    this.requestView();
   }
 
   /** The record's loading status changed: a view that waited for slices asks again. */
