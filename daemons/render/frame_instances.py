@@ -9,17 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from daemons.render.catalogue import CatalogueModels
+from daemons.render.manifest import Manifest
 
 
-def frame_instances(manifest: dict[str, Any], cat: CatalogueModels, record_id: str) -> list[tuple[str | None, int]]:
+def frame_instances(manifest: Manifest, cat: CatalogueModels, record_id: str) -> list[tuple[str | None, int]]:
     """(SOPInstanceUID or None when the catalogue lacks the file, frame number from 1) of every
     frame, in the record's frame order (the manifest's files are in that order)."""
     rows = cat.Instance.select(cat.Instance.blob, cat.Instance.sop_instance_uid).where(cat.Instance.series == record_id)
     uids = {row.blob: row.sop_instance_uid for row in rows}
     frames: list[tuple[str | None, int]] = []
-    for position, entry in enumerate(manifest["files"]):
-        uid = uids.get(int(entry.get("blob", position)))
-        frames.extend((uid, number) for number in range(1, int(entry["frames"]) + 1))
+    for entry in manifest.files:
+        uid = uids.get(entry.blob)
+        frames.extend((uid, number) for number in range(1, entry.frames + 1))
     return frames
 
 
