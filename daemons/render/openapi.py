@@ -135,7 +135,9 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/v1/node": {"get": {"summary": "node health figures",
                                      "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-            "/api/v1/presets": {"get": {"summary": "window and volume presets",
+            "/api/v1/presets": {"get": {"summary": "window and volume presets (with modality: that modality's, "
+                                                   "and volume_default, the DVR preset it starts with)",
+                                        "parameters": _params(query.PRESETS_PARAMS),
                                         "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
                 "get": {"summary": "stored records, newest first: users of the node's institution only; a "

@@ -269,7 +269,7 @@ def test_a_colour_record_is_refused_clearly(app, client):
 def test_unusual_records_render_without_errors(app, client, record):
     odd = "e" * 64
     app.extensions["sivr_records"].records[odd] = record
-    for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
+    for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_soft_tissue",
                   "mode=dvr&render=interactive&azimuth=-200&elevation=89"):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
     for plane in ("axial", "coronal", "sagittal"):
@@ -287,3 +287,20 @@ def test_reformats_and_3d_views_are_counted_in_the_sessions_audit_entry(app, cli
     detail = json.loads(entry.detail)
     assert (entry.action, entry.object_id, detail["mpr"], detail["volume"], detail["frame"]) == (
         "record.view", RECORD, 2, 1, 0)
+
+
+def test_a_projection_without_a_window_names_the_one_measured_on_it(client, app):
+    """Not the record's slice window (40,400 here): each projection mode its own, in X-Window, so a
+    viewer's drag starts from the picture on screen; a window asked for is the one named."""
+    windows = {}
+    for mode in ("mip", "minip", "avg"):
+        response = client.get(f"/api/v1/records/{RECORD}/volume?mode={mode}&size=64x64&azimuth=40")
+        assert response.status_code == 200
+        windows[mode] = response.headers["X-Window"]
+        record = app.extensions["sivr_records"].get_loaded(RECORD)
+        with app.app_context():
+            expected = render_state(app).projection_window(record, mode)
+        assert windows[mode] == f"{expected.center:.10g},{expected.width:.10g}" != "40,400"
+    assert len(set(windows.values())) == 3
+    asked = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&size=64x64&window=300,1500")
+    assert asked.headers["X-Window"] == "300,1500"

@@ -77,12 +77,33 @@ def brick_extremes(voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out_min, out_max
 
 
+#: Air in Hounsfield units; lower CT values are padding (see prepare_volume).
+CT_AIR_HU = -1024.0
+
+
+def _raised(voxels: np.ndarray, slope: float, intercept: float, lowest: float) -> np.ndarray:
+    """`voxels` with raw values below modality value `lowest` raised to it (the same array when
+    none is below: no copy)."""
+    raw = (lowest - intercept) / slope
+    if voxels.dtype.kind in "iu":
+        info = np.iinfo(voxels.dtype)
+        raw = float(np.clip(np.ceil(raw) if slope > 0 else np.floor(raw), info.min, info.max))
+    bound = np.asarray(raw).astype(voxels.dtype)
+    if slope > 0:
+        return np.maximum(voxels, bound) if voxels.min() < bound else voxels
+    return np.minimum(voxels, bound) if voxels.max() > bound else voxels
+
+
 def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
                    orientation: tuple[float, ...] | None = None, slope: float = 1.0,
                    intercept: float = 0.0, photometric: str = "MONOCHROME2",
                    default_voi: Voi | None = None,
-                   slice_direction: tuple[float, float, float] | None = None) -> PreparedVolume:
-    """Everything the back ends need, computed once per loaded record."""
+                   slice_direction: tuple[float, float, float] | None = None,
+                   lowest: float | None = None) -> PreparedVolume:
+    """Everything the back ends need, computed once per loaded record. Voxels below `lowest`
+    (a modality value: CT_AIR_HU for a CT) are raised to it, in a copy: CT padding outside the
+    reconstruction circle (-2000, -3024 HU) is no tissue, and a MinIP or average of a CT would
+    otherwise show it instead of the patient."""
     if pixels.ndim != 3 or min(pixels.shape) < 1:
         raise ValueError(f"a volume needs shape (frames, rows, cols), got {pixels.shape}")
     if pixels.dtype.kind not in "iuf":
@@ -90,6 +111,8 @@ def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
     if slope == 0:
         raise ValueError("rescale slope must not be zero")
     voxels = np.ascontiguousarray(pixels)
+    if lowest is not None:
+        voxels = _raised(voxels, slope, intercept, lowest)
     brick_min, brick_max = brick_extremes(voxels)
     raw_range = (float(brick_min.min()), float(brick_max.max()))
     stride = max(1, round((voxels.size / 2_000_000) ** (1 / 3)))
