@@ -18,6 +18,8 @@ _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "record id (SHA-256 of the content)"}
 _FRAME_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
                 "description": "slice, 0 = first in position order"}
+_MPR_PATH = [_ID, {"name": "plane", "in": "path", "required": True, "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+             {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}]
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -200,12 +202,21 @@ def document() -> dict[str, Any]:
                             "max": {"type": ["number", "null"]}}}),
                             **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
-                "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
-                                     "schema": {"enum": ["axial", "coronal", "sagittal"]}},
-                               {"name": "index", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 0}}],
+                "parameters": _MPR_PATH,
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
+                "parameters": _MPR_PATH,
+                "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
+                                   "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
+                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE)),
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
+                "parameters": _MPR_PATH,
+                "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
+                                   "own row and column spacing (audited)",
+                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE)),
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
                 "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422, 503)}}},

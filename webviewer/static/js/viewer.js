@@ -14,7 +14,7 @@ import { slicePosition, followingIndex, referenceOn } from "./linking.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
 } from "./viewoptions.js";
 
 const POLL_MS = 250;
@@ -53,7 +53,9 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   const recordPath = `api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
   const [presets, identity] = await Promise.all([
-    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] })),
+    // the node's presets for this record's modality, and the DVR preset it starts with (volume_default)
+    ctx.session.fetchJson(node.url, `api/v1/presets?modality=${encodeURIComponent(meta.modality || "")}`)
+      .catch(() => ({ window: {}, volume: [], volume_default: "" })),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
   ]);
   const viewer = new Viewer(ctx, node, recordPath, meta, presets, query, identity);
@@ -137,7 +139,7 @@ class Viewer {
       vp.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
       vp.requestView();
     });
-    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), (this.presets.volume || [])[0] || "");
+    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), startPreset(this.presets));
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { this.active.state.vol.preset = this.volPresetSelect.value; this.active.requestView(); });
 

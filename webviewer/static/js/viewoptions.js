@@ -33,6 +33,16 @@ export function presetLabel(name) {
   return [first, ...words.slice(1)].join(" ");
 }
 
+/**
+ * The DVR preset a view starts with: the node's default for the record's modality
+ * (GET /api/v1/presets?modality=, transfer.default_preset), so no second table lives here.
+ * @param {{volume?: string[], volume_default?: string}} presets @returns {string}
+ */
+export function startPreset(presets) {
+  const offered = presets.volume || [];
+  return presets.volume_default && offered.includes(presets.volume_default) ? presets.volume_default : offered[0] || "";
+}
+
 /** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */
 export function dicomDate(value) {
   const m = String(value || "").match(/^(\d{4})-?(\d{2})-?(\d{2})$/);

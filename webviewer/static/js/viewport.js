@@ -8,7 +8,7 @@ import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ZOOM, planeLabel } from "./viewoptions.js";
+import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
 
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
@@ -24,7 +24,7 @@ function initialState(plane, index, presets) {
     zoom: 1, cx: 0.5, cy: 0.5,
     playing: false,
     slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
-    vol: { mode: "mip", preset: (presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
+    vol: { mode: "mip", preset: startPreset(presets), azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
   };
 }
 
