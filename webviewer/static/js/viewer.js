@@ -14,7 +14,7 @@ import { slicePosition, followingIndex, referenceOn } from "./linking.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
 } from "./viewoptions.js";
 
 const POLL_MS = 250;
@@ -347,7 +347,9 @@ class Viewer {
     const count = vp.count();
     for (const b of this.toolButtons) b.setAttribute("aria-pressed", String(b.dataset.tool === this.settings.tool));
     this.planeSelect.value = s.plane;
-    this.toolGroup.hidden = is3d;
+    // in 3D a drag rotates; on a projection the window tool windows it instead (Viewport.dragTool)
+    this.toolGroup.hidden = is3d && s.vol.mode === "dvr";
+    for (const b of this.toolButtons) b.hidden = is3d && !VOLUME_TOOLS.includes(b.dataset.tool || "");
     this.cineGroup.hidden = is3d || count < 2;
     this.playButton.textContent = s.playing ? "❚❚ Pause" : "▶ Play";
     this.playButton.setAttribute("aria-pressed", String(s.playing));

@@ -6,6 +6,8 @@ export const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal
 /** @type {Array<[string, string, string]>} mouse/touch tool, label, key */
 export const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"],
   ["probe", "Probe", "I"], ["rect", "Rectangle ROI", "R"], ["ellipse", "Ellipse ROI", "E"]];
+/** The tools offered on a 3D projection: Browse (a drag rotates) and Window (a drag windows). */
+export const VOLUME_TOOLS = ["browse", "window"];
 /** @type {Array<[string, string]>} */
 export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
 /** @type {Array<[string, string]>} */

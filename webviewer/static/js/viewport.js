@@ -108,12 +108,23 @@ export class Viewport {
 
   syncDataset() {
     const ds = this.root.dataset;
-    ds.tool = this.state.plane === "3d" ? "rotate" : this.settings.tool;
+    ds.tool = this.dragTool();
     ds.plane = this.state.plane;
     ds.loadState = this.shell.load.state;
     // a screen reader names the view of each viewport, not just "image"
     this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
       + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
+  }
+
+  /**
+   * The tool a drag on this viewport uses: the viewer's, except in 3D, where the window tool
+   * windows a projection (MIP, MinIP, average) and every other drag rotates.
+   * @returns {string}
+   */
+  dragTool() {
+    const s = this.state;
+    if (s.plane !== "3d") return this.settings.tool;
+    return this.settings.tool === "window" && s.vol.mode !== "dvr" ? "window" : "rotate";
   }
 
   // ---------- state ----------
