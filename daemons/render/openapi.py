@@ -18,7 +18,8 @@ _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "description": "record id (SHA-256 of the content)"}
 _FRAME_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
                 "description": "slice, 0 = first in position order"}
-_MPR_PATH = [_ID, {"name": "plane", "in": "path", "required": True, "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+_MPR_PATH = [_ID, {"name": "plane", "in": "path", "required": True,
+                   "schema": {"enum": ["axial", "coronal", "sagittal"]}},
              {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}]
 
 

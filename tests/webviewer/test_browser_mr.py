@@ -86,8 +86,9 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
 
         # 2D: orientation, numbering (position in the stack and the scanner's instance number)
         assert (page.locator("#orient-top").inner_text(), page.locator("#orient-left").inner_text()) == EDGES["native"]
-        counter = re.search(r"(\d+) / (\d+) · Im (\d+)", page.locator("#slice-out").inner_text())
-        assert counter and int(counter[2]) == SLICES and int(counter[3]) in INSTANCES, page.locator("#slice-out").inner_text()
+        slice_out = page.locator("#slice-out").inner_text()
+        counter = re.search(r"(\d+) / (\d+) · Im (\d+)", slice_out)
+        assert counter and int(counter[2]) == SLICES and int(counter[3]) in INSTANCES, slice_out
         assert f"Slices {counter[1]} / {SLICES}" in page.locator("#viewport .corner.bl").inner_text()
 
         # MR windows: the file's and the automatic one, never a CT window (in HU)
