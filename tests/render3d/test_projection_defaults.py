@@ -84,13 +84,18 @@ def test_the_default_window_is_one_per_mode_whatever_the_angle(ct):
     assert CASTER.default_window(ct, "minip").center < -500  # air and lung, padding left out
 
 
-def test_ct_padding_is_raised_to_air_for_3d():
+def test_ct_padding_counts_as_air_in_projections_without_a_copy():
     """Padding (-3024 HU) outside the reconstruction circle is the minimum of every ray crossing it:
-    left as it is, a MinIP of a CT is black. The 3D copy raises it to air; no copy without padding."""
+    left as it is, a MinIP of a CT is black. Projections count it as air; the voxels stay as stored."""
     padded = ct_like_volume()
-    assert padded.to_modality(np.asarray(padded.raw_range)).min() == CT_AIR_HU
-    raw = np.full((4, 8, 8), 24, dtype=np.int16)
-    assert prepare_volume(raw, (1.0, 1.0, 1.0), intercept=-1024.0, lowest=CT_AIR_HU).voxels is raw
+    assert padded.to_modality(np.asarray(padded.voxels.min(), dtype=np.float64)) == -3024.0  # not copied
+    assert padded.to_modality(np.asarray(padded.floor)) == CT_AIR_HU
+    assert padded.relative_range[0] >= CT_AIR_HU
+    view = ViewSpec(mode="minip", width=SIZE, height=SIZE, window=Window(-1000.0, 400.0))
+    values, hit = CASTER.projection(padded, view)
+    assert padded.to_modality(values[hit].astype(np.float64)).min() >= CT_AIR_HU
+    plain = prepare_volume(padded.voxels, (2.5, 1.0, 1.0), (1, 0, 0, 0, 1, 0), 1.0, -1024.0)
+    assert padded.to_modality(CASTER.projection(plain, view)[0][hit].astype(np.float64)).min() == -3024.0
 
 
 def test_dvr_preset_follows_the_modality_and_mr_has_its_own():
