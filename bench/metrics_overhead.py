@@ -56,7 +56,7 @@ def build_node(root: Path):
     config = build_config("render", KEYS, {
         "tokens": {"public_key": str(root / "t.pub"), "audience": AUDIENCE},
         "database": {"url": f"sqlite:///{root}/render.db"},
-        "node": {"institution_id": institution},
+        "node": {"institution_id": institution, "receipt_key": str(root / "receipt.pem")},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")},
         "log": {"level": "info"},
     })

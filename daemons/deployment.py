@@ -260,7 +260,8 @@ def init_deployment(
         shared_store = _institution_store(keys, inst_instance, object_store) if object_store else None
         for node in range(1, node_count + 1):
             node_name = f"render-{number}-{node}"
-            store_values = shared_store or _own_store(keys, node_name)
+            store_values = ({**shared_store, "s3": {**shared_store["s3"], "cache_dir": f"data/{node_name}/s3-cache"}}
+                            if shared_store else _own_store(keys, node_name))
             receipt_key = load_or_create_node_key(keys / f"{node_name}.receipt.pem")
             add("render", node_name, port_for("render"), {
                 "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},

@@ -43,12 +43,13 @@ def require_patient_named(identity: Identity, institution_id: str, patient_named
 
 
 def require_query_scope(identity: Identity, institution_id: str, *, patient_named: bool, study_named: bool,
-                        patient_parameter: str, study_parameter: str) -> None:
+                        patient_parameter: str, study_parameter: str | None) -> None:
     """A search of a node's catalogue (institution `institution_id`) by DICOM identifiers must name
-    one study (`study_parameter`), or one patient (`patient_parameter`: for users of that institution
-    only), unless the caller administers the institution: then it may list every patient's studies."""
+    one study (`study_parameter`; None for a list that has no such parameter), or one patient
+    (`patient_parameter`: for users of that institution only), unless the caller administers the
+    institution: then it may list every patient's studies."""
     if study_named or is_institution_admin(identity, institution_id):
         return
-    require_own_institution(identity, institution_id,
-                            f"searching by {patient_parameter} (not one study by its {study_parameter})")
-    require_patient_named(identity, institution_id, patient_named, f"{patient_parameter} (or {study_parameter})")
+    alternative = f" (or {study_parameter})" if study_parameter else ""
+    require_own_institution(identity, institution_id, f"searching by {patient_parameter}")
+    require_patient_named(identity, institution_id, patient_named, f"{patient_parameter}{alternative}")

@@ -35,6 +35,7 @@ from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Voi, Window
 from daemons.render.planes import volume_frame
+from daemons.render.stacks import Stack, find_stack, stack_manifest
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, keyed, with_function
 from daemons.render.volume import (
@@ -102,38 +103,43 @@ class Render3D:
         self.caster: RayCaster = select_backend(backend_name)
         self.slots = threading.BoundedSemaphore(max(1, max_concurrent))
         self.sequences = _Sequences()
-        # Keyed weakly by the loaded record: an entry lives exactly as long as the registry keeps
-        # the record, so evicting it frees the voxels and nothing here can outlive the budget.
-        self._prepared: weakref.WeakKeyDictionary[Any, PreparedVolume] = weakref.WeakKeyDictionary()
-        self._windows: weakref.WeakKeyDictionary[Any, dict[str, Window]] = weakref.WeakKeyDictionary()
+        # Keyed weakly by the loaded record (then by stack id): an entry lives exactly as long as the
+        # registry keeps the record, so evicting it frees the voxels and nothing here can outlive the budget.
+        self._prepared: weakref.WeakKeyDictionary[Any, dict[str, PreparedVolume]] = weakref.WeakKeyDictionary()
+        # Projection default windows, by (stack id, mode), as weakly.
+        self._windows: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Window]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         # Before the worker accepts a request (the app factory makes this state): a physician's
         # first 3D view then costs what later ones cost.
         self.warm_up: WarmUp = warm_up_kernels(self.caster)
 
-    def prepared(self, record: Any) -> PreparedVolume:
-        """The record's PreparedVolume, made once per loaded copy of it."""
+    def prepared(self, record: Any, stack: Stack) -> PreparedVolume:
+        """The PreparedVolume of one stack of the record (`daemons.render.stacks`), made once per
+        loaded copy of it: the stack's frames in its order, with its own spacing and orientation."""
         with self._lock:
-            volume = self._prepared.get(record)
+            volumes = self._prepared.setdefault(record, {})
+            volume = volumes.get(stack.id)
             if volume is None:
-                spacing, orientation, slice_direction = volume_frame(record.manifest)
+                spacing, orientation, slice_direction = volume_frame(stack_manifest(record.manifest, stack))
+                whole = stack.frames == tuple(range(record.pixels.shape[0]))
                 volume = prepare_volume(
-                    record.pixels, spacing, orientation,
+                    record.pixels if whole else record.pixels[list(stack.frames)], spacing, orientation,
                     float(record.rescale_slope), float(record.rescale_intercept), record.photometric,
                     record.default_voi, slice_direction, CT_AIR_HU if _modality(record).upper() == "CT" else None)
-                self._prepared[record] = volume
+                volumes[stack.id] = volume
             return volume
 
-    def projection_window(self, record: Any, mode: str) -> Window:
-        """The default window of projection `mode` (mip, minip, avg) of a record, measured once per
-        loaded copy of it (RayCaster.default_window): every door to a 3D view uses this one."""
+    def projection_window(self, record: Any, stack: Stack, mode: str) -> Window:
+        """The default window of projection `mode` (mip, minip, avg) of one stack of a record,
+        measured once per loaded copy of it (RayCaster.default_window): every door to a 3D view
+        uses this one."""
         with self._lock:
-            known = self._windows.get(record, {}).get(mode)
+            known = self._windows.get(record, {}).get((stack.id, mode))
         if known is not None:
             return known
-        window = self.caster.default_window(self.prepared(record), mode)
+        window = self.caster.default_window(self.prepared(record, stack), mode)
         with self._lock:
-            self._windows.setdefault(record, {})[mode] = window
+            self._windows.setdefault(record, {})[(stack.id, mode)] = window
         return window
 
 
@@ -162,11 +168,11 @@ def _voi(record: Any, window: Voi | None, function: str | None) -> KeyedVoi:
     return with_function(keyed(record.default_voi), function)
 
 
-def _projection_voi(state: Render3D, record: Any, mode: str, function: str | None) -> Voi | None:
+def _projection_voi(state: Render3D, record: Any, stack: Stack, mode: str, function: str | None) -> Voi | None:
     """A projection's default window (Render3D.projection_window) with the request's VOI function,
     else the function of the record's own default window (a sigmoid stays a sigmoid)."""
     own = record.default_voi.function if isinstance(record.default_voi, Window) else None
-    return with_function(keyed(state.projection_window(record, mode)), function or own).voi
+    return with_function(keyed(state.projection_window(record, stack, mode)), function or own).voi
 
 
 def _max_px() -> int:
@@ -175,9 +181,11 @@ def _max_px() -> int:
 
 # --- record access ----------------------------------------------------------------------------
 
-def loaded_record(record_id: str) -> Any:
-    """The fully loaded record, or an immediate 409 saying how far loading has come (404 for a
-    record this node does not store, where the node can tell)."""
+def loaded_stack(record_id: str, stack_id: str | None) -> tuple[Any, Stack]:
+    """The fully loaded record and its stack `stack_id` (None: the first), or an immediate 409
+    saying how far loading has come (404 for a record this node does not store, where the node
+    can tell, or for a stack it does not have); 422 with the reason for a stack whose frames form
+    no volume or cannot all be shown."""
     record = current_app.extensions["sivr_records"].get_loaded(record_id)
     the_node = current_app.extensions.get(NODE_EXTENSION)
     if record is None and the_node is not None:
@@ -187,13 +195,7 @@ def loaded_record(record_id: str) -> Any:
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",
                        frames_ready=0, frames_total=0)
-    errors = record.errors
-    if record.complete and errors:
-        listed = ", ".join(str(i) for i in sorted(errors)[:10])
-        raise ApiError(422, "incomplete_record",
-                       f"reformats and 3D views need every frame; {len(errors)} of this record's frames "
-                       f"cannot be shown (frames {listed}); view its frames one by one")
-    if not record.complete or record.frames_ready < record.frames_total:
+    if not record.complete:
         raise ApiError(409, "loading",
                        f"record {record_id} is still loading ({record.frames_ready} of "
                        f"{record.frames_total} frames); reformats and 3D views need every frame",
@@ -206,7 +208,17 @@ def loaded_record(record_id: str) -> Any:
     if callable(modality_stage) and getattr(modality_stage(), "lut", None) is not None:
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a linear rescale; this record has a Modality LUT")
-    return record
+    stack = find_stack(record.manifest, stack_id)
+    if stack.volume is not None:
+        raise ApiError(422, "no_volume", f"stack {stack.id} ({stack.label}) cannot be reformatted or shown in 3D: "
+                       f"{stack.volume}; view its frames one by one")
+    errors = sorted(set(record.errors) & stack.all_frames)
+    if errors:
+        listed = ", ".join(str(i) for i in errors[:10])
+        raise ApiError(422, "incomplete_record",
+                       f"reformats and 3D views need every frame of the stack; {len(errors)} of its frames "
+                       f"cannot be shown (frames {listed}); view its frames one by one")
+    return record, stack
 
 
 def _modality(record: Any) -> str:
@@ -280,7 +292,7 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mm, slab_mode = query.slab()
     spec = PlaneImage(fmt, query.quality(fmt, MPR_QUALITY), query.size(_max_px()), query.region(), window,
                       query.voi_function(), slab_mm, slab_mode)
-    return plane_image(record_id, loaded_record(record_id), plane, index, spec, started)
+    return plane_image(record_id, *loaded_stack(record_id, query.stack()), plane, index, spec, started)
 
 
 def check_plane(plane: str) -> None:
@@ -288,15 +300,15 @@ def check_plane(plane: str) -> None:
         raise query.bad(f"plane must be one of {', '.join(PLANES)}")
 
 
-def plane_image(record_id: str, record: Any, plane: str, index: int, spec: PlaneImage,
+def plane_image(record_id: str, record: Any, stack: Stack, plane: str, index: int, spec: PlaneImage,
                 started: float) -> Response:
-    """Reformat `index` of `plane` of a fully loaded record (`loaded_record`), as `spec` says."""
+    """Reformat `index` of `plane` of one stack of a fully loaded record (`loaded_stack`), as `spec` says."""
     voi = _voi(record, spec.window, spec.voi_function)
-    volume = render_state(current_app).prepared(record)
+    volume = render_state(current_app).prepared(record, stack)
     layout = plane_layout(volume.geometry, plane)
     query.check_index(f"{plane} plane", index, layout.count)
     flip = (spec.flip,) if any(spec.flip) else ()
-    etag = _etag(record_id, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
+    etag = _etag(record_id, stack.id, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
                  spec.slab_mm, spec.slab_mode, *flip)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
@@ -350,26 +362,27 @@ def volume(record_id: str) -> Response:
     fmt = query.image_format(DEFAULT_FORMAT[render])
     image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
-    return volume_image(record_id, loaded_record(record_id), view, query.voi_function(), fmt, image_quality,
+    record, stack = loaded_stack(record_id, query.stack())
+    return volume_image(record_id, record, stack, view, query.voi_function(), fmt, image_quality,
                         view_id, seq, started)
 
 
-def volume_image(record_id: str, record: Any, view: ViewSpec, voi_function: str | None, fmt: str, image_quality: int,
-                 view_id: str | None, seq: int, started: float) -> Response:
-    """A 3D rendering of a fully loaded record (`loaded_record`): `view` (its window None: the
-    projection's default window, Render3D.projection_window, with `voi_function`), bounded by the
-    node's 3D slots. `X-Window` says the window a projection was drawn with."""
+def volume_image(record_id: str, record: Any, stack: Stack, view: ViewSpec, voi_function: str | None, fmt: str,
+                 image_quality: int, view_id: str | None, seq: int, started: float) -> Response:
+    """A 3D rendering of one stack of a fully loaded record (`loaded_stack`): `view` (its window
+    None: the projection's default window, Render3D.projection_window, with `voi_function`),
+    bounded by the node's 3D slots. `X-Window` says the window a projection was drawn with."""
     render = view.quality
     state = render_state(current_app)
     if view.mode != "dvr":
-        window = view.window or _projection_voi(state, record, view.mode, voi_function)
+        window = view.window or _projection_voi(state, record, stack, view.mode, voi_function)
         view = dataclasses.replace(view, window=window)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
-    volume_data = state.prepared(record)
+    volume_data = state.prepared(record, stack)
     etag = None
     if render == "still":
-        etag = _etag(record_id, view, fmt, image_quality, state.caster.name)
+        etag = _etag(record_id, stack.id, view, fmt, image_quality, state.caster.name)
         if etag in request.if_none_match:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})

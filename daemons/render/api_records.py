@@ -12,12 +12,14 @@ from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.planes import plane_table
 from daemons.render.records import LoadedRecord, MemoryBudgetError
+from daemons.render.stacks import stacks_json
 from daemons.render.storage import StoreError, StoreFull
-from daemons.render.validate import UploadError
+from daemons.render.upload_checks import UploadError
 from daemons.render.view_audit import note_view
-from shared.access import require_own_institution, require_patient_named
+from daemons.render.volume.mpr import STORED
+from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
-from shared.auth import current_identity, require_auth, require_institution
+from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
 from shared.roles import PHYSICIAN, ROLES, may_change_record
@@ -32,16 +34,23 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     `slices` (instance number and position of every frame) is left out of lists, where it would
     multiply their size by the frame count; records stored before it existed have none. `planes`
     (each plane's geometry, `daemons.render.planes`) is computed from the manifest, so every record
-    has it; lists leave it out too, as a viewer reads it from the record it opens.
+    has it; lists leave it out too, as a viewer reads it from the record it opens. `stacks` lists
+    the record's stacks (`daemons.render.stacks`: MPR and 3D render one at a time), with each
+    one's planes in full detail.
     """
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta = dict(manifest["meta"])
+    stacks = stacks_json(manifest, with_planes=per_slice)
     if per_slice:
-        meta["planes"] = plane_table(manifest)
+        # the stored frames are the whole record's; the reformats are those of the first stack (the
+        # default of MPR and 3D), each stack's own are in `stacks`
+        meta["planes"] = {**stacks[0]["planes"], STORED: plane_table(manifest)[STORED]}
     else:
         meta.pop("slices", None)
+    meta["stacks"] = stacks
     meta.setdefault("patient_birth_date", None)  # not kept for records stored before it was
+    meta.setdefault("frame_of_reference_uid", None)  # likewise
     if row is None:
         row = the_node.models.StoredRecord.get_or_none(the_node.models.StoredRecord.id == record_id)
     meta["stored_at"] = iso_utc(row.stored_at) if row is not None else None
@@ -98,18 +107,19 @@ def upload():
 @bp.get("/api/v1/records")
 @require_auth(*ROLES)
 def list_records():
-    """This node's records, newest first: for its institution's members only, by patient unless an admin.
+    """This node's records, newest first: by patient for its institution's users, all of them for
+    its administrators.
 
-    The rule across patients is the institution layer's (`shared.access`); naming a patient by
-    DICOM PatientID is further kept to this institution, because such ids are short and
-    guessable (unlike the toplevel's patient UUIDs), so another institution could probe names.
-    Each record shown is audited, so "who saw this record" needs no other log.
+    The same rule as a QIDO-RS search of the catalogue (`shared.access.require_query_scope`): a
+    DICOM PatientID is short and guessable (unlike the toplevel's patient UUIDs), so naming one is
+    kept to this institution. This list has no study parameter. Each record shown is audited, so
+    "who saw this record" needs no other log.
     """
     identity = current_identity()
     the_node = node()
-    require_institution(identity, the_node.institution_id, "this node's record list")
     patient = query_text("patient_id_dicom", 64)
-    require_patient_named(identity, the_node.institution_id, bool(patient), "patient_id_dicom")
+    require_query_scope(identity, the_node.institution_id, patient_named=bool(patient), study_named=False,
+                        patient_parameter="patient_id_dicom", study_parameter=None)
     limit, offset = page_args()
     models = the_node.models
     the_node.record_index.refresh()

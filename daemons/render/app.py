@@ -26,7 +26,7 @@ from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
 from daemons.render.stores import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
-from daemons.render.validate import MIB, Limits
+from daemons.render.upload_checks import MIB, Limits
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from daemons.render.webp_effort import WebpEffort

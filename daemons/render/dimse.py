@@ -53,7 +53,7 @@ from daemons.render.matching import QueryError, find
 from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.storage import StoreFull
-from daemons.render.validate import UploadError
+from daemons.render.upload_checks import UploadError
 from shared.audit import record_audit
 from shared.config import Config, ConfigError
 from shared.metrics import app_metrics

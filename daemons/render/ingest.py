@@ -35,15 +35,8 @@ from flask import current_app
 from daemons.render.catalogue import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.isolation import isolated_checker
 from daemons.render.node import Node
-from daemons.render.validate import (
-    MIB,
-    ParsedFile,
-    Provisional,
-    UploadError,
-    analyse_files,
-    check_upload,
-    parse_stored_file,
-)
+from daemons.render.series_analysis import Provisional, analyse_files
+from daemons.render.upload_checks import MIB, ParsedFile, UploadError, check_upload, parse_stored_file
 from shared.audit import record_audit
 from shared.db import utcnow
 

@@ -32,7 +32,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-PRELOAD = ["daemons.render.validate"]
+PRELOAD = ["daemons.render.upload_checks"]
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,12 @@ class DecodePool:
 
 
 def isolated_checker(pool: DecodePool) -> Callable:
-    """A `validate.FileChecker` that runs `validate.check_file` for each file in the pool's workers.
+    """A `upload_checks.FileChecker` that runs `upload_checks.check_file` for each file in the pool's workers.
 
     A worker that could not finish a file (crash, panic, time or memory limit) refuses that file
     with 422 and the reason; a file's frames that fail one by one come back as its bad frames.
     """
-    from daemons.render.validate import FileCheck, check_file
+    from daemons.render.upload_checks import FileCheck, check_file
 
     def check_files(uploads: list[tuple[str, bytes]], limits) -> list:
         results = pool.map(check_file, [(name, raw, limits) for name, raw in uploads],

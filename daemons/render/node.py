@@ -25,7 +25,7 @@ from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
 from daemons.render.storage import StoreError
 from daemons.render.stores import Store, StoreUnavailable
-from daemons.render.validate import Limits
+from daemons.render.upload_checks import Limits
 from daemons.render.webp_effort import WebpEffort
 from shared.config import Config
 from shared.errors import ApiError, not_found

@@ -68,6 +68,9 @@ SCHEMAS = {
         "patient_id_dicom": {"type": "string"}, "study_date": {"type": "string"},
         "patient_birth_date": {"type": ["string", "null"],
                                "description": "PatientBirthDate (DA); null for records stored before it was kept"},
+        "frame_of_reference_uid": {"type": ["string", "null"],
+                                   "description": "FrameOfReferenceUID: positions of records sharing it compare; "
+                                   "null for records stored before it was kept"},
         "description": {"type": "string"}, "size_bytes": {"type": "integer"},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "slice_thickness": {"type": ["number", "null"]},
@@ -82,6 +85,19 @@ SCHEMAS = {
         "planes": {"type": "object", "description": "each plane's geometry (GET of one record only): the "
                    "stored `slices` plane (the frames endpoint) and the axial, coronal and sagittal reformats",
                    "required": ["slices", "axial", "coronal", "sagittal"],
+                   "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}},
+        "stacks": {"type": "array", "items": {"$ref": "#/components/schemas/Stack"},
+                   "description": "the volumes the record holds; MPR and 3D render one (`stack`), the first "
+                                  "by default"}}},
+    "Stack": {"type": "object", "required": ["id", "label", "frames", "phases", "volume"], "properties": {
+        "id": {"type": "string"}, "label": {"type": "string", "description": "what sets it apart: b=500, PHASE, ..."},
+        "frames": {"type": "array", "items": {"type": "integer"},
+                   "description": "record frame indexes of its first time point, in spatial order: its volume"},
+        "phases": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
+                   "description": "the frames of each time point (the cine axis across time)"},
+        "volume": {"type": "boolean", "description": "false: MPR and 3D of it answer 422 no_volume"},
+        "no_volume_reason": {"type": ["string", "null"]},
+        "planes": {"type": "object", "description": "its PlaneGeometry per plane (GET of one record only)",
                    "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}}}},
     "Edges": {"type": ["object", "null"], "required": ["top", "right", "bottom", "left"],
               "description": "patient direction letters (A P L R S I) at each edge; null when the "
@@ -210,13 +226,13 @@ def document() -> dict[str, Any]:
                 "parameters": _MPR_PATH,
                 "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
                                    "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
-                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE)),
+                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
                                    "own row and column spacing (audited)",
-                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE)),
+                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),

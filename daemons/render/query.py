@@ -65,6 +65,8 @@ OVERLAYS = Param("overlays", "draw the file's overlay planes (60xx) in white", {
 RECORD_DETAILS = ("full", "summary")
 DETAIL = Param("detail", "full: RecordMeta with slices and planes; summary: without them, as lists give it "
                "(the patient page asks many records at once)", {"enum": list(RECORD_DETAILS), "default": "full"})
+STACK = Param("stack", "the stack to reformat or render (an id of RecordMeta.stacks); without it the first",
+              {"type": "string", "pattern": r"^[0-9]{1,6}$"})
 MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})
@@ -86,7 +88,7 @@ VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 4
                 {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"})
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})
 VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER,
-                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ)
+                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ, STACK)
 
 # Readings of original values (GET .../frames/{index}/value and /stats): image coordinates of the
 # stored frame, x along a row 0..columns, y down the columns 0..rows (daemons.render.probe).
@@ -106,7 +108,7 @@ MODALITY = Param("modality", "DICOM modality code (CT, MR, ...): only the preset
 PRESETS_PARAMS = (MODALITY,)
 
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS)
-MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE)
+MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK)
 
 # DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas. `window`
 # carries its function; `viewport` is the output box and, optionally, a source rectangle in pixels
@@ -126,9 +128,9 @@ CHARSET = Param("charset", "character set of text in the response; images carry 
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT)
 THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
-RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
-                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ)
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK)
 
 
 def choice(param: Param, default: str | None, choices) -> str | None:
@@ -258,6 +260,14 @@ def overlays() -> bool:
 
 def slab() -> tuple[float, str]:
     return number(SLAB, 0.0, 0.0, MAX_SLAB_MM), choice(SLAB_MODE, "avg", SLAB_MODES) or "avg"
+
+
+def stack() -> str | None:
+    """The requested stack id, None for the record's first (an id it lacks is 404, daemons.render.stacks)."""
+    raw = STACK.raw()
+    if raw is not None and not re.fullmatch(STACK.schema["pattern"], raw):
+        raise bad("query parameter stack must be a stack id of the record (digits)")
+    return raw
 
 
 def check_index(what: str, index: int, count: int) -> None:

@@ -41,6 +41,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from daemons.render import envelope
+from daemons.render.blob_cache import BlobCache
 from daemons.render.envelope import KeyRing
 from daemons.render.storage import StoreError
 from daemons.render.stores import StoreUnavailable
@@ -111,8 +112,9 @@ class S3RecordStore:
     """Records of one institution under one bucket prefix, envelope-encrypted on the node."""
 
     def __init__(self, client: Any, bucket: str, prefix: str, keys: KeyRing, *, location: str,
-                 threads: int = 8, stale_upload_s: float = 3600.0):
+                 threads: int = 8, stale_upload_s: float = 3600.0, cache: BlobCache | None = None):
         self._s3 = client
+        self._cache = cache
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.keys = keys
@@ -144,8 +146,11 @@ class S3RecordStore:
             ))
         keys = KeyRing.from_files(Path(storage["key_file"]), storage["old_key_files"])
         location = store_location(s3["endpoint_url"], s3["bucket"], s3["prefix"])
+        if s3["cache_dir"] and int(s3["cache_mb"]) < 1:
+            raise ConfigError(f"{where}: s3.cache_mb must be at least 1 with s3.cache_dir set")
+        cache = BlobCache(Path(s3["cache_dir"]), int(s3["cache_mb"]) * 2**20) if s3["cache_dir"] else None
         return cls(client, s3["bucket"], s3["prefix"], keys, location=location, threads=threads,
-                   stale_upload_s=float(s3["stale_upload_s"]))
+                   stale_upload_s=float(s3["stale_upload_s"]), cache=cache)
 
     # --- keys of objects ------------------------------------------------------------------------
     def _manifest_key(self, record_id: str) -> str:
@@ -153,6 +158,14 @@ class S3RecordStore:
 
     def _object_key(self, record_id: str, upload: str, index: int) -> str:
         return f"{self.prefix}{OBJECTS}{record_id}/{upload}/{index:06d}"
+
+    def _cache_name(self, key: str) -> str:
+        """An object's name in the node's cache: its key under `objects/`."""
+        return key[len(self.prefix) + len(OBJECTS):]
+
+    def _cached(self, key: str, blob: bytes) -> None:
+        if self._cache is not None:
+            self._cache.put(self._cache_name(key), blob)
 
     def _get(self, key: str) -> bytes:
         return _call(f"GET {key}", lambda: self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
@@ -219,6 +232,7 @@ class S3RecordStore:
         def put(index: int) -> int:
             body = envelope.seal(data_key, record_id, str(index), files[index])
             _call(f"PUT {keys[index]}", lambda: self._s3.put_object(Bucket=self.bucket, Key=keys[index], Body=body))
+            self._cached(keys[index], body)
             return len(body)
 
         body = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
@@ -247,6 +261,7 @@ class S3RecordStore:
         def put(index: int) -> int:
             _call(f"PUT {keys[index]}", partial(self._s3.put_object, Bucket=self.bucket, Key=keys[index],
                                                 Body=bodies[index]))
+            self._cached(keys[index], bodies[index])
             return len(bodies[index])
 
         with ThreadPoolExecutor(self._threads) as pool:
@@ -306,6 +321,8 @@ class S3RecordStore:
 
     def _forget_upload(self, keys: list[str]) -> None:
         """Best effort: objects left behind anyway are removed by `cleanup` once stale."""
+        if self._cache is not None:
+            self._cache.discard([self._cache_name(key) for key in keys])
         with contextlib.suppress(StoreUnavailable):
             self._delete_keys(keys)
 
@@ -336,27 +353,41 @@ class S3RecordStore:
         """The original bytes of file `index`; StoreError when altered, StoreUnavailable when unreachable.
 
         As in the local store, `verify=False` (decoding into RAM) relies on the GCM tag and zstd's
-        frame checksum; the SHA-256 is checked for bytes that leave the node.
+        frame checksum; the SHA-256 is checked for bytes that leave the node. A damaged copy in
+        the node's cache is dropped and the object read again from the bucket.
         """
-        blob, data_key = self._read_object(record_id, index, retry=True)
-        data = envelope.open_sealed(data_key, record_id, str(index), blob)
+        key, data_key, blob, cached = self._read_object(record_id, index, retry=True)
+        try:
+            data = envelope.open_sealed(data_key, record_id, str(index), blob)
+        except StoreError:
+            if not cached or self._cache is None:
+                raise
+            self._cache.discard([self._cache_name(key)])
+            _, data_key, blob, _ = self._read_object(record_id, index, retry=True)
+            data = envelope.open_sealed(data_key, record_id, str(index), blob)
         if verify and hashlib.sha256(data).hexdigest() != sha256:
             raise StoreError(f"record {record_id} file {index}: checksum mismatch")
         return data
 
-    def _read_object(self, record_id: str, index: int, retry: bool) -> tuple[bytes, bytes]:
-        """A file's sealed object and its data key; a header cached before the record was stored
-        again (another upload id) is read anew once."""
+    def _read_object(self, record_id: str, index: int, retry: bool) -> tuple[str, bytes, bytes, bool]:
+        """A file's key, data key, sealed object and whether it came from the node's cache; a
+        header cached before the record was stored again (another upload id) is read anew once."""
         header = self._header(record_id)
         key = self._object_key(record_id, header.folder_of(index), index)
+        if self._cache is not None:
+            cached = self._cache.get(self._cache_name(key))
+            if cached is not None:
+                return key, header.data_key, cached, True
         try:
-            return self._get(key), header.data_key
+            blob = self._get(key)
         except ClientError as exc:
             with self._lock:
                 self._headers.pop(record_id, None)
             if retry:
                 return self._read_object(record_id, index, retry=False)
             raise StoreError(f"record {record_id} file {index}: object {key} is missing") from exc
+        self._cached(key, blob)
+        return key, header.data_key, blob, False
 
     def delete(self, record_id: str) -> bool:
         """Remove the manifest (the record disappears for every node at once), then its objects."""
@@ -366,6 +397,8 @@ class S3RecordStore:
         _call(f"DELETE {key}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
         with self._lock:
             self._headers.pop(record_id, None)
+        if self._cache is not None:
+            self._cache.drop_record(record_id)
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")])
         return True
 
@@ -385,6 +418,8 @@ class S3RecordStore:
         _call(f"DELETE {source}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=source))
         with self._lock:
             self._headers.pop(record_id, None)
+        if self._cache is not None:
+            self._cache.drop_record(record_id)
         return f"s3://{self.bucket}/{target}"
 
     def quarantined(self) -> list[str]:

@@ -39,6 +39,10 @@ KEYS = (
     Key("s3", "read_timeout_s", 20.0, "Seconds to wait for an answer before the store counts as unreachable."),
     Key("s3", "max_attempts", 2, "Attempts per S3 call (1: no retry) before answering 503 store_unavailable."),
     Key("s3", "threads", 8, "Parallel object uploads per record."),
+    Key("s3", "cache_dir", "",
+        "Folder of this node's copy of file objects it stored or read (ciphertext, as in the bucket), so loading "
+        "a series again needs no GET per slice; empty: no cache.", True),
+    Key("s3", "cache_mb", 20480, "Most MiB kept in s3.cache_dir (least recently used out first)."),
     Key("s3", "stale_upload_s", 3600.0,
         "Objects of an upload no manifest names are deleted at start-up once older than this (interrupted uploads)."),
     Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB."),

@@ -11,14 +11,20 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 
-def dataset(rows: int = 8, cols: int = 8, series: str | None = None, pixels: bool = True,
-             position: float = 0.0, orientation=(1, 0, 0, 0, 1, 0)) -> Dataset:
+def new_instance(sop_class: str) -> Dataset:
+    """An empty instance of `sop_class` with its file meta (Explicit VR Little Endian) and a fresh UID."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def dataset(rows: int = 8, cols: int = 8, series: str | None = None, pixels: bool = True,
+             position: float = 0.0, orientation=(1, 0, 0, 0, 1, 0)) -> Dataset:
+    ds = new_instance(pydicom.uid.CTImageStorage)
     ds.Modality = "CT"
     ds.SeriesInstanceUID = series or "1.2.3.4"
     ds.StudyInstanceUID = "1.2.3"

@@ -522,13 +522,14 @@ def test_record_meta_names_the_dicom_patient_with_birth_date(node, ct_files, tmp
     """The viewer compares the images' patient with the SIVR patient (issue 15 item 2): name, id, birth date."""
     from pydicom.uid import generate_uid
 
-    series = generate_uid()
+    series, frame = generate_uid(), generate_uid()
     files = []
     for number, source in enumerate(ct_files[:2]):
         ds = pydicom.dcmread(source)
         ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.PatientName, ds.PatientID, ds.PatientBirthDate = "DOE^JANE", "P-BIRTH", "19700305"
+        ds.FrameOfReferenceUID = frame
         files.append(tmp_path / f"{number}.dcm")
         ds.save_as(files[-1], enforce_file_format=True)
     reply = node.upload(files)
@@ -536,6 +537,8 @@ def test_record_meta_names_the_dicom_patient_with_birth_date(node, ct_files, tmp
     meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
     assert (meta["patient_name"], meta["patient_id_dicom"], meta["patient_birth_date"]) == \
         ("DOE^JANE", "P-BIRTH", "19700305")
+    # the viewer links two records' positions only within one frame of reference (docs/viewer.md)
+    assert meta["frame_of_reference_uid"] == frame
 
 
 def test_record_meta_names_the_study_and_series_the_patient_page_groups_by(node, ct_files, tmp_path):

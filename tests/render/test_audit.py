@@ -160,6 +160,10 @@ def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
 
     everything = node.client.get(listing, headers=node.headers(role="instadmin")).json
     assert everything["total"] == 2 and {m["id"] for m in everything["items"]} == {jane, john}
+    # the same rule as a QIDO-RS search (shared.access.require_query_scope): a system administrator,
+    # whatever institution the token names, administers this one too
+    system = node.client.get(listing, headers=node.headers(role="sysadmin", institution_id=str(uuid.uuid4())))
+    assert system.status_code == 200 and system.json["total"] == 2
 
     searches = _audit(node, action="record.search")
     by_doctor = [e for e in searches if e["user_id"] == doctor]

@@ -29,7 +29,8 @@ from pydicom.pixels import pixel_array
 
 from daemons.render.decode import IJG_SYNTAXES, Layout, decode_frames
 from daemons.render.pixels import GrayParams, LutTable, Modality, render_gray
-from daemons.render.validate import Limits, UploadError, parse_upload
+from daemons.render.series_analysis import parse_upload
+from daemons.render.upload_checks import Limits, UploadError
 from daemons.render.voi import default_voi, frame_voi, lut_from_json
 
 REPO = Path(__file__).resolve().parents[2]

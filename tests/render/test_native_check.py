@@ -1,4 +1,4 @@
-"""Which files skip the decode worker (daemons/render/validate.py `check_upload`): uncompressed
+"""Which files skip the decode worker (daemons/render/upload_checks.py `check_upload`): uncompressed
 little-endian single-sample files are checked in the node, with the same refusals; any file a codec
 or pydicom's pixel handlers would touch still goes through the isolated worker (its pool counts it).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, RLELossless, generate_uid
 
-from daemons.render.validate import Limits, UploadError, check_file, check_upload
+from daemons.render.upload_checks import Limits, UploadError, check_file, check_upload
 from tests.render.synthetic import dataset, to_bytes
 
 LIMITS = Limits(max_upload_bytes=1 << 30, max_files=100, max_rows=4096, max_columns=4096, max_frames=1000,

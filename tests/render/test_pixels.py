@@ -207,7 +207,8 @@ def test_16_bit_colour_is_scaled_to_8_bits():
 
 def test_palette_of_a_big_endian_file_matches_its_little_endian_twin(dicom_dir):
     from daemons.render.decode import decode_frames
-    from daemons.render.validate import Limits, parse_upload
+    from daemons.render.series_analysis import parse_upload
+    from daemons.render.upload_checks import Limits
 
     limits = Limits(2**32, 10, 8192, 8192, 100, 2**32)
     images = []

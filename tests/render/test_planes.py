@@ -18,6 +18,7 @@ from PIL import Image
 
 from daemons.render.api_3d import render_state
 from daemons.render.planes import plane_table, record_geometry
+from daemons.render.stacks import stack_manifest, stacks_of
 from tests.render.synthetic import stack
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -109,7 +110,9 @@ def test_reformats_have_the_published_range_and_aspect(node, acquisition):
     record = node.registry.get_loaded(record_id)
     assert record.wait_complete(60)
     # the published geometry is the one the 3D state renders with
-    prepared, published = render_state(node.app).prepared(record).geometry, record_geometry(record.manifest)
+    first = stacks_of(record.manifest)[0]
+    prepared = render_state(node.app).prepared(record, first).geometry
+    published = record_geometry(stack_manifest(record.manifest, first))
     assert prepared.shape == published.shape and prepared.spacing == published.spacing
     assert np.array_equal(prepared.axes, published.axes)
     for name in ("axial", "coronal", "sagittal"):

@@ -20,7 +20,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from daemons.render.decode import Layout, decode_frames
-from daemons.render.validate import UploadError, parse_upload
+from daemons.render.series_analysis import parse_upload
+from daemons.render.upload_checks import UploadError
 from tests.render.synthetic import dataset, to_bytes
 from tests.render.test_dcmtk_compare import LIMITS
 

@@ -18,6 +18,7 @@ from PIL import Image
 from daemons.render.api_3d import bp, render_state
 from daemons.render.pixels import Window
 from daemons.render.settings import KEYS
+from daemons.render.stacks import find_stack
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model
@@ -299,7 +300,7 @@ def test_a_projection_without_a_window_names_the_one_measured_on_it(client, app)
         windows[mode] = response.headers["X-Window"]
         record = app.extensions["sivr_records"].get_loaded(RECORD)
         with app.app_context():
-            expected = render_state(app).projection_window(record, mode)
+            expected = render_state(app).projection_window(record, find_stack(record.manifest, None), mode)
         assert windows[mode] == f"{expected.center:.10g},{expected.width:.10g}" != "40,400"
     assert len(set(windows.values())) == 3
     asked = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&size=64x64&window=300,1500")

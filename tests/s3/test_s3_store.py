@@ -176,3 +176,38 @@ def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cl
     assert [node_a.read_file("grow", i, sums[i]) for i in range(5)] == files
     assert node_a.delete("grow")
     assert "Contents" not in seaweed.client().list_objects_v2(Bucket=bucket, Prefix="inst/")
+
+
+def test_a_node_reads_a_series_again_from_its_cache_which_holds_only_ciphertext(seaweed, bucket, tmp_path):
+    from daemons.render.blob_cache import BlobCache
+
+    kek = os.urandom(32)
+    files = [b"first file " * 100, b"second file " * 100]
+    writer = make_store(seaweed, bucket, KeyRing(kek), cache=BlobCache(tmp_path / "writer", 10**6))
+    assert writer.write_record("r1", files, MANIFEST)
+    cached = sorted(p for p in (tmp_path / "writer").rglob("*") if p.is_file())
+    assert len(cached) == 2 and all(b"file" not in p.read_bytes() for p in cached)  # written through, sealed
+    reader = make_store(seaweed, bucket, KeyRing(kek), cache=BlobCache(tmp_path / "reader", 10**6))
+    assert reader.read_file("r1", 1, hashlib.sha256(files[1]).hexdigest()) == files[1]  # from the bucket, kept
+    client = seaweed.client()
+    for item in client.list_objects_v2(Bucket=bucket, Prefix=f"inst/{OBJECTS}")["Contents"]:
+        client.delete_object(Bucket=bucket, Key=item["Key"])  # the objects are gone from the bucket...
+    assert writer.read_file("r1", 0, hashlib.sha256(files[0]).hexdigest()) == files[0]  # ...the caches serve
+    assert reader.read_file("r1", 1, hashlib.sha256(files[1]).hexdigest()) == files[1]
+    with pytest.raises(StoreError, match="missing"):
+        reader.read_file("r1", 0, "")  # never read by this node: not in its cache
+
+
+def test_a_damaged_cached_copy_is_read_again_from_the_bucket(seaweed, bucket, tmp_path):
+    from daemons.render.blob_cache import BlobCache
+
+    files = [os.urandom(5000)]
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)), cache=BlobCache(tmp_path, 10**6))
+    assert store.write_record("r2", files, MANIFEST)
+    [copy] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    damaged = bytearray(copy.read_bytes())
+    damaged[-20] ^= 0xFF
+    copy.write_bytes(bytes(damaged))
+    assert store.read_file("r2", 0, hashlib.sha256(files[0]).hexdigest()) == files[0]
+    assert copy.read_bytes() != bytes(damaged)  # replaced by the bucket's object
+    assert store.delete("r2") and not any(p.is_file() for p in tmp_path.rglob("*"))

@@ -52,6 +52,9 @@ PAINTED = """img => {
   for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
   return hi - lo > 40;
 }"""
+# The page asks a node still loading a series for its thumbnail again for up to 60 s (studies.js
+# THUMBNAIL_PATIENCE_MS): a loaded CI machine can take that long, so the test waits a little more.
+THUMBNAIL_WAIT_MS = 65000
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_series_are_grouped_by_study_newest_first_with_painted_thumbnails(page, 
     for key in records:
         thumb = studies.locator(f"article[data-record='{records[key]['meta']['id']}'] img.series-thumb")
         thumb.scroll_into_view_if_needed()
-        page.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=30000)
+        page.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=THUMBNAIL_WAIT_MS)
     shot(page, shots, "60-patient-studies")
 
 
@@ -121,13 +124,13 @@ def test_thumbnails_come_from_the_browser_cache_on_the_second_visit(page, deploy
     open_patient_page(page, deployment, three_studies["patient"])
     first = three_studies["records"]["recent-soft"]["meta"]["id"]
     page.wait_for_function(PAINTED, arg=page.locator(f"article[data-record='{first}'] img").element_handle(),
-                           timeout=30000)
+                           timeout=THUMBNAIL_WAIT_MS)
     answers = []
     page.on("response", lambda r: answers.append(r) if "/thumbnail" in r.url else None)
     page.goto("/#/patients")
     page.goto(f"/#/patients/{three_studies['patient']['id']}")
     page.wait_for_function(PAINTED, arg=page.locator(f"article[data-record='{first}'] img").element_handle(),
-                           timeout=30000)
+                           timeout=THUMBNAIL_WAIT_MS)
     assert answers and all(a.from_service_worker or a.status in (200, 304) for a in answers)
     headers = answers[0].all_headers()
     assert "max-age" in headers.get("cache-control", "") and headers.get("etag")
@@ -155,7 +158,7 @@ def test_phone_shows_the_cards_in_one_column(browser, deployment, three_studies,
         for key in three_studies["records"]:  # every thumbnail seen once, for the screenshot
             thumb = studies.locator(f"article[data-record='{three_studies['records'][key]['meta']['id']}'] img")
             thumb.scroll_into_view_if_needed()
-            small.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=30000)
+            small.wait_for_function(PAINTED, arg=thumb.element_handle(), timeout=THUMBNAIL_WAIT_MS)
         shot(small, shots, "61-phone-patient-studies")
     finally:
         phone.close()
@@ -200,12 +203,12 @@ def test_nodes_are_asked_a_few_at_a_time_and_thumbnails_only_when_seen(browser, 
         studies = page.locator(".studies[data-complete='true']")
         studies.wait_for()
         first = studies.locator("article[data-record] img").first
-        page.wait_for_function(PAINTED, arg=first.element_handle(), timeout=30000)
+        page.wait_for_function(PAINTED, arg=first.element_handle(), timeout=THUMBNAIL_WAIT_MS)
         demo = three_studies["records"]["demo"]["meta"]
         assert not any(f"/series/{demo['series_uid']}/" in url for url in asked)
         demo_thumb = studies.locator(f"article[data-record='{demo['id']}'] img")
         demo_thumb.scroll_into_view_if_needed()
-        page.wait_for_function(PAINTED, arg=demo_thumb.element_handle(), timeout=30000)
+        page.wait_for_function(PAINTED, arg=demo_thumb.element_handle(), timeout=THUMBNAIL_WAIT_MS)
         assert any(f"/series/{demo['series_uid']}/" in url for url in asked)
     finally:
         context.close()

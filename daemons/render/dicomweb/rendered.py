@@ -36,7 +36,7 @@ from daemons.render.api_3d import (
     MPR_QUALITY,
     PlaneImage,
     check_plane,
-    loaded_record,
+    loaded_stack,
     plane_image,
     plane_layout,
     render_mode,
@@ -50,6 +50,7 @@ from daemons.render.api_records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.encode import MIMETYPES
 from daemons.render.node import node
+from daemons.render.stacks import Stack
 from shared.auth import require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -354,13 +355,15 @@ def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: 
 
 # --- SIVR extensions: reformats and 3D views of a series --------------------------------------
 
-def _whole_series(study_uid: str, series_uid: str) -> tuple[str, Any]:
-    """The series' record id and its fully loaded record (loading it, and waiting up to
-    `dicomweb.load_wait_s`; 409 loading with Retry-After beyond)."""
+def _whole_series(study_uid: str, series_uid: str) -> tuple[str, Any, Stack]:
+    """The series' record id, its fully loaded record and the stack the `stack` parameter names
+    (the first without it), loading it and waiting up to `dicomweb.load_wait_s`; 409 loading with
+    Retry-After beyond."""
+    stack_id = query.stack()
     record_id = resolve.series(study_uid, series_uid).id
     record = start_loading(record_id)
     record.wait_complete(float(current_app.config["SIVR"].get_key("dicomweb.load_wait_s")))
-    return record_id, loaded_record(record_id)
+    return record_id, *loaded_stack(record_id, stack_id)
 
 
 def _single_image_format(what: str) -> str:
@@ -387,11 +390,12 @@ def series_mpr(study_uid: str, series_uid: str, plane: str, index: int) -> Respo
     viewport = query.viewport(_max_px())
     quality = query.quality(fmt, MPR_QUALITY)
     slab_mm, slab_mode = query.slab()
-    record_id, record = _whole_series(study_uid, series_uid)
-    layout = plane_layout(render_state(current_app).prepared(record).geometry, plane)
-    region = viewport.region(record.pixels.shape[layout.down_axis], record.pixels.shape[layout.right_axis])
+    record_id, record, stack = _whole_series(study_uid, series_uid)
+    geometry = render_state(current_app).prepared(record, stack).geometry
+    layout = plane_layout(geometry, plane)
+    region = viewport.region(geometry.shape[layout.down_axis], geometry.shape[layout.right_axis])
     spec = PlaneImage(fmt, quality, viewport.box, region, window, None, slab_mm, slab_mode, viewport.flip)
-    return plane_image(record_id, record, plane, index, spec, started)
+    return plane_image(record_id, record, stack, plane, index, spec, started)
 
 
 @bp.get("/studies/<study_uid>/series/<series_uid>/rendered/volume")
@@ -410,8 +414,8 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
                      viewport.box or DEFAULT_SIZE)
     quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
-    record_id, record = _whole_series(study_uid, series_uid)
-    return volume_image(record_id, record, view, None, fmt, quality, view_id, seq, started)
+    record_id, record, stack = _whole_series(study_uid, series_uid)
+    return volume_image(record_id, record, stack, view, None, fmt, quality, view_id, seq, started)
 
 
 # --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------

@@ -36,7 +36,7 @@ from daemons.render.dimse import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OU
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.storage import StoreFull
-from daemons.render.validate import MIB, Limits, UploadError
+from daemons.render.upload_checks import MIB, Limits, UploadError
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError

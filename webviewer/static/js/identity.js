@@ -66,7 +66,7 @@ export function comparePatients(patient, meta) {
  * Never throws: a patient that cannot be loaded is shown as such, with the reason.
  */
 export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta, query) {
-  const dicom = { name: meta.patient_name || "", id: meta.patient_id_dicom || "", birthDate: isoDate(meta.patient_birth_date) };
+  const dicom = dicomPatient(meta);
   try {
     let patientId = query.get("patient");
     const fromPage = Boolean(patientId) && UUID.test(patientId);
@@ -75,10 +75,23 @@ export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta
       patientId = (await ctx.session.fetchJson(inst.server_url, `api/v1/records/${recordId}`, { params: { node_id: nodeId } })).patient_id;
     }
     const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
-    return { patient, fromPage, dicom, ...comparePatients(patient, meta) };
+    return identityOf(patient, fromPage, meta);
   } catch (err) {
     return { patient: null, error: ctx.describeError(err), dicom, differs: [], unknown: [] };
   }
+}
+
+/** The patient a record's files name. */
+function dicomPatient(meta) {
+  return { name: meta.patient_name || "", id: meta.patient_id_dicom || "", birthDate: isoDate(meta.patient_birth_date) };
+}
+
+/**
+ * The identity of a record (`meta`) shown for the SIVR `patient`: another series of the same
+ * patient opened in the viewer (series panel, priors) is compared with that patient in turn.
+ */
+export function identityOf(patient, fromPage, meta) {
+  return { patient, fromPage, dicom: dicomPatient(meta), ...comparePatients(patient, meta) };
 }
 
 function dicomLine(dicom) {

@@ -58,7 +58,10 @@ export class Overlay {
   updateCorners(vp, entry) {
     const s = vp.state;
     const m = vp.meta;
-    mount(this.cornerTL, identityLines(vp.identity), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }));
+    const link = vp.linkNote();
+    mount(this.cornerTL, identityLines(vp.identity), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }),
+      h("div", { class: "overlay-series", text: seriesLine(m) }),
+      link ? h("div", { class: "overlay-link", text: link }) : null);
     const win = entry.window || s.window;
     const w = win ? `W ${Math.round(win.width)}  L ${Math.round(win.center)}${s.window ? "" : " (default)"}` : "W/L default";
     if (s.plane === "3d") {
@@ -127,6 +130,11 @@ export class Overlay {
       x1: ax, y1: ay, x2: bx, y2: by, class: "reference-line", "data-orientation": line.orientation, "data-fraction": f.toFixed(4),
     }));
   }
+}
+
+/** Which series a viewport shows (several series of the patient may be side by side). */
+function seriesLine(m) {
+  return [m.series_number != null ? `Se ${m.series_number}` : null, m.series_description || m.description].filter(Boolean).join(" · ");
 }
 
 /**

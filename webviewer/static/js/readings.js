@@ -14,7 +14,8 @@ export const ROI_SHAPES = { rect: "rect", ellipse: "ellipse" };
 
 /**
  * Image fractions (screenToImage) as pixel coordinates of the image shown, clamped to it, with the
- * node path that reads it and the slab it was drawn with; null in 3D or before an image is shown.
+ * node path that reads it and the slab and stack it was drawn with (`slab`, query text); null in
+ * 3D or before an image is shown.
  * @param {any} vp @param {number[]} fraction @returns {{path: string, index: number, x: number, y: number, slab: string}|null}
  */
 export function framePoint(vp, fraction) {
@@ -24,7 +25,8 @@ export function framePoint(vp, fraction) {
   if (shown.plane !== "native" && !plane) return null;
   const [columns, rows] = plane ? [plane.columns, plane.rows] : [vp.meta.columns, vp.meta.rows];
   const params = shown.params || {};
-  const slab = params.slab ? `&slab=${params.slab}&slab_mode=${params.slab_mode}` : "";
+  const slab = (params.slab ? `&slab=${params.slab}&slab_mode=${params.slab_mode}` : "")
+    + (params.stack ? `&stack=${encodeURIComponent(params.stack)}` : "");   // the stack the reformat is of
   const path = plane ? `mpr/${shown.plane}/${shown.index}` : `frames/${shown.index}`;
   return { path, index: shown.index, x: clampTo(fraction[0] * columns, columns), y: clampTo(fraction[1] * rows, rows), slab };
 }
@@ -63,7 +65,7 @@ export function roiLines(stats) {
  * viewport: points that arrive meanwhile replace each other, and only the last is asked next.
  */
 export class Probe {
-  /** @param {any} vp the viewport (shell.node, recordPath, ctx.session, root) */
+  /** @param {any} vp the viewport (node, recordPath, ctx.session, root) */
   constructor(vp) {
     this.vp = vp;
     this.pending = null;
@@ -96,7 +98,7 @@ export class Probe {
     this.busy = true;
     try {
       const vp = this.vp;
-      const reading = await vp.ctx.session.fetchJson(vp.shell.node.url,
+      const reading = await vp.ctx.session.fetchJson(vp.node.url,
         `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`);
       if (!this.pending) {
         this.box.textContent = probeText(reading);
@@ -121,7 +123,7 @@ export async function roiStats(vp, shape, a, b) {
   const p = framePoint(vp, a);
   const q = framePoint(vp, b);
   if (!p || !q) return null;
-  return vp.ctx.session.fetchJson(vp.shell.node.url,
+  return vp.ctx.session.fetchJson(vp.node.url,
     `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`);
 }
 

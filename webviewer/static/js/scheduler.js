@@ -1,11 +1,40 @@
-// Request scheduling for one viewport. The newest request always wins: scrolling aborts stale
-// slice requests, dragging coalesces to one request in flight, and neighbouring slices are
-// fetched ahead into the shared cache. Each viewport has its own scheduler, so no viewport
+// Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
+// at most one in flight, the newest state asked for next as soon as it lands; when the hand
+// stops, the full-quality image (viewport.js SETTLE_MS). Work that can still paint something
+// newer than the screen is never cancelled; work overtaken by a newer image on screen is. The
+// previews are sized for the link measured on this viewport's own answers, and neighbouring slices
+// are fetched ahead into the shared cache. Each viewport has its own scheduler, so no viewport
 // ever cancels another's requests; only the cache of fetched images is shared.
 
 import { parseOrientation, parseWindow } from "./geometry.js";
 
 const PREFETCH_WORKERS = 3;
+/** Longest side of a preview, by the bytes one may take at the measured throughput. */
+const PREVIEW_SIZES = [[24000, 512], [12000, 384], [0, 256]];
+/** The time one preview may take on the link, in seconds: ten previews a second. */
+const PREVIEW_BUDGET_S = 0.1;
+
+/**
+ * Bytes per second of this viewport's image answers, smoothed (what a preview may cost).
+ * Measured per answer from request to body, so latency counts as it does for the reader.
+ */
+class LinkMeter {
+  constructor() { this.bytesPerSecond = null; }
+
+  /** @param {number} bytes @param {number} seconds */
+  add(bytes, seconds) {
+    if (bytes < 2000 || seconds <= 0) return;   // tiny answers say more about latency than throughput
+    const rate = bytes / seconds;
+    this.bytesPerSecond = this.bytesPerSecond === null ? rate : 0.7 * this.bytesPerSecond + 0.3 * rate;
+  }
+
+  /** The longest side of a preview for this link (the largest until something was measured). */
+  previewSide() {
+    if (this.bytesPerSecond === null) return PREVIEW_SIZES[0][1];
+    const budget = this.bytesPerSecond * PREVIEW_BUDGET_S;
+    return (PREVIEW_SIZES.find(([bytes]) => budget >= bytes) || PREVIEW_SIZES[PREVIEW_SIZES.length - 1])[1];
+  }
+}
 
 /**
  * @typedef {object} ImageRequest
@@ -18,6 +47,7 @@ const PREFETCH_WORKERS = 3;
  * @property {number} index
  * @property {boolean} interactive
  * @property {number} generation
+ * @property {number} [seq] order of asking: an image never replaces one asked for later
  */
 
 /**
@@ -49,8 +79,11 @@ export class RequestScheduler {
     this.node = node;
     this.cache = cache;
     this.fps = fps;
-    this.inflight = null;          // {key, controller, interactive, promise}
+    this.flights = new Set();      // {req, controller, promise} under way; at most one preview among them
     this.pendingInteractive = false;
+    this.asked = 0;                // sequence of requests asked for
+    this.shownSeq = 0;             // the sequence number of the image on screen
+    this.link = new LinkMeter();
     this.prefetchController = null;
     this.prefetchSignature = null;   // the view whose slices prefetchController fetches
     this.pending = new Map();      // key -> promise of a cache entry being fetched
@@ -65,34 +98,42 @@ export class RequestScheduler {
     const view = this.view;
     if (view.destroyed) return;
     if (!interactive) this.pendingInteractive = false;   // a final view replaces any queued preview
-    const req = view.describe(interactive);
+    let req = view.describe(interactive);
+    if (interactive) {   // a full-quality image already fetched (prefetch) beats a preview
+      const full = view.describe(false);
+      if (this.cache.has(full.key)) req = full;
+    }
+    req.seq = ++this.asked;
     const cached = this.cache.get(req.key);
     if (cached) {
-      if (this.inflight && !this.inflight.interactive) { this.inflight.controller.abort(); this.inflight = null; }
-      await view.show(req, cached);
+      await this.paint(req, cached);
       if (!interactive) this.prefetch();
       return;
     }
-    if (this.inflight) {
-      if (this.inflight.key === req.key) return this.inflight.promise;
-      if (interactive && this.inflight.interactive) { this.pendingInteractive = true; return; }
-      this.inflight.controller.abort();
+    const same = [...this.flights].find((f) => f.req.key === req.key);
+    if (same) { same.req.seq = req.seq; return same.promise; }
+    if (interactive && [...this.flights].some((f) => f.req.interactive)) {
+      this.pendingInteractive = true;   // one preview at a time: the newest state goes when it lands
+      return;
+    }
+    if (!interactive) {   // a final view drops the finals asked for before it (previews still paint sooner)
+      for (const f of this.flights) if (!f.req.interactive) f.controller.abort();
     }
     const controller = new AbortController();
-    /** @type {{key: string, controller: AbortController, interactive: boolean, promise?: Promise<void>}} */
-    const flight = { key: req.key, controller, interactive };
-    this.inflight = flight;
+    /** @type {{req: ImageRequest, controller: AbortController, promise?: Promise<void>}} */
+    const flight = { req, controller };
+    this.flights.add(flight);
     flight.promise = (async () => {
       try {
         const entry = await this.obtain(req, controller.signal);
-        if (this.inflight === flight) await view.show(req, entry);
+        await this.paint(flight.req, entry);
         view.waitingForFrame = false;
         if (!interactive) this.prefetch();
       } catch (err) {
         if (err.name === "AbortError") return;
         view.handleImageError(err, req);
       } finally {
-        if (this.inflight === flight) this.inflight = null;
+        this.flights.delete(flight);
         if (interactive && this.pendingInteractive) {
           this.pendingInteractive = false;
           this.request({ interactive: true });
@@ -100,6 +141,19 @@ export class RequestScheduler {
       }
     })();
     return flight.promise;
+  }
+
+  /** Put an image on screen unless a later one is there already; work that can no longer paint stops. */
+  async paint(req, entry) {
+    if ((req.seq || 0) < this.shownSeq) return;
+    this.shownSeq = req.seq || 0;
+    for (const f of this.flights) if ((f.req.seq || 0) < this.shownSeq) f.controller.abort();
+    await this.view.show(req, entry);
+  }
+
+  /** The longest side of a preview on this viewport's link. */
+  previewSide() {
+    return this.link.previewSide();
   }
 
   /** The image for a request: from the cache, from a request already under way, or fetched. */
@@ -118,8 +172,10 @@ export class RequestScheduler {
     // 3D requests carry a view id and a rising sequence number: the node drops a queued
     // rendering as soon as a newer one of the same view arrives (409 superseded).
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
+    const started = performance.now();
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
     const blob = await response.blob();
+    this.link.add(blob.size, (performance.now() - started) / 1000);
     return this.cache.put(req.key, blob, {
       orientation: parseOrientation(response.headers.get("X-Orientation")),
       window: parseWindow(response.headers.get("X-Window")),
@@ -167,7 +223,7 @@ export class RequestScheduler {
 
   /** Stop everything this viewport asked for (its requests only). */
   abort() {
-    if (this.inflight) this.inflight.controller.abort();
+    for (const f of this.flights) f.controller.abort();
     if (this.prefetchController) this.prefetchController.abort();
   }
 }

@@ -17,12 +17,13 @@ export const NODE_REQUESTS = 6;
 /** How long cards may keep arriving (and moving each other down) before their thumbnails are
  *  watched for visibility; all are watched at once when the last card is placed. */
 const SETTLE_MS = 300;
-/** How often a thumbnail of a series still being loaded on its node is asked for again. */
-const THUMBNAIL_TRIES = 8;
+/** How long a thumbnail of a series that its node is still loading (409 with Retry-After) is
+ *  asked for again: a busy node may take tens of seconds to decode a series it had not loaded. */
+const THUMBNAIL_PATIENCE_MS = 60000;
 const UNKNOWN = "unknown";
 
 /** A queue running at most `size` tasks at once; `run(task)` resolves with the task's result. */
-function limiter(size) {
+export function limiter(size) {
   let active = 0;
   const waiting = [];
   const next = () => {
@@ -35,13 +36,13 @@ function limiter(size) {
 }
 
 /** `YYYYMMDD` (DICOM DA) or `YYYY-MM-DD` as `YYYY-MM-DD`; null when neither. */
-function isoDate(value) {
+export function isoDate(value) {
   const digits = String(value || "").replaceAll("-", "");
   return /^\d{8}$/.test(digits) ? `${digits.slice(0, 4)}-${digits.slice(4, 6)}-${digits.slice(6, 8)}` : null;
 }
 
 /** The sort key of a study: date then time, so the newest sorts last in ascending order. */
-function studyKey(study) {
+export function studyKey(study) {
   return `${study.date || ""}T${study.time || ""}`;
 }
 
@@ -126,11 +127,7 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
   };
 
   for (const record of records) {
-    run(async () => {
-      const node = await ctx.dir.node(inst.id, record.node_id).catch(() => null);
-      const meta = node ? await ctx.session.fetchJson(node.url, `api/v1/records/${record.id}`, { signal, params: { detail: "summary" } }).catch(() => null) : null;
-      return { node, meta };
-    }).then(({ node, meta }) => {
+    run(() => seriesDetails(ctx, inst, record, signal)).then(({ node, meta }) => {
       if (signal.aborted) return;
       place(record, meta, node);
       left -= 1;
@@ -143,7 +140,19 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
   return list;
 }
 
-function seriesFacts(record, meta, node) {
+/**
+ * What the series' node says of a registered record (RecordMeta summary) and the node itself;
+ * null for either that cannot be had (node unknown or down, series gone): the series is then
+ * listed under "Study unknown" with the registry's labels. Never throws.
+ */
+export async function seriesDetails(ctx, inst, record, signal) {
+  const node = await ctx.dir.node(inst.id, record.node_id).catch(() => null);
+  const meta = node ? await ctx.session.fetchJson(node.url, `api/v1/records/${record.id}`, { signal, params: { detail: "summary" } }).catch(() => null) : null;
+  return { node, meta };
+}
+
+/** One line of what the node says of a series: number, modality, description, instances, node. */
+export function seriesFacts(record, meta, node) {
   const parts = [
     meta && meta.series_number != null ? `Series ${meta.series_number}` : null,
     (meta && meta.modality) || record.modality,
@@ -167,26 +176,36 @@ function thumbnailSlot(ctx, inst, patient, record, meta, node, run) {
     slot.classList.add("thumb-none");
     return slot;
   }
-  const path = `dicomweb/studies/${meta.study_uid}/series/${meta.series_uid}/thumbnail`;
-  slot.addEventListener("visible", () => {
-    run(async () => {
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          return await ctx.session.fetchRaw(node.url, path, { cache: "default", headers: { Accept: "image/jpeg" } });
-        } catch (err) {
-          // the node answers 409 while the series is still being loaded: ask again shortly
-          if (err.status !== 409 || attempt >= THUMBNAIL_TRIES) throw err;
-          await new Promise((resolve) => setTimeout(resolve, 1000 * Math.min(attempt, 3)));
-        }
-      }
-    }).then((response) => response.blob()).then((blob) => {
-      const url = URL.createObjectURL(blob);
-      img.addEventListener("load", () => { URL.revokeObjectURL(url); slot.classList.add("thumb-shown"); }, { once: true });
-      img.src = url;
-    }).catch((err) => {
-      slot.classList.add("thumb-none");
-      slot.title = `No preview: ${ctx.describeError(err)}`;
-    });
-  }, { once: true });
+  slot.addEventListener("visible", () => showThumbnail(ctx, node, meta, img, slot, run), { once: true });
   return slot;
+}
+
+/**
+ * Put the node's DICOMweb series thumbnail (`meta` is the series' RecordMeta) into `img`, with
+ * the node token, through the browser's HTTP cache, as one task of `run` (a limiter); `slot`
+ * gets the class "thumb-shown" once it is painted, or "thumb-none" and the reason as its title.
+ * The patient page's cards and the viewer's series panel both show thumbnails this way.
+ */
+export function showThumbnail(ctx, node, meta, img, slot, run) {
+  const path = `dicomweb/studies/${meta.study_uid}/series/${meta.series_uid}/thumbnail`;
+  return run(async () => {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await ctx.session.fetchRaw(node.url, path, { cache: "default", headers: { Accept: "image/jpeg" } });
+      } catch (err) {
+        // the node answers 409 while the series is still being loaded: ask again when it says
+        if (err.status !== 409 || Date.now() - started > THUMBNAIL_PATIENCE_MS) throw err;
+        const wait = 1000 * Math.max(err.details.retryAfter || 0, Math.min(attempt, 3));
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  }).then((response) => response.blob()).then((blob) => {
+    const url = URL.createObjectURL(blob);
+    img.addEventListener("load", () => { URL.revokeObjectURL(url); slot.classList.add("thumb-shown"); }, { once: true });
+    img.src = url;
+  }).catch((err) => {
+    slot.classList.add("thumb-none");
+    slot.title = `No preview: ${ctx.describeError(err)}`;
+  });
 }

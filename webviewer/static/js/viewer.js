@@ -1,7 +1,9 @@
 // The image viewer shell: opens a record on a serving node, lays out its viewports (1×1, 1×2,
 // 2×1, 2×2; layouts.js), and holds the toolbar, the keys and the loading status. Each viewport
 // (viewport.js) has its own view, slice, window, zoom and requests; the toolbar and the keys act
-// on the ACTIVE one (highlighted; a click, a touch or focus makes a viewport active).
+// on the ACTIVE one (highlighted; a click, a touch or focus makes a viewport active). Each
+// viewport shows a record of its own (series.js): the series panel (seriespanel.js) puts another
+// series of the patient into one, and "Compare with prior" (priors.js) opens the prior beside it.
 // Every image is rendered by the render node: the browser only asks for pictures and shows them.
 
 import { h, mount, select } from "./dom.js";
@@ -10,14 +12,17 @@ import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
 import { LAYOUTS, hangingProtocol, viewportCount } from "./layouts.js";
-import { slicePosition, followingIndex, referenceOn } from "./linking.js";
+import { slicePosition, followingIndex, referenceOn, linkNote, FrameOffsets } from "./linking.js";
+import { OpenRecord } from "./series.js";
+import { SeriesPanel } from "./seriespanel.js";
+import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
+import { frameAtTime, middleFrame, planesFor, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
 } from "./viewoptions.js";
 
-const POLL_MS = 250;
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
 
 /** A node that is down (unreachable, or its proxy answers 502/503/504): try the next one. */
@@ -58,19 +63,23 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
       .catch(() => ({ window: {}, volume: [], volume_default: "" })),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
   ]);
-  const viewer = new Viewer(ctx, node, recordPath, meta, presets, query, identity);
+  const viewer = new Viewer(ctx, new OpenRecord(ctx, node, meta, identity, institutionId), presets, query);
   viewer.mount();
-  viewer.startLoading();
+  viewer.startRecord(viewer.record);
   return () => viewer.destroy();
 }
 
 class Viewer {
-  constructor(ctx, node, recordPath, meta, presets, query, identity) {
+  constructor(ctx, record, presets, query) {
     this.ctx = ctx;
-    this.identity = identity;      // the SIVR patient and the images' patient (identity.js)
-    this.node = node;
-    this.recordPath = recordPath;
-    this.meta = meta;
+    this.record = record;          // the record the viewer was opened with (series.js)
+    this.identity = record.identity;   // the SIVR patient and the images' patient (identity.js)
+    this.node = record.node;
+    this.recordPath = record.path;
+    this.meta = record.meta;
+    /** @type {Map<string, OpenRecord>} every record open in a viewport, by OpenRecord.key */
+    this.records = new Map([[OpenRecord.key(record.node.id, record.meta.id), record]]);
+    record.subscribe((r, status, framesChanged) => this.applyStatus(r, status, framesChanged));
     this.presets = presets || { window: {}, volume: [] };
     this.query = query;
     this.cache = new ImageCache();   // shared by the viewports: an image fetched once is shown anywhere
@@ -84,7 +93,7 @@ class Viewer {
       referenceLines: true,   // where the active viewport's slice cuts the others (key X)
     };
     this.syncing = false;
-    this.load = { state: "unloaded", ready: 0, total: meta.frames };
+    this.offsets = new FrameOffsets();   // aligned frames of reference (key A)
     /** @type {Viewport[]} */
     this.viewports = [];
     /** @type {Viewport | null} */
@@ -92,6 +101,7 @@ class Viewer {
     this.layout = "1x1";
     this.phone = matchMedia(PHONE).matches;
     this.timers = new Timers();
+    this.timePlaying = false;   // cine over the chosen stack's time points
     this.destroyed = false;
   }
 
@@ -100,6 +110,7 @@ class Viewer {
   mount() {
     const m = this.meta;
     const s = this.settings;
+    this.panel = new SeriesPanel(this.ctx, this, this.query.get("patient") || (this.identity.patient && this.identity.patient.id));
     this.planeSelect = select("plane", PLANE_LABELS, "native");
     this.planeSelect.id = "plane";
     this.planeSelect.addEventListener("change", () => this.setPlane(this.planeSelect.value));
@@ -129,6 +140,14 @@ class Viewer {
     this.fpsSelect = select("fps", FPS_CHOICES.map((f) => [f, `${f} fps`]), s.fps);
     this.fpsSelect.id = "fps";
     this.fpsSelect.addEventListener("change", () => { s.fps = Number(this.fpsSelect.value); });
+
+    this.stackSelect = select("stack", [], "");   // the active viewport's record's stacks (syncStacks)
+    this.stackSelect.id = "stack-select";
+    this.stackSelect.addEventListener("change", () => this.chooseStack(this.stackSelect.value));
+    this.timeInput = h("input", { type: "range", id: "time", min: 0, max: 0, value: 0, "aria-label": "Time point" });
+    this.timeOut = h("output", { for: "time", id: "time-out" });
+    this.timeInput.addEventListener("input", () => this.showTime(Number(this.timeInput.value)));
+    this.timePlay = h("button", { type: "button", class: "btn", id: "time-play", "aria-pressed": "false", text: "▶ Time", onclick: () => this.toggleTimePlay() });
 
     this.modeSelect = select("mode", VOLUME_MODES, "mip");
     this.modeSelect.id = "volume-mode";
@@ -186,6 +205,11 @@ class Viewer {
       this.toolsToggle,
       this.layoutGroup,
       h("div", { class: "tb-group", role: "group", "aria-label": "View choice" }, label("View", this.planeSelect)),
+      // several stacks (magnitude/phase, b-values, orientations): reformats and 3D show the chosen one
+      this.stackGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Stack", hidden: true },
+        label("Stack", this.stackSelect)),
+      this.timeGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Time points", hidden: true },
+        label("Time", h("span", { class: "range" }, this.timeInput, this.timeOut)), this.timePlay),
       this.toolGroup = h("div", { class: "tb-group tools", role: "group", "aria-label": "Mouse and touch tool" }, this.toolButtons),
       this.windowGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Window and level" }, label("Window", this.windowSelect)),
       this.cineGroup,
@@ -206,19 +230,26 @@ class Viewer {
       title: "Show where the active view's slice cuts the other views (X)", onclick: () => this.toggleReferenceLines(),
     });
     this.linkGroup = h("div", { class: "tb-group", role: "group", "aria-label": "Linked views", hidden: this.phone },
-      this.syncButton, this.referenceButton);
+      this.syncButton, this.referenceButton,
+      h("button", { type: "button", class: "btn", id: "compare-prior", text: "Compare with prior",
+        title: "Open the most recent earlier study's matching series beside this one (C)", onclick: () => compareWithPrior(this) }),
+      h("button", { type: "button", class: "btn", id: "align", text: "Align",
+        title: "Take the slices on screen as the same place across studies and keep that offset while scrolling (A)", onclick: () => alignViews(this) }),
+      h("button", { type: "button", class: "btn", id: "clear-align", text: "Clear offset",
+        title: "Forget the offsets between studies (Shift+A)", onclick: () => clearAlignment(this) }));
     this.toolbar.insertBefore(this.linkGroup, this.layoutGroup.nextSibling);
 
     this.grid = h("div", { class: "viewport-grid", id: "viewports" });
-    const title = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
+    this.title = h("h1", { id: "viewer-title" });
+    this.facts = h("span", { class: "muted", id: "viewer-facts" });
+    this.describeRecord(m, this.node);
     mount(this.ctx.main, h("section", { class: "viewer-page" },
       h("div", { class: "viewer-head" },
         h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => (history.length > 1 ? history.back() : this.ctx.navigate("#/patients")) }),
-        h("h1", { text: title }),
-        h("span", { class: "muted", text: `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${this.node.name}` })),
+        this.title, this.facts, this.panel.toggle),
       identityPanel(this.identity),
       this.toolbar,
-      this.grid,
+      h("div", { class: "viewer-body" }, this.panel.element, this.grid),
       this.sliceRow = h("div", { class: "slice-row" }, h("label", { for: "slice", text: "Slice" }), this.slider, this.sliderOut),
       h("div", { class: "load-row" }, this.progress, this.progressText),
       this.loadErrors, this.recordWarnings));
@@ -227,6 +258,8 @@ class Viewer {
     const firstSlice = Number(this.query.get("slice")) || 0;
     this.setLayout(protocol.layout, protocol.planes, firstSlice);
     this.bindKeys();
+    this.panel.bindDrop(this.grid);
+    this.panel.load();
     this.active.root.focus({ preventScroll: true });
   }
 
@@ -237,14 +270,21 @@ class Viewer {
   }
 
   fillWindowChoices() {
+    const meta = this.active ? this.active.meta : this.meta;
     const options = [["auto", "Default (each image its own)"]];
-    if (this.meta.default_window) options.push(["file", "From the file"]);
+    if (meta.default_window) options.push(["file", "From the file"]);
     for (const [name, w] of Object.entries(this.presets.window || {})) {
-      if (w.modality && w.modality !== (this.meta.modality || "").toUpperCase()) continue;   // CT windows mean nothing on an MR
+      if (w.modality && w.modality !== (meta.modality || "").toUpperCase()) continue;   // CT windows mean nothing on an MR
       options.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`]);
     }
     options.push(["custom", "Custom (drag)"]);
     mount(this.windowSelect, options.map(([v, t]) => h("option", { value: v, text: t })));
+  }
+
+  /** The heading names the active viewport's series (several series may be on screen). */
+  describeRecord(m, node) {
+    this.title.textContent = [m.modality, m.description].filter(Boolean).join(" · ") || "Record";
+    this.facts.textContent = `${m.columns}×${m.rows} · ${m.frames} slice${m.frames === 1 ? "" : "s"} · ${node.name}`;
   }
 
   // ---------- layout and the active viewport ----------
@@ -272,17 +312,46 @@ class Viewer {
     this.grid.style.gridTemplateRows = `repeat(${rows}, minmax(0, 1fr))`;
     this.layoutSelect.value = layout;
     this.activate(this.active && this.viewports.includes(this.active) ? this.active : this.viewports[0]);
-    if (this.load.state !== "unloaded") this.requestAll();
+    for (const vp of this.viewports) if (vp.record.load.state !== "unloaded") vp.requestView();
   }
 
   /** Make `vp` the viewport the toolbar and the keys act on. */
   activate(vp) {
     if (this.active === vp) { this.syncControls(); return; }
     if (this.active) this.active.setActive(false);
+    const recordChanged = !this.active || this.active.record !== vp.record;
     this.active = vp;
     vp.setActive(true);
+    if (recordChanged) this.recordShown();
     this.syncControls();
     this.drawReferenceLines();
+    this.refreshCorners();
+  }
+
+  /** The active viewport shows another record: the window choices and load status follow it. */
+  recordShown() {
+    this.describeRecord(this.active.meta, this.active.node);
+    this.fillWindowChoices();
+    if (this.active.record.status) this.showLoad(this.active.record.status);
+  }
+
+  /**
+   * Show `record` in `vp` (the series panel, priors): it is loaded on its node once, however many
+   * viewports show it.
+   * @param {Viewport} vp @param {OpenRecord} record @param {string} [plane]
+   */
+  showRecord(vp, record, plane = "native") {
+    const key = OpenRecord.key(record.node.id, record.meta.id);
+    const known = this.records.get(key);
+    if (known) record = known;
+    else {
+      this.records.set(key, record);
+      record.subscribe((r, status, framesChanged) => this.applyStatus(r, status, framesChanged));
+    }
+    vp.setRecord(record, plane);
+    if (vp === this.active) { this.recordShown(); this.syncControls(); }
+    if (record.load.state === "unloaded" && !record.status) this.startRecord(record);
+    return record;
   }
 
   /** A viewport's state changed: the toolbar follows if it is the active one. */
@@ -298,6 +367,7 @@ class Viewer {
     this.syncButton.setAttribute("aria-pressed", String(this.settings.sync));
     this.ctx.announce(this.settings.sync ? "Scrolling linked." : "Scrolling not linked.");
     if (this.settings.sync && this.active) this.scrolled(this.active);
+    this.refreshCorners();
   }
 
   toggleReferenceLines() {
@@ -316,7 +386,7 @@ class Viewer {
       this.syncing = true;   // the followers' own setIndex must not lead in turn
       try {
         for (const other of this.viewports) {
-          const index = other === vp ? null : followingIndex(other, pos);
+          const index = other === vp ? null : followingIndex(other, pos, this.offsets);
           if (index != null && index !== other.index()) other.setIndex(index);
         }
       } finally {
@@ -328,7 +398,17 @@ class Viewer {
 
   /** The reference line of the active viewport on `vp`, when they are on. */
   referenceLineOn(vp) {
-    return this.settings.referenceLines ? referenceOn(this.active, vp) : null;
+    return this.settings.referenceLines ? referenceOn(this.active, vp, this.offsets) : null;
+  }
+
+  /** What `vp`'s overlay says of its link to the active viewport (offset across studies). */
+  linkNote(vp) {
+    return this.settings.sync ? linkNote(this.active, vp, this.offsets) : null;
+  }
+
+  /** Redraw the corners of every viewport with an image (the link notes changed). */
+  refreshCorners() {
+    for (const vp of this.viewports) if (vp.shownEntry) vp.overlay.updateCorners(vp, vp.shownEntry);
   }
 
   drawReferenceLines() {
@@ -367,13 +447,84 @@ class Viewer {
     this.slider.max = String(Math.max(0, count - 1));
     this.slider.value = String(vp.index());
     this.sliderOut.textContent = vp.sliceCounter();
+    const stack = this.syncStacks(vp.record);
+    const phases = stack ? stack.phases.length : 1;
+    const time = s.plane === "native" ? timeOf(stack, vp.index()) : -1;
+    this.timeGroup.hidden = phases < 2 || time < 0;
+    this.timeInput.max = String(Math.max(0, phases - 1));
+    this.timeInput.value = String(Math.max(0, time));
+    this.timeOut.textContent = `${Math.max(0, time) + 1} / ${phases}`;
+    this.timePlay.textContent = this.timePlaying ? "❚❚ Time" : "▶ Time";
+    this.timePlay.setAttribute("aria-pressed", String(Boolean(this.timePlaying)));
     this.windowSelect.value = s.windowChoice;
-    const ready = this.load.state === "ready";
+    const ready = vp.record.load.state === "ready";
     for (const opt of this.planeSelect.options) {
       // a reformat the node publishes no geometry for (a node older than `planes`) is not offered
-      if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(this.meta, opt.value).count);
+      if (opt.value !== "native") opt.disabled = !ready || (opt.value !== "3d" && !planeInfo(vp.meta, opt.value).count);
     }
     for (const each of this.viewports) each.syncDataset();
+  }
+
+  // ---------- stacks and time points (stacks.js) ----------
+
+  /** The stack choice offered for `record` (the active viewport's); its chosen stack. */
+  syncStacks(record) {
+    const key = `${record.node.id}/${record.meta.id}`;
+    if (this.stackSelect.dataset.record !== key) {
+      this.stackSelect.replaceChildren(...record.stacks.map((st) => h("option", {
+        value: st.id, text: st.volume ? st.label : `${st.label} (no volume)` })));
+      this.stackSelect.dataset.record = key;
+    }
+    this.stackGroup.hidden = record.stacks.length < 2;
+    this.stackSelect.value = record.stack ? record.stack.id : "";
+    return record.stack;
+  }
+
+  /** Show stack `id` of the active viewport's record in reformats and 3D views (in every viewport
+   *  showing that record); the stored-slices views go to its middle frame. */
+  chooseStack(id) {
+    const record = this.active.record;
+    const stack = record.stacks.find((st) => st.id === id);
+    if (!stack || stack === record.stack) return;
+    this.stopTimePlay();
+    record.stack = stack;
+    record.meta.planes = planesFor(record.planes, stack);
+    for (const vp of this.viewports.filter((each) => each.record === record)) {
+      for (const plane of Object.keys(vp.state.index)) if (plane !== "native") delete vp.state.index[plane];
+      if (vp.state.plane === "native") vp.state.index.native = middleFrame(stack);
+      vp.clearImage();
+      vp.changed();
+      vp.requestView();
+    }
+    this.drawReferenceLines();
+    this.ctx.announce(`Stack ${stack.label}.`);
+  }
+
+  /** The stored-slices view of the active viewport at time point `time`, same position. */
+  showTime(time) {
+    const vp = this.active;
+    const frame = vp.state.plane === "native" ? frameAtTime(vp.record.stack, vp.index(), time) : null;
+    if (frame != null) vp.setIndex(frame);
+  }
+
+  toggleTimePlay() {
+    if (this.timePlaying) { this.stopTimePlay(); return; }
+    this.timePlaying = true;
+    const tick = () => {
+      if (!this.timePlaying || this.destroyed) return;
+      const stack = this.active.record.stack;
+      const phases = stack ? stack.phases.length : 1;
+      this.showTime((Math.max(0, timeOf(stack, this.active.index())) + 1) % phases);
+      this.timers.later("time-cine", 1000 / this.settings.fps, tick);
+    };
+    tick();
+    this.syncControls();
+  }
+
+  stopTimePlay() {
+    this.timePlaying = false;
+    this.timers.clear("time-cine");
+    if (this.timePlay) this.syncControls();
   }
 
   setPlane(plane) {
@@ -389,33 +540,28 @@ class Viewer {
 
   // ---------- loading ----------
 
-  async startLoading() {
-    this.timers.clear("poll");
-    try {
-      const status = await this.ctx.session.fetchJson(this.node.url, `${this.recordPath}/load`, { method: "POST" });
-      this.applyStatus(status);
-      this.requestAll();
-    } catch (err) {
-      if (!err.isAuthFailure) this.progressText.textContent = `Loading failed: ${this.ctx.describeError(err)}`;
-    }
+  /** Load `record` on its node (again, after the node unloaded it), then show its viewports. */
+  async startRecord(record) {
+    await record.start();
+    for (const vp of this.viewports) if (vp.record === record) vp.requestView();
   }
 
-  async poll() {
-    try {
-      const status = await this.ctx.session.fetchJson(this.node.url, `${this.recordPath}/status`);
-      this.applyStatus(status);
-    } catch (err) {
-      if (!err.isAuthFailure) this.timers.later("poll", POLL_MS * 4, () => this.poll());
-    }
-  }
-
-  applyStatus(status) {
+  /** A record's load status: its viewports ask again for slices that came; the bar shows the active one's. */
+  applyStatus(record, status, framesChanged) {
     if (this.destroyed) return;
-    const before = this.load.ready;
-    this.load = { state: status.state, ready: status.frames_ready, total: status.frames_total };
+    if (this.active && record === this.active.record) this.showLoad(status);
+    this.syncControls();
+    for (const vp of this.viewports) if (vp.record === record) vp.loadChanged(framesChanged);
+    if (status.state === "ready" && record === this.active.record) this.ctx.announce(`All ${status.frames_total} slices loaded.`);
+  }
+
+  /** The progress bar and text of a load status (the active viewport's record). */
+  showLoad(status) {
     this.progress.max = Math.max(1, status.frames_total);
     this.progress.value = status.frames_ready;
-    if (status.state === "ready" && status.frames_ready < status.frames_total) {
+    if (status.state === "failed") {
+      this.progressText.textContent = `Loading failed: ${this.ctx.describeError(status.error)}`;
+    } else if (status.state === "ready" && status.frames_ready < status.frames_total) {
       this.progressText.textContent = `${status.frames_ready} of ${status.frames_total} slices loaded; the others cannot be shown (below).`;
     } else if (status.state === "ready") {
       this.progressText.textContent = `All ${status.frames_total} slices loaded.`;
@@ -424,14 +570,9 @@ class Viewer {
     } else {
       this.progressText.textContent = `Loading slices: ${status.frames_ready} of ${status.frames_total}`;
     }
-    if (status.errors && status.errors.length) {
-      mount(this.loadErrors, status.errors.slice(0, 20).map((e) => h("li", { text: `Slice ${e.frame + 1}: ${e.message}` })));
-      this.loadErrors.hidden = false;
-    }
-    this.syncControls();
-    for (const vp of this.viewports) vp.loadChanged(status.frames_ready !== before || status.state === "ready");
-    if (status.state === "loading" || status.state === "unloaded") this.timers.later("poll", POLL_MS, () => this.poll());
-    else if (status.state === "ready") this.ctx.announce(`All ${status.frames_total} slices loaded.`);
+    const errors = status.errors || [];
+    mount(this.loadErrors, errors.slice(0, 20).map((e) => h("li", { text: `Slice ${e.frame + 1}: ${e.message}` })));
+    this.loadErrors.hidden = !errors.length;
   }
 
   // ---------- keys ----------
@@ -462,6 +603,9 @@ class Viewer {
       else if (layout && !this.phone) this.setLayout(layout[0]);
       else if (e.key.toLowerCase() === "l" && !this.phone) this.toggleSync();
       else if (e.key.toLowerCase() === "x" && !this.phone) this.toggleReferenceLines();
+      else if (e.key.toLowerCase() === "c" && !this.phone) compareWithPrior(this);
+      else if (e.key === "a" && !this.phone) alignViews(this);
+      else if (e.key === "A" && !this.phone) clearAlignment(this);
       else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
       else if (tool && s.plane !== "3d") this.setTool(tool[0]);
       else return;
@@ -473,6 +617,8 @@ class Viewer {
   destroy() {
     this.destroyed = true;
     this.timers.clearAll();
+    for (const record of this.records.values()) record.close();
+    this.panel.destroy();
     for (const vp of this.viewports) vp.destroy();
     if (this.onKey) document.removeEventListener("keydown", this.onKey);
     this.cache.clear();

@@ -1,6 +1,8 @@
 // One image view of the viewer: its view (plane), slice, window, zoom and pan, 3D rotation, its
 // measurements, its image on a canvas and its own requests (scheduler.js). Every viewport of a
-// layout has all of these to itself; the viewer shell (viewer.js) says which one is active.
+// layout has all of these to itself, its record (series.js) too: the series panel or a prior
+// comparison puts another series of the patient into a viewport (setRecord), with its own node.
+// The viewer shell (viewer.js) says which one is active.
 
 import { h } from "./dom.js";
 import { planeInfo, regionFor, fitRect, requestSize, clamp } from "./geometry.js";
@@ -10,6 +12,11 @@ import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
 import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
 
+/** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
+const FAST_STEP_MS = 150;
+/** How long after the last step of a fast scroll the full-quality slice is asked for. */
+export const SETTLE_MS = 200;
+
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
@@ -18,7 +25,7 @@ function wrapDegrees(angle) {
 function initialState(plane, index, presets) {
   return {
     plane,
-    index: { native: index },
+    index: index == null ? {} : { native: index },   // none: the middle slice
     window: null,          // null: the server's choice (file default or automatic)
     windowChoice: "auto",
     zoom: 1, cx: 0.5, cy: 0.5,
@@ -30,8 +37,8 @@ function initialState(plane, index, presets) {
 
 export class Viewport {
   /**
-   * @param {any} shell the viewer (viewer.js): ctx, node, recordPath, meta, presets, identity,
-   *   cache, settings (format, quality, tool, fps), load, and activate()/changed() callbacks
+   * @param {any} shell the viewer (viewer.js): ctx, record, presets, cache, settings (format,
+   *   quality, tool, fps), and activate()/changed()/scrolled() callbacks
    * @param {number} slot position in the layout (0 is the upper left)
    * @param {string} plane the view it starts with
    * @param {number} [index] the slice it starts on (native slices)
@@ -39,14 +46,11 @@ export class Viewport {
   constructor(shell, slot, plane, index = 0) {
     this.shell = shell;
     this.ctx = shell.ctx;
-    this.meta = shell.meta;
-    this.identity = shell.identity;
     this.presets = shell.presets;
     this.settings = shell.settings;
-    this.recordPath = shell.recordPath;
     this.slot = slot;
+    this.useRecord(shell.record);
     this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.presets);
-    this.scheduler = new RequestScheduler(this, shell.ctx, shell.node, shell.cache, () => this.settings.fps);
     this.timers = new Timers();
     this.shown = null;             // the request whose image is on screen
     this.shownEntry = null;
@@ -57,6 +61,7 @@ export class Viewport {
     this.drag = null;
     this.touches = new Map();      // pointerId -> [x, y] of fingers on the viewport (pinch zoom)
     this.direction = 1;
+    this.lastStep = -Infinity;     // when the slice last changed (performance.now())
     this.destroyed = false;
     this.active = false;
     // The picture is a <canvas> with a "bitmaprenderer" context: each image is decoded once
@@ -75,6 +80,41 @@ export class Viewport {
     this.resizeObserver = new ResizeObserver(() => this.timers.later("resize", 120, () => this.requestView()));
     this.resizeObserver.observe(this.root);
     this.syncDataset();
+  }
+
+  /**
+   * Show `record` (an OpenRecord of series.js) from now on: its node, meta and patient, with a
+   * scheduler of its own (the old one's requests stop).
+   * @param {import("./series.js").OpenRecord} record
+   */
+  useRecord(record) {
+    if (this.scheduler) this.scheduler.abort();
+    this.record = record;
+    this.node = record.node;
+    this.meta = record.meta;
+    this.identity = record.identity;
+    this.recordPath = record.path;
+    this.scheduler = new RequestScheduler(this, this.ctx, record.node, this.shell.cache, () => this.settings.fps);
+  }
+
+  /**
+   * Put another series into this viewport: it opens on `plane` at its middle slice, with its
+   * own window; measurements of the series shown before go with it.
+   * @param {import("./series.js").OpenRecord} record @param {string} [plane]
+   */
+  setRecord(record, plane = "native") {
+    this.stopPlay();
+    this.useRecord(record);
+    this.state = initialState(plane, null, this.presets);
+    this.measures.clear();
+    this.changed();
+    this.clearImage();
+    if (record.load.state !== "unloaded") this.requestView();
+  }
+
+  /** What the overlay says of this viewport's link to the active one (linking.js), or null. */
+  linkNote() {
+    return this.shell.linkNote(this);
   }
 
   /** Make this the viewport the toolbar and keys act on. @returns {void} */
@@ -110,7 +150,8 @@ export class Viewport {
     const ds = this.root.dataset;
     ds.tool = this.dragTool();
     ds.plane = this.state.plane;
-    ds.loadState = this.shell.load.state;
+    ds.loadState = this.record.load.state;
+    ds.record = this.meta.id;
     // a screen reader names the view of each viewport, not just "image"
     this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
       + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
@@ -149,7 +190,14 @@ export class Viewport {
     s.index[s.plane] = next;
     this.changed();
     this.shell.scrolled(this);
-    return this.requestView();
+    const now = performance.now();
+    const fast = !s.playing && now - this.lastStep < FAST_STEP_MS;   // cine keeps its quality and rate
+    this.lastStep = now;
+    if (!fast) return this.requestView();
+    // The hand moves faster than full-quality images arrive on a slow link: paint the newest slice
+    // as a small preview, and the full image once the hand stops.
+    this.timers.later("settle", SETTLE_MS, () => this.requestView());
+    return this.requestView({ interactive: true });
   }
 
   /** Where the active viewport's slice cuts the image on screen (linking.js), or null. */
@@ -300,16 +348,17 @@ export class Viewport {
       path = s.plane === "native" ? `${this.recordPath}/frames/${index}` : `${this.recordPath}/mpr/${s.plane}/${index}`;
       region = regionFor(s.zoom, s.cx, s.cy);
       rect = fitRect(vw, vh, (region[2] - region[0]) * info.width, (region[3] - region[1]) * info.height);
-      const [w, hh] = requestSize(rect, dpr, 2048);
+      const [w, hh] = interactive ? requestSize(rect, 1, this.scheduler.previewSide()) : requestSize(rect, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
       const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
-        format, quality: format === "png" ? undefined : (interactive ? 70 : settings.quality), size: `${w}x${hh}`,
+        format, quality: format === "png" ? undefined : (interactive ? 60 : settings.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
         slab: slab ? String(s.slab.mm) : undefined, slab_mode: slab ? s.slab.mode : undefined,
         overlays: s.plane === "native" ? "true" : undefined,  // the file's overlay planes (60xx), as dcmtk draws them
       });
     }
+    if (s.plane !== "native" && this.record.stacks.length > 1) params.stack = this.record.stack.id;   // stacks.js
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
     }
@@ -333,7 +382,7 @@ export class Viewport {
         : "This view needs every slice; it appears when loading has finished.");
     } else if (err.code === "not_loaded") {
       this.overlay.showMessage("The record was unloaded from the node's memory; loading it again…");
-      this.shell.startLoading();
+      this.shell.startRecord(this.record);
     } else if (err.code === "busy") {
       this.overlay.showMessage("The render node is busy; retrying…");
       this.timers.later("busy", (err.details.retryAfter || 1) * 1000, () => this.requestView({ interactive: req.interactive }));

@@ -1,12 +1,11 @@
-"""Upload validation: parse every file, refuse what cannot be rendered, order a series by position.
+"""Upload checks: parse every file and refuse what cannot be rendered, before a byte is stored.
 
-Everything is decided here, before a byte is stored: a record that passes is known to be one
-consistent image stack whose pixels decode (a multi-frame file whose other frames are good keeps
-its short or undecodable frames, listed in the manifest's `bad_frames` and never shown). Each
-refusal is an ApiError whose message names the file and the reason, so the physician can act on
-it. The analysis also records what the loader and the renderer need later (pixel data offsets,
-rescale, LUTs, the record's and each frame's VOI, which files carry overlays) so loading never
-re-parses headers.
+Each refusal is an UploadError whose message names the file and the reason, so the physician can
+act on it. A file that passes is known to parse and to decode frame by frame (a multi-frame file
+whose other frames are good keeps its short or undecodable frames as `bad_frames`, never shown).
+What a series is made of (order, geometry, default windows, stacks) is decided afterwards from
+the parsed files by `daemons.render.series_analysis`; the attribute readers it shares with these
+checks (`floats`, `attribute`, `read_lut`, `pixel_spacing`, ...) live here, with the file they read.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ from daemons.render.decode import (
     syntax_decodable,
 )
 from daemons.render.overlays import has_overlays
-from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable, Modality, auto_window
-from daemons.render.slices import slice_table
+from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.voi import lut_to_json
 
 MIB = 1024 * 1024
@@ -78,6 +76,9 @@ class ParsedFile:
     frame_rescales: list[tuple[float, float]] | None = None
     frame_positions: list[list[float] | None] = field(default_factory=list)
     bad_frames: dict[int, str] = field(default_factory=dict)  # frame in file -> why it cannot be shown
+    # What the series analysis derives from this file's headers (e.g. its frames' stack facts), kept
+    # with it: a growing series is re-analysed at every append and must not re-read every header.
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -103,15 +104,15 @@ class ParsedFile:
 
     @cached_property
     def spacing(self) -> tuple[list[float] | None, list[str]]:
-        return _pixel_spacing(self.dataset)
+        return pixel_spacing(self.dataset)
 
     @cached_property
     def thickness(self) -> float | None:
-        return _slice_thickness(self.dataset)
+        return slice_thickness(self.dataset)
 
     @cached_property
     def orientation(self) -> list[float] | None:
-        return _floats(self.dataset.get("ImageOrientationPatient") or [], 6)
+        return floats(self.dataset.get("ImageOrientationPatient") or [], 6)
 
     @cached_property
     def vois(self) -> list[tuple[str, dict] | None]:
@@ -131,14 +132,6 @@ class ParsedFile:
         return has_overlays(self.dataset)
 
 
-@dataclass
-class ParsedRecord:
-    """A validated record: its id, its files in slice order, and the manifest the store keeps."""
-
-    record_id: str
-    files: list[ParsedFile]
-    manifest: dict[str, Any] = field(default_factory=dict)
-
 
 class UploadError(Exception):
     """Refused upload; `status` and `code` become the HTTP error."""
@@ -146,11 +139,6 @@ class UploadError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def record_id_of(hashes: list[str]) -> str:
-    """Content id: SHA-256 over the sorted per-file SHA-256 digests (upload order does not matter)."""
-    return hashlib.sha256("\n".join(sorted(hashes)).encode("ascii")).hexdigest()
 
 
 def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> Any:
@@ -177,7 +165,7 @@ def _number_of_frames(ds: Dataset, name: str) -> int:
     return int(written)
 
 
-def _floats(value: Any, count: int) -> list[float] | None:
+def floats(value: Any, count: int) -> list[float] | None:
     try:
         numbers = [float(v) for v in value]
     except (TypeError, ValueError):
@@ -185,7 +173,7 @@ def _floats(value: Any, count: int) -> list[float] | None:
     return numbers if len(numbers) == count else None
 
 
-def _functional(ds: Dataset, sequence: str, keyword: str) -> Any:
+def functional(ds: Dataset, sequence: str, keyword: str) -> Any:
     """An attribute of an enhanced multi-frame file: shared groups first, then the first frame's."""
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         items = ds.get(groups)
@@ -196,9 +184,9 @@ def _functional(ds: Dataset, sequence: str, keyword: str) -> Any:
     return None
 
 
-def _attr(ds: Dataset, keyword: str, sequence: str) -> Any:
+def attribute(ds: Dataset, keyword: str, sequence: str) -> Any:
     value = ds.get(keyword)
-    return value if value not in (None, "") else _functional(ds, sequence, keyword)
+    return value if value not in (None, "") else functional(ds, sequence, keyword)
 
 
 def _lut_words(item: Dataset) -> np.ndarray:
@@ -210,7 +198,7 @@ def _lut_words(item: Dataset) -> np.ndarray:
     return np.asarray(data, dtype=np.int64).ravel()
 
 
-def _lut(item: Dataset, name: str, signed: bool) -> LutTable:
+def read_lut(item: Dataset, name: str, signed: bool) -> LutTable:
     try:
         entries, first, bits = (int(v) for v in item.LUTDescriptor)
         data = _lut_words(item)
@@ -300,7 +288,7 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # 0 means unknown (see _pixel_spacing)
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # 0 means unknown (see pixel_spacing)
         spacing = _check_numbers(ds, keyword, 2, name)
         if spacing is not None and min(spacing) < 0:
             raise _invalid(name, f"{keyword} must not be negative, the file says {spacing}")
@@ -371,16 +359,16 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         if keyword not in ds:
             raise UploadError(422, "invalid_attribute", f"{name}: {keyword} is missing")
     _check_image_attributes(ds, name)
-    orientation = _floats(_attr(ds, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
-    position = _floats(_attr(ds, "ImagePositionPatient", "PlanePositionSequence") or [], 3)
+    orientation = floats(attribute(ds, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
+    position = floats(attribute(ds, "ImagePositionPatient", "PlanePositionSequence") or [], 3)
     along = None
     if orientation and position:
         normal = np.cross(orientation[:3], orientation[3:])
         along = float(np.dot(normal, position))
     slope = _number(ds, "RescaleSlope", None, name) if "RescaleSlope" in ds else None
     if slope is None:
-        slope = float(_functional(ds, "PixelValueTransformationSequence", "RescaleSlope") or 1.0)
-        intercept = float(_functional(ds, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0)
+        slope = float(functional(ds, "PixelValueTransformationSequence", "RescaleSlope") or 1.0)
+        intercept = float(functional(ds, "PixelValueTransformationSequence", "RescaleIntercept") or 0.0)
     else:
         intercept = _number(ds, "RescaleIntercept", 0.0, name)
     return ParsedFile(
@@ -397,7 +385,7 @@ def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> 
     (which names the first frame only when there are several)."""
     items = ds.get("PerFrameFunctionalGroupsSequence")
     if frames > 1 and items and len(items) == frames:
-        return [_floats(item.PlanePositionSequence[0].get("ImagePositionPatient") or [], 3)
+        return [floats(item.PlanePositionSequence[0].get("ImagePositionPatient") or [], 3)
                 if item.get("PlanePositionSequence") else None for item in items]
     return [position] + [None] * (frames - 1)
 
@@ -419,7 +407,7 @@ def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, fl
     return rescales
 
 
-def _layout(ds: Dataset, float_modality: bool) -> Layout:
+def layout_of(ds: Dataset, float_modality: bool) -> Layout:
     return Layout(
         rows=int(ds.Rows), columns=int(ds.Columns), samples=int(ds.SamplesPerPixel),
         bits_allocated=int(ds.BitsAllocated), bits_stored=int(ds.BitsStored),
@@ -433,68 +421,12 @@ IMAGE_KEYS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored
 IDENTITY_KEYS = (("PatientID", "patient id"), ("PatientName", "patient name"), ("StudyInstanceUID", "study"))
 
 
-def _check_consistent(files: list[ParsedFile]) -> None:
-    if any(f.frames > 1 for f in files) and len(files) > 1:
-        raise UploadError(422, "inconsistent_series",
-                          "a multi-frame file must be uploaded alone, not together with other files")
-    series = {f.series_uid for f in files}
-    if len(series) > 1:
-        raise UploadError(422, "inconsistent_series",
-                          f"the files belong to {len(series)} different series; upload one series per record")
-    reference = files[0]
-    for parsed in files[1:]:
-        for keyword, mine, theirs in zip(IMAGE_KEYS, parsed.image_keys, reference.image_keys, strict=True):
-            if mine != theirs:
-                raise UploadError(422, "inconsistent_series",
-                                  f"{parsed.name}: {keyword} {mine} differs from "
-                                  f"{reference.name} ({theirs}); all slices must match")
-        for (_, what), mine, theirs in zip(IDENTITY_KEYS, parsed.identity, reference.identity, strict=True):
-            if mine != theirs:
-                raise UploadError(422, "inconsistent_series",
-                                  f"{parsed.name}: its {what} differs from {reference.name}'s; "
-                                  "a record holds the images of one patient's series only")
-        if parsed.spacing != reference.spacing:
-            raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its pixel spacing {parsed.spacing} differs from "
-                              f"{reference.name}'s {reference.spacing}; distances on the stack would be wrong")
-        mine, theirs = parsed.orientation, reference.orientation
-        if mine and theirs and mine != theirs and not np.allclose(mine, theirs, atol=1e-3):
-            raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its orientation differs from {reference.name}; "
-                              "a record must be one stack of parallel slices")
-
-
-def _sort_key(parsed: ParsedFile) -> tuple:
-    return (
-        parsed.position if parsed.position is not None else float("inf"),
-        parsed.instance if parsed.instance is not None else 0,
-        parsed.name,
-    )
-
-
-def _slice_spacing(files: list[ParsedFile], ds: Dataset) -> float:
-    positions = [f.position for f in files if f.position is not None]
-    if len(positions) == len(files) and len(files) > 1:
-        gaps = np.abs(np.diff(positions))
-        gaps = gaps[gaps > 1e-6]
-        if gaps.size:
-            return float(np.median(gaps))
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = _attr(ds, keyword, "PixelMeasuresSequence")
-        try:
-            if value is not None and float(value) > 0:
-                return float(value)
-        except (TypeError, ValueError):
-            continue
-    return 1.0
-
-
-def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
+def pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
     """Row and column spacing in mm, or None when the file gives none that is usable (missing, or
     `0\\0` as some secondary captures write): the image is then shown with square pixels and
     distances cannot be measured in mm. The second value is the warnings to publish."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        value = _floats(_attr(ds, keyword, "PixelMeasuresSequence") or [], 2)
+        value = floats(attribute(ds, keyword, "PixelMeasuresSequence") or [], 2)
         if value and value[0] > 0 and value[1] > 0:
             return value, []
         if value:
@@ -504,15 +436,15 @@ def _pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
                    "be measured in mm")]
 
 
-def _slice_thickness(ds: Dataset) -> float | None:
+def slice_thickness(ds: Dataset) -> float | None:
     try:
-        value = float(_attr(ds, "SliceThickness", "PixelMeasuresSequence"))
+        value = float(attribute(ds, "SliceThickness", "PixelMeasuresSequence"))
     except (TypeError, ValueError):
         return None
     return value if np.isfinite(value) and value > 0 else None
 
 
-def _window_json(center: Any, width: Any, function: Any) -> dict | None:
+def window_json(center: Any, width: Any, function: Any) -> dict | None:
     """The first window of Window Center/Width values as the manifest stores it; None if unusable."""
     try:
         center = float(center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center)
@@ -527,11 +459,6 @@ def _window_json(center: Any, width: Any, function: Any) -> dict | None:
     return {"center": center, "width": width, "function": function}
 
 
-def _default_window(ds: Dataset) -> dict | None:
-    return _window_json(_attr(ds, "WindowCenter", "FrameVOILUTSequence"),
-                        _attr(ds, "WindowWidth", "FrameVOILUTSequence"),
-                        _attr(ds, "VOILUTFunction", "FrameVOILUTSequence"))
-
 
 def _voi_source(ds: Dataset, frame: int) -> Dataset:
     """The dataset holding one frame's VOI: for an enhanced multi-frame file its own Frame VOI LUT
@@ -545,36 +472,13 @@ def _voi_source(ds: Dataset, frame: int) -> Dataset:
 
 def _own_voi(source: Dataset, name: str) -> dict | None:
     """One frame's VOI as the manifest stores it (daemons.render.voi): its window, else its VOI LUT."""
-    window = _window_json(source.get("WindowCenter"), source.get("WindowWidth"), source.get("VOILUTFunction"))
+    window = window_json(source.get("WindowCenter"), source.get("WindowWidth"), source.get("VOILUTFunction"))
     if window is not None:
         return window
     luts = source.get("VOILUTSequence")
     if luts and "LUTDescriptor" in luts[0]:
-        return {"lut": lut_to_json(_lut(luts[0], name, False))}
+        return {"lut": lut_to_json(read_lut(luts[0], name, False))}
     return None
-
-
-def _frame_vois(files: list[ParsedFile]) -> dict:
-    """Each record frame's own VOI: `choices` (distinct VOIs) and `frames` (an index into them per
-    frame, or None where the frame has none and takes the record's default)."""
-    choices: dict[str, int] = {}
-    stored: list[dict] = []
-    frames: list[int | None] = []
-    for parsed in files:
-        for entry in parsed.vois:
-            if entry is None:
-                frames.append(None)
-                continue
-            key, voi = entry
-            if key not in choices:
-                choices[key] = len(stored)
-                stored.append(voi)
-            frames.append(choices[key])
-    return {"choices": stored, "frames": frames}
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    return str(ds.get(keyword, "") or "")[:200]
 
 
 Refusal = tuple[int, str, str]
@@ -592,12 +496,6 @@ class FileCheck:
 
 FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[FileCheck | None]]
 """Runs `check_file` over every upload; None for a file left unchecked after another's refusal."""
-
-
-def parse_upload(uploads: list[tuple[str, bytes]], limits: Limits,
-                 check_files: FileChecker | None = None) -> ParsedRecord:
-    """Validate an upload and analyse it into a record, or raise UploadError naming the reason."""
-    return analyse_files(check_upload(uploads, limits, check_files), limits)
 
 
 def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
@@ -661,7 +559,7 @@ def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, Par
     try:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
-        layout = _layout(parsed.dataset, float_modality=False)
+        layout = layout_of(parsed.dataset, float_modality=False)
         if parsed.pixel_offset is None or not fast_path_possible(layout):
             return None
         short = _check_pixel_length(parsed, layout)
@@ -693,127 +591,6 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
 def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     """Parse a file already in the store (checked in isolation when it arrived), for re-analysis."""
     return _parse_file(name, raw, limits)
-
-
-@dataclass(frozen=True)
-class Provisional:
-    """How a series being received is analysed at each append: its automatic window is kept from its
-    last analysis (`auto_window`, as the manifest stores it) instead of being sampled again from the
-    new middle frame (a decode per instance). `daemons.render.ingest` redoes the exact analysis once
-    the series is complete; everything else is exact at every append."""
-
-    auto_window: dict | None
-
-
-def analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None = None) -> ParsedRecord:
-    """The record analysis of parsed, distinct files: used for an upload and for a series that grows.
-
-    Any failure is a refusal (UploadError): what the isolated checks missed is still the files' fault.
-    """
-    try:
-        return _analyse_files(unique, limits, provisional)
-    except UploadError:
-        raise
-    except Exception as exc:  # no upload may give a 5xx
-        raise UploadError(422, "unreadable",
-                          f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
-
-
-def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None) -> ParsedRecord:
-    total = sum(len(f.raw) for f in unique)
-    files = sorted(unique, key=_sort_key)
-    _check_consistent(files)
-    first = files[0].dataset
-    frames_total = sum(f.frames for f in files)
-    if frames_total > limits.max_frames:
-        raise UploadError(413, "over_limits",
-                          f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
-    rescales = {r for f in files for r in (f.frame_rescales or [(f.slope, f.intercept)])}
-    modality_seq = first.get("ModalityLUTSequence")
-    layout = _layout(first, float_modality=len(rescales) > 1 and not modality_seq)
-    if layout.samples not in (1, 3) or layout.bits_allocated not in (1, 8, 16, 32):
-        raise UploadError(422, "unsupported_image",
-                          f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits "
-                          "are not supported")
-    decoded_bytes = frames_total * int(np.prod(layout.frame_shape)) * layout.stored_dtype.itemsize
-    if decoded_bytes > limits.max_decoded_bytes:
-        raise UploadError(413, "over_limits",
-                          f"the record decodes to {decoded_bytes // MIB} MiB, "
-                          f"over the limit of {limits.max_decoded_bytes // MIB} MiB")
-    signed = layout.pixel_representation == 1
-    modality_lut = _lut(modality_seq[0], files[0].name, signed) if modality_seq else None
-    voi_seq = _attr(first, "VOILUTSequence", "FrameVOILUTSequence")
-    voi_lut = _lut(voi_seq[0], files[0].name, False) if voi_seq and "LUTDescriptor" in voi_seq[0] else None
-    bad_frames = _bad_frames(files)
-    auto = (_auto_window(files, layout, modality_lut, bad_frames) if provisional is None
-            else provisional.auto_window)
-    record_id = record_id_of([f.sha256 for f in files])
-    pixel_spacing, warnings = _pixel_spacing(first)
-    if bad_frames:
-        listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
-        warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "
-                        "the others can. GET /status lists each with its reason")
-    orientation = _floats(_attr(first, "ImageOrientationPatient", "PlaneOrientationSequence") or [], 6)
-    meta = {
-        "id": record_id,
-        "files": len(files),
-        "rows": layout.rows,
-        "columns": layout.columns,
-        "frames": frames_total,
-        "modality": _text(first, "Modality"),
-        "photometric": layout.photometric,
-        "bits_stored": layout.bits_stored,
-        "pixel_spacing": pixel_spacing,
-        "warnings": warnings,
-        "slice_spacing": _slice_spacing(files, first),
-        "slice_thickness": _slice_thickness(first),
-        "default_window": None if layout.is_color else _default_window(first),
-        "study_uid": _text(first, "StudyInstanceUID"),
-        "series_uid": _text(first, "SeriesInstanceUID"),
-        "patient_name": _text(first, "PatientName"),
-        "patient_id_dicom": _text(first, "PatientID"),
-        "patient_birth_date": _text(first, "PatientBirthDate"),
-        "study_date": _text(first, "StudyDate"),
-        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
-        "size_bytes": total,
-        **slice_table(orientation, [(f.instance, p, f.thickness) for f in files for p in f.frame_positions]),
-    }
-    render = {
-        "layout": layout.to_json(),
-        "orientation": orientation or [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-        "orientation_known": orientation is not None,
-        "rescale_slope": 1.0 if layout.float_modality else files[0].rescale(0)[0],
-        "rescale_intercept": 0.0 if layout.float_modality else files[0].rescale(0)[1],
-        "modality_lut": lut_to_json(modality_lut),
-        "voi_lut": lut_to_json(voi_lut),
-        "frame_vois": None if layout.is_color else _frame_vois(files),
-        "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
-        "auto_window": auto,
-        "decoded_bytes": decoded_bytes,
-    }
-    manifest_files = [
-        {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
-         "overlays": f.overlays}
-        for f in files
-    ]
-    return ParsedRecord(record_id, files, {"meta": meta, "render": render, "files": manifest_files})
-
-
-def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable | None,
-                 bad_frames: dict[int, str]) -> dict | None:
-    """The window of the series' middle frame that can be shown (None for colour): one decode."""
-    if layout.is_color:
-        return None
-    sample_file, sample_index = _sample_frame(files, bad_frames)
-    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
-    if layout.float_modality or modality_lut is None:
-        slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
-        values = Modality(slope, intercept).apply(sample_frame)
-    else:
-        values = Modality(lut=modality_lut).apply(sample_frame)
-    window = auto_window(values)
-    return {"center": window.center, "width": window.width}
 
 
 def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
@@ -867,7 +644,7 @@ def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
     try:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
-        layout = _layout(parsed.dataset, float_modality=False)
+        layout = layout_of(parsed.dataset, float_modality=False)
         short = _check_pixel_length(parsed, layout)
         for _ in parsed.dataset.iterall():
             pass
@@ -936,28 +713,3 @@ def _decode_every_frame(parsed: ParsedFile, layout: Layout, short: dict[int, str
     return failed
 
 
-def _sample_frame(files: list[ParsedFile], bad_frames: dict[int, str]) -> tuple[int, int]:
-    """(file, frame in file) of the middle frame that can be shown: the automatic window's sample."""
-    good = [(i, frame) for i, parsed in enumerate(files) for frame in range(parsed.frames)]
-    good = [where for index, where in enumerate(good) if index not in bad_frames]
-    return good[len(good) // 2]
-
-
-def _bad_frames(files: list[ParsedFile]) -> dict[int, str]:
-    """Record frame index -> reason, from each file's frames that cannot be shown."""
-    bad, start = {}, 0
-    for parsed in files:
-        bad.update({start + frame: reason for frame, reason in parsed.bad_frames.items()})
-        start += parsed.frames
-    return bad
-
-
-def _trial_decode(parsed: ParsedFile, layout: Layout, frame: int) -> np.ndarray:
-    """Decode one frame now, so a file whose pixels cannot be decoded is refused at upload."""
-    offset = parsed.pixel_offset if fast_path_possible(layout) else None
-    try:
-        _, array = next(decode_frames(parsed.raw, layout, [frame], offset, *parsed.rescale(frame), parsed.dataset))
-    except Exception as exc:  # decoders raise many kinds; all mean "cannot show this image"
-        raise UploadError(422, "undecodable_pixels",
-                          f"{parsed.name}: the pixel data cannot be decoded ({exc})") from exc
-    return array

@@ -1,0 +1,275 @@
+"""Which frames of a record form one volume: the record's stacks, written into its manifest.
+
+An enhanced multi-frame file (or a series) may hold several stacks at the same anatomy: a field
+map's magnitude and phase frames, DTI's b-values and gradient directions, several Stack IDs, or
+the time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated
+anatomy at twice the extent. Frames are split here by what tells stacks apart (the Dimension
+Index Values of dimensions that are neither spatial nor temporal, Stack ID, frame type and
+complex component, diffusion b-value and gradient direction, echo time, image type and, for a classic
+series, orientation); temporal positions become a cine axis of their stack (`phases`: the frames
+of each time point in spatial order). A stack whose frames cannot form a volume (mixed
+orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
+the reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable.
+
+The result is `manifest["render"]["stacks"]`; `daemons.render.stacks.stacks_of` is its one reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from daemons.render.upload_checks import ParsedFile, floats
+
+ORIENTATION_TOLERANCE = 1e-3  # cosines: the tolerance a series' slices are called parallel at
+SPACING_TOLERANCE = 0.1       # a gap may differ from the median gap by this fraction
+DUPLICATE_MM = 1e-3
+
+_SPATIAL = {Tag("InStackPositionNumber"), Tag("ImagePositionPatient")}
+_TEMPORAL = {Tag("TemporalPositionIndex"), Tag("TriggerTime"), Tag("TemporalPositionTimeOffset"),
+             Tag("FrameAcquisitionDateTime"), Tag("FrameReferenceDateTime"), Tag("TemporalPositionIdentifier")}
+_STACK_ID = Tag("StackID")
+
+
+@dataclass(frozen=True)
+class FrameFacts:
+    """What tells one record frame's stack, time point and place apart."""
+
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    in_stack: int | None
+    temporal: Any
+    stack_id: str | None
+    frame_type: str | None
+    b_value: float | None
+    gradient: tuple[float, ...] | None
+    echo_ms: float | None
+    dimensions: tuple  # Dimension Index Values of dimensions neither spatial, temporal nor Stack ID
+
+
+def _item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The first item of a functional group of one frame: its own, else the shared one."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index and items[index].get(sequence):
+            return items[index][sequence][0]
+    return None
+
+
+def _frame_type(ds: Dataset, frame: int) -> str | None:
+    """Frame type of an enhanced frame (with its complex component: MAGNITUDE, PHASE ...), else the
+    file's Image Type (classic files)."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if not items or len(items) <= index:
+            continue
+        for element in items[index]:
+            if element.keyword.endswith("FrameTypeSequence") and element.value:
+                item = element.value[0]
+                kind = "\\".join(str(v) for v in (item.get("FrameType") or []))
+                component = str(item.get("ComplexImageComponent") or "")
+                return f"{kind}|{component}"
+    image_type = ds.get("ImageType")
+    return "\\".join(str(v) for v in image_type) if image_type else None
+
+
+def _dimension_roles(ds: Dataset) -> list[str]:
+    """The role of each Dimension Index Value: spatial, temporal, stack (Stack ID) or other."""
+    roles = []
+    for item in ds.get("DimensionIndexSequence") or []:
+        pointer = item.get("DimensionIndexPointer")
+        tag = Tag(pointer) if pointer is not None else None
+        roles.append("spatial" if tag in _SPATIAL else "temporal" if tag in _TEMPORAL
+                     else "stack" if tag == _STACK_ID else "other")
+    return roles
+
+
+def _tuple(value: Any, count: int) -> tuple[float, ...] | None:
+    numbers = floats(value or [], count)
+    return None if numbers is None else tuple(numbers)
+
+
+def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts:
+    ds = parsed.dataset
+    content = _item(ds, frame, "FrameContentSequence") or Dataset()
+    plane = _item(ds, frame, "PlaneOrientationSequence")
+    orientation = _tuple(plane.get("ImageOrientationPatient") if plane else ds.get("ImageOrientationPatient"), 6)
+    position = parsed.frame_positions[frame] if frame < len(parsed.frame_positions) else None
+    raw = content.get("DimensionIndexValues")
+    values = [] if raw is None else list(raw) if hasattr(raw, "__iter__") else [raw]  # VM 1 reads as a number
+    dims = [v for v, role in zip(values, roles, strict=False) if role == "other"]
+    temporal_dims = [v for v, role in zip(values, roles, strict=False) if role == "temporal"]
+    diffusion = _item(ds, frame, "MRDiffusionSequence")
+    gradient = None
+    b_value = None
+    if diffusion is not None:
+        b_value = float(diffusion.DiffusionBValue) if diffusion.get("DiffusionBValue") is not None else None
+        direction = diffusion.get("DiffusionGradientDirectionSequence")
+        if direction:
+            gradient = _tuple(direction[0].get("DiffusionGradientOrientation"), 3)
+    echo = _item(ds, frame, "MREchoSequence")
+    echo_ms = echo.get("EffectiveEchoTime") if echo is not None else None
+    temporal = content.get("TemporalPositionIndex")
+    if temporal is None:
+        temporal = tuple(temporal_dims) or ds.get("TemporalPositionIdentifier")
+    in_stack = content.get("InStackPositionNumber")
+    stack_id = content.get("StackID")
+    return FrameFacts(
+        position=None if position is None else tuple(float(v) for v in position),
+        orientation=orientation, in_stack=None if in_stack is None else int(in_stack),
+        temporal=None if temporal in (None, ()) else temporal,
+        stack_id=None if stack_id in (None, "") else str(stack_id),
+        frame_type=_frame_type(ds, frame), b_value=b_value,
+        gradient=None if gradient is None else tuple(round(g, 3) for g in gradient),
+        echo_ms=None if echo_ms is None else float(echo_ms),
+        dimensions=tuple(int(v) for v in dims))
+
+
+def record_frames(files: list[ParsedFile]) -> list[FrameFacts]:
+    """Facts of every record frame, in the record's order (files in order, their frames in order)."""
+    facts = []
+    for parsed in files:
+        if "stack_facts" not in parsed.derived:
+            roles = _dimension_roles(parsed.dataset)
+            parsed.derived["stack_facts"] = [_frame_facts(parsed, frame, roles) for frame in range(parsed.frames)]
+        facts.extend(parsed.derived["stack_facts"])
+    return facts
+
+
+def orientation_groups(orientations: list[tuple[float, ...] | list[float] | None]) -> list[int]:
+    """A group number per slice: slices whose orientations agree within the tolerance share one;
+    groups are numbered in the order of their first orientation (so not by upload order)."""
+    representatives: list[tuple[float, ...] | None] = []
+    groups = []
+    for orientation in orientations:
+        key = None if orientation is None else tuple(orientation)
+        for number, known in enumerate(representatives):
+            if known == key or (known is not None and key is not None
+                                and np.allclose(known, key, atol=ORIENTATION_TOLERANCE)):
+                groups.append(number)
+                break
+        else:
+            representatives.append(key)
+            groups.append(len(representatives) - 1)
+    order = sorted(range(len(representatives)), key=lambda n: (representatives[n] is None, representatives[n] or ()))
+    rank = {number: order.index(number) for number in range(len(representatives))}
+    return [rank[g] for g in groups]
+
+
+def _plane_name(orientation: tuple[float, ...] | None) -> str:
+    if orientation is None:
+        return "no orientation"
+    normal = np.cross(orientation[:3], orientation[3:])
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def _label_parts(facts: FrameFacts) -> dict[str, str]:
+    kind = (facts.frame_type or "").split("|")
+    component = kind[1] if len(kind) > 1 and kind[1] else ""
+    values = kind[0].split("\\")
+    return {
+        "stack_id": f"stack {facts.stack_id}" if facts.stack_id is not None else "",
+        "frame_type": component or (values[2] if len(values) > 2 else kind[0]),
+        "b_value": "" if facts.b_value is None else f"b={facts.b_value:g}",
+        "gradient": "" if facts.gradient is None else "dir ({:.2f}, {:.2f}, {:.2f})".format(*facts.gradient),
+        "echo": "" if facts.echo_ms is None else f"TE={facts.echo_ms:g}",
+        "orientation": _plane_name(facts.orientation),
+        "dimensions": "",
+    }
+
+
+def _stack_key(facts: FrameFacts, orientation_group: int) -> tuple:
+    return (facts.stack_id, facts.frame_type, facts.b_value, facts.gradient, facts.echo_ms, orientation_group,
+            facts.dimensions)
+
+
+def _spatial_order(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> list[int]:
+    """Frames of one time point in spatial order: along the normal where every position is known,
+    else by In-Stack Position Number where every frame has one, else as stored."""
+    if normal is not None and all(facts[i].position is not None for i in frames):
+        return sorted(frames, key=lambda i: (float(np.dot(normal, facts[i].position)), i))  # type: ignore[arg-type]
+    if all(facts[i].in_stack is not None for i in frames):
+        return sorted(frames, key=lambda i: (facts[i].in_stack, i))
+    return list(frames)
+
+
+def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
+    if orientation is None:
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    length = float(np.linalg.norm(normal))
+    return None if length < 1e-6 else normal / length
+
+
+def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> tuple[float | None, str | None]:
+    """(median gap in mm, None) of frames in spatial order, or (None, why they are no volume)."""
+    if normal is None or len(frames) < 2 or any(facts[i].position is None for i in frames):
+        return None, None
+    along = np.array([float(np.dot(normal, facts[i].position)) for i in frames])  # type: ignore[arg-type]
+    gaps = np.diff(along)
+    duplicated = int(np.sum(np.abs(gaps) < DUPLICATE_MM))
+    if duplicated:
+        return None, f"{duplicated + 1} slices share a position; they cannot form one volume"
+    median = float(np.median(gaps))
+    if float(np.max(np.abs(gaps - median))) > SPACING_TOLERANCE * abs(median):
+        return None, (f"the slice spacing varies from {float(np.min(gaps)):.3g} to {float(np.max(gaps)):.3g} mm "
+                      f"(more than {SPACING_TOLERANCE:.0%} of the median {median:.3g} mm); "
+                      "the slices cannot form one volume")
+    return abs(median), None
+
+
+def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dict[str, Any]:
+    """The manifest entry of one stack (without id and label)."""
+    orientation = facts[frames[0]].orientation
+    normal = _normal(orientation)
+    times = sorted({facts[i].temporal for i in frames}, key=lambda t: (t is None, str(t) if t is not None else ""))
+    if all(isinstance(t, (int, float)) for t in times):
+        times = sorted(times)
+    phases = [_spatial_order([i for i in frames if facts[i].temporal == t], facts, normal) for t in times]
+    spacing, reason = _spacing(phases[0], facts, normal)
+    orientations = orientation_groups([facts[i].orientation for i in frames])
+    if max(orientations) > 0:
+        reason = (f"its slices have {max(orientations) + 1} different orientations; "
+                  "they cannot form one volume")
+    elif len({len(p) for p in phases}) > 1:
+        reason = "its time points hold different numbers of slices; they cannot form one volume"
+    elif several and len(phases[0]) < 2:
+        reason = reason or "a single slice cannot form a volume"
+    return {
+        "frames": phases[0],
+        "phases": phases,
+        "orientation": None if orientation is None else [float(v) for v in orientation],
+        "slice_spacing": spacing,
+        "volume": reason,
+    }
+
+
+def find_stacks(files: list[ParsedFile]) -> list[dict[str, Any]]:
+    """The stacks of a record of `files` (in record order), as `manifest["render"]["stacks"]` stores
+    them: id ("1", "2", ... in the order of their first frame), label (what sets it apart: "b=500",
+    "PHASE", "stack 2", "sagittal 2"), frames (record frame indexes of its first time point in
+    spatial order: the volume MPR and 3D use), phases (every time point's frames; one for a stack
+    without time), orientation, slice_spacing (None: the record's) and volume (None, or why its
+    frames form no volume)."""
+    facts = record_frames(files)
+    groups = orientation_groups([f.orientation for f in facts])
+    sizes = np.bincount(groups)
+    if len(sizes) > 1 and sizes.max() == 1:  # every slice its own orientation: one mixed stack, no volume
+        groups = [0] * len(groups)
+    keys: dict[tuple, list[int]] = {}
+    for index, (fact, group) in enumerate(zip(facts, groups, strict=True)):
+        keys.setdefault(_stack_key(fact, group), []).append(index)
+    several = len(keys) > 1
+    stacks = []
+    parts = [_label_parts(facts[frames[0]]) for frames in keys.values()]
+    differing = [name for name in parts[0] if len({p[name] for p in parts}) > 1]
+    labels = [" ".join(part[name] for name in differing if part[name]) for part in parts]
+    for number, (frames, label) in enumerate(zip(keys.values(), labels, strict=True), start=1):
+        if not label or labels.count(label) > 1:  # e.g. two axial stacks: their numbers tell them apart
+            label = f"{label} (stack {number})" if label else f"stack {number}"
+        stacks.append({"id": str(number), "label": label, **_one_stack(frames, facts, several)})
+    return stacks

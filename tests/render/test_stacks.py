@@ -1,0 +1,175 @@
+"""Every stack its own volume (issue 14 item 4): the split of a record's frames into stacks, and the
+MPR/3D of each stack at its own extent, through the real node (Flask test client, real store and
+loader). The inputs are synthetic (tests/render/synthetic_stacks.py): a field map (magnitude +
+phase at the same positions), a DTI-like file (4 b-values x 8 positions), a 2-time-point dynamic,
+a classic series of two orientations and one whose every slice has its own orientation.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemons.render.series_analysis import parse_upload
+from daemons.render.stacks import find_stack, stacks_of
+from tests.render import synthetic_stacks as synth
+from tests.render.synthetic import stack as classic_stack
+from tests.render.test_dcmtk_compare import LIMITS
+
+POSITIONS = 6
+
+
+def _stacks(files: list[tuple[str, bytes]]) -> list[dict]:
+    return parse_upload(files, LIMITS).manifest["render"]["stacks"]
+
+
+def test_a_field_map_splits_into_magnitude_and_phase():
+    stacks = _stacks([("fieldmap.dcm", synth.field_map(POSITIONS))])
+    assert [(s["id"], s["label"]) for s in stacks] == [("1", "MAGNITUDE"), ("2", "PHASE")]
+    assert stacks[0]["frames"] == [0, 2, 4, 6, 8, 10] and stacks[1]["frames"] == [1, 3, 5, 7, 9, 11]
+    assert all(s["volume"] is None and s["slice_spacing"] == pytest.approx(synth.SLICE_MM) for s in stacks)
+
+
+def test_dti_splits_by_b_value_each_in_spatial_order():
+    stacks = _stacks([("dti.dcm", synth.dti(positions=8))])
+    assert [s["label"] for s in stacks] == ["b=0", "b=500", "b=1000", "b=2000"]
+    for number, entry in enumerate(stacks):
+        assert entry["frames"] == [position * 4 + number for position in range(8)]
+        assert entry["phases"] == [entry["frames"]] and entry["volume"] is None
+
+
+def test_echo_times_are_stacks_of_their_own():
+    stacks = _stacks([("echoes.dcm", synth.multi_echo((5.0, 10.0), POSITIONS))])
+    assert [(s["label"], s["frames"]) for s in stacks] == [("TE=5", [0, 2, 4, 6, 8, 10]),
+                                                           ("TE=10", [1, 3, 5, 7, 9, 11])]
+
+
+def test_temporal_positions_are_the_cine_axis_of_one_stack():
+    stacks = _stacks([("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    assert len(stacks) == 1
+    assert stacks[0]["phases"] == [list(range(POSITIONS)), list(range(POSITIONS, 2 * POSITIONS))]
+    assert stacks[0]["frames"] == list(range(POSITIONS)) and stacks[0]["volume"] is None
+
+
+def test_a_classic_series_of_two_orientations_is_two_stacks():
+    stacks = _stacks(synth.mixed_orientation_series(axial=5, sagittal=4))
+    assert sorted(s["label"] for s in stacks) == ["axial", "sagittal"]
+    assert sorted(len(s["frames"]) for s in stacks) == [4, 5] and all(s["volume"] is None for s in stacks)
+
+
+def test_slices_that_form_no_volume_keep_the_reason():
+    (mixed,) = _stacks(synth.oblique_series(5))
+    assert "5 different orientations" in mixed["volume"]
+    gap = classic_stack((1, 0, 0, 0, 1, 0), count=6)
+    irregular = [f for f in gap if f[0] != "slice003.dcm"]  # a missing slice: one gap twice the others
+    (entry,) = _stacks(irregular)
+    assert "spacing varies" in entry["volume"]
+
+
+def test_a_manifest_without_stacks_is_one_stack_of_all_frames():
+    manifest = {"meta": {"frames": 7}, "render": {}}
+    (only,) = stacks_of(manifest)
+    assert only.frames == tuple(range(7)) and only.volume is None and find_stack(manifest, None) == only
+
+
+# --- through the node ---------------------------------------------------------------------------
+
+def _loaded(node, files) -> tuple[str, dict]:
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    record_id = reply.json["id"]
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    assert node.registry.get_loaded(record_id).wait_complete(60)
+    meta = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
+    return record_id, meta
+
+
+def _png(reply) -> np.ndarray:
+    assert reply.status_code == 200, reply.json
+    return np.asarray(Image.open(io.BytesIO(reply.data)))
+
+
+@pytest.mark.parametrize("maker", ["field_map", "dti"])
+def test_mpr_of_each_stack_has_the_single_stack_extent(node, maker):
+    record_id, meta = _loaded(node, [(f"{maker}.dcm", getattr(synth, maker)(positions=POSITIONS))])
+    stacks = meta["stacks"]
+    assert len(stacks) > 1 and meta["frames"] == POSITIONS * len(stacks)
+    images = []
+    for entry in stacks:
+        planes = entry["planes"]
+        assert planes["axial"]["count"] == POSITIONS and planes["coronal"]["rows"] == POSITIONS
+        assert planes["coronal"]["height_mm"] == pytest.approx(POSITIONS * synth.SLICE_MM)
+        url = f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&window=2000,4000&stack={entry['id']}"
+        coronal = _png(node.client.get(url, headers=node.headers()))
+        images.append(coronal)
+        beyond = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/{POSITIONS}?stack={entry['id']}",
+                                 headers=node.headers())
+        assert beyond.status_code == 404, "the stack has POSITIONS axial slices, not the record's frames"
+    assert not np.array_equal(images[0], images[1]), "each stack reformats its own frames"
+    assert meta["planes"]["axial"] == stacks[0]["planes"]["axial"], "the default reformats are the first stack's"
+    assert meta["planes"]["slices"]["count"] == meta["frames"], "2D still pages through every frame"
+
+
+def test_the_stack_parameter_is_checked(node):
+    record_id, _ = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])
+    unknown = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/0?stack=9", headers=node.headers())
+    assert unknown.status_code == 404 and "stack 9" in unknown.json["error"]["message"]
+    bad = node.client.get(f"/api/v1/records/{record_id}/volume?stack=x", headers=node.headers())
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "validation_error"
+    default = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/0?format=png", headers=node.headers())
+    first = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/0?format=png&stack=1", headers=node.headers())
+    second = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/0?format=png&stack=2", headers=node.headers())
+    assert default.data == first.data and default.headers["ETag"] != second.headers["ETag"]
+
+
+def test_a_series_without_a_volume_refuses_mpr_and_3d_but_serves_every_frame(node):
+    record_id, meta = _loaded(node, synth.oblique_series(5))
+    (entry,) = meta["stacks"]
+    assert entry["volume"] is False and "orientations" in entry["no_volume_reason"]
+    for url in (f"/api/v1/records/{record_id}/mpr/axial/0", f"/api/v1/records/{record_id}/volume"):
+        reply = node.client.get(url, headers=node.headers())
+        assert reply.status_code == 422 and reply.json["error"]["code"] == "no_volume"
+        assert "orientations" in reply.json["error"]["message"]
+    for frame in range(5):
+        assert _png(node.client.get(f"/api/v1/records/{record_id}/frames/{frame}?format=png",
+                                    headers=node.headers())).size
+
+
+def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):
+    record_id, meta = _loaded(node, synth.mixed_orientation_series(axial=5, sagittal=4))
+    counts = {entry["label"]: entry["planes"]["slices"]["count"] for entry in meta["stacks"]}
+    assert counts == {"sagittal": 4, "axial": 5}
+    for entry in meta["stacks"]:
+        reply = node.client.get(f"/api/v1/records/{record_id}/volume?stack={entry['id']}&size=64x64",
+                                headers=node.headers())
+        assert reply.status_code == 200, reply.json
+
+
+def test_a_dynamic_reformats_its_first_time_point_at_one_stack_extent(node):
+    record_id, meta = _loaded(node, [("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    (entry,) = meta["stacks"]
+    assert entry["phases"] == [list(range(POSITIONS)), list(range(POSITIONS, 2 * POSITIONS))]
+    assert meta["planes"]["axial"]["count"] == POSITIONS and meta["planes"]["slices"]["count"] == 2 * POSITIONS
+    axial = _png(node.client.get(f"/api/v1/records/{record_id}/mpr/axial/2?format=png&window=0,100",
+                                 headers=node.headers()))
+    frame = _png(node.client.get(f"/api/v1/records/{record_id}/frames/2?format=png&window=0,100",
+                                 headers=node.headers()))
+    assert np.array_equal(axial, frame), "axial slice 2 of the stack is frame 2 (time point 1), not a mix of times"
+
+
+def test_dicomweb_reformats_and_3d_views_take_the_same_stack_parameter(node):
+    record_id, meta = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])
+    series = f"/dicomweb/studies/{meta['study_uid']}/series/{meta['series_uid']}/rendered"
+    png = {**node.headers(), "Accept": "image/png"}
+    for entry in meta["stacks"]:
+        ours = node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&stack={entry['id']}",
+                               headers=node.headers())
+        theirs = node.client.get(f"{series}/mpr/coronal/3?stack={entry['id']}", headers=png)
+        assert np.array_equal(_png(ours), _png(theirs)), "one stack rule whatever the door"
+        assert node.client.get(f"{series}/mpr/axial/{POSITIONS}?stack={entry['id']}", headers=png).status_code == 404
+    assert node.client.get(f"{series}/mpr/axial/0?stack=9", headers=png).status_code == 404
+    assert node.client.get(f"{series}/volume?stack=x", headers=png).status_code == 400
+    assert node.client.get(f"{series}/volume?stack=2&viewport=64,64", headers=png).status_code == 200
