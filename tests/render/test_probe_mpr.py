@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.render import synthetic_stacks as synth
 from tests.render.synthetic import stack
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -93,3 +94,30 @@ def test_plane_readings_need_a_plane_that_exists_and_a_loaded_record(node, recor
     reply = node.upload(stack(AXIAL, count=3))
     waiting = get(node, reply.json["id"], "coronal/0/value?x=1&y=1")
     assert waiting.status_code == 409 and waiting.json["error"]["code"] == "not_loaded"
+
+
+def test_readings_on_a_reformat_of_the_second_stack_read_its_own_frames(node):
+    """A field map (magnitude and phase stacks in one file): the probe on a coronal plane of stack 2
+    reads stack 2's voxel (every frame is the constant value(stack, position))."""
+
+
+    reply = node.upload([("fieldmap.dcm", synth.field_map(6))])
+    assert reply.status_code == 201, reply.json
+    record_id = reply.json["id"]
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    assert node.registry.get_loaded(record_id).wait_complete(60)
+    meta = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
+    first, second = meta["stacks"][:2]
+    values = set()
+    for entry in (first, second):
+        coronal = entry["planes"]["coronal"]
+        answer = get(node, record_id, f"coronal/3/value?x=1&y={coronal['rows'] - 0.5}&stack={entry['id']}")
+        assert answer.status_code == 200, answer.json
+        values.add(answer.json["value"])
+        stats = get(node, record_id, f"coronal/3/stats?shape=rect&x0=0&y0=0&x1={coronal['columns']}"
+                                     f"&y1={coronal['rows']}&stack={entry['id']}").json
+        assert stats["count"] == coronal["columns"] * coronal["rows"]
+    assert len(values) == 2, "each stack is read from its own frames"
+    assert {v // 1000 for v in values} == {0, 1}
+    beyond = get(node, record_id, "coronal/3/value?x=1&y=1&stack=9")
+    assert beyond.status_code == 404
