@@ -57,12 +57,15 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   }
   const recordPath = `api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
-  const [presets, identity] = await Promise.all([
-    // the node's presets for this record's modality, and the DVR preset it starts with (volume_default)
-    ctx.session.fetchJson(node.url, `api/v1/presets?modality=${encodeURIComponent(meta.modality || "")}`)
-      .catch(() => ({ window: {}, volume: [], volume_default: "" })),
+  const none = { window: {}, volume: [], volume_default: "" };
+  const [every, own, identity] = await Promise.all([
+    // every named window (fillWindowChoices offers each viewport's record its modality's) ...
+    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => none),
+    // ... and the DVR presets of this record's modality with the one it starts with (volume_default)
+    ctx.session.fetchJson(node.url, `api/v1/presets?modality=${encodeURIComponent(meta.modality || "")}`).catch(() => none),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
   ]);
+  const presets = { window: every.window, volume: own.volume, volume_default: own.volume_default };
   const viewer = new Viewer(ctx, new OpenRecord(ctx, node, meta, identity, institutionId), presets, query);
   viewer.mount();
   viewer.startRecord(viewer.record);
