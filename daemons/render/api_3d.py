@@ -53,6 +53,7 @@ from daemons.render.volume.backend import select_backend
 from daemons.render.volume.geometry import view_labels
 from daemons.render.volume.mpr import PLANES, plane_labels, plane_layout, reformat_image
 from daemons.render.volume.raycast import RayCaster, default_voi
+from daemons.render.volume.volume import CT_AIR_HU
 from daemons.render.warm import WarmUp, warm_up_kernels
 from shared.auth import require_auth
 from shared.errors import ApiError
@@ -158,6 +159,9 @@ class Render3D:
         # registry keeps the record, so evicting it frees the voxels and nothing here can outlive the budget.
         self._prepared: weakref.WeakKeyDictionary[VolumeRecord, dict[str, PreparedVolume]] = (
             weakref.WeakKeyDictionary())
+        # Projection default windows, by (stack id, mode), as weakly.
+        self._windows: weakref.WeakKeyDictionary[VolumeRecord, dict[tuple[str, str], Window]] = (
+            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         # Before the worker accepts a request (the app factory makes this state): a physician's
         # first 3D view then costs what later ones cost.
@@ -175,9 +179,22 @@ class Render3D:
                 volume = prepare_volume(
                     record.pixels if whole else record.pixels[list(stack.frames)], spacing, orientation,
                     record.rescale_slope, record.rescale_intercept, record.photometric,
-                    record.default_voi, slice_direction)
+                    record.default_voi, slice_direction, CT_AIR_HU if _modality(record).upper() == "CT" else None)
                 volumes[stack.id] = volume
             return volume
+
+    def projection_window(self, record: Any, stack: Stack, mode: str) -> Window:
+        """The default window of projection `mode` (mip, minip, avg) of one stack of a record,
+        measured once per loaded copy of it (RayCaster.default_window): every door to a 3D view
+        uses this one."""
+        with self._lock:
+            known = self._windows.get(record, {}).get((stack.id, mode))
+        if known is not None:
+            return known
+        window = self.caster.default_window(self.prepared(record, stack), mode)
+        with self._lock:
+            self._windows.setdefault(record, {})[(stack.id, mode)] = window
+        return window
 
 
 def install_render_state(app: Flask) -> Render3D:
@@ -202,6 +219,13 @@ def _voi(record: VolumeRecord, window: Voi | None, function: str | None) -> Keye
     if window is not None:
         return keyed(window)
     return with_function(keyed(record.default_voi), function)
+
+
+def _projection_voi(state: Render3D, record: Any, stack: Stack, mode: str, function: str | None) -> Voi | None:
+    """A projection's default window (Render3D.projection_window) with the request's VOI function,
+    else the function of the record's own default window (a sigmoid stays a sigmoid)."""
+    own = record.default_voi.function if isinstance(record.default_voi, Window) else None
+    return with_function(keyed(state.projection_window(record, stack, mode)), function or own).voi
 
 
 def _max_px() -> int:
@@ -399,11 +423,13 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
                  fmt: str, image_quality: int, view_id: str | None, seq: int, started: float,
                  invert: bool = False) -> Response:
     """A 3D rendering of one stack of a fully loaded record (`loaded_stack`): `view` (its window
-    None: the record's default VOI with `voi_function`), bounded by the node's 3D slots."""
+    None: the projection's default window, Render3D.projection_window, with `voi_function`),
+    bounded by the node's 3D slots. `X-Window` says the window a projection was drawn with."""
     render = view.quality
-    if view.mode != "dvr":
-        view = dataclasses.replace(view, window=_voi(record, view.window, voi_function).voi)
     state = render_state(current_app)
+    if view.mode != "dvr":
+        window = view.window or _projection_voi(state, record, stack, view.mode, voi_function)
+        view = dataclasses.replace(view, window=window)
     if view_id is not None and not state.sequences.admit(view_id, seq):
         raise ApiError(409, "superseded", "a newer request of this view arrived; this one was dropped")
     volume_data = state.prepared(record, stack)
@@ -419,8 +445,7 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record.manifest.render.known_orientation else None
-    return _image_response(encoded, started, cache, etag, labels,
-                           None if view.mode == "dvr" else view.window or default_voi(volume_data))
+    return _image_response(encoded, started, cache, etag, labels, view.window)
 
 
 def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,

@@ -9,9 +9,11 @@ import os
 
 from flask import Blueprint, current_app, jsonify
 
+from daemons.render import query
 from daemons.render.api_3d import render_state
 from daemons.render.node import node
 from daemons.render.pixels import PRESETS, preset_modality
+from daemons.render.volume.transfer import default_preset, presets_for
 from shared.auth import require_auth
 from shared.receipts import public_key_text
 from shared.tokens import key_id
@@ -19,13 +21,6 @@ from shared.tokens import key_id
 bp = Blueprint("render_node", __name__)
 
 
-def _volume_presets() -> list[str]:
-    """Names of the 3D transfer-function presets, from the volume package when it is present."""
-    try:
-        from daemons.render.volume.transfer import PRESETS as VOLUME_PRESETS
-    except ImportError:
-        return []
-    return sorted(VOLUME_PRESETS)
 
 
 @bp.get("/api/v1/node")
@@ -60,8 +55,15 @@ def node_health():
 @bp.get("/api/v1/presets")
 @require_auth()
 def presets():
+    """Named windows and DVR transfer functions; with `modality` only those for that modality
+    (a CT window or transfer function means nothing on an MR) and `volume_default`, the preset a
+    DVR view of such a record starts with (the node's own default, transfer.default_preset)."""
+    modality = (query.MODALITY.raw() or "").upper()
+    if modality and not (modality.isascii() and modality.isalnum() and len(modality) <= 16):
+        raise query.bad("query parameter modality must be a DICOM modality code such as CT or MR")
     return jsonify({
         "window": {name: {"center": c, "width": w, "modality": preset_modality(name)}
-                   for name, (c, w) in PRESETS.items()},
-        "volume": _volume_presets(),
+                   for name, (c, w) in PRESETS.items() if not modality or preset_modality(name) == modality},
+        "volume": presets_for(modality),
+        "volume_default": default_preset(modality),
     })

@@ -1,21 +1,34 @@
 """Readings of original values: `GET /api/v1/records/{id}/frames/{index}/value` (the stored and
 modality value under a point) and `.../stats` (mean, SD, min, max, count and area of a rectangle
 or ellipse), computed by daemons.render.probe from the frame in RAM, never from a rendered image.
+The same two readings on a reformat, `GET /api/v1/records/{id}/mpr/{plane}/{index}/value` and
+`.../stats`: the plane (or slab) of the request's `stack` is cut from the record's stored values
+by `mpr.cut_plane` with the layout the reformat image is cut with (`mpr.plane_layout` on the
+stack's `planes.record_geometry`), so its pixel coordinates are those of the stack's
+`planes[plane]` (columns x rows) and an area is in mm² of
+the plane's own row and column spacing.
 
-They need the record loaded, as frames do (409 otherwise), and are audited like the images they
-are read from (`note_view("value", ...)`).
+They need the record loaded, as frames do (409 otherwise; a reformat needs every frame, as its
+image does), and are audited like the images they are read from (`note_view("value", ...)`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 from flask import Blueprint, jsonify
 
 from daemons.render import query
+from daemons.render.api_3d import VolumeRecord, check_plane, loaded_stack
 from daemons.render.api_frames import check_frame, ready_frame
 from daemons.render.node import node
+from daemons.render.planes import record_geometry
 from daemons.render.probe import Calibration, shape_stats, value_at
 from daemons.render.records import LoadedRecord
+from daemons.render.stacks import stack_manifest
 from daemons.render.view_audit import note_view
+from daemons.render.volume.mpr import cut_plane, plane_layout
 from shared.auth import require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -27,10 +40,10 @@ bp = Blueprint("render_probe", __name__)
 UNITS = {"CT": "HU"}
 
 
-def calibration(record: LoadedRecord) -> Calibration:
+def calibration(record: VolumeRecord) -> Calibration:
     meta = record.manifest.meta
     return Calibration(record.modality(), UNITS.get(meta.modality.upper()), meta.pixel_spacing,
-                       stored=not record.layout.float_modality)
+                       stored=not record.manifest.render.layout.float_modality)
 
 
 def _frame(record_id: str, index: int) -> tuple[LoadedRecord, Calibration]:
@@ -68,3 +81,47 @@ def stats(record_id: str, index: int):
            query.coordinate(query.BOX_X1, cols), query.coordinate(query.BOX_Y1, rows))
     note_view("value", record.record_id)
     return jsonify({"frame": index, "box": list(box), **shape_stats(record.pixels[index], shape, box, cal)})
+
+
+def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Calibration]:
+    """The record id checked, the stored values of reformat `index` of `plane` of the request's
+    stack (with its slab, as the image is cut: daemons.render.api_3d.plane_image) and how to read them."""
+    record_id = parse_record_id(record_id, "record id")
+    check_plane(plane)
+    record, stack = loaded_stack(record_id, query.stack())
+    layout = plane_layout(record_geometry(stack_manifest(record.manifest, stack)), plane)
+    query.check_index(f"{plane} plane", index, layout.count)
+    slab_mm, slab_mode = query.slab()
+    whole = stack.frames == tuple(range(record.pixels.shape[0]))
+    voxels = record.pixels if whole else record.pixels[list(stack.frames)]
+    values = cut_plane(voxels, float(record.rescale_slope), layout, index, slab_mm, slab_mode)
+    cal = calibration(record)
+    spacing = (layout.down_mm, layout.right_mm) if cal.spacing is not None else None
+    # a slab's average is no stored value
+    return record_id, values, replace(cal, spacing=spacing, stored=cal.stored and values.dtype == record.pixels.dtype)
+
+
+@bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/value")
+@require_auth(*ROLES)
+def plane_value(record_id: str, plane: str, index: int):
+    record_id, values, cal = _plane(record_id, plane, index)
+    rows, cols = values.shape
+    x, y = query.coordinate(query.POINT_X, cols), query.coordinate(query.POINT_Y, rows)
+    try:
+        reading = value_at(values, x, y, cal)
+    except ValueError as exc:
+        raise query.bad(str(exc)) from exc
+    note_view("value", record_id)
+    return jsonify({"plane": plane, "index": index, **reading})
+
+
+@bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/stats")
+@require_auth(*ROLES)
+def plane_stats(record_id: str, plane: str, index: int):
+    record_id, values, cal = _plane(record_id, plane, index)
+    rows, cols = values.shape
+    shape = query.shape()
+    box = (query.coordinate(query.BOX_X0, cols), query.coordinate(query.BOX_Y0, rows),
+           query.coordinate(query.BOX_X1, cols), query.coordinate(query.BOX_Y1, rows))
+    note_view("value", record_id)
+    return jsonify({"plane": plane, "index": index, "box": list(box), **shape_stats(values, shape, box, cal)})

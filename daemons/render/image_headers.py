@@ -4,8 +4,9 @@
   viewer can label edges without knowing the node's geometry. Absent when the record's
   orientation is unknown (no ImageOrientationPatient): a wrong label is worse than none.
 - `X-Window: center,width`: the window the image was rendered with, including the node's own
-  choice when the request named none (the file's window or the automatic one), so a viewer's
-  window drag starts from what is on screen. Absent where no single window applies (a VOI LUT).
+  choice when the request named none (the file's window or the automatic one; for a 3D
+  projection the window measured on the projection), so a viewer's window drag starts from
+  what is on screen. Absent where no single window applies (a VOI LUT).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ _KEY_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type"
 _KEY_IMAGES = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
     "plane": {"type": "string"}, "index": {"type": "integer"}, "marked_by": {"type": "string"},
     "marked_at": {"type": "string", "format": "date-time"}}}}}}
+_MPR_PATH = [_ID, {"name": "plane", "in": "path", "required": True,
+                   "schema": {"enum": ["axial", "coronal", "sagittal"]}},
+             {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}]
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -161,7 +164,9 @@ def document() -> dict[str, Any]:
         "paths": {
             "/api/v1/node": {"get": {"summary": "node health figures",
                                      "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
-            "/api/v1/presets": {"get": {"summary": "window and volume presets",
+            "/api/v1/presets": {"get": {"summary": "window and volume presets (with modality: that modality's, "
+                                                   "and volume_default, the DVR preset it starts with)",
+                                        "parameters": _params(query.PRESETS_PARAMS),
                                         "responses": {"200": _json({"type": "object"}), **_errors(401)}}},
             "/api/v1/records": {
                 "get": {"summary": "stored records, newest first: users of the node's institution only; a "
@@ -233,12 +238,21 @@ def document() -> dict[str, Any]:
                             "max": {"type": ["number", "null"]}}}),
                             **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
-                "parameters": [_ID, {"name": "plane", "in": "path", "required": True,
-                                     "schema": {"enum": ["axial", "coronal", "sagittal"]}},
-                               {"name": "index", "in": "path", "required": True,
-                                "schema": {"type": "integer", "minimum": 0}}],
+                "parameters": _MPR_PATH,
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
+                "parameters": _MPR_PATH,
+                "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
+                                   "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
+                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
+            "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
+                "parameters": _MPR_PATH,
+                "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
+                                   "own row and column spacing (audited)",
+                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
                 "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422, 503)}}},

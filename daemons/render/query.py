@@ -104,6 +104,11 @@ SHAPE = Param("shape", "rect: the box; ellipse: the ellipse inscribed in it", {"
 VALUE_PARAMS = (POINT_X, POINT_Y)
 STATS_PARAMS = (SHAPE, BOX_X0, BOX_Y0, BOX_X1, BOX_Y1)
 
+# GET /api/v1/presets: the presets for one modality only.
+MODALITY = Param("modality", "DICOM modality code (CT, MR, ...): only the presets made for it",
+                 {"type": "string", "pattern": r"^[A-Za-z0-9]{1,16}$"})
+PRESETS_PARAMS = (MODALITY,)
+
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS, INVERT)
 MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK, INVERT)
 

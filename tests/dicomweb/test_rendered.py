@@ -446,3 +446,17 @@ def test_a_viewport_source_rectangle_crops_exactly_its_pixels(side):
         sw = max(1, (side - sx) // 2)
         rows, cols = crop_bounds(side, side, Viewport((64, 64), (sx, sx, sw, sw)).region(side, side))
         assert (rows.start, rows.stop, cols.start, cols.stop) == (sx, sx + sw, sx, sx + sw)
+
+
+def test_rendered_volume_without_a_window_takes_the_projections_default_as_the_node_api(ct):
+    """One default for every door (daemons.render.api_3d.Render3D.projection_window): the same
+    image and the same X-Window through DICOMweb and the node's API, and not the slices' window."""
+    node, uids = ct
+    for mode in ("mip", "minip", "avg"):
+        ext = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode=mode, viewport="160,160")
+        own = _get(node, f"/api/v1/records/{uids.record_id}/volume", format="png", mode=mode, size="160x160")
+        assert ext.status_code == own.status_code == 200, ext.get_data(as_text=True)
+        assert ext.headers["X-Window"] == own.headers["X-Window"], mode
+        assert np.array_equal(_pixels(ext.get_data()), _pixels(own.get_data())), mode
+        slice_window = _get(node, f"/api/v1/records/{uids.record_id}/frames/0", format="png").headers["X-Window"]
+        assert own.headers["X-Window"] != slice_window, mode

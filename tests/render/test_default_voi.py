@@ -145,16 +145,20 @@ def test_the_manifest_stores_each_frames_voi_once_per_distinct_choice():
     assert pydicom.dcmread(io.BytesIO(files[0][1])).WindowWidth == 400
 
 
-def test_the_3d_view_without_a_window_takes_the_records_window_and_function(node):
+def test_the_3d_view_without_a_window_takes_the_projections_window_and_the_records_function(node):
+    """A projection's default window is measured on the projection (api_3d.Render3D.projection_window),
+    not the slices' window; the VOI function of the record's window stays."""
     record_id = _load(node, _series([(40.0, 400.0, "SIGMOID")] * 4))
     view = "mode=avg&azimuth=20&elevation=10&size=48x48"
+    reply = node.client.get(f"/api/v1/records/{record_id}/volume?{view}", headers=node.headers())
+    assert reply.status_code == 200 and reply.headers["X-Window"] != "40,400"
+    window = reply.headers["X-Window"]
     np.testing.assert_array_equal(
         _image(node, f"/api/v1/records/{record_id}/volume?{view}"),
-        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window=40,400&voi_function=sigmoid"))
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window={window}&voi_function=sigmoid"))
     assert not np.array_equal(
         _image(node, f"/api/v1/records/{record_id}/volume?{view}"),
-        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window=40,400"))
-
+        _image(node, f"/api/v1/records/{record_id}/volume?{view}&window={window}"))
 
 def test_x_window_names_each_frames_own_default_and_the_records_for_reformats(node):
     """The window a viewer's drag starts from (X-Window) is the one the image was rendered with:

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
+from daemons.render.api_3d import render_state
 from daemons.render.manifest import Manifest
+from daemons.render.stacks import find_stack
 from tests.render.synthetic import dataset, to_bytes
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -111,8 +113,12 @@ def test_every_image_says_which_window_it_was_rendered_with(node):
     base = f"/api/v1/records/{meta['id']}"
     assert window_of(node.client.get(f"{base}/frames/0", headers=node.headers())) == pytest.approx(auto)
     assert window_of(node.client.get(f"{base}/mpr/coronal/3", headers=node.headers())) == pytest.approx(auto)
+    # a projection's is measured on the projection (api_3d.Render3D.projection_window), not the slices'
+    record = node.registry.get_loaded(meta["id"])
+    with node.app.app_context():
+        projected = render_state(node.app).projection_window(record, find_stack(record.manifest, None), "mip")
     assert window_of(node.client.get(f"{base}/volume?size=32x32&mode=mip",
-                                     headers=node.headers())) == pytest.approx(auto)
+                                     headers=node.headers())) == pytest.approx((projected.center, projected.width))
     assert "X-Window" not in node.client.get(f"{base}/volume?size=32x32&mode=dvr", headers=node.headers()).headers
     # a requested window or preset is the one named
     asked = node.client.get(f"{base}/frames/0?window=100,300", headers=node.headers())

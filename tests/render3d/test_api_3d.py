@@ -22,6 +22,7 @@ from daemons.render.manifest import Manifest
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.settings import KEYS
+from daemons.render.stacks import find_stack
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model
@@ -298,7 +299,7 @@ def test_a_colour_record_is_refused_clearly(app, client):
 def test_unusual_records_render_without_errors(app, client, record):
     odd = "e" * 64
     loaded(app)[odd] = record
-    for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_default",
+    for query in ("mode=mip", "mode=minip", "mode=avg", "mode=dvr&preset=mr_soft_tissue",
                   "mode=dvr&render=interactive&azimuth=-200&elevation=89"):
         assert image_of(client.get(f"/api/v1/records/{odd}/volume?{query}&size=40x30")).size == (40, 30)
     for plane in ("axial", "coronal", "sagittal"):
@@ -332,3 +333,20 @@ def test_the_3d_state_is_never_made_lazily_by_a_request(app):
     del app.extensions["sivr_render_3d"]
     with pytest.raises(KeyError):
         render_state(app)
+
+
+def test_a_projection_without_a_window_names_the_one_measured_on_it(client, app):
+    """Not the record's slice window (40,400 here): each projection mode its own, in X-Window, so a
+    viewer's drag starts from the picture on screen; a window asked for is the one named."""
+    windows = {}
+    for mode in ("mip", "minip", "avg"):
+        response = client.get(f"/api/v1/records/{RECORD}/volume?mode={mode}&size=64x64&azimuth=40")
+        assert response.status_code == 200
+        windows[mode] = response.headers["X-Window"]
+        record = loaded(app)[RECORD]
+        with app.app_context():
+            expected = render_state(app).projection_window(record, find_stack(record.manifest, None), mode)
+        assert windows[mode] == f"{expected.center:.10g},{expected.width:.10g}" != "40,400"
+    assert len(set(windows.values())) == 3
+    asked = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&size=64x64&window=300,1500")
+    assert asked.headers["X-Window"] == "300,1500"

@@ -79,3 +79,18 @@ def test_auto_prefers_the_cpu_over_a_software_rasteriser(monkeypatch):
 
     monkeypatch.setattr(backend, "_probe_result", backend.GlProbe(True, renderer="llvmpipe (LLVM 15.0.6, 256 bits)"))
     assert select_backend("auto").name == "cpu"
+
+
+@pytest.mark.parametrize("mode", ["minip", "avg", "mip"])
+def test_gl_and_cpu_count_ct_padding_as_air_alike(gl_caster, mode):
+    """The floor of a CT with padding (PreparedVolume.floor) is applied by both back ends."""
+    from tests.render3d.test_projection_defaults import ct_like_volume
+
+    volume = ct_like_volume()
+    view = ViewSpec(mode=mode, width=96, height=96, azimuth=30, elevation=20)
+    cpu_values, cpu_hit = CpuRayCaster().projection(volume, view)
+    gl_values, gl_hit = gl_caster.projection(volume, view)
+    both = cpu_hit & gl_hit
+    assert both.mean() > 0.9 * cpu_hit.mean()
+    assert volume.to_modality(gl_values[both].astype(float)).min() >= -1024.0 - 0.5
+    assert psnr(CpuRayCaster().render(volume, view), gl_caster.render(volume, view)) >= 30.0

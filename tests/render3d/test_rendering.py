@@ -196,7 +196,7 @@ def test_quality_still_is_deterministic_and_interactive_is_smaller(phantom):
     assert CASTER.render(phantom, ViewSpec(quality="interactive", **view)).shape == (240, 400, 3)
 
 
-@pytest.mark.parametrize("preset", ["ct_bone", "ct_soft_tissue", "ct_lung", "ct_angio", "mr_default"])
+@pytest.mark.parametrize("preset", ["ct_bone", "ct_soft_tissue", "ct_lung", "ct_angio", "mr_soft_tissue", "mr_angio"])
 def test_every_required_preset_renders_something(phantom, preset):
     assert preset in PRESETS
     image = CASTER.render(phantom, ViewSpec(mode="dvr", preset=preset, width=96, height=96))
@@ -223,7 +223,7 @@ def test_default_transfer_function_follows_the_modality(phantom):
     view = ViewSpec(mode="dvr")
     grid = grid_for(phantom, view)
     mr = lut_for(phantom, view, grid, "MR")
-    assert np.array_equal(mr.table, lut_for(phantom, ViewSpec(mode="dvr", preset="mr_default"), grid).table)
+    assert np.array_equal(mr.table, lut_for(phantom, ViewSpec(mode="dvr", preset="mr_soft_tissue"), grid).table)
     assert np.array_equal(lut_for(phantom, view, grid, "CT").table,
                           lut_for(phantom, ViewSpec(mode="dvr", preset="ct_bone"), grid).table)
 

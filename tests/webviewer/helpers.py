@@ -105,7 +105,7 @@ def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
 
 
 def uploaded_record(deployment, patient: dict, files: list[Path], description: str,
-                    keep_dicom_patient: bool = False) -> dict:
+                    keep_dicom_patient: bool = False, modality: str = "CT") -> dict:
     """Upload through the node's API and register at institution 1: the record a viewer opens.
 
     The files are uploaded naming `patient` (`as_patient`), unless `keep_dicom_patient` (a test
@@ -121,7 +121,7 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     with tempfile.TemporaryDirectory() as tmp:
         sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
         meta = upload_record(doctor, node["url"], sent)
-    register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT", description)
+    register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], modality, description)
     mark_filed(doctor, node["url"], meta["id"])
     return {"meta": meta, "node": node, "institution": inst}
 

@@ -89,3 +89,37 @@ def test_probe_and_rois_show_the_servers_hounsfield_values(page, deployment, ct,
     shot(page, shots, "readings-probe-and-rois", full_page=False)
     page.get_by_role("button", name="Clear measurements").click()
     assert page.locator("#viewport .roi-label").count() == 0
+
+
+def test_probe_and_roi_on_reformats_read_the_planes_own_pixels(page, deployment, ct, shots):
+    """Coronal plane j of this CT is stored row j (HU 100 * j + column); sagittal plane i is stored
+    column i (HU 100 * row + i), anterior (row 0) on the left; each is SLICES pixels high."""
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, ct)
+    page.locator("#plane").select_option("coronal")
+    wait_shown(page, "d.shownPlane === 'coronal' && d.shownIndex === '32'")
+    box = page.locator("#viewport .view-image").bounding_box()
+    page.keyboard.press("i")
+    probe = page.locator("#viewport .probe-value")
+    for column in (10, 50):
+        page.mouse.move(box["x"] + box["width"] * (column + 0.5) / SIZE, box["y"] + box["height"] * 0.5)
+        page.wait_for_function("([el, text]) => el.textContent.startsWith(text)",
+                               arg=[probe.element_handle(), f"({column}, {SLICES // 2}) {3200 + column} HU"])
+
+    page.locator("#plane").select_option("sagittal")
+    wait_shown(page, "d.shownPlane === 'sagittal' && d.shownIndex === '32'")
+    box = page.locator("#viewport .view-image").bounding_box()
+    page.get_by_role("button", name="Rectangle ROI", exact=True).click()
+    page.mouse.move(box["x"] + box["width"] * 8 / SIZE, box["y"] + 1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 24 / SIZE, box["y"] + box["height"] - 1, steps=6)
+    page.mouse.up()
+    page.wait_for_function("() => (document.querySelector('#viewport .roi-label') || {}).textContent"
+                           "?.startsWith('Mean ')")
+    label = page.locator("#viewport .roi-label")
+    rows = np.arange(8, 24) * 100 + 32   # rows 8..23 of stored column 32, on every slice
+    mean = f"{rows.mean():.0f}" if rows.mean().is_integer() else f"{rows.mean():.1f}"  # as readings.js writes it
+    assert label.nth(0).text_content() == f"Mean {mean} HU ± {rows.std():.1f}"
+    # 16 x SLICES pixels of 0.5 mm (row spacing) by 2 mm (slice spacing)
+    assert label.nth(2).text_content() == f"Area {16 * SLICES * SPACING * 2.0:.1f} mm²"
+    shot(page, shots, "readings-on-sagittal-reformat", full_page=False)

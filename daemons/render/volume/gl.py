@@ -21,7 +21,7 @@ from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.geometry import RayGrid
 from daemons.render.volume.raycast import AMBIENT, DIFFUSE, OPAQUE_STOP, SHININESS, SPECULAR, RayCaster
 from daemons.render.volume.transfer import LUT_SIZE, TransferLut
-from daemons.render.volume.volume import PreparedVolume
+from daemons.render.volume.volume import NO_FLOOR, PreparedVolume
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ uniform float u_value_offset;
 uniform float u_lut_lo;
 uniform float u_lut_scale;
 uniform int u_mode;
+uniform float u_floor;
 uniform vec4 u_shading;
 uniform float u_opaque_stop;
 
@@ -93,7 +94,7 @@ void main() {
         float best = u_mode == 0 ? -1e30 : 1e30;
         float total = 0.0;
         for (int k = k0; k <= k1; k++) {
-            float value = value_at(clamp(o + float(k) * u_step, vec3(0.0), hi));
+            float value = max(value_at(clamp(o + float(k) * u_step, vec3(0.0), hi)), u_floor);
             if (u_mode == 0) best = max(best, value);
             else if (u_mode == 1) best = min(best, value);
             else total += value;
@@ -153,6 +154,7 @@ class _GlState:
         self.volume_texture: Any = None  # a vispy Texture3D once bound (vispy has no type hints)
         self.value_scale = 1.0
         self.value_offset = 0.0
+        self.floor = NO_FLOOR
 
     def bind_volume(self, volume: PreparedVolume) -> None:
         if self.volume_ref is not None and self.volume_ref() is volume:
@@ -170,6 +172,7 @@ class _GlState:
             data[..., np.newaxis], interpolation="linear", wrapping="clamp_to_edge",
             internalformat=internal)
         self.volume_ref = weakref.ref(volume)
+        self.floor = float(volume.floor)
 
     def draw(self, grid: RayGrid, code: int, lut: TransferLut | None) -> np.ndarray:
         gloo = self.gloo
@@ -186,6 +189,7 @@ class _GlState:
             program[f"u_mm{row}"] = tuple(float(c) for c in grid.gradient_to_mm[row])
         program["u_height"] = float(grid.height)
         program["u_mode"] = int(code)
+        program["u_floor"] = self.floor
         program["u_shading"] = (AMBIENT, DIFFUSE, SPECULAR, SHININESS)
         program["u_opaque_stop"] = OPAQUE_STOP
         if lut is not None:

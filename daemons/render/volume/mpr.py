@@ -86,18 +86,19 @@ def slab_planes(layout: PlaneLayout, index: int, slab_mm: float) -> range:
     return range(start, min(layout.count, start + count))
 
 
-def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.0,
-             slab_mode: str = "avg") -> tuple[np.ndarray, PlaneLayout]:
-    """Raw values of one plane (float32, display orientation) and its layout."""
-    layout = plane_layout(volume.geometry, plane)
+def cut_plane(voxels: np.ndarray, slope: float, layout: PlaneLayout, index: int, slab_mm: float = 0.0,
+              slab_mode: str = "avg") -> np.ndarray:
+    """Values of plane `index` of `layout` (or of the slab around it) from `voxels` (frames, rows,
+    columns), in display orientation: a single plane keeps the voxels' own type, so the readings
+    of original values (daemons.render.api_probe) are cut exactly as the image is."""
     if not 0 <= index < layout.count:
-        raise IndexError(f"{plane} index must be between 0 and {layout.count - 1}")
+        raise IndexError(f"plane index must be between 0 and {layout.count - 1}")
     if slab_mode not in SLAB_MODES:
         raise ValueError(f"unknown slab mode {slab_mode!r}")
     planes = slab_planes(layout, index, slab_mm)
-    if volume.slope < 0 and slab_mode != "avg":
+    if slope < 0 and slab_mode != "avg":
         slab_mode = "minip" if slab_mode == "mip" else "mip"
-    taken = volume.voxels[(slice(None),) * layout.axis + (slice(planes.start, planes.stop),)]
+    taken = voxels[(slice(None),) * layout.axis + (slice(planes.start, planes.stop),)]
     if len(planes) == 1:
         cut = np.take(taken, 0, axis=layout.axis)
     elif slab_mode == "mip":
@@ -112,6 +113,16 @@ def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.
         image = image[::-1]
     if layout.right_flip:
         image = image[:, ::-1]
+    return image
+
+
+def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.0,
+             slab_mode: str = "avg") -> tuple[np.ndarray, PlaneLayout]:
+    """Raw values of one plane (float32, display orientation) and its layout."""
+    layout = plane_layout(volume.geometry, plane)
+    if not 0 <= index < layout.count:
+        raise IndexError(f"{plane} index must be between 0 and {layout.count - 1}")
+    image = cut_plane(volume.voxels, volume.slope, layout, index, slab_mm, slab_mode)
     return np.ascontiguousarray(image, dtype=np.float32), layout
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from daemons.render.pixels import Voi, Window, to_uint8, voi_values
 from daemons.render.volume.geometry import RayGrid, ray_grid
-from daemons.render.volume.transfer import DEFAULT_PRESET, PRESETS, TransferLut, build_lut
+from daemons.render.volume.transfer import PRESETS, TransferLut, build_lut, default_preset
 from daemons.render.volume.volume import PreparedVolume
 
 MODES = ("mip", "minip", "avg", "dvr")
@@ -35,12 +35,18 @@ QUALITY = {"still": (1.0, 1.0), "interactive": (0.5, 0.5)}
 # A preview is never scaled below this many pixels on its longer side (a client that already asks
 # for a small preview gets it at the size it asked for).
 PREVIEW_MIN_PX = 256
+# A projection's default window is measured on this view of the record (frontal, still, small):
+# it spans the 1st to 99.5th percentile of the projected values, at least MIN_WINDOW_FRACTION of
+# the record's own value spread wide (a MinIP of a whole CT is nearly all air).
+DEFAULT_WINDOW_VIEW_PX = 128
+DEFAULT_WINDOW_PERCENTILES = (1.0, 99.5)
+MIN_WINDOW_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class ViewSpec:
     """One requested 3D view; `window` (modality units, e.g. HU, or a VOI LUT) applies to MIP,
-    MinIP and average."""
+    MinIP and average (None: the projection's default, RayCaster.default_window)."""
 
     mode: str = "mip"
     width: int = 512
@@ -78,7 +84,7 @@ def grid_for(volume: PreparedVolume, view: ViewSpec) -> RayGrid:
 
 
 def lut_for(volume: PreparedVolume, view: ViewSpec, grid: RayGrid, modality: str = "") -> TransferLut:
-    name = view.preset or DEFAULT_PRESET.get(modality.upper(), "ct_bone")
+    name = view.preset or default_preset(modality)
     return build_lut(PRESETS[name], volume.raw_range, volume.slope, volume.intercept,
                      volume.relative_range, grid.step_mm)
 
@@ -90,6 +96,18 @@ def default_voi(volume: PreparedVolume) -> Voi:
         return volume.default_voi
     low, high = volume.relative_range
     return Window((low + high) / 2.0, max(high - low, 1.0))
+
+
+def projection_window(values: np.ndarray, volume: PreparedVolume) -> Window:
+    """The default window of a projection (MIP, MinIP, average) whose rays gave modality values
+    `values`: a window from the record's windowing (made for slices) shows a MIP as a white blob
+    and a MinIP or average of a CT as black; this one spans what the projection holds."""
+    floor, ceiling = volume.relative_range
+    if values.size == 0:
+        return Window((floor + ceiling) / 2.0, max(ceiling - floor, 1.0))
+    low, high = (float(v) for v in np.percentile(values, DEFAULT_WINDOW_PERCENTILES))
+    width = max(high - low, MIN_WINDOW_FRACTION * (ceiling - floor), 1.0)
+    return Window(round((low + high) / 2.0, 1), round(width, 1))
 
 
 def window_values(values: np.ndarray, hit: np.ndarray, volume: PreparedVolume,
@@ -121,14 +139,26 @@ class RayCaster(ABC):
     def composite(self, volume: PreparedVolume, grid: RayGrid, lut: TransferLut) -> np.ndarray:
         """Composited colour (float32, H x W x 3, 0..1) on a black background."""
 
-    def render(self, volume: PreparedVolume, view: ViewSpec, modality: str = "") -> np.ndarray:
-        """An (H, W) grey or (H, W, 3) RGB uint8 image of `view`."""
-        grid = grid_for(volume, view)
-        if view.mode == "dvr":
-            return rgb_to_uint8(self.composite(volume, grid, lut_for(volume, view, grid, modality)))
+    def projection(self, volume: PreparedVolume, view: ViewSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values of a projection view and its hit mask (a negative rescale slope swaps the
+        raw maximum and minimum, so MIP means the highest modality value either way)."""
         code = PROJECTION_CODES[view.mode]
         if volume.slope < 0 and code != AVG:
             code = MINIP if code == MIP else MIP
-        values, hit = self.project(volume, grid, code)
-        return window_values(values, hit, volume, view.window,
-                             invert=volume.photometric == "MONOCHROME1")
+        return self.project(volume, grid_for(volume, view), code)
+
+    def default_window(self, volume: PreparedVolume, mode: str) -> Window:
+        """The window a projection `mode` is shown with when the request names none: measured
+        on a small frontal view of the same projection (projection_window)."""
+        size = DEFAULT_WINDOW_VIEW_PX
+        values, hit = self.projection(volume, ViewSpec(mode=mode, width=size, height=size))
+        return projection_window(volume.to_modality(values[hit].astype(np.float64)), volume)
+
+    def render(self, volume: PreparedVolume, view: ViewSpec, modality: str = "") -> np.ndarray:
+        """An (H, W) grey or (H, W, 3) RGB uint8 image of `view`."""
+        if view.mode == "dvr":
+            grid = grid_for(volume, view)
+            return rgb_to_uint8(self.composite(volume, grid, lut_for(volume, view, grid, modality)))
+        window = view.window or self.default_window(volume, view.mode)
+        values, hit = self.projection(volume, view)
+        return window_values(values, hit, volume, window, invert=volume.photometric == "MONOCHROME1")

@@ -2,7 +2,9 @@
 
 A preset is a piecewise-linear map from a value to colour and opacity. CT presets are in
 Hounsfield units, so they mean the same tissue on every scanner; MR has no absolute scale, so its
-preset is placed on the record's own value range (fractions between two percentiles).
+preset is placed on the record's own value range (fractions between two percentiles). Each
+preset names the modality it is made for: a viewer offers a record only its modality's presets,
+and `default_preset` is the one a view without a preset gets (the one rule, for every door).
 Opacities are per millimetre of ray: the table is corrected for the actual step length
 (alpha_step = 1 - (1 - alpha_mm) ** step_mm), so a finer preview and a still agree in density.
 """
@@ -20,11 +22,12 @@ LUT_SIZE = 4096
 class TransferPreset:
     name: str
     units: str  # "hu" (modality values) or "relative" (0..1 between the record's percentiles)
+    modality: str  # the modality it is made for ("CT": Hounsfield units; "MR": relative)
     points: tuple[tuple[float, float, float, float, float], ...]  # (value, r, g, b, alpha per mm)
 
 
 PRESETS: dict[str, TransferPreset] = {p.name: p for p in (
-    TransferPreset("ct_bone", "hu", (
+    TransferPreset("ct_bone", "hu", "CT", (
         (-3024, 0.0, 0.0, 0.0, 0.0),
         (180, 0.73, 0.25, 0.30, 0.0),
         (260, 0.90, 0.72, 0.55, 0.12),
@@ -32,7 +35,7 @@ PRESETS: dict[str, TransferPreset] = {p.name: p for p in (
         (1200, 1.0, 1.0, 0.95, 0.85),
         (3071, 1.0, 1.0, 1.0, 0.9),
     )),
-    TransferPreset("ct_soft_tissue", "hu", (
+    TransferPreset("ct_soft_tissue", "hu", "CT", (
         (-3024, 0.0, 0.0, 0.0, 0.0),
         (-500, 0.55, 0.25, 0.15, 0.0),
         (-100, 0.88, 0.60, 0.50, 0.04),
@@ -42,7 +45,7 @@ PRESETS: dict[str, TransferPreset] = {p.name: p for p in (
         (1000, 1.0, 1.0, 0.95, 0.80),
         (3071, 1.0, 1.0, 1.0, 0.85),
     )),
-    TransferPreset("ct_lung", "hu", (
+    TransferPreset("ct_lung", "hu", "CT", (
         (-3024, 0.0, 0.0, 0.0, 0.0),
         (-950, 0.30, 0.30, 0.60, 0.0),
         (-800, 0.70, 0.70, 0.90, 0.03),
@@ -50,7 +53,7 @@ PRESETS: dict[str, TransferPreset] = {p.name: p for p in (
         (-250, 1.0, 0.80, 0.70, 0.0),
         (3071, 1.0, 1.0, 1.0, 0.0),
     )),
-    TransferPreset("ct_angio", "hu", (
+    TransferPreset("ct_angio", "hu", "CT", (
         (-3024, 0.0, 0.0, 0.0, 0.0),
         (120, 0.55, 0.05, 0.05, 0.0),
         (200, 0.85, 0.15, 0.10, 0.30),
@@ -58,16 +61,44 @@ PRESETS: dict[str, TransferPreset] = {p.name: p for p in (
         (1000, 1.0, 1.0, 0.95, 0.90),
         (3071, 1.0, 1.0, 1.0, 0.95),
     )),
-    TransferPreset("mr_default", "relative", (
+    # Tissue above the background noise in skin-to-white tones, brighter tissue denser.
+    TransferPreset("mr_soft_tissue", "relative", "MR", (
         (0.0, 0.0, 0.0, 0.0, 0.0),
         (0.12, 0.30, 0.20, 0.15, 0.0),
         (0.35, 0.80, 0.65, 0.55, 0.08),
         (0.70, 0.95, 0.90, 0.80, 0.35),
         (1.0, 1.0, 1.0, 1.0, 0.60),
     )),
+    # Bright vessels (contrast-enhanced or time-of-flight MR angiography): only the brightest
+    # signal, above most tissue, is opaque; the rest is a faint context.
+    TransferPreset("mr_angio", "relative", "MR", (
+        (0.0, 0.0, 0.0, 0.0, 0.0),
+        (0.45, 0.40, 0.25, 0.20, 0.0),
+        (0.65, 0.70, 0.35, 0.30, 0.01),
+        (0.85, 0.95, 0.30, 0.22, 0.25),
+        (1.1, 1.0, 0.85, 0.75, 0.70),
+        (1.6, 1.0, 1.0, 1.0, 0.90),
+    )),
 )}
 
-DEFAULT_PRESET = {"CT": "ct_bone", "MR": "mr_default"}
+#: The preset of a DVR view that names none, by modality; any other modality has no absolute
+#: scale and takes a relative preset.
+DEFAULT_PRESET = {"CT": "ct_bone", "MR": "mr_soft_tissue"}
+FALLBACK_PRESET = "mr_soft_tissue"
+
+
+def default_preset(modality: str) -> str:
+    """The transfer-function preset a DVR view of a `modality` record starts with."""
+    return DEFAULT_PRESET.get(modality.upper(), FALLBACK_PRESET)
+
+
+def presets_for(modality: str) -> list[str]:
+    """The presets a viewer offers a `modality` record: that modality's, else the relative ones
+    (which fit any scale); every preset when `modality` is empty."""
+    if not modality:
+        return sorted(PRESETS)
+    own = sorted(n for n, p in PRESETS.items() if p.modality == modality.upper())
+    return own or sorted(n for n, p in PRESETS.items() if p.units == "relative")
 
 
 @dataclass(frozen=True)

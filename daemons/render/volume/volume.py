@@ -24,6 +24,12 @@ BRICK = 1 << BRICK_SHIFT
 PARALLEL_LOCK = threading.Lock()
 
 
+#: Air in Hounsfield units; lower CT values are padding (see prepare_volume).
+CT_AIR_HU = -1024.0
+#: `floor` of a volume whose projections take every value as it is.
+NO_FLOOR = -1e30
+
+
 @dataclass(frozen=True)
 class PreparedVolume:
     voxels: np.ndarray  # (frames, rows, cols), C-contiguous, stored dtype
@@ -36,6 +42,7 @@ class PreparedVolume:
     relative_range: tuple[float, float]  # modality values at the 1st and 99.5th percentile
     photometric: str = "MONOCHROME2"
     default_voi: Voi | None = None  # the record's default VOI (daemons.render.voi)
+    floor: float = NO_FLOOR  # raw value below which projections (MIP, MinIP, average) count samples as it
 
     def to_modality(self, raw: np.ndarray) -> np.ndarray:
         return raw * self.slope + self.intercept
@@ -81,8 +88,13 @@ def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
                    orientation: tuple[float, ...] | None = None, slope: float = 1.0,
                    intercept: float = 0.0, photometric: str = "MONOCHROME2",
                    default_voi: Voi | None = None,
-                   slice_direction: tuple[float, float, float] | None = None) -> PreparedVolume:
-    """Everything the back ends need, computed once per loaded record."""
+                   slice_direction: tuple[float, float, float] | None = None,
+                   lowest: float | None = None) -> PreparedVolume:
+    """Everything the back ends need, computed once per loaded record. Projections count values
+    below `lowest` (a modality value: CT_AIR_HU for a CT) as `lowest`: CT padding outside the
+    reconstruction circle (-2000, -3024 HU) is no tissue, and a MinIP or average of a CT would
+    otherwise show it instead of the patient. The voxels are not copied (the back ends clamp each
+    sample); with a negative slope `lowest` is not applied."""
     if pixels.ndim != 3 or min(pixels.shape) < 1:
         raise ValueError(f"a volume needs shape (frames, rows, cols), got {pixels.shape}")
     if pixels.dtype.kind not in "iuf":
@@ -90,10 +102,13 @@ def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
     if slope == 0:
         raise ValueError("rescale slope must not be zero")
     voxels = np.ascontiguousarray(pixels)
+    floor = NO_FLOOR
+    if lowest is not None and slope > 0:
+        floor = (lowest - intercept) / slope
     brick_min, brick_max = brick_extremes(voxels)
     raw_range = (float(brick_min.min()), float(brick_max.max()))
     stride = max(1, round((voxels.size / 2_000_000) ** (1 / 3)))
-    sample = voxels[::stride, ::stride, ::stride].astype(np.float64) * slope + intercept
+    sample = np.maximum(voxels[::stride, ::stride, ::stride].astype(np.float64), floor) * slope + intercept
     low, high = np.percentile(sample, [1.0, 99.5])
     return PreparedVolume(
         voxels=voxels,
@@ -101,5 +116,5 @@ def prepare_volume(pixels: np.ndarray, spacing: tuple[float, float, float],
         slope=float(slope), intercept=float(intercept),
         brick_min=brick_min, brick_max=brick_max,
         raw_range=raw_range, relative_range=(float(low), float(max(high, low + 1e-6))),
-        photometric=photometric, default_voi=default_voi,
+        photometric=photometric, default_voi=default_voi, floor=float(floor),
     )

@@ -68,6 +68,7 @@ export class Overlay {
     if (s.plane === "3d") {
       const v = s.vol;
       mount(this.cornerBL, h("div", { text: `3D ${labelOf(VOLUME_MODES, v.mode)} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
+        v.mode === "dvr" ? null : h("div", { text: w }),   // a projection's window, the node's default measured on it
         h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
     } else {
       const slab = s.plane !== "native" && s.slab.mm > 0 ? ` · slab ${s.slab.mm} mm ${labelOf(SLAB_MODES, s.slab.mode)}` : "";

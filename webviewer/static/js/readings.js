@@ -1,8 +1,10 @@
 // Readings of original values: the value probe and the rectangle and ellipse ROIs. The canvas
 // holds 8-bit display values after windowing, so nothing is read from it: the node answers from
 // the frame's stored values through the Modality LUT (HU for CT; docs/API.md, "Value probe and ROI
-// statistics"). Readings are taken on the stored slices ("Slices" view), where image fractions
-// map to pixel coordinates of the frame.
+// statistics"). Readings are taken on the stored slices and on the axial, coronal and sagittal
+// reformats (slab included): image fractions map to pixel coordinates of the frame, or of the
+// plane as the node publishes it (meta.planes[plane].columns x rows), and the node cuts the plane
+// from the stored values exactly as it cuts the image. 3D views have no value to read.
 
 import { h, svg } from "./dom.js";
 import { imageToScreen } from "./geometry.js";
@@ -11,15 +13,22 @@ import { imageToScreen } from "./geometry.js";
 export const ROI_SHAPES = { rect: "rect", ellipse: "ellipse" };
 
 /**
- * Image fractions (screenToImage) as pixel coordinates of the frame shown, clamped to the frame;
- * null when no stored slice is on screen (reformats and 3D have no stored values to read).
- * @param {any} vp @param {number[]} fraction @returns {{index: number, x: number, y: number}|null}
+ * Image fractions (screenToImage) as pixel coordinates of the image shown, clamped to it, with the
+ * node path that reads it and the slab and stack it was drawn with (`slab`, query text); null in
+ * 3D or before an image is shown.
+ * @param {any} vp @param {number[]} fraction @returns {{path: string, index: number, x: number, y: number, slab: string}|null}
  */
 export function framePoint(vp, fraction) {
   const shown = vp.shown;
-  if (!shown || shown.plane !== "native") return null;
-  const { columns, rows } = vp.meta;
-  return { index: shown.index, x: clampTo(fraction[0] * columns, columns), y: clampTo(fraction[1] * rows, rows) };
+  if (!shown || shown.plane === "3d") return null;
+  const plane = shown.plane === "native" ? null : (vp.meta.planes || {})[shown.plane];
+  if (shown.plane !== "native" && !plane) return null;
+  const [columns, rows] = plane ? [plane.columns, plane.rows] : [vp.meta.columns, vp.meta.rows];
+  const params = shown.params || {};
+  const slab = (params.slab ? `&slab=${params.slab}&slab_mode=${params.slab_mode}` : "")
+    + (params.stack ? `&stack=${encodeURIComponent(params.stack)}` : "");   // the stack the reformat is of
+  const path = plane ? `mpr/${shown.plane}/${shown.index}` : `frames/${shown.index}`;
+  return { path, index: shown.index, x: clampTo(fraction[0] * columns, columns), y: clampTo(fraction[1] * rows, rows), slab };
 }
 
 function clampTo(value, high) {
@@ -90,7 +99,7 @@ export class Probe {
     try {
       const vp = this.vp;
       const reading = await vp.ctx.session.fetchJson(vp.node.url,
-        `${vp.recordPath}/frames/${point.index}/value?x=${point.x}&y=${point.y}`);
+        `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`);
       if (!this.pending) {
         this.box.textContent = probeText(reading);
         this.box.hidden = false;
@@ -106,8 +115,8 @@ export class Probe {
 }
 
 /**
- * The node's statistics of an ROI drawn from image fractions `a` to `b` on the frame shown;
- * null off the stored slices.
+ * The node's statistics of an ROI drawn from image fractions `a` to `b` on the slice or reformat
+ * shown; null in 3D.
  * @param {any} vp @param {string} shape @param {number[]} a @param {number[]} b
  */
 export async function roiStats(vp, shape, a, b) {
@@ -115,7 +124,7 @@ export async function roiStats(vp, shape, a, b) {
   const q = framePoint(vp, b);
   if (!p || !q) return null;
   return vp.ctx.session.fetchJson(vp.node.url,
-    `${vp.recordPath}/frames/${p.index}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}`);
+    `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`);
 }
 
 /**

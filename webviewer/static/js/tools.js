@@ -1,5 +1,6 @@
 // The mouse, pen and touch tools of a viewport: browse, window, pan, zoom, measure, angle
-// (angle.js), the value probe and the rectangle and ellipse ROIs (readings.js), (and rotate in 3D), pinch zoom with two
+// (angle.js), the value probe and the rectangle and ellipse ROIs (readings.js), (and in 3D rotate,
+// or window a projection with the window tool), pinch zoom with two
 // fingers, the wheel. The tool is the viewer's (one for all viewports);
 // a drag acts on the viewport it starts in, which becomes the active one.
 
@@ -37,7 +38,7 @@ export function bindPointer(vp) {
     const x = e.clientX - box.left;
     const y = e.clientY - box.top;
     vp.drag = {
-      tool: s.plane === "3d" ? "rotate" : vp.settings.tool, x0: e.clientX, y0: e.clientY, x, y, box,
+      tool: vp.dragTool(), x0: e.clientX, y0: e.clientY, x, y, box,
       index: vp.index(), window: vp.currentWindow(), vol: { ...s.vol }, moved: false,
       start: vp.shown ? screenToImage(x, y, vp.shown.rect, vp.shown.region) : null,
     };

@@ -24,7 +24,7 @@ import { KeyImages } from "./keyimages.js";
 import { exportView } from "./export.js";
 import { TagBrowser } from "./tagbrowser.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
 } from "./viewoptions.js";
 
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
@@ -61,10 +61,15 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   }
   const recordPath = `api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
-  const [presets, identity] = await Promise.all([
-    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {}, volume: [] })),
+  const none = { window: {}, volume: [], volume_default: "" };
+  const [every, own, identity] = await Promise.all([
+    // every named window (fillWindowChoices offers each viewport's record its modality's) ...
+    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => none),
+    // ... and the DVR presets of this record's modality with the one it starts with (volume_default)
+    ctx.session.fetchJson(node.url, `api/v1/presets?modality=${encodeURIComponent(meta.modality || "")}`).catch(() => none),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
   ]);
+  const presets = { window: every.window, volume: own.volume, volume_default: own.volume_default };
   const viewer = new Viewer(ctx, new OpenRecord(ctx, node, meta, identity, institutionId), presets, query);
   viewer.mount();
   viewer.startRecord(viewer.record);
@@ -160,7 +165,7 @@ class Viewer {
       vp.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
       vp.requestView();
     });
-    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), (this.presets.volume || [])[0] || "");
+    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), startPreset(this.presets));
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { this.active.state.vol.preset = this.volPresetSelect.value; this.active.requestView(); });
 
@@ -436,7 +441,9 @@ class Viewer {
     const count = vp.count();
     for (const b of this.toolButtons) b.setAttribute("aria-pressed", String(b.dataset.tool === this.settings.tool));
     this.planeSelect.value = s.plane;
-    this.toolGroup.hidden = is3d;
+    // in 3D a drag rotates; on a projection the window tool windows it instead (Viewport.dragTool)
+    this.toolGroup.hidden = is3d && s.vol.mode === "dvr";
+    for (const b of this.toolButtons) b.hidden = is3d && !VOLUME_TOOLS.includes(b.dataset.tool || "");
     this.cineGroup.hidden = is3d || count < 2;
     this.playButton.textContent = s.playing ? "❚❚ Pause" : "▶ Play";
     this.playButton.setAttribute("aria-pressed", String(s.playing));

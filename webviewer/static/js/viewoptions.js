@@ -6,6 +6,8 @@ export const PLANE_LABELS = [["native", "Slices"], ["axial", "Axial"], ["coronal
 /** @type {Array<[string, string, string]>} mouse/touch tool, label, key */
 export const TOOLS = [["browse", "Browse", "B"], ["window", "Window", "W"], ["pan", "Pan", "P"], ["zoom", "Zoom", "Z"], ["measure", "Measure", "M"],
   ["probe", "Probe", "I"], ["rect", "Rectangle ROI", "R"], ["ellipse", "Ellipse ROI", "E"], ["angle", "Angle", "G"]];
+/** The tools offered on a 3D projection: Browse (a drag rotates) and Window (a drag windows). */
+export const VOLUME_TOOLS = ["browse", "window"];
 /** @type {Array<[string, string]>} */
 export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Average"], ["dvr", "Volume (DVR)"]];
 /** @type {Array<[string, string]>} */
@@ -31,6 +33,16 @@ export function presetLabel(name) {
   const words = name.split("_");
   const first = /^(ct|mr|pet|us)$/i.test(words[0]) ? words[0].toUpperCase() : words[0][0].toUpperCase() + words[0].slice(1);
   return [first, ...words.slice(1)].join(" ");
+}
+
+/**
+ * The DVR preset a view starts with: the node's default for the record's modality
+ * (GET /api/v1/presets?modality=, transfer.default_preset), so no second table lives here.
+ * @param {{volume?: string[], volume_default?: string}} presets @returns {string}
+ */
+export function startPreset(presets) {
+  const offered = presets.volume || [];
+  return presets.volume_default && offered.includes(presets.volume_default) ? presets.volume_default : offered[0] || "";
 }
 
 /** DICOM DA (YYYYMMDD) as ISO, so dates read the same everywhere in the viewer. */

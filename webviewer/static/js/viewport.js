@@ -10,7 +10,7 @@ import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ZOOM, planeLabel } from "./viewoptions.js";
+import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
 const FAST_STEP_MS = 150;
@@ -33,7 +33,7 @@ function initialState(plane, index, presets) {
     invert: false,         // rendered inverted by the node (invert=true)
     playing: false,
     slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
-    vol: { mode: "mip", preset: (presets.volume || [])[0] || "", azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
+    vol: { mode: "mip", preset: startPreset(presets), azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
   };
 }
 
@@ -152,13 +152,24 @@ export class Viewport {
 
   syncDataset() {
     const ds = this.root.dataset;
-    ds.tool = this.state.plane === "3d" ? "rotate" : this.settings.tool;
+    ds.tool = this.dragTool();
     ds.plane = this.state.plane;
     ds.loadState = this.record.load.state;
     ds.record = this.meta.id;
     // a screen reader names the view of each viewport, not just "image"
     this.root.setAttribute("aria-label", `${planeLabel(this.state.plane)} image, viewport ${this.slot + 1}. `
       + "Up and down arrows change slice, plus and minus zoom, space plays, 0 resets, V moves to the next viewport.");
+  }
+
+  /**
+   * The tool a drag on this viewport uses: the viewer's, except in 3D, where the window tool
+   * windows a projection (MIP, MinIP, average) and every other drag rotates.
+   * @returns {string}
+   */
+  dragTool() {
+    const s = this.state;
+    if (s.plane !== "3d") return this.settings.tool;
+    return this.settings.tool === "window" && s.vol.mode !== "dvr" ? "window" : "rotate";
   }
 
   // ---------- state ----------

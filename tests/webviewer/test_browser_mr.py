@@ -1,0 +1,157 @@
+"""A real MR in the viewer (demo_data/mr-head-24: 24 axial T1 slices of TCIA Vestibular-Schwannoma-SEG),
+in Chromium against the real daemons, on a desktop and a phone viewport: orientation markers on
+2D, MPR and 3D, only MR presets (no CT window or transfer function), the window drag starting from
+the window on screen, the 3D defaults (an MR DVR preset; a MIP that is not a white blob, checked on
+the pixels the node sent) and the slice numbering of the overlay. Screenshots in
+test-artifacts/webviewer/.
+
+No real sagittal or coronal acquisition is bundled: those stay synthetic (test_browser_geometry).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.webviewer.browser import DESKTOP, PHONE
+from tests.webviewer.helpers import login, new_patient, shot, uploaded_record
+from tests.webviewer.test_browser_viewer import wait_shown
+
+pytestmark = pytest.mark.browser
+
+DEMO_MR = Path(__file__).resolve().parents[2] / "demo_data" / "mr-head-24"
+SLICES = 24
+INSTANCES = range(49, 73)   # the files' Instance Numbers (SOURCE.txt)
+EDGES = {"native": ("A", "R"), "axial": ("A", "R"), "coronal": ("S", "R"), "sagittal": ("S", "A")}  # top, left
+
+
+@pytest.fixture(scope="module")
+def mr(deployment):
+    patient = new_patient(deployment)
+    files = sorted(DEMO_MR.glob("*.dcm"))
+    assert len(files) == SLICES
+    return {"patient": patient, **uploaded_record(deployment, patient, files, "MR head T1", modality="MR")}
+
+
+def window_on_screen(page) -> tuple[int, int]:
+    """(width, level) the overlay says the image on screen was drawn with."""
+    text = page.locator("#viewport .corner.bl").inner_text()
+    found = re.search(r"W (\d+)\s+L (-?\d+)", text)
+    assert found, text
+    return int(found[1]), int(found[2])
+
+
+def shown_image(deployment, mr, page) -> tuple[np.ndarray, dict]:
+    """The image on screen as the node sends it (same request), and its headers."""
+    key = page.locator("#viewport").get_attribute("data-shown-key")
+    reply = deployment.client("physician").call("GET", f"{mr['node']['url'].rstrip('/')}/{key}")
+    return np.asarray(Image.open(io.BytesIO(reply.content))), reply.headers
+
+
+def toolbar(page, phone: bool, open_it: bool) -> None:
+    """On a phone the tools are in a collapsible bar: open it to choose, close it to read the image."""
+    if phone and (page.locator("#tools-toggle").get_attribute("aria-expanded") == "true") != open_it:
+        page.locator("#tools-toggle").click()
+
+
+def drag(page, dx: float, dy: float) -> None:
+    box = page.locator("#viewport").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=4)
+    page.mouse.up()
+
+
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
+    phone = screen == "phone"
+    options = {"viewport": PHONE, "is_mobile": True, "has_touch": True} if phone else {"viewport": DESKTOP}
+    context = browser.new_context(base_url=deployment.url("web"), **options)
+    context.set_default_timeout(60000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        login(page, deployment)
+        page.goto(f"/#/patients/{mr['patient']['id']}")
+        page.get_by_role("link", name="Open").first.click()
+        page.locator("#viewport[data-load-state=ready]").wait_for()
+        wait_shown(page, "d.shownPlane === 'native'")
+
+        # 2D: orientation, numbering (position in the stack and the scanner's instance number)
+        assert (page.locator("#orient-top").inner_text(), page.locator("#orient-left").inner_text()) == EDGES["native"]
+        slice_out = page.locator("#slice-out").inner_text()
+        counter = re.search(r"(\d+) / (\d+) · Im (\d+)", slice_out)
+        assert counter and int(counter[2]) == SLICES and int(counter[3]) in INSTANCES, slice_out
+        assert f"Slices {counter[1]} / {SLICES}" in page.locator("#viewport .corner.bl").inner_text()
+
+        # MR windows: the file's and the automatic one, never a CT window (in HU)
+        toolbar(page, phone, True)
+        choices = page.locator("#window-preset option").evaluate_all("os => os.map(o => o.value)")
+        assert "file" in choices and not any(c.startswith("preset:") for c in choices), choices
+        # the drag starts from the window on screen (the file's, 1168/606), not from a CT guess
+        width, level = window_on_screen(page)
+        assert (width, level) == (1168, 606)
+        page.get_by_role("button", name="Window", exact=True).click()
+        toolbar(page, phone, False)
+        drag(page, 12, 0)
+        dragged = wait_shown(page, "d.shownKey.includes('window=')")
+        center, new_width = (int(v) for v in dragged["query"]["window"].split(","))
+        assert center == level and width < new_width < width * 1.2, dragged["query"]
+        shot(page, shots, f"mr-{screen}-2d", full_page=False)
+        toolbar(page, phone, True)
+        page.locator("#window-preset").select_option("auto")
+
+        # reformats: orientation of each plane
+        for plane in ("coronal", "sagittal"):
+            page.locator("#plane").select_option(plane)
+            wait_shown(page, "d.shownPlane === arg", plane)
+            top, left = EDGES[plane]
+            assert page.locator("#orient-top").inner_text() == top and page.locator("#orient-left").inner_text() == left
+            toolbar(page, phone, False)
+            shot(page, shots, f"mr-{screen}-{plane}", full_page=False)
+            toolbar(page, phone, True)
+
+        # 3D MIP: a window measured on the projection, not a white blob
+        page.locator("#plane").select_option("3d")
+        wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('render=still')")
+        assert page.locator("#orient-top").inner_text() and page.locator("#orient-left").inner_text()
+        image, headers = shown_image(deployment, mr, page)
+        grey = image if image.ndim == 2 else image[..., 0]
+        head = grey[grey > 8]   # rays that met the head
+        assert head.size > 0.05 * grey.size
+        assert np.mean(head == 255) < 0.05 and np.mean((head > 40) & (head < 215)) > 0.3
+        center, width = (float(v) for v in headers["X-Window"].split(","))
+        assert window_on_screen(page) == (round(width), round(center))
+        toolbar(page, phone, False)
+        shot(page, shots, f"mr-{screen}-3d-mip", full_page=False)
+        # the window tool drags a projection's window, from the one on screen
+        toolbar(page, phone, True)
+        page.get_by_role("button", name="Window", exact=True).click()
+        toolbar(page, phone, False)
+        drag(page, 12, 0)
+        dragged = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('window=')")
+        drag_center, drag_width = (int(v) for v in dragged["query"]["window"].split(","))
+        assert drag_center == round(center) and width < drag_width < width * 1.2, (dragged["query"], width)
+
+        # DVR: the MR preset the node names, and only MR presets offered
+        toolbar(page, phone, True)
+        page.locator("#volume-mode").select_option("dvr")
+        dvr = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr') && "
+                               "d.shownKey.includes('render=still')")
+        assert dvr["query"]["preset"] == "mr_soft_tissue" == page.locator("#volume-preset").input_value()
+        offered = page.locator("#volume-preset option").evaluate_all("os => os.map(o => o.value)")
+        assert {"mr_soft_tissue", "mr_angio"} <= set(offered) and not any(p.startswith("ct_") for p in offered)
+        colour, _ = shown_image(deployment, mr, page)
+        assert np.mean(colour.max(axis=-1) > 60) > 0.05, "an MR DVR must not be near-black"
+        toolbar(page, phone, False)
+        shot(page, shots, f"mr-{screen}-3d-dvr", full_page=False)
+    finally:
+        context.close()
+    assert not errors, errors
