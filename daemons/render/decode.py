@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import imagecodecs
 import numpy as np
@@ -24,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 
+from daemons.render.frame_layout import Layout
 from daemons.render.pixels import color_to_uint8
 
 NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
@@ -43,48 +43,6 @@ def syntax_decodable(syntax: str) -> bool:
         return get_decoder(syntax).is_available
     except NotImplementedError:
         return False
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a record's frames are laid out and what they decode to (from the upload's analysis)."""
-
-    rows: int
-    columns: int
-    samples: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric: str
-    float_modality: bool
-
-    @property
-    def is_color(self) -> bool:
-        return self.samples == 3 or self.photometric == "PALETTE COLOR"
-
-    @property
-    def file_dtype(self) -> np.dtype:
-        """The dtype of one greyscale sample as the file stores it (native byte order)."""
-        if self.bits_allocated == 1:
-            return np.dtype(np.uint8)
-        kind = "i" if self.pixel_representation == 1 else "u"
-        return np.dtype(f"{kind}{max(1, self.bits_allocated // 8)}")
-
-    @property
-    def stored_dtype(self) -> np.dtype:
-        """The dtype frames are kept in, in RAM (native byte order)."""
-        if self.is_color:
-            return np.dtype(np.uint8)
-        if self.float_modality:
-            return np.dtype(np.float32)
-        return self.file_dtype
-
-    @property
-    def frame_shape(self) -> tuple[int, ...]:
-        return (self.rows, self.columns, 3) if self.is_color else (self.rows, self.columns)
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
 
 
 def read_dataset(raw: bytes) -> Dataset:

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from daemons.render.decode import Layout
+from daemons.render.frame_layout import Layout
 
 MANIFEST_VERSION = 2
 DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
-from daemons.render.decode import Layout, decode_frames, fast_path_possible
+from daemons.render.decode import decode_frames, fast_path_possible
+from daemons.render.frame_layout import Layout
 from daemons.render.manifest import Manifest
 from daemons.render.pixels import LutTable, Modality, auto_window
 from daemons.render.slices import slice_table

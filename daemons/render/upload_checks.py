@@ -25,13 +25,13 @@ from pydicom.filereader import data_element_generator, read_partial
 
 from daemons.render.decode import (
     NATIVE_LITTLE_ENDIAN,
-    Layout,
     decode_frames,
     fast_path_possible,
     native_pixel_offset,
     read_dataset,
     syntax_decodable,
 )
+from daemons.render.frame_layout import Layout
 from daemons.render.overlays import has_overlays
 from daemons.render.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.voi import lut_to_json

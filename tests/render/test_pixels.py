@@ -11,8 +11,9 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_windowing
 
-from daemons.render.decode import Layout, native_frame
+from daemons.render.decode import native_frame
 from daemons.render.encode import encode_image
+from daemons.render.frame_layout import Layout
 from daemons.render.geometry import Region, crop, output_size, resample
 from daemons.render.pixels import (
     PRESETS,

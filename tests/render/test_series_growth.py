@@ -145,7 +145,7 @@ def test_series_complete_rule_fires_once_after_the_stable_age(make_node, monkeyp
 
     def spy(self, record_id, series_uid, now):
         done = original(self, record_id, series_uid, now)
-        if done:
+        if done and self is ingest:  # nodes of earlier tests may still be completing their own series
             completed.append(record_id)
         return done
 

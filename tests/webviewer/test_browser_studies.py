@@ -200,11 +200,13 @@ def test_nodes_are_asked_a_few_at_a_time_and_thumbnails_only_when_seen(browser, 
         asked = []
         page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/thumbnail") else None)
         page.goto(f"/#/patients/{three_studies['patient']['id']}")
-        studies = page.locator(".studies[data-complete='true']")
+        demo = three_studies["records"]["demo"]["meta"]
+        # this patient's list, not the previous page's one still in the document for a moment
+        studies = page.locator(".studies[data-complete='true']").filter(
+            has=page.locator(f"article[data-record='{demo['id']}']"))
         studies.wait_for()
         first = studies.locator("article[data-record] img").first
         page.wait_for_function(PAINTED, arg=first.element_handle(), timeout=THUMBNAIL_WAIT_MS)
-        demo = three_studies["records"]["demo"]["meta"]
         assert not any(f"/series/{demo['series_uid']}/" in url for url in asked)
         demo_thumb = studies.locator(f"article[data-record='{demo['id']}'] img")
         demo_thumb.scroll_into_view_if_needed()

@@ -1,0 +1,56 @@
+"""How a record's frames are laid out and what they decode to: the one fact about pixels that the
+manifest, the stores and the decoders all need.
+
+It lives apart from `daemons.render.decode` because that module pulls in the codecs and numba's
+kernels: the toplevel, institution and web layers read manifests' neighbours (the deployment
+imports the S3 store) and must run where executable memory is refused (MDWE,
+tests/installers/test_units.py), so nothing they import may load numba.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a record's frames are laid out and what they decode to (from the upload's analysis)."""
+
+    rows: int
+    columns: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    float_modality: bool
+
+    @property
+    def is_color(self) -> bool:
+        return self.samples == 3 or self.photometric == "PALETTE COLOR"
+
+    @property
+    def file_dtype(self) -> np.dtype:
+        """The dtype of one greyscale sample as the file stores it (native byte order)."""
+        if self.bits_allocated == 1:
+            return np.dtype(np.uint8)
+        kind = "i" if self.pixel_representation == 1 else "u"
+        return np.dtype(f"{kind}{max(1, self.bits_allocated // 8)}")
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The dtype frames are kept in, in RAM (native byte order)."""
+        if self.is_color:
+            return np.dtype(np.uint8)
+        if self.float_modality:
+            return np.dtype(np.float32)
+        return self.file_dtype
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (self.rows, self.columns, 3) if self.is_color else (self.rows, self.columns)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
