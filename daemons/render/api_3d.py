@@ -41,7 +41,7 @@ from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.planes import volume_frame
 from daemons.render.stacks import Stack, find_stack, stack_manifest
 from daemons.render.view_audit import note_view
-from daemons.render.voi import KeyedVoi, keyed, with_function
+from daemons.render.voi import KeyedVoi, keyed, stack_voi, with_function
 from daemons.render.volume import (
     MODES,
     PRESETS,
@@ -213,12 +213,13 @@ def render_state(app: Flask) -> Render3D:
 
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
-def _voi(record: VolumeRecord, window: Voi | None, function: str | None) -> KeyedVoi:
-    """The request's window, else the record's default VOI (the one 2D frames without their own
-    use, daemons.render.voi) with the request's VOI function `function`, if any."""
+def _voi(record: VolumeRecord, stack: Stack, window: Voi | None, function: str | None) -> KeyedVoi:
+    """The request's window, else the stack's default VOI (`daemons.render.voi.stack_voi`: the
+    record's, the one 2D frames without their own use, for a record of one stack) with the
+    request's VOI function `function`, if any."""
     if window is not None:
         return keyed(window)
-    return with_function(keyed(record.default_voi), function)
+    return stack_voi(record.manifest, stack.frames, function)
 
 
 def _projection_voi(state: Render3D, record: Any, stack: Stack, mode: str, function: str | None) -> Voi | None:
@@ -354,7 +355,7 @@ def check_plane(plane: str) -> None:
 def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, index: int, spec: PlaneImage,
                 started: float) -> Response:
     """Reformat `index` of `plane` of one stack of a fully loaded record (`loaded_stack`), as `spec` says."""
-    voi = _voi(record, spec.window, spec.voi_function)
+    voi = _voi(record, stack, spec.window, spec.voi_function)
     volume = render_state(current_app).prepared(record, stack)
     layout = plane_layout(volume.geometry, plane)
     query.check_index(f"{plane} plane", index, layout.count)

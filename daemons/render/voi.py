@@ -129,3 +129,13 @@ def default_voi(manifest: Manifest, function: str | None = None) -> KeyedVoi:
 def frame_voi(manifest: Manifest, index: int, function: str | None = None) -> KeyedVoi:
     """Frame `index`'s own default VOI (the record's where the frame has none)."""
     return with_function(record_vois(manifest).frame(index), function)
+
+
+def stack_voi(manifest: Manifest, frames: tuple[int, ...], function: str | None = None) -> KeyedVoi:
+    """The default VOI of a reformat of the stack of `frames` (daemons.render.stacks): the record's
+    default when the stack is every frame of the record, else its middle frame's own default, since
+    the stacks of one file may carry windows of their own (a field map's phase frames shown in
+    the magnitude's window are flat grey)."""
+    if len(frames) == manifest.meta.frames:
+        return default_voi(manifest, function)
+    return frame_voi(manifest, frames[len(frames) // 2], function)

@@ -72,6 +72,9 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
                 FrameType=["ORIGINAL", "PRIMARY", frame.get("type", "M"), "NONE"],
                 ComplexImageComponent=frame.get("type", "MAGNITUDE"))]),
         )
+        if "window" in frame:  # its own Frame VOI LUT, over the shared one
+            groups.FrameVOILUTSequence = DicomSequence([_item(WindowCenter=frame["window"][0],
+                                                              WindowWidth=frame["window"][1])])
         if "echo" in frame:
             groups.MREchoSequence = DicomSequence([_item(EffectiveEchoTime=frame["echo"])])
         if "b" in frame:
@@ -84,9 +87,11 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
     return to_bytes(ds)
 
 
-def field_map(positions: int = 6) -> bytes:
-    """Magnitude and phase frames at the same positions, interleaved (magnitude, phase per position)."""
-    frames = [{"stack": stack, "position": p, "type": kind}
+def field_map(positions: int = 6, phase_window: tuple[float, float] | None = None) -> bytes:
+    """Magnitude and phase frames at the same positions, interleaved (magnitude, phase per position);
+    `phase_window`: the phase frames' own Frame VOI LUT window."""
+    frames = [{"stack": stack, "position": p, "type": kind,
+               **({"window": phase_window} if phase_window and kind == "PHASE" else {})}
               for p in range(positions) for stack, kind in enumerate(("MAGNITUDE", "PHASE"))]
     return enhanced(frames, ["InStackPositionNumber"])
 

@@ -175,3 +175,17 @@ def test_dicomweb_reformats_and_3d_views_take_the_same_stack_parameter(node):
     assert node.client.get(f"{series}/mpr/axial/0?stack=9", headers=png).status_code == 404
     assert node.client.get(f"{series}/volume?stack=x", headers=png).status_code == 400
     assert node.client.get(f"{series}/volume?stack=2&viewport=64,64", headers=png).status_code == 200
+
+
+def test_each_stack_reformats_in_its_own_default_window(node):
+    """A field map's phase frames carry their own window: a reformat of the phase stack without a
+    window takes it (the magnitude's would show the phase flat), the magnitude stack keeps the file's."""
+    record_id, meta = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS, phase_window=(50, 120)))])
+    for stack, window in (("1", "2000,4000"), ("2", "50,120")):
+        base = f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&stack={stack}"
+        default = _png(node.client.get(base, headers=node.headers()))
+        explicit = _png(node.client.get(f"{base}&window={window}", headers=node.headers()))
+        assert np.array_equal(default, explicit), f"stack {stack} takes window {window}"
+    whole = _png(node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&stack=2&window=2000,4000",
+                                 headers=node.headers()))
+    assert not np.array_equal(whole, explicit), "the two windows show the phase differently"
