@@ -183,7 +183,7 @@ class Render3D:
                 volumes[stack.id] = volume
             return volume
 
-    def projection_window(self, record: Any, stack: Stack, mode: str) -> Window:
+    def projection_window(self, record: VolumeRecord, stack: Stack, mode: str) -> Window:
         """The default window of projection `mode` (mip, minip, avg) of one stack of a record,
         measured once per loaded copy of it (RayCaster.default_window): every door to a 3D view
         uses this one."""
@@ -222,7 +222,7 @@ def _voi(record: VolumeRecord, stack: Stack, window: Voi | None, function: str |
     return stack_voi(record.manifest, stack.frames, function)
 
 
-def _projection_voi(state: Render3D, record: Any, stack: Stack, mode: str, function: str | None) -> Voi | None:
+def _projection_voi(state: Render3D, record: VolumeRecord, stack: Stack, mode: str, function: str | None) -> Voi | None:
     """A projection's default window (Render3D.projection_window) with the request's VOI function,
     else the function of the record's own default window (a sigmoid stays a sigmoid)."""
     own = record.default_voi.function if isinstance(record.default_voi, Window) else None

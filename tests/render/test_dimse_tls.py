@@ -24,12 +24,8 @@ from pynetdicom.sop_class import (
 from daemons.deployment import free_port
 from shared.config import ConfigError
 from shared.tls import create_ca, issue_server_cert
-from tests.render.test_dimse_retrieve import originals, received, wait_port
+from tests.render.test_dimse_retrieve import CALLER, CT, SCP, originals, received, wait_port
 
-REPO = Path(__file__).resolve().parents[2]
-CT = REPO / "demo_data" / "ct-chest-100"
-CALLER = "MODALITY"
-SCP = "SIVRTEST"
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None or shutil.which("storescp") is None,
                                 reason="dcmtk (echoscu, storescu, findscu, storescp) absent")
 

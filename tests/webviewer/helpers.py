@@ -142,3 +142,17 @@ def users_of_second_institution(deployment) -> dict[str, dict[str, str]]:
         users[key] = {"username": name, "password": password}
     deployment.second_users = users
     return users
+
+
+def uploaded_stack(deployment, folder: Path, description: str, orientation, **stack_args) -> dict:
+    """A new patient and one synthetic acquisition of `orientation` (`tests.render.synthetic.stack`
+    with `stack_args`) written to `folder`, uploaded and registered: the record a viewer opens."""
+    from tests.render.synthetic import stack
+
+    paths = []
+    for file_name, data in stack(orientation, **stack_args):
+        paths.append(folder / file_name)
+        paths[-1].write_bytes(data)
+    patient = new_patient(deployment)
+    return {"patient": patient, **uploaded_record(deployment, patient, paths, description)}
+

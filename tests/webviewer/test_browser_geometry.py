@@ -16,8 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.render.synthetic import stack
-from tests.webviewer.helpers import login, new_patient, shot, uploaded_record
+from tests.webviewer.helpers import login, shot, uploaded_stack
 from tests.webviewer.test_browser_viewer import wait_shown
 
 pytestmark = pytest.mark.browser
@@ -59,18 +58,10 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def acquisitions(deployment, tmp_path_factory):
-    opened = {}
-    for name, orientation in ORIENTATIONS.items():
-        folder = tmp_path_factory.mktemp(f"geometry-{name}")
-        paths = []
-        for file_name, data in stack(orientation, count=SLICES, rows=ROWS, cols=COLS, pixel_spacing=PIXEL_SPACING,
-                                     slice_spacing=SLICE_SPACING, origin=ORIGINS[name], values=phantom):
-            path = folder / file_name
-            path.write_bytes(data)
-            paths.append(path)
-        patient = new_patient(deployment)
-        opened[name] = {"patient": patient, **uploaded_record(deployment, patient, paths, f"{name} acquisition")}
-    return opened
+    return {name: uploaded_stack(deployment, tmp_path_factory.mktemp(f"geometry-{name}"), f"{name} acquisition",
+                                 orientation, count=SLICES, rows=ROWS, cols=COLS, pixel_spacing=PIXEL_SPACING,
+                                 slice_spacing=SLICE_SPACING, origin=ORIGINS[name], values=phantom)
+            for name, orientation in ORIENTATIONS.items()}
 
 
 def open_loaded(page, deployment, record) -> None:

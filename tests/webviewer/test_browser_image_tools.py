@@ -17,17 +17,13 @@ from tests.render.synthetic import dataset, to_bytes
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import new_patient, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
+from tests.webviewer.test_browser_readings import SIZE, hounsfield
 from tests.webviewer.test_browser_viewer import wait_shown
 
 pytestmark = pytest.mark.browser
 
-SIZE, SLICES = 64, 3
+SLICES = 3
 ROW_MM, COLUMN_MM = 1.0, 0.5   # non-square pixels: the picture is 32 mm wide and 64 mm tall
-
-
-def hounsfield() -> np.ndarray:
-    rows, cols = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
-    return rows * 100 + cols
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import re
 
 import pytest
 
-from tests.render.synthetic import stack
-from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
+from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record, uploaded_stack
 from tests.webviewer.test_browser_geometry import phantom
 
 pytestmark = pytest.mark.browser
@@ -47,18 +46,10 @@ LOC = re.compile(r"Loc (-?\d+\.\d) mm")
 
 @pytest.fixture(scope="module")
 def acquisitions(deployment, tmp_path_factory):
-    opened = {}
-    for name, orientation in ORIENTATIONS.items():
-        folder = tmp_path_factory.mktemp(f"linking-{name}")
-        paths = []
-        for file_name, data in stack(orientation, count=SLICES, rows=ROWS, cols=COLS, pixel_spacing=PIXEL_SPACING,
-                                     slice_spacing=SLICE_SPACING, origin=ORIGINS[name], values=phantom):
-            path = folder / file_name
-            path.write_bytes(data)
-            paths.append(path)
-        patient = new_patient(deployment)
-        opened[name] = {"patient": patient, **uploaded_record(deployment, patient, paths, f"{name} linking")}
-    return opened
+    return {name: uploaded_stack(deployment, tmp_path_factory.mktemp(f"linking-{name}"), f"{name} linking",
+                                 orientation, count=SLICES, rows=ROWS, cols=COLS, pixel_spacing=PIXEL_SPACING,
+                                 slice_spacing=SLICE_SPACING, origin=ORIGINS[name], values=phantom)
+            for name, orientation in ORIENTATIONS.items()}
 
 
 def viewport(page, slot: int):
