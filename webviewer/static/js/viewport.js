@@ -195,12 +195,13 @@ export class Viewport {
     this.changed();
     this.shell.scrolled(this);
     const now = performance.now();
-    const fast = !s.playing && now - this.lastStep < FAST_STEP_MS;   // cine keeps its quality and rate
+    // cine keeps its rate: previews when the link cannot carry full-quality frames that fast
+    const fast = s.playing ? !this.scheduler.keepsUp(this.settings.fps) : now - this.lastStep < FAST_STEP_MS;
     this.lastStep = now;
     if (!fast) return this.requestView();
     // The hand moves faster than full-quality images arrive on a slow link: paint the newest slice
-    // as a small preview, and the full image once the hand stops.
-    this.timers.later("settle", SETTLE_MS, () => this.requestView());
+    // as a small preview, and the full image once the hand stops (or the cine does).
+    if (!s.playing) this.timers.later("settle", SETTLE_MS, () => this.requestView());
     return this.requestView({ interactive: true });
   }
 
@@ -299,7 +300,9 @@ export class Viewport {
   // ---------- cine ----------
 
   togglePlay() {
-    if (this.state.playing) this.stopPlay(); else this.startPlay();
+    if (!this.state.playing) return this.startPlay();
+    this.stopPlay();
+    this.requestView();   // the frame it stopped on, at full quality (cine may have shown previews)
   }
 
   startPlay() {
@@ -309,7 +312,8 @@ export class Viewport {
     const tick = async () => {
       if (!this.state.playing || this.destroyed) return;
       const started = performance.now();
-      await this.setIndex((this.index() + 1) % this.count());
+      const shown = this.setIndex((this.index() + 1) % this.count());
+      if (this.scheduler.keepsUp(this.settings.fps)) await shown;   // previews never hold the rate back
       const wait = Math.max(0, 1000 / this.settings.fps - (performance.now() - started));
       this.timers.later("cine", wait, tick);
     };
@@ -360,7 +364,7 @@ export class Viewport {
       const turned = sideways(s.turn);
       rect = { ...fitRect(vw, vh, turned ? physH : physW, turned ? physW : physH), turn: s.turn };
       const picture = turned ? { width: rect.height, height: rect.width } : rect;
-      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide()) : requestSize(picture, dpr, 2048);
+      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide(s.playing ? this.settings.fps : 0)) : requestSize(picture, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
       const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
