@@ -291,7 +291,7 @@ def phase() -> int:
     raw = PHASE.raw()
     if raw is None:
         return 0
-    if not re.fullmatch(r"-?\d{1,6}", raw):
+    if not re.fullmatch(r"-?[0-9]{1,6}", raw):
         raise bad("query parameter phase must be a time point index of the stack (an integer from 0)")
     return int(raw)
 
