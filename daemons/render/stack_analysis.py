@@ -262,10 +262,10 @@ def _classic_times(frames: list[int], facts: list[FrameFacts], normal: np.ndarra
             or not all(facts[i].clocks for i in frames):
         return None
     for clock in range(len(CLOCKS)):
-        readings = [[facts[i].clocks[clock] for i in place] for place in places]
-        if all(None not in values and len(set(values)) == len(values) for values in readings):
-            return {i: rank for place in places
-                    for rank, i in enumerate(sorted(place, key=lambda i: facts[i].clocks[clock]))}
+        readings = [{i: facts[i].clocks[clock] for i in place} for place in places]
+        if all(None not in read.values() and len(set(read.values())) == len(read) for read in readings):
+            return {i: rank for read in readings
+                    for rank, i in enumerate(sorted(read, key=lambda i: read[i] or 0.0))}
     return None
 
 
