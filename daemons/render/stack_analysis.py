@@ -253,32 +253,37 @@ def _places(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | Non
     return places
 
 
-def _classic_times(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> dict[int, int] | None:
-    """The time point of each frame of a classic series whose every position repeats equally often:
-    its rank at its position by the first of CLOCKS that tells every position's repeats apart.
-    None where positions do not repeat, repeat unequally, or no clock tells the repeats apart."""
+def _classic_times(frames: list[int], facts: list[FrameFacts],
+                   normal: np.ndarray | None) -> tuple[dict[int, int] | None, str]:
+    """(The time point of each frame, "") of a classic series whose every position repeats equally
+    often: its rank at its position by the first of CLOCKS that tells every position's repeats
+    apart. (None, "") where positions do not repeat (or are unknown); (None, why the repeats are no
+    time points) where they repeat unequally or no clock tells them apart."""
     places = _places(frames, facts, normal)
-    if not places or len(places) == len(frames) or len({len(p) for p in places}) > 1 \
-            or not all(facts[i].clocks for i in frames):
-        return None
+    if not places or len(places) == len(frames) or not all(facts[i].clocks for i in frames):
+        return None, ""
+    counts = sorted({len(place) for place in places})
+    if len(counts) > 1:
+        return None, (f", repeated {counts[0]} to {counts[-1]} times (time points need every position "
+                      "equally often)")
     for clock in range(len(CLOCKS)):
         readings = [{i: facts[i].clocks[clock] for i in place} for place in places]
         if all(None not in read.values() and len(set(read.values())) == len(read) for read in readings):
             return {i: rank for read in readings
-                    for rank, i in enumerate(sorted(read, key=lambda i: read[i] or 0.0))}
-    return None
+                    for rank, i in enumerate(sorted(read, key=lambda i: read[i] or 0.0))}, ""
+    return None, f", and no {', '.join(CLOCKS[:-1])} or {CLOCKS[-1]} tells the repeats apart as time points"
 
 
-def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> tuple[float | None, str | None]:
-    """(median gap in mm, None) of frames in spatial order, or (None, why they are no volume)."""
+def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None,
+             untold: str = "") -> tuple[float | None, str | None]:
+    """(median gap in mm, None) of frames in spatial order, or (None, why they are no volume;
+    `untold`: why repeated positions are no time points, `_classic_times`)."""
     if normal is None or len(frames) < 2 or any(facts[i].position is None for i in frames):
         return None, None
     along = np.array([float(np.dot(normal, facts[i].position)) for i in frames])  # type: ignore[arg-type]
     gaps = np.diff(along)
     duplicated = int(np.sum(np.abs(gaps) < DUPLICATE_MM))
     if duplicated:
-        untold = (f", and no {', '.join(CLOCKS[:-1])} or {CLOCKS[-1]} tells the repeats apart as time points"
-                  if all(facts[i].clocks for i in frames) else "")
         return None, (f"its {len(frames)} slices lie at {len(frames) - duplicated} positions{untold}; "
                       "they cannot form one volume")
     median = float(np.median(gaps))
@@ -293,13 +298,14 @@ def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dic
     """The manifest entry of one stack (without id and label)."""
     orientation = facts[frames[0]].orientation
     normal = _normal(orientation)
-    classic = _classic_times(frames, facts, normal) if all(facts[i].temporal is None for i in frames) else None
+    classic, untold = (_classic_times(frames, facts, normal) if all(facts[i].temporal is None for i in frames)
+                       else (None, ""))
     time_of = {i: facts[i].temporal if classic is None else classic[i] for i in frames}
     times = sorted(set(time_of.values()), key=lambda t: (t is None, str(t) if t is not None else ""))
     if all(isinstance(t, (int, float)) for t in times):
         times = sorted(times)
     phases = [_spatial_order([i for i in frames if time_of[i] == t], facts, normal) for t in times]
-    spacing, reason = _spacing(phases[0], facts, normal)
+    spacing, reason = _spacing(phases[0], facts, normal, untold)
     orientations = orientation_groups([facts[i].orientation for i in frames])
     if max(orientations) > 0:
         reason = (f"its slices have {max(orientations) + 1} different orientations; "

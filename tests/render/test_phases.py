@@ -45,6 +45,12 @@ def test_repeated_positions_that_no_clock_tells_apart_stay_no_volume_with_the_re
     assert "Trigger Time" in stack["volume"]
 
 
+def test_positions_repeated_unequally_are_no_time_points():
+    files = [f for f in synth.classic_cine(POSITIONS, TIMES) if f[0] != "p2t1.dcm"]  # one image missing
+    (stack,) = _stacks(files)
+    assert len(stack["phases"]) == 1 and "repeated 2 to 3 times" in stack["volume"]
+
+
 def test_a_single_position_cine_is_one_stack_of_one_slice_per_time_point():
     (stack,) = _stacks(synth.classic_cine(1, 5, "TriggerTime"))
     assert stack["phases"] == [[t] for t in range(5)] and stack["volume"] is None
