@@ -2,7 +2,8 @@
 (issue 14 item 4): on a synthetic dynamic (3 time points at 6 positions,
 tests/render/synthetic_stacks.py)
 the Time slider of an MPR view asks the node for that time point (`phase`), the picture changes and
-the overlay says which time point it is; the time point goes with the view back to the stored slices.
+the overlay says which time point it is; the time point goes with the view to 3D and back to the
+stored slices.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def test_the_time_slider_moves_an_mpr_view_through_time(page, deployment, tmp_pa
     assert page.locator("#time-info").inner_text() == f"Time 3/{TIMES}"
     assert page.locator("#viewport .view-image").screenshot() != before, "time point 3 is another picture"
     shot(page, shots, "phases-coronal-time-3")
+    page.locator("#plane").select_option("3d")
+    wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('phase=2') && d.shownKey.includes('render=still')")
+    assert page.locator("#time-info").inner_text() == f"Time 3/{TIMES}", "3D shows the same time point"
     page.locator("#plane").select_option("native")
     stored = wait_shown(page, "d.shownPlane === 'native'")
     assert stored["index"] >= 2 * POSITIONS, "the stored slice of the same time point"
