@@ -4,7 +4,8 @@ T1 MPRAGE acquired sagittal, tilted about 15 degrees; see its SOURCE.txt).
 The plane geometry the record publishes (`planes`) is worked out by hand from the files' Image
 Orientation (Patient) and positions; the acquisition plane is `sagittal` (the stored frames), the
 axial and coronal planes are reformats 48 columns wide. Frames decode to pydicom's pixels, each
-frame takes its own window, and the reformats hold the stored voxels where the layout says.
+frame takes its own window, the reformats hold the stored voxels where the layout says, and 3D
+views from the side show the head as their edge labels say.
 """
 
 from __future__ import annotations
@@ -144,3 +145,37 @@ def test_reformats_hold_the_stored_voxels_where_the_layout_puts_them(loaded, fil
         assert axial["stored"] == int(volume[FRAMES - 1 - j, k, m]), (k, j, m)
         coronal = get(node, f"/api/v1/records/{record_id}/mpr/coronal/{k}/value?x={j}&y={m}").json
         assert coronal["stored"] == int(volume[FRAMES - 1 - j, m, k]), (k, j, m)
+
+
+def _outline(image: np.ndarray) -> np.ndarray:
+    """The image cropped to the head (values over 15 % of its maximum) at 48 x 48: a projection's
+    scale and margins then play no part in a comparison of shapes."""
+    scaled = image.astype(float) / image.max()
+    ys, xs = np.nonzero(scaled > 0.15)
+    head = Image.fromarray(scaled[ys.min():ys.max() + 1, xs.min():xs.max() + 1] * 255).convert("L")
+    return np.asarray(head.resize((48, 48), Image.BILINEAR), dtype=float)
+
+
+def _likeness(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(_outline(a).ravel(), _outline(b).ravel())[0, 1])
+
+
+@pytest.mark.parametrize("azimuth", [90, -90])
+def test_3d_views_from_the_side_show_the_head_as_their_edges_say(loaded, files, azimuth):
+    """A MIP seen from the patient's left (right) is labelled anterior on the left (right) and head at
+    the top, and shows the head so: it is more like the stored frames' own MIP (anterior left, head up;
+    mirrored for the right side) than like that image mirrored or upside down. (The node projects in
+    patient space, so the 15 degree tilt shows; the comparison of outlines tolerates it.)"""
+    node, record_id = loaded
+    reply = get(node, f"/api/v1/records/{record_id}/volume?mode=mip&azimuth={azimuth}&elevation=0"
+                      "&size=256x256&render=still&format=png")
+    edges = dict(part.split("=") for part in reply.headers["X-Orientation"].split(","))
+    anterior_left = azimuth == 90
+    assert edges == {"top": "S", "bottom": "I", "left": "A" if anterior_left else "P",
+                     "right": "P" if anterior_left else "A"}
+    projection = np.asarray(Image.open(io.BytesIO(reply.data)).convert("L"))
+    stored = np.stack([ds.pixel_array for ds in files]).max(axis=0)   # rows inferior, columns posterior
+    expected = stored if anterior_left else stored[:, ::-1]
+    likeness = _likeness(projection, expected)
+    assert likeness > _likeness(projection, expected[:, ::-1]) + 0.05, "mirrored front to back"
+    assert likeness > _likeness(projection, expected[::-1, :]) + 0.05, "upside down"
