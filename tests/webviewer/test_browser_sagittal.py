@@ -143,6 +143,15 @@ def test_a_real_sagittal_acquisition_in_the_viewer(browser, deployment, sagittal
             shot(page, shots, f"sagittal-mr-{screen}-{plane}", full_page=False)
             toolbar(page, phone, True)
             page.get_by_role("button", name="Clear measurements").click()
+
+        # 3D of the sagittal stack opens seen from the front, turned 30 degrees and from 20 above
+        # (the viewer's start): labelled on every edge, the front view's letters first
+        page.locator("#plane").select_option("3d")
+        wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('render=still')")
+        labels = tuple(page.locator(f"#orient-{edge}").inner_text() for edge in EDGES)
+        assert tuple(label[0] for label in labels) == ("S", "L", "I", "R"), labels
+        toolbar(page, phone, False)
+        shot(page, shots, f"sagittal-mr-{screen}-3d", full_page=False)
     finally:
         context.close()
     assert not errors, errors
