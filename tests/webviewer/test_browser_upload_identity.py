@@ -8,7 +8,16 @@ from __future__ import annotations
 import pytest
 
 from tests.webviewer.browser import PHONE
-from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, shot
+from tests.webviewer.helpers import (
+    as_patient,
+    derived_series,
+    institution,
+    login,
+    new_patient,
+    registered_node,
+    shot,
+)
+from tests.webviewer.test_browser_viewer import wait_shown
 
 pytestmark = pytest.mark.browser
 
@@ -70,12 +79,12 @@ def test_another_patients_images_are_sent_only_after_confirmation(page, deployme
     page.locator("#identity-warning").wait_for(timeout=60000)
     assert f"{patient['last_name']}, Ana" in page.locator("#identity-sivr").inner_text()
     assert "CMB-CRC-MSB-01068" in page.locator("#identity-dicom").inner_text()
+    assert page.locator("#overlay-mismatch").inner_text() == "⚠ PATIENT MISMATCH"
+    wait_shown(page, "d.shownPlane === 'native'")
     shot(page, shots, "91-upload-confirmed-viewer-both-patients", full_page=False)
 
 
 def test_images_of_the_patient_are_uploaded_without_a_question(page, deployment, ct_series, tmp_path):
-    from tests.webviewer.helpers import as_patient
-
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = as_patient(derived_series(ct_series, tmp_path / "s", first=14, count=3), patient, tmp_path / "own")
     open_upload_page(page, deployment, patient)
@@ -105,6 +114,8 @@ def test_the_question_fits_a_phone(browser, deployment, ct_series, tmp_path, sho
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
         confirm = dialog.get_by_role("button", name=f"Upload anyway for {patient['last_name']}, Ana")
         confirm.scroll_into_view_if_needed()
+        button = confirm.bounding_box()
+        assert button["x"] >= box["x"] and button["x"] + button["width"] <= box["x"] + box["width"]
         shot(small, shots, "92-phone-upload-identity-dialog", full_page=False)
         confirm.click()
         job = small.locator(".upload-job").first
