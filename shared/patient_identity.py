@@ -28,7 +28,8 @@ class Comparison:
 
 def _folded(text: str | None) -> str:
     """Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT"."""
-    plain = "".join(c for c in unicodedata.normalize("NFD", str(text or "")) if not unicodedata.category(c).startswith("M"))
+    decomposed = unicodedata.normalize("NFD", str(text or ""))
+    plain = "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
     return " ".join("".join(c if c.isalnum() else " " for c in plain.lower()).split())
 
 

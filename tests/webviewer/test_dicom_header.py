@@ -17,7 +17,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 ROOT = Path(__file__).resolve().parents[2]
 READER = ROOT / "webviewer" / "static" / "js" / "dicom_header.js"
 DEMO_CT = ROOT / "demo_data" / "ct-chest-100" / "1-001.dcm"
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed: the reader cannot be run")
+pytestmark = pytest.mark.skipif(shutil.which("node") is None,
+                                reason="Node.js is not installed: the reader cannot be run")
 
 
 def read(paths: list[Path], tmp_path: Path) -> list:
