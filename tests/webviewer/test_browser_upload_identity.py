@@ -124,3 +124,38 @@ def test_the_question_fits_a_phone(browser, deployment, ct_series, tmp_path, sho
         assert len(records_of(deployment, patient)) == 1
     finally:
         phone.close()
+
+
+def test_a_mismatch_found_only_by_the_institution_asks_before_registering(page, deployment, ct_series, tmp_path):
+    """Deflated files are not read in the browser: the institution finds the mismatch from the node's
+    receipt, and the page asks the same question before registering; Cancel leaves it unregistered."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    files = []
+    for number, source in enumerate(derived_series(ct_series, tmp_path / "s", first=22, count=2)):
+        ds = pydicom.dcmread(source)
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        files.append(tmp_path / f"deflated-{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    open_upload_page(page, deployment, patient)
+    page.get_by_label("DICOM files").set_input_files(files)
+    page.locator("#file-list").get_by_text("2 DICOM files chosen").wait_for()
+    page.get_by_role("button", name="Upload").click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for(timeout=60000)
+    assert page.locator(".identity-compare-dicom").first.inner_text() == "CMB-CRC-MSB-01068"
+    dialog.get_by_role("button", name="Cancel").click()
+    error = page.locator(".upload-job .form-error")
+    error.wait_for()
+    assert "not registered" in error.inner_text() and "work list" in error.inner_text()
+    assert records_of(deployment, patient) == []
+
+    error.locator("xpath=..").get_by_role("button", name="Retry with the same files and labels").click()
+    page.get_by_role("dialog").get_by_role("button", name=f"Register anyway for {patient['last_name']}, Ana").click()
+    job = page.locator(".upload-job").first
+    job.locator(".success").wait_for(timeout=60000)
+    assert len(records_of(deployment, patient)) == 1
