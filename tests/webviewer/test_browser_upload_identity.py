@@ -159,3 +159,18 @@ def test_a_mismatch_found_only_by_the_institution_asks_before_registering(page, 
     job = page.locator(".upload-job").first
     job.locator(".success").wait_for(timeout=60000)
     assert len(records_of(deployment, patient)) == 1
+
+
+def test_leaving_the_page_while_asked_sends_nothing(page, deployment, ct_series, tmp_path):
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    open_upload_page(page, deployment, patient)
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.get_by_label("DICOM files").set_input_files(derived_series(ct_series, tmp_path / "s", first=26, count=2))
+    page.locator("#file-list").get_by_text("2 DICOM files chosen").wait_for()
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("dialog").wait_for()
+    page.go_back()  # to the patient's page
+    page.get_by_role("link", name="Upload DICOM").wait_for()
+    assert page.get_by_role("dialog").count() == 0
+    assert posts == [] and records_of(deployment, patient) == []

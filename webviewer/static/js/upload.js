@@ -155,7 +155,8 @@ export async function uploadView(ctx, patientId) {
     const check = await checkFiles(patient, chosenFiles);
     if (!check) return undefined;
     if (!check.differs.length) return identityClaim(MATCH, check.dicom);
-    return (await confirmMismatch(patient, check)) ? identityClaim(CONFIRMED_MISMATCH, check.dicom) : null;
+    return (await confirmMismatch(patient, check, "Upload anyway", controller.signal))
+      ? identityClaim(CONFIRMED_MISMATCH, check.dicom) : null;
   }
 
   function showFormError(text) {
@@ -223,7 +224,7 @@ export async function uploadView(ctx, patientId) {
       // patient in a later file): ask now; unconfirmed, the series waits on the work list unregistered
       if (err.code !== "identity_unconfirmed" || !err.details.dicom_patient) throw err;
       const check = withComparison(patient, err.details.dicom_patient);
-      if (!(await confirmMismatch(patient, check, "Register anyway"))) {
+      if (!(await confirmMismatch(patient, check, "Register anyway", controller.signal))) {
         throw new ApiError(409, "identity_unconfirmed", `not registered for ${patientName(patient)}: the images name `
           + "another patient. They are stored on the node and wait on the work list for their patient.");
       }

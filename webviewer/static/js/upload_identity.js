@@ -58,9 +58,14 @@ function comparisonTable(patient, check) {
 
 /**
  * Ask before anything is sent: a modal dialog with both patients; resolves true for
- * "upload anyway for <patient>", false for Cancel (or Escape).
+ * "upload anyway for <patient>", false for Cancel, Escape, or leaving the page (`signal`).
+ * @param {any} patient
+ * @param {{dicom: any, differs: string[], unknown: string[]}} check
+ * @param {string} action
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<boolean>}
  */
-export function confirmMismatch(patient, check, action = "Upload anyway") {
+export function confirmMismatch(patient, check, action, signal) {
   const what = check.differs.join(" and ");
   const dialog = h("dialog", { class: "identity-dialog", id: "identity-confirm", "aria-labelledby": "identity-confirm-title" },
     h("h2", { id: "identity-confirm-title", text: "⚠ The images name another patient" }),
@@ -74,6 +79,7 @@ export function confirmMismatch(patient, check, action = "Upload anyway") {
       h("button", { type: "button", class: "btn btn-danger", id: "identity-confirm-yes", text: `${action} for ${patientName(patient)}`, onclick: () => done(true) }),
       h("button", { type: "button", class: "btn", id: "identity-confirm-no", text: "Cancel", onclick: () => done(false) })));
     dialog.addEventListener("cancel", (event) => { event.preventDefault(); done(false); });
+    if (signal) signal.addEventListener("abort", () => { if (dialog.isConnected) done(false); });
     document.body.append(dialog);
     dialog.showModal();
     dialog.querySelector("#identity-confirm-no").focus();
