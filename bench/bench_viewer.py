@@ -254,7 +254,7 @@ class Bench:
     def add_record(self, files: list[Path], description: str) -> dict:
         meta = upload_record(self.doctor, self.node["url"], files)
         register_record(self.doctor, self.inst["server_url"], meta, self.node["id"],
-                        self.patient["id"], "CT", description)
+                        self.patient["id"], "CT", description, confirm_mismatch=True)
         return meta
 
     def view_hash(self, meta: dict, fmt: str) -> str:
