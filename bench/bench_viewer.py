@@ -25,6 +25,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ from daemons.demo import (  # noqa: E402
     seed_base,
     upload_record,
 )
-from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
+from daemons.deployment import Layout, LocalDeployment, init_deployment  # noqa: E402
 from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402
 
 CT_DIR = REPO.parent / "shared" / "data" / "dicom" / "tcia-cmb-crc-ct-100"
@@ -164,12 +165,12 @@ def throttle(context, page, profile: dict | None) -> None:
         "downloadThroughput": rate, "uploadThroughput": rate})
 
 
-def derive_series(dest: Path, total: int) -> list[Path]:
+def derive_series(dest: Path, total: int, source: Path = CT_DIR) -> list[Path]:
     """`total` slices made by repeating the real CT's slices with new UIDs and positions."""
     import pydicom
     from pydicom.uid import generate_uid
 
-    sources = sorted(CT_DIR.glob("*.dcm"))
+    sources = sorted(source.glob("*.dcm"))
     study, series = generate_uid(), generate_uid()
     dest.mkdir(parents=True, exist_ok=True)
     first = pydicom.dcmread(sources[0], stop_before_pixels=True)
@@ -238,9 +239,11 @@ def memory_pressure(page) -> None:
 
 
 class Bench:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, before_start: Callable[[Layout], None] | None = None):
         layout = init_deployment(root, pick_free_ports=True)
         self.users = seed_base(layout)
+        if before_start is not None:
+            before_start(layout)
         self.deployment = LocalDeployment(layout)
         self.deployment.start()
         self.inst = layout.institutions[0]
