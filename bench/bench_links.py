@@ -12,6 +12,10 @@ from before the page is opened.
   the time includes loading it.
 - OHIF: from opening its viewer URL for the study to its viewport showing an image (the canvas
   screenshot's grey-level spread above that of a blank viewport, polled every 100 ms).
+- Browsing (`--browse` profiles, loopback by default): after the first image, every slice of the
+  series once (SIVR: the next key once the slice is on screen; OHIF: its next-image key, then
+  until its network is idle), then the bytes received in all and the memory of the viewer's
+  renderer process (PSS) and JavaScript heap.
 
 Bytes are what the page received over the network (CDP `Network.loadingFinished`, all
 requests, the viewer's own code included), up to the first image.
@@ -20,7 +24,7 @@ Data: the demo CT (demo_data/ct-chest-100: 100 real axial slices of TCIA CMB-CRC
 uncompressed). Report: docs/benchmarks-viewer.md, "Against OHIF on the paper's links".
 
     python bench/bench_links.py [--profiles loopback cs-4g 4G 2G] [--out bench/results/links.raw.json]
-                                [--shots DIR]
+                                [--shots DIR] [--browse loopback ...]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_viewer import FIRST_SLICE_JS, Bench, derive_series  # noqa: E402
+from bench.bench_viewer import FIRST_SLICE_JS, SCROLL_JS, Bench, browser_memory, derive_series  # noqa: E402
 from tests.dicomweb.ohif_site import (  # noqa: E402
     CHROMIUM_ARGS,
     MIN_SPREAD,
@@ -88,8 +92,9 @@ class Traffic:
         self.bytes += int(event.get("encodedDataLength", 0))
 
 
-def sivr_first_image(bench: Bench, browser, meta: dict, profile_name: str) -> dict:
-    """SIVR's viewer, logged in, opening the record: ms and bytes to its first slice on screen."""
+def sivr_first_image(bench: Bench, browser, meta: dict, profile_name: str, browse: bool = False) -> dict:
+    """SIVR's viewer, logged in, opening the record: ms and bytes to its first slice on screen
+    (and, `browse`, the bytes and memory once every slice was on screen)."""
     context = browser.new_context(viewport=VIEWPORT, base_url=bench.deployment.url("web"))
     try:
         page = context.new_page()
@@ -102,15 +107,22 @@ def sivr_first_image(bench: Bench, browser, meta: dict, profile_name: str) -> di
         page.get_by_role("heading", name="Patients").wait_for(timeout=TIMEOUT_S * 1000)
         before = traffic.bytes   # the login page and the patient list are not the series
         ms = page.evaluate(FIRST_SLICE_JS, bench.view_hash(meta, "webp"))
-        return {"ms": round(ms), "bytes": traffic.bytes - before}
+        figures = {"ms": round(ms), "bytes": traffic.bytes - before}
+        if browse:
+            page.locator("#viewport[data-load-state=ready]").wait_for(timeout=TIMEOUT_S * 1000)
+            page.locator("#slice").fill("0")
+            page.evaluate(SCROLL_JS, meta["frames"] - 1)
+            figures["browsed"] = {"bytes": traffic.bytes - before, **browser_memory(browser, page)}
+        return figures
     finally:
         context.close()
 
 
 def ohif_first_image(site: OhifSite, session_token: str, study_uid: str, profile_name: str, browser,
-                     shots: Path | None = None) -> dict:
+                     shots: Path | None = None, browse_slices: int = 0) -> dict:
     """OHIF's viewer URL for the study: ms and bytes until its viewport shows an image (the page
-    saved in `shots` then, to check what was counted as the first image)."""
+    saved in `shots` then, to check what was counted as the first image); with `browse_slices`,
+    the bytes and memory once it stepped through them and its network is idle."""
     context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
@@ -128,6 +140,15 @@ def ohif_first_image(site: OhifSite, session_token: str, study_uid: str, profile
         figures = {"ms": round((time.perf_counter() - started) * 1000), "bytes": traffic.bytes}
         if shots is not None:
             page.screenshot(path=str(shots / f"ohif-first-image-{profile_name}.png"))
+        if browse_slices:
+            canvas.click()
+            for _ in range(browse_slices - 1):
+                page.keyboard.press("ArrowDown")   # OHIF's next-image hotkey
+                page.wait_for_timeout(50)
+            page.wait_for_load_state("networkidle", timeout=TIMEOUT_S * 1000)
+            if shots is not None:
+                page.screenshot(path=str(shots / f"ohif-browsed-{profile_name}.png"))
+            figures["browsed"] = {"bytes": traffic.bytes, **browser_memory(browser, page)}
         return figures
     finally:
         context.close()
@@ -151,6 +172,8 @@ def main() -> int:
     parser.add_argument("--profiles", nargs="+", choices=tuple(PROFILES), default=tuple(PROFILES))
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "links.raw.json"))
     parser.add_argument("--shots", type=Path, help="save OHIF's page at its first image here")
+    parser.add_argument("--browse", nargs="*", choices=tuple(PROFILES), default=("loopback",),
+                        help="profiles on which both viewers also browse the whole series")
     args = parser.parse_args()
     if not (OHIF_DIST / "index.html").is_file():
         print(f"OHIF is not installed in {OHIF_DIST}: run installers/install-ohif.sh", file=sys.stderr)
@@ -181,10 +204,12 @@ def main() -> int:
                 for number, profile in enumerate(args.profiles):
                     cold = bench.add_record(derive_series(Path(tmp) / f"copy-{number}", len(files), DEMO_CT),
                                             f"CT 100 slices (copy {number}, never loaded)")
+                    browse = profile in args.browse
                     run = {"profile": profile,
-                           "sivr_warm": sivr_first_image(bench, browser, warm, profile),
+                           "sivr_warm": sivr_first_image(bench, browser, warm, profile, browse),
                            "sivr_cold": sivr_first_image(bench, browser, cold, profile),
-                           "ohif": ohif_first_image(site, token, study_uid, profile, browser, args.shots)}
+                           "ohif": ohif_first_image(site, token, study_uid, profile, browser, args.shots,
+                                                    len(files) if browse else 0)}
                     run["ohif_over_sivr_warm"] = round(run["ohif"]["ms"] / max(1, run["sivr_warm"]["ms"]), 1)
                     run["ohif_over_sivr_cold"] = round(run["ohif"]["ms"] / max(1, run["sivr_cold"]["ms"]), 1)
                     results["runs"].append(run)
