@@ -106,8 +106,7 @@ class VolumeRecord(Protocol):
 
     @property
     def manifest(self) -> Manifest: ...
-    @property
-    def pixels(self) -> np.ndarray: ...
+    def stack_voxels(self, stack: Stack) -> np.ndarray: ...
     @property
     def frames_total(self) -> int: ...
     @property
@@ -175,9 +174,8 @@ class Render3D:
             volume = volumes.get(stack.id)
             if volume is None:
                 spacing, orientation, slice_direction = volume_frame(stack_manifest(record.manifest, stack))
-                whole = stack.frames == tuple(range(record.pixels.shape[0]))
                 volume = prepare_volume(
-                    record.pixels if whole else record.pixels[list(stack.frames)], spacing, orientation,
+                    record.stack_voxels(stack), spacing, orientation,
                     record.rescale_slope, record.rescale_intercept, record.photometric,
                     record.default_voi, slice_direction, CT_AIR_HU if _modality(record).upper() == "CT" else None)
                 volumes[stack.id] = volume
@@ -254,7 +252,7 @@ def loaded_stack(record_id: str, stack_id: str | None) -> tuple[VolumeRecord, St
                        f"{record.frames_total} frames); reformats and 3D views need every frame",
                        headers={"Retry-After": RETRY_AFTER_S},
                        frames_ready=int(record.frames_ready), frames_total=int(record.frames_total))
-    if record.pixels.ndim != 3 or record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
     if record.modality().lut is not None:

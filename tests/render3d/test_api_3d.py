@@ -22,7 +22,7 @@ from daemons.render.manifest import Manifest
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.settings import KEYS
-from daemons.render.stacks import find_stack
+from daemons.render.stacks import Stack, find_stack
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model
@@ -62,6 +62,9 @@ class FakeLoadedRecord:
 
     def modality(self) -> Modality:
         return Modality(self.rescale_slope, self.rescale_intercept)
+
+    def stack_voxels(self, stack: Stack) -> np.ndarray:
+        return self.pixels if stack.frames == tuple(range(len(self.pixels))) else self.pixels[list(stack.frames)]
 
 
 class FakeRegistry:
