@@ -16,8 +16,10 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from daemons.render.series_analysis import parse_upload
+from tests.render.conftest import close_node
 from tests.render.synthetic import stack as classic_stack
 from tests.render.test_dcmtk_compare import LIMITS
+from tests.render.test_series_growth import add, catalogue_rows, stored_manifest
 
 AXIAL = (1, 0, 0, 0, 1, 0)
 SLICE_MM = 2.0
@@ -181,3 +183,25 @@ def test_dicomweb_renders_the_small_instance_at_its_size(mixed):
                             query_string={"SOPInstanceUID": ds.SOPInstanceUID}, headers=node.headers())
     assert found.status_code == 200
     assert found.json[0]["00280010"]["Value"] == [256] and found.json[0]["00280011"]["Value"] == [256]
+
+
+def test_a_series_that_grows_by_another_size_is_split_as_one_upload_would_be(node, make_node):
+    """A later C-STORE/STOW part of another size: the series is re-analysed into stacks, exactly as
+    one upload of all its files (here through the ingest service both doors call)."""
+    series = generate_uid()
+    small, big = _series((SMALL,), series=series), _series((BIG,), series=series)
+    record_id = add(node, small).record_id
+    assert len(stored_manifest(node, record_id)["render"]["stacks"]) == 1
+    assert add(node, big).record_id == record_id
+    grown = stored_manifest(node, record_id)
+    assert [(s["rows"], s["pixel_spacing"], len(s["frames"])) for s in grown["render"]["stacks"]] == [
+        (512, [0.5, 0.5], 3), (256, [1.0, 1.0], 4)]
+    assert catalogue_rows(node, record_id)["stored_record"][3:] == (512, 512)
+    other = make_node()
+    once = stored_manifest(other, add(other, small + big).record_id)["render"]
+    close_node(other)
+    # the automatic window is kept from the last analysis until the series is complete (Provisional)
+    assert {**once, "auto_window": None} == {**grown["render"], "auto_window": None}
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    assert node.registry.get_loaded(record_id).wait_complete(60)
+    assert _frame(node, record_id, 5).shape[:2] == (256, 256) and _frame(node, record_id, 0).shape[:2] == (512, 512)
