@@ -2,12 +2,13 @@
 
 `daemons.render.upload_checks` has refused what cannot be rendered; this module orders the files,
 refuses what cannot be one record (several series or patients, files that disagree on the pixel
-format: samples, bits, sign, photometric interpretation) and writes the manifest the store keeps: what the loader and the renderer need later
-(pixel data offsets, rescale, LUTs, the record's and each frame's VOI, which files carry overlays,
-the stacks that form volumes) so loading never re-parses headers. Files of a classic series may
-differ in image size and pixel spacing: each size and spacing is a stack of its own (with its own
-shape and spacing, `stack_analysis`); the record's `rows`, `columns` and `pixel_spacing` are its
-first stack's, and its frames are held padded to the largest size (`decoded_bytes` counts that).
+format: samples, bits, sign, photometric interpretation) and writes the manifest the store keeps:
+what the loader and the renderer need later (pixel data offsets, rescale, LUTs, the record's and
+each frame's VOI, which files carry overlays, the stacks that form volumes) so loading never
+re-parses headers. Files of a classic series may differ in image size and pixel spacing: each size and
+spacing is a stack of its own (with its own shape and spacing, `stack_analysis`); the record's
+`rows`, `columns` and `pixel_spacing` are its first stack's, and its frames are held padded to the
+largest size (`decoded_bytes` counts that).
 """
 
 from __future__ import annotations

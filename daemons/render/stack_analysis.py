@@ -1,18 +1,18 @@
 """Which frames of a record form one volume: the record's stacks, written into its manifest.
 
 An enhanced multi-frame file (or a series) may hold several stacks at the same anatomy: a field
-map's magnitude and phase frames, DTI's b-values and gradient directions, several Stack IDs, or
-the time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated
-anatomy at twice the extent. Frames are split here by what tells stacks apart (the Dimension
-Index Values of dimensions that are neither spatial nor temporal, Stack ID, frame type and
-complex component, diffusion b-value and gradient direction, echo time, image type and, for a classic
-series, orientation, image size (Rows x Columns) and pixel spacing); temporal positions become a cine axis of their stack (`phases`: the frames
-of each time point in spatial order). A stack whose frames cannot form a volume (mixed
-orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
-the reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable.
-Each stack carries its frames' size and pixel spacing (`rows`, `columns`, `pixel_spacing`): a
-classic series may mix sizes (a localiser at 256x256 between 512x512 slices) and spacings, and
-each stack is drawn, measured and reformatted with its own.
+map's magnitude and phase frames, DTI's b-values and gradient directions, several Stack IDs, or the
+time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated anatomy
+at twice the extent. Frames are split here by what tells stacks apart (the Dimension Index Values
+of dimensions that are neither spatial nor temporal, Stack ID, frame type and complex component,
+diffusion b-value and gradient direction, echo time, image type and, for a classic series,
+orientation, image size (Rows x Columns) and pixel spacing); temporal positions become a cine axis
+of their stack (`phases`: the frames of each time point in spatial order). A stack whose frames
+cannot form a volume (mixed orientations, duplicated positions, irregular spacing, time points of
+different lengths) keeps the reason in `volume`, so MPR and 3D are refused with it while every
+frame stays viewable. Each stack carries its frames' size and pixel spacing (`rows`, `columns`,
+`pixel_spacing`): a classic series may mix sizes (a localiser at 256x256 between 512x512 slices)
+and spacings, and each stack is drawn, measured and reformatted with its own.
 
 The result is the manifest's `render.stacks`; `daemons.render.stacks.stacks_of` is its one reader.
 """
