@@ -116,6 +116,8 @@ def test_every_frame_renders_at_its_own_size_as_its_file_alone_does(mixed):
     big, small = meta["stacks"]
     assert (big["rows"], big["columns"], big["pixel_spacing"]) == (512, 512, [0.5, 0.5])
     assert (small["rows"], small["columns"], small["pixel_spacing"]) == (256, 256, [1.0, 1.0])
+    schema = node.client.get("/api/v1/openapi.json").json["components"]["schemas"]["Stack"]
+    assert set(big) == set(schema["properties"]), "the OpenAPI document says what is served"
     for stack in (big, small):
         slices = stack["planes"]["slices"]
         assert (slices["columns"], slices["rows"]) == (stack["columns"], stack["rows"])
