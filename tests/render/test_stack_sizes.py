@@ -118,6 +118,8 @@ def test_every_frame_renders_at_its_own_size_as_its_file_alone_does(mixed):
     assert (small["rows"], small["columns"], small["pixel_spacing"]) == (256, 256, [1.0, 1.0])
     schema = node.client.get("/api/v1/openapi.json").json["components"]["schemas"]["Stack"]
     assert set(big) == set(schema["properties"]), "the OpenAPI document says what is served"
+    record = node.registry.get_loaded(record_id)
+    assert record.nbytes == 7 * 512 * 512 * 2 == record.manifest.render.decoded_bytes, "padded, and counted so"
     for stack in (big, small):
         slices = stack["planes"]["slices"]
         assert (slices["columns"], slices["rows"]) == (stack["columns"], stack["rows"])
@@ -207,3 +209,28 @@ def test_a_series_that_grows_by_another_size_is_split_as_one_upload_would_be(nod
     assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
     assert node.registry.get_loaded(record_id).wait_complete(60)
     assert _frame(node, record_id, 5).shape[:2] == (256, 256) and _frame(node, record_id, 0).shape[:2] == (512, 512)
+
+
+def test_an_overlay_of_a_small_frame_is_drawn_at_its_size(node):
+    files = _series(((2, 64, 0.5), (2, 32, 1.0)))
+    name, data = files[-1]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.add_new(0x60000010, "US", 32)
+    ds.add_new(0x60000011, "US", 32)
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    bitmap = np.zeros((32, 32), dtype=np.uint8)
+    bitmap[30, :] = 1  # a line near the bottom edge: beyond a crop of the small frame's own size
+    ds.add_new(0x60003000, "OW", pydicom.pixels.pack_bits(bitmap.ravel()))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    files[-1] = (name, out.getvalue())
+    record_id, meta = _loaded(node, files)
+    index = next(i for i, s in enumerate(meta["slices"]) if s["instance"] == ds.InstanceNumber
+                 and i in meta["stacks"][1]["frames"])
+    drawn = _frame(node, record_id, index, overlays="true")
+    assert drawn.shape == (32, 32) and (drawn[30] == 255).all() and not (_frame(node, record_id, index)[30] == 255).all()
+    single_id, _ = _loaded(node, [(name, _alone(files[-1][1]))])
+    np.testing.assert_array_equal(drawn, _frame(node, single_id, 0, overlays="true"))
