@@ -217,7 +217,8 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
     auto = (_auto_window(files, layout, modality_lut, bad_frames) if provisional is None
             else provisional.auto_window)
     record_id = record_id_of([f.sha256 for f in files])
-    spacing, warnings = pixel_spacing(first)
+    spacing = pixel_spacing(first)[0]
+    warnings = list(dict.fromkeys(w for f in files for w in f.spacing[1]))  # a stack of unknown spacing says so
     if bad_frames:
         listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
         warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "

@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from daemons.render.series_analysis import parse_upload
+from daemons.render.stacks import stacks_json
 from tests.render.conftest import close_node
 from tests.render.synthetic import stack as classic_stack
 from tests.render.test_dcmtk_compare import LIMITS
@@ -81,6 +82,22 @@ def test_a_spacing_alone_splits_a_series_of_one_size():
     stacks = parse_upload(_series(((3, 64, 0.5), (4, 64, 0.8))), LIMITS).manifest.render.stacks
     assert [(s["rows"], s["pixel_spacing"], s["label"]) for s in stacks] == [
         (64, [0.5, 0.5], "0.5 mm"), (64, [0.8, 0.8], "0.8 mm")]
+
+
+def test_a_part_without_pixel_spacing_is_a_stack_of_unknown_spacing():
+    files = _series(((3, 64, 0.5), (2, 64, 0.5)))
+    for number in (-1, -2):
+        ds = pydicom.dcmread(io.BytesIO(files[number][1]))
+        del ds.PixelSpacing
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files[number] = (files[number][0], out.getvalue())
+    manifest = parse_upload(files, LIMITS).manifest
+    stacks = manifest.render.stacks
+    assert [(s["pixel_spacing"], s["label"]) for s in stacks] == [([0.5, 0.5], "0.5 mm"), (None, "unknown spacing")]
+    assert any("no pixel spacing" in w for w in manifest.meta.warnings), "the unmeasurable stack is said"
+    planes = [stacks_json(manifest)[i]["planes"]["slices"]["measurable"] for i in (0, 1)]
+    assert planes == [True, False]
 
 
 def test_a_series_of_one_size_and_spacing_stays_one_stack():
@@ -149,6 +166,10 @@ def test_each_stack_reformats_at_its_own_extent(mixed):
         coronal = node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/{size - 1}?stack={stack['id']}",
                                   headers=node.headers())
         assert coronal.status_code == 200, coronal.json
+        volume = node.client.get(f"/api/v1/records/{record_id}/volume",
+                                 query_string={"mode": "mip", "render": "still", "stack": stack["id"]},
+                                 headers=node.headers())
+        assert volume.status_code == 200, volume.json
 
 
 def test_readings_take_each_frame_its_own_size_and_spacing(mixed):
