@@ -202,6 +202,8 @@ def test_dicomweb_renders_the_small_instance_at_its_size(mixed):
     headers = {**node.headers(), "Accept": "image/png"}
     rendered = _png(node.client.get(f"{base}/frames/1/rendered", headers=headers))
     assert rendered.shape[:2] == (256, 256), name
+    annotated = _png(node.client.get(f"{base}/frames/1/rendered?annotation=patient,technique", headers=headers))
+    assert annotated.shape[:2] == (256, 256) and not np.array_equal(annotated, rendered), "text burnt in"
     thumbnail = _png(node.client.get(f"{base}/thumbnail", headers=headers))
     assert thumbnail.shape[0] == thumbnail.shape[1]
     found = node.client.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances",
