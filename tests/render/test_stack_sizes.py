@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
+from daemons.render.manifest import Manifest
 from daemons.render.series_analysis import parse_upload
-from daemons.render.stacks import stacks_json
+from daemons.render.stacks import frame_stack, stack_manifest, stacks_json, stacks_of
 from tests.render.conftest import close_node
 from tests.render.synthetic import stack as classic_stack
 from tests.render.test_dcmtk_compare import LIMITS
@@ -98,6 +99,18 @@ def test_a_part_without_pixel_spacing_is_a_stack_of_unknown_spacing():
     assert any("no pixel spacing" in w for w in manifest.meta.warnings), "the unmeasurable stack is said"
     planes = [stacks_json(manifest)[i]["planes"]["slices"]["measurable"] for i in (0, 1)]
     assert planes == [True, False]
+
+
+def test_stacks_stored_before_sizes_were_kept_have_the_records():
+    stored = parse_upload(_series(((3, 64, 0.5),)), LIMITS).manifest.to_json()
+    for entry in stored["render"]["stacks"]:
+        for key in ("rows", "columns", "pixel_spacing"):
+            del entry[key]
+    manifest = Manifest.from_json(stored)
+    (stack,) = stacks_of(manifest)
+    assert (stack.rows, stack.columns, stack.pixel_spacing) == (64, 64, (0.5, 0.5)) == (
+        manifest.meta.rows, manifest.meta.columns, manifest.meta.pixel_spacing)
+    assert frame_stack(manifest, 2) is stack and stack_manifest(manifest, stack).meta.rows == 64
 
 
 def test_a_series_of_one_size_and_spacing_stays_one_stack():
