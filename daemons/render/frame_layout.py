@@ -9,6 +9,7 @@ tests/installers/test_units.py), so nothing they import may load numba.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -56,6 +57,12 @@ class Layout:
         """This layout for frames of another size: a classic series may mix image sizes (one
         stack each, `daemons.render.stack_analysis`); everything else about its pixels agrees."""
         return replace(self, rows=rows, columns=columns)
+
+    def padded_to(self, sizes: Iterable[tuple[int, int]]) -> Layout:
+        """This layout at the largest rows and largest columns of `sizes` ((rows, columns) of each
+        stack): the one array a record of several sizes is held in (and counted as)."""
+        rows, columns = zip(*sizes, strict=True)
+        return self.sized(max(rows), max(columns))
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

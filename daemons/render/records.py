@@ -65,7 +65,7 @@ class LoadedRecord:
         self.layout = render.layout
         self.frames_total = manifest.meta.frames
         stacks = stacks_of(manifest)
-        padded = self.layout.sized(max(s.rows for s in stacks), max(s.columns for s in stacks))
+        padded = self.layout.padded_to((s.rows, s.columns) for s in stacks)
         self.pixels = np.zeros((self.frames_total, *padded.frame_shape), dtype=self.layout.stored_dtype)
         self._stacks = frame_stacks(manifest)
         # (row, column) mm each stack's frames are drawn with (an unknown spacing counts as 1 mm)

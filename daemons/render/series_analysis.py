@@ -203,7 +203,8 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         raise UploadError(422, "unsupported_image",
                           f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits "
                           "are not supported")
-    padded = layout.sized(max(int(f.dataset.Rows) for f in files), max(int(f.dataset.Columns) for f in files))
+    stacks = find_stacks(files)
+    padded = layout.padded_to((stack["rows"], stack["columns"]) for stack in stacks)
     decoded_bytes = frames_total * int(np.prod(padded.frame_shape)) * layout.stored_dtype.itemsize
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
@@ -261,7 +262,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
         "auto_window": auto,
         "decoded_bytes": decoded_bytes,
-        "stacks": find_stacks(files),
+        "stacks": stacks,
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
