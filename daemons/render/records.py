@@ -11,7 +11,7 @@ Why this shape:
 - A memory budget evicts the least recently used records; nothing is unloaded because one viewer
   went away.
 - A series whose stacks differ in image size is held in ONE array padded to the largest frame
-  (what the budget counts); every read goes through `frame(i)` or `stack_voxels(stack)`, which
+  (what the budget counts); every read goes through `frame(i)` or `stacks.stack_voxels`, which
   crop to the frame's own size, so no caller can read the padding.
 """
 
@@ -36,7 +36,7 @@ from daemons.render.manifest import Manifest
 from daemons.render.overlays import overlay_mask
 from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.planes import record_spacing
-from daemons.render.stacks import Stack, frame_stacks, stack_manifest, stacks_of
+from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
 from daemons.render.stores import Store
 from daemons.render.voi import default_voi, lut_from_json
 
@@ -55,7 +55,7 @@ class LoadedRecord:
     colour, padded to the largest frame of the record; where the files disagree on rescale it
     holds float32 modality values with slope 1 and intercept 0. Frames not yet decoded are zero:
     check `is_ready(i)` or `complete`. Read a frame with `frame(i)` and a stack's volume with
-    `stack_voxels(stack)` (cropped to their own size), never `pixels` directly.
+    `stacks.stack_voxels(pixels, stack)` (cropped to their own size), never `pixels[...]` directly.
     """
 
     def __init__(self, record_id: str, manifest: Manifest):
@@ -77,6 +77,9 @@ class LoadedRecord:
         self.default_voi = default_voi(manifest).voi
         self.modality_lut = lut_from_json(render.modality_lut)
         self.errors: dict[int, str] = {}
+        # Copies of its pixels made for it (a stack's or time point's volume, daemons.render.api_3d):
+        # they live as long as the record and count in its memory.
+        self.derived_bytes = 0
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
         self._cond = threading.Condition()
@@ -104,17 +107,10 @@ class LoadedRecord:
         """(row, column) mm frame `index` is drawn with: its stack's pixel spacing (1 mm where unknown)."""
         return self._spacings[self._stacks[index].id]
 
-    def stack_voxels(self, stack: Stack) -> np.ndarray:
-        """The volume of one stack: its frames in its order, at its own size (the whole array,
-        uncopied, where the stack is every frame of the record in stored order, unpadded)."""
-        if stack.frames == tuple(range(self.frames_total)) and self.pixels.shape[1:3] == (stack.rows, stack.columns):
-            return self.pixels
-        return self.pixels[list(stack.frames), :stack.rows, :stack.columns]
-
     # --- state -------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        return int(self.pixels.nbytes)
+        return int(self.pixels.nbytes) + self.derived_bytes
 
     @property
     def frames_ready(self) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from daemons.render.pixels import Window
 from daemons.render.records import LoadedRecord, _Loader
-from daemons.render.stacks import stacks_of
+from daemons.render.stacks import stack_voxels, stacks_of
 from shared.config import ConfigError
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 
@@ -307,7 +307,8 @@ def test_loaded_record_interface_for_the_3d_engine(loaded_ct):
     assert record.pixels.shape == (12, 512, 512) and record.pixels.dtype == np.int16
     assert (record.rescale_slope, record.rescale_intercept) == (1.0, -1024.0)
     assert record.frame_spacing(0) == pytest.approx((0.898438, 0.898438))
-    assert record.stack_voxels(stacks_of(record.manifest)[0]) is record.pixels, "one stack of every frame: uncopied"
+    voxels = stack_voxels(record.pixels, stacks_of(record.manifest)[0])
+    assert np.shares_memory(voxels, record.pixels), "one stack of every frame: uncopied"
     assert len(record.orientation) == 6
     assert record.frames_total == record.frames_ready == 12 and record.complete
     assert record.default_voi == Window(-700.0, 1500.0) and record.photometric == "MONOCHROME2"
@@ -497,7 +498,10 @@ def test_an_upload_is_answered_with_a_receipt_the_nodes_published_key_verifies(n
     published = node.client.get("/api/v1/node", headers=node.headers()).json["receipt_key"]
     assert published["url"] == NODE_AUDIENCE and len(published["key_id"]) == 16
     key = parse_public_key(published["public_key"])
-    verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id))
+    stated = verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id))
+    # it states the DICOM patient the files name, for the institution's identity check (issue 11)
+    assert stated is not None
+    assert (stated["name"], stated["patient_id"]) == (meta["patient_name"], meta["patient_id_dicom"]) != ("", "")
     with pytest.raises(ReceiptError):
         verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, "someone"))
     again = node.upload(ct_files[:2], headers=node.headers(user_id=user_id))

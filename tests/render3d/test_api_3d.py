@@ -22,7 +22,7 @@ from daemons.render.manifest import Manifest
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.settings import KEYS
-from daemons.render.stacks import Stack, find_stack
+from daemons.render.stacks import find_stack
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model
@@ -52,6 +52,7 @@ class FakeLoadedRecord:
     default_voi: Voi | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
+    derived_bytes: int = 0
     manifest: Manifest = field(init=False)
 
     def __post_init__(self):
@@ -62,9 +63,6 @@ class FakeLoadedRecord:
 
     def modality(self) -> Modality:
         return Modality(self.rescale_slope, self.rescale_intercept)
-
-    def stack_voxels(self, stack: Stack) -> np.ndarray:
-        return self.pixels if stack.frames == tuple(range(len(self.pixels))) else self.pixels[list(stack.frames)]
 
 
 class FakeRegistry:
