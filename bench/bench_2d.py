@@ -185,7 +185,6 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
     registry = app.extensions["sivr_records"]
     record = registry.load(record_id)
     record.wait_complete(60)
-    spacing = (record.spacing[1], record.spacing[2])
     timings: dict[str, list[float]] = {"png": [], "webp": [], "jpeg": [], "render_only": []}
     sizes: dict[str, list[int]] = {"png": [], "webp": [], "jpeg": []}
     psnrs: dict[str, list[float]] = {"webp": [], "jpeg": []}
@@ -195,12 +194,12 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
         for index in range(record.frames_total):
             t0 = time.perf_counter()
             lut = record.lut_for((key_index,), params, index)
-            image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
+            image = render_frame(record.frame(index), params, lut, FULL, None, record.frame_spacing(index), 2048)
             timings["render_only"].append((time.perf_counter() - t0) * 1000)
             for fmt in ("png", "webp", "jpeg"):
                 t0 = time.perf_counter()
                 lut = record.lut_for((key_index,), params, index)
-                image = render_frame(record.pixels[index], params, lut, FULL, None, spacing, 2048)
+                image = render_frame(record.frame(index), params, lut, FULL, None, record.frame_spacing(index), 2048)
                 data, _ = encode_image(image, fmt)
                 timings[fmt].append((time.perf_counter() - t0) * 1000)
                 if key_index == 0:
@@ -214,7 +213,8 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
                              for fmt, v in sizes.items()}
     # encoder settings: size and time per setting on the middle slice at the soft-tissue window
     params = record.gray_params(Window(*WINDOW))
-    image = render_frame(record.pixels[50], params, record.lut_for((0,), params, 50), FULL, None, spacing, 2048)
+    image = render_frame(record.frame(50), params, record.lut_for((0,), params, 50), FULL, None,
+                         record.frame_spacing(50), 2048)
     settings = {}
 
     def pillow(**save):

@@ -144,8 +144,8 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
             lut = record.lut_for((voi_key,), params, index)
         overlay = the_node.registry.overlay(record_id, index) if overlays else None
         with timed("render", "frame", fmt):
-            image = mirror(inverted(render_frame(record.pixels[index], params, lut, region, box,
-                                                 (record.spacing[1], record.spacing[2]), max_px, overlay),
+            image = mirror(inverted(render_frame(record.frame(index), params, lut, region, box,
+                                                 record.frame_spacing(index), max_px, overlay),
                                     spec.invert), spec.flip)
             image = burn_in(image, spec.annotation)
         if fmt != "webp":

@@ -26,7 +26,7 @@ from daemons.render.node import node
 from daemons.render.planes import record_geometry
 from daemons.render.probe import Calibration, shape_stats, value_at
 from daemons.render.records import LoadedRecord
-from daemons.render.stacks import stack_manifest, stack_voxels
+from daemons.render.stacks import frame_stack, stack_manifest, stack_voxels
 from daemons.render.view_audit import note_view
 from daemons.render.volume.mpr import cut_plane, plane_layout
 from shared.auth import require_auth
@@ -40,9 +40,10 @@ bp = Blueprint("render_probe", __name__)
 UNITS = {"CT": "HU"}
 
 
-def calibration(record: VolumeRecord) -> Calibration:
+def calibration(record: VolumeRecord, pixel_spacing: tuple[float, float] | None) -> Calibration:
+    """How to read `record`'s values, with areas in mm² of `pixel_spacing` (None: unknown)."""
     meta = record.manifest.meta
-    return Calibration(record.modality(), UNITS.get(meta.modality.upper()), meta.pixel_spacing,
+    return Calibration(record.modality(), UNITS.get(meta.modality.upper()), pixel_spacing,
                        stored=not record.manifest.render.layout.float_modality)
 
 
@@ -54,17 +55,18 @@ def _frame(record_id: str, index: int) -> tuple[LoadedRecord, Calibration]:
     record = ready_frame(the_node, the_node.registry.get_loaded(record_id), record_id, index)
     if record.is_color:
         raise ApiError(422, "not_greyscale", "values are read from greyscale images only")
-    return record, calibration(record)
+    return record, calibration(record, frame_stack(manifest, index).pixel_spacing)
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>/value")
 @require_auth(*ROLES)
 def value(record_id: str, index: int):
     record, cal = _frame(record_id, index)
-    rows, cols = record.layout.frame_shape[:2]
+    pixels = record.frame(index)
+    rows, cols = pixels.shape[:2]
     x, y = query.coordinate(query.POINT_X, cols), query.coordinate(query.POINT_Y, rows)
     try:
-        reading = value_at(record.pixels[index], x, y, cal)
+        reading = value_at(pixels, x, y, cal)
     except ValueError as exc:
         raise query.bad(str(exc)) from exc
     note_view("value", record.record_id)
@@ -75,12 +77,13 @@ def value(record_id: str, index: int):
 @require_auth(*ROLES)
 def stats(record_id: str, index: int):
     record, cal = _frame(record_id, index)
-    rows, cols = record.layout.frame_shape[:2]
+    pixels = record.frame(index)
+    rows, cols = pixels.shape[:2]
     shape = query.shape()
     box = (query.coordinate(query.BOX_X0, cols), query.coordinate(query.BOX_Y0, rows),
            query.coordinate(query.BOX_X1, cols), query.coordinate(query.BOX_Y1, rows))
     note_view("value", record.record_id)
-    return jsonify({"frame": index, "box": list(box), **shape_stats(record.pixels[index], shape, box, cal)})
+    return jsonify({"frame": index, "box": list(box), **shape_stats(pixels, shape, box, cal)})
 
 
 def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Calibration]:
@@ -93,12 +96,12 @@ def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Cal
     layout = plane_layout(record_geometry(stack_manifest(record.manifest, stack)), plane)
     query.check_index(f"{plane} plane", index, layout.count)
     slab_mm, slab_mode = query.slab()
-    values = cut_plane(stack_voxels(record.pixels, stack), float(record.rescale_slope), layout, index, slab_mm,
-                       slab_mode)
-    cal = calibration(record)
+    voxels = stack_voxels(record.pixels, stack)
+    values = cut_plane(voxels, float(record.rescale_slope), layout, index, slab_mm, slab_mode)
+    cal = calibration(record, stack.pixel_spacing)
     spacing = (layout.down_mm, layout.right_mm) if cal.spacing is not None else None
     # a slab's average is no stored value
-    return record_id, values, replace(cal, spacing=spacing, stored=cal.stored and values.dtype == record.pixels.dtype)
+    return record_id, values, replace(cal, spacing=spacing, stored=cal.stored and values.dtype == voxels.dtype)
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/value")

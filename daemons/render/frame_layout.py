@@ -9,7 +9,8 @@ tests/installers/test_units.py), so nothing they import may load numba.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -51,6 +52,17 @@ class Layout:
     @property
     def frame_shape(self) -> tuple[int, ...]:
         return (self.rows, self.columns, 3) if self.is_color else (self.rows, self.columns)
+
+    def sized(self, rows: int, columns: int) -> Layout:
+        """This layout for frames of another size: a classic series may mix image sizes (one
+        stack each, `daemons.render.stack_analysis`); everything else about its pixels agrees."""
+        return replace(self, rows=rows, columns=columns)
+
+    def padded_to(self, sizes: Iterable[tuple[int, int]]) -> Layout:
+        """This layout at the largest rows and largest columns of `sizes` ((rows, columns) of each
+        stack): the one array a record of several sizes is held in (and counted as)."""
+        rows, columns = zip(*sizes, strict=True)
+        return self.sized(max(rows), max(columns))
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

@@ -202,7 +202,8 @@ class Ingest:
                                           received.version)
         node.record_index.note_version(record_id, version)
         meta = manifest.meta
-        node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
+        node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
+                                        rows=meta.rows, columns=meta.columns,  # a larger part leads now
                                         ).where(node.models.StoredRecord.id == record_id).execute()
         index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
         self._drop_views(record_id)

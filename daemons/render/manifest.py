@@ -11,7 +11,9 @@ Versions (the number stored as `version`):
 - 1: the unversioned form every manifest had before (keys added over time may be missing:
   `frame_vois`, `orientation_known`, `slices`, `stack_direction`, `slice_thickness`, a file's
   `overlays`, `blob` and `sop_instance_uid`, the patient and study texts);
-- 2: the same shape with `version` written; `render.stacks` is optional.
+- 2: the same shape with `version` written; `render.stacks` is optional, and so are a stack's
+  `rows`, `columns` and `pixel_spacing` (a series may mix sizes: `render.layout` and the meta's
+  size and spacing are then the first stack's; `daemons.render.stacks` reads the others).
 A manifest of a version this node does not know (written by a newer node sharing the store) is
 refused with `ManifestVersionError`: it is not damaged, so it is never quarantined.
 """

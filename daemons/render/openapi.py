@@ -99,7 +99,8 @@ SCHEMAS = {
         "stacks": {"type": "array", "items": {"$ref": "#/components/schemas/Stack"},
                    "description": "the volumes the record holds; MPR and 3D render one (`stack`), the first "
                                   "by default"}}},
-    "Stack": {"type": "object", "required": ["id", "label", "frames", "phases", "volume"], "properties": {
+    "Stack": {"type": "object", "required": ["id", "label", "frames", "phases", "volume", "rows", "columns",
+                                             "pixel_spacing"], "properties": {
         "id": {"type": "string"}, "label": {"type": "string", "description": "what sets it apart: b=500, PHASE, ..."},
         "frames": {"type": "array", "items": {"type": "integer"},
                    "description": "record frame indexes of its first time point, in spatial order: its volume"},
@@ -108,6 +109,10 @@ SCHEMAS = {
                                   "spatial order; MPR and 3D of time point k: `phase=k`"},
         "volume": {"type": "boolean", "description": "false: MPR and 3D of it answer 422 no_volume"},
         "no_volume_reason": {"type": ["string", "null"]},
+        "rows": {"type": "integer", "description": "its frames' height in pixels (a series may mix sizes)"},
+        "columns": {"type": "integer", "description": "its frames' width in pixels"},
+        "pixel_spacing": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                          "description": "its frames' (row, column) spacing in mm; null: unknown"},
         "planes": {"type": "object", "description": "its PlaneGeometry per plane (GET of one record only)",
                    "additionalProperties": {"$ref": "#/components/schemas/PlaneGeometry"}}}},
     "Edges": {"type": ["object", "null"], "required": ["top", "right", "bottom", "left"],

@@ -10,6 +10,9 @@ Why this shape:
   completes: the status can never say "loading" forever.
 - A memory budget evicts the least recently used records; nothing is unloaded because one viewer
   went away.
+- A series whose stacks differ in image size is held in ONE array padded to the largest frame
+  (what the budget counts); every read goes through `frame(i)` or `stacks.stack_voxels`, which
+  crop to the frame's own size, so no caller can read the padding.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import numpy as np
 import pydicom
 
 from daemons.render.decode import decode_frames, fast_path_possible, read_dataset
+from daemons.render.frame_layout import Layout
 from daemons.render.manifest import Manifest
 from daemons.render.overlays import overlay_mask
 from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.planes import record_spacing
+from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
 from daemons.render.stores import Store
 from daemons.render.voi import default_voi, lut_from_json
 
@@ -47,8 +52,10 @@ class LoadedRecord:
     """A record's frames in RAM (stored integer values; modality LUT not applied) and its load state.
 
     `pixels` is (frames, rows, cols) in the stored dtype, or (frames, rows, cols, 3) uint8 for
-    colour; where the files disagree on rescale it holds float32 modality values with slope 1 and
-    intercept 0. Frames not yet decoded are zero: check `is_ready(i)` or `complete`.
+    colour, padded to the largest frame of the record; where the files disagree on rescale it
+    holds float32 modality values with slope 1 and intercept 0. Frames not yet decoded are zero:
+    check `is_ready(i)` or `complete`. Read a frame with `frame(i)` and a stack's volume with
+    `stacks.stack_voxels(pixels, stack)` (cropped to their own size), never `pixels[...]` directly.
     """
 
     def __init__(self, record_id: str, manifest: Manifest):
@@ -57,10 +64,14 @@ class LoadedRecord:
         self.manifest = manifest
         self.layout = render.layout
         self.frames_total = manifest.meta.frames
-        self.pixels = np.zeros((self.frames_total, *self.layout.frame_shape), dtype=self.layout.stored_dtype)
+        stacks = stacks_of(manifest)
+        padded = self.layout.padded_to((s.rows, s.columns) for s in stacks)
+        self.pixels = np.zeros((self.frames_total, *padded.frame_shape), dtype=self.layout.stored_dtype)
+        self._stacks = frame_stacks(manifest)
+        # (row, column) mm each stack's frames are drawn with (an unknown spacing counts as 1 mm)
+        self._spacings = {s.id: record_spacing(stack_manifest(manifest, s))[1:] for s in stacks}
         self.rescale_slope = render.rescale_slope
         self.rescale_intercept = render.rescale_intercept
-        self.spacing = record_spacing(manifest)
         self.orientation = render.orientation
         self.photometric = self.layout.photometric
         self.default_voi = default_voi(manifest).voi
@@ -80,6 +91,21 @@ class LoadedRecord:
         self.finished_at: float | None = None
         for bad in render.bad_frames:  # found at upload: short or undecodable frames
             self._frame_done(bad.frame, bad.message)
+
+    # --- pixels ------------------------------------------------------------------------------
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` at its own size (a view of `pixels`, without the padding)."""
+        stack = self._stacks[index]
+        return self.pixels[index, :stack.rows, :stack.columns]
+
+    def frame_layout(self, index: int) -> Layout:
+        """The record's layout at frame `index`'s own size: what its file decodes to."""
+        stack = self._stacks[index]
+        return self.layout.sized(stack.rows, stack.columns)
+
+    def frame_spacing(self, index: int) -> tuple[float, float]:
+        """(row, column) mm frame `index` is drawn with: its stack's pixel spacing (1 mm where unknown)."""
+        return self._spacings[self._stacks[index].id]
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -160,7 +186,7 @@ class LoadedRecord:
         """Lowest and highest stored value of a decoded integer frame, computed once."""
         known = self._ranges.get(index)
         if known is None:
-            known = self._ranges[index] = value_range(self.pixels[index])
+            known = self._ranges[index] = value_range(self.frame(index))
         return known
 
     def lut_for(self, key: tuple, params: GrayParams, index: int) -> np.ndarray | None:
@@ -228,7 +254,8 @@ class _Loader:
         if info.overlays is not False:  # None: stored before overlays were recorded
             raw = self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False)
             dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
-            mask = overlay_mask(dataset, frame, self.record.layout.rows, self.record.layout.columns)
+            layout = self.record.frame_layout(index)
+            mask = overlay_mask(dataset, frame, layout.rows, layout.columns)
         with self._lock:
             self._overlays[index] = mask
             while len(self._overlays) > OVERLAY_CACHE_SIZE:
@@ -292,9 +319,9 @@ class _Loader:
         try:
             raw, dataset = self._file(file_index)
             slope, intercept = info.rescale(frame_in_file)
-            _, frame = next(decode_frames(raw, record.layout, [frame_in_file], info.pixel_offset,
+            _, frame = next(decode_frames(raw, record.frame_layout(index), [frame_in_file], info.pixel_offset,
                                           slope, intercept, dataset))
-            record.pixels[index] = frame
+            record.frame(index)[...] = frame
             error = None
         except Exception as exc:  # any failure of one slice is reported for that slice
             error = f"{type(exc).__name__}: {exc}"

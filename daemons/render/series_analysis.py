@@ -1,10 +1,14 @@
 """Series analysis: what a record of checked files is (slice order, geometry, default windows, stacks).
 
 `daemons.render.upload_checks` has refused what cannot be rendered; this module orders the files,
-refuses what cannot be one record (several series or patients, files that disagree on the image
-layout) and writes the manifest the store keeps: what the loader and the renderer need later
-(pixel data offsets, rescale, LUTs, the record's and each frame's VOI, which files carry overlays,
-the stacks that form volumes) so loading never re-parses headers.
+refuses what cannot be one record (several series or patients, files that disagree on the pixel
+format: samples, bits, sign, photometric interpretation) and writes the manifest the store keeps:
+what the loader and the renderer need later (pixel data offsets, rescale, LUTs, the record's and
+each frame's VOI, which files carry overlays, the stacks that form volumes) so loading never
+re-parses headers. Files of a classic series may differ in image size and pixel spacing: each size and
+spacing is a stack of its own (with its own shape and spacing, `stack_analysis`); the record's
+`rows`, `columns` and `pixel_spacing` are its first stack's, and its frames are held padded to the
+largest size (`decoded_bytes` counts that).
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ def record_id_of(hashes: list[str]) -> str:
 
 
 
+# Image keys a classic series' files may differ in: each size is a stack of its own.
+SIZE_KEYS = ("Rows", "Columns")
+
+
 def _check_consistent(files: list[ParsedFile]) -> None:
     if any(f.frames > 1 for f in files) and len(files) > 1:
         raise UploadError(422, "inconsistent_series",
@@ -68,7 +76,7 @@ def _check_consistent(files: list[ParsedFile]) -> None:
     reference = files[0]
     for parsed in files[1:]:
         for keyword, mine, theirs in zip(IMAGE_KEYS, parsed.image_keys, reference.image_keys, strict=True):
-            if mine != theirs:
+            if mine != theirs and keyword not in SIZE_KEYS:
                 raise UploadError(422, "inconsistent_series",
                                   f"{parsed.name}: {keyword} {mine} differs from "
                                   f"{reference.name} ({theirs}); all slices must match")
@@ -77,17 +85,20 @@ def _check_consistent(files: list[ParsedFile]) -> None:
                 raise UploadError(422, "inconsistent_series",
                                   f"{parsed.name}: its {what} differs from {reference.name}'s; "
                                   "a record holds the images of one patient's series only")
-        if parsed.spacing != reference.spacing:
-            raise UploadError(422, "inconsistent_series",
-                              f"{parsed.name}: its pixel spacing {parsed.spacing} differs from "
-                              f"{reference.name}'s {reference.spacing}; distances on the stack would be wrong")
 
 
 def _sorted(files: list[ParsedFile]) -> list[ParsedFile]:
-    """Files in record order: by orientation (each orientation a stack, `stack_analysis`), then by
-    position along the normal, instance number and name."""
+    """Files in record order: by orientation, then by size (largest first) and pixel spacing (each
+    a stack, `stack_analysis`, whose frames thus follow one another), then by position along the
+    normal, instance number and name."""
     groups = dict(zip((id(f) for f in files), orientation_groups([f.orientation for f in files]), strict=True))
-    return sorted(files, key=lambda parsed: (groups[id(parsed)], *_sort_key(parsed)))
+    return sorted(files, key=lambda parsed: (groups[id(parsed)], *_size_key(parsed), *_sort_key(parsed)))
+
+
+def _size_key(parsed: ParsedFile) -> tuple:
+    rows, columns = int(parsed.dataset.Rows), int(parsed.dataset.Columns)
+    spacing = parsed.spacing[0]
+    return (-rows * columns, rows, spacing is None, spacing or [])
 
 
 def _sort_key(parsed: ParsedFile) -> tuple:
@@ -192,7 +203,9 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         raise UploadError(422, "unsupported_image",
                           f"{files[0].name}: {layout.samples} samples of {layout.bits_allocated} bits "
                           "are not supported")
-    decoded_bytes = frames_total * int(np.prod(layout.frame_shape)) * layout.stored_dtype.itemsize
+    stacks = find_stacks(files)
+    padded = layout.padded_to((stack["rows"], stack["columns"]) for stack in stacks)
+    decoded_bytes = frames_total * int(np.prod(padded.frame_shape)) * layout.stored_dtype.itemsize
     if decoded_bytes > limits.max_decoded_bytes:
         raise UploadError(413, "over_limits",
                           f"the record decodes to {decoded_bytes // MIB} MiB, "
@@ -205,7 +218,8 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
     auto = (_auto_window(files, layout, modality_lut, bad_frames) if provisional is None
             else provisional.auto_window)
     record_id = record_id_of([f.sha256 for f in files])
-    spacing, warnings = pixel_spacing(first)
+    spacing = pixel_spacing(first)[0]
+    warnings = list(dict.fromkeys(w for f in files for w in f.spacing[1]))  # a stack of unknown spacing says so
     if bad_frames:
         listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
         warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "
@@ -248,7 +262,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "bad_frames": [{"frame": i, "message": m} for i, m in sorted(bad_frames.items())],
         "auto_window": auto,
         "decoded_bytes": decoded_bytes,
-        "stacks": find_stacks(files),
+        "stacks": stacks,
     }
     manifest_files = [
         {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
@@ -265,7 +279,9 @@ def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable
     if layout.is_color:
         return None
     sample_file, sample_index = _sample_frame(files, bad_frames)
-    sample_frame = _trial_decode(files[sample_file], layout, sample_index)
+    sample = files[sample_file]
+    sample_frame = _trial_decode(sample, layout.sized(int(sample.dataset.Rows), int(sample.dataset.Columns)),
+                                 sample_index)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
         values = Modality(slope, intercept).apply(sample_frame)

@@ -1,22 +1,25 @@
 """Which frames of a record form one volume: the record's stacks, written into its manifest.
 
 An enhanced multi-frame file (or a series) may hold several stacks at the same anatomy: a field
-map's magnitude and phase frames, DTI's b-values and gradient directions, several Stack IDs, or
-the time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated
-anatomy at twice the extent. Frames are split here by what tells stacks apart (the Dimension
-Index Values of dimensions that are neither spatial nor temporal, Stack ID, frame type and
-complex component, diffusion b-value and gradient direction, echo time, image type and, for a classic
-series, orientation); temporal positions become a cine axis of their stack (`phases`: the frames
-of each time point in spatial order). A classic series (single-frame files) whose positions each
-repeat the same number of times is a cine when a clock tells the repeats apart: Temporal Position
-Identifier (the standard's own), else Trigger Time (cardiac), else Acquisition Time as a last
-resort (the times 3D Slicer's multi-volume import and dcm2niix also split 4D series by); time
-point k holds each position's k-th image by that clock (ranks, not equal values: trigger and
-acquisition times differ from slice to slice of one time point). One position over time (a
-single-slice cardiac cine) is a stack of one slice per time point. Repeats no clock tells apart
-stay one stack with no volume. A stack whose frames cannot form a volume (mixed
-orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
-the reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable.
+map's magnitude and phase frames, DTI's b-values and gradient directions, several Stack IDs, or the
+time points of a dynamic acquisition. Stacked as one volume they gave MPR and 3D duplicated anatomy
+at twice the extent. Frames are split here by what tells stacks apart (the Dimension Index Values
+of dimensions that are neither spatial nor temporal, Stack ID, frame type and complex component,
+diffusion b-value and gradient direction, echo time, image type and, for a classic series,
+orientation, image size and pixel spacing); temporal positions become a cine axis of their stack
+(`phases`: the frames of each time point in spatial order). A classic series (single-frame files)
+whose positions each repeat the same number of times is a cine when a clock tells the repeats
+apart: Temporal Position Identifier (the standard's own), else Trigger Time (cardiac), else
+Acquisition Time as a last resort (the times 3D Slicer's multi-volume import and dcm2niix also
+split 4D series by); time point k holds each position's k-th image by that clock (ranks, not equal
+values: trigger and acquisition times differ from slice to slice of one time point). One position
+over time (a single-slice cardiac cine) is a stack of one slice per time point. Repeats no clock
+tells apart stay one stack with no volume. A stack whose frames cannot form a volume (mixed
+orientations, duplicated positions, irregular spacing, time points of different lengths) keeps the
+reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable. Each stack
+carries its frames' size and pixel spacing (`rows`, `columns`, `pixel_spacing`): a classic series
+may mix sizes (a localiser at 256x256 between 512x512 slices) and spacings, and each stack is
+drawn, measured and reformatted with its own.
 
 The result is the manifest's `render.stacks`; `daemons.render.stacks.stacks_of` is its one reader.
 """
@@ -31,7 +34,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from daemons.render.upload_checks import ParsedFile, floats
+from daemons.render.upload_checks import ParsedFile, floats, pixel_spacing
 
 ORIENTATION_TOLERANCE = 1e-3  # cosines: the tolerance a series' slices are called parallel at
 SPACING_TOLERANCE = 0.1       # a gap may differ from the median gap by this fraction
@@ -59,6 +62,8 @@ class FrameFacts:
     gradient: tuple[float, ...] | None
     echo_ms: float | None
     dimensions: tuple  # Dimension Index Values of dimensions neither spatial, temporal nor Stack ID
+    shape: tuple[int, int]  # (Rows, Columns) of the frame's file
+    pixel_spacing: tuple[float, float] | None  # (row, column) mm of the frame's file; None: unknown
     clocks: tuple[float | None, ...] = ()  # a classic file's values of CLOCKS (none for enhanced frames)
 
 
@@ -127,6 +132,7 @@ def _tuple(value: Any, count: int) -> tuple[float, ...] | None:
 
 def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts:
     ds = parsed.dataset
+    spacing = pixel_spacing(ds)[0]
     content = _item(ds, frame, "FrameContentSequence") or Dataset()
     plane = _item(ds, frame, "PlaneOrientationSequence")
     orientation = _tuple(plane.get("ImageOrientationPatient") if plane else ds.get("ImageOrientationPatient"), 6)
@@ -159,7 +165,9 @@ def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts
         frame_type=_frame_type(ds, frame), b_value=b_value,
         gradient=None if gradient is None else tuple(round(g, 3) for g in gradient),
         echo_ms=None if echo_ms is None else float(echo_ms),
-        dimensions=tuple(int(v) for v in dims), clocks=_clocks(ds) if classic else ())
+        dimensions=tuple(int(v) for v in dims), clocks=_clocks(ds) if classic else (),
+        shape=(int(ds.Rows), int(ds.Columns)),
+        pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])))
 
 
 def record_frames(files: list[ParsedFile]) -> list[FrameFacts]:
@@ -212,12 +220,22 @@ def _label_parts(facts: FrameFacts) -> dict[str, str]:
         "echo": "" if facts.echo_ms is None else f"TE={facts.echo_ms:g}",
         "orientation": _plane_name(facts.orientation),
         "dimensions": "",
+        "size": "{1}×{0}".format(*facts.shape),
+        "pixel_spacing": _spacing_label(facts.pixel_spacing),
     }
+
+
+def _spacing_label(spacing: tuple[float, float] | None) -> str:
+    """"0.7 mm" (square pixels), "0.5×0.8 mm" (column × row spacing), or "unknown spacing"."""
+    if spacing is None:
+        return "unknown spacing"
+    row_mm, col_mm = spacing
+    return f"{row_mm:g} mm" if row_mm == col_mm else f"{col_mm:g}×{row_mm:g} mm"
 
 
 def _stack_key(facts: FrameFacts, orientation_group: int) -> tuple:
     return (facts.stack_id, facts.frame_type, facts.b_value, facts.gradient, facts.echo_ms, orientation_group,
-            facts.dimensions)
+            facts.dimensions, facts.shape, facts.pixel_spacing)
 
 
 def _spatial_order(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> list[int]:
@@ -296,7 +314,8 @@ def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | No
 
 def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dict[str, Any]:
     """The manifest entry of one stack (without id and label)."""
-    orientation = facts[frames[0]].orientation
+    first = facts[frames[0]]
+    orientation = first.orientation
     normal = _normal(orientation)
     classic, untold = (_classic_times(frames, facts, normal) if all(facts[i].temporal is None for i in frames)
                        else (None, ""))
@@ -320,16 +339,20 @@ def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dic
         "orientation": None if orientation is None else [float(v) for v in orientation],
         "slice_spacing": spacing,
         "volume": reason,
+        "rows": first.shape[0],
+        "columns": first.shape[1],
+        "pixel_spacing": None if first.pixel_spacing is None else list(first.pixel_spacing),
     }
 
 
 def find_stacks(files: list[ParsedFile]) -> list[dict[str, Any]]:
     """The stacks of a record of `files` (in record order), as the manifest's `render.stacks` stores
     them: id ("1", "2", ... in the order of their first frame), label (what sets it apart: "b=500",
-    "PHASE", "stack 2", "sagittal 2"), frames (record frame indexes of its first time point in
-    spatial order: the volume MPR and 3D use), phases (every time point's frames; one for a stack
-    without time), orientation, slice_spacing (None: the record's) and volume (None, or why its
-    frames form no volume)."""
+    "PHASE", "stack 2", "sagittal 2", "256×256 1 mm"), frames (record frame indexes of its first time
+    point in spatial order: the volume MPR and 3D use), phases (every time point's frames; one for a stack
+    without time), orientation, slice_spacing (None: the record's), volume (None, or why its
+    frames form no volume), rows and columns (its frames' size) and pixel_spacing ((row, column)
+    mm, None: unknown)."""
     facts = record_frames(files)
     groups = orientation_groups([f.orientation for f in facts])
     sizes = np.bincount(groups)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from daemons.render.pixels import Window
 from daemons.render.records import LoadedRecord, _Loader
+from daemons.render.stacks import stack_voxels, stacks_of
 from shared.config import ConfigError
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 
@@ -305,7 +306,9 @@ def test_loaded_record_interface_for_the_3d_engine(loaded_ct):
     record = node.app.extensions["sivr_records"].get_loaded(record_id)
     assert record.pixels.shape == (12, 512, 512) and record.pixels.dtype == np.int16
     assert (record.rescale_slope, record.rescale_intercept) == (1.0, -1024.0)
-    assert record.spacing == pytest.approx((2.5, 0.898438, 0.898438))
+    assert record.frame_spacing(0) == pytest.approx((0.898438, 0.898438))
+    voxels = stack_voxels(record.pixels, stacks_of(record.manifest)[0])
+    assert np.shares_memory(voxels, record.pixels), "one stack of every frame: uncopied"
     assert len(record.orientation) == 6
     assert record.frames_total == record.frames_ready == 12 and record.complete
     assert record.default_voi == Window(-700.0, 1500.0) and record.photometric == "MONOCHROME2"

@@ -22,6 +22,9 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
     mpeg2.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML
     mpeg2.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
     short = _bytes(_dataset(rows=64, cols=64))
+    eight_bit = _dataset(position=1, pixels=False)  # sizes may differ (one stack each), bits may not
+    eight_bit.BitsAllocated, eight_bit.BitsStored, eight_bit.HighBit, eight_bit.PixelRepresentation = 8, 8, 7, 0
+    eight_bit.PixelData = b"\x00" * 64
     garbage_rle = _dataset(position=1)
     garbage_rle.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
     garbage_rle.PixelData = encapsulate([b"\x07\x00\x00\x00" + b"\xff" * 200])
@@ -39,8 +42,7 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
         "empty file": ([("empty.dcm", b"")], 400, "empty_upload"),
         "mixed series": ([("a.dcm", _bytes(_dataset(series="1.2.3.4.1"))),
                           ("b.dcm", _bytes(_dataset(series="1.2.3.4.2", position=1)))], 422, "inconsistent_series"),
-        "mixed sizes": ([("a.dcm", _bytes(_dataset())), ("b.dcm", _bytes(_dataset(rows=16, position=1)))],
-                        422, "inconsistent_series"),
+        "mixed bits": ([("a.dcm", _bytes(_dataset())), ("b.dcm", _bytes(eight_bit))], 422, "inconsistent_series"),
         "one bad file in a good series": ([("a.dcm", _bytes(_dataset())), ("b.txt", b"%PDF-1.4 not dicom" * 20)],
                                           400, "not_dicom"),
         "an empty file in a good series": ([("a.dcm", _bytes(_dataset())), ("nothing.dcm", b"")], 400, "empty_file"),
@@ -49,7 +51,7 @@ def _cases(dicom_dir: Path) -> dict[str, tuple[list[tuple[str, bytes]], int, str
 
 CASE_NAMES = ["garbage RLE beside a good slice", "not DICOM", "no pixels", "truncated MR", "cut short",
               "huge dimensions", "too many frames",
-              "undecodable syntax", "empty file", "mixed series", "mixed sizes",
+              "undecodable syntax", "empty file", "mixed series", "mixed bits",
               "one bad file in a good series", "an empty file in a good series"]
 
 

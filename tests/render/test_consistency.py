@@ -1,5 +1,6 @@
-"""Inconsistent data is refused with the reason (issue 13 item 10): one upload is one stack of one
-patient's series with one geometry, and every file's header agrees with its own pixel data."""
+"""Inconsistent data is refused with the reason (issue 13 item 10): one upload is one patient's
+series of one pixel format (sizes and spacings may differ: one stack each), and every file's header
+agrees with its own pixel data."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _slice(position: float, **attributes) -> bytes:
     ({"PatientID": "P-2"}, "patient id"),
     ({"PatientName": "Roe^Richard"}, "patient name"),
     ({"StudyInstanceUID": "1.2.3.9"}, "study"),
-    ({"PixelSpacing": [0.9, 0.9]}, "pixel spacing"),
+    ({"PhotometricInterpretation": "MONOCHROME1"}, "PhotometricInterpretation"),
 ])
 def test_slices_relabelled_into_one_series_are_refused(node, attributes, reason):
     reply = node.upload([("a.dcm", _slice(0)), ("b.dcm", _slice(1)), ("c.dcm", _slice(2, **attributes))])
@@ -36,6 +37,14 @@ def test_slices_relabelled_into_one_series_are_refused(node, attributes, reason)
 def test_a_consistent_series_is_accepted(node):
     reply = node.upload([("a.dcm", _slice(0)), ("b.dcm", _slice(1)), ("c.dcm", _slice(2))])
     assert reply.status_code == 201, reply.json
+
+
+def test_a_slice_of_another_pixel_spacing_is_a_stack_of_its_own(node):
+    """Sizes and spacings may differ (tests/render/test_stack_sizes.py): each is a stack, measured with its own."""
+    reply = node.upload([("a.dcm", _slice(0)), ("b.dcm", _slice(1)), ("c.dcm", _slice(2, PixelSpacing=[0.9, 0.9]))])
+    assert reply.status_code == 201, reply.json
+    meta = node.client.get(f"/api/v1/records/{reply.json['id']}", headers=node.headers()).json
+    assert [s["pixel_spacing"] for s in meta["stacks"]] == [[0.7, 0.7], [0.9, 0.9]]
 
 
 def test_pixel_data_longer_than_the_dimensions_is_refused(node):

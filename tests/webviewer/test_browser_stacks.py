@@ -2,16 +2,22 @@
 
 A synthetic field map (magnitude and phase frames at the same 6 positions, tests/render/synthetic_stacks.py)
 opens with a stack selector; reformats show the chosen stack at its own extent (6 axial slices, not
-the file's 12 frames), and switching the stack changes the reformatted image.
+the file's 12 frames), and switching the stack changes the reformatted image. A classic series of
+two image sizes and pixel spacings (tests/render/synthetic.py `stack`) is two stacks: switching
+shows each one's frames, measured in millimetres with that stack's own spacing.
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from pydicom.uid import generate_uid
 
 from tests.render import synthetic_stacks as synth
+from tests.render.synthetic import stack as classic_stack
 from tests.webviewer.helpers import new_patient, shot, uploaded_record
-from tests.webviewer.test_browser_geometry import open_loaded
+from tests.webviewer.test_browser_geometry import measure, open_loaded
 from tests.webviewer.test_browser_viewer import wait_shown
 
 pytestmark = pytest.mark.browser
@@ -62,3 +68,29 @@ def test_the_time_control_moves_to_the_same_position_at_another_time_point(page,
     wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
     assert page.locator("#time-out").inner_text() == "2 / 2"
     shot(page, shots, "stacks-dynamic-time-2")
+
+
+def test_a_series_of_two_sizes_measures_each_stack_with_its_own_spacing(page, deployment, tmp_path_factory, shots):
+    folder = tmp_path_factory.mktemp("sizes")
+    series, paths = generate_uid(), []
+    parts = {"1": (3, 128, 0.5), "2": (4, 64, 0.75)}  # stack id: (slices, size, pixel spacing mm)
+    for stack_id, (count, size, spacing) in parts.items():
+        for name, data in classic_stack((1, 0, 0, 0, 1, 0), count=count, rows=size, cols=size,
+                                        pixel_spacing=(spacing, spacing), series=series):
+            paths.append(folder / f"{stack_id}-{name}")
+            paths[-1].write_bytes(data)
+    patient = new_patient(deployment)
+    record = {"patient": patient, **uploaded_record(deployment, patient, paths, "CT of two sizes (stacks)")}
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, record)
+    selector = page.locator("#stack-select")
+    assert [o.inner_text() for o in selector.locator("option").all()] == ["128×128 0.5 mm", "64×64 0.75 mm"]
+    page.get_by_role("button", name="Measure", exact=True).click()
+    for stack_id, middle in (("2", "5"), ("1", "1")):  # each stack's middle frame (stacks.js middleFrame)
+        selector.select_option(stack_id)
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg && d.shownKey.includes('format=webp')",
+                   middle)
+        _, size, spacing = parts[stack_id]
+        measured = measure(page)
+        assert math.isclose(measured, 0.6 * size * spacing, rel_tol=0.02), (stack_id, measured)
+        shot(page, shots, f"stacks-sizes-stack-{stack_id}", full_page=False)

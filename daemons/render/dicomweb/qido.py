@@ -29,6 +29,7 @@ from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
 from daemons.render.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.node import node
+from daemons.render.stacks import frame_stack
 from shared.access import require_query_scope
 from shared.audit import record_audit_many
 from shared.auth import current_identity, require_auth
@@ -213,9 +214,15 @@ def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
         manifest = node().manifest(record_id)
     except ApiError:  # a damaged series is quarantined by the lookup; its instances just lack these
         return {}
-    frames = next((entry.frames for entry in manifest.files if entry.blob == blob), None)
+    first = 0  # the instance's first record frame: its stack gives its size
+    for entry in manifest.files:
+        if entry.blob == blob:
+            stack = frame_stack(manifest, first)
+            return {"Rows": stack.rows, "Columns": stack.columns,
+                    "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": entry.frames}
+        first += entry.frames
     return {"Rows": manifest.meta.rows, "Columns": manifest.meta.columns,
-            "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": frames}
+            "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": None}
 
 
 @cache

@@ -50,7 +50,7 @@ from daemons.render.api_records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.encode import MIMETYPES
 from daemons.render.node import node
-from daemons.render.stacks import Stack
+from daemons.render.stacks import Stack, frame_stack
 from shared.auth import require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
@@ -239,11 +239,11 @@ def _check_showable(targets: list[Target]) -> None:
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
     _check_showable([target])
     start_loading(target.record_id)
-    meta = node().manifest(target.record_id).meta
+    stack = frame_stack(node().manifest(target.record_id), target.index)  # the frame's own size
     box = THUMBNAIL_BOX if thumbnail else None
     viewport = query.viewport(_max_px(), box)
     annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
-    spec = _frame_spec(fmt, viewport, meta.rows, meta.columns, annotation, thumbnail)
+    spec = _frame_spec(fmt, viewport, stack.rows, stack.columns, annotation, thumbnail)
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
 

@@ -2,11 +2,15 @@
 // and distances in millimetres. No pixels are touched here: the server renders, the browser only
 // places the picture and draws measurement lines over it.
 
+import { stackOfFrame } from "./stacks.js";
+
 export const PLANES = ["native", "axial", "coronal", "sagittal"];
 
 /**
  * @typedef {object} PlaneInfo
  * @property {number} count indexes run 0..count-1
+ * @property {number} columns image width in pixels
+ * @property {number} rows image height in pixels
  * @property {number} width the whole image's width in mm (in pixels when not measurable)
  * @property {number} height the whole image's height in mm (in pixels when not measurable)
  * @property {boolean} measurable false when the pixel size is unknown
@@ -23,20 +27,26 @@ export const PLANES = ["native", "axial", "coronal", "sagittal"];
  * Nothing here is derived from the acquisition: the node computes it with the function it cuts
  * its reformats with, for axial, coronal, sagittal and oblique acquisitions alike.
  * A record from a node older than `planes` has its stored frames only, measured in pixels.
+ * A stored frame (`frame` given) has the size and pixel spacing of its own stack (a series may mix
+ * them: stacks.js stackOfFrame); its index range and positions stay the record's.
  * @param {any} meta RecordMeta
  * @param {string} plane "native" (the stored slices), "axial", "coronal" or "sagittal"
+ * @param {number|null} [frame] the stored frame shown (native only)
  * @returns {PlaneInfo}
  */
-export function planeInfo(meta, plane) {
+export function planeInfo(meta, plane, frame = null) {
   const served = meta.planes && meta.planes[plane === "native" ? "slices" : plane];
   if (!served) {
-    return { count: plane === "native" ? meta.frames : 0, width: meta.columns, height: meta.rows, measurable: false,
+    return { count: plane === "native" ? meta.frames : 0, columns: meta.columns, rows: meta.rows,
+      width: meta.columns, height: meta.rows, measurable: false,
       indexDirection: null, location: null, spacing: null, edges: null };
   }
+  const stack = plane === "native" && frame != null ? stackOfFrame(meta, Number(frame)) : null;
+  const size = (stack && stack.planes && stack.planes.slices) || served;
   return {
-    count: served.count, width: served.width_mm, height: served.height_mm, measurable: served.measurable,
-    indexDirection: served.index_direction, location: served.location_mm, spacing: served.spacing_mm,
-    edges: served.edges || null,
+    count: served.count, columns: size.columns, rows: size.rows, width: size.width_mm, height: size.height_mm,
+    measurable: size.measurable, indexDirection: served.index_direction, location: served.location_mm,
+    spacing: served.spacing_mm, edges: served.edges || null,
   };
 }
 

@@ -94,7 +94,7 @@ export class Overlay {
     this.svg.replaceChildren();
     if (!shown || shown.plane === "3d") return;
     this.drawReference(shown, vp.referenceLine());
-    const info = planeInfo(vp.meta, shown.plane);
+    const info = planeInfo(vp.meta, shown.plane, shown.index);
     const lines = [...(vp.measures.get(`${shown.plane}:${shown.index}`) || [])];
     if (temp) lines.push(temp);
     for (const line of lines) {

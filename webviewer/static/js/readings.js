@@ -7,7 +7,7 @@
 // from the stored values exactly as it cuts the image. 3D views have no value to read.
 
 import { h, svg } from "./dom.js";
-import { imageToScreen } from "./geometry.js";
+import { imageToScreen, planeInfo } from "./geometry.js";
 
 /** The tools that read values, and the ROI shape each draws. */
 export const ROI_SHAPES = { rect: "rect", ellipse: "ellipse" };
@@ -23,7 +23,7 @@ export function framePoint(vp, fraction) {
   if (!shown || shown.plane === "3d") return null;
   const plane = shown.plane === "native" ? null : (vp.meta.planes || {})[shown.plane];
   if (shown.plane !== "native" && !plane) return null;
-  const [columns, rows] = plane ? [plane.columns, plane.rows] : [vp.meta.columns, vp.meta.rows];
+  const { columns, rows } = plane || planeInfo(vp.meta, "native", shown.index);   // a frame: its own stack's size
   const params = shown.params || {};
   const slab = (params.slab ? `&slab=${params.slab}&slab_mode=${params.slab_mode}` : "")
     + (params.stack ? `&stack=${encodeURIComponent(params.stack)}` : "");   // the stack the reformat is of

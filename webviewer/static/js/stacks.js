@@ -10,6 +10,15 @@ export function recordStacks(meta) {
   return Array.isArray(meta.stacks) ? meta.stacks : [];
 }
 
+/**
+ * The stack that holds record frame `frame`, or null. A series may mix image sizes and pixel
+ * spacings (one stack each): a stored frame is drawn and measured with its own stack's size.
+ * @param {any} meta RecordMeta @param {number} frame
+ */
+export function stackOfFrame(meta, frame) {
+  return recordStacks(meta).find((st) => st.phases.some((phase) => phase.includes(frame))) || null;
+}
+
 /** Plane geometry with the reformats of `stack`; the stored frames stay the whole record's. */
 export function planesFor(recordPlanes, stack) {
   return stack && stack.planes ? { ...stack.planes, slices: (recordPlanes || {}).slices } : recordPlanes;

@@ -170,7 +170,7 @@ function finishDrag(vp, d) {
         const key = vp.measureKey();
         vp.measures.set(key, [...(vp.measures.get(key) || []), { a: d.start, b: d.end }]);
         vp.overlay.drawMeasures(vp);
-        const info = planeInfo(vp.meta, s.plane);
+        const info = planeInfo(vp.meta, s.plane, vp.shown && vp.shown.index);
         const distance = distanceMm(d.start, d.end, info.width, info.height);
         vp.ctx.announce(info.measurable ? `Distance ${distance.toFixed(1)} millimetres.` : `Distance ${distance.toFixed(0)} pixels.`);
       }
@@ -217,7 +217,7 @@ function placeAngle(vp, d) {
   const key = vp.measureKey();
   vp.measures.set(key, [...(vp.measures.get(key) || []), { shape: "angle", points: [a, b, c] }]);
   vp.overlay.drawMeasures(vp);
-  const info = planeInfo(vp.meta, vp.state.plane);
+  const info = planeInfo(vp.meta, vp.state.plane, vp.shown.index);
   const degrees = angleDegrees(a, b, c, info.width, info.height);
   if (degrees != null) vp.ctx.announce(`Angle ${degrees.toFixed(1)} degrees.`);
 }

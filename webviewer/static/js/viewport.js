@@ -387,7 +387,7 @@ export class Viewport {
       });
     } else {
       const index = indexOverride ?? this.index();
-      const info = planeInfo(this.meta, s.plane);
+      const info = planeInfo(this.meta, s.plane, index);   // a stored frame: its own stack's size
       path = s.plane === "native" ? `${this.recordPath}/frames/${index}` : `${this.recordPath}/mpr/${s.plane}/${index}`;
       region = regionFor(s.zoom, s.cx, s.cy);
       const physW = (region[2] - region[0]) * info.width;
