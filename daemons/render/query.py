@@ -69,6 +69,10 @@ DETAIL = Param("detail", "full: RecordMeta with slices and planes; summary: with
                "(the patient page asks many records at once)", {"enum": list(RECORD_DETAILS), "default": "full"})
 STACK = Param("stack", "the stack to reformat or render (an id of RecordMeta.stacks); without it the first",
               {"type": "string", "pattern": r"^[0-9]{1,6}$"})
+KEY_IMAGE_PHASE = Param("phase", "the time point (0-based index of the stack's phases) the key image was marked on, "
+                        "when the stack has several; without it none is recorded", {"type": "integer", "minimum": 0})
+#: PUT/DELETE .../key-images/{plane}/{index}: which stack (reformats) and time point the image is of.
+KEY_IMAGE_PARAMS = (STACK, KEY_IMAGE_PHASE)
 MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})
