@@ -15,8 +15,8 @@ from daemons.render.models import MIGRATIONS, upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
 from shared.db import schema_target
-from tests.render.conftest import close_node
 from tests.render import synthetic_stacks as synth
+from tests.render.conftest import close_node
 from tests.render.synthetic import dataset, to_bytes
 
 SLICES = 4
