@@ -175,9 +175,9 @@ def test_migration_from_schema_3_adds_the_table(make_node):
 
 # the key_image table as schema 4 made it (peewee's DDL of that release)
 SCHEMA_4_KEY_IMAGE = (
-    'CREATE TABLE "key_image" ("id" INTEGER NOT NULL PRIMARY KEY, "record_id" VARCHAR(64) NOT NULL, '
-    '"plane" VARCHAR(16) NOT NULL, "image_index" INTEGER NOT NULL, "marked_by" VARCHAR(36) NOT NULL, '
-    '"marked_by_name" VARCHAR(150) NOT NULL, "marked_at" DATETIME NOT NULL)',
+    ('CREATE TABLE "key_image" ("id" INTEGER NOT NULL PRIMARY KEY, "record_id" VARCHAR(64) NOT NULL, '
+     '"plane" VARCHAR(16) NOT NULL, "image_index" INTEGER NOT NULL, "marked_by" VARCHAR(36) NOT NULL, '
+     '"marked_by_name" VARCHAR(150) NOT NULL, "marked_at" DATETIME NOT NULL)'),
     'CREATE INDEX "keyimage_record_id" ON "key_image" ("record_id")',
     'CREATE UNIQUE INDEX "keyimage_record_id_plane_image_index" ON "key_image" ("record_id", "plane", "image_index")',
 )
