@@ -62,3 +62,59 @@ def test_the_time_control_moves_to_the_same_position_at_another_time_point(page,
     wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
     assert page.locator("#time-out").inner_text() == "2 / 2"
     shot(page, shots, "stacks-dynamic-time-2")
+
+
+def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(page, deployment, field_map_record, shots):
+    """Marked on the PHASE stack's axial 4, listed as such; from the MAGNITUDE stack (or a reload) a
+    click on it shows the PHASE stack's axial 4 again, not the magnitude's."""
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, field_map_record)
+    page.locator("#stack-select").select_option("2")
+    page.locator("#plane").select_option("axial")
+    page.locator("#slice").fill("3")
+    wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+    page.locator("#key-image").click()
+    item = page.locator("#key-image-list .key-image-item")
+    item.first.wait_for()
+    assert item.count() == 1 and item.first.text_content().endswith("PHASE · Axial 4 / 6")
+    assert item.first.get_attribute("data-stack") == "2"
+    page.locator("#stack-select").select_option("1")
+    wait_shown(page, "d.shownPlane === 'axial' && d.shownKey.includes('stack=1')")
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "the magnitude's axial 4 is not marked"
+
+    page.reload()
+    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+    item.first.wait_for()
+    item.first.click()
+    shown = wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+    assert shown["query"]["stack"] == "2" and page.locator("#stack-select").input_value() == "2"
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+    shot(page, shots, "stacks-key-image-on-phase-stack")
+    page.locator("#key-image").click()   # unmark: the list is empty again for the next run
+    page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+
+
+def test_a_key_image_keeps_its_time_point(page, deployment, tmp_path_factory, shots):
+    path = tmp_path_factory.mktemp("dynamic-key") / "dynamic.dcm"
+    path.write_bytes(synth.dynamic(times=2, positions=POSITIONS))
+    patient = new_patient(deployment)
+    record = {"patient": patient, **uploaded_record(deployment, patient, [path], "MR dynamic (key image)")}
+    page.set_default_timeout(30000)
+    open_loaded(page, deployment, record)
+    page.locator("#slice").fill("2")
+    page.locator("#time").fill("1")
+    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+    page.locator("#key-image").click()
+    item = page.locator("#key-image-list .key-image-item")
+    item.first.wait_for()
+    assert item.first.text_content().endswith("Time 2 / 2") and item.first.get_attribute("data-phase") == "1"
+    page.locator("#time").fill("0")
+    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === '2'")
+    assert page.locator("#key-image").get_attribute("aria-pressed") == "false"
+    item.first.click()
+    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+    assert page.locator("#time-out").inner_text() == "2 / 2"
+    listed = deployment.client("physician").call(
+        "GET", f"{record['node']['url'].rstrip('/')}/api/v1/records/{record['meta']['id']}/key-images").json()["items"]
+    assert [(i["plane"], i["index"], i["stack"], i["phase"]) for i in listed] == [("native", 2 + POSITIONS, None, 1)]
+    shot(page, shots, "stacks-key-image-time-point")
