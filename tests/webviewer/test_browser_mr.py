@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.webviewer.browser import DESKTOP, PHONE
-from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
+from tests.webviewer.helpers import Fingers, derived_series, login, new_patient, shot, uploaded_record
 from tests.webviewer.test_browser_viewer import wait_shown
 
 pytestmark = pytest.mark.browser
@@ -59,9 +59,13 @@ def toolbar(page, phone: bool, open_it: bool) -> None:
         page.locator("#tools-toggle").click()
 
 
-def drag(page, dx: float, dy: float) -> None:
+def drag(page, dx: float, dy: float, phone: bool = False) -> None:
+    """A drag across the middle of the active viewport: with a finger on a phone, else the mouse."""
     box = page.locator("#viewport").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    if phone:
+        Fingers(page).drag((x, y), (x + dx, y + dy), steps=4)
+        return
     page.mouse.move(x, y)
     page.mouse.down()
     page.mouse.move(x + dx, y + dy, steps=4)
@@ -93,6 +97,9 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
 
         # MR windows: the file's and the automatic one, never a CT window (in HU)
         toolbar(page, phone, True)
+        if phone:   # one viewport: no layouts, linked scrolling, reference lines or prior comparison
+            for control in ("#layout", "#sync-scroll", "#reference-lines", "#compare-prior"):
+                assert page.locator(control).is_hidden(), control
         choices = page.locator("#window-preset option").evaluate_all("os => os.map(o => o.value)")
         assert "file" in choices and not any(c.startswith("preset:") for c in choices), choices
         # the drag starts from the window on screen (the file's, 1168/606), not from a CT guess
@@ -100,7 +107,7 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
         assert (width, level) == (1168, 606)
         page.get_by_role("button", name="Window", exact=True).click()
         toolbar(page, phone, False)
-        drag(page, 12, 0)
+        drag(page, 12, 0, phone)
         dragged = wait_shown(page, "d.shownKey.includes('window=')")
         center, new_width = (int(v) for v in dragged["query"]["window"].split(","))
         assert center == level and width < new_width < width * 1.2, dragged["query"]
@@ -135,7 +142,7 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
         toolbar(page, phone, True)
         page.get_by_role("button", name="Window", exact=True).click()
         toolbar(page, phone, False)
-        drag(page, 12, 0)
+        drag(page, 12, 0, phone)
         dragged = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('window=')")
         drag_center, drag_width = (int(v) for v in dragged["query"]["window"].split(","))
         assert drag_center == round(center) and width < drag_width < width * 1.2, (dragged["query"], width)
@@ -152,6 +159,11 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
         assert np.mean(colour.max(axis=-1) > 60) > 0.05, "an MR DVR must not be near-black"
         toolbar(page, phone, False)
         shot(page, shots, f"mr-{screen}-3d-dvr", full_page=False)
+        # a drag (a finger on a phone) turns the volume
+        drag(page, 40, 0, phone)
+        turned = wait_shown(page, "d.shownPlane === '3d' && d.shownKey.includes('mode=dvr') && "
+                                  "d.shownKey.includes('render=still') && !d.shownKey.includes('azimuth=30.0')")
+        assert float(turned["query"]["azimuth"]) > 30, turned["query"]
     finally:
         context.close()
     assert not errors, errors
@@ -159,11 +171,12 @@ def test_a_real_mr_in_the_viewer(browser, deployment, mr, shots, screen):
 
 @pytest.fixture(scope="module")
 def ct_and_mr(deployment, ct_series, tmp_path_factory):
-    """One patient with a CT (24 slices of the real CT) and the real MR."""
+    """One patient with a CT (24 slices of the real CT) and the real MR (copies with fresh UIDs)."""
     patient = new_patient(deployment)
     ct_files = derived_series(ct_series, tmp_path_factory.mktemp("presets-ct"), first=30, count=24)
     ct = uploaded_record(deployment, patient, ct_files, "CT beside an MR")
-    mr = uploaded_record(deployment, patient, sorted(DEMO_MR.glob("*.dcm")), "MR beside a CT", modality="MR")
+    mr_files = derived_series(DEMO_MR, tmp_path_factory.mktemp("presets-mr"), first=0, count=SLICES)   # UIDs of its own
+    mr = uploaded_record(deployment, patient, mr_files, "MR beside a CT", modality="MR")
     return {"patient": patient, "ct": ct, "mr": mr}
 
 
