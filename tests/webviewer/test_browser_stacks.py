@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.render import synthetic_stacks as synth
-from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.browser import DESKTOP
+from tests.webviewer.helpers import new_patient, phone_context, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
 from tests.webviewer.test_browser_viewer import wait_shown
 
@@ -94,27 +95,43 @@ def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(page, de
     page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
 
 
-def test_a_key_image_keeps_its_time_point(page, deployment, tmp_path_factory, shots):
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_a_key_image_keeps_its_time_point(browser, deployment, tmp_path_factory, shots, screen):
+    """Marked at the second time point, listed with it, and a click (a tap on a phone) from the first
+    time point leads back to it."""
     path = tmp_path_factory.mktemp("dynamic-key") / "dynamic.dcm"
     path.write_bytes(synth.dynamic(times=2, positions=POSITIONS))
     patient = new_patient(deployment)
     record = {"patient": patient, **uploaded_record(deployment, patient, [path], "MR dynamic (key image)")}
-    page.set_default_timeout(30000)
-    open_loaded(page, deployment, record)
-    page.locator("#slice").fill("2")
-    page.locator("#time").fill("1")
-    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
-    page.locator("#key-image").click()
-    item = page.locator("#key-image-list .key-image-item")
-    item.first.wait_for()
-    assert item.first.text_content().endswith("Time 2 / 2") and item.first.get_attribute("data-phase") == "1"
-    page.locator("#time").fill("0")
-    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === '2'")
-    assert page.locator("#key-image").get_attribute("aria-pressed") == "false"
-    item.first.click()
-    wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
-    assert page.locator("#time-out").inner_text() == "2 / 2"
-    listed = deployment.client("physician").call(
-        "GET", f"{record['node']['url'].rstrip('/')}/api/v1/records/{record['meta']['id']}/key-images").json()["items"]
-    assert [(i["plane"], i["index"], i["stack"], i["phase"]) for i in listed] == [("native", 2 + POSITIONS, None, 1)]
-    shot(page, shots, "stacks-key-image-time-point")
+    phone = screen == "phone"
+    if phone:
+        context = phone_context(browser, deployment)
+    else:
+        context = browser.new_context(viewport=DESKTOP, base_url=deployment.url("web"))
+        context.set_default_timeout(30000)
+    page = context.new_page()
+    press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
+    try:
+        open_loaded(page, deployment, record)
+        page.locator("#slice").fill("2")
+        if phone:
+            page.locator("#tools-toggle").tap()
+        page.locator("#time").fill("1")
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+        press(page.locator("#key-image"))
+        item = page.locator("#key-image-list .key-image-item")
+        item.first.wait_for()
+        assert item.first.text_content().endswith("Time 2 / 2") and item.first.get_attribute("data-phase") == "1"
+        page.locator("#time").fill("0")
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === '2'")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false"
+        press(item.first)
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+        assert page.locator("#time-out").inner_text() == "2 / 2"
+        listed = deployment.client("physician").call(
+            "GET", f"{record['node']['url'].rstrip('/')}/api/v1/records/{record['meta']['id']}/key-images").json()
+        assert [(i["plane"], i["index"], i["stack"], i["phase"]) for i in listed["items"]] == [
+            ("native", 2 + POSITIONS, None, 1)]
+        shot(page, shots, f"stacks-key-image-time-point-{screen}", full_page=phone)
+    finally:
+        context.close()
