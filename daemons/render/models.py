@@ -126,7 +126,8 @@ def _key_image_stack_and_phase(db: peewee.Database) -> None:
     migrator = SchemaMigrator.from_database(db)
     index = "keyimage_record_id_plane_image_index"
     columns = {column.name for column in db.get_columns("key_image")}
-    operations = [migrator.drop_index("key_image", index)] if index in {i.name for i in db.get_indexes("key_image")} else []
+    indexes = {each.name for each in db.get_indexes("key_image")}
+    operations = [migrator.drop_index("key_image", index)] if index in indexes else []
     if "stack" not in columns:
         operations.append(migrator.add_column("key_image", "stack", peewee.CharField(max_length=16, null=True)))
     if "phase" not in columns:
