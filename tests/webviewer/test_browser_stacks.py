@@ -65,34 +65,61 @@ def test_the_time_control_moves_to_the_same_position_at_another_time_point(page,
     shot(page, shots, "stacks-dynamic-time-2")
 
 
-def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(page, deployment, field_map_record, shots):
-    """Marked on the PHASE stack's axial 4, listed as such; from the MAGNITUDE stack (or a reload) a
-    click on it shows the PHASE stack's axial 4 again, not the magnitude's."""
-    page.set_default_timeout(30000)
-    open_loaded(page, deployment, field_map_record)
-    page.locator("#stack-select").select_option("2")
-    page.locator("#plane").select_option("axial")
-    page.locator("#slice").fill("3")
-    wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
-    page.locator("#key-image").click()
-    item = page.locator("#key-image-list .key-image-item")
-    item.first.wait_for()
-    assert item.count() == 1 and item.first.text_content().endswith("PHASE · Axial 4 / 6")
-    assert item.first.get_attribute("data-stack") == "2"
-    page.locator("#stack-select").select_option("1")
-    wait_shown(page, "d.shownPlane === 'axial' && d.shownKey.includes('stack=1')")
-    assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "the magnitude's axial 4 is not marked"
+def screen_context(browser, deployment, screen: str):
+    """A desktop context, or the phone profile's."""
+    if screen == "phone":
+        return phone_context(browser, deployment)
+    context = browser.new_context(viewport=DESKTOP, base_url=deployment.url("web"))
+    context.set_default_timeout(30000)
+    return context
 
-    page.reload()
-    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
-    item.first.wait_for()
-    item.first.click()
-    shown = wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
-    assert shown["query"]["stack"] == "2" and page.locator("#stack-select").input_value() == "2"
-    assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
-    shot(page, shots, "stacks-key-image-on-phase-stack")
-    page.locator("#key-image").click()   # unmark: the list is empty again for the next run
-    page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(browser, deployment, field_map_record,
+                                                                        shots, screen):
+    """Marked on the PHASE stack's axial 4, listed as such; from the MAGNITUDE stack (or a reload) a
+    click (a tap on a phone, the stack chosen from the folded toolbar) on it shows the PHASE
+    stack's axial 4 again, not the magnitude's."""
+    phone = screen == "phone"
+    context = screen_context(browser, deployment, screen)
+    page = context.new_page()
+    press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
+
+    def tools() -> None:
+        if phone and page.locator("#tools-toggle").get_attribute("aria-expanded") != "true":
+            page.locator("#tools-toggle").tap()
+
+    try:
+        open_loaded(page, deployment, field_map_record)
+        tools()
+        page.locator("#stack-select").select_option("2")
+        page.locator("#plane").select_option("axial")
+        page.locator("#slice").fill("3")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+        press(page.locator("#key-image"))
+        item = page.locator("#key-image-list .key-image-item")
+        item.first.wait_for()
+        page.wait_for_function("() => [...document.querySelectorAll('#key-image-list .key-image-item')]"
+                               ".map((e) => e.textContent).join('|').endsWith('PHASE · Axial 4 / 6')")
+        assert item.count() == 1
+        assert item.first.get_attribute("data-stack") == "2"
+        page.locator("#stack-select").select_option("1")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownKey.includes('stack=1')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "the magnitude axial 4: unmarked"
+
+        page.reload()
+        page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+        item.first.wait_for()
+        press(item.first)
+        shown = wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+        assert shown["query"]["stack"] == "2" and page.locator("#stack-select").input_value() == "2"
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+        shot(page, shots, f"stacks-key-image-on-phase-stack-{screen}", full_page=phone)
+        tools()
+        press(page.locator("#key-image"))   # unmark: the list is empty again for the next run
+        page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize("screen", ["desktop", "phone"])
@@ -104,11 +131,7 @@ def test_a_key_image_keeps_its_time_point(browser, deployment, tmp_path_factory,
     patient = new_patient(deployment)
     record = {"patient": patient, **uploaded_record(deployment, patient, [path], "MR dynamic (key image)")}
     phone = screen == "phone"
-    if phone:
-        context = phone_context(browser, deployment)
-    else:
-        context = browser.new_context(viewport=DESKTOP, base_url=deployment.url("web"))
-        context.set_default_timeout(30000)
+    context = screen_context(browser, deployment, screen)
     page = context.new_page()
     press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
     try:
