@@ -4,12 +4,16 @@ Measures what a physician feels: time from opening a record to the first slice o
 many slices per second keyboard scrolling shows (each one rendered by the node, fetched and
 displayed), the same under the paper's 2G and 4G profiles (Chromium network emulation through
 CDP) for PNG, WebP and JPEG with the bytes of each image, and the browser's memory after paging
-through a 500-slice record.
+through a 500-slice record. The "hand" section scrolls at the speed of a hand on the wheel (a
+slice every 50 ms, keys not waiting for images) on each link and counts what was painted while the
+hand moved, the longest time nothing new was painted, and how long after the hand stopped the last
+slice was on screen at full quality (issue 17).
 
 Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
 DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.
 
     python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
+                                 [--only open hand large]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +39,7 @@ from daemons.demo import (  # noqa: E402
     seed_base,
     upload_record,
 )
-from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
+from daemons.deployment import Layout, LocalDeployment, init_deployment  # noqa: E402
 from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402
 
 CT_DIR = REPO.parent / "shared" / "data" / "dicom" / "tcia-cmb-crc-ct-100"
@@ -85,12 +90,87 @@ SCROLL_JS = """async (n) => {
 }"""
 
 
-def derive_series(dest: Path, total: int) -> list[Path]:
+# Runs in the page: press ArrowDown n times, one every stepMs, without waiting for images (a hand on
+# the wheel); every paint is recorded; resolves once the last slice is on screen at full quality.
+HAND_JS = """async ({n, stepMs}) => {
+  const v = document.querySelector('#viewport');
+  const paints = [];
+  const preview = (key) => key.includes('format=jpeg') && key.includes('quality=60');
+  let resolveFinal;
+  const final = new Promise((resolve) => { resolveFinal = resolve; });
+  const start = Number(v.dataset.shownIndex), last = start + n;
+  const obs = new MutationObserver(() => {
+    const d = v.dataset;
+    paints.push({t: performance.now(), index: Number(d.shownIndex), preview: preview(d.shownKey),
+                 bytes: Number(d.bytes)});
+    if (Number(d.shownIndex) === last && !preview(d.shownKey)) resolveFinal(performance.now());
+  });
+  obs.observe(v, {attributes: true, attributeFilter: ['data-shown-count']});
+  const t0 = performance.now();
+  for (let k = 1; k <= n; k++) {
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  const tEnd = performance.now();
+  const tFinal = await Promise.race([final, new Promise((r) => setTimeout(() => r(null), 90000))]);
+  obs.disconnect();
+  return {t0, tEnd, tFinal, paints};
+}"""
+HAND_STEP_MS = 50
+HAND_STEPS = 99  # 20 slices a second for 5 s through the 100-slice CT
+
+
+def hand_figures(run: dict) -> dict:
+    """What the reader saw while the hand moved, from the paints HAND_JS recorded."""
+    t0, t_end = run["t0"], run["tEnd"]
+    during = [p for p in run["paints"] if p["t"] <= t_end]
+    times = [t0, *(p["t"] for p in during), t_end]
+    settled = None if run["tFinal"] is None else max(0, round(run["tFinal"] - t_end))  # 0: on screen already
+    return {
+        "scroll_s": round((t_end - t0) / 1000, 2),
+        "painted_during_scroll": len(during),
+        "distinct_slices_painted": len({p["index"] for p in during}),
+        "images_per_s": round(len(during) / ((t_end - t0) / 1000), 1),
+        "previews": sum(p["preview"] for p in during),
+        "longest_blind_ms": round(max(b - a for a, b in zip(times, times[1:], strict=False))),
+        "last_slice_full_quality_after_stop_ms": settled,
+        "bytes_during_scroll": sum(p["bytes"] for p in during),
+    }
+
+
+def measure_hand(bench: Bench, browser, meta: dict, profile_name: str, fmt: str) -> dict:
+    """Open the record unthrottled, go to its first slice, then scroll at hand speed on the link."""
+    context, page = bench.new_page(browser, None)
+    try:
+        page.evaluate(FIRST_SLICE_JS, bench.view_hash(meta, fmt))
+        page.locator("#viewport[data-load-state=ready]").wait_for(timeout=120000)
+        page.locator("#slice").fill("0")
+        page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '0'")
+        throttle(context, page, PROFILES[profile_name])
+        run = page.evaluate(HAND_JS, {"n": HAND_STEPS, "stepMs": HAND_STEP_MS})
+        return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS, **hand_figures(run)}
+    finally:
+        context.close()
+
+
+def throttle(context, page, profile: dict | None) -> None:
+    """The link profile through Chromium's network emulation (CDP); None leaves it unthrottled."""
+    if not profile:
+        return
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    rate = profile["kbit"] * 1000 / 8
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": profile["latency"],
+        "downloadThroughput": rate, "uploadThroughput": rate})
+
+
+def derive_series(dest: Path, total: int, source: Path = CT_DIR) -> list[Path]:
     """`total` slices made by repeating the real CT's slices with new UIDs and positions."""
     import pydicom
     from pydicom.uid import generate_uid
 
-    sources = sorted(CT_DIR.glob("*.dcm"))
+    sources = sorted(source.glob("*.dcm"))
     study, series = generate_uid(), generate_uid()
     dest.mkdir(parents=True, exist_ok=True)
     first = pydicom.dcmread(sources[0], stop_before_pixels=True)
@@ -159,9 +239,11 @@ def memory_pressure(page) -> None:
 
 
 class Bench:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, before_start: Callable[[Layout], None] | None = None):
         layout = init_deployment(root, pick_free_ports=True)
         self.users = seed_base(layout)
+        if before_start is not None:
+            before_start(layout)
         self.deployment = LocalDeployment(layout)
         self.deployment.start()
         self.inst = layout.institutions[0]
@@ -175,7 +257,7 @@ class Bench:
     def add_record(self, files: list[Path], description: str) -> dict:
         meta = upload_record(self.doctor, self.node["url"], files)
         register_record(self.doctor, self.inst["server_url"], meta, self.node["id"],
-                        self.patient["id"], "CT", description)
+                        self.patient["id"], "CT", description, confirm_mismatch=True)
         return meta
 
     def view_hash(self, meta: dict, fmt: str) -> str:
@@ -190,13 +272,7 @@ class Bench:
         page.get_by_label("Password").fill(user["password"])
         page.get_by_role("button", name="Log in").click()
         page.get_by_role("heading", name="Patients").wait_for()
-        if profile:
-            cdp = context.new_cdp_session(page)
-            cdp.send("Network.enable")
-            rate = profile["kbit"] * 1000 / 8
-            cdp.send("Network.emulateNetworkConditions", {
-                "offline": False, "latency": profile["latency"],
-                "downloadThroughput": rate, "uploadThroughput": rate})
+        throttle(context, page, profile)
         return context, page
 
     def stop(self) -> None:
@@ -224,6 +300,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
+    parser.add_argument("--only", nargs="+", choices=("open", "hand", "large"), default=("open", "hand", "large"),
+                        help="sections to run: open and page (open), hand-speed scrolling (hand), 500 slices (large)")
     args = parser.parse_args()
     if not CT_DIR.is_dir():
         print(f"real CT absent: {CT_DIR}", file=sys.stderr)
@@ -241,17 +319,25 @@ def main() -> int:
                 browser = launch_chromium(p, server_cert_of(bench.deployment))
                 real = sorted(CT_DIR.glob("*.dcm"))
                 cold_record = bench.add_record(real, "CT 100 slices (real)")
-                # Cold: the record is on disk only; opening it starts the load.
-                cold = measure_viewing(bench, browser, cold_record, "loopback", "webp", 60)
-                results["runs"].append({"case": "cold open (record on disk only)", **cold})
-                print(json.dumps(cold), flush=True)
-                for profile in PROFILES:
-                    for fmt in FORMATS:
-                        run = measure_viewing(bench, browser, cold_record, profile, fmt,
-                                              60 if profile == "loopback" else 10)
-                        results["runs"].append({"case": "loaded record", **run})
-                        print(json.dumps(run), flush=True)
-                if not args.skip_large:
+                if "open" in args.only:
+                    # Cold: the record is on disk only; opening it starts the load.
+                    cold = measure_viewing(bench, browser, cold_record, "loopback", "webp", 60)
+                    results["runs"].append({"case": "cold open (record on disk only)", **cold})
+                    print(json.dumps(cold), flush=True)
+                    for profile in PROFILES:
+                        for fmt in FORMATS:
+                            run = measure_viewing(bench, browser, cold_record, profile, fmt,
+                                                  60 if profile == "loopback" else 10)
+                            results["runs"].append({"case": "loaded record", **run})
+                            print(json.dumps(run), flush=True)
+                if "hand" in args.only:
+                    results["hand"] = []
+                    for profile in PROFILES:
+                        for fmt in FORMATS:
+                            hand = measure_hand(bench, browser, cold_record, profile, fmt)
+                            results["hand"].append(hand)
+                            print(json.dumps(hand), flush=True)
+                if "large" in args.only and not args.skip_large:
                     large = bench.add_record(derive_series(Path(tmp) / "large", 500),
                                              "CT 500 slices (DERIVED)")
                     context, page = bench.new_page(browser, None)

@@ -154,16 +154,26 @@ def upload_record(client: ApiClient, node_url: str, files: list[Path]) -> dict:
 
 
 def register_record(client: ApiClient, institution_url: str, meta: dict, node_id: str,
-                    patient_id: str, record_type: str, description: str) -> dict:
-    """Register an uploaded record's metadata at its institution (idempotent)."""
-    return client.call("POST", f"{institution_url}/api/v1/records", json={
+                    patient_id: str, record_type: str, description: str, confirm_mismatch: bool = False) -> dict:
+    """Register an uploaded record's metadata at its institution (idempotent).
+
+    Images that name another patient than `patient_id` (the public demo series are anonymised) are
+    registered only with `confirm_mismatch`: the explicit confirmation a physician gives in the
+    viewer's upload dialog, audited by the institution (daemons/institution/reconciliation.py).
+    """
+    body = {
         "id": meta["id"], "node_id": node_id, "rows": meta["rows"], "columns": meta["columns"],
         "frames": meta["frames"], "modality": meta["modality"], "record_type": record_type,
         "patient_id": patient_id, "description": description,
         "study_date": _iso_date(meta.get("study_date")),
         "patient_reference": client.patient_reference(patient_id),
         "receipt": meta["receipt"],  # the node's proof that it stores the record (shared.receipts)
-    }).json()
+    }
+    if confirm_mismatch:
+        body["identity"] = {"decision": "confirmed_mismatch", "dicom_patient": {
+            "name": meta.get("patient_name") or "", "patient_id": meta.get("patient_id_dicom") or "",
+            "birth_date": meta.get("patient_birth_date") or ""}}
+    return client.call("POST", f"{institution_url}/api/v1/records", json=body).json()
 
 
 def mark_filed(client: ApiClient, node_url: str, record_id: str) -> None:
@@ -228,8 +238,10 @@ def seed_demo_data(deployment: LocalDeployment, users: dict, dicom_dir: Path = D
     registered = doctor.call("GET", f"{inst['server_url']}/api/v1/records",
                              params={"patient_id": patient["id"]}).json()["items"]
     if not any(r["id"] == meta["id"] for r in registered):
+        # the demo series is anonymised: its DICOM patient is not the demo patient, which the
+        # viewer shows side by side; registering it for them is the confirmation a physician gives
         register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], "CT",
-                        "CT chest/abdomen/pelvis, lung series")
+                        "CT chest/abdomen/pelvis, lung series", confirm_mismatch=True)
         write_finding(doctor, inst["server_url"], patient["id"],
                       [{"record_id": meta["id"], "institution_id": inst["id"], "node_id": node["id"]}],
                       description="CT chest/abdomen/pelvis",

@@ -6,7 +6,10 @@ Instead the viewer asks the toplevel for a reference (`POST /api/v1/patients/{id
 audited there) and sends it with the write. The reference is a short-lived EdDSA JWT signed with
 the access tokens' key, with its own audience (`AUDIENCE`) so it can never pass as an access token
 and no access token can pass as a reference; it names the patient (`sub`) and the user it was
-given to (`uid`), so one user's reference cannot vouch for another user's write.
+given to (`uid`), so one user's reference cannot vouch for another user's write. It also states
+whom the patient is (`pat`: first_name, last_name, birth_date), so that an institution can compare
+the patient with the DICOM patient a node's upload receipt states (`shared.patient_identity`)
+without asking the toplevel.
 """
 
 from __future__ import annotations
@@ -26,20 +29,27 @@ from shared.tokens import ALGORITHM, key_id
 AUDIENCE = "sivr-patient-reference"
 FIELD = "patient_reference"
 _REQUIRED = ["iss", "aud", "sub", "uid", "iat", "exp"]
+PATIENT_CLAIM = "pat"
+PATIENT_KEYS = ("first_name", "last_name", "birth_date")
 
 
 def issue_patient_reference(key: Ed25519PrivateKey, issuer: str, patient_id: str, user_id: str,
-                            ttl_s: int, now: int | None = None) -> str:
-    """A reference to `patient_id` for `user_id`, valid `ttl_s` seconds (toplevel only: it holds the key)."""
+                            ttl_s: int, now: int | None = None, patient: Mapping[str, str] | None = None) -> str:
+    """A reference to `patient_id` for `user_id`, valid `ttl_s` seconds (toplevel only: it holds the key),
+    stating the patient's names and birth date when given (`PATIENT_KEYS`)."""
     now = int(time.time()) if now is None else now
-    claims = {"iss": issuer, "aud": AUDIENCE, "sub": patient_id, "uid": user_id, "iat": now, "exp": now + ttl_s}
+    claims: dict[str, object] = {"iss": issuer, "aud": AUDIENCE, "sub": patient_id, "uid": user_id,
+                                 "iat": now, "exp": now + ttl_s}
+    if patient is not None:
+        claims[PATIENT_CLAIM] = {name: str(patient.get(name) or "") for name in PATIENT_KEYS}
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key.public_key())})
 
 
 def check_patient_reference(value: object, patient_id: str, user_id: str,
-                            public_keys: Mapping[str, Ed25519PublicKey], issuer: str, leeway_s: int) -> None:
+                            public_keys: Mapping[str, Ed25519PublicKey], issuer: str,
+                            leeway_s: int) -> dict[str, str] | None:
     """Refuse (400 `invalid_patient_reference`) unless `value` is the toplevel's reference to this
-    patient for this user."""
+    patient for this user; the patient's names and birth date it states (None if it states none)."""
 
     def refuse(why: str) -> ApiError:
         return ApiError(400, "invalid_patient_reference",
@@ -65,3 +75,9 @@ def check_patient_reference(value: object, patient_id: str, user_id: str,
         raise refuse("names another patient")
     if claims["uid"] != user_id:
         raise refuse("was given to another user")
+    stated = claims.get(PATIENT_CLAIM)
+    if stated is None:
+        return None
+    if not isinstance(stated, dict):
+        raise refuse("states the patient malformed")
+    return {name: str(stated.get(name) or "") for name in PATIENT_KEYS}

@@ -7,7 +7,10 @@ public key, and the viewer carries the receipt from the upload answer to the reg
 
 A receipt is an EdDSA JWT. It binds the record id, the node (its public URL and key id), the
 institution, the uploading user and an expiry; a receipt from another node, for another record,
-another user or institution, or an old one is refused.
+another user or institution, or an old one is refused. It also states the series' DICOM patient
+(`dicom`: name, patient_id, issuer, birth_date, sex, as the node read them from the files), so
+that the institution can see whose images it registers without asking the node (issue 11: a
+registration for another patient than the images name needs the physician's confirmation).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from shared.tokens import (
 RECEIPT_TTL_S = 900
 RECEIPT_TYPE = "sivr-upload-receipt"
 _REQUIRED = ["typ", "rid", "node", "inst", "sub", "iat", "exp"]
+#: The receipt's statement of the series' DICOM patient, and what it names.
+DICOM_CLAIM = "dicom"
+DICOM_PATIENT_KEYS = ("name", "patient_id", "issuer", "birth_date", "sex")
 
 
 class ReceiptError(Exception):
@@ -80,11 +86,15 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
 
 
 def issue_receipt(key: Ed25519PrivateKey, node_url: str, record_id: str, institution_id: str, user_id: str,
-                  now: int | None = None, ttl_s: int = RECEIPT_TTL_S) -> str:
-    """The receipt a node hands the uploader of `record_id` (stored, or already stored)."""
+                  now: int | None = None, ttl_s: int = RECEIPT_TTL_S,
+                  dicom_patient: dict[str, str] | None = None) -> str:
+    """The receipt a node hands the uploader of `record_id` (stored, or already stored), stating the
+    series' DICOM patient when given (`DICOM_PATIENT_KEYS`)."""
     now = int(time.time()) if now is None else now
-    claims = {"typ": RECEIPT_TYPE, "rid": record_id, "node": normalize_audience(node_url),
-              "inst": institution_id, "sub": user_id, "iat": now, "exp": now + ttl_s}
+    claims: dict[str, object] = {"typ": RECEIPT_TYPE, "rid": record_id, "node": normalize_audience(node_url),
+                                 "inst": institution_id, "sub": user_id, "iat": now, "exp": now + ttl_s}
+    if dicom_patient is not None:
+        claims[DICOM_CLAIM] = {name: str(dicom_patient.get(name) or "") for name in DICOM_PATIENT_KEYS}
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key.public_key())})
 
 
@@ -98,8 +108,12 @@ class Expected:
     user_id: str
 
 
-def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expected, leeway_s: int = 5) -> None:
-    """Raise ReceiptError unless `receipt` is the registered node's signature over exactly `expected`."""
+def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expected,
+                   leeway_s: int = 5) -> dict[str, str] | None:
+    """Raise ReceiptError unless `receipt` is the registered node's signature over exactly `expected`.
+
+    Returns the DICOM patient the receipt states (None from a node of a release before issue 11's
+    identity check, which states none)."""
     if not isinstance(receipt, str) or not receipt or len(receipt) > 4096:
         raise ReceiptError("receipt_missing", "send the upload receipt the render node answered the upload with "
                                               "(field 'receipt'); upload the record to the node again to get one")
@@ -129,3 +143,9 @@ def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expe
     ) if claim != value]
     if mismatches:
         raise ReceiptError("invalid_receipt", f"the upload receipt is for another {', '.join(mismatches)}")
+    stated = claims.get(DICOM_CLAIM)
+    if stated is None:
+        return None
+    if not isinstance(stated, dict):
+        raise ReceiptError("invalid_receipt", "the upload receipt's DICOM patient is malformed")
+    return {key: str(stated.get(key) or "") for key in DICOM_PATIENT_KEYS}

@@ -78,11 +78,12 @@ def take_patient_reference(body: dict[str, Any]) -> object:
     return body.pop(FIELD, None)
 
 
-def require_patient_reference(reference: object, patient_id: str) -> None:
-    """The toplevel vouches that `patient_id` exists, for this caller (`shared.patient_refs`).
+def require_patient_reference(reference: object, patient_id: str) -> dict[str, str] | None:
+    """The toplevel vouches that `patient_id` exists, for this caller (`shared.patient_refs`); the
+    patient's names and birth date it states.
 
     Checked with the toplevel's public key this server already holds: no call to another backend.
     """
     verifier = current_app.extensions[VERIFIER_EXTENSION]
-    check_patient_reference(reference, patient_id, current_identity().user_id,
-                            verifier.public_keys, verifier.issuer, verifier.leeway_s)
+    return check_patient_reference(reference, patient_id, current_identity().user_id,
+                                   verifier.public_keys, verifier.issuer, verifier.leeway_s)

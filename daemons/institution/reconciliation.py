@@ -1,11 +1,21 @@
-"""How a series was attached to its SIVR patient, for the audit trail of a registration (issue 11).
+"""Whose images are registered for whom: the identity check and audit of a registration (issue 11).
 
-The decision is taken in the physician's browser (the matching rule is webviewer/static/js/
-patient_match.js: the institution never calls a render node, docs/architecture.md); the browser
-says here which DICOM patient the series names and whether the patient was the rule's proposal
-("rule", confirmed by one click) or chosen by the physician ("chosen"). Registration stays what it
-was (the receipt proves the series, the patient reference the patient); this only makes
-"who attached whose images to whom, and how" answerable from the audit log.
+A registration names a SIVR patient (the toplevel's signed patient reference, which states the
+patient's names and birth date) and a series (the node's signed receipt, which states the DICOM
+patient its images name). With both signed statements in hand, this server compares the two patients
+by the viewer's rule (`shared.patient_identity`, identity.js) without calling another backend:
+
+- they agree: registered; audited as `identity=match` (or the work list's `rule` / `chosen`);
+- they differ (name or birth date): registered only when the body carries the physician's explicit
+  confirmation, `identity.decision` "confirmed_mismatch" (the upload dialog) or "chosen" (the work
+  list, where the physician picked the patient beside the images' patient); otherwise 409
+  `identity_unconfirmed`, nothing stored. A client that skips the dialog cannot attach another
+  patient's images silently.
+
+The audit entry (`record.create`) names the decision, what differs and the DICOM patient as the node
+signed it, so "who confirmed which mismatch" is one query. A receipt that states no DICOM patient
+(from a render node of a release before this check) leaves the browser's word as the only account,
+audited as before.
 """
 
 from __future__ import annotations
@@ -13,10 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.errors import ApiError
+from shared.patient_identity import compare_patients
 from shared.validation import Field, validate
 
 FIELD = "identity"
-DECISIONS = ("rule", "chosen")
+DECISIONS = ("match", "confirmed_mismatch", "rule", "chosen")
+#: Decisions in which the physician saw both patients and chose this one: they allow a mismatch.
+CONFIRMATIONS = ("confirmed_mismatch", "chosen")
 _DECISION = {"decision": Field(str, choices=DECISIONS), "dicom_patient": Field(dict)}
 _DICOM_PATIENT = {
     "name": Field(str, required=False, max_len=200),
@@ -27,18 +40,58 @@ _DICOM_PATIENT = {
 }
 
 
-def take_identity_decision(body: dict[str, Any]) -> str:
-    """Remove the optional `identity` object from a registration body; its audit detail ("" if absent).
+def take_identity_decision(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Remove the optional `identity` object from a registration body and validate it (None if absent).
 
-    400 for anything but {"decision": "rule"|"chosen", "dicom_patient": {name, patient_id, issuer,
-    birth_date, sex}}.
+    400 for anything but {"decision": one of DECISIONS, "dicom_patient": {name, patient_id, issuer,
+    birth_date, sex}} (the DICOM patient the browser showed).
     """
     value = body.pop(FIELD, None)
     if value is None:
-        return ""
+        return None
     if not isinstance(value, dict):
         raise ApiError(400, "validation_error", f"{FIELD} must be an object: decision and dicom_patient")
     decision = validate(value, _DECISION)
-    patient = validate(decision["dicom_patient"], _DICOM_PATIENT)
-    named = " ".join(f"{key}={patient.get(key, '')!r}" for key in _DICOM_PATIENT)
-    return f" identity={decision['decision']} dicom_patient: {named}"
+    return {"decision": decision["decision"], "dicom_patient": validate(decision["dicom_patient"], _DICOM_PATIENT)}
+
+
+def _sivr_line(patient: dict[str, str]) -> str:
+    return f"{patient['last_name']}, {patient['first_name']}, born {patient['birth_date']}"
+
+
+def _dicom_line(dicom: dict[str, str]) -> str:
+    return (f"{dicom.get('name') or 'no name'}, ID {dicom.get('patient_id') or 'none'}, "
+            f"born {dicom.get('birth_date') or 'unknown'}")
+
+
+def judge_identity(decision: dict[str, Any] | None, patient: dict[str, str] | None,
+                   dicom: dict[str, str] | None) -> str:
+    """The audit detail of a registration; 409 `identity_unconfirmed` for an unconfirmed mismatch.
+
+    `patient` is what the patient reference states, `dicom` what the receipt states (None: not stated).
+    """
+    if dicom is None:
+        if decision is None:
+            return ""
+        return f" identity={decision['decision']} dicom_patient: {_named(decision['dicom_patient'])}"
+    if patient is None:
+        raise ApiError(400, "invalid_patient_reference", "patient_reference states no patient name and birth "
+                       "date to compare with the images' patient; get a new one from the toplevel: "
+                       "POST /api/v1/patients/{id}/reference")
+    found = compare_patients(patient["first_name"], patient["last_name"], patient["birth_date"],
+                             dicom["name"], dicom["birth_date"])
+    said = decision["decision"] if decision is not None else "match"
+    if found.differs and said not in CONFIRMATIONS:
+        what = " and ".join(found.differs)
+        raise ApiError(409, "identity_unconfirmed",
+                       f"the images name another patient than the one they are registered for ({what} "
+                       f"differ{'s' if len(found.differs) == 1 else ''}): in the images {_dicom_line(dicom)}; "
+                       f"SIVR patient {_sivr_line(patient)}. Register them for this patient only with the "
+                       f"physician's explicit confirmation ({FIELD}.decision \"confirmed_mismatch\"), or "
+                       "choose the right patient", differs=found.differs, dicom_patient=dicom)
+    return (f" identity={said} differs={','.join(found.differs) or 'none'} "
+            f"unknown={','.join(found.unknown) or 'none'} dicom_patient: {_named(dicom)}")
+
+
+def _named(dicom: dict[str, str]) -> str:
+    return " ".join(f"{key}={dicom.get(key, '')!r}" for key in _DICOM_PATIENT)

@@ -33,7 +33,7 @@ from daemons.institution.checks import (
 )
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.nodes import serving_node_ids
-from daemons.institution.reconciliation import take_identity_decision
+from daemons.institution.reconciliation import judge_identity, take_identity_decision
 from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
@@ -142,16 +142,17 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
     return jsonify(record_to_json(existing)), 200
 
 
-def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> None:
-    """422 unless `receipt` is `node`'s signed statement that `user_id` uploaded `record_id` to it."""
+def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> dict[str, str] | None:
+    """422 unless `receipt` is `node`'s signed statement that `user_id` uploaded `record_id` to it;
+    the DICOM patient it states."""
     if not node.receipt_key:
         raise ApiError(422, "node_receipt_key_missing",
                        f"render node {node.name} has no receipt key registered, so its uploads cannot be verified: "
                        "an administrator of this institution sets it (console: Nodes; or PUT /api/v1/nodes/"
                        f"{node.id} with the receipt_key.public_key that GET /api/v1/node shows on the node)")
     try:
-        verify_receipt(receipt, parse_public_key(node.receipt_key),
-                       Expected(node.url, record_id, this_institution(), user_id))
+        return verify_receipt(receipt, parse_public_key(node.receipt_key),
+                              Expected(node.url, record_id, this_institution(), user_id))
     except ReceiptError as exc:
         raise ApiError(422, exc.code, exc.message) from exc
 
@@ -161,22 +162,24 @@ def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) 
 def register_record():
     """The patient must be vouched for by the toplevel (a patient reference), the node must be in
     this institution's registry, and the node must vouch that it stores the record: the upload
-    receipt it answered this user's upload with, verified against the node's registered key."""
+    receipt it answered this user's upload with, verified against the node's registered key. When
+    the two name different patients, the physician's confirmation must come with it (`reconciliation`)."""
     identity = require_physician_here()
     body = json_body()
     reference = take_patient_reference(body)
     receipt = body.pop("receipt", None)
-    decided = take_identity_decision(body)
+    decision = take_identity_decision(body)
     fields = validate(body, RECORD_FIELDS)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
         raise ApiError(400, "validation_error",
                        f"node_id {fields['node_id']} is not a render node of this institution")
-    require_patient_reference(reference, fields["patient_id"])
-    _require_receipt(receipt, node, fields["id"], identity.user_id)
+    patient = require_patient_reference(reference, fields["patient_id"])
+    dicom = _require_receipt(receipt, node, fields["id"], identity.user_id)
     answer = _already_registered(fields["id"], node, fields["patient_id"])
     if answer is not None:
         return answer
+    decided = judge_identity(decision, patient, dicom)
     values = {k: v for k, v in fields.items() if k != "node_id"}
     try:
         with database_proxy.atomic():

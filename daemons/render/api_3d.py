@@ -39,7 +39,7 @@ from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.planes import volume_frame
-from daemons.render.stacks import Stack, find_stack, stack_manifest
+from daemons.render.stacks import Stack, find_stack, stack_manifest, stack_voxels
 from daemons.render.view_audit import note_view
 from daemons.render.voi import KeyedVoi, keyed, stack_voi, with_function
 from daemons.render.volume import (
@@ -124,6 +124,8 @@ class VolumeRecord(Protocol):
     def rescale_intercept(self) -> float: ...
     @property
     def default_voi(self) -> Voi | None: ...
+    # bytes of copies made of its pixels (stack and time-point volumes), counted in its memory
+    derived_bytes: int
     def modality(self) -> Modality: ...
 
 
@@ -155,11 +157,13 @@ class Render3D:
         self.caster: RayCaster = select_backend(backend_name)
         self.slots = threading.BoundedSemaphore(max(1, max_concurrent))
         self.sequences = _Sequences()
-        # Keyed weakly by the loaded record (then by stack id): an entry lives exactly as long as the
-        # registry keeps the record, so evicting it frees the voxels and nothing here can outlive the budget.
-        self._prepared: weakref.WeakKeyDictionary[VolumeRecord, dict[str, PreparedVolume]] = (
+        # Keyed weakly by the loaded record (then by stack id and time point): an entry lives exactly as
+        # long as the registry keeps the record, so evicting it frees the voxels and nothing here can
+        # outlive the budget; a copy of its pixels is counted in the record's memory (`derived_bytes`).
+        self._prepared: weakref.WeakKeyDictionary[VolumeRecord, dict[tuple[str, int], PreparedVolume]] = (
             weakref.WeakKeyDictionary())
-        # Projection default windows, by (stack id, mode), as weakly.
+        # Projection default windows, by (stack id, mode), as weakly: one per stack, its first time
+        # point's, so a cine across time keeps one window.
         self._windows: weakref.WeakKeyDictionary[VolumeRecord, dict[tuple[str, str], Window]] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
@@ -168,30 +172,35 @@ class Render3D:
         self.warm_up: WarmUp = warm_up_kernels(self.caster)
 
     def prepared(self, record: VolumeRecord, stack: Stack) -> PreparedVolume:
-        """The PreparedVolume of one stack of the record (`daemons.render.stacks`), made once per
-        loaded copy of it: the stack's frames in its order, with its own spacing and orientation."""
+        """The PreparedVolume of one stack of the record at its time point (`daemons.render.stacks`),
+        made once per loaded copy of it: the time point's frames in spatial order, with the stack's
+        own spacing and orientation. Voxels copied out of the record's pixels (a stack or time point
+        whose frames are not stored one after another) count in the record's memory, so the node's
+        budget sees them (at most the record's own size: every frame is in one stack's time point)."""
         with self._lock:
             volumes = self._prepared.setdefault(record, {})
-            volume = volumes.get(stack.id)
+            volume = volumes.get((stack.id, stack.phase))
             if volume is None:
                 spacing, orientation, slice_direction = volume_frame(stack_manifest(record.manifest, stack))
-                whole = stack.frames == tuple(range(record.pixels.shape[0]))
+                voxels = stack_voxels(record.pixels, stack)
                 volume = prepare_volume(
-                    record.pixels if whole else record.pixels[list(stack.frames)], spacing, orientation,
-                    record.rescale_slope, record.rescale_intercept, record.photometric,
-                    record.default_voi, slice_direction, CT_AIR_HU if _modality(record).upper() == "CT" else None)
-                volumes[stack.id] = volume
+                    voxels, spacing, orientation, record.rescale_slope, record.rescale_intercept,
+                    record.photometric, record.default_voi, slice_direction,
+                    CT_AIR_HU if _modality(record).upper() == "CT" else None)
+                if not np.may_share_memory(volume.voxels, record.pixels):
+                    record.derived_bytes += int(volume.voxels.nbytes)
+                volumes[(stack.id, stack.phase)] = volume
             return volume
 
     def projection_window(self, record: VolumeRecord, stack: Stack, mode: str) -> Window:
         """The default window of projection `mode` (mip, minip, avg) of one stack of a record,
-        measured once per loaded copy of it (RayCaster.default_window): every door to a 3D view
-        uses this one."""
+        measured once per loaded copy of it (RayCaster.default_window) on its first time point:
+        every door to a 3D view, and every time point of the stack, uses this one."""
         with self._lock:
             known = self._windows.get(record, {}).get((stack.id, mode))
         if known is not None:
             return known
-        window = self.caster.default_window(self.prepared(record, stack), mode)
+        window = self.caster.default_window(self.prepared(record, stack.at_phase(0)), mode)
         with self._lock:
             self._windows.setdefault(record, {})[(stack.id, mode)] = window
         return window
@@ -214,12 +223,13 @@ def render_state(app: Flask) -> Render3D:
 # --- query parameters (declared and parsed in daemons.render.query) ----------------------------
 
 def _voi(record: VolumeRecord, stack: Stack, window: Voi | None, function: str | None) -> KeyedVoi:
-    """The request's window, else the stack's default VOI (`daemons.render.voi.stack_voi`: the
-    record's, the one 2D frames without their own use, for a record of one stack) with the
-    request's VOI function `function`, if any."""
+    """The request's window, else the stack's default VOI (`daemons.render.voi.stack_voi` of its
+    first time point: the record's, the one 2D frames without their own use, for a record of one
+    stack; every time point takes it, so a cine across time keeps one window) with the request's
+    VOI function `function`, if any."""
     if window is not None:
         return keyed(window)
-    return stack_voi(record.manifest, stack.frames, function)
+    return stack_voi(record.manifest, stack.phases[0], function)
 
 
 def _projection_voi(state: Render3D, record: VolumeRecord, stack: Stack, mode: str, function: str | None) -> Voi | None:
@@ -235,11 +245,11 @@ def _max_px() -> int:
 
 # --- record access ----------------------------------------------------------------------------
 
-def loaded_stack(record_id: str, stack_id: str | None) -> tuple[VolumeRecord, Stack]:
-    """The fully loaded record and its stack `stack_id` (None: the first), or an immediate 409
-    saying how far loading has come (404 for a record this node does not store, or for a stack
-    it does not have); 422 with the reason for a stack whose frames form no volume or cannot all
-    be shown."""
+def loaded_stack(record_id: str, stack_id: str | None, phase: int = 0) -> tuple[VolumeRecord, Stack]:
+    """The fully loaded record and its stack `stack_id` (None: the first) at time point `phase`, or
+    an immediate 409 saying how far loading has come (404 for a record this node does not store,
+    or for a stack or time point it does not have); 422 with the reason for a stack whose frames
+    form no volume or cannot all be shown."""
     the_node = volume_node()
     record = the_node.registry.get_loaded(record_id)
     if record is None:
@@ -260,7 +270,7 @@ def loaded_stack(record_id: str, stack_id: str | None) -> tuple[VolumeRecord, St
     if record.modality().lut is not None:
         raise ApiError(400, "unsupported_record",
                        "reformats and 3D views need a linear rescale; this record has a Modality LUT")
-    stack = find_stack(record.manifest, stack_id)
+    stack = find_stack(record.manifest, stack_id, phase)
     if stack.volume is not None:
         raise ApiError(422, "no_volume", f"stack {stack.id} ({stack.label}) cannot be reformatted or shown in 3D: "
                        f"{stack.volume}; view its frames one by one")
@@ -344,7 +354,8 @@ def mpr(record_id: str, plane: str, index: int) -> Response:
     slab_mm, slab_mode = query.slab()
     spec = PlaneImage(fmt, query.quality(fmt, MPR_QUALITY), query.size(_max_px()), query.region(), window,
                       query.voi_function(), slab_mm, slab_mode, invert=query.invert())
-    return plane_image(record_id, *loaded_stack(record_id, query.stack()), plane, index, spec, started)
+    return plane_image(record_id, *loaded_stack(record_id, query.stack(), query.phase()), plane, index, spec,
+                       started)
 
 
 def check_plane(plane: str) -> None:
@@ -361,7 +372,7 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     query.check_index(f"{plane} plane", index, layout.count)
     flip = (spec.flip,) if any(spec.flip) else ()
     invert = ("invert",) if spec.invert else ()
-    etag = _etag(record_id, stack.id, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
+    etag = _etag(record_id, stack.id, stack.phase, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
                  spec.slab_mm, spec.slab_mode, *flip, *invert)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
@@ -415,7 +426,7 @@ def volume(record_id: str) -> Response:
     fmt = query.image_format(DEFAULT_FORMAT[render])
     image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
-    record, stack = loaded_stack(record_id, query.stack())
+    record, stack = loaded_stack(record_id, query.stack(), query.phase())
     return volume_image(record_id, record, stack, view, query.voi_function(), fmt, image_quality,
                         view_id, seq, started, query.invert())
 
@@ -436,7 +447,8 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     volume_data = state.prepared(record, stack)
     etag = None
     if render == "still":
-        etag = _etag(record_id, stack.id, view, fmt, image_quality, state.caster.name, *(("invert",) if invert else ()))
+        etag = _etag(record_id, stack.id, stack.phase, view, fmt, image_quality, state.caster.name,
+                     *(("invert",) if invert else ()))
         if etag in request.if_none_match:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})

@@ -91,9 +91,7 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     if plane not in KEY_IMAGE_PLANES:
         raise query.bad(f"plane must be one of {', '.join(KEY_IMAGE_PLANES)}")
     stack_id = query.stack()
-    phase = query.KEY_IMAGE_PHASE.raw()
-    if phase is not None and not (phase.isascii() and phase.isdigit() and len(phase) <= 6):
-        raise query.bad("query parameter phase must be a time point index (0, 1, ...)")
+    phase = query.optional_phase()
     manifest = node().manifest(record_id)
     stack = None
     if plane == "native":
@@ -109,10 +107,9 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     if not 0 <= index < count:
         raise query.bad(f"index {index} is outside the {plane} images of this record (0..{count - 1})")
     phases = _phase_count(stacks_of(manifest), plane, index, stack)
-    if phase is not None and int(phase) >= phases:
+    if phase is not None and not 0 <= phase < phases:
         raise not_found("time point", f"{phase} (this image has {phases}: 0..{phases - 1})")
-    return KeyImageRef(record_id, plane, index, None if stack is None else stack.id,
-                       None if phase is None else int(phase))
+    return KeyImageRef(record_id, plane, index, None if stack is None else stack.id, phase)
 
 
 def _writer() -> None:

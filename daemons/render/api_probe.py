@@ -2,11 +2,11 @@
 modality value under a point) and `.../stats` (mean, SD, min, max, count and area of a rectangle
 or ellipse), computed by daemons.render.probe from the frame in RAM, never from a rendered image.
 The same two readings on a reformat, `GET /api/v1/records/{id}/mpr/{plane}/{index}/value` and
-`.../stats`: the plane (or slab) of the request's `stack` is cut from the record's stored values
-by `mpr.cut_plane` with the layout the reformat image is cut with (`mpr.plane_layout` on the
-stack's `planes.record_geometry`), so its pixel coordinates are those of the stack's
-`planes[plane]` (columns x rows) and an area is in mm² of
-the plane's own row and column spacing.
+`.../stats`: the plane (or slab) of the request's `stack` at its time point `phase` is cut from
+the record's stored values by `mpr.cut_plane` with the layout the reformat image is cut with
+(`mpr.plane_layout` on the stack's `planes.record_geometry`), so its pixel coordinates are those
+of the stack's `planes[plane]` (columns x rows) and an area is in mm² of the plane's own row and
+column spacing.
 
 They need the record loaded, as frames do (409 otherwise; a reformat needs every frame, as its
 image does), and are audited like the images they are read from (`note_view("value", ...)`).
@@ -26,7 +26,7 @@ from daemons.render.node import node
 from daemons.render.planes import record_geometry
 from daemons.render.probe import Calibration, shape_stats, value_at
 from daemons.render.records import LoadedRecord
-from daemons.render.stacks import stack_manifest
+from daemons.render.stacks import stack_manifest, stack_voxels
 from daemons.render.view_audit import note_view
 from daemons.render.volume.mpr import cut_plane, plane_layout
 from shared.auth import require_auth
@@ -85,16 +85,16 @@ def stats(record_id: str, index: int):
 
 def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Calibration]:
     """The record id checked, the stored values of reformat `index` of `plane` of the request's
-    stack (with its slab, as the image is cut: daemons.render.api_3d.plane_image) and how to read them."""
+    stack at its time point (with its slab, as the image is cut: daemons.render.api_3d.plane_image)
+    and how to read them."""
     record_id = parse_record_id(record_id, "record id")
     check_plane(plane)
-    record, stack = loaded_stack(record_id, query.stack())
+    record, stack = loaded_stack(record_id, query.stack(), query.phase())
     layout = plane_layout(record_geometry(stack_manifest(record.manifest, stack)), plane)
     query.check_index(f"{plane} plane", index, layout.count)
     slab_mm, slab_mode = query.slab()
-    whole = stack.frames == tuple(range(record.pixels.shape[0]))
-    voxels = record.pixels if whole else record.pixels[list(stack.frames)]
-    values = cut_plane(voxels, float(record.rescale_slope), layout, index, slab_mm, slab_mode)
+    values = cut_plane(stack_voxels(record.pixels, stack), float(record.rescale_slope), layout, index, slab_mm,
+                       slab_mode)
     cal = calibration(record)
     spacing = (layout.down_mm, layout.right_mm) if cal.spacing is not None else None
     # a slab's average is no stored value

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from daemons.render import query
+from daemons.render.api_worklist import node_receipt
 from daemons.render.catalogue import CatalogueModels, forget_series
 from daemons.render.frame_instances import frame_instances, with_instances
 from daemons.render.ingest import Actor, ingest_service
@@ -22,7 +23,6 @@ from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
-from shared.receipts import issue_receipt
 from shared.roles import PHYSICIAN, ROLES, may_change_record
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
@@ -97,10 +97,9 @@ def upload():
                        ) from exc
     row = stored_or_404(result.record_id)
     answer = record_meta(result.record_id, row)
-    # the institution registers the record only with this (shared.receipts): proof that it is stored here
-    the_node = node()
-    answer["receipt"] = issue_receipt(the_node.receipt_key, the_node.url, result.record_id,
-                                      the_node.institution_id, identity.user_id)
+    # the institution registers the record only with this (shared.receipts): proof that it is stored
+    # here, and the DICOM patient its images name
+    answer["receipt"] = node_receipt(result.record_id, identity.user_id)
     response = jsonify(answer)
     response.status_code = 201 if result.created or result.added else 200
     return response

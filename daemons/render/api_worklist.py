@@ -29,26 +29,37 @@ from shared.validation import iso_utc, page_args, parse_record_id
 bp = Blueprint("render_worklist", __name__)
 
 
-def _series_json(row, series, meta: Meta) -> dict[str, Any]:
-    """One work list entry: the stored series and, when the catalogue indexed it, its DICOM patient,
-    study and series (what a physician needs to tell whose images these are).
+def _dicom_patient(series, meta: Meta) -> dict[str, str]:
+    """The patient a series' images name: name, PatientID and birth date are this series' own (its
+    manifest, from its first file), not the catalogue's patient row, which keeps the first name it saw
+    for a PatientID: a series naming someone else under a known PatientID is exactly what a physician
+    must see. Issuer and sex come from the catalogue ("" for a series it has not indexed)."""
+    patient = series.study.patient if series is not None and series.study is not None else None
+    return {"name": meta.patient_name, "patient_id": meta.patient_id_dicom,
+            "issuer": patient.issuer if patient else "", "birth_date": meta.patient_birth_date or "",
+            "sex": patient.sex if patient else ""}
 
-    The patient's name, PatientID and birth date are this series' own (its manifest, from its first
-    file), not the catalogue's patient row, which keeps the first name it saw for a PatientID: a
-    series naming someone else under a known PatientID is exactly what the physician must see.
-    """
+
+def node_receipt(record_id: str, user_id: str) -> str:
+    """The receipt for registering `record_id` at the institution (`shared.receipts`), stating its
+    DICOM patient: the institution compares it with the SIVR patient it is registered for."""
+    the_node = node()
+    series = the_node.models.catalogue.Series.get_or_none(the_node.models.catalogue.Series.id == record_id)
+    patient = _dicom_patient(series, the_node.manifest(record_id).meta)
+    return issue_receipt(the_node.receipt_key, the_node.url, record_id, the_node.institution_id, user_id,
+                         dicom_patient=patient)
+
+
+def _series_json(row, series, meta: Meta) -> dict[str, Any]:
+    """One work list entry: the stored series and, when the catalogue indexed it, its DICOM patient
+    (`_dicom_patient`), study and series (what a physician needs to tell whose images these are)."""
     study = series.study if series is not None else None
-    patient = study.patient if study is not None else None
     return {
         "id": row.id,
         "rows": row.rows, "columns": row.columns, "frames": row.frames, "modality": row.modality,
         "stored_at": iso_utc(row.stored_at),
         "received_from": row.uploaded_by or None,
-        "patient": {
-            "name": meta.patient_name, "patient_id": meta.patient_id_dicom,
-            "issuer": patient.issuer if patient else "", "birth_date": meta.patient_birth_date or "",
-            "sex": patient.sex if patient else "",
-        },
+        "patient": _dicom_patient(series, meta),
         "study": {
             "study_uid": study.study_uid if study else "", "date": study.study_date if study else "",
             "description": study.description if study else "",
@@ -105,10 +116,8 @@ def receipt(record_id: str):
     if row.filed:
         raise ApiError(409, "already_filed", f"series {record_id} is already filed at the institution; "
                        "it is on its patient's page")
-    the_node, identity = node(), current_identity()
-    record_audit(the_node.models.AuditEntry, "record.receipt", "record", record_id)
-    return jsonify({"id": record_id, "receipt": issue_receipt(the_node.receipt_key, the_node.url, record_id,
-                                                              the_node.institution_id, identity.user_id)})
+    record_audit(node().models.AuditEntry, "record.receipt", "record", record_id)
+    return jsonify({"id": record_id, "receipt": node_receipt(record_id, current_identity().user_id)})
 
 
 @bp.post("/api/v1/records/<record_id>/filed")

@@ -105,7 +105,8 @@ SCHEMAS = {
         "frames": {"type": "array", "items": {"type": "integer"},
                    "description": "record frame indexes of its first time point, in spatial order: its volume"},
         "phases": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
-                   "description": "the frames of each time point (the cine axis across time)"},
+                   "description": "the frames of each time point (the cine axis across time), each in "
+                                  "spatial order; MPR and 3D of time point k: `phase=k`"},
         "volume": {"type": "boolean", "description": "false: MPR and 3D of it answer 422 no_volume"},
         "no_volume_reason": {"type": ["string", "null"]},
         "planes": {"type": "object", "description": "its PlaneGeometry per plane (GET of one record only)",
@@ -248,13 +249,15 @@ def document() -> dict[str, Any]:
                 "parameters": _MPR_PATH,
                 "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
                                    "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
-                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
+                        "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
+                                               query.PHASE)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
                                    "own row and column spacing (audited)",
-                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK)),
+                        "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
+                                               query.PHASE)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),

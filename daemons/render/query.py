@@ -69,10 +69,11 @@ DETAIL = Param("detail", "full: RecordMeta with slices and planes; summary: with
                "(the patient page asks many records at once)", {"enum": list(RECORD_DETAILS), "default": "full"})
 STACK = Param("stack", "the stack to reformat or render (an id of RecordMeta.stacks); without it the first",
               {"type": "string", "pattern": r"^[0-9]{1,6}$"})
-KEY_IMAGE_PHASE = Param("phase", "the time point (0-based index of the stack's phases) the key image was marked on, "
-                        "when the stack has several; without it none is recorded", {"type": "integer", "minimum": 0})
-#: PUT/DELETE .../key-images/{plane}/{index}: which stack (reformats) and time point the image is of.
-KEY_IMAGE_PARAMS = (STACK, KEY_IMAGE_PHASE)
+PHASE = Param("phase", "the time point of the stack to reformat or render, counted from 0 (an index of the "
+              "stack's `phases` in RecordMeta.stacks); without it the first (0)", {"type": "integer", "minimum": 0})
+#: PUT/DELETE .../key-images/{plane}/{index}: which stack (reformats) and time point the image is of
+#: (without `phase` none is recorded: daemons.render.api_keyimages).
+KEY_IMAGE_PARAMS = (STACK, PHASE)
 MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})
@@ -94,7 +95,7 @@ VIEW_ID = Param("view_id", "the viewer's view; with seq, older requests answer 4
                 {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"})
 SEQ = Param("seq", "request sequence number within view_id", {"type": "integer", "minimum": 0})
 VOLUME_PARAMS = (MODE, VOLUME_PRESET, AZIMUTH, ELEVATION, ROLL, ZOOM, WINDOW, VOI_FUNCTION, RENDER,
-                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ, STACK, INVERT)
+                 QUALITY, FORMAT, SIZE, VIEW_ID, SEQ, STACK, PHASE, INVERT)
 
 # Readings of original values (GET .../frames/{index}/value and /stats): image coordinates of the
 # stored frame, x along a row 0..columns, y down the columns 0..rows (daemons.render.probe).
@@ -114,7 +115,7 @@ MODALITY = Param("modality", "DICOM modality code (CT, MR, ...): only the preset
 PRESETS_PARAMS = (MODALITY,)
 
 FRAME_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, OVERLAYS, INVERT)
-MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK, INVERT)
+MPR_PARAMS = (WINDOW, PRESET, VOI_FUNCTION, FORMAT, QUALITY, SIZE, REGION, SLAB, SLAB_MODE, STACK, PHASE, INVERT)
 
 # DICOMweb rendered resources (PS3.18 §8.3.5): the standard's spelling of the same ideas (and
 # SIVR's `invert`, which the standard lacks, as the viewer's API spells it). `window`
@@ -135,9 +136,9 @@ CHARSET = Param("charset", "character set of text in the response; images carry 
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
 THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
-RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, INVERT)
+RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, PHASE, INVERT)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
-                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK, INVERT)
+                          ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK, PHASE, INVERT)
 
 
 def choice(param: Param, default: str | None, choices) -> str | None:
@@ -284,6 +285,24 @@ def stack() -> str | None:
     if raw is not None and not re.fullmatch(STACK.schema["pattern"], raw):
         raise bad("query parameter stack must be a stack id of the record (digits)")
     return raw
+
+
+def phase() -> int:
+    """The requested time point of the stack (0-based), 0 without it. Not an integer: 400; an
+    integer the stack has no time point for (negative included): 404 with the valid range, as for
+    an unknown stack (daemons.render.stacks.find_stack)."""
+    raw = PHASE.raw()
+    if raw is None:
+        return 0
+    if not re.fullmatch(r"-?[0-9]{1,6}", raw):
+        raise bad("query parameter phase must be a time point index of the stack (an integer from 0)")
+    return int(raw)
+
+
+def optional_phase() -> int | None:
+    """`phase` where it is optional and its absence means "none" (a key image's time point), checked
+    as `phase` is; None without it."""
+    return None if PHASE.raw() is None else phase()
 
 
 def check_index(what: str, index: int, count: int) -> None:

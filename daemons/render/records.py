@@ -66,6 +66,9 @@ class LoadedRecord:
         self.default_voi = default_voi(manifest).voi
         self.modality_lut = lut_from_json(render.modality_lut)
         self.errors: dict[int, str] = {}
+        # Copies of its pixels made for it (a stack's or time point's volume, daemons.render.api_3d):
+        # they live as long as the record and count in its memory.
+        self.derived_bytes = 0
         self._ready = np.zeros(self.frames_total, dtype=bool)
         self._done = 0
         self._cond = threading.Condition()
@@ -81,7 +84,7 @@ class LoadedRecord:
     # --- state -------------------------------------------------------------------------------
     @property
     def nbytes(self) -> int:
-        return int(self.pixels.nbytes)
+        return int(self.pixels.nbytes) + self.derived_bytes
 
     @property
     def frames_ready(self) -> int:

@@ -7,7 +7,14 @@ anatomy at twice the extent. Frames are split here by what tells stacks apart (t
 Index Values of dimensions that are neither spatial nor temporal, Stack ID, frame type and
 complex component, diffusion b-value and gradient direction, echo time, image type and, for a classic
 series, orientation); temporal positions become a cine axis of their stack (`phases`: the frames
-of each time point in spatial order). A stack whose frames cannot form a volume (mixed
+of each time point in spatial order). A classic series (single-frame files) whose positions each
+repeat the same number of times is a cine when a clock tells the repeats apart: Temporal Position
+Identifier (the standard's own), else Trigger Time (cardiac), else Acquisition Time as a last
+resort (the times 3D Slicer's multi-volume import and dcm2niix also split 4D series by); time
+point k holds each position's k-th image by that clock (ranks, not equal values: trigger and
+acquisition times differ from slice to slice of one time point). One position over time (a
+single-slice cardiac cine) is a stack of one slice per time point. Repeats no clock tells apart
+stay one stack with no volume. A stack whose frames cannot form a volume (mixed
 orientations, duplicated positions, irregular spacing, time points of different lengths) keeps
 the reason in `volume`, so MPR and 3D are refused with it while every frame stays viewable.
 
@@ -16,6 +23,7 @@ The result is the manifest's `render.stacks`; `daemons.render.stacks.stacks_of` 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +41,8 @@ _SPATIAL = {Tag("InStackPositionNumber"), Tag("ImagePositionPatient")}
 _TEMPORAL = {Tag("TemporalPositionIndex"), Tag("TriggerTime"), Tag("TemporalPositionTimeOffset"),
              Tag("FrameAcquisitionDateTime"), Tag("FrameReferenceDateTime"), Tag("TemporalPositionIdentifier")}
 _STACK_ID = Tag("StackID")
+#: What tells the repeats of one position of a classic series apart, in the order they are tried.
+CLOCKS = ("Temporal Position Identifier", "Trigger Time", "Acquisition Time")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class FrameFacts:
     gradient: tuple[float, ...] | None
     echo_ms: float | None
     dimensions: tuple  # Dimension Index Values of dimensions neither spatial, temporal nor Stack ID
+    clocks: tuple[float | None, ...] = ()  # a classic file's values of CLOCKS (none for enhanced frames)
 
 
 def _item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
@@ -88,6 +99,27 @@ def _dimension_roles(ds: Dataset) -> list[str]:
     return roles
 
 
+def _number(value: Any) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _seconds(value: Any) -> float | None:
+    """A DICOM TM (HHMMSS.FFFFFF, or the old HH:MM:SS) as seconds since midnight."""
+    match = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", str(value or "").strip().replace(":", ""))
+    if match is None:
+        return None
+    return int(match[1]) * 3600 + int(match[2] or 0) * 60 + int(match[3] or 0) + float(match[4] or 0)
+
+
+def _clocks(ds: Dataset) -> tuple[float | None, ...]:
+    """The values of CLOCKS of a classic file."""
+    return (_number(ds.get("TemporalPositionIdentifier")), _number(ds.get("TriggerTime")),
+            _seconds(ds.get("AcquisitionTime")))
+
+
 def _tuple(value: Any, count: int) -> tuple[float, ...] | None:
     numbers = floats(value or [], count)
     return None if numbers is None else tuple(numbers)
@@ -114,7 +146,8 @@ def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts
     echo = _item(ds, frame, "MREchoSequence")
     echo_ms = echo.get("EffectiveEchoTime") if echo is not None else None
     temporal = content.get("TemporalPositionIndex")
-    if temporal is None:
+    classic = ds.get("PerFrameFunctionalGroupsSequence") is None
+    if temporal is None and not classic:
         temporal = tuple(temporal_dims) or ds.get("TemporalPositionIdentifier")
     in_stack = content.get("InStackPositionNumber")
     stack_id = content.get("StackID")
@@ -126,7 +159,7 @@ def _frame_facts(parsed: ParsedFile, frame: int, roles: list[str]) -> FrameFacts
         frame_type=_frame_type(ds, frame), b_value=b_value,
         gradient=None if gradient is None else tuple(round(g, 3) for g in gradient),
         echo_ms=None if echo_ms is None else float(echo_ms),
-        dimensions=tuple(int(v) for v in dims))
+        dimensions=tuple(int(v) for v in dims), clocks=_clocks(ds) if classic else ())
 
 
 def record_frames(files: list[ParsedFile]) -> list[FrameFacts]:
@@ -205,15 +238,54 @@ def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
     return None if length < 1e-6 else normal / length
 
 
-def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> tuple[float | None, str | None]:
-    """(median gap in mm, None) of frames in spatial order, or (None, why they are no volume)."""
+def _places(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None) -> list[list[int]] | None:
+    """The frames grouped by position (within DUPLICATE_MM along the normal), in spatial order;
+    None where a position is unknown."""
+    if normal is None or any(facts[i].position is None for i in frames):
+        return None
+    along = {i: float(np.dot(normal, facts[i].position)) for i in frames}  # type: ignore[arg-type]
+    places: list[list[int]] = []
+    for i in sorted(frames, key=lambda i: (along[i], i)):
+        if places and abs(along[i] - along[places[-1][0]]) < DUPLICATE_MM:
+            places[-1].append(i)
+        else:
+            places.append([i])
+    return places
+
+
+def _classic_times(frames: list[int], facts: list[FrameFacts],
+                   normal: np.ndarray | None) -> tuple[dict[int, int] | None, str]:
+    """(The time point of each frame, "") of a classic series whose every position repeats equally
+    often: its rank at its position by the first of CLOCKS that tells every position's repeats
+    apart. (None, "") where positions do not repeat (or are unknown); (None, why the repeats are no
+    time points) where they repeat unequally or no clock tells them apart."""
+    places = _places(frames, facts, normal)
+    if not places or len(places) == len(frames) or not all(facts[i].clocks for i in frames):
+        return None, ""
+    counts = sorted({len(place) for place in places})
+    if len(counts) > 1:
+        return None, (f", repeated {counts[0]} to {counts[-1]} times (time points need every position "
+                      "equally often)")
+    for clock in range(len(CLOCKS)):
+        readings = [{i: facts[i].clocks[clock] for i in place} for place in places]
+        if all(None not in read.values() and len(set(read.values())) == len(read) for read in readings):
+            return {i: rank for read in readings
+                    for rank, i in enumerate(sorted(read, key=lambda i: read[i] or 0.0))}, ""
+    return None, f", and no {', '.join(CLOCKS[:-1])} or {CLOCKS[-1]} tells the repeats apart as time points"
+
+
+def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | None,
+             untold: str = "") -> tuple[float | None, str | None]:
+    """(median gap in mm, None) of frames in spatial order, or (None, why they are no volume;
+    `untold`: why repeated positions are no time points, `_classic_times`)."""
     if normal is None or len(frames) < 2 or any(facts[i].position is None for i in frames):
         return None, None
     along = np.array([float(np.dot(normal, facts[i].position)) for i in frames])  # type: ignore[arg-type]
     gaps = np.diff(along)
     duplicated = int(np.sum(np.abs(gaps) < DUPLICATE_MM))
     if duplicated:
-        return None, f"{duplicated + 1} slices share a position; they cannot form one volume"
+        return None, (f"its {len(frames)} slices lie at {len(frames) - duplicated} positions{untold}; "
+                      "they cannot form one volume")
     median = float(np.median(gaps))
     if float(np.max(np.abs(gaps - median))) > SPACING_TOLERANCE * abs(median):
         return None, (f"the slice spacing varies from {float(np.min(gaps)):.3g} to {float(np.max(gaps)):.3g} mm "
@@ -226,11 +298,14 @@ def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dic
     """The manifest entry of one stack (without id and label)."""
     orientation = facts[frames[0]].orientation
     normal = _normal(orientation)
-    times = sorted({facts[i].temporal for i in frames}, key=lambda t: (t is None, str(t) if t is not None else ""))
+    classic, untold = (_classic_times(frames, facts, normal) if all(facts[i].temporal is None for i in frames)
+                       else (None, ""))
+    time_of = {i: facts[i].temporal if classic is None else classic[i] for i in frames}
+    times = sorted(set(time_of.values()), key=lambda t: (t is None, str(t) if t is not None else ""))
     if all(isinstance(t, (int, float)) for t in times):
         times = sorted(times)
-    phases = [_spatial_order([i for i in frames if facts[i].temporal == t], facts, normal) for t in times]
-    spacing, reason = _spacing(phases[0], facts, normal)
+    phases = [_spatial_order([i for i in frames if time_of[i] == t], facts, normal) for t in times]
+    spacing, reason = _spacing(phases[0], facts, normal, untold)
     orientations = orientation_groups([facts[i].orientation for i in frames])
     if max(orientations) > 0:
         reason = (f"its slices have {max(orientations) + 1} different orientations; "

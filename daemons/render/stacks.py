@@ -2,7 +2,8 @@
 
 `daemons.render.stack_analysis` writes the stacks at upload (which frames form each volume, their
 order, time points and why a stack forms no volume). MPR and 3D render one stack at a time
-(`stack` query parameter, default the first), cut with the same plane geometry the record
+(`stack` query parameter, default the first) at one of its time points (`phase`, 0-based, default
+the first: each time point is a volume of its own), cut with the same plane geometry the record
 metadata publishes for it (`stack_manifest` feeds `daemons.render.planes`). A manifest stored
 before stacks existed has one stack of all its frames, as those records were always rendered.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from daemons.render.manifest import Manifest
 from daemons.render.planes import plane_table
 from shared.errors import not_found
@@ -19,9 +22,9 @@ from shared.errors import not_found
 
 @dataclass(frozen=True)
 class Stack:
-    """One stack: `frames` (record frame indexes of its first time point, in spatial order) form
-    its volume; `phases` are every time point's frames (the cine axis); `volume` is None when the
-    frames form a volume, else why not."""
+    """One stack at one time point: `frames` (record frame indexes of time point `phase`, in
+    spatial order; `find_stack` without a phase gives the first) form its volume; `phases` are every
+    time point's frames (the cine axis); `volume` is None when the frames form a volume, else why not."""
 
     id: str
     label: str
@@ -30,10 +33,15 @@ class Stack:
     orientation: tuple[float, ...] | None
     slice_spacing: float | None
     volume: str | None
+    phase: int = 0
 
     @property
     def all_frames(self) -> set[int]:
         return {frame for phase in self.phases for frame in phase}
+
+    def at_phase(self, phase: int) -> Stack:
+        """This stack at time point `phase` (an index of `phases`): that time point's frames are its volume."""
+        return replace(self, frames=self.phases[phase], phase=phase)
 
 
 def stacks_of(manifest: Manifest) -> list[Stack]:
@@ -51,15 +59,27 @@ def stacks_of(manifest: Manifest) -> list[Stack]:
     ) for entry in stored]
 
 
-def find_stack(manifest: Manifest, stack_id: str | None) -> Stack:
-    """The stack named `stack_id` (None: the first); 404 naming the valid ids otherwise."""
+def find_stack(manifest: Manifest, stack_id: str | None, phase: int = 0) -> Stack:
+    """The stack named `stack_id` (None: the first) at time point `phase` (0-based); 404 naming the
+    valid ids, or the valid time points, otherwise."""
     stacks = stacks_of(manifest)
-    if stack_id is None:
-        return stacks[0]
-    for stack in stacks:
-        if stack.id == stack_id:
-            return stack
-    raise not_found("stack", f"{stack_id} (this record's stacks: {', '.join(s.id for s in stacks)})")
+    found = stacks[0] if stack_id is None else next((stack for stack in stacks if stack.id == stack_id), None)
+    if found is None:
+        raise not_found("stack", f"{stack_id} (this record's stacks: {', '.join(s.id for s in stacks)})")
+    count = len(found.phases)
+    if not 0 <= phase < count:
+        raise not_found("time point", f"{phase} (stack {found.id} has {count}: phase 0..{count - 1})")
+    return found.at_phase(phase)
+
+
+def stack_voxels(pixels: np.ndarray, stack: Stack) -> np.ndarray:
+    """The stored values of the stack's volume (its `frames`, in order) out of the record's: a view
+    of the record's own array when the frames follow one another in stored order (a whole record,
+    or a time point of a dynamic stored time by time), else a copy."""
+    first = stack.frames[0]
+    if stack.frames == tuple(range(first, first + len(stack.frames))):
+        return pixels[first:first + len(stack.frames)]
+    return pixels[list(stack.frames)]
 
 
 def stack_manifest(manifest: Manifest, stack: Stack) -> Manifest:

@@ -99,7 +99,7 @@ def patient_reference(patient_id: str):
     top = toplevel()
     ttl_s = top.config["tokens"]["patient_reference_ttl_s"]
     reference = issue_patient_reference(top.signing_key, top.issuer.issuer, patient.id,
-                                        current_identity().user_id, ttl_s)
+                                        current_identity().user_id, ttl_s, patient=patient_json(patient))
     record_audit(AuditEntry, "patient.reference", "patient", patient.id, patient.id)
     return jsonify({FIELD: reference, "expires_in": ttl_s})
 

@@ -10,17 +10,68 @@ node's URLs; OHIF is a single-page app, so unknown paths (its /viewer route) ans
 
 from __future__ import annotations
 
+import io
 import json
 import ssl
 import threading
+import tomllib
+from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from daemons.deployment import Layout
+from daemons.layers import LAYERS
+from shared.config import render_config_toml
 
 REPO = Path(__file__).resolve().parents[2]
 OHIF_DIST = REPO / "build" / "ohif" / "dist"
 CONFIG_TEMPLATE = Path(__file__).with_name("ohif_app_config.js")
 APP_CONFIG_PATH = "/app-config.js"
+
+
+#: headless Chromium has no GPU here: WebGL (cornerstone3D's renderer) on SwiftShader through ANGLE
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-quic", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+]
+
+
+def configure_for_ohif(origin: str, token_ttl_s: int | None = None,
+                       leeway_s: int | None = None) -> Callable[[Layout], None]:
+    """A deployment's `before_start`: the OHIF site at `origin` may call each render node's DICOMweb
+    root and the toplevel (where OHIF exchanges the SIVR session for node tokens); optionally node
+    tokens that live `token_ttl_s` with `leeway_s` of leeway (a test that outlives several)."""
+
+    def configure(layout: Layout) -> None:
+        for instance in layout.instances:
+            if instance.layer not in ("render", "toplevel"):
+                continue
+            path = Path(instance.config)
+            values = tomllib.loads(path.read_text())
+            if instance.layer == "render":
+                values.setdefault("dicomweb", {})["cors_origins"] = [origin]
+                if leeway_s is not None:
+                    values["tokens"]["leeway_s"] = leeway_s
+            else:
+                values["cors"]["origins"] = [*values["cors"]["origins"], origin]
+                if token_ttl_s is not None:
+                    values["tokens"]["exchanged_ttl_s"] = token_ttl_s
+            path.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
+
+    return configure
+
+
+#: grey-level standard deviation above which a viewport shows an image (a CT slice: about 40)
+MIN_SPREAD = 10.0
+
+
+def painted_spread(png: bytes) -> float:
+    """The spread of grey levels in a screenshot: a blank or uniform viewport is near 0."""
+    return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32).std())
 
 
 def app_config_js(node_url: str, toplevel_url: str, dicomweb_root: str = "/dicomweb") -> str:

@@ -16,25 +16,26 @@ e.g. refused by CORS) fails the test with the list of them.
 
 from __future__ import annotations
 
-import io
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
-from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from daemons.demo import RunningDeployment, start_deployment
-from daemons.deployment import Layout
-from daemons.layers import LAYERS
-from shared.config import render_config_toml
-from tests.dicomweb.ohif_site import OHIF_DIST, OhifSite, app_config_js
+from tests.dicomweb.ohif_site import (
+    CHROMIUM_ARGS,
+    MIN_SPREAD,
+    OHIF_DIST,
+    OhifSite,
+    app_config_js,
+    configure_for_ohif,
+    painted_spread,
+)
 from tests.webviewer.browser import CHROMIUM, server_cert_of, spki_hash
 
 pytestmark = pytest.mark.slow
@@ -42,39 +43,11 @@ pytestmark = pytest.mark.slow
 DEMO_CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
 PATIENT_ID = "CMB-CRC-MSB-01068"  # PatientID (and PatientName) of the demo CT
 STUDY_UID = "1.3.6.1.4.1.14519.5.2.1.1600.1201.207207224570850447623269041081"
-#: headless Chromium has no GPU here: WebGL (cornerstone3D's renderer) on SwiftShader through ANGLE
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--disable-quic", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-]
 VIEWPORT = {"width": 1400, "height": 900}
 LOAD_TIMEOUT_MS = 120_000
 STOW_BATCH = 20
 TOKEN_TTL_S = 12
 LEEWAY_S = 2
-#: grey-level standard deviation above which a viewport shows an image (a CT slice: about 40)
-MIN_SPREAD = 10.0
-
-
-def _configure(origin: str):
-    """`before_start`: the OHIF site may call each render node's DICOMweb root and the toplevel;
-    node tokens live TOKEN_TTL_S with LEEWAY_S of leeway, so a test outlives several of them."""
-
-    def configure(layout: Layout) -> None:
-        for instance in layout.instances:
-            if instance.layer not in ("render", "toplevel"):
-                continue
-            path = Path(instance.config)
-            values = tomllib.loads(path.read_text())
-            if instance.layer == "render":
-                values.setdefault("dicomweb", {})["cors_origins"] = [origin]
-                values["tokens"]["leeway_s"] = LEEWAY_S
-            else:
-                values["cors"]["origins"] = [*values["cors"]["origins"], origin]
-                values["tokens"]["exchanged_ttl_s"] = TOKEN_TTL_S
-            path.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
-
-    return configure
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +64,8 @@ def site() -> Iterator[OhifSite]:
 @pytest.fixture(scope="module")
 def ohif(site: OhifSite, tmp_path_factory) -> Iterator[tuple[RunningDeployment, OhifSite]]:
     """A deployment whose render node allows the OHIF site, and the site serving a config for that node."""
-    running = start_deployment(tmp_path_factory.mktemp("ohif"), before_start=_configure(site.origin),
+    running = start_deployment(tmp_path_factory.mktemp("ohif"),
+                               before_start=configure_for_ohif(site.origin, TOKEN_TTL_S, LEEWAY_S),
                                institution_names=["Demo Hospital"])
     try:
         tls = Path(running.layout.root) / "tls"
@@ -174,9 +148,6 @@ def _wait_visible(locator, log: DicomwebLog, what: str, timeout_s: float = LOAD_
     raise AssertionError(f"OHIF never showed {what}; its DICOMweb calls: {log.calls}")
 
 
-def _painted(image: Image.Image) -> float:
-    """The spread of grey levels in a screenshot: a blank or uniform viewport is near 0."""
-    return float(np.asarray(image.convert("L"), dtype=np.float32).std())
 
 
 def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: Path):
@@ -205,7 +176,7 @@ def test_ohif_lists_opens_and_paints_a_sivr_study(browser, ohif, artifacts_dir: 
         spread = 0.0
         while time.monotonic() < deadline and spread < MIN_SPREAD:
             log.check()
-            spread = _painted(Image.open(io.BytesIO(canvas.screenshot())))
+            spread = painted_spread(canvas.screenshot())
             time.sleep(0.5)
         page.screenshot(path=str(shots / "viewer.png"))
         assert spread >= MIN_SPREAD, f"the viewport stayed blank (grey-level spread {spread:.1f}); calls: {log.calls}"

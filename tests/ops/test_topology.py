@@ -41,8 +41,10 @@ def test_physicians_of_two_institutions_share_one_patient(topology):
     slices = demo_slices()
     meta_north = upload_and_load(doctor_north, node_a["url"], slices[:6])
     meta_south = upload_and_load(doctor_south, node_c["url"], slices[6:])
-    register_record(doctor_north, north["server_url"], meta_north, node_a["id"], patient["id"], "CT", "north CT")
-    register_record(doctor_south, south["server_url"], meta_south, node_c["id"], patient["id"], "CT", "south CT")
+    register_record(doctor_north, north["server_url"], meta_north, node_a["id"], patient["id"], "CT", "north CT",
+                    confirm_mismatch=True)
+    register_record(doctor_south, south["server_url"], meta_south, node_c["id"], patient["id"], "CT", "south CT",
+                    confirm_mismatch=True)
 
     write_finding(doctor_north, north["server_url"], patient["id"],
                   [{"record_id": meta_north["id"], "institution_id": north["id"], "node_id": node_a["id"]}],

@@ -96,8 +96,11 @@ def test_receipt_for_a_received_series_is_the_nodes_signature_for_the_caller(arc
     answer = archive.client.post(f"/api/v1/records/{record_id}/receipt", headers=archive.headers(user_id=user))
     assert answer.status_code == 200
     the_node = archive.app.extensions["sivr_node"]
-    verify_receipt(answer.get_json()["receipt"], the_node.receipt_key.public_key(),
-                   Expected(the_node.url, record_id, archive.institution_id, user))
+    stated = verify_receipt(answer.get_json()["receipt"], the_node.receipt_key.public_key(),
+                            Expected(the_node.url, record_id, archive.institution_id, user))
+    # the DICOM patient, which the institution compares with the SIVR patient (issue 11)
+    assert stated == {"name": "DOE^JANE", "patient_id": "INS-0042", "issuer": "SIVR-TEST",
+                      "birth_date": "19610412", "sex": "F"}
     archive.client.post(f"/api/v1/records/{record_id}/filed", headers=archive.headers())
     again = archive.client.post(f"/api/v1/records/{record_id}/receipt", headers=archive.headers(user_id=user))
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_filed"

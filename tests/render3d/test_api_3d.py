@@ -52,6 +52,7 @@ class FakeLoadedRecord:
     default_voi: Voi | None = Window(40.0, 400.0)
     photometric: str = "MONOCHROME2"
     errors: dict[int, str] = field(default_factory=dict)
+    derived_bytes: int = 0
     manifest: Manifest = field(init=False)
 
     def __post_init__(self):

@@ -101,7 +101,8 @@ def test_physician_workflow_two_nodes_share_a_bucket(shared, seaweed):
     patient = find_or_create_patient(doctor, shared.url("toplevel"), DEMO_PATIENT)
     nodes = {n["url"]: n for n in doctor.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]}
     assert nodes[node_a]["store"] == nodes[node_b]["store"] != ""
-    record = register_record(doctor, inst["server_url"], meta, nodes[node_a]["id"], patient["id"], "CT", "shared")
+    record = register_record(doctor, inst["server_url"], meta, nodes[node_a]["id"], patient["id"], "CT", "shared",
+                             confirm_mismatch=True)
     assert record["node_ids"] == [nodes[node_a]["id"], nodes[node_b]["id"]]
 
 
@@ -248,7 +249,8 @@ def test_node_killed_its_records_served_by_the_other_within_10_s(shared):
     patient = find_or_create_patient(doctor, shared.url("toplevel"), DEMO_PATIENT)
     nodes = {n["id"]: n["url"] for n in doctor.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]}
     by_url = {url: node_id for node_id, url in nodes.items()}
-    record = register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "failover")
+    record = register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "failover",
+                             confirm_mismatch=True)
     shared.stop_instance(instance_a.name, signal.SIGKILL)
     killed = time.monotonic()
     frame = _first_frame_from_any(doctor, [nodes[n] for n in record["node_ids"]], meta["id"])
@@ -290,7 +292,8 @@ def test_viewer_moves_to_the_node_sharing_the_store(shared):
     inst = shared.layout.institutions[0]
     patient = find_or_create_patient(doctor, shared.url("toplevel"), DEMO_PATIENT)
     by_url = {n["url"]: n["id"] for n in doctor.call("GET", f"{inst['server_url']}/api/v1/nodes").json()["items"]}
-    register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "viewer failover")
+    register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "viewer failover",
+                    confirm_mismatch=True)
     shared.stop_instance(instance_a.name, signal.SIGKILL)
     try:
         with sync_playwright() as playwright:

@@ -194,7 +194,9 @@ def test_patient_reference_vouches_for_one_existing_patient_and_user(api: Api, t
     assert status == 200 and body["expires_in"] == 600
     reference = body["patient_reference"]
     keys = {key_id(load_public_key(signing_keys[1])): load_public_key(signing_keys[1])}
-    check_patient_reference(reference, patient["id"], seed.users["physician"]["id"], keys, "sivr-toplevel", 5)
+    stated = check_patient_reference(reference, patient["id"], seed.users["physician"]["id"], keys, "sivr-toplevel", 5)
+    # whom it names, for comparison with the DICOM patient of a series registered for them (issue 11)
+    assert stated == {key: patient[key] for key in ("first_name", "last_name", "birth_date")}
     with pytest.raises(ApiError):
         check_patient_reference(reference, patient["id"], seed.users["physician_b"]["id"], keys, "sivr-toplevel", 5)
     # its own audience: it is no access token anywhere

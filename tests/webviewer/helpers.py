@@ -109,7 +109,8 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     """Upload through the node's API and register at institution 1: the record a viewer opens.
 
     The files are uploaded naming `patient` (`as_patient`), unless `keep_dicom_patient` (a test
-    of the viewer's patient-mismatch warning names another DICOM patient on purpose).
+    of the viewer's patient-mismatch warning names another DICOM patient on purpose, and registers
+    it with the physician's confirmation, as the upload dialog asks for).
     """
     import tempfile
 
@@ -121,7 +122,8 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     with tempfile.TemporaryDirectory() as tmp:
         sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
         meta = upload_record(doctor, node["url"], sent)
-    register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], modality, description)
+    register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], modality, description,
+                    confirm_mismatch=keep_dicom_patient)
     mark_filed(doctor, node["url"], meta["id"])
     return {"meta": meta, "node": node, "institution": inst}
 

@@ -5,7 +5,7 @@ the window on screen, the 3D defaults (an MR DVR preset; a MIP that is not a whi
 the pixels the node sent) and the slice numbering of the overlay; beside a CT, each viewport's 3D
 offers its own modality's presets. Screenshots in test-artifacts/webviewer/.
 
-No real sagittal or coronal acquisition is bundled: those stay synthetic (test_browser_geometry).
+A real sagittal acquisition is test_browser_sagittal's; synthetic ones are test_browser_geometry's.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from daemons.demo import ApiClient, new_user, register_record
 from shared.receipts import issue_receipt, public_key_text
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import (
+    as_patient,
     derived_series,
     institution,
     login,
@@ -64,8 +65,9 @@ def test_each_upload_keeps_the_labels_it_was_submitted_with(page, deployment, ct
     typed before, the second's while the first was on its way (the defect: it took the second's)."""
     patient = new_patient(deployment)
     node = registered_node(deployment)
-    first = derived_series(ct_series, tmp_path / "a", first=10, count=3)
-    second = derived_series(ct_series, tmp_path / "b", first=30, count=4)
+    # the patient's own images: no identity question comes between the two uploads
+    first = as_patient(derived_series(ct_series, tmp_path / "a", first=10, count=3), patient, tmp_path / "a1")
+    second = as_patient(derived_series(ct_series, tmp_path / "b", first=30, count=4), patient, tmp_path / "b1")
     held = []
 
     def hold(route):

@@ -2,10 +2,12 @@
 
 Scrolling fast used to abort each request for the one after it, so on 2G nothing was painted until
 the hand stopped while the slice counter moved on: the reader scrolled blind. Now the viewer
-paints the newest slice it can get as a small lossy preview, at most one in flight, and the
-full-quality slice once the hand stops. The test asserts behaviour, not timings: several
-different slices are painted while the keys are still going, each labelled with its own slice,
-and the full-quality image of the last slice follows.
+paints the newest slice it can get as a small lossy preview, and the full-quality slice once the
+hand stops; on a slow link nothing is fetched ahead while the hand moves (the slice under the
+cursor has the link), and cine keeps its rate with previews instead of waiting for each full
+frame. The tests assert behaviour, not timings: several different slices are painted while the
+keys are still going, each labelled with its own slice, and the full-quality image of the last
+slice follows.
 """
 
 from __future__ import annotations
@@ -35,16 +37,29 @@ def painted(page) -> list[dict]:
     return page.evaluate("() => window.__painted")
 
 
-def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, deployment, record, shots):
+def throttle(page, conditions: dict):
+    """Chromium's network emulation on this page (CDP); the session, to lift it with `unthrottle`."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", conditions)
+    return cdp
+
+
+def unthrottle(cdp) -> None:
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                    "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def open_at_first_slice(page, deployment, record, fmt: str = "webp") -> None:
+    """Open the record's viewer on slice 0 and record every image put on screen in window.__painted."""
     login(page, deployment)
     page.goto(f"/#/patients/{record['patient']['id']}")
     page.get_by_role("link", name=re.compile("Open CT")).click()
-    viewport = page.locator("#viewport")
-    viewport.wait_for()
     page.locator("#viewport[data-load-state=ready]").wait_for(timeout=90000)
+    if fmt != "webp":
+        page.locator("#format").select_option(fmt)
     page.locator("#slice").fill("0")
     page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '0'", polling=50)
-    # every image put on screen, with the slice it is labelled with (a MutationObserver sees each)
     page.evaluate("""() => {
       window.__painted = [];
       const v = document.querySelector('#viewport');
@@ -55,9 +70,16 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
                                  label: document.querySelector('#slice-out').textContent});
       }).observe(v, {attributes: true, attributeFilter: ['data-shown-count']});
     }""")
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions", PAPER_2G)
+
+
+def is_preview(key: str) -> bool:
+    return "format=jpeg" in key and "quality=60" in key
+
+
+def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, deployment, record, shots):
+    open_at_first_slice(page, deployment, record)
+    viewport = page.locator("#viewport")
+    cdp = throttle(page, PAPER_2G)
     try:
         viewport.focus()
         for _ in range(SLICES - 1):  # 20 slices a second, as a hand on the wheel or the keys
@@ -69,8 +91,7 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
             " return d.shownIndex === String(n) && d.shownKey.includes('format=webp'); }",
             arg=SLICES - 1, polling=50, timeout=60000)
     finally:
-        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
-                                                        "downloadThroughput": -1, "uploadThroughput": -1})
+        unthrottle(cdp)
     shot(page, shots, "70-viewer-after-fast-scroll-on-2g", full_page=False)
 
     # the reader saw the scroll move: several different slices were painted before the keys stopped
@@ -85,3 +106,67 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
     assert [p["index"] for p in during] == sorted(p["index"] for p in during)  # never an older slice after a newer
     final = painted(page)[-1]
     assert final["index"] == SLICES - 1 and "format=webp" in final["key"]
+
+
+def test_on_2g_nothing_is_fetched_ahead_while_the_hand_moves(page, deployment, record):
+    """The link is the hand's: once the scroll is fast, every image asked for is a preview of the
+    slice under the cursor, none a full-quality slice fetched ahead."""
+    cdp = throttle(page, PAPER_2G)   # from the start, so the viewer measures the slow link
+    try:
+        open_at_first_slice(page, deployment, record)
+        page.locator("#viewport").focus()
+        # keys sent in the page 40 ms apart (Playwright's own presses come 100-300 ms apart on a
+        # busy machine, slower than a fast scroll)
+        keys = page.evaluate("""async () => {
+          const keys = [];
+          for (let k = 0; k < 12; k++) {
+            keys.push(performance.now());
+            document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+            await new Promise((r) => setTimeout(r, 40));
+          }
+          return keys;
+        }""")
+        page.wait_for_function(
+            "() => { const d = document.querySelector('#viewport').dataset;"
+            " return d.shownIndex === '12' && d.shownKey.includes('format=webp'); }", polling=50, timeout=60000)
+        # the image requests started while the scroll was fast: from the second step to the last
+        # (the full image once the hand stops is asked for 200 ms after it)
+        during = page.evaluate("""([from, to]) => performance.getEntriesByType('resource')
+          .filter((e) => e.name.includes('/frames/') && e.startTime > from && e.startTime <= to)
+          .map((e) => [e.startTime, e.name])""", [keys[1], keys[-1] + 40])
+    finally:
+        unthrottle(cdp)
+    assert any(is_preview(url) for _, url in during), during
+    for started, url in during:
+        if is_preview(url):
+            continue
+        # a full-quality image of the slice under the cursor is the hand pausing (a busy page can
+        # hold a step back past the 200 ms settle time); one ahead of it is fetching ahead
+        under_cursor = sum(1 for k in keys if k <= started)
+        asked = int(re.search(r"/frames/(\d+)\?", url).group(1))
+        assert asked <= under_cursor, f"slice {asked} fetched ahead while the hand was at {under_cursor}: {during}"
+
+
+def test_cine_on_2g_keeps_its_rate_with_previews_and_ends_at_full_quality(page, deployment, record, shots):
+    """Cine at 10 fps on 2G: frames advance at the chosen rate as small previews (full PNG frames
+    would hold it to a few a second); stopped, the frame it stopped on comes at full quality."""
+    cdp = throttle(page, PAPER_2G)
+    try:
+        open_at_first_slice(page, deployment, record, fmt="png")
+        page.locator("#fps").select_option("10")
+        page.locator("#play").click()
+        page.wait_for_timeout(3000)
+        page.locator("#play").click()
+        stopped = int(page.locator("#slice").input_value())
+        page.wait_for_function(
+            "n => { const d = document.querySelector('#viewport').dataset;"
+            " return d.shownIndex === String(n) && d.shownKey.includes('format=png'); }",
+            arg=stopped, polling=50, timeout=60000)
+    finally:
+        unthrottle(cdp)
+    shot(page, shots, "71-viewer-cine-stopped-on-2g", full_page=False)
+    shown = painted(page)
+    during = shown[:-1]
+    assert any(is_preview(p["key"]) for p in during), shown
+    assert stopped >= 15, f"cine moved {stopped} frames in 3 s at 10 fps"   # full PNG frames: a handful
+    assert shown[-1]["index"] == stopped and "format=png" in shown[-1]["key"]

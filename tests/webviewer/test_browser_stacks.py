@@ -151,10 +151,25 @@ def test_a_key_image_keeps_its_time_point(browser, deployment, tmp_path_factory,
         press(item.first)
         wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
         assert page.locator("#time-out").inner_text() == "2 / 2"
+
+        # a reformat at the second time point: marked with it, and reopened at it
+        page.locator("#plane").select_option("axial")
+        page.locator("#slice").fill("4")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=1')")
+        press(page.locator("#key-image"))
+        page.wait_for_function("() => document.querySelectorAll('#key-image-list .key-image-item').length === 2")
+        assert item.nth(1).text_content().endswith(f"Axial 5 / {POSITIONS} · Time 2 / 2")
+        page.locator("#time").fill("0")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=0')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "time point 1 is not marked"
+        page.locator("#plane").select_option("native")
+        press(item.nth(1))
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=1')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
         listed = deployment.client("physician").call(
             "GET", f"{record['node']['url'].rstrip('/')}/api/v1/records/{record['meta']['id']}/key-images").json()
         assert [(i["plane"], i["index"], i["stack"], i["phase"]) for i in listed["items"]] == [
-            ("native", 2 + POSITIONS, None, 1)]
+            ("native", 2 + POSITIONS, None, 1), ("axial", 4, "1", 1)]
         shot(page, shots, f"stacks-key-image-time-point-{screen}", full_page=phone)
     finally:
         context.close()

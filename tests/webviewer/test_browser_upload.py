@@ -1,10 +1,21 @@
-"""Uploading DICOM from the browser: a folder with a stray file, a broken file, nothing usable."""
+"""Uploading DICOM from the browser: a folder with a stray file, a broken file, nothing usable.
+
+The files name the patient they are uploaded for (`as_patient`); images of another patient are
+test_browser_upload_identity.py's."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, shot
+from tests.webviewer.helpers import (
+    as_patient,
+    derived_series,
+    institution,
+    login,
+    new_patient,
+    registered_node,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -26,7 +37,7 @@ def test_upload_a_folder_skips_the_non_dicom_file_and_registers_the_record(
         page, deployment, ct_series, tmp_path, shots, patient_upload_page):
     patient = patient_upload_page
     folder = tmp_path / "series"
-    derived_series(ct_series, folder, first=40, count=8)
+    as_patient(derived_series(ct_series, tmp_path / "derived", first=40, count=8), patient, folder)
     (folder / "README.txt").write_text("exported by the scanner console\n")
     page.get_by_label("…or a whole folder").set_input_files(folder)
     listing = page.locator("#file-list")
@@ -55,7 +66,8 @@ def test_upload_a_folder_skips_the_non_dicom_file_and_registers_the_record(
 
 def test_a_broken_dicom_file_is_refused_with_its_name_and_reason(
         page, deployment, ct_series, tmp_path, shots, patient_upload_page):
-    files = derived_series(ct_series, tmp_path / "ok", first=60, count=2)
+    files = as_patient(derived_series(ct_series, tmp_path / "derived", first=60, count=2), patient_upload_page,
+                       tmp_path / "ok")
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 20)
     page.get_by_label("DICOM files").set_input_files([*files, broken])

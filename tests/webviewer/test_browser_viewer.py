@@ -284,7 +284,8 @@ def test_a_record_of_another_institution_opens_from_its_own_node(page, deploymen
     doctor2 = ApiClient(deployment, **second["physician"])
     patient = new_patient(deployment)
     meta = upload_record(doctor2, node2["url"], derived_series(ct_series, tmp_path / "s", first=70, count=6))
-    register_record(doctor2, inst2["server_url"], meta, node2["id"], patient["id"], "CT", "CT from the second clinic")
+    register_record(doctor2, inst2["server_url"], meta, node2["id"], patient["id"], "CT", "CT from the second clinic",
+                    confirm_mismatch=True)
 
     login(page, deployment)   # a physician of institution 1
     page.goto(f"/#/patients/{patient['id']}")

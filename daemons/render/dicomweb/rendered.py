@@ -357,13 +357,13 @@ def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: 
 
 def _whole_series(study_uid: str, series_uid: str) -> tuple[str, Any, Stack]:
     """The series' record id, its fully loaded record and the stack the `stack` parameter names
-    (the first without it), loading it and waiting up to `dicomweb.load_wait_s`; 409 loading with
-    Retry-After beyond."""
-    stack_id = query.stack()
+    (the first without it) at the time point `phase` names (the first without it), loading it and
+    waiting up to `dicomweb.load_wait_s`; 409 loading with Retry-After beyond."""
+    stack_id, phase = query.stack(), query.phase()
     record_id = resolve.series(study_uid, series_uid).id
     record = start_loading(record_id)
     record.wait_complete(float(current_app.config["SIVR"].get_key("dicomweb.load_wait_s")))
-    return record_id, *loaded_stack(record_id, stack_id)
+    return record_id, *loaded_stack(record_id, stack_id, phase)
 
 
 def _single_image_format(what: str) -> str:

@@ -21,13 +21,13 @@ export function dicomPersonName(value) {
 }
 
 /** "DOE^JANE" as people write it: "DOE, JANE". */
-function readableName(value) {
+export function readableName(value) {
   const { family, given } = dicomPersonName(value);
   return [family, given].filter(Boolean).join(", ");
 }
 
 /** DICOM DA (YYYYMMDD) as ISO, or null. */
-function isoDate(value) {
+export function isoDate(value) {
   const m = String(value || "").match(/^(\d{4})-?(\d{2})-?(\d{2})$/);
   return m ? `${m[1]}-${m[2]}-${m[3]}` : null;
 }

@@ -18,7 +18,7 @@ import { planeLabel } from "./viewoptions.js";
 
 /**
  * The time point `vp`'s image is of, when its stack has several: a stored slice's is that of its
- * frame in the stack holding it; a reformat shows the chosen stack's first (the node reformats that one).
+ * frame in the stack holding it (whichever stack is chosen); a reformat's the viewport's (Viewport.timePoint).
  * @param {any} vp @returns {number|null}
  */
 export function timePointShown(vp) {
@@ -28,7 +28,7 @@ export function timePointShown(vp) {
     const stack = record.stacks.find((/** @type {any} */ st) => timeOf(st, index) >= 0);
     return stack && stack.phases.length > 1 ? timeOf(stack, index) : null;
   }
-  return record.stack && record.stack.phases.length > 1 ? 0 : null;
+  return record.stack && record.stack.phases.length > 1 ? vp.timePoint() : null;
 }
 
 /** The stack a mark's reformat is of: a mark that recorded none (made before marks named one) is of
@@ -157,13 +157,14 @@ export class KeyImages {
     this.sync(this.shell.active);
   }
 
-  /** Show a key image in the active viewport: its stack, view and index (a stored slice's index
-   *  is its frame, so its time point too). @param {KeyImageRef} item */
+  /** Show a key image in the active viewport: its stack, view, time point and index (a stored
+   *  slice's index is its frame, so its time point too). @param {KeyImageRef} item */
   go(item) {
     const vp = this.shell.active;
     const stack = stackOf(this.record, item);
     if (stack != null && (!vp.record.stack || vp.record.stack.id !== stack)) this.shell.chooseStack(stack);
     if (vp.state.plane !== item.plane) this.shell.setPlane(item.plane);
+    if (item.plane !== "native" && item.phase != null) vp.setTime(item.phase);   // a stored slice is its own
     vp.setIndex(item.index);
     vp.root.focus({ preventScroll: true });
   }

@@ -6,6 +6,7 @@ import { h, mount, svg, formatBytes, formatDate } from "./dom.js";
 import { identityLines } from "./identity.js";
 import { planeInfo, imageToScreen, distanceMm, stackOrder, planeLocation } from "./geometry.js";
 import { roiElements } from "./readings.js";
+import { timeOf } from "./stacks.js";
 import { angleElements } from "./angle.js";
 import { VOLUME_MODES, SLAB_MODES, planeLabel, labelOf, dicomDate } from "./viewoptions.js";
 
@@ -63,20 +64,21 @@ export class Overlay {
     mount(this.cornerTL, identityLines(vp.identity), h("div", { text: [m.modality, formatDate(dicomDate(m.study_date))].filter(Boolean).join(" · ") }),
       h("div", { class: "overlay-series", text: seriesLine(m) }),
       link ? h("div", { class: "overlay-link", text: link }) : null);
+    const time = timeText(vp);
     const win = entry.window || s.window;
     const w = win ? `W ${Math.round(win.width)}  L ${Math.round(win.center)}${s.window ? "" : " (default)"}` : "W/L default";
     if (s.plane === "3d") {
       const v = s.vol;
       mount(this.cornerBL, h("div", { text: `3D ${labelOf(VOLUME_MODES, v.mode)} · az ${Math.round(v.azimuth)}° el ${Math.round(v.elevation)}°` }),
         v.mode === "dvr" ? null : h("div", { text: w }),   // a projection's window, the node's default measured on it
-        h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
+        time, h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
     } else {
       const slab = s.plane !== "native" && s.slab.mm > 0 ? ` · slab ${s.slab.mm} mm ${labelOf(SLAB_MODES, s.slab.mode)}` : "";
       // the numbers of the image on screen, which may lag the slider while slices are fetched
       const index = vp.shown ? vp.shown.index : vp.index();
       const order = stackOrder(planeInfo(m, s.plane).indexDirection);
       mount(this.cornerBL, h("div", { text: `${planeLabel(s.plane)} ${index + 1} / ${vp.count()}${slab}${order ? ` · ${order}` : ""}` }),
-        h("div", { id: "slice-info", text: sliceText(vp, index) }),
+        h("div", { id: "slice-info", text: sliceText(vp, index) }), time,
         h("div", { text: w }), h("div", { text: `Zoom ${s.zoom.toFixed(1)}×` }));
     }
     const fmt = (vp.shown && vp.shown.params.format) || vp.settings.format;
@@ -131,6 +133,20 @@ export class Overlay {
       x1: ax, y1: ay, x2: bx, y2: by, class: "reference-line", "data-orientation": line.orientation, "data-fraction": f.toFixed(4),
     }));
   }
+}
+
+/**
+ * "Time 2/12" of a stack with time points (stacks.js): the time point of the image on screen (a
+ * reformat's or 3D view's `phase`, a stored slice's own), or null.
+ * @param {any} vp
+ */
+function timeText(vp) {
+  const stack = vp.record.stack;
+  const count = stack ? stack.phases.length : 0;
+  const shown = vp.shown;
+  if (count < 2 || !shown) return null;
+  const time = shown.plane === "native" ? timeOf(stack, shown.index) : Number(shown.params.phase ?? 0);
+  return time < 0 ? null : h("div", { id: "time-info", text: `Time ${time + 1}/${count}` });
 }
 
 /** Which series a viewport shows (several series of the patient may be side by side). */

@@ -1,38 +1,59 @@
 // Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
-// at most one in flight, the newest state asked for next as soon as it lands; when the hand
-// stops, the full-quality image (viewport.js SETTLE_MS). Work that can still paint something
-// newer than the screen is never cancelled; work overtaken by a newer image on screen is. The
-// previews are sized for the link measured on this viewport's own answers, and neighbouring slices
-// are fetched ahead into the shared cache. Each viewport has its own scheduler, so no viewport
-// ever cancels another's requests; only the cache of fetched images is shared.
+// at most two in flight (so the link's latency is paid once for two), the newest state asked for
+// next as soon as one lands; when the hand stops, the full-quality image (viewport.js SETTLE_MS).
+// Work that can still paint something newer than the screen is never cancelled; work overtaken by
+// a newer image on screen is. The previews are sized for the link measured on this viewport's own
+// answers. Neighbouring slices are fetched ahead into the shared cache, as deep as the link can
+// carry in PREFETCH_SECONDS; on a slow link not while the hand moves, so the slice under the
+// cursor comes first (on a fast one they arrive at full quality before the hand). Each viewport has its own scheduler, so no viewport ever cancels another's requests; only
+// the cache of fetched images is shared.
 
 import { parseOrientation, parseWindow } from "./geometry.js";
 
 const PREFETCH_WORKERS = 3;
+/** Most slices fetched ahead, and the link time they may take (the byte budget of prefetch). */
+const PREFETCH_DEPTH = 8;
+const PREFETCH_SECONDS = 1.5;
 /** Longest side of a preview, by the bytes one may take at the measured throughput. */
-const PREVIEW_SIZES = [[24000, 512], [12000, 384], [0, 256]];
+const PREVIEW_SIZES = [[24000, 512], [12000, 384], [6000, 256], [0, 192]];
 /** The time one preview may take on the link, in seconds: ten previews a second. */
 const PREVIEW_BUDGET_S = 0.1;
+/** Previews in flight at once: the second hides the first's latency on a slow link. */
+const PREVIEW_FLIGHTS = 2;
 
 /**
- * Bytes per second of this viewport's image answers, smoothed (what a preview may cost).
+ * Bytes per second of this viewport's image answers, smoothed (what a preview may cost), and the
+ * usual size of a full-quality image (what a slice fetched ahead costs).
  * Measured per answer from request to body, so latency counts as it does for the reader.
  */
 class LinkMeter {
-  constructor() { this.bytesPerSecond = null; }
+  constructor() {
+    this.bytesPerSecond = null;
+    this.fullBytes = null;
+  }
 
-  /** @param {number} bytes @param {number} seconds */
-  add(bytes, seconds) {
+  /** @param {number} bytes @param {number} seconds @param {boolean} full a full-quality image */
+  add(bytes, seconds, full) {
+    if (full) this.fullBytes = this.fullBytes === null ? bytes : 0.7 * this.fullBytes + 0.3 * bytes;
     if (bytes < 2000 || seconds <= 0) return;   // tiny answers say more about latency than throughput
     const rate = bytes / seconds;
     this.bytesPerSecond = this.bytesPerSecond === null ? rate : 0.7 * this.bytesPerSecond + 0.3 * rate;
   }
 
-  /** The longest side of a preview for this link (the largest until something was measured). */
-  previewSide() {
+  /**
+   * The longest side of a preview for this link (the largest until something was measured).
+   * @param {number} seconds the link time one preview may take
+   */
+  previewSide(seconds = PREVIEW_BUDGET_S) {
     if (this.bytesPerSecond === null) return PREVIEW_SIZES[0][1];
-    const budget = this.bytesPerSecond * PREVIEW_BUDGET_S;
+    const budget = this.bytesPerSecond * seconds;
     return (PREVIEW_SIZES.find(([bytes]) => budget >= bytes) || PREVIEW_SIZES[PREVIEW_SIZES.length - 1])[1];
+  }
+
+  /** How many full-quality slices the link carries in `seconds` (all of `most` until measured). */
+  fullImagesIn(seconds, most) {
+    if (this.bytesPerSecond === null || !this.fullBytes) return most;
+    return Math.max(0, Math.min(most, Math.floor(this.bytesPerSecond * seconds / this.fullBytes)));
   }
 }
 
@@ -79,7 +100,7 @@ export class RequestScheduler {
     this.node = node;
     this.cache = cache;
     this.fps = fps;
-    this.flights = new Set();      // {req, controller, promise} under way; at most one preview among them
+    this.flights = new Set();      // {req, controller, promise} under way; at most PREVIEW_FLIGHTS previews
     this.pendingInteractive = false;
     this.asked = 0;                // sequence of requests asked for
     this.shownSeq = 0;             // the sequence number of the image on screen
@@ -88,6 +109,7 @@ export class RequestScheduler {
     this.prefetchSignature = null;   // the view whose slices prefetchController fetches
     this.pending = new Map();      // key -> promise of a cache entry being fetched
     this.prefetchQueue = [];
+    this.ahead = new Map();        // key -> AbortController of a slice being fetched ahead
     this.prefetchWorkers = 0;
     this.viewId = `v${Math.random().toString(36).slice(2, 12)}`;
     this.seq = 0;
@@ -107,13 +129,14 @@ export class RequestScheduler {
     const cached = this.cache.get(req.key);
     if (cached) {
       await this.paint(req, cached);
-      if (!interactive) this.prefetch();
+      this.fetchAhead(req);
       return;
     }
     const same = [...this.flights].find((f) => f.req.key === req.key);
     if (same) { same.req.seq = req.seq; return same.promise; }
-    if (interactive && [...this.flights].some((f) => f.req.interactive)) {
-      this.pendingInteractive = true;   // one preview at a time: the newest state goes when it lands
+    if (interactive && this.slowLink()) this.stopPrefetch();   // the slice under the cursor first
+    if (interactive && [...this.flights].filter((f) => f.req.interactive).length >= PREVIEW_FLIGHTS) {
+      this.pendingInteractive = true;   // the newest state goes when a preview lands
       return;
     }
     if (!interactive) {   // a final view drops the finals asked for before it (previews still paint sooner)
@@ -128,7 +151,7 @@ export class RequestScheduler {
         const entry = await this.obtain(req, controller.signal);
         await this.paint(flight.req, entry);
         view.waitingForFrame = false;
-        if (!interactive) this.prefetch();
+        this.fetchAhead(flight.req);
       } catch (err) {
         if (err.name === "AbortError") return;
         view.handleImageError(err, req);
@@ -151,9 +174,32 @@ export class RequestScheduler {
     await this.view.show(req, entry);
   }
 
-  /** The longest side of a preview on this viewport's link. */
-  previewSide() {
-    return this.link.previewSide();
+  /** The longest side of a preview on this viewport's link; `fps` (cine): one preview per frame. */
+  previewSide(fps = 0) {
+    return this.link.previewSide(fps > 0 ? 1 / fps : PREVIEW_BUDGET_S);
+  }
+
+  /**
+   * Whether the link is too slow to fetch ahead while the hand moves: it carries fewer than
+   * PREFETCH_DEPTH full-quality slices in PREFETCH_SECONDS. On a faster link the slices ahead
+   * arrive at full quality before the hand gets there, and a preview is only a stopgap.
+   */
+  slowLink() {
+    return this.link.fullImagesIn(PREFETCH_SECONDS, PREFETCH_DEPTH) < PREFETCH_DEPTH;
+  }
+
+  /**
+   * After an image is on screen: fetch ahead of it, unless the reader has asked for another since
+   * (ahead of an image already left is behind the reader) or it was a preview on a slow link.
+   * @param {ImageRequest} req
+   */
+  fetchAhead(req) {
+    if (req.seq === this.asked && (!req.interactive || !this.slowLink())) this.prefetch();
+  }
+
+  /** Whether the link carries full-quality images at `fps` a second (else cine shows previews). */
+  keepsUp(fps) {
+    return this.link.fullImagesIn(1, fps + 1) > fps;
   }
 
   /** The image for a request: from the cache, from a request already under way, or fetched. */
@@ -165,7 +211,11 @@ export class RequestScheduler {
       pending = this.fetchImage(req, signal).finally(() => this.pending.delete(req.key));
       this.pending.set(req.key, pending);
     }
-    return pending;
+    // a fetch shared with prefetch may be stopped by it (stopPrefetch): then fetch again, for us
+    return pending.catch((err) => {
+      if (err.name === "AbortError" && !signal.aborted) return this.obtain(req, signal);
+      throw err;
+    });
   }
 
   async fetchImage(req, signal) {
@@ -175,7 +225,7 @@ export class RequestScheduler {
     const started = performance.now();
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
     const blob = await response.blob();
-    this.link.add(blob.size, (performance.now() - started) / 1000);
+    this.link.add(blob.size, (performance.now() - started) / 1000, !req.interactive);
     return this.cache.put(req.key, blob, {
       orientation: parseOrientation(response.headers.get("X-Orientation")),
       window: parseWindow(response.headers.get("X-Window")),
@@ -184,8 +234,9 @@ export class RequestScheduler {
 
   /**
    * Fetch the slices the reader is about to see: deeper ahead in the direction of scrolling (or
-   * of cine), one behind. One queue, replaced on every call, and a small pool of workers, so a
-   * slice is never requested twice and the node is not flooded.
+   * of cine), one behind, as many as the link carries in PREFETCH_SECONDS (at least the next
+   * one). One queue, replaced on every call, and a small pool of workers, so a slice is never
+   * requested twice and the node is not flooded.
    */
   prefetch() {
     const view = this.view;
@@ -193,16 +244,17 @@ export class RequestScheduler {
     if (s.plane === "3d" || view.drag) return;
     const signature = view.describe(false, 0).key.replace(/\/\d+\?/, "?");
     if (!this.prefetchController || this.prefetchSignature !== signature) {
-      if (this.prefetchController) this.prefetchController.abort();
+      this.stopPrefetch();
       this.prefetchController = new AbortController();
       this.prefetchSignature = signature;
     }
     const count = view.count();
     const here = view.index();
     const d = view.direction || 1;
-    const steps = s.playing
+    const depth = Math.max(1, this.link.fullImagesIn(PREFETCH_SECONDS, PREFETCH_DEPTH));
+    const steps = (s.playing
       ? Array.from({ length: Math.min(count - 1, Math.max(4, this.fps())) }, (_, i) => i + 1)
-      : [d, 2 * d, 3 * d, -d, 4 * d, 5 * d, 6 * d, -2 * d];
+      : [d, 2 * d, 3 * d, -d, 4 * d, 5 * d, 6 * d, -2 * d]).slice(0, s.playing ? undefined : depth);
     this.prefetchQueue = steps.map((k) => (s.playing ? (here + k) % count : here + k))
       .filter((i) => i >= 0 && i < count)
       .map((i) => view.describe(false, i))
@@ -217,13 +269,27 @@ export class RequestScheduler {
     while (!controller.signal.aborted && this.prefetchQueue.length) {
       const req = this.prefetchQueue.shift();
       if (this.cache.has(req.key)) continue;
-      try { await this.obtain(req, controller.signal); } catch { return; }
+      const own = new AbortController();   // one per slice: stopPrefetch spares what a flight waits on
+      this.ahead.set(req.key, own);
+      try { await this.obtain(req, own.signal); } catch { return; } finally { this.ahead.delete(req.key); }
     }
+  }
+
+  /**
+   * Stop fetching ahead: the queue, and the slices under way unless an image asked for waits on
+   * one (`all`: those too). A new queue starts with the next full-quality image on screen.
+   */
+  stopPrefetch(all = false) {
+    if (this.prefetchController) this.prefetchController.abort();
+    this.prefetchController = null;
+    this.prefetchQueue = [];
+    const waited = new Set([...this.flights].map((f) => f.req.key));
+    for (const [key, controller] of this.ahead) if (all || !waited.has(key)) controller.abort();
   }
 
   /** Stop everything this viewport asked for (its requests only). */
   abort() {
     for (const f of this.flights) f.controller.abort();
-    if (this.prefetchController) this.prefetchController.abort();
+    this.stopPrefetch(true);
   }
 }

@@ -1,7 +1,9 @@
 // A record's stacks as the node publishes them (RecordMeta.stacks, docs/API.md): a file or series
 // that holds several stacks (magnitude and phase, b-values, stack ids, orientations) is one volume
 // per stack, so reformats and 3D views name the stack they show; a stack's time points (phases)
-// are a cine axis over the frames of one position. The viewer shell keeps the chosen stack.
+// are a cine axis: over the frames of one position in the slices view, over the time points' own
+// volumes in reformats and 3D views (the node's `phase`, 0-based; each viewport keeps its own,
+// viewport.js). The viewer shell keeps the chosen stack.
 
 /** The record's stacks (none from a node older than `stacks`). @returns {any[]} */
 export function recordStacks(meta) {

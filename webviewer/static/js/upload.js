@@ -2,11 +2,15 @@
 // with a progress bar, per-file errors in words, and the record then registered at the
 // institution server so that it appears on the patient's page. Each upload is bound to the
 // values of the form when it was submitted (issue 15 item 1: a series once got another's label).
+// Before anything is sent, the patient the files name is compared with this SIVR patient; when they
+// differ the physician confirms or cancels in a dialog, and the decision goes with the registration
+// (upload_identity.js, issue 11).
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
 import { errorFromResponse, buildUrl, ApiError } from "./api.js";
 import { patientName, patientReference } from "./patients.js";
 import { recordLabel, viewerHref } from "./federation.js";
+import { checkFiles, confirmMismatch, identityClaim, withComparison, CONFIRMED_MISMATCH, MATCH } from "./upload_identity.js";
 
 /**
  * Part 10 files carry "DICM" at byte 128. Checking those four bytes lets us name a wrong file
@@ -118,7 +122,7 @@ export async function uploadView(ctx, patientId) {
 
   // Everything the record is registered with is taken from the form now, at submission, and the
   // form is cleared: a description typed while this upload runs belongs to the next one.
-  form.addEventListener("submit", (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
     result.replaceChildren();
     if (!nodes.length) return showFormError("Your institution has no render node registered; ask an administrator.");
@@ -131,9 +135,29 @@ export async function uploadView(ctx, patientId) {
       recordType: typeSelect.value,
       description: description.value.trim(),
     };
+    submit.disabled = true;
+    try {
+      job.identity = await identityFor(job.files);
+    } finally {
+      submit.disabled = false;
+    }
+    if (job.identity === null) {
+      return showFormError(`Not uploaded: the images name another patient than ${patientName(patient)}. `
+        + "Nothing was sent; choose the right files, or upload them from their patient's page.");
+    }
     resetForm();
     runUpload(job);
   });
+
+  /** The identity decision for these files: a claim, null when the physician cancels, undefined
+   *  when the browser cannot read their patient (the institution compares after the upload). */
+  async function identityFor(chosenFiles) {
+    const check = await checkFiles(patient, chosenFiles);
+    if (!check) return undefined;
+    if (!check.differs.length) return identityClaim(MATCH, check.dicom);
+    return (await confirmMismatch(patient, check, "Upload anyway", controller.signal))
+      ? identityClaim(CONFIRMED_MISMATCH, check.dicom) : null;
+  }
 
   function showFormError(text) {
     mount(result, h("p", { class: "form-error", role: "alert", text }));
@@ -182,15 +206,30 @@ export async function uploadView(ctx, patientId) {
     const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, job.files, onProgress, controller.signal));
     onStep("Stored on the node; registering the record…");
     const wanted = { record_type: job.recordType || recordTypeFor(types, meta.modality), description: (job.description || meta.description || "").trim() };
-    const registered = await ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
+    const register = async (identity) => ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
       method: "POST",
       json: {
         id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
         modality: meta.modality || "", ...wanted, patient_id: patient.id, study_date: isoDate(meta.study_date),
         patient_reference: await patientReference(ctx, patient.id),
-        receipt: meta.receipt, // the node's signed proof that it stores the record
+        receipt: meta.receipt, // the node's signed proof that it stores the record, naming its DICOM patient
+        ...(identity ? { identity } : {}),
       },
     });
+    let registered;
+    try {
+      registered = await register(job.identity);
+    } catch (err) {
+      // the institution compared what the node read (a file the browser could not read, or another
+      // patient in a later file): ask now; unconfirmed, the series waits on the work list unregistered
+      if (err.code !== "identity_unconfirmed" || !err.details.dicom_patient) throw err;
+      const check = withComparison(patient, err.details.dicom_patient);
+      if (!(await confirmMismatch(patient, check, "Register anyway", controller.signal))) {
+        throw new ApiError(409, "identity_unconfirmed", `not registered for ${patientName(patient)}: the images name `
+          + "another patient. They are stored on the node and wait on the work list for their patient.");
+      }
+      registered = await register(identityClaim(CONFIRMED_MISMATCH, check.dicom));
+    }
     // registered: off the node's work list (worklist.js), which lists what no patient has yet
     await ctx.session.fetchJson(node.url, `api/v1/records/${meta.id}/filed`, { method: "POST" });
     return { meta, wanted, registered };

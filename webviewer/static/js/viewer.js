@@ -16,7 +16,7 @@ import { slicePosition, followingIndex, referenceOn, linkNote, FrameOffsets } fr
 import { OpenRecord } from "./series.js";
 import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
-import { frameAtTime, middleFrame, planesFor, timeOf } from "./stacks.js";
+import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
@@ -493,7 +493,7 @@ class Viewer {
     this.sliderOut.textContent = vp.sliceCounter();
     const stack = this.syncStacks(vp.record);
     const phases = stack ? stack.phases.length : 1;
-    const time = s.plane === "native" ? timeOf(stack, vp.index()) : -1;
+    const time = vp.timePoint();
     this.timeGroup.hidden = phases < 2 || time < 0;
     this.timeInput.max = String(Math.max(0, phases - 1));
     this.timeInput.value = String(Math.max(0, time));
@@ -537,6 +537,7 @@ class Viewer {
     record.stack = stack;
     record.meta.planes = planesFor(record.planes, stack);
     for (const vp of this.viewports.filter((each) => each.record === record)) {
+      vp.state.time = 0;
       for (const plane of Object.keys(vp.state.index)) if (plane !== "native") delete vp.state.index[plane];
       if (vp.state.plane === "native") vp.state.index.native = middleFrame(stack);
       vp.clearImage();
@@ -547,11 +548,10 @@ class Viewer {
     this.ctx.announce(`Stack ${stack.label}.`);
   }
 
-  /** The stored-slices view of the active viewport at time point `time`, same position. */
+  /** The active viewport at time point `time`: its stored slice at the same position, or its
+   *  reformat or 3D view of that time point. */
   showTime(time) {
-    const vp = this.active;
-    const frame = vp.state.plane === "native" ? frameAtTime(vp.record.stack, vp.index(), time) : null;
-    if (frame != null) vp.setIndex(frame);
+    this.active.setTime(time);
   }
 
   toggleTimePlay() {
@@ -561,7 +561,7 @@ class Viewer {
       if (!this.timePlaying || this.destroyed) return;
       const stack = this.active.record.stack;
       const phases = stack ? stack.phases.length : 1;
-      this.showTime((Math.max(0, timeOf(stack, this.active.index())) + 1) % phases);
+      this.showTime((Math.max(0, this.active.timePoint()) + 1) % phases);
       this.timers.later("time-cine", 1000 / this.settings.fps, tick);
     };
     tick();

@@ -8,6 +8,7 @@ import { h } from "./dom.js";
 import { planeInfo, regionFor, fitRect, requestSize, clamp, NO_TURN, sideways, turnedEdges, turnTransform } from "./geometry.js";
 import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
+import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
 import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
@@ -33,6 +34,7 @@ function initialState(plane, index, volumePresets) {
     turn: NO_TURN,         // rotate and flip of the 2D picture on screen (geometry.js Turn)
     invert: false,         // rendered inverted by the node (invert=true)
     playing: false,
+    time: 0,               // the time point reformats and 3D views show (stacks.js); a stored slice is its own
     slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
     vol: { mode: "mip", preset: startPreset(volumePresets), azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
   };
@@ -201,13 +203,37 @@ export class Viewport {
     this.changed();
     this.shell.scrolled(this);
     const now = performance.now();
-    const fast = !s.playing && now - this.lastStep < FAST_STEP_MS;   // cine keeps its quality and rate
+    // cine keeps its rate: previews when the link cannot carry full-quality frames that fast
+    const fast = s.playing ? !this.scheduler.keepsUp(this.settings.fps) : now - this.lastStep < FAST_STEP_MS;
     this.lastStep = now;
     if (!fast) return this.requestView();
     // The hand moves faster than full-quality images arrive on a slow link: paint the newest slice
-    // as a small preview, and the full image once the hand stops.
-    this.timers.later("settle", SETTLE_MS, () => this.requestView());
+    // as a small preview, and the full image once the hand stops (or the cine does).
+    if (!s.playing) this.timers.later("settle", SETTLE_MS, () => this.requestView());
     return this.requestView({ interactive: true });
+  }
+
+  /**
+   * The time point shown of the record's stack: a stored slice's own (-1 for a frame outside the
+   * stack), else the one reformats and 3D views of this viewport show. @returns {number}
+   */
+  timePoint() {
+    return this.state.plane === "native" ? timeOf(this.record.stack, this.index()) : this.state.time;
+  }
+
+  /**
+   * Show time point `time` of the record's stack: the stored slice at the same position, or the
+   * reformat or 3D view of that time point (the node's `phase`). @param {number} time @returns {Promise<void>}
+   */
+  setTime(time) {
+    const s = this.state;
+    if (s.plane === "native") {
+      const frame = frameAtTime(this.record.stack, this.index(), time);
+      return frame == null ? Promise.resolve() : this.setIndex(frame);
+    }
+    s.time = time;
+    this.changed();
+    return this.requestView();
   }
 
   /** Where the active viewport's slice cuts the image on screen (linking.js), or null. */
@@ -219,6 +245,13 @@ export class Viewport {
   setPlane(plane) {
     this.stopPlay();
     const s = this.state;
+    // the time point goes with the view: reformats of the stored slice's time, the stored slice
+    // at the same position of the reformat's
+    const stack = this.record.stack;
+    if (s.plane === "native" && plane !== "native") s.time = Math.max(0, timeOf(stack, this.index()));
+    if (s.plane !== "native" && plane === "native" && s.index.native !== undefined) {
+      s.index.native = frameAtTime(stack, s.index.native, s.time) ?? s.index.native;
+    }
     s.plane = plane;
     s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
     this.changed();
@@ -305,7 +338,9 @@ export class Viewport {
   // ---------- cine ----------
 
   togglePlay() {
-    if (this.state.playing) this.stopPlay(); else this.startPlay();
+    if (!this.state.playing) return this.startPlay();
+    this.stopPlay();
+    this.requestView();   // the frame it stopped on, at full quality (cine may have shown previews)
   }
 
   startPlay() {
@@ -315,7 +350,8 @@ export class Viewport {
     const tick = async () => {
       if (!this.state.playing || this.destroyed) return;
       const started = performance.now();
-      await this.setIndex((this.index() + 1) % this.count());
+      const shown = this.setIndex((this.index() + 1) % this.count());
+      if (this.scheduler.keepsUp(this.settings.fps)) await shown;   // previews never hold the rate back
       const wait = Math.max(0, 1000 / this.settings.fps - (performance.now() - started));
       this.timers.later("cine", wait, tick);
     };
@@ -366,7 +402,7 @@ export class Viewport {
       const turned = sideways(s.turn);
       rect = { ...fitRect(vw, vh, turned ? physH : physW, turned ? physW : physH), turn: s.turn };
       const picture = turned ? { width: rect.height, height: rect.width } : rect;
-      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide()) : requestSize(picture, dpr, 2048);
+      const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide(s.playing ? this.settings.fps : 0)) : requestSize(picture, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
       const slab = s.plane !== "native" && s.slab.mm > 0;
       Object.assign(params, {
@@ -377,6 +413,7 @@ export class Viewport {
       });
     }
     if (s.plane !== "native" && this.record.stacks.length > 1) params.stack = this.record.stack.id;   // stacks.js
+    if (s.plane !== "native" && this.record.stack && this.record.stack.phases.length > 1) params.phase = String(s.time);
     if (s.invert) params.invert = "true";
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
       params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;

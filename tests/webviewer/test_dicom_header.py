@@ -1,0 +1,69 @@
+"""The upload page's reading of a file's DICOM patient (webviewer/static/js/dicom_header.js), run by
+Node.js on files pydicom writes: explicit and implicit VR, sequences of undefined length before the
+patient module, UTF-8 names, a compressed demo file, and files it must not read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+ROOT = Path(__file__).resolve().parents[2]
+READER = ROOT / "webviewer" / "static" / "js" / "dicom_header.js"
+DEMO_CT = ROOT / "demo_data" / "ct-chest-100" / "1-001.dcm"
+pytestmark = pytest.mark.skipif(shutil.which("node") is None,
+                                reason="Node.js is not installed: the reader cannot be run")
+
+
+def read(paths: list[Path], tmp_path: Path) -> list:
+    script = tmp_path / "read.mjs"
+    script.write_text(
+        'import { readFileSync } from "node:fs";\n'
+        "const { readDicomPatient } = await import(process.argv[2]);\n"
+        "const out = [];\n"
+        "for (const f of process.argv.slice(3)) out.push(await readDicomPatient(new Blob([readFileSync(f)])));\n"
+        "console.log(JSON.stringify(out));\n")
+    done = subprocess.run(["node", str(script), READER.as_uri(), *map(str, paths)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
+def test_it_reads_the_patient_of_every_encoding(tmp_path):
+    ds = pydicom.dcmread(DEMO_CT)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientBirthDate, ds.IssuerOfPatientID = "Müller^Jürgen^Karl", "19551231", "HOSP-A"
+    code = Dataset()
+    code.CodeValue = "CT-1"
+    ds.ProcedureCodeSequence = [code]   # group 0008, undefined length: stepped over
+    ds.save_as(tmp_path / "utf8.dcm", enforce_file_format=True)
+    implicit = pydicom.dcmread(DEMO_CT, stop_before_pixels=True)
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    implicit.ReferencedImageSequence = [code]
+    implicit.PatientName, implicit.PatientSex = "DOE^JANE", "F"
+    implicit.save_as(tmp_path / "implicit.dcm", enforce_file_format=True, implicit_vr=True, little_endian=True)
+    found = read([DEMO_CT, tmp_path / "utf8.dcm", tmp_path / "implicit.dcm"], tmp_path)
+    assert found[0] == {"name": "CMB-CRC-MSB-01068", "patient_id": "CMB-CRC-MSB-01068", "issuer": "",
+                        "birth_date": "", "sex": "O"}
+    assert found[1] == {"name": "Müller^Jürgen^Karl", "patient_id": "CMB-CRC-MSB-01068", "issuer": "HOSP-A",
+                        "birth_date": "19551231", "sex": "O"}
+    assert found[2]["name"] == "DOE^JANE" and found[2]["sex"] == "F"
+
+
+def test_files_it_cannot_read_give_null(tmp_path):
+    deflated = pydicom.dcmread(DEMO_CT, stop_before_pixels=True)
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    (tmp_path / "text.dcm").write_text("not DICOM at all " * 20)
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(DEMO_CT.read_bytes()[:200])
+    found = read([tmp_path / "deflated.dcm", tmp_path / "text.dcm"], tmp_path)
+    assert found == [None, None]
+    # a file cut inside its header names no patient (empty values), never another one
+    assert read([truncated], tmp_path)[0] in (None, {"name": "", "patient_id": "", "issuer": "", "birth_date": "",
+                                                    "sex": ""})
