@@ -75,7 +75,7 @@ def _listing(record_id: str) -> dict[str, Any]:
     return {"items": [_item(r) for r in rows]}
 
 
-def _phase_count(stacks: list[Stack], plane: str, index: int, stack: Stack | None) -> int:
+def _phase_count(stacks: list[Stack], index: int, stack: Stack | None) -> int:
     """How many time points the image has: its stack's (a stored slice: the stack holding the frame)."""
     if stack is None:
         stack = next((s for s in stacks if index in s.all_frames), None)
@@ -106,7 +106,7 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     count = table[KEY_IMAGE_PLANES[plane]]["count"]
     if not 0 <= index < count:
         raise query.bad(f"index {index} is outside the {plane} images of this record (0..{count - 1})")
-    phases = _phase_count(stacks_of(manifest), plane, index, stack)
+    phases = _phase_count(stacks_of(manifest), index, stack)
     if phase is not None and not 0 <= phase < phases:
         raise not_found("time point", f"{phase} (this image has {phases}: 0..{phases - 1})")
     return KeyImageRef(record_id, plane, index, None if stack is None else stack.id, phase)
