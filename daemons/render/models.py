@@ -73,13 +73,16 @@ def make_key_image_model(database: peewee.Database) -> Any:
         record_id = peewee.CharField(max_length=64, index=True)
         plane = peewee.CharField(max_length=16)   # the viewer's view: native (the stored slices) or a reformat
         image_index = peewee.IntegerField()   # of that view (`index` would hide peewee.Model.index)
+        # the stack a reformat cuts (daemons.render.stacks; None on the stored slices, whose index
+        # names the frame whatever its stack) and the time point shown, when the stack has several
+        stack = peewee.CharField(max_length=16, null=True)
+        phase = peewee.IntegerField(null=True)
         marked_by = peewee.CharField(max_length=36)
         marked_by_name = peewee.CharField(max_length=150, default="")
         marked_at = peewee.DateTimeField(default=utcnow)
 
         class Meta:
             table_name = "key_image"
-            indexes = ((("record_id", "plane", "image_index"), True),)
 
     KeyImage._meta.database = database
     return KeyImage
@@ -114,8 +117,27 @@ def _add_key_images(db: peewee.Database) -> None:
     db.create_tables([make_key_image_model(db)], safe=True)
 
 
+def _key_image_stack_and_phase(db: peewee.Database) -> None:
+    """Schema 4 -> 5: a key image names the stack of its reformat and its time point; schema 4
+    recorded neither, so its marks keep both empty (the viewer shows them on the record's first
+    stack). The unique index of (record, plane, index) goes: empty stacks and phases (NULL) would
+    not be told apart by an index, so api_keyimages marks under a lock instead. Migration 3 makes
+    the table from the current model, so a store older than schema 4 may have nothing left to do."""
+    migrator = SchemaMigrator.from_database(db)
+    index = "keyimage_record_id_plane_image_index"
+    columns = {column.name for column in db.get_columns("key_image")}
+    indexes = {each.name for each in db.get_indexes("key_image")}
+    operations = [migrator.drop_index("key_image", index)] if index in indexes else []
+    if "stack" not in columns:
+        operations.append(migrator.add_column("key_image", "stack", peewee.CharField(max_length=16, null=True)))
+    if "phase" not in columns:
+        operations.append(migrator.add_column("key_image", "phase", peewee.IntegerField(null=True)))
+    migrate(*operations)
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes, _add_key_images)
+MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes, _add_key_images,
+                                     _key_image_stack_and_phase)
 
 
 def upgrade(config: Config) -> int:

@@ -24,7 +24,8 @@ _KEY_PLANE = {"name": "plane", "in": "path", "required": True,
 _KEY_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
               "description": "image of that view (0..count-1 of its `planes` entry; outside: 400)"}
 _KEY_IMAGES = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
-    "plane": {"type": "string"}, "index": {"type": "integer"}, "marked_by": {"type": "string"},
+    "plane": {"type": "string"}, "index": {"type": "integer"}, "stack": {"type": ["string", "null"]},
+    "phase": {"type": ["integer", "null"]}, "marked_by": {"type": "string"},
     "marked_at": {"type": "string", "format": "date-time"}}}}}}
 _MPR_PATH = [_ID, {"name": "plane", "in": "path", "required": True,
                    "schema": {"enum": ["axial", "coronal", "sagittal"]}},
@@ -211,8 +212,10 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/key-images/{plane}/{index}": {
                 "parameters": [_ID, _KEY_PLANE, _KEY_INDEX],
                 "put": {"summary": "mark a key image (users of the node's institution; audited)",
-                        "responses": {"200": _json(_KEY_IMAGES), **_errors(400, 401, 403, 404)}},
+                        "parameters": _params(query.KEY_IMAGE_PARAMS),
+                        "responses": {"200": _json(_KEY_IMAGES), **_errors(400, 401, 403, 404, 422)}},
                 "delete": {"summary": "unmark a key image (users of the node's institution; audited)",
+                           "parameters": _params(query.KEY_IMAGE_PARAMS),
                            "responses": {"204": {"description": "unmarked"}, **_errors(400, 401, 403, 404)}}},
             "/api/v1/records/{id}/status": {"parameters": [_ID], "get": {
                 "summary": "load status", "responses": {"200": _json(status), **_errors(400, 401, 404)}}},

@@ -71,6 +71,9 @@ STACK = Param("stack", "the stack to reformat or render (an id of RecordMeta.sta
               {"type": "string", "pattern": r"^[0-9]{1,6}$"})
 PHASE = Param("phase", "the time point of the stack to reformat or render, counted from 0 (an index of the "
               "stack's `phases` in RecordMeta.stacks); without it the first (0)", {"type": "integer", "minimum": 0})
+#: PUT/DELETE .../key-images/{plane}/{index}: which stack (reformats) and time point the image is of
+#: (without `phase` none is recorded: daemons.render.api_keyimages).
+KEY_IMAGE_PARAMS = (STACK, PHASE)
 MAX_SLAB_MM = 500.0
 SLAB = Param("slab", "slab thickness in mm", {"type": "number", "minimum": 0, "maximum": MAX_SLAB_MM})
 SLAB_MODE = Param("slab_mode", "slab projection", {"enum": list(SLAB_MODES), "default": "avg"})
@@ -294,6 +297,12 @@ def phase() -> int:
     if not re.fullmatch(r"-?[0-9]{1,6}", raw):
         raise bad("query parameter phase must be a time point index of the stack (an integer from 0)")
     return int(raw)
+
+
+def optional_phase() -> int | None:
+    """`phase` where it is optional and its absence means "none" (a key image's time point), checked
+    as `phase` is; None without it."""
+    return None if PHASE.raw() is None else phase()
 
 
 def check_index(what: str, index: int, count: int) -> None:

@@ -1,7 +1,8 @@
 """Key images of a record (daemons.render.api_keyimages): marked, listed and unmarked on the node
-that holds the record; read by the record's read rule, changed by users of its institution only;
-bad planes and indexes are 400, an unknown record 404; audited; and the table arrives by a schema
-migration from the previous schema."""
+that holds the record, with the stack a reformat cuts and the time point shown; read by the
+record's read rule, changed by users of its institution only; bad planes, indexes, stacks and time
+points are 400/404, an unknown record 404; audited; and the table arrives, then gains its stack and
+time point, by schema migrations from the previous schemas."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from daemons.render.models import MIGRATIONS, upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
 from shared.db import schema_target
+from tests.render import synthetic_stacks as synth
 from tests.render.conftest import close_node
 from tests.render.synthetic import dataset, to_bytes
 
 SLICES = 4
+POSITIONS = 6   # of the synthetic files that hold several stacks or time points
 
 
 def _record(node) -> str:
@@ -44,6 +47,8 @@ def test_mark_list_and_unmark(node, record_id):
         assert reply.status_code == 200, reply.json
     items = node.client.get(_url(record_id), headers=node.headers()).json["items"]
     assert [(i["plane"], i["index"]) for i in items] == [("native", 0), ("native", 2), ("axial", 1)]
+    # a reformat names the stack it cuts (the first, by default); the stored slices none
+    assert [(i["stack"], i["phase"]) for i in items] == [(None, None), (None, None), ("1", None)]
     assert items[0]["marked_by"] == "physician-user" and items[0]["marked_at"].endswith("Z")
     assert node.client.delete(_url(record_id, "/native/2"), headers=node.headers()).status_code == 204
     items = node.client.get(_url(record_id), headers=node.headers()).json["items"]
@@ -51,7 +56,7 @@ def test_mark_list_and_unmark(node, record_id):
     audit = node.app.extensions["sivr_node"].models.AuditEntry
     entries = {(e.action, e.detail) for e in audit.select().where(audit.object_id == record_id)}
     assert {("record.key_image.mark", "native:2"), ("record.key_image.unmark", "native:2"),
-            ("record.key_images.read", "")} <= entries
+            ("record.key_image.mark", "axial:1:stack=1"), ("record.key_images.read", "")} <= entries
 
 
 def test_reading_follows_the_record_and_changing_is_for_its_institution(node, record_id):
@@ -88,22 +93,124 @@ def test_deleting_the_record_deletes_its_key_images(node, record_id):
     assert model.select().where(model.record_id == record_id).count() == 0
 
 
-def test_migration_from_the_previous_schema_adds_the_table(make_node):
+def _upload(node, files) -> str:
+    reply = node.upload(files)
+    assert reply.status_code == 201, reply.json
+    return reply.json["id"]
+
+
+def _listed(node, record_id: str) -> list[tuple]:
+    items = node.client.get(_url(record_id), headers=node.headers()).json["items"]
+    return [(i["plane"], i["index"], i["stack"], i["phase"]) for i in items]
+
+
+def test_a_reformat_keeps_its_stack_and_each_stack_is_its_own_key_image(node):
+    record_id = _upload(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])   # stacks 1 and 2
+    for tail in ("/coronal/3?stack=2", "/coronal/3", "/coronal/3?stack=1", "/coronal/3?stack=2"):
+        reply = node.client.put(_url(record_id, tail), headers=node.headers())
+        assert reply.status_code == 200, reply.json
+    assert _listed(node, record_id) == [("coronal", 3, "1", None), ("coronal", 3, "2", None)]
+    assert node.client.delete(_url(record_id, "/coronal/3?stack=2"), headers=node.headers()).status_code == 204
+    assert _listed(node, record_id) == [("coronal", 3, "1", None)]
+    # the index range is the stack's own: POSITIONS axial slices, not the record's 2 * POSITIONS frames
+    beyond = node.client.put(_url(record_id, f"/axial/{POSITIONS}?stack=2"), headers=node.headers())
+    assert beyond.status_code == 400 and beyond.json["error"]["code"] == "validation_error"
+    assert node.client.put(_url(record_id, f"/native/{2 * POSITIONS - 1}"), headers=node.headers()).status_code == 200
+
+
+def test_a_time_point_is_kept_and_each_time_point_is_its_own_key_image(node):
+    record_id = _upload(node, [("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    for tail in ("/axial/2?phase=1", "/axial/2?phase=0", f"/native/{POSITIONS + 2}?phase=1", "/axial/2?phase=1"):
+        reply = node.client.put(_url(record_id, tail), headers=node.headers())
+        assert reply.status_code == 200, reply.json
+    assert _listed(node, record_id) == [("native", POSITIONS + 2, None, 1), ("axial", 2, "1", 0), ("axial", 2, "1", 1)]
+    assert node.client.delete(_url(record_id, "/axial/2?phase=1"), headers=node.headers()).status_code == 204
+    assert _listed(node, record_id) == [("native", POSITIONS + 2, None, 1), ("axial", 2, "1", 0)]
+
+
+@pytest.mark.parametrize(("tail", "status"), [
+    ("/coronal/0?stack=9", 404), ("/coronal/0?stack=x", 400), ("/native/0?stack=1", 400),
+    ("/axial/0?phase=2", 404), ("/native/0?phase=2", 404), ("/axial/0?phase=-1", 404), ("/axial/0?phase=one", 400),
+])
+def test_a_bad_stack_or_time_point_is_refused(node, tail, status):
+    record_id = _upload(node, [("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    for method in (node.client.put, node.client.delete):
+        reply = method(_url(record_id, tail), headers=node.headers())
+        assert reply.status_code == status and reply.json["error"]["code"] == (
+            "not_found" if status == 404 else "validation_error"), reply.json
+    assert _listed(node, record_id) == []
+
+
+def test_a_stack_without_a_volume_has_no_reformat_to_mark(node):
+    record_id = _upload(node, synth.oblique_series(5))
+    reply = node.client.put(_url(record_id, "/axial/0"), headers=node.headers())
+    assert reply.status_code == 422 and reply.json["error"]["code"] == "no_volume"
+    assert node.client.put(_url(record_id, "/native/4"), headers=node.headers()).status_code == 200
+
+
+def _config(root, institution):
+    return build_config("render", KEYS, {
+        "database": {"url": f"sqlite:///{root}/render.db"}, "node": {"institution_id": institution},
+        "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
+
+
+def test_migration_from_schema_3_adds_the_table(make_node):
     harness = make_node()
     record_id = _record(harness)
     root, institution = harness.root, harness.institution_id
     close_node(harness)
-    with sqlite3.connect(root / "render.db") as db:   # back to schema 3, as the previous release made it
+    with sqlite3.connect(root / "render.db") as db:   # back to schema 3, as the release before key images made it
         db.execute("DROP TABLE key_image")
         db.execute("UPDATE schema_version SET version = 3 WHERE layer = 'render'")
-    config = build_config("render", KEYS, {
-        "database": {"url": f"sqlite:///{root}/render.db"}, "node": {"institution_id": institution},
-        "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
-    assert upgrade(config) == schema_target(MIGRATIONS) == 4
+    assert upgrade(_config(root, institution)) == schema_target(MIGRATIONS) == 5
     with sqlite3.connect(root / "render.db") as db:
-        assert {"record_id", "plane", "image_index"} <= {row[1] for row in db.execute("PRAGMA table_info(key_image)")}
+        assert {"record_id", "plane", "image_index", "stack", "phase"} <= {
+            row[1] for row in db.execute("PRAGMA table_info(key_image)")}
     harness = make_node(root=root, institution_id=institution)
     try:
         assert harness.client.put(_url(record_id, "/native/0"), headers=harness.headers()).status_code == 200
+    finally:
+        close_node(harness)
+
+
+# the key_image table as schema 4 made it (peewee's DDL of that release)
+SCHEMA_4_KEY_IMAGE = (
+    ('CREATE TABLE "key_image" ("id" INTEGER NOT NULL PRIMARY KEY, "record_id" VARCHAR(64) NOT NULL, '
+     '"plane" VARCHAR(16) NOT NULL, "image_index" INTEGER NOT NULL, "marked_by" VARCHAR(36) NOT NULL, '
+     '"marked_by_name" VARCHAR(150) NOT NULL, "marked_at" DATETIME NOT NULL)'),
+    'CREATE INDEX "keyimage_record_id" ON "key_image" ("record_id")',
+    'CREATE UNIQUE INDEX "keyimage_record_id_plane_image_index" ON "key_image" ("record_id", "plane", "image_index")',
+)
+
+
+def test_migration_from_schema_4_keeps_the_marks_and_adds_stack_and_time_point(make_node):
+    harness = make_node()
+    record_id = _record(harness)
+    root, institution = harness.root, harness.institution_id
+    close_node(harness)
+    with sqlite3.connect(root / "render.db") as db:   # a store written at schema 4, with two marks
+        db.execute("DROP TABLE key_image")
+        for statement in SCHEMA_4_KEY_IMAGE:
+            db.execute(statement)
+        for plane, index in (("native", 1), ("axial", 2)):
+            db.execute("INSERT INTO key_image (record_id, plane, image_index, marked_by, marked_by_name, marked_at) "
+                       "VALUES (?, ?, ?, 'u-1', 'dr-four', '2026-11-01 10:00:00')", (record_id, plane, index))
+        db.execute("UPDATE schema_version SET version = 4 WHERE layer = 'render'")
+    assert upgrade(_config(root, institution)) == 5
+    with sqlite3.connect(root / "render.db") as db:
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(key_image)")}
+        assert "keyimage_record_id_plane_image_index" not in indexes and "keyimage_record_id" in indexes
+    harness = make_node(root=root, institution_id=institution)
+    try:
+        # the old marks are listed as before, with neither stack nor time point recorded
+        listed = harness.client.get(_url(record_id), headers=harness.headers()).json["items"]
+        assert [(i["plane"], i["index"], i["stack"], i["phase"], i["marked_by"]) for i in listed] == [
+            ("native", 1, None, None, "dr-four"), ("axial", 2, None, None, "dr-four")]
+        assert harness.client.put(_url(record_id, "/native/1"), headers=harness.headers()).status_code == 200
+        assert harness.client.put(_url(record_id, "/axial/2?stack=1"), headers=harness.headers()).status_code == 200
+        assert _listed(harness, record_id) == [("native", 1, None, None), ("axial", 2, None, None),
+                                               ("axial", 2, "1", None)]
+        assert harness.client.delete(_url(record_id, "/native/1"), headers=harness.headers()).status_code == 204
+        assert _listed(harness, record_id) == [("axial", 2, None, None), ("axial", 2, "1", None)]
     finally:
         close_node(harness)

@@ -158,3 +158,72 @@ def uploaded_stack(deployment, folder: Path, description: str, orientation, **st
     patient = new_patient(deployment)
     return {"patient": patient, **uploaded_record(deployment, patient, paths, description)}
 
+
+
+def phone_context(browser, deployment):
+    """A browser context of the phone profile (tests/webviewer/browser.py PHONE): a 390×780 touch
+    screen that says it is a mobile device, as the phone tests open the viewer."""
+    from tests.webviewer.browser import PHONE
+
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, base_url=deployment.url("web"))
+    context.set_default_timeout(30000)
+    return context
+
+
+class Fingers:
+    """Touch input on a page, as a phone's fingers give it (CDP Input.dispatchTouchEvent: the
+    browser makes touch and pointer events of it, pointerType "touch"). Playwright's own
+    touchscreen only taps; a drag or a pinch needs the moves in between. Each gesture starts and
+    ends with a pause longer than a double tap, as a hand makes: Chromium's gesture detector
+    takes a tap followed at once by a drag for a double-tap zoom, and then swallows the next tap."""
+
+    PAUSE_MS = 400
+
+    def __init__(self, page):
+        self.page = page
+        self.cdp = page.context.new_cdp_session(page)
+
+    def _send(self, kind: str, points: list[tuple[float, float]]) -> None:
+        if kind == "touchStart":
+            self.page.wait_for_timeout(self.PAUSE_MS)
+        self.cdp.send("Input.dispatchTouchEvent", {
+            "type": kind, "touchPoints": [{"x": x, "y": y, "id": n + 1} for n, (x, y) in enumerate(points)]})
+        if kind == "touchEnd":
+            self.page.wait_for_timeout(self.PAUSE_MS)
+
+    def tap(self, x: float, y: float) -> None:
+        self._send("touchStart", [(x, y)])
+        self._send("touchEnd", [])
+
+    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
+        """One finger from `start` to `end` in `steps` moves, then lifted."""
+        self._send("touchStart", [start])
+        for step in range(1, steps + 1):
+            f = step / steps
+            self._send("touchMove", [(start[0] + (end[0] - start[0]) * f, start[1] + (end[1] - start[1]) * f)])
+        self._send("touchEnd", [])
+
+    def pinch(self, centre: tuple[float, float], spreads: list[float]) -> None:
+        """Two fingers on a horizontal line about `centre`, `spreads[0]` apart, then each spread in turn."""
+        x, y = centre
+
+        def fingers(spread: float) -> list[tuple[float, float]]:
+            return [(x - spread / 2, y), (x + spread / 2, y)]
+
+        self._send("touchStart", fingers(spreads[0]))
+        for spread in spreads[1:]:
+            self._send("touchMove", fingers(spread))
+        self._send("touchEnd", [])
+
+
+def phone_tool(page, name: str) -> None:
+    """On a phone: open the folded ☰ Tools bar, tap the button `name`, fold the bar again (the image
+    is then where it was: the bar is under it)."""
+    toggle = page.locator("#tools-toggle")
+    for open_it in (True, False):
+        if (toggle.get_attribute("aria-expanded") == "true") != open_it:
+            toggle.tap()
+        page.wait_for_function("([el, open]) => el.getAttribute('aria-expanded') === String(open)",
+                               arg=[toggle.element_handle(), open_it])
+        if open_it:
+            page.get_by_role("button", name=name, exact=True).tap()

@@ -14,8 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
 from tests.render.synthetic import dataset, to_bytes
-from tests.webviewer.browser import PHONE
-from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.helpers import Fingers, new_patient, phone_context, phone_tool, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
 from tests.webviewer.test_browser_readings import SIZE, hounsfield
 from tests.webviewer.test_browser_viewer import wait_shown
@@ -168,25 +167,75 @@ def test_angle_of_a_known_triangle_in_millimetres(page, deployment, ct, shots):
 
 
 def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
-    context = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), has_touch=True)
+    context = phone_context(browser, deployment)
     page = context.new_page()
-    page.set_default_timeout(30000)
     try:
         open_loaded(page, deployment, ct)
         wait_shown(page, "d.shownPlane === 'native'")
-        page.locator("#tools-toggle").click()
-        page.get_by_role("button", name="Rotate a quarter turn clockwise (])").click()
+        phone_tool(page, "Rotate a quarter turn clockwise (])")
         page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
         assert markers(page)["top"] == "R"
         shot(page, shots, "image-tools-phone-rotated", full_page=False)
-        page.locator("#key-image").click()   # key images from the folded toolbar too
+        page.locator("#tools-toggle").tap()
+        page.locator("#key-image").tap()   # key images from the folded toolbar too
         page.locator("#key-image-list .key-image-item").wait_for()
         assert page.locator("#key-image-list .key-image-item").first.is_visible()
-        page.locator("#key-image").click()
+        page.locator("#key-image").tap()
         page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
-        page.locator("#tag-browser-toggle").click()
+        page.locator("#tag-browser-toggle").tap()
         page.locator("#tag-table tr[data-keyword=PatientID]").wait_for()
         assert page.locator("#tag-table tr[data-keyword=PatientID] .tag-value").text_content() == "TOOLS-7"
+        shot(page, shots, "image-tools-phone-tags", full_page=False)
+    finally:
+        context.close()
+
+
+def test_phone_angle_distance_invert_flip_reset_and_export_by_touch(browser, deployment, ct, shots, tmp_path):
+    """On a phone, with a finger: the angle by three taps (45° on the patient, as on a desktop), a
+    distance by a drag, invert, flip and reset from the folded toolbar, and the PNG export."""
+    context = phone_context(browser, deployment)
+    page = context.new_page()
+    try:
+        open_loaded(page, deployment, ct)
+        wait_shown(page, "d.shownPlane === 'native'")
+        fingers = Fingers(page)
+        box = image_box(page)
+
+        def at(column: float, row: float) -> tuple[float, float]:
+            return box["x"] + box["width"] * column / SIZE, box["y"] + box["height"] * row / SIZE
+
+        phone_tool(page, "Angle")
+        for point in ((40, 30), (20, 30), (40, 20)):
+            fingers.tap(*at(*point))
+        page.wait_for_function("() => (document.querySelector('#viewport .angle-label') || {}).textContent === '45.0°'")
+        phone_tool(page, "Measure")
+        fingers.drag(at(SIZE * 0.25, SIZE * 0.75), at(SIZE * 0.75, SIZE * 0.75))
+        distance = "#viewport .measure-label:not(.angle-label)"
+        page.wait_for_function("(css) => document.querySelectorAll(css).length === 1", arg=distance)
+        assert page.locator(distance).text_content() == f"{SIZE * COLUMN_MM / 2:.1f} mm"
+        shot(page, shots, "image-tools-phone-angle-and-distance", full_page=False)
+
+        phone_tool(page, "Show the image inverted, black as white (N)")
+        wait_shown(page, "d.shownKey.includes('invert=true')")
+        phone_tool(page, "Mirror left-right (H)")
+        page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'L'")
+        assert markers(page) == {"top": "A", "right": "R", "bottom": "P", "left": "L"}
+        shot(page, shots, "image-tools-phone-inverted-flipped", full_page=False)
+
+        page.locator("#tools-toggle").tap()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="⤓ PNG").tap()
+        target = tmp_path / download.value.suggested_filename
+        download.value.save_as(target)
+        picture = Image.open(target)
+        assert picture.format == "PNG" and target.name.endswith("_Slices_1.png")
+        flipped = image_box(page)
+        assert abs(picture.width / picture.height - flipped["width"] / flipped["height"]) < 0.05
+
+        page.get_by_role("button", name="Reset view").tap()
+        page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'R'")
+        wait_shown(page, "!d.shownKey.includes('invert')")
+        assert page.locator("#image-invert").get_attribute("aria-pressed") == "false"
     finally:
         context.close()
 

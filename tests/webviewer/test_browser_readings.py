@@ -4,11 +4,13 @@ so a reading names the pixel it was taken at and the viewer's screen-to-pixel ma
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from tests.render.synthetic import dataset, to_bytes
-from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.helpers import Fingers, new_patient, phone_context, phone_tool, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
 from tests.webviewer.test_browser_viewer import wait_shown
 
@@ -123,3 +125,46 @@ def test_probe_and_roi_on_reformats_read_the_planes_own_pixels(page, deployment,
     # 16 x SLICES pixels of 0.5 mm (row spacing) by 2 mm (slice spacing)
     assert label.nth(2).text_content() == f"Area {16 * SLICES * SPACING * 2.0:.1f} mm²"
     shot(page, shots, "readings-on-sagittal-reformat", full_page=False)
+
+
+def test_probe_and_rois_by_touch_on_a_phone(browser, deployment, ct, shots):
+    """The same readings with a finger: a touch with the probe shows the value under it and keeps it
+    once the finger is lifted; a drag draws the rectangle and the ellipse, with the node's values."""
+    context = phone_context(browser, deployment)
+    page = context.new_page()
+    try:
+        open_loaded(page, deployment, ct)
+        wait_shown(page, "d.shownPlane === 'native'")
+        fingers = Fingers(page)
+
+        phone_tool(page, "Probe")
+        box = page.locator("#viewport .view-image").bounding_box()
+        fingers.tap(*at_pixel(box, 10.5, 20.5))
+        probe = page.locator("#viewport .probe-value")
+        page.wait_for_function("([el, text]) => !el.hidden && el.textContent.startsWith(text)",
+                               arg=[probe.element_handle(), "(10, 20) 2010 HU"])
+        page.wait_for_timeout(300)
+        assert probe.is_visible() and probe.text_content().startswith("(10, 20) 2010 HU"), "kept once lifted"
+        # the reading follows the finger and stays where it was lifted, even when the node answers
+        # slower than the finger moves (the point last asked for is read once the node is free)
+        page.route("**/value?*", lambda route: (time.sleep(0.3), route.continue_()))
+        fingers.drag(at_pixel(box, 40.5, 5.5), at_pixel(box, 20.5, 30.5))
+        page.wait_for_function("([el, text]) => el.textContent.startsWith(text)",
+                               arg=[probe.element_handle(), "(20, 30) 3020 HU"])
+        page.unroute("**/value?*")
+
+        phone_tool(page, "Rectangle ROI")
+        fingers.drag(at_pixel(box, 8, 8), at_pixel(box, 24, 16))
+        page.wait_for_function("() => (document.querySelector('#viewport .roi-label') || {}).textContent"
+                               "?.startsWith('Mean ')")
+        values = hounsfield()[8:16, 8:24]
+        assert page.locator("#viewport .roi-label").nth(0).text_content() == \
+            f"Mean {values.mean():.1f} HU ± {values.std():.1f}"
+        phone_tool(page, "Ellipse ROI")
+        fingers.drag(at_pixel(box, 30, 30), at_pixel(box, 50, 50))
+        page.wait_for_function("() => document.querySelectorAll('#viewport .roi-label').length === 6 && "
+                               "document.querySelectorAll('#viewport .roi-label')[3].textContent.startsWith('Mean ')")
+        assert page.locator("#viewport ellipse.roi").count() == 1
+        shot(page, shots, "readings-phone-probe-and-rois", full_page=False)
+    finally:
+        context.close()

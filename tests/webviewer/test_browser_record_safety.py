@@ -30,6 +30,7 @@ from tests.webviewer.helpers import (
     institution,
     login,
     new_patient,
+    phone_context,
     registered_node,
     shot,
     uploaded_record,
@@ -154,6 +155,41 @@ def test_the_uploader_relabels_and_deletes_a_record_from_the_patient_page(page, 
     gone = deployment.client("physician").call("GET", f"{node['url']}/api/v1/records/{record_id}", ok=(404,))
     assert gone.json()["error"]["code"] == "not_found"
     shot(page, shots, "45-record-deleted")
+
+
+def test_the_uploader_relabels_and_deletes_a_record_on_a_phone(browser, deployment, ct_series, tmp_path, shots):
+    """The same correction with taps on a phone: the edit form and the confirmation fit the screen."""
+    patient = new_patient(deployment)
+    files = derived_series(ct_series, tmp_path / "s", first=70, count=2)
+    record = uploaded_record(deployment, patient, files, "Series under the wrong label")
+    record_id = record["meta"]["id"]
+    context = phone_context(browser, deployment)
+    page = context.new_page()
+    try:
+        login(page, deployment)
+        page.goto(f"/#/patients/{patient['id']}")
+        row = page.locator(f"article[data-record='{record_id}']")
+        row.wait_for()
+        row.get_by_role("button", name=re.compile("^Edit")).tap()
+        row.get_by_label("Record type").select_option("CT")
+        row.get_by_label("Description").fill("CT abdomen, portal venous")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        shot(page, shots, "46-phone-record-edit")
+        row.get_by_role("button", name="Save").tap()
+        row.get_by_text("Saved; the change is recorded in the audit log.").wait_for()
+        [stored] = records_of(deployment, patient)
+        assert (stored["record_type"], stored["description"]) == ("CT", "CT abdomen, portal venous")
+        row.get_by_role("button", name=re.compile("^Delete")).tap()
+        row.get_by_role("group", name="Confirm deletion").wait_for()
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        shot(page, shots, "47-phone-record-delete-confirm")
+        row.get_by_role("button", name="Delete record").tap()
+        row.wait_for(state="detached")
+        assert records_of(deployment, patient) == []
+        [entry] = institution_audit(deployment, action="record.delete", object_id=record_id)
+        assert 'description: "CT abdomen, portal venous"' in entry["detail"]
+    finally:
+        context.close()
 
 
 def test_another_physician_may_open_but_not_change_a_colleagues_record(page, deployment, ct_series, tmp_path):

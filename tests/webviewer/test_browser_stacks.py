@@ -16,7 +16,8 @@ from pydicom.uid import generate_uid
 
 from tests.render import synthetic_stacks as synth
 from tests.render.synthetic import stack as classic_stack
-from tests.webviewer.helpers import new_patient, shot, uploaded_record
+from tests.webviewer.browser import DESKTOP
+from tests.webviewer.helpers import new_patient, phone_context, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import measure, open_loaded
 from tests.webviewer.test_browser_viewer import wait_shown
 
@@ -94,3 +95,113 @@ def test_a_series_of_two_sizes_measures_each_stack_with_its_own_spacing(page, de
         measured = measure(page)
         assert math.isclose(measured, 0.6 * size * spacing, rel_tol=0.02), (stack_id, measured)
         shot(page, shots, f"stacks-sizes-stack-{stack_id}", full_page=False)
+
+
+def screen_context(browser, deployment, screen: str):
+    """A desktop context, or the phone profile's."""
+    if screen == "phone":
+        return phone_context(browser, deployment)
+    context = browser.new_context(viewport=DESKTOP, base_url=deployment.url("web"))
+    context.set_default_timeout(30000)
+    return context
+
+
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(browser, deployment, field_map_record,
+                                                                        shots, screen):
+    """Marked on the PHASE stack's axial 4, listed as such; from the MAGNITUDE stack (or a reload) a
+    click (a tap on a phone, the stack chosen from the folded toolbar) on it shows the PHASE
+    stack's axial 4 again, not the magnitude's."""
+    phone = screen == "phone"
+    context = screen_context(browser, deployment, screen)
+    page = context.new_page()
+    press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
+
+    def tools() -> None:
+        if phone and page.locator("#tools-toggle").get_attribute("aria-expanded") != "true":
+            page.locator("#tools-toggle").tap()
+
+    try:
+        open_loaded(page, deployment, field_map_record)
+        tools()
+        page.locator("#stack-select").select_option("2")
+        page.locator("#plane").select_option("axial")
+        page.locator("#slice").fill("3")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+        press(page.locator("#key-image"))
+        item = page.locator("#key-image-list .key-image-item")
+        item.first.wait_for()
+        page.wait_for_function("() => [...document.querySelectorAll('#key-image-list .key-image-item')]"
+                               ".map((e) => e.textContent).join('|').endsWith('PHASE · Axial 4 / 6')")
+        assert item.count() == 1
+        assert item.first.get_attribute("data-stack") == "2"
+        page.locator("#stack-select").select_option("1")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownKey.includes('stack=1')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "the magnitude axial 4: unmarked"
+
+        page.reload()
+        page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+        item.first.wait_for()
+        press(item.first)
+        shown = wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '3' && d.shownKey.includes('stack=2')")
+        assert shown["query"]["stack"] == "2" and page.locator("#stack-select").input_value() == "2"
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+        shot(page, shots, f"stacks-key-image-on-phase-stack-{screen}", full_page=phone)
+        tools()
+        press(page.locator("#key-image"))   # unmark: the list is empty again for the next run
+        page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_a_key_image_keeps_its_time_point(browser, deployment, tmp_path_factory, shots, screen):
+    """Marked at the second time point, listed with it, and a click (a tap on a phone) from the first
+    time point leads back to it."""
+    path = tmp_path_factory.mktemp("dynamic-key") / "dynamic.dcm"
+    path.write_bytes(synth.dynamic(times=2, positions=POSITIONS))
+    patient = new_patient(deployment)
+    record = {"patient": patient, **uploaded_record(deployment, patient, [path], "MR dynamic (key image)")}
+    phone = screen == "phone"
+    context = screen_context(browser, deployment, screen)
+    page = context.new_page()
+    press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
+    try:
+        open_loaded(page, deployment, record)
+        page.locator("#slice").fill("2")
+        if phone:
+            page.locator("#tools-toggle").tap()
+        page.locator("#time").fill("1")
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+        press(page.locator("#key-image"))
+        item = page.locator("#key-image-list .key-image-item")
+        item.first.wait_for()
+        assert item.first.text_content().endswith("Time 2 / 2") and item.first.get_attribute("data-phase") == "1"
+        page.locator("#time").fill("0")
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === '2'")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false"
+        press(item.first)
+        wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
+        assert page.locator("#time-out").inner_text() == "2 / 2"
+
+        # a reformat at the second time point: marked with it, and reopened at it
+        page.locator("#plane").select_option("axial")
+        page.locator("#slice").fill("4")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=1')")
+        press(page.locator("#key-image"))
+        page.wait_for_function("() => document.querySelectorAll('#key-image-list .key-image-item').length === 2")
+        assert item.nth(1).text_content().endswith(f"Axial 5 / {POSITIONS} · Time 2 / 2")
+        page.locator("#time").fill("0")
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=0')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "false", "time point 1 is not marked"
+        page.locator("#plane").select_option("native")
+        press(item.nth(1))
+        wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes('phase=1')")
+        assert page.locator("#key-image").get_attribute("aria-pressed") == "true"
+        listed = deployment.client("physician").call(
+            "GET", f"{record['node']['url'].rstrip('/')}/api/v1/records/{record['meta']['id']}/key-images").json()
+        assert [(i["plane"], i["index"], i["stack"], i["phase"]) for i in listed["items"]] == [
+            ("native", 2 + POSITIONS, None, 1), ("axial", 4, "1", 1)]
+        shot(page, shots, f"stacks-key-image-time-point-{screen}", full_page=phone)
+    finally:
+        context.close()

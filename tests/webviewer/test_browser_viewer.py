@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.webviewer.browser import PHONE
-from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
+from tests.webviewer.helpers import Fingers, derived_series, login, new_patient, phone_context, shot, uploaded_record
 
 pytestmark = pytest.mark.browser
 
@@ -245,7 +245,7 @@ def test_reformats_and_3d_rotation(page, deployment, record, shots):
 
 
 def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
-    context = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), is_mobile=True, has_touch=True)
+    context = phone_context(browser, deployment)
     page = context.new_page()
     try:
         open_viewer(page, deployment, record)
@@ -253,24 +253,14 @@ def test_touch_browsing_on_a_phone(browser, deployment, record, shots):
         assert page.locator("#viewport").get_attribute("data-tool") == "browse"
         box = page.locator("#viewport").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.3
-        cdp = context.new_cdp_session(page)
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x, "y": y}]})
-        for step in range(1, 9):
-            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y + step * 10}]})
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        fingers = Fingers(page)
+        fingers.drag((x, y), (x, y + 80))
         view = wait_shown(page, "d.shownIndex === '10'")
         assert view["path"].endswith("/frames/10")
         shot(page, shots, "21-phone-viewer", full_page=False)
 
         # two fingers moving apart zoom in (80 px apart, then 200: 2.5x), on the same slice
-        def fingers(kind: str, spread: float) -> None:
-            points = [{"x": x - spread / 2, "y": y, "id": 1}, {"x": x + spread / 2, "y": y, "id": 2}]
-            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
-
-        fingers("touchStart", 80)
-        for spread in range(90, 201, 10):
-            fingers("touchMove", spread)
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        fingers.pinch((x, y), list(range(80, 201, 10)))
         zoomed = wait_shown(page, "d.shownKey.includes('region=')")
         assert zoomed["index"] == 10
         assert "Zoom 2.5×" in page.locator("#view-info").inner_text()

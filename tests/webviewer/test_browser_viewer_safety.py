@@ -25,11 +25,14 @@ from pydicom.uid import MRImageStorage, generate_uid
 from daemons.demo import register_record, upload_record, write_finding
 from daemons.render.volume.geometry import view_labels
 from tests.webviewer.helpers import (
+    Fingers,
     as_patient,
     derived_series,
     institution,
     login,
     new_patient,
+    phone_context,
+    phone_tool,
     register_placeholder_records,
     registered_node,
     shot,
@@ -358,3 +361,64 @@ def test_phone_layout_image_and_slider_first_tools_collapsible(browser, deployme
         assert page.get_by_role("button", name="Measure", exact=True).is_hidden()
     finally:
         context.close()
+
+
+def test_phone_presets_window_drag_cine_overlay_and_no_stale_image_by_touch(browser, deployment, ct, shots):
+    """The CT on a phone, with a finger: the overlay names instance, position and thickness; a CT
+    window preset, then a drag by a finger from it; cine from the folded toolbar; and a change of
+    view clears the old image and its measurement at once, as on a desktop."""
+    context = phone_context(browser, deployment)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors: list[str] = []
+    try:
+        open_record(page, deployment, ct)
+        wait_shown(page, "d.shownPlane === 'native'")
+        assert re.fullmatch(r"Im \d+ · Loc -?\d+\.\d mm · Th \d+\.\d mm", page.locator("#slice-info").inner_text())
+        assert "feet first (I → S)" in page.locator("#view-info").inner_text()
+        fingers = Fingers(page)
+
+        page.locator("#tools-toggle").tap()
+        page.locator("#window-preset").select_option("preset:ct_lung")
+        lung = wait_shown(page, "d.shownKey.includes('window=')")["query"]["window"]
+        page.locator("#tools-toggle").tap()
+        phone_tool(page, "Window")
+        box = page.locator("#viewport").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        fingers.drag((x, y), (x + 20, y))
+        lung_center, lung_width = (int(v) for v in lung.split(","))
+        dragged = wait_shown(page, "d.shownKey.includes('window=') && !d.shownKey.includes(arg)",
+                             f"window={lung_center}%2C{lung_width}")
+        center, width = (int(v) for v in dragged["query"]["window"].split(","))
+        assert center == lung_center and width > lung_width, (lung, dragged["query"])   # from the preset on screen
+        shot(page, shots, "phone-ct-lung-window-dragged", full_page=False)
+
+        phone_tool(page, "Measure")
+        fingers.drag((x - 60, y), (x + 60, y))
+        page.wait_for_function("() => document.querySelectorAll('#viewport .measure-label').length === 1")
+        held = []
+        page.route(re.compile(r".*/mpr/coronal/.*"), lambda route: held.append(route))
+        page.locator("#tools-toggle").tap()
+        page.locator("#plane").select_option("coronal")
+        while not held:
+            page.wait_for_timeout(50)
+        assert page.locator("#viewport .view-image").is_hidden() and markers(page) is None
+        assert page.locator("#viewport .measure-label").count() == 0
+        for route in held:
+            route.continue_()
+        page.unroute(re.compile(r".*/mpr/coronal/.*"))
+        wait_shown(page, "d.shownPlane === 'coronal'")
+        assert markers(page) is not None
+
+        page.locator("#plane").select_option("native")
+        start = int(wait_shown(page, "d.shownPlane === 'native'")["index"])
+        page.locator("#play").tap()
+        page.wait_for_function("(start) => ![String(start), String(start + 1)].includes("
+                               "document.querySelector('#viewport').dataset.shownIndex)", arg=start)
+        page.locator("#play").tap()
+        assert page.locator("#play").get_attribute("aria-pressed") == "false"
+        page.locator("#tools-toggle").tap()
+        shot(page, shots, "phone-ct-after-cine", full_page=False)
+    finally:
+        context.close()
+    assert not errors, errors

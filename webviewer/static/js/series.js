@@ -6,6 +6,7 @@
 
 import { recordStacks } from "./stacks.js";
 import { Timers } from "./timers.js";
+import { NO_VOLUME_PRESETS } from "./volumepresets.js";
 
 const POLL_MS = 250;
 
@@ -32,6 +33,8 @@ export class OpenRecord {
     this.planes = meta.planes;             // the record's own; meta.planes follows the chosen stack
     this.stacks = recordStacks(meta);
     this.stack = this.stacks[0] || null;   // the stack its reformats and 3D views show (stacks.js)
+    /** @type {import("./volumepresets.js").VolumePresetList} its modality's DVR presets, once the node said them */
+    this.volumePresets = NO_VOLUME_PRESETS;
     /** @type {LoadState} */
     this.load = { state: "unloaded", ready: 0, total: meta.frames };
     this.status = null;   // the node's last LoadStatus

@@ -19,7 +19,8 @@ export function bindPointer(vp) {
     const box = el.getBoundingClientRect();
     return screenToImage(e.clientX - box.left, e.clientY - box.top, vp.shown.rect, vp.shown.region);
   };
-  el.addEventListener("pointerleave", () => probe.at(null));
+  // the mouse leaving the image ends the reading; a finger lifted leaves it where the finger was
+  el.addEventListener("pointerleave", (e) => { if (e.pointerType !== "touch") probe.at(null); });
   el.addEventListener("pointerdown", (e) => {
     if (e.button !== 0 && e.pointerType === "mouse") return;
     vp.activate();

@@ -23,8 +23,9 @@ import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js"
 import { KeyImages } from "./keyimages.js";
 import { exportView } from "./export.js";
 import { TagBrowser } from "./tagbrowser.js";
+import { VolumePresets } from "./volumepresets.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel, startPreset,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
 
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
@@ -61,23 +62,30 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   }
   const recordPath = `api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
-  const none = { window: {}, volume: [], volume_default: "" };
-  const [every, own, identity] = await Promise.all([
+  const volumePresets = new VolumePresets(ctx);
+  const [every, identity, ownPresets] = await Promise.all([
     // every named window (fillWindowChoices offers each viewport's record its modality's) ...
-    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => none),
-    // ... and the DVR presets of this record's modality with the one it starts with (volume_default)
-    ctx.session.fetchJson(node.url, `api/v1/presets?modality=${encodeURIComponent(meta.modality || "")}`).catch(() => none),
+    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {} })),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
+    // ... and the DVR presets of this record's modality (each record shown later asks for its own)
+    volumePresets.of({ node, meta }),
   ]);
-  const presets = { window: every.window, volume: own.volume, volume_default: own.volume_default };
-  const viewer = new Viewer(ctx, new OpenRecord(ctx, node, meta, identity, institutionId), presets, query);
+  const record = new OpenRecord(ctx, node, meta, identity, institutionId);
+  record.volumePresets = ownPresets;
+  const viewer = new Viewer(ctx, record, { window: every.window || {} }, volumePresets, query);
   viewer.mount();
   viewer.startRecord(viewer.record);
   return () => viewer.destroy();
 }
 
 class Viewer {
-  constructor(ctx, record, presets, query) {
+  /**
+   * @param {any} ctx @param {OpenRecord} record the record it opens with
+   * @param {{window: Record<string, any>}} presets the node's named windows
+   * @param {VolumePresets} volumePresets each modality's DVR presets, asked once
+   * @param {URLSearchParams} query
+   */
+  constructor(ctx, record, presets, volumePresets, query) {
     this.ctx = ctx;
     this.record = record;          // the record the viewer was opened with (series.js)
     this.identity = record.identity;   // the SIVR patient and the images' patient (identity.js)
@@ -87,7 +95,8 @@ class Viewer {
     /** @type {Map<string, OpenRecord>} every record open in a viewport, by OpenRecord.key */
     this.records = new Map([[OpenRecord.key(record.node.id, record.meta.id), record]]);
     record.subscribe((r, status, framesChanged) => this.applyStatus(r, status, framesChanged));
-    this.presets = presets || { window: {}, volume: [] };
+    this.presets = presets;
+    this.volumePresets = volumePresets;
     this.query = query;
     this.cache = new ImageCache();   // shared by the viewports: an image fetched once is shown anywhere
     // the viewer's own settings, the same for every viewport
@@ -165,7 +174,7 @@ class Viewer {
       vp.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
       vp.requestView();
     });
-    this.volPresetSelect = select("volume-preset", (this.presets.volume || []).map((p) => [p, presetLabel(p)]), startPreset(this.presets));
+    this.volPresetSelect = select("volume-preset", [], "");   // the active viewport's record's (syncVolumePresets)
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { this.active.state.vol.preset = this.volPresetSelect.value; this.active.requestView(); });
 
@@ -361,11 +370,33 @@ class Viewer {
     else {
       this.records.set(key, record);
       record.subscribe((r, status, framesChanged) => this.applyStatus(r, status, framesChanged));
+      this.askVolumePresets(record);
     }
     vp.setRecord(record, plane);
     if (vp === this.active) { this.recordShown(); this.syncControls(); }
     if (record.load.state === "unloaded" && !record.status) this.startRecord(record);
     return record;
+  }
+
+  /** Ask for the DVR presets of `record`'s modality (once per modality: VolumePresets); its
+   *  viewports and, if one is active, the 3D controls take them when they come. @param {OpenRecord} record */
+  async askVolumePresets(record) {
+    record.volumePresets = await this.volumePresets.of(record);
+    if (this.destroyed) return;
+    for (const vp of this.viewports) if (vp.record === record) vp.volumePresetsKnown();
+    this.syncControls();
+  }
+
+  /** The DVR preset choice offered for `record` (the active viewport's); its presets. @param {OpenRecord} record */
+  syncVolumePresets(record) {
+    const offered = record.volumePresets.volume;
+    const key = offered.join(",");
+    if (this.volPresetSelect.dataset.presets !== key) {
+      this.volPresetSelect.replaceChildren(...offered.map((p) => h("option", { value: p, text: presetLabel(p) })));
+      this.volPresetSelect.dataset.presets = key;
+    }
+    this.volPresetSelect.value = this.active.state.vol.preset;
+    return offered;
   }
 
   /** A viewport's state changed: the toolbar follows if it is the active one. */
@@ -449,13 +480,12 @@ class Viewer {
     this.playButton.setAttribute("aria-pressed", String(s.playing));
     this.volumeGroup.hidden = !is3d;
     this.modeSelect.value = s.vol.mode;
-    this.volPresetSelect.value = s.vol.preset;
     this.slabGroup.hidden = is3d || s.plane === "native";   // slabs are reformats of the volume
     this.slabInput.value = String(s.slab.mm);
     this.slabModeSelect.value = s.slab.mode;
     this.slabModeLabel.hidden = s.slab.mm === 0;
     this.windowGroup.hidden = is3d && s.vol.mode === "dvr";   // DVR colours come from its preset
-    this.volPresetLabel.hidden = s.vol.mode !== "dvr" || !(this.presets.volume || []).length;
+    this.volPresetLabel.hidden = s.vol.mode !== "dvr" || !this.syncVolumePresets(vp.record).length;
     this.qualityLabel.hidden = this.settings.format === "png";
     this.sliceRow.hidden = is3d || count < 2;
     this.slider.max = String(Math.max(0, count - 1));

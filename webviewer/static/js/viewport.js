@@ -22,8 +22,9 @@ function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
 
-/** What a viewport shows, all of it its own. */
-function initialState(plane, index, presets) {
+/** What a viewport shows, all of it its own; its DVR preset is its record's modality's default
+ *  ("" until the node said it: the node then applies that default itself). */
+function initialState(plane, index, volumePresets) {
   return {
     plane,
     index: index == null ? {} : { native: index },   // none: the middle slice
@@ -35,13 +36,13 @@ function initialState(plane, index, presets) {
     playing: false,
     time: 0,               // the time point reformats and 3D views show (stacks.js); a stored slice is its own
     slab: { mm: 0, mode: "avg" },   // thick reformats: 0 mm is a plain plane
-    vol: { mode: "mip", preset: startPreset(presets), azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
+    vol: { mode: "mip", preset: startPreset(volumePresets), azimuth: 30, elevation: 20, roll: 0, zoom: 1 },
   };
 }
 
 export class Viewport {
   /**
-   * @param {any} shell the viewer (viewer.js): ctx, record, presets, cache, settings (format,
+   * @param {any} shell the viewer (viewer.js): ctx, record, presets (named windows), cache, settings (format,
    *   quality, tool, fps), and activate()/changed()/scrolled() callbacks
    * @param {number} slot position in the layout (0 is the upper left)
    * @param {string} plane the view it starts with
@@ -54,7 +55,7 @@ export class Viewport {
     this.settings = shell.settings;
     this.slot = slot;
     this.useRecord(shell.record);
-    this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.presets);
+    this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.record.volumePresets);
     this.timers = new Timers();
     this.shown = null;             // the request whose image is on screen
     this.shownEntry = null;
@@ -111,7 +112,7 @@ export class Viewport {
   setRecord(record, plane = "native") {
     this.stopPlay();
     this.useRecord(record);
-    this.state = initialState(plane, null, this.presets);
+    this.state = initialState(plane, null, record.volumePresets);
     this.measures.clear();
     this.changed();
     this.clearImage();
@@ -126,6 +127,11 @@ export class Viewport {
   /** Make this the viewport the toolbar and keys act on. @returns {void} */
   activate() {
     if (!this.active) this.shell.activate(this);
+  }
+
+  /** The record's DVR presets arrived: a view that has none yet takes the record's default. */
+  volumePresetsKnown() {
+    if (!this.state.vol.preset) this.state.vol.preset = startPreset(this.record.volumePresets);
   }
 
   /** Tell the shell this viewport's state changed (it updates the toolbar if this one is active). */
@@ -380,7 +386,7 @@ export class Viewport {
       const [w, hh] = requestSize(rect, interactive ? 1 : dpr, interactive ? 384 : 1024);
       const format = interactive ? "jpeg" : settings.format;
       Object.assign(params, {
-        mode: v.mode, preset: v.mode === "dvr" ? v.preset : undefined,
+        mode: v.mode, preset: v.mode === "dvr" && v.preset ? v.preset : undefined,
         azimuth: wrapDegrees(v.azimuth).toFixed(1), elevation: v.elevation.toFixed(1), roll: v.roll.toFixed(1), zoom: v.zoom.toFixed(2),
         render: interactive ? "interactive" : "still", format, size: `${w}x${hh}`,
         quality: format === "png" ? undefined : (interactive ? 60 : settings.quality),
