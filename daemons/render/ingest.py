@@ -108,14 +108,16 @@ class Ingest:
         record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,
                      user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
 
-    def add(self, uploads: list[tuple[str, bytes]], actor: Actor,
-            expected_sop_class: str | None = None) -> IngestResult:
+    def add(self, uploads: list[tuple[str, bytes]], actor: Actor, expected_sop_class: str | None = None,
+            checked: list[ParsedFile | None] | None = None) -> IngestResult:
         """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
 
         `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
+        `checked`: the uploads the caller already checked with `upload_checks.check_native`
+        (`check_upload`).
         """
         node = self.node
-        files = check_upload(uploads, node.limits, isolated_checker(node.decoder))
+        files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
             if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
@@ -173,8 +175,13 @@ class Ingest:
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
                 actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
-        # the series as the store holds it now: another node may have grown it (the catalogue follows)
-        node.manifest(record_id, fresh=True)
+        # the series as the store holds it now: another node may have grown it (the catalogue follows).
+        # When the store still holds the version this node last wrote, there is nothing to follow, and
+        # re-reading the manifest (which grows with the series) at every C-STORE is skipped.
+        with self._parsed_lock:
+            held = self._parsed.get(record_id)
+        if held is None or node.store.manifest_version(record_id) != held.version:
+            node.manifest(record_id, fresh=True)
         stored = self._stored_hashes(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
         for uid, file in incoming.items():
