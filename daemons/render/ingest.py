@@ -209,15 +209,17 @@ class Ingest:
                                           received.version)
         node.record_index.note_version(record_id, version)
         meta = manifest.meta
-        with node.models.database.atomic():  # the record row, the catalogue and the audit entry: one commit
+        with node.models.database.atomic():  # the record row and the catalogue rows: one commit
             node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
                                             ).where(node.models.StoredRecord.id == record_id).execute()
             index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
-            self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         self._drop_views(record_id)
         self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
                                             received.auto_window, version))
         self._note_growth(record_id, series_uid)
+        # outside the transaction: an entry written inside one is exported only after an HTTP view,
+        # and a C-STORE has none (shared.audit_export)
+        self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         return IngestResult(record_id, False, len(new), unchanged)
 
     def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, str]:
