@@ -30,6 +30,7 @@ from shared.db import utcnow
 log = logging.getLogger(__name__)
 #: SQL parameters per query when looking SOP Instance UIDs up (below SQLite's oldest limit of 999).
 UID_BATCH = 500
+INSERT_BATCH = 100  # instance rows per INSERT (6 values each: well under SQLite's variable limit)
 
 
 def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
@@ -163,13 +164,18 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
             known.update(row.sop_instance_uid for row in cat.Instance.select(cat.Instance.sop_instance_uid)
                          .where((cat.Instance.series == series) & cat.Instance.sop_instance_uid.in_(
                              uids[start:start + UID_BATCH])))
+        rows = []
         for uid, header in zip(uids, headers, strict=True):
             if uid in known:
                 continue
             known.add(uid)
-            cat.Instance.create(
-                sop_instance_uid=uid, series=series, sop_class_uid=_text(header.dataset, "SOPClassUID"),
-                instance_number=_int(header.dataset, "InstanceNumber"), sha256=header.sha256, blob=header.blob)
+            rows.append({"sop_instance_uid": uid, "series": series,
+                         "sop_class_uid": _text(header.dataset, "SOPClassUID"),
+                         "instance_number": _int(header.dataset, "InstanceNumber"),
+                         "sha256": header.sha256, "blob": header.blob})
+        # one INSERT per batch, not one per instance (peewee building each INSERT cost more than SQLite)
+        for start in range(0, len(rows), INSERT_BATCH):
+            cat.Instance.insert_many(rows[start:start + INSERT_BATCH]).execute()
         series.instance_count = cat.Instance.select().where(cat.Instance.series == series).count()
         series.updated_at = utcnow()
         series.save()

@@ -14,20 +14,23 @@ RGB (YBR converted by the decoder, PALETTE COLOR expanded through its LUTs).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import imagecodecs
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
+from pydicom.filereader import read_partial
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from daemons.render.frame_layout import Layout
 from daemons.render.pixels import color_to_uint8
 
 NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
 PIXEL_DATA = 0x7FE00010
+DEFER_BYTES = 4096  # values this long (the pixel data) are read only when asked for
 IJG_SYNTAXES = (
     "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 and 4), 8 and 12 bit
     "1.2.840.10008.1.2.4.53",  # retired: spectral selection, non-hierarchical (Process 6 and 8)
@@ -45,9 +48,23 @@ def syntax_decodable(syntax: str) -> bool:
         return False
 
 
-def read_dataset(raw: bytes) -> Dataset:
-    """Parse a Part 10 file, leaving large values (the pixel data) unread until needed."""
-    return pydicom.dcmread(io.BytesIO(raw), defer_size=4096)
+def read_dataset(raw: bytes, observe: Callable[[int, int], None] | None = None) -> Dataset:
+    """Parse a Part 10 file, leaving large values (the pixel data) unread until needed.
+
+    `observe(tag, offset)` is called for each top-level element of the dataset as the reader meets
+    it, with the offset of the element in `raw` (so the upload checks see repeated tags without
+    walking the file a second time).
+    """
+    if observe is None:
+        return read_partial(io.BytesIO(raw), defer_size=DEFER_BYTES)
+    callback, stream = observe, io.BytesIO(raw)
+
+    def stop_when(tag: int, vr: str | None, length: int) -> bool:  # never stops: it watches
+        # called with the stream at the value, after a 12-byte header for explicit long VRs, else 8
+        callback(tag, stream.tell() - (12 if vr in EXPLICIT_VR_LENGTH_32 else 8))
+        return False
+
+    return read_partial(stream, stop_when=stop_when, defer_size=DEFER_BYTES)
 
 
 def native_pixel_offset(ds: Dataset) -> int | None:

@@ -108,14 +108,16 @@ class Ingest:
         record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,
                      user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
 
-    def add(self, uploads: list[tuple[str, bytes]], actor: Actor,
-            expected_sop_class: str | None = None) -> IngestResult:
+    def add(self, uploads: list[tuple[str, bytes]], actor: Actor, expected_sop_class: str | None = None,
+            checked: list[ParsedFile | None] | None = None) -> IngestResult:
         """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
 
         `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
+        `checked`: the uploads the caller already checked with `upload_checks.check_native`
+        (`check_upload`).
         """
         node = self.node
-        files = check_upload(uploads, node.limits, isolated_checker(node.decoder))
+        files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
             if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
@@ -173,8 +175,13 @@ class Ingest:
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
                 actor: Actor) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
-        # the series as the store holds it now: another node may have grown it (the catalogue follows)
-        node.manifest(record_id, fresh=True)
+        # the series as the store holds it now: another node may have grown it (the catalogue follows).
+        # When the store still holds the version this node last wrote, there is nothing to follow, and
+        # re-reading the manifest (which grows with the series) at every C-STORE is skipped.
+        with self._parsed_lock:
+            held = self._parsed.get(record_id)
+        if held is None or node.store.manifest_version(record_id) != held.version:
+            node.manifest(record_id, fresh=True)
         stored = self._stored_hashes(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
         for uid, file in incoming.items():
@@ -202,14 +209,17 @@ class Ingest:
                                           received.version)
         node.record_index.note_version(record_id, version)
         meta = manifest.meta
-        node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
-                                        rows=meta.rows, columns=meta.columns,  # a larger part leads now
-                                        ).where(node.models.StoredRecord.id == record_id).execute()
-        index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
+        with node.models.database.atomic():  # the record row and the catalogue rows: one commit
+            node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
+                                            rows=meta.rows, columns=meta.columns,  # a larger part leads now
+                                            ).where(node.models.StoredRecord.id == record_id).execute()
+            index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
         self._drop_views(record_id)
         self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
                                             received.auto_window, version))
         self._note_growth(record_id, series_uid)
+        # outside the transaction: an entry written inside one is exported only after an HTTP view,
+        # and a C-STORE has none (shared.audit_export)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         return IngestResult(record_id, False, len(new), unchanged)
 

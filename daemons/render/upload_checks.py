@@ -79,6 +79,9 @@ class ParsedFile:
     # What the series analysis derives from this file's headers (e.g. its frames' stack facts), kept
     # with it: a growing series is re-analysed at every append and must not re-read every header.
     derived: dict[str, Any] = field(default_factory=dict)
+    # Where the parse found the dataset's first element, if it met no top-level tag twice (None if
+    # it did, or its encoding probe read the first tag before the walk): `_check_no_duplicates`.
+    dataset_start: int | None = None
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -330,8 +333,16 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     if len(raw) < 132 or raw[128:132] != b"DICM":
         raise UploadError(400, "not_dicom", f"{name}: not a DICOM file (no DICM Part 10 preamble)")
     inflated = _check_deflate_bomb(raw, name)
+    seen: set[int] = set()
+    starts: list[int] = []  # the first element's offset, then one per tag met again
+
+    def observe(tag: int, offset: int) -> None:
+        if tag in seen or not starts:
+            starts.append(offset)
+        seen.add(tag)
+
     try:
-        ds = read_dataset(raw)
+        ds = read_dataset(raw, observe)
     except (InvalidDicomError, EOFError) as exc:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
@@ -377,6 +388,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         pixel_offset=native_pixel_offset(ds), slope=slope, intercept=intercept,
         frame_rescales=_frame_rescales(ds, frames, name),
         frame_positions=_frame_positions(ds, frames, position),
+        dataset_start=starts[0] if len(starts) == 1 else None,
     )
 
 
@@ -499,7 +511,8 @@ FileChecker = Callable[[list[tuple[str, bytes]], Limits], list[FileCheck | None]
 
 
 def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
-                 check_files: FileChecker | None = None) -> list[ParsedFile]:
+                 check_files: FileChecker | None = None,
+                 checked: list[ParsedFile | None] | None = None) -> list[ParsedFile]:
     """The distinct files of an upload, each checked and parsed (not yet analysed as a series).
 
     A file whose pixels no codec touches (uncompressed little-endian, single-sample 8/16/32-bit
@@ -510,9 +523,13 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     hang or memory blow-up cannot hurt the node. Only files that passed there are parsed again
     here (the same code on the same bytes), for the record's analysis. The default checks in this
     process, for trusted files (tools, tests).
+
+    `checked` (one entry per upload) gives the files the caller already passed through `check_native`
+    (STOW-RS reads each part's UIDs from that parse): they are not parsed again.
     """
     _check_sizes(uploads, limits)
-    local = [_check_native(name, raw, limits) for name, raw in uploads]
+    local = [(FileCheck(bad_frames=done.bad_frames), done) if done is not None else _check_native(name, raw, limits)
+             for (name, raw), done in zip(uploads, checked or [None] * len(uploads), strict=True)]
     refusal = next((check.refusal for check, _ in filter(None, local) if check.refusal is not None), None)
     if refusal is not None:
         raise UploadError(*refusal)
@@ -545,6 +562,18 @@ def _native_syntax(raw: bytes) -> bool:
     except Exception:  # an unreadable meta group: the isolated check refuses it with its reason
         return False
     return str(meta.get("TransferSyntaxUID", "")) in NATIVE_LITTLE_ENDIAN
+
+
+def check_native(name: str, raw: bytes, limits: Limits) -> ParsedFile | None:
+    """The file parsed and checked in this process (`_check_native`) if it passed there; None if it
+    needs a decode worker's check or was refused (`check_upload` then checks it again, and refuses it
+    with the reason under its name)."""
+    local = _check_native(name, raw, limits)
+    if local is None or local[0].refusal is not None or local[1] is None:
+        return None
+    parsed = local[1]
+    parsed.bad_frames = local[0].bad_frames
+    return parsed
 
 
 def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, ParsedFile | None] | None:
@@ -666,14 +695,21 @@ def check_files_here(uploads: list[tuple[str, bytes]], limits: Limits) -> list[F
 
 
 def _check_no_duplicates(parsed: ParsedFile) -> None:
-    """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?)."""
+    """Refuse a top-level element written twice (pydicom silently keeps the last: which one is meant?).
+
+    The parse met every top-level element this walk would (the same reader and encoding): when it
+    started where this walk starts and met no tag twice, the file needs no second walk.
+    """
     raw, ds = parsed.raw, parsed.dataset
     implicit, little = ds.original_encoding
     if raw[132:136] != b"\x02\x00\x00\x00" or implicit is None or little is None or \
             str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
         return  # no meta group length to find the dataset by, or a deflated body
+    start = 144 + int.from_bytes(raw[140:144], "little")
+    if parsed.dataset_start == start:
+        return
     stream = io.BytesIO(raw)
-    stream.seek(144 + int.from_bytes(raw[140:144], "little"))
+    stream.seek(start)
     seen: set[int] = set()
     for element in data_element_generator(stream, implicit, little, defer_size=256):
         if element.tag in seen:

@@ -14,6 +14,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
 from requests import HTTPError
 
+from daemons.render.ingest import series_record_id
 from tests.conftest import DEMO_CT
 from tests.dicomweb.conftest import synthetic_series, uids
 
@@ -160,6 +161,29 @@ def test_non_dicom_and_foreign_study_parts_fail_each_and_store_nothing(node):
     assert instance_count(node) == 0
     wrong_part = body_of(files, part_type="application/json")
     assert stow(node, wrong_part).status_code == 409 and instance_count(node) == 0
+
+
+def test_a_stow_request_parses_each_uncompressed_instance_once(node, monkeypatch):
+    """The part read for its UIDs is the parse the ingest checks and stores: no second parse, nor a
+    second walk of the file for duplicated elements."""
+    from daemons.render import upload_checks
+
+    files = synthetic_series(5)
+    parses, walks = [], []
+    parse, walk, read = upload_checks._parse_file, upload_checks.data_element_generator, pydicom.dcmread
+    monkeypatch.setattr(upload_checks, "_parse_file", lambda name, raw, limits: parses.append(raw) or
+                        parse(name, raw, limits))
+    monkeypatch.setattr(upload_checks, "data_element_generator", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: parses.append(a[0]) or read(*a, **k))
+    reply = stow(node, body_of(files))
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert len(parses) == 5 and sorted(parses) == sorted(files) and walks == []
+    assert instance_count(node) == 5
+    record = reply.get_json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in record] == [uids(raw)[2] for raw in files]
+    store = node.app.extensions["sivr_node"].store
+    manifest = store.read_manifest(series_record_id(node.institution_id, uids(files[0])[1]))
+    assert sorted(entry.name for entry in manifest.files) == sorted(uids(raw)[2] for raw in files)  # named by UID
 
 
 def test_a_refused_instance_is_reported_and_the_others_stored(node):

@@ -100,3 +100,28 @@ def test_files_a_pixel_handler_reads_go_to_the_checker():
         called: list[str] = []
         check_upload([("f.dcm", raw)], LIMITS, _recording(called))
         assert called == ["f.dcm"]
+
+
+def test_duplicated_elements_are_found_without_walking_a_good_file_twice(monkeypatch):
+    """The parse notes repeated top-level tags as it reads; only a file where it met one (or started
+    elsewhere than the meta group length says) is walked again, and refused with the same reason."""
+    from daemons.render import upload_checks
+
+    walks = []
+    walk = upload_checks.data_element_generator
+    monkeypatch.setattr(upload_checks, "data_element_generator", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    [(name, raw)] = _series(1)
+    parsed = upload_checks._parse_file(name, raw, LIMITS)
+    assert parsed.dataset_start == 144 + int.from_bytes(raw[140:144], "little")
+    upload_checks._check_no_duplicates(parsed)
+    assert walks == []
+    at = raw.index(b"\x28\x00\x10\x00US\x02\x00") + 10
+    twice = raw[:at] + b"\x28\x00\x10\x00US\x02\x00" + (16).to_bytes(2, "little") + raw[at:]
+    assert upload_checks._parse_file(name, twice, LIMITS).dataset_start is None
+    with pytest.raises(UploadError) as error:
+        check_upload([(name, twice)], LIMITS)
+    assert error.value.status == 422 and "(0028,0010) appears twice" in error.value.message and walks
+    walks.clear()
+    lying = raw[:140] + (int.from_bytes(raw[140:144], "little") - 2).to_bytes(4, "little") + raw[144:]
+    upload_checks._check_no_duplicates(upload_checks._parse_file(name, lying, LIMITS))
+    assert walks  # the parse started elsewhere than the meta group length says: walked as before

@@ -242,3 +242,39 @@ def test_a_complete_series_has_its_dicomweb_metadata_built(make_node, monkeypatc
     answer = harness.client.get(f"/dicomweb/studies/{study}/series/{SERIES}/metadata",
                                 headers={**harness.headers(), "Accept": "application/dicom+json"})
     assert answer.status_code == 200 and len(answer.get_json()) == 4
+
+
+def test_an_append_rereads_the_manifest_only_when_another_node_grew_the_series(make_node, tmp_path, monkeypatch):
+    """A C-STORE append does not decode the series' manifest again (it grows with the series) while
+    the store holds the version this node wrote; when another node sharing the store grew the series,
+    the append follows it and loses none of its instances."""
+    first = make_node(root=tmp_path, dicom__series_complete_s=3600.0)
+    second = make_node(root=tmp_path, institution_id=first.institution_id, dicom__series_complete_s=3600.0)
+    try:
+        files = series_files(7)
+        for one in files[:3]:
+            record_id = add(first, [one]).record_id
+        store = first.app.extensions["sivr_node"].store
+        reads = {"count": 0}
+        original = store.read_manifest_versioned
+
+        def counting(*args, **kwargs):
+            reads["count"] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, "read_manifest_versioned", counting)
+        assert add(first, [files[3]]).added == 1
+        assert reads["count"] == 0  # nothing changed behind this node: no manifest read
+        assert add(second, files[4:6]).added == 2  # another node grows the series
+        assert add(first, [files[6]]).added == 1
+        assert reads["count"] >= 1  # this node followed the store
+        manifest = store.read_manifest(record_id)
+        assert len(manifest.files) == 7 and len({entry.blob for entry in manifest.files}) == 7
+        node = first.app.extensions["sivr_node"]
+        assert node.models.catalogue.Series.get_by_id(record_id).instance_count == 7
+    finally:
+        for harness in (first, second):
+            ingest_of(harness).close()
+            harness.registry.shutdown()
+            harness.app.extensions["sivr_view_audit"].close()
+            harness.app.extensions["sivr_node"].decoder.close()

@@ -36,7 +36,7 @@ from daemons.render.dimse import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OU
 from daemons.render.ingest import Actor, ingest_service
 from daemons.render.node import node
 from daemons.render.storage import StoreFull
-from daemons.render.upload_checks import MIB, Limits, UploadError
+from daemons.render.upload_checks import MIB, Limits, ParsedFile, UploadError, check_native
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
@@ -67,6 +67,7 @@ class Candidate:
     sop_instance: str = ""
     study: str = ""
     series: str = ""
+    parsed: ParsedFile | None = None  # the node's own check of the part, when it needs no decode worker
     stored: bool = False
     failure: int | None = None
     reason: str = ""
@@ -114,19 +115,27 @@ def _check_media_types() -> str:
     return boundary_of(request.headers["Content-Type"])
 
 
-def _candidate(number: int, part: Any, study_uid: str | None) -> Candidate:
-    """A body part with its UIDs read, or marked failed when it cannot be stored."""
+def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) -> Candidate:
+    """A body part with its UIDs read, or marked failed when it cannot be stored.
+
+    A part the node checks itself (uncompressed: `upload_checks.check_native`) is parsed once, here,
+    and that parse goes on to the ingest service; any other part's header is read for its UIDs.
+    """
     candidate = Candidate(number, bytes(part.content))
     media, _ = part.content_type
     if media and media != DICOM:
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is {media}, not {DICOM}")
         return candidate
+    candidate.parsed = check_native(f"part {number}", candidate.raw, limits)
     try:
-        ds = pydicom.dcmread(io.BytesIO(candidate.raw), stop_before_pixels=True)
+        ds = (candidate.parsed.dataset if candidate.parsed is not None
+              else pydicom.dcmread(io.BytesIO(candidate.raw), stop_before_pixels=True))
     except Exception as exc:  # anything a header parser can raise on foreign bytes
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is not a DICOM file ({type(exc).__name__})")
         return candidate
     candidate.sop_class, candidate.sop_instance = _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+    if candidate.parsed is not None:
+        candidate.parsed.name = candidate.sop_instance  # files are named by their UID, as in `_store`
     candidate.study, candidate.series = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
     missing = [k for k, v in (("SOPInstanceUID", candidate.sop_instance), ("StudyInstanceUID", candidate.study),
                               ("SeriesInstanceUID", candidate.series)) if not v]
@@ -141,7 +150,7 @@ def _candidate(number: int, part: Any, study_uid: str | None) -> Candidate:
 def _store(batch: list[Candidate], actor: Actor) -> None:
     """Store one series' candidates; a refused batch is split in halves until each refusal is one instance."""
     try:
-        ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor)
+        ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor, checked=[c.parsed for c in batch])
     except UploadError as exc:
         if len(batch) == 1:
             batch[0].fail(status_of(exc), f"{exc.code}: {exc.message}")
@@ -211,7 +220,7 @@ def store_instances(study: str | None = None) -> Response:
     if total > limits.max_upload_bytes:
         raise ApiError(413, "over_limits", f"the instances are {total // MIB} MiB, over this node's upload limit "
                        f"of {limits.max_upload_bytes // MIB} MiB")
-    candidates = [_candidate(number, part, study) for number, part in enumerate(parts, start=1)]
+    candidates = [_candidate(number, part, study, limits) for number, part in enumerate(parts, start=1)]
     del parts
     by_series: dict[str, list[Candidate]] = {}
     for candidate in candidates:
