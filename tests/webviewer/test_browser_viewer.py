@@ -297,3 +297,25 @@ def test_a_record_of_another_institution_opens_from_its_own_node(page, deploymen
     assert view["path"] == f"api/v1/records/{meta['id']}/frames/0"
     assert node2["name"] in page.locator(".viewer-head").inner_text()
     shot(page, shots, "22-viewer-other-institution", full_page=False)
+
+
+def test_a_view_asked_again_while_its_image_is_on_its_way_is_shown(page, deployment, record):
+    """The mode chosen again (the same MIP) while the first MIP is on its way clears the view and
+    asks for the same image: the answer already under way must be shown for the new request. It was
+    dropped as the answer of a view left behind, and the viewport said "Loading the 3D view…" for
+    good (found by bench/bench_viewer.py's 3D section). A slow link keeps the first answer on its way."""
+    open_viewer(page, deployment, record)
+    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=90000)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 800,
+                                                    "downloadThroughput": -1, "uploadThroughput": -1})
+    try:
+        page.locator("#plane").select_option("3d")
+        page.locator("#volume-mode").select_option("mip")
+        page.locator("#volume-mode").select_option("mip")
+        view = wait_shown(page, "d.shownPlane === '3d'")
+    finally:
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                        "downloadThroughput": -1, "uploadThroughput": -1})
+    assert view["query"]["mode"] == "mip"

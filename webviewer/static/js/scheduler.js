@@ -133,7 +133,9 @@ export class RequestScheduler {
       return;
     }
     const same = [...this.flights].find((f) => f.req.key === req.key);
-    if (same) { same.req.seq = req.seq; return same.promise; }
+    // the same image asked again (after a change of view that came back, say): the answer under
+    // way paints for this request, its view generation and seq, not for the one it was asked for
+    if (same) { same.req = req; return same.promise; }
     if (interactive && this.slowLink()) this.stopPrefetch();   // the slice under the cursor first
     if (interactive && [...this.flights].filter((f) => f.req.interactive).length >= PREVIEW_FLIGHTS) {
       this.pendingInteractive = true;   // the newest state goes when a preview lands
