@@ -111,6 +111,7 @@ def sivr_first_image(bench: Bench, browser, meta: dict, profile_name: str, brows
         if browse:
             page.locator("#viewport[data-load-state=ready]").wait_for(timeout=TIMEOUT_S * 1000)
             page.locator("#slice").fill("0")
+            page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '0'")
             page.evaluate(SCROLL_JS, meta["frames"] - 1)
             figures["browsed"] = {"bytes": traffic.bytes - before, **browser_memory(browser, page)}
         return figures

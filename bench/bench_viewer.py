@@ -7,13 +7,15 @@ CDP) for PNG, WebP and JPEG with the bytes of each image, and the browser's memo
 through a 500-slice record. The "hand" section scrolls at the speed of a hand on the wheel (a
 slice every 50 ms, keys not waiting for images) on each link and counts what was painted while the
 hand moved, the longest time nothing new was painted, and how long after the hand stopped the last
-slice was on screen at full quality (issue 17).
+slice was on screen at full quality (issue 17). The "drag3d" section turns a 3D view with the mouse
+for 3 s on each link and counts the previews painted while dragging and the time from the release
+to the full-quality still.
 
 Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
 DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.
 
     python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
-                                 [--only open hand large]
+                                 [--only open hand drag3d large]
 """
 
 from __future__ import annotations
@@ -149,6 +151,56 @@ def measure_hand(bench: Bench, browser, meta: dict, profile_name: str, fmt: str)
         throttle(context, page, PROFILES[profile_name])
         run = page.evaluate(HAND_JS, {"n": HAND_STEPS, "stepMs": HAND_STEP_MS})
         return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS, **hand_figures(run)}
+    finally:
+        context.close()
+
+
+# Runs in the page: record every image put on screen (time, and whether it is a 3D preview).
+PAINTS_JS = """() => {
+  window.__paints = [];
+  const v = document.querySelector('#viewport');
+  new MutationObserver(() => window.__paints.push({t: performance.now(), key: v.dataset.shownKey}))
+    .observe(v, {attributes: true, attributeFilter: ['data-shown-count']});
+}"""
+DRAG_S = 3.0
+DRAG_STEP_MS = 30
+
+
+def measure_drag3d(bench: Bench, browser, meta: dict, profile_name: str, mode: str) -> dict:
+    """Turn the 3D view by a mouse drag of DRAG_S on the link: previews painted per second while
+    dragging, the longest time without one, and the time from the release to the still."""
+    context, page = bench.new_page(browser, None)
+    try:
+        page.evaluate(FIRST_SLICE_JS, bench.view_hash(meta, "webp"))
+        page.locator("#viewport[data-load-state=ready]").wait_for(timeout=120000)
+        page.locator("#plane").select_option("3d")
+        page.locator("#volume-mode").select_option(mode)
+        page.wait_for_function(f"() => (document.querySelector('#viewport').dataset.shownKey || '')"
+                               f".includes('mode={mode}')", timeout=120000)
+        throttle(context, page, PROFILES[profile_name])
+        page.evaluate(PAINTS_JS)
+        box = page.locator("#viewport").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        t0 = page.evaluate("performance.now()")
+        steps = int(DRAG_S * 1000 / DRAG_STEP_MS)
+        for step in range(1, steps + 1):
+            page.mouse.move(x + 200 * step / steps, y + 20 * step / steps)
+            page.wait_for_timeout(DRAG_STEP_MS)
+        t_up = page.evaluate("performance.now()")
+        page.mouse.up()
+        page.wait_for_function("t => (document.querySelector('#viewport').dataset.shownKey || '')"
+                               ".includes('render=still') && window.__paints.some((p) => p.t > t)",
+                               arg=t_up, timeout=120000)
+        paints = page.evaluate("() => window.__paints")
+        during = [p for p in paints if t0 <= p["t"] <= t_up and "render=interactive" in p["key"]]
+        still = next(p for p in paints if p["t"] > t_up and "render=still" in p["key"])
+        times = [t0, *(p["t"] for p in during), t_up]
+        return {"profile": profile_name, "mode": mode, "drag_s": round((t_up - t0) / 1000, 2),
+                "previews_painted": len(during), "previews_per_s": round(len(during) / ((t_up - t0) / 1000), 1),
+                "longest_blind_ms": round(max(b - a for a, b in zip(times, times[1:], strict=False))),
+                "still_after_release_ms": round(still["t"] - t_up)}
     finally:
         context.close()
 
@@ -300,8 +352,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
-    parser.add_argument("--only", nargs="+", choices=("open", "hand", "large"), default=("open", "hand", "large"),
-                        help="sections to run: open and page (open), hand-speed scrolling (hand), 500 slices (large)")
+    parser.add_argument("--only", nargs="+", choices=("open", "hand", "drag3d", "large"),
+                        default=("open", "hand", "drag3d", "large"),
+                        help="sections to run: open and page (open), hand-speed scrolling (hand), "
+                             "turning a 3D view (drag3d), 500 slices (large)")
     args = parser.parse_args()
     if not CT_DIR.is_dir():
         print(f"real CT absent: {CT_DIR}", file=sys.stderr)
@@ -337,6 +391,13 @@ def main() -> int:
                             hand = measure_hand(bench, browser, cold_record, profile, fmt)
                             results["hand"].append(hand)
                             print(json.dumps(hand), flush=True)
+                if "drag3d" in args.only:
+                    results["drag3d"] = []
+                    for profile in PROFILES:
+                        for mode in ("mip", "dvr"):
+                            drag = measure_drag3d(bench, browser, cold_record, profile, mode)
+                            results["drag3d"].append(drag)
+                            print(json.dumps(drag), flush=True)
                 if "large" in args.only and not args.skip_large:
                     large = bench.add_record(derive_series(Path(tmp) / "large", 500),
                                              "CT 500 slices (DERIVED)")
