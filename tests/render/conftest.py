@@ -69,6 +69,15 @@ class NodeHarness:
         return self.client.post("/api/v1/records", data={"files": files},
                                 headers=headers or self.headers(), content_type="multipart/form-data")
 
+    def load(self, paths_or_blobs) -> tuple[str, dict]:
+        """Upload one record and load it whole: its id and RecordMeta."""
+        reply = self.upload(paths_or_blobs)
+        assert reply.status_code == 201, reply.json
+        record_id = reply.json["id"]
+        assert self.client.post(f"/api/v1/records/{record_id}/load", headers=self.headers()).status_code == 202
+        assert self.registry.get_loaded(record_id).wait_complete(60)
+        return record_id, self.client.get(f"/api/v1/records/{record_id}", headers=self.headers()).json
+
     @property
     def registry(self):
         return self.app.extensions["sivr_records"]

@@ -81,13 +81,6 @@ SERIES = {
 }
 
 
-def _loaded(node, files) -> tuple[str, dict]:
-    reply = node.upload(files)
-    assert reply.status_code == 201, reply.json
-    record_id = reply.json["id"]
-    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
-    assert node.registry.get_loaded(record_id).wait_complete(60)
-    return record_id, node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
 
 
 def _get(node, url: str, **headers):
@@ -102,8 +95,8 @@ def _png(reply) -> np.ndarray:
 @pytest.fixture(scope="module", params=list(SERIES))
 def series(request, node):
     every, alone = SERIES[request.param]
-    record_id, meta = _loaded(node, every())
-    alone_id, alone_meta = _loaded(node, alone())
+    record_id, meta = node.load(every())
+    alone_id, alone_meta = node.load(alone())
     assert len(meta["stacks"][0]["phases"]) == TIMES and len(alone_meta["stacks"][0]["phases"]) == 1
     return request.param, record_id, meta, alone_id
 
@@ -198,7 +191,7 @@ def test_dicomweb_reformats_and_3d_views_take_the_same_phase(node, series):
 
 
 def test_a_single_position_cine_shows_each_time_point(node):
-    record_id, meta = _loaded(node, synth.classic_cine(1, 5, "TriggerTime"))
+    record_id, meta = node.load(synth.classic_cine(1, 5, "TriggerTime"))
     (stack,) = meta["stacks"]
     assert stack["volume"] is True and len(stack["phases"]) == 5
     for time in (0, 4):

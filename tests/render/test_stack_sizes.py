@@ -54,13 +54,6 @@ def _png(reply) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(reply.get_data())))
 
 
-def _loaded(node, files) -> tuple[str, dict]:
-    reply = node.upload(files)
-    assert reply.status_code == 201, reply.json
-    record_id = reply.json["id"]
-    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
-    assert node.registry.get_loaded(record_id).wait_complete(60)
-    return record_id, node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
 
 
 def _frame(node, record_id: str, index: int, **params) -> np.ndarray:
@@ -137,7 +130,7 @@ def test_files_of_other_bits_are_still_refused(node):
 @pytest.fixture()
 def mixed(node):
     files = _series()
-    record_id, meta = _loaded(node, files)
+    record_id, meta = node.load(files)
     return node, files, record_id, meta
 
 
@@ -161,7 +154,7 @@ def test_every_frame_renders_at_its_own_size_as_its_file_alone_does(mixed):
         instance = meta["slices"][index]["instance"]
         part = "part0" if size == 512 else "part1"
         alone = next(f for f in files if f[0].startswith(part) and f[0].endswith(f"{instance - 1:03d}.dcm"))
-        single_id, _ = _loaded(node, [(alone[0], _alone(alone[1]))])
+        single_id, _ = node.load([(alone[0], _alone(alone[1]))])
         np.testing.assert_array_equal(image, _frame(node, single_id, 0), err_msg=f"frame {index}")
 
 
@@ -263,11 +256,11 @@ def test_an_overlay_of_a_small_frame_is_drawn_at_its_size(node):
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     files[-1] = (name, out.getvalue())
-    record_id, meta = _loaded(node, files)
+    record_id, meta = node.load(files)
     index = next(i for i, s in enumerate(meta["slices"]) if s["instance"] == ds.InstanceNumber
                  and i in meta["stacks"][1]["frames"])
     drawn = _frame(node, record_id, index, overlays="true")
     assert drawn.shape == (32, 32) and (drawn[30] == 255).all()
     assert not (_frame(node, record_id, index)[30] == 255).all(), "drawn only when asked"
-    single_id, _ = _loaded(node, [(name, _alone(files[-1][1]))])
+    single_id, _ = node.load([(name, _alone(files[-1][1]))])
     np.testing.assert_array_equal(drawn, _frame(node, single_id, 0, overlays="true"))

@@ -79,14 +79,6 @@ def test_a_manifest_without_stacks_is_one_stack_of_all_frames():
 
 # --- through the node ---------------------------------------------------------------------------
 
-def _loaded(node, files) -> tuple[str, dict]:
-    reply = node.upload(files)
-    assert reply.status_code == 201, reply.json
-    record_id = reply.json["id"]
-    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
-    assert node.registry.get_loaded(record_id).wait_complete(60)
-    meta = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json
-    return record_id, meta
 
 
 def _png(reply) -> np.ndarray:
@@ -96,7 +88,7 @@ def _png(reply) -> np.ndarray:
 
 @pytest.mark.parametrize("maker", ["field_map", "dti"])
 def test_mpr_of_each_stack_has_the_single_stack_extent(node, maker):
-    record_id, meta = _loaded(node, [(f"{maker}.dcm", getattr(synth, maker)(positions=POSITIONS))])
+    record_id, meta = node.load([(f"{maker}.dcm", getattr(synth, maker)(positions=POSITIONS))])
     stacks = meta["stacks"]
     assert len(stacks) > 1 and meta["frames"] == POSITIONS * len(stacks)
     images = []
@@ -116,7 +108,7 @@ def test_mpr_of_each_stack_has_the_single_stack_extent(node, maker):
 
 
 def test_the_stack_parameter_is_checked(node):
-    record_id, _ = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])
+    record_id, _ = node.load([("fieldmap.dcm", synth.field_map(POSITIONS))])
     unknown = node.client.get(f"/api/v1/records/{record_id}/mpr/axial/0?stack=9", headers=node.headers())
     assert unknown.status_code == 404 and "stack 9" in unknown.json["error"]["message"]
     bad = node.client.get(f"/api/v1/records/{record_id}/volume?stack=x", headers=node.headers())
@@ -128,7 +120,7 @@ def test_the_stack_parameter_is_checked(node):
 
 
 def test_a_series_without_a_volume_refuses_mpr_and_3d_but_serves_every_frame(node):
-    record_id, meta = _loaded(node, synth.oblique_series(5))
+    record_id, meta = node.load(synth.oblique_series(5))
     (entry,) = meta["stacks"]
     assert entry["volume"] is False and "orientations" in entry["no_volume_reason"]
     for url in (f"/api/v1/records/{record_id}/mpr/axial/0", f"/api/v1/records/{record_id}/volume"):
@@ -141,7 +133,7 @@ def test_a_series_without_a_volume_refuses_mpr_and_3d_but_serves_every_frame(nod
 
 
 def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):
-    record_id, meta = _loaded(node, synth.mixed_orientation_series(axial=5, sagittal=4))
+    record_id, meta = node.load(synth.mixed_orientation_series(axial=5, sagittal=4))
     counts = {entry["label"]: entry["planes"]["slices"]["count"] for entry in meta["stacks"]}
     assert counts == {"sagittal": 4, "axial": 5}
     for entry in meta["stacks"]:
@@ -151,7 +143,7 @@ def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):
 
 
 def test_a_dynamic_reformats_its_first_time_point_at_one_stack_extent(node):
-    record_id, meta = _loaded(node, [("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
+    record_id, meta = node.load([("dynamic.dcm", synth.dynamic(times=2, positions=POSITIONS))])
     (entry,) = meta["stacks"]
     assert entry["phases"] == [list(range(POSITIONS)), list(range(POSITIONS, 2 * POSITIONS))]
     assert meta["planes"]["axial"]["count"] == POSITIONS and meta["planes"]["slices"]["count"] == 2 * POSITIONS
@@ -163,7 +155,7 @@ def test_a_dynamic_reformats_its_first_time_point_at_one_stack_extent(node):
 
 
 def test_dicomweb_reformats_and_3d_views_take_the_same_stack_parameter(node):
-    record_id, meta = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS))])
+    record_id, meta = node.load([("fieldmap.dcm", synth.field_map(POSITIONS))])
     series = f"/dicomweb/studies/{meta['study_uid']}/series/{meta['series_uid']}/rendered"
     png = {**node.headers(), "Accept": "image/png"}
     for entry in meta["stacks"]:
@@ -180,7 +172,7 @@ def test_dicomweb_reformats_and_3d_views_take_the_same_stack_parameter(node):
 def test_each_stack_reformats_in_its_own_default_window(node):
     """A field map's phase frames carry their own window: a reformat of the phase stack without a
     window takes it (the magnitude's would show the phase flat), the magnitude stack keeps the file's."""
-    record_id, meta = _loaded(node, [("fieldmap.dcm", synth.field_map(POSITIONS, phase_window=(50, 120)))])
+    record_id, meta = node.load([("fieldmap.dcm", synth.field_map(POSITIONS, phase_window=(50, 120)))])
     for stack, window in (("1", "2000,4000"), ("2", "50,120")):
         base = f"/api/v1/records/{record_id}/mpr/coronal/3?format=png&stack={stack}"
         default = _png(node.client.get(base, headers=node.headers()))
