@@ -155,6 +155,16 @@ def ohif_first_image(site: OhifSite, session_token: str, study_uid: str, profile
         context.close()
 
 
+def ohif_or_timeout(*args) -> dict:
+    """OHIF's figures, or that it showed no image within TIMEOUT_S (the other runs still count)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        return ohif_first_image(*args)
+    except (PlaywrightTimeout, TimeoutError) as exc:
+        return {"ms": None, "no_image_within_s": TIMEOUT_S, "error": str(exc).splitlines()[0]}
+
+
 def viewport_spread(canvas) -> float:
     """The grey-level spread of the viewport above OHIF's banner."""
     box = canvas.bounding_box()
@@ -209,10 +219,11 @@ def main() -> int:
                     run = {"profile": profile,
                            "sivr_warm": sivr_first_image(bench, browser, warm, profile, browse),
                            "sivr_cold": sivr_first_image(bench, browser, cold, profile),
-                           "ohif": ohif_first_image(site, token, study_uid, profile, browser, args.shots,
-                                                    len(files) if browse else 0)}
-                    run["ohif_over_sivr_warm"] = round(run["ohif"]["ms"] / max(1, run["sivr_warm"]["ms"]), 1)
-                    run["ohif_over_sivr_cold"] = round(run["ohif"]["ms"] / max(1, run["sivr_cold"]["ms"]), 1)
+                           "ohif": ohif_or_timeout(site, token, study_uid, profile, browser, args.shots,
+                                                   len(files) if browse else 0)}
+                    if run["ohif"]["ms"] is not None:
+                        run["ohif_over_sivr_warm"] = round(run["ohif"]["ms"] / max(1, run["sivr_warm"]["ms"]), 1)
+                        run["ohif_over_sivr_cold"] = round(run["ohif"]["ms"] / max(1, run["sivr_cold"]["ms"]), 1)
                     results["runs"].append(run)
                     print(json.dumps(run), flush=True)
                 browser.close()
