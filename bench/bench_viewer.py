@@ -50,6 +50,7 @@ PROFILES = {  # the paper's network profiles (download rate, latency)
     "loopback": None,
     "4G": {"latency": 20, "kbit": 4000},
     "2G": {"latency": 100, "kbit": 750},
+    "cs-4g": {"latency": 10, "kbit": 30000},   # Cornerstone3D's "4g" (its 5 Mbit/s upstream not modelled)
 }
 FORMATS = ("png", "webp", "jpeg")
 
