@@ -25,6 +25,21 @@ ARTIFACTS = REPO / "test-artifacts"
 DEMO_CT = REPO / "demo_data" / "ct-chest-100"
 
 
+@pytest.fixture(autouse=True)
+def _pydicom_validation_is_left_as_found() -> Iterator[None]:
+    """Fails the test after which pydicom's process-wide validation modes differ: they are shared
+    by every thread of a daemon, and a leaked RAISE once made later tests (and, in a node, every
+    later upload) refuse valid values far from the code that leaked it."""
+    from pydicom import config
+
+    def modes() -> tuple[object, object]:
+        return config.settings._reading_validation_mode, config.settings._writing_validation_mode
+
+    before = modes()
+    yield
+    assert modes() == before, f"pydicom validation modes changed from {before} to {modes()}"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The developers' real DICOM set beside the repository, or a skip on a fresh clone."""

@@ -413,3 +413,41 @@ def test_a_frame_found_undecodable_on_arrival_is_422_the_others_are_sent(node):
     broken = node.client.get(f"{frames}/3,2", headers=octets)
     assert broken.status_code == 422 and broken.get_json()["error"]["code"] == "frame_error"
     assert "frame 2" in broken.get_json()["error"]["message"]
+
+
+def test_metadata_leaves_the_process_wide_pydicom_validation_alone():
+    """Serialising metadata must not switch pydicom's global reading validation (shared by every
+    request thread and the parse pool): a concurrent parse would be made strict, and racing
+    restores once left the whole process strict, refusing valid images afterwards."""
+    from pydicom import config
+
+    from daemons.render.dicomweb.metadata import instance_json
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PatientName = "Doe^Jane"
+    ds.add_new(0x00091010, "OB", b"\0" * 4096)
+    # as read from a file: the raw bytes are converted only when the element is first used
+    ds._dict[0x00280030] = pydicom.dataelem.RawDataElement(
+        pydicom.tag.Tag(0x00280030), "DS", 12, b"not-a-number", 0, True, True
+    )
+    seen = []
+    before = config.settings.reading_validation_mode
+
+    original = pydicom.dataelem.DataElement.to_json_dict
+
+    def spy(element, *args, **kwargs):
+        seen.append(config.settings.reading_validation_mode)
+        return original(element, *args, **kwargs)
+
+    pydicom.dataelem.DataElement.to_json_dict = spy
+    try:
+        model = json.loads(instance_json(ds, "https://node/bulk"))
+    finally:
+        pydicom.dataelem.DataElement.to_json_dict = original
+    assert set(seen) == {before}
+    assert config.settings.reading_validation_mode == before
+    assert model["00100010"]["Value"] == [{"Alphabetic": "Doe^Jane"}]
+    assert model["00091010"]["BulkDataURI"].startswith("https://node/bulk/")
+    assert "00280030" not in model, "a value that is not a number cannot be DICOM JSON DS"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from daemons.render.dicomweb.syntax import frame_count, stored_syntax
 from daemons.render.node import Node
 from daemons.render.storage import StoreError
 from shared.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 CACHE_BYTES = 256 * 1024 * 1024
 BULK_THRESHOLD = 1024
@@ -98,12 +101,24 @@ def find_element(ds: Dataset, path: str) -> DataElement | None:
 
 
 def instance_json(ds: Dataset, bulk_base: str) -> bytes:
-    """The DICOM JSON of a dataset, large binaries as BulkDataURIs under `bulk_base`."""
+    """The DICOM JSON of a dataset, large binaries as BulkDataURIs under `bulk_base`.
+
+    An element whose value cannot be written as DICOM JSON is left out (and logged) rather than
+    failing the whole response. Not through pydicom's `suppress_invalid_tags`: that switches the
+    process-wide reading validation to RAISE for the duration and restores it afterwards, which
+    races between the request threads and the parse pool (one thread restores the RAISE another
+    had set) and leaves every later parse in the process strict.
+    """
 
     def bulk_uri(element: DataElement) -> str:
         return f"{bulk_base}/{element_path(ds, element) or f'{element.tag:08X}'}"
 
-    model: dict[str, Any] = ds.to_json_dict(BULK_THRESHOLD, bulk_uri, suppress_invalid_tags=True)
+    model: dict[str, Any] = {}
+    for tag in ds.keys():
+        try:
+            model[f"{tag:08X}"] = ds[tag].to_json_dict(bulk_uri, BULK_THRESHOLD)
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            log.warning("metadata: element %08X dropped, its value does not convert to DICOM JSON: %s", tag, exc)
     model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [stored_syntax(ds)]}
     return json.dumps(model, separators=(",", ":")).encode()
 
