@@ -65,7 +65,7 @@ def element_path(ds: Dataset, element: DataElement, prefix: str = "") -> str | N
     """
     if ds.get_item(element.tag) is element:
         return f"{prefix}{element.tag:08X}"
-    for tag in ds.keys():  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
+    for tag in sorted(ds.keys()):  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
         item = ds.get_item(tag)
         if isinstance(item, DataElement) and item.VR == "SQ":
             for index, child in enumerate(item.value or []):
@@ -114,7 +114,7 @@ def instance_json(ds: Dataset, bulk_base: str) -> bytes:
         return f"{bulk_base}/{element_path(ds, element) or f'{element.tag:08X}'}"
 
     model: dict[str, Any] = {}
-    for tag in ds.keys():
+    for tag in sorted(ds.keys()):
         try:
             model[f"{tag:08X}"] = ds[tag].to_json_dict(bulk_uri, BULK_THRESHOLD)
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
