@@ -65,7 +65,7 @@ def element_path(ds: Dataset, element: DataElement, prefix: str = "") -> str | N
     """
     if ds.get_item(element.tag) is element:
         return f"{prefix}{element.tag:08X}"
-    for tag in sorted(ds.keys()):  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
+    for tag in ds.keys():  # noqa: SIM118 (a pydicom Dataset iterates its elements, keys() gives tags)
         item = ds.get_item(tag)
         if isinstance(item, DataElement) and item.VR == "SQ":
             for index, child in enumerate(item.value or []):
