@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
@@ -40,9 +41,15 @@ def viewport(page, slot: int):
 
 
 def wait_painted(page, slot: int, plane: str) -> None:
-    page.wait_for_function(
-        "([slot, plane]) => { const v = document.querySelector(`#viewports .viewport[data-slot='${slot}']`);"
-        " return v && v.dataset.shownPlane === plane; }", arg=[slot, plane], polling=100, timeout=60000)
+    try:
+        page.wait_for_function(
+            "([slot, plane]) => { const v = document.querySelector(`#viewports .viewport[data-slot='${slot}']`);"
+            " return v && v.dataset.shownPlane === plane; }", arg=[slot, plane], polling=100, timeout=60000)
+    except PlaywrightTimeout:
+        state = page.evaluate(
+            "() => ({viewports: [...document.querySelectorAll('#viewports .viewport')].map(v => ({...v.dataset})),"
+            " status: document.querySelector('#status')?.textContent})")
+        raise AssertionError(f"viewport {slot} never showed {plane!r} within 60 s; the page: {state}") from None
 
 
 def test_ct_opens_2x2_hanging_protocol_all_painted(page, deployment, record, shots):
