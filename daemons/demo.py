@@ -128,8 +128,11 @@ class RunningDeployment(LocalDeployment):
 
 def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
                      **init_kwargs) -> RunningDeployment:
-    """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it."""
-    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **init_kwargs)
+    """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it.
+
+    Every instance is served through its TLS/HTTP/2 front (daemons/front.py), as `sivr demo` serves them.
+    """
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **{"front": True, **init_kwargs})
     users = seed_base(layout)
     if before_start is not None:
         before_start(layout)
@@ -300,7 +303,7 @@ def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> in
         layout = Layout.load(state_dir)
     else:
         free = _default_ports_free()
-        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free)
+        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free, front=True)
     users = seed_base(layout)
     deployment = LocalDeployment(layout)
     stop = threading.Event()
