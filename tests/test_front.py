@@ -220,15 +220,30 @@ def test_a_backend_that_is_down_answers_json_502(lone_front):
     assert _json_error(reply, 502)["code"] == "bad_gateway"
 
 
-def test_the_front_config_is_valid_for_nginx(tmp_path):
-    """`nginx -t` accepts what `render_config` writes (the one place the syntax is checked before a start)."""
-    create_ca(tmp_path / "ca.pem", tmp_path / "ca.key")
-    issue_server_cert(tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "server.pem", tmp_path / "server.key",
-                      ["::1"])
-    conf = fronts.write_config(tmp_path, fronts.Front("v6", "::1", 5003, 15003, "../server.pem", "../server.key", 16))
+def test_init_with_front_writes_configs_nginx_accepts(tmp_path):
+    """What `sivr init --front` writes for IT: backends on loopback without TLS that believe one
+    proxy, DICOM TLS still with the certificate, and an nginx config per instance that `nginx -t`
+    accepts, its certificate paths relative to it (the folder is copied to /etc/sivr)."""
+    from daemons.deployment import init_deployment
+    from daemons.layers import get_layer
+
+    layout = init_deployment(tmp_path / "d", hostnames=["::1", "localhost"], front=True)
+    assert layout.front
     run = tmp_path / "run"
     run.mkdir()
-    argv = [a for a in fronts.command(conf, run) if a not in ("-g", "daemon off;")]
-    checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0, checked.stderr
-    assert "listen [::1]:5003 ssl http2;" in Path(conf).read_text()
+    for instance in layout.instances:
+        config = get_layer(instance.layer).load_config(instance.config)
+        server = config["server"]
+        assert (server["host"], server["tls_cert"], server["trusted_proxies"]) == ("127.0.0.1", "", 1)
+        public_port = int(instance.url.rsplit(":", 1)[1])
+        assert server["port"] == public_port + fronts.BACKEND_PORT_OFFSET
+        if instance.layer == "render":
+            assert Path(config["dicom"]["tls_cert"]).is_file()
+        conf = fronts.config_path(Path(layout.root), instance.name)
+        text = conf.read_text()
+        assert f"listen [::1]:{public_port} ssl http2;" in text
+        assert f"server 127.0.0.1:{server['port']};" in text
+        assert f"client_max_body_size {server['max_request_mb']}m;" in text
+        argv = [a for a in fronts.command(conf, run) if a not in ("-g", "daemon off;")]
+        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
