@@ -403,6 +403,9 @@ class LocalDeployment:
         run_folder.mkdir(parents=True, exist_ok=True)
         argv = fronts.command(write_front(self.root, instance), run_folder)  # the config as it is now
         with listening_socket(host, url.port) as sock, open(self.log_path(instance.name), "ab") as log:
+            # as nginx sets it on sockets it binds itself: the connections it accepts inherit it, so
+            # a restart after a kill can bind the port while they linger in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.listen(socket.SOMAXCONN)
             self.fronts[instance.name] = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(sock.fileno(),),
