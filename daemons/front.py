@@ -25,6 +25,7 @@ What the front keeps of gunicorn's behaviour, by construction:
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,12 @@ def _error_locations() -> str:
 
 def render_config(front: Front) -> str:
     """The whole nginx.conf of one instance's front (run with `-p` a private writable folder)."""
-    host = f"[{front.listen_host}]" if ":" in front.listen_host else front.listen_host
+    try:  # an address: listen on it alone (as gunicorn bound server.host)
+        ipaddress.ip_address(front.listen_host)
+        hosts = [f"[{front.listen_host}]" if ":" in front.listen_host else front.listen_host]
+    except ValueError:  # a host name: every address of this host (IPv6 sockets are v6-only in nginx)
+        hosts = ["0.0.0.0", "[::]"]
+    listens = "\n".join(f"        listen {host}:{front.listen_port} ssl http2;" for host in hosts)
     # internal redirects to URIs, not named locations: those need a parsed URI, which a 414 lacks
     error_pages = "\n".join(f"        error_page {own} ={sent} {ERROR_PATH}{sent};" for own, sent in OWN_ERRORS.items())
     return f"""\
@@ -125,7 +131,7 @@ http {{
     }}
 
     server {{
-        listen {host}:{front.listen_port} ssl http2;
+{listens}
         ssl_certificate {front.tls_cert};
         ssl_certificate_key {front.tls_key};
         ssl_protocols TLSv1.2 TLSv1.3;
