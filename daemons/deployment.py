@@ -371,6 +371,10 @@ class LocalDeployment:
     def log_path(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
+    def front_log_path(self, name: str) -> Path:
+        """nginx's error log of the instance's front (plain text, apart from the daemon's JSON lines)."""
+        return self.root / "logs" / f"{name}.front.log"
+
     def start_instance(self, instance: Instance) -> None:
         """Start one daemon on a socket bound here and inherited (see listening_socket), and its front.
 
@@ -402,7 +406,7 @@ class LocalDeployment:
         run_folder = self.root / fronts.FOLDER / "run" / instance.name
         run_folder.mkdir(parents=True, exist_ok=True)
         argv = fronts.command(write_front(self.root, instance), run_folder)  # the config as it is now
-        with listening_socket(host, url.port) as sock, open(self.log_path(instance.name), "ab") as log:
+        with listening_socket(host, url.port) as sock, open(self.front_log_path(instance.name), "ab") as log:
             # as nginx sets it on sockets it binds itself: the connections it accepts inherit it, so
             # a restart after a kill can bind the port while they linger in TIME_WAIT
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -419,16 +423,15 @@ class LocalDeployment:
 
     def wait_healthy(self, instance: Instance, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        processes = [self.processes[instance.name]]
+        watched = [(self.processes[instance.name], self.log_path(instance.name))]
         if instance.name in self.fronts:
-            processes.append(self.fronts[instance.name])
+            watched.append((self.fronts[instance.name], self.front_log_path(instance.name)))
         while time.monotonic() < deadline:
-            if any(process.poll() is not None for process in processes):
-                dead = next(process for process in processes if process.poll() is not None)
-                raise RuntimeError(
-                    f"{instance.name} ({Path(str(dead.args[0])).name}) exited with {dead.returncode}; log:\n"
-                    + self.log_path(instance.name).read_text(errors="replace")[-4000:]
-                )
+            for process, log in watched:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"{instance.name} ({Path(str(process.args[0])).name}) exited with {process.returncode}; "
+                        f"log:\n" + log.read_text(errors="replace")[-4000:])
             try:
                 if requests.get(f"{instance.url}/readyz", verify=self.ca_cert, timeout=2).ok:
                     return
