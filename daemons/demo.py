@@ -28,6 +28,7 @@ from daemons.deployment import (
     dicom_endpoint,
     init_deployment,
 )
+from daemons.front import BACKEND_PORT_OFFSET
 from daemons.layers import get_layer
 from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
@@ -267,7 +268,8 @@ def _iso_date(dicom_date: str | None) -> str:
 
 
 def _default_ports_free() -> bool:
-    for port in (5000, 5001, 5002, 5003, DICOM_PORT):
+    public = (5000, 5001, 5002, 5003)
+    for port in (*public, *(p + BACKEND_PORT_OFFSET for p in public), DICOM_PORT):  # and the fronts' backends
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return False
