@@ -9,9 +9,9 @@ slice every 50 ms, keys not waiting for images) on each link and counts what was
 hand moved, the longest time nothing new was painted, and how long after the hand stopped the last
 slice was on screen at full quality (issue 17). The "protocols" section opens the record and
 scrolls at hand speed on the paper's 2G and 4G once over HTTP/2 and once over HTTP/1.1 (Chromium
-with --disable-http2), against the same deployment and its TLS/HTTP/2 fronts. The "drag3d" section turns a 3D view with the mouse
-for 3 s on each link and counts the previews painted while dragging and the time from the release
-to the full-quality still.
+with --disable-http2), against the same deployment and its TLS/HTTP/2 fronts. The "drag3d"
+section turns a 3D view with the mouse for 3 s on each link and counts the previews painted while
+dragging and the time from the release to the full-quality still.
 
 Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
 DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.

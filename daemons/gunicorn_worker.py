@@ -1,7 +1,8 @@
 """The gunicorn worker every layer runs: gthread, answering gunicorn's own errors as JSON.
 
-Some requests never reach Flask (the same answers serve the front, daemons/front.py): gunicorn refuses oversized header fields (431), an overlong
+Some requests never reach Flask: gunicorn refuses oversized header fields (431), an overlong
 request line (414) or a malformed request (400) while parsing, and answers with an HTML page.
+(The same bodies answer what the nginx front refuses itself, daemons/front.py.)
 Clients of SIVR expect `{"error": {"code", "message"}}` and the API's security headers on every
 answer, so this worker replaces the one function gunicorn's `Worker.handle_error` writes those
 answers with (`gunicorn.util.write_error`), in the worker process only.
