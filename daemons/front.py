@@ -89,6 +89,9 @@ def _error_locations() -> str:
         body = body.replace("\\", "\\\\").replace("'", "\\'")  # an nginx single-quoted string
         lines.append(f"        location = {ERROR_PATH}{status} {{\n"
                      f"            internal;\n"
+                     # HTTP/2 checks the body's size again on the redirect; a second 413 there
+                     # would send nginx's own HTML page instead of this one
+                     f"            client_max_body_size 0;\n"
                      f"            default_type application/json;\n"
                      f"            add_header Cache-Control no-store always;\n"
                      f"            add_header X-Content-Type-Options nosniff always;\n"
