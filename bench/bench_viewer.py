@@ -7,15 +7,17 @@ CDP) for PNG, WebP and JPEG with the bytes of each image, and the browser's memo
 through a 500-slice record. The "hand" section scrolls at the speed of a hand on the wheel (a
 slice every 50 ms, keys not waiting for images) on each link and counts what was painted while the
 hand moved, the longest time nothing new was painted, and how long after the hand stopped the last
-slice was on screen at full quality (issue 17). The "drag3d" section turns a 3D view with the mouse
-for 3 s on each link and counts the previews painted while dragging and the time from the release
-to the full-quality still.
+slice was on screen at full quality (issue 17). The "protocols" section opens the record and
+scrolls at hand speed on the paper's 2G and 4G once over HTTP/2 and once over HTTP/1.1 (Chromium
+with --disable-http2), against the same deployment and its TLS/HTTP/2 fronts. The "drag3d"
+section turns a 3D view with the mouse for 3 s on each link and counts the previews painted while
+dragging and the time from the release to the full-quality still.
 
 Data: the real 100-slice CT (../shared/data/dicom/tcia-cmb-crc-ct-100); the 500-slice record is
 DERIVED from it (its slices repeated with new UIDs and positions), labelled so in the report.
 
     python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
-                                 [--only open hand drag3d large]
+                                 [--only open hand protocols drag3d large]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from daemons.demo import (  # noqa: E402
     upload_record,
 )
 from daemons.deployment import Layout, LocalDeployment, init_deployment  # noqa: E402
+from tests.ops.helpers import wait_ready  # noqa: E402
 from tests.webviewer.browser import launch_chromium, server_cert_of  # noqa: E402
 
 CT_DIR = REPO.parent / "shared" / "data" / "dicom" / "tcia-cmb-crc-ct-100"
@@ -293,7 +296,7 @@ def memory_pressure(page) -> None:
 
 class Bench:
     def __init__(self, root: Path, before_start: Callable[[Layout], None] | None = None):
-        layout = init_deployment(root, pick_free_ports=True)
+        layout = init_deployment(root, pick_free_ports=True, front=True)  # served as `sivr demo` serves it
         self.users = seed_base(layout)
         if before_start is not None:
             before_start(layout)
@@ -349,13 +352,48 @@ def measure_viewing(bench: Bench, browser, meta: dict, profile_name: str, fmt: s
         context.close()
 
 
+PROTOCOL_LINKS = ("4G", "2G")
+PROTOCOL_FORMAT = "jpeg"
+# Chromium's switch for HTTP/1.1 only; the fronts answer both protocols, so only the browser changes.
+HTTP1_ONLY = ("--disable-http2",)
+
+
+def measure_protocols(bench: Bench, playwright, meta: dict) -> list[dict]:
+    """First image and hand-speed scrolling on each link, over HTTP/2 and over HTTP/1.1."""
+    rows = []
+    # loaded on the node first, so the first protocol measured does not also pay for the load
+    bench.doctor.call("POST", f"{bench.node['url']}/api/v1/records/{meta['id']}/load", ok=(200, 202))
+    wait_ready(bench.doctor, bench.node["url"], meta["id"])
+    for protocol, extra in (("h2", ()), ("http/1.1", HTTP1_ONLY)):
+        browser = launch_chromium(playwright, server_cert_of(bench.deployment), extra)
+        try:
+            context, page = bench.new_page(browser, None)
+            spoken = page.evaluate("() => performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            context.close()
+            for profile in PROTOCOL_LINKS:
+                context, page = bench.new_page(browser, PROFILES[profile])
+                try:  # the record is loaded on the node: this is the link and the protocol
+                    first_ms = page.evaluate(FIRST_SLICE_JS, bench.view_hash(meta, PROTOCOL_FORMAT))
+                finally:
+                    context.close()
+                hand = measure_hand(bench, browser, meta, profile, PROTOCOL_FORMAT)
+                rows.append({"protocol": protocol, "negotiated": spoken, "profile": profile,
+                             "format": PROTOCOL_FORMAT, "first_slice_ms": round(first_ms, 1),
+                             **{k: v for k, v in hand.items() if k not in ("profile", "format")}})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            browser.close()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
-    parser.add_argument("--only", nargs="+", choices=("open", "hand", "drag3d", "large"),
-                        default=("open", "hand", "drag3d", "large"),
+    parser.add_argument("--only", nargs="+", choices=("open", "hand", "protocols", "drag3d", "large"),
+                        default=("open", "hand", "protocols", "drag3d", "large"),
                         help="sections to run: open and page (open), hand-speed scrolling (hand), "
+                             "HTTP/2 against HTTP/1.1 on 2G and 4G (protocols), "
                              "turning a 3D view (drag3d), 500 slices (large)")
     args = parser.parse_args()
     if not CT_DIR.is_dir():
@@ -392,6 +430,8 @@ def main() -> int:
                             hand = measure_hand(bench, browser, cold_record, profile, fmt)
                             results["hand"].append(hand)
                             print(json.dumps(hand), flush=True)
+                if "protocols" in args.only:
+                    results["protocols"] = measure_protocols(bench, p, cold_record)
                 if "drag3d" in args.only:
                     results["drag3d"] = []
                     for profile in PROFILES:

@@ -50,6 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         nodes_per_institution=args.nodes_per_institution,
         force=args.force,
         object_store=_object_store(args),
+        front=args.front,
     )
     register_institutions(layout)
     print(f"Deployment written to {layout.root}:")
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--institution-name", action="append", help="an institution to set up (repeatable)")
     p.add_argument("--nodes-per-institution", type=int, default=1)
     p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.add_argument("--front", action="store_true",
+                   help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), "
+                        "gunicorn behind it on loopback (docs/deployment.md)")
     p.add_argument("--s3-endpoint", help="render stores in an S3 bucket at this endpoint (one prefix per institution)")
     p.add_argument("--s3-bucket", help="the bucket the render nodes share")
     p.add_argument("--s3-credentials", help='JSON file {"access_key_id", "secret_access_key"} of the S3 user')

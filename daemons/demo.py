@@ -28,6 +28,7 @@ from daemons.deployment import (
     dicom_endpoint,
     init_deployment,
 )
+from daemons.front import BACKEND_PORT_OFFSET
 from daemons.layers import get_layer
 from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
@@ -128,8 +129,11 @@ class RunningDeployment(LocalDeployment):
 
 def start_deployment(root: Path, before_start: Callable[[Layout], None] | None = None,
                      **init_kwargs) -> RunningDeployment:
-    """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it."""
-    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **init_kwargs)
+    """Init a deployment in `root` on free loopback ports, seed users, run `before_start`, start it.
+
+    Every instance is served through its TLS/HTTP/2 front (daemons/front.py), as `sivr demo` serves them.
+    """
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, **{"front": True, **init_kwargs})
     users = seed_base(layout)
     if before_start is not None:
         before_start(layout)
@@ -264,7 +268,8 @@ def _iso_date(dicom_date: str | None) -> str:
 
 
 def _default_ports_free() -> bool:
-    for port in (5000, 5001, 5002, 5003, DICOM_PORT):
+    public = (5000, 5001, 5002, 5003)
+    for port in (*public, *(p + BACKEND_PORT_OFFSET for p in public), DICOM_PORT):  # and the fronts' backends
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return False
@@ -300,7 +305,7 @@ def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> in
         layout = Layout.load(state_dir)
     else:
         free = _default_ports_free()
-        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free)
+        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free, front=True)
     users = seed_base(layout)
     deployment = LocalDeployment(layout)
     stop = threading.Event()

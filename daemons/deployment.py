@@ -1,8 +1,10 @@
 """A whole SIVR deployment in one folder: keys, certificates, one config per instance, processes.
 
 `sivr init` writes the folder for IT to review and copy to hosts; `sivr demo` and the test suite
-start every instance from it under gunicorn with TLS on loopback. Both go through this module so
-the tests exercise exactly what operators run.
+start every instance from it on loopback. Both go through this module so the tests exercise
+exactly what operators run. A layout made with a front (`front=True`: `sivr demo`, the test
+deployments, `sivr init --front`) serves each instance at its URL through its own nginx (TLS,
+HTTP/2; daemons/front.py) in front of gunicorn on a loopback port; one without, gunicorn with TLS.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
+from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
 from daemons.render.s3store import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
@@ -33,6 +37,8 @@ STORE_KEY_BYTES = 32
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 DICOM_PORT = 11112
+#: The deployment's server certificate and key (relative to its folder), shown by the gunicorns or the fronts.
+FRONT_CERT, FRONT_KEY = "tls/server.pem", "tls/server.key"
 #: Calling AE titles a local deployment's render nodes accept: dcmtk's defaults and "MODALITY".
 #: A production node lists its modalities' AE titles instead (`dicom.allowed_callers`).
 DEMO_DICOM_CALLERS = ("MODALITY", "ECHOSCU", "STORESCU", "FINDSCU")
@@ -57,6 +63,9 @@ class Layout:
     ca_cert: str
     instances: list[Instance] = field(default_factory=list)
     institutions: list[dict] = field(default_factory=list)
+    #: every instance is served at its URL by its front (daemons/front.py); layouts written before
+    #: fronts existed load without it
+    front: bool = False
 
     def save(self) -> None:
         Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -153,6 +162,7 @@ def init_deployment(
     force: bool = False,
     hold_ports: bool = False,
     object_store: ObjectStore | None = None,
+    front: bool = False,
 ) -> Layout:
     """Write keys, a local CA and server certificate, and one config file per instance.
 
@@ -165,6 +175,9 @@ def init_deployment(
     caller that starts the daemons some other way leaves it off.
     With `object_store` the render nodes of each institution share one prefix of its bucket (one
     key-encryption key and one credentials file per institution); otherwise each has its own folder.
+    With `front` every instance's URL is served by nginx (TLS, HTTP/2; a config per instance in
+    `front/`) in front of its gunicorn, which listens on loopback without TLS and believes the
+    front's X-Forwarded-For; otherwise gunicorn serves the URL with TLS itself.
     """
     root = root.resolve()
     if (root / LAYOUT_FILE).exists() and not force:
@@ -211,12 +224,17 @@ def init_deployment(
         next_dicom_port += 1
         return next_dicom_port - 1
 
+    def backend_port(public_port: int) -> int:
+        if pick_free_ports:
+            return hold_free_port(fronts.BACKEND_HOST) if hold_ports else free_port(fronts.BACKEND_HOST)
+        return public_port + fronts.BACKEND_PORT_OFFSET
+
     url_host = f"[{host}]" if ":" in host else host
-    layout = Layout(root=str(root), ca_cert=str(tls / "ca.pem"))
+    layout = Layout(root=str(root), ca_cert=str(tls / "ca.pem"), front=front)
     ports = {"web": port_for("web"), "toplevel": port_for("toplevel")}
     web_url = f"https://{url_host}:{ports['web']}"
     common = {
-        "server": {"host": host, "tls_cert": "tls/server.pem", "tls_key": "tls/server.key"},
+        "server": {"host": host, "tls_cert": FRONT_CERT, "tls_key": FRONT_KEY},
         "cors": {"origins": [web_url]},
         "tokens": {"public_key": "keys/token_ed25519.pub"},
     }
@@ -225,6 +243,12 @@ def init_deployment(
         merged = {section: dict(body) for section, body in common.items()}
         merged["server"] = {**merged["server"], "port": port}
         url = f"https://{url_host}:{port}"
+        if front:
+            behind = backend_port(port)
+            merged["server"] = {"host": fronts.BACKEND_HOST, "port": behind, "tls_cert": "", "tls_key": "",
+                                "trusted_proxies": 1}
+            if layer == "render":  # DICOM TLS keeps the certificate the HTTPS port no longer has
+                values = {**values, "dicom": {**values.get("dicom", {}), "tls_cert": FRONT_CERT, "tls_key": FRONT_KEY}}
         if layer != "web":
             # each server accepts only tokens minted for the URL its clients call it at
             merged["tokens"] = {**merged["tokens"], "audience": url}
@@ -239,6 +263,8 @@ def init_deployment(
         layout.instances.append(
             Instance(layer, name, str(path), url, institution)
         )
+        if front:
+            write_front(root, layout.instances[-1])
 
     toplevel_url = f"https://{url_host}:{ports['toplevel']}"
     add("toplevel", "toplevel", ports["toplevel"], {
@@ -283,6 +309,16 @@ def init_deployment(
     return layout
 
 
+def write_front(root: Path, instance: Instance) -> Path:
+    """Write the nginx config of an instance's front from its URL and its config (backend port, body
+    limit, keep-alive), so that the front refuses what the instance would (daemons/front.py)."""
+    server = get_layer(instance.layer).load_config(instance.config)["server"]
+    url = urlsplit(instance.url)
+    return fronts.write_config(root, fronts.Front(
+        instance.name, url.hostname or fronts.BACKEND_HOST, url.port or 443, server["port"],
+        f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"]))
+
+
 def _own_store(keys: Path, node_name: str) -> dict:
     """A node's own encrypted folder and its key."""
     _write_secret(keys / f"{node_name}.store.key", secrets.token_bytes(STORE_KEY_BYTES))
@@ -320,6 +356,7 @@ class LocalDeployment:
         wanted = layers or tuple(LAYERS)
         self.instances = [i for i in layout.instances if i.layer in wanted]
         self.processes: dict[str, subprocess.Popen] = {}
+        self.fronts: dict[str, subprocess.Popen] = {}
 
     @property
     def ca_cert(self) -> str:
@@ -334,8 +371,12 @@ class LocalDeployment:
     def log_path(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
 
+    def front_log_path(self, name: str) -> Path:
+        """nginx's error log of the instance's front (plain text, apart from the daemon's JSON lines)."""
+        return self.root / "logs" / f"{name}.front.log"
+
     def start_instance(self, instance: Instance) -> None:
-        """Start one daemon on a socket bound here and inherited (see listening_socket).
+        """Start one daemon on a socket bound here and inherited (see listening_socket), and its front.
 
         `-P`: the folder this process runs in stays off the daemon's import path (cli.gunicorn_argv).
         """
@@ -351,6 +392,28 @@ class LocalDeployment:
                 start_new_session=True,
                 pass_fds=(sock.fileno(),),
             )
+        if self.layout.front:
+            self.start_front(instance)
+
+    def start_front(self, instance: Instance) -> None:
+        """Start nginx at the instance's URL, on the socket held since `init_deployment` chose its port.
+
+        nginx takes listening sockets from its parent through the `NGINX` environment variable (the
+        way it hands them to a new binary on an upgrade), so the port is never free in between.
+        """
+        url = urlsplit(instance.url)
+        host = url.hostname if url.hostname != "localhost" else "127.0.0.1"
+        run_folder = self.root / fronts.FOLDER / "run" / instance.name
+        run_folder.mkdir(parents=True, exist_ok=True)
+        argv = fronts.command(write_front(self.root, instance), run_folder)  # the config as it is now
+        with listening_socket(host, url.port) as sock, open(self.front_log_path(instance.name), "ab") as log:
+            # as nginx sets it on sockets it binds itself: the connections it accepts inherit it, so
+            # a restart after a kill can bind the port while they linger in TIME_WAIT
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.listen(socket.SOMAXCONN)
+            self.fronts[instance.name] = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(sock.fileno(),),
+                env={**os.environ, "NGINX": f"{sock.fileno()};"})
 
     def start(self, timeout_s: float = 60.0) -> None:
         for instance in self.instances:
@@ -360,13 +423,15 @@ class LocalDeployment:
 
     def wait_healthy(self, instance: Instance, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
-        process = self.processes[instance.name]
+        watched = [(self.processes[instance.name], self.log_path(instance.name))]
+        if instance.name in self.fronts:
+            watched.append((self.fronts[instance.name], self.front_log_path(instance.name)))
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{instance.name} exited with {process.returncode}; log:\n"
-                    + self.log_path(instance.name).read_text(errors="replace")[-4000:]
-                )
+            for process, log in watched:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"{instance.name} ({Path(str(process.args[0])).name}) exited with {process.returncode}; "
+                        f"log:\n" + log.read_text(errors="replace")[-4000:])
             try:
                 if requests.get(f"{instance.url}/readyz", verify=self.ca_cert, timeout=2).ok:
                     return
@@ -376,15 +441,9 @@ class LocalDeployment:
         raise TimeoutError(f"{instance.name} was not ready (/readyz) within {timeout_s} s")
 
     def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        """Stop an instance as its clients see it: its front (if any), then its daemon."""
+        _stop(self.fronts.pop(name, None), signal.SIGQUIT if sig == signal.SIGTERM else sig)  # nginx: graceful
+        _stop(self.processes.pop(name, None), sig)
 
     def stop(self) -> None:
         for name in list(self.processes):
@@ -396,6 +455,17 @@ class LocalDeployment:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stop(process: subprocess.Popen | None, sig: int) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def dicom_endpoint(instance: Instance) -> dict:

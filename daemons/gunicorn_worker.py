@@ -2,6 +2,7 @@
 
 Some requests never reach Flask: gunicorn refuses oversized header fields (431), an overlong
 request line (414) or a malformed request (400) while parsing, and answers with an HTML page.
+(The same bodies answer what the nginx front refuses itself, daemons/front.py.)
 Clients of SIVR expect `{"error": {"code", "message"}}` and the API's security headers on every
 answer, so this worker replaces the one function gunicorn's `Worker.handle_error` writes those
 answers with (`gunicorn.util.write_error`), in the worker process only.
@@ -20,11 +21,17 @@ from shared.webapp import API_CONTENT_SECURITY_POLICY
 CODES = {
     400: "bad_request",
     403: "forbidden",
+    404: "not_found",
+    408: "request_timeout",
+    413: "payload_too_large",
     414: "uri_too_long",
     417: "expectation_failed",
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "gateway_timeout",
 }
 # The request-size limits of both servers `sivr serve` runs (gunicorn's defaults, passed to it
 # explicitly; daemons/http2_server.py applies the same to HTTP/2 requests).
@@ -35,6 +42,11 @@ MESSAGES = {
     414: "the request line (method and URL) is longer than this server accepts",
     431: "the request's header fields are larger or more numerous than this server accepts",
     500: "the server failed; the error was logged",
+    # answered by the TLS/HTTP/2 front (daemons/front.py) when its instance does not
+    413: "the request body is larger than this server accepts",
+    502: "the server behind this address is not running or not answering",
+    503: "the server behind this address is not available",
+    504: "the server behind this address did not answer in time",
 }
 
 

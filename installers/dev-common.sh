@@ -20,8 +20,9 @@ apt_install() {
     fi
 }
 
-# Runtime: Python venv support, Mesa EGL for the OpenGL 3D back end, and the libraries Qt needs.
-RUNTIME_PACKAGES=(python3-venv libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 libfontconfig1
+# Runtime: Python venv support, nginx (the TLS/HTTP/2 front of every instance, daemons/front.py),
+# Mesa EGL for the OpenGL 3D back end, and the libraries Qt needs.
+RUNTIME_PACKAGES=(python3-venv nginx libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0 libfontconfig1
     libdbus-1-3 libxkbcommon0 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
     libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xinerama0 fonts-dejavu-core)
 

@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from place_deployment import ALWAYS_COPIED, copy_once, named_files, select, sqlite_file
+from place_deployment import ALWAYS_COPIED, copy_once, front_files, named_files, select, sqlite_file
 
 from daemons.deployment import Instance, Layout
 
@@ -28,7 +28,7 @@ def write_bundle(source_dir: Path, out: Path, chosen: list[Instance], layout: La
     for instance in chosen:
         config = source_dir / Path(instance.config).name
         values = tomllib.loads(config.read_text(encoding="utf-8"))
-        for relative in named_files(instance.layer, values):
+        for relative in [*named_files(instance.layer, values), *front_files(source_dir, instance.name)]:
             copy_once(source_dir / relative, out / relative)
         database = sqlite_file(values, source_dir)
         if database is not None and database.is_relative_to(source_dir):
@@ -40,7 +40,7 @@ def write_bundle(source_dir: Path, out: Path, chosen: list[Instance], layout: La
     (out / "keys").mkdir(exist_ok=True)
     os.chmod(out / "keys", 0o700)
     Layout(root=str(out), ca_cert=str(out / "tls/ca.pem"), instances=placed,
-           institutions=layout.institutions).save()
+           institutions=layout.institutions, front=layout.front).save()
 
 
 def main(argv: list[str] | None = None) -> int:

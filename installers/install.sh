@@ -23,6 +23,7 @@ INSTITUTIONS=()
 ALL_LAYERS="web toplevel institution render"
 STAGING=""
 FRESH_CONFIG=0
+FRONT=0
 
 usage() {
     cat <<EOF
@@ -43,6 +44,9 @@ Usage: $0 [options]
   --use-system-packages     reuse the dependencies the --python interpreter already has (even if it
                             is a virtual environment) and install SIVR with pip --no-deps: fast,
                             and offline where a build backend is at hand
+  --front                   without --from: \`sivr init --front\`, each instance behind its own nginx
+                            (TLS, HTTP/2; unit sivr-front@<instance>), gunicorn on loopback
+                            (with --from, instances that have front/<instance>.conf get their front)
   --no-systemctl            do not reload systemd or enable the units
 EOF
 }
@@ -55,6 +59,7 @@ while (($#)); do
         --from) FROM="${2:?}"; shift 2 ;;
         --instances) INSTANCES="${2:?}"; shift 2 ;;
         --hostname) HOSTNAMES+=("${2:?}"); shift 2 ;;
+        --front) FRONT=1; shift ;;
         --institution-name) INSTITUTIONS+=("${2:?}"); shift 2 ;;
         --nodes-per-institution) NODES="${2:?}"; shift 2 ;;
         --python) PYTHON="${2:?}"; shift 2 ;;
@@ -158,6 +163,7 @@ write_config() {
         STAGING="$(mktemp -d)"
         trap 'rm -rf "$STAGING"' EXIT
         local init_args=(init --dir "$STAGING" --nodes-per-institution "$NODES")
+        if ((FRONT)); then init_args+=(--front); fi
         local name
         for name in "${HOSTNAMES[@]}"; do init_args+=(--hostname "$name"); done
         for name in "${INSTITUTIONS[@]}"; do init_args+=(--institution-name "$name"); done
@@ -198,6 +204,10 @@ set_permissions() {
     owned "root:$SERVICE_USER" 0750 "$R_ETC" "$R_ETC/keys" "$R_ETC/tls" "$R_DATA"
     local file
     for file in "$R_ETC"/*.toml; do owned "root:$SERVICE_USER" 0640 "$file"; done
+    if [[ -d "$R_ETC/front" ]]; then
+        owned "root:$SERVICE_USER" 0750 "$R_ETC/front"
+        for file in "$R_ETC"/front/*.conf; do [[ ! -e "$file" ]] || owned "root:$SERVICE_USER" 0640 "$file"; done
+    fi
     for file in "$R_ETC"/keys/* "$R_ETC"/tls/*; do
         [[ -e "$file" ]] || continue
         case "$file" in
@@ -271,7 +281,11 @@ install_desktop_entry() {
 enable_units() {
     local units=()
     local name
-    for name in $(instances); do units+=("$(unit_of "$name")"); done
+    for name in $(instances); do
+        units+=("$(unit_of "$name")")
+        # the instance's TLS/HTTP/2 front, when `sivr init --front` made one (daemons/front.py)
+        if [[ -e "$R_ETC/front/$name.conf" ]]; then units+=("sivr-front@$name.service"); fi
+    done
     if ((${#units[@]} == 0)); then
         say "no instance of \"$LAYERS\" is configured here: nothing to enable"
         return

@@ -7,6 +7,9 @@ leaves the toplevel host; each render node gets only its own store key; the CA's
 where certificates are made), and its data under /var/lib/sivr/<instance>, the one folder its unit
 may write. install.sh runs this with the installed virtual environment's Python.
 
+An instance with a front (`sivr init --front`) also gets its `front/<instance>.conf` and the
+server certificate and key that nginx reads (install.sh enables its `sivr-front@<instance>` unit).
+
 Prints one line per placed instance: `<layer> <instance name>`.
 """
 
@@ -19,12 +22,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from daemons.deployment import Instance, Layout
+from daemons.deployment import FRONT_CERT, FRONT_KEY, Instance, Layout
+from daemons.front import FOLDER as FRONT_FOLDER
 from daemons.layers import LAYERS
 from shared.config import COMMON_KEYS, Key, render_config_toml
 
 ALWAYS_COPIED = ("keys/token_ed25519.pub", "tls/ca.pem")
 CA_KEY = "tls/ca.key"
+FRONT_TLS = (FRONT_CERT, FRONT_KEY)
 SQLITE = "sqlite:///"
 
 
@@ -64,6 +69,13 @@ def named_files(layer: str, values: dict[str, dict[str, Any]]) -> list[str]:
     return found
 
 
+def front_files(source_dir: Path, name: str) -> list[str]:
+    """The instance's front config and the certificate and key it names, if it has a front
+    (`sivr init --front`; the config names them relative to its folder, front/)."""
+    conf = f"{FRONT_FOLDER}/{name}.conf"
+    return [conf, *FRONT_TLS] if (source_dir / conf).is_file() else []
+
+
 def place_instance(
     instance: Instance, source_dir: Path, etc_dir: Path, data_final: Path, data_real: Path
 ) -> None:
@@ -74,7 +86,7 @@ def place_instance(
     """
     source = source_dir / Path(instance.config).name
     values: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
-    for relative in named_files(instance.layer, values):
+    for relative in [*named_files(instance.layer, values), *front_files(source.parent, instance.name)]:
         copy_once(source.parent / relative, etc_dir / relative)
     old_db = sqlite_file(values, source.parent)
     data_values(instance, values, data_final)

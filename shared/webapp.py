@@ -7,7 +7,7 @@ the audit export — so no daemon can forget one of them.
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -96,7 +96,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Content-Security-Policy", API_CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if config["server"]["tls_cert"]:
+        if request.is_secure:  # TLS here, or at the front that forwarded it (X-Forwarded-Proto)
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")

@@ -38,8 +38,8 @@ def server_cert_of(deployment) -> Path:
     return Path(deployment.layout.root) / "tls" / "server.pem"
 
 
-def launch_chromium(playwright_instance, cert: Path):
+def launch_chromium(playwright_instance, cert: Path, extra_args: tuple[str, ...] = ()):
     return playwright_instance.chromium.launch(
         executable_path=str(CHROMIUM),
-        args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(cert)}"],
+        args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(cert)}", *extra_args],
     )

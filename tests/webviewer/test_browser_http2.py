@@ -1,7 +1,9 @@
-"""The viewer over HTTP/2: Chromium fetches the page and every image over h2 (`server.http2`).
+"""The viewer over HTTP/2: Chromium fetches the page and every image over h2.
 
-Every layer of a real deployment runs with `server.http2 = true`; Debian's Chromium logs in, opens
-a CT and scrolls, and the Resource Timing entries say which protocol carried each request.
+Twice: through the nginx fronts of the session's deployment (daemons/front.py, as `sivr demo`
+serves), and in a deployment without fronts whose layers serve HTTP/2 themselves
+(`server.http2 = true`, hypercorn). Debian's Chromium logs in, opens a CT and scrolls, and
+Chromium's network events say which protocol carried each request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemons.demo import start_deployment
+from daemons.demo import RunningDeployment, start_deployment
 from tests.test_http2 import enable_http2
 from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
 from tests.webviewer.helpers import new_patient, uploaded_record
@@ -21,11 +23,17 @@ SLICES = 12
 
 
 @pytest.fixture(scope="module")
-def h2_deployment(tmp_path_factory):
-    running = start_deployment(tmp_path_factory.mktemp("h2-deployment"),
+def hypercorn_deployment(tmp_path_factory):
+    running = start_deployment(tmp_path_factory.mktemp("h2-deployment"), front=False,
                                before_start=lambda layout: [enable_http2(i.config) for i in layout.instances])
     yield running
     running.stop()
+
+
+@pytest.fixture(params=["nginx front", "server.http2"])
+def h2_deployment(request) -> RunningDeployment:
+    fixture = "deployment" if request.param == "nginx front" else "hypercorn_deployment"
+    return request.getfixturevalue(fixture)
 
 
 @pytest.fixture

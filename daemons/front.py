@@ -1,0 +1,177 @@
+"""The TLS and HTTP/2 front of a browser-facing instance: Debian's nginx, one per instance.
+
+gunicorn speaks HTTP/1.1 only, so a browser opens at most six connections to a server and a
+viewer's many small image requests queue behind each other on a slow link. Each instance of a
+deployment made with a front (`sivr init`, `sivr demo` and the test deployments) is served at its
+public URL by nginx, which terminates TLS, speaks HTTP/2 (and HTTP/1.1) chosen by ALPN, and passes
+requests over plain HTTP/1.1 keep-alive connections to the instance's gunicorn on loopback
+(docs/architecture.md, "HTTP/2 to the browser", says why this and not an HTTP/2 WSGI server).
+
+What the front keeps of gunicorn's behaviour, by construction:
+- request bodies and responses are streamed, not buffered (`proxy_request_buffering off`,
+  `proxy_buffering off`): an upload reaches the app as it arrives, as it did without the front;
+- the body limit is the instance's `server.max_request_mb` (read from its config when the front's
+  config is written), refused by nginx with the API's JSON 413 before anything reaches the app (an
+  app refusing a body it has not read makes gunicorn close the connection, which nginx, still
+  sending, would turn into a 502); header buffers are larger than gunicorn's limits, so gunicorn's
+  JSON 414/431 answer nearly every oversized request (over HTTP/2 a header block over 16 KiB ends
+  the connection, as the protocol has it);
+- what nginx itself refuses (malformed requests, TLS on the wrong port, a backend that does not
+  answer) gets the API's `{"error": {"code", "message"}}` body (`daemons.gunicorn_worker`);
+- the client address: nginx REPLACES X-Forwarded-For with the peer's address, and the backend
+  believes it only because its config says one proxy is in front (`server.trusted_proxies = 1`)
+  and it listens on loopback, where only this host's processes reach it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemons.gunicorn_worker import json_error_body
+from shared.tls import TLS12_CIPHERS
+
+#: Where the backends of fronted instances listen (plain HTTP, reached only through the front).
+BACKEND_HOST = "127.0.0.1"
+#: A fixed layout's backend port is its public port plus this (below the ephemeral port range).
+BACKEND_PORT_OFFSET = 10000
+#: Seconds the front waits on a backend's answer: a 3D still or a series load may be slow.
+PROXY_TIMEOUT_S = 300
+FOLDER = "front"
+ERROR_PATH = "/.sivr-front-error/"  # internal locations only: a client asking for one gets a 404
+# The statuses nginx may answer by itself, and the status the client then gets.
+OWN_ERRORS = {400: 400, 404: 404, 408: 408, 413: 413, 414: 414, 494: 431, 495: 400, 496: 400, 497: 400,
+              500: 500, 502: 502, 503: 503, 504: 504}
+REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+DETAILS = {400: "a malformed request, or plain HTTP sent to this HTTPS port",
+           408: "the request did not arrive in time"}
+
+
+class FrontMissing(RuntimeError):
+    """nginx is not installed: a deployment with a front cannot start."""
+
+
+@dataclass(frozen=True)
+class Front:
+    """One instance's front: where browsers reach it and where its backend listens."""
+
+    name: str
+    listen_host: str
+    listen_port: int
+    backend_port: int
+    tls_cert: str  # relative to the front's config folder, or absolute
+    tls_key: str
+    max_body_mb: int
+    keepalive_s: int = 30
+
+
+def nginx_binary() -> str:
+    """Debian's nginx (package `nginx`, in installers/dev-common.sh RUNTIME_PACKAGES)."""
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
+    if found is None:
+        raise FrontMissing("nginx is not installed: the TLS/HTTP/2 front of every layer needs it "
+                           "(apt-get install nginx; installers/quickstart.sh installs it)")
+    return found
+
+
+def config_path(root: Path, name: str) -> Path:
+    return root / FOLDER / f"{name}.conf"
+
+
+def _error_locations() -> str:
+    lines = []
+    for status in sorted(set(OWN_ERRORS.values())):
+        body = json_error_body(status, REASONS[status], DETAILS.get(status, "")).decode()
+        body = body.replace("\\", "\\\\").replace("'", "\\'")  # an nginx single-quoted string
+        lines.append(f"        location = {ERROR_PATH}{status} {{\n"
+                     f"            internal;\n"
+                     # HTTP/2 checks the body's size again on the redirect; a second 413 there
+                     # would send nginx's own HTML page instead of this one
+                     f"            client_max_body_size 0;\n"
+                     f"            default_type application/json;\n"
+                     f"            add_header Cache-Control no-store always;\n"
+                     f"            add_header X-Content-Type-Options nosniff always;\n"
+                     f"            return {status} '{body}';\n"
+                     f"        }}")
+    return "\n".join(lines)
+
+
+def render_config(front: Front) -> str:
+    """The whole nginx.conf of one instance's front (run with `-p` a private writable folder)."""
+    try:  # an address: listen on it alone (as gunicorn bound server.host)
+        ipaddress.ip_address(front.listen_host)
+        hosts = [f"[{front.listen_host}]" if ":" in front.listen_host else front.listen_host]
+    except ValueError:  # a host name: every address of this host (IPv6 sockets are v6-only in nginx)
+        hosts = ["0.0.0.0", "[::]"]
+    listens = "\n".join(f"        listen {host}:{front.listen_port} ssl http2;" for host in hosts)
+    # internal redirects to URIs, not named locations: those need a parsed URI, which a 414 lacks
+    error_pages = "\n".join(f"        error_page {own} ={sent} {ERROR_PATH}{sent};" for own, sent in OWN_ERRORS.items())
+    return f"""\
+# The TLS/HTTP/2 front of SIVR instance {front.name} (written by daemons/front.py; docs/deployment.md).
+# Relative certificate paths are relative to this file's folder; pid and temporary files go under
+# the folder nginx is started with (-p), the error log to stderr (-e stderr).
+worker_processes 2;
+pid nginx.pid;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;  # the app writes the access line, with the route, the user and the request id
+    server_tokens off;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+
+    upstream backend {{
+        server {BACKEND_HOST}:{front.backend_port};
+        keepalive 64;
+    }}
+
+    server {{
+{listens}
+        ssl_certificate {front.tls_cert};
+        ssl_certificate_key {front.tls_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {TLS12_CIPHERS};
+        ssl_session_cache shared:sivr_tls:10m;
+        keepalive_timeout {front.keepalive_s}s;
+        client_max_body_size {front.max_body_mb}m;
+        large_client_header_buffers 4 16k;
+
+        proxy_http_version 1.1;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_read_timeout {PROXY_TIMEOUT_S}s;
+        proxy_send_timeout {PROXY_TIMEOUT_S}s;
+        proxy_set_header Host $host:$server_port;
+        proxy_set_header Connection "";
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header Forwarded "";
+
+{error_pages}
+        location / {{
+            proxy_pass http://backend;
+        }}
+{_error_locations()}
+    }}
+}}
+"""
+
+
+def write_config(root: Path, front: Front) -> Path:
+    path = config_path(root, front.name)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(render_config(front))
+    return path
+
+
+def command(conf: Path, run_folder: Path) -> list[str]:
+    """The nginx command line serving one front in the foreground (systemd, `sivr demo`, tests)."""
+    return [nginx_binary(), "-p", f"{run_folder}/", "-c", str(conf), "-e", "stderr", "-g", "daemon off;"]

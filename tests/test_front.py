@@ -1,0 +1,244 @@
+"""The TLS/HTTP/2 front (daemons/front.py): what browsers reach is nginx, in front of gunicorn.
+
+The session `deployment` serves every instance through its front, as `sivr demo` does: ALPN picks
+h2 on the render nodes and the web layer (and the others), many requests share one connection,
+the API's errors stay JSON (the app's, gunicorn's and nginx's own), a large upload and a streamed
+STOW-RS body (no Content-Length) reach the app, and the client address in the audit log is the
+peer's, whatever X-Forwarded-For a client sends.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import requests
+
+from daemons import front as fronts
+from daemons.deployment import free_port
+from shared.tls import create_ca, issue_server_cert
+from tests.render.synthetic import stack
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+CONCURRENT = 24
+
+
+def _alpn(url: str, ca: str, offered: list[str]) -> str | None:
+    parts = urlsplit(url)
+    context = ssl.create_default_context(cafile=ca)
+    context.set_alpn_protocols(offered)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        return sock.selected_alpn_protocol()
+
+
+def _json_error(reply: httpx.Response | requests.Response, status: int) -> dict:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json"), reply.headers
+    error = reply.json()["error"]
+    assert set(error) >= {"code", "message"}
+    return error
+
+
+@pytest.fixture(scope="module")
+def h2(deployment):
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=deployment.ca_cert), timeout=300) as client:
+        yield client
+
+
+@pytest.mark.parametrize("name", ["render-1-1", "web", "toplevel", "institution-1"])
+def test_every_layer_negotiates_h2_by_alpn_and_still_speaks_http11(deployment, name, h2):
+    url = deployment.url(name)
+    assert _alpn(url, deployment.ca_cert, ["h2", "http/1.1"]) == "h2"
+    assert _alpn(url, deployment.ca_cert, ["http/1.1"]) == "http/1.1"
+    reply = h2.get(f"{url}/readyz")
+    assert reply.http_version == "HTTP/2" and reply.status_code == 200, reply.text
+    assert reply.headers["strict-transport-security"]  # the backend knows the browser came over TLS
+    plain = requests.get(f"{url}/readyz", verify=deployment.ca_cert, timeout=30)  # HTTP/1.1 clients
+    assert plain.status_code == 200 and plain.raw.version == 11
+
+
+def test_the_web_layer_serves_the_viewer_over_h2(deployment, h2):
+    page = h2.get(f"{deployment.url('web')}/")
+    assert page.http_version == "HTTP/2" and page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    config = h2.get(f"{deployment.url('web')}/config.json")
+    assert config.status_code == 200 and config.json()
+
+
+def test_tls12_stays_aead_only_at_the_front(deployment):
+    with pytest.raises(ssl.SSLError):
+        parts = urlsplit(deployment.url("render-1-1"))
+        context = ssl.create_default_context(cafile=deployment.ca_cert)
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers("AES128-SHA:AES256-SHA")
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw:
+            context.wrap_socket(raw, server_hostname=parts.hostname)
+
+
+def test_concurrent_image_requests_share_one_connection(deployment):
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (Debian package curl)")
+    client = deployment.client("physician")
+    url = deployment.url("render-1-1")
+    token = client.token_for(url)
+    urls = [f"{url}/api/v1/presets?n={i}" for i in range(CONCURRENT)]
+    done = subprocess.run(
+        [curl, "--http2", "--parallel", "--parallel-max", str(CONCURRENT), "--silent", "--cacert", deployment.ca_cert,
+         "-H", f"Authorization: Bearer {token}", "-w", "%{http_version} %{response_code} %{num_connects}\\n",
+         *[arg for u in urls for arg in (u, "-o", "/dev/null")]],
+        capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert len(rows) == CONCURRENT
+    assert {(version, code) for version, code, _ in rows} == {("2", "200")}
+    assert sum(int(connects) for _, _, connects in rows) == 1, done.stdout
+
+
+def test_errors_through_the_front_stay_json(deployment, h2):
+    node, top = deployment.url("render-1-1"), deployment.url("toplevel")
+    assert _json_error(h2.get(f"{node}/api/v1/presets"), 401)["code"]  # the app's
+    assert _json_error(h2.get(f"{node}/no/such/path"), 404)["code"] == "not_found"
+    # over toplevel's server.max_request_mb (16 MiB): refused before it reaches the app
+    too_big = requests.post(f"{top}/api/v1/auth/login", data=b"x" * (17 * 1024 * 1024), verify=deployment.ca_cert,
+                            timeout=60, headers={"Content-Type": "application/json"})
+    assert _json_error(too_big, 413)["code"] == "payload_too_large"
+    # a request line gunicorn refuses (over 4094 bytes), and one nginx refuses (over its 16 KiB buffers)
+    for length in (5000, 20000):
+        long_url = requests.get(f"{node}/api/v1/{'x' * length}", verify=deployment.ca_cert, timeout=30)
+        assert _json_error(long_url, 414)["code"] == "uri_too_long"
+    assert _json_error(h2.get(f"{node}{fronts.ERROR_PATH}502"), 404)["code"] == "not_found"  # internal only
+    # plain HTTP sent to the HTTPS port: nginx's own refusal, as JSON
+    parts = urlsplit(node)
+    plain = requests.get(f"http://{parts.hostname}:{parts.port}/readyz", timeout=30)
+    assert _json_error(plain, 400)["code"] == "bad_request"
+
+
+def test_an_oversized_body_over_h2_is_refused_as_json_with_or_without_length(deployment, tmp_path):
+    """curl, not httpx: httpx's HTTP/2 client reads no answer before it has sent the whole body."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (Debian package curl)")
+    body = tmp_path / "body.json"
+    body.write_bytes(b"x" * (17 * 1024 * 1024))
+    for extra in ([], ["-H", "Transfer-Encoding: chunked"]):  # curl then sends DATA frames without a length
+        done = subprocess.run(
+            [curl, "--http2", "--silent", "--cacert", deployment.ca_cert, "-H", "Content-Type: application/json",
+             *extra, "--data-binary", f"@{body}", f"{deployment.url('toplevel')}/api/v1/auth/login",
+             "-w", "\n%{http_version} %{response_code} %{content_type}"],
+            capture_output=True, text=True, timeout=120, check=True)
+        answer, status = done.stdout.rsplit("\n", 1)
+        assert status == "2 413 application/json", (extra, done.stdout)
+        assert json.loads(answer)["error"]["code"] == "payload_too_large"
+
+
+def test_a_large_upload_streams_through_the_front_over_h2(deployment, h2):
+    client, url = deployment.client("physician"), deployment.url("render-1-1")
+    files = stack(AXIAL, count=80, rows=512, cols=512)  # 80 slices of 512 x 512 x 16 bit: 40 MiB
+    assert sum(len(data) for _, data in files) > 40 * 1024 * 1024
+    reply = h2.post(f"{url}/api/v1/records", headers={"Authorization": f"Bearer {client.token_for(url)}"},
+                    files=[("files", (name, data, "application/dicom")) for name, data in files])
+    assert reply.http_version == "HTTP/2" and reply.status_code in (200, 201), reply.text[:500]
+    assert reply.json()["frames"] == 80
+
+
+def test_a_stow_body_without_content_length_reaches_the_app(deployment, h2):
+    """STOW-RS streamed as HTTP/2 DATA frames without Content-Length: nginx passes it on chunked,
+    gunicorn hands it to the app whole."""
+    from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
+    from tests.render.synthetic import dataset, to_bytes
+
+    client, url = deployment.client("physician"), deployment.url("render-1-1")
+    boundary = new_boundary()
+    body = b"".join(write_related([("application/dicom", to_bytes(dataset()))], boundary))
+    headers = {"Authorization": f"Bearer {client.token_for(url)}", "Accept": "application/dicom+json",
+               "Content-Type": related_content_type("application/dicom", boundary)}
+    stored = h2.post(f"{url}/dicomweb/studies", headers=headers, content=iter([body[:100], body[100:]]))
+    assert stored.http_version == "HTTP/2" and "content-length" not in stored.request.headers
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["00081199"]["Value"], stored.text  # ReferencedSOPSequence: the instance is stored
+
+
+def test_the_audit_log_has_the_peer_address_not_a_forged_one(deployment):
+    top = deployment.url("toplevel")
+    physician = deployment.users["physician"]
+    login = requests.post(f"{top}/api/v1/auth/login", json=physician, verify=deployment.ca_cert, timeout=30,
+                          headers={"X-Forwarded-For": "203.0.113.7", "Forwarded": "for=203.0.113.8"})
+    assert login.status_code == 200, login.text
+    admin = deployment.client("admin")
+    entries = admin.call("GET", f"{top}/api/v1/audit",
+                         params={"username": physician["username"], "limit": 20}).json()["items"]
+    assert entries
+    assert {e["client_ip"] for e in entries} == {"127.0.0.1"}
+
+
+@pytest.fixture
+def lone_front(tmp_path):
+    """A front whose backend is not running (its port is free): what a browser gets when a daemon
+    is down but its host is up."""
+    create_ca(tmp_path / "ca.pem", tmp_path / "ca.key")
+    issue_server_cert(tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "server.pem", tmp_path / "server.key",
+                      ["127.0.0.1"])
+    port = free_port()
+    conf = fronts.write_config(tmp_path, fronts.Front("lone", "127.0.0.1", port, free_port(),
+                                                      "../server.pem", "../server.key", 16))
+    run = tmp_path / "run"
+    run.mkdir()
+    process = subprocess.Popen(fronts.command(conf, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            requests.get(url, verify=str(tmp_path / "ca.pem"), timeout=2)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    assert process.poll() is None, process.stdout.read() if process.stdout else ""
+    yield url, str(tmp_path / "ca.pem")
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_a_backend_that_is_down_answers_json_502(lone_front):
+    url, ca = lone_front
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=ca), timeout=30) as client:
+        reply = client.get(f"{url}/api/v1/node")
+    assert reply.http_version == "HTTP/2"
+    assert _json_error(reply, 502)["code"] == "bad_gateway"
+
+
+def test_init_with_front_writes_configs_nginx_accepts(tmp_path):
+    """What `sivr init --front` writes for IT: backends on loopback without TLS that believe one
+    proxy, DICOM TLS still with the certificate, and an nginx config per instance that `nginx -t`
+    accepts, its certificate paths relative to it (the folder is copied to /etc/sivr)."""
+    from daemons.deployment import init_deployment
+    from daemons.layers import get_layer
+
+    layout = init_deployment(tmp_path / "d", hostnames=["::1", "localhost"], front=True)
+    assert layout.front
+    run = tmp_path / "run"
+    run.mkdir()
+    for instance in layout.instances:
+        config = get_layer(instance.layer).load_config(instance.config)
+        server = config["server"]
+        assert (server["host"], server["tls_cert"], server["trusted_proxies"]) == ("127.0.0.1", "", 1)
+        public_port = int(instance.url.rsplit(":", 1)[1])
+        assert server["port"] == public_port + fronts.BACKEND_PORT_OFFSET
+        if instance.layer == "render":
+            assert Path(config["dicom"]["tls_cert"]).is_file()
+        conf = fronts.config_path(Path(layout.root), instance.name)
+        text = conf.read_text()
+        assert f"listen [::1]:{public_port} ssl http2;" in text
+        assert f"server 127.0.0.1:{server['port']};" in text
+        assert f"client_max_body_size {server['max_request_mb']}m;" in text
+        argv = [a for a in fronts.command(conf, run) if a not in ("-g", "daemon off;")]
+        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
