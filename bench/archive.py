@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 from bench.bench_2d import Server, Setup, pct, run_clients, start_orthanc  # noqa: E402
 from bench.bench_2d_data import derived_series  # noqa: E402
 from daemons.deployment import free_port  # noqa: E402
-from daemons.render.catalogue import InstanceHeader, index_series  # noqa: E402
-from daemons.render.ingest import series_record_id  # noqa: E402
+from daemons.render.catalogue.index import InstanceHeader, index_series  # noqa: E402
+from daemons.render.ingest.service import series_record_id  # noqa: E402
 from daemons.render.models import make_models, upgrade  # noqa: E402
 from daemons.render.settings import KEYS  # noqa: E402
 from shared.config import build_config, render_config_toml  # noqa: E402

@@ -50,11 +50,11 @@ sys.path.insert(0, str(REPO))
 from bench.bench_2d_data import derived_series, real_ct_files  # noqa: E402
 from daemons.deployment import free_port  # noqa: E402
 from daemons.render.app import create_app  # noqa: E402
-from daemons.render.encode import encode_image  # noqa: E402
-from daemons.render.geometry import FULL  # noqa: E402
+from daemons.render.imaging.encode import encode_image  # noqa: E402
+from daemons.render.imaging.geometry import FULL  # noqa: E402
+from daemons.render.imaging.pixels import Window  # noqa: E402
+from daemons.render.imaging.render2d import render_frame  # noqa: E402
 from daemons.render.models import upgrade  # noqa: E402
-from daemons.render.pixels import Window  # noqa: E402
-from daemons.render.render2d import render_frame  # noqa: E402
 from daemons.render.settings import KEYS  # noqa: E402
 from shared.config import build_config, render_config_toml  # noqa: E402
 from shared.tls import create_ca, issue_server_cert  # noqa: E402

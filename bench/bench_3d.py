@@ -28,8 +28,8 @@ import pydicom
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.render.encode import encode_image  # noqa: E402
-from daemons.render.pixels import Window  # noqa: E402
+from daemons.render.imaging.encode import encode_image  # noqa: E402
+from daemons.render.imaging.pixels import Window  # noqa: E402
 from daemons.render.volume import ViewSpec, prepare_volume  # noqa: E402
 from daemons.render.volume.backend import probe_gl, select_backend  # noqa: E402
 from daemons.render.volume.mpr import reformat_image  # noqa: E402

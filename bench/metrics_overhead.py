@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemons.render import api_frames
+from daemons.render.api import frames as api_frames
 from daemons.render.app import create_app
 from daemons.render.models import upgrade
 from daemons.render.settings import KEYS

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from daemons.demo import start_deployment  # noqa: E402
-from daemons.render.catalogue import make_catalogue_models  # noqa: E402
-from daemons.render.matching import select, where  # noqa: E402
+from daemons.render.catalogue.index import make_catalogue_models  # noqa: E402
+from daemons.render.catalogue.matching import select, where  # noqa: E402
 from shared.db import connect_database  # noqa: E402
 
 CT = REPO / "demo_data" / "ct-chest-100"

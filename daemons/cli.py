@@ -84,7 +84,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_store_rewrap(args: argparse.Namespace) -> int:
     """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
-    from daemons.render.stores import open_store
+    from daemons.render.store.interface import open_store
 
     store = open_store(get_layer("render").load_config(args.config))
     print(f"{store.rewrap()} record(s) rewrapped with the current key-encryption key; "

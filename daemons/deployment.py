@@ -27,7 +27,7 @@ import requests
 
 from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
-from daemons.render.s3store import store_location
+from daemons.render.store.s3 import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
 from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert

@@ -1,6 +1,6 @@
 """Manifests for tests that need one without an upload (store round trips, the 3D endpoints' stand-in).
 
-Each is a real `daemons.render.manifest.Manifest` of the current version, built from the same
+Each is a real `daemons.render.store.manifest.Manifest` of the current version, built from the same
 JSON parts the series analysis writes, so a test cannot drift from the stored form.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from daemons.render.manifest import Manifest
+from daemons.render.store.manifest import Manifest
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 

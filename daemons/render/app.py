@@ -12,34 +12,32 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from daemons.render import (
-    api_3d,
-    api_frames,
-    api_keyimages,
-    api_node,
-    api_probe,
-    api_records,
-    api_worklist,
-    dicomweb,
-    openapi,
-)
-from daemons.render.catalogue import protect_database_file
-from daemons.render.dimse import DIMSE_EXTENSION, start_listener
-from daemons.render.dimse import check_config as check_dicom_config
-from daemons.render.image_cache import ImageCache
-from daemons.render.ingest import INGEST_EXTENSION, Ingest
-from daemons.render.isolation import DecodePool, IsolationLimits
+from daemons.render import dicomweb
+from daemons.render.api import frames as api_frames
+from daemons.render.api import key_images as api_keyimages
+from daemons.render.api import mpr3d as api_3d
+from daemons.render.api import node_info as api_node
+from daemons.render.api import openapi
+from daemons.render.api import readings as api_probe
+from daemons.render.api import records as api_records
+from daemons.render.api import worklist as api_worklist
+from daemons.render.catalogue.index import protect_database_file
+from daemons.render.catalogue.record_index import RecordIndex
+from daemons.render.dimse.listener import DIMSE_EXTENSION, start_listener
+from daemons.render.dimse.listener import check_config as check_dicom_config
+from daemons.render.imaging.image_cache import ImageCache
+from daemons.render.imaging.webp_effort import WebpEffort
+from daemons.render.ingest.isolation import DecodePool, IsolationLimits
+from daemons.render.ingest.service import INGEST_EXTENSION, Ingest
+from daemons.render.ingest.upload_checks import MIB, Limits
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
-from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
-from daemons.render.stores import install_error_handler, open_store, readiness_check
+from daemons.render.store.interface import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
-from daemons.render.upload_checks import MIB, Limits
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
-from daemons.render.webp_effort import WebpEffort
 from shared.audit import audit_blueprint
 from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier

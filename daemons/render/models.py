@@ -1,5 +1,5 @@
 """The render node's own tables: the catalogue of stored records, the DICOM
-catalogue (patient → study → series → instance, `daemons.render.catalogue`) and the audit log.
+catalogue (patient → study → series → instance, `daemons.render.catalogue.index`) and the audit log.
 
 The models are made per database by `make_models` rather than bound to a module-level proxy, so
 several nodes (tests, benchmarks) can live in one process without sharing a connection. The
@@ -15,13 +15,13 @@ from typing import Any
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from daemons.render.catalogue import (
+from daemons.render.catalogue.index import (
     CatalogueModels,
     backfill,
     make_catalogue_models,
     protect_database_file,
 )
-from daemons.render.stores import open_store
+from daemons.render.store.interface import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, database_from_config, upgrade_schema, utcnow
@@ -66,7 +66,7 @@ def make_models(database: peewee.Database) -> Models:
 
 
 def make_key_image_model(database: peewee.Database) -> Any:
-    """The key images of the records on this node (daemons.render.api_keyimages): an image a
+    """The key images of the records on this node (daemons.render.api.key_images): an image a
     physician marked as the one that matters, kept with the record so every viewer lists it."""
 
     class KeyImage(peewee.Model):
@@ -88,7 +88,7 @@ def make_key_image_model(database: peewee.Database) -> Any:
     return KeyImage
 
 
-#: `uploaded_by` of a series a DICOM peer sent (daemons.render.dimse: "dicom:" + its AE title).
+#: `uploaded_by` of a series a DICOM peer sent (daemons.render.dimse.listener: "dicom:" + its AE title).
 DIMSE_SENDER_PREFIX = "dicom:"
 
 

@@ -16,17 +16,17 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 
-from daemons.render.catalogue import forget_series
-from daemons.render.image_cache import ImageCache
-from daemons.render.isolation import DecodePool
-from daemons.render.manifest import Manifest, ManifestVersionError
+from daemons.render.catalogue.index import forget_series
+from daemons.render.catalogue.record_index import RecordIndex
+from daemons.render.imaging.image_cache import ImageCache
+from daemons.render.imaging.webp_effort import WebpEffort
+from daemons.render.ingest.isolation import DecodePool
+from daemons.render.ingest.upload_checks import Limits
 from daemons.render.models import Models
-from daemons.render.record_index import RecordIndex
 from daemons.render.records import RecordRegistry
-from daemons.render.storage import StoreError
-from daemons.render.stores import Store, StoreUnavailable
-from daemons.render.upload_checks import Limits
-from daemons.render.webp_effort import WebpEffort
+from daemons.render.store.interface import Store, StoreUnavailable
+from daemons.render.store.local import StoreError
+from daemons.render.store.manifest import Manifest, ManifestVersionError
 from shared.config import Config
 from shared.errors import ApiError, not_found
 

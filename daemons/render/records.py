@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from daemons.render.decode import decode_frames, fast_path_possible, read_dataset
-from daemons.render.frame_layout import Layout
-from daemons.render.manifest import Manifest
-from daemons.render.overlays import overlay_mask
-from daemons.render.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
-from daemons.render.planes import record_spacing
+from daemons.render.imaging.decode import decode_frames, fast_path_possible, read_dataset
+from daemons.render.imaging.overlays import overlay_mask
+from daemons.render.imaging.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
+from daemons.render.imaging.planes import record_spacing
+from daemons.render.imaging.voi import default_voi, lut_from_json
 from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
-from daemons.render.stores import Store
-from daemons.render.voi import default_voi, lut_from_json
+from daemons.render.store.frame_layout import Layout
+from daemons.render.store.interface import Store
+from daemons.render.store.manifest import Manifest
 
 LUT_CACHE_SIZE = 64
 OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
@@ -77,7 +77,7 @@ class LoadedRecord:
         self.default_voi = default_voi(manifest).voi
         self.modality_lut = lut_from_json(render.modality_lut)
         self.errors: dict[int, str] = {}
-        # Copies of its pixels made for it (a stack's or time point's volume, daemons.render.api_3d):
+        # Copies of its pixels made for it (a stack's or time point's volume, daemons.render.api.mpr3d):
         # they live as long as the record and count in its memory.
         self.derived_bytes = 0
         self._ready = np.zeros(self.frames_total, dtype=bool)
@@ -241,7 +241,7 @@ class _Loader:
             pool.submit(self._pump)
 
     def overlay(self, index: int) -> np.ndarray | None:
-        """The overlay planes covering frame `index` as one mask (daemons.render.overlays), read
+        """The overlay planes covering frame `index` as one mask (daemons.render.imaging.overlays), read
         from the stored file on first use; None when it has none. A manifest from before overlays
         were recorded says nothing, and the file is looked at."""
         with self._lock:

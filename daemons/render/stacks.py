@@ -1,10 +1,10 @@
 """A record's stacks as the node serves them: the one reader of the manifest's `render.stacks`.
 
-`daemons.render.stack_analysis` writes the stacks at upload (which frames form each volume, their
+`daemons.render.ingest.stack_analysis` writes the stacks at upload (which frames form each volume, their
 order, time points and why a stack forms no volume). MPR and 3D render one stack at a time
 (`stack` query parameter, default the first) at one of its time points (`phase`, 0-based, default
 the first: each time point is a volume of its own), cut with the same plane geometry the record
-metadata publishes for it (`stack_manifest` feeds `daemons.render.planes`). A manifest stored
+metadata publishes for it (`stack_manifest` feeds `daemons.render.imaging.planes`). A manifest stored
 before stacks existed has one stack of all its frames, as those records were always rendered.
 
 Each stack has its frames' size and pixel spacing (a classic series may mix them): 2D frames,
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from daemons.render.manifest import Manifest
-from daemons.render.planes import plane_table
+from daemons.render.imaging.planes import plane_table
+from daemons.render.store.manifest import Manifest
 from shared.errors import not_found
 
 
@@ -127,7 +127,7 @@ def stack_voxels(pixels: np.ndarray, stack: Stack) -> np.ndarray:
 
 def stack_manifest(manifest: Manifest, stack: Stack) -> Manifest:
     """The manifest as if the record were this stack's volume alone (its frames, their positions,
-    its spacing and orientation): what `daemons.render.planes` computes the stack's geometry from."""
+    its spacing and orientation): what `daemons.render.imaging.planes` computes the stack's geometry from."""
     meta = manifest.meta
     if (stack.frames == tuple(range(meta.frames)) and stack.orientation is None and stack.slice_spacing is None
             and (stack.rows, stack.columns, stack.pixel_spacing) == (meta.rows, meta.columns, meta.pixel_spacing)):

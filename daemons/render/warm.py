@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemons.render import pixels
+from daemons.render.imaging import pixels
 from daemons.render.volume import MODES, ViewSpec, cpu, prepare_volume, volume
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.raycast import RayCaster

@@ -384,7 +384,7 @@ def test_dicomweb_mpr_and_volume_extensions_over_tls(served):
 def test_openapi_documents_the_rendered_routes_with_the_declared_parameters(ct):
     import re
 
-    from daemons.render import query
+    from daemons.render.api import query
 
     node, _ = ct
     paths = node.client.get("/api/v1/openapi.json").get_json()["paths"]
@@ -439,8 +439,8 @@ def test_frames_the_upload_found_short_are_422_in_dicom_numbering(ct):
 
 @pytest.mark.parametrize("side", [100, 333, 512, 1000])
 def test_a_viewport_source_rectangle_crops_exactly_its_pixels(side):
-    from daemons.render.geometry import crop_bounds
-    from daemons.render.query import Viewport
+    from daemons.render.api.query import Viewport
+    from daemons.render.imaging.geometry import crop_bounds
 
     for sx in range(0, side, 7):
         sw = max(1, (side - sx) // 2)
@@ -449,7 +449,7 @@ def test_a_viewport_source_rectangle_crops_exactly_its_pixels(side):
 
 
 def test_rendered_volume_without_a_window_takes_the_projections_default_as_the_node_api(ct):
-    """One default for every door (daemons.render.api_3d.Render3D.projection_window): the same
+    """One default for every door (daemons.render.api.mpr3d.Render3D.projection_window): the same
     image and the same X-Window through DICOMweb and the node's API, and not the slices' window."""
     node, uids = ct
     for mode in ("mip", "minip", "avg"):

@@ -14,7 +14,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
 from requests import HTTPError
 
-from daemons.render.ingest import series_record_id
+from daemons.render.ingest.service import series_record_id
 from tests.conftest import DEMO_CT
 from tests.dicomweb.conftest import synthetic_series, uids
 
@@ -166,7 +166,7 @@ def test_non_dicom_and_foreign_study_parts_fail_each_and_store_nothing(node):
 def test_a_stow_request_parses_each_uncompressed_instance_once(node, monkeypatch):
     """The part read for its UIDs is the parse the ingest checks and stores: no second parse, nor a
     second walk of the file for duplicated elements."""
-    from daemons.render import upload_checks
+    from daemons.render.ingest import upload_checks
 
     files = synthetic_series(5)
     parses, walks = [], []

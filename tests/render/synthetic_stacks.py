@@ -1,5 +1,5 @@
 """Synthetic enhanced multi-frame files that hold several stacks (field map, DTI, dynamic), and a
-classic series that mixes orientations: the inputs of the stack split (daemons/render/stack_analysis.py).
+classic series that mixes orientations: the inputs of the stack split (daemons/render/ingest/stack_analysis.py).
 
 Every frame's pixels are `value(stack, position, time)` (a constant image), so a test can tell which
 frame a reformat or a stack was made of.

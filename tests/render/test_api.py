@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemons.render.pixels import Window
+from daemons.render.imaging.pixels import Window
 from daemons.render.records import LoadedRecord, _Loader
 from daemons.render.stacks import stack_voxels, stacks_of
 from shared.config import ConfigError
@@ -116,7 +116,7 @@ def _png(reply) -> np.ndarray:
 def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_ct):
     node, record_id, record = loaded_ct
     url = f"/api/v1/records/{record_id}/frames/4"
-    from daemons.render.pixels import PRESETS, GrayParams, Modality, Window, render_gray_reference
+    from daemons.render.imaging.pixels import PRESETS, GrayParams, Modality, Window, render_gray_reference
 
     stored = record.pixels[4]
     modality = Modality(record.rescale_slope, record.rescale_intercept)
@@ -136,7 +136,7 @@ def test_window_preset_and_default_change_the_image_as_the_pipeline_says(loaded_
 def test_one_window_renders_every_frame_exactly_whatever_its_value_range(node):
     # the node's tables cover only the stored values seen so far; a frame with values beyond
     # them must widen the table, never show a wrong grey
-    from daemons.render.pixels import GrayParams, Modality, Window, render_gray_reference
+    from daemons.render.imaging.pixels import GrayParams, Modality, Window, render_gray_reference
     from tests.render.synthetic import dataset, to_bytes
 
     ranges = [(-10, 10), (-2000, -1500), (500, 3000), (-32768, 32767), (0, 0)]
@@ -187,7 +187,7 @@ def test_etag_revalidation_answers_304(loaded_ct):
 
 
 def test_a_busy_node_encodes_webp_faster_and_says_how_often(make_node, ct_files):
-    from daemons.render.webp_effort import FAST_METHOD
+    from daemons.render.imaging.webp_effort import FAST_METHOD
 
     node = make_node(render__webp_busy_encodes=1)
     try:
@@ -442,7 +442,7 @@ def test_the_same_record_uploaded_twice_at_once_is_stored_once(node, ct_files):
 def test_multi_frame_and_colour_files_load_and_render_like_pydicom(node, dicom_dir, name):
     from pydicom.pixels import apply_color_lut
 
-    from daemons.render.pixels import color_to_uint8
+    from daemons.render.imaging.pixels import color_to_uint8
 
     path = dicom_dir / name
     reply = node.upload([path])

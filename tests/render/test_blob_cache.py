@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons.render.blob_cache import TEMPORARY_SUFFIX, BlobCache
+from daemons.render.store.blob_cache import TEMPORARY_SUFFIX, BlobCache
 
 
 def test_keeps_at_most_its_size_dropping_the_least_recently_used(tmp_path):

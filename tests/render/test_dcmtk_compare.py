@@ -27,11 +27,11 @@ import pytest
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from daemons.render.decode import IJG_SYNTAXES, decode_frames
-from daemons.render.pixels import GrayParams, LutTable, Modality, render_gray
-from daemons.render.series_analysis import parse_upload
-from daemons.render.upload_checks import Limits, UploadError
-from daemons.render.voi import default_voi, frame_voi, lut_from_json
+from daemons.render.imaging.decode import IJG_SYNTAXES, decode_frames
+from daemons.render.imaging.pixels import GrayParams, LutTable, Modality, render_gray
+from daemons.render.imaging.voi import default_voi, frame_voi, lut_from_json
+from daemons.render.ingest.series_analysis import parse_upload
+from daemons.render.ingest.upload_checks import Limits, UploadError
 
 REPO = Path(__file__).resolve().parents[2]
 DICOM = REPO.parent / "shared" / "data" / "dicom"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from daemons.render.isolation import DecodePool, IsolatedFailure, IsolationLimits
+from daemons.render.ingest.isolation import DecodePool, IsolatedFailure, IsolationLimits
 
 
 def _pid() -> int:

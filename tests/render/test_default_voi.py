@@ -18,8 +18,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from daemons.render.series_analysis import parse_upload
-from daemons.render.storage import RecordStore
+from daemons.render.ingest.series_analysis import parse_upload
+from daemons.render.store.local import RecordStore
 from tests.render.synthetic import dataset, to_bytes
 from tests.render.test_dcmtk_compare import LIMITS
 

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (
 )
 
 from daemons.deployment import free_port
-from daemons.render.ingest import series_record_id
+from daemons.render.ingest.service import series_record_id
 from daemons.render.models import upgrade
 from tests.render.synthetic import dataset, to_bytes
 

@@ -446,7 +446,7 @@ def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
 
 
 def test_destinations_are_checked_at_start(make_node):
-    from daemons.render.dimse_retrieve import Destination, parse_destinations
+    from daemons.render.dimse.retrieve import Destination, parse_destinations
     from daemons.render.settings import KEYS
     from shared.config import ConfigError, build_config
 

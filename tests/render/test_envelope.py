@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from daemons.render import envelope
-from daemons.render.envelope import KeyRing
-from daemons.render.storage import StoreError
-from daemons.render.stores import StoreUnavailable
+from daemons.render.store import envelope
+from daemons.render.store.envelope import KeyRing
+from daemons.render.store.interface import StoreUnavailable
+from daemons.render.store.local import StoreError
 
 RECORD = "ab" * 32
 

@@ -1,4 +1,4 @@
-"""RecordMeta names the DICOM instance of every frame (daemons.render.frame_instances): the viewer's
+"""RecordMeta names the DICOM instance of every frame (daemons.render.catalogue.frame_instances): the viewer's
 tag browser reads that instance's DICOMweb metadata, so the UID must be the one of the file the
 frame was decoded from, whatever order the files were sent in."""
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from daemons.render.api_3d import render_state
-from daemons.render.manifest import Manifest
+from daemons.render.api.mpr3d import render_state
 from daemons.render.stacks import find_stack
+from daemons.render.store.manifest import Manifest
 from tests.render.synthetic import dataset, to_bytes
 
 AXIAL = (1, 0, 0, 0, 1, 0)

@@ -1,6 +1,6 @@
 """A real render node daemon survives what uploads throw at its decoders, and a damaged store.
 
-Decoding runs in isolated worker processes (daemons/render/isolation.py): a codec panic, a
+Decoding runs in isolated worker processes (daemons/render/ingest/isolation.py): a codec panic, a
 decompression bomb and a file that keeps the decoder busy are each answered 422 naming the file
 and the reason, while the node's own gunicorn worker (same pid) keeps serving a record loaded
 before. Also: a refused upload leaves the keep-alive connection usable, and a record whose

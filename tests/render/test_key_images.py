@@ -1,4 +1,4 @@
-"""Key images of a record (daemons.render.api_keyimages): marked, listed and unmarked on the node
+"""Key images of a record (daemons.render.api.key_images): marked, listed and unmarked on the node
 that holds the record, with the stack a reformat cuts and the time point shown; read by the
 record's read rule, changed by users of its institution only; bad planes, indexes, stacks and time
 points are 400/404, an unknown record 404; audited; and the table arrives, then gains its stack and

@@ -1,4 +1,4 @@
-"""The stored manifest (daemons.render.manifest): round trip, every stored version opens, a newer one
+"""The stored manifest (daemons.render.store.manifest): round trip, every stored version opens, a newer one
 is refused clearly (and kept), and a store written before versions existed still serves."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from daemons.render import storage
-from daemons.render.manifest import MANIFEST_VERSION, FileEntry, Manifest, ManifestVersionError
-from daemons.render.series_analysis import parse_upload
-from daemons.render.upload_checks import Limits
+from daemons.render.ingest.series_analysis import parse_upload
+from daemons.render.ingest.upload_checks import Limits
+from daemons.render.store import local as storage
+from daemons.render.store.manifest import MANIFEST_VERSION, FileEntry, Manifest, ManifestVersionError
 from tests.manifests import sample_manifest
 from tests.render.conftest import close_node
 from tests.render.test_image_description import AXIAL, load, stack, upload

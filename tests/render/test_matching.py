@@ -1,4 +1,4 @@
-"""The catalogue's matching rules as C-FIND uses them (daemons/render/matching.py; QIDO-RS shares them)."""
+"""The catalogue's matching rules as C-FIND uses them (daemons/render/catalogue/matching.py; QIDO-RS shares them)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import peewee
 import pytest
 from pydicom.dataset import Dataset
 
-from daemons.render.catalogue import InstanceHeader, index_series, make_catalogue_models
-from daemons.render.matching import QueryError, find, fuzzy_name_match
+from daemons.render.catalogue.index import InstanceHeader, index_series, make_catalogue_models
+from daemons.render.catalogue.matching import QueryError, find, fuzzy_name_match
 from shared.db import connect_database
 
 

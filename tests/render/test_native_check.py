@@ -1,4 +1,4 @@
-"""Which files skip the decode worker (daemons/render/upload_checks.py `check_upload`): uncompressed
+"""Which files skip the decode worker (daemons/render/ingest/upload_checks.py `check_upload`): uncompressed
 little-endian single-sample files are checked in the node, with the same refusals; any file a codec
 or pydicom's pixel handlers would touch still goes through the isolated worker (its pool counts it).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, RLELossless, generate_uid
 
-from daemons.render.upload_checks import Limits, UploadError, check_file, check_upload
+from daemons.render.ingest.upload_checks import Limits, UploadError, check_file, check_upload
 from tests.render.synthetic import dataset, to_bytes
 
 LIMITS = Limits(max_upload_bytes=1 << 30, max_files=100, max_rows=4096, max_columns=4096, max_frames=1000,
@@ -105,7 +105,7 @@ def test_files_a_pixel_handler_reads_go_to_the_checker():
 def test_duplicated_elements_are_found_without_walking_a_good_file_twice(monkeypatch):
     """The parse notes repeated top-level tags as it reads; only a file where it met one (or started
     elsewhere than the meta group length says) is walked again, and refused with the same reason."""
-    from daemons.render import upload_checks
+    from daemons.render.ingest import upload_checks
 
     walks = []
     walk = upload_checks.data_element_generator

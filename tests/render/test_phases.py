@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemons.render import query
-from daemons.render.series_analysis import parse_upload
+from daemons.render.api import query
+from daemons.render.ingest.series_analysis import parse_upload
 from tests.render import synthetic_stacks as synth
 from tests.render.conftest import build_node, close_node
 from tests.render.test_dcmtk_compare import LIMITS

@@ -11,11 +11,10 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_windowing
 
-from daemons.render.decode import native_frame
-from daemons.render.encode import encode_image
-from daemons.render.frame_layout import Layout
-from daemons.render.geometry import Region, crop, output_size, resample
-from daemons.render.pixels import (
+from daemons.render.imaging.decode import native_frame
+from daemons.render.imaging.encode import encode_image
+from daemons.render.imaging.geometry import Region, crop, output_size, resample
+from daemons.render.imaging.pixels import (
     PRESETS,
     GrayParams,
     LutTable,
@@ -29,6 +28,7 @@ from daemons.render.pixels import (
     to_uint8,
     window_values,
 )
+from daemons.render.store.frame_layout import Layout
 
 
 # --- VOI window functions (C.11.2.1.2) -----------------------------------------------------------
@@ -207,9 +207,9 @@ def test_16_bit_colour_is_scaled_to_8_bits():
 
 
 def test_palette_of_a_big_endian_file_matches_its_little_endian_twin(dicom_dir):
-    from daemons.render.decode import decode_frames
-    from daemons.render.series_analysis import parse_upload
-    from daemons.render.upload_checks import Limits
+    from daemons.render.imaging.decode import decode_frames
+    from daemons.render.ingest.series_analysis import parse_upload
+    from daemons.render.ingest.upload_checks import Limits
 
     limits = Limits(2**32, 10, 8192, 8192, 100, 2**32)
     images = []

@@ -16,11 +16,11 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemons.render.api_3d import VolumeNode, VolumeRecord, render_state
-from daemons.render.manifest import Manifest
-from daemons.render.planes import plane_table, record_geometry
+from daemons.render.api.mpr3d import VolumeNode, VolumeRecord, render_state
+from daemons.render.imaging.planes import plane_table, record_geometry
 from daemons.render.records import LoadedRecord
 from daemons.render.stacks import stack_manifest, stacks_of
+from daemons.render.store.manifest import Manifest
 from tests.manifests import sample_manifest
 from tests.render.synthetic import stack
 

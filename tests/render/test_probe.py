@@ -1,5 +1,5 @@
 """Value probe and ROI statistics: the pure module against numpy on synthetic frames, and the node's
-`/value` and `/stats` endpoints on an uploaded synthetic CT with rescale (daemons.render.probe)."""
+`/value` and `/stats` endpoints on an uploaded synthetic CT with rescale (daemons.render.imaging.probe)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from daemons.render.pixels import LutTable, Modality
-from daemons.render.probe import Calibration, shape_mask, shape_stats, value_at
+from daemons.render.imaging.pixels import LutTable, Modality
+from daemons.render.imaging.probe import Calibration, shape_mask, shape_stats, value_at
 from tests.render.synthetic import dataset, to_bytes
 
 CT = Calibration(Modality(2.0, -1024.0), "HU", (0.5, 0.8))

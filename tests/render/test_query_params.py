@@ -1,4 +1,4 @@
-"""Image query parameters mean the same at frames, MPR and 3D (declared once: daemons.render.query),
+"""Image query parameters mean the same at frames, MPR and 3D (declared once: daemons.render.api.query),
 and the OpenAPI document lists them from the same declarations."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemons.render import query
+from daemons.render.api import query
 from tests.render.synthetic import dataset, to_bytes
 
 SLICES = 4
@@ -87,7 +87,7 @@ def test_frame_and_axial_reformat_agree_on_shared_parameters(node, record_id):
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_invert_turns_the_display_values_over(node, record_id, path):
     """The viewer's Invert tool is rendered by the node: 255 - value of the same image, pixel for
-    pixel, for frames, reformats and 3D (one declaration, daemons.render.query.INVERT)."""
+    pixel, for frames, reformats and 3D (one declaration, daemons.render.api.query.INVERT)."""
     params = "window=0,300&size=32x32&format=png"
     plain = _get(node, record_id, path, params)
     flipped = _get(node, record_id, path, params + "&invert=true")

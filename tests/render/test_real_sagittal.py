@@ -18,7 +18,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from daemons.render.pixels import GrayParams, Modality, Window, render_gray_reference
+from daemons.render.imaging.pixels import GrayParams, Modality, Window, render_gray_reference
 from tests.render.conftest import build_node, close_node
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "mr-sag-head-48"

@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from daemons.render.decode import decode_frames
-from daemons.render.series_analysis import parse_upload
-from daemons.render.upload_checks import UploadError
+from daemons.render.imaging.decode import decode_frames
+from daemons.render.ingest.series_analysis import parse_upload
+from daemons.render.ingest.upload_checks import UploadError
 from tests.render.synthetic import dataset, to_bytes
 from tests.render.test_dcmtk_compare import LIMITS
 

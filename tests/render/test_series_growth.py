@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from daemons.render.ingest import INGEST_EXTENSION, Actor, Ingest
-from daemons.render.upload_checks import UploadError
+from daemons.render.ingest.service import INGEST_EXTENSION, Actor, Ingest
+from daemons.render.ingest.upload_checks import UploadError
 from tests.render.synthetic import dataset, to_bytes
 
 SERIES = "1.2.826.0.1.3680043.99.7"

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from daemons.render.manifest import Manifest
-from daemons.render.series_analysis import parse_upload
+from daemons.render.ingest.series_analysis import parse_upload
 from daemons.render.stacks import frame_stack, stack_manifest, stacks_json, stacks_of
+from daemons.render.store.manifest import Manifest
 from tests.render.conftest import close_node
 from tests.render.synthetic import stack as classic_stack
 from tests.render.test_dcmtk_compare import LIMITS

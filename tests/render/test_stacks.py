@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemons.render.series_analysis import parse_upload
+from daemons.render.ingest.series_analysis import parse_upload
 from daemons.render.stacks import find_stack, stacks_of
 from tests.manifests import sample_manifest
 from tests.render import synthetic_stacks as synth

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemons.render import storage
-from daemons.render.storage import MAGIC, RecordStore, StoreError, create_key_file, load_key
+from daemons.render.store import local as storage
+from daemons.render.store.local import MAGIC, RecordStore, StoreError, create_key_file, load_key
 from tests.manifests import sample_manifest
 
 RECORD = "ab" * 32
@@ -142,7 +142,7 @@ def test_store_dir_layout(store):
 
 
 def test_image_cache_keeps_to_its_budget_and_drops_a_record():
-    from daemons.render.image_cache import ImageCache
+    from daemons.render.imaging.image_cache import ImageCache
 
     cache = ImageCache(budget_bytes=1600)
     for index in range(20):
@@ -159,7 +159,7 @@ def test_image_cache_makes_an_image_once_for_concurrent_requests():
     import threading
     import time as clock
 
-    from daemons.render.image_cache import ImageCache
+    from daemons.render.imaging.image_cache import ImageCache
 
     cache = ImageCache(budget_bytes=10_000)
     calls = []
@@ -180,7 +180,7 @@ def test_image_cache_makes_an_image_once_for_concurrent_requests():
 
 def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(store):
     """An append computed from an older manifest would drop what was appended since: refused."""
-    from daemons.render.stores import StoreUnavailable
+    from daemons.render.store.interface import StoreUnavailable
 
     files = _files()
     assert store.write_record(RECORD, files[:1], _grown(1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons.render.webp_effort import FAST_METHOD, WebpEffort
+from daemons.render.imaging.webp_effort import FAST_METHOD, WebpEffort
 
 
 def test_the_configured_method_while_the_node_keeps_up_then_fast_until_it_drains():

@@ -16,13 +16,13 @@ import peewee
 import pytest
 from PIL import Image
 
-from daemons.render.api_3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state
-from daemons.render.image_cache import ImageCache
-from daemons.render.manifest import Manifest
+from daemons.render.api.mpr3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state
+from daemons.render.imaging.image_cache import ImageCache
+from daemons.render.imaging.pixels import Modality, Voi, Window
 from daemons.render.node import NODE_EXTENSION
-from daemons.render.pixels import Modality, Voi, Window
 from daemons.render.settings import KEYS
 from daemons.render.stacks import find_stack
+from daemons.render.store.manifest import Manifest
 from daemons.render.view_audit import ViewAudit
 from daemons.render.view_audit import install as install_view_audit
 from shared.audit import make_audit_model

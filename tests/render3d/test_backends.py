@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons.render.pixels import Window
+from daemons.render.imaging.pixels import Window
 from daemons.render.volume import ViewSpec
 from daemons.render.volume.backend import probe_gl, select_backend
 from daemons.render.volume.cpu import CpuRayCaster

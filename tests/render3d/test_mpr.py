@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemons.render.pixels import LutTable, Window
+from daemons.render.imaging.pixels import LutTable, Window
 from daemons.render.volume import prepare_volume
 from daemons.render.volume.mpr import plane_labels, plane_layout, reformat, reformat_image
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPHERES, blob, sample_phantom

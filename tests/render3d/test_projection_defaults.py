@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemons.render.pixels import Window
+from daemons.render.imaging.pixels import Window
 from daemons.render.volume import ViewSpec, prepare_volume
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.raycast import grid_for, lut_for

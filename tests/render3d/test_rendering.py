@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemons.render.pixels import Window
+from daemons.render.imaging.pixels import Window
 from daemons.render.volume import PRESETS, ViewSpec, camera_axes, prepare_volume
 from daemons.render.volume.cpu import CpuRayCaster
 from daemons.render.volume.geometry import view_labels

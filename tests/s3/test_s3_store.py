@@ -10,11 +10,11 @@ import threading
 import pytest
 from botocore.config import Config as BotoConfig
 
-from daemons.render.envelope import KeyRing
-from daemons.render.manifest import Manifest
-from daemons.render.s3store import MANIFESTS, OBJECTS, S3RecordStore
-from daemons.render.storage import StoreError
-from daemons.render.stores import StoreUnavailable
+from daemons.render.store.envelope import KeyRing
+from daemons.render.store.interface import StoreUnavailable
+from daemons.render.store.local import StoreError
+from daemons.render.store.manifest import Manifest
+from daemons.render.store.s3 import MANIFESTS, OBJECTS, S3RecordStore
 from tests.manifests import sample_manifest
 
 MANIFEST = sample_manifest(2, files=[b"first", b"second"])
@@ -181,7 +181,7 @@ def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cl
 
 
 def test_a_node_reads_a_series_again_from_its_cache_which_holds_only_ciphertext(seaweed, bucket, tmp_path):
-    from daemons.render.blob_cache import BlobCache
+    from daemons.render.store.blob_cache import BlobCache
 
     kek = os.urandom(32)
     files = [b"first file " * 100, b"second file " * 100]
@@ -201,7 +201,7 @@ def test_a_node_reads_a_series_again_from_its_cache_which_holds_only_ciphertext(
 
 
 def test_a_damaged_cached_copy_is_read_again_from_the_bucket(seaweed, bucket, tmp_path):
-    from daemons.render.blob_cache import BlobCache
+    from daemons.render.store.blob_cache import BlobCache
 
     files = [os.urandom(5000)]
     store = make_store(seaweed, bucket, KeyRing(os.urandom(32)), cache=BlobCache(tmp_path, 10**6))

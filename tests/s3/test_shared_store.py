@@ -19,7 +19,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from daemons.demo import DEMO_CT, DEMO_PATIENT, find_or_create_patient, register_record, upload_record
-from daemons.render.s3store import MANIFESTS, OBJECTS
+from daemons.render.store.s3 import MANIFESTS, OBJECTS
 from tests.ops.helpers import demo_slices, upload_and_load, wait_ready
 from tests.s3.conftest import render_instances, restart, set_config_values
 from tests.s3.gate import Gate

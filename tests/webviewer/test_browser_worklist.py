@@ -12,7 +12,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
 from daemons.deployment import DEMO_DICOM_CALLERS, dicom_endpoint
-from daemons.render.ingest import series_record_id
+from daemons.render.ingest.service import series_record_id
 from tests.render.synthetic import dataset
 from tests.webviewer.helpers import institution, login, new_patient, registered_node, shot
 

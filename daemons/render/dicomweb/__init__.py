@@ -21,7 +21,7 @@ bp = Blueprint("dicomweb", __name__, url_prefix=ROOT)
 def install(app: Flask, config: Config) -> None:
     """Register the DICOMweb services and their CORS answers on a render node's app."""
     from daemons.render.dicomweb import cors, services, wado
-    from daemons.render.ingest import INGEST_EXTENSION
+    from daemons.render.ingest.service import INGEST_EXTENSION
 
     services.load()
     cors.allow_origins(app, list(config["dicomweb"]["cors_origins"]))

@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 
 from daemons.render.dicomweb.syntax import frame_count, stored_syntax
 from daemons.render.node import Node
-from daemons.render.storage import StoreError
+from daemons.render.store.local import StoreError
 from shared.errors import ApiError
 
 log = logging.getLogger(__name__)

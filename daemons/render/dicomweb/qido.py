@@ -1,7 +1,7 @@
 """QIDO-RS (PS3.18 10.6): search the node's catalogue for studies, series and instances.
 
 Six resources: /studies, /studies/{study}/series, /series, /studies/{study}/series/{series}/instances,
-/studies/{study}/instances and /instances. Matching is `daemons.render.matching` (the same rules as
+/studies/{study}/instances and /instances. Matching is `daemons.render.catalogue.matching` (the same rules as
 C-FIND), the parameters are checked by `qido_params`, answers are application/dicom+json with the
 attributes PS3.18 tables 10.6.3-3..5 require (those the node knows) plus the ones asked for.
 
@@ -25,9 +25,9 @@ from typing import Any, cast
 from flask import Response, request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from daemons.render.catalogue.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
-from daemons.render.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.node import node
 from daemons.render.stacks import frame_stack
 from shared.access import require_query_scope

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
 
-from daemons.render.matching import KEYS, LEVELS, is_single_value
+from daemons.render.catalogue.matching import KEYS, LEVELS, is_single_value
 from shared.errors import ApiError
 
 #: the most answers one response carries (PS3.18 10.6.5: declared in docs/conformance.md)

@@ -1,8 +1,8 @@
 """DICOMweb rendered resources and thumbnails (PS3.18 §8.3.5, §10.4), and SIVR's reformats and 3D
 views as rendered resources of a series (extensions, see docs/conformance.md).
 
-Nothing here renders: the parameters of the standard are parsed by `daemons.render.query` and
-mapped onto the node's own (`window` -> the VOI functions of daemons.render.voi, `viewport` ->
+Nothing here renders: the parameters of the standard are parsed by `daemons.render.api.query` and
+mapped onto the node's own (`window` -> the VOI functions of daemons.render.imaging.voi, `viewport` ->
 size box, crop region and mirroring), then the frame, reformat and 3D paths of `api_frames` and
 `api_3d` draw, encode, cache and audit the image exactly as for the node's own API, so
 `/rendered` and `/api/v1/records/{id}/frames/{i}` give the same pixels for the same window and
@@ -28,9 +28,9 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
-from daemons.render import query
-from daemons.render.annotate import Annotation
-from daemons.render.api_3d import (
+from daemons.render.api import query
+from daemons.render.api.frames import FrameImage, frame_image
+from daemons.render.api.mpr3d import (
     DEFAULT_IMAGE_QUALITY,
     DEFAULT_SIZE,
     MPR_QUALITY,
@@ -45,10 +45,10 @@ from daemons.render.api_3d import (
     view_spec,
     volume_image,
 )
-from daemons.render.api_frames import FrameImage, frame_image
-from daemons.render.api_records import start_loading
+from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
-from daemons.render.encode import MIMETYPES
+from daemons.render.imaging.annotate import Annotation
+from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.node import node
 from daemons.render.stacks import Stack, frame_stack
 from shared.auth import require_auth
@@ -419,7 +419,7 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     return volume_image(record_id, record, stack, view, None, fmt, quality, view_id, seq, started, query.invert())
 
 
-# --- OpenAPI (daemons.render.openapi), from the same declarations the routes parse with ----------
+# --- OpenAPI (daemons.render.api.openapi), from the same declarations the routes parse with ------
 
 def _uid(name: str, description: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64},

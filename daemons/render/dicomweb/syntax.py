@@ -9,7 +9,7 @@ The rules (PS3.18 8.7.3 and 8.7.4, as Orthanc's DICOMweb plugin since 1.5 also r
   native little-endian pixels, decoded where the instance is compressed; `transfer-syntax=*`,
   `*/*`, or the stored syntax's own media type (image/jls, image/jp2, image/jpeg,
   image/dicom-rle...) gets the stored compressed frame as it is.
-Every instance on a node had its pixel data decoded once when it arrived (`daemons.render.upload_checks`),
+Every instance on a node had its pixel data decoded once when it arrived (`daemons.render.ingest.upload_checks`),
 so Explicit VR Little Endian can always be produced.
 """
 

@@ -40,7 +40,7 @@ from daemons.render.dicomweb.syntax import (
     to_explicit_le,
 )
 from daemons.render.node import Node, node
-from daemons.render.storage import StoreError
+from daemons.render.store.local import StoreError
 from daemons.render.view_audit import note_view
 from shared.auth import require_auth
 from shared.errors import ApiError

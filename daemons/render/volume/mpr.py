@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemons.render.geometry import FULL, Region, crop, output_size, resample
-from daemons.render.pixels import Voi
+from daemons.render.imaging.geometry import FULL, Region, crop, output_size, resample
+from daemons.render.imaging.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, edge_labels
 from daemons.render.volume.raycast import window_values
 from daemons.render.volume.volume import PreparedVolume
@@ -90,7 +90,7 @@ def cut_plane(voxels: np.ndarray, slope: float, layout: PlaneLayout, index: int,
               slab_mode: str = "avg") -> np.ndarray:
     """Values of plane `index` of `layout` (or of the slab around it) from `voxels` (frames, rows,
     columns), in display orientation: a single plane keeps the voxels' own type, so the readings
-    of original values (daemons.render.api_probe) are cut exactly as the image is."""
+    of original values (daemons.render.api.readings) are cut exactly as the image is."""
     if not 0 <= index < layout.count:
         raise IndexError(f"plane index must be between 0 and {layout.count - 1}")
     if slab_mode not in SLAB_MODES:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemons.render.pixels import Voi, Window, to_uint8, voi_values
+from daemons.render.imaging.pixels import Voi, Window, to_uint8, voi_values
 from daemons.render.volume.geometry import RayGrid, ray_grid
 from daemons.render.volume.transfer import PRESETS, TransferLut, build_lut, default_preset
 from daemons.render.volume.volume import PreparedVolume

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from daemons.render.pixels import Voi
+from daemons.render.imaging.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, make_geometry
 
 BRICK_SHIFT = 3  # bricks of 8 voxels per side
@@ -41,7 +41,7 @@ class PreparedVolume:
     raw_range: tuple[float, float]
     relative_range: tuple[float, float]  # modality values at the 1st and 99.5th percentile
     photometric: str = "MONOCHROME2"
-    default_voi: Voi | None = None  # the record's default VOI (daemons.render.voi)
+    default_voi: Voi | None = None  # the record's default VOI (daemons.render.imaging.voi)
     floor: float = NO_FLOOR  # raw value below which projections (MIP, MinIP, average) count samples as it
 
     def to_modality(self, raw: np.ndarray) -> np.ndarray:

@@ -1,0 +1,139 @@
+"""The work list: series of this node not yet filed at the institution, and filing them.
+
+A series arrives by browser upload (the browser registers it at the institution right away) or from
+a DICOM peer (C-STORE, STOW-RS: nobody registers it). Until it is registered for a SIVR patient it
+is invisible on every patient page, so the node lists it here with its DICOM patient, study and
+series for the physicians of its institution. The node never asks the institution anything
+(backends never call each other, docs/architecture.md): a physician's browser proposes the SIVR
+patient (webviewer/static/js/patient_match.js), registers the series at the institution with the
+signed receipt this node issues (`POST /api/v1/records/{id}/receipt`, the same kind an upload
+answers with, shared.receipts) and then tells the node it is filed (`POST /api/v1/records/{id}/filed`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from daemons.render.node import node
+from daemons.render.store.manifest import Meta
+from shared.access import require_own_institution
+from shared.audit import record_audit, record_audit_many
+from shared.auth import current_identity, require_auth
+from shared.errors import ApiError, not_found
+from shared.receipts import issue_receipt
+from shared.roles import PHYSICIAN, ROLES
+from shared.validation import iso_utc, page_args, parse_record_id
+
+bp = Blueprint("render_worklist", __name__)
+
+
+def _dicom_patient(series, meta: Meta) -> dict[str, str]:
+    """The patient a series' images name: name, PatientID and birth date are this series' own (its
+    manifest, from its first file), not the catalogue's patient row, which keeps the first name it saw
+    for a PatientID: a series naming someone else under a known PatientID is exactly what a physician
+    must see. Issuer and sex come from the catalogue ("" for a series it has not indexed)."""
+    patient = series.study.patient if series is not None and series.study is not None else None
+    return {"name": meta.patient_name, "patient_id": meta.patient_id_dicom,
+            "issuer": patient.issuer if patient else "", "birth_date": meta.patient_birth_date or "",
+            "sex": patient.sex if patient else ""}
+
+
+def node_receipt(record_id: str, user_id: str) -> str:
+    """The receipt for registering `record_id` at the institution (`shared.receipts`), stating its
+    DICOM patient: the institution compares it with the SIVR patient it is registered for."""
+    the_node = node()
+    series = the_node.models.catalogue.Series.get_or_none(the_node.models.catalogue.Series.id == record_id)
+    patient = _dicom_patient(series, the_node.manifest(record_id).meta)
+    return issue_receipt(the_node.receipt_key, the_node.url, record_id, the_node.institution_id, user_id,
+                         dicom_patient=patient)
+
+
+def _series_json(row, series, meta: Meta) -> dict[str, Any]:
+    """One work list entry: the stored series and, when the catalogue indexed it, its DICOM patient
+    (`_dicom_patient`), study and series (what a physician needs to tell whose images these are)."""
+    study = series.study if series is not None else None
+    return {
+        "id": row.id,
+        "rows": row.rows, "columns": row.columns, "frames": row.frames, "modality": row.modality,
+        "stored_at": iso_utc(row.stored_at),
+        "received_from": row.uploaded_by or None,
+        "patient": _dicom_patient(series, meta),
+        "study": {
+            "study_uid": study.study_uid if study else "", "date": study.study_date if study else "",
+            "description": study.description if study else "",
+            "accession_number": study.accession_number if study else "",
+        },
+        "series": {
+            "series_uid": series.series_uid if series else "", "modality": series.modality if series else row.modality,
+            "description": series.description if series else "",
+            "count": series.instance_count if series else row.files,
+        },
+    }
+
+
+@bp.get("/api/v1/worklist")
+@require_auth(*ROLES)
+def worklist():
+    """Unfiled series, newest first, paged; each one shown is audited (it names a patient)."""
+    the_node = node()
+    require_own_institution(current_identity(), the_node.institution_id, "this node's work list")
+    limit, offset = page_args()
+    models = the_node.models
+    the_node.record_index.refresh()
+    Stored = models.StoredRecord
+    rows = [r for r in Stored.select().where(~Stored.filed).order_by(Stored.stored_at.desc(), Stored.id)
+            if the_node.intact(r.id)]
+    page = rows[offset:offset + limit]
+    Series = models.catalogue.Series
+    series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r in page]))} if page else {}
+    items = [_series_json(r, series.get(r.id), the_node.manifest(r.id).meta) for r in page]
+    detail = f"results={len(rows)}"
+    with models.database.atomic():
+        record_audit_many(models.AuditEntry, "worklist.read",
+                          [("record", item["id"]) for item in items] or [("record", None)], detail=detail)
+    return jsonify({"items": items, "total": len(rows)})
+
+
+def _stored_here(record_id: str):
+    """The stored row of a series of this node, for a physician of its institution (else 403/404)."""
+    the_node = node()
+    require_own_institution(current_identity(), the_node.institution_id, "filing this node's series")
+    row = the_node.record_index.find(record_id)
+    if row is None:
+        raise not_found("record", record_id)
+    return row
+
+
+@bp.post("/api/v1/records/<record_id>/receipt")
+@require_auth(PHYSICIAN)
+def receipt(record_id: str):
+    """A signed receipt for registering a stored, unfiled series at the institution, as an upload
+    answers with: for series that arrived without an upload, or whose upload receipt has expired."""
+    record_id = parse_record_id(record_id, "record id")
+    row = _stored_here(record_id)
+    if row.filed:
+        raise ApiError(409, "already_filed", f"series {record_id} is already filed at the institution; "
+                       "it is on its patient's page")
+    record_audit(node().models.AuditEntry, "record.receipt", "record", record_id)
+    return jsonify({"id": record_id, "receipt": node_receipt(record_id, current_identity().user_id)})
+
+
+@bp.post("/api/v1/records/<record_id>/filed")
+@require_auth(PHYSICIAN)
+def filed(record_id: str):
+    """Take a series off the work list once the browser has registered it at the institution.
+
+    The node cannot check the registration (it never calls the institution); marking a series filed
+    only hides it from the work list, so a wrong mark costs a series on the list, never a patient's
+    images on another patient's page. Idempotent.
+    """
+    record_id = parse_record_id(record_id, "record id")
+    row = _stored_here(record_id)
+    models = node().models
+    if not row.filed:
+        with models.database.atomic():
+            models.StoredRecord.update(filed=True).where(models.StoredRecord.id == record_id).execute()
+            record_audit(models.AuditEntry, "record.filed", "record", record_id)
+    return jsonify({"id": record_id, "filed": True})

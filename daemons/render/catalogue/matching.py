@@ -1,0 +1,305 @@
+"""Catalogue queries with DICOM's matching rules (PS3.4 C.2.2.2): one definition for C-FIND, C-GET,
+C-MOVE and QIDO-RS.
+
+Supported: universal matching (an empty key, or `*`, is a return key), single value matching,
+wildcards `*` and `?` on text and person names, lists of UIDs (`\\`-separated), date and time
+ranges (`a-b`, `-b`, `a-`), and, on request, fuzzy matching of person names (`fuzzy_name_match`).
+A value that is not valid for its key (a malformed date, a number that is not one, a bad UID)
+raises `QueryError` naming the key. Attributes that are not indexed are not matched and not
+returned. Matching rules that differ from a plain SQL comparison:
+
+* person names ignore case (single value and wildcard matching, as PS3.4 leaves PN to the SCP);
+* text wildcards are case-sensitive, except that SQLite's LIKE ignores ASCII case, so on SQLite
+  they are matched with GLOB (case-sensitive) instead;
+* a single time value matches every time that starts with it (`1200` matches `120015.5`);
+* `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import peewee
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from daemons.render.catalogue.index import CatalogueModels
+
+LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+TABLE_OF_LEVEL = {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series", "IMAGE": "Instance"}
+LIKE_ESCAPE = "!"
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_DATE = re.compile(r"^[0-9]{8}$")
+_TIME = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
+_NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
+
+
+class QueryError(Exception):
+    """The query cannot be answered: an unknown level, a key below the level asked for, or a value
+    that is not valid for its key (`keyword` names that key, when there is one)."""
+
+    def __init__(self, message: str, keyword: str | None = None):
+        super().__init__(message)
+        self.keyword = keyword
+
+
+@dataclass(frozen=True)
+class Key:
+    level: str
+    table: str
+    field: str
+    kind: str  # uid, date, time, text, pn, int, count, modalities
+
+    @property
+    def matchable(self) -> bool:
+        """Counts are return keys only: PS3.4 gives no matching for them."""
+        return self.kind != "count"
+
+
+KEYS: dict[str, Key] = {
+    "PatientID": Key("PATIENT", "Patient", "patient_id", "text"),
+    "IssuerOfPatientID": Key("PATIENT", "Patient", "issuer", "text"),
+    "PatientName": Key("PATIENT", "Patient", "name", "pn"),
+    "PatientBirthDate": Key("PATIENT", "Patient", "birth_date", "date"),
+    "PatientSex": Key("PATIENT", "Patient", "sex", "text"),
+    "StudyInstanceUID": Key("STUDY", "Study", "study_uid", "uid"),
+    "StudyDate": Key("STUDY", "Study", "study_date", "date"),
+    "StudyTime": Key("STUDY", "Study", "study_time", "time"),
+    "AccessionNumber": Key("STUDY", "Study", "accession_number", "text"),
+    "StudyID": Key("STUDY", "Study", "study_id", "text"),
+    "StudyDescription": Key("STUDY", "Study", "description", "text"),
+    "ReferringPhysicianName": Key("STUDY", "Study", "referring_physician", "pn"),
+    "ModalitiesInStudy": Key("STUDY", "Study", "modalities", "modalities"),
+    "NumberOfStudyRelatedSeries": Key("STUDY", "Study", "series_count", "count"),
+    "NumberOfStudyRelatedInstances": Key("STUDY", "Study", "instance_count", "count"),
+    "SeriesInstanceUID": Key("SERIES", "Series", "series_uid", "uid"),
+    "Modality": Key("SERIES", "Series", "modality", "text"),
+    "SeriesNumber": Key("SERIES", "Series", "series_number", "int"),
+    "SeriesDescription": Key("SERIES", "Series", "description", "text"),
+    "NumberOfSeriesRelatedInstances": Key("SERIES", "Series", "instance_count", "count"),
+    "SOPInstanceUID": Key("IMAGE", "Instance", "sop_instance_uid", "uid"),
+    "SOPClassUID": Key("IMAGE", "Instance", "sop_class_uid", "uid"),
+    "InstanceNumber": Key("IMAGE", "Instance", "instance_number", "int"),
+}
+
+
+def depth(level: str) -> int:
+    """0 for PATIENT ... 3 for IMAGE (QueryError for anything else)."""
+    if level not in LEVELS:
+        raise QueryError(f"Query/Retrieve Level {level!r} is not one of {', '.join(LEVELS)}")
+    return LEVELS.index(level)
+
+
+def field_of(cat: CatalogueModels, keyword: str) -> peewee.Field:
+    key = KEYS[keyword]
+    return getattr(getattr(cat, key.table), key.field)
+
+
+def select(cat: CatalogueModels, level: str, *columns: peewee.Node) -> peewee.ModelSelect:
+    """A query over the entities of `level`, joined up to their patient, selecting `columns`."""
+    chain = [cat.Patient, cat.Study, cat.Series, cat.Instance][:depth(level) + 1]
+    query = chain[-1].select(*columns)
+    for child, parent in zip(reversed(chain[1:]), reversed(chain[:-1]), strict=True):
+        query = query.join_from(child, parent)
+    return query
+
+
+def where(query: peewee.ModelSelect, cat: CatalogueModels, matches: Iterable[tuple[str, str]],
+          fuzzy: bool = False) -> peewee.ModelSelect:
+    """`query` restricted by every (keyword, value) matching key (KEYS); universal keys add nothing."""
+    for keyword, value in matches:
+        condition = _condition(field_of(cat, keyword), keyword, KEYS[keyword].kind, value, fuzzy)
+        if condition is not None:
+            query = query.where(condition)
+    return query
+
+
+def is_single_value(keyword: str, value: str) -> bool:
+    """The key names one value exactly (no wildcard, range or universal match): e.g. one patient."""
+    value = value.strip()
+    return bool(value) and not any(c in value for c in "*?") and not (
+        KEYS[keyword].kind in ("date", "time") and "-" in value)
+
+
+def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: bool) -> peewee.Node | None:
+    """The SQL condition of one matching key; None for universal matching."""
+    value = value.strip()
+    if not value or value == "*" or kind == "count":
+        return None
+    if kind == "uid":
+        uids = [v.strip() for v in value.split("\\") if v.strip()]
+        for uid in uids:
+            if len(uid) > 64 or not _UID.match(uid):
+                raise QueryError(f"{keyword}: {uid!r} is not a UID (digits and dots, at most 64 characters)", keyword)
+        return field.in_(uids)
+    if kind in ("date", "time"):
+        return _range(field, keyword, kind, value)
+    if kind == "int":
+        try:
+            return field == int(value)
+        except ValueError as exc:
+            raise QueryError(f"{keyword}: {value!r} is not a number", keyword) from exc
+    if kind == "modalities":
+        return _modalities(field, value)
+    if kind == "pn" and fuzzy:
+        names = [row[0] for row in field.model.select(field).distinct().tuples() if fuzzy_name_match(row[0], value)]
+        return field.in_(names)
+    if "*" in value or "?" in value:
+        return _wildcard(field, value, case_insensitive=kind == "pn")
+    return peewee.fn.LOWER(field) == value.lower() if kind == "pn" else field == value
+
+
+def _check(keyword: str, kind: str, value: str) -> None:
+    if kind == "date":
+        if not _DATE.match(value):
+            raise QueryError(f"{keyword}: {value!r} is not a date (YYYYMMDD) or a range of dates (YYYYMMDD-YYYYMMDD)",
+                             keyword)
+        try:
+            dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        except ValueError as exc:
+            raise QueryError(f"{keyword}: {value!r} is not a calendar date", keyword) from exc
+    elif not _TIME.match(value):
+        raise QueryError(f"{keyword}: {value!r} is not a time (HH, HHMM, HHMMSS or HHMMSS.FFFFFF) or a range of times",
+                         keyword)
+
+
+def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.Node | None:
+    """Single value or range matching of a date or time; a time matches every time it begins."""
+    if "-" not in value:
+        _check(keyword, kind, value)
+        return field == value if kind == "date" else (field >= value) & (field < value + "~")
+    low, high = (part.strip() for part in value.split("-", 1))
+    if not low and not high:
+        raise QueryError(f"{keyword}: a range needs a start, an end or both", keyword)
+    condition = None
+    if low:
+        _check(keyword, kind, low)
+        condition = field >= low
+    if high:
+        _check(keyword, kind, high)
+        # a time range's upper bound includes everything that starts with it (1200 ≥ 120059)
+        upper = field <= high if kind == "date" else field < high + "~"
+        condition = upper if condition is None else condition & upper
+    return condition
+
+
+def _like(value: str) -> str:
+    """A LIKE pattern (escape character `LIKE_ESCAPE`) for a DICOM wildcard value."""
+    escaped = "".join(LIKE_ESCAPE + c if c in ("%", "_", LIKE_ESCAPE) else c for c in value)
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _like_node(lhs: peewee.Node, pattern: str) -> peewee.Node:
+    return peewee.NodeList((lhs, peewee.SQL("LIKE"), pattern, peewee.SQL(f"ESCAPE '{LIKE_ESCAPE}'")))
+
+
+def _is_sqlite(field: peewee.Field) -> bool:
+    database = field.model._meta.database
+    return isinstance(getattr(database, "obj", database), peewee.SqliteDatabase)
+
+
+def _wildcard(field: peewee.Field, value: str, case_insensitive: bool) -> peewee.Node:
+    if case_insensitive:
+        return _like_node(peewee.fn.LOWER(field), _like(value.lower()))
+    if _is_sqlite(field):  # SQLite's LIKE ignores ASCII case; GLOB does not ("[" is GLOB's only other special)
+        return peewee.NodeList((field, peewee.SQL("GLOB"), value.replace("[", "[[]")))
+    return _like_node(field, _like(value))
+
+
+def _modalities(field: peewee.Field, value: str) -> peewee.Node | None:
+    """Any of the study's `\\`-separated modalities equals (or matches) any value asked for."""
+    bounded = peewee.NodeList((peewee.Value("\\"), peewee.SQL("||"), field, peewee.SQL("||"), peewee.Value("\\")),
+                              parens=True)
+    condition = None
+    for modality in [v.strip() for v in re.split(r"[\\,]", value) if v.strip()]:
+        one = _like_node(bounded, f"%\\{_like(modality)}\\%")
+        condition = one if condition is None else peewee.Expression(condition, peewee.OP.OR, one)
+    return condition
+
+
+def fold(text: str) -> str:
+    """Case- and accent-free form of a name: `Müller^Zoë` -> `muller^zoe`."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def fuzzy_name_match(name: str, query: str) -> bool:
+    """Fuzzy matching of a person name (PS3.4 C.2.2.2.1.1, SIVR's rule): case and accents are
+    ignored, wildcards are dropped, and every word of the query must begin some component of the
+    name, in any order (`joh do` and `DOE` match `Doe^John`)."""
+    wanted = [w for w in _NAME_SEPARATORS.split(fold(query).replace("*", " ").replace("?", " ")) if w]
+    words = [w for w in _NAME_SEPARATORS.split(fold(name)) if w]
+    return all(any(word.startswith(w) for word in words) for w in wanted)
+
+
+def _requested(level: str, identifier: Dataset) -> list[str]:
+    """The indexed keys of a DIMSE identifier, refused when one belongs to a level below `level`."""
+    level_depth = depth(level)
+    requested = [element.keyword for element in identifier if element.keyword in KEYS]
+    for keyword in requested:
+        if LEVELS.index(KEYS[keyword].level) > level_depth:
+            raise QueryError(f"{keyword} is a {KEYS[keyword].level} key, below the {level} level asked for", keyword)
+    return requested
+
+
+def _identifier_matches(identifier: Dataset, requested: list[str]) -> list[tuple[str, str]]:
+    return [(keyword, _identifier_value(identifier[keyword].value)) for keyword in requested]
+
+
+def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
+    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+    requested = _requested(level, identifier)
+    deepest = getattr(cat, TABLE_OF_LEVEL[level])
+    query = select(cat, level, deepest._meta.primary_key.alias("_row"),
+                   *[field_of(cat, keyword).alias(keyword) for keyword in requested])
+    query = where(query, cat, _identifier_matches(identifier, requested))
+    for row in cast(Iterable[dict], query.dicts()):
+        yield _answer(level, requested, row)
+
+
+#: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).
+UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID",
+               "IMAGE": "SOPInstanceUID"}
+
+
+def retrieve(cat: CatalogueModels, level: str, identifier: Dataset) -> list[Any]:
+    """The instance rows a C-GET or C-MOVE identifier at `level` retrieves, in series then instance order.
+
+    The same matching as `find`: the entities at `level` that match every key, and all the
+    instances below them. The unique key of the level must be given (a single value or a UID list,
+    no wildcard), so that an identifier with no key never retrieves the whole archive.
+    """
+    requested = _requested(level, identifier)
+    unique = UNIQUE_KEYS[level]
+    value = _identifier_value(identifier[unique].value).strip() if unique in identifier else ""
+    if not value or "*" in value or "?" in value:
+        raise QueryError(f"a retrieval at the {level} level needs {unique} (a value or a list of UIDs, no wildcard)",
+                         unique)
+    instance = cat.Instance
+    query = where(select(cat, "IMAGE", instance), cat, _identifier_matches(identifier, requested))
+    return list(query.order_by(instance.series, instance.instance_number, instance.sop_instance_uid))
+
+
+def _identifier_value(value: object) -> str:
+    """A C-FIND key's value as one string (a list of UIDs `\\`-separated, as PS3.4 writes it)."""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value or "")
+
+
+def _answer(level: str, requested: list[str], row: dict) -> Dataset:
+    """An answer dataset with the keys asked for, in the order asked."""
+    answer = Dataset()
+    answer.QueryRetrieveLevel = level
+    for keyword in requested:
+        value = row[keyword]
+        if KEYS[keyword].kind in ("int", "count"):
+            setattr(answer, keyword, "" if value is None else str(int(value)))
+        else:
+            setattr(answer, keyword, value or "")
+    return answer

@@ -1,0 +1,157 @@
+"""The node's record index (the StoredRecord table and the DICOM catalogue) follows its store, which is the truth.
+
+With a shared store other nodes add, grow and delete records behind this node's back, so the
+catalogue learns of them three ways: a full sync at start-up, a sync before a record list when the
+last one is older than `storage.catalogue_refresh_s`, and a look-up in the store when a request
+names a record the catalogue does not know (before answering 404).
+
+A series another node grew is noticed by its manifest's version (`Store.manifest_version`): by
+the sync, or by `Node.manifest` rechecking a cached manifest every `storage.manifest_refresh_s`.
+`changed` then updates the row and the catalogue and tells the caches that hold the old series
+(manifest, decoded record, encoded images, ingest's parsed files) to drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import peewee
+
+from daemons.render.catalogue.index import backfill, forget_series, refresh_series
+from daemons.render.models import Models
+from daemons.render.store.interface import Store, StoreUnavailable
+from daemons.render.store.local import StoreError
+from daemons.render.store.manifest import Manifest, ManifestVersionError
+
+log = logging.getLogger(__name__)
+
+
+class RecordIndex:
+    """Keeps the StoredRecord rows and the DICOM catalogue (`catalogue.index`) in step with the store."""
+
+    def __init__(self, store: Store, models: Models, refresh_s: float):
+        self.store = store
+        self.models = models
+        self.refresh_s = refresh_s
+        self._synced_at = float("-inf")
+        self._lock = threading.Lock()
+        self._versions: dict[str, str] = {}
+        self._versions_lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(record_id)` when a record changed behind this node's back (to drop caches)."""
+        self._listeners.append(listener)
+
+    def note_version(self, record_id: str, version: str) -> bool:
+        """Remember the manifest version this node has seen; True if it had seen another one."""
+        with self._versions_lock:
+            previous = self._versions.get(record_id)
+            self._versions[record_id] = version
+        return previous is not None and previous != version
+
+    def seen_version(self, record_id: str) -> str | None:
+        with self._versions_lock:
+            return self._versions.get(record_id)
+
+    def observed(self, record_id: str, manifest: Manifest, version: str) -> None:
+        """This node read `manifest` at `version`: follow it if it is not what the catalogue holds
+        (grown since last seen, or — first read since start-up — grown while this node was down)."""
+        first = self.seen_version(record_id) is None
+        if self.note_version(record_id, version):
+            self.changed(record_id, manifest)
+            return
+        series = self.models.catalogue.Series
+        row = series.get_or_none(series.id == record_id)
+        if first and row is not None and row.instance_count < len(manifest.files):
+            self.changed(record_id, manifest)
+
+    def changed(self, record_id: str, manifest: Manifest) -> None:
+        """A record grew on another node: its row and catalogue series follow, the caches drop it."""
+        meta = manifest.meta
+        self.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
+                                        ).where(self.models.StoredRecord.id == record_id).execute()
+        refresh_series(self.store, self.models.catalogue, record_id, manifest)
+        for listener in self._listeners:
+            listener(record_id)
+
+    def _add(self, record_id: str) -> peewee.Model | None:
+        """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
+        one damaged record never stops the node from starting or listing."""
+        try:
+            meta = self.store.read_manifest(record_id).meta
+        except ManifestVersionError as exc:  # a newer node's record: not damaged, left alone
+            log.error("record %s is not indexed: %s", record_id, exc)
+            return None
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
+            where = self.store.quarantine(record_id, str(exc))
+            log.error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
+            return None
+        try:
+            row = self.models.StoredRecord.create(
+                id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
+                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes)
+        except peewee.IntegrityError:  # added by a concurrent request
+            return self.models.StoredRecord.get_by_id(record_id)
+        backfill(self.store, self.models.catalogue, [record_id])
+        return row
+
+    def _drop(self, record_id: str) -> None:
+        """Forget a record another node deleted: its row and its series in the DICOM catalogue."""
+        self.models.StoredRecord.delete_by_id(record_id)
+        forget_series(self.models.catalogue, record_id)
+
+    def sync(self) -> None:
+        """Index records the catalogue misses and drop rows whose record is gone."""
+        with self._lock:
+            versions = self.store.manifest_versions()
+            stored = set(versions)
+            known = {row.id for row in self.models.StoredRecord.select(self.models.StoredRecord.id)}
+            for record_id in known - stored:
+                self._drop(record_id)
+            for record_id in stored - known:
+                self._add(record_id)
+            for record_id in stored & known:
+                if self.note_version(record_id, versions[record_id]):
+                    self._reread(record_id)
+            self._synced_at = time.monotonic()
+
+    def _reread(self, record_id: str) -> None:
+        try:
+            manifest, version = self.store.read_manifest_versioned(record_id)
+        except FileNotFoundError:  # deleted since the listing: the next sync drops it
+            return
+        except ManifestVersionError as exc:  # grown by a newer node: this one cannot follow it
+            log.error("record %s is not followed: %s", record_id, exc)
+            return
+        self.note_version(record_id, version)
+        self.changed(record_id, manifest)
+
+    def sync_at_start(self) -> None:
+        """Clean up and sync; a store unreachable at start-up is logged, the node starts anyway."""
+        try:
+            self.store.cleanup()
+            self.sync()
+            backfill(self.store, self.models.catalogue, self.store.record_ids())  # records stored before the catalogue
+        except StoreUnavailable as exc:
+            log.warning("record store unreachable at start-up, catalogue not synced: %s", exc)
+
+    def refresh(self) -> None:
+        """Sync when the last sync is older than `refresh_s` (before listing records)."""
+        if time.monotonic() - self._synced_at >= self.refresh_s:
+            self.sync()
+
+    def find(self, record_id: str) -> peewee.Model | None:
+        """The catalogue row of a stored record, looked up in the store on a miss; None if not stored.
+
+        A row whose record another node deleted is dropped here too.
+        """
+        row = self.models.StoredRecord.get_or_none(self.models.StoredRecord.id == record_id)
+        if not self.store.exists(record_id):
+            if row is not None:
+                self._drop(record_id)
+            return None
+        return row if row is not None else self._add(record_id)

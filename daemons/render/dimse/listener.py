@@ -1,0 +1,267 @@
+"""The node's DIMSE front door (pynetdicom): C-ECHO, C-STORE into `Ingest`, C-FIND, C-GET and C-MOVE
+on the catalogue (the retrievals in `daemons.render.dimse.retrieve`).
+
+It runs in the node's own process (threads of pynetdicom's server, started by `create_app`), so
+it shares the store, the catalogue and the records in RAM with the HTTP API: an instance stored
+here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed_callers` may
+associate (others get A-ASSOCIATE-RJ, "calling AE title not recognised"); each association and
+each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
+timeouts, and at most `dicom.max_associations` are served at once; the listener's figures are on the
+node's `/metrics` (`daemons.render.dimse.metrics`). With `dicom.tls_port` a second server of the same AE
+speaks DICOM TLS (`daemons.render.dimse.tls`). Conformance: docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Flask
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # these UIDs are generated at import time (sop_class._generate_sop_classes): mypy cannot see them
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from daemons.render.catalogue.matching import QueryError, find
+from daemons.render.dimse import tls as dimse_tls
+from daemons.render.dimse.metrics import DimseMetrics
+from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
+from daemons.render.ingest.service import Actor, Ingest
+from daemons.render.ingest.upload_checks import UploadError
+from daemons.render.models import DIMSE_SENDER_PREFIX
+from daemons.render.node import Node
+from daemons.render.store.local import StoreFull
+from shared.audit import record_audit
+from shared.config import Config, ConfigError
+from shared.metrics import app_metrics
+
+log = logging.getLogger(__name__)
+DIMSE_EXTENSION = "sivr_dimse"
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+OUT_OF_RESOURCES = 0xA700
+DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110
+FIND_UNABLE = 0xC000
+
+CANDIDATE_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+]
+
+
+def decodable_syntaxes() -> list[str]:
+    """The transfer syntaxes whose pixel data this node can decode (the ones it accepts)."""
+    syntaxes = []
+    for uid in CANDIDATE_SYNTAXES:
+        try:
+            if not uid.is_compressed or get_decoder(uid).is_available:
+                syntaxes.append(str(uid))
+        except NotImplementedError:
+            continue
+    return syntaxes
+
+
+def status_of(error: UploadError) -> int:
+    """The C-STORE failure status of a refusal (the same refusals as an upload's HTTP answers)."""
+    if error.status in (413, 507):
+        return OUT_OF_RESOURCES
+    if error.status == 409 or error.code in ("sop_class_mismatch", "no_pixel_data"):
+        return DOES_NOT_MATCH_SOP_CLASS
+    return CANNOT_UNDERSTAND
+
+
+class Listener:
+    """A node's DICOM listener: one pynetdicom AE serving `dicom.port` (plain) and/or `dicom.tls_port`
+    (DICOM TLS), each a server in background threads, with the same callers, services and limits."""
+
+    def __init__(self, config: Config, app: Flask, node: Node, ingest: Ingest):
+        section = config["dicom"]
+        self.app, self.node, self.ingest = app, node, ingest
+        self.ae_title = section["ae_title"]
+        self.host, self.port, self.tls_port = section["host"], int(section["port"]), int(section["tls_port"])
+        ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(section["allowed_callers"])
+        ae.maximum_pdu_size = 0
+        ae.maximum_associations = int(section["max_associations"])
+        ae.network_timeout = float(section["network_timeout_s"])
+        ae.acse_timeout = float(section["acse_timeout_s"])
+        ae.dimse_timeout = float(section["dimse_timeout_s"])
+        syntaxes = decodable_syntaxes()
+        for context in StoragePresentationContexts:
+            assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
+            # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET
+            ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        for model in RETRIEVE_MODELS:
+            ae.add_supported_context(model)
+        destinations = parse_destinations(config)
+        tls_client = (dimse_tls.client_context(config)
+                      if any(destination.tls for destination in destinations.values()) else None)
+        retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client)
+        handlers: list[EventHandlerType] = [
+            (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
+            (evt.EVT_C_STORE, self._guard(self._on_store)),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, retrieval.on_get),
+            (evt.EVT_C_MOVE, retrieval.on_move),
+            (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
+            (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
+            (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
+            (evt.EVT_CONN_OPEN, self._limit_waits),
+            *DimseMetrics(app_metrics(app)).handlers(),
+        ]
+        self.servers: list[ThreadedAssociationServer] = []
+        if self.port:
+            self.port = self._serve(ae, self.port, handlers, None)
+        if self.tls_port:
+            self.tls_port = self._serve(ae, self.tls_port, handlers, dimse_tls.server_context(config))
+
+    def _serve(self, ae: AE, port: int, handlers: list[EventHandlerType], tls: ssl.SSLContext | None) -> int:
+        """Start one server of the AE; its port (the one bound, when `port` asked for any)."""
+        server = ae.start_server((self.host, port), block=False, evt_handlers=handlers, ssl_context=tls)
+        assert server is not None, "a non-blocking start_server returns its server"
+        self.servers.append(server)
+        return int(server.server_address[1])
+
+    @staticmethod
+    def _limit_waits(event: Any) -> None:
+        """Give the connection's socket `dicom.network_timeout_s`: pynetdicom's own idle timer never
+        fires while its reader waits for the rest of a PDU a peer stopped sending half-way (nor while a
+        peer stops reading what the node sends), which would hold the association's thread forever.
+        And TCP_NODELAY (`dimse_retrieve.no_delay`), for the node's answers."""
+        event.assoc.dul.socket.socket.settimeout(event.assoc.network_timeout)
+        no_delay(event)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+
+    def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Run a handler in the app's context (the audit export lives there), with the database
+        connection of this thread closed afterwards."""
+
+        def run(event: Any) -> Any:
+            try:
+                with self.app.app_context():
+                    return handler(event)
+            finally:
+                database = self.node.models.database
+                if not database.is_closed():
+                    database.close()
+
+        return run
+
+    @staticmethod
+    def _actor(event: Any) -> Actor:
+        requestor = event.assoc.requestor
+        title = str(requestor.ae_title).strip()
+        return Actor(f"{DIMSE_SENDER_PREFIX}{title}"[:36], title, str(requestor.address))
+
+    def _audit(self, event: Any, action: str, record_id: str | None = None, detail: str = "") -> None:
+        actor = self._actor(event)
+        record_audit(self.node.models.AuditEntry, action, "dicom", record_id, detail=detail,
+                     user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
+
+    def _on_store(self, event: Any) -> int:
+        request = event.request
+        sop_class = str(request.AffectedSOPClassUID)
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        try:
+            raw = event.encoded_dataset(include_meta=True)
+            result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class)
+        except UploadError as exc:
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {exc.code}: "
+                        f"{exc.message}")
+            return status_of(exc)
+        except StoreFull:
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store full")
+            return OUT_OF_RESOURCES
+        except Exception:
+            log.exception("C-STORE of %s failed", sop_instance)
+            return PROCESSING_FAILURE
+        self._audit(event, "dicom.store", result.record_id,
+                    detail=f"sop_instance_uid={sop_instance} added={result.added}")
+        return SUCCESS
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
+        database = self.node.models.database
+        try:
+            identifier = event.identifier
+            level = query_level(str(event.context.abstract_syntax), identifier)
+            with self.app.app_context():
+                answers = list(find(self.node.models.catalogue, level, identifier))
+                self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
+        except QueryError as exc:
+            log.info("C-FIND refused: %s", exc)
+            yield DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        except Exception:
+            log.exception("C-FIND failed")
+            yield FIND_UNABLE, None
+            return
+        finally:
+            if not database.is_closed():
+                database.close()
+        for answer in answers:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield PENDING, answer
+
+
+def check_config(config: Config) -> None:
+    """Refuse a listener that nobody may use or everybody could, and malformed destinations or limits
+    (checked before the node starts)."""
+    where = config.source or "<config>"
+    section = config["dicom"]
+    if (int(section["port"]) or int(section["tls_port"])) and not section["allowed_callers"]:
+        # pynetdicom would take an empty list as "anyone"
+        raise ConfigError(f"{where}: dicom.allowed_callers must list the calling AE "
+                          "titles allowed to send and query (or set dicom.port = 0 and dicom.tls_port = 0)")
+    destinations = parse_destinations(config)
+    dimse_tls.check_config(config, any(destination.tls for destination in destinations.values()))
+    if int(section["max_associations"]) < 1:
+        raise ConfigError(f"{where}: dicom.max_associations must be at least 1")
+    for key in ("network_timeout_s", "acse_timeout_s", "dimse_timeout_s"):
+        if float(section[key]) <= 0:
+            raise ConfigError(f"{where}: dicom.{key} must be a positive number of seconds")
+
+
+def start_listener(config: Config, app: Flask, node: Node, ingest: Ingest) -> Listener | None:
+    """Start the node's DICOM listener, or None when `dicom.port` and `dicom.tls_port` are 0 (turned off)."""
+    if int(config["dicom"]["port"]) == 0 and int(config["dicom"]["tls_port"]) == 0:
+        return None
+    listener = Listener(config, app, node, ingest)
+    log.info("DICOM listener %s on %s, port %s, TLS port %s", listener.ae_title, listener.host,
+             listener.port or "off", listener.tls_port or "off")
+    return listener

@@ -1,0 +1,305 @@
+"""C-GET and C-MOVE on the node's catalogue: the retrieve half of the DIMSE front door.
+
+A retrieval matches the catalogue exactly as C-FIND does (`daemons.render.catalogue.matching.retrieve`),
+then sends each instance as a C-STORE sub-operation: over the caller's own association (C-GET)
+or over a new association to a destination of `dicom.destinations` (C-MOVE; over DICOM TLS to a
+`tls://` one, `daemons.render.dimse.tls`). An instance leaves
+the node as it was stored, bit for bit, when the receiver accepted its transfer syntax; else it is
+decompressed to Explicit or Implicit VR Little Endian when the receiver accepted one of those;
+else its sub-operation fails (and the retrieval ends with 0xB000, or 0xA702 when none succeeded).
+pynetdicom runs the sub-operations and counts them; this module chooses what to send and writes
+one audit entry per series retrieved, with the outcome of its instances.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from daemons.render.catalogue.matching import QueryError, retrieve
+from daemons.render.node import Node
+from shared.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+PENDING = 0xFF00
+CANCELLED = 0xFE00
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNABLE_TO_PROCESS = 0xC000
+MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: odd ids 1..255)
+
+RETRIEVE_MODELS = (PatientRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelMove,
+                   StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove)
+STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
+                     StudyRootQueryRetrieveInformationModelMove)
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+Audit = Callable[[Any, str, "str | None", str], None]
+
+
+def query_level(model: str, identifier: Dataset) -> str:
+    """The identifier's Query/Retrieve Level, refused when the information model has no such level."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level == "PATIENT" and model in STUDY_ROOT_MODELS:
+        raise QueryError("the study root model has no PATIENT level")
+    return level
+
+
+def no_delay(event: Any) -> None:
+    """TCP_NODELAY on an association's socket: each DIMSE message is a command PDU then a data set
+    PDU, two small writes, and with Nagle's algorithm the second waits for the peer's delayed ACK
+    (about 40 ms a message: a C-FIND that matched nothing took 50 ms)."""
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A C-MOVE destination of `dicom.destinations`: where it listens, and whether over DICOM TLS."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+
+def parse_destinations(config: Config) -> dict[str, Destination]:
+    """`dicom.destinations` ("AE_TITLE=host:port" or "AE_TITLE=tls://host:port" each) by AE title;
+    ConfigError if malformed."""
+    destinations: dict[str, Destination] = {}
+    for entry in config["dicom"]["destinations"]:
+        title, _, address = str(entry).partition("=")
+        address = address.strip()
+        tls = address.lower().startswith("tls://")
+        host, _, port = address[len("tls://") if tls else 0:].rpartition(":")
+        title, host = title.strip(), host.strip().strip("[]")
+        if not (title and len(title) <= 16 and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"{config.source or '<config>'}: dicom.destinations: {entry!r} is not "
+                              "\"AE_TITLE=host:port\" or \"AE_TITLE=tls://host:port\" (an AE title of 1 to 16 "
+                              "characters)")
+        destinations[title] = Destination(host, int(port), tls)
+    return destinations
+
+
+@dataclass
+class Outcomes:
+    """The C-STORE responses of one retrieval's sub-operations, by SOP Instance UID."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+    sending: str = ""  # the instance of the sub-operation in progress (they run one at a time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_message(self, event: Any) -> None:
+        """EVT_DIMSE_RECV handler of the association the sub-operations run on."""
+        if type(event.message).__name__ != "C_STORE_RSP":
+            return
+        command = event.message.command_set
+        with self.lock:
+            # the response's Affected SOP Instance UID is optional (PS3.7 9.3.1.2)
+            uid = str(command.get("AffectedSOPInstanceUID") or self.sending)
+            self.statuses[uid] = int(command.Status)
+
+    def of(self, sop_instance_uid: str) -> str:
+        """completed, warning or failed (a sub-operation never answered, or never sent, failed)."""
+        with self.lock:
+            status = self.statuses.get(sop_instance_uid)
+        if status == 0x0000:
+            return "completed"
+        if status is not None and status & 0xF000 == 0xB000:
+            return "warning"
+        return "failed"
+
+
+class Receiver:
+    """What the peer receiving the sub-operations accepted: {SOP class: transfer syntaxes}."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, set[str]] = {}
+
+    def learn(self, contexts: list[PresentationContext]) -> None:
+        for context in contexts:
+            if context.as_scu and context.abstract_syntax is not None:
+                self.accepted.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
+
+    def on_established(self, event: Any) -> None:
+        """EVT_ESTABLISHED handler of a C-MOVE's association to its destination."""
+        self.learn(event.assoc.accepted_contexts)
+
+    def prepare(self, raw: bytes) -> Dataset:
+        """The stored file as the dataset to send: as stored when the peer accepts its transfer
+        syntax (pydicom writes the elements it did not touch back byte for byte), decompressed
+        when only an uncompressed one is accepted. A dataset the peer accepts in no form is
+        returned as stored: pynetdicom then counts its sub-operation as failed."""
+        dataset = dcmread(io.BytesIO(raw))
+        stored = UID(dataset.file_meta.TransferSyntaxUID)
+        accepted = self.accepted.get(str(dataset.SOPClassUID), set())
+        if stored in accepted or not stored.is_compressed or not accepted & set(UNCOMPRESSED):
+            return dataset
+        try:
+            dataset.decompress(generate_instance_uid=False)
+        except Exception as exc:  # no decoder for it, or pixel data it cannot decode
+            log.warning("instance %s cannot be decompressed for the peer: %s", dataset.SOPInstanceUID, exc)
+            return dcmread(io.BytesIO(raw))  # as stored, whatever the failed attempt changed
+        return dataset
+
+
+def move_contexts(sop_classes: list[str], stored_syntaxes: list[str]) -> list[PresentationContext]:
+    """The presentation contexts a C-MOVE proposes to its destination: for each SOP class, one
+    with the uncompressed syntaxes, then (up to the limit of 128) one per compressed syntax the
+    node stores, so that a destination accepting one receives those instances bit-exact."""
+    contexts = [build_context(sop_class, list(UNCOMPRESSED)) for sop_class in sop_classes]
+    compressed = [syntax for syntax in stored_syntaxes if UID(syntax).is_compressed]
+    contexts += [build_context(sop_class, [syntax]) for sop_class in sop_classes for syntax in compressed]
+    return contexts[:MAX_CONTEXTS]
+
+
+class Retrieval:
+    """The EVT_C_GET and EVT_C_MOVE handlers of a node's listener."""
+
+    def __init__(self, app: Flask, node: Node, audit: Audit, destinations: dict[str, Destination],
+                 stored_syntaxes: list[str], tls_context: ssl.SSLContext | None = None):
+        self.app, self.node, self.audit, self.destinations = app, node, audit, destinations
+        self.stored_syntaxes = stored_syntaxes  # the transfer syntaxes the node accepts, so may hold
+        self.tls_context = tls_context  # for the `tls://` destinations (None when there are none)
+
+    def _connection(self, destination: Destination) -> dict[str, Any]:
+        """The associate() arguments that carry a destination's TLS (its host name is verified)."""
+        if not destination.tls:
+            return {}
+        assert self.tls_context is not None, "the listener makes a TLS context when a destination needs one"
+        return {"tls_args": (self.tls_context, destination.host)}
+
+    def _match(self, event: Any) -> tuple[str, list[Any]]:
+        """The level and the catalogue rows of the instances the request retrieves."""
+        database = self.node.models.database
+        try:
+            level = query_level(str(event.context.abstract_syntax), event.identifier)
+            return level, retrieve(self.node.models.catalogue, level, event.identifier)
+        finally:
+            if not database.is_closed():
+                database.close()
+
+    def on_get(self, event: Any) -> Iterator[Any]:
+        """C-GET: the matches go back over the caller's association, in the storage contexts it
+        proposed with the SCP role for itself."""
+        try:
+            level, instances = self._match(event)
+        except Exception as exc:
+            yield 1  # pynetdicom sends a failure status only once it has a count of sub-operations
+            yield self._refusal(event, "C-GET", exc), None
+            return
+        receiver, outcomes = Receiver(), Outcomes()
+        receiver.learn(event.assoc.accepted_contexts)
+        event.assoc.bind(evt.EVT_DIMSE_RECV, outcomes.on_message)
+        try:
+            yield len(instances)
+            yield from self._sub_operations(event, instances, receiver, outcomes)
+        finally:
+            event.assoc.unbind(evt.EVT_DIMSE_RECV, outcomes.on_message)
+            self._audit_outcomes(event, "dicom.get", f"level={level}", instances, outcomes)
+
+    def on_move(self, event: Any) -> Iterator[Any]:
+        """C-MOVE: the matches go to the destination AE over a new association (unknown destination: 0xA801)."""
+        destination = str(event.move_destination).strip()
+        target = self.destinations.get(destination)
+        if target is None:
+            self._audit_now(event, "dicom.move_refused", f"destination={destination} is not in dicom.destinations")
+            yield None, None
+            return
+        try:
+            level, instances = self._match(event)
+        except Exception as exc:
+            # pynetdicom sends a failure status only after associating with the destination
+            yield target.host, target.port, {"contexts": [build_context(Verification)], **self._connection(target)}
+            yield 1
+            yield self._refusal(event, "C-MOVE", exc), None
+            return
+        receiver, outcomes = Receiver(), Outcomes()
+        sop_classes = list(dict.fromkeys(row.sop_class_uid for row in instances))
+        association = {"contexts": move_contexts(sop_classes, self.stored_syntaxes),
+                       "evt_handlers": [(evt.EVT_CONN_OPEN, no_delay),
+                                        (evt.EVT_ESTABLISHED, receiver.on_established),
+                                        (evt.EVT_DIMSE_RECV, outcomes.on_message)],
+                       **self._connection(target)}
+        try:
+            yield target.host, target.port, association
+            yield len(instances)
+            yield from self._sub_operations(event, instances, receiver, outcomes)
+        finally:
+            self._audit_outcomes(event, "dicom.move", f"level={level} destination={destination}", instances,
+                                 outcomes)
+
+    def _sub_operations(self, event: Any, instances: list[Any], receiver: Receiver,
+                        outcomes: Outcomes) -> Iterator[tuple[int, Any]]:
+        store = self.node.store
+        for row in instances:
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            outcomes.sending = row.sop_instance_uid
+            try:
+                dataset = receiver.prepare(store.read_file(row.series_id, row.blob, row.sha256))
+            except Exception as exc:
+                log.error("instance %s of series %s cannot be read from the store: %s",
+                          row.sop_instance_uid, row.series_id, exc)
+                # no file meta: pynetdicom cannot send it and counts the sub-operation as failed
+                dataset = Dataset()
+                dataset.SOPClassUID, dataset.SOPInstanceUID = row.sop_class_uid, row.sop_instance_uid
+            yield PENDING, dataset
+            # pynetdicom's idle timer (dicom.network_timeout_s) counts only PDUs received; the
+            # originator of a C-MOVE rightly stays silent while its sub-operations run
+            event.assoc.dul._idle_timer.restart()
+
+    def _refusal(self, event: Any, service: str, exc: Exception) -> int:
+        """The failure status of a request that cannot be matched (audited as refused)."""
+        action = "dicom.get_refused" if service == "C-GET" else "dicom.move_refused"
+        if isinstance(exc, QueryError):
+            log.info("%s refused: %s", service, exc)
+            self._audit_now(event, action, str(exc)[:200])
+            return IDENTIFIER_DOES_NOT_MATCH
+        log.error("%s failed", service, exc_info=exc)
+        self._audit_now(event, action, "processing failure")
+        return UNABLE_TO_PROCESS
+
+    def _audit_now(self, event: Any, action: str, detail: str, record_id: str | None = None) -> None:
+        database = self.node.models.database
+        try:
+            with self.app.app_context():
+                self.audit(event, action, record_id, detail)
+        finally:
+            if not database.is_closed():
+                database.close()
+
+    def _audit_outcomes(self, event: Any, action: str, detail: str, instances: list[Any],
+                        outcomes: Outcomes) -> None:
+        """One entry per series retrieved (its record id), with its instances' outcomes."""
+        by_series: dict[str, Counter] = {}
+        for row in instances:
+            by_series.setdefault(row.series_id, Counter())[outcomes.of(row.sop_instance_uid)] += 1
+        if not by_series:
+            self._audit_now(event, action, f"{detail} instances=0")
+        for record_id, counts in by_series.items():
+            self._audit_now(event, action, f"{detail} instances={sum(counts.values())} "
+                            f"completed={counts['completed']} warning={counts['warning']} failed={counts['failed']}",
+                            record_id)

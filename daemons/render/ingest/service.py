@@ -1,0 +1,370 @@
+"""The one way instances enter a render node, whichever door they came through (upload, C-STORE).
+
+`Ingest.add` validates the files (isolated decode workers, the same rules as every upload),
+then stores them into their series: a new series gets a store folder whose id is derived from
+(institution, SeriesInstanceUID), so it is the same id however its instances arrive; an existing
+series (including one stored before the catalogue existed, which keeps its content-hash id) gets
+the new instances appended and its manifest rewritten atomically. A re-sent identical instance
+is a no-op; a different instance under a stored SOPInstanceUID is refused (409) and audited.
+
+An append costs what the new files cost, not what the series holds: the parsed files of a series
+being received stay in RAM with what the analysis reads of each, and the one series-level step
+that needs a decode (the automatic window, sampled from the middle frame) is provisional until the
+series is complete. The "series complete" rule is a stable age (`dicom.series_complete_s`): once no
+instance has arrived for that long, the series is analysed exactly once more (its manifest is then
+the one a single upload of the same files gives) and its files leave RAM. Until then the series is
+viewable as it grows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import peewee
+from flask import current_app
+
+from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series
+from daemons.render.ingest.isolation import isolated_checker
+from daemons.render.ingest.series_analysis import Provisional, analyse_files
+from daemons.render.ingest.upload_checks import MIB, ParsedFile, UploadError, check_upload, parse_stored_file
+from daemons.render.node import Node
+from daemons.render.store.manifest import Manifest, Meta
+from shared.audit import record_audit
+from shared.db import utcnow
+
+log = logging.getLogger(__name__)
+CACHE_BYTES = 256 * MIB
+INGEST_EXTENSION = "sivr_ingest"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sends: an HTTP user (ids None: taken from the request) or a DICOM peer."""
+
+    user_id: str | None = None
+    username: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    record_id: str
+    created: bool
+    added: int
+    unchanged: int
+
+
+def series_record_id(institution_id: str, series_uid: str) -> str:
+    """The record id of a new series: stable for (institution, SeriesInstanceUID), 64 hex digits."""
+    return hashlib.sha256(f"sivr-series:{institution_id}:{series_uid}".encode()).hexdigest()
+
+
+def _uid(parsed: ParsedFile, keyword: str) -> str:
+    return str(parsed.dataset.get(keyword, "") or "").strip()
+
+
+@dataclass
+class _Received:
+    """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob), the
+    automatic window of its last analysis (kept by the provisional analysis of an append) and the
+    manifest version they were read at (an append commits only onto that version)."""
+
+    files: dict[str, tuple[ParsedFile, int]]
+    auto_window: dict | None
+    version: str
+
+
+class Ingest:
+    """Stores validated instances into series; one per node, shared by all its front doors."""
+
+    def __init__(self, node: Node, complete_s: float = 60.0):
+        self.node = node
+        self.complete_s = complete_s
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._parsed: OrderedDict[str, _Received] = OrderedDict()
+        self._parsed_lock = threading.Lock()
+        # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
+        self._growing: dict[str, tuple[str, float]] = {}
+        self._growing_lock = threading.Lock()
+        self._on_complete: list[Callable[[str], None]] = []
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
+        node.record_index.on_change(self.forget)
+
+    def _lock_for(self, series_uid: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(series_uid, threading.Lock())
+
+    def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
+        record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,
+                     user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
+
+    def add(self, uploads: list[tuple[str, bytes]], actor: Actor, expected_sop_class: str | None = None,
+            checked: list[ParsedFile | None] | None = None) -> IngestResult:
+        """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
+
+        `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
+        `checked`: the uploads the caller already checked with `upload_checks.check_native`
+        (`check_upload`).
+        """
+        node = self.node
+        files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
+        by_uid: dict[str, ParsedFile] = {}
+        for file in files:
+            if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
+                raise UploadError(422, "sop_class_mismatch", f"{file.name}: its SOP Class UID "
+                                  f"{_uid(file, 'SOPClassUID')} is not the one it was sent as ({expected_sop_class})")
+            uid = file.sop_instance_uid
+            if not uid:
+                raise UploadError(422, "invalid_attribute", f"{file.name}: SOP Instance UID is missing")
+            if uid in by_uid:
+                raise UploadError(409, "instance_conflict",
+                                  f"{file.name}: two different files carry SOP Instance UID {uid}")
+            by_uid[uid] = file
+        series_uid = _uid(files[0], "SeriesInstanceUID")
+        with self._lock_for(series_uid):
+            series = self._existing_series(series_uid)
+            if series is None:
+                return self._create(series_uid, files, by_uid, actor)
+            return self._append(series.id, series_uid, by_uid, actor)
+
+    def _existing_series(self, series_uid: str):
+        cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
+        return (cat.Series.select(cat.Series.id)
+                .join(stored, on=(cat.Series.id == stored.id))
+                .where(cat.Series.series_uid == series_uid)
+                .order_by(stored.stored_at, cat.Series.id).first())
+
+    def _create(self, series_uid: str, files: list[ParsedFile],
+                by_uid: dict[str, ParsedFile], actor: Actor) -> IngestResult:
+        node = self.node
+        record_id = series_record_id(node.institution_id, series_uid)
+        analysed = analyse_files(files, node.limits)
+        files = analysed.files
+        blobs = {f.sha256: index for index, f in enumerate(files)}
+        manifest = _with_ids(analysed.manifest, record_id, blobs, files)
+        models = node.models
+        if not node.store.write_record(record_id, [f.raw for f in files], manifest):
+            # the folder is stored but not catalogued (a crash between the two): index it, then append
+            backfill(node.store, models.catalogue, [record_id])
+            self._index_row(record_id, node.store.read_manifest(record_id).meta, actor)
+            return self._append(record_id, series_uid, by_uid, actor)
+        self._index_row(record_id, manifest.meta, actor)
+        index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
+        self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
+        return IngestResult(record_id, True, len(files), 0)
+
+    def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> None:
+        """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
+        models = self.node.models
+        with contextlib.suppress(peewee.IntegrityError):  # the row exists already
+            models.StoredRecord.create(
+                id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
+                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes,
+                uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
+
+    def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
+                actor: Actor) -> IngestResult:
+        node, cat = self.node, self.node.models.catalogue
+        # the series as the store holds it now: another node may have grown it (the catalogue follows).
+        # When the store still holds the version this node last wrote, there is nothing to follow, and
+        # re-reading the manifest (which grows with the series) at every C-STORE is skipped.
+        with self._parsed_lock:
+            held = self._parsed.get(record_id)
+        if held is None or node.store.manifest_version(record_id) != held.version:
+            node.manifest(record_id, fresh=True)
+        stored = self._stored_hashes(record_id, list(incoming))
+        new: dict[str, ParsedFile] = {}
+        for uid, file in incoming.items():
+            if uid not in stored:
+                new[uid] = file
+            elif stored[uid] != file.sha256:
+                self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
+                raise UploadError(409, "instance_conflict",
+                                  f"{file.name}: SOP Instance UID {uid} is already stored with different content; "
+                                  "an instance is never replaced")
+        unchanged = len(incoming) - len(new)
+        if not new:
+            self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
+            return IngestResult(record_id, False, 0, unchanged)
+        received = self._received(record_id)
+        existing = received.files
+        next_blob = max((blob for _, blob in existing.values()), default=-1) + 1
+        blobs = {file.sha256: blob for file, blob in existing.values()}
+        for offset, file in enumerate(new.values()):
+            blobs[file.sha256] = next_blob + offset
+        files = [f for f, _ in existing.values()] + list(new.values())
+        merged = analyse_files(files, node.limits, Provisional(received.auto_window))
+        manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
+        version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest,
+                                          received.version)
+        node.record_index.note_version(record_id, version)
+        meta = manifest.meta
+        with node.models.database.atomic():  # the record row and the catalogue rows: one commit
+            node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
+                                            rows=meta.rows, columns=meta.columns,  # a larger part leads now
+                                            ).where(node.models.StoredRecord.id == record_id).execute()
+            index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
+        self._drop_views(record_id)
+        self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
+                                            received.auto_window, version))
+        self._note_growth(record_id, series_uid)
+        # outside the transaction: an entry written inside one is exported only after an HTTP view,
+        # and a C-STORE has none (shared.audit_export)
+        self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
+        return IngestResult(record_id, False, len(new), unchanged)
+
+    def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, str]:
+        """SOP Instance UID -> SHA-256 of those of `uids` the series holds already."""
+        cat = self.node.models.catalogue
+        found: dict[str, str] = {}
+        for start in range(0, len(uids), UID_BATCH):
+            rows = (cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
+                    .where((cat.Instance.series == record_id)
+                           & cat.Instance.sop_instance_uid.in_(uids[start:start + UID_BATCH])))
+            found.update((row.sop_instance_uid, row.sha256) for row in rows)
+        return found
+
+    def _drop_views(self, record_id: str) -> None:
+        """Viewers reload a series whose manifest changed (its status says "unloaded" until they ask again)."""
+        node = self.node
+        node.registry.unload(record_id)
+        node.forget(record_id)
+        node.images.drop_record(record_id)
+
+    def _received(self, record_id: str) -> _Received:
+        """The stored files of a series, parsed (kept in RAM while it is being received)."""
+        with self._parsed_lock:
+            cached = self._parsed.get(record_id)
+            if cached is not None:
+                self._parsed.move_to_end(record_id)
+                return cached
+        node = self.node
+        manifest, version = node.store.read_manifest_versioned(record_id)
+        files: dict[str, tuple[ParsedFile, int]] = {}
+        # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
+        bad = manifest.render.bad_frame_messages()
+        start = 0
+        for info in manifest.files:
+            blob = info.blob
+            raw = node.store.read_file(record_id, blob, info.sha256)
+            parsed = parse_stored_file(info.name or f"{blob:06d}", raw, node.limits)
+            parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
+                                 if start <= frame < start + parsed.frames}
+            start += parsed.frames
+            files[parsed.sop_instance_uid or info.sha256] = (parsed, blob)
+        received = _Received(files, manifest.render.auto_window, version)
+        self._remember(record_id, received)
+        return received
+
+    def _remember(self, record_id: str, received: _Received) -> None:
+        with self._parsed_lock:
+            self._parsed[record_id] = received
+            self._parsed.move_to_end(record_id)
+            while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
+                self._parsed.popitem(last=False)
+
+    def forget(self, record_id: str) -> None:
+        with self._parsed_lock:
+            self._parsed.pop(record_id, None)
+        with self._growing_lock:
+            self._growing.pop(record_id, None)
+
+    # --- the "series complete" rule ------------------------------------------------------------
+    def on_complete(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(record_id)` after a series becomes complete: where derived data is built."""
+        self._on_complete.append(listener)
+
+    def _note_growth(self, record_id: str, series_uid: str) -> None:
+        with self._growing_lock:
+            self._growing[record_id] = (series_uid, time.monotonic())
+            if self._watcher is None and not self._closed.is_set():
+                self._watcher = threading.Thread(target=self._watch, name="series-complete", daemon=True)
+                self._watcher.start()
+                atexit.register(self.close)
+
+    def growing(self) -> list[str]:
+        """Record ids of the series grown since their last exact analysis (not complete yet)."""
+        with self._growing_lock:
+            return list(self._growing)
+
+    def _watch(self) -> None:
+        tick = min(1.0, max(0.05, self.complete_s / 4))
+        while not self._closed.wait(tick):
+            for record_id in self.complete_due(time.monotonic()):
+                log.info("series %s complete: its exact analysis is stored", record_id)
+
+    def complete_due(self, now: float, derive: bool = True) -> list[str]:
+        """Complete every series whose last instance arrived `complete_s` or more before `now`, then
+        (with `derive`) let the `on_complete` listeners build their derived data."""
+        with self._growing_lock:
+            due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
+        done = []
+        for record_id, series_uid in due:
+            try:
+                if self._complete(record_id, series_uid, now):
+                    done.append(record_id)
+            except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
+                log.exception("series %s: its final analysis failed; retried later", record_id)
+                with self._growing_lock:
+                    if record_id in self._growing:
+                        self._growing[record_id] = (series_uid, time.monotonic())
+        for record_id in done if derive else ():
+            for listener in self._on_complete:
+                try:
+                    listener(record_id)
+                except Exception:  # derived data is an optimisation: the series itself is complete
+                    log.exception("series %s: building its derived data failed", record_id)
+        return done
+
+    def _complete(self, record_id: str, series_uid: str, now: float) -> bool:
+        """The exact analysis of a complete series (one decode), its manifest replaced if that differs."""
+        with self._lock_for(series_uid):
+            with self._growing_lock:
+                entry = self._growing.get(record_id)
+                if entry is None or now - entry[1] < self.complete_s:
+                    return False  # grew again meanwhile (or completed by another call)
+            received = self._received(record_id)
+            blobs = {file.sha256: blob for file, blob in received.files.values()}
+            exact = analyse_files([f for f, _ in received.files.values()], self.node.limits)
+            manifest = _with_ids(exact.manifest, record_id, blobs, exact.files)
+            if manifest != self.node.store.read_manifest(record_id):
+                version = self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest,
+                                                       received.version)
+                self.node.record_index.note_version(record_id, version)
+                self._drop_views(record_id)
+            self.forget(record_id)
+        return True
+
+    def close(self) -> None:
+        """At shutdown: stop the watcher and complete the series still growing now (safe to call twice).
+
+        A node killed hard leaves those series with their provisional analysis (a valid automatic
+        window, sampled from an earlier middle frame) until they grow again.
+        """
+        self._closed.set()
+        self.complete_due(float("inf"), derive=False)  # at shutdown: nothing would use derived data
+        atexit.unregister(self.close)
+
+
+def _cached_bytes(cache: OrderedDict[str, _Received]) -> int:
+    return sum(len(f.raw) for received in cache.values() for f, _ in received.files.values())
+
+
+def _with_ids(manifest: Manifest, record_id: str, blobs: dict[str, int], files: list[ParsedFile]) -> Manifest:
+    """The manifest under the series' record id, each file naming its blob and its SOP Instance UID."""
+    return manifest.with_ids(record_id, blobs, {f.sha256: f.sop_instance_uid for f in files})
+
+
+def ingest_service() -> Ingest:
+    """The node's ingest service, for HTTP views."""
+    return current_app.extensions[INGEST_EXTENSION]

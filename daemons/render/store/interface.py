@@ -1,0 +1,120 @@
+"""The render store interface the node uses, and the choice of backend from the config.
+
+Two backends implement it: `storage.RecordStore` (the node's own folder) and
+`s3store.S3RecordStore` (a bucket shared by the render nodes of one institution). The rest of the
+node sees only `Store`, so nothing outside this module names a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from flask import Flask
+
+from daemons.render.store.manifest import Manifest
+from shared.config import Config, ConfigError
+from shared.errors import error_response
+
+BACKENDS = ("local", "s3")
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or refuses us right now; the request may be retried later (503)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a render node needs of the place its encrypted records live."""
+
+    location: str
+    """Names the shared store for the institution registry ("" for a store no other node reads)."""
+
+    def exists(self, record_id: str) -> bool: ...
+
+    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
+        """Store a record atomically; False (nothing written) if it is already stored."""
+
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
+                     expected_version: str) -> str:
+        """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then replace its
+        manifest (which names them) as the commit point: readers see the old record or the grown one.
+
+        `manifest` was computed from the manifest of version `expected_version`; if the record changed
+        since (another node appended), nothing is committed and StoreUnavailable asks for a retry,
+        so an append never drops instances another node added. Returns the new manifest's version."""
+
+    def read_manifest(self, record_id: str) -> Manifest: ...
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
+        """The manifest and its version, read together (the version changes whenever it is replaced)."""
+
+    def manifest_version(self, record_id: str) -> str | None:
+        """The current version of a record's manifest (cheap: no decryption); None if not stored."""
+
+    def manifest_versions(self) -> dict[str, str]:
+        """Every stored record's manifest version, in one listing."""
+
+    def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
+        """The original bytes of blob `index` (a manifest file entry's `blob`)."""
+
+    def delete(self, record_id: str) -> bool: ...
+
+    def record_ids(self) -> list[str]: ...
+
+    def cleanup(self) -> int:
+        """Remove what interrupted writes and deletes left behind; returns how many were removed."""
+
+    def used_bytes(self) -> int: ...
+
+    def check(self) -> None:
+        """Raise StoreUnavailable unless the store can be reached now (readiness)."""
+
+    def quarantine(self, record_id: str, reason: str) -> object | None:
+        """Move a damaged record aside (kept for IT, never served); where it went, None if gone already."""
+
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined records (`<record id>-<random>`)."""
+
+    def rewrap(self) -> int:
+        """Wrap every record's data key with the current key-encryption key; returns how many changed."""
+
+
+def open_store(config: Config) -> Store:
+    """The store the config names (`storage.backend`)."""
+    storage = config["storage"]
+    backend = storage["backend"]
+    if backend == "s3":
+        from daemons.render.store.s3 import S3RecordStore
+
+        return S3RecordStore.from_config(config)
+    if backend == "local":
+        from daemons.render.store.local import RecordStore
+
+        return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]))
+    raise ConfigError(f"{config.source or '<config>'}: storage.backend must be one of {', '.join(BACKENDS)}")
+
+
+def readiness_check(store: Store) -> Callable[[], str | None]:
+    """`/readyz`'s store check: what is wrong, or None (the same `check()` for every backend)."""
+
+    def check() -> str | None:
+        try:
+            store.check()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+def install_error_handler(app: Flask) -> None:
+    """A store that cannot be reached answers 503 store_unavailable on every route, never 500."""
+
+    @app.errorhandler(StoreUnavailable)
+    def _unavailable(exc: StoreUnavailable):
+        response = error_response(503, "store_unavailable",
+                                  f"the render node's record store cannot be reached: {exc}; try again shortly")
+        response.headers["Retry-After"] = "5"
+        return response

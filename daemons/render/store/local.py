@@ -1,0 +1,324 @@
+"""The node's DICOM store: every file zstandard-compressed, then AES-256-GCM encrypted, written atomically.
+
+Layout: `<dir>/<record id>/<index>.bin` for the files and `<dir>/<record id>/manifest.bin` for the
+record's analysis (itself encrypted: it holds patient names). A record is first written into
+`<dir>/.tmp-<random>/` with every file fsynced, the manifest last, and only then renamed to its id
+in one `os.replace`: after a crash or kill there is either the whole record or none, and leftover
+temporary folders are removed at start-up.
+
+Each blob is `MAGIC | 96-bit random nonce | ciphertext+tag`, with the record id and the file index
+as associated data, so a blob moved to another record or position fails authentication just like
+a modified one. After decryption the SHA-256 from the manifest is checked: the bytes returned are
+the uploaded bytes, bit for bit, or an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from daemons.render.store.interface import StoreUnavailable
+from daemons.render.store.manifest import Manifest
+
+MAGIC = b"SIVRENC1"
+NONCE_BYTES = 12
+TAG_BYTES = 16
+KEY_BYTES = 32
+ZSTD_LEVEL = 1
+MANIFEST = "manifest.bin"
+TEMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+QUARANTINE = ".quarantine"
+
+
+class StoreError(Exception):
+    """A stored blob failed authentication or its checksum: tampered or corrupt, never rendered."""
+
+
+def seal_blob(aead: AESGCM, magic: bytes, aad: bytes, data: bytes) -> bytes:
+    """`magic | random nonce | AES-GCM(zstd(data))` bound to `aad`: the one sealed-object format of
+    both stores (a local blob and an S3 object differ only in their magic and associated data)."""
+    nonce = os.urandom(NONCE_BYTES)
+    compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(data)
+    return magic + nonce + aead.encrypt(nonce, compressed, aad)
+
+
+def open_blob(aead: AESGCM, magic: bytes, aad: bytes, blob: bytes, what: str) -> bytes:
+    """The original bytes of a sealed object; StoreError naming `what` when modified, moved or truncated."""
+    head = len(magic) + NONCE_BYTES
+    if not blob.startswith(magic) or len(blob) < head + TAG_BYTES:
+        raise StoreError(f"{what}: not a store object (damaged or replaced)")
+    try:
+        compressed = aead.decrypt(blob[len(magic):head], blob[head:], aad)
+    except InvalidTag as exc:
+        raise StoreError(f"{what}: authentication failed (tampered or corrupt)") from exc
+    try:
+        return zstandard.ZstdDecompressor().decompress(compressed)
+    except zstandard.ZstdError as exc:
+        raise StoreError(f"{what}: cannot be decompressed ({exc})") from exc
+
+
+def create_key_file(path: Path) -> None:
+    """Write a new random 256-bit key readable by its owner only (0600 from creation)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(KEY_BYTES))
+
+
+def load_key(path: Path) -> bytes:
+    """The store key; refused when other users could read it or when it is not 32 bytes."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{path}: the store key must be readable by its owner only (chmod 600), is {oct(mode)}")
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{path}: the store key must be exactly {KEY_BYTES} bytes, has {len(key)}")
+    return key
+
+
+def _version(stat: os.stat_result) -> str:
+    """A manifest file's version: a replaced manifest is a new inode with a new modification time."""
+    return f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class StoreFull(Exception):
+    """The disk holding the store is full; nothing of the record was kept."""
+
+
+class RecordStore:
+    """Encrypted, compressed, atomically written records under one folder (the `stores.Store` interface)."""
+
+    location = ""  # no other node reads this folder
+
+    def __init__(self, root: Path, key: bytes, threads: int = 2):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._aead = AESGCM(key)
+        self._threads = threads
+
+    @classmethod
+    def open(cls, root: Path, key_file: Path) -> RecordStore:
+        """Open the store; a missing key is created only for a store that holds no record yet."""
+        root, key_file = Path(root), Path(key_file)
+        if not key_file.exists():
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
+                raise ValueError(f"{key_file}: the store key is missing but {root} holds records")
+            create_key_file(key_file)
+        return cls(root, load_key(key_file))
+
+    # --- blobs -------------------------------------------------------------------------------
+    @staticmethod
+    def _aad(record_id: str, part: str) -> bytes:
+        return f"sivr-record:{record_id}:{part}".encode("ascii")
+
+    def _seal(self, record_id: str, part: str, data: bytes) -> bytes:
+        return seal_blob(self._aead, MAGIC, self._aad(record_id, part), data)
+
+    def _open(self, record_id: str, part: str, blob: bytes) -> bytes:
+        return open_blob(self._aead, MAGIC, self._aad(record_id, part), blob, f"record {record_id} {part}")
+
+    # --- records -----------------------------------------------------------------------------
+    def path_of(self, record_id: str) -> Path:
+        return self.root / record_id
+
+    def exists(self, record_id: str) -> bool:
+        return (self.path_of(record_id) / MANIFEST).is_file()
+
+    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
+        """Store a record atomically; False (and nothing written) if it is already stored.
+
+        A full disk raises `StoreFull` after the partial copy is removed.
+        """
+        if self.exists(record_id):
+            return False
+        temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            return self._write_into(temp, record_id, files, manifest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.root} has no space left") from exc
+            raise
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
+
+    def _write_blobs(self, folder: Path, record_id: str, first_blob: int, files: list[bytes]) -> None:
+        """Seal and durably write `files` as blobs `first_blob`, `first_blob + 1`... in `folder`.
+
+        Several threads at once (zstd, AES-GCM and fsync release the GIL): the fsyncs of a batch
+        overlap instead of queueing one after another. Every blob is on disk when this returns (the
+        first error is raised after all writes ended), so the caller's manifest still comes last.
+        """
+        def write_one(offset: int) -> None:
+            index = first_blob + offset
+            _write_durable(folder / f"{index:06d}.bin", self._seal(record_id, str(index), files[offset]))
+
+        if len(files) <= 1:
+            for offset in range(len(files)):
+                write_one(offset)
+            return
+        with ThreadPoolExecutor(min(self._threads, len(files))) as pool:
+            list(pool.map(write_one, range(len(files))))
+
+    def _write_into(self, temp: Path, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
+        temp.mkdir()
+        self._write_blobs(temp, record_id, 0, files)
+        body = manifest.encode()
+        _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
+        _fsync_dir(temp)
+        try:
+            os.replace(temp, self.path_of(record_id))
+        except OSError:
+            if self.exists(record_id):  # the same record was stored concurrently
+                return False
+            raise
+        _fsync_dir(self.root)
+        return True
+
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
+                     expected_version: str) -> str:
+        """Add files to a stored record (a series that grows), then replace its manifest atomically.
+
+        Each new file is written durably as blob `first_blob + i` before the new manifest (which
+        names it) replaces the old one with `os.replace`: after a crash the record is the old one
+        or the new one, never half of it; a blob left without a manifest entry is overwritten by
+        the next append. The caller serialises appends to one record (`daemons.render.ingest.service`);
+        a manifest replaced since `expected_version` was read is not overwritten (StoreUnavailable).
+        """
+        folder = self.path_of(record_id)
+        if self.manifest_version(record_id) != expected_version:
+            raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        try:
+            self._write_blobs(folder, record_id, first_blob, files)
+            body = manifest.encode()
+            temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
+            _write_durable(temp, self._seal(record_id, "manifest", body))
+            os.replace(temp, folder / MANIFEST)
+            _fsync_dir(folder)
+            return _version((folder / MANIFEST).stat())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.root} has no space left") from exc
+            raise
+
+    def read_manifest(self, record_id: str) -> Manifest:
+        return self.read_manifest_versioned(record_id)[0]
+
+    def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
+        # the version of the very file read: a manifest is replaced by rename, never rewritten in place
+        with open(self.path_of(record_id) / MANIFEST, "rb") as handle:
+            version = _version(os.fstat(handle.fileno()))
+            blob = handle.read()
+        return Manifest.decode(self._open(record_id, "manifest", blob)), version
+
+    def manifest_version(self, record_id: str) -> str | None:
+        try:
+            return _version((self.path_of(record_id) / MANIFEST).stat())
+        except FileNotFoundError:
+            return None
+
+    def manifest_versions(self) -> dict[str, str]:
+        versions = {}
+        for record_id in self.record_ids():
+            version = self.manifest_version(record_id)
+            if version is not None:
+                versions[record_id] = version
+        return versions
+
+    def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
+        """The original bytes of file `index`, verified against the manifest's SHA-256.
+
+        `verify=False` is for decoding into RAM only: the GCM tag still refuses any modified or
+        moved blob and zstd's frame checksum any corruption, so the SHA-256 (a quarter of the
+        CPU time of a load) is kept for bytes that leave the node.
+        """
+        blob = (self.path_of(record_id) / f"{index:06d}.bin").read_bytes()
+        data = self._open(record_id, str(index), blob)
+        if verify and hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"record {record_id} file {index}: checksum mismatch")
+        return data
+
+    def delete(self, record_id: str) -> bool:
+        """Remove a record; it disappears in one rename, then its files are deleted."""
+        path = self.path_of(record_id)
+        if not path.exists():
+            return False
+        trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+
+    def quarantine(self, record_id: str, reason: str) -> Path | None:
+        """Move a damaged record aside (kept for IT to inspect, never served); None if it is gone already.
+
+        The folder lands in `<dir>/.quarantine/<record id>-<random>/` with a `reason.txt`; the node
+        then works as if the record had been deleted.
+        """
+        path = self.path_of(record_id)
+        if not path.exists():
+            return None
+        folder = self.root / QUARANTINE
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{record_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # quarantined by another request meanwhile
+            return None
+        (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+        return target
+
+    def quarantined(self) -> list[str]:
+        """Names of the quarantined record folders (`<record id>-<random>`)."""
+        folder = self.root / QUARANTINE
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def record_ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def cleanup(self) -> int:
+        """Remove what an interrupted write or delete left behind; returns how many folders."""
+        removed = 0
+        for path in self.root.iterdir():
+            if path.name == QUARANTINE:
+                continue
+            if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (path.is_dir() and not (path / MANIFEST).exists()):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def used_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*.bin"))
+
+    def rewrap(self) -> int:
+        """Nothing to do: the local store has one key and no wrapped data keys."""
+        return 0
+
+    def check(self) -> None:
+        """The store folder can be listed and written (readiness)."""
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"the store folder {self.root} is not readable and writable")
