@@ -36,5 +36,19 @@ cd "$SIVR_REPO"
 npm ci --prefix installers/js --silent
 # lint first: a finding fails the run before the long suite starts
 PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
-xvfb-run -a -s "-screen 0 1920x1080x24" \
-    "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"
+# One worker per core (at most 4): most tests wait on daemons, browsers and sockets, so one
+# process left half of a 2-core machine idle. A file's tests stay on one worker (its module
+# fixtures are set up once). Tests that disturb a shared service (marker `exclusive`) run alone after.
+workers=$(nproc); ((workers > 4)) && workers=4
+pytest_run() {
+    xvfb-run -a -s "-screen 0 1920x1080x24" \
+        "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"
+}
+status=0
+pytest_run -n "$workers" --dist loadfile -m "not exclusive" "$@" || status=$?
+alone=0
+pytest_run -m exclusive "$@" || alone=$?
+# 5: no test selected (arguments that name no exclusive test)
+((alone == 5)) && alone=0
+((status == 0)) && status=$alone
+exit "$status"

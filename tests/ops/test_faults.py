@@ -113,6 +113,7 @@ def test_institution_down_leaves_search_and_other_institutions_working(make_depl
 
 
 @pytest.mark.postgres
+@pytest.mark.exclusive
 def test_daemons_reconnect_after_the_database_restarts(make_deployment, pg_database_factory):
     restart = os.environ.get("SIVR_TEST_PG_RESTART")
     if not restart:
