@@ -177,7 +177,7 @@ def test_admin_cannot_delete_themself(api: Api, tokens, seed, db_state):
     ("1 OR 1=1", 400, "invalid_id"),
     ("*", 400, "invalid_id"),
     ("{7d444840-9dc0-11d1-b245-5ffdce74fad2}", 400, "invalid_id"),
-    (str(uuid.uuid4()), 404, "not_found"),
+    ("5bf29f22-7355-4236-ad80-e8705d114f9f", 404, "not_found"),
 ])
 def test_delete_user_with_blank_malformed_or_unknown_id(api: Api, tokens, db_state, bad_id, status, code):
     before = db_state()
