@@ -41,6 +41,20 @@ def _pydicom_validation_is_left_as_found() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def playwright_instance():
+    """The one Playwright of this test process: its sync API refuses to start a second one while a
+    first is running, so every browser test (viewer, OHIF, failover) launches Chromium from this."""
+    from tests.webviewer.browser import CHROMIUM
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's chromium is not installed ({CHROMIUM})")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The developers' real DICOM set beside the repository, or a skip on a fresh clone."""
     if not (SHARED_DATA / "dicom").is_dir():

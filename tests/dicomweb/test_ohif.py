@@ -24,7 +24,6 @@ import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
 
 from daemons.demo import RunningDeployment, start_deployment
 from tests.dicomweb.ohif_site import (
@@ -83,15 +82,14 @@ def ohif(site: OhifSite, tmp_path_factory) -> Iterator[tuple[RunningDeployment, 
 
 
 @pytest.fixture(scope="module")
-def browser(ohif):
+def browser(ohif, playwright_instance):
     running, _ = ohif
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(server_cert_of(running))}"],
-        )
-        yield browser
-        browser.close()
+    browser = playwright_instance.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={spki_hash(server_cert_of(running))}"],
+    )
+    yield browser
+    browser.close()
 
 
 class DicomwebLog:

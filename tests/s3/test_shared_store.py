@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pydicom
-import pytest
 import requests
 from pydicom.uid import generate_uid
 
@@ -23,7 +22,7 @@ from daemons.render.store.s3 import MANIFESTS, OBJECTS
 from tests.ops.helpers import demo_slices, upload_and_load, wait_ready
 from tests.s3.conftest import render_instances, restart, set_config_values
 from tests.s3.gate import Gate
-from tests.webviewer.browser import CHROMIUM, DESKTOP, launch_chromium, server_cert_of
+from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
 from tests.webviewer.helpers import login
 
 FILES = demo_slices(12)
@@ -280,12 +279,8 @@ def _first_frame_from_any(doctor, urls: list[str], record_id: str) -> requests.R
     raise AssertionError("no node served the record")
 
 
-def test_viewer_moves_to_the_node_sharing_the_store(shared):
+def test_viewer_moves_to_the_node_sharing_the_store(shared, playwright_instance):
     """The browser opens a record whose node is dead on the other node of the same store."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
     doctor = shared.client()
     instance_a, instance_b = render_instances(shared)
     meta = upload_record(doctor, instance_a.url, ct(30, 36))
@@ -295,16 +290,17 @@ def test_viewer_moves_to_the_node_sharing_the_store(shared):
     register_record(doctor, inst["server_url"], meta, by_url[instance_a.url], patient["id"], "CT", "viewer failover",
                     confirm_mismatch=True)
     shared.stop_instance(instance_a.name, signal.SIGKILL)
+    frames_from: set[str] = set()
     try:
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright, server_cert_of(shared))
+        browser = launch_chromium(playwright_instance, server_cert_of(shared))
+        try:
             page = browser.new_context(viewport=DESKTOP, base_url=shared.url("web")).new_page()
             page.set_default_timeout(30000)
-            frames_from: set[str] = set()
             page.on("request", lambda r: "/frames/" in r.url and frames_from.add(r.url.split("/api/")[0]))
             login(page, shared)
             page.goto(f"/#/view/{inst['id']}/{by_url[instance_a.url]}/{meta['id']}")
             page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
+        finally:
             browser.close()
         assert frames_from == {instance_b.url}
     finally:

@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.webviewer.browser import CHROMIUM, DESKTOP, launch_chromium, server_cert_of
-
-
-@pytest.fixture(scope="session")
-def playwright_instance():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
+from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
 
 
 @pytest.fixture(scope="session")
