@@ -157,6 +157,8 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
     try:
         rows = {r.id: r.filed for r in harness.app.extensions["sivr_node"].models.StoredRecord.select()}
         assert rows == {received: False, uploaded: True}
+        # series filed before the store kept the mark get it at start-up
+        assert harness.app.extensions["sivr_node"].store.filed_among([received, uploaded]) == {uploaded}
         listed = harness.client.get("/api/v1/worklist", headers=harness.headers()).get_json()
         assert [i["id"] for i in listed["items"]] == [received]
         assert harness.client.get(f"/api/v1/records/{uploaded}", headers=harness.headers()).status_code == 200
@@ -173,3 +175,22 @@ def test_each_series_shows_the_patient_its_own_images_name(archive):
     names = {i["id"]: i["patient"]["name"] for i in items}
     assert names[first] == "DOE^JANE"
     assert sorted(names.values()) == ["DOE^JANE", "SOMEONE^ELSE"]
+
+
+def test_the_filed_mark_is_kept_in_the_store(archive):
+    """A node sharing the store that never saw the series filed (its catalogue row says unfiled)
+    follows the store's mark: off the work list, no second receipt. With S3, two real nodes:
+    tests/s3/test_shared_store.py."""
+    record_id = received_series(archive)
+    the_node = archive.app.extensions["sivr_node"]
+    assert the_node.store.filed_among([record_id]) == set()
+    archive.client.post(f"/api/v1/records/{record_id}/filed", headers=archive.headers())
+    assert the_node.store.filed_among([record_id]) == {record_id}
+    stored = the_node.models.StoredRecord
+    stored.update(filed=False).where(stored.id == record_id).execute()  # as on a node that took it over
+    listed = archive.client.get("/api/v1/worklist", headers=archive.headers()).get_json()
+    assert record_id not in [i["id"] for i in listed["items"]]
+    assert stored.get_by_id(record_id).filed
+    stored.update(filed=False).where(stored.id == record_id).execute()
+    again = archive.client.post(f"/api/v1/records/{record_id}/receipt", headers=archive.headers())
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_filed"

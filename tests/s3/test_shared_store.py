@@ -340,3 +340,27 @@ def test_series_sent_in_two_parts_to_two_nodes_grows_one_record_in_the_bucket(sh
     doctor.call("POST", f"{node_b}/api/v1/records/{first['id']}/load", ok=(200, 202))
     status = wait_ready(doctor, node_b, first["id"])
     assert status["state"] == "ready" and status["errors"] == []
+
+
+def worklist_ids(client, node_url: str) -> list[str]:
+    return [i["id"] for i in client.call("GET", f"{node_url}/api/v1/worklist", params={"limit": 500}).json()["items"]]
+
+
+def test_a_series_filed_through_one_node_is_off_the_other_nodes_work_list(shared, seaweed):
+    """The filed mark lives in the bucket: node B, which learns of the series from the store and
+    never saw it filed, neither lists it nor hands out a receipt to file it a second time."""
+    files = ct(50, 53)
+    doctor = shared.client()
+    node_a, node_b = (i.url for i in render_instances(shared))
+    record = upload_record(doctor, node_a, files)
+    doctor.call("GET", f"{node_b}/api/v1/records/{record['id']}")  # B takes it over from the bucket
+    listed_on_b = worklist_ids(doctor, node_b)
+    assert record["id"] in listed_on_b  # not filed yet
+    doctor.call("POST", f"{node_a}/api/v1/records/{record['id']}/filed")
+    assert f"{_prefix(shared)}filed/{record['id']}" in _keys(seaweed, _bucket(shared), f"{_prefix(shared)}filed/")
+    listed_on_b = worklist_ids(doctor, node_b)
+    assert record["id"] not in listed_on_b
+    again = doctor.call("POST", f"{node_b}/api/v1/records/{record['id']}/receipt", ok=(409,))
+    assert again.json()["error"]["code"] == "already_filed"
+    doctor.call("DELETE", f"{node_a}/api/v1/records/{record['id']}")  # the mark goes with the record
+    assert f"{_prefix(shared)}filed/{record['id']}" not in _keys(seaweed, _bucket(shared), f"{_prefix(shared)}filed/")

@@ -83,8 +83,9 @@ def worklist():
     models = the_node.models
     the_node.record_index.refresh()
     Stored = models.StoredRecord
-    rows = [r for r in Stored.select().where(~Stored.filed).order_by(Stored.stored_at.desc(), Stored.id)
-            if the_node.intact(r.id)]
+    unfiled = list(Stored.select().where(~Stored.filed).order_by(Stored.stored_at.desc(), Stored.id))
+    filed_elsewhere = the_node.record_index.follow_filed([r.id for r in unfiled])
+    rows = [r for r in unfiled if r.id not in filed_elsewhere and the_node.intact(r.id)]
     page = rows[offset:offset + limit]
     Series = models.catalogue.Series
     series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r in page]))} if page else {}
@@ -113,7 +114,7 @@ def receipt(record_id: str):
     answers with: for series that arrived without an upload, or whose upload receipt has expired."""
     record_id = parse_record_id(record_id, "record id")
     row = _stored_here(record_id)
-    if row.filed:
+    if row.filed or node().record_index.follow_filed([record_id]):
         raise ApiError(409, "already_filed", f"series {record_id} is already filed at the institution; "
                        "it is on its patient's page")
     record_audit(node().models.AuditEntry, "record.receipt", "record", record_id)
@@ -127,11 +128,16 @@ def filed(record_id: str):
 
     The node cannot check the registration (it never calls the institution); marking a series filed
     only hides it from the work list, so a wrong mark costs a series on the list, never a patient's
-    images on another patient's page. Idempotent.
+    images on another patient's page. Idempotent. The mark is kept in the store, not only in this
+    node's catalogue: with a shared S3 store another node that takes the series over knows it is filed.
     """
     record_id = parse_record_id(record_id, "record id")
     row = _stored_here(record_id)
     models = node().models
+    try:
+        node().store.mark_filed(record_id)  # first: the store is what every node sharing it reads
+    except FileNotFoundError:
+        raise not_found("record", record_id) from None
     if not row.filed:
         with models.database.atomic():
             models.StoredRecord.update(filed=True).where(models.StoredRecord.id == record_id).execute()

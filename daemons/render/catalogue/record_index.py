@@ -136,8 +136,28 @@ class RecordIndex:
             self.store.cleanup()
             self.sync()
             backfill(self.store, self.models.catalogue, self.store.record_ids())  # records stored before the catalogue
+            self._mark_filed_in_store()
         except StoreUnavailable as exc:
             log.warning("record store unreachable at start-up, catalogue not synced: %s", exc)
+
+    def follow_filed(self, record_ids: list[str]) -> set[str]:
+        """Of these series unfiled in this node's catalogue, those the store says are filed (by
+        another node sharing it, which took the decision): marked filed here too, and returned."""
+        filed = self.store.filed_among(record_ids) if record_ids else set()
+        if filed:
+            stored = self.models.StoredRecord
+            stored.update(filed=True).where(stored.id.in_(sorted(filed))).execute()
+        return filed
+
+    def _mark_filed_in_store(self) -> None:
+        """Series filed before the store kept the mark (an upgraded node) get it, once."""
+        stored = self.models.StoredRecord
+        filed = [row.id for row in stored.select(stored.id).where(stored.filed)]
+        for record_id in set(filed) - self.store.filed_among(filed):
+            try:
+                self.store.mark_filed(record_id)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
 
     def refresh(self) -> None:
         """Sync when the last sync is older than `refresh_s` (before listing records)."""

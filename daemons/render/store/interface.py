@@ -63,6 +63,14 @@ class Store(Protocol):
 
     def record_ids(self) -> list[str]: ...
 
+    def mark_filed(self, record_id: str) -> None:
+        """Say in the store that the series is filed at its institution (durable, idempotent)."""
+        ...
+
+    def filed_among(self, record_ids: list[str]) -> set[str]:
+        """Which of these records the store says are filed (by this node or another sharing it)."""
+        ...
+
     def cleanup(self) -> int:
         """Remove what interrupted writes and deletes left behind; returns how many were removed."""
 

@@ -35,6 +35,7 @@ TAG_BYTES = 16
 KEY_BYTES = 32
 ZSTD_LEVEL = 1
 MANIFEST = "manifest.bin"
+FILED = "filed"
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 QUARANTINE = ".quarantine"
@@ -299,6 +300,18 @@ class RecordStore:
 
     def record_ids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def mark_filed(self, record_id: str) -> None:
+        """An empty `filed` file in the record's folder: deleting the record deletes the mark."""
+        folder = self.path_of(record_id)
+        if not (folder / MANIFEST).is_file():
+            raise FileNotFoundError(f"record {record_id} is not in the store {self.root}")
+        if not (folder / FILED).exists():
+            _write_durable(folder / FILED, b"")
+            _fsync_dir(folder)
+
+    def filed_among(self, record_ids: list[str]) -> set[str]:
+        return {r for r in record_ids if (self.path_of(r) / FILED).is_file()}
 
     def cleanup(self) -> int:
         """Remove what an interrupted write or delete left behind; returns how many folders."""

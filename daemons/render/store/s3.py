@@ -51,6 +51,7 @@ from shared.config import Config, ConfigError
 MANIFESTS = "manifests/"
 OBJECTS = "objects/"
 QUARANTINE = "quarantine/"
+FILED = "filed/"
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 CONFLICT_CODES = ("412", "PreconditionFailed", "ConditionalRequestConflict")
 T = TypeVar("T")
@@ -400,7 +401,8 @@ class S3RecordStore:
             self._headers.pop(record_id, None)
         if self._cache is not None:
             self._cache.drop_record(record_id)
-        self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")])
+        self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")]
+                          + [f"{self.prefix}{FILED}{record_id}"])
         return True
 
     def quarantine(self, record_id: str, reason: str) -> str | None:
@@ -430,6 +432,21 @@ class S3RecordStore:
     def record_ids(self) -> list[str]:
         start = len(self.prefix) + len(MANIFESTS)
         return sorted(o["Key"][start:] for o in self._list(self.prefix + MANIFESTS))
+
+    def mark_filed(self, record_id: str) -> None:
+        """An empty object `filed/<record id>`, seen by every node sharing the bucket (the work list
+        is the institution's, not one node's); removed with the record."""
+        if not self.exists(record_id):
+            raise FileNotFoundError(f"record {record_id} is not in s3://{self.bucket}/{self.prefix}")
+        key = f"{self.prefix}{FILED}{record_id}"
+        _call(f"PUT {key}", lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=b""))
+
+    def filed_among(self, record_ids: list[str]) -> set[str]:
+        """One listing of `filed/`, whatever the number of records asked about."""
+        if not record_ids:
+            return set()
+        start = len(self.prefix) + len(FILED)
+        return {o["Key"][start:] for o in self._list(self.prefix + FILED)} & set(record_ids)
 
     def cleanup(self) -> int:
         """Delete uploads no manifest names once their newest object is older than `s3.stale_upload_s`.
