@@ -30,7 +30,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemons.gunicorn_worker import json_error_body
+from daemons.gunicorn_worker import ERROR_HEADERS, json_error_body
 from shared.tls import TLS12_CIPHERS
 
 #: Where the backends of fronted instances listen (plain HTTP, reached only through the front).
@@ -42,11 +42,12 @@ PROXY_TIMEOUT_S = 300
 FOLDER = "front"
 ERROR_PATH = "/.sivr-front-error/"  # internal locations only: a client asking for one gets a 404
 # The statuses nginx may answer by itself, and the status the client then gets.
-OWN_ERRORS = {400: 400, 404: 404, 408: 408, 413: 413, 414: 414, 494: 431, 495: 400, 496: 400, 497: 400,
-              500: 500, 502: 502, 503: 503, 504: 504}
-REASONS = {400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large", 414: "URI Too Long",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 502: "Bad Gateway",
-           503: "Service Unavailable", 504: "Gateway Timeout"}
+OWN_ERRORS = {400: 400, 404: 404, 405: 405, 408: 408, 413: 413, 414: 414, 494: 431, 495: 400, 496: 400, 497: 400,
+              500: 500, 501: 501, 502: 502, 503: 503, 504: 504, 505: 505}
+REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           413: "Payload Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout", 505: "HTTP Version Not Supported"}
 DETAILS = {400: "a malformed request, or plain HTTP sent to this HTTPS port",
            408: "the request did not arrive in time"}
 
@@ -83,28 +84,36 @@ def config_path(root: Path, name: str) -> Path:
 
 
 def _error_locations() -> str:
+    # the headers of every refusal made before the app runs (gunicorn_worker.ERROR_HEADERS), CSP included
+    headers = "".join(f"            add_header {name} {_quoted(value)} always;\n" for name, value in ERROR_HEADERS[1:])
     lines = []
     for status in sorted(set(OWN_ERRORS.values())):
         body = json_error_body(status, REASONS[status], DETAILS.get(status, "")).decode()
-        body = body.replace("\\", "\\\\").replace("'", "\\'")  # an nginx single-quoted string
         lines.append(f"        location = {ERROR_PATH}{status} {{\n"
                      f"            internal;\n"
                      # HTTP/2 checks the body's size again on the redirect; a second 413 there
                      # would send nginx's own HTML page instead of this one
                      f"            client_max_body_size 0;\n"
                      f"            default_type application/json;\n"
-                     f"            add_header Cache-Control no-store always;\n"
-                     f"            add_header X-Content-Type-Options nosniff always;\n"
-                     f"            return {status} '{body}';\n"
+                     f"{headers}"
+                     f"            return {status} {_quoted(body)};\n"
                      f"        }}")
     return "\n".join(lines)
 
 
+def _quoted(text: str) -> str:
+    """An nginx single-quoted string ($ would still be expanded as a variable: refused)."""
+    if "$" in text:
+        raise ValueError(f"nginx would expand the $ in {text!r}")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def render_config(front: Front) -> str:
     """The whole nginx.conf of one instance's front (run with `-p` a private writable folder)."""
+    listen_host = "127.0.0.1" if front.listen_host == "localhost" else front.listen_host
     try:  # an address: listen on it alone (as gunicorn bound server.host)
-        ipaddress.ip_address(front.listen_host)
-        hosts = [f"[{front.listen_host}]" if ":" in front.listen_host else front.listen_host]
+        ipaddress.ip_address(listen_host)
+        hosts = [f"[{listen_host}]" if ":" in listen_host else listen_host]
     except ValueError:  # a host name: every address of this host (IPv6 sockets are v6-only in nginx)
         hosts = ["0.0.0.0", "[::]"]
     listens = "\n".join(f"        listen {host}:{front.listen_port} ssl http2;" for host in hosts)
@@ -131,6 +140,9 @@ http {{
     upstream backend {{
         server {BACKEND_HOST}:{front.backend_port};
         keepalive 64;
+        # closed before gunicorn closes an idle one: a streamed POST sent on a connection the
+        # backend is closing cannot be retried, and the client would get a 502
+        keepalive_timeout {max(1, front.keepalive_s - 5)}s;
     }}
 
     server {{

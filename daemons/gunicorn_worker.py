@@ -22,6 +22,7 @@ CODES = {
     400: "bad_request",
     403: "forbidden",
     404: "not_found",
+    405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
     414: "uri_too_long",
@@ -32,6 +33,7 @@ CODES = {
     502: "bad_gateway",
     503: "unavailable",
     504: "gateway_timeout",
+    505: "http_version_not_supported",
 }
 # The request-size limits of both servers `sivr serve` runs (gunicorn's defaults, passed to it
 # explicitly; daemons/http2_server.py applies the same to HTTP/2 requests).

@@ -120,6 +120,18 @@ def test_errors_through_the_front_stay_json(deployment, h2):
     parts = urlsplit(node)
     plain = requests.get(f"http://{parts.hostname}:{parts.port}/readyz", timeout=30)
     assert _json_error(plain, 400)["code"] == "bad_request"
+    assert "content-security-policy" in plain.headers  # every refusal has the API's headers
+    # methods and protocol versions nginx refuses by itself
+    assert _json_error(h2.request("TRACE", f"{node}/api/v1/presets"), 405)["code"] == "method_not_allowed"
+    odd_coding = requests.post(f"{node}/api/v1/presets", data=b"x", verify=deployment.ca_cert, timeout=30,
+                               headers={"Transfer-Encoding": "gzip"})
+    assert _json_error(odd_coding, 501)["code"] == "not_implemented"
+
+
+def test_a_front_for_localhost_listens_on_loopback_only():
+    front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
+    listens = [line.split()[1] for line in fronts.render_config(front).splitlines() if line.strip().startswith("listen")]
+    assert listens == ["127.0.0.1:5003"]
 
 
 def test_an_oversized_body_over_h2_is_refused_as_json_with_or_without_length(deployment, tmp_path):

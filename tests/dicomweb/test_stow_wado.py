@@ -451,3 +451,6 @@ def test_metadata_leaves_the_process_wide_pydicom_validation_alone():
     assert model["00100010"]["Value"] == [{"Alphabetic": "Doe^Jane"}]
     assert model["00091010"]["BulkDataURI"].startswith("https://node/bulk/")
     assert "00280030" not in model, "a value that is not a number cannot be DICOM JSON DS"
+    # a value of the wrong length for its VR (pydicom's BytesLengthException) is left out too
+    ds._dict[0x00181088] = pydicom.dataelem.RawDataElement(pydicom.tag.Tag(0x00181088), "FD", 3, b"abc", 0, True, True)
+    assert "00181088" not in json.loads(instance_json(ds, "https://node/bulk"))

@@ -117,7 +117,7 @@ def instance_json(ds: Dataset, bulk_base: str) -> bytes:
     for tag in sorted(ds.keys()):
         try:
             model[f"{tag:08X}"] = ds[tag].to_json_dict(bulk_uri, BULK_THRESHOLD)
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        except Exception as exc:  # as pydicom's own suppress_invalid_tags: any element pydicom cannot convert
             log.warning("metadata: element %08X dropped, its value does not convert to DICOM JSON: %s", tag, exc)
     model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [stored_syntax(ds)]}
     return json.dumps(model, separators=(",", ":")).encode()
