@@ -130,7 +130,8 @@ def test_errors_through_the_front_stay_json(deployment, h2):
 
 def test_a_front_for_localhost_listens_on_loopback_only():
     front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
-    listens = [line.split()[1] for line in fronts.render_config(front).splitlines() if line.strip().startswith("listen")]
+    config = fronts.render_config(front).splitlines()
+    listens = [line.split()[1] for line in config if line.strip().startswith("listen")]
     assert listens == ["127.0.0.1:5003"]
 
 
