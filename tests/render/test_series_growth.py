@@ -46,7 +46,9 @@ def add(harness, files: list[tuple[str, bytes]]):
 
 
 def stored_manifest(harness, record_id: str) -> dict:
-    manifest = harness.app.extensions["sivr_node"].store.read_manifest(record_id).to_json()
+    """The manifest every reader gets (`Node.manifest`: a series grown since its last analysis is
+    analysed first; the store itself holds the last analysis and a journal of the appends)."""
+    manifest = harness.app.extensions["sivr_node"].manifest(record_id).to_json()
     for entry in manifest["files"]:
         entry.pop("blob")  # where each file lies in the store depends on the order they came in
     return manifest
