@@ -280,3 +280,59 @@ def test_an_append_rereads_the_manifest_only_when_another_node_grew_the_series(m
             harness.registry.shutdown()
             harness.app.extensions["sivr_view_audit"].close()
             harness.app.extensions["sivr_node"].decoder.close()
+
+
+def sized_slice(index: int, rows: int, series: str) -> Dataset:
+    """A slice of `rows` x `rows` pixels at position `index` (its values grow with the position)."""
+    ds = dataset(rows=rows, cols=rows, series=series, position=2.5 * index)
+    ds.InstanceNumber = index + 1
+    ds.PixelData = (np.arange(rows * rows, dtype=np.int16) * (index + 1)).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("count", [56, 130])
+def test_a_series_of_two_sizes_arriving_one_by_one_shuffled_is_analysed_as_one_upload(pair, monkeypatch, count):
+    """A series (three quarters at 16x16, the rest at 12x12: two stacks) sent one instance at a time
+    in shuffled order: no append analyses the series, a reader during growth gets the analysis of
+    what has arrived, the journal is folded into the base at its bound, and the end is exactly one
+    upload of the same files."""
+    import daemons.render.ingest as ingest_module
+    import daemons.render.series_analysis as analysis
+
+    bulk_node, grown_node = pair
+    series = "1.2.826.0.1.3680043.99.9"
+    files = [(f"{i:03d}.dcm", to_bytes(sized_slice(i, 16 if i < count * 3 // 4 else 12, series)))
+             for i in range(count)]
+    bulk = add(bulk_node, files)
+    shuffled = files[:]
+    random.Random(11).shuffle(shuffled)
+    monkeypatch.setattr(ingest_module, "JOURNAL_BOUND", 20)
+    analysed: list[int] = []
+    original = analysis._analyse_files
+
+    def counting(unique, limits, provisional):
+        analysed.append(len(unique))
+        return original(unique, limits, provisional)
+
+    monkeypatch.setattr(analysis, "_analyse_files", counting)
+    node = grown_node.app.extensions["sivr_node"]
+    store = node.store
+    record_id = add(grown_node, shuffled[:1]).record_id
+    for count, one in enumerate(shuffled[1:], start=2):
+        add(grown_node, [one])
+        if count == 30:  # a reader in the middle of the series: the analysis of the 30 files here
+            seen = stored_manifest(grown_node, record_id)
+            assert seen["meta"]["files"] == 30 and len(seen["render"]["stacks"]) == 2
+    # each append checked its one new file; the series was analysed only at the bound (20 appends
+    # since the last analysis) and for the reader, never per append
+    series_sized = [n for n in analysed if n > 1]
+    assert len(series_sized) <= count // 20 + 1, analysed
+    assert store.read_manifest(record_id).pending > 0  # the journal holds the last appends
+    growing, final = stored_manifest(grown_node, record_id), stored_manifest(bulk_node, bulk.record_id)
+    assert store.read_manifest(record_id).pending == 0  # the reader's analysis is the new base
+    assert growing["render"].pop("auto_window") != final["render"]["auto_window"]
+    assert growing["meta"] == final["meta"] and growing["files"] == final["files"]
+    assert growing["render"] == {k: v for k, v in final["render"].items() if k != "auto_window"}
+    assert ingest_of(grown_node).complete_due(time.monotonic() + 3600) == [record_id]
+    assert stored_manifest(grown_node, record_id) == final
+    assert catalogue_rows(grown_node, record_id) == catalogue_rows(bulk_node, bulk.record_id)
