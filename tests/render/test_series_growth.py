@@ -290,7 +290,7 @@ def sized_slice(index: int, rows: int, series: str) -> Dataset:
     return ds
 
 
-@pytest.mark.parametrize("count", [56, 130])
+@pytest.mark.parametrize("count", [56, 127])
 def test_a_series_of_two_sizes_arriving_one_by_one_shuffled_is_analysed_as_one_upload(pair, monkeypatch, count):
     """A series (three quarters at 16x16, the rest at 12x12: two stacks) sent one instance at a time
     in shuffled order: no append analyses the series, a reader during growth gets the analysis of
