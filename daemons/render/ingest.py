@@ -238,7 +238,10 @@ class Ingest:
         # and a C-STORE has none (shared.audit_export)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
         if received.pending + len(files) >= JOURNAL_BOUND:
-            self._settle(record_id, series_uid)
+            try:
+                self._settle(record_id, series_uid)
+            except Exception:  # the instances are stored: the series is analysed at its next read instead
+                log.exception("series %s: its analysis at the journal bound failed", record_id)
         return IngestResult(record_id, False, len(new), unchanged)
 
     # --- the series' analysis, stored as the manifest's new base ----------------------------------
