@@ -231,8 +231,9 @@ class Ingest:
                                  ).where(stored_record.id == record_id).execute()
             index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[uid]) for uid, f in new.items()])
         self._drop_views(record_id)
-        self._remember(record_id, replace(received, version=version, growth=growth, pending=received.pending + len(files),
-                                          files={**received.files, **{uid: (f, blobs[uid]) for uid, f in new.items()}}))
+        self._remember(record_id, replace(
+            received, version=version, growth=growth, pending=received.pending + len(files),
+            files={**received.files, **{uid: (f, blobs[uid]) for uid, f in new.items()}}))
         self._note_growth(record_id, series_uid)
         # outside the transaction: an entry written inside one is exported only after an HTTP view,
         # and a C-STORE has none (shared.audit_export)
@@ -323,8 +324,8 @@ class Ingest:
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
             files[parsed.sop_instance_uid or info.sha256] = (parsed, blob)
-        parsed = [f for f, _ in files.values()]
-        received = _Received(files, manifest.render.auto_window, version, Growth.of(parsed), manifest.pending)
+        growth = Growth.of([f for f, _ in files.values()])
+        received = _Received(files, manifest.render.auto_window, version, growth, manifest.pending)
         self._remember(record_id, received)
         return received
 
