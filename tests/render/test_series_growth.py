@@ -336,3 +336,60 @@ def test_a_series_of_two_sizes_arriving_one_by_one_shuffled_is_analysed_as_one_u
     assert ingest_of(grown_node).complete_due(time.monotonic() + 3600) == [record_id]
     assert stored_manifest(grown_node, record_id) == final
     assert catalogue_rows(grown_node, record_id) == catalogue_rows(bulk_node, bulk.record_id)
+
+
+def test_an_append_is_refused_as_an_upload_of_the_grown_series_would_be(make_node):
+    """An append checks only its new files, yet refuses what the analysis of the whole grown series
+    refuses: another patient, another pixel format, more frames than the node's limit."""
+    harness = make_node(dicom__series_complete_s=3600.0, limits__max_frames=5)
+    try:
+        files = series_files(6)
+        record_id = add(harness, files[:2]).record_id
+        add(harness, files[2:4])
+        other_patient = ct_slice(4)
+        other_patient.PatientID = "SOMEONE-ELSE"
+        other_format = ct_slice(4)
+        other_format.BitsStored, other_format.HighBit = 12, 11
+        for refused_file, status, code in ((other_patient, 422, "inconsistent_series"),
+                                           (other_format, 422, "inconsistent_series")):
+            with pytest.raises(UploadError) as refused:
+                add(harness, [("bad.dcm", to_bytes(refused_file))])
+            assert (refused.value.status, refused.value.code) == (status, code)
+        add(harness, files[4:5])
+        with pytest.raises(UploadError) as refused:
+            add(harness, files[5:6])  # the sixth frame: over the limit of five
+        assert (refused.value.status, refused.value.code) == (413, "over_limits")
+        node = harness.app.extensions["sivr_node"]
+        assert len(node.manifest(record_id).files) == 5
+        assert node.models.catalogue.Series.get_by_id(record_id).instance_count == 5
+    finally:
+        ingest_of(harness).close()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()
+
+
+def test_a_node_reading_a_series_another_node_grew_analyses_it_once_for_every_node(make_node, tmp_path):
+    """Two nodes share a store: the first appends (journal parts only), the second reads the series
+    and gets its analysis, stored as the base both then read (the first analyses nothing again)."""
+    first = make_node(root=tmp_path, dicom__series_complete_s=3600.0)
+    second = make_node(root=tmp_path, institution_id=first.institution_id, dicom__series_complete_s=3600.0)
+    try:
+        files = series_files(8)
+        record_id = add(first, files[:1]).record_id
+        for one in files[1:]:
+            add(first, [one])
+        store = first.app.extensions["sivr_node"].store
+        assert store.read_manifest(record_id).pending == 7
+        seen = second.app.extensions["sivr_node"].manifest(record_id)
+        assert seen.pending == 0 and len(seen.files) == 8 and seen.meta.frames == 8
+        assert store.read_manifest(record_id) == seen  # stored as the base, for every node
+        assert first.app.extensions["sivr_node"].manifest(record_id) == seen
+        assert [entry.sop_instance_uid for entry in seen.files] == [
+            pydicom.dcmread(io.BytesIO(raw)).SOPInstanceUID for _, raw in files]  # in slice order
+    finally:
+        for harness in (first, second):
+            ingest_of(harness).close()
+            harness.registry.shutdown()
+            harness.app.extensions["sivr_view_audit"].close()
+            harness.app.extensions["sivr_node"].decoder.close()
