@@ -223,9 +223,8 @@ class RecordStore:
         journal = folder / JOURNAL
         try:
             self._write_blobs(folder, record_id, first_blob, files)
-            if not journal.is_dir():
-                journal.mkdir(exist_ok=True)
-                _fsync_dir(folder)
+            journal.mkdir(exist_ok=True)
+            _fsync_dir(folder)  # the blobs' (and the journal folder's) names are durable before the part
             temp = journal / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             _write_durable(temp, self._seal(record_id, f"journal:{first_blob}", encode_journal(entries)))
             try:

@@ -272,11 +272,14 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
         write(path, data)
         order.append(path.name if path.parent.name != storage.JOURNAL else "journal part")
 
+    sync_dir = storage._fsync_dir
     monkeypatch.setattr(storage, "_write_durable", recording)
+    monkeypatch.setattr(storage, "_fsync_dir", lambda path: order.append(f"folder {path.name}") or sync_dir(path))
     new = [files[1], files[2], files[0] + b"x", files[1] + b"y"]
     version = store.append_files(RECORD, 1, new, _entries(5, 1), version)
     assert sorted(order[:4]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin"]
-    assert order[4:] == ["journal part"]
+    # the blobs' names are durable before the part that names them, and the part before the call returns
+    assert order[4:] == [f"folder {RECORD}", "journal part", f"folder {storage.JOURNAL}"]
     assert [store.read_file(RECORD, 1 + i, _sha(data)) for i, data in enumerate(new)] == new
     grown = store.read_manifest_versioned(RECORD)
 
