@@ -293,7 +293,7 @@ class Growth:
     frames: int = 0
     rows: int = 0
     columns: int = 0
-    rescales: set = field(default_factory=set)
+    rescales: set[tuple[float, float]] = field(default_factory=set)
 
     @classmethod
     def of(cls, files: list[ParsedFile]) -> Growth:
