@@ -221,23 +221,30 @@ class RecordStore:
         if self.manifest_version(record_id) != expected_version:
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
         journal = folder / JOURNAL
+        temp = journal / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            self._write_blobs(folder, record_id, first_blob, files)
             journal.mkdir(exist_ok=True)
-            _fsync_dir(folder)  # the blobs' (and the journal folder's) names are durable before the part
-            temp = journal / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-            _write_durable(temp, self._seal(record_id, f"journal:{first_blob}", encode_journal(entries)))
+            part = self._seal(record_id, f"journal:{first_blob}", encode_journal(entries))
+            # the part's bytes are written aside while the blobs are (each fsync waits on the disk);
+            # it takes its name only once the blobs' names are durable
+            with ThreadPoolExecutor(1) as aside:
+                part_written = aside.submit(_write_durable, temp, part)
+                try:
+                    self._write_blobs(folder, record_id, first_blob, files)
+                finally:
+                    part_written.result()
+            _fsync_dir(folder)
             try:
                 os.link(temp, journal / f"{first_blob:06d}.bin")
             except FileExistsError as exc:
                 raise StoreUnavailable(f"record {record_id} grew on another node meanwhile; retry") from exc
-            finally:
-                temp.unlink()
             _fsync_dir(journal)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
             raise
+        finally:
+            temp.unlink(missing_ok=True)
         return self._current_version(record_id)
 
     def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:

@@ -272,14 +272,18 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
         write(path, data)
         order.append(path.name if path.parent.name != storage.JOURNAL else "journal part")
 
-    sync_dir = storage._fsync_dir
+    sync_dir, link = storage._fsync_dir, os.link
     monkeypatch.setattr(storage, "_write_durable", recording)
     monkeypatch.setattr(storage, "_fsync_dir", lambda path: order.append(f"folder {path.name}") or sync_dir(path))
+    monkeypatch.setattr(os, "link", lambda source, target: order.append(f"named {Path(target).name}") or link(source,
+                                                                                                             target))
     new = [files[1], files[2], files[0] + b"x", files[1] + b"y"]
     version = store.append_files(RECORD, 1, new, _entries(5, 1), version)
-    assert sorted(order[:4]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin"]
-    # the blobs' names are durable before the part that names them, and the part before the call returns
-    assert order[4:] == [f"folder {RECORD}", "journal part", f"folder {storage.JOURNAL}"]
+    # the part's bytes are written beside the blobs; it is named only once the blobs' names are
+    # durable, and that name is durable before the call returns
+    assert sorted(order[:5]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin", "journal part"]
+    assert order[5:] == [f"folder {RECORD}", "named 000001.bin", f"folder {storage.JOURNAL}"]
+    monkeypatch.setattr(os, "link", link)
     assert [store.read_file(RECORD, 1 + i, _sha(data)) for i, data in enumerate(new)] == new
     grown = store.read_manifest_versioned(RECORD)
 
@@ -292,3 +296,4 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
     with pytest.raises(storage.StoreFull):
         store.append_files(RECORD, 5, new[:3], _entries(8, 5), version)
     assert store.read_manifest_versioned(RECORD) == grown
+    assert sorted(p.name for p in (store.path_of(RECORD) / storage.JOURNAL).iterdir()) == ["000001.bin"]
