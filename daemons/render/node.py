@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,9 @@ class Node:
     decoder: DecodePool
     receipt_key: Ed25519PrivateKey  # signs upload receipts (shared.receipts)
     url: str  # this node's public base URL, its token audience
+    # analyses a series whose manifest is pending (journal entries after its analysis) and stores
+    # the result: (record id, SeriesInstanceUID) -> (manifest, version); `daemons.render.ingest.service` sets it
+    settle: Callable[[str, str], tuple[Manifest, str]] | None = None
     _manifests: dict[str, tuple[Manifest, float]] = field(default_factory=dict)  # manifest, when last checked
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
@@ -60,7 +64,8 @@ class Node:
         self.record_index.on_change(self._drop_cached)
 
     def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
-        """The decrypted manifest of a stored record; 404 if the record is not stored.
+        """The decrypted manifest of a stored record, analysed (a series grown since its last
+        analysis is analysed now: `settle`); 404 if the record is not stored.
 
         Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
         with `fresh`): another node sharing the store may have grown the series meanwhile. While
@@ -98,6 +103,8 @@ class Node:
             raise ApiError(422, "store_corrupt",
                            f"record {record_id} is damaged and was quarantined: {exc}") from exc
         self.record_index.observed(record_id, manifest, version)
+        if manifest.pending and self.settle is not None:
+            manifest, version = self.settle(record_id, manifest.meta.series_uid)
         with self._manifest_lock:
             self._manifests[record_id] = (manifest, now)
         return manifest

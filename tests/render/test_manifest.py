@@ -11,7 +11,7 @@ import pytest
 from daemons.render.ingest.series_analysis import parse_upload
 from daemons.render.ingest.upload_checks import Limits
 from daemons.render.store import local as storage
-from daemons.render.store.manifest import MANIFEST_VERSION, FileEntry, Manifest, ManifestVersionError
+from daemons.render.store.manifest import JOURNAL_VERSION, MANIFEST_VERSION, FileEntry, Manifest, ManifestVersionError
 from tests.manifests import sample_manifest
 from tests.render.conftest import close_node
 from tests.render.test_image_description import AXIAL, load, stack, upload
@@ -67,7 +67,7 @@ def test_an_unversioned_manifest_opens_with_what_its_missing_keys_mean():
     assert old.to_json()["version"] == MANIFEST_VERSION  # rewritten in the current form
 
 
-@pytest.mark.parametrize("version", [MANIFEST_VERSION + 1, 99, 0, "2", 2.0, None])
+@pytest.mark.parametrize("version", [JOURNAL_VERSION + 1, 99, 0, "2", 2.0, None])
 def test_a_version_this_node_does_not_know_is_refused_clearly(version):
     data = _analysed().to_json()
     data["version"] = version
@@ -118,7 +118,7 @@ def test_a_manifest_of_a_newer_node_is_refused_and_kept_not_quarantined(make_nod
     record_id, institution = meta["id"], first.institution_id
     newer = first.app.extensions["sivr_node"].store.read_manifest(record_id).to_json()
     close_node(first)
-    newer["version"] = MANIFEST_VERSION + 1
+    newer["version"] = JOURNAL_VERSION + 1
     _rewrite_manifest(tmp_path, record_id, newer)
 
     node = make_node(tmp_path, institution_id=institution)

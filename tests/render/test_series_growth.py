@@ -46,7 +46,9 @@ def add(harness, files: list[tuple[str, bytes]]):
 
 
 def stored_manifest(harness, record_id: str) -> dict:
-    manifest = harness.app.extensions["sivr_node"].store.read_manifest(record_id).to_json()
+    """The manifest every reader gets (`Node.manifest`: a series grown since its last analysis is
+    analysed first; the store itself holds the last analysis and a journal of the appends)."""
+    manifest = harness.app.extensions["sivr_node"].manifest(record_id).to_json()
     for entry in manifest["files"]:
         entry.pop("blob")  # where each file lies in the store depends on the order they came in
     return manifest
@@ -272,6 +274,119 @@ def test_an_append_rereads_the_manifest_only_when_another_node_grew_the_series(m
         assert len(manifest.files) == 7 and len({entry.blob for entry in manifest.files}) == 7
         node = first.app.extensions["sivr_node"]
         assert node.models.catalogue.Series.get_by_id(record_id).instance_count == 7
+    finally:
+        for harness in (first, second):
+            ingest_of(harness).close()
+            harness.registry.shutdown()
+            harness.app.extensions["sivr_view_audit"].close()
+            harness.app.extensions["sivr_node"].decoder.close()
+
+
+def sized_slice(index: int, rows: int, series: str) -> Dataset:
+    """A slice of `rows` x `rows` pixels at position `index` (its values grow with the position)."""
+    ds = dataset(rows=rows, cols=rows, series=series, position=2.5 * index)
+    ds.InstanceNumber = index + 1
+    ds.PixelData = (np.arange(rows * rows, dtype=np.int16) * (index + 1)).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("count", [56, 127])
+def test_a_series_of_two_sizes_arriving_one_by_one_shuffled_is_analysed_as_one_upload(pair, monkeypatch, count):
+    """A series (three quarters at 16x16, the rest at 12x12: two stacks) sent one instance at a time
+    in shuffled order: no append analyses the series, a reader during growth gets the analysis of
+    what has arrived, the journal is folded into the base at its bound, and the end is exactly one
+    upload of the same files."""
+    import daemons.render.ingest.series_analysis as analysis
+    import daemons.render.ingest.service as ingest_module
+
+    bulk_node, grown_node = pair
+    series = "1.2.826.0.1.3680043.99.9"
+    files = [(f"{i:03d}.dcm", to_bytes(sized_slice(i, 16 if i < count * 3 // 4 else 12, series)))
+             for i in range(count)]
+    bulk = add(bulk_node, files)
+    shuffled = files[:]
+    random.Random(11).shuffle(shuffled)
+    monkeypatch.setattr(ingest_module, "JOURNAL_BOUND", 20)
+    analysed: list[int] = []
+    original = analysis._analyse_files
+
+    def counting(unique, limits, provisional):
+        analysed.append(len(unique))
+        return original(unique, limits, provisional)
+
+    monkeypatch.setattr(analysis, "_analyse_files", counting)
+    node = grown_node.app.extensions["sivr_node"]
+    store = node.store
+    record_id = add(grown_node, shuffled[:1]).record_id
+    for count, one in enumerate(shuffled[1:], start=2):
+        add(grown_node, [one])
+        if count == 30:  # a reader in the middle of the series: the analysis of the 30 files here
+            seen = stored_manifest(grown_node, record_id)
+            assert seen["meta"]["files"] == 30 and len(seen["render"]["stacks"]) == 2
+    # each append checked its one new file; the series was analysed only at the bound (20 appends
+    # since the last analysis) and for the reader, never per append
+    series_sized = [n for n in analysed if n > 1]
+    assert len(series_sized) <= count // 20 + 1, analysed
+    assert store.read_manifest(record_id).pending > 0  # the journal holds the last appends
+    growing, final = stored_manifest(grown_node, record_id), stored_manifest(bulk_node, bulk.record_id)
+    assert store.read_manifest(record_id).pending == 0  # the reader's analysis is the new base
+    assert growing["render"].pop("auto_window") != final["render"]["auto_window"]
+    assert growing["meta"] == final["meta"] and growing["files"] == final["files"]
+    assert growing["render"] == {k: v for k, v in final["render"].items() if k != "auto_window"}
+    assert ingest_of(grown_node).complete_due(time.monotonic() + 3600) == [record_id]
+    assert stored_manifest(grown_node, record_id) == final
+    assert catalogue_rows(grown_node, record_id) == catalogue_rows(bulk_node, bulk.record_id)
+
+
+def test_an_append_is_refused_as_an_upload_of_the_grown_series_would_be(make_node):
+    """An append checks only its new files, yet refuses what the analysis of the whole grown series
+    refuses: another patient, another pixel format, more frames than the node's limit."""
+    harness = make_node(dicom__series_complete_s=3600.0, limits__max_frames=5)
+    try:
+        files = series_files(6)
+        record_id = add(harness, files[:2]).record_id
+        add(harness, files[2:4])
+        other_patient = ct_slice(4)
+        other_patient.PatientID = "SOMEONE-ELSE"
+        other_format = ct_slice(4)
+        other_format.BitsStored, other_format.HighBit = 12, 11
+        for refused_file, status, code in ((other_patient, 422, "inconsistent_series"),
+                                           (other_format, 422, "inconsistent_series")):
+            with pytest.raises(UploadError) as refused:
+                add(harness, [("bad.dcm", to_bytes(refused_file))])
+            assert (refused.value.status, refused.value.code) == (status, code)
+        add(harness, files[4:5])
+        with pytest.raises(UploadError) as refused:
+            add(harness, files[5:6])  # the sixth frame: over the limit of five
+        assert (refused.value.status, refused.value.code) == (413, "over_limits")
+        node = harness.app.extensions["sivr_node"]
+        assert len(node.manifest(record_id).files) == 5
+        assert node.models.catalogue.Series.get_by_id(record_id).instance_count == 5
+    finally:
+        ingest_of(harness).close()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()
+
+
+def test_a_node_reading_a_series_another_node_grew_analyses_it_once_for_every_node(make_node, tmp_path):
+    """Two nodes share a store: the first appends (journal parts only), the second reads the series
+    and gets its analysis, stored as the base both then read (the first analyses nothing again)."""
+    first = make_node(root=tmp_path, dicom__series_complete_s=3600.0)
+    second = make_node(root=tmp_path, institution_id=first.institution_id, dicom__series_complete_s=3600.0)
+    try:
+        files = series_files(8)
+        record_id = add(first, files[:1]).record_id
+        for one in files[1:]:
+            add(first, [one])
+        store = first.app.extensions["sivr_node"].store
+        assert store.read_manifest(record_id).pending == 7
+        seen = second.app.extensions["sivr_node"].manifest(record_id)
+        assert seen.pending == 0 and len(seen.files) == 8 and seen.meta.frames == 8
+        assert store.read_manifest(record_id) == seen  # stored as the base, for every node
+        assert first.app.extensions["sivr_node"].manifest(record_id) == seen
+        assert [entry.sop_instance_uid for entry in seen.files] == [
+            pydicom.dcmread(io.BytesIO(raw)).SOPInstanceUID for _, raw in files]  # in slice order
     finally:
         for harness in (first, second):
             ingest_of(harness).close()

@@ -10,6 +10,7 @@ import pytest
 
 from daemons.render.store import local as storage
 from daemons.render.store.local import MAGIC, RecordStore, StoreError, create_key_file, load_key
+from daemons.render.store.manifest import BadFrame, JournalEntry
 from tests.manifests import sample_manifest
 
 RECORD = "ab" * 32
@@ -31,6 +32,11 @@ def _manifest(files: list[bytes]):
 def _grown(count: int):
     """The manifest of a record grown to `count` files (what differs between its versions)."""
     return sample_manifest(count, files=[bytes([i]) * 10 for i in range(count)], record_id=RECORD)
+
+
+def _entries(count: int, start: int) -> list[JournalEntry]:
+    """The journal entries of files `start`.. of a record grown to `count` files."""
+    return [JournalEntry(entry, ()) for entry in _grown(count).files[start:]]
 
 
 def _sha(data: bytes) -> str:
@@ -186,17 +192,73 @@ def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(stor
     assert store.write_record(RECORD, files[:1], _grown(1))
     first = store.manifest_version(RECORD)
     assert store.read_manifest_versioned(RECORD) == (_grown(1), first)
-    second = store.append_files(RECORD, 1, files[1:2], _grown(2), first)
+    second = store.append_files(RECORD, 1, files[1:2], _entries(2, 1), first)
     assert second != first and store.manifest_versions() == {RECORD: second}
     with pytest.raises(StoreUnavailable, match="changed since it was read"):
-        store.append_files(RECORD, 1, files[2:], sample_manifest(2, record_id=RECORD, patient_name="Other^Node"), first)
-    assert store.read_manifest_versioned(RECORD) == (_grown(2), second)
+        store.append_files(RECORD, 1, files[2:], _entries(3, 1), first)
+    with pytest.raises(StoreUnavailable, match="changed since it was read"):
+        store.replace_manifest(RECORD, _grown(2), first)
+    assert store.read_manifest_versioned(RECORD) == (_grown(1).with_journal(_entries(2, 1)), second)
     assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
     assert store.manifest_version("cd" * 32) is None
 
 
+def test_an_append_writes_a_journal_part_not_the_manifest_and_reads_are_base_then_parts(store):
+    """Each append adds one small sealed part; the manifest file is untouched until the series'
+    analysis replaces it (then the parts it took in are removed)."""
+    files = _files()
+    assert store.write_record(RECORD, files[:1], _grown(1))
+    base = (store.path_of(RECORD) / storage.MANIFEST).read_bytes()
+    version = store.manifest_version(RECORD)
+    bad = JournalEntry(_grown(3).files[2], (BadFrame(0, "short"),))
+    version = store.append_files(RECORD, 1, files[1:2], _entries(2, 1), version)
+    version = store.append_files(RECORD, 2, files[2:3], [bad], version)
+    assert (store.path_of(RECORD) / storage.MANIFEST).read_bytes() == base
+    assert sorted(p.name for p in (store.path_of(RECORD) / storage.JOURNAL).iterdir()) == ["000001.bin", "000002.bin"]
+    pending, read_version = store.read_manifest_versioned(RECORD)
+    assert read_version == version and pending.pending == 2
+    assert pending.files == _grown(3).files and pending.meta.files == 3 and pending.meta.frames == 3
+    assert pending.meta.size_bytes == _grown(3).meta.size_bytes
+    assert pending.render.bad_frames == (BadFrame(2, "short"),)  # numbered in the record
+    for part in (store.path_of(RECORD) / storage.JOURNAL).iterdir():
+        assert part.read_bytes().startswith(MAGIC) and b"1.2.3.4" not in part.read_bytes()
+    settled = store.replace_manifest(RECORD, _grown(3), version)
+    assert store.read_manifest_versioned(RECORD) == (_grown(3), settled)
+    assert list((store.path_of(RECORD) / storage.JOURNAL).iterdir()) == []
+    with pytest.raises(ValueError, match="pending"):
+        store.replace_manifest(RECORD, pending, settled)
+
+
+def test_a_part_left_by_an_interrupted_compaction_is_skipped_and_a_moved_part_refused(store):
+    files = _files()
+    assert store.write_record(RECORD, files[:1], _grown(1))
+    version = store.append_files(RECORD, 1, files[1:2], _entries(2, 1), store.manifest_version(RECORD))
+    journal = store.path_of(RECORD) / storage.JOURNAL
+    kept = (journal / "000001.bin").read_bytes()
+    store.replace_manifest(RECORD, _grown(2), version)
+    (journal / "000001.bin").write_bytes(kept)  # the crash came after the new base, before the part's removal
+    assert store.read_manifest(RECORD) == _grown(2)
+    (journal / "000001.bin").unlink()
+    (journal / "000007.bin").write_bytes(kept)  # a part moved to another position fails authentication
+    with pytest.raises(StoreError, match="journal"):
+        store.read_manifest(RECORD)
+
+
+def test_an_old_store_folder_without_a_journal_reads_as_before(store):
+    """A record stored before the journal existed (no `journal/` folder) reads, versions and grows."""
+    files = _files()
+    assert store.write_record(RECORD, files[:1], _grown(1))
+    assert not (store.path_of(RECORD) / storage.JOURNAL).exists()
+    stat = (store.path_of(RECORD) / storage.MANIFEST).stat()
+    version = store.manifest_version(RECORD)
+    assert version == f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"  # the version format of before
+    assert store.read_manifest_versioned(RECORD) == (_grown(1), version)
+    version = store.append_files(RECORD, 1, files[1:2], _entries(2, 1), version)
+    assert store.read_manifest(RECORD).files == _grown(2).files
+
+
 def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_keeps_the_old(store, monkeypatch):
-    """The blobs of one append are written in parallel threads; the manifest still comes after every fsync."""
+    """The blobs of one append are written in parallel threads; its journal part still comes after every fsync."""
     files = _files()
     assert store.write_record(RECORD, files[:1], _grown(1))
     version = store.manifest_version(RECORD)
@@ -208,14 +270,22 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
         if path.name in ("000001.bin", "000002.bin"):
             overlap.wait()
         write(path, data)
-        order.append(path.name)
+        order.append(path.name if path.parent.name != storage.JOURNAL else "journal part")
 
+    sync_dir, link = storage._fsync_dir, os.link
     monkeypatch.setattr(storage, "_write_durable", recording)
+    monkeypatch.setattr(storage, "_fsync_dir", lambda path: order.append(f"folder {path.name}") or sync_dir(path))
+    monkeypatch.setattr(os, "link", lambda source, target: order.append(f"named {Path(target).name}") or link(source,
+                                                                                                             target))
     new = [files[1], files[2], files[0] + b"x", files[1] + b"y"]
-    version = store.append_files(RECORD, 1, new, _grown(5), version)
-    assert sorted(order[:4]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin"]
-    assert order[4:] == [f"{storage.TEMP_PREFIX}{storage.MANIFEST}"]
+    version = store.append_files(RECORD, 1, new, _entries(5, 1), version)
+    # the part's bytes are written beside the blobs; it is named only once the blobs' names are
+    # durable, and that name is durable before the call returns
+    assert sorted(order[:5]) == ["000001.bin", "000002.bin", "000003.bin", "000004.bin", "journal part"]
+    assert order[5:] == [f"folder {RECORD}", "named 000001.bin", f"folder {storage.JOURNAL}"]
+    monkeypatch.setattr(os, "link", link)
     assert [store.read_file(RECORD, 1 + i, _sha(data)) for i, data in enumerate(new)] == new
+    grown = store.read_manifest_versioned(RECORD)
 
     def failing(path: Path, data: bytes) -> None:
         if path.name == "000006.bin":
@@ -224,5 +294,6 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
 
     monkeypatch.setattr(storage, "_write_durable", failing)
     with pytest.raises(storage.StoreFull):
-        store.append_files(RECORD, 5, new[:3], _grown(8), version)
-    assert store.read_manifest_versioned(RECORD) == (_grown(5), version)
+        store.append_files(RECORD, 5, new[:3], _entries(8, 5), version)
+    assert store.read_manifest_versioned(RECORD) == grown
+    assert sorted(p.name for p in (store.path_of(RECORD) / storage.JOURNAL).iterdir()) == ["000001.bin"]

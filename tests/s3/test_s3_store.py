@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 import threading
+from dataclasses import replace
 
 import pytest
 from botocore.config import Config as BotoConfig
@@ -13,7 +14,7 @@ from botocore.config import Config as BotoConfig
 from daemons.render.store.envelope import KeyRing
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import StoreError
-from daemons.render.store.manifest import Manifest
+from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
 from daemons.render.store.s3 import MANIFESTS, OBJECTS, S3RecordStore
 from tests.manifests import sample_manifest
 
@@ -137,7 +138,8 @@ def test_a_kek_the_node_lacks_is_unavailable_not_damage(seaweed, bucket):
 
 
 def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cleanly(seaweed, bucket):
-    """A series that grows: new objects under a fresh part, the manifest replaced only if unchanged."""
+    """A series that grows: new objects under a fresh part, their entries in the manifest's journal,
+    the manifest replaced only if unchanged; the series' analysis replaces it the same way."""
     kek = os.urandom(32)
     node_a, node_b = make_store(seaweed, bucket, KeyRing(kek)), make_store(seaweed, bucket, KeyRing(kek))
     files = [os.urandom(5000) for _ in range(5)]
@@ -146,33 +148,45 @@ def test_append_files_commits_with_the_manifest_and_a_concurrent_append_loses_cl
     def manifest(count: int) -> Manifest:
         return sample_manifest(count, files=files[:count], record_id="grow")
 
+    def entries(count: int, start: int) -> list[JournalEntry]:
+        return [JournalEntry(entry, ()) for entry in manifest(count).files[start:]]
+
+    def grown_to(count: int) -> Manifest:  # the two-file analysis and a journal of the others
+        return replace(manifest(2).with_journal(entries(count, 2)), version=JOURNAL_VERSION)
+
     assert node_a.write_record("grow", files[:2], manifest(2))
     assert node_b.read_file("grow", 1, sums[1]) == files[1]  # node B caches the header of two files
     seen_by_b = node_b.manifest_version("grow")
     assert node_b.read_manifest_versioned("grow") == (manifest(2), seen_by_b)
-    grown = node_a.append_files("grow", 2, files[2:4], manifest(4), node_a.manifest_version("grow"))
-    assert node_b.read_manifest_versioned("grow") == (manifest(4), grown)
+    grown = node_a.append_files("grow", 2, files[2:4], entries(4, 2), node_a.manifest_version("grow"))
+    assert node_b.read_manifest_versioned("grow") == (grown_to(4), grown)
+    assert grown_to(4).pending == 2 and grown_to(4).files == manifest(4).files
     assert node_b.manifest_versions() == {"grow": grown} and grown != seen_by_b
     assert [node_b.read_file("grow", i, sums[i]) for i in range(4)] == files[:4]
     # node B appends what it computed from the two-file manifest it read before A grew the series:
     # refused (it would drop A's files), nothing committed
     with pytest.raises(StoreUnavailable, match="another node"):
-        node_b.append_files("grow", 2, [os.urandom(5000)], manifest(3), seen_by_b)
-    assert node_b.read_manifest("grow") == manifest(4)
+        node_b.append_files("grow", 2, [os.urandom(5000)], entries(3, 2), seen_by_b)
+    assert node_b.read_manifest("grow") == grown_to(4)
     # node B appends on a manifest node A replaces meanwhile: B's objects are removed, nothing changes
     real_put = node_b._s3.put_object
 
     def put_after_a_grew(**kwargs):
         if kwargs["Key"].endswith(f"{MANIFESTS}grow"):
-            node_a.append_files("grow", 4, files[4:5], manifest(5), node_a.manifest_version("grow"))
+            node_a.append_files("grow", 4, files[4:5], entries(5, 4), node_a.manifest_version("grow"))
         return real_put(**kwargs)
 
     node_b._s3.put_object = put_after_a_grew
     with pytest.raises(StoreUnavailable, match="another node"):
-        node_b.append_files("grow", 4, [os.urandom(5000)], manifest(5), grown)
+        node_b.append_files("grow", 4, [os.urandom(5000)], entries(5, 4), grown)
     node_b._s3.put_object = real_put
-    assert node_b.read_manifest("grow") == manifest(5)
+    assert node_b.read_manifest("grow") == grown_to(5)
     assert [node_b.read_file("grow", i, sums[i]) for i in range(5)] == files
+    # the series' analysis replaces manifest and journal, only onto the version it was made from
+    with pytest.raises(StoreUnavailable, match="another node"):
+        node_b.replace_manifest("grow", manifest(5), grown)
+    node_b.replace_manifest("grow", manifest(5), node_b.manifest_version("grow"))
+    assert node_a.read_manifest("grow") == manifest(5) and node_a.read_manifest("grow").pending == 0
     # clean-up keeps every part a manifest names, even once stale
     assert make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0).cleanup() == 0
     assert [node_a.read_file("grow", i, sums[i]) for i in range(5)] == files

@@ -14,7 +14,8 @@ largest size (`decoded_bytes` counts that).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -42,7 +43,7 @@ from daemons.render.ingest.upload_checks import (
     window_json,
 )
 from daemons.render.store.frame_layout import Layout
-from daemons.render.store.manifest import Manifest
+from daemons.render.store.manifest import JournalEntry, Manifest
 
 
 @dataclass
@@ -264,13 +265,70 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "decoded_bytes": decoded_bytes,
         "stacks": stacks,
     }
-    manifest_files = [
-        {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-         "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
-         "overlays": f.overlays}
-        for f in files
-    ]
-    return ParsedRecord(record_id, files, Manifest.build(meta, render, manifest_files))
+    return ParsedRecord(record_id, files, Manifest.build(meta, render, [_file_json(f) for f in files]))
+
+
+def _file_json(f: ParsedFile) -> dict:
+    """A file's manifest entry, before its blob and SOP Instance UID are named."""
+    return {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
+            "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
+            "overlays": f.overlays}
+
+
+def journal_entry(parsed: ParsedFile, blob: int) -> JournalEntry:
+    """The journal entry of a file appended to a series as blob `blob`: its manifest entry exactly
+    as the series' analysis will write it (passed through JSON once, as `Manifest.build` does)."""
+    data = {**_file_json(parsed), "blob": blob, "sop_instance_uid": parsed.sop_instance_uid,
+            "bad_frames": [{"frame": i, "message": m} for i, m in sorted(parsed.bad_frames.items())]}
+    return JournalEntry.from_json(json.loads(json.dumps(data)))
+
+
+@dataclass
+class Growth:
+    """What an append to a growing series is checked against, updated per appended file (never by
+    walking the series): one stored file (every stored file agrees with it on what must agree),
+    the frame count, the largest image size and the distinct rescales (`check_append`)."""
+
+    reference: ParsedFile
+    frames: int = 0
+    rows: int = 0
+    columns: int = 0
+    rescales: set[tuple[float, float]] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, files: list[ParsedFile]) -> Growth:
+        growth = cls(files[0])
+        growth.add(files)
+        return growth
+
+    def add(self, files: list[ParsedFile]) -> None:
+        for parsed in files:
+            self.frames += parsed.frames
+            self.rows = max(self.rows, int(parsed.dataset.Rows))
+            self.columns = max(self.columns, int(parsed.dataset.Columns))
+            self.rescales.update(parsed.frame_rescales or [(parsed.slope, parsed.intercept)])
+
+
+def check_append(growth: Growth, new: list[ParsedFile], limits: Limits) -> None:
+    """Refuse (UploadError) new files that `analyse_files` of the grown series would refuse, at the
+    cost of the new files only: their own analysis (formats, LUTs, their mutual consistency), their
+    consistency with the series, and the series' frame and decoded-size limits once grown."""
+    analyse_files(new, limits, Provisional(None))
+    _check_consistent([growth.reference, *new])
+    frames_total = growth.frames + sum(f.frames for f in new)
+    if frames_total > limits.max_frames:
+        raise UploadError(413, "over_limits",
+                          f"{frames_total} frames is more than this node's limit of {limits.max_frames}")
+    rescales = growth.rescales.union(*(f.frame_rescales or [(f.slope, f.intercept)] for f in new))
+    first = growth.reference.dataset
+    layout = layout_of(first, float_modality=len(rescales) > 1 and not first.get("ModalityLUTSequence"))
+    padded = layout.sized(max([growth.rows, *(int(f.dataset.Rows) for f in new)]),
+                          max([growth.columns, *(int(f.dataset.Columns) for f in new)]))
+    decoded_bytes = frames_total * int(np.prod(padded.frame_shape)) * layout.stored_dtype.itemsize
+    if decoded_bytes > limits.max_decoded_bytes:
+        raise UploadError(413, "over_limits",
+                          f"the record decodes to {decoded_bytes // MIB} MiB, "
+                          f"over the limit of {limits.max_decoded_bytes // MIB} MiB")
 
 
 def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable | None,

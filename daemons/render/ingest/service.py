@@ -4,16 +4,22 @@
 then stores them into their series: a new series gets a store folder whose id is derived from
 (institution, SeriesInstanceUID), so it is the same id however its instances arrive; an existing
 series (including one stored before the catalogue existed, which keeps its content-hash id) gets
-the new instances appended and its manifest rewritten atomically. A re-sent identical instance
-is a no-op; a different instance under a stored SOPInstanceUID is refused (409) and audited.
+the new instances appended: their blobs, then one journal part naming them (`Store.append_files`).
+A re-sent identical instance is a no-op; a different instance under a stored SOPInstanceUID is
+refused (409) and audited.
 
-An append costs what the new files cost, not what the series holds: the parsed files of a series
-being received stay in RAM with what the analysis reads of each, and the one series-level step
-that needs a decode (the automatic window, sampled from the middle frame) is provisional until the
-series is complete. The "series complete" rule is a stable age (`dicom.series_complete_s`): once no
-instance has arrived for that long, the series is analysed exactly once more (its manifest is then
-the one a single upload of the same files gives) and its files leave RAM. Until then the series is
-viewable as it grows.
+An append costs what the new files cost, not what the series holds: it checks the new files
+against what the series keeps for that (`series_analysis.check_append`: the same refusals as an
+upload of the grown series), writes their blobs and journal part and their catalogue rows, and
+does not analyse the series. The series is analysed when it is next read after a change
+(`settle`, through `Node.manifest`: slice order, stacks, slice table, exactly as one upload of the
+same files), when its journal reaches JOURNAL_BOUND entries, and at the "series complete" rule;
+the analysis is stored as the manifest's new base. The parsed files of a series being received
+stay in RAM for that, and the one series-level step that needs a decode (the automatic window,
+sampled from the middle frame) is provisional until the series is complete. The "series
+complete" rule is a stable age (`dicom.series_complete_s`): once no instance has arrived for that
+long, the series is analysed exactly once more (its manifest is then the one a single upload of
+the same files gives) and its files leave RAM. Until then the series is viewable as it grows.
 """
 
 from __future__ import annotations
@@ -26,23 +32,25 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import peewee
 from flask import current_app
 
 from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.ingest.isolation import isolated_checker
-from daemons.render.ingest.series_analysis import Provisional, analyse_files
+from daemons.render.ingest.series_analysis import Growth, Provisional, analyse_files, check_append, journal_entry
 from daemons.render.ingest.upload_checks import MIB, ParsedFile, UploadError, check_upload, parse_stored_file
 from daemons.render.node import Node
 from daemons.render.store.manifest import Manifest, Meta
 from shared.audit import record_audit
 from shared.db import utcnow
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
 INGEST_EXTENSION = "sivr_ingest"
+JOURNAL_BOUND = 128  # journal entries after which an append analyses the series and stores the base anew
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,19 @@ def _uid(parsed: ParsedFile, keyword: str) -> str:
 @dataclass
 class _Received:
     """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob), the
-    automatic window of its last analysis (kept by the provisional analysis of an append) and the
-    manifest version they were read at (an append commits only onto that version)."""
+    automatic window of its last analysis (kept by the provisional analysis), the store version
+    they were read or written at (an append commits only onto that version), what appends are
+    checked against (`growth`) and how many files its journal holds (`pending`)."""
 
     files: dict[str, tuple[ParsedFile, int]]
     auto_window: dict | None
     version: str
+    growth: Growth
+    pending: int
+
+    @property
+    def next_blob(self) -> int:
+        return max((blob for _, blob in self.files.values()), default=-1) + 1
 
 
 class Ingest:
@@ -88,7 +103,7 @@ class Ingest:
     def __init__(self, node: Node, complete_s: float = 60.0):
         self.node = node
         self.complete_s = complete_s
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, threading.RLock] = {}
         self._locks_lock = threading.Lock()
         self._parsed: OrderedDict[str, _Received] = OrderedDict()
         self._parsed_lock = threading.Lock()
@@ -99,10 +114,13 @@ class Ingest:
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
         node.record_index.on_change(self.forget)
+        node.settle = self.settle
 
-    def _lock_for(self, series_uid: str) -> threading.Lock:
+    def _lock_for(self, series_uid: str) -> threading.RLock:
+        """The lock of one series' appends and analyses (re-entrant: an append that follows the
+        store reads the manifest through `Node.manifest`, which may settle the series)."""
         with self._locks_lock:
-            return self._locks.setdefault(series_uid, threading.Lock())
+            return self._locks.setdefault(series_uid.strip(), threading.RLock())
 
     def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
         record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,
@@ -197,31 +215,75 @@ class Ingest:
             self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
             return IngestResult(record_id, False, 0, unchanged)
         received = self._received(record_id)
-        existing = received.files
-        next_blob = max((blob for _, blob in existing.values()), default=-1) + 1
-        blobs = {file.sha256: blob for file, blob in existing.values()}
-        for offset, file in enumerate(new.values()):
-            blobs[file.sha256] = next_blob + offset
-        files = [f for f, _ in existing.values()] + list(new.values())
-        merged = analyse_files(files, node.limits, Provisional(received.auto_window))
-        manifest = _with_ids(merged.manifest, record_id, blobs, merged.files)
-        version = node.store.append_files(record_id, next_blob, [f.raw for f in new.values()], manifest,
-                                          received.version)
+        files = list(new.values())
+        check_append(received.growth, files, node.limits)
+        first_blob = received.next_blob
+        blobs = {uid: first_blob + offset for offset, uid in enumerate(new)}
+        version = node.store.append_files(record_id, first_blob, [f.raw for f in files],
+                                          [journal_entry(f, blobs[uid]) for uid, f in new.items()], received.version)
         node.record_index.note_version(record_id, version)
-        meta = manifest.meta
+        growth = replace(received.growth, rescales=set(received.growth.rescales))
+        growth.add(files)
         with node.models.database.atomic():  # the record row and the catalogue rows: one commit
-            node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
-                                            rows=meta.rows, columns=meta.columns,  # a larger part leads now
-                                            ).where(node.models.StoredRecord.id == record_id).execute()
-            index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in new.values()])
+            stored_record = node.models.StoredRecord
+            stored_record.update(files=stored_record.files + len(files), frames=growth.frames,
+                                 size_bytes=stored_record.size_bytes + sum(len(f.raw) for f in files),
+                                 ).where(stored_record.id == record_id).execute()
+            index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[uid]) for uid, f in new.items()])
         self._drop_views(record_id)
-        self._remember(record_id, _Received({**existing, **{uid: (f, blobs[f.sha256]) for uid, f in new.items()}},
-                                            received.auto_window, version))
+        self._remember(record_id, replace(
+            received, version=version, growth=growth, pending=received.pending + len(files),
+            files={**received.files, **{uid: (f, blobs[uid]) for uid, f in new.items()}}))
         self._note_growth(record_id, series_uid)
         # outside the transaction: an entry written inside one is exported only after an HTTP view,
         # and a C-STORE has none (shared.audit_export)
         self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
+        if received.pending + len(files) >= JOURNAL_BOUND:
+            try:
+                self._settle(record_id, series_uid)
+            except Exception:  # the instances are stored: the series is analysed at its next read instead
+                log.exception("series %s: its analysis at the journal bound failed", record_id)
         return IngestResult(record_id, False, len(new), unchanged)
+
+    # --- the series' analysis, stored as the manifest's new base ----------------------------------
+    def settle(self, record_id: str, series_uid: str) -> tuple[Manifest, str]:
+        """The manifest of a series whose journal holds appended files, analysed (provisionally, as
+        while it grows) and stored as its new base: what `Node.manifest` gives every reader. The
+        series then counts as growing here, so the series-complete rule analyses it exactly."""
+        try:
+            with self._lock_for(series_uid):
+                return self._settle(record_id, series_uid)
+        except UploadError as exc:  # files each checked on arrival that cannot be one series: none should
+            log.exception("series %s cannot be analysed", record_id)
+            raise ApiError(422, "unreadable", f"record {record_id} cannot be analysed: {exc.message}") from exc
+
+    def _settle(self, record_id: str, series_uid: str, exact: bool = False) -> tuple[Manifest, str]:
+        """Analyse the series as the store holds it now and store that as its base (the caller
+        holds the series' lock); `exact` samples the automatic window again (series complete)."""
+        node = self.node
+        stored, version = node.store.read_manifest_versioned(record_id)
+        received = self._received(record_id)
+        if received.version != version:  # the store changed behind this node: read the series again
+            self._forget_parsed(record_id)
+            received = self._received(record_id)
+        blobs = {file.sha256: blob for file, blob in received.files.values()}
+        analysed = analyse_files([f for f, _ in received.files.values()], node.limits,
+                                 None if exact else Provisional(received.auto_window))
+        manifest = _with_ids(analysed.manifest, record_id, blobs, analysed.files)
+        if manifest == stored:
+            return stored, version
+        version = node.store.replace_manifest(record_id, manifest, received.version)
+        node.record_index.note_version(record_id, version)
+        meta = manifest.meta
+        node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
+                                        rows=meta.rows, columns=meta.columns,  # the leading stack's size
+                                        ).where(node.models.StoredRecord.id == record_id).execute()
+        self._drop_views(record_id)
+        self._remember(record_id, replace(received, version=version, pending=0,
+                                          auto_window=manifest.render.auto_window))
+        with self._growing_lock:
+            self._growing.setdefault(record_id, (series_uid, time.monotonic()))
+        return manifest, version
 
     def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, str]:
         """SOP Instance UID -> SHA-256 of those of `uids` the series holds already."""
@@ -262,7 +324,8 @@ class Ingest:
                                  if start <= frame < start + parsed.frames}
             start += parsed.frames
             files[parsed.sop_instance_uid or info.sha256] = (parsed, blob)
-        received = _Received(files, manifest.render.auto_window, version)
+        growth = Growth.of([f for f, _ in files.values()])
+        received = _Received(files, manifest.render.auto_window, version, growth, manifest.pending)
         self._remember(record_id, received)
         return received
 
@@ -273,9 +336,12 @@ class Ingest:
             while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
                 self._parsed.popitem(last=False)
 
-    def forget(self, record_id: str) -> None:
+    def _forget_parsed(self, record_id: str) -> None:
         with self._parsed_lock:
             self._parsed.pop(record_id, None)
+
+    def forget(self, record_id: str) -> None:
+        self._forget_parsed(record_id)
         with self._growing_lock:
             self._growing.pop(record_id, None)
 
@@ -333,15 +399,7 @@ class Ingest:
                 entry = self._growing.get(record_id)
                 if entry is None or now - entry[1] < self.complete_s:
                     return False  # grew again meanwhile (or completed by another call)
-            received = self._received(record_id)
-            blobs = {file.sha256: blob for file, blob in received.files.values()}
-            exact = analyse_files([f for f, _ in received.files.values()], self.node.limits)
-            manifest = _with_ids(exact.manifest, record_id, blobs, exact.files)
-            if manifest != self.node.store.read_manifest(record_id):
-                version = self.node.store.append_files(record_id, max(blobs.values()) + 1, [], manifest,
-                                                       received.version)
-                self.node.record_index.note_version(record_id, version)
-                self._drop_views(record_id)
+            self._settle(record_id, series_uid, exact=True)
             self.forget(record_id)
         return True
 

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from flask import Flask
 
-from daemons.render.store.manifest import Manifest
+from daemons.render.store.manifest import JournalEntry, Manifest
 from shared.config import Config, ConfigError
 from shared.errors import error_response
 
@@ -36,19 +36,26 @@ class Store(Protocol):
     def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
         """Store a record atomically; False (nothing written) if it is already stored."""
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], entries: list[JournalEntry],
                      expected_version: str) -> str:
-        """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then replace its
-        manifest (which names them) as the commit point: readers see the old record or the grown one.
+        """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then their
+        manifest entries (`entries`, naming them) to the record's journal as the commit point:
+        readers see the old record or the grown one (a pending manifest, `manifest` module doc).
 
-        `manifest` was computed from the manifest of version `expected_version`; if the record changed
-        since (another node appended), nothing is committed and StoreUnavailable asks for a retry,
-        so an append never drops instances another node added. Returns the new manifest's version."""
+        `entries` continue the manifest of version `expected_version`; if the record changed since
+        (another node appended), nothing is committed and StoreUnavailable asks for a retry, so an
+        append never drops instances another node added. Returns the record's new version."""
+
+    def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
+        """Store `manifest` (the analysis of every file of the record) in place of the record's
+        manifest and journal, if the record is still at `expected_version` (else StoreUnavailable).
+        Returns the new version."""
 
     def read_manifest(self, record_id: str) -> Manifest: ...
 
     def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
-        """The manifest and its version, read together (the version changes whenever it is replaced)."""
+        """The manifest (pending while journal entries follow its analysis) and its version, read
+        together (the version changes at every append and replacement)."""
 
     def manifest_version(self, record_id: str) -> str | None:
         """The current version of a record's manifest (cheap: no decryption); None if not stored."""

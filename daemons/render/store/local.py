@@ -1,7 +1,11 @@
 """The node's DICOM store: every file zstandard-compressed, then AES-256-GCM encrypted, written atomically.
 
 Layout: `<dir>/<record id>/<index>.bin` for the files and `<dir>/<record id>/manifest.bin` for the
-record's analysis (itself encrypted: it holds patient names). A record is first written into
+record's analysis (itself encrypted: it holds patient names). A series that grows gets one small
+journal part per append, `<dir>/<record id>/journal/<first blob>.bin` (the appended files' manifest
+entries, `manifest.JournalEntry`), instead of a rewritten manifest: the manifest a reader gets is
+the base followed by the parts in order (`Manifest.with_journal`), until `replace_manifest` stores
+the series' new analysis as the base and removes the parts it took in. A record is first written into
 `<dir>/.tmp-<random>/` with every file fsynced, the manifest last, and only then renamed to its id
 in one `os.replace`: after a crash or kill there is either the whole record or none, and leftover
 temporary folders are removed at start-up.
@@ -27,7 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemons.render.store.interface import StoreUnavailable
-from daemons.render.store.manifest import Manifest
+from daemons.render.store.manifest import JournalEntry, Manifest, decode_journal, encode_journal
 
 MAGIC = b"SIVRENC1"
 NONCE_BYTES = 12
@@ -36,6 +40,8 @@ KEY_BYTES = 32
 ZSTD_LEVEL = 1
 MANIFEST = "manifest.bin"
 FILED = "filed"
+JOURNAL = "journal"
+READ_ATTEMPTS = 5  # a manifest read that races a compaction (its parts removed meanwhile) is retried
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 QUARANTINE = ".quarantine"
@@ -201,47 +207,116 @@ class RecordStore:
         _fsync_dir(self.root)
         return True
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], entries: list[JournalEntry],
                      expected_version: str) -> str:
-        """Add files to a stored record (a series that grows), then replace its manifest atomically.
+        """Add files to a stored record (a series that grows) and their manifest entries as one journal part.
 
-        Each new file is written durably as blob `first_blob + i` before the new manifest (which
-        names it) replaces the old one with `os.replace`: after a crash the record is the old one
-        or the new one, never half of it; a blob left without a manifest entry is overwritten by
-        the next append. The caller serialises appends to one record (`daemons.render.ingest.service`);
-        a manifest replaced since `expected_version` was read is not overwritten (StoreUnavailable).
+        Each new file is written durably as blob `first_blob + i` before the part that names it
+        (`journal/<first_blob>.bin`, written aside, fsynced, then linked into place: a part is whole
+        or absent); after a crash the record is the old one or the grown one, never half of it; a
+        blob left without a part is overwritten by the next append. The caller serialises appends
+        to one record (`daemons.render.ingest.service`); a record changed since `expected_version` was read
+        is not appended to (StoreUnavailable), nor is a part of that name written by another node.
         """
         folder = self.path_of(record_id)
         if self.manifest_version(record_id) != expected_version:
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        journal = folder / JOURNAL
+        temp = journal / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            self._write_blobs(folder, record_id, first_blob, files)
-            body = manifest.encode()
-            temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
-            _write_durable(temp, self._seal(record_id, "manifest", body))
-            os.replace(temp, folder / MANIFEST)
+            journal.mkdir(exist_ok=True)
+            part = self._seal(record_id, f"journal:{first_blob}", encode_journal(entries))
+            # the part's bytes are written aside while the blobs are (each fsync waits on the disk);
+            # it takes its name only once the blobs' names are durable
+            with ThreadPoolExecutor(1) as aside:
+                part_written = aside.submit(_write_durable, temp, part)
+                try:
+                    self._write_blobs(folder, record_id, first_blob, files)
+                finally:
+                    part_written.result()
             _fsync_dir(folder)
-            return _version((folder / MANIFEST).stat())
+            try:
+                os.link(temp, journal / f"{first_blob:06d}.bin")
+            except FileExistsError as exc:
+                raise StoreUnavailable(f"record {record_id} grew on another node meanwhile; retry") from exc
+            _fsync_dir(journal)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
             raise
+        finally:
+            temp.unlink(missing_ok=True)
+        return self._current_version(record_id)
+
+    def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
+        """Store `manifest` (the analysis of the whole series) as the record's base, atomically, then
+        remove the journal parts it took in; refused (StoreUnavailable) if the record changed since
+        `expected_version`. A part left behind by a crash is skipped by readers and removed next time."""
+        folder = self.path_of(record_id)
+        if self.manifest_version(record_id) != expected_version:
+            raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        try:
+            temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
+            _write_durable(temp, self._seal(record_id, "manifest", manifest.encode()))
+            os.replace(temp, folder / MANIFEST)
+            _fsync_dir(folder)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the store at {self.root} has no space left") from exc
+            raise
+        merged = {entry.blob for entry in manifest.files}
+        for name in self._parts(record_id):  # a part is merged whole: its first blob tells
+            if int(name[:-4]) in merged:
+                (folder / JOURNAL / name).unlink(missing_ok=True)
+        return self._current_version(record_id)
+
+    def _parts(self, record_id: str) -> list[str]:
+        """Names of the record's journal parts, in append order."""
+        try:
+            names = os.listdir(self.path_of(record_id) / JOURNAL)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if not name.startswith(".") and name.endswith(".bin"))
+
+    @staticmethod
+    def _joined(base: str, parts: list[str]) -> str:
+        """A record's version: its base manifest's, and which parts follow it (first blobs only grow)."""
+        return base if not parts else f"{base}+{len(parts)}.{parts[-1][:-4]}"
+
+    def _current_version(self, record_id: str) -> str:
+        version = self.manifest_version(record_id)
+        if version is None:
+            raise StoreUnavailable(f"record {record_id} was removed meanwhile")
+        return version
 
     def read_manifest(self, record_id: str) -> Manifest:
         return self.read_manifest_versioned(record_id)[0]
 
     def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
-        # the version of the very file read: a manifest is replaced by rename, never rewritten in place
-        with open(self.path_of(record_id) / MANIFEST, "rb") as handle:
-            version = _version(os.fstat(handle.fileno()))
-            blob = handle.read()
-        return Manifest.decode(self._open(record_id, "manifest", blob)), version
+        """The base manifest followed by its journal parts (a pending manifest while any follows)."""
+        folder = self.path_of(record_id)
+        for _ in range(READ_ATTEMPTS):
+            # the version of the very file read: a manifest is replaced by rename, never rewritten in place
+            with open(folder / MANIFEST, "rb") as handle:
+                base_version = _version(os.fstat(handle.fileno()))
+                blob = handle.read()
+            parts = self._parts(record_id)
+            try:
+                sealed = [(name, (folder / JOURNAL / name).read_bytes()) for name in parts]
+            except FileNotFoundError:
+                continue  # compacted meanwhile: read the new base
+            base = Manifest.decode(self._open(record_id, "manifest", blob))
+            entries = [entry for name, part in sealed
+                       for entry in decode_journal(self._open(record_id, f"journal:{int(name[:-4])}", part))]
+            return base.with_journal(entries), self._joined(base_version, parts)
+        raise StoreUnavailable(f"record {record_id} keeps changing while it is read; retry")
 
     def manifest_version(self, record_id: str) -> str | None:
         try:
-            return _version((self.path_of(record_id) / MANIFEST).stat())
+            base = _version((self.path_of(record_id) / MANIFEST).stat())
         except FileNotFoundError:
             return None
+        return self._joined(base, self._parts(record_id))
 
     def manifest_versions(self) -> dict[str, str]:
         versions = {}

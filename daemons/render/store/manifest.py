@@ -13,7 +13,15 @@ Versions (the number stored as `version`):
   `overlays`, `blob` and `sop_instance_uid`, the patient and study texts);
 - 2: the same shape with `version` written; `render.stacks` is optional, and so are a stack's
   `rows`, `columns` and `pixel_spacing` (a series may mix sizes: `render.layout` and the meta's
-  size and spacing are then the first stack's; `daemons.render.stacks` reads the others).
+  size and spacing are then the first stack's; `daemons.render.stacks` reads the others);
+- 3: a version 2 manifest followed by a `journal`: files appended to a growing series since its
+  last analysis (`JournalEntry`; the S3 store keeps them in the manifest object, the local store
+  in journal parts of their own, both read here with `with_journal`).
+
+A manifest read with journal entries is *pending* (`Manifest.pending`): its files, counts and bad
+frames include the appended files, but its order, stacks, slice table and windows are those of
+the last analysis. Only the store's raw reads return one; `daemons.render.ingest.service` analyses the
+series and stores the result as the new base (`Ingest.settle`) before anything reads it further.
 A manifest of a version this node does not know (written by a newer node sharing the store) is
 refused with `ManifestVersionError`: it is not damaged, so it is never quarantined.
 """
@@ -27,6 +35,7 @@ from typing import Any
 from daemons.render.store.frame_layout import Layout
 
 MANIFEST_VERSION = 2
+JOURNAL_VERSION = 3  # a manifest body carrying journal entries (the S3 store's form of a growing series)
 DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
@@ -35,7 +44,7 @@ class ManifestVersionError(Exception):
 
     def __init__(self, version: Any):
         super().__init__(f"the manifest is of version {version!r}; this node reads versions 1 to "
-                         f"{MANIFEST_VERSION} (a newer SIVR node stored it: upgrade this node)")
+                         f"{JOURNAL_VERSION} (a newer SIVR node stored it: upgrade this node)")
         self.version = version
 
 
@@ -95,6 +104,38 @@ class FileEntry:
     def rescale(self, frame: int) -> tuple[float, float]:
         """(slope, intercept) of frame `frame` of this file."""
         return self.frame_rescales[frame] if self.frame_rescales else (self.slope, self.intercept)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A file appended to a series after its last analysis, with the frames of it found
+    unshowable at upload (`bad_frames`: frame numbers within this file)."""
+
+    file: FileEntry
+    bad_frames: tuple[BadFrame, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JournalEntry:
+        return cls(FileEntry.from_json(data, int(data["blob"])),
+                   tuple(BadFrame(int(b["frame"]), str(b["message"])) for b in data.get("bad_frames") or ()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.file.to_json(),
+                "bad_frames": [{"frame": b.frame, "message": b.message} for b in self.bad_frames]}
+
+
+def encode_journal(entries: list[JournalEntry]) -> bytes:
+    """The body of one journal part (what a store seals and keeps for one append)."""
+    return json.dumps({"version": JOURNAL_VERSION, "journal": [e.to_json() for e in entries]},
+                      separators=(",", ":")).encode("utf-8")
+
+
+def decode_journal(body: bytes) -> list[JournalEntry]:
+    """`encode_journal`'s inverse; ManifestVersionError for a part of a version this node does not know."""
+    data = json.loads(body)
+    if data.get("version") != JOURNAL_VERSION:
+        raise ManifestVersionError(data.get("version"))
+    return [JournalEntry.from_json(entry) for entry in data["journal"]]
 
 
 @dataclass(frozen=True)
@@ -229,6 +270,7 @@ class Manifest:
     meta: Meta
     render: Render
     files: tuple[FileEntry, ...]
+    pending: int = 0  # how many of the last `files` were appended after the analysis (module doc)
     # What readers compute from this manifest once (e.g. daemons.render.imaging.voi's parsed VOIs), kept with
     # it: a series keeps its record id while it grows, so nothing parsed may be keyed by the id alone.
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -240,10 +282,31 @@ class Manifest:
         ManifestVersionError for a version this node does not know; KeyError/ValueError/TypeError
         for a manifest that lacks what every version has (a damaged one)."""
         version = data.get("version", 1)
-        if type(version) is not int or not 1 <= version <= MANIFEST_VERSION:
+        if type(version) is not int or not 1 <= version <= JOURNAL_VERSION:
             raise ManifestVersionError(version)
-        return cls(version, Meta.from_json(data["meta"]), Render.from_json(data["render"]),
+        base = cls(version, Meta.from_json(data["meta"]), Render.from_json(data["render"]),
                    tuple(FileEntry.from_json(entry, position) for position, entry in enumerate(data["files"])))
+        return base.with_journal([JournalEntry.from_json(entry) for entry in data.get("journal") or ()])
+
+    def with_journal(self, entries: list[JournalEntry]) -> Manifest:
+        """This manifest with `entries` appended after its files (a pending manifest, module doc).
+
+        An entry naming a blob the manifest lists already is skipped: a journal part left behind
+        by an interrupted compaction holds files the new base has taken in."""
+        known = {entry.blob for entry in self.files}
+        entries = [entry for entry in entries if entry.file.blob not in known]
+        if not entries:
+            return self
+        files, bad = list(self.files), list(self.render.bad_frames)
+        frames, size = self.meta.frames, self.meta.size_bytes
+        for entry in entries:
+            bad.extend(BadFrame(frames + b.frame, b.message) for b in entry.bad_frames)
+            files.append(entry.file)
+            frames += entry.file.frames
+            size += entry.file.size
+        return replace(self, meta=replace(self.meta, files=len(files), frames=frames, size_bytes=size),
+                       render=replace(self.render, bad_frames=tuple(bad)), files=tuple(files),
+                       pending=self.pending + len(entries))
 
     @classmethod
     def build(cls, meta: dict[str, Any], render: dict[str, Any], files: list[dict[str, Any]]) -> Manifest:
@@ -259,7 +322,9 @@ class Manifest:
         return cls.from_json(json.loads(body))
 
     def encode(self) -> bytes:
-        """The body a store encrypts and keeps."""
+        """The body a store encrypts and keeps (never a pending manifest: its journal is stored apart)."""
+        if self.pending:
+            raise ValueError("a pending manifest is analysed before it is stored as a base")
         return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
 
     def to_json(self) -> dict[str, Any]:

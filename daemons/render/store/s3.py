@@ -12,8 +12,10 @@ An upload writes every file object under a fresh upload id, then the manifest wi
 `If-None-Match: *`: the record becomes visible to every node in that one conditional PUT, and a
 second node storing the same record at the same moment loses cleanly (its objects are removed).
 Adding files to a stored record (`append_files`) writes them under a fresh part id, then replaces
-the manifest only if it is still the one read (`If-Match` its ETag): the grown series appears in
-that one write, and a node that appended meanwhile makes this one fail cleanly (503, retry).
+the manifest only if it is still the one read (`If-Match` its ETag), its journal grown by their
+entries (the analysis is not redone: `manifest` module doc): the grown series appears in that one
+write, and a node that appended meanwhile makes this one fail cleanly (503, retry).
+`replace_manifest` stores a series' new analysis the same way.
 A node killed mid-upload leaves only objects no manifest names; readers never see them and
 `cleanup` removes them once older than `s3.stale_upload_s`. Deleting removes the manifest first.
 
@@ -45,7 +47,7 @@ from daemons.render.store.blob_cache import BlobCache
 from daemons.render.store.envelope import KeyRing
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import StoreError
-from daemons.render.store.manifest import Manifest
+from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
 from shared.config import Config, ConfigError
 
 MANIFESTS = "manifests/"
@@ -269,16 +271,42 @@ class S3RecordStore:
         with ThreadPoolExecutor(self._threads) as pool:
             return sum(pool.map(put, range(len(keys))))
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], manifest: Manifest,
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes], entries: list[JournalEntry],
                      expected_version: str) -> str:
-        """Add files to a stored record (a series that grows), then replace its manifest as the commit point.
+        """Add files to a stored record (a series that grows), then its manifest object, with their
+        entries added to its journal (`manifest` module doc), as the commit point.
 
         The new objects go under a fresh part id (never over another node's objects); the manifest
-        is replaced only if it is still the one `manifest` was computed from (`If-Match`
+        is replaced only if it is still the one the entries continue (`If-Match`
         `expected_version`, its ETag). If another node changed or deleted the record meanwhile, the
         new objects are removed and StoreUnavailable (503, retry) is raised: the retry appends to
-        the record as it is now.
+        the record as it is now. The series is not analysed here: the manifest's analysis is kept
+        as it was, and its journal grows by the new entries (no analysis, one JSON pass).
         """
+        part = uuid.uuid4().hex
+
+        def grown(header: dict, body: bytes, data_key: bytes) -> tuple[dict, bytes, list[str], list[bytes]]:
+            data = json.loads(body)
+            data["version"] = JOURNAL_VERSION
+            data["journal"] = [*data.get("journal", []), *(entry.to_json() for entry in entries)]
+            keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
+            bodies = [envelope.seal(data_key, record_id, str(first_blob + i), raw) for i, raw in enumerate(files)]
+            parts = [*header.get("parts", []), [first_blob, part]]
+            return ({**header, "parts": parts}, json.dumps(data, separators=(",", ":")).encode("utf-8"),
+                    keys, bodies)
+
+        return self._replace(record_id, expected_version, grown)
+
+    def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
+        """Store `manifest` (the series' analysis, journal taken in) as the record's manifest, if the
+        manifest object is still at `expected_version` (its ETag), else StoreUnavailable."""
+        return self._replace(record_id, expected_version, lambda header, body, key: (header, manifest.encode(), [], []))
+
+    def _replace(self, record_id: str, expected_version: str,
+                 change: Callable[[dict, bytes, bytes], tuple[dict, bytes, list[str], list[bytes]]]) -> str:
+        """Replace a record's manifest object by `change(header, body, data key)` -> (header, body,
+        new object keys, their sealed bodies), the objects written first, the manifest last with
+        `If-Match`: the one commit point."""
         key = self._manifest_key(record_id)
         try:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
@@ -286,16 +314,12 @@ class S3RecordStore:
             raise FileNotFoundError(f"record {record_id} is not in the store") from exc
         if reply["ETag"] != expected_version:
             raise StoreUnavailable(f"record {record_id} changed on another node since it was read; retry")
-        header, upload, data_key, _ = self._open_manifest(record_id, reply["Body"].read())
-        part = uuid.uuid4().hex
-        keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
-        bodies = [envelope.seal(data_key, record_id, str(first_blob + i), data) for i, data in enumerate(files)]
-        parts = [*header.get("parts", []), [first_blob, part]]
-        body = manifest.encode()
-        blob = envelope.pack_manifest({**header, "parts": parts},
-                                      envelope.seal(data_key, record_id, f"manifest:{upload}", body))
+        header, upload, data_key, sealed = self._open_manifest(record_id, reply["Body"].read())
+        body = envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)
+        header, body, keys, bodies = change(header, body, data_key)
+        blob = envelope.pack_manifest(header, envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
-            written = self._put_objects(keys, bodies)
+            written = self._put_objects(keys, bodies) if keys else 0
             committed = _call(f"PUT {key}", partial(self._s3.put_object, Bucket=self.bucket, Key=key, Body=blob,
                                                     IfMatch=expected_version), expected=MISSING_CODES + CONFLICT_CODES)
         except ClientError as exc:
@@ -306,8 +330,9 @@ class S3RecordStore:
         except BaseException:
             self._forget_upload(keys)
             raise
+        parts = tuple((int(f), str(p)) for f, p in header.get("parts", []))
         with self._lock:
-            self._headers[record_id] = _Header(upload, data_key, tuple((int(f), str(p)) for f, p in parts))
+            self._headers[record_id] = _Header(upload, data_key, parts)
             self._used_bytes += written + len(blob)
         return committed["ETag"]
 
