@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record, uploaded_stack
 from tests.webviewer.test_browser_geometry import phantom
@@ -67,7 +68,11 @@ def open_2x2(page, deployment, record, link_name: str = "Open") -> None:
     page.set_default_timeout(30000)   # a shared test machine may be slow to reformat
     login(page, deployment)
     page.goto(f"/#/patients/{record['patient']['id']}")
-    page.get_by_role("link", name=link_name).first.click()
+    try:  # the patient page asks the institution and the node: slow on a loaded machine
+        page.get_by_role("link", name=link_name).first.click(timeout=60000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"no {link_name!r} link on the patient page within 60 s; it showed: "
+                             f"{page.locator('main').inner_text()[:2000]!r}") from None
     page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60000)
     assert page.locator("#viewports").get_attribute("data-layout") == "2x2"
     for slot, plane in enumerate(["native", "coronal", "sagittal", "3d"]):
