@@ -26,9 +26,9 @@ from daemons import front as fronts
 from daemons.deployment import free_port
 from shared.tls import create_ca, issue_server_cert
 from tests.render.synthetic import stack
+from tests.test_http2 import assert_one_h2_connection
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-CONCURRENT = 24
 
 
 def _alpn(url: str, ca: str, offered: list[str]) -> str | None:
@@ -91,16 +91,7 @@ def test_concurrent_image_requests_share_one_connection(deployment):
     client = deployment.client("physician")
     url = deployment.url("render-1-1")
     token = client.token_for(url)
-    urls = [f"{url}/api/v1/presets?n={i}" for i in range(CONCURRENT)]
-    done = subprocess.run(
-        [curl, "--http2", "--parallel", "--parallel-max", str(CONCURRENT), "--silent", "--cacert", deployment.ca_cert,
-         "-H", f"Authorization: Bearer {token}", "-w", "%{http_version} %{response_code} %{num_connects}\\n",
-         *[arg for u in urls for arg in (u, "-o", "/dev/null")]],
-        capture_output=True, text=True, timeout=120, check=True)
-    rows = [line.split() for line in done.stdout.splitlines()]
-    assert len(rows) == CONCURRENT
-    assert {(version, code) for version, code, _ in rows} == {("2", "200")}
-    assert sum(int(connects) for _, _, connects in rows) == 1, done.stdout
+    assert_one_h2_connection(curl, url, deployment.ca_cert, token)
 
 
 def test_errors_through_the_front_stay_json(deployment, h2):

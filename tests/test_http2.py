@@ -83,6 +83,11 @@ def test_concurrent_requests_share_one_connection(node):
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed (Debian package curl)")
+    assert_one_h2_connection(curl, url, ca, token)
+
+
+def assert_one_h2_connection(curl: str, url: str, ca: str, token: str) -> None:
+    """CONCURRENT requests at once with curl over HTTP/2: all 200, on one connection."""
     urls = [f"{url}/api/v1/presets?n={i}" for i in range(CONCURRENT)]
     done = subprocess.run(
         [curl, "--http2", "--parallel", "--parallel-max", str(CONCURRENT), "--silent", "--cacert", ca,

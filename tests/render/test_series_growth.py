@@ -73,7 +73,12 @@ def pair(make_node):
     first = make_node(dicom__series_complete_s=3600.0)
     second = make_node(institution_id=first.institution_id, dicom__series_complete_s=3600.0)
     yield first, second
-    for harness in (first, second):
+    close_nodes(first, second)
+
+
+def close_nodes(*harnesses) -> None:
+    """Stop what each node runs in the background (ingest, registry, view audit, decoder)."""
+    for harness in harnesses:
         ingest_of(harness).close()
         harness.registry.shutdown()
         harness.app.extensions["sivr_view_audit"].close()
@@ -275,11 +280,7 @@ def test_an_append_rereads_the_manifest_only_when_another_node_grew_the_series(m
         node = first.app.extensions["sivr_node"]
         assert node.models.catalogue.Series.get_by_id(record_id).instance_count == 7
     finally:
-        for harness in (first, second):
-            ingest_of(harness).close()
-            harness.registry.shutdown()
-            harness.app.extensions["sivr_view_audit"].close()
-            harness.app.extensions["sivr_node"].decoder.close()
+        close_nodes(first, second)
 
 
 def sized_slice(index: int, rows: int, series: str) -> Dataset:
@@ -388,8 +389,4 @@ def test_a_node_reading_a_series_another_node_grew_analyses_it_once_for_every_no
         assert [entry.sop_instance_uid for entry in seen.files] == [
             pydicom.dcmread(io.BytesIO(raw)).SOPInstanceUID for _, raw in files]  # in slice order
     finally:
-        for harness in (first, second):
-            ingest_of(harness).close()
-            harness.registry.shutdown()
-            harness.app.extensions["sivr_view_audit"].close()
-            harness.app.extensions["sivr_node"].decoder.close()
+        close_nodes(first, second)
