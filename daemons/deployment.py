@@ -380,6 +380,8 @@ class LocalDeployment:
 
         `-P`: the folder this process runs in stays off the daemon's import path (cli.gunicorn_argv).
         """
+        if self.layout.front:
+            fronts.nginx_binary()  # refused before the daemon starts, never leaving it running unfronted
         self.log_path(instance.name).parent.mkdir(exist_ok=True)
         server = get_layer(instance.layer).load_config(instance.config)["server"]
         host = server["host"] if server["host"] != "localhost" else "127.0.0.1"
