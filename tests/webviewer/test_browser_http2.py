@@ -15,7 +15,7 @@ import pytest
 from daemons.demo import RunningDeployment, start_deployment
 from tests.test_http2 import enable_http2
 from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
-from tests.webviewer.helpers import new_patient, uploaded_record
+from tests.webviewer.helpers import derived_series, new_patient, uploaded_record
 from tests.webviewer.test_browser_viewer import open_viewer, wait_shown
 
 DEMO_CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
@@ -46,9 +46,10 @@ def h2_page(playwright_instance, h2_deployment):
     browser.close()
 
 
-def test_viewer_page_and_images_travel_over_h2(h2_page, h2_deployment):
+def test_viewer_page_and_images_travel_over_h2(h2_page, h2_deployment, tmp_path):
     patient = new_patient(h2_deployment)
-    files = sorted(DEMO_CT.rglob("*.dcm"))[:SLICES]
+    # content of its own (fresh UIDs): the shared deployment may hold these slices under another patient
+    files = derived_series(DEMO_CT, tmp_path, first=0, count=SLICES)
     record = {"patient": patient, **uploaded_record(h2_deployment, patient, files, "CT chest (h2 test)")}
     # Resource Timing hides nextHopProtocol of cross-origin images (the node is another origin
     # without Timing-Allow-Origin), so the protocol comes from Chromium's network events.
