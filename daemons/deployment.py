@@ -207,7 +207,7 @@ def init_deployment(
         """A free port (tests), the layer's default the first time, then 5100 upwards."""
         nonlocal next_extra_port
         if pick_free_ports:
-            loopback = host if host != "localhost" else "127.0.0.1"
+            loopback = fronts.bind_host(host)
             return hold_free_port(loopback) if hold_ports else free_port(loopback)
         if DEFAULT_PORTS[layer] not in used_defaults:
             used_defaults.add(DEFAULT_PORTS[layer])
@@ -220,7 +220,7 @@ def init_deployment(
     def dicom_port() -> int:
         nonlocal next_dicom_port
         if pick_free_ports:
-            return free_port(host if host != "localhost" else "127.0.0.1")
+            return free_port(fronts.bind_host(host))
         next_dicom_port += 1
         return next_dicom_port - 1
 
@@ -384,7 +384,7 @@ class LocalDeployment:
             fronts.nginx_binary()  # refused before the daemon starts, never leaving it running unfronted
         self.log_path(instance.name).parent.mkdir(exist_ok=True)
         server = get_layer(instance.layer).load_config(instance.config)["server"]
-        host = server["host"] if server["host"] != "localhost" else "127.0.0.1"
+        host = fronts.bind_host(server["host"])
         with listening_socket(host, server["port"]) as sock, open(self.log_path(instance.name), "ab") as log:
             self.processes[instance.name] = subprocess.Popen(
                 [sys.executable, "-P", "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config,
@@ -404,7 +404,7 @@ class LocalDeployment:
         way it hands them to a new binary on an upgrade), so the port is never free in between.
         """
         url = urlsplit(instance.url)
-        host = url.hostname if url.hostname != "localhost" else "127.0.0.1"
+        host = fronts.bind_host(url.hostname or fronts.BACKEND_HOST)
         run_folder = self.root / fronts.FOLDER / "run" / instance.name
         run_folder.mkdir(parents=True, exist_ok=True)
         argv = fronts.command(write_front(self.root, instance), run_folder)  # the config as it is now

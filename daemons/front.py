@@ -101,6 +101,11 @@ def _error_locations() -> str:
     return "\n".join(lines)
 
 
+def bind_host(host: str) -> str:
+    """The address a server given `host` binds: `localhost` is loopback, never every interface."""
+    return "127.0.0.1" if host == "localhost" else host
+
+
 def _quoted(text: str) -> str:
     """An nginx single-quoted string ($ would still be expanded as a variable: refused)."""
     if "$" in text:
@@ -110,7 +115,7 @@ def _quoted(text: str) -> str:
 
 def render_config(front: Front) -> str:
     """The whole nginx.conf of one instance's front (run with `-p` a private writable folder)."""
-    listen_host = "127.0.0.1" if front.listen_host == "localhost" else front.listen_host
+    listen_host = bind_host(front.listen_host)
     try:  # an address: listen on it alone (as gunicorn bound server.host)
         ipaddress.ip_address(listen_host)
         hosts = [f"[{listen_host}]" if ":" in listen_host else listen_host]
