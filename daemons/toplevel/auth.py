@@ -77,6 +77,7 @@ def login():
         record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None,
                      detail="wrong password" if user else "unknown username",
                      user_id=user.id if user else "", username=username)
+        throttle.attempt_failed(attempt)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     throttle.attempt_succeeded(attempt, username, address)
     if not user.active:

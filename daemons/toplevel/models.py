@@ -12,6 +12,7 @@ from __future__ import annotations
 import unicodedata
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from shared.audit import make_audit_model
 from shared.config import Config
@@ -79,12 +80,14 @@ class Patient(BaseModel):
 
 
 class LoginFailure(BaseModel):
-    """One failed password check; counted per username and per client address within a window."""
+    """One password check, reserved before it runs; counted per username and per client address within
+    a window. `settled` once the password proved wrong (a right one deletes the row)."""
 
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     at = peewee.DateTimeField(default=utcnow, index=True)
     username = peewee.CharField(max_length=150, index=True)
     client_ip = peewee.CharField(max_length=64, index=True)
+    settled = peewee.BooleanField(default=True)
 
     class Meta:
         table_name = "login_failure"
@@ -142,7 +145,17 @@ def _split_admin_role(db: peewee.Database) -> None:
     db.execute_sql(f"UPDATE app_user SET role = {db.param} WHERE role = {db.param}", (SYSTEM_ADMIN, LEGACY_ADMIN))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_split_admin_role,)
+def _add_login_failure_settled(db: peewee.Database) -> None:
+    """Schema 2 -> 3: reservations of password checks still running are told from failures.
+
+    Rows from before were failures (or checks cut short), so they are all settled.
+    """
+    if "settled" not in {column.name for column in db.get_columns("login_failure")}:
+        migrate(SchemaMigrator.from_database(db).add_column("login_failure", "settled",
+                                                            peewee.BooleanField(default=True)))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settled)
 
 
 def upgrade(config: Config) -> int:

@@ -61,6 +61,7 @@ def change_my_password():
     attempt = throttle.reserve_attempt(user.username, address, auth, "user.password_change_throttled")
     if not top.passwords.verify(user.password_hash, old_password):
         record_audit(AuditEntry, "user.password_change_failed", "user", user.id, detail="wrong old password")
+        throttle.attempt_failed(attempt)
         raise ApiError(403, "wrong_password", "the old password is not correct")
     throttle.attempt_succeeded(attempt, user.username, address)
     user.password_hash = top.passwords.hash(new_password)

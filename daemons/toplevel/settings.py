@@ -23,6 +23,9 @@ KEYS = (
         "Failed logins of one username from all addresses together in the window before 429 "
         "(far above max_failed_logins, so guessing from one address cannot lock the user out elsewhere)."),
     Key("auth", "failed_login_window_s", 300, "Window of the failed-login limit, in seconds."),
+    Key("auth", "login_queue_s", 10.0,
+        "How long a login waits, when only password checks still running would reach a limit, for them "
+        "to finish (a burst of logins behind one address queues instead of getting 429)."),
     Key("auth", "min_password_length", 10, "Shortest password accepted when setting one."),
     Key("auth", "argon2_time_cost", 3,
         "argon2id passes per hash (hashes made with other costs are redone at login)."),

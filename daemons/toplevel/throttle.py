@@ -12,14 +12,23 @@ Policy (docs/operations.md, "Login throttling"): within `failed_login_window_s`,
 Every password check is reserved before it runs: checking the counters and inserting the
 attempt's row happen in one exclusive transaction (`shared.db.run_exclusive`), so N parallel
 wrong logins get at most the limit's verified guesses, never more. A correct password deletes its
-reservation and the pair's earlier failures; a wrong one leaves the row as the failure. The check
+reservation and the pair's earlier failures; a wrong one settles its row as a failure. The check
 runs before any password is hashed, so a throttled attacker costs the server no hashing.
+
+Reservations still being checked are not failures yet: an attempt that would pass the limit only
+because of them waits (at most `login_queue_s`) for them to settle instead of being refused. So a
+morning burst of correct logins behind one NAT address queues rather than getting 429, while
+parallel guesses still get no more checks than the limit. A reservation older than the queue time
+(its worker died mid-check) counts as a failure.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
+import random
+import time
 from typing import Any
 
 from daemons.toplevel.models import AuditEntry, LoginFailure, User
@@ -32,9 +41,15 @@ def _retry_after(oldest: dt.datetime, window_s: int, now: dt.datetime) -> int:
     return max(1, math.ceil((oldest + dt.timedelta(seconds=window_s) - now).total_seconds()))
 
 
+class _Queued(Exception):
+    """The limit is reached only by checks still running: wait for them to settle."""
+
+
 def _refuse_if_throttled(username: str, client_ip: str, auth: dict[str, Any], now: dt.datetime) -> None:
     window_s = auth["failed_login_window_s"]
     since = now - dt.timedelta(seconds=window_s)
+    stale = now - dt.timedelta(seconds=auth["login_queue_s"])
+    queued = False
     for condition, max_failures, what in (
         ((LoginFailure.username == username) & (LoginFailure.client_ip == client_ip),
          auth["max_failed_logins"], "this username from your address"),
@@ -42,34 +57,52 @@ def _refuse_if_throttled(username: str, client_ip: str, auth: dict[str, Any], no
         (LoginFailure.username == username, auth["max_failed_logins_per_username"], "this username"),
     ):
         recent = LoginFailure.select(LoginFailure.at).where(condition, LoginFailure.at > since)
-        if recent.count() >= max_failures:
+        failures = recent.where(LoginFailure.settled | (LoginFailure.at <= stale))
+        if failures.count() >= max_failures:
             # The limit lifts when enough of the recent failures leave the window.
-            nth = recent.order_by(LoginFailure.at.desc()).offset(max_failures - 1).first()
+            nth = failures.order_by(LoginFailure.at.desc()).offset(max_failures - 1).first()
             wait = _retry_after(nth.at if nth else now, window_s, now)
             raise ApiError(
                 429, "rate_limited",
                 f"too many failed logins for {what}; try again in {wait} seconds",
                 headers={"Retry-After": str(wait)},
             )
+        queued = queued or recent.count() >= max_failures
+    if queued:
+        raise _Queued
 
 
 def reserve_attempt(username: str, client_ip: str, auth: dict[str, Any], throttled_action: str) -> str:
     """Raise `429 rate_limited` (with `Retry-After`) while a limit is reached, else count this attempt.
 
-    Returns the attempt's id: pass it to `attempt_succeeded` when the password was right; left
-    alone, it stays counted as a failure. `auth` is the config's `[auth]` section. A refusal is
+    Returns the attempt's id: pass it to `attempt_succeeded` when the password was right, or to
+    `attempt_failed` when it was wrong. `auth` is the config's `[auth]` section. A refusal is
     audited as `throttled_action`, so the log shows guessing that the limit stopped.
     """
 
-    def check_and_count() -> str:
+    def check_and_count(final: bool) -> str:
         now = utcnow()
         LoginFailure.delete().where(
             LoginFailure.at <= now - dt.timedelta(seconds=auth["failed_login_window_s"])).execute()
-        _refuse_if_throttled(username, client_ip, auth, now)
-        return LoginFailure.create(username=username[:150], client_ip=client_ip[:64], at=now).id
+        try:
+            _refuse_if_throttled(username, client_ip, auth, now)
+        except _Queued:
+            if not final:
+                raise
+            raise ApiError(429, "rate_limited",
+                           f"too many logins in progress for {username!r} or your address; try again in a few seconds",
+                           headers={"Retry-After": str(max(1, math.ceil(auth["login_queue_s"])))}) from None
+        return LoginFailure.create(username=username[:150], client_ip=client_ip[:64], at=now, settled=False).id
 
+    deadline = time.monotonic() + auth["login_queue_s"]
     try:
-        return run_exclusive(LoginFailure._meta.database, "sivr-login-throttle", check_and_count)
+        while True:
+            final = time.monotonic() >= deadline
+            try:
+                return run_exclusive(LoginFailure._meta.database, "sivr-login-throttle",
+                                     functools.partial(check_and_count, final))
+            except _Queued:
+                time.sleep(random.uniform(0.05, 0.15))
     except ApiError as exc:
         user = User.get_or_none(User.username == username)
         record_audit(AuditEntry, throttled_action, "user", user.id if user else None, detail=exc.message,
@@ -77,13 +110,20 @@ def reserve_attempt(username: str, client_ip: str, auth: dict[str, Any], throttl
         raise
 
 
+def attempt_failed(attempt_id: str) -> None:
+    """A wrong password: the reservation becomes a counted failure."""
+    LoginFailure.update(settled=True).where(LoginFailure.id == attempt_id).execute()
+
+
 def attempt_succeeded(attempt_id: str, username: str, client_ip: str) -> None:
     """A correct password: uncount the attempt and end this address's streak for the username.
 
     Failures of the username from other addresses and of the address for other usernames keep
-    counting, so a successful login cannot be used to reset an attacker's budget elsewhere.
+    counting, so a successful login cannot be used to reset an attacker's budget elsewhere; checks
+    of the pair still running (perhaps a guess from behind the same NAT) stay reserved.
     """
     LoginFailure.delete().where(
         (LoginFailure.id == attempt_id)
-        | ((LoginFailure.username == username[:150]) & (LoginFailure.client_ip == client_ip[:64]))
+        | ((LoginFailure.username == username[:150]) & (LoginFailure.client_ip == client_ip[:64])
+           & LoginFailure.settled)
     ).execute()

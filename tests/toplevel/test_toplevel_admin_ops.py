@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import uuid
 
+import peewee
 import pytest
 
 from daemons.toplevel import admin_ops
-from daemons.toplevel.models import MODELS, Institution, User, upgrade
-from shared.db import SchemaVersion, database_from_config
+from daemons.toplevel.models import MODELS, Institution, LoginFailure, User, upgrade
+from shared.db import SchemaVersion, database_from_config, utcnow
 
 from .support import Api
 
 
 def test_upgrade_is_idempotent(config):
-    assert upgrade(config) == 2
-    assert upgrade(config) == 2
+    assert upgrade(config) == 3
+    assert upgrade(config) == 3
 
 
 def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
@@ -29,7 +30,7 @@ def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
             User.create(username=name, password_hash="x", role=role, institution=inst)
     db.close()
 
-    assert upgrade(config) == 2
+    assert upgrade(config) == 3
     with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
         assert {u.username: u.role for u in User.select()} == {"old.admin": "sysadmin", "old.doc": "physician"}
     db.close()
@@ -94,3 +95,29 @@ def test_ensure_record_types_adds_only_missing(config, seed):
         ("CT", "Computed tomography"), ("MR", "Magnetic resonance"), ("US", "Ultrasound")]
     with pytest.raises(ValueError, match="code"):
         admin_ops.ensure_record_types(config, [("bad code", "x")])
+
+
+def test_upgrade_keeps_schema_2_login_failures_as_failures(config):
+    """Schema 2's login_failure had no `settled`: its rows were failures, and stay counted as such."""
+
+    class OldLoginFailure(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=36)
+        at = peewee.DateTimeField()
+        username = peewee.CharField(max_length=150)
+        client_ip = peewee.CharField(max_length=64)
+
+        class Meta:
+            table_name = "login_failure"
+
+    db = database_from_config(config)
+    others = [model for model in MODELS if model is not LoginFailure]
+    with db.bind_ctx([*others, OldLoginFailure, SchemaVersion]), db.connection_context():
+        db.create_tables([*others, OldLoginFailure, SchemaVersion])
+        SchemaVersion.create(layer="toplevel", version=2)
+        OldLoginFailure.create(id="f1", at=utcnow(), username="dr.house", client_ip="10.0.0.1")
+    db.close()
+
+    assert upgrade(config) == 3
+    with db.bind_ctx([LoginFailure]), db.connection_context():
+        assert [(row.id, row.settled) for row in LoginFailure.select()] == [("f1", True)]
+    db.close()
