@@ -413,6 +413,10 @@ class LocalDeployment:
             # a restart after a kill can bind the port while they linger in TIME_WAIT
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.listen(socket.SOMAXCONN)
+            # nginx makes the sockets it binds non-blocking but takes inherited ones as they are: a
+            # blocking one leaves the worker that loses the race for a connection stuck in accept(),
+            # its open requests unanswered until the next connection arrives
+            sock.setblocking(False)
             self.fronts[instance.name] = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(sock.fileno(),),
                 env={**os.environ, "NGINX": f"{sock.fileno()};"})

@@ -94,6 +94,32 @@ def test_concurrent_image_requests_share_one_connection(deployment):
     assert_one_h2_connection(curl, url, deployment.ca_cert, token)
 
 
+def _listening_inode(port: int) -> str:
+    """The inode of the socket listening on loopback `port` (/proc/net/tcp, state 0A)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            return fields[9]
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_every_front_worker_accepts_without_blocking(deployment):
+    """The CI's load test stalled for 60 s: the listening socket nginx inherits was blocking, so a
+    worker that lost the race for a new connection sat in accept() with its open requests
+    unanswered until another connection came (O_NONBLOCK is 0o4000 in fdinfo's flags)."""
+    assert deployment.fronts
+    for name, master in deployment.fronts.items():
+        inode = _listening_inode(urlsplit(deployment.url(name)).port)
+        workers = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+        assert workers, f"{name}: nginx has no workers"
+        for pid in workers:
+            fd = next(entry.name for entry in Path(f"/proc/{pid}/fd").iterdir()
+                      if entry.readlink().name == f"socket:[{inode}]")
+            flags = next(line for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                         if line.startswith("flags:"))
+            assert int(flags.split()[1], 8) & 0o4000, f"{name}: worker {pid} accepts on a blocking socket"
+
+
 def test_errors_through_the_front_stay_json(deployment, h2):
     node, top = deployment.url("render-1-1"), deployment.url("toplevel")
     assert _json_error(h2.get(f"{node}/api/v1/presets"), 401)["code"]  # the app's
