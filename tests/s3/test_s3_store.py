@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from botocore.config import Config as BotoConfig
 
+from daemons.render.store import s3 as s3_store
 from daemons.render.store.envelope import KeyRing
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import StoreError
@@ -227,3 +228,23 @@ def test_a_damaged_cached_copy_is_read_again_from_the_bucket(seaweed, bucket, tm
     assert store.read_file("r2", 0, hashlib.sha256(files[0]).hexdigest()) == files[0]
     assert copy.read_bytes() != bytes(damaged)  # replaced by the bucket's object
     assert store.delete("r2") and not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_filed_among_asks_about_a_few_records_without_listing_every_filed_series(seaweed, bucket, monkeypatch):
+    """`filed/` names every series the institution ever filed: the work list, which asks about its
+    few unfiled series on every request, must not list it all each time."""
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
+    for record_id in ("r1", "r2", "r3"):
+        store.write_record(record_id, [record_id.encode()], sample_manifest(1, files=[record_id.encode()]))
+    store.mark_filed("r1")
+    store.mark_filed("r2")
+    operations: list[str] = []
+    store._s3.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+
+    assert store.filed_among(["r1", "r3", "gone"]) == {"r1"}
+    assert "ListObjectsV2" not in operations and operations.count("HeadObject") == 3
+
+    operations.clear()
+    monkeypatch.setattr(s3_store, "FILED_HEAD_LIMIT", 2)  # many records: one listing is cheaper
+    assert store.filed_among(["r1", "r2", "r3"]) == {"r1", "r2"}
+    assert operations == ["ListObjectsV2"]

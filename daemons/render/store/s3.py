@@ -54,6 +54,8 @@ MANIFESTS = "manifests/"
 OBJECTS = "objects/"
 QUARANTINE = "quarantine/"
 FILED = "filed/"
+#: Up to this many records, `filed_among` asks about each (HEAD) rather than listing `filed/`.
+FILED_HEAD_LIMIT = 32
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 CONFLICT_CODES = ("412", "PreconditionFailed", "ConditionalRequestConflict")
 T = TypeVar("T")
@@ -467,11 +469,26 @@ class S3RecordStore:
         _call(f"PUT {key}", lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=b""))
 
     def filed_among(self, record_ids: list[str]) -> set[str]:
-        """One listing of `filed/`, whatever the number of records asked about."""
-        if not record_ids:
+        """A HEAD per record for a few (the work list's unfiled series, on every request), one listing
+        of `filed/` for many: `filed/` names every series ever filed, so listing it for a handful would
+        cost more with each series the institution files."""
+        wanted = set(record_ids)
+        if len(wanted) > FILED_HEAD_LIMIT:
+            start = len(self.prefix) + len(FILED)
+            return {o["Key"][start:] for o in self._list(self.prefix + FILED)} & wanted
+        if not wanted:
             return set()
-        start = len(self.prefix) + len(FILED)
-        return {o["Key"][start:] for o in self._list(self.prefix + FILED)} & set(record_ids)
+        with ThreadPoolExecutor(min(self._threads, len(wanted))) as pool:
+            marked = dict(zip(wanted, pool.map(self._is_filed, wanted), strict=True))
+        return {record_id for record_id, filed in marked.items() if filed}
+
+    def _is_filed(self, record_id: str) -> bool:
+        key = f"{self.prefix}{FILED}{record_id}"
+        try:
+            _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
+        except ClientError:
+            return False
+        return True
 
     def cleanup(self) -> int:
         """Delete uploads no manifest names once their newest object is older than `s3.stale_upload_s`.
