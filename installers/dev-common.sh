@@ -17,7 +17,22 @@ apt_install() {
         echo "Installing Debian packages: ${missing[*]}"
         $SUDO apt-get update -q
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+        if [[ " ${missing[*]} " == *" nginx "* ]]; then
+            quiet_debian_nginx
+        fi
     fi
+}
+
+# Debian's nginx package starts and enables its own nginx.service, a default site on port 80 that
+# SIVR never uses (each instance runs its own nginx, daemons/front.py). Installed here just now, it is
+# stopped and disabled; an nginx that was already on the machine is left as its administrator set it.
+quiet_debian_nginx() {
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now nginx.service >/dev/null 2>&1 || true
+    elif [ -s /run/nginx.pid ]; then
+        $SUDO /usr/sbin/nginx -s quit >/dev/null 2>&1 || true
+    fi
+    echo "Debian's default nginx site (port 80) is stopped and disabled; SIVR runs its own nginx per instance"
 }
 
 # Runtime: Python venv support, nginx (the TLS/HTTP/2 front of every instance, daemons/front.py),
