@@ -32,6 +32,7 @@ from shared.config import DEFAULT_PORTS, build_config, render_config_toml
 from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
+from shared.webapp import read_proxy_secret
 
 STORE_KEY_BYTES = 32
 BIND_RETRY_S = 5.0
@@ -245,8 +246,10 @@ def init_deployment(
         url = f"https://{url_host}:{port}"
         if front:
             behind = backend_port(port)
+            secret_file = f"keys/{name}.front-secret"
+            _write_secret(root / secret_file, secrets.token_urlsafe(32).encode())
             merged["server"] = {"host": fronts.BACKEND_HOST, "port": behind, "tls_cert": "", "tls_key": "",
-                                "trusted_proxies": 1}
+                                "trusted_proxies": 1, "proxy_secret_file": secret_file}
             if layer == "render":  # DICOM TLS keeps the certificate the HTTPS port no longer has
                 values = {**values, "dicom": {**values.get("dicom", {}), "tls_cert": FRONT_CERT, "tls_key": FRONT_KEY}}
         if layer != "web":
@@ -314,9 +317,10 @@ def write_front(root: Path, instance: Instance) -> Path:
     limit, keep-alive), so that the front refuses what the instance would (daemons/front.py)."""
     server = get_layer(instance.layer).load_config(instance.config)["server"]
     url = urlsplit(instance.url)
+    secret = read_proxy_secret(server["proxy_secret_file"]) if server["proxy_secret_file"] else ""
     return fronts.write_config(root, fronts.Front(
         instance.name, url.hostname or fronts.BACKEND_HOST, url.port or 443, server["port"],
-        f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"]))
+        f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"], secret))
 
 
 def _own_store(keys: Path, node_name: str) -> dict:

@@ -19,19 +19,23 @@ What the front keeps of gunicorn's behaviour, by construction:
 - what nginx itself refuses (malformed requests, TLS on the wrong port, a backend that does not
   answer) gets the API's `{"error": {"code", "message"}}` body (`daemons.gunicorn_worker`);
 - the client address: nginx REPLACES X-Forwarded-For with the peer's address, and the backend
-  believes it only because its config says one proxy is in front (`server.trusted_proxies = 1`)
-  and it listens on loopback, where only this host's processes reach it.
+  believes it because its config says one proxy is in front (`server.trusted_proxies = 1`) and
+  the request carries the front's secret (`server.proxy_secret_file`, sent as X-Sivr-Front): the
+  backend listens on loopback, which every process of the host reaches, and a request from any of
+  them without the secret is served with its own address (`shared.webapp.FromProxyOnly`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemons.gunicorn_worker import ERROR_HEADERS, json_error_body
 from shared.tls import TLS12_CIPHERS
+from shared.webapp import PROXY_SECRET_HEADER
 
 #: Where the backends of fronted instances listen (plain HTTP, reached only through the front).
 BACKEND_HOST = "127.0.0.1"
@@ -68,6 +72,7 @@ class Front:
     tls_key: str
     max_body_mb: int
     keepalive_s: int = 30
+    proxy_secret: str = ""  # sent to the backend, which then believes X-Forwarded-For (empty: none sent)
 
 
 def nginx_binary() -> str:
@@ -124,6 +129,9 @@ def render_config(front: Front) -> str:
     listens = "\n".join(f"        listen {host}:{front.listen_port} ssl http2;" for host in hosts)
     # internal redirects to URIs, not named locations: those need a parsed URI, which a 414 lacks
     error_pages = "\n".join(f"        error_page {own} ={sent} {ERROR_PATH}{sent};" for own, sent in OWN_ERRORS.items())
+    secret_header = ""
+    if front.proxy_secret:
+        secret_header = f"\n        proxy_set_header {PROXY_SECRET_HEADER} {_quoted(front.proxy_secret)};"
     return f"""\
 # The TLS/HTTP/2 front of SIVR instance {front.name} (written by daemons/front.py; docs/deployment.md).
 # Relative certificate paths are relative to this file's folder; pid and temporary files go under
@@ -170,7 +178,7 @@ http {{
         proxy_set_header Connection "";
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header Forwarded "";
+        proxy_set_header Forwarded "";{secret_header}
 
 {error_pages}
         location / {{
@@ -183,9 +191,13 @@ http {{
 
 
 def write_config(root: Path, front: Front) -> Path:
+    """Write the front's nginx config, readable by its owner only: it holds the backend's proxy secret."""
     path = config_path(root, front.name)
     path.parent.mkdir(exist_ok=True)
-    path.write_text(render_config(front))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(render_config(front))
+    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
     return path
 
 

@@ -48,6 +48,9 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB."),
     Key("server", "trusted_proxies", 0,
         "Reverse proxies in front of this server whose X-Forwarded-For/-Proto are believed (0: none)."),
+    Key("server", "proxy_secret_file", "",
+        "With trusted_proxies: a file holding the secret the proxy sends in X-Sivr-Front; requests without "
+        "it (another local process reaching the loopback backend) have their X-Forwarded-For ignored.", True),
     Key("cors", "origins", [], "Browser origins allowed to call this layer (e.g. the web layer's URL)."),
     Key("tokens", "public_key", "", "Ed25519 public key (PEM) that verifies access tokens.", True),
     Key("tokens", "extra_public_keys", [],

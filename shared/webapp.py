@@ -7,13 +7,17 @@ the audit export — so no daemon can forget one of them.
 
 from __future__ import annotations
 
+import hmac
+from pathlib import Path
+from typing import Any
+
 from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
-from shared.config import Config
+from shared.config import Config, ConfigError
 from shared.errors import register_error_handlers
 from shared.health import add_readiness_check, files_check, install_probes
 from shared.logs import configure_logging, install_request_logging
@@ -54,6 +58,41 @@ def layer_audience(config: Config) -> str:
                          f"(as clients call it, e.g. https://host:port): {exc}") from exc
 
 
+#: The header a front (daemons/front.py) proves itself with to its loopback backend.
+PROXY_SECRET_HEADER = "X-Sivr-Front"
+_PROXY_SECRET_ENVIRON = "HTTP_" + PROXY_SECRET_HEADER.upper().replace("-", "_")
+
+
+def read_proxy_secret(path: str) -> str:
+    """The secret of `server.proxy_secret_file`; a missing or empty file stops the start, named."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"server.proxy_secret_file {path}: {exc.strerror or exc}") from exc
+    if len(secret) < 16:
+        raise ConfigError(f"server.proxy_secret_file {path} holds no secret of at least 16 characters")
+    return secret
+
+
+class FromProxyOnly:
+    """Believe X-Forwarded-For/-Proto only on requests that carry the front's secret.
+
+    A backend behind a front listens on loopback, which every process of the host reaches: without
+    the secret, any of them could name itself another client address in the audit log or the login
+    throttle. Requests without it are served with the peer's own address; the header is removed
+    either way, so the application never sees the secret.
+    """
+
+    def __init__(self, app: Any, trusting: Any, secret: str):
+        self.app, self.trusting, self._secret = app, trusting, secret.encode()
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        sent = environ.pop(_PROXY_SECRET_ENVIRON, "")
+        if hmac.compare_digest(sent.encode("latin-1", "replace"), self._secret):
+            return self.trusting(environ, start_response)
+        return self.app(environ, start_response)
+
+
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
     """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints.
 
@@ -64,7 +103,10 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
+        trusting = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+        secret_file = config["server"]["proxy_secret_file"]
+        app.wsgi_app = (  # type: ignore[method-assign]
+            FromProxyOnly(app.wsgi_app, trusting, read_proxy_secret(secret_file)) if secret_file else trusting)
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it

@@ -21,9 +21,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import requests
+import urllib3
 
 from daemons import front as fronts
+from daemons.demo import new_user
 from daemons.deployment import free_port
+from daemons.layers import get_layer
 from shared.tls import create_ca, issue_server_cert
 from tests.render.synthetic import stack
 from tests.test_http2 import assert_one_h2_connection
@@ -208,6 +211,56 @@ def test_the_audit_log_has_the_peer_address_not_a_forged_one(deployment):
                          params={"username": physician["username"], "limit": 20}).json()["items"]
     assert entries
     assert {e["client_ip"] for e in entries} == {"127.0.0.1"}
+
+
+def _backend_server(deployment, name: str) -> dict:
+    instance = next(i for i in deployment.instances if i.name == name)
+    return get_layer(instance.layer).load_config(instance.config)["server"]
+
+
+def _fresh_user(deployment, username: str) -> dict[str, str]:
+    institution = deployment.layout.institutions[0]["id"]
+    return new_user(deployment.client("admin"), deployment.url("toplevel"), institution, username, "physician")
+
+
+def _addresses_audited(deployment, username: str) -> set[str]:
+    admin = deployment.client("admin")
+    entries = admin.call("GET", f"{deployment.url('toplevel')}/api/v1/audit",
+                         params={"username": username, "limit": 50}).json()["items"]
+    return {entry["client_ip"] for entry in entries}
+
+
+@pytest.mark.parametrize("secret", [None, "not-the-front-secret-at-all"])
+def test_a_local_process_reaching_the_backend_cannot_forge_its_address(deployment, secret):
+    """The backend listens on loopback, which every process of the host reaches: only a request
+    that carries the front's secret has its X-Forwarded-For believed."""
+    server = _backend_server(deployment, "toplevel")
+    headers = {"X-Forwarded-For": "203.0.113.9"}
+    if secret:
+        headers["X-Sivr-Front"] = secret
+    user = _fresh_user(deployment, f"front.forger.{'secret' if secret else 'none'}")
+    reply = requests.post(f"http://{server['host']}:{server['port']}/api/v1/auth/login", json=user,
+                          headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert _addresses_audited(deployment, user["username"]) == {"127.0.0.1"}
+
+
+def test_the_front_passes_the_address_it_saw(deployment):
+    """A client at 127.0.0.2 is audited as 127.0.0.2: the backend believes its front."""
+    user = _fresh_user(deployment, "front.peer")
+    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=deployment.ca_cert,
+                               source_address=("127.0.0.2", 0))
+    reply = pool.request("POST", f"{deployment.url('toplevel')}/api/v1/auth/login", json=user, timeout=30)
+    assert reply.status == 200, reply.data
+    assert _addresses_audited(deployment, user["username"]) == {"127.0.0.2"}
+
+
+def test_the_front_config_holding_the_proxy_secret_is_private(deployment):
+    for name in deployment.fronts:
+        conf = fronts.config_path(Path(deployment.layout.root), name)
+        assert conf.stat().st_mode & 0o077 == 0, f"{conf} is readable by others"
+        secret = Path(_backend_server(deployment, name)["proxy_secret_file"]).read_text().strip()
+        assert f"X-Sivr-Front '{secret}'" in conf.read_text()
 
 
 @pytest.fixture

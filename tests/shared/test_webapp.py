@@ -3,7 +3,7 @@
 import pytest
 from flask import request
 
-from shared.config import build_config
+from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
 from shared.webapp import create_base_app
 
@@ -75,6 +75,26 @@ def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):
     headers = {"X-Forwarded-For": "203.0.113.9"}
     assert make_app().get("/ip", headers=headers).json["ip"] == "127.0.0.1"
     assert make_app(server={"trusted_proxies": 1}).get("/ip", headers=headers).json["ip"] == "203.0.113.9"
+
+
+def test_behind_a_front_only_a_request_with_its_secret_has_forwarded_for_believed(make_app, tmp_path):
+    secret = tmp_path / "front-secret"
+    secret.write_text("s3cret-of-the-front-0123456789\n")
+    app = make_app(server={"trusted_proxies": 1, "proxy_secret_file": str(secret)})
+    forged = {"X-Forwarded-For": "203.0.113.9"}
+    assert app.get("/ip", headers=forged).json["ip"] == "127.0.0.1"
+    assert app.get("/ip", headers={**forged, "X-Sivr-Front": "a guess"}).json["ip"] == "127.0.0.1"
+    assert app.get("/ip", headers={**forged, "X-Sivr-Front": "s3cret-of-the-front-0123456789"}).json["ip"] == \
+        "203.0.113.9"
+
+
+@pytest.mark.parametrize("content", [None, "", "short"])
+def test_a_missing_or_empty_proxy_secret_stops_the_start(make_app, tmp_path, content):
+    secret = tmp_path / "front-secret"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ConfigError, match="proxy_secret_file"):
+        make_app(server={"trusted_proxies": 1, "proxy_secret_file": str(secret)})
 
 
 def test_service_urls_must_be_tls_except_on_loopback():
