@@ -6,6 +6,8 @@ import hashlib
 import uuid
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
 from daemons.demo import ApiClient, register_nodes, register_record
 from shared.receipts import issue_receipt, load_or_create_node_key
 
@@ -216,14 +218,26 @@ class Fingers:
         self._send("touchEnd", [])
 
 
+def phone_tools(page, open_it: bool) -> None:
+    """On a phone: unfold (or fold) the ☰ Tools bar and wait until it is so. A tap that a busy page
+    has not taken yet is tried again, rather than the test going on with the bar the wrong way."""
+    toggle = page.locator("#tools-toggle")
+    for _ in range(3):
+        if (toggle.get_attribute("aria-expanded") == "true") == open_it:
+            return
+        toggle.tap()
+        try:
+            page.wait_for_function("([el, open]) => el.getAttribute('aria-expanded') === String(open)",
+                                   arg=[toggle.element_handle(), open_it], timeout=10_000)
+            return
+        except PlaywrightTimeoutError:
+            continue
+    raise AssertionError(f"the phone's tools bar did not {'open' if open_it else 'fold'} after three taps")
+
+
 def phone_tool(page, name: str) -> None:
     """On a phone: open the folded ☰ Tools bar, tap the button `name`, fold the bar again (the image
     is then where it was: the bar is under it)."""
-    toggle = page.locator("#tools-toggle")
-    for open_it in (True, False):
-        if (toggle.get_attribute("aria-expanded") == "true") != open_it:
-            toggle.tap()
-        page.wait_for_function("([el, open]) => el.getAttribute('aria-expanded') === String(open)",
-                               arg=[toggle.element_handle(), open_it])
-        if open_it:
-            page.get_by_role("button", name=name, exact=True).tap()
+    phone_tools(page, True)
+    page.get_by_role("button", name=name, exact=True).tap()
+    phone_tools(page, False)

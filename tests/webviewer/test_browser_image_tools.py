@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
 from tests.render.synthetic import dataset, to_bytes
-from tests.webviewer.helpers import Fingers, new_patient, phone_context, phone_tool, shot, uploaded_record
+from tests.webviewer.helpers import Fingers, new_patient, phone_context, phone_tool, phone_tools, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
 from tests.webviewer.test_browser_readings import SIZE, hounsfield
 from tests.webviewer.test_browser_viewer import wait_shown
@@ -176,7 +176,7 @@ def test_phone_rotates_from_the_folded_toolbar(browser, deployment, ct, shots):
         page.wait_for_function("() => document.querySelector('#orient-left').textContent === 'P'")
         assert markers(page)["top"] == "R"
         shot(page, shots, "image-tools-phone-rotated", full_page=False)
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, True)
         page.locator("#key-image").tap()   # key images from the folded toolbar too
         page.locator("#key-image-list .key-image-item").wait_for()
         assert page.locator("#key-image-list .key-image-item").first.is_visible()
@@ -222,7 +222,7 @@ def test_phone_angle_distance_invert_flip_reset_and_export_by_touch(browser, dep
         assert markers(page) == {"top": "A", "right": "R", "bottom": "P", "left": "L"}
         shot(page, shots, "image-tools-phone-inverted-flipped", full_page=False)
 
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, True)
         with page.expect_download() as download:
             page.get_by_role("button", name="⤓ PNG").tap()
         target = tmp_path / download.value.suggested_filename

@@ -17,7 +17,7 @@ from pydicom.uid import generate_uid
 from tests.render import synthetic_stacks as synth
 from tests.render.synthetic import stack as classic_stack
 from tests.webviewer.browser import DESKTOP
-from tests.webviewer.helpers import new_patient, phone_context, shot, uploaded_record
+from tests.webviewer.helpers import new_patient, phone_context, phone_tools, shot, uploaded_record
 from tests.webviewer.test_browser_geometry import measure, open_loaded
 from tests.webviewer.test_browser_viewer import wait_shown
 
@@ -118,8 +118,8 @@ def test_a_key_image_on_a_reformat_keeps_its_stack_and_leads_back_to_it(browser,
     press = (lambda locator: locator.tap()) if phone else (lambda locator: locator.click())
 
     def tools() -> None:
-        if phone and page.locator("#tools-toggle").get_attribute("aria-expanded") != "true":
-            page.locator("#tools-toggle").tap()
+        if phone:
+            phone_tools(page, True)
 
     try:
         open_loaded(page, deployment, field_map_record)
@@ -170,7 +170,7 @@ def test_a_key_image_keeps_its_time_point(browser, deployment, tmp_path_factory,
         open_loaded(page, deployment, record)
         page.locator("#slice").fill("2")
         if phone:
-            page.locator("#tools-toggle").tap()
+            phone_tools(page, True)
         page.locator("#time").fill("1")
         wait_shown(page, "d.shownPlane === 'native' && d.shownIndex === arg", str(2 + POSITIONS))
         press(page.locator("#key-image"))

@@ -33,6 +33,7 @@ from tests.webviewer.helpers import (
     new_patient,
     phone_context,
     phone_tool,
+    phone_tools,
     register_placeholder_records,
     registered_node,
     shot,
@@ -378,10 +379,10 @@ def test_phone_presets_window_drag_cine_overlay_and_no_stale_image_by_touch(brow
         assert "feet first (I → S)" in page.locator("#view-info").inner_text()
         fingers = Fingers(page)
 
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, True)
         page.locator("#window-preset").select_option("preset:ct_lung")
         lung = wait_shown(page, "d.shownKey.includes('window=')")["query"]["window"]
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, False)
         phone_tool(page, "Window")
         box = page.locator("#viewport").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -398,7 +399,7 @@ def test_phone_presets_window_drag_cine_overlay_and_no_stale_image_by_touch(brow
         page.wait_for_function("() => document.querySelectorAll('#viewport .measure-label').length === 1")
         held = []
         page.route(re.compile(r".*/mpr/coronal/.*"), lambda route: held.append(route))
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, True)
         page.locator("#plane").select_option("coronal")
         while not held:
             page.wait_for_timeout(50)
@@ -417,7 +418,7 @@ def test_phone_presets_window_drag_cine_overlay_and_no_stale_image_by_touch(brow
                                "document.querySelector('#viewport').dataset.shownIndex)", arg=start)
         page.locator("#play").tap()
         assert page.locator("#play").get_attribute("aria-pressed") == "false"
-        page.locator("#tools-toggle").tap()
+        phone_tools(page, False)
         shot(page, shots, "phone-ct-after-cine", full_page=False)
     finally:
         context.close()
