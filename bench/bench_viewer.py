@@ -29,6 +29,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,8 +154,11 @@ def measure_hand(bench: Bench, browser, meta: dict, profile_name: str, fmt: str)
         page.locator("#slice").fill("0")
         page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '0'")
         throttle(context, page, PROFILES[profile_name])
+        load = os.getloadavg()[0]   # the machine is shared: each figure carries the load it ran under
         run = page.evaluate(HAND_JS, {"n": HAND_STEPS, "stepMs": HAND_STEP_MS})
-        return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS, **hand_figures(run)}
+        return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS,
+                "utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1m": round(load, 1),
+                **hand_figures(run)}
     finally:
         context.close()
 
