@@ -170,3 +170,67 @@ def test_cine_on_2g_keeps_its_rate_with_previews_and_ends_at_full_quality(page, 
     assert any(is_preview(p["key"]) for p in during), shown
     assert stopped >= 15, f"cine moved {stopped} frames in 3 s at 10 fps"   # full PNG frames: a handful
     assert shown[-1]["index"] == stopped and "format=png" in shown[-1]["key"]
+
+
+# The link meter and the rule for a slow link (scheduler.js), as the browser runs them.
+LINK_METER_JS = """async () => {
+  const { LinkMeter, RequestScheduler, HAND_RATE } = await import('/static/js/scheduler.js');
+  // three 50 kB answers asked together on a 100 kB/s link: they share it and end 0.5 s apart
+  const shared = new LinkMeter();
+  for (const end of [500, 1000, 1500]) shared.add(50000, 0, end, true);
+  // a link measured on loopback (40 kB in 5 ms), then slowed to the paper's 2G (40 kB in 430 ms)
+  const slowed = new LinkMeter();
+  for (let k = 0; k < 8; k++) slowed.add(40000, 10 * k, 10 * k + 5, true);
+  for (let k = 0, t = 1000; k < 4; k++, t += 430) slowed.add(40000, t, t + 430, true);
+  // a full-quality image of 36.6 kB (PNG) or 13.7 kB (JPEG) on the paper's 4G (500 kB/s)
+  const onFourG = (full) => {
+    const scheduler = new RequestScheduler({}, {}, {}, null, () => 0);
+    for (let k = 0, t = 0; k < 4; k++, t += 1000 * full / 500000) scheduler.link.add(full, t, t + 1000 * full / 500000, true);
+    return scheduler.slowLink();
+  };
+  return { shared: shared.bytesPerSecond, slowed: slowed.bytesPerSecond, slowedSide: slowed.previewSide(),
+           handRate: HAND_RATE, pngSlowOn4G: onFourG(36600), jpegSlowOn4G: onFourG(13700) };
+}"""
+
+
+def test_link_meter_measures_the_link_and_sees_it_slow_down(page, deployment):
+    """Answers that shared the link are charged the time the link spent on them (so prefetch and
+    previews in flight together measure the link, not a share of it), and a link that slows is
+    measured anew within a few answers (its previews then sized for it); a link is slow when it
+    carries fewer full-quality slices a second than a fast hand scrolls."""
+    login(page, deployment)
+    got = page.evaluate(LINK_METER_JS)
+    assert got["shared"] == pytest.approx(100_000)
+    assert got["slowed"] == pytest.approx(40_000 / 0.43, rel=0.01)
+    assert got["slowedSide"] == 192   # a twentieth of a second of 2G: the smallest preview
+    assert got["pngSlowOn4G"] and not got["jpegSlowOn4G"]
+
+
+def test_on_2g_three_previews_are_in_flight_while_the_hand_moves(page, deployment, record):
+    """Each preview pays two round trips (CORS preflight, request) before its bytes: on 2G three
+    are kept in flight, so the link is busy meanwhile, and never more."""
+    cdp = throttle(page, PAPER_2G)
+    try:
+        open_at_first_slice(page, deployment, record)
+        page.locator("#viewport").focus()
+        page.evaluate("""async () => {
+          for (let k = 0; k < 30; k++) {
+            document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+            await new Promise((r) => setTimeout(r, 40));
+          }
+        }""")
+        page.wait_for_function(
+            "() => { const d = document.querySelector('#viewport').dataset;"
+            " return d.shownIndex === '30' && d.shownKey.includes('format=webp'); }", polling=50, timeout=60000)
+        previews = page.evaluate("""() => performance.getEntriesByType('resource')
+          .filter((e) => e.name.includes('/frames/') && e.name.includes('quality=60'))
+          .map((e) => [e.startTime, e.responseEnd])""")
+    finally:
+        unthrottle(cdp)
+    # the most previews in flight at one moment (each interval from its start to its last byte)
+    events = sorted([(start, 1) for start, _ in previews] + [(end, -1) for _, end in previews])
+    in_flight, most = 0, 0
+    for _, change in events:
+        in_flight += change
+        most = max(most, in_flight)
+    assert most == 3, previews
