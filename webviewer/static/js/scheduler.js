@@ -29,40 +29,51 @@ export const PREVIEW_FLIGHTS = 3;
 /** 3D previews in flight: the node renders one view's frames in turn and drops a queued one when a
  *  newer one arrives (409 superseded), so a third would only be dropped. */
 const VOLUME_PREVIEW_FLIGHTS = 2;
-/** Answers the throughput is measured over: the last few, so a link that slows is seen at once. */
+/** Answers the link is measured over: the last few, so a link that slows is seen at once. */
 const METER_ANSWERS = 4;
 
+/** The mean of the numbers in `values` after adding `value`, keeping the last METER_ANSWERS. */
+function lastMean(values, value) {
+  values.push(value);
+  if (values.length > METER_ANSWERS) values.shift();
+  return values.reduce((sum, v) => sum + v, 0) / values.length;
+}
+
 /**
- * The link's throughput (bytes per second), measured on this viewport's image answers, and the
- * usual size of a full-quality image (what a slice fetched ahead costs). Each answer is charged the
- * time from its request, or from the previous answer's end if that came later: answers that shared
- * the link (previews and prefetch in flight together) are charged only the time the link spent on
- * them, so the figure is the link's, not a share of it; an answer on an idle link is charged its
- * latency too, as the reader pays it. The last METER_ANSWERS answers count, all alike, so a link
- * that changes (a train into a tunnel, a throttled tab) is measured anew within a few images.
+ * The link as this viewport's image answers measure it: its latency (seconds from asking to the
+ * answer's first byte: round trips, the CORS preflight's included, and the node's rendering), its
+ * throughput (bytes per second of the answers' bodies) and the usual size of a full-quality image.
+ * A body is charged the time from its first byte, or from the previous body's end if that came
+ * later: bodies that shared the link (previews and slices fetched ahead together) are charged only
+ * the time the link spent on them, so the figure is the link's, not a share of it. The last
+ * METER_ANSWERS answers count, all alike, so a link that changes (a tunnel, a congested cell) is
+ * measured anew within a few images.
  */
 export class LinkMeter {
   constructor() {
     this.bytesPerSecond = null;
+    this.latency = null;
     this.fullBytes = null;
-    /** @type {[number, number][]} bytes and seconds of the last answers */
-    this.answers = [];
+    /** @type {number[]} */ this.waits = [];
+    /** @type {number[]} */ this.bodyBytes = [];
+    /** @type {number[]} */ this.bodySeconds = [];
     this.lastEnd = -Infinity;
   }
 
   /**
-   * @param {number} bytes @param {number} started @param {number} ended when it was asked and when
-   * its body was in (performance.now(), ms) @param {boolean} full a full-quality image
+   * @param {number} bytes
+   * @param {number} started @param {number} firstByte @param {number} ended when it was asked, its
+   *   headers came and its body was in (performance.now(), ms)
+   * @param {boolean} full a full-quality image
    */
-  add(bytes, started, ended, full) {
+  add(bytes, started, firstByte, ended, full) {
     if (full) this.fullBytes = this.fullBytes === null ? bytes : 0.7 * this.fullBytes + 0.3 * bytes;
-    const since = Math.max(started, this.lastEnd);
+    this.latency = lastMean(this.waits, Math.max(0, firstByte - started) / 1000);
+    const since = Math.max(firstByte, this.lastEnd);
     this.lastEnd = Math.max(this.lastEnd, ended);
-    if (bytes < 2000) return;   // tiny answers say more about latency than throughput
-    this.answers.push([bytes, Math.max(0.002, (ended - since) / 1000)]);
-    if (this.answers.length > METER_ANSWERS) this.answers.shift();
-    const total = this.answers.reduce((sum, [b]) => sum + b, 0);
-    this.bytesPerSecond = total / this.answers.reduce((sum, [, s]) => sum + s, 0);
+    if (bytes < 2000) return;   // a tiny body says nothing of throughput
+    const total = lastMean(this.bodyBytes, bytes);
+    this.bytesPerSecond = total / lastMean(this.bodySeconds, Math.max(0.002, (ended - since) / 1000));
   }
 
   /**
@@ -75,10 +86,20 @@ export class LinkMeter {
     return (PREVIEW_SIZES.find(([bytes]) => budget >= bytes) || PREVIEW_SIZES[PREVIEW_SIZES.length - 1])[1];
   }
 
-  /** How many full-quality slices the link carries in `seconds` (all of `most` until measured). */
+  /** How many full-quality slices the link's throughput carries in `seconds` (all of `most` until measured). */
   fullImagesIn(seconds, most) {
     if (this.bytesPerSecond === null || !this.fullBytes) return most;
     return Math.max(0, Math.min(most, Math.floor(this.bytesPerSecond * seconds / this.fullBytes)));
+  }
+
+  /**
+   * Full-quality slices a second that `workers` requests in flight get over this link: bounded by
+   * its throughput, and by each request's latency plus transfer (Infinity until measured).
+   */
+  fullPerSecond(workers) {
+    if (this.bytesPerSecond === null || this.latency === null || !this.fullBytes) return Infinity;
+    const transfer = this.fullBytes / this.bytesPerSecond;
+    return Math.min(1 / transfer, workers / (this.latency + transfer));
   }
 }
 
@@ -210,9 +231,9 @@ export class RequestScheduler {
   }
 
   /**
-   * Whether the link is too slow to fetch ahead while the hand moves: it carries fewer full-quality
-   * slices a second than a fast hand scrolls (HAND_RATE). On a faster link the slices ahead arrive
-   * at full quality before the hand gets there, and a preview is only a stopgap.
+   * Whether the link is too slow to fetch ahead while the hand moves: fetching ahead, it gets
+   * fewer full-quality slices a second than a fast hand scrolls (HAND_RATE). On a faster link the
+   * slices ahead arrive at full quality before the hand gets there, and a preview is only a stopgap.
    */
   slowLink() {
     return !this.keepsUp(HAND_RATE);
@@ -230,7 +251,7 @@ export class RequestScheduler {
 
   /** Whether the link carries full-quality images at `fps` a second (else cine shows previews). */
   keepsUp(fps) {
-    return this.link.fullImagesIn(1, fps + 1) > fps;
+    return this.link.fullPerSecond(PREFETCH_WORKERS) > fps;
   }
 
   /** The image for a request: from the cache, from a request already under way, or fetched. */
@@ -255,8 +276,9 @@ export class RequestScheduler {
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
     const started = performance.now();
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
+    const firstByte = performance.now();
     const blob = await response.blob();
-    this.link.add(blob.size, started, performance.now(), !req.interactive);
+    this.link.add(blob.size, started, firstByte, performance.now(), !req.interactive);
     return this.cache.put(req.key, blob, {
       orientation: parseOrientation(response.headers.get("X-Orientation")),
       window: parseWindow(response.headers.get("X-Window")),
