@@ -207,9 +207,9 @@ def test_link_meter_measures_the_link_and_sees_it_slow_down(page, deployment):
     """Bodies that shared the link are charged the time the link spent on them (so prefetch and
     previews in flight together measure the link, not a share of it), latency (to the first byte)
     apart from throughput, and a link that slows is measured anew within a few answers (its
-    previews then sized for it). A link is slow when fetching ahead gets fewer full-quality slices
-    a second than a fast hand scrolls: the paper's 4G for PNG, not for JPEG, nor loopback whose
-    time goes to rendering."""
+    previews then sized for it). A link is slow when its throughput carries fewer full-quality
+    slices a second than a fast hand scrolls: the paper's 4G for PNG, not for JPEG, nor loopback
+    whose time goes to rendering (the slices fetched ahead in parallel hide that)."""
     login(page, deployment)
     got = page.evaluate(LINK_METER_JS)
     assert got["shared"] == pytest.approx(100_000) and got["sharedLatency"] == pytest.approx(0.1)

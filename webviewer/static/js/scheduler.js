@@ -231,12 +231,14 @@ export class RequestScheduler {
   }
 
   /**
-   * Whether the link is too slow to fetch ahead while the hand moves: fetching ahead, it gets
-   * fewer full-quality slices a second than a fast hand scrolls (HAND_RATE). On a faster link the
-   * slices ahead arrive at full quality before the hand gets there, and a preview is only a stopgap.
+   * Whether the link is too slow to fetch ahead while the hand moves: its throughput carries fewer
+   * full-quality slices a second than a fast hand scrolls (HAND_RATE), so smaller images are what
+   * helps. On a faster link the slices ahead arrive at full quality before the hand gets there, and
+   * a preview is only a stopgap; latency (rendering on a busy node included) is no reason to stop
+   * fetching ahead, since the workers in flight together hide it.
    */
   slowLink() {
-    return !this.keepsUp(HAND_RATE);
+    return this.link.fullImagesIn(1, HAND_RATE) < HAND_RATE;
   }
 
   /**
