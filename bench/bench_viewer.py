@@ -18,6 +18,7 @@ DERIVED from it (its slices repeated with new UIDs and positions), labelled so i
 
     python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
                                  [--only open hand protocols drag3d large]
+                                 [--links loopback 4G 2G cs-4g]
 """
 
 from __future__ import annotations
@@ -394,6 +395,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
+    parser.add_argument("--links", nargs="+", choices=tuple(PROFILES), default=tuple(PROFILES),
+                        help="link profiles of the hand and drag3d sections (default: all)")
     parser.add_argument("--only", nargs="+", choices=("open", "hand", "protocols", "drag3d", "large"),
                         default=("open", "hand", "protocols", "drag3d", "large"),
                         help="sections to run: open and page (open), hand-speed scrolling (hand), "
@@ -429,7 +432,7 @@ def main() -> int:
                             print(json.dumps(run), flush=True)
                 if "hand" in args.only:
                     results["hand"] = []
-                    for profile in PROFILES:
+                    for profile in args.links:
                         for fmt in FORMATS:
                             hand = measure_hand(bench, browser, cold_record, profile, fmt)
                             results["hand"].append(hand)
@@ -438,7 +441,7 @@ def main() -> int:
                     results["protocols"] = measure_protocols(bench, p, cold_record)
                 if "drag3d" in args.only:
                     results["drag3d"] = []
-                    for profile in PROFILES:
+                    for profile in args.links:
                         for mode in ("mip", "dvr"):
                             drag = measure_drag3d(bench, browser, cold_record, profile, mode)
                             results["drag3d"].append(drag)
