@@ -25,7 +25,7 @@ const PREVIEW_SIZES = [[24000, 512], [12000, 384], [6000, 256], [0, 192]];
 const PREVIEW_BUDGET_S = 1 / HAND_RATE;
 /** Previews in flight at once: each costs two round trips (CORS preflight and request) before its
  *  bytes, so on a slow link the second and third keep the link busy meanwhile. */
-export const PREVIEW_FLIGHTS = 3;
+const PREVIEW_FLIGHTS = 3;
 /** 3D previews in flight: the node renders one view's frames in turn and drops a queued one when a
  *  newer one arrives (409 superseded), so a third would only be dropped. */
 const VOLUME_PREVIEW_FLIGHTS = 2;
@@ -86,7 +86,7 @@ export class LinkMeter {
     return (PREVIEW_SIZES.find(([bytes]) => budget >= bytes) || PREVIEW_SIZES[PREVIEW_SIZES.length - 1])[1];
   }
 
-  /** How many full-quality slices the link's throughput carries in `seconds` (all of `most` until measured). */
+  /** How many full-quality slices the link's throughput carries in `seconds` (`most` until measured). */
   fullImagesIn(seconds, most) {
     if (this.bytesPerSecond === null || !this.fullBytes) return most;
     return Math.max(0, Math.min(most, Math.floor(this.bytesPerSecond * seconds / this.fullBytes)));
@@ -251,7 +251,8 @@ export class RequestScheduler {
     if (req.seq === this.asked && (!moving || !this.slowLink())) this.prefetch();
   }
 
-  /** Whether the link carries full-quality images at `fps` a second (else cine shows previews). */
+  /** Whether the link carries full-quality images at `fps` a second, its latency and throughput
+   *  with PREFETCH_WORKERS fetched at once (else cine shows previews). */
   keepsUp(fps) {
     return this.link.fullPerSecond(PREFETCH_WORKERS) > fps;
   }
