@@ -18,6 +18,7 @@ DERIVED from it (its slices repeated with new UIDs and positions), labelled so i
 
     python bench/bench_viewer.py [--out bench/results/viewer.raw.json] [--skip-large]
                                  [--only open hand protocols drag3d large]
+                                 [--links loopback 4G 2G cs-4g]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,8 +155,11 @@ def measure_hand(bench: Bench, browser, meta: dict, profile_name: str, fmt: str)
         page.locator("#slice").fill("0")
         page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '0'")
         throttle(context, page, PROFILES[profile_name])
+        load = os.getloadavg()[0]   # the machine is shared: each figure carries the load it ran under
         run = page.evaluate(HAND_JS, {"n": HAND_STEPS, "stepMs": HAND_STEP_MS})
-        return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS, **hand_figures(run)}
+        return {"profile": profile_name, "format": fmt, "step_ms": HAND_STEP_MS,
+                "utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1m": round(load, 1),
+                **hand_figures(run)}
     finally:
         context.close()
 
@@ -390,6 +395,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "viewer.raw.json"))
     parser.add_argument("--skip-large", action="store_true", help="skip the 500-slice memory run")
+    parser.add_argument("--links", nargs="+", choices=tuple(PROFILES), default=tuple(PROFILES),
+                        help="link profiles of the hand and drag3d sections (default: all)")
     parser.add_argument("--only", nargs="+", choices=("open", "hand", "protocols", "drag3d", "large"),
                         default=("open", "hand", "protocols", "drag3d", "large"),
                         help="sections to run: open and page (open), hand-speed scrolling (hand), "
@@ -425,7 +432,7 @@ def main() -> int:
                             print(json.dumps(run), flush=True)
                 if "hand" in args.only:
                     results["hand"] = []
-                    for profile in PROFILES:
+                    for profile in args.links:
                         for fmt in FORMATS:
                             hand = measure_hand(bench, browser, cold_record, profile, fmt)
                             results["hand"].append(hand)
@@ -434,7 +441,7 @@ def main() -> int:
                     results["protocols"] = measure_protocols(bench, p, cold_record)
                 if "drag3d" in args.only:
                     results["drag3d"] = []
-                    for profile in PROFILES:
+                    for profile in args.links:
                         for mode in ("mip", "dvr"):
                             drag = measure_drag3d(bench, browser, cold_record, profile, mode)
                             results["drag3d"].append(drag)

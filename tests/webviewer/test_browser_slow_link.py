@@ -170,3 +170,80 @@ def test_cine_on_2g_keeps_its_rate_with_previews_and_ends_at_full_quality(page, 
     assert any(is_preview(p["key"]) for p in during), shown
     assert stopped >= 15, f"cine moved {stopped} frames in 3 s at 10 fps"   # full PNG frames: a handful
     assert shown[-1]["index"] == stopped and "format=png" in shown[-1]["key"]
+
+
+# The link meter and the rule for a slow link (scheduler.js), as the browser runs them.
+LINK_METER_JS = """async () => {
+  const { LinkMeter, RequestScheduler, HAND_RATE } = await import('/static/js/scheduler.js');
+  // three 50 kB answers asked together on a 100 kB/s link, first bytes after 0.1 s: the bodies
+  // share the link and end 0.5 s apart
+  const shared = new LinkMeter();
+  for (const end of [600, 1100, 1600]) shared.add(50000, 0, 100, end, true);
+  // a link measured on loopback (40 kB in 5 ms), then slowed to the paper's 2G (first byte after
+  // 0.2 s: preflight and request; 40 kB in 0.43 s)
+  const slowed = new LinkMeter();
+  for (let k = 0; k < 8; k++) slowed.add(40000, 10 * k, 10 * k + 3, 10 * k + 5, true);
+  for (let k = 0, t = 1000; k < 4; k++, t += 630) slowed.add(40000, t, t + 200, t + 630, true);
+  // answers one after another: a full-quality image of `full` bytes, `latency` s to its first byte
+  const slow = (full, latency, bytesPerSecond) => {
+    const scheduler = new RequestScheduler({}, {}, {}, null, () => 0);
+    const body = 1000 * full / bytesPerSecond;
+    for (let k = 0, t = 0; k < 4; k++, t += 1000 * latency + body) {
+      scheduler.link.add(full, t, t + 1000 * latency, t + 1000 * latency + body, true);
+    }
+    return scheduler.slowLink();
+  };
+  return { shared: shared.bytesPerSecond, sharedLatency: shared.latency, slowed: slowed.bytesPerSecond,
+           slowedLatency: slowed.latency, slowedSide: slowed.previewSide(), handRate: HAND_RATE,
+           // the paper's 4G (500 kB/s, 60 ms with the preflight and rendering): 36.6 kB PNG, 13.7 kB JPEG
+           pngOn4G: slow(36600, 0.06, 500000), jpegOn4G: slow(13700, 0.06, 500000),
+           // loopback on a busy machine: 0.1 s of rendering before each first byte, hidden by the
+           // slices fetched ahead in parallel
+           pngOnBusyLoopback: slow(36600, 0.1, 50e6) };
+}"""
+
+
+def test_link_meter_measures_the_link_and_sees_it_slow_down(page, deployment):
+    """Bodies that shared the link are charged the time the link spent on them (so prefetch and
+    previews in flight together measure the link, not a share of it), latency (to the first byte)
+    apart from throughput, and a link that slows is measured anew within a few answers (its
+    previews then sized for it). A link is slow when its throughput carries fewer full-quality
+    slices a second than a fast hand scrolls: the paper's 4G for PNG, not for JPEG, nor loopback
+    whose time goes to rendering (the slices fetched ahead in parallel hide that)."""
+    login(page, deployment)
+    got = page.evaluate(LINK_METER_JS)
+    assert got["shared"] == pytest.approx(100_000) and got["sharedLatency"] == pytest.approx(0.1)
+    assert got["slowed"] == pytest.approx(40_000 / 0.43, rel=0.01)
+    assert got["slowedLatency"] == pytest.approx(0.2)
+    assert got["slowedSide"] == 192   # a twentieth of a second of 2G: the smallest preview
+    assert got["pngOn4G"] and not got["jpegOn4G"] and not got["pngOnBusyLoopback"]
+
+
+def test_on_2g_three_previews_are_in_flight_while_the_hand_moves(page, deployment, record):
+    """Each preview pays two round trips (CORS preflight, request) before its bytes: on 2G three
+    are kept in flight, so the link is busy meanwhile, and never more."""
+    cdp = throttle(page, PAPER_2G)
+    try:
+        open_at_first_slice(page, deployment, record)
+        page.locator("#viewport").focus()
+        page.evaluate("""async () => {
+          for (let k = 0; k < 30; k++) {
+            document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+            await new Promise((r) => setTimeout(r, 40));
+          }
+        }""")
+        page.wait_for_function(
+            "() => { const d = document.querySelector('#viewport').dataset;"
+            " return d.shownIndex === '30' && d.shownKey.includes('format=webp'); }", polling=50, timeout=60000)
+        previews = page.evaluate("""() => performance.getEntriesByType('resource')
+          .filter((e) => e.name.includes('/frames/') && e.name.includes('quality=60'))
+          .map((e) => [e.startTime, e.responseEnd])""")
+    finally:
+        unthrottle(cdp)
+    # the most previews in flight at one moment (each interval from its start to its last byte)
+    events = sorted([(start, 1) for start, _ in previews] + [(end, -1) for _, end in previews])
+    in_flight, most = 0, 0
+    for _, change in events:
+        in_flight += change
+        most = max(most, in_flight)
+    assert most == 3, previews

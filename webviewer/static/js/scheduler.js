@@ -1,12 +1,14 @@
 // Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
-// at most two in flight (so the link's latency is paid once for two), the newest state asked for
-// next as soon as one lands; when the hand stops, the full-quality image (viewport.js SETTLE_MS).
-// Work that can still paint something newer than the screen is never cancelled; work overtaken by
-// a newer image on screen is. The previews are sized for the link measured on this viewport's own
-// answers. Neighbouring slices are fetched ahead into the shared cache, as deep as the link can
-// carry in PREFETCH_SECONDS; on a slow link not while the hand moves, so the slice under the
-// cursor comes first (on a fast one they arrive at full quality before the hand). Each viewport has its own scheduler, so no viewport ever cancels another's requests; only
-// the cache of fetched images is shared.
+// PREVIEW_FLIGHTS in flight (so the link's latency, twice over with the CORS preflight, is paid once
+// for several), the newest state asked for next as soon as one lands; when the hand stops, the
+// full-quality image (viewport.js SETTLE_MS). Work that can still paint something newer than the
+// screen is never cancelled; work overtaken by a newer image on screen is. The previews are sized
+// for the link measured on this viewport's own answers. Neighbouring slices are fetched ahead into
+// the shared cache, as deep as the link can carry in PREFETCH_SECONDS; on a link that cannot carry
+// full-quality slices as fast as a hand scrolls, not while the hand moves, so the slice under the
+// cursor comes first (on a fast one they arrive at full quality before the hand). Each viewport has
+// its own scheduler, so no viewport ever cancels another's requests; only the cache of fetched
+// images is shared.
 
 import { parseOrientation, parseWindow } from "./geometry.js";
 
@@ -14,30 +16,64 @@ const PREFETCH_WORKERS = 3;
 /** Most slices fetched ahead, and the link time they may take (the byte budget of prefetch). */
 const PREFETCH_DEPTH = 8;
 const PREFETCH_SECONDS = 1.5;
+/** Slices a second of a fast hand (wheel, held key): a link that carries fewer full-quality
+ *  slices than this is slow, and the hand gets previews. */
+export const HAND_RATE = 20;
 /** Longest side of a preview, by the bytes one may take at the measured throughput. */
 const PREVIEW_SIZES = [[24000, 512], [12000, 384], [6000, 256], [0, 192]];
-/** The time one preview may take on the link, in seconds: ten previews a second. */
-const PREVIEW_BUDGET_S = 0.1;
-/** Previews in flight at once: the second hides the first's latency on a slow link. */
-const PREVIEW_FLIGHTS = 2;
+/** The link time one preview may take, in seconds: the link carries previews at the hand's rate. */
+const PREVIEW_BUDGET_S = 1 / HAND_RATE;
+/** Previews in flight at once: each costs two round trips (CORS preflight and request) before its
+ *  bytes, so on a slow link the second and third keep the link busy meanwhile. */
+const PREVIEW_FLIGHTS = 3;
+/** 3D previews in flight: the node renders one view's frames in turn and drops a queued one when a
+ *  newer one arrives (409 superseded), so a third would only be dropped. */
+const VOLUME_PREVIEW_FLIGHTS = 2;
+/** Answers the link is measured over: the last few, so a link that slows is seen at once. */
+const METER_ANSWERS = 4;
+
+/** The mean of the numbers in `values` after adding `value`, keeping the last METER_ANSWERS. */
+function lastMean(values, value) {
+  values.push(value);
+  if (values.length > METER_ANSWERS) values.shift();
+  return values.reduce((sum, v) => sum + v, 0) / values.length;
+}
 
 /**
- * Bytes per second of this viewport's image answers, smoothed (what a preview may cost), and the
- * usual size of a full-quality image (what a slice fetched ahead costs).
- * Measured per answer from request to body, so latency counts as it does for the reader.
+ * The link as this viewport's image answers measure it: its latency (seconds from asking to the
+ * answer's first byte: round trips, the CORS preflight's included, and the node's rendering), its
+ * throughput (bytes per second of the answers' bodies) and the usual size of a full-quality image.
+ * A body is charged the time from its first byte, or from the previous body's end if that came
+ * later: bodies that shared the link (previews and slices fetched ahead together) are charged only
+ * the time the link spent on them, so the figure is the link's, not a share of it. The last
+ * METER_ANSWERS answers count, all alike, so a link that changes (a tunnel, a congested cell) is
+ * measured anew within a few images.
  */
-class LinkMeter {
+export class LinkMeter {
   constructor() {
     this.bytesPerSecond = null;
+    this.latency = null;
     this.fullBytes = null;
+    /** @type {number[]} */ this.waits = [];
+    /** @type {number[]} */ this.bodyBytes = [];
+    /** @type {number[]} */ this.bodySeconds = [];
+    this.lastEnd = -Infinity;
   }
 
-  /** @param {number} bytes @param {number} seconds @param {boolean} full a full-quality image */
-  add(bytes, seconds, full) {
+  /**
+   * @param {number} bytes
+   * @param {number} started @param {number} firstByte @param {number} ended when it was asked, its
+   *   headers came and its body was in (performance.now(), ms)
+   * @param {boolean} full a full-quality image
+   */
+  add(bytes, started, firstByte, ended, full) {
     if (full) this.fullBytes = this.fullBytes === null ? bytes : 0.7 * this.fullBytes + 0.3 * bytes;
-    if (bytes < 2000 || seconds <= 0) return;   // tiny answers say more about latency than throughput
-    const rate = bytes / seconds;
-    this.bytesPerSecond = this.bytesPerSecond === null ? rate : 0.7 * this.bytesPerSecond + 0.3 * rate;
+    this.latency = lastMean(this.waits, Math.max(0, firstByte - started) / 1000);
+    const since = Math.max(firstByte, this.lastEnd);
+    this.lastEnd = Math.max(this.lastEnd, ended);
+    if (bytes < 2000) return;   // a tiny body says nothing of throughput
+    const total = lastMean(this.bodyBytes, bytes);
+    this.bytesPerSecond = total / lastMean(this.bodySeconds, Math.max(0.002, (ended - since) / 1000));
   }
 
   /**
@@ -50,10 +86,20 @@ class LinkMeter {
     return (PREVIEW_SIZES.find(([bytes]) => budget >= bytes) || PREVIEW_SIZES[PREVIEW_SIZES.length - 1])[1];
   }
 
-  /** How many full-quality slices the link carries in `seconds` (all of `most` until measured). */
+  /** How many full-quality slices the link's throughput carries in `seconds` (`most` until measured). */
   fullImagesIn(seconds, most) {
     if (this.bytesPerSecond === null || !this.fullBytes) return most;
     return Math.max(0, Math.min(most, Math.floor(this.bytesPerSecond * seconds / this.fullBytes)));
+  }
+
+  /**
+   * Full-quality slices a second that `workers` requests in flight get over this link: bounded by
+   * its throughput, and by each request's latency plus transfer (Infinity until measured).
+   */
+  fullPerSecond(workers) {
+    if (this.bytesPerSecond === null || this.latency === null || !this.fullBytes) return Infinity;
+    const transfer = this.fullBytes / this.bytesPerSecond;
+    return Math.min(1 / transfer, workers / (this.latency + transfer));
   }
 }
 
@@ -129,15 +175,15 @@ export class RequestScheduler {
     const cached = this.cache.get(req.key);
     if (cached) {
       await this.paint(req, cached);
-      this.fetchAhead(req);
+      this.fetchAhead(req, interactive);
       return;
     }
     const same = [...this.flights].find((f) => f.req.key === req.key);
     // the same image asked again (after a change of view that came back, say): the answer under
     // way paints for this request, its view generation and seq, not for the one it was asked for
     if (same) { same.req = req; return same.promise; }
-    if (interactive && this.slowLink()) this.stopPrefetch();   // the slice under the cursor first
-    if (interactive && [...this.flights].filter((f) => f.req.interactive).length >= PREVIEW_FLIGHTS) {
+    const most = req.plane === "3d" ? VOLUME_PREVIEW_FLIGHTS : PREVIEW_FLIGHTS;
+    if (interactive && [...this.flights].filter((f) => f.req.interactive).length >= most) {
       this.pendingInteractive = true;   // the newest state goes when a preview lands
       return;
     }
@@ -148,12 +194,15 @@ export class RequestScheduler {
     /** @type {{req: ImageRequest, controller: AbortController, promise?: Promise<void>}} */
     const flight = { req, controller };
     this.flights.add(flight);
+    // on a slow link the slice asked for has the link to itself, moving or stopped (a slice being
+    // fetched ahead that it waits on goes on); cine fetches its own frames ahead
+    if (this.slowLink() && (interactive || !view.state.playing)) this.stopPrefetch();
     flight.promise = (async () => {
       try {
         const entry = await this.obtain(req, controller.signal);
         await this.paint(flight.req, entry);
         view.waitingForFrame = false;
-        this.fetchAhead(flight.req);
+        this.fetchAhead(flight.req, interactive);
       } catch (err) {
         if (err.name === "AbortError") return;
         view.handleImageError(err, req);
@@ -182,26 +231,30 @@ export class RequestScheduler {
   }
 
   /**
-   * Whether the link is too slow to fetch ahead while the hand moves: it carries fewer than
-   * PREFETCH_DEPTH full-quality slices in PREFETCH_SECONDS. On a faster link the slices ahead
-   * arrive at full quality before the hand gets there, and a preview is only a stopgap.
+   * Whether the link is too slow to fetch ahead while the hand moves: its throughput carries fewer
+   * full-quality slices a second than a fast hand scrolls (HAND_RATE), so smaller images are what
+   * helps. On a faster link the slices ahead arrive at full quality before the hand gets there, and
+   * a preview is only a stopgap; latency (rendering on a busy node included) is no reason to stop
+   * fetching ahead, since the workers in flight together hide it.
    */
   slowLink() {
-    return this.link.fullImagesIn(PREFETCH_SECONDS, PREFETCH_DEPTH) < PREFETCH_DEPTH;
+    return this.link.fullImagesIn(1, HAND_RATE) < HAND_RATE;
   }
 
   /**
    * After an image is on screen: fetch ahead of it, unless the reader has asked for another since
-   * (ahead of an image already left is behind the reader) or it was a preview on a slow link.
-   * @param {ImageRequest} req
+   * (ahead of an image already left is behind the reader) or the hand is moving on a slow link
+   * (also when what it painted was a full-quality slice fetched before).
+   * @param {ImageRequest} req @param {boolean} moving asked while the hand moves
    */
-  fetchAhead(req) {
-    if (req.seq === this.asked && (!req.interactive || !this.slowLink())) this.prefetch();
+  fetchAhead(req, moving) {
+    if (req.seq === this.asked && (!moving || !this.slowLink())) this.prefetch();
   }
 
-  /** Whether the link carries full-quality images at `fps` a second (else cine shows previews). */
+  /** Whether the link carries full-quality images at `fps` a second, its latency and throughput
+   *  with PREFETCH_WORKERS fetched at once (else cine shows previews). */
   keepsUp(fps) {
-    return this.link.fullImagesIn(1, fps + 1) > fps;
+    return this.link.fullPerSecond(PREFETCH_WORKERS) > fps;
   }
 
   /** The image for a request: from the cache, from a request already under way, or fetched. */
@@ -226,8 +279,9 @@ export class RequestScheduler {
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
     const started = performance.now();
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
+    const firstByte = performance.now();
     const blob = await response.blob();
-    this.link.add(blob.size, (performance.now() - started) / 1000, !req.interactive);
+    this.link.add(blob.size, started, firstByte, performance.now(), !req.interactive);
     return this.cache.put(req.key, blob, {
       orientation: parseOrientation(response.headers.get("X-Orientation")),
       window: parseWindow(response.headers.get("X-Window")),
