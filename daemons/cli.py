@@ -198,6 +198,9 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
         "--error-logfile", "-",
         "--log-level", config["log"]["level"],
         "--name", f"sivr-{layer_name}",
+        # gunicorn's control socket sits at one path in the user's home, shared by every instance the
+        # service user runs (two render nodes on a host would take each other's), and SIVR uses none
+        "--no-control-socket",
     ]
     if server["tls_cert"]:
         argv += ["--certfile", server["tls_cert"], "--keyfile", server["tls_key"], "--ciphers", TLS12_CIPHERS]

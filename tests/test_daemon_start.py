@@ -57,3 +57,16 @@ def test_a_port_taken_before_the_start_is_named_before_any_daemon_starts(tmp_pat
         with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{port}"):
             deployment.start()
         assert not deployment.processes
+
+
+def test_instances_leave_no_shared_gunicorn_control_socket(tmp_path, monkeypatch):
+    """gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: every instance of
+    the service user would bind the same path, each start taking it from the one before."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
+    with LocalDeployment(layout, layers=("toplevel", "web")) as deployment:
+        for layer in ("toplevel", "web"):
+            assert requests.get(f"{deployment.url(layer)}/healthz", verify=deployment.ca_cert, timeout=10).ok
+        assert not (home / ".gunicorn").exists()
