@@ -164,7 +164,7 @@ def _instance_targets(row: Any, series: Any, numbers: list[int] | None = None) -
 
 def _series_targets(series: Any) -> list[Target]:
     targets: list[Target] = []
-    for row in resolve.instances_of_series(series):
+    for row in resolve.renderable_instances(series):
         targets.extend(_instance_targets(row, series))
     return sorted(targets, key=lambda t: t.index)
 
@@ -174,14 +174,14 @@ def _middle(items: list) -> Any:
 
 
 def _first_instance(series: Any) -> Any:
-    rows = resolve.instances_of_series(series)
+    rows = resolve.renderable_instances(series)
     if not rows:
         raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
     return rows[0]
 
 
 def _middle_instance(series: Any) -> Any:
-    rows = resolve.instances_of_series(series)
+    rows = resolve.renderable_instances(series)
     if not rows:
         raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
     return _middle(rows)

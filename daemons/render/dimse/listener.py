@@ -22,6 +22,7 @@ from flask import Flask
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
+    AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -77,7 +78,7 @@ CANDIDATE_SYNTAXES = [
 
 
 def decodable_syntaxes() -> list[str]:
-    """The transfer syntaxes whose pixel data this node can decode (the ones it accepts)."""
+    """The transfer syntaxes whose pixel data this node can decode (the ones it renders)."""
     syntaxes = []
     for uid in CANDIDATE_SYNTAXES:
         try:
@@ -86,6 +87,14 @@ def decodable_syntaxes() -> list[str]:
         except NotImplementedError:
             continue
     return syntaxes
+
+
+def accepted_syntaxes() -> list[str]:
+    """The transfer syntaxes the listener accepts, best first: the decodable ones, then every other
+    syntax pydicom knows (their instances are stored only, `daemons.render.stored_only`). The order
+    is the listener's preference: pynetdicom accepts the first of these the peer proposed."""
+    decodable = decodable_syntaxes()
+    return decodable + [str(uid) for uid in AllTransferSyntaxes if str(uid) not in decodable]
 
 
 def status_of(error: UploadError) -> int:
@@ -114,7 +123,7 @@ class Listener:
         ae.network_timeout = float(section["network_timeout_s"])
         ae.acse_timeout = float(section["acse_timeout_s"])
         ae.dimse_timeout = float(section["dimse_timeout_s"])
-        syntaxes = decodable_syntaxes()
+        syntaxes = accepted_syntaxes()
         for context in StoragePresentationContexts:
             assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
             # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET
