@@ -292,8 +292,9 @@ def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
     _check_consistent(files)
     first = files[0].dataset
     layout = layout_of(first, float_modality=False)
+    record_id = record_id_of([f.sha256 for f in files])
     meta = {
-        "id": record_id_of([f.sha256 for f in files]), "files": 0, "rows": layout.rows, "columns": layout.columns,
+        "id": record_id, "files": 0, "rows": layout.rows, "columns": layout.columns,
         "frames": 0, "modality": _text(first, "Modality"), "photometric": layout.photometric,
         "bits_stored": layout.bits_stored, "pixel_spacing": pixel_spacing(first)[0], "warnings": [],
         "slice_spacing": None, "slice_thickness": None, "default_window": None,
@@ -310,7 +311,7 @@ def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
         "rescale_slope": 1.0, "rescale_intercept": 0.0, "modality_lut": None, "voi_lut": None, "frame_vois": None,
         "bad_frames": [], "auto_window": None, "decoded_bytes": 0, "stacks": [],
     }
-    return ParsedRecord(meta["id"], files, Manifest.build(meta, render, [], [_file_json(f) for f in files]))
+    return ParsedRecord(record_id, files, Manifest.build(meta, render, [], [_file_json(f) for f in files]))
 
 
 def _file_json(f: ParsedFile) -> dict:
