@@ -2,7 +2,8 @@
 
 An instance whose pixel data is in a transfer syntax this node cannot decode (MPEG-2, H.264 or
 HEVC video, a JPIP referenced or a private syntax, ...) is stored like any other (the decision is
-`ParsedFile.stored_only`, made once when the file is parsed) and listed apart in its series'
+`ParsedFile.stored_only`, made once when the file is parsed; a non-image object, a report or a
+presentation state, is stored only too) and listed apart in its series'
 manifest (`Manifest.stored_only`). Every request that would render one (frames, rendered images,
 thumbnails, MPR, 3D, values) gets this module's 415 `stored_only` answer naming the syntax; a
 series mixing both renders its renderable instances and counts the others in `stored_only`.
@@ -27,9 +28,11 @@ def syntax_text(syntax: str) -> str:
 
 def stored_only_error(what: str, entry: FileEntry) -> ApiError:
     """The answer to a request that would render the stored-only file `entry` (`what` names it)."""
-    return ApiError(STATUS, CODE, f"{what} is stored only: its pixel data is in transfer syntax "
-                    f"{syntax_text(entry.transfer_syntax or '')}, which this node cannot decode or render; "
-                    "retrieve it as stored (WADO-RS or C-GET) to view it elsewhere")
+    why = ("it holds no image (no Pixel Data: a report, presentation state or document)" if entry.frames == 0
+           else f"its pixel data is in transfer syntax {syntax_text(entry.transfer_syntax or '')}, which this "
+                "node cannot decode or render")
+    return ApiError(STATUS, CODE, f"{what} is stored only: {why}; retrieve it as stored (WADO-RS or C-GET) "
+                    "to view it elsewhere")
 
 
 def require_renderable(manifest: Manifest) -> None:

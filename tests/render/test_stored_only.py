@@ -25,6 +25,8 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    BasicTextSRStorage,
+    EncapsulatedPDFStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     VideoEndoscopicImageStorage,
@@ -156,8 +158,9 @@ def find_instances(port: int, **keys) -> list[Dataset]:
     return answers
 
 
-def get_series(port: int, study: str, series: str, syntaxes: list[str]) -> tuple[int, dict[str, bytes]]:
-    """C-GET of a series receiving video endoscopy instances in `syntaxes`: final status, data sets by UID."""
+def get_series(port: int, study: str, series: str, syntaxes: list[str],
+               sop_classes=(VideoEndoscopicImageStorage,)) -> tuple[int, dict[str, bytes]]:
+    """C-GET of a series receiving `sop_classes` instances in `syntaxes`: final status, data sets by UID."""
     arrived: dict[str, bytes] = {}
 
     def on_store(event):
@@ -166,10 +169,11 @@ def get_series(port: int, study: str, series: str, syntaxes: list[str]) -> tuple
 
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for syntax in syntaxes:
-        ae.add_requested_context(VideoEndoscopicImageStorage, syntax)
+    for sop_class in sop_classes:
+        for syntax in syntaxes:
+            ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=SCP,
-                         ext_neg=[build_role(VideoEndoscopicImageStorage, scp_role=True)],
+                         ext_neg=[build_role(sop_class, scp_role=True) for sop_class in sop_classes],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert assoc.is_established
     query = Dataset()
@@ -328,3 +332,39 @@ def test_manifest_without_stored_only_reads_as_before():
     mixed = analyse_files([*files, *check_upload([("p.dcm", private_bytes(private_slice(series, 3.0)))], limits)],
                           limits).manifest
     assert Manifest.from_json(mixed.to_json()) == mixed and mixed.stored_only[0].transfer_syntax == PRIVATE_SYNTAX
+
+
+def test_report_and_pdf_by_c_store_are_stored_only_and_an_image_without_pixels_still_refused(archive):
+    series, study = generate_uid(), generate_uid()
+    report = new_instance(BasicTextSRStorage)
+    report.Modality, report.ValueType, report.InstanceNumber = "SR", "CONTAINER", 1
+    report.ConceptNameCodeSequence = [Dataset()]
+    report.ConceptNameCodeSequence[0].CodeValue = "18748-4"
+    pdf = new_instance(EncapsulatedPDFStorage)
+    pdf.Modality, pdf.MIMETypeOfEncapsulatedDocument, pdf.InstanceNumber = "DOC", "application/pdf", 2
+    pdf.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    broken = dataset(series=series)  # a CT image without its pixels: a broken image, not a report
+    del broken.PixelData
+    for ds in (report, pdf, broken):
+        ds.PatientID, ds.PatientName, ds.StudyInstanceUID, ds.SeriesInstanceUID = "SO-3", "Doc^Only", study, series
+    ae = AE(ae_title=CALLER)
+    for sop_class in (BasicTextSRStorage, EncapsulatedPDFStorage, broken.SOPClassUID):
+        ae.add_requested_context(sop_class, str(ExplicitVRLittleEndian))
+    assoc = ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP)
+    assert assoc.is_established
+    assert [assoc.send_c_store(ds).Status for ds in (report, pdf, broken)] == [0x0000, 0x0000, 0xA900]
+    assoc.release()
+
+    found = find_instances(archive.dicom_port, StudyInstanceUID=study)
+    assert {str(a.SOPInstanceUID) for a in found} == {report.SOPInstanceUID, pdf.SOPInstanceUID}
+    status, arrived = get_series(archive.dicom_port, study, series, [str(ExplicitVRLittleEndian)],
+                                 (BasicTextSRStorage, EncapsulatedPDFStorage))
+    assert status == 0x0000 and arrived == {ds.SOPInstanceUID: body(to_bytes(ds)) for ds in (report, pdf)}
+    record_id = record_of(archive, series)
+    meta = archive.client.get(f"/api/v1/records/{record_id}", headers=archive.headers()).json
+    assert (meta["stored_only"], meta["frames"], meta["modality"]) == (2, 0, "SR")
+    instance = f"{WADO}/{study}/series/{series}/instances/{pdf.SOPInstanceUID}"
+    refused = archive.client.get(f"{instance}/rendered", headers=archive.headers())
+    assert refused.status_code == 415 and "holds no image" in refused.json["error"]["message"]
+    reply = wado_instance(archive, pdf, 'multipart/related; type="application/dicom"')
+    assert reply.status_code == 200 and body(only_part(reply)) == body(to_bytes(pdf))

@@ -286,12 +286,17 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         meta, render, [_file_json(f) for f in files], [_file_json(f) for f in stored_only]))
 
 
+NO_IMAGE = Layout(rows=0, columns=0, samples=1, bits_allocated=8, bits_stored=8, pixel_representation=0,
+                  photometric="", float_modality=False)  # the layout of a series of non-image objects only
+
+
 def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
     """The record of a series whose files are all stored only: no frames, no stacks; what the
     catalogue and RecordMeta show of it read from its first file's header (module doc)."""
     _check_consistent(files)
     first = files[0].dataset
-    layout = layout_of(first, float_modality=False)
+    imaged = next((f for f in files if f.frames), None)  # non-image objects have no pixel format
+    layout = layout_of(imaged.dataset, float_modality=False) if imaged is not None else NO_IMAGE
     record_id = record_id_of([f.sha256 for f in files])
     meta = {
         "id": record_id, "files": 0, "rows": layout.rows, "columns": layout.columns,

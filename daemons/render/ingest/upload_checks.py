@@ -4,7 +4,8 @@ A file whose pixel data is in a transfer syntax this node cannot decode is not r
 *stored-only* file (`ParsedFile.stored_only` names its syntax, decided once, in `_parse_file`). Its
 header passes the same checks and limits as any file's; its pixel data is never decoded (no codec
 runs on it, so it is checked here, not in a decode worker), and it is kept and retrieved as sent
-but never rendered.
+but never rendered. So is a non-image object (`holds_no_image`: a report, a presentation state, an
+encapsulated PDF...; no Pixel Data, no frames), whatever its syntax.
 
 Each refusal is an UploadError whose message names the file and the reason, so the physician can
 act on it. A file that passes is known to parse and to decode frame by frame (a multi-frame file
@@ -28,6 +29,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_partial
+from pydicom.uid import UID
 
 from daemons.render.imaging.decode import (
     NATIVE_LITTLE_ENDIAN,
@@ -355,12 +357,18 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
         raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
-    if "PixelData" not in ds:
+    image = "PixelData" in ds
+    if not image and not holds_no_image(ds):
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
     _check_complete(ds, len(raw) if inflated is None else inflated, name)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
+    if not image:  # stored only (module doc): a report, a presentation state, a document...
+        return ParsedFile(name=name, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), dataset=ds, frames=0,
+                          position=None, instance=_number(ds, "InstanceNumber", None, name, int),
+                          pixel_offset=None, slope=1.0, intercept=0.0,
+                          dataset_start=starts[0] if len(starts) == 1 else None, stored_only=syntax)
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
     frames = _number_of_frames(ds, name)
@@ -395,6 +403,15 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         dataset_start=starts[0] if len(starts) == 1 else None,
         stored_only=None if syntax_decodable(syntax) else syntax,
     )
+
+
+def holds_no_image(ds: Dataset) -> bool:
+    """Whether a file without Pixel Data is of a storage SOP class that holds none (a structured report,
+    key object selection, presentation state, encapsulated document, waveform, RT object...): it is
+    stored only. An image storage SOP class (its name says "Image Storage") without Pixel Data, or a
+    file that names no SOP class, is refused instead: it is a broken image."""
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    return bool(sop_class) and "Image Storage" not in UID(sop_class).name
 
 
 def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> list[list[float] | None]:
