@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     EncapsulatedPDFStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     VideoEndoscopicImageStorage,
 )
 
@@ -368,3 +371,56 @@ def test_report_and_pdf_by_c_store_are_stored_only_and_an_image_without_pixels_s
     assert refused.status_code == 415 and "holds no image" in refused.json["error"]["message"]
     reply = wado_instance(archive, pdf, 'multipart/related; type="application/dicom"')
     assert reply.status_code == 200 and body(only_part(reply)) == body(to_bytes(pdf))
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk (storescp) absent")
+def test_c_move_sends_it_in_its_own_syntax_or_fails_cleanly(make_node, tmp_path):
+    ports = {"VIDEO": free_port(), "PLAIN": free_port()}
+    port = free_port()
+    harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER],
+                        dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()])
+    scps = []
+    try:
+        for title, dest_port in ports.items():
+            (tmp_path / title).mkdir()
+            accept = ["+xm"] if title == "VIDEO" else []  # PLAIN: the uncompressed syntaxes only
+            scps.append(subprocess.Popen(["storescp", "-aet", title, *accept, "-od", str(tmp_path / title),
+                                          str(dest_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for dest_port in ports.values():
+            wait_port(dest_port)
+        mpeg2 = video(MPEG2MPML)
+        raw = to_bytes(mpeg2)
+        assert harness.upload([("video.dcm", raw)]).status_code == 201
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        query = Dataset()
+        query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", mpeg2.StudyInstanceUID
+        final = {}
+        for title in ports:
+            assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+            assert assoc.is_established
+            final[title] = [status.Status for status, _ in
+                            assoc.send_c_move(query, title, StudyRootQueryRetrieveInformationModelMove)][-1]
+            assoc.release()
+        assert final == {"VIDEO": 0x0000, "PLAIN": 0xA702}
+        [received] = list((tmp_path / "VIDEO").iterdir())
+        assert body(received.read_bytes()) == body(raw)
+        assert list((tmp_path / "PLAIN").iterdir()) == []
+    finally:
+        for scp in scps:
+            scp.terminate()
+            scp.wait(10)
+        harness.app.extensions["sivr_dimse"].stop()
+        harness.registry.shutdown()
+        harness.app.extensions["sivr_view_audit"].close()
+        harness.app.extensions["sivr_node"].decoder.close()

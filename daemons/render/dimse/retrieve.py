@@ -170,10 +170,12 @@ class Receiver:
 def move_contexts(sop_classes: list[str], stored_syntaxes: list[str]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: for each SOP class, one
     with the uncompressed syntaxes, then (up to the limit of 128) one per compressed syntax the
-    node stores, so that a destination accepting one receives those instances bit-exact."""
+    node stores, so that a destination accepting one receives those instances bit-exact. They go
+    syntax by syntax in the node's order (decodable first, then the stored-only ones), so the
+    limit drops the rarest syntaxes of every SOP class, not every syntax of the last classes."""
     contexts = [build_context(sop_class, list(UNCOMPRESSED)) for sop_class in sop_classes]
     compressed = [syntax for syntax in stored_syntaxes if UID(syntax).is_compressed]
-    contexts += [build_context(sop_class, [syntax]) for sop_class in sop_classes for syntax in compressed]
+    contexts += [build_context(sop_class, [syntax]) for syntax in compressed for sop_class in sop_classes]
     return contexts[:MAX_CONTEXTS]
 
 
