@@ -10,9 +10,9 @@ spacing is a stack of its own (with its own shape and spacing, `stack_analysis`)
 `rows`, `columns` and `pixel_spacing` are its first stack's, and its frames are held padded to the
 largest size (`decoded_bytes` counts that).
 
-Stored-only files (`ParsedFile.stored_only`: pixel data this node cannot decode) belong to their
-series like the others (same series, patient and study) but are no frames of it: the analysis is the
-renderable files' alone, and the manifest lists the stored-only ones apart (`Manifest.stored_only`,
+Stored-only files (`ParsedFile.stored_only`: pixel data this node cannot decode, or no image at all)
+belong to their series like the others (same series, patient and study) but are no frames of it:
+the analysis is the renderable files' alone, and the manifest lists the stored-only ones apart (`Manifest.stored_only`,
 after the renderable ones, by instance number). A series of stored-only files only has a manifest of
 no frames and no stacks (its header facts from its first file): it is catalogued and retrieved, never
 rendered.
