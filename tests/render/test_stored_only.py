@@ -37,6 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from daemons.deployment import free_port
 from daemons.render.dimse.listener import accepted_syntaxes, decodable_syntaxes
+from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.store.manifest import Manifest
 from tests.render.synthetic import dataset, new_instance, to_bytes
 
@@ -191,6 +192,8 @@ def test_listener_accepts_every_known_syntax_decodable_first():
     assert syntaxes[:len(decodable)] == decodable
     assert {str(MPEG2MPML), str(HEVCMP51), "1.2.840.10008.1.2.4.102"} <= set(syntaxes[len(decodable):])
     assert len(syntaxes) == len(set(syntaxes))
+    stored_only = [syntax for syntax in syntaxes if not syntax_decodable(syntax)]
+    assert syntaxes[-len(stored_only):] == stored_only  # every syntax the node can render comes first
 
 
 @pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk (storescu) absent")

@@ -50,6 +50,7 @@ from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
+from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
 from daemons.render.ingest.upload_checks import UploadError
 from daemons.render.models import DIMSE_SENDER_PREFIX
@@ -91,10 +92,12 @@ def decodable_syntaxes() -> list[str]:
 
 def accepted_syntaxes() -> list[str]:
     """The transfer syntaxes the listener accepts, best first: the decodable ones, then every other
-    syntax pydicom knows (their instances are stored only, `daemons.render.stored_only`). The order
-    is the listener's preference: pynetdicom accepts the first of these the peer proposed."""
+    syntax pydicom knows, those the ingest can decode too (HTJ2K where a decoder is installed) before
+    those it cannot (their instances are stored only, `daemons.render.stored_only`). The order is the
+    listener's preference: pynetdicom accepts the first of these the peer proposed."""
     decodable = decodable_syntaxes()
-    return decodable + [str(uid) for uid in AllTransferSyntaxes if str(uid) not in decodable]
+    others = [str(uid) for uid in AllTransferSyntaxes if str(uid) not in decodable]
+    return decodable + sorted(others, key=lambda syntax: not syntax_decodable(syntax))
 
 
 def status_of(error: UploadError) -> int:
