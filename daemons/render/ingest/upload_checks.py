@@ -364,6 +364,9 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
+    if not UID(syntax).is_valid:  # any valid one is kept (stored only if undecodable); this is no syntax
+        raise UploadError(415, "undecodable_syntax",
+                          f"{name}: the file meta's transfer syntax {syntax[:64]!r} is not a UID")
     if not image:  # stored only (module doc): a report, a presentation state, a document...
         return ParsedFile(name=name, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), dataset=ds, frames=0,
                           position=None, instance=_number(ds, "InstanceNumber", None, name, int),
