@@ -38,6 +38,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from daemons.deployment import free_port
 from daemons.render.dimse.listener import accepted_syntaxes, decodable_syntaxes
 from daemons.render.imaging.decode import syntax_decodable
+from daemons.render.ingest.series_analysis import analyse_files, journal_entry
+from daemons.render.ingest.upload_checks import Limits, check_upload
 from daemons.render.store.manifest import Manifest
 from tests.render.synthetic import dataset, new_instance, to_bytes
 
@@ -325,8 +327,6 @@ def test_stow_of_private_syntax_alone_and_corrupt_decodable_refused(node):
 def test_manifest_without_stored_only_reads_as_before():
     """A manifest stored before stored-only instances existed has none (and writes none back)."""
     series = generate_uid()
-    from daemons.render.ingest.series_analysis import analyse_files
-    from daemons.render.ingest.upload_checks import Limits, check_upload
     limits = Limits(1 << 30, 100, 4096, 4096, 1000, 1 << 30)
     files = check_upload([(f"s{k}.dcm", to_bytes(ds)) for k, ds in enumerate(ct_slices(series, 2))], limits)
     manifest = analyse_files(files, limits).manifest
@@ -335,9 +335,14 @@ def test_manifest_without_stored_only_reads_as_before():
     assert "stored_only" not in old
     read = Manifest.from_json(old)
     assert read.stored_only == () and read.meta.stored_only == 0 and read == manifest
-    mixed = analyse_files([*files, *check_upload([("p.dcm", private_bytes(private_slice(series, 3.0)))], limits)],
-                          limits).manifest
+    kept = check_upload([("p.dcm", private_bytes(private_slice(series, 3.0)))], limits)
+    mixed = analyse_files([*files, *kept], limits).manifest
     assert Manifest.from_json(mixed.to_json()) == mixed and mixed.stored_only[0].transfer_syntax == PRIVATE_SYNTAX
+    # an old series grown by a stored-only instance (a journal entry): its frames stay as they were
+    grown = read.with_journal([journal_entry(kept[0], 2)])
+    assert (grown.files, grown.meta.frames, grown.meta.files) == (read.files, 2, 2)
+    assert [e.blob for e in grown.stored_only] == [2] and grown.meta.stored_only == 1
+    assert grown.meta.size_bytes == read.meta.size_bytes + len(kept[0].raw)
 
 
 def test_report_and_pdf_by_c_store_are_stored_only_and_an_image_without_pixels_still_refused(archive):
