@@ -139,6 +139,7 @@ class LoadedRecord:
             "frames_total": self.frames_total,
             "frames_ready": self.frames_ready,
             "errors": [{"frame": i, "message": m} for i, m in sorted(self.errors.items())],
+            "stored_only": self.manifest.meta.stored_only,  # the series' instances kept but not rendered
         }
 
     def wait_frame(self, index: int, timeout: float) -> bool:

@@ -77,7 +77,8 @@ def test_upload_load_render_delete(node, ct_files):
     not_loaded = node.client.get(f"/api/v1/records/{record_id}/frames/0", headers=node.headers())
     assert not_loaded.status_code == 409 and not_loaded.json["error"]["code"] == "not_loaded"
     status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json
-    assert status == {"id": record_id, "state": "unloaded", "frames_total": 12, "frames_ready": 0, "errors": []}
+    assert status == {"id": record_id, "state": "unloaded", "frames_total": 12, "frames_ready": 0, "errors": [],
+                      "stored_only": 0}
 
     record = _loaded(node, record_id)
     status = node.client.get(f"/api/v1/records/{record_id}/status", headers=node.headers()).json

@@ -45,7 +45,7 @@ def test_upload_load_render_delete_over_tls(node, ct_series: Path, tmp_path):
     loading = client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,)).json()
     assert loading["frames_total"] == 20 and loading["state"] in ("loading", "ready")
     assert _wait_ready(client, url, record_id) == {
-        "id": record_id, "state": "ready", "frames_total": 20, "frames_ready": 20, "errors": []}
+        "id": record_id, "state": "ready", "frames_total": 20, "frames_ready": 20, "errors": [], "stored_only": 0}
 
     frame = client.call("GET", f"{url}/api/v1/records/{record_id}/frames/10",
                         params={"format": "webp", "window": "40,400", "size": "256x256"})

@@ -28,6 +28,7 @@ from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord
 from daemons.render.store.manifest import Manifest
+from daemons.render.stored_only import require_renderable
 from daemons.render.view_audit import note_view
 from daemons.render.volume.geometry import image_labels
 from shared.auth import require_auth
@@ -84,7 +85,9 @@ def frame(record_id: str, index: int):
 
 
 def check_frame(manifest: Manifest, index: int) -> None:
-    """404 for an index outside the record, 422 for a frame found unreadable at upload."""
+    """404 for an index outside the record, 422 for a frame found unreadable at upload, 415 for a
+    series of stored-only instances (`daemons.render.stored_only`)."""
+    require_renderable(manifest)
     query.check_index("frame", index, manifest.meta.frames)
     bad = manifest.bad_frame(index)
     if bad is not None:

@@ -41,6 +41,7 @@ from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.stacks import Stack, find_stack, stack_manifest, stack_voxels
 from daemons.render.store.manifest import Manifest
+from daemons.render.stored_only import require_renderable
 from daemons.render.view_audit import note_view
 from daemons.render.volume import (
     MODES,
@@ -253,7 +254,7 @@ def loaded_stack(record_id: str, stack_id: str | None, phase: int = 0) -> tuple[
     the_node = volume_node()
     record = the_node.registry.get_loaded(record_id)
     if record is None:
-        the_node.manifest(record_id)  # 404 when not stored
+        require_renderable(the_node.manifest(record_id))  # 404 when not stored, 415 when stored only
         raise ApiError(409, "not_loaded",
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",

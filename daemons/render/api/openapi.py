@@ -85,6 +85,8 @@ SCHEMAS = {
         "slice_thickness": {"type": ["number", "null"]},
         "stack_direction": {"type": ["string", "null"],
                             "description": "patient direction the frame index runs towards"},
+        "stored_only": {"type": "integer", "description": "instances of the series stored but never rendered "
+                        "(a transfer syntax the node cannot decode, or no image): not counted in files and frames"},
         "slices": {"type": "array", "description": "per frame, in record order (GET of one record only)",
                    "items": {"type": "object", "properties": {
                        "instance": {"type": ["integer", "null"]},
@@ -152,7 +154,8 @@ SCHEMAS = {
         "id": {"type": "string"}, "state": {"enum": ["unloaded", "loading", "ready", "error"]},
         "frames_total": {"type": "integer"}, "frames_ready": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "frame": {"type": "integer"}, "message": {"type": "string"}}}}}},
+            "frame": {"type": "integer"}, "message": {"type": "string"}}}},
+        "stored_only": {"type": "integer", "description": "as in RecordMeta"}}},
 }
 
 
@@ -205,7 +208,7 @@ def document() -> dict[str, Any]:
                               **_errors(400, 401, 404, 422)}}},
             "/api/v1/records/{id}/load": {"parameters": [_ID], "post": {
                 "summary": "load into RAM (audited)",
-                "responses": {"202": _json(status), **_errors(400, 401, 404, 507)}}},
+                "responses": {"202": _json(status), **_errors(400, 401, 404, 415, 507)}}},
             "/api/v1/records/{id}/key-images": {"parameters": [_ID], "get": {
                 "summary": "the record's key images (audited; read as the record is)",
                 "responses": {"200": _json(_KEY_IMAGES), **_errors(400, 401, 404)}}},
@@ -223,7 +226,7 @@ def document() -> dict[str, Any]:
                 "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
-                                      **_errors(400, 401, 404, 409, 422)}}},
+                                      **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/value": {
                 "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
@@ -232,7 +235,7 @@ def document() -> dict[str, Any]:
                             "frame": {"type": "integer"}, "x": {"type": "integer"}, "y": {"type": "integer"},
                             "stored": {"type": ["number", "null"]}, "value": {"type": "number"},
                             "unit": {"type": ["string", "null"]}}}),
-                            **_errors(400, 401, 404, 409, 422)}}},
+                            **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/stats": {
                 "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
@@ -245,28 +248,28 @@ def document() -> dict[str, Any]:
                             "unit": {"type": ["string", "null"]}, "mean": {"type": ["number", "null"]},
                             "sd": {"type": ["number", "null"]}, "min": {"type": ["number", "null"]},
                             "max": {"type": ["number", "null"]}}}),
-                            **_errors(400, 401, 404, 409, 422)}}},
+                            **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
-                    "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422)}}},
+                    "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
                                    "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
                         "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),
-                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
                                    "own row and column spacing (audited)",
                         "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),
-                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 422)}}},
+                        "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
-                "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 422, 503)}}},
+                "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422, 503)}}},
             "/api/v1/worklist": {"get": {
                 "summary": "series not filed at the institution, with their DICOM patient, study and series: "
                            "physicians and admins of the node's institution (audited per series shown)",

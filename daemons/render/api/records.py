@@ -17,6 +17,7 @@ from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.stacks import stacks_json
 from daemons.render.store.local import StoreError, StoreFull
+from daemons.render.stored_only import require_renderable
 from daemons.render.view_audit import note_view
 from daemons.render.volume.mpr import STORED
 from shared.access import require_own_institution, require_query_scope
@@ -42,8 +43,8 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     the_node = node()
     manifest = the_node.manifest(record_id)
     meta = manifest.meta.to_json()
-    stacks = stacks_json(manifest, with_planes=per_slice)
-    if per_slice:
+    stacks = stacks_json(manifest, with_planes=per_slice) if manifest.meta.frames else []  # none: stored only
+    if per_slice and stacks:
         # the stored frames are the whole record's; the reformats are those of the first stack (the
         # default of MPR and 3D), each stack's own are in `stacks`
         meta["planes"] = {**stacks[0]["planes"], STORED: plane_table(manifest)[STORED]}
@@ -189,13 +190,16 @@ def original(record_id: str):
 
 
 def unloaded_status(record_id: str) -> dict[str, Any]:
-    frames = node().manifest(record_id).meta.frames
-    return {"id": record_id, "state": "unloaded", "frames_total": frames, "frames_ready": 0, "errors": []}
+    meta = node().manifest(record_id).meta
+    return {"id": record_id, "state": "unloaded", "frames_total": meta.frames, "frames_ready": 0, "errors": [],
+            "stored_only": meta.stored_only}
 
 
 def start_loading(record_id: str) -> LoadedRecord:
     """Load a stored record into RAM (or find it loaded); 507 when it alone exceeds the memory budget.
-    Image requests that arrive without a load (DICOMweb clients) start it here too."""
+    Image requests that arrive without a load (DICOMweb clients) start it here too. 415 for a series
+    of stored-only instances (`daemons.render.stored_only`)."""
+    require_renderable(node().manifest(record_id))
     try:
         return node().registry.load(record_id)
     except MemoryBudgetError as exc:

@@ -164,7 +164,7 @@ def _instance_targets(row: Any, series: Any, numbers: list[int] | None = None) -
 
 def _series_targets(series: Any) -> list[Target]:
     targets: list[Target] = []
-    for row in resolve.instances_of_series(series):
+    for row in resolve.renderable_instances(series):
         targets.extend(_instance_targets(row, series))
     return sorted(targets, key=lambda t: t.index)
 
@@ -174,14 +174,14 @@ def _middle(items: list) -> Any:
 
 
 def _first_instance(series: Any) -> Any:
-    rows = resolve.instances_of_series(series)
+    rows = resolve.renderable_instances(series)
     if not rows:
         raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
     return rows[0]
 
 
 def _middle_instance(series: Any) -> Any:
-    rows = resolve.instances_of_series(series)
+    rows = resolve.renderable_instances(series)
     if not rows:
         raise ApiError(404, "not_found", f"series {series.series_uid} has no instances")
     return _middle(rows)
@@ -439,7 +439,7 @@ def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, A
     rendered = {"description": "the rendered image (several: multipart/related, one part per frame)",
                 "content": {**_IMAGES, "multipart/related": {}}}
     single = {"description": "the rendered image", "content": _IMAGES}
-    errors = error_responses(400, 401, 404, 406, 409, 422)
+    errors = error_responses(400, 401, 404, 406, 409, 415, 422)
     levels = {"/studies/{study}": [_STUDY], "/studies/{study}/series/{series}": [_STUDY, _SERIES],
               "/studies/{study}/series/{series}/instances/{instance}": [_STUDY, _SERIES, _INSTANCE],
               "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}":
@@ -463,5 +463,5 @@ def openapi_paths(error_responses: Callable[..., dict[str, Any]]) -> dict[str, A
     paths[f"{series}/volume"] = {"parameters": [_STUDY, _SERIES], "get": {
         "summary": "SIVR extension: a 3D view (MIP, MinIP, AvgIP, DVR) of the series",
         "parameters": [p.openapi() for p in query.RENDERED_VOLUME_PARAMS],
-        "responses": {"200": single, **error_responses(400, 401, 404, 406, 409, 422, 503)}}}
+        "responses": {"200": single, **error_responses(400, 401, 404, 406, 409, 415, 422, 503)}}}
     return paths

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemons.render.node import node
+from daemons.render.stored_only import require_renderable, stored_only_error
 from shared.errors import ApiError
 
 
@@ -54,6 +55,17 @@ def instances_of_series(series_row: Any) -> list[Any]:
                 .order_by(cat.Instance.instance_number, cat.Instance.sop_instance_uid))
 
 
+def renderable_instances(series_row: Any) -> list[Any]:
+    """The instances of a series that have frames (its stored-only ones left out: they are never
+    rendered); 415 `stored_only` when the series has instances but all are stored only."""
+    rows = instances_of_series(series_row)
+    manifest = node().manifest(series_row.id)
+    if not manifest.stored_only:
+        return rows
+    require_renderable(manifest)
+    return [row for row in rows if manifest.stored_only_blob(row.blob) is None]
+
+
 def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
     """The instance row within its series and study (404 when unknown)."""
     cat = _catalogue()
@@ -86,10 +98,15 @@ class FrameSpan:
 
 
 def frame_span(instance_row: Any) -> FrameSpan:
-    """The record frames of an instance, from its series' manifest (files are in frame order)."""
+    """The record frames of an instance, from its series' manifest (files are in frame order);
+    415 `stored_only` for an instance that has none because it is stored only."""
     record_id = instance_row.series_id
+    manifest = node().manifest(record_id)
+    kept = manifest.stored_only_blob(instance_row.blob)
+    if kept is not None:
+        raise stored_only_error(f"instance {instance_row.sop_instance_uid}", kept)
     start = 0
-    for entry in node().manifest(record_id).files:
+    for entry in manifest.files:
         if entry.blob == instance_row.blob:
             return FrameSpan(record_id, start, entry.frames)
         start += entry.frames

@@ -10,7 +10,8 @@ The rules (PS3.18 8.7.3 and 8.7.4, as Orthanc's DICOMweb plugin since 1.5 also r
   `*/*`, or the stored syntax's own media type (image/jls, image/jp2, image/jpeg,
   image/dicom-rle...) gets the stored compressed frame as it is.
 Every instance on a node had its pixel data decoded once when it arrived (`daemons.render.ingest.upload_checks`),
-so Explicit VR Little Endian can always be produced.
+so Explicit VR Little Endian can always be produced, except for a stored-only instance (`daemons.render.stored_only`):
+that one is sent as stored only (`transfer-syntax=*` or its own syntax), else 406.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from daemons.render.dicomweb.multipart import media_type
+from daemons.render.imaging.decode import syntax_decodable
 from shared.errors import ApiError
 
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
@@ -104,11 +106,12 @@ def instance_targets(wanted: list[Wanted]) -> list[str]:
 
 
 def instance_syntax(targets: list[str], stored: str) -> str | None:
-    """The syntax to send an instance stored in `stored` in (ANY: as stored), or None if none fits."""
+    """The syntax to send an instance stored in `stored` in (ANY: as stored), or None if none fits
+    (a stored-only instance, in a syntax this node cannot decode, is never transcoded)."""
     for target in targets:
         if target in (ANY, stored):
             return ANY
-        if target == EXPLICIT_LE:
+        if target == EXPLICIT_LE and syntax_decodable(stored):
             return EXPLICIT_LE
     return None
 

@@ -41,6 +41,7 @@ from daemons.render.dicomweb.syntax import (
 )
 from daemons.render.node import Node, node
 from daemons.render.store.local import StoreError
+from daemons.render.stored_only import syntax_text
 from daemons.render.view_audit import note_view
 from shared.auth import require_auth
 from shared.errors import ApiError
@@ -83,6 +84,12 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
             if instance_syntax(targets, entry.syntax) is None:
                 raise not_acceptable(f"an instance is stored in {entry.syntax}; this node sends instances as "
                                      f"stored (transfer-syntax=*) or in {EXPLICIT_LE} only")
+    for row in rows:  # a stored-only instance cannot be transcoded: refused before the answer starts
+        kept = the_node.manifest(row.series_id).stored_only_blob(row.blob)
+        if kept is not None and instance_syntax(targets, kept.transfer_syntax or "") is None:
+            raise not_acceptable(f"instance {row.sop_instance_uid} is stored only, in "
+                                 f"{syntax_text(kept.transfer_syntax or '')}, which this node cannot decode: ask "
+                                 f"for it as stored (transfer-syntax=* or transfer-syntax={kept.transfer_syntax})")
 
     def parts() -> Iterator[tuple[str, bytes]]:
         for row in rows:
@@ -220,7 +227,9 @@ def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.D
 
 
 def _check_showable(row: Any, numbers: list[int]) -> None:
-    """422 for a frame found short or undecodable when it arrived (its file was stored for the others)."""
+    """422 for a frame found short or undecodable when it arrived (its file was stored for the others),
+    415 for every frame of a stored-only instance (`resolve.frame_span`)."""
+    resolve.frame_span(row)
     bad = node().manifest(row.series_id).render.bad_frame_messages()
     if not bad:
         return

@@ -22,6 +22,7 @@ from flask import Flask
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
+    AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -49,6 +50,7 @@ from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
+from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
 from daemons.render.ingest.upload_checks import UploadError
 from daemons.render.models import DIMSE_SENDER_PREFIX
@@ -77,7 +79,7 @@ CANDIDATE_SYNTAXES = [
 
 
 def decodable_syntaxes() -> list[str]:
-    """The transfer syntaxes whose pixel data this node can decode (the ones it accepts)."""
+    """The transfer syntaxes whose pixel data this node can decode (the ones it renders)."""
     syntaxes = []
     for uid in CANDIDATE_SYNTAXES:
         try:
@@ -86,6 +88,16 @@ def decodable_syntaxes() -> list[str]:
         except NotImplementedError:
             continue
     return syntaxes
+
+
+def accepted_syntaxes() -> list[str]:
+    """The transfer syntaxes the listener accepts, best first: the decodable ones, then every other
+    syntax pydicom knows, those the ingest can decode too (HTJ2K where a decoder is installed) before
+    those it cannot (their instances are stored only, `daemons.render.stored_only`). The order is the
+    listener's preference: pynetdicom accepts the first of these the peer proposed."""
+    decodable = decodable_syntaxes()
+    others = [str(uid) for uid in AllTransferSyntaxes if str(uid) not in decodable]
+    return decodable + sorted(others, key=lambda syntax: not syntax_decodable(syntax))
 
 
 def status_of(error: UploadError) -> int:
@@ -114,7 +126,7 @@ class Listener:
         ae.network_timeout = float(section["network_timeout_s"])
         ae.acse_timeout = float(section["acse_timeout_s"])
         ae.dimse_timeout = float(section["dimse_timeout_s"])
-        syntaxes = decodable_syntaxes()
+        syntaxes = accepted_syntaxes()
         for context in StoragePresentationContexts:
             assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
             # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET

@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from daemons.render.catalogue.matching import QueryError, retrieve
+from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
 from shared.config import Config, ConfigError
 
@@ -150,11 +151,13 @@ class Receiver:
         """The stored file as the dataset to send: as stored when the peer accepts its transfer
         syntax (pydicom writes the elements it did not touch back byte for byte), decompressed
         when only an uncompressed one is accepted. A dataset the peer accepts in no form is
-        returned as stored: pynetdicom then counts its sub-operation as failed."""
+        returned as stored: pynetdicom then counts its sub-operation as failed. A stored-only
+        instance (a syntax this node cannot decode) goes as stored or not at all."""
         dataset = dcmread(io.BytesIO(raw))
         stored = UID(dataset.file_meta.TransferSyntaxUID)
         accepted = self.accepted.get(str(dataset.SOPClassUID), set())
-        if stored in accepted or not stored.is_compressed or not accepted & set(UNCOMPRESSED):
+        if stored in accepted or not accepted & set(UNCOMPRESSED) or not syntax_decodable(stored) \
+                or not stored.is_compressed:
             return dataset
         try:
             dataset.decompress(generate_instance_uid=False)
@@ -167,10 +170,12 @@ class Receiver:
 def move_contexts(sop_classes: list[str], stored_syntaxes: list[str]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: for each SOP class, one
     with the uncompressed syntaxes, then (up to the limit of 128) one per compressed syntax the
-    node stores, so that a destination accepting one receives those instances bit-exact."""
+    node stores, so that a destination accepting one receives those instances bit-exact. They go
+    syntax by syntax in the node's order (decodable first, then the stored-only ones), so the
+    limit drops the rarest syntaxes of every SOP class, not every syntax of the last classes."""
     contexts = [build_context(sop_class, list(UNCOMPRESSED)) for sop_class in sop_classes]
     compressed = [syntax for syntax in stored_syntaxes if UID(syntax).is_compressed]
-    contexts += [build_context(sop_class, [syntax]) for sop_class in sop_classes for syntax in compressed]
+    contexts += [build_context(sop_class, [syntax]) for syntax in compressed for sop_class in sop_classes]
     return contexts[:MAX_CONTEXTS]
 
 

@@ -9,6 +9,13 @@ re-parses headers. Files of a classic series may differ in image size and pixel 
 spacing is a stack of its own (with its own shape and spacing, `stack_analysis`); the record's
 `rows`, `columns` and `pixel_spacing` are its first stack's, and its frames are held padded to the
 largest size (`decoded_bytes` counts that).
+
+Stored-only files (`ParsedFile.stored_only`: pixel data this node cannot decode, or no image at all)
+belong to their series like the others (same series, patient and study) but are no frames of it:
+the analysis is the renderable files' alone, and the manifest lists the stored-only ones apart (`Manifest.stored_only`,
+after the renderable ones, by instance number). A series of stored-only files only has a manifest of
+no frames and no stacks (its header facts from its first file): it is catalogued and retrieved, never
+rendered.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ from daemons.render.store.manifest import JournalEntry, Manifest
 
 @dataclass
 class ParsedRecord:
-    """A validated record: its id, its files in slice order, and the manifest the store keeps."""
+    """A validated record: its id, its files in slice order (then its stored-only files), and the
+    manifest the store keeps."""
 
     record_id: str
     files: list[ParsedFile]
@@ -67,20 +75,24 @@ SIZE_KEYS = ("Rows", "Columns")
 
 
 def _check_consistent(files: list[ParsedFile]) -> None:
-    if any(f.frames > 1 for f in files) and len(files) > 1:
+    """One series of one patient's study; the renderable files (the frames) of one pixel format, and
+    a multi-frame one alone (stored-only files are never frames: only their identity must agree)."""
+    frames = [f for f in files if f.stored_only is None]
+    if any(f.frames > 1 for f in frames) and len(frames) > 1:
         raise UploadError(422, "inconsistent_series",
                           "a multi-frame file must be uploaded alone, not together with other files")
     series = {f.series_uid for f in files}
     if len(series) > 1:
         raise UploadError(422, "inconsistent_series",
                           f"the files belong to {len(series)} different series; upload one series per record")
-    reference = files[0]
-    for parsed in files[1:]:
-        for keyword, mine, theirs in zip(IMAGE_KEYS, parsed.image_keys, reference.image_keys, strict=True):
+    for parsed in frames[1:]:
+        for keyword, mine, theirs in zip(IMAGE_KEYS, parsed.image_keys, frames[0].image_keys, strict=True):
             if mine != theirs and keyword not in SIZE_KEYS:
                 raise UploadError(422, "inconsistent_series",
                                   f"{parsed.name}: {keyword} {mine} differs from "
-                                  f"{reference.name} ({theirs}); all slices must match")
+                                  f"{frames[0].name} ({theirs}); all slices must match")
+    reference = files[0]
+    for parsed in files[1:]:
         for (_, what), mine, theirs in zip(IDENTITY_KEYS, parsed.identity, reference.identity, strict=True):
             if mine != theirs:
                 raise UploadError(422, "inconsistent_series",
@@ -190,8 +202,12 @@ def analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisi
 
 def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provisional | None) -> ParsedRecord:
     total = sum(len(f.raw) for f in unique)
-    files = _sorted(unique)
-    _check_consistent(files)
+    stored_only = sorted((f for f in unique if f.stored_only is not None), key=_sort_key)
+    renderable = [f for f in unique if f.stored_only is None]
+    if not renderable:
+        return _stored_only_record(stored_only, total)
+    files = _sorted(renderable)
+    _check_consistent([*files, *stored_only])
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
     if frames_total > limits.max_frames:
@@ -218,7 +234,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
     bad_frames = _bad_frames(files)
     auto = (_auto_window(files, layout, modality_lut, bad_frames) if provisional is None
             else provisional.auto_window)
-    record_id = record_id_of([f.sha256 for f in files])
+    record_id = record_id_of([f.sha256 for f in unique])
     spacing = pixel_spacing(first)[0]
     warnings = list(dict.fromkeys(w for f in files for w in f.spacing[1]))  # a stack of unknown spacing says so
     if bad_frames:
@@ -250,6 +266,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
         "size_bytes": total,
         **slice_table(orientation, [(f.instance, p, f.thickness) for f in files for p in f.frame_positions]),
+        "stored_only": len(stored_only),
     }
     render = {
         "layout": layout.to_json(),
@@ -265,14 +282,52 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "decoded_bytes": decoded_bytes,
         "stacks": stacks,
     }
-    return ParsedRecord(record_id, files, Manifest.build(meta, render, [_file_json(f) for f in files]))
+    return ParsedRecord(record_id, [*files, *stored_only], Manifest.build(
+        meta, render, [_file_json(f) for f in files], [_file_json(f) for f in stored_only]))
+
+
+NO_IMAGE = Layout(rows=0, columns=0, samples=1, bits_allocated=8, bits_stored=8, pixel_representation=0,
+                  photometric="", float_modality=False)  # the layout of a series of non-image objects only
+
+
+def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
+    """The record of a series whose files are all stored only: no frames, no stacks; what the
+    catalogue and RecordMeta show of it read from its first file's header (module doc)."""
+    _check_consistent(files)
+    first = files[0].dataset
+    imaged = next((f for f in files if f.frames), None)  # non-image objects have no pixel format
+    layout = layout_of(imaged.dataset, float_modality=False) if imaged is not None else NO_IMAGE
+    record_id = record_id_of([f.sha256 for f in files])
+    meta = {
+        "id": record_id, "files": 0, "rows": layout.rows, "columns": layout.columns,
+        "frames": 0, "modality": _text(first, "Modality"), "photometric": layout.photometric,
+        "bits_stored": layout.bits_stored, "pixel_spacing": pixel_spacing(first)[0], "warnings": [],
+        "slice_spacing": None, "slice_thickness": None, "default_window": None,
+        **{key: _text(first, keyword) for key, keyword in (
+            ("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"),
+            ("frame_of_reference_uid", "FrameOfReferenceUID"), ("patient_name", "PatientName"),
+            ("patient_id_dicom", "PatientID"), ("patient_birth_date", "PatientBirthDate"),
+            ("study_date", "StudyDate"))},
+        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
+        "size_bytes": total, "stack_direction": None, "stored_only": len(files),
+    }
+    render = {
+        "layout": layout.to_json(), "orientation": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], "orientation_known": False,
+        "rescale_slope": 1.0, "rescale_intercept": 0.0, "modality_lut": None, "voi_lut": None, "frame_vois": None,
+        "bad_frames": [], "auto_window": None, "decoded_bytes": 0, "stacks": [],
+    }
+    return ParsedRecord(record_id, files, Manifest.build(meta, render, [], [_file_json(f) for f in files]))
 
 
 def _file_json(f: ParsedFile) -> dict:
-    """A file's manifest entry, before its blob and SOP Instance UID are named."""
-    return {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
-            "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
-            "overlays": f.overlays}
+    """A file's manifest entry, before its blob and SOP Instance UID are named (a stored-only
+    file's names its transfer syntax, and blob -1 until then)."""
+    entry = {"sha256": f.sha256, "size": len(f.raw), "frames": f.frames, "pixel_offset": f.pixel_offset,
+             "slope": f.slope, "intercept": f.intercept, "frame_rescales": f.frame_rescales, "name": f.name[:200],
+             "overlays": f.overlays}
+    if f.stored_only is not None:
+        entry.update(transfer_syntax=f.stored_only, blob=-1)
+    return entry
 
 
 def journal_entry(parsed: ParsedFile, blob: int) -> JournalEntry:
@@ -303,6 +358,10 @@ class Growth:
 
     def add(self, files: list[ParsedFile]) -> None:
         for parsed in files:
+            if parsed.stored_only is not None:
+                continue  # no frames of the series: nothing an append is checked against
+            if self.reference.stored_only is not None:  # the series' first renderable file
+                self.reference = parsed
             self.frames += parsed.frames
             self.rows = max(self.rows, int(parsed.dataset.Rows))
             self.columns = max(self.columns, int(parsed.dataset.Columns))
@@ -315,6 +374,8 @@ def check_append(growth: Growth, new: list[ParsedFile], limits: Limits) -> None:
     consistency with the series, and the series' frame and decoded-size limits once grown."""
     analyse_files(new, limits, Provisional(None))
     _check_consistent([growth.reference, *new])
+    if growth.reference.stored_only is not None:  # no renderable file stored yet: `new`'s analysis was the check
+        return
     frames_total = growth.frames + sum(f.frames for f in new)
     if frames_total > limits.max_frames:
         raise UploadError(413, "over_limits",

@@ -226,7 +226,8 @@ class Ingest:
         growth.add(files)
         with node.models.database.atomic():  # the record row and the catalogue rows: one commit
             stored_record = node.models.StoredRecord
-            stored_record.update(files=stored_record.files + len(files), frames=growth.frames,
+            stored_record.update(files=stored_record.files + sum(f.stored_only is None for f in files),
+                                 frames=growth.frames,
                                  size_bytes=stored_record.size_bytes + sum(len(f.raw) for f in files),
                                  ).where(stored_record.id == record_id).execute()
             index_series(cat, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[uid]) for uid, f in new.items()])
@@ -316,13 +317,14 @@ class Ingest:
         # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
         bad = manifest.render.bad_frame_messages()
         start = 0
-        for info in manifest.files:
+        for info in (*manifest.files, *manifest.stored_only):
             blob = info.blob
             raw = node.store.read_file(record_id, blob, info.sha256)
             parsed = parse_stored_file(info.name or f"{blob:06d}", raw, node.limits)
-            parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
-                                 if start <= frame < start + parsed.frames}
-            start += parsed.frames
+            if info.transfer_syntax is None:  # a stored-only file has no frames in the record's order
+                parsed.bad_frames = {frame - start: reason for frame, reason in bad.items()
+                                     if start <= frame < start + info.frames}
+                start += info.frames
             files[parsed.sop_instance_uid or info.sha256] = (parsed, blob)
         growth = Growth.of([f for f, _ in files.values()])
         received = _Received(files, manifest.render.auto_window, version, growth, manifest.pending)

@@ -1,5 +1,12 @@
 """Upload checks: parse every file and refuse what cannot be rendered, before a byte is stored.
 
+A file whose pixel data is in a transfer syntax this node cannot decode is not refused: it is a
+*stored-only* file (`ParsedFile.stored_only` names its syntax, decided once, in `_parse_file`). Its
+header passes the same checks and limits as any file's; its pixel data is never decoded (no codec
+runs on it, so it is checked here, not in a decode worker), and it is kept and retrieved as sent
+but never rendered. So is a non-image object (`holds_no_image`: a report, a presentation state, an
+encapsulated PDF...; no Pixel Data, no frames), whatever its syntax.
+
 Each refusal is an UploadError whose message names the file and the reason, so the physician can
 act on it. A file that passes is known to parse and to decode frame by frame (a multi-frame file
 whose other frames are good keeps its short or undecodable frames as `bad_frames`, never shown).
@@ -22,6 +29,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_partial
+from pydicom.uid import UID
 
 from daemons.render.imaging.decode import (
     NATIVE_LITTLE_ENDIAN,
@@ -82,6 +90,8 @@ class ParsedFile:
     # Where the parse found the dataset's first element, if it met no top-level tag twice (None if
     # it did, or its encoding probe read the first tag before the walk): `_check_no_duplicates`.
     dataset_start: int | None = None
+    # The transfer syntax of a file this node keeps without rendering it (module doc); None: renderable.
+    stored_only: str | None = None
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -347,16 +357,21 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
         raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
-    if "PixelData" not in ds:
+    image = "PixelData" in ds
+    if not image and not holds_no_image(ds):
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
     _check_complete(ds, len(raw) if inflated is None else inflated, name)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
-    if not syntax_decodable(syntax):
+    if not UID(syntax).is_valid:  # any valid one is kept (stored only if undecodable); this is no syntax
         raise UploadError(415, "undecodable_syntax",
-                          f"{name}: transfer syntax {syntax} ({ds.file_meta.TransferSyntaxUID.name}) "
-                          "cannot be decoded by this node")
+                          f"{name}: the file meta's transfer syntax {syntax[:64]!r} is not a UID")
+    if not image:  # stored only (module doc): a report, a presentation state, a document...
+        return ParsedFile(name=name, raw=raw, sha256=hashlib.sha256(raw).hexdigest(), dataset=ds, frames=0,
+                          position=None, instance=_number(ds, "InstanceNumber", None, name, int),
+                          pixel_offset=None, slope=1.0, intercept=0.0,
+                          dataset_start=starts[0] if len(starts) == 1 else None, stored_only=syntax)
     rows = _number(ds, "Rows", 0, name, int)
     cols = _number(ds, "Columns", 0, name, int)
     frames = _number_of_frames(ds, name)
@@ -389,7 +404,17 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         frame_rescales=_frame_rescales(ds, frames, name),
         frame_positions=_frame_positions(ds, frames, position),
         dataset_start=starts[0] if len(starts) == 1 else None,
+        stored_only=None if syntax_decodable(syntax) else syntax,
     )
+
+
+def holds_no_image(ds: Dataset) -> bool:
+    """Whether a file without Pixel Data is of a storage SOP class that holds none (a structured report,
+    key object selection, presentation state, encapsulated document, waveform, RT object...): it is
+    stored only. An image storage SOP class (its name says "Image Storage") without Pixel Data, or a
+    file that names no SOP class, is refused instead: it is a broken image."""
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    return bool(sop_class) and "Image Storage" not in UID(sop_class).name
 
 
 def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> list[list[float] | None]:
@@ -555,13 +580,15 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
                           f"the files cannot be analysed ({type(exc).__name__}: {exc})"[:400]) from exc
 
 
-def _native_syntax(raw: bytes) -> bool:
-    """Whether the file meta names an uncompressed little-endian transfer syntax (read alone, no dataset)."""
+def _checked_here(raw: bytes) -> bool:
+    """Whether the file meta names a transfer syntax whose pixels no codec touches (read alone, no
+    dataset): uncompressed little endian, or one this node cannot decode (a stored-only file)."""
     try:
         meta = read_partial(io.BytesIO(raw), stop_when=lambda *_: True).file_meta
     except Exception:  # an unreadable meta group: the isolated check refuses it with its reason
         return False
-    return str(meta.get("TransferSyntaxUID", "")) in NATIVE_LITTLE_ENDIAN
+    syntax = str(meta.get("TransferSyntaxUID", ""))
+    return syntax in NATIVE_LITTLE_ENDIAN or bool(syntax) and not syntax_decodable(syntax)
 
 
 def check_native(name: str, raw: bytes, limits: Limits) -> ParsedFile | None:
@@ -582,18 +609,21 @@ def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, Par
 
     The same steps and refusals as `check_file` (parse, duplicates, layout, pixel data length, every
     element converted); no frame is decoded, as `_decode_every_frame` decodes none of such a file.
+    A stored-only file gets the same header checks; its pixel data is kept as sent, unchecked.
     """
-    if not _native_syntax(raw):
+    if not _checked_here(raw):
         return None
     try:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
+        if parsed.stored_only is not None:
+            _convert_every_element(parsed)
+            return FileCheck(), parsed
         layout = layout_of(parsed.dataset, float_modality=False)
         if parsed.pixel_offset is None or not fast_path_possible(layout):
             return None
         short = _check_pixel_length(parsed, layout)
-        for _ in parsed.dataset.iterall():
-            pass
+        _convert_every_element(parsed)
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message)), None
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
@@ -673,16 +703,24 @@ def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
     try:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
+        if parsed.stored_only is not None:  # checked in the node (`_check_native`); the same rule here
+            _convert_every_element(parsed)
+            return FileCheck()
         layout = layout_of(parsed.dataset, float_modality=False)
         short = _check_pixel_length(parsed, layout)
-        for _ in parsed.dataset.iterall():
-            pass
+        _convert_every_element(parsed)
         undecodable = _decode_every_frame(parsed, layout, short)
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message))
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
         return FileCheck(_unreadable(name, exc))
     return FileCheck(bad_frames={**short, **undecodable})
+
+
+def _convert_every_element(parsed: ParsedFile) -> None:
+    """Convert every element's value: a bad VR or value fails here, not later in the node."""
+    for _ in parsed.dataset.iterall():
+        pass
 
 
 def _unreadable(name: str, exc: Exception) -> Refusal:

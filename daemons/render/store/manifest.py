@@ -18,6 +18,12 @@ Versions (the number stored as `version`):
   last analysis (`JournalEntry`; the S3 store keeps them in the manifest object, the local store
   in journal parts of their own, both read here with `with_journal`).
 
+Any version may carry `stored_only`: the files of the series whose pixel data is in a transfer
+syntax this node cannot decode (each entry names it as `transfer_syntax`). They are stored, catalogued
+and retrieved like every file, but are no frames of the record: `files`, `frames` and the stacks
+are the renderable files' only, and `meta.stored_only` counts the others. A manifest without the key
+(every one stored before it existed) has none.
+
 A manifest read with journal entries is *pending* (`Manifest.pending`): its files, counts and bad
 frames include the appended files, but its order, stacks, slice table and windows are those of
 the last analysis. Only the store's raw reads return one; `daemons.render.ingest.service` analyses the
@@ -79,6 +85,7 @@ class FileEntry:
     overlays: bool | None  # None: stored before overlays were recorded (look at the file)
     blob: int  # the store's blob index (a grown series stores files in arrival order)
     sop_instance_uid: str | None
+    transfer_syntax: str | None = None  # set for a stored-only file only (module doc): its syntax
 
     @classmethod
     def from_json(cls, data: dict[str, Any], position: int) -> FileEntry:
@@ -90,16 +97,20 @@ class FileEntry:
             slope=float(data.get("slope", 1.0)), intercept=float(data.get("intercept", 0.0)),
             frame_rescales=None if rescales is None else tuple((float(s), float(i)) for s, i in rescales),
             name=str(data.get("name") or ""), overlays=data.get("overlays"),
-            blob=int(data.get("blob", position)), sop_instance_uid=data.get("sop_instance_uid"))
+            blob=int(data.get("blob", position)), sop_instance_uid=data.get("sop_instance_uid"),
+            transfer_syntax=data.get("transfer_syntax"))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "sha256": self.sha256, "size": self.size, "frames": self.frames, "pixel_offset": self.pixel_offset,
             "slope": self.slope, "intercept": self.intercept,
             "frame_rescales": None if self.frame_rescales is None else [list(r) for r in self.frame_rescales],
             "name": self.name, "overlays": self.overlays, "blob": self.blob,
             "sop_instance_uid": self.sop_instance_uid,
         }
+        if self.transfer_syntax is not None:
+            data["transfer_syntax"] = self.transfer_syntax
+        return data
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """(slope, intercept) of frame `frame` of this file."""
@@ -166,6 +177,7 @@ class Meta:
     size_bytes: int
     stack_direction: str | None
     slices: tuple[dict[str, Any], ...] | None  # None: stored before per-slice data existed
+    stored_only: int = 0  # instances of the series stored but not rendered (module doc)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Meta:
@@ -185,7 +197,7 @@ class Meta:
             patient_birth_date=data.get("patient_birth_date"),
             frame_of_reference_uid=data.get("frame_of_reference_uid"),
             size_bytes=int(data.get("size_bytes") or 0), stack_direction=data.get("stack_direction"),
-            slices=None if slices is None else tuple(slices))
+            slices=None if slices is None else tuple(slices), stored_only=int(data.get("stored_only") or 0))
 
     def to_json(self) -> dict[str, Any]:
         """The stored (and served) form; `slices` is left out where it is unknown."""
@@ -200,7 +212,7 @@ class Meta:
             "frame_of_reference_uid": self.frame_of_reference_uid, "patient_name": self.patient_name,
             "patient_id_dicom": self.patient_id_dicom, "patient_birth_date": self.patient_birth_date,
             "study_date": self.study_date, "description": self.description, "size_bytes": self.size_bytes,
-            "stack_direction": self.stack_direction,
+            "stack_direction": self.stack_direction, "stored_only": self.stored_only,
         }
         if self.slices is not None:
             data["slices"] = list(self.slices)
@@ -271,6 +283,7 @@ class Manifest:
     render: Render
     files: tuple[FileEntry, ...]
     pending: int = 0  # how many of the last `files` were appended after the analysis (module doc)
+    stored_only: tuple[FileEntry, ...] = ()  # the files that are no frames of the record (module doc)
     # What readers compute from this manifest once (e.g. daemons.render.imaging.voi's parsed VOIs), kept with
     # it: a series keeps its record id while it grows, so nothing parsed may be keyed by the id alone.
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -285,7 +298,9 @@ class Manifest:
         if type(version) is not int or not 1 <= version <= JOURNAL_VERSION:
             raise ManifestVersionError(version)
         base = cls(version, Meta.from_json(data["meta"]), Render.from_json(data["render"]),
-                   tuple(FileEntry.from_json(entry, position) for position, entry in enumerate(data["files"])))
+                   tuple(FileEntry.from_json(entry, position) for position, entry in enumerate(data["files"])),
+                   stored_only=tuple(FileEntry.from_json(entry, int(entry["blob"]))
+                                     for entry in data.get("stored_only") or ()))
         return base.with_journal([JournalEntry.from_json(entry) for entry in data.get("journal") or ()])
 
     def with_journal(self, entries: list[JournalEntry]) -> Manifest:
@@ -293,28 +308,35 @@ class Manifest:
 
         An entry naming a blob the manifest lists already is skipped: a journal part left behind
         by an interrupted compaction holds files the new base has taken in."""
-        known = {entry.blob for entry in self.files}
+        known = {entry.blob for entry in (*self.files, *self.stored_only)}
         entries = [entry for entry in entries if entry.file.blob not in known]
         if not entries:
             return self
-        files, bad = list(self.files), list(self.render.bad_frames)
+        files, bad, kept = list(self.files), list(self.render.bad_frames), list(self.stored_only)
         frames, size = self.meta.frames, self.meta.size_bytes
         for entry in entries:
+            size += entry.file.size
+            if entry.file.transfer_syntax is not None:  # stored only: no frames of the record
+                kept.append(entry.file)
+                continue
             bad.extend(BadFrame(frames + b.frame, b.message) for b in entry.bad_frames)
             files.append(entry.file)
             frames += entry.file.frames
-            size += entry.file.size
-        return replace(self, meta=replace(self.meta, files=len(files), frames=frames, size_bytes=size),
+        return replace(self, meta=replace(self.meta, files=len(files), frames=frames, size_bytes=size,
+                                          stored_only=len(kept)),
                        render=replace(self.render, bad_frames=tuple(bad)), files=tuple(files),
-                       pending=self.pending + len(entries))
+                       pending=self.pending + len(entries), stored_only=tuple(kept))
 
     @classmethod
-    def build(cls, meta: dict[str, Any], render: dict[str, Any], files: list[dict[str, Any]]) -> Manifest:
+    def build(cls, meta: dict[str, Any], render: dict[str, Any], files: list[dict[str, Any]],
+              stored_only: list[dict[str, Any]] | None = None) -> Manifest:
         """A new manifest from the parts an analysis computes, exactly as it will read back from the
-        store (passed through JSON once, so a fresh manifest and a stored one compare equal)."""
-        data = json.loads(json.dumps({"version": MANIFEST_VERSION, "meta": meta, "render": render,
-                                      "files": files}))
-        return cls.from_json(data)
+        store (passed through JSON once, so a fresh manifest and a stored one compare equal).
+        `stored_only` entries name their blob (-1 until `with_ids` names the real one)."""
+        body: dict[str, Any] = {"version": MANIFEST_VERSION, "meta": meta, "render": render, "files": files}
+        if stored_only:
+            body["stored_only"] = stored_only
+        return cls.from_json(json.loads(json.dumps(body)))
 
     @classmethod
     def decode(cls, body: bytes) -> Manifest:
@@ -328,14 +350,25 @@ class Manifest:
         return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": MANIFEST_VERSION, "meta": self.meta.to_json(), "render": self.render.to_json(),
+        data = {"version": MANIFEST_VERSION, "meta": self.meta.to_json(), "render": self.render.to_json(),
                 "files": [entry.to_json() for entry in self.files]}
+        if self.stored_only:
+            data["stored_only"] = [entry.to_json() for entry in self.stored_only]
+        return data
 
     def with_ids(self, record_id: str, blobs: dict[str, int], uids: dict[str, str | None]) -> Manifest:
         """This manifest under `record_id`, each file naming its blob and its SOP Instance UID
         (both looked up by the file's SHA-256)."""
-        return replace(self, meta=replace(self.meta, id=record_id), files=tuple(
-            replace(entry, blob=blobs[entry.sha256], sop_instance_uid=uids[entry.sha256]) for entry in self.files))
+        def named(entries: tuple[FileEntry, ...]) -> tuple[FileEntry, ...]:
+            return tuple(replace(entry, blob=blobs[entry.sha256], sop_instance_uid=uids[entry.sha256])
+                         for entry in entries)
+
+        return replace(self, meta=replace(self.meta, id=record_id), files=named(self.files),
+                       stored_only=named(self.stored_only))
+
+    def stored_only_blob(self, blob: int) -> FileEntry | None:
+        """The stored-only file kept as blob `blob`, None if that blob is a renderable one (or none)."""
+        return next((entry for entry in self.stored_only if entry.blob == blob), None)
 
     def bad_frame(self, index: int) -> BadFrame | None:
         return next((b for b in self.render.bad_frames if b.frame == index), None)
