@@ -19,28 +19,23 @@ from pynetdicom.sop_class import (
 from daemons.deployment import free_port
 from daemons.render.ingest.service import series_record_id
 from daemons.render.models import upgrade
+from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
 from tests.render.synthetic import dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "demo_data" / "ct-chest-100"
-CALLER = "MODALITY"
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk (storescu, findscu, echoscu) absent")
 
 
 @pytest.fixture
 def archive(make_node):
-    port = free_port()
-    harness = make_node(dicom__port=port, dicom__ae_title="SIVRTEST", dicom__allowed_callers=[CALLER, "BADPEER"])
-    harness.dicom_port = port
+    harness = open_archive(make_node, [CALLER, "BADPEER"])
     yield harness
-    harness.app.extensions["sivr_dimse"].stop()
-    harness.registry.shutdown()
-    harness.app.extensions["sivr_view_audit"].close()
-    harness.app.extensions["sivr_node"].decoder.close()
+    close_archive(harness)
 
 
 def dcmtk(tool: str, port: int, *args: str, caller: str = CALLER, files=()) -> subprocess.CompletedProcess:
-    return subprocess.run([tool, "-aet", caller, "-aec", "SIVRTEST", *args, "127.0.0.1", str(port), *map(str, files)],
+    return subprocess.run([tool, "-aet", caller, "-aec", SCP, *args, "127.0.0.1", str(port), *map(str, files)],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -105,7 +100,7 @@ def test_ct_sent_in_two_associations_grows_one_series(archive):
 def pynetdicom_find(port: int, level: str, **keys) -> list:
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SIVRTEST")
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
     assert assoc.is_established
     query = pydicom.Dataset()
     query.QueryRetrieveLevel = level
@@ -120,7 +115,7 @@ def pynetdicom_find(port: int, level: str, **keys) -> list:
 def _store(port: int, ds, abort: bool = False) -> int:
     ae = AE(ae_title="BADPEER")
     ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title="SIVRTEST")
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
     assert assoc.is_established
     status = assoc.send_c_store(ds)
     if abort:
@@ -235,7 +230,7 @@ def test_the_listener_answers_without_nagle_delays(archive):
 
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    association = ae.associate("127.0.0.1", archive.dicom_port, ae_title="SIVRTEST")
+    association = ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP)
     try:
         assert association.is_established
         server = archive.app.extensions["sivr_dimse"].servers[0]

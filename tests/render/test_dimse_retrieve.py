@@ -28,12 +28,11 @@ from pynetdicom.sop_class import (
 
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, init_deployment
 from shared.audit_export import atna_event
+from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, open_archive
 from tests.render.synthetic import dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "demo_data" / "ct-chest-100"
-CALLER = "MODALITY"
-SCP = "SIVRTEST"
 pytestmark = pytest.mark.skipif(shutil.which("getscu") is None or shutil.which("storescp") is None,
                                 reason="dcmtk (getscu, movescu, storescp) absent")
 
@@ -43,13 +42,11 @@ def retrieval(make_node, tmp_path):
     """A node with two C-MOVE destinations: BITEXACT (a storescp accepting JPEG 2000 lossless) and
     PLAIN (a storescp accepting uncompressed syntaxes only); short timeouts, 4 associations at most."""
     ports = {"BITEXACT": free_port(), "PLAIN": free_port()}
-    port = free_port()
     down = f"DOWN=127.0.0.1:{free_port()}"  # nothing listens there
-    harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER, "BADPEER"],
-                        dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
-                        dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
-                        dicom__dimse_timeout_s=5.0)
-    harness.dicom_port = port
+    harness = open_archive(make_node, [CALLER, "BADPEER"],
+                           dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
+                           dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
+                           dicom__dimse_timeout_s=5.0)
     harness.destinations = {}
     scps = []
     for title, dest_port in ports.items():
@@ -65,10 +62,7 @@ def retrieval(make_node, tmp_path):
     for scp in scps:
         scp.terminate()
         scp.wait(10)
-    harness.app.extensions["sivr_dimse"].stop()
-    harness.registry.shutdown()
-    harness.app.extensions["sivr_view_audit"].close()
-    harness.app.extensions["sivr_node"].decoder.close()
+    close_archive(harness)
 
 
 def wait_port(port: int) -> None:
@@ -206,24 +200,7 @@ def outcome(status) -> tuple[int, int, int, int]:
 def pynetdicom_get(port: int, syntaxes: list[str], level: str, model=StudyRootQueryRetrieveInformationModelGet,
                    cancel_after: int | None = None, **keys) -> tuple[tuple[int, int, int, int], dict[str, bytes]]:
     """A C-GET receiving CT instances in `syntaxes` only: its final status and what arrived, by SOP Instance UID."""
-    stored: dict[str, bytes] = {}
-
-    def on_store(event):
-        stored[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(include_meta=False)
-        return 0x0000
-
-    ae = AE(ae_title=CALLER)
-    ae.add_requested_context(model)
-    ae.add_requested_context(CTImageStorage, syntaxes)
-    assoc = ae.associate("127.0.0.1", port, ae_title=SCP, ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert assoc.is_established
-    last = None
-    for index, (status, _) in enumerate(assoc.send_c_get(identifier(level, **keys), model)):
-        last = status
-        if cancel_after is not None and index + 1 == cancel_after:
-            assoc.send_c_cancel(1, query_model=model)
-    assoc.release()
+    last, stored = c_get(port, identifier(level, **keys), [(CTImageStorage, syntaxes)], model, cancel_after)
     return outcome(last), stored
 
 

@@ -25,12 +25,11 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     BasicTextSRStorage,
     EncapsulatedPDFStorage,
     StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     VideoEndoscopicImageStorage,
 )
@@ -41,24 +40,18 @@ from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.series_analysis import analyse_files, journal_entry
 from daemons.render.ingest.upload_checks import Limits, check_upload
 from daemons.render.store.manifest import Manifest
+from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, open_archive
 from tests.render.synthetic import dataset, new_instance, to_bytes
 
-CALLER = "MODALITY"
-SCP = "SIVRTEST"
 PRIVATE_SYNTAX = "1.2.826.0.1.3680043.9.7433.99.1"  # a vendor's private syntax: nobody can decode it
 WADO = "/dicomweb/studies"
 
 
 @pytest.fixture
 def archive(make_node):
-    port = free_port()
-    harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER])
-    harness.dicom_port = port
+    harness = open_archive(make_node)
     yield harness
-    harness.app.extensions["sivr_dimse"].stop()
-    harness.registry.shutdown()
-    harness.app.extensions["sivr_view_audit"].close()
-    harness.app.extensions["sivr_node"].decoder.close()
+    close_archive(harness)
 
 
 def video(syntax: str, series: str | None = None, study: str | None = None) -> Dataset:
@@ -166,27 +159,13 @@ def find_instances(port: int, **keys) -> list[Dataset]:
 
 def get_series(port: int, study: str, series: str, syntaxes: list[str],
                sop_classes=(VideoEndoscopicImageStorage,)) -> tuple[int, dict[str, bytes]]:
-    """C-GET of a series receiving `sop_classes` instances in `syntaxes`: final status, data sets by UID."""
-    arrived: dict[str, bytes] = {}
-
-    def on_store(event):
-        arrived[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(include_meta=False)
-        return 0x0000
-
-    ae = AE(ae_title=CALLER)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for sop_class in sop_classes:
-        for syntax in syntaxes:
-            ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate("127.0.0.1", port, ae_title=SCP,
-                         ext_neg=[build_role(sop_class, scp_role=True) for sop_class in sop_classes],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert assoc.is_established
+    """C-GET of a series receiving `sop_classes` instances in `syntaxes` (a context for each pair, so
+    the node may send each instance in its own): final status, data sets by UID."""
     query = Dataset()
     query.QueryRetrieveLevel, query.StudyInstanceUID, query.SeriesInstanceUID = "SERIES", study, series
-    statuses = [status.Status for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)]
-    assoc.release()
-    return statuses[-1], arrived
+    contexts = [(sop_class, [syntax]) for sop_class in sop_classes for syntax in syntaxes]
+    last, arrived = c_get(port, query, contexts)
+    return last.Status, arrived
 
 
 def test_listener_accepts_every_known_syntax_decodable_first():
@@ -394,9 +373,7 @@ def wait_port(port: int) -> None:
 @pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk (storescp) absent")
 def test_c_move_sends_it_in_its_own_syntax_or_fails_cleanly(make_node, tmp_path):
     ports = {"VIDEO": free_port(), "PLAIN": free_port()}
-    port = free_port()
-    harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER],
-                        dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()])
+    harness = open_archive(make_node, dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()])
     scps = []
     try:
         for title, dest_port in ports.items():
@@ -415,7 +392,7 @@ def test_c_move_sends_it_in_its_own_syntax_or_fails_cleanly(make_node, tmp_path)
         query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", mpeg2.StudyInstanceUID
         final = {}
         for title in ports:
-            assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+            assoc = ae.associate("127.0.0.1", harness.dicom_port, ae_title=SCP)
             assert assoc.is_established
             final[title] = [status.Status for status, _ in
                             assoc.send_c_move(query, title, StudyRootQueryRetrieveInformationModelMove)][-1]
@@ -428,7 +405,4 @@ def test_c_move_sends_it_in_its_own_syntax_or_fails_cleanly(make_node, tmp_path)
         for scp in scps:
             scp.terminate()
             scp.wait(10)
-        harness.app.extensions["sivr_dimse"].stop()
-        harness.registry.shutdown()
-        harness.app.extensions["sivr_view_audit"].close()
-        harness.app.extensions["sivr_node"].decoder.close()
+        close_archive(harness)

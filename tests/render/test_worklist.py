@@ -10,15 +10,13 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from daemons.deployment import free_port
 from daemons.render.models import upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
 from shared.receipts import Expected, verify_receipt
 from tests.render.conftest import close_node
+from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
 from tests.render.synthetic import dataset, to_bytes
-
-CALLER = "MODALITY"
 
 
 def _patient(ds, name="DOE^JANE", patient_id="INS-0042", birth="19610412"):
@@ -31,19 +29,16 @@ def _patient(ds, name="DOE^JANE", patient_id="INS-0042", birth="19610412"):
 
 @pytest.fixture
 def archive(make_node):
-    port = free_port()
-    harness = make_node(dicom__port=port, dicom__ae_title="SIVRTEST", dicom__allowed_callers=[CALLER])
-    harness.dicom_port = port
+    harness = open_archive(make_node)
     yield harness
     if not getattr(harness, "closed", False):
-        harness.app.extensions["sivr_dimse"].stop()
-        close_node(harness)
+        close_archive(harness)
 
 
 def c_store(port: int, datasets) -> None:
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title="SIVRTEST")
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
     assert assoc.is_established
     try:
         for ds in datasets:
@@ -138,8 +133,7 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
     received = received_series(archive)
     uploaded = archive.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.93")))]).get_json()["id"]
     root, institution = archive.root, archive.institution_id
-    archive.app.extensions["sivr_dimse"].stop()
-    close_node(archive)
+    close_archive(archive)
     archive.closed = True
     with sqlite3.connect(root / "render.db") as db:  # back to schema 1, as the previous release made it
         for (index,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '%filed%'"):
