@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import requests
 
 from daemons.demo import start_deployment
 
@@ -24,15 +25,22 @@ REPO = Path(__file__).resolve().parents[1]
 SLICES = 20
 
 
-def _viewer(deployment, url: str, record_id: str, stop: threading.Event, latencies: list[float]) -> None:
+def _viewer(deployment, url: str, record_id: str, stop: threading.Event, latencies: list[float],
+            errors: list[str]) -> None:
+    """Ask frames back to back; a failed request is counted in `errors` and the viewer goes on."""
     session = deployment.client("physician").session
     while not stop.is_set():
         index, center = random.randrange(SLICES), random.randint(-500, 500)  # a new window: no cached image
         started = time.perf_counter()
-        reply = session.get(f"{url}/api/v1/records/{record_id}/frames/{index}?window={center},400&format=jpeg",
-                            timeout=60)
+        try:
+            reply = session.get(f"{url}/api/v1/records/{record_id}/frames/{index}?window={center},400&format=jpeg",
+                                timeout=60)
+        except requests.RequestException as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
         latencies.append(time.perf_counter() - started)
-        reply.raise_for_status()
+        if not reply.ok:
+            errors.append(f"{reply.status_code}: {reply.text[:200]}")
 
 
 def _uploader(deployment, url: str, files, stop: threading.Event, durations: list[float]) -> None:
@@ -60,8 +68,8 @@ def main() -> None:
         client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,))
         time.sleep(3)
         for uploaders in (0, args.uploaders):
-            stop, latencies, durations = threading.Event(), [], []
-            threads = [threading.Thread(target=_viewer, args=(deployment, url, record_id, stop, latencies))
+            stop, latencies, durations, errors = threading.Event(), [], [], []
+            threads = [threading.Thread(target=_viewer, args=(deployment, url, record_id, stop, latencies, errors))
                        for _ in range(args.viewers)]
             threads += [threading.Thread(target=_uploader, args=(deployment, url, files, stop, durations))
                         for _ in range(uploaders)]
@@ -73,8 +81,9 @@ def main() -> None:
                 thread.join()
             p50, p95 = np.percentile(latencies, [50, 95]) * 1000
             upload = f"{statistics.median(durations):.2f} s median over {len(durations)}" if durations else "none"
-            print(f"{uploaders} uploaders: {len(latencies)} frames, p50 {p50:.1f} ms, p95 {p95:.1f} ms; "
-                  f"uploads: {upload}", flush=True)
+            print(f"{uploaders} uploaders: {len(latencies)} frames, p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+                  f"{len(errors)} errors{' (first: ' + errors[0] + ')' if errors else ''}; uploads: {upload}",
+                  flush=True)
     finally:
         deployment.stop()
 
