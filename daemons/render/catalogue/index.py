@@ -213,7 +213,7 @@ def stored_headers(store, record_id: str, manifest: Manifest) -> list[InstanceHe
     """Headers of every file of a stored record, read back from the store (for records whose
     manifest predates the catalogue), stored-only ones included. Pixel data is not parsed."""
     headers = []
-    for info in (*manifest.files, *manifest.stored_only):
+    for info in manifest.every_file:
         raw = store.read_file(record_id, info.blob, info.sha256, verify=False)
         headers.append(InstanceHeader(dcmread(io.BytesIO(raw), stop_before_pixels=True, force=True),
                                       info.sha256, info.blob))
@@ -225,7 +225,7 @@ def refresh_series(store, cat: CatalogueModels, record_id: str, manifest: Manife
     shared store); only their headers are read. Returns how many files were read."""
     known = {row.blob for row in cat.Instance.select(cat.Instance.blob).where(cat.Instance.series == record_id)}
     headers = []
-    for info in (*manifest.files, *manifest.stored_only):
+    for info in manifest.every_file:
         if info.blob in known:
             continue
         raw = store.read_file(record_id, info.blob, info.sha256, verify=False)

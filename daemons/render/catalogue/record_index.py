@@ -66,7 +66,7 @@ class RecordIndex:
             return
         series = self.models.catalogue.Series
         row = series.get_or_none(series.id == record_id)
-        if first and row is not None and row.instance_count < len(manifest.files) + len(manifest.stored_only):
+        if first and row is not None and row.instance_count < len(manifest.every_file):
             self.changed(record_id, manifest)
 
     def changed(self, record_id: str, manifest: Manifest) -> None:

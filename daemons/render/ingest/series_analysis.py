@@ -256,14 +256,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "slice_spacing": _slice_spacing(files, first),
         "slice_thickness": slice_thickness(first),
         "default_window": None if layout.is_color else _default_window(first),
-        "study_uid": _text(first, "StudyInstanceUID"),
-        "series_uid": _text(first, "SeriesInstanceUID"),
-        "frame_of_reference_uid": _text(first, "FrameOfReferenceUID"),
-        "patient_name": _text(first, "PatientName"),
-        "patient_id_dicom": _text(first, "PatientID"),
-        "patient_birth_date": _text(first, "PatientBirthDate"),
-        "study_date": _text(first, "StudyDate"),
-        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
+        **_header_meta(first),
         "size_bytes": total,
         **slice_table(orientation, [(f.instance, p, f.thickness) for f in files for p in f.frame_positions]),
         "stored_only": len(stored_only),
@@ -286,6 +279,20 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         meta, render, [_file_json(f) for f in files], [_file_json(f) for f in stored_only]))
 
 
+def _header_meta(first: Dataset) -> dict[str, str]:
+    """RecordMeta's facts read from the series' first file: its study, series and patient."""
+    return {
+        "study_uid": _text(first, "StudyInstanceUID"),
+        "series_uid": _text(first, "SeriesInstanceUID"),
+        "frame_of_reference_uid": _text(first, "FrameOfReferenceUID"),
+        "patient_name": _text(first, "PatientName"),
+        "patient_id_dicom": _text(first, "PatientID"),
+        "patient_birth_date": _text(first, "PatientBirthDate"),
+        "study_date": _text(first, "StudyDate"),
+        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
+    }
+
+
 NO_IMAGE = Layout(rows=0, columns=0, samples=1, bits_allocated=8, bits_stored=8, pixel_representation=0,
                   photometric="", float_modality=False)  # the layout of a series of non-image objects only
 
@@ -303,12 +310,7 @@ def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
         "frames": 0, "modality": _text(first, "Modality"), "photometric": layout.photometric,
         "bits_stored": layout.bits_stored, "pixel_spacing": pixel_spacing(first)[0], "warnings": [],
         "slice_spacing": None, "slice_thickness": None, "default_window": None,
-        **{key: _text(first, keyword) for key, keyword in (
-            ("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"),
-            ("frame_of_reference_uid", "FrameOfReferenceUID"), ("patient_name", "PatientName"),
-            ("patient_id_dicom", "PatientID"), ("patient_birth_date", "PatientBirthDate"),
-            ("study_date", "StudyDate"))},
-        "description": _text(first, "SeriesDescription") or _text(first, "StudyDescription"),
+        **_header_meta(first),
         "size_bytes": total, "stack_direction": None, "stored_only": len(files),
     }
     render = {

@@ -317,7 +317,7 @@ class Ingest:
         # frames found unshowable when they arrived stay so (record frame index -> reason; files in frame order)
         bad = manifest.render.bad_frame_messages()
         start = 0
-        for info in (*manifest.files, *manifest.stored_only):
+        for info in manifest.every_file:
             blob = info.blob
             raw = node.store.read_file(record_id, blob, info.sha256)
             parsed = parse_stored_file(info.name or f"{blob:06d}", raw, node.limits)

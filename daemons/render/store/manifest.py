@@ -288,6 +288,11 @@ class Manifest:
     # it: a series keeps its record id while it grows, so nothing parsed may be keyed by the id alone.
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
+    @property
+    def every_file(self) -> tuple[FileEntry, ...]:
+        """The renderable files, then the stored-only ones: every instance the series holds."""
+        return (*self.files, *self.stored_only)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         """Read any stored version (the unversioned form is version 1) into the current form.
@@ -308,7 +313,7 @@ class Manifest:
 
         An entry naming a blob the manifest lists already is skipped: a journal part left behind
         by an interrupted compaction holds files the new base has taken in."""
-        known = {entry.blob for entry in (*self.files, *self.stored_only)}
+        known = {entry.blob for entry in self.every_file}
         entries = [entry for entry in entries if entry.file.blob not in known]
         if not entries:
             return self
