@@ -212,6 +212,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
+    if args.dicom_fd is not None:
+        from daemons.render.dimse.listener import DICOM_FD_ENV
+
+        if args.layer != "render":
+            print(f"sivr: --dicom-fd is for render nodes, not the {args.layer} layer", file=sys.stderr)
+            return 2
+        os.environ[DICOM_FD_ENV] = str(args.dicom_fd)  # read by the listener in the worker gunicorn forks
     if args.layer == "render":
         # Compile the kernels into numba's disk cache now: gunicorn reports READY to systemd once
         # it listens, before its worker loads the app, which then only loads them from the cache.
@@ -342,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--listen-fd", type=int, metavar="FD",
                    help="serve on this inherited socket, already bound to the config's address")
+    p.add_argument("--dicom-fd", type=int, metavar="FD",
+                   help="render nodes: serve DICOM on this inherited socket, already bound to dicom.port")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")

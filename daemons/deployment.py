@@ -9,6 +9,7 @@ HTTP/2; daemons/front.py) in front of gunicorn on a loopback port; one without, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -217,11 +218,13 @@ def init_deployment(
         return next_extra_port - 1
 
     next_dicom_port = DICOM_PORT
+    dicom_host = host if ":" not in host else "127.0.0.1"
 
     def dicom_port() -> int:
         nonlocal next_dicom_port
         if pick_free_ports:
-            return free_port(fronts.bind_host(host))
+            loopback = fronts.bind_host(dicom_host)
+            return hold_free_port(loopback) if hold_ports else free_port(loopback)
         next_dicom_port += 1
         return next_dicom_port - 1
 
@@ -298,7 +301,7 @@ def init_deployment(
                 "node": {"institution_id": inst_id, "name": node_name,
                          "receipt_key": f"keys/{node_name}.receipt.pem"},
                 **store_values,
-                "dicom": {"port": dicom_port(), "host": host if ":" not in host else "127.0.0.1",
+                "dicom": {"port": dicom_port(), "host": dicom_host,
                           "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
             (data / node_name / "store").mkdir(parents=True, exist_ok=True)
@@ -381,23 +384,28 @@ class LocalDeployment:
 
     def start_instance(self, instance: Instance) -> None:
         """Start one daemon on a socket bound here and inherited (see listening_socket), and its front.
+        A render node's DICOM port is handed over the same way.
 
         `-P`: the folder this process runs in stays off the daemon's import path (cli.gunicorn_argv).
         """
         if self.layout.front:
             fronts.nginx_binary()  # refused before the daemon starts, never leaving it running unfronted
         self.log_path(instance.name).parent.mkdir(exist_ok=True)
-        server = get_layer(instance.layer).load_config(instance.config)["server"]
-        host = fronts.bind_host(server["host"])
-        with listening_socket(host, server["port"]) as sock, open(self.log_path(instance.name), "ab") as log:
+        config = get_layer(instance.layer).load_config(instance.config)
+        server = config["server"]
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(listening_socket(fronts.bind_host(server["host"]), server["port"]))
+            argv = [sys.executable, "-P", "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config,
+                    "--listen-fd", str(sock.fileno())]
+            inherited = [sock.fileno()]
+            if instance.layer == "render" and config["dicom"]["port"]:
+                dicom = stack.enter_context(listening_socket(fronts.bind_host(config["dicom"]["host"]),
+                                                             config["dicom"]["port"]))
+                argv += ["--dicom-fd", str(dicom.fileno())]
+                inherited.append(dicom.fileno())
+            log = stack.enter_context(open(self.log_path(instance.name), "ab"))
             self.processes[instance.name] = subprocess.Popen(
-                [sys.executable, "-P", "-m", "daemons.cli", "serve", instance.layer, "--config", instance.config,
-                 "--listen-fd", str(sock.fileno())],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=(sock.fileno(),),
-            )
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=inherited)
         if self.layout.front:
             self.start_front(instance)
 

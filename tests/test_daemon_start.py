@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
+from pathlib import Path
 
 import pytest
 import requests
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from daemons.deployment import LocalDeployment, init_deployment
+from daemons.deployment import LocalDeployment, dicom_endpoint, init_deployment
 
 
 def _port(url: str) -> int:
@@ -43,6 +49,45 @@ def test_ports_chosen_for_a_deployment_cannot_be_taken_before_it_starts(tmp_path
             intruder.listen()
         with LocalDeployment(layout, layers=("web",)) as deployment:
             assert requests.get(f"{deployment.url('web')}/healthz", verify=deployment.ca_cert, timeout=10).ok
+
+
+def _echo(port: int, title: str) -> bool:
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=title)
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0x0000
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_render_nodes_dicom_port_is_held_until_it_serves_and_survives_a_worker_restart(tmp_path):
+    """The DICOM port was chosen free and bound by the node's worker seconds later: in CI another
+    test's process took it in between, and the node died at start with "Address already in use".
+    Now it is held from the choice and handed to the node (`sivr serve --dicom-fd`)."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
+    endpoint = dicom_endpoint(layout.first("render"))
+    port, title = int(endpoint["port"]), endpoint["ae_title"]
+    with socket.socket() as intruder:  # as pynetdicom binds: SO_REUSEADDR
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError):
+            intruder.bind(("127.0.0.1", port))
+    with LocalDeployment(layout, layers=("render",)) as deployment:
+        assert _echo(port, title)
+        master = deployment.processes["render-1-1"].pid
+        (worker,) = _children(master)
+        os.kill(worker, signal.SIGKILL)  # gunicorn starts another worker, which serves the same socket
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _children(master) not in ([], [worker]) and _echo(port, title):
+                break
+            time.sleep(0.3)
+        assert _echo(port, title), "a restarted worker serves DICOM again"
 
 
 def test_a_port_taken_before_the_start_is_named_before_any_daemon_starts(tmp_path):

@@ -14,7 +14,10 @@ speaks DICOM TLS (`daemons.render.dimse.tls`). Conformance: docs/conformance.md.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,6 +65,11 @@ from shared.metrics import app_metrics
 
 log = logging.getLogger(__name__)
 DIMSE_EXTENSION = "sivr_dimse"
+# The file descriptor of a socket already bound to `dicom.port`, inherited from whoever started the
+# node (`sivr serve --dicom-fd`): the listener serves on it instead of binding the port itself, so
+# that nothing can take the port between the launcher choosing it and the node starting. The
+# gunicorn master keeps its copy, so a worker it restarts serves on the same socket.
+DICOM_FD_ENV = "SIVR_DICOM_FD"
 
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -109,6 +117,23 @@ def status_of(error: UploadError) -> int:
     return CANNOT_UNDERSTAND
 
 
+class InheritedSocketServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, on a socket bound by someone else (DICOM_FD_ENV) rather than
+    one it binds: only `server_bind` differs, taking the socket's options as pynetdicom sets them."""
+
+    def __init__(self, *args: Any, inherited: socket.socket, **kwargs: Any):
+        self._inherited = inherited
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.socket is not None:  # the one socketserver made, never bound
+            self.socket.close()
+        self.socket = self._inherited
+        if self.ae.network_timeout is not None:
+            self.socket.settimeout(self.ae.network_timeout)
+        self.server_address = self.socket.getsockname()
+
+
 class Listener:
     """A node's DICOM listener: one pynetdicom AE serving `dicom.port` (plain) and/or `dicom.tls_port`
     (DICOM TLS), each a server in background threads, with the same callers, services and limits."""
@@ -154,7 +179,11 @@ class Listener:
         ]
         self.servers: list[ThreadedAssociationServer] = []
         if self.port:
-            self.port = self._serve(ae, self.port, handlers, None)
+            inherited = os.environ.get(DICOM_FD_ENV)
+            if inherited:
+                self.port = self._serve_inherited(ae, int(inherited), handlers)
+            else:
+                self.port = self._serve(ae, self.port, handlers, None)
         if self.tls_port:
             self.tls_port = self._serve(ae, self.tls_port, handlers, dimse_tls.server_context(config))
 
@@ -164,6 +193,19 @@ class Listener:
         assert server is not None, "a non-blocking start_server returns its server"
         self.servers.append(server)
         return int(server.server_address[1])
+
+    def _serve_inherited(self, ae: AE, fd: int, handlers: list[EventHandlerType]) -> int:
+        """Serve `dicom.port` on the inherited socket `fd` (DICOM_FD_ENV), in a thread as `_serve` does."""
+        sock = socket.socket(fileno=os.dup(fd))  # the inherited descriptor stays for a restarted worker
+        bound = sock.getsockname()
+        if bound[1] != self.port:
+            sock.close()
+            raise ConfigError(f"{DICOM_FD_ENV}={fd} is bound to port {bound[1]}, not dicom.port {self.port}")
+        server = ae.make_server((self.host, self.port), evt_handlers=handlers,
+                                server_class=InheritedSocketServer, inherited=sock)
+        threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{self.port}", daemon=True).start()
+        self.servers.append(server)
+        return self.port
 
     @staticmethod
     def _limit_waits(event: Any) -> None:
