@@ -120,4 +120,7 @@ KEYS = (
     Key("decode", "cpu_s", 30, "CPU seconds one file may take to decode in a worker (RLIMIT_CPU)."),
     Key("decode", "timeout_s", 30.0,
         "Wall-clock seconds one file may take in a decode worker before the worker is killed and replaced."),
+    Key("decode", "nice", 10,
+        "Scheduling niceness the decode workers add to their own (0 to 19): when the cores are busy, "
+        "rendering for viewers goes first and uploads' checks take what is left."),
 )

@@ -38,6 +38,10 @@ def _allocate(mib: int) -> int:
     return int(np.ones(mib * 2**20, dtype=np.uint8).sum())
 
 
+def _niceness() -> int:
+    return os.nice(0)
+
+
 def _panic() -> None:
     from rle.rle import decode_segment
 
@@ -46,7 +50,7 @@ def _panic() -> None:
 
 @pytest.fixture
 def pool():
-    the_pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=2, timeout_s=3.0))
+    the_pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=2, timeout_s=3.0, nice=5))
     yield the_pool
     the_pool.close()
 
@@ -70,9 +74,15 @@ def test_a_failing_job_costs_one_worker(pool, job, args, reason):
         assert pool.call(_pid) != first and pool.stats()["replaced"] == 1
 
 
+def test_workers_yield_the_cores_to_the_node(pool):
+    """Uploads' checks run below the node's priority (decode.nice), so that on busy cores the
+    viewers' rendering in the node is scheduled first (bench/upload_interference.py)."""
+    assert pool.call(_niceness) == min(os.nice(0) + 5, 19)
+
+
 def test_cpu_time_is_limited_per_job():
     """RLIMIT_CPU counts from each job's start, so a long-lived worker is not killed for its past work."""
-    pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=1, timeout_s=120.0))
+    pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=1, timeout_s=120.0, nice=0))
     try:
         first = pool.call(_pid)
         for _ in range(3):

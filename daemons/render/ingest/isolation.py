@@ -11,7 +11,8 @@ itself at start: RLIMIT_AS caps its address space at its idle size plus `decode.
 before every job RLIMIT_CPU is set to the CPU time used so far plus `decode.cpu_s` (SIGXCPU then
 ends it). The caller waits at most `decode.timeout_s` of wall-clock time per file, then kills the
 worker. Decoding here also keeps uploads' CPU work out of the process that serves viewers (the
-node's threads only wait on a pipe meanwhile).
+node's threads only wait on a pipe meanwhile), and the workers lower their own priority
+(`decode.nice`), so that on busy cores the viewers' rendering is scheduled first.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ class IsolationLimits:
     memory_mb: int
     cpu_s: int
     timeout_s: float
+    nice: int
 
     @classmethod
     def from_config(cls, config) -> IsolationLimits:
         section = config["decode"]
-        return cls(section["workers"], section["memory_mb"], section["cpu_s"], float(section["timeout_s"]))
+        return cls(section["workers"], section["memory_mb"], section["cpu_s"], float(section["timeout_s"]),
+                   section["nice"])
 
 
 class IsolatedFailure(Exception):
@@ -71,9 +74,10 @@ def _cpu_used() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _serve(conn: Connection, memory_mb: int, cpu_s: int) -> None:
+def _serve(conn: Connection, memory_mb: int, cpu_s: int, nice: int) -> None:
     """A worker's loop: limit itself, then run jobs until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node (or gunicorn) ends workers, not a terminal's ^C
+    os.nice(nice)
     limit = _address_space() + memory_mb * MIB
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -113,7 +117,7 @@ def _exit_reason(exitcode: int | None, limits: IsolationLimits) -> str:
 class _Worker:
     def __init__(self, context, limits: IsolationLimits):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, limits.memory_mb, limits.cpu_s),
+        self.process = context.Process(target=_serve, args=(child, limits.memory_mb, limits.cpu_s, limits.nice),
                                        name="sivr-decode", daemon=True)
         self.process.start()
         child.close()
