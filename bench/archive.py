@@ -383,6 +383,11 @@ def bench_cfind(sivr: Sivr, rounds: int) -> None:
     from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+    from daemons.render.dimse.listener import set_protocol_logging
+
+    # the client is a stand-in for a PACS or a workstation: it does not dump each answer to text for a
+    # log nobody reads (dcmtk's findscu does not either), or it would measure pynetdicom, not the node
+    set_protocol_logging("info")
     ae = AE(ae_title=CALLING)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     association = ae.associate("127.0.0.1", sivr.dicom_port, ae_title=SIVR_AET)

@@ -17,6 +17,7 @@ from pynetdicom.sop_class import (
 )
 
 from daemons.deployment import free_port
+from daemons.render.dimse.listener import set_protocol_logging
 from daemons.render.ingest.service import series_record_id
 from daemons.render.models import upgrade
 from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
@@ -240,3 +241,27 @@ def test_the_listener_answers_without_nagle_delays(archive):
             assert assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         association.release()
+
+
+def test_answers_are_described_for_the_log_only_at_debug_level(archive, monkeypatch):
+    """pynetdicom dumps every C-FIND answer's data set to text (and every PDU and DIMSE message) even
+    when its logger throws the text away: a third of a many-answer search's time. The node (at
+    info level here) has it do so only when it logs at debug level."""
+    described = []
+    monkeypatch.setattr("pynetdicom.service_class.pretty_dataset", lambda ds: described.append(ds) or [])
+    sent = dcmtk("storescu", archive.dicom_port, "-xv", files=ct_files()[:3])
+    assert sent.returncode == 0, sent.stderr
+
+    def answers_described() -> int:
+        described.clear()
+        images = pynetdicom_find(archive.dicom_port, "IMAGE", StudyInstanceUID="", SeriesInstanceUID="",
+                                 SOPInstanceUID="")
+        assert len(images) == 3
+        return len([ds for ds in described if ds.get("SOPInstanceUID")])
+
+    assert answers_described() == 0
+    try:
+        set_protocol_logging("debug")
+        assert answers_described() == 3
+    finally:
+        set_protocol_logging("info")
