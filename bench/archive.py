@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_2d import Server, Setup, pct, run_clients, start_orthanc  # noqa: E402
 from bench.bench_2d_data import derived_series  # noqa: E402
-from daemons.deployment import free_port  # noqa: E402
+from daemons.deployment import free_port, free_ports  # noqa: E402
 from daemons.render.catalogue.index import InstanceHeader, index_series  # noqa: E402
 from daemons.render.ingest.service import series_record_id  # noqa: E402
 from daemons.render.models import make_models, upgrade  # noqa: E402
@@ -70,7 +70,7 @@ class Sivr:
 
     def __init__(self, setup: Setup, name: str, complete_s: float = 60.0):
         self.setup = setup
-        self.dicom_port, port = free_port(), free_port()
+        self.dicom_port, port = free_ports(2)
         values = setup.values(name, port, tls=False)
         values["dicom"] = {"port": self.dicom_port, "ae_title": SIVR_AET, "allowed_callers": [CALLING],
                            "series_complete_s": complete_s}

@@ -3,7 +3,9 @@
 Shows whether uploads slow viewers down: decoding uploads in isolated worker processes should
 leave the node's threads (and its GIL) to the viewers. About a minute:
 
-    python -m bench.upload_interference [--viewers 8] [--uploaders 2] [--seconds 20]
+    python -m bench.upload_interference [--viewers 8] [--uploaders 2] [--seconds 20] [--decode-nice N]
+
+`--decode-nice` sets the node's `decode.nice` (the upload checkers' niceness; default: the config's).
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import statistics
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import requests
 
 from daemons.demo import start_deployment
+from daemons.deployment import Layout
+from daemons.layers import get_layer
+from shared.config import render_config_toml
 
 REPO = Path(__file__).resolve().parents[1]
 SLICES = 20
@@ -53,14 +59,27 @@ def _uploader(deployment, url: str, files, stop: threading.Event, durations: lis
         reply.raise_for_status()
 
 
+def _set_decode_nice(nice: int):
+    def configure(layout: Layout) -> None:
+        for instance in layout.by_layer("render"):
+            path = Path(instance.config)
+            values = tomllib.loads(path.read_text())
+            values["decode"] = {**values.get("decode", {}), "nice": nice}
+            path.write_text(render_config_toml("render", get_layer("render").keys, values))
+
+    return configure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--viewers", type=int, default=8)
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--decode-nice", type=int)
     args = parser.parse_args()
     files = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[:SLICES]]
-    deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment")
+    configure = None if args.decode_nice is None else _set_decode_nice(args.decode_nice)
+    deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment", before_start=configure)
     try:
         client, url = deployment.client("physician"), deployment.url("render-1-1")
         record_id = client.call("POST", f"{url}/api/v1/records", timeout=300, files=[

@@ -98,11 +98,20 @@ class ObjectStore:
     ca_file: str = ""
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different ports free now, all bound at once (ports chosen one after another may
+    repeat: the kernel can hand the port just released out again). Anything may take them before
+    the caller binds them (see hold_free_port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(_new_socket(host)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now; anything may take it before the caller binds it (see hold_free_port)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 # Ports chosen by hold_free_port, kept bound by this process until LocalDeployment hands each to

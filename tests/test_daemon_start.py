@@ -13,7 +13,7 @@ import requests
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from daemons.deployment import LocalDeployment, dicom_endpoint, init_deployment
+from daemons.deployment import LocalDeployment, dicom_endpoint, free_ports, init_deployment
 
 
 def _port(url: str) -> int:
@@ -115,3 +115,10 @@ def test_instances_leave_no_shared_gunicorn_control_socket(tmp_path, monkeypatch
         for layer in ("toplevel", "web"):
             assert requests.get(f"{deployment.url(layer)}/healthz", verify=deployment.ca_cert, timeout=10).ok
         assert not (home / ".gunicorn").exists()
+
+
+def test_ports_chosen_together_all_differ():
+    """Ports chosen one after another may repeat (the kernel can hand out the port just released):
+    a node got the same free port for dicom.port and dicom.tls_port and refused to start."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64

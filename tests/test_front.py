@@ -25,7 +25,7 @@ import urllib3
 
 from daemons import front as fronts
 from daemons.demo import new_user
-from daemons.deployment import free_port
+from daemons.deployment import free_ports
 from daemons.layers import get_layer
 from shared.tls import create_ca, issue_server_cert
 from tests.render.synthetic import stack
@@ -270,8 +270,8 @@ def lone_front(tmp_path):
     create_ca(tmp_path / "ca.pem", tmp_path / "ca.key")
     issue_server_cert(tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "server.pem", tmp_path / "server.key",
                       ["127.0.0.1"])
-    port = free_port()
-    conf = fronts.write_config(tmp_path, fronts.Front("lone", "127.0.0.1", port, free_port(),
+    port, backend = free_ports(2)
+    conf = fronts.write_config(tmp_path, fronts.Front("lone", "127.0.0.1", port, backend,
                                                       "../server.pem", "../server.key", 16))
     run = tmp_path / "run"
     run.mkdir()

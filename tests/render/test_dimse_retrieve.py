@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, init_deployment
+from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, free_ports, init_deployment
 from shared.audit_export import atna_event
 from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, open_archive
 from tests.render.synthetic import dataset, to_bytes
@@ -41,8 +41,9 @@ pytestmark = pytest.mark.skipif(shutil.which("getscu") is None or shutil.which("
 def retrieval(make_node, tmp_path):
     """A node with two C-MOVE destinations: BITEXACT (a storescp accepting JPEG 2000 lossless) and
     PLAIN (a storescp accepting uncompressed syntaxes only); short timeouts, 4 associations at most."""
-    ports = {"BITEXACT": free_port(), "PLAIN": free_port()}
-    down = f"DOWN=127.0.0.1:{free_port()}"  # nothing listens there
+    bitexact, plain, nobody = free_ports(3)
+    ports = {"BITEXACT": bitexact, "PLAIN": plain}
+    down = f"DOWN=127.0.0.1:{nobody}"  # nothing listens there
     harness = open_archive(make_node, [CALLER, "BADPEER"],
                            dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
                            dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from daemons.deployment import free_port
+from daemons.deployment import free_port, free_ports
 from shared.config import ConfigError
 from shared.tls import create_ca, issue_server_cert
 from tests.render.test_dimse_retrieve import CALLER, CT, SCP, originals, received, wait_port
@@ -67,8 +67,8 @@ def secure(make_node, pki, tmp_path):
     """A node with a plain and a TLS listener (the HTTPS certificate, as by default), client
     certificates required, and one C-MOVE destination over TLS: a dcmtk storescp with +tls that
     accepts JPEG 2000 lossless (the demo CT's stored syntax, so it receives the stored bytes)."""
-    dest_port = free_port()
-    harness = make_node(dicom__port=free_port(), dicom__tls_port=free_port(), dicom__ae_title=SCP,
+    dest_port, port, tls_port = free_ports(3)
+    harness = make_node(dicom__port=port, dicom__tls_port=tls_port, dicom__ae_title=SCP,
                         dicom__allowed_callers=[CALLER], dicom__tls_ca=pki["ca.pem"],
                         dicom__destinations=[f"SECURE=tls://127.0.0.1:{dest_port}"],
                         dicom__network_timeout_s=20.0, server__tls_cert=pki["node.pem"],
@@ -222,8 +222,8 @@ def test_tls_settings_checked_at_start(make_node, pki):
 
 def test_move_to_a_tls_destination_with_an_untrusted_certificate_sends_nothing(make_node, pki, tmp_path):
     """The destination's certificate is verified: one from another CA fails the move, no instance leaves."""
-    dest_port = free_port()
-    harness = make_node(dicom__port=free_port(), dicom__ae_title=SCP, dicom__allowed_callers=[CALLER],
+    dest_port, port = free_ports(2)
+    harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=[CALLER],
                         dicom__tls_ca=pki["ca.pem"], dicom__destinations=[f"IMPOSTOR=tls://127.0.0.1:{dest_port}"],
                         dicom__tls_cert=pki["node.pem"], dicom__tls_key=pki["node.key"])
     listener = harness.app.extensions["sivr_dimse"]

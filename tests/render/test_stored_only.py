@@ -34,7 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     VideoEndoscopicImageStorage,
 )
 
-from daemons.deployment import free_port
+from daemons.deployment import free_ports
 from daemons.render.dimse.listener import accepted_syntaxes, decodable_syntaxes
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.series_analysis import analyse_files, journal_entry
@@ -372,7 +372,7 @@ def wait_port(port: int) -> None:
 
 @pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk (storescp) absent")
 def test_c_move_sends_it_in_its_own_syntax_or_fails_cleanly(make_node, tmp_path):
-    ports = {"VIDEO": free_port(), "PLAIN": free_port()}
+    ports = dict(zip(("VIDEO", "PLAIN"), free_ports(2), strict=True))
     harness = open_archive(make_node, dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()])
     scps = []
     try:

@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -22,6 +21,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+
+from daemons.deployment import free_ports
 
 PORT_NAMES = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
@@ -37,20 +38,6 @@ def weed_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
-
-
 class SeaweedS3:
     """One SeaweedFS with its S3 gateway; `stop()`/`start()` restart it on the same ports and data."""
 
@@ -59,7 +46,7 @@ class SeaweedS3:
         self.binary = binary
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self.access_key = "SIVR" + secrets.token_hex(8).upper()
         self.secret_key = secrets.token_urlsafe(24)
         identities = {"identities": [{
