@@ -14,7 +14,7 @@ files all or none, so no file is ever half stored.
 
 The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
 RetrieveURL and each refused one in FailedSOPSequence with a FailureReason (the C-STORE status the
-same refusal gets over DIMSE, `daemons.render.dimse.listener.status_of`): 200 when all were stored, 202 when
+same refusal gets over DIMSE, `daemons.render.statuses.status_of`): 200 when all were stored, 202 when
 some were, 409 when none was.
 """
 
@@ -32,10 +32,10 @@ from daemons.render.dicomweb import bp
 from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related
 from daemons.render.dicomweb.syntax import accepted, not_acceptable
 from daemons.render.dicomweb.wado import instance_url, study_url
-from daemons.render.dimse.listener import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import MIB, Limits, ParsedFile, UploadError, check_native
 from daemons.render.node import node
+from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth

@@ -59,6 +59,16 @@ from daemons.render.ingest.service import Actor, Ingest
 from daemons.render.ingest.upload_checks import UploadError
 from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
+from daemons.render.statuses import (
+    CANCEL,
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    PENDING,
+    PROCESSING_FAILURE,
+    SUCCESS,
+    status_of,
+)
 from daemons.render.store.local import StoreFull
 from shared.audit import record_audit
 from shared.config import Config, ConfigError
@@ -71,14 +81,6 @@ DIMSE_EXTENSION = "sivr_dimse"
 # that nothing can take the port between the launcher choosing it and the node starting. The
 # gunicorn master keeps its copy, so a worker it restarts serves on the same socket.
 DICOM_FD_ENV = "SIVR_DICOM_FD"
-
-SUCCESS = 0x0000
-PENDING = 0xFF00
-OUT_OF_RESOURCES = 0xA700
-DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
-FIND_UNABLE = 0xC000
 
 CANDIDATE_SYNTAXES = [
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
@@ -107,15 +109,6 @@ def accepted_syntaxes() -> list[str]:
     decodable = decodable_syntaxes()
     others = [str(uid) for uid in AllTransferSyntaxes if str(uid) not in decodable]
     return decodable + sorted(others, key=lambda syntax: not syntax_decodable(syntax))
-
-
-def status_of(error: UploadError) -> int:
-    """The C-STORE failure status of a refusal (the same refusals as an upload's HTTP answers)."""
-    if error.status in (413, 507):
-        return OUT_OF_RESOURCES
-    if error.status == 409 or error.code in ("sop_class_mismatch", "no_pixel_data"):
-        return DOES_NOT_MATCH_SOP_CLASS
-    return CANNOT_UNDERSTAND
 
 
 class InheritedSocketServer(ThreadedAssociationServer):
@@ -282,14 +275,14 @@ class Listener:
             return
         except Exception:
             log.exception("C-FIND failed")
-            yield FIND_UNABLE, None
+            yield CANNOT_UNDERSTAND, None
             return
         finally:
             if not database.is_closed():
                 database.close()
         for answer in answers:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield CANCEL, None
                 return
             yield PENDING, answer
 

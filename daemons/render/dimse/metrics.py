@@ -22,11 +22,11 @@ from prometheus_client import Counter, Histogram
 from pynetdicom import evt
 from pynetdicom.events import EventHandlerType
 
+from daemons.render.statuses import PENDING, PENDING_WITH_WARNING
 from shared.metrics import Metrics
 
 OPERATIONS = {"C_ECHO": "echo", "C_STORE": "store", "C_FIND": "find", "C_GET": "get", "C_MOVE": "move"}
 SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-PENDING = (0xFF00, 0xFF01)
 
 
 class DimseMetrics:
@@ -70,7 +70,7 @@ class DimseMetrics:
             return
         command = event.message.command_set
         status = int(command.Status)
-        if status in PENDING:
+        if status in (PENDING, PENDING_WITH_WARNING):
             return
         operation = OPERATIONS[kind]
         self.operations.labels(operation, f"0x{status:04X}").inc()

@@ -42,14 +42,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from daemons.render.catalogue.matching import QueryError, retrieve
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
+from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING, SUCCESS
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
-PENDING = 0xFF00
-CANCELLED = 0xFE00
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-UNABLE_TO_PROCESS = 0xC000
 MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: odd ids 1..255)
 
 RETRIEVE_MODELS = (PatientRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelMove,
@@ -125,7 +122,7 @@ class Outcomes:
         """completed, warning or failed (a sub-operation never answered, or never sent, failed)."""
         with self.lock:
             status = self.statuses.get(sop_instance_uid)
-        if status == 0x0000:
+        if status == SUCCESS:
             return "completed"
         if status is not None and status & 0xF000 == 0xB000:
             return "warning"
@@ -260,7 +257,7 @@ class Retrieval:
         store = self.node.store
         for row in instances:
             if event.is_cancelled:
-                yield CANCELLED, None
+                yield CANCEL, None
                 return
             outcomes.sending = row.sop_instance_uid
             try:
@@ -282,10 +279,10 @@ class Retrieval:
         if isinstance(exc, QueryError):
             log.info("%s refused: %s", service, exc)
             self._audit_now(event, action, str(exc)[:200])
-            return IDENTIFIER_DOES_NOT_MATCH
+            return DOES_NOT_MATCH_SOP_CLASS
         log.error("%s failed", service, exc_info=exc)
         self._audit_now(event, action, "processing failure")
-        return UNABLE_TO_PROCESS
+        return CANNOT_UNDERSTAND
 
     def _audit_now(self, event: Any, action: str, detail: str, record_id: str | None = None) -> None:
         database = self.node.models.database
