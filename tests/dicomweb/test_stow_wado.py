@@ -454,3 +454,21 @@ def test_metadata_leaves_the_process_wide_pydicom_validation_alone():
     # a value of the wrong length for its VR (pydicom's BytesLengthException) is left out too
     ds._dict[0x00181088] = pydicom.dataelem.RawDataElement(pydicom.tag.Tag(0x00181088), "FD", 3, b"abc", 0, True, True)
     assert "00181088" not in json.loads(instance_json(ds, "https://node/bulk"))
+
+
+def test_a_stored_copy_that_fails_its_check_is_422_for_instances_and_metadata(node):
+    """WADO-RS instances and metadata read a stored file the same way (`resolve.read_instance`):
+    a blob damaged on disk is refused with 422 store_corrupt naming the instance, never a 500."""
+    files = synthetic_series(2, rows=16, cols=16)
+    study, series, sop = uids(files[0])
+    assert stow(node, body_of(files)).status_code == 200
+    record = node.app.extensions["sivr_node"].store.path_of(series_record_id(node.institution_id, series))
+    for blob in record.glob("[0-9][0-9][0-9][0-9][0-9][0-9].bin"):  # the instances, not the manifest
+        damaged = bytearray(blob.read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        blob.write_bytes(bytes(damaged))
+    base = f"/dicomweb/studies/{study}/series/{series}"
+    for path, headers in ((f"{base}/instances/{sop}", ANY_DICOM), (f"{base}/metadata", {})):
+        reply = node.client.get(path, headers={**node.headers(), **headers})
+        assert reply.status_code == 422, (path, reply.get_data(as_text=True))
+        assert reply.get_json()["error"]["code"] == "store_corrupt"

@@ -33,10 +33,9 @@ from flask import current_app
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from daemons.render.dicomweb.resolve import read_instance
 from daemons.render.dicomweb.syntax import frame_count, stored_syntax
 from daemons.render.node import Node
-from daemons.render.store.local import StoreError
-from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +161,7 @@ class MetadataCache:
 
         def build(item: tuple[int, Any]) -> tuple[int, InstanceMeta]:
             position, row = item
-            try:
-                raw = the_node.store.read_file(row.series_id, row.blob, row.sha256)
-            except StoreError as exc:
-                raise ApiError(422, "store_corrupt", f"instance {row.sop_instance_uid} failed verification: {exc}"
-                               ) from exc
-            ds = pydicom.dcmread(io.BytesIO(raw))
+            ds = pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
             entry = InstanceMeta(instance_json(ds, bulk_base(row)), stored_syntax(ds), frame_count(ds))
             self.put((row.series_id, row.sha256), entry)
             return position, entry

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from daemons.render.node import node
+from daemons.render.node import Node, node
+from daemons.render.store.local import StoreError
 from daemons.render.stored_only import require_renderable, stored_only_error
 from shared.errors import ApiError
 
@@ -77,9 +78,14 @@ def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
     return row
 
 
-def read_instance(instance_row: Any) -> bytes:
-    """The stored file of an instance, bit-exact (decrypted and checked against its SHA-256)."""
-    return node().store.read_file(instance_row.series_id, instance_row.blob, instance_row.sha256)
+def read_instance(the_node: Node, instance_row: Any) -> bytes:
+    """The stored file of an instance, bit-exact (decrypted and checked against its SHA-256); 422 when
+    the store's copy fails that check. `the_node` is passed, not looked up: worker threads read too."""
+    try:
+        return the_node.store.read_file(instance_row.series_id, instance_row.blob, instance_row.sha256)
+    except StoreError as exc:
+        raise ApiError(422, "store_corrupt", f"instance {instance_row.sop_instance_uid} failed verification: "
+                       f"{exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ design) and every one is audited per series (`note_view("dicomweb", record id)`)
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,8 +40,7 @@ from daemons.render.dicomweb.syntax import (
     stored_syntax,
     to_explicit_le,
 )
-from daemons.render.node import Node, node
-from daemons.render.store.local import StoreError
+from daemons.render.node import node
 from daemons.render.stored_only import syntax_text
 from daemons.render.view_audit import note_view
 from shared.auth import require_auth
@@ -66,16 +66,13 @@ def _audit(series_rows: list[Any]) -> None:
         note_view(AUDIT_KIND, row.id)
 
 
-def _read(the_node: Node, row: Any) -> bytes:
-    try:
-        return the_node.store.read_file(row.series_id, row.blob, row.sha256)
-    except StoreError as exc:
-        raise ApiError(422, "store_corrupt", f"instance {row.sop_instance_uid} failed verification: {exc}") from exc
-
-
 # --- instances ---------------------------------------------------------------------------------
 def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
-    """The instances as multipart/related, read and (where asked) transcoded one at a time."""
+    """The instances as multipart/related, read and (where asked) transcoded one at a time.
+
+    The first is read before the answer starts, so that one damaged instance asked alone gets a
+    422 rather than a 200 cut short; a later one found damaged ends the stream without its closing
+    boundary, which tells the client the answer is incomplete."""
     targets = instance_targets(accepted(request.headers.get("Accept")))
     the_node = node()
     if needs_stored_syntax(targets):  # only a specific other syntax: each instance must be stored in it
@@ -93,7 +90,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
 
     def parts() -> Iterator[tuple[str, bytes]]:
         for row in rows:
-            raw = _read(the_node, row)
+            raw = resolve.read_instance(the_node, row)
             syntax = stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True,
                                                    specific_tags=["SOPInstanceUID"]))
             chosen = instance_syntax(targets, syntax)
@@ -102,8 +99,11 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
             else:
                 yield f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
 
+    produced = parts()
+    first = next(produced, None)
     boundary = new_boundary()
-    response = Response(write_related(parts(), boundary), content_type=related_content_type(DICOM, boundary))
+    response = Response(write_related(itertools.chain([first] if first else [], produced), boundary),
+                        content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -223,7 +223,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
 def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
     row = resolve.instance(study, series, sop)
     _audit([row.series])
-    return row, pydicom.dcmread(io.BytesIO(_read(node(), row)))
+    return row, pydicom.dcmread(io.BytesIO(resolve.read_instance(node(), row)))
 
 
 def _check_showable(row: Any, numbers: list[int]) -> None:
