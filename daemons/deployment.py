@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -98,14 +99,45 @@ class ObjectStore:
     ca_file: str = ""
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+CHOSEN_PORTS_FROM = 20000
+_random = random.SystemRandom()
+
+
+def _chosen_range() -> range:
+    """Where free ports are chosen: below the kernel's ephemeral range, whose ports it hands out by
+    itself, to every outgoing connection and every bind to port 0. A port chosen there and released
+    until its server binds it could be taken in between by any connection on the host (CI saw a
+    render node's DICOM port taken so); below it, only by another program choosing at random too.
+    An empty range (the ephemeral range configured low) leaves the choice to the kernel."""
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(CHOSEN_PORTS_FROM, max(CHOSEN_PORTS_FROM, low))
+
+
+def _bind_free(host: str) -> socket.socket:
+    """A socket bound, without SO_REUSEADDR, to a port of `_chosen_range` free now (else any free port)."""
+    chosen = _chosen_range()
+    for _ in range(64 if chosen else 0):
+        sock = _new_socket(host)
+        try:
+            sock.bind((host, _random.choice(chosen)))
+            return sock
+        except OSError:  # in use, or in TIME_WAIT: another one
+            sock.close()
+    sock = _new_socket(host)
+    sock.bind((host, 0))
+    return sock
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """`count` different ports free now, all bound at once (ports chosen one after another may
-    repeat: the kernel can hand the port just released out again). Anything may take them before
-    the caller binds them (see hold_free_port)."""
+    repeat). They may still be taken before the caller binds them (see hold_free_port), though
+    not by an outgoing connection (`_chosen_range`)."""
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(_new_socket(host)) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
+        sockets = [stack.enter_context(_bind_free(host)) for _ in range(count)]
         return [sock.getsockname()[1] for sock in sockets]
 
 
@@ -126,8 +158,7 @@ def _new_socket(host: str) -> socket.socket:
 
 def hold_free_port(host: str = "127.0.0.1") -> int:
     """A free port on `host`, held bound (without SO_REUSEADDR, so it cannot be shared) until started."""
-    sock = _new_socket(host)
-    sock.bind((host, 0))
+    sock = _bind_free(host)
     port = sock.getsockname()[1]
     _held_ports[(host, port)] = sock
     return port

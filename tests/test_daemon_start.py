@@ -13,7 +13,15 @@ import requests
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from daemons.deployment import LocalDeployment, dicom_endpoint, free_ports, init_deployment
+from daemons.deployment import (
+    CHOSEN_PORTS_FROM,
+    LocalDeployment,
+    dicom_endpoint,
+    free_ports,
+    hold_free_port,
+    init_deployment,
+    listening_socket,
+)
 
 
 def _port(url: str) -> int:
@@ -117,8 +125,15 @@ def test_instances_leave_no_shared_gunicorn_control_socket(tmp_path, monkeypatch
         assert not (home / ".gunicorn").exists()
 
 
-def test_ports_chosen_together_all_differ():
+def test_ports_chosen_together_all_differ_and_no_connection_takes_them():
     """Ports chosen one after another may repeat (the kernel can hand out the port just released):
-    a node got the same free port for dicom.port and dicom.tls_port and refused to start."""
+    a node got the same free port for dicom.port and dicom.tls_port and refused to start. And a
+    port the kernel chose (port 0) could go to any outgoing connection before its server bound it:
+    they are chosen below the kernel's own range instead."""
     ports = free_ports(64)
     assert len(set(ports)) == 64
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    held = hold_free_port()
+    listening_socket("127.0.0.1", held).close()  # handed over (as to a daemon) and closed
+    if low > CHOSEN_PORTS_FROM:
+        assert all(CHOSEN_PORTS_FROM <= port < low for port in [*ports, held])
