@@ -100,7 +100,8 @@ def test_map_reports_each_item_in_order(pool):
     assert results == [2**20, 2 * 2**20]
 
 
-@pytest.mark.parametrize("override", [{"decode__workers": 0}, {"decode__memory_mb": 8}, {"decode__timeout_s": 0}])
+@pytest.mark.parametrize("override", [{"decode__workers": 0}, {"decode__memory_mb": 8}, {"decode__timeout_s": 0},
+                                      {"decode__nice": -5}, {"decode__nice": 20}])
 def test_decode_limits_are_checked_at_start(make_node, override):
     from shared.config import ConfigError
 
