@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from daemons.deployment import (
     CHOSEN_PORTS_FROM,
@@ -22,6 +20,7 @@ from daemons.deployment import (
     init_deployment,
     listening_socket,
 )
+from tests.render.dimse_peers import echo
 
 
 def _port(url: str) -> int:
@@ -59,17 +58,6 @@ def test_ports_chosen_for_a_deployment_cannot_be_taken_before_it_starts(tmp_path
             assert requests.get(f"{deployment.url('web')}/healthz", verify=deployment.ca_cert, timeout=10).ok
 
 
-def _echo(port: int, title: str) -> bool:
-    ae = AE(ae_title="ECHOSCU")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=title)
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and status.Status == 0x0000
-
-
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -86,16 +74,16 @@ def test_a_render_nodes_dicom_port_is_held_until_it_serves_and_survives_a_worker
         with pytest.raises(OSError):
             intruder.bind(("127.0.0.1", port))
     with LocalDeployment(layout, layers=("render",)) as deployment:
-        assert _echo(port, title)
+        assert echo(port, called=title)
         master = deployment.processes["render-1-1"].pid
         (worker,) = _children(master)
         os.kill(worker, signal.SIGKILL)  # gunicorn starts another worker, which serves the same socket
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if _children(master) not in ([], [worker]) and _echo(port, title):
+            if _children(master) not in ([], [worker]) and echo(port, called=title):
                 break
             time.sleep(0.3)
-        assert _echo(port, title), "a restarted worker serves DICOM again"
+        assert echo(port, called=title), "a restarted worker serves DICOM again"
 
 
 def test_a_port_taken_before_the_start_is_named_before_any_daemon_starts(tmp_path):

@@ -7,7 +7,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
 
 from daemons.deployment import free_port
 from tests.render.conftest import NodeHarness, close_node
@@ -29,6 +32,18 @@ def open_archive(make_node: Callable[..., NodeHarness], callers: Sequence[str] =
 def close_archive(harness: NodeHarness) -> None:
     harness.app.extensions["sivr_dimse"].stop()
     close_node(harness)
+
+
+def echo(port: int, caller: str = CALLER, called: str = SCP) -> bool:
+    """Whether a C-ECHO from `caller` to the AE `called` at `port` (loopback) succeeds."""
+    ae = AE(ae_title=caller)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0x0000
 
 
 def c_get(port: int, query: Dataset, contexts: Sequence[tuple[str, Sequence[str]]],

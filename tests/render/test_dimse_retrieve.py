@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
 
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, free_ports, init_deployment
 from shared.audit_export import atna_event
-from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, open_archive
+from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, echo, open_archive
 from tests.render.synthetic import dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -365,17 +365,6 @@ def test_aborted_and_truncated_stores_leave_nothing_listener_and_http_keep_servi
     assert not list((retrieval.root / "store").glob("*/*.bin"))
     assert echo(retrieval.dicom_port) and http_ok(retrieval)
     assert 'sivr_dicom_associations_total{result="aborted"}' in metrics_text(retrieval)
-
-
-def echo(port: int, caller: str = CALLER, called: str = SCP) -> bool:
-    ae = AE(ae_title=caller)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return bool(status) and status.Status == 0x0000
 
 
 def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
