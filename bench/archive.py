@@ -384,6 +384,7 @@ def bench_cfind(sivr: Sivr, rounds: int) -> None:
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
     from daemons.render.dimse.listener import set_protocol_logging
+    from daemons.render.statuses import PENDING, PENDING_WITH_WARNING
 
     # the client is a stand-in for a PACS or a workstation: it does not dump each answer to text for a
     # log nobody reads (dcmtk's findscu does not either), or it would measure pynetdicom, not the node
@@ -410,7 +411,7 @@ def bench_cfind(sivr: Sivr, rounds: int) -> None:
                 setattr(identifier, keyword, value)
         t0 = time.perf_counter()
         found = sum(1 for status, _ in association.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
-                    if status and status.Status in (0xFF00, 0xFF01))
+                    if status and status.Status in (PENDING, PENDING_WITH_WARNING))
         times.append((time.perf_counter() - t0) * 1000)
         answers.append(found)
         by_kind.setdefault(search.split("=", 1)[0], []).append((times[-1], found))

@@ -12,6 +12,7 @@ import getpass
 import importlib
 import json
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -208,6 +209,27 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
     return argv
 
 
+def inherited_socket_problem(fd: int, port: int) -> str | None:
+    """Why the inherited descriptor `fd` cannot serve TCP `port` (None: it can), said before the
+    daemon starts rather than as a worker's traceback."""
+    try:
+        copy = os.dup(fd)
+    except OSError as exc:
+        return f"no such open descriptor ({exc.strerror})"
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError as exc:
+        os.close(copy)
+        return f"not a socket ({exc.strerror})"
+    with sock:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return "not a TCP socket"
+        bound = sock.getsockname()[1]
+        if bound != port:
+            return f"bound to port {bound}, not dicom.port {port}"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
@@ -217,6 +239,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         if args.layer != "render":
             print(f"sivr: --dicom-fd is for render nodes, not the {args.layer} layer", file=sys.stderr)
+            return 2
+        problem = inherited_socket_problem(args.dicom_fd, config["dicom"]["port"])
+        if problem:
+            print(f"sivr: --dicom-fd {args.dicom_fd}: {problem}", file=sys.stderr)
             return 2
         os.environ[DICOM_FD_ENV] = str(args.dicom_fd)  # read by the listener in the worker gunicorn forks
     if args.layer == "render":

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from daemons.cli import inherited_socket_problem
 from daemons.deployment import (
     CHOSEN_PORTS_FROM,
     LocalDeployment,
@@ -84,6 +85,25 @@ def test_a_render_nodes_dicom_port_is_held_until_it_serves_and_survives_a_worker
                 break
             time.sleep(0.3)
         assert echo(port, called=title), "a restarted worker serves DICOM again"
+        # the node closed those associations' connections (TIME_WAIT on its side): a restart binds anew
+        instance = layout.first("render")
+        deployment.stop_instance(instance.name)
+        deployment.start_instance(instance)
+        deployment.wait_healthy(instance)
+        assert echo(port, called=title), "a restarted node serves DICOM again"
+
+
+def test_a_dicom_fd_that_cannot_serve_the_port_is_refused_before_the_start(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert inherited_socket_problem(sock.fileno(), port) is None
+        assert inherited_socket_problem(sock.fileno(), port + 1) == f"bound to port {port}, not dicom.port {port + 1}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert inherited_socket_problem(udp.fileno(), 11112) == "not a TCP socket"
+    with open(tmp_path / "file", "w") as handle:
+        assert inherited_socket_problem(handle.fileno(), 11112).startswith("not a socket")
+    assert inherited_socket_problem(10**6, 11112).startswith("no such open descriptor")
 
 
 def test_a_port_taken_before_the_start_is_named_before_any_daemon_starts(tmp_path):

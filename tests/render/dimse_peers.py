@@ -21,9 +21,9 @@ SCP = "SIVRTEST"
 
 
 def open_archive(make_node: Callable[..., NodeHarness], callers: Sequence[str] = (CALLER,),
-                 **overrides: Any) -> NodeHarness:
-    """A node harness whose DICOM listener runs on a free port (`harness.dicom_port`) as SCP."""
-    port = free_port()
+                 port: int | None = None, **overrides: Any) -> NodeHarness:
+    """A node harness whose DICOM listener runs on `port` (default: a free one; `harness.dicom_port`) as SCP."""
+    port = port or free_port()
     harness = make_node(dicom__port=port, dicom__ae_title=SCP, dicom__allowed_callers=list(callers), **overrides)
     harness.dicom_port = port
     return harness

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,10 +19,10 @@ from pynetdicom.sop_class import (
 )
 
 from daemons.deployment import free_port
-from daemons.render.dimse.listener import set_protocol_logging
+from daemons.render.dimse.listener import DICOM_FD_ENV, set_protocol_logging
 from daemons.render.ingest.service import series_record_id
 from daemons.render.models import upgrade
-from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
+from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
 from tests.render.synthetic import dataset, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,8 +229,6 @@ def test_a_stored_but_uncatalogued_series_is_indexed_then_grows(archive):
 def test_the_listener_answers_without_nagle_delays(archive):
     """Each DIMSE answer is two small writes (command, then data set): the node's sockets have
     TCP_NODELAY, or every answer waits ~40 ms for the peer's delayed ACK."""
-    import socket
-
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     association = ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP)
@@ -265,3 +265,18 @@ def test_answers_are_described_for_the_log_only_at_debug_level(archive, monkeypa
         assert answers_described() == 3
     finally:
         set_protocol_logging("info")
+
+
+def test_a_listener_on_an_inherited_socket_stops_without_closing_it_for_others(make_node, monkeypatch):
+    """`sivr serve --dicom-fd`: the gunicorn master keeps the socket for the next worker. The worker's
+    listener serves it, keeps the descriptor from its children, and stopping it leaves it listening."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        monkeypatch.setenv(DICOM_FD_ENV, str(held.fileno()))
+        harness = open_archive(make_node, port=port)
+        assert DICOM_FD_ENV not in os.environ
+        assert echo(port)
+        close_archive(harness)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # still listening: queued for the next worker

@@ -113,7 +113,10 @@ def accepted_syntaxes() -> list[str]:
 
 class InheritedSocketServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, on a socket bound by someone else (DICOM_FD_ENV) rather than
-    one it binds: only `server_bind` differs, taking the socket's options as pynetdicom sets them."""
+    one it binds. The socket gets the options pynetdicom gives its own: SO_REUSEADDR above all, which
+    the accepted connections inherit, so that a node restarted while their TIME_WAIT lasts can bind
+    the port again. Closing it closes this process's copy only: `shutdown()` on a listening socket
+    would stop it listening in the gunicorn master too, whose copy a restarted worker serves."""
 
     def __init__(self, *args: Any, inherited: socket.socket, **kwargs: Any):
         self._inherited = inherited
@@ -123,9 +126,14 @@ class InheritedSocketServer(ThreadedAssociationServer):
         if self.socket is not None:  # the one socketserver made, never bound
             self.socket.close()
         self.socket = self._inherited
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.ae.network_timeout is not None:
             self.socket.settimeout(self.ae.network_timeout)
         self.server_address = self.socket.getsockname()
+
+    def server_close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
 
 
 class Listener:
@@ -173,7 +181,7 @@ class Listener:
         ]
         self.servers: list[ThreadedAssociationServer] = []
         if self.port:
-            inherited = os.environ.get(DICOM_FD_ENV)
+            inherited = os.environ.pop(DICOM_FD_ENV, None)  # not for this process's children
             if inherited:
                 self.port = self._serve_inherited(ae, int(inherited), handlers)
             else:
@@ -198,6 +206,7 @@ class Listener:
         server = ae.make_server((self.host, self.port), evt_handlers=handlers,
                                 server_class=InheritedSocketServer, inherited=sock)
         threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{self.port}", daemon=True).start()
+        ae._servers.append(server)  # as start_server does: the server's shutdown() removes itself from it
         self.servers.append(server)
         return self.port
 

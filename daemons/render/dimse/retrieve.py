@@ -42,7 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from daemons.render.catalogue.matching import QueryError, retrieve
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
-from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING, SUCCESS
+from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING, SUCCESS, is_warning
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Outcomes:
             status = self.statuses.get(sop_instance_uid)
         if status == SUCCESS:
             return "completed"
-        if status is not None and status & 0xF000 == 0xB000:
+        if status is not None and is_warning(status):
             return "warning"
         return "failed"
 
