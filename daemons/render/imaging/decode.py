@@ -7,8 +7,10 @@ spectral-selection and progressive JPEG processes (IJG_SYNTAXES) are decoded wit
 libjpeg-turbo, the IJG code dcmtk also uses: pylibjpeg-libjpeg rejects the scans of some 12-bit
 files (NEMA WG04 NM1_JPLY) and pydicom has no decoder for the retired ones. Every other syntax
 (JPEG baseline and lossless, JPEG-LS, JPEG 2000, RLE, deflate, big endian) and every colour image
-goes through pydicom's pixel handlers with the pylibjpeg plugins. Colour images come out as 8-bit
-RGB (YBR converted by the decoder, PALETTE COLOR expanded through its LUTs).
+goes through pydicom's pixel handlers with the pylibjpeg plugins, except JPEG 2000, which goes
+through this node's imagecodecs plugin for pydicom (`jpeg2000`: the same OpenJPEG with the GIL
+released). Colour images come out as 8-bit RGB (YBR converted by the decoder, PALETTE COLOR
+expanded through its LUTs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydicom.filereader import read_partial
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
+from daemons.render.imaging import jpeg2000
 from daemons.render.imaging.pixels import color_to_uint8
 from daemons.render.store.frame_layout import Layout
 
@@ -177,10 +180,11 @@ def decode_frames(
         return
     ds = dataset if dataset is not None else read_dataset(raw)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    ijg = str(ds.file_meta.get("TransferSyntaxUID", "")) in IJG_SYNTAXES
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    plugin = jpeg2000.plugin_for(syntax)
     for index in indices:
-        if ijg:
+        if syntax in IJG_SYNTAXES:
             array = _ijg_frame(ds, index, frames, layout)
         else:
-            array = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
+            array = pixel_array(ds, index=index if frames > 1 else None, decoding_plugin=plugin)
         yield index, _as_layout(array, ds, layout, slope, intercept)
