@@ -205,6 +205,24 @@ def test_upload_conflict_is_409_and_cstore_joins_an_uploaded_series(archive):
     assert pydicom.dcmread(io.BytesIO(original.data)).SOPInstanceUID == second.SOPInstanceUID
 
 
+def test_an_uploaded_instance_sent_again_by_a_modality_is_a_no_op(archive, tmp_path):
+    """The same instance by C-STORE after a browser upload: its file meta names another sender, and
+    dcmtk's storescu writes the data set anew (other bytes, same attributes). It is the instance
+    sent again, a success and a no-op, not a conflict; a changed value is still refused."""
+    path = ct_files()[1]
+    uploaded = archive.upload([path])
+    assert uploaded.status_code == 201, uploaded.get_json()
+    sent = dcmtk("storescu", archive.dicom_port, "-xv", files=[path])
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert catalogue(archive).Instance.select().count() == 1
+    changed = pydicom.dcmread(path)
+    changed.PatientName = "Someone^Else"
+    changed.save_as(tmp_path / "changed.dcm", enforce_file_format=True)
+    refused = dcmtk("storescu", archive.dicom_port, "-v", "-xv", files=[tmp_path / "changed.dcm"])
+    assert refused.returncode != 0 and "DataSetDoesNotMatchSOPClass" in refused.stdout + refused.stderr
+    assert catalogue(archive).Instance.select().count() == 1
+
+
 def test_a_listener_without_allowed_callers_is_a_config_error(make_node):
     from shared.config import ConfigError
 

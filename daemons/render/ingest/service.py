@@ -40,7 +40,14 @@ from flask import current_app
 from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series
 from daemons.render.ingest.isolation import isolated_checker
 from daemons.render.ingest.series_analysis import Growth, Provisional, analyse_files, check_append, journal_entry
-from daemons.render.ingest.upload_checks import MIB, ParsedFile, UploadError, check_upload, parse_stored_file
+from daemons.render.ingest.upload_checks import (
+    MIB,
+    ParsedFile,
+    UploadError,
+    check_upload,
+    parse_stored_file,
+    same_instance,
+)
 from daemons.render.node import Node
 from daemons.render.store.manifest import Manifest, Meta
 from shared.audit import record_audit
@@ -205,7 +212,8 @@ class Ingest:
         for uid, file in incoming.items():
             if uid not in stored:
                 new[uid] = file
-            elif stored[uid] != file.sha256:
+            elif stored[uid][0] != file.sha256 and not same_instance(
+                    node.store.read_file(record_id, stored[uid][1], stored[uid][0]), file.raw):
                 self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: SOP Instance UID {uid} is already stored with different content; "
@@ -286,15 +294,15 @@ class Ingest:
             self._growing.setdefault(record_id, (series_uid, time.monotonic()))
         return manifest, version
 
-    def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, str]:
-        """SOP Instance UID -> SHA-256 of those of `uids` the series holds already."""
+    def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, tuple[str, int]]:
+        """SOP Instance UID -> (SHA-256, blob) of those of `uids` the series holds already."""
         cat = self.node.models.catalogue
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, int]] = {}
         for start in range(0, len(uids), UID_BATCH):
-            rows = (cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256)
+            rows = (cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.sha256, cat.Instance.blob)
                     .where((cat.Instance.series == record_id)
                            & cat.Instance.sop_instance_uid.in_(uids[start:start + UID_BATCH])))
-            found.update((row.sop_instance_uid, row.sha256) for row in rows)
+            found.update((row.sop_instance_uid, (row.sha256, row.blob)) for row in rows)
         return found
 
     def _drop_views(self, record_id: str) -> None:
