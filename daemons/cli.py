@@ -12,7 +12,6 @@ import getpass
 import importlib
 import json
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -209,33 +208,12 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
     return argv
 
 
-def inherited_socket_problem(fd: int, port: int) -> str | None:
-    """Why the inherited descriptor `fd` cannot serve TCP `port` (None: it can), said before the
-    daemon starts rather than as a worker's traceback."""
-    try:
-        copy = os.dup(fd)
-    except OSError as exc:
-        return f"no such open descriptor ({exc.strerror})"
-    try:
-        sock = socket.socket(fileno=copy)
-    except OSError as exc:
-        os.close(copy)
-        return f"not a socket ({exc.strerror})"
-    with sock:
-        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return "not a TCP socket"
-        bound = sock.getsockname()[1]
-        if bound != port:
-            return f"bound to port {bound}, not dicom.port {port}"
-    return None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     layer.upgrade_schema(config)
     if args.dicom_fd is not None:
-        from daemons.render.dimse.listener import DICOM_FD_ENV
+        from daemons.render.dimse.listener import DICOM_FD_ENV, inherited_socket_problem
 
         if args.layer != "render":
             print(f"sivr: --dicom-fd is for render nodes, not the {args.layer} layer", file=sys.stderr)

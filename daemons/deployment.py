@@ -263,8 +263,8 @@ def init_deployment(
     def dicom_port() -> int:
         nonlocal next_dicom_port
         if pick_free_ports:
-            loopback = fronts.bind_host(dicom_host)
-            return hold_free_port(loopback) if hold_ports else free_port(loopback)
+            address = fronts.bind_host(dicom_host)
+            return hold_free_port(address) if hold_ports else free_port(address)
         next_dicom_port += 1
         return next_dicom_port - 1
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from daemons.cli import inherited_socket_problem
 from daemons.deployment import (
     CHOSEN_PORTS_FROM,
     LocalDeployment,
@@ -21,6 +20,7 @@ from daemons.deployment import (
     init_deployment,
     listening_socket,
 )
+from daemons.render.dimse.listener import inherited_socket_problem
 from tests.render.dimse_peers import echo
 
 

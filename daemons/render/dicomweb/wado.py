@@ -102,7 +102,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     produced = parts()
     first = next(produced, None)
     boundary = new_boundary()
-    response = Response(write_related(itertools.chain([first] if first else [], produced), boundary),
+    response = Response(write_related(itertools.chain(() if first is None else (first,), produced), boundary),
                         content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response

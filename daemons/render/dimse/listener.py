@@ -111,6 +111,27 @@ def accepted_syntaxes() -> list[str]:
     return decodable + sorted(others, key=lambda syntax: not syntax_decodable(syntax))
 
 
+def inherited_socket_problem(fd: int, port: int) -> str | None:
+    """Why the inherited descriptor `fd` cannot serve TCP `port` (None: it can): asked by `sivr serve
+    --dicom-fd` before the daemon starts, and by the listener that takes the socket over."""
+    try:
+        copy = os.dup(fd)
+    except OSError as exc:
+        return f"no such open descriptor ({exc.strerror})"
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError as exc:
+        os.close(copy)
+        return f"not a socket ({exc.strerror})"
+    with sock:
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return "not a TCP socket"
+        bound = sock.getsockname()[1]
+        if bound != port:
+            return f"bound to port {bound}, not dicom.port {port}"
+    return None
+
+
 class InheritedSocketServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, on a socket bound by someone else (DICOM_FD_ENV) rather than
     one it binds. The socket gets the options pynetdicom gives its own: SO_REUSEADDR above all, which
@@ -198,11 +219,10 @@ class Listener:
 
     def _serve_inherited(self, ae: AE, fd: int, handlers: list[EventHandlerType]) -> int:
         """Serve `dicom.port` on the inherited socket `fd` (DICOM_FD_ENV), in a thread as `_serve` does."""
+        problem = inherited_socket_problem(fd, self.port)
+        if problem:
+            raise ConfigError(f"{DICOM_FD_ENV}={fd}: {problem}")
         sock = socket.socket(fileno=os.dup(fd))  # the inherited descriptor stays for a restarted worker
-        bound = sock.getsockname()
-        if bound[1] != self.port:
-            sock.close()
-            raise ConfigError(f"{DICOM_FD_ENV}={fd} is bound to port {bound[1]}, not dicom.port {self.port}")
         server = ae.make_server((self.host, self.port), evt_handlers=handlers,
                                 server_class=InheritedSocketServer, inherited=sock)
         threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{self.port}", daemon=True).start()

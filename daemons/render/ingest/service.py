@@ -207,7 +207,7 @@ class Ingest:
             held = self._parsed.get(record_id)
         if held is None or node.store.manifest_version(record_id) != held.version:
             node.manifest(record_id, fresh=True)
-        stored = self._stored_hashes(record_id, list(incoming))
+        stored = self._stored_copies(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
         for uid, file in incoming.items():
             if uid not in stored:
@@ -294,7 +294,7 @@ class Ingest:
             self._growing.setdefault(record_id, (series_uid, time.monotonic()))
         return manifest, version
 
-    def _stored_hashes(self, record_id: str, uids: list[str]) -> dict[str, tuple[str, int]]:
+    def _stored_copies(self, record_id: str, uids: list[str]) -> dict[str, tuple[str, int]]:
         """SOP Instance UID -> (SHA-256, blob) of those of `uids` the series holds already."""
         cat = self.node.models.catalogue
         found: dict[str, tuple[str, int]] = {}
