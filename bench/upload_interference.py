@@ -4,8 +4,10 @@ Shows whether uploads slow viewers down: decoding uploads in isolated worker pro
 leave the node's threads (and its GIL) to the viewers. About a minute:
 
     python -m bench.upload_interference [--viewers 8] [--uploaders 2] [--seconds 20] [--decode-nice N]
+                                        [--render-workers N]
 
-`--decode-nice` sets the node's `decode.nice` (the upload checkers' niceness; default: the config's).
+`--decode-nice` sets the node's `decode.nice` (the upload checkers' niceness; default: the config's);
+`--render-workers` its `server.workers` (gunicorn worker processes sharing the decoded series).
 """
 
 from __future__ import annotations
@@ -59,12 +61,15 @@ def _uploader(deployment, url: str, files, stop: threading.Event, durations: lis
         reply.raise_for_status()
 
 
-def _set_decode_nice(nice: int):
+def _configure(nice: int | None, workers: int | None):
     def configure(layout: Layout) -> None:
         for instance in layout.by_layer("render"):
             path = Path(instance.config)
             values = tomllib.loads(path.read_text())
-            values["decode"] = {**values.get("decode", {}), "nice": nice}
+            if nice is not None:
+                values["decode"] = {**values.get("decode", {}), "nice": nice}
+            if workers is not None:
+                values["server"] = {**values.get("server", {}), "workers": workers}
             path.write_text(render_config_toml("render", get_layer("render").keys, values))
 
     return configure
@@ -76,10 +81,11 @@ def main() -> None:
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--decode-nice", type=int)
+    parser.add_argument("--render-workers", type=int)
     args = parser.parse_args()
     files = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[:SLICES]]
-    configure = None if args.decode_nice is None else _set_decode_nice(args.decode_nice)
-    deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment", before_start=configure)
+    deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment",
+                                  before_start=_configure(args.decode_nice, args.render_workers))
     try:
         client, url = deployment.client("physician"), deployment.url("render-1-1")
         record_id = client.call("POST", f"{url}/api/v1/records", timeout=300, files=[

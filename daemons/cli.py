@@ -170,11 +170,6 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
 
     server = config["server"]
     workers = server["workers"]
-    if layer_name == "render" and workers != 1:
-        # one decoded copy of each record per node: another worker would not have it loaded
-        print(f"sivr: {config.source}: a render node runs one worker (server.workers = {workers} ignored); "
-              "use server.threads for concurrency", file=sys.stderr)
-        workers = 1
     if listen_fd is not None:
         bind = f"fd://{listen_fd}"
     elif ":" in server["host"]:
@@ -234,10 +229,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return run(args.layer, config, args.listen_fd)
     argv = gunicorn_argv(args.layer, config, args.listen_fd)
-    if args.layer != "render" and config["server"]["workers"] > 1:
+    if config["server"]["workers"] > 1:
         # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
             prefix=f"sivr-{args.layer}-metrics-", dir=os.environ.get("XDG_RUNTIME_DIR"))
+    if args.layer == "render":
+        from daemons.render.runtime import RUNTIME_ENV, make_runtime_folder
+
+        # the decoded series and locks the node's workers share; removed when gunicorn exits
+        os.environ[RUNTIME_ENV] = make_runtime_folder("sivr-render-")
     sys.stdout.flush()
     os.chdir(PACKAGE_ROOT)  # every path in the config is absolute by now
     os.environ["PWD"] = str(PACKAGE_ROOT)  # gunicorn takes its starting folder from $PWD

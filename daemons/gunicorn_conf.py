@@ -4,7 +4,8 @@
   line comes from the app, which knows the route, the user and the request id.
 - In prometheus_client's multiprocess mode (several workers; `sivr serve` sets
   PROMETHEUS_MULTIPROC_DIR to a fresh folder per start), a dead worker's live figures are dropped
-  and the folder is removed when gunicorn exits. prometheus_client is imported only inside the
+  and the folder is removed when gunicorn exits, as is a render node's runtime folder
+  (`daemons.render.runtime`: its workers' decoded series). prometheus_client is imported only inside the
   hooks: the arbiter must not pick its value class before the environment is final.
 """
 
@@ -42,6 +43,9 @@ def child_exit(server, worker) -> None:
 
 
 def on_exit(server) -> None:
-    folder = os.environ.get(MULTIPROC_ENV)
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
+    from daemons.render.runtime import RUNTIME_ENV
+
+    for variable in (MULTIPROC_ENV, RUNTIME_ENV):
+        folder = os.environ.get(variable)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -7,8 +7,9 @@ metrics.
 
 Layers served by several gunicorn workers (toplevel, institution, web) count in every worker:
 `sivr serve` then gives the instance its own fresh PROMETHEUS_MULTIPROC_DIR and a scrape adds up
-the files every worker wrote there (prometheus_client's multiprocess mode). A render node runs one
-worker and its figures live in that process.
+the files every worker wrote there (prometheus_client's multiprocess mode). Figures read from live
+state at scrape time (`add_live`: a render node's memory and loaded records) are the answering
+worker's view; the node's are the same from every worker (`daemons.render.metrics`).
 
 Who may read `/metrics`: the addresses in `metrics.allow` (loopback by default) or whoever sends
 `Authorization: Bearer <the secret in metrics.token_file>`; anyone else gets 403. The figures are
@@ -32,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from shared.config import Config, ConfigError
 from shared.errors import ApiError
@@ -58,6 +60,13 @@ class Metrics:
                                  registry=self.registry)
         self._allow = [ipaddress.ip_network(a, strict=False) for a in allow]
         self._token = token
+        self._live: list[Collector] = []
+
+    def add_live(self, collector: Collector) -> None:
+        """A collector read at scrape time from the serving process's state (not a counter kept
+        in files): in multiprocess mode it is what the worker answering the scrape sees."""
+        self.registry.register(collector)
+        self._live.append(collector)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (self.layer, method, route, str(status))
@@ -83,6 +92,8 @@ class Metrics:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=folder)
+        for collector in self._live:
+            merged.register(collector)
         return generate_latest(merged)
 
 

@@ -1,12 +1,14 @@
-"""Application factory of a render node (run by `sivr serve render` under ONE gunicorn worker).
+"""Application factory of a render node (run by `sivr serve render` under gunicorn, one app per worker).
 
-One worker process with many threads, because decoded records live in that process's RAM and
-are shared by every viewer; several workers would each hold (and load) their own copy.
+A node may run several workers (`server.workers`), each with many threads: the decoded records
+are the node's, mapped by every worker from the runtime folder `sivr serve` makes for them
+(`daemons.render.runtime`), so a series is decoded once and held once whichever worker a viewer's
+request reaches. Exactly one worker serves DICOM (the first to hold the runtime folder's lock; a
+worker gunicorn starts in place of a dead one takes it over).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
 from daemons.render.records import RecordRegistry
+from daemons.render.runtime import NodeRuntime
 from daemons.render.store.interface import install_error_handler, open_store, readiness_check
 from daemons.render.token_cache import CachingVerifier
 from daemons.render.view_audit import ViewAudit
@@ -52,6 +55,8 @@ from shared.health import (
 from shared.receipts import load_or_create_node_key
 from shared.validation import parse_uuid
 from shared.webapp import create_base_app, layer_audience
+
+DICOM_LOCK = "dicom-listener"
 
 
 def _check_config(config: Config) -> None:
@@ -75,11 +80,6 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"{where}: dicom.series_complete_s must be a positive number of seconds")
     if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
         raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
-    if config["server"]["workers"] != 1:
-        logging.getLogger(__name__).warning(
-            "%s: server.workers is %s; a render node must run ONE worker (with server.threads threads), "
-            "or each worker loads its own copy and a frame request may reach a worker where the record "
-            "is not loaded", where, config["server"]["workers"])
 
 
 def _drain_refused_bodies(app: Flask) -> None:
@@ -121,7 +121,8 @@ def create_app(config: Config) -> Flask:
         record_index.sync_at_start()
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
     holder: dict[str, Node] = {}
-    registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, threads,
+    runtime = NodeRuntime.from_environment()
+    registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, runtime, threads,
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
     images = ImageCache(config["render"]["image_cache_mb"] * MIB)
     render = config["render"]
@@ -133,7 +134,8 @@ def create_app(config: Config) -> Flask:
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"], float(config["dicom"]["series_complete_s"]))
     protect_database_file(database)
-    app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
+    if runtime.try_hold(DICOM_LOCK):  # one worker serves DICOM for the node
+        app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)
     app.extensions[RECORDS_EXTENSION] = registry
     install_node_metrics(app, holder["node"])
     install_verifier(app, CachingVerifier(app.extensions[VERIFIER_EXTENSION]))

@@ -3,8 +3,9 @@
 Timings are observed where the work happens (render and encode, by kind and format). The state
 figures — records loaded, memory against the budget, the image cache, the loader queue — are read
 at scrape time from the same objects `GET /api/v1/node` reports from, so the console's node
-health screen and Prometheus never disagree. The node runs one worker (one process), so these
-live in that process and need no multiprocess mode.
+health screen and Prometheus never disagree. Records loaded and memory are the node's (every
+worker maps the same decoded series); the image cache, the loader queue and the WebP counter are
+those of the worker answering the scrape. Timings are summed over the workers (multiprocess mode).
 """
 
 from __future__ import annotations
@@ -87,4 +88,4 @@ def register_timings(state: BlueprintSetupState) -> None:
 
 def install_node_metrics(app: Flask, node: Node) -> None:
     """The node's state figures on the app's `/metrics`."""
-    app_metrics(app).registry.register(NodeCollector(node))
+    app_metrics(app).add_live(NodeCollector(node))

@@ -52,7 +52,8 @@ class Node:
     # analyses a series whose manifest is pending (journal entries after its analysis) and stores
     # the result: (record id, SeriesInstanceUID) -> (manifest, version); `daemons.render.ingest.service` sets it
     settle: Callable[[str, str], tuple[Manifest, str]] | None = None
-    _manifests: dict[str, tuple[Manifest, float]] = field(default_factory=dict)  # manifest, when last checked
+    # manifest, when last checked, the record's count on the workers' change board then (`daemons.render.runtime`)
+    _manifests: dict[str, tuple[Manifest, float, int]] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
 
@@ -68,16 +69,19 @@ class Node:
         analysis is analysed now: `settle`); 404 if the record is not stored.
 
         Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
-        with `fresh`): another node sharing the store may have grown the series meanwhile. While
+        with `fresh`): another node sharing the store may have grown the series meanwhile. Another
+        worker of this node that changed it says so on the change board: checked at once. While
         the store cannot be reached, a cached manifest keeps serving what is in RAM (checked again
         after the same interval); `fresh` callers (an append) get StoreUnavailable.
         """
         now = time.monotonic()
+        changes = self.registry.runtime.change_count(record_id)
         with self._manifest_lock:
             cached = self._manifests.get(record_id)
         if cached is not None:
-            manifest, checked = cached
-            if not fresh and now - checked < float(self.config["storage"]["manifest_refresh_s"]):
+            manifest, checked, seen_changes = cached
+            if (not fresh and seen_changes == changes
+                    and now - checked < float(self.config["storage"]["manifest_refresh_s"])):
                 return manifest
             try:
                 version = self.store.manifest_version(record_id)
@@ -85,11 +89,11 @@ class Node:
                 if fresh:
                     raise
                 with self._manifest_lock:
-                    self._manifests[record_id] = (manifest, now)
+                    self._manifests[record_id] = (manifest, now, changes)
                 return manifest
             if version is not None and version == self.record_index.seen_version(record_id):
                 with self._manifest_lock:
-                    self._manifests[record_id] = (manifest, now)
+                    self._manifests[record_id] = (manifest, now, changes)
                 return manifest
             self._drop_cached(record_id)
         try:
@@ -106,7 +110,7 @@ class Node:
         if manifest.pending and self.settle is not None:
             manifest, version = self.settle(record_id, manifest.meta.series_uid)
         with self._manifest_lock:
-            self._manifests[record_id] = (manifest, now)
+            self._manifests[record_id] = (manifest, now, changes)
         return manifest
 
     def _drop_cached(self, record_id: str) -> None:

@@ -17,9 +17,11 @@ Why this shape:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import io
 import itertools
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -35,12 +37,18 @@ from daemons.render.imaging.overlays import overlay_mask
 from daemons.render.imaging.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.imaging.planes import record_spacing
 from daemons.render.imaging.voi import default_voi, lut_from_json
+from daemons.render.runtime import NodeRuntime
+from daemons.render.shared_frames import ERRORS_SUFFIX, PENDING, READY, SUFFIX, SharedFrames, frames_on_node
 from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
 from daemons.render.store.frame_layout import Layout
 from daemons.render.store.interface import Store
 from daemons.render.store.manifest import Manifest
+from shared.errors import ApiError
 
 LUT_CACHE_SIZE = 64
+POLL_S = 0.005  # how often a wait looks for frames another worker decoded
+STALL_S = 0.5  # a wait without progress this long checks whether the load lost its leader
+CHECK_S = 1.0  # how often a worker checks that a record's shared frames are still the node's
 OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
 
 
@@ -58,15 +66,17 @@ class LoadedRecord:
     `stacks.stack_voxels(pixels, stack)` (cropped to their own size), never `pixels[...]` directly.
     """
 
-    def __init__(self, record_id: str, manifest: Manifest):
+    def __init__(self, record_id: str, manifest: Manifest, frames: SharedFrames | None = None):
         render = manifest.render
         self.record_id = record_id
         self.manifest = manifest
         self.layout = render.layout
         self.frames_total = manifest.meta.frames
         stacks = stacks_of(manifest)
-        padded = self.layout.padded_to((s.rows, s.columns) for s in stacks)
-        self.pixels = np.zeros((self.frames_total, *padded.frame_shape), dtype=self.layout.stored_dtype)
+        shape, dtype = held_shape(manifest)
+        # the node's one copy, shared by its workers (`RecordRegistry`), or this process's own
+        self.shared = frames if frames is not None else SharedFrames.private(shape, dtype)
+        self.pixels = self.shared.pixels
         self._stacks = frame_stacks(manifest)
         # (row, column) mm each stack's frames are drawn with (an unknown spacing counts as 1 mm)
         self._spacings = {s.id: record_spacing(stack_manifest(manifest, s))[1:] for s in stacks}
@@ -76,12 +86,10 @@ class LoadedRecord:
         self.photometric = self.layout.photometric
         self.default_voi = default_voi(manifest).voi
         self.modality_lut = lut_from_json(render.modality_lut)
-        self.errors: dict[int, str] = {}
+        self.bad_frames = {bad.frame: bad.message for bad in render.bad_frames}  # found at upload
         # Copies of its pixels made for it (a stack's or time point's volume, daemons.render.api.mpr3d):
         # they live as long as the record and count in its memory.
         self.derived_bytes = 0
-        self._ready = np.zeros(self.frames_total, dtype=bool)
-        self._done = 0
         self._cond = threading.Condition()
         self._luts: OrderedDict[tuple, tuple[np.ndarray, int, int]] = OrderedDict()
         self._ranges: dict[int, tuple[int, int]] = {}
@@ -89,8 +97,12 @@ class LoadedRecord:
         self.cancelled = False
         self.started_at = time.perf_counter()
         self.finished_at: float | None = None
-        for bad in render.bad_frames:  # found at upload: short or undecodable frames
-            self._frame_done(bad.frame, bad.message)
+        # called while a wait finds no progress: the registry then takes over a load whose leader died
+        self.on_stall: Callable[[], None] = lambda: None
+        self.checked_at = time.monotonic()  # when the registry last checked the shared frames
+        if self.shared.leading:
+            for index, message in self.bad_frames.items():  # short or undecodable frames: never decoded
+                self._frame_done(index, message)
 
     # --- pixels ------------------------------------------------------------------------------
     def frame(self, index: int) -> np.ndarray:
@@ -114,18 +126,23 @@ class LoadedRecord:
 
     @property
     def frames_ready(self) -> int:
-        return int(self._ready.sum())
+        return self.shared.ready()
 
     @property
     def complete(self) -> bool:
-        return self._done >= self.frames_total
+        return self.shared.done() >= self.frames_total
+
+    @property
+    def errors(self) -> dict[int, str]:
+        """Why each failed frame cannot be shown (frame index -> reason), whichever worker found it."""
+        return {**self.shared.errors(), **self.bad_frames}
 
     @property
     def is_color(self) -> bool:
         return self.layout.is_color
 
     def is_ready(self, index: int) -> bool:
-        return bool(self._ready[index])
+        return bool(self.shared.states[index] == READY)
 
     def state(self) -> str:
         if not self.complete:
@@ -143,35 +160,35 @@ class LoadedRecord:
         }
 
     def wait_frame(self, index: int, timeout: float) -> bool:
-        """Wait until frame `index` is decoded or failed; True if it is ready."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._ready[index] and index not in self.errors and not self.cancelled:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            return bool(self._ready[index])
+        """Wait until frame `index` is decoded or failed (by any worker); True if it is ready."""
+        self._wait(lambda: self.shared.states[index] != PENDING, timeout)
+        return self.is_ready(index)
 
     def wait_complete(self, timeout: float) -> bool:
+        self._wait(lambda: self.complete, timeout)
+        return self.complete
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait for `done`: woken by this process's loader threads, and looking every POLL_S for
+        what another worker decoded (it cannot notify this process)."""
         deadline = time.monotonic() + timeout
+        stalled_since = time.monotonic()
         with self._cond:
-            while not self.complete and not self.cancelled:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return self.complete
+            while not done() and not self.cancelled:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if now - stalled_since >= STALL_S:
+                    self.on_stall()
+                    stalled_since = now
+                self._cond.wait(min(deadline - now, POLL_S))
 
     def _frame_done(self, index: int, error: str | None) -> None:
         with self._cond:
-            if error is None:
-                self._ready[index] = True
-            else:
-                self.errors[index] = error
-            self._done += 1
+            self.shared.mark(index, error)
             if self.complete:
                 self.finished_at = time.perf_counter()
+                self.shared.release_lead()
             self._cond.notify_all()
 
     # --- rendering parameters ----------------------------------------------------------------
@@ -235,11 +252,23 @@ class _Loader:
         self._file_left = [f.frames for f in files]
         self._file_locks = [threading.Lock() for _ in files]
         self._overlays: OrderedDict[int, np.ndarray | None] = OrderedDict()
-        for index in record.errors:  # known bad at upload: never decoded
+        self._pool = pool
+        self._workers = max(1, workers)
+        self._pumping = False
+        for index in record.bad_frames:  # known bad at upload: never decoded
             self._taken[index] = True
-            self._file_left[self.sources[index][0]] -= 1
-        for _ in range(max(1, workers)):
-            pool.submit(self._pump)
+            self._file_done(self.sources[index][0])
+        if record.shared.leading:
+            self.start()
+
+    def start(self) -> None:
+        """Decode the frames no worker has decoded yet, in the pool (this process leads the load)."""
+        with self._lock:
+            if self._pumping:
+                return
+            self._pumping = True
+        for _ in range(self._workers):
+            self._pool.submit(self._pump)
 
     def overlay(self, index: int) -> np.ndarray | None:
         """The overlay planes covering frame `index` as one mask (daemons.render.imaging.overlays), read
@@ -268,12 +297,22 @@ class _Loader:
             if not self._taken[index]:
                 heapq.heappush(self._heap, (0, -next(self._seq), index))
 
+    def _claim(self, index: int) -> bool:
+        """Take frame `index` for this process to decode: False if it is taken here already, or
+        done by another worker (its file then counts it as done too). The caller holds `_lock`."""
+        if self._taken[index]:
+            return False
+        self._taken[index] = True
+        if self.record.shared.states[index] != PENDING:
+            self._file_done(self.sources[index][0])
+            return False
+        return True
+
     def _next(self) -> int | None:
         with self._lock:
             while self._heap:
                 _, _, index = heapq.heappop(self._heap)
-                if not self._taken[index]:
-                    self._taken[index] = True
+                if self._claim(index):
                     return index
             return None
 
@@ -295,9 +334,13 @@ class _Loader:
 
     def _release(self, file_index: int) -> None:
         with self._lock:
-            self._file_left[file_index] -= 1
-            if self._file_left[file_index] <= 0:
-                self._file_cache.pop(file_index, None)
+            self._file_done(file_index)
+
+    def _file_done(self, file_index: int) -> None:
+        """One more frame of a file needs it no more (the caller holds `_lock`); the last one frees it."""
+        self._file_left[file_index] -= 1
+        if self._file_left[file_index] <= 0:
+            self._file_cache.pop(file_index, None)
 
     def queued(self) -> int:
         """Frames no thread has started to decode yet."""
@@ -307,10 +350,7 @@ class _Loader:
     def take(self, index: int) -> bool:
         """Claim frame `index` for the caller to decode; False if a loader thread has it already."""
         with self._lock:
-            if self._taken[index]:
-                return False
-            self._taken[index] = True
-            return True
+            return self._claim(index)
 
     def decode(self, index: int) -> None:
         """Decode one claimed frame into the record; a failure is recorded for that frame."""
@@ -338,46 +378,84 @@ class _Loader:
 
 
 class RecordRegistry:
-    """The node's loaded records, its loader pool and its memory budget."""
+    """The node's loaded records, its loader pool and its memory budget.
 
-    def __init__(self, store: Store, budget_bytes: int, threads: int = 2,
+    The decoded frames are the node's, not this process's: they live in the runtime folder every
+    worker of the node maps (`daemons.render.shared_frames`), named by the record and its content
+    (a series that grew is another file). A worker asked for a record another worker loaded maps
+    its file; the budget counts every worker's files and evicts the one used least recently by any
+    of them; a worker finds out that a file it maps was evicted (or its series changed) within
+    CHECK_S, and takes over a load whose leader died.
+    """
+
+    def __init__(self, store: Store, budget_bytes: int, runtime: NodeRuntime, threads: int = 2,
                  manifest_reader: Callable[[str], Manifest] | None = None):
         self.store = store
         self.budget_bytes = budget_bytes
+        self.runtime = runtime
         self.threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self.threads * 4, thread_name_prefix="sivr-load")
         self._records: OrderedDict[str, LoadedRecord] = OrderedDict()
         self._loaders: dict[str, _Loader] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._manifest_reader = manifest_reader or store.read_manifest
 
     def get_loaded(self, record_id: str) -> LoadedRecord | None:
-        """The loaded (or loading) record, marked as just used; None if not in RAM."""
+        """The loaded (or loading) record, marked as just used; None if no worker of the node has it."""
         with self._lock:
             record = self._records.get(record_id)
             if record is not None:
                 self._records.move_to_end(record_id)
-            return record
+        if record is None:
+            if not any(self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}")):
+                return None
+            try:  # another worker loaded it: map its frames
+                return self.load(record_id)
+            except (ApiError, MemoryBudgetError):
+                return None
+        record.shared.touch()  # the node's LRU order is the files' (one cheap syscall)
+        now = time.monotonic()
+        if now - record.checked_at >= CHECK_S:
+            record.checked_at = now
+            if record.shared.gone():  # evicted, or its series changed, by another worker
+                self._let_go(record_id)
+                return self.get_loaded(record_id)
+            if not record.complete:
+                self._adopt(record)
+        return record
 
     def load(self, record_id: str) -> LoadedRecord:
         """Start loading (or return the record already loaded); evicts LRU records beyond the budget."""
-        existing = self.get_loaded(record_id)
+        with self._lock:
+            existing = self._records.get(record_id)
         if existing is not None:
-            return existing
+            return self.get_loaded(record_id) or self.load(record_id)
         manifest = self._manifest_reader(record_id)
         with self._lock:
             existing = self._records.get(record_id)
             if existing is not None:
                 return existing
-            record = LoadedRecord(record_id, manifest)
-            if record.nbytes > self.budget_bytes:
+            shape, dtype = held_shape(manifest)
+            needed = math.prod(shape) * dtype.itemsize
+            if needed > self.budget_bytes:
                 raise MemoryBudgetError(
-                    f"the record needs {record.nbytes // 2**20} MiB, more than this node's memory budget "
+                    f"the record needs {needed // 2**20} MiB, more than this node's memory budget "
                     f"of {self.budget_bytes // 2**20} MiB")
-            self._evict(record.nbytes)
+            name = _frames_name(record_id, manifest)
+            if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
+                self._evict(needed)
+            record = LoadedRecord(record_id, manifest,
+                                  SharedFrames.open(self.runtime.folder, name, shape, dtype))
+            record.on_stall = lambda: self._adopt(record)
             self._records[record_id] = record
             self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
         return record
+
+    def _adopt(self, record: LoadedRecord) -> None:
+        """Finish a load whose leading worker died (nobody holds its lock any more)."""
+        loader = self._loaders.get(record.record_id)
+        if loader is not None and not record.cancelled and record.shared.try_lead():
+            loader.start()
 
     def overlay(self, record_id: str, index: int) -> np.ndarray | None:
         """The overlay mask of a loaded record's frame (None: none, or the record is not loaded)."""
@@ -394,41 +472,89 @@ class RecordRegistry:
         """Decode a frame a viewer waits for in the caller's thread, unless a loader thread has it.
 
         The request thread would only wait otherwise; this keeps the first image fast even while
-        the loader pool is busy with other records.
+        the loader pool (or another worker's) is busy with other frames or records.
         """
         loader = self._loaders.get(record_id)
         if loader is not None and loader.take(index):
             loader.decode(index)
 
     def _evict(self, needed: int) -> None:
-        while self._records and self.memory_used() + needed > self.budget_bytes:
-            _, victim = self._records.popitem(last=False)
-            self._drop(victim)
+        """Unlink the node's least recently used frames until `needed` more bytes fit the budget."""
+        on_node = frames_on_node(self.runtime.folder)
+        used = sum(held.pixel_bytes for held in on_node) + self._derived_bytes()
+        for held in on_node:
+            if used + needed <= self.budget_bytes:
+                break
+            victim = next((r for r in self._records.values() if r.shared.path == held.path), None)
+            if victim is not None:
+                used -= victim.derived_bytes
+                self._records.pop(victim.record_id, None)
+                self._drop(victim)
+            held.path.unlink(missing_ok=True)
+            held.path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
+            used -= held.pixel_bytes
 
     def _drop(self, record: LoadedRecord) -> None:
         record.cancelled = True
         self._loaders.pop(record.record_id, None)
+        record.shared.close()
         with record._cond:
             record._cond.notify_all()
 
-    def unload(self, record_id: str) -> bool:
+    def _let_go(self, record_id: str) -> LoadedRecord | None:
+        """Stop holding a record in this worker (other workers keep theirs)."""
         with self._lock:
             record = self._records.pop(record_id, None)
             if record is not None:
                 self._drop(record)
-            return record is not None
+            return record
+
+    def unload(self, record_id: str) -> bool:
+        """Take the record out of the node (it changed or went away): its frames are unlinked, and
+        the change board tells the other workers to drop what they hold of it."""
+        record = self._let_go(record_id)
+        self.runtime.changed(record_id)
+        for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
+            path.unlink(missing_ok=True)
+            path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
+        return record is not None
+
+    def _derived_bytes(self) -> int:
+        return sum(r.derived_bytes for r in list(self._records.values()))
 
     def memory_used(self) -> int:
-        return sum(r.nbytes for r in list(self._records.values()))
+        """Bytes of decoded frames the node's workers hold, and this worker's copies made of them."""
+        return sum(held.pixel_bytes for held in frames_on_node(self.runtime.folder)) + self._derived_bytes()
 
     def loaded_count(self) -> int:
-        return len(self._records)
+        """Records the node holds decoded (by any of its workers)."""
+        return len(frames_on_node(self.runtime.folder))
 
     def queued_frames(self) -> int:
         """Frames waiting in every loader's queue: how far decoding is behind the loads asked for."""
         return sum(loader.queued() for loader in list(self._loaders.values()))
 
     def shutdown(self) -> None:
+        """This worker stops: it lets go of its records, which stay loaded for the node's other workers."""
         for record_id in list(self._records):
-            self.unload(record_id)
+            self._let_go(record_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def held_shape(manifest: Manifest) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a record's frames as held in RAM: every frame padded to the largest."""
+    layout = manifest.render.layout
+    padded = layout.padded_to((s.rows, s.columns) for s in stacks_of(manifest))
+    return (manifest.meta.frames, *padded.frame_shape), np.dtype(layout.stored_dtype)
+
+
+def _file_prefix(record_id: str) -> str:
+    """The record's part of its frames' file name (hex whatever the id holds: safe in a path and a glob)."""
+    return hashlib.blake2b(record_id.encode(), digest_size=16).hexdigest()
+
+
+def _frames_name(record_id: str, manifest: Manifest) -> str:
+    """The record's frames file, named by its content: a series that grew or was analysed anew
+    decodes to other frames, which must not be mixed with the old ones."""
+    content = hashlib.blake2b(repr((manifest.files, manifest.render)).encode(), digest_size=16).hexdigest()
+    return f"{_file_prefix(record_id)}.{content}"

@@ -49,6 +49,7 @@ from daemons.render.ingest.upload_checks import (
     same_instance,
 )
 from daemons.render.node import Node
+from daemons.render.runtime import FolderLock
 from daemons.render.store.manifest import Manifest, Meta
 from shared.audit import record_audit
 from shared.db import utcnow
@@ -110,7 +111,7 @@ class Ingest:
     def __init__(self, node: Node, complete_s: float = 60.0):
         self.node = node
         self.complete_s = complete_s
-        self._locks: dict[str, threading.RLock] = {}
+        self._locks: dict[str, FolderLock] = {}
         self._locks_lock = threading.Lock()
         self._parsed: OrderedDict[str, _Received] = OrderedDict()
         self._parsed_lock = threading.Lock()
@@ -123,11 +124,17 @@ class Ingest:
         node.record_index.on_change(self.forget)
         node.settle = self.settle
 
-    def _lock_for(self, series_uid: str) -> threading.RLock:
-        """The lock of one series' appends and analyses (re-entrant: an append that follows the
-        store reads the manifest through `Node.manifest`, which may settle the series)."""
+    def _lock_for(self, series_uid: str) -> FolderLock:
+        """The lock of one series' appends and analyses, held across the node's workers (re-entrant:
+        an append that follows the store reads the manifest through `Node.manifest`, which may
+        settle the series)."""
+        key = series_uid.strip()
         with self._locks_lock:
-            return self._locks.setdefault(series_uid.strip(), threading.RLock())
+            lock = self._locks.get(key)
+            if lock is None:
+                name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+                lock = self._locks[key] = self.node.registry.runtime.lock(f"series-{name}")
+            return lock
 
     def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
         record_audit(self.node.models.AuditEntry, action, "record", record_id, detail=detail,

@@ -1,0 +1,131 @@
+"""What the worker processes of one render node share besides the store and the database.
+
+`sivr serve render` makes a fresh folder for the node's run (on tmpfs: /dev/shm) and names it in
+SIVR_RENDER_RUNTIME_DIR for the gunicorn workers it starts (gunicorn removes it when it exits:
+`daemons.gunicorn_conf`). It holds:
+
+- the decoded frames of loaded records (`daemons.render.shared_frames`), one copy per node;
+- the change board: a counter per record (hashed into a fixed table) that a worker bumps when it
+  changes a record (append, analysis, deletion), so that the others drop what they cached of it at
+  their next request instead of after `storage.manifest_refresh_s`;
+- lock files: a series' appends are serialised across workers (`folder_lock`), and exactly one
+  worker serves DICOM (`try_hold`).
+
+An app built in a process of its own (the tests, a single-process server) gets a private folder,
+removed when the process exits: the same code serves one worker or several.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import mmap
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+RUNTIME_ENV = "SIVR_RENDER_RUNTIME_DIR"
+BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at worst a needless recheck
+
+
+def make_runtime_folder(prefix: str) -> str:
+    """A fresh folder for one run of a node's workers, in memory (/dev/shm) where there is one."""
+    shm = Path("/dev/shm")
+    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else os.environ.get("XDG_RUNTIME_DIR")
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+
+
+class NodeRuntime:
+    """The runtime folder of this node's workers, its change board and its locks."""
+
+    def __init__(self, folder: Path, shared: bool):
+        self.folder = folder
+        self.shared = shared
+        fd = os.open(folder / "changes", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = BOARD_SLOTS * 8
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self._board = np.frombuffer(mmap.mmap(fd, size), np.uint64)
+        finally:
+            os.close(fd)
+        self._held: list[int] = []
+
+    @classmethod
+    def from_environment(cls) -> NodeRuntime:
+        """The folder `sivr serve` made for this node's workers, else a private one for this process."""
+        named = os.environ.get(RUNTIME_ENV)
+        if named:
+            return cls(Path(named), shared=True)
+        folder = make_runtime_folder("sivr-render-private-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        return cls(Path(folder), shared=False)
+
+    # --- the change board ----------------------------------------------------------------------
+    @staticmethod
+    def _slot(record_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "little") % BOARD_SLOTS
+
+    def changed(self, record_id: str) -> None:
+        """Tell every worker that this record changed (a lost race between two bumps still bumps)."""
+        slot = self._slot(record_id)
+        self._board[slot] = self._board[slot] + 1
+
+    def change_count(self, record_id: str) -> int:
+        """The record's counter: a different value than before means it may have changed."""
+        return int(self._board[self._slot(record_id)])
+
+    # --- locks ---------------------------------------------------------------------------------
+    def lock(self, name: str) -> FolderLock:
+        return FolderLock(self.folder / f"{name}.lock")
+
+    def try_hold(self, name: str) -> bool:
+        """Hold the lock `name` for the life of this process, if no other worker holds it."""
+        fd = os.open(self.folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held.append(fd)  # released by the kernel when this process ends
+        return True
+
+
+class FolderLock:
+    """A lock held across the node's workers (flock) and, re-entrantly, across this process's threads:
+    `with lock:`."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self._threads.acquire()
+        if self._depth == 0:
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            except BaseException:
+                self._threads.release()
+                raise
+            self._fd = fd
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+        self._threads.release()

@@ -1,0 +1,158 @@
+"""Several worker processes serve one render node: one decoded copy of a series, seen by all.
+
+Two apps built over the same folder, database, store and runtime folder are two workers of one
+node as `sivr serve` runs them (`daemons.render.runtime`); flock and the mapped frames behave
+between two open files of one process as between two processes. The real gunicorn node with two
+workers is in `test_render_daemon_workers.py`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemons.render import records
+from daemons.render.runtime import RUNTIME_ENV, NodeRuntime
+from daemons.render.shared_frames import FAILED, READY, SharedFrames, frames_on_node
+from tests.render.conftest import build_node, close_node
+from tests.render.test_api import _as_new_series
+
+
+class _NoPool:
+    """A loader pool that runs nothing: the worker leading a load decodes no frame (as if it hung)."""
+
+    def submit(self, fn):
+        return None
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
+
+@pytest.fixture()
+def workers(tmp_path, token_keys, monkeypatch):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    monkeypatch.setenv(RUNTIME_ENV, str(runtime))
+    (tmp_path / "node").mkdir()
+    institution = str(uuid.uuid4())
+    pair = [build_node(tmp_path / "node", token_keys, institution_id=institution) for _ in range(2)]
+    yield pair
+    for harness in pair:
+        close_node(harness)
+
+
+@pytest.fixture()
+def ct_files(ct_series) -> list[Path]:
+    return sorted(ct_series.glob("*.dcm"))[:10]
+
+
+def _frames_files(harness) -> list[Path]:
+    return [held.path for held in frames_on_node(harness.registry.runtime.folder)]
+
+
+def test_a_series_loaded_by_one_worker_is_served_by_the_other_from_the_same_memory(workers, ct_files):
+    first, second = workers
+    record_id = first.upload(ct_files).json["id"]
+    assert first.client.post(f"/api/v1/records/{record_id}/load", headers=first.headers()).status_code == 202
+    # the other worker serves it at once (it was "not loaded" there: 409)
+    reply = second.client.get(f"/api/v1/records/{record_id}/frames/3?format=png", headers=second.headers())
+    assert reply.status_code == 200, reply.json
+    assert second.client.get(f"/api/v1/records/{record_id}/status", headers=second.headers()).json["state"] in (
+        "loading", "ready")
+    loaded_first, loaded_second = first.registry.get_loaded(record_id), second.registry.get_loaded(record_id)
+    assert loaded_first.wait_complete(60) and loaded_second.wait_complete(60)
+    assert loaded_first.shared.leading is False  # done: nobody leads a complete load
+    (path,) = _frames_files(first)
+    assert loaded_second.shared.path == path  # one file, mapped by both
+    loaded_first.pixels[0, 0, 0] += 1  # the same memory, not a copy
+    assert loaded_second.pixels[0, 0, 0] == loaded_first.pixels[0, 0, 0]
+    loaded_first.pixels[0, 0, 0] -= 1
+    assert first.registry.memory_used() == second.registry.memory_used() == loaded_first.pixels.nbytes
+    assert first.registry.loaded_count() == second.registry.loaded_count() == 1
+
+
+def test_a_load_whose_leading_worker_died_is_finished_by_another(workers, ct_files):
+    first, second = workers
+    record_id = first.upload(ct_files).json["id"]
+    first.registry._pool = _NoPool()  # the leader decodes nothing, then dies
+    leading = first.registry.load(record_id)
+    assert leading.shared.leading and leading.frames_ready == 0
+    follower = second.registry.get_loaded(record_id)
+    assert not follower.shared.leading
+    assert not follower.wait_frame(5, 0.2)  # nobody decodes it; the leader is alive
+    first.registry._let_go(record_id)  # the leading process is gone: the kernel drops its lock
+    assert follower.wait_complete(60), follower.status()  # the follower found the stalled load and took it over
+    assert follower.status()["state"] == "ready" and follower.frames_ready == len(ct_files)
+
+
+def test_a_frame_that_fails_in_one_worker_is_failed_with_its_reason_in_the_other(tmp_path):
+    folder = tmp_path / "runtime"
+    folder.mkdir()
+    one = SharedFrames.open(folder, "record.content", (3, 4, 4), np.dtype(np.int16))
+    other = SharedFrames.open(folder, "record.content", (3, 4, 4), np.dtype(np.int16))
+    assert one.leading and not other.leading
+    one.pixels[0] = 7
+    one.mark(0, None)
+    one.mark(1, "ValueError: broken\nsecond line")
+    assert other.states.tolist() == [READY, FAILED, 0]
+    assert other.pixels[0].tolist() == [[7] * 4] * 4
+    assert other.errors() == {1: "ValueError: broken second line"}
+    assert not other.try_lead()  # the leader lives
+    one.close()
+    assert other.try_lead()  # it died: the load is the other's now
+    with pytest.raises(ValueError, match="holds frames of shape"):
+        SharedFrames.open(folder, "record.content", (4, 4, 4), np.dtype(np.int16))
+
+
+def test_a_series_grown_through_one_worker_is_seen_grown_by_the_other_at_once(workers, ct_files):
+    first, second = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:6]).json["id"]
+    assert second.client.get(f"/api/v1/records/{record_id}", headers=second.headers()).json["frames"] == 6
+    assert second.client.post(f"/api/v1/records/{record_id}/load", headers=second.headers()).status_code == 202
+    assert second.registry.get_loaded(record_id).wait_complete(60)
+    grown = first.upload(series[6:])
+    assert grown.status_code in (200, 201), grown.json
+    # well within storage.manifest_refresh_s (2 s): the change board, not the timer
+    assert second.client.get(f"/api/v1/records/{record_id}", headers=second.headers()).json["frames"] == 10
+    status = second.client.get(f"/api/v1/records/{record_id}/status", headers=second.headers()).json
+    assert status["state"] == "unloaded"  # the old frames are gone from the node; viewers load it again
+    assert _frames_files(first) == []
+
+
+def test_a_series_deleted_through_one_worker_is_gone_from_the_other_at_once(workers, ct_files):
+    first, second = workers
+    record_id, _ = first.load(ct_files)
+    assert second.client.get(f"/api/v1/records/{record_id}/frames/0", headers=second.headers()).status_code == 200
+    assert first.client.delete(f"/api/v1/records/{record_id}", headers=first.headers()).status_code == 204
+    reply = second.client.get(f"/api/v1/records/{record_id}/frames/0", headers=second.headers())
+    assert reply.status_code == 404, reply.json
+    assert _frames_files(second) == []
+
+
+def test_the_memory_budget_is_the_nodes_and_an_evicted_series_leaves_every_worker(workers, ct_files, monkeypatch):
+    monkeypatch.setattr(records, "CHECK_S", 0.0)
+    first, second = workers
+    for registry in (first.registry, second.registry):
+        registry.budget_bytes = 6 * 2**20  # 0.5 MiB per slice: one 10-slice series fits, two do not
+    old, _ = first.load(_as_new_series(ct_files))
+    assert second.registry.get_loaded(old) is not None
+    time.sleep(0.01)  # the files' times order their use
+    new = second.upload(_as_new_series(ct_files)).json["id"]
+    assert second.client.post(f"/api/v1/records/{new}/load", headers=second.headers()).status_code == 202
+    assert second.registry.get_loaded(old) is None  # the other worker's record was the least recently used
+    assert first.registry.get_loaded(old) is None  # ... and the worker that loaded it lets go too
+    assert first.registry.get_loaded(new).wait_complete(60)
+    assert first.registry.memory_used() <= 6 * 2**20 and len(_frames_files(first)) == 1
+
+
+def test_exactly_one_worker_holds_a_named_lock(tmp_path):
+    one, other = NodeRuntime(tmp_path, shared=True), NodeRuntime(tmp_path, shared=True)
+    assert one.try_hold("dicom-listener")
+    assert not other.try_hold("dicom-listener")
+    one.changed("r1")
+    assert other.change_count("r1") == 1 and other.change_count("r2") in (0, 1)

@@ -1,0 +1,132 @@
+"""A real render node served by two gunicorn workers (`server.workers = 2`): what a viewer and a
+modality see does not depend on which worker answers, and a worker's death loses nothing.
+
+The node runs from `init_deployment` + `sivr serve`, as operators run it; `test_node_workers.py`
+has the same rules between two apps of one process, step by step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from daemons.deployment import LocalDeployment, dicom_endpoint, init_deployment
+from daemons.render.runtime import RUNTIME_ENV
+from daemons.render.settings import KEYS
+from shared.config import render_config_toml
+from tests.render.dimse_peers import echo
+from tests.render.test_render_daemon import Node
+
+pytestmark = pytest.mark.slow
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _runtime_folder(master: int) -> Path:
+    environ = dict(entry.split("=", 1) for entry in Path(f"/proc/{master}/environ").read_text().split("\0") if
+                   "=" in entry)
+    return Path(environ[RUNTIME_ENV])
+
+
+def _maps(pid: int, path: Path) -> bool:
+    return str(path) in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _new_workers(master: int, gone: int, count: int = 2, timeout_s: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = _children(master)
+        if len(workers) == count and gone not in workers:
+            return workers
+        time.sleep(0.2)
+    raise AssertionError(f"gunicorn did not replace worker {gone}: {_children(master)}")
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Iterator[Node]:
+    root = tmp_path_factory.mktemp("render-workers")
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, institution_names=["Hospital A"])
+    config = Path(layout.first("render").config)
+    values = tomllib.loads(config.read_text())
+    values["server"]["workers"] = 2
+    config.write_text(render_config_toml("render", KEYS, values))
+    running = LocalDeployment(layout, layers=("render",))
+    try:
+        running.start()
+        yield Node(running, root)
+    finally:
+        running.stop()
+
+
+def _upload(node: Node, paths: list[Path]) -> str:
+    files = [("files", (path.name, path.read_bytes(), "application/dicom")) for path in paths]
+    reply = requests.post(node.url + "/api/v1/records", files=files, verify=node.ca, timeout=120,
+                          headers={"Authorization": f"Bearer {node.token}"})
+    assert reply.status_code == 201, reply.text
+    return reply.json()["id"]
+
+
+def _wait_ready(node: Node, record_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = node.get(f"/api/v1/records/{record_id}/status").json()
+        if status["state"] == "ready":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"record {record_id} did not load: {status}")
+
+
+def test_two_workers_serve_one_decoded_copy_that_outlives_the_worker_that_loaded_it(node, ct_series):
+    master = node.running.processes[node.instance.name].pid
+    assert len(_children(master)) == 2
+    record_id = _upload(node, sorted(ct_series.glob("*.dcm"))[:12])
+    reply = requests.post(f"{node.url}/api/v1/records/{record_id}/load", verify=node.ca, timeout=30,
+                          headers={"Authorization": f"Bearer {node.token}"})
+    assert reply.status_code == 202, reply.text
+    _wait_ready(node, record_id)
+    for index in range(24):  # each on a new connection: either worker may answer; none says "not loaded"
+        reply = node.get(f"/api/v1/records/{record_id}/frames/{index % 12}?format=png")
+        assert reply.status_code == 200, reply.text
+    (frames,) = _runtime_folder(master).glob("*.frames")  # one copy on the node
+    inode = frames.stat().st_ino
+    for worker in [w for w in _children(master) if _maps(w, frames)]:  # the workers holding it die
+        os.kill(worker, signal.SIGKILL)
+        _new_workers(master, worker)
+    for index in range(12):  # served from the same memory by workers that never loaded it
+        reply = node.get(f"/api/v1/records/{record_id}/frames/{index}?format=png")
+        assert reply.status_code == 200, reply.text
+    assert [path.stat().st_ino for path in _runtime_folder(master).glob("*.frames")] == [inode]
+
+
+def test_exactly_one_worker_serves_dicom_and_another_takes_over_when_it_dies(node):
+    endpoint = dicom_endpoint(node.running.layout.first("render"))
+    port, title = int(endpoint["port"]), endpoint["ae_title"]
+    assert echo(port, called=title)
+    master = node.running.processes[node.instance.name].pid
+    for worker in list(_children(master)):  # one of them held the listener
+        os.kill(worker, signal.SIGKILL)
+        _new_workers(master, worker)
+        deadline = time.monotonic() + 60
+        while not echo(port, called=title) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert echo(port, called=title), f"nobody serves DICOM after worker {worker} died"
+
+
+def test_the_runtime_folder_goes_when_the_node_stops(node):
+    master = node.running.processes[node.instance.name].pid
+    folder = _runtime_folder(master)
+    assert folder.is_dir()
+    instance = node.running.layout.first("render")
+    node.running.stop_instance(instance.name)
+    assert not folder.exists()
+    node.running.start_instance(instance)
+    node.running.wait_healthy(instance)
