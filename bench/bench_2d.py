@@ -80,8 +80,9 @@ def pct(values: list[float], q: float) -> float:
 class Setup:
     """Keys, a token, a CA and a node config in one temporary folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, workers: int = 1):
         self.root = root
+        self.workers = workers  # gunicorn workers of a node started as a server
         self.institution = str(uuid.uuid4())
         generate_signing_keypair(root / "token.pem", root / "token.pub")
         self.issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", NODE_AUDIENCE,
@@ -99,7 +100,8 @@ class Setup:
     def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:
         folder = self.root / name
         folder.mkdir(exist_ok=True)
-        server = {"workers": 1, "threads": 16, "max_request_mb": 4096, "port": port}
+        server = {"workers": self.workers, "threads": 16, "max_request_mb": 4096, "port": port,
+                  "host": "127.0.0.1", "timeout_s": 120}
         if tls:
             server.update(tls_cert=str(self.root / "server.pem"), tls_key=str(self.root / "server.key"))
         return {
@@ -110,6 +112,7 @@ class Setup:
             "storage": {"dir": str(folder / "store"), "key_file": str(folder / "store.key")},
             "memory": {"budget_mb": 8192},
             "render": render or {},
+            "dicom": {"port": 0, "tls_port": 0},
         }
 
     def config_file(self, name: str, port: int, tls: bool, render: dict | None = None) -> Path:
@@ -276,11 +279,8 @@ def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -
     port = free_port()
     config = setup.config_file(name, port, tls, render)
     upgrade(build_config("render", KEYS, setup.values(name, port, tls, render), config))
-    args = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--worker-class", "gthread",
-            "--bind", f"127.0.0.1:{port}", "--timeout", "120"]
-    if tls:
-        args += ["--certfile", str(setup.root / "server.pem"), "--keyfile", str(setup.root / "server.key")]
-    args.append(f"daemons.wsgi:build('render', '{config}')")
+    # as operators run it: gunicorn with `server.workers` workers sharing one runtime folder
+    args = [sys.executable, "-m", "daemons.cli", "serve", "render", "--config", str(config)]
     scheme = "https" if tls else "http"
     return Server(args, f"{scheme}://127.0.0.1:{port}", setup.root / f"{name}.log", "/healthz",
                   verify=str(setup.root / "ca.pem") if tls else True)
@@ -514,7 +514,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: loading encode orthanc scrolling")
+    parser.add_argument("--render-workers", type=int, default=1,
+                        help="gunicorn workers of the node in the server sections (server.workers)")
     args = parser.parse_args()
+    RESULTS["render_workers"] = args.render_workers
     RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
                           f"Python {platform.python_version()}, {platform.platform()}")
     with open("/proc/cpuinfo") as handle:
@@ -532,7 +535,7 @@ def main() -> None:
              *[("scrolling", lambda s, v=variant: bench_scrolling(s, derived, args.quick, v))
                for variant in SCROLL_VARIANTS]]
     with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
-        setup = Setup(Path(folder))
+        setup = Setup(Path(folder), args.render_workers)
         for name, step in steps:
             if name in sections:
                 RESULTS.setdefault("load_average_before", {})[name] = os.getloadavg()

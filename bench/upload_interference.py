@@ -33,10 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 SLICES = 20
 
 
-def _viewer(deployment, url: str, record_id: str, stop: threading.Event, latencies: list[float],
+def _viewer(session: requests.Session, url: str, record_id: str, stop: threading.Event, latencies: list[float],
             errors: list[str]) -> None:
     """Ask frames back to back; a failed request is counted in `errors` and the viewer goes on."""
-    session = deployment.client("physician").session
     while not stop.is_set():
         index, center = random.randrange(SLICES), random.randint(-500, 500)  # a new window: no cached image
         started = time.perf_counter()
@@ -51,8 +50,7 @@ def _viewer(deployment, url: str, record_id: str, stop: threading.Event, latenci
             errors.append(f"{reply.status_code}: {reply.text[:200]}")
 
 
-def _uploader(deployment, url: str, files, stop: threading.Event, durations: list[float]) -> None:
-    session = deployment.client("physician").session
+def _uploader(session: requests.Session, url: str, files, stop: threading.Event, durations: list[float]) -> None:
     while not stop.is_set():
         started = time.perf_counter()
         reply = session.post(f"{url}/api/v1/records", timeout=300,
@@ -92,12 +90,15 @@ def main() -> None:
             ("files", (name, data, "application/dicom")) for name, data in files]).json()["id"]
         client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,))
         time.sleep(3)
+        # each viewer and uploader logs in once, for both phases (the toplevel limits logins per address)
+        viewers = [deployment.client("physician").session for _ in range(args.viewers)]
+        senders = [deployment.client("physician").session for _ in range(args.uploaders)]
         for uploaders in (0, args.uploaders):
             stop, latencies, durations, errors = threading.Event(), [], [], []
-            threads = [threading.Thread(target=_viewer, args=(deployment, url, record_id, stop, latencies, errors))
-                       for _ in range(args.viewers)]
-            threads += [threading.Thread(target=_uploader, args=(deployment, url, files, stop, durations))
-                        for _ in range(uploaders)]
+            threads = [threading.Thread(target=_viewer, args=(session, url, record_id, stop, latencies, errors))
+                       for session in viewers]
+            threads += [threading.Thread(target=_uploader, args=(session, url, files, stop, durations))
+                        for session in senders[:uploaders]]
             for thread in threads:
                 thread.start()
             time.sleep(args.seconds)

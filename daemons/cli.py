@@ -48,6 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         hostnames=args.hostname or None,
         institution_names=args.institution_name or None,
         nodes_per_institution=args.nodes_per_institution,
+        render_workers=args.render_workers,
         force=args.force,
         object_store=_object_store(args),
         front=args.front,
@@ -279,6 +280,16 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return admin_main([*forwarded, *args.extra])
 
 
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sivr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="host name or address the servers are reached at (repeatable; first is used in URLs)")
     p.add_argument("--institution-name", action="append", help="an institution to set up (repeatable)")
     p.add_argument("--nodes-per-institution", type=int, default=1)
+    p.add_argument("--render-workers", type=_at_least_one, metavar="N",
+                   help="gunicorn workers per render node (default: one per core, at most 8)")
     p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
     p.add_argument("--front", action="store_true",
                    help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), "

@@ -40,6 +40,7 @@ STORE_KEY_BYTES = 32
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 DICOM_PORT = 11112
+MAX_DEFAULT_RENDER_WORKERS = 8
 #: The deployment's server certificate and key (relative to its folder), shown by the gunicorns or the fronts.
 FRONT_CERT, FRONT_KEY = "tls/server.pem", "tls/server.key"
 #: Calling AE titles a local deployment's render nodes accept: dcmtk's defaults and "MODALITY".
@@ -194,6 +195,12 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def default_render_workers() -> int:
+    """A render node's gunicorn workers: one per core (they share the decoded series), at most
+    MAX_DEFAULT_RENDER_WORKERS (each worker keeps its own compiled kernels and decode pool)."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_RENDER_WORKERS))
+
+
 def init_deployment(
     root: Path,
     hostnames: list[str] | None = None,
@@ -205,6 +212,7 @@ def init_deployment(
     hold_ports: bool = False,
     object_store: ObjectStore | None = None,
     front: bool = False,
+    render_workers: int | None = None,
 ) -> Layout:
     """Write keys, a local CA and server certificate, and one config file per instance.
 
@@ -220,6 +228,7 @@ def init_deployment(
     With `front` every instance's URL is served by nginx (TLS, HTTP/2; a config per instance in
     `front/`) in front of its gunicorn, which listens on loopback without TLS and believes the
     front's X-Forwarded-For; otherwise gunicorn serves the URL with TLS itself.
+    `render_workers`: gunicorn workers per render node (default `default_render_workers()`).
     """
     root = root.resolve()
     if (root / LAYOUT_FILE).exists() and not force:
@@ -336,7 +345,8 @@ def init_deployment(
                             if shared_store else _own_store(keys, node_name))
             receipt_key = load_or_create_node_key(keys / f"{node_name}.receipt.pem")
             add("render", node_name, port_for("render"), {
-                "server": {"workers": 1, "threads": 16, "max_request_mb": 2048},
+                "server": {"workers": render_workers or default_render_workers(), "threads": 16,
+                           "max_request_mb": 2048},
                 "database": {"url": f"sqlite:///data/{node_name}/render.db"},
                 "node": {"institution_id": inst_id, "name": node_name,
                          "receipt_key": f"keys/{node_name}.receipt.pem"},

@@ -1,8 +1,9 @@
 """Records loaded in RAM: one decoded copy per node, filled slice by slice, demand first.
 
 Why this shape:
-- The node runs ONE gunicorn worker with many threads, so every viewer of a record shares the
-  same array (the paper's node kept one copy per user and refused the second one).
+- Every viewer of a record shares the same array (the paper's node kept one copy per user and
+  refused the second one), whichever of the node's gunicorn workers answers it: the array is a
+  file of the node's runtime folder that every worker maps (`daemons.render.shared_frames`).
 - Loading runs in a thread pool (zstandard, AES-GCM, NumPy and the JPEG decoders release the GIL);
   each decoded slice is servable at once, and a slice a viewer asks for jumps the queue, so the
   first image never waits for the whole record.
@@ -17,6 +18,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import io
@@ -101,7 +103,12 @@ class LoadedRecord:
         self.on_stall: Callable[[], None] = lambda: None
         self.checked_at = time.monotonic()  # when the registry last checked the shared frames
         if self.shared.leading:
-            for index, message in self.bad_frames.items():  # short or undecodable frames: never decoded
+            self.mark_bad_frames()
+
+    def mark_bad_frames(self) -> None:
+        """The worker leading the load marks the frames found bad at upload: they are never decoded."""
+        for index, message in self.bad_frames.items():
+            if self.shared.states[index] == PENDING:
                 self._frame_done(index, message)
 
     # --- pixels ------------------------------------------------------------------------------
@@ -444,8 +451,16 @@ class RecordRegistry:
             name = _frames_name(record_id, manifest)
             if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
                 self._evict(needed)
-            record = LoadedRecord(record_id, manifest,
-                                  SharedFrames.open(self.runtime.folder, name, shape, dtype))
+            try:
+                frames = SharedFrames.open(self.runtime.folder, name, shape, dtype)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                    raise
+                raise MemoryBudgetError(
+                    f"the record needs {needed // 2**20} MiB and the node's runtime folder "
+                    f"{self.runtime.folder} (tmpfs) has no room left: lower memory.budget_mb or give "
+                    "/dev/shm more room") from exc
+            record = LoadedRecord(record_id, manifest, frames)
             record.on_stall = lambda: self._adopt(record)
             self._records[record_id] = record
             self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
@@ -455,6 +470,7 @@ class RecordRegistry:
         """Finish a load whose leading worker died (nobody holds its lock any more)."""
         loader = self._loaders.get(record.record_id)
         if loader is not None and not record.cancelled and record.shared.try_lead():
+            record.mark_bad_frames()  # in case the leader died before it did
             loader.start()
 
     def overlay(self, record_id: str, index: int) -> np.ndarray | None:
@@ -539,6 +555,7 @@ class RecordRegistry:
         for record_id in list(self._records):
             self._let_go(record_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
 
 
 def held_shape(manifest: Manifest) -> tuple[tuple[int, ...], np.dtype]:

@@ -12,12 +12,12 @@ SIVR_RENDER_RUNTIME_DIR for the gunicorn workers it starts (gunicorn removes it 
   worker serves DICOM (`try_hold`).
 
 An app built in a process of its own (the tests, a single-process server) gets a private folder,
-removed when the process exits: the same code serves one worker or several.
+removed when its registry shuts down or the runtime is collected: the same code serves one worker
+or several.
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import hashlib
 import mmap
@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +35,29 @@ BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at 
 
 
 def make_runtime_folder(prefix: str) -> str:
-    """A fresh folder for one run of a node's workers, in memory (/dev/shm) where there is one."""
+    """A fresh folder for one run of a node's workers, in memory (/dev/shm) where there is one.
+
+    Its name carries this process's id (`sivr serve` becomes the gunicorn master, whose exit hook
+    removes it). A master killed outright cannot: folders of this prefix whose process is gone
+    are removed here, so their memory comes back at the next start instead of at the next boot.
+    """
     shm = Path("/dev/shm")
-    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else os.environ.get("XDG_RUNTIME_DIR")
-    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    parent = Path(str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir())
+    for stale in parent.glob(f"{prefix}*-*"):
+        pid = stale.name.removeprefix(prefix).split("-", 1)[0]
+        if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class NodeRuntime:
@@ -62,9 +82,15 @@ class NodeRuntime:
         named = os.environ.get(RUNTIME_ENV)
         if named:
             return cls(Path(named), shared=True)
-        folder = make_runtime_folder("sivr-render-private-")
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        return cls(Path(folder), shared=False)
+        runtime = cls(Path(make_runtime_folder("sivr-render-private-")), shared=False)
+        # its decoded series are memory (tmpfs): freed with the node, not only when the process ends
+        weakref.finalize(runtime, shutil.rmtree, runtime.folder, ignore_errors=True)
+        return runtime
+
+    def close(self) -> None:
+        """The node stops: a private folder goes with it (a shared one is removed by gunicorn at exit)."""
+        if not self.shared:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # --- the change board ----------------------------------------------------------------------
     @staticmethod

@@ -16,8 +16,10 @@ load time by as much CPU; instead the frames live in one file of the node's runt
   a load left half done (`try_lead` succeeds on an incomplete file) and finishes it.
 - The file is created beside its final name and linked into place whole (header written, lock
   held), so a worker that opens it never sees a header half written or a load without a leader.
-- The file is sparse: a frame uses memory once it is decoded. Unlinking it (eviction, a series
-  that grew) frees the memory when the last worker mapping it lets go; workers notice with `gone`.
+- The file's memory is reserved when it is created (what the node's budget counts): a tmpfs
+  without room refuses the load (OSError ENOSPC) instead of killing a worker with SIGBUS when it
+  writes a frame. Unlinking it (eviction, a series that grew) frees the memory when the last
+  worker mapping it lets go; workers notice with `gone`.
 
 `private` gives the same interface over anonymous memory, for a record only one process reads.
 """
@@ -109,7 +111,8 @@ class SharedFrames:
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.pwrite(fd, header, 0)
-            os.ftruncate(fd, size)
+            # reserved now: a full tmpfs is an error at load, not a SIGBUS at the first write of a frame
+            os.posix_fallocate(fd, 0, size)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.link(temp, path)
         except FileExistsError:

@@ -8,6 +8,7 @@ workers is in `test_render_daemon_workers.py`.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -156,3 +157,43 @@ def test_exactly_one_worker_holds_a_named_lock(tmp_path):
     assert not other.try_hold("dicom-listener")
     one.changed("r1")
     assert other.change_count("r1") == 1 and other.change_count("r2") in (0, 1)
+
+
+def test_a_runtime_folder_without_room_refuses_the_load_instead_of_killing_the_worker(node, ct_files, monkeypatch):
+    """Pages of a full tmpfs fail at their first write with SIGBUS: the file's room is reserved when
+    it is created, so a full /dev/shm is a 507 naming the folder, and the worker lives on."""
+    import errno
+    import os
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    record_id = node.upload(ct_files).json["id"]
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    reply = node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers())
+    assert reply.status_code == 507 and reply.json["error"]["code"] == "insufficient_memory"
+    assert "has no room left" in reply.json["error"]["message"]
+    assert _frames_files(node) == [] and list(node.registry.runtime.folder.glob("*.tmp")) == []
+    monkeypatch.undo()
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+
+
+def test_a_runtime_folder_left_by_a_killed_node_is_removed_at_the_next_start(tmp_path, monkeypatch):
+    """gunicorn removes its node's folder when it exits; a master killed outright leaves it in
+    /dev/shm, holding memory until the next boot, unless the next start removes it."""
+    import subprocess
+
+    import daemons.render.runtime as runtime
+
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(runtime, "Path", lambda name: tmp_path / "no-shm" if name == "/dev/shm" else Path(name))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    left = tmp_path / f"sivr-render-{finished.pid}-abc"
+    left.mkdir()
+    (left / "x.frames").write_bytes(b"0" * 10)
+    alive = tmp_path / f"sivr-render-{os.getpid()}-def"
+    alive.mkdir()
+    made = Path(runtime.make_runtime_folder("sivr-render-"))
+    assert made.parent == tmp_path and made.name.startswith(f"sivr-render-{os.getpid()}-")
+    assert not left.exists() and alive.exists()

@@ -1,6 +1,6 @@
 """Untrusted uploads are parsed and decoded in separate worker processes, never in the node's own.
 
-Why: the render node is ONE gunicorn worker holding every viewer's decoded records in RAM. A codec
+Why: a render node's workers serve every viewer of the decoded records they map. A codec
 that panics (pylibjpeg-rle raises pyo3's PanicException, a BaseException, on RLE files with
 corrupted segments), aborts, loops or allocates without bound would otherwise kill or stall that
 process and every viewer with it. Here such a file costs one decode worker: it is killed if need
