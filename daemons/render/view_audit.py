@@ -10,7 +10,8 @@ a JSON object with the counts per kind and the first/last times). `close` writes
 when the node stops; a node killed hard loses at most the last period.
 
 A stream idle for `IDLE_FORGET_S` is dropped from memory once written; if that session views the
-record again later, a new row starts.
+record again later, a new row starts. Each worker of a node counts the images it served: a
+session whose requests reached two workers has a row from each, which together count every image.
 """
 
 from __future__ import annotations
