@@ -425,7 +425,7 @@ class RecordRegistry:
         if now - record.checked_at >= CHECK_S:
             record.checked_at = now
             if record.shared.gone():  # evicted, or its series changed, by another worker
-                self._let_go(record_id)
+                self.let_go(record_id)
                 return self.get_loaded(record_id)
             if not record.complete:
                 self._adopt(record)
@@ -517,7 +517,7 @@ class RecordRegistry:
         with record._cond:
             record._cond.notify_all()
 
-    def _let_go(self, record_id: str) -> LoadedRecord | None:
+    def let_go(self, record_id: str) -> LoadedRecord | None:
         """Stop holding a record in this worker (other workers keep theirs)."""
         with self._lock:
             record = self._records.pop(record_id, None)
@@ -528,12 +528,21 @@ class RecordRegistry:
     def unload(self, record_id: str) -> bool:
         """Take the record out of the node (it changed or went away): its frames are unlinked, and
         the change board tells the other workers to drop what they hold of it."""
-        record = self._let_go(record_id)
+        record = self.let_go(record_id)
         self.runtime.changed(record_id)
         for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
             path.unlink(missing_ok=True)
             path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
         return record is not None
+
+    def drop_stale(self, record_id: str, manifest: Manifest) -> None:
+        """Unlink the node's frames of a record's older content (the series changed, here or on
+        another node sharing the store): no worker will be given them again."""
+        current = f"{_frames_name(record_id, manifest)}{SUFFIX}"
+        for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+                path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
 
     def _derived_bytes(self) -> int:
         return sum(r.derived_bytes for r in list(self._records.values()))
@@ -553,7 +562,7 @@ class RecordRegistry:
     def shutdown(self) -> None:
         """This worker stops: it lets go of its records, which stay loaded for the node's other workers."""
         for record_id in list(self._records):
-            self._let_go(record_id)
+            self.let_go(record_id)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
 
@@ -573,5 +582,8 @@ def _file_prefix(record_id: str) -> str:
 def _frames_name(record_id: str, manifest: Manifest) -> str:
     """The record's frames file, named by its content: a series that grew or was analysed anew
     decodes to other frames, which must not be mixed with the old ones."""
-    content = hashlib.blake2b(repr((manifest.files, manifest.render)).encode(), digest_size=16).hexdigest()
+    content = manifest.derived.get("frames_content")
+    if content is None:
+        content = manifest.derived["frames_content"] = hashlib.blake2b(
+            repr((manifest.files, manifest.render)).encode(), digest_size=16).hexdigest()
     return f"{_file_prefix(record_id)}.{content}"

@@ -85,7 +85,7 @@ def test_a_load_whose_leading_worker_died_is_finished_by_another(workers, ct_fil
     follower = second.registry.get_loaded(record_id)
     assert not follower.shared.leading
     assert not follower.wait_frame(5, 0.2)  # nobody decodes it; the leader is alive
-    first.registry._let_go(record_id)  # the leading process is gone: the kernel drops its lock
+    first.registry.let_go(record_id)  # the leading process is gone: the kernel drops its lock
     assert follower.wait_complete(60), follower.status()  # the follower found the stalled load and took it over
     assert follower.status()["state"] == "ready" and follower.frames_ready == len(ct_files)
 
@@ -197,3 +197,23 @@ def test_a_runtime_folder_left_by_a_killed_node_is_removed_at_the_next_start(tmp
     made = Path(runtime.make_runtime_folder("sivr-render-"))
     assert made.parent == tmp_path and made.name.startswith(f"sivr-render-{os.getpid()}-")
     assert not left.exists() and alive.exists()
+
+
+def test_a_worker_that_notices_a_change_keeps_the_new_frames_another_worker_loaded(workers, ct_files):
+    """The worker that grew a series unlinks its old frames and the node loads the new ones; a
+    worker noticing the change afterwards lets go of its own mapping, not of the new frames."""
+    first, second = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:6]).json["id"]
+    for harness in (first, second):  # both hold the 6-frame series
+        assert harness.client.get(f"/api/v1/records/{record_id}", headers=harness.headers()).json["frames"] == 6
+    assert first.client.post(f"/api/v1/records/{record_id}/load", headers=first.headers()).status_code == 202
+    assert second.registry.get_loaded(record_id).wait_complete(60)
+    assert first.upload(series[6:]).status_code in (200, 201)
+    assert first.client.post(f"/api/v1/records/{record_id}/load", headers=first.headers()).status_code == 202
+    grown = first.registry.get_loaded(record_id)
+    assert grown.frames_total == 10 and grown.wait_complete(60)
+    reply = second.client.get(f"/api/v1/records/{record_id}/frames/9", headers=second.headers())
+    assert reply.status_code == 200, reply.json  # the second worker maps the grown series
+    (path,) = _frames_files(first)
+    assert path == grown.shared.path and not grown.shared.gone()
