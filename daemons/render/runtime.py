@@ -75,6 +75,7 @@ class NodeRuntime:
         finally:
             os.close(fd)
         self._held: list[int] = []
+        self._board_lock = FolderLock(folder / "changes.lock")
 
     @classmethod
     def from_environment(cls) -> NodeRuntime:
@@ -98,9 +99,11 @@ class NodeRuntime:
         return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "little") % BOARD_SLOTS
 
     def changed(self, record_id: str) -> None:
-        """Tell every worker that this record changed (a lost race between two bumps still bumps)."""
+        """Tell every worker that this record changed (changes are rare: the bump is locked, so two
+        workers bumping at once both count)."""
         slot = self._slot(record_id)
-        self._board[slot] = self._board[slot] + 1
+        with self._board_lock:
+            self._board[slot] = self._board[slot] + 1
 
     def change_count(self, record_id: str) -> int:
         """The record's counter: a different value than before means it may have changed."""
