@@ -11,9 +11,9 @@ SIVR_RENDER_RUNTIME_DIR for the gunicorn workers it starts (gunicorn removes it 
 - lock files: a series' appends are serialised across workers (`folder_lock`), and exactly one
   worker serves DICOM (`try_hold`).
 
-An app built in a process of its own (the tests, a single-process server) gets a private folder,
-removed when its registry shuts down or the runtime is collected: the same code serves one worker
-or several.
+An app built in a process of its own (the tests, a single-process server) gets a private folder:
+its decoded series are unlinked when the registry shuts down, the folder is removed when the
+runtime is collected or the process exits. The same code serves one worker or several.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+
+from daemons.render.shared_frames import ERRORS_SUFFIX, SUFFIX
 
 RUNTIME_ENV = "SIVR_RENDER_RUNTIME_DIR"
 BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at worst a needless recheck
@@ -89,9 +91,12 @@ class NodeRuntime:
         return runtime
 
     def close(self) -> None:
-        """The node stops: a private folder goes with it (a shared one is removed by gunicorn at exit)."""
+        """The node stops serving: a private folder's decoded series go now (their memory comes
+        back), its locks when the runtime is collected or the process exits (an ingest closing
+        at exit still takes them). A shared folder is the node's: gunicorn removes it at exit."""
         if not self.shared:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            for path in [*self.folder.glob(f"*{SUFFIX}"), *self.folder.glob(f"*{ERRORS_SUFFIX}")]:
+                path.unlink(missing_ok=True)
 
     # --- the change board ----------------------------------------------------------------------
     @staticmethod

@@ -75,17 +75,21 @@ def test_sixteen_viewers_scroll_one_record_without_errors(node, ct_series: Path)
     record_id = client.call("POST", f"{url}/api/v1/records", files=handles, ok=(200, 201)).json()["id"]
     client.call("POST", f"{url}/api/v1/records/{record_id}/load", ok=(202,))
 
+    refusals: list[str] = []
+
     def scroll(viewer: int) -> list[int]:
         codes = []
         for step in range(15):
             reply = client.session.get(f"{url}/api/v1/records/{record_id}/frames/{(viewer + step) % 30}",
                                        params={"format": "webp", "window": f"{viewer * 10},400"}, timeout=60)
             codes.append(reply.status_code)
+            if reply.status_code != 200:
+                refusals.append(reply.text[:300])
             if reply.status_code == 200:
                 assert Image.open(io.BytesIO(reply.content)).size == (512, 512)
         return codes
 
     with ThreadPoolExecutor(16) as pool:
         codes = [c for result in pool.map(scroll, range(16)) for c in result]
-    assert codes.count(200) == len(codes)
+    assert codes.count(200) == len(codes), refusals[:3]
     client.call("DELETE", f"{url}/api/v1/records/{record_id}", ok=(204,))

@@ -8,6 +8,7 @@ workers is in `test_render_daemon_workers.py`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -19,6 +20,7 @@ import pytest
 from daemons.render import records
 from daemons.render.runtime import RUNTIME_ENV, NodeRuntime
 from daemons.render.shared_frames import FAILED, READY, SharedFrames, frames_on_node
+from daemons.render.store.manifest import Manifest
 from tests.render.conftest import build_node, close_node
 from tests.render.test_api import _as_new_series
 
@@ -217,3 +219,17 @@ def test_a_worker_that_notices_a_change_keeps_the_new_frames_another_worker_load
     assert reply.status_code == 200, reply.json  # the second worker maps the grown series
     (path,) = _frames_files(first)
     assert path == grown.shared.path and not grown.shared.gone()
+
+
+def test_the_frames_of_a_series_are_named_alike_by_the_worker_that_analysed_it_and_one_that_read_it(
+        workers, ct_files):
+    """The worker that analyses a grown series holds its manifest as computed (NumPy numbers, tuples);
+    another reads it from the store (JSON). Named differently, each unlinked the other's frames
+    as stale, and every viewer got 409 "not loaded"."""
+    first, _ = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:6]).json["id"]
+    first.upload(series[6:])
+    analysed = first.app.extensions["sivr_node"].manifest(record_id)  # settled here, in memory
+    stored = Manifest.from_json(json.loads(analysed.encode()))
+    assert records._frames_name(record_id, analysed) == records._frames_name(record_id, stored)
