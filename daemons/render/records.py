@@ -23,6 +23,7 @@ import hashlib
 import heapq
 import io
 import itertools
+import json
 import math
 import threading
 import time
@@ -535,6 +536,13 @@ class RecordRegistry:
             path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
         return record is not None
 
+    def changed(self, record_id: str, manifest: Manifest) -> None:
+        """The record was analysed anew here (`manifest`): every worker lets go of what it holds
+        and maps the record again from the new manifest; frames decoded from the same files stay."""
+        self.let_go(record_id)
+        self.runtime.changed(record_id)
+        self.drop_stale(record_id, manifest)
+
     def drop_stale(self, record_id: str, manifest: Manifest) -> None:
         """Unlink the node's frames of a record's older content (the series changed, here or on
         another node sharing the store): no worker will be given them again."""
@@ -580,10 +588,15 @@ def _file_prefix(record_id: str) -> str:
 
 
 def _frames_name(record_id: str, manifest: Manifest) -> str:
-    """The record's frames file, named by its content: a series that grew or was analysed anew
-    decodes to other frames, which must not be mixed with the old ones."""
+    """The record's frames file, named by what its pixels are decoded from: the files in frame
+    order (with their rescale), the pixel layout and the padded shape. A series that grew decodes
+    to other frames, which must not be mixed with the old ones; one analysed anew with the same
+    frames (a new automatic window) keeps them. Canonical JSON: the worker that analysed a series
+    holds NumPy numbers and tuples where one that read it from the store holds JSON's."""
     content = manifest.derived.get("frames_content")
     if content is None:
-        content = manifest.derived["frames_content"] = hashlib.blake2b(
-            repr((manifest.files, manifest.render)).encode(), digest_size=16).hexdigest()
+        shape, dtype = held_shape(manifest)
+        described = json.dumps([[entry.to_json() for entry in manifest.files], manifest.render.layout.to_json(),
+                                list(shape), dtype.str], sort_keys=True, default=float)
+        content = manifest.derived["frames_content"] = hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
     return f"{_file_prefix(record_id)}.{content}"

@@ -114,6 +114,19 @@ class NodeRuntime:
         """The record's counter: a different value than before means it may have changed."""
         return int(self._board[self._slot(record_id)])
 
+    # --- growth of a series ----------------------------------------------------------------------
+    def grew(self, name: str) -> None:
+        """Series `name` grew now, through whichever worker: its "series complete" age starts again
+        for every worker (the one that completes it may not be the one that took the last instance)."""
+        (self.folder / f"{name}.grew").touch()
+
+    def grown_at(self, name: str) -> float | None:
+        """When (wall-clock seconds) series `name` last grew on this node; None if not in this run."""
+        try:
+            return (self.folder / f"{name}.grew").stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     # --- locks ---------------------------------------------------------------------------------
     def lock(self, name: str) -> FolderLock:
         return FolderLock(self.folder / f"{name}.lock")

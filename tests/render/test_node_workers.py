@@ -233,3 +233,41 @@ def test_the_frames_of_a_series_are_named_alike_by_the_worker_that_analysed_it_a
     analysed = first.app.extensions["sivr_node"].manifest(record_id)  # settled here, in memory
     stored = Manifest.from_json(json.loads(analysed.encode()))
     assert records._frames_name(record_id, analysed) == records._frames_name(record_id, stored)
+
+
+def test_a_series_is_complete_when_no_worker_took_an_instance_for_the_stable_age(workers, ct_files):
+    """Each worker times the series it grew; one that took the first instances completed the
+    series (and unloaded it under its viewers) although another worker took one a moment ago."""
+    first, second = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:4]).json["id"]
+    first.upload(series[4:6])  # an append: the first worker now times the series
+    ingest_first = first.app.extensions["sivr_ingest"]
+    ingest_first.complete_s = 0.6
+    time.sleep(0.4)
+    second.upload(series[6:])  # through the other worker, 0.4 s later
+    time.sleep(0.3)  # 0.7 s after the first worker's append, 0.3 s after the second's
+    assert ingest_first.complete_due(time.monotonic()) == []
+    time.sleep(0.4)
+    assert ingest_first.complete_due(time.monotonic()) == [record_id]
+
+
+def test_frames_analysed_anew_unchanged_stay_loaded_for_every_worker(workers, ct_files):
+    """The exact analysis of a complete series gives it a new automatic window, not new frames:
+    viewers go on without loading it again (they got 409 "not loaded" and the node decoded it again)."""
+    first, second = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:6]).json["id"]
+    first.upload(series[6:])
+    node_first = first.app.extensions["sivr_node"]
+    provisional = node_first.manifest(record_id)  # analysed with a provisional window
+    assert first.client.post(f"/api/v1/records/{record_id}/load", headers=first.headers()).status_code == 202
+    assert first.registry.get_loaded(record_id).wait_complete(60)
+    (path,) = _frames_files(first)
+    assert first.app.extensions["sivr_ingest"].complete_due(float("inf")) == [record_id]
+    exact = node_first.manifest(record_id)
+    assert exact.render.auto_window != provisional.render.auto_window  # analysed anew: another window
+    for harness in (first, second):
+        reply = harness.client.get(f"/api/v1/records/{record_id}/frames/5", headers=harness.headers())
+        assert reply.status_code == 200, reply.json
+    assert _frames_files(first) == [path]

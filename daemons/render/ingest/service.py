@@ -132,8 +132,7 @@ class Ingest:
         with self._locks_lock:
             lock = self._locks.get(key)
             if lock is None:
-                name = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-                lock = self._locks[key] = self.node.registry.runtime.lock(f"series-{name}")
+                lock = self._locks[key] = self.node.registry.runtime.lock(_series_name(key))
             return lock
 
     def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
@@ -294,7 +293,7 @@ class Ingest:
         node.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes,
                                         rows=meta.rows, columns=meta.columns,  # the leading stack's size
                                         ).where(node.models.StoredRecord.id == record_id).execute()
-        self._drop_views(record_id)
+        self._drop_views(record_id, manifest)
         self._remember(record_id, replace(received, version=version, pending=0,
                                           auto_window=manifest.render.auto_window))
         with self._growing_lock:
@@ -312,10 +311,15 @@ class Ingest:
             found.update((row.sop_instance_uid, (row.sha256, row.blob)) for row in rows)
         return found
 
-    def _drop_views(self, record_id: str) -> None:
-        """Viewers reload a series whose manifest changed (its status says "unloaded" until they ask again)."""
+    def _drop_views(self, record_id: str, analysed: Manifest | None = None) -> None:
+        """Viewers reload a series whose frames changed (its status says "unloaded" until they ask
+        again). A new analysis of the same frames (`analysed`: a new automatic window) keeps the
+        node's decoded frames: the workers map them again with the new manifest."""
         node = self.node
-        node.registry.unload(record_id)
+        if analysed is None:
+            node.registry.unload(record_id)
+        else:
+            node.registry.changed(record_id, analysed)
         node.forget(record_id)
         node.images.drop_record(record_id)
 
@@ -368,6 +372,7 @@ class Ingest:
         self._on_complete.append(listener)
 
     def _note_growth(self, record_id: str, series_uid: str) -> None:
+        self.node.registry.runtime.grew(_series_name(series_uid))
         with self._growing_lock:
             self._growing[record_id] = (series_uid, time.monotonic())
             if self._watcher is None and not self._closed.is_set():
@@ -416,6 +421,13 @@ class Ingest:
                 entry = self._growing.get(record_id)
                 if entry is None or now - entry[1] < self.complete_s:
                     return False  # grew again meanwhile (or completed by another call)
+                grown_at = self.node.registry.runtime.grown_at(_series_name(series_uid))
+                if grown_at is not None:  # the node's last growth of it, on this worker's clock
+                    last = time.monotonic() - max(0.0, time.time() - grown_at)
+                    if last > entry[1] and now - last < self.complete_s:
+                        # another worker took an instance since: the age starts from that one
+                        self._growing[record_id] = (series_uid, last)
+                        return False
             self._settle(record_id, series_uid, exact=True)
             self.forget(record_id)
         return True
@@ -429,6 +441,11 @@ class Ingest:
         self._closed.set()
         self.complete_due(float("inf"), derive=False)  # at shutdown: nothing would use derived data
         atexit.unregister(self.close)
+
+
+def _series_name(series_uid: str) -> str:
+    """A series' name in the node's runtime folder (its lock and growth files)."""
+    return "series-" + hashlib.blake2b(series_uid.strip().encode(), digest_size=16).hexdigest()
 
 
 def _cached_bytes(cache: OrderedDict[str, _Received]) -> int:
