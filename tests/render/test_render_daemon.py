@@ -12,7 +12,7 @@ import socket
 import ssl
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import peewee
@@ -57,14 +57,13 @@ class Node:
         return host.strip("[]"), int(port)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["gunicorn", "http2"])
-def node(tmp_path_factory, request) -> Iterator[Node]:
-    root = tmp_path_factory.mktemp("render-daemon")
-    layout = init_deployment(root, pick_free_ports=True, institution_names=["Hospital A"])
+def running_node(root: Path, configure: Callable[[dict], None]) -> Iterator[Node]:
+    """One render node of a fresh deployment in `root`, its config values changed by `configure`
+    before it starts; stopped when the caller's fixture ends."""
+    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, institution_names=["Hospital A"])
     config = Path(layout.first("render").config)
     values = tomllib.loads(config.read_text())
-    values.setdefault("audit", {})["flush_s"] = 60  # only the shutdown writes within this test
-    values["server"]["http2"] = request.param  # the same answers from both servers `sivr serve` runs
+    configure(values)
     config.write_text(render_config_toml("render", KEYS, values))
     running = LocalDeployment(layout, layers=("render",))
     try:
@@ -72,6 +71,15 @@ def node(tmp_path_factory, request) -> Iterator[Node]:
         yield Node(running, root)
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["gunicorn", "http2"])
+def node(tmp_path_factory, request) -> Iterator[Node]:
+    def configure(values: dict) -> None:
+        values.setdefault("audit", {})["flush_s"] = 60  # only the shutdown writes within this test
+        values["server"]["http2"] = request.param  # the same answers from both servers `sivr serve` runs
+
+    yield from running_node(tmp_path_factory.mktemp("render-daemon"), configure)
 
 
 def test_every_answer_has_the_api_security_headers(node):

@@ -10,19 +10,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from daemons.deployment import LocalDeployment, dicom_endpoint, init_deployment
+from daemons.deployment import dicom_endpoint
 from daemons.render.runtime import RUNTIME_ENV
-from daemons.render.settings import KEYS
-from shared.config import render_config_toml
 from tests.render.dimse_peers import echo
-from tests.render.test_render_daemon import Node
+from tests.render.test_render_daemon import Node, running_node
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +50,8 @@ def _new_workers(master: int, gone: int, count: int = 2, timeout_s: float = 60) 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory) -> Iterator[Node]:
-    root = tmp_path_factory.mktemp("render-workers")
-    layout = init_deployment(root, pick_free_ports=True, hold_ports=True, institution_names=["Hospital A"])
-    config = Path(layout.first("render").config)
-    values = tomllib.loads(config.read_text())
-    values["server"]["workers"] = 2
-    config.write_text(render_config_toml("render", KEYS, values))
-    running = LocalDeployment(layout, layers=("render",))
-    try:
-        running.start()
-        yield Node(running, root)
-    finally:
-        running.stop()
+    yield from running_node(tmp_path_factory.mktemp("render-workers"),
+                            lambda values: values["server"].update(workers=2))
 
 
 def _upload(node: Node, paths: list[Path]) -> str:
