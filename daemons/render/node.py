@@ -109,14 +109,15 @@ class Node:
         self.record_index.observed(record_id, manifest, version)
         if manifest.pending and self.settle is not None:
             manifest, version = self.settle(record_id, manifest.meta.series_uid)
-        self.registry.drop_stale(record_id, manifest)
         with self._manifest_lock:
             self._manifests[record_id] = (manifest, now, changes)
         return manifest
 
     def _drop_cached(self, record_id: str) -> None:
         """Forget what this worker holds of a record's old content (it grew or went away
-        elsewhere); the node's decoded frames of that content go when its new manifest is read."""
+        elsewhere). The node's decoded frames of that content are unlinked by the worker that made
+        the change (`RecordRegistry.unload`, `changed`); those of a change made by another node
+        sharing the store wait for the budget's eviction (no worker maps them again)."""
         self.forget(record_id)
         self.registry.let_go(record_id)
         self.images.drop_record(record_id)

@@ -24,6 +24,7 @@ import heapq
 import io
 import itertools
 import json
+import logging
 import math
 import threading
 import time
@@ -41,13 +42,14 @@ from daemons.render.imaging.pixels import GrayParams, Modality, Voi, gray_lut, l
 from daemons.render.imaging.planes import record_spacing
 from daemons.render.imaging.voi import default_voi, lut_from_json
 from daemons.render.runtime import NodeRuntime
-from daemons.render.shared_frames import ERRORS_SUFFIX, PENDING, READY, SUFFIX, SharedFrames, frames_on_node
+from daemons.render.shared_frames import PENDING, READY, SUFFIX, SharedFrames, frames_on_node, remove
 from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
 from daemons.render.store.frame_layout import Layout
 from daemons.render.store.interface import Store
 from daemons.render.store.manifest import Manifest
 from shared.errors import ApiError
 
+log = logging.getLogger(__name__)
 LUT_CACHE_SIZE = 64
 POLL_S = 0.005  # how often a wait looks for frames another worker decoded
 STALL_S = 0.5  # a wait without progress this long checks whether the load lost its leader
@@ -337,7 +339,9 @@ class _Loader:
                 if info.pixel_offset is None or not fast_path_possible(self.record.layout):
                     dataset = read_dataset(raw)
                     _ = dataset.PixelData  # read the deferred value now: frames are decoded from several threads
-                cached = self._file_cache[file_index] = (raw, dataset)
+                cached = (raw, dataset)
+                if self._pumping:  # kept until its last frame is decoded here; a worker decoding only
+                    self._file_cache[file_index] = cached  # the frames its viewers wait for would keep it for ever
             return cached
 
     def _release(self, file_index: int) -> None:
@@ -351,9 +355,9 @@ class _Loader:
             self._file_cache.pop(file_index, None)
 
     def queued(self) -> int:
-        """Frames no thread has started to decode yet."""
+        """Frames no thread has started to decode yet (0 in a worker that does not lead the load)."""
         with self._lock:
-            return int(self.record.frames_total - self._taken.sum())
+            return int(self.record.frames_total - self._taken.sum()) if self._pumping else 0
 
     def take(self, index: int) -> bool:
         """Claim frame `index` for the caller to decode; False if a loader thread has it already."""
@@ -407,9 +411,12 @@ class RecordRegistry:
         self._loaders: dict[str, _Loader] = {}
         self._lock = threading.RLock()
         self._manifest_reader = manifest_reader or store.read_manifest
+        self._swept_at = time.monotonic()
+        self._frames_lock = runtime.lock("frames")  # the node's budget: one worker evicts and creates at a time
 
     def get_loaded(self, record_id: str) -> LoadedRecord | None:
         """The loaded (or loading) record, marked as just used; None if no worker of the node has it."""
+        self._sweep()
         with self._lock:
             record = self._records.get(record_id)
             if record is not None:
@@ -417,9 +424,11 @@ class RecordRegistry:
         if record is None:
             if not any(self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}")):
                 return None
-            try:  # another worker loaded it: map its frames
-                return self.load(record_id)
-            except (ApiError, MemoryBudgetError):
+            try:  # another worker loaded its current content: map those frames
+                name = _frames_name(record_id, self._manifest_reader(record_id))
+                return self.load(record_id) if (self.runtime.folder / f"{name}{SUFFIX}").exists() else None
+            except (ApiError, MemoryBudgetError, OSError) as exc:
+                log.warning("record %s: the frames another worker loaded cannot be mapped here: %s", record_id, exc)
                 return None
         record.shared.touch()  # the node's LRU order is the files' (one cheap syscall)
         now = time.monotonic()
@@ -431,6 +440,18 @@ class RecordRegistry:
             if not record.complete:
                 self._adopt(record)
         return record
+
+    def _sweep(self) -> None:
+        """Let go of every record whose frames another worker evicted (at most every CHECK_S):
+        their memory comes back only once no worker maps them, whether or not they are asked for again."""
+        now = time.monotonic()
+        if now - self._swept_at < CHECK_S:
+            return
+        self._swept_at = now
+        with self._lock:
+            gone = [record_id for record_id, record in self._records.items() if record.shared.gone()]
+        for record_id in gone:
+            self.let_go(record_id)
 
     def load(self, record_id: str) -> LoadedRecord:
         """Start loading (or return the record already loaded); evicts LRU records beyond the budget."""
@@ -450,17 +471,20 @@ class RecordRegistry:
                     f"the record needs {needed // 2**20} MiB, more than this node's memory budget "
                     f"of {self.budget_bytes // 2**20} MiB")
             name = _frames_name(record_id, manifest)
-            if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
-                self._evict(needed)
             try:
-                frames = SharedFrames.open(self.runtime.folder, name, shape, dtype)
+                with self._frames_lock:
+                    if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
+                        self._evict(needed)
+                    frames = SharedFrames.open(self.runtime.folder, name, shape, dtype)
             except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
-                    raise
-                raise MemoryBudgetError(
-                    f"the record needs {needed // 2**20} MiB and the node's runtime folder "
-                    f"{self.runtime.folder} (tmpfs) has no room left: lower memory.budget_mb or give "
-                    "/dev/shm more room") from exc
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EDQUOT, errno.EFBIG):
+                    raise MemoryBudgetError(
+                        f"the record needs {needed // 2**20} MiB and the node's runtime folder "
+                        f"{self.runtime.folder} (tmpfs) has no room left: lower memory.budget_mb or give "
+                        "/dev/shm more room") from exc
+                raise ApiError(503, "runtime_unavailable",
+                               f"record {record_id}: the node's runtime folder {self.runtime.folder} cannot hold "
+                               f"decoded frames ({exc}); restart the node", headers={"Retry-After": "5"}) from exc
             record = LoadedRecord(record_id, manifest, frames)
             record.on_stall = lambda: self._adopt(record)
             self._records[record_id] = record
@@ -507,8 +531,7 @@ class RecordRegistry:
                 used -= victim.derived_bytes
                 self._records.pop(victim.record_id, None)
                 self._drop(victim)
-            held.path.unlink(missing_ok=True)
-            held.path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
+            remove(held.path)
             used -= held.pixel_bytes
 
     def _drop(self, record: LoadedRecord) -> None:
@@ -532,8 +555,7 @@ class RecordRegistry:
         record = self.let_go(record_id)
         self.runtime.changed(record_id)
         for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
-            path.unlink(missing_ok=True)
-            path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
+            remove(path)
         return record is not None
 
     def changed(self, record_id: str, manifest: Manifest) -> None:
@@ -549,8 +571,7 @@ class RecordRegistry:
         current = f"{_frames_name(record_id, manifest)}{SUFFIX}"
         for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
             if path.name != current:
-                path.unlink(missing_ok=True)
-                path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
+                remove(path)
 
     def _derived_bytes(self) -> int:
         return sum(r.derived_bytes for r in list(self._records.values()))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemons.render.shared_frames import ERRORS_SUFFIX, SUFFIX
+from daemons.render.shared_frames import SUFFIX, remove
 
 RUNTIME_ENV = "SIVR_RENDER_RUNTIME_DIR"
 BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at worst a needless recheck
@@ -47,7 +47,11 @@ def make_runtime_folder(prefix: str) -> str:
     parent = Path(str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir())
     for stale in parent.glob(f"{prefix}*-*"):
         pid = stale.name.removeprefix(prefix).split("-", 1)[0]
-        if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+        try:
+            ours = stale.stat().st_uid == os.getuid()
+        except FileNotFoundError:  # another node starting now removed it first
+            continue
+        if pid.isdigit() and ours and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
 
@@ -95,8 +99,8 @@ class NodeRuntime:
         back), its locks when the runtime is collected or the process exits (an ingest closing
         at exit still takes them). A shared folder is the node's: gunicorn removes it at exit."""
         if not self.shared:
-            for path in [*self.folder.glob(f"*{SUFFIX}"), *self.folder.glob(f"*{ERRORS_SUFFIX}")]:
-                path.unlink(missing_ok=True)
+            for path in self.folder.glob(f"*{SUFFIX}"):
+                remove(path)
 
     # --- the change board ----------------------------------------------------------------------
     @staticmethod

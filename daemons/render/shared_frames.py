@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import mmap
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 HEADER = 4096
 PENDING, READY, FAILED = 0, 1, 2
 SUFFIX = ".frames"
@@ -87,10 +89,17 @@ class SharedFrames:
             raise ValueError(f"{name}: a header of {len(header)} bytes does not fit in {HEADER}")
         size = _size(shape, dtype)
         leading = False
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            fd, leading = cls._create(folder, path, header, size)
+        for attempt in range(3):
+            try:
+                fd = os.open(path, os.O_RDWR)
+                break
+            except FileNotFoundError:
+                try:
+                    fd, leading = cls._create(folder, path, header, size)
+                    break
+                except FileNotFoundError:  # another worker linked it and it was evicted meanwhile
+                    if attempt == 2 or not folder.is_dir():
+                        raise
         try:
             if not leading:
                 stored = json.loads(os.pread(fd, HEADER, 0).rstrip(b"\0"))
@@ -117,7 +126,7 @@ class SharedFrames:
             os.link(temp, path)
         except FileExistsError:
             os.close(fd)
-            return os.open(path, os.O_RDWR), False
+            return os.open(path, os.O_RDWR), False  # FileNotFoundError if evicted meanwhile: `open` retries
         except BaseException:
             os.close(fd)
             raise
@@ -148,16 +157,22 @@ class SharedFrames:
         self.leading = False
 
     def mark(self, index: int, error: str | None) -> None:
-        """Frame `index` is decoded (its pixels written) or failed for `error`."""
+        """Frame `index` is decoded (its pixels written) or failed for `error`. The state is set
+        whatever happens to the reason's line: a frame left PENDING would keep its load "loading"
+        for ever (another worker then shows the failure without its reason)."""
         if error is not None:
             self._errors[index] = error
-            if self.path is not None:
+            if self.path is not None and not self.gone():
                 line = f"{index}\t{' '.join(error.split())}\n".encode()
-                fd = os.open(self.path.with_suffix(ERRORS_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 try:
-                    os.write(fd, line)  # one write of one line: appended whole
-                finally:
-                    os.close(fd)
+                    fd = os.open(self.path.with_suffix(ERRORS_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    try:
+                        os.write(fd, line)  # one write of one line: appended whole
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    log.warning("%s: the reason frame %d failed was not kept for other workers: %s",
+                                self.path, index, exc)
         self.states[index] = READY if error is None else FAILED
 
     def done(self) -> int:
@@ -197,12 +212,6 @@ class SharedFrames:
         except FileNotFoundError:
             return True
 
-    def unlink(self) -> None:
-        """Take the frames out of the node: workers mapping them keep them until they let go."""
-        if self.path is not None and not self.gone():
-            self.path.unlink(missing_ok=True)
-            self.path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
-
     def close(self) -> None:
         """Let go of the file (the mapping stays until the arrays over it are gone)."""
         self.release_lead()
@@ -219,6 +228,13 @@ class HeldFrames:
     path: Path
     used_at: float
     pixel_bytes: int
+
+
+def remove(path: Path) -> None:
+    """Take a frames file (and its errors) out of the node: workers mapping it keep its memory
+    until they let go of it (`SharedFrames.gone` tells them)."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(ERRORS_SUFFIX).unlink(missing_ok=True)
 
 
 def frames_on_node(folder: Path) -> list[HeldFrames]:

@@ -271,3 +271,48 @@ def test_frames_analysed_anew_unchanged_stay_loaded_for_every_worker(workers, ct
         reply = harness.client.get(f"/api/v1/records/{record_id}/frames/5", headers=harness.headers())
         assert reply.status_code == 200, reply.json
     assert _frames_files(first) == [path]
+
+
+def test_a_series_evicted_by_one_worker_leaves_every_worker_even_unasked(workers, ct_files, monkeypatch):
+    """A worker let go of an evicted series only when that series was asked for again: until then
+    it kept it mapped, and the node used more RAM than its budget said."""
+    monkeypatch.setattr(records, "CHECK_S", 0.0)
+    first, second = workers
+    for registry in (first.registry, second.registry):
+        registry.budget_bytes = 6 * 2**20  # one 10-slice series fits, two do not
+    old, _ = first.load(_as_new_series(ct_files))
+    held = second.registry.get_loaded(old)
+    assert held is not None and second.registry.queued_frames() == 0  # it leads nothing
+    new = first.upload(_as_new_series(ct_files)).json["id"]
+    assert first.client.post(f"/api/v1/records/{new}/load", headers=first.headers()).status_code == 202
+    second.registry.get_loaded(new)  # a request for another series
+    assert old not in second.registry._records and held.cancelled
+
+
+def test_a_worker_decoding_only_what_its_viewers_wait_for_keeps_no_whole_file(workers):
+    """A multi-frame file is kept decrypted while its frames are decoded by the worker leading the
+    load; another worker decoding a frame its viewer waits for kept the whole file for ever."""
+    from tests.render.synthetic_stacks import dynamic
+
+    first, second = workers
+    record_id = first.upload([("multi.dcm", dynamic(2, 4))]).json["id"]
+    first.registry._pool = _NoPool()  # the leader decodes nothing: the other worker decodes on demand
+    first.registry.load(record_id)
+    reply = second.client.get(f"/api/v1/records/{record_id}/frames/3", headers=second.headers())
+    assert reply.status_code == 200, reply.json
+    assert second.registry._loaders[record_id]._file_cache == {}
+
+
+def test_a_frame_failed_is_failed_even_when_its_reason_cannot_be_written(tmp_path, monkeypatch):
+    """Writing the reason raised, the state stayed PENDING, and the load said "loading" for ever."""
+    frames = SharedFrames.open(tmp_path, "record.content", (2, 4, 4), np.dtype(np.int16))
+    real_open = os.open
+
+    def full(path, *args, **kwargs):
+        if str(path).endswith(".errors"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", full)
+    frames.mark(1, "ValueError: broken")
+    assert frames.states.tolist() == [0, FAILED] and frames.errors() == {1: "ValueError: broken"}
