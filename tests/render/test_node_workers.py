@@ -243,13 +243,12 @@ def test_a_series_is_complete_when_no_worker_took_an_instance_for_the_stable_age
     record_id = first.upload(series[:4]).json["id"]
     first.upload(series[4:6])  # an append: the first worker now times the series
     ingest_first = first.app.extensions["sivr_ingest"]
-    ingest_first.complete_s = 0.6
-    time.sleep(0.4)
-    second.upload(series[6:])  # through the other worker, 0.4 s later
-    time.sleep(0.3)  # 0.7 s after the first worker's append, 0.3 s after the second's
-    assert ingest_first.complete_due(time.monotonic()) == []
-    time.sleep(0.4)
-    assert ingest_first.complete_due(time.monotonic()) == [record_id]
+    ingest_first.complete_s = 3600.0  # its watcher never acts in this test; ages are given as `now`
+    time.sleep(1.0)
+    second.upload(series[6:])  # through the other worker, at least a second later
+    # an hour after the first worker's append (its own timer is due), not yet after the second's
+    assert ingest_first.complete_due(time.monotonic() + 3600.0 - 0.5) == []
+    assert ingest_first.complete_due(time.monotonic() + 3601.0) == [record_id]
 
 
 def test_frames_analysed_anew_unchanged_stay_loaded_for_every_worker(workers, ct_files):
