@@ -25,7 +25,6 @@ import io
 import itertools
 import json
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -42,7 +41,15 @@ from daemons.render.imaging.pixels import GrayParams, Modality, Voi, gray_lut, l
 from daemons.render.imaging.planes import record_spacing
 from daemons.render.imaging.voi import default_voi, lut_from_json
 from daemons.render.runtime import NodeRuntime
-from daemons.render.shared_frames import PENDING, READY, SUFFIX, SharedFrames, frames_on_node, remove
+from daemons.render.shared_frames import (
+    PENDING,
+    READY,
+    SUFFIX,
+    SharedFrames,
+    frames_on_node,
+    pixel_bytes,
+    remove,
+)
 from daemons.render.stacks import frame_stacks, stack_manifest, stacks_of
 from daemons.render.store.frame_layout import Layout
 from daemons.render.store.interface import Store
@@ -465,7 +472,7 @@ class RecordRegistry:
             if existing is not None:
                 return existing
             shape, dtype = held_shape(manifest)
-            needed = math.prod(shape) * dtype.itemsize
+            needed = pixel_bytes(shape, dtype)
             if needed > self.budget_bytes:
                 raise MemoryBudgetError(
                     f"the record needs {needed // 2**20} MiB, more than this node's memory budget "

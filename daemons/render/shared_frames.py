@@ -51,8 +51,13 @@ def _pixel_offset(frames: int) -> int:
     return HEADER + math.ceil(frames / mmap.PAGESIZE) * mmap.PAGESIZE
 
 
+def pixel_bytes(shape: tuple[int, ...] | list[int], dtype: np.dtype) -> int:
+    """The decoded bytes of frames of `shape` and `dtype`: what the node's memory budget counts."""
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
 def _size(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    return _pixel_offset(shape[0]) + math.prod(shape) * dtype.itemsize
+    return _pixel_offset(shape[0]) + pixel_bytes(shape, dtype)
 
 
 class SharedFrames:
@@ -247,6 +252,6 @@ def frames_on_node(folder: Path) -> list[HeldFrames]:
                 stat = os.fstat(handle.fileno())
         except (FileNotFoundError, ValueError):  # unlinked meanwhile, or being created
             continue
-        pixels = math.prod(header["shape"]) * np.dtype(header["dtype"]).itemsize
+        pixels = pixel_bytes(header["shape"], header["dtype"])
         found.append(HeldFrames(path, stat.st_mtime, pixels))
     return sorted(found, key=lambda held: held.used_at)
