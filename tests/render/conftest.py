@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from daemons.render.app import create_app
+from daemons.render.ingest.service import INGEST_EXTENSION
 from daemons.render.models import upgrade
 from daemons.render.settings import KEYS
 from shared.config import build_config
@@ -107,21 +108,28 @@ def build_node(root: Path, token_keys: tuple[Path, Path], **overrides) -> NodeHa
 
 
 def close_node(harness: NodeHarness) -> None:
+    """Stop what the node runs in the background (safe to call twice): its series-complete watcher
+    left running would analyse its series in the middle of a later test of this process."""
+    harness.app.extensions[INGEST_EXTENSION].close()
     harness.registry.shutdown()
     harness.app.extensions["sivr_view_audit"].close()
     harness.app.extensions["sivr_node"].decoder.close()
 
 
 @pytest.fixture
-def make_node(tmp_path_factory, token_keys) -> Callable[..., NodeHarness]:
-    def make(root: Path | None = None, **overrides) -> NodeHarness:
-        return build_node(root or tmp_path_factory.mktemp("render-node"), token_keys, **overrides)
+def make_node(tmp_path_factory, token_keys) -> Iterator[Callable[..., NodeHarness]]:
+    """Nodes for one test, each closed at its end."""
+    made: list[NodeHarness] = []
 
-    return make
+    def make(root: Path | None = None, **overrides) -> NodeHarness:
+        made.append(build_node(root or tmp_path_factory.mktemp("render-node"), token_keys, **overrides))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        close_node(harness)
 
 
 @pytest.fixture
 def node(make_node) -> NodeHarness:
-    harness = make_node()
-    yield harness
-    close_node(harness)
+    return make_node()

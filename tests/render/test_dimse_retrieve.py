@@ -267,10 +267,16 @@ def test_get_unsupported_syntax_no_match_cancel_and_unknown_caller(retrieval, tm
                     "-k", f"SeriesInstanceUID={series_uid}", caller="STRANGER")
     assert refused.returncode != 0 and "Association Rejected" in refused.stdout + refused.stderr
     assert not list(tmp_path.glob("CT*"))
+    # pynetdicom tells of a rejection (audit row, counter) after it has sent it to the caller
+    rejected = 'sivr_dicom_associations_total{result="rejected"} 1.0'
+    deadline = time.monotonic() + 10
+    while not (audit_details(retrieval, "dicom.reject") and rejected in metrics_text(retrieval)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(audit_details(retrieval, "dicom.reject")) == 1
     text = metrics_text(retrieval)
     assert 'sivr_dicom_operations_total{operation="get",status="0xA702"} 1.0' in text
-    assert 'sivr_dicom_associations_total{result="rejected"} 1.0' in text
+    assert rejected in text
 
 
 def test_get_with_some_sub_operations_failed_is_a_warning(retrieval):

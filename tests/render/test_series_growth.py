@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 import time
 
 import numpy as np
@@ -310,9 +311,13 @@ def test_a_series_of_two_sizes_arriving_one_by_one_shuffled_is_analysed_as_one_u
     monkeypatch.setattr(ingest_module, "JOURNAL_BOUND", 20)
     analysed: list[int] = []
     original = analysis._analyse_files
+    test_thread = threading.current_thread()
 
     def counting(unique, limits, provisional):
-        analysed.append(len(unique))
+        # the appends and the reader run on this thread; a node of an earlier test in this process
+        # may still complete its own series on its watcher's thread
+        if threading.current_thread() is test_thread:
+            analysed.append(len(unique))
         return original(unique, limits, provisional)
 
     monkeypatch.setattr(analysis, "_analyse_files", counting)

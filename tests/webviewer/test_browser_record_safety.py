@@ -109,8 +109,9 @@ def test_each_upload_keeps_the_labels_it_was_submitted_with(page, deployment, ct
 
     for route in held:
         route.continue_()
-    for number in (0, 1):
-        jobs.nth(number).locator(".success").wait_for(timeout=60000)
+    for number in (0, 1):  # an outcome, success or failure (whose text the assertion shows)
+        jobs.nth(number).locator(".upload-outcome > *").first.wait_for(timeout=60000)
+        assert jobs.nth(number).locator(".success").is_visible(), jobs.nth(number).inner_text()
     page.unroute_all()
     assert "Registered as: CT · Series A: CT thorax arterial" in jobs.nth(0).inner_text()
     assert "Registered as: MR · Series B: portal venous" in jobs.nth(1).inner_text()
