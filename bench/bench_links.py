@@ -15,7 +15,8 @@ from before the page is opened.
 - Browsing (`--browse` profiles, loopback by default): after the first image, every slice of the
   series once (SIVR: the next key once the slice is on screen; OHIF: its next-image key, then
   until its network is idle), then the bytes received in all and the memory of the viewer's
-  renderer process (PSS) and JavaScript heap.
+  renderer process (PSS) and JavaScript heap; and, as the floor under both, the renderer of an
+  empty page (`about:blank`) in the same browser.
 
 Bytes are what the page received over the network (CDP `Network.loadingFinished`, all
 requests, the viewer's own code included), up to the first image.
@@ -119,6 +120,19 @@ def sivr_first_image(bench: Bench, browser, meta: dict, profile_name: str, brows
         context.close()
 
 
+def blank_page_renderer(browser) -> dict:
+    """The memory of a renderer showing an empty page in a fresh context of the same browser: what
+    Chromium spends before any viewer runs, the floor under both viewers' renderer figures."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.goto("about:blank")
+        time.sleep(1)
+        return browser_memory(browser, page)["viewer_renderer_mb"]
+    finally:
+        context.close()
+
+
 def ohif_first_image(site: OhifSite, session_token: str, study_uid: str, profile_name: str, browser,
                      shots: Path | None = None, browse_slices: int = 0) -> dict:
     """OHIF's viewer URL for the study: ms and bytes until its viewport shows an image (the page
@@ -217,6 +231,7 @@ def main() -> int:
                                             f"CT 100 slices (copy {number}, never loaded)")
                     browse = profile in args.browse
                     run = {"profile": profile,
+                           **({"blank_page_renderer_mb": blank_page_renderer(browser)} if browse else {}),
                            "sivr_warm": sivr_first_image(bench, browser, warm, profile, browse),
                            "sivr_cold": sivr_first_image(bench, browser, cold, profile),
                            "ohif": ohif_or_timeout(site, token, study_uid, profile, browser, args.shots,
