@@ -420,6 +420,8 @@ class RecordRegistry:
         self._manifest_reader = manifest_reader or store.read_manifest
         self._swept_at = time.monotonic()
         self._frames_lock = runtime.lock("frames")  # the node's budget: one worker evicts and creates at a time
+        self._closed = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     def get_loaded(self, record_id: str) -> LoadedRecord | None:
         """The loaded (or loading) record, marked as just used; None if no worker of the node has it."""
@@ -442,7 +444,7 @@ class RecordRegistry:
         if now - record.checked_at >= CHECK_S:
             record.checked_at = now
             if record.shared.gone():  # evicted, or its series changed, by another worker
-                self.let_go(record_id)
+                self.let_go(record_id, record)
                 return self.get_loaded(record_id)
             if not record.complete:
                 self._adopt(record)
@@ -456,9 +458,9 @@ class RecordRegistry:
             return
         self._swept_at = now
         with self._lock:
-            gone = [record_id for record_id, record in self._records.items() if record.shared.gone()]
-        for record_id in gone:
-            self.let_go(record_id)
+            gone = [(record_id, record) for record_id, record in self._records.items() if record.shared.gone()]
+        for record_id, record in gone:
+            self.let_go(record_id, record)
 
     def load(self, record_id: str) -> LoadedRecord:
         """Start loading (or return the record already loaded); evicts LRU records beyond the budget."""
@@ -492,11 +494,28 @@ class RecordRegistry:
                 raise ApiError(503, "runtime_unavailable",
                                f"record {record_id}: the node's runtime folder {self.runtime.folder} cannot hold "
                                f"decoded frames ({exc}); restart the node", headers={"Retry-After": "5"}) from exc
-            record = LoadedRecord(record_id, manifest, frames)
-            record.on_stall = lambda: self._adopt(record)
+            try:
+                record = LoadedRecord(record_id, manifest, frames)
+                record.on_stall = lambda: self._adopt(record)
+                loader = _Loader(record, self.store, self._pool, self.threads)
+            except BaseException:  # its descriptor and its lead (other workers would wait on it) go now
+                frames.close()
+                raise
             self._records[record_id] = record
-            self._loaders[record_id] = _Loader(record, self.store, self._pool, self.threads)
+            self._loaders[record_id] = loader
+            if self._sweeper is None and not self._closed.is_set():
+                self._sweeper = threading.Thread(target=self._sweep_while_open, name="sivr-frames-sweep", daemon=True)
+                self._sweeper.start()
         return record
+
+    def _sweep_while_open(self) -> None:
+        """Sweep every CHECK_S whether or not requests come: a worker nobody asks anything keeps an
+        evicted series mapped (its memory out of the budget's count), or goes on decoding it, otherwise."""
+        while not self._closed.wait(max(CHECK_S, 0.05)):  # never a busy loop
+            try:
+                self._sweep()
+            except Exception:  # the runtime folder unreadable: the next request's sweep says why
+                log.exception("the sweep of this worker's shared frames failed")
 
     def _adopt(self, record: LoadedRecord) -> None:
         """Finish a load whose leading worker died (nobody holds its lock any more)."""
@@ -548,12 +567,16 @@ class RecordRegistry:
         with record._cond:
             record._cond.notify_all()
 
-    def let_go(self, record_id: str) -> LoadedRecord | None:
-        """Stop holding a record in this worker (other workers keep theirs)."""
+    def let_go(self, record_id: str, seen: LoadedRecord | None = None) -> LoadedRecord | None:
+        """Stop holding a record in this worker (other workers keep theirs). With `seen`, only if
+        that is still the one held: a thread that found its frames gone must not drop the record
+        another thread has loaded again since."""
         with self._lock:
-            record = self._records.pop(record_id, None)
-            if record is not None:
-                self._drop(record)
+            record = self._records.get(record_id)
+            if record is None or (seen is not None and record is not seen):
+                return None
+            del self._records[record_id]
+            self._drop(record)
             return record
 
     def unload(self, record_id: str) -> bool:
@@ -597,6 +620,7 @@ class RecordRegistry:
 
     def shutdown(self) -> None:
         """This worker stops: it lets go of its records, which stay loaded for the node's other workers."""
+        self._closed.set()
         for record_id in list(self._records):
             self.let_go(record_id)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from daemons.render.shared_frames import SUFFIX, remove
+from shared.errors import ApiError
 
 RUNTIME_ENV = "SIVR_RENDER_RUNTIME_DIR"
 BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at worst a needless recheck
@@ -102,6 +103,11 @@ class NodeRuntime:
             for path in self.folder.glob(f"*{SUFFIX}"):
                 remove(path)
 
+    def check(self) -> None:
+        """Refuse (503) before a change the other workers must be told of, if they can no longer be."""
+        if not self.folder.is_dir():
+            raise folder_gone(self.folder, FileNotFoundError(2, "No such file or directory"))
+
     # --- the change board ----------------------------------------------------------------------
     @staticmethod
     def _slot(record_id: str) -> int:
@@ -122,7 +128,10 @@ class NodeRuntime:
     def grew(self, name: str) -> None:
         """Series `name` grew now, through whichever worker: its "series complete" age starts again
         for every worker (the one that completes it may not be the one that took the last instance)."""
-        (self.folder / f"{name}.grew").touch()
+        try:
+            (self.folder / f"{name}.grew").touch()
+        except FileNotFoundError as exc:
+            raise folder_gone(self.folder, exc) from exc
 
     def grown_at(self, name: str) -> float | None:
         """When (wall-clock seconds) series `name` last grew on this node; None if not in this run."""
@@ -161,7 +170,10 @@ class FolderLock:
         self._threads.acquire()
         if self._depth == 0:
             try:
-                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                except FileNotFoundError as exc:
+                    raise folder_gone(self._path.parent, exc) from exc
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:
@@ -180,3 +192,10 @@ class FolderLock:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
         self._threads.release()
+
+
+def folder_gone(folder: Path, exc: OSError) -> ApiError:
+    """The runtime folder was removed under the running node (by hand, or a cleaner of /dev/shm):
+    its workers no longer share locks or changes, so nothing is done until it is restarted."""
+    return ApiError(503, "runtime_unavailable", f"the node's runtime folder {folder} is gone ({exc.strerror}); "
+                    "restart the node", headers={"Retry-After": "5"})

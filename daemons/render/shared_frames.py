@@ -164,7 +164,12 @@ class SharedFrames:
     def mark(self, index: int, error: str | None) -> None:
         """Frame `index` is decoded (its pixels written) or failed for `error`. The state is set
         whatever happens to the reason's line: a frame left PENDING would keep its load "loading"
-        for ever (another worker then shows the failure without its reason)."""
+        for ever (another worker then shows the failure without its reason).
+
+        A failure never replaces a frame another worker has decoded meanwhile (both claimed it):
+        this worker's error (a store timeout, say) says nothing of the pixels already there."""
+        if error is not None and self.states[index] == READY:
+            return
         if error is not None:
             self._errors[index] = error
             if self.path is not None and not self.gone():

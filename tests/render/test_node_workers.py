@@ -315,3 +315,82 @@ def test_a_frame_failed_is_failed_even_when_its_reason_cannot_be_written(tmp_pat
     monkeypatch.setattr(os, "open", full)
     frames.mark(1, "ValueError: broken")
     assert frames.states.tolist() == [0, FAILED] and frames.errors() == {1: "ValueError: broken"}
+
+
+def test_a_worker_asked_nothing_lets_go_of_a_series_another_worker_evicted(workers, ct_files, monkeypatch):
+    """A worker let go of an evicted series only when it served a request: one nobody asked kept the
+    unlinked file mapped, memory the budget no longer counted."""
+    monkeypatch.setattr(records, "CHECK_S", 0.05)
+    first, second = workers
+    for registry in (first.registry, second.registry):
+        registry.budget_bytes = 6 * 2**20  # one 10-slice series fits, two do not
+    old, _ = first.load(_as_new_series(ct_files))
+    held = second.registry.get_loaded(old)
+    assert held is not None and held.wait_complete(60)
+    time.sleep(0.01)
+    first.load(_as_new_series(ct_files))  # evicts `old`; `second` gets no request from now on
+    deadline = time.monotonic() + 10
+    while not held.cancelled and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert held.cancelled and old not in second.registry._records
+
+
+def test_a_frame_one_worker_decoded_stays_decoded_when_another_fails_it(workers, ct_files):
+    """Both workers claimed a frame; the leader decoded it, then the other's read failed (a store
+    timeout): the frame was marked failed for the whole node and refused with 422 everywhere."""
+    first, second = workers
+    record_id = first.upload(ct_files).json["id"]
+    first.registry._pool = _NoPool()
+    leading = first.registry.load(record_id)
+    second.registry.get_loaded(record_id)
+    follower = second.registry._loaders[record_id]
+    assert follower.take(3) and first.registry._loaders[record_id].take(3)
+    first.registry._loaders[record_id].decode(3)
+    assert leading.shared.states[3] == READY
+
+    def timeout(*args, **kwargs):
+        raise OSError("the store timed out")
+
+    follower.store.read_file, real = timeout, follower.store.read_file
+    try:
+        follower.decode(3)
+    finally:
+        follower.store.read_file = real
+    assert leading.shared.states[3] == READY
+    assert second.client.get(f"/api/v1/records/{record_id}/frames/3", headers=second.headers()).status_code == 200
+
+
+def test_a_series_deleted_while_another_worker_asks_for_it_is_not_loaded_again(workers, ct_files):
+    """The delete told the other workers before the store let go of the series: one asked for it
+    in between read it once more, decoded it again and served it after the delete had answered."""
+    first, second = workers
+    record_id = first.upload(ct_files).json["id"]
+    unload = first.registry.unload
+
+    def unload_while_a_viewer_asks(rid):
+        done = unload(rid)
+        load = second.client.post(f"/api/v1/records/{rid}/load", headers=second.headers())
+        assert load.status_code == 404, load.json  # the store no longer has it
+        return done
+
+    first.registry.unload = unload_while_a_viewer_asks
+    assert first.client.delete(f"/api/v1/records/{record_id}", headers=first.headers()).status_code == 204
+    assert second.client.get(f"/api/v1/records/{record_id}/frames/0", headers=second.headers()).status_code == 404
+    assert _frames_files(first) == []
+
+
+def test_a_runtime_folder_removed_under_the_node_is_a_503_not_a_500(node, ct_files):
+    """A runtime folder removed under a running node (by hand, a cleaner of /dev/shm): the workers
+    share no locks or changes any more; a delete or an upload answered 500."""
+    import shutil
+
+    record_id = node.upload(ct_files).json["id"]
+    shutil.rmtree(node.registry.runtime.folder)
+    for reply in (node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers()),
+                  node.upload(_as_new_series(ct_files))):
+        assert reply.status_code == 503 and reply.json["error"]["code"] == "runtime_unavailable", reply.json
+        assert "restart the node" in reply.json["error"]["message"]
+    # nothing was deleted: the series is still listed and in the store
+    assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).status_code == 200
+    assert node.app.extensions["sivr_node"].store.read_manifest(record_id).meta.files == len(ct_files)
+    assert node.app.extensions["sivr_node"].models.StoredRecord.select().count() == 1  # the upload stored nothing

@@ -158,8 +158,11 @@ def delete_record(record_id: str):
     if not may_change_record(identity, identity.user_id, row.uploaded_by, the_node.institution_id):
         raise ApiError(403, "forbidden", "only the physician who stored this series or an administrator of "
                        "this institution may delete it")
-    the_node.registry.unload(record_id)
+    # the store first: a worker told by `unload` that the series changed must find it gone, not
+    # read it once more and map its frames again (and nothing is deleted if it cannot be told)
+    the_node.registry.runtime.check()
     the_node.store.delete(record_id)
+    the_node.registry.unload(record_id)
     row.delete_instance()
     forget_series(the_node.models.catalogue, record_id)
     ingest_service().forget(record_id)
