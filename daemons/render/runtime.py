@@ -133,6 +133,10 @@ class NodeRuntime:
         except FileNotFoundError as exc:
             raise folder_gone(self.folder, exc) from exc
 
+    def forget_growth(self, name: str) -> None:
+        """Series `name` is complete: its growth file goes (the folder keeps only growing series)."""
+        (self.folder / f"{name}.grew").unlink(missing_ok=True)
+
     def grown_at(self, name: str) -> float | None:
         """When (wall-clock seconds) series `name` last grew on this node; None if not in this run."""
         try:

@@ -394,3 +394,22 @@ def test_a_runtime_folder_removed_under_the_node_is_a_503_not_a_500(node, ct_fil
     assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).status_code == 200
     assert node.app.extensions["sivr_node"].store.read_manifest(record_id).meta.files == len(ct_files)
     assert node.app.extensions["sivr_node"].models.StoredRecord.select().count() == 1  # the upload stored nothing
+
+
+def test_the_runtime_folder_stays_bounded_however_many_series_arrive(node, ct_files, monkeypatch):
+    """A lock file and a growth file per series received stayed in the runtime folder for the
+    node's whole run: a node receiving series for months filled its folder with them."""
+    from daemons.render.ingest import service
+
+    monkeypatch.setattr(service, "SERIES_LOCKS", 4)
+    ingest = node.app.extensions[service.INGEST_EXTENSION]
+    for _ in range(12):
+        files = _as_new_series(ct_files[:2])
+        record_id = node.upload(files[:1]).json["id"]
+        assert node.upload(files[1:]).status_code in (200, 201)  # an append: the series grows
+        assert record_id in ingest.growing()
+    folder = node.registry.runtime.folder
+    assert len(list(folder.glob("*.grew"))) == 12
+    assert ingest.complete_due(float("inf"), derive=False)
+    assert list(folder.glob("*.grew")) == []  # complete: nothing of them left
+    assert len(list(folder.glob("series-*.lock"))) <= 4 and len(ingest._locks) <= 4

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
 INGEST_EXTENSION = "sivr_ingest"
 JOURNAL_BOUND = 128  # journal entries after which an append analyses the series and stores the base anew
+SERIES_LOCKS = 256  # lock files the series' appends share across the node's workers
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Ingest:
     def __init__(self, node: Node, complete_s: float = 60.0):
         self.node = node
         self.complete_s = complete_s
-        self._locks: dict[str, FolderLock] = {}
+        self._locks: dict[int, FolderLock] = {}
         self._locks_lock = threading.Lock()
         self._parsed: OrderedDict[str, _Received] = OrderedDict()
         self._parsed_lock = threading.Lock()
@@ -127,12 +128,14 @@ class Ingest:
     def _lock_for(self, series_uid: str) -> FolderLock:
         """The lock of one series' appends and analyses, held across the node's workers (re-entrant:
         an append that follows the store reads the manifest through `Node.manifest`, which may
-        settle the series)."""
-        key = series_uid.strip()
+        settle the series). Series share SERIES_LOCKS lock files, so that a node receiving series
+        for months keeps a bounded folder; two series of one bucket only take turns."""
+        digest = hashlib.blake2b(series_uid.strip().encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest, "little") % SERIES_LOCKS
         with self._locks_lock:
-            lock = self._locks.get(key)
+            lock = self._locks.get(bucket)
             if lock is None:
-                lock = self._locks[key] = self.node.registry.runtime.lock(_series_name(key))
+                lock = self._locks[bucket] = self.node.registry.runtime.lock(f"series-{bucket:03d}")
             return lock
 
     def _audit(self, actor: Actor, action: str, record_id: str | None, detail: str = "") -> None:
@@ -430,6 +433,7 @@ class Ingest:
                         return False
             self._settle(record_id, series_uid, exact=True)
             self.forget(record_id)
+            self.node.registry.runtime.forget_growth(_series_name(series_uid))  # grows again: made again
         return True
 
     def close(self) -> None:
@@ -444,7 +448,7 @@ class Ingest:
 
 
 def _series_name(series_uid: str) -> str:
-    """A series' name in the node's runtime folder (its lock and growth files)."""
+    """A series' name in the node's runtime folder (its growth file)."""
     return "series-" + hashlib.blake2b(series_uid.strip().encode(), digest_size=16).hexdigest()
 
 
