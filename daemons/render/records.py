@@ -396,6 +396,10 @@ class _Loader:
             self.decode(index)
 
 
+class _NotOnNode(Exception):
+    """The frames another worker held went (evicted, changed) before this one mapped them."""
+
+
 class RecordRegistry:
     """The node's loaded records, its loader pool and its memory budget.
 
@@ -435,7 +439,10 @@ class RecordRegistry:
                 return None
             try:  # another worker loaded its current content: map those frames
                 name = _frames_name(record_id, self._manifest_reader(record_id))
-                return self.load(record_id) if (self.runtime.folder / f"{name}{SUFFIX}").exists() else None
+                return self.load(record_id, attach_only=True) if (self.runtime.folder / f"{name}{SUFFIX}").exists() \
+                    else None
+            except _NotOnNode:  # evicted since: asking is not loading
+                return None
             except (ApiError, MemoryBudgetError, OSError) as exc:
                 log.warning("record %s: the frames another worker loaded cannot be mapped here: %s", record_id, exc)
                 return None
@@ -462,8 +469,10 @@ class RecordRegistry:
         for record_id, record in gone:
             self.let_go(record_id, record)
 
-    def load(self, record_id: str) -> LoadedRecord:
-        """Start loading (or return the record already loaded); evicts LRU records beyond the budget."""
+    def load(self, record_id: str, attach_only: bool = False) -> LoadedRecord:
+        """Start loading (or return the record already loaded); evicts LRU records beyond the budget.
+        `attach_only`: map the frames another worker has, never make them (raises _NotOnNode): a
+        viewer's status or frame request must not load again, evicting others, a series just evicted."""
         with self._lock:
             existing = self._records.get(record_id)
         if existing is not None:
@@ -483,6 +492,8 @@ class RecordRegistry:
             try:
                 with self._frames_lock:
                     if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
+                        if attach_only:
+                            raise _NotOnNode(record_id)
                         self._evict(needed)
                     frames = SharedFrames.open(self.runtime.folder, name, shape, dtype)
             except OSError as exc:
@@ -584,8 +595,9 @@ class RecordRegistry:
         the change board tells the other workers to drop what they hold of it."""
         record = self.let_go(record_id)
         self.runtime.changed(record_id)
-        for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
-            remove(path)
+        with self._frames_lock:  # as evictions: a worker mapping them meanwhile must not make them anew unbudgeted
+            for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
+                remove(path)
         return record is not None
 
     def changed(self, record_id: str, manifest: Manifest) -> None:
@@ -599,9 +611,10 @@ class RecordRegistry:
         """Unlink the node's frames of a record's older content (the series changed, here or on
         another node sharing the store): no worker will be given them again."""
         current = f"{_frames_name(record_id, manifest)}{SUFFIX}"
-        for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
-            if path.name != current:
-                remove(path)
+        with self._frames_lock:
+            for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
+                if path.name != current:
+                    remove(path)
 
     def _derived_bytes(self) -> int:
         return sum(r.derived_bytes for r in list(self._records.values()))

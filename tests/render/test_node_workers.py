@@ -413,3 +413,24 @@ def test_the_runtime_folder_stays_bounded_however_many_series_arrive(node, ct_fi
     assert ingest.complete_due(float("inf"), derive=False)
     assert list(folder.glob("*.grew")) == []  # complete: nothing of them left
     assert len(list(folder.glob("series-*.lock"))) <= 4 and len(ingest._locks) <= 4
+
+
+def test_a_request_for_a_series_evicted_meanwhile_does_not_load_it_again(workers, ct_files):
+    """A worker found another's frames, and they were evicted before it mapped them: its status
+    poll loaded the series anew (evicting some other series) instead of answering "not loaded"."""
+    first, second = workers
+    record_id, _ = first.load(ct_files)
+    registry = second.registry
+    read = registry._manifest_reader
+    calls = []
+
+    def evicted_between(rid):
+        calls.append(rid)
+        if len(calls) == 2:  # after the worker saw the file, before it mapped it: another evicts it
+            for held in frames_on_node(registry.runtime.folder):
+                os.unlink(held.path)
+        return read(rid)
+
+    registry._manifest_reader = evicted_between
+    assert registry.get_loaded(record_id) is None and len(calls) == 2
+    assert _frames_files(second) == []  # nothing made anew
