@@ -28,10 +28,12 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _environ(pid: int) -> dict[str, str]:
+    return dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
+
+
 def _runtime_folder(master: int) -> Path:
-    environ = dict(entry.split("=", 1) for entry in Path(f"/proc/{master}/environ").read_text().split("\0") if
-                   "=" in entry)
-    return Path(environ[RUNTIME_ENV])
+    return Path(_environ(master)[RUNTIME_ENV])
 
 
 def _maps(pid: int, path: Path) -> bool:
@@ -92,6 +94,14 @@ def test_two_workers_serve_one_decoded_copy_that_outlives_the_worker_that_loaded
         reply = node.get(f"/api/v1/records/{record_id}/frames/{index}?format=png")
         assert reply.status_code == 200, reply.text
     assert [path.stat().st_ino for path in _runtime_folder(master).glob("*.frames")] == [inode]
+
+
+def test_the_workers_keep_two_malloc_arenas_unless_the_operator_chose(node):
+    """Without it each worker thread's freed decode and encode buffers stayed in an arena of its
+    own: a node held 1.35-1.47x a series' size after serving it (docs/operations.md)."""
+    master = node.running.processes[node.instance.name].pid
+    expected = os.environ.get("MALLOC_ARENA_MAX", "2")
+    assert {_environ(pid).get("MALLOC_ARENA_MAX") for pid in [master, *_children(master)]} == {expected}
 
 
 def test_exactly_one_worker_serves_dicom_and_another_takes_over_when_it_dies(node):
