@@ -309,33 +309,38 @@ def admin_headers(setup: Setup) -> dict[str, str]:
 
 
 def fill_catalogue(sivr: Sivr, template: Path, instances: int, per_study: int) -> None:
-    """Catalogue rows of `instances` synthetic instances (real CT header, new names, ids, dates, UIDs)."""
+    """Catalogue rows of `instances` synthetic instances in the node's database (`catalogue_rows`)."""
     database = database_from_config(sivr.config)
-    models = make_models(database)
+    started = time.perf_counter()
+    with database.connection_context():
+        catalogue_rows(make_models(database).catalogue, template, instances, per_study)
+    database.close()
+    RESULTS["qido_catalogue_fill_s"] = time.perf_counter() - started
+
+
+def catalogue_rows(catalogue, template: Path, instances: int, per_study: int) -> None:
+    """`instances` synthetic instances (the real CT header of `template`, new names, ids, dates and
+    UIDs) in studies of `per_study`, indexed with the node's own code; the same every time."""
     header = pydicom.dcmread(template, stop_before_pixels=True)
     rng = random.Random(11)
     names = ["SMITH", "JONES", "MUELLER", "DUBOIS", "ROSSI", "GARCIA", "NOVAK", "KOWALSKI", "JANSEN", "NILSSON"]
-    started = time.perf_counter()
-    with database.connection_context():
-        for study_index in range(instances // per_study):
-            ds = header.copy()
-            ds.SOPInstanceUID = pydicom.uid.generate_uid()
-            ds.PatientName = f"{rng.choice(names)}^{rng.choice(names).title()}{study_index}"
-            ds.PatientID = f"P{study_index // 3:06d}"
-            ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-            ds.StudyDate = f"{rng.randint(2005, 2025)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
-            ds.AccessionNumber = f"A{study_index:08d}"
-            ds.Modality = rng.choice(["CT", "CT", "MR", "CR", "US"])
-            headers = [InstanceHeader(ds, "0" * 64, 0)]
-            for index in range(1, per_study):  # the catalogue reads only these of the other instances
-                item = pydicom.Dataset()
-                item.SOPClassUID, item.SOPInstanceUID = ds.SOPClassUID, pydicom.uid.generate_uid()
-                item.InstanceNumber = index + 1
-                headers.append(InstanceHeader(item, "0" * 64, index))
-            # catalogue rows only: a `stored_record` row without its store folder is dropped at start-up
-            index_series(models.catalogue, uuid.uuid4().hex + uuid.uuid4().hex, headers)
-    database.close()
-    RESULTS["qido_catalogue_fill_s"] = time.perf_counter() - started
+    for study_index in range(instances // per_study):
+        ds = header.copy()
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.PatientName = f"{rng.choice(names)}^{rng.choice(names).title()}{study_index}"
+        ds.PatientID = f"P{study_index // 3:06d}"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        ds.StudyDate = f"{rng.randint(2005, 2025)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+        ds.AccessionNumber = f"A{study_index:08d}"
+        ds.Modality = rng.choice(["CT", "CT", "MR", "CR", "US"])
+        headers = [InstanceHeader(ds, "0" * 64, 0)]
+        for index in range(1, per_study):  # the catalogue reads only these of the other instances
+            item = pydicom.Dataset()
+            item.SOPClassUID, item.SOPInstanceUID = ds.SOPClassUID, pydicom.uid.generate_uid()
+            item.InstanceNumber = index + 1
+            headers.append(InstanceHeader(item, "0" * 64, index))
+        # catalogue rows only: a `stored_record` row without its store folder is dropped at start-up
+        index_series(catalogue, uuid.uuid4().hex + uuid.uuid4().hex, headers)
 
 
 def study_searches(rounds: int) -> list[str]:
@@ -374,6 +379,21 @@ def bench_qido(sivr: Sivr, rounds: int) -> None:
           flush=True)
 
 
+def cfind_identifier(search: str) -> pydicom.Dataset:
+    """A study-level C-FIND identifier for a QIDO-RS search of `study_searches` (`limit` has no
+    C-FIND equivalent: every match is returned), with the keys a study search usually asks for."""
+    identifier = pydicom.Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "AccessionNumber",
+                    "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
+        setattr(identifier, keyword, "")
+    for pair in search.split("&"):
+        keyword, value = pair.split("=", 1)
+        if keyword not in ("limit", "includefield"):
+            setattr(identifier, keyword, value)
+    return identifier
+
+
 def bench_cfind(sivr: Sivr, rounds: int) -> None:
     """C-FIND at STUDY level (study root) over one association, the same searches as QIDO-RS.
 
@@ -400,15 +420,7 @@ def bench_cfind(sivr: Sivr, rounds: int) -> None:
     times, answers = [], []
     by_kind: dict[str, list[tuple[float, int]]] = {}
     for search in study_searches(rounds):
-        identifier = pydicom.Dataset()
-        identifier.QueryRetrieveLevel = "STUDY"
-        for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "StudyDate", "AccessionNumber",
-                        "ModalitiesInStudy", "NumberOfStudyRelatedInstances"):
-            setattr(identifier, keyword, "")
-        for pair in search.split("&"):
-            keyword, value = pair.split("=", 1)
-            if keyword not in ("limit", "includefield"):
-                setattr(identifier, keyword, value)
+        identifier = cfind_identifier(search)
         t0 = time.perf_counter()
         found = sum(1 for status, _ in association.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
                     if status and status.Status in (PENDING, PENDING_WITH_WARNING))

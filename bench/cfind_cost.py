@@ -1,0 +1,87 @@
+"""Where the node's time goes in a C-FIND with many answers (issue 11: p95 <= 50 ms), in-process.
+
+    python -m bench.cfind_cost [--instances 100000] [--repeats 5]
+
+The catalogue of `bench/archive.py` (synthetic studies of 50 instances from the real CT's header)
+in a fresh SQLite database, then, for each search of the benchmark's mix with the most answers
+(`ModalitiesInStudy=MR`, `PatientName=SMITH*`), each step of the node's answer in turn, timed alone:
+1. the query and the answer datasets (`catalogue.matching.find`, the listener's own work);
+2. pynetdicom encoding each answer's identifier (`pynetdicom.dsutils.encode`, as its C-FIND
+   service does);
+3. pynetdicom building and encoding each C-FIND-RSP message: its command set and the P-DATA
+   values (`C_FIND_RSP.primitive_to_message`, `encode_msg`), which pynetdicom's DIMSE provider
+   does for every answer before its DUL thread sends it.
+Sending (the DUL's queue, state machine and socket) and the client come on top of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from peewee import SqliteDatabase
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.archive import catalogue_rows, cfind_identifier  # noqa: E402
+from daemons.render.catalogue.matching import find  # noqa: E402
+from daemons.render.models import make_models  # noqa: E402
+from daemons.render.statuses import PENDING  # noqa: E402
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+SEARCHES = ("ModalitiesInStudy=MR", "PatientName=SMITH*")
+
+
+def timed_steps(catalogue, search: str) -> dict[str, float]:
+    from pynetdicom.dimse_messages import C_FIND_RSP
+    from pynetdicom.dimse_primitives import C_FIND
+    from pynetdicom.dsutils import encode
+
+    started = time.perf_counter()
+    answers = list(find(catalogue, "STUDY", cfind_identifier(search)))
+    query = time.perf_counter() - started
+    started = time.perf_counter()
+    encoded = [encode(answer, False, True) for answer in answers]  # Explicit VR Little Endian
+    identifiers = time.perf_counter() - started
+    started = time.perf_counter()
+    for identifier in encoded:
+        primitive = C_FIND()
+        primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID = 1, STUDY_ROOT_FIND
+        primitive.Status, primitive.Identifier = PENDING, io.BytesIO(identifier)
+        message = C_FIND_RSP()
+        message.primitive_to_message(primitive)
+        list(message.encode_msg(1, 16382))
+    messages = time.perf_counter() - started
+    count = len(answers)
+    return {"answers": count, "query_and_datasets_ms": query * 1000, "identifier_encoding_ms": identifiers * 1000,
+            "messages_ms": messages * 1000, "per_answer_ms": (query + identifiers + messages) * 1000 / max(1, count)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-cfind-") as folder:
+        database = SqliteDatabase(str(Path(folder) / "catalogue.db"), pragmas={"journal_mode": "wal"})
+        models = make_models(database)
+        with database.connection_context():
+            database.create_tables(models.all)
+            catalogue_rows(models.catalogue, sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[0],
+                           args.instances, 50)
+            for search in SEARCHES:
+                runs = [timed_steps(models.catalogue, search) for _ in range(args.repeats)]
+                print(json.dumps({"search": search, "answers": runs[0]["answers"], **{
+                    key: round(statistics.median(run[key] for run in runs), 3)
+                    for key in runs[0] if key != "answers"}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
