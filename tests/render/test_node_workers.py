@@ -272,16 +272,24 @@ def test_frames_analysed_anew_unchanged_stay_loaded_for_every_worker(workers, ct
     assert _frames_files(first) == [path]
 
 
+def _one_series_fits(workers, ct_files):
+    """The workers of a node whose budget holds one 10-slice series, not two; the first worker has
+    loaded one, which the second maps (`held`)."""
+    first, second = workers
+    for registry in (first.registry, second.registry):
+        registry.budget_bytes = 6 * 2**20
+    old, _ = first.load(_as_new_series(ct_files))
+    held = second.registry.get_loaded(old)
+    assert held is not None
+    return first, second, old, held
+
+
 def test_a_series_evicted_by_one_worker_leaves_every_worker_even_unasked(workers, ct_files, monkeypatch):
     """A worker let go of an evicted series only when that series was asked for again: until then
     it kept it mapped, and the node used more RAM than its budget said."""
     monkeypatch.setattr(records, "CHECK_S", 0.0)
-    first, second = workers
-    for registry in (first.registry, second.registry):
-        registry.budget_bytes = 6 * 2**20  # one 10-slice series fits, two do not
-    old, _ = first.load(_as_new_series(ct_files))
-    held = second.registry.get_loaded(old)
-    assert held is not None and second.registry.queued_frames() == 0  # it leads nothing
+    first, second, old, held = _one_series_fits(workers, ct_files)
+    assert second.registry.queued_frames() == 0  # it leads nothing
     new = first.upload(_as_new_series(ct_files)).json["id"]
     assert first.client.post(f"/api/v1/records/{new}/load", headers=first.headers()).status_code == 202
     second.registry.get_loaded(new)  # a request for another series
@@ -321,12 +329,8 @@ def test_a_worker_asked_nothing_lets_go_of_a_series_another_worker_evicted(worke
     """A worker let go of an evicted series only when it served a request: one nobody asked kept the
     unlinked file mapped, memory the budget no longer counted."""
     monkeypatch.setattr(records, "CHECK_S", 0.05)
-    first, second = workers
-    for registry in (first.registry, second.registry):
-        registry.budget_bytes = 6 * 2**20  # one 10-slice series fits, two do not
-    old, _ = first.load(_as_new_series(ct_files))
-    held = second.registry.get_loaded(old)
-    assert held is not None and held.wait_complete(60)
+    first, second, old, held = _one_series_fits(workers, ct_files)
+    assert held.wait_complete(60)
     time.sleep(0.01)
     first.load(_as_new_series(ct_files))  # evicts `old`; `second` gets no request from now on
     deadline = time.monotonic() + 10
