@@ -45,6 +45,7 @@ from daemons.render.shared_frames import (
     PENDING,
     READY,
     SUFFIX,
+    TEMP_SUFFIX,
     SharedFrames,
     frames_on_node,
     pixel_bytes,
@@ -557,7 +558,12 @@ class RecordRegistry:
             loader.decode(index)
 
     def _evict(self, needed: int) -> None:
-        """Unlink the node's least recently used frames until `needed` more bytes fit the budget."""
+        """Unlink the node's least recently used frames until `needed` more bytes fit the budget.
+
+        First, files a worker killed while creating frames left half made (reserved, uncounted): the
+        caller holds the frames lock, under which alone frames are created, so any there is a leftover."""
+        for leftover in self.runtime.folder.glob(f".*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
         on_node = frames_on_node(self.runtime.folder)
         used = sum(held.pixel_bytes for held in on_node) + self._derived_bytes()
         for held in on_node:

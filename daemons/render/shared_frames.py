@@ -44,6 +44,7 @@ HEADER = 4096
 PENDING, READY, FAILED = 0, 1, 2
 SUFFIX = ".frames"
 ERRORS_SUFFIX = ".errors"
+TEMP_SUFFIX = ".tmp"  # a frames file being created, linked into place once reserved
 
 
 def _pixel_offset(frames: int) -> int:
@@ -121,7 +122,7 @@ class SharedFrames:
     def _create(folder: Path, path: Path, header: bytes, size: int) -> tuple[int, bool]:
         """Create the file aside (header, size, lock) and link it into place; (fd, True) if this
         call's file took the name, else the file another worker linked first, opened, and False."""
-        temp = folder / f".{uuid.uuid4().hex}.tmp"
+        temp = folder / f".{uuid.uuid4().hex}{TEMP_SUFFIX}"
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.pwrite(fd, header, 0)

@@ -438,3 +438,14 @@ def test_a_request_for_a_series_evicted_meanwhile_does_not_load_it_again(workers
     registry._manifest_reader = evicted_between
     assert registry.get_loaded(record_id) is None and len(calls) == 2
     assert _frames_files(second) == []  # nothing made anew
+
+
+def test_a_frames_file_a_killed_worker_left_half_made_goes_at_the_next_load(node, ct_files):
+    """A worker killed while it created a series' frames left its reserved temporary file in the
+    runtime folder for the node's whole run, memory no budget counted."""
+    folder = node.registry.runtime.folder
+    leftover = folder / f".{uuid.uuid4().hex}.tmp"
+    with leftover.open("wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, 2**20)
+    node.load(ct_files)
+    assert not leftover.exists() and not list(folder.glob(".*.tmp"))
