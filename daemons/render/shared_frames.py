@@ -194,14 +194,16 @@ class SharedFrames:
         return int(np.count_nonzero(self.states == READY))
 
     def errors(self) -> dict[int, str]:
-        """Why each failed frame failed (frame index -> reason), whichever worker decoded it."""
-        failed = int(np.count_nonzero(self.states == FAILED))
-        if self.path is not None and len(self._errors) < failed:
+        """Why each failed frame failed (frame index -> reason), whichever worker decoded it. Only
+        frames failed now: a reason line an eviction race left for the same content's earlier file
+        names a frame that may have decoded since."""
+        failed = set(np.flatnonzero(self.states == FAILED).tolist())
+        if self.path is not None and not failed <= self._errors.keys():
             with contextlib.suppress(FileNotFoundError):
                 for line in self.path.with_suffix(ERRORS_SUFFIX).read_text(encoding="utf-8").splitlines():
                     index, _, reason = line.partition("\t")
-                    self._errors.setdefault(int(index), reason)
-        return dict(self._errors)
+                    self._errors[int(index)] = reason  # the latest line of a frame is its reason
+        return {index: reason for index, reason in self._errors.items() if index in failed}
 
     # --- life -----------------------------------------------------------------------------------
     @property

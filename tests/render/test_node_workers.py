@@ -449,3 +449,16 @@ def test_a_frames_file_a_killed_worker_left_half_made_goes_at_the_next_load(node
         os.posix_fallocate(handle.fileno(), 0, 2**20)
     node.load(ct_files)
     assert not leftover.exists() and not list(folder.glob(".*.tmp"))
+
+
+def test_a_reason_left_by_an_earlier_file_of_the_same_frames_is_not_reported(tmp_path):
+    """An eviction racing a failure left a reason line behind; the next file of the same content
+    then reported that decoded frame as failed, in every worker reading the reasons."""
+    shape, dtype = (3, 2, 2), np.dtype(np.int16)
+    (tmp_path / "rec.content.errors").write_text("0\tOSError: transient\n")  # the race's leftover
+    frames = SharedFrames.open(tmp_path, "rec.content", shape, dtype)
+    frames.mark(0, None)
+    frames.mark(2, "ValueError: cannot decode")
+    reader = SharedFrames.open(tmp_path, "rec.content", shape, dtype)  # another worker
+    assert reader.states.tolist() == [READY, 0, FAILED]
+    assert reader.errors() == {2: "ValueError: cannot decode"}
