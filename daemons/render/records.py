@@ -601,9 +601,7 @@ class RecordRegistry:
         the change board tells the other workers to drop what they hold of it."""
         record = self.let_go(record_id)
         self.runtime.changed(record_id)
-        with self._frames_lock:  # as evictions: a worker mapping them meanwhile must not make them anew unbudgeted
-            for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
-                remove(path)
+        self._unlink_frames(record_id)
         return record is not None
 
     def changed(self, record_id: str, manifest: Manifest) -> None:
@@ -616,10 +614,14 @@ class RecordRegistry:
     def drop_stale(self, record_id: str, manifest: Manifest) -> None:
         """Unlink the node's frames of a record's older content (the series changed, here or on
         another node sharing the store): no worker will be given them again."""
-        current = f"{_frames_name(record_id, manifest)}{SUFFIX}"
+        self._unlink_frames(record_id, keep=f"{_frames_name(record_id, manifest)}{SUFFIX}")
+
+    def _unlink_frames(self, record_id: str, keep: str | None = None) -> None:
+        """Unlink the node's frames of a record (but the file named `keep`), under the frames lock as
+        evictions are: a worker mapping them meanwhile must not make them anew, unbudgeted."""
         with self._frames_lock:
             for path in self.runtime.folder.glob(f"{_file_prefix(record_id)}.*{SUFFIX}"):
-                if path.name != current:
+                if path.name != keep:
                     remove(path)
 
     def _derived_bytes(self) -> int:

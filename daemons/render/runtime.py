@@ -106,7 +106,7 @@ class NodeRuntime:
     def check(self) -> None:
         """Refuse (503) before a change the other workers must be told of, if they can no longer be."""
         if not self.folder.is_dir():
-            raise folder_gone(self.folder, FileNotFoundError(2, "No such file or directory"))
+            raise folder_gone(self.folder, "it no longer exists")
 
     # --- the change board ----------------------------------------------------------------------
     @staticmethod
@@ -131,7 +131,7 @@ class NodeRuntime:
         try:
             (self.folder / f"{name}.grew").touch()
         except FileNotFoundError as exc:
-            raise folder_gone(self.folder, exc) from exc
+            raise folder_gone(self.folder, str(exc.strerror)) from exc
 
     def forget_growth(self, name: str) -> None:
         """Series `name` is complete: its growth file goes (the folder keeps only growing series)."""
@@ -177,7 +177,7 @@ class FolderLock:
                 try:
                     fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
                 except FileNotFoundError as exc:
-                    raise folder_gone(self._path.parent, exc) from exc
+                    raise folder_gone(self._path.parent, str(exc.strerror)) from exc
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:
@@ -198,8 +198,8 @@ class FolderLock:
         self._threads.release()
 
 
-def folder_gone(folder: Path, exc: OSError) -> ApiError:
+def folder_gone(folder: Path, reason: str) -> ApiError:
     """The runtime folder was removed under the running node (by hand, or a cleaner of /dev/shm):
     its workers no longer share locks or changes, so nothing is done until it is restarted."""
-    return ApiError(503, "runtime_unavailable", f"the node's runtime folder {folder} is gone ({exc.strerror}); "
+    return ApiError(503, "runtime_unavailable", f"the node's runtime folder {folder} is gone ({reason}); "
                     "restart the node", headers={"Retry-After": "5"})

@@ -130,8 +130,7 @@ class Ingest:
         an append that follows the store reads the manifest through `Node.manifest`, which may
         settle the series). Series share SERIES_LOCKS lock files, so that a node receiving series
         for months keeps a bounded folder; two series of one bucket only take turns."""
-        digest = hashlib.blake2b(series_uid.strip().encode(), digest_size=8).digest()
-        bucket = int.from_bytes(digest, "little") % SERIES_LOCKS
+        bucket = int(_series_name(series_uid).rpartition("-")[2], 16) % SERIES_LOCKS
         with self._locks_lock:
             lock = self._locks.get(bucket)
             if lock is None:
@@ -448,7 +447,7 @@ class Ingest:
 
 
 def _series_name(series_uid: str) -> str:
-    """A series' name in the node's runtime folder (its growth file)."""
+    """A series' name in the node's runtime folder (its growth file; its lock file's bucket)."""
     return "series-" + hashlib.blake2b(series_uid.strip().encode(), digest_size=16).hexdigest()
 
 
