@@ -15,8 +15,8 @@ from before the page is opened.
 - Browsing (`--browse` profiles, loopback by default): after the first image, every slice of the
   series once (SIVR: the next key once the slice is on screen; OHIF: its next-image key, then
   until its network is idle), then the bytes received in all and the memory of the viewer's
-  renderer process (PSS) and JavaScript heap; and, as the floor under both, the renderer of an
-  empty page (`about:blank`) in the same browser.
+  renderer process (RSS, PSS and Chromium's private memory footprint) and JavaScript heap; and,
+  as the floor under both, the renderer of an empty page (`about:blank`) in the same browser.
 
 Bytes are what the page received over the network (CDP `Network.loadingFinished`, all
 requests, the viewer's own code included), up to the first image.
