@@ -1,0 +1,105 @@
+"""Hostile input to WADO-RS and the rendered resources, in-process: every bad request is a 4xx with
+the JSON error body (or the DICOMweb status the standard gives), never a 500, and nothing of a study
+is told to a caller without a valid token.
+
+One node for the module (its studies are stored once); each test reads only.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless, generate_uid
+
+from shared.tokens import generate_signing_keypair
+from tests.dicomweb.conftest import synthetic_series, uids
+from tests.dicomweb.test_stow_wado import body_of, parts_of, stow
+from tests.render.conftest import NodeHarness, build_node, close_node
+from tests.render.synthetic import new_instance, to_bytes
+
+OCTETS = "multipart/related; type=application/octet-stream"
+
+
+class Stored:
+    """The node and the UIDs of what it holds: a CT series (RLE, with a sequence holding a bulk value),
+    and a study whose first series (by SeriesNumber) is a report, second an image series."""
+
+    def __init__(self, harness: NodeHarness):
+        self.node = harness
+        files = synthetic_series(2, syntax=RLELossless, rows=16, cols=16)
+        ds = pydicom.dcmread(io.BytesIO(files[0]))
+        item = Dataset()
+        item.add_new(0x00091010, "OB", b"\1" * 4096)  # over the bulk threshold: a BulkDataURI
+        ds.add_new(0x00082112, "SQ", [item])
+        files[0] = to_bytes(ds)
+        self.study, self.series, self.sop = uids(files[0])
+        self.other_sop = uids(files[1])[2]
+        assert stow(harness, body_of(files)).status_code == 200
+
+        self.mixed_study = generate_uid()
+        images = []
+        for raw in synthetic_series(3, study=self.mixed_study):
+            image = pydicom.dcmread(io.BytesIO(raw))
+            image.SeriesNumber = 2
+            images.append(to_bytes(image))
+        report = new_instance("1.2.840.10008.5.1.4.1.1.88.11")  # Basic Text SR: no pixel data
+        report.StudyInstanceUID, report.SeriesInstanceUID = self.mixed_study, generate_uid()
+        report.Modality, report.SeriesNumber = "SR", 1
+        report.PatientID, report.PatientName = "DW-TEST", "Web^Dicom"
+        reply = stow(harness, body_of([to_bytes(report), *images]))
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        self.image_series = uids(images[0])[1]
+
+    @property
+    def instance(self) -> str:
+        return f"/dicomweb/studies/{self.study}/series/{self.series}/instances/{self.sop}"
+
+    def get(self, path: str, accept: str | None = None, headers: dict[str, str] | None = None, **params):
+        sent = self.node.headers() if headers is None else headers
+        if accept is not None:
+            sent = {**sent, "Accept": accept}
+        reply = self.node.client.get(path, query_string=params, headers=sent)
+        reply.get_data()  # a streamed answer is read whole, within its request
+        return reply
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> Stored:
+    root = tmp_path_factory.mktemp("dicomweb-hostile")
+    keys = root / "token.pem", root / "token.pub"
+    generate_signing_keypair(*keys)
+    harness = build_node(root, keys)
+    yield Stored(harness)
+    close_node(harness)
+
+
+def assert_error(reply, status: int, code: str) -> dict:
+    assert reply.status_code == status, reply.get_data(as_text=True)
+    error = reply.get_json()["error"]
+    assert error["code"] == code and error["message"]
+    return error
+
+
+# --- bulk data paths -----------------------------------------------------------------------------
+def test_the_bulk_data_uri_of_a_sequence_item_is_served(stored):
+    meta = stored.get(f"{stored.instance}/metadata").get_json()[0]
+    uri = meta["00082112"]["Value"][0]["00091010"]["BulkDataURI"]
+    assert uri.endswith("/bulk/00082112/0/00091010")
+    [(kind, content)] = parts_of(stored.get(f"{stored.instance}/bulk/00082112/0/00091010"))
+    assert kind == "application/octet-stream" and content == b"\1" * 4096
+
+
+@pytest.mark.parametrize("path", [
+    "00082112/²/00091010",  # an item index str.isdigit() takes and int() refuses: was a 500
+    "00082112/१/00091010",  # int() reads it as 1: named an item the path does not spell
+    "00082112/%EF%BC%90/00091010",  # fullwidth 0
+    f"00082112/{'1' * 5000}/00091010",  # int() refuses over 4300 digits: was a 500
+    "00082112/99999999999/00091010", "00082112/-1/00091010", "00082112/0", "00082112/0/00091010/0",
+    "0x082112/0/00091010", "+0082112/0/00091010", "0008_2112/0/00091010", "%EF%BC%90%EF%BC%90082112/0/00091010",
+    "ZZZZZZZZ", "7FE00010/../..", "00100010", "a/b/c",
+])
+def test_a_bulk_data_path_that_names_no_bulk_value_is_404(stored, path):
+    assert_error(stored.get(f"{stored.instance}/bulk/{path}"), 404, "not_found")
