@@ -83,6 +83,34 @@ def assert_error(reply, status: int, code: str) -> dict:
     return error
 
 
+# --- frame lists ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("frames", [
+    "²",  # str.isdigit() is true, int() refuses it: was a 500
+    "1,²",
+    "%C2%B2",
+    "1" * 5000,  # int() refuses more than 4300 digits: was a 500 on WADO-RS frames
+    "१",  # a Devanagari one: int() reads it as 1
+    "１",  # a fullwidth one
+    " 1",
+    "99999999999999999999",
+    "0", "-1", "1,,2", "1-3", "1,", ",1", "%00", "01",
+])
+@pytest.mark.parametrize("resource", ["", "/rendered", "/thumbnail"])
+def test_a_frame_list_is_ascii_frame_numbers_or_400_on_every_frames_resource(stored, frames, resource):
+    reply = stored.get(f"{stored.instance}/frames/{frames}{resource}", OCTETS if not resource else None)
+    error = assert_error(reply, 400, "validation_error")
+    assert "frame list" in error["message"]
+
+
+def test_frame_list_limits_and_unknown_frames(stored):
+    over = ",".join(["1"] * 1001)
+    assert_error(stored.get(f"{stored.instance}/frames/{over}", OCTETS), 400, "validation_error")
+    assert stored.get(f"{stored.instance}/frames/{','.join(['1'] * 1000)}", OCTETS).status_code == 200
+    for resource in ("", "/rendered", "/thumbnail"):
+        assert_error(stored.get(f"{stored.instance}/frames/2{resource}", OCTETS if not resource else None),
+                     404, "not_found")
+
+
 # --- bulk data paths -----------------------------------------------------------------------------
 def test_the_bulk_data_uri_of_a_sequence_item_is_served(stored):
     meta = stored.get(f"{stored.instance}/metadata").get_json()[0]

@@ -58,7 +58,6 @@ from shared.roles import ROLES
 DEFAULT_MEDIA_TYPE = "image/jpeg"
 MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
 THUMBNAIL_BOX = (128, 128)
-FRAME_LIST = "frame list"
 MAX_FRAME_LIST = 4096
 
 
@@ -131,14 +130,6 @@ def _frame_spec(fmt: str, viewport: query.Viewport, rows: int, cols: int, annota
     return FrameImage(fmt=fmt, quality=query.quality(fmt), box=viewport.box, region=viewport.region(rows, cols),
                       window=None if thumbnail else query.rendered_window(), flip=viewport.flip,
                       annotation=annotation, invert=not thumbnail and query.invert())
-
-
-def _frame_numbers(raw: str) -> list[int]:
-    parts = raw.split(",")
-    if len(parts) > MAX_FRAME_LIST or not all(p.isdigit() and len(p) <= 9 and int(p) >= 1 for p in parts):
-        raise query.bad(f"the {FRAME_LIST} must be frame numbers from 1, separated by commas "
-                        f"(at most {MAX_FRAME_LIST})")
-    return [int(p) for p in parts]
 
 
 # --- what a path shows ------------------------------------------------------------------------
@@ -315,7 +306,7 @@ def instance_rendered(study_uid: str, series_uid: str, sop_uid: str) -> Response
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/rendered")
 @require_auth(*ROLES)
 def frames_rendered(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
-    numbers = _frame_numbers(frame_list)
+    numbers = resolve.frame_numbers(frame_list, MAX_FRAME_LIST)
     series = resolve.series(study_uid, series_uid)
     targets = _instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series, numbers)
     return _answer(lambda: targets, targets[0], several=len(targets) > 1)
@@ -347,7 +338,7 @@ def instance_thumbnail(study_uid: str, series_uid: str, sop_uid: str) -> Respons
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/thumbnail")
 @require_auth(*ROLES)
 def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
-    numbers = _frame_numbers(frame_list)
+    numbers = resolve.frame_numbers(frame_list, MAX_FRAME_LIST)
     series = resolve.series(study_uid, series_uid)
     return _thumbnail(_middle(_instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series,
                                                 numbers)))
@@ -429,7 +420,7 @@ def _uid(name: str, description: str) -> dict[str, Any]:
 _STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series", "Series Instance UID"),
                               _uid("instance", "SOP Instance UID"))
 _FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
-           "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
+           "schema": {"type": "string", "pattern": f"^{resolve.FRAME_LIST_PATTERN}$"}}
 _IMAGES: dict[str, dict] = {mimetype: {} for mimetype in MIMETYPES.values()}
 
 

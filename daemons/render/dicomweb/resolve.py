@@ -7,13 +7,33 @@ renderers load). Series of a study come in SeriesNumber order, instances in Inst
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from daemons.render.api.query import bad
 from daemons.render.node import Node, node
 from daemons.render.store.local import StoreError
 from daemons.render.stored_only import require_renderable, stored_only_error
 from shared.errors import ApiError
+
+#: a `/frames/{list}` path segment: frame numbers from 1 (ASCII digits, at most 9), comma-separated
+FRAME_LIST_PATTERN = r"[1-9][0-9]{0,8}(?:,[1-9][0-9]{0,8})*"
+_FRAME_LIST = re.compile(FRAME_LIST_PATTERN)
+
+
+def frame_numbers(text: str, limit: int) -> list[int]:
+    """The frame numbers of a `/frames/{list}` segment (`1,3,5` -> [1, 3, 5]), at most `limit`;
+    400 `validation_error` otherwise. One rule for WADO-RS frames and rendered frames alike.
+
+    Matched with an ASCII pattern, not `str.isdigit`: that also takes `²` or `१`, which `int()`
+    refuses or reads as another number, and a number of thousands of digits `int()` refuses too.
+    A number past the instance's last frame is 404 (`FrameSpan.record_frame`).
+    """
+    numbers = [int(item) for item in text.split(",")] if _FRAME_LIST.fullmatch(text) else []
+    if not numbers or len(numbers) > limit:
+        raise bad(f"the frame list {text[:80]!r} must be frame numbers from 1, separated by commas (at most {limit})")
+    return numbers
 
 
 def _not_found(what: str, uid: str) -> ApiError:
