@@ -131,3 +131,27 @@ def test_the_bulk_data_uri_of_a_sequence_item_is_served(stored):
 ])
 def test_a_bulk_data_path_that_names_no_bulk_value_is_404(stored, path):
     assert_error(stored.get(f"{stored.instance}/bulk/{path}"), 404, "not_found")
+
+
+# --- Accept headers ------------------------------------------------------------------------------
+def test_a_malformed_q_value_does_not_reorder_the_other_ranges(stored):
+    """`q=nan` once sorted anywhere and took the ranges after it out of order: here the stored RLE
+    frame (q=0.9) must win over the decoded one (q=0.5)."""
+    accept = (f"{OCTETS}; q=0.5, multipart/related; type=image/jls; q=nan, "
+              "multipart/related; type=image/dicom-rle; q=0.9")
+    [(kind, _)] = parts_of(stored.get(f"{stored.instance}/frames/1", accept))
+    assert kind == f"image/dicom-rle; transfer-syntax={RLELossless}"
+    for q, wins in (("nan", OCTETS), ("abc", OCTETS), ("", OCTETS), ("5", OCTETS), ("inf", OCTETS),
+                    ("-1", "image/dicom-rle"), ("-inf", "image/dicom-rle")):
+        accept = f"{OCTETS}; q={q}, multipart/related; type=image/dicom-rle; q=0.9"
+        [(kind, _)] = parts_of(stored.get(f"{stored.instance}/frames/1", accept))
+        assert kind.startswith(wins.removeprefix("multipart/related; type=")), q  # no number: 1; else 0..1
+
+
+def test_q_values_weigh_alike_for_wado_and_rendered_resources():
+    from daemons.render.dicomweb.multipart import media_type, weight
+
+    values = {"q=0.3": 0.3, "q=abc": 1.0, "q=nan": 1.0, "q=": 1.0, "q=5": 1.0, "q=inf": 1.0, "q=-1": 0.0,
+              "q=-inf": 0.0, "": 1.0}
+    for text, expected in values.items():
+        assert weight(media_type(f"image/png; {text}")[1]) == expected, text

@@ -19,7 +19,6 @@ Which image a resource shows:
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.dicomweb.multipart import weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.node import node
@@ -79,12 +79,8 @@ def _accepted() -> list[Choice]:
         fields = [f.strip() for f in item.split(";")]
         media = fields[0].lower()
         params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (f.partition("=") for f in fields[1:])}
-        try:
-            weight = float(params.get("q", "1"))
-        except ValueError:
-            weight = 1.0
-        weight = weight if math.isfinite(weight) else 1.0  # a malformed q-value weighs as none given
-        if weight <= 0:
+        q = weight(params)
+        if q <= 0:
             continue
         choices: list[Choice] = []
         if media in MEDIA_TYPES:
@@ -98,7 +94,7 @@ def _accepted() -> list[Choice]:
             part = DEFAULT_MEDIA_TYPE if part in ("image/*", "*/*") else part
             if part in MEDIA_TYPES:
                 choices = [Choice(MEDIA_TYPES[part], True)]
-        ranked.append((-weight, position, choices))
+        ranked.append((-q, position, choices))
     return [choice for _, _, choices in sorted(ranked) for choice in choices]
 
 
