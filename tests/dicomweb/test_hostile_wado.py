@@ -155,3 +155,30 @@ def test_q_values_weigh_alike_for_wado_and_rendered_resources():
               "q=-inf": 0.0, "": 1.0}
     for text, expected in values.items():
         assert weight(media_type(f"image/png; {text}")[1]) == expected, text
+
+
+# --- rendered resources of a study with a series without images -------------------------------
+@pytest.mark.parametrize("accept", [None, "image/png", "multipart/related; type=image/png"])
+@pytest.mark.parametrize("resource", ["rendered", "thumbnail"])
+def test_a_study_rendered_skips_its_series_without_images(stored, resource, accept):
+    """A report (or key-object, presentation-state) series has nothing to show: the study's rendered
+    resources show its image series, never 415 because such a series sorts first."""
+    reply = stored.get(f"/dicomweb/studies/{stored.mixed_study}/{resource}", accept)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    series = stored.get(f"/dicomweb/studies/{stored.mixed_study}/series/{stored.image_series}/{resource}", accept)
+    assert reply.get_data() == series.get_data() or reply.mimetype == "multipart/related"
+
+
+def test_a_report_alone_is_still_415_stored_only(stored):
+    report = new_instance("1.2.840.10008.5.1.4.1.1.88.11")
+    report.StudyInstanceUID, report.SeriesInstanceUID = generate_uid(), generate_uid()
+    report.Modality, report.PatientID = "SR", "DW-TEST"
+    assert stow(stored.node, body_of([to_bytes(report)])).status_code == 200
+    study, series, sop = uids(to_bytes(report))
+    for path in (f"/dicomweb/studies/{study}/rendered", f"/dicomweb/studies/{study}/thumbnail",
+                 f"/dicomweb/studies/{study}/series/{series}/rendered",
+                 f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/thumbnail"):
+        assert_error(stored.get(path), 415, "stored_only")
+    assert_error(stored.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1", OCTETS),
+                 404, "not_found")
+    assert stored.get(f"/dicomweb/studies/{study}/metadata").status_code == 200

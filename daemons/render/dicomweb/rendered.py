@@ -12,9 +12,9 @@ Which image a resource shows:
 - a frame list: those frames (several: multipart/related, one part per frame);
 - an instance: its first frame, or every frame when the client accepts multipart/related;
 - a series or study: its first instance's first frame (as Orthanc does), or with multipart/related
-  every frame, series by series in slice order;
+  every frame, series by series in slice order (a study's series without images, e.g. reports, passed over);
 - a thumbnail: the middle frame of the instance (frames: of the list; series: of the middle
-  instance; study: of the middle instance of the first series), in a 128x128 box by default.
+  instance; study: of the middle instance of the first series with images), in a 128x128 box by default.
 """
 
 from __future__ import annotations
@@ -175,10 +175,11 @@ def _middle_instance(series: Any) -> Any:
 
 
 def _study_series(study_uid: str) -> list[Any]:
+    """The series of a study that have images (`resolve.image_series`), in SeriesNumber order."""
     rows = resolve.series_of_study(study_uid)
     if not rows:
         raise ApiError(404, "not_found", f"study {study_uid} has no series")
-    return rows
+    return resolve.image_series(rows)
 
 
 # --- answers ----------------------------------------------------------------------------------

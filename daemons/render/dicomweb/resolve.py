@@ -87,6 +87,19 @@ def renderable_instances(series_row: Any) -> list[Any]:
     return [row for row in rows if manifest.stored_only_blob(row.blob) is None]
 
 
+def image_series(series_rows: list[Any]) -> list[Any]:
+    """The series of `series_rows` that have frames, in their order: a series stored only (a report,
+    key objects, presentation states) has nothing to show, so a study's rendered resources pass over
+    it rather than answer 415 for a study that does hold images. 415 `stored_only` when every series
+    is such; 404 when none has frames for another reason."""
+    shown = [row for row in series_rows if node().manifest(row.id).meta.frames > 0]
+    if not shown:
+        for row in series_rows:
+            require_renderable(node().manifest(row.id))
+        raise ApiError(404, "not_found", "the study has no series with frames")
+    return shown
+
+
 def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
     """The instance row within its series and study (404 when unknown)."""
     cat = _catalogue()
