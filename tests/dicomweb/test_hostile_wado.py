@@ -8,6 +8,8 @@ One node for the module (its studies are stored once); each test reads only.
 from __future__ import annotations
 
 import io
+import time
+import uuid
 
 import pydicom
 import pytest
@@ -16,7 +18,7 @@ from pydicom.uid import RLELossless, generate_uid
 
 from shared.tokens import generate_signing_keypair
 from tests.dicomweb.conftest import synthetic_series, uids
-from tests.dicomweb.test_stow_wado import body_of, parts_of, stow
+from tests.dicomweb.test_stow_wado import STOW_TYPE, body_of, parts_of, stow
 from tests.render.conftest import NodeHarness, build_node, close_node
 from tests.render.synthetic import new_instance, to_bytes
 
@@ -157,6 +159,23 @@ def test_q_values_weigh_alike_for_wado_and_rendered_resources():
         assert weight(media_type(f"image/png; {text}")[1]) == expected, text
 
 
+@pytest.mark.parametrize("accept", [
+    'multipart/related; type="application/dicom"; q=abc', "multipart/related; type=", 'multipart/related; type="',
+    'multipart/related; type="application/dicom', ";;;;", ",,,,", '"', 'multipart/related; type="multipart/related"',
+    "text/html", "*/*;q=0", 'multipart/related; type="application/dicom"; transfer-syntax=junk',
+    'multipart/related; type="application/dicom"; transfer-syntax=', "x" * 8000, "a," * 4000, '"' + ",a" * 3000,
+    "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.2",
+])
+def test_odd_accept_headers_are_answered_or_406(stored, accept):
+    series = f"/dicomweb/studies/{stored.study}/series/{stored.series}"
+    for path in (series, f"{series}/metadata", f"{stored.instance}/frames/1", f"{stored.instance}/bulk/7FE00010",
+                 f"{stored.instance}/rendered", f"{stored.instance}/thumbnail"):
+        reply = stored.get(path, accept)
+        assert reply.status_code in (200, 406), (path, reply.get_data(as_text=True))
+        if reply.status_code == 406:
+            assert reply.get_json()["error"]["code"] == "not_acceptable"
+
+
 # --- rendered resources of a study with a series without images -------------------------------
 @pytest.mark.parametrize("accept", [None, "image/png", "multipart/related; type=image/png"])
 @pytest.mark.parametrize("resource", ["rendered", "thumbnail"])
@@ -182,3 +201,92 @@ def test_a_report_alone_is_still_415_stored_only(stored):
     assert_error(stored.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/1", OCTETS),
                  404, "not_found")
     assert stored.get(f"/dicomweb/studies/{study}/metadata").status_code == 200
+
+
+# --- UIDs in the path ----------------------------------------------------------------------------
+def test_uids_that_name_nothing_or_mix_studies_are_404(stored):
+    foreign_series = stored.image_series  # a series of another study
+    paths = [f"/dicomweb/studies/{stored.mixed_study}/series/{stored.series}",
+             f"/dicomweb/studies/{stored.study}/series/{foreign_series}/metadata",
+             f"/dicomweb/studies/{stored.study}/series/{stored.series}/instances/{stored.mixed_study}",
+             f"/dicomweb/studies/{stored.mixed_study}/series/{foreign_series}/instances/{stored.sop}/frames/1",
+             f"/dicomweb/studies/{stored.mixed_study}/series/{stored.series}/instances/{stored.sop}/rendered",
+             f"/dicomweb/studies/{stored.mixed_study}/series/{stored.series}/thumbnail"]
+    for uid in ("%00", "%ED%A0%80", "%FF", "é" * 70, "x" * 5000, "1.2.3." + "9" * 80, "..", "%2e%2e"):
+        paths += [f"/dicomweb/studies/{uid}", f"/dicomweb/studies/{uid}/metadata", f"/dicomweb/studies/{uid}/rendered",
+                  f"/dicomweb/studies/{stored.study}/series/{uid}/thumbnail",
+                  f"/dicomweb/studies/{stored.study}/series/{stored.series}/instances/{uid}/frames/1"]
+    for path in paths:
+        assert_error(stored.get(path, OCTETS if path.endswith("frames/1") else None), 404, "not_found")
+
+
+# --- rendered parameters -------------------------------------------------------------------------
+@pytest.mark.parametrize("params", [
+    {"window": w} for w in ("nan,400,linear", "40,inf,linear", "40,-400,linear", "40,400,linear,5", "1e308,1,linear",
+                            "40,400,LINEAR", ",,", "40,400,cubic")] + [
+    {"viewport": v} for v in ("0,0", "-1,-1", "100000,100000", "a,b", "10,10,0,0", "10,10,16,0,1,1")] + [
+    {"quality": q} for q in ("0", "101", "-1", "text", "50.5")] + [
+    {"annotation": a} for a in (",", "everything")] + [{"invert": "maybe"}])
+def test_bad_rendered_parameters_are_400_on_every_resource(stored, params):
+    series = f"/dicomweb/studies/{stored.study}/series/{stored.series}"
+    name = next(iter(params))
+    paths = [f"{stored.instance}/rendered", f"{stored.instance}/frames/1/rendered", f"{series}/rendered",
+             f"{series}/rendered/mpr/axial/0", f"{series}/rendered/volume"]
+    if name == "viewport":
+        paths += [f"{stored.instance}/thumbnail", f"/dicomweb/studies/{stored.study}/thumbnail"]
+    for path in paths:
+        reply = stored.get(path, **params)
+        error = assert_error(reply, 400, "validation_error")
+        assert name in error["message"], path
+
+
+# --- tokens --------------------------------------------------------------------------------------
+def _all_paths(stored: Stored, study: str) -> list[str]:
+    series = f"/dicomweb/studies/{study}/series/{stored.series}"
+    instance = f"{series}/instances/{stored.sop}"
+    return [f"/dicomweb/studies/{study}", f"/dicomweb/studies/{study}/metadata", series, f"{series}/metadata",
+            instance, f"{instance}/metadata", f"{instance}/frames/1", f"{instance}/bulk/7FE00010",
+            f"{instance}/rendered", f"{instance}/thumbnail", f"{instance}/frames/1/rendered",
+            f"{instance}/frames/1/thumbnail", f"{series}/rendered", f"{series}/thumbnail",
+            f"/dicomweb/studies/{study}/rendered", f"/dicomweb/studies/{study}/thumbnail",
+            f"{series}/rendered/mpr/axial/0", f"{series}/rendered/volume", f"/dicomweb/studies/{study}/series",
+            f"{series}/instances", "/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances"]
+
+
+def test_without_a_valid_token_every_route_is_401_whether_the_study_exists_or_not(stored):
+    """No existence oracle: a stored and an unknown study answer alike."""
+    node = stored.node
+    user = str(uuid.uuid4())
+    expired, _ = node.issuer.issue(user, "u", "physician", node.institution_id, now=int(time.time()) - 10_000)
+    elsewhere, _ = node.issuer.issue(user, "u", "physician", node.institution_id, audience="https://render-9.test")
+    tokens = {"": "missing_token", "Bearer abc.def.ghi": "invalid_token", "Bearer ": "invalid_token",
+              "Basic dXNlcjpwYXNz": "invalid_token", f"Bearer {expired}": "token_expired",
+              f"Bearer {elsewhere}": "invalid_token", "Bearer a b c": "invalid_token"}
+    for authorization, code in tokens.items():
+        headers = {"Authorization": authorization} if authorization else {}
+        for study in (stored.study, generate_uid()):
+            for path in _all_paths(stored, study):
+                reply = stored.get(path, headers=headers)
+                assert_error(reply, 401, code)
+            reply = node.client.post(f"/dicomweb/studies/{study}", data=body_of(synthetic_series(1)),
+                                     headers={**headers, "Content-Type": STOW_TYPE})
+            assert_error(reply, 401, code)
+
+
+def test_reads_from_another_institution_are_open_and_stores_are_403(stored):
+    """Reading images is open across institutions (audited, docs/conformance.md); QIDO without a
+    patient is for the node's institution; storing is for its users and administrators only."""
+    before = stored.get(f"/dicomweb/studies/{stored.study}/metadata").get_data()
+    for role in ("physician", "instadmin"):
+        headers = stored.node.headers(role, institution_id=str(uuid.uuid4()))
+        for path in _all_paths(stored, stored.study):
+            reply = stored.get(path, headers=headers)
+            if path in ("/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances"):
+                assert_error(reply, 403, "forbidden")
+            else:
+                assert reply.status_code == 200, (path, reply.get_data(as_text=True))
+        files = synthetic_series(1, study=stored.study, series=stored.series)
+        reply = stored.node.client.post("/dicomweb/studies", data=body_of(files),
+                                        headers={**headers, "Content-Type": STOW_TYPE})
+        assert_error(reply, 403, "forbidden")
+    assert stored.get(f"/dicomweb/studies/{stored.study}/metadata").get_data() == before  # nothing stored
