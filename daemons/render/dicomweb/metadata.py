@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -74,23 +75,32 @@ def element_path(ds: Dataset, element: DataElement, prefix: str = "") -> str | N
     return None
 
 
+#: one step of a bulk data path as `element_path` writes them: a tag (8 hex digits), an item index
+_TAG_STEP = re.compile(r"[0-9A-Fa-f]{8}")
+_ITEM_STEP = re.compile(r"[0-9]{1,9}")
+
+
 def find_element(ds: Dataset, path: str) -> DataElement | None:
-    """The element a bulk data path names (None when there is none)."""
+    """The element a bulk data path names (None when there is none).
+
+    Steps are matched against the form `element_path` writes, in ASCII: `int()` alone also reads
+    `0x82112`, `+0082112`, `0008_2112` or fullwidth digits as a tag, and `str.isdigit` passes `²`,
+    which `int()` then refuses (a 500).
+    """
     steps = path.split("/")
     if len(steps) % 2 == 0:
         return None
     current: Dataset = ds
     for position in range(0, len(steps), 2):
-        try:
-            tag = int(steps[position], 16)
-        except ValueError:
+        if not _TAG_STEP.fullmatch(steps[position]):
             return None
-        if len(steps[position]) != 8 or tag not in current:
+        tag = int(steps[position], 16)
+        if tag not in current:
             return None
         element = current[tag]
         if position == len(steps) - 1:
             return element
-        if element.VR != "SQ" or not steps[position + 1].isdigit():
+        if element.VR != "SQ" or not _ITEM_STEP.fullmatch(steps[position + 1]):
             return None
         index = int(steps[position + 1])
         if index >= len(element.value or []):

@@ -12,6 +12,7 @@ text and line endings, which corrupts binary DICOM parts.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,20 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
         if sep and name.strip():
             params[name.strip().lower()] = text.strip().strip('"')
     return pieces[0].strip().lower(), params
+
+
+def weight(params: dict[str, str]) -> float:
+    """The q-value of an Accept media range from its parameters (`media_type`), 0 to 1.
+
+    A value that is no number (`abc`, `nan`, empty) weighs as none given, 1; any other is clipped to
+    0..1 (`5` is 1, `-1` is 0: not acceptable). A NaN kept as such sorts nowhere: it took the ranges
+    after it out of their order. One rule for every DICOMweb service that reads Accept.
+    """
+    try:
+        value = float(params.get("q", "1"))
+    except ValueError:
+        return 1.0
+    return 1.0 if math.isnan(value) else min(max(value, 0.0), 1.0)
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,13 @@ Which image a resource shows:
 - a frame list: those frames (several: multipart/related, one part per frame);
 - an instance: its first frame, or every frame when the client accepts multipart/related;
 - a series or study: its first instance's first frame (as Orthanc does), or with multipart/related
-  every frame, series by series in slice order;
+  every frame, series by series in slice order (a study's series without images, e.g. reports, passed over);
 - a thumbnail: the middle frame of the instance (frames: of the list; series: of the middle
-  instance; study: of the middle instance of the first series), in a 128x128 box by default.
+  instance; study: of the middle instance of the first series with images), in a 128x128 box by default.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.dicomweb.multipart import weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.node import node
@@ -58,7 +58,6 @@ from shared.roles import ROLES
 DEFAULT_MEDIA_TYPE = "image/jpeg"
 MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
 THUMBNAIL_BOX = (128, 128)
-FRAME_LIST = "frame list"
 MAX_FRAME_LIST = 4096
 
 
@@ -80,12 +79,8 @@ def _accepted() -> list[Choice]:
         fields = [f.strip() for f in item.split(";")]
         media = fields[0].lower()
         params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (f.partition("=") for f in fields[1:])}
-        try:
-            weight = float(params.get("q", "1"))
-        except ValueError:
-            weight = 1.0
-        weight = weight if math.isfinite(weight) else 1.0  # a malformed q-value weighs as none given
-        if weight <= 0:
+        q = weight(params)
+        if q <= 0:
             continue
         choices: list[Choice] = []
         if media in MEDIA_TYPES:
@@ -99,7 +94,7 @@ def _accepted() -> list[Choice]:
             part = DEFAULT_MEDIA_TYPE if part in ("image/*", "*/*") else part
             if part in MEDIA_TYPES:
                 choices = [Choice(MEDIA_TYPES[part], True)]
-        ranked.append((-weight, position, choices))
+        ranked.append((-q, position, choices))
     return [choice for _, _, choices in sorted(ranked) for choice in choices]
 
 
@@ -131,14 +126,6 @@ def _frame_spec(fmt: str, viewport: query.Viewport, rows: int, cols: int, annota
     return FrameImage(fmt=fmt, quality=query.quality(fmt), box=viewport.box, region=viewport.region(rows, cols),
                       window=None if thumbnail else query.rendered_window(), flip=viewport.flip,
                       annotation=annotation, invert=not thumbnail and query.invert())
-
-
-def _frame_numbers(raw: str) -> list[int]:
-    parts = raw.split(",")
-    if len(parts) > MAX_FRAME_LIST or not all(p.isdigit() and len(p) <= 9 and int(p) >= 1 for p in parts):
-        raise query.bad(f"the {FRAME_LIST} must be frame numbers from 1, separated by commas "
-                        f"(at most {MAX_FRAME_LIST})")
-    return [int(p) for p in parts]
 
 
 # --- what a path shows ------------------------------------------------------------------------
@@ -188,10 +175,11 @@ def _middle_instance(series: Any) -> Any:
 
 
 def _study_series(study_uid: str) -> list[Any]:
+    """The series of a study that have images (`resolve.image_series`), in SeriesNumber order."""
     rows = resolve.series_of_study(study_uid)
     if not rows:
         raise ApiError(404, "not_found", f"study {study_uid} has no series")
-    return rows
+    return resolve.image_series(rows)
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -315,7 +303,7 @@ def instance_rendered(study_uid: str, series_uid: str, sop_uid: str) -> Response
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/rendered")
 @require_auth(*ROLES)
 def frames_rendered(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
-    numbers = _frame_numbers(frame_list)
+    numbers = resolve.frame_numbers(frame_list, MAX_FRAME_LIST)
     series = resolve.series(study_uid, series_uid)
     targets = _instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series, numbers)
     return _answer(lambda: targets, targets[0], several=len(targets) > 1)
@@ -347,7 +335,7 @@ def instance_thumbnail(study_uid: str, series_uid: str, sop_uid: str) -> Respons
 @bp.get("/studies/<study_uid>/series/<series_uid>/instances/<sop_uid>/frames/<frame_list>/thumbnail")
 @require_auth(*ROLES)
 def frames_thumbnail(study_uid: str, series_uid: str, sop_uid: str, frame_list: str) -> Response:
-    numbers = _frame_numbers(frame_list)
+    numbers = resolve.frame_numbers(frame_list, MAX_FRAME_LIST)
     series = resolve.series(study_uid, series_uid)
     return _thumbnail(_middle(_instance_targets(resolve.instance(study_uid, series_uid, sop_uid), series,
                                                 numbers)))
@@ -429,7 +417,7 @@ def _uid(name: str, description: str) -> dict[str, Any]:
 _STUDY, _SERIES, _INSTANCE = (_uid("study", "Study Instance UID"), _uid("series", "Series Instance UID"),
                               _uid("instance", "SOP Instance UID"))
 _FRAMES = {"name": "frames", "in": "path", "required": True, "description": "frame numbers from 1, comma-separated",
-           "schema": {"type": "string", "pattern": r"^[1-9]\d{0,8}(,[1-9]\d{0,8})*$"}}
+           "schema": {"type": "string", "pattern": f"^{resolve.FRAME_LIST_PATTERN}$"}}
 _IMAGES: dict[str, dict] = {mimetype: {} for mimetype in MIMETYPES.values()}
 
 

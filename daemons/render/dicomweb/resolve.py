@@ -7,13 +7,33 @@ renderers load). Series of a study come in SeriesNumber order, instances in Inst
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from daemons.render.api.query import bad
 from daemons.render.node import Node, node
 from daemons.render.store.local import StoreError
 from daemons.render.stored_only import require_renderable, stored_only_error
 from shared.errors import ApiError
+
+#: a `/frames/{list}` path segment: frame numbers from 1 (ASCII digits, at most 9), comma-separated
+FRAME_LIST_PATTERN = r"[1-9][0-9]{0,8}(?:,[1-9][0-9]{0,8})*"
+_FRAME_LIST = re.compile(FRAME_LIST_PATTERN)
+
+
+def frame_numbers(text: str, limit: int) -> list[int]:
+    """The frame numbers of a `/frames/{list}` segment (`1,3,5` -> [1, 3, 5]), at most `limit`;
+    400 `validation_error` otherwise. One rule for WADO-RS frames and rendered frames alike.
+
+    Matched with an ASCII pattern, not `str.isdigit`: that also takes `²` or `१`, which `int()`
+    refuses or reads as another number, and a number of thousands of digits `int()` refuses too.
+    A number past the instance's last frame is 404 (`FrameSpan.record_frame`).
+    """
+    numbers = [int(item) for item in text.split(",")] if _FRAME_LIST.fullmatch(text) else []
+    if not numbers or len(numbers) > limit:
+        raise bad(f"the frame list {text[:80]!r} must be frame numbers from 1, separated by commas (at most {limit})")
+    return numbers
 
 
 def _not_found(what: str, uid: str) -> ApiError:
@@ -65,6 +85,19 @@ def renderable_instances(series_row: Any) -> list[Any]:
         return rows
     require_renderable(manifest)
     return [row for row in rows if manifest.stored_only_blob(row.blob) is None]
+
+
+def image_series(series_rows: list[Any]) -> list[Any]:
+    """The series of `series_rows` that have frames, in their order: a series stored only (a report,
+    key objects, presentation states) has nothing to show, so a study's rendered resources pass over
+    it rather than answer 415 for a study that does hold images. 415 `stored_only` when every series
+    is such; 404 when none has frames for another reason."""
+    shown = [row for row in series_rows if node().manifest(row.id).meta.frames > 0]
+    if not shown:
+        for row in series_rows:
+            require_renderable(node().manifest(row.id))
+        raise ApiError(404, "not_found", "the study has no series with frames")
+    return shown
 
 
 def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ DICOM = "application/dicom"
 FRAMING_BYTES_PER_PART = 1024
 FRAMING_BYTES = 64 * 1024
 READ_CHUNK = 1 << 20
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")  # not printable ASCII: never in a Warning header
 
 # DICOM JSON tags of the response (PS3.18 Table 10.5.3-1)
 RETRIEVE_URL = "00081190"
@@ -187,8 +189,10 @@ def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
     if failed:
         reasons = "; ".join(c.reason for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
         text = f"{len(failed)} of {len(candidates)} instances failed: {reasons}".replace('"', "'")
-        # a header is Latin-1 on one line: file names and attribute values in the reasons may be neither
-        text = " ".join(text.encode("ascii", "replace").decode("ascii").split())[:1000]
+        # a header value is one line of printable characters: gunicorn refuses any control character
+        # (the answer, after its instances were stored, would be lost as a 500), and the reasons quote
+        # part headers and attribute values, which may hold any character (a NUL, a non-ASCII letter)
+        text = _UNPRINTABLE.sub("?", " ".join(text.split()))[:1000]
         response.headers["Warning"] = f'299 SIVR "{text}"'
     return response
 

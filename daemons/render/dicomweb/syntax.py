@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from daemons.render.dicomweb.multipart import media_type
+from daemons.render.dicomweb.multipart import media_type, weight
 from daemons.render.imaging.decode import syntax_decodable
 from shared.errors import ApiError
 
@@ -77,10 +77,7 @@ def accepted(header: str | None) -> list[Wanted]:
         if not text.strip():
             continue
         media, params = media_type(text)
-        try:
-            q = float(params.get("q", 1))
-        except ValueError:
-            q = 1.0
+        q = weight(params)
         if q <= 0:
             continue
         part = params.get("type", "").lower() if media == "multipart/related" else media

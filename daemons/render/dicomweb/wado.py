@@ -201,15 +201,6 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 
 
 # --- frames and bulk data ----------------------------------------------------------------------
-def _frame_numbers(text: str) -> list[int]:
-    """`1,3,5` -> [1, 3, 5]: whole numbers from 1, at most MAX_FRAMES_PER_REQUEST (400 otherwise)."""
-    items = text.split(",")
-    if len(items) > MAX_FRAMES_PER_REQUEST or not all(i.strip().isdigit() and int(i) >= 1 for i in items):
-        raise ApiError(400, "validation_error", f"frame list {text[:80]!r}: give frame numbers from 1, comma "
-                       f"separated, at most {MAX_FRAMES_PER_REQUEST}")
-    return [int(i) for i in items]
-
-
 def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
     parts = ((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one frame in RAM at a time
@@ -244,7 +235,7 @@ def _check_showable(row: Any, numbers: list[int]) -> None:
 @bp.get(f"{INSTANCE_PATH}/frames/<frames>")
 @require_auth(*ROLES)
 def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
-    numbers = _frame_numbers(frames)
+    numbers = resolve.frame_numbers(frames, MAX_FRAMES_PER_REQUEST)
     row, ds = _instance_dataset(study, series, sop)
     if "PixelData" not in ds:
         raise ApiError(404, "not_found", f"instance {sop} has no pixel data")

@@ -1,0 +1,134 @@
+"""Hostile STOW-RS bodies, in-process: framing the other tests do not cover, repeated instances,
+instances without pixels and studies named wrongly. Each is a 4xx (or the per-instance outcome
+of PS3.18 10.5.3) and never leaves anything half stored."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.dicomweb.conftest import synthetic_series, uids
+from tests.dicomweb.test_stow_wado import BOUNDARY, STOW_TYPE, body_of, instance_count, stow
+from tests.render.synthetic import new_instance, to_bytes
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+CANNOT_UNDERSTAND = 0xC000
+
+
+def framed(*parts: bytes, boundary: str = BOUNDARY) -> bytes:
+    """A body of raw parts (each its header block, blank line and content), closed."""
+    return b"".join(f"--{boundary}\r\n".encode() + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+
+
+def failures(reply) -> list[int]:
+    return [item["00081197"]["Value"][0] for item in reply.get_json()["00081198"]["Value"]]
+
+
+@pytest.mark.parametrize(("content_type", "boundary"), [
+    (f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"', BOUNDARY),
+    ('multipart/related; type="application/dicom"; boundary="a;b=c"', "a;b=c"),
+    ("multipart/related; boundary=b-1", "b-1"),  # no type: application/dicom
+    ("multipart/related; type=Application/DICOM; boundary=b-1", "b-1"),
+])
+def test_boundaries_quoted_or_with_separators_and_a_missing_type_are_read(node, content_type, boundary):
+    files = synthetic_series(1)
+    body = framed(b"Content-Type: application/dicom\r\n\r\n" + files[0], boundary=boundary)
+    reply = stow(node, body, content_type=content_type)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert instance_count(node) == 1
+
+
+def test_a_part_without_headers_is_application_dicom(node):
+    files = synthetic_series(1)
+    assert stow(node, framed(b"\r\n" + files[0])).status_code == 200
+    assert instance_count(node) == 1
+
+
+@pytest.mark.parametrize("body", [
+    framed(b"X-Long: " + b"a" * 20_000 + b"\r\n\r\n" + b"DICM"),  # a header block over 16 KiB
+    framed(b"Content-Type: application/dicom\r\n\r\n" + b"x").replace(b"\r\n", b"\n"),  # bare LF framing
+    f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode(),  # nothing after the headers
+])
+def test_framing_errors_are_400_malformed_multipart(node, body):
+    reply = stow(node, body)
+    assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "malformed_multipart"
+    assert instance_count(node) == 0
+
+
+def test_a_nested_multipart_or_a_mangled_part_type_fails_that_part_only(node):
+    """The Warning header quotes the failed part's type: its control characters once went into the
+    header, which gunicorn refuses to send (the answer lost as a 500 after the others were stored)."""
+    files = synthetic_series(2)
+    inner = b"--inner\r\n\r\n" + files[0] + b"\r\n--inner--\r\n"
+    body = framed(b"Content-Type: multipart/related; boundary=inner\r\n\r\n" + inner,
+                  b"Content-Type: application/dicom\x00\x07\x7f\xe9\r\n\r\n" + files[0],
+                  b"Content-Type: application/dicom\r\n\r\n" + files[1])
+    reply = stow(node, body)
+    assert reply.status_code == 202, reply.get_data(as_text=True)
+    assert failures(reply) == [CANNOT_UNDERSTAND, CANNOT_UNDERSTAND]
+    assert re.fullmatch(r'299 SIVR "[\x20-\x7e]*"', reply.headers["Warning"]), reply.headers["Warning"]
+    assert instance_count(node) == 1
+
+
+def test_the_same_instance_twice_in_one_request_is_stored_once(node):
+    files = synthetic_series(2)
+    reply = stow(node, body_of([files[0], files[0], files[1]]))
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert instance_count(node) == 2
+
+
+def test_one_sop_instance_uid_with_two_contents_in_one_request_keeps_the_first(node):
+    files = synthetic_series(2)
+    changed = pydicom.dcmread(io.BytesIO(files[0]))
+    changed.PatientName = "Other^Name"
+    reply = stow(node, body_of([files[0], to_bytes(changed), files[1]]))
+    assert reply.status_code == 202, reply.get_data(as_text=True)
+    [failed] = reply.get_json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [uids(files[0])[2]]
+    assert instance_count(node) == 2
+    study, series, sop = uids(files[0])
+    kept = node.client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata",
+                           headers=node.headers()).get_json()[0]
+    assert kept["00100010"]["Value"] == [{"Alphabetic": "Web^Dicom"}]
+
+
+def test_an_instance_without_pixels_is_stored_and_retrieved_but_has_no_frames(node):
+    report = new_instance(BASIC_TEXT_SR)
+    report.StudyInstanceUID, report.SeriesInstanceUID = generate_uid(), generate_uid()
+    report.Modality, report.PatientID = "SR", "DW-TEST"
+    raw = to_bytes(report)
+    assert stow(node, body_of([raw])).status_code == 200
+    study, series, sop = uids(raw)
+    instance = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    as_stored = {**node.headers(), "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    assert node.client.get(instance, headers=as_stored).status_code == 200
+    assert node.client.get(f"{instance}/metadata", headers=node.headers()).status_code == 200
+    for path, status, code in ((f"{instance}/frames/1", 404, "not_found"), (f"{instance}/bulk/7FE00010", 404,
+                               "not_found"), (f"{instance}/rendered", 415, "stored_only")):
+        reply = node.client.get(path, headers=node.headers())
+        assert reply.status_code == status and reply.get_json()["error"]["code"] == code, path
+
+
+@pytest.mark.parametrize("study", ["1.2.3.4", "x" * 200, "%00", "%C3%A9"])
+def test_a_study_in_the_path_other_than_the_instances_stores_nothing(node, study):
+    reply = stow(node, body_of(synthetic_series(2)), path=f"/dicomweb/studies/{study}")
+    assert reply.status_code == 409, reply.get_data(as_text=True)
+    assert len(failures(reply)) == 2
+    assert instance_count(node) == 0
+
+
+def test_more_parts_than_the_limit_is_413_before_any_is_read(node):
+    body = (f"--{BOUNDARY}\r\n\r\n\r\n" * 4001 + f"--{BOUNDARY}--\r\n").encode()
+    reply = stow(node, body)
+    assert reply.status_code == 413 and reply.get_json()["error"]["code"] == "over_limits"
+
+
+def test_a_non_json_accept_is_406_and_stores_nothing(node):
+    reply = node.client.post("/dicomweb/studies", data=body_of(synthetic_series(1)),
+                             headers={**node.headers(), "Content-Type": STOW_TYPE, "Accept": "text/html"})
+    assert reply.status_code == 406 and reply.get_json()["error"]["code"] == "not_acceptable"
+    assert instance_count(node) == 0
