@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
@@ -130,6 +130,27 @@ def store_request(ds: Dataset, implicit: bool, sop_instance_uid: str | None = No
 
 
 # --- C-STORE ------------------------------------------------------------------------------------------
+
+
+def test_a_store_whose_data_set_is_another_instance_than_its_command_names_is_refused(hostile):
+    """PS3.4 B.2.3 / PS3.7 9.1.1: the data set is the instance the command's Affected SOP Instance
+    UID names. One that is another instance is refused as not matching (0xA900, as dcmtk's
+    storescp does), audited, and nothing is stored: the peer would believe it had stored the one
+    it named."""
+    ds = dataset(series="1.2.826.0.1.31.1")
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    try:
+        named = generate_uid()
+        assert exchange(assoc, store_request(ds, implicit=False, sop_instance_uid=named), CTImageStorage) == [0xA900]
+        assert models(hostile).catalogue.Instance.select().count() == 0
+        refused = audit_rows(hostile, "dicom.store_refused")
+        assert len(refused) == 1 and refused[0][1].startswith(f"sop_instance_uid={named} sop_instance_mismatch")
+        # the same data set under its own UID is stored
+        assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage) == [0x0000]
+    finally:
+        assoc.release()
+    assert [row.sop_instance_uid for row in models(hostile).catalogue.Instance.select()] == [ds.SOPInstanceUID]
+    still_serving(hostile)
 
 
 # --- C-FIND, C-GET, C-MOVE identifiers ------------------------------------------------------------
