@@ -153,6 +153,38 @@ def test_a_store_whose_data_set_is_another_instance_than_its_command_names_is_re
     still_serving(hostile)
 
 
+@pytest.mark.parametrize(("context_syntax", "implicit"), [(ExplicitVRLittleEndian, True),
+                                                         (ImplicitVRLittleEndian, False)])
+def test_a_store_not_encoded_in_its_context_syntax_is_refused(hostile, context_syntax, implicit):
+    """PS3.5 / PS3.8: a data set travels encoded in its presentation context's transfer syntax, and
+    the node files it under that syntax (its retrievals send the bytes as stored, under that
+    syntax). One encoded otherwise (pydicom would read it all the same, guessing) is refused as
+    not understood (0xC000): stored, it would reach every later receiver mislabelled."""
+    ds = dataset(series="1.2.826.0.1.31.2")
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [context_syntax]))
+    try:
+        assert exchange(assoc, store_request(ds, implicit=implicit), CTImageStorage) == [0xC000]
+        # the same data set in the context's own encoding is stored
+        assert exchange(assoc, store_request(ds, implicit=not implicit), CTImageStorage) == [0x0000]
+    finally:
+        assoc.release()
+    assert models(hostile).catalogue.Instance.select().count() == 1
+    assert [detail.split(" ")[1] for _, detail in audit_rows(hostile, "dicom.store_refused")] == ["not_dicom:"]
+    still_serving(hostile)
+
+
+def test_an_upload_whose_data_set_is_not_in_its_file_meta_syntax_is_refused(hostile):
+    """The same rule at the HTTP door (one check for every door): a file whose meta says Explicit VR
+    Little Endian over an implicit VR data set is not stored."""
+    ds = dataset(series="1.2.826.0.1.31.3")
+    raw = to_bytes(ds)
+    header_end = raw.index(b"\x08\x00\x16\x00")  # the data set's first element, SOPClassUID (0008,0016)
+    mislabelled = raw[:header_end] + encode(ds, True, True)
+    refused = hostile.upload([("mislabelled.dcm", mislabelled)])
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "not_dicom"
+    assert models(hostile).catalogue.Instance.select().count() == 0
+
+
 # --- C-FIND, C-GET, C-MOVE identifiers ------------------------------------------------------------
 
 
