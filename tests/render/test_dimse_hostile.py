@@ -239,6 +239,19 @@ def move(port: int, destination: str, identifier: Dataset) -> tuple[list[int], A
     return statuses, assoc
 
 
+def test_a_refused_move_is_audited_when_its_destination_cannot_be_reached(hostile):
+    """An identifier that cannot be matched, to a destination that is down: pynetdicom can answer
+    only 0xA801 then (it sends a failure only over an open destination association), but the
+    refusal itself is audited, as every refused retrieval is."""
+    statuses, assoc = move(hostile.dicom_port, "DOWN", query(QueryRetrieveLevel="STUDY", PatientName="*"))
+    assoc.release()
+    assert statuses == [0xA801]
+    refused = audit_rows(hostile, "dicom.move_refused")
+    assert len(refused) == 1 and "StudyInstanceUID" in refused[0][1]
+    still_serving(hostile)
+
+
+
 def test_a_move_to_a_destination_that_never_answers_its_stores_fails_them_in_bounded_time(hostile):
     """STALL accepts the association and the first C-STORE, and never answers: after
     dicom.dimse_timeout_s (3 s) the node gives up that destination, fails every sub-operation
