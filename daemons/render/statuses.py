@@ -30,6 +30,6 @@ def status_of(error: UploadError) -> int:
     """The storage failure status of an ingest refusal (the same refusals as an upload's HTTP answers)."""
     if error.status in (413, 507):
         return OUT_OF_RESOURCES
-    if error.status == 409 or error.code in ("sop_class_mismatch", "no_pixel_data"):
+    if error.status == 409 or error.code in ("sop_class_mismatch", "sop_instance_mismatch", "no_pixel_data"):
         return DOES_NOT_MATCH_SOP_CLASS
     return CANNOT_UNDERSTAND

@@ -275,7 +275,8 @@ class Listener:
         sop_instance = str(request.AffectedSOPInstanceUID)
         try:
             raw = event.encoded_dataset(include_meta=True)
-            result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class)
+            result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class,
+                                     expected_sop_instance=sop_instance)
         except UploadError as exc:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {exc.code}: "
                         f"{exc.message}")

@@ -232,10 +232,12 @@ class Retrieval:
         try:
             level, instances = self._match(event)
         except Exception as exc:
-            # pynetdicom sends a failure status only after associating with the destination
+            # audited before the destination is reached: pynetdicom sends a failure status only after
+            # associating with it, and when it cannot, answers 0xA801 and never resumes this handler
+            status = self._refusal(event, "C-MOVE", exc)
             yield target.host, target.port, {"contexts": [build_context(Verification)], **self._connection(target)}
             yield 1
-            yield self._refusal(event, "C-MOVE", exc), None
+            yield status, None
             return
         receiver, outcomes = Receiver(), Outcomes()
         sop_classes = list(dict.fromkeys(row.sop_class_uid for row in instances))

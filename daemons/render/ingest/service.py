@@ -142,10 +142,14 @@ class Ingest:
                      user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
 
     def add(self, uploads: list[tuple[str, bytes]], actor: Actor, expected_sop_class: str | None = None,
-            checked: list[ParsedFile | None] | None = None) -> IngestResult:
+            checked: list[ParsedFile | None] | None = None,
+            expected_sop_instance: str | None = None) -> IngestResult:
         """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
 
-        `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID.
+        `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID, and
+        `expected_sop_instance` (its Affected SOP Instance) every file's SOP Instance UID: a data set
+        that is another instance than the request named is refused, or the peer would be told that
+        the instance it named was stored.
         `checked`: the uploads the caller already checked with `upload_checks.check_native`
         (`check_upload`).
         """
@@ -159,6 +163,9 @@ class Ingest:
             uid = file.sop_instance_uid
             if not uid:
                 raise UploadError(422, "invalid_attribute", f"{file.name}: SOP Instance UID is missing")
+            if expected_sop_instance is not None and uid != expected_sop_instance:
+                raise UploadError(422, "sop_instance_mismatch", f"{file.name}: its SOP Instance UID {uid} is not "
+                                  f"the one it was sent as ({expected_sop_instance})")
             if uid in by_uid:
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: two different files carry SOP Instance UID {uid}")

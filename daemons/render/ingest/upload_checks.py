@@ -357,6 +357,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
         raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
+    _check_encoding(ds, name)
     image = "PixelData" in ds
     if not image and not holds_no_image(ds):
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
@@ -406,6 +407,26 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         dataset_start=starts[0] if len(starts) == 1 else None,
         stored_only=None if syntax_decodable(syntax) else syntax,
     )
+
+
+def _check_encoding(ds: Dataset, name: str) -> None:
+    """Refuse a data set not encoded in the VR encoding (implicit or explicit) of the transfer syntax
+    its file meta names. pydicom reads one all the same (it guesses the encoding from the first
+    element, and warns), but the node keeps a file as received and sends it on under that syntax
+    (C-GET, C-MOVE, WADO-RS), where a strict receiver cannot read it. A C-STORE's file meta names its
+    presentation context's syntax, so this is also PS3.8's rule that a data set travels in it.
+    Call it before any element is read: only an element still raw tells how it was encoded."""
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    if not syntax.is_transfer_syntax:  # none, or one pydicom does not know (checked later): nothing to compare
+        return
+    first = next(iter(ds.keys()), None)
+    if first is None:
+        return
+    implicit = getattr(ds.get_item(first, keep_deferred=True), "is_implicit_VR", None)
+    if implicit is not None and implicit != syntax.is_implicit_VR:
+        found = "implicit" if implicit else "explicit"
+        raise UploadError(400, "not_dicom", f"{name}: the data set is encoded in {found} VR, "
+                          f"not as its transfer syntax {syntax.name} says")
 
 
 def holds_no_image(ds: Dataset) -> bool:

@@ -1,0 +1,313 @@
+"""Hostile DIMSE peers against a render node's listener (robustness): requests whose command and
+data set disagree, data sets not in their context's transfer syntax, malformed identifiers sent
+as raw bytes, retrievals to destinations that never answer and callers that leave half-way.
+Each gets its DIMSE status (or A-ABORT), nothing half-stored, its audit row, and the listener
+keeps serving (C-ECHO, C-FIND, HTTP) from the same process.
+
+The misbehaving requests are built with pynetdicom's DIMSE layer directly (`exchange`), so that
+they carry exactly what a broken or malicious peer would send."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
+from pynetdicom.dsutils import encode
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from daemons.deployment import free_ports
+from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
+from tests.render.synthetic import dataset, to_bytes
+
+FINAL_WITHIN_S = 10.0  # a generous bound: an answer later than this means the listener hung
+
+
+@pytest.fixture
+def hostile(make_node):
+    """A node with short timeouts, 4 associations at most, and two C-MOVE destinations: STALL (a
+    test peer that accepts C-STOREs and never answers them) and DOWN (nothing listens)."""
+    stall, down = free_ports(2)
+    harness = open_archive(make_node, dicom__destinations=[f"STALL=127.0.0.1:{stall}", f"DOWN=127.0.0.1:{down}"],
+                           dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
+                           dicom__dimse_timeout_s=3.0)
+    harness.stall_port = stall
+    harness.pid = os.getpid()  # the node runs in this process: still_serving checks it is the same one
+    yield harness
+    close_archive(harness)
+
+
+def models(harness):
+    return harness.app.extensions["sivr_node"].models
+
+
+def audit_rows(harness, prefix: str) -> list[tuple[str, str]]:
+    audit = models(harness).AuditEntry
+    return [(row.action, row.detail) for row in audit.select().where(audit.action.startswith(prefix))]
+
+
+def still_serving(harness) -> None:
+    """The listener answers a C-ECHO and a C-FIND promptly, from this process, and HTTP answers too."""
+    listener = harness.app.extensions["sivr_dimse"]
+    assert all(server.socket.fileno() != -1 for server in listener.servers)
+    assert any(thread.name.startswith("AcceptorServer") for thread in threading.enumerate())
+    started = time.monotonic()
+    assert echo(harness.dicom_port)
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", ""
+    assert find(harness.dicom_port, query)[-1] == 0x0000
+    assert time.monotonic() - started < FINAL_WITHIN_S
+    assert harness.client.get("/healthz").status_code == 200
+    assert os.getpid() == harness.pid
+
+
+def find(port: int, query: Dataset) -> list[int]:
+    """The statuses of a study root C-FIND."""
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assert assoc.is_established
+    statuses = [status.Status for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+                if status]
+    assoc.release()
+    return statuses
+
+
+def associate(port: int, *contexts: tuple[str, list[str]]) -> Association:
+    ae = AE(ae_title=CALLER)
+    for abstract, syntaxes in contexts:
+        ae.add_requested_context(abstract, syntaxes)
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assert assoc.is_established
+    return assoc
+
+
+def exchange(assoc: Association, primitive: Any, abstract: str) -> list[int]:
+    """Send a DIMSE request as built, on the accepted context of `abstract`; the statuses answered
+    up to the final one. The association's reactor is paused meanwhile (as pynetdicom's own
+    send_c_* do), or it would take the answers for itself."""
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == abstract)
+    primitive.MessageID, primitive.Priority = 7, 2
+    primitive.AffectedSOPClassUID = abstract
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.001)
+    statuses = []
+    try:
+        assoc.dimse.send_msg(primitive, context.context_id)
+        deadline = time.monotonic() + FINAL_WITHIN_S
+        while time.monotonic() < deadline:
+            _, answer = assoc.dimse.get_msg(block=True)
+            if answer is None:
+                break
+            statuses.append(int(answer.Status))
+            if answer.Status not in (0xFF00, 0xFF01):
+                break
+    finally:
+        assoc._reactor_checkpoint.set()
+    return statuses
+
+
+def store_request(ds: Dataset, implicit: bool, sop_instance_uid: str | None = None) -> C_STORE:
+    """A C-STORE request of `ds` encoded as asked, naming `sop_instance_uid` (default: its own)."""
+    primitive = C_STORE()
+    primitive.AffectedSOPInstanceUID = sop_instance_uid or ds.SOPInstanceUID
+    primitive.DataSet = io.BytesIO(encode(ds, implicit, True))
+    return primitive
+
+
+# --- C-STORE ------------------------------------------------------------------------------------------
+
+
+def test_a_store_whose_data_set_is_another_instance_than_its_command_names_is_refused(hostile):
+    """PS3.4 B.2.3 / PS3.7 9.1.1: the data set is the instance the command's Affected SOP Instance
+    UID names. One that is another instance is refused as not matching (0xA900, as dcmtk's
+    storescp does), audited, and nothing is stored: the peer would believe it had stored the one
+    it named."""
+    ds = dataset(series="1.2.826.0.1.31.1")
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    try:
+        named = generate_uid()
+        assert exchange(assoc, store_request(ds, implicit=False, sop_instance_uid=named), CTImageStorage) == [0xA900]
+        assert models(hostile).catalogue.Instance.select().count() == 0
+        refused = audit_rows(hostile, "dicom.store_refused")
+        assert len(refused) == 1 and refused[0][1].startswith(f"sop_instance_uid={named} sop_instance_mismatch")
+        # the same data set under its own UID is stored
+        assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage) == [0x0000]
+    finally:
+        assoc.release()
+    assert [row.sop_instance_uid for row in models(hostile).catalogue.Instance.select()] == [ds.SOPInstanceUID]
+    still_serving(hostile)
+
+
+@pytest.mark.parametrize(("context_syntax", "implicit"), [(ExplicitVRLittleEndian, True),
+                                                         (ImplicitVRLittleEndian, False)])
+def test_a_store_not_encoded_in_its_context_syntax_is_refused(hostile, context_syntax, implicit):
+    """PS3.5 / PS3.8: a data set travels encoded in its presentation context's transfer syntax, and
+    the node files it under that syntax (its retrievals send the bytes as stored, under that
+    syntax). One encoded otherwise (pydicom would read it all the same, guessing) is refused as
+    not understood (0xC000): stored, it would reach every later receiver mislabelled."""
+    ds = dataset(series="1.2.826.0.1.31.2")
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [context_syntax]))
+    try:
+        assert exchange(assoc, store_request(ds, implicit=implicit), CTImageStorage) == [0xC000]
+        # the same data set in the context's own encoding is stored
+        assert exchange(assoc, store_request(ds, implicit=not implicit), CTImageStorage) == [0x0000]
+    finally:
+        assoc.release()
+    assert models(hostile).catalogue.Instance.select().count() == 1
+    assert [detail.split(" ")[1] for _, detail in audit_rows(hostile, "dicom.store_refused")] == ["not_dicom:"]
+    still_serving(hostile)
+
+
+def test_an_upload_whose_data_set_is_not_in_its_file_meta_syntax_is_refused(hostile):
+    """The same rule at the HTTP door (one check for every door): a file whose meta says Explicit VR
+    Little Endian over an implicit VR data set is not stored."""
+    ds = dataset(series="1.2.826.0.1.31.3")
+    raw = to_bytes(ds)
+    header_end = raw.index(b"\x08\x00\x16\x00")  # the data set's first element, SOPClassUID (0008,0016)
+    mislabelled = raw[:header_end] + encode(ds, True, True)
+    refused = hostile.upload([("mislabelled.dcm", mislabelled)])
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "not_dicom"
+    assert models(hostile).catalogue.Instance.select().count() == 0
+
+
+# --- C-FIND, C-GET, C-MOVE identifiers ------------------------------------------------------------
+
+
+def query(**keys: Any) -> Dataset:
+    ds = Dataset()
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_hostile_find_identifiers_get_their_statuses(hostile):
+    """Levels that are missing, unknown or multi-valued, keys below the level, malformed date ranges:
+    0xA900. Huge but valid keys (40,000 UIDs, a 70,000-character name, wildcard soup): answered.
+    Identifiers that are not data sets at all, sent as raw bytes: 0xA900 or 0xC000, never silence."""
+    assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.32.1")))]).status_code == 201
+    port = hostile.dicom_port
+    refused = [query(StudyInstanceUID=""), query(QueryRetrieveLevel="FOO"),
+               query(QueryRetrieveLevel=["STUDY", "SERIES"]), query(QueryRetrieveLevel="STUDY", SOPInstanceUID=""),
+               query(QueryRetrieveLevel="PATIENT", PatientID="x")]  # study root has no PATIENT level
+    refused += [query(QueryRetrieveLevel="STUDY", StudyDate=value) for value in ("2020-", "-", "20201340", "2020-2019")]
+    for identifier in refused:
+        assert find(port, identifier) == [0xA900], identifier
+    started = time.monotonic()
+    assert find(port, query(QueryRetrieveLevel="SERIES",
+                            SeriesInstanceUID=[f"1.2.826.0.1.{n}" for n in range(40_000)])) == [0x0000]
+    assert find(port, query(QueryRetrieveLevel="STUDY", PatientName="x" * 70_000)) == [0x0000]
+    assert find(port, query(QueryRetrieveLevel="STUDY", PatientName="*?*?**")) == [0x0000]
+    assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="1.2.826.0.1.32.1")) == [0xFF00, 0x0000]
+    assert time.monotonic() - started < 3 * FINAL_WITHIN_S
+    raw = {b"\xff" * 37: 0xA900,  # no data set
+           b"\x08\x00\x52\x00ZZ\x06\x00STUDY ": 0xC000}  # an unknown VR
+    for identifier, status in raw.items():
+        for request, model in ((C_FIND(), StudyRootQueryRetrieveInformationModelFind),
+                               (C_GET(), StudyRootQueryRetrieveInformationModelGet)):
+            request.Identifier = io.BytesIO(identifier)
+            assoc = associate(port, (model, [ExplicitVRLittleEndian]))
+            try:
+                assert exchange(assoc, request, model) == [status], (identifier, model)
+            finally:
+                assoc.release()
+    still_serving(hostile)
+
+
+def move(port: int, destination: str, identifier: Dataset) -> tuple[list[int], Association]:
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assert assoc.is_established
+    statuses = [status.Status for status, _ in assoc.send_c_move(identifier, destination,
+                                                                  StudyRootQueryRetrieveInformationModelMove)
+                if status]
+    return statuses, assoc
+
+
+def test_a_refused_move_is_audited_when_its_destination_cannot_be_reached(hostile):
+    """An identifier that cannot be matched, to a destination that is down: pynetdicom can answer
+    only 0xA801 then (it sends a failure only over an open destination association), but the
+    refusal itself is audited, as every refused retrieval is."""
+    statuses, assoc = move(hostile.dicom_port, "DOWN", query(QueryRetrieveLevel="STUDY", PatientName="*"))
+    assoc.release()
+    assert statuses == [0xA801]
+    refused = audit_rows(hostile, "dicom.move_refused")
+    assert len(refused) == 1 and "StudyInstanceUID" in refused[0][1]
+    still_serving(hostile)
+
+
+
+def test_a_move_to_a_destination_that_never_answers_its_stores_fails_them_in_bounded_time(hostile):
+    """STALL accepts the association and the first C-STORE, and never answers: after
+    dicom.dimse_timeout_s (3 s) the node gives up that destination, fails every sub-operation
+    (0xA702), audits it, and the originator's association stays open (it was silent, rightly)."""
+    files = [(f"{n}.dcm", to_bytes(dataset(series="1.2.826.0.1.33.1", position=float(n)))) for n in range(3)]
+    assert hostile.upload(files).status_code == 201
+    released = threading.Event()
+    stall = AE(ae_title="STALL")
+    stall.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = stall.start_server(("127.0.0.1", hostile.stall_port), block=False,
+                                evt_handlers=[(evt.EVT_C_STORE, lambda event: released.wait(15) and 0x0000)])
+    try:
+        started = time.monotonic()
+        statuses, assoc = move(hostile.dicom_port, "STALL",
+                               query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="1.2.826.0.1.33.1"))
+        assert time.monotonic() - started < FINAL_WITHIN_S
+        assert statuses[-1] == 0xA702 and assoc.is_established
+        assoc.release()
+    finally:
+        released.set()
+        server.shutdown()
+    assert audit_rows(hostile, "dicom.move") == [
+        ("dicom.move", "level=SERIES destination=STALL instances=3 completed=0 warning=0 failed=3")]
+    still_serving(hostile)
+
+
+def test_a_get_caller_that_aborts_half_way_is_audited_and_frees_its_thread(hostile):
+    """A C-GET of 40 instances whose caller aborts after receiving 5: the retrieval stops, its audit
+    row counts what was sent, and the association's thread is gone."""
+    files = [(f"{n}.dcm", to_bytes(dataset(series="1.2.826.0.1.34.1", position=float(n)))) for n in range(40)]
+    assert hostile.upload(files).status_code == 201
+    ae = AE(ae_title=CALLER)
+    ae.dimse_timeout = 2  # pynetdicom's send_c_get waits this long for answers on an association it aborted
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    received: list[str] = []
+    holder: dict[str, Association] = {}
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        if len(received) == 5:
+            threading.Thread(target=holder["assoc"].abort).start()
+        return 0x0000
+
+    assoc = ae.associate("127.0.0.1", hostile.dicom_port, ae_title=SCP,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    holder["assoc"] = assoc
+    list(assoc.send_c_get(query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="1.2.826.0.1.34.1"),
+                          StudyRootQueryRetrieveInformationModelGet))
+    deadline = time.monotonic() + FINAL_WITHIN_S
+    while not audit_rows(hostile, "dicom.get") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [(_, detail)] = audit_rows(hostile, "dicom.get")
+    assert detail.startswith("level=SERIES instances=40 completed=") and "failed=0" not in detail
+    while len(hostile.app.extensions["sivr_dimse"].servers[0].active_associations) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not hostile.app.extensions["sivr_dimse"].servers[0].active_associations
+    still_serving(hostile)
