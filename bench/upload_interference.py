@@ -173,9 +173,9 @@ def main() -> None:
                 shutil.rmtree(folder)
             p50, p95 = np.percentile(latencies, [50, 95]) * 1000
             upload = f"{statistics.median(durations):.2f} s median over {len(durations)}" if durations else "none"
-            print(f"{uploaders} uploaders: {len(latencies)} frames in {elapsed:.0f} s, p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
-                  f"{len(errors)} errors{' (first: ' + errors[0] + ')' if errors else ''}; uploads: {upload}",
-                  flush=True)
+            first = f" (first: {errors[0]})" if errors else ""
+            print(f"{uploaders} uploaders: {len(latencies)} frames in {elapsed:.0f} s, p50 {p50:.1f} ms, "
+                  f"p95 {p95:.1f} ms, {len(errors)} errors{first}; uploads: {upload}", flush=True)
     finally:
         deployment.stop()
 
