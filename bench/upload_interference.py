@@ -83,6 +83,7 @@ def _h2load_viewers(clients: list[ApiClient], url: str, record_id: str, seconds:
         runs = []
         for number, token in enumerate(tokens):
             uris, log = folder / f"uris-{number}.txt", folder / f"log-{number}.tsv"
+            log.unlink(missing_ok=True)  # h2load appends to its log file: each segment's rows once
             uris.write_text(url + "\n".join(_frame_path(record_id, rng) for _ in range(5000)))
             runs.append((log, subprocess.Popen(
                 ["h2load", "-c", "1", "-m", "1", "-D", f"{segment:g}", "-i", str(uris), "--log-file", str(log),
