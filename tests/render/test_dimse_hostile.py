@@ -173,16 +173,19 @@ def test_a_store_not_encoded_in_its_context_syntax_is_refused(hostile, context_s
     still_serving(hostile)
 
 
-def test_an_upload_whose_data_set_is_not_in_its_file_meta_syntax_is_refused(hostile):
-    """The same rule at the HTTP door (one check for every door): a file whose meta says Explicit VR
-    Little Endian over an implicit VR data set is not stored."""
+def test_an_upload_whose_data_set_is_not_in_its_file_meta_syntax_is_kept_as_sent(hostile):
+    """Only the DICOM door refuses the mismatch (its file meta is the node's, written from the
+    presentation context). A file uploaded over HTTP is the sender's own: it is read as dcmtk and
+    Orthanc read such files (pydicom's SC_rgb_jpeg.dcm is one), stored bit-exact and shown."""
     ds = dataset(series="1.2.826.0.1.31.3")
     raw = to_bytes(ds)
     header_end = raw.index(b"\x08\x00\x16\x00")  # the data set's first element, SOPClassUID (0008,0016)
     mislabelled = raw[:header_end] + encode(ds, True, True)
-    refused = hostile.upload([("mislabelled.dcm", mislabelled)])
-    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "not_dicom"
-    assert models(hostile).catalogue.Instance.select().count() == 0
+    record_id, meta = hostile.load([("mislabelled.dcm", mislabelled)])
+    assert meta["frames"] == 1
+    frame = hostile.client.get(f"/api/v1/records/{record_id}/frames/0?format=png", headers=hostile.headers())
+    assert frame.status_code == 200 and frame.mimetype == "image/png"
+    assert models(hostile).catalogue.Instance.select().count() == 1
 
 
 # --- C-FIND, C-GET, C-MOVE identifiers ------------------------------------------------------------

@@ -46,7 +46,7 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
-from daemons.render.dicomweb.multipart import weight
+from daemons.render.dicomweb.multipart import media_type, weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.node import node
@@ -76,9 +76,7 @@ def _accepted() -> list[Choice]:
     raw = query.ACCEPT.raw() or request.headers.get("Accept") or "*/*"
     ranked: list[tuple[float, int, list[Choice]]] = []
     for position, item in enumerate(raw.split(",")):
-        fields = [f.strip() for f in item.split(";")]
-        media = fields[0].lower()
-        params = {k.strip().lower(): v.strip().strip('"') for k, _, v in (f.partition("=") for f in fields[1:])}
+        media, params = media_type(item)
         q = weight(params)
         if q <= 0:
             continue

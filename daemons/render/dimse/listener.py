@@ -56,7 +56,7 @@ from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
-from daemons.render.ingest.upload_checks import UploadError
+from daemons.render.ingest.upload_checks import UploadError, check_encoding
 from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.statuses import (
@@ -275,6 +275,7 @@ class Listener:
         sop_instance = str(request.AffectedSOPInstanceUID)
         try:
             raw = event.encoded_dataset(include_meta=True)
+            check_encoding(sop_instance, raw)
             result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class,
                                      expected_sop_instance=sop_instance)
         except UploadError as exc:

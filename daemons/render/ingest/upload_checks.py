@@ -32,6 +32,7 @@ from pydicom.filereader import data_element_generator, read_partial
 from pydicom.uid import UID
 
 from daemons.render.imaging.decode import (
+    DEFER_BYTES,
     NATIVE_LITTLE_ENDIAN,
     decode_frames,
     fast_path_possible,
@@ -357,7 +358,6 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
         raise UploadError(400, "not_dicom", f"{name}: the DICOM file cannot be parsed ({exc})") from exc
-    _check_encoding(ds, name)
     image = "PixelData" in ds
     if not image and not holds_no_image(ds):
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
@@ -409,18 +409,34 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     )
 
 
-def _check_encoding(ds: Dataset, name: str) -> None:
-    """Refuse a data set not encoded in the VR encoding (implicit or explicit) of the transfer syntax
-    its file meta names. pydicom reads one all the same (it guesses the encoding from the first
-    element, and warns), but the node keeps a file as received and sends it on under that syntax
-    (C-GET, C-MOVE, WADO-RS), where a strict receiver cannot read it. A C-STORE's file meta names its
-    presentation context's syntax, so this is also PS3.8's rule that a data set travels in it.
-    Call it before any element is read: only an element still raw tells how it was encoded."""
-    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
-    if not syntax.is_transfer_syntax:  # none, or one pydicom does not know (checked later): nothing to compare
+def check_encoding(name: str, raw: bytes) -> None:
+    """Refuse a received data set not encoded in the VR encoding (implicit or explicit) of the
+    transfer syntax its file meta names: for C-STORE, the meta names the presentation context's
+    syntax, and PS3.8 has a data set travel in it. pydicom reads one all the same (it guesses the
+    encoding from the first element, and warns), but the node keeps a file as received and sends it
+    on under that syntax (C-GET, C-MOVE, WADO-RS), where a strict receiver cannot read it.
+
+    Only the DICOM door asks this. A file uploaded or sent by STOW-RS is the sender's own file, kept
+    bit-exact with its own meta, and read as leniently as dcmtk and Orthanc read such files (pydicom's
+    test file SC_rgb_jpeg.dcm is one: implicit VR under JPEG Baseline, shown by every viewer).
+    Reads the meta and the first element only; a file that cannot be read that far is left to the
+    ingest's checks, which refuse it with their reason.
+    """
+    met: set[int] = set()
+
+    def after_first(tag: int, vr: str | None, length: int) -> bool:
+        # the reader may meet the first element twice: read in the syntax's encoding, then again in the
+        # other one when its VR made no sense; it stops at the next element, the first one read
+        met.add(tag)
+        return len(met) > 1
+
+    try:
+        ds = read_partial(io.BytesIO(raw), stop_when=after_first, defer_size=DEFER_BYTES)
+    except Exception:  # unreadable: the ingest's own parse refuses it with its reason
         return
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     first = next(iter(ds.keys()), None)
-    if first is None:
+    if first is None or not syntax.is_transfer_syntax:  # nothing to compare (the ingest checks the rest)
         return
     implicit = getattr(ds.get_item(first, keep_deferred=True), "is_implicit_VR", None)
     if implicit is not None and implicit != syntax.is_implicit_VR:
