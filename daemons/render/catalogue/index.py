@@ -25,7 +25,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from daemons.render.store.manifest import Manifest
-from shared.db import utcnow
+from shared.db import exclusive_transaction, utcnow
 
 log = logging.getLogger(__name__)
 #: SQL parameters per query when looking SOP Instance UIDs up (below SQLite's oldest limit of 999).
@@ -135,13 +135,16 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
     """Insert or update the patient, study, series and instance rows of one stored series.
 
     Idempotent: indexing the same series again (after it grew) adds the new instances and
-    refreshes the counts. Runs in one transaction, so a query never sees half a series.
+    refreshes the counts. Runs in one transaction, so a query never sees half a series; one that
+    holds the write lock from its start (`exclusive_transaction`), because it reads rows, then writes:
+    on SQLite a deferred transaction that another worker's commit overtakes between the two fails at
+    once with "database is locked" (the busy timeout does not apply), a 500 for that upload.
     """
     if not headers:
         return
     first = headers[0].dataset
     database = cat.Patient._meta.database
-    with database.atomic():
+    with exclusive_transaction(database, "sivr-catalogue"):
         patient, _ = cat.Patient.get_or_create(
             patient_id=_text(first, "PatientID"), issuer=_text(first, "IssuerOfPatientID"),
             defaults={"name": _text(first, "PatientName", 200), "birth_date": _text(first, "PatientBirthDate", 8),
