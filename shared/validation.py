@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -145,14 +146,33 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
     return out
 
 
+#: Numbers in a URL, as clients write them: ASCII digits. Python's `int()` and `float()` (and `\d`
+#: in a str pattern) also read other scripts' digits (`١٢`), `_` separators and padding, so `١٢`
+#: would be served as 12 while the access log and the image cache key show something else.
+_INTEGER = re.compile(r"-?[0-9]{1,16}")
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")
+
+
+def ascii_int(text: str) -> int | None:
+    """`text` as an integer of at most 16 ASCII digits, optionally negative; None otherwise."""
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
+def ascii_float(text: str) -> float | None:
+    """`text` as a decimal number in ASCII (`-12.5`, `.5`, `1e3`); None otherwise (`nan` and `inf` too)."""
+    if not _DECIMAL.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None  # 1e999
+
+
 def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, "validation_error", f"query parameter {name} must be an integer") from exc
+    value = ascii_int(raw)
+    if value is None:
+        raise ApiError(400, "validation_error", f"query parameter {name} must be an integer")
     if not low <= value <= high:
         raise ApiError(400, "validation_error", f"query parameter {name} must be between {low} and {high}")
     return value

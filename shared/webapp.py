@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
@@ -93,6 +94,13 @@ class FromProxyOnly:
         return self.app(environ, start_response)
 
 
+class AsciiIntegerConverter(IntegerConverter):
+    """`<int:...>` in every route, of ASCII digits only (as `shared.validation.ascii_int`): werkzeug's
+    `\\d+` also matches other scripts' digits, which `int()` reads, so `/frames/١` served frame 1."""
+
+    regex = r"[0-9]+"
+
+
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
     """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints.
 
@@ -100,6 +108,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     only the static client, passes `verifies_tokens=False` and runs without it.
     """
     app = Flask(import_name)
+    app.url_map.converters["int"] = AsciiIntegerConverter
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For

@@ -68,6 +68,33 @@ def test_a_malformed_region_is_refused_by_frames_and_reformats(node, record_id, 
     assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error"
 
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("params", [
+    "quality=\u0665\u0660",  # Arabic-Indic 50: int() reads it
+    "window=\u0664\u0660,400",  # float() too
+    "window=40,4_00",  # and digit separators
+    "size=\uff16\uff14x48",  # fullwidth 64: `\\d` matches it
+    "window=nan,400",
+    "window=40,inf",
+])
+def test_numbers_are_ascii_digits_only(node, record_id, path, params):
+    """A number another script writes (or with `_` separators) is refused, not served as the
+    number Python reads in it: the access log and the image cache key would show another value."""
+    reply = _get(node, record_id, path, params)
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error", (params, reply.json)
+
+
+def test_a_window_may_have_spaces_after_its_comma(node, record_id):
+    assert _get(node, record_id, "frames/1", "window=40,%20400&format=png").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["frames/\u0661", "mpr/axial/\u0661", "frames/\uff11/value?x=1&y=1"])
+def test_an_index_in_the_path_is_ascii_digits_only(node, record_id, path):
+    """`/frames/١` (Arabic-Indic 1) names no frame: werkzeug's own int converter matched it as 1."""
+    reply = node.client.get(f"/api/v1/records/{record_id}/{path}", headers=node.headers())
+    assert reply.status_code == 404 and reply.json["error"]["code"] == "not_found", reply.json
+
+
 @pytest.mark.parametrize("path", [f"frames/{SLICES}", "frames/-1", f"mpr/axial/{SLICES}", "mpr/axial/-1"])
 def test_an_index_outside_the_record_is_not_found_for_frames_and_reformats(node, record_id, path):
     reply = _get(node, record_id, path, "")

@@ -3,7 +3,7 @@
 import pytest
 
 from shared.errors import ApiError
-from shared.validation import Field, parse_date, parse_record_id, parse_uuid, validate
+from shared.validation import Field, ascii_float, ascii_int, parse_date, parse_record_id, parse_uuid, validate
 
 
 @pytest.mark.parametrize("value", ["", "   ", None, "not-a-uuid", "1234", 5, "%", "*"])
@@ -75,3 +75,26 @@ def test_deeply_nested_json_is_a_400_not_a_crash():
                                   content_type="application/json"), pytest.raises(ApiError) as err:
         json_body()
     assert err.value.status == 400 and err.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("-12", -12), ("1234567890123456", 1234567890123456)])
+def test_ascii_int_reads_ascii_integers(text, value):
+    assert ascii_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "+1", " 1", "1 ", "1_0", "\u0661", "\uff11", "\u00b2", "12345678901234567",
+                                  "1.0", "0x1"])
+def test_ascii_int_refuses_what_int_alone_would_read_or_the_api_never_sends(text):
+    assert ascii_int(text) is None
+
+
+@pytest.mark.parametrize("text, value", [("40", 40.0), ("-1.5", -1.5), (".5", 0.5), ("5.", 5.0), ("+2", 2.0),
+                                         ("1e3", 1000.0), ("2.5E-2", 0.025)])
+def test_ascii_float_reads_decimal_numbers(text, value):
+    assert ascii_float(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "nan", "inf", "-Infinity", "1_000", " 1", "\u0664\u0660", "1e", ".", "1e9999",
+                                  "0x10", "1,5"])
+def test_ascii_float_refuses_other_scripts_separators_and_non_numbers(text):
+    assert ascii_float(text) is None

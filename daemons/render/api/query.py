@@ -9,7 +9,6 @@ index outside the record is `404 not_found` with the valid range, for frames and
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from daemons.render.imaging.pixels import PRESETS, WINDOW_FUNCTIONS, Window
 from daemons.render.imaging.probe import SHAPES
 from daemons.render.volume.mpr import SLAB_MODES
 from shared.errors import ApiError, not_found
+from shared.validation import ascii_float, ascii_int
 
 MAX_VALUE = 1e9  # window centre and width, in modality units
 FORMAT_ALIASES = {"jpg": "jpeg"}
@@ -154,11 +154,10 @@ def number(param: Param, default: float, low: float, high: float) -> float:
     raw = param.raw()
     if raw is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise bad(f"query parameter {param.name} must be a number") from exc
-    if not math.isfinite(value) or not low <= value <= high:
+    value = ascii_float(raw)
+    if value is None:
+        raise bad(f"query parameter {param.name} must be a number")
+    if not low <= value <= high:
         raise bad(f"query parameter {param.name} must be between {low:g} and {high:g}")
     return value
 
@@ -167,9 +166,9 @@ def integer(param: Param, default: int, low: int, high: int) -> int:
     raw = param.raw()
     if raw is None:
         return default
-    if not re.fullmatch(r"-?\d{1,16}", raw):
+    value = ascii_int(raw)
+    if value is None:
         raise bad(f"query parameter {param.name} must be an integer")
-    value = int(raw)
     if not low <= value <= high:
         raise bad(f"query parameter {param.name} must be between {low} and {high}")
     return value
@@ -205,12 +204,8 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
             return None
         center, width = presets[name]
         return Window(center, width, function)
-    parts = raw.split(",")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 2 or not all(math.isfinite(v) and abs(v) < MAX_VALUE for v in values):
+    values = [ascii_float(p.strip()) for p in raw.split(",")]
+    if len(values) != 2 or not all(v is not None and abs(v) < MAX_VALUE for v in values):
         raise bad(f"query parameter window must be CENTER,WIDTH: two numbers below {MAX_VALUE:g} in size")
     try:
         return Window(values[0], values[1], function)
@@ -236,7 +231,7 @@ def size(max_px: int, default: tuple[int, int] | None = None) -> tuple[int, int]
     raw = SIZE.raw()
     if raw is None:
         return default
-    match = re.fullmatch(r"(\d{1,6})[xX](\d{1,6})", raw)
+    match = re.fullmatch(r"([0-9]{1,6})[xX]([0-9]{1,6})", raw)
     if not match:
         raise bad("query parameter size must be WIDTHxHEIGHT, e.g. 512x512")
     box = int(match.group(1)), int(match.group(2))
@@ -249,10 +244,10 @@ def region() -> Region:
     raw = REGION.raw()
     if raw is None:
         return FULL
+    values = [ascii_float(p.strip()) for p in raw.split(",")]
     try:
-        values = [float(p) for p in raw.split(",")]
-        if len(values) != 4:
-            raise ValueError("four values are needed")
+        if len(values) != 4 or None in values:
+            raise ValueError("four numbers are needed")
         return Region(*values)
     except ValueError as exc:
         raise bad("query parameter region must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 and "
@@ -321,11 +316,10 @@ def rendered_window() -> Window | None:
                f"{', '.join(DICOMWEB_WINDOW_FUNCTIONS)}")
     if len(parts) != 3 or parts[2] not in DICOMWEB_WINDOW_FUNCTIONS:
         raise bad(message)
-    try:
-        center, width = float(parts[0]), float(parts[1])
-    except ValueError as exc:
-        raise bad(message) from exc
-    if not all(math.isfinite(v) and abs(v) < MAX_VALUE for v in (center, width)):
+    center, width = ascii_float(parts[0]), ascii_float(parts[1])
+    if center is None or width is None:
+        raise bad(message)
+    if not all(abs(v) < MAX_VALUE for v in (center, width)):
         raise bad(f"query parameter window: CENTER and WIDTH must be numbers below {MAX_VALUE:g} in size")
     try:
         return Window(center, width, DICOMWEB_WINDOW_FUNCTIONS[parts[2]])
@@ -366,15 +360,15 @@ def viewport(max_px: int, default: tuple[int, int] | None = None) -> Viewport:
         return Viewport(default)
     parts = [p.strip() for p in raw.split(",")]
     message = "query parameter viewport must be VW,VH or VW,VH,SX,SY,SW,SH (integers; SW, SH may be empty)"
-    if len(parts) not in (2, 6) or not all(re.fullmatch(r"\d{1,6}", p) for p in parts[:2]):
+    if len(parts) not in (2, 6) or not all(re.fullmatch(r"[0-9]{1,6}", p) for p in parts[:2]):
         raise bad(message)
     box = int(parts[0]), int(parts[1])
     if not (1 <= box[0] <= max_px and 1 <= box[1] <= max_px):
         raise bad(f"query parameter viewport: VW and VH must be between 1 and {max_px}")
     if len(parts) == 2:
         return Viewport(box)
-    if not all(re.fullmatch(r"\d{1,6}", p) for p in parts[2:4]) or \
-            not all(re.fullmatch(r"(-?\d{1,6})?", p) for p in parts[4:]):
+    if not all(re.fullmatch(r"[0-9]{1,6}", p) for p in parts[2:4]) or \
+            not all(re.fullmatch(r"(-?[0-9]{1,6})?", p) for p in parts[4:]):
         raise bad(message + "; SX and SY are not negative")
     sw, sh = (int(p) if p else None for p in parts[4:])
     return Viewport(box, (int(parts[2]), int(parts[3]), sw, sh))
