@@ -47,6 +47,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import h2load  # noqa: E402
 from bench.bench_2d_data import derived_series, real_ct_files  # noqa: E402
 from daemons.deployment import free_port  # noqa: E402
 from daemons.render.app import create_app  # noqa: E402
@@ -351,9 +352,65 @@ def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: 
             "error_samples": errors[:3]}
 
 
-def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
+#: h2load clients ask for images by the second, so each needs a list long enough that it never
+#: starts over (a repeat could come from a cache): room for this many requests per second, all
+#: clients together, and for one client twice as fast as its share (a server's workers need not
+#: serve their connections alike)
+H2LOAD_MOST_PER_S = 5000
+H2LOAD_SHARE_MARGIN = 2
+
+
+def process_group_cpu_s(group: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of one process group: a server
+    and every worker it forked (`Server` starts each in a session of its own)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == group:  # pgrp; then utime and stime at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(client: str, server: Server, urls_per_client: list[list[tuple[str, dict]]], headers: dict,
+            seconds: float, folder: Path) -> dict:
+    """Run one load with the chosen client: `python` fetches each list once (`run_clients`),
+    `h2load` asks for `seconds` (bench/h2load.py), with the same headers for every request.
+
+    Also the server's CPU time over the run: requests per CPU-second is the per-core figure, which a
+    server that serialises its work (Orthanc's rendering) and one that uses every core share."""
+    cpu_before = process_group_cpu_s(server.process.pid)
+    if client == "python":
+        result = run_clients(urls_per_client, True, headers)
+    else:
+        outcome = h2load.run_clients([h2load.Client([url for url, _ in urls], {**headers, **urls[0][1]})
+                                      for urls in urls_per_client], seconds, folder, http1=True)
+        latencies = [value * 1000 for value in outcome.latencies_s]
+        result = {"requests": len(latencies), "wall_s": seconds, "per_s": len(latencies) / seconds,
+                  "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95), "errors": len(outcome.errors),
+                  "mean_kb": float("nan"), "error_samples": outcome.errors[:3], "repeated": outcome.repeated}
+    cpu_s = process_group_cpu_s(server.process.pid) - cpu_before
+    return {**result, "server_cpu_s": cpu_s, "per_cpu_s": result["requests"] / cpu_s if cpu_s else float("nan")}
+
+
+def window_centre(mode: str, client: int, request: int, clients: int, requests_per_client: int) -> str:
+    """The window centre of a request: the record's own in "same window"; otherwise a centre no other
+    request of the run has, spread over the CT's soft-tissue-to-bone range (-300..400 HU), so the
+    images look like a reader's and none is served from a cache (centres thousands of units away
+    would give blank images, which both servers encode at no cost)."""
+    if mode == "same window":
+        return f"{WINDOW[0]:g}"
+    return f"{-300 + 700 * (client * requests_per_client + request) / (clients * requests_per_client):.4f}"
+
+
+def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool, client: str = "python",
+                         seconds: float = 8) -> None:
+    """Throughput against Orthanc's `/rendered`, same files and windows; `client` as in `measure`."""
     node = start_node(setup, "http-node", tls=False)
     orthanc = start_orthanc(setup.root)
+    folder = setup.root / "h2load"
     try:
         session = requests.Session()
         files = [("files", (p.name, p.read_bytes(), "application/dicom")) for p in real]
@@ -369,37 +426,41 @@ def bench_versus_orthanc(setup: Setup, real: list[Path], quick: bool) -> None:
             data = session.get(f"{node.url}/api/v1/records/{record_id}/original", params={"index": index},
                                headers=setup.headers, timeout=30).content
             stored_order.append(session.post(f"{orthanc.url}/instances", data=data, timeout=60).json()["ID"])
-        c, w = WINDOW
-        results = {}
-        per_client = 25 if quick else 60
+        w = WINDOW[1]
+        results = {"client": client, "seconds": seconds if client == "h2load" else None}
         for mode in ("same window", "distinct windows"):
             for concurrency in (1, 4, 16):
+                per_client = ((25 if quick else 60) if client == "python"
+                              else int(H2LOAD_SHARE_MARGIN * H2LOAD_MOST_PER_S * seconds / concurrency) + 100)
                 for fmt in ("png", "jpeg"):
-                    def center(k: int, s: int, mode: str = mode) -> float:
-                        return c if mode == "same window" else c + k * 1000 + s
-
                     def slice_of(k: int, s: int) -> int:
                         return (k * 7 + s) % len(real)
 
+                    centres = [[window_centre(mode, k, s, concurrency, per_client) for s in range(per_client)]
+                               for k in range(concurrency)]
                     ours = [[((f"{node.url}/api/v1/records/{record_id}/frames/{slice_of(k, s)}"
-                               f"?window={center(k, s):g},{w:g}&format={fmt}&quality=90"), {})
+                               f"?window={centres[k][s]},{w:g}&format={fmt}&quality=90"), {})
                              for s in range(per_client)] for k in range(concurrency)]
                     theirs = [[((f"{orthanc.url}/instances/{stored_order[slice_of(k, s)]}/frames/0/rendered"
-                                 f"?window-center={center(k, s):g}&window-width={w:g}&quality=90"),
+                                 f"?window-center={centres[k][s]}&window-width={w:g}&quality=90"),
                                 {"Accept": f"image/{fmt}"}) for s in range(per_client)] for k in range(concurrency)]
                     results[f"{mode}: {fmt} x{concurrency}"] = {
-                        "sivr": run_clients(ours, True, setup.headers),
-                        "orthanc": run_clients(theirs, True, {}),
+                        "sivr": measure(client, node, ours, setup.headers, seconds, folder),
+                        "orthanc": measure(client, orthanc, theirs, {}, seconds, folder),
                     }
         # where a JPEG request's time goes: the request path alone (one image, from the node's
         # cache) against a fresh rendering each time, one client
         repeats = 200 if quick else 2000
+        c = WINDOW[0]
         one = f"{node.url}/api/v1/records/{record_id}/frames/50?window={c:g},{w:g}&format=jpeg&quality=90"
         results["request path: one cached jpeg x1"] = {
-            "sivr": run_clients([[(one, {})] * repeats], True, setup.headers)}
-        fresh = [((f"{node.url}/api/v1/records/{record_id}/frames/{i % len(real)}?window={c + 5000 + i:g},{w:g}"
-                   f"&format=jpeg&quality=90"), {}) for i in range(repeats)]
-        results["request path: fresh jpeg x1"] = {"sivr": run_clients([fresh], True, setup.headers)}
+            "sivr": measure(client, node, [[(one, {})] * repeats], setup.headers, seconds, folder)}
+        count = repeats if client == "python" else int(H2LOAD_MOST_PER_S * seconds) + 100
+        fresh = [((f"{node.url}/api/v1/records/{record_id}/frames/{i % len(real)}"
+                   f"?window={window_centre('distinct windows', 0, i, 1, count)},{w:g}"
+                   f"&format=jpeg&quality=90"), {}) for i in range(count)]
+        results["request path: fresh jpeg x1"] = {
+            "sivr": measure(client, node, [fresh], setup.headers, seconds, folder)}
         check = session.get(theirs[0][0][0], headers={"Accept": "image/png"}, timeout=30)
         results["orthanc_image_size"] = list(Image.open(io.BytesIO(check.content)).size)
         RESULTS["versus_orthanc"] = results
@@ -484,15 +545,15 @@ def report() -> str:
     lines += [f"| {k} | {v['kb']:.1f} | {v['median_ms']:.2f} |" for k, v in r["encoder_settings"].items()]
     lines += ["", "versus Orthanc (loopback HTTP, same 100 files, window 40/400, quality 90):", "",
               ("| format x clients | SIVR req/s | Orthanc req/s | ratio | SIVR p50/p95 ms | Orthanc p50/p95 ms "
-               "| errors S/O |"),
-              "|---|---|---|---|---|---|---|"]
+               "| errors S/O | req per CPU-second S/O |"),
+              "|---|---|---|---|---|---|---|---|"]
     for key, v in r["versus_orthanc"].items():
         if not isinstance(v, dict) or "orthanc" not in v:
             continue
         s, o = v["sivr"], v["orthanc"]
         lines.append(f"| {key} | {s['per_s']:.1f} | {o['per_s']:.1f} | {s['per_s'] / o['per_s']:.2f} | "
                      f"{s['p50_ms']:.1f}/{s['p95_ms']:.1f} | {o['p50_ms']:.1f}/{o['p95_ms']:.1f} | "
-                     f"{s['errors']}/{o['errors']} |")
+                     f"{s['errors']}/{o['errors']} | {s['per_cpu_s']:.0f}/{o['per_cpu_s']:.0f} |")
     lines += ["", "where a JPEG request's time goes (our node, one client): " + ", ".join(
         f"{key.split(': ')[1]} {v['sivr']['per_s']:.0f}/s, p50 {v['sivr']['p50_ms']:.3f} ms"
         for key, v in r["versus_orthanc"].items() if key.startswith("request path"))]
@@ -514,9 +575,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: loading encode orthanc scrolling")
+    parser.add_argument("--client", choices=("python", "h2load"), default="python",
+                        help="the load generator against Orthanc: python (http.client threads, a fixed "
+                             "number of requests) or h2load (one process per client, --seconds each run)")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each h2load run")
     parser.add_argument("--render-workers", type=int, default=1,
                         help="gunicorn workers of the node in the server sections (server.workers)")
     args = parser.parse_args()
+    if args.client == "h2load":
+        h2load.require()
     RESULTS["render_workers"] = args.render_workers
     RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
                           f"Python {platform.python_version()}, {platform.platform()}")
@@ -531,7 +598,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     steps = [("loading", lambda s: bench_loading(s, derived, real, args.quick)),
              ("encode", lambda s: bench_encode(s, real, args.quick)),
-             ("orthanc", lambda s: bench_versus_orthanc(s, real, args.quick) if shutil.which("Orthanc") else None),
+             ("orthanc", lambda s: bench_versus_orthanc(s, real, args.quick, args.client, args.seconds)
+              if shutil.which("Orthanc") else None),
              *[("scrolling", lambda s, v=variant: bench_scrolling(s, derived, args.quick, v))
                for variant in SCROLL_VARIANTS]]
     with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:

@@ -24,7 +24,6 @@ import argparse
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from bench import h2load
 from daemons.demo import ApiClient, start_deployment
 from daemons.deployment import Layout
 from daemons.layers import get_layer
@@ -70,7 +70,7 @@ def _viewer(session: requests.Session, url: str, record_id: str, stop: threading
 
 
 def _h2load_viewers(clients: list[ApiClient], url: str, record_id: str, seconds: float, folder: Path,
-                    latencies: list[float], errors: list[str]) -> None:
+                    outcome: h2load.Outcome) -> None:
     """One h2load process per viewer for `seconds`, in segments of SEGMENT_S with fresh tokens: every
     viewer's token is exchanged before the segment's processes start together."""
     rng = random.Random()
@@ -79,26 +79,9 @@ def _h2load_viewers(clients: list[ApiClient], url: str, record_id: str, seconds:
         segment = min(SEGMENT_S, left)
         for client in clients:
             client.tokens.forget(url)  # a token exchanged now outlives the segment
-        tokens = [client.token_for(url) for client in clients]
-        runs = []
-        for number, token in enumerate(tokens):
-            uris, log = folder / f"uris-{number}.txt", folder / f"log-{number}.tsv"
-            log.unlink(missing_ok=True)  # h2load appends to its log file: each segment's rows once
-            uris.write_text(url + "\n".join(_frame_path(record_id, rng) for _ in range(5000)))
-            runs.append((log, subprocess.Popen(
-                ["h2load", "-c", "1", "-m", "1", "-D", f"{segment:g}", "-i", str(uris), "--log-file", str(log),
-                 "-H", f"authorization: Bearer {token}"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
-        for log, run in runs:
-            _, stderr = run.communicate(timeout=segment + 120)
-            if run.returncode != 0:
-                errors.append(f"h2load exited {run.returncode}: {stderr[-300:]}")
-            for row in log.read_text().splitlines() if log.exists() else ():
-                _, status, micros = row.split("\t")[:3]
-                if status == "200":
-                    latencies.append(int(micros) / 1e6)
-                else:
-                    errors.append(f"status {status}")
+        h2load.run_clients([h2load.Client([url + _frame_path(record_id, rng) for _ in range(5000)],
+                                          {"Authorization": f"Bearer {client.token_for(url)}"})
+                            for client in clients], segment, folder, outcome=outcome)
         left -= segment
 
 
@@ -134,8 +117,8 @@ def main() -> None:
     parser.add_argument("--render-workers", type=int)
     parser.add_argument("--viewer-client", choices=("python", "h2load"), default="python")
     args = parser.parse_args()
-    if args.viewer_client == "h2load" and shutil.which("h2load") is None:
-        raise SystemExit("h2load is missing: apt-get install -y nghttp2-client")
+    if args.viewer_client == "h2load":
+        h2load.require()
     files = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[:SLICES]]
     deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment",
                                   before_start=_configure(args.decode_nice, args.render_workers))
@@ -149,13 +132,14 @@ def main() -> None:
         viewers = [deployment.client("physician") for _ in range(args.viewers)]
         senders = [deployment.client("physician").session for _ in range(args.uploaders)]
         for uploaders in (0, args.uploaders):
-            stop, latencies, durations, errors = threading.Event(), [], [], []
+            stop, durations, outcome = threading.Event(), [], h2load.Outcome()
+            latencies, errors = outcome.latencies_s, outcome.errors
             uploading = [threading.Thread(target=_uploader, args=(session, url, files, stop, durations))
                          for session in senders[:uploaders]]
             if args.viewer_client == "h2load":
                 folder = Path(tempfile.mkdtemp(prefix="sivr-h2load-"))
                 viewing = [threading.Thread(target=_h2load_viewers, args=(
-                    viewers, url, record_id, args.seconds, folder, latencies, errors))]
+                    viewers, url, record_id, args.seconds, folder, outcome))]
             else:
                 viewing = [threading.Thread(target=_viewer, args=(v.session, url, record_id, stop, latencies, errors))
                            for v in viewers]
