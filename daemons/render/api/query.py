@@ -204,8 +204,9 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
             return None
         center, width = presets[name]
         return Window(center, width, function)
-    values = [ascii_float(p.strip()) for p in raw.split(",")]
-    if len(values) != 2 or not all(v is not None and abs(v) < MAX_VALUE for v in values):
+    parts = raw.split(",")
+    values = [v for v in (ascii_float(p.strip()) for p in parts) if v is not None and abs(v) < MAX_VALUE]
+    if len(parts) != 2 or len(values) != 2:
         raise bad(f"query parameter window must be CENTER,WIDTH: two numbers below {MAX_VALUE:g} in size")
     try:
         return Window(values[0], values[1], function)
@@ -244,9 +245,10 @@ def region() -> Region:
     raw = REGION.raw()
     if raw is None:
         return FULL
-    values = [ascii_float(p.strip()) for p in raw.split(",")]
+    parts = raw.split(",")
+    values = [v for v in (ascii_float(p.strip()) for p in parts) if v is not None]
     try:
-        if len(values) != 4 or None in values:
+        if len(parts) != 4 or len(values) != 4:
             raise ValueError("four numbers are needed")
         return Region(*values)
     except ValueError as exc:
