@@ -29,11 +29,11 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from daemons.render.catalogue.index import CatalogueModels
+from daemons.render.uids import is_uid
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 TABLE_OF_LEVEL = {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series", "IMAGE": "Instance"}
 LIKE_ESCAPE = "!"
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^[0-9]{8}$")
 _TIME = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
@@ -134,7 +134,7 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if kind == "uid":
         uids = [v.strip() for v in value.split("\\") if v.strip()]
         for uid in uids:
-            if len(uid) > 64 or not _UID.match(uid):
+            if not is_uid(uid):
                 raise QueryError(f"{keyword}: {uid!r} is not a UID (digits and dots, at most 64 characters)", keyword)
         return field.in_(uids)
     if kind in ("date", "time"):
