@@ -150,7 +150,9 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
 #: in a str pattern) also read other scripts' digits (`١٢`), `_` separators and padding, so `١٢`
 #: would be served as 12 while the access log and the image cache key show something else.
 _INTEGER = re.compile(r"-?[0-9]{1,16}")
-_DECIMAL = re.compile(r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")
+#: Up to 24 digits before and after the point: JavaScript writes numbers from 1e-7 to 1e21 without an
+#: exponent, so `String(x)` has up to 21 digits before the point and 23 after it (`0.000000123...`)
+_DECIMAL = re.compile(r"[-+]?(?:[0-9]{1,24}(?:\.[0-9]{0,24})?|\.[0-9]{1,24})(?:[eE][-+]?[0-9]{1,3})?")
 
 
 def ascii_int(text: str) -> int | None:

@@ -17,6 +17,7 @@ def header(study_uid: str, modality: str, date: str, name: str) -> InstanceHeade
     ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, date, "101500"
     ds.SeriesInstanceUID, ds.Modality, ds.SOPInstanceUID = f"{study_uid}.1", modality, f"{study_uid}.1.1"
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SeriesNumber = int(study_uid.rsplit(".", 1)[1])
     return InstanceHeader(ds, "0" * 64, 0)
 
 
@@ -70,6 +71,28 @@ def test_malformed_values_are_refused_naming_the_key(cat, keys):
     with pytest.raises(QueryError) as refused:
         study_uids(cat, **keys)
     assert refused.value.keyword == next(iter(keys))
+
+
+def series_uids(cat, **keys) -> list[str]:
+    identifier = Dataset()
+    identifier.SeriesInstanceUID = ""
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    return sorted(a.SeriesInstanceUID for a in find(cat, "SERIES", identifier))
+
+
+@pytest.mark.parametrize("value", ["2", "+2", " 2", "02"])
+def test_an_integer_key_matches_as_dicom_writes_it(cat, value):
+    assert series_uids(cat, SeriesNumber=value) == ["1.2.2.1"]
+
+
+@pytest.mark.parametrize("value", ["\u0662", "2_0", "1" * 30, "2.0", "1234567890123"])
+def test_an_integer_key_that_is_no_is_value_is_refused(cat, value):
+    """Other scripts' digits and `_` were read by int() (٢ matched series 2), and 30 digits gave a
+    500 (an overflow in SQLite): each is now refused, naming the key."""
+    with pytest.raises(QueryError) as refused:
+        series_uids(cat, SeriesNumber=value)
+    assert refused.value.keyword == "SeriesNumber"
 
 
 def test_fuzzy_name_matching():

@@ -89,7 +89,11 @@ def test_ascii_int_refuses_what_int_alone_would_read_or_the_api_never_sends(text
 
 
 @pytest.mark.parametrize("text, value", [("40", 40.0), ("-1.5", -1.5), (".5", 0.5), ("5.", 5.0), ("+2", 2.0),
-                                         ("1e3", 1000.0), ("2.5E-2", 0.025)])
+                                         ("1e3", 1000.0), ("2.5E-2", 0.025),
+                                         # JavaScript's String(x) near 0 and near 1e21: the viewer sends these
+                                         ("0.000033333333333333335", 0.000033333333333333335),
+                                         ("0.00000012345678901234567", 1.2345678901234567e-7),
+                                         ("123456789012345678901", 1.2345678901234568e20)])
 def test_ascii_float_reads_decimal_numbers(text, value):
     assert ascii_float(text) == value
 

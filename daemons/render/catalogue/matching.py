@@ -34,6 +34,9 @@ from daemons.render.uids import is_uid
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 TABLE_OF_LEVEL = {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series", "IMAGE": "Instance"}
 LIKE_ESCAPE = "!"
+#: An IS value (PS3.5 6.2): ASCII digits with an optional sign, 12 characters at most. `int()` alone
+#: also read other scripts' digits and `_` separators, and 30 digits overflowed SQLite's integer (a 500)
+_INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,11}|[0-9]{12}")
 _DATE = re.compile(r"^[0-9]{8}$")
 _TIME = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
@@ -140,10 +143,10 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if kind in ("date", "time"):
         return _range(field, keyword, kind, value)
     if kind == "int":
-        try:
-            return field == int(value)
-        except ValueError as exc:
-            raise QueryError(f"{keyword}: {value!r} is not a number", keyword) from exc
+        if not _INTEGER_STRING.fullmatch(value):
+            raise QueryError(f"{keyword}: {value!r} is not an integer (IS: an optional sign and at most 12 "
+                             "characters)", keyword)
+        return field == int(value)
     if kind == "modalities":
         return _modalities(field, value)
     if kind == "pn" and fuzzy:
