@@ -1,6 +1,9 @@
 """What the node takes as a UID (PS3.5 9.1): digits and dots, at most 64 characters.
 
-One rule for the doors that store and for the searches that match UIDs. An instance stored under
+One rule for the UIDs an instance is stored, found and retrieved by (its Study, Series and SOP
+Instance UIDs), at every door that stores and in the searches that match UIDs. (The transfer
+syntax in a file's meta is checked with pydicom's stricter `UID.is_valid`: it names one of the
+standard's syntaxes or a private one, never a modality's own value.) An instance stored under
 a Study, Series or SOP Instance UID that is not one (a `/`, two values, 65 characters) could be
 listed, but never searched for by it (C-FIND and QIDO-RS refuse such a key) nor, with a `/`,
 retrieved by WADO-RS: so it is refused at the door. Leading zeros in a component, which PS3.5
@@ -11,10 +14,27 @@ from __future__ import annotations
 
 import re
 
+from pydicom.dataset import Dataset
+
 MAX_LENGTH = 64
+IDENTIFYING = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 
 def is_uid(value: str) -> bool:
     """Whether `value` (already stripped of its padding) is a UID by this node's rule."""
     return len(value) <= MAX_LENGTH and _UID.fullmatch(value) is not None
+
+
+def identity_problem(dataset: Dataset) -> str | None:
+    """Why `dataset` cannot be stored under its identifying UIDs (one missing or not a UID), or None.
+
+    The ingest (upload, C-STORE) and STOW-RS, which reads each part's UIDs before the ingest, give
+    the same reason."""
+    for keyword in IDENTIFYING:
+        value = str(dataset.get(keyword, "") or "").strip()
+        if not value:
+            return f"{keyword} is missing"
+        if not is_uid(value):
+            return f"{keyword} {value[:80]!r} is not a UID (digits and dots, at most {MAX_LENGTH} characters)"
+    return None

@@ -73,6 +73,9 @@ def test_c_store_is_refused_with_cannot_understand(make_node):
         bad.StudyInstanceUID = "1.2.3/4"
         assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
         try:
+            # another instance than the command names is that refusal first (0xA900), as dcmtk answers
+            other = store_request(bad, implicit=False, sop_instance_uid="1.2.826.0.1.77.9")
+            assert exchange(assoc, other, CTImageStorage) == [0xA900]
             assert exchange(assoc, store_request(bad, implicit=False), CTImageStorage) == [0xC000]
             bad.StudyInstanceUID = "1.2.826.0.1.77"
             assert exchange(assoc, store_request(bad, implicit=False), CTImageStorage) == [0x0000]

@@ -38,6 +38,7 @@ from daemons.render.ingest.upload_checks import MIB, Limits, ParsedFile, UploadE
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
+from daemons.render.uids import identity_problem
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
@@ -139,10 +140,9 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
     if candidate.parsed is not None:
         candidate.parsed.name = candidate.sop_instance  # files are named by their UID, as in `_store`
     candidate.study, candidate.series = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
-    missing = [k for k, v in (("SOPInstanceUID", candidate.sop_instance), ("StudyInstanceUID", candidate.study),
-                              ("SeriesInstanceUID", candidate.series)) if not v]
-    if missing:
-        candidate.fail(CANNOT_UNDERSTAND, f"part {number} has no {', '.join(missing)}")
+    problem = identity_problem(ds)  # before any decoding: the ingest would refuse it for this
+    if problem:
+        candidate.fail(CANNOT_UNDERSTAND, f"part {number}: {problem}")
     elif study_uid is not None and candidate.study != study_uid:
         candidate.fail(DOES_NOT_MATCH_SOP_CLASS, f"part {number} belongs to study {candidate.study}, "
                        f"not to {study_uid} named in the request")

@@ -51,8 +51,7 @@ from daemons.render.ingest.upload_checks import (
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
 from daemons.render.store.manifest import Manifest, Meta
-from daemons.render.uids import MAX_LENGTH as UID_MAX_LENGTH
-from daemons.render.uids import is_uid
+from daemons.render.uids import identity_problem
 from shared.audit import record_audit
 from shared.db import utcnow
 from shared.errors import ApiError
@@ -84,10 +83,6 @@ class IngestResult:
 def series_record_id(institution_id: str, series_uid: str) -> str:
     """The record id of a new series: stable for (institution, SeriesInstanceUID), 64 hex digits."""
     return hashlib.sha256(f"sivr-series:{institution_id}:{series_uid}".encode()).hexdigest()
-
-
-#: The UIDs an instance is found and retrieved by: each must be a UID (daemons.render.uids)
-IDENTIFYING_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 def _uid(parsed: ParsedFile, keyword: str) -> str:
@@ -166,16 +161,13 @@ class Ingest:
             if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
                 raise UploadError(422, "sop_class_mismatch", f"{file.name}: its SOP Class UID "
                                   f"{_uid(file, 'SOPClassUID')} is not the one it was sent as ({expected_sop_class})")
-            for keyword in IDENTIFYING_UIDS:
-                value = _uid(file, keyword)
-                if not is_uid(value):
-                    raise UploadError(422, "invalid_attribute", f"{file.name}: {keyword} is missing" if not value else
-                                      f"{file.name}: {keyword} {value[:80]!r} is not a UID (digits and dots, "
-                                      f"at most {UID_MAX_LENGTH} characters)")
             uid = file.sop_instance_uid
-            if expected_sop_instance is not None and uid != expected_sop_instance:
+            if expected_sop_instance is not None and uid != expected_sop_instance:  # compared first, as dcmtk does
                 raise UploadError(422, "sop_instance_mismatch", f"{file.name}: its SOP Instance UID {uid} is not "
                                   f"the one it was sent as ({expected_sop_instance})")
+            problem = identity_problem(file.dataset)
+            if problem:
+                raise UploadError(422, "invalid_attribute", f"{file.name}: {problem}")
             if uid in by_uid:
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: two different files carry SOP Instance UID {uid}")
