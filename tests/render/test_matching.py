@@ -37,12 +37,17 @@ def cat(request):
     database.close()
 
 
-def study_uids(cat, **keys) -> list[str]:
+def matched(cat, level: str, uid_keyword: str, keys: dict) -> list[str]:
+    """The UIDs (`uid_keyword`) of what a C-FIND at `level` with `keys` matches, sorted."""
     identifier = Dataset()
-    identifier.StudyInstanceUID = ""
+    setattr(identifier, uid_keyword, "")
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
-    return sorted(a.StudyInstanceUID for a in find(cat, "STUDY", identifier))
+    return sorted(getattr(answer, uid_keyword) for answer in find(cat, level, identifier))
+
+
+def study_uids(cat, **keys) -> list[str]:
+    return matched(cat, "STUDY", "StudyInstanceUID", keys)
 
 
 def test_a_list_of_uids_matches_each(cat):
@@ -74,11 +79,7 @@ def test_malformed_values_are_refused_naming_the_key(cat, keys):
 
 
 def series_uids(cat, **keys) -> list[str]:
-    identifier = Dataset()
-    identifier.SeriesInstanceUID = ""
-    for keyword, value in keys.items():
-        setattr(identifier, keyword, value)
-    return sorted(a.SeriesInstanceUID for a in find(cat, "SERIES", identifier))
+    return matched(cat, "SERIES", "SeriesInstanceUID", keys)
 
 
 @pytest.mark.parametrize("value", ["2", "+2", " 2", "02"])
