@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from shared.errors import ApiError
-from shared.tokens import ALGORITHM, key_id
+from shared.tokens import ALGORITHM, key_id, unverified_header
 
 AUDIENCE = "sivr-patient-reference"
 FIELD = "patient_reference"
@@ -58,7 +58,7 @@ def check_patient_reference(value: object, patient_id: str, user_id: str,
     if not isinstance(value, str) or not value or len(value) > 4096:
         raise refuse("is required (the toplevel's signed reference to the patient)")
     try:
-        kid = jwt.get_unverified_header(value).get("kid")
+        kid = unverified_header(value).get("kid")
     except jwt.PyJWTError as exc:
         raise refuse("is malformed") from exc
     key = public_keys.get(kid) if isinstance(kid, str) else None

@@ -33,6 +33,7 @@ from shared.tokens import (
     key_id,
     load_private_key,
     normalize_audience,
+    unverified_header,
     write_private_key,
 )
 
@@ -118,7 +119,7 @@ def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expe
         raise ReceiptError("receipt_missing", "send the upload receipt the render node answered the upload with "
                                               "(field 'receipt'); upload the record to the node again to get one")
     try:
-        header = jwt.get_unverified_header(receipt)
+        header = unverified_header(receipt)
     except jwt.PyJWTError as exc:
         raise ReceiptError("invalid_receipt", f"the upload receipt is malformed: {exc}") from exc
     if header.get("alg") != ALGORITHM or header.get("kid") != key_id(public_key):

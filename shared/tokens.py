@@ -128,6 +128,18 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def unverified_header(token: str) -> dict:
+    """The header of a signed token, unverified, to pick its key; `jwt.PyJWTError` when malformed.
+
+    PyJWT encodes the token as UTF-8 first, so a lone surrogate (which a JSON string can carry:
+    a patient reference or an upload receipt in a request body) raised UnicodeEncodeError, a 500.
+    A token is ASCII text (base64url and dots): anything else is malformed here.
+    """
+    if not token.isascii():
+        raise jwt.DecodeError("a token is ASCII text (base64url parts and dots)")
+    return jwt.get_unverified_header(token)
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     """The `kid` of tokens signed with this key's private half: 16 hex digits of its SHA-256."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -201,7 +213,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         try:
-            header = jwt.get_unverified_header(token)
+            header = unverified_header(token)
         except jwt.PyJWTError as exc:
             raise TokenError("invalid_token", f"the access token is malformed: {exc}") from exc
         if header.get("alg") != ALGORITHM:

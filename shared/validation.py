@@ -62,7 +62,10 @@ def parse_datetime(value: str, field: str) -> dt.datetime:
     except (ValueError, AttributeError) as exc:
         raise ApiError(400, "validation_error", f"{field} must be an ISO 8601 time") from exc
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise ApiError(400, "validation_error", f"{field} is outside the years 1 to 9999 in UTC") from exc
     return parsed
 
 

@@ -55,3 +55,23 @@ def test_bodies_that_are_not_json_objects(api, users, raw):
     response = api.client.post("/api/v1/nodes", data=raw, content_type="application/json",
                                headers=users["admin"].headers)
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("query", ["since=0001-01-01T00:00:00%2B01:00", "until=9999-12-31T23:59:59-01:00"])
+def test_an_audit_time_outside_utc_years_is_400(api, users, query):
+    """Valid ISO 8601 times that fall before year 1 or after 9999 in UTC: astimezone overflowed, a 500."""
+    status, body = api.call("GET", f"/api/v1/audit?{query}", users["admin"])
+    assert status == 400 and body["error"]["code"] == "validation_error", body
+
+
+def test_signed_texts_with_a_lone_surrogate_are_refused_not_500(api, users, node, record, patient_id):
+    """A JSON string can carry a lone surrogate, which PyJWT could not encode (UnicodeEncodeError, a
+    500) for a patient reference or an upload receipt: each is refused as malformed."""
+    rb = record_body(node["id"], patient_id, content=b"surrogate")
+    status, body = api.call("POST", "/api/v1/records", users["physician"], {**rb, "receipt": "\ud800"})
+    assert status == 422 and body["error"]["code"] == "invalid_receipt", body
+    status, body = api.call("POST", "/api/v1/records", users["physician"], {**rb, "patient_reference": "\ud800"})
+    assert status == 400 and body["error"]["code"] == "invalid_patient_reference", body
+    fb = finding_body(patient_id, [local_link(record)], patient_reference="\ud800")
+    status, body = api.call("POST", "/api/v1/findings", users["physician"], fb)
+    assert status == 400 and body["error"]["code"] == "invalid_patient_reference", body

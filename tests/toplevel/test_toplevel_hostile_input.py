@@ -101,3 +101,10 @@ def test_institution_server_url_may_be_plain_http_on_loopback(api, tokens, url):
     status, answer, _ = api.call("POST", "/api/v1/institutions", tokens["admin"],
                                  json={"name": f"Local {url}", "server_url": url})
     assert status == 201 and answer["server_url"] == url
+
+
+@pytest.mark.parametrize("query", ["since=0001-01-01T00:00:00%2B01:00", "until=9999-12-31T23:59:59-01:00"])
+def test_an_audit_time_outside_utc_years_is_400(api, tokens, query):
+    """Valid ISO 8601 times that fall before year 1 or after 9999 in UTC: astimezone overflowed, a 500."""
+    status, body, _ = api.call("GET", f"/api/v1/audit?{query}", tokens["admin"])
+    assert status == 400 and body["error"]["code"] == "validation_error", body
