@@ -175,6 +175,12 @@ def test_linked_scrolling_moves_parallel_views_only(page, deployment, acquisitio
     page.wait_for_function(
         "() => { const v = document.querySelector(\"#viewports .viewport[data-slot='0']\");"
         " return v.dataset.shownIndex === '0' || v.dataset.shownIndex === '35'; }", polling=100, timeout=30000)
+    # the linked view can paint before the scrolled one shows its own new position: wait until both
+    # corners name a location and they agree (they never did in a run that fails here)
+    page.wait_for_function(
+        "() => { const loc = (s) => (document.querySelector(`#viewports .viewport[data-slot='${s}'] .corner.bl`)"
+        " || {}).innerText?.match(/Loc (-?[0-9.]+) mm/)?.[1];"
+        " return loc(0) !== undefined && loc(0) === loc(3); }", polling=100, timeout=30000)
     assert location(page, 0) == location(page, 3)
     assert not page.js_errors
 
