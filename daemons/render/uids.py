@@ -26,13 +26,19 @@ def is_uid(value: str) -> bool:
     return len(value) <= MAX_LENGTH and _UID.fullmatch(value) is not None
 
 
+def uid_of(dataset: Dataset, keyword: str) -> str:
+    """The UID `dataset` holds in `keyword`, without its padding ("" when absent or empty): the one
+    reading of a UID attribute that every door compares, groups and checks instances by."""
+    return str(dataset.get(keyword, "") or "").strip()
+
+
 def identity_problem(dataset: Dataset) -> str | None:
     """Why `dataset` cannot be stored under its identifying UIDs (one missing or not a UID), or None.
 
     The ingest (upload, C-STORE) and STOW-RS, which reads each part's UIDs before the ingest, give
     the same reason."""
     for keyword in IDENTIFYING:
-        value = str(dataset.get(keyword, "") or "").strip()
+        value = uid_of(dataset, keyword)
         if not value:
             return f"{keyword} is missing"
         if not is_uid(value):

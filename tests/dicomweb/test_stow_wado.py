@@ -201,6 +201,30 @@ def test_a_refused_instance_is_reported_and_the_others_stored(node):
     [failed] = answer["00081198"]["Value"]
     assert failed["00081155"]["Value"] == [uids(files[0])[2]] and failed["00081197"]["Value"] == [0xA900]
     assert instance_count(node) == 4
+    with node.app.app_context():  # the refusal names its instance: tried and audited once, not at each halving
+        audit = node.app.extensions["sivr_node"].models.AuditEntry
+        assert audit.select().where(audit.action == "instance.conflict").count() == 1
+
+
+def test_an_instance_whose_uid_is_stored_in_another_series_is_refused(node):
+    """The same SOP Instance UID in another series of the same study: refused (0xA900) and audited,
+    the other instances of the request stored."""
+    files = synthetic_series(2)
+    study, _, _ = uids(files[0])
+    assert stow(node, body_of(files)).status_code == 200
+    others = synthetic_series(2, study=study)
+    reused = pydicom.dcmread(io.BytesIO(others[0]))
+    reused.SOPInstanceUID = reused.file_meta.MediaStorageSOPInstanceUID = uids(files[1])[2]
+    out = io.BytesIO()
+    reused.save_as(out, enforce_file_format=True)
+    reply = stow(node, body_of([out.getvalue(), others[1]]), path=f"/dicomweb/studies/{study}")
+    assert reply.status_code == 202, reply.get_data(as_text=True)
+    [failed] = reply.get_json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [uids(files[1])[2]] and failed["00081197"]["Value"] == [0xA900]
+    assert instance_count(node) == 3
+    with node.app.app_context():
+        audit = node.app.extensions["sivr_node"].models.AuditEntry
+        assert audit.select().where(audit.action == "instance.conflict").count() == 1
 
 
 def test_upload_and_stow_of_one_series_land_in_one_record(node):

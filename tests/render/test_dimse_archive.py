@@ -142,6 +142,13 @@ def test_malformed_and_conflicting_instances_refused_listener_keeps_serving(arch
     assert cat.Instance.select().count() == 1
     audit = archive.app.extensions["sivr_node"].models.AuditEntry
     assert audit.select().where(audit.action == "instance.conflict").count() == 1
+    # the same SOP Instance UID in another series: the same refusal (a UID names one instance)
+    moved = dataset(series="1.2.826.0.1.99.3", position=0.0)
+    moved.SOPInstanceUID = good.SOPInstanceUID
+    moved.file_meta.MediaStorageSOPInstanceUID = good.SOPInstanceUID
+    assert _store(archive.dicom_port, moved) == 0xA900
+    assert cat.Instance.select().count() == 1
+    assert audit.select().where(audit.action == "instance.conflict").count() == 2
     # a malformed dataset (pixel data shorter than its dimensions): cannot understand, nothing stored
     bad = dataset(series="1.2.826.0.1.99.2")
     bad.PixelData = bad.PixelData[:10]

@@ -208,6 +208,41 @@ def test_conflicts_refused_and_resends_are_no_ops_while_growing(pair):
     assert cat.Series.get_by_id(record_id).instance_count == 4
 
 
+def test_a_sop_instance_uid_stored_in_another_series_is_refused(pair):
+    """A SOP Instance UID names one instance: the same UID in another series (sent by a modality that
+    re-used it, or a copy re-UIDed at the series level only) is refused and audited, in a new series
+    and in a growing one alike, and the request stores nothing of its other files either."""
+    _, harness = pair
+    files = series_files(3)
+    first = add(harness, files[:2]).record_id
+    other_series = SERIES + ".2"
+    others = series_files(3, other_series)
+    grown = add(harness, others[:1]).record_id
+    reused = ct_slice(1, other_series)
+    reused.SOPInstanceUID = pydicom.dcmread(io.BytesIO(files[1][1])).SOPInstanceUID
+    reused.file_meta.MediaStorageSOPInstanceUID = reused.SOPInstanceUID
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    audit = harness.app.extensions["sivr_node"].models.AuditEntry
+    for sent in ([("reused.dcm", to_bytes(reused))], [others[2], ("reused.dcm", to_bytes(reused))]):
+        with pytest.raises(UploadError) as refused:
+            add(harness, sent)
+        assert (refused.value.status, refused.value.code) == (409, "instance_conflict")
+        assert "reused.dcm" in refused.value.message and "another series" in refused.value.message
+    assert cat.Instance.select().where(cat.Instance.series == first).count() == 2
+    assert cat.Instance.select().where(cat.Instance.series == grown).count() == 1
+    conflicts = audit.select().where(audit.action == "instance.conflict")
+    assert [entry.object_id for entry in conflicts] == [first, first]
+    # a new series of its own: the same refusal when the reused UID is its first instance
+    alone = ct_slice(0, SERIES + ".3")
+    alone.SOPInstanceUID = reused.SOPInstanceUID
+    alone.file_meta.MediaStorageSOPInstanceUID = reused.SOPInstanceUID
+    with pytest.raises(UploadError):
+        add(harness, [("alone.dcm", to_bytes(alone))])
+    assert cat.Series.select().where(cat.Series.series_uid == SERIES + ".3").count() == 0
+    # the rest of the other series still grows
+    assert add(harness, others[1:]).added == 2
+
+
 def test_a_failed_append_leaves_the_series_as_it_was(pair, monkeypatch):
     _, harness = pair
     node = harness.app.extensions["sivr_node"]

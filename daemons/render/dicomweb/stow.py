@@ -9,7 +9,9 @@ STOW, with the same validation, isolation and audit.
 
 When a series' batch is refused, the batch is split in halves and each half tried again, down to
 single instances: the good instances are stored and each bad one is reported with its reason,
-at a cost of a few more validations instead of one append per instance. Ingest stores a call's
+at a cost of a few more validations instead of one append per instance. A refusal that names its
+instance (a SOP Instance UID stored with other content) fails that one and tries the rest again
+without it, so it is validated and audited once. Ingest stores a call's
 files all or none, so no file is ever half stored.
 
 The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
@@ -38,7 +40,7 @@ from daemons.render.ingest.upload_checks import MIB, Limits, ParsedFile, UploadE
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
-from daemons.render.uids import identity_problem
+from daemons.render.uids import identity_problem, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
@@ -77,10 +79,6 @@ class Candidate:
 
     def fail(self, status: int, reason: str) -> None:
         self.failure, self.reason = status, reason
-
-
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    return str(ds.get(keyword, "") or "").strip()
 
 
 def _read_body(limits: Limits) -> bytes:
@@ -136,10 +134,10 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
     except Exception as exc:  # anything a header parser can raise on foreign bytes
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is not a DICOM file ({type(exc).__name__})")
         return candidate
-    candidate.sop_class, candidate.sop_instance = _text(ds, "SOPClassUID"), _text(ds, "SOPInstanceUID")
+    candidate.sop_class, candidate.sop_instance = uid_of(ds, "SOPClassUID"), uid_of(ds, "SOPInstanceUID")
     if candidate.parsed is not None:
         candidate.parsed.name = candidate.sop_instance  # files are named by their UID, as in `_store`
-    candidate.study, candidate.series = _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID")
+    candidate.study, candidate.series = uid_of(ds, "StudyInstanceUID"), uid_of(ds, "SeriesInstanceUID")
     problem = identity_problem(ds)  # before any decoding: the ingest would refuse it for this
     if problem:
         candidate.fail(CANNOT_UNDERSTAND, f"part {number}: {problem}")
@@ -156,6 +154,11 @@ def _store(batch: list[Candidate], actor: Actor) -> None:
     except UploadError as exc:
         if len(batch) == 1:
             batch[0].fail(status_of(exc), f"{exc.code}: {exc.message}")
+            return
+        named = [c for c in batch if exc.file is not None and c.sop_instance == exc.file]
+        if named:  # the refusal names its instance: the others are tried again without it
+            named[0].fail(status_of(exc), f"{exc.code}: {exc.message}")
+            _store([c for c in batch if c is not named[0]], actor)
             return
         half = len(batch) // 2
         _store(batch[:half], actor)

@@ -6,7 +6,7 @@ then stores them into their series: a new series gets a store folder whose id is
 series (including one stored before the catalogue existed, which keeps its content-hash id) gets
 the new instances appended: their blobs, then one journal part naming them (`Store.append_files`).
 A re-sent identical instance is a no-op; a different instance under a stored SOPInstanceUID is
-refused (409) and audited.
+refused (409) and audited, whether that UID is stored in the same series or in another one.
 
 An append costs what the new files cost, not what the series holds: it checks the new files
 against what the series keeps for that (`series_analysis.check_append`: the same refusals as an
@@ -51,7 +51,7 @@ from daemons.render.ingest.upload_checks import (
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
 from daemons.render.store.manifest import Manifest, Meta
-from daemons.render.uids import identity_problem
+from daemons.render.uids import identity_problem, uid_of
 from shared.audit import record_audit
 from shared.db import utcnow
 from shared.errors import ApiError
@@ -83,10 +83,6 @@ class IngestResult:
 def series_record_id(institution_id: str, series_uid: str) -> str:
     """The record id of a new series: stable for (institution, SeriesInstanceUID), 64 hex digits."""
     return hashlib.sha256(f"sivr-series:{institution_id}:{series_uid}".encode()).hexdigest()
-
-
-def _uid(parsed: ParsedFile, keyword: str) -> str:
-    return str(parsed.dataset.get(keyword, "") or "").strip()
 
 
 @dataclass
@@ -158,9 +154,10 @@ class Ingest:
         files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
-            if expected_sop_class is not None and _uid(file, "SOPClassUID") != expected_sop_class:
+            sop_class = uid_of(file.dataset, "SOPClassUID")
+            if expected_sop_class is not None and sop_class != expected_sop_class:
                 raise UploadError(422, "sop_class_mismatch", f"{file.name}: its SOP Class UID "
-                                  f"{_uid(file, 'SOPClassUID')} is not the one it was sent as ({expected_sop_class})")
+                                  f"{sop_class} is not the one it was sent as ({expected_sop_class})")
             uid = file.sop_instance_uid
             if expected_sop_instance is not None and uid != expected_sop_instance:  # compared first, as dcmtk does
                 raise UploadError(422, "sop_instance_mismatch", f"{file.name}: its SOP Instance UID {uid} is not "
@@ -172,12 +169,37 @@ class Ingest:
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: two different files carry SOP Instance UID {uid}")
             by_uid[uid] = file
-        series_uid = _uid(files[0], "SeriesInstanceUID")
+        series_uid = uid_of(files[0].dataset, "SeriesInstanceUID")
         with self._lock_for(series_uid):
+            self._refuse_other_series(series_uid, by_uid, actor)
             series = self._existing_series(series_uid)
             if series is None:
                 return self._create(series_uid, files, by_uid, actor)
             return self._append(series.id, series_uid, by_uid, actor)
+
+    def _refuse_other_series(self, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor) -> None:
+        """Refuse an instance whose SOP Instance UID the node holds in another series, as a different
+        instance under a stored UID is refused within a series: a SOP Instance UID names one instance
+        (PS3.5 9.1), and a C-GET or C-MOVE of that UID would otherwise send two different instances.
+        Series stored twice before the catalogue (two records of one Series Instance UID) share
+        their instances' UIDs and are not in conflict. The other series is not named: the sender
+        may not be allowed to know it exists."""
+        cat = self.node.models.catalogue
+        uids = list(incoming)
+        for start in range(0, len(uids), UID_BATCH):
+            row = (cat.Instance.select(cat.Instance.sop_instance_uid, cat.Instance.series)
+                   .join(cat.Series)
+                   .where(cat.Instance.sop_instance_uid.in_(uids[start:start + UID_BATCH])
+                          & (cat.Series.series_uid != series_uid))
+                   .first())
+            if row is not None:
+                uid = row.sop_instance_uid
+                self._audit(actor, "instance.conflict", row.series_id,
+                            detail=f"sop_instance_uid={uid} sent in series_instance_uid={series_uid}")
+                raise UploadError(409, "instance_conflict",
+                                  f"{incoming[uid].name}: SOP Instance UID {uid} is already stored in another "
+                                  "series; an instance is never replaced or stored twice under one UID",
+                                  incoming[uid].name)
 
     def _existing_series(self, series_uid: str):
         cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
@@ -234,7 +256,7 @@ class Ingest:
                 self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: SOP Instance UID {uid} is already stored with different content; "
-                                  "an instance is never replaced")
+                                  "an instance is never replaced", file.name)
         unchanged = len(incoming) - len(new)
         if not new:
             self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")

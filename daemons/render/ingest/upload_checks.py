@@ -44,6 +44,7 @@ from daemons.render.imaging.overlays import has_overlays
 from daemons.render.imaging.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.imaging.voi import lut_to_json
 from daemons.render.store.frame_layout import Layout
+from daemons.render.uids import uid_of
 
 MIB = 1024 * 1024
 
@@ -114,7 +115,7 @@ class ParsedFile:
 
     @cached_property
     def sop_instance_uid(self) -> str:
-        return str(self.dataset.get("SOPInstanceUID", "") or "").strip()
+        return uid_of(self.dataset, "SOPInstanceUID")
 
     @cached_property
     def spacing(self) -> tuple[list[float] | None, list[str]]:
@@ -148,11 +149,13 @@ class ParsedFile:
 
 
 class UploadError(Exception):
-    """Refused upload; `status` and `code` become the HTTP error."""
+    """Refused upload; `status` and `code` become the HTTP error. `file` names the one file the
+    refusal is about when it is about one file alone (a door that stores the others, STOW-RS, then
+    refuses that file without trying the rest again, or auditing the refusal again)."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, file: str | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.file = status, code, message, file
 
 
 def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> Any:
@@ -450,7 +453,7 @@ def holds_no_image(ds: Dataset) -> bool:
     key object selection, presentation state, encapsulated document, waveform, RT object...): it is
     stored only. An image storage SOP class (its name says "Image Storage") without Pixel Data, or a
     file that names no SOP class, is refused instead: it is a broken image."""
-    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    sop_class = uid_of(ds, "SOPClassUID")
     return bool(sop_class) and "Image Storage" not in UID(sop_class).name
 
 
