@@ -149,6 +149,12 @@ def test_malformed_and_conflicting_instances_refused_listener_keeps_serving(arch
     assert _store(archive.dicom_port, moved) == 0xA900
     assert cat.Instance.select().count() == 1
     assert audit.select().where(audit.action == "instance.conflict").count() == 2
+    # a new series of another patient under the stored study: refused the same way (a study has one patient)
+    stranger = dataset(series="1.2.826.0.1.99.4", position=0.0)
+    stranger.StudyInstanceUID, stranger.PatientID = good.StudyInstanceUID, "SOMEONE-ELSE"
+    assert _store(archive.dicom_port, stranger) == 0xA900
+    assert cat.Instance.select().count() == 1
+    assert audit.select().where(audit.action == "study.conflict").count() == 1
     # a malformed dataset (pixel data shorter than its dimensions): cannot understand, nothing stored
     bad = dataset(series="1.2.826.0.1.99.2")
     bad.PixelData = bad.PixelData[:10]

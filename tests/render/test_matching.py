@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
 import peewee
 import pytest
 from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode, encode
 
+from daemons.render.catalogue import matching
 from daemons.render.catalogue.index import InstanceHeader, index_series, make_catalogue_models
-from daemons.render.catalogue.matching import QueryError, find, fuzzy_name_match
+from daemons.render.catalogue.matching import QueryError, find, fuzzy_name_match, select, where
 from shared.db import connect_database
 
 
 def header(study_uid: str, modality: str, date: str, name: str) -> InstanceHeader:
     ds = Dataset()
     ds.PatientID, ds.PatientName = f"P-{study_uid}", name
-    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, date, "101500"
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, date, "101500" if date else ""
     ds.SeriesInstanceUID, ds.Modality, ds.SOPInstanceUID = f"{study_uid}.1", modality, f"{study_uid}.1.1"
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds.SeriesNumber = int(study_uid.rsplit(".", 1)[1])
@@ -33,6 +37,7 @@ def cat(request):
     index_series(models, "r1", [header("1.2.1", "CT", "20240105", "Müller^Zoë")])
     index_series(models, "r2", [header("1.2.2", "PT", "20230615", "Doe^John")])
     index_series(models, "r3", [header("1.2.3", "CT", "20250101", "Dupont^Zoé")])
+    index_series(models, "r4", [header("1.2.4", "MR", "", "ÅNGSTRÖM^ÉMILE=山田^太郎")])
     yield models
     database.close()
 
@@ -58,13 +63,13 @@ def test_a_list_of_uids_matches_each(cat):
 def test_modalities_match_whole_values(cat):
     assert study_uids(cat, ModalitiesInStudy="CT") == ["1.2.1", "1.2.3"]
     assert study_uids(cat, ModalitiesInStudy="T") == []  # not a substring match
-    assert study_uids(cat, ModalitiesInStudy=["PT", "MR"]) == ["1.2.2"]
+    assert study_uids(cat, ModalitiesInStudy=["PT", "MX"]) == ["1.2.2"]
 
 
 def test_person_names_ignore_case_and_text_wildcards_keep_it(cat):
     assert study_uids(cat, PatientName="doe^john") == ["1.2.2"]
     assert study_uids(cat, PatientName="DU*") == ["1.2.3"]
-    assert study_uids(cat, PatientID="P-1.2.?") == ["1.2.1", "1.2.2", "1.2.3"]
+    assert study_uids(cat, PatientID="P-1.2.?") == ["1.2.1", "1.2.2", "1.2.3", "1.2.4"]
     assert study_uids(cat, PatientID="p-1.2.?") == []
     assert study_uids(cat, PatientID="P-1.2.[1]") == []  # "[" is no pattern (GLOB's would be)
     assert study_uids(cat, PatientID="P-1%") == []  # nor "%" (LIKE's)
@@ -101,3 +106,57 @@ def test_fuzzy_name_matching():
     assert fuzzy_name_match("Doe^John^^Dr", "JOHN")
     assert not fuzzy_name_match("Doe^John", "jon")
     assert fuzzy_name_match("Doe^John", "")  # nothing asked: everything matches
+
+
+@pytest.mark.parametrize("name", ["ÅNGSTRÖM^ÉMILE=山田^太郎", "ångström^émile=山田^太郎", "ÅngStröm^Émile=山田^太郎",
+                                  "ÅNGSTR?M*", "ångs*", "*=山田*", "*^émil?=*"])
+def test_person_names_ignore_case_in_every_script(cat, name):
+    """SQLite's LOWER folds ASCII letters only, and PostgreSQL's only under a UTF-8 locale: a name
+    with upper-case letters outside ASCII was not found even by its own exact value."""
+    assert study_uids(cat, PatientName=name) == ["1.2.4"]
+
+
+def test_a_non_ascii_name_matches_only_itself(cat):
+    assert study_uids(cat, PatientName="müller^zoë") == ["1.2.1"]
+    assert study_uids(cat, PatientName="MÜLLER^ZOË") == ["1.2.1"]
+    assert study_uids(cat, PatientName="Muller^Zoe") == []  # accents are kept (fuzzy matching drops them)
+    assert study_uids(cat, PatientName="dupont^zoë") == []
+    assert study_uids(cat, PatientName="ÅNGSTRÖM^ÉMILE") == []  # the whole value, not a prefix
+    assert study_uids(cat, PatientName="[Åå]NGSTRÖM*") == []  # "[" is no pattern
+
+
+@pytest.mark.parametrize("keys", [{"StudyDate": "-20250101"}, {"StudyDate": "19000101-"}, {"StudyTime": "-2359"},
+                                  {"StudyTime": "0000-"}, {"PatientBirthDate": "-20990101"}])
+def test_a_range_never_matches_an_entity_without_a_value(cat, keys):
+    """"" sorts before every date and time: an open range matched the study with none (PS3.4
+    C.2.2.2.5: a range matches values in it; only universal matching returns empty ones)."""
+    assert "1.2.4" not in study_uids(cat, **keys)
+    assert study_uids(cat, **{next(iter(keys)): ""}) == ["1.2.1", "1.2.2", "1.2.3", "1.2.4"]
+
+
+def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
+    """A C-FIND answer without Specific Character Set is read in the default repertoire: its
+    encoder wrote `Ü` in Latin-1 and `山田` as `??`."""
+    identifier = Dataset()
+    identifier.StudyInstanceUID, identifier.PatientName = "", ""
+    answers = {str(a.StudyInstanceUID): a for a in find(cat, "STUDY", identifier)}
+    assert answers["1.2.4"].SpecificCharacterSet == "ISO_IR 192"
+    assert answers["1.2.1"].SpecificCharacterSet == "ISO_IR 192"
+    assert "SpecificCharacterSet" not in answers["1.2.2"]
+    sent = decode(io.BytesIO(encode(answers["1.2.4"], False, True)), False, True)
+    assert str(sent.PatientName) == "ÅNGSTRÖM^ÉMILE=山田^太郎"
+
+
+def test_fuzzy_matching_without_a_word_matches_all_and_a_huge_match_is_refused(cat, monkeypatch):
+    """Fuzzy matching selects rows by the names that match, one parameter each: more than a
+    database takes (SQLite 32,766 or 250,000, PostgreSQL 65,535) was a 500."""
+    def fuzzy(value: str) -> list[str]:
+        query = where(select(cat, "STUDY", cat.Study.study_uid), cat, [("PatientName", value)], fuzzy=True)
+        return sorted(row[0] for row in query.tuples())
+
+    assert fuzzy("^") == fuzzy("") == ["1.2.1", "1.2.2", "1.2.3", "1.2.4"]
+    assert fuzzy("zoe") == ["1.2.1", "1.2.3"]
+    monkeypatch.setattr(matching, "FUZZY_NAMES_MAX", 1)
+    with pytest.raises(QueryError) as refused:
+        fuzzy("zoe")
+    assert refused.value.keyword == "PatientName"

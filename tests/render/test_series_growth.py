@@ -430,3 +430,28 @@ def test_a_node_reading_a_series_another_node_grew_analyses_it_once_for_every_no
             pydicom.dcmread(io.BytesIO(raw)).SOPInstanceUID for _, raw in files]  # in slice order
     finally:
         close_nodes(first, second)
+
+
+def test_a_series_naming_a_stored_study_of_another_patient_is_refused(pair):
+    """A study belongs to one patient: a new series of patient Y carrying patient X's Study Instance
+    UID was filed under X, so searches by Y's Patient ID did not find it and X's study listed it."""
+    _, harness = pair
+    first = ct_slice(0)
+    first.PatientID, first.IssuerOfPatientID = "MIX-X", "HOSPITAL"
+    add(harness, [("x.dcm", to_bytes(first))])
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    audit = harness.app.extensions["sivr_node"].models.AuditEntry
+    for patient_id, issuer in (("MIX-Y", "HOSPITAL"), ("MIX-X", "OTHER"), ("", "")):
+        other = ct_slice(0, SERIES + ".9")
+        other.StudyInstanceUID, other.PatientID, other.IssuerOfPatientID = first.StudyInstanceUID, patient_id, issuer
+        with pytest.raises(UploadError) as refused:
+            add(harness, [("y.dcm", to_bytes(other))])
+        assert (refused.value.status, refused.value.code) == (409, "study_conflict")
+        assert "MIX-X" not in refused.value.message  # the other patient is not named
+    assert cat.Series.select().count() == 1 and cat.Patient.select().count() == 1
+    assert audit.select().where(audit.action == "study.conflict").count() == 3
+    # the same patient adds a series to the study
+    same = ct_slice(0, SERIES + ".9")
+    same.StudyInstanceUID, same.PatientID, same.IssuerOfPatientID = first.StudyInstanceUID, "MIX-X", "HOSPITAL"
+    assert add(harness, [("x2.dcm", to_bytes(same))]).added == 1
+    assert cat.Study.get().series_count == 2

@@ -36,6 +36,8 @@ def ct(start: int, stop: int) -> list[Path]:
 
     A node keeps one record per series (an upload of more slices grows it), so each range gets a
     SeriesInstanceUID of its own: the same range is the same record, tests do not share records.
+    Its slices get SOP Instance UIDs of their own too (a UID names one instance: the node refuses
+    one it holds in another series, and ranges overlap).
     """
     folder = _SERIES_DIR / f"{start}-{stop}"
     if not folder.exists():
@@ -45,6 +47,8 @@ def ct(start: int, stop: int) -> list[Path]:
         for source in sorted(DEMO_CT.glob("*.dcm"))[start:stop]:
             ds = pydicom.dcmread(source)
             ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+                entropy_srcs=[series_uid, str(ds.SOPInstanceUID)])
             ds.save_as(partial / source.name)
         partial.rename(folder)
     return sorted(folder.glob("*.dcm"))

@@ -37,6 +37,11 @@ def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
     return str(ds.get(keyword, "") or "").strip()[:size]
 
 
+def patient_key(ds: Dataset) -> tuple[str, str]:
+    """The DICOM patient a data set names, as the catalogue keys patients: (PatientID, its issuer)."""
+    return _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
@@ -145,8 +150,9 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
     first = headers[0].dataset
     database = cat.Patient._meta.database
     with exclusive_transaction(database, "sivr-catalogue"):
+        patient_id, issuer = patient_key(first)
         patient, _ = cat.Patient.get_or_create(
-            patient_id=_text(first, "PatientID"), issuer=_text(first, "IssuerOfPatientID"),
+            patient_id=patient_id, issuer=issuer,
             defaults={"name": _text(first, "PatientName", 200), "birth_date": _text(first, "PatientBirthDate", 8),
                       "sex": _text(first, "PatientSex", 16)})
         study, _ = cat.Study.get_or_create(study_uid=_text(first, "StudyInstanceUID"), defaults={

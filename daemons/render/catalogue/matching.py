@@ -8,7 +8,9 @@ A value that is not valid for its key (a malformed date, a number that is not on
 raises `QueryError` naming the key. Attributes that are not indexed are not matched and not
 returned. Matching rules that differ from a plain SQL comparison:
 
-* person names ignore case (single value and wildcard matching, as PS3.4 leaves PN to the SCP);
+* person names ignore case, in every script (single value and wildcard matching, as PS3.4 leaves
+  PN to the SCP);
+* a date or time range never matches an entity without a value;
 * text wildcards are case-sensitive, except that SQLite's LIKE ignores ASCII case, so on SQLite
   they are matched with GLOB (case-sensitive) instead;
 * a single time value matches every time that starts with it (`1200` matches `120015.5`);
@@ -40,6 +42,8 @@ _INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,11}|[0-9]{12}")
 _DATE = re.compile(r"^[0-9]{8}$")
 _TIME = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
+#: The most names one fuzzy matching may select (each is one parameter of the query)
+FUZZY_NAMES_MAX = 10_000
 
 
 class QueryError(Exception):
@@ -150,11 +154,12 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if kind == "modalities":
         return _modalities(field, value)
     if kind == "pn" and fuzzy:
-        names = [row[0] for row in field.model.select(field).distinct().tuples() if fuzzy_name_match(row[0], value)]
-        return field.in_(names)
+        return _fuzzy(field, keyword, value)
+    if kind == "pn":
+        return _person_name(field, value)
     if "*" in value or "?" in value:
-        return _wildcard(field, value, case_insensitive=kind == "pn")
-    return peewee.fn.LOWER(field) == value.lower() if kind == "pn" else field == value
+        return _wildcard(field, value)
+    return field == value
 
 
 def _check(keyword: str, kind: str, value: str) -> None:
@@ -179,15 +184,16 @@ def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.N
     low, high = (part.strip() for part in value.split("-", 1))
     if not low and not high:
         raise QueryError(f"{keyword}: a range needs a start, an end or both", keyword)
-    condition = None
+    # an entity without a value is not in any range ("" sorts before every date): only universal
+    # matching returns it (PS3.4 C.2.2.2.5)
+    condition = field != ""
     if low:
         _check(keyword, kind, low)
-        condition = field >= low
+        condition &= field >= low
     if high:
         _check(keyword, kind, high)
         # a time range's upper bound includes everything that starts with it (1200 ≥ 120059)
-        upper = field <= high if kind == "date" else field < high + "~"
-        condition = upper if condition is None else condition & upper
+        condition &= field <= high if kind == "date" else field < high + "~"
     return condition
 
 
@@ -206,12 +212,60 @@ def _is_sqlite(field: peewee.Field) -> bool:
     return isinstance(getattr(database, "obj", database), peewee.SqliteDatabase)
 
 
-def _wildcard(field: peewee.Field, value: str, case_insensitive: bool) -> peewee.Node:
-    if case_insensitive:
-        return _like_node(peewee.fn.LOWER(field), _like(value.lower()))
+def _wildcard(field: peewee.Field, value: str) -> peewee.Node:
+    """Case-sensitive wildcard matching of text."""
     if _is_sqlite(field):  # SQLite's LIKE ignores ASCII case; GLOB does not ("[" is GLOB's only other special)
         return peewee.NodeList((field, peewee.SQL("GLOB"), value.replace("[", "[[]")))
     return _like_node(field, _like(value))
+
+
+def _person_name(field: peewee.Field, value: str) -> peewee.Node:
+    """Single value or wildcard matching of a person name, ignoring case in every script.
+
+    A database's LOWER folds ASCII letters the same way everywhere, but not the others: SQLite's
+    folds ASCII only and PostgreSQL's follows the database's locale (ASCII only under C). So a value
+    with other letters names both cases of each of its letters (`[Üü]`) in a case-sensitive pattern,
+    GLOB on SQLite and a regular expression elsewhere, and no database decides what `Ü` matches."""
+    if value.isascii():
+        if "*" in value or "?" in value:
+            return _like_node(peewee.fn.LOWER(field), _like(value.lower()))
+        return peewee.fn.LOWER(field) == value.lower()
+    if _is_sqlite(field):
+        return peewee.NodeList((field, peewee.SQL("GLOB"), "".join(_glob_character(c) for c in value)))
+    return field.regexp("^" + "".join(_regex_character(c) for c in value) + "$")
+
+
+def _cases(character: str) -> str:
+    """`character` and its other case(s), when each is one character (`ß` upper-cased is `SS`)."""
+    return "".join(sorted({c for c in (character, character.lower(), character.upper()) if len(c) == 1}))
+
+
+def _glob_character(character: str) -> str:
+    cases = _cases(character)
+    if character in "*?":  # DICOM's wildcards are GLOB's
+        return character
+    return f"[{cases}]" if len(cases) > 1 else "[[]" if character == "[" else character
+
+
+def _regex_character(character: str) -> str:
+    cases = _cases(character)
+    if character in "*?":
+        return ".*" if character == "*" else "."
+    return f"[{cases}]" if len(cases) > 1 else re.escape(character)
+
+
+def _fuzzy(field: peewee.Field, keyword: str, value: str) -> peewee.Node | None:
+    """Fuzzy matching of a person name (`fuzzy_name_match`), which no database can do (it ignores
+    accents): the distinct names are matched here and the rows selected by the names that match.
+    A query without a word matches every name; one that matches more than FUZZY_NAMES_MAX names
+    is refused rather than sent as a list longer than a database takes (PostgreSQL: 65,535)."""
+    if not _fuzzy_words(value):
+        return None
+    names = [row[0] for row in field.model.select(field).distinct().tuples() if fuzzy_name_match(row[0], value)]
+    if len(names) > FUZZY_NAMES_MAX:
+        raise QueryError(f"{keyword}: fuzzy matching of {value!r} matches more than {FUZZY_NAMES_MAX:,} names; "
+                         "give more of the name", keyword)
+    return field.in_(names)
 
 
 def _modalities(field: peewee.Field, value: str) -> peewee.Node | None:
@@ -231,11 +285,15 @@ def fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+def _fuzzy_words(query: str) -> list[str]:
+    return [w for w in _NAME_SEPARATORS.split(fold(query).replace("*", " ").replace("?", " ")) if w]
+
+
 def fuzzy_name_match(name: str, query: str) -> bool:
     """Fuzzy matching of a person name (PS3.4 C.2.2.2.1.1, SIVR's rule): case and accents are
     ignored, wildcards are dropped, and every word of the query must begin some component of the
     name, in any order (`joh do` and `DOE` match `Doe^John`)."""
-    wanted = [w for w in _NAME_SEPARATORS.split(fold(query).replace("*", " ").replace("?", " ")) if w]
+    wanted = _fuzzy_words(query)
     words = [w for w in _NAME_SEPARATORS.split(fold(name)) if w]
     return all(any(word.startswith(w) for word in words) for w in wanted)
 
@@ -296,7 +354,9 @@ def _identifier_value(value: object) -> str:
 
 
 def _answer(level: str, requested: list[str], row: dict) -> Dataset:
-    """An answer dataset with the keys asked for, in the order asked."""
+    """An answer dataset with the keys asked for, in the order asked. One with a value that is not
+    ASCII names its character set, UTF-8 (PS3.4 C.4.1.1.3.1: an answer is encoded in the character
+    set it names; without one, the default repertoire would lose every other letter)."""
     answer = Dataset()
     answer.QueryRetrieveLevel = level
     for keyword in requested:
@@ -305,4 +365,6 @@ def _answer(level: str, requested: list[str], row: dict) -> Dataset:
             setattr(answer, keyword, "" if value is None else str(int(value)))
         else:
             setattr(answer, keyword, value or "")
+            if value and not value.isascii():
+                answer.SpecificCharacterSet = "ISO_IR 192"
     return answer

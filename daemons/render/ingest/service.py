@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import peewee
 from flask import current_app
 
-from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series
+from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series, patient_key
 from daemons.render.ingest.isolation import isolated_checker
 from daemons.render.ingest.series_analysis import Growth, Provisional, analyse_files, check_append, journal_entry
 from daemons.render.ingest.upload_checks import (
@@ -172,6 +172,7 @@ class Ingest:
         series_uid = uid_of(files[0].dataset, "SeriesInstanceUID")
         with self._lock_for(series_uid):
             self._refuse_other_series(series_uid, by_uid, actor)
+            self._refuse_study_of_another_patient(files[0], actor)
             series = self._existing_series(series_uid)
             if series is None:
                 return self._create(series_uid, files, by_uid, actor)
@@ -200,6 +201,24 @@ class Ingest:
                                   f"{incoming[uid].name}: SOP Instance UID {uid} is already stored in another "
                                   "series; an instance is never replaced or stored twice under one UID",
                                   incoming[uid].name)
+
+    def _refuse_study_of_another_patient(self, file: ParsedFile, actor: Actor) -> None:
+        """A study belongs to one patient: a series naming a stored study of another DICOM patient
+        (PatientID and issuer, as the catalogue keys patients) is refused, or the catalogue would
+        file it under that study's patient, and searches by its own patient would not find it.
+        (The files of one request, and an append, are already checked against each other and the
+        series.) The other patient is not named: the sender may not be allowed to know of them."""
+        cat = self.node.models.catalogue
+        study_uid = uid_of(file.dataset, "StudyInstanceUID")
+        stored = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer).join_from(cat.Patient, cat.Study)
+                  .where(cat.Study.study_uid == study_uid).tuples().first())
+        if stored is not None and tuple(stored) != patient_key(file.dataset):
+            self._audit(actor, "study.conflict", None,
+                        detail=f"study_instance_uid={study_uid} series_instance_uid="
+                               f"{uid_of(file.dataset, 'SeriesInstanceUID')}")
+            raise UploadError(409, "study_conflict",
+                              f"{file.name}: Study Instance UID {study_uid} is stored for another patient (another "
+                              "Patient ID or issuer); a study belongs to one patient")
 
     def _existing_series(self, series_uid: str):
         cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
