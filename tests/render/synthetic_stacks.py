@@ -39,7 +39,8 @@ def enhanced(frames: Sequence[dict], dimensions: Sequence[str]) -> bytes:
     optional `time`, `type` (MAGNITUDE/PHASE), `b`, `echo` (ms), `stack_id`; `dimensions` are the keywords the
     Dimension Index Sequence points at (the frames' Dimension Index Values follow them)."""
     ds = new_instance(pydicom.uid.EnhancedMRImageStorage)
-    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "MR", generate_uid(), "1.2.3"
+    # a study of its own: a study belongs to one patient (the node refuses another patient's series in it)
+    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "MR", generate_uid(), "1.2.3.1"
     ds.PatientID, ds.PatientName = "STACKS-1", "Stacks^Test"
     ds.Rows, ds.Columns, ds.NumberOfFrames = ROWS, COLS, len(frames)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -14,6 +14,7 @@ import uuid
 import peewee
 import pytest
 from flask import Flask, g
+from pydicom.uid import generate_uid
 
 from daemons.render.view_audit import ViewAudit
 from shared.audit import make_audit_model
@@ -27,6 +28,7 @@ def _series(patient_id: str, name: str, slices: int = 4) -> list[tuple[str, byte
     for z in range(slices):
         ds = dataset(16, 16, series=series, position=float(z))
         ds.PatientID, ds.PatientName = patient_id, name
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["study of", patient_id])  # a study belongs to one patient
         files.append((f"{z}.dcm", to_bytes(ds)))
     return files
 

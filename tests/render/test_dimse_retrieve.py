@@ -284,9 +284,10 @@ def test_get_with_some_sub_operations_failed_is_a_warning(retrieval):
     the receiver takes JPEG 2000 only): 0xB000, counts 1 and 1, the failed one listed."""
     first = ct_files()[0]
     assert retrieval.upload([first]).status_code == 201
-    study_uid = str(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
+    header = pydicom.dcmread(first, stop_before_pixels=True)
+    study_uid = str(header.StudyInstanceUID)
     plain = dataset(series="1.2.826.0.1.88.1")
-    plain.StudyInstanceUID = study_uid
+    plain.StudyInstanceUID, plain.PatientID = study_uid, header.PatientID  # a study belongs to one patient
     assert retrieval.upload([("plain.dcm", to_bytes(plain))]).status_code == 201
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)

@@ -7,6 +7,7 @@ import sqlite3
 import uuid
 
 import pytest
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
@@ -22,6 +23,7 @@ from tests.render.synthetic import dataset, to_bytes
 def _patient(ds, name="DOE^JANE", patient_id="INS-0042", birth="19610412"):
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, patient_id, birth, "F"
     ds.IssuerOfPatientID = "SIVR-TEST"
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["study of", patient_id])  # a study belongs to one patient
     ds.StudyDate, ds.StudyDescription, ds.AccessionNumber = "20260101", "CT chest", "ACC1"
     ds.SeriesDescription = "axial 1 mm"
     return ds

@@ -172,9 +172,9 @@ class Ingest:
         series_uid = uid_of(files[0].dataset, "SeriesInstanceUID")
         with self._lock_for(series_uid):
             self._refuse_other_series(series_uid, by_uid, actor)
-            self._refuse_study_of_another_patient(files[0], actor)
             series = self._existing_series(series_uid)
             if series is None:
+                self._refuse_study_of_another_patient(files[0], actor)
                 return self._create(series_uid, files, by_uid, actor)
             return self._append(series.id, series_uid, by_uid, actor)
 
@@ -206,8 +206,9 @@ class Ingest:
         """A study belongs to one patient: a series naming a stored study of another DICOM patient
         (PatientID and issuer, as the catalogue keys patients) is refused, or the catalogue would
         file it under that study's patient, and searches by its own patient would not find it.
-        (The files of one request, and an append, are already checked against each other and the
-        series.) The other patient is not named: the sender may not be allowed to know of them."""
+        (A new series only: the files of one request are checked against each other, and an append
+        against its series, as an upload of the grown series is.) The other patient is not named:
+        the sender may not be allowed to know of them."""
         cat = self.node.models.catalogue
         study_uid = uid_of(file.dataset, "StudyInstanceUID")
         stored = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer).join_from(cat.Patient, cat.Study)
