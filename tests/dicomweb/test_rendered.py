@@ -521,3 +521,24 @@ def test_a_multipart_answer_that_fails_while_streaming_ends_without_its_closing_
     boundary = reply.headers["Content-Type"].split("boundary=")[1].encode()
     assert len(_multipart(reply.headers["Content-Type"], body)) == 1
     assert not body.rstrip().endswith(b"--" + boundary + b"--")
+
+
+def test_rendered_volume_takes_the_node_apis_window_preset(ct):
+    """`preset` names a projection's window as at /api/v1/records/{id}/volume (it was ignored, and
+    an unknown name accepted); an explicit `window` still wins."""
+    node, uids = ct
+    ext = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="mip", preset="ct_lung",
+               viewport="160,160")
+    own = _get(node, f"/api/v1/records/{uids.record_id}/volume", format="png", mode="mip", preset="ct_lung",
+               size="160x160")
+    assert ext.status_code == own.status_code == 200, ext.get_data(as_text=True)
+    assert ext.headers["X-Window"] == own.headers["X-Window"]
+    assert np.array_equal(_pixels(ext.get_data()), _pixels(own.get_data()))
+    default = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="mip", viewport="160,160")
+    assert default.headers["X-Window"] != ext.headers["X-Window"]
+    explicit = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="minip", preset="ct_lung",
+                    window="40,400,linear", viewport="160,160")
+    assert explicit.headers["X-Window"] == _get(node, f"/api/v1/records/{uids.record_id}/volume", mode="minip",
+                                                window="40,400", size="160x160").headers["X-Window"]
+    unknown = _get(node, f"/dicomweb{uids.base}/rendered/volume", mode="mip", preset="nope")
+    assert unknown.status_code == 400 and "preset" in unknown.get_json()["error"]["message"]

@@ -50,6 +50,7 @@ from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.multipart import media_type, weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
+from daemons.render.imaging.pixels import PRESETS
 from daemons.render.node import node
 from daemons.render.stacks import Stack, frame_stack
 from shared.auth import require_auth
@@ -415,7 +416,7 @@ def series_mpr(study_uid: str, series_uid: str, plane: str, index: int) -> Respo
 @require_auth(*ROLES)
 def series_volume(study_uid: str, series_uid: str) -> Response:
     """A 3D view of the series (as GET /api/v1/records/{id}/volume, with DICOMweb's window and
-    viewport: VW,VH only)."""
+    viewport: VW,VH only; `preset` names a window for MIP/MinIP/AvgIP as there)."""
     started = time.perf_counter()
     _no_annotation("3D views")
     fmt = _single_image_format("a 3D view")
@@ -423,7 +424,7 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     viewport = query.viewport(_max_px(), DEFAULT_SIZE)
     if viewport.source is not None:
         raise query.bad("query parameter viewport: a 3D view takes VW,VH only (zoom and angles frame it)")
-    view = view_spec(mode, render, query.rendered_window() if mode != "dvr" else None,
+    view = view_spec(mode, render, query.rendered_window(PRESETS) if mode != "dvr" else None,
                      viewport.box or DEFAULT_SIZE)
     quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
