@@ -542,3 +542,17 @@ def test_rendered_volume_takes_the_node_apis_window_preset(ct):
                                                 window="40,400", size="160x160").headers["X-Window"]
     unknown = _get(node, f"/dicomweb{uids.base}/rendered/volume", mode="mip", preset="nope")
     assert unknown.status_code == 400 and "preset" in unknown.get_json()["error"]["message"]
+
+
+def test_thumbnails_declare_the_quality_they_read(ct):
+    """A thumbnail's encoder quality is read from `quality` (400 when malformed), so it is declared
+    with its parameters and documented in the OpenAPI document (it was read, undeclared)."""
+    node, uids = ct
+    thumbnail = "/dicomweb/studies/{study}/series/{series}/thumbnail"
+    names = [p["name"] for p in node.client.get("/api/v1/openapi.json").get_json()["paths"][thumbnail]["get"]
+             ["parameters"]]
+    assert "quality" in names
+    path = f"/dicomweb{uids.base}/thumbnail"
+    assert len(_get(node, path, "image/jpeg", quality="10").get_data()) < len(
+        _get(node, path, "image/jpeg", quality="95").get_data())
+    assert _get(node, path, quality="0").status_code == 400

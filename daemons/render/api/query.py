@@ -135,7 +135,7 @@ ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burn
 CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
-THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
+THUMBNAIL_PARAMS = (VIEWPORT, QUALITY, CHARSET, ACCEPT)  # quality: a thumbnail is encoded as a rendered image is
 RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, PHASE, INVERT)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
                           ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK, PHASE, INVERT)
