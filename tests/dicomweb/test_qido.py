@@ -409,3 +409,60 @@ def test_hostile_queries_never_get_a_server_error(archive, query: str):
         assert reply.status_code in (200, 204, 400), (path, query, reply.status_code, reply.data[:300])
         if reply.status_code == 400:
             assert reply.get_json()["error"]["message"]
+
+
+@pytest.fixture
+def writable(tmp_path, token_keys):
+    """A node of its own, for the tests that store what `archive`'s readers must not see."""
+    node = build_node(tmp_path, token_keys)
+    yield node
+    close_node(node)
+
+
+def test_person_name_component_groups_are_split_as_metadata_splits_them(writable):
+    """PS3.18 F.2.2: a PN's alphabetic, ideographic and phonetic groups (split on "=") are separate
+    members, as /metadata writes them (QIDO gave the whole value as Alphabetic)."""
+    patient = {"PatientID": "PN-1", "PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう",
+               "SpecificCharacterSet": "ISO_IR 192"}
+    study = {"StudyInstanceUID": generate_uid()}
+    reply = writable.upload(series_files(1, patient=patient, study=study, series={"Modality": "CT"}),
+                            headers=writable.headers("physician"))
+    assert reply.status_code == 201, reply.get_json()
+    [answer] = qido(writable, f"/studies?StudyInstanceUID={study['StudyInstanceUID']}").get_json()
+    expected = [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}]
+    assert answer["00100010"] == {"vr": "PN", "Value": expected}
+    series_uid = qido(writable, f"/studies/{study['StudyInstanceUID']}/series").get_json()[0][SERIES_UID]["Value"][0]
+    metadata = writable.client.get(f"{ROOT}/studies/{study['StudyInstanceUID']}/series/{series_uid}/metadata",
+                                   headers=writable.headers()).get_json()
+    assert metadata[0]["00100010"]["Value"] == expected
+
+
+def test_instances_without_pixels_have_no_image_attributes(writable):
+    """A report, alone or in a series of images, has no Rows, Columns, BitsAllocated or
+    NumberOfFrames (QIDO gave it 0/0/8, or its series' images' values)."""
+    from tests.render.synthetic import new_instance
+
+    def report(uids: dict[str, str]) -> tuple[str, bytes]:
+        ds = new_instance("1.2.840.10008.5.1.4.1.1.88.11")  # Basic Text SR
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = uids["StudyInstanceUID"], uids["SeriesInstanceUID"]
+        ds.PatientID, ds.Modality = "SR-1", uids.get("Modality", "SR")
+        return f"{ds.SOPInstanceUID}.dcm", to_bytes(ds)
+
+    alone = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid()}
+    mixed_series = {"SeriesInstanceUID": generate_uid(), "Modality": "CT"}
+    mixed = {"StudyInstanceUID": generate_uid(), **mixed_series}
+    images = series_files(2, patient={"PatientID": "SR-1"}, study={"StudyInstanceUID": mixed["StudyInstanceUID"]},
+                          series=mixed_series)
+    for files in ([report(alone)], [*images, report(mixed)]):
+        reply = writable.upload(files, headers=writable.headers("physician"))
+        assert reply.status_code == 201, reply.get_json()
+    image_tags = ("00280010", "00280011", "00280100", "00280008")
+    [sr] = qido(writable, f"/studies/{alone['StudyInstanceUID']}/series/{alone['SeriesInstanceUID']}/instances"
+                ).get_json()
+    assert all("Value" not in sr.get(tag, {}) for tag in image_tags), sr
+    answers = qido(writable, f"/studies/{mixed['StudyInstanceUID']}/series/{mixed['SeriesInstanceUID']}/instances"
+                   ).get_json()
+    by_class = {a["00080016"]["Value"][0]: a for a in answers}
+    assert all("Value" not in by_class["1.2.840.10008.5.1.4.1.1.88.11"].get(tag, {}) for tag in image_tags)
+    ct = by_class[pydicom.uid.CTImageStorage]
+    assert ct["00280010"]["Value"] == [8] and ct["00280008"]["Value"] == [1]

@@ -460,3 +460,99 @@ def test_rendered_volume_without_a_window_takes_the_projections_default_as_the_n
         assert np.array_equal(_pixels(ext.get_data()), _pixels(own.get_data())), mode
         slice_window = _get(node, f"/api/v1/records/{uids.record_id}/frames/0", format="png").headers["X-Window"]
         assert own.headers["X-Window"] != slice_window, mode
+
+
+def _study_of_two_sizes(node: NodeHarness) -> str:
+    """A new study of two series: 64x64 slices (SeriesNumber 1) and 16x12 ones (SeriesNumber 2)."""
+    from pydicom.uid import generate_uid
+
+    from tests.render.synthetic import stack, to_bytes
+
+    study = generate_uid()
+    for number, (rows, cols) in enumerate(((64, 64), (16, 12)), start=1):
+        files = []
+        for name, raw in stack((1, 0, 0, 0, 1, 0), count=3, rows=rows, cols=cols):
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            ds.StudyInstanceUID, ds.SeriesNumber = study, number
+            files.append((name, to_bytes(ds)))
+        assert node.upload(files).status_code == 201
+    return study
+
+
+def test_a_viewport_outside_any_frame_of_a_multipart_answer_is_400_before_streaming(ct):
+    """The source rectangle is checked against every frame size a multipart answer shows, before
+    its 200 goes out (it used to fail inside the stream: a 200 then a broken answer)."""
+    node, uids = ct
+    frames = _get(node, f"/dicomweb{uids.instance(0)}/frames/1,1/rendered", 'multipart/related; type="image/png"',
+                  viewport="10,10,999999,0,1,1")
+    assert frames.status_code == 400 and "viewport" in frames.get_json()["error"]["message"]
+    study = _study_of_two_sizes(node)
+    multipart = 'multipart/related; type="image/png"'
+    inside_both = _get(node, f"/dicomweb/studies/{study}/rendered", multipart, viewport="10,10,2,0,4,4")
+    assert len(_multipart(inside_both.headers["Content-Type"], inside_both.get_data())) == 6
+    reply = _get(node, f"/dicomweb/studies/{study}/rendered", multipart, viewport="10,10,20,0,1,1")
+    assert reply.status_code == 400, reply.status_code
+    error = reply.get_json()["error"]
+    assert error["code"] == "validation_error" and "12x16" in error["message"]
+    first_only = _get(node, f"/dicomweb/studies/{study}/rendered", "image/png", viewport="10,10,20,0,1,1")
+    assert first_only.status_code == 200  # one image: the first series' (64x64) first frame
+
+
+def test_a_multipart_answer_that_fails_while_streaming_ends_without_its_closing_boundary(ct, monkeypatch):
+    """A frame that cannot be drawn once the 200 went out (here: not decoded in time) ends the
+    answer after the parts sent, unterminated, instead of raising inside the stream."""
+    from daemons.render.api import frames
+    from shared.errors import ApiError
+
+    node, uids = ct
+    ready = frames.ready_frame
+    calls = []
+
+    def slow_second_frame(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise ApiError(409, "frame_not_ready", "still decoding")
+        return ready(*args)
+
+    monkeypatch.setattr(frames, "ready_frame", slow_second_frame)
+    reply = _get(node, f"/dicomweb{uids.base}/rendered", 'multipart/related; type="image/png"')
+    assert reply.status_code == 200
+    body = reply.get_data()
+    boundary = reply.headers["Content-Type"].split("boundary=")[1].encode()
+    assert len(_multipart(reply.headers["Content-Type"], body)) == 1
+    assert not body.rstrip().endswith(b"--" + boundary + b"--")
+
+
+def test_rendered_volume_takes_the_node_apis_window_preset(ct):
+    """`preset` names a projection's window as at /api/v1/records/{id}/volume (it was ignored, and
+    an unknown name accepted); an explicit `window` still wins."""
+    node, uids = ct
+    ext = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="mip", preset="ct_lung",
+               viewport="160,160")
+    own = _get(node, f"/api/v1/records/{uids.record_id}/volume", format="png", mode="mip", preset="ct_lung",
+               size="160x160")
+    assert ext.status_code == own.status_code == 200, ext.get_data(as_text=True)
+    assert ext.headers["X-Window"] == own.headers["X-Window"]
+    assert np.array_equal(_pixels(ext.get_data()), _pixels(own.get_data()))
+    default = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="mip", viewport="160,160")
+    assert default.headers["X-Window"] != ext.headers["X-Window"]
+    explicit = _get(node, f"/dicomweb{uids.base}/rendered/volume", "image/png", mode="minip", preset="ct_lung",
+                    window="40,400,linear", viewport="160,160")
+    assert explicit.headers["X-Window"] == _get(node, f"/api/v1/records/{uids.record_id}/volume", mode="minip",
+                                                window="40,400", size="160x160").headers["X-Window"]
+    unknown = _get(node, f"/dicomweb{uids.base}/rendered/volume", mode="mip", preset="nope")
+    assert unknown.status_code == 400 and "preset" in unknown.get_json()["error"]["message"]
+
+
+def test_thumbnails_declare_the_quality_they_read(ct):
+    """A thumbnail's encoder quality is read from `quality` (400 when malformed), so it is declared
+    with its parameters and documented in the OpenAPI document (it was read, undeclared)."""
+    node, uids = ct
+    thumbnail = "/dicomweb/studies/{study}/series/{series}/thumbnail"
+    names = [p["name"] for p in node.client.get("/api/v1/openapi.json").get_json()["paths"][thumbnail]["get"]
+             ["parameters"]]
+    assert "quality" in names
+    path = f"/dicomweb{uids.base}/thumbnail"
+    assert len(_get(node, path, "image/jpeg", quality="10").get_data()) < len(
+        _get(node, path, "image/jpeg", quality="95").get_data())
+    assert _get(node, path, quality="0").status_code == 400

@@ -135,7 +135,7 @@ ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burn
 CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
 ACCEPT = Param("accept", "media type(s), as in the Accept header (which it overrides), PS3.18 §8.3.3")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
-THUMBNAIL_PARAMS = (VIEWPORT, CHARSET, ACCEPT)
+THUMBNAIL_PARAMS = (VIEWPORT, QUALITY, CHARSET, ACCEPT)  # quality: a thumbnail is encoded as a rendered image is
 RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, PHASE, INVERT)
 RENDERED_VOLUME_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, MODE, VOLUME_PRESET, AZIMUTH, ELEVATION,
                           ROLL, ZOOM, RENDER, VIEW_ID, SEQ, STACK, PHASE, INVERT)
@@ -199,11 +199,7 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
     function = voi_function() or "linear"
     raw = WINDOW.raw()
     if raw is None:
-        name = choice(PRESET, None, sorted(presets)) if presets is not None else None
-        if name is None or presets is None:
-            return None
-        center, width = presets[name]
-        return Window(center, width, function)
+        return None if presets is None else preset_window(presets, function)
     parts = raw.split(",")
     values = [v for v in (ascii_float(p.strip()) for p in parts) if v is not None and abs(v) < MAX_VALUE]
     if len(parts) != 2 or len(values) != 2:
@@ -212,6 +208,16 @@ def window(presets: dict[str, tuple[float, float]] | None = PRESETS) -> Window |
         return Window(values[0], values[1], function)
     except ValueError as exc:
         raise bad(f"query parameter window: {exc}") from exc
+
+
+def preset_window(presets: dict[str, tuple[float, float]] = PRESETS, function: str = "linear") -> Window | None:
+    """The named window `preset` asks for (400 for a name not in `presets`), None without it: the
+    one reading of `preset` for the node's API (`window`) and DICOMweb (`rendered_window`) alike."""
+    name = choice(PRESET, None, sorted(presets))
+    if name is None:
+        return None
+    center, width = presets[name]
+    return Window(center, width, function)
 
 
 def image_format(default: str = "png") -> str:
@@ -308,11 +314,13 @@ def check_index(what: str, index: int, count: int) -> None:
         raise not_found(what, f"{index} (the record has {count}: 0..{count - 1})")
 
 
-def rendered_window() -> Window | None:
-    """DICOMweb `window=C,W,FUNCTION`; None when absent (each image's own default VOI applies)."""
+def rendered_window(presets: dict[str, tuple[float, float]] | None = None) -> Window | None:
+    """DICOMweb `window=C,W,FUNCTION`, else a named window `preset` (when `presets` is given: SIVR's
+    3D views, which take the node API's `preset` as `window` does); None when the request names
+    neither (each image's own default VOI, or the projection's, applies)."""
     raw = RENDERED_WINDOW.raw()
     if raw is None:
-        return None
+        return None if presets is None else preset_window(presets)
     parts = [p.strip() for p in raw.split(",")]
     message = ("query parameter window must be CENTER,WIDTH,FUNCTION with FUNCTION one of "
                f"{', '.join(DICOMWEB_WINDOW_FUNCTIONS)}")

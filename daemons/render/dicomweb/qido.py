@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from flask import Response, request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 
 from daemons.render.catalogue.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.dicomweb import ROOT, bp, resolve
@@ -209,7 +210,11 @@ def _answer(row: dict[str, Any], keywords: list[str], level: str, service: str) 
 
 
 def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
-    """Rows, Columns, BitsAllocated and NumberOfFrames of an instance, from its series' manifest."""
+    """Rows, Columns, BitsAllocated and NumberOfFrames of an instance, from its series' manifest.
+
+    Only an instance the node renders has them there (its frames' stack); a stored-only one (a
+    report, a presentation state, a video) is not among the series' images, so it gets none of
+    them (the series' values would be invented), only its frame count where it has frames."""
     try:
         manifest = node().manifest(record_id)
     except ApiError:  # a damaged series is quarantined by the lookup; its instances just lack these
@@ -221,8 +226,8 @@ def _image_attributes(record_id: str, blob: int) -> dict[str, Any]:
             return {"Rows": stack.rows, "Columns": stack.columns,
                     "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": entry.frames}
         first += entry.frames
-    return {"Rows": manifest.meta.rows, "Columns": manifest.meta.columns,
-            "BitsAllocated": manifest.render.layout.bits_allocated, "NumberOfFrames": None}
+    frames = next((entry.frames for entry in manifest.stored_only if entry.blob == blob), 0)
+    return {"NumberOfFrames": frames or None}
 
 
 @cache
@@ -237,8 +242,8 @@ def _element(keyword: str, vr: str, value: Any) -> dict[str, Any]:
     """One attribute in the DICOM JSON model (PS3.18 F.2); an empty value has no "Value"."""
     if value is None or value == "":
         return {"vr": vr}
-    if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": value}]}
+    if vr == "PN":  # as /metadata writes it (pydicom): component groups split on "=" (PS3.18 F.2.2)
+        return DataElement(keyword, vr, value).to_json_dict(None, 0)
     if vr in ("IS", "US", "UL", "SS", "SL"):
         return {"vr": vr, "Value": [int(value)]}
     if keyword == "ModalitiesInStudy":

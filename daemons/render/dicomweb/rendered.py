@@ -19,6 +19,7 @@ Which image a resource shows:
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.multipart import media_type, weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
+from daemons.render.imaging.pixels import PRESETS
 from daemons.render.node import node
 from daemons.render.stacks import Stack, frame_stack
 from shared.auth import require_auth
@@ -59,6 +61,8 @@ DEFAULT_MEDIA_TYPE = "image/jpeg"
 MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
 THUMBNAIL_BOX = (128, 128)
 MAX_FRAME_LIST = 4096
+
+log = logging.getLogger(__name__)
 
 
 # --- media types ------------------------------------------------------------------------------
@@ -222,31 +226,54 @@ def _check_showable(targets: list[Target]) -> None:
                                                   f"cannot be shown: {bad[target.index]}")
 
 
+def _frame_size(target: Target) -> tuple[int, int]:
+    """Rows and columns of the target's frame: its stack's (a series may hold several sizes)."""
+    stack = frame_stack(node().manifest(target.record_id), target.index)
+    return stack.rows, stack.columns
+
+
 def _render(target: Target, fmt: str, started: float, thumbnail: bool, conditional: bool = True) -> Response:
     _check_showable([target])
     start_loading(target.record_id)
-    stack = frame_stack(node().manifest(target.record_id), target.index)  # the frame's own size
     box = THUMBNAIL_BOX if thumbnail else None
     viewport = query.viewport(_max_px(), box)
     annotation = Annotation() if thumbnail else _annotation(target, query.annotation_items())
-    spec = _frame_spec(fmt, viewport, stack.rows, stack.columns, annotation, thumbnail)
+    spec = _frame_spec(fmt, viewport, *_frame_size(target), annotation, thumbnail)
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
 
 def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
-    """Every target rendered, one part each, streamed as they are made."""
-    query.viewport(_max_px())  # bad parameters are refused before the first byte
+    """Every target rendered, one part each, streamed as they are made.
+
+    Everything that can refuse the request is checked before the 200 goes out, as the status cannot
+    change once streaming: the parameters, the viewport's source rectangle against every distinct
+    frame size of the targets (it may start outside a smaller series of a study), the frames the
+    upload found unshowable, and the loading of every record (415 stored only, 507 over the memory
+    budget). What can still fail only while streaming (a frame not decoded within
+    `render.frame_wait_s`, 409; a record evicted meanwhile) ends the answer after the parts already
+    sent, without the closing boundary, so a client sees it incomplete; it is logged, not raised
+    (raising in the stream would break the connection as a worker error)."""
+    viewport = query.viewport(_max_px())
     query.rendered_window()
     query.annotation_items()
     query.invert()
     query.quality(fmt)
+    for rows, cols in dict.fromkeys(_frame_size(target) for target in targets):
+        viewport.region(rows, cols)
     _check_showable(targets)
+    for record_id in dict.fromkeys(target.record_id for target in targets):
+        start_loading(record_id)
     boundary = uuid.uuid4().hex
     mimetype = MIMETYPES[fmt]
 
     def parts() -> Iterator[bytes]:
-        for target in targets:
-            body = _render(target, fmt, started, thumbnail=False, conditional=False).get_data()
+        for number, target in enumerate(targets):
+            try:
+                body = _render(target, fmt, started, thumbnail=False, conditional=False).get_data()
+            except ApiError as exc:
+                log.warning("rendered: multipart answer cut after %d of %d parts, frame %d of instance %s: %s %s",
+                            number, len(targets), target.frame_number, target.instance_uid, exc.status, exc.message)
+                return
             yield (f"--{boundary}\r\nContent-Type: {mimetype}\r\nContent-Length: {len(body)}\r\n\r\n"
                    .encode() + body + b"\r\n")
         yield f"--{boundary}--\r\n".encode()
@@ -389,7 +416,7 @@ def series_mpr(study_uid: str, series_uid: str, plane: str, index: int) -> Respo
 @require_auth(*ROLES)
 def series_volume(study_uid: str, series_uid: str) -> Response:
     """A 3D view of the series (as GET /api/v1/records/{id}/volume, with DICOMweb's window and
-    viewport: VW,VH only)."""
+    viewport: VW,VH only; `preset` names a window for MIP/MinIP/AvgIP as there)."""
     started = time.perf_counter()
     _no_annotation("3D views")
     fmt = _single_image_format("a 3D view")
@@ -397,7 +424,7 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     viewport = query.viewport(_max_px(), DEFAULT_SIZE)
     if viewport.source is not None:
         raise query.bad("query parameter viewport: a 3D view takes VW,VH only (zoom and angles frame it)")
-    view = view_spec(mode, render, query.rendered_window() if mode != "dvr" else None,
+    view = view_spec(mode, render, query.rendered_window(PRESETS) if mode != "dvr" else None,
                      viewport.box or DEFAULT_SIZE)
     quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
