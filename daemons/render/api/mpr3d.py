@@ -431,7 +431,10 @@ def volume(record_id: str) -> Response:
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
     render, mode = render_mode()
-    window = query.window() if mode != "dvr" else None
+    # parsed in every mode, so a malformed window is 400 whatever the mode; DVR draws with its
+    # transfer function and leaves the window unused (view_spec), and its `preset` names that
+    # function, not a window
+    window = query.window(None) if mode == "dvr" else query.window()
     view = view_spec(mode, render, window, query.size(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE)
     fmt = query.image_format(DEFAULT_FORMAT[render])
     image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
