@@ -9,7 +9,9 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
+import numpy as np
 import pytest
+from pydicom.uid import generate_uid
 
 from daemons.render.models import MIGRATIONS, upgrade
 from daemons.render.settings import KEYS
@@ -18,6 +20,8 @@ from shared.db import schema_target
 from tests.render import synthetic_stacks as synth
 from tests.render.conftest import close_node
 from tests.render.synthetic import dataset, to_bytes
+from tests.render.test_refusals import _modality_lut_file
+from tests.render.test_stored_only import private_bytes, private_slice, record_of, stow
 
 SLICES = 4
 POSITIONS = 6   # of the synthetic files that hold several stacks or time points
@@ -146,6 +150,48 @@ def test_a_stack_without_a_volume_has_no_reformat_to_mark(node):
     reply = node.client.put(_url(record_id, "/axial/0"), headers=node.headers())
     assert reply.status_code == 422 and reply.json["error"]["code"] == "no_volume"
     assert node.client.put(_url(record_id, "/native/4"), headers=node.headers()).status_code == 200
+
+
+def _colour_series() -> list[tuple[str, bytes]]:
+    files = []
+    for k in range(SLICES):
+        ds = dataset(16, 12, series="1.2.826.0.1.3680043.8.498.15.10", position=float(k))
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.full((16, 12, 3), 40 * k, np.uint8).tobytes()
+        files.append((f"{k}.dcm", to_bytes(ds)))
+    return files
+
+
+@pytest.mark.parametrize(("files", "refused", "allowed"), [
+    (_colour_series, "/axial/0", "/native/0"),
+    (lambda: [("lut.dcm", _modality_lut_file("US"))], "/axial/0", "/native/0"),
+], ids=["colour", "modality_lut"])
+def test_a_reformat_the_image_routes_refuse_cannot_be_marked(node, files, refused, allowed):
+    """A colour record or one read through a Modality LUT has no reformat (400 unsupported_record):
+    marking one is refused as its image is; its stored slices are still marked."""
+    record_id = _upload(node, files())
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    assert node.registry.get_loaded(record_id).wait_complete(30)
+    image = node.client.get(f"/api/v1/records/{record_id}/mpr{refused}", headers=node.headers())
+    assert image.status_code == 400 and image.json["error"]["code"] == "unsupported_record", image.json
+    for method in (node.client.put, node.client.delete):
+        reply = method(_url(record_id, refused), headers=node.headers())
+        assert (reply.status_code, reply.json["error"]["code"]) == (400, "unsupported_record"), reply.json
+    assert node.client.put(_url(record_id, allowed), headers=node.headers()).status_code == 200
+    assert _listed(node, record_id) == [("native", 0, None, None)]
+
+
+@pytest.mark.parametrize("tail", ["/native/0", "/axial/0", "/coronal/0"])
+def test_a_series_stored_only_has_no_image_to_mark(node, tail):
+    kept = private_slice(generate_uid(), 0.0)
+    assert stow(node, [private_bytes(kept)]).status_code == 200
+    record_id = record_of(node, kept.SeriesInstanceUID)
+    image = node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/0", headers=node.headers())
+    assert image.status_code == 415 and image.json["error"]["code"] == "stored_only", image.json
+    reply = node.client.put(_url(record_id, tail), headers=node.headers())
+    assert (reply.status_code, reply.json["error"]["code"]) == (415, "stored_only"), reply.json
+    assert _listed(node, record_id) == []
 
 
 def _config(root, institution):

@@ -121,3 +121,24 @@ def test_readings_on_a_reformat_of_the_second_stack_read_its_own_frames(node):
     assert {v // 1000 for v in values} == {0, 1}
     beyond = get(node, record_id, "coronal/3/value?x=1&y=1&stack=9")
     assert beyond.status_code == 404
+
+
+def test_readings_on_a_time_point_copy_it_once_and_count_it(node):
+    """A classic cine stored position by position: a time point's frames are not stored one after
+    another, so its voxels are a copy. Readings share the reformat image's copy (made once per time
+    point, counted in the record's memory) instead of copying the time point again at each reading."""
+    positions, times = 4, 3
+    reply = node.upload(synth.classic_cine(positions, times))
+    assert reply.status_code == 201, reply.json
+    record_id = reply.json["id"]
+    assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+    record = node.registry.get_loaded(record_id)
+    assert record.wait_complete(60)
+    time_point = positions * record.pixels[0].nbytes
+    for x in range(3):
+        answer = get(node, record_id, f"coronal/1/value?x={x}&y=0&phase=1")
+        assert answer.status_code == 200, answer.json
+        assert answer.json["value"] == synth.value(0, positions - 1, 1)
+    assert record.derived_bytes == time_point, "one counted copy of time point 1"
+    assert get(node, record_id, "coronal/1?phase=1").status_code == 200
+    assert record.derived_bytes == time_point, "the image cuts the same copy"

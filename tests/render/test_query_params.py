@@ -61,6 +61,32 @@ def test_image_parameters_mean_the_same_everywhere(node, record_id, path, params
         assert reply.mimetype == mimetype
 
 
+@pytest.mark.parametrize("mode", query.VOLUME_MODES)
+@pytest.mark.parametrize("window", ["garbage", "40", "40,1e10"])
+def test_a_malformed_window_is_refused_by_3d_views_in_every_mode(node, record_id, mode, window):
+    """DVR does not use the window, but a malformed one is still bad input, as in the projections."""
+    reply = _get(node, record_id, "volume", f"mode={mode}&window={window}")
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error", (mode, reply.json)
+
+
+def test_dvr_takes_a_well_formed_window_and_its_own_presets(node, record_id):
+    """A transfer-function preset that names no window (`ct_angio`) is DVR's `preset`, not a window's."""
+    for params in ("mode=dvr&window=40,400", "mode=dvr&preset=ct_angio", "mode=dvr&preset=ct_angio&window=40,400"):
+        assert _get(node, record_id, "volume", params).status_code == 200, params
+
+
+@pytest.mark.parametrize("path", ["mpr/axial/1", "volume"])
+def test_overlays_are_a_frames_parameter_only(node, record_id, path):
+    """Overlay planes belong to stored frames: reformats and 3D views do not declare `overlays` and,
+    as any undeclared parameter, ignore it (frames refuse a bad value of it)."""
+    assert query.OVERLAYS in query.FRAME_PARAMS
+    assert query.OVERLAYS not in query.MPR_PARAMS and query.OVERLAYS not in query.VOLUME_PARAMS
+    assert _get(node, record_id, "frames/1", "overlays=yes").status_code == 400
+    plain = _get(node, record_id, path, "format=png")
+    assert plain.status_code == 200
+    assert _get(node, record_id, path, "format=png&overlays=yes").data == plain.data
+
+
 @pytest.mark.parametrize("path", ["frames/1", "mpr/axial/1"])
 @pytest.mark.parametrize("region", ["0,0,1", "0,0,1,1,1", "0.5,0,0.5,1", "a,b,c,d"])
 def test_a_malformed_region_is_refused_by_frames_and_reformats(node, record_id, path, region):

@@ -19,10 +19,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from daemons.render.api import query
+from daemons.render.api.mpr3d import require_reformattable
 from daemons.render.api.records import stored_or_404
 from daemons.render.imaging.planes import plane_table
 from daemons.render.node import node
 from daemons.render.stacks import Stack, find_stack, stack_manifest, stacks_of
+from daemons.render.stored_only import require_renderable
 from shared.access import require_own_institution
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
@@ -85,7 +87,9 @@ def _phase_count(stacks: list[Stack], index: int, stack: Stack | None) -> int:
 def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     """The image a request names, once the record is known (404), `plane`/`index` name one of its
     images (400), the stack is one of the record's (404; 422 when it forms no volume to reformat)
-    and the time point one of that stack's (404)."""
+    and the time point one of that stack's (404). An image the image routes would not draw cannot
+    be marked, refused as they refuse it: a series stored only (415 `stored_only`), a reformat of
+    a colour record or one with a Modality LUT (400 `unsupported_record`)."""
     record_id = parse_record_id(record_id, "record id")
     stored_or_404(record_id)
     if plane not in KEY_IMAGE_PLANES:
@@ -93,12 +97,14 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     stack_id = query.stack()
     phase = query.optional_phase()
     manifest = node().manifest(record_id)
+    require_renderable(manifest)
     stack = None
     if plane == "native":
         if stack_id is not None:
             raise query.bad("the stored slices are the record's own images: stack= applies to reformats only")
         table = plane_table(manifest)
     else:
+        require_reformattable(manifest)
         stack = find_stack(manifest, stack_id)
         if stack.volume is not None:
             raise ApiError(422, "no_volume", f"stack {stack.id} ({stack.label}) cannot be reformatted: {stack.volume}")

@@ -246,6 +246,20 @@ def _max_px() -> int:
 
 # --- record access ----------------------------------------------------------------------------
 
+def require_reformattable(manifest: Manifest) -> None:
+    """400 `unsupported_record` for a record whose values no reformat or 3D view can draw: colour
+    (held as RGB samples, not one value per voxel) or greyscale through a Modality LUT (the volume
+    back ends map stored values linearly). Read from the manifest, so the rule holds for a record
+    not loaded as well (a key image of a reformat, daemons.render.api.key_images) as for a loaded one."""
+    layout = manifest.render.layout
+    if layout.is_color or layout.photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ApiError(400, "unsupported_record",
+                       "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
+    if manifest.render.modality_lut is not None and not layout.float_modality:
+        raise ApiError(400, "unsupported_record",
+                       "reformats and 3D views need a linear rescale; this record has a Modality LUT")
+
+
 def loaded_stack(record_id: str, stack_id: str | None, phase: int = 0) -> tuple[VolumeRecord, Stack]:
     """The fully loaded record and its stack `stack_id` (None: the first) at time point `phase`, or
     an immediate 409 saying how far loading has come (404 for a record this node does not store,
@@ -265,12 +279,7 @@ def loaded_stack(record_id: str, stack_id: str | None, phase: int = 0) -> tuple[
                        f"{record.frames_total} frames); reformats and 3D views need every frame",
                        headers={"Retry-After": RETRY_AFTER_S},
                        frames_ready=int(record.frames_ready), frames_total=int(record.frames_total))
-    if record.pixels.ndim != 3 or record.photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ApiError(400, "unsupported_record",
-                       "reformats and 3D views need a greyscale record (MONOCHROME1 or MONOCHROME2)")
-    if record.modality().lut is not None:
-        raise ApiError(400, "unsupported_record",
-                       "reformats and 3D views need a linear rescale; this record has a Modality LUT")
+    require_reformattable(record.manifest)
     stack = find_stack(record.manifest, stack_id, phase)
     if stack.volume is not None:
         raise ApiError(422, "no_volume", f"stack {stack.id} ({stack.label}) cannot be reformatted or shown in 3D: "
@@ -422,7 +431,10 @@ def volume(record_id: str) -> Response:
     started = time.perf_counter()
     record_id = parse_record_id(record_id)
     render, mode = render_mode()
-    window = query.window() if mode != "dvr" else None
+    # parsed in every mode, so a malformed window is 400 whatever the mode; DVR draws with its
+    # transfer function and leaves the window unused (view_spec), and its `preset` names that
+    # function, not a window
+    window = query.window(None) if mode == "dvr" else query.window()
     view = view_spec(mode, render, window, query.size(_max_px(), DEFAULT_SIZE) or DEFAULT_SIZE)
     fmt = query.image_format(DEFAULT_FORMAT[render])
     image_quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])

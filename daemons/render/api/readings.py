@@ -3,10 +3,11 @@ modality value under a point) and `.../stats` (mean, SD, min, max, count and are
 or ellipse), computed by daemons.render.imaging.probe from the frame in RAM, never from a rendered image.
 The same two readings on a reformat, `GET /api/v1/records/{id}/mpr/{plane}/{index}/value` and
 `.../stats`: the plane (or slab) of the request's `stack` at its time point `phase` is cut from
-the record's stored values by `mpr.cut_plane` with the layout the reformat image is cut with
-(`mpr.plane_layout` on the stack's `planes.record_geometry`), so its pixel coordinates are those
-of the stack's `planes[plane]` (columns x rows) and an area is in mm² of the plane's own row and
-column spacing.
+the voxels the reformat image is cut from (`Render3D.prepared`: a time point whose frames are not
+stored one after another is copied once, counted in the record's memory, not at every reading) by
+`mpr.cut_plane` with the layout the reformat image is cut with (`mpr.plane_layout` on the stack's
+`planes.record_geometry`), so its pixel coordinates are those of the stack's `planes[plane]`
+(columns x rows) and an area is in mm² of the plane's own row and column spacing.
 
 They need the record loaded, as frames do (409 otherwise; a reformat needs every frame, as its
 image does), and are audited like the images they are read from (`note_view("value", ...)`).
@@ -17,16 +18,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from daemons.render.api import query
 from daemons.render.api.frames import check_frame, ready_frame
-from daemons.render.api.mpr3d import VolumeRecord, check_plane, loaded_stack
+from daemons.render.api.mpr3d import VolumeRecord, check_plane, loaded_stack, render_state
 from daemons.render.imaging.planes import record_geometry
 from daemons.render.imaging.probe import Calibration, shape_stats, value_at
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord
-from daemons.render.stacks import frame_stack, stack_manifest, stack_voxels
+from daemons.render.stacks import frame_stack, stack_manifest
 from daemons.render.view_audit import note_view
 from daemons.render.volume.mpr import cut_plane, plane_layout
 from shared.auth import require_auth
@@ -96,7 +97,7 @@ def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Cal
     layout = plane_layout(record_geometry(stack_manifest(record.manifest, stack)), plane)
     query.check_index(f"{plane} plane", index, layout.count)
     slab_mm, slab_mode = query.slab()
-    voxels = stack_voxels(record.pixels, stack)
+    voxels = render_state(current_app).prepared(record, stack).voxels
     values = cut_plane(voxels, float(record.rescale_slope), layout, index, slab_mm, slab_mode)
     cal = calibration(record, stack.pixel_spacing)
     spacing = (layout.down_mm, layout.right_mm) if cal.spacing is not None else None
