@@ -543,6 +543,13 @@ def test_rendered_volume_takes_the_node_apis_window_preset(ct):
     unknown = _get(node, f"/dicomweb{uids.base}/rendered/volume", mode="mip", preset="nope")
     assert unknown.status_code == 400 and "preset" in unknown.get_json()["error"]["message"]
 
+    # a malformed window is 400 in every mode, DVR too (it was parsed only for projections)
+    for mode in ("dvr", "mip"):
+        garbage = _get(node, f"/dicomweb{uids.base}/rendered/volume", mode=mode, window="garbage")
+        assert garbage.status_code == 400 and "window" in garbage.get_json()["error"]["message"], mode
+    assert _get(node, f"/dicomweb{uids.base}/rendered/volume", mode="dvr", preset="ct_angio",
+                viewport="64,64").status_code == 200  # DVR's preset is its transfer function's
+
 
 def test_thumbnails_declare_the_quality_they_read(ct):
     """A thumbnail's encoder quality is read from `quality` (400 when malformed), so it is declared

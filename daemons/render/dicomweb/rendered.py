@@ -424,8 +424,10 @@ def series_volume(study_uid: str, series_uid: str) -> Response:
     viewport = query.viewport(_max_px(), DEFAULT_SIZE)
     if viewport.source is not None:
         raise query.bad("query parameter viewport: a 3D view takes VW,VH only (zoom and angles frame it)")
-    view = view_spec(mode, render, query.rendered_window(PRESETS) if mode != "dvr" else None,
-                     viewport.box or DEFAULT_SIZE)
+    # parsed in every mode, as the node API's volume does: DVR leaves the window unused (view_spec)
+    # and its `preset` names a transfer function, not a window
+    window = query.rendered_window(None) if mode == "dvr" else query.rendered_window(PRESETS)
+    view = view_spec(mode, render, window, viewport.box or DEFAULT_SIZE)
     quality = query.quality(fmt, DEFAULT_IMAGE_QUALITY[render])
     view_id, seq = view_sequence()
     record_id, record, stack = _whole_series(study_uid, series_uid)
