@@ -64,6 +64,11 @@ def test_modalities_match_whole_values(cat):
     assert study_uids(cat, ModalitiesInStudy="CT") == ["1.2.1", "1.2.3"]
     assert study_uids(cat, ModalitiesInStudy="T") == []  # not a substring match
     assert study_uids(cat, ModalitiesInStudy=["PT", "MX"]) == ["1.2.2"]
+    # case and all, as Modality is matched (SQLite's LIKE had `ct` match CT there only)
+    assert study_uids(cat, ModalitiesInStudy="ct") == [] and series_uids(cat, Modality="ct") == []
+    assert study_uids(cat, ModalitiesInStudy="C*") == ["1.2.1", "1.2.3"]
+    assert study_uids(cat, ModalitiesInStudy="?R") == ["1.2.4"]
+    assert study_uids(cat, ModalitiesInStudy="C%") == study_uids(cat, ModalitiesInStudy="[C]T") == []
 
 
 def test_person_names_ignore_case_and_text_wildcards_keep_it(cat):

@@ -212,11 +212,12 @@ def _is_sqlite(field: peewee.Field) -> bool:
     return isinstance(getattr(database, "obj", database), peewee.SqliteDatabase)
 
 
-def _wildcard(field: peewee.Field, value: str) -> peewee.Node:
-    """Case-sensitive wildcard matching of text."""
+def _wildcard(field: peewee.Field, value: str, lhs: peewee.Node | None = None) -> peewee.Node:
+    """Case-sensitive wildcard matching of text: of `field`, or of `lhs`, an expression of it."""
+    lhs = field if lhs is None else lhs
     if _is_sqlite(field):  # SQLite's LIKE ignores ASCII case; GLOB does not ("[" is GLOB's only other special)
-        return peewee.NodeList((field, peewee.SQL("GLOB"), value.replace("[", "[[]")))
-    return _like_node(field, _like(value))
+        return peewee.NodeList((lhs, peewee.SQL("GLOB"), value.replace("[", "[[]")))
+    return _like_node(lhs, _like(value))
 
 
 def _person_name(field: peewee.Field, value: str) -> peewee.Node:
@@ -269,12 +270,13 @@ def _fuzzy(field: peewee.Field, keyword: str, value: str) -> peewee.Node | None:
 
 
 def _modalities(field: peewee.Field, value: str) -> peewee.Node | None:
-    """Any of the study's `\\`-separated modalities equals (or matches) any value asked for."""
+    """Any of the study's `\\`-separated modalities equals (or matches) any value asked for, case
+    and all, as `Modality` is matched (SQLite's LIKE would have `ct` match CT there only)."""
     bounded = peewee.NodeList((peewee.Value("\\"), peewee.SQL("||"), field, peewee.SQL("||"), peewee.Value("\\")),
                               parens=True)
     condition = None
     for modality in [v.strip() for v in re.split(r"[\\,]", value) if v.strip()]:
-        one = _like_node(bounded, f"%\\{_like(modality)}\\%")
+        one = _wildcard(field, f"*\\{modality}\\*", bounded)
         condition = one if condition is None else peewee.Expression(condition, peewee.OP.OR, one)
     return condition
 
