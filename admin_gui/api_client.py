@@ -16,18 +16,28 @@ hence one `requests.Session` per thread (a Session is not documented as thread-s
 
 from __future__ import annotations
 
+import json as jsonlib
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
+#: The longest a whole answer may take: requests' read timeout bounds each wait for data, so a
+#: server sending a byte at a time would otherwise hold the call, and its worker thread, for ever.
+ANSWER_DEADLINE_S = 60.0
+#: The largest answer read (the longest list the console asks for is a page of PAGE_LIMIT items).
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 PAGE_LIMIT = 500
+#: Pages `list_all` reads at most: a server that ignores `offset` cannot keep it reading.
+MAX_PAGES = 200
 #: 401 codes from the toplevel meaning "the session is over, log in again" (docs/API.md).
 SESSION_ENDING_CODES = frozenset({"missing_token", "invalid_token", "token_expired", "session_expired"})
 #: From other layers only an expired token ends the session: an `invalid_token` there means that
@@ -154,21 +164,50 @@ class ApiClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+        deadline = time.monotonic() + ANSWER_DEADLINE_S
         try:
             # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
-            response = self._session().request(method, url, json=json, params=clean, headers=headers,
-                                               timeout=self.timeout, verify=self.ca_file or True)
+            with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
+                                         timeout=self.timeout, verify=self.ca_file or True) as response:
+                content = self._read(response, deadline)
         except requests.RequestException as exc:
             raise ServerUnreachable(describe_connection_error(url, exc)) from exc
         except OSError as exc:
             raise ServerUnreachable(f"Cannot use the CA certificate file {self.ca_file!r}: {exc}") from exc
-        return self._decode(response)
+        return self._decode(response, content)
 
-    def _decode(self, response: requests.Response) -> Any:
+    def _read(self, response: requests.Response, deadline: float) -> bytes:
+        """The answer's body, read as it arrives, within the call's deadline and MAX_ANSWER_BYTES."""
+        host = urlsplit(self.base_url).netloc or self.base_url
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := self._read_some(response):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise ApiError(f"{host} sent an answer larger than {MAX_ANSWER_BYTES // 2**20} MiB; "
+                               "is this a SIVR server?", "bad_response", response.status_code)
+            if time.monotonic() > deadline:
+                raise ServerUnreachable(f"{host} did not finish its answer within {ANSWER_DEADLINE_S:.0f} s; "
+                                        "the server may be overloaded or misbehaving.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _read_some(response: requests.Response) -> bytes:
+        """What has arrived of the body (b"" at its end), with urllib3's errors as requests' (as
+        requests itself raises them when it reads the body)."""
+        try:
+            return response.raw.read1(65536, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(exc) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+
+    def _decode(self, response: requests.Response, content: bytes) -> Any:
         if response.status_code == 204:
             return None
         try:
-            body = response.json()
+            body = jsonlib.loads(content)
         except ValueError:
             body = None
         if response.ok:
@@ -206,14 +245,24 @@ class ApiClient:
         self.request("DELETE", path)
 
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        """Every item of a paged list (`{"items", "total"}`), fetched page by page."""
+        """Every item of a paged list (`{"items", "total"}`), fetched page by page.
+
+        A short page ends the list whatever `total` says, and MAX_PAGES bounds it: a server that
+        ignores `offset` or overstates `total` must not keep the console reading."""
         items: list[dict[str, Any]] = []
-        while True:
+        for _ in range(MAX_PAGES):
             page = self.get(path, limit=PAGE_LIMIT, offset=len(items), **params)
-            batch = page.get("items", [])
+            batch = page.get("items") if isinstance(page, dict) else None
+            total = page.get("total", 0) if isinstance(page, dict) else None
+            if (not isinstance(batch, list) or not all(isinstance(item, dict) for item in batch)
+                    or not isinstance(total, int) or isinstance(total, bool)):
+                raise ApiError(f"{self.base_url} answered {path} with something other than a list of items; "
+                               "is this a SIVR server?", "bad_response")
             items.extend(batch)
-            if not batch or len(items) >= int(page.get("total", 0)):
+            if len(batch) < PAGE_LIMIT or len(items) >= total:
                 return items
+        raise ApiError(f"{self.base_url} listed more than {MAX_PAGES * PAGE_LIMIT:,} items at {path}; "
+                       "the list was not read", "bad_response")
 
     # --- session -------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ get them back with `row_at()`, so an edit dialog always works on what the server
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,15 +35,30 @@ _MUTED = QColor("#8a94a6")
 _BAD = QColor("#c0392b")
 _GOOD = QColor("#1e8449")
 
+log = logging.getLogger(__name__)
+
 _Index = QModelIndex | QPersistentModelIndex
 _TOP_LEVEL = QModelIndex()  # the invalid index: a flat table's rows have no parent
 
 
+def finite(value: Any) -> float | None:
+    """`value` as a finite float when it is a JSON number, else None. A server's figures are shown
+    and sorted through this: a string, an infinity or an integer too large for a float raised in
+    Qt's calls into the models, which PySide turns into a crash of the whole console."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def human_bytes(value: Any) -> str:
     """`1536` -> `1.5 KiB`; blank for an unknown value."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    size = finite(value)
+    if size is None:
         return ""
-    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -136,12 +153,20 @@ class ResourceTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        # an exception raised here is a crash, not a traceback (PySide): a cell that cannot be shown is blank
+        try:
+            return self._data(index, role)
+        except Exception:
+            log.exception("cannot show row %s, column %s", index.row(), index.column())
+            return None
+
+    def _data(self, index: _Index, role: int) -> Any:
         if not index.isValid():
             return None
         row = self._rows[index.row()]
         column = self.columns[index.column()]
         if role == SORT_ROLE:
-            return column.value(row)
+            return _sortable(column.value(row))
         if role == Qt.ItemDataRole.DisplayRole:
             return column.text(column.value(row))
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -216,18 +241,25 @@ def _latency(kind: str) -> Callable[[dict[str, Any]], Any]:
 
 
 def _ms(value: Any) -> str:
-    return "" if value is None else f"{float(value):.0f} ms"
+    number = finite(value)
+    return "" if number is None else f"{number:.0f} ms"
 
 
 def _memory_text(value: Any) -> str:
-    return "" if value is None else f"{value:.0%}"
+    number = finite(value)
+    return "" if number is None else f"{number:.0%}"
+
+
+def memory_fraction(used: Any, budget: Any) -> float | None:
+    """Memory used against the budget, None when either is not a finite number or the budget is not positive."""
+    used, budget = finite(used), finite(budget)
+    if used is None or budget is None or budget <= 0:
+        return None
+    return used / budget
 
 
 def _memory_fraction(row: dict[str, Any]) -> float | None:
-    used, budget = row.get("memory_used_bytes"), row.get("memory_budget_bytes")
-    if not isinstance(used, (int, float)) or not isinstance(budget, (int, float)) or budget <= 0:
-        return None
-    return used / budget
+    return memory_fraction(row.get("memory_used_bytes"), row.get("memory_budget_bytes"))
 
 
 #: Node health row states and how they read in the table.
@@ -262,7 +294,7 @@ class NodeHealthModel(ResourceTableModel):
 
     def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
         if role == BAR_ROLE and column == self.MEMORY_COLUMN:
-            return row.get("memory_used_bytes"), row.get("memory_budget_bytes")
+            return finite(row.get("memory_used_bytes")), finite(row.get("memory_budget_bytes"))
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == 2 and row.get("status") in _STATUS_COLOUR:
                 return QBrush(_STATUS_COLOUR[row["status"]])
@@ -295,12 +327,23 @@ class PatientsModel(ResourceTableModel):
     )
 
 
+def _sortable(value: Any) -> Any:
+    """A raw value as Qt can carry it to the sort proxy: PySide fails (a crash) to convert an
+    integer beyond 64 bits, or a list or object holding one, to a QVariant after `data` returned."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return finite(value)
+    return _text(value)
+
+
 def _sort_key(value: Any) -> tuple[int, Any]:
     """Blanks last, numbers by value, everything else as case-folded text."""
     if value is None or value == "":
         return (2, "")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (0, float(value))
+    number = finite(value)
+    if number is not None:
+        return (0, number)
     return (1, _text(value).casefold())
 
 
@@ -315,7 +358,11 @@ class FilterProxyModel(QSortFilterProxyModel):
         self.setFilterRole(FILTER_ROLE)
 
     def lessThan(self, left: _Index, right: _Index) -> bool:
-        return _sort_key(left.data(SORT_ROLE)) < _sort_key(right.data(SORT_ROLE))
+        try:  # as in `ResourceTableModel.data`: raising here would crash the console
+            return _sort_key(left.data(SORT_ROLE)) < _sort_key(right.data(SORT_ROLE))
+        except Exception:
+            log.exception("cannot compare rows %s and %s", left.row(), right.row())
+            return False
 
     def source_row(self, proxy_row: int) -> int:
         return self.mapToSource(self.index(proxy_row, 0)).row()

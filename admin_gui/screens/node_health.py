@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
-from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes
+from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
 from admin_gui.widgets import plain_label
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
@@ -44,17 +44,24 @@ def bar_colour(fraction: float) -> QColor:
     return QColor("#d04437")
 
 
+def _listed(node: dict[str, Any]) -> bool:
+    """A registry entry the screen can ask (its id and URL are text): another one is shown as a
+    problem of its registry, not read where a missing key would stop every later node's check."""
+    return isinstance(node.get("id"), str) and isinstance(node.get("url"), str)
+
+
 class MemoryBarDelegate(QStyledItemDelegate):
     """Draws memory used against the budget as a bar with `used / budget` written on it."""
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         used, budget = index.data(BAR_ROLE) or (None, None)
-        if not isinstance(used, (int, float)) or not isinstance(budget, (int, float)) or budget <= 0:
+        fraction = memory_fraction(used, budget)  # None for what no bar can show (and would crash if raised)
+        if fraction is None:
             super().paint(painter, option, index)
             return
         if option.state & QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.highlight())
-        fraction = max(0.0, min(1.0, used / budget))
+        fraction = max(0.0, min(1.0, fraction))
         rect = QRectF(option.rect).adjusted(6, 6, -6, -6)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -140,7 +147,9 @@ class NodeHealthScreen(TableScreen):
                 status = "no_access" if exc.status == 403 else "down"
                 return [{**base, "name": "(node registry)", "url": inst["server_url"],
                          "status": status, "problem": exc.message}]
-            return [{**node, **base, "status": "checking"} for node in nodes]
+            return [{**node, **base, "status": "checking"} if _listed(node) else
+                    {**base, "name": "(node registry)", "url": inst["server_url"], "status": "down",
+                     "problem": "the registry lists a node without an id or URL"} for node in nodes]
 
         def registry() -> list[dict[str, Any]]:
             """Every institution's registry, asked in parallel so one dead server costs one timeout."""

@@ -4,7 +4,10 @@ error mapping against the real servers, the entry point and the desktop entry.""
 from __future__ import annotations
 
 import configparser
+import json
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,10 +17,11 @@ from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
-from admin_gui import form_checks
-from admin_gui.api_client import ApiClient, ApiError, SessionEnded
+from admin_gui import api_client, form_checks
+from admin_gui.api_client import ApiClient, ApiError, ServerUnreachable, SessionEnded
 from admin_gui.main import main
 from admin_gui.main_window import ConsoleWindow, renewal_delay_s
+from admin_gui.screens.node_health import MemoryBarDelegate
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
 from admin_gui.widgets import FormDialog, MessageBanner, confirm
 from admin_gui.workers import TaskRunner
@@ -78,6 +82,113 @@ def test_tables_sort_numbers_as_numbers_and_filter_on_whole_ids(qapp):
     assert [proxy.index(r, 1).data() for r in range(3)] == ["n-a", "n-b", "n-c"]  # 9 < 10, blank last
     proxy.setFilterFixedString("UNREACHABLE")
     assert [proxy.index(r, 1).data() for r in range(proxy.rowCount())] == ["n-c"]
+
+
+HOSTILE_FIGURES = [
+    {"render_latency_ms": {"p50": "fast", "p95": [1]}, "storage_used_bytes": 10**400,
+     "memory_used_bytes": 10**400, "memory_budget_bytes": 3, "records_stored": float("inf")},
+    {"render_latency_ms": {"p50": 10**400}, "storage_used_bytes": "lots", "memory_used_bytes": "x",
+     "memory_budget_bytes": 10**400, "records_stored": {"a": 1}},
+    {"render_latency_ms": {"p50": 12.5}, "storage_used_bytes": 2048, "memory_used_bytes": 1,
+     "memory_budget_bytes": 4, "records_stored": 3},
+]
+
+
+def test_a_node_s_nonsense_figures_show_blank_and_sort_without_crashing(qtbot):
+    """A string, an infinity or an integer too large for a float in a node's figures raised inside
+    Qt's calls into the model, the sort proxy and the memory bar: PySide turned that into a
+    segmentation fault of the whole console. They now show as blank cells and sort last."""
+    model = NodeHealthModel()
+    model.set_rows([{"id": f"n{i}", "name": f"node-{i}", "status": "up", **figures}
+                    for i, figures in enumerate(HOSTILE_FIGURES)])
+    proxy = FilterProxyModel()
+    proxy.setSourceModel(model)
+    for column, header in enumerate(c.header for c in model.columns):
+        proxy.sort(column, Qt.SortOrder.AscendingOrder)
+        assert proxy.rowCount() == 3, header
+    from PySide6.QtWidgets import QTableView
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(proxy)
+    view.setItemDelegateForColumn(NodeHealthModel.MEMORY_COLUMN, MemoryBarDelegate(view))
+    view.resize(1400, 200)
+    view.show()
+    qtbot.waitExposed(view)
+    view.grab()  # paints every cell, the memory bars included
+    texts = {model.index(row, column).data() for row in range(3) for column in range(len(model.columns))}
+    assert {"12 ms", "2.0 KiB", "25%"} <= texts
+    headers = [c.header for c in model.columns]
+    for row in (0, 1):
+        for name in ("p50", "p95", "Storage", "Memory"):
+            assert model.index(row, headers.index(name)).data() == "", (row, name)
+
+
+class _HostileNode(BaseHTTPRequestHandler):
+    """A server that answers like a SIVR server at first sight, then misbehaves (a real socket)."""
+
+    def do_GET(self):
+        if self.path.startswith("/drip"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(400):  # a byte at a time: no single wait reaches the read timeout
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return
+        if self.path.startswith("/huge"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(64):
+                    self.wfile.write(b" " * 65536)
+            except OSError:
+                pass
+            return
+        # a paged list that ignores offset and overstates its total
+        body = json.dumps({"items": [{"id": str(i)} for i in range(api_client.PAGE_LIMIT)], "total": 10**9}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_node():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileNode)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_cannot_hold_or_flood_a_call(hostile_node, monkeypatch):
+    """requests' read timeout bounds each wait for data, not the answer: a server sending a byte
+    at a time held the call, its worker thread, and in the end every screen of the console. An
+    answer now has a deadline and a size limit, and a paged list ends on a short page or a bound."""
+    monkeypatch.setattr(api_client, "ANSWER_DEADLINE_S", 1.0)
+    monkeypatch.setattr(api_client, "MAX_ANSWER_BYTES", 1024 * 1024)
+    node = ApiClient(hostile_node, timeout=(2.0, 2.0), issues_tokens=False)
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable) as held:
+        node.get("/drip")
+    assert time.monotonic() - started < 5 and "did not finish its answer" in held.value.message
+    with pytest.raises(ApiError) as flooded:
+        node.get("/huge")
+    assert flooded.value.code == "bad_response" and "larger than 1 MiB" in flooded.value.message
+    monkeypatch.setattr(api_client, "MAX_PAGES", 3)
+    with pytest.raises(ApiError) as endless:
+        node.list_all("/api/v1/nodes")
+    assert endless.value.code == "bad_response" and "more than 1,500 items" in endless.value.message
 
 
 def test_client_turns_every_failure_into_words(gui_deployment):
