@@ -244,6 +244,18 @@ class ApiClient:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
+    def page(self, path: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
+        """One page of a paged list: its items and the list's `total`, checked for that shape (a
+        screen shows them on the GUI thread, where a wrong type would raise)."""
+        page = self.get(path, **params)
+        items = page.get("items") if isinstance(page, dict) else None
+        total = page.get("total", 0) if isinstance(page, dict) else None
+        if (not isinstance(items, list) or not all(isinstance(item, dict) for item in items)
+                or not isinstance(total, int) or isinstance(total, bool)):
+            raise ApiError(f"{self.base_url} answered {path} with something other than a list of items; "
+                           "is this a SIVR server?", "bad_response")
+        return items, total
+
     def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list (`{"items", "total"}`), fetched page by page.
 
@@ -251,13 +263,7 @@ class ApiClient:
         ignores `offset` or overstates `total` must not keep the console reading."""
         items: list[dict[str, Any]] = []
         for _ in range(MAX_PAGES):
-            page = self.get(path, limit=PAGE_LIMIT, offset=len(items), **params)
-            batch = page.get("items") if isinstance(page, dict) else None
-            total = page.get("total", 0) if isinstance(page, dict) else None
-            if (not isinstance(batch, list) or not all(isinstance(item, dict) for item in batch)
-                    or not isinstance(total, int) or isinstance(total, bool)):
-                raise ApiError(f"{self.base_url} answered {path} with something other than a list of items; "
-                               "is this a SIVR server?", "bad_response")
+            batch, total = self.page(path, limit=PAGE_LIMIT, offset=len(items), **params)
             items.extend(batch)
             if len(batch) < PAGE_LIMIT or len(items) >= total:
                 return items

@@ -10,8 +10,11 @@ in a fresh SQLite database, then, for each search of the benchmark's mix with th
    service does);
 3. pynetdicom building and encoding each C-FIND-RSP message: its command set and the P-DATA
    values (`C_FIND_RSP.primitive_to_message`, `encode_msg`), which pynetdicom's DIMSE provider
-   does for every answer before its DUL thread sends it.
-Sending (the DUL's queue, state machine and socket) and the client come on top of these.
+   does for every answer before its DUL thread sends it;
+4. a pynetdicom client reading those messages: each P-DATA-TF PDU decoded, each C-FIND-RSP
+   assembled and its identifier decoded (what `Association.send_c_find`'s caller gets), the
+   client's own floor whatever the node does.
+Sending (the DUL's queue, state machine and socket) comes on top of these.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ SEARCHES = ("ModalitiesInStudy=MR", "PatientName=SMITH*")
 def timed_steps(catalogue, search: str) -> dict[str, float]:
     from pynetdicom.dimse_messages import C_FIND_RSP
     from pynetdicom.dimse_primitives import C_FIND
-    from pynetdicom.dsutils import encode
+    from pynetdicom.dsutils import decode, encode
+    from pynetdicom.pdu import P_DATA_TF
 
     started = time.perf_counter()
     answers = list(find(catalogue, "STUDY", cfind_identifier(search)))
@@ -51,17 +55,34 @@ def timed_steps(catalogue, search: str) -> dict[str, float]:
     encoded = [encode(answer, False, True) for answer in answers]  # Explicit VR Little Endian
     identifiers = time.perf_counter() - started
     started = time.perf_counter()
+    sent = []
     for identifier in encoded:
         primitive = C_FIND()
         primitive.MessageIDBeingRespondedTo, primitive.AffectedSOPClassUID = 1, STUDY_ROOT_FIND
         primitive.Status, primitive.Identifier = PENDING, io.BytesIO(identifier)
         message = C_FIND_RSP()
         message.primitive_to_message(primitive)
-        list(message.encode_msg(1, 16382))
+        sent += message.encode_msg(1, 16382)
     messages = time.perf_counter() - started
+    pdus = []
+    for data in sent:
+        pdu = P_DATA_TF()
+        pdu.from_primitive(data)
+        pdus.append(pdu.encode())
+    started = time.perf_counter()
+    received = None
+    for raw in pdus:
+        pdu = P_DATA_TF()
+        pdu.decode(raw)
+        received = received or C_FIND_RSP()
+        if received.decode_msg(pdu.to_primitive()):
+            decode(received.message_to_primitive().Identifier, False, True)
+            received = None
+    client = time.perf_counter() - started
     count = len(answers)
     return {"answers": count, "query_and_datasets_ms": query * 1000, "identifier_encoding_ms": identifiers * 1000,
-            "messages_ms": messages * 1000, "per_answer_ms": (query + identifiers + messages) * 1000 / max(1, count)}
+            "messages_ms": messages * 1000, "per_answer_ms": (query + identifiers + messages) * 1000 / max(1, count),
+            "client_decoding_ms": client * 1000, "client_per_answer_ms": client * 1000 / max(1, count)}
 
 
 def main() -> None:

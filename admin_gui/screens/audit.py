@@ -290,9 +290,9 @@ class AuditScreen(TableScreen):
         self.search_button.setEnabled(False)
         self.more_button.setEnabled(False)
 
-        def done(page: dict[str, Any]) -> None:
-            items = shown + [{**item, "source": label} for item in page.get("items", [])]
-            total = int(page.get("total", 0))
+        def done(page: tuple[list[dict[str, Any]], int]) -> None:
+            found, total = page
+            items = shown + [{**item, "source": label} for item in found]
             self.search_button.setEnabled(True)
             self.more_button.setEnabled(True)
             self.more_button.setVisible(len(items) < total)
@@ -306,4 +306,4 @@ class AuditScreen(TableScreen):
             self.show_error(error)
 
         offset = len(shown)
-        self.run(lambda: client.get("/api/v1/audit", limit=AUDIT_PAGE, offset=offset, **query), done, failed)
+        self.run(lambda: client.page("/api/v1/audit", limit=AUDIT_PAGE, offset=offset, **query), done, failed)

@@ -149,8 +149,11 @@ class _HostileNode(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        # a paged list that ignores offset and overstates its total
-        body = json.dumps({"items": [{"id": str(i)} for i in range(api_client.PAGE_LIMIT)], "total": 10**9}).encode()
+        if self.path.startswith("/shape"):  # a page of the wrong shape
+            body = json.dumps({"items": ["x"], "total": "many"}).encode()
+        else:  # a paged list that ignores offset and overstates its total
+            body = json.dumps({"items": [{"id": str(i)} for i in range(api_client.PAGE_LIMIT)],
+                               "total": 10**9}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -189,6 +192,9 @@ def test_a_server_cannot_hold_or_flood_a_call(hostile_node, monkeypatch):
     with pytest.raises(ApiError) as endless:
         node.list_all("/api/v1/nodes")
     assert endless.value.code == "bad_response" and "more than 1,500 items" in endless.value.message
+    with pytest.raises(ApiError) as misshapen:  # refused in the worker, not raised on the GUI thread
+        node.page("/shape", limit=10)
+    assert misshapen.value.code == "bad_response" and "list of items" in misshapen.value.message
 
 
 def test_client_turns_every_failure_into_words(gui_deployment):
