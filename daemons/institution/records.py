@@ -133,13 +133,16 @@ def list_records():
 
 
 def _already_registered(record_id: str, node: Node, patient_id: str):
-    """The answer to a repeated registration: 200 with the record, or 409 for another patient."""
-    existing = Record.get_or_none((Record.id == record_id) & (Record.node == node))
-    if existing is None:
-        return None
-    if existing.patient_id != patient_id:
-        raise ApiError(409, "conflict", "this record is already registered on this node for another patient")
-    return jsonify(record_to_json(existing)), 200
+    """The answer to a repeated registration: 200 with the record, or 409 for another patient.
+
+    A series is one patient's on every node that holds it: nodes sharing a store serve the same
+    record id, so one registered on another node for another patient is 409 too (or the series
+    would be listed on both patients' pages)."""
+    existing = list(Record.select().where(Record.id == record_id))
+    if any(record.patient_id != patient_id for record in existing):
+        raise ApiError(409, "conflict", "this record is already registered for another patient")
+    here = next((record for record in existing if record.node_id == node.id), None)
+    return None if here is None else (jsonify(record_to_json(here)), 200)
 
 
 def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> dict[str, str] | None:

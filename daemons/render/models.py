@@ -35,10 +35,11 @@ class Models:
     AuditEntry: Any
     catalogue: CatalogueModels
     KeyImage: Any
+    DeletedSeries: Any
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.StoredRecord, self.AuditEntry, *self.catalogue.all, self.KeyImage]
+        return [self.StoredRecord, self.AuditEntry, *self.catalogue.all, self.KeyImage, self.DeletedSeries]
 
 
 def make_models(database: peewee.Database) -> Models:
@@ -62,7 +63,26 @@ def make_models(database: peewee.Database) -> Models:
 
     StoredRecord._meta.database = database
     return Models(database, StoredRecord, make_audit_model(database), make_catalogue_models(database),
-                  make_key_image_model(database))
+                  make_key_image_model(database), make_deleted_series_model(database))
+
+
+def make_deleted_series_model(database: peewee.Database) -> Any:
+    """The series deleted from this node and whose DICOM patient they were. A series' record id
+    comes from its Series Instance UID, and findings keep their links to a deleted series: a new
+    series under that UID for another patient would take the old one's links and show its images
+    as the first patient's, so the ingest refuses it (`Ingest._refuse_study_of_another_patient`)."""
+
+    class DeletedSeries(peewee.Model):
+        id = peewee.CharField(primary_key=True, max_length=64)  # the record id
+        patient_id = peewee.CharField(max_length=64)
+        issuer = peewee.CharField(max_length=64, default="")
+        deleted_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "deleted_series"
+
+    DeletedSeries._meta.database = database
+    return DeletedSeries
 
 
 def make_key_image_model(database: peewee.Database) -> Any:
@@ -135,9 +155,15 @@ def _key_image_stack_and_phase(db: peewee.Database) -> None:
     migrate(*operations)
 
 
+def _add_deleted_series(db: peewee.Database) -> None:
+    """Schema 5 -> 6: the series deleted from now on and their DICOM patients (a new table, empty:
+    series deleted before it are not known)."""
+    db.create_tables([make_deleted_series_model(db)], safe=True)
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
 MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes, _add_key_images,
-                                     _key_image_stack_and_phase)
+                                     _key_image_stack_and_phase, _add_deleted_series)
 
 
 def upgrade(config: Config) -> int:

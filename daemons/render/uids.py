@@ -16,6 +16,8 @@ import re
 
 from pydicom.dataset import Dataset
 
+from daemons.render.attributes import attribute_text
+
 MAX_LENGTH = 64
 IDENTIFYING = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -29,7 +31,7 @@ def is_uid(value: str) -> bool:
 def uid_of(dataset: Dataset, keyword: str) -> str:
     """The UID `dataset` holds in `keyword`, without its padding ("" when absent or empty): the one
     reading of a UID attribute that every door compares, groups and checks instances by."""
-    return str(dataset.get(keyword, "") or "").strip()
+    return attribute_text(dataset, keyword).strip()
 
 
 def identity_problem(dataset: Dataset) -> str | None:

@@ -59,6 +59,21 @@ def test_same_content_for_another_patient_is_a_conflict(api, users, record, db_s
     assert db_state() == before
 
 
+def test_a_record_of_another_patient_on_another_node_is_a_conflict(api, users, record, patient_id, db_state):
+    """Nodes sharing a store serve the same record id: registering it on the second node for another
+    patient put the series on both patients' pages. For the same patient it is registered there too."""
+    status, other = api.call("POST", "/api/v1/nodes", users["admin"],
+                             {"name": "node-2", "url": "https://render2.hospital-a.example:5003"})
+    assert status == 201, other
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/records", users["physician"],
+                              record_body(other["id"], str(uuid.uuid4())))
+    assert status == 409 and answer["error"]["code"] == "conflict"
+    assert db_state() == before
+    status, same = api.call("POST", "/api/v1/records", users["physician"], record_body(other["id"], patient_id))
+    assert status == 201 and same["id"] == record["id"] and same["node_id"] == other["id"]
+
+
 @pytest.mark.parametrize("who", ["admin", "admin_b", "physician_b"])
 def test_only_physicians_of_this_institution_register_records(api, users, node, patient_id, db_state, who):
     before = db_state()

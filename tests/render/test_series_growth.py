@@ -455,3 +455,38 @@ def test_a_series_naming_a_stored_study_of_another_patient_is_refused(pair):
     same.StudyInstanceUID, same.PatientID, same.IssuerOfPatientID = first.StudyInstanceUID, "MIX-X", "HOSPITAL"
     assert add(harness, [("x2.dcm", to_bytes(same))]).added == 1
     assert cat.Study.get().series_count == 2
+
+
+@pytest.mark.parametrize("change", [{"IssuerOfPatientID": "OTHER-HOSPITAL"}, {"IssuerOfPatientID": ""},
+                                    {"PatientBirthDate": "19990101"}])
+def test_an_instance_of_another_patient_does_not_join_a_stored_series(pair, change):
+    """The same PatientID and name with another issuer or birth date is another patient (the
+    catalogue keys patients by ID and issuer; the institution's identity rule compares the birth
+    date): such an instance joined the series, unseen by the work list, and a birth date sorted first
+    became the record's."""
+    _, harness = pair
+    first = ct_slice(0)
+    first.PatientID, first.IssuerOfPatientID, first.PatientBirthDate = "INS-0042", "SIVR-TEST", "19610412"
+    record_id = add(harness, [("0.dcm", to_bytes(first))]).record_id
+    other = ct_slice(1)
+    other.PatientID, other.IssuerOfPatientID, other.PatientBirthDate = "INS-0042", "SIVR-TEST", "19610412"
+    for keyword, value in change.items():
+        setattr(other, keyword, value)
+    with pytest.raises(UploadError) as refused:
+        add(harness, [("1.dcm", to_bytes(other))])
+    assert (refused.value.status, refused.value.code) == (422, "inconsistent_series")
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    assert cat.Instance.select().where(cat.Instance.series == record_id).count() == 1
+
+
+def test_a_multi_valued_patient_id_is_kept_as_dicom_writes_it(pair):
+    """`A\\B` was stored and stated as the text of a Python list, `['A', 'B']`."""
+    _, harness = pair
+    ds = ct_slice(0)
+    ds.PatientID, ds.PatientName = ["A", "B"], ["DOE^JANE", "ROE^RICHARD"]
+    record_id = add(harness, [("0.dcm", to_bytes(ds))]).record_id
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    patient = cat.Series.get_by_id(record_id).study.patient
+    assert (patient.patient_id, patient.name) == ("A\\B", "DOE^JANE\\ROE^RICHARD")
+    meta = harness.app.extensions["sivr_node"].manifest(record_id).meta
+    assert (meta.patient_id_dicom, meta.patient_name) == ("A\\B", "DOE^JANE\\ROE^RICHARD")

@@ -142,13 +142,16 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
             db.execute(f'DROP INDEX "{index}"')
         db.execute("ALTER TABLE stored_record DROP COLUMN filed")
         db.execute("ALTER TABLE stored_record ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0")
+        db.execute("DROP TABLE deleted_series")
         db.execute("UPDATE schema_version SET version = 1 WHERE layer = 'render'")
     config = build_config("render", KEYS, {
         "database": {"url": f"sqlite:///{root}/render.db"}, "node": {"institution_id": institution},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
-    assert upgrade(config) == 5   # later migrations run too (key images: tests/render/test_key_images.py)
+    assert upgrade(config) == 6   # later migrations run too (key images: tests/render/test_key_images.py)
     with sqlite3.connect(root / "render.db") as db:  # schema 3: the never-used stored_bytes column is gone
         assert "stored_bytes" not in {row[1] for row in db.execute("PRAGMA table_info(stored_record)")}
+        # schema 6: the deleted series' patients (empty)
+        assert db.execute("SELECT COUNT(*) FROM deleted_series").fetchone() == (0,)
     harness = make_node(root=root, institution_id=institution)
     try:
         rows = {r.id: r.filed for r in harness.app.extensions["sivr_node"].models.StoredRecord.select()}
@@ -190,3 +193,34 @@ def test_the_filed_mark_is_kept_in_the_store(archive):
     stored.update(filed=False).where(stored.id == record_id).execute()
     again = archive.client.post(f"/api/v1/records/{record_id}/receipt", headers=archive.headers())
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_filed"
+
+
+def _store_status(port: int, ds) -> int:
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assert assoc.is_established
+    try:
+        return assoc.send_c_store(ds).Status
+    finally:
+        assoc.release()
+
+
+def test_a_deleted_series_cannot_come_back_as_another_patients(archive):
+    """A series' record id comes from its Series Instance UID, and findings keep their links to a
+    deleted series: the same UID sent again for another patient took the record id, so the first
+    patient's findings opened the other's images. Refused (0xA900, audited); the same patient's
+    series may come back."""
+    record_id = received_series(archive, "1.2.826.0.1.93", count=2)
+    admin = archive.headers("instadmin")
+    assert archive.client.delete(f"/api/v1/records/{record_id}", headers=admin).status_code == 204
+    stranger = _patient(dataset(series="1.2.826.0.1.93", position=0.0), name="ROE^RICHARD", patient_id="INS-9999")
+    assert _store_status(archive.dicom_port, stranger) == 0xA900
+    upload = archive.upload([("roe.dcm", to_bytes(stranger))])
+    assert upload.status_code == 409 and upload.get_json()["error"]["code"] == "series_conflict"
+    the_node = archive.app.extensions["sivr_node"]
+    series = the_node.models.catalogue.Series
+    assert not series.select().where(series.id == record_id).exists()
+    audit = the_node.models.AuditEntry
+    assert audit.select().where((audit.action == "series.conflict") & (audit.object_id == record_id)).count() == 2
+    assert received_series(archive, "1.2.826.0.1.93", count=1) == record_id  # Jane's again: accepted

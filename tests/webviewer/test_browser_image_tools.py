@@ -37,6 +37,7 @@ def ct(deployment, tmp_path_factory):
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
         ds.PixelData = (hounsfield() + 1024).astype(np.int16).tobytes()
         ds.PatientID = "TOOLS-7"
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.15.6"  # a study of its own: a study has one patient
         reference = Dataset()
         reference.ReferencedSOPClassUID = CTImageStorage
         reference.ReferencedSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.15.8.{k}"

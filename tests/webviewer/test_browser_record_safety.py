@@ -20,6 +20,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydicom.uid import generate_uid
 
 from daemons.demo import ApiClient, new_user, register_record
 from shared.receipts import issue_receipt, public_key_text
@@ -41,10 +42,12 @@ pytestmark = pytest.mark.browser
 
 
 def relabel_patient(files: list[Path], name: str, patient_id: str, birth_date: str) -> list[Path]:
-    """Name another DICOM patient in the files (in place)."""
+    """Name another DICOM patient in the files (in place), in a study of that patient's (a study
+    belongs to one patient: the node refuses a series of another patient in a stored study)."""
     for path in files:
         ds = pydicom.dcmread(path)
         ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, patient_id, birth_date
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["study of", patient_id, name])
         ds.save_as(path, enforce_file_format=True)
     return files
 

@@ -153,6 +153,7 @@ def test_the_demo_seed_files_its_series(deployment, tmp_path):
     for number in range(2):
         ds = dataset(series=series, position=float(number))
         ds.PatientID, ds.PatientName = "DEMO-SEED", "DEMO^SEED"
+        ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.15.5"  # a study of its own: a study has one patient
         ds.save_as(tmp_path / f"{number}.dcm", enforce_file_format=True)
     seed_demo_data(deployment, deployment.users, tmp_path)
     record = series_record_id(institution(deployment)["id"], series)

@@ -161,6 +161,7 @@ def delete_record(record_id: str):
     # the store first: a worker told by `unload` that the series changed must find it gone, not
     # read it once more and map its frames again (and nothing is deleted if it cannot be told)
     the_node.registry.runtime.check()
+    ingest_service().note_deleted(record_id)
     the_node.store.delete(record_id)
     the_node.registry.unload(record_id)
     row.delete_instance()

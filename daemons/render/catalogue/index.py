@@ -24,6 +24,7 @@ import peewee
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from daemons.render.attributes import attribute_text
 from daemons.render.store.manifest import Manifest
 from shared.db import exclusive_transaction, utcnow
 
@@ -34,7 +35,7 @@ INSERT_BATCH = 100  # instance rows per INSERT (6 values each: well under SQLite
 
 
 def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
-    return str(ds.get(keyword, "") or "").strip()[:size]
+    return attribute_text(ds, keyword).strip()[:size]
 
 
 def patient_key(ds: Dataset) -> tuple[str, str]:

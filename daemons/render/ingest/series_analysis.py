@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
+from daemons.render.attributes import attribute_text
 from daemons.render.imaging.decode import decode_frames, fast_path_possible
 from daemons.render.imaging.pixels import LutTable, Modality, auto_window
 from daemons.render.imaging.slices import slice_table
@@ -165,7 +166,7 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    return str(ds.get(keyword, "") or "")[:200]
+    return attribute_text(ds, keyword)[:200]
 
 
 

@@ -207,10 +207,20 @@ class Ingest:
         (PatientID and issuer, as the catalogue keys patients) is refused, or the catalogue would
         file it under that study's patient, and searches by its own patient would not find it.
         (A new series only: the files of one request are checked against each other, and an append
-        against its series, as an upload of the grown series is.) The other patient is not named:
-        the sender may not be allowed to know of them."""
+        against its series, as an upload of the grown series is.) The same for a series deleted
+        from this node for another patient (`note_deleted`): its record id is this one's, and
+        findings keep their links to it. The other patient is not named: the sender may not be
+        allowed to know of them."""
         cat = self.node.models.catalogue
         study_uid = uid_of(file.dataset, "StudyInstanceUID")
+        series_uid = uid_of(file.dataset, "SeriesInstanceUID")
+        gone = self.node.models.DeletedSeries.get_or_none(
+            self.node.models.DeletedSeries.id == series_record_id(self.node.institution_id, series_uid))
+        if gone is not None and (gone.patient_id, gone.issuer) != patient_key(file.dataset):
+            self._audit(actor, "series.conflict", gone.id, detail=f"series_instance_uid={series_uid}")
+            raise UploadError(409, "series_conflict",
+                              f"{file.name}: Series Instance UID {series_uid} was deleted from this node for another "
+                              "patient; a new series under it would take over the links to that one")
         stored = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer).join_from(cat.Patient, cat.Study)
                   .where(cat.Study.study_uid == study_uid).tuples().first())
         if stored is not None and tuple(stored) != patient_key(file.dataset):
@@ -220,6 +230,17 @@ class Ingest:
             raise UploadError(409, "study_conflict",
                               f"{file.name}: Study Instance UID {study_uid} is stored for another patient (another "
                               "Patient ID or issuer); a study belongs to one patient")
+
+    def note_deleted(self, record_id: str) -> None:
+        """Remember whose series `record_id` was, before it is deleted (`_refuse_study_of_another_patient`)."""
+        cat, deleted = self.node.models.catalogue, self.node.models.DeletedSeries
+        patient = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer)
+                   .join_from(cat.Patient, cat.Study).join_from(cat.Study, cat.Series)
+                   .where(cat.Series.id == record_id).tuples().first())
+        if patient is not None:
+            values = {deleted.patient_id: patient[0], deleted.issuer: patient[1], deleted.deleted_at: utcnow()}
+            deleted.insert({deleted.id: record_id, **values}).on_conflict(
+                conflict_target=[deleted.id], update=values).execute()
 
     def _existing_series(self, series_uid: str):
         cat, stored = self.node.models.catalogue, self.node.models.StoredRecord

@@ -31,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator, read_partial
 from pydicom.uid import UID
 
+from daemons.render.attributes import attribute_text
 from daemons.render.imaging.decode import (
     DEFER_BYTES,
     NATIVE_LITTLE_ENDIAN,
@@ -107,7 +108,7 @@ class ParsedFile:
 
     @cached_property
     def identity(self) -> tuple[str, ...]:
-        return tuple(str(self.dataset.get(keyword, "")) for keyword, _ in IDENTITY_KEYS)
+        return tuple(attribute_text(self.dataset, keyword) for keyword, _ in IDENTITY_KEYS)
 
     @cached_property
     def series_uid(self) -> str:
@@ -495,7 +496,12 @@ def layout_of(ds: Dataset, float_modality: bool) -> Layout:
 
 IMAGE_KEYS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
               "PhotometricInterpretation")
-IDENTITY_KEYS = (("PatientID", "patient id"), ("PatientName", "patient name"), ("StudyInstanceUID", "study"))
+#: What all files of one series agree on (an upload's files, and an append with its series): one
+#: patient (as the catalogue keys it, PatientID and its issuer, and as the institution's identity
+#: rule compares it, name and birth date) and one study.
+IDENTITY_KEYS = (("PatientID", "patient id"), ("IssuerOfPatientID", "issuer of patient id"),
+                 ("PatientName", "patient name"), ("PatientBirthDate", "patient birth date"),
+                 ("StudyInstanceUID", "study"))
 
 
 def pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
