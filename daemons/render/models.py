@@ -70,7 +70,7 @@ def make_deleted_series_model(database: peewee.Database) -> Any:
     """The series deleted from this node and whose DICOM patient they were. A series' record id
     comes from its Series Instance UID, and findings keep their links to a deleted series: a new
     series under that UID for another patient would take the old one's links and show its images
-    as the first patient's, so the ingest refuses it (`Ingest._refuse_study_of_another_patient`)."""
+    as the first patient's, so the ingest refuses it (`Ingest._refuse_new_series_of_another_patient`)."""
 
     class DeletedSeries(peewee.Model):
         id = peewee.CharField(primary_key=True, max_length=64)  # the record id

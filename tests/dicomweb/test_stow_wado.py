@@ -496,3 +496,26 @@ def test_a_stored_copy_that_fails_its_check_is_422_for_instances_and_metadata(no
         reply = node.client.get(path, headers={**node.headers(), **headers})
         assert reply.status_code == 422, (path, reply.get_data(as_text=True))
         assert reply.get_json()["error"]["code"] == "store_corrupt"
+
+
+def test_a_new_series_in_another_patients_study_is_refused_whole_and_audited_once(node):
+    """A study belongs to one patient: every instance of a new series of another patient under a
+    stored study is refused (0xA900), in one refusal (not one per halving of the batch)."""
+    files = synthetic_series(1)
+    study, _, _ = uids(files[0])
+    assert stow(node, body_of(files)).status_code == 200
+    others = []
+    for raw in synthetic_series(4, study=study):
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        ds.PatientID = "SOMEONE-ELSE"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        others.append(out.getvalue())
+    reply = stow(node, body_of(others), path=f"/dicomweb/studies/{study}")
+    assert reply.status_code == 409, reply.get_data(as_text=True)
+    failed = reply.get_json()["00081198"]["Value"]
+    assert sorted(item["00081197"]["Value"][0] for item in failed) == [0xA900] * 4
+    assert instance_count(node) == 1
+    with node.app.app_context():
+        audit = node.app.extensions["sivr_node"].models.AuditEntry
+        assert audit.select().where(audit.action == "study.conflict").count() == 1

@@ -11,7 +11,8 @@ When a series' batch is refused, the batch is split in halves and each half trie
 single instances: the good instances are stored and each bad one is reported with its reason,
 at a cost of a few more validations instead of one append per instance. A refusal that names its
 instance (a SOP Instance UID stored with other content) fails that one and tries the rest again
-without it, so it is validated and audited once. Ingest stores a call's
+without it, so it is validated and audited once; one about the whole series (a new series in
+another patient's study) fails the batch at once. Ingest stores a call's
 files all or none, so no file is ever half stored.
 
 The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
@@ -154,6 +155,10 @@ def _store(batch: list[Candidate], actor: Actor) -> None:
     except UploadError as exc:
         if len(batch) == 1:
             batch[0].fail(status_of(exc), f"{exc.code}: {exc.message}")
+            return
+        if exc.whole_series:  # every instance of the batch is of that series: each is refused so
+            for candidate in batch:
+                candidate.fail(status_of(exc), f"{exc.code}: {exc.message}")
             return
         named = [c for c in batch if exc.file is not None and c.sop_instance == exc.file]
         if named:  # the refusal names its instance: the others are tried again without it

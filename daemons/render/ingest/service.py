@@ -174,7 +174,7 @@ class Ingest:
             self._refuse_other_series(series_uid, by_uid, actor)
             series = self._existing_series(series_uid)
             if series is None:
-                self._refuse_study_of_another_patient(files[0], actor)
+                self._refuse_new_series_of_another_patient(files[0], actor)
                 return self._create(series_uid, files, by_uid, actor)
             return self._append(series.id, series_uid, by_uid, actor)
 
@@ -202,7 +202,7 @@ class Ingest:
                                   "series; an instance is never replaced or stored twice under one UID",
                                   incoming[uid].name)
 
-    def _refuse_study_of_another_patient(self, file: ParsedFile, actor: Actor) -> None:
+    def _refuse_new_series_of_another_patient(self, file: ParsedFile, actor: Actor) -> None:
         """A study belongs to one patient: a series naming a stored study of another DICOM patient
         (PatientID and issuer, as the catalogue keys patients) is refused, or the catalogue would
         file it under that study's patient, and searches by its own patient would not find it.
@@ -220,19 +220,18 @@ class Ingest:
             self._audit(actor, "series.conflict", gone.id, detail=f"series_instance_uid={series_uid}")
             raise UploadError(409, "series_conflict",
                               f"{file.name}: Series Instance UID {series_uid} was deleted from this node for another "
-                              "patient; a new series under it would take over the links to that one")
+                              "patient; a new series under it would take over the links to that one", whole_series=True)
         stored = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer).join_from(cat.Patient, cat.Study)
                   .where(cat.Study.study_uid == study_uid).tuples().first())
         if stored is not None and tuple(stored) != patient_key(file.dataset):
             self._audit(actor, "study.conflict", None,
-                        detail=f"study_instance_uid={study_uid} series_instance_uid="
-                               f"{uid_of(file.dataset, 'SeriesInstanceUID')}")
+                        detail=f"study_instance_uid={study_uid} series_instance_uid={series_uid}")
             raise UploadError(409, "study_conflict",
                               f"{file.name}: Study Instance UID {study_uid} is stored for another patient (another "
-                              "Patient ID or issuer); a study belongs to one patient")
+                              "Patient ID or issuer); a study belongs to one patient", whole_series=True)
 
     def note_deleted(self, record_id: str) -> None:
-        """Remember whose series `record_id` was, before it is deleted (`_refuse_study_of_another_patient`)."""
+        """Remember whose series `record_id` was, before it is deleted (`_refuse_new_series_of_another_patient`)."""
         cat, deleted = self.node.models.catalogue, self.node.models.DeletedSeries
         patient = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer)
                    .join_from(cat.Patient, cat.Study).join_from(cat.Study, cat.Series)

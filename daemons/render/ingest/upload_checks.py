@@ -151,12 +151,15 @@ class ParsedFile:
 
 class UploadError(Exception):
     """Refused upload; `status` and `code` become the HTTP error. `file` names the one file the
-    refusal is about when it is about one file alone (a door that stores the others, STOW-RS, then
-    refuses that file without trying the rest again, or auditing the refusal again)."""
+    refusal is about when it is about one file alone, and `whole_series` says it is about the
+    series, whichever of its files are sent: a door that stores what it can, STOW-RS, then refuses
+    that file, or all of them, without trying again (and auditing the refusal again)."""
 
-    def __init__(self, status: int, code: str, message: str, file: str | None = None):
+    def __init__(self, status: int, code: str, message: str, file: str | None = None,
+                 whole_series: bool = False):
         super().__init__(message)
         self.status, self.code, self.message, self.file = status, code, message, file
+        self.whole_series = whole_series
 
 
 def _number(ds: Dataset, keyword: str, default: Any, name: str, cast=float) -> Any:
