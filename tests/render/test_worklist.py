@@ -37,16 +37,20 @@ def archive(make_node):
         close_archive(harness)
 
 
-def c_store(port: int, datasets) -> None:
+def store_statuses(port: int, datasets) -> list[int]:
+    """The C-STORE status of each of `datasets`, sent in one association."""
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
     assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
     assert assoc.is_established
     try:
-        for ds in datasets:
-            assert assoc.send_c_store(ds).Status == 0
+        return [assoc.send_c_store(ds).Status for ds in datasets]
     finally:
         assoc.release()
+
+
+def c_store(port: int, datasets) -> None:
+    assert store_statuses(port, datasets) == [0] * len(datasets)
 
 
 def received_series(harness, series_uid="1.2.826.0.1.91", count=3) -> str:
@@ -195,17 +199,6 @@ def test_the_filed_mark_is_kept_in_the_store(archive):
     assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_filed"
 
 
-def _store_status(port: int, ds) -> int:
-    ae = AE(ae_title=CALLER)
-    ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
-    assert assoc.is_established
-    try:
-        return assoc.send_c_store(ds).Status
-    finally:
-        assoc.release()
-
-
 def test_a_deleted_series_cannot_come_back_as_another_patients(archive):
     """A series' record id comes from its Series Instance UID, and findings keep their links to a
     deleted series: the same UID sent again for another patient took the record id, so the first
@@ -215,7 +208,7 @@ def test_a_deleted_series_cannot_come_back_as_another_patients(archive):
     admin = archive.headers("instadmin")
     assert archive.client.delete(f"/api/v1/records/{record_id}", headers=admin).status_code == 204
     stranger = _patient(dataset(series="1.2.826.0.1.93", position=0.0), name="ROE^RICHARD", patient_id="INS-9999")
-    assert _store_status(archive.dicom_port, stranger) == 0xA900
+    assert store_statuses(archive.dicom_port, [stranger]) == [0xA900]
     upload = archive.upload([("roe.dcm", to_bytes(stranger))])
     assert upload.status_code == 409 and upload.get_json()["error"]["code"] == "series_conflict"
     the_node = archive.app.extensions["sivr_node"]
