@@ -138,7 +138,7 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
     A series is one patient's on every node that holds it: nodes sharing a store serve the same
     record id, so one registered on another node for another patient is 409 too (or the series
     would be listed on both patients' pages)."""
-    existing = list(Record.select().where(Record.id == record_id))
+    existing = list(records_here().where(Record.id == record_id))
     if any(record.patient_id != patient_id for record in existing):
         raise ApiError(409, "conflict", "this record is already registered for another patient")
     here = next((record for record in existing if record.node_id == node.id), None)

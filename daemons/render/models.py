@@ -85,6 +85,19 @@ def make_deleted_series_model(database: peewee.Database) -> Any:
     return DeletedSeries
 
 
+def remember_deleted(models: Models, record_id: str) -> None:
+    """Keep whose series `record_id` was, before it leaves the catalogue: deleted on this node, or
+    found deleted by another node sharing the store (`RecordIndex`)."""
+    cat, deleted = models.catalogue, models.DeletedSeries
+    patient = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer)
+               .join_from(cat.Patient, cat.Study).join_from(cat.Study, cat.Series)
+               .where(cat.Series.id == record_id).tuples().first())
+    if patient is not None:
+        values = {deleted.patient_id: patient[0], deleted.issuer: patient[1], deleted.deleted_at: utcnow()}
+        deleted.insert({deleted.id: record_id, **values}).on_conflict(
+            conflict_target=[deleted.id], update=values).execute()
+
+
 def make_key_image_model(database: peewee.Database) -> Any:
     """The key images of the records on this node (daemons.render.api.key_images): an image a
     physician marked as the one that matters, kept with the record so every viewer lists it."""

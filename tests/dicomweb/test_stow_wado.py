@@ -519,3 +519,28 @@ def test_a_new_series_in_another_patients_study_is_refused_whole_and_audited_onc
     with node.app.app_context():
         audit = node.app.extensions["sivr_node"].models.AuditEntry
         assert audit.select().where(audit.action == "study.conflict").count() == 1
+
+
+@pytest.mark.parametrize("strangers_first", [True, False])
+def test_a_series_refusal_speaks_for_every_file_whatever_the_part_order(node, strangers_first):
+    """The files of a request agree on their patient before the series is refused as a whole:
+    with another patient's instances first, the conflict of the first file failed the instances of
+    the study's own patient too (stored when they came first)."""
+    files = synthetic_series(1)
+    study, _, _ = uids(files[0])
+    assert stow(node, body_of(files)).status_code == 200
+    series = generate_uid()
+    own = synthetic_series(2, study=study, series=series)
+    strangers = []
+    for raw in synthetic_series(2, study=study, series=series):
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        ds.PatientID = "SOMEONE-ELSE"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        strangers.append(out.getvalue())
+    parts = strangers + own if strangers_first else own + strangers
+    reply = stow(node, body_of(parts), path=f"/dicomweb/studies/{study}")
+    assert reply.status_code == 202, reply.get_data(as_text=True)
+    stored = {item["00081155"]["Value"][0] for item in reply.get_json()["00081199"]["Value"]}
+    assert stored == {uids(raw)[2] for raw in own}
+    assert instance_count(node) == 3

@@ -490,3 +490,22 @@ def test_a_multi_valued_patient_id_is_kept_as_dicom_writes_it(pair):
     assert (patient.patient_id, patient.name) == ("A\\B", "DOE^JANE\\ROE^RICHARD")
     meta = harness.app.extensions["sivr_node"].manifest(record_id).meta
     assert (meta.patient_id_dicom, meta.patient_name) == ("A\\B", "DOE^JANE\\ROE^RICHARD")
+
+
+def test_a_series_another_node_deleted_keeps_its_patient(pair):
+    """A node sharing the store finds the series gone at its next sync: it keeps whose series it
+    was, as the deleting node does, and refuses the same Series Instance UID for another patient."""
+    _, harness = pair
+    first = ct_slice(0, SERIES + ".77")
+    first.PatientID = "PATIENT-P"
+    record_id = add(harness, [("p.dcm", to_bytes(first))]).record_id
+    the_node = harness.app.extensions["sivr_node"]
+    the_node.store.delete(record_id)  # as another node of the store deletes it
+    with harness.app.app_context():
+        the_node.record_index.sync()
+    assert not the_node.models.StoredRecord.select().where(the_node.models.StoredRecord.id == record_id).exists()
+    other = ct_slice(1, SERIES + ".77")
+    other.PatientID = "PATIENT-Q"
+    with pytest.raises(UploadError) as refused:
+        add(harness, [("q.dcm", to_bytes(other))])
+    assert (refused.value.status, refused.value.code) == (409, "series_conflict")

@@ -13,6 +13,7 @@ from daemons.render.catalogue.index import CatalogueModels, forget_series
 from daemons.render.imaging.planes import plane_table
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import UploadError
+from daemons.render.models import remember_deleted
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.stacks import stacks_json
@@ -161,7 +162,7 @@ def delete_record(record_id: str):
     # the store first: a worker told by `unload` that the series changed must find it gone, not
     # read it once more and map its frames again (and nothing is deleted if it cannot be told)
     the_node.registry.runtime.check()
-    ingest_service().note_deleted(record_id)
+    remember_deleted(the_node.models, record_id)
     the_node.store.delete(record_id)
     the_node.registry.unload(record_id)
     row.delete_instance()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import peewee
 
 from daemons.render.catalogue.index import backfill, forget_series, refresh_series
-from daemons.render.models import Models
+from daemons.render.models import Models, remember_deleted
 from daemons.render.store.interface import Store, StoreUnavailable
 from daemons.render.store.local import StoreError
 from daemons.render.store.manifest import Manifest, ManifestVersionError
@@ -100,7 +100,9 @@ class RecordIndex:
         return row
 
     def _drop(self, record_id: str) -> None:
-        """Forget a record another node deleted: its row and its series in the DICOM catalogue."""
+        """Forget a record another node deleted: its row and its series in the DICOM catalogue (whose
+        patient it was is kept, as the deleting node keeps it)."""
+        remember_deleted(self.models, record_id)
         self.models.StoredRecord.delete_by_id(record_id)
         forget_series(self.models.catalogue, record_id)
 

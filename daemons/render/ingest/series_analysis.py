@@ -75,7 +75,7 @@ def record_id_of(hashes: list[str]) -> str:
 SIZE_KEYS = ("Rows", "Columns")
 
 
-def _check_consistent(files: list[ParsedFile]) -> None:
+def check_consistent(files: list[ParsedFile]) -> None:
     """One series of one patient's study; the renderable files (the frames) of one pixel format, and
     a multi-frame one alone (stored-only files are never frames: only their identity must agree)."""
     frames = [f for f in files if f.stored_only is None]
@@ -208,7 +208,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
     if not renderable:
         return _stored_only_record(stored_only, total)
     files = _sorted(renderable)
-    _check_consistent([*files, *stored_only])
+    check_consistent([*files, *stored_only])
     first = files[0].dataset
     frames_total = sum(f.frames for f in files)
     if frames_total > limits.max_frames:
@@ -301,7 +301,7 @@ NO_IMAGE = Layout(rows=0, columns=0, samples=1, bits_allocated=8, bits_stored=8,
 def _stored_only_record(files: list[ParsedFile], total: int) -> ParsedRecord:
     """The record of a series whose files are all stored only: no frames, no stacks; what the
     catalogue and RecordMeta show of it read from its first file's header (module doc)."""
-    _check_consistent(files)
+    check_consistent(files)
     first = files[0].dataset
     imaged = next((f for f in files if f.frames), None)  # non-image objects have no pixel format
     layout = layout_of(imaged.dataset, float_modality=False) if imaged is not None else NO_IMAGE
@@ -376,7 +376,7 @@ def check_append(growth: Growth, new: list[ParsedFile], limits: Limits) -> None:
     cost of the new files only: their own analysis (formats, LUTs, their mutual consistency), their
     consistency with the series, and the series' frame and decoded-size limits once grown."""
     analyse_files(new, limits, Provisional(None))
-    _check_consistent([growth.reference, *new])
+    check_consistent([growth.reference, *new])
     if growth.reference.stored_only is not None:  # no renderable file stored yet: `new`'s analysis was the check
         return
     frames_total = growth.frames + sum(f.frames for f in new)

@@ -39,7 +39,14 @@ from flask import current_app
 
 from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series, patient_key
 from daemons.render.ingest.isolation import isolated_checker
-from daemons.render.ingest.series_analysis import Growth, Provisional, analyse_files, check_append, journal_entry
+from daemons.render.ingest.series_analysis import (
+    Growth,
+    Provisional,
+    analyse_files,
+    check_append,
+    check_consistent,
+    journal_entry,
+)
 from daemons.render.ingest.upload_checks import (
     MIB,
     ParsedFile,
@@ -169,6 +176,9 @@ class Ingest:
                 raise UploadError(409, "instance_conflict",
                                   f"{file.name}: two different files carry SOP Instance UID {uid}")
             by_uid[uid] = file
+        # the files agree on their series and patient first, so that a refusal of the series as a
+        # whole (another patient's study) speaks for every file, not for the first one alone
+        check_consistent(files)
         series_uid = uid_of(files[0].dataset, "SeriesInstanceUID")
         with self._lock_for(series_uid):
             self._refuse_other_series(series_uid, by_uid, actor)
@@ -208,7 +218,7 @@ class Ingest:
         file it under that study's patient, and searches by its own patient would not find it.
         (A new series only: the files of one request are checked against each other, and an append
         against its series, as an upload of the grown series is.) The same for a series deleted
-        from this node for another patient (`note_deleted`): its record id is this one's, and
+        from this node for another patient (`models.remember_deleted`): its record id is this one's, and
         findings keep their links to it. The other patient is not named: the sender may not be
         allowed to know of them."""
         cat = self.node.models.catalogue
@@ -229,17 +239,6 @@ class Ingest:
             raise UploadError(409, "study_conflict",
                               f"{file.name}: Study Instance UID {study_uid} is stored for another patient (another "
                               "Patient ID or issuer); a study belongs to one patient", whole_series=True)
-
-    def note_deleted(self, record_id: str) -> None:
-        """Remember whose series `record_id` was, before it is deleted (`_refuse_new_series_of_another_patient`)."""
-        cat, deleted = self.node.models.catalogue, self.node.models.DeletedSeries
-        patient = (cat.Patient.select(cat.Patient.patient_id, cat.Patient.issuer)
-                   .join_from(cat.Patient, cat.Study).join_from(cat.Study, cat.Series)
-                   .where(cat.Series.id == record_id).tuples().first())
-        if patient is not None:
-            values = {deleted.patient_id: patient[0], deleted.issuer: patient[1], deleted.deleted_at: utcnow()}
-            deleted.insert({deleted.id: record_id, **values}).on_conflict(
-                conflict_target=[deleted.id], update=values).execute()
 
     def _existing_series(self, series_uid: str):
         cat, stored = self.node.models.catalogue, self.node.models.StoredRecord
