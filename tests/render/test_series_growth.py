@@ -457,6 +457,54 @@ def test_a_series_naming_a_stored_study_of_another_patient_is_refused(pair):
     assert cat.Study.get().series_count == 2
 
 
+@pytest.mark.parametrize("clash", ["another patient", "the same SOP Instance UID",
+                                   "the same SOP Instance UID in another study"])
+def test_two_new_series_sent_at_once_are_checked_one_after_the_other(pair, monkeypatch, clash):
+    """The checks against other series ran under each series' own lock: two new series sent at once
+    (two associations, two workers) both passed them before either was stored, so two patients'
+    series were filed under one study, or one SOP Instance UID under two series (in one study or two).
+    Each check here waits (up to a second) for the other request's check to pass, as a scheduler
+    may make it: now the second request is checked only once the first is stored."""
+    _, harness = pair
+    ingest = ingest_of(harness)
+    checked = {name: threading.Event() for name in ("x", "y")}
+    original = Ingest._refuse_other_series
+
+    def check_then_wait(self, series_uid, incoming, actor):
+        original(self, series_uid, incoming, actor)
+        mine = "x" if series_uid.endswith(".8") else "y"
+        checked[mine].set()
+        checked["y" if mine == "x" else "x"].wait(1.0)
+
+    monkeypatch.setattr(Ingest, "_refuse_other_series", check_then_wait)
+    x, y = ct_slice(0, SERIES + ".8"), ct_slice(0, SERIES + ".9")
+    x.PatientID = "RACE-X"
+    y.PatientID = "RACE-Y" if clash == "another patient" else "RACE-X"
+    if clash.startswith("the same SOP Instance UID"):
+        y.SOPInstanceUID = y.file_meta.MediaStorageSOPInstanceUID = x.SOPInstanceUID
+    if clash.endswith("in another study"):
+        y.StudyInstanceUID = x.StudyInstanceUID + ".2"
+    assert ingest._lock_for(SERIES + ".8") is not ingest._lock_for(SERIES + ".9")  # series of two buckets
+    outcomes: dict[str, object] = {}
+
+    def send(name: str, ds: Dataset) -> None:
+        try:
+            outcomes[name] = add(harness, [(f"{name}.dcm", to_bytes(ds))])
+        except UploadError as refused:
+            outcomes[name] = refused.code
+
+    threads = [threading.Thread(target=send, args=args) for args in (("x", x), ("y", y))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    refusals = [outcome for outcome in outcomes.values() if isinstance(outcome, str)]
+    assert refusals == ["study_conflict" if clash == "another patient" else "instance_conflict"], outcomes
+    cat = harness.app.extensions["sivr_node"].models.catalogue
+    assert cat.Series.select().count() == 1 and cat.Instance.select().count() == 1
+    assert cat.Patient.select().count() == 1 and cat.Study.select().count() == 1
+
+
 @pytest.mark.parametrize("change", [{"IssuerOfPatientID": "OTHER-HOSPITAL"}, {"IssuerOfPatientID": ""},
                                     {"PatientBirthDate": "19990101"}])
 def test_an_instance_of_another_patient_does_not_join_a_stored_series(pair, change):

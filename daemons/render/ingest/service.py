@@ -117,6 +117,7 @@ class Ingest:
         self.node = node
         self.complete_s = complete_s
         self._locks: dict[int, FolderLock] = {}
+        self._identity_lock = node.registry.runtime.lock("identity")
         self._locks_lock = threading.Lock()
         self._parsed: OrderedDict[str, _Received] = OrderedDict()
         self._parsed_lock = threading.Lock()
@@ -180,7 +181,12 @@ class Ingest:
         # whole (another patient's study) speaks for every file, not for the first one alone
         check_consistent(files)
         series_uid = uid_of(files[0].dataset, "SeriesInstanceUID")
-        with self._lock_for(series_uid):
+        # the node's identity lock first: the checks against other series (their patient, their
+        # instances' UIDs) and the store they allow are one step for the whole node, or two new
+        # series sent at once (two associations, two workers) would both pass them: two patients
+        # under one study, one SOP Instance UID in two series. A settle holds its series' lock
+        # alone and never waits for this one.
+        with self._identity_lock, self._lock_for(series_uid):
             self._refuse_other_series(series_uid, by_uid, actor)
             series = self._existing_series(series_uid)
             if series is None:
