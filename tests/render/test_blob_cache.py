@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from daemons.render.store.blob_cache import TEMPORARY_SUFFIX, BlobCache
+from daemons.render.store.ownership import MARKER
+from shared.config import ConfigError
 
 
 def test_keeps_at_most_its_size_dropping_the_least_recently_used(tmp_path):
@@ -48,3 +50,25 @@ def test_a_copy_removed_behind_its_back_is_a_miss(tmp_path):
     cache.put("r/u/000000", b"abc")
     (tmp_path / "r" / "u" / "000000").unlink()
     assert cache.get("r/u/000000") is None and cache.used_bytes == 0
+
+
+def test_a_folder_of_other_things_is_never_taken_as_the_cache(tmp_path):
+    """The cache evicts files to stay within its size: `s3.cache_dir` set to a folder of other things
+    would have had them deleted (every file found there counted as a cached copy)."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "notes" / "todo.txt").write_bytes(b"x" * 5000)
+    with pytest.raises(ConfigError, match=r"s3.cache_dir = .*home: the folder holds what is not a SIVR S3 blob "
+                                          r"cache \(notes\)"):
+        BlobCache(home, max_bytes=10)
+    assert (home / "notes" / "todo.txt").stat().st_size == 5000
+
+
+def test_a_cache_of_an_earlier_release_is_kept_and_its_marker_never_evicted(tmp_path):
+    record = "cd" * 32
+    (tmp_path / record / "up").mkdir(parents=True)
+    (tmp_path / record / "up" / "000000").write_bytes(b"sealed")
+    cache = BlobCache(tmp_path, max_bytes=6)
+    assert cache.get(f"{record}/up/000000") == b"sealed" and (tmp_path / MARKER).is_file()
+    cache.put(f"{record}/up/000001", b"sealed")  # evicts the first copy, and nothing else
+    assert cache.used_bytes == 6 and (tmp_path / MARKER).is_file()

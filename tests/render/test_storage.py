@@ -11,6 +11,8 @@ import pytest
 from daemons.render.store import local as storage
 from daemons.render.store.local import MAGIC, RecordStore, StoreError, create_key_file, load_key
 from daemons.render.store.manifest import BadFrame, JournalEntry
+from daemons.render.store.ownership import MARKER
+from shared.config import ConfigError
 from tests.manifests import sample_manifest
 
 RECORD = "ab" * 32
@@ -126,7 +128,50 @@ def test_leftovers_of_a_killed_process_are_ignored_then_cleaned(tmp_path, store)
     assert store.record_ids() == [] and not store.exists("ef" * 32)
     reopened = RecordStore.open(tmp_path / "store", tmp_path / "store.key")
     assert reopened.cleanup() == 2
-    assert list(reopened.root.iterdir()) == []
+    assert [p.name for p in reopened.root.iterdir()] == [MARKER]
+
+
+def test_a_folder_holding_other_things_is_never_taken_as_the_store(tmp_path):
+    """`storage.dir` set by mistake to a folder of other things (here a copy of part of /etc): at its
+    first start the node removed every sub-folder without a manifest, which there is all of them."""
+    etc = tmp_path / "etc"
+    (etc / "apt" / "sources.list.d").mkdir(parents=True)
+    (etc / "ssl").mkdir()
+    (etc / "hostname").write_text("host\n")
+    create_key_file(tmp_path / "store.key")  # the key of the node's real store
+    with pytest.raises(ConfigError, match=r"storage.dir = .*etc: the folder holds what is not a SIVR record store "
+                                          r"\(apt, hostname, ssl\)"):
+        RecordStore.open(etc, tmp_path / "store.key")
+    assert sorted(p.name for p in etc.iterdir()) == ["apt", "hostname", "ssl"]
+    assert (etc / "apt" / "sources.list.d").is_dir()
+
+
+def test_a_store_of_an_earlier_release_is_recognised_by_its_layout_and_marked(tmp_path):
+    """Stores filled before the marker existed hold record folders and the store's own dot folders only."""
+    root = tmp_path / "store"
+    first = RecordStore.open(root, tmp_path / "store.key")
+    first.write_record(RECORD, _files(), _manifest(_files()))
+    (root / MARKER).unlink()
+    (root / ".quarantine").mkdir()
+    reopened = RecordStore.open(root, tmp_path / "store.key")
+    assert (root / MARKER).read_text() == "record store\n"
+    assert reopened.record_ids() == [RECORD]
+
+
+def test_cleanup_removes_only_what_the_store_makes(store):
+    """A folder that is not a record's (someone's notes, a mount's lost+found put there later) is kept."""
+    (store.root / "notes").mkdir()
+    (store.root / ("ab" * 32)).mkdir()  # a record folder left without its manifest
+    assert store.cleanup() == 1
+    assert (store.root / "notes").is_dir() and not (store.root / ("ab" * 32)).exists()
+
+
+def test_one_folder_is_never_both_the_store_and_the_s3_cache(tmp_path):
+    from daemons.render.store.blob_cache import BlobCache
+
+    BlobCache(tmp_path / "shared", max_bytes=1000)
+    with pytest.raises(ConfigError, match="is SIVR's S3 blob cache, not its record store"):
+        RecordStore.open(tmp_path / "shared", tmp_path / "store.key")
 
 
 def test_delete_removes_everything(store):

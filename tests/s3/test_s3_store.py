@@ -202,7 +202,7 @@ def test_a_node_reads_a_series_again_from_its_cache_which_holds_only_ciphertext(
     files = [b"first file " * 100, b"second file " * 100]
     writer = make_store(seaweed, bucket, KeyRing(kek), cache=BlobCache(tmp_path / "writer", 10**6))
     assert writer.write_record("r1", files, MANIFEST)
-    cached = sorted(p for p in (tmp_path / "writer").rglob("*") if p.is_file())
+    cached = sorted(p for p in (tmp_path / "writer").glob("*/*/*") if p.is_file())  # <record id>/<upload>/<index>
     assert len(cached) == 2 and all(b"file" not in p.read_bytes() for p in cached)  # written through, sealed
     reader = make_store(seaweed, bucket, KeyRing(kek), cache=BlobCache(tmp_path / "reader", 10**6))
     assert reader.read_file("r1", 1, hashlib.sha256(files[1]).hexdigest()) == files[1]  # from the bucket, kept
@@ -221,13 +221,13 @@ def test_a_damaged_cached_copy_is_read_again_from_the_bucket(seaweed, bucket, tm
     files = [os.urandom(5000)]
     store = make_store(seaweed, bucket, KeyRing(os.urandom(32)), cache=BlobCache(tmp_path, 10**6))
     assert store.write_record("r2", files, MANIFEST)
-    [copy] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    [copy] = [p for p in tmp_path.glob("*/*/*") if p.is_file()]  # <record id>/<upload>/<index>
     damaged = bytearray(copy.read_bytes())
     damaged[-20] ^= 0xFF
     copy.write_bytes(bytes(damaged))
     assert store.read_file("r2", 0, hashlib.sha256(files[0]).hexdigest()) == files[0]
     assert copy.read_bytes() != bytes(damaged)  # replaced by the bucket's object
-    assert store.delete("r2") and not any(p.is_file() for p in tmp_path.rglob("*"))
+    assert store.delete("r2") and not any(p.is_file() for p in tmp_path.glob("*/*/*"))
 
 
 def test_filed_among_asks_about_a_few_records_without_listing_every_filed_series(seaweed, bucket, monkeypatch):

@@ -24,20 +24,28 @@ import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+from daemons.render.store.ownership import claim_folder
+from shared.validation import is_record_id
+
 TEMPORARY_SUFFIX = ".part"
+
+
+def _laid_out(entry: Path) -> bool:
+    """Whether a cache folder's entry is one the cache makes: a record's folder (`ownership.claim_folder`)."""
+    return entry.is_dir() and is_record_id(entry.name)
 
 
 class BlobCache:
     """Sealed objects by name (`<record id>/<upload or part id>/<index>`), at most `max_bytes` in all."""
 
     def __init__(self, folder: Path, max_bytes: int):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        claim_folder(folder, "S3 blob cache", "s3.cache_dir", _laid_out)
         self.folder, self.max_bytes = folder, max_bytes
         self._lock = threading.Lock()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._total = 0
         found = []
-        for path in folder.rglob("*"):
+        for path in folder.glob("*/*/*"):
             if not path.is_file():
                 continue
             if path.name.endswith(TEMPORARY_SUFFIX):  # a write cut short by a crash

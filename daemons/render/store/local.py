@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.manifest import JournalEntry, Manifest, decode_journal, encode_journal
+from daemons.render.store.ownership import claim_folder
+from shared.validation import is_record_id
 
 MAGIC = b"SIVRENC1"
 NONCE_BYTES = 12
@@ -113,6 +115,12 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def _laid_out(entry: Path) -> bool:
+    """Whether a store folder's entry is one the store makes (`ownership.claim_folder`)."""
+    name = entry.name
+    return entry.is_dir() and (is_record_id(name) or name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or name == QUARANTINE)
+
+
 class StoreFull(Exception):
     """The disk holding the store is full; nothing of the record was kept."""
 
@@ -124,14 +132,15 @@ class RecordStore:
 
     def __init__(self, root: Path, key: bytes, threads: int = 2):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self._aead = AESGCM(key)
         self._threads = threads
 
     @classmethod
     def open(cls, root: Path, key_file: Path) -> RecordStore:
-        """Open the store; a missing key is created only for a store that holds no record yet."""
+        """Open the store (its folder claimed first: `ownership`); a missing key is created only for a
+        store that holds no record yet."""
         root, key_file = Path(root), Path(key_file)
+        claim_folder(root, "record store", "storage.dir", _laid_out)
         if not key_file.exists():
             if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
                 raise ValueError(f"{key_file}: the store key is missing but {root} holds records")
@@ -394,7 +403,8 @@ class RecordStore:
         for path in self.root.iterdir():
             if path.name == QUARANTINE:
                 continue
-            if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (path.is_dir() and not (path / MANIFEST).exists()):
+            if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (
+                    is_record_id(path.name) and path.is_dir() and not (path / MANIFEST).exists()):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
