@@ -20,7 +20,7 @@ from flask import request
 
 from shared.errors import ApiError
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 # C0 controls, DEL and lone surrogates (JSON can carry "\ud800"): PostgreSQL cannot store NUL,
 # no database can encode a lone surrogate, and none of them belongs in a name or a report.
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
@@ -42,7 +42,7 @@ def parse_uuid(value: Any, field: str = "id") -> str:
 
 def parse_record_id(value: Any, field: str = "record_id") -> str:
     """A record id is the SHA-256 hex digest of the record's content."""
-    if not isinstance(value, str) or not _SHA256.match(value):
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise ApiError(400, "invalid_id", f"{field} must be 64 lower-case hex characters (SHA-256)")
     return value
 
