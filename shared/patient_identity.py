@@ -15,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-_ISO = re.compile(r"^([0-9]{4})-?([0-9]{2})-?([0-9]{2})$")
+_ISO = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def dicom_person_name(value: str | None) -> tuple[str, str]:
 
 def iso_date(value: str | None) -> str | None:
     """A DICOM DA (YYYYMMDD) or ISO date as ISO, else None."""
-    match = _ISO.match(str(value or ""))
+    match = _ISO.fullmatch(str(value or ""))
     return f"{match[1]}-{match[2]}-{match[3]}" if match else None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from shared.errors import ApiError
 from shared.validation import parse_date, parse_record_id, parse_uuid
 
-_MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
+_MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
 def int_between(low: int, high: int) -> Callable[[Any, str], int]:
     """A check for `Field(int, check=...)` refusing values outside `low..high`."""
 
@@ -24,7 +24,7 @@ def int_between(low: int, high: int) -> Callable[[Any, str], int]:
 
 def modality(value: str, field: str) -> str:
     """A DICOM modality code such as CT or MR (upper-case letters, digits, underscore)."""
-    if not _MODALITY.match(value):
+    if not _MODALITY.fullmatch(value):
         raise ApiError(400, "validation_error",
                        f"{field} must be a DICOM modality code such as CT, MR or US")
     return value

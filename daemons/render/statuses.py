@@ -21,11 +21,6 @@ CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
 
 
-def is_warning(status: int) -> bool:
-    """A storage warning (0xB000, 0xB006, 0xB007: stored, with coercion or elements discarded)."""
-    return status & 0xF000 == 0xB000
-
-
 def status_of(error: UploadError) -> int:
     """The storage failure status of an ingest refusal (the same refusals as an upload's HTTP answers)."""
     if error.status in (413, 507):

@@ -18,14 +18,14 @@ from shared.errors import ApiError
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{2,149}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,149}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def check_username(value: str, field: str) -> str:
     """Usernames are compared lower-case, so `Admin` and `admin` cannot be two accounts."""
     name = value.lower()
-    if not _USERNAME.match(name):
+    if not _USERNAME.fullmatch(name):
         raise ApiError(400, "validation_error",
                        f"{field} must be 3-150 characters: letters, digits and . _ @ - "
                        "(starting with a letter or digit)")
@@ -33,7 +33,7 @@ def check_username(value: str, field: str) -> str:
 
 
 def check_email(value: str, field: str) -> str:
-    if value and not _EMAIL.match(value):
+    if value and not _EMAIL.fullmatch(value):
         raise ApiError(400, "validation_error", f"{field} {value[:80]!r} is not an e-mail address")
     return value
 

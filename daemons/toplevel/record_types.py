@@ -16,13 +16,13 @@ from shared.validation import Field, json_body, validate
 
 bp = Blueprint("record_types", __name__)
 
-_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,15}$")
+_CODE = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,15}")
 
 
 def check_code(value: str, field: str) -> str:
     """Codes are upper-case (DICOM modality style), so `ct` and `CT` are one type."""
     code = value.upper()
-    if not _CODE.match(code):
+    if not _CODE.fullmatch(code):
         raise ApiError(400, "validation_error",
                        f"{field} must be 1-16 letters, digits, _ or - (e.g. CT, MR, US)")
     return code

@@ -219,6 +219,8 @@ def test_unsupported_parameters_are_ignored_with_a_warning(archive):
     ("StudyTime=25", "StudyTime"),
     ("limit=-1", "limit"),
     ("limit=ten", "limit"),
+    ("limit=5%0A", "limit"),  # a trailing newline: no integer
+    ("00100020%0A=PAT-001", "00100020"),  # nor a tag
     ("offset=1.5", "offset"),
     ("fuzzymatching=yes", "fuzzymatching"),
     ("StudyInstanceUID=1.2.abc", "StudyInstanceUID"),

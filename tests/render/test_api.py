@@ -236,6 +236,9 @@ def test_bad_render_parameters_are_400_naming_the_field(loaded_ct, query, field)
 def test_ids_and_indexes_are_checked(loaded_ct):
     node, record_id, _ = loaded_ct
     assert node.client.get("/api/v1/records/xyz", headers=node.headers()).json["error"]["code"] == "invalid_id"
+    # a trailing newline is no part of an id: refused before any look-up, not a 404 naming "<id>\n"
+    newline = node.client.get(f"/api/v1/records/{record_id}%0A", headers=node.headers())
+    assert newline.status_code == 400 and newline.json["error"]["code"] == "invalid_id"
     assert node.client.get(f"/api/v1/records/{'0' * 64}", headers=node.headers()).status_code == 404
     assert node.client.get(f"/api/v1/records/{record_id}/frames/12", headers=node.headers()).status_code == 404
     assert node.client.get(f"/api/v1/records/{record_id}/original?index=99", headers=node.headers()).status_code == 400

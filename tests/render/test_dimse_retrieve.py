@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import (
@@ -29,7 +30,7 @@ from pynetdicom.sop_class import (
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, free_ports, init_deployment
 from shared.audit_export import atna_event
 from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, echo, open_archive
-from tests.render.synthetic import dataset, to_bytes
+from tests.render.synthetic import dataset, stack, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "demo_data" / "ct-chest-100"
@@ -305,6 +306,76 @@ def test_get_with_some_sub_operations_failed_is_a_warning(retrieval):
     assert sorted(audit_details(retrieval, "dicom.get")) == [
         "level=STUDY instances=1 completed=0 warning=0 failed=1",
         "level=STUDY instances=1 completed=1 warning=0 failed=0"]
+
+
+@pytest.fixture
+def odd_receivers(make_node):
+    """A node whose C-MOVE destination ODD is a pynetdicom storage SCP answering each C-STORE with the
+    next status of `harness.answers` (0x0000 once they run out), as is the C-GET caller's own SCP;
+    one series of five instances stored."""
+    port = free_port()
+    harness = open_archive(make_node, dicom__destinations=[f"ODD=127.0.0.1:{port}"])
+    harness.answers = []
+
+    def answer(event) -> int:
+        return harness.answers.pop(0) if harness.answers else 0x0000
+
+    destination = AE(ae_title="ODD")
+    destination.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    server = destination.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, answer)])
+    harness.answer = answer
+    harness.series_uid = generate_uid()
+    assert harness.upload(stack((1, 0, 0, 0, 1, 0), count=5, series=harness.series_uid)).status_code == 201
+    yield harness
+    server.shutdown()
+    close_archive(harness)
+
+
+def test_sub_operations_answered_with_no_storage_status_fail_alike_in_dimse_audit_and_metrics(odd_receivers):
+    """A receiver answering C-STORE with 0xFE00 (Cancel, no storage status): pynetdicom counted those
+    sub-operations as nothing, so a C-GET that stored nothing ended in success with no counts while
+    the audit said failed; 0x0107 (a general warning) was a warning to pynetdicom, a failure to the
+    audit. Now each is one outcome everywhere."""
+    harness, series = odd_receivers, {"SeriesInstanceUID": odd_receivers.series_uid}
+
+    def get() -> tuple[tuple[int, int, int, int], list[str]]:
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
+        assoc = ae.associate("127.0.0.1", harness.dicom_port, ae_title=SCP,
+                             ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, harness.answer)])
+        status, failed = list(assoc.send_c_get(identifier("SERIES", **series),
+                                               StudyRootQueryRetrieveInformationModelGet))[-1]
+        assoc.release()
+        listed = failed.get("FailedSOPInstanceUIDList", []) if failed is not None else []
+        # one UID is a single value, none an empty one
+        return outcome(status), [uid for uid in ([listed] if isinstance(listed, str) else listed) if uid]
+
+    harness.answers = [0xFE00] * 5
+    status, failed = get()
+    assert status == (0xA702, 0, 0, 5) and len(set(failed)) == 5
+    harness.answers = [0xFE00, 0xFE00]
+    status, failed = get()
+    assert status == (0xB000, 3, 0, 2) and len(failed) == 2
+    harness.answers = [0x0107] * 5
+    assert get() == ((0xB000, 0, 5, 0), [])
+    harness.answers = [0xFE00] * 5
+    assert pynetdicom_move(harness.dicom_port, "ODD", "SERIES", **series) == (0xA702, 0, 0, 5)
+    assert audit_details(harness, "dicom.get") == [
+        "level=SERIES instances=5 completed=0 warning=0 failed=5",
+        "level=SERIES instances=5 completed=3 warning=0 failed=2",
+        "level=SERIES instances=5 completed=0 warning=5 failed=0"]
+    assert audit_details(harness, "dicom.move") == [
+        "level=SERIES destination=ODD instances=5 completed=0 warning=0 failed=5"]
+    text = metrics_text(harness)
+    assert 'sivr_dicom_operations_total{operation="get",status="0xA702"} 1.0' in text
+    assert 'sivr_dicom_operations_total{operation="get",status="0xB000"} 2.0' in text
+    assert 'sivr_dicom_operations_total{operation="get",status="0x0000"}' not in text
+    assert 'sivr_dicom_operations_total{operation="move",status="0xA702"} 1.0' in text
+    assert 'sivr_dicom_suboperations_total{operation="get",result="failed"} 7.0' in text
+    assert 'sivr_dicom_suboperations_total{operation="get",result="warning"} 5.0' in text
+    assert 'sivr_dicom_suboperations_total{operation="move",result="failed"} 5.0' in text
 
 
 # --- misbehaving peers -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def test_uuid_is_canonicalised_only_when_already_canonical():
 
 def test_record_id_must_be_sha256_hex():
     assert parse_record_id("a" * 64) == "a" * 64
-    for bad in ["A" * 64, "a" * 63, "../etc/passwd", ""]:
+    for bad in ["A" * 64, "a" * 63, "../etc/passwd", "", "a" * 64 + "\n"]:
         with pytest.raises(ApiError):
             parse_record_id(bad)
 

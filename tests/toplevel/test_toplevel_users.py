@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
+from daemons.toplevel.accounts import check_email, check_username
 from daemons.toplevel.models import User, database_proxy
+from shared.errors import ApiError
 
 from .support import PASSWORDS, Api
 
@@ -49,6 +51,15 @@ def test_create_user_refuses_bad_input(api: Api, tokens, seed, db_state, change,
     status, body, _ = api.call("POST", "/api/v1/users", tokens["admin"], _new_user(seed, **change))
     assert status == 400 and body["error"]["code"] == code, body
     assert db_state() == before
+
+
+@pytest.mark.parametrize("check, value", [(check_username, "dr.new"), (check_email, "nora@hospital.example")])
+def test_username_and_email_rules_refuse_a_trailing_newline(check, value):
+    """The rules themselves, whatever strips their input first: `$` alone would match before a final newline."""
+    assert check(value, "field") == value
+    with pytest.raises(ApiError) as err:
+        check(value + "\n", "field")
+    assert err.value.status == 400 and err.value.code == "validation_error"
 
 
 def test_create_user_missing_fields(api: Api, tokens, seed):

@@ -413,7 +413,7 @@ def view_spec(mode: str, render: str, window: Window | None, box: tuple[int, int
 def view_sequence() -> tuple[str | None, int]:
     """`view_id` and `seq` (see the module doc)."""
     view_id = query.VIEW_ID.raw()
-    if view_id is not None and not _VIEW_ID.match(view_id):
+    if view_id is not None and not _VIEW_ID.fullmatch(view_id):
         raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
     return view_id, query.integer(query.SEQ, 0, 0, 2**53)
 

@@ -39,8 +39,8 @@ LIKE_ESCAPE = "!"
 #: An IS value (PS3.5 6.2): ASCII digits with an optional sign, 12 characters at most. `int()` alone
 #: also read other scripts' digits and `_` separators, and 30 digits overflowed SQLite's integer (a 500)
 _INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,11}|[0-9]{12}")
-_DATE = re.compile(r"^[0-9]{8}$")
-_TIME = re.compile(r"^([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?$")
+_DATE = re.compile(r"[0-9]{8}")
+_TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
 #: The most names one fuzzy matching may select (each is one parameter of the query)
 FUZZY_NAMES_MAX = 10_000
@@ -164,14 +164,14 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
 
 def _check(keyword: str, kind: str, value: str) -> None:
     if kind == "date":
-        if not _DATE.match(value):
+        if not _DATE.fullmatch(value):
             raise QueryError(f"{keyword}: {value!r} is not a date (YYYYMMDD) or a range of dates (YYYYMMDD-YYYYMMDD)",
                              keyword)
         try:
             dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
         except ValueError as exc:
             raise QueryError(f"{keyword}: {value!r} is not a calendar date", keyword) from exc
-    elif not _TIME.match(value):
+    elif not _TIME.fullmatch(value):
         raise QueryError(f"{keyword}: {value!r} is not a time (HH, HHMM, HHMMSS or HHMMSS.FFFFFF) or a range of times",
                          keyword)
 

@@ -37,9 +37,9 @@ IGNORED_PARAMETERS = frozenset({"accept", "charset"})
 #: attributes each answer can carry that are not catalogue columns, by the level they describe
 COMPUTED = {"RetrieveURL": None, "InstanceAvailability": None, "Rows": "IMAGE", "Columns": "IMAGE",
             "BitsAllocated": "IMAGE", "NumberOfFrames": "IMAGE"}
-_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
-_KEYWORD = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-_UINT = re.compile(r"^[0-9]{1,18}$")  # below 2**63: what SQL OFFSET takes
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_UINT = re.compile(r"[0-9]{1,18}")  # below 2**63: what SQL OFFSET takes
 MAX_VALUE_CHARS = 1024
 
 
@@ -74,14 +74,14 @@ def attribute_keyword(name: str) -> str | None:
     a 400 when `name` is no DICOM attribute at all."""
     parts = name.split(".")
     for part in parts:
-        if _TAG.match(part):
+        if _TAG.fullmatch(part):
             continue
-        if not _KEYWORD.match(part) or tag_for_keyword(part) is None:
+        if not _KEYWORD.fullmatch(part) or tag_for_keyword(part) is None:
             raise _bad(f"{name!r} is not a query parameter of QIDO-RS nor a DICOM attribute (keyword or "
                        "8-digit tag); see docs/conformance.md, 'DICOMweb: QIDO-RS', for the keys SIVR supports")
     if len(parts) > 1:
         return None
-    if _TAG.match(name):
+    if _TAG.fullmatch(name):
         tag = int(name, 16)
         return keyword_for_tag(tag) or None if dictionary_has_tag(tag) else None
     return name
@@ -89,7 +89,7 @@ def attribute_keyword(name: str) -> str | None:
 
 def _uint(name: str, values: list[str]) -> int:
     value = _single(name, values)
-    if not _UINT.match(value):
+    if not _UINT.fullmatch(value):
         raise _bad(f"{name} must be an unsigned integer, not {value!r}")
     return int(value)
 

@@ -38,11 +38,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from daemons.render.catalogue.matching import QueryError, retrieve
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
-from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING, SUCCESS, is_warning
+from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryR
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 Audit = Callable[[Any, str, "str | None", str], None]
+
+#: What a sub-operation answered with a C-STORE-RSP status of each of pynetdicom's storage categories
+#: counts as, as its C-GET and C-MOVE count them in their responses (Cancel, the one other category, they
+#: count as nothing: `Outcomes.on_message` makes it a failure first)
+SUB_OPERATION_RESULTS = {STATUS_SUCCESS: "completed", STATUS_WARNING: "warning", STATUS_FAILURE: "failed"}
 
 
 def query_level(model: str, identifier: Dataset) -> str:
@@ -109,24 +115,31 @@ class Outcomes:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_message(self, event: Any) -> None:
-        """EVT_DIMSE_RECV handler of the association the sub-operations run on."""
+        """EVT_DIMSE_RECV handler of the association the sub-operations run on. A C-STORE-RSP status
+        that is no storage success, warning or failure (0xFE00 Cancel, a pending or unknown code)
+        becomes 0xC000 before pynetdicom reads it: it counts such a sub-operation as none of
+        completed, warning and failed, and a retrieval that stored nothing would end in success."""
         if type(event.message).__name__ != "C_STORE_RSP":
             return
         command = event.message.command_set
+        status = int(command.Status)
+        if STORAGE_SERVICE_CLASS_STATUS.get(status, ("",))[0] not in SUB_OPERATION_RESULTS:
+            log.info("the peer answered a C-STORE sub-operation with 0x%04X, no storage status: counted as failed",
+                     status)
+            status = command.Status = CANNOT_UNDERSTAND
         with self.lock:
             # the response's Affected SOP Instance UID is optional (PS3.7 9.3.1.2)
             uid = str(command.get("AffectedSOPInstanceUID") or self.sending)
-            self.statuses[uid] = int(command.Status)
+            self.statuses[uid] = status
 
     def of(self, sop_instance_uid: str) -> str:
-        """completed, warning or failed (a sub-operation never answered, or never sent, failed)."""
+        """completed, warning or failed, as pynetdicom counted it (a sub-operation never answered,
+        or never sent, failed), so that the audit and the final response agree."""
         with self.lock:
             status = self.statuses.get(sop_instance_uid)
-        if status == SUCCESS:
-            return "completed"
-        if status is not None and is_warning(status):
-            return "warning"
-        return "failed"
+        if status is None:
+            return "failed"
+        return SUB_OPERATION_RESULTS[STORAGE_SERVICE_CLASS_STATUS[status][0]]
 
 
 class Receiver:
