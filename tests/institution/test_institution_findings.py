@@ -10,6 +10,7 @@ import pytest
 from .conftest import (
     INSTITUTION_A,
     INSTITUTION_B,
+    User,
     finding_body,
     local_link,
     record_body,
@@ -189,6 +190,25 @@ def test_only_the_author_edits(api, users, finding, db_state, who):
     before = db_state()
     status, answer = api.call("PUT", f"/api/v1/findings/{finding['id']}", users[who], {"conclusion": "forged"})
     assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("institution_id, role", [(INSTITUTION_B, "physician"), (INSTITUTION_A, "instadmin")])
+def test_an_author_moved_away_no_longer_changes_their_findings(api, users, finding, record, issuer, db_state,
+                                                               institution_id, role):
+    """The token the toplevel mints after a move names the new institution or role: the author is no
+    longer a physician here and rewrites nothing here, as they could no longer write a finding here
+    (made an admin of this institution, they delete it as any admin here does)."""
+    author = users["physician"]
+    token, _ = issuer.issue(author.id, author.username, role, institution_id)
+    moved = User(author.id, author.username, role, institution_id, token)
+    path = f"/api/v1/findings/{finding['id']}"
+    refused = [("PUT", path, {"conclusion": "changed from elsewhere"}), ("POST", f"{path}/records", REMOTE_LINK),
+               ("DELETE", f"{path}/records/{record['id']}", None)]
+    before = db_state()
+    for method, url, body in refused + ([("DELETE", path, None)] if role == "physician" else []):
+        status, answer = api.call(method, url, moved, body)
+        assert status == 403 and answer["error"]["code"] == "forbidden", (method, url, answer)
     assert db_state() == before
 
 
