@@ -158,7 +158,8 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
 
     With `institution_id`, only administrators of that institution (`shared.roles`) may read it
     (institution servers and render nodes). `scope` narrows the entries a caller sees (the
-    toplevel's log, which spans institutions, shows an institution admin only their own users').
+    toplevel's log, which spans institutions, shows an institution admin only what concerns the users
+    they administer).
     """
     bp = Blueprint("audit", __name__)
 

@@ -134,6 +134,31 @@ def test_toplevel_audit_of_an_institution_admin_is_their_institutions(api: Api, 
     assert {e["username"] for e in body["items"]} == {"dr.b", "dr.house"}
 
 
+def test_toplevel_audit_shows_an_institution_admin_what_concerns_the_users_they_administer(api: Api, tokens, seed):
+    """Not what a system admin of their institution did elsewhere (nor the system admin's logins):
+    what the users they administer did, and what was done to those users, by anyone."""
+    root, users = tokens["admin"], seed.users
+    status, admin_a, _ = api.call("POST", "/api/v1/users", root,
+                                  _user_body(seed.institution_a["id"], "instadmin", "admin.a"))
+    assert status == 201
+    for user in ("physician", "physician_b"):
+        assert api.call("POST", f"/api/v1/users/{users[user]['id']}/password", root,
+                        {"new_password": "reset-by-root-1"})[0] == 204
+    status, dr_new, _ = api.call("POST", "/api/v1/users", root, _user_body(seed.institution_b["id"]))
+    assert status == 201
+    token_a = api.login("admin.a", "new-user-pass-1")["access_token"]
+
+    def by_root(token: str) -> set[tuple[str, str]]:
+        status, body, _ = api.call("GET", f"/api/v1/audit?user_id={users['admin']['id']}", token)
+        assert status == 200
+        return {(e["action"], e["object_id"]) for e in body["items"]}
+
+    assert by_root(token_a) == {("user.create", admin_a["id"]), ("user.password_reset", users["physician"]["id"])}
+    assert by_root(tokens["admin_b"]) == {("user.password_reset", users["physician_b"]["id"]),
+                                          ("user.create", dr_new["id"])}
+    assert ("auth.login", users["admin"]["id"]) in by_root(root)
+
+
 def test_system_admin_administers_every_institution(api: Api, tokens, seed):
     status, body, _ = api.call("POST", "/api/v1/users", tokens["admin"],
                                _user_body(seed.institution_b["id"], "instadmin"))
