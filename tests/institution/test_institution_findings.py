@@ -212,6 +212,25 @@ def test_an_author_moved_away_no_longer_changes_their_findings(api, users, findi
     assert db_state() == before
 
 
+def test_refused_changes_are_audited_as_access_denied(api, users, finding):
+    """Who tried what on which finding, and why it was refused (`shared.audit.audit_denials`)."""
+    path = f"/api/v1/findings/{finding['id']}"
+    assert api.call("PUT", path, users["physician2"], {"conclusion": "forged"})[0] == 403
+    assert api.call("DELETE", path, users["physician_b"])[0] == 403
+    assert api.call("GET", "/api/v1/audit", users["admin_b"])[0] == 403
+    status, body = api.call("GET", "/api/v1/audit?action=access.denied", users["admin"])
+    assert status == 200 and body["total"] == 3
+    entries = {e["user_id"]: e for e in body["items"]}
+    expected = {"physician2": ("finding", finding["id"], f"PUT {path}: only the author of a finding"),
+                "physician_b": ("finding", finding["id"], f"DELETE {path}: only the author of a finding"),
+                "admin_b": ("request", None, "GET /api/v1/audit: this audit log belongs to an institution")}
+    for who, (object_type, object_id, detail) in expected.items():
+        entry = entries[users[who].id]
+        assert (entry["username"], entry["object_type"], entry["object_id"]) == (users[who].username, object_type,
+                                                                                 object_id)
+        assert entry["detail"].startswith(detail), entry
+
+
 def test_edit_validates_the_body_and_the_links(api, users, finding, db_state):
     before = db_state()
     author = users["physician"]
