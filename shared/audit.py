@@ -2,6 +2,8 @@
 
 Each layer keeps its own log in its own database (backends never call each other), with the
 same table shape and the same admin-only query endpoint, so the console can show them together.
+Every request refused to a known caller for who they are (403 `forbidden`) is audited too, as
+`access.denied` (`audit_denials`, installed with the endpoint), whichever check refused it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from shared.audit_export import export_entry
+from shared.audit_export import ACCESS_DENIED, export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, utcnow
 from shared.errors import ApiError
@@ -149,6 +151,42 @@ def audit_to_json(entry: Any) -> dict[str, Any]:
     }
 
 
+def _named_object() -> tuple[str, str | None]:
+    """The object a request names in its URL (`<user_id>`: ("user", id)), else ("request", None):
+    a refusal is then found with that object's other entries (`?object_id=`, and the toplevel
+    shows an institution admin what was tried on their users)."""
+    for name, value in (request.view_args or {}).items():
+        if name.endswith("_id") and isinstance(value, str):
+            return name.removesuffix("_id"), value[:64]
+    return "request", None
+
+
+def audit_denials(model: type[peewee.Model]) -> Callable[[Response], Response]:
+    """An after-request hook: every 403 `forbidden` answered to an authenticated caller becomes one
+    `access.denied` entry (who, the method and path, why), exported with ATNA outcome 4.
+
+    One hook rather than one call per check: the checks that refuse (`shared.auth`, the layers'
+    own rules) are many, and a refused attempt (an admin trying another institution's users, a
+    physician changing what they may not) is what an auditor looks for. Written after the view,
+    so a refusal inside a rolled-back transaction is kept. Other 403 codes are attempts their view
+    audits itself (`wrong_password`); anonymous refusals (401) have no one to name.
+    """
+
+    def audit_denial(response: Response) -> Response:
+        if response.status_code != 403 or getattr(g, "identity", None) is None:
+            return response
+        body = response.get_json(silent=True)
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict) or error.get("code") != "forbidden":
+            return response
+        object_type, object_id = _named_object()
+        record_audit(model, ACCESS_DENIED, object_type, object_id,
+                     detail=f"{request.method} {request.path}: {error.get('message', '')}")
+        return response
+
+    return audit_denial
+
+
 AuditScope = Callable[[Identity, peewee.ModelSelect], peewee.ModelSelect]
 
 
@@ -158,9 +196,11 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
 
     With `institution_id`, only administrators of that institution (`shared.roles`) may read it
     (institution servers and render nodes). `scope` narrows the entries a caller sees (the
-    toplevel's log, which spans institutions, shows an institution admin only their own users').
+    toplevel's log, which spans institutions, shows an institution admin only what concerns the users
+    they administer). Registering it also audits every refused request of the app (`audit_denials`).
     """
     bp = Blueprint("audit", __name__)
+    bp.after_app_request(audit_denials(model))
 
     @bp.get("/api/v1/audit")
     @require_auth(*ADMIN_ROLES)

@@ -66,7 +66,11 @@ _ATNA_EVENTS = {
     "link": ("110110", "U"),
     "unlink": ("110110", "U"),
     "password": ("110137", "U"),  # User Security Attributes Changed
+    "denied": ("110113", "E"),  # Security Alert: a request refused for who made it (access.denied)
 }
+
+#: The action of a request refused with 403 `forbidden` to a known caller (`shared.audit.audit_denials`).
+ACCESS_DENIED = "access.denied"
 
 
 def atna_event(action: str) -> tuple[str, str]:
@@ -79,8 +83,9 @@ def atna_event(action: str) -> tuple[str, str]:
 
 
 def atna_outcome(action: str) -> str:
-    """EventOutcomeIndicator: 4 (minor failure) for refused attempts (`auth.login_failed`), else 0."""
-    return "4" if action.endswith("_failed") else "0"
+    """EventOutcomeIndicator: 4 (minor failure) for refused attempts (`auth.login_failed`,
+    `access.denied`), else 0."""
+    return "4" if action.endswith("_failed") or action == ACCESS_DENIED else "0"
 
 
 def _sd_escape(value: Any) -> str:

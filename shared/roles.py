@@ -8,7 +8,8 @@ Three roles:
   only. They cannot create or touch a system administrator, move anyone to another institution,
   or change institutions or record types.
 * `physician`: reads and writes patient data; administers nothing. A physician may correct or
-  delete the records they registered (`may_change_record`).
+  delete the records they registered (`may_change_record`) and edit or delete the findings they
+  wrote (`may_change_finding`), while a physician of that institution.
 
 The functions below take only what a verified token says (`Identity`) and the target's
 institution/role, so the toplevel, the institution servers, the render nodes and the console all
@@ -94,10 +95,29 @@ def may_change_record(caller: Caller, caller_id: str, registered_by: str, instit
     series knows best what it is) or an administrator of that institution. Other physicians read
     it but may not relabel or remove what a colleague uploaded.
     """
-    if may_administer_institution(caller, institution_id):
+    return may_administer_institution(caller, institution_id) or _is_author_there(
+        caller, caller_id, registered_by, institution_id)
+
+
+def may_change_finding(caller: Caller, caller_id: str, author_id: str, institution_id: str,
+                       *, deleting: bool = False) -> bool:
+    """Edit, relink or (with `deleting`) delete a finding written at `institution_id`.
+
+    Editing: only its author, while a physician of that institution. A finding is its author's
+    signed opinion, so nobody else rewrites it in their name, and a physician moved to another
+    institution (or made an admin) no longer writes findings there, as they no longer create them.
+    Deleting: also an administrator of that institution (who cleans up, but never rewrites).
+    """
+    if deleting and may_administer_institution(caller, institution_id):
         return True
+    return _is_author_there(caller, caller_id, author_id, institution_id)
+
+
+def _is_author_there(caller: Caller, caller_id: str, author_id: str, institution_id: str) -> bool:
+    """The caller wrote or registered it (`author_id`) and is a physician of `institution_id` now: the
+    token says where they work today, and what they did elsewhere stays that institution's."""
     return (caller.role == PHYSICIAN and caller.institution_id == institution_id
-            and bool(registered_by) and caller_id == registered_by)
+            and bool(author_id) and caller_id == author_id)
 
 
 def assignable_roles(caller: Caller) -> tuple[str, ...]:

@@ -39,7 +39,7 @@ from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500
 #: Actions the layers write (the list is editable: a newer server may write others).
-ACTIONS = ["", "auth.login", "auth.login_failed", "auth.logout",
+ACTIONS = ["", "access.denied", "auth.login", "auth.login_failed", "auth.logout",
            "patient.read", "patient.search", "patient.create", "patient.update", "patient.delete",
            "user.create", "user.update", "user.delete", "user.password_reset", "user.password_change",
            "user.password_change_failed", "institution.create", "institution.update", "institution.delete",

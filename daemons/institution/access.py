@@ -5,7 +5,8 @@ means the token's `inst` claim equals that id. Reads of findings, records and th
 are open to every role, because seeing a patient's findings and images across institutions is
 the point; every change needs a physician of this institution or an administrator of it
 (`shared.roles`: its institution admins, or a system admin), and relabelling or deleting a record
-its uploader or such an administrator (`shared.roles.may_change_record`).
+its uploader or such an administrator (`shared.roles.may_change_record`); editing a finding its
+author while a physician here, deleting it also such an administrator (`shared.roles.may_change_finding`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shared.auth import (
 )
 from shared.errors import ApiError
 from shared.patient_refs import FIELD, check_patient_reference
-from shared.roles import PHYSICIAN, may_administer_institution, may_change_record
+from shared.roles import PHYSICIAN, may_change_finding, may_change_record
 from shared.tokens import Identity
 
 
@@ -47,11 +48,6 @@ def require_physician_here() -> Identity:
     return identity
 
 
-def is_admin_here(identity: Identity) -> bool:
-    """Whether the caller administers this institution (its institution admins, or a system admin)."""
-    return may_administer_institution(identity, this_institution())
-
-
 def require_admin_here(what: str) -> Identity:
     identity = current_identity()
     require_admin_of(identity, this_institution(), what)
@@ -70,6 +66,17 @@ def require_record_change(registered_by: str, what: str) -> Identity:
         raise ApiError(403, "forbidden",
                        f"only the physician who registered the record or an administrator of this institution "
                        f"may {what}")
+    return identity
+
+
+def require_finding_change(author_id: str, *, deleting: bool = False) -> Identity:
+    """403 unless the caller may change (or, `deleting`, delete) a finding of this institution
+    written by `author_id` (`shared.roles.may_change_finding`)."""
+    identity = current_identity()
+    if not may_change_finding(identity, identity.user_id, author_id, this_institution(), deleting=deleting):
+        raise ApiError(403, "forbidden",
+                       "only the author of a finding, while a physician of this institution, "
+                       + ("or an administrator of this institution may delete it" if deleting else "may change it"))
     return identity
 
 

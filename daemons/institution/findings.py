@@ -2,9 +2,10 @@
 
 Physicians of this institution write findings (the author is the token's user, never a body
 field); every physician or admin may read them, by patient, because a patient's findings must
-be visible across institutions. Only the author changes a finding; the author or an admin of
-this institution deletes it. Every read and change is audited with the patient id. A finding is
-stored only for a patient the toplevel vouches for (`patient_reference`, see shared.patient_refs).
+be visible across institutions. Only the author, while a physician of this institution, changes a
+finding; they or an admin of this institution delete it (`shared.roles.may_change_finding`). Every
+read and change is audited with the patient id. A finding is stored only for a patient the
+toplevel vouches for (`patient_reference`, see shared.patient_refs).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import (
-    is_admin_here,
+    require_finding_change,
     require_patient_reference,
     require_physician_here,
     take_patient_reference,
@@ -32,11 +33,10 @@ from daemons.institution.models import (
     database_proxy,
 )
 from shared.audit import record_audit
-from shared.auth import current_identity, require_auth
+from shared.auth import require_auth
 from shared.db import utcnow
 from shared.errors import ApiError, not_found
 from shared.roles import PHYSICIAN, ROLES
-from shared.tokens import Identity
 from shared.validation import (
     Field,
     iso_utc,
@@ -130,11 +130,6 @@ def get_finding(finding_id: str) -> Finding:
     return finding
 
 
-def _require_author(finding: Finding, identity: Identity) -> None:
-    if finding.author_id != identity.user_id:
-        raise ApiError(403, "forbidden", "only the author of a finding may change it")
-
-
 def check_local_links(links: Iterable[dict[str, Any]], patient_id: str) -> None:
     """Links to records of this institution must name a registered record of the same patient.
 
@@ -220,7 +215,6 @@ def read_finding(finding_id: str):
 @bp.put("/api/v1/findings/<id:finding_id>")
 @require_auth(*ROLES)
 def update_finding(finding_id: str):
-    identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
     body = json_body()
     reference = take_patient_reference(body)
@@ -228,7 +222,7 @@ def update_finding(finding_id: str):
     links = fields.pop("records", None)
     with database_proxy.atomic():
         finding = get_finding(finding_id)
-        _require_author(finding, identity)
+        require_finding_change(finding.author_id)
         previous_patient = finding.patient_id
         patient_id = fields.get("patient_id", previous_patient)
         if patient_id != previous_patient:
@@ -255,13 +249,10 @@ def update_finding(finding_id: str):
 @bp.delete("/api/v1/findings/<id:finding_id>")
 @require_auth(*ROLES)
 def delete_finding(finding_id: str):
-    identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
     with database_proxy.atomic():
         finding = get_finding(finding_id)
-        if finding.author_id != identity.user_id and not is_admin_here(identity):
-            raise ApiError(403, "forbidden",
-                           "only the author or an admin of this institution may delete a finding")
+        require_finding_change(finding.author_id, deleting=True)
         FindingRecord.delete().where(FindingRecord.finding == finding).execute()
         finding.delete_instance()
         record_audit(AuditEntry, "finding.delete", "finding", finding.id, patient_id=finding.patient_id)
@@ -271,12 +262,11 @@ def delete_finding(finding_id: str):
 @bp.post("/api/v1/findings/<id:finding_id>/records")
 @require_auth(*ROLES)
 def link_record(finding_id: str):
-    identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
     body = json_body()
     link = parse_links([body], "record link")[0]
     finding = get_finding(finding_id)
-    _require_author(finding, identity)
+    require_finding_change(finding.author_id)
     if _is_linked(finding, link):
         return _respond(finding, 200)
     check_local_links([link], finding.patient_id)
@@ -299,13 +289,12 @@ def link_record(finding_id: str):
 @bp.delete("/api/v1/findings/<id:finding_id>/records/<id:record_id>")
 @require_auth(*ROLES)
 def unlink_record(finding_id: str, record_id: str):
-    identity = current_identity()
     finding_id = parse_uuid(finding_id, "finding id")
     record_id = parse_record_id(record_id)
     institution_id = query_uuid("institution_id")
     with database_proxy.atomic():
         finding = get_finding(finding_id)
-        _require_author(finding, identity)
+        require_finding_change(finding.author_id)
         links = _links_of(finding)
         matching = [link for link in links if link.record_id == record_id
                     and (institution_id is None or link.institution_id == institution_id)]

@@ -17,7 +17,7 @@ from shared.auth import VERIFIER_EXTENSION
 from shared.config import Config
 from shared.db import bind_models, bind_per_request, schema_target
 from shared.health import add_readiness_check, database_check, files_check
-from shared.roles import is_system_admin
+from shared.roles import is_system_admin, may_administer_user
 from shared.tokens import MAX_EXCHANGED_TTL_S, Identity, TokenIssuer, load_private_key
 from shared.webapp import create_base_app, layer_audience
 
@@ -56,11 +56,17 @@ def _refuse_ended_sessions() -> None:
 
 
 def _audit_scope(identity: Identity, query: peewee.ModelSelect) -> peewee.ModelSelect:
-    """System admins read the whole log; an institution admin the entries of their institution's users."""
+    """System admins read the whole log. An institution admin reads what the users they administer
+    did, and what anyone did to those users (a system admin resetting one's password), both by
+    `shared.roles.may_administer_user`: never what a system admin did elsewhere or their logins,
+    though that admin is a member of their institution (`GET /users/<id>` refuses them too).
+    """
     if is_system_admin(identity):
         return query
-    members = User.select(User.id).where(User.institution == identity.institution_id)
-    return query.where(AuditEntry.user_id.in_(members))
+    administered = [user.id for user in User.select(User.id, User.role, User.institution)
+                    if may_administer_user(identity, user.role, user.institution_id)]
+    return query.where(AuditEntry.user_id.in_(administered)
+                       | ((AuditEntry.object_type == "user") & AuditEntry.object_id.in_(administered)))
 
 
 def create_app(config: Config) -> Flask:

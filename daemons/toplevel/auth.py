@@ -56,6 +56,21 @@ def _login_username(body: dict[str, Any]) -> str:
     return value.strip().lower()
 
 
+def _login_refusal(user: User | None, password: str) -> str:
+    """Why a login fails, for the audit log ("" when it does not); the answer is the same for all.
+
+    A deactivated account is answered and counted like a wrong password: a different answer would
+    confirm its password to whoever guesses it, and a success would clear the guesser's failures.
+    """
+    passwords = toplevel().passwords
+    if user is None:
+        passwords.burn_dummy(password)
+        return "unknown username"
+    if not passwords.verify(user.password_hash, password):
+        return "wrong password"
+    return "" if user.active else "account deactivated"
+
+
 @bp.post("/api/v1/auth/login")
 def login():
     body = json_body()
@@ -68,22 +83,13 @@ def login():
     attempt = throttle.reserve_attempt(username, address, auth, "auth.login_throttled")
 
     user = User.get_or_none(User.username == username)
-    if user is None:
-        top.passwords.burn_dummy(password)
-        verified = False
-    else:
-        verified = top.passwords.verify(user.password_hash, password)
-    if not verified:
-        record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None,
-                     detail="wrong password" if user else "unknown username",
+    refusal = _login_refusal(user, password)
+    if user is None or refusal:
+        record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None, detail=refusal,
                      user_id=user.id if user else "", username=username)
         throttle.attempt_failed(attempt)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     throttle.attempt_succeeded(attempt, username, address)
-    if not user.active:
-        record_audit(AuditEntry, "auth.login_failed", "user", user.id, detail="account deactivated",
-                     user_id=user.id, username=username)
-        raise ApiError(401, "invalid_credentials", "this account is deactivated; ask an administrator")
 
     if top.passwords.needs_rehash(user.password_hash):
         user.password_hash = top.passwords.hash(password)

@@ -10,6 +10,7 @@ import pytest
 from .conftest import (
     INSTITUTION_A,
     INSTITUTION_B,
+    User,
     finding_body,
     local_link,
     record_body,
@@ -190,6 +191,44 @@ def test_only_the_author_edits(api, users, finding, db_state, who):
     status, answer = api.call("PUT", f"/api/v1/findings/{finding['id']}", users[who], {"conclusion": "forged"})
     assert status == 403 and answer["error"]["code"] == "forbidden"
     assert db_state() == before
+
+
+@pytest.mark.parametrize("institution_id, role", [(INSTITUTION_B, "physician"), (INSTITUTION_A, "instadmin")])
+def test_an_author_moved_away_no_longer_changes_their_findings(api, users, finding, record, issuer, db_state,
+                                                               institution_id, role):
+    """The token the toplevel mints after a move names the new institution or role: the author is no
+    longer a physician here and rewrites nothing here, as they could no longer write a finding here
+    (made an admin of this institution, they delete it as any admin here does)."""
+    author = users["physician"]
+    token, _ = issuer.issue(author.id, author.username, role, institution_id)
+    moved = User(author.id, author.username, role, institution_id, token)
+    path = f"/api/v1/findings/{finding['id']}"
+    refused = [("PUT", path, {"conclusion": "changed from elsewhere"}), ("POST", f"{path}/records", REMOTE_LINK),
+               ("DELETE", f"{path}/records/{record['id']}", None)]
+    before = db_state()
+    for method, url, body in refused + ([("DELETE", path, None)] if role == "physician" else []):
+        status, answer = api.call(method, url, moved, body)
+        assert status == 403 and answer["error"]["code"] == "forbidden", (method, url, answer)
+    assert db_state() == before
+
+
+def test_refused_changes_are_audited_as_access_denied(api, users, finding):
+    """Who tried what on which finding, and why it was refused (`shared.audit.audit_denials`)."""
+    path = f"/api/v1/findings/{finding['id']}"
+    assert api.call("PUT", path, users["physician2"], {"conclusion": "forged"})[0] == 403
+    assert api.call("DELETE", path, users["physician_b"])[0] == 403
+    assert api.call("GET", "/api/v1/audit", users["admin_b"])[0] == 403
+    status, body = api.call("GET", "/api/v1/audit?action=access.denied", users["admin"])
+    assert status == 200 and body["total"] == 3
+    entries = {e["user_id"]: e for e in body["items"]}
+    expected = {"physician2": ("finding", finding["id"], f"PUT {path}: only the author of a finding"),
+                "physician_b": ("finding", finding["id"], f"DELETE {path}: only the author of a finding"),
+                "admin_b": ("request", None, "GET /api/v1/audit: this audit log belongs to an institution")}
+    for who, (object_type, object_id, detail) in expected.items():
+        entry = entries[users[who].id]
+        assert (entry["username"], entry["object_type"], entry["object_id"]) == (users[who].username, object_type,
+                                                                                 object_id)
+        assert entry["detail"].startswith(detail), entry
 
 
 def test_edit_validates_the_body_and_the_links(api, users, finding, db_state):

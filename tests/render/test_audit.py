@@ -140,6 +140,21 @@ def test_the_node_audit_log_is_for_the_admins_of_its_institution(node):
         assert reply.status_code == 403 and reply.json["error"]["code"] == "forbidden"
 
 
+def test_refused_requests_are_audited_as_access_denied(node):
+    """As on the other layers (`shared.audit.audit_denials`): who was refused what, and why."""
+    other = str(uuid.uuid4())
+    assert node.client.get("/api/v1/audit", headers=node.headers()).status_code == 403
+    assert node.client.delete(f"/api/v1/records/{'a' * 64}",
+                              headers=node.headers(institution_id=other)).status_code == 403
+    entries = {e["object_type"]: e for e in _audit(node, action="access.denied")}
+    assert entries.keys() == {"request", "record"}
+    assert entries["request"]["username"] == "physician-user"
+    assert entries["request"]["detail"] == ("GET /api/v1/audit: this action needs the role sysadmin or instadmin; "
+                                            "you are physician")
+    assert entries["record"]["object_id"] == "a" * 64
+    assert entries["record"]["detail"].startswith(f"DELETE /api/v1/records/{'a' * 64}: deleting records of this node")
+
+
 def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
     jane = _stored(node, "P-1", "Doe^Jane")
     john = _stored(node, "P-2", "Roe^John")

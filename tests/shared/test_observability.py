@@ -205,9 +205,19 @@ def test_an_audit_entry_is_one_rfc5424_message_with_its_fields_as_structured_dat
     ("record.upload_again", ("110104", "C")), ("patient.delete", ("110105", "D")),
     ("user.password_change", ("110137", "U")), ("record.original", ("110106", "R")),
     ("finding.link", ("110110", "U")), ("record.view", ("110110", "R")), ("institution.something_new", ("110100", "E")),
+    ("access.denied", ("110113", "E")),
 ])
 def test_actions_map_to_dicom_audit_events(action, expected):
     assert atna_event(action) == expected
+
+
+@pytest.mark.parametrize("action, outcome", [
+    ("access.denied", "4"), ("auth.login_failed", "4"), ("user.password_change_failed", "4"),
+    ("record.read", "0"), ("user.create", "0"),
+])
+def test_refused_attempts_are_exported_as_failures(action, outcome):
+    params = sd_params(RFC5424.match(format_message({**ENTRY, "action": action}, "toplevel"))["sd"])
+    assert (params["action"], params["outcome"]) == (action, outcome)
 
 
 def wait_for(condition, timeout_s: float = 10.0) -> None:

@@ -10,6 +10,7 @@ from shared.roles import (
     is_admin,
     may_administer_institution,
     may_administer_user,
+    may_change_finding,
     may_change_record,
     may_grant_role,
 )
@@ -56,3 +57,18 @@ def test_grantable_roles():
 ])
 def test_who_changes_a_record(caller, caller_id, registered_by, institution, allowed):
     assert may_change_record(caller, caller_id, registered_by, institution) is allowed
+
+
+@pytest.mark.parametrize("caller, caller_id, author, deleting, allowed", [
+    (DOC_A, "u1", "u1", False, True), (DOC_A, "u1", "u1", True, True),      # the author
+    (DOC_A, "u2", "u1", False, False), (DOC_A, "u2", "u1", True, False),    # a colleague
+    (Principal("physician", B), "u1", "u1", False, False),                # the author, since moved to B
+    (Principal("physician", B), "u1", "u1", True, False),
+    (Principal("instadmin", A), "u1", "u1", False, False),                # the author, since made an admin
+    (INST_A, "x", "u1", False, False), (INST_A, "x", "u1", True, True),   # admins delete, never rewrite
+    (ROOT, "x", "u1", False, False), (Principal("sysadmin", B), "x", "u1", True, True),
+    (Principal("instadmin", B), "x", "u1", True, False),
+    (DOC_A, "u1", "", False, False),
+])
+def test_who_changes_a_finding(caller, caller_id, author, deleting, allowed):
+    assert may_change_finding(caller, caller_id, author, A, deleting=deleting) is allowed

@@ -91,6 +91,26 @@ def test_deactivated_user_cannot_log_in(api: Api, tokens, seed):
     assert status == 401 and body["error"]["code"] == "invalid_credentials"
 
 
+def test_a_deactivated_accounts_password_is_not_confirmed(make_config, seed):
+    """Its right password is answered like a wrong one and counts as a failure: a different answer
+    would confirm a guessed password, and a success would reset the guesser's failures. The log
+    still tells the administrator why."""
+    config = make_config(auth={"max_failed_logins": 2})
+    api = Api(create_app(config).test_client())
+    admin = api.login("admin", PASSWORDS["admin"])["access_token"]
+    assert api.call("PUT", f"/api/v1/users/{seed.users['physician']['id']}", admin, {"active": False})[0] == 200
+    answers = []
+    for password in ("bad-guess", PASSWORDS["physician"]):
+        status, body, _ = api.call("POST", "/api/v1/auth/login", json={"username": "dr.house", "password": password})
+        answers.append((status, body["error"]["code"], body["error"]["message"]))
+    assert answers[0] == answers[1] == (401, "invalid_credentials", "wrong username or password")
+    status, body, _ = api.call("POST", "/api/v1/auth/login",
+                               json={"username": "dr.house", "password": PASSWORDS["physician"]})
+    assert status == 429 and body["error"]["code"] == "rate_limited"
+    _, audit, _ = api.call("GET", "/api/v1/audit?action=auth.login_failed&username=dr.house", admin)
+    assert sorted(e["detail"] for e in audit["items"]) == ["account deactivated", "wrong password"]
+
+
 def test_failed_logins_per_username_are_rate_limited(make_config, seed):
     config = make_config(auth={"max_failed_logins": 3})
     api = Api(create_app(config).test_client())

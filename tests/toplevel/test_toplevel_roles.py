@@ -125,6 +125,40 @@ def test_institution_admin_sees_full_records_of_their_users_only(api: Api, token
     assert api.call("GET", f"/api/v1/users/{seed.users['physician']['id']}", tokens["admin_b"])[0] == 403
 
 
+def test_refused_administration_is_audited_as_access_denied(api: Api, tokens, seed):
+    """Each refusal leaves one entry naming who tried what on whom: the system admin sees them all,
+    the institution admin of the user tried on too (it is their user's entry). A refused password
+    change, already audited as a failed attempt by its view, is not audited twice."""
+    admin_b, doc_a, root = seed.users["admin_b"], seed.users["physician"], seed.users["admin"]
+    attacks = [
+        ("POST", f"/api/v1/users/{doc_a['id']}/password", {"new_password": "taken-over-123"}, doc_a["id"]),
+        ("POST", "/api/v1/users", _user_body(seed.institution_b["id"], "sysadmin", "evil"), None),
+        ("PUT", f"/api/v1/users/{admin_b['id']}", {"role": "sysadmin"}, admin_b["id"]),
+        ("PUT", f"/api/v1/users/{seed.users['physician_b']['id']}", {"institution_id": seed.institution_a["id"]},
+         seed.users["physician_b"]["id"]),
+        ("GET", f"/api/v1/users/{root['id']}", None, root["id"]),
+    ]
+    for method, path, body, _ in attacks:
+        status, answer, _ = api.call(method, path, tokens["admin_b"], body)
+        assert status == 403 and answer["error"]["code"] == "forbidden", (method, path, answer)
+    status, answer, _ = api.call("POST", "/api/v1/me/password", tokens["physician"],
+                                 {"old_password": "not-my-password", "new_password": "new-password-12"})
+    assert status == 403 and answer["error"]["code"] == "wrong_password"
+
+    status, body, _ = api.call("GET", "/api/v1/audit?action=access.denied", tokens["admin"])
+    assert status == 200
+    assert body["total"] == len(attacks)  # none for the wrong old password (user.password_change_failed)
+    entries = {e["detail"].partition(": ")[0]: e for e in body["items"]}  # the order of equal times is open
+    for method, path, _, object_id in attacks:
+        entry = entries[f"{method} {path}"]
+        assert (entry["user_id"], entry["username"], entry["client_ip"]) == (admin_b["id"], "admin.b", "127.0.0.1")
+        assert (entry["object_type"], entry["object_id"]) == ("user" if object_id else "request", object_id)
+        assert entry["detail"].partition(": ")[2]  # why it was refused
+    assert entries["POST /api/v1/users"]["detail"].endswith("only a system administrator may give the role sysadmin")
+    _, own, _ = api.call("GET", "/api/v1/audit?action=access.denied", tokens["admin_b"])
+    assert own["total"] == len(attacks)
+
+
 def test_toplevel_audit_of_an_institution_admin_is_their_institutions(api: Api, tokens, seed):
     api.call("GET", "/api/v1/patients?q=x", tokens["physician"])
     api.call("GET", "/api/v1/patients?q=x", tokens["physician_b"])
@@ -132,6 +166,31 @@ def test_toplevel_audit_of_an_institution_admin_is_their_institutions(api: Api, 
     assert status == 200 and {e["username"] for e in body["items"]} == {"dr.b"}
     status, body, _ = api.call("GET", "/api/v1/audit?action=patient.search", tokens["admin"])
     assert {e["username"] for e in body["items"]} == {"dr.b", "dr.house"}
+
+
+def test_toplevel_audit_shows_an_institution_admin_what_concerns_the_users_they_administer(api: Api, tokens, seed):
+    """Not what a system admin of their institution did elsewhere (nor the system admin's logins):
+    what the users they administer did, and what was done to those users, by anyone."""
+    root, users = tokens["admin"], seed.users
+    status, admin_a, _ = api.call("POST", "/api/v1/users", root,
+                                  _user_body(seed.institution_a["id"], "instadmin", "admin.a"))
+    assert status == 201
+    for user in ("physician", "physician_b"):
+        assert api.call("POST", f"/api/v1/users/{users[user]['id']}/password", root,
+                        {"new_password": "reset-by-root-1"})[0] == 204
+    status, dr_new, _ = api.call("POST", "/api/v1/users", root, _user_body(seed.institution_b["id"]))
+    assert status == 201
+    token_a = api.login("admin.a", "new-user-pass-1")["access_token"]
+
+    def by_root(token: str) -> set[tuple[str, str]]:
+        status, body, _ = api.call("GET", f"/api/v1/audit?user_id={users['admin']['id']}", token)
+        assert status == 200
+        return {(e["action"], e["object_id"]) for e in body["items"]}
+
+    assert by_root(token_a) == {("user.create", admin_a["id"]), ("user.password_reset", users["physician"]["id"])}
+    assert by_root(tokens["admin_b"]) == {("user.password_reset", users["physician_b"]["id"]),
+                                          ("user.create", dr_new["id"])}
+    assert ("auth.login", users["admin"]["id"]) in by_root(root)
 
 
 def test_system_admin_administers_every_institution(api: Api, tokens, seed):
