@@ -82,10 +82,15 @@ def atna_event(action: str) -> tuple[str, str]:
     return "110100", "E"  # Application Activity
 
 
+#: How the actions of refused attempts end: a failed login or password change, a refused C-STORE,
+#: C-GET or C-MOVE (`dicom.store_refused`...), an instance, series or study refused as another's.
+REFUSED_SUFFIXES = ("_failed", "_refused", ".conflict")
+
+
 def atna_outcome(action: str) -> str:
-    """EventOutcomeIndicator: 4 (minor failure) for refused attempts (`auth.login_failed`,
+    """EventOutcomeIndicator: 4 (minor failure) for refused attempts (`REFUSED_SUFFIXES`,
     `access.denied`), else 0."""
-    return "4" if action.endswith("_failed") or action == ACCESS_DENIED else "0"
+    return "4" if action.endswith(REFUSED_SUFFIXES) or action == ACCESS_DENIED else "0"
 
 
 def _sd_escape(value: Any) -> str:

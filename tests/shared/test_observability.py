@@ -213,7 +213,9 @@ def test_actions_map_to_dicom_audit_events(action, expected):
 
 @pytest.mark.parametrize("action, outcome", [
     ("access.denied", "4"), ("auth.login_failed", "4"), ("user.password_change_failed", "4"),
-    ("record.read", "0"), ("user.create", "0"),
+    ("dicom.store_refused", "4"), ("dicom.get_refused", "4"), ("dicom.move_refused", "4"),
+    ("instance.conflict", "4"), ("study.conflict", "4"), ("series.conflict", "4"),
+    ("record.read", "0"), ("user.create", "0"), ("dicom.store", "0"),
 ])
 def test_refused_attempts_are_exported_as_failures(action, outcome):
     params = sd_params(RFC5424.match(format_message({**ENTRY, "action": action}, "toplevel"))["sd"])
