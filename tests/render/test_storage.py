@@ -154,6 +154,21 @@ def test_a_missing_key_is_not_recreated_for_a_store_that_held_records(tmp_path, 
     assert not (tmp_path / "store.key").exists()
 
 
+def test_old_key_files_are_refused_with_a_local_store(tmp_path):
+    """A local store has one key: the setting was accepted and ignored, as if a rotation were done."""
+    from daemons.render.settings import KEYS
+    from daemons.render.store.interface import open_store
+    from shared.config import build_config
+
+    create_key_file(tmp_path / "old.key")
+    config = build_config("render", KEYS, {"storage": {
+        "dir": str(tmp_path / "store"), "key_file": str(tmp_path / "store.key"),
+        "old_key_files": [str(tmp_path / "old.key")]}}, None)
+    with pytest.raises(ConfigError, match=r"storage.old_key_files is for storage.backend = \"s3\" only"):
+        open_store(config)
+    assert not (tmp_path / "store").exists()
+
+
 def test_flipped_byte_is_detected(store):
     files = _files()
     store.write_record(RECORD, files, _manifest(files))

@@ -490,9 +490,9 @@ class RecordStore:
     def used_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*.bin"))
 
-    def rewrap(self) -> int:
-        """Nothing to do: the local store has one key and no wrapped data keys."""
-        return 0
+    def rewrap(self) -> int | None:
+        """None: the local store has one key and no wrapped data keys, so nothing can be rewrapped."""
+        return None
 
     def check(self) -> None:
         """The store folder can be listed and written (readiness)."""
