@@ -87,8 +87,12 @@ def cmd_store_rewrap(args: argparse.Namespace) -> int:
     """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
     from daemons.render.store.interface import open_store
 
-    store = open_store(get_layer("render").load_config(args.config))
-    print(f"{store.rewrap()} record(s) rewrapped with the current key-encryption key; "
+    rewrapped = open_store(get_layer("render").load_config(args.config)).rewrap()
+    if rewrapped is None:
+        print("nothing to rewrap: a local store (storage.backend = \"local\") has one key, storage.key_file, "
+              "and no wrapped data keys; key rotation with storage.old_key_files is for s3 stores")
+        return 0
+    print(f"{rewrapped} record(s) rewrapped with the current key-encryption key; "
           "every record now opens without storage.old_key_files")
     return 0
 

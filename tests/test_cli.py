@@ -89,6 +89,17 @@ def test_init_gives_each_node_a_receipt_key_named_in_its_config_and_the_layout(i
     assert len(set(published.values())) == len(published) == 2
 
 
+def test_store_rewrap_of_a_local_store_says_it_has_nothing_to_rewrap(initialised):
+    """It printed "0 record(s) rewrapped ... every record now opens without storage.old_key_files"
+    about a store that has one key and nothing wrapped."""
+    layout = json.loads((initialised / "deployment.json").read_text())
+    config = next(i["config"] for i in layout["instances"] if i["layer"] == "render")
+    assert get_layer("render").load_config(config)["storage"]["backend"] == "local"
+    result = run_sivr("store", "rewrap", "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("nothing to rewrap: a local store") and "rewrapped" not in result.stdout
+
+
 def test_init_refuses_to_overwrite_without_force(initialised):
     result = run_sivr("init", "--dir", str(initialised))
     assert result.returncode == 2 and "--force" in result.stderr

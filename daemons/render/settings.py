@@ -20,7 +20,8 @@ KEYS = (
         "each record's data key (s3; every node sharing the bucket needs the same one).", True),
     Key("storage", "old_key_files", [],
         "s3: earlier key-encryption keys still accepted for unwrapping after a rotation, until "
-        "`sivr store rewrap` has rewrapped every record under storage.key_file.", True),
+        "`sivr store rewrap` has rewrapped every record under storage.key_file. Refused with backend local "
+        "(one key, nothing wrapped).", True),
     Key("storage", "catalogue_refresh_s", 30.0,
         "A record list older than this re-reads the store's record ids first (records other nodes stored)."),
     Key("storage", "manifest_refresh_s", 2.0,

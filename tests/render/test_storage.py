@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from daemons.render.store import local as storage
-from daemons.render.store.local import MAGIC, RecordStore, StoreError, create_key_file, load_key
+from daemons.render.store.local import KEY_CHECK, MAGIC, QUARANTINE, RecordStore, StoreError, create_key_file, load_key
 from daemons.render.store.manifest import BadFrame, JournalEntry
 from daemons.render.store.ownership import MARKER
 from shared.config import ConfigError
 from tests.manifests import sample_manifest
+from tests.render.conftest import close_node
 
 RECORD = "ab" * 32
 
@@ -76,6 +78,97 @@ def test_missing_key_for_a_store_with_records_is_refused(tmp_path, store):
         RecordStore.open(tmp_path / "store", tmp_path / "store.key")
 
 
+def _swap_key(key_file: Path) -> None:
+    """Put 32 other random bytes in the key file (a swapped key, a wrong restore), mode kept 0600."""
+    key_file.write_bytes(os.urandom(32))
+
+
+def _nothing_moved(root: Path, record_id: str) -> None:
+    assert (root / record_id / "manifest.bin").is_file() and not (root / ".quarantine").exists()
+
+
+def test_a_key_that_is_not_the_stores_is_refused_at_open_and_nothing_is_moved(tmp_path, store):
+    store.write_record(RECORD, _files(), _manifest(_files()))
+    _swap_key(tmp_path / "store.key")
+    with pytest.raises(ConfigError, match=r"storage.key_file = .*store.key: not the key of the store at .*store "
+                                          r"\(.*\.key-check does not open with it\)"):
+        RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+    _nothing_moved(store.root, RECORD)
+
+
+def test_a_node_started_with_another_key_refuses_to_start_and_quarantines_nothing(make_node, tmp_path):
+    """The reported case: the node took every record for damaged, quarantined all of them, dropped
+    them from its catalogue and answered ready with an empty record list."""
+    from tests.render.test_image_description import AXIAL, stack, upload
+
+    first = make_node(tmp_path)
+    record_id = upload(first, stack(AXIAL, count=2))["id"]
+    close_node(first)
+    _swap_key(tmp_path / "store.key")
+    with pytest.raises(ConfigError, match="not the key of the store"):
+        make_node(tmp_path, institution_id=first.institution_id)
+    _nothing_moved(tmp_path / "store", record_id)
+
+
+def test_a_store_of_an_earlier_release_gets_its_key_check_when_its_key_opens_a_record(tmp_path, store):
+    files = _files()
+    store.write_record(RECORD, files, _manifest(files))
+    (store.root / KEY_CHECK).unlink(missing_ok=True)  # as a store written before key checks existed
+    reopened = RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+    assert (store.root / KEY_CHECK).is_file() and reopened.record_ids() == [RECORD]
+    assert reopened.read_manifest(RECORD) == _manifest(files)
+    _swap_key(tmp_path / "store.key")  # from now on the check object alone refuses another key
+    with pytest.raises(ConfigError, match="does not open with it"):
+        RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+
+
+@pytest.mark.parametrize("quarantined", [False, True], ids=["stored", "quarantined"])
+def test_a_store_of_an_earlier_release_refuses_a_key_that_opens_none_of_its_records(tmp_path, store, quarantined):
+    """Records quarantined by an earlier start with a wrong key are intact: they count as the store's."""
+    store.write_record(RECORD, _files(), _manifest(_files()))
+    if quarantined:
+        store.quarantine(RECORD, "manifest: authentication failed")
+    (store.root / KEY_CHECK).unlink(missing_ok=True)
+    before = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*"))
+    _swap_key(tmp_path / "store.key")
+    with pytest.raises(ConfigError, match=r"not the key of the store .*\(none of 1 record manifests opens with it\)"):
+        RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+    assert sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("left", [QUARANTINE, ".tmp-0123", ".trash-0123", KEY_CHECK])
+def test_a_missing_key_is_not_recreated_for_a_store_that_held_records(tmp_path, store, left):
+    """Quarantined records, leftovers of a write or delete, or the key check: the store had a key, and
+    a new one would open none of its records (a lost key file is restored, never replaced)."""
+    if left != KEY_CHECK:  # the entry alone, in a store of an earlier release
+        (store.root / KEY_CHECK).unlink(missing_ok=True)
+        if left == QUARANTINE:
+            store.write_record(RECORD, _files(), _manifest(_files()))
+            store.quarantine(RECORD, "damaged")
+        else:
+            (store.root / left).mkdir()
+    (tmp_path / "store.key").unlink()
+    with pytest.raises(ConfigError, match=r"storage.key_file = .*: the store key is missing but .* holds records "
+                                          rf"\({re.escape(left)}\)"):
+        RecordStore.open(tmp_path / "store", tmp_path / "store.key")
+    assert not (tmp_path / "store.key").exists()
+
+
+def test_old_key_files_are_refused_with_a_local_store(tmp_path):
+    """A local store has one key: the setting was accepted and ignored, as if a rotation were done."""
+    from daemons.render.settings import KEYS
+    from daemons.render.store.interface import open_store
+    from shared.config import build_config
+
+    create_key_file(tmp_path / "old.key")
+    config = build_config("render", KEYS, {"storage": {
+        "dir": str(tmp_path / "store"), "key_file": str(tmp_path / "store.key"),
+        "old_key_files": [str(tmp_path / "old.key")]}}, None)
+    with pytest.raises(ConfigError, match=r"storage.old_key_files is for storage.backend = \"s3\" only"):
+        open_store(config)
+    assert not (tmp_path / "store").exists()
+
+
 def test_flipped_byte_is_detected(store):
     files = _files()
     store.write_record(RECORD, files, _manifest(files))
@@ -128,7 +221,7 @@ def test_leftovers_of_a_killed_process_are_ignored_then_cleaned(tmp_path, store)
     assert store.record_ids() == [] and not store.exists("ef" * 32)
     reopened = RecordStore.open(tmp_path / "store", tmp_path / "store.key")
     assert reopened.cleanup() == 2
-    assert [p.name for p in reopened.root.iterdir()] == [MARKER]
+    assert sorted(p.name for p in reopened.root.iterdir()) == [KEY_CHECK, MARKER]
 
 
 def test_a_folder_holding_other_things_is_never_taken_as_the_store(tmp_path):

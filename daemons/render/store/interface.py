@@ -92,8 +92,9 @@ class Store(Protocol):
     def quarantined(self) -> list[str]:
         """Names of the quarantined records (`<record id>-<random>`)."""
 
-    def rewrap(self) -> int:
-        """Wrap every record's data key with the current key-encryption key; returns how many changed."""
+    def rewrap(self) -> int | None:
+        """Wrap every record's data key with the current key-encryption key; returns how many changed,
+        None for a store with one key and no wrapped data keys (local)."""
 
 
 def open_store(config: Config) -> Store:
@@ -107,6 +108,9 @@ def open_store(config: Config) -> Store:
     if backend == "local":
         from daemons.render.store.local import RecordStore
 
+        if storage["old_key_files"]:  # accepted and ignored, it let an operator believe a key rotation was done
+            raise ConfigError(f"{config.source or '<config>'}: storage.old_key_files is for storage.backend = "
+                              "\"s3\" only; a local store has one key, storage.key_file: remove storage.old_key_files")
         return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]))
     raise ConfigError(f"{config.source or '<config>'}: storage.backend must be one of {', '.join(BACKENDS)}")
 

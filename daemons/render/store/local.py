@@ -14,6 +14,11 @@ Each blob is `MAGIC | 96-bit random nonce | ciphertext+tag`, with the record id 
 as associated data, so a blob moved to another record or position fails authentication just like
 a modified one. After decryption the SHA-256 from the manifest is checked: the bytes returned are
 the uploaded bytes, bit for bit, or an error.
+
+`<dir>/.key-check` is a constant sealed with the store's key when the store is created: a node whose
+`storage.key_file` is not its store's key (a swapped or wrongly restored file) refuses to start
+instead of taking every record for damaged and quarantining all of them. A store of an earlier
+release, without that object, is checked against some of its records' manifests first.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain, islice
 from pathlib import Path
 
 import zstandard
@@ -32,7 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.manifest import JournalEntry, Manifest, decode_journal, encode_journal
-from daemons.render.store.ownership import claim_folder
+from daemons.render.store.ownership import claim_folder, shown
+from shared.config import ConfigError
 from shared.validation import is_record_id
 
 MAGIC = b"SIVRENC1"
@@ -47,6 +55,10 @@ READ_ATTEMPTS = 5  # a manifest read that races a compaction (its parts removed 
 TEMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 QUARANTINE = ".quarantine"
+KEY_CHECK = ".key-check"
+KEY_CHECK_AAD = b"sivr-store-key-check"  # no record's associated data: a blob cannot pass for it
+KEY_CHECK_TEXT = b"the key of this SIVR record store\n"
+SAMPLED = 5  # manifests tried on a store without its key check; one that opens proves the key
 
 
 class StoreError(Exception):
@@ -116,8 +128,11 @@ def _write_durable(path: Path, data: bytes) -> None:
 
 
 def _laid_out(entry: Path) -> bool:
-    """Whether a store folder's entry is one the store makes (`ownership.claim_folder`)."""
+    """Whether a store folder's entry is one the store makes (`ownership.claim_folder`); one of them
+    means the store has held records, so its key is never replaced by a new one."""
     name = entry.name
+    if name == KEY_CHECK:
+        return entry.is_file()
     return entry.is_dir() and (is_record_id(name) or name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or name == QUARANTINE)
 
 
@@ -137,15 +152,78 @@ class RecordStore:
 
     @classmethod
     def open(cls, root: Path, key_file: Path) -> RecordStore:
-        """Open the store (its folder claimed first: `ownership`); a missing key is created only for a
-        store that holds no record yet."""
+        """Open the store (its folder claimed first: `ownership`) with its own key, or refuse (ConfigError).
+
+        A missing key is created only for a store that never held a record: one with records,
+        quarantined records or their leftovers keeps its key (a new one would open none of them).
+        A key that is not the store's is refused here, before a record is read with it.
+        """
         root, key_file = Path(root), Path(key_file)
         claim_folder(root, "record store", "storage.dir", _laid_out)
         if not key_file.exists():
-            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
-                raise ValueError(f"{key_file}: the store key is missing but {root} holds records")
+            held = sorted(p.name for p in root.iterdir() if _laid_out(p))
+            if held:
+                raise ConfigError(f"storage.key_file = {key_file}: the store key is missing but {root} holds "
+                                  f"records ({shown(held)}); restore the store's key file, a new key would open none")
             create_key_file(key_file)
-        return cls(root, load_key(key_file))
+        store = cls(root, load_key(key_file))
+        store._check_key(key_file)
+        return store
+
+    # --- the store's key ---------------------------------------------------------------------
+    def _check_key(self, key_file: Path) -> None:
+        """Refuse a key that is not this store's; give a store without its key check one.
+
+        Why: with another key every manifest fails authentication, and the node would quarantine
+        every record and serve an empty, "ready" store. A store of an earlier release has no key
+        check: the key must open one of a few of its record manifests (quarantined ones too, they
+        were this store's), and an empty store's key is its key.
+        """
+        check = self.root / KEY_CHECK
+        if check.is_file():
+            try:
+                opened = open_blob(self._aead, MAGIC, KEY_CHECK_AAD, check.read_bytes(), str(check))
+            except StoreError:
+                opened = b""
+            if opened != KEY_CHECK_TEXT:
+                raise self._not_its_key(key_file, f"{check} does not open with it")
+            return
+        sampled = list(islice(self._manifests_to_sample(), SAMPLED))
+        if sampled and not any(self._opens(record_id, manifest) for record_id, manifest in sampled):
+            raise self._not_its_key(key_file, f"none of {len(sampled)} record manifests opens with it")
+        self._write_key_check()
+
+    def _not_its_key(self, key_file: Path, why: str) -> ConfigError:
+        return ConfigError(f"storage.key_file = {key_file}: not the key of the store at {self.root} ({why}); "
+                           "restore the store's own key file (the node read no record with this one)")
+
+    def _manifests_to_sample(self) -> Iterator[tuple[str, Path]]:
+        """(record id, manifest file) of stored records, then of quarantined ones."""
+        live = ((entry.name, entry / MANIFEST) for entry in self.root.iterdir())
+        folder = self.root / QUARANTINE
+        aside = ((entry.name.rpartition("-")[0], entry / MANIFEST)
+                 for entry in (folder.iterdir() if folder.is_dir() else ()))
+        return ((record_id, manifest) for record_id, manifest in chain(live, aside)
+                if is_record_id(record_id) and manifest.is_file())
+
+    def _opens(self, record_id: str, manifest: Path) -> bool:
+        """Whether the record's manifest authenticates with this store's key (one gone meanwhile does not count)."""
+        try:
+            self._open(record_id, "manifest", manifest.read_bytes())
+        except (StoreError, OSError):
+            return False
+        return True
+
+    def _write_key_check(self) -> None:
+        """Write the key check durably, whole or not at all (written in a temporary folder, then renamed)."""
+        temp = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        temp.mkdir()
+        try:
+            _write_durable(temp / KEY_CHECK, seal_blob(self._aead, MAGIC, KEY_CHECK_AAD, KEY_CHECK_TEXT))
+            os.replace(temp / KEY_CHECK, self.root / KEY_CHECK)
+            _fsync_dir(self.root)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
 
     # --- blobs -------------------------------------------------------------------------------
     @staticmethod
@@ -412,9 +490,9 @@ class RecordStore:
     def used_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.root.rglob("*.bin"))
 
-    def rewrap(self) -> int:
-        """Nothing to do: the local store has one key and no wrapped data keys."""
-        return 0
+    def rewrap(self) -> int | None:
+        """None: the local store has one key and no wrapped data keys, so nothing can be rewrapped."""
+        return None
 
     def check(self) -> None:
         """The store folder can be listed and written (readiness)."""

@@ -18,7 +18,12 @@ from pathlib import Path
 from shared.config import ConfigError
 
 MARKER = ".sivr-folder"
-SHOWN = 5  # foreign entries named in the refusal
+SHOWN = 5  # entries named in a refusal
+
+
+def shown(names: list[str]) -> str:
+    """The first entries of a refusal's list, and how many more (a folder may hold thousands)."""
+    return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
 def claim_folder(folder: Path, kind: str, setting: str, laid_out: Callable[[Path], bool]) -> None:
@@ -38,10 +43,9 @@ def claim_folder(folder: Path, kind: str, setting: str, laid_out: Callable[[Path
     foreign = sorted(entry.name for entry in folder.iterdir()
                      if not (entry.name.startswith(MARKER) or laid_out(entry)))
     if foreign:
-        shown = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
-        raise ConfigError(f"{setting} = {folder}: the folder holds what is not a SIVR {kind} ({shown}); the node "
-                          f"deletes in this folder, so {setting} must name an empty folder of its own (a sub-folder "
-                          "of a mounted disk, not its root)")
+        raise ConfigError(f"{setting} = {folder}: the folder holds what is not a SIVR {kind} ({shown(foreign)}); "
+                          f"the node deletes in this folder, so {setting} must name an empty folder of its own "
+                          "(a sub-folder of a mounted disk, not its root)")
     temporary = folder / f"{MARKER}.{os.getpid()}"
     temporary.write_text(kind + "\n", encoding="utf-8")
     os.replace(temporary, marker)
