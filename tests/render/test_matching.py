@@ -130,6 +130,17 @@ def test_a_non_ascii_name_matches_only_itself(cat):
     assert study_uids(cat, PatientName="[Åå]NGSTRÖM*") == []  # "[" is no pattern
 
 
+@pytest.mark.parametrize("stored, asked", [("Roe^Jane^^^", "Roe^Jane"), ("Roe^Jane", "ROE^JANE^^"),
+                                           ("Röe^Jane^^=", "RÖE^JANE"), ("Röe^Jane", "röe^jane^=")])
+def test_trailing_empty_name_components_are_one_name_with_none(cat, stored, asked):
+    """PS3.5 6.2: trailing empty components may be sent or left out; a stored `Doe^John^^^` was not
+    found by `Doe^John` (nor the other way round)."""
+    index_series(cat, "r5", [header("1.2.5", "CT", "20240105", stored)])
+    assert study_uids(cat, PatientName=asked) == ["1.2.5"]
+    assert study_uids(cat, PatientName=asked.rstrip("^=") + "*") == ["1.2.5"]
+    assert study_uids(cat, PatientName="Roe^Jan") == []
+
+
 @pytest.mark.parametrize("keys", [{"StudyDate": "-20250101"}, {"StudyDate": "19000101-"}, {"StudyTime": "-2359"},
                                   {"StudyTime": "0000-"}, {"PatientBirthDate": "-20990101"}])
 def test_a_range_never_matches_an_entity_without_a_value(cat, keys):

@@ -39,6 +39,7 @@ LIKE_ESCAPE = "!"
 #: An IS value (PS3.5 6.2): ASCII digits with an optional sign, 12 characters at most. `int()` alone
 #: also read other scripts' digits and `_` separators, and 30 digits overflowed SQLite's integer (a 500)
 _INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,11}|[0-9]{12}")
+PN_DELIMITERS = "^="  # a person name's component and group delimiters
 _DATE = re.compile(r"[0-9]{8}")
 _TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
@@ -226,14 +227,19 @@ def _person_name(field: peewee.Field, value: str) -> peewee.Node:
     A database's LOWER folds ASCII letters the same way everywhere, but not the others: SQLite's
     folds ASCII only and PostgreSQL's follows the database's locale (ASCII only under C). So a value
     with other letters names both cases of each of its letters (`[Üü]`) in a case-sensitive pattern,
-    GLOB on SQLite and a regular expression elsewhere, and no database decides what `Ü` matches."""
+    GLOB on SQLite and a regular expression elsewhere, and no database decides what `Ü` matches.
+
+    Trailing empty components and groups are left out on both sides (PS3.5 6.2: `Doe^John^^^` and
+    `Doe^John` are one name, as senders write either)."""
+    value = value.rstrip(PN_DELIMITERS)
+    name = peewee.fn.RTRIM(field, PN_DELIMITERS)
     if value.isascii():
         if "*" in value or "?" in value:
-            return _like_node(peewee.fn.LOWER(field), _like(value.lower()))
-        return peewee.fn.LOWER(field) == value.lower()
+            return _like_node(peewee.fn.LOWER(name), _like(value.lower()))
+        return peewee.fn.LOWER(name) == value.lower()
     if _is_sqlite(field):
-        return peewee.NodeList((field, peewee.SQL("GLOB"), "".join(_glob_character(c) for c in value)))
-    return field.regexp("^" + "".join(_regex_character(c) for c in value) + "$")
+        return peewee.NodeList((name, peewee.SQL("GLOB"), "".join(_glob_character(c) for c in value)))
+    return name.regexp("^" + "".join(_regex_character(c) for c in value) + "$")
 
 
 def _cases(character: str) -> str:
