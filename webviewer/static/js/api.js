@@ -64,6 +64,23 @@ export function hostOf(url) {
   try { return new URL(url).host; } catch { return url; }
 }
 
+/**
+ * An API path with each interpolated value percent-encoded: apiPath`api/v1/records/${id}`. Ids come
+ * from servers' answers; encoded, a value can only ever be one path segment, never `../` or a query.
+ * An empty value, "." or ".." is refused: URLs read them (even percent-encoded) as no segment or as
+ * a step up.
+ * @param {TemplateStringsArray} strings
+ * @param {...(string|number)} values
+ */
+export function apiPath(strings, ...values) {
+  return strings.reduce((path, text, i) => {
+    if (i >= values.length) return path + text;
+    const value = String(values[i]);
+    if (value === "" || value === "." || value === "..") throw new ApiError(0, "invalid_id", `not an id: ${JSON.stringify(value)}`);
+    return path + text + encodeURIComponent(value);
+  }, "");
+}
+
 /** Join a server base URL, a path and query parameters (undefined/null/"" values are left out). */
 export function buildUrl(base, path, params = {}) {
   const url = new URL(path, base.endsWith("/") ? base : `${base}/`);

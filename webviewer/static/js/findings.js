@@ -4,6 +4,7 @@
 import { h, mount, field } from "./dom.js";
 import { patientName, patientReference } from "./patients.js";
 import { patientRecords, recordLabel } from "./federation.js";
+import { apiPath } from "./api.js";
 
 function linkKey(link) {
   return `${link.institution_id}/${link.record_id}`;
@@ -12,8 +13,8 @@ function linkKey(link) {
 export async function findingFormView(ctx, patientId, findingId) {
   const ownInst = await ctx.dir.ownInstitution();
   const [patient, finding] = await Promise.all([
-    ctx.session.toplevel(`api/v1/patients/${patientId}`),
-    findingId ? ctx.session.fetchJson(ownInst.server_url, `api/v1/findings/${findingId}`) : null,
+    ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
+    findingId ? ctx.session.fetchJson(ownInst.server_url, apiPath`api/v1/findings/${findingId}`) : null,
   ]);
   const v = finding || { date: new Date().toISOString().slice(0, 10), records: [] };
   const controller = new AbortController();
@@ -71,7 +72,7 @@ export async function findingFormView(ctx, patientId, findingId) {
   async function remove() {
     if (!confirm("Delete this finding? This cannot be undone.")) return;
     try {
-      await ctx.session.fetchJson(ownInst.server_url, `api/v1/findings/${finding.id}`, { method: "DELETE" });
+      await ctx.session.fetchJson(ownInst.server_url, apiPath`api/v1/findings/${finding.id}`, { method: "DELETE" });
       ctx.announce("Finding deleted.");
       ctx.navigate(back);
     } catch (err) {
@@ -108,13 +109,13 @@ export async function findingFormView(ctx, patientId, findingId) {
           json: { ...body, patient_id: patient.id, records: [...chosen.values()], patient_reference: await patientReference(ctx, patient.id) },
         });
       } else {
-        await ctx.session.fetchJson(base, `api/v1/findings/${finding.id}`, { method: "PUT", json: body });
+        await ctx.session.fetchJson(base, apiPath`api/v1/findings/${finding.id}`, { method: "PUT", json: body });
         for (const [key, link] of chosen) {
-          if (!initial.has(key)) await ctx.session.fetchJson(base, `api/v1/findings/${finding.id}/records`, { method: "POST", json: link });
+          if (!initial.has(key)) await ctx.session.fetchJson(base, apiPath`api/v1/findings/${finding.id}/records`, { method: "POST", json: link });
         }
         for (const [key, link] of initial) {
           if (checks.has(key) && !chosen.has(key)) {
-            await ctx.session.fetchJson(base, `api/v1/findings/${finding.id}/records/${link.record_id}`, {
+            await ctx.session.fetchJson(base, apiPath`api/v1/findings/${finding.id}/records/${link.record_id}`, {
               method: "DELETE", params: { institution_id: link.institution_id },
             });
           }

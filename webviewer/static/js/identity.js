@@ -5,6 +5,7 @@
 
 import { h, formatDate } from "./dom.js";
 import { patientName } from "./patients.js";
+import { apiPath } from "./api.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -72,9 +73,9 @@ export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta
     const fromPage = Boolean(patientId) && UUID.test(patientId);
     if (!fromPage) {
       const inst = await ctx.dir.institution(institutionId);
-      patientId = (await ctx.session.fetchJson(inst.server_url, `api/v1/records/${recordId}`, { params: { node_id: nodeId } })).patient_id;
+      patientId = (await ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`, { params: { node_id: nodeId } })).patient_id;
     }
-    const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
+    const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`);
     return identityOf(patient, fromPage, meta);
   } catch (err) {
     return { patient: null, error: ctx.describeError(err), dicom, differs: [], unknown: [] };

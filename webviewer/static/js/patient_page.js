@@ -6,9 +6,10 @@ import { h, mount, formatDate } from "./dom.js";
 import { patientName, sexLabel } from "./patients.js";
 import { queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
 import { studyList } from "./studies.js";
+import { apiPath } from "./api.js";
 
 export async function patientView(ctx, patientId) {
-  const patient = await ctx.session.toplevel(`api/v1/patients/${patientId}`);
+  const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`);
   const controller = new AbortController();
   const own = ctx.session.user.institution_id;
   const blocks = h("div", { class: "institutions", id: "institutions" });

@@ -1,6 +1,7 @@
 // Finding a patient (partial name or insurance number) and creating or editing one (toplevel).
 
 import { h, mount, field, select, formatDate } from "./dom.js";
+import { apiPath } from "./api.js";
 
 const SEXES = [["F", "Female"], ["M", "Male"], ["O", "Other"], ["U", "Unknown"]];
 
@@ -12,7 +13,7 @@ export function sexLabel(code) {
 /** The toplevel's short-lived signed reference to a patient: an institution server stores a finding or
  *  a record only for a patient it names (it cannot ask the toplevel itself). Fetched right before each write. */
 export async function patientReference(ctx, patientId) {
-  const body = await ctx.session.toplevel(`api/v1/patients/${patientId}/reference`, { method: "POST" });
+  const body = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}/reference`, { method: "POST" });
   return body.patient_reference;
 }
 
@@ -103,7 +104,7 @@ export function patientSearchView(ctx, query) {
  * @param {string | null} [returnTo]
  */
 export async function patientFormView(ctx, patientId, returnTo = null) {
-  const patient = patientId ? await ctx.session.toplevel(`api/v1/patients/${patientId}`) : null;
+  const patient = patientId ? await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`) : null;
   const v = patient || {};
   const first = h("input", { name: "first_name", required: true, value: v.first_name || "", autocomplete: "off" });
   const last = h("input", { name: "last_name", required: true, value: v.last_name || "", autocomplete: "off" });
@@ -138,7 +139,7 @@ export async function patientFormView(ctx, patientId, returnTo = null) {
     submit.disabled = true;
     try {
       const saved = patient
-        ? await ctx.session.toplevel(`api/v1/patients/${patient.id}`, { method: "PUT", json: body })
+        ? await ctx.session.toplevel(apiPath`api/v1/patients/${patient.id}`, { method: "PUT", json: body })
         : await ctx.session.toplevel("api/v1/patients", { method: "POST", json: body });
       ctx.announce(patient ? "Patient saved." : "Patient created.");
       ctx.navigate(returnTo || `#/patients/${saved.id}`);

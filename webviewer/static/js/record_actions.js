@@ -6,9 +6,10 @@
 
 import { h, mount, select, formatDate } from "./dom.js";
 import { recordLabel, viewerHref } from "./federation.js";
+import { apiPath } from "./api.js";
 
 function recordPath(record) {
-  return `api/v1/records/${record.id}`;
+  return apiPath`api/v1/records/${record.id}`;
 }
 
 /**

@@ -7,6 +7,7 @@
 import { recordStacks } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { NO_VOLUME_PRESETS } from "./volumepresets.js";
+import { apiPath } from "./api.js";
 
 const POLL_MS = 250;
 
@@ -29,7 +30,7 @@ export class OpenRecord {
     this.meta = meta;
     this.identity = identity;
     this.institutionId = institutionId;
-    this.path = `api/v1/records/${meta.id}`;
+    this.path = apiPath`api/v1/records/${meta.id}`;
     this.planes = meta.planes;             // the record's own; meta.planes follows the chosen stack
     this.stacks = recordStacks(meta);
     this.stack = this.stacks[0] || null;   // the stack its reformats and 3D views show (stacks.js)

@@ -7,7 +7,7 @@
 // (upload_identity.js, issue 11).
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
-import { errorFromResponse, buildUrl, ApiError } from "./api.js";
+import { errorFromResponse, buildUrl, ApiError, apiPath } from "./api.js";
 import { patientName, patientReference } from "./patients.js";
 import { recordLabel, viewerHref } from "./federation.js";
 import { checkFiles, confirmMismatch, identityClaim, withComparison, CONFIRMED_MISMATCH, MATCH } from "./upload_identity.js";
@@ -63,7 +63,7 @@ function sendFiles(url, token, files, onProgress, signal) {
 export async function uploadView(ctx, patientId) {
   const ownInst = await ctx.dir.ownInstitution();
   const [patient, nodes, types] = await Promise.all([
-    ctx.session.toplevel(`api/v1/patients/${patientId}`),
+    ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
     ctx.dir.nodes(ownInst.id),
     ctx.dir.recordTypes(),
   ]);
@@ -231,7 +231,7 @@ export async function uploadView(ctx, patientId) {
       registered = await register(identityClaim(CONFIRMED_MISMATCH, check.dicom));
     }
     // registered: off the node's work list (worklist.js), which lists what no patient has yet
-    await ctx.session.fetchJson(node.url, `api/v1/records/${meta.id}/filed`, { method: "POST" });
+    await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${meta.id}/filed`, { method: "POST" });
     return { meta, wanted, registered };
   }
 

@@ -7,7 +7,7 @@
 // Every image is rendered by the render node: the browser only asks for pictures and shows them.
 
 import { h, mount, select } from "./dom.js";
-import { ApiError } from "./api.js";
+import { ApiError, apiPath } from "./api.js";
 import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
@@ -60,7 +60,7 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
     }
     throw err;
   }
-  const recordPath = `api/v1/records/${recordId}`;
+  const recordPath = apiPath`api/v1/records/${recordId}`;
   const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
   const volumePresets = new VolumePresets(ctx);
   const [every, identity, ownPresets] = await Promise.all([

@@ -2,6 +2,7 @@
 // of it starts with (GET /api/v1/presets?modality=, transfer.default_preset), so a CT viewport
 // offers CT transfer functions and an MR viewport beside it MR ones. Asked once per node and
 // modality, however many records and viewports share them; each OpenRecord (series.js) keeps its own.
+import { apiPath } from "./api.js";
 
 /** @typedef {{volume: string[], volume_default: string}} VolumePresetList */
 
@@ -26,7 +27,7 @@ export class VolumePresets {
     const key = `${record.node.url} ${modality}`;
     let found = this.known.get(key);
     if (!found) {
-      found = this.ctx.session.fetchJson(record.node.url, `api/v1/presets?modality=${encodeURIComponent(modality)}`)
+      found = this.ctx.session.fetchJson(record.node.url, apiPath`api/v1/presets?modality=${modality}`)
         .then((p) => ({ volume: Array.isArray(p.volume) ? p.volume : [], volume_default: p.volume_default || "" }))
         .catch(() => NO_VOLUME_PRESETS);
       this.known.set(key, found);

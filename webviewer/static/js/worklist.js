@@ -11,6 +11,7 @@ import { patientName, patientReference, searchPatients } from "./patients.js";
 import { dicomPersonName } from "./identity.js";
 import { propose } from "./patient_match.js";
 import { recordTypeFor, isoDate } from "./upload.js";
+import { apiPath } from "./api.js";
 
 /** @typedef {import("./patient_match.js").SivrPatient} SivrPatient */
 
@@ -40,7 +41,7 @@ export async function worklistView(ctx) {
 
   /** Register the series for `patient` at the institution, then mark it filed at its node. */
   async function attach(node, item, patient, decision) {
-    const { receipt } = await ctx.session.fetchJson(node.url, `api/v1/records/${item.id}/receipt`, { method: "POST" });
+    const { receipt } = await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${item.id}/receipt`, { method: "POST" });
     await ctx.session.fetchJson(inst.server_url, "api/v1/records", {
       method: "POST",
       json: {
@@ -52,7 +53,7 @@ export async function worklistView(ctx) {
         identity: { decision, dicom_patient: item.patient },
       },
     });
-    await ctx.session.fetchJson(node.url, `api/v1/records/${item.id}/filed`, { method: "POST" });
+    await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${item.id}/filed`, { method: "POST" });
   }
 
   /** The confirm button: nothing is attached without this click. */
