@@ -143,6 +143,10 @@ events {{
 }}
 http {{
     access_log off;  # the app writes the access line, with the route, the user and the request id
+    # nginx's lines of level error name the whole request line and upstream URL, query included (a
+    # patient search's name and insurance number) at every 502 or 504: not logged. A backend down
+    # shows in its unit's state and /readyz, and the client gets the JSON 502 (docs/deployment.md)
+    error_log stderr crit;
     server_tokens off;
     client_body_temp_path client_body_temp;
     proxy_temp_path proxy_temp;

@@ -120,8 +120,10 @@ def hypercorn_config(config, sock: socket.socket, max_body: int) -> HypercornCon
     settings.graceful_timeout = GRACE_S
     settings.h11_max_incomplete_size = HEADER_BYTES
     settings.wsgi_max_body_size = max_body
-    settings.accesslog = "-"
-    settings.errorlog = "-"
+    # the app writes the one access line (JSON, the route without ids: docs/deployment.md "Logs"):
+    # hypercorn's own would add the raw path, the Referer and the User-Agent in plain text
+    settings.accesslog = None
+    settings.errorlog = logging.getLogger("hypercorn.error")  # through the JSON root handler
     settings.loglevel = config["log"]["level"].upper()
     if server["tls_cert"]:
         settings.certfile, settings.keyfile = server["tls_cert"], server["tls_key"]

@@ -46,6 +46,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+#: The methods counted by name; any other is counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Metrics:
     """One app's registry and its request metrics; layers add their own to `registry`."""
 
@@ -69,7 +73,8 @@ class Metrics:
         self._live.append(collector)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (self.layer, method, route, str(status))
+        # a method name is the caller's to choose: each new one would be a new series, kept until restart
+        labels = (self.layer, method if method in HTTP_METHODS else "other", route, str(status))
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
 

@@ -285,17 +285,30 @@ def lone_front(tmp_path):
         except requests.ConnectionError:
             time.sleep(0.1)
     assert process.poll() is None, process.stdout.read() if process.stdout else ""
-    yield url, str(tmp_path / "ca.pem")
+    yield url, str(tmp_path / "ca.pem"), process
     process.terminate()
     process.wait(timeout=20)
 
 
 def test_a_backend_that_is_down_answers_json_502(lone_front):
-    url, ca = lone_front
+    url, ca, _ = lone_front
     with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=ca), timeout=30) as client:
         reply = client.get(f"{url}/api/v1/node")
     assert reply.http_version == "HTTP/2"
     assert _json_error(reply, 502)["code"] == "bad_gateway"
+
+
+def test_the_front_logs_no_request_line_when_its_backend_is_down(lone_front):
+    """nginx logged `request: "GET /api/v1/patients?q=Mustermann...&insurance_number=..."` and the
+    upstream URL at every 502: the patient search's query in the journal."""
+    url, ca, process = lone_front
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=ca), timeout=30) as client:
+        reply = client.get(f"{url}/api/v1/patients",
+                           params={"q": "Mustermann, Erika", "insurance_number": "A123456789"})
+    assert reply.status_code == 502
+    process.terminate()
+    output, _ = process.communicate(timeout=20)
+    assert b"Mustermann" not in output and b"A123456789" not in output, output
 
 
 def test_init_with_front_writes_configs_nginx_accepts(tmp_path):

@@ -11,6 +11,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -76,6 +78,50 @@ def test_api_answers_and_errors_are_json_over_h2(node):
             assert refused.http_version == "HTTP/2" and 400 <= refused.status_code < 500
             assert refused.headers["content-type"].startswith("application/json")
             assert set(refused.json()["error"]) >= {"code", "message"}
+
+
+@pytest.fixture(scope="module")
+def toplevel(tmp_path_factory):
+    """A toplevel served over HTTP/2 by `sivr serve` as its systemd unit starts it (its own socket)."""
+    layout = init_deployment(tmp_path_factory.mktemp("http2-toplevel"), pick_free_ports=True)
+    instance = layout.first("toplevel")
+    enable_http2(instance.config)
+    sivr = [sys.executable, "-m", "daemons.cli"]
+    subprocess.run([*sivr, "db", "upgrade", "toplevel", "--config", instance.config], check=True, capture_output=True)
+    log_path = Path(layout.root, "toplevel-h2.log")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([*sivr, "serve", "toplevel", "--config", instance.config],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                context = ssl.create_default_context(cafile=layout.ca_cert)
+                if httpx.get(f"{instance.url}/readyz", verify=context, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield instance.url, layout.ca_cert, log_path
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_the_log_has_the_apps_json_access_line_only(toplevel):
+    """hypercorn wrote an access line of its own, in plain text, with the raw path (ids), the
+    client's port, the Referer and the User-Agent, beside the app's line (route only)."""
+    url, ca, log_path = toplevel
+    patient = "5b7e3c9a-0000-4000-8000-000000000001"
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=ca), timeout=60) as client:
+        client.get(f"{url}/api/v1/patients/{patient}", headers={"Referer": "https://viewer.example/#patient=Doe^John"})
+    deadline = time.monotonic() + 10
+    while "/api/v1/patients/<patient_id>" not in Path(log_path).read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a line of hypercorn's own would follow the app's
+    lines = Path(log_path).read_text().splitlines()
+    assert any("/api/v1/patients/<patient_id>" in line for line in lines)
+    assert not [line for line in lines if patient in line or "Doe^John" in line]
+    assert all(line.startswith("{") for line in lines if line.strip()), lines
 
 
 def test_concurrent_requests_share_one_connection(node):
