@@ -292,6 +292,22 @@ def front_host(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def s3_render_host(tmp_path_factory) -> Path:
+    """One render node of a deployment whose stores share an S3 bucket, installed from its bundle."""
+    from daemons.deployment import ObjectStore, init_deployment
+
+    work = tmp_path_factory.mktemp("s3-render-host")
+    init_deployment(work / "init", hostnames=["sivr.example.org"],
+                    object_store=ObjectStore("https://s3.example.org:8333", "b", "AK", "SK"))
+    subprocess.run([sys.executable, str(REPO / "installers/host_bundle.py"), "--from", str(work / "init"),
+                    "--out", str(work / "bundle"), "--layers", "render", "--instances", "render-1-1"],
+                   check=True, timeout=120, capture_output=True)
+    root = work / "root"
+    install(root, "--no-systemctl", "--from", str(work / "bundle"), "--layers", "render")
+    return root
+
+
 def unit_sandbox(root: Path, instance: str) -> tuple[set[Path], set[Path], set[Path], set[Path]]:
     """The installed unit of `instance` as the daemon sees the file system: folders replaced by an
     empty tmpfs, files bound back into them, paths made inaccessible, and writable folders."""
@@ -312,7 +328,7 @@ def unit_sandbox(root: Path, instance: str) -> tuple[set[Path], set[Path], set[P
 WRITTEN_PATHS = ("storage.dir", "s3.cache_dir")
 
 
-@pytest.mark.parametrize("host", ["single_host", "front_host"])
+@pytest.mark.parametrize("host", ["single_host", "front_host", "s3_render_host"])
 def test_every_file_a_placed_config_names_is_visible_to_its_unit(host, request):
     """A key file the config names but the unit's sandbox hides stops the layer at boot (a front's
     secret, an S3 node's KEK and credentials were forgotten once); a folder it writes must be writable."""
@@ -343,3 +359,16 @@ def test_every_file_a_placed_config_names_is_visible_to_its_unit(host, request):
                 assert seen in bound, (instance, dotted, seen, sorted(bound))
             checked += 1
     assert checked
+
+
+def test_s3_render_node_gets_the_institutions_secrets_under_its_own_name(s3_render_host):
+    """The unit binds only names of its own instance; the cache goes to its CacheDirectory=, not /etc."""
+    etc, init_keys = s3_render_host / "etc/sivr", s3_render_host.parent / "init/keys"
+    config = load_config(etc / "render-1-1.toml", "render", LAYERS["render"].keys)
+    assert config["storage"]["key_file"] == str(etc / "keys/render-1-1.store-kek.key")
+    assert config["s3"]["credentials_file"] == str(etc / "keys/render-1-1.s3.json")
+    assert config["s3"]["cache_dir"] == "/var/cache/sivr-render-1-1/s3"
+    for placed, given in (("render-1-1.store-kek.key", "institution-1.store-kek.key"),
+                          ("render-1-1.s3.json", "institution-1.s3.json")):
+        assert (etc / "keys" / placed).read_bytes() == (init_keys / given).read_bytes()
+        assert mode(etc / "keys" / placed) == 0o600
