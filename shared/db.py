@@ -19,6 +19,8 @@ from flask import Flask
 from playhouse.cockroachdb import CockroachDatabase
 from playhouse.db_url import connect
 
+from shared.config import ConfigError
+
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "foreign_keys": 1,
@@ -53,6 +55,13 @@ def schema_target(migrations: Sequence[Migration]) -> int:
     return len(migrations) + 1
 
 
+def newer_schema(layer: str, found: int, target: int) -> str:
+    """What to do about a database a later release upgraded: this release cannot downgrade it, and
+    must not serve it (its code does not know the later tables), so `sivr db upgrade` is no remedy."""
+    return (f"{layer} schema {found} is newer than this release ({target}): "
+            "install that release or restore the pre-upgrade backup")
+
+
 class SchemaVersion(peewee.Model):
     """Which schema version each layer's tables are at (one row per layer)."""
 
@@ -73,6 +82,7 @@ def upgrade_schema(
 
     Version 1 is "tables created from the current models"; migration N (1-based) upgrades a
     database at version N to N+1, so a fresh database skips none of the history it needs.
+    A database at a later version than this release's raises ConfigError (`newer_schema`).
     """
     migrations = list(migrations)
     with db.bind_ctx([SchemaVersion]), _schema_lock(db, layer):
@@ -83,6 +93,8 @@ def upgrade_schema(
             target = schema_target(migrations)
             SchemaVersion.create(layer=layer, version=target)
             return target
+        if row.version > schema_target(migrations):
+            raise ConfigError(newer_schema(layer, row.version, schema_target(migrations)))
         for index, migration in enumerate(migrations, start=1):
             if row.version <= index:
                 migration(db)
