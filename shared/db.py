@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask
@@ -176,9 +177,36 @@ def _hold_sqlite_open(app: Flask, db: peewee.Database | peewee.DatabaseProxy) ->
     app.extensions[SQLITE_HOLDER_EXTENSION] = holder
 
 
+# The schemes of database.url this code is written and tested for (peewee knows more, e.g. mysql,
+# whose driver is not installed and whose SQL the migrations do not speak).
+SCHEMES = ("sqlite", "postgresql", "postgres", "cockroachdb")
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, fit for an error message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _url_problem(config, url: str, cause: object) -> ConfigError:
+    """The operator's error: which file, which URL (no password), and what is wrong with it."""
+    where = config.source or "<config>"
+    return ConfigError(f"{where}: database.url {redacted_url(url)}: {cause}")
+
+
 def database_from_config(config) -> peewee.Database:
-    """Connect to `database.url`; a relative SQLite path is taken relative to the config file."""
+    """Connect to `database.url`; a relative SQLite path is taken relative to the config file.
+
+    An unsupported scheme is refused here, before any connection, as a ConfigError naming the file.
+    """
     url: str = config["database"]["url"]
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise _url_problem(config, url, f"unsupported scheme {scheme or '(none)'!r} "
+                                        "(use sqlite:///, postgresql:// or cockroachdb://)")
     prefix = "sqlite:///"
     if url.startswith(prefix) and config.source is not None:
         path = url[len(prefix):]
@@ -208,6 +236,19 @@ def bind_models(proxy: peewee.DatabaseProxy, config) -> peewee.Database:
     return db
 
 
+def open_database(config) -> peewee.Database:
+    """`database_from_config`, connected: a URL that cannot be used (server unreachable, SQLite file
+    in a missing folder, unknown query parameter) is a ConfigError naming the file, the URL without
+    its password and the cause, not a driver's traceback. `sivr db upgrade`, `serve` and the
+    admin commands open the database this way first."""
+    db = database_from_config(config)
+    try:
+        db.connect(reuse_if_open=True)
+    except (peewee.PeeweeException, TypeError, ValueError) as exc:
+        raise _url_problem(config, config["database"]["url"], str(exc).strip() or type(exc).__name__) from exc
+    return db
+
+
 def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]],
                         migrations: Iterable[Migration] = ()) -> int:
     """Create or upgrade `layer`'s schema in the config's database; returns the schema version.
@@ -215,7 +256,7 @@ def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]]
     The models are bound to the database only for the upgrade, so a process that also serves
     the app (tests, the demo) keeps the app's binding.
     """
-    db = database_from_config(config)
+    db = open_database(config)
     try:
         with db.bind_ctx(models):
             return upgrade_schema(db, layer, models, migrations)

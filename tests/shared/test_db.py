@@ -121,3 +121,23 @@ def test_sivr_db_upgrade_exits_non_zero_on_a_newer_schema(tmp_path):
         SchemaVersion.update(version=9).where(SchemaVersion.layer == "toplevel").execute()
     db.close()
     assert main(["db", "upgrade", "toplevel", "--config", config]) == 2
+
+
+@pytest.mark.parametrize("layer", ["toplevel", "institution", "render"])
+@pytest.mark.parametrize("url, cause", [
+    ("postgresql://sivr:s3cret@127.0.0.1:1/sivr", "connection"),  # nothing listens on port 1
+    ("sqlite:///{tmp}/missing/sivr.db", "unable to open database file"),
+    ("mysql://sivr:s3cret@db.example.org/sivr", "unsupported scheme 'mysql'"),
+    ("sqlite:///{tmp}/sivr.db?bogus=1", "bogus"),
+])
+def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_path, capsys, layer, url, cause):
+    """`sivr db upgrade` (and `serve`, `user add`, which upgrade first) used to end in a driver's
+    traceback; the operator needs the file, the setting and the cause, and no password on screen."""
+    from daemons.cli import main
+
+    config = tmp_path / f"{layer}.toml"
+    config.write_text(f'[database]\nurl = "{url.format(tmp=tmp_path)}"\n')
+    assert main(["db", "upgrade", layer, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: database.url " in err and cause in err, err
+    assert "s3cret" not in err and "Traceback" not in err
