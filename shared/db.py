@@ -8,10 +8,12 @@ database server is simply reconnected on the next request.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -249,6 +251,23 @@ def open_database(config) -> peewee.Database:
     return db
 
 
+def protect_database_file(database: peewee.Database) -> None:
+    """Make a SQLite database (and its WAL files) readable by the layer's user only (0600).
+
+    Every layer's database holds what must not be world-readable: the toplevel's users, password
+    hashes and audit log, the institution's findings, the render node's catalogue with patient
+    names in the clear (see docs/architecture.md). SQLite creates the file with the process's
+    umask (0644 outside the units); a PostgreSQL database is protected by the server's own access
+    control and TLS instead.
+    """
+    if not isinstance(database, peewee.SqliteDatabase) or database.database in ("", ":memory:"):
+        return
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(database.database + suffix)
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
 def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]],
                         migrations: Iterable[Migration] = ()) -> int:
     """Create or upgrade `layer`'s schema in the config's database; returns the schema version.
@@ -259,7 +278,9 @@ def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]]
     db = open_database(config)
     try:
         with db.bind_ctx(models):
-            return upgrade_schema(db, layer, models, migrations)
+            version = upgrade_schema(db, layer, models, migrations)
+        protect_database_file(db)
+        return version
     finally:
         if not db.is_closed():
             db.close()

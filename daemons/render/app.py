@@ -23,7 +23,6 @@ from daemons.render.api import openapi
 from daemons.render.api import readings as api_probe
 from daemons.render.api import records as api_records
 from daemons.render.api import worklist as api_worklist
-from daemons.render.catalogue.index import protect_database_file
 from daemons.render.catalogue.record_index import RecordIndex
 from daemons.render.dimse.listener import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse.listener import check_config as check_dicom_config
@@ -45,7 +44,7 @@ from shared.audit import audit_blueprint
 from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
-from shared.db import bind_per_request, database_from_config, schema_target, upgrade_schema
+from shared.db import bind_per_request, database_from_config, protect_database_file, schema_target, upgrade_schema
 from shared.errors import ApiError
 from shared.health import (
     add_readiness_check,

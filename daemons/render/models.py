@@ -15,16 +15,11 @@ from typing import Any
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from daemons.render.catalogue.index import (
-    CatalogueModels,
-    backfill,
-    make_catalogue_models,
-    protect_database_file,
-)
+from daemons.render.catalogue.index import CatalogueModels, backfill, make_catalogue_models
 from daemons.render.store.interface import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import Migration, open_database, upgrade_schema, utcnow
+from shared.db import Migration, open_database, protect_database_file, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
