@@ -244,7 +244,10 @@ def init_deployment(
     keys, tls, data = root / "keys", root / "tls", root / "data"
     for folder in (keys, tls, data):
         folder.mkdir(parents=True, exist_ok=True)
+    # keys/ holds every secret; data/ every SQLite database (users, findings, patient names) and
+    # the render stores: only the deployment's own user may list or enter either.
     os.chmod(keys, 0o700)
+    os.chmod(data, 0o700)
 
     private_key, public_key = keys / "token_ed25519.pem", keys / "token_ed25519.pub"
     generate_signing_keypair(private_key, public_key)

@@ -31,6 +31,9 @@ ALWAYS_COPIED = ("keys/token_ed25519.pub", "tls/ca.pem")
 CA_KEY = "tls/ca.key"
 FRONT_TLS = (FRONT_CERT, FRONT_KEY)
 SQLITE = "sqlite:///"
+# A render unit's CacheDirectory= (/var/cache/sivr-<instance>, installers/systemd/sivr-render*.service):
+# the only writable folder on its local disk besides its data folder.
+CACHE_ROOT = Path("/var/cache")
 
 
 def copy_once(source: Path, target: Path) -> None:
@@ -49,6 +52,27 @@ def data_values(instance: Instance, values: dict[str, dict[str, Any]], data_dir:
         values.setdefault("database", {})["url"] = f"{SQLITE}{own / (instance.layer + '.db')}"
     if instance.layer == "render":
         values.setdefault("storage", {})["dir"] = str(own / "store")
+        s3 = values.get("s3", {})
+        if s3.get("cache_dir"):
+            s3["cache_dir"] = str(CACHE_ROOT / f"sivr-{instance.name}" / "s3")
+
+
+def node_secret_names(instance: Instance, values: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Give a render node its own names for the S3 secrets its institution's nodes share.
+
+    `sivr init` writes one KEK and one credentials file per institution, but a render unit can
+    only bind key files named after its own instance (systemd has no specifier for the institution
+    a node belongs to), so each node gets `keys/<instance>.store-kek.key` and `keys/<instance>.s3.json`
+    (copies: same bytes). Rewrites `values` and returns {name in the init folder: name placed}.
+    """
+    if instance.layer != "render" or values.get("storage", {}).get("backend") != "s3":
+        return {}
+    renamed = {}
+    for section, name, suffix in (("storage", "key_file", "store-kek.key"), ("s3", "credentials_file", "s3.json")):
+        given = values.get(section, {}).get(name)
+        if given and not Path(given).is_absolute():
+            renamed[given] = values[section][name] = f"keys/{instance.name}.{suffix}"
+    return renamed
 
 
 def sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | None:
@@ -86,8 +110,10 @@ def place_instance(
     """
     source = source_dir / Path(instance.config).name
     values: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
-    for relative in [*named_files(instance.layer, values), *front_files(source.parent, instance.name)]:
-        copy_once(source.parent / relative, etc_dir / relative)
+    named = [*named_files(instance.layer, values), *front_files(source.parent, instance.name)]
+    placed_as = node_secret_names(instance, values)
+    for relative in named:
+        copy_once(source.parent / relative, etc_dir / placed_as.get(relative, relative))
     old_db = sqlite_file(values, source.parent)
     data_values(instance, values, data_final)
     new_db = sqlite_file(values, source.parent)

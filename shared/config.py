@@ -20,34 +20,61 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key: `section.name`, its default and what it means."""
+    """One configuration key: `section.name`, its default and what it means.
+
+    `minimum`/`maximum` (inclusive; `minimum` exclusive with `above`) and `choices` are checked when
+    the file is read, so a value the server cannot use (port 70000, no workers, a negative size)
+    stops `sivr` with the file and the key named instead of failing later in gunicorn or a worker.
+    """
 
     section: str
     name: str
     default: Any
     doc: str
     is_path: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+    choices: tuple[str, ...] = ()
 
     @property
     def dotted(self) -> str:
         return f"{self.section}.{self.name}"
 
+    def allowed(self, value: Any) -> str | None:
+        """What the value must be when it is out of bounds or not a choice (None: it may be used)."""
+        if self.choices and value not in self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        low, high = self.minimum, self.maximum
+        if low is not None and (value <= low if self.above else value < low):
+            return (f"above {low:g}" if self.above else
+                    f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}")
+        if high is not None and value > high:
+            return f"from {low:g} to {high:g}" if low is not None else f"at most {high:g}"
+        return None
+
+
+PORT_MAX = 65535
+
 
 COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "host", "127.0.0.1", "Address to listen on."),
-    Key("server", "port", 0, "TCP port to listen on (0: the layer's default port)."),
-    Key("server", "workers", 2, "gunicorn worker processes."),
-    Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class)."),
-    Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds."),
+    Key("server", "port", 0, "TCP port to listen on (0: the layer's default port).", minimum=0, maximum=PORT_MAX),
+    Key("server", "workers", 2, "gunicorn worker processes.", minimum=1),
+    Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class).", minimum=1),
+    Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds.", minimum=1),
     Key("server", "http2", False,
         "Serve HTTP/2 (and HTTP/1.1) with hypercorn in one process instead of gunicorn "
         "(HTTP/1.1 only); docs/deployment.md says what differs."),
-    Key("server", "keepalive_s", 30, "Seconds an idle keep-alive connection stays open (browsers reuse them)."),
+    Key("server", "keepalive_s", 30, "Seconds an idle keep-alive connection stays open (browsers reuse them).",
+        minimum=0),
     Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
     Key("server", "tls_key", "", "PEM private key for TLS (mode 0600).", True),
-    Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB."),
+    Key("server", "max_request_mb", 16, "Largest request body accepted, in MiB.", minimum=1),
     Key("server", "trusted_proxies", 0,
-        "Reverse proxies in front of this server whose X-Forwarded-For/-Proto are believed (0: none)."),
+        "Reverse proxies in front of this server whose X-Forwarded-For/-Proto are believed (0: none).", minimum=0),
     Key("server", "proxy_secret_file", "",
         "With trusted_proxies: a file holding the secret the proxy sends in X-Sivr-Front; requests without "
         "it (another local process reaching the loopback backend) have their X-Forwarded-For ignored.", True),
@@ -59,8 +86,9 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("tokens", "audience", "",
         "This server's public base URL as clients call it (e.g. https://inst-a.example:5002): the only `aud` "
         "this layer accepts. Required on every layer that verifies tokens; each server needs its own."),
-    Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds."),
-    Key("log", "level", "info", "Log level: debug, info, warning, error."),
+    Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds.", minimum=0),
+    Key("log", "level", "info", "Log level: debug, info, warning, error.",
+        choices=("debug", "info", "warning", "error")),
     Key("metrics", "allow", ["127.0.0.1", "::1"],
         "Addresses or networks (CIDR) that may read GET /metrics without a token."),
     Key("metrics", "token_file", "",
@@ -91,13 +119,16 @@ class Config(dict):
 def _coerce(key: Key, value: Any, source: str) -> Any:
     expected = type(key.default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(
             f"{source}: `{key.dotted}` must be of type {expected.__name__}, got {type(value).__name__}"
         )
     if key.is_path and isinstance(value, list) and not all(isinstance(item, str) and item for item in value):
         raise ConfigError(f"{source}: `{key.dotted}` must be a list of file paths")
+    allowed = key.allowed(value)
+    if allowed is not None:
+        raise ConfigError(f"{source}: {key.dotted} must be {allowed}, got {value!r}")
     return value
 
 

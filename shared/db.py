@@ -8,16 +8,21 @@ database server is simply reconnected on the next request.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask
 from playhouse.cockroachdb import CockroachDatabase
 from playhouse.db_url import connect
+
+from shared.config import ConfigError
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -53,6 +58,13 @@ def schema_target(migrations: Sequence[Migration]) -> int:
     return len(migrations) + 1
 
 
+def newer_schema(layer: str, found: int, target: int) -> str:
+    """What to do about a database a later release upgraded: this release cannot downgrade it, and
+    must not serve it (its code does not know the later tables), so `sivr db upgrade` is no remedy."""
+    return (f"{layer} schema {found} is newer than this release ({target}): "
+            "install that release or restore the pre-upgrade backup")
+
+
 class SchemaVersion(peewee.Model):
     """Which schema version each layer's tables are at (one row per layer)."""
 
@@ -73,6 +85,7 @@ def upgrade_schema(
 
     Version 1 is "tables created from the current models"; migration N (1-based) upgrades a
     database at version N to N+1, so a fresh database skips none of the history it needs.
+    A database at a later version than this release's raises ConfigError (`newer_schema`).
     """
     migrations = list(migrations)
     with db.bind_ctx([SchemaVersion]), _schema_lock(db, layer):
@@ -83,6 +96,8 @@ def upgrade_schema(
             target = schema_target(migrations)
             SchemaVersion.create(layer=layer, version=target)
             return target
+        if row.version > schema_target(migrations):
+            raise ConfigError(newer_schema(layer, row.version, schema_target(migrations)))
         for index, migration in enumerate(migrations, start=1):
             if row.version <= index:
                 migration(db)
@@ -164,9 +179,36 @@ def _hold_sqlite_open(app: Flask, db: peewee.Database | peewee.DatabaseProxy) ->
     app.extensions[SQLITE_HOLDER_EXTENSION] = holder
 
 
+# The schemes of database.url this code is written and tested for (peewee knows more, e.g. mysql,
+# whose driver is not installed and whose SQL the migrations do not speak).
+SCHEMES = ("sqlite", "postgresql", "postgres", "cockroachdb")
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, fit for an error message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def _url_problem(config, url: str, cause: object) -> ConfigError:
+    """The operator's error: which file, which URL (no password), and what is wrong with it."""
+    where = config.source or "<config>"
+    return ConfigError(f"{where}: database.url {redacted_url(url)}: {cause}")
+
+
 def database_from_config(config) -> peewee.Database:
-    """Connect to `database.url`; a relative SQLite path is taken relative to the config file."""
+    """Connect to `database.url`; a relative SQLite path is taken relative to the config file.
+
+    An unsupported scheme is refused here, before any connection, as a ConfigError naming the file.
+    """
     url: str = config["database"]["url"]
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise _url_problem(config, url, f"unsupported scheme {scheme or '(none)'!r} "
+                                        "(use sqlite:///, postgresql:// or cockroachdb://)")
     prefix = "sqlite:///"
     if url.startswith(prefix) and config.source is not None:
         path = url[len(prefix):]
@@ -196,6 +238,36 @@ def bind_models(proxy: peewee.DatabaseProxy, config) -> peewee.Database:
     return db
 
 
+def open_database(config) -> peewee.Database:
+    """`database_from_config`, connected: a URL that cannot be used (server unreachable, SQLite file
+    in a missing folder, unknown query parameter) is a ConfigError naming the file, the URL without
+    its password and the cause, not a driver's traceback. `sivr db upgrade`, `serve` and the
+    admin commands open the database this way first."""
+    db = database_from_config(config)
+    try:
+        db.connect(reuse_if_open=True)
+    except (peewee.PeeweeException, TypeError, ValueError) as exc:
+        raise _url_problem(config, config["database"]["url"], str(exc).strip() or type(exc).__name__) from exc
+    return db
+
+
+def protect_database_file(database: peewee.Database) -> None:
+    """Make a SQLite database (and its WAL files) readable by the layer's user only (0600).
+
+    Every layer's database holds what must not be world-readable: the toplevel's users, password
+    hashes and audit log, the institution's findings, the render node's catalogue with patient
+    names in the clear (see docs/architecture.md). SQLite creates the file with the process's
+    umask (0644 outside the units); a PostgreSQL database is protected by the server's own access
+    control and TLS instead.
+    """
+    if not isinstance(database, peewee.SqliteDatabase) or database.database in ("", ":memory:"):
+        return
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(database.database + suffix)
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
 def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]],
                         migrations: Iterable[Migration] = ()) -> int:
     """Create or upgrade `layer`'s schema in the config's database; returns the schema version.
@@ -203,10 +275,12 @@ def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]]
     The models are bound to the database only for the upgrade, so a process that also serves
     the app (tests, the demo) keeps the app's binding.
     """
-    db = database_from_config(config)
+    db = open_database(config)
     try:
         with db.bind_ctx(models):
-            return upgrade_schema(db, layer, models, migrations)
+            version = upgrade_schema(db, layer, models, migrations)
+        protect_database_file(db)
+        return version
     finally:
         if not db.is_closed():
             db.close()

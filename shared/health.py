@@ -21,7 +21,7 @@ import peewee
 from flask import Flask, jsonify
 
 from shared import __version__
-from shared.db import SchemaVersion
+from shared.db import SchemaVersion, newer_schema
 from shared.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def database_check(database: peewee.Database | peewee.DatabaseProxy, layer: str,
             return f"the database cannot be reached or read ({type(exc).__name__}); see the log"
         if row is None:
             return f"the database has no {layer} schema; run `sivr db upgrade {layer}`"
+        if row[0] > expected:
+            return newer_schema(layer, row[0], expected)
         if row[0] != expected:
             return (f"the database is at {layer} schema version {row[0]}, this server needs {expected}; "
                     f"run `sivr db upgrade {layer}` with this release")

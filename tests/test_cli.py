@@ -43,6 +43,27 @@ def test_init_writes_private_keys_owner_only(initialised):
     assert len((initialised / "keys/render-1-1.store.key").read_bytes()) == 32
 
 
+def test_every_layers_sqlite_database_and_the_data_folder_are_owner_only(tmp_path):
+    """Outside the units' UMask=0077 (a plain `sivr init`, `sivr db upgrade`), SQLite made its files
+    0644 in a 0755 data/: users and password hashes, findings, patient names readable by anyone."""
+    from daemons.cli import main
+
+    old_umask = os.umask(0o022)
+    try:
+        assert main(["init", "--dir", str(tmp_path), "--nodes-per-institution", "1"]) == 0
+        for name in ("institution-1", "render-1-1"):
+            layer = name.split("-", 1)[0]
+            assert main(["db", "upgrade", layer, "--config", str(tmp_path / f"{name}.toml")]) == 0
+    finally:
+        os.umask(old_umask)
+    data = tmp_path / "data"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    databases = {p.relative_to(data).as_posix() for p in data.rglob("*.db")}
+    assert databases == {"toplevel.db", "institution-1.db", "render-1-1/render.db"}
+    for database in databases:
+        assert stat.S_IMODE((data / database).stat().st_mode) == 0o600, database
+
+
 def test_init_writes_a_valid_documented_config_per_instance(initialised):
     layout = json.loads((initialised / "deployment.json").read_text())
     assert {i["layer"] for i in layout["instances"]} == set(LAYERS)

@@ -23,7 +23,6 @@ from daemons.render.api import openapi
 from daemons.render.api import readings as api_probe
 from daemons.render.api import records as api_records
 from daemons.render.api import worklist as api_worklist
-from daemons.render.catalogue.index import protect_database_file
 from daemons.render.catalogue.record_index import RecordIndex
 from daemons.render.dimse.listener import DIMSE_EXTENSION, start_listener
 from daemons.render.dimse.listener import check_config as check_dicom_config
@@ -45,7 +44,7 @@ from shared.audit import audit_blueprint
 from shared.audit_export import EXPORT_EXTENSION
 from shared.auth import VERIFIER_EXTENSION, install_verifier
 from shared.config import Config, ConfigError
-from shared.db import bind_per_request, database_from_config, schema_target, upgrade_schema
+from shared.db import bind_per_request, database_from_config, protect_database_file, schema_target, upgrade_schema
 from shared.errors import ApiError
 from shared.health import (
     add_readiness_check,
@@ -71,15 +70,6 @@ def _check_config(config: Config) -> None:
     if not config["node"]["receipt_key"]:
         raise ConfigError(f"{where}: node.receipt_key must name the node's Ed25519 receipt key file (created "
                           "when missing; `sivr init` writes keys/<node>.receipt.pem)")
-    decode = config["decode"]
-    if (decode["workers"] < 1 or decode["memory_mb"] < 64 or decode["cpu_s"] < 1 or decode["timeout_s"] <= 0
-            or not 0 <= decode["nice"] <= 19):
-        raise ConfigError(f"{where}: decode.workers must be at least 1, decode.memory_mb at least 64, "
-                          "decode.cpu_s at least 1, decode.timeout_s positive and decode.nice from 0 to 19")
-    if float(config["dicom"]["series_complete_s"]) <= 0:
-        raise ConfigError(f"{where}: dicom.series_complete_s must be a positive number of seconds")
-    if not 0.5 <= float(config["audit"]["flush_s"]) <= 60:
-        raise ConfigError(f"{where}: audit.flush_s must be between 0.5 and 60 seconds")
 
 
 def _drain_refused_bodies(app: Flask) -> None:

@@ -15,16 +15,11 @@ from typing import Any
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
-from daemons.render.catalogue.index import (
-    CatalogueModels,
-    backfill,
-    make_catalogue_models,
-    protect_database_file,
-)
+from daemons.render.catalogue.index import CatalogueModels, backfill, make_catalogue_models
 from daemons.render.store.interface import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import Migration, database_from_config, upgrade_schema, utcnow
+from shared.db import Migration, open_database, protect_database_file, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
@@ -185,7 +180,7 @@ def upgrade(config: Config) -> int:
     The catalogue tables are new tables (created by `upgrade_schema`); filling them needs the
     store, so it is done here, by `sivr db upgrade render` and again at every start-up.
     """
-    database = database_from_config(config)
+    database = open_database(config)
     models = make_models(database)
     try:
         version = upgrade_schema(database, "render", models.all, MIGRATIONS)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from daemons.layers import LAYERS
-from shared.config import build_config, load_config
-from tests.installers.systemd_check import REPO, UNIT_SOURCES, prepare_verify_root, systemd_verify
+from shared.config import COMMON_KEYS, build_config, load_config
+from tests.installers.systemd_check import REPO, UNIT_SOURCES, parse_unit, prepare_verify_root, systemd_verify
 
 pytestmark = pytest.mark.slow
 
@@ -282,3 +282,93 @@ def test_toplevel_bundle_has_the_signing_key_and_registered_institutions_but_no_
 
     config = load_config(bundle / "toplevel.toml", "toplevel", LAYERS["toplevel"].keys)
     assert {i["name"] for i in list_institutions(config)} == {"North", "South"}
+
+
+@pytest.fixture(scope="module")
+def front_host(tmp_path_factory) -> Path:
+    """Every layer on one host, each behind its own nginx front (`install.sh --front`)."""
+    root = tmp_path_factory.mktemp("front-host")
+    install(root, "--no-systemctl", "--front", "--hostname", "sivr.example.org")
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3_render_host(tmp_path_factory) -> Path:
+    """One render node of a deployment whose stores share an S3 bucket, installed from its bundle."""
+    from daemons.deployment import ObjectStore, init_deployment
+
+    work = tmp_path_factory.mktemp("s3-render-host")
+    init_deployment(work / "init", hostnames=["sivr.example.org"],
+                    object_store=ObjectStore("https://s3.example.org:8333", "b", "AK", "SK"))
+    subprocess.run([sys.executable, str(REPO / "installers/host_bundle.py"), "--from", str(work / "init"),
+                    "--out", str(work / "bundle"), "--layers", "render", "--instances", "render-1-1"],
+                   check=True, timeout=120, capture_output=True)
+    root = work / "root"
+    install(root, "--no-systemctl", "--from", str(work / "bundle"), "--layers", "render")
+    return root
+
+
+def unit_sandbox(root: Path, instance: str) -> tuple[set[Path], set[Path], set[Path], set[Path]]:
+    """The installed unit of `instance` as the daemon sees the file system: folders replaced by an
+    empty tmpfs, files bound back into them, paths made inaccessible, and writable folders."""
+    unit_name = unit_of(instance)
+    template, _, rest = unit_name.partition("@")
+    file = f"{template}@.service" if rest else unit_name
+    suffix = rest.removesuffix(".service")
+    text = (root / "etc/systemd/system" / file).read_text().replace("%i", suffix)
+    svc = parse_unit(text)["Service"]
+
+    def paths(key: str) -> set[Path]:
+        return {Path(p.lstrip("-").split(":", 1)[0]) for p in " ".join(svc.get(key, [])).split()}
+
+    writable = paths("ReadWritePaths") | {Path("/var/cache") / c for c in paths("CacheDirectory")}
+    return paths("TemporaryFileSystem"), paths("BindReadOnlyPaths"), paths("InaccessiblePaths"), writable
+
+
+WRITTEN_PATHS = ("storage.dir", "s3.cache_dir")
+
+
+@pytest.mark.parametrize("host", ["single_host", "front_host", "s3_render_host"])
+def test_every_file_a_placed_config_names_is_visible_to_its_unit(host, request):
+    """A key file the config names but the unit's sandbox hides stops the layer at boot (a front's
+    secret, an S3 node's KEK and credentials were forgotten once); a folder it writes must be writable."""
+    root: Path = request.getfixturevalue(host)
+    etc = root / "etc/sivr"
+    checked = 0
+    for config_file in sorted(etc.glob("*.toml")):
+        instance = config_file.stem
+        layer = layer_of(instance)
+        config = load_config(config_file, layer, LAYERS[layer].keys)
+        hidden, bound, inaccessible, writable = unit_sandbox(root, instance)
+        named: list[tuple[str, str]] = []
+        for key in (*COMMON_KEYS, *LAYERS[layer].keys):
+            value = config.get_key(key.dotted)
+            if key.is_path and value:
+                named += [(key.dotted, v) for v in (value if isinstance(value, list) else [value])]
+        url = config.get("database", {}).get("url", "")
+        if url.startswith("sqlite:///"):
+            named.append(("database.url", str(Path(url.removeprefix("sqlite:///")).parent)))
+        for dotted, value in named:
+            # the path the daemon sees: the config names it inside --root
+            path = Path(value)
+            seen = Path("/") / path.relative_to(root) if path.is_relative_to(root) else path
+            assert not any(seen.is_relative_to(p) for p in inaccessible), (instance, dotted, seen)
+            if dotted in WRITTEN_PATHS or dotted == "database.url":
+                assert any(seen.is_relative_to(p) for p in writable), (instance, dotted, seen, writable)
+            elif any(seen.is_relative_to(p) for p in hidden):
+                assert seen in bound, (instance, dotted, seen, sorted(bound))
+            checked += 1
+    assert checked
+
+
+def test_s3_render_node_gets_the_institutions_secrets_under_its_own_name(s3_render_host):
+    """The unit binds only names of its own instance; the cache goes to its CacheDirectory=, not /etc."""
+    etc, init_keys = s3_render_host / "etc/sivr", s3_render_host.parent / "init/keys"
+    config = load_config(etc / "render-1-1.toml", "render", LAYERS["render"].keys)
+    assert config["storage"]["key_file"] == str(etc / "keys/render-1-1.store-kek.key")
+    assert config["s3"]["credentials_file"] == str(etc / "keys/render-1-1.s3.json")
+    assert config["s3"]["cache_dir"] == "/var/cache/sivr-render-1-1/s3"
+    for placed, given in (("render-1-1.store-kek.key", "institution-1.store-kek.key"),
+                          ("render-1-1.s3.json", "institution-1.s3.json")):
+        assert (etc / "keys" / placed).read_bytes() == (init_keys / given).read_bytes()
+        assert mode(etc / "keys" / placed) == 0o600

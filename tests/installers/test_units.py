@@ -20,16 +20,23 @@ from tests.installers.systemd_check import (
     systemd_verify,
 )
 
-# unit file -> (layer, config file stem, data folder or None, key files it may see)
+# unit file -> (layer, config file stem, data folder or None, key files it may see; the front secret
+# exists only behind a front, `sivr init --front`, a node's KEK and S3 credentials only with an S3 store)
 PUBLIC = {"token_ed25519.pub", "token_ed25519.next.pub", "token_ed25519.old.pub"}  # current, and during a rotation
 UNITS = {
-    "sivr-web.service": ("web", "web", None, PUBLIC),
-    "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel", {"token_ed25519.pem", *PUBLIC}),
-    "sivr-institution.service": ("institution", "institution", "institution", PUBLIC),
-    "sivr-institution@.service": ("institution", "institution-%i", "institution-%i", PUBLIC),
-    "sivr-render.service": ("render", "render", "render", {"render.store.key", "render.receipt.pem", *PUBLIC}),
+    "sivr-web.service": ("web", "web", None, {"web.front-secret", *PUBLIC}),
+    "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel",
+                              {"token_ed25519.pem", "toplevel.front-secret", *PUBLIC}),
+    "sivr-institution.service": ("institution", "institution", "institution",
+                                 {"institution.front-secret", *PUBLIC}),
+    "sivr-institution@.service": ("institution", "institution-%i", "institution-%i",
+                                  {"institution-%i.front-secret", *PUBLIC}),
+    "sivr-render.service": ("render", "render", "render",
+                            {"render.store.key", "render.receipt.pem", "render.front-secret",
+                             "render.store-kek.key", "render.s3.json", *PUBLIC}),
     "sivr-render@.service": ("render", "render-%i", "render-%i",
-                             {"render-%i.store.key", "render-%i.receipt.pem", *PUBLIC}),
+                             {"render-%i.store.key", "render-%i.receipt.pem", "render-%i.front-secret",
+                              "render-%i.store-kek.key", "render-%i.s3.json", *PUBLIC}),
 }
 
 

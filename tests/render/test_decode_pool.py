@@ -100,10 +100,15 @@ def test_map_reports_each_item_in_order(pool):
     assert results == [2**20, 2 * 2**20]
 
 
-@pytest.mark.parametrize("override", [{"decode__workers": 0}, {"decode__memory_mb": 8}, {"decode__timeout_s": 0},
-                                      {"decode__nice": -5}, {"decode__nice": 20}])
-def test_decode_limits_are_checked_at_start(make_node, override):
+@pytest.mark.parametrize("override, message", [
+    ({"decode__workers": 0}, "decode.workers must be at least 1, got 0"),
+    ({"decode__memory_mb": 8}, "decode.memory_mb must be at least 64, got 8"),
+    ({"decode__timeout_s": 0}, "decode.timeout_s must be above 0, got 0.0"),
+    ({"decode__nice": -5}, "decode.nice must be from 0 to 19, got -5"),
+    ({"decode__nice": 20}, "decode.nice must be from 0 to 19, got 20"),
+])
+def test_decode_limits_are_checked_at_start(make_node, override, message):
     from shared.config import ConfigError
 
-    with pytest.raises(ConfigError, match="decode.workers must be at least 1"):
+    with pytest.raises(ConfigError, match=message):
         make_node(**override)

@@ -65,3 +65,53 @@ def test_a_list_of_paths_must_hold_paths(tmp_path):
     path.write_text('[tokens]\nextra_public_keys = ["a.pub", 7]\n')
     with pytest.raises(ConfigError, match="extra_public_keys` must be a list of file paths"):
         load_config(path, "toplevel", TOPLEVEL_KEYS)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"server": {"port": 70000}}, "server.port must be from 0 to 65535, got 70000"),
+    ({"server": {"port": -1}}, "server.port must be from 0 to 65535, got -1"),
+    ({"server": {"workers": 0}}, "server.workers must be at least 1, got 0"),
+    ({"server": {"threads": 0}}, "server.threads must be at least 1, got 0"),
+    ({"server": {"timeout_s": -5}}, "server.timeout_s must be at least 1, got -5"),
+    ({"server": {"max_request_mb": -1}}, "server.max_request_mb must be at least 1, got -1"),
+    ({"server": {"keepalive_s": -1}}, "server.keepalive_s must be at least 0, got -1"),
+    ({"tokens": {"leeway_s": -1}}, "tokens.leeway_s must be at least 0, got -1"),
+    ({"log": {"level": "verbose"}}, "log.level must be one of debug, info, warning, error, got 'verbose'"),
+])
+def test_values_the_server_cannot_use_are_refused_naming_file_and_key(tmp_path, values, message):
+    """Only the type was checked: port 70000 ended in gunicorn's OverflowError traceback, workers = 0
+    listened but never booted a worker, an unknown log level failed in the worker."""
+    path = tmp_path / "web.toml"
+    body = "".join(f"[{section}]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+                   for section, keys in values.items())
+    path.write_text(body)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, "web", ())
+    assert str(raised.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("dicom.port", 70000, "dicom.port must be from 0 to 65535, got 70000"),
+    ("dicom.tls_port", -1, "dicom.tls_port must be from 0 to 65535, got -1"),
+    ("memory.budget_mb", -1, "memory.budget_mb must be at least 1, got -1"),
+    ("s3.read_timeout_s", 0.0, "s3.read_timeout_s must be above 0, got 0.0"),
+    ("limits.max_upload_mb", -2048, "limits.max_upload_mb must be at least 1, got -2048"),
+    ("render.webp_method", 7, "render.webp_method must be from 0 to 6, got 7"),
+    ("audit.flush_s", 0.1, "audit.flush_s must be from 0.5 to 60, got 0.1"),
+])
+def test_render_keys_are_bounded(dotted, value, message):
+    from daemons.render.settings import KEYS
+
+    section, name = dotted.split(".")
+    with pytest.raises(ConfigError, match=f"^<config>: {message}$"):
+        build_config("render", KEYS, {section: {name: value}})
+
+
+def test_the_bounds_themselves_are_allowed():
+    """Edges that mean something today stay valid: port 0 (the layer's default; DICOM off)."""
+    from daemons.render.settings import KEYS
+
+    config = build_config("render", KEYS, {"server": {"port": 65535, "workers": 1}, "dicom": {"port": 0},
+                                           "render": {"webp_busy_encodes": -1, "image_cache_mb": 0},
+                                           "log": {"level": "debug"}})
+    assert config["server"]["port"] == 65535 and config["dicom"]["port"] == 0

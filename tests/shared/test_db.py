@@ -83,3 +83,61 @@ def test_closing_a_requests_sqlite_connection_does_not_checkpoint_the_wal(tmp_pa
     assert (tmp_path / "layer.db-wal").exists()  # removed by a checkpoint when the last connection closes
     with db.connection_context():
         assert db.execute_sql("SELECT count(*) FROM note").fetchone() == (3,)
+
+
+def test_a_schema_newer_than_this_release_is_refused_not_reported_as_upgraded(tmp_path):
+    """A database a later release upgraded (then rolled back to this one) cannot be served by this
+    code; `sivr db upgrade` used to print its version and exit 0, and readiness then sent the
+    operator back to `sivr db upgrade`."""
+    import peewee
+
+    from shared.config import ConfigError
+    from shared.db import SchemaVersion, connect_database, upgrade_schema
+
+    class Thing(peewee.Model):
+        x = peewee.IntegerField()
+
+    db = connect_database(f"sqlite:///{tmp_path}/t.db")
+    with db.bind_ctx([Thing, SchemaVersion]):
+        assert upgrade_schema(db, "toplevel", [Thing]) == 1
+        SchemaVersion.update(version=9).execute()
+        with pytest.raises(ConfigError, match=r"toplevel schema 9 is newer than this release \(1\): "
+                                              r"install that release or restore the pre-upgrade backup"):
+            upgrade_schema(db, "toplevel", [Thing])
+        assert SchemaVersion.get().version == 9  # left as it was
+    db.close()
+
+
+def test_sivr_db_upgrade_exits_non_zero_on_a_newer_schema(tmp_path):
+    from daemons.cli import main
+    from daemons.deployment import init_deployment
+    from shared.db import SchemaVersion, connect_database
+
+    layout = init_deployment(tmp_path / "d", pick_free_ports=True)
+    config = next(i.config for i in layout.instances if i.layer == "toplevel")
+    assert main(["db", "upgrade", "toplevel", "--config", config]) == 0
+    db = connect_database(f"sqlite:///{tmp_path}/d/data/toplevel.db")
+    with db.bind_ctx([SchemaVersion]):
+        SchemaVersion.update(version=9).where(SchemaVersion.layer == "toplevel").execute()
+    db.close()
+    assert main(["db", "upgrade", "toplevel", "--config", config]) == 2
+
+
+@pytest.mark.parametrize("layer", ["toplevel", "institution", "render"])
+@pytest.mark.parametrize("url, cause", [
+    ("postgresql://sivr:s3cret@127.0.0.1:1/sivr", "connection"),  # nothing listens on port 1
+    ("sqlite:///{tmp}/missing/sivr.db", "unable to open database file"),
+    ("mysql://sivr:s3cret@db.example.org/sivr", "unsupported scheme 'mysql'"),
+    ("sqlite:///{tmp}/sivr.db?bogus=1", "bogus"),
+])
+def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_path, capsys, layer, url, cause):
+    """`sivr db upgrade` (and `serve`, `user add`, which upgrade first) used to end in a driver's
+    traceback; the operator needs the file, the setting and the cause, and no password on screen."""
+    from daemons.cli import main
+
+    config = tmp_path / f"{layer}.toml"
+    config.write_text(f'[database]\nurl = "{url.format(tmp=tmp_path)}"\n')
+    assert main(["db", "upgrade", layer, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: database.url " in err and cause in err, err
+    assert "s3cret" not in err and "Traceback" not in err

@@ -134,6 +134,10 @@ def test_database_check_wants_the_layer_at_its_schema_version(tmp_path):
     db.close()
     assert database_check(db, "toplevel", 1)() is None
     assert "schema version 1, this server needs 2" in database_check(db, "toplevel", 2)()
+    # a later release upgraded it: `sivr db upgrade` cannot help, so the advice is not to run it
+    newer = database_check(db, "toplevel", 0)()
+    assert "schema 1 is newer than this release (0)" in newer and "restore the pre-upgrade backup" in newer
+    assert "sivr db upgrade" not in newer
     assert "no institution schema" in database_check(db, "institution", 1)()
     assert db.is_closed()  # the probe leaves no connection behind
     gone = connect_database(f"sqlite:///{tmp_path}/not-a-folder/x.db")

@@ -7,17 +7,15 @@ pointing at the same id while the series grows.
 
 At rest the catalogue holds what a C-FIND must match (patient names, ids, birth dates) in plain
 columns of the node's own database: see docs/architecture.md ("The query index at rest") for why,
-and `protect_database_file` for the file permissions that go with it.
+and `shared.db.protect_database_file` for the file permissions that go with it.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import peewee
@@ -264,17 +262,3 @@ def backfill(store, cat: CatalogueModels, record_ids: Iterable[str]) -> int:
             continue
         indexed += 1
     return indexed
-
-
-def protect_database_file(database: peewee.Database) -> None:
-    """Make a SQLite catalogue (and its WAL files) readable by the node's user only (0600).
-
-    The catalogue holds patient names in the clear (see docs/architecture.md); a PostgreSQL
-    catalogue is protected by the server's own access control and TLS instead.
-    """
-    if not isinstance(database, peewee.SqliteDatabase) or database.database in ("", ":memory:"):
-        return
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(database.database + suffix)
-        if path.exists():
-            os.chmod(path, 0o600)

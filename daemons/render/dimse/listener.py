@@ -319,8 +319,8 @@ class Listener:
 
 
 def check_config(config: Config) -> None:
-    """Refuse a listener that nobody may use or everybody could, and malformed destinations or limits
-    (checked before the node starts)."""
+    """Refuse a listener that nobody may use or everybody could, and malformed destinations (checked
+    before the node starts; ports, limits and timeouts are bounded by their keys when the file is read)."""
     where = config.source or "<config>"
     section = config["dicom"]
     if (int(section["port"]) or int(section["tls_port"])) and not section["allowed_callers"]:
@@ -329,11 +329,6 @@ def check_config(config: Config) -> None:
                           "titles allowed to send and query (or set dicom.port = 0 and dicom.tls_port = 0)")
     destinations = parse_destinations(config)
     dimse_tls.check_config(config, any(destination.tls for destination in destinations.values()))
-    if int(section["max_associations"]) < 1:
-        raise ConfigError(f"{where}: dicom.max_associations must be at least 1")
-    for key in ("network_timeout_s", "acse_timeout_s", "dimse_timeout_s"):
-        if float(section[key]) <= 0:
-            raise ConfigError(f"{where}: dicom.{key} must be a positive number of seconds")
 
 
 def set_protocol_logging(level: str) -> None:

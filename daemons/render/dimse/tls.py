@@ -79,8 +79,6 @@ def check_config(config: Config, tls_destinations: bool) -> None:
     where = config.source or "<config>"
     section = config["dicom"]
     port = int(section["tls_port"])
-    if not 0 <= port < 65536:
-        raise ConfigError(f"{where}: dicom.tls_port must be a TCP port (0: no TLS listener)")
     if port and port == int(section["port"]):
         raise ConfigError(f"{where}: dicom.tls_port must differ from dicom.port (the plain listener)")
     if not (port or tls_destinations):
