@@ -33,10 +33,10 @@ UNITS = {
                                   {"institution-%i.front-secret", *PUBLIC}),
     "sivr-render.service": ("render", "render", "render",
                             {"render.store.key", "render.receipt.pem", "render.front-secret",
-                             "render.store-kek.key", "render.s3.json", *PUBLIC}),
+                             "render.store-kek.key", "render.store-kek.old.key", "render.s3.json", *PUBLIC}),
     "sivr-render@.service": ("render", "render-%i", "render-%i",
                              {"render-%i.store.key", "render-%i.receipt.pem", "render-%i.front-secret",
-                              "render-%i.store-kek.key", "render-%i.s3.json", *PUBLIC}),
+                              "render-%i.store-kek.key", "render-%i.store-kek.old.key", "render-%i.s3.json", *PUBLIC}),
 }
 
 
