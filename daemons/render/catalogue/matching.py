@@ -20,6 +20,7 @@ returned. Matching rules that differ from a plain SQL comparison:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -242,9 +243,27 @@ def _person_name(field: peewee.Field, value: str) -> peewee.Node:
     return name.regexp("^" + "".join(_regex_character(c) for c in value) + "$")
 
 
+CASED_PLANES_END = 0x20000  # every cased letter of Unicode is in its first two planes
+
+
+@functools.cache
+def _case_classes() -> dict[str, str]:
+    """Each cased character -> every character of its case class (those of one `casefold()`).
+
+    Lower- and upper-casing alone miss the one-way pairs: `ς` upper-cases to `Σ`, which lower-cases
+    to `σ`, so a stored `Οδυσσέας` was not found by `ΟΔΥΣΣΈΑΣ`; nor `Straße` by `STRAẞE`."""
+    classes: dict[str, set[str]] = {}
+    for point in range(CASED_PLANES_END):
+        character = chr(point)
+        folded = character.casefold()
+        if folded != character:
+            classes.setdefault(folded, {folded} if len(folded) == 1 else set()).add(character)
+    return {member: "".join(sorted(members)) for members in classes.values() for member in members}
+
+
 def _cases(character: str) -> str:
-    """`character` and its other case(s), when each is one character (`ß` upper-cased is `SS`)."""
-    return "".join(sorted({c for c in (character, character.lower(), character.upper()) if len(c) == 1}))
+    """`character` and every other character of its case class."""
+    return _case_classes().get(character, character)
 
 
 def _glob_character(character: str) -> str:
