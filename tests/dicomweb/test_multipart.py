@@ -12,7 +12,7 @@ from shared.errors import ApiError
 def test_written_parts_read_back_with_preamble_padding_and_epilogue():
     parts = [("application/dicom", b"\r\n--not-the-boundary\r\n" + bytes(range(256))), ("application/dicom", b"")]
     body = b"".join(write_related(parts, "b-1"))
-    read = split_related(b"a preamble\r\n" + body.replace(b"--b-1\r\n", b"--b-1 \t\r\n", 1) + b"epilogue", "b-1")
+    read = split_related(b"a preamble\r\n" + body.replace(b"--b-1\r\n", b"--b-1 \t\r\n", 1) + b"epilogue", "b-1", 10)
     assert [(p.headers["content-type"], bytes(p.content)) for p in read] == parts
     assert read[0].content_type == ("application/dicom", {})
 
@@ -21,8 +21,20 @@ def test_written_parts_read_back_with_preamble_padding_and_epilogue():
                                   b"--b-1\r\nbroken header line\r\n\r\ndata\r\n--b-1--"])
 def test_malformed_bodies_are_400(body):
     with pytest.raises(ApiError) as refused:
-        split_related(body, "b-1")
+        split_related(body, "b-1", 10)
     assert refused.value.status == 400 and refused.value.code == "malformed_multipart"
+
+
+def test_a_body_of_too_many_parts_is_refused_at_the_first_part_over_the_limit():
+    """The parts were all split (a memoryview and a dict each) before their number was compared:
+    2.3 million empty parts in 20 MiB took 44 s and 800 MiB. The rest of the body is not read: here
+    it is not even well framed."""
+    body = b"--b-1\r\n\r\n\r\n" * 4 + b"--b-1\r\nno end of headers"
+    assert len(split_related(b"--b-1\r\n\r\n\r\n" * 3 + b"--b-1--", "b-1", 3)) == 3
+    with pytest.raises(ApiError) as refused:
+        split_related(body, "b-1", 3)
+    assert (refused.value.status, refused.value.code) == (413, "over_limits")
+    assert "more than 3 instances" in refused.value.message
 
 
 @pytest.mark.parametrize("header", ["multipart/related", 'multipart/related; boundary=""',

@@ -83,3 +83,33 @@ def test_upload_over_the_size_limit(make_node):
     assert reply.status_code == 413
     _nothing_stored(node)
     node.registry.shutdown()
+
+
+@pytest.mark.parametrize("door", ["upload", "STOW-RS"])
+def test_a_deflate_bomb_is_refused_before_anything_inflates_it(node, door):
+    """A deflated file was inflated whole in the node's own process before the bomb check: reading
+    its meta group alone (is it checked here or by a decode worker?) and, over STOW-RS, reading its
+    header made pydicom inflate everything (1.5 MB took 3 GB of RAM and 5 to 18 s)."""
+    import tracemalloc
+
+    from tests.hostile.corpus import _deflate_bomb
+
+    bomb = _deflate_bomb(192)  # 192 MiB of zeros in about 190 KB
+    tracemalloc.start()
+    try:
+        if door == "upload":
+            reply = node.upload([("bomb.dcm", bomb)])
+            assert reply.status_code == 413 and reply.json["error"]["code"] == "over_limits", reply.json
+            assert "decompression bomb" in reply.json["error"]["message"]
+        else:
+            reply = node.client.post("/dicomweb/studies", headers={
+                **node.headers(), "Accept": "application/dicom+json",
+                "Content-Type": 'multipart/related; type="application/dicom"; boundary=B'},
+                data=b"--B\r\nContent-Type: application/dicom\r\n\r\n" + bomb + b"\r\n--B--\r\n")
+            failed = reply.json["00081198"]["Value"][0]
+            assert failed["00081197"]["Value"] == [0xA700], reply.json  # out of resources
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 96 * 2**20, f"{peak / 2**20:.0f} MiB held while refusing it"
+    _nothing_stored(node)

@@ -94,8 +94,10 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def split_related(body: bytes, boundary: str) -> list[Part]:
-    """The parts of a multipart body (400 `malformed_multipart` when the framing is wrong)."""
+def split_related(body: bytes, boundary: str, max_parts: int) -> list[Part]:
+    """The parts of a multipart body (400 `malformed_multipart` when the framing is wrong; 413
+    `over_limits` at part `max_parts + 1`, before the rest is split: a body of millions of empty
+    parts cost 40 times its size in RAM and minutes before its count was compared)."""
     data = memoryview(body)
     opening = b"--" + boundary.encode("ascii")
     delimiter = CRLF + opening
@@ -110,6 +112,8 @@ def split_related(body: bytes, boundary: str) -> list[Part]:
     while True:
         if body.startswith(b"--", position):
             break  # the close delimiter: anything after it is an epilogue
+        if len(parts) == max_parts:
+            raise ApiError(413, "over_limits", f"more than {max_parts} instances: over this node's limit per request")
         line_end = body.find(CRLF, position)
         if line_end < 0 or body[position:line_end].strip(b" \t"):
             raise _malformed("a delimiter line does not end where it should (truncated body?)")

@@ -37,7 +37,14 @@ from daemons.render.dicomweb.multipart import boundary_of, media_type, split_rel
 from daemons.render.dicomweb.syntax import accepted, not_acceptable
 from daemons.render.dicomweb.wado import instance_url, study_url
 from daemons.render.ingest.service import Actor, ingest_service
-from daemons.render.ingest.upload_checks import MIB, Limits, ParsedFile, UploadError, check_native
+from daemons.render.ingest.upload_checks import (
+    MIB,
+    Limits,
+    ParsedFile,
+    UploadError,
+    check_deflate_bomb,
+    check_native,
+)
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
@@ -130,8 +137,13 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
         return candidate
     candidate.parsed = check_native(f"part {number}", candidate.raw, limits)
     try:
+        if candidate.parsed is None:
+            check_deflate_bomb(candidate.raw, f"part {number}")  # before pydicom inflates it
         ds = (candidate.parsed.dataset if candidate.parsed is not None
               else pydicom.dcmread(io.BytesIO(candidate.raw), stop_before_pixels=True))
+    except UploadError as exc:
+        candidate.fail(status_of(exc), f"{exc.code}: {exc.message}")
+        return candidate
     except Exception as exc:  # anything a header parser can raise on foreign bytes
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is not a DICOM file ({type(exc).__name__})")
         return candidate
@@ -224,10 +236,7 @@ def store_instances(study: str | None = None) -> Response:
     require_own_institution(identity, the_node.institution_id, "storing instances on this node")
     boundary = _check_media_types()
     limits = the_node.limits
-    parts = split_related(_read_body(limits), boundary)
-    if len(parts) > limits.max_files:
-        raise ApiError(413, "over_limits", f"{len(parts)} instances is more than this node's limit of "
-                       f"{limits.max_files} per request")
+    parts = split_related(_read_body(limits), boundary, limits.max_files)
     total = sum(len(part.content) for part in parts)
     if total > limits.max_upload_bytes:
         raise ApiError(413, "over_limits", f"the instances are {total // MIB} MiB, over this node's upload limit "
