@@ -51,7 +51,9 @@ KEYS = (
     Key("s3", "stale_upload_s", 3600.0,
         "Objects of an upload no manifest names are deleted at start-up once older than this (interrupted uploads).",
         minimum=0),
-    Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB.", minimum=1),
+    Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB; also the largest "
+        "DIMSE message (a C-STORE's data set) the DICOM listener receives: a larger one aborts its association.",
+        minimum=1),
     Key("limits", "max_files", 4000, "Most files in one record.", minimum=1),
     Key("limits", "max_rows", 8192, "Largest Rows accepted.", minimum=1),
     Key("limits", "max_columns", 8192, "Largest Columns accepted.", minimum=1),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 import time
 from typing import Any
@@ -20,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -30,6 +32,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from daemons.deployment import free_ports
+from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE
+from daemons.render.ingest.upload_checks import MIB
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
 from tests.render.synthetic import dataset, to_bytes
 
@@ -186,6 +190,106 @@ def test_an_upload_whose_data_set_is_not_in_its_file_meta_syntax_is_kept_as_sent
     frame = hostile.client.get(f"/api/v1/records/{record_id}/frames/0?format=png", headers=hostile.headers())
     assert frame.status_code == 200 and frame.mimetype == "image/png"
     assert models(hostile).catalogue.Instance.select().count() == 1
+
+
+def pdu(context_id: int, header: int, payload: bytes) -> bytes:
+    """A P-DATA-TF PDU of one PDV (PS3.8 9.3.5), written by hand as a hostile peer would: `header` is
+    the PDV's message control header (0x03: a whole command set, 0x00: a data set fragment, not the
+    last, 0x02: the last one)."""
+    pdv = bytes([context_id, header]) + payload
+    return struct.pack(">BBL", 4, 0, 4 + len(pdv)) + struct.pack(">L", len(pdv)) + pdv
+
+
+def store_command(assoc: Association, ds: Dataset) -> tuple[int, bytes]:
+    """The accepted CT context's ID and the encoded command set of a C-STORE-RQ of `ds` on it."""
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+    request = store_request(ds, implicit=False)
+    request.MessageID, request.Priority, request.AffectedSOPClassUID = 7, 2, CTImageStorage
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    return int(context.context_id), encode(message.command_set, True, True)
+
+
+def send_raw(assoc: Association, data: bytes) -> bool:
+    """Write `data` on the association's connection, past pynetdicom; False once the connection is gone."""
+    try:
+        assoc.dul.socket.socket.sendall(data)
+    except (OSError, AttributeError):  # the node closed the connection, or pynetdicom already let it go
+        return False
+    return True
+
+
+def wait_aborted(harness, assoc: Association) -> None:
+    """The peer's association ends aborted, and the node's association thread is gone."""
+    deadline = time.monotonic() + FINAL_WITHIN_S
+    server = harness.app.extensions["sivr_dimse"].servers[0]
+    while (not assoc.is_aborted or server.active_associations) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted and not server.active_associations
+
+
+def send_store(port: int, ds: Dataset) -> int:
+    """The status of a C-STORE of `ds` as pynetdicom sends it (in PDUs of the size the node advertises)."""
+    assoc = associate(port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+@pytest.fixture
+def limited(make_node):
+    """A node whose upload limit is 1 MiB, with the short timeouts of `hostile`."""
+    harness = open_archive(make_node, limits__max_upload_mb=1, dicom__network_timeout_s=1.5,
+                           dicom__acse_timeout_s=2.0, dicom__dimse_timeout_s=3.0)
+    harness.pid = os.getpid()
+    yield harness
+    close_archive(harness)
+
+
+def test_a_store_whose_data_set_outgrows_the_upload_limit_is_aborted_as_it_arrives(limited):
+    """A peer that streams an endless data set (fragments, none the last) made the node hold all it
+    sent: pynetdicom keeps a message's fragments until its last one, and `limits.max_upload_mb` was
+    checked only then. Now the association is aborted once the data set passes the limit (1 MiB
+    here), long before the peer is done, audited as a refused store; nothing is stored, and the
+    listener serves the next peer."""
+    ds = dataset(series="1.2.826.0.1.31.4")
+    assoc = associate(limited.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    context_id, command = store_command(assoc, ds)
+    fragment = bytes(128 * 1024)
+    sent = 0
+    assert send_raw(assoc, pdu(context_id, 0x03, command))
+    while sent < 16 * MIB and not assoc.is_aborted and send_raw(assoc, pdu(context_id, 0x00, fragment)):
+        sent += len(fragment)
+        time.sleep(0.02)  # a peer's pace: the node's answer has time to arrive
+    wait_aborted(limited, assoc)
+    assert sent < 8 * MIB, f"the node took {sent // MIB} MiB of a data set over its limit of 1 MiB"
+    assert models(limited).catalogue.Instance.select().count() == 0
+    refused = audit_rows(limited, "dicom.store_refused")
+    assert len(refused) == 1 and refused[0][1].startswith(f"sop_instance_uid={ds.SOPInstanceUID} over_limits")
+    assert audit_rows(limited, "dicom.abort")
+    assert send_store(limited.dicom_port, ds) == 0x0000
+    assert models(limited).catalogue.Instance.select().count() == 1
+    still_serving(limited)
+
+
+def test_a_pdu_longer_than_the_node_advertises_is_refused_before_it_is_read(hostile):
+    """pynetdicom reads a PDU whole, whatever length its header claims (up to 4 GiB), and does not
+    hold peers to the maximum the node advertised. The node advertises MAXIMUM_PDU_SIZE (1 MiB),
+    and a PDU over it is refused from its header (A-ABORT), even one carrying a whole valid data set
+    well within the upload limit: nothing is stored. The same data set sent in PDUs of the
+    advertised size is stored."""
+    ds = dataset(rows=1024, cols=1024, series="1.2.826.0.1.31.5")  # 2 MiB of pixels
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    assert assoc.acceptor.maximum_length == MAXIMUM_PDU_SIZE
+    context_id, command = store_command(assoc, ds)
+    assert send_raw(assoc, pdu(context_id, 0x03, command))
+    send_raw(assoc, pdu(context_id, 0x02, encode(ds, False, True)))
+    wait_aborted(hostile, assoc)
+    assert models(hostile).catalogue.Instance.select().count() == 0
+    assert send_store(hostile.dicom_port, ds) == 0x0000
+    assert models(hostile).catalogue.Instance.select().count() == 1
+    still_serving(hostile)
 
 
 # --- C-FIND, C-GET, C-MOVE identifiers ------------------------------------------------------------

@@ -52,11 +52,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
+from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
-from daemons.render.ingest.upload_checks import UploadError, check_encoding
+from daemons.render.ingest.upload_checks import MIB, UploadError, check_encoding
 from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.statuses import (
@@ -169,7 +170,7 @@ class Listener:
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
         ae.require_calling_aet = list(section["allowed_callers"])
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         ae.maximum_associations = int(section["max_associations"])
         ae.network_timeout = float(section["network_timeout_s"])
         ae.acse_timeout = float(section["acse_timeout_s"])
@@ -198,6 +199,7 @@ class Listener:
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
+            *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
         ]
         self.servers: list[ThreadedAssociationServer] = []
@@ -291,6 +293,14 @@ class Listener:
         self._audit(event, "dicom.store", result.record_id,
                     detail=f"sop_instance_uid={sop_instance} added={result.added}")
         return SUCCESS
+
+    def _store_too_large(self, event: Any, sop_instance: str) -> None:
+        """Audit a C-STORE whose data set outgrew `limits.max_upload_mb` while it arrived (its association
+        is aborted, `dimse.limits`), as `_on_store` audits the stores it refuses."""
+        limit = self.node.limits.max_upload_bytes // MIB
+        self._guard(lambda event: self._audit(
+            event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} over_limits: the data set is "
+            f"over this node's limit of {limit} MiB; association aborted"))(event)
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
         database = self.node.models.database

@@ -1,0 +1,97 @@
+"""Bounds on what one peer can make the DICOM listener hold in memory while it receives.
+
+pynetdicom has none of its own: it reads each PDU whole, whatever length the PDU's header claims
+(up to 4 GiB), and keeps every fragment of the DIMSE message in progress in RAM until the last
+one has arrived. The node's limit on a C-STORE (`limits.max_upload_mb`) was checked only then, so
+a peer streaming an endless data set grew the node by what it sent, until the process ran out of
+memory for every association and the HTTP API. Here, as the bytes arrive:
+
+- no PDU may be longer than MAXIMUM_PDU_SIZE, the Maximum Length Receive the node advertises:
+  a longer one is refused from its header, before its body is read (A-ABORT, connection closed);
+- once the DIMSE message in progress (command set and data set) holds more than the node's upload
+  limit, the association is aborted: a data set that size would be refused when complete anyway,
+  and answering it 0xA700 would mean receiving, and holding, the rest of it first.
+
+An association thus holds at most the upload limit and a PDU or two. Conformance: docs/conformance.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any, cast
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.events import EventHandlerType
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.transport import AssociationSocket
+
+from daemons.render.ingest.upload_checks import MIB
+
+log = logging.getLogger(__name__)
+# 1 MiB: large enough that a peer sends a data set in few PDUs (pynetdicom's default, 16 KiB, means
+# 64 PDUs a MiB), small enough that a PDU costs the node little while it is read and decoded
+MAXIMUM_PDU_SIZE = MIB
+INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
+
+
+class BoundedSocket(AssociationSocket):
+    """An association's socket that refuses a PDU longer than MAXIMUM_PDU_SIZE from its length field
+    (pynetdicom's reader asks for a PDU's body in one `recv` of that length), instead of reading it:
+    pynetdicom does not hold peers to the length the node advertised."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > MAXIMUM_PDU_SIZE:
+            log.warning("DICOM peer %s sent a PDU of %d bytes, over the maximum of %d: association aborted",
+                        self.assoc.requestor.address, nr_bytes, MAXIMUM_PDU_SIZE)
+            abort = A_ABORT_RQ()
+            abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
+            self.send(abort.encode())
+            # pynetdicom takes a failed read for a closed connection: it closes it and aborts the association
+            raise OSError(f"PDU of {nr_bytes} bytes refused, over the maximum of {MAXIMUM_PDU_SIZE}")
+        return super().recv(nr_bytes)
+
+
+def bound_pdus(event: Any) -> None:
+    """On EVT_CONN_OPEN, before the association reads anything: its socket becomes a BoundedSocket
+    (pynetdicom's server builds the socket itself and offers no way to choose its class)."""
+    event.assoc.dul.socket.__class__ = BoundedSocket
+
+
+def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
+    """The bytes of the DIMSE message in progress on `assoc` once `pdu` is added to it: what pynetdicom
+    holds of it (it starts a new message after each complete one) and the PDU's length."""
+    message = assoc.dimse.message
+    if message is None:
+        return pdu.pdu_length
+    return message.encoded_command_set.tell() + cast(BytesIO, message.data_set).tell() + pdu.pdu_length
+
+
+class MessageLimit:
+    """Aborts an association whose DIMSE message in progress outgrows `max_bytes` (the node's upload
+    limit), from pynetdicom's EVT_PDU_RECV: it comes for each PDU read, before the PDU is added to
+    the message. `store_refused(event, sop_instance_uid)` audits a C-STORE so refused."""
+
+    def __init__(self, max_bytes: int, store_refused: Callable[[Any, str], None]):
+        self.max_bytes = max_bytes
+        self.store_refused = store_refused
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._received)]
+
+    def _received(self, event: Any) -> None:
+        assoc = event.assoc
+        # once aborted, pynetdicom reads and drops what the peer still sends (PS3.8 Sta13)
+        if assoc.is_aborted or not isinstance(event.pdu, P_DATA_TF):
+            return
+        if message_bytes(assoc, event.pdu) <= self.max_bytes:
+            return
+        message = assoc.dimse.message
+        log.warning("DICOM peer %s sent a DIMSE message over the limit of %d MiB: association aborted",
+                    assoc.requestor.address, self.max_bytes // MIB)
+        if isinstance(message, C_STORE_RQ):  # its command set is complete: the data set is arriving
+            self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID))
+        assoc.abort()
