@@ -43,7 +43,7 @@ class Key:
 
     def allowed(self, value: Any) -> str | None:
         """What the value must be when it is out of bounds or not a choice (None: it may be used)."""
-        if self.choices and value not in self.choices:
+        if self.choices and (not isinstance(value, str) or value.lower() not in self.choices):
             return f"one of {', '.join(self.choices)}"
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None
@@ -64,7 +64,7 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "port", 0, "TCP port to listen on (0: the layer's default port).", minimum=0, maximum=PORT_MAX),
     Key("server", "workers", 2, "gunicorn worker processes.", minimum=1),
     Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class).", minimum=1),
-    Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds.", minimum=1),
+    Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds (0: none, as gunicorn reads it).", minimum=0),
     Key("server", "http2", False,
         "Serve HTTP/2 (and HTTP/1.1) with hypercorn in one process instead of gunicorn "
         "(HTTP/1.1 only); docs/deployment.md says what differs."),
@@ -87,8 +87,8 @@ COMMON_KEYS: tuple[Key, ...] = (
         "This server's public base URL as clients call it (e.g. https://inst-a.example:5002): the only `aud` "
         "this layer accepts. Required on every layer that verifies tokens; each server needs its own."),
     Key("tokens", "leeway_s", 5, "Clock skew tolerated when checking token times, in seconds.", minimum=0),
-    Key("log", "level", "info", "Log level: debug, info, warning, error.",
-        choices=("debug", "info", "warning", "error")),
+    Key("log", "level", "info", "Log level: debug, info, warning, error, critical (any case).",
+        choices=("debug", "info", "warning", "error", "critical")),
     Key("metrics", "allow", ["127.0.0.1", "::1"],
         "Addresses or networks (CIDR) that may read GET /metrics without a token."),
     Key("metrics", "token_file", "",

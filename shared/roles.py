@@ -76,11 +76,16 @@ def may_administer_institution(caller: Caller, institution_id: str) -> bool:
     return caller.role == INSTITUTION_ADMIN and caller.institution_id == institution_id
 
 
-def may_grant_role(caller: Caller, role: str) -> bool:
-    """Only a system administrator makes system administrators."""
+def grantable_roles(caller: Caller) -> tuple[str, ...]:
+    """The roles a caller may give (and so administer users of): only a system administrator makes
+    system administrators."""
     if caller.role == SYSTEM_ADMIN:
-        return True
-    return caller.role == INSTITUTION_ADMIN and role in (INSTITUTION_ADMIN, PHYSICIAN)
+        return ROLES
+    return (INSTITUTION_ADMIN, PHYSICIAN) if caller.role == INSTITUTION_ADMIN else ()
+
+
+def may_grant_role(caller: Caller, role: str) -> bool:
+    return role in grantable_roles(caller)
 
 
 def may_administer_user(caller: Caller, user_role: str, user_institution_id: str) -> bool:

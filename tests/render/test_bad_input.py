@@ -113,3 +113,32 @@ def test_a_deflate_bomb_is_refused_before_anything_inflates_it(node, door):
         tracemalloc.stop()
     assert peak < 96 * 2**20, f"{peak / 2**20:.0f} MiB held while refusing it"
     _nothing_stored(node)
+
+
+@pytest.mark.parametrize("door", ["upload", "STOW-RS"])
+def test_a_meta_group_whose_values_cannot_be_read_is_a_4xx(node, door):
+    """The meta group is read alone now (a deflated body is not inflated to find the syntax), and
+    pydicom converts a value when it is asked for: a Transfer Syntax UID sent as 3 bytes of US was
+    read outside the guard, and both doors answered 500."""
+    import struct
+
+    from daemons.render.ingest.upload_checks import read_file_meta
+
+    good = _bytes(_dataset())
+    _, body_start = read_file_meta(good)
+
+    def element(tag: int, vr: bytes, value: bytes) -> bytes:
+        return struct.pack("<HH2sH", 2, tag, vr, len(value)) + value
+
+    meta = element(0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0") + element(0x0010, b"US", b"\x01\x02\x03")
+    broken = b"\0" * 128 + b"DICM" + meta + good[body_start:]
+    if door == "upload":
+        reply = node.upload([("broken.dcm", broken)])
+        assert 400 <= reply.status_code < 500 and reply.json["error"]["code"], reply.get_data()[:300]
+    else:
+        reply = node.client.post("/dicomweb/studies", headers={
+            **node.headers(), "Accept": "application/dicom+json",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=B'},
+            data=b"--B\r\nContent-Type: application/dicom\r\n\r\n" + broken + b"\r\n--B--\r\n")
+        assert reply.status_code == 409 and reply.json["00081198"]["Value"], reply.get_data()[:300]
+    _nothing_stored(node)

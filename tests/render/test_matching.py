@@ -150,6 +150,8 @@ def test_trailing_empty_name_components_are_one_name_with_none(cat, stored, aske
     assert study_uids(cat, PatientName=asked) == ["1.2.5"]
     assert study_uids(cat, PatientName=asked.rstrip("^=") + "*") == ["1.2.5"]
     assert study_uids(cat, PatientName="Roe^Jan") == []
+    # a name of delimiters alone is a zero-length one: universal matching (PS3.4 C.2.2.2.3)
+    assert study_uids(cat, PatientName="^^^^") == study_uids(cat) == ["1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.2.5"]
 
 
 @pytest.mark.parametrize("keys", [{"StudyDate": "-20250101"}, {"StudyDate": "19000101-"}, {"StudyTime": "-2359"},

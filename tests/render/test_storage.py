@@ -251,6 +251,18 @@ def test_a_store_of_an_earlier_release_is_recognised_by_its_layout_and_marked(tm
     assert reopened.record_ids() == [RECORD]
 
 
+def test_a_store_at_the_root_of_a_mounted_disk_is_taken_and_its_lost_and_found_kept(tmp_path):
+    """The guide mounts a NAS share at the store's folder: its `lost+found` is the file system's,
+    not something else's data, and the store (of an earlier release here) still opens."""
+    root = tmp_path / "store"
+    first = RecordStore.open(root, tmp_path / "store.key")
+    first.write_record(RECORD, _files(), _manifest(_files()))
+    (root / MARKER).unlink()
+    (root / "lost+found").mkdir()
+    reopened = RecordStore.open(root, tmp_path / "store.key")
+    assert reopened.record_ids() == [RECORD] and reopened.cleanup() == 0 and (root / "lost+found").is_dir()
+
+
 def test_cleanup_removes_only_what_the_store_makes(store):
     """A folder that is not a record's (someone's notes, a mount's lost+found put there later) is kept."""
     (store.root / "notes").mkdir()

@@ -72,11 +72,11 @@ def test_a_list_of_paths_must_hold_paths(tmp_path):
     ({"server": {"port": -1}}, "server.port must be from 0 to 65535, got -1"),
     ({"server": {"workers": 0}}, "server.workers must be at least 1, got 0"),
     ({"server": {"threads": 0}}, "server.threads must be at least 1, got 0"),
-    ({"server": {"timeout_s": -5}}, "server.timeout_s must be at least 1, got -5"),
+    ({"server": {"timeout_s": -5}}, "server.timeout_s must be at least 0, got -5"),
     ({"server": {"max_request_mb": -1}}, "server.max_request_mb must be at least 1, got -1"),
     ({"server": {"keepalive_s": -1}}, "server.keepalive_s must be at least 0, got -1"),
     ({"tokens": {"leeway_s": -1}}, "tokens.leeway_s must be at least 0, got -1"),
-    ({"log": {"level": "verbose"}}, "log.level must be one of debug, info, warning, error, got 'verbose'"),
+    ({"log": {"level": "verbose"}}, "log.level must be one of debug, info, warning, error, critical, got 'verbose'"),
 ])
 def test_values_the_server_cannot_use_are_refused_naming_file_and_key(tmp_path, values, message):
     """Only the type was checked: port 70000 ended in gunicorn's OverflowError traceback, workers = 0
@@ -115,3 +115,7 @@ def test_the_bounds_themselves_are_allowed():
                                            "render": {"webp_busy_encodes": -1, "image_cache_mb": 0},
                                            "log": {"level": "debug"}})
     assert config["server"]["port"] == 65535 and config["dicom"]["port"] == 0
+    # what every release read before the bounds: a level in capitals, gunicorn's "no worker timeout"
+    config = build_config("render", KEYS, {"server": {"timeout_s": 0}, "log": {"level": "INFO"}})
+    assert config["server"]["timeout_s"] == 0 and config["log"]["level"] == "INFO"
+    assert build_config("render", KEYS, {"log": {"level": "critical"}})["log"]["level"] == "critical"

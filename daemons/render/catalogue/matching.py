@@ -138,6 +138,8 @@ def is_single_value(keyword: str, value: str) -> bool:
 def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: bool) -> peewee.Node | None:
     """The SQL condition of one matching key; None for universal matching."""
     value = value.strip()
+    if kind == "pn":  # trailing empty components are no components (PS3.5 6.2): `^^^^` is empty
+        value = value.rstrip(PN_DELIMITERS)
     if not value or value == "*" or kind == "count":
         return None
     if kind == "uid":
@@ -231,8 +233,7 @@ def _person_name(field: peewee.Field, value: str) -> peewee.Node:
     GLOB on SQLite and a regular expression elsewhere, and no database decides what `Ü` matches.
 
     Trailing empty components and groups are left out on both sides (PS3.5 6.2: `Doe^John^^^` and
-    `Doe^John` are one name, as senders write either)."""
-    value = value.rstrip(PN_DELIMITERS)
+    `Doe^John` are one name, as senders write either; `_condition` strips the value)."""
     name = peewee.fn.RTRIM(field, PN_DELIMITERS)
     if value.isascii():
         if "*" in value or "?" in value:

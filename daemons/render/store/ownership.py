@@ -5,8 +5,9 @@ a manifest), and the S3 blob cache deletes files to stay within its size. Set by
 folder that holds other things (`/etc`, a home folder, the root of a mounted disk), `storage.dir`
 made a node delete every sub-folder of `/etc` at its first start. A folder is the node's when it
 was empty when first used, or carries the marker the node wrote then; one filled by a release
-before the marker is recognised by its layout alone, and then marked. As PostgreSQL's `initdb`,
-the node refuses the root of a mounted disk (its `lost+found`): a sub-folder of it is the place.
+before the marker is recognised by its layout alone, and then marked. A mounted disk's
+`lost+found` is no obstacle (the guide mounts a NAS share at the store's folder): the node deletes
+only what it makes, and never that.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from shared.config import ConfigError
 
 MARKER = ".sivr-folder"
+MOUNT_ENTRIES = frozenset({"lost+found"})  # what a file system puts at the root of a mount
 SHOWN = 5  # entries named in a refusal
 
 
@@ -41,11 +43,10 @@ def claim_folder(folder: Path, kind: str, setting: str, laid_out: Callable[[Path
                               "give each its own folder")
         return
     foreign = sorted(entry.name for entry in folder.iterdir()
-                     if not (entry.name.startswith(MARKER) or laid_out(entry)))
+                     if not (entry.name.startswith(MARKER) or entry.name in MOUNT_ENTRIES or laid_out(entry)))
     if foreign:
         raise ConfigError(f"{setting} = {folder}: the folder holds what is not a SIVR {kind} ({shown(foreign)}); "
-                          f"the node deletes in this folder, so {setting} must name an empty folder of its own "
-                          "(a sub-folder of a mounted disk, not its root)")
+                          f"the node deletes in this folder, so {setting} must name an empty folder of its own")
     temporary = folder / f"{MARKER}.{os.getpid()}"
     temporary.write_text(kind + "\n", encoding="utf-8")
     os.replace(temporary, marker)
