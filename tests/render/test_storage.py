@@ -239,12 +239,17 @@ def test_a_folder_holding_other_things_is_never_taken_as_the_store(tmp_path):
     assert (etc / "apt" / "sources.list.d").is_dir()
 
 
+def _store_of_an_earlier_release(tmp_path) -> Path:
+    """A store holding one record and no ownership mark, as releases before the mark left it."""
+    root = tmp_path / "store"
+    RecordStore.open(root, tmp_path / "store.key").write_record(RECORD, _files(), _manifest(_files()))
+    (root / MARKER).unlink()
+    return root
+
+
 def test_a_store_of_an_earlier_release_is_recognised_by_its_layout_and_marked(tmp_path):
     """Stores filled before the marker existed hold record folders and the store's own dot folders only."""
-    root = tmp_path / "store"
-    first = RecordStore.open(root, tmp_path / "store.key")
-    first.write_record(RECORD, _files(), _manifest(_files()))
-    (root / MARKER).unlink()
+    root = _store_of_an_earlier_release(tmp_path)
     (root / ".quarantine").mkdir()
     reopened = RecordStore.open(root, tmp_path / "store.key")
     assert (root / MARKER).read_text() == "record store\n"
@@ -254,10 +259,7 @@ def test_a_store_of_an_earlier_release_is_recognised_by_its_layout_and_marked(tm
 def test_a_store_at_the_root_of_a_mounted_disk_is_taken_and_its_lost_and_found_kept(tmp_path):
     """The guide mounts a NAS share at the store's folder: its `lost+found` is the file system's,
     not something else's data, and the store (of an earlier release here) still opens."""
-    root = tmp_path / "store"
-    first = RecordStore.open(root, tmp_path / "store.key")
-    first.write_record(RECORD, _files(), _manifest(_files()))
-    (root / MARKER).unlink()
+    root = _store_of_an_earlier_release(tmp_path)
     (root / "lost+found").mkdir()
     reopened = RecordStore.open(root, tmp_path / "store.key")
     assert reopened.record_ids() == [RECORD] and reopened.cleanup() == 0 and (root / "lost+found").is_dir()
