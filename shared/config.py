@@ -49,11 +49,16 @@ class Key:
             return None
         low, high = self.minimum, self.maximum
         if low is not None and (value <= low if self.above else value < low):
-            return (f"above {low:g}" if self.above else
-                    f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}")
+            return (f"above {_number(low)}" if self.above else
+                    f"from {_number(low)} to {_number(high)}" if high is not None else f"at least {_number(low)}")
         if high is not None and value > high:
-            return f"from {low:g} to {high:g}" if low is not None else f"at most {high:g}"
+            return f"from {_number(low)} to {_number(high)}" if low is not None else f"at most {_number(high)}"
         return None
+
+
+def _number(bound: float) -> str:
+    """A bound as an operator writes it: whole numbers in full (16777215, not 1.67772e+07)."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 PORT_MAX = 65535

@@ -18,7 +18,7 @@ from shared.config import Config
 from shared.db import bind_models, bind_per_request, schema_target
 from shared.health import add_readiness_check, database_check, files_check
 from shared.roles import grantable_roles, is_system_admin
-from shared.tokens import MAX_EXCHANGED_TTL_S, Identity, TokenIssuer, load_private_key
+from shared.tokens import Identity, TokenIssuer, load_private_key
 from shared.webapp import create_base_app, layer_audience
 
 
@@ -31,9 +31,6 @@ def signing_key_from_config(config: Config) -> Ed25519PrivateKey:
 
 def issuer_from_config(config: Config, key: Ed25519PrivateKey | None = None) -> TokenIssuer:
     tokens = config["tokens"]
-    if not 1 <= tokens["exchanged_ttl_s"] <= MAX_EXCHANGED_TTL_S:
-        raise ValueError(f"{config.source}: tokens.exchanged_ttl_s must be 1 to {MAX_EXCHANGED_TTL_S} s "
-                         f"(the other layers refuse longer-lived tokens); it is {tokens['exchanged_ttl_s']}")
     return TokenIssuer(key or signing_key_from_config(config), tokens["issuer"], layer_audience(config),
                        tokens["access_ttl_s"])
 

@@ -15,10 +15,13 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from shared.config import Config
+from shared.config import Config, ConfigError
 from shared.errors import ApiError
 
 MAX_PASSWORD_LENGTH = 1024
+# argon2id (RFC 9106, 3.1): at most 2^24 - 1 lanes, and at least 8 KiB of memory per lane
+ARGON2_MAX_LANES = 2**24 - 1
+ARGON2_MIN_KIB_PER_LANE = 8
 # JSON can carry lone surrogates ("\ud800"); argon2 hashes UTF-8 bytes, which they have none of.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -53,7 +56,14 @@ class Passwords:
 
 
 def passwords_from_config(config: Config) -> Passwords:
+    """The hasher of the config; memory too small for its lanes is refused here, naming both keys,
+    instead of argon2's bare "memory cost is too small" while the app starts."""
     auth = config["auth"]
+    least_kib = ARGON2_MIN_KIB_PER_LANE * auth["argon2_parallelism"]
+    if auth["argon2_memory_kib"] < least_kib:
+        raise ConfigError(f"{config.source or '<config>'}: auth.argon2_memory_kib must be at least "
+                          f"{ARGON2_MIN_KIB_PER_LANE} per lane ({least_kib} for auth.argon2_parallelism = "
+                          f"{auth['argon2_parallelism']}), got {auth['argon2_memory_kib']}")
     return Passwords(auth["argon2_time_cost"], auth["argon2_memory_kib"], auth["argon2_parallelism"])
 
 

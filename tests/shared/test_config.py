@@ -107,6 +107,40 @@ def test_render_keys_are_bounded(dotted, value, message):
         build_config("render", KEYS, {section: {name: value}})
 
 
+@pytest.mark.parametrize("dotted, value, message", [
+    ("tokens.access_ttl_s", 0, "tokens.access_ttl_s must be at least 1, got 0"),
+    ("tokens.session_max_s", -1, "tokens.session_max_s must be at least 1, got -1"),
+    ("tokens.patient_reference_ttl_s", 0, "tokens.patient_reference_ttl_s must be at least 1, got 0"),
+    ("auth.max_failed_logins", 0, "auth.max_failed_logins must be at least 1, got 0"),
+    ("auth.max_failed_logins_per_address", -3, "auth.max_failed_logins_per_address must be at least 1, got -3"),
+    ("auth.failed_login_window_s", 0, "auth.failed_login_window_s must be at least 1, got 0"),
+    ("auth.login_queue_s", -1.0, "auth.login_queue_s must be at least 0, got -1.0"),
+    ("auth.min_password_length", 4, "auth.min_password_length must be from 8 to 1024, got 4"),
+    ("auth.min_password_length", 2000, "auth.min_password_length must be from 8 to 1024, got 2000"),
+    ("auth.argon2_time_cost", 0, "auth.argon2_time_cost must be at least 1, got 0"),
+    ("auth.argon2_parallelism", 0, "auth.argon2_parallelism must be from 1 to 16777215, got 0"),
+    ("auth.argon2_memory_kib", 4, "auth.argon2_memory_kib must be from 8 to 4294967295, got 4"),
+])
+def test_toplevel_keys_are_bounded(dotted, value, message):
+    """Only the type was checked: a password minimum of 4 was taken, max_failed_logins = 0 refused
+    every login, argon2_parallelism = 0 stopped the toplevel with argon2's bare HashingError."""
+    section, name = dotted.split(".")
+    with pytest.raises(ConfigError, match=f"^<config>: {message}$"):
+        build_config("toplevel", TOPLEVEL_KEYS, {section: {name: value}})
+
+
+def test_argon2_memory_too_small_for_its_lanes_names_both_keys():
+    from daemons.toplevel.passwords import passwords_from_config
+
+    config = build_config("toplevel", TOPLEVEL_KEYS, {"auth": {"argon2_memory_kib": 16, "argon2_parallelism": 4}})
+    with pytest.raises(ConfigError, match=r"^<config>: auth.argon2_memory_kib must be at least 8 per lane "
+                                          r"\(32 for auth.argon2_parallelism = 4\), got 16$"):
+        passwords_from_config(config)
+    lean = build_config("toplevel", TOPLEVEL_KEYS, {"auth": {"argon2_memory_kib": 8, "argon2_parallelism": 1,
+                                                             "argon2_time_cost": 1}})
+    assert passwords_from_config(lean).verify(passwords_from_config(lean).hash("x" * 8), "x" * 8)
+
+
 def test_the_bounds_themselves_are_allowed():
     """Edges that mean something today stay valid: port 0 (the layer's default; DICOM off)."""
     from daemons.render.settings import KEYS

@@ -96,7 +96,7 @@ def test_exchanges_are_audited_once_per_session_and_server(api: Api, seed):
 
 @pytest.mark.parametrize("ttl", [0, 61, 300])
 def test_toplevel_refuses_to_start_with_exchanged_tokens_living_over_60_s(make_config, seed, ttl):
-    with pytest.raises(ValueError, match="tokens.exchanged_ttl_s must be 1 to 60"):
+    with pytest.raises(ConfigError, match=f"tokens.exchanged_ttl_s must be from 1 to 60, got {ttl}$"):
         create_app(make_config(tokens={"exchanged_ttl_s": ttl}))
 
 
