@@ -8,8 +8,21 @@ import pytest
 from daemons.render.imaging.pixels import Window
 from daemons.render.volume import PRESETS, ViewSpec, camera_axes, prepare_volume
 from daemons.render.volume.cpu import CpuRayCaster
-from daemons.render.volume.geometry import view_labels
-from daemons.render.volume.raycast import AMBIENT, AVG, DIFFUSE, MINIP, MIP, SPECULAR, grid_for
+from daemons.render.volume.geometry import make_geometry, ray_grid, view_labels
+from daemons.render.volume.raycast import (
+    AMBIENT,
+    AVG,
+    DIFFUSE,
+    MAX_SAMPLES,
+    MINIP,
+    MIP,
+    SPECULAR,
+    grid_for,
+    lut_for,
+    rgb_to_uint8,
+    traced_size,
+    window_values,
+)
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, SPHERES, blob, sample_phantom
 
 CASTER = CpuRayCaster()
@@ -239,3 +252,52 @@ def test_negative_rescale_slope_means_the_same_tissue(mode):
                     if mode == "dvr" else None)
     a, b = CASTER.render(negative, view), CASTER.render(positive, view)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("mode, azimuth", [("mip", 0), ("mip", 37), ("dvr", 0), ("dvr", 37)])
+def test_a_zoomed_in_view_traces_no_more_rays_than_the_voxels_hold(phantom, mode, azimuth):
+    """Every pixel was a ray: 2048 x 2048 at zoom 20 of a 30-slice CT held a 3D slot for 71 s,
+    though its rays were 50 to a voxel. Traced at 8 per voxel and resampled, the image is the one
+    the full trace gives (within a grey level or two at edges)."""
+    view = ViewSpec(mode=mode, width=512, height=512, zoom=6, azimuth=azimuth, elevation=10,
+                    window=None if mode == "dvr" else Window(0, 2000))
+    assert traced_size(phantom, view) == (195, 195)
+    image = CASTER.render(phantom, view, "CT")
+    assert image.shape[:2] == (512, 512)
+    grid = ray_grid(phantom.geometry, 512, 512, azimuth, 10, 0, 6)
+    if mode == "dvr":
+        full = rgb_to_uint8(CASTER.composite(phantom, grid, lut_for(phantom, view, grid, "CT")))
+    else:
+        full = window_values(*CASTER.project(phantom, grid, MIP), phantom, view.window)
+    difference = np.abs(image.astype(int) - full.astype(int))
+    assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 3
+
+
+def test_views_the_voxels_can_fill_are_traced_whole(phantom):
+    for view in (ViewSpec(width=256, height=256), ViewSpec(width=300, height=200, azimuth=37, zoom=2),
+                 ViewSpec(mode="dvr", width=512, height=512, quality="interactive")):
+        assert traced_size(phantom, view) == view.output_size
+
+
+class _Shape:
+    """What traced_size reads of a prepared volume: its geometry."""
+
+    def __init__(self, shape, spacing):
+        self.geometry = make_geometry(shape, spacing)
+
+
+@pytest.mark.parametrize("shape, size", [((1000, 512, 512), 2048), ((2000, 1024, 1024), 512)])
+def test_no_rendering_takes_more_samples_than_the_bound(shape, size):
+    """A 2048 x 2048 still of a 1000-slice CT would take 5 G samples (minutes on a CPU): fewer rays
+    are traced, so one request cannot hold a 3D slot that long."""
+    volume = _Shape(shape, (1.0, 0.7, 0.7))
+    width, height = traced_size(volume, ViewSpec(width=size, height=size))
+    samples_per_ray = float(np.linalg.norm(volume.geometry.size_xyz))
+    assert width * height * samples_per_ray <= MAX_SAMPLES
+    assert width == height and width >= 256
+
+
+def test_a_usual_still_is_traced_whole():
+    """512 x 512 of a 512 x 512 x 1000 CT at 0.7 mm: no ray is dropped."""
+    view = ViewSpec(width=512, height=512)
+    assert traced_size(_Shape((1000, 512, 512), (1.0, 0.7, 0.7)), view) == (512, 512)
