@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json as jsonlib
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,12 +25,12 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from admin_gui import answer_deadline
 from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
-#: The longest a whole answer may take: requests' read timeout bounds each wait for data, so a
-#: server sending a byte at a time would otherwise hold the call, and its worker thread, for ever.
+#: The longest a whole exchange may take, headers included (admin_gui.answer_deadline).
 ANSWER_DEADLINE_S = 60.0
 #: The largest answer read (the longest list the console asks for is a page of PAGE_LIMIT items).
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
@@ -122,7 +121,7 @@ class ApiClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = answer_deadline.mount_on(requests.Session())
             self._local.session = session
         return session
 
@@ -164,31 +163,33 @@ class ApiClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
-        deadline = time.monotonic() + ANSWER_DEADLINE_S
-        try:
-            # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
-            with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
-                                         timeout=self.timeout, verify=self.ca_file or True) as response:
-                content = self._read(response, deadline)
-        except requests.RequestException as exc:
-            raise ServerUnreachable(describe_connection_error(url, exc)) from exc
-        except OSError as exc:
-            raise ServerUnreachable(f"Cannot use the CA certificate file {self.ca_file!r}: {exc}") from exc
+        host = urlsplit(url).netloc or url
+        late = ServerUnreachable(f"{host} did not finish its answer within {ANSWER_DEADLINE_S:.0f} s; "
+                                 "the server may be overloaded or misbehaving.")
+        with answer_deadline.AnswerDeadline(ANSWER_DEADLINE_S) as deadline:
+            try:
+                # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
+                with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
+                                             timeout=self.timeout, verify=self.ca_file or True) as response:
+                    content = self._read(response)
+            except requests.RequestException as exc:
+                raise (late if deadline.expired else ServerUnreachable(describe_connection_error(url, exc))) from exc
+            except OSError as exc:
+                raise ServerUnreachable(f"Cannot use the CA certificate file {self.ca_file!r}: {exc}") from exc
+        if deadline.expired:  # cut in the body: what arrived ended early, not the answer
+            raise late
         return self._decode(response, content)
 
-    def _read(self, response: requests.Response, deadline: float) -> bytes:
-        """The answer's body, read as it arrives, within the call's deadline and MAX_ANSWER_BYTES."""
-        host = urlsplit(self.base_url).netloc or self.base_url
+    def _read(self, response: requests.Response) -> bytes:
+        """The answer's body, read as it arrives, within MAX_ANSWER_BYTES."""
         chunks: list[bytes] = []
         size = 0
         while chunk := self._read_some(response):
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
+                host = urlsplit(self.base_url).netloc or self.base_url
                 raise ApiError(f"{host} sent an answer larger than {MAX_ANSWER_BYTES // 2**20} MiB; "
                                "is this a SIVR server?", "bad_response", response.status_code)
-            if time.monotonic() > deadline:
-                raise ServerUnreachable(f"{host} did not finish its answer within {ANSWER_DEADLINE_S:.0f} s; "
-                                        "the server may be overloaded or misbehaving.")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -139,6 +139,16 @@ class _HostileNode(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/slow-headers"):  # the status line, then a header a byte at a time
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: ")
+                for _ in range(400):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            return
         if self.path.startswith("/huge"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -184,6 +194,10 @@ def test_a_server_cannot_hold_or_flood_a_call(hostile_node, monkeypatch):
     started = time.monotonic()
     with pytest.raises(ServerUnreachable) as held:
         node.get("/drip")
+    assert time.monotonic() - started < 5 and "did not finish its answer" in held.value.message
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable) as held:  # the headers were read with no deadline at all
+        node.get("/slow-headers")
     assert time.monotonic() - started < 5 and "did not finish its answer" in held.value.message
     with pytest.raises(ApiError) as flooded:
         node.get("/huge")
