@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes-per-institution", type=int, default=1)
     p.add_argument("--render-workers", type=_at_least_one, metavar="N",
                    help="gunicorn workers per render node (default: one per core, at most 8)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.add_argument("--force", action="store_true",
+                   help="rewrite a deployment folder that holds no data yet (keys, CA, configs); "
+                        "refused while data/ or a store key is there (docs/deployment.md)")
     p.add_argument("--front", action="store_true",
                    help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), "
                         "gunicorn behind it on loopback (docs/deployment.md)")

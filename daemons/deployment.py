@@ -195,6 +195,23 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def existing_data(root: Path) -> list[str]:
+    """What in a deployment folder only its keys open or nothing can rebuild, relative to `root`:
+    every file under data/ (databases, render stores), a node's store key whose store folder
+    exists, and every S3 key-encryption key (its bucket prefix may hold records only it opens).
+
+    `init --force` rewrites keys, CA and configs: over any of these it would make records unreadable
+    for ever and pair the databases with institution ids of a different deployment.
+    """
+    data, keys = root / "data", root / "keys"
+    found = sorted(p for p in data.rglob("*") if not p.is_dir()) if data.is_dir() else []
+    if keys.is_dir():
+        found += sorted(key for key in keys.glob("*.store.key")
+                        if (data / key.name.removesuffix(".store.key") / "store").exists())
+        found += sorted(keys.glob("*.store-kek.key"))
+    return [p.relative_to(root).as_posix() for p in found]
+
+
 def default_render_workers() -> int:
     """A render node's gunicorn workers: one per core (they share the decoded series), at most
     MAX_DEFAULT_RENDER_WORKERS (each worker keeps its own compiled kernels and decode pool)."""
@@ -229,8 +246,15 @@ def init_deployment(
     `front/`) in front of its gunicorn, which listens on loopback without TLS and believes the
     front's X-Forwarded-For; otherwise gunicorn serves the URL with TLS itself.
     `render_workers`: gunicorn workers per render node (default `default_render_workers()`).
+    `force` rewrites a folder that already holds a deployment, never one holding data (`existing_data`).
     """
     root = root.resolve()
+    held = existing_data(root)
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise FileExistsError(
+            f"{root} holds data ({shown}): init never overwrites a deployment that has data, not even "
+            "with --force (its store keys are the only copy); move the folder away or choose another --dir")
     if (root / LAYOUT_FILE).exists() and not force:
         raise FileExistsError(f"{root} already holds a deployment; use --force to overwrite it")
     hostnames = hostnames or ["127.0.0.1", "localhost", "::1"]

@@ -233,3 +233,37 @@ def test_institution_add_with_a_given_id(initialised):
                       "--name", "Third Clinic", "--id", wanted)
     assert result.returncode == 0, result.stderr
     assert wanted in result.stdout
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_init_force_refuses_a_deployment_holding_data_and_writes_nothing(tmp_path, capsys):
+    """`--force` rewrote the store keys (their only copy), the token key and the CA over a deployment
+    with its stores and databases, and gave institution-1.toml an id toplevel.db did not know."""
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    assert main(["init", "--dir", str(root)]) == 0
+    before = _files(root)
+    capsys.readouterr()
+    assert main(["init", "--dir", str(root), "--force"]) == 2
+    error = capsys.readouterr().err
+    assert "data/toplevel.db" in error and "--force" in error and "Traceback" not in error
+    assert _files(root) == before
+
+
+def test_init_force_rewrites_a_deployment_whose_data_is_gone(tmp_path):
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    assert main(["init", "--dir", str(root)]) == 0
+    shutil.rmtree(root / "data")
+    assert main(["init", "--dir", str(root), "--force", "--institution-name", "North"]) == 0
+    layout = json.loads((root / "deployment.json").read_text())
+    config = get_layer("toplevel").load_config(root / "toplevel.toml")
+    from daemons.toplevel.admin_ops import list_institutions
+
+    assert [(i["id"], i["name"]) for i in list_institutions(config)] == \
+        [(i["id"], i["name"]) for i in layout["institutions"]]
