@@ -31,6 +31,7 @@ from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
 from daemons.render.store.s3 import store_location
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.files import PRIVATE, PUBLIC, make_folder, write_atomic
 from shared.receipts import load_or_create_node_key, public_key_text
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
@@ -72,7 +73,7 @@ class Layout:
     front: bool = False
 
     def save(self) -> None:
-        Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_atomic(Path(self.root, LAYOUT_FILE), (json.dumps(asdict(self), indent=2) + "\n").encode(), PUBLIC)
 
     @classmethod
     def load(cls, root: Path) -> Layout:
@@ -190,9 +191,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    """A secret readable by its owner only, replacing (never writing through) whatever has its name."""
+    write_atomic(path, data, PRIVATE)
 
 
 def existing_data(root: Path) -> list[str]:
@@ -249,6 +249,11 @@ def init_deployment(
     `force` rewrites a folder that already holds a deployment, never one holding data (`existing_data`).
     """
     root = root.resolve()
+    keys, tls, data = root / "keys", root / "tls", root / "data"
+    for folder in (keys, tls, data, root / fronts.FOLDER):
+        if folder.is_symlink():
+            raise ValueError(f"{folder} is a symbolic link: init writes keys, certificates and data only "
+                             "into the deployment folder's own sub-folders")
     held = existing_data(root)
     if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
@@ -265,13 +270,14 @@ def init_deployment(
     if len(nodes_per_institution) != len(institution_names):
         raise ValueError("give one render-node count per institution")
     host = hostnames[0]
-    keys, tls, data = root / "keys", root / "tls", root / "data"
-    for folder in (keys, tls, data):
-        folder.mkdir(parents=True, exist_ok=True)
-    # keys/ holds every secret; data/ every SQLite database (users, findings, patient names) and
-    # the render stores: only the deployment's own user may list or enter either.
-    os.chmod(keys, 0o700)
-    os.chmod(data, 0o700)
+    # Modes set whatever the umask: keys/ holds every secret; data/ every SQLite database (users,
+    # findings, patient names) and the render stores: only the deployment's own user may list or
+    # enter either. The configs, tls/ and its certificates are for anyone on the host to read.
+    make_folder(root, 0o755)
+    make_folder(tls, 0o755)
+    for folder in (keys, data):
+        make_folder(folder, 0o700)
+        os.chmod(folder, 0o700)
 
     private_key, public_key = keys / "token_ed25519.pem", keys / "token_ed25519.pub"
     generate_signing_keypair(private_key, public_key)
@@ -341,7 +347,7 @@ def init_deployment(
         path = root / f"{name}.toml"
         keys_of_layer = LAYERS[layer].keys
         build_config(layer, keys_of_layer, merged, path)  # refuse a bad key before writing
-        path.write_text(render_config_toml(layer, keys_of_layer, merged))
+        write_atomic(path, render_config_toml(layer, keys_of_layer, merged).encode(), PUBLIC)
         layout.instances.append(
             Instance(layer, name, str(path), url, institution)
         )
@@ -381,7 +387,7 @@ def init_deployment(
                 "dicom": {"port": dicom_port(), "host": dicom_host,
                           "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
-            (data / node_name / "store").mkdir(parents=True, exist_ok=True)
+            make_folder(data / node_name / "store", 0o700)
             layout.institutions[-1]["nodes"].append({
                 "name": node_name, "url": layout.instances[-1].url, "store": _store_name(store_values),
                 "receipt_key": public_key_text(receipt_key.public_key()),  # to register at the institution

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.files import PUBLIC, write_atomic
 from shared.tokens import write_private_key
 
 #: TLS 1.2 cipher suites the servers offer: forward-secret ECDHE key exchange with AEAD ciphers
@@ -48,7 +49,7 @@ def create_ca(cert_path: Path, key_path: Path, days: int = 3650) -> None:
         .sign(key, hashes.SHA256())
     )
     write_private_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
 
 
 def issue_server_cert(
@@ -95,4 +96,4 @@ def issue_server_cert(
         .sign(ca_key, hashes.SHA256())
     )
     write_private_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)

@@ -267,3 +267,53 @@ def test_init_force_rewrites_a_deployment_whose_data_is_gone(tmp_path):
 
     assert [(i["id"], i["name"]) for i in list_institutions(config)] == \
         [(i["id"], i["name"]) for i in layout["institutions"]]
+
+
+def test_init_replaces_a_planted_key_file_or_link_and_never_writes_through_it(tmp_path):
+    """init opened keys with O_CREAT|O_TRUNC: an existing 0644 file kept 0644 with the new secret in
+    it, and a link made init write the store key into the file it points to."""
+    from daemons.cli import main
+
+    root, victim = tmp_path / "d", tmp_path / "victim"
+    (root / "keys").mkdir(parents=True)
+    victim.mkdir()
+    (victim / "notes.txt").write_text("notes")
+    (root / "keys" / "render-1-1.store.key").symlink_to(victim / "notes.txt")
+    (root / "keys" / "token_ed25519.pem").write_text("old")
+    (root / "keys" / "token_ed25519.pem").chmod(0o644)
+    assert main(["init", "--dir", str(root)]) == 0
+    assert (victim / "notes.txt").read_text() == "notes"
+    for key in ("render-1-1.store.key", "token_ed25519.pem"):
+        path = root / "keys" / key
+        assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600, key
+    assert len((root / "keys" / "render-1-1.store.key").read_bytes()) == 32
+
+
+@pytest.mark.parametrize("folder", ["keys", "tls", "data"])
+def test_init_refuses_a_linked_sub_folder_and_writes_nothing(tmp_path, capsys, folder):
+    from daemons.cli import main
+
+    root, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / folder).symlink_to(elsewhere)
+    assert main(["init", "--dir", str(root)]) == 2
+    error = capsys.readouterr().err
+    assert f"{root / folder}" in error and "link" in error
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in root.iterdir()) == [folder]
+
+
+def test_init_sets_its_modes_whatever_the_umask(tmp_path):
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    old_umask = os.umask(0)
+    try:
+        assert main(["init", "--dir", str(root), "--front"]) == 0
+    finally:
+        os.umask(old_umask)
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert not [p for p, mode in modes.items() if mode & 0o022], modes
+    assert modes["."] == modes["tls"] == 0o755 and modes["keys"] == modes["data"] == 0o700
+    assert modes["toplevel.toml"] == modes["tls/ca.pem"] == modes["deployment.json"] == 0o644
+    assert modes["tls/ca.key"] == modes["keys/render-1-1.store.key"] == 0o600
