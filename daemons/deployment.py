@@ -30,11 +30,14 @@ import requests
 from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
 from daemons.render.store.s3 import store_location
+from daemons.toplevel.accounts import INSTITUTION_FIELDS
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.errors import ApiError
 from shared.files import PRIVATE, PUBLIC, make_folder, write_atomic
 from shared.receipts import load_or_create_node_key, public_key_text
-from shared.tls import create_ca, issue_server_cert
+from shared.tls import check_hostname, create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
+from shared.validation import validate
 from shared.webapp import read_proxy_secret
 
 STORE_KEY_BYTES = 32
@@ -248,6 +251,14 @@ def init_deployment(
     `render_workers`: gunicorn workers per render node (default `default_render_workers()`).
     `force` rewrites a folder that already holds a deployment, never one holding data (`existing_data`).
     """
+    hostnames = [check_hostname(host) for host in hostnames or ["127.0.0.1", "localhost", "::1"]]
+    institution_names = [_institution_name(name) for name in institution_names or ["Demo Hospital"]]
+    if isinstance(nodes_per_institution, int):
+        nodes_per_institution = [nodes_per_institution] * len(institution_names)
+    if len(nodes_per_institution) != len(institution_names):
+        raise ValueError("give one render-node count per institution")
+    if min(nodes_per_institution) < 0:
+        raise ValueError(f"render nodes per institution: {min(nodes_per_institution)} is below 0")
     root = root.resolve()
     keys, tls, data = root / "keys", root / "tls", root / "data"
     for folder in (keys, tls, data, root / fronts.FOLDER):
@@ -262,13 +273,7 @@ def init_deployment(
             "with --force (its store keys are the only copy); move the folder away or choose another --dir")
     if (root / LAYOUT_FILE).exists() and not force:
         raise FileExistsError(f"{root} already holds a deployment; use --force to overwrite it")
-    hostnames = hostnames or ["127.0.0.1", "localhost", "::1"]
-    institution_names = institution_names or ["Demo Hospital"]
     database_urls = database_urls or {}
-    if isinstance(nodes_per_institution, int):
-        nodes_per_institution = [nodes_per_institution] * len(institution_names)
-    if len(nodes_per_institution) != len(institution_names):
-        raise ValueError("give one render-node count per institution")
     host = hostnames[0]
     # Modes set whatever the umask: keys/ holds every secret; data/ every SQLite database (users,
     # findings, patient names) and the render stores: only the deployment's own user may list or
@@ -396,6 +401,15 @@ def init_deployment(
     add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()
     return layout
+
+
+def _institution_name(name: str) -> str:
+    """The name as the toplevel will store it (stripped), checked by the toplevel's own rule before
+    init writes anything: it was checked only when registering, after every file was written."""
+    try:
+        return validate({"name": name}, INSTITUTION_FIELDS, partial=True)["name"]
+    except ApiError as exc:
+        raise ValueError(f"institution name {name!r}: {exc.message}") from exc
 
 
 def write_front(root: Path, instance: Instance) -> Path:

@@ -317,3 +317,47 @@ def test_init_sets_its_modes_whatever_the_umask(tmp_path):
     assert modes["."] == modes["tls"] == 0o755 and modes["keys"] == modes["data"] == 0o700
     assert modes["toplevel.toml"] == modes["tls/ca.pem"] == modes["deployment.json"] == 0o644
     assert modes["tls/ca.key"] == modes["keys/render-1-1.store.key"] == 0o600
+
+
+LONG_HOST = ".".join(["a" * 30, "b" * 30, "example", "org"])  # 73 characters: too long for a CN, fine for a SAN
+
+
+@pytest.mark.parametrize("args", [
+    ["--institution-name", ""], ["--institution-name", "North\tHospital"], ["--institution-name", "A\nB"],
+    ["--hostname", "my host"], ["--hostname", "https://x.org/"], ["--hostname", "a.org\nb"],
+    ["--hostname", ""], ["--hostname", "*.example.org"], ["--hostname", "a" * 64 + ".org"],
+    ["--hostname", "a-.example.org"], ["--hostname", "fe80::1%eth0"], ["--nodes-per-institution", "-3"],
+])
+def test_init_refuses_bad_arguments_before_writing_anything(tmp_path, args):
+    """These were refused only after deployment.json, configs and keys were written (a host name with
+    a newline went unescaped into toplevel.toml), and the rerun was refused as a deployment."""
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), *args)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert repr(args[1]) in result.stderr or args[1] in result.stderr
+    assert not root.exists()
+
+
+def test_init_and_cert_issue_take_a_host_name_too_long_for_a_common_name(tmp_path):
+    from cryptography import x509
+
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), "--hostname", LONG_HOST, "--hostname", "10.0.0.1")
+    assert result.returncode == 0, result.stderr
+    for folder in (root / "tls", tmp_path / "out"):
+        if folder.name == "out":
+            issued = run_sivr("cert", "issue", "--ca-dir", str(root / "tls"), "--hostname", LONG_HOST,
+                              "--out", str(folder))
+            assert issued.returncode == 0, issued.stderr
+        cert = x509.load_pem_x509_certificate((folder / "server.pem").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert LONG_HOST in names.get_values_for_type(x509.DNSName)
+
+
+def test_cert_issue_refuses_a_bad_host_name_before_writing(initialised, tmp_path):
+    out = tmp_path / "out"
+    result = run_sivr("cert", "issue", "--ca-dir", str(initialised / "tls"), "--hostname", "https://x.org/",
+                      "--out", str(out))
+    assert result.returncode == 2 and "'https://x.org/'" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
