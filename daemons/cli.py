@@ -100,9 +100,14 @@ def cmd_store_rewrap(args: argparse.Namespace) -> int:
 def cmd_institution_add(args: argparse.Namespace) -> int:
     config = get_layer("toplevel").load_config(args.config)
     get_layer("toplevel").upgrade_schema(config)
-    inst = _toplevel_ops().create_institution(
-        config, args.name, address=args.address, server_url=args.server_url, institution_id=args.id
-    )
+    from shared.errors import ApiError
+
+    try:
+        inst = _toplevel_ops().create_institution(
+            config, args.name, address=args.address, server_url=args.server_url, institution_id=args.id
+        )
+    except (ValueError, ApiError) as exc:
+        raise SystemExit(f"sivr: cannot add the institution: {exc}") from exc
     print(f"institution {inst['name']}: {inst['id']}")
     return 0
 

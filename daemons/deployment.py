@@ -253,6 +253,9 @@ def init_deployment(
     """
     hostnames = [check_hostname(host) for host in hostnames or ["127.0.0.1", "localhost", "::1"]]
     institution_names = [_institution_name(name) for name in institution_names or ["Demo Hospital"]]
+    twice = sorted({name for name in institution_names if institution_names.count(name) > 1})
+    if twice:
+        raise ValueError(f"institution name {twice[0]!r} given more than once: the toplevel knows each name once")
     if isinstance(nodes_per_institution, int):
         nodes_per_institution = [nodes_per_institution] * len(institution_names)
     if len(nodes_per_institution) != len(institution_names):

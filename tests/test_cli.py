@@ -361,3 +361,24 @@ def test_cert_issue_refuses_a_bad_host_name_before_writing(initialised, tmp_path
                       "--out", str(out))
     assert result.returncode == 2 and "'https://x.org/'" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_init_refuses_an_institution_named_twice(tmp_path):
+    """deployment.json got two institutions of that name, the toplevel one (exit 0)."""
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), "--institution-name", "A", "--institution-name", " A ")
+    assert result.returncode == 2 and "'A'" in result.stderr and "Traceback" not in result.stderr
+    assert not root.exists()
+
+
+def test_institution_add_refuses_an_existing_name_with_another_id(initialised):
+    """It exited 0 printing the existing institution's id, not the one asked for."""
+    config = str(initialised / "toplevel.toml")
+    other = "0b7e6a1c-2d3f-4a5b-8c9d-0e1f2a3b4c5d"
+    result = run_sivr("institution", "add", "--config", config, "--name", "General Hospital", "--id", other)
+    assert result.returncode != 0 and "General Hospital" in result.stderr and other in result.stderr
+    assert "Traceback" not in result.stderr and other not in result.stdout
+    layout = json.loads((initialised / "deployment.json").read_text())
+    same = run_sivr("institution", "add", "--config", config, "--name", "General Hospital",
+                    "--id", layout["institutions"][0]["id"])
+    assert same.returncode == 0, same.stderr  # registering it again as init did stays harmless
