@@ -85,9 +85,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_store_rewrap(args: argparse.Namespace) -> int:
     """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
-    from daemons.render.store.interface import open_store
+    from daemons.render.store.interface import StoreUnavailable, open_store
+    from daemons.render.store.local import StoreError
 
-    rewrapped = open_store(get_layer("render").load_config(args.config)).rewrap()
+    config = get_layer("render").load_config(args.config)
+    try:
+        rewrapped = open_store(config).rewrap()
+    except (StoreUnavailable, StoreError, OSError) as exc:
+        # the store unreachable or refusing us, a record no key opens, a key file missing or a folder
+        print(f"sivr: {args.config}: cannot rewrap the store: {exc}", file=sys.stderr)
+        return 2
     if rewrapped is None:
         print("nothing to rewrap: a local store (storage.backend = \"local\") has one key, storage.key_file, "
               "and no wrapped data keys; key rotation with storage.old_key_files is for s3 stores")

@@ -382,3 +382,31 @@ def test_institution_add_refuses_an_existing_name_with_another_id(initialised):
     same = run_sivr("institution", "add", "--config", config, "--name", "General Hospital",
                     "--id", layout["institutions"][0]["id"])
     assert same.returncode == 0, same.stderr  # registering it again as init did stays harmless
+
+
+@pytest.mark.parametrize("key_file", ["keys/missing.key", "keys"])
+def test_store_rewrap_names_the_config_of_a_missing_or_folder_key_file(tmp_path, capsys, key_file):
+    """A FileNotFoundError or IsADirectoryError traceback."""
+    from daemons.cli import main
+    from daemons.deployment import ObjectStore, init_deployment
+
+    init_deployment(tmp_path / "d", object_store=ObjectStore("https://127.0.0.1:1", "bucket", "id", "secret"))
+    config = tmp_path / "d" / "render-1-1.toml"
+    text = config.read_text()
+    assert 'key_file = "keys/institution-1.store-kek.key"' in text
+    config.write_text(text.replace('key_file = "keys/institution-1.store-kek.key"', f'key_file = "{key_file}"'))
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and key_file in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_store_rewrap_of_an_unreachable_object_store_is_one_line(tmp_path, capsys):
+    """StoreUnavailable traceback (endpoint unreachable, wrong credentials, no bucket, key not found)."""
+    from daemons.cli import main
+    from daemons.deployment import ObjectStore, init_deployment
+
+    init_deployment(tmp_path / "d", object_store=ObjectStore("https://127.0.0.1:1", "bucket", "id", "secret"))
+    config = tmp_path / "d" / "render-1-1.toml"
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and "127.0.0.1:1" in error and len(error.strip().splitlines()) == 1, error
