@@ -282,11 +282,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
-    from shared.tls import check_hostname, issue_server_cert
+    from shared.tls import check_hostname, issue_server_cert, load_ca
 
-    for host in args.hostname:
-        check_hostname(host)  # before --out is made
     ca_dir, out = Path(args.ca_dir), Path(args.out)
+    for host in args.hostname:  # everything checked before --out is made
+        check_hostname(host)
+    load_ca(ca_dir / "ca.pem", ca_dir / "ca.key")
     out.mkdir(parents=True, exist_ok=True)
     issue_server_cert(ca_dir / "ca.pem", ca_dir / "ca.key", out / "server.pem", out / "server.key",
                       args.hostname)

@@ -81,6 +81,41 @@ def create_ca(cert_path: Path, key_path: Path, days: int = 3650) -> None:
     write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
 
 
+CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, CaKey]:
+    """The CA certificate and its key, or ValueError naming the file: unreadable, not PEM, a key
+    under a passphrase, a certificate that is no CA, or a key that is not the certificate's.
+    Signing with a mismatched key or a non-CA certificate made certificates no client verifies."""
+    try:
+        cert_pem, key_pem = ca_cert_path.read_bytes(), ca_key_path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{exc.filename}: cannot read the CA: {exc.strerror}") from exc
+    try:
+        ca_cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise ValueError(f"{ca_cert_path}: not a PEM certificate ({exc})") from exc
+    try:
+        ca_key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError as exc:
+        raise ValueError(f"{ca_key_path}: the CA key is protected by a passphrase; "
+                         "write an unprotected copy for the CA machine (openssl pkey)") from exc
+    except ValueError as exc:
+        raise ValueError(f"{ca_key_path}: not a PEM private key ({exc})") from exc
+    if not isinstance(ca_key, CaKey):
+        raise ValueError(f"{ca_key_path}: a CA key must be an EC, RSA or Ed25519 key")
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise ValueError(f"{ca_cert_path}: not a CA certificate (basic constraints without CA:TRUE)")
+    if ca_key.public_key() != ca_cert.public_key():
+        raise ValueError(f"{ca_key_path}: not the key of the CA certificate {ca_cert_path}")
+    return ca_cert, ca_key
+
+
 def issue_server_cert(
     ca_cert_path: Path,
     ca_key_path: Path,
@@ -96,10 +131,7 @@ def issue_server_cert(
     hosts = [check_hostname(host) for host in hostnames]
     if not hosts:
         raise ValueError("a server certificate needs at least one host name")
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{ca_key_path}: a CA key must be an EC, RSA or Ed25519 key")
+    ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in hosts:

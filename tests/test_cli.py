@@ -410,3 +410,41 @@ def test_store_rewrap_of_an_unreachable_object_store_is_one_line(tmp_path, capsy
     assert main(["store", "rewrap", "--config", str(config)]) == 2
     error = capsys.readouterr().err
     assert str(config) in error and "127.0.0.1:1" in error and len(error.strip().splitlines()) == 1, error
+
+
+def _ca_dir(tmp_path: Path, name: str, cert: bytes, key: bytes) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "ca.pem").write_bytes(cert)
+    (folder / "ca.key").write_bytes(key)
+    return folder
+
+
+def test_cert_issue_refuses_a_ca_it_cannot_sign_with_before_writing(initialised, tmp_path):
+    """A key not matching ca.pem or a non-CA ca.pem gave exit 0 and a certificate that does not verify;
+    a passphrase-protected key a TypeError; a missing --ca-dir a FileNotFoundError after --out was made;
+    a truncated PEM a message naming no file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tls = initialised / "tls"
+    ca_pem, ca_key, server_pem = ((tls / n).read_bytes() for n in ("ca.pem", "ca.key", "server.pem"))
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    locked = other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.BestAvailableEncryption(b"secret"))
+    plain = other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    cases = {
+        "mismatched": (_ca_dir(tmp_path, "mismatched", ca_pem, plain), "ca.key"),
+        "not-a-ca": (_ca_dir(tmp_path, "not-a-ca", server_pem, (tls / "server.key").read_bytes()), "ca.pem"),
+        "locked": (_ca_dir(tmp_path, "locked", ca_pem, locked), "ca.key"),
+        "truncated-key": (_ca_dir(tmp_path, "truncated-key", ca_pem, ca_key[:60]), "ca.key"),
+        "truncated-pem": (_ca_dir(tmp_path, "truncated-pem", ca_pem[:80], ca_key), "ca.pem"),
+        "missing": (tmp_path / "missing", "ca.pem"),
+    }
+    for case, (ca_dir, named) in cases.items():
+        out = tmp_path / f"out-{case}"
+        result = run_sivr("cert", "issue", "--ca-dir", str(ca_dir), "--hostname", "h.example.org", "--out", str(out))
+        assert result.returncode == 2, (case, result.stdout)
+        assert str(ca_dir / named) in result.stderr and "Traceback" not in result.stderr, (case, result.stderr)
+        assert not out.exists(), case
