@@ -85,9 +85,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_store_rewrap(args: argparse.Namespace) -> int:
     """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
-    from daemons.render.store.interface import open_store
+    from daemons.render.store.interface import StoreUnavailable, open_store
+    from daemons.render.store.local import StoreError
 
-    rewrapped = open_store(get_layer("render").load_config(args.config)).rewrap()
+    config = get_layer("render").load_config(args.config)
+    try:
+        rewrapped = open_store(config).rewrap()
+    except (StoreUnavailable, StoreError, OSError) as exc:
+        # the store unreachable or refusing us, a record no key opens, a key file missing or a folder
+        print(f"sivr: {args.config}: cannot rewrap the store: {exc}", file=sys.stderr)
+        return 2
     if rewrapped is None:
         print("nothing to rewrap: a local store (storage.backend = \"local\") has one key, storage.key_file, "
               "and no wrapped data keys; key rotation with storage.old_key_files is for s3 stores")
@@ -100,9 +107,14 @@ def cmd_store_rewrap(args: argparse.Namespace) -> int:
 def cmd_institution_add(args: argparse.Namespace) -> int:
     config = get_layer("toplevel").load_config(args.config)
     get_layer("toplevel").upgrade_schema(config)
-    inst = _toplevel_ops().create_institution(
-        config, args.name, address=args.address, server_url=args.server_url, institution_id=args.id
-    )
+    from shared.errors import ApiError
+
+    try:
+        inst = _toplevel_ops().create_institution(
+            config, args.name, address=args.address, server_url=args.server_url, institution_id=args.id
+        )
+    except (ValueError, ApiError) as exc:
+        raise SystemExit(f"sivr: cannot add the institution: {exc}") from exc
     print(f"institution {inst['name']}: {inst['id']}")
     return 0
 
@@ -270,9 +282,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_issue(args: argparse.Namespace) -> int:
-    from shared.tls import issue_server_cert
+    from shared.tls import check_hostname, issue_server_cert, load_ca
 
     ca_dir, out = Path(args.ca_dir), Path(args.out)
+    for host in args.hostname:  # everything checked before --out is made
+        check_hostname(host)
+    load_ca(ca_dir / "ca.pem", ca_dir / "ca.key")
     out.mkdir(parents=True, exist_ok=True)
     issue_server_cert(ca_dir / "ca.pem", ca_dir / "ca.key", out / "server.pem", out / "server.key",
                       args.hostname)
@@ -311,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes-per-institution", type=int, default=1)
     p.add_argument("--render-workers", type=_at_least_one, metavar="N",
                    help="gunicorn workers per render node (default: one per core, at most 8)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing deployment folder")
+    p.add_argument("--force", action="store_true",
+                   help="rewrite a deployment folder that holds no data yet (keys, CA, configs); "
+                        "refused while data/ or a store key is there (docs/deployment.md)")
     p.add_argument("--front", action="store_true",
                    help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), "
                         "gunicorn behind it on loopback (docs/deployment.md)")

@@ -30,10 +30,14 @@ import requests
 from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
 from daemons.render.store.s3 import store_location
+from daemons.toplevel.accounts import INSTITUTION_FIELDS
 from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.errors import ApiError
+from shared.files import PRIVATE, PUBLIC, make_folder, write_atomic
 from shared.receipts import load_or_create_node_key, public_key_text
-from shared.tls import create_ca, issue_server_cert
+from shared.tls import check_hostname, create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
+from shared.validation import validate
 from shared.webapp import read_proxy_secret
 
 STORE_KEY_BYTES = 32
@@ -72,7 +76,7 @@ class Layout:
     front: bool = False
 
     def save(self) -> None:
-        Path(self.root, LAYOUT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_atomic(Path(self.root, LAYOUT_FILE), (json.dumps(asdict(self), indent=2) + "\n").encode(), PUBLIC)
 
     @classmethod
     def load(cls, root: Path) -> Layout:
@@ -190,9 +194,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    """A secret readable by its owner only, replacing (never writing through) whatever has its name."""
+    write_atomic(path, data, PRIVATE)
+
+
+def existing_data(root: Path) -> list[str]:
+    """What in a deployment folder only its keys open or nothing can rebuild, relative to `root`:
+    every file under data/ (databases, render stores), a node's store key whose store folder
+    exists, and every S3 key-encryption key (its bucket prefix may hold records only it opens).
+
+    `init --force` rewrites keys, CA and configs: over any of these it would make records unreadable
+    for ever and pair the databases with institution ids of a different deployment.
+    """
+    data, keys = root / "data", root / "keys"
+    found = sorted(p for p in data.rglob("*") if not p.is_dir()) if data.is_dir() else []
+    if keys.is_dir():
+        found += sorted(key for key in keys.glob("*.store.key")
+                        if (data / key.name.removesuffix(".store.key") / "store").exists())
+        found += sorted(keys.glob("*.store-kek.key"))
+    return [p.relative_to(root).as_posix() for p in found]
 
 
 def default_render_workers() -> int:
@@ -229,25 +249,43 @@ def init_deployment(
     `front/`) in front of its gunicorn, which listens on loopback without TLS and believes the
     front's X-Forwarded-For; otherwise gunicorn serves the URL with TLS itself.
     `render_workers`: gunicorn workers per render node (default `default_render_workers()`).
+    `force` rewrites a folder that already holds a deployment, never one holding data (`existing_data`).
     """
-    root = root.resolve()
-    if (root / LAYOUT_FILE).exists() and not force:
-        raise FileExistsError(f"{root} already holds a deployment; use --force to overwrite it")
-    hostnames = hostnames or ["127.0.0.1", "localhost", "::1"]
-    institution_names = institution_names or ["Demo Hospital"]
-    database_urls = database_urls or {}
+    hostnames = [check_hostname(host) for host in hostnames or ["127.0.0.1", "localhost", "::1"]]
+    institution_names = [_institution_name(name) for name in institution_names or ["Demo Hospital"]]
+    twice = sorted({name for name in institution_names if institution_names.count(name) > 1})
+    if twice:
+        raise ValueError(f"institution name {twice[0]!r} given more than once: the toplevel knows each name once")
     if isinstance(nodes_per_institution, int):
         nodes_per_institution = [nodes_per_institution] * len(institution_names)
     if len(nodes_per_institution) != len(institution_names):
         raise ValueError("give one render-node count per institution")
-    host = hostnames[0]
+    if min(nodes_per_institution) < 0:
+        raise ValueError(f"render nodes per institution: {min(nodes_per_institution)} is below 0")
+    root = root.resolve()
     keys, tls, data = root / "keys", root / "tls", root / "data"
-    for folder in (keys, tls, data):
-        folder.mkdir(parents=True, exist_ok=True)
-    # keys/ holds every secret; data/ every SQLite database (users, findings, patient names) and
-    # the render stores: only the deployment's own user may list or enter either.
-    os.chmod(keys, 0o700)
-    os.chmod(data, 0o700)
+    for folder in (keys, tls, data, root / fronts.FOLDER):
+        if folder.is_symlink():
+            raise ValueError(f"{folder} is a symbolic link: init writes keys, certificates and data only "
+                             "into the deployment folder's own sub-folders")
+    held = existing_data(root)
+    if held:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise FileExistsError(
+            f"{root} holds data ({shown}): init never overwrites a deployment that has data, not even "
+            "with --force (its store keys are the only copy); move the folder away or choose another --dir")
+    if (root / LAYOUT_FILE).exists() and not force:
+        raise FileExistsError(f"{root} already holds a deployment; use --force to overwrite it")
+    database_urls = database_urls or {}
+    host = hostnames[0]
+    # Modes set whatever the umask: keys/ holds every secret; data/ every SQLite database (users,
+    # findings, patient names) and the render stores: only the deployment's own user may list or
+    # enter either. The configs, tls/ and its certificates are for anyone on the host to read.
+    make_folder(root, 0o755)
+    make_folder(tls, 0o755)
+    for folder in (keys, data):
+        make_folder(folder, 0o700)
+        os.chmod(folder, 0o700)
 
     private_key, public_key = keys / "token_ed25519.pem", keys / "token_ed25519.pub"
     generate_signing_keypair(private_key, public_key)
@@ -317,7 +355,7 @@ def init_deployment(
         path = root / f"{name}.toml"
         keys_of_layer = LAYERS[layer].keys
         build_config(layer, keys_of_layer, merged, path)  # refuse a bad key before writing
-        path.write_text(render_config_toml(layer, keys_of_layer, merged))
+        write_atomic(path, render_config_toml(layer, keys_of_layer, merged).encode(), PUBLIC)
         layout.instances.append(
             Instance(layer, name, str(path), url, institution)
         )
@@ -357,7 +395,7 @@ def init_deployment(
                 "dicom": {"port": dicom_port(), "host": dicom_host,
                           "ae_title": f"SIVR-{number}-{node}"[:16], "allowed_callers": list(DEMO_DICOM_CALLERS)},
             }, inst_id)
-            (data / node_name / "store").mkdir(parents=True, exist_ok=True)
+            make_folder(data / node_name / "store", 0o700)
             layout.institutions[-1]["nodes"].append({
                 "name": node_name, "url": layout.instances[-1].url, "store": _store_name(store_values),
                 "receipt_key": public_key_text(receipt_key.public_key()),  # to register at the institution
@@ -366,6 +404,15 @@ def init_deployment(
     add("web", "web", ports["web"], {"web": {"toplevel_url": toplevel_url, "connect_origins": servers}})
     layout.save()
     return layout
+
+
+def _institution_name(name: str) -> str:
+    """The name as the toplevel will store it (stripped), checked by the toplevel's own rule before
+    init writes anything: it was checked only when registering, after every file was written."""
+    try:
+        return validate({"name": name}, INSTITUTION_FIELDS, partial=True)["name"]
+    except ApiError as exc:
+        raise ValueError(f"institution name {name!r}: {exc.message}") from exc
 
 
 def write_front(root: Path, instance: Instance) -> Path:

@@ -28,12 +28,12 @@ What the front keeps of gunicorn's behaviour, by construction:
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from daemons.gunicorn_worker import ERROR_HEADERS, json_error_body
+from shared.files import PRIVATE, make_folder, write_atomic
 from shared.tls import TLS12_CIPHERS
 from shared.webapp import PROXY_SECRET_HEADER
 
@@ -197,11 +197,8 @@ http {{
 def write_config(root: Path, front: Front) -> Path:
     """Write the front's nginx config, readable by its owner only: it holds the backend's proxy secret."""
     path = config_path(root, front.name)
-    path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(render_config(front))
-    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
+    make_folder(path.parent, 0o755)
+    write_atomic(path, render_config(front).encode(), PRIVATE)
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.files import PUBLIC, write_atomic
 from shared.tokens import write_private_key
 
 #: TLS 1.2 cipher suites the servers offer: forward-secret ECDHE key exchange with AEAD ciphers
@@ -24,11 +26,39 @@ from shared.tokens import write_private_key
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SIVR local"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+#: A DNS label (RFC 1123): letters, digits and inner hyphens, 1-63 characters.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MAX_DNS_NAME = 253
+#: X.509's upper bound on a common name (RFC 5280 ub-common-name); longer names go in the SAN only.
+MAX_COMMON_NAME = 64
+
+
+def check_hostname(host: str) -> str:
+    """`host` if a certificate may name it and a URL carry it: an IP address (no zone) or a DNS name
+    of RFC 1123 labels. A URL, a wildcard, spaces or control characters are refused (ValueError,
+    naming it) before anything is written: they made certificates no client accepts, and configs
+    that are not valid TOML."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.split(".")
+        if (0 < len(host) <= MAX_DNS_NAME and all(_LABEL.fullmatch(label) for label in labels)
+                and not labels[-1].isdigit()):
+            return host
+    else:
+        if "%" not in host:
+            return host
+    raise ValueError(f"host name {host!r} is neither an IP address (without a zone) nor a DNS name "
+                     f"(dot-separated labels of letters, digits and inner hyphens, 1-63 characters each, "
+                     f"at most {MAX_DNS_NAME} in all)")
+
+
+def _name(common_name: str | None) -> x509.Name:
+    """SIVR's subject; without a common name when the host name is too long for one (the SAN names it)."""
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SIVR local")]
+    if common_name is not None and len(common_name) <= MAX_COMMON_NAME:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
 
 
 def create_ca(cert_path: Path, key_path: Path, days: int = 3650) -> None:
@@ -48,7 +78,42 @@ def create_ca(cert_path: Path, key_path: Path, days: int = 3650) -> None:
         .sign(key, hashes.SHA256())
     )
     write_private_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
+
+
+CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, CaKey]:
+    """The CA certificate and its key, or ValueError naming the file: unreadable, not PEM, a key
+    under a passphrase, a certificate that is no CA, or a key that is not the certificate's.
+    Signing with a mismatched key or a non-CA certificate made certificates no client verifies."""
+    try:
+        cert_pem, key_pem = ca_cert_path.read_bytes(), ca_key_path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{exc.filename}: cannot read the CA: {exc.strerror}") from exc
+    try:
+        ca_cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise ValueError(f"{ca_cert_path}: not a PEM certificate ({exc})") from exc
+    try:
+        ca_key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError as exc:
+        raise ValueError(f"{ca_key_path}: the CA key is protected by a passphrase; "
+                         "write an unprotected copy for the CA machine (openssl pkey)") from exc
+    except ValueError as exc:
+        raise ValueError(f"{ca_key_path}: not a PEM private key ({exc})") from exc
+    if not isinstance(ca_key, CaKey):
+        raise ValueError(f"{ca_key_path}: a CA key must be an EC, RSA or Ed25519 key")
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise ValueError(f"{ca_cert_path}: not a CA certificate (basic constraints without CA:TRUE)")
+    if ca_key.public_key() != ca_cert.public_key():
+        raise ValueError(f"{ca_key_path}: not the key of the CA certificate {ca_cert_path}")
+    return ca_cert, ca_key
 
 
 def issue_server_cert(
@@ -63,14 +128,13 @@ def issue_server_cert(
     """A server certificate for `hostnames` (DNS names or IP addresses) signed by the local CA;
     `client_auth` also lets it authenticate as a TLS client (a DICOM TLS peer is both: it calls
     and is called)."""
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{ca_key_path}: a CA key must be an EC, RSA or Ed25519 key")
+    hosts = [check_hostname(host) for host in hostnames]
+    if not hosts:
+        raise ValueError("a server certificate needs at least one host name")
+    ca_cert, ca_key = load_ca(ca_cert_path, ca_key_path)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
-    hostnames = list(hostnames)
-    for host in hostnames:
+    for host in hosts:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
@@ -78,7 +142,7 @@ def issue_server_cert(
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(hostnames[0]))
+        .subject_name(_name(hosts[0]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -95,4 +159,4 @@ def issue_server_cert(
         .sign(ca_key, hashes.SHA256())
     )
     write_private_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)

@@ -20,7 +20,6 @@ accept the new key before the toplevel signs with it, and the old one until its 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from shared.files import PRIVATE, PUBLIC, write_atomic
 from shared.roles import ROLES
 
 ALGORITHM = "EdDSA"
@@ -92,26 +92,20 @@ def normalize_audience(url: str) -> str:
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
-    """Write a PEM private key readable by its owner only (0600 from creation, no race)."""
+    """Write a PEM private key readable by its owner only (0600 from creation, no race; shared/files.py)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.chmod(path, 0o600)
+    write_atomic(path, pem, PRIVATE)
 
 
 def generate_signing_keypair(private_path: Path, public_path: Path) -> None:
     """Create the toplevel's token signing key and the public key every other layer gets."""
     key = Ed25519PrivateKey.generate()
     write_private_key(private_path, key)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_atomic(public_path, key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), PUBLIC)
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:

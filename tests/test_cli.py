@@ -233,3 +233,218 @@ def test_institution_add_with_a_given_id(initialised):
                       "--name", "Third Clinic", "--id", wanted)
     assert result.returncode == 0, result.stderr
     assert wanted in result.stdout
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_init_force_refuses_a_deployment_holding_data_and_writes_nothing(tmp_path, capsys):
+    """`--force` rewrote the store keys (their only copy), the token key and the CA over a deployment
+    with its stores and databases, and gave institution-1.toml an id toplevel.db did not know."""
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    assert main(["init", "--dir", str(root)]) == 0
+    before = _files(root)
+    capsys.readouterr()
+    assert main(["init", "--dir", str(root), "--force"]) == 2
+    error = capsys.readouterr().err
+    assert "data/toplevel.db" in error and "--force" in error and "Traceback" not in error
+    assert _files(root) == before
+
+
+def test_init_force_rewrites_a_deployment_whose_data_is_gone(tmp_path):
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    assert main(["init", "--dir", str(root)]) == 0
+    shutil.rmtree(root / "data")
+    assert main(["init", "--dir", str(root), "--force", "--institution-name", "North"]) == 0
+    layout = json.loads((root / "deployment.json").read_text())
+    config = get_layer("toplevel").load_config(root / "toplevel.toml")
+    from daemons.toplevel.admin_ops import list_institutions
+
+    assert [(i["id"], i["name"]) for i in list_institutions(config)] == \
+        [(i["id"], i["name"]) for i in layout["institutions"]]
+
+
+def test_init_replaces_a_planted_key_file_or_link_and_never_writes_through_it(tmp_path):
+    """init opened keys with O_CREAT|O_TRUNC: an existing 0644 file kept 0644 with the new secret in
+    it, and a link made init write the store key into the file it points to."""
+    from daemons.cli import main
+
+    root, victim = tmp_path / "d", tmp_path / "victim"
+    (root / "keys").mkdir(parents=True)
+    victim.mkdir()
+    (victim / "notes.txt").write_text("notes")
+    (root / "keys" / "render-1-1.store.key").symlink_to(victim / "notes.txt")
+    (root / "keys" / "token_ed25519.pem").write_text("old")
+    (root / "keys" / "token_ed25519.pem").chmod(0o644)
+    assert main(["init", "--dir", str(root)]) == 0
+    assert (victim / "notes.txt").read_text() == "notes"
+    for key in ("render-1-1.store.key", "token_ed25519.pem"):
+        path = root / "keys" / key
+        assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600, key
+    assert len((root / "keys" / "render-1-1.store.key").read_bytes()) == 32
+
+
+@pytest.mark.parametrize("folder", ["keys", "tls", "data"])
+def test_init_refuses_a_linked_sub_folder_and_writes_nothing(tmp_path, capsys, folder):
+    from daemons.cli import main
+
+    root, elsewhere = tmp_path / "d", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / folder).symlink_to(elsewhere)
+    assert main(["init", "--dir", str(root)]) == 2
+    error = capsys.readouterr().err
+    assert f"{root / folder}" in error and "link" in error
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in root.iterdir()) == [folder]
+
+
+def test_init_sets_its_modes_whatever_the_umask(tmp_path):
+    from daemons.cli import main
+
+    root = tmp_path / "d"
+    old_umask = os.umask(0)
+    try:
+        assert main(["init", "--dir", str(root), "--front"]) == 0
+    finally:
+        os.umask(old_umask)
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert not [p for p, mode in modes.items() if mode & 0o022], modes
+    assert modes["."] == modes["tls"] == 0o755 and modes["keys"] == modes["data"] == 0o700
+    assert modes["toplevel.toml"] == modes["tls/ca.pem"] == modes["deployment.json"] == 0o644
+    assert modes["tls/ca.key"] == modes["keys/render-1-1.store.key"] == 0o600
+
+
+LONG_HOST = ".".join(["a" * 30, "b" * 30, "example", "org"])  # 73 characters: too long for a CN, fine for a SAN
+
+
+@pytest.mark.parametrize("args", [
+    ["--institution-name", ""], ["--institution-name", "North\tHospital"], ["--institution-name", "A\nB"],
+    ["--hostname", "my host"], ["--hostname", "https://x.org/"], ["--hostname", "a.org\nb"],
+    ["--hostname", ""], ["--hostname", "*.example.org"], ["--hostname", "a" * 64 + ".org"],
+    ["--hostname", "a-.example.org"], ["--hostname", "fe80::1%eth0"], ["--nodes-per-institution", "-3"],
+])
+def test_init_refuses_bad_arguments_before_writing_anything(tmp_path, args):
+    """These were refused only after deployment.json, configs and keys were written (a host name with
+    a newline went unescaped into toplevel.toml), and the rerun was refused as a deployment."""
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), *args)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert repr(args[1]) in result.stderr or args[1] in result.stderr
+    assert not root.exists()
+
+
+def test_init_and_cert_issue_take_a_host_name_too_long_for_a_common_name(tmp_path):
+    from cryptography import x509
+
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), "--hostname", LONG_HOST, "--hostname", "10.0.0.1")
+    assert result.returncode == 0, result.stderr
+    for folder in (root / "tls", tmp_path / "out"):
+        if folder.name == "out":
+            issued = run_sivr("cert", "issue", "--ca-dir", str(root / "tls"), "--hostname", LONG_HOST,
+                              "--out", str(folder))
+            assert issued.returncode == 0, issued.stderr
+        cert = x509.load_pem_x509_certificate((folder / "server.pem").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert LONG_HOST in names.get_values_for_type(x509.DNSName)
+
+
+def test_cert_issue_refuses_a_bad_host_name_before_writing(initialised, tmp_path):
+    out = tmp_path / "out"
+    result = run_sivr("cert", "issue", "--ca-dir", str(initialised / "tls"), "--hostname", "https://x.org/",
+                      "--out", str(out))
+    assert result.returncode == 2 and "'https://x.org/'" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_init_refuses_an_institution_named_twice(tmp_path):
+    """deployment.json got two institutions of that name, the toplevel one (exit 0)."""
+    root = tmp_path / "d"
+    result = run_sivr("init", "--dir", str(root), "--institution-name", "A", "--institution-name", " A ")
+    assert result.returncode == 2 and "'A'" in result.stderr and "Traceback" not in result.stderr
+    assert not root.exists()
+
+
+def test_institution_add_refuses_an_existing_name_with_another_id(initialised):
+    """It exited 0 printing the existing institution's id, not the one asked for."""
+    config = str(initialised / "toplevel.toml")
+    other = "0b7e6a1c-2d3f-4a5b-8c9d-0e1f2a3b4c5d"
+    result = run_sivr("institution", "add", "--config", config, "--name", "General Hospital", "--id", other)
+    assert result.returncode != 0 and "General Hospital" in result.stderr and other in result.stderr
+    assert "Traceback" not in result.stderr and other not in result.stdout
+    layout = json.loads((initialised / "deployment.json").read_text())
+    same = run_sivr("institution", "add", "--config", config, "--name", "General Hospital",
+                    "--id", layout["institutions"][0]["id"])
+    assert same.returncode == 0, same.stderr  # registering it again as init did stays harmless
+
+
+@pytest.mark.parametrize("key_file", ["keys/missing.key", "keys"])
+def test_store_rewrap_names_the_config_of_a_missing_or_folder_key_file(tmp_path, capsys, key_file):
+    """A FileNotFoundError or IsADirectoryError traceback."""
+    from daemons.cli import main
+    from daemons.deployment import ObjectStore, init_deployment
+
+    init_deployment(tmp_path / "d", object_store=ObjectStore("https://127.0.0.1:1", "bucket", "id", "secret"))
+    config = tmp_path / "d" / "render-1-1.toml"
+    text = config.read_text()
+    assert 'key_file = "keys/institution-1.store-kek.key"' in text
+    config.write_text(text.replace('key_file = "keys/institution-1.store-kek.key"', f'key_file = "{key_file}"'))
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and key_file in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_store_rewrap_of_an_unreachable_object_store_is_one_line(tmp_path, capsys):
+    """StoreUnavailable traceback (endpoint unreachable, wrong credentials, no bucket, key not found)."""
+    from daemons.cli import main
+    from daemons.deployment import ObjectStore, init_deployment
+
+    init_deployment(tmp_path / "d", object_store=ObjectStore("https://127.0.0.1:1", "bucket", "id", "secret"))
+    config = tmp_path / "d" / "render-1-1.toml"
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and "127.0.0.1:1" in error and len(error.strip().splitlines()) == 1, error
+
+
+def _ca_dir(tmp_path: Path, name: str, cert: bytes, key: bytes) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "ca.pem").write_bytes(cert)
+    (folder / "ca.key").write_bytes(key)
+    return folder
+
+
+def test_cert_issue_refuses_a_ca_it_cannot_sign_with_before_writing(initialised, tmp_path):
+    """A key not matching ca.pem or a non-CA ca.pem gave exit 0 and a certificate that does not verify;
+    a passphrase-protected key a TypeError; a missing --ca-dir a FileNotFoundError after --out was made;
+    a truncated PEM a message naming no file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tls = initialised / "tls"
+    ca_pem, ca_key, server_pem = ((tls / n).read_bytes() for n in ("ca.pem", "ca.key", "server.pem"))
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    locked = other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.BestAvailableEncryption(b"secret"))
+    plain = other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    cases = {
+        "mismatched": (_ca_dir(tmp_path, "mismatched", ca_pem, plain), "ca.key"),
+        "not-a-ca": (_ca_dir(tmp_path, "not-a-ca", server_pem, (tls / "server.key").read_bytes()), "ca.pem"),
+        "locked": (_ca_dir(tmp_path, "locked", ca_pem, locked), "ca.key"),
+        "truncated-key": (_ca_dir(tmp_path, "truncated-key", ca_pem, ca_key[:60]), "ca.key"),
+        "truncated-pem": (_ca_dir(tmp_path, "truncated-pem", ca_pem[:80], ca_key), "ca.pem"),
+        "missing": (tmp_path / "missing", "ca.pem"),
+    }
+    for case, (ca_dir, named) in cases.items():
+        out = tmp_path / f"out-{case}"
+        result = run_sivr("cert", "issue", "--ca-dir", str(ca_dir), "--hostname", "h.example.org", "--out", str(out))
+        assert result.returncode == 2, (case, result.stdout)
+        assert str(ca_dir / named) in result.stderr and "Traceback" not in result.stderr, (case, result.stderr)
+        assert not out.exists(), case

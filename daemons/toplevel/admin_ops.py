@@ -51,14 +51,21 @@ def create_institution(
     server_url: str = "",
     institution_id: str | None = None,
 ) -> dict:
-    """Create an institution, or return the existing one of that name (safe to run twice)."""
+    """Create an institution, or return the existing one of that name (safe to run twice).
+
+    An `institution_id` other than the existing one's is refused (ValueError): the caller asked for
+    an institution under that id, and the configs written with it would name one the toplevel lacks.
+    """
     with _database(config):
         data = validate({"name": name, "address": address, "server_url": server_url},
                         accounts.INSTITUTION_FIELDS)
+        ident = parse_uuid(institution_id, "institution_id") if institution_id is not None else None
         existing = Institution.get_or_none(Institution.name == data["name"])
         if existing is not None:
+            if ident is not None and ident != existing.id:
+                raise ValueError(f"institution {data['name']!r} already exists with id {existing.id}, "
+                                 f"not {ident}")
             return institution_json(existing)
-        ident = parse_uuid(institution_id, "institution_id") if institution_id is not None else None
         institution = accounts.create_institution(data, ident)
         _audit("institution.create", "institution", institution.id, f"name={institution.name}")
         return institution_json(institution)
