@@ -41,6 +41,8 @@ from shared.validation import validate
 from shared.webapp import read_proxy_secret
 
 STORE_KEY_BYTES = 32
+# how long a stopped daemon may take (its 10 s graceful timeout and exit handlers) before SIGKILL
+STOP_WAIT_S = 20
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 DICOM_PORT = 11112
@@ -560,12 +562,21 @@ class LocalDeployment:
 
     def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop an instance as its clients see it: its front (if any), then its daemon."""
-        _stop(self.fronts.pop(name, None), signal.SIGQUIT if sig == signal.SIGTERM else sig)  # nginx: graceful
-        _stop(self.processes.pop(name, None), sig)
+        for process in self._signal_instance(name, sig):
+            _wait(process)
 
     def stop(self) -> None:
-        for name in list(self.processes):
-            self.stop_instance(name)
+        """Stop every instance, all at once: each takes its own grace for requests in flight (up to
+        `--graceful-timeout`), and they need not take them one after another."""
+        signalled = [process for name in list(self.processes) for process in self._signal_instance(name)]
+        for process in signalled:
+            _wait(process)
+
+    def _signal_instance(self, name: str, sig: int = signal.SIGTERM) -> list[subprocess.Popen]:
+        """Signal an instance's front (nginx's graceful stop is SIGQUIT) and daemon; the ones signalled."""
+        front_sig = signal.SIGQUIT if sig == signal.SIGTERM else sig
+        pairs = ((self.fronts.pop(name, None), front_sig), (self.processes.pop(name, None), sig))
+        return [process for process, number in pairs if _signal(process, number)]
 
     def __enter__(self) -> LocalDeployment:
         self.start()
@@ -575,12 +586,18 @@ class LocalDeployment:
         self.stop()
 
 
-def _stop(process: subprocess.Popen | None, sig: int) -> None:
+def _signal(process: subprocess.Popen | None, sig: int) -> bool:
+    """Send `sig` to a running process's group; False when there is nothing to stop."""
     if process is None or process.poll() is not None:
-        return
+        return False
     os.killpg(process.pid, sig)
+    return True
+
+
+def _wait(process: subprocess.Popen) -> None:
+    """Wait for a signalled process, killing its group after STOP_WAIT_S."""
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=STOP_WAIT_S)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -57,7 +57,11 @@ def set_config_values(instance: Instance, **values: str) -> None:
     path.write_text(text)
 
 
-def restart(deployment: RunningDeployment, instance: Instance) -> None:
-    deployment.stop_instance(instance.name)
-    deployment.start_instance(instance)
-    deployment.wait_healthy(instance)
+def restart(deployment: RunningDeployment, *instances: Instance) -> None:
+    """Stop the instances, then start them together (their start-ups overlap) and wait for each."""
+    for instance in instances:
+        deployment.stop_instance(instance.name)
+    for instance in instances:
+        deployment.start_instance(instance)
+    for instance in instances:
+        deployment.wait_healthy(instance)

@@ -143,7 +143,7 @@ def test_key_rotation_keeps_old_records_readable(shared, seaweed):
     new_kek.chmod(0o600)
     for instance in instances:
         set_config_values(instance, key_file=f'"{new_kek}"', old_key_files=f'["{old_kek}"]')
-        restart(shared, instance)
+    restart(shared, *instances)
     after = upload_record(doctor, instance_b.url, slices[3:])
     for meta in (before, after):  # each node opens records wrapped under either key
         for instance in instances:
@@ -155,7 +155,7 @@ def test_key_rotation_keeps_old_records_readable(shared, seaweed):
     assert int(rewrap.stdout.split()[0]) >= 1
     for instance in instances:  # the old KEK retired: every record still opens
         set_config_values(instance, old_key_files="[]")
-        restart(shared, instance)
+    restart(shared, *instances)
     for instance in instances:
         original = doctor.call("GET", f"{instance.url}/api/v1/records/{before['id']}/original", params={"index": 1})
         assert original.content in {f.read_bytes() for f in slices[:3]}
