@@ -141,6 +141,14 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             max_age=600,
         )
 
+        @app.after_request
+        def _vary_on_origin(response: Response) -> Response:
+            """Whether an answer carries Access-Control-Allow-Origin depends on the request's Origin,
+            also with one origin configured (flask-cors says so only for several): a cache must not
+            hand the answer made without it to a cross-origin call (Fetch standard, CORS and caching)."""
+            response.vary.add("Origin")
+            return response
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

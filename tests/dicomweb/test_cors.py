@@ -42,6 +42,15 @@ def test_a_refused_origin_gets_no_cors_headers(cors_node):
         assert not [h for h, _ in reply.headers if h.lower().startswith("access-control-")], reply.headers
 
 
+def test_every_answer_varies_on_origin(cors_node):
+    """Only answers to an allowed origin named Origin in Vary: the one made without an Origin (or
+    for another) could be handed from a cache to the viewer's call, without its CORS headers."""
+    for origin in (None, STRANGER, VIEWER):
+        headers = {**cors_node.headers("sysadmin"), **({"Origin": origin} if origin else {})}
+        reply = cors_node.client.get("/dicomweb/studies?limit=0", headers=headers)
+        assert "Origin" in reply.headers.getlist("Vary") or "Origin" in reply.headers.get("Vary", ""), origin
+
+
 def test_a_real_get_carries_allow_origin_and_exposes_warning(cors_node):
     reply = cors_node.client.get("/dicomweb/studies?limit=0",
                                  headers={**cors_node.headers("sysadmin"), "Origin": VIEWER})

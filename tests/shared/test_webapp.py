@@ -60,6 +60,15 @@ def test_cors_only_for_configured_origins(make_app):
         "/healthz", headers={"Origin": "https://viewer.example"}).headers
 
 
+def test_answers_vary_on_origin_when_cors_is_on(make_app):
+    """With one origin configured flask-cors named Origin in Vary for none: the answer made without
+    an Origin (no Access-Control-Allow-Origin) could be handed from a cache to the viewer's call."""
+    client = make_app(cors={"origins": ["https://viewer.example"]})
+    for headers in ({}, {"Origin": "https://viewer.example"}, {"Origin": "https://evil.example"}):
+        assert "Origin" in client.get("/healthz", headers=headers).headers.get("Vary", ""), headers
+    assert "Vary" not in make_app().get("/healthz").headers
+
+
 def test_security_headers_and_health(make_app):
     reply = make_app().get("/healthz")
     assert reply.json == {"status": "ok", "layer": "web", "version": reply.json["version"]}

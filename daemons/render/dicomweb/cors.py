@@ -46,5 +46,8 @@ def attach(bp: Blueprint) -> None:
         if origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            response.headers.add("Vary", "Origin")
+        if current_app.extensions.get(CORS_EXTENSION):
+            # the headers above depend on Origin, also when it is absent or not allowed: a cache
+            # must not hand this answer to a call from another origin
+            response.vary.add("Origin")
         return response
