@@ -35,7 +35,7 @@ from pathlib import Path
 from daemons.gunicorn_worker import ERROR_HEADERS, json_error_body
 from shared.files import PRIVATE, make_folder, write_atomic
 from shared.tls import TLS12_CIPHERS
-from shared.webapp import PROXY_SECRET_HEADER
+from shared.webapp import HSTS_HEADER, PROXY_SECRET_HEADER
 
 #: Where the backends of fronted instances listen (plain HTTP, reached only through the front).
 BACKEND_HOST = "127.0.0.1"
@@ -90,7 +90,9 @@ def config_path(root: Path, name: str) -> Path:
 
 def _error_locations() -> str:
     # the headers of every refusal made before the app runs (gunicorn_worker.ERROR_HEADERS), CSP included
-    headers = "".join(f"            add_header {name} {_quoted(value)} always;\n" for name, value in ERROR_HEADERS[1:])
+    # and HSTS: a front always speaks TLS
+    headers = "".join(f"            add_header {name} {_quoted(value)} always;\n"
+                      for name, value in (*ERROR_HEADERS[1:], HSTS_HEADER))
     lines = []
     for status in sorted(set(OWN_ERRORS.values())):
         body = json_error_body(status, REASONS[status], DETAILS.get(status, "")).decode()

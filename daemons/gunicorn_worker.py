@@ -16,7 +16,7 @@ import socket
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 
-from shared.webapp import API_CONTENT_SECURITY_POLICY
+from shared.webapp import SECURITY_HEADERS
 
 CODES = {
     400: "bad_request",
@@ -61,8 +61,7 @@ def json_error_body(status: int, reason: str, detail: str) -> bytes:
 ERROR_HEADERS = (
     ("Content-Type", "application/json"),
     ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Content-Security-Policy", API_CONTENT_SECURITY_POLICY),
+    *SECURITY_HEADERS,
 )
 
 

@@ -28,6 +28,16 @@ from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, n
 #: JSON and images are never documents to render or frame: a browser that opens an API answer
 #: directly runs nothing from it and no page may embed it. The web layer sets its own policy.
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+#: The headers every answer of the API carries, the app's and the refusals made before it runs
+#: (gunicorn's, daemons.gunicorn_worker; the nginx front's, daemons.front) alike.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", API_CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+)
+#: Over TLS only (here, or at the front that forwarded the request).
+HSTS_HEADER = ("Strict-Transport-Security", "max-age=31536000")
 
 
 def verifier_from_config(config: Config) -> TokenVerifier:
@@ -151,12 +161,10 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Content-Security-Policy", API_CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name, value)
         if request.is_secure:  # TLS here, or at the front that forwarded it (X-Forwarded-Proto)
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            response.headers.setdefault(*HSTS_HEADER)
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -28,6 +28,7 @@ from daemons.demo import new_user
 from daemons.deployment import free_ports
 from daemons.layers import get_layer
 from shared.tls import create_ca, issue_server_cert
+from shared.webapp import HSTS_HEADER, SECURITY_HEADERS
 from tests.render.synthetic import stack
 from tests.test_http2 import assert_one_h2_connection
 
@@ -131,6 +132,9 @@ def test_errors_through_the_front_stay_json(deployment, h2):
     too_big = requests.post(f"{top}/api/v1/auth/login", data=b"x" * (17 * 1024 * 1024), verify=deployment.ca_cert,
                             timeout=60, headers={"Content-Type": "application/json"})
     assert _json_error(too_big, 413)["code"] == "payload_too_large"
+    # the front's own refusals carry every header the app's answers do (HSTS: the front is TLS)
+    for name, value in (*SECURITY_HEADERS, HSTS_HEADER):
+        assert too_big.headers.get(name) == value, name
     # a request line gunicorn refuses (over 4094 bytes), and one nginx refuses (over its 16 KiB buffers)
     for length in (5000, 20000):
         long_url = requests.get(f"{node}/api/v1/{'x' * length}", verify=deployment.ca_cert, timeout=30)

@@ -5,7 +5,7 @@ from flask import request
 
 from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
-from shared.webapp import create_base_app
+from shared.webapp import SECURITY_HEADERS, create_base_app
 
 
 @pytest.fixture
@@ -166,3 +166,13 @@ def test_an_unreadable_extra_public_key_names_its_config_key(tmp_path):
                              "audience": "https://inst.test"}}
         with pytest.raises(ValueError, match=f"tokens.extra_public_keys: cannot use .*{extra}.*{reason}"):
             create_base_app(__name__, build_config("institution", (), values))
+
+
+def test_refusals_made_before_the_app_carry_its_security_headers():
+    """gunicorn's own refusals (oversized headers, request line) lacked X-Frame-Options and
+    Referrer-Policy that every answer of the app carries."""
+    from daemons.gunicorn_worker import json_error_bytes
+
+    head = json_error_bytes(431, "Request Header Fields Too Large", "").split(b"\r\n\r\n")[0].decode()
+    for name, value in SECURITY_HEADERS:
+        assert f"\r\n{name}: {value}" in head, name
