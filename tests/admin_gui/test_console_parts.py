@@ -127,27 +127,11 @@ class _HostileNode(BaseHTTPRequestHandler):
     """A server that answers like a SIVR server at first sight, then misbehaves (a real socket)."""
 
     def do_GET(self):
-        if self.path.startswith("/drip"):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            try:
-                for _ in range(400):  # a byte at a time: no single wait reaches the read timeout
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                    time.sleep(0.05)
-            except OSError:
-                pass
+        if self.path.startswith("/drip"):  # the body a byte at a time
+            self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n", b" ")
             return
         if self.path.startswith("/slow-headers"):  # the status line, then a header a byte at a time
-            try:
-                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: ")
-                for _ in range(400):
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(0.05)
-            except OSError:
-                pass
+            self._drip(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: ", b"x")
             return
         if self.path.startswith("/huge"):
             self.send_response(200)
@@ -169,6 +153,17 @@ class _HostileNode(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self, start: bytes, byte: bytes) -> None:
+        """`start`, then `byte` every 50 ms for 20 s: no single wait reaches the read timeout."""
+        try:
+            self.wfile.write(start)
+            for _ in range(400):
+                self.wfile.write(byte)
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
 
     def log_message(self, *args):
         pass
