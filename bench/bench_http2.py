@@ -1,8 +1,10 @@
 """HTTP/1.1 (six connections, like a browser) against HTTP/2 (one connection) for small frames.
 
 Two real render nodes started from the same deployment folder layout with `sivr serve`: one under
-gunicorn (HTTP/1.1, the default), one with `server.http2 = true` (hypercorn; it also answers
-HTTP/1.1, measured too, to separate the protocol from the server). Each loads the demo CT
+gunicorn alone (HTTP/1.1 over its own TLS), one behind its nginx front (daemons/front.py, as
+`sivr init --front` and `sivr demo` serve it; it also answers HTTP/1.1, measured too, to separate
+the protocol from the server). The layers' own HTTP/2 server (`server.http2 = true`, hypercorn),
+which this compared until then, was retired on 2026-12-01. Each loads the demo CT
 (demo_data/ct-chest-100) and answers N concurrent requests for 128x128 JPEG frames, every one
 with its own window so no image cache answers; over TLS, from a fresh client (handshakes counted);
 then 60 frames one at a time on a warm connection (median: the server's own latency).
@@ -32,16 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from daemons.deployment import LocalDeployment, init_deployment  # noqa: E402
 from shared.tokens import TokenIssuer, load_private_key  # noqa: E402
-from tests.test_http2 import enable_http2  # noqa: E402
 
 DEMO = REPO / "demo_data" / "ct-chest-100"
 
 
-def start_node(root: Path, http2: bool):
-    layout = init_deployment(root, pick_free_ports=True)
+def start_node(root: Path, front: bool):
+    layout = init_deployment(root, pick_free_ports=True, front=front)
     instance = layout.first("render")
-    if http2:
-        enable_http2(instance.config)
     running = LocalDeployment(layout, layers=("render",))
     running.start(timeout_s=300)
     issuer = TokenIssuer(load_private_key(root / "keys" / "token_ed25519.pem"), "sivr-toplevel", instance.url, 60)
@@ -102,13 +101,13 @@ def main() -> int:
     args = parser.parse_args()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# {platform.node()} {platform.platform()} cpus={os.cpu_count()} {when}")
-    cases = [("gunicorn", False, False), ("hypercorn", True, False), ("hypercorn", True, True)]
+    cases = [("gunicorn", False), ("nginx front", False), ("nginx front", True)]
     with tempfile.TemporaryDirectory() as tmp:
         nodes = {}
-        for server, http2_node in (("gunicorn", False), ("hypercorn", True)):
-            nodes[server] = start_node(Path(tmp) / server, http2_node)
+        for server, front in (("gunicorn", False), ("nginx front", True)):
+            nodes[server] = start_node(Path(tmp) / server.replace(" ", "-"), front)
         try:
-            for case, (server, _, http2) in enumerate(cases):
+            for case, (server, http2) in enumerate(cases):
                 _, url, ca, token, record, slices = nodes[server]
                 runs = [asyncio.run(burst(url, ca, token(), record, slices, args.requests, http2,
                                           case * args.rounds + r)) for r in range(args.rounds)]

@@ -241,10 +241,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from daemons.render.warm import warm_up_kernels
 
         print(f"sivr: {warm_up_kernels().summary()}", flush=True)
-    if config["server"]["http2"]:
-        from daemons.http2_server import run
-
-        return run(args.layer, config, args.listen_fd)
     argv = gunicorn_argv(args.layer, config, args.listen_fd)
     if config["server"]["workers"] > 1:
         # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)

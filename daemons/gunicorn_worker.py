@@ -35,8 +35,7 @@ CODES = {
     504: "gateway_timeout",
     505: "http_version_not_supported",
 }
-# The request-size limits of both servers `sivr serve` runs (gunicorn's defaults, passed to it
-# explicitly; daemons/http2_server.py applies the same to HTTP/2 requests).
+# The request-size limits of gunicorn, which `sivr serve` runs (its defaults, passed to it explicitly).
 LIMIT_REQUEST_LINE = 4094
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190

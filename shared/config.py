@@ -25,6 +25,11 @@ class Key:
     `minimum`/`maximum` (inclusive; `minimum` exclusive with `above`) and `choices` are checked when
     the file is read, so a value the server cannot use (port 70000, no workers, a negative size)
     stops `sivr` with the file and the key named instead of failing later in gunicorn or a worker.
+
+    `retired` (non-empty: why, and what replaces it) marks a key whose feature was removed: it stays
+    declared so that an operator's file still naming it gets this reason rather than "unknown key";
+    its default (what files written before held) is still accepted and means nothing, any other
+    value stops `sivr`. Files written now leave it out (`render_config_toml`).
     """
 
     section: str
@@ -36,6 +41,7 @@ class Key:
     maximum: float | None = None
     above: bool = False
     choices: tuple[str, ...] = ()
+    retired: str = ""
 
     @property
     def dotted(self) -> str:
@@ -71,8 +77,10 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("server", "threads", 8, "Threads per gunicorn worker (gthread worker class).", minimum=1),
     Key("server", "timeout_s", 60, "gunicorn worker timeout in seconds (0: none, as gunicorn reads it).", minimum=0),
     Key("server", "http2", False,
-        "Serve HTTP/2 (and HTTP/1.1) with hypercorn in one process instead of gunicorn "
-        "(HTTP/1.1 only); docs/deployment.md says what differs."),
+        "Retired (was: serve HTTP/2 with hypercorn in one process instead of gunicorn).",
+        retired="the layer's own HTTP/2 server (hypercorn) was retired on 2026-12-01 after unauthenticated "
+                "denial-of-service findings; HTTP/2 is served by the nginx front (`sivr init --front`, "
+                "docs/deployment.md). Remove the line or set it to false"),
     Key("server", "keepalive_s", 30, "Seconds an idle keep-alive connection stays open (browsers reuse them).",
         minimum=0),
     Key("server", "tls_cert", "", "PEM certificate chain for TLS; empty only behind a TLS proxy.", True),
@@ -131,6 +139,8 @@ def _coerce(key: Key, value: Any, source: str) -> Any:
         )
     if key.is_path and isinstance(value, list) and not all(isinstance(item, str) and item for item in value):
         raise ConfigError(f"{source}: `{key.dotted}` must be a list of file paths")
+    if key.retired and value != key.default:
+        raise ConfigError(f"{source}: {key.dotted} = {_toml_value(value)} is no longer supported: {key.retired}")
     allowed = key.allowed(value)
     if allowed is not None:
         raise ConfigError(f"{source}: {key.dotted} must be {allowed}, got {value!r}")
@@ -208,6 +218,8 @@ def render_config_toml(layer: str, keys: Iterable[Key], values: dict[str, dict[s
         lines.append("")
         lines.append(f"[{section}]")
         for key in section_keys:
+            if key.retired and key.name not in values.get(section, {}):
+                continue  # not written into new files; kept where given, so that its refusal still holds
             lines.append(f"# {key.doc} Default: {_toml_value(key.default)}")
             value = values.get(section, {}).get(key.name, key.default)
             lines.append(f"{key.name} = {_toml_value(value)}")

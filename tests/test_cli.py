@@ -160,6 +160,19 @@ def test_serve_refuses_a_config_with_an_unknown_key(tmp_path):
     assert result.returncode == 2 and "server.bogus" in result.stderr
 
 
+def test_serve_refuses_the_retired_http2_mode_pointing_to_the_front(tmp_path):
+    """hypercorn (`server.http2 = true`) was retired on 2026-12-01: exit 2 with one line naming the
+    file, the key and the nginx front, before anything listens."""
+    config = tmp_path / "render.toml"
+    config.write_text("[server]\nhost = \"127.0.0.1\"\nport = 1\nhttp2 = true\n")
+    for command in (["ready", "render"], ["db", "upgrade", "render"], ["serve", "render"]):
+        result = run_sivr(*command, "--config", str(config))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"sivr: {config}: server.http2 = true"), (command, lines)
+        assert "nginx front" in lines[0] and "sivr init --front" in lines[0]
+
+
 @pytest.mark.slow
 def test_demo_comes_up_writes_demo_json_and_stops_on_sigterm(tmp_path):
     state = tmp_path / "demo"

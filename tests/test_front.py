@@ -30,9 +30,9 @@ from daemons.layers import get_layer
 from shared.tls import create_ca, issue_server_cert
 from shared.webapp import HSTS_HEADER, SECURITY_HEADERS
 from tests.render.synthetic import stack
-from tests.test_http2 import assert_one_h2_connection
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+CONCURRENT = 24
 
 
 def _alpn(url: str, ca: str, offered: list[str]) -> str | None:
@@ -98,6 +98,20 @@ def test_concurrent_image_requests_share_one_connection(deployment):
     assert_one_h2_connection(curl, url, deployment.ca_cert, token)
 
 
+def assert_one_h2_connection(curl: str, url: str, ca: str, token: str) -> None:
+    """CONCURRENT requests at once with curl over HTTP/2: all 200, on one connection."""
+    urls = [f"{url}/api/v1/presets?n={i}" for i in range(CONCURRENT)]
+    done = subprocess.run(
+        [curl, "--http2", "--parallel", "--parallel-max", str(CONCURRENT), "--silent", "--cacert", ca,
+         "-H", f"Authorization: Bearer {token}", "-w", "%{http_version} %{response_code} %{num_connects}\\n",
+         *[arg for u in urls for arg in (u, "-o", "/dev/null")]],
+        capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert len(rows) == CONCURRENT
+    assert {(version, code) for version, code, _ in rows} == {("2", "200")}
+    assert sum(int(connects) for _, _, connects in rows) == 1, done.stdout
+
+
 def _listening_inode(port: int) -> str:
     """The inode of the socket listening on loopback `port` (/proc/net/tcp, state 0A)."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -126,8 +140,10 @@ def test_every_front_worker_accepts_without_blocking(deployment):
 
 def test_errors_through_the_front_stay_json(deployment, h2):
     node, top = deployment.url("render-1-1"), deployment.url("toplevel")
-    assert _json_error(h2.get(f"{node}/api/v1/presets"), 401)["code"]  # the app's
-    assert _json_error(h2.get(f"{node}/no/such/path"), 404)["code"] == "not_found"
+    unauthorised, missing = h2.get(f"{node}/api/v1/presets"), h2.get(f"{node}/no/such/path")
+    assert unauthorised.http_version == missing.http_version == "HTTP/2"
+    assert _json_error(unauthorised, 401)["code"]  # the app's
+    assert _json_error(missing, 404)["code"] == "not_found"
     # over toplevel's server.max_request_mb (16 MiB): refused before it reaches the app
     too_big = requests.post(f"{top}/api/v1/auth/login", data=b"x" * (17 * 1024 * 1024), verify=deployment.ca_cert,
                             timeout=60, headers={"Content-Type": "application/json"})

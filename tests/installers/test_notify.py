@@ -33,15 +33,10 @@ def _receive_notification(sock: socket.socket) -> tuple[bytes, int]:
     raise AssertionError("no sender credentials on the notification")
 
 
-@pytest.mark.parametrize("layer,http2", [("toplevel", False), ("web", False), ("institution", False),
-                                         ("render", False), ("render", True)])
-def test_serve_reports_ready_from_the_main_process(tmp_path, layer, http2):
+@pytest.mark.parametrize("layer", ["toplevel", "web", "institution", "render"])
+def test_serve_reports_ready_from_the_main_process(tmp_path, layer):
     layout = init_deployment(tmp_path / "deploy", pick_free_ports=True)
     config = layout.first(layer).config
-    if http2:  # served by hypercorn in this process (daemons/http2_server.py), not gunicorn's arbiter
-        from tests.test_http2 import enable_http2
-
-        enable_http2(config)
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)

@@ -73,11 +73,10 @@ def running_node(root: Path, configure: Callable[[dict], None]) -> Iterator[Node
         running.stop()
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["gunicorn", "http2"])
-def node(tmp_path_factory, request) -> Iterator[Node]:
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Iterator[Node]:
     def configure(values: dict) -> None:
         values.setdefault("audit", {})["flush_s"] = 60  # only the shutdown writes within this test
-        values["server"]["http2"] = request.param  # the same answers from both servers `sivr serve` runs
 
     yield from running_node(tmp_path_factory.mktemp("render-daemon"), configure)
 

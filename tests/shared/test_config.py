@@ -22,6 +22,25 @@ def test_unknown_key_is_refused_with_its_name(tmp_path):
         load_config(path, "toplevel", TOPLEVEL_KEYS)
 
 
+def test_the_retired_http2_mode_is_refused_naming_the_file_key_and_the_front(tmp_path):
+    """`server.http2 = true` (hypercorn, retired on 2026-12-01) stops `sivr` with the reason, not
+    "unknown key"; `http2 = false`, in every file written before, still loads; new files omit it."""
+    path = tmp_path / "t.toml"
+    path.write_text("[server]\nhttp2 = true\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, "toplevel", TOPLEVEL_KEYS)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: server.http2 = true is no longer supported"), message
+    assert "nginx front" in message and "sivr init --front" in message and "docs/deployment.md" in message
+    assert "unknown key" not in message
+    path.write_text("[server]\nhttp2 = false\n")
+    assert load_config(path, "toplevel", TOPLEVEL_KEYS)["server"]["port"] == 5001
+    assert "http2" not in render_config_toml("toplevel", TOPLEVEL_KEYS, {})
+    kept = render_config_toml("toplevel", TOPLEVEL_KEYS, {"server": {"http2": True}})
+    with pytest.raises(ConfigError, match="server.http2"):  # rewriting an operator's file keeps the refusal
+        build_config("toplevel", TOPLEVEL_KEYS, tomllib.loads(kept))
+
+
 def test_wrong_type_is_refused(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text('[server]\nport = "5001"\n')

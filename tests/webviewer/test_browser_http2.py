@@ -1,9 +1,9 @@
 """The viewer over HTTP/2: Chromium fetches the page and every image over h2.
 
-Twice: through the nginx fronts of the session's deployment (daemons/front.py, as `sivr demo`
-serves), and in a deployment without fronts whose layers serve HTTP/2 themselves
-(`server.http2 = true`, hypercorn). Debian's Chromium logs in, opens a CT and scrolls, and
-Chromium's network events say which protocol carried each request.
+Through the nginx fronts of the session's deployment (daemons/front.py, as `sivr demo` serves;
+the layers' own HTTP/2 server, `server.http2 = true`, was retired on 2026-12-01). Debian's
+Chromium logs in, opens a CT and scrolls, and Chromium's network events say which protocol
+carried each request.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from daemons.demo import RunningDeployment, start_deployment
-from tests.test_http2 import enable_http2
 from tests.webviewer.browser import DESKTOP, launch_chromium, server_cert_of
 from tests.webviewer.helpers import derived_series, new_patient, uploaded_record
 from tests.webviewer.test_browser_viewer import open_viewer, wait_shown
@@ -22,35 +20,21 @@ DEMO_CT = Path(__file__).resolve().parents[2] / "demo_data" / "ct-chest-100"
 SLICES = 12
 
 
-@pytest.fixture(scope="module")
-def hypercorn_deployment(tmp_path_factory):
-    running = start_deployment(tmp_path_factory.mktemp("h2-deployment"), front=False,
-                               before_start=lambda layout: [enable_http2(i.config) for i in layout.instances])
-    yield running
-    running.stop()
-
-
-@pytest.fixture(params=["nginx front", "server.http2"])
-def h2_deployment(request) -> RunningDeployment:
-    fixture = "deployment" if request.param == "nginx front" else "hypercorn_deployment"
-    return request.getfixturevalue(fixture)
-
-
 @pytest.fixture
-def h2_page(playwright_instance, h2_deployment):
-    browser = launch_chromium(playwright_instance, server_cert_of(h2_deployment))
-    context = browser.new_context(viewport=DESKTOP, base_url=h2_deployment.url("web"))
+def h2_page(playwright_instance, deployment):
+    browser = launch_chromium(playwright_instance, server_cert_of(deployment))
+    context = browser.new_context(viewport=DESKTOP, base_url=deployment.url("web"))
     context.set_default_timeout(30000)
     yield context.new_page()
     context.close()
     browser.close()
 
 
-def test_viewer_page_and_images_travel_over_h2(h2_page, h2_deployment, tmp_path):
-    patient = new_patient(h2_deployment)
+def test_viewer_page_and_images_travel_over_h2(h2_page, deployment, tmp_path):
+    patient = new_patient(deployment)
     # content of its own (fresh UIDs): the shared deployment may hold these slices under another patient
     files = derived_series(DEMO_CT, tmp_path, first=0, count=SLICES)
-    record = {"patient": patient, **uploaded_record(h2_deployment, patient, files, "CT chest (h2 test)")}
+    record = {"patient": patient, **uploaded_record(deployment, patient, files, "CT chest (h2 test)")}
     # Resource Timing hides nextHopProtocol of cross-origin images (the node is another origin
     # without Timing-Allow-Origin), so the protocol comes from Chromium's network events.
     protocols: dict[str, str] = {}
@@ -58,7 +42,7 @@ def test_viewer_page_and_images_travel_over_h2(h2_page, h2_deployment, tmp_path)
     cdp.send("Network.enable")
     cdp.on("Network.responseReceived",
            lambda event: protocols.__setitem__(event["response"]["url"], event["response"].get("protocol")))
-    open_viewer(h2_page, h2_deployment, record)
+    open_viewer(h2_page, deployment, record)
     h2_page.locator("#viewport[data-load-state=ready]").wait_for(timeout=120000)
     h2_page.locator("#viewport").focus()
     for _ in range(5):
