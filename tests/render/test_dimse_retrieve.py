@@ -47,7 +47,7 @@ def retrieval(make_node, tmp_path):
     down = f"DOWN=127.0.0.1:{nobody}"  # nothing listens there
     harness = open_archive(make_node, [CALLER, "BADPEER"],
                            dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
-                           dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
+                           dicom__max_associations=4, dicom__network_timeout_s=3.0, dicom__acse_timeout_s=2.0,
                            dicom__dimse_timeout_s=5.0)
     harness.destinations = {}
     scps = []
@@ -447,7 +447,7 @@ def test_aborted_and_truncated_stores_leave_nothing_listener_and_http_keep_servi
 
 def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
     port = retrieval.dicom_port
-    # a peer that associates, then says nothing: aborted after dicom.network_timeout_s (1.5 s)
+    # a peer that associates, then says nothing: aborted after dicom.network_timeout_s (3 s)
     with association(port) as silent:
         assert silent.is_established and http_ok(retrieval)
         deadline = time.monotonic() + 10
