@@ -220,9 +220,29 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
     return argv
 
 
+def check_served_files(config) -> None:
+    """Read what a server would read only later, before it listens: the TLS certificate and key
+    (gunicorn and hypercorn load them at the first connection: a garbage key served "Listening at
+    https://..." with every handshake failing, unlogged), the front's secret (read by the worker
+    gunicorn forks), and a render node's DICOM TLS settings. A ConfigError names the config and key."""
+    from shared.tls import load_credentials
+    from shared.webapp import read_proxy_secret
+
+    server = config["server"]
+    if server["tls_cert"] or server["tls_key"]:
+        load_credentials(config.source, ("server.tls_cert", server["tls_cert"]), ("server.tls_key", server["tls_key"]))
+    if server["proxy_secret_file"]:
+        read_proxy_secret(config)
+    if config.layer == "render":
+        from daemons.render.dimse.listener import check_config as check_dicom_config
+
+        check_dicom_config(config)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
+    check_served_files(config)
     layer.upgrade_schema(config)
     if args.dicom_fd is not None:
         from daemons.render.dimse.listener import DICOM_FD_ENV, inherited_socket_problem

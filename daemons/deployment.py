@@ -418,9 +418,10 @@ def _institution_name(name: str) -> str:
 def write_front(root: Path, instance: Instance) -> Path:
     """Write the nginx config of an instance's front from its URL and its config (backend port, body
     limit, keep-alive), so that the front refuses what the instance would (daemons/front.py)."""
-    server = get_layer(instance.layer).load_config(instance.config)["server"]
+    config = get_layer(instance.layer).load_config(instance.config)
+    server = config["server"]
     url = urlsplit(instance.url)
-    secret = read_proxy_secret(server["proxy_secret_file"]) if server["proxy_secret_file"] else ""
+    secret = read_proxy_secret(config) if server["proxy_secret_file"] else ""
     return fronts.write_config(root, fronts.Front(
         instance.name, url.hostname or fronts.BACKEND_HOST, url.port or 443, server["port"],
         f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"], secret))
