@@ -11,6 +11,7 @@ import argparse
 import getpass
 import importlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -334,6 +335,17 @@ def _at_least_one(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    """A finite, non-negative number of seconds: `--wait nan` or `inf` asked forever."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds of at least 0")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sivr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -419,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
-    p.add_argument("--wait", type=float, default=0, help="keep asking for up to this many seconds")
+    p.add_argument("--wait", type=_seconds, default=0, help="keep asking for up to this many seconds")
     p.set_defaults(func=cmd_ready)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")

@@ -459,7 +459,8 @@ def serve_attempts(monkeypatch, tmp_path) -> list:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PWD", str(tmp_path))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # recorded as absent: removed again afterwards
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
 
     def record(*args):
         started.append(args)
@@ -545,3 +546,31 @@ def test_serve_of_a_usable_config_starts_gunicorn(tmp_path, serve_attempts):
     with pytest.raises(SystemExit):
         main(["serve", "toplevel", "--config", str(config)])
     assert len(serve_attempts) == 1 and "--keyfile" in serve_attempts[0][1]
+
+
+@pytest.mark.parametrize("content", ["folder", "latin-1"])
+def test_a_config_that_is_a_folder_or_not_utf8_is_one_line_naming_it(tmp_path, capsys, content):
+    """IsADirectoryError traceback; "'utf-8' codec can't decode ..." naming no file."""
+    from daemons.cli import main
+
+    config = tmp_path / "toplevel.toml"
+    if content == "folder":
+        config.mkdir()
+    else:
+        config.write_bytes('[server]\nhost = "h\u00f4te"\n'.encode("latin-1"))
+    assert main(["db", "upgrade", "toplevel", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "-inf"])
+def test_ready_refuses_a_wait_that_is_not_a_finite_number_of_seconds(tmp_path, wait):
+    """`--wait nan` and `--wait inf` asked forever."""
+    config = tmp_path / "toplevel.toml"
+    config.write_text("[server]\nport = 1\n")  # nothing listens there
+    try:
+        result = subprocess.run([*SIVR, "ready", "toplevel", "--config", str(config), "--wait", wait],
+                                capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"--wait {wait} was still waiting after 20 s")
+    assert result.returncode == 2 and "--wait" in result.stderr and "Traceback" not in result.stderr, result.stderr
