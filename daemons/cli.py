@@ -91,8 +91,8 @@ def cmd_store_rewrap(args: argparse.Namespace) -> int:
 
     config = get_layer("render").load_config(args.config)
     try:
-        rewrapped = open_store(config).rewrap()
-    except (StoreUnavailable, StoreError, OSError) as exc:
+        rewrapped = open_store(config, create_key=False).rewrap()
+    except (StoreUnavailable, StoreError, OSError, ConfigError) as exc:
         # the store unreachable or refusing us, a record no key opens, a key file missing or a folder
         print(f"sivr: {args.config}: cannot rewrap the store: {exc}", file=sys.stderr)
         return 2

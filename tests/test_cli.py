@@ -574,3 +574,39 @@ def test_ready_refuses_a_wait_that_is_not_a_finite_number_of_seconds(tmp_path, w
     except subprocess.TimeoutExpired:
         pytest.fail(f"--wait {wait} was still waiting after 20 s")
     assert result.returncode == 2 and "--wait" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_store_rewrap_of_a_local_store_without_its_key_file_refuses_and_creates_none(tmp_path, capsys):
+    """It created a new key file (and printed "nothing to rewrap"): a new key opens none of the
+    store's records, and the operator was told nothing was wrong."""
+    from daemons.cli import main
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "d")
+    config = tmp_path / "d" / "render-1-1.toml"
+    key_file = tmp_path / "d" / "keys" / "render-1-1.store.key"
+    key_file.unlink()
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert not key_file.exists()
+    assert str(config) in error and str(key_file) in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.parametrize("held", ["record", "key check only"])
+def test_a_render_node_never_makes_a_new_key_for_a_store_that_has_one(tmp_path, held):
+    """Serving a local store whose key file is gone: refused, and no key file made over the store."""
+    from daemons.deployment import init_deployment
+    from daemons.render.store.interface import open_store
+    from shared.config import ConfigError
+
+    init_deployment(tmp_path / "d")
+    config = get_layer("render").load_config(tmp_path / "d" / "render-1-1.toml")
+    store_dir, key_file = Path(config["storage"]["dir"]), Path(config["storage"]["key_file"])
+    open_store(config)  # the store's key check is written
+    if held == "record":
+        (store_dir / ("ab" * 32)).mkdir()
+        (store_dir / ".key-check").unlink()
+    key_file.unlink()
+    with pytest.raises(ConfigError, match="store key is missing"):
+        get_layer("render").create_app(config)
+    assert not key_file.exists()
