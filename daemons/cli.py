@@ -11,6 +11,7 @@ import argparse
 import getpass
 import importlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -90,8 +91,8 @@ def cmd_store_rewrap(args: argparse.Namespace) -> int:
 
     config = get_layer("render").load_config(args.config)
     try:
-        rewrapped = open_store(config).rewrap()
-    except (StoreUnavailable, StoreError, OSError) as exc:
+        rewrapped = open_store(config, create_key=False).rewrap()
+    except (StoreUnavailable, StoreError, OSError, ConfigError) as exc:
         # the store unreachable or refusing us, a record no key opens, a key file missing or a folder
         print(f"sivr: {args.config}: cannot rewrap the store: {exc}", file=sys.stderr)
         return 2
@@ -220,9 +221,29 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
     return argv
 
 
+def check_served_files(config) -> None:
+    """Read what a server would read only later, before it listens: the TLS certificate and key
+    (gunicorn and hypercorn load them at the first connection: a garbage key served "Listening at
+    https://..." with every handshake failing, unlogged), the front's secret (read by the worker
+    gunicorn forks), and a render node's DICOM TLS settings. A ConfigError names the config and key."""
+    from shared.tls import load_credentials
+    from shared.webapp import read_proxy_secret
+
+    server = config["server"]
+    if server["tls_cert"] or server["tls_key"]:
+        load_credentials(config.source, ("server.tls_cert", server["tls_cert"]), ("server.tls_key", server["tls_key"]))
+    if server["proxy_secret_file"]:
+        read_proxy_secret(config)
+    if config.layer == "render":
+        from daemons.render.dimse.listener import check_config as check_dicom_config
+
+        check_dicom_config(config)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
+    check_served_files(config)
     layer.upgrade_schema(config)
     if args.dicom_fd is not None:
         from daemons.render.dimse.listener import DICOM_FD_ENV, inherited_socket_problem
@@ -307,6 +328,17 @@ def _at_least_one(value: str) -> int:
         number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _seconds(value: str) -> float:
+    """A finite, non-negative number of seconds: `--wait nan` or `inf` asked forever."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds of at least 0")
     return number
 
 
@@ -395,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ready", help="ask a running instance's /readyz (exit 0 when ready; the units use it)")
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
-    p.add_argument("--wait", type=float, default=0, help="keep asking for up to this many seconds")
+    p.add_argument("--wait", type=_seconds, default=0, help="keep asking for up to this many seconds")
     p.set_defaults(func=cmd_ready)
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")

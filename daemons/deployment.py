@@ -31,7 +31,7 @@ from daemons import front as fronts
 from daemons.layers import LAYERS, get_layer
 from daemons.render.store.s3 import store_location
 from daemons.toplevel.accounts import INSTITUTION_FIELDS
-from shared.config import DEFAULT_PORTS, build_config, render_config_toml
+from shared.config import DEFAULT_PORTS, ConfigError, build_config, render_config_toml
 from shared.errors import ApiError
 from shared.files import PRIVATE, PUBLIC, make_folder, write_atomic
 from shared.receipts import load_or_create_node_key, public_key_text
@@ -82,9 +82,18 @@ class Layout:
 
     @classmethod
     def load(cls, root: Path) -> Layout:
-        data = json.loads((root / LAYOUT_FILE).read_text())
-        data["instances"] = [Instance(**i) for i in data["instances"]]
-        return cls(**data)
+        """The layout in `root`; a ConfigError naming the file when it is missing, unreadable or not
+        one `sivr init` wrote (the installers and `sivr demo` showed a traceback)."""
+        path = Path(root) / LAYOUT_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["instances"] = [Instance(**i) for i in data["instances"]]
+            return cls(**data)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the deployment: {exc.strerror}") from exc
+        except (ValueError, KeyError, TypeError) as exc:  # not UTF-8 or JSON, a field missing or unknown
+            raise ConfigError(f"{path}: not a deployment that `sivr init` wrote "
+                              f"({type(exc).__name__}: {exc})") from exc
 
     def by_layer(self, layer: str) -> list[Instance]:
         return [i for i in self.instances if i.layer == layer]
@@ -420,9 +429,10 @@ def _institution_name(name: str) -> str:
 def write_front(root: Path, instance: Instance) -> Path:
     """Write the nginx config of an instance's front from its URL and its config (backend port, body
     limit, keep-alive), so that the front refuses what the instance would (daemons/front.py)."""
-    server = get_layer(instance.layer).load_config(instance.config)["server"]
+    config = get_layer(instance.layer).load_config(instance.config)
+    server = config["server"]
     url = urlsplit(instance.url)
-    secret = read_proxy_secret(server["proxy_secret_file"]) if server["proxy_secret_file"] else ""
+    secret = read_proxy_secret(config) if server["proxy_secret_file"] else ""
     return fronts.write_config(root, fronts.Front(
         instance.name, url.hostname or fronts.BACKEND_HOST, url.port or 443, server["port"],
         f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"], secret))

@@ -12,23 +12,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from pathlib import Path
+from typing import Any
 
-from place_deployment import ALWAYS_COPIED, copy_once, front_files, named_files, select, sqlite_file
+from place_deployment import ALWAYS_COPIED, copy_once, front_files, instance_config, named_files, select, sqlite_file
 
 from daemons.deployment import Instance, Layout
 
 
-def write_bundle(source_dir: Path, out: Path, chosen: list[Instance], layout: Layout) -> None:
+def write_bundle(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path, dict[str, Any]]],
+                 layout: Layout) -> None:
+    """Fill `out` with the chosen instances, their configs (read by instance_config) and their files."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ALWAYS_COPIED:
         copy_once(source_dir / name, out / name)
     placed = []
-    for instance in chosen:
-        config = source_dir / Path(instance.config).name
-        values = tomllib.loads(config.read_text(encoding="utf-8"))
-        for relative in [*named_files(instance.layer, values), *front_files(source_dir, instance.name)]:
+    for instance, config, values in chosen:
+        for relative in [*named_files(instance.layer, values, config), *front_files(source_dir, instance.name)]:
             copy_once(source_dir / relative, out / relative)
         database = sqlite_file(values, source_dir)
         if database is not None and database.is_relative_to(source_dir):
@@ -56,11 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty")
     source_dir = Path(args.source).resolve()
-    layout = Layout.load(source_dir)
-    chosen = select(layout, args.layers.split(), args.instances.split())
+    try:  # everything read and checked before --out is made
+        layout = Layout.load(source_dir)
+        chosen = select(layout, args.layers.split(), args.instances.split())
+        configs = [(instance, *instance_config(source_dir, instance)) for instance in chosen]
+    except ValueError as exc:
+        raise SystemExit(f"host_bundle: {exc}") from None
     if not chosen:
         raise SystemExit("no instance matches --layers/--instances")
-    write_bundle(source_dir, out, chosen, layout)
+    write_bundle(source_dir, out, configs, layout)
     for instance in chosen:
         print(instance.layer, instance.name)
     return 0

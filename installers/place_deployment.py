@@ -16,6 +16,7 @@ Prints one line per placed instance: `<layer> <instance name>`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tomllib
@@ -82,15 +83,45 @@ def sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | N
     return (config_dir / url[len(SQLITE):]).resolve()
 
 
-def named_files(layer: str, values: dict[str, dict[str, Any]]) -> list[str]:
-    """Key and certificate files a config names relative to its folder (they travel with it)."""
+def named_files(layer: str, values: dict[str, dict[str, Any]], config: Path) -> list[str]:
+    """Key and certificate files a config names relative to its folder (they travel with it).
+
+    A ValueError names the config and the key of a file outside that folder: `../secret/x.key`
+    was copied to `<target>/../secret/x.key`, beside the folder being filled (as root: into /etc),
+    which then lacked it.
+    """
     keys: tuple[Key, ...] = (*COMMON_KEYS, *LAYERS[layer].keys)
     found = []
     for key in keys:
         value = values.get(key.section, {}).get(key.name)
-        if key.is_path and value and key.dotted != "storage.dir" and not Path(value).is_absolute():
-            found.append(value)
+        if not key.is_path or not value or key.dotted == "storage.dir":
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if Path(item).is_absolute():
+                continue
+            if Path(os.path.normpath(item)).parts[0] == "..":
+                raise ValueError(f"{config}: {key.dotted} = {item!r} is outside the config's folder, so it "
+                                 "cannot travel with it: move the file below that folder or name it by an "
+                                 "absolute path")
+            found.append(item)
     return found
+
+
+def instance_config(source_dir: Path, instance: Instance) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """The instance's config file and values, read and checked before anything is written.
+
+    The config is looked up in `source_dir` by name, so an init folder copied to another machine
+    works although deployment.json records where it was written. A ValueError names the file.
+    """
+    source = source_dir / Path(instance.config).name
+    try:
+        values = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{source}: cannot read the config: {exc.strerror}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{source}: not a valid TOML config: {exc}") from exc
+    named_files(instance.layer, values, source)
+    return source, values
 
 
 def front_files(source_dir: Path, name: str) -> list[str]:
@@ -101,16 +132,12 @@ def front_files(source_dir: Path, name: str) -> list[str]:
 
 
 def place_instance(
-    instance: Instance, source_dir: Path, etc_dir: Path, data_final: Path, data_real: Path
+    instance: Instance, source: Path, values: dict[str, dict[str, Any]], etc_dir: Path, data_final: Path,
+    data_real: Path,
 ) -> None:
-    """Write the instance's config into `etc_dir` and copy the files it names beside it.
-
-    The config is looked up in `source_dir` by name, so an init folder copied to another machine
-    works although deployment.json records where it was written.
-    """
-    source = source_dir / Path(instance.config).name
-    values: dict[str, dict[str, Any]] = tomllib.loads(source.read_text(encoding="utf-8"))
-    named = [*named_files(instance.layer, values), *front_files(source.parent, instance.name)]
+    """Write the instance's config (`source`, read by instance_config) into `etc_dir` and copy the
+    files it names beside it."""
+    named = [*named_files(instance.layer, values, source), *front_files(source.parent, instance.name)]
     placed_as = node_secret_names(instance, values)
     for relative in named:
         copy_once(source.parent / relative, etc_dir / placed_as.get(relative, relative))
@@ -151,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     source_dir = Path(args.source).resolve()
-    layout = Layout.load(source_dir)
+    try:  # everything read and checked before anything is written
+        layout = Layout.load(source_dir)
+        chosen = select(layout, args.layers.split(), args.instances.split())
+        configs = [instance_config(source_dir, instance) for instance in chosen]
+    except ValueError as exc:
+        raise SystemExit(f"place_deployment: {exc}") from None
     etc_dir = Path(args.etc)
     etc_dir.mkdir(parents=True, exist_ok=True)
     for name in ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ()):
         copy_once(source_dir / name, etc_dir / name)
-    for instance in select(layout, args.layers.split(), args.instances.split()):
-        place_instance(instance, source_dir, etc_dir, Path(args.data), Path(args.data_real))
+    for instance, (source, values) in zip(chosen, configs, strict=True):
+        place_instance(instance, source, values, etc_dir, Path(args.data), Path(args.data_real))
         print(instance.layer, instance.name)
     return 0
 

@@ -189,6 +189,10 @@ def load_config(path: str | Path, layer: str, keys: Iterable[Key]) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), as TOML must be") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return build_config(layer, keys, data, path.resolve())

@@ -91,6 +91,9 @@ def upgrade_schema(
     with db.bind_ctx([SchemaVersion]), _schema_lock(db, layer):
         db.create_tables([SchemaVersion], safe=True)
         row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
+        if row is not None and (not isinstance(row.version, int) or isinstance(row.version, bool)):
+            raise ConfigError(f"the schema_version table holds {row.version!r} for {layer}, not a schema "
+                              "version: restore the database from its backup")
         if row is None:
             db.create_tables(list(models), safe=True)
             target = schema_target(migrations)
@@ -185,8 +188,14 @@ SCHEMES = ("sqlite", "postgresql", "postgres", "cockroachdb")
 
 
 def redacted_url(url: str) -> str:
-    """`url` without its password, fit for an error message or a log."""
-    parts = urlsplit(url)
+    """`url` without its password, fit for an error message or a log (also one urlsplit refuses)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address: redact up to the last @ of the authority
+        scheme, separator, rest = url.partition("://")
+        authority, slash, path = rest.partition("/")
+        user, at, host = authority.rpartition("@")
+        return f"{scheme}{separator}{user.partition(':')[0]}:***@{host}{slash}{path}" if at else url
     if parts.password is None:
         return url
     host = parts.netloc.rpartition("@")[2]
@@ -205,7 +214,12 @@ def database_from_config(config) -> peewee.Database:
     An unsupported scheme is refused here, before any connection, as a ConfigError naming the file.
     """
     url: str = config["database"]["url"]
-    scheme = urlsplit(url).scheme
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # read to check it: a port out of range or not a number raises here
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise _url_problem(config, url, exc) from exc
+    scheme = parts.scheme
     if scheme not in SCHEMES:
         raise _url_problem(config, url, f"unsupported scheme {scheme or '(none)'!r} "
                                         "(use sqlite:///, postgresql:// or cockroachdb://)")
@@ -278,7 +292,10 @@ def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]]
     db = open_database(config)
     try:
         with db.bind_ctx(models):
-            version = upgrade_schema(db, layer, models, migrations)
+            try:
+                version = upgrade_schema(db, layer, models, migrations)
+            except ConfigError as exc:  # a version newer than this release's or no number: name the database
+                raise _url_problem(config, config["database"]["url"], exc) from exc
         protect_database_file(db)
         return version
     finally:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.config import ConfigError
 from shared.files import PUBLIC, write_atomic
 from shared.tokens import write_private_key
 
@@ -24,6 +27,62 @@ from shared.tokens import write_private_key
 #: only (no CBC-mode suites such as ECDHE-ECDSA-AES256-SHA384 or AES128-SHA256, no static RSA key
 #: exchange). TLS 1.3 suites are all AEAD and are not affected by this list.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+
+
+
+
+def restrict(context: ssl.SSLContext) -> ssl.SSLContext:
+    """`context` limited to TLS 1.2 or newer and, in TLS 1.2, to TLS12_CIPHERS."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    return context
+
+
+def _no_passphrase() -> str:
+    # without a callback OpenSSL would ask for a passphrase on the terminal
+    raise ssl.SSLError("the key is protected by a passphrase")
+
+
+def load_credentials(where: object, cert: tuple[str, str], key: tuple[str, str],
+                     context: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """`context` (default: a restricted server context) holding the certificate chain and key that a
+    config names; `cert` and `key` are (config key, file), e.g. ("server.tls_cert", "/etc/sivr/tls/server.pem").
+
+    Every server checks its pair with this before it serves: gunicorn and hypercorn load them only
+    when a client connects, so a garbage key logged "Listening at https://..." and then failed every
+    handshake without a word, and a missing one or a key of another certificate stopped the start
+    with a traceback. A ConfigError names the config `where`, the key and the file.
+    """
+    (cert_name, cert_file), (key_name, key_file) = cert, key
+    for name, path, other in ((cert_name, cert_file, key_name), (key_name, key_file, cert_name)):
+        if not path:
+            raise ConfigError(f"{where}: {name} is empty while {other} is set: TLS needs both "
+                              "(both empty: plain HTTP, only behind a TLS proxy)")
+    try:
+        cert_pem, key_pem = Path(cert_file).read_bytes(), Path(key_file).read_bytes()
+    except OSError as exc:
+        name = cert_name if exc.filename == cert_file else key_name
+        raise ConfigError(f"{where}: {name} {exc.filename} is unusable: {exc.strerror}") from exc
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {cert_name} {cert_file} is unusable: not a PEM certificate") from exc
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: the key is protected by a passphrase "
+                          "(the servers start unattended: write an unprotected copy, mode 0600)") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: not a PEM private key") from exc
+    if private_key.public_key() != chain[0].public_key():
+        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: not the key of the certificate "
+                          f"in {cert_name} {cert_file}")
+    context = context if context is not None else restrict(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    try:
+        context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    except (OSError, ssl.SSLError) as exc:  # e.g. a key type this OpenSSL does not take
+        raise ConfigError(f"{where}: {cert_name} {cert_file} or {key_name} {key_file} is unusable: {exc}") from exc
+    return context
 
 
 #: A DNS label (RFC 1123): letters, digits and inner hyphens, 1-63 characters.

@@ -74,14 +74,18 @@ PROXY_SECRET_HEADER = "X-Sivr-Front"
 _PROXY_SECRET_ENVIRON = "HTTP_" + PROXY_SECRET_HEADER.upper().replace("-", "_")
 
 
-def read_proxy_secret(path: str) -> str:
-    """The secret of `server.proxy_secret_file`; a missing or empty file stops the start, named."""
+def read_proxy_secret(config: Config) -> str:
+    """The secret of `server.proxy_secret_file`; a missing or empty file stops the start, naming the
+    config, the key and the file (`sivr serve` reads it before serving, the app again when built)."""
+    path = config["server"]["proxy_secret_file"]
     try:
-        secret = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"server.proxy_secret_file {path}: {exc.strerror or exc}") from exc
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{config.source}: server.proxy_secret_file {path}: {reason}") from exc
     if len(secret) < 16:
-        raise ConfigError(f"server.proxy_secret_file {path} holds no secret of at least 16 characters")
+        raise ConfigError(f"{config.source}: server.proxy_secret_file {path} holds no secret of at least "
+                          "16 characters")
     return secret
 
 
@@ -125,7 +129,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
         trusting = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
         secret_file = config["server"]["proxy_secret_file"]
         app.wsgi_app = (  # type: ignore[method-assign]
-            FromProxyOnly(app.wsgi_app, trusting, read_proxy_secret(secret_file)) if secret_file else trusting)
+            FromProxyOnly(app.wsgi_app, trusting, read_proxy_secret(config)) if secret_file else trusting)
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
     app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it

@@ -461,3 +461,165 @@ def test_cert_issue_refuses_a_ca_it_cannot_sign_with_before_writing(initialised,
         assert result.returncode == 2, (case, result.stdout)
         assert str(ca_dir / named) in result.stderr and "Traceback" not in result.stderr, (case, result.stderr)
         assert not out.exists(), case
+
+
+@pytest.fixture
+def serve_attempts(monkeypatch, tmp_path) -> list:
+    """`sivr serve` run in this process up to where it would start serving: gunicorn's exec and the
+    HTTP/2 server are recorded, never run (nothing binds a port). The folder, environment and
+    metrics folder it sets up for gunicorn are restored or kept under tmp_path."""
+    started: list = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # recorded as absent: removed again afterwards
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+
+    def record(*args):
+        started.append(args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", record)
+    monkeypatch.setattr("daemons.http2_server.run", record)
+    return started
+
+
+def _toplevel_config(tmp_path: Path, **server: str) -> Path:
+    """The toplevel config of a fresh deployment, `server` keys replaced (values as TOML literals)."""
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "d")
+    config = tmp_path / "d" / "toplevel.toml"
+    text = config.read_text()
+    for name, value in server.items():
+        old = next(line for line in text.splitlines() if line.startswith(f"{name} = "))
+        text = text.replace(old, f"{name} = {value}", 1)
+    config.write_text(text)
+    return config
+
+
+def _other_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@pytest.mark.parametrize("http2", ["false", "true"])
+@pytest.mark.parametrize(("case", "key"), [
+    ("garbage key", "server.tls_key"),
+    ("missing key", "server.tls_key"),
+    ("key of another certificate", "server.tls_key"),
+    ("garbage certificate", "server.tls_cert"),
+    ("key without certificate", "server.tls_cert"),
+])
+def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, serve_attempts, case, key, http2):
+    """A garbage key: "Listening at https://..." and every handshake failed, nothing logged; a
+    missing key or a key of another certificate: gunicorn's ValueError traceback."""
+    from daemons.cli import main
+
+    tls = tmp_path / "d" / "tls"
+    values = {"http2": http2}
+    if case == "missing key":
+        values["tls_key"] = '"tls/missing.key"'
+    if case == "key without certificate":
+        values["tls_cert"] = '""'
+    config = _toplevel_config(tmp_path, **values)
+    if case == "garbage key":
+        (tls / "server.key").write_bytes(b"garbage\n")
+    elif case == "key of another certificate":
+        (tls / "server.key").write_bytes(_other_key_pem())
+    elif case == "garbage certificate":
+        (tls / "server.pem").write_bytes(b"garbage\n")
+    assert main(["serve", "toplevel", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert not serve_attempts, "it started serving"
+    assert str(config) in error and key in error and len(error.strip().splitlines()) == 1, error
+    if case != "key without certificate":
+        assert str(tls) in error, error
+
+
+def test_serve_refuses_a_missing_proxy_secret_file_before_serving(tmp_path, capsys, serve_attempts):
+    """The worker gunicorn forked failed with a message naming no config, after "Listening at"."""
+    from daemons.cli import main
+
+    config = _toplevel_config(tmp_path, trusted_proxies="1", proxy_secret_file='"keys/front.secret"')
+    assert main(["serve", "toplevel", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert not serve_attempts, "it started serving"
+    assert str(config) in error and "server.proxy_secret_file" in error and "front.secret" in error, error
+    assert len(error.strip().splitlines()) == 1, error
+
+
+def test_serve_of_a_usable_config_starts_gunicorn(tmp_path, serve_attempts):
+    from daemons.cli import main
+
+    config = _toplevel_config(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["serve", "toplevel", "--config", str(config)])
+    assert len(serve_attempts) == 1 and "--keyfile" in serve_attempts[0][1]
+
+
+@pytest.mark.parametrize("content", ["folder", "latin-1"])
+def test_a_config_that_is_a_folder_or_not_utf8_is_one_line_naming_it(tmp_path, capsys, content):
+    """IsADirectoryError traceback; "'utf-8' codec can't decode ..." naming no file."""
+    from daemons.cli import main
+
+    config = tmp_path / "toplevel.toml"
+    if content == "folder":
+        config.mkdir()
+    else:
+        config.write_bytes('[server]\nhost = "h\u00f4te"\n'.encode("latin-1"))
+    assert main(["db", "upgrade", "toplevel", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert str(config) in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "-inf"])
+def test_ready_refuses_a_wait_that_is_not_a_finite_number_of_seconds(tmp_path, wait):
+    """`--wait nan` and `--wait inf` asked forever."""
+    config = tmp_path / "toplevel.toml"
+    config.write_text("[server]\nport = 1\n")  # nothing listens there
+    try:
+        result = subprocess.run([*SIVR, "ready", "toplevel", "--config", str(config), "--wait", wait],
+                                capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"--wait {wait} was still waiting after 20 s")
+    assert result.returncode == 2 and "--wait" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_store_rewrap_of_a_local_store_without_its_key_file_refuses_and_creates_none(tmp_path, capsys):
+    """It created a new key file (and printed "nothing to rewrap"): a new key opens none of the
+    store's records, and the operator was told nothing was wrong."""
+    from daemons.cli import main
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "d")
+    config = tmp_path / "d" / "render-1-1.toml"
+    key_file = tmp_path / "d" / "keys" / "render-1-1.store.key"
+    key_file.unlink()
+    assert main(["store", "rewrap", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert not key_file.exists()
+    assert str(config) in error and str(key_file) in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.parametrize("held", ["record", "key check only"])
+def test_a_render_node_never_makes_a_new_key_for_a_store_that_has_one(tmp_path, held):
+    """Serving a local store whose key file is gone: refused, and no key file made over the store."""
+    from daemons.deployment import init_deployment
+    from daemons.render.store.interface import open_store
+    from shared.config import ConfigError
+
+    init_deployment(tmp_path / "d")
+    config = get_layer("render").load_config(tmp_path / "d" / "render-1-1.toml")
+    store_dir, key_file = Path(config["storage"]["dir"]), Path(config["storage"]["key_file"])
+    open_store(config)  # the store's key check is written
+    if held == "record":
+        (store_dir / ("ab" * 32)).mkdir()
+        (store_dir / ".key-check").unlink()
+    key_file.unlink()
+    with pytest.raises(ConfigError, match="store key is missing"):
+        get_layer("render").create_app(config)
+    assert not key_file.exists()

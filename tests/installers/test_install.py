@@ -372,3 +372,49 @@ def test_s3_render_node_gets_the_institutions_secrets_under_its_own_name(s3_rend
                           ("render-1-1.s3.json", "institution-1.s3.json")):
         assert (etc / "keys" / placed).read_bytes() == (init_keys / given).read_bytes()
         assert mode(etc / "keys" / placed) == 0o600
+
+
+def run_installer(script: str, *args: str) -> subprocess.CompletedProcess:
+    """installers/<script> as install.sh runs it, importing this tree's packages."""
+    return subprocess.run([sys.executable, str(REPO / "installers" / script), *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def installer_args(script: str, source: Path, target: Path) -> list[str]:
+    if script == "host_bundle.py":
+        return ["--from", str(source), "--out", str(target), "--layers", "toplevel web"]
+    return ["--from", str(source), "--etc", str(target), "--data", str(target.parent / "data"),
+            "--data-real", str(target.parent / "data"), "--layers", "toplevel web"]
+
+
+@pytest.mark.parametrize("script", ["host_bundle.py", "place_deployment.py"])
+def test_installers_refuse_a_file_named_outside_the_configs_folder(tmp_path, script):
+    """`token_file = "../secret/x.key"` was copied to <out>/../secret/x.key (as root in a real
+    install: /etc/secret/x.key), outside the folder being filled, which then lacked it."""
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "src" / "init")
+    (tmp_path / "src" / "secret").mkdir()
+    (tmp_path / "src" / "secret" / "x.key").write_text("a metrics token of enough length\n")
+    config = tmp_path / "src" / "init" / "toplevel.toml"
+    config.write_text(config.read_text().replace('token_file = ""', 'token_file = "../secret/x.key"', 1))
+    target = tmp_path / "out" / "etc"
+    done = run_installer(script, *installer_args(script, tmp_path / "src" / "init", target))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert str(config) in done.stderr and "metrics.token_file" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()  # nothing placed: neither the escaped file nor the rest
+
+
+@pytest.mark.parametrize("script", ["host_bundle.py", "place_deployment.py"])
+@pytest.mark.parametrize("layout", [None, "{not json", '{"root": "x"}'])
+def test_installers_name_a_missing_or_invalid_deployment_json(tmp_path, script, layout):
+    """FileNotFoundError, JSONDecodeError or KeyError tracebacks."""
+    source = tmp_path / "init"
+    source.mkdir()
+    if layout is not None:
+        (source / "deployment.json").write_text(layout)
+    done = run_installer(script, *installer_args(script, source, tmp_path / "out" / "etc"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert str(source / "deployment.json") in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()

@@ -129,6 +129,9 @@ def test_sivr_db_upgrade_exits_non_zero_on_a_newer_schema(tmp_path):
     ("sqlite:///{tmp}/missing/sivr.db", "unable to open database file"),
     ("mysql://sivr:s3cret@db.example.org/sivr", "unsupported scheme 'mysql'"),
     ("sqlite:///{tmp}/sivr.db?bogus=1", "bogus"),
+    ("postgresql://sivr:s3cret@db.example.org:99999/sivr", "Port"),  # ValueError naming neither file nor key
+    ("postgresql://sivr:s3cret@[::1/sivr", "IPv6"),
+    ("postgresql://sivr:s3cret@db.example.org:abc/sivr", "Port"),
 ])
 def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_path, capsys, layer, url, cause):
     """`sivr db upgrade` (and `serve`, `user add`, which upgrade first) used to end in a driver's
@@ -141,3 +144,21 @@ def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_pat
     err = capsys.readouterr().err
     assert f"{config}: database.url " in err and cause in err, err
     assert "s3cret" not in err and "Traceback" not in err
+
+
+def test_sivr_db_upgrade_names_a_schema_version_that_is_no_number(tmp_path, capsys):
+    """`schema_version = 'abc'` (a database edited by hand) gave a TypeError traceback."""
+    from daemons.cli import main
+    from daemons.deployment import init_deployment
+    from shared.db import connect_database
+
+    layout = init_deployment(tmp_path / "d", pick_free_ports=True)
+    config = next(i.config for i in layout.instances if i.layer == "toplevel")
+    assert main(["db", "upgrade", "toplevel", "--config", config]) == 0
+    db = connect_database(f"sqlite:///{tmp_path}/d/data/toplevel.db")
+    db.execute_sql("UPDATE schema_version SET version = 'abc' WHERE layer = 'toplevel'")
+    db.close()
+    capsys.readouterr()
+    assert main(["db", "upgrade", "toplevel", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert config in err and "schema_version" in err and "'abc'" in err and len(err.strip().splitlines()) == 1, err

@@ -2,8 +2,9 @@
 and its C-MOVE associations to destinations marked `tls://`.
 
 The rule is the HTTPS one (`shared.tls`): TLS 1.2 or newer, and in TLS 1.2 only the ECDHE + AEAD
-suites of `shared.tls.TLS12_CIPHERS`. The node authenticates with `dicom.tls_cert`/`dicom.tls_key`
-(default: its HTTPS certificate), verifies its peers against `dicom.tls_ca`, and, with
+suites of `shared.tls.TLS12_CIPHERS` (`shared.tls.restrict`). The node authenticates with
+`dicom.tls_cert`/`dicom.tls_key` (default: its HTTPS certificate), verifies its peers against
+`dicom.tls_ca`, and, with
 `dicom.tls_require_client_cert` (the default, as Annex B has both ends authenticate), refuses a
 caller without a certificate that CA vouches for. Calling AE titles are still checked after the
 handshake, exactly as on the plain port.
@@ -16,7 +17,7 @@ import ssl
 from typing import Any
 
 from shared.config import Config, ConfigError
-from shared.tls import TLS12_CIPHERS
+from shared.tls import load_credentials, restrict
 
 #: The registered port of DICOM over TLS (IANA "dicom-tls"), the usual choice for `dicom.tls_port`.
 DICOM_TLS_PORT = 2762
@@ -35,23 +36,22 @@ class DeferredHandshakeContext(ssl.SSLContext):
         return super().wrap_socket(sock, *args, **kwargs)
 
 
-def _restrict(context: ssl.SSLContext) -> ssl.SSLContext:
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)
-    return context
+def credentials(config: Config) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The node's DICOM TLS certificate and key as (config key, file): `dicom.tls_cert`/`tls_key`,
+    else the HTTPS ones."""
+    section = config["dicom"]
 
+    def pick(name: str) -> tuple[str, str]:
+        return (f"dicom.{name}", section[name]) if section[name] else (f"server.{name}", config["server"][name])
 
-def credentials(config: Config) -> tuple[str, str]:
-    """The node's DICOM TLS certificate and key: `dicom.tls_cert`/`tls_key`, else the HTTPS ones."""
-    section, server = config["dicom"], config["server"]
-    return section["tls_cert"] or server["tls_cert"], section["tls_key"] or server["tls_key"]
+    return pick("tls_cert"), pick("tls_key")
 
 
 def server_context(config: Config) -> ssl.SSLContext:
     """The context of the TLS listener (`dicom.tls_port`)."""
     section = config["dicom"]
-    context = _restrict(DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER))
-    context.load_cert_chain(*credentials(config))
+    context = load_credentials(config.source or "<config>", *credentials(config),
+                               restrict(DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER)))
     if section["tls_ca"]:
         context.load_verify_locations(cafile=section["tls_ca"])
         context.verify_mode = ssl.CERT_REQUIRED if section["tls_require_client_cert"] else ssl.CERT_OPTIONAL
@@ -63,13 +63,12 @@ def client_context(config: Config) -> ssl.SSLContext:
     verified (against `dicom.tls_ca`, else the system's CAs) for its host name or address, and the
     node presents its own certificate."""
     section = config["dicom"]
-    context = _restrict(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    context = restrict(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     if section["tls_ca"]:
         context.load_verify_locations(cafile=section["tls_ca"])
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    context.load_cert_chain(*credentials(config))
-    return context
+    return load_credentials(config.source or "<config>", *credentials(config), context)
 
 
 def check_config(config: Config, tls_destinations: bool) -> None:
@@ -83,7 +82,7 @@ def check_config(config: Config, tls_destinations: bool) -> None:
         raise ConfigError(f"{where}: dicom.tls_port must differ from dicom.port (the plain listener)")
     if not (port or tls_destinations):
         return
-    cert, key = credentials(config)
+    (_, cert), (_, key) = credentials(config)
     if not (cert and key):
         raise ConfigError(f"{where}: DICOM TLS needs dicom.tls_cert and dicom.tls_key (or server.tls_cert and "
                           "server.tls_key)")

@@ -97,8 +97,9 @@ class Store(Protocol):
         None for a store with one key and no wrapped data keys (local)."""
 
 
-def open_store(config: Config) -> Store:
-    """The store the config names (`storage.backend`)."""
+def open_store(config: Config, create_key: bool = True) -> Store:
+    """The store the config names (`storage.backend`); `create_key`: as `RecordStore.open` (a local
+    store's missing key is made for an empty store only when True)."""
     storage = config["storage"]
     backend = storage["backend"]
     if backend == "s3":
@@ -111,7 +112,7 @@ def open_store(config: Config) -> Store:
         if storage["old_key_files"]:  # accepted and ignored, it let an operator believe a key rotation was done
             raise ConfigError(f"{config.source or '<config>'}: storage.old_key_files is for storage.backend = "
                               "\"s3\" only; a local store has one key, storage.key_file: remove storage.old_key_files")
-        return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]))
+        return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]), create_key)
     raise ConfigError(f"{config.source or '<config>'}: storage.backend must be one of {', '.join(BACKENDS)}")
 
 

@@ -151,14 +151,19 @@ class RecordStore:
         self._threads = threads
 
     @classmethod
-    def open(cls, root: Path, key_file: Path) -> RecordStore:
+    def open(cls, root: Path, key_file: Path, create_key: bool = True) -> RecordStore:
         """Open the store (its folder claimed first: `ownership`) with its own key, or refuse (ConfigError).
 
-        A missing key is created only for a store that never held a record: one with records,
+        A missing key is created only for a store that never held a record, and only when
+        `create_key` (a node starting; maintenance commands such as `sivr store rewrap` pass False:
+        one made there would be taken for the store's key from then on): a store with records,
         quarantined records or their leftovers keeps its key (a new one would open none of them).
         A key that is not the store's is refused here, before a record is read with it.
         """
         root, key_file = Path(root), Path(key_file)
+        if not create_key and not key_file.exists():
+            raise ConfigError(f"storage.key_file = {key_file}: the store key is missing; restore the store's key "
+                              "file (only a render node starting on an empty store makes a new one)")
         claim_folder(root, "record store", "storage.dir", _laid_out)
         if not key_file.exists():
             held = sorted(p.name for p in root.iterdir() if _laid_out(p))
