@@ -223,7 +223,7 @@ def gunicorn_argv(layer_name: str, config, listen_fd: int | None = None) -> list
 
 def check_served_files(config) -> None:
     """Read what a server would read only later, before it listens: the TLS certificate and key
-    (gunicorn and hypercorn load them at the first connection: a garbage key served "Listening at
+    (gunicorn loads them at the first connection: a garbage key served "Listening at
     https://..." with every handshake failing, unlogged), the front's secret (read by the worker
     gunicorn forks), and a render node's DICOM TLS settings. A ConfigError names the config and key."""
     from shared.tls import load_credentials

@@ -48,7 +48,7 @@ def load_credentials(where: object, cert: tuple[str, str], key: tuple[str, str],
     """`context` (default: a restricted server context) holding the certificate chain and key that a
     config names; `cert` and `key` are (config key, file), e.g. ("server.tls_cert", "/etc/sivr/tls/server.pem").
 
-    Every server checks its pair with this before it serves: gunicorn and hypercorn load them only
+    Every server checks its pair with this before it serves: gunicorn loads them only
     when a client connects, so a garbage key logged "Listening at https://..." and then failed every
     handshake without a word, and a missing one or a key of another certificate stopped the start
     with a traceback. A ConfigError names the config `where`, the key and the file.

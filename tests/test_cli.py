@@ -480,7 +480,6 @@ def serve_attempts(monkeypatch, tmp_path) -> list:
         raise SystemExit(0)
 
     monkeypatch.setattr(os, "execv", record)
-    monkeypatch.setattr("daemons.http2_server.run", record)
     return started
 
 
@@ -506,7 +505,6 @@ def _other_key_pem() -> bytes:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-@pytest.mark.parametrize("http2", ["false", "true"])
 @pytest.mark.parametrize(("case", "key"), [
     ("garbage key", "server.tls_key"),
     ("missing key", "server.tls_key"),
@@ -514,13 +512,13 @@ def _other_key_pem() -> bytes:
     ("garbage certificate", "server.tls_cert"),
     ("key without certificate", "server.tls_cert"),
 ])
-def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, serve_attempts, case, key, http2):
+def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, serve_attempts, case, key):
     """A garbage key: "Listening at https://..." and every handshake failed, nothing logged; a
     missing key or a key of another certificate: gunicorn's ValueError traceback."""
     from daemons.cli import main
 
     tls = tmp_path / "d" / "tls"
-    values = {"http2": http2}
+    values = {}
     if case == "missing key":
         values["tls_key"] = '"tls/missing.key"'
     if case == "key without certificate":
