@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.config import ConfigError
@@ -43,6 +44,37 @@ def _no_passphrase() -> str:
     raise ssl.SSLError("the key is protected by a passphrase")
 
 
+class UnusablePem(ValueError):
+    """A certificate or key file that cannot serve: `path` names which, `why` says how; `locked`
+    when the key is under a passphrase (each caller says what to do about that)."""
+
+    def __init__(self, path: Path, why: str, locked: bool = False):
+        super().__init__(f"{path}: {why}")
+        self.path, self.why, self.locked = path, why, locked
+
+
+def read_pem_pair(cert_path: Path, key_path: Path) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    """The certificate chain and the private key of a PEM pair, the key the first certificate's
+    (UnusablePem otherwise: unreadable, not PEM, under a passphrase, or another certificate's key)."""
+    try:
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as exc:
+        raise UnusablePem(Path(exc.filename or cert_path), str(exc.strerror)) from exc
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise UnusablePem(cert_path, "not a PEM certificate") from exc
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError as exc:
+        raise UnusablePem(key_path, "the key is protected by a passphrase", locked=True) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UnusablePem(key_path, "not a PEM private key") from exc
+    if key.public_key() != chain[0].public_key():
+        raise UnusablePem(key_path, f"not the key of the certificate in {cert_path}")
+    return chain, key
+
+
 def load_credentials(where: object, cert: tuple[str, str], key: tuple[str, str],
                      context: ssl.SSLContext | None = None) -> ssl.SSLContext:
     """`context` (default: a restricted server context) holding the certificate chain and key that a
@@ -59,24 +91,11 @@ def load_credentials(where: object, cert: tuple[str, str], key: tuple[str, str],
             raise ConfigError(f"{where}: {name} is empty while {other} is set: TLS needs both "
                               "(both empty: plain HTTP, only behind a TLS proxy)")
     try:
-        cert_pem, key_pem = Path(cert_file).read_bytes(), Path(key_file).read_bytes()
-    except OSError as exc:
-        name = cert_name if exc.filename == cert_file else key_name
-        raise ConfigError(f"{where}: {name} {exc.filename} is unusable: {exc.strerror}") from exc
-    try:
-        chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {cert_name} {cert_file} is unusable: not a PEM certificate") from exc
-    try:
-        private_key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: the key is protected by a passphrase "
-                          "(the servers start unattended: write an unprotected copy, mode 0600)") from exc
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: not a PEM private key") from exc
-    if private_key.public_key() != chain[0].public_key():
-        raise ConfigError(f"{where}: {key_name} {key_file} is unusable: not the key of the certificate "
-                          f"in {cert_name} {cert_file}")
+        read_pem_pair(Path(cert_file), Path(key_file))
+    except UnusablePem as exc:
+        name = cert_name if exc.path == Path(cert_file) else key_name
+        hint = " (the servers start unattended: write an unprotected copy, mode 0600)" if exc.locked else ""
+        raise ConfigError(f"{where}: {name} {exc.path} is unusable: {exc.why}{hint}") from exc
     context = context if context is not None else restrict(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     try:
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
@@ -148,20 +167,11 @@ def load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, Ca
     under a passphrase, a certificate that is no CA, or a key that is not the certificate's.
     Signing with a mismatched key or a non-CA certificate made certificates no client verifies."""
     try:
-        cert_pem, key_pem = ca_cert_path.read_bytes(), ca_key_path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{exc.filename}: cannot read the CA: {exc.strerror}") from exc
-    try:
-        ca_cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as exc:
-        raise ValueError(f"{ca_cert_path}: not a PEM certificate ({exc})") from exc
-    try:
-        ca_key = serialization.load_pem_private_key(key_pem, password=None)
-    except TypeError as exc:
-        raise ValueError(f"{ca_key_path}: the CA key is protected by a passphrase; "
-                         "write an unprotected copy for the CA machine (openssl pkey)") from exc
-    except ValueError as exc:
-        raise ValueError(f"{ca_key_path}: not a PEM private key ({exc})") from exc
+        chain, ca_key = read_pem_pair(ca_cert_path, ca_key_path)
+    except UnusablePem as exc:
+        hint = "; write an unprotected copy for the CA machine (openssl pkey)" if exc.locked else ""
+        raise ValueError(f"{exc.path}: cannot use the CA: {exc.why}{hint}") from exc
+    ca_cert = chain[0]
     if not isinstance(ca_key, CaKey):
         raise ValueError(f"{ca_key_path}: a CA key must be an EC, RSA or Ed25519 key")
     try:
@@ -170,8 +180,6 @@ def load_ca(ca_cert_path: Path, ca_key_path: Path) -> tuple[x509.Certificate, Ca
         constraints = None
     if constraints is None or not constraints.ca:
         raise ValueError(f"{ca_cert_path}: not a CA certificate (basic constraints without CA:TRUE)")
-    if ca_key.public_key() != ca_cert.public_key():
-        raise ValueError(f"{ca_key_path}: not the key of the CA certificate {ca_cert_path}")
     return ca_cert, ca_key
 
 
