@@ -305,7 +305,11 @@ def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> in
         layout = Layout.load(state_dir)
     else:
         free = _default_ports_free()
-        layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free, front=True)
+        try:
+            layout = init_deployment(state_dir, pick_free_ports=not free, hold_ports=not free, front=True)
+        except FileExistsError as exc:  # an earlier demo's set-up stopped before it wrote its layout
+            raise SystemExit(f"sivr demo: {state_dir} holds an unfinished demo ({exc}); start it again "
+                             "with --fresh to discard it") from exc
     users = seed_base(layout)
     deployment = LocalDeployment(layout)
     stop = threading.Event()

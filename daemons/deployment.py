@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import random
@@ -43,6 +44,8 @@ from shared.webapp import read_proxy_secret
 STORE_KEY_BYTES = 32
 # how long a stopped daemon may take (its 10 s graceful timeout and exit handlers) before SIGKILL
 STOP_WAIT_S = 20
+# files of data/ named when init refuses a folder holding data
+EXISTING_DATA_SHOWN = 3
 BIND_RETRY_S = 5.0
 LAYOUT_FILE = "deployment.json"
 DICOM_PORT = 11112
@@ -211,14 +214,16 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 def existing_data(root: Path) -> list[str]:
     """What in a deployment folder only its keys open or nothing can rebuild, relative to `root`:
-    every file under data/ (databases, render stores), a node's store key whose store folder
+    the first files under data/ (databases, render stores), a node's store key whose store folder
     exists, and every S3 key-encryption key (its bucket prefix may hold records only it opens).
 
     `init --force` rewrites keys, CA and configs: over any of these it would make records unreadable
     for ever and pair the databases with institution ids of a different deployment.
     """
     data, keys = root / "data", root / "keys"
-    found = sorted(p for p in data.rglob("*") if not p.is_dir()) if data.is_dir() else []
+    # the first few suffice to refuse: a real store holds millions of files
+    files = (p for p in data.rglob("*") if not p.is_dir()) if data.is_dir() else iter(())
+    found = sorted(itertools.islice(files, EXISTING_DATA_SHOWN))
     if keys.is_dir():
         found += sorted(key for key in keys.glob("*.store.key")
                         if (data / key.name.removesuffix(".store.key") / "store").exists())
@@ -281,7 +286,7 @@ def init_deployment(
                              "into the deployment folder's own sub-folders")
     held = existing_data(root)
     if held:
-        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        shown = ", ".join(held[:EXISTING_DATA_SHOWN]) + (" and more" if len(held) > EXISTING_DATA_SHOWN else "")
         raise FileExistsError(
             f"{root} holds data ({shown}): init never overwrites a deployment that has data, not even "
             "with --force (its store keys are the only copy); move the folder away or choose another --dir")
@@ -572,21 +577,19 @@ class LocalDeployment:
 
     def stop_instance(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop an instance as its clients see it: its front (if any), then its daemon."""
-        for process in self._signal_instance(name, sig):
-            _wait(process)
+        self.stop([name], sig)
 
-    def stop(self) -> None:
-        """Stop every instance, all at once: each takes its own grace for requests in flight (up to
-        `--graceful-timeout`), and they need not take them one after another."""
-        signalled = [process for name in list(self.processes) for process in self._signal_instance(name)]
-        for process in signalled:
-            _wait(process)
-
-    def _signal_instance(self, name: str, sig: int = signal.SIGTERM) -> list[subprocess.Popen]:
-        """Signal an instance's front (nginx's graceful stop is SIGQUIT) and daemon; the ones signalled."""
+    def stop(self, names: list[str] | None = None, sig: int = signal.SIGTERM) -> None:
+        """Stop the named instances (default: all) at once, as their clients see them: every front
+        first (a draining nginx may still pass a request to its daemon), then every daemon. Each
+        takes its own grace for requests in flight (up to `--graceful-timeout`); they need not take
+        them one after another. nginx's graceful stop is SIGQUIT."""
+        names = list(self.processes) if names is None else names
         front_sig = signal.SIGQUIT if sig == signal.SIGTERM else sig
-        pairs = ((self.fronts.pop(name, None), front_sig), (self.processes.pop(name, None), sig))
-        return [process for process, number in pairs if _signal(process, number)]
+        for group, number in ((self.fronts, front_sig), (self.processes, sig)):
+            signalled = [process for process in (group.pop(name, None) for name in names) if _signal(process, number)]
+            for process in signalled:
+                _wait(process)
 
     def __enter__(self) -> LocalDeployment:
         self.start()

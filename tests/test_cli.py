@@ -465,8 +465,8 @@ def test_cert_issue_refuses_a_ca_it_cannot_sign_with_before_writing(initialised,
 
 @pytest.fixture
 def serve_attempts(monkeypatch, tmp_path) -> list:
-    """`sivr serve` run in this process up to where it would start serving: gunicorn's exec and the
-    HTTP/2 server are recorded, never run (nothing binds a port). The folder, environment and
+    """`sivr serve` run in this process up to where it would start serving: gunicorn's exec is
+    recorded, never run (nothing binds a port). The folder, environment and
     metrics folder it sets up for gunicorn are restored or kept under tmp_path."""
     started: list = []
     monkeypatch.chdir(tmp_path)
@@ -536,6 +536,19 @@ def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, 
     assert str(config) in error and key in error and len(error.strip().splitlines()) == 1, error
     if case != "key without certificate":
         assert str(tls) in error, error
+
+
+def test_serve_refuses_argon2_memory_too_small_for_its_lanes_before_serving(tmp_path, capsys, serve_attempts):
+    """Each key within its bounds, together unusable: the worker gunicorn forked failed to boot, the
+    reason in its log only, after "Listening at"."""
+    from daemons.cli import main
+
+    config = _toplevel_config(tmp_path)
+    config.write_text(config.read_text().replace("argon2_memory_kib = 65536", "argon2_memory_kib = 16"))
+    assert main(["serve", "toplevel", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert not serve_attempts, "it started serving"
+    assert str(config) in error and "auth.argon2_memory_kib" in error and "auth.argon2_parallelism" in error, error
 
 
 def test_serve_refuses_a_missing_proxy_secret_file_before_serving(tmp_path, capsys, serve_attempts):
@@ -621,3 +634,17 @@ def test_a_render_node_never_makes_a_new_key_for_a_store_that_has_one(tmp_path, 
     with pytest.raises(ConfigError, match="store key is missing"):
         get_layer("render").create_app(config)
     assert not key_file.exists()
+
+
+def test_demo_over_an_unfinished_set_up_points_to_fresh(tmp_path, capsys):
+    """A first `sivr demo` stopped after a store key and its store were written, before the layout:
+    every later start refused with "choose another --dir", an option demo does not have."""
+    from daemons.demo import run_demo
+
+    state = tmp_path / "demo"
+    (state / "keys").mkdir(parents=True)
+    (state / "keys" / "render-1-1.store.key").write_bytes(b"k" * 32)
+    (state / "data" / "render-1-1" / "store").mkdir(parents=True)
+    with pytest.raises(SystemExit) as stopped:
+        run_demo(state)
+    assert "--fresh" in str(stopped.value) and str(state) in str(stopped.value)

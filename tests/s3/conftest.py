@@ -58,9 +58,8 @@ def set_config_values(instance: Instance, **values: str) -> None:
 
 
 def restart(deployment: RunningDeployment, *instances: Instance) -> None:
-    """Stop the instances, then start them together (their start-ups overlap) and wait for each."""
-    for instance in instances:
-        deployment.stop_instance(instance.name)
+    """Stop the instances at once, then start them together (their start-ups overlap) and wait for each."""
+    deployment.stop([instance.name for instance in instances])
     for instance in instances:
         deployment.start_instance(instance)
     for instance in instances:
