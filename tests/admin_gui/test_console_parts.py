@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import configparser
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import shiboken6
@@ -204,6 +206,45 @@ def test_a_server_cannot_hold_or_flood_a_call(hostile_node, monkeypatch):
     with pytest.raises(ApiError) as misshapen:  # refused in the worker, not raised on the GUI thread
         node.page("/shape", limit=10)
     assert misshapen.value.code == "bad_response" and "list of items" in misshapen.value.message
+
+
+class _ForwardProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy (absolute-URI GET), passing the answer on as it arrives, byte by byte."""
+
+    def do_GET(self):
+        target = urlsplit(self.path)
+        with socket.create_connection((target.hostname, target.port)) as upstream:
+            upstream.sendall(f"GET {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n\r\n".encode())
+            try:
+                while byte := upstream.recv(1):
+                    self.wfile.write(byte)
+                    self.wfile.flush()
+            except OSError:
+                pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_deadline_holds_through_a_proxy(hostile_node, monkeypatch):
+    """requests takes HTTP(S)_PROXY from the environment, and a call through a proxy used pools the
+    deadline did not watch: headers sent a byte at a time held it again."""
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setattr(api_client, "ANSWER_DEADLINE_S", 1.0)
+        node = ApiClient(hostile_node, timeout=(2.0, 2.0), issues_tokens=False)
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachable) as held:
+            node.get("/slow-headers")
+        assert time.monotonic() - started < 5 and "did not finish its answer" in held.value.message
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_client_turns_every_failure_into_words(gui_deployment):
