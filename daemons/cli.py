@@ -225,7 +225,8 @@ def check_served_files(config) -> None:
     """Read what a server would read only later, before it listens: the TLS certificate and key
     (gunicorn loads them at the first connection: a garbage key served "Listening at
     https://..." with every handshake failing, unlogged), the front's secret (read by the worker
-    gunicorn forks), and a render node's DICOM TLS settings. A ConfigError names the config and key."""
+    gunicorn forks), a render node's DICOM TLS settings and the toplevel's argon2 settings. A
+    ConfigError names the config and key."""
     from shared.tls import load_credentials
     from shared.webapp import read_proxy_secret
 
@@ -238,6 +239,10 @@ def check_served_files(config) -> None:
         from daemons.render.dimse.listener import check_config as check_dicom_config
 
         check_dicom_config(config)
+    if config.layer == "toplevel":
+        from daemons.toplevel.passwords import check_argon2
+
+        check_argon2(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

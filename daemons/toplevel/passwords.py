@@ -55,15 +55,21 @@ class Passwords:
             return True
 
 
-def passwords_from_config(config: Config) -> Passwords:
-    """The hasher of the config; memory too small for its lanes is refused here, naming both keys,
-    instead of argon2's bare "memory cost is too small" while the app starts."""
+def check_argon2(config: Config) -> None:
+    """Refuse memory too small for the lanes, naming both keys, instead of argon2's bare "memory
+    cost is too small" in a worker that `sivr serve` already forked (`daemons.cli.check_served_files`)."""
     auth = config["auth"]
     least_kib = ARGON2_MIN_KIB_PER_LANE * auth["argon2_parallelism"]
     if auth["argon2_memory_kib"] < least_kib:
         raise ConfigError(f"{config.source or '<config>'}: auth.argon2_memory_kib must be at least "
                           f"{ARGON2_MIN_KIB_PER_LANE} per lane ({least_kib} for auth.argon2_parallelism = "
                           f"{auth['argon2_parallelism']}), got {auth['argon2_memory_kib']}")
+
+
+def passwords_from_config(config: Config) -> Passwords:
+    """The hasher of the config (`check_argon2` first)."""
+    check_argon2(config)
+    auth = config["auth"]
     return Passwords(auth["argon2_time_cost"], auth["argon2_memory_kib"], auth["argon2_parallelism"])
 
 
