@@ -145,18 +145,23 @@ class RayGrid:
 
 def ray_grid(geometry: VolumeGeometry, width: int, height: int, azimuth: float = 0.0,
              elevation: float = 0.0, roll: float = 0.0, zoom: float = 1.0,
-             samples_per_voxel: float = 1.0) -> RayGrid:
-    """The rays for one view; `samples_per_voxel` is per index-space unit along the ray."""
+             samples_per_voxel: float = 1.0, view: tuple[int, int] | None = None) -> RayGrid:
+    """The rays for one view; `samples_per_voxel` is per index-space unit along the ray. `view`:
+    the (width, height) of the image the rays cover when they are fewer (default: width x height);
+    the width x height rays then spread over exactly that view, so that resampling them to its
+    size shows what a ray per pixel would, in place."""
     if width < 1 or height < 1:
         raise ValueError("image size must be positive")
     if zoom <= 0 or samples_per_voxel <= 0:
         raise ValueError("zoom and samples_per_voxel must be positive")
+    view_width, view_height = view or (width, height)
     right, up, forward = camera_axes(azimuth, elevation, roll)
     to_index = geometry.mm_to_index
-    pixel_mm = geometry.diagonal_mm / zoom / min(width, height)
-    du = to_index @ (right * pixel_mm)
-    dv = to_index @ (-up * pixel_mm)
-    first = (0.5 - width / 2.0) * pixel_mm * right + (height / 2.0 - 0.5) * pixel_mm * up
+    view_pixel_mm = geometry.diagonal_mm / zoom / min(view_width, view_height)
+    pixel_w, pixel_h = view_pixel_mm * view_width / width, view_pixel_mm * view_height / height
+    du = to_index @ (right * pixel_w)
+    dv = to_index @ (-up * pixel_h)
+    first = (0.5 - width / 2.0) * pixel_w * right + (height / 2.0 - 0.5) * pixel_h * up
     origin = geometry.center_index + to_index @ first
     voxels_per_mm = float(np.linalg.norm(to_index @ forward))
     step_mm = 1.0 / (voxels_per_mm * samples_per_voxel)

@@ -104,7 +104,7 @@ def traced_size(volume: PreparedVolume, view: ViewSpec) -> tuple[int, int]:
 def grid_for(volume: PreparedVolume, view: ViewSpec) -> RayGrid:
     width, height = traced_size(volume, view)
     return ray_grid(volume.geometry, width, height, view.azimuth, view.elevation, view.roll,
-                    view.zoom, samples_per_voxel=QUALITY[view.quality][0])
+                    view.zoom, samples_per_voxel=QUALITY[view.quality][0], view=view.output_size)
 
 
 def lut_for(volume: PreparedVolume, view: ViewSpec, grid: RayGrid, modality: str = "") -> TransferLut:
