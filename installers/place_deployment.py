@@ -99,7 +99,7 @@ def named_files(layer: str, values: dict[str, dict[str, Any]], config: Path) -> 
         for item in value if isinstance(value, list) else [value]:
             if Path(item).is_absolute():
                 continue
-            if Path(os.path.normpath(item)).parts[0] == "..":
+            if Path(os.path.normpath(item)).parts[:1] == ("..",):  # "keys/.." is "." and has no parts
                 raise ValueError(f"{config}: {key.dotted} = {item!r} is outside the config's folder, so it "
                                  "cannot travel with it: move the file below that folder or name it by an "
                                  "absolute path")

@@ -418,3 +418,10 @@ def test_installers_name_a_missing_or_invalid_deployment_json(tmp_path, script, 
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert str(source / "deployment.json") in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_path_that_is_its_own_folder_is_no_traceback(tmp_path):
+    """`keys/..` normalises to ".", whose path has no parts: an IndexError in the installers."""
+    from installers.place_deployment import named_files
+
+    assert isinstance(named_files("toplevel", {"metrics": {"token_file": "keys/.."}}, tmp_path / "toplevel.toml"), list)
