@@ -207,11 +207,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         time.sleep(0.2)
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """A secret readable by its owner only, replacing (never writing through) whatever has its name."""
-    write_atomic(path, data, PRIVATE)
-
-
 def existing_data(root: Path) -> list[str]:
     """What in a deployment folder only its keys open or nothing can rebuild, relative to `root`:
     the first files under data/ (databases, render stores), a node's store key whose store folder
@@ -356,7 +351,7 @@ def init_deployment(
         if front:
             behind = backend_port(port)
             secret_file = f"keys/{name}.front-secret"
-            _write_secret(root / secret_file, secrets.token_urlsafe(32).encode())
+            write_atomic(root / secret_file, secrets.token_urlsafe(32).encode(), PRIVATE)
             merged["server"] = {"host": fronts.BACKEND_HOST, "port": behind, "tls_cert": "", "tls_key": "",
                                 "trusted_proxies": 1, "proxy_secret_file": secret_file}
             if layer == "render":  # DICOM TLS keeps the certificate the HTTPS port no longer has
@@ -445,16 +440,16 @@ def write_front(root: Path, instance: Instance) -> Path:
 
 def _own_store(keys: Path, node_name: str) -> dict:
     """A node's own encrypted folder and its key."""
-    _write_secret(keys / f"{node_name}.store.key", secrets.token_bytes(STORE_KEY_BYTES))
+    write_atomic(keys / f"{node_name}.store.key", secrets.token_bytes(STORE_KEY_BYTES), PRIVATE)
     return {"storage": {"backend": "local", "dir": f"data/{node_name}/store",
                         "key_file": f"keys/{node_name}.store.key"}}
 
 
 def _institution_store(keys: Path, inst_instance: str, store: ObjectStore) -> dict:
     """The bucket prefix, key-encryption key and S3 credentials the nodes of one institution share."""
-    _write_secret(keys / f"{inst_instance}.store-kek.key", secrets.token_bytes(STORE_KEY_BYTES))
+    write_atomic(keys / f"{inst_instance}.store-kek.key", secrets.token_bytes(STORE_KEY_BYTES), PRIVATE)
     credentials = {"access_key_id": store.access_key_id, "secret_access_key": store.secret_access_key}
-    _write_secret(keys / f"{inst_instance}.s3.json", json.dumps(credentials).encode("utf-8"))
+    write_atomic(keys / f"{inst_instance}.s3.json", json.dumps(credentials).encode("utf-8"), PRIVATE)
     return {
         "storage": {"backend": "s3", "key_file": f"keys/{inst_instance}.store-kek.key"},
         "s3": {"endpoint_url": store.endpoint_url, "bucket": store.bucket, "prefix": f"{inst_instance}/",
