@@ -39,6 +39,8 @@ PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
 # One worker per core (at most 4): most tests wait on daemons, browsers and sockets, so one
 # process left half of a 2-core machine idle. A file's tests stay on one worker (its module
 # fixtures are set up once). Tests that disturb a shared service (marker `exclusive`) run alone after.
+# Longest modules go first (tests/module_order.py; refresh their times with
+# `--module-seconds-out tests/module_seconds.json`), so no worker ends alone on a long one.
 workers=$(nproc); ((workers > 4)) && workers=4
 pytest_run() {
     xvfb-run -a -s "-screen 0 1920x1080x24" \

@@ -18,11 +18,27 @@ import pytest
 
 from daemons.demo import RunningDeployment, start_deployment
 from shared.tokens import generate_signing_keypair
+from tests.module_order import ModuleSeconds, load_seconds, longest_modules_first
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ARTIFACTS = REPO / "test-artifacts"
 DEMO_CT = REPO / "demo_data" / "ct-chest-100"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--module-seconds-out", type=Path, default=None,
+                     help="write each test module's wall seconds here (tests/module_order.py)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    out = config.getoption("--module-seconds-out")
+    if out is not None and not hasattr(config, "workerinput"):  # the controller sees every report
+        config.pluginmanager.register(ModuleSeconds(out), "module-seconds")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items[:] = longest_modules_first(items, load_seconds())
 
 
 @pytest.fixture(autouse=True)
