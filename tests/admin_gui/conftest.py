@@ -56,11 +56,13 @@ def gui_deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
 
 @pytest.fixture
 def private_deployment(make_deployment) -> Callable[..., RunningDeployment]:
-    """Deployments a test may break (stop a daemon) or configure (short tokens)."""
+    """Deployments a test may break (stop a daemon) or configure (short tokens); `nodes=False`
+    leaves out the render nodes (most of a deployment's start-up) for tests of sessions alone."""
 
-    def make(toplevel_tokens: dict | None = None) -> RunningDeployment:
+    def make(toplevel_tokens: dict | None = None, nodes: bool = True) -> RunningDeployment:
         before_start = _override_toplevel(toplevel_tokens) if toplevel_tokens else None
-        return make_deployment(before_start=before_start, institution_names=INSTITUTIONS)
+        return make_deployment(before_start=before_start, institution_names=INSTITUTIONS,
+                               nodes_per_institution=1 if nodes else 0)
 
     return make
 

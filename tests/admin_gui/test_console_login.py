@@ -119,7 +119,7 @@ def test_sign_out_returns_to_login_and_ends_the_session(qtbot, window, gui_deplo
 
 
 def test_too_many_wrong_passwords_say_when_to_try_again(qtbot, window, private_deployment):
-    deployment = private_deployment()
+    deployment = private_deployment(nodes=False)
     for _ in range(5):
         log_in(qtbot, window, deployment, "admin", "wrong-password-1")
         assert window.login.banner.text() == "Wrong username or password"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_token_is_renewed_in_the_background_until_the_session_limit(qtbot, window, private_deployment):
-    deployment = private_deployment(toplevel_tokens={"access_ttl_s": 2, "session_max_s": 4})
+    deployment = private_deployment(toplevel_tokens={"access_ttl_s": 2, "session_max_s": 4}, nodes=False)
     log_in_admin(qtbot, window, deployment)
     first = window.client.credentials.access_token
     assert window.renew_timer.isActive()
