@@ -267,6 +267,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from daemons.render.warm import warm_up_kernels
 
         print(f"sivr: {warm_up_kernels().summary()}", flush=True)
+        if config["render"]["backend_3d"] != "cpu":
+            from daemons.render.volume.backend import share_probe_with_workers
+
+            share_probe_with_workers()  # once per start, not once per worker
     argv = gunicorn_argv(args.layer, config, args.listen_fd)
     if config["server"]["workers"] > 1:
         # every worker counts requests: prometheus_client adds up their files in this folder (docs/operations.md)

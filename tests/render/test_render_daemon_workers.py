@@ -7,6 +7,7 @@ has the same rules between two apps of one process, step by step.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -102,6 +103,14 @@ def test_the_workers_keep_two_malloc_arenas_unless_the_operator_chose(node):
     master = node.running.processes[node.instance.name].pid
     expected = os.environ.get("MALLOC_ARENA_MAX", "2")
     assert {_environ(pid).get("MALLOC_ARENA_MAX") for pid in [master, *_children(master)]} == {expected}
+
+
+def test_the_node_probes_opengl_once_for_all_its_workers(node):
+    from daemons.render.volume.backend import PROBE_ENV
+
+    master = node.running.processes[node.instance.name].pid
+    shared = {_environ(pid).get(PROBE_ENV) for pid in [master, *_children(master)]}
+    assert len(shared) == 1 and set(json.loads(shared.pop())) == {"ok", "renderer", "reason"}
 
 
 def test_exactly_one_worker_serves_dicom_and_another_takes_over_when_it_dies(node):

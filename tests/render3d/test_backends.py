@@ -94,3 +94,26 @@ def test_gl_and_cpu_count_ct_padding_as_air_alike(gl_caster, mode):
     assert both.mean() > 0.9 * cpu_hit.mean()
     assert volume.to_modality(gl_values[both].astype(float)).min() >= -1024.0 - 0.5
     assert psnr(CpuRayCaster().render(volume, view), gl_caster.render(volume, view)) >= 30.0
+
+
+def test_a_worker_takes_the_probe_its_node_made_and_probes_itself_only_without_one(monkeypatch):
+    """`sivr serve` probes once and passes the answer down (SIVR_GL_PROBE): a worker and each of
+    its replacements would otherwise pay a Python start-up and a GL context (about a second)."""
+    from daemons.render.volume import backend
+
+    asked: list[str] = []
+    monkeypatch.setattr(backend, "_run_probe", lambda: asked.append("probe") or backend.GlProbe(False, reason="asked"))
+    monkeypatch.setattr(backend, "_probe_result", None)
+    monkeypatch.delenv(backend.PROBE_ENV, raising=False)
+    node = backend.share_probe_with_workers()
+    assert asked == ["probe"] and node == backend.GlProbe(False, reason="asked")
+
+    monkeypatch.setattr(backend, "_probe_result", None)  # a worker forked after it
+    monkeypatch.setattr(backend, "_run_probe", lambda: pytest.fail("the worker probed again"))
+    assert backend.probe_gl() == node
+
+    monkeypatch.setattr(backend, "_run_probe", lambda: backend.GlProbe(True, renderer="its own"))
+    for damaged in ("{", "[]", '{"ok": true}'):
+        monkeypatch.setattr(backend, "_probe_result", None)
+        monkeypatch.setenv(backend.PROBE_ENV, damaged)
+        assert backend.probe_gl() == backend.GlProbe(True, renderer="its own")

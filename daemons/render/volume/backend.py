@@ -1,19 +1,22 @@
 """Choosing the 3D back end: the CPU one always works; OpenGL only where a context can be made.
 
 Making an EGL context can crash a process outright on a broken driver, so whether one works is
-probed once in a child process; only then is a context made in this process. On Mesa's software
+probed in a child process; only then is a context made in this process. The probe costs a Python
+start-up and a context (about a second): `sivr serve` asks once, before gunicorn forks, and hands
+the answer to every worker (and every replacement of one) in SIVR_GL_PROBE. On Mesa's software
 rasteriser (llvmpipe) the numba CPU back end is several times faster (see docs/benchmarks-3d.md),
 so "auto" takes OpenGL only on a hardware GPU.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from daemons.render.volume.cpu import CpuRayCaster
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "cpu", "vispy")
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 PROBE_TIMEOUT_S = 60
+PROBE_ENV = "SIVR_GL_PROBE"
 
 _PROBE_SCRIPT = (
     "from daemons.render.volume.gl import _GlState\n"
@@ -47,12 +51,32 @@ _probe_result: GlProbe | None = None
 
 
 def probe_gl() -> GlProbe:
-    """Whether an offscreen EGL context with our shader works here (asked once per process)."""
+    """Whether an offscreen EGL context with our shader works here (the parent's answer, or asked
+    once per process)."""
     global _probe_result
     with _probe_lock:
         if _probe_result is None:
-            _probe_result = _run_probe()
+            _probe_result = _inherited_probe() or _run_probe()
         return _probe_result
+
+
+def share_probe_with_workers() -> GlProbe:
+    """Probe now and leave the answer in the environment the processes started from here inherit."""
+    probe = probe_gl()
+    os.environ[PROBE_ENV] = json.dumps(asdict(probe))
+    return probe
+
+
+def _inherited_probe() -> GlProbe | None:
+    text = os.environ.get(PROBE_ENV)
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+        return GlProbe(ok=bool(values["ok"]), renderer=str(values["renderer"]), reason=str(values["reason"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring %s=%r (%s): probing OpenGL again", PROBE_ENV, text[:200], exc)
+        return None
 
 
 def _run_probe() -> GlProbe:
