@@ -104,7 +104,7 @@ def test_a_worker_takes_the_probe_its_node_made_and_probes_itself_only_without_o
     asked: list[str] = []
     monkeypatch.setattr(backend, "_run_probe", lambda: asked.append("probe") or backend.GlProbe(False, reason="asked"))
     monkeypatch.setattr(backend, "_probe_result", None)
-    monkeypatch.delenv(backend.PROBE_ENV, raising=False)
+    monkeypatch.setenv(backend.PROBE_ENV, "")  # empty: none inherited; and undone after the test
     node = backend.share_probe_with_workers()
     assert asked == ["probe"] and node == backend.GlProbe(False, reason="asked")
 
