@@ -28,6 +28,11 @@ PHYSICIAN = "physician"
 
 ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN, PHYSICIAN)
 ADMIN_ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN)
+#: Who may take a render node's stored DICOM files out whole, by any door (`GET
+#: /api/v1/records/{id}/original`, WADO-RS retrieve of studies, series and instances): physicians,
+#: who read them. Administrators see the same images rendered, their frames and metadata; the
+#: bit-exact files, with every attribute of the patient, are not theirs to export.
+ORIGINAL_FILE_READERS: tuple[str, ...] = (PHYSICIAN,)
 
 # The single administrative role of schema version 1; the upgrade migrates it to SYSTEM_ADMIN.
 LEGACY_ADMIN = "admin"

@@ -275,13 +275,17 @@ def test_without_a_valid_token_every_route_is_401_whether_the_study_exists_or_no
 
 def test_reads_from_another_institution_are_open_and_stores_are_403(stored):
     """Reading images is open across institutions (audited, docs/conformance.md); QIDO without a
-    patient is for the node's institution; storing is for its users and administrators only."""
+    patient is for the node's institution; the stored files leave whole for physicians only
+    (shared.roles.ORIGINAL_FILE_READERS); storing is for the institution's users and administrators."""
     before = stored.get(f"/dicomweb/studies/{stored.study}/metadata").get_data()
+    series = f"/dicomweb/studies/{stored.study}/series/{stored.series}"
+    whole_files = {f"/dicomweb/studies/{stored.study}", series, f"{series}/instances/{stored.sop}"}
     for role in ("physician", "instadmin"):
         headers = stored.node.headers(role, institution_id=str(uuid.uuid4()))
         for path in _all_paths(stored, stored.study):
             reply = stored.get(path, headers=headers)
-            if path in ("/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances"):
+            if path in ("/dicomweb/studies", "/dicomweb/series", "/dicomweb/instances") or (
+                    role == "instadmin" and path in whole_files):
                 assert_error(reply, 403, "forbidden")
             else:
                 assert reply.status_code == 200, (path, reply.get_data(as_text=True))

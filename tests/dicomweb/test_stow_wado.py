@@ -78,6 +78,28 @@ def test_stow_stores_and_wado_returns_the_same_bytes(node):
     assert again.status_code == 200 and instance_count(node) == 3
 
 
+def test_whole_files_leave_by_any_door_for_physicians_only_and_admins_see_the_rest(node):
+    """One rule (shared.roles.ORIGINAL_FILE_READERS) for `/original` and WADO-RS retrieve: an
+    administrator of any institution got the bit-exact files through WADO-RS while `/original`
+    refused them; frames, bulk data and metadata stay open to every role, as rendered images are."""
+    files = synthetic_series(2, rows=32, cols=32)
+    study, series, sop = uids(files[0])
+    assert stow(node, body_of(files)).status_code == 200
+    instance = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    (record,) = node.client.get("/api/v1/records", headers=node.headers("instadmin")).get_json()["items"]
+    record_id = record["id"]
+    for role, institution in (("instadmin", None), ("sysadmin", None), ("instadmin", str(uuid.uuid4()))):
+        headers = node.headers(role, institution)
+        for path in (f"/dicomweb/studies/{study}", f"/dicomweb/studies/{study}/series/{series}", instance,
+                     f"/api/v1/records/{record_id}/original"):
+            reply = node.client.get(path, headers={**headers, **ANY_DICOM})
+            assert reply.status_code == 403 and reply.get_json()["error"]["code"] == "forbidden", (role, path)
+        for path in (f"{instance}/metadata", f"{instance}/frames/1", f"{instance}/bulk/7FE00010"):
+            assert node.client.get(path, headers=headers).status_code == 200, (role, path)
+    for path in (f"/dicomweb/studies/{study}", instance, f"/api/v1/records/{record_id}/original"):
+        assert node.client.get(path, headers={**node.headers(), **ANY_DICOM}).status_code == 200, path
+
+
 def test_metadata_has_bulk_data_uris_and_frames_decode(node):
     files = synthetic_series(2, syntax=RLELossless, rows=32, cols=32)
     study, series, sop = uids(files[0])

@@ -25,7 +25,7 @@ from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
-from shared.roles import PHYSICIAN, ROLES, may_change_record
+from shared.roles import ORIGINAL_FILE_READERS, PHYSICIAN, ROLES, may_change_record
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -176,7 +176,7 @@ def delete_record(record_id: str):
 
 
 @bp.get("/api/v1/records/<record_id>/original")
-@require_auth(PHYSICIAN)
+@require_auth(*ORIGINAL_FILE_READERS)
 def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     stored_or_404(record_id)

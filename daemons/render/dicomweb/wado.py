@@ -45,7 +45,7 @@ from daemons.render.stored_only import syntax_text
 from daemons.render.view_audit import note_view
 from shared.auth import require_auth
 from shared.errors import ApiError
-from shared.roles import ROLES
+from shared.roles import ORIGINAL_FILE_READERS, ROLES
 
 AUDIT_KIND = "dicomweb"
 MAX_FRAMES_PER_REQUEST = 1000
@@ -140,7 +140,7 @@ def _study_rows(study_uid: str) -> tuple[list[Any], list[Any], dict[str, str]]:
 
 
 @bp.get("/studies/<study>")
-@require_auth(*ROLES)
+@require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_study(study: str) -> Response:
     series_rows, rows, series_uids = _study_rows(study)
     _audit(series_rows)
@@ -148,7 +148,7 @@ def retrieve_study(study: str) -> Response:
 
 
 @bp.get("/studies/<study>/series/<series>")
-@require_auth(*ROLES)
+@require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_series(study: str, series: str) -> Response:
     series_row = resolve.series(study, series)
     _audit([series_row])
@@ -156,7 +156,7 @@ def retrieve_series(study: str, series: str) -> Response:
 
 
 @bp.get(INSTANCE_PATH)
-@require_auth(*ROLES)
+@require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_instance(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
     _audit([row.series])
