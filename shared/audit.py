@@ -92,14 +92,18 @@ def record_audit(
     user_id: str | None = None,
     username: str | None = None,
     client_ip: str | None = None,
+    actor_institution_id: str | None = None,
+    actor_role: str | None = None,
 ) -> None:
     """Write one entry for the current request (and export it, when configured); `user_id`/`username`
-    override for logins, and all three (with `client_ip`) for work outside an HTTP request (a DICOM
-    association names its peer)."""
+    override for logins (with the actor's institution and role, where the model keeps them), and
+    all three (with `client_ip`) for work outside an HTTP request (a DICOM association names its peer)."""
     if user_id is None or username is None:
         identity = current_identity()
         user_id, username = identity.user_id, identity.username
+        actor_institution_id, actor_role = identity.institution_id, identity.role
     entry = model.create(
+        **_actor_columns(model, actor_institution_id, actor_role),
         user_id=user_id,
         username=username,
         action=action,
@@ -112,6 +116,14 @@ def record_audit(
     export_entry(model, entry)
 
 
+def _actor_columns(model: type[peewee.Model], institution_id: str | None, role: str | None) -> dict[str, Any]:
+    """The actor's institution and role when they acted, for an audit table that keeps them (the
+    toplevel's, where one log holds every institution's users: daemons/toplevel/models.py)."""
+    if "actor_role" not in model._meta.fields:
+        return {}
+    return {"actor_institution_id": institution_id, "actor_role": role}
+
+
 def record_audit_many(model: type[peewee.Model], action: str, objects: list[tuple[str, str | None]],
                       detail: str = "") -> None:
     """One entry per (object_type, object_id) for the current request, as `record_audit` writes them,
@@ -119,9 +131,10 @@ def record_audit_many(model: type[peewee.Model], action: str, objects: list[tupl
     time having peewee build a hundred INSERTs (that costs more than the database does)."""
     identity = current_identity()
     now, address = utcnow(), client_address()
+    actor = _actor_columns(model, identity.institution_id, identity.role)
     entries = [model(id=new_id(), at=now, user_id=identity.user_id, username=identity.username, action=action,
                      object_type=object_type, object_id=object_id, patient_id=None, client_ip=address,
-                     detail=detail[:2000])
+                     detail=detail[:2000], **actor)
                for object_type, object_id in objects]
     if not entries:
         return

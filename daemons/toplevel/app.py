@@ -53,18 +53,24 @@ def _refuse_ended_sessions() -> None:
 
 
 def _audit_scope(identity: Identity, query: peewee.ModelSelect) -> peewee.ModelSelect:
-    """System admins read the whole log. An institution admin reads what the users they administer
-    did, and what anyone did to those users (a system admin resetting one's password), both by
-    `shared.roles.may_administer_user`: never what a system admin did elsewhere or their logins,
-    though that admin is a member of their institution (`GET /users/<id>` refuses them too).
+    """System admins read the whole log. An institution admin reads what was done by users they
+    administered when it was done (of their institution, in a role they grant, as the entry states:
+    a user moved elsewhere, demoted or deleted keeps their history where they acted), and what
+    anyone did to the users they administer now (a system admin resetting one's password), both by
+    `shared.roles.may_administer_user`: never what a system admin did, or their logins, though that
+    admin is a member of their institution (`GET /users/<id>` refuses them too). Entries from before
+    the actor was recorded (schema 3) follow the user's present membership, as they always did.
     """
     if is_system_admin(identity):
         return query
+    grantable = grantable_roles(identity)
     # may_administer_user in SQL (a subquery: a list of every user's id would pass the databases'
     # limits on bound parameters in a large institution): its institution's users of a role it grants
     administered = User.select(User.id).where((User.institution == identity.institution_id)
-                                              & User.role.in_(grantable_roles(identity)))
-    return query.where(AuditEntry.user_id.in_(administered)
+                                              & User.role.in_(grantable))
+    acted_here = (AuditEntry.actor_institution_id == identity.institution_id) & AuditEntry.actor_role.in_(grantable)
+    before_actors_were_kept = AuditEntry.actor_role.is_null() & AuditEntry.user_id.in_(administered)
+    return query.where(acted_here | before_actors_were_kept
                        | ((AuditEntry.object_type == "user") & AuditEntry.object_id.in_(administered)))
 
 

@@ -110,7 +110,19 @@ class UserSession(BaseModel):
         table_name = "user_session"
 
 
-AuditEntry = make_audit_model(database_proxy)
+class AuditEntry(make_audit_model(database_proxy)):  # type: ignore[misc]
+    """The shared audit table, plus who the actor was when they acted: their institution and role
+    then. One toplevel log holds every institution's users, and an institution admin's view of it
+    (`app._audit_scope`) follows where a user acted, not where the user is now: a user moved to
+    another institution does not take their history along, and one deleted or demoted does not hide
+    it. Entries written before schema 4 have neither (NULL) and are scoped by the user's membership."""
+
+    actor_institution_id = peewee.CharField(max_length=36, null=True, index=True)
+    actor_role = peewee.CharField(max_length=16, null=True)
+
+    class Meta:
+        table_name = "audit_entry"
+
 
 MODELS: tuple[type[peewee.Model], ...] = (
     Institution,
@@ -155,7 +167,19 @@ def _add_login_failure_settled(db: peewee.Database) -> None:
                                                             peewee.BooleanField(default=True)))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settled)
+def _add_audit_actor(db: peewee.Database) -> None:
+    """Schema 3 -> 4: audit entries keep the actor's institution and role at the time (NULL before)."""
+    columns = {column.name for column in db.get_columns("audit_entry")}
+    migrator = SchemaMigrator.from_database(db)
+    steps = []
+    if "actor_institution_id" not in columns:  # with its index, as the field declares one
+        steps.append(migrator.add_column("audit_entry", "actor_institution_id", AuditEntry.actor_institution_id))
+    if "actor_role" not in columns:
+        steps.append(migrator.add_column("audit_entry", "actor_role", AuditEntry.actor_role))
+    migrate(*steps)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settled, _add_audit_actor)
 
 
 def upgrade(config: Config) -> int:

@@ -106,7 +106,8 @@ def reserve_attempt(username: str, client_ip: str, auth: dict[str, Any], throttl
     except ApiError as exc:
         user = User.get_or_none(User.username == username)
         record_audit(AuditEntry, throttled_action, "user", user.id if user else None, detail=exc.message,
-                     user_id=user.id if user else "", username=username)
+                     user_id=user.id if user else "", username=username,
+                     actor_institution_id=user.institution_id if user else None, actor_role=user.role if user else None)
         raise
 
 

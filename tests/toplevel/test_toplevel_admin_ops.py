@@ -8,15 +8,16 @@ import peewee
 import pytest
 
 from daemons.toplevel import admin_ops
-from daemons.toplevel.models import MODELS, Institution, LoginFailure, User, upgrade
+from daemons.toplevel.models import MODELS, AuditEntry, Institution, LoginFailure, User, upgrade
+from shared.audit import make_audit_model
 from shared.db import SchemaVersion, database_from_config, utcnow
 
 from .support import Api
 
 
 def test_upgrade_is_idempotent(config):
-    assert upgrade(config) == 3
-    assert upgrade(config) == 3
+    assert upgrade(config) == 4
+    assert upgrade(config) == 4
 
 
 def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
@@ -30,7 +31,7 @@ def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
             User.create(username=name, password_hash="x", role=role, institution=inst)
     db.close()
 
-    assert upgrade(config) == 3
+    assert upgrade(config) == 4
     with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
         assert {u.username: u.role for u in User.select()} == {"old.admin": "sysadmin", "old.doc": "physician"}
     db.close()
@@ -117,7 +118,31 @@ def test_upgrade_keeps_schema_2_login_failures_as_failures(config):
         OldLoginFailure.create(id="f1", at=utcnow(), username="dr.house", client_ip="10.0.0.1")
     db.close()
 
-    assert upgrade(config) == 3
+    assert upgrade(config) == 4
     with db.bind_ctx([LoginFailure]), db.connection_context():
         assert [(row.id, row.settled) for row in LoginFailure.select()] == [("f1", True)]
     db.close()
+
+
+def test_upgrade_gives_schema_3_audit_entries_no_actor_and_new_ones_theirs(config):
+    """Schema 4 keeps the actor's institution and role on each audit entry; older entries keep
+    their rows and have none (the audit scope then follows the user's membership, as before)."""
+    OldAuditEntry = make_audit_model(peewee.DatabaseProxy())  # schema 3's table: no actor columns
+    db = database_from_config(config)
+    others = [model for model in MODELS if model is not AuditEntry]
+    with db.bind_ctx([*others, OldAuditEntry, SchemaVersion]), db.connection_context():
+        db.create_tables([*others, OldAuditEntry, SchemaVersion])
+        SchemaVersion.create(layer="toplevel", version=3)
+        OldAuditEntry.create(id="e1", user_id="u1", username="dr.old", action="patient.read", object_type="patient",
+                             client_ip="10.0.0.1")
+    db.close()
+
+    assert upgrade(config) == 4
+    with db.bind_ctx([AuditEntry]), db.connection_context():
+        assert [(e.id, e.username, e.actor_institution_id, e.actor_role) for e in AuditEntry.select()] == [
+            ("e1", "dr.old", None, None)]
+        AuditEntry.create(user_id="u2", username="dr.new", action="patient.read", object_type="patient",
+                          client_ip="10.0.0.2", actor_institution_id="i1", actor_role="physician")
+        assert AuditEntry.select().where(AuditEntry.actor_institution_id == "i1").count() == 1
+    db.close()
+    assert upgrade(config) == 4  # again: nothing to do

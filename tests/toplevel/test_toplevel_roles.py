@@ -193,6 +193,42 @@ def test_toplevel_audit_shows_an_institution_admin_what_concerns_the_users_they_
     assert ("auth.login", users["admin"]["id"]) in by_root(root)
 
 
+def test_toplevel_audit_follows_where_a_user_acted_not_where_the_user_is_now(api: Api, tokens, seed):
+    """A physician moved from A to B took his A history to B's admin, a demoted system admin's
+    reads elsewhere reached A's admin, and A's admin could hide a colleague's trail from A by
+    deleting them (found by an authorization attack): the entry keeps its actor's institution and role."""
+    root = tokens["admin"]
+    a, b = seed.institution_a["id"], seed.institution_b["id"]
+    status, admin_a, _ = api.call("POST", "/api/v1/users", root, _user_body(a, "instadmin", "admin.a"))
+    assert status == 201
+    token_a = api.login("admin.a", "new-user-pass-1")["access_token"]
+    people = {}
+    for name, role in (("mover", "physician"), ("leaver", "physician"), ("demoted", "sysadmin")):
+        status, people[name], _ = api.call("POST", "/api/v1/users", root, _user_body(a, role, name))
+        assert status == 201
+        token = api.login(name, "new-user-pass-1")["access_token"]
+        assert api.call("GET", f"/api/v1/patients?q={name}", token)[0] == 200  # acted while in A, in that role
+
+    def searches(token: str, name: str) -> int:
+        status, body, _ = api.call("GET", f"/api/v1/audit?user_id={people[name]['id']}&action=patient.search", token)
+        assert status == 200
+        return body["total"]
+
+    assert (searches(token_a, "mover"), searches(token_a, "leaver"), searches(token_a, "demoted")) == (1, 1, 0)
+    assert api.call("PUT", f"/api/v1/users/{people['mover']['id']}", root, {"institution_id": b})[0] == 200
+    assert api.call("PUT", f"/api/v1/users/{people['demoted']['id']}", root, {"role": "physician"})[0] == 200
+    assert api.call("DELETE", f"/api/v1/users/{people['leaver']['id']}", token_a)[0] == 204
+
+    assert searches(tokens["admin_b"], "mover") == 0  # B's admin does not get what he did in A
+    assert searches(token_a, "mover") == 1  # A's admin keeps it
+    assert searches(token_a, "leaver") == 1  # deleting him hid nothing
+    assert searches(token_a, "demoted") == 0  # what a system admin did stays a system admin's
+    mover = api.login("mover", "new-user-pass-1")["access_token"]
+    assert api.call("GET", "/api/v1/patients?q=again", mover)[0] == 200  # in B now
+    assert (searches(tokens["admin_b"], "mover"), searches(token_a, "mover")) == (1, 1)
+    assert searches(root, "mover") == 2
+
+
 def test_system_admin_administers_every_institution(api: Api, tokens, seed):
     status, body, _ = api.call("POST", "/api/v1/users", tokens["admin"],
                                _user_body(seed.institution_b["id"], "instadmin"))
