@@ -39,7 +39,8 @@ PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
 # One worker per core (at most 4): most tests wait on daemons, browsers and sockets, so one
 # process left half of a 2-core machine idle. A file's tests stay on one worker (its module
 # fixtures are set up once). Tests that disturb a shared service (marker `exclusive`) run alone after.
-# Longest modules go first (tests/module_order.py; refresh their times with
+# Longest modules go first (tests/module_order.py; xdist's own reordering by test count is off;
+# refresh their times with
 # `--module-seconds-out tests/module_seconds.json`), so no worker ends alone on a long one.
 workers=$(nproc); ((workers > 4)) && workers=4
 pytest_run() {
@@ -47,7 +48,7 @@ pytest_run() {
         "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"
 }
 status=0
-pytest_run -n "$workers" --dist loadfile -m "not exclusive" "$@" || status=$?
+pytest_run -n "$workers" --dist loadfile --no-loadscope-reorder -m "not exclusive" "$@" || status=$?
 # 5: no test selected (arguments that name only exclusive tests)
 ((status == 5)) && status=0
 alone=0

@@ -28,10 +28,12 @@ PHYSICIAN = "physician"
 
 ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN, PHYSICIAN)
 ADMIN_ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN)
-#: Who may take a render node's stored DICOM files out whole, by any door (`GET
+#: Who may take a render node's stored DICOM file objects out as stored, by any HTTP door (`GET
 #: /api/v1/records/{id}/original`, WADO-RS retrieve of studies, series and instances): physicians,
-#: who read them. Administrators see the same images rendered, their frames and metadata; the
-#: bit-exact files, with every attribute of the patient, are not theirs to export.
+#: who read them. Administrators, who manage the data, keep what every signed-in user reads (the
+#: rendered images, WADO-RS metadata, frames and bulk data); the stored objects themselves, ready
+#: to be archived or imported elsewhere, are not theirs to export. DIMSE retrieval is governed by
+#: the node's calling-AE allow-list instead.
 ORIGINAL_FILE_READERS: tuple[str, ...] = (PHYSICIAN,)
 
 # The single administrative role of schema version 1; the upgrade migrates it to SYSTEM_ADMIN.

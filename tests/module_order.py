@@ -9,7 +9,8 @@ fill the end. Tests keep their order inside a module.
 
 The times live in `module_seconds.json` beside this file, measured by
 `installers/run-tests.sh --module-seconds-out tests/module_seconds.json` (wall seconds per module in
-the parallel run, setup and teardown included; tests marked `exclusive` run alone later and are not
+the parallel run, setup and teardown included; xdist's own reordering by test count is turned off
+with `--no-loadscope-reorder`; tests marked `exclusive` run alone later and are not
 counted; modules not run keep their old figure). A module missing from the file counts as
 `UNKNOWN_SECONDS`: a stale file only makes the end of a run less tidy, never changes what runs.
 """
@@ -33,7 +34,7 @@ def module_of(nodeid: str) -> str:
 def load_seconds(path: Path = SECONDS_FILE) -> dict[str, float]:
     try:
         return {str(name): float(seconds) for name, seconds in json.loads(path.read_text()).items()}
-    except FileNotFoundError:
+    except (OSError, ValueError, TypeError, AttributeError):  # absent or damaged: no order, never no run
         return {}
 
 

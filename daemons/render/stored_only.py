@@ -31,8 +31,8 @@ def stored_only_error(what: str, entry: FileEntry) -> ApiError:
     why = ("it holds no image (no Pixel Data: a report, presentation state or document)" if entry.frames == 0
            else f"its pixel data is in transfer syntax {syntax_text(entry.transfer_syntax or '')}, which this "
                 "node cannot decode or render")
-    return ApiError(STATUS, CODE, f"{what} is stored only: {why}; retrieve it as stored (WADO-RS or C-GET) "
-                    "to view it elsewhere")
+    return ApiError(STATUS, CODE, f"{what} is stored only: {why}; retrieve it as stored (a physician: WADO-RS; "
+                    "or C-GET) to view it elsewhere")
 
 
 def require_renderable(manifest: Manifest) -> None:

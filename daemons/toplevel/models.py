@@ -172,8 +172,9 @@ def _add_audit_actor(db: peewee.Database) -> None:
     columns = {column.name for column in db.get_columns("audit_entry")}
     migrator = SchemaMigrator.from_database(db)
     steps = []
-    if "actor_institution_id" not in columns:  # with its index, as the field declares one
-        steps.append(migrator.add_column("audit_entry", "actor_institution_id", AuditEntry.actor_institution_id))
+    if "actor_institution_id" not in columns:  # its index, named as a new install names it, comes from create_tables
+        steps.append(migrator.add_column("audit_entry", "actor_institution_id",
+                                         peewee.CharField(max_length=36, null=True)))
     if "actor_role" not in columns:
         steps.append(migrator.add_column("audit_entry", "actor_role", AuditEntry.actor_role))
     migrate(*steps)

@@ -113,7 +113,9 @@ def test_a_worker_takes_the_probe_its_node_made_and_probes_itself_only_without_o
     assert backend.probe_gl() == node
 
     monkeypatch.setattr(backend, "_run_probe", lambda: backend.GlProbe(True, renderer="its own"))
-    for damaged in ("{", "[]", '{"ok": true}'):
+    assert backend.share_probe_with_workers() == backend.GlProbe(True, renderer="its own")  # a node start
+    # probes whatever it inherited
+    for damaged in ("{", "[]", '{"ok": true}', '{"ok": "false", "renderer": "", "reason": ""}'):
         monkeypatch.setattr(backend, "_probe_result", None)
         monkeypatch.setenv(backend.PROBE_ENV, damaged)
         assert backend.probe_gl() == backend.GlProbe(True, renderer="its own")

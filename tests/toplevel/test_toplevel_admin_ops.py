@@ -144,5 +144,12 @@ def test_upgrade_gives_schema_3_audit_entries_no_actor_and_new_ones_theirs(confi
         AuditEntry.create(user_id="u2", username="dr.new", action="patient.read", object_type="patient",
                           client_ip="10.0.0.2", actor_institution_id="i1", actor_role="physician")
         assert AuditEntry.select().where(AuditEntry.actor_institution_id == "i1").count() == 1
+        upgraded_indexes = sorted(index.name for index in db.get_indexes("audit_entry"))
     db.close()
     assert upgrade(config) == 4  # again: nothing to do
+    fresh = database_from_config(config)
+    with fresh.bind_ctx([AuditEntry]), fresh.connection_context():
+        fresh.drop_tables([AuditEntry])
+        fresh.create_tables([AuditEntry])
+        assert upgraded_indexes == sorted(index.name for index in fresh.get_indexes("audit_entry"))  # as installed
+    fresh.close()

@@ -229,6 +229,24 @@ def test_toplevel_audit_follows_where_a_user_acted_not_where_the_user_is_now(api
     assert searches(root, "mover") == 2
 
 
+def test_toplevel_audit_entries_from_before_actors_were_kept_follow_present_membership(api: Api, tokens, seed):
+    """Entries of schema 3 have no actor columns: an institution admin sees those of the users it
+    administers now, and denied requests written now carry their actor like every other entry."""
+    from daemons.toplevel.models import AuditEntry
+
+    for role in ("physician", "physician_b"):
+        user = seed.users[role]
+        AuditEntry.create(user_id=user["id"], username=user["username"], action="patient.read",
+                          object_type="patient", object_id="p-old", client_ip="10.0.0.1")
+    for admin, expected in (("admin_b", {"dr.b"}), ("admin", {"dr.b", "dr.house"})):
+        status, body, _ = api.call("GET", "/api/v1/audit?object_id=p-old", tokens[admin])
+        assert status == 200 and {e["username"] for e in body["items"]} == expected, admin
+
+    assert api.call("DELETE", f"/api/v1/users/{seed.users['admin']['id']}", tokens["admin_b"])[0] == 403
+    denied = AuditEntry.get(AuditEntry.action == "access.denied")
+    assert (denied.actor_institution_id, denied.actor_role) == (seed.institution_b["id"], "instadmin")
+
+
 def test_system_admin_administers_every_institution(api: Api, tokens, seed):
     status, body, _ = api.call("POST", "/api/v1/users", tokens["admin"],
                                _user_body(seed.institution_b["id"], "instadmin"))

@@ -61,10 +61,13 @@ def probe_gl() -> GlProbe:
 
 
 def share_probe_with_workers() -> GlProbe:
-    """Probe now and leave the answer in the environment the processes started from here inherit."""
-    probe = probe_gl()
-    os.environ[PROBE_ENV] = json.dumps(asdict(probe))
-    return probe
+    """Probe now, whatever this process inherited, and leave the answer in the environment the
+    processes started from here inherit."""
+    global _probe_result
+    with _probe_lock:
+        _probe_result = _run_probe()
+        os.environ[PROBE_ENV] = json.dumps(asdict(_probe_result))
+        return _probe_result
 
 
 def _inherited_probe() -> GlProbe | None:
@@ -73,7 +76,9 @@ def _inherited_probe() -> GlProbe | None:
         return None
     try:
         values = json.loads(text)
-        return GlProbe(ok=bool(values["ok"]), renderer=str(values["renderer"]), reason=str(values["reason"]))
+        if not isinstance(values["ok"], bool):
+            raise TypeError("ok is not true or false")
+        return GlProbe(ok=values["ok"], renderer=str(values["renderer"]), reason=str(values["reason"]))
     except (ValueError, TypeError, KeyError) as exc:
         log.warning("ignoring %s=%r (%s): probing OpenGL again", PROBE_ENV, text[:200], exc)
         return None
