@@ -326,7 +326,8 @@ def test_audit_search_by_user_patient_and_time(qtbot, console, admin_api, gui_de
     qtbot.mouseClick(screen.search_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, console)
     assert set(table_values(screen, "Action")) == {"auth.login"}
-    assert set(table_values(screen, "User")) == {"admin"}
+    users = set(table_values(screen, "User"))  # a part of the name: other tests' "second.admin" matches too
+    assert "admin" in users and all("admin" in user for user in users), users
 
     screen.action.setCurrentText("")
     screen.username.setText("")
