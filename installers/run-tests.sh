@@ -36,6 +36,10 @@ cd "$SIVR_REPO"
 npm ci --prefix installers/js --silent
 # lint first: a finding fails the run before the long suite starts
 PYTHON="$SIVR_VENV/bin/python" bash installers/lint.sh
+# The render nodes' kernels compiled once into the package's cache, as installers/install.sh does at
+# install time: the longest modules, which run first, start render nodes in their first seconds, and
+# on a cold cache each node compiled them at once, past its readiness wait, on a 2-core machine.
+"$SIVR_VENV/bin/python" -m daemons.render.warm
 # One worker per core (at most 4): most tests wait on daemons, browsers and sockets, so one
 # process left half of a 2-core machine idle. A file's tests stay on one worker (its module
 # fixtures are set up once). Tests that disturb a shared service (marker `exclusive`) run alone after.
