@@ -1,0 +1,192 @@
+"""The gunicorn worker every layer runs (daemons.gunicorn_worker): a connection whose client keeps
+asking is served on its request thread, and never at the expense of another connection.
+
+The first tests drive the worker's `handle` directly over a socket pair (no timing: the next
+request is already sent, or another connection is already waiting); the last runs it in gunicorn
+with one thread, where a connection that never pauses must not starve a second one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import TConn
+
+from daemons.gunicorn_worker import ThreadWorker, next_request_soon
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def thread_app(environ, start_response):
+    """Answers with the id of the thread that served the request."""
+    body = str(threading.get_ident()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class HeldPool:
+    """A thread pool that keeps what is submitted: the test runs `handle` itself, on its own thread,
+    as a pool thread would pick the connection up."""
+
+    def __init__(self):
+        self.submitted: list[tuple] = []
+
+    def submit(self, function, *args) -> futures.Future:
+        self.submitted.append((function, args))
+        return futures.Future()
+
+
+@pytest.fixture
+def worker():
+    cfg = Config()
+    cfg.set("threads", 2)
+    made = ThreadWorker(1, os.getpid(), [], None, 30, cfg, Logger(cfg))
+    made.wsgi = thread_app
+    made.tpool = HeldPool()
+    yield made
+    made.tmp.close()
+
+
+@pytest.fixture
+def pair():
+    served, client = socket.socketpair()
+    yield served, client
+    served.close()
+    client.close()
+
+
+def request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: node\r\n\r\n".encode()
+
+
+def read_answers(client: socket.socket, count: int) -> list[bytes]:
+    """The bodies of `count` answers read from `client` (each ends with its Content-Length body)."""
+    client.settimeout(10)
+    data, bodies = b"", []
+    while len(bodies) < count:
+        chunk = client.recv(65536)
+        assert chunk, f"the connection closed after {len(bodies)} of {count} answers"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            if len(rest) < length:
+                break
+            bodies.append(rest[:length])
+            data = rest[length:]
+    return bodies
+
+
+def connection(worker: ThreadWorker, served: socket.socket) -> TConn:
+    """A connection submitted to the worker's pool, as gunicorn's main thread submits one."""
+    conn = TConn(worker.cfg, served, ("127.0.0.1", 50000), ("127.0.0.1", 8000))
+    worker.enqueue_req(conn)
+    return conn
+
+
+def test_requests_a_client_has_already_sent_are_served_in_one_hand_off(worker, pair):
+    served, client = pair
+    client.sendall(request("/a") + request("/b") + request("/c"))
+    conn = connection(worker, served)
+    assert worker.handle(conn) is True  # keep-alive: gunicorn's main thread takes it back
+    answers = read_answers(client, 3)
+    assert len(set(answers)) == 1  # all three on this thread, without going back to the poller
+    assert not next_request_soon(conn.sock, conn.parser.unreader.buf, 0)
+
+
+def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(worker, pair):
+    served, client = pair
+    client.sendall(request("/a") + request("/b"))
+    conn = connection(worker, served)
+    waiting, other = socket.socketpair()
+    connection(worker, waiting)  # another connection queued for the pool
+    assert worker.handle(conn) is True
+    assert len(read_answers(client, 1)) == 1
+    # the second request is still to be served: left for the main thread, which sees it read ahead
+    assert next_request_soon(conn.sock, conn.parser.unreader.buf, 0)
+    waiting.close()
+    other.close()
+
+
+def test_a_stopping_worker_hands_the_connection_back_after_one_request(worker, pair):
+    served, client = pair
+    client.sendall(request("/a") + request("/b"))
+    conn = connection(worker, served)
+    worker.alive = False
+    assert worker.handle(conn) is False  # a stopping worker answers with Connection: close
+    assert len(read_answers(client, 1)) == 1
+
+
+def test_a_client_that_closes_ends_the_hold(worker, pair):
+    served, client = pair
+    client.sendall(request("/a"))
+    client.shutdown(socket.SHUT_WR)
+    conn = connection(worker, served)
+    assert worker.handle(conn) is False  # the end of the stream is read on this thread: closed
+    assert len(read_answers(client, 1)) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_in_gunicorn_a_connection_that_never_pauses_does_not_starve_another(tmp_path):
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--chdir", str(REPO), "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "--threads", "1", "--worker-class", "daemons.gunicorn_worker.ThreadWorker",
+             "tests.test_gunicorn_worker:thread_app"],
+            stdout=subprocess.DEVNULL, stderr=output, start_new_session=True)
+    stop = threading.Event()
+    busy_answers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+
+        def busy() -> None:
+            busy_client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not stop.is_set():
+                busy_client.request("GET", "/busy")
+                busy_client.getresponse().read()
+                busy_answers.append(1)
+            busy_client.close()
+
+        runner = threading.Thread(target=busy)
+        runner.start()
+        while len(busy_answers) < 20:  # the busy connection holds the only thread by now
+            time.sleep(0.01)
+        other = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        other.request("GET", "/other")
+        reply = other.getresponse()
+        assert reply.status == 200 and reply.read()
+        other.close()
+        held_before = len(busy_answers)
+        while len(busy_answers) < held_before + 5:  # and the busy one is still served afterwards
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(30)
+    runner.join(30)
