@@ -85,9 +85,7 @@ def login():
     user = User.get_or_none(User.username == username)
     refusal = _login_refusal(user, password)
     if user is None or refusal:
-        record_audit(AuditEntry, "auth.login_failed", "user", user.id if user else None, detail=refusal,
-                     user_id=user.id if user else "", username=username,
-                     actor_institution_id=user.institution_id if user else None, actor_role=user.role if user else None)
+        throttle.audit_login_attempt("auth.login_failed", username, user, refusal)
         throttle.attempt_failed(attempt)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     throttle.attempt_succeeded(attempt, username, address)
@@ -96,9 +94,7 @@ def login():
         user.password_hash = top.passwords.hash(password)
         user.save(only=[User.password_hash])
     session_id, auth_time = sessions.start_session(user.id, top.session_max_s, top.issuer.ttl_s)
-    record_audit(AuditEntry, "auth.login", "user", user.id, detail=f"session {session_id}",
-                 user_id=user.id, username=user.username, actor_institution_id=user.institution_id,
-                 actor_role=user.role)
+    throttle.audit_login_attempt("auth.login", username, user, f"session {session_id}")
     return _token_answer(user, session_id, auth_time)
 
 

@@ -104,11 +104,17 @@ def reserve_attempt(username: str, client_ip: str, auth: dict[str, Any], throttl
             except _Queued:
                 time.sleep(random.uniform(0.05, 0.15))
     except ApiError as exc:
-        user = User.get_or_none(User.username == username)
-        record_audit(AuditEntry, throttled_action, "user", user.id if user else None, detail=exc.message,
-                     user_id=user.id if user else "", username=username,
-                     actor_institution_id=user.institution_id if user else None, actor_role=user.role if user else None)
+        audit_login_attempt(throttled_action, username, User.get_or_none(User.username == username), exc.message)
         raise
+
+
+def audit_login_attempt(action: str, username: str, user: User | None, detail: str) -> None:
+    """An audit entry for a login attempt, made before anyone is authenticated: the actor is the
+    account the attempt names (`user`, found by `username`; None when there is none), with its
+    institution and role, so that institution's administrators see the attempt."""
+    record_audit(AuditEntry, action, "user", user.id if user else None, detail=detail,
+                 user_id=user.id if user else "", username=username,
+                 actor_institution_id=user.institution_id if user else None, actor_role=user.role if user else None)
 
 
 def attempt_failed(attempt_id: str) -> None:
