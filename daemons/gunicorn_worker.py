@@ -14,14 +14,17 @@ socket with its poller, waits for it to become readable, and submits it to the p
 viewer asking for one slice after another that round trip costs, in Python, about as much as the
 whole Flask request of an image served from the cache (measured with py-spy on the node: half of
 the GIL's time went to the main thread). This worker serves the next request on the same thread
-when it arrives within `NEXT_REQUEST_WAIT_S` and no other connection waits for a thread; otherwise
-the connection goes back to gunicorn's poller as before, so a busy connection never starves the
-others (`ThreadWorker.handle`).
+when it arrives within `NEXT_REQUEST_WAIT_S` and no other connection waits for a thread (one that
+queues meanwhile ends the wait at once); otherwise the connection goes back to gunicorn's poller as
+before, so a busy connection never starves the others (`ThreadWorker.handle`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import select
 import socket
 import threading
@@ -94,8 +97,39 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
 # How long a request thread waits for the next request on its connection before handing the
 # connection back to the main thread's poller. A client that asks again at once (a viewer's next
 # slice, the TLS front's reused upstream connection) answers within a fraction of this; one that
-# pauses costs the pool a waiting thread (no CPU) for this long.
+# pauses costs the pool a waiting thread (no CPU) for this long, unless a connection queues for a
+# thread meanwhile: that wakes the waiting threads at once (`Waker`).
 NEXT_REQUEST_WAIT_S = 0.002
+
+
+class Waker:
+    """A pipe that the threads waiting on their connection poll beside it, written to when another
+    connection queues for a thread, so none of them sits out its wait while work is queued.
+
+    Made on first use, in the worker process: gunicorn builds its workers in the arbiter, before
+    the fork. Every method is called under the worker's lock."""
+
+    def __init__(self) -> None:
+        self._fds: tuple[int, int] | None = None
+
+    def fileno(self) -> int:
+        if self._fds is None:
+            read_end, write_end = os.pipe()
+            os.set_blocking(read_end, False)
+            os.set_blocking(write_end, False)
+            self._fds = (read_end, write_end)
+        return self._fds[0]
+
+    def wake(self) -> None:
+        self.fileno()
+        with contextlib.suppress(BlockingIOError):  # a full pipe is readable already: they are woken
+            os.write(self._fds[1], b"\0")  # type: ignore[index]
+
+    def clear(self) -> None:
+        if self._fds is not None:
+            with contextlib.suppress(BlockingIOError):  # raised once the pipe is empty
+                while os.read(self._fds[0], 4096):
+                    pass
 
 
 class ThreadWorker(GthreadWorker):
@@ -103,34 +137,52 @@ class ThreadWorker(GthreadWorker):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
         self._queued = 0  # connections submitted to the thread pool and not yet picked up
-        self._queued_lock = threading.Lock()
+        self._waiting = 0  # threads waiting for the next request of their connection
+        self._waker = Waker()  # readable while connections are queued and threads were waiting
 
     def init_process(self) -> None:
         util.write_error = write_json_error
         super().init_process()
 
     def enqueue_req(self, conn: TConn) -> None:
-        with self._queued_lock:
+        with self._lock:
             self._queued += 1
+            if self._waiting:
+                self._waker.wake()
         super().enqueue_req(conn)
 
     def handle(self, conn: TConn) -> object:
         """Serve requests of `conn` for as long as its client keeps asking without a pause and no
         other connection waits for a thread; then return as gunicorn's `handle` does (keep-alive,
         close or defer), and its main thread takes the connection back."""
-        with self._queued_lock:
+        with self._lock:
             self._queued -= 1
+            if not self._queued:
+                self._waker.clear()
         keep = super().handle(conn)
-        while keep is True and self.alive and not conn.is_http2 and not self._queued \
-                and next_request_soon(conn.sock, conn.parser.unreader.buf, NEXT_REQUEST_WAIT_S):
+        while keep is True and self.alive and not conn.is_http2 and self._next_request_soon(conn):
             keep = super().handle(conn)
         return keep
 
+    def _next_request_soon(self, conn: TConn) -> bool:
+        with self._lock:
+            if self._queued:
+                return False
+            self._waiting += 1
+            waker = self._waker.fileno()
+        try:
+            return next_request_soon(conn.sock, conn.parser.unreader.buf, NEXT_REQUEST_WAIT_S, waker)
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
-def next_request_soon(sock: socket.socket, buffered, wait_s: float) -> bool:
-    """Whether more of the client's bytes are here or arrive within `wait_s`: already read ahead
-    by the parser (`buffered`, its unreader's buffer), decrypted and held by TLS, or on the socket."""
+
+def next_request_soon(sock: socket.socket, buffered: io.BytesIO, wait_s: float, waker: int) -> bool:
+    """Whether more of the client's bytes are here or arrive within `wait_s` (before `waker`, a
+    descriptor, becomes readable): already read ahead by the parser (`buffered`, its unreader's
+    buffer), decrypted and held by TLS, or on the socket."""
     if buffered.getvalue():
         return True
     pending = getattr(sock, "pending", None)  # ssl.SSLSocket: bytes TLS decrypted and holds
@@ -138,4 +190,6 @@ def next_request_soon(sock: socket.socket, buffered, wait_s: float) -> bool:
         return True
     poller = select.poll()  # not select.select: descriptors above 1023 are refused there
     poller.register(sock, select.POLLIN)
-    return bool(poller.poll(wait_s * 1000))
+    poller.register(waker, select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(wait_s * 1000)}
+    return waker not in ready and sock.fileno() in ready

@@ -23,7 +23,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import TConn
 
-from daemons.gunicorn_worker import ThreadWorker, next_request_soon
+from daemons.gunicorn_worker import ThreadWorker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,23 +70,40 @@ def request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: node\r\n\r\n".encode()
 
 
-def read_answers(client: socket.socket, count: int) -> list[bytes]:
-    """The bodies of `count` answers read from `client` (each ends with its Content-Length body)."""
+def answers_in(data: bytes) -> int:
+    """How many whole answers `data` holds (each a head and its Content-Length body)."""
+    count = 0
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        if len(rest) < length:
+            break
+        count, data = count + 1, rest[length:]
+    return count
+
+
+def answered(client: socket.socket) -> int:
+    """The answers the server has written so far (what `handle` wrote is there once it returns)."""
+    client.setblocking(False)
+    data = b""
+    try:
+        while chunk := client.recv(65536):
+            data += chunk
+    except BlockingIOError:
+        pass
+    finally:
+        client.setblocking(True)
+    return answers_in(data)
+
+
+def await_answer(client: socket.socket) -> None:
     client.settimeout(10)
-    data, bodies = b"", []
-    while len(bodies) < count:
+    data = b""
+    while not answers_in(data):
         chunk = client.recv(65536)
-        assert chunk, f"the connection closed after {len(bodies)} of {count} answers"
+        assert chunk, "the connection closed before the answer"
         data += chunk
-        while b"\r\n\r\n" in data:
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
-            if len(rest) < length:
-                break
-            bodies.append(rest[:length])
-            data = rest[length:]
-    return bodies
 
 
 def connection(worker: ThreadWorker, served: socket.socket) -> TConn:
@@ -96,14 +113,19 @@ def connection(worker: ThreadWorker, served: socket.socket) -> TConn:
     return conn
 
 
+def in_thread(function, *args) -> tuple[threading.Thread, list]:
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(function(*args)), daemon=True)
+    runner.start()
+    return runner, result
+
+
 def test_requests_a_client_has_already_sent_are_served_in_one_hand_off(worker, pair):
     served, client = pair
     client.sendall(request("/a") + request("/b") + request("/c"))
     conn = connection(worker, served)
     assert worker.handle(conn) is True  # keep-alive: gunicorn's main thread takes it back
-    answers = read_answers(client, 3)
-    assert len(set(answers)) == 1  # all three on this thread, without going back to the poller
-    assert not next_request_soon(conn.sock, conn.parser.unreader.buf, 0)
+    assert answered(client) == 3  # all three before handing back, none left for the poller
 
 
 def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(worker, pair):
@@ -113,9 +135,34 @@ def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(wo
     waiting, other = socket.socketpair()
     connection(worker, waiting)  # another connection queued for the pool
     assert worker.handle(conn) is True
-    assert len(read_answers(client, 1)) == 1
-    # the second request is still to be served: left for the main thread, which sees it read ahead
-    assert next_request_soon(conn.sock, conn.parser.unreader.buf, 0)
+    assert answered(client) == 1  # the second request is left to gunicorn's main thread
+    waiting.close()
+    other.close()
+
+
+def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
+    monkeypatch.setattr("daemons.gunicorn_worker.NEXT_REQUEST_WAIT_S", 60)
+    served, client = pair
+    client.sendall(request("/a"))
+    runner, result = in_thread(worker.handle, connection(worker, served))
+    await_answer(client)
+    client.sendall(request("/b"))  # sent only now: the thread is waiting on the socket
+    await_answer(client)
+    client.shutdown(socket.SHUT_WR)
+    runner.join(10)
+    assert result == [False]  # the end of the stream, read on the same thread: closed
+
+
+def test_a_connection_queued_meanwhile_ends_the_wait_at_once(worker, pair, monkeypatch):
+    monkeypatch.setattr("daemons.gunicorn_worker.NEXT_REQUEST_WAIT_S", 60)
+    served, client = pair
+    client.sendall(request("/a"))
+    runner, result = in_thread(worker.handle, connection(worker, served))
+    await_answer(client)
+    waiting, other = socket.socketpair()
+    connection(worker, waiting)  # queued while the thread waits for /a's successor
+    runner.join(10)  # not the 60 s of the wait
+    assert result == [True]  # handed back, still keep-alive
     waiting.close()
     other.close()
 
@@ -126,7 +173,7 @@ def test_a_stopping_worker_hands_the_connection_back_after_one_request(worker, p
     conn = connection(worker, served)
     worker.alive = False
     assert worker.handle(conn) is False  # a stopping worker answers with Connection: close
-    assert len(read_answers(client, 1)) == 1
+    assert answered(client) == 1
 
 
 def test_a_client_that_closes_ends_the_hold(worker, pair):
@@ -135,13 +182,21 @@ def test_a_client_that_closes_ends_the_hold(worker, pair):
     client.shutdown(socket.SHUT_WR)
     conn = connection(worker, served)
     assert worker.handle(conn) is False  # the end of the stream is read on this thread: closed
-    assert len(read_answers(client, 1)) == 1
+    assert answered(client) == 1
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def until(condition, runner: threading.Thread) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert runner.is_alive(), "the busy client stopped"
+        assert time.monotonic() < deadline, "the busy connection was not served for 30 s"
+        time.sleep(0.01)
 
 
 def test_in_gunicorn_a_connection_that_never_pauses_does_not_starve_another(tmp_path):
@@ -175,16 +230,14 @@ def test_in_gunicorn_a_connection_that_never_pauses_does_not_starve_another(tmp_
 
         runner = threading.Thread(target=busy)
         runner.start()
-        while len(busy_answers) < 20:  # the busy connection holds the only thread by now
-            time.sleep(0.01)
+        until(lambda: len(busy_answers) >= 20, runner)  # the busy connection holds the only thread by now
         other = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         other.request("GET", "/other")
         reply = other.getresponse()
         assert reply.status == 200 and reply.read()
         other.close()
         held_before = len(busy_answers)
-        while len(busy_answers) < held_before + 5:  # and the busy one is still served afterwards
-            time.sleep(0.01)
+        until(lambda: len(busy_answers) >= held_before + 5, runner)  # and the busy one is still served
     finally:
         stop.set()
         server.terminate()
