@@ -140,12 +140,20 @@ def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(wo
     other.close()
 
 
-def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
+def waiting_after_one_request(worker: ThreadWorker, pair, monkeypatch) -> tuple[threading.Thread, list]:
+    """`handle` running on a thread of its own, its first request answered, waiting up to 60 s for
+    the connection's next one: its thread and, once it returns, its result."""
     monkeypatch.setattr("daemons.gunicorn_worker.NEXT_REQUEST_WAIT_S", 60)
     served, client = pair
     client.sendall(request("/a"))
     runner, result = in_thread(worker.handle, connection(worker, served))
     await_answer(client)
+    return runner, result
+
+
+def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
+    runner, result = waiting_after_one_request(worker, pair, monkeypatch)
+    client = pair[1]
     client.sendall(request("/b"))  # sent only now: the thread is waiting on the socket
     await_answer(client)
     client.shutdown(socket.SHUT_WR)
@@ -154,11 +162,7 @@ def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, p
 
 
 def test_a_connection_queued_meanwhile_ends_the_wait_at_once(worker, pair, monkeypatch):
-    monkeypatch.setattr("daemons.gunicorn_worker.NEXT_REQUEST_WAIT_S", 60)
-    served, client = pair
-    client.sendall(request("/a"))
-    runner, result = in_thread(worker.handle, connection(worker, served))
-    await_answer(client)
+    runner, result = waiting_after_one_request(worker, pair, monkeypatch)
     waiting, other = socket.socketpair()
     connection(worker, waiting)  # queued while the thread waits for /a's successor
     runner.join(10)  # not the 60 s of the wait
