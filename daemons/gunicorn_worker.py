@@ -125,6 +125,12 @@ class Waker:
         with contextlib.suppress(BlockingIOError):  # a full pipe is readable already: they are woken
             os.write(self._fds[1], b"\0")  # type: ignore[index]
 
+    def close(self) -> None:
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
     def clear(self) -> None:
         if self._fds is not None:
             with contextlib.suppress(BlockingIOError):  # raised once the pipe is empty
@@ -145,6 +151,13 @@ class ThreadWorker(GthreadWorker):
     def init_process(self) -> None:
         util.write_error = write_json_error
         super().init_process()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            with self._lock:
+                self._waker.close()
 
     def enqueue_req(self, conn: TConn) -> None:
         with self._lock:

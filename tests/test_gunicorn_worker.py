@@ -56,6 +56,7 @@ def worker():
     made.tpool = HeldPool()
     yield made
     made.tmp.close()
+    made._waker.close()
 
 
 @pytest.fixture
@@ -140,19 +141,21 @@ def test_a_connection_goes_back_to_the_poller_when_another_waits_for_a_thread(wo
     other.close()
 
 
-def waiting_after_one_request(worker: ThreadWorker, pair, monkeypatch) -> tuple[threading.Thread, list]:
+def waiting_after_one_request(worker: ThreadWorker, pair,
+                              monkeypatch) -> tuple[threading.Thread, list, TConn]:
     """`handle` running on a thread of its own, its first request answered, waiting up to 60 s for
-    the connection's next one: its thread and, once it returns, its result."""
+    the connection's next one: its thread, its result once it returns, and the connection."""
     monkeypatch.setattr("daemons.gunicorn_worker.NEXT_REQUEST_WAIT_S", 60)
     served, client = pair
     client.sendall(request("/a"))
-    runner, result = in_thread(worker.handle, connection(worker, served))
+    conn = connection(worker, served)
+    runner, result = in_thread(worker.handle, conn)
     await_answer(client)
-    return runner, result
+    return runner, result, conn
 
 
 def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
-    runner, result = waiting_after_one_request(worker, pair, monkeypatch)
+    runner, result, _ = waiting_after_one_request(worker, pair, monkeypatch)
     client = pair[1]
     client.sendall(request("/b"))  # sent only now: the thread is waiting on the socket
     await_answer(client)
@@ -162,11 +165,37 @@ def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, p
 
 
 def test_a_connection_queued_meanwhile_ends_the_wait_at_once(worker, pair, monkeypatch):
-    runner, result = waiting_after_one_request(worker, pair, monkeypatch)
+    runner, result, _ = waiting_after_one_request(worker, pair, monkeypatch)
     waiting, other = socket.socketpair()
     connection(worker, waiting)  # queued while the thread waits for /a's successor
     runner.join(10)  # not the 60 s of the wait
     assert result == [True]  # handed back, still keep-alive
+    waiting.close()
+    other.close()
+
+
+def test_once_the_queued_connection_is_taken_a_thread_waits_on_its_connection_again(worker, pair, monkeypatch):
+    runner, result, conn = waiting_after_one_request(worker, pair, monkeypatch)
+    waiting, other = socket.socketpair()
+    other.sendall(request("/other"))
+    queued = connection(worker, waiting)  # wakes the waiting thread, which hands its connection back
+    runner.join(10)
+    assert result == [True]
+    other_runner, _ = in_thread(worker.handle, queued)  # a thread takes the queued connection
+    await_answer(other)
+    client = pair[1]
+    worker.enqueue_req(conn)  # the first connection, back from gunicorn's poller
+    client.sendall(request("/b"))
+    runner, result = in_thread(worker.handle, conn)
+    await_answer(client)
+    client.sendall(request("/c"))  # sent during the wait: served on the same thread, no wake-up left over
+    await_answer(client)
+    assert runner.is_alive()
+    client.shutdown(socket.SHUT_WR)
+    other.shutdown(socket.SHUT_WR)
+    runner.join(10)
+    other_runner.join(10)
+    assert result == [False]
     waiting.close()
     other.close()
 
