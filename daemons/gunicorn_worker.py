@@ -14,9 +14,10 @@ socket with its poller, waits for it to become readable, and submits it to the p
 viewer asking for one slice after another that round trip costs, in Python, about as much as the
 whole Flask request of an image served from the cache (measured with py-spy on the node: half of
 the GIL's time went to the main thread). This worker serves the next request on the same thread
-when it arrives within `NEXT_REQUEST_WAIT_S` and no other connection waits for a thread (one that
-queues meanwhile ends the wait at once); otherwise the connection goes back to gunicorn's poller as
-before, so a busy connection never starves the others (`ThreadWorker.handle`).
+when it arrives within `NEXT_REQUEST_WAIT_S` and no other connection is short of a thread (queued
+with no idle thread to take it; one queued so meanwhile ends the wait at once); otherwise the
+connection goes back to gunicorn's poller as before, so a busy connection never starves the
+others (`ThreadWorker.handle`).
 """
 
 from __future__ import annotations
@@ -145,8 +146,9 @@ class ThreadWorker(GthreadWorker):
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._queued = 0  # connections submitted to the thread pool and not yet picked up
+        self._busy = 0  # threads serving a connection (waits included)
         self._waiting = 0  # threads waiting for the next request of their connection
-        self._waker = Waker()  # readable while connections are queued and threads were waiting
+        self._waker = Waker()  # readable only while connections are short of a thread
 
     def init_process(self) -> None:
         util.write_error = write_json_error
@@ -162,26 +164,36 @@ class ThreadWorker(GthreadWorker):
     def enqueue_req(self, conn: TConn) -> None:
         with self._lock:
             self._queued += 1
-            if self._waiting:
+            if self._waiting and self._short_of_threads():
                 self._waker.wake()
         super().enqueue_req(conn)
 
     def handle(self, conn: TConn) -> object:
         """Serve requests of `conn` for as long as its client keeps asking without a pause and no
-        other connection waits for a thread; then return as gunicorn's `handle` does (keep-alive,
+        other connection is short of a thread; then return as gunicorn's `handle` does (keep-alive,
         close or defer), and its main thread takes the connection back."""
         with self._lock:
             self._queued -= 1
-            if not self._queued:
-                self._waker.clear()
-        keep = super().handle(conn)
-        while keep is True and self.alive and not conn.is_http2 and self._next_request_soon(conn):
+            self._busy += 1
+        try:
             keep = super().handle(conn)
-        return keep
+            while keep is True and self.alive and not conn.is_http2 and self._next_request_soon(conn):
+                keep = super().handle(conn)
+            return keep
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if not self._short_of_threads():
+                    self._waker.clear()
+
+    def _short_of_threads(self) -> bool:
+        """Whether more connections are queued than the pool has idle threads (under the lock): a
+        queued connection that an idle thread takes at once costs no waiting thread its wait."""
+        return self._queued > self.cfg.threads - self._busy
 
     def _next_request_soon(self, conn: TConn) -> bool:
         with self._lock:
-            if self._queued:
+            if self._short_of_threads():
                 return False
             self._waiting += 1
             waker = self._waker.fileno()

@@ -48,15 +48,28 @@ class HeldPool:
 
 
 @pytest.fixture
-def worker():
-    cfg = Config()
-    cfg.set("threads", 2)
-    made = ThreadWorker(1, os.getpid(), [], None, 30, cfg, Logger(cfg))
-    made.wsgi = thread_app
-    made.tpool = HeldPool()
-    yield made
-    made.tmp.close()
-    made._waker.close()
+def make_worker():
+    """Workers with `threads` threads, whose pool keeps what is submitted (`HeldPool`)."""
+    made: list[ThreadWorker] = []
+
+    def make(threads: int) -> ThreadWorker:
+        cfg = Config()
+        cfg.set("threads", threads)
+        made.append(ThreadWorker(1, os.getpid(), [], None, 30, cfg, Logger(cfg)))
+        made[-1].wsgi = thread_app
+        made[-1].tpool = HeldPool()
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.tmp.close()
+        one._waker.close()
+
+
+@pytest.fixture
+def worker(make_worker) -> ThreadWorker:
+    """One thread: a second connection queued is short of a thread."""
+    return make_worker(1)
 
 
 @pytest.fixture
@@ -154,14 +167,20 @@ def waiting_after_one_request(worker: ThreadWorker, pair,
     return runner, result, conn
 
 
-def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
-    runner, result, _ = waiting_after_one_request(worker, pair, monkeypatch)
-    client = pair[1]
-    client.sendall(request("/b"))  # sent only now: the thread is waiting on the socket
+def served_on_the_waiting_thread(client: socket.socket, runner: threading.Thread, result: list,
+                                 path: str) -> None:
+    """A request sent now is answered while `runner` goes on; the client's close then ends it."""
+    client.sendall(request(path))
     await_answer(client)
+    assert runner.is_alive()
     client.shutdown(socket.SHUT_WR)
     runner.join(10)
     assert result == [False]  # the end of the stream, read on the same thread: closed
+
+
+def test_a_request_that_arrives_while_the_thread_waits_is_served_on_it(worker, pair, monkeypatch):
+    runner, result, _ = waiting_after_one_request(worker, pair, monkeypatch)
+    served_on_the_waiting_thread(pair[1], runner, result, "/b")  # sent only now, during the wait
 
 
 def test_a_connection_queued_meanwhile_ends_the_wait_at_once(worker, pair, monkeypatch):
@@ -188,14 +207,26 @@ def test_once_the_queued_connection_is_taken_a_thread_waits_on_its_connection_ag
     client.sendall(request("/b"))
     runner, result = in_thread(worker.handle, conn)
     await_answer(client)
-    client.sendall(request("/c"))  # sent during the wait: served on the same thread, no wake-up left over
-    await_answer(client)
-    assert runner.is_alive()
-    client.shutdown(socket.SHUT_WR)
+    # sent during the wait: served on the same thread, no wake-up left over
+    served_on_the_waiting_thread(client, runner, result, "/c")
     other.shutdown(socket.SHUT_WR)
-    runner.join(10)
     other_runner.join(10)
-    assert result == [False]
+    waiting.close()
+    other.close()
+
+
+def test_a_connection_an_idle_thread_takes_does_not_end_the_wait(make_worker, pair, monkeypatch):
+    worker = make_worker(2)
+    runner, result, _ = waiting_after_one_request(worker, pair, monkeypatch)
+    waiting, other = socket.socketpair()
+    other.sendall(request("/other"))
+    queued = connection(worker, waiting)  # the pool's second thread is idle: it takes this one
+    other_runner, _ = in_thread(worker.handle, queued)
+    await_answer(other)
+    # the first thread still waits on its connection and serves it
+    served_on_the_waiting_thread(pair[1], runner, result, "/b")
+    other.shutdown(socket.SHUT_WR)
+    other_runner.join(10)
     waiting.close()
     other.close()
 
