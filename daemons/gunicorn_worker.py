@@ -98,14 +98,14 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
 # How long a request thread waits for the next request on its connection before handing the
 # connection back to the main thread's poller. A client that asks again at once (a viewer's next
 # slice, the TLS front's reused upstream connection) answers within a fraction of this; one that
-# pauses costs the pool a waiting thread (no CPU) for this long, unless a connection queues for a
-# thread meanwhile: that wakes the waiting threads at once (`Waker`).
+# pauses costs the pool a waiting thread (no CPU) for this long, unless a connection queues with
+# no idle thread to take it meanwhile: that wakes the waiting threads at once (`Waker`).
 NEXT_REQUEST_WAIT_S = 0.002
 
 
 class Waker:
-    """A pipe that the threads waiting on their connection poll beside it, written to when another
-    connection queues for a thread, so none of them sits out its wait while work is queued.
+    """A pipe that the threads waiting on their connection poll beside it, written to when a
+    connection queues with no idle thread to take it, so none of them sits out its wait meanwhile.
 
     Made on first use, in the worker process: gunicorn builds its workers in the arbiter, before
     the fork. Every method is called under the worker's lock."""
