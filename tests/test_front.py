@@ -168,6 +168,41 @@ def test_errors_through_the_front_stay_json(deployment, h2):
     assert _json_error(odd_coding, 501)["code"] == "not_implemented"
 
 
+def _answer(sock: ssl.SSLSocket) -> bytes:
+    """The status line of one HTTP/1.1 answer read off `sock` (b"" when the connection was closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := sock.recv(65536)):
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return lines[0]
+
+
+def test_a_post_refused_before_its_body_keeps_its_connection(deployment):
+    """An HTTP/1.1 client (the console, dicomweb-client, scripts) reuses its connection after a
+    refused POST; the front closed it when the backend answered before the body had come through
+    (its answer said keep-alive), and the next request got no answer."""
+    parts = urlsplit(deployment.url("toplevel"))
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    body = b'{"audience": "https://127.0.0.1:1"}'
+    head = (f"POST /api/v1/auth/token HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer not-a-token\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        for _ in range(2):
+            sock.sendall(head)
+            time.sleep(0.3)  # the body comes after the backend could answer without it
+            sock.sendall(body)
+            assert _answer(sock) == b"HTTP/1.1 401 UNAUTHORIZED"
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        assert _answer(sock) == b"HTTP/1.1 200 OK"
+
+
 def test_a_front_for_localhost_listens_on_loopback_only():
     front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
     config = fronts.render_config(front).splitlines()

@@ -1,11 +1,13 @@
 """What every layer inherits from shared.webapp: error format, CORS, headers, proxies, body limit."""
 
+import io
+
 import pytest
 from flask import request
 
 from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
-from shared.webapp import SECURITY_HEADERS, create_base_app
+from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app
 
 
 @pytest.fixture
@@ -27,6 +29,10 @@ def make_app(tmp_path):
         @app.post("/echo")
         def echo():
             return {"n": len(request.get_data())}
+
+        @app.post("/refuse")
+        def refuse():
+            return {"error": {"code": "unauthorized", "message": "no"}}, 401
 
         return app.test_client()
 
@@ -176,3 +182,27 @@ def test_refusals_made_before_the_app_carry_its_security_headers():
     head = json_error_bytes(431, "Request Header Fields Too Large", "").split(b"\r\n\r\n")[0].decode()
     for name, value in SECURITY_HEADERS:
         assert f"\r\n{name}: {value}" in head, name
+
+
+@pytest.mark.parametrize("size, chunked, read", [
+    (100, False, 100),  # a refused login-sized body: read before the answer goes out
+    (UNREAD_BODY_LIMIT, False, UNREAD_BODY_LIMIT),
+    (UNREAD_BODY_LIMIT + 1, False, 0),  # a refused upload: left, its connection ends
+    (100, True, 100),  # chunked: read up to the limit, as far as it goes
+    (3 * UNREAD_BODY_LIMIT, True, UNREAD_BODY_LIMIT),
+])
+def test_a_body_the_app_did_not_read_is_read_before_the_answer_when_small(make_app, size, chunked, read):
+    """The nginx front closes a client's keep-alive connection after an answer that came while it
+    was still reading the body (the end-to-end case: tests/test_front.py)."""
+    body = io.BytesIO(b"x" * size)
+    headers = {"Transfer-Encoding": "chunked"} if chunked else {"Content-Length": str(size)}
+    reply = make_app().post("/refuse", input_stream=body, headers=headers)
+    assert reply.status_code == 401
+    assert body.tell() == read
+
+
+def test_no_more_than_the_body_is_read(make_app):
+    body = io.BytesIO(b"x" * 100 + b"the next request on the connection")
+    reply = make_app().post("/refuse", input_stream=body, environ_overrides={"CONTENT_LENGTH": "100"})
+    assert reply.status_code == 401
+    assert body.tell() == 100
