@@ -7,7 +7,9 @@ the audit export — so no daemon can forget one of them.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,28 +111,44 @@ class FromProxyOnly:
 
 
 #: The most of a request body that the app left unread (a POST refused before its body was needed,
-#: such as a 401) and that is read before the answer goes out. The nginx front streams bodies to the
-#: backend as they come (`proxy_request_buffering off`): an answer that reaches it while it is still
-#: reading the client's body makes it close the client's connection after that answer, which said
-#: keep-alive, so an HTTP/1.1 client's next request on it fails with no answer (measured: 25 of 300
-#: refused POSTs). A larger unread body still ends its connection: reading it all would cost more.
+#: such as a 401) and that is read before the answer goes out, and how long that may take. The nginx
+#: front streams bodies to the backend as they come (`proxy_request_buffering off`): an answer that
+#: reaches it while it is still reading the client's body makes it close the client's connection
+#: after that answer, which said keep-alive, so an HTTP/1.1 client's next request on it fails with no
+#: answer (measured: 25 of 300 refused POSTs). A client sends its body right behind its headers; a
+#: larger body, or one that does not come, still ends its connection, and a client that withholds it
+#: holds a request thread no longer than this wait (gunicorn then drains with its own bounds).
 UNREAD_BODY_LIMIT = 64 * 1024
+UNREAD_BODY_WAIT_S = 1.0
 
 
-def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT) -> None:
-    """Read and drop what is left of the request body in `environ`, when it is at most `limit` bytes."""
+def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: float = UNREAD_BODY_WAIT_S) -> None:
+    """Read and drop what is left of the request body in `environ` when it is at most `limit` bytes,
+    for at most `wait_s` when gunicorn serves it (`gunicorn.socket`: its reads then time out)."""
     left = limit  # a chunked body may be short
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
         length = environ.get("CONTENT_LENGTH") or "0"
         if not length.isdigit() or not 0 < int(length) <= limit:
             return
         left = int(length)
-    stream = environ["wsgi.input"]
+    stream, sock = environ["wsgi.input"], environ.get("gunicorn.socket")
+    deadline = time.monotonic() + wait_s
+    before = sock.gettimeout() if sock is not None else None
     try:
-        while left > 0 and (chunk := stream.read(min(left, 16384))):
+        while left > 0:
+            if sock is not None:
+                if (remaining := deadline - time.monotonic()) <= 0:
+                    return
+                sock.settimeout(remaining)
+            if not (chunk := stream.read(min(left, 4096))):
+                return
             left -= len(chunk)
-    except OSError:  # the client went away (gunicorn's NoMoreData): its answer has no one to reach
+    except OSError:  # timed out, or the client went away (gunicorn's NoMoreData is an OSError)
         pass
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(before)
 
 
 class AsciiIntegerConverter(IntegerConverter):

@@ -203,6 +203,19 @@ def test_a_post_refused_before_its_body_keeps_its_connection(deployment):
         assert _answer(sock) == b"HTTP/1.1 200 OK"
 
 
+def test_a_withheld_body_holds_a_refusal_only_briefly(deployment):
+    """Waiting for a body that does not come holds a request thread of the backend: about a second
+    (shared.webapp.UNREAD_BODY_WAIT_S), not until the front gives up on the client (60 s)."""
+    parts = urlsplit(deployment.url("render-1-1"))
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    head = (f"POST /api/v1/records HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer not-a-token\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as raw, \
+            context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        sock.sendall(head + b"x" * 10)
+        assert _answer(sock) == b"HTTP/1.1 401 UNAUTHORIZED"
+
+
 def test_a_front_for_localhost_listens_on_loopback_only():
     front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
     config = fronts.render_config(front).splitlines()
