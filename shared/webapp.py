@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -118,12 +118,13 @@ class FromProxyOnly:
 #: answer (measured: 25 of 300 refused POSTs). A client sends its body right behind its headers; a
 #: larger body, or one that does not come, still ends its connection, and a client that withholds it
 #: holds a request thread no longer than this wait (gunicorn then drains with its own bounds).
+#: An authenticated caller's refused body is read whole (`_read_unread_body`).
 UNREAD_BODY_LIMIT = 64 * 1024
 UNREAD_BODY_WAIT_S = 1.0
 
 
-def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: float = UNREAD_BODY_WAIT_S) -> None:
-    """Read and drop what is left of the request body in `environ` when it is at most `limit` bytes,
+def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: float | None = UNREAD_BODY_WAIT_S) -> None:
+    """Read and drop what is left of the request body in `environ` when it is at most `limit` bytes;
     for at most `wait_s` when gunicorn serves it (`gunicorn.socket`: its reads then time out)."""
     left = limit  # a chunked body may be short
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
@@ -131,8 +132,9 @@ def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: floa
         if not length.isdigit() or not 0 < int(length) <= limit:
             return
         left = int(length)
-    stream, sock = environ["wsgi.input"], environ.get("gunicorn.socket")
-    deadline = time.monotonic() + wait_s
+    stream = environ["wsgi.input"]
+    sock = environ.get("gunicorn.socket") if wait_s is not None else None
+    deadline = time.monotonic() + (wait_s or 0)
     before = sock.gettimeout() if sock is not None else None
     try:
         while left > 0:
@@ -140,7 +142,7 @@ def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: floa
                 if (remaining := deadline - time.monotonic()) <= 0:
                     return
                 sock.settimeout(remaining)
-            if not (chunk := stream.read(min(left, 4096))):
+            if not (chunk := stream.read(min(left, 1 << 16))):
                 return
             left -= len(chunk)
     except OSError:  # timed out, or the client went away (gunicorn's NoMoreData is an OSError)
@@ -208,7 +210,13 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
 
     @app.after_request
     def _read_unread_body(response: Response) -> Response:
-        read_unread_body(request.environ)
+        """An authenticated caller may send a body this large anyway: after a refused upload (403,
+        422...) its connection stays usable however large the body was (gunicorn itself drains at
+        most 64 KiB, then closes). Anyone else's is read only when small and prompt."""
+        if response.status_code >= 400 and g.get("identity") is not None:
+            read_unread_body(request.environ, app.config["MAX_CONTENT_LENGTH"], wait_s=None)
+        else:
+            read_unread_body(request.environ)
         return response
 
     @app.after_request

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Flask
 
 from daemons.render import dicomweb
 from daemons.render.api import frames as api_frames
@@ -72,26 +72,6 @@ def _check_config(config: Config) -> None:
                           "when missing; `sivr init` writes keys/<node>.receipt.pem)")
 
 
-def _drain_refused_bodies(app: Flask) -> None:
-    """Read what is left of an authenticated caller's request body before an error answer.
-
-    A view that refuses an upload (403, 422...) before reading it leaves the body on the socket;
-    gunicorn then drains at most 64 KiB and closes the keep-alive connection, so the client's next
-    request on it fails. An authenticated caller may send this much anyway (the body is within
-    MAX_CONTENT_LENGTH), so the connection stays usable; an anonymous one is not read further.
-    """
-
-    @app.after_request
-    def _drain(response: Response) -> Response:
-        if response.status_code >= 400 and getattr(g, "identity", None) is not None:
-            try:
-                while request.stream.read(1 << 20):
-                    pass
-            except Exception:
-                pass
-        return response
-
-
 def create_app(config: Config) -> Flask:
     _check_config(config)
     app = create_base_app(__name__, config)
@@ -134,7 +114,6 @@ def create_app(config: Config) -> Flask:
                                       exporter.send if exporter is not None else None))
     bind_per_request(app, database)  # image requests, the bulk of the traffic, never open one
     install_error_handler(app)
-    _drain_refused_bodies(app)
     add_readiness_check(app, "database", database_check(database, "render", schema_target(MIGRATIONS)))
     add_readiness_check(app, "store", readiness_check(store))
     store_keys = [config["storage"]["key_file"], *config["storage"]["old_key_files"]]

@@ -3,7 +3,7 @@
 import io
 
 import pytest
-from flask import request
+from flask import g, request
 
 from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
@@ -33,6 +33,11 @@ def make_app(tmp_path):
         @app.post("/refuse")
         def refuse():
             return {"error": {"code": "unauthorized", "message": "no"}}, 401
+
+        @app.post("/forbid")
+        def forbid():
+            g.identity = object()  # as shared.auth does once the caller's token is verified
+            return {"error": {"code": "forbidden", "message": "no"}}, 403
 
         return app.test_client()
 
@@ -206,3 +211,15 @@ def test_no_more_than_the_body_is_read(make_app):
     reply = make_app().post("/refuse", input_stream=body, environ_overrides={"CONTENT_LENGTH": "100"})
     assert reply.status_code == 401
     assert body.tell() == 100
+
+
+def test_an_authenticated_callers_refused_body_is_read_whole(make_app):
+    """Its next request on the connection works however large the refused upload was (the end-to-end
+    case: tests/render/test_isolation.py)."""
+    size = 40 * UNREAD_BODY_LIMIT
+    body = io.BytesIO(b"x" * size)
+    assert make_app().post("/forbid", input_stream=body).status_code == 403
+    assert body.tell() == size
+    over = io.BytesIO(b"x" * (2 * 1024 * 1024))  # over the app's MAX_CONTENT_LENGTH: left, the connection ends
+    assert make_app(server={"max_request_mb": 1}).post("/forbid", input_stream=over).status_code == 403
+    assert over.tell() == 0
