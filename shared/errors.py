@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.logs import current_request_id
@@ -90,6 +91,13 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    @app.errorhandler(ParseException)
+    @app.errorhandler(NoMoreData)
+    def _body_error(exc: Exception) -> Response:
+        """gunicorn raises these to the app reading a malformed chunked body or one whose client
+        went away before its end; the connection then closes (the next request's start is unknown)."""
+        return error_response(400, "malformed_body", f"the request body could not be read: {exc}")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

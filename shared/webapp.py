@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
+from gunicorn.http.errors import ParseException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -145,7 +146,7 @@ def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: floa
             if not (chunk := stream.read(min(left, 1 << 16))):
                 return
             left -= len(chunk)
-    except OSError:  # timed out, or the client went away (gunicorn's NoMoreData is an OSError)
+    except (OSError, ParseException):  # timed out, the client went away (NoMoreData) or a malformed chunk
         pass
     finally:
         if sock is not None:

@@ -313,6 +313,33 @@ def test_a_local_process_reaching_the_backend_cannot_forge_its_address(deploymen
     assert _addresses_audited(deployment, user["username"]) == {"127.0.0.1"}
 
 
+def _plain_answer(host: str, port: int, request: bytes) -> tuple[int, dict]:
+    """Status and JSON body of one answer to `request`, sent raw over plain HTTP (a backend)."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX"], ids=["chunk size", "terminator"])
+def test_a_malformed_chunked_body_straight_at_the_backend_is_a_400_or_the_refusal(deployment, body):
+    """The front refuses a malformed chunked body itself; a local process can send one straight to the
+    backend, where gunicorn raises to whatever reads it (a view, or the read of an unread body)."""
+    server, url = _backend_server(deployment, "render-1-1"), deployment.url("render-1-1")
+    token = deployment.client("physician").token_for(url)
+    stow = (f"POST /dicomweb/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    status, answer = _plain_answer(server["host"], server["port"], stow + body)
+    assert (status, answer["error"]["code"]) == (400, "malformed_body"), answer
+    anonymous = stow.replace(f"Bearer {token}".encode(), b"Bearer not-a-token")
+    status, answer = _plain_answer(server["host"], server["port"], anonymous + body)
+    assert (status, answer["error"]["code"]) == (401, "invalid_token"), answer
+
+
 def test_the_front_passes_the_address_it_saw(deployment):
     """A client at 127.0.0.2 is audited as 127.0.0.2: the backend believes its front."""
     user = _fresh_user(deployment, "front.peer")

@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from gunicorn.http.errors import InvalidChunkSize, NoMoreData
 from flask import g, request
 
 from shared.config import ConfigError, build_config
@@ -33,6 +34,10 @@ def make_app(tmp_path):
         @app.post("/refuse")
         def refuse():
             return {"error": {"code": "unauthorized", "message": "no"}}, 401
+
+        @app.post("/broken")
+        def broken():
+            raise {"chunk": InvalidChunkSize(b"zz"), "gone": NoMoreData(b"")}[request.args["why"]]
 
         @app.post("/forbid")
         def forbid():
@@ -223,3 +228,9 @@ def test_an_authenticated_callers_refused_body_is_read_whole(make_app):
     over = io.BytesIO(b"x" * (2 * 1024 * 1024))  # over the app's MAX_CONTENT_LENGTH: left, the connection ends
     assert make_app(server={"max_request_mb": 1}).post("/forbid", input_stream=over).status_code == 403
     assert over.tell() == 0
+
+
+@pytest.mark.parametrize("why", ["chunk", "gone"])
+def test_a_body_gunicorn_cannot_read_is_a_400(make_app, why):
+    reply = make_app().post(f"/broken?why={why}", data=b"x")
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "malformed_body", reply.json
