@@ -3,8 +3,8 @@
 import io
 
 import pytest
-from gunicorn.http.errors import InvalidChunkSize, NoMoreData
 from flask import g, request
+from gunicorn.http.errors import InvalidChunkSize, NoMoreData
 
 from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
