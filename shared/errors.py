@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from gunicorn.http.errors import NoMoreData, ParseException
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.logs import current_request_id
@@ -93,11 +93,11 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(ParseException)
-    @app.errorhandler(NoMoreData)
     def _body_error(exc: Exception) -> Response:
-        """gunicorn raises these to the app reading a malformed chunked body or one whose client
-        went away before its end; the connection then closes (the next request's start is unknown)."""
-        return error_response(400, "malformed_body", f"the request body could not be read: {exc}")
+        """gunicorn raises this to the view reading a malformed chunked body (werkzeug answers a
+        client gone mid-body itself, 400); the connection then closes (where the next request starts
+        is unknown)."""
+        return error_response(400, "malformed_body", "the request body's chunked encoding is malformed")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

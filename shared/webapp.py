@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -117,36 +118,40 @@ class FromProxyOnly:
 #: reaches it while it is still reading the client's body makes it close the client's connection
 #: after that answer, which said keep-alive, so an HTTP/1.1 client's next request on it fails with no
 #: answer (measured: 25 of 300 refused POSTs). A client sends its body right behind its headers; a
-#: larger body, or one that does not come, still ends its connection, and a client that withholds it
-#: holds a request thread no longer than this wait (gunicorn then drains with its own bounds).
+#: larger body, or one that does not come within the wait, still ends its connection.
 #: An authenticated caller's refused body is read whole (`_read_unread_body`).
 UNREAD_BODY_LIMIT = 64 * 1024
 UNREAD_BODY_WAIT_S = 1.0
 
 
-def read_unread_body(environ: dict, limit: int = UNREAD_BODY_LIMIT, wait_s: float | None = UNREAD_BODY_WAIT_S) -> None:
-    """Read and drop what is left of the request body in `environ` when it is at most `limit` bytes;
-    for at most `wait_s` when gunicorn serves it (`gunicorn.socket`: its reads then time out)."""
-    left = limit  # a chunked body may be short
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
-        length = environ.get("CONTENT_LENGTH") or "0"
-        if not length.isdigit() or not 0 < int(length) <= limit:
-            return
-        left = int(length)
-    stream = environ["wsgi.input"]
-    sock = environ.get("gunicorn.socket") if wait_s is not None else None
-    deadline = time.monotonic() + (wait_s or 0)
+def read_unread_body(request: Request, limit: int = UNREAD_BODY_LIMIT,
+                     wait_s: float | None = UNREAD_BODY_WAIT_S) -> None:
+    """Read and drop what is left of `request`'s body when it is at most `limit` bytes.
+
+    Read through `request.stream`, so never past the body's end whatever the view read of it. When
+    gunicorn serves it (`gunicorn.socket`), each wait for more bytes lasts at most what is left of
+    `wait_s` and no read starts after it: a client that withholds its body holds a request thread
+    about `wait_s`. One that trickles it byte by byte can hold it longer, as it can any request
+    whose body a view reads (the front gives up on a client silent for 60 s).
+    """
+    chunked = request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if not chunked and not 0 < (request.content_length or 0) <= limit:
+        return
+    sock = request.environ.get("gunicorn.socket") if wait_s is not None else None
+    deadline = time.monotonic() + (wait_s or 0.0)
     before = sock.gettimeout() if sock is not None else None
+    left = limit
     try:
         while left > 0:
             if sock is not None:
                 if (remaining := deadline - time.monotonic()) <= 0:
                     return
                 sock.settimeout(remaining)
-            if not (chunk := stream.read(min(left, 1 << 16))):
+            if not (chunk := request.stream.read(min(left, 1 << 16))):
                 return
             left -= len(chunk)
-    except (OSError, ParseException):  # timed out, the client went away (NoMoreData) or a malformed chunk
+    # timed out, the client went away, a malformed chunk (gunicorn's ParseException), over the body limit
+    except (OSError, ParseException, HTTPException):
         pass
     finally:
         if sock is not None:
@@ -213,11 +218,13 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     def _read_unread_body(response: Response) -> Response:
         """An authenticated caller may send a body this large anyway: after a refused upload (403,
         422...) its connection stays usable however large the body was (gunicorn itself drains at
-        most 64 KiB, then closes). Anyone else's is read only when small and prompt."""
-        if response.status_code >= 400 and g.get("identity") is not None:
-            read_unread_body(request.environ, app.config["MAX_CONTENT_LENGTH"], wait_s=None)
+        most 64 KiB, then closes); not after a 5xx (503 busy: reading it all would add load).
+        Anyone else's is read only when small and prompt. Runs before the access log's hook, whose
+        duration includes it."""
+        if 400 <= response.status_code < 500 and g.get("identity") is not None:
+            read_unread_body(request, app.config["MAX_CONTENT_LENGTH"], wait_s=None)
         else:
-            read_unread_body(request.environ)
+            read_unread_body(request)
         return response
 
     @app.after_request

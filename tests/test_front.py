@@ -212,8 +212,10 @@ def test_a_withheld_body_holds_a_refusal_only_briefly(deployment):
             f"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n").encode()
     with socket.create_connection((parts.hostname, parts.port), timeout=20) as raw, \
             context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        started = time.monotonic()
         sock.sendall(head + b"x" * 10)
         assert _answer(sock) == b"HTTP/1.1 401 UNAUTHORIZED"
+        assert time.monotonic() - started < 10  # about 1 s; the front would give up on the client at 60 s
 
 
 def test_a_front_for_localhost_listens_on_loopback_only():
