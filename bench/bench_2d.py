@@ -95,7 +95,15 @@ class Setup:
     @property
     def headers(self) -> dict[str, str]:
         """A fresh token as the toplevel's exchange would mint it: nodes accept tokens of <= 60 s."""
-        token, _ = self.issuer.issue(self.user_id, "bench", "physician", self.institution, session_id=self.session_id)
+        return self._headers("physician")
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """An administrator's, for the node's health figures."""
+        return self._headers("instadmin")
+
+    def _headers(self, role: str) -> dict[str, str]:
+        token, _ = self.issuer.issue(self.user_id, "bench", role, self.institution, session_id=self.session_id)
         return {"Authorization": f"Bearer {token}"}
 
     def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:
@@ -507,7 +515,7 @@ def bench_scrolling(setup: Setup, derived: list[Path], quick: bool, variant: str
                 results[f"{fmt}, {mode}"] = run_clients(urls, verify, setup.headers)
         RESULTS.setdefault("scroll_16_clients_tls", {})[variant] = results
         RESULTS.setdefault("node_health_after_scroll", {})[variant] = session.get(
-            f"{node.url}/api/v1/node", headers=setup.headers, timeout=30).json()
+            f"{node.url}/api/v1/node", headers=setup.admin_headers, timeout=30).json()
     finally:
         node.stop()
 

@@ -80,8 +80,8 @@ def _servers(deployment: RunningDeployment) -> dict[str, str]:
         "toplevel": f"{deployment.url('toplevel')}/api/v1/me",
         "north": f"{north['server_url']}/api/v1/info",
         "south": f"{south['server_url']}/api/v1/info",
-        "north-node": f"{north['nodes'][0]['url']}/api/v1/node",
-        "south-node": f"{south['nodes'][0]['url']}/api/v1/node",
+        "north-node": f"{north['nodes'][0]['url']}/api/v1/presets",
+        "south-node": f"{south['nodes'][0]['url']}/api/v1/presets",
     }
 
 

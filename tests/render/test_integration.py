@@ -33,7 +33,7 @@ def _wait_ready(client, url: str, record_id: str) -> dict:
     raise AssertionError("the record never finished loading")
 
 
-def test_upload_load_render_delete_over_tls(node, ct_series: Path, tmp_path):
+def test_upload_load_render_delete_over_tls(node, deployment, ct_series: Path, tmp_path):
     client, url = node
     files = as_new_series(sorted(ct_series.glob("*.dcm"))[40:60], tmp_path)  # a record of exactly these 20
     handles = [("files", (f.name, f.read_bytes(), "application/dicom")) for f in reversed(files)]
@@ -61,7 +61,7 @@ def test_upload_load_render_delete_over_tls(node, ct_series: Path, tmp_path):
     original = client.call("GET", f"{url}/api/v1/records/{record_id}/original", params={"index": 19})
     assert hashlib.sha256(original.content).hexdigest() in wanted
 
-    health = client.call("GET", f"{url}/api/v1/node").json()
+    health = deployment.client("admin").call("GET", f"{url}/api/v1/node").json()
     assert health["records_loaded"] >= 1 and health["memory_used_bytes"] >= 20 * 512 * 512 * 2
 
     client.call("DELETE", f"{url}/api/v1/records/{record_id}", ok=(204,))

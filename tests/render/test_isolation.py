@@ -61,8 +61,9 @@ def _upload(client, url: str, files: list[tuple[str, bytes]]):
                                files=[("files", (name, data, "application/dicom")) for name, data in files])
 
 
-def _node(client, url: str) -> dict:
-    return client.call("GET", f"{url}/api/v1/node").json()
+def _node(iso_deployment, url: str) -> dict:
+    """The node's health figures, for administrators."""
+    return iso_deployment.client("admin").call("GET", f"{url}/api/v1/node").json()
 
 
 def _load_and_wait(client, url: str, record_id: str) -> None:
@@ -90,7 +91,7 @@ def test_panic_bomb_and_hang_cost_a_decode_worker_not_the_node(iso_deployment, c
     assert record.status_code in (200, 201), record.text
     record_id = record.json()["id"]
     _load_and_wait(client, url, record_id)
-    before = _node(client, url)
+    before = _node(iso_deployment, url)
 
     hostile = [
         ("panic.dcm", rle_corrupted_segments(), "panicked"),
@@ -105,7 +106,7 @@ def test_panic_bomb_and_hang_cost_a_decode_worker_not_the_node(iso_deployment, c
         assert error["code"] == "undecodable_pixels" and name in error["message"] and reason in error["message"], error
         assert time.monotonic() - started < 30
 
-    after = _node(client, url)
+    after = _node(iso_deployment, url)
     assert after["pid"] == before["pid"], "the node's gunicorn worker died"
     assert after["decode_workers"]["replaced"] >= before["decode_workers"]["replaced"] + 1  # the hung one
     assert client.call("GET", f"{url}/api/v1/records/{record_id}/status").json()["state"] == "ready"
@@ -147,7 +148,7 @@ def test_a_refused_upload_keeps_the_connection_usable(iso_deployment):
     refused = connection.getresponse()
     assert refused.status == 403 and json.loads(refused.read())["error"]["code"] == "forbidden"
     local = connection.sock.getsockname()
-    connection.request("GET", "/api/v1/node", headers={"Authorization": token})
+    connection.request("GET", "/api/v1/presets", headers={"Authorization": token})
     reply = connection.getresponse()
     assert reply.status == 200, reply.read()[:200]
     reply.read()
@@ -159,7 +160,7 @@ def test_a_refused_upload_keeps_the_connection_usable(iso_deployment):
     for _ in range(3):
         assert session.post(f"{url}/api/v1/records", timeout=60, files=[
             ("files", ("big.dcm", to_bytes(base_dataset()) * 40, "application/dicom"))]).status_code == 403
-        assert session.get(f"{url}/api/v1/node", timeout=30).status_code == 200
+        assert session.get(f"{url}/api/v1/presets", timeout=30).status_code == 200
 
 
 def _store_and_db(iso_deployment, name: str) -> tuple[Path, Path]:
@@ -194,7 +195,7 @@ def test_a_damaged_manifest_is_quarantined_and_the_node_keeps_working(iso_deploy
     assert listing.status_code == 200, listing.text
     ids = {item["id"] for item in listing.json()["items"]}
     assert healthy in ids and damaged not in ids and uncatalogued not in ids
-    quarantined = _node(client, url)["quarantined_records"]
+    quarantined = _node(iso_deployment, url)["quarantined_records"]
     for record_id in (damaged, uncatalogued):
         assert any(name.startswith(record_id) for name in quarantined), quarantined
         assert client.session.get(f"{url}/api/v1/records/{record_id}", timeout=30).status_code == 404

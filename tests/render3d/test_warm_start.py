@@ -56,7 +56,7 @@ def test_node_started_on_a_warm_cache_compiles_nothing(tmp_path, kernel_cache, m
         assert f"loaded from the cache in {kernel_cache}" in serve_log
         issuer = TokenIssuer(load_private_key(Path(layout.root, "keys", "token_ed25519.pem")),
                              "sivr-toplevel", node.url, 60)
-        token, _ = issuer.issue(str(uuid.uuid4()), "doc", "physician", node.institution or str(uuid.uuid4()))
+        token, _ = issuer.issue(str(uuid.uuid4()), "ops", "instadmin", node.institution or str(uuid.uuid4()))
         reply = requests.get(f"{node.url}/api/v1/node", headers={"Authorization": f"Bearer {token}"},
                              verify=layout.ca_cert, timeout=60)
         assert reply.status_code == 200, reply.text

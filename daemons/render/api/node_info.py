@@ -1,6 +1,9 @@
 """Node health figures (`GET /api/v1/node`) and the rendering presets (`GET /api/v1/presets`).
 
 The figures come from the same objects the node's `/metrics` reads (daemons/render/metrics.py).
+They are for the administrators of the node's institution (and system administrators), whom the
+console shows them: where the store is, which records are quarantined, the node's processes and
+load are operations' business, and no physician's client asks for them.
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ from daemons.render.api.mpr3d import render_state
 from daemons.render.imaging.pixels import PRESETS, preset_modality
 from daemons.render.node import node
 from daemons.render.volume.transfer import default_preset, presets_for
-from shared.auth import require_auth
+from shared.auth import current_identity, require_admin_of, require_auth
 from shared.receipts import public_key_text
+from shared.roles import ADMIN_ROLES
 from shared.tokens import key_id
 
 bp = Blueprint("render_node", __name__)
 
 
-
-
 @bp.get("/api/v1/node")
-@require_auth()
+@require_auth(*ADMIN_ROLES)
 def node_health():
     the_node = node()
+    require_admin_of(current_identity(), the_node.institution_id, "this render node")
     return jsonify({
         "institution_id": the_node.institution_id,
         "name": the_node.config["node"]["name"],
