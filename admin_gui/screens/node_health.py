@@ -27,6 +27,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
 from admin_gui.widgets import plain_label
+from shared.roles import may_administer_institution
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
 REGISTRY_THREADS = 8
@@ -78,7 +79,8 @@ class MemoryBarDelegate(QStyledItemDelegate):
 
 class NodeHealthScreen(TableScreen):
     title = "Node health"
-    subtitle = "Every render node of every institution: reachability, records, memory, storage and render latency."
+    subtitle = ("Every render node of the institutions you administer: reachability, records, memory, storage and "
+                "render latency. Other institutions' nodes are listed; their figures are for their administrators.")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         self.model = NodeHealthModel()
@@ -137,17 +139,20 @@ class NodeHealthScreen(TableScreen):
         self._generation += 1
         generation = self._generation
         self._outstanding = 1
-        client, polling_client = self.ctx.client, self.ctx.polling_client
+        client, polling_client, caller = self.ctx.client, self.ctx.polling_client, self.ctx.caller
 
         def registry_of(inst: dict[str, Any]) -> list[dict[str, Any]]:
             base = {"institution_name": inst["name"], "institution_id": inst["id"]}
+            # a node shows its figures to its institution's administrators only (GET /api/v1/node):
+            # asking anyway would fail and write an access.denied entry on that node every round
+            ask = "checking" if may_administer_institution(caller, inst["id"]) else "no_access"
             try:
                 nodes = polling_client(inst["server_url"]).list_all("/api/v1/nodes")
             except ApiError as exc:
                 status = "no_access" if exc.status == 403 else "down"
                 return [{**base, "name": "(node registry)", "url": inst["server_url"],
                          "status": status, "problem": exc.message}]
-            return [{**node, **base, "status": "checking"} if _listed(node) else
+            return [{**node, **base, "status": ask} if _listed(node) else
                     {**base, "name": "(node registry)", "url": inst["server_url"], "status": "down",
                      "problem": "the registry lists a node without an id or URL"} for node in nodes]
 
@@ -199,13 +204,15 @@ class NodeHealthScreen(TableScreen):
         nodes = [r for r in rows if r.get("id")]
         count = {status: sum(1 for r in nodes if r.get("status") == status) for status in STATUS_TEXT}
         registries_down = sum(1 for r in rows if not r.get("id") and r.get("status") == "down")
-        hidden = sum(1 for r in rows if r.get("status") == "no_access")
+        hidden = sum(1 for r in rows if not r.get("id") and r.get("status") == "no_access")
         waiting = count["checking"]
         parts = [f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}", f"{count['up']} reachable"]
         if count["down"]:
             parts.append(f"{count['down']} unreachable")
         if waiting:
             parts.append(f"{waiting} checking")
+        if count["no_access"]:
+            parts.append(f"{count['no_access']} of other institutions")
         if registries_down:
             parts.append(f"{registries_down} institution server{'s' if registries_down != 1 else ''} down")
         if hidden:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from driving import fill, log_in, open_screen, save, table_values
+from driving import WAIT_MS, fill, log_in, open_screen, save, table_values
 from PySide6.QtWidgets import QPushButton
 
 from admin_gui.api_client import ApiClient
@@ -62,3 +62,21 @@ def test_institution_admin_console(qtbot, window, gui_deployment, institution_ad
         nodes.institution.setCurrentIndex(index)
         mine = nodes.institution.itemData(index)["id"] == second["id"]
         assert nodes.new_button.isEnabled() == mine
+
+    # a node's figures are for its own institution's administrators: the other institution's node is
+    # listed as not visible, never asked (which would fail and be audited there as access.denied)
+    admin = ApiClient(gui_deployment.url("toplevel"), gui_deployment.ca_cert)
+    admin.login(**gui_deployment.users["admin"])
+    registered = [(admin.for_server(inst["server_url"]),
+                   admin.for_server(inst["server_url"]).post("/api/v1/nodes", {
+                       "name": f"health-{index}", "url": inst["nodes"][0]["url"]}))
+                  for index, inst in enumerate(gui_deployment.layout.institutions)]
+    try:
+        health = open_screen(qtbot, window, "Node health")
+        qtbot.waitUntil(lambda: not health.busy, timeout=WAIT_MS)
+        status = {r["name"]: r["status"] for r in health.model.rows() if r.get("id")}
+        assert status == {"health-0": "no_access", "health-1": "up"}, status
+        assert health.summary.text() == "2 nodes · 1 reachable · 1 of other institutions", health.summary.text()
+    finally:
+        for server, node in registered:
+            server.delete(f"/api/v1/nodes/{node['id']}")

@@ -172,7 +172,8 @@ def document() -> dict[str, Any]:
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}}},
         "security": [{"bearer": []}],
         "paths": {
-            "/api/v1/node": {"get": {"summary": "node health figures (administrators of the node's institution)",
+            "/api/v1/node": {"get": {"summary": "node health figures (administrators of the node's institution "
+                                                "and system administrators)",
                                      "responses": {"200": _json({"type": "object"}), **_errors(401, 403)}}},
             "/api/v1/presets": {"get": {"summary": "window and volume presets (with modality: that modality's, "
                                                    "and volume_default, the DVR preset it starts with)",
