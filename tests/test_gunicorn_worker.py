@@ -200,17 +200,17 @@ def test_once_the_queued_connection_is_taken_a_thread_waits_on_its_connection_ag
     queued = connection(worker, waiting)  # wakes the waiting thread, which hands its connection back
     runner.join(10)
     assert result == [True]
-    other_runner, _ = in_thread(worker.handle, queued)  # a thread takes the queued connection
+    other_runner, other_result = in_thread(worker.handle, queued)  # the pool's one thread takes it
     await_answer(other)
     client = pair[1]
-    worker.enqueue_req(conn)  # the first connection, back from gunicorn's poller
+    worker.enqueue_req(conn)  # the first connection, back from gunicorn's poller: short of the one thread
+    other_runner.join(10)  # as a pool of one thread does, the next connection only once this one is handed back
+    assert other_result == [True]
     client.sendall(request("/b"))
     runner, result = in_thread(worker.handle, conn)
     await_answer(client)
     # sent during the wait: served on the same thread, no wake-up left over
     served_on_the_waiting_thread(client, runner, result, "/c")
-    other.shutdown(socket.SHUT_WR)
-    other_runner.join(10)
     waiting.close()
     other.close()
 
