@@ -50,8 +50,10 @@ def _small_decode_limits(layout) -> None:
 
 @pytest.fixture(scope="module")
 def iso_deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
+    # One gunicorn worker per node: the pid and decode-pool figures GET /api/v1/node reports are the
+    # answering worker's, so with two workers a before/after pair could come from different ones.
     running = start_deployment(tmp_path_factory.mktemp("isolation"), before_start=_small_decode_limits,
-                               institution_names=["Isolation Hospital", "Other Clinic"])
+                               institution_names=["Isolation Hospital", "Other Clinic"], render_workers=1)
     yield running
     running.stop()
 
