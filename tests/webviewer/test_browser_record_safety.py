@@ -5,7 +5,11 @@
 - The uploader corrects a record's type and description, or deletes it, from the patient page
   (audited; the render node deletes the stored series too); another physician is offered neither.
 - The viewer shows the SIVR patient of the page it was opened from beside the patient the DICOM
-  files name, and a warning banner when their names or birth dates differ.
+  files name, and a warning banner when their names or birth dates differ, or when the record is
+  registered for another patient than the page's (whatever the files name).
+- A finding's link to a record that is not among the patient's records (another institution's
+  record of another patient, which the finding's server cannot check) is flagged on the patient
+  page and not offered to open.
 
 Records: slices of the bundled real CT with fresh UIDs (derived), relabelled where a test needs
 another DICOM patient.
@@ -22,7 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.uid import generate_uid
 
-from daemons.demo import ApiClient, new_user, register_record
+from daemons.demo import ApiClient, new_user, register_record, write_finding
 from shared.receipts import issue_receipt, public_key_text
 from tests.webviewer.browser import PHONE
 from tests.webviewer.helpers import (
@@ -35,6 +39,7 @@ from tests.webviewer.helpers import (
     registered_node,
     shot,
     uploaded_record,
+    users_of_second_institution,
 )
 from tests.webviewer.test_browser_viewer import wait_shown
 
@@ -288,6 +293,45 @@ def test_a_birth_date_alone_that_differs_is_a_mismatch_and_a_link_without_page_u
     assert "birth date differs" in banner.inner_text()
     assert "SIVR patient" in banner.inner_text()
     assert f"{patient['last_name']}, Ana" in page.locator("#identity-sivr").inner_text()
+
+
+def test_another_patients_record_cited_by_a_finding_is_flagged_and_the_viewer_warns(
+        page, deployment, ct_series, tmp_path, shots):
+    """Two patients with the same name and birth date (namesakes: the DICOM comparison cannot tell
+    them apart). A finding written at institution 2 for one cites the other's record at institution
+    1, which institution 2's server cannot check."""
+    last = f"Namesake-{uuid.uuid4().hex[:6]}"
+    ana, namesake = new_patient(deployment, last_name=last), new_patient(deployment, last_name=last)
+    record = uploaded_record(deployment, namesake, derived_series(ct_series, tmp_path / "s", first=32, count=3),
+                             "CT of the namesake")
+    key = f"{record['institution']['id']}/{record['meta']['id']}"
+    doctor2 = ApiClient(deployment, **users_of_second_institution(deployment)["physician"])
+    write_finding(doctor2, institution(deployment, 2)["server_url"], ana["id"],
+                  [{"record_id": record["meta"]["id"], "institution_id": record["institution"]["id"],
+                    "node_id": record["node"]["id"]}],
+                  description="Chest CT", findings="A 4 mm nodule.", conclusion="Follow up in a year.")
+
+    login(page, deployment)
+    page.goto(f"/#/patients/{ana['id']}")
+    flagged = page.locator(f"[data-unresolved][data-link='{key}']")
+    flagged.wait_for()
+    assert "not among this patient's records" in flagged.inner_text()
+    assert page.locator(f"a[data-link='{key}']").count() == 0
+    shot(page, shots, "49-finding-cites-another-patients-record")
+
+    # the same pairing by a link made by hand (or kept from before a correction)
+    page.goto(f"/#/view/{record['institution']['id']}/{record['node']['id']}/{record['meta']['id']}?patient={ana['id']}")
+    page.locator("#identity-warning").wait_for()
+    assert "registered for another patient" in page.locator("#identity-warning").inner_text()
+    assert page.locator("#patient-identity").get_attribute("role") == "alert"
+    assert page.locator("#overlay-mismatch").inner_text() == "⚠ PATIENT MISMATCH"
+    # opened from the namesake's own page, nothing is amiss
+    page.goto(f"/#/patients/{namesake['id']}")
+    page.get_by_role("link", name=re.compile("Open CT")).click()
+    page.locator("#viewport").wait_for()
+    wait_shown(page, "d.shownPlane === 'native'")
+    assert page.locator("#patient-identity").get_attribute("role") is None
+    assert page.locator("#overlay-mismatch").count() == 0
 
 
 def test_deleting_one_of_two_registrations_on_a_shared_store_keeps_the_images(page, deployment, ct_series, tmp_path):

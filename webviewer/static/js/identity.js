@@ -64,22 +64,38 @@ export function comparePatients(patient, meta) {
 /**
  * The SIVR patient of the page the viewer was opened from (`?patient=`), else the one the
  * institution registered the record for; with the comparison against the files' patient.
+ * Opened from a page, the record's registration is read too (beside the page's patient, not after
+ * it): a link that pairs a page with another patient's record (a finding citing the wrong record,
+ * or a hand-made link) is a mismatch even when both patients' names and birth dates agree.
  * Never throws: a patient that cannot be loaded is shown as such, with the reason.
  */
 export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta, query) {
   const dicom = dicomPatient(meta);
   try {
-    let patientId = query.get("patient");
-    const fromPage = Boolean(patientId) && UUID.test(patientId);
+    const pagePatient = query.get("patient");
+    const fromPage = Boolean(pagePatient) && UUID.test(pagePatient);
+    const inst = await ctx.dir.institution(institutionId);
+    const registration = ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`, { params: { node_id: nodeId } });
     if (!fromPage) {
-      const inst = await ctx.dir.institution(institutionId);
-      patientId = (await ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`, { params: { node_id: nodeId } })).patient_id;
+      const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${(await registration).patient_id}`);
+      return identityOf(patient, false, meta);
     }
-    const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`);
-    return identityOf(patient, fromPage, meta);
+    const [patient, registered] = await Promise.all([
+      ctx.session.toplevel(apiPath`api/v1/patients/${pagePatient}`),
+      registration.then((record) => record.patient_id, (err) => ({ error: ctx.describeError(err) })),
+    ]);
+    const checked = typeof registered === "string"
+      ? { registeredElsewhere: registered !== pagePatient, registrationUnchecked: null }
+      : { registeredElsewhere: false, registrationUnchecked: registered.error };
+    return { ...identityOf(patient, true, meta), ...checked };
   } catch (err) {
     return { patient: null, error: ctx.describeError(err), dicom, differs: [], unknown: [] };
   }
+}
+
+/** Whether the viewer must warn: the files name another patient, or the record is registered for one. */
+export function isMismatch(identity) {
+  return identity.differs.length > 0 || Boolean(identity.registeredElsewhere);
 }
 
 /** The patient a record's files name. */
@@ -106,19 +122,25 @@ function sivrLine(patient) {
 
 /** The two patients side by side above the image; a warning banner (role "alert") when they differ. */
 export function identityPanel(identity) {
-  const mismatch = identity.differs.length > 0;
   const rows = h("dl", { class: "identity-rows" },
     h("dt", { text: identity.fromPage ? "Patient page" : "SIVR patient" }),
     h("dd", { id: "identity-sivr", text: identity.patient ? sivrLine(identity.patient) : `could not be loaded: ${identity.error}` }),
     h("dt", { text: "In the images (DICOM)" }),
     h("dd", { id: "identity-dicom", text: dicomLine(identity.dicom) }));
-  if (!mismatch) {
+  const unchecked = identity.registrationUnchecked
+    ? h("p", { class: "warn", id: "identity-unchecked", text: `Whose record this is could not be checked at its institution (${identity.registrationUnchecked}): compare the images with the patient yourself.` })
+    : null;
+  if (!isMismatch(identity)) {
     return h("div", { class: `identity${identity.patient ? "" : " identity-unknown"}`, id: "patient-identity" }, rows,
-      identity.unknown.length ? h("p", { class: "muted", text: `The images carry no patient ${identity.unknown.join(" or ")}: compare the images with the patient yourself.` }) : null);
+      identity.unknown.length ? h("p", { class: "muted", text: `The images carry no patient ${identity.unknown.join(" or ")}: compare the images with the patient yourself.` }) : null,
+      unchecked);
   }
   const what = identity.differs.join(" and ");
+  const title = identity.registeredElsewhere
+    ? "⚠ Patient mismatch: this record is registered for another patient than the page it was opened from."
+    : `⚠ Patient mismatch: the images name another patient (${what} differ${identity.differs.length === 1 ? "s" : ""}).`;
   return h("div", { class: "identity identity-mismatch", id: "patient-identity", role: "alert" },
-    h("p", { class: "identity-title", id: "identity-warning", text: `⚠ Patient mismatch: the images name another patient (${what} differ${identity.differs.length === 1 ? "s" : ""}).` }),
+    h("p", { class: "identity-title", id: "identity-warning", text: title }),
     rows,
     h("p", { text: `Do not read or report these images for ${patientName(identity.patient)} before the record's patient is checked; its uploader or an administrator can correct or delete it from the patient page.` }));
 }
@@ -127,7 +149,7 @@ export function identityPanel(identity) {
 export function identityLines(identity) {
   const dicom = identity.dicom;
   return [
-    identity.differs.length ? h("div", { class: "overlay-mismatch", id: "overlay-mismatch", text: "⚠ PATIENT MISMATCH" }) : null,
+    isMismatch(identity) ? h("div", { class: "overlay-mismatch", id: "overlay-mismatch", text: "⚠ PATIENT MISMATCH" }) : null,
     identity.patient ? h("div", { id: "overlay-sivr", text: `SIVR: ${patientName(identity.patient)} · ${identity.patient.birth_date || "?"}` }) : null,
     h("div", { id: "overlay-dicom", text: `DICOM: ${readableName(dicom.name) || "—"}${dicom.id ? ` · ${dicom.id}` : ""} · ${dicom.birthDate || "?"}` }),
   ];

@@ -106,8 +106,22 @@ export async function patientView(ctx, patientId) {
     relabelLinks();
   }, controller.signal);
 
+  // Once every institution has answered, a link still without a label names no record of this
+  // patient at an institution that answered: another patient's record (a finding may cite any
+  // record of another institution, which its server cannot check), or one deleted since. It is
+  // flagged and not offered as a link to open under this patient's name.
+  const flagUnresolvedLinks = () => {
+    for (const el of blocks.querySelectorAll("[data-link]")) {
+      const key = el.dataset.link;
+      if (labels.has(key) || counts.down.has(key.split("/")[0])) continue;
+      el.replaceWith(h("span", { class: "unresolved", dataset: { link: key, unresolved: "" },
+        text: `${el.textContent}: not among this patient's records (another patient's, or deleted)` }));
+    }
+  };
+
   Promise.all([findingsDone, recordsDone]).then(() => {
     if (controller.signal.aborted) return;
+    flagUnresolvedLinks();
     const down = counts.down.size;
     ctx.announce(`Loaded ${counts.findings} finding${counts.findings === 1 ? "" : "s"}` +
       (down ? `; ${down} institution${down === 1 ? "" : "s"} did not answer.` : "."));
