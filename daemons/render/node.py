@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,7 +54,6 @@ class Node:
     # manifest, when last checked, the record's count on the workers' change board then (`daemons.render.runtime`)
     _manifests: dict[str, tuple[Manifest, float, int]] = field(default_factory=dict)
     _manifest_lock: threading.Lock = field(default_factory=threading.Lock)
-    _latencies: deque = field(default_factory=lambda: deque(maxlen=2000))
 
     @property
     def institution_id(self) -> str:
@@ -145,11 +143,12 @@ class Node:
             self._manifests.pop(record_id, None)
 
     def note_latency(self, ms: float) -> None:
-        self._latencies.append(ms)
+        self.registry.runtime.note_latency(ms)
 
     def latency_percentiles(self) -> dict[str, float | None]:
-        values = list(self._latencies)
-        if not values:
+        """The node's render latencies (every live worker's most recent), not the answering worker's."""
+        values = self.registry.runtime.latencies()
+        if not values.size:
             return {"p50": None, "p95": None}
         p50, p95 = np.percentile(values, [50, 95])
         return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}

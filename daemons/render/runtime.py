@@ -9,7 +9,9 @@ SIVR_RENDER_RUNTIME_DIR for the gunicorn workers it starts (gunicorn removes it 
   changes a record (append, analysis, deletion), so that the others drop what they cached of it at
   their next request instead of after `storage.manifest_refresh_s`;
 - lock files: a series' appends are serialised across workers (`folder_lock`), and exactly one
-  worker serves DICOM (`try_hold`).
+  worker serves DICOM (`try_hold`);
+- each worker's most recent render latencies (`note_latency`), so that the node's health figures
+  (`GET /api/v1/node`, the console) give the node's percentiles whichever worker answers.
 
 An app built in a process of its own (the tests, a single-process server) gets a private folder:
 its decoded series are unlinked when the registry shuts down, the folder is removed when the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import mmap
 import os
 import shutil
@@ -33,8 +36,11 @@ import numpy as np
 from daemons.render.shared_frames import SUFFIX, remove
 from shared.errors import ApiError
 
+log = logging.getLogger(__name__)
 RUNTIME_ENV = "SIVR_RENDER_RUNTIME_DIR"
 BOARD_SLOTS = 4096  # a record shares its counter with 1/4096 of the others: at worst a needless recheck
+LATENCY_SAMPLES = 2000  # the most recent render latencies each worker keeps
+LATENCY_PREFIX = "latency-"
 
 
 def make_runtime_folder(prefix: str) -> str:
@@ -83,6 +89,9 @@ class NodeRuntime:
             os.close(fd)
         self._held: list[int] = []
         self._board_lock = FolderLock(folder / "changes.lock")
+        self._latency_lock = threading.Lock()
+        # pid, count, samples (None, None: the ring could not be made)
+        self._latency_ring: tuple[int, np.ndarray | None, np.ndarray | None] | None = None
 
     @classmethod
     def from_environment(cls) -> NodeRuntime:
@@ -124,6 +133,45 @@ class NodeRuntime:
         """The record's counter: a different value than before means it may have changed."""
         return int(self._board[self._slot(record_id)])
 
+    # --- render latencies ------------------------------------------------------------------------
+    def note_latency(self, ms: float) -> None:
+        """Keep one render's latency in this worker's ring (a file of the folder, mapped: no system
+        call per request). The ring is made by the process that first notes one: a worker forked
+        after the app was built writes its own, not its parent's."""
+        with self._latency_lock:
+            ring, pid = self._latency_ring, os.getpid()
+            if ring is None or ring[0] != pid:
+                try:
+                    ring = (pid, *_map_ring(self.folder / f"{LATENCY_PREFIX}{pid}", True))
+                except OSError as exc:  # the folder is gone (`check` refuses changes): a figure is not worth a 500
+                    log.warning("this worker's render latencies are not kept: %s", exc)
+                    ring = (pid, None, None)
+                self._latency_ring = ring
+            _, count, samples = ring
+            if count is None or samples is None:
+                return
+            at = int(count[0])
+            samples[at % LATENCY_SAMPLES] = ms
+            count[0] = at + 1
+
+    def latencies(self) -> np.ndarray:
+        """The recent render latencies of every live worker of the node (ms, in no order). A ring
+        whose worker has died is removed: a worker gunicorn replaced starts a ring of its own."""
+        found = []
+        for path in self.folder.glob(f"{LATENCY_PREFIX}*"):
+            pid = path.name.removeprefix(LATENCY_PREFIX)
+            if not pid.isdigit():
+                continue
+            if not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                count, samples = _map_ring(path, False)
+            except (FileNotFoundError, ValueError):  # removed meanwhile, or not yet its full size
+                continue
+            found.append(samples[:min(int(count[0]), LATENCY_SAMPLES)].copy())
+        return np.concatenate(found) if found else np.empty(0, np.float32)
+
     # --- growth of a series ----------------------------------------------------------------------
     def grew(self, name: str) -> None:
         """Series `name` grew now, through whichever worker: its "series complete" age starts again
@@ -158,6 +206,22 @@ class NodeRuntime:
             return False
         self._held.append(fd)  # released by the kernel when this process ends
         return True
+
+
+def _map_ring(path: Path, create: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's latency ring mapped: its count of latencies noted (uint64), then LATENCY_SAMPLES
+    float32 slots. Another worker's is mapped read-only."""
+    size = 8 + 4 * LATENCY_SAMPLES
+    fd = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o600)
+    try:
+        if create and os.fstat(fd).st_size < size:
+            os.ftruncate(fd, size)
+        if os.fstat(fd).st_size < size:
+            raise ValueError(f"{path} is not a latency ring yet")
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if create else mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    return np.frombuffer(mapped, np.uint64, 1), np.frombuffer(mapped, np.float32, LATENCY_SAMPLES, 8)
 
 
 class FolderLock:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from daemons.render import records
-from daemons.render.runtime import RUNTIME_ENV, NodeRuntime
+from daemons.render.runtime import LATENCY_SAMPLES, RUNTIME_ENV, NodeRuntime
 from daemons.render.shared_frames import FAILED, READY, SharedFrames, frames_on_node
 from daemons.render.store.manifest import Manifest
 from tests.render.conftest import build_node, close_node
@@ -178,6 +178,47 @@ def test_a_runtime_folder_without_room_refuses_the_load_instead_of_killing_the_w
     assert _frames_files(node) == [] and list(node.registry.runtime.folder.glob("*.tmp")) == []
     monkeypatch.undo()
     assert node.client.post(f"/api/v1/records/{record_id}/load", headers=node.headers()).status_code == 202
+
+
+def test_the_nodes_render_latencies_are_those_of_every_live_worker(tmp_path):
+    """GET /api/v1/node (the console's node health) reads the node's render latencies from every
+    worker's ring in the runtime folder. Each worker kept its own in memory, so the figures were
+    those of whichever worker answered: none at all from one that had rendered nothing."""
+    import subprocess
+    import sys
+
+    ours = NodeRuntime(tmp_path, shared=True)
+    for ms in range(LATENCY_SAMPLES + 5):  # a ring keeps its worker's newest LATENCY_SAMPLES
+        ours.note_latency(float(ms))
+    note_three = ("import sys, time; from pathlib import Path; from daemons.render.runtime import NodeRuntime; "
+                  "r = NodeRuntime(Path(sys.argv[1]), shared=True); [r.note_latency(9000.0) for _ in range(3)]; "
+                  "print('noted', flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", note_three, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "noted"
+        values = ours.latencies()
+        assert len(values) == LATENCY_SAMPLES + 3 and values.min() == 5 and (values == 9000).sum() == 3
+        assert NodeRuntime(tmp_path, shared=True).latencies().size == LATENCY_SAMPLES + 3  # any reader
+    finally:
+        other.kill()
+        other.wait()
+    assert len(ours.latencies()) == LATENCY_SAMPLES  # a dead worker's ring goes with it
+    assert not (tmp_path / f"latency-{other.pid}").exists()
+
+
+def test_a_worker_whose_runtime_folder_is_gone_still_renders(tmp_path):
+    """The ring is made at a worker's first render: a folder removed before then (by hand, a
+    cleaner of /dev/shm) must cost the figure, not the image."""
+    import shutil
+
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    runtime = NodeRuntime(folder, shared=True)
+    shutil.rmtree(folder)
+    runtime.note_latency(12.0)
+    runtime.note_latency(13.0)
+    assert runtime.latencies().size == 0
 
 
 def test_a_runtime_folder_left_by_a_killed_node_is_removed_at_the_next_start(tmp_path, monkeypatch):

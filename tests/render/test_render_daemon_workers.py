@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,28 @@ def test_two_workers_serve_one_decoded_copy_that_outlives_the_worker_that_loaded
         reply = node.get(f"/api/v1/records/{record_id}/frames/{index}?format=png")
         assert reply.status_code == 200, reply.text
     assert [path.stat().st_ino for path in _runtime_folder(master).glob("*.frames")] == [inode]
+
+
+def test_the_node_reports_its_render_latencies_whichever_worker_answers(node, ct_series):
+    """The console's node health (GET /api/v1/node) gives the node's render latencies: the same
+    figures from both workers, after one frame rendered by one of them."""
+    master = node.running.processes[node.instance.name].pid
+    record_id = _upload(node, sorted(ct_series.glob("*.dcm"))[20:22])
+    reply = requests.post(f"{node.url}/api/v1/records/{record_id}/load", verify=node.ca, timeout=30,
+                          headers={"Authorization": f"Bearer {node.token}"})
+    assert reply.status_code == 202, reply.text
+    _wait_ready(node, record_id)
+    assert node.get(f"/api/v1/records/{record_id}/frames/1?format=png&window=37,401").status_code == 200
+    admin = node.issuer.issue(str(uuid.uuid4()), "admin", "instadmin", node.instance.institution)[0]
+    answers: dict[int, dict] = {}
+    deadline = time.monotonic() + 60
+    while set(answers) != set(_children(master)):  # each on a new connection, until both workers answered
+        assert time.monotonic() < deadline, f"only workers {sorted(answers)} answered"
+        figures = requests.get(f"{node.url}/api/v1/node", headers={"Authorization": f"Bearer {admin}"},
+                               verify=node.ca, timeout=30).json()
+        answers[figures["pid"]] = figures["render_latency_ms"]
+    assert len({json.dumps(latency, sort_keys=True) for latency in answers.values()}) == 1, answers
+    assert all(latency["p95"] is not None for latency in answers.values())
 
 
 def test_the_workers_keep_two_malloc_arenas_unless_the_operator_chose(node):
