@@ -5,7 +5,8 @@
 - In prometheus_client's multiprocess mode (several workers; `sivr serve` sets
   PROMETHEUS_MULTIPROC_DIR to a fresh folder per start), a dead worker's live figures are dropped
   and the folder is removed when gunicorn exits, as is a render node's runtime folder
-  (`daemons.render.runtime`: its workers' decoded series). prometheus_client is imported only inside the
+  (`daemons.render.runtime`: its workers' decoded series), whose dead worker's latency ring goes
+  at its death. prometheus_client is imported only inside the
   hooks: the arbiter must not pick its value class before the environment is final.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from gunicorn.glogging import Logger
 
@@ -40,6 +42,10 @@ def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+    from daemons.render.runtime import RUNTIME_ENV, NodeRuntime
+
+    if os.environ.get(RUNTIME_ENV):
+        NodeRuntime.forget_worker(Path(os.environ[RUNTIME_ENV]), worker.pid)
 
 
 def on_exit(server) -> None:

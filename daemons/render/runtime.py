@@ -82,8 +82,7 @@ class NodeRuntime:
         fd = os.open(folder / "changes", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             size = BOARD_SLOTS * 8
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)  # reserved: a full tmpfs fails the start, not a later change's write
             self._board = np.frombuffer(mmap.mmap(fd, size), np.uint64)
         finally:
             os.close(fd)
@@ -155,8 +154,9 @@ class NodeRuntime:
             count[0] = at + 1
 
     def latencies(self) -> np.ndarray:
-        """The recent render latencies of every live worker of the node (ms, in no order). A ring
-        whose worker has died is removed: a worker gunicorn replaced starts a ring of its own."""
+        """The recent render latencies of every live worker of the node (ms, in no order). gunicorn
+        removes a dead worker's ring (`forget_worker`); one still found here whose process is gone
+        (a private folder's, a master killed outright) is removed too."""
         found = []
         for path in self.folder.glob(f"{LATENCY_PREFIX}*"):
             pid = path.name.removeprefix(LATENCY_PREFIX)
@@ -167,10 +167,15 @@ class NodeRuntime:
                 continue
             try:
                 count, samples = _map_ring(path, False)
-            except (FileNotFoundError, ValueError):  # removed meanwhile, or not yet its full size
+            except (OSError, ValueError):  # removed meanwhile, not yet its full size, or unreadable now
                 continue
             found.append(samples[:min(int(count[0]), LATENCY_SAMPLES)].copy())
         return np.concatenate(found) if found else np.empty(0, np.float32)
+
+    @staticmethod
+    def forget_worker(folder: Path, pid: int) -> None:
+        """A worker died (gunicorn's `child_exit`): its ring goes before another process takes its pid."""
+        (folder / f"{LATENCY_PREFIX}{pid}").unlink(missing_ok=True)
 
     # --- growth of a series ----------------------------------------------------------------------
     def grew(self, name: str) -> None:
@@ -214,8 +219,8 @@ def _map_ring(path: Path, create: bool) -> tuple[np.ndarray, np.ndarray]:
     size = 8 + 4 * LATENCY_SAMPLES
     fd = os.open(path, (os.O_RDWR | os.O_CREAT) if create else os.O_RDONLY, 0o600)
     try:
-        if create and os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
+        if create:  # reserved now: a full tmpfs is an error here, not a SIGBUS at a later render's write
+            os.posix_fallocate(fd, 0, size)
         if os.fstat(fd).st_size < size:
             raise ValueError(f"{path} is not a latency ring yet")
         mapped = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE if create else mmap.ACCESS_READ)

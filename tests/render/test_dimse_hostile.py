@@ -267,7 +267,7 @@ def test_a_store_whose_data_set_outgrows_the_upload_limit_is_aborted_as_it_arriv
     assert models(limited).catalogue.Instance.select().count() == 0
     refused = audit_rows(limited, "dicom.store_refused")
     assert len(refused) == 1 and refused[0][1].startswith(f"sop_instance_uid={ds.SOPInstanceUID} over_limits")
-    assert audit_rows(limited, "dicom.abort")
+    assert audit_rows(limited, "dicom.abort") == [("dicom.abort", "a DIMSE message over the upload limit of 1 MiB")]
     assert send_store(limited.dicom_port, ds) == 0x0000
     assert models(limited).catalogue.Instance.select().count() == 1
     still_serving(limited)
@@ -284,9 +284,13 @@ def test_a_pdu_longer_than_the_node_advertises_is_refused_before_it_is_read(host
     assert assoc.acceptor.maximum_length == MAXIMUM_PDU_SIZE
     context_id, command = store_command(assoc, ds)
     assert send_raw(assoc, pdu(context_id, 0x03, command))
-    send_raw(assoc, pdu(context_id, 0x02, encode(ds, False, True)))
+    data = encode(ds, False, True)
+    send_raw(assoc, pdu(context_id, 0x02, data))
     wait_aborted(hostile, assoc)
     assert models(hostile).catalogue.Instance.select().count() == 0
+    pdu_length = len(data) + 6  # the PDV's length field, context and control header
+    assert audit_rows(hostile, "dicom.abort") == [
+        ("dicom.abort", f"a PDU of {pdu_length} bytes, over the maximum of {MAXIMUM_PDU_SIZE}")]
     assert send_store(hostile.dicom_port, ds) == 0x0000
     assert models(hostile).catalogue.Instance.select().count() == 1
     still_serving(hostile)

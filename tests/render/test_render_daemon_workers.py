@@ -108,6 +108,9 @@ def test_the_node_reports_its_render_latencies_whichever_worker_answers(node, ct
     assert reply.status_code == 202, reply.text
     _wait_ready(node, record_id)
     assert node.get(f"/api/v1/records/{record_id}/frames/1?format=png&window=37,401").status_code == 200
+    # the rings of workers killed earlier in this module went with them (gunicorn's child_exit)
+    rings = {path.name for path in _runtime_folder(master).glob("latency-*")}
+    assert rings and rings <= {f"latency-{worker}" for worker in _children(master)}, rings
     admin = node.issuer.issue(str(uuid.uuid4()), "admin", "instadmin", node.instance.institution)[0]
     answers: dict[int, dict] = {}
     deadline = time.monotonic() + 60

@@ -333,6 +333,15 @@ def test_another_patients_record_cited_by_a_finding_is_flagged_and_the_viewer_wa
     assert page.locator("#patient-identity").get_attribute("role") is None
     assert page.locator("#overlay-mismatch").count() == 0
 
+    # the institution does not answer: the viewer says whose record it is was not checked
+    page.route(re.compile(rf"/api/v1/records/{record['meta']['id']}\?node_id="), lambda route: route.abort())
+    page.goto(f"/#/patients/{ana['id']}")
+    page.locator(f"[data-unresolved][data-link='{key}']").wait_for()
+    page.goto(f"/#/view/{record['institution']['id']}/{record['node']['id']}/{record['meta']['id']}?patient={ana['id']}")
+    page.locator("#identity-unchecked").wait_for()
+    assert "could not be checked" in page.locator("#identity-unchecked").inner_text()
+    assert page.locator("#identity-warning").count() == 0  # the names agree: nothing else to warn of
+
 
 def test_deleting_one_of_two_registrations_on_a_shared_store_keeps_the_images(page, deployment, ct_series, tmp_path):
     """The same series registered on two nodes that declare one shared store: deleting one

@@ -12,12 +12,14 @@ memory for every association and the HTTP API. Here, as the bytes arrive:
   limit, the association is aborted: a data set that size would be refused when complete anyway,
   and answering it 0xA700 would mean receiving, and holding, the rest of it first.
 
-An association thus holds at most the upload limit and a PDU or two. Conformance: docs/conformance.md.
+An association thus holds at most the upload limit and a PDU or two. Either abort is audited
+(`dicom.abort`) with its reason (`abort_reason`). Conformance: docs/conformance.md.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
@@ -36,6 +38,13 @@ log = logging.getLogger(__name__)
 # 64 PDUs a MiB), small enough that a PDU costs the node little while it is read and decoded
 MAXIMUM_PDU_SIZE = MIB
 INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
+# why the node aborted an association, for its audit entry (pynetdicom's EVT_ABORTED says only that it was)
+_abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
+
+
+def abort_reason(assoc: Association) -> str:
+    """Why the node aborted `assoc` for one of these limits; "" for an abort by the peer or the network."""
+    return _abort_reasons.get(assoc, "")
 
 
 class BoundedSocket(AssociationSocket):
@@ -47,6 +56,7 @@ class BoundedSocket(AssociationSocket):
         if nr_bytes > MAXIMUM_PDU_SIZE:
             log.warning("DICOM peer %s sent a PDU of %d bytes, over the maximum of %d: association aborted",
                         self.assoc.requestor.address, nr_bytes, MAXIMUM_PDU_SIZE)
+            _abort_reasons[self.assoc] = f"a PDU of {nr_bytes} bytes, over the maximum of {MAXIMUM_PDU_SIZE}"
             abort = A_ABORT_RQ()
             abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
             self.send(abort.encode())
@@ -92,6 +102,7 @@ class MessageLimit:
         message = assoc.dimse.message
         log.warning("DICOM peer %s sent a DIMSE message over the limit of %d MiB: association aborted",
                     assoc.requestor.address, self.max_bytes // MIB)
+        _abort_reasons[assoc] = f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB"
         if isinstance(message, C_STORE_RQ):  # its command set is complete: the data set is arriving
             self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID))
         assoc.abort()

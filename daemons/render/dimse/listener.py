@@ -52,7 +52,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
-from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit
+from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.imaging.decode import syntax_decodable
@@ -197,7 +197,8 @@ class Listener:
             (evt.EVT_C_MOVE, retrieval.on_move),
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
             (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
-            (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort"))),
+            (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
+                                                                     detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
             *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),

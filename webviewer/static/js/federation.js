@@ -39,6 +39,11 @@ export async function patientRecords(ctx, patientId, signal) {
   return { found, failed };
 }
 
+/** The one key of a record at an institution: a finding's link to it, and the patient page's labels. */
+export function linkKey(link) {
+  return `${link.institution_id}/${link.record_id}`;
+}
+
 export function recordLabel(record) {
   const parts = [record.record_type || record.modality, record.description, formatDate(record.study_date)].filter(Boolean);
   return parts.join(" · ") || record.id.slice(0, 12);

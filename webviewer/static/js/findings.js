@@ -3,12 +3,8 @@
 
 import { h, mount, field } from "./dom.js";
 import { patientName, patientReference } from "./patients.js";
-import { patientRecords, recordLabel } from "./federation.js";
+import { linkKey, patientRecords, recordLabel } from "./federation.js";
 import { apiPath } from "./api.js";
-
-function linkKey(link) {
-  return `${link.institution_id}/${link.record_id}`;
-}
 
 export async function findingFormView(ctx, patientId, findingId) {
   const ownInst = await ctx.dir.ownInstitution();

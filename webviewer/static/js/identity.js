@@ -6,6 +6,7 @@
 import { h, formatDate } from "./dom.js";
 import { patientName } from "./patients.js";
 import { apiPath } from "./api.js";
+import { INSTITUTION_TIMEOUT_MS } from "./federation.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -75,18 +76,21 @@ export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta
     const pagePatient = query.get("patient");
     const fromPage = Boolean(pagePatient) && UUID.test(pagePatient);
     const inst = await ctx.dir.institution(institutionId);
-    const registration = ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`, { params: { node_id: nodeId } });
+    // bounded: a viewer opened from a page waits for this before it shows the image
+    const registration = ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`,
+      { params: { node_id: nodeId }, signal: AbortSignal.timeout(INSTITUTION_TIMEOUT_MS) });
     if (!fromPage) {
       const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${(await registration).patient_id}`);
       return identityOf(patient, false, meta);
     }
     const [patient, registered] = await Promise.all([
       ctx.session.toplevel(apiPath`api/v1/patients/${pagePatient}`),
-      registration.then((record) => record.patient_id, (err) => ({ error: ctx.describeError(err) })),
+      registration.then((record) => (record && typeof record.patient_id === "string" ? record.patient_id
+        : "the institution's answer names no patient"), (err) => ctx.describeError(err)),
     ]);
-    const checked = typeof registered === "string"
+    const checked = UUID.test(registered)
       ? { registeredElsewhere: registered !== pagePatient, registrationUnchecked: null }
-      : { registeredElsewhere: false, registrationUnchecked: registered.error };
+      : { registeredElsewhere: false, registrationUnchecked: registered };
     return { ...identityOf(patient, true, meta), ...checked };
   } catch (err) {
     return { patient: null, error: ctx.describeError(err), dicom, differs: [], unknown: [] };
@@ -142,7 +146,8 @@ export function identityPanel(identity) {
   return h("div", { class: "identity identity-mismatch", id: "patient-identity", role: "alert" },
     h("p", { class: "identity-title", id: "identity-warning", text: title }),
     rows,
-    h("p", { text: `Do not read or report these images for ${patientName(identity.patient)} before the record's patient is checked; its uploader or an administrator can correct or delete it from the patient page.` }));
+    h("p", { text: `Do not read or report these images for ${patientName(identity.patient)} before the record's patient is checked; its uploader or an administrator can correct or delete it from the patient page.` }),
+    unchecked);
 }
 
 /** The overlay's first lines (top left of the image): both patients, and a red line when they differ. */

@@ -4,7 +4,7 @@
 
 import { h, mount, formatDate } from "./dom.js";
 import { patientName, sexLabel } from "./patients.js";
-import { queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
+import { linkKey, queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
 import { studyList } from "./studies.js";
 import { apiPath } from "./api.js";
 
@@ -49,6 +49,7 @@ export async function patientView(ctx, patientId) {
   // Findings and records arrive separately; a finding's record links get readable names once
   // the institution holding each record has answered.
   const labels = new Map();
+  const answeredRecords = new Set();  // institutions whose list of this patient's records arrived
   const relabelLinks = () => {
     for (const el of blocks.querySelectorAll("[data-link]")) {
       const label = labels.get(el.dataset.link);
@@ -102,19 +103,21 @@ export async function patientView(ctx, patientId) {
     const none = () => mount(slot.records, h("p", { class: "muted", text: "No records here." }));
     if (result.items.length) mount(slot.records, studyList(ctx, inst, patient, result.items, controller.signal, none));
     else none();
-    for (const record of result.items) labels.set(`${inst.id}/${record.id}`, recordLabel(record));
+    answeredRecords.add(inst.id);
+    for (const record of result.items) labels.set(linkKey({ institution_id: inst.id, record_id: record.id }), recordLabel(record));
     relabelLinks();
   }, controller.signal);
 
   // Once every institution has answered, a link still without a label names no record of this
-  // patient at an institution that answered: another patient's record (a finding may cite any
-  // record of another institution, which its server cannot check), or one deleted since. It is
-  // flagged and not offered as a link to open under this patient's name.
+  // patient at an institution whose records arrived: another patient's record (a finding may cite
+  // any record of another institution, which its server cannot check), or one deleted since. It is
+  // flagged and not offered as a link to open under this patient's name. (The viewer checks the
+  // same from the other side: the record's registration names another patient, identity.js.)
   const flagUnresolvedLinks = () => {
     for (const el of blocks.querySelectorAll("[data-link]")) {
-      const key = el.dataset.link;
-      if (labels.has(key) || counts.down.has(key.split("/")[0])) continue;
-      el.replaceWith(h("span", { class: "unresolved", dataset: { link: key, unresolved: "" },
+      const { link, institution } = el.dataset;
+      if (labels.has(link) || !answeredRecords.has(institution)) continue;
+      el.replaceWith(h("span", { class: "unresolved", dataset: { link, institution, unresolved: "" },
         text: `${el.textContent}: not among this patient's records (another patient's, or deleted)` }));
     }
   };
@@ -134,7 +137,7 @@ function findingCard(ctx, patient, inst, f) {
   const sections = [["Findings", f.findings], ["Conclusion", f.conclusion], ["Recommendation", f.recommendation]]
     .filter(([, text]) => text);
   const links = (f.records || []).map((link) => {
-    const attrs = { dataset: { link: `${link.institution_id}/${link.record_id}` }, text: `Record ${link.record_id.slice(0, 10)}…` };
+    const attrs = { dataset: { link: linkKey(link), institution: link.institution_id }, text: `Record ${link.record_id.slice(0, 10)}…` };
     return h("li", {}, link.node_id
       ? h("a", { ...attrs, href: viewerHref(link.institution_id, link.node_id, link.record_id, patient.id) })
       : h("span", attrs));
