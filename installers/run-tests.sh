@@ -52,7 +52,8 @@ pytest_run() {
         "$SIVR_VENV/bin/python" -m pytest -p no:cacheprovider --timeout 900 -q -rs "$@"
 }
 status=0
-pytest_run -n "$workers" --dist loadfile --no-loadscope-reorder -m "not exclusive" "$@" || status=$?
+# the 15 slowest tests are listed at the end: CI has to stay well under 30 minutes on two cores
+pytest_run -n "$workers" --dist loadfile --no-loadscope-reorder --durations 15 -m "not exclusive" "$@" || status=$?
 # 5: no test selected (arguments that name only exclusive tests)
 ((status == 5)) && status=0
 alone=0
