@@ -1,18 +1,21 @@
 """Archive benchmark: a SIVR render node beside Orthanc (Debian's orthanc + orthanc-dicomweb), one run.
 
     python bench/archive.py [--quick] [--only cstore first_image stow qido metadata rendered]
+                            [--render-workers N] [--stow-clients N]
 
-Both servers run on loopback as plain processes (SIVR: gunicorn, one worker, its DICOM listener
-inside; Orthanc: a generated JSON configuration with its own storage folder and the DicomWeb
-plugin), on the same machine, given the same files. The clients (dcmtk `storescu`, Python HTTP
-clients) share the CPU with the server being measured, the same for both. Figures (issues 11, 12):
+Both servers run on loopback as plain processes (SIVR: `sivr serve render`, as operators run it,
+with `--render-workers` gunicorn workers (default 1), its DICOM listener inside; Orthanc: a
+generated JSON configuration with its own storage folder and the DicomWeb plugin), on the same
+machine, given the same files. The clients (dcmtk `storescu`, Python HTTP clients) share the CPU
+with the server being measured, the same for both. Figures (issues 11, 12):
 
 - cstore: dcmtk `storescu` of one 500-instance CT series in one association, instances/s; the series
   is DERIVED from demo_data/ct-chest-100 (each slice re-UIDed five times, positions continued; see
   bench/bench_2d_data.py), once uncompressed (Explicit VR Little Endian, as modalities send) and once
   as the demo files are (JPEG 2000 lossless);
 - first_image: the first rendered image of a new series, after its first instance arrived by C-STORE;
-- stow: STOW-RS of the same series (25 instances per request), instances/s;
+- stow: STOW-RS of the same series (25 instances per request), instances/s, the requests sent one
+  after the other, or by `--stow-clients` clients at once (each its share of the requests, in turn);
 - qido: QIDO-RS study searches on a catalogue of 100,000 instances (SIVR; synthetic rows derived from
   the real CT's header), p50/p95;
 - metadata: WADO-RS /metadata of the 500-instance series;
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -66,7 +70,7 @@ RESULTS: dict = {"missing": {}}
 
 # --- servers ----------------------------------------------------------------------------------
 class Sivr:
-    """A SIVR render node under gunicorn (one worker, as a render node runs), with its DICOM listener."""
+    """A SIVR render node under gunicorn (`Setup.workers` workers), with its DICOM listener."""
 
     def __init__(self, setup: Setup, name: str, complete_s: float = 60.0):
         self.setup = setup
@@ -84,10 +88,8 @@ class Sivr:
         self.server: Server | None = None
 
     def start(self) -> Sivr:
-        port = self.url.rsplit(":", 1)[1]
-        args = [sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "16", "--worker-class", "gthread",
-                "--bind", f"127.0.0.1:{port}", "--timeout", "300",
-                f"daemons.wsgi:build('render', '{self.config_file}')"]
+        # as operators run it: gunicorn with `server.workers` workers sharing one runtime folder
+        args = [sys.executable, "-m", "daemons.cli", "serve", "render", "--config", str(self.config_file)]
         self.server = Server(args, self.url, self.setup.root / f"{self.config_file.stem}.log", "/healthz",
                              start_s=300)  # a loaded 2-core machine, and the kernels' warm-up
         return self
@@ -197,18 +199,33 @@ def multipart(files: list[Path]) -> tuple[bytes, str]:
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
-def stow(url: str, headers_of, files: list[Path]) -> tuple[float, list[int]]:
-    session = requests.Session()
-    statuses = []
-    elapsed = 0.0
-    for start in range(0, len(files), STOW_BATCH):
-        body, content_type = multipart(files[start:start + STOW_BATCH])
-        headers = {**headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"}
-        t0 = time.perf_counter()
-        reply = session.post(url, data=body, timeout=600, headers=headers)
-        elapsed += time.perf_counter() - t0
-        statuses.append(reply.status_code)
-    return elapsed, statuses
+def stow(url: str, headers_of, files: list[Path], clients: int = 1) -> tuple[float, list[int]]:
+    """Seconds to store `files` by STOW-RS in requests of STOW_BATCH, and the statuses. One client
+    times its requests alone (the bodies are built between them); several send theirs at once,
+    bodies built beforehand, and the wall time from the first request to the last answer counts."""
+    batches = [files[start:start + STOW_BATCH] for start in range(0, len(files), STOW_BATCH)]
+    if clients == 1:
+        session, statuses, elapsed = requests.Session(), [], 0.0
+        for batch in batches:
+            body, content_type = multipart(batch)
+            headers = {**headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"}
+            t0 = time.perf_counter()
+            statuses.append(session.post(url, data=body, timeout=600, headers=headers).status_code)
+            elapsed += time.perf_counter() - t0
+        return elapsed, statuses
+    bodies = [multipart(batch) for batch in batches]
+    shares = [bodies[client::clients] for client in range(clients)]
+
+    def send(share: list[tuple[bytes, str]]) -> list[int]:
+        session = requests.Session()
+        return [session.post(url, data=body, timeout=600, headers={
+            **headers_of(), "Content-Type": content_type, "Accept": "application/dicom+json"}).status_code
+            for body, content_type in share]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        answered = list(pool.map(send, shares))
+    return time.perf_counter() - t0, [status for share in answered for status in share]
 
 
 def sivr_has(sivr: Sivr, path: str) -> bool:
@@ -216,17 +233,18 @@ def sivr_has(sivr: Sivr, path: str) -> bool:
     return reply.status_code != 404 or "not_found" in reply.text
 
 
-def bench_stow(sivr: Sivr, theirs: Server, files: list[Path]) -> None:
+def bench_stow(sivr: Sivr, theirs: Server, files: list[Path], clients: int = 1) -> None:
     if not sivr_has(sivr, "/studies"):
         RESULTS["missing"]["stow"] = "SIVR has no QIDO/STOW route /dicomweb/studies (DICOMweb not merged)"
         return
     # a fresh copy of the series (new UIDs): neither server holds it yet
     folder = sivr.setup.root / "stow"
     renamed = derived_series(folder, len(files), files[:100])
-    ours_s, ours = stow(f"{sivr.url}/dicomweb/studies", Tokens(lambda: sivr.setup.headers), renamed)
-    theirs_s, their_statuses = stow(f"{theirs.url}/dicom-web/studies", dict, renamed)
+    ours_s, ours = stow(f"{sivr.url}/dicomweb/studies", Tokens(lambda: sivr.setup.headers), renamed, clients)
+    theirs_s, their_statuses = stow(f"{theirs.url}/dicom-web/studies", dict, renamed, clients)
     _, series_uid = uids_of(renamed[0])
-    RESULTS["stow"] = {"instances": len(renamed), "per_request": STOW_BATCH, "sivr_per_s": len(renamed) / ours_s,
+    RESULTS["stow"] = {"instances": len(renamed), "per_request": STOW_BATCH, "clients": clients,
+                       "sivr_workers": sivr.setup.workers, "sivr_per_s": len(renamed) / ours_s,
                        "orthanc_per_s": len(renamed) / theirs_s, "ratio": theirs_s / ours_s,
                        "sivr_statuses": sorted(set(ours)), "orthanc_statuses": sorted(set(their_statuses)),
                        "stored_sivr_orthanc": (sivr_files(sivr, series_uid), orthanc_instances(theirs, series_uid))}
@@ -449,7 +467,8 @@ def report() -> str:
                      f"median {v['median']:.0f}, max {v['max']:.0f} | | |")
     if "stow" in r:
         v = r["stow"]
-        lines.append(f"| STOW-RS {v['instances']} instances ({v['per_request']}/request), instances/s | "
+        lines.append(f"| STOW-RS {v['instances']} instances ({v['per_request']}/request, {v.get('clients', 1)} "
+                     f"client(s), {v.get('sivr_workers', 1)} SIVR worker(s)), instances/s | "
                      f">= 2x Orthanc | {v['sivr_per_s']:.1f} | {v['orthanc_per_s']:.1f} | {v['ratio']:.2f}x |")
     for section, search in (("cfind", "C-FIND study search (all matches)"), ("qido", "QIDO-RS study search")):
         if section in r:
@@ -476,6 +495,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 instances and fewer repetitions (a smoke run)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: cstore first_image stow qido cfind metadata rendered")
+    parser.add_argument("--render-workers", type=int, default=1,
+                        help="gunicorn workers of SIVR's node (a node runs one per core, at most 8)")
+    parser.add_argument("--stow-clients", type=int, default=1, help="STOW-RS clients sending at once")
     args = parser.parse_args()
     for tool in ("storescu", "Orthanc"):
         if shutil.which(tool) is None:
@@ -491,7 +513,7 @@ def main() -> None:
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sivr-bench-archive-") as folder:
-        setup = Setup(Path(folder))
+        setup = Setup(Path(folder), args.render_workers)
         sivr = Sivr(setup, "sivr")
         if sections & {"qido", "cfind"}:
             fill_catalogue(sivr, data["uncompressed"][0], 10_000 if args.quick else 100_000, 50)
@@ -503,7 +525,7 @@ def main() -> None:
                 storescu(their_port, ORTHANC_AET, data["uncompressed"], "uncompressed")
             steps = [("cstore", lambda: bench_cstore(sivr, theirs, their_port, data)),
                      ("first_image", lambda: bench_first_image(sivr, data["jpeg2000"], 5 if args.quick else 20)),
-                     ("stow", lambda: bench_stow(sivr, theirs, data["uncompressed"])),
+                     ("stow", lambda: bench_stow(sivr, theirs, data["uncompressed"], args.stow_clients)),
                      ("qido", lambda: bench_qido(sivr, 100 if args.quick else 400)),
                      ("cfind", lambda: bench_cfind(sivr, 100 if args.quick else 400)),
                      ("metadata", lambda: bench_metadata(sivr, theirs, data["uncompressed"], 5 if args.quick else 20)),

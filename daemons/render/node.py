@@ -62,9 +62,12 @@ class Node:
     def __post_init__(self) -> None:
         self.record_index.on_change(self._drop_cached)
 
-    def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
+    def manifest(self, record_id: str, fresh: bool = False, analysed: bool = True) -> Manifest:
         """The decrypted manifest of a stored record, analysed (a series grown since its last
-        analysis is analysed now: `settle`); 404 if the record is not stored.
+        analysis is analysed now: `settle`); 404 if the record is not stored. Not `analysed`: an
+        append that only follows the store gets a grown series as stored, neither analysed nor
+        cached (analysing the whole series at each append of workers taking turns cost each turn
+        the series' size).
 
         Cached, and checked against the store's version every `storage.manifest_refresh_s` (or now,
         with `fresh`): another node sharing the store may have grown the series meanwhile. Another
@@ -106,6 +109,8 @@ class Node:
                            f"record {record_id} is damaged and was quarantined: {exc}") from exc
         self.record_index.observed(record_id, manifest, version)
         if manifest.pending and self.settle is not None:
+            if not analysed:
+                return manifest
             manifest, version = self.settle(record_id, manifest.meta.series_uid)
         with self._manifest_lock:
             self._manifests[record_id] = (manifest, now, changes)

@@ -127,6 +127,36 @@ def test_a_series_grown_through_one_worker_is_seen_grown_by_the_other_at_once(wo
     assert _frames_files(first) == []
 
 
+def test_workers_taking_turns_at_one_series_parse_only_what_the_other_added(workers, ct_files, monkeypatch):
+    """Two workers appending to one series in turn (STOW-RS requests sent at once): each found the
+    series changed by the other and parsed every stored file again, at every turn. Now a worker
+    parses only the files the other added, and the series ends whole and in order."""
+    from daemons.render.ingest import service
+
+    parsed: list[str] = []
+    real_parse = service.parse_stored_file
+
+    def counting(name, raw, limits):
+        parsed.append(name)
+        return real_parse(name, raw, limits)
+
+    monkeypatch.setattr(service, "parse_stored_file", counting)
+    first, second = workers
+    series = _as_new_series(ct_files)
+    record_id = first.upload(series[:2]).json["id"]
+    # the files each turn parses: at its first append a worker reads the series whole (the one that
+    # created it keeps nothing of the creation); later, only the two files the other worker added
+    turns = [(second, series[2:4], 2), (first, series[4:6], 4), (second, series[6:8], 2), (first, series[8:], 2)]
+    for worker, files, expected in turns:
+        parsed.clear()
+        reply = worker.upload(files)
+        assert reply.status_code == 201 and reply.json["id"] == record_id, reply.json
+        assert len(parsed) == expected, f"parsed {sorted(parsed)} for an append of {len(files)}"
+    meta = first.client.get(f"/api/v1/records/{record_id}", headers=first.headers()).json
+    assert meta["frames"] == len(ct_files)
+    assert second.client.get(f"/api/v1/records/{record_id}", headers=second.headers()).json["frames"] == len(ct_files)
+
+
 def test_a_series_deleted_through_one_worker_is_gone_from_the_other_at_once(workers, ct_files):
     first, second = workers
     record_id, _ = first.load(ct_files)
