@@ -129,32 +129,49 @@ def test_a_series_grown_through_one_worker_is_seen_grown_by_the_other_at_once(wo
 
 def test_workers_taking_turns_at_one_series_parse_only_what_the_other_added(workers, ct_files, monkeypatch):
     """Two workers appending to one series in turn (STOW-RS requests sent at once): each found the
-    series changed by the other and parsed every stored file again, at every turn. Now a worker
-    parses only the files the other added, and the series ends whole and in order."""
+    series changed by the other, parsed every stored file again and analysed the whole series, at
+    every turn. Now a worker parses only the files the other added and leaves the analysis to the
+    journal bound and to readers; the series ends whole on both."""
     from daemons.render.ingest import service
+    from tests.dicomweb.test_stow_wado import body_of, stow
 
     parsed: list[str] = []
-    real_parse = service.parse_stored_file
+    analysed: list[int] = []
+    real_parse, real_analyse = service.parse_stored_file, service.analyse_files
 
-    def counting(name, raw, limits):
+    def counting_parse(name, raw, limits):
         parsed.append(name)
         return real_parse(name, raw, limits)
 
-    monkeypatch.setattr(service, "parse_stored_file", counting)
+    def counting_analyse(files, *args, **kwargs):
+        analysed.append(len(files))
+        return real_analyse(files, *args, **kwargs)
+
+    monkeypatch.setattr(service, "parse_stored_file", counting_parse)
+    monkeypatch.setattr(service, "analyse_files", counting_analyse)
     first, second = workers
-    series = _as_new_series(ct_files)
-    record_id = first.upload(series[:2]).json["id"]
+    series = [raw for _, raw in _as_new_series(ct_files)]
+    assert stow(first, body_of(series[:2])).status_code == 200
     # the files each turn parses: at its first append a worker reads the series whole (the one that
     # created it keeps nothing of the creation); later, only the two files the other worker added
     turns = [(second, series[2:4], 2), (first, series[4:6], 4), (second, series[6:8], 2), (first, series[8:], 2)]
     for worker, files, expected in turns:
         parsed.clear()
-        reply = worker.upload(files)
-        assert reply.status_code == 201 and reply.json["id"] == record_id, reply.json
+        analysed.clear()
+        reply = stow(worker, body_of(files))
+        assert reply.status_code == 200, reply.get_data(as_text=True)
         assert len(parsed) == expected, f"parsed {sorted(parsed)} for an append of {len(files)}"
-    meta = first.client.get(f"/api/v1/records/{record_id}", headers=first.headers()).json
-    assert meta["frames"] == len(ct_files)
-    assert second.client.get(f"/api/v1/records/{record_id}", headers=second.headers()).json["frames"] == len(ct_files)
+        assert analysed == [], f"an append analysed the series ({analysed} files)"
+    record_id = first.client.get("/api/v1/worklist", headers=first.headers()).json["items"][0]["id"]
+    for worker in workers:  # a reader analyses the grown series: every instance, in one stack
+        meta = worker.client.get(f"/api/v1/records/{record_id}", headers=worker.headers()).json
+        assert meta["files"] == meta["frames"] == len(ct_files), meta
+    # what a worker parsed of a series another changed is kept for its next append a while, not for ever
+    ingest = second.app.extensions[service.INGEST_EXTENSION]
+    ingest._outdate_parsed(record_id)
+    assert ingest.complete_due(time.monotonic(), derive=False) == [] and record_id in ingest._parsed
+    assert ingest.complete_due(time.monotonic() + ingest.complete_s, derive=False) == []
+    assert record_id not in ingest._parsed
 
 
 def test_a_series_deleted_through_one_worker_is_gone_from_the_other_at_once(workers, ct_files):

@@ -97,16 +97,20 @@ class _Received:
     """A series in RAM while it is received: its parsed files (SOP Instance UID -> file, blob), the
     automatic window of its last analysis (kept by the provisional analysis), the store version
     they were read or written at (an append commits only onto that version), what appends are
-    checked against (`growth`) and how many files its journal holds (`pending`). Not `current`:
-    the series changed behind this worker; its files are kept only to spare the next read parsing
-    them again (`Ingest._received`)."""
+    checked against (`growth`) and how many files its journal holds (`pending`). `outdated_at`
+    (monotonic time): the series changed behind this worker then; its files are kept only to spare
+    the next read parsing them again (`Ingest._received`), for a series-complete delay at most."""
 
     files: dict[str, tuple[ParsedFile, int]]
     auto_window: dict | None
     version: str
     growth: Growth
     pending: int
-    current: bool = True
+    outdated_at: float | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.outdated_at is None
 
     @property
     def next_blob(self) -> int:
@@ -457,7 +461,7 @@ class Ingest:
         with self._parsed_lock:
             held = self._parsed.get(record_id)
             if held is not None and held.current:
-                self._parsed[record_id] = replace(held, current=False)
+                self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
 
     def forget(self, record_id: str) -> None:
         self._forget_parsed(record_id)
@@ -498,7 +502,12 @@ class Ingest:
 
     def complete_due(self, now: float, derive: bool = True) -> list[str]:
         """Complete every series whose last instance arrived `complete_s` or more before `now`, then
-        (with `derive`) let the `on_complete` listeners build their derived data."""
+        (with `derive`) let the `on_complete` listeners build their derived data. Parsed series
+        outdated that long ago are let go: the worker that grew them last completes them."""
+        with self._parsed_lock:
+            for record_id in [key for key, held in self._parsed.items()
+                              if held.outdated_at is not None and now - held.outdated_at >= self.complete_s]:
+                del self._parsed[record_id]
         with self._growing_lock:
             due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
         done = []
