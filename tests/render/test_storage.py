@@ -449,3 +449,36 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
         store.append_files(RECORD, 5, new[:3], _entries(8, 5), version)
     assert store.read_manifest_versioned(RECORD) == grown
     assert sorted(p.name for p in (store.path_of(RECORD) / storage.JOURNAL).iterdir()) == ["000001.bin"]
+
+
+def test_a_file_compressed_ahead_is_stored_as_its_bytes_would_be(store):
+    """`Precompressed` (a C-STORE's file, its compression started while it is checked) seals to a
+    blob that opens to the file's own bytes, for a new record and for an append."""
+    files = _files()
+    assert store.write_record(RECORD, [storage.Precompressed.start(files[0])], _grown(1))
+    version = store.append_files(RECORD, 1, [storage.Precompressed.start(files[1])], _entries(2, 1),
+                                 store.manifest_version(RECORD))
+    assert store.manifest_version(RECORD) == version
+    assert store.read_file(RECORD, 0, _sha(files[0])) == files[0]
+    assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
+    assert (store.path_of(RECORD) / "000001.bin").read_bytes().startswith(MAGIC)
+
+
+def test_a_forked_process_compresses_ahead_with_threads_of_its_own(store):
+    """The threads compressing ahead are made per process: a node's workers are forked from a
+    process that may have used them, and a pool copied by a fork has no threads behind it."""
+    storage.Precompressed.start(b"before the fork").compressed.result(timeout=10)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's outcome is read back through the pipe
+        try:
+            done = storage.Precompressed.start(b"x" * 1000).compressed.result(timeout=10)
+            os.write(write, b"ok" if storage.compress(b"x" * 1000) == done else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 16) == b"ok"
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)

@@ -149,20 +149,11 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
     first = headers[0].dataset
     database = cat.Patient._meta.database
     with exclusive_transaction(database, "sivr-catalogue"):
-        patient_id, issuer = patient_key(first)
-        patient, _ = cat.Patient.get_or_create(
-            patient_id=patient_id, issuer=issuer,
-            defaults={"name": _text(first, "PatientName", 200), "birth_date": _text(first, "PatientBirthDate", 8),
-                      "sex": _text(first, "PatientSex", 16)})
-        study, _ = cat.Study.get_or_create(study_uid=_text(first, "StudyInstanceUID"), defaults={
-            "patient": patient, "study_date": _text(first, "StudyDate", 8), "study_time": _text(first, "StudyTime", 16),
-            "accession_number": _text(first, "AccessionNumber", 16), "study_id": _text(first, "StudyID", 16),
-            "description": _text(first, "StudyDescription"),
-            "referring_physician": _text(first, "ReferringPhysicianName", 200)})
+        # a series that grows has its study and patient already: one C-STORE costs no lookup of them
         series = cat.Series.get_or_none(cat.Series.id == record_id)
         if series is None:
             series = cat.Series.create(
-                id=record_id, series_uid=_text(first, "SeriesInstanceUID"), study=study,
+                id=record_id, series_uid=_text(first, "SeriesInstanceUID"), study=_study_row(cat, first),
                 modality=_text(first, "Modality", 16), series_number=_int(first, "SeriesNumber"),
                 description=_text(first, "SeriesDescription"))
         # only the headers' own UIDs are looked up: one instance added to a large series costs one instance
@@ -187,16 +178,30 @@ def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHea
         series.instance_count = cat.Instance.select().where(cat.Instance.series == series).count()
         series.updated_at = utcnow()
         series.save()
-        _refresh_study(cat, series.study)
+        _refresh_study(cat, series.study_id)
 
 
-def _refresh_study(cat: CatalogueModels, study) -> None:
+def _study_row(cat: CatalogueModels, first: Dataset):
+    """The study (and its patient) a new series is filed under, made from its first file if new."""
+    patient_id, issuer = patient_key(first)
+    patient, _ = cat.Patient.get_or_create(
+        patient_id=patient_id, issuer=issuer,
+        defaults={"name": _text(first, "PatientName", 200), "birth_date": _text(first, "PatientBirthDate", 8),
+                  "sex": _text(first, "PatientSex", 16)})
+    study, _ = cat.Study.get_or_create(study_uid=_text(first, "StudyInstanceUID"), defaults={
+        "patient": patient, "study_date": _text(first, "StudyDate", 8), "study_time": _text(first, "StudyTime", 16),
+        "accession_number": _text(first, "AccessionNumber", 16), "study_id": _text(first, "StudyID", 16),
+        "description": _text(first, "StudyDescription"),
+        "referring_physician": _text(first, "ReferringPhysicianName", 200)})
+    return study
+
+
+def _refresh_study(cat: CatalogueModels, study_id: int) -> None:
     """Counts and ModalitiesInStudy of a study, from its series."""
-    rows = list(cat.Series.select(cat.Series.modality, cat.Series.instance_count).where(cat.Series.study == study))
-    study.series_count = len(rows)
-    study.instance_count = sum(r.instance_count for r in rows)
-    study.modalities = "\\".join(sorted({r.modality for r in rows if r.modality}))[:64]
-    study.save()
+    rows = list(cat.Series.select(cat.Series.modality, cat.Series.instance_count).where(cat.Series.study == study_id))
+    cat.Study.update(series_count=len(rows), instance_count=sum(r.instance_count for r in rows),
+                     modalities="\\".join(sorted({r.modality for r in rows if r.modality}))[:64],
+                     ).where(cat.Study.id == study_id).execute()
 
 
 def forget_series(cat: CatalogueModels, record_id: str) -> None:
@@ -209,7 +214,7 @@ def forget_series(cat: CatalogueModels, record_id: str) -> None:
         cat.Instance.delete().where(cat.Instance.series == series).execute()
         series.delete_instance()
         if cat.Series.select().where(cat.Series.study == study).exists():
-            _refresh_study(cat, study)
+            _refresh_study(cat, study.id)
             return
         patient = study.patient
         study.delete_instance()

@@ -57,6 +57,7 @@ from daemons.render.ingest.upload_checks import (
 )
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
+from daemons.render.store.local import Precompressed
 from daemons.render.store.manifest import Manifest, Meta
 from daemons.render.uids import identity_problem, uid_of
 from shared.audit import record_audit
@@ -85,6 +86,11 @@ class IngestResult:
     created: bool
     added: int
     unchanged: int
+
+
+def _payloads(files: list[ParsedFile], ahead: dict[str, Precompressed]) -> list[bytes | Precompressed]:
+    """What the store writes of each file: its bytes, or their compression started ahead."""
+    return [ahead.get(f.name, f.raw) for f in files]
 
 
 def series_record_id(institution_id: str, series_uid: str) -> str:
@@ -166,6 +172,8 @@ class Ingest:
         (`check_upload`).
         """
         node = self.node
+        # one file (a C-STORE): its compression for the store runs on another core while it is checked
+        ahead = {name: Precompressed.start(raw) for name, raw in uploads} if len(uploads) == 1 else {}
         files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
@@ -198,8 +206,8 @@ class Ingest:
             series = self._existing_series(series_uid)
             if series is None:
                 self._refuse_new_series_of_another_patient(files[0], actor)
-                return self._create(series_uid, files, by_uid, actor)
-            return self._append(series.id, series_uid, by_uid, actor)
+                return self._create(series_uid, files, by_uid, actor, ahead)
+            return self._append(series.id, series_uid, by_uid, actor, ahead)
 
     def _refuse_other_series(self, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor) -> None:
         """Refuse an instance whose SOP Instance UID the node holds in another series, as a different
@@ -260,8 +268,8 @@ class Ingest:
                 .where(cat.Series.series_uid == series_uid)
                 .order_by(stored.stored_at, cat.Series.id).first())
 
-    def _create(self, series_uid: str, files: list[ParsedFile],
-                by_uid: dict[str, ParsedFile], actor: Actor) -> IngestResult:
+    def _create(self, series_uid: str, files: list[ParsedFile], by_uid: dict[str, ParsedFile], actor: Actor,
+                ahead: dict[str, Precompressed]) -> IngestResult:
         node = self.node
         record_id = series_record_id(node.institution_id, series_uid)
         analysed = analyse_files(files, node.limits)
@@ -269,11 +277,11 @@ class Ingest:
         blobs = {f.sha256: index for index, f in enumerate(files)}
         manifest = _with_ids(analysed.manifest, record_id, blobs, files)
         models = node.models
-        if not node.store.write_record(record_id, [f.raw for f in files], manifest):
+        if not node.store.write_record(record_id, _payloads(files, ahead), manifest):
             # the folder is stored but not catalogued (a crash between the two): index it, then append
             backfill(node.store, models.catalogue, [record_id])
             self._index_row(record_id, node.store.read_manifest(record_id).meta, actor)
-            return self._append(record_id, series_uid, by_uid, actor)
+            return self._append(record_id, series_uid, by_uid, actor, ahead)
         self._index_row(record_id, manifest.meta, actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
@@ -288,8 +296,8 @@ class Ingest:
                 frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes,
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
 
-    def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile],
-                actor: Actor) -> IngestResult:
+    def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor,
+                ahead: dict[str, Precompressed]) -> IngestResult:
         node, cat = self.node, self.node.models.catalogue
         # the series as the store holds it now: another node may have grown it (the catalogue follows).
         # When the store still holds the version this node last wrote, there is nothing to follow, and
@@ -319,7 +327,7 @@ class Ingest:
         check_append(received.growth, files, node.limits)
         first_blob = received.next_blob
         blobs = {uid: first_blob + offset for offset, uid in enumerate(new)}
-        version = node.store.append_files(record_id, first_blob, [f.raw for f in files],
+        version = node.store.append_files(record_id, first_blob, _payloads(files, ahead),
                                           [journal_entry(f, blobs[uid]) for uid, f in new.items()], received.version)
         node.record_index.note_version(record_id, version)
         growth = replace(received.growth, rescales=set(received.growth.rescales))

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from daemons.render.store.interface import StoreUnavailable
-from daemons.render.store.local import KEY_BYTES, StoreError, load_key, open_blob, seal_blob
+from daemons.render.store.local import KEY_BYTES, Precompressed, StoreError, load_key, open_blob, seal_blob
 
 MAGIC = b"SIVRENV1"
 WRAP_ALGORITHM = "A256KW"
@@ -87,7 +87,7 @@ def _aad(record_id: str, part: str) -> bytes:
     return f"sivr-object:{record_id}:{part}".encode("ascii")
 
 
-def seal(data_key: bytes, record_id: str, part: str, data: bytes) -> bytes:
+def seal(data_key: bytes, record_id: str, part: str, data: bytes | Precompressed) -> bytes:
     """`MAGIC | nonce | AES-GCM(zstd(data))` with the record id and part as associated data."""
     return seal_blob(AESGCM(data_key), MAGIC, _aad(record_id, part), data)
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from flask import Flask
 
 from daemons.render.store.manifest import JournalEntry, Manifest
 from shared.config import Config, ConfigError
 from shared.errors import error_response
+
+if TYPE_CHECKING:  # the local store module imports this one
+    from daemons.render.store.local import Precompressed
 
 BACKENDS = ("local", "s3")
 
@@ -33,11 +36,12 @@ class Store(Protocol):
 
     def exists(self, record_id: str) -> bool: ...
 
-    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
-        """Store a record atomically; False (nothing written) if it is already stored."""
+    def write_record(self, record_id: str, files: list[bytes | Precompressed], manifest: Manifest) -> bool:
+        """Store a record atomically; False (nothing written) if it is already stored. A file is its
+        bytes, or `Precompressed`: its bytes with their compression under way."""
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], entries: list[JournalEntry],
-                     expected_version: str) -> str:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes | Precompressed],
+                     entries: list[JournalEntry], expected_version: str) -> str:
         """Add files to a stored record as blobs `first_blob`, `first_blob + 1`, ..., then their
         manifest entries (`entries`, naming them) to the record's journal as the commit point:
         readers see the old record or the grown one (a pending manifest, `manifest` module doc).

@@ -46,7 +46,7 @@ from daemons.render.store import envelope
 from daemons.render.store.blob_cache import BlobCache
 from daemons.render.store.envelope import KeyRing
 from daemons.render.store.interface import StoreUnavailable
-from daemons.render.store.local import StoreError
+from daemons.render.store.local import Precompressed, StoreError
 from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
 from shared.config import Config, ConfigError
 
@@ -229,7 +229,7 @@ class S3RecordStore:
             return False
         return True
 
-    def write_record(self, record_id: str, files: list[bytes], manifest: Manifest) -> bool:
+    def write_record(self, record_id: str, files: list[bytes | Precompressed], manifest: Manifest) -> bool:
         if self.exists(record_id):
             return False
         upload, data_key = uuid.uuid4().hex, envelope.new_data_key()
@@ -273,8 +273,8 @@ class S3RecordStore:
         with ThreadPoolExecutor(self._threads) as pool:
             return sum(pool.map(put, range(len(keys))))
 
-    def append_files(self, record_id: str, first_blob: int, files: list[bytes], entries: list[JournalEntry],
-                     expected_version: str) -> str:
+    def append_files(self, record_id: str, first_blob: int, files: list[bytes | Precompressed],
+                     entries: list[JournalEntry], expected_version: str) -> str:
         """Add files to a stored record (a series that grows), then its manifest object, with their
         entries added to its journal (`manifest` module doc), as the commit point.
 
