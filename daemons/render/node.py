@@ -60,7 +60,7 @@ class Node:
         return self.config["node"]["institution_id"]
 
     def __post_init__(self) -> None:
-        self.record_index.on_change(self._drop_cached)
+        self.record_index.on_change(lambda record_id, _version: self._drop_cached(record_id))
 
     def manifest(self, record_id: str, fresh: bool = False, analysed: bool = True) -> Manifest:
         """The decrypted manifest of a stored record, analysed (a series grown since its last

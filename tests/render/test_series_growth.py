@@ -557,3 +557,26 @@ def test_a_series_another_node_deleted_keeps_its_patient(pair):
     with pytest.raises(UploadError) as refused:
         add(harness, [("q.dcm", to_bytes(other))])
     assert (refused.value.status, refused.value.code) == (409, "series_conflict")
+
+
+def test_a_readers_late_notice_of_this_workers_own_append_leaves_the_series_to_be_completed(make_node):
+    """A reader of this worker may meet the version an append of this worker just wrote before the
+    writer notes it; its notice of a change then comes once the append is over. Taken for a change
+    made elsewhere, it stopped the timing of the series' completion (no worker would analyse it
+    exactly) and dropped what the worker parsed of it. A notice of another version still does both."""
+    harness = make_node(dicom__series_complete_s=3600.0)
+    ingest, node = ingest_of(harness), harness.app.extensions["sivr_node"]
+    try:
+        files = series_files(3)
+        record_id = add(harness, files[:1]).record_id
+        add(harness, files[1:2])
+        manifest, version = node.store.read_manifest_versioned(record_id)
+        with harness.app.app_context():
+            node.record_index.changed(record_id, manifest, version)  # the reader's notice, late
+        assert ingest.growing() == [record_id]
+        assert ingest._parsed[record_id].current  # kept: the next append parses nothing again
+        with harness.app.app_context():
+            node.record_index.changed(record_id, manifest, "another node's version")
+        assert ingest.growing() == [] and not ingest._parsed[record_id].current
+    finally:
+        close_nodes(harness)

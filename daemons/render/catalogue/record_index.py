@@ -40,10 +40,12 @@ class RecordIndex:
         self._lock = threading.Lock()
         self._versions: dict[str, str] = {}
         self._versions_lock = threading.Lock()
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str, str], None]] = []
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(record_id)` when a record changed behind this node's back (to drop caches)."""
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(record_id, version)` when this worker meets a version of a record it had not
+        noted (to drop caches): a change made elsewhere, or one of its own met by a reader before
+        the writer noted it (the listener tells them apart by the version)."""
         self._listeners.append(listener)
 
     def note_version(self, record_id: str, version: str) -> bool:
@@ -62,21 +64,21 @@ class RecordIndex:
         (grown since last seen, or — first read since start-up — grown while this node was down)."""
         first = self.seen_version(record_id) is None
         if self.note_version(record_id, version):
-            self.changed(record_id, manifest)
+            self.changed(record_id, manifest, version)
             return
         series = self.models.catalogue.Series
         row = series.get_or_none(series.id == record_id)
         if first and row is not None and row.instance_count < len(manifest.every_file):
-            self.changed(record_id, manifest)
+            self.changed(record_id, manifest, version)
 
-    def changed(self, record_id: str, manifest: Manifest) -> None:
+    def changed(self, record_id: str, manifest: Manifest, version: str) -> None:
         """A record grew on another node: its row and catalogue series follow, the caches drop it."""
         meta = manifest.meta
         self.models.StoredRecord.update(files=meta.files, frames=meta.frames, size_bytes=meta.size_bytes
                                         ).where(self.models.StoredRecord.id == record_id).execute()
         refresh_series(self.store, self.models.catalogue, record_id, manifest)
         for listener in self._listeners:
-            listener(record_id)
+            listener(record_id, version)
 
     def _add(self, record_id: str) -> peewee.Model | None:
         """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
@@ -130,7 +132,7 @@ class RecordIndex:
             log.error("record %s is not followed: %s", record_id, exc)
             return
         self.note_version(record_id, version)
-        self.changed(record_id, manifest)
+        self.changed(record_id, manifest, version)
 
     def sync_at_start(self) -> None:
         """Clean up and sync; a store unreachable at start-up is logged, the node starts anyway."""

@@ -476,12 +476,22 @@ class Ingest:
         with self._growing_lock:
             self._growing.pop(record_id, None)
 
-    def _changed_elsewhere(self, record_id: str) -> None:
+    def _changed_elsewhere(self, record_id: str, version: str) -> None:
         """Another worker or node grew, analysed or deleted the series: what this worker parsed of it
-        is outdated (kept for the next read to reuse), and timing its completion is the other's."""
-        self._outdate_parsed(record_id)
-        with self._growing_lock:
-            self._growing.pop(record_id, None)
+        is outdated (kept for the next read to reuse), and timing its completion is the other's.
+
+        Not so for this worker's own append or analysis that a reader of this worker met before the
+        writer noted its version, and whose notice comes once the writer holds that version: the
+        series would be left without its exact analysis, as no worker would time its completion.
+        """
+        with self._parsed_lock:  # one step against the writer's `_remember` then `_note_growth`
+            held = self._parsed.get(record_id)
+            if held is not None and held.current:
+                if held.version == version:
+                    return
+                self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
+            with self._growing_lock:
+                self._growing.pop(record_id, None)
 
     # --- the "series complete" rule ------------------------------------------------------------
     def on_complete(self, listener: Callable[[str], None]) -> None:
