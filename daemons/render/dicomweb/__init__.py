@@ -25,5 +25,6 @@ def install(app: Flask, config: Config) -> None:
 
     services.load()
     cors.allow_origins(app, list(config["dicomweb"]["cors_origins"]))
-    app.extensions[INGEST_EXTENSION].on_complete(lambda record_id: wado.warm_metadata(app, record_id))
+    app.extensions[INGEST_EXTENSION].on_complete(
+        lambda record_id, datasets: wado.warm_metadata(app, record_id, datasets))
     app.register_blueprint(bp)

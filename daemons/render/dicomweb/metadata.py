@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -158,8 +158,14 @@ class MetadataCache:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= len(dropped.json)
 
-    def entries(self, the_node: Node, rows: list[Any], bulk_base: Callable[[Any], str]) -> list[InstanceMeta]:
-        """The metadata of catalogue instance rows (in their order), parsing the ones not cached."""
+    def entries(self, the_node: Node, rows: list[Any], bulk_base: Callable[[Any], str],
+                parsed: Mapping[str, Dataset] | None = None) -> list[InstanceMeta]:
+        """The metadata of catalogue instance rows (in their order), parsing the ones not cached.
+
+        `parsed`: datasets of some of these files by SHA-256, parsed from the same bytes (the ingest's,
+        at the series-complete rule): they are not read from the store and parsed again.
+        """
+        parsed = parsed or {}
         found: dict[int, InstanceMeta] = {}
         missing = []
         for position, row in enumerate(rows):
@@ -171,7 +177,7 @@ class MetadataCache:
 
         def build(item: tuple[int, Any]) -> tuple[int, InstanceMeta]:
             position, row = item
-            ds = pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
+            ds = parsed.get(row.sha256) or pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
             entry = InstanceMeta(instance_json(ds, bulk_base(row)), stored_syntax(ds), frame_count(ds))
             self.put((row.series_id, row.sha256), entry)
             return position, entry

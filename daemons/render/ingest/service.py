@@ -31,11 +31,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import peewee
 from flask import current_app
+from pydicom.dataset import Dataset
 
 from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series, patient_key
 from daemons.render.ingest.isolation import isolated_checker
@@ -137,7 +138,7 @@ class Ingest:
         # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
         self._growing: dict[str, tuple[str, float]] = {}
         self._growing_lock = threading.Lock()
-        self._on_complete: list[Callable[[str], None]] = []
+        self._on_complete: list[Callable[[str, Mapping[str, Dataset]], None]] = []
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
         node.record_index.on_change(self._changed_elsewhere)
@@ -494,8 +495,11 @@ class Ingest:
                 self._growing.pop(record_id, None)
 
     # --- the "series complete" rule ------------------------------------------------------------
-    def on_complete(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(record_id)` after a series becomes complete: where derived data is built."""
+    def on_complete(self, listener: Callable[[str, Mapping[str, Dataset]], None]) -> None:
+        """Call `listener(record_id, datasets)` after a series becomes complete: where derived data is
+        built. `datasets`: the parsed files this worker holds of the series by SHA-256 (those it
+        received or read while the series grew; maybe none), so that a builder need not read and
+        parse them from the store again."""
         self._on_complete.append(listener)
 
     def _note_growth(self, record_id: str, series_uid: str) -> None:
@@ -528,42 +532,48 @@ class Ingest:
                 del self._parsed[record_id]
         with self._growing_lock:
             due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
-        done = []
+        done: list[tuple[str, dict[str, Dataset]]] = []
         for record_id, series_uid in due:
             try:
-                if self._complete(record_id, series_uid, now):
-                    done.append(record_id)
+                datasets = self._complete(record_id, series_uid, now)
+                if datasets is not None:
+                    done.append((record_id, datasets))
             except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
                 log.exception("series %s: its final analysis failed; retried later", record_id)
                 with self._growing_lock:
                     if record_id in self._growing:
                         self._growing[record_id] = (series_uid, time.monotonic())
-        for record_id in done if derive else ():
+        for record_id, datasets in done if derive else ():
             for listener in self._on_complete:
                 try:
-                    listener(record_id)
+                    listener(record_id, datasets)
                 except Exception:  # derived data is an optimisation: the series itself is complete
                     log.exception("series %s: building its derived data failed", record_id)
-        return done
+        return [record_id for record_id, _ in done]
 
-    def _complete(self, record_id: str, series_uid: str, now: float) -> bool:
-        """The exact analysis of a complete series (one decode), its manifest replaced if that differs."""
+    def _complete(self, record_id: str, series_uid: str, now: float) -> dict[str, Dataset] | None:
+        """The exact analysis of a complete series (one decode), its manifest replaced if that differs;
+        the parsed files by SHA-256 that this worker held of it, or None when it was not complete."""
         with self._lock_for(series_uid):
             with self._growing_lock:
                 entry = self._growing.get(record_id)
                 if entry is None or now - entry[1] < self.complete_s:
-                    return False  # grew again meanwhile (or completed by another call)
+                    return None  # grew again meanwhile (or completed by another call)
                 grown_at = self.node.registry.runtime.grown_at(_series_name(series_uid))
                 if grown_at is not None:  # the node's last growth of it, on this worker's clock
                     last = time.monotonic() - max(0.0, time.time() - grown_at)
                     if last > entry[1] and now - last < self.complete_s:
                         # another worker took an instance since: the age starts from that one
                         self._growing[record_id] = (series_uid, last)
-                        return False
+                        return None
             self._settle(record_id, series_uid, exact=True)
+            with self._parsed_lock:
+                held = self._parsed.get(record_id)
+            datasets = ({f.sha256: f.dataset for f, _ in held.files.values()}
+                        if held is not None and held.current else {})
             self.forget(record_id)
             self.node.registry.runtime.forget_growth(_series_name(series_uid))  # grows again: made again
-        return True
+        return datasets
 
     def close(self) -> None:
         """At shutdown: stop the watcher and complete the series still growing now (safe to call twice).
