@@ -572,7 +572,9 @@ def test_a_readers_late_notice_of_this_workers_own_append_leaves_the_series_to_b
     """A reader of this worker may meet the version an append of this worker just wrote before the
     writer notes it; its notice of a change then comes once the append is over. Taken for a change
     made elsewhere, it stopped the timing of the series' completion (no worker would analyse it
-    exactly) and dropped what the worker parsed of it. A notice of another version still does both."""
+    exactly) and dropped what the worker parsed of it. So did a notice of one of its earlier
+    versions, coming after a later append (the reader's catalogue update waits behind the writer's).
+    A notice of another version still does both."""
     harness = make_node(dicom__series_complete_s=3600.0)
     ingest, node = ingest_of(harness), harness.app.extensions["sivr_node"]
     try:
@@ -584,6 +586,10 @@ def test_a_readers_late_notice_of_this_workers_own_append_leaves_the_series_to_b
             node.record_index.changed(record_id, manifest, version)  # the reader's notice, late
         assert ingest.growing() == [record_id]
         assert ingest._parsed[record_id].current  # kept: the next append parses nothing again
+        add(harness, files[2:])
+        with harness.app.app_context():
+            node.record_index.changed(record_id, manifest, version)  # later still: after the next append
+        assert ingest.growing() == [record_id] and ingest._parsed[record_id].current
         with harness.app.app_context():
             node.record_index.changed(record_id, manifest, "another node's version")
         assert ingest.growing() == [] and not ingest._parsed[record_id].current

@@ -136,7 +136,8 @@ class InstanceHeader:
 
 
 def index_series(cat: CatalogueModels, record_id: str, headers: list[InstanceHeader]) -> None:
-    """Insert or update the patient, study, series and instance rows of one stored series.
+    """Insert or update the patient, study, series and instance rows of one stored series (the
+    patient and study rows made with a new series; those of a catalogued series only counted again).
 
     Idempotent: indexing the same series again (after it grew) adds the new instances and
     refreshes the counts. Runs in one transaction, so a query never sees half a series; one that

@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -159,13 +159,14 @@ class MetadataCache:
                 self._bytes -= len(dropped.json)
 
     def entries(self, the_node: Node, rows: list[Any], bulk_base: Callable[[Any], str],
-                parsed: Mapping[str, Dataset] | None = None) -> list[InstanceMeta]:
+                parsed: dict[str, Dataset] | None = None) -> list[InstanceMeta]:
         """The metadata of catalogue instance rows (in their order), parsing the ones not cached.
 
         `parsed`: datasets of some of these files by SHA-256, parsed from the same bytes (the ingest's,
-        at the series-complete rule): they are not read from the store and parsed again.
+        at the series-complete rule): they are not read from the store and parsed again, and each is
+        taken out of the dict once used (its pixel data, read to make the JSON, goes with it).
         """
-        parsed = parsed or {}
+        parsed = {} if parsed is None else parsed
         found: dict[int, InstanceMeta] = {}
         missing = []
         for position, row in enumerate(rows):
@@ -177,7 +178,9 @@ class MetadataCache:
 
         def build(item: tuple[int, Any]) -> tuple[int, InstanceMeta]:
             position, row = item
-            ds = parsed.get(row.sha256) or pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
+            ds = parsed.pop(row.sha256, None)
+            if ds is None:
+                ds = pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
             entry = InstanceMeta(instance_json(ds, bulk_base(row)), stored_syntax(ds), frame_count(ds))
             self.put((row.series_id, row.sha256), entry)
             return position, entry

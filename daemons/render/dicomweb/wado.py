@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydicom
@@ -109,7 +109,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     return response
 
 
-def warm_metadata(app: Flask, record_id: str, datasets: Mapping[str, Dataset]) -> None:
+def warm_metadata(app: Flask, record_id: str, datasets: dict[str, Dataset]) -> None:
     """Build the metadata of a series that just became complete (the ingest's series-complete rule),
     so its first `/metadata` is served from RAM instead of parsing every file (3 s for 500). From
     the ingest's own parse of the files (`datasets`, by SHA-256) where it holds them: reading them

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import peewee
@@ -90,8 +90,13 @@ class IngestResult:
 
 
 def _payloads(files: list[ParsedFile], ahead: dict[str, Precompressed]) -> list[bytes | Precompressed]:
-    """What the store writes of each file: its bytes, or their compression started ahead."""
-    return [ahead.get(f.name, f.raw) for f in files]
+    """What the store writes of each file: its bytes, or their compression started ahead (only
+    ever the compression of those very bytes)."""
+    return [_payload(f, ahead.get(f.name)) for f in files]
+
+
+def _payload(file: ParsedFile, ahead: Precompressed | None) -> bytes | Precompressed:
+    return ahead if ahead is not None and ahead.raw is file.raw else file.raw
 
 
 def series_record_id(institution_id: str, series_uid: str) -> str:
@@ -114,6 +119,7 @@ class _Received:
     growth: Growth
     pending: int
     outdated_at: float | None = None
+    held_versions: frozenset[str] = frozenset()  # every version this worker held the series at
 
     @property
     def current(self) -> bool:
@@ -138,7 +144,7 @@ class Ingest:
         # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
         self._growing: dict[str, tuple[str, float]] = {}
         self._growing_lock = threading.Lock()
-        self._on_complete: list[Callable[[str, Mapping[str, Dataset]], None]] = []
+        self._on_complete: list[Callable[[str, dict[str, Dataset]], None]] = []
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
         node.record_index.on_change(self._changed_elsewhere)
@@ -174,7 +180,9 @@ class Ingest:
         """
         node = self.node
         # one file (a C-STORE): its compression for the store runs on another core while it is checked
-        ahead = {name: Precompressed.start(raw) for name, raw in uploads} if len(uploads) == 1 else {}
+        # (wasted on a file then refused or sent again, never started for one over the upload limit)
+        ahead = ({name: Precompressed.start(raw) for name, raw in uploads}
+                 if len(uploads) == 1 and len(uploads[0][1]) <= node.limits.max_upload_bytes else {})
         files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
@@ -456,7 +464,9 @@ class Ingest:
 
     def _remember(self, record_id: str, received: _Received) -> None:
         with self._parsed_lock:
-            self._parsed[record_id] = received
+            before = self._parsed.get(record_id)
+            held = before.held_versions if before is not None else frozenset()
+            self._parsed[record_id] = replace(received, held_versions=held | {received.version})
             self._parsed.move_to_end(record_id)
             while len(self._parsed) > 1 and _cached_bytes(self._parsed) > CACHE_BYTES:
                 self._parsed.popitem(last=False)
@@ -468,9 +478,13 @@ class Ingest:
     def _outdate_parsed(self, record_id: str) -> None:
         """The store's series is not what this worker holds: the next read follows it (`_received`)."""
         with self._parsed_lock:
-            held = self._parsed.get(record_id)
-            if held is not None and held.current:
-                self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
+            self._outdate_held(record_id)
+
+    def _outdate_held(self, record_id: str) -> None:
+        """`_outdate_parsed` for a caller holding `_parsed_lock`."""
+        held = self._parsed.get(record_id)
+        if held is not None and held.current:
+            self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
 
     def forget(self, record_id: str) -> None:
         self._forget_parsed(record_id)
@@ -481,25 +495,25 @@ class Ingest:
         """Another worker or node grew, analysed or deleted the series: what this worker parsed of it
         is outdated (kept for the next read to reuse), and timing its completion is the other's.
 
-        Not so for this worker's own append or analysis that a reader of this worker met before the
-        writer noted its version, and whose notice comes once the writer holds that version: the
-        series would be left without its exact analysis, as no worker would time its completion.
+        Not so for a version this worker held the series at (its own append or analysis, or one it
+        read and grew from): a reader of this worker may meet it before the writer notes it, and its
+        notice may come once the writer holds that version or later ones. Taken for a change made
+        elsewhere, it left the series without its exact analysis, as no worker would time its completion.
         """
         with self._parsed_lock:  # one step against the writer's `_remember` then `_note_growth`
             held = self._parsed.get(record_id)
-            if held is not None and held.current:
-                if held.version == version:
-                    return
-                self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
+            if held is not None and held.current and version in held.held_versions:
+                return
+            self._outdate_held(record_id)
             with self._growing_lock:
                 self._growing.pop(record_id, None)
 
     # --- the "series complete" rule ------------------------------------------------------------
-    def on_complete(self, listener: Callable[[str, Mapping[str, Dataset]], None]) -> None:
+    def on_complete(self, listener: Callable[[str, dict[str, Dataset]], None]) -> None:
         """Call `listener(record_id, datasets)` after a series becomes complete: where derived data is
         built. `datasets`: the parsed files this worker holds of the series by SHA-256 (those it
         received or read while the series grew; maybe none), so that a builder need not read and
-        parse them from the store again."""
+        parse them from the store again; a builder may take them out of the dict as it uses them."""
         self._on_complete.append(listener)
 
     def _note_growth(self, record_id: str, series_uid: str) -> None:
@@ -532,24 +546,29 @@ class Ingest:
                 del self._parsed[record_id]
         with self._growing_lock:
             due = [(record_id, uid) for record_id, (uid, at) in self._growing.items() if now - at >= self.complete_s]
-        done: list[tuple[str, dict[str, Dataset]]] = []
+        done = []
         for record_id, series_uid in due:
             try:
                 datasets = self._complete(record_id, series_uid, now)
-                if datasets is not None:
-                    done.append((record_id, datasets))
             except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
                 log.exception("series %s: its final analysis failed; retried later", record_id)
                 with self._growing_lock:
                     if record_id in self._growing:
                         self._growing[record_id] = (series_uid, time.monotonic())
-        for record_id, datasets in done if derive else ():
-            for listener in self._on_complete:
-                try:
-                    listener(record_id, datasets)
-                except Exception:  # derived data is an optimisation: the series itself is complete
-                    log.exception("series %s: building its derived data failed", record_id)
-        return [record_id for record_id, _ in done]
+                continue
+            if datasets is None:
+                continue
+            done.append(record_id)
+            if derive:  # one series' datasets at a time: the builders let each go once used
+                self._derive(record_id, datasets)
+        return done
+
+    def _derive(self, record_id: str, datasets: dict[str, Dataset]) -> None:
+        for listener in self._on_complete:
+            try:
+                listener(record_id, datasets)
+            except Exception:  # derived data is an optimisation: the series itself is complete
+                log.exception("series %s: building its derived data failed", record_id)
 
     def _complete(self, record_id: str, series_uid: str, now: float) -> dict[str, Dataset] | None:
         """The exact analysis of a complete series (one decode), its manifest replaced if that differs;

@@ -142,20 +142,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_aside: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
+_aside: ThreadPoolExecutor | None = None
 _aside_lock = threading.Lock()
 
 
 def _aside_pool() -> ThreadPoolExecutor:
     """The threads that compress a file ahead (`Precompressed`) and write a journal part while its
-    blobs are written: one pool per process, made at its first use (a pool's threads do not survive
-    a fork, and the node's workers are forked). A pool made per append cost a thread start and stop
-    at every C-STORE (about 1 ms here, 5 % of an instance's time)."""
+    blobs are written: one pool per process, made at its first use. A pool made per append cost a
+    thread start and stop at every C-STORE (about 1 ms here, 5 % of an instance's time)."""
     global _aside
     with _aside_lock:
-        if _aside is None or _aside[0] != os.getpid():
-            _aside = (os.getpid(), ThreadPoolExecutor(ASIDE_THREADS, thread_name_prefix="store-aside"))
-        return _aside[1]
+        if _aside is None:
+            _aside = ThreadPoolExecutor(ASIDE_THREADS, thread_name_prefix="store-aside")
+        return _aside
+
+
+def _forget_aside_pool() -> None:
+    """In a forked child: a pool's threads do not survive a fork (the node's workers are forked), nor
+    may a lock another thread held at the fork stay held."""
+    global _aside, _aside_lock
+    _aside, _aside_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_aside_pool)
 
 
 def _write_durable(path: Path, data: bytes) -> None:
