@@ -8,10 +8,13 @@
   (`daemons.render.runtime`: its workers' decoded series), whose dead worker's latency ring goes
   at its death. prometheus_client is imported only inside the
   hooks: the arbiter must not pick its value class before the environment is final.
+- Each worker, once its app is loaded, takes the app's objects out of the garbage collector's
+  passes (`post_worker_init`).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -55,3 +58,13 @@ def on_exit(server) -> None:
         folder = os.environ.get(variable)
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def post_worker_init(worker) -> None:
+    """Leave the objects of the loaded app (modules, the app, compiled kernels' wrappers) out of the
+    garbage collector's full passes: they live as long as the worker, and each full pass walked
+    them all again; a render node taking a series by C-STORE ran one every few dozen instances
+    (1.6 s of full passes over 1,000 instances, 0.7 s with this). The start-up's garbage is
+    collected first, so none of it is kept for good."""
+    gc.collect()
+    gc.freeze()
