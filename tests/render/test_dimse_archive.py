@@ -277,9 +277,11 @@ def test_the_listener_answers_without_nagle_delays(archive):
 def test_answers_are_described_for_the_log_only_at_debug_level(archive, monkeypatch):
     """pynetdicom dumps every C-FIND answer's data set to text (and every PDU and DIMSE message) even
     when its logger throws the text away: a third of a many-answer search's time. The node (at
-    info level here) has it do so only when it logs at debug level."""
+    info level here) describes them only when it logs at debug level (pynetdicom's C-FIND answers
+    are sent by `dimse.find_answers`, which does as pynetdicom would)."""
     described = []
-    monkeypatch.setattr("pynetdicom.service_class.pretty_dataset", lambda ds: described.append(ds) or [])
+    for module in ("pynetdicom.service_class", "daemons.render.dimse.find_answers"):
+        monkeypatch.setattr(f"{module}.pretty_dataset", lambda ds: described.append(ds) or [])
     sent = dcmtk("storescu", archive.dicom_port, "-xv", files=ct_files()[:3])
     assert sent.returncode == 0, sent.stderr
 

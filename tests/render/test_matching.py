@@ -48,7 +48,7 @@ def matched(cat, level: str, uid_keyword: str, keys: dict) -> list[str]:
     setattr(identifier, uid_keyword, "")
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
-    return sorted(getattr(answer, uid_keyword) for answer in find(cat, level, identifier))
+    return sorted(row[uid_keyword] for row in find(cat, level, identifier).rows)
 
 
 def study_uids(cat, **keys) -> list[str]:
@@ -168,7 +168,8 @@ def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
     encoder wrote `Ü` in Latin-1 and `山田` as `??`."""
     identifier = Dataset()
     identifier.StudyInstanceUID, identifier.PatientName = "", ""
-    answers = {str(a.StudyInstanceUID): a for a in find(cat, "STUDY", identifier)}
+    found = find(cat, "STUDY", identifier)
+    answers = {row["StudyInstanceUID"]: found.dataset(row) for row in found.rows}
     assert answers["1.2.4"].SpecificCharacterSet == "ISO_IR 192"
     assert answers["1.2.1"].SpecificCharacterSet == "ISO_IR 192"
     assert "SpecificCharacterSet" not in answers["1.2.2"]

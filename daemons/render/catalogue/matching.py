@@ -23,7 +23,7 @@ import datetime as dt
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -340,15 +340,47 @@ def _identifier_matches(identifier: Dataset, requested: list[str]) -> list[tuple
     return [(keyword, _identifier_value(identifier[keyword].value)) for keyword in requested]
 
 
-def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Iterator[Dataset]:
-    """The answers to a C-FIND identifier at `level`: one dataset per matching entity."""
+@dataclass(frozen=True)
+class Answers:
+    """The matches of a C-FIND identifier at `level`: the indexed keys asked for, in the order asked,
+    and one catalogue row per matching entity (each key's value under its keyword)."""
+
+    level: str
+    requested: list[str]
+    rows: list[dict[str, Any]]
+
+    def values(self, row: dict[str, Any]) -> list[tuple[str, str]]:
+        """The answer for `row` as (keyword, value) pairs, the one definition of what a C-FIND answer
+        holds: Query/Retrieve Level, then the keys asked for. One with a value that is not ASCII names
+        its character set, UTF-8 (PS3.4 C.4.1.1.3.1: an answer is encoded in the character set it
+        names; without one, the default repertoire would lose every other letter)."""
+        values = [("QueryRetrieveLevel", self.level)]
+        wide = False
+        for keyword in self.requested:
+            value = row[keyword]
+            if KEYS[keyword].kind in ("int", "count"):
+                values.append((keyword, "" if value is None else str(int(value))))
+            else:
+                values.append((keyword, value or ""))
+                wide = wide or not (value or "").isascii()
+        return [("SpecificCharacterSet", "ISO_IR 192")] + values if wide else values
+
+    def dataset(self, row: dict[str, Any]) -> Dataset:
+        """The answer for `row` as a dataset (`values`), for an encoder that needs one."""
+        answer = Dataset()
+        for keyword, value in self.values(row):
+            setattr(answer, keyword, value)
+        return answer
+
+
+def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Answers:
+    """The answers to a C-FIND identifier at `level`: one row per matching entity."""
     requested = _requested(level, identifier)
     deepest = getattr(cat, TABLE_OF_LEVEL[level])
     query = select(cat, level, deepest._meta.primary_key.alias("_row"),
                    *[field_of(cat, keyword).alias(keyword) for keyword in requested])
     query = where(query, cat, _identifier_matches(identifier, requested))
-    for row in cast(Iterable[dict], query.dicts()):
-        yield _answer(level, requested, row)
+    return Answers(level, requested, list(cast(Iterable[dict], query.dicts())))
 
 
 #: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).
@@ -379,20 +411,3 @@ def _identifier_value(value: object) -> str:
     if isinstance(value, MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value or "")
-
-
-def _answer(level: str, requested: list[str], row: dict) -> Dataset:
-    """An answer dataset with the keys asked for, in the order asked. One with a value that is not
-    ASCII names its character set, UTF-8 (PS3.4 C.4.1.1.3.1: an answer is encoded in the character
-    set it names; without one, the default repertoire would lose every other letter)."""
-    answer = Dataset()
-    answer.QueryRetrieveLevel = level
-    for keyword in requested:
-        value = row[keyword]
-        if KEYS[keyword].kind in ("int", "count"):
-            setattr(answer, keyword, "" if value is None else str(int(value)))
-        else:
-            setattr(answer, keyword, value or "")
-            if value and not value.isascii():
-                answer.SpecificCharacterSet = "ISO_IR 192"
-    return answer

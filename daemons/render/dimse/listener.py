@@ -52,6 +52,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
+from daemons.render.dimse.find_answers import AnswerSender
 from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
@@ -65,7 +66,6 @@ from daemons.render.statuses import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
-    PENDING,
     PROCESSING_FAILURE,
     SUCCESS,
     status_of,
@@ -304,13 +304,15 @@ class Listener:
             f"over this node's limit of {limit} MiB; association aborted"))(event)
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
+        """The matches, sent as they are encoded (`find_answers`); pynetdicom sends the final
+        success response when this generator ends without a status of its own."""
         database = self.node.models.database
         try:
             identifier = event.identifier
             level = query_level(str(event.context.abstract_syntax), identifier)
             with self.app.app_context():
-                answers = list(find(self.node.models.catalogue, level, identifier))
-                self._audit(event, "dicom.find", detail=f"level={level} results={len(answers)}")
+                answers = find(self.node.models.catalogue, level, identifier)
+                self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
         except QueryError as exc:
             log.info("C-FIND refused: %s", exc)
             yield DOES_NOT_MATCH_SOP_CLASS, None
@@ -322,11 +324,17 @@ class Listener:
         finally:
             if not database.is_closed():
                 database.close()
-        for answer in answers:
+        sender = AnswerSender(event)
+        for row in answers.rows:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            yield PENDING, answer
+            if not event.assoc.is_established:
+                return
+            if not sender.send(answers, row):
+                log.error("C-FIND answer %s could not be encoded", answers.dataset(row))
+                yield CANNOT_UNDERSTAND, None
+                return
 
 
 def check_config(config: Config) -> None:
