@@ -1,13 +1,16 @@
 """Archive benchmark: a SIVR render node beside Orthanc (Debian's orthanc + orthanc-dicomweb), one run.
 
-    python bench/archive.py [--quick] [--only cstore first_image stow qido metadata rendered]
+    python bench/archive.py [--quick] [--only cstore first_image stow qido cfind metadata rendered]
                             [--render-workers N] [--stow-clients N]
 
 Both servers run on loopback as plain processes (SIVR: `sivr serve render`, as operators run it,
 with `--render-workers` gunicorn workers (default 1), its DICOM listener inside; Orthanc: a
 generated JSON configuration with its own storage folder and the DicomWeb plugin), on the same
 machine, given the same files. The clients (dcmtk `storescu`, Python HTTP clients) share the CPU
-with the server being measured, the same for both. Figures (issues 11, 12):
+with the server being measured, the same for both. Every dcmtk program of the run (storescu, findscu
+and Orthanc's DICOM server) has Nagle's algorithm off (`TCP_NODELAY=1`, dcmtk's switch), as SIVR's
+listener has; C-STORE is also measured against an Orthanc as Debian runs it (Nagle on), which a
+delayed ACK holds near 20 instances/s. Figures (issues 11, 12):
 
 - cstore: dcmtk `storescu` of one 500-instance CT series in one association, instances/s; the series
   is DERIVED from demo_data/ct-chest-100 (each slice re-UIDed five times, positions continued; see
@@ -19,6 +22,7 @@ with the server being measured, the same for both. Figures (issues 11, 12):
   after the other, or by `--stow-clients` clients at once (each its share of the requests, in turn);
 - qido: QIDO-RS study searches on a catalogue of 100,000 instances (SIVR; synthetic rows derived from
   the real CT's header), p50/p95;
+- cfind: the same searches as C-FIND (every match returned) by dcmtk's findscu and by pynetdicom;
 - metadata: WADO-RS /metadata of the 500-instance series;
 - rendered: /rendered frames per second at 1, 4 and 16 clients.
 
@@ -64,6 +68,8 @@ from shared.roles import INSTITUTION_ADMIN  # noqa: E402
 DEMO_CT = REPO / "demo_data" / "ct-chest-100"
 CALLING = "BENCHSCU"
 SIVR_AET, ORTHANC_AET = "SIVRBENCH", "ORTHANC"
+#: dcmtk's environment variable turning Nagle's algorithm off on its sockets (`main`)
+NO_NAGLE = "TCP_NODELAY"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 STOW_BATCH = 25
 RESULTS: dict = {"missing": {}}
@@ -100,11 +106,17 @@ class Sivr:
             self.server.stop()
 
 
-def orthanc(setup: Setup) -> tuple[Server, int]:
+def orthanc(setup: Setup, as_shipped: bool = False) -> tuple[Server, int]:
+    """Orthanc with its DICOM server and DICOMweb plugin. Its DICOM side is dcmtk's, which leaves
+    Nagle's algorithm on unless `TCP_NODELAY=1` is in its environment (`main` sets it for every
+    dcmtk program of the run): `as_shipped` starts one without it, as Debian's package runs."""
     port = free_port()
     extra = {"DicomServerEnabled": True, "DicomPort": port, "DicomAet": ORTHANC_AET, "DicomCheckCalledAet": False,
              "Plugins": [DICOMWEB_PLUGIN] if Path(DICOMWEB_PLUGIN).exists() else [],
              "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "Ssl": False}}
+    if as_shipped:
+        env = {key: value for key, value in os.environ.items() if key != NO_NAGLE}
+        return start_orthanc(setup.root, extra, name="orthanc-as-shipped", env=env), port
     return start_orthanc(setup.root, extra), port
 
 
@@ -150,7 +162,11 @@ def orthanc_instances(server: Server, series_uid: str) -> int:
 def bench_cstore(sivr: Sivr, theirs: Server, their_port: int, data: dict[str, list[Path]], rounds: int = 1) -> None:
     """Each syntax's series to both servers in turn; with `rounds` > 1 the uncompressed one again
     as fresh copies (new UIDs), series after series as a modality sends them: the series completed
-    meanwhile have their derived data built beside the C-STOREs, on both servers' cores."""
+    meanwhile have their derived data built beside the C-STOREs, on both servers' cores.
+
+    Then each syntax's first series once more to an Orthanc as Debian's package runs it (Nagle's
+    algorithm on, `orthanc(as_shipped=True)`): its C-STORE responses wait for storescu's delayed
+    ACK, about 40 ms each, which bounds it near 20 instances/s whatever its own speed."""
     results = {}
     for syntax, files in data.items():
         tries = []
@@ -167,6 +183,14 @@ def bench_cstore(sivr: Sivr, theirs: Server, their_port: int, data: dict[str, li
         middle = sorted(tries, key=lambda t: t["ratio"])[len(tries) // 2]  # the median round (the upper one of two)
         results[syntax] = {"instances": len(files), **middle, "sivr_per_s": len(files) / middle["sivr_s"],
                            "orthanc_per_s": len(files) / middle["orthanc_s"], "rounds": tries}
+    shipped, shipped_port = orthanc(sivr.setup, as_shipped=True)
+    try:
+        for syntax, files in data.items():
+            elapsed = storescu(shipped_port, ORTHANC_AET, files, syntax)
+            results[syntax]["orthanc_as_shipped_per_s"] = len(files) / elapsed
+            print(f"C-STORE {syntax}: Orthanc as shipped (Nagle on) {len(files) / elapsed:.1f}/s", flush=True)
+    finally:
+        shipped.stop()
     RESULTS["cstore"] = results
 
 
@@ -487,10 +511,10 @@ log4cplus.appender.console.layout.ConversionPattern = %D{%H:%M:%S.%Q} %m%n
 def findscu_times(port: int, searches: list[str]) -> list[float]:
     """Each search's time in ms as dcmtk's findscu (a C++ client, as PACS and workstations are) sees
     it: every search one C-FIND of one association, from the log line of its request to the line
-    of its final response (answers are counted, not printed). With `TCP_NODELAY=1`, dcmtk's own
-    switch (Debian's build leaves Nagle's algorithm on): otherwise the request's second PDU (its
-    identifier) waits for the server's delayed ACK of the first, 40 ms on Linux, whatever the server.
-    The pynetdicom client above sets it too."""
+    of its final response (answers are counted, not printed). With `TCP_NODELAY=1` (NO_NAGLE),
+    dcmtk's own switch (Debian's build leaves Nagle's algorithm on): otherwise the request's second
+    PDU (its identifier) waits for the server's delayed ACK of the first, 40 ms on Linux, whatever
+    the server. The pynetdicom client above sets it too."""
     with tempfile.TemporaryDirectory(prefix="sivr-bench-findscu-") as folder:
         files = []
         for index, search in enumerate(searches):
@@ -500,7 +524,7 @@ def findscu_times(port: int, searches: list[str]) -> list[float]:
         (Path(folder) / "log.cfg").write_text(FINDSCU_LOG_CONFIG)
         done = subprocess.run(["findscu", "-S", "-aet", CALLING, "-aec", SIVR_AET, "-sr",
                                "-lc", str(Path(folder) / "log.cfg"), "127.0.0.1", str(port), *files],
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "TCP_NODELAY": "1"})
+                              capture_output=True, text=True, timeout=600, env={**os.environ, NO_NAGLE: "1"})
     times, sent = [], None
     for line in (done.stdout + done.stderr).splitlines():
         stamp, _, message = line.partition(" ")
@@ -529,6 +553,10 @@ def report() -> str:
         which = f", median of {rounds} series" if rounds > 1 else ""
         lines.append(f"| C-STORE {v['instances']}-instance CT ({syntax}){which}, instances/s | >= 2x Orthanc | "
                      f"{v['sivr_per_s']:.1f} | {v['orthanc_per_s']:.1f} | {v['ratio']:.2f}x |")
+        if "orthanc_as_shipped_per_s" in v:
+            shipped = v["orthanc_as_shipped_per_s"]
+            lines.append(f"| the same, Orthanc as Debian runs it (Nagle's algorithm on) | | {v['sivr_per_s']:.1f} | "
+                         f"{shipped:.1f} | {v['sivr_per_s'] / shipped:.2f}x |")
     if "first_image_ms" in r:
         v = r["first_image_ms"]
         lines.append(f"| first image after its instance arrived by C-STORE, ms | <= 1000 | "
@@ -571,6 +599,11 @@ def main() -> None:
     parser.add_argument("--cstore-rounds", type=int, default=1,
                         help="uncompressed series sent by C-STORE one after another (fresh copies); the median counts")
     args = parser.parse_args()
+    # dcmtk's switch for its programs (storescu, findscu, Orthanc's DICOM server): Debian's build
+    # leaves Nagle's algorithm on, and then each request or response of two PDUs waits ~40 ms for
+    # the other side's delayed ACK. SIVR's listener turns it off itself; both servers are measured
+    # on the same terms (Orthanc as shipped too, for C-STORE: `bench_cstore`).
+    os.environ[NO_NAGLE] = "1"
     for tool in ("storescu", "Orthanc"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install -y dcmtk orthanc orthanc-dicomweb")

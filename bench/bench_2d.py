@@ -260,11 +260,12 @@ def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
 
 # --- 6-7: servers -----------------------------------------------------------------------------
 class Server:
-    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True, start_s: float = 60):
+    def __init__(self, args: list[str], url: str, log: Path, ready: str, verify=True, start_s: float = 60,
+                 env: dict[str, str] | None = None):
         self.url = url
         with open(log, "wb") as output:  # the child keeps its own descriptor
             self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                            cwd=REPO)
+                                            cwd=REPO, env=env)
         deadline = time.monotonic() + start_s
         while time.monotonic() < deadline:
             try:
@@ -295,10 +296,12 @@ def start_node(setup: Setup, name: str, tls: bool, render: dict | None = None) -
                   verify=str(setup.root / "ca.pem") if tls else True)
 
 
-def start_orthanc(root: Path, extra: dict | None = None) -> Server:
-    """Orthanc on loopback HTTP with its own storage; `extra` adds or overrides configuration keys."""
+def start_orthanc(root: Path, extra: dict | None = None, name: str = "orthanc",
+                  env: dict[str, str] | None = None) -> Server:
+    """Orthanc on loopback HTTP with its own storage (in `root`/`name`); `extra` adds or overrides
+    configuration keys, `env` is its environment (default: this process's)."""
     port = free_port()
-    folder = root / "orthanc"
+    folder = root / name
     folder.mkdir(exist_ok=True)
     config = {"Name": "bench", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
               "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
@@ -306,7 +309,7 @@ def start_orthanc(root: Path, extra: dict | None = None) -> Server:
               "ConcurrentJobs": 2, "HttpThreadsCount": 50, **(extra or {})}
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
-    return Server(["Orthanc", str(path)], f"http://127.0.0.1:{port}", folder / "orthanc.log", "/system")
+    return Server(["Orthanc", str(path)], f"http://127.0.0.1:{port}", folder / "orthanc.log", "/system", env=env)
 
 
 def run_clients(urls_per_client: list[list[tuple[str, dict]]], verify, headers: dict) -> dict:
