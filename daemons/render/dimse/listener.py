@@ -52,6 +52,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
+from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import AnswerSender
 from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason
 from daemons.render.dimse.metrics import DimseMetrics
@@ -188,7 +189,8 @@ class Listener:
         destinations = parse_destinations(config)
         tls_client = (dimse_tls.client_context(config)
                       if any(destination.tls for destination in destinations.values()) else None)
-        retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client)
+        self.connections = AssociationConnections(node.models.database)
+        retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
@@ -202,6 +204,7 @@ class Listener:
             (evt.EVT_CONN_OPEN, self._limit_waits),
             *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
+            *self.connections.handlers(),
         ]
         self.servers: list[ThreadedAssociationServer] = []
         if self.port:
@@ -247,17 +250,12 @@ class Listener:
             server.shutdown()
 
     def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """Run a handler in the app's context (the audit export lives there), with the database
-        connection of this thread closed afterwards."""
+        """Run a handler in the app's context (the audit export lives there), on the association's
+        database connection (`connections`)."""
 
         def run(event: Any) -> Any:
-            try:
-                with self.app.app_context():
-                    return handler(event)
-            finally:
-                database = self.node.models.database
-                if not database.is_closed():
-                    database.close()
+            with self.connections.held(), self.app.app_context():
+                return handler(event)
 
         return run
 
@@ -306,11 +304,10 @@ class Listener:
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
         """The matches, sent as they are encoded (`find_answers`); pynetdicom sends the final
         success response when this generator ends without a status of its own."""
-        database = self.node.models.database
         try:
             identifier = event.identifier
             level = query_level(str(event.context.abstract_syntax), identifier)
-            with self.app.app_context():
+            with self.connections.held(), self.app.app_context():
                 answers = find(self.node.models.catalogue, level, identifier)
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
         except QueryError as exc:
@@ -321,9 +318,6 @@ class Listener:
             log.exception("C-FIND failed")
             yield CANNOT_UNDERSTAND, None
             return
-        finally:
-            if not database.is_closed():
-                database.close()
         sender = AnswerSender(event)
         for row in answers.rows:
             if event.is_cancelled:

@@ -41,6 +41,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from daemons.render.catalogue.matching import QueryError, retrieve
+from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
 from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING
@@ -193,8 +194,9 @@ class Retrieval:
     """The EVT_C_GET and EVT_C_MOVE handlers of a node's listener."""
 
     def __init__(self, app: Flask, node: Node, audit: Audit, destinations: dict[str, Destination],
-                 stored_syntaxes: list[str], tls_context: ssl.SSLContext | None = None):
+                 stored_syntaxes: list[str], tls_context: ssl.SSLContext | None, connections: AssociationConnections):
         self.app, self.node, self.audit, self.destinations = app, node, audit, destinations
+        self.connections = connections  # the association's database connection (the listener's)
         self.stored_syntaxes = stored_syntaxes  # the transfer syntaxes the node accepts, so may hold
         self.tls_context = tls_context  # for the `tls://` destinations (None when there are none)
 
@@ -207,13 +209,9 @@ class Retrieval:
 
     def _match(self, event: Any) -> tuple[str, list[Any]]:
         """The level and the catalogue rows of the instances the request retrieves."""
-        database = self.node.models.database
-        try:
-            level = query_level(str(event.context.abstract_syntax), event.identifier)
+        level = query_level(str(event.context.abstract_syntax), event.identifier)
+        with self.connections.held():
             return level, retrieve(self.node.models.catalogue, level, event.identifier)
-        finally:
-            if not database.is_closed():
-                database.close()
 
     def on_get(self, event: Any) -> Iterator[Any]:
         """C-GET: the matches go back over the caller's association, in the storage contexts it
@@ -300,13 +298,8 @@ class Retrieval:
         return CANNOT_UNDERSTAND
 
     def _audit_now(self, event: Any, action: str, detail: str, record_id: str | None = None) -> None:
-        database = self.node.models.database
-        try:
-            with self.app.app_context():
-                self.audit(event, action, record_id, detail)
-        finally:
-            if not database.is_closed():
-                database.close()
+        with self.connections.held(), self.app.app_context():
+            self.audit(event, action, record_id, detail)
 
     def _audit_outcomes(self, event: Any, action: str, detail: str, instances: list[Any],
                         outcomes: Outcomes) -> None:
