@@ -511,7 +511,8 @@ log4cplus.appender.console.layout.ConversionPattern = %D{%H:%M:%S.%Q} %m%n
 def findscu_times(port: int, searches: list[str]) -> list[float]:
     """Each search's time in ms as dcmtk's findscu (a C++ client, as PACS and workstations are) sees
     it: every search one C-FIND of one association, from the log line of its request to the line
-    of its final response (answers are counted, not printed). With `TCP_NODELAY=1` (NO_NAGLE),
+    of its final response (answers not printed: `-sr`); only searches that ended in Success count.
+    With `TCP_NODELAY=1` (NO_NAGLE),
     dcmtk's own switch (Debian's build leaves Nagle's algorithm on): otherwise the request's second
     PDU (its identifier) waits for the server's delayed ACK of the first, 40 ms on Linux, whatever
     the server. The pynetdicom client above sets it too."""

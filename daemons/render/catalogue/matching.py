@@ -44,6 +44,8 @@ PN_DELIMITERS = "^="  # a person name's component and group delimiters
 _DATE = re.compile(r"[0-9]{8}")
 _TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
+#: Specific Character Set of an answer with text beyond ASCII (`Answers.values`)
+UTF8_CHARACTER_SET = "ISO_IR 192"
 #: The most names one fuzzy matching may select (each is one parameter of the query)
 FUZZY_NAMES_MAX = 10_000
 
@@ -363,7 +365,7 @@ class Answers:
             else:
                 values.append((keyword, value or ""))
                 wide = wide or not (value or "").isascii()
-        return [("SpecificCharacterSet", "ISO_IR 192")] + values if wide else values
+        return [("SpecificCharacterSet", UTF8_CHARACTER_SET)] + values if wide else values
 
     def dataset(self, row: dict[str, Any]) -> Dataset:
         """The answer for `row` as a dataset (`values`), for an encoder that needs one."""

@@ -2,9 +2,9 @@
 its command set and its identifier, the command set encoded once per request.
 
 pynetdicom's own path builds, for every answer, a pydicom dataset, encodes it, builds and encodes
-the C-FIND-RSP's command set and hands each to its DUL as a separate P-DATA: about 0.8 ms per
-answer on this project's 2-core machines, so a search matching 400 studies took 320 ms before its
-first byte left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
+the C-FIND-RSP's command set and hands each to its DUL as a separate P-DATA: about 1.3 ms per
+answer on this project's 2-core machines, so a search matching 391 studies took 514 ms before its
+last answer left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
 
 * the command set of a pending answer is the same for every answer of a request (message ID being
   responded to, SOP class, status 0xFF00, a data set present): pynetdicom encodes it once;
@@ -15,18 +15,25 @@ first byte left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
   to pydicom every answer it could not write so (another VR, a value pydicom would write in
   another character set or refuse, a big-endian or deflated context);
 * the command set and the identifier go in one P-DATA-TF PDU (one message per PDU: pynetdicom as
-  a receiver keeps only the first message of a PDU).
+  a receiver keeps only the first message of a PDU);
+* every DRAIN_EVERY answers the sender waits until pynetdicom's DUL has sent what it was given
+  (`drain`): the DUL reads what the peer sent only while it has nothing to send, so without that
+  pause a C-CANCEL or an A-ABORT would be read only once every answer was queued, and the queue
+  would hold all of them in memory.
 
 The final response (success, cancel or failure) is still pynetdicom's, after these in its DUL queue.
 Pending answers sent here raise no `EVT_DIMSE_SENT` (the node's metrics count final responses only);
-they are described in the log at debug level as pynetdicom describes its own.
+at debug level their data sets are described in the log, as pynetdicom describes those it sends
+(its info line per pending answer is not written).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import select
 import struct
+import time
 from io import BytesIO
 from typing import Any
 
@@ -37,15 +44,22 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode, pretty_dataset
 from pynetdicom.pdu_primitives import P_DATA
 
-from daemons.render.catalogue.matching import Answers
+from daemons.render.catalogue.matching import UTF8_CHARACTER_SET, Answers
 from daemons.render.statuses import PENDING
 
 #: where pynetdicom describes the answers it sends, at debug level (`listener.set_protocol_logging`)
 PROTOCOL_LOG = logging.getLogger("pynetdicom.service_class")
-#: VRs whose value is text written as it is (padded to an even length) with a 2-byte length in
+#: The VRs of the answers' elements (`matching.KEYS`, Query/Retrieve Level, Specific Character
+#: Set): text that pydicom writes as it is (padded to an even length), with a 2-byte length in
 #: Explicit VR, and whether the dataset's character set applies to it (PS3.5 6.1.2.3)
-SHORT_TEXT_VRS = {"AE": False, "AS": False, "CS": False, "DA": False, "DS": False, "DT": False, "IS": False,
-                  "TM": False, "UI": False, "LO": True, "PN": True, "SH": True}
+SHORT_TEXT_VRS = {"CS": False, "DA": False, "IS": False, "TM": False, "UI": False,
+                  "LO": True, "PN": True, "SH": True}
+#: answers handed to the DUL between two `AnswerSender.drain`s
+DRAIN_EVERY = 128
+#: how often `drain` looks at the DUL's queue and the socket
+DRAIN_POLL_S = 0.0005
+#: the longest `drain` waits for the DUL, once it has sent everything, to read what the peer sent
+READ_TURN_S = 0.05
 #: the most bytes a PDU of this module holds when the peer sets no limit (maximum length 0)
 UNLIMITED_PDU = 1 << 20
 #: a PDV item's own bytes: its length (4), presentation context ID (1), message control header (1)
@@ -55,9 +69,9 @@ DATA_SET_LAST = b"\x02"  # data set, last fragment
 
 
 @functools.cache
-def _element(keyword: str) -> tuple[int, bytes, bytes, bool, bytes] | None:
-    """(tag, Explicit VR prefix, Implicit VR prefix, character set applies, padding) of a keyword,
-    None when its VR is not one `encode_identifier` writes."""
+def _element(keyword: str) -> tuple[int, str, bytes, bytes] | None:
+    """(tag, VR, Explicit VR prefix, Implicit VR prefix) of a keyword, None when its VR is not one
+    `encode_identifier` writes."""
     tag = tag_for_keyword(keyword)
     if tag is None:
         return None
@@ -65,28 +79,34 @@ def _element(keyword: str) -> tuple[int, bytes, bytes, bool, bytes] | None:
     if vr not in SHORT_TEXT_VRS:
         return None
     tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    return tag, tag_bytes + vr.encode(), tag_bytes, SHORT_TEXT_VRS[vr], b"\0" if vr == "UI" else b" "
+    return tag, vr, tag_bytes + vr.encode(), tag_bytes
 
 
 def encode_identifier(values: list[tuple[str, str]], implicit_vr: bool) -> bytes | None:
     """An identifier of (keyword, text) pairs in Implicit or Explicit VR Little Endian, as pydicom
     writes it; None when one of them is not a short text element pydicom would write as its text
-    (in ASCII, or in UTF-8 where the identifier names ISO_IR 192 and the VR follows it)."""
-    utf8 = ("SpecificCharacterSet", "ISO_IR 192") in values
+    (in ASCII, or in UTF-8 where the identifier names ISO_IR 192 and the VR follows it). A person
+    name with a trailing empty component group (`DOE^JOHN=`) is left to pydicom, which drops it."""
+    utf8 = ("SpecificCharacterSet", UTF8_CHARACTER_SET) in values
     elements = []
     for keyword, value in values:
         known = _element(keyword)
         if known is None:
             return None
-        tag, explicit_prefix, implicit_prefix, follows_charset, padding = known
-        if value.isascii():
-            data = value.encode("ascii")
-        elif utf8 and follows_charset:
-            data = value.encode("utf-8")
-        else:
+        tag, vr, explicit_prefix, implicit_prefix = known
+        if vr == "PN" and any(name.endswith("=") for name in value.split("\\")):
+            return None
+        try:
+            if value.isascii():
+                data = value.encode("ascii")
+            elif utf8 and SHORT_TEXT_VRS[vr]:
+                data = value.encode("utf-8")
+            else:
+                return None
+        except UnicodeEncodeError:  # a lone surrogate: pydicom writes "?" for it
             return None
         if len(data) % 2:
-            data += padding
+            data += b"\0" if vr == "UI" else b" "
         if implicit_vr:
             elements.append((tag, implicit_prefix + struct.pack("<I", len(data)) + data))
         elif len(data) > 0xFFFF:
@@ -120,6 +140,28 @@ class AnswerSender:
         command = encode(message.command_set, True, True)
         assert command is not None, "pynetdicom encodes the command sets it builds"
         self.command = command
+
+    def drain(self) -> None:
+        """Wait until the DUL has sent every answer handed to it, then, if the peer sent something
+        meanwhile (a C-CANCEL, an A-ABORT), until the DUL has read it: the caller checks next."""
+        while not self.dul.to_provider_queue.empty() and self.dul.is_alive():
+            time.sleep(DRAIN_POLL_S)
+        if not self._peer_sent():
+            return
+        deadline = time.monotonic() + READ_TURN_S
+        while self._peer_sent() and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+        time.sleep(2 * DRAIN_POLL_S)  # read is not yet decoded: the DUL decodes it right after
+
+    def _peer_sent(self) -> bool:
+        """Whether bytes from the peer wait on the association's socket (a look, not a read)."""
+        sock = self.dul.socket.socket if self.dul.socket is not None else None
+        if sock is None or sock.fileno() < 0:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def send(self, answers: Answers, row: dict[str, Any]) -> bool:
         """Send the answer for `row`: one PDU when its identifier is written here and fits the peer's

@@ -53,7 +53,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
-from daemons.render.dimse.find_answers import AnswerSender
+from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
 from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
@@ -319,14 +319,17 @@ class Listener:
             yield CANNOT_UNDERSTAND, None
             return
         sender = AnswerSender(event)
-        for row in answers.rows:
+        for index, row in enumerate(answers.rows):
+            if index and index % DRAIN_EVERY == 0:
+                sender.drain()
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             if not event.assoc.is_established:
                 return
-            if not sender.send(answers, row):
-                log.error("C-FIND answer %s could not be encoded", answers.dataset(row))
+            if not sender.send(answers, row):  # neither here nor by pydicom (a CS beyond Latin-1)
+                log.error("C-FIND at level %s: answer %d of %d could not be encoded (keys %s)", level, index + 1,
+                          len(answers.rows), ", ".join(answers.requested))
                 yield CANNOT_UNDERSTAND, None
                 return
 
