@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from peewee import SqliteDatabase
 
@@ -35,11 +36,26 @@ sys.path.insert(0, str(REPO))
 
 from bench.archive import catalogue_rows, cfind_identifier  # noqa: E402
 from daemons.render.catalogue.matching import find  # noqa: E402
+from daemons.render.dimse.listener import set_protocol_logging  # noqa: E402
 from daemons.render.models import make_models  # noqa: E402
 from daemons.render.statuses import PENDING  # noqa: E402
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 SEARCHES = ("ModalitiesInStudy=MR", "PatientName=SMITH*")
+
+
+def capturing_event(sent: list) -> SimpleNamespace:
+    """An EVT_C_FIND event with what `AnswerSender` uses of a real one (its request, its Explicit VR
+    Little Endian context, its association's DIMSE and DUL), whose DUL keeps what it is handed."""
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom.dimse_primitives import C_FIND
+
+    request = C_FIND()
+    request.MessageID, request.AffectedSOPClassUID = 1, STUDY_ROOT_FIND
+    dul = SimpleNamespace(send_pdu=sent.append)
+    dimse = SimpleNamespace(maximum_pdu_size=16382, send_msg=lambda *_: sent.append(None))
+    context = SimpleNamespace(context_id=1, transfer_syntax=ExplicitVRLittleEndian)
+    return SimpleNamespace(request=request, context=context, assoc=SimpleNamespace(dimse=dimse, dul=dul))
 
 
 def timed_steps(catalogue, search: str) -> dict[str, float]:
@@ -49,7 +65,7 @@ def timed_steps(catalogue, search: str) -> dict[str, float]:
     from pynetdicom.pdu import P_DATA_TF
     from pynetdicom.pdu_primitives import P_DATA
 
-    from daemons.render.dimse.find_answers import COMMAND_LAST, DATA_SET_LAST, encode_identifier
+    from daemons.render.dimse.find_answers import AnswerSender
 
     def response(identifier: bytes) -> C_FIND_RSP:
         primitive = C_FIND()
@@ -66,13 +82,10 @@ def timed_steps(catalogue, search: str) -> dict[str, float]:
     found = find(catalogue, "STUDY", cfind_identifier(search))
     query = time.perf_counter() - started
     started = time.perf_counter()
-    command = encode(response(b"\0\0").command_set, True, True)
-    sent_now = []
+    sent_now: list[P_DATA] = []
+    sender = AnswerSender(capturing_event(sent_now))
     for row in found.rows:
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((1, COMMAND_LAST + command))
-        pdata.presentation_data_value_list.append((1, DATA_SET_LAST + encode_identifier(found.values(row), False)))
-        sent_now.append(pdata)
+        assert sender.send(found, row)
     pdus(sent_now)  # encoded as the DUL encodes them
     answers_now = time.perf_counter() - started
     started = time.perf_counter()
@@ -103,6 +116,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    set_protocol_logging("info")  # as a node logging at info level runs: answers not described
     with tempfile.TemporaryDirectory(prefix="sivr-bench-cfind-") as folder:
         database = SqliteDatabase(str(Path(folder) / "catalogue.db"), pragmas={"journal_mode": "wal"})
         models = make_models(database)
