@@ -1,7 +1,10 @@
 """Database from a URL (SQLite, PostgreSQL, CockroachDB through peewee) and schema upgrades.
 
 SQLite is the zero-set-up default; several toplevel servers share one PostgreSQL or CockroachDB
-cluster in production. Connections are opened per request and closed after it, so a restarted
+cluster in production. A SQLite connection is opened per request and closed after it. A database
+server's connections are pooled per process (`ThreadPooledDatabase`): a new one costs a password
+exchange (10.6 ms on PostgreSQL with SCRAM), which per request was more than most requests' own
+queries. An idle pooled connection is checked with a round trip when it is taken, so a restarted
 database server is simply reconnected on the next request.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,8 +23,9 @@ from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask
-from playhouse.cockroachdb import CockroachDatabase
-from playhouse.db_url import connect
+from playhouse.cockroachdb import CockroachDatabase, PooledCockroachDatabase
+from playhouse.db_url import connect, parse
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
 
 from shared.config import ConfigError
 
@@ -44,13 +49,64 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+# A pooled connection older than this is closed when it is given back or taken instead of being
+# reused: a server process's caches grow with what it has served, and a recycled connection
+# costs one password exchange in this long.
+POOL_RECYCLE_S = 600
+
+
+class ThreadPooledDatabase(PooledDatabase):
+    """peewee's connection pool, for a process whose threads do not all give their connection back.
+
+    `close()` returns a thread's connection to the pool, and peewee then keeps it in use for as long
+    as that thread does not: a thread that ended without closing (a DICOM association refused
+    before any release, a helper thread that queried) would hold a server connection for the life
+    of the process, where without a pool the ended thread's connection was closed with it. So each
+    connection remembers the thread it was handed to, and taking one first closes those of ended
+    threads. The pool has no size of its own: each thread holds at most one connection, and the
+    threads (gunicorn's `server.threads` per worker, the DICOM associations, a few helpers) bound
+    them, as they bounded connections opened per request (docs/deployment.md, "Connections").
+    """
+
+    def __init__(self, database: str, **kwargs) -> None:
+        self._owners: dict[int, threading.Thread] = {}
+        super().__init__(database, max_connections=None, stale_timeout=POOL_RECYCLE_S, **kwargs)
+
+    def _connect(self):
+        with self._pool_lock:
+            for key, owner in list(self._owners.items()):
+                if not owner.is_alive():
+                    del self._owners[key]
+                    ended = self._in_use.pop(key, None)
+                    if ended is not None:
+                        self._close_raw(ended.connection)
+            conn = super()._connect()
+            self._owners[self.conn_key(conn)] = threading.current_thread()
+            return conn
+
+    def _close(self, conn, close_conn: bool = False) -> None:
+        with self._pool_lock:
+            self._owners.pop(self.conn_key(conn), None)
+            super()._close(conn, close_conn)
+
+
+class PooledPostgres(ThreadPooledDatabase, PooledPostgresqlDatabase):
+    """PostgreSQL through `ThreadPooledDatabase`."""
+
+
+class PooledCockroach(ThreadPooledDatabase, PooledCockroachDatabase):
+    """CockroachDB through `ThreadPooledDatabase`."""
+
+
 def connect_database(url: str) -> peewee.Database:
-    """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`."""
+    """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`; a server's through
+    a pool (`ThreadPooledDatabase`)."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs;
     # the driver is psycopg 3 (peewee would take psycopg2 first if a host happens to have it)
-    return connect(url, autoconnect=True, unquote_user=True, unquote_password=True, prefer_psycopg3=True)
+    pooled = PooledCockroach if urlsplit(url).scheme == "cockroachdb" else PooledPostgres
+    return pooled(**parse(url, unquote_password=True, unquote_user=True), autoconnect=True, prefer_psycopg3=True)
 
 
 def schema_target(migrations: Sequence[Migration]) -> int:
@@ -149,7 +205,8 @@ def run_exclusive(db: peewee.Database | peewee.DatabaseProxy, name: str, work: C
 
 
 def bind_per_request(app: Flask, db: peewee.Database) -> None:
-    """Close the request's connection after it, always; it opens on the first query (autoconnect).
+    """Close the request's connection after it, always (a server's goes back to its pool); it opens
+    on the first query (autoconnect).
 
     Nothing is opened up front, so requests that never query (`/healthz`, `/metrics`) still answer
     while the database is down, and `/readyz` can say that it is.

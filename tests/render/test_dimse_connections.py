@@ -1,6 +1,6 @@
-"""One database connection per DICOM association (`dimse.connections`): opened once for all of an
-association's messages, replaced when the database server dropped it, closed when the association
-ends. On SQLite, and on PostgreSQL where a connection costs 10 ms."""
+"""One database connection per DICOM association (`dimse.connections`): taken once for all of an
+association's messages, replaced when the database server dropped it, given back when the
+association ends (closed on SQLite, back to the pool on PostgreSQL, where a connection costs 10 ms)."""
 
 from __future__ import annotations
 
@@ -49,26 +49,60 @@ def associate(port: int):
     return assoc
 
 
-def others_connected(url: str) -> int:
+def server_connections(url: str) -> set[int]:
+    """The server processes of the other connections to the database at `url`."""
     with psycopg.connect(url) as connection:
-        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                  "AND pid <> pg_backend_pid()").fetchone()[0]
+        rows = connection.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid()").fetchall()
+    return {pid for (pid,) in rows}
 
 
-def test_an_association_keeps_one_connection_and_closes_it_at_its_end(archive, monkeypatch):
+def wait_for_no_association(archive) -> None:
+    server = archive.app.extensions["sivr_dimse"].servers[0]
+    deadline = time.monotonic() + 10
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not server.active_associations
+
+
+def test_an_association_keeps_one_connection_and_gives_it_back_at_its_end(archive, monkeypatch):
     opened = counted_connections(archive.database, monkeypatch)
     assoc = associate(archive.dicom_port)
     for _ in range(4):
         assert find(assoc) == [0x0000]
     assert opened == ["opened"]  # the association's audit and queries, all on one connection
     if archive.backend == "postgresql":
-        assert others_connected(archive.url) >= 1
+        during_first = server_connections(archive.url)
+        assert during_first
     assoc.release()
-    if archive.backend == "postgresql":  # closed with the association, not left for the thread's end
-        deadline = time.monotonic() + 10
-        while others_connected(archive.url) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert others_connected(archive.url) == 0
+    wait_for_no_association(archive)
+    second = associate(archive.dicom_port)
+    assert find(second) == [0x0000]
+    if archive.backend == "postgresql":
+        # given back to the node's pool at the first one's release: the same server connection
+        # serves the second association, no new one (not left for the thread's end, not leaked)
+        assert server_connections(archive.url) == during_first
+    second.release()
+    assert opened == ["opened", "opened"]
+
+
+def test_refused_associations_leave_no_connection_behind(archive):
+    """An association refused for its caller ends without a release or an abort event, after its
+    refusal was audited on the database; the connection of its ended thread must not stay in use."""
+    if archive.backend != "postgresql":
+        pytest.skip("counts the database server's connections")
+    first = associate(archive.dicom_port)
+    assert find(first) == [0x0000]
+    first.release()
+    for _ in range(6):
+        ae = AE(ae_title="NOT-ALLOWED")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assert ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP).is_rejected
+    wait_for_no_association(archive)
+    assoc = associate(archive.dicom_port)
+    assert find(assoc) == [0x0000]
+    assert len(server_connections(archive.url)) <= 2  # the association's, and one idle in the pool
+    assoc.release()
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_message(archive, monkeypatch):

@@ -1,9 +1,12 @@
-"""Schema upgrades from several servers starting at once against one database."""
+"""Schema upgrades from several servers starting at once against one database; connections per
+request (SQLite) and pooled per process (PostgreSQL)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,101 @@ def test_postgresql_is_driven_by_psycopg_3(pg_database_factory):
         assert db.execute_sql("SELECT %s + 1", (41,)).fetchone() == (42,)
     finally:
         db.close()
+
+
+def _backends(url: str) -> set[int]:
+    """The server processes of the other connections to the database at `url`."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND pid <> pg_backend_pid()").fetchall()
+    return {pid for (pid,) in rows}
+
+
+def _pid_app(db):
+    """A layer-like app: its connection bound per request, one route answering its server process."""
+    from flask import Flask
+
+    from shared.db import bind_per_request
+
+    app = Flask(__name__)
+    bind_per_request(app, db)
+    app.add_url_rule("/pid", "pid", lambda: {"pid": db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]})
+    return app
+
+
+@pytest.mark.postgres
+def test_requests_on_postgresql_share_one_pooled_connection(pg_database_factory):
+    """A new PostgreSQL connection costs a password exchange (10.6 ms with SCRAM on the CI VM): the
+    requests of a process take one from its pool and give it back, instead of one each."""
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    db = connect_database(url)
+    app = _pid_app(db)
+    pids = {app.test_client().get("/pid").json["pid"] for _ in range(5)}
+    assert db.is_closed()  # given back after each request
+    assert len(pids) == 1
+    assert _backends(url) == pids
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_dropped_is_replaced_on_the_next_request(pg_database_factory):
+    import psycopg
+
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    db = connect_database(url)
+    app = _pid_app(db)
+    before = app.test_client().get("/pid").json["pid"]
+    with psycopg.connect(url) as connection:  # as a database server's restart would
+        connection.execute("SELECT pg_terminate_backend(%s)", (before,))
+    answer = app.test_client().get("/pid")
+    assert answer.status_code == 200
+    assert answer.json["pid"] != before
+
+
+@pytest.mark.postgres
+def test_a_connection_left_by_an_ended_thread_is_closed_when_the_next_one_is_taken(pg_database_factory):
+    """Without the pool the ended thread's connection was closed with it; the pool must not keep it
+    in use for the life of the process."""
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    db = connect_database(url)
+    left: list[int] = []
+    thread = threading.Thread(target=lambda: left.append(db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]))
+    thread.start()
+    thread.join()
+    assert left[0] in _backends(url)
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+        assert left[0] not in _backends(url)
+
+
+@pytest.mark.postgres
+def test_concurrent_requests_each_take_a_connection_and_later_ones_reuse_them(pg_database_factory):
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    db = connect_database(url)
+    together = threading.Barrier(6)
+
+    def query() -> int:
+        with db.connection_context():
+            pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+            together.wait(timeout=30)  # all six hold theirs at once
+            return pid
+
+    with ThreadPoolExecutor(6) as pool:
+        first = set(pool.map(lambda _: query(), range(6)))
+        assert len(first) == 6
+        together = threading.Barrier(1)
+        later = set(pool.map(lambda _: query(), range(30)))
+    assert later <= first
+    assert _backends(url) == first
 
 
 def test_closing_a_requests_sqlite_connection_does_not_checkpoint_the_wal(tmp_path):
