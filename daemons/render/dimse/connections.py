@@ -6,7 +6,9 @@ thread (peewee). Opened and closed around every message, a C-STORE paid for a ne
 time: 0.25 ms on SQLite, 10.6 ms on PostgreSQL with its password exchange (2 Dec 2026, the 2-core
 VM), nearly half of what a C-STORE costs the node otherwise. Kept for the association instead, a
 connection the database server dropped meanwhile (a restart) must not fail the next message: it is
-checked with a trivial query first (0.06 ms on PostgreSQL) and replaced if dead.
+checked with a trivial query first (0.06 ms on PostgreSQL) and replaced if dead. On a database
+server, "closed" gives the connection back to the process's pool (`shared.db.ThreadPooledDatabase`)
+for the next association or request; a failed one is not reused.
 """
 
 from __future__ import annotations
