@@ -98,15 +98,47 @@ class PooledCockroach(ThreadPooledDatabase, PooledCockroachDatabase):
     """CockroachDB through `ThreadPooledDatabase`."""
 
 
+# Connection settings a database URL may override. A pooled connection lives for minutes, so:
+# - a server that vanished without a reset (a fail-over, a cut link) must fail its queries within
+#   a bound (TCP keepalives on idle connections, tcp_user_timeout on unacknowledged data), not
+#   after the kernel's 15 minutes: peewee checks an idle connection while holding the database's
+#   lock, which every thread of the worker takes to connect;
+# - psycopg 3 would prepare a statement on the server after its fifth run on a connection;
+#   prepared statements that outlive a request break behind PgBouncer in transaction mode and
+#   across a schema upgrade ("cached plan must not change result type"), so none are made.
+SERVER_CONNECTION_DEFAULTS = {
+    "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+    "keepalives_count": 3, "tcp_user_timeout": 30_000, "prepare_threshold": None,
+}
+# The pool's own settings, which a URL must not pass as connection parameters (`ThreadPooledDatabase`).
+POOL_SETTINGS = ("max_connections", "stale_timeout", "timeout")
+
+
 def connect_database(url: str) -> peewee.Database:
     """`sqlite:///path`, `postgresql://user:pw@host:port/db` or `cockroachdb://...`; a server's through
-    a pool (`ThreadPooledDatabase`)."""
+    a pool (`ThreadPooledDatabase`). ValueError for a server URL without a database name or with a
+    pool setting among its parameters."""
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     # percent-encoded user names and passwords (e.g. `p%40ss`) are decoded, as in libpq URLs;
     # the driver is psycopg 3 (peewee would take psycopg2 first if a host happens to have it)
+    params = parse(url, unquote_password=True, unquote_user=True)
+    if not params.get("database"):
+        raise ValueError("names no database (scheme://user@host:port/DATABASE)")
+    refused = sorted(set(params) & set(POOL_SETTINGS))
+    if refused:
+        raise ValueError(f"{', '.join(refused)}: settings of SIVR's connection pool, not connection parameters")
     pooled = PooledCockroach if urlsplit(url).scheme == "cockroachdb" else PooledPostgres
-    return pooled(**parse(url, unquote_password=True, unquote_user=True), autoconnect=True, prefer_psycopg3=True)
+    return pooled(**{**SERVER_CONNECTION_DEFAULTS, **params}, autoconnect=True, prefer_psycopg3=True)
+
+
+def close_database(db: peewee.Database) -> None:
+    """Close a database opened for one operation (a CLI command, an upgrade) and, for a server's, the
+    connections its pool keeps: `close()` alone would leave them to the garbage collector."""
+    if isinstance(db, PooledDatabase):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
 
 
 def schema_target(migrations: Sequence[Migration]) -> int:
@@ -285,7 +317,10 @@ def database_from_config(config) -> peewee.Database:
         path = url[len(prefix):]
         if path and path != ":memory:" and not path.startswith("/"):
             url = prefix + str((config.source.parent / path).resolve())
-    return connect_database(url)
+    try:
+        return connect_database(url)
+    except ValueError as exc:
+        raise _url_problem(config, url, exc) from exc
 
 
 def model_base(proxy: peewee.DatabaseProxy) -> type[peewee.Model]:
@@ -356,5 +391,4 @@ def upgrade_from_config(config, layer: str, models: Sequence[type[peewee.Model]]
         protect_database_file(db)
         return version
     finally:
-        if not db.is_closed():
-            db.close()
+        close_database(db)

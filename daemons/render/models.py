@@ -19,7 +19,7 @@ from daemons.render.catalogue.index import CatalogueModels, backfill, make_catal
 from daemons.render.store.interface import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
-from shared.db import Migration, open_database, protect_database_file, upgrade_schema, utcnow
+from shared.db import Migration, close_database, open_database, protect_database_file, upgrade_schema, utcnow
 
 
 @dataclass(frozen=True)
@@ -189,4 +189,4 @@ def upgrade(config: Config) -> int:
         protect_database_file(database)
         return version
     finally:
-        database.close()
+        close_database(database)

@@ -18,7 +18,7 @@ from daemons.toplevel.passwords import passwords_from_config
 from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 from shared.config import Config
-from shared.db import database_from_config
+from shared.db import close_database, database_from_config
 from shared.errors import ApiError
 from shared.validation import parse_uuid, validate
 
@@ -35,8 +35,7 @@ def _database(config: Config) -> Iterator[peewee.Database]:
     except ApiError as exc:
         raise ValueError(exc.message) from exc
     finally:
-        if not db.is_closed():
-            db.close()
+        close_database(db)
 
 
 def _audit(action: str, object_type: str, object_id: str, detail: str) -> None:

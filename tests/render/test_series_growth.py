@@ -12,6 +12,7 @@ import threading
 import time
 
 import numpy as np
+import psycopg
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -595,3 +596,34 @@ def test_a_readers_late_notice_of_this_workers_own_append_leaves_the_series_to_b
         assert ingest.growing() == [] and not ingest._parsed[record_id].current
     finally:
         close_nodes(harness)
+
+
+@pytest.mark.postgres
+def test_completion_goes_on_after_the_database_server_dropped_the_watchers_connection(make_node, pg_database_factory,
+                                                                                        monkeypatch):
+    """A completion that failed (the store unreachable) after it queried leaves the watcher's
+    connection open; the server then restarts. Held for the thread's life, that dead connection
+    failed every retry: the series never completed."""
+    url = pg_database_factory()
+    harness = make_node(dicom__series_complete_s=0.5, database__url=url)
+    ingest, database = ingest_of(harness), harness.app.extensions["sivr_node"].models.database
+    original, failures = Ingest._complete, []
+
+    def failing_once(self, record_id, series_uid, now):
+        database.execute_sql("SELECT 1")  # as the completion's catalogue update would
+        if not failures:
+            failures.append(record_id)
+            with psycopg.connect(url) as connection:  # the server restarts while the store is away
+                connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            raise OSError("the store is unreachable")
+        return original(self, record_id, series_uid, now)
+
+    monkeypatch.setattr(Ingest, "_complete", failing_once)
+    for one in series_files(3):
+        add(harness, [one])
+        database.close()  # as the door's request or association gives it back
+    deadline = time.monotonic() + 20
+    while ingest.growing() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert failures and ingest.growing() == []

@@ -155,6 +155,25 @@ def test_concurrent_requests_each_take_a_connection_and_later_ones_reuse_them(pg
     assert _backends(url) == first
 
 
+@pytest.mark.postgres
+def test_pooled_connections_are_bounded_in_time_and_prepare_nothing(pg_database_factory):
+    """A pooled connection lives for minutes: it must give up on a vanished server within a bound, and
+    leave no prepared statement on the server (PgBouncer, schema upgrades); a URL may still say otherwise."""
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    db = connect_database(url)
+    with db.connection_context():
+        for _ in range(8):  # psycopg 3 prepares on a statement's fifth run unless told not to
+            db.execute_sql("SELECT count(*) FROM pg_class WHERE relname = %s", ("x",)).fetchall()
+        assert db.execute_sql("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+        options = dict(item.split("=", 1) for item in db.connection().info.dsn.split())  # as libpq uses them
+    assert [options[key] for key in ("tcp_user_timeout", "keepalives_idle", "connect_timeout")] == ["30000", "30", "10"]
+    overridden = connect_database(url + "?tcp_user_timeout=5000")
+    with overridden.connection_context():
+        assert "tcp_user_timeout=5000" in overridden.connection().info.dsn.split()
+
+
 def test_closing_a_requests_sqlite_connection_does_not_checkpoint_the_wal(tmp_path):
     """A request that writes closes its connection; with the app's idle holder open that close is
     not the last one, so the WAL stays (no checkpoint and fsync per request) and data is intact."""
@@ -230,6 +249,9 @@ def test_sivr_db_upgrade_exits_non_zero_on_a_newer_schema(tmp_path):
     ("postgresql://sivr:s3cret@db.example.org:99999/sivr", "Port"),  # ValueError naming neither file nor key
     ("postgresql://sivr:s3cret@[::1/sivr", "IPv6"),
     ("postgresql://sivr:s3cret@db.example.org:abc/sivr", "Port"),
+    ("postgresql://sivr:s3cret@db.example.org:5432", "names no database"),
+    ("postgresql://sivr:s3cret@db.example.org/sivr?max_connections=5", "max_connections: settings of SIVR's"),
+    ("cockroachdb://sivr:s3cret@db.example.org/sivr?timeout=3", "timeout: settings of SIVR's"),
 ])
 def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_path, capsys, layer, url, cause):
     """`sivr db upgrade` (and `serve`, `user add`, which upgrade first) used to end in a driver's

@@ -8,7 +8,7 @@ VM), nearly half of what a C-STORE costs the node otherwise. Kept for the associ
 connection the database server dropped meanwhile (a restart) must not fail the next message: it is
 checked with a trivial query first (0.06 ms on PostgreSQL) and replaced if dead. On a database
 server, "closed" gives the connection back to the process's pool (`shared.db.ThreadPooledDatabase`)
-for the next association or request; a failed one is not reused.
+for the next association or request; one the server dropped is not reused.
 """
 
 from __future__ import annotations

@@ -531,10 +531,18 @@ class Ingest:
             return list(self._growing)
 
     def _watch(self) -> None:
+        """Complete what is due, tick after tick. Each tick gives its database connection back, as a
+        request does: kept for the thread's life, one the server dropped (a restart) would fail every
+        later completion; taken afresh, it is checked first (`shared.db.ThreadPooledDatabase`)."""
         tick = min(1.0, max(0.05, self.complete_s / 4))
+        database = self.node.models.database
         while not self._closed.wait(tick):
-            for record_id in self.complete_due(time.monotonic()):
-                log.info("series %s complete: its exact analysis is stored", record_id)
+            try:
+                for record_id in self.complete_due(time.monotonic()):
+                    log.info("series %s complete: its exact analysis is stored", record_id)
+            finally:
+                if not database.is_closed():
+                    database.close()
 
     def complete_due(self, now: float, derive: bool = True) -> list[str]:
         """Complete every series whose last instance arrived `complete_s` or more before `now`, then
