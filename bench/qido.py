@@ -1,19 +1,22 @@
 """QIDO-RS study search on a catalogue of 100,000 instances (issue 12's figure: p95 <= 50 ms).
 
-    python bench/qido.py [--instances 100000] [--repeat 200]
+    python bench/qido.py [--instances 100000] [--repeat 200] [--pg-url postgresql://user:pw@host/postgres]
 
 Starts a deployment on loopback (gunicorn + TLS, as `sivr demo`), fills the first render node's
 catalogue with synthetic patients, studies, series and instances derived from the demo CT's
 header (bulk inserts into its database: the catalogue is what a search reads; no pixel data is
 needed), then times study searches over HTTPS with dicomweb-client's requests session, one
 client, keep-alive, sequential: p50/p95/max per query form. It also prints SQLite's plan of each
-search, to show the indexes it uses. Results: printed as markdown and written to
+search, to show the indexes it uses. With `--pg-url` (a role that may create databases) the node's
+database is a fresh PostgreSQL database on that server instead of its SQLite file (dropped at the
+end), and the plans are PostgreSQL's. Results: printed as markdown and written to
 bench/results/qido.raw.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,8 +25,12 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pydicom
 import requests
 
@@ -33,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from daemons.demo import start_deployment  # noqa: E402
 from daemons.render.catalogue.index import make_catalogue_models  # noqa: E402
 from daemons.render.catalogue.matching import select, where  # noqa: E402
-from shared.db import connect_database  # noqa: E402
+from shared.db import close_database, connect_database  # noqa: E402
 
 CT = REPO / "demo_data" / "ct-chest-100"
 SERIES_PER_STUDY = 2
@@ -43,11 +50,11 @@ GIVEN = ["ANNA", "JOHN", "ZOË", "LUCA", "MARIA", "PETER", "AIKO", "JOSÉ", "EVA
 MODALITIES = ["CT", "MR", "PT", "CR", "US"]
 
 
-def fill(db_path: Path, instances: int, seed: int = 7) -> dict:
+def fill(url: str, instances: int, seed: int = 7) -> dict:
     """Bulk-insert `instances` instances (2 series of 50 per study, 1-3 studies per patient)."""
     rng = random.Random(seed)
     header = pydicom.dcmread(sorted(CT.glob("*.dcm"))[0], stop_before_pixels=True)
-    database = connect_database(f"sqlite:///{db_path}")
+    database = connect_database(url)
     cat = make_catalogue_models(database)
     studies_wanted = instances // (SERIES_PER_STUDY * INSTANCES_PER_SERIES)
     patients, studies, series, rows = [], [], [], []
@@ -92,13 +99,14 @@ def fill(db_path: Path, instances: int, seed: int = 7) -> dict:
     filled = {"patients": len(patients), "studies": len(studies), "series": len(series),
               "instances": cat.Instance.select().count(), "fill_s": round(time.perf_counter() - started, 1),
               "some_patient": patients[len(patients) // 2], "some_study": studies[len(studies) // 3]}
-    database.close()
+    close_database(database)
     return filled
 
 
-def plans(db_path: Path, patient_id: str) -> dict[str, list[str]]:
-    """SQLite's query plan of the searches (which index each uses)."""
-    database = connect_database(f"sqlite:///{db_path}")
+def plans(url: str, patient_id: str) -> dict[str, list[str]]:
+    """The database's query plan of the searches (which index each uses)."""
+    database = connect_database(url)
+    explain = "EXPLAIN QUERY PLAN " if url.startswith("sqlite") else "EXPLAIN "
     cat = make_catalogue_models(database)
     found = {}
     for label, matches in [("PatientID", [("PatientID", patient_id)]),
@@ -107,9 +115,30 @@ def plans(db_path: Path, patient_id: str) -> dict[str, list[str]]:
         query = where(select(cat, "STUDY", cat.Study.id), cat, matches).order_by(
             cat.Study.study_date.desc(), cat.Study.study_time.desc(), cat.Study.id).limit(100)
         sql, params = query.sql()
-        found[label] = [row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
-    database.close()
+        found[label] = [row[-1] for row in database.execute_sql(explain + sql, params).fetchall()]
+    close_database(database)
     return found
+
+
+NODE = "render-1-1"
+
+
+@contextlib.contextmanager
+def node_database(admin_url: str | None) -> Iterator[str | None]:
+    """A fresh PostgreSQL database on the server of `admin_url` for the node, dropped at the end;
+    None (the node's SQLite file) without one."""
+    if admin_url is None:
+        yield None
+        return
+    name = f"sivr_bench_qido_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(admin_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def timed(session: requests.Session, url: str, params: dict, repeat: int, expect: tuple[int, ...] = (200, 204)) -> dict:
@@ -130,14 +159,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--pg-url", help="the node's catalogue on this PostgreSQL server (a role that may create "
+                                         "databases) instead of SQLite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sivr-bench-qido-") as folder:
-        deployment = start_deployment(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="sivr-bench-qido-") as folder, node_database(args.pg_url) as pg_url:
+        deployment = start_deployment(Path(folder), database_urls={NODE: pg_url} if pg_url else None)
         try:
             node = deployment.layout.first("render")
-            assert node is not None, "the deployment has a render node"
-            db_path = Path(folder) / "data" / node.name / "render.db"
-            filled = fill(db_path, args.instances)
+            assert node is not None and node.name == NODE, "the deployment's first render node"
+            db_url = pg_url or f"sqlite:///{Path(folder) / 'data' / node.name / 'render.db'}"
+            filled = fill(db_url, args.instances)
             # the admin's session: a token exchanged for the node, renewed before it expires
             session = deployment.client("admin").session
             url = f"{node.url}/dicomweb/studies"
@@ -160,17 +191,18 @@ def main() -> None:
             results.update({label: timed(session, url, params, args.repeat) for label, params in forms.items()})
             report = {"machine": platform.platform(), "python": platform.python_version(),
                       "load_average": os.getloadavg(), "cpus": os.cpu_count(), "catalogue": filled,
-                      "repeat": args.repeat, "searches": results, "plans": plans(db_path, filled["some_patient"])}
+                      "repeat": args.repeat, "searches": results, "plans": plans(db_url, filled["some_patient"]),
+                      "database": "PostgreSQL" if pg_url else "SQLite"}
         finally:
             deployment.stop()
     print(f"\nmachine: {report['machine']}, {report['cpus']} CPUs, load average {report['load_average']}")
-    print(f"\nQIDO-RS study search, catalogue of {filled['instances']:,} instances "
+    print(f"\nQIDO-RS study search, catalogue of {filled['instances']:,} instances in {report['database']} "
           f"({filled['studies']:,} studies, {filled['patients']:,} patients), {args.repeat} searches each, "
           "one HTTPS client, sequential\n")
     print("| search | results | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|")
     for label, figures in results.items():
         print(f"| {label} | {figures['results']} | {figures['p50_ms']} | {figures['p95_ms']} | {figures['max_ms']} |")
-    print("\nSQLite plans:", json.dumps(report["plans"], indent=2))
+    print(f"\n{report['database']} plans:", json.dumps(report["plans"], indent=2))
     out = REPO / "bench" / "results" / "qido.raw.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
