@@ -86,6 +86,14 @@ def test_an_association_keeps_one_connection_and_gives_it_back_at_its_end(archiv
     assert opened == ["opened", "opened"]
 
 
+def refuse(archive, times: int) -> None:
+    for _ in range(times):
+        ae = AE(ae_title="NOT-ALLOWED")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assert ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP).is_rejected
+        wait_for_no_association(archive)
+
+
 def test_refused_associations_leave_no_connection_behind(archive):
     """An association refused for its caller ends without a release or an abort event, after its
     refusal was audited on the database; the connection of its ended thread must not stay in use."""
@@ -94,15 +102,26 @@ def test_refused_associations_leave_no_connection_behind(archive):
     first = associate(archive.dicom_port)
     assert find(first) == [0x0000]
     first.release()
-    for _ in range(6):
-        ae = AE(ae_title="NOT-ALLOWED")
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        assert ae.associate("127.0.0.1", archive.dicom_port, ae_title=SCP).is_rejected
-    wait_for_no_association(archive)
+    refuse(archive, 6)
     assoc = associate(archive.dicom_port)
     assert find(assoc) == [0x0000]
     assert len(server_connections(archive.url)) <= 2  # the association's, and one idle in the pool
     assoc.release()
+
+
+def test_refused_associations_reuse_the_pooled_connection(archive, monkeypatch):
+    """A caller that is not allowed costs the node its refusal's audit row, not a new database
+    connection (a password exchange on PostgreSQL) per attempt: the refused association gives its
+    connection back."""
+    if archive.backend != "postgresql":
+        pytest.skip("counts the database server's new connections")
+    refuse(archive, 1)
+    created: list[str] = []
+    connect = archive.database._adapter.connect
+    monkeypatch.setattr(archive.database._adapter, "connect",
+                        lambda *args, **kwargs: created.append("new") or connect(*args, **kwargs))
+    refuse(archive, 5)
+    assert created == []
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_message(archive, monkeypatch):

@@ -49,13 +49,14 @@ class AssociationConnections:
             raise
 
     def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_RELEASED, self._ended), (evt.EVT_ABORTED, self._ended)]
+        return [(evt.EVT_RELEASED, self._ended), (evt.EVT_ABORTED, self._ended), (evt.EVT_REJECTED, self._ended)]
 
     def _ended(self, event: Any) -> None:
-        """Close the connection of the thread the association ended in: its own (a release, or an
-        abort by the peer), or pynetdicom's reader of it (an abort for an oversized message,
-        `limits.MessageLimit`), which opened one to audit the abort. Either thread ends with the
-        association; the other's connection, if any, goes with its thread."""
+        """Close the connection of the thread the association ended in: its own (a release, a
+        refusal, which audited itself and gets neither other event, or an abort by the peer), or
+        pynetdicom's reader of it (an abort for an oversized message, `limits.MessageLimit`), which
+        opened one to audit the abort. Either thread ends with the association; the other's
+        connection, if any, goes with its thread (`shared.db.ThreadPooledDatabase` closes it)."""
         self._close()
 
     def _close(self) -> None:
