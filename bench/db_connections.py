@@ -22,19 +22,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pg import fresh_database  # noqa: E402
 from daemons.demo import start_deployment  # noqa: E402
-
-
-def _database_url(admin_url: str, name: str) -> str:
-    parts = urlsplit(admin_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
 def _connections(admin_url: str, name: str) -> int:
@@ -58,41 +53,32 @@ def main() -> None:
     parser.add_argument("--pg-url", required=True, help="a PostgreSQL URL of a role that may create databases")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    names = {layer: f"sivr_bench_{layer.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
-             for layer in ("toplevel", "institution-1")}
-    with psycopg.connect(args.pg_url, autocommit=True) as admin:
-        for name in names.values():
-            admin.execute(f'CREATE DATABASE "{name}"')
     results: dict = {"machine": platform.platform(), "python": platform.python_version(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    try:
-        with tempfile.TemporaryDirectory() as root:
-            deployment = start_deployment(Path(root), nodes_per_institution=0,
-                                          database_urls={layer: _database_url(args.pg_url, name)
-                                                         for layer, name in names.items()})
-            try:
-                client = deployment.client("physician")
-                top, inst = deployment.url("toplevel"), deployment.layout.institutions[0]["server_url"]
-                patient = client.call("POST", f"{top}/api/v1/patients", json={
-                    "first_name": "Ada", "last_name": "Lovelace", "sex": "F", "birth_date": "1975-12-10",
-                    "insurance_number": f"BENCH-{uuid.uuid4().hex[:8]}"}).json()
-                searches = {
-                    "toplevel: GET /api/v1/patients?q=": lambda: client.call(
-                        "GET", f"{top}/api/v1/patients", params={"q": "lovelace"}),
-                    "institution: GET /api/v1/findings?patient_id=": lambda: client.call(
-                        "GET", f"{inst}/api/v1/findings", params={"patient_id": patient["id"]}),
-                }
-                for name, call in searches.items():
-                    _timed(call, 20)  # every worker and thread past its first request
-                    results[name] = _timed(call, args.requests)
-                results["server connections after"] = {layer: _connections(args.pg_url, name)
-                                                       for layer, name in names.items()}
-            finally:
-                deployment.stop()
-    finally:
-        with psycopg.connect(args.pg_url, autocommit=True) as admin:
-            for name in names.values():
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (fresh_database(args.pg_url, "sivr_bench_toplevel") as (top_name, top_url),
+          fresh_database(args.pg_url, "sivr_bench_institution") as (inst_name, inst_url),
+          tempfile.TemporaryDirectory() as root):
+        deployment = start_deployment(Path(root), nodes_per_institution=0,
+                                      database_urls={"toplevel": top_url, "institution-1": inst_url})
+        try:
+            client = deployment.client("physician")
+            top, inst = deployment.url("toplevel"), deployment.layout.institutions[0]["server_url"]
+            patient = client.call("POST", f"{top}/api/v1/patients", json={
+                "first_name": "Ada", "last_name": "Lovelace", "sex": "F", "birth_date": "1975-12-10",
+                "insurance_number": f"BENCH-{uuid.uuid4().hex[:8]}"}).json()
+            searches = {
+                "toplevel: GET /api/v1/patients?q=": lambda: client.call(
+                    "GET", f"{top}/api/v1/patients", params={"q": "lovelace"}),
+                "institution: GET /api/v1/findings?patient_id=": lambda: client.call(
+                    "GET", f"{inst}/api/v1/findings", params={"patient_id": patient["id"]}),
+            }
+            for name, call in searches.items():
+                _timed(call, 20)  # every worker and thread past its first request
+                results[name] = _timed(call, args.requests)
+            results["server connections after"] = {"toplevel": _connections(args.pg_url, top_name),
+                                                   "institution-1": _connections(args.pg_url, inst_name)}
+        finally:
+            deployment.stop()
     print(f"{results['started']}, {results['machine']}")
     print("| request | requests | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|")
     for name, figures in results.items():

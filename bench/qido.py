@@ -25,18 +25,16 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pydicom
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.pg import fresh_database  # noqa: E402
 from daemons.demo import start_deployment  # noqa: E402
 from daemons.render.catalogue.index import make_catalogue_models  # noqa: E402
 from daemons.render.catalogue.matching import select, where  # noqa: E402
@@ -125,20 +123,13 @@ NODE = "render-1-1"
 
 @contextlib.contextmanager
 def node_database(admin_url: str | None) -> Iterator[str | None]:
-    """A fresh PostgreSQL database on the server of `admin_url` for the node, dropped at the end;
-    None (the node's SQLite file) without one."""
+    """The URL of a fresh PostgreSQL database for the node (`bench.pg`); None (the node's SQLite
+    file) without `admin_url`."""
     if admin_url is None:
         yield None
         return
-    name = f"sivr_bench_qido_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(admin_url)
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(admin_url, "sivr_bench_qido") as (_name, url):
+        yield url
 
 
 def timed(session: requests.Session, url: str, params: dict, repeat: int, expect: tuple[int, ...] = (200, 204)) -> dict:
