@@ -117,9 +117,12 @@ def test_lookup_table_equals_float_pipeline_for_every_value(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
-def test_a_table_over_a_value_range_is_exact_inside_it(dtype):
+@pytest.mark.parametrize("span", [(-1100, 3100), (-1100, -3), (5, 3100), (0, 0), (-1, -1)])
+def test_a_table_over_a_value_range_is_exact_inside_it(dtype, span):
+    """Signed ranges that cross zero, lie below it or above it (their unsigned indexes are two runs
+    or one), clipped to the dtype."""
     info = np.iinfo(dtype)
-    low, high = max(info.min, -1100), min(info.max, 3100)
+    low, high = min(max(info.min, span[0]), info.max), max(min(info.max, span[1]), info.min)
     inside = np.arange(low, high + 1, dtype=np.int64).astype(dtype)
     params = GrayParams(Modality(1.0, -1024.0), Window(40, 400))
     lut = gray_lut(np.dtype(dtype), params, (low, high))

@@ -105,14 +105,28 @@ def window_values(x: np.ndarray, window: Window, y_min: float = 0.0, y_max: floa
     x = np.asarray(x, dtype=np.float64)
     c, w = float(window.center), float(window.width)
     span = y_max - y_min
+    # the formulas' steps in their order, in place on one new array (each step rounds as written)
     if window.function == "linear":
-        y = ((x - (c - 0.5)) / (w - 1.0) + 0.5) * span + y_min if w > 1 else np.full_like(x, y_max)
-        y = np.where(x <= c - 0.5 - (w - 1.0) / 2.0, y_min, y)
-        return np.where(x > c - 0.5 + (w - 1.0) / 2.0, y_max, y)
+        if w > 1:
+            y = x - (c - 0.5)
+            y /= w - 1.0
+            y += 0.5
+            y *= span
+            y += y_min
+        else:
+            y = np.full_like(x, y_max)
+        np.putmask(y, x <= c - 0.5 - (w - 1.0) / 2.0, y_min)
+        np.putmask(y, x > c - 0.5 + (w - 1.0) / 2.0, y_max)
+        return y
     if window.function == "linear_exact":
-        y = ((x - c) / w + 0.5) * span + y_min
-        y = np.where(x <= c - w / 2.0, y_min, y)
-        return np.where(x > c + w / 2.0, y_max, y)
+        y = x - c
+        y /= w
+        y += 0.5
+        y *= span
+        y += y_min
+        np.putmask(y, x <= c - w / 2.0, y_min)
+        np.putmask(y, x > c + w / 2.0, y_max)
+        return y
     with np.errstate(over="ignore"):
         return span / (1.0 + np.exp(-4.0 * (x - c) / w)) + y_min
 
@@ -136,7 +150,11 @@ def voi_values(x: np.ndarray, voi: Voi) -> np.ndarray:
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
     """Round half up and clip to 0..255."""
-    return np.clip(np.floor(np.asarray(y, dtype=np.float64) + 0.5), 0, 255).astype(np.uint8)
+    rounded = np.array(y, dtype=np.float64)  # a copy: the steps below work in place on it
+    rounded += 0.5
+    np.floor(rounded, out=rounded)
+    np.clip(rounded, 0, 255, out=rounded)
+    return rounded.astype(np.uint8)[()]  # [()]: a scalar for a scalar, the array itself otherwise
 
 
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
@@ -174,9 +192,18 @@ def gray_lut(dtype: np.dtype, params: GrayParams, value_range: tuple[int, int] |
     info = np.iinfo(dtype)
     if not info.min <= lowest <= highest <= info.max:
         raise ValueError(f"value range {value_range} is not within {dtype}")
-    domain = np.arange(lowest, highest + 1, dtype=np.int64).astype(dtype)
-    table = np.zeros(1 << (8 * dtype.itemsize), dtype=np.uint8)
-    table[domain.view(unsigned)] = render_gray_reference(domain, params)
+    size = 1 << (8 * dtype.itemsize)
+    table = np.zeros(size, dtype=np.uint8)
+    values = render_gray_reference(np.arange(lowest, highest + 1, dtype=dtype), params)
+    # Stored values lowest..highest sit at one run of unsigned indexes, or at two where a signed
+    # range crosses zero (its negative values at the top): slices, not a scatter (a new window per
+    # request builds a table, so this is on the request path)
+    if lowest < 0 <= highest:
+        table[size + lowest:] = values[:-lowest]
+        table[:highest + 1] = values[-lowest:]
+    else:
+        start = lowest % size
+        table[start:start + len(values)] = values
     return table
 
 
