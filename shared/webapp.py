@@ -44,6 +44,15 @@ SECURITY_HEADERS = (
 HSTS_HEADER = ("Strict-Transport-Security", "max-age=31536000")
 
 
+def add_missing_headers(response: Response, headers: list[tuple[str, str]]) -> None:
+    """Add each header the response does not have yet (a view's own value wins): its names read
+    once, where werkzeug's `setdefault` scans the whole list twice per header, on every request."""
+    present = {name.lower() for name, _ in response.headers}
+    for name, value in headers:
+        if name.lower() not in present:
+            response.headers.add(name, value)
+
+
 def verifier_from_config(config: Config) -> TokenVerifier:
     tokens = config["tokens"]
     if not tokens["public_key"]:
@@ -229,12 +238,12 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        for name, value in SECURITY_HEADERS:
-            response.headers.setdefault(name, value)
+        wanted = list(SECURITY_HEADERS)
         if request.is_secure:  # TLS here, or at the front that forwarded it (X-Forwarded-Proto)
-            response.headers.setdefault(*HSTS_HEADER)
+            wanted.append(HSTS_HEADER)
         if response.mimetype == "application/json":
-            response.headers.setdefault("Cache-Control", "no-store")
+            wanted.append(("Cache-Control", "no-store"))
+        add_missing_headers(response, wanted)
         return response
 
     return app

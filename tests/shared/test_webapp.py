@@ -44,6 +44,10 @@ def make_app(tmp_path):
         def broken():
             raise InvalidChunkSize(b"zz")  # as gunicorn's body does to a view reading a malformed chunk
 
+        @app.get("/own-headers")
+        def own_headers():  # a view that sets some of the defaults itself, in another letter case
+            return {"ok": True}, 200, {"cache-control": "max-age=5", "x-frame-options": "SAMEORIGIN"}
+
         @app.post("/forbid")
         def forbid():
             g.identity = object()  # as shared.auth does once the caller's token is verified
@@ -99,6 +103,15 @@ def test_security_headers_and_health(make_app):
     assert reply.headers["X-Frame-Options"] == "DENY"
     for answer in (reply, make_app().get("/nope"), make_app().get("/boom")):
         assert answer.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_a_views_own_header_wins_over_the_default_and_none_is_doubled(make_app):
+    reply = make_app().get("/own-headers", headers={"X-Forwarded-Proto": "https"})
+    assert reply.headers.getlist("Cache-Control") == ["max-age=5"]
+    assert reply.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert reply.headers.getlist("X-Content-Type-Options") == ["nosniff"]
+    names = [name.lower() for name, _ in reply.headers]
+    assert len(names) == len(set(names)), names
 
 
 def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):

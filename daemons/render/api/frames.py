@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, request
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import describe_image, mirrored_labels
+from daemons.render.api.image_headers import image_response, mirrored_labels
 from daemons.render.imaging.annotate import Annotation, burn_in
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
@@ -159,18 +159,9 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     note_view("frame", record_id)
-    response = _image_response(body, mimetype, etag, weak, started, the_node)
     labels = image_labels(manifest.render.known_orientation)
     if labels and any(spec.flip):
         labels = mirrored_labels(labels, spec.flip)
-    return describe_image(response, labels, voi)
-
-
-def _image_response(body: bytes, mimetype: str, etag: str, weak: bool, started: float, the_node) -> Response:
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     the_node.note_latency(elapsed_ms)
-    response = Response(body, mimetype=mimetype)
-    response.set_etag(etag, weak=weak)
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    response.headers["X-Render-Ms"] = f"{elapsed_ms:.1f}"
-    return response
+    return image_response(body, mimetype, CACHE_CONTROL, elapsed_ms, etag, weak, labels, voi)

@@ -30,7 +30,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import describe_image, mirrored_labels
+from daemons.render.api.image_headers import image_response, mirrored_labels
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
 from daemons.render.imaging.image_cache import ImageCache
@@ -321,12 +321,8 @@ def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag
                     labels: dict[str, str] | None, window: Voi | None = None) -> Response:
     """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
     edges without knowing our camera, and drags the window from the one shown."""
-    response = describe_image(Response(encoded[0], mimetype=encoded[1]), labels, window)
-    response.headers["Cache-Control"] = cache
-    response.headers["X-Render-Ms"] = f"{(time.perf_counter() - started) * 1000:.1f}"
-    if etag is not None:
-        response.set_etag(etag)
-    return response
+    return image_response(encoded[0], encoded[1], cache, (time.perf_counter() - started) * 1000, etag,
+                          labels=labels, window=window)
 
 
 def _etag(*parts: Any) -> str:
