@@ -16,6 +16,7 @@ from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, crop, output_size, resample
 from daemons.render.imaging.pixels import (
     PRESETS,
+    WINDOW_FUNCTIONS,
     GrayParams,
     LutTable,
     Modality,
@@ -274,3 +275,14 @@ def test_png_is_lossless_and_others_decode():
         encode_image(image, "bmp")
     with pytest.raises(ValueError):
         encode_image(image.astype(np.uint16), "png")
+
+
+@pytest.mark.parametrize("function", WINDOW_FUNCTIONS)
+def test_the_window_functions_take_scalars_and_leave_their_input_alone(function):
+    window = Window(40, 400, function)
+    values = np.array([-500.0, 39.5, 40.0, 41.0, 700.0])
+    before = values.copy()
+    y = window_values(values, window)
+    np.testing.assert_array_equal(values, before)
+    assert [float(window_values(v, window)) for v in values] == y.tolist()
+    assert float(window_values(np.int16(41), window)) == y[3]

@@ -108,7 +108,8 @@ def window_values(x: np.ndarray, window: Window, y_min: float = 0.0, y_max: floa
     # the formulas' steps in their order, in place on one new array (each step rounds as written)
     if window.function == "linear":
         if w > 1:
-            y = x - (c - 0.5)
+            y = np.array(x)  # a copy, also of a scalar (0-d), that the steps below change in place
+            y -= c - 0.5
             y /= w - 1.0
             y += 0.5
             y *= span
@@ -119,7 +120,8 @@ def window_values(x: np.ndarray, window: Window, y_min: float = 0.0, y_max: floa
         np.putmask(y, x > c - 0.5 + (w - 1.0) / 2.0, y_max)
         return y
     if window.function == "linear_exact":
-        y = x - c
+        y = np.array(x)
+        y -= c
         y /= w
         y += 0.5
         y *= span
@@ -154,7 +156,7 @@ def to_uint8(y: np.ndarray) -> np.ndarray:
     rounded += 0.5
     np.floor(rounded, out=rounded)
     np.clip(rounded, 0, 255, out=rounded)
-    return rounded.astype(np.uint8)[()]  # [()]: a scalar for a scalar, the array itself otherwise
+    return rounded.astype(np.uint8)[()]  # [()]: a scalar for a scalar, a view of the whole array otherwise
 
 
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
@@ -188,7 +190,7 @@ def gray_lut(dtype: np.dtype, params: GrayParams, value_range: tuple[int, int] |
     if value_range is None:
         domain = np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype)
         return render_gray_reference(domain, params)
-    lowest, highest = value_range
+    lowest, highest = int(value_range[0]), int(value_range[1])  # Python ints: the index sums below must not wrap
     info = np.iinfo(dtype)
     if not info.min <= lowest <= highest <= info.max:
         raise ValueError(f"value range {value_range} is not within {dtype}")
