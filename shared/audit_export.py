@@ -56,6 +56,7 @@ _ATNA_EVENTS = {
     "search": ("110112", "E"),
     "create": ("110110", "C"),
     "upload": ("110104", "C"),  # DICOM Instances Transferred
+    "append": ("110104", "C"),  # instances added to a stored series (C-STORE, STOW-RS, an upload)
     "update": ("110110", "U"),
     "delete": ("110105", "D"),  # DICOM Study Deleted
     "load": ("110110", "R"),

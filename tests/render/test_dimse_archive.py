@@ -72,6 +72,14 @@ def test_ct_sent_in_two_associations_grows_one_series(archive):
     record_id = series[0].id
     uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     assert record_id == series_record_id(archive.institution_id, uid)
+    # one audit entry per stored instance, written by the ingest and naming it (no second "dicom.*" one)
+    audit = archive.app.extensions["sivr_node"].models.AuditEntry
+    stored = [(row.action, row.object_id, row.detail.rpartition("sop_instance_uid=")[2], row.username)
+              for row in audit.select().where(audit.action.startswith("record.")
+                                              | audit.action.startswith("dicom.store")).order_by(audit.at)]
+    sent = [str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files[:50]]
+    assert sorted(stored) == sorted([("record.upload" if index == 0 else "record.append", record_id, uid, CALLER)
+                                     for index, uid in enumerate(sent)])
     second = dcmtk("storescu", archive.dicom_port, "-xv", files=files[50:])
     assert second.returncode == 0, second.stderr
     series = list(cat.Series.select())
@@ -86,6 +94,8 @@ def test_ct_sent_in_two_associations_grows_one_series(archive):
     # the same files again: a no-op, still one series of 100
     again = dcmtk("storescu", archive.dicom_port, "-xv", files=files[:3])
     assert again.returncode == 0 and cat.Instance.select().count() == 100
+    resent = [row.detail for row in audit.select().where(audit.action == "record.upload_again")]
+    assert sorted(resent) == sorted(f"instances=1 sop_instance_uid={uid}" for uid in sent[:3])
     # C-FIND at study, series and image level (dcmtk findscu, study root)
     study = dcmtk("findscu", archive.dicom_port, "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
                   "-k", "PatientName", "-k", "StudyDate=19000101-", "-k", "NumberOfStudyRelatedInstances",

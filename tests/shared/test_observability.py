@@ -218,7 +218,7 @@ def test_an_audit_entry_is_one_rfc5424_message_with_its_fields_as_structured_dat
 
 @pytest.mark.parametrize("action, expected", [
     ("auth.login", ("110114", "E")), ("auth.login_failed", ("110114", "E")), ("record.upload", ("110104", "C")),
-    ("record.upload_again", ("110104", "C")), ("patient.delete", ("110105", "D")),
+    ("record.upload_again", ("110104", "C")), ("record.append", ("110104", "C")), ("patient.delete", ("110105", "D")),
     ("user.password_change", ("110137", "U")), ("record.original", ("110106", "R")),
     ("finding.link", ("110110", "U")), ("record.view", ("110110", "R")), ("institution.something_new", ("110100", "E")),
     ("access.denied", ("110113", "E")),
@@ -231,7 +231,7 @@ def test_actions_map_to_dicom_audit_events(action, expected):
     ("access.denied", "4"), ("auth.login_failed", "4"), ("user.password_change_failed", "4"),
     ("dicom.store_refused", "4"), ("dicom.get_refused", "4"), ("dicom.move_refused", "4"),
     ("instance.conflict", "4"), ("study.conflict", "4"), ("series.conflict", "4"),
-    ("record.read", "0"), ("user.create", "0"), ("dicom.store", "0"),
+    ("record.read", "0"), ("user.create", "0"), ("record.append", "0"),
 ])
 def test_refused_attempts_are_exported_as_failures(action, outcome):
     params = sd_params(RFC5424.match(format_message({**ENTRY, "action": action}, "toplevel"))["sd"])

@@ -277,8 +277,8 @@ class Listener:
         try:
             raw = event.encoded_dataset(include_meta=True)
             check_encoding(sop_instance, raw)
-            result = self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class,
-                                     expected_sop_instance=sop_instance)
+            self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class,
+                            expected_sop_instance=sop_instance)
         except UploadError as exc:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {exc.code}: "
                         f"{exc.message}")
@@ -289,9 +289,7 @@ class Listener:
         except Exception:
             log.exception("C-STORE of %s failed", sop_instance)
             return PROCESSING_FAILURE
-        self._audit(event, "dicom.store", result.record_id,
-                    detail=f"sop_instance_uid={sop_instance} added={result.added}")
-        return SUCCESS
+        return SUCCESS  # audited by the ingest (record.upload / record.append, naming the instance)
 
     def _store_too_large(self, event: Any, sop_instance: str) -> None:
         """Audit a C-STORE whose data set outgrew `limits.max_upload_mb` while it arrived (its association

@@ -99,6 +99,12 @@ def _payload(file: ParsedFile, ahead: Precompressed | None) -> bytes | Precompre
     return ahead if ahead is not None and ahead.raw is file.raw else file.raw
 
 
+def _named(instances: dict[str, ParsedFile]) -> str:
+    """The store's audit entry names a lone instance (a C-STORE's, a one-part STOW-RS), so that the
+    entry is the whole record of that transfer: the DICOM door writes no second one."""
+    return f" sop_instance_uid={next(iter(instances))}" if len(instances) == 1 else ""
+
+
 def series_record_id(institution_id: str, series_uid: str) -> str:
     """The record id of a new series: stable for (institution, SeriesInstanceUID), 64 hex digits."""
     return hashlib.sha256(f"sivr-series:{institution_id}:{series_uid}".encode()).hexdigest()
@@ -293,7 +299,7 @@ class Ingest:
             return self._append(record_id, series_uid, by_uid, actor, ahead)
         self._index_row(record_id, manifest.meta, actor)
         index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
-        self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}")
+        self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}{_named(by_uid)}")
         return IngestResult(record_id, True, len(files), 0)
 
     def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> None:
@@ -329,7 +335,7 @@ class Ingest:
                                   "an instance is never replaced", file.name)
         unchanged = len(incoming) - len(new)
         if not new:
-            self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}")
+            self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}{_named(incoming)}")
             return IngestResult(record_id, False, 0, unchanged)
         received = self._received(record_id)
         files = list(new.values())
@@ -355,7 +361,8 @@ class Ingest:
         self._note_growth(record_id, series_uid)
         # outside the transaction: an entry written inside one is exported only after an HTTP view,
         # and a C-STORE has none (shared.audit_export)
-        self._audit(actor, "record.append", record_id, detail=f"added={len(new)} unchanged={unchanged}")
+        self._audit(actor, "record.append", record_id,
+                    detail=f"added={len(new)} unchanged={unchanged}{_named(incoming)}")
         if received.pending + len(files) >= JOURNAL_BOUND:
             try:
                 self._settle(record_id, series_uid)
