@@ -142,3 +142,42 @@ def test_a_meta_group_whose_values_cannot_be_read_is_a_4xx(node, door):
             data=b"--B\r\nContent-Type: application/dicom\r\n\r\n" + broken + b"\r\n--B--\r\n")
         assert reply.status_code == 409 and reply.json["00081198"]["Value"], reply.get_data()[:300]
     _nothing_stored(node)
+
+
+def _out_of_range_numbers(position: float, series: str) -> bytes:
+    """A slice whose Series and Instance Numbers are beyond an Integer String's range (PS3.5 6.2:
+    32 bits), written as such; they overflowed the catalogue's integer columns (a 500, the series
+    left stored without its catalogue rows)."""
+    ds = _dataset(series=series, position=position)
+    with pydicom.config.disable_value_validation():
+        ds.SeriesNumber = "99999999999999999999"
+        ds.InstanceNumber = "-99999999999" if position else "2147483648"
+    return _bytes(ds)
+
+
+def test_numbers_beyond_their_vr_are_stored_and_not_indexed(node):
+    reply = node.upload([("a.dcm", _out_of_range_numbers(0.0, "1.2.3.77")),
+                         ("b.dcm", _out_of_range_numbers(1.0, "1.2.3.77"))])
+    assert reply.status_code == 201, reply.json
+    cat = node.app.extensions["sivr_node"].models.catalogue
+    assert [s.series_number for s in cat.Series.select()] == [None]
+    assert [i.instance_number for i in cat.Instance.select()] == [None, None]
+    found = node.client.get("/dicomweb/series?SeriesInstanceUID=1.2.3.77", headers=node.headers(role="instadmin"))
+    assert found.status_code == 200 and len(found.json) == 1, found.data
+
+
+def test_a_series_the_catalogue_refuses_leaves_nothing_stored(node, monkeypatch):
+    """Whatever makes indexing a new series fail, its files leave the store again with its rows:
+    no record listed that no search finds. The next try stores it whole."""
+    files = [("a.dcm", _bytes(_dataset(series="1.2.3.78"))), ("b.dcm", _bytes(_dataset(series="1.2.3.78", position=1)))]
+    import daemons.render.ingest.service as service
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the catalogue refused the rows")
+
+    real = service.index_series
+    monkeypatch.setattr(service, "index_series", refuse)
+    assert node.upload(files).status_code == 500  # a fault of the node itself
+    _nothing_stored(node)
+    monkeypatch.setattr(service, "index_series", real)
+    assert node.upload(files).status_code == 201

@@ -41,12 +41,19 @@ def patient_key(ds: Dataset) -> tuple[str, str]:
     return _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
 
 
+#: The range of an Integer String (PS3.5 6.2), and of the catalogue's integer columns (32 bits on
+#: PostgreSQL). A value outside it is not a valid IS: it is not indexed (searches do not match it),
+#: as a value that is no number at all; the file itself is stored as it came.
+IS_MIN, IS_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
+        number = None if value in (None, "") else int(value)
     except (TypeError, ValueError):
         return None
+    return number if number is not None and IS_MIN <= number <= IS_MAX else None
 
 
 @dataclass(frozen=True)

@@ -297,15 +297,24 @@ class Ingest:
             backfill(node.store, models.catalogue, [record_id])
             self._index_row(record_id, node.store.read_manifest(record_id).meta, actor)
             return self._append(record_id, series_uid, by_uid, actor, ahead)
-        self._index_row(record_id, manifest.meta, actor)
-        index_series(models.catalogue, record_id, [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
+        try:
+            with models.database.atomic():  # the record row and the catalogue rows: one commit
+                self._index_row(record_id, manifest.meta, actor)
+                index_series(models.catalogue, record_id,
+                             [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
+        except Exception:
+            # nothing half-stored: a series the catalogue could not take leaves the store again (else
+            # it would be listed as a record that no search finds), and the caller answers the error
+            node.store.delete(record_id)
+            raise
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}{_named(by_uid)}")
         return IngestResult(record_id, True, len(files), 0)
 
     def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> None:
         """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
         models = self.node.models
-        with contextlib.suppress(peewee.IntegrityError):  # the row exists already
+        # the row exists already: its INSERT is undone alone (a savepoint), not the caller's transaction
+        with contextlib.suppress(peewee.IntegrityError), models.database.atomic():
             models.StoredRecord.create(
                 id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
                 frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes,
