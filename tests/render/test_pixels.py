@@ -277,6 +277,20 @@ def test_png_is_lossless_and_others_decode():
         encode_image(image.astype(np.uint16), "png")
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "gif"])
+@pytest.mark.parametrize("shape", [(5, 1), (1, 5), (1, 1), (5, 1, 3), (1, 1, 3)])
+def test_mirrored_images_one_pixel_wide_or_high_encode(fmt, shape):
+    """A mirrored axis of one pixel has a negative stride that NumPy still calls contiguous; the
+    codecs refused it (a 500 for a DICOMweb viewport mirrored into a 1-pixel image)."""
+    image = (np.arange(math.prod(shape)) * 40 % 256).astype(np.uint8).reshape(shape)
+    for mirrored in (image[:, ::-1], image[::-1], image[::-1, ::-1]):
+        data, _ = encode_image(mirrored, fmt, 90)
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB" if len(shape) == 3 else "L"))
+        assert decoded.shape == shape
+        if fmt in ("png", "gif") and len(shape) == 2:
+            np.testing.assert_array_equal(decoded, mirrored)
+
+
 @pytest.mark.parametrize("function", WINDOW_FUNCTIONS)
 def test_the_window_functions_take_scalars_and_leave_their_input_alone(function):
     window = Window(40, 400, function)

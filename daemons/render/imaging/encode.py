@@ -48,6 +48,8 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
     if quality is None:
         quality = DEFAULT_QUALITY[fmt]
     pixels = np.ascontiguousarray(arr_uint8)
+    if any(stride < 0 for stride in pixels.strides):  # an axis of one pixel, mirrored: NumPy calls it
+        pixels = pixels.copy()  # contiguous, and the codecs refuse its negative stride
     if fmt == "png":
         data = imagecodecs.png_encode(pixels, level=PNG_COMPRESS_LEVEL, strategy=PNG_STRATEGY_RLE,
                                       filter=PNG_FILTER_SUB)
