@@ -113,6 +113,34 @@ def test_frame_list_limits_and_unknown_frames(stored):
                      404, "not_found")
 
 
+def test_frames_that_cannot_be_sent_apart_are_406_before_the_answer_starts(stored):
+    """1-bit pixels whose frames do not end on a byte: the 406 was raised while the 200 streamed (a
+    broken answer, gunicorn's own 500 page). The whole pixel data as bulk data is refused alike."""
+    [raw] = synthetic_series(1, rows=3, cols=3)
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.PixelData = b"\x5a\x01"  # 9 bits, padded to an even length
+    ds["PixelData"].VR = "OB"
+    assert stow(stored.node, body_of([to_bytes(ds)])).status_code == 200
+    instance = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    for path in ("/frames/1", "/bulk/7FE00010"):
+        assert_error(stored.get(instance + path, OCTETS), 406, "not_acceptable")
+
+
+def test_an_instance_whose_series_was_deleted_meanwhile_is_404_not_500(stored):
+    """A retrieve that found the catalogue's rows just before a DELETE took the files (the store goes
+    first) read a missing blob: FileNotFoundError, a 500."""
+    [raw] = synthetic_series(1)
+    study, series, sop = uids(raw)
+    assert stow(stored.node, body_of([raw])).status_code == 200
+    the_node = stored.node.app.extensions["sivr_node"]
+    [row] = the_node.models.catalogue.Series.select().where(the_node.models.catalogue.Series.series_uid == series)
+    the_node.store.delete(row.id)
+    for path, accept in (("", None), ("/frames/1", OCTETS)):
+        assert_error(stored.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}{path}", accept),
+                     404, "not_found")
+
+
 # --- bulk data paths -----------------------------------------------------------------------------
 def test_the_bulk_data_uri_of_a_sequence_item_is_served(stored):
     meta = stored.get(f"{stored.instance}/metadata").get_json()[0]
@@ -148,6 +176,19 @@ def test_a_malformed_q_value_does_not_reorder_the_other_ranges(stored):
         accept = f"{OCTETS}; q={q}, multipart/related; type=image/dicom-rle; q=0.9"
         [(kind, _)] = parts_of(stored.get(f"{stored.instance}/frames/1", accept))
         assert kind.startswith(wins.removeprefix("multipart/related; type=")), q  # no number: 1; else 0..1
+
+
+def test_ranges_that_all_refuse_are_406_not_anything(stored):
+    """q=0 says "not this" (RFC 9110 12.4.2): an Accept whose every range has it was taken as no Accept
+    at all, and the refused media type was sent."""
+    series = f"/dicomweb/studies/{stored.study}/series/{stored.series}"
+    for path, refused in ((stored.instance, 'multipart/related; type="application/dicom"'),
+                          (f"{series}/metadata", "application/dicom+json"),
+                          (f"{stored.instance}/frames/1", OCTETS),
+                          (f"{stored.instance}/rendered", "image/jpeg")):
+        assert_error(stored.get(path, f"{refused}; q=0"), 406, "not_acceptable")
+        assert_error(stored.get(path, f"{refused};q=0, */*;q=0"), 406, "not_acceptable")
+        assert stored.get(path, f"{refused}; q=0.1").status_code == 200, path
 
 
 def test_q_values_weigh_alike_for_wado_and_rendered_resources():

@@ -113,9 +113,13 @@ def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
 
 def read_instance(the_node: Node, instance_row: Any) -> bytes:
     """The stored file of an instance, bit-exact (decrypted and checked against its SHA-256); 422 when
-    the store's copy fails that check. `the_node` is passed, not looked up: worker threads read too."""
+    the store's copy fails that check, 404 when its series was deleted since it was looked up. `the_node`
+    is passed, not looked up: worker threads read too."""
     try:
         return the_node.store.read_file(instance_row.series_id, instance_row.blob, instance_row.sha256)
+    except FileNotFoundError as exc:
+        raise ApiError(404, "not_found", f"instance {instance_row.sop_instance_uid} is no longer stored "
+                       "(its series was deleted)") from exc
     except StoreError as exc:
         raise ApiError(422, "store_corrupt", f"instance {instance_row.sop_instance_uid} failed verification: "
                        f"{exc}") from exc

@@ -67,11 +67,14 @@ class Wanted:
 
 
 def accepted(header: str | None) -> list[Wanted]:
-    """The media ranges of an Accept header, best first (q=0 dropped); none given is `*/*`.
+    """The media ranges of an Accept header, best first (q=0 dropped); none given is `*/*`, and
+    ranges given that all refuse (q=0) accept nothing: the caller answers 406.
 
     `multipart/related; type="X"; transfer-syntax=Y` names the part type X; a bare media type
     (`application/dicom`, `*/*`) stands for itself.
     """
+    if not (header or "").strip(" ,\t"):
+        return [Wanted("*/*", None)]
     ranges = []
     for order, text in enumerate(_RANGE_SPLIT.split(header or "")):
         if not text.strip():
@@ -83,7 +86,7 @@ def accepted(header: str | None) -> list[Wanted]:
         part = params.get("type", "").lower() if media == "multipart/related" else media
         part = MEDIA_ALIASES.get(part, part)
         ranges.append((-q, order, Wanted(part or "*/*", params.get("transfer-syntax") or None)))
-    return [wanted for _, _, wanted in sorted(ranges, key=lambda r: (r[0], r[1]))] or [Wanted("*/*", None)]
+    return [wanted for _, _, wanted in sorted(ranges, key=lambda r: (r[0], r[1]))]
 
 
 def not_acceptable(what: str) -> ApiError:

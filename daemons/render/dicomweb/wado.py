@@ -100,10 +100,8 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
             else:
                 yield f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
 
-    produced = parts()
-    first = next(produced, None)
     boundary = new_boundary()
-    response = Response(write_related(itertools.chain(() if first is None else (first,), produced), boundary),
+    response = Response(write_related(first_made(parts()), boundary),
                         content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
@@ -207,12 +205,20 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 # --- frames and bulk data ----------------------------------------------------------------------
 def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
-    parts = ((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one frame in RAM at a time
+    parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
     part_type = choice.content_type.split(";", 1)[0]
     response = Response(write_related(parts, boundary), content_type=related_content_type(part_type, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+def first_made(parts: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    """`parts` with its first part made now, before the answer starts: a refusal that holds for every
+    part (a 406 for frames that cannot be sent apart, a 404 for a series deleted meanwhile) is then
+    an answer with its status, not a 200 whose stream breaks off."""
+    first = next(parts, None)
+    return itertools.chain(() if first is None else (first,), parts)
 
 
 def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
