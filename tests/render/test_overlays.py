@@ -125,3 +125,25 @@ def test_the_overlay_of_a_grown_series_is_read_from_its_own_file(node):
     marked_index = next(i for i, s in enumerate(meta["slices"]) if s["position"][2] == 0.0)
     np.testing.assert_array_equal(_frame(node, record_id, marked_index, "overlays=true") == 255, _expected())
     assert not (_frame(node, record_id, 1 - marked_index, "overlays=true") == 255).any()
+
+
+def test_a_plane_that_cannot_be_read_is_skipped_and_the_others_drawn(node):
+    """Overlay Data shorter than the plane's rows and columns say (pydicom's ValueError), or an origin
+    of one value: the frame was a 500 with overlays on, which the viewer always asks."""
+    ds = _with_overlay()
+    ds.add_new(0x60020010, "US", 16)
+    ds.add_new(0x60020011, "US", 16)
+    ds.add_new(0x60020040, "CS", "G")
+    ds.add_new(0x60020100, "US", 1)
+    ds.add_new(0x60020102, "US", 0)
+    ds.add_new(0x60023000, "OW", b"\xff\xff")  # 16 bits for a 256-pixel plane
+    ds.add_new(0x60040010, "US", 3)
+    ds.add_new(0x60040011, "US", 4)
+    ds.add_new(0x60040040, "CS", "G")
+    ds.add_new(0x60040050, "SS", 3)  # an origin of one value, not (row, column)
+    ds.add_new(0x60040100, "US", 1)
+    ds.add_new(0x60040102, "US", 0)
+    ds.add_new(0x60043000, "OW", b"\xff\xff")
+    record_id = _load(node, ds)
+    image = _frame(node, record_id, 0, "overlays=true")
+    np.testing.assert_array_equal(image == 255, _expected())

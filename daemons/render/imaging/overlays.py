@@ -4,7 +4,9 @@ What dcmtk's dcmj2pnm draws by default: every graphics (G) or ROI (R) overlay pl
 Overlay Data, placed at its Overlay Origin, set to the brightest display value (white; for
 colour, white too). A plane with Number of Frames in Overlay covers the image frames from its
 Image Frame Origin on; a plane without it covers every frame of its file. Overlays embedded in
-the high bits of the pixel data (retired since 2004) are not drawn.
+the high bits of the pixel data (retired since 2004) are not drawn. A plane whose attributes cannot
+be read (Overlay Data shorter than its rows and columns say, an origin that is no number) is
+skipped and logged, as dcmtk skips it: the image and the other planes are still shown.
 
 Overlays are read from the stored file when first asked for, not at load: most viewers of most
 records never turn them on, and the header parse costs a fraction of the pixel decode.
@@ -12,8 +14,12 @@ records never turn them on, and the header parse costs a fraction of the pixel d
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from pydicom.dataset import Dataset
+
+log = logging.getLogger(__name__)
 
 OVERLAY_GROUPS = range(0x6000, 0x6020, 2)
 OVERLAY_DATA = 0x3000
@@ -47,10 +53,18 @@ def _plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -> np.ndar
     return mask
 
 
+def _readable_plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -> np.ndarray | None:
+    try:
+        return _plane(ds, group, frame, rows, cols)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        log.warning("overlay plane %04X of frame %d skipped: %s", group, frame, exc)
+        return None
+
+
 def overlay_mask(ds: Dataset, frame: int, rows: int, cols: int) -> np.ndarray | None:
     """All overlay planes covering `frame` (in file) as one boolean mask; None when there are none."""
     masks = [m for group in OVERLAY_GROUPS if (group << 16 | OVERLAY_DATA) in ds
-             if (m := _plane(ds, group, frame, rows, cols)) is not None]
+             if (m := _readable_plane(ds, group, frame, rows, cols)) is not None]
     if not masks:
         return None
     return np.logical_or.reduce(masks)
