@@ -132,6 +132,20 @@ def test_a_series_without_a_volume_refuses_mpr_and_3d_but_serves_every_frame(nod
                                     headers=node.headers())).size
 
 
+@pytest.mark.parametrize("pixel_spacing, slice_spacing", [((1e300, 1e300), 2.0), ((0.8, 0.5), 1e299)])
+def test_spacings_beyond_any_body_are_no_volume_not_a_500(node, pixel_spacing, slice_spacing):
+    """Finite spacings so large that the 3D rays' step underflowed (ZeroDivisionError, a 500): the
+    stack is no volume, with the reason; its frames are still served."""
+    record_id, meta = node.load(classic_stack((1, 0, 0, 0, 1, 0), count=3, pixel_spacing=pixel_spacing,
+                                              slice_spacing=slice_spacing))
+    (entry,) = meta["stacks"]
+    assert entry["volume"] is False and "more than any body" in entry["no_volume_reason"]
+    for url in (f"/api/v1/records/{record_id}/volume?size=64x64", f"/api/v1/records/{record_id}/mpr/axial/0"):
+        reply = node.client.get(url, headers=node.headers())
+        assert reply.status_code == 422 and reply.json["error"]["code"] == "no_volume", reply.json
+    assert _png(node.client.get(f"/api/v1/records/{record_id}/frames/1?format=png", headers=node.headers())).size
+
+
 def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):
     record_id, meta = node.load(synth.mixed_orientation_series(axial=5, sagittal=4))
     counts = {entry["label"]: entry["planes"]["slices"]["count"] for entry in meta["stacks"]}

@@ -39,6 +39,9 @@ from daemons.render.ingest.upload_checks import ParsedFile, floats, pixel_spacin
 ORIENTATION_TOLERANCE = 1e-3  # cosines: the tolerance a series' slices are called parallel at
 SPACING_TOLERANCE = 0.1       # a gap may differ from the median gap by this fraction
 DUPLICATE_MM = 1e-3
+#: The largest extent along any axis of a stack shown as a volume: no patient, specimen or phantom
+#: is larger, and the 3D rays' arithmetic breaks down far beyond it (spacings of 1e300 mm were a 500).
+MAX_VOLUME_EXTENT_MM = 10_000.0
 
 _SPATIAL = {Tag("InStackPositionNumber"), Tag("ImagePositionPatient")}
 _TEMPORAL = {Tag("TemporalPositionIndex"), Tag("TriggerTime"), Tag("TemporalPositionTimeOffset"),
@@ -312,6 +315,16 @@ def _spacing(frames: list[int], facts: list[FrameFacts], normal: np.ndarray | No
     return abs(median), None
 
 
+def _beyond_reach(first: FrameFacts, slice_spacing: float | None, slices: int) -> str | None:
+    """Why a stack of `slices` is no volume when its spacings make it larger than `MAX_VOLUME_EXTENT_MM`."""
+    row_mm, column_mm = first.pixel_spacing or (1.0, 1.0)
+    extent = max(first.shape[0] * row_mm, first.shape[1] * column_mm, (slices - 1) * (slice_spacing or 0.0))
+    if extent <= MAX_VOLUME_EXTENT_MM:
+        return None
+    return (f"its pixel and slice spacings make it {extent:.3g} mm across, more than any body "
+            f"({MAX_VOLUME_EXTENT_MM:g} mm); it cannot be shown as a volume")
+
+
 def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dict[str, Any]:
     """The manifest entry of one stack (without id and label)."""
     first = facts[frames[0]]
@@ -333,6 +346,8 @@ def _one_stack(frames: list[int], facts: list[FrameFacts], several: bool) -> dic
         reason = "its time points hold different numbers of slices; they cannot form one volume"
     elif several and len(phases[0]) < 2:
         reason = reason or "a single slice cannot form a volume"
+    if reason is None:
+        reason = _beyond_reach(first, spacing, len(phases[0]))
     return {
         "frames": phases[0],
         "phases": phases,
