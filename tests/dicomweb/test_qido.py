@@ -186,6 +186,11 @@ def test_includefield(archive):
     unsupported = qido(archive, "/studies?includefield=BodyPartExamined")
     assert unsupported.status_code == 200 and "BodyPartExamined" in unsupported.headers["Warning"]
     assert qido(archive, "/studies?includefield=all&includefield=PatientID").status_code == 400
+    assert qido(archive, "/studies?includefield=PatientID&includefield=all").status_code == 400
+    # a matching key is no includefield value: dicomweb-client sends the keys first (was a 400)
+    for query in ("PatientID=PAT-001&includefield=all", "includefield=all&PatientID=PAT-001"):
+        found = qido(archive, f"/studies?{query}")
+        assert found.status_code == 200 and "00081030" in found.get_json()[0], query
 
 
 def test_limit_offset_warning_and_no_content(archive):

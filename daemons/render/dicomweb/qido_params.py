@@ -54,6 +54,7 @@ class Search:
     matches: list[tuple[str, str]] = field(default_factory=list)
     include: set[str] = field(default_factory=set)
     include_all: bool = False
+    fields_named: bool = False  # includefield named attributes (not `all`): matching keys are not fields
     fuzzy: bool = False
     limit: int = MAX_RESULTS
     offset: int = 0
@@ -143,12 +144,13 @@ def parse(arguments: Iterable[tuple[str, list[str]]], level: str, match_levels: 
 def _includefields(search: Search, values: list[str], level: str, unsupported: list[str]) -> None:
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
     if "all" in names:
-        if len(names) > 1 or search.include:
+        if len(names) > 1 or search.fields_named:
             raise _bad("includefield=all cannot be combined with other includefield values")
         search.include_all = True
         return
     if search.include_all:
         raise _bad("includefield=all cannot be combined with other includefield values")
+    search.fields_named = search.fields_named or bool(names)
     for name in names:
         keyword = attribute_keyword(name)
         if keyword is None or (keyword not in KEYS and keyword not in COMPUTED):
