@@ -8,6 +8,7 @@ One node for the module (its studies are stored once); each test reads only.
 from __future__ import annotations
 
 import io
+import json
 import time
 import uuid
 
@@ -139,6 +140,25 @@ def test_an_instance_whose_series_was_deleted_meanwhile_is_404_not_500(stored):
     for path, accept in (("", None), ("/frames/1", OCTETS)):
         assert_error(stored.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}{path}", accept),
                      404, "not_found")
+
+
+def test_metadata_with_non_finite_numbers_is_json_with_nulls(stored):
+    """A DS of NaN or an FD of infinity was written as bare NaN / Infinity, which no JSON parser takes
+    (a browser's JSON.parse refused the whole series' metadata)."""
+    [raw] = synthetic_series(1)
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    with pydicom.config.disable_value_validation():
+        ds.SliceLocation = "NaN"
+    ds.add_new(0x00189089, "FD", [float("inf"), 1.5, float("-inf")])  # Diffusion Gradient Orientation
+    assert stow(stored.node, body_of([to_bytes(ds)])).status_code == 200
+    reply = stored.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata")
+    assert reply.status_code == 200
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is no JSON")
+
+    [model] = json.loads(reply.get_data(), parse_constant=refuse)
+    assert model["00201041"]["Value"] == [None] and model["00189089"]["Value"] == [None, 1.5, None]
 
 
 # --- bulk data paths -----------------------------------------------------------------------------

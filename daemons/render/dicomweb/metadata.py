@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -129,7 +130,24 @@ def instance_json(ds: Dataset, bulk_base: str) -> bytes:
         except Exception as exc:  # as pydicom's own suppress_invalid_tags: any element pydicom cannot convert
             log.warning("metadata: element %08X dropped, its value does not convert to DICOM JSON: %s", tag, exc)
     model[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [stored_syntax(ds)]}
-    return json.dumps(model, separators=(",", ":")).encode()
+    try:
+        return json.dumps(model, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:  # NaN or infinity in a DS, FL or FD value: JSON has no such numbers
+        log.warning("metadata: non-finite numbers of instance %s sent as null", ds.get("SOPInstanceUID", "?"))
+        return json.dumps(_finite(model), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    """`value` (a DICOM JSON model) with each NaN or infinity replaced by null, as PS3.18 F.2.5 writes
+    a value that is absent: `json.dumps` would write the bare `NaN` and `Infinity` that no JSON
+    parser takes (a browser's `JSON.parse` refuses the whole series' metadata)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 class MetadataCache:
