@@ -113,11 +113,18 @@ def test_an_instance_without_pixels_is_stored_and_retrieved_but_has_no_frames(no
         assert reply.status_code == status and reply.get_json()["error"]["code"] == code, path
 
 
-@pytest.mark.parametrize("study", ["1.2.3.4", "x" * 200, "%00", "%C3%A9"])
-def test_a_study_in_the_path_other_than_the_instances_stores_nothing(node, study):
-    reply = stow(node, body_of(synthetic_series(2)), path=f"/dicomweb/studies/{study}")
+def test_a_study_in_the_path_other_than_the_instances_stores_nothing(node):
+    reply = stow(node, body_of(synthetic_series(2)), path="/dicomweb/studies/1.2.3.4")
     assert reply.status_code == 409, reply.get_data(as_text=True)
     assert len(failures(reply)) == 2
+    assert instance_count(node) == 0
+
+
+@pytest.mark.parametrize("study", ["abc", "x" * 200, "%00", "%C3%A9", "1" * 65, "1..2"])
+def test_a_path_study_that_is_no_uid_is_400_and_stores_nothing(node, study):
+    """It was answered 409 with every instance failed, and a RetrieveURL built from the bad UID."""
+    reply = stow(node, body_of(synthetic_series(2)), path=f"/dicomweb/studies/{study}")
+    assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "validation_error"
     assert instance_count(node) == 0
 
 

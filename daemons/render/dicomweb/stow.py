@@ -48,7 +48,7 @@ from daemons.render.ingest.upload_checks import (
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
-from daemons.render.uids import identity_problem, uid_of
+from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
@@ -234,6 +234,9 @@ def store_instances(study: str | None = None) -> Response:
     identity = current_identity()
     the_node = node()
     require_own_institution(identity, the_node.institution_id, "storing instances on this node")
+    if study is not None and not is_uid(study):  # nor would an answer's RetrieveURL be built from it
+        raise ApiError(400, "validation_error", f"{study[:80]!r} in the path is not a Study Instance UID (digits and "
+                       "dots, at most 64 characters)")
     boundary = _check_media_types()
     limits = the_node.limits
     parts = split_related(_read_body(limits), boundary, limits.max_files)
