@@ -16,7 +16,7 @@ import peewee
 import pytest
 from PIL import Image
 
-from daemons.render.api.mpr3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state
+from daemons.render.api.mpr3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state, view_key
 from daemons.render.imaging.image_cache import ImageCache
 from daemons.render.imaging.pixels import Modality, Voi, Window
 from daemons.render.node import NODE_EXTENSION
@@ -34,6 +34,7 @@ from tests.manifests import sample_manifest
 from tests.render3d.phantom import INTERCEPT, SHAPE, SPACING, sample_phantom
 
 RECORD = "a" * 64
+USER_ID = "0b7c4f7e-3d52-4a53-9a0e-0d8f8e2b5a11"
 LOADING = "b" * 64
 MISSING = "c" * 64
 MAX_PX = 600
@@ -126,7 +127,7 @@ def app(keys, tmp_path):
 @pytest.fixture()
 def client(app, keys):
     issuer = TokenIssuer(load_private_key(keys / "private.pem"), "sivr-toplevel", "https://render.test:5003", 60)
-    token, _ = issuer.issue("0b7c4f7e-3d52-4a53-9a0e-0d8f8e2b5a11", "doc", "physician",
+    token, _ = issuer.issue(USER_ID, "doc", "physician",
                             "6f1c8a4e-8a7f-4d0e-9c55-2f3d7f1e9b20")
     test_client = app.test_client()
     test_client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
@@ -235,6 +236,18 @@ def test_older_requests_of_a_view_are_superseded(client):
     assert client.get(base.replace("drag-1", "drag-2") + "&seq=1").status_code == 200
 
 
+def test_another_user_cannot_supersede_a_view(app, keys, client):
+    """`view_id` is the caller's: another user who learnt it (a shared screen, a log) sending a higher
+    `seq` must not turn the owner's drags into 409 superseded."""
+    issuer = TokenIssuer(load_private_key(keys / "private.pem"), "sivr-toplevel", "https://render.test:5003", 60)
+    token, _ = issuer.issue("5d0c2a91-6a3e-4b7f-8f11-3c2b1a0e9d77", "other", "physician",
+                            "6f1c8a4e-8a7f-4d0e-9c55-2f3d7f1e9b20")
+    base = f"/api/v1/records/{RECORD}/volume?render=interactive&size=64x64&view_id=drag-9"
+    other = app.test_client().get(base + "&seq=1000", headers={"Authorization": f"Bearer {token}"})
+    assert other.status_code == 200
+    assert client.get(base + "&seq=1").status_code == 200
+
+
 def test_a_full_node_answers_busy(app, client):
     state = render_state(app)
     assert state.slots.acquire(timeout=1)
@@ -258,9 +271,10 @@ def test_a_request_superseded_while_waiting_is_dropped(app, client):
     worker = threading.Thread(target=lambda: results.setdefault("r", client.get(url)))
     try:
         worker.start()
-        while state.sequences.is_newest("waiting", 0):  # until the request has been admitted
+        view = view_key(USER_ID, "waiting")
+        while state.sequences.is_newest(view, 0):  # until the request has been admitted
             worker.join(0.01)
-        assert state.sequences.admit("waiting", 2)
+        assert state.sequences.admit(view, 2)
     finally:
         state.slots.release()
     worker.join(10)

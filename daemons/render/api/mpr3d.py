@@ -56,7 +56,7 @@ from daemons.render.volume.mpr import PLANES, plane_labels, plane_layout, reform
 from daemons.render.volume.raycast import RayCaster, default_voi
 from daemons.render.volume.volume import CT_AIR_HU
 from daemons.render.warm import WarmUp, warm_up_kernels
-from shared.auth import require_auth
+from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
 from shared.validation import parse_record_id
@@ -407,11 +407,18 @@ def view_spec(mode: str, render: str, window: Window | None, box: tuple[int, int
 
 
 def view_sequence() -> tuple[str | None, int]:
-    """`view_id` and `seq` (see the module doc)."""
+    """`view_id` and `seq` (see the module doc). The view is the caller's own: its key holds the
+    user's id, so another user who learnt a `view_id` cannot supersede (block) that view."""
     view_id = query.VIEW_ID.raw()
     if view_id is not None and not _VIEW_ID.fullmatch(view_id):
         raise query.bad("query parameter view_id must be 1-64 letters, digits or _.:-")
-    return view_id, query.integer(query.SEQ, 0, 0, 2**53)
+    owned = None if view_id is None else view_key(current_identity().user_id, view_id)
+    return owned, query.integer(query.SEQ, 0, 0, 2**53)
+
+
+def view_key(user_id: str, view_id: str) -> str:
+    """The key of one user's view among the sequences (`_Sequences`)."""
+    return f"{user_id}/{view_id}"
 
 
 def render_mode() -> tuple[str, str]:
