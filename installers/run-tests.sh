@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb, the
+# The whole test suite, as CI runs it: installs test needs (Chromium, PostgreSQL, dcmtk, Xvfb, ss, the
 # locked Python packages), runs the linters (installers/lint.sh), starts a private PostgreSQL
 # server on loopback, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 # shellcheck source=installers/dev-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/dev-common.sh"
-apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs
+apt_install "${RUNTIME_PACKAGES[@]}" chromium postgresql dcmtk xvfb xauth systemd shellcheck nodejs iproute2
 # Debian packages npm apart from Node.js; a Node.js that bundles its own npm needs nothing more
 command -v npm >/dev/null || apt_install npm
 ensure_venv test

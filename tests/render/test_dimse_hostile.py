@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import socket
 import struct
+import subprocess
 import threading
 import time
 from typing import Any
@@ -422,3 +425,28 @@ def test_a_get_caller_that_aborts_half_way_is_audited_and_frees_its_thread(hosti
         time.sleep(0.05)
     assert not hostile.app.extensions["sivr_dimse"].servers[0].active_associations
     still_serving(hostile)
+
+
+def test_connections_closed_before_associating_free_their_places_at_once(make_node):
+    """Bare TCP connects that close at once (a port scan, a load balancer's probe) held an association
+    place each for the whole ACSE timeout: with `max_associations` of them, every caller was refused
+    ("local limit exceeded") for 30 s."""
+    harness = open_archive(make_node, dicom__max_associations=4, dicom__acse_timeout_s=30.0)
+    try:
+        for _ in range(8):
+            socket.create_connection(("127.0.0.1", harness.dicom_port), timeout=5).close()
+        deadline = time.monotonic() + 3.0
+        while not echo(harness.dicom_port):
+            assert time.monotonic() < deadline, "the closed connections still hold the listener's places"
+            time.sleep(0.1)
+    finally:
+        close_archive(harness)
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="iproute2's ss absent (it shows a listening socket's backlog)")
+def test_the_listener_queues_a_burst_of_connections(hostile):
+    """socketserver's backlog of 5 made the sixth of a burst of peers wait for a SYN retransmit (1 s, then
+    3 s): the listening socket takes the system's maximum. `ss` shows it as a listener's Send-Q."""
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{hostile.dicom_port}"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert int(shown[2]) == socket.SOMAXCONN, shown

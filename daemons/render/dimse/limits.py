@@ -71,6 +71,18 @@ def bound_pdus(event: Any) -> None:
     event.assoc.dul.socket.__class__ = BoundedSocket
 
 
+def free_unassociated(event: Any) -> None:
+    """On EVT_CONN_CLOSE: a connection closed before its A-ASSOCIATE-RQ arrived frees its place at once.
+    pynetdicom's acceptor waits `acse_timeout` for that request even after the DUL saw the transport
+    close (PS3.8 AA-5 returns to idle), and `max_associations` counts the waiting thread: ten bare
+    connects and closes kept every caller out for that long. Nothing in its queue: the wait ends
+    with no primitive, as on a timeout, and the thread ends the association and returns."""
+    assoc = event.assoc
+    if (assoc.is_acceptor and assoc.requestor.primitive is None and not assoc.is_established
+            and assoc.dul.to_user_queue.empty()):
+        assoc.dul.to_user_queue.put(None)
+
+
 def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
     """The bytes of the DIMSE message in progress on `assoc` once `pdu` is added to it: what pynetdicom
     holds of it (it starts a new message after each complete one) and the PDU's length."""

@@ -54,7 +54,7 @@ from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
-from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason
+from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason, free_unassociated
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.imaging.decode import syntax_decodable
@@ -134,7 +134,15 @@ def inherited_socket_problem(fd: int, port: int) -> str | None:
     return None
 
 
-class InheritedSocketServer(ThreadedAssociationServer):
+class ListeningServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the system's listen backlog instead of socketserver's 5: a
+    burst of peers connecting at once (a modality's several associations, a PACS's prefetch) waited
+    for SYN retransmits, 1 s and then 3 s, once five connections were queued."""
+
+    request_queue_size = socket.SOMAXCONN
+
+
+class InheritedSocketServer(ListeningServer):
     """pynetdicom's threaded server, on a socket bound by someone else (DICOM_FD_ENV) rather than
     one it binds. The socket gets the options pynetdicom gives its own: SO_REUSEADDR above all, which
     the accepted connections inherit, so that a node restarted while their TIME_WAIT lasts can bind
@@ -202,6 +210,7 @@ class Listener:
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
                                                                      detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
+            (evt.EVT_CONN_CLOSE, free_unassociated),
             *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
             *self.connections.handlers(),
@@ -218,9 +227,9 @@ class Listener:
 
     def _serve(self, ae: AE, port: int, handlers: list[EventHandlerType], tls: ssl.SSLContext | None) -> int:
         """Start one server of the AE; its port (the one bound, when `port` asked for any)."""
-        server = ae.start_server((self.host, port), block=False, evt_handlers=handlers, ssl_context=tls)
-        assert server is not None, "a non-blocking start_server returns its server"
-        self.servers.append(server)
+        server = ae.make_server((self.host, port), evt_handlers=handlers, ssl_context=tls,
+                                server_class=ListeningServer)
+        self._start(ae, server)
         return int(server.server_address[1])
 
     def _serve_inherited(self, ae: AE, fd: int, handlers: list[EventHandlerType]) -> int:
@@ -231,10 +240,16 @@ class Listener:
         sock = socket.socket(fileno=os.dup(fd))  # the inherited descriptor stays for a restarted worker
         server = ae.make_server((self.host, self.port), evt_handlers=handlers,
                                 server_class=InheritedSocketServer, inherited=sock)
-        threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{self.port}", daemon=True).start()
+        self._start(ae, server)
+        return self.port
+
+    def _start(self, ae: AE, server: ThreadedAssociationServer) -> None:
+        """Serve in a thread, as pynetdicom's non-blocking `start_server` does (which cannot be given a
+        server class)."""
+        threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{server.server_address[1]}",
+                         daemon=True).start()
         ae._servers.append(server)  # as start_server does: the server's shutdown() removes itself from it
         self.servers.append(server)
-        return self.port
 
     @staticmethod
     def _limit_waits(event: Any) -> None:
