@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -450,3 +450,35 @@ def test_the_listener_queues_a_burst_of_connections(hostile):
     shown = subprocess.run(["ss", "-ltnH", f"sport = :{hostile.dicom_port}"], capture_output=True, text=True,
                            check=True).stdout.split()
     assert int(shown[2]) == socket.SOMAXCONN, shown
+
+
+def test_a_deflated_bomb_is_refused_before_it_inflates_and_queries_take_no_deflate(hostile):
+    """A C-STORE of a deflated data set was inflated whole by the encoding check before the bomb check
+    ran (512 MiB from 510 KB); a deflated C-FIND, C-GET or C-MOVE identifier was inflated whole by
+    pynetdicom itself. Stores are now checked first, and the query contexts do not take Deflated."""
+    import tracemalloc
+
+    from daemons.render.ingest.upload_checks import read_file_meta
+    from tests.hostile.corpus import _deflate_bomb
+
+    bomb = _deflate_bomb(192)
+    _, meta_end = read_file_meta(bomb)
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [DeflatedExplicitVRLittleEndian]))
+    request = C_STORE()
+    request.AffectedSOPInstanceUID = generate_uid()
+    request.DataSet = io.BytesIO(bomb[meta_end:])
+    tracemalloc.start()
+    try:
+        assert exchange(assoc, request, CTImageStorage) == [0xA700]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        assoc.release()
+    assert peak < 96 * MIB, f"{peak / MIB:.0f} MiB held while refusing it"
+    for model in (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
+                  StudyRootQueryRetrieveInformationModelMove):
+        assoc = associate(hostile.dicom_port, (model, [DeflatedExplicitVRLittleEndian]),
+                          (model, [ExplicitVRLittleEndian]))
+        assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
+        assoc.release()
+    still_serving(hostile)

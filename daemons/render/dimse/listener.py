@@ -103,6 +103,13 @@ def decodable_syntaxes() -> list[str]:
     return syntaxes
 
 
+#: The syntaxes of the query, retrieve and verification contexts: not Deflated Explicit VR Little
+#: Endian, whose identifiers pynetdicom inflates whole before anything can bound them (a 510 KB
+#: identifier inflated to 512 MiB in the node); an identifier is a few hundred bytes, deflating it
+#: saves nothing, and a peer proposing Deflated also proposes Explicit VR Little Endian.
+QUERY_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+
 def accepted_syntaxes() -> list[str]:
     """The transfer syntaxes the listener accepts, best first: the decodable ones, then every other
     syntax pydicom knows, those the ingest can decode too (HTJ2K where a decoder is installed) before
@@ -189,11 +196,11 @@ class Listener:
             assert context.abstract_syntax is not None, "pynetdicom's storage contexts all name their SOP class"
             # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET
             ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
-        ae.add_supported_context(Verification)
-        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
-        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(Verification, QUERY_SYNTAXES)
+        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
         for model in RETRIEVE_MODELS:
-            ae.add_supported_context(model)
+            ae.add_supported_context(model, QUERY_SYNTAXES)
         destinations = parse_destinations(config)
         tls_client = (dimse_tls.client_context(config)
                       if any(destination.tls for destination in destinations.values()) else None)

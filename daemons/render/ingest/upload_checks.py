@@ -454,6 +454,7 @@ def check_encoding(name: str, raw: bytes) -> None:
     Reads the meta and the first element only; a file that cannot be read that far is left to the
     ingest's checks, which refuse it with their reason.
     """
+    check_deflate_bomb(raw, name)  # pydicom's partial read inflates a deflated data set whole first
     met: set[int] = set()
 
     def after_first(tag: int, vr: str | None, length: int) -> bool:
