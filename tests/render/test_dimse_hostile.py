@@ -482,3 +482,20 @@ def test_a_deflated_bomb_is_refused_before_it_inflates_and_queries_take_no_defla
         assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [ExplicitVRLittleEndian]
         assoc.release()
     still_serving(hostile)
+
+
+def test_a_peer_trickling_a_pdu_is_aborted_within_the_network_timeout(hostile):
+    """The network timeout bounded each wait for bytes, not a read: a peer sending one byte of a PDU
+    every half second held its association (and a place among the listener's four) for as long
+    as it liked."""
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    started = time.monotonic()
+    sent = send_raw(assoc, struct.pack(">BBL", 0x04, 0, 1000))  # a P-DATA-TF of 1,000 bytes, its body slowly
+    while sent and time.monotonic() - started < 8:
+        time.sleep(0.5)
+        sent = send_raw(assoc, b"\0")
+    wait_aborted(hostile, assoc)
+    assert time.monotonic() - started < 6, "the node waited for the rest of the PDU"
+    [(_, reason)] = audit_rows(hostile, "dicom.abort")
+    assert "within the network timeout of 1.5 s" in reason, reason
+    still_serving(hostile)

@@ -18,11 +18,13 @@ An association thus holds at most the upload limit and a PDU or two. Either abor
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -38,31 +40,60 @@ log = logging.getLogger(__name__)
 # 64 PDUs a MiB), small enough that a PDU costs the node little while it is read and decoded
 MAXIMUM_PDU_SIZE = MIB
 INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
+READ_CHUNK = 1 << 16  # bytes asked of the socket at a time (pynetdicom asks 4 KiB)
 # why the node aborted an association, for its audit entry (pynetdicom's EVT_ABORTED says only that it was)
 _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
 
 
 def abort_reason(assoc: Association) -> str:
-    """Why the node aborted `assoc` for one of these limits; "" for an abort by the peer or the network."""
-    return _abort_reasons.get(assoc, "")
+    """Why the node aborted `assoc` for one of these limits, or for the network timeout (pynetdicom's
+    idle timer: no whole PDU for that long); "" for an abort by the peer or the network."""
+    reason = _abort_reasons.get(assoc, "")
+    if not reason and assoc.dul.idle_timer_expired():
+        reason = f"no whole PDU received within the network timeout of {assoc.network_timeout:g} s"
+    return reason
 
 
 class BoundedSocket(AssociationSocket):
     """An association's socket that refuses a PDU longer than MAXIMUM_PDU_SIZE from its length field
     (pynetdicom's reader asks for a PDU's body in one `recv` of that length), instead of reading it:
-    pynetdicom does not hold peers to the length the node advertised."""
+    pynetdicom does not hold peers to the length the node advertised. And one read (a PDU's header or
+    body) must end within the association's network timeout: the socket's own timeout bounds each wait
+    for bytes, so a peer sending one byte every few seconds held the association, its thread and
+    its place among `dicom.max_associations` for as long as a PDU of up to a MiB took it."""
 
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > MAXIMUM_PDU_SIZE:
-            log.warning("DICOM peer %s sent a PDU of %d bytes, over the maximum of %d: association aborted",
-                        self.assoc.requestor.address, nr_bytes, MAXIMUM_PDU_SIZE)
-            _abort_reasons[self.assoc] = f"a PDU of {nr_bytes} bytes, over the maximum of {MAXIMUM_PDU_SIZE}"
-            abort = A_ABORT_RQ()
-            abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
+            self._abort(f"a PDU of {nr_bytes} bytes, over the maximum of {MAXIMUM_PDU_SIZE}")
+        limit_s = self.assoc.network_timeout
+        sock = self.socket
+        if limit_s is None or sock is None:
+            return super().recv(nr_bytes)
+        deadline = time.monotonic() + limit_s
+        received = bytearray()
+        while len(received) < nr_bytes:
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.0) or 1e-6)
+                chunk = sock.recv(min(nr_bytes - len(received), READ_CHUNK))
+            except TimeoutError:
+                self._abort(f"only {len(received)} of the {nr_bytes} bytes of a read came within the network "
+                            f"timeout of {limit_s:g} s")
+            if not chunk:  # the peer closed the connection: pynetdicom reads that from a short answer
+                break
+            received.extend(chunk)
+        sock.settimeout(limit_s)
+        return received
+
+    def _abort(self, reason: str) -> NoReturn:
+        """A-ABORT (service provider, invalid PDU parameter value), then a failed read: pynetdicom takes
+        it for a closed connection, closes it and aborts the association (audited with `reason`)."""
+        log.warning("DICOM peer %s: association aborted, %s", self.assoc.requestor.address, reason)
+        _abort_reasons[self.assoc] = reason
+        abort = A_ABORT_RQ()
+        abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
+        with contextlib.suppress(OSError):
             self.send(abort.encode())
-            # pynetdicom takes a failed read for a closed connection: it closes it and aborts the association
-            raise OSError(f"PDU of {nr_bytes} bytes refused, over the maximum of {MAXIMUM_PDU_SIZE}")
-        return super().recv(nr_bytes)
+        raise OSError(f"association aborted: {reason}")
 
 
 def bound_pdus(event: Any) -> None:
