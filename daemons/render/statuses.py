@@ -19,6 +19,8 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 #: storage: "Cannot understand"; query/retrieve: "Unable to process"
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+#: "Refused: SOP Class not supported": a request whose Affected SOP Class is not its context's
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 
 def status_of(error: UploadError) -> int:

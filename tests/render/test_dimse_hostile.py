@@ -29,9 +29,11 @@ from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
+    EnhancedCTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from daemons.deployment import free_ports
@@ -102,13 +104,13 @@ def associate(port: int, *contexts: tuple[str, list[str]]) -> Association:
     return assoc
 
 
-def exchange(assoc: Association, primitive: Any, abstract: str) -> list[int]:
-    """Send a DIMSE request as built, on the accepted context of `abstract`; the statuses answered
-    up to the final one. The association's reactor is paused meanwhile (as pynetdicom's own
-    send_c_* do), or it would take the answers for itself."""
+def exchange(assoc: Association, primitive: Any, abstract: str, sop_class: str | None = None) -> list[int]:
+    """Send a DIMSE request as built, on the accepted context of `abstract`, naming `sop_class` (default:
+    that one) as its Affected SOP Class; the statuses answered up to the final one. The association's
+    reactor is paused meanwhile (as pynetdicom's own send_c_* do), or it would take the answers for itself."""
     context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == abstract)
     primitive.MessageID, primitive.Priority = 7, 2
-    primitive.AffectedSOPClassUID = abstract
+    primitive.AffectedSOPClassUID = sop_class or abstract
     assoc._reactor_checkpoint.clear()
     while not assoc._is_paused:
         time.sleep(0.001)
@@ -157,6 +159,27 @@ def test_a_store_whose_data_set_is_another_instance_than_its_command_names_is_re
     finally:
         assoc.release()
     assert [row.sop_instance_uid for row in models(hostile).catalogue.Instance.select()] == [ds.SOPInstanceUID]
+    still_serving(hostile)
+
+
+def test_a_request_whose_sop_class_is_not_its_contexts_is_refused(hostile):
+    """PS3.7 9.1.1.1: a request travels on a context of its Affected SOP Class. An Enhanced CT instance
+    sent on a CT Image Storage context was stored (0x0000); a C-STORE-RQ naming the Verification SOP
+    Class was handed to pynetdicom's C-ECHO service and answered with a C-ECHO-RSP of success,
+    nothing stored. Now 0x0122 (SOP Class not supported), and such a peer's association aborted."""
+    ds = dataset(series="1.2.826.0.1.31.9")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]),
+                      (Verification, [ExplicitVRLittleEndian]))
+    try:
+        assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage,
+                        sop_class=EnhancedCTImageStorage) == [0x0122]
+        [(_, detail)] = audit_rows(hostile, "dicom.store_refused")
+        assert f"sent as {EnhancedCTImageStorage} on a presentation context of {CTImageStorage}" in detail
+        assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage, sop_class=Verification) != [0]
+    finally:
+        wait_aborted(hostile, assoc)
+    assert models(hostile).catalogue.Instance.select().count() == 0
     still_serving(hostile)
 
 

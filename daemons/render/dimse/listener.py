@@ -41,6 +41,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # these UIDs are generated at import time (sop_class._generate_sop_classes): mypy cannot see them
@@ -68,6 +69,7 @@ from daemons.render.statuses import (
     DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
+    SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     status_of,
 )
@@ -207,7 +209,7 @@ class Listener:
         self.connections = AssociationConnections(node.models.database)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [
-            (evt.EVT_C_ECHO, self._guard(lambda event: SUCCESS)),
+            (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._guard(self._on_store)),
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, retrieval.on_get),
@@ -292,10 +294,26 @@ class Listener:
         record_audit(self.node.models.AuditEntry, action, "dicom", record_id, detail=detail,
                      user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
 
+    @staticmethod
+    def _on_echo(event: Any) -> int:
+        """pynetdicom hands any request naming the Verification SOP Class here, whatever it is: a
+        C-STORE-RQ or an N-CREATE-RQ so named would be answered with a C-ECHO-RSP of success, and the
+        peer believe it done. Such a peer is broken: its association is aborted."""
+        if isinstance(event.request, C_ECHO):
+            return SUCCESS
+        log.warning("DICOM peer %s sent a %s naming the Verification SOP Class: association aborted",
+                    event.assoc.requestor.address, type(event.request).__name__)
+        event.assoc.abort()
+        return SOP_CLASS_NOT_SUPPORTED
+
     def _on_store(self, event: Any) -> int:
         request = event.request
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
+        if sop_class != str(event.context.abstract_syntax):  # PS3.7 9.1.1.1: the context names the class
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} sent as {sop_class} "
+                        f"on a presentation context of {event.context.abstract_syntax}")
+            return SOP_CLASS_NOT_SUPPORTED
         try:
             raw = event.encoded_dataset(include_meta=True)
             check_encoding(sop_instance, raw)
