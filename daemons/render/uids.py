@@ -20,6 +20,8 @@ from daemons.render.attributes import attribute_text
 
 MAX_LENGTH = 64
 IDENTIFYING = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+PATIENT_KEY = ("PatientID", "IssuerOfPatientID")  # how the catalogue keys patients
+LONG_STRING = 64  # characters of an LO value (PS3.5 6.2)
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 
@@ -35,14 +37,21 @@ def uid_of(dataset: Dataset, keyword: str) -> str:
 
 
 def identity_problem(dataset: Dataset) -> str | None:
-    """Why `dataset` cannot be stored under its identifying UIDs (one missing or not a UID), or None.
+    """Why `dataset` cannot be stored under its identifying UIDs (one missing or not a UID) or filed
+    under its patient (a Patient ID or issuer longer than a Long String holds), or None.
 
     The ingest (upload, C-STORE) and STOW-RS, which reads each part's UIDs before the ingest, give
-    the same reason."""
+    the same reason. A longer Patient ID was filed under its first 64 characters: searches for the
+    id sent found nothing, and two patients sharing those characters would share a record."""
     for keyword in IDENTIFYING:
         value = uid_of(dataset, keyword)
         if not value:
             return f"{keyword} is missing"
         if not is_uid(value):
             return f"{keyword} {value[:80]!r} is not a UID (digits and dots, at most {MAX_LENGTH} characters)"
+    for keyword in PATIENT_KEY:
+        value = attribute_text(dataset, keyword).strip()
+        if len(value) > LONG_STRING:
+            return (f"{keyword} {value[:80]!r} is {len(value)} characters long, over the {LONG_STRING} of its "
+                    "value representation (LO)")
     return None

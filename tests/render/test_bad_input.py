@@ -181,3 +181,18 @@ def test_a_series_the_catalogue_refuses_leaves_nothing_stored(node, monkeypatch)
     _nothing_stored(node)
     monkeypatch.setattr(service, "index_series", real)
     assert node.upload(files).status_code == 201
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "IssuerOfPatientID"])
+def test_a_patient_id_longer_than_its_vr_is_refused_not_cut(node, keyword):
+    """A Patient ID (or its issuer) of 70 characters was filed under its first 64: a search for the id
+    sent found nothing, and two patients sharing those 64 characters would share a record."""
+    ds = _dataset(series="1.2.3.79")
+    with pydicom.config.disable_value_validation():
+        setattr(ds, keyword, "P" * 70)
+    reply = node.upload([("long.dcm", _bytes(ds))])
+    assert reply.status_code == 422 and reply.json["error"]["code"] == "invalid_attribute", reply.json
+    assert f"{keyword} " in reply.json["error"]["message"] and "70 characters" in reply.json["error"]["message"]
+    _nothing_stored(node)
+    setattr(ds, keyword, "P" * 64)
+    assert node.upload([("long.dcm", _bytes(ds))]).status_code == 201
