@@ -13,7 +13,8 @@ last answer left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
   straight from the values in the negotiated little-endian syntax. It writes exactly what pydicom
   writes for the same dataset (tests/render/test_find_answers.py compares the bytes), and leaves
   to pydicom every answer it could not write so (another VR, a value pydicom would write in
-  another character set or refuse, a big-endian or deflated context);
+  another character set or refuse, a big-endian context; the query contexts take no Deflated syntax,
+  `listener.QUERY_SYNTAXES`);
 * the command set and the identifier go in one P-DATA-TF PDU (one message per PDU: pynetdicom as
   a receiver keeps only the first message of a PDU);
 * every DRAIN_EVERY answers the sender waits until pynetdicom's DUL has sent what it was given
@@ -126,7 +127,6 @@ class AnswerSender:
         self.context_id = int(context.context_id)
         syntax = context.transfer_syntax
         self.implicit_vr, self.little_endian = bool(syntax.is_implicit_VR), bool(syntax.is_little_endian)
-        self.deflated = bool(syntax.is_deflated)
         self.dimse, self.dul = event.assoc.dimse, event.assoc.dul
         self.limit = int(self.dimse.maximum_pdu_size) or UNLIMITED_PDU
         request = event.request
@@ -171,8 +171,7 @@ class AnswerSender:
             PROTOCOL_LOG.debug("Find SCP Response Identifier:")
             for line in pretty_dataset(answers.dataset(row)):
                 PROTOCOL_LOG.debug(line)
-        plain = self.little_endian and not self.deflated
-        identifier = encode_identifier(answers.values(row), self.implicit_vr) if plain else None
+        identifier = encode_identifier(answers.values(row), self.implicit_vr) if self.little_endian else None
         if identifier is not None and 2 * PDV_OVERHEAD + len(self.command) + len(identifier) <= self.limit:
             pdata = P_DATA()  # filled as pynetdicom's own DIMSE messages fill theirs
             pdata.presentation_data_value_list.append((self.context_id, COMMAND_LAST + self.command))
@@ -180,7 +179,7 @@ class AnswerSender:
             self.dul.send_pdu(pdata)
             return True
         if identifier is None:
-            identifier = encode(answers.dataset(row), self.implicit_vr, self.little_endian, self.deflated)
+            identifier = encode(answers.dataset(row), self.implicit_vr, self.little_endian)
             if not identifier:
                 return False
         self.response.Identifier = BytesIO(identifier)
