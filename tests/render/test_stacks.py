@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -144,6 +145,24 @@ def test_spacings_beyond_any_body_are_no_volume_not_a_500(node, pixel_spacing, s
         reply = node.client.get(url, headers=node.headers())
         assert reply.status_code == 422 and reply.json["error"]["code"] == "no_volume", reply.json
     assert _png(node.client.get(f"/api/v1/records/{record_id}/frames/1?format=png", headers=node.headers())).size
+
+
+def test_a_declared_slice_spacing_beyond_any_body_is_not_used(node):
+    """Slices without positions take their spacing from SpacingBetweenSlices or SliceThickness: 1e299
+    there made the 3D geometry NaN (a blank image). Such a value is no spacing; the in-plane one
+    stands in, and the reformat is a real image."""
+    files = []
+    for name, raw in classic_stack((1, 0, 0, 0, 1, 0), count=3):
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        del ds.ImagePositionPatient
+        ds.SpacingBetweenSlices = ds.SliceThickness = 1e299
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        files.append((name, out.getvalue()))
+    record_id, meta = node.load(files)
+    assert meta["slice_spacing"] < 1e3
+    image = _png(node.client.get(f"/api/v1/records/{record_id}/mpr/coronal/0?format=png", headers=node.headers()))
+    assert np.asarray(image).max() > 0
 
 
 def test_a_mixed_orientation_series_reformats_each_stack_at_its_extent(node):

@@ -45,6 +45,11 @@ READ_CHUNK = 1 << 16  # bytes asked of the socket at a time (pynetdicom asks 4 K
 _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
 
 
+def note_abort(assoc: Association, reason: str) -> None:
+    """Why the node is aborting `assoc`, for its `dicom.abort` audit entry (`abort_reason`)."""
+    _abort_reasons[assoc] = reason
+
+
 def abort_reason(assoc: Association) -> str:
     """Why the node aborted `assoc` for one of these limits, or for the network timeout (pynetdicom's
     idle timer: no whole PDU for that long); "" for an abort by the peer or the network."""
@@ -88,7 +93,7 @@ class BoundedSocket(AssociationSocket):
         """A-ABORT (service provider, invalid PDU parameter value), then a failed read: pynetdicom takes
         it for a closed connection, closes it and aborts the association (audited with `reason`)."""
         log.warning("DICOM peer %s: association aborted, %s", self.assoc.requestor.address, reason)
-        _abort_reasons[self.assoc] = reason
+        note_abort(self.assoc, reason)
         abort = A_ABORT_RQ()
         abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
         with contextlib.suppress(OSError):
@@ -145,7 +150,7 @@ class MessageLimit:
         message = assoc.dimse.message
         log.warning("DICOM peer %s sent a DIMSE message over the limit of %d MiB: association aborted",
                     assoc.requestor.address, self.max_bytes // MIB)
-        _abort_reasons[assoc] = f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB"
+        note_abort(assoc, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB")
         if isinstance(message, C_STORE_RQ):  # its command set is complete: the data set is arriving
             self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID))
         assoc.abort()

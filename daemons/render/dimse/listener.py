@@ -55,7 +55,13 @@ from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
-from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MessageLimit, abort_reason, free_unassociated
+from daemons.render.dimse.limits import (
+    MAXIMUM_PDU_SIZE,
+    MessageLimit,
+    abort_reason,
+    free_unassociated,
+    note_abort,
+)
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
 from daemons.render.imaging.decode import syntax_decodable
@@ -301,8 +307,9 @@ class Listener:
         peer believe it done. Such a peer is broken: its association is aborted."""
         if isinstance(event.request, C_ECHO):
             return SUCCESS
-        log.warning("DICOM peer %s sent a %s naming the Verification SOP Class: association aborted",
-                    event.assoc.requestor.address, type(event.request).__name__)
+        reason = f"a {type(event.request).__name__} naming the Verification SOP Class"
+        log.warning("DICOM peer %s sent %s: association aborted", event.assoc.requestor.address, reason)
+        note_abort(event.assoc, reason)
         event.assoc.abort()
         return SOP_CLASS_NOT_SUPPORTED
 

@@ -32,7 +32,7 @@ from daemons.render.imaging.decode import decode_frames, fast_path_possible
 from daemons.render.imaging.pixels import LutTable, Modality, auto_window
 from daemons.render.imaging.slices import slice_table
 from daemons.render.imaging.voi import lut_to_json
-from daemons.render.ingest.stack_analysis import find_stacks, orientation_groups
+from daemons.render.ingest.stack_analysis import MAX_VOLUME_EXTENT_MM, find_stacks, orientation_groups
 from daemons.render.ingest.upload_checks import (
     IDENTITY_KEYS,
     IMAGE_KEYS,
@@ -132,8 +132,8 @@ def _slice_spacing(files: list[ParsedFile], ds: Dataset) -> float:
             return float(np.median(gaps))
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         value = attribute(ds, keyword, "PixelMeasuresSequence")
-        try:
-            if value is not None and float(value) > 0:
+        try:  # a gap larger than any body (or infinite) is no slice spacing: 3D rays broke on 1e299 mm
+            if value is not None and 0 < float(value) <= MAX_VOLUME_EXTENT_MM:
                 return float(value)
         except (TypeError, ValueError):
             continue
