@@ -305,7 +305,10 @@ class Ingest:
         except Exception:
             # nothing half-stored: a series the catalogue could not take leaves the store again (else
             # it would be listed as a record that no search finds), and the caller answers the error
-            node.store.delete(record_id)
+            try:
+                node.store.delete(record_id)
+            except Exception:  # the catalogue's error is the one to answer; the next upload backfills
+                log.exception("series %s: its files could not leave the store after its rows failed", record_id)
             raise
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}{_named(by_uid)}")
         return IngestResult(record_id, True, len(files), 0)
