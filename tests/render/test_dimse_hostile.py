@@ -337,7 +337,8 @@ def query(**keys: Any) -> Dataset:
 def test_hostile_find_identifiers_get_their_statuses(hostile):
     """Levels that are missing, unknown or multi-valued, keys below the level, malformed date ranges:
     0xA900. Huge but valid keys (40,000 UIDs, a 70,000-character name, wildcard soup): answered.
-    Identifiers that are not data sets at all, sent as raw bytes: 0xA900 or 0xC000, never silence."""
+    Identifiers that are not whole data sets, sent as raw bytes: 0xC000 ("Unable to process"), never
+    matches (`dimse.identifiers`)."""
     assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.32.1")))]).status_code == 201
     port = hostile.dicom_port
     refused = [query(StudyInstanceUID=""), query(QueryRetrieveLevel="FOO"),
@@ -353,8 +354,12 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
     assert find(port, query(QueryRetrieveLevel="STUDY", PatientName="*?*?**")) == [0x0000]
     assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="1.2.826.0.1.32.1")) == [0xFF00, 0x0000]
     assert time.monotonic() - started < 3 * FINAL_WITHIN_S
-    raw = {b"\xff" * 37: 0xA900,  # no data set
-           b"\x08\x00\x52\x00ZZ\x06\x00STUDY ": 0xC000}  # an unknown VR
+    narrowing = encode(query(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.826.0.1.99"), False, True)
+    raw = {b"\xff" * 37: 0xC000,  # no data set
+           b"\x08\x00\x52\x00ZZ\x06\x00STUDY ": 0xC000,  # an unknown VR
+           # the Study Instance UID's length runs past the end: read leniently, it matched every study
+           narrowing[:-16] + struct.pack("<H", 64) + narrowing[-14:]: 0xC000,
+           narrowing + b"\x20\x00\x0d": 0xC000}  # a stub of an element after the last
     for identifier, status in raw.items():
         for request, model in ((C_FIND(), StudyRootQueryRetrieveInformationModelFind),
                                (C_GET(), StudyRootQueryRetrieveInformationModelGet)):

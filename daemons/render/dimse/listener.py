@@ -55,6 +55,7 @@ from daemons.render.catalogue.matching import QueryError, find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
+from daemons.render.dimse.identifiers import MalformedIdentifier, read_identifier
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
     MessageLimit,
@@ -63,7 +64,7 @@ from daemons.render.dimse.limits import (
     note_abort,
 )
 from daemons.render.dimse.metrics import DimseMetrics
-from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations, query_level
+from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
 from daemons.render.ingest.upload_checks import MIB, UploadError, check_encoding
@@ -350,14 +351,17 @@ class Listener:
         """The matches, sent as they are encoded (`find_answers`); pynetdicom sends the final
         success response when this generator ends without a status of its own."""
         try:
-            identifier = event.identifier
-            level = query_level(str(event.context.abstract_syntax), identifier)
+            level, identifier = read_identifier(event)
             with self.connections.held(), self.app.app_context():
                 answers = find(self.node.models.catalogue, level, identifier)
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
         except QueryError as exc:
             log.info("C-FIND refused: %s", exc)
             yield DOES_NOT_MATCH_SOP_CLASS, None
+            return
+        except MalformedIdentifier as exc:
+            log.info("C-FIND refused: %s", exc)
+            yield CANNOT_UNDERSTAND, None
             return
         except Exception:
             log.exception("C-FIND failed")

@@ -33,7 +33,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -42,6 +41,7 @@ from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, ST
 
 from daemons.render.catalogue.matching import QueryError, retrieve
 from daemons.render.dimse.connections import AssociationConnections
+from daemons.render.dimse.identifiers import MalformedIdentifier, read_identifier
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
 from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING
@@ -53,8 +53,6 @@ MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: o
 
 RETRIEVE_MODELS = (PatientRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelMove,
                    StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove)
-STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
-                     StudyRootQueryRetrieveInformationModelMove)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 Audit = Callable[[Any, str, "str | None", str], None]
@@ -63,14 +61,6 @@ Audit = Callable[[Any, str, "str | None", str], None]
 #: counts as, as its C-GET and C-MOVE count them in their responses (Cancel, the one other category, they
 #: count as nothing: `Outcomes.on_message` makes it a failure first)
 SUB_OPERATION_RESULTS = {STATUS_SUCCESS: "completed", STATUS_WARNING: "warning", STATUS_FAILURE: "failed"}
-
-
-def query_level(model: str, identifier: Dataset) -> str:
-    """The identifier's Query/Retrieve Level, refused when the information model has no such level."""
-    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    if level == "PATIENT" and model in STUDY_ROOT_MODELS:
-        raise QueryError("the study root model has no PATIENT level")
-    return level
 
 
 def no_delay(event: Any) -> None:
@@ -209,9 +199,9 @@ class Retrieval:
 
     def _match(self, event: Any) -> tuple[str, list[Any]]:
         """The level and the catalogue rows of the instances the request retrieves."""
-        level = query_level(str(event.context.abstract_syntax), event.identifier)
+        level, identifier = read_identifier(event)
         with self.connections.held():
-            return level, retrieve(self.node.models.catalogue, level, event.identifier)
+            return level, retrieve(self.node.models.catalogue, level, identifier)
 
     def on_get(self, event: Any) -> Iterator[Any]:
         """C-GET: the matches go back over the caller's association, in the storage contexts it
@@ -289,10 +279,10 @@ class Retrieval:
     def _refusal(self, event: Any, service: str, exc: Exception) -> int:
         """The failure status of a request that cannot be matched (audited as refused)."""
         action = "dicom.get_refused" if service == "C-GET" else "dicom.move_refused"
-        if isinstance(exc, QueryError):
+        if isinstance(exc, (QueryError, MalformedIdentifier)):
             log.info("%s refused: %s", service, exc)
             self._audit_now(event, action, str(exc)[:200])
-            return DOES_NOT_MATCH_SOP_CLASS
+            return DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND
         log.error("%s failed", service, exc_info=exc)
         self._audit_now(event, action, "processing failure")
         return CANNOT_UNDERSTAND

@@ -1,0 +1,83 @@
+"""The Identifier of a C-FIND, C-GET or C-MOVE request (PS3.4 C.4), read strictly.
+
+pydicom reads a data set leniently, as it should a file on disk: an element whose declared length
+runs past the end is given the bytes that are there, and a stub of a header after the last element
+is dropped. For a query that leniency widens what is matched: a Study Instance UID cut short
+became a universal match, and the peer received studies it never asked for. So the encoding of an
+identifier is checked element by element before it is matched, and one that is not a whole data
+set is refused with "Unable to process" (0xC000); a whole one whose keys make no sense for its
+information model is refused by the matching (QueryError, 0xA900).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from daemons.render.catalogue.matching import QueryError
+
+STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
+                     StudyRootQueryRetrieveInformationModelMove)
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class MalformedIdentifier(ValueError):
+    """An identifier whose bytes are not a whole data set in its context's transfer syntax."""
+
+
+def encoding_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str | None:
+    """What is wrong with the encoding of a data set, or None when every element is whole and
+    nothing follows the last one. Nested sequence items are read by pydicom as it goes."""
+    stream = io.BytesIO(raw)
+    end = 0
+    try:
+        for element in data_element_generator(stream, implicit_vr, little_endian):
+            if isinstance(element, RawDataElement) and element.length != UNDEFINED_LENGTH:
+                present = len(element.value or b"")
+                if present != element.length:
+                    return (f"element {element.tag} declares {element.length} bytes but only {present} follow "
+                            f"(the identifier is {len(raw)} bytes)")
+            end = stream.tell()
+    except Exception as exc:
+        return f"its bytes cannot be read as a data set after byte {end}: {exc}"
+    if end != len(raw):
+        return f"{len(raw) - end} bytes after its last whole element (byte {end} of {len(raw)})"
+    return None
+
+
+def read_identifier(event: Any) -> tuple[str, Dataset]:
+    """The request's Query/Retrieve Level and its Identifier. MalformedIdentifier when the bytes are
+    not a whole data set or hold a value that cannot be read; QueryError when the level is one the
+    information model has not.
+
+    The query contexts never take Deflated (`listener.QUERY_SYNTAXES`), so the bytes are the data set."""
+    syntax, stream = event.context.transfer_syntax, event.request.Identifier
+    raw = stream.getvalue() if stream is not None else b""
+    problem = encoding_problem(raw, syntax.is_implicit_VR, syntax.is_little_endian)
+    if problem is not None:
+        raise MalformedIdentifier(f"the identifier is not a whole data set: {problem}")
+    identifier = event.identifier
+    try:
+        for _element in identifier:  # pydicom converts each value as it is first read
+            pass
+    except Exception as exc:
+        raise MalformedIdentifier(f"the identifier has an element that cannot be read: {exc}") from exc
+    return query_level(str(event.context.abstract_syntax), identifier), identifier
+
+
+def query_level(model: str, identifier: Dataset) -> str:
+    """The identifier's Query/Retrieve Level, refused when the information model has no such level."""
+    level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level == "PATIENT" and model in STUDY_ROOT_MODELS:
+        raise QueryError("the study root model has no PATIENT level")
+    return level
