@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemons.render.store import local as storage
+from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import KEY_CHECK, MAGIC, QUARANTINE, RecordStore, StoreError, create_key_file, load_key
 from daemons.render.store.manifest import BadFrame, JournalEntry
 from daemons.render.store.ownership import MARKER
@@ -141,12 +142,12 @@ def test_a_missing_key_is_not_recreated_for_a_store_that_held_records(tmp_path, 
     """Quarantined records, leftovers of a write or delete, or the key check: the store had a key, and
     a new one would open none of its records (a lost key file is restored, never replaced)."""
     if left != KEY_CHECK:  # the entry alone, in a store of an earlier release
-        (store.root / KEY_CHECK).unlink(missing_ok=True)
         if left == QUARANTINE:
             store.write_record(RECORD, _files(), _manifest(_files()))
             store.quarantine(RECORD, "damaged")
         else:
             (store.root / left).mkdir()
+        (store.root / KEY_CHECK).unlink(missing_ok=True)
     (tmp_path / "store.key").unlink()
     with pytest.raises(ConfigError, match=r"storage.key_file = .*: the store key is missing but .* holds records "
                                           rf"\({re.escape(left)}\)"):
@@ -338,7 +339,6 @@ def test_image_cache_makes_an_image_once_for_concurrent_requests():
 
 def test_append_commits_only_onto_the_manifest_version_it_was_computed_from(store):
     """An append computed from an older manifest would drop what was appended since: refused."""
-    from daemons.render.store.interface import StoreUnavailable
 
     files = _files()
     assert store.write_record(RECORD, files[:1], _grown(1))
@@ -482,3 +482,48 @@ def test_a_forked_process_compresses_ahead_with_threads_of_its_own(store):
     finally:
         os.close(read)
         os.waitpid(child, 0)
+
+
+def _unmount(root: Path) -> Path:
+    """What an unmounted volume leaves: its empty mount point where the store was."""
+    aside = root.with_name(root.name + "-volume")
+    os.replace(root, aside)
+    root.mkdir()
+    return aside
+
+
+def test_a_store_whose_volume_is_unmounted_is_unavailable_never_empty(store):
+    """The reported case: with the store's volume unmounted, every record looked deleted (a sync
+    would have dropped the whole catalogue) and a new record was written onto the mount point."""
+    files = _files()
+    store.write_record(RECORD, files, _manifest(files))
+    aside = _unmount(store.root)
+    other = "cd" * 32
+    for call in (lambda: store.exists(RECORD), store.record_ids, store.manifest_versions, store.check,
+                 lambda: store.read_manifest(RECORD), lambda: store.read_file(RECORD, 0, _sha(files[0])),
+                 lambda: store.manifest_version(RECORD), lambda: store.delete(RECORD),
+                 lambda: store.write_record(other, files, sample_manifest(len(files), files=files, record_id=other))):
+        with pytest.raises(StoreUnavailable, match="is its volume mounted"):
+            call()
+    assert list(store.root.iterdir()) == []  # nothing written beside the volume
+    store.root.rmdir()
+    os.replace(aside, store.root)
+    assert store.record_ids() == [RECORD] and store.read_file(RECORD, 0, _sha(files[0])) == files[0]
+    assert store.exists(other) is False  # a record that is not there, in a store that is
+
+
+def test_a_node_whose_store_is_unmounted_answers_503_and_keeps_its_catalogue(make_node, tmp_path):
+    from tests.render.test_image_description import AXIAL, stack, upload
+
+    node = make_node(tmp_path, storage__catalogue_refresh_s=0.0)
+    record_id = upload(node, stack(AXIAL, count=2))["id"]
+    aside = _unmount(tmp_path / "store")
+    for url in ("/api/v1/records", f"/api/v1/records/{record_id}"):
+        reply = node.client.get(url, headers=node.headers("instadmin"))
+        assert reply.status_code == 503 and reply.json["error"]["code"] == "store_unavailable", (url, reply.json)
+    stored = node.app.extensions["sivr_node"].models.StoredRecord
+    assert stored.get_or_none(stored.id == record_id) is not None  # not dropped as deleted
+    (tmp_path / "store").rmdir()
+    os.replace(aside, tmp_path / "store")
+    listed = node.client.get("/api/v1/records", headers=node.headers("instadmin"))
+    assert listed.status_code == 200 and record_id in [row["id"] for row in listed.json["items"]]

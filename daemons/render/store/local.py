@@ -293,7 +293,20 @@ class RecordStore:
         return self.root / record_id
 
     def exists(self, record_id: str) -> bool:
-        return (self.path_of(record_id) / MANIFEST).is_file()
+        if (self.path_of(record_id) / MANIFEST).is_file():
+            return True
+        self._held()
+        return False
+
+    def _held(self) -> None:
+        """StoreUnavailable unless the folder still holds this store (its key check, written when it was
+        opened). An unmounted volume leaves its empty mount point: there, every record would look
+        deleted, a sync would drop the whole catalogue, and new records would be written beside the
+        volume and vanish when it came back. So a missing record is only taken for a deleted one while
+        the store is there."""
+        if not (self.root / KEY_CHECK).is_file():
+            raise StoreUnavailable(f"the store folder {self.root} is missing or no longer holds the store (its "
+                                   f"{KEY_CHECK} is gone): is its volume mounted?")
 
     def write_record(self, record_id: str, files: list[bytes | Precompressed], manifest: Manifest) -> bool:
         """Store a record atomically; False (and nothing written) if it is already stored.
@@ -437,9 +450,13 @@ class RecordStore:
         folder = self.path_of(record_id)
         for _ in range(READ_ATTEMPTS):
             # the version of the very file read: a manifest is replaced by rename, never rewritten in place
-            with open(folder / MANIFEST, "rb") as handle:
-                base_version = _version(os.fstat(handle.fileno()))
-                blob = handle.read()
+            try:
+                with open(folder / MANIFEST, "rb") as handle:
+                    base_version = _version(os.fstat(handle.fileno()))
+                    blob = handle.read()
+            except FileNotFoundError:
+                self._held()
+                raise
             parts = self._parts(record_id)
             try:
                 sealed = [(name, (folder / JOURNAL / name).read_bytes()) for name in parts]
@@ -455,6 +472,7 @@ class RecordStore:
         try:
             base = _version((self.path_of(record_id) / MANIFEST).stat())
         except FileNotFoundError:
+            self._held()
             return None
         return self._joined(base, self._parts(record_id))
 
@@ -473,7 +491,11 @@ class RecordStore:
         moved blob and zstd's frame checksum any corruption, so the SHA-256 (a quarter of the
         CPU time of a load) is kept for bytes that leave the node.
         """
-        blob = (self.path_of(record_id) / f"{index:06d}.bin").read_bytes()
+        try:
+            blob = (self.path_of(record_id) / f"{index:06d}.bin").read_bytes()
+        except FileNotFoundError:
+            self._held()
+            raise
         data = self._open(record_id, str(index), blob)
         if verify and hashlib.sha256(data).hexdigest() != sha256:
             raise StoreError(f"record {record_id} file {index}: checksum mismatch")
@@ -483,6 +505,7 @@ class RecordStore:
         """Remove a record; it disappears in one rename, then its files are deleted."""
         path = self.path_of(record_id)
         if not path.exists():
+            self._held()
             return False
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.replace(path, trash)
@@ -514,6 +537,7 @@ class RecordStore:
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
     def record_ids(self) -> list[str]:
+        self._held()
         return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
     def mark_filed(self, record_id: str) -> None:
@@ -549,5 +573,6 @@ class RecordStore:
 
     def check(self) -> None:
         """The store folder can be listed and written (readiness)."""
+        self._held()
         if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
             raise StoreUnavailable(f"the store folder {self.root} is not readable and writable")
