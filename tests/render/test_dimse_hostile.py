@@ -531,3 +531,25 @@ def test_a_peer_trickling_a_pdu_is_aborted_within_the_network_timeout(hostile):
     [(_, reason)] = audit_rows(hostile, "dicom.abort")
     assert "within the network timeout of 1.5 s" in reason, reason
     still_serving(hostile)
+
+
+def test_a_store_slower_than_the_network_timeout_keeps_its_association(hostile, monkeypatch):
+    """pynetdicom counts the network timeout from the last PDU received and checks it when a handler
+    returns: a C-STORE whose ingest outlasted it was answered, then its association aborted, and
+    the abort audited as the peer's silence. The peer waits for the node meanwhile; its silence
+    counts from the node's answer (`limits.wait_for_peer_from_now`)."""
+    ingest = hostile.app.extensions["sivr_dimse"].ingest
+    real_add = ingest.add
+
+    def slow_add(*args, **kwargs):
+        time.sleep(2.0)  # over the fixture's network timeout of 1.5 s
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "add", slow_add)
+    series = "1.2.826.0.1.32.7"
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    statuses = [int(assoc.send_c_store(dataset(series=series, position=float(n))).Status) for n in (1, 2)]
+    assoc.release()
+    assert statuses == [0x0000, 0x0000] and assoc.is_released
+    assert audit_rows(hostile, "dicom.abort") == []
+    still_serving(hostile)

@@ -50,6 +50,15 @@ def note_abort(assoc: Association, reason: str) -> None:
     _abort_reasons[assoc] = reason
 
 
+def wait_for_peer_from_now(event: Any) -> None:
+    """Restart the association's idle timer when the node sends a message (EVT_DIMSE_SENT): the
+    network timeout bounds the peer's silence while the node waits for it. pynetdicom counts it
+    from the last PDU received and checks it when a handler returns, so a handler that ran longer
+    than the timeout (a large C-STORE's ingest, a C-FIND over a big catalogue, a C-MOVE's
+    sub-operations) had its association aborted just after answering, audited as the peer's silence."""
+    event.assoc.dul._idle_timer.restart()
+
+
 def abort_reason(assoc: Association) -> str:
     """Why the node aborted `assoc` for one of these limits, or for the network timeout (pynetdicom's
     idle timer: no whole PDU for that long); "" for an abort by the peer or the network."""

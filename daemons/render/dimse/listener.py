@@ -62,6 +62,7 @@ from daemons.render.dimse.limits import (
     abort_reason,
     free_unassociated,
     note_abort,
+    wait_for_peer_from_now,
 )
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations
@@ -227,6 +228,7 @@ class Listener:
                                                                      detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
             (evt.EVT_CONN_CLOSE, free_unassociated),
+            (evt.EVT_DIMSE_SENT, wait_for_peer_from_now),
             *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
             *self.connections.handlers(),

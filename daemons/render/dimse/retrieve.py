@@ -271,10 +271,7 @@ class Retrieval:
                 # no file meta: pynetdicom cannot send it and counts the sub-operation as failed
                 dataset = Dataset()
                 dataset.SOPClassUID, dataset.SOPInstanceUID = row.sop_class_uid, row.sop_instance_uid
-            yield PENDING, dataset
-            # pynetdicom's idle timer (dicom.network_timeout_s) counts only PDUs received; the
-            # originator of a C-MOVE rightly stays silent while its sub-operations run
-            event.assoc.dul._idle_timer.restart()
+            yield PENDING, dataset  # its pending response restarts the idle timer (`limits.wait_for_peer_from_now`)
 
     def _refusal(self, event: Any, service: str, exc: Exception) -> int:
         """The failure status of a request that cannot be matched (audited as refused)."""
