@@ -109,6 +109,21 @@ def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, buck
         wrong.check()
 
 
+def test_a_deleted_bucket_is_unavailable_never_a_store_without_records(seaweed, bucket):
+    """A HEAD in a missing bucket is a bare 404, as for a missing object: the record looked deleted
+    (the node dropped it from its catalogue) and the readiness check raised a ClientError."""
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
+    store.write_record("r1", [b"first", b"second"], MANIFEST)
+    client = seaweed.client()
+    for item in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        client.delete_object(Bucket=bucket, Key=item["Key"])
+    client.delete_bucket(Bucket=bucket)
+    for call in (lambda: store.exists("r1"), store.check, store.record_ids, lambda: store.read_manifest("r1"),
+                 lambda: store.write_record("r2", [b"first", b"second"], MANIFEST)):
+        with pytest.raises(StoreUnavailable, match="(?i)bucket|404"):
+            call()
+
+
 def test_damaged_manifest_is_quarantined_for_every_node_and_its_objects_kept(seaweed, bucket):
     kek = os.urandom(32)
     store = make_store(seaweed, bucket, KeyRing(kek), stale_upload_s=0)

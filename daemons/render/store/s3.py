@@ -224,6 +224,10 @@ class S3RecordStore:
         try:
             _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
         except ClientError:
+            # S3 answers a HEAD in a missing bucket as it answers a missing object (404, no body):
+            # a record is only taken for deleted while its bucket is there (a deleted or renamed
+            # bucket dropped each record a viewer asked for from the catalogue)
+            self.check()
             with self._lock:
                 self._headers.pop(record_id, None)
             return False
@@ -538,8 +542,9 @@ class S3RecordStore:
             return self._used_bytes
 
     def check(self) -> None:
-        """The bucket answers and our credentials are accepted (one cheap HEAD)."""
-        _call(f"HEAD bucket {self.bucket}", lambda: self._s3.head_bucket(Bucket=self.bucket))
+        """The bucket answers and our credentials are accepted (one cheap HEAD); a missing bucket is
+        StoreUnavailable too."""
+        _call(f"HEAD bucket {self.bucket}", lambda: self._s3.head_bucket(Bucket=self.bucket), expected=())
 
     # --- key rotation ---------------------------------------------------------------------------
     def rewrap(self) -> int:
