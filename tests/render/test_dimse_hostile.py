@@ -553,3 +553,21 @@ def test_a_store_slower_than_the_network_timeout_keeps_its_association(hostile, 
     assert statuses == [0x0000, 0x0000] and assoc.is_released
     assert audit_rows(hostile, "dicom.abort") == []
     still_serving(hostile)
+
+
+def test_a_store_into_an_unmounted_store_is_a_processing_failure_audited_and_nothing_written(hostile):
+    """The store's volume gone (its empty mount point left): 0x0110 with the reason audited, nothing
+    written where the volume was; after the remount the same instance is stored."""
+    root = hostile.root / "store"
+    aside = root.with_name("store-volume")
+    os.replace(root, aside)
+    root.mkdir()
+    ds = dataset(series="1.2.826.0.1.32.8")
+    assert send_store(hostile.dicom_port, ds) == 0x0110
+    assert list(root.iterdir()) == []
+    [(_, detail)] = audit_rows(hostile, "dicom.store_refused")
+    assert "store unavailable" in detail and "is its volume mounted" in detail, detail
+    root.rmdir()
+    os.replace(aside, root)
+    assert send_store(hostile.dicom_port, ds) == 0x0000
+    still_serving(hostile)

@@ -81,6 +81,7 @@ from daemons.render.statuses import (
     SUCCESS,
     status_of,
 )
+from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import StoreFull
 from shared.audit import record_audit
 from shared.config import Config, ConfigError
@@ -336,6 +337,11 @@ class Listener:
         except StoreFull:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store full")
             return OUT_OF_RESOURCES
+        except StoreUnavailable as exc:  # the peer may retry: an expected outage, logged without a trace
+            log.warning("C-STORE of %s not stored, the record store is unavailable: %s", sop_instance, exc)
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store unavailable: "
+                        f"{exc}"[:400])
+            return PROCESSING_FAILURE
         except Exception:
             log.exception("C-STORE of %s failed", sop_instance)
             return PROCESSING_FAILURE
