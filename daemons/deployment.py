@@ -136,16 +136,28 @@ def _chosen_range() -> range:
     return range(CHOSEN_PORTS_FROM, max(CHOSEN_PORTS_FROM, low))
 
 
+# Ports this process has chosen already. A port chosen, released and not yet bound by its server
+# (a peer the caller starts later) was free again to the next choice: CI saw a render node's DICOM
+# listener bind the port just chosen for a C-MOVE destination, whose storescp then could not.
+_chosen_before: set[tuple[str, int]] = set()
+
+
 def _bind_free(host: str) -> socket.socket:
-    """A socket bound, without SO_REUSEADDR, to a port of `_chosen_range` free now (else any free port)."""
+    """A socket bound, without SO_REUSEADDR, to a port of `_chosen_range` free now and never chosen
+    before by this process (else any free port)."""
     chosen = _chosen_range()
     for _ in range(64 if chosen else 0):
+        port = _random.choice(chosen)
+        if (host, port) in _chosen_before:
+            continue
         sock = _new_socket(host)
         try:
-            sock.bind((host, _random.choice(chosen)))
-            return sock
+            sock.bind((host, port))
         except OSError:  # in use, or in TIME_WAIT: another one
             sock.close()
+            continue
+        _chosen_before.add((host, port))
+        return sock
     sock = _new_socket(host)
     sock.bind((host, 0))
     return sock

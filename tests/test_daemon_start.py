@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import time
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from daemons import deployment
 from daemons.deployment import (
     CHOSEN_PORTS_FROM,
     LocalDeployment,
     dicom_endpoint,
+    free_port,
     free_ports,
     hold_free_port,
     init_deployment,
@@ -146,3 +149,24 @@ def test_ports_chosen_together_all_differ_and_no_connection_takes_them():
     listening_socket("127.0.0.1", held).close()  # handed over (as to a daemon) and closed
     if low > CHOSEN_PORTS_FROM:
         assert all(CHOSEN_PORTS_FROM <= port < low for port in [*ports, held])
+
+
+def test_a_port_chosen_and_released_is_never_chosen_again_by_the_process(monkeypatch):
+    """CI: a test chose the ports of its two C-MOVE destinations, released them, then started a
+    node whose DICOM listener got one of them as its own free port; the destination's storescp
+    could not bind it, and the C-MOVE reached the node itself ("called AE title not recognised")."""
+
+    class Repeating(random.Random):
+        """Draws the given ports first, as two random choices can fall on one port, then at random."""
+
+        def __init__(self, draws: list[int]) -> None:
+            super().__init__()
+            self.draws = iter(draws)
+
+        def choice(self, seq):
+            return next(self.draws, None) or super().choice(seq)
+
+    first, second = free_ports(2)
+    monkeypatch.setattr(deployment, "_random", Repeating([first, second, first, second]))
+    again = free_port()
+    assert again not in (first, second)
