@@ -13,7 +13,6 @@ text and line endings, which corrupts binary DICOM parts.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,25 @@ from shared.errors import ApiError
 
 CRLF = b"\r\n"
 MAX_PART_HEADER_BYTES = 16 * 1024
-_PARAMETER_SPLIT = re.compile(r';(?=(?:[^"]*"[^"]*")*[^"]*$)')
+
+
+def split_unquoted(text: str, separator: str) -> list[str]:
+    """`text` cut at every `separator` outside double quotes (an unclosed quote runs to the end).
+
+    In time linear in the text, the cuts made by str.split: a regular expression looking ahead for
+    an even count of quotes rescanned the rest after every separator, and a part header of 16,000
+    ';' held a worker for 0.3 s, a STOW body of such parts for minutes.
+    """
+    segments = text.split('"')
+    pieces: list[list[str]] = [[]]
+    for number, segment in enumerate(segments):
+        if number % 2:  # quoted: kept whole, with its quotes (the closing one where there is one)
+            pieces[-1].append(f'"{segment}"' if number + 1 < len(segments) else f'"{segment}')
+            continue
+        first, *rest = segment.split(separator)
+        pieces[-1].append(first)
+        pieces.extend([piece] for piece in rest)
+    return ["".join(piece) for piece in pieces]
 
 
 def media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -31,7 +48,7 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
     Parameter values may be quoted or not: DICOMweb clients write `type=application/dicom`
     unquoted (OHIF does), which RFC 7231's token syntax (and werkzeug's parser) would cut at '/'.
     """
-    pieces = _PARAMETER_SPLIT.split(value)
+    pieces = split_unquoted(value, ";")
     params = {}
     for piece in pieces[1:]:
         name, sep, text = piece.partition("=")

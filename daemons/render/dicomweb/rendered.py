@@ -47,7 +47,7 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
-from daemons.render.dicomweb.multipart import media_type, weight
+from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.imaging.pixels import PRESETS
@@ -79,7 +79,7 @@ def _accepted() -> list[Choice]:
     """The answers the request accepts, best first (the `accept` parameter overrides the header)."""
     raw = query.ACCEPT.raw() or request.headers.get("Accept") or "*/*"
     ranked: list[tuple[float, int, list[Choice]]] = []
-    for position, item in enumerate(raw.split(",")):
+    for position, item in enumerate(split_unquoted(raw, ",")):
         media, params = media_type(item)
         q = weight(params)
         if q <= 0:

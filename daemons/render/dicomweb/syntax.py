@@ -17,7 +17,6 @@ that one is sent as stored only (`transfer-syntax=*` or its own syntax), else 40
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from daemons.render.dicomweb.multipart import media_type, weight
+from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
 from daemons.render.imaging.decode import syntax_decodable
 from shared.errors import ApiError
 
@@ -55,7 +54,6 @@ FRAME_MEDIA_TYPES = {
 }
 #: older names some clients still send (dicomweb-client accepts both)
 MEDIA_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
-_RANGE_SPLIT = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def accepted(header: str | None) -> list[Wanted]:
     if not (header or "").strip(" ,\t"):
         return [Wanted("*/*", None)]
     ranges = []
-    for order, text in enumerate(_RANGE_SPLIT.split(header or "")):
+    for order, text in enumerate(split_unquoted(header or "", ",")):
         if not text.strip():
             continue
         media, params = media_type(text)
