@@ -16,6 +16,7 @@ import pydicom
 import pytest
 import requests
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from shared.tokens import generate_signing_keypair
 from tests.render.conftest import NodeHarness, build_node, close_node
@@ -154,16 +155,66 @@ def test_media_types_by_accept_and_the_accept_parameter(ct):
         assert reply.status_code == 406 and reply.get_json()["error"]["code"] == "not_acceptable"
 
 
+def _multiframe_instance(node: NodeHarness, frames: int = 4) -> str:
+    """The DICOMweb path of a new synthetic instance of `frames` 4x4 frames, each of its own values."""
+    from tests.render.synthetic import dataset, to_bytes
+
+    ds = dataset(4, 4, series=generate_uid(), pixels=False)
+    ds.StudyInstanceUID = generate_uid()
+    ds.NumberOfFrames = frames
+    ds.PixelData = np.arange(frames * 16, dtype=np.int16).tobytes()
+    assert node.upload([("multiframe.dcm", to_bytes(ds))]).status_code == 201
+    return f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
 def test_several_frames_are_multipart(ct):
-    node, uids = ct
-    path = f"/dicomweb{uids.instance(0)}/frames/1,1/rendered"
+    node, _ = ct
+    instance = _multiframe_instance(node)
+    path = f"{instance}/frames/3,1/rendered"
     refused = _get(node, path, "image/png")
     assert refused.status_code == 406 and "multipart/related" in refused.get_json()["error"]["message"]
     reply = _get(node, path, 'multipart/related; type="image/png"')
     assert reply.status_code == 200 and reply.mimetype == "multipart/related"
     parts = _multipart(reply.headers["Content-Type"], reply.get_data())
     assert [p[0] for p in parts] == ["image/png", "image/png"]
-    assert np.array_equal(_pixels(parts[0][1]), _native(node, uids, 0))
+    for (_, body), frame in zip(parts, (3, 1), strict=True):
+        assert np.array_equal(_pixels(body), _pixels(_get(node, f"{instance}/frames/{frame}/rendered", "image/png")
+                                                     .get_data()))
+
+
+def test_a_frame_listed_twice_is_400_on_every_frames_resource(ct):
+    """A 4 kB path of `1,1,1,...` asked for 1,800 copies of one rendered 2048x2048 frame: 2.4 GB of
+    answer for one request. PS3.18 frame lists name each frame once."""
+    node, _ = ct
+    instance = _multiframe_instance(node)
+    for resource, media in (("/rendered", 'multipart/related; type="image/png"'), ("/thumbnail", "image/png"),
+                            ("", "multipart/related; type=application/octet-stream")):
+        reply = _get(node, f"{instance}/frames/1,2,1{resource}", media)
+        assert reply.status_code == 400, (resource, reply.status_code)
+        error = reply.get_json()["error"]
+        assert error["code"] == "validation_error" and "frame 1 more than once" in error["message"]
+
+
+def test_a_multipart_answer_of_more_pixels_than_its_budget_is_400_before_rendering(ct, monkeypatch):
+    """A series at viewport=2048,2048 was 128 MB of PNG and 5 s of a worker per request, a study of
+    long series minutes: the pixels a multipart answer may render are bounded, counted before any."""
+    from daemons.render.dicomweb import rendered
+
+    node, uids = ct
+    multipart = 'multipart/related; type="image/jpeg"'
+    monkeypatch.setattr(rendered, "MAX_MULTIPART_PX", FILES * 64 * 64)
+    fits = _get(node, f"/dicomweb{uids.base}/rendered", multipart, viewport="64,64")
+    assert fits.status_code == 200 and len(_multipart(fits.headers["Content-Type"], fits.get_data())) == FILES
+    for path, params in ((f"{uids.base}/rendered", {"viewport": "64,65"}),
+                         (f"/studies/{uids.study}/rendered", {"viewport": "128,128"}),
+                         (f"{uids.base}/rendered", {})):  # without a viewport: each frame at its 512x512
+        reply = _get(node, f"/dicomweb{path}", multipart, **params)
+        assert reply.status_code == 400, (path, params, reply.status_code)
+        error = reply.get_json()["error"]
+        assert error["code"] == "validation_error" and "multipart answer" in error["message"]
+        assert f"{FILES} images" in error["message"]
+    one = _get(node, f"/dicomweb{uids.base}/rendered", "image/jpeg", viewport="2048,2048")
+    assert one.status_code == 200  # one image is no multipart answer
 
 
 def _multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
@@ -483,7 +534,7 @@ def test_a_viewport_outside_any_frame_of_a_multipart_answer_is_400_before_stream
     """The source rectangle is checked against every frame size a multipart answer shows, before
     its 200 goes out (it used to fail inside the stream: a 200 then a broken answer)."""
     node, uids = ct
-    frames = _get(node, f"/dicomweb{uids.instance(0)}/frames/1,1/rendered", 'multipart/related; type="image/png"',
+    frames = _get(node, f"{_multiframe_instance(node)}/frames/1,2/rendered", 'multipart/related; type="image/png"',
                   viewport="10,10,999999,0,1,1")
     assert frames.status_code == 400 and "viewport" in frames.get_json()["error"]["message"]
     study = _study_of_two_sizes(node)

@@ -61,6 +61,10 @@ DEFAULT_MEDIA_TYPE = "image/jpeg"
 MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
 THUMBNAIL_BOX = (128, 128)
 MAX_FRAME_LIST = 4096
+#: output pixels one multipart answer may render: 4,096 frames of 512x512, or 256 of 2048x2048 (a
+#: series of 100 frames at viewport=2048,2048 was 128 MB of PNG and 5 s of a worker; a study of
+#: several long series at that size would hold one for minutes)
+MAX_MULTIPART_PX = 2**30
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +246,25 @@ def _render(target: Target, fmt: str, started: float, thumbnail: bool, condition
     return frame_image(target.record_id, target.index, spec, started, conditional)
 
 
+def _check_budget(viewport: query.Viewport, sizes: list[tuple[int, int]]) -> None:
+    """400 when the images of a multipart answer could hold more than MAX_MULTIPART_PX pixels: each
+    counted at its viewport box, or at its frame's size without one (an upper bound: the box is filled
+    at most)."""
+    total = sum(viewport.box[0] * viewport.box[1] if viewport.box else rows * cols for rows, cols in sizes)
+    if total > MAX_MULTIPART_PX:
+        size = f"{viewport.box[0]}x{viewport.box[1]}" if viewport.box else "their own size"
+        raise query.bad(f"{len(sizes)} images at {size} are {total / 2**20:.0f} Mpx, more than the "
+                        f"{MAX_MULTIPART_PX // 2**20} Mpx one multipart answer renders: ask for fewer frames "
+                        "(a frame list, or series by series) or a smaller viewport")
+
+
 def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     """Every target rendered, one part each, streamed as they are made.
 
     Everything that can refuse the request is checked before the 200 goes out, as the status cannot
     change once streaming: the parameters, the viewport's source rectangle against every distinct
-    frame size of the targets (it may start outside a smaller series of a study), the frames the
+    frame size of the targets (it may start outside a smaller series of a study), the pixels all the
+    images may hold (`_check_budget`), the frames the
     upload found unshowable, and the loading of every record (415 stored only, 507 over the memory
     budget). What can still fail only while streaming (a frame not decoded within
     `render.frame_wait_s`, 409; a record evicted meanwhile) ends the answer after the parts already
@@ -258,8 +275,10 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     query.annotation_items()
     query.invert()
     query.quality(fmt)
-    for rows, cols in dict.fromkeys(_frame_size(target) for target in targets):
+    sizes = [_frame_size(target) for target in targets]
+    for rows, cols in dict.fromkeys(sizes):
         viewport.region(rows, cols)
+    _check_budget(viewport, sizes)
     _check_showable(targets)
     for record_id in dict.fromkeys(target.record_id for target in targets):
         start_loading(record_id)

@@ -28,11 +28,19 @@ def frame_numbers(text: str, limit: int) -> list[int]:
 
     Matched with an ASCII pattern, not `str.isdigit`: that also takes `²` or `१`, which `int()`
     refuses or reads as another number, and a number of thousands of digits `int()` refuses too.
-    A number past the instance's last frame is 404 (`FrameSpan.record_frame`).
+    A number past the instance's last frame is 404 (`FrameSpan.record_frame`). A number listed
+    twice is refused: a 4 kB path of `1,1,1,...` asked for 1,800 copies of one rendered frame,
+    2.4 GB of answer for one request.
     """
     numbers = [int(item) for item in text.split(",")] if _FRAME_LIST.fullmatch(text) else []
     if not numbers or len(numbers) > limit:
         raise bad(f"the frame list {text[:80]!r} must be frame numbers from 1, separated by commas (at most {limit})")
+    seen: set[int] = set()
+    for number in numbers:
+        if number in seen:
+            raise bad(f"the frame list names frame {number} more than once: each frame is listed once (PS3.18 "
+                      "frame lists have no duplicates)")
+        seen.add(number)
     return numbers
 
 
