@@ -139,3 +139,33 @@ def test_a_non_json_accept_is_406_and_stores_nothing(node):
                              headers={**node.headers(), "Content-Type": STOW_TYPE, "Accept": "text/html"})
     assert reply.status_code == 406 and reply.get_json()["error"]["code"] == "not_acceptable"
     assert instance_count(node) == 0
+
+
+def _post_stream(node, body: bytes, **headers: str):
+    """A STOW-RS body sent as a stream: chunked (no Content-Length; the server marks its input
+    terminated, as gunicorn does) or with the length given."""
+    return node.client.post("/dicomweb/studies", input_stream=io.BytesIO(body), headers={
+        **node.headers(), "Content-Type": STOW_TYPE, "Accept": "application/dicom+json", **headers},
+        environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_bodies_chunked_or_shorter_than_announced_are_read_whole_or_refused(node):
+    """The body is read into one buffer of its announced length (chunks joined at the end held it
+    twice); a chunked body has none and grows to the limit, a body cut short of its length is
+    refused, and nothing of either refusal is stored."""
+    body = body_of(synthetic_series(2))
+    cut = _post_stream(node, body[:-100], **{"Content-Length": str(len(body))})
+    assert 400 <= cut.status_code < 500 and instance_count(node) == 0
+    chunked = _post_stream(node, body, **{"Transfer-Encoding": "chunked"})
+    assert chunked.status_code == 200, chunked.get_data(as_text=True)
+    assert instance_count(node) == 2
+    with_length = body_of(synthetic_series(1))
+    exact = _post_stream(node, with_length, **{"Content-Length": str(len(with_length))})
+    assert exact.status_code == 200 and instance_count(node) == 3
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(make_node):
+    harness = make_node(limits__max_upload_mb=1, limits__max_files=3)
+    reply = _post_stream(harness, body_of(synthetic_series(3, rows=512, cols=512)), **{"Transfer-Encoding": "chunked"})
+    assert reply.status_code == 413 and reply.get_json()["error"]["code"] == "over_limits"
+    assert instance_count(harness) == 0

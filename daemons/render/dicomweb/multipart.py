@@ -111,7 +111,7 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def split_related(body: bytes, boundary: str, max_parts: int) -> list[Part]:
+def split_related(body: bytes | bytearray, boundary: str, max_parts: int) -> list[Part]:
     """The parts of a multipart body (400 `malformed_multipart` when the framing is wrong; 413
     `over_limits` at part `max_parts + 1`, before the rest is split: a body of millions of empty
     parts cost 40 times its size in RAM and minutes before its count was compared)."""
