@@ -93,6 +93,28 @@ def describe_connection_error(url: str, exc: requests.RequestException) -> str:
     return f"The request to {host} failed: {exc}"
 
 
+
+#: the longest token lifetime taken from a server, in seconds: the renewal timer counts
+#: milliseconds in a C int (about 24 days), and no SIVR token lives longer than a day
+MAX_TOKEN_LIFETIME_S = 7 * 24 * 3600
+
+
+def token_of(answer: Any, what: str) -> tuple[str, int]:
+    """The access token and its lifetime in seconds of a login, renewal or exchange answer.
+
+    Checked in the worker thread, before anything is kept: a lifetime of 0 renewed the session every
+    second, one of weeks overflowed the renewal timer on the GUI thread, and one that is no number
+    failed after the token had been taken."""
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    lifetime = answer.get("expires_in") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise ApiError(f"the server's {what} answer has no access token", "bad_response")
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 1 <= lifetime <= MAX_TOKEN_LIFETIME_S:
+        raise ApiError(f"the server's {what} answer gives its token a lifetime of {str(lifetime)[:40]!r}, not a "
+                       f"whole number of seconds from 1 to {MAX_TOKEN_LIFETIME_S}", "bad_response")
+    return token, lifetime
+
+
 class ApiClient:
     """JSON calls against one server with the session's token; raises `ApiError` on failure."""
 
@@ -138,10 +160,7 @@ class ApiClient:
 
     def _exchange(self, audience: str) -> tuple[str, int]:
         """Ask the toplevel (this client) for a token for the server at `audience`."""
-        answer = self.post(EXCHANGE_PATH, {"audience": audience})
-        if not isinstance(answer, dict) or "access_token" not in answer:
-            raise ApiError("the server's token exchange answer has no access token", "bad_response")
-        return answer["access_token"], int(answer.get("expires_in", 0))
+        return token_of(self.post(EXCHANGE_PATH, {"audience": audience}), "token exchange")
 
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None) -> Any:
@@ -217,7 +236,9 @@ class ApiClient:
                                f"is this a SIVR server?", "bad_response", response.status_code)
             return body
         error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict) and error.get("message"):
+        # a proxy's {"error": "Service Unavailable"} is no SIVR error object: its status speaks
+        error = error if isinstance(error, dict) else {}
+        if error.get("message"):
             code, message = str(error.get("code", "error")), str(error["message"])
         else:
             code = "http_error"
@@ -225,7 +246,7 @@ class ApiClient:
         if (response.status_code == 429 and response.headers.get("Retry-After")
                 and "try again" not in message):
             message += f" (try again in {response.headers['Retry-After']} s)"
-        request_id = (error or {}).get("request_id") or response.headers.get("X-Request-Id")
+        request_id = error.get("request_id") or response.headers.get("X-Request-Id")
         if response.status_code >= 500 and request_id:
             message += f" (request id {request_id})"  # what the admin quotes to IT
         ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
@@ -278,13 +299,18 @@ class ApiClient:
         self.credentials.access_token = ""
         self._forget_server_tokens()
         answer = self.post("/api/v1/auth/login", {"username": username, "password": password})
-        self._take_token(answer)
-        return answer["user"]
+        user = answer.get("user") if isinstance(answer, dict) else None
+        if not isinstance(user, dict) or not all(isinstance(user.get(key, ""), str)
+                                                 for key in ("username", "role", "institution_id", "full_name")):
+            raise ApiError("the server's login answer names no user (username, role, institution); "
+                           "is this a SIVR server?", "bad_response")
+        self._take_token(answer, "login")
+        return user
 
     def renew(self) -> int:
         """Swap the token for a fresh one of the same session; returns its lifetime in seconds."""
         answer = self.post("/api/v1/auth/renew")
-        self._take_token(answer)
+        self._take_token(answer, "renewal")
         return self.credentials.expires_in
 
     def logout(self) -> None:
@@ -298,10 +324,7 @@ class ApiClient:
         if self.credentials.server_tokens is not None:
             self.credentials.server_tokens.clear()
 
-    def _take_token(self, answer: Any) -> None:
-        if not isinstance(answer, dict) or "access_token" not in answer:
-            raise ApiError("the server's login answer has no access token", "bad_response")
-        self.credentials.access_token = answer["access_token"]
-        self.credentials.expires_in = int(answer.get("expires_in", 0))
+    def _take_token(self, answer: Any, what: str) -> None:
+        self.credentials.access_token, self.credentials.expires_in = token_of(answer, what)
         if isinstance(answer.get("user"), dict):
             self.credentials.user = answer["user"]

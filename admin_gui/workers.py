@@ -9,11 +9,17 @@ cannot end the next one either).
 
 A refused token is everybody's business: any task failing with `SessionEnded` also emits
 `session_ended`, which the window answers by going back to the login screen.
+
+A callback that raises (an answer of a shape its screen did not expect) never reaches Qt: an
+exception escaping a slot took the whole console down (`Fatal Python error: none_dealloc`). It is
+logged, and the task counts as failed with `bad_response`: its error handler runs, so a screen
+waiting on it (a busy login button) is released, and without one the status bar says it.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +28,8 @@ import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from admin_gui.api_client import ApiError, SessionEnded
+
+log = logging.getLogger(__name__)
 
 
 class _TaskSignals(QObject):
@@ -105,8 +113,14 @@ class TaskRunner(QObject):
     @Slot(int, object)
     def _on_done(self, task_id: int, result: Any) -> None:
         pending = self._take(task_id)
-        if pending is not None:
+        if pending is None:
+            return
+        try:
             pending.on_done(result)
+        except Exception as exc:
+            log.exception("a screen could not take a server's answer")
+            self._fail(pending, ApiError(f"The server's answer could not be shown ({exc!r}); is this a SIVR "
+                                         "server of the same version?", "bad_response"))
 
     @Slot(int, object)
     def _on_failed(self, task_id: int, error: ApiError) -> None:
@@ -116,7 +130,14 @@ class TaskRunner(QObject):
         if isinstance(error, SessionEnded):
             self.session_ended.emit(error.message)
             return
-        if pending.on_error is not None:
+        self._fail(pending, error)
+
+    def _fail(self, pending: _Pending, error: ApiError) -> None:
+        if pending.on_error is None:
+            self.unhandled_error.emit(error.message)
+            return
+        try:
             pending.on_error(error)
-        else:
+        except Exception:
+            log.exception("a screen could not show an error")
             self.unhandled_error.emit(error.message)

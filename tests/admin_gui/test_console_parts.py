@@ -422,3 +422,107 @@ def test_console_sends_each_server_a_token_exchanged_for_it(gui_deployment):
     stale.credentials.server_tokens._tokens[normalize_audience(server_url)] = (top.credentials.access_token, 1e18)
     assert stale.get("/api/v1/info")["institution_id"]  # the session token was refused there, then replaced
     assert tokens.token_for(server_url) != top.credentials.access_token
+
+
+class _OddServer(BaseHTTPRequestHandler):
+    """A server whose answers have the status a SIVR server gives, in shapes it never gives:
+    `answers` maps a path to (status, JSON body)."""
+
+    answers: dict[str, tuple[int, object]] = {}
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = self.answers[urlsplit(self.path).path]
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def odd_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddServer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _OddServer.answers
+    _OddServer.answers.clear()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_proxy_s_error_body_is_read_as_its_status(odd_server):
+    """{"error": "Service Unavailable"} (a proxy's shape) raised AttributeError in the client:
+    every banner said "Unexpected error: AttributeError(...)"."""
+    url, answers = odd_server
+    answers["/api/v1/nodes"] = (503, {"error": "Service Unavailable"})
+    answers["/api/v1/users"] = (502, {"error": ["a", "list"]})
+    client = ApiClient(url, issues_tokens=False)
+    for path, status in (("/api/v1/nodes", 503), ("/api/v1/users", 502)):
+        with pytest.raises(ApiError) as refused:
+            client.get(path)
+        assert (refused.value.code, refused.value.status) == ("http_error", status)
+        assert f"answered HTTP {status}" in refused.value.message
+
+
+@pytest.mark.parametrize("answer", [
+    {"access_token": "t", "expires_in": 900, "user": "admin"},  # crashed the console
+    {"access_token": "t", "expires_in": 900},
+    {"access_token": "t", "expires_in": 900, "user": {"username": ["x"], "role": "admin"}},
+    {"access_token": "t", "expires_in": 0, "user": {"username": "a", "role": "admin"}},  # renewed every second
+    {"access_token": "t", "expires_in": 10**10, "user": {"username": "a", "role": "admin"}},  # timer overflow
+    {"access_token": "t", "expires_in": "900", "user": {"username": "a", "role": "admin"}},
+    {"access_token": "", "expires_in": 900, "user": {"username": "a", "role": "admin"}},
+    {"access_token": 5, "expires_in": 900, "user": {"username": "a", "role": "admin"}},
+])
+def test_login_answers_of_the_wrong_shape_are_refused_before_a_token_is_kept(odd_server, answer):
+    url, answers = odd_server
+    answers["/api/v1/auth/login"] = (200, answer)
+    client = ApiClient(url)
+    with pytest.raises(ApiError) as refused:
+        client.login("admin", "pw")
+    assert refused.value.code == "bad_response"
+    assert client.credentials.access_token == ""
+
+
+def test_a_login_answer_without_a_user_shows_in_the_banner_and_the_console_lives(qtbot, tmp_path, odd_server):
+    """A callback raising on the GUI thread ended the console's process (`Fatal Python error:
+    none_dealloc`); the answer is refused in the worker, and the form is usable again."""
+    url, answers = odd_server
+    answers["/api/v1/auth/login"] = (200, {"access_token": "t", "expires_in": 900, "user": "admin"})
+    window = ConsoleWindow(QSettings(str(tmp_path / "console.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.login.set_busy(True)
+    window.start_login(url, "", "admin", "pw")
+    qtbot.waitUntil(lambda: window.runner.pending == 0, timeout=WAIT_MS)
+    assert window.login.button.isEnabled()
+    assert "names no user" in window.login.banner.label.text()
+    assert window.client is None
+
+
+def test_a_callback_that_raises_fails_its_task_and_never_reaches_qt(qtbot):
+    """An answer of a shape a screen did not expect raised in its callback on the GUI thread, and
+    an exception escaping a slot took the console's process down. It is now the task's failure
+    (pytest-qt fails a test on any exception that reaches Qt)."""
+    runner = TaskRunner()
+    errors: list[ApiError] = []
+    unhandled: list[str] = []
+    runner.unhandled_error.connect(unhandled.append)
+
+    def raise_on(item):
+        raise KeyError("name")
+
+    runner.submit(lambda: [{"id": 1}], raise_on, errors.append)
+    runner.submit(lambda: [{"id": 1}], raise_on)
+    runner.submit(lambda: 1 / 0, lambda _: None, raise_on)  # the error handler itself raises
+    qtbot.waitUntil(lambda: runner.pending == 0, timeout=WAIT_MS)
+    [error] = errors
+    assert error.code == "bad_response" and "KeyError('name')" in error.message
+    assert len(unhandled) == 2  # in either order: the tasks run on two threads
+    assert any("could not be shown" in m for m in unhandled) and any("ZeroDivisionError" in m for m in unhandled)
