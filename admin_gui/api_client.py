@@ -94,6 +94,9 @@ def describe_connection_error(url: str, exc: requests.RequestException) -> str:
 
 
 
+#: what the screens read of every institution the toplevel lists (`ApiClient.list_all`'s text_keys)
+INSTITUTION_KEYS = ("id", "name", "server_url")
+
 #: the longest token lifetime taken from a server, in seconds: the renewal timer counts
 #: milliseconds in a C int (about 24 days), and no SIVR token lives longer than a day
 MAX_TOKEN_LIFETIME_S = 7 * 24 * 3600
@@ -266,9 +269,12 @@ class ApiClient:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
-    def page(self, path: str, **params: Any) -> tuple[list[dict[str, Any]], int]:
+    def page(self, path: str, *, text_keys: tuple[str, ...] = (),
+             **params: Any) -> tuple[list[dict[str, Any]], int]:
         """One page of a paged list: its items and the list's `total`, checked for that shape (a
-        screen shows them on the GUI thread, where a wrong type would raise)."""
+        screen shows them on the GUI thread, where a wrong type would raise), every item with a
+        string at each of `text_keys` (what the caller reads from every item: an entry without
+        one was a KeyError that failed every source of the audit screen at once)."""
         page = self.get(path, **params)
         items = page.get("items") if isinstance(page, dict) else None
         total = page.get("total", 0) if isinstance(page, dict) else None
@@ -276,16 +282,22 @@ class ApiClient:
                 or not isinstance(total, int) or isinstance(total, bool)):
             raise ApiError(f"{self.base_url} answered {path} with something other than a list of items; "
                            "is this a SIVR server?", "bad_response")
+        for item in items:
+            missing = [key for key in text_keys if not isinstance(item.get(key), str)]
+            if missing:
+                raise ApiError(f"{self.base_url} listed at {path} an item without {', '.join(missing)} "
+                               f"(id {str(item.get('id'))[:40]!r}); is this a SIVR server of the same version?",
+                               "bad_response")
         return items, total
 
-    def list_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        """Every item of a paged list (`{"items", "total"}`), fetched page by page.
+    def list_all(self, path: str, *, text_keys: tuple[str, ...] = (), **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged list (`{"items", "total"}`), fetched page by page (`page`).
 
         A short page ends the list whatever `total` says, and MAX_PAGES bounds it: a server that
         ignores `offset` or overstates `total` must not keep the console reading."""
         items: list[dict[str, Any]] = []
         for _ in range(MAX_PAGES):
-            batch, total = self.page(path, limit=PAGE_LIMIT, offset=len(items), **params)
+            batch, total = self.page(path, text_keys=text_keys, limit=PAGE_LIMIT, offset=len(items), **params)
             items.extend(batch)
             if len(batch) < PAGE_LIMIT or len(items) >= total:
                 return items

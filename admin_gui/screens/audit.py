@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from admin_gui.api_client import ApiClient, ApiError
+from admin_gui.api_client import INSTITUTION_KEYS, ApiClient, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
@@ -56,7 +56,7 @@ REGISTRY_THREADS = 8
 def render_node_sources(client_for, institution: dict[str, Any]) -> list[dict[str, Any]]:
     """The render nodes of one institution as audit sources; none if its server cannot be asked."""
     try:
-        nodes = client_for(institution["server_url"]).list_all("/api/v1/nodes")
+        nodes = client_for(institution["server_url"]).list_all("/api/v1/nodes", text_keys=("id", "name", "url"))
     except ApiError:
         return []  # an unreachable institution server: its nodes are simply not offered
     return [{"id": node["id"], "name": f"{institution['name']} › {node['name']}", "server_url": node["url"]}
@@ -219,7 +219,7 @@ class AuditScreen(TableScreen):
         client, polling_client = self.ctx.client, self.ctx.polling_client
 
         def sources() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            institutions = client.list_all("/api/v1/institutions")
+            institutions = client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS)
             with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
                 nodes = [node for found in pool.map(lambda inst: render_node_sources(polling_client, inst),
                                                     institutions) for node in found]

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
 )
 
-from admin_gui.api_client import ApiError
+from admin_gui.api_client import INSTITUTION_KEYS, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
@@ -158,7 +158,7 @@ class NodeHealthScreen(TableScreen):
 
         def registry() -> list[dict[str, Any]]:
             """Every institution's registry, asked in parallel so one dead server costs one timeout."""
-            institutions = client.list_all("/api/v1/institutions")
+            institutions = client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS)
             with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
                 return [row for rows in pool.map(registry_of, institutions) for row in rows]
 

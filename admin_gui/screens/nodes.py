@@ -12,6 +12,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel
 
+from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
@@ -73,7 +74,8 @@ class NodesScreen(TableScreen):
         return self.institution.currentData()
 
     def refresh(self) -> None:
-        self.run(lambda: self.ctx.client.list_all("/api/v1/institutions"), self._institutions_loaded)
+        self.run(lambda: self.ctx.client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS),
+                 self._institutions_loaded)
 
     def _institutions_loaded(self, institutions: list[dict[str, Any]]) -> None:
         current = self.current_institution()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import (
     check_email,
@@ -59,7 +60,8 @@ class UsersScreen(TableScreen):
         client = self.ctx.client
 
         def load() -> tuple[list[dict], list[dict]]:
-            return client.list_all("/api/v1/institutions"), client.list_all("/api/v1/users")
+            return (client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS),
+                    client.list_all("/api/v1/users"))
 
         self.run(load, self._loaded)
 

@@ -526,3 +526,21 @@ def test_a_callback_that_raises_fails_its_task_and_never_reaches_qt(qtbot):
     assert error.code == "bad_response" and "KeyError('name')" in error.message
     assert len(unhandled) == 2  # in either order: the tasks run on two threads
     assert any("could not be shown" in m for m in unhandled) and any("ZeroDivisionError" in m for m in unhandled)
+
+
+def test_a_listed_item_without_what_the_console_reads_fails_its_own_server_only(odd_server):
+    """A node registry entry without a URL was a KeyError in the audit screen's worker, and every
+    audit source failed with "Unexpected error: KeyError('url')". Such a list is now that server's
+    bad answer: its institution offers no nodes, the others theirs."""
+    from admin_gui.screens.audit import render_node_sources
+
+    url, answers = odd_server
+    answers["/api/v1/nodes"] = (200, {"items": [{"id": "n1", "name": "CT node"}], "total": 1})
+    client = ApiClient(url, issues_tokens=False)
+    with pytest.raises(ApiError) as refused:
+        client.list_all("/api/v1/nodes", text_keys=("id", "name", "url"))
+    assert refused.value.code == "bad_response" and "without url" in refused.value.message
+    assert render_node_sources(lambda _: client, {"server_url": url, "name": "A"}) == []
+    answers["/api/v1/nodes"] = (200, {"items": [{"id": "n1", "name": "CT node", "url": "https://n"}], "total": 1})
+    assert render_node_sources(lambda _: client, {"server_url": url, "name": "A"}) == [
+        {"id": "n1", "name": "A › CT node", "server_url": "https://n"}]
