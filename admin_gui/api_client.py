@@ -97,24 +97,20 @@ def describe_connection_error(url: str, exc: requests.RequestException) -> str:
 #: what the screens read of every institution the toplevel lists (`ApiClient.list_all`'s text_keys)
 INSTITUTION_KEYS = ("id", "name", "server_url")
 
-#: the longest token lifetime taken from a server, in seconds: the renewal timer counts
-#: milliseconds in a C int (about 24 days), and no SIVR token lives longer than a day
-MAX_TOKEN_LIFETIME_S = 7 * 24 * 3600
-
-
 def token_of(answer: Any, what: str) -> tuple[str, int]:
     """The access token and its lifetime in seconds of a login, renewal or exchange answer.
 
     Checked in the worker thread, before anything is kept: a lifetime of 0 renewed the session every
-    second, one of weeks overflowed the renewal timer on the GUI thread, and one that is no number
-    failed after the token had been taken."""
+    second, and one that is no number failed after the token had been taken (a long one is the
+    server's setting, `tokens.access_ttl_s`: the renewal is scheduled within the timer's range,
+    `main_window.renewal_delay_s`)."""
     token = answer.get("access_token") if isinstance(answer, dict) else None
     lifetime = answer.get("expires_in") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         raise ApiError(f"the server's {what} answer has no access token", "bad_response")
-    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 1 <= lifetime <= MAX_TOKEN_LIFETIME_S:
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1:
         raise ApiError(f"the server's {what} answer gives its token a lifetime of {str(lifetime)[:40]!r}, not a "
-                       f"whole number of seconds from 1 to {MAX_TOKEN_LIFETIME_S}", "bad_response")
+                       "whole number of seconds from 1", "bad_response")
     return token, lifetime
 
 
@@ -312,8 +308,9 @@ class ApiClient:
         self._forget_server_tokens()
         answer = self.post("/api/v1/auth/login", {"username": username, "password": password})
         user = answer.get("user") if isinstance(answer, dict) else None
-        if not isinstance(user, dict) or not all(isinstance(user.get(key, ""), str)
-                                                 for key in ("username", "role", "institution_id", "full_name")):
+        if (not isinstance(user, dict) or not isinstance(user.get("full_name", ""), str)
+                or not all(isinstance(user.get(key), str) and user[key]
+                           for key in ("username", "role", "institution_id"))):
             raise ApiError("the server's login answer names no user (username, role, institution); "
                            "is this a SIVR server?", "bad_response")
         self._take_token(answer, "login")

@@ -51,10 +51,16 @@ RENEW_RETRY_S = 10
 KEY_GEOMETRY = "window/geometry"
 
 
+#: the longest wait before a renewal: QTimer counts milliseconds in a C int (about 24 days), and
+#: a server may be configured with longer tokens (renewing earlier is harmless)
+MAX_RENEWAL_DELAY_S = 24 * 3600
+
+
 def renewal_delay_s(expires_in: int) -> int:
-    """Renew a minute before expiry, or at 80 % of short lifetimes; never sooner than 1 s."""
+    """Renew a minute before expiry, or at 80 % of short lifetimes; never sooner than 1 s, never
+    later than MAX_RENEWAL_DELAY_S."""
     margin = min(60, max(1, expires_in // 5))
-    return max(1, expires_in - margin)
+    return min(MAX_RENEWAL_DELAY_S, max(1, expires_in - margin))
 
 
 class ConsolePage(QWidget):

@@ -139,7 +139,7 @@ def _chosen_range() -> range:
 # Ports this process has chosen already. A port chosen, released and not yet bound by its server
 # (a peer the caller starts later) was free again to the next choice: CI saw a render node's DICOM
 # listener bind the port just chosen for a C-MOVE destination, whose storescp then could not.
-_chosen_before: set[tuple[str, int]] = set()
+_chosen_before: set[int] = set()  # by port alone: one on 127.0.0.1 conflicts with the wildcard's
 
 
 def _bind_free(host: str) -> socket.socket:
@@ -148,7 +148,7 @@ def _bind_free(host: str) -> socket.socket:
     chosen = _chosen_range()
     for _ in range(64 if chosen else 0):
         port = _random.choice(chosen)
-        if (host, port) in _chosen_before:
+        if port in _chosen_before:
             continue
         sock = _new_socket(host)
         try:
@@ -156,7 +156,7 @@ def _bind_free(host: str) -> socket.socket:
         except OSError:  # in use, or in TIME_WAIT: another one
             sock.close()
             continue
-        _chosen_before.add((host, port))
+        _chosen_before.add(port)
         return sock
     sock = _new_socket(host)
     sock.bind((host, 0))

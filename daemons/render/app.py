@@ -81,7 +81,8 @@ def create_app(config: Config) -> Flask:
     database = database_from_config(config)
     models = make_models(database)
     upgrade_schema(database, "render", models.all, MIGRATIONS)
-    store = open_store(config)
+    with database.connection_context():
+        store = open_store(config, records_expected=models.StoredRecord.select().exists())
     record_index = RecordIndex(store, models, float(config["storage"]["catalogue_refresh_s"]))
     try:
         receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))

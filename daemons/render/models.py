@@ -184,7 +184,7 @@ def upgrade(config: Config) -> int:
     models = make_models(database)
     try:
         version = upgrade_schema(database, "render", models.all, MIGRATIONS)
-        store = open_store(config)
+        store = open_store(config, records_expected=models.StoredRecord.select().exists())
         backfill(store, models.catalogue, store.record_ids())
         protect_database_file(database)
         return version

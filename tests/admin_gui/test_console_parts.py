@@ -57,6 +57,7 @@ def test_renewal_comes_before_expiry():
     assert renewal_delay_s(3600) == 3540
     assert renewal_delay_s(10) == 8
     assert renewal_delay_s(1) == 1
+    assert renewal_delay_s(10**10) == 24 * 3600  # within QTimer's int milliseconds (a server's long tokens)
 
 
 def test_cells_read_well():
@@ -475,11 +476,12 @@ def test_a_proxy_s_error_body_is_read_as_its_status(odd_server):
     {"access_token": "t", "expires_in": 900, "user": "admin"},  # crashed the console
     {"access_token": "t", "expires_in": 900},
     {"access_token": "t", "expires_in": 900, "user": {"username": ["x"], "role": "admin"}},
-    {"access_token": "t", "expires_in": 0, "user": {"username": "a", "role": "admin"}},  # renewed every second
-    {"access_token": "t", "expires_in": 10**10, "user": {"username": "a", "role": "admin"}},  # timer overflow
-    {"access_token": "t", "expires_in": "900", "user": {"username": "a", "role": "admin"}},
-    {"access_token": "", "expires_in": 900, "user": {"username": "a", "role": "admin"}},
-    {"access_token": 5, "expires_in": 900, "user": {"username": "a", "role": "admin"}},
+    {"access_token": "t", "expires_in": 0, "user": {"username": "a", "role": "admin", "institution_id": "i"}},
+    {"access_token": "t", "expires_in": 900, "user": {}},
+    {"access_token": "t", "expires_in": 900, "user": {"username": "a", "role": "admin", "institution_id": None}},
+    {"access_token": "t", "expires_in": "900", "user": {"username": "a", "role": "admin", "institution_id": "i"}},
+    {"access_token": "", "expires_in": 900, "user": {"username": "a", "role": "admin", "institution_id": "i"}},
+    {"access_token": 5, "expires_in": 900, "user": {"username": "a", "role": "admin", "institution_id": "i"}},
 ])
 def test_login_answers_of_the_wrong_shape_are_refused_before_a_token_is_kept(odd_server, answer):
     url, answers = odd_server
@@ -544,3 +546,13 @@ def test_a_listed_item_without_what_the_console_reads_fails_its_own_server_only(
     answers["/api/v1/nodes"] = (200, {"items": [{"id": "n1", "name": "CT node", "url": "https://n"}], "total": 1})
     assert render_node_sources(lambda _: client, {"server_url": url, "name": "A"}) == [
         {"id": "n1", "name": "A › CT node", "server_url": "https://n"}]
+
+
+def test_a_login_of_a_long_lived_token_is_taken(odd_server):
+    """A lifetime is the server's setting (`tokens.access_ttl_s` has no maximum): a console that
+    refused long ones would lock every administrator out; the renewal is scheduled within range."""
+    url, answers = odd_server
+    user = {"username": "a", "role": "system_admin", "institution_id": "i", "full_name": ""}
+    answers["/api/v1/auth/login"] = (200, {"access_token": "t", "expires_in": 10**10, "user": user})
+    client = ApiClient(url)
+    assert client.login("a", "pw") == user and client.credentials.expires_in == 10**10

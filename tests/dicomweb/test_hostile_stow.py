@@ -169,3 +169,21 @@ def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(make_node):
     reply = _post_stream(harness, body_of(synthetic_series(3, rows=512, cols=512)), **{"Transfer-Encoding": "chunked"})
     assert reply.status_code == 413 and reply.get_json()["error"]["code"] == "over_limits"
     assert instance_count(harness) == 0
+
+
+def test_an_announced_length_reserves_no_memory_before_its_bytes_arrive(node):
+    """Review: the buffer was made at the announced length, so a Content-Length near the upload
+    limit with a body trickled in (or never sent) held that much memory per request."""
+    import tracemalloc
+
+    announced = 1 << 30
+    tracemalloc.start()
+    try:
+        cut = node.client.post("/dicomweb/studies", input_stream=io.BytesIO(body_of(synthetic_series(1))), headers={
+            **node.headers(), "Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
+            environ_overrides={"CONTENT_LENGTH": str(announced)})  # the stream ends long before it
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 400 <= cut.status_code < 500 and instance_count(node) == 0
+    assert peak < announced // 16, f"{peak / 2**20:.0f} MiB held for a body of a few kB"

@@ -512,6 +512,43 @@ def test_a_store_whose_volume_is_unmounted_is_unavailable_never_empty(store):
     assert store.exists(other) is False  # a record that is not there, in a store that is
 
 
+def test_a_store_found_unmounted_at_start_is_refused_before_anything_is_written(tmp_path):
+    """Review: the running node's checks did not cover a start (a reboot whose NAS mount failed):
+    the empty mount point was opened as a new store, given a key check, the start-up sync dropped
+    the whole catalogue, and a second start found a "store" that passed every check."""
+    root, key = tmp_path / "store", tmp_path / "store.key"
+    opened = RecordStore.open(root, key)
+    files = _files()
+    opened.write_record(RECORD, files, _manifest(files))
+    aside = _unmount(root)
+    with pytest.raises(ConfigError, match="is its volume mounted"):
+        RecordStore.open(root, key, records_expected=True)
+    assert list(root.iterdir()) == []  # neither a key check nor the folder's ownership marker
+    root.rmdir()
+    os.replace(aside, root)
+    assert RecordStore.open(root, key, records_expected=True).record_ids() == [RECORD]
+    fresh = tmp_path / "new-store"  # a new store of a node whose catalogue is empty opens as ever
+    assert RecordStore.open(fresh, tmp_path / "new.key", records_expected=False).record_ids() == []
+
+
+def test_a_node_restarted_on_an_unmounted_store_refuses_to_start_and_keeps_its_catalogue(make_node, tmp_path):
+    from daemons.render.app import create_app
+    from tests.render.test_image_description import AXIAL, stack, upload
+
+    node = make_node(tmp_path)
+    record_id = upload(node, stack(AXIAL, count=2))["id"]
+    config = node.app.config["SIVR"]
+    close_node(node)
+    aside = _unmount(tmp_path / "store")
+    with pytest.raises(ConfigError, match="is its volume mounted"):
+        create_app(config)
+    (tmp_path / "store").rmdir()
+    os.replace(aside, tmp_path / "store")
+    again = make_node(tmp_path)
+    listed = again.client.get("/api/v1/records", headers=again.headers("instadmin"))
+    assert listed.status_code == 200 and record_id in [row["id"] for row in listed.json["items"]]
+
+
 def test_a_node_whose_store_is_unmounted_answers_503_and_keeps_its_catalogue(make_node, tmp_path):
     from tests.render.test_image_description import AXIAL, stack, upload
 

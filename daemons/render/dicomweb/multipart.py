@@ -106,7 +106,7 @@ def _headers(block: bytes) -> dict[str, str]:
             continue
         name, sep, value = line.partition(b":")
         if not sep or not name.strip():
-            raise _malformed(f"a part header line is not 'Name: value': {line[:80]!r}")
+            raise _malformed(f"a part header line is not 'Name: value': {bytes(line[:80])!r}")
         headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
     return headers
 

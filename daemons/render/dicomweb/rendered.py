@@ -61,10 +61,10 @@ DEFAULT_MEDIA_TYPE = "image/jpeg"
 MEDIA_TYPES = {mimetype: fmt for fmt, mimetype in MIMETYPES.items()}
 THUMBNAIL_BOX = (128, 128)
 MAX_FRAME_LIST = 4096
-#: output pixels one multipart answer may render: 4,096 frames of 512x512, or 256 of 2048x2048 (a
-#: series of 100 frames at viewport=2048,2048 was 128 MB of PNG and 5 s of a worker; a study of
-#: several long series at that size would hold one for minutes)
-MAX_MULTIPART_PX = 2**30
+#: output pixels one multipart answer may render: 1,024 frames of 512x512, or 64 of 2048x2048 (100
+#: frames at viewport=2048,2048, 400 Mpx, were 128 MB of PNG and 5 s of a worker; a study of long
+#: series at that size held one for minutes)
+MAX_MULTIPART_PX = 2**28
 
 log = logging.getLogger(__name__)
 

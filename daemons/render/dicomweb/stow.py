@@ -92,31 +92,23 @@ class Candidate:
 def _read_body(limits: Limits) -> bytearray:
     """The request body, refused with 413 as soon as it is larger than the node's limits allow.
 
-    Read into one buffer, of the announced length when there is one: chunks joined at the end held
-    the body twice while it was read. Its parts are still copied once each for the ingest, so a
-    body costs about three times its size at its peak (docs/conformance.md)."""
+    Read into one buffer grown as the bytes arrive (chunks joined at the end held the body twice
+    while it was read), never reserved ahead of them: a Content-Length near the limit and a body
+    trickled in would hold that much memory per request. Its parts are still copied once each
+    for the ingest, so a body costs about three times its size at its peak (docs/conformance.md)."""
     allowed = limits.max_upload_bytes + FRAMING_BYTES + FRAMING_BYTES_PER_PART * limits.max_files
     too_large = ApiError(413, "over_limits", f"the body is over this node's upload limit of "
                          f"{limits.max_upload_bytes // MIB} MiB; send the instances in several requests")
-    announced = request.content_length
-    if announced is not None and announced > allowed:
+    if request.content_length is not None and request.content_length > allowed:
         raise too_large
-    body = bytearray(announced or 0)
-    size = 0
-    while size < len(body):  # the announced length (a shorter body ends early: werkzeug's stream stops)
-        read = request.stream.readinto(memoryview(body)[size:size + READ_CHUNK])
-        if not read:
-            del body[size:]
-            return body
-        size += read
-    while announced is None:  # chunked: no length announced
-        chunk = request.stream.read(READ_CHUNK)
+    body = bytearray()
+    while True:
+        chunk = request.stream.read(READ_CHUNK)  # a body cut short of its length is werkzeug's 400
         if not chunk:
-            break
+            return body
         if len(body) + len(chunk) > allowed:
             raise too_large
         body += chunk
-    return body
 
 
 def _check_media_types() -> str:

@@ -64,7 +64,8 @@ def abort_reason(assoc: Association) -> str:
     idle timer: no whole PDU for that long); "" for an abort by the peer or the network."""
     reason = _abort_reasons.get(assoc, "")
     if not reason and assoc.dul.idle_timer_expired():
-        reason = f"no whole PDU received within the network timeout of {assoc.network_timeout:g} s"
+        reason = (f"no whole PDU received within the network timeout of {assoc.network_timeout:g} s "
+                  "since the node last sent or received one")
     return reason
 
 

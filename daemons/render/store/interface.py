@@ -101,9 +101,11 @@ class Store(Protocol):
         None for a store with one key and no wrapped data keys (local)."""
 
 
-def open_store(config: Config, create_key: bool = True) -> Store:
-    """The store the config names (`storage.backend`); `create_key`: as `RecordStore.open` (a local
-    store's missing key is made for an empty store only when True)."""
+def open_store(config: Config, create_key: bool = True, records_expected: bool = False) -> Store:
+    """The store the config names (`storage.backend`); `create_key` and `records_expected`: as
+    `RecordStore.open` (a local store's missing key is made for an empty store only when True; an
+    empty folder is refused when the node's catalogue lists records). An S3 store needs neither:
+    a missing bucket is unavailable (`check`), never an empty store."""
     storage = config["storage"]
     backend = storage["backend"]
     if backend == "s3":
@@ -116,7 +118,7 @@ def open_store(config: Config, create_key: bool = True) -> Store:
         if storage["old_key_files"]:  # accepted and ignored, it let an operator believe a key rotation was done
             raise ConfigError(f"{config.source or '<config>'}: storage.old_key_files is for storage.backend = "
                               "\"s3\" only; a local store has one key, storage.key_file: remove storage.old_key_files")
-        return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]), create_key)
+        return RecordStore.open(Path(storage["dir"]), Path(storage["key_file"]), create_key, records_expected)
     raise ConfigError(f"{config.source or '<config>'}: storage.backend must be one of {', '.join(BACKENDS)}")
 
 

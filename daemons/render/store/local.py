@@ -198,8 +198,15 @@ class RecordStore:
         self._threads = threads
 
     @classmethod
-    def open(cls, root: Path, key_file: Path, create_key: bool = True) -> RecordStore:
+    def open(cls, root: Path, key_file: Path, create_key: bool = True,
+             records_expected: bool = False) -> RecordStore:
         """Open the store (its folder claimed first: `ownership`) with its own key, or refuse (ConfigError).
+
+        `records_expected` (the node's catalogue lists records): a folder with neither a key check nor
+        a record is then the empty mount point of an unmounted volume, not a new store, and is
+        refused before anything is written there. Opened as new, it got a key check, the start-up
+        sync dropped the whole catalogue and new records went beside the volume (the folder's own
+        checks, `_held`, only guard a store unmounted while the node runs).
 
         A missing key is created only for a store that never held a record, and only when
         `create_key` (a node starting; maintenance commands such as `sivr store rewrap` pass False:
@@ -211,6 +218,11 @@ class RecordStore:
         if not create_key and not key_file.exists():
             raise ConfigError(f"storage.key_file = {key_file}: the store key is missing; restore the store's key "
                               "file (only a render node starting on an empty store makes a new one)")
+        if records_expected and not (root / KEY_CHECK).is_file() and not (
+                root.is_dir() and any(_laid_out(p) for p in root.iterdir())):
+            raise ConfigError(f"storage.dir = {root} holds no record and no key check, but this node's catalogue "
+                              "lists records: is its volume mounted? The node does not start on an empty folder in "
+                              "its place (the catalogue would be dropped and new records written beside the volume)")
         claim_folder(root, "record store", "storage.dir", _laid_out)
         if not key_file.exists():
             held = sorted(p.name for p in root.iterdir() if _laid_out(p))
