@@ -4,10 +4,12 @@ error mapping against the real servers, the entry point and the desktop entry.""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -172,14 +174,23 @@ class _HostileNode(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def hostile_node():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileNode)
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server of `handler` on loopback, for the duration: its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hostile_node():
+    with _serving(_HostileNode) as url:
+        yield url
 
 
 def test_a_server_cannot_hold_or_flood_a_call(hostile_node, monkeypatch):
@@ -449,13 +460,9 @@ class _OddServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def odd_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddServer)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _OddServer.answers
+    with _serving(_OddServer) as url:
+        yield url, _OddServer.answers
     _OddServer.answers.clear()
-    server.shutdown()
-    server.server_close()
 
 
 def test_a_proxy_s_error_body_is_read_as_its_status(odd_server):
