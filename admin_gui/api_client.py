@@ -93,9 +93,9 @@ def describe_connection_error(url: str, exc: requests.RequestException) -> str:
     return f"The request to {host} failed: {exc}"
 
 
-
 #: what the screens read of every institution the toplevel lists (`ApiClient.list_all`'s text_keys)
 INSTITUTION_KEYS = ("id", "name", "server_url")
+
 
 def token_of(answer: Any, what: str) -> tuple[str, int]:
     """The access token and its lifetime in seconds of a login, renewal or exchange answer.

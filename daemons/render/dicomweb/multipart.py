@@ -3,7 +3,7 @@
 Reading is strict, because a body that is cut or mis-framed must be refused whole (400), never
 stored in part: the first delimiter must open the body (after an optional preamble), every part
 must have its header block, and the close delimiter must be there. Parts are returned as
-memoryviews of the one body buffer, so a large STOW body is held once.
+memoryviews of the one body buffer, so splitting a large STOW body copies none of it.
 
 Writing yields the parts one by one (a generator), so a WADO-RS study answer is streamed and never
 held in RAM whole. The standard library's `email` package is not used for either: it decodes

@@ -183,6 +183,11 @@ def _laid_out(entry: Path) -> bool:
     return entry.is_dir() and (is_record_id(name) or name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or name == QUARANTINE)
 
 
+def _laid_out_names(root: Path) -> list[str]:
+    """The entries of a store folder the store made (`_laid_out`), by name; none for no folder."""
+    return sorted(p.name for p in root.iterdir() if _laid_out(p)) if root.is_dir() else []
+
+
 class StoreFull(Exception):
     """The disk holding the store is full; nothing of the record was kept."""
 
@@ -218,14 +223,13 @@ class RecordStore:
         if not create_key and not key_file.exists():
             raise ConfigError(f"storage.key_file = {key_file}: the store key is missing; restore the store's key "
                               "file (only a render node starting on an empty store makes a new one)")
-        if records_expected and not (root / KEY_CHECK).is_file() and not (
-                root.is_dir() and any(_laid_out(p) for p in root.iterdir())):
+        if records_expected and not _laid_out_names(root):
             raise ConfigError(f"storage.dir = {root} holds no record and no key check, but this node's catalogue "
                               "lists records: is its volume mounted? The node does not start on an empty folder in "
                               "its place (the catalogue would be dropped and new records written beside the volume)")
         claim_folder(root, "record store", "storage.dir", _laid_out)
         if not key_file.exists():
-            held = sorted(p.name for p in root.iterdir() if _laid_out(p))
+            held = _laid_out_names(root)
             if held:
                 raise ConfigError(f"storage.key_file = {key_file}: the store key is missing but {root} holds "
                                   f"records ({shown(held)}); restore the store's key file, a new key would open none")
