@@ -111,7 +111,8 @@ def test_unreachable_or_refusing_store_is_unavailable_not_an_error(seaweed, buck
 
 def test_a_deleted_bucket_is_unavailable_never_a_store_without_records(seaweed, bucket):
     """A HEAD in a missing bucket is a bare 404, as for a missing object: the record looked deleted
-    (the node dropped it from its catalogue) and the readiness check raised a ClientError."""
+    (the node dropped it from its catalogue), its manifest unversioned, its series unfiled, and the
+    readiness check raised a ClientError."""
     store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
     store.write_record("r1", [b"first", b"second"], MANIFEST)
     client = seaweed.client()
@@ -119,6 +120,7 @@ def test_a_deleted_bucket_is_unavailable_never_a_store_without_records(seaweed, 
         client.delete_object(Bucket=bucket, Key=item["Key"])
     client.delete_bucket(Bucket=bucket)
     for call in (lambda: store.exists("r1"), store.check, store.record_ids, lambda: store.read_manifest("r1"),
+                 lambda: store.manifest_version("r1"), lambda: store.filed_among(["r1"]),
                  lambda: store.write_record("r2", [b"first", b"second"], MANIFEST)):
         with pytest.raises(StoreUnavailable, match="(?i)bucket|404"):
             call()

@@ -176,6 +176,19 @@ class S3RecordStore:
     def _get(self, key: str) -> bytes:
         return _call(f"GET {key}", lambda: self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def _head(self, key: str) -> dict | None:
+        """One object's metadata, or None when it is missing from a bucket that is there.
+
+        S3 answers a HEAD in a missing bucket as it answers a missing object (404, no body), so each
+        404 is confirmed with a HEAD of the bucket: a deleted or renamed bucket made records look
+        deleted (dropped from the catalogue) and filed series look unfiled.
+        """
+        try:
+            return _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
+        except ClientError:
+            self.check()
+            return None
+
     def _list(self, prefix: str) -> Iterator[dict]:
         pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         iterator = iter(pages)
@@ -220,14 +233,7 @@ class S3RecordStore:
 
     # --- the Store interface --------------------------------------------------------------------
     def exists(self, record_id: str) -> bool:
-        key = self._manifest_key(record_id)
-        try:
-            _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
-        except ClientError:
-            # S3 answers a HEAD in a missing bucket as it answers a missing object (404, no body):
-            # a record is only taken for deleted while its bucket is there (a deleted or renamed
-            # bucket dropped each record a viewer asked for from the catalogue)
-            self.check()
+        if self._head(self._manifest_key(record_id)) is None:
             with self._lock:
                 self._headers.pop(record_id, None)
             return False
@@ -372,11 +378,8 @@ class S3RecordStore:
         return Manifest.decode(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)), reply["ETag"]
 
     def manifest_version(self, record_id: str) -> str | None:
-        key = self._manifest_key(record_id)
-        try:
-            return _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))["ETag"]
-        except ClientError:
-            return None
+        reply = self._head(self._manifest_key(record_id))
+        return None if reply is None else reply["ETag"]
 
     def manifest_versions(self) -> dict[str, str]:
         start = len(self.prefix) + len(MANIFESTS)
@@ -487,12 +490,7 @@ class S3RecordStore:
         return {record_id for record_id, filed in marked.items() if filed}
 
     def _is_filed(self, record_id: str) -> bool:
-        key = f"{self.prefix}{FILED}{record_id}"
-        try:
-            _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
-        except ClientError:
-            return False
-        return True
+        return self._head(f"{self.prefix}{FILED}{record_id}") is not None
 
     def cleanup(self) -> int:
         """Delete uploads no manifest names once their newest object is older than `s3.stale_upload_s`.
