@@ -83,7 +83,7 @@ def atna_event(action: str) -> tuple[str, str]:
     return "110100", "E"  # Application Activity
 
 
-#: How the actions of refused attempts end: a failed login or password change, a refused C-STORE,
+#: How the actions of refused attempts end: a failed login or password change, a refused C-STORE, C-FIND,
 #: C-GET or C-MOVE (`dicom.store_refused`...), an instance, series or study refused as another's.
 REFUSED_SUFFIXES = ("_failed", "_refused", ".conflict")
 

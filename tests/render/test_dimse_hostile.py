@@ -338,7 +338,7 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
     """Levels that are missing, unknown or multi-valued, keys below the level, malformed date ranges:
     0xA900. Huge but valid keys (40,000 UIDs, a 70,000-character name, wildcard soup): answered.
     Identifiers that are not whole data sets, sent as raw bytes: 0xC000 ("Unable to process"), never
-    matches (`dimse.identifiers`)."""
+    matches (`dimse.identifiers`). Each refusal is audited `dicom.find_refused` with its reason."""
     assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.32.1")))]).status_code == 201
     port = hostile.dicom_port
     refused = [query(StudyInstanceUID=""), query(QueryRetrieveLevel="FOO"),
@@ -369,6 +369,9 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
                 assert exchange(assoc, request, model) == [status], (identifier, model)
             finally:
                 assoc.release()
+    find_refused = audit_rows(hostile, "dicom.find_refused")  # with the reason, as C-GET and C-MOVE
+    assert len(find_refused) == len(refused) + len(raw) and all(detail for _, detail in find_refused)
+    assert any("Query/Retrieve Level" in detail for _, detail in find_refused)
     still_serving(hostile)
 
 

@@ -229,7 +229,7 @@ def test_actions_map_to_dicom_audit_events(action, expected):
 
 @pytest.mark.parametrize("action, outcome", [
     ("access.denied", "4"), ("auth.login_failed", "4"), ("user.password_change_failed", "4"),
-    ("dicom.store_refused", "4"), ("dicom.get_refused", "4"), ("dicom.move_refused", "4"),
+    ("dicom.store_refused", "4"), ("dicom.find_refused", "4"), ("dicom.get_refused", "4"), ("dicom.move_refused", "4"),
     ("instance.conflict", "4"), ("study.conflict", "4"), ("series.conflict", "4"),
     ("record.read", "0"), ("user.create", "0"), ("record.append", "0"),
 ])

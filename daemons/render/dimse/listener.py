@@ -363,16 +363,14 @@ class Listener:
             with self.connections.held(), self.app.app_context():
                 answers = find(self.node.models.catalogue, level, identifier)
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
-        except QueryError as exc:
+        except (QueryError, MalformedIdentifier) as exc:
             log.info("C-FIND refused: %s", exc)
-            yield DOES_NOT_MATCH_SOP_CLASS, None
-            return
-        except MalformedIdentifier as exc:
-            log.info("C-FIND refused: %s", exc)
-            yield CANNOT_UNDERSTAND, None
+            self._find_refused(event, str(exc))
+            yield (DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND), None
             return
         except Exception:
             log.exception("C-FIND failed")
+            self._find_refused(event, "processing failure")
             yield CANNOT_UNDERSTAND, None
             return
         sender = AnswerSender(event)
@@ -389,6 +387,10 @@ class Listener:
                           len(answers.rows), ", ".join(answers.requested))
                 yield CANNOT_UNDERSTAND, None
                 return
+
+    def _find_refused(self, event: Any, reason: str) -> None:
+        """Audit a refused C-FIND with its reason, as `retrieve` audits refused C-GET and C-MOVE."""
+        self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason[:200]))(event)
 
 
 def check_config(config: Config) -> None:
