@@ -75,6 +75,15 @@ def test_separators_inside_quotes_do_not_cut():
                                                                           Wanted("a/b,c", None)]
 
 
+def test_an_escaped_quote_inside_a_quoted_string_neither_ends_it_nor_stays_escaped():
+    """RFC 9110 quoted-pair: `\\"` is a quote within the string; a separator after it is still quoted."""
+    assert split_unquoted(r'a; b="c\";d"; e', ";") == ["a", r' b="c\";d"', " e"]
+    assert media_type(r'multipart/related; boundary="x\"y;z"; type="application/dicom"') == (
+        "multipart/related", {"boundary": 'x"y;z', "type": "application/dicom"})
+    assert media_type(r'a/b; p="ends with \\"; q=1')[1] == {"p": "ends with \\", "q": "1"}
+    assert accepted(r'image/png; x="1\",2", image/jpeg') == [Wanted("image/png", None), Wanted("image/jpeg", None)]
+
+
 @pytest.mark.timeout(20)
 def test_headers_of_many_separators_or_quotes_are_read_in_linear_time():
     """A regular expression looking ahead to the end for an even count of quotes rescanned the rest

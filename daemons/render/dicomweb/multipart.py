@@ -13,6 +13,7 @@ text and line endings, which corrupts binary DICOM parts.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,23 +24,38 @@ CRLF = b"\r\n"
 MAX_PART_HEADER_BYTES = 16 * 1024
 
 
-def split_unquoted(text: str, separator: str) -> list[str]:
-    """`text` cut at every `separator` outside double quotes (an unclosed quote runs to the end).
+#: A quoted string (RFC 9110 5.6.4: a backslash escapes the next character), its closing quote
+#: optional: an unclosed one runs to the end. Each character can start one branch only, so a match
+#: never backtracks and the tokens of a header cost time linear in its length.
+_QUOTED = r'"((?:\\.|[^"\\])*)"?'
+_TOKENS = {sep: re.compile(rf'{_QUOTED}|[^"{re.escape(sep)}]+|{re.escape(sep)}', re.DOTALL) for sep in ";,"}
+_QUOTED_VALUE = re.compile(_QUOTED, re.DOTALL)
 
-    In time linear in the text, the cuts made by str.split: a regular expression looking ahead for
-    an even count of quotes rescanned the rest after every separator, and a part header of 16,000
-    ';' held a worker for 0.3 s, a STOW body of such parts for minutes.
+
+def split_unquoted(text: str, separator: str) -> list[str]:
+    """`text` cut at every `separator` outside quoted strings, which are kept whole with their quotes.
+
+    In time linear in the text: a regular expression looking ahead for an even count of quotes
+    rescanned the rest after every separator, and a part header of 16,000 ';' held a worker for
+    0.3 s, a STOW body of such parts for minutes. A quoted `\\"` is part of its string, not its end.
     """
-    segments = text.split('"')
     pieces: list[list[str]] = [[]]
-    for number, segment in enumerate(segments):
-        if number % 2:  # quoted: kept whole, with its quotes (the closing one where there is one)
-            pieces[-1].append(f'"{segment}"' if number + 1 < len(segments) else f'"{segment}')
-            continue
-        first, *rest = segment.split(separator)
-        pieces[-1].append(first)
-        pieces.extend([piece] for piece in rest)
+    for match in _TOKENS[separator].finditer(text):
+        token = match.group()
+        if token == separator:
+            pieces.append([])
+        else:
+            pieces[-1].append(token)
     return ["".join(piece) for piece in pieces]
+
+
+def _unquoted(text: str) -> str:
+    """A parameter value as meant: a quoted string without its quotes and escapes."""
+    text = text.strip()
+    quoted = _QUOTED_VALUE.match(text)
+    if quoted is None:
+        return text
+    return re.sub(r"\\(.)", r"\1", quoted.group(1), flags=re.DOTALL)
 
 
 def media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -53,7 +69,7 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
     for piece in pieces[1:]:
         name, sep, text = piece.partition("=")
         if sep and name.strip():
-            params[name.strip().lower()] = text.strip().strip('"')
+            params[name.strip().lower()] = _unquoted(text)
     return pieces[0].strip().lower(), params
 
 
