@@ -6,7 +6,6 @@ series must end exactly as one upload of the same files would have made it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 import threading
@@ -17,7 +16,6 @@ import psycopg
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import RLELossless
 
 from daemons.render.ingest.service import INGEST_EXTENSION, Actor, Ingest
 from daemons.render.ingest.upload_checks import UploadError
@@ -209,39 +207,6 @@ def test_conflicts_refused_and_resends_are_no_ops_while_growing(pair):
     both = add(harness, [files[0], files[3]])
     assert (both.added, both.unchanged) == (1, 1)
     assert cat.Series.get_by_id(record_id).instance_count == 4
-
-
-def test_an_instance_sent_again_in_another_lossless_syntax_is_the_same_instance(pair):
-    """A PACS forwards what a modality sent compressed, or a router decompresses it: the same
-    attributes and pixel values in another syntax are the stored instance (a no-op, the stored bytes
-    kept), in either direction; one pixel changed, or another attribute, is a conflict."""
-    _, harness = pair
-    files = series_files(2)
-    add(harness, files[:1])
-    native = pydicom.dcmread(io.BytesIO(files[0][1]))
-    rle = pydicom.dcmread(io.BytesIO(files[0][1]))
-    rle.compress(RLELossless, generate_instance_uid=False)
-    again = add(harness, [("rle.dcm", to_bytes(rle))])
-    assert (again.added, again.unchanged) == (0, 1)
-    second_rle = pydicom.dcmread(io.BytesIO(files[1][1]))
-    second_rle.compress(RLELossless, generate_instance_uid=False)
-    add(harness, [("second-rle.dcm", to_bytes(second_rle))])
-    assert add(harness, [files[1]]).unchanged == 1  # stored compressed, sent again decompressed
-    cat = harness.app.extensions["sivr_node"].models.catalogue
-    stored = {row.sop_instance_uid: row.sha256 for row in cat.Instance.select()}
-    assert stored[native.SOPInstanceUID] == hashlib.sha256(files[0][1]).hexdigest()  # never replaced
-    pixel = native.pixel_array.copy()
-    pixel[3, 4] += 1
-    changed = pydicom.dcmread(io.BytesIO(files[0][1]))
-    changed.PixelData = pixel.tobytes()
-    changed.compress(RLELossless, generate_instance_uid=False)
-    renamed = pydicom.dcmread(io.BytesIO(to_bytes(rle)))
-    renamed.SeriesDescription = "another description"
-    for different in (changed, renamed):
-        with pytest.raises(UploadError) as refused:
-            add(harness, [("different.dcm", to_bytes(different))])
-        assert refused.value.code == "instance_conflict"
-    assert cat.Instance.select().count() == 2
 
 
 def test_a_sop_instance_uid_stored_in_another_series_is_refused(pair):

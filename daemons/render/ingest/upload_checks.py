@@ -36,7 +36,6 @@ from daemons.render.attributes import attribute_text
 from daemons.render.imaging.decode import (
     DEFER_BYTES,
     NATIVE_LITTLE_ENDIAN,
-    PIXEL_DATA,
     decode_frames,
     fast_path_possible,
     native_pixel_offset,
@@ -726,44 +725,20 @@ DATASET_TRAILING_PADDING = 0xFFFCFFFC
 
 
 def same_instance(stored: bytes, incoming: bytes) -> bool:
-    """Whether two files are one instance sent again: the same attributes with the same values and
-    the same pixel values. The bytes may differ: the file meta describes the transfer (the sender's
-    AE title and implementation), a sender such as dcmtk's storescu writes the data set anew (group
-    lengths, item and padding encodings), and a PACS forwards what a modality sent compressed in
-    another syntax (`storescu -xv`, a decompressing router): pixel data in two syntaxes is compared
-    decoded, so a lossless copy is the instance and a lossy one is not. Compared only when a SOP
-    Instance UID arrives again with other bytes, both files already checked (in isolation)."""
+    """Whether two files are one instance sent again: the same transfer syntax and the same
+    attributes with the same values. The bytes may differ: the file meta describes the transfer
+    (the sender's AE title and implementation), and a sender such as dcmtk's storescu writes the
+    data set anew (group lengths, item and padding encodings). Compared only when a SOP Instance
+    UID arrives again with other bytes, both files already checked."""
     first, second = read_dataset(stored), read_dataset(incoming)
-    first_syntax = str(first.file_meta.get("TransferSyntaxUID", ""))
-    second_syntax = str(second.file_meta.get("TransferSyntaxUID", ""))
-    transcoded = first_syntax != second_syntax
+    if first.file_meta.get("TransferSyntaxUID") != second.file_meta.get("TransferSyntaxUID"):
+        return False
 
     def attributes(ds: Dataset) -> dict[int, Any]:
         return {element.tag: element.value for element in ds
-                if element.tag.element != 0 and element.tag != DATASET_TRAILING_PADDING
-                and not (transcoded and element.tag == PIXEL_DATA)}
+                if element.tag.element != 0 and element.tag != DATASET_TRAILING_PADDING}
 
-    if attributes(first) != attributes(second):
-        return False
-    return not transcoded or _same_pixels(stored, first, incoming, second)
-
-
-def _same_pixels(first_raw: bytes, first: Dataset, second_raw: bytes, second: Dataset) -> bool:
-    """Whether two data sets of equal attributes (so of one layout) decode to the same frames."""
-    syntaxes = (str(ds.file_meta.get("TransferSyntaxUID", "")) for ds in (first, second))
-    if ("PixelData" in first) != ("PixelData" in second) or not all(map(syntax_decodable, syntaxes)):
-        return False
-    if "PixelData" not in first:
-        return True
-    layout = layout_of(first, False)
-    indices = list(range(int(first.get("NumberOfFrames", 1) or 1)))
-    try:
-        pairs = zip(decode_frames(first_raw, layout, indices, native_pixel_offset(first), dataset=first),
-                    decode_frames(second_raw, layout, indices, native_pixel_offset(second), dataset=second),
-                    strict=True)
-        return all(np.array_equal(a, b) for (_, a), (_, b) in pairs)
-    except Exception:  # a frame that does not decode is no proof of sameness
-        return False
+    return attributes(first) == attributes(second)
 
 
 def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
