@@ -31,7 +31,6 @@ from daemons.render.imaging.webp_effort import WebpEffort
 from daemons.render.ingest.isolation import DecodePool, IsolationLimits
 from daemons.render.ingest.service import INGEST_EXTENSION, Ingest
 from daemons.render.ingest.upload_checks import MIB, Limits
-from daemons.render.ingest.upload_memory import install_upload_memory
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
@@ -125,6 +124,5 @@ def create_app(config: Config) -> Flask:
                       audit_blueprint(models.AuditEntry, institution_id=config["node"]["institution_id"])):
         app.register_blueprint(blueprint)
     dicomweb.install(app, config)
-    install_upload_memory(app, config)
     api_3d.install_render_state(app)  # the OpenGL probe and the kernels' warm-up, before the first request
     return app

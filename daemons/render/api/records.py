@@ -13,7 +13,6 @@ from daemons.render.catalogue.index import CatalogueModels, forget_series
 from daemons.render.imaging.planes import plane_table
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import UploadError
-from daemons.render.ingest.upload_memory import within_upload_memory
 from daemons.render.models import remember_deleted
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
@@ -86,7 +85,6 @@ def stored_or_404(record_id: str):
 
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
-@within_upload_memory
 def upload():
     identity = current_identity()
     require_own_institution(identity, node().institution_id, "uploading to this node")

@@ -45,7 +45,6 @@ from daemons.render.ingest.upload_checks import (
     check_deflate_bomb,
     check_native,
 )
-from daemons.render.ingest.upload_memory import within_upload_memory
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
@@ -233,7 +232,6 @@ def _failure_item(candidate: Candidate) -> dict[str, Any]:
 @bp.post("/studies")
 @bp.post("/studies/<study>")
 @require_auth(*ROLES)
-@within_upload_memory
 def store_instances(study: str | None = None) -> Response:
     """Store the instances of a STOW-RS body; per-instance outcome in the answer (module docstring)."""
     identity = current_identity()
