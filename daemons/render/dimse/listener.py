@@ -389,8 +389,12 @@ class Listener:
                 return
 
     def _find_refused(self, event: Any, reason: str) -> None:
-        """Audit a refused C-FIND with its reason, as `retrieve` audits refused C-GET and C-MOVE."""
-        self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason[:200]))(event)
+        """Audit a refused C-FIND with its reason, as `retrieve` audits refused C-GET and C-MOVE. An
+        audit that cannot be written is logged: the peer still gets the refusal's own status."""
+        try:
+            self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason[:200]))(event)
+        except Exception:
+            log.exception("C-FIND refused (%s); its audit entry could not be written", reason[:200])
 
 
 def check_config(config: Config) -> None:

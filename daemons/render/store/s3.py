@@ -176,17 +176,19 @@ class S3RecordStore:
     def _get(self, key: str) -> bytes:
         return _call(f"GET {key}", lambda: self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def _head(self, key: str) -> dict | None:
+    def _head(self, key: str, confirm: bool = True) -> dict | None:
         """One object's metadata, or None when it is missing from a bucket that is there.
 
-        S3 answers a HEAD in a missing bucket as it answers a missing object (404, no body), so each
-        404 is confirmed with a HEAD of the bucket: a deleted or renamed bucket made records look
-        deleted (dropped from the catalogue) and filed series look unfiled.
+        S3 answers a HEAD in a missing bucket as it answers a missing object (404, no body), so a
+        404 is confirmed with a HEAD of the bucket (`confirm`; a caller of many HEADs confirms once):
+        a deleted or renamed bucket made records look deleted (dropped from the catalogue) and filed
+        series look unfiled.
         """
         try:
             return _call(f"HEAD {key}", lambda: self._s3.head_object(Bucket=self.bucket, Key=key))
         except ClientError:
-            self.check()
+            if confirm:
+                self.check()
             return None
 
     def _list(self, prefix: str) -> Iterator[dict]:
@@ -487,10 +489,12 @@ class S3RecordStore:
             return set()
         with ThreadPoolExecutor(min(self._threads, len(wanted))) as pool:
             marked = dict(zip(wanted, pool.map(self._is_filed, wanted), strict=True))
+        if not all(marked.values()):
+            self.check()  # the unfiled ones' 404s, confirmed once (`_head`)
         return {record_id for record_id, filed in marked.items() if filed}
 
     def _is_filed(self, record_id: str) -> bool:
-        return self._head(f"{self.prefix}{FILED}{record_id}") is not None
+        return self._head(f"{self.prefix}{FILED}{record_id}", confirm=False) is not None
 
     def cleanup(self) -> int:
         """Delete uploads no manifest names once their newest object is older than `s3.stale_upload_s`.
