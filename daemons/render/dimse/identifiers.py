@@ -12,6 +12,7 @@ information model is refused by the matching (QueryError, 0xA900).
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 from pydicom.dataelem import RawDataElement
@@ -25,14 +26,29 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from daemons.render.catalogue.matching import QueryError
+from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS
 
 STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
                      StudyRootQueryRetrieveInformationModelMove)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
+log = logging.getLogger(__name__)
+
 
 class MalformedIdentifier(ValueError):
     """An identifier whose bytes are not a whole data set in its context's transfer syntax."""
+
+
+def refusal(service: str, exc: Exception) -> tuple[int, str]:
+    """The failure status of a C-FIND, C-GET or C-MOVE request that could not be matched, and the
+    reason its refusal is audited with: one rule for the three services. A request the peer got
+    wrong is logged as information; anything else is the node's own failure, logged with its trace
+    and audited without it (a trace is for the operator, not for the audit trail)."""
+    if isinstance(exc, (QueryError, MalformedIdentifier)):
+        log.info("%s refused: %s", service, exc)
+        return (DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND), str(exc)[:200]
+    log.error("%s failed", service, exc_info=exc)
+    return CANNOT_UNDERSTAND, "processing failure"
 
 
 def encoding_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str | None:

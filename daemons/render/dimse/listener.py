@@ -51,11 +51,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from daemons.render.catalogue.matching import QueryError, find
+from daemons.render.catalogue.matching import find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
-from daemons.render.dimse.identifiers import MalformedIdentifier, read_identifier
+from daemons.render.dimse.identifiers import read_identifier, refusal
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
     MessageLimit,
@@ -74,7 +74,6 @@ from daemons.render.node import Node
 from daemons.render.statuses import (
     CANCEL,
     CANNOT_UNDERSTAND,
-    DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
     PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
@@ -363,15 +362,10 @@ class Listener:
             with self.connections.held(), self.app.app_context():
                 answers = find(self.node.models.catalogue, level, identifier)
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
-        except (QueryError, MalformedIdentifier) as exc:
-            log.info("C-FIND refused: %s", exc)
-            self._find_refused(event, str(exc))
-            yield (DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND), None
-            return
-        except Exception:
-            log.exception("C-FIND failed")
-            self._find_refused(event, "processing failure")
-            yield CANNOT_UNDERSTAND, None
+        except Exception as exc:
+            status, reason = refusal("C-FIND", exc)
+            self._find_refused(event, reason)
+            yield status, None
             return
         sender = AnswerSender(event)
         for index, row in enumerate(answers.rows):
@@ -392,9 +386,9 @@ class Listener:
         """Audit a refused C-FIND with its reason, as `retrieve` audits refused C-GET and C-MOVE. An
         audit that cannot be written is logged: the peer still gets the refusal's own status."""
         try:
-            self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason[:200]))(event)
+            self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason))(event)
         except Exception:
-            log.exception("C-FIND refused (%s); its audit entry could not be written", reason[:200])
+            log.exception("C-FIND refused (%s); its audit entry could not be written", reason)
 
 
 def check_config(config: Config) -> None:

@@ -39,12 +39,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
-from daemons.render.catalogue.matching import QueryError, retrieve
+from daemons.render.catalogue.matching import retrieve
 from daemons.render.dimse.connections import AssociationConnections
-from daemons.render.dimse.identifiers import MalformedIdentifier, read_identifier
+from daemons.render.dimse.identifiers import read_identifier, refusal
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.node import Node
-from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, PENDING
+from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, PENDING
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -275,14 +275,9 @@ class Retrieval:
 
     def _refusal(self, event: Any, service: str, exc: Exception) -> int:
         """The failure status of a request that cannot be matched (audited as refused)."""
-        action = "dicom.get_refused" if service == "C-GET" else "dicom.move_refused"
-        if isinstance(exc, (QueryError, MalformedIdentifier)):
-            log.info("%s refused: %s", service, exc)
-            self._audit_now(event, action, str(exc)[:200])
-            return DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND
-        log.error("%s failed", service, exc_info=exc)
-        self._audit_now(event, action, "processing failure")
-        return CANNOT_UNDERSTAND
+        status, reason = refusal(service, exc)
+        self._audit_now(event, "dicom.get_refused" if service == "C-GET" else "dicom.move_refused", reason)
+        return status
 
     def _audit_now(self, event: Any, action: str, detail: str, record_id: str | None = None) -> None:
         with self.connections.held(), self.app.app_context():
