@@ -31,6 +31,7 @@ from daemons.render.imaging.webp_effort import WebpEffort
 from daemons.render.ingest.isolation import DecodePool, IsolationLimits
 from daemons.render.ingest.service import INGEST_EXTENSION, Ingest
 from daemons.render.ingest.upload_checks import MIB, Limits
+from daemons.render.ingest.upload_memory import SpoolingRequest, UploadMemory
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
@@ -75,6 +76,7 @@ def _check_config(config: Config) -> None:
 def create_app(config: Config) -> Flask:
     _check_config(config)
     app = create_base_app(__name__, config)
+    app.request_class = SpoolingRequest
     limits = Limits.from_config(config)
     app.config["MAX_CONTENT_LENGTH"] = max(config["server"]["max_request_mb"] * MIB, limits.max_upload_bytes)
     app.config["MAX_FORM_PARTS"] = limits.max_files + 16
@@ -103,7 +105,9 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
                           receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
-    app.extensions[INGEST_EXTENSION] = ingest = Ingest(holder["node"], float(config["dicom"]["series_complete_s"]))
+    app.extensions[INGEST_EXTENSION] = ingest = Ingest(
+        holder["node"], UploadMemory(config["limits"]["upload_memory_mb"] * MIB),
+        float(config["dicom"]["series_complete_s"]))
     protect_database_file(database)
     if runtime.try_hold(DICOM_LOCK):  # one worker serves DICOM for the node
         app.extensions[DIMSE_EXTENSION] = start_listener(config, app, holder["node"], ingest)

@@ -54,6 +54,11 @@ KEYS = (
     Key("limits", "max_upload_mb", 2048, "Largest upload (all files of one record) in MiB; also the largest "
         "DIMSE message (a C-STORE's data set) the DICOM listener receives: a larger one aborts its association.",
         minimum=1),
+    Key("limits", "upload_memory_mb", 8192,
+        "RAM that bodies being stored (uploads, STOW-RS, C-STORE data sets) may take at once per server process, "
+        "counted as three times each body as its bytes arrive; one that finds no room is refused at once (503 busy, "
+        "or its DICOM association aborted) and may be sent again. A body alone always fits.",
+        minimum=1),
     Key("limits", "max_files", 4000, "Most files in one record.", minimum=1),
     Key("limits", "max_rows", 8192, "Largest Rows accepted.", minimum=1),
     Key("limits", "max_columns", 8192, "Largest Columns accepted.", minimum=1),

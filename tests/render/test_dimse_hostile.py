@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from daemons.deployment import free_ports
 from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE
+from daemons.render.ingest.service import INGEST_EXTENSION
 from daemons.render.ingest.upload_checks import MIB
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
 from tests.render.synthetic import dataset, to_bytes
@@ -574,3 +575,33 @@ def test_a_store_into_an_unmounted_store_is_a_processing_failure_audited_and_not
     os.replace(aside, root)
     assert send_store(hostile.dicom_port, ds) == 0x0000
     still_serving(hostile)
+
+
+def test_a_store_that_finds_no_upload_memory_is_aborted_and_a_stored_one_frees_its_room(make_node):
+    """C-STORE data sets count in the process's upload memory with HTTP bodies (`limits.upload_memory_mb`),
+    as they arrive: while other bodies hold it, a C-STORE is aborted (the only way to stop its bytes),
+    audited as refused and nothing stored; stores that went through leave nothing held."""
+    harness = open_archive(make_node, limits__upload_memory_mb=1, dicom__network_timeout_s=1.5,
+                           dicom__acse_timeout_s=2.0, dicom__dimse_timeout_s=3.0)
+    try:
+        memory = harness.app.extensions[INGEST_EXTENSION].memory
+        ds = dataset(rows=256, cols=256, series="1.2.826.0.1.31.5")  # 128 KiB of pixels
+        for number in range(3):
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.31.5.{number}"
+            assert send_store(harness.dicom_port, ds) == 0x0000
+        assert memory.used == 0
+        with memory.reservation() as other:
+            other.grow_to(MIB // 3)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.31.5.9"
+            assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+            assert not assoc.send_c_store(ds)  # no answer: aborted
+            wait_aborted(harness, assoc)
+            assert memory.used == other.held
+        refused = audit_rows(harness, "dicom.store_refused")
+        assert len(refused) == 1 and refused[0][1].startswith("sop_instance_uid=1.2.826.0.1.31.5.9 busy:")
+        assert "limits.upload_memory_mb" in audit_rows(harness, "dicom.abort")[0][1]
+        assert models(harness).catalogue.Instance.select().count() == 3
+        assert send_store(harness.dicom_port, ds) == 0x0000
+        assert models(harness).catalogue.Instance.select().count() == 4 and memory.used == 0
+    finally:
+        close_archive(harness)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -13,6 +14,7 @@ from daemons.render.catalogue.index import CatalogueModels, forget_series
 from daemons.render.imaging.planes import plane_table
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import UploadError
+from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.models import remember_deleted
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
@@ -83,20 +85,34 @@ def stored_or_404(record_id: str):
     return row
 
 
+def _read_files(reservation: Reservation) -> list[tuple[str, bytes]]:
+    """The uploaded files, each read into memory once its room is reserved: werkzeug has spooled
+    the form's files to disk while they arrived, so only what is read here counts (`upload_memory`)."""
+    uploads, total = [], 0
+    for number, file in enumerate(request.files.getlist("files")):
+        total += file.stream.seek(0, io.SEEK_END)
+        file.stream.seek(0)
+        reservation.grow_to(total)
+        uploads.append((file.filename or f"file{number}", file.read()))
+    return uploads
+
+
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def upload():
     identity = current_identity()
     require_own_institution(identity, node().institution_id, "uploading to this node")
-    uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(request.files.getlist("files"))]
-    try:
-        result = ingest_service().add(uploads, Actor(identity.user_id, identity.username))
-    except UploadError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
-    except StoreFull as exc:
-        raise ApiError(507, "insufficient_storage",
-                       "the render node's disk is full; nothing was stored — ask IT to free space or use another node"
-                       ) from exc
+    ingest = ingest_service()
+    with stored_body(ingest.memory) as reservation:
+        uploads = _read_files(reservation)
+        try:
+            result = ingest.add(uploads, Actor(identity.user_id, identity.username))
+        except UploadError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from exc
+        except StoreFull as exc:
+            raise ApiError(507, "insufficient_storage", "the render node's disk is full; nothing was stored — ask "
+                           "IT to free space or use another node") from exc
+        del uploads
     row = stored_or_404(result.record_id)
     answer = record_meta(result.record_id, row)
     # the institution registers the record only with this (shared.receipts): proof that it is stored

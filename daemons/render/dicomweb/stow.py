@@ -45,6 +45,7 @@ from daemons.render.ingest.upload_checks import (
     check_deflate_bomb,
     check_native,
 )
+from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
 from daemons.render.store.local import StoreFull
@@ -89,13 +90,14 @@ class Candidate:
         self.failure, self.reason = status, reason
 
 
-def _read_body(limits: Limits) -> bytearray:
+def _read_body(limits: Limits, reservation: Reservation) -> bytearray:
     """The request body, refused with 413 as soon as it is larger than the node's limits allow.
 
     Read into one buffer grown as the bytes arrive (chunks joined at the end held the body twice
     while it was read), never reserved ahead of them: a Content-Length near the limit and a body
     trickled in would hold that much memory per request. Its parts are still copied once each
-    for the ingest, so a body costs about three times its size at its peak (docs/conformance.md)."""
+    for the ingest, so a body costs about three times its size at its peak (docs/conformance.md):
+    each chunk is reserved as it arrives (`upload_memory`)."""
     allowed = limits.max_upload_bytes + FRAMING_BYTES + FRAMING_BYTES_PER_PART * limits.max_files
     too_large = ApiError(413, "over_limits", f"the body is over this node's upload limit of "
                          f"{limits.max_upload_bytes // MIB} MiB; send the instances in several requests")
@@ -108,6 +110,7 @@ def _read_body(limits: Limits) -> bytearray:
             return body
         if len(body) + len(chunk) > allowed:
             raise too_large
+        reservation.grow_to(len(body) + len(chunk))
         body += chunk
 
 
@@ -241,8 +244,14 @@ def store_instances(study: str | None = None) -> Response:
         raise ApiError(400, "validation_error", f"{study[:80]!r} in the path is not a Study Instance UID (digits and "
                        "dots, at most 64 characters)")
     boundary = _check_media_types()
-    limits = the_node.limits
-    parts = split_related(_read_body(limits), boundary, limits.max_files)
+    with stored_body(ingest_service().memory) as reservation:
+        return _store_body(study, boundary, reservation, Actor(identity.user_id, identity.username))
+
+
+def _store_body(study: str | None, boundary: str, reservation: Reservation, actor: Actor) -> Response:
+    """Read, check and store the body of a request whose headers passed (`store_instances`)."""
+    limits = node().limits
+    parts = split_related(_read_body(limits, reservation), boundary, limits.max_files)
     total = sum(len(part.content) for part in parts)
     if total > limits.max_upload_bytes:
         raise ApiError(413, "over_limits", f"the instances are {total // MIB} MiB, over this node's upload limit "
@@ -253,7 +262,6 @@ def store_instances(study: str | None = None) -> Response:
     for candidate in candidates:
         if candidate.failure is None:
             by_series.setdefault(candidate.series, []).append(candidate)
-    actor = Actor(identity.user_id, identity.username)
     for batch in by_series.values():
         _store(batch, actor)
     return _answer(candidates, study)

@@ -12,7 +12,9 @@ memory for every association and the HTTP API. Here, as the bytes arrive:
   limit, the association is aborted: a data set that size would be refused when complete anyway,
   and answering it 0xA700 would mean receiving, and holding, the rest of it first.
 
-An association thus holds at most the upload limit and a PDU or two. Either abort is audited
+An association thus holds at most the upload limit and a PDU or two; and a C-STORE's data set
+counts in the process's memory for bodies being stored (`ingest.upload_memory`) as it arrives: one
+that finds no room aborts its association as well. Either abort is audited
 (`dicom.abort`) with its reason (`abort_reason`). Conformance: docs/conformance.md.
 """
 
@@ -34,6 +36,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket
 
 from daemons.render.ingest.upload_checks import MIB
+from daemons.render.ingest.upload_memory import Reservation, UploadMemory, UploadMemoryFull
 
 log = logging.getLogger(__name__)
 # 1 MiB: large enough that a peer sends a data set in few PDUs (pynetdicom's default, 16 KiB, means
@@ -48,6 +51,12 @@ _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDic
 def note_abort(assoc: Association, reason: str) -> None:
     """Why the node is aborting `assoc`, for its `dicom.abort` audit entry (`abort_reason`)."""
     _abort_reasons[assoc] = reason
+
+
+def aborting(assoc: Association) -> bool:
+    """Whether the node is aborting `assoc`: a message whose last PDU made it abort (over a limit)
+    is still handed to its handler by pynetdicom, which must not act on it."""
+    return assoc in _abort_reasons
 
 
 def wait_for_peer_from_now(event: Any) -> None:
@@ -139,28 +148,61 @@ def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
 
 
 class MessageLimit:
-    """Aborts an association whose DIMSE message in progress outgrows `max_bytes` (the node's upload
-    limit), from pynetdicom's EVT_PDU_RECV: it comes for each PDU read, before the PDU is added to
-    the message. `store_refused(event, sop_instance_uid)` audits a C-STORE so refused."""
+    """Bounds the DIMSE message in progress on each association, from pynetdicom's EVT_PDU_RECV (it
+    comes for each PDU read, before the PDU is added to the message):
 
-    def __init__(self, max_bytes: int, store_refused: Callable[[Any, str], None]):
+    - a message that outgrows `max_bytes` (the node's upload limit) aborts its association;
+    - a C-STORE's data set holds its room in the process's `UploadMemory` as it arrives, shared with
+      the HTTP uploads, until its handler is done (`stored`) or the connection closes; one that
+      finds no room aborts its association (there is no other way to stop its bytes; the peer may
+      send it again).
+
+    `store_refused(event, sop_instance_uid, reason)` audits a C-STORE so refused."""
+
+    def __init__(self, max_bytes: int, memory: UploadMemory, store_refused: Callable[[Any, str, str], None]):
         self.max_bytes = max_bytes
+        self.memory = memory
         self.store_refused = store_refused
+        self._held: weakref.WeakKeyDictionary[Association, Reservation] = weakref.WeakKeyDictionary()
 
     def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._received)]
+        return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._received),
+                (evt.EVT_CONN_CLOSE, lambda event: self.stored(event.assoc))]
+
+    def stored(self, assoc: Association) -> None:
+        """The C-STORE received on `assoc` has been handled: its data set's room is free."""
+        reservation = self._held.pop(assoc, None)
+        if reservation is not None:
+            reservation.release()
 
     def _received(self, event: Any) -> None:
         assoc = event.assoc
         # once aborted, pynetdicom reads and drops what the peer still sends (PS3.8 Sta13)
         if assoc.is_aborted or not isinstance(event.pdu, P_DATA_TF):
             return
-        if message_bytes(assoc, event.pdu) <= self.max_bytes:
-            return
+        size = message_bytes(assoc, event.pdu)
         message = assoc.dimse.message
-        log.warning("DICOM peer %s sent a DIMSE message over the limit of %d MiB: association aborted",
-                    assoc.requestor.address, self.max_bytes // MIB)
-        note_abort(assoc, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB")
-        if isinstance(message, C_STORE_RQ):  # its command set is complete: the data set is arriving
-            self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID))
+        storing = isinstance(message, C_STORE_RQ)  # its command set is complete: the data set is arriving
+        if size > self.max_bytes:
+            self._abort(event, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB",
+                        f"over_limits: the data set is over this node's limit of {self.max_bytes // MIB} MiB"
+                        if storing else "")
+            return
+        if not storing:
+            return
+        reservation = self._held.setdefault(assoc, Reservation(self.memory))
+        try:
+            reservation.grow_to(size)
+        except UploadMemoryFull as exc:
+            self.stored(assoc)
+            self._abort(event, f"no memory left for bodies being stored ({exc})",
+                        "busy: the node is storing as many data sets as its memory allows (limits.upload_memory_mb)")
+
+    def _abort(self, event: Any, reason: str, refused: str) -> None:
+        """Abort the association for `reason`; a C-STORE in progress is audited refused with `refused`."""
+        assoc = event.assoc
+        log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
+        note_abort(assoc, reason)
+        if refused:
+            self.store_refused(event, str(assoc.dimse.message.command_set.AffectedSOPInstanceUID), refused)
         assoc.abort()

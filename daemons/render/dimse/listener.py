@@ -60,6 +60,7 @@ from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
     MessageLimit,
     abort_reason,
+    aborting,
     free_unassociated,
     note_abort,
     wait_for_peer_from_now,
@@ -68,7 +69,7 @@ from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
-from daemons.render.ingest.upload_checks import MIB, UploadError, check_encoding
+from daemons.render.ingest.upload_checks import UploadError, check_encoding
 from daemons.render.models import DIMSE_SENDER_PREFIX
 from daemons.render.node import Node
 from daemons.render.statuses import (
@@ -215,6 +216,7 @@ class Listener:
         tls_client = (dimse_tls.client_context(config)
                       if any(destination.tls for destination in destinations.values()) else None)
         self.connections = AssociationConnections(node.models.database)
+        self.messages = MessageLimit(node.limits.max_upload_bytes, ingest.memory, self._store_refused_while_arriving)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._on_echo),
@@ -229,7 +231,7 @@ class Listener:
             (evt.EVT_CONN_OPEN, self._limit_waits),
             (evt.EVT_CONN_CLOSE, free_unassociated),
             (evt.EVT_DIMSE_SENT, wait_for_peer_from_now),
-            *MessageLimit(node.limits.max_upload_bytes, self._store_too_large).handlers(),
+            *self.messages.handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
             *self.connections.handlers(),
         ]
@@ -317,6 +319,16 @@ class Listener:
         return SOP_CLASS_NOT_SUPPORTED
 
     def _on_store(self, event: Any) -> int:
+        """A C-STORE, whose data set's room in the upload memory (`dimse.limits.MessageLimit`) is
+        freed once it is handled; not stored when its last PDU made the node abort (audited there)."""
+        try:
+            if aborting(event.assoc):
+                return OUT_OF_RESOURCES  # never sent: the association is gone
+            return self._store(event)
+        finally:
+            self.messages.stored(event.assoc)
+
+    def _store(self, event: Any) -> int:
         request = event.request
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
@@ -346,13 +358,13 @@ class Listener:
             return PROCESSING_FAILURE
         return SUCCESS  # audited by the ingest (record.upload / record.append, naming the instance)
 
-    def _store_too_large(self, event: Any, sop_instance: str) -> None:
-        """Audit a C-STORE whose data set outgrew `limits.max_upload_mb` while it arrived (its association
-        is aborted, `dimse.limits`), as `_on_store` audits the stores it refuses."""
-        limit = self.node.limits.max_upload_bytes // MIB
+    def _store_refused_while_arriving(self, event: Any, sop_instance: str, reason: str) -> None:
+        """Audit a C-STORE refused while its data set arrived (`dimse.limits`: over `limits.max_upload_mb`,
+        or no room in `limits.upload_memory_mb`; its association is aborted), as `_on_store` audits
+        the stores it refuses."""
         self._guard(lambda event: self._audit(
-            event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} over_limits: the data set is "
-            f"over this node's limit of {limit} MiB; association aborted"))(event)
+            event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {reason}; association aborted"
+        ))(event)
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
         """The matches, sent as they are encoded (`find_answers`); pynetdicom sends the final

@@ -56,6 +56,7 @@ from daemons.render.ingest.upload_checks import (
     parse_stored_file,
     same_instance,
 )
+from daemons.render.ingest.upload_memory import UploadMemory
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
 from daemons.render.store.local import Precompressed
@@ -139,8 +140,9 @@ class _Received:
 class Ingest:
     """Stores validated instances into series; one per node, shared by all its front doors."""
 
-    def __init__(self, node: Node, complete_s: float = 60.0):
+    def __init__(self, node: Node, memory: UploadMemory, complete_s: float = 60.0):
         self.node = node
+        self.memory = memory  # what the bodies arriving through the three doors hold at once
         self.complete_s = complete_s
         self._locks: dict[int, FolderLock] = {}
         self._identity_lock = node.registry.runtime.lock("identity")
