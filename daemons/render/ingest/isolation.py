@@ -33,7 +33,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-PRELOAD = ["daemons.render.ingest.upload_checks"]
+PRELOAD = ["daemons.render.ingest.upload_checks", "daemons.render.ingest.resend"]
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import peewee
 from flask import current_app
 from pydicom.dataset import Dataset
 
 from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series, patient_key
-from daemons.render.ingest.isolation import isolated_checker
+from daemons.render.ingest.isolation import IsolatedFailure, isolated_checker
+from daemons.render.ingest.resend import Resent, compare_resent, same_pixels
 from daemons.render.ingest.series_analysis import (
     Growth,
     Provisional,
@@ -54,7 +56,6 @@ from daemons.render.ingest.upload_checks import (
     UploadError,
     check_upload,
     parse_stored_file,
-    same_instance,
 )
 from daemons.render.ingest.upload_memory import UploadMemory
 from daemons.render.node import Node
@@ -135,6 +136,16 @@ class _Received:
     @property
     def next_blob(self) -> int:
         return max((blob for _, blob in self.files.values()), default=-1) + 1
+
+
+class _ComparePixels(Exception):
+    """Files sent again in another transfer syntax than their stored copies (SOP Instance UID ->
+    (SHA-256, bytes) of the copy): only their pixels can tell whether they are those instances,
+    compared by `Ingest.add` once it has left the node's locks."""
+
+    def __init__(self, record_id: str, stored: dict[str, tuple[str, bytes]]):
+        super().__init__(record_id)
+        self.record_id, self.stored = record_id, stored
 
 
 class Ingest:
@@ -218,13 +229,37 @@ class Ingest:
         # series sent at once (two associations, two workers) would both pass them: two patients
         # under one study, one SOP Instance UID in two series. A settle holds its series' lock
         # alone and never waits for this one.
-        with self._identity_lock, self._lock_for(series_uid):
-            self._refuse_other_series(series_uid, by_uid, actor)
-            series = self._existing_series(series_uid)
-            if series is None:
-                self._refuse_new_series_of_another_patient(files[0], actor)
-                return self._create(series_uid, files, by_uid, actor, ahead)
-            return self._append(series.id, series_uid, by_uid, actor, ahead)
+        resent: dict[str, str] = {}  # SOP Instance UID -> SHA-256 of the stored copy it was found to be
+        while True:
+            try:
+                with self._identity_lock, self._lock_for(series_uid):
+                    self._refuse_other_series(series_uid, by_uid, actor)
+                    series = self._existing_series(series_uid)
+                    if series is None:
+                        self._refuse_new_series_of_another_patient(files[0], actor)
+                        return self._create(series_uid, files, by_uid, actor, ahead, resent)
+                    return self._append(series.id, series_uid, by_uid, actor, ahead, resent)
+            except _ComparePixels as compare:  # outside the locks: decoding takes long
+                resent.update(self._same_pixels(compare, by_uid, actor))
+
+    def _same_pixels(self, compare: _ComparePixels, incoming: dict[str, ParsedFile], actor: Actor) -> dict[str, str]:
+        """The stored copies that files sent again in another transfer syntax are (`resend`), compared
+        in decode workers; 409 `instance_conflict` (audited) for the first that is another instance."""
+        for uid, (_, stored) in compare.stored.items():
+            try:
+                same = self.node.decoder.call(same_pixels, stored, incoming[uid].raw)
+            except IsolatedFailure as exc:  # both decoded when they were checked: count it as a difference
+                log.warning("SOP Instance UID %s: its stored copy and the file sent again could not be compared "
+                            "(%s)", uid, exc.reason)
+                same = False
+            if not same:
+                self._conflict(actor, compare.record_id, uid, incoming[uid].name)
+        return {uid: sha256 for uid, (sha256, _) in compare.stored.items()}
+
+    def _conflict(self, actor: Actor, record_id: str, uid: str, name: str) -> NoReturn:
+        self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
+        raise UploadError(409, "instance_conflict", f"{name}: SOP Instance UID {uid} is already stored with "
+                          "different content; an instance is never replaced", name)
 
     def _refuse_other_series(self, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor) -> None:
         """Refuse an instance whose SOP Instance UID the node holds in another series, as a different
@@ -286,7 +321,7 @@ class Ingest:
                 .order_by(stored.stored_at, cat.Series.id).first())
 
     def _create(self, series_uid: str, files: list[ParsedFile], by_uid: dict[str, ParsedFile], actor: Actor,
-                ahead: dict[str, Precompressed]) -> IngestResult:
+                ahead: dict[str, Precompressed], resent: dict[str, str]) -> IngestResult:
         node = self.node
         record_id = series_record_id(node.institution_id, series_uid)
         analysed = analyse_files(files, node.limits)
@@ -298,7 +333,7 @@ class Ingest:
             # the folder is stored but not catalogued (a crash between the two): index it, then append
             backfill(node.store, models.catalogue, [record_id])
             self._index_row(record_id, node.store.read_manifest(record_id).meta, actor)
-            return self._append(record_id, series_uid, by_uid, actor, ahead)
+            return self._append(record_id, series_uid, by_uid, actor, ahead, resent)
         try:
             with models.database.atomic():  # the record row and the catalogue rows: one commit
                 self._index_row(record_id, manifest.meta, actor)
@@ -326,7 +361,10 @@ class Ingest:
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
 
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor,
-                ahead: dict[str, Precompressed]) -> IngestResult:
+                ahead: dict[str, Precompressed], resent: dict[str, str]) -> IngestResult:
+        """Store the instances of `incoming` the series does not hold. One it holds under the same
+        SOP Instance UID must be that instance (`resend`; `resent` names those already compared by
+        their pixels); `_ComparePixels` when some can only be told by their pixels."""
         node, cat = self.node, self.node.models.catalogue
         # the series as the store holds it now: another node may have grown it (the catalogue follows).
         # When the store still holds the version this node last wrote, there is nothing to follow, and
@@ -338,15 +376,22 @@ class Ingest:
             self._outdate_parsed(record_id)
         stored = self._stored_copies(record_id, list(incoming))
         new: dict[str, ParsedFile] = {}
+        compare: dict[str, tuple[str, bytes]] = {}
         for uid, file in incoming.items():
             if uid not in stored:
                 new[uid] = file
-            elif stored[uid][0] != file.sha256 and not same_instance(
-                    node.store.read_file(record_id, stored[uid][1], stored[uid][0]), file.raw):
-                self._audit(actor, "instance.conflict", record_id, detail=f"sop_instance_uid={uid}")
-                raise UploadError(409, "instance_conflict",
-                                  f"{file.name}: SOP Instance UID {uid} is already stored with different content; "
-                                  "an instance is never replaced", file.name)
+                continue
+            sha256, blob = stored[uid]
+            if sha256 in (file.sha256, resent.get(uid)):
+                continue
+            copy = node.store.read_file(record_id, blob, sha256)
+            verdict = compare_resent(copy, file.raw)
+            if verdict is Resent.OTHER:
+                self._conflict(actor, record_id, uid, file.name)
+            if verdict is Resent.COMPARE_PIXELS:
+                compare[uid] = (sha256, copy)
+        if compare:
+            raise _ComparePixels(record_id, compare)
         unchanged = len(incoming) - len(new)
         if not new:
             self._audit(actor, "record.upload_again", record_id, detail=f"instances={unchanged}{_named(incoming)}")

@@ -721,26 +721,6 @@ def _check_sizes(uploads: list[tuple[str, bytes]], limits: Limits) -> None:
                           f"the upload is {total // MIB} MiB, over the limit of {limits.max_upload_bytes // MIB} MiB")
 
 
-DATASET_TRAILING_PADDING = 0xFFFCFFFC
-
-
-def same_instance(stored: bytes, incoming: bytes) -> bool:
-    """Whether two files are one instance sent again: the same transfer syntax and the same
-    attributes with the same values. The bytes may differ: the file meta describes the transfer
-    (the sender's AE title and implementation), and a sender such as dcmtk's storescu writes the
-    data set anew (group lengths, item and padding encodings). Compared only when a SOP Instance
-    UID arrives again with other bytes, both files already checked."""
-    first, second = read_dataset(stored), read_dataset(incoming)
-    if first.file_meta.get("TransferSyntaxUID") != second.file_meta.get("TransferSyntaxUID"):
-        return False
-
-    def attributes(ds: Dataset) -> dict[int, Any]:
-        return {element.tag: element.value for element in ds
-                if element.tag.element != 0 and element.tag != DATASET_TRAILING_PADDING}
-
-    return attributes(first) == attributes(second)
-
-
 def parse_stored_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     """Parse a file already in the store (checked in isolation when it arrived), for re-analysis."""
     return _parse_file(name, raw, limits)
