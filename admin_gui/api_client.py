@@ -26,6 +26,7 @@ import requests
 import urllib3
 
 from admin_gui import answer_deadline
+from admin_gui.form_checks import check_server_url
 from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
@@ -151,6 +152,11 @@ class ApiClient:
         tokens = self.credentials.server_tokens
         if self.issues_tokens or not self.credentials.access_token or tokens is None:
             return self.credentials.access_token
+        # a server named by another one (an institution's entry, a node's registration), not typed in
+        # the login form: checked by the same rule before a token is exchanged for it or sent to it
+        problem = check_server_url(self.base_url, "Its address")
+        if problem:
+            raise ApiError(f"{self.base_url!r} is not called, and no token sent to it: {problem}", "invalid_url")
         try:
             return tokens.token_for(self.base_url)
         except ValueError as exc:

@@ -563,3 +563,38 @@ def test_a_login_of_a_long_lived_token_is_taken(odd_server):
     answers["/api/v1/auth/login"] = (200, {"access_token": "t", "expires_in": 10**10, "user": user})
     client = ApiClient(url)
     assert client.login("a", "pw") == user and client.credentials.expires_in == 10**10
+
+
+class _Recording(BaseHTTPRequestHandler):
+    """A server that answers every call and remembers its headers."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self):
+        self.seen.append(dict(self.headers))
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_named_by_another_over_plain_http_never_gets_a_token():
+    """An institution entry or a node registration naming `http://` had the console exchange a
+    token for that URL and send it in the clear. The login form already refused such an address;
+    servers named by other servers are now held to the same rule before any token is made or sent."""
+    _Recording.seen = []
+    with _serving(_Recording) as plain:
+        toplevel = ApiClient(plain.replace("http://", "https://"), credentials=api_client.Credentials("session"))
+        toplevel.base_url = plain  # the toplevel's own address was checked by the login form
+        institution = toplevel.for_server(f"{plain}/institution")
+        with pytest.raises(ApiError) as refused:
+            institution.get("/api/v1/nodes")
+        assert refused.value.code == "invalid_url" and "must start with https://" in refused.value.message
+        assert _Recording.seen == []  # neither a token exchange at the toplevel nor a call to the server
