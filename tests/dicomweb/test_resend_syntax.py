@@ -14,14 +14,18 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
+    generate_uid,
 )
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from daemons.render.ingest.isolation import IsolatedFailure
 from daemons.render.ingest.resend import Resent, compare_resent, same_pixels
 from tests.dicomweb.conftest import synthetic_series, uids
 from tests.dicomweb.test_stow_wado import ANY_DICOM, body_of, instance_count, parts_of, stow
@@ -146,3 +150,107 @@ def test_a_c_store_of_the_decompressed_copy_answers_success_and_keeps_the_stored
         assert kept.PixelData == pydicom.dcmread(io.BytesIO(files[0])).PixelData
     finally:
         close_archive(harness)
+
+
+def _in_syntax(ds: pydicom.Dataset, syntax: str) -> bytes:
+    ds.file_meta.TransferSyntaxUID = syntax
+    return to_bytes(ds)
+
+
+def _pair(change, rows: int = 8, cols: int = 8) -> tuple[bytes, bytes]:
+    """One instance stored in Explicit VR Little Endian and, under its SOP Instance UID, a file in
+    Implicit VR Little Endian that `change(ds)` made."""
+    ds = dataset(rows, cols, series=generate_uid())
+    ds.StudyInstanceUID = generate_uid()
+    stored = _in_syntax(ds, EXPLICIT_LE)
+    change(ds)
+    return stored, _in_syntax(ds, ImplicitVRLittleEndian)
+
+
+def _bit_packed(pixels: bytes):
+    def change(ds):
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+        ds.PixelData = pixels
+    return change
+
+
+def _ybr_422(pixels: bytes):
+    def change(ds):
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels
+    return change
+
+
+def _both(first_change, second_change) -> tuple[bytes, bytes]:
+    ds = dataset(8, 8, series=generate_uid())
+    ds.StudyInstanceUID = generate_uid()
+    first_change(ds)
+    stored = _in_syntax(ds, EXPLICIT_LE)
+    second_change(ds)
+    return stored, _in_syntax(ds, ImplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("layout", [
+    lambda: _both(_bit_packed(bytes(8)), _bit_packed(b"\xff" * 8)),
+    lambda: _both(_ybr_422(bytes(range(128))), _ybr_422(bytes([255] * 128))),
+], ids=["bit-packed", "YBR_FULL_422"])
+def test_a_layout_whose_values_are_not_compared_is_another_instance(node, layout):
+    """Bit-packed and YBR_FULL_422 pixels are not compared word by word: a file in another syntax
+    is another instance whatever its pixels. The comparison of stored values yielded no frame for
+    them, and no frame compared counted as "the same": different pixels were answered stored."""
+    stored, again = layout()
+    assert compare_resent(stored, again) is Resent.OTHER
+    assert not same_pixels(stored, again) and not same_pixels(stored, stored)
+    assert stow(node, body_of([stored])).status_code == 200
+    refused = stow(node, body_of([again]))
+    assert refused.status_code == 409, refused.get_data(as_text=True)
+    assert "instance.conflict" in _audit_actions(node)
+    assert instance_count(node) == 1
+
+
+def test_big_endian_unknown_syntaxes_and_pixel_data_on_one_side_are_other_instances(node):
+    """Explicit VR Big Endian swaps 8-bit values in OW pairs (pixels 1,0,3,2 for the same bytes),
+    a syntax pydicom does not know raised (a 500), and Pixel Data that only one file holds was left
+    out with the pixel encoding's elements (the new pixels dropped, "stored" answered)."""
+    ds = dataset(8, 8, series=generate_uid())
+    ds.StudyInstanceUID = generate_uid()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(range(64))
+    ds["PixelData"].VR = "OW"
+    little = to_bytes(ds)
+    assert compare_resent(_in_syntax(ds, ExplicitVRBigEndian), little) is Resent.OTHER
+    unknown = little.replace(EXPLICIT_LE.encode() + b"\x00", b"1.2.826.0.1.3680.9.9", 1)  # a private syntax
+    assert unknown != little and compare_resent(little, unknown) is Resent.OTHER
+
+    without, with_pixels = _pair(lambda ds: None)
+    without_ds = pydicom.dcmread(io.BytesIO(without))
+    del without_ds.PixelData
+    without = to_bytes(without_ds)
+    assert compare_resent(without, with_pixels) is Resent.OTHER
+    assert compare_resent(with_pixels, without) is Resent.OTHER
+    assert stow(node, body_of([little])).status_code == 200
+    refused = stow(node, body_of([unknown]))
+    assert refused.status_code == 409, refused.get_data(as_text=True)
+    assert instance_count(node) == 1
+
+
+def test_a_comparison_the_decode_worker_could_not_finish_refuses_the_file_without_calling_it_a_conflict(
+        node, monkeypatch):
+    """Decoding both files at once may run past a worker's time or memory: the file is refused
+    (422, nothing stored), as a check the worker could not finish refuses it, but it is not
+    reported or audited as another instance under the UID."""
+    files = synthetic_series(1, syntax=RLELossless, rows=32, cols=32)
+    assert stow(node, body_of(files)).status_code == 200
+    native = _retrieve(node, files[0], NATIVE)
+    decoder = node.app.extensions["sivr_node"].decoder
+
+    def out_of_time(function, *args):
+        raise IsolatedFailure("decoding took longer than 30 s")
+    monkeypatch.setattr(decoder, "call", out_of_time)
+    refused = stow(node, body_of([native]))
+    assert refused.status_code == 409, refused.get_data(as_text=True)  # STOW-RS: every instance failed
+    assert refused.get_json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]  # not 0xA900
+    assert "instance.conflict" not in _audit_actions(node)
+    assert instance_count(node) == 1
+    assert _retrieve(node, files[0], ANY_DICOM) == files[0]

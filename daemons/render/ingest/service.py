@@ -244,16 +244,19 @@ class Ingest:
 
     def _same_pixels(self, compare: _ComparePixels, incoming: dict[str, ParsedFile], actor: Actor) -> dict[str, str]:
         """The stored copies that files sent again in another transfer syntax are (`resend`), compared
-        in decode workers; 409 `instance_conflict` (audited) for the first that is another instance."""
+        in decode workers; 409 `instance_conflict` (audited) for the first that is another instance.
+        A comparison the worker could not finish (decoding both files at once ran past its time or
+        memory) refuses the file as a failed check does (422), without calling it another instance."""
         for uid, (_, stored) in compare.stored.items():
+            name = incoming[uid].name
             try:
                 same = self.node.decoder.call(same_pixels, stored, incoming[uid].raw)
-            except IsolatedFailure as exc:  # both decoded when they were checked: count it as a difference
-                log.warning("SOP Instance UID %s: its stored copy and the file sent again could not be compared "
-                            "(%s)", uid, exc.reason)
-                same = False
+            except IsolatedFailure as exc:
+                raise UploadError(422, "not_compared", f"{name}: SOP Instance UID {uid} is stored in another transfer "
+                                  f"syntax and the two could not be compared ({exc.reason}); nothing was stored",
+                                  name) from exc
             if not same:
-                self._conflict(actor, compare.record_id, uid, incoming[uid].name)
+                self._conflict(actor, compare.record_id, uid, name)
         return {uid: sha256 for uid, (sha256, _) in compare.stored.items()}
 
     def _conflict(self, actor: Actor, record_id: str, uid: str, name: str) -> NoReturn:
