@@ -12,9 +12,9 @@ memory for every association and the HTTP API. Here, as the bytes arrive:
   limit, the association is aborted: a data set that size would be refused when complete anyway,
   and answering it 0xA700 would mean receiving, and holding, the rest of it first.
 
-An association thus holds at most the upload limit and a PDU or two; and a C-STORE's data set
-counts in the process's memory for bodies being stored (`ingest.upload_memory`) as it arrives: one
-that finds no room aborts its association as well. Either abort is audited
+A message in progress thus holds at most the upload limit and a PDU; and each C-STORE's data set
+counts in the process's memory for bodies being stored (`ingest.upload_memory`) from its arrival
+until it has been handled: one that finds no room aborts its association as well. Either abort is audited
 (`dicom.abort`) with its reason (`abort_reason`). Conformance: docs/conformance.md.
 """
 
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, NoReturn, cast
@@ -148,34 +150,49 @@ def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
 
 
 class MessageLimit:
-    """Bounds the DIMSE message in progress on each association, from pynetdicom's EVT_PDU_RECV (it
-    comes for each PDU read, before the PDU is added to the message):
+    """Bounds the DIMSE messages each association makes the process hold, from pynetdicom's events on
+    the thread that reads the association's PDUs (EVT_PDU_RECV before a PDU is added to the message
+    in progress, EVT_DIMSE_RECV when a message is complete, before it is queued for its handler):
 
     - a message that outgrows `max_bytes` (the node's upload limit) aborts its association;
-    - a C-STORE's data set holds its room in the process's `UploadMemory` as it arrives, shared with
-      the HTTP uploads, until its handler is done (`stored`) or the connection closes; one that
-      finds no room aborts its association (there is no other way to stop its bytes; the peer may
-      send it again).
+    - a C-STORE's data set holds its own room in the process's `UploadMemory`, shared with the HTTP
+      uploads, from its PDUs' arrival (a data set in one PDU with its command: when complete) until
+      its handler is done with it (`take`, then the handler releases it). A peer that sends data sets
+      without waiting for the answers (pynetdicom queues them, unbounded) holds room for each. One
+      that finds no room aborts its association: there is no other way to stop its bytes, and the
+      peer may send it again.
+    - When the connection closes, what was still arriving or waiting for its handler is freed, and a
+      handler that had not begun stores nothing (`take` is None: the peer can learn no outcome).
 
-    `store_refused(event, sop_instance_uid, reason)` audits a C-STORE so refused."""
+    Handlers take the reservations of their association's data sets in the order the data sets
+    arrived (pynetdicom handles them in that order), so a data set whose handler never runs (a
+    request pynetdicom drops) makes a later one free an earlier one's room: counted too long, until
+    the connection closes, never too short. `store_refused(event, sop_instance_uid, reason)` audits a
+    C-STORE refused while it arrived."""
 
     def __init__(self, max_bytes: int, memory: UploadMemory, store_refused: Callable[[Any, str, str], None]):
         self.max_bytes = max_bytes
         self.memory = memory
         self.store_refused = store_refused
-        self._held: weakref.WeakKeyDictionary[Association, Reservation] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._arriving: weakref.WeakKeyDictionary[Association, Reservation] = weakref.WeakKeyDictionary()
+        self._waiting: weakref.WeakKeyDictionary[Association, deque[Reservation]] = weakref.WeakKeyDictionary()
+        self._closed: weakref.WeakSet[Association] = weakref.WeakSet()
 
     def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._received),
-                (evt.EVT_CONN_CLOSE, lambda event: self.stored(event.assoc))]
+        return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._pdu_received),
+                (evt.EVT_DIMSE_RECV, self._message_received), (evt.EVT_CONN_CLOSE, self._connection_closed)]
 
-    def stored(self, assoc: Association) -> None:
-        """The C-STORE received on `assoc` has been handled: its data set's room is free."""
-        reservation = self._held.pop(assoc, None)
-        if reservation is not None:
-            reservation.release()
+    def take(self, assoc: Association) -> Reservation | None:
+        """For a C-STORE's handler: the reservation of the data set it handles, to release when done;
+        None when the connection closed before the handler began (then store nothing)."""
+        with self._lock:
+            if assoc in self._closed:
+                return None
+            waiting = self._waiting.get(assoc)
+            return waiting.popleft() if waiting else Reservation(self.memory)
 
-    def _received(self, event: Any) -> None:
+    def _pdu_received(self, event: Any) -> None:
         assoc = event.assoc
         # once aborted, pynetdicom reads and drops what the peer still sends (PS3.8 Sta13)
         if assoc.is_aborted or not isinstance(event.pdu, P_DATA_TF):
@@ -184,25 +201,58 @@ class MessageLimit:
         message = assoc.dimse.message
         storing = isinstance(message, C_STORE_RQ)  # its command set is complete: the data set is arriving
         if size > self.max_bytes:
-            self._abort(event, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB",
+            self._abort(event, message, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB",
                         f"over_limits: the data set is over this node's limit of {self.max_bytes // MIB} MiB"
                         if storing else "")
             return
-        if not storing:
+        if storing:
+            with self._lock:
+                closed = assoc in self._closed
+                reservation = None if closed else self._arriving.setdefault(assoc, Reservation(self.memory))
+            if reservation is not None:
+                self._grow(event, message, reservation, size)
+
+    def _message_received(self, event: Any) -> None:
+        assoc, message = event.assoc, event.message
+        with self._lock:
+            reservation = self._arriving.pop(assoc, None) or Reservation(self.memory)
+        if not isinstance(message, C_STORE_RQ) or assoc.is_aborted or aborting(assoc):
+            reservation.release()  # never handled: aborting, or no data set to store
             return
-        reservation = self._held.setdefault(assoc, Reservation(self.memory))
+        size = message.encoded_command_set.tell() + cast(BytesIO, message.data_set).tell()
+        if not self._grow(event, message, reservation, size):
+            return
+        with self._lock:
+            if assoc not in self._closed:
+                self._waiting.setdefault(assoc, deque()).append(reservation)
+                return
+        reservation.release()
+
+    def _connection_closed(self, event: Any) -> None:
+        with self._lock:
+            self._closed.add(event.assoc)
+            held = [self._arriving.pop(event.assoc, None), *self._waiting.pop(event.assoc, ())]
+        for reservation in held:
+            if reservation is not None:
+                reservation.release()
+
+    def _grow(self, event: Any, message: C_STORE_RQ, reservation: Reservation, size: int) -> bool:
+        """Whether the data set's room could grow to `size` bytes; if not, it is freed and the
+        association aborted."""
         try:
             reservation.grow_to(size)
+            return True
         except UploadMemoryFull as exc:
-            self.stored(assoc)
-            self._abort(event, f"no memory left for bodies being stored ({exc})",
+            reservation.release()
+            self._abort(event, message, f"no memory left for bodies being stored ({exc})",
                         "busy: the node is storing as many data sets as its memory allows (limits.upload_memory_mb)")
+            return False
 
-    def _abort(self, event: Any, reason: str, refused: str) -> None:
-        """Abort the association for `reason`; a C-STORE in progress is audited refused with `refused`."""
+    def _abort(self, event: Any, message: Any, reason: str, refused: str) -> None:
+        """Abort the association for `reason`; a C-STORE `message` is audited refused with `refused`."""
         assoc = event.assoc
         log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
         note_abort(assoc, reason)
         if refused:
-            self.store_refused(event, str(assoc.dimse.message.command_set.AffectedSOPInstanceUID), refused)
+            self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID), refused)
         assoc.abort()

@@ -320,13 +320,21 @@ class Listener:
 
     def _on_store(self, event: Any) -> int:
         """A C-STORE, whose data set's room in the upload memory (`dimse.limits.MessageLimit`) is
-        freed once it is handled; not stored when its last PDU made the node abort (audited there)."""
+        freed once it is handled; not stored when its last PDU made the node abort (audited there),
+        nor when the connection closed before its turn came (no answer could reach the peer)."""
+        reservation = self.messages.take(event.assoc)
         try:
-            if aborting(event.assoc):
+            if aborting(event.assoc):  # audited with the abort's reason
                 return OUT_OF_RESOURCES  # never sent: the association is gone
+            if reservation is None:
+                self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid="
+                            f"{event.request.AffectedSOPInstanceUID} not stored: the connection closed before "
+                            "it was handled")
+                return OUT_OF_RESOURCES  # never sent: the connection is gone
             return self._store(event)
         finally:
-            self.messages.stored(event.assoc)
+            if reservation is not None:
+                reservation.release()
 
     def _store(self, event: Any) -> int:
         request = event.request

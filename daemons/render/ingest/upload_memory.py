@@ -70,16 +70,18 @@ class Reservation:
     def __init__(self, memory: UploadMemory):
         self.memory = memory
         self.held = 0
+        self.released = False
 
     def grow_to(self, body_bytes: int) -> None:
         """Hold room for a body of which `body_bytes` have arrived; `UploadMemoryFull` when other
         bodies hold so much that it does not fit (it keeps what it held: release it or end the
-        `reservation` block)."""
-        need = body_bytes * BODY_COPIES - self.held
-        if need <= 0:
-            return
+        `reservation` block). Once released it holds nothing more: a thread still receiving the
+        body must not reserve room that nothing would free."""
         memory = self.memory
         with memory._lock:
+            need = body_bytes * BODY_COPIES - self.held
+            if need <= 0 or self.released:
+                return
             alone = memory.used == self.held
             if not alone and memory.used + need > memory.budget:
                 raise UploadMemoryFull(
@@ -93,6 +95,7 @@ class Reservation:
         with self.memory._lock:
             self.memory.used -= self.held
             self.held = 0
+            self.released = True
 
 
 @contextmanager
