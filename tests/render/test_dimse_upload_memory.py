@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.association import Association
@@ -36,12 +37,16 @@ def _instances(count: int, prefix: str) -> list[Dataset]:
     return out
 
 
-def _message_pdus(assoc: Association, ds: Dataset, message_id: int) -> list[P_DATA]:
+def _message_pdus(assoc: Association, ds: Dataset, message_id: int, dropped: bool = False) -> list[P_DATA]:
+    """The PDUs of a C-STORE of `ds`; `dropped`: without its Affected SOP Instance UID, a request
+    pynetdicom drops ("unexpected message") without calling the handler."""
     context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
     primitive = store_request(ds, implicit=False)
     primitive.MessageID, primitive.Priority, primitive.AffectedSOPClassUID = message_id, 2, CTImageStorage
     message = C_STORE_RQ()
     message.primitive_to_message(primitive)
+    if dropped:
+        del message.command_set.AffectedSOPInstanceUID
     return list(message.encode_msg(context.context_id, assoc.acceptor.maximum_length))
 
 
@@ -65,6 +70,17 @@ class _Paused:
 
     def __exit__(self, *exc) -> None:
         self.assoc._reactor_checkpoint.set()
+
+
+def _store_in_one_pdu(harness, ds: Dataset) -> list[int | None]:
+    """The answer to a C-STORE of `ds` whose command and data set travel in one PDU (None: aborted)."""
+    assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    with _Paused(assoc):
+        assoc.dul.send_pdu(_in_one_pdu(_message_pdus(assoc, ds, 1)))
+        answers = _answers(assoc, 1)
+    if assoc.is_established:
+        assoc.release()
+    return answers
 
 
 def _answers(assoc: Association, count: int) -> list[int | None]:
@@ -133,19 +149,12 @@ def test_a_data_set_in_one_pdu_with_its_command_is_counted_and_refused_when_ther
         memory = harness.app.extensions[INGEST_EXTENSION].memory
         seen = _spy_on_ingest(harness, monkeypatch, pause_s=0)
         first, second = _instances(2, f"{SERIES}.2")
-        assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
-        with _Paused(assoc):
-            assoc.dul.send_pdu(_in_one_pdu(_message_pdus(assoc, first, 1)))
-            assert _answers(assoc, 1) == [0x0000]
-        assoc.release()
+        assert _store_in_one_pdu(harness, first) == [0x0000]
         assert seen and seen[0] >= BODY_COPIES * 256 * 256 * 2, seen  # before: 0, never counted
 
         with memory.reservation() as other:
             other.grow_to(memory.budget // 2)  # others hold more than a third of the budget
-            assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
-            with _Paused(assoc):
-                assoc.dul.send_pdu(_in_one_pdu(_message_pdus(assoc, second, 1)))
-                assert _answers(assoc, 1) == [None]  # aborted: before, stored (0x0000) past the budget
+            assert _store_in_one_pdu(harness, second) == [None]  # aborted: before, stored (0x0000) past the budget
             assert _settled(harness) == other.held
         assert models(harness).catalogue.Instance.select().count() == 1
         refused = audit_rows(harness, "dicom.store_refused")
@@ -155,17 +164,23 @@ def test_a_data_set_in_one_pdu_with_its_command_is_counted_and_refused_when_ther
         close_archive(harness)
 
 
-def test_a_connection_closed_while_its_data_set_is_stored_keeps_the_room_until_it_is_stored(make_node,
-                                                                                             monkeypatch):
+@pytest.mark.parametrize("after_a_dropped_request", [False, True])
+def test_a_connection_closed_while_its_data_set_is_stored_keeps_the_room_until_it_is_stored(
+        make_node, monkeypatch, after_a_dropped_request):
+    """Also after a request pynetdicom dropped without a handler: handlers took reservations in
+    arrival order, so the stored data set took the dropped one's small room, and the closing
+    connection freed its own while it was being stored."""
     harness = open_archive(make_node, limits__upload_memory_mb=64, **TIMEOUTS)
     try:
         started = threading.Event()
         seen = _spy_on_ingest(harness, monkeypatch, pause_s=1.0, on_start=started.set)
         memory = harness.app.extensions[INGEST_EXTENSION].memory
-        [ds] = _instances(1, f"{SERIES}.3")
+        [ds] = _instances(1, f"{SERIES}.3.{int(after_a_dropped_request)}")
+        small = dataset(rows=8, cols=8, series=SERIES)
         assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
         with _Paused(assoc):
-            for pdu in _message_pdus(assoc, ds, 1):
+            dropped = _message_pdus(assoc, small, 1, dropped=True) if after_a_dropped_request else []
+            for pdu in dropped + _message_pdus(assoc, ds, 2):
                 assoc.dul.send_pdu(pdu)
             assert started.wait(10)
             assoc.dul.socket.socket.shutdown(2)  # the peer goes while the node stores its data set

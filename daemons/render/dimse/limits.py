@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, NoReturn, cast
@@ -164,11 +163,12 @@ class MessageLimit:
     - When the connection closes, what was still arriving or waiting for its handler is freed, and a
       handler that had not begun stores nothing (`take` is None: the peer can learn no outcome).
 
-    Handlers take the reservations of their association's data sets in the order the data sets
-    arrived (pynetdicom handles them in that order), so a data set whose handler never runs (a
-    request pynetdicom drops) makes a later one free an earlier one's room: counted too long, until
-    the connection closes, never too short. `store_refused(event, sop_instance_uid, reason)` audits a
-    C-STORE refused while it arrived."""
+    A handler takes its own data set's reservation, found by the data set's buffer (pynetdicom hands
+    the message's buffer to the handler as the request's DataSet). Taking them in arrival order went
+    wrong after a request pynetdicom drops without a handler: the next handler took the dropped
+    one's small room, and a closing connection then freed the room of the data set being stored.
+    A dropped request's room (and its buffer) stays held until the connection closes.
+    `store_refused(event, sop_instance_uid, reason)` audits a C-STORE refused while it arrived."""
 
     def __init__(self, max_bytes: int, memory: UploadMemory, store_refused: Callable[[Any, str, str], None]):
         self.max_bytes = max_bytes
@@ -176,21 +176,22 @@ class MessageLimit:
         self.store_refused = store_refused
         self._lock = threading.Lock()
         self._arriving: weakref.WeakKeyDictionary[Association, Reservation] = weakref.WeakKeyDictionary()
-        self._waiting: weakref.WeakKeyDictionary[Association, deque[Reservation]] = weakref.WeakKeyDictionary()
+        # per association, the complete C-STOREs waiting for their handler, by their data set's buffer
+        self._waiting: weakref.WeakKeyDictionary[Association, dict[BytesIO, Reservation]] = weakref.WeakKeyDictionary()
         self._closed: weakref.WeakSet[Association] = weakref.WeakSet()
 
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._pdu_received),
                 (evt.EVT_DIMSE_RECV, self._message_received), (evt.EVT_CONN_CLOSE, self._connection_closed)]
 
-    def take(self, assoc: Association) -> Reservation | None:
-        """For a C-STORE's handler: the reservation of the data set it handles, to release when done;
-        None when the connection closed before the handler began (then store nothing)."""
+    def take(self, assoc: Association, data_set: BytesIO) -> Reservation | None:
+        """For a C-STORE's handler: the reservation of the data set it handles (the request's
+        DataSet), to release when done; None when the connection closed before the handler began
+        (then store nothing)."""
         with self._lock:
             if assoc in self._closed:
                 return None
-            waiting = self._waiting.get(assoc)
-            return waiting.popleft() if waiting else Reservation(self.memory)
+            return self._waiting.get(assoc, {}).pop(data_set, None) or Reservation(self.memory)
 
     def _pdu_received(self, event: Any) -> None:
         assoc = event.assoc
@@ -224,14 +225,14 @@ class MessageLimit:
             return
         with self._lock:
             if assoc not in self._closed:
-                self._waiting.setdefault(assoc, deque()).append(reservation)
+                self._waiting.setdefault(assoc, {})[cast(BytesIO, message.data_set)] = reservation
                 return
         reservation.release()
 
     def _connection_closed(self, event: Any) -> None:
         with self._lock:
             self._closed.add(event.assoc)
-            held = [self._arriving.pop(event.assoc, None), *self._waiting.pop(event.assoc, ())]
+            held = [self._arriving.pop(event.assoc, None), *self._waiting.pop(event.assoc, {}).values()]
         for reservation in held:
             if reservation is not None:
                 reservation.release()

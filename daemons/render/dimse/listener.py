@@ -322,7 +322,7 @@ class Listener:
         """A C-STORE, whose data set's room in the upload memory (`dimse.limits.MessageLimit`) is
         freed once it is handled; not stored when its last PDU made the node abort (audited there),
         nor when the connection closed before its turn came (no answer could reach the peer)."""
-        reservation = self.messages.take(event.assoc)
+        reservation = self.messages.take(event.assoc, event.request.DataSet)
         try:
             if aborting(event.assoc):  # audited with the abort's reason
                 return OUT_OF_RESOURCES  # never sent: the association is gone
