@@ -17,6 +17,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
@@ -254,3 +255,18 @@ def test_a_comparison_the_decode_worker_could_not_finish_refuses_the_file_withou
     assert "instance.conflict" not in _audit_actions(node)
     assert instance_count(node) == 1
     assert _retrieve(node, files[0], ANY_DICOM) == files[0]
+
+
+def test_a_codestream_wider_than_bits_allocated_is_never_narrowed_to_match():
+    """A JPEG 2000 codestream of 12 bits in a data set of 8 bits allocated decodes to 16-bit words:
+    cut to 8 bits, 256 + x matched the stored x and the file was answered "stored"."""
+    ds = dataset(16, 16, series=generate_uid())
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    values = (np.arange(256, dtype=np.uint16) % 200).reshape(16, 16)
+    ds.PixelData = values.astype(np.uint8).tobytes()
+    stored = to_bytes(ds)
+    ds.PixelData = encapsulate([imagecodecs.jpeg2k_encode(values + 256, level=0, bitspersample=12, reversible=True)])
+    ds["PixelData"].VR = "OB"
+    wider = _in_syntax(ds, JPEG2000Lossless)
+    assert compare_resent(stored, wider) is Resent.COMPARE_PIXELS
+    assert not same_pixels(stored, wider)

@@ -116,7 +116,10 @@ def _stored_values(raw: bytes) -> Iterator[np.ndarray]:
     samples, frames = int(ds.get("SamplesPerPixel", 1)), int(ds.get("NumberOfFrames", 1) or 1)
     if syntax.is_compressed:
         for frame in iter_pixels(ds, raw=True):
-            yield frame.view(words) if frame.dtype.itemsize == words.itemsize else frame.astype(words)
+            if frame.dtype.itemsize > words.itemsize:  # a codestream wider than Bits Allocated: never narrowed,
+                yield frame  # so values beyond the stored words differ (12-bit 256 + x is not 8-bit x)
+            else:
+                yield frame.view(words) if frame.dtype.itemsize == words.itemsize else frame.astype(words)
         return
     per_frame = rows * columns * samples
     values = np.frombuffer(ds.PixelData, words.newbyteorder("<"), count=min(
