@@ -4,9 +4,10 @@ Shows whether uploads slow viewers down: decoding uploads in isolated worker pro
 leave the node's threads (and its GIL) to the viewers. About a minute:
 
     python -m bench.upload_interference [--viewers 8] [--uploaders 2] [--seconds 20] [--decode-nice N]
-                                        [--render-workers N] [--viewer-client python|h2load]
+                                        [--codec-threads N] [--render-workers N] [--viewer-client python|h2load]
 
 `--decode-nice` sets the node's `decode.nice` (the upload checkers' niceness; default: the config's);
+`--codec-threads` its `decode.codec_threads` (OpenJPEG threads per frame in an upload checker);
 `--render-workers` its `server.workers` (gunicorn worker processes sharing the decoded series).
 
 `--viewer-client` chooses what asks the frames. `python` (default): one thread per viewer in this
@@ -94,13 +95,13 @@ def _uploader(session: requests.Session, url: str, files, stop: threading.Event,
         reply.raise_for_status()
 
 
-def _configure(nice: int | None, workers: int | None):
+def _configure(nice: int | None, codec_threads: int | None, workers: int | None):
     def configure(layout: Layout) -> None:
         for instance in layout.by_layer("render"):
             path = Path(instance.config)
             values = tomllib.loads(path.read_text())
-            if nice is not None:
-                values["decode"] = {**values.get("decode", {}), "nice": nice}
+            decode = {"nice": nice, "codec_threads": codec_threads}
+            values["decode"] = {**values.get("decode", {}), **{k: v for k, v in decode.items() if v is not None}}
             if workers is not None:
                 values["server"] = {**values.get("server", {}), "workers": workers}
             path.write_text(render_config_toml("render", get_layer("render").keys, values))
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--decode-nice", type=int)
+    parser.add_argument("--codec-threads", type=int)
     parser.add_argument("--render-workers", type=int)
     parser.add_argument("--viewer-client", choices=("python", "h2load"), default="python")
     args = parser.parse_args()
@@ -121,7 +123,7 @@ def main() -> None:
         h2load.require()
     files = [(p.name, p.read_bytes()) for p in sorted((REPO / "demo_data" / "ct-chest-100").glob("*.dcm"))[:SLICES]]
     deployment = start_deployment(Path(tempfile.mkdtemp()) / "deployment",
-                                  before_start=_configure(args.decode_nice, args.render_workers))
+                                  before_start=_configure(args.decode_nice, args.codec_threads, args.render_workers))
     try:
         client, url = deployment.client("physician"), deployment.url("render-1-1")
         record_id = client.call("POST", f"{url}/api/v1/records", timeout=300, files=[

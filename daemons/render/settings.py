@@ -142,6 +142,11 @@ KEYS = (
     Key("decode", "timeout_s", 30.0,
         "Wall-clock seconds one file may take in a decode worker before the worker is killed and replaced.",
         minimum=0, above=True),
+    Key("decode", "codec_threads", 2,
+        "Threads a decode worker's JPEG 2000 decoder uses for one frame: a worker checks a file's frames "
+        "one after another, so with 1 a modality sending one image at a time keeps one core busy (a "
+        "512x512 CT slice: about 28 ms on one thread, 15 ms on two). Each thread's buffers count within "
+        "decode.memory_mb.", minimum=1, maximum=64),
     Key("decode", "nice", 10,
         "Scheduling niceness the decode workers add to their own (0 to 19): when the cores are busy, "
         "rendering for viewers goes first and uploads' checks take what is left.", minimum=0, maximum=19),

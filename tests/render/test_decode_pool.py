@@ -50,7 +50,7 @@ def _panic() -> None:
 
 @pytest.fixture
 def pool():
-    the_pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=2, timeout_s=3.0, nice=5))
+    the_pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=2, timeout_s=3.0, nice=5, codec_threads=1))
     yield the_pool
     the_pool.close()
 
@@ -82,7 +82,7 @@ def test_workers_yield_the_cores_to_the_node(pool):
 
 def test_cpu_time_is_limited_per_job():
     """RLIMIT_CPU counts from each job's start, so a long-lived worker is not killed for its past work."""
-    pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=1, timeout_s=120.0, nice=0))
+    pool = DecodePool(IsolationLimits(workers=1, memory_mb=256, cpu_s=1, timeout_s=120.0, nice=0, codec_threads=1))
     try:
         first = pool.call(_pid)
         for _ in range(3):
@@ -106,6 +106,7 @@ def test_map_reports_each_item_in_order(pool):
     ({"decode__timeout_s": 0}, "decode.timeout_s must be above 0, got 0.0"),
     ({"decode__nice": -5}, "decode.nice must be from 0 to 19, got -5"),
     ({"decode__nice": 20}, "decode.nice must be from 0 to 19, got 20"),
+    ({"decode__codec_threads": 0}, "decode.codec_threads must be from 1 to 64, got 0"),
 ])
 def test_decode_limits_are_checked_at_start(make_node, override, message):
     from shared.config import ConfigError

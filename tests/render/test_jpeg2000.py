@@ -13,6 +13,7 @@ import pytest
 from pydicom.pixels import pixel_array
 
 from daemons.render.imaging import decode, jpeg2000
+from daemons.render.ingest.isolation import DecodePool, IsolationLimits
 from daemons.render.ingest.upload_checks import layout_of
 from tests.conftest import DEMO_CT
 
@@ -79,4 +80,51 @@ def test_the_node_decodes_jpeg2000_with_the_plugin(monkeypatch):
     assert str(ds.file_meta.TransferSyntaxUID) in jpeg2000.SYNTAXES
     [(index, frame)] = list(decode.decode_frames(raw, layout_of(ds, float_modality=False), [0], dataset=ds))
     assert index == 0 and frame.shape == (ds.Rows, ds.Columns)
-    assert [call["numthreads"] for call in calls] == [jpeg2000.THREADS]
+    assert [call["numthreads"] for call in calls] == [1]  # the node's loader decodes frames side by side
+
+
+def _threads_of_a_decode(raw: bytes) -> list[int]:
+    """A decode worker's job: the thread counts the node's decode path hands OpenJPEG there."""
+    calls: list[int] = []
+    original = jpeg2000.imagecodecs.jpeg2k_decode
+    jpeg2000.imagecodecs.jpeg2k_decode = lambda *args, **kwargs: calls.append(kwargs["numthreads"]) or original(
+        *args, **kwargs)
+    try:
+        ds = decode.read_dataset(raw)
+        list(decode.decode_frames(raw, layout_of(ds, float_modality=False), [0], dataset=ds))
+    finally:
+        jpeg2000.imagecodecs.jpeg2k_decode = original
+    return calls
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_decode_worker_decodes_each_frame_on_its_configured_threads(threads):
+    """A worker checks a file's frames one after another: `decode.codec_threads` lets one sender's
+    images use more than one core there, while the node itself keeps one thread per frame."""
+    raw = sorted(DEMO_CT.glob("*.dcm"))[0].read_bytes()
+    pool = DecodePool(IsolationLimits(workers=1, memory_mb=512, cpu_s=20, timeout_s=60.0, nice=0,
+                                      codec_threads=threads))
+    try:
+        assert pool.call(_threads_of_a_decode, raw) == [threads]
+    finally:
+        pool.close()
+    assert _threads_of_a_decode(raw) == [1]
+
+
+@pytest.mark.parametrize("path", FILES[:8], ids=lambda path: path.name)
+def test_frames_decoded_on_several_threads_are_the_same(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        at = 0 if int(ds.get("NumberOfFrames", 1) or 1) > 1 else None
+        one = _decoded(ds, at, jpeg2000.PLUGIN)
+        jpeg2000.use_threads(4)
+        try:
+            several = _decoded(ds, at, jpeg2000.PLUGIN)
+        finally:
+            jpeg2000.use_threads(1)
+    assert type(one) is type(several)
+    if isinstance(one, np.ndarray):
+        assert one.dtype == several.dtype and np.array_equal(one, several)
+    else:
+        assert one == several

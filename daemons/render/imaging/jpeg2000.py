@@ -25,10 +25,10 @@ from pydicom.pixels.decoders.base import DecodeRunner
 #: the label the plugin is registered under (`decoding_plugin=` of pydicom's pixel functions)
 PLUGIN = "sivr-imagecodecs"
 SYNTAXES = (str(JPEG2000LosslessDecoder.UID), str(JPEG2000Decoder.UID))
-# One thread per frame: OpenJPEG's own threads each take stack and buffers, and under a decode
-# worker's address-space limit (`decode.memory_mb`) a frame that decodes on one thread failed on
-# two. Frames are decoded in parallel anyway, by the loader's threads (`render.load_threads`).
-THREADS = 1
+# OpenJPEG threads per frame in this process (`use_threads`). One in the node: its loader decodes
+# frames side by side already (`render.load_threads`), and OpenJPEG's own threads each take stack
+# and buffers.
+_threads = 1
 DECODER_DEPENDENCIES = dict.fromkeys(SYNTAXES, ("imagecodecs",))  # what pydicom names when it is missing
 
 
@@ -50,11 +50,19 @@ def _decode_frame(src: bytes, runner: DecodeRunner) -> bytes:
     samples = runner.samples_per_pixel
     shape = (runner.rows, runner.columns, *((samples,) if samples > 1 else ()))
     out = np.empty(shape, np.dtype(f"{'i' if signed else 'u'}{itemsize}"))
-    frame = imagecodecs.jpeg2k_decode(src, out=out, numthreads=THREADS)
+    frame = imagecodecs.jpeg2k_decode(src, out=out, numthreads=_threads)
     if runner.photometric_interpretation in (PhotometricInterpretation.YBR_ICT, PhotometricInterpretation.YBR_RCT):
         runner.set_option("photometric_interpretation", PhotometricInterpretation.RGB)
     runner.set_option("bits_allocated", itemsize * 8)
     return frame.tobytes()
+
+
+def use_threads(count: int) -> None:
+    """Decode each frame on `count` OpenJPEG threads in this process from now on: a decode worker
+    checks a file's frames one after another, so a modality sending one image at a time over one
+    association would otherwise keep one core busy while the others wait (`decode.codec_threads`)."""
+    global _threads
+    _threads = max(1, int(count))
 
 
 def register() -> None:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from daemons.render.imaging import jpeg2000
+
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 PRELOAD = ["daemons.render.ingest.upload_checks", "daemons.render.ingest.resend"]
@@ -45,12 +47,13 @@ class IsolationLimits:
     cpu_s: int
     timeout_s: float
     nice: int
+    codec_threads: int
 
     @classmethod
     def from_config(cls, config) -> IsolationLimits:
         section = config["decode"]
         return cls(section["workers"], section["memory_mb"], section["cpu_s"], float(section["timeout_s"]),
-                   section["nice"])
+                   section["nice"], section["codec_threads"])
 
 
 class IsolatedFailure(Exception):
@@ -74,10 +77,11 @@ def _cpu_used() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _serve(conn: Connection, memory_mb: int, cpu_s: int, nice: int) -> None:
+def _serve(conn: Connection, memory_mb: int, cpu_s: int, nice: int, codec_threads: int) -> None:
     """A worker's loop: limit itself, then run jobs until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node (or gunicorn) ends workers, not a terminal's ^C
     os.nice(nice)
+    jpeg2000.use_threads(codec_threads)
     limit = _address_space() + memory_mb * MIB
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -117,7 +121,8 @@ def _exit_reason(exitcode: int | None, limits: IsolationLimits) -> str:
 class _Worker:
     def __init__(self, context, limits: IsolationLimits):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, limits.memory_mb, limits.cpu_s, limits.nice),
+        self.process = context.Process(target=_serve, args=(child, limits.memory_mb, limits.cpu_s, limits.nice,
+                                                            limits.codec_threads),
                                        name="sivr-decode", daemon=True)
         self.process.start()
         child.close()
