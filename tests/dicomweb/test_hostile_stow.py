@@ -187,3 +187,33 @@ def test_an_announced_length_reserves_no_memory_before_its_bytes_arrive(node):
         tracemalloc.stop()
     assert 400 <= cut.status_code < 500 and instance_count(node) == 0
     assert peak < announced // 16, f"{peak / 2**20:.0f} MiB held for a body of a few kB"
+
+
+@pytest.mark.parametrize(("accept", "answered"), [
+    (None, "application/dicom+json"),
+    ("*/*", "application/dicom+json"),
+    ("application/json", "application/json"),
+    ("application/dicom+xml, application/json; q=0.5", "application/json"),
+    ("text/html, application/xhtml+xml, application/xml;q=0.9, */*;q=0.8", "application/dicom+json"),  # a browser's
+    ("application/dicom+xml", None),
+    ('multipart/related; type="application/dicom+xml"', None),
+    ("application/dicom+json; q=0", None),
+])
+def test_the_three_json_answers_take_one_accept_rule(node, accept, answered):
+    """STOW-RS's outcome, QIDO-RS and WADO-RS metadata are the same DICOM JSON: one rule
+    (`syntax.json_answer`) chooses its media type, or 406 before anything is stored."""
+    files = synthetic_series(1)
+    study, series, _ = uids(files[0])
+    headers = {**node.headers(), **({"Accept": accept} if accept is not None else {})}
+    stored = node.client.post("/dicomweb/studies", data=body_of(files), headers={**headers, "Content-Type": STOW_TYPE})
+    assert instance_count(node) == (0 if answered is None else 1)
+    if answered is None:  # stored with the default, so that the searches below find the series
+        assert stow(node, body_of(files)).status_code == 200
+    searched = node.client.get(f"/dicomweb/studies/{study}/series", headers=headers)
+    described = node.client.get(f"/dicomweb/studies/{study}/series/{series}/metadata", headers=headers)
+    for reply in (stored, searched, described):
+        if answered is None:
+            assert reply.status_code == 406, reply.request.path
+            assert reply.get_json()["error"]["code"] == "not_acceptable"
+        else:
+            assert reply.status_code == 200 and reply.mimetype == answered, (reply.request.path, reply.status_code)

@@ -29,6 +29,7 @@ from pydicom.dataelem import DataElement
 from daemons.render.catalogue.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
+from daemons.render.dicomweb.syntax import json_answer
 from daemons.render.node import node
 from daemons.render.stacks import frame_stack
 from shared.access import require_query_scope
@@ -37,7 +38,6 @@ from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.roles import ROLES
 
-MEDIA_TYPES = ("application/dicom+json", "application/json")
 STUDY_DEFAULTS = ("StudyDate", "StudyTime", "AccessionNumber", "InstanceAvailability", "ModalitiesInStudy",
                   "ReferringPhysicianName", "RetrieveURL", "PatientName", "PatientID", "PatientBirthDate",
                   "PatientSex", "StudyInstanceUID", "StudyID", "StudyDescription", "NumberOfStudyRelatedSeries",
@@ -105,21 +105,9 @@ def search_instances() -> Response:
     return _search(ALL_INSTANCES)
 
 
-def _media_type() -> str:
-    """application/dicom+json (the default) or application/json; 406 for anything else (XML)."""
-    accept = request.accept_mimetypes
-    if not accept.provided:
-        return MEDIA_TYPES[0]
-    chosen = accept.best_match(MEDIA_TYPES)
-    if chosen is None:
-        raise ApiError(406, "not_acceptable", "QIDO-RS answers application/dicom+json (or application/json); "
-                       "multipart/related XML answers are not supported")
-    return chosen
-
-
 def _search(resource: Resource, study_uid: str | None = None, series_uid: str | None = None) -> Response:
     search = parse(request.args.lists(), resource.level, resource.match_levels)
-    media_type = _media_type()
+    media_type = json_answer(request.headers.get("Accept"), "a QIDO-RS answer")
     the_node = node()
     cat = the_node.models.catalogue
     matches = list(search.matches)

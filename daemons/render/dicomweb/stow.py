@@ -34,7 +34,7 @@ from flask import Response, request
 
 from daemons.render.dicomweb import bp
 from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related
-from daemons.render.dicomweb.syntax import accepted, not_acceptable
+from daemons.render.dicomweb.syntax import json_answer
 from daemons.render.dicomweb.wado import instance_url, study_url
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import (
@@ -124,9 +124,7 @@ def _check_media_types() -> str:
     if part_type != DICOM:
         raise ApiError(415, "unsupported_media_type", f"only {DICOM} parts are stored (not {part_type}): "
                        "the metadata-and-bulk-data form of STOW-RS is not supported")
-    if not any(w.part_type in ("application/dicom+json", "application/json", "*/*", "*", "application/*")
-               for w in accepted(request.headers.get("Accept"))):
-        raise not_acceptable("the STOW-RS answer is application/dicom+json only")
+    json_answer(request.headers.get("Accept"), "the STOW-RS answer")
     return boundary_of(request.headers["Content-Type"])
 
 
@@ -211,7 +209,8 @@ def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
     if failed:
         body[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failure_item(c) for c in failed]}
     status = 200 if not failed else 202 if stored else 409
-    response = Response(json.dumps(body), status=status, content_type="application/dicom+json")
+    response = Response(json.dumps(body), status=status,
+                        content_type=json_answer(request.headers.get("Accept"), "the STOW-RS answer"))
     if failed:
         reasons = "; ".join(c.reason for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
         text = f"{len(failed)} of {len(candidates)} instances failed: {reasons}".replace('"', "'")

@@ -34,6 +34,8 @@ ANY = "*"
 DICOM = "application/dicom"
 OCTETS = "application/octet-stream"
 WILDCARDS = ("*/*", "*", "application/*")
+#: the media types of a DICOM JSON answer (QIDO-RS, metadata, the STOW-RS outcome), the first the default
+JSON_TYPES = ("application/dicom+json", "application/json")
 
 #: the media type of a compressed frame, by its transfer syntax (PS3.18 Table 8.7.3-2)
 FRAME_MEDIA_TYPES = {
@@ -89,6 +91,18 @@ def accepted(header: str | None) -> list[Wanted]:
 
 def not_acceptable(what: str) -> ApiError:
     return ApiError(406, "not_acceptable", what)
+
+
+def json_answer(header: str | None, what: str) -> str:
+    """The media type of a DICOM JSON answer for an Accept header: the first of `JSON_TYPES` it
+    names, best first, application/dicom+json for a wildcard; 406 saying `what` is sent as when it
+    accepts neither (the XML forms of PS3.18 are not supported)."""
+    for item in accepted(header):
+        if item.part_type in JSON_TYPES:
+            return item.part_type
+        if item.part_type in WILDCARDS:
+            return JSON_TYPES[0]
+    raise not_acceptable(f"{what} is sent as {' or '.join(JSON_TYPES)} only; the XML forms are not supported")
 
 
 def instance_targets(wanted: list[Wanted]) -> list[str]:

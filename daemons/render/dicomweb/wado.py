@@ -30,12 +30,14 @@ from daemons.render.dicomweb.syntax import (
     DICOM,
     EXPLICIT_LE,
     OCTETS,
+    WILDCARDS,
     accepted,
     frame_bytes,
     frame_choice,
     frame_count,
     instance_syntax,
     instance_targets,
+    json_answer,
     needs_stored_syntax,
     not_acceptable,
     stored_syntax,
@@ -167,13 +169,10 @@ def retrieve_instance(study: str, series: str, sop: str) -> Response:
 
 # --- metadata ----------------------------------------------------------------------------------
 def _metadata(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
-    wanted = accepted(request.headers.get("Accept"))
-    if not any(w.part_type in ("application/dicom+json", "application/json", "*/*", "*", "application/*")
-               for w in wanted):
-        raise not_acceptable("metadata is sent as application/dicom+json only")
+    media = json_answer(request.headers.get("Accept"), "metadata")
     entries = metadata_cache().entries(node(), rows, _bulk_base(study_uid, series_uids))
     body = b"[" + b",".join(entry.json for entry in entries) + b"]"
-    response = Response(body, content_type="application/dicom+json")
+    response = Response(body, content_type=media)
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -269,7 +268,7 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
         numbers = list(range(1, frame_count(ds) + 1))
         _check_showable(row, numbers)
         return _frames_response(ds, numbers)
-    if not any(w.part_type in (OCTETS, "*/*", "*", "application/*") for w in accepted(request.headers.get("Accept"))):
+    if not any(w.part_type in (OCTETS, *WILDCARDS) for w in accepted(request.headers.get("Accept"))):
         raise not_acceptable("bulk data is sent as application/octet-stream")
     boundary = new_boundary()
     response = Response(write_related([(OCTETS, bytes(found.value))], boundary),
