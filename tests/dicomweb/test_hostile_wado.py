@@ -231,7 +231,8 @@ def test_q_values_weigh_alike_for_wado_and_rendered_resources():
 ])
 def test_odd_accept_headers_are_answered_or_406(stored, accept):
     series = f"/dicomweb/studies/{stored.study}/series/{stored.series}"
-    for path in (series, f"{series}/metadata", f"{stored.instance}/frames/1", f"{stored.instance}/bulk/7FE00010",
+    for path in (series, f"{series}/metadata", f"/dicomweb/studies/{stored.study}/series",  # the last a QIDO-RS search
+                 f"{stored.instance}/frames/1", f"{stored.instance}/bulk/7FE00010",
                  f"{stored.instance}/rendered", f"{stored.instance}/thumbnail"):
         reply = stored.get(path, accept)
         assert reply.status_code in (200, 406), (path, reply.get_data(as_text=True))

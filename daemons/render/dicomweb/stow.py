@@ -114,8 +114,9 @@ def _read_body(limits: Limits, reservation: Reservation) -> bytearray:
         body += chunk
 
 
-def _check_media_types() -> str:
-    """The body's boundary; 415 unless it is multipart/related of application/dicom, 406 for the answer."""
+def _check_media_types() -> tuple[str, str]:
+    """The body's boundary and the answer's media type; 415 unless the body is multipart/related of
+    application/dicom, 406 for the answer."""
     media, params = media_type(request.headers.get("Content-Type", ""))
     if media != "multipart/related":
         raise ApiError(415, "unsupported_media_type",
@@ -124,8 +125,8 @@ def _check_media_types() -> str:
     if part_type != DICOM:
         raise ApiError(415, "unsupported_media_type", f"only {DICOM} parts are stored (not {part_type}): "
                        "the metadata-and-bulk-data form of STOW-RS is not supported")
-    json_answer(request.headers.get("Accept"), "the STOW-RS answer")
-    return boundary_of(request.headers["Content-Type"])
+    answer_type = json_answer(request.headers.get("Accept"), "the STOW-RS answer")
+    return boundary_of(request.headers["Content-Type"]), answer_type
 
 
 def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) -> Candidate:
@@ -193,7 +194,7 @@ def _store(batch: list[Candidate], actor: Actor) -> None:
         candidate.stored = True
 
 
-def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
+def _answer(candidates: list[Candidate], study_uid: str | None, answer_type: str) -> Response:
     stored = [c for c in candidates if c.stored]
     failed = [c for c in candidates if not c.stored]
     body: dict[str, Any] = {}
@@ -209,8 +210,7 @@ def _answer(candidates: list[Candidate], study_uid: str | None) -> Response:
     if failed:
         body[FAILED_SOP_SEQUENCE] = {"vr": "SQ", "Value": [_failure_item(c) for c in failed]}
     status = 200 if not failed else 202 if stored else 409
-    response = Response(json.dumps(body), status=status,
-                        content_type=json_answer(request.headers.get("Accept"), "the STOW-RS answer"))
+    response = Response(json.dumps(body), status=status, content_type=answer_type)
     if failed:
         reasons = "; ".join(c.reason for c in failed[:3]) + (" ..." if len(failed) > 3 else "")
         text = f"{len(failed)} of {len(candidates)} instances failed: {reasons}".replace('"', "'")
@@ -242,12 +242,13 @@ def store_instances(study: str | None = None) -> Response:
     if study is not None and not is_uid(study):  # nor would an answer's RetrieveURL be built from it
         raise ApiError(400, "validation_error", f"{study[:80]!r} in the path is not a Study Instance UID (digits and "
                        "dots, at most 64 characters)")
-    boundary = _check_media_types()
+    boundary, answer_type = _check_media_types()
     with stored_body(ingest_service().memory) as reservation:
-        return _store_body(study, boundary, reservation, Actor(identity.user_id, identity.username))
+        return _store_body(study, boundary, answer_type, reservation, Actor(identity.user_id, identity.username))
 
 
-def _store_body(study: str | None, boundary: str, reservation: Reservation, actor: Actor) -> Response:
+def _store_body(study: str | None, boundary: str, answer_type: str, reservation: Reservation,
+                actor: Actor) -> Response:
     """Read, check and store the body of a request whose headers passed (`store_instances`)."""
     limits = node().limits
     parts = split_related(_read_body(limits, reservation), boundary, limits.max_files)
@@ -263,4 +264,4 @@ def _store_body(study: str | None, boundary: str, reservation: Reservation, acto
             by_series.setdefault(candidate.series, []).append(candidate)
     for batch in by_series.values():
         _store(batch, actor)
-    return _answer(candidates, study)
+    return _answer(candidates, study, answer_type)

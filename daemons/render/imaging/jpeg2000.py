@@ -62,7 +62,7 @@ def use_threads(count: int) -> None:
     checks a file's frames one after another, so a modality sending one image at a time over one
     association would otherwise keep one core busy while the others wait (`decode.codec_threads`)."""
     global _threads
-    _threads = max(1, int(count))
+    _threads = count
 
 
 def register() -> None:
