@@ -1,7 +1,15 @@
 """Server-side authorization for Flask views: every endpoint states who may call it.
 
-The identity comes only from a verified token (never from the body or query), so the UI hiding a
-button is never what protects an action.
+The identity comes only from a verified token (never from the body or from other query
+parameters), so the UI hiding a button is never what protects an action.
+
+The token travels in the `Authorization` header, except where an endpoint opts in to
+`?access_token=` (RFC 6750 §2.3): the render node's image GETs, which a viewer asks for several
+times a second. A header that is not CORS-safelisted makes the browser send a preflight before
+each new URL, one more round trip per slice (100 ms on the paper's 2G); without it the image GET
+is a simple request. The risks of a token in a URL are bounded by the token itself: it lives at
+most a minute and only at the one server it was minted for (`shared.tokens`), access lines log the
+route and never the query (`shared.logs`), and the viewer asks with `cache: "no-store"`.
 """
 
 from __future__ import annotations
@@ -25,8 +33,34 @@ def install_verifier(app, verifier: TokenVerifier) -> None:
     app.extensions[VERIFIER_EXTENSION] = verifier
 
 
-def _bearer_token() -> str:
+#: The query parameter of RFC 6750 §2.3, taken only by endpoints that opt in (`require_auth`).
+QUERY_TOKEN_PARAM = "access_token"
+
+
+def _invalid_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message, headers={"WWW-Authenticate": 'Bearer error="invalid_request"'})
+
+
+def _query_token(header: str, allowed: bool) -> str:
+    """The token of `?access_token=`, where the endpoint takes one; the request must not also
+    carry a header, nor the parameter twice (RFC 6750: one method per request)."""
+    if not allowed:
+        raise _invalid_request(f"this endpoint takes its access token in the Authorization header only, "
+                               f"not as the {QUERY_TOKEN_PARAM} query parameter")
+    sent = request.args.getlist(QUERY_TOKEN_PARAM)
+    if header or len(sent) > 1:
+        raise _invalid_request(f"send the access token once: in the Authorization header or as one "
+                               f"{QUERY_TOKEN_PARAM} query parameter")
+    if not sent[0].strip():
+        raise ApiError(401, "invalid_token", f"the {QUERY_TOKEN_PARAM} query parameter is empty",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return sent[0].strip()
+
+
+def _bearer_token(query_allowed: bool = False) -> str:
     header = request.headers.get("Authorization", "")
+    if QUERY_TOKEN_PARAM in request.args:
+        return _query_token(header, query_allowed)
     scheme, _, token = header.partition(" ")
     if not header:
         raise ApiError(401, "missing_token", "log in first: no access token was sent",
@@ -37,11 +71,12 @@ def _bearer_token() -> str:
     return token.strip()
 
 
-def authenticate() -> Identity:
-    """Verify the request's token and remember the identity for this request."""
+def authenticate(token_in_query: bool = False) -> Identity:
+    """Verify the request's token and remember the identity for this request; `token_in_query`:
+    the endpoint also takes it as `?access_token=` (see the module's docstring)."""
     verifier: TokenVerifier = current_app.extensions[VERIFIER_EXTENSION]
     try:
-        identity = verifier.verify(_bearer_token())
+        identity = verifier.verify(_bearer_token(token_in_query))
     except TokenError as exc:
         raise ApiError(401, exc.code, exc.message,
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
@@ -63,13 +98,14 @@ def check_role(identity: Identity, roles: tuple[str, ...]) -> None:
                        f"this action needs the role {' or '.join(roles)}; you are {identity.role}")
 
 
-def require_auth(*roles: str) -> Callable[[F], F]:
-    """Decorator: a valid token is required, and its role must be one of `roles` (if given)."""
+def require_auth(*roles: str, token_in_query: bool = False) -> Callable[[F], F]:
+    """Decorator: a valid token is required, and its role must be one of `roles` (if given);
+    `token_in_query`: for GETs a viewer makes many times a second (the module's docstring)."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            check_role(authenticate(), roles)
+            check_role(authenticate(token_in_query), roles)
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -276,6 +276,38 @@ def test_who_may_do_what(node, ct_files):
     assert node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers(role="instadmin")).status_code == 204
 
 
+def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loaded_ct, caplog):
+    """A viewer's image GETs may carry the token as `access_token` (no Authorization header, so no
+    CORS preflight per slice); the same checks apply to it, one method per request, and every other
+    endpoint refuses it rather than ignoring it. The access line never holds it."""
+    node, record_id, _ = loaded_ct
+    token = node.headers()["Authorization"].removeprefix("Bearer ")
+    base = f"/api/v1/records/{record_id}"
+    caplog.set_level("INFO", logger="sivr.access")
+    for path in (f"{base}/frames/0?format=jpeg", f"{base}/mpr/coronal/10?format=jpeg",
+                 f"{base}/volume?mode=mip&size=64x64&format=jpeg"):
+        by_query = node.client.get(f"{path}&access_token={token}")
+        assert by_query.status_code == 200, (path, by_query.json)
+        assert by_query.data == node.client.get(path, headers=node.headers()).data
+    frame = f"{base}/frames/0?format=jpeg"
+    assert token not in caplog.text and "access_token" not in caplog.text
+    both = node.client.get(f"{frame}&access_token={token}", headers=node.headers())
+    assert both.status_code == 400 and both.json["error"]["code"] == "invalid_request"
+    twice = node.client.get(f"{frame}&access_token={token}&access_token={token}")
+    assert twice.status_code == 400 and twice.json["error"]["code"] == "invalid_request"
+    assert node.client.get(f"{frame}&access_token=").status_code == 401
+    assert node.client.get(f"{frame}&access_token={token[:-4]}AAAA").status_code == 401
+    foreign = node.headers(institution_id=str(uuid.uuid4()))["Authorization"].removeprefix("Bearer ")
+    assert (node.client.get(f"{frame}&access_token={foreign}").status_code
+            == node.client.get(frame, headers={"Authorization": f"Bearer {foreign}"}).status_code)
+    for method, path in (("get", base), ("get", f"{base}/original"), ("get", f"{base}/frames/0/value?x=1&y=1"),
+                         ("post", f"{base}/load"), ("delete", base), ("get", "/api/v1/node")):
+        refused = getattr(node.client, method)(f"{path}{'&' if '?' in path else '?'}access_token={token}")
+        assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_request", (method, path)
+        assert "Authorization header only" in refused.json["error"]["message"]
+    assert node.client.get(base, headers=node.headers()).status_code == 200  # nothing was deleted
+
+
 def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files):
     record_id = node.upload(ct_files[:3]).json["id"]
     user = str(uuid.uuid4())

@@ -16,6 +16,8 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
 
@@ -106,6 +108,35 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
     assert [p["index"] for p in during] == sorted(p["index"] for p in during)  # never an older slice after a newer
     final = painted(page)[-1]
     assert final["index"] == SLICES - 1 and "format=webp" in final["key"]
+
+
+def image_requests(deployment) -> dict[str, float]:
+    """The render node's count of image GETs and of preflights (OPTIONS) for them, from its metrics."""
+    text = requests.get(f"{deployment.url('render-1-1')}/metrics", verify=deployment.ca_cert, timeout=10).text
+    counts = {"GET": 0.0, "OPTIONS": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (sample.name == "sivr_http_requests_total" and sample.labels.get("method") in counts
+                    and re.search(r"/(frames|mpr/<plane>)/<int\(signed=True\):index>$|/volume$",
+                                  sample.labels.get("route", ""))):
+                counts[sample.labels["method"]] += sample.value
+    return counts
+
+
+def test_slices_are_asked_for_without_a_preflight_each(page, deployment, record):
+    """Each slice is a new URL, and a cross-origin GET with an Authorization header needs a CORS
+    preflight per URL (two round trips a slice: 200 ms on the paper's 2G). The viewer sends the
+    image GETs' token as `access_token` instead, so scrolling asks for slices and nothing else."""
+    open_at_first_slice(page, deployment, record)
+    before = image_requests(deployment)
+    page.locator("#viewport").focus()
+    for _ in range(8):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_timeout(150)
+    page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '8'", polling=50)
+    after = image_requests(deployment)
+    assert after["GET"] - before["GET"] >= 8, (before, after)
+    assert after["OPTIONS"] == before["OPTIONS"], (before, after)
 
 
 def test_on_2g_nothing_is_fetched_ahead_while_the_hand_moves(page, deployment, record):

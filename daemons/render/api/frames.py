@@ -72,7 +72,7 @@ def etag_for(record_id: str, parts: list[str]) -> str:
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def frame(record_id: str, index: int):
     started = time.perf_counter()
     record_id = parse_record_id(record_id, "record id")

@@ -348,7 +348,7 @@ class PlaneImage:
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def mpr(record_id: str, plane: str, index: int) -> Response:
     """A reformatted plane; `index` counts along the stored axis closest to the plane's normal
     (for an axial series the axial index is the frame index)."""
@@ -428,7 +428,7 @@ def render_mode() -> tuple[str, str]:
 
 
 @bp.get("/api/v1/records/<record_id>/volume")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def volume(record_id: str) -> Response:
     """A 3D rendering of the whole record; see the module doc for `view_id`/`seq`."""
     started = time.perf_counter()

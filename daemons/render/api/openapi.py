@@ -10,6 +10,7 @@ from daemons.render.api import query
 from daemons.render.dicomweb import rendered
 from daemons.render.imaging.encode import MIMETYPES
 from shared import __version__
+from shared.auth import QUERY_TOKEN_PARAM
 
 bp = Blueprint("render_openapi", __name__)
 
@@ -159,6 +160,10 @@ SCHEMAS = {
 }
 
 
+#: Image GETs take the token in the header or in the query (shared.auth, `token_in_query`).
+_IMAGE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}]
+
+
 def document() -> dict[str, Any]:
     meta_list = {"type": "object", "properties": {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/RecordMeta"}}, "total": {"type": "integer"}}}
@@ -169,7 +174,10 @@ def document() -> dict[str, Any]:
         "info": {"title": "SIVR render node", "version": __version__,
                  "description": "Stores encrypted DICOM records, loads them into RAM and renders them."},
         "components": {"schemas": SCHEMAS, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}}},
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"},
+            "query_token": {"type": "apiKey", "in": "query", "name": QUERY_TOKEN_PARAM,
+                            "description": "the same token, for image GETs only (RFC 6750 §2.3): a request "
+                                           "without an Authorization header needs no CORS preflight"}}},
         "security": [{"bearer": []}],
         "paths": {
             "/api/v1/node": {"get": {"summary": "node health figures (administrators of the node's institution "
@@ -226,6 +234,7 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/frames/{index}": {
                 "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
+                        "security": _IMAGE_SECURITY,
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/value": {
@@ -253,6 +262,7 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
+                    "security": _IMAGE_SECURITY,
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
                 "parameters": _MPR_PATH,
@@ -270,6 +280,7 @@ def document() -> dict[str, Any]:
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
+                "security": _IMAGE_SECURITY,
                 "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422, 503)}}},
             "/api/v1/worklist": {"get": {
                 "summary": "series not filed at the institution, with their DICOM patient, study and series: "

@@ -278,7 +278,7 @@ export class RequestScheduler {
     // rendering as soon as a newer one of the same view arrives (409 superseded).
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
     const started = performance.now();
-    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal });
+    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal, tokenInQuery: true });
     const firstByte = performance.now();
     const blob = await response.blob();
     this.link.add(blob.size, started, firstByte, performance.now(), !req.interactive);
