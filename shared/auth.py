@@ -4,8 +4,8 @@ The identity comes only from a verified token (never from the body or from other
 parameters), so the UI hiding a button is never what protects an action.
 
 The token travels in the `Authorization` header, except where an endpoint opts in to
-`?access_token=` (RFC 6750 §2.3): the render node's image GETs, which a viewer asks for several
-times a second. A header that is not CORS-safelisted makes the browser send a preflight before
+`?access_token=` (RFC 6750 §2.3): the render node's image and value-probe GETs, which a viewer
+asks for several times a second. A header that is not CORS-safelisted makes the browser send a preflight before
 each new URL, one more round trip per slice (100 ms on the paper's 2G); without it the image GET
 is a simple request. The risks of a token in a URL are bounded by the token itself: it lives at
 most a minute and only at the one server it was minted for (`shared.tokens`), access lines log the

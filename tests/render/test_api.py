@@ -277,15 +277,16 @@ def test_who_may_do_what(node, ct_files):
 
 
 def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loaded_ct, caplog):
-    """A viewer's image GETs may carry the token as `access_token` (no Authorization header, so no
-    CORS preflight per slice); the same checks apply to it, one method per request, and every other
+    """A viewer's image and probe GETs may carry the token as `access_token` (no Authorization
+    header, so no CORS preflight per slice or point); the same checks apply to it, one method per request, and every other
     endpoint refuses it rather than ignoring it. The access line never holds it."""
     node, record_id, _ = loaded_ct
     token = node.headers()["Authorization"].removeprefix("Bearer ")
     base = f"/api/v1/records/{record_id}"
     caplog.set_level("INFO", logger="sivr.access")
     for path in (f"{base}/frames/0?format=jpeg", f"{base}/mpr/coronal/10?format=jpeg",
-                 f"{base}/volume?mode=mip&size=64x64&format=jpeg"):
+                 f"{base}/volume?mode=mip&size=64x64&format=jpeg", f"{base}/frames/0/value?x=1&y=1",
+                 f"{base}/frames/0/stats?shape=rect&x0=0&y0=0&x1=4&y1=4", f"{base}/mpr/coronal/10/value?x=1&y=1"):
         by_query = node.client.get(f"{path}&access_token={token}")
         assert by_query.status_code == 200, (path, by_query.json)
         assert by_query.data == node.client.get(path, headers=node.headers()).data
@@ -300,7 +301,7 @@ def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loade
     foreign = node.headers(institution_id=str(uuid.uuid4()))["Authorization"].removeprefix("Bearer ")
     assert (node.client.get(f"{frame}&access_token={foreign}").status_code
             == node.client.get(frame, headers={"Authorization": f"Bearer {foreign}"}).status_code)
-    for method, path in (("get", base), ("get", f"{base}/original"), ("get", f"{base}/frames/0/value?x=1&y=1"),
+    for method, path in (("get", base), ("get", f"{base}/original"), ("get", f"{base}/key-images"),
                          ("post", f"{base}/load"), ("delete", base), ("get", "/api/v1/node")):
         refused = getattr(node.client, method)(f"{path}{'&' if '?' in path else '?'}access_token={token}")
         assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_request", (method, path)

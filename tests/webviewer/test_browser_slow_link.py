@@ -111,22 +111,24 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
 
 
 def image_requests(deployment) -> dict[str, float]:
-    """The render node's count of image GETs and of preflights (OPTIONS) for them, from its metrics."""
+    """The render node's count of image and probe GETs and of preflights (OPTIONS) for them, from
+    its metrics."""
     text = requests.get(f"{deployment.url('render-1-1')}/metrics", verify=deployment.ca_cert, timeout=10).text
     counts = {"GET": 0.0, "OPTIONS": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if (sample.name == "sivr_http_requests_total" and sample.labels.get("method") in counts
-                    and re.search(r"/(frames|mpr/<plane>)/<int\(signed=True\):index>$|/volume$",
+                    and re.search(r"/(frames|mpr/<plane>)/<int\(signed=True\):index>(/value)?$|/volume$",
                                   sample.labels.get("route", ""))):
                 counts[sample.labels["method"]] += sample.value
     return counts
 
 
-def test_slices_are_asked_for_without_a_preflight_each(page, deployment, record):
-    """Each slice is a new URL, and a cross-origin GET with an Authorization header needs a CORS
-    preflight per URL (two round trips a slice: 200 ms on the paper's 2G). The viewer sends the
-    image GETs' token as `access_token` instead, so scrolling asks for slices and nothing else."""
+def test_slices_and_probed_values_are_asked_for_without_a_preflight_each(page, deployment, record):
+    """Each slice (and each point under the value probe) is a new URL, and a cross-origin GET with an
+    Authorization header needs a CORS preflight per URL (two round trips a slice: 200 ms on the
+    paper's 2G). The viewer sends those GETs' token as `access_token` instead, so scrolling and
+    probing ask for images and values and nothing else."""
     open_at_first_slice(page, deployment, record)
     before = image_requests(deployment)
     page.locator("#viewport").focus()
@@ -134,8 +136,17 @@ def test_slices_are_asked_for_without_a_preflight_each(page, deployment, record)
         page.keyboard.press("ArrowDown")
         page.wait_for_timeout(150)
     page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '8'", polling=50)
+    page.keyboard.press("i")   # the value probe
+    box = page.locator("#viewport").bounding_box()
+    probe = page.locator("#viewport .probe-value")
+    shown = ""
+    for step in range(4):
+        page.mouse.move(box["x"] + box["width"] * (0.3 + 0.1 * step), box["y"] + box["height"] / 2)
+        page.wait_for_function("([el, before]) => !el.hidden && el.textContent.includes('HU') && el.textContent !== before",
+                               arg=[probe.element_handle(), shown], polling=50)
+        shown = probe.text_content()
     after = image_requests(deployment)
-    assert after["GET"] - before["GET"] >= 8, (before, after)
+    assert after["GET"] - before["GET"] >= 12, (before, after)
     assert after["OPTIONS"] == before["OPTIONS"], (before, after)
 
 

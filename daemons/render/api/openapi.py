@@ -160,7 +160,7 @@ SCHEMAS = {
 }
 
 
-#: Image GETs take the token in the header or in the query (shared.auth, `token_in_query`).
+#: Image and probe GETs take the token in the header or in the query (shared.auth, `token_in_query`).
 _IMAGE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}]
 
 
@@ -176,7 +176,7 @@ def document() -> dict[str, Any]:
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"},
             "query_token": {"type": "apiKey", "in": "query", "name": QUERY_TOKEN_PARAM,
-                            "description": "the same token, for image GETs only (RFC 6750 §2.3): a request "
+                            "description": "the same token, for image and probe GETs only (RFC 6750 §2.3): a request "
                                            "without an Authorization header needs no CORS preflight"}}},
         "security": [{"bearer": []}],
         "paths": {
@@ -239,7 +239,8 @@ def document() -> dict[str, Any]:
                                       **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/value": {
                 "parameters": [_ID, _FRAME_INDEX],
-                "get": {"summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
+                "get": {"security": _IMAGE_SECURITY,
+                        "summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
                         "parameters": _params(query.VALUE_PARAMS),
                         "responses": {"200": _json({"type": "object", "properties": {
                             "frame": {"type": "integer"}, "x": {"type": "integer"}, "y": {"type": "integer"},
@@ -248,7 +249,8 @@ def document() -> dict[str, Any]:
                             **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/stats": {
                 "parameters": [_ID, _FRAME_INDEX],
-                "get": {"summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
+                "get": {"security": _IMAGE_SECURITY,
+                        "summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
                                    "rectangle or ellipse ROI (audited)",
                         "parameters": _params(query.STATS_PARAMS),
                         "responses": {"200": _json({"type": "object", "properties": {
@@ -266,14 +268,16 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
                 "parameters": _MPR_PATH,
-                "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
+                "get": {"security": _IMAGE_SECURITY,
+                        "summary": "stored and modality value of the pixel under a point of a reformat (its "
                                    "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
                         "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
                 "parameters": _MPR_PATH,
-                "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
+                "get": {"security": _IMAGE_SECURITY,
+                        "summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
                                    "own row and column spacing (audited)",
                         "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),

@@ -60,7 +60,7 @@ def _frame(record_id: str, index: int) -> tuple[LoadedRecord, Calibration]:
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>/value")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def value(record_id: str, index: int):
     record, cal = _frame(record_id, index)
     pixels = record.frame(index)
@@ -75,7 +75,7 @@ def value(record_id: str, index: int):
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>/stats")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def stats(record_id: str, index: int):
     record, cal = _frame(record_id, index)
     pixels = record.frame(index)
@@ -106,7 +106,7 @@ def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Cal
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/value")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def plane_value(record_id: str, plane: str, index: int):
     record_id, values, cal = _plane(record_id, plane, index)
     rows, cols = values.shape
@@ -120,7 +120,7 @@ def plane_value(record_id: str, plane: str, index: int):
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/stats")
-@require_auth(*ROLES)
+@require_auth(*ROLES, token_in_query=True)
 def plane_stats(record_id: str, plane: str, index: int):
     record_id, values, cal = _plane(record_id, plane, index)
     rows, cols = values.shape

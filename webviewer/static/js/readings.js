@@ -99,7 +99,7 @@ export class Probe {
     try {
       const vp = this.vp;
       const reading = await vp.ctx.session.fetchJson(vp.node.url,
-        `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`);
+        `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`, { tokenInQuery: true });
       if (!this.pending) {
         this.box.textContent = probeText(reading);
         this.box.hidden = false;
@@ -124,7 +124,7 @@ export async function roiStats(vp, shape, a, b) {
   const q = framePoint(vp, b);
   if (!p || !q) return null;
   return vp.ctx.session.fetchJson(vp.node.url,
-    `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`);
+    `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`, { tokenInQuery: true });
 }
 
 /**
