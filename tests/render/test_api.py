@@ -278,8 +278,9 @@ def test_who_may_do_what(node, ct_files):
 
 def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loaded_ct, caplog):
     """A viewer's image and probe GETs may carry the token as `access_token` (no Authorization
-    header, so no CORS preflight per slice or point); the same checks apply to it, one method per request, and every other
-    endpoint refuses it rather than ignoring it. The access line never holds it."""
+    header, so no CORS preflight per slice or point); the same checks apply to it, one method per
+    request, and every other endpoint refuses it rather than ignoring it. The access line never
+    holds it."""
     node, record_id, _ = loaded_ct
     token = node.headers()["Authorization"].removeprefix("Bearer ")
     base = f"/api/v1/records/{record_id}"

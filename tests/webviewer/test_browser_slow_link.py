@@ -142,8 +142,8 @@ def test_slices_and_probed_values_are_asked_for_without_a_preflight_each(page, d
     shown = ""
     for step in range(4):
         page.mouse.move(box["x"] + box["width"] * (0.3 + 0.1 * step), box["y"] + box["height"] / 2)
-        page.wait_for_function("([el, before]) => !el.hidden && el.textContent.includes('HU') && el.textContent !== before",
-                               arg=[probe.element_handle(), shown], polling=50)
+        page.wait_for_function("([el, before]) => !el.hidden && el.textContent.includes('HU')"
+                               " && el.textContent !== before", arg=[probe.element_handle(), shown], polling=50)
         shown = probe.text_content()
     after = image_requests(deployment)
     assert after["GET"] - before["GET"] >= 12, (before, after)
