@@ -1,6 +1,6 @@
 // Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
-// PREVIEW_FLIGHTS in flight (so the link's latency, twice over with the CORS preflight, is paid once
-// for several), the newest state asked for next as soon as one lands; when the hand stops, the
+// PREVIEW_FLIGHTS in flight (so the link's latency is paid once for several; image GETs carry their
+// token in the query, so no CORS preflight doubles it), the newest state asked for next as soon as one lands; when the hand stops, the
 // full-quality image (viewport.js SETTLE_MS). Work that can still paint something newer than the
 // screen is never cancelled; work overtaken by a newer image on screen is. The previews are sized
 // for the link measured on this viewport's own answers. Neighbouring slices are fetched ahead into
@@ -23,8 +23,8 @@ export const HAND_RATE = 20;
 const PREVIEW_SIZES = [[24000, 512], [12000, 384], [6000, 256], [0, 192]];
 /** The link time one preview may take, in seconds: the link carries previews at the hand's rate. */
 const PREVIEW_BUDGET_S = 1 / HAND_RATE;
-/** Previews in flight at once: each costs two round trips (CORS preflight and request) before its
- *  bytes, so on a slow link the second and third keep the link busy meanwhile. */
+/** Previews in flight at once: each costs a round trip before its bytes, so on a slow link the
+ *  second and third keep the link busy meanwhile. */
 const PREVIEW_FLIGHTS = 3;
 /** 3D previews in flight: the node renders one view's frames in turn and drops a queued one when a
  *  newer one arrives (409 superseded), so a third would only be dropped. */
@@ -41,7 +41,7 @@ function lastMean(values, value) {
 
 /**
  * The link as this viewport's image answers measure it: its latency (seconds from asking to the
- * answer's first byte: round trips, the CORS preflight's included, and the node's rendering), its
+ * answer's first byte: the round trip and the node's rendering), its
  * throughput (bytes per second of the answers' bodies) and the usual size of a full-quality image.
  * A body is charged the time from its first byte, or from the previous body's end if that came
  * later: bodies that shared the link (previews and slices fetched ahead together) are charged only
