@@ -1,7 +1,7 @@
 // Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
 // PREVIEW_FLIGHTS in flight (so the link's latency is paid once for several; image GETs carry their
-// token in the query, so no CORS preflight doubles it), the newest state asked for next as soon as one lands; when the hand stops, the
-// full-quality image (viewport.js SETTLE_MS). Work that can still paint something newer than the
+// token in the query, so no CORS preflight doubles it), the newest state asked for next as soon as
+// one lands; when the hand stops, the full-quality image (viewport.js SETTLE_MS). Work that can still paint something newer than the
 // screen is never cancelled; work overtaken by a newer image on screen is. The previews are sized
 // for the link measured on this viewport's own answers. Neighbouring slices are fetched ahead into
 // the shared cache, as deep as the link can carry in PREFETCH_SECONDS; on a link that cannot carry
