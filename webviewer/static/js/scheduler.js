@@ -1,14 +1,14 @@
 // Request scheduling for one viewport. Scrolling or dragging fast asks for small lossy previews,
 // PREVIEW_FLIGHTS in flight (so the link's latency is paid once for several; image GETs carry their
 // token in the query, so no CORS preflight doubles it), the newest state asked for next as soon as
-// one lands; when the hand stops, the full-quality image (viewport.js SETTLE_MS). Work that can still paint something newer than the
-// screen is never cancelled; work overtaken by a newer image on screen is. The previews are sized
-// for the link measured on this viewport's own answers. Neighbouring slices are fetched ahead into
-// the shared cache, as deep as the link can carry in PREFETCH_SECONDS; on a link that cannot carry
-// full-quality slices as fast as a hand scrolls, not while the hand moves, so the slice under the
-// cursor comes first (on a fast one they arrive at full quality before the hand). Each viewport has
-// its own scheduler, so no viewport ever cancels another's requests; only the cache of fetched
-// images is shared.
+// one lands; when the hand stops, the full-quality image (viewport.js SETTLE_MS). Work that can
+// still paint something newer than the screen is never cancelled; work overtaken by a newer image
+// on screen is. The previews are sized for the link measured on this viewport's own answers.
+// Neighbouring slices are fetched ahead into the shared cache, as deep as the link can carry in
+// PREFETCH_SECONDS; on a link that cannot carry full-quality slices as fast as a hand scrolls, not
+// while the hand moves, so the slice under the cursor comes first (on a fast one they arrive at
+// full quality before the hand). Each viewport has its own scheduler, so no viewport ever cancels
+// another's requests; only the cache of fetched images is shared.
 
 import { parseOrientation, parseWindow } from "./geometry.js";
 
