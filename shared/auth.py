@@ -22,7 +22,7 @@ from flask import current_app, g, request
 
 from shared.errors import ApiError
 from shared.roles import may_administer_institution
-from shared.tokens import Identity, TokenError, TokenVerifier
+from shared.tokens import QUERY_TOKEN_PARAM, Identity, TokenError, TokenVerifier
 
 F = TypeVar("F", bound=Callable)
 
@@ -31,10 +31,6 @@ VERIFIER_EXTENSION = "sivr_token_verifier"
 
 def install_verifier(app, verifier: TokenVerifier) -> None:
     app.extensions[VERIFIER_EXTENSION] = verifier
-
-
-#: The query parameter of RFC 6750 §2.3, taken only by endpoints that opt in (`require_auth`).
-QUERY_TOKEN_PARAM = "access_token"
 
 
 def _invalid_request(message: str) -> ApiError:
@@ -108,6 +104,7 @@ def require_auth(*roles: str, token_in_query: bool = False) -> Callable[[F], F]:
             check_role(authenticate(token_in_query), roles)
             return view(*args, **kwargs)
 
+        wrapper.token_in_query = token_in_query  # type: ignore[attr-defined]  # the render node's OpenAPI document says so
         return wrapper  # type: ignore[return-value]
 
     return decorator

@@ -23,6 +23,8 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from shared.tokens import QUERY_TOKEN_PARAM
+
 REQUEST_ID_HEADER = "X-Request-Id"
 # Letters, digits and a few separators, up to 64 characters: safe in a log line and a header.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -45,8 +47,14 @@ def current_request_id() -> str | None:
     return rid
 
 
+#: A token in a URL (`shared.tokens.QUERY_TOKEN_PARAM`), wherever a line quotes one: gunicorn's own
+#: error lines name the request's whole URI, query included.
+_QUERY_TOKEN = re.compile(rf"({QUERY_TOKEN_PARAM}=)[^&\s\"'\\]+")
+
+
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "layer", "logger", "message", "request_id", ...extra}` on one line."""
+    """`{"time", "level", "layer", "logger", "message", "request_id", ...extra}` on one line, with
+    any token in a URL masked."""
 
     def __init__(self, layer: str):
         super().__init__()
@@ -68,7 +76,7 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _QUERY_TOKEN.sub(r"\1<redacted>", json.dumps(entry, default=str, ensure_ascii=False))
 
 
 def configure_logging(layer: str, level: str) -> None:

@@ -36,6 +36,9 @@ from shared.files import PRIVATE, PUBLIC, write_atomic
 from shared.roles import ROLES
 
 ALGORITHM = "EdDSA"
+#: The query parameter that carries a token where an endpoint takes it there (RFC 6750 §2.3,
+#: `shared.auth.require_auth(token_in_query=True)`); log lines never show its value (`shared.logs`).
+QUERY_TOKEN_PARAM = "access_token"
 #: Longest life of a token for an institution server or a render node: the bound on how long a
 #: revoked session keeps working there (those layers cannot ask the toplevel; DESIGN.md).
 MAX_EXCHANGED_TTL_S = 60

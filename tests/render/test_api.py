@@ -287,17 +287,20 @@ def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loade
     caplog.set_level("INFO", logger="sivr.access")
     for path in (f"{base}/frames/0?format=jpeg", f"{base}/mpr/coronal/10?format=jpeg",
                  f"{base}/volume?mode=mip&size=64x64&format=jpeg", f"{base}/frames/0/value?x=1&y=1",
-                 f"{base}/frames/0/stats?shape=rect&x0=0&y0=0&x1=4&y1=4", f"{base}/mpr/coronal/10/value?x=1&y=1"):
+                 f"{base}/frames/0/stats?shape=rect&x0=0&y0=0&x1=4&y1=4", f"{base}/mpr/coronal/10/value?x=1&y=1",
+                 f"{base}/mpr/coronal/10/stats?shape=ellipse&x0=0&y0=0&x1=4&y1=4"):
         by_query = node.client.get(f"{path}&access_token={token}")
         assert by_query.status_code == 200, (path, by_query.json)
         assert by_query.data == node.client.get(path, headers=node.headers()).data
     frame = f"{base}/frames/0?format=jpeg"
-    assert token not in caplog.text and "access_token" not in caplog.text
-    both = node.client.get(f"{frame}&access_token={token}", headers=node.headers())
-    assert both.status_code == 400 and both.json["error"]["code"] == "invalid_request"
+    assert node.client.head(f"{frame}&access_token={token}").status_code == 200
+    for other in (node.headers(), {"Authorization": "Basic Zm9vOmJhcg=="}):
+        both = node.client.get(f"{frame}&access_token={token}", headers=other)
+        assert both.status_code == 400 and both.json["error"]["code"] == "invalid_request"
     twice = node.client.get(f"{frame}&access_token={token}&access_token={token}")
     assert twice.status_code == 400 and twice.json["error"]["code"] == "invalid_request"
-    assert node.client.get(f"{frame}&access_token=").status_code == 401
+    for blank in ("", "%20%20"):
+        assert node.client.get(f"{frame}&access_token={blank}").status_code == 401
     assert node.client.get(f"{frame}&access_token={token[:-4]}AAAA").status_code == 401
     foreign = node.headers(institution_id=str(uuid.uuid4()))["Authorization"].removeprefix("Bearer ")
     assert (node.client.get(f"{frame}&access_token={foreign}").status_code
@@ -308,6 +311,7 @@ def test_image_gets_take_the_token_in_the_query_and_no_other_endpoint_does(loade
         assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_request", (method, path)
         assert "Authorization header only" in refused.json["error"]["message"]
     assert node.client.get(base, headers=node.headers()).status_code == 200  # nothing was deleted
+    assert "/frames/" in caplog.text and token not in caplog.text and "access_token" not in caplog.text
 
 
 def test_every_load_is_audited_with_user_record_time_and_address(node, ct_files):
@@ -457,6 +461,15 @@ def test_openapi_documents_every_api_route(node):
     routes = {re.sub(r"<[^>]+>", "{}", rule.rule) for rule in node.app.url_map.iter_rules()
               if rule.rule.startswith("/api/v1/")}
     assert routes - documented == set()
+    # the image and probe GETs, and only they, take `access_token` (shared.auth), and say so
+    in_query = {re.sub(r"<[^>]+>", "{}", rule.rule) for rule in node.app.url_map.iter_rules()
+                if getattr(node.app.view_functions[rule.endpoint], "token_in_query", False)}
+    said = {re.sub(r"\{[^}]+\}", "{}", path) for path, item in document["paths"].items()
+            if {"query_token": []} in item.get("get", {}).get("security", [])}
+    record = "/api/v1/records/{}"
+    assert in_query == said == {f"{record}/frames/{{}}", f"{record}/frames/{{}}/value", f"{record}/frames/{{}}/stats",
+                                f"{record}/mpr/{{}}/{{}}", f"{record}/mpr/{{}}/{{}}/value",
+                                f"{record}/mpr/{{}}/{{}}/stats", f"{record}/volume"}
     assert document["components"]["schemas"]["RecordMeta"]["properties"].keys() >= {
         "id", "rows", "columns", "frames", "pixel_spacing", "slice_spacing", "default_window"}
 

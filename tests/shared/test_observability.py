@@ -97,6 +97,23 @@ def test_the_formatter_keeps_a_traceback_on_its_line():
     assert "\n" not in text and "ValueError" in json.loads(text)["exception"]
 
 
+def test_a_token_in_a_url_never_reaches_a_log_line():
+    """Image GETs may carry their token as `access_token` (shared.auth); gunicorn's own error lines
+    quote a request's whole URI, and an exception's text may too: the line shows neither token."""
+    token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl-_%2B"
+    uri = f"/api/v1/records/ab/frames/3?format=jpeg&access_token={token}&size=64x64"
+    try:
+        raise RuntimeError(f"cannot serve {uri}")
+    except RuntimeError:
+        record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1, "Error handling request %s",
+                                   (uri,), __import__("sys").exc_info())
+    line = json.loads(JsonFormatter("render").format(record))
+    assert token not in json.dumps(line) and "eyJ" not in json.dumps(line)
+    assert line["message"] == ("Error handling request /api/v1/records/ab/frames/3?format=jpeg"
+                               "&access_token=<redacted>&size=64x64")
+    assert "access_token=<redacted>&size" in line["exception"]
+
+
 # --- readiness -----------------------------------------------------------------------------------
 
 def test_readyz_lists_every_check_and_answers_503_naming_the_failed_ones(make_app):

@@ -12,6 +12,8 @@ slice follows.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +21,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.tokens import normalize_audience
 from tests.webviewer.helpers import derived_series, login, new_patient, shot, uploaded_record
 
 pytestmark = pytest.mark.browser
@@ -110,17 +113,18 @@ def test_a_fast_scroll_on_2g_paints_the_newest_slices_then_full_quality(page, de
     assert final["index"] == SLICES - 1 and "format=webp" in final["key"]
 
 
-def image_requests(deployment) -> dict[str, float]:
-    """The render node's count of image and probe GETs and of preflights (OPTIONS) for them, from
-    its metrics."""
+def image_requests(deployment) -> dict[tuple[str, str], float]:
+    """The render node's count of slice and value-probe GETs and of preflights (OPTIONS) for them,
+    from its metrics: (what, method) -> count."""
     text = requests.get(f"{deployment.url('render-1-1')}/metrics", verify=deployment.ca_cert, timeout=10).text
-    counts = {"GET": 0.0, "OPTIONS": 0.0}
+    routes = {"/api/v1/records/<record_id>/frames/<int(signed=True):index>": "slice",
+              "/api/v1/records/<record_id>/frames/<int(signed=True):index>/value": "value"}
+    counts = dict.fromkeys([(what, method) for what in routes.values() for method in ("GET", "OPTIONS")], 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if (sample.name == "sivr_http_requests_total" and sample.labels.get("method") in counts
-                    and re.search(r"/(frames|mpr/<plane>)/<int\(signed=True\):index>(/value)?$|/volume$",
-                                  sample.labels.get("route", ""))):
-                counts[sample.labels["method"]] += sample.value
+            key = (routes.get(sample.labels.get("route", ""), ""), sample.labels.get("method", ""))
+            if sample.name == "sivr_http_requests_total" and key in counts:
+                counts[key] += sample.value
     return counts
 
 
@@ -130,12 +134,14 @@ def test_slices_and_probed_values_are_asked_for_without_a_preflight_each(page, d
     paper's 2G). The viewer sends those GETs' token as `access_token` instead, so scrolling and
     probing ask for images and values and nothing else."""
     open_at_first_slice(page, deployment, record)
+    sent: list[tuple[str, dict]] = []
+    page.on("request", lambda r: sent.append((r.url, r.headers)) if "/frames/" in r.url else None)
     before = image_requests(deployment)
     page.locator("#viewport").focus()
-    for _ in range(8):
+    for _ in range(16):   # past what was fetched ahead of slice 0
         page.keyboard.press("ArrowDown")
-        page.wait_for_timeout(150)
-    page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '8'", polling=50)
+        page.wait_for_timeout(100)
+    page.wait_for_function("() => document.querySelector('#viewport').dataset.shownIndex === '16'", polling=50)
     page.keyboard.press("i")   # the value probe
     box = page.locator("#viewport").bounding_box()
     probe = page.locator("#viewport .probe-value")
@@ -146,8 +152,51 @@ def test_slices_and_probed_values_are_asked_for_without_a_preflight_each(page, d
                                " && el.textContent !== before", arg=[probe.element_handle(), shown], polling=50)
         shown = probe.text_content()
     after = image_requests(deployment)
-    assert after["GET"] - before["GET"] >= 12, (before, after)
-    assert after["OPTIONS"] == before["OPTIONS"], (before, after)
+    asked = {key: after[key] - before[key] for key in after}
+    assert asked[("slice", "GET")] >= 8 and asked[("value", "GET")] >= 4, asked
+    assert asked[("slice", "OPTIONS")] == asked[("value", "OPTIONS")] == 0, asked
+    slices = [(url, headers) for url, headers in sent if re.search(r"/frames/\d+\?", url)]
+    values = [(url, headers) for url, headers in sent if "/value?" in url]
+    assert len(slices) >= 8 and len(values) >= 4, sent
+    for url, headers in slices + values:
+        assert "access_token=" in url and "authorization" not in headers, url
+
+
+def test_a_token_in_an_image_url_is_the_nodes_own_and_renewed_when_refused(page, deployment, record):
+    """A token in a URL is safe to send because it is the node's own, living a minute at most
+    (docs/API.md): never the session's. The node refusing one (expired) gets the image asked again
+    with a fresh token, as a refused header token does."""
+    refused: list[str] = []
+
+    def refuse_first(route):
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=401, content_type="application/json",
+                      headers={"Access-Control-Allow-Origin": deployment.url("web")},
+                      body=json.dumps({"error": {"code": "token_expired", "message": "the access token has expired"}}))
+
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if re.search(r"/frames/\d+\?", r.url) else None)
+    node = normalize_audience(deployment.url("render-1-1"))
+    exchanges: list[str] = []
+    page.on("request", lambda r: exchanges.append(r.url) if r.url.endswith("/api/v1/auth/token")
+            and json.loads(r.post_data or "{}").get("audience") == node else None)
+    page.route(re.compile(r".*/frames/\d+\?.*"), refuse_first)
+    open_at_first_slice(page, deployment, record)   # painted although its first image was refused
+
+    def token_of(url: str) -> str:
+        return parse_qs(urlsplit(url).query)["access_token"][0]
+
+    for url in sent:
+        payload = token_of(url).split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert claims["aud"] == node and claims["exp"] - claims["iat"] <= 60, claims
+    # the refused token was exchanged again (the new one may be the same bytes: Ed25519 signs the same
+    # claims, minted in the same second, identically) and the slice asked again
+    assert len(exchanges) >= 2, exchanges
+    assert [urlsplit(url).path for url in sent].count(urlsplit(refused[0]).path) >= 2
 
 
 def test_on_2g_nothing_is_fetched_ahead_while_the_hand_moves(page, deployment, record):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from daemons.render.api import query
 from daemons.render.dicomweb import rendered
 from daemons.render.imaging.encode import MIMETYPES
 from shared import __version__
-from shared.auth import QUERY_TOKEN_PARAM
+from shared.tokens import QUERY_TOKEN_PARAM
 
 bp = Blueprint("render_openapi", __name__)
 
@@ -160,8 +161,20 @@ SCHEMAS = {
 }
 
 
-#: Image and probe GETs take the token in the header or in the query (shared.auth, `token_in_query`).
-_IMAGE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}]
+def _shape(path: str) -> str:
+    """A path with its variables blanked, the same for a Flask rule and an OpenAPI path."""
+    return re.sub(r"<[^>]+>|\{[^}]+\}", "{}", path)
+
+
+def _with_query_tokens(paths: dict[str, Any]) -> dict[str, Any]:
+    """Mark the GETs whose view takes the token in the query (`require_auth(token_in_query=True)`,
+    the one place that says so) as taking either way."""
+    takes = {_shape(rule.rule) for rule in current_app.url_map.iter_rules()
+             if getattr(current_app.view_functions[rule.endpoint], "token_in_query", False)}
+    for path, item in paths.items():
+        if _shape(path) in takes:
+            item["get"]["security"] = [{"bearer": []}, {"query_token": []}]
+    return paths
 
 
 def document() -> dict[str, Any]:
@@ -179,7 +192,7 @@ def document() -> dict[str, Any]:
                             "description": "the same token, for image and probe GETs only (RFC 6750 §2.3): a request "
                                            "without an Authorization header needs no CORS preflight"}}},
         "security": [{"bearer": []}],
-        "paths": {
+        "paths": _with_query_tokens({
             "/api/v1/node": {"get": {"summary": "node health figures (administrators of the node's institution "
                                                 "and system administrators)",
                                      "responses": {"200": _json({"type": "object"}), **_errors(401, 403)}}},
@@ -234,13 +247,11 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/frames/{index}": {
                 "parameters": [_ID, _FRAME_INDEX],
                 "get": {"summary": "one rendered slice", "parameters": _params(query.FRAME_PARAMS),
-                        "security": _IMAGE_SECURITY,
                         "responses": {"200": _IMAGE, "304": {"description": "not modified (If-None-Match)"},
                                       **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/value": {
                 "parameters": [_ID, _FRAME_INDEX],
-                "get": {"security": _IMAGE_SECURITY,
-                        "summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
+                "get": {"summary": "stored and modality value (HU for CT) of the pixel under a point (audited)",
                         "parameters": _params(query.VALUE_PARAMS),
                         "responses": {"200": _json({"type": "object", "properties": {
                             "frame": {"type": "integer"}, "x": {"type": "integer"}, "y": {"type": "integer"},
@@ -249,8 +260,7 @@ def document() -> dict[str, Any]:
                             **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/frames/{index}/stats": {
                 "parameters": [_ID, _FRAME_INDEX],
-                "get": {"security": _IMAGE_SECURITY,
-                        "summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
+                "get": {"summary": "mean, SD, min, max (modality units), pixel count and area (mm²) of a "
                                    "rectangle or ellipse ROI (audited)",
                         "parameters": _params(query.STATS_PARAMS),
                         "responses": {"200": _json({"type": "object", "properties": {
@@ -264,27 +274,23 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/mpr/{plane}/{index}": {
                 "parameters": _MPR_PATH,
                 "get": {"summary": "a reformatted slice (MPR)", "parameters": _params(query.MPR_PARAMS),
-                    "security": _IMAGE_SECURITY,
                     "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/value": {
                 "parameters": _MPR_PATH,
-                "get": {"security": _IMAGE_SECURITY,
-                        "summary": "stored and modality value of the pixel under a point of a reformat (its "
+                "get": {"summary": "stored and modality value of the pixel under a point of a reformat (its "
                                    "columns x rows, planes[plane] of RecordMeta), from the stored values (audited)",
                         "parameters": _params((*query.VALUE_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/mpr/{plane}/{index}/stats": {
                 "parameters": _MPR_PATH,
-                "get": {"security": _IMAGE_SECURITY,
-                        "summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
+                "get": {"summary": "ROI statistics on a reformat, as for a frame; area in mm² of the plane's "
                                    "own row and column spacing (audited)",
                         "parameters": _params((*query.STATS_PARAMS, query.SLAB, query.SLAB_MODE, query.STACK,
                                                query.PHASE)),
                         "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 415, 422)}}},
             "/api/v1/records/{id}/volume": {"parameters": [_ID], "get": {
                 "summary": "a 3D rendering", "parameters": _params(query.VOLUME_PARAMS),
-                "security": _IMAGE_SECURITY,
                 "responses": {"200": _IMAGE, **_errors(400, 401, 404, 409, 415, 422, 503)}}},
             "/api/v1/worklist": {"get": {
                 "summary": "series not filed at the institution, with their DICOM patient, study and series: "
@@ -310,7 +316,7 @@ def document() -> dict[str, Any]:
             "/api/v1/openapi.json": {"get": {"summary": "this document", "security": [],
                                              "responses": {"200": _json({"type": "object"})}}},
             **rendered.openapi_paths(_errors),
-        },
+        }),
     }
 
 

@@ -283,7 +283,8 @@ export class Session {
       /** @type {RequestInit & {headers: Record<string, string>}} */
       const init = { method, signal, credentials: "omit", headers: { ...headers }, cache };
       let query = params;
-      if (auth && token && tokenInQuery) query = { ...params, access_token: token };
+      // never the toplevel's session token, which lives for the session: a server's own lives a minute
+      if (auth && token && tokenInQuery && !this.isToplevel(base)) query = { ...params, access_token: token };
       else if (auth && token) init.headers.Authorization = `Bearer ${token}`;
       if (json !== undefined) {
         init.headers["Content-Type"] = "application/json";
