@@ -5,11 +5,12 @@ parameters), so the UI hiding a button is never what protects an action.
 
 The token travels in the `Authorization` header, except where an endpoint opts in to
 `?access_token=` (RFC 6750 §2.3): the render node's image and value-probe GETs, which a viewer
-asks for several times a second. A header that is not CORS-safelisted makes the browser send a preflight before
-each new URL, one more round trip per slice (100 ms on the paper's 2G); without it the image GET
-is a simple request. The risks of a token in a URL are bounded by the token itself: it lives at
-most a minute and only at the one server it was minted for (`shared.tokens`), access lines log the
-route and never the query (`shared.logs`), and the viewer asks with `cache: "no-store"`.
+asks for several times a second. A header that is not CORS-safelisted makes the browser send a
+preflight before each new URL, one more round trip per slice (100 ms on the paper's 2G); without
+it the image GET is a simple request. The risks of a token in a URL are bounded by the token
+itself: it lives at most a minute and only at the one server it was minted for (`shared.tokens`);
+access lines log the route, never the query, and every JSON log line masks the parameter
+(`shared.logs`); the viewer asks with `cache: "no-store"`.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def require_auth(*roles: str, token_in_query: bool = False) -> Callable[[F], F]:
             check_role(authenticate(token_in_query), roles)
             return view(*args, **kwargs)
 
-        wrapper.token_in_query = token_in_query  # type: ignore[attr-defined]  # the render node's OpenAPI document says so
+        # the render node's OpenAPI document reads it (daemons.render.api.openapi)
+        wrapper.token_in_query = token_in_query  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
