@@ -48,10 +48,11 @@ def _query_token(header: str, allowed: bool) -> str:
     if header or len(sent) > 1:
         raise _invalid_request(f"send the access token once: in the Authorization header or as one "
                                f"{QUERY_TOKEN_PARAM} query parameter")
-    if not sent[0].strip():
+    token = sent[0].strip()
+    if not token:
         raise ApiError(401, "invalid_token", f"the {QUERY_TOKEN_PARAM} query parameter is empty",
                        headers={"WWW-Authenticate": "Bearer"})
-    return sent[0].strip()
+    return token
 
 
 def _bearer_token(query_allowed: bool = False) -> str:
