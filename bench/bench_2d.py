@@ -81,9 +81,10 @@ def pct(values: list[float], q: float) -> float:
 class Setup:
     """Keys, a token, a CA and a node config in one temporary folder."""
 
-    def __init__(self, root: Path, workers: int = 1):
+    def __init__(self, root: Path, workers: int = 1, threads: int = 16):
         self.root = root
         self.workers = workers  # gunicorn workers of a node started as a server
+        self.threads = threads  # and the request threads of each
         self.institution = str(uuid.uuid4())
         generate_signing_keypair(root / "token.pem", root / "token.pub")
         self.issuer = TokenIssuer(load_private_key(root / "token.pem"), "sivr-toplevel", NODE_AUDIENCE,
@@ -109,7 +110,7 @@ class Setup:
     def values(self, name: str, port: int = 0, tls: bool = False, render: dict | None = None) -> dict:
         folder = self.root / name
         folder.mkdir(exist_ok=True)
-        server = {"workers": self.workers, "threads": 16, "max_request_mb": 4096, "port": port,
+        server = {"workers": self.workers, "threads": self.threads, "max_request_mb": 4096, "port": port,
                   "host": "127.0.0.1", "timeout_s": 120}
         if tls:
             server.update(tls_cert=str(self.root / "server.pem"), tls_key=str(self.root / "server.key"))
@@ -592,10 +593,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="length of each h2load run")
     parser.add_argument("--render-workers", type=int, default=1,
                         help="gunicorn workers of the node in the server sections (server.workers)")
+    parser.add_argument("--render-threads", type=int, default=16,
+                        help="request threads of each of those workers (server.threads)")
     args = parser.parse_args()
     if args.client == "h2load":
         h2load.require()
     RESULTS["render_workers"] = args.render_workers
+    RESULTS["render_threads"] = args.render_threads
     RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
                           f"Python {platform.python_version()}, {platform.platform()}")
     with open("/proc/cpuinfo") as handle:
@@ -614,7 +618,7 @@ def main() -> None:
              *[("scrolling", lambda s, v=variant: bench_scrolling(s, derived, args.quick, v))
                for variant in SCROLL_VARIANTS]]
     with tempfile.TemporaryDirectory(prefix="sivr-bench-") as folder:
-        setup = Setup(Path(folder), args.render_workers)
+        setup = Setup(Path(folder), args.render_workers, args.render_threads)
         for name, step in steps:
             if name in sections:
                 RESULTS.setdefault("load_average_before", {})[name] = os.getloadavg()
