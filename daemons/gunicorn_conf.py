@@ -10,6 +10,8 @@
   hooks: the arbiter must not pick its value class before the environment is final.
 - Each worker, once its app is loaded, takes the app's objects out of the garbage collector's
   passes (`post_worker_init`).
+- Log records leave out the fields no line writes (`shared.logs.leave_out_unwritten_fields`), in
+  the arbiter and so in every worker it forks.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 
 from gunicorn.glogging import Logger
 
-from shared.logs import JsonFormatter
+from shared.logs import JsonFormatter, leave_out_unwritten_fields
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+leave_out_unwritten_fields()
 
 
 class JsonLogger(Logger):

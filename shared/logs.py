@@ -92,6 +92,23 @@ def configure_logging(layer: str, level: str) -> None:
         root.addHandler(handler)
 
 
+def leave_out_unwritten_fields() -> None:
+    """Stop filling in the log record fields no SIVR line writes: the caller's file, function and
+    line (a walk up the stack for every record), and the thread's and process's ids and names.
+
+    Python's own advice for servers (Logging HOWTO, "Optimization"). The JSON lines name the logger
+    and the request id instead. Filling them in for the access line of every image request took
+    about a tenth of the CPU of an image served from a render node's cache (in process, 0.32 ms
+    with them, 0.30 without; medians of ten alternated rounds). Process-wide, so it is for the
+    served daemons (`daemons.gunicorn_conf`), not for an app built inside another program, whose
+    own log format may show them.
+    """
+    logging._srcfile = None  # the switch the HOWTO documents
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def install_request_logging(app: Flask) -> None:
     """Request ids in and out, and one access line per request."""
 

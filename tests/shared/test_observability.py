@@ -114,6 +114,44 @@ def test_a_token_in_a_url_never_reaches_a_log_line():
     assert "access_token=<redacted>&size" in line["exception"]
 
 
+
+_LOG_ONE_LINE = """
+import json, logging, sys
+if sys.argv[1] == "served":
+    import daemons.gunicorn_conf  # what gunicorn imports in every served layer's arbiter
+from shared.logs import JsonFormatter
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+        print(JsonFormatter("render").format(record))
+log = logging.getLogger("sivr.access")
+log.addHandler(Keep())
+log.setLevel("INFO")
+log.info("%s %s", "GET", 200, extra={"route": "/r/<x>", "status": 200})
+r = records[0]
+print(json.dumps([r.lineno, r.funcName, r.thread, r.threadName, r.process, r.processName]))
+"""
+
+
+def test_served_daemons_leave_out_the_record_fields_no_line_writes():
+    """Served layers skip the caller's file and line (a stack walk per record), thread and process
+    (shared.logs.leave_out_unwritten_fields): every access line is cheaper, and no line loses a key."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> tuple[dict, list]:
+        out = subprocess.run([sys.executable, "-c", _LOG_ONE_LINE, mode], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[2]).stdout.splitlines()
+        return json.loads(out[0]), json.loads(out[1])
+
+    plain_line, plain_fields = run("plain")
+    served_line, served_fields = run("served")
+    assert plain_fields[0] > 0 and plain_fields[2] is not None and plain_fields[4] is not None
+    assert served_fields == [0, "(unknown function)", None, None, None, None]
+    assert served_line.keys() == plain_line.keys()
+    assert {k: v for k, v in served_line.items() if k != "time"} == {k: v for k, v in plain_line.items() if k != "time"}
+
 # --- readiness -----------------------------------------------------------------------------------
 
 def test_readyz_lists_every_check_and_answers_503_naming_the_failed_ones(make_app):
