@@ -41,8 +41,8 @@ function lastMean(values, value) {
 
 /**
  * The link as this viewport's image answers measure it: its latency (seconds from asking to the
- * answer's first byte: the round trip and the node's rendering), its
- * throughput (bytes per second of the answers' bodies) and the usual size of a full-quality image.
+ * answer's first byte: the round trip and the node's rendering), its throughput (bytes per second
+ * of the answers' bodies) and the usual size of a full-quality image.
  * A body is charged the time from its first byte, or from the previous body's end if that came
  * later: bodies that shared the link (previews and slices fetched ahead together) are charged only
  * the time the link spent on them, so the figure is the link's, not a share of it. The last
