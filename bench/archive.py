@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import socket
@@ -54,6 +53,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import machine  # noqa: E402
 from bench.bench_2d import Server, Setup, pct, run_clients, start_orthanc  # noqa: E402
 from bench.bench_2d_data import derived_series  # noqa: E402
 from daemons.deployment import free_port, free_ports  # noqa: E402
@@ -608,10 +608,7 @@ def main() -> None:
     for tool in ("storescu", "Orthanc"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install -y dcmtk orthanc orthanc-dicomweb")
-    with open("/proc/cpuinfo") as handle:
-        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
-    RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {model}, Python {platform.python_version()}, "
-                          f"{platform.platform()}, Orthanc {orthanc_version()}")
+    RESULTS["machine"] = f"{machine.describe()}, Orthanc {orthanc_version()}"
     RESULTS["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     RESULTS["load_before"] = os.getloadavg()
     sections = set(args.only or ["cstore", "first_image", "stow", "qido", "cfind", "metadata", "rendered"])

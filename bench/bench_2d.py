@@ -24,7 +24,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import shutil
 import signal
 import ssl
@@ -47,8 +46,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import h2load  # noqa: E402
+from bench import h2load, machine  # noqa: E402
 from bench.bench_2d_data import derived_series, real_ct_files  # noqa: E402
+from bench.image_quality import psnr  # noqa: E402
 from daemons.deployment import free_port  # noqa: E402
 from daemons.render.app import create_app  # noqa: E402
 from daemons.render.imaging.encode import encode_image  # noqa: E402
@@ -185,11 +185,6 @@ def bench_loading(setup: Setup, derived: list[Path], real: list[Path], quick: bo
 
 
 # --- 4-5: render + encode, sizes and PSNR ----------------------------------------------------
-def psnr(reference: np.ndarray, other: np.ndarray) -> float:
-    mse = float(np.mean((reference.astype(np.float64) - other.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def bench_encode(setup: Setup, real: list[Path], quick: bool) -> None:
     config = build_config("render", KEYS, setup.values("encode"))
     upgrade(config)
@@ -600,11 +595,7 @@ def main() -> None:
         h2load.require()
     RESULTS["render_workers"] = args.render_workers
     RESULTS["render_threads"] = args.render_threads
-    RESULTS["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}, "
-                          f"Python {platform.python_version()}, {platform.platform()}")
-    with open("/proc/cpuinfo") as handle:
-        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
-    RESULTS["machine"] += f", {model}"
+    RESULTS["machine"] = machine.describe()
     cache = Path(tempfile.gettempdir()) / "sivr-bench-2d"
     derived = derived_series(cache / "derived-555")
     real = real_ct_files()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import machine  # noqa: E402
 from bench.pg import fresh_database  # noqa: E402
 from daemons.demo import start_deployment  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--pg-url", required=True, help="a PostgreSQL URL of a role that may create databases")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    results: dict = {"machine": platform.platform(), "python": platform.python_version(),
+    results: dict = {"machine": machine.describe(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     with (fresh_database(args.pg_url, "sivr_bench_toplevel") as (top_name, top_url),
           fresh_database(args.pg_url, "sivr_bench_institution") as (inst_name, inst_url),

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,6 +33,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import machine  # noqa: E402
 from bench.pg import fresh_database  # noqa: E402
 from daemons.demo import start_deployment  # noqa: E402
 from daemons.render.catalogue.index import make_catalogue_models  # noqa: E402
@@ -180,7 +180,7 @@ def main() -> None:
                           expect=(404,))
             results = {"(floor: unknown study, 404, no audit write)": floor}
             results.update({label: timed(session, url, params, args.repeat) for label, params in forms.items()})
-            report = {"machine": platform.platform(), "python": platform.python_version(),
+            report = {"machine": machine.describe(),
                       "load_average": os.getloadavg(), "cpus": os.cpu_count(), "catalogue": filled,
                       "repeat": args.repeat, "searches": results, "plans": plans(db_url, filled["some_patient"]),
                       "database": "PostgreSQL" if pg_url else "SQLite"}

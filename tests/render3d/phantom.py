@@ -56,6 +56,3 @@ def blob(mask: np.ndarray) -> tuple[float, float, int, int]:
             int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)

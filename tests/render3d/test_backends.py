@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bench.image_quality import psnr
 from daemons.render.imaging.pixels import Window
 from daemons.render.volume import ViewSpec
 from daemons.render.volume.backend import probe_gl, select_backend
 from daemons.render.volume.cpu import CpuRayCaster
-from tests.render3d.phantom import psnr
 
 
 @pytest.fixture(scope="module")
