@@ -8,27 +8,35 @@ compilation and texture upload are reported separately as first-call costs).
 
     python bench/bench_3d.py                    # CPU and, where EGL works, vispy
     python bench/bench_3d.py --backends cpu --repeat 9 --json out.json
+
+On a machine without the DICOM files or pydicom and the image codecs (the GPU machine a session
+may be lent, which reaches no package index), save the source slices here and measure the 3D
+views alone there, from the same voxels:
+
+    python bench/bench_3d.py --save-stack stack.xz
+    python bench/bench_3d.py --stack stack.xz --views-only   # on the other machine
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import os
-import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.render.imaging.encode import encode_image  # noqa: E402
+from bench import machine  # noqa: E402
+from bench.image_quality import psnr  # noqa: E402
 from daemons.render.imaging.pixels import Window  # noqa: E402
 from daemons.render.volume import ViewSpec, prepare_volume  # noqa: E402
 from daemons.render.volume.backend import probe_gl, select_backend  # noqa: E402
@@ -51,21 +59,54 @@ VIEWS = {
 }
 
 
-def derived_volume() -> tuple[np.ndarray, tuple[float, float, float], tuple[float, ...]]:
+@dataclass(frozen=True)
+class SourceSlices:
+    """The real CT's slices in position order (int16), their positions along the slice normal and
+    what the derivation keeps of their headers."""
+
+    pixels: np.ndarray
+    positions: list[float]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+
+    @classmethod
+    def read(cls, folder: Path) -> SourceSlices:
+        import pydicom
+
+        datasets = [pydicom.dcmread(path) for path in sorted(folder.glob("*.dcm"))]
+        orientation = tuple(float(v) for v in datasets[0].ImageOrientationPatient)
+        normal = np.cross(orientation[:3], orientation[3:])
+        datasets.sort(key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, dtype=float)))
+        positions = [float(normal @ np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in datasets]
+        row_mm, col_mm = (float(v) for v in datasets[0].PixelSpacing)
+        return cls(np.stack([ds.pixel_array for ds in datasets]), positions, orientation, (row_mm, col_mm))
+
+    def save(self, path: Path) -> None:
+        """A JSON header line, then the raw little-endian voxels; xz-compressed (a fifth smaller
+        than zlib on this CT: what travels to a lent machine is limited)."""
+        header = {"shape": list(self.pixels.shape), "positions": self.positions,
+                  "orientation": list(self.orientation), "pixel_spacing": list(self.pixel_spacing)}
+        with lzma.open(path, "wb") as out:
+            out.write(json.dumps(header).encode() + b"\n")
+            out.write(self.pixels.astype("<i2").tobytes())
+
+    @classmethod
+    def load(cls, path: Path) -> SourceSlices:
+        with lzma.open(path, "rb") as source:
+            header = json.loads(source.readline())
+            pixels = np.frombuffer(source.read(), dtype="<i2").reshape(header["shape"]).astype(np.int16)
+        return cls(pixels, header["positions"], tuple(header["orientation"]), tuple(header["pixel_spacing"]))
+
+
+def derived_volume(source: SourceSlices) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, ...]]:
     """The 555-slice volume derived from the real 100-slice CT (see the module doc)."""
-    datasets = [pydicom.dcmread(path) for path in sorted(SOURCE.glob("*.dcm"))]
-    orientation = tuple(float(v) for v in datasets[0].ImageOrientationPatient)
-    normal = np.cross(orientation[:3], orientation[3:])
-    datasets.sort(key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, dtype=float)))
-    positions = [float(normal @ np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in datasets]
-    source = np.stack([ds.pixel_array for ds in datasets])
-    where = np.linspace(0, len(datasets) - 1, SLICES)
-    below = np.minimum(np.floor(where).astype(int), len(datasets) - 2)
+    count = len(source.positions)
+    where = np.linspace(0, count - 1, SLICES)
+    below = np.minimum(np.floor(where).astype(int), count - 2)
     frac = (where - below)[:, None, None]
-    volume = np.rint(source[below] * (1 - frac) + source[below + 1] * frac).astype(np.int16)
-    row_mm, col_mm = (float(v) for v in datasets[0].PixelSpacing)
-    slice_mm = (positions[-1] - positions[0]) / (SLICES - 1)
-    return volume, (slice_mm, row_mm, col_mm), orientation
+    volume = np.rint(source.pixels[below] * (1 - frac) + source.pixels[below + 1] * frac).astype(np.int16)
+    slice_mm = (source.positions[-1] - source.positions[0]) / (SLICES - 1)
+    return volume, (slice_mm, *source.pixel_spacing), source.orientation
 
 
 def timed(function, repeat: int) -> tuple[float, float, float, object]:
@@ -97,12 +138,14 @@ def markdown(report: dict) -> str:
             figures = row.get(backend)
             cells += [f"{figures['median_ms']:.0f}", f"{figures['cpu_ms']:.0f}"] if figures else ["-", "-"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| view | JPEG q60 | WebP q60 | WebP q80 | PNG |", "|---|---:|---:|---:|---:|"]
+    if report["bytes"]:
+        lines += ["", "| view | JPEG q60 | WebP q60 | WebP q80 | PNG |", "|---|---:|---:|---:|---:|"]
     for label, sizes in report["bytes"].items():
         lines.append(f"| {label} | " + " | ".join(f"{sizes[k] / 1000:.1f} KB" for k in
                                                    ("jpeg_q60", "webp_q60", "webp_q80", "png")) + " |")
-    lines += ["", "| reformat (fitted into 512x512) | reformat wall ms | CPU ms | + PNG encode ms | output | PNG |",
-              "|---|---:|---:|---:|---|---:|"]
+    if report["mpr_ms"]:
+        lines += ["", "| reformat (fitted into 512x512) | reformat wall ms | CPU ms | + PNG encode ms | output | PNG |",
+                  "|---|---:|---:|---:|---|---:|"]
     for label, figures in report["mpr_ms"].items():
         lines.append(f"| {label} | {figures['median_ms']:.1f} | {figures['cpu_ms']:.1f} | {figures['png_ms']:.1f} | "
                      f"{figures['size'][1]}x{figures['size'][0]} | {figures['png_bytes'] / 1000:.1f} KB |")
@@ -114,28 +157,41 @@ def main() -> int:
     parser.add_argument("--backends", default="cpu,vispy")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--stack", type=Path, help="the source slices from a file --save-stack wrote, "
+                                                   f"instead of reading {SOURCE.name}")
+    parser.add_argument("--save-stack", type=Path, help="write the source slices to this file and stop")
+    parser.add_argument("--views-only", action="store_true",
+                        help="the 3D views' times alone: no encoded sizes, no reformats (no image codecs needed)")
     args = parser.parse_args()
-    if not SOURCE.is_dir():
+    if args.stack is None and not SOURCE.is_dir():
         print(f"{SOURCE} is absent (fresh clone without ../shared/data)", file=sys.stderr)
         return 2
+    source = SourceSlices.load(args.stack) if args.stack else SourceSlices.read(SOURCE)
+    if args.save_stack:
+        source.save(args.save_stack)
+        print(f"{args.save_stack}: {source.pixels.shape} slices, {args.save_stack.stat().st_size / 1e6:.1f} MB")
+        return 0
 
     start = time.perf_counter()
-    voxels, spacing, orientation = derived_volume()
+    voxels, spacing, orientation = derived_volume(source)
     derive_s = time.perf_counter() - start
     start = time.perf_counter()
     volume = prepare_volume(voxels, spacing, orientation, 1.0, -1024.0, default_voi=Window(40.0, 400.0))
     prepare_s = time.perf_counter() - start
     probe = probe_gl()
     report: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}",
+        "machine": machine.describe(),
         "gl_renderer": probe.renderer or probe.reason,
         "volume": {"shape": list(voxels.shape), "dtype": str(voxels.dtype), "spacing_mm": spacing,
-                   "derived_from": str(SOURCE.name), "derive_s": round(derive_s, 2),
-                   "prepare_s": round(prepare_s, 3)},
+                   "derived_from": SOURCE.name, "voxel_sum": int(voxels.sum(dtype=np.int64)),
+                   "derive_s": round(derive_s, 2), "prepare_s": round(prepare_s, 3)},
         "render": {}, "bytes": {}, "mpr_ms": {}, "load_before": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(report, indent=1))
+    if not args.views_only:
+        from daemons.render.imaging.encode import encode_image
 
+    images: dict[str, dict[str, np.ndarray]] = {}
     for name in args.backends.split(","):
         if name == "vispy" and not probe.ok:
             print(f"vispy skipped: {probe.reason}")
@@ -146,20 +202,28 @@ def main() -> int:
             continue
         for label, view in VIEWS.items():
             first, median, cpu, image = timed(partial(caster.render, volume, view), args.repeat)
+            images.setdefault(label, {})[name] = image
             report["render"].setdefault(label, {})[name] = {
                 "first_s": round(first, 3), "median_ms": round(median * 1000, 1),
                 "cpu_ms": round(cpu * 1000, 1), "load": round(os.getloadavg()[0], 1)}
             print(f"{name:6s} {label:45s} median {median * 1000:8.1f} ms  cpu {cpu * 1000:8.1f} ms"
                   f"  first {first:6.2f} s  load {os.getloadavg()[0]:.1f}")
-            if name == "cpu":
+            if name == "cpu" and not args.views_only:
                 sizes = {}
                 for fmt, quality in (("jpeg", 60), ("webp", 60), ("png", 100), ("webp", 80)):
                     body, _ = encode_image(image, fmt, quality)
                     sizes[f"{fmt}_q{quality}" if fmt != "png" else "png"] = len(body)
                 report["bytes"][label] = sizes
 
+    # the back ends must show the same image (the tests hold them to >= 30 dB on a phantom); here on
+    # the real volume, and on whatever GPU the OpenGL one ran on
+    report["psnr_vispy_vs_cpu_db"] = {label: round(psnr(pair["cpu"], pair["vispy"]), 1)
+                                      for label, pair in images.items() if {"cpu", "vispy"} <= pair.keys()}
+    if report["psnr_vispy_vs_cpu_db"]:
+        print("PSNR of the OpenGL image against the CPU one, dB:", json.dumps(report["psnr_vispy_vs_cpu_db"]))
+
     box = (512, 512)
-    for plane, index in (("axial", 277), ("coronal", 256), ("sagittal", 256)):
+    for plane, index in () if args.views_only else (("axial", 277), ("coronal", 256), ("sagittal", 256)):
         for slab in (0.0, 10.0):
             _, median, cpu, image = timed(partial(reformat_image, volume, plane, index, Window(40.0, 400.0),
                                                            box, 2048, slab, "mip"), args.repeat * 4)

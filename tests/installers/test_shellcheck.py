@@ -11,7 +11,7 @@ from tests.installers.systemd_check import REPO
 
 SCRIPTS = ["installers/install.sh", "installers/uninstall.sh", "installers/folders.sh", "installers/locked-pip.sh",
            "installers/dev-common.sh", "installers/quickstart.sh", "installers/run-tests.sh",
-           "installers/update-lock.sh", "installers/lint.sh", ".ci/run"]
+           "installers/update-lock.sh", "installers/lint.sh", ".ci/run", "bench/gpu_machine.sh"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
