@@ -196,10 +196,13 @@ def main() -> int:
         if name == "vispy" and not probe.ok:
             print(f"vispy skipped: {probe.reason}")
             continue
-        caster = select_backend(name)
+        start = time.perf_counter()
+        caster = select_backend(name)  # an OpenGL context is made here, as a node makes it at start
         if caster.name != name:
             print(f"{name} unavailable, skipped")
             continue
+        report.setdefault("backend_start_s", {})[name] = round(time.perf_counter() - start, 3)
+        print(f"{name}: back end started in {report['backend_start_s'][name]:.3f} s")
         for label, view in VIEWS.items():
             first, median, cpu, image = timed(partial(caster.render, volume, view), args.repeat)
             images.setdefault(label, {})[name] = image
