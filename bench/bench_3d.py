@@ -183,7 +183,8 @@ def main() -> int:
         "machine": machine.describe(),
         "gl_renderer": probe.renderer or probe.reason,
         "volume": {"shape": list(voxels.shape), "dtype": str(voxels.dtype), "spacing_mm": spacing,
-                   "derived_from": SOURCE.name, "voxel_sum": int(voxels.sum(dtype=np.int64)),
+                   "derived_from": args.stack.name if args.stack else SOURCE.name,
+                   "voxel_sum": int(voxels.sum(dtype=np.int64)),
                    "derive_s": round(derive_s, 2), "prepare_s": round(prepare_s, 3)},
         "render": {}, "bytes": {}, "mpr_ms": {}, "load_before": round(os.getloadavg()[0], 1),
     }

@@ -14,7 +14,10 @@ GPU=.gpu
 prepare() {
     local python=${PYTHON:-.venv/bin/python}
     mkdir -p "$GPU/whl" "$GPU/gl" "$GPU/fontdeb"
-    grep -qx "/$GPU/" .git/info/exclude 2>/dev/null || echo "/$GPU/" >>.git/info/exclude
+    local exclude
+    exclude=$(git rev-parse --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")"
+    grep -qx "/$GPU/" "$exclude" 2>/dev/null || echo "/$GPU/" >>"$exclude"
     # the real CT's 100 slices (bench_3d derives the 555-slice volume from them on the other machine)
     "$python" bench/bench_3d.py --save-stack "$GPU/stack.xz"
     # the 3D back end's packages at the project's locked versions, built for the GPU machine's Python
@@ -22,7 +25,7 @@ prepare() {
     for name in vispy hsluv pyopengl; do
         wanted+=("$(grep -i -o "^$name==[^ ]*" requirements/runtime.txt)")
     done
-    python3 -m pip download --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" \
+    "$python" -m pip download --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d "$GPU/whl" "${wanted[@]}"
     # glvnd's EGL and GL loaders (the driver brings its vendor library), and fontconfig, which
@@ -44,8 +47,10 @@ run() {
     # nothing of the machine's own libraries is replaced
     mkdir -p /tmp/sivr-fontlibs /tmp/sivr-fontonly
     for deb in "$GPU"/fontdeb/*.deb; do dpkg -x "$deb" /tmp/sivr-fontlibs; done
+    local known
+    known=$(ldconfig -p)  # read once: `ldconfig -p | grep -q` under pipefail can fail on SIGPIPE
     for lib in /tmp/sivr-fontlibs/usr/lib/x86_64-linux-gnu/*.so.*; do
-        ldconfig -p | grep -q "$(basename "$lib" | cut -d. -f1)\.so" || cp -a "$lib" /tmp/sivr-fontonly/
+        grep -q "$(basename "$lib" | cut -d. -f1)\.so" <<<"$known" || cp -a "$lib" /tmp/sivr-fontonly/
     done
     echo /tmp/sivr-fontonly >/etc/ld.so.conf.d/zz-sivr-bench.conf
     ldconfig
@@ -58,7 +63,8 @@ run() {
     # the node sets EGL_PLATFORM=surfaceless unless told otherwise; some drivers want `device`
     local platform
     for platform in surfaceless device; do
-        if EGL_PLATFORM=$platform python3 -c "from daemons.render.volume.gl import _GlState; print(_GlState().renderer)"; then
+        if EGL_PLATFORM=$platform python3 -c "from daemons.render.volume.backend import probe_gl
+p = probe_gl(); print(p.renderer or p.reason); raise SystemExit(not p.ok)"; then
             export EGL_PLATFORM=$platform
             break
         fi

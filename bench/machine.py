@@ -1,13 +1,10 @@
 """The machine a benchmark ran on, in one line for its results: CPUs, system, and the Python
 interpreter that ran SIVR's servers (each benchmark starts them with its own `sys.executable`).
 
-The interpreter's build is part of the figure. Half of a render node's CPU for a fresh JPEG is
-the interpreter's own (`perf` on the node's workers, 4 Dec 2026: libpython 49 %, libjpeg 27 %),
-and two CPython 3.11 builds on one VM ran the node's Python code 30 % apart: Debian's
-`/usr/bin/python3`, which the README's quick start and `installers/install.sh` use on a Debian
-host, is linked statically; a pyenv build made with `--enable-shared` runs the interpreter from
-`libpython3.11.so`, position-independent code that calls its own functions through the library's
-tables.
+The interpreter's build is part of the figure: about half of a render node's CPU for an image is
+the interpreter's own work, and two CPython 3.11 builds on one machine (Debian's, with the
+interpreter in the executable, and a self-built one with a shared libpython) gave the node's
+request path measurably different costs (docs/benchmarks-2d.md, "Which interpreter ran the node").
 """
 
 from __future__ import annotations

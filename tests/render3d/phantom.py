@@ -54,5 +54,3 @@ def blob(mask: np.ndarray) -> tuple[float, float, int, int]:
     assert rows.size, "the object is not in the image"
     return (float(cols.min() + cols.max()) / 2, float(rows.min() + rows.max()) / 2,
             int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1))
-
-
