@@ -45,6 +45,7 @@ from daemons.render.imaging.decode import (
 from daemons.render.imaging.overlays import has_overlays
 from daemons.render.imaging.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.imaging.voi import lut_to_json
+from daemons.render.ingest.element_check import convert_every_element
 from daemons.render.store.frame_layout import Layout
 from daemons.render.uids import uid_of
 
@@ -691,13 +692,13 @@ def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, Par
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
         if parsed.stored_only is not None:
-            _convert_every_element(parsed)
+            convert_every_element(parsed.dataset)
             return FileCheck(), parsed
         layout = layout_of(parsed.dataset, float_modality=False)
         if parsed.pixel_offset is None or not fast_path_possible(layout):
             return None
         short = _check_pixel_length(parsed, layout)
-        _convert_every_element(parsed)
+        convert_every_element(parsed.dataset)
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message)), None
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
@@ -778,23 +779,17 @@ def check_file(name: str, raw: bytes, limits: Limits) -> FileCheck:
         parsed = _parse_file(name, raw, limits)
         _check_no_duplicates(parsed)
         if parsed.stored_only is not None:  # checked in the node (`_check_native`); the same rule here
-            _convert_every_element(parsed)
+            convert_every_element(parsed.dataset)
             return FileCheck()
         layout = layout_of(parsed.dataset, float_modality=False)
         short = _check_pixel_length(parsed, layout)
-        _convert_every_element(parsed)
+        convert_every_element(parsed.dataset)
         undecodable = _decode_every_frame(parsed, layout, short)
     except UploadError as exc:
         return FileCheck((exc.status, exc.code, exc.message))
     except Exception as exc:  # pydicom raises many kinds (NotImplementedError for an unknown VR...)
         return FileCheck(_unreadable(name, exc))
     return FileCheck(bad_frames={**short, **undecodable})
-
-
-def _convert_every_element(parsed: ParsedFile) -> None:
-    """Convert every element's value: a bad VR or value fails here, not later in the node."""
-    for _ in parsed.dataset.iterall():
-        pass
 
 
 def _unreadable(name: str, exc: Exception) -> Refusal:
