@@ -48,7 +48,7 @@ from daemons.render.ingest.upload_checks import (
 from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.node import node
 from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
-from daemons.render.store.local import StoreFull
+from daemons.render.store.local import Precompressed, StoreFull
 from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
@@ -82,6 +82,7 @@ class Candidate:
     study: str = ""
     series: str = ""
     parsed: ParsedFile | None = None  # the node's own check of the part, when it needs no decode worker
+    ahead: Precompressed | None = None  # its compression for the store, started once its header passed
     stored: bool = False
     failure: int | None = None
     reason: str = ""
@@ -162,13 +163,18 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
     elif study_uid is not None and candidate.study != study_uid:
         candidate.fail(DOES_NOT_MATCH_SOP_CLASS, f"part {number} belongs to study {candidate.study}, "
                        f"not to {study_uid} named in the request")
+    else:
+        # zstd releases the GIL: the part is compressed on another core while the next ones are checked
+        # (a compressed copy is at most its part's size: the body's three copies still bound the request)
+        candidate.ahead = Precompressed.start(candidate.raw)
     return candidate
 
 
 def _store(batch: list[Candidate], actor: Actor) -> None:
     """Store one series' candidates; a refused batch is split in halves until each refusal is one instance."""
     try:
-        ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor, checked=[c.parsed for c in batch])
+        ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor, checked=[c.parsed for c in batch],
+                             ahead={c.sop_instance: c.ahead for c in batch if c.ahead is not None})
     except UploadError as exc:
         if len(batch) == 1:
             batch[0].fail(status_of(exc), f"{exc.code}: {exc.message}")

@@ -187,7 +187,8 @@ class Ingest:
 
     def add(self, uploads: list[tuple[str, bytes]], actor: Actor, expected_sop_class: str | None = None,
             checked: list[ParsedFile | None] | None = None,
-            expected_sop_instance: str | None = None) -> IngestResult:
+            expected_sop_instance: str | None = None,
+            ahead: dict[str, Precompressed] | None = None) -> IngestResult:
         """Validate `uploads` (one series) and store what is new; UploadError names any refusal.
 
         `expected_sop_class` (C-STORE's Affected SOP Class) must be every file's SOP Class UID, and
@@ -195,13 +196,15 @@ class Ingest:
         that is another instance than the request named is refused, or the peer would be told that
         the instance it named was stored.
         `checked`: the uploads the caller already checked with `upload_checks.check_native`
-        (`check_upload`).
+        (`check_upload`). `ahead`: their compression for the store, started by the caller (upload
+        name -> `Precompressed` of those very bytes) while it checked the next ones.
         """
         node = self.node
-        # one file (a C-STORE): its compression for the store runs on another core while it is checked
-        # (wasted on a file then refused or sent again, never started for one over the upload limit)
-        ahead = ({name: Precompressed.start(raw) for name, raw in uploads}
-                 if len(uploads) == 1 and len(uploads[0][1]) <= node.limits.max_upload_bytes else {})
+        if ahead is None:
+            # one file (a C-STORE): its compression for the store runs on another core while it is checked
+            # (wasted on a file then refused or sent again, never started for one over the upload limit)
+            ahead = ({name: Precompressed.start(raw) for name, raw in uploads}
+                     if len(uploads) == 1 and len(uploads[0][1]) <= node.limits.max_upload_bytes else {})
         files = check_upload(uploads, node.limits, isolated_checker(node.decoder), checked)
         by_uid: dict[str, ParsedFile] = {}
         for file in files:
