@@ -109,20 +109,63 @@ def test_a_bad_value_inside_a_sequence_is_refused_every_time():
             convert_every_element(read_dataset(bad))
 
 
-def test_an_ambiguous_vr_is_read_in_its_own_file():
-    """Smallest Image Pixel Value is US or SS, decided by the file's own Pixel Representation: the
-    same bytes read in a file of unsigned pixels first must not make them unsigned in a signed one."""
-    def implicit(representation: int) -> bytes:
-        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(_instance(generate_uid(), 0.0)))
-        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        ds.PixelRepresentation = representation
-        ds.add_new(0x00280106, "US" if representation == 0 else "SS", 65535 if representation == 0 else -1)
-        return to_bytes(ds)
+def _implicit(ds: pydicom.Dataset) -> bytes:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return to_bytes(ds)
 
-    unsigned, signed = read_dataset(implicit(0)), read_dataset(implicit(1))
-    convert_every_element(unsigned)
-    convert_every_element(signed)
-    assert unsigned.SmallestImagePixelValue == 65535 and signed.SmallestImagePixelValue == -1
+
+def _plain(series: str) -> pydicom.Dataset:
+    return pydicom.dcmread(pydicom.filebase.DicomBytesIO(_instance(series, 0.0)))
+
+
+def test_an_ambiguous_vr_is_decided_in_its_own_file():
+    """Smallest Image Pixel Value is US or SS, decided by the file's own Pixel Representation: the
+    same bytes read in a file that has one say nothing of a file that has none (pydicom cannot
+    decide, and the file is refused), nor make a signed value unsigned."""
+    unsigned = _plain(generate_uid())
+    unsigned.PixelRepresentation = 0
+    unsigned.add_new(0x00280106, "US", 65535)
+    signed = _plain(generate_uid())
+    signed.add_new(0x00280106, "SS", -1)
+    undecided = _plain(generate_uid())
+    undecided.add_new(0x00280106, "US", 65535)
+    del undecided.PixelRepresentation
+    first, second = read_dataset(_implicit(unsigned)), read_dataset(_implicit(signed))
+    convert_every_element(first)
+    convert_every_element(second)
+    assert first.SmallestImagePixelValue == 65535 and second.SmallestImagePixelValue == -1
+    with pytest.raises(AttributeError):
+        convert_every_element(read_dataset(_implicit(undecided)))
+
+
+def test_a_private_element_is_read_with_its_own_private_creator():
+    """Read without its VR (implicit), a private element takes the VR its private creator's
+    dictionary gives: two bytes are any value of an unknown creator's element (UN), but no value of
+    GE's (0019,xx02), an SL."""
+    def private(creator: str) -> bytes:
+        ds = _plain(generate_uid())
+        ds.add_new(0x00190010, "LO", creator)
+        ds.add_new(0x00191002, "UN", b"\x01\x02")
+        return _implicit(ds)
+
+    convert_every_element(read_dataset(private("SOMEONE ELSE")))
+    with pytest.raises(Exception, match="(?i)length"):
+        convert_every_element(read_dataset(private("GEMS_ACQU_01")))
+
+
+def test_a_value_read_leniently_is_checked_again_when_reading_is_strict(monkeypatch):
+    """pydicom's reading settings are process-wide: a value it let through under its default
+    (warnings) is not taken as checked once the process reads strictly."""
+    def with_bad_integer_string() -> bytes:
+        raw = _instance(generate_uid(), 0.0, NumberOfFrames=1)
+        at = raw.index(struct.pack("<HH", 0x0028, 0x0008) + b"IS")  # Number of Frames, IS "1 "
+        return raw[:at + 8] + b"1X" + raw[at + 10:]  # the value after tag, VR and length: not an integer
+
+    with pytest.warns(UserWarning, match="Invalid value for VR IS"):
+        convert_every_element(read_dataset(with_bad_integer_string()))
+    monkeypatch.setattr(pydicom.config.settings, "_reading_validation_mode", pydicom.config.RAISE)
+    with pytest.raises(ValueError):
+        convert_every_element(read_dataset(with_bad_integer_string()))
 
 
 def test_the_upload_checks_refuse_a_bad_file_after_good_ones_of_its_series():

@@ -165,13 +165,23 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
                        f"not to {study_uid} named in the request")
     else:
         # zstd releases the GIL: the part is compressed on another core while the next ones are checked
-        # (a compressed copy is at most its part's size: the body's three copies still bound the request)
+        # (a compressed copy is about its part's size at most, and is let go once its series is stored,
+        # `_store`: the body's three copies still bound the request)
         candidate.ahead = Precompressed.start(candidate.raw)
     return candidate
 
 
 def _store(batch: list[Candidate], actor: Actor) -> None:
-    """Store one series' candidates; a refused batch is split in halves until each refusal is one instance."""
+    """Store one series' candidates; a refused batch is split in halves until each refusal is one instance.
+    Their compressed copies are let go once the batch is stored or refused, not kept to the answer."""
+    try:
+        _store_batch(batch, actor)
+    finally:
+        for candidate in batch:
+            candidate.ahead = None
+
+
+def _store_batch(batch: list[Candidate], actor: Actor) -> None:
     try:
         ingest_service().add([(c.sop_instance, c.raw) for c in batch], actor, checked=[c.parsed for c in batch],
                              ahead={c.sop_instance: c.ahead for c in batch if c.ahead is not None})

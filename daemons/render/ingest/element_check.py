@@ -12,16 +12,20 @@ from nothing else except where it looks at the rest of the dataset:
 - a sequence is its items, datasets of their own (each element of them is remembered as above);
 - a deferred value (larger than the reader's defer size) is read from the file when converted.
 
-Those are converted every time. Any other raw element equal in all of the above to one that
+Those are converted every time. Any other raw element equal in all of the above, and read under the
+same pydicom settings (validation mode, wrong lengths, UN replaced: a process-wide switch to lenient
+reading, as `suppress_invalid_tags` makes, must not excuse a value at a strict check), to one that
 converted before is known to convert; it is left raw, and pydicom converts it (the same way) when
 the node reads it. Only conversions that succeeded are remembered: a value that fails is tried, and
-refused, every time.
+refused, every time. What is remembered are short header values of uploads (names, dates, codes):
+the process holds them while it stores those files anyway, and never writes them anywhere.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydicom import config
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -29,7 +33,7 @@ from pydicom.valuerep import AMBIGUOUS_VR, VR
 
 #: the largest value remembered, in bytes: headers repeat short values; longer ones are rarely equal
 REMEMBERED_VALUE_BYTES = 256
-#: the most raw elements remembered (about 2 MB at most); the set starts again when full
+#: the most raw elements remembered (about 4 MB at most); the set starts again when full
 REMEMBERED_ELEMENTS = 8192
 
 _converted: set[tuple[Any, ...]] = set()
@@ -39,10 +43,12 @@ def convert_every_element(ds: Dataset) -> None:
     """Convert every element of `ds` and of its sequences' items (pydicom raises on a bad one),
     skipping the raw elements known to convert (module doc)."""
     charset = ds.original_character_set
-    charset_key = charset if isinstance(charset, str) else tuple(charset)
+    reading = (charset if isinstance(charset, str) else tuple(charset),
+                   config.settings.reading_validation_mode, config.convert_wrong_length_to_UN,
+                   config.replace_un_with_known_vr) if charset else None
     for tag in sorted(ds.keys()):
         element = ds.get_item(tag, keep_deferred=True)
-        key = _key(element, charset_key) if charset_key and isinstance(element, RawDataElement) else None
+        key = _key(element, reading) if reading and isinstance(element, RawDataElement) else None
         if key is not None and key in _converted:
             continue
         converted = ds[tag]
@@ -55,8 +61,9 @@ def convert_every_element(ds: Dataset) -> None:
             _converted.add(key)
 
 
-def _key(raw: RawDataElement, charset: Any) -> tuple[Any, ...] | None:
-    """What a raw element's conversion depends on, or None when it depends on more (module doc)."""
+def _key(raw: RawDataElement, reading: Any) -> tuple[Any, ...] | None:
+    """What a raw element's conversion depends on, or None when it depends on more (module doc);
+    `reading`: the dataset's character set and pydicom's reading settings."""
     value = raw.value
     if value is None or len(value) > REMEMBERED_VALUE_BYTES or raw.tag.is_private:
         return None
@@ -68,4 +75,4 @@ def _key(raw: RawDataElement, charset: Any) -> tuple[Any, ...] | None:
             return None
     if vr in AMBIGUOUS_VR or vr == VR.SQ:
         return None
-    return raw.tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, value, charset
+    return raw.tag, raw.VR, raw.is_implicit_VR, raw.is_little_endian, value, reading

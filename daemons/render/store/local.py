@@ -50,7 +50,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
 ZSTD_LEVEL = 1
-ASIDE_THREADS = 4  # files compressed ahead and journal parts written at once, in a process
+ASIDE_THREADS = 4  # files compressed ahead, and journal parts written, at once in a process (each)
 MANIFEST = "manifest.bin"
 FILED = "filed"
 JOURNAL = "journal"
@@ -84,7 +84,7 @@ class Precompressed:
 
     @classmethod
     def start(cls, raw: bytes) -> Precompressed:
-        return cls(raw, _aside_pool().submit(compress, raw))
+        return cls(raw, _aside_pool("compress").submit(compress, raw))
 
 
 def seal_blob(aead: AESGCM, magic: bytes, aad: bytes, data: bytes | Precompressed) -> bytes:
@@ -142,26 +142,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_aside: ThreadPoolExecutor | None = None
+_aside: dict[str, ThreadPoolExecutor] = {}
 _aside_lock = threading.Lock()
 
 
-def _aside_pool() -> ThreadPoolExecutor:
-    """The threads that compress a file ahead (`Precompressed`) and write a journal part while its
-    blobs are written: one pool per process, made at its first use. A pool made per append cost a
-    thread start and stop at every C-STORE (about 1 ms here, 5 % of an instance's time)."""
-    global _aside
+def _aside_pool(purpose: str) -> ThreadPoolExecutor:
+    """The threads that compress files ahead (`Precompressed`, purpose "compress") or write a journal
+    part while its blobs are written ("journal"): one pool per purpose and process, made at its first
+    use. A pool made per append cost a thread start and stop at every C-STORE (about 1 ms here, 5 % of
+    an instance's time); one pool for both queued an append's journal part, which it waits for while
+    holding its series' lock, behind every part of a STOW-RS request compressed ahead."""
     with _aside_lock:
-        if _aside is None:
-            _aside = ThreadPoolExecutor(ASIDE_THREADS, thread_name_prefix="store-aside")
-        return _aside
+        pool = _aside.get(purpose)
+        if pool is None:
+            pool = _aside[purpose] = ThreadPoolExecutor(ASIDE_THREADS, thread_name_prefix=f"store-{purpose}")
+        return pool
 
 
 def _forget_aside_pool() -> None:
     """In a forked child: a pool's threads do not survive a fork (the node's workers are forked), nor
     may a lock another thread held at the fork stay held."""
     global _aside, _aside_lock
-    _aside, _aside_lock = None, threading.Lock()
+    _aside, _aside_lock = {}, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_aside_pool)
@@ -398,7 +400,7 @@ class RecordStore:
             part = self._seal(record_id, f"journal:{first_blob}", encode_journal(entries))
             # the part's bytes are written aside while the blobs are (each fsync waits on the disk);
             # it takes its name only once the blobs' names are durable
-            part_written = _aside_pool().submit(_write_durable, temp, part)
+            part_written = _aside_pool("journal").submit(_write_durable, temp, part)
             try:
                 self._write_blobs(folder, record_id, first_blob, files)
             finally:
