@@ -381,6 +381,32 @@ def test_an_append_writes_a_journal_part_not_the_manifest_and_reads_are_base_the
         store.replace_manifest(RECORD, pending, settled)
 
 
+def test_a_journal_part_never_waits_behind_files_compressed_ahead(store, monkeypatch):
+    """A STOW-RS request starts compressing all its parts at once (`Precompressed`); an append, which
+    waits for its journal part while it holds its series' lock, must not queue behind them."""
+    files = _files()
+    assert store.write_record(RECORD, files[:1], _grown(1))
+    release = threading.Event()
+    real = storage.compress
+    monkeypatch.setattr(storage, "compress", lambda raw: (release.wait(30), real(raw))[1])
+    queued = [storage.Precompressed.start(b"x" * 10) for _ in range(storage.ASIDE_THREADS * 2)]
+    monkeypatch.setattr(storage, "compress", real)  # the append's own blobs are compressed as ever
+    appended = threading.Event()
+
+    def append() -> None:
+        store.append_files(RECORD, 1, files[1:2], _entries(2, 1), store.manifest_version(RECORD))
+        appended.set()
+
+    worker = threading.Thread(target=append)
+    worker.start()
+    try:
+        assert appended.wait(20), "the append's journal part waited behind the files compressed ahead"
+    finally:
+        release.set()
+        worker.join(30)
+    assert [ahead.compressed.result(30) for ahead in queued] == [real(b"x" * 10)] * len(queued)
+
+
 def test_a_part_left_by_an_interrupted_compaction_is_skipped_and_a_moved_part_refused(store):
     files = _files()
     assert store.write_record(RECORD, files[:1], _grown(1))

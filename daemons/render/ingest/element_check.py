@@ -44,8 +44,8 @@ def convert_every_element(ds: Dataset) -> None:
     skipping the raw elements known to convert (module doc)."""
     charset = ds.original_character_set
     reading = (charset if isinstance(charset, str) else tuple(charset),
-                   config.settings.reading_validation_mode, config.convert_wrong_length_to_UN,
-                   config.replace_un_with_known_vr) if charset else None
+               config.settings.reading_validation_mode, config.convert_wrong_length_to_UN,
+               config.replace_un_with_known_vr) if charset else None
     for tag in sorted(ds.keys()):
         element = ds.get_item(tag, keep_deferred=True)
         key = _key(element, reading) if reading and isinstance(element, RawDataElement) else None
