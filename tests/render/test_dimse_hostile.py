@@ -26,11 +26,12 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE, N_CREATE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     EnhancedCTImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -38,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from daemons.deployment import free_ports
+from daemons.render.catalogue import matching
 from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE
 from daemons.render.ingest.service import INGEST_EXTENSION
 from daemons.render.ingest.upload_checks import MIB
@@ -177,12 +179,46 @@ def test_a_request_whose_sop_class_is_not_its_contexts_is_refused(hostile):
         assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage,
                         sop_class=EnhancedCTImageStorage) == [0x0122]
         [(_, detail)] = audit_rows(hostile, "dicom.store_refused")
-        assert f"sent as {EnhancedCTImageStorage} on a presentation context of {CTImageStorage}" in detail
+        assert f"naming {EnhancedCTImageStorage} on a presentation context of {CTImageStorage}" in detail
         assert exchange(assoc, store_request(ds, implicit=False), CTImageStorage, sop_class=Verification) != [0]
     finally:
         wait_aborted(hostile, assoc)
     assert audit_rows(hostile, "dicom.abort") == [("dicom.abort", "a C_STORE naming the Verification SOP Class")]
     assert models(hostile).catalogue.Instance.select().count() == 0
+    still_serving(hostile)
+
+
+def test_a_query_naming_another_model_than_its_context_and_a_create_naming_a_storage_class_are_refused(hostile):
+    """A Study Root C-FIND sent on a Patient Root context, at the PATIENT level only the latter has,
+    was answered with every patient: refused as C-STORE refuses the same, 0x0122 (PS3.7 9.1.2.1).
+    An N-CREATE-RQ naming CT Image Storage reached the C-STORE handler and was answered with a
+    C-STORE-RSP after a traceback; its association is aborted, as for one naming Verification."""
+    assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.35.1")))]).status_code == 201
+    assoc = associate(hostile.dicom_port, (PatientRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]),
+                      (StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]))
+    try:
+        request = C_FIND()
+        request.Identifier = io.BytesIO(encode(query(QueryRetrieveLevel="PATIENT", PatientID=""), False, True))
+        assert exchange(assoc, request, PatientRootQueryRetrieveInformationModelFind,
+                        sop_class=StudyRootQueryRetrieveInformationModelFind) == [0x0122]
+        request.Identifier = io.BytesIO(encode(query(QueryRetrieveLevel="PATIENT", PatientID=""), False, True))
+        assert exchange(assoc, request, PatientRootQueryRetrieveInformationModelFind) == [0xFF00, 0x0000]
+    finally:
+        assoc.release()
+    refused = audit_rows(hostile, "dicom.find_refused")
+    assert len(refused) == 1 and "on a presentation context of" in refused[0][1]
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+    try:
+        create = N_CREATE()
+        create.MessageID, create.AffectedSOPClassUID = 8, CTImageStorage
+        create.AffectedSOPInstanceUID = "1.2.826.0.1.35.2"
+        create.AttributeList = io.BytesIO(encode(query(PatientID="x"), False, True))
+        context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+        assoc.dimse.send_msg(create, context.context_id)
+    finally:
+        wait_aborted(hostile, assoc)
+    assert audit_rows(hostile, "dicom.abort") == [("dicom.abort", "a N_CREATE naming a storage SOP Class")]
+    assert models(hostile).catalogue.Instance.select().count() == 1
     still_serving(hostile)
 
 
@@ -348,6 +384,19 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
     refused += [query(QueryRetrieveLevel="STUDY", StudyDate=value) for value in ("2020-", "-", "20201340", "2020-2019")]
     for identifier in refused:
         assert find(port, identifier) == [0xA900], identifier
+    for keyword, vr, value in (("StudyInstanceUID", "US", 0), ("StudyInstanceUID", "SQ", []),
+                               ("PatientName", "SQ", [query(PatientID="x")]), ("SeriesNumber", "US", 5)):
+        # read as an empty key, a UID sent as US 0 was a universal match: every study
+        identifier = query(QueryRetrieveLevel="SERIES" if keyword == "SeriesNumber" else "STUDY")
+        identifier.add_new(keyword, vr, value)
+        request = C_FIND()  # explicit VR: in implicit VR an element's VR is the dictionary's
+        request.Identifier = io.BytesIO(encode(identifier, False, True))
+        assoc = associate(port, (StudyRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]))
+        try:
+            assert exchange(assoc, request, StudyRootQueryRetrieveInformationModelFind) == [0xA900], (keyword, vr)
+        finally:
+            assoc.release()
+    refused += [identifier] * 4
     started = time.monotonic()
     assert find(port, query(QueryRetrieveLevel="SERIES",
                             SeriesInstanceUID=[f"1.2.826.0.1.{n}" for n in range(40_000)])) == [0x0000]
@@ -398,6 +447,52 @@ def test_a_refused_move_is_audited_when_its_destination_cannot_be_reached(hostil
     assert len(refused) == 1 and "StudyInstanceUID" in refused[0][1]
     still_serving(hostile)
 
+
+
+def test_a_refused_move_is_answered_by_a_destination_that_supports_no_verification(hostile):
+    """pynetdicom sends a C-MOVE's failure only over an association with its destination; the node
+    proposed Verification alone there, which a storage SCP need not support, and its rejection made
+    the answer 0xA801 (unknown destination) for a known destination that was up."""
+    receiver = AE(ae_title="STALL")
+    receiver.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = receiver.start_server(("127.0.0.1", hostile.stall_port), block=False)
+    try:
+        statuses, assoc = move(hostile.dicom_port, "STALL", query(QueryRetrieveLevel="FOO"))
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses == [0xA900]
+    assert len(audit_rows(hostile, "dicom.move_refused")) == 1
+    still_serving(hostile)
+
+
+def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_empty_ones_retrieve_nothing(
+        hostile, monkeypatch):
+    """A list of 260,001 UIDs (PS3.4 C.2.2.2.2 sets no bound) went into one SQL list, over SQLite's
+    250,000 parameters: a processing failure logged with its trace. A list over `UID_LIST_MAX` is now
+    refused 0xA700, Out of Resources (the peer may send it in parts), for C-FIND and C-GET alike;
+    the bound is lowered here so the test sends a short list. A unique key that is a list of
+    empty UIDs (`\\`) named nothing and retrieved nothing with success: 0xA900 now."""
+    assert matching.UID_LIST_MAX < 65_535 - 100  # PostgreSQL's parameters per statement, with room for the rest
+    monkeypatch.setattr(matching, "UID_LIST_MAX", 50)
+    assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.36.1")))]).status_code == 201
+    port = hostile.dicom_port
+    listed = [f"1.2.826.0.1.36.{n}" for n in range(1, 51)]
+    assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=listed)) == [0xFF00, 0x0000]
+    too_many = [*listed, "1.2.826.0.1.36.99"]
+    assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many)) == [0xA700]
+    for identifier, status in ((query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many), 0xA700),
+                               (query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="\\"), 0xA900)):
+        request = C_GET()
+        request.Identifier = io.BytesIO(encode(identifier, False, True))
+        assoc = associate(port, (StudyRootQueryRetrieveInformationModelGet, [ExplicitVRLittleEndian]))
+        try:
+            assert exchange(assoc, request, StudyRootQueryRetrieveInformationModelGet)[-1] == status
+        finally:
+            assoc.release()
+    refused = [detail for _, detail in audit_rows(hostile, "dicom.") if "UIDs is more than" in detail]
+    assert len(refused) == 2  # the C-FIND and the C-GET, audited as the peer's request
+    still_serving(hostile)
 
 
 def test_a_move_to_a_destination_that_never_answers_its_stores_fails_them_in_bounded_time(hostile):

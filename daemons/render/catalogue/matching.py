@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import peewee
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -46,8 +47,10 @@ _TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
 #: Specific Character Set of an answer with text beyond ASCII (`Answers.values`)
 UTF8_CHARACTER_SET = "ISO_IR 192"
-#: The most names one fuzzy matching may select (each is one parameter of the query)
+#: The most names one fuzzy matching may select, and the most UIDs one list may name: each is one
+#: parameter of the query, and databases take a bounded number (SQLite 250,000, PostgreSQL 65,535)
 FUZZY_NAMES_MAX = 10_000
+UID_LIST_MAX = 60_000
 
 
 class QueryError(Exception):
@@ -57,6 +60,11 @@ class QueryError(Exception):
     def __init__(self, message: str, keyword: str | None = None):
         super().__init__(message)
         self.keyword = keyword
+
+
+class QueryTooLarge(QueryError):
+    """A valid query larger than the node answers in one (a list of more than UID_LIST_MAX UIDs):
+    the peer may send it again in parts (over DIMSE "Out of Resources", PS3.4 C.4.1.1.4)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,10 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if not value or value == "*" or kind == "count":
         return None
     if kind == "uid":
-        uids = [v.strip() for v in value.split("\\") if v.strip()]
+        uids = uid_list(value)
+        if len(uids) > UID_LIST_MAX:
+            raise QueryTooLarge(f"{keyword}: a list of {len(uids):,} UIDs is more than the {UID_LIST_MAX:,} this node "
+                                "matches at once; send it in parts", keyword)
         for uid in uids:
             if not is_uid(uid):
                 raise QueryError(f"{keyword}: {uid!r} is not a UID (digits and dots, at most 64 characters)", keyword)
@@ -166,6 +177,11 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if "*" in value or "?" in value:
         return _wildcard(field, value)
     return field == value
+
+
+def uid_list(value: str) -> list[str]:
+    """The UIDs of a list of UIDs (PS3.4 C.2.2.2.2, `\\`-separated), empty entries left out."""
+    return [v.strip() for v in value.split("\\") if v.strip()]
 
 
 def _check(keyword: str, kind: str, value: str) -> None:
@@ -333,6 +349,9 @@ def _requested(level: str, identifier: Dataset) -> list[str]:
     level_depth = depth(level)
     requested = [element.keyword for element in identifier if element.keyword in KEYS]
     for keyword in requested:
+        sent, expected = identifier[keyword].VR, dictionary_VR(keyword)
+        if sent != expected:  # a UID sent as US 0 read as an empty key: a universal match
+            raise QueryError(f"{keyword} is sent as {sent}; its VR is {expected} (PS3.6)", keyword)
         if LEVELS.index(KEYS[keyword].level) > level_depth:
             raise QueryError(f"{keyword} is a {KEYS[keyword].level} key, below the {level} level asked for", keyword)
     return requested
@@ -400,7 +419,7 @@ def retrieve(cat: CatalogueModels, level: str, identifier: Dataset) -> list[Any]
     requested = _requested(level, identifier)
     unique = UNIQUE_KEYS[level]
     value = _identifier_value(identifier[unique].value).strip() if unique in identifier else ""
-    if not value or "*" in value or "?" in value:
+    if not uid_list(value) or "*" in value or "?" in value:  # `\\` is a list of no UID
         raise QueryError(f"a retrieval at the {level} level needs {unique} (a value or a list of UIDs, no wildcard)",
                          unique)
     instance = cat.Instance

@@ -25,8 +25,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from daemons.render.catalogue.matching import QueryError
-from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS
+from daemons.render.catalogue.matching import QueryError, QueryTooLarge
+from daemons.render.statuses import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
+)
 
 STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
                      StudyRootQueryRetrieveInformationModelMove)
@@ -39,14 +44,30 @@ class MalformedIdentifier(ValueError):
     """An identifier whose bytes are not a whole data set in its context's transfer syntax."""
 
 
+class ForeignSopClass(ValueError):
+    """A request naming another SOP class than the presentation context it came on."""
+
+
+def foreign_sop_class(event: Any) -> str | None:
+    """Why a request's Affected SOP Class UID is not its presentation context's abstract syntax, or
+    None when it is: the context names the SOP class a request is for (PS3.7 9.1.1.1, 9.1.2.1), and
+    the node checks a request against its context's, so one naming another (a Study Root C-FIND
+    on a Patient Root context, at a level only the latter has) is refused, 0x0122, whatever its service."""
+    named, context = str(event.request.AffectedSOPClassUID), str(event.context.abstract_syntax)
+    return None if named == context else f"a request naming {named} on a presentation context of {context}"
+
+
 def refusal(service: str, exc: Exception) -> tuple[int, str]:
     """The failure status of a C-FIND, C-GET or C-MOVE request that could not be matched, and the
     reason its refusal is audited with: one rule for the three services. A request the peer got
     wrong is logged as information; anything else is the node's own failure, logged with its trace
     and audited without it (a trace is for the operator, not for the audit trail)."""
-    if isinstance(exc, (QueryError, MalformedIdentifier)):
-        log.info("%s refused: %s", service, exc)
-        return (DOES_NOT_MATCH_SOP_CLASS if isinstance(exc, QueryError) else CANNOT_UNDERSTAND), str(exc)[:200]
+    statuses = ((QueryTooLarge, OUT_OF_RESOURCES), (QueryError, DOES_NOT_MATCH_SOP_CLASS),
+                (MalformedIdentifier, CANNOT_UNDERSTAND), (ForeignSopClass, SOP_CLASS_NOT_SUPPORTED))
+    for kind, status in statuses:
+        if isinstance(exc, kind):
+            log.info("%s refused: %s", service, exc)
+            return status, str(exc)[:200]
     log.error("%s failed", service, exc_info=exc)
     return CANNOT_UNDERSTAND, "processing failure"
 
@@ -74,9 +95,12 @@ def encoding_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str 
 def read_identifier(event: Any) -> tuple[str, Dataset]:
     """The request's Query/Retrieve Level and its Identifier. MalformedIdentifier when the bytes are
     not a whole data set or hold a value that cannot be read; QueryError when the level is one the
-    information model has not.
+    information model has not; ForeignSopClass when the request names another model than its context.
 
     The query contexts never take Deflated (`listener.QUERY_SYNTAXES`), so the bytes are the data set."""
+    foreign = foreign_sop_class(event)
+    if foreign is not None:
+        raise ForeignSopClass(foreign)
     syntax, stream = event.context.transfer_syntax, event.request.Identifier
     raw = stream.getvalue() if stream is not None else b""
     problem = encoding_problem(raw, syntax.is_implicit_VR, syntax.is_little_endian)

@@ -41,7 +41,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom import _config as pynetdicom_config
-from pynetdicom.dimse_primitives import C_ECHO
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # these UIDs are generated at import time (sop_class._generate_sop_classes): mypy cannot see them
@@ -55,7 +55,7 @@ from daemons.render.catalogue.matching import find
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
-from daemons.render.dimse.identifiers import read_identifier, refusal
+from daemons.render.dimse.identifiers import foreign_sop_class, read_identifier, refusal
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
     MessageLimit,
@@ -306,22 +306,29 @@ class Listener:
                      user_id=actor.user_id, username=actor.username, client_ip=actor.client_ip)
 
     @staticmethod
-    def _on_echo(event: Any) -> int:
-        """pynetdicom hands any request naming the Verification SOP Class here, whatever it is: a
-        C-STORE-RQ or an N-CREATE-RQ so named would be answered with a C-ECHO-RSP of success, and the
-        peer believe it done. Such a peer is broken: its association is aborted."""
-        if isinstance(event.request, C_ECHO):
-            return SUCCESS
-        reason = f"a {type(event.request).__name__} naming the Verification SOP Class"
+    def _abort_other_service(event: Any, named: str) -> int:
+        """pynetdicom hands a request to the service of the SOP class it names, whatever the request
+        is: a C-STORE-RQ or an N-CREATE-RQ naming the Verification SOP Class would be answered with a
+        C-ECHO-RSP of success, an N-CREATE-RQ naming a storage class with a C-STORE-RSP. Such a peer
+        is broken: its association is aborted (the status is never sent)."""
+        reason = f"a {type(event.request).__name__} naming {named}"
         log.warning("DICOM peer %s sent %s: association aborted", event.assoc.requestor.address, reason)
         note_abort(event.assoc, reason)
         event.assoc.abort()
         return SOP_CLASS_NOT_SUPPORTED
 
+    @classmethod
+    def _on_echo(cls, event: Any) -> int:
+        if isinstance(event.request, C_ECHO):
+            return SUCCESS
+        return cls._abort_other_service(event, "the Verification SOP Class")
+
     def _on_store(self, event: Any) -> int:
         """A C-STORE, whose data set's room in the upload memory (`dimse.limits.MessageLimit`) is
         freed once it is handled; not stored when its last PDU made the node abort (audited there),
         nor when the connection closed before its turn came (no answer could reach the peer)."""
+        if not isinstance(event.request, C_STORE):
+            return self._abort_other_service(event, "a storage SOP Class")
         reservation = self.messages.take(event.assoc, event.request.DataSet)
         try:
             if aborting(event.assoc):  # audited with the abort's reason
@@ -340,9 +347,9 @@ class Listener:
         request = event.request
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
-        if sop_class != str(event.context.abstract_syntax):  # PS3.7 9.1.1.1: the context names the class
-            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} sent as {sop_class} "
-                        f"on a presentation context of {event.context.abstract_syntax}")
+        foreign = foreign_sop_class(event)
+        if foreign is not None:
+            self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance}: {foreign}")
             return SOP_CLASS_NOT_SUPPORTED
         try:
             raw = event.encoded_dataset(include_meta=True)

@@ -27,7 +27,7 @@ from flask import Flask
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import build_context, evt
+from pynetdicom import StoragePresentationContexts, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
@@ -168,6 +168,15 @@ class Receiver:
         return dataset
 
 
+def refusal_contexts() -> list[PresentationContext]:
+    """What a refused C-MOVE proposes to its destination. pynetdicom sends a C-MOVE's failure status
+    only once associated with the destination, and answers 0xA801 (unknown destination) when the
+    destination rejects the association: so besides Verification, which a storage SCP need not
+    support, every storage SOP class, uncompressed, that any storage SCP accepts one of."""
+    storage = [str(context.abstract_syntax) for context in StoragePresentationContexts]
+    return [build_context(Verification), *move_contexts(storage, [])][:MAX_CONTEXTS]
+
+
 def move_contexts(sop_classes: list[str], stored_syntaxes: list[str]) -> list[PresentationContext]:
     """The presentation contexts a C-MOVE proposes to its destination: for each SOP class, one
     with the uncompressed syntaxes, then (up to the limit of 128) one per compressed syntax the
@@ -236,7 +245,7 @@ class Retrieval:
             # audited before the destination is reached: pynetdicom sends a failure status only after
             # associating with it, and when it cannot, answers 0xA801 and never resumes this handler
             status = self._refusal(event, "C-MOVE", exc)
-            yield target.host, target.port, {"contexts": [build_context(Verification)], **self._connection(target)}
+            yield target.host, target.port, {"contexts": refusal_contexts(), **self._connection(target)}
             yield 1
             yield status, None
             return
