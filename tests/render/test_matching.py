@@ -163,6 +163,32 @@ def test_a_range_never_matches_an_entity_without_a_value(cat, keys):
     assert study_uids(cat, **{next(iter(keys)): ""}) == ["1.2.1", "1.2.2", "1.2.3", "1.2.4"]
 
 
+TIMES = ("0959", "1015", "101500", "101500.000", "101530", "1016")
+
+
+@pytest.mark.parametrize(("asked", "expected"), [
+    ("101500.000000", {"1015", "101500", "101500.000"}),  # the same time, however it is written
+    ("101500", {"1015", "101500", "101500.000"}),
+    ("1015", {"1015", "101500", "101500.000", "101530"}),  # and every time it begins
+    ("101500-101600", {"1015", "101500", "101500.000", "101530", "1016"}),
+    ("101500.0-", {"1015", "101500", "101500.000", "101530", "1016"}),
+    ("101501-", {"101530", "1016"}),
+    ("-101459", {"0959"}),
+])
+def test_a_time_matches_the_same_time_however_it_is_written(cat, asked, expected):
+    """PS3.5 6.2 lets a TM leave off trailing components, so `1015` is 10:15:00. Compared as text,
+    a study at `1015` was outside the range `101500-101600` and did not match `101500.000000`."""
+    for number, time in enumerate(TIMES):
+        ds = Dataset()
+        ds.PatientID, ds.PatientName = "P-times", "Times^Tom"
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = f"1.3.{number}", "20240105", time
+        ds.SeriesInstanceUID, ds.Modality, ds.SOPInstanceUID = f"1.3.{number}.1", "CT", f"1.3.{number}.1.1"
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        index_series(cat, f"t{number}", [InstanceHeader(ds, "0" * 64, 0)])
+    found = {TIMES[int(uid.rsplit(".", 1)[1])] for uid in study_uids(cat, StudyTime=asked) if uid.startswith("1.3.")}
+    assert found == expected
+
+
 def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
     """A C-FIND answer without Specific Character Set is read in the default repertoire: its
     encoder wrote `Ü` in Latin-1 and `山田` as `??`."""

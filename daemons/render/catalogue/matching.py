@@ -13,7 +13,9 @@ returned. Matching rules that differ from a plain SQL comparison:
 * a date or time range never matches an entity without a value;
 * text wildcards are case-sensitive, except that SQLite's LIKE ignores ASCII case, so on SQLite
   they are matched with GLOB (case-sensitive) instead;
-* a single time value matches every time that starts with it (`1200` matches `120015.5`);
+* a single time value matches every time that starts with it (`1200` matches `120015.5`) and the
+  same time written shorter (`120000` matches `1200`); a time range's start is compared in its
+  shortest form (`shortest_time`: `101500-` takes in `1015`);
 * `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for.
 """
 
@@ -198,11 +200,37 @@ def _check(keyword: str, kind: str, value: str) -> None:
                          keyword)
 
 
+def shortest_time(value: str) -> str:
+    """A TM value written as briefly as the same time can be: without the trailing zeros of its
+    fraction, then without zero seconds and minutes (`101500.000` -> `1015`; PS3.5 6.2 lets a TM leave off its
+    trailing components). Times in that form compare as text in their order in the day."""
+    whole, _, fraction = value.partition(".")
+    fraction = fraction.rstrip("0")
+    shortest = f"{whole}.{fraction}" if fraction else whole
+    while "." not in shortest and len(shortest) > 2 and shortest.endswith("00"):
+        shortest = shortest[:-2]
+    return shortest
+
+
+def same_times(value: str) -> list[str]:
+    """The ways of writing `value`'s time that are shorter than it (its prefixes that name the same
+    time): `101500.0` is also written `101500` and `1015`."""
+    shortest = shortest_time(value)
+    return [value[:end] for end in range(2, len(value)) if _TIME.fullmatch(value[:end])
+            and shortest_time(value[:end]) == shortest]
+
+
 def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.Node | None:
-    """Single value or range matching of a date or time; a time matches every time it begins."""
+    """Single value or range matching of a date or time. A time matches every time it begins and
+    the same time written shorter (`101500` matches `1015` and `101530`); a range's start is compared in
+    its shortest form (`101500-` takes in `1015`)."""
     if "-" not in value:
         _check(keyword, kind, value)
-        return field == value if kind == "date" else (field >= value) & (field < value + "~")
+        if kind == "date":
+            return field == value
+        begun = (field >= value) & (field < value + "~")
+        shorter = same_times(value)
+        return (begun | field.in_(shorter)) if shorter else begun
     low, high = (part.strip() for part in value.split("-", 1))
     if not low and not high:
         raise QueryError(f"{keyword}: a range needs a start, an end or both", keyword)
@@ -211,7 +239,7 @@ def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.N
     condition = field != ""
     if low:
         _check(keyword, kind, low)
-        condition &= field >= low
+        condition &= field >= (low if kind == "date" else shortest_time(low))
     if high:
         _check(keyword, kind, high)
         # a time range's upper bound includes everything that starts with it (1200 ≥ 120059)
