@@ -189,6 +189,24 @@ def test_a_time_matches_the_same_time_however_it_is_written(cat, asked, expected
     assert found == expected
 
 
+@pytest.mark.parametrize(("date", "time"), [("2024-01-05", "10:15:00"), ("20240230", "2500"), ("2024010", "1015.5")])
+def test_a_stored_date_or_time_that_is_none_is_not_indexed(cat, date, time):
+    """A file with StudyDate `2024-01-05` was indexed as `2024-01-` (cut to the column): searches
+    and answers showed a value that is neither the file's nor a date. Not indexed now, as an IS
+    value that is no number; the file itself is kept as it came."""
+    ds = Dataset()
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate = "P-odd", "Odd^Otto", date
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = "1.4.1", date, time
+    ds.SeriesInstanceUID, ds.Modality, ds.SOPInstanceUID = "1.4.1.1", "CT", "1.4.1.1.1"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    index_series(cat, "odd", [InstanceHeader(ds, "0" * 64, 0)])
+    [row] = find(cat, "STUDY", Dataset.from_json({"0020000D": {"vr": "UI", "Value": ["1.4.1"]},
+                                                    "00080020": {"vr": "DA"}, "00080030": {"vr": "TM"},
+                                                    "00100030": {"vr": "DA"}})).rows
+    assert (row["StudyDate"], row["StudyTime"], row["PatientBirthDate"]) == ("", "", "")
+    assert "1.4.1" not in study_uids(cat, StudyDate="19000101-")
+
+
 def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
     """A C-FIND answer without Specific Character Set is read in the default repertoire: its
     encoder wrote `Ü` in Latin-1 and `山田` as `??`."""

@@ -23,6 +23,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from daemons.render.attributes import attribute_text
+from daemons.render.catalogue.temporal import is_date, is_time
 from daemons.render.store.manifest import Manifest
 from shared.db import exclusive_transaction, utcnow
 
@@ -34,6 +35,19 @@ INSERT_BATCH = 100  # instance rows per INSERT (6 values each: well under SQLite
 
 def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
     return attribute_text(ds, keyword).strip()[:size]
+
+
+def _date(ds: Dataset, keyword: str) -> str:
+    """A DA attribute as indexed: a value that is no date (`2024-01-05`) is not indexed, as a number
+    that is no IS (searches do not match it, and answers do not show it cut to the column's size)."""
+    text = _text(ds, keyword, 10)
+    return text if is_date(text) else ""
+
+
+def _time(ds: Dataset, keyword: str) -> str:
+    """A TM attribute as indexed (`_date`'s rule)."""
+    text = _text(ds, keyword, 16)
+    return text if is_time(text) else ""
 
 
 def patient_key(ds: Dataset) -> tuple[str, str]:
@@ -194,10 +208,10 @@ def _study_row(cat: CatalogueModels, first: Dataset):
     patient_id, issuer = patient_key(first)
     patient, _ = cat.Patient.get_or_create(
         patient_id=patient_id, issuer=issuer,
-        defaults={"name": _text(first, "PatientName", 200), "birth_date": _text(first, "PatientBirthDate", 8),
+        defaults={"name": _text(first, "PatientName", 200), "birth_date": _date(first, "PatientBirthDate"),
                   "sex": _text(first, "PatientSex", 16)})
     study, _ = cat.Study.get_or_create(study_uid=_text(first, "StudyInstanceUID"), defaults={
-        "patient": patient, "study_date": _text(first, "StudyDate", 8), "study_time": _text(first, "StudyTime", 16),
+        "patient": patient, "study_date": _date(first, "StudyDate"), "study_time": _time(first, "StudyTime"),
         "accession_number": _text(first, "AccessionNumber", 16), "study_id": _text(first, "StudyID", 16),
         "description": _text(first, "StudyDescription"),
         "referring_physician": _text(first, "ReferringPhysicianName", 200)})

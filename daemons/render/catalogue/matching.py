@@ -21,7 +21,6 @@ returned. Matching rules that differ from a plain SQL comparison:
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 import unicodedata
@@ -35,6 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from daemons.render.catalogue.index import CatalogueModels
+from daemons.render.catalogue.temporal import is_date, is_time, same_times, shortest_time
 from daemons.render.uids import is_uid
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -44,8 +44,6 @@ LIKE_ESCAPE = "!"
 #: also read other scripts' digits and `_` separators, and 30 digits overflowed SQLite's integer (a 500)
 _INTEGER_STRING = re.compile(r"[+-]?[0-9]{1,11}|[0-9]{12}")
 PN_DELIMITERS = "^="  # a person name's component and group delimiters
-_DATE = re.compile(r"[0-9]{8}")
-_TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?")
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
 #: Specific Character Set of an answer with text beyond ASCII (`Answers.values`)
 UTF8_CHARACTER_SET = "ISO_IR 192"
@@ -187,37 +185,12 @@ def uid_list(value: str) -> list[str]:
 
 
 def _check(keyword: str, kind: str, value: str) -> None:
-    if kind == "date":
-        if not _DATE.fullmatch(value):
-            raise QueryError(f"{keyword}: {value!r} is not a date (YYYYMMDD) or a range of dates (YYYYMMDD-YYYYMMDD)",
-                             keyword)
-        try:
-            dt.date(int(value[:4]), int(value[4:6]), int(value[6:]))
-        except ValueError as exc:
-            raise QueryError(f"{keyword}: {value!r} is not a calendar date", keyword) from exc
-    elif not _TIME.fullmatch(value):
+    if kind == "date" and not is_date(value):
+        raise QueryError(f"{keyword}: {value!r} is not a calendar date (YYYYMMDD) or a range of dates "
+                         "(YYYYMMDD-YYYYMMDD)", keyword)
+    if kind == "time" and not is_time(value):
         raise QueryError(f"{keyword}: {value!r} is not a time (HH, HHMM, HHMMSS or HHMMSS.FFFFFF) or a range of times",
                          keyword)
-
-
-def shortest_time(value: str) -> str:
-    """A TM value written as briefly as the same time can be: without the trailing zeros of its
-    fraction, then without zero seconds and minutes (`101500.000` -> `1015`; PS3.5 6.2 lets a TM leave off its
-    trailing components). Times in that form compare as text in their order in the day."""
-    whole, _, fraction = value.partition(".")
-    fraction = fraction.rstrip("0")
-    shortest = f"{whole}.{fraction}" if fraction else whole
-    while "." not in shortest and len(shortest) > 2 and shortest.endswith("00"):
-        shortest = shortest[:-2]
-    return shortest
-
-
-def same_times(value: str) -> list[str]:
-    """The ways of writing `value`'s time that are shorter than it (its prefixes that name the same
-    time): `101500.0` is also written `101500` and `1015`."""
-    shortest = shortest_time(value)
-    return [value[:end] for end in range(2, len(value)) if _TIME.fullmatch(value[:end])
-            and shortest_time(value[:end]) == shortest]
 
 
 def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.Node | None:
