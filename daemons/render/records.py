@@ -660,16 +660,24 @@ def _file_prefix(record_id: str) -> str:
     return hashlib.blake2b(record_id.encode(), digest_size=16).hexdigest()
 
 
-def _frames_name(record_id: str, manifest: Manifest) -> str:
-    """The record's frames file, named by what its pixels are decoded from: the files in frame
-    order (with their rescale), the pixel layout and the padded shape. A series that grew decodes
-    to other frames, which must not be mixed with the old ones; one analysed anew with the same
-    frames (a new automatic window) keeps them. Canonical JSON: the worker that analysed a series
-    holds NumPy numbers and tuples where one that read it from the store holds JSON's."""
+def frames_content(manifest: Manifest) -> str:
+    """What a record's frames are decoded from: the files in frame order (with their rescale), the
+    pixel layout and the padded shape, as a digest computed once per manifest. A series that grew
+    decodes to other frames (and frame index `i` may name another instance), so this changes; one
+    analysed anew with the same frames (a new automatic window) keeps it. It names the decoded
+    frames' file and, with every parameter, each rendered image's ETag (`api.image_headers`).
+    Canonical JSON: the worker that analysed a series holds NumPy numbers and tuples where one that
+    read it from the store holds JSON's."""
     content = manifest.derived.get("frames_content")
     if content is None:
         shape, dtype = held_shape(manifest)
         described = json.dumps([[entry.to_json() for entry in manifest.files], manifest.render.layout.to_json(),
                                 list(shape), dtype.str], sort_keys=True, default=float)
         content = manifest.derived["frames_content"] = hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
-    return f"{_file_prefix(record_id)}.{content}"
+    return content
+
+
+def _frames_name(record_id: str, manifest: Manifest) -> str:
+    """The record's frames file, named by what its pixels are decoded from (`frames_content`):
+    frames of a grown series must not be mixed with the old ones."""
+    return f"{_file_prefix(record_id)}.{frames_content(manifest)}"

@@ -1,13 +1,18 @@
 """What the node takes as a UID (PS3.5 9.1): digits and dots, at most 64 characters.
 
 One rule for the UIDs an instance is stored, found and retrieved by (its Study, Series and SOP
-Instance UIDs), at every door that stores and in the searches that match UIDs. (The transfer
-syntax in a file's meta is checked with pydicom's stricter `UID.is_valid`: it names one of the
-standard's syntaxes or a private one, never a modality's own value.) An instance stored under
-a Study, Series or SOP Instance UID that is not one (a `/`, two values, 65 characters) could be
-listed, but never searched for by it (C-FIND and QIDO-RS refuse such a key) nor, with a `/`,
-retrieved by WADO-RS: so it is refused at the door. Leading zeros in a component, which PS3.5
-forbids but which older modalities write, are accepted, as Orthanc and dcmtk accept them.
+Instance UIDs) and for its SOP Class UID, at every door that stores and in the searches that match
+UIDs. (The transfer syntax in a file's meta is checked with pydicom's stricter `UID.is_valid`: it
+names one of the standard's syntaxes or a private one, never a modality's own value.) An instance
+stored under a Study, Series or SOP Instance UID that is not one (a `/`, two values, 65
+characters) could be listed, but never searched for by it (C-FIND and QIDO-RS refuse such a key)
+nor, with a `/`, retrieved by WADO-RS: so it is refused at the door. So is one whose SOP Class UID
+is missing or not a UID: QIDO-RS and C-FIND would answer an empty or junk UI value, and a C-MOVE or
+C-GET sends an instance on only in a presentation context of its SOP Class (PS3.4 B.2 requires the
+attribute). The data set's UIDs are the ones checked, not the file meta's Media Storage SOP Class
+and Instance UIDs (0002,0002-0003): the node catalogues, compares and sends instances by the data
+set's. Leading zeros in a component, which PS3.5 forbids but which older modalities write, are
+accepted, as Orthanc and dcmtk accept them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pydicom.dataset import Dataset
 from daemons.render.attributes import attribute_text
 
 MAX_LENGTH = 64
-IDENTIFYING = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# each must be present and a UID; the SOP Class last, so an instance missing its identifying UIDs is
+# told about those first
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 PATIENT_KEY = ("PatientID", "IssuerOfPatientID")  # how the catalogue keys patients
 LONG_STRING = 64  # characters of an LO value (PS3.5 6.2)
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -37,13 +44,13 @@ def uid_of(dataset: Dataset, keyword: str) -> str:
 
 
 def identity_problem(dataset: Dataset) -> str | None:
-    """Why `dataset` cannot be stored under its identifying UIDs (one missing or not a UID) or filed
-    under its patient (a Patient ID or issuer longer than a Long String holds), or None.
+    """Why `dataset` cannot be stored under its identifying UIDs or as its SOP Class (one missing or
+    not a UID) or filed under its patient (a Patient ID or issuer longer than a Long String holds), or None.
 
     The ingest (upload, C-STORE) and STOW-RS, which reads each part's UIDs before the ingest, give
     the same reason. A longer Patient ID was filed under its first 64 characters: searches for the
     id sent found nothing, and two patients sharing those characters would share a record."""
-    for keyword in IDENTIFYING:
+    for keyword in REQUIRED_UIDS:
         value = uid_of(dataset, keyword)
         if not value:
             return f"{keyword} is missing"

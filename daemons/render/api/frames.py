@@ -4,20 +4,20 @@
 Each image says which patient direction each edge faces and which window it was rendered with
 (`X-Orientation`, `X-Window`, see `image_headers`); a crop keeps the edges' directions.
 
-The ETag is a hash of the record id (itself a content hash) and every parameter that shapes the
-image, so it is known before rendering: a browser revalidating a slice it has costs no rendering.
+The ETag names the record's frames by their content and every parameter that shapes the image
+(`image_headers.image_etag`), so it is known before rendering: a browser revalidating a slice it
+has costs no rendering, and a slice of a series that grew since is sent anew.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 from flask import Blueprint, Response, request
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import image_response, mirrored_labels
+from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels
 from daemons.render.imaging.annotate import Annotation, burn_in
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
@@ -65,10 +65,6 @@ def choose_voi(manifest: Manifest, index: int, spec: FrameImage) -> KeyedVoi:
     if spec.window is not None:
         return keyed(spec.window)
     return frame_voi(manifest, index, spec.voi_function)
-
-
-def etag_for(record_id: str, parts: list[str]) -> str:
-    return hashlib.sha256("|".join([record_id, *parts]).encode()).hexdigest()[:32]
 
 
 @bp.get("/api/v1/records/<record_id>/frames/<int(signed=True):index>")
@@ -131,7 +127,7 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
         parts.append(repr(spec.annotation))
     if spec.invert:
         parts.append("invert")
-    etag = etag_for(record_id, parts)
+    etag = image_etag(record_id, manifest, *parts)
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
     if conditional and request.if_none_match.contains_weak(etag):
         not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})

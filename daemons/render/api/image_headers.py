@@ -7,16 +7,21 @@
   choice when the request named none (the file's window or the automatic one; for a 3D
   projection the window measured on the projection), so a viewer's window drag starts from
   what is on screen. Absent where no single window applies (a VOI LUT).
+- `ETag` (`image_etag`): which image this is, known before rendering, so a browser revalidating
+  an image it has costs no rendering; it is also the node's image cache key (`ImageCache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flask import Response
 from werkzeug.http import quote_etag
 
 from daemons.render.imaging.pixels import Window
+from daemons.render.records import frames_content
+from daemons.render.store.manifest import Manifest
 
 ORIENTATION = "X-Orientation"
 WINDOW = "X-Window"
@@ -39,6 +44,15 @@ def mirrored_labels(labels: dict[str, str], flip: tuple[bool, bool]) -> dict[str
     if flip[1]:
         swap.update({"top": "bottom", "bottom": "top"})
     return {edge: labels[swap.get(edge, edge)] for edge in labels}
+
+
+def image_etag(record_id: str, manifest: Manifest, *parts: Any) -> str:
+    """The ETag of an image of a record rendered from `manifest`'s frames as `parts` (every
+    parameter that shapes it) say. It names the frames by their content (`records.frames_content`),
+    not by the record id alone: a series keeps its id while it grows, and its frame `i`, its
+    volume and so its images then change (RFC 9110 8.8.3: another representation, another ETag).
+    The frames' digest is kept with the manifest in RAM: no store read per request."""
+    return hashlib.sha256(repr((record_id, frames_content(manifest), *parts)).encode()).hexdigest()[:32]
 
 
 def image_response(body: bytes, mimetype: str, cache_control: str, render_ms: float, etag: str | None = None,

@@ -16,7 +16,6 @@ also when it was still waiting for its turn, so a queue of stale previews never 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import threading
 import time
@@ -24,13 +23,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import image_response, mirrored_labels
+from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
 from daemons.render.imaging.image_cache import ImageCache
@@ -301,8 +300,8 @@ def _modality(record: VolumeRecord) -> str:
 def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
              image_quality: int, kind: str) -> tuple[bytes, str]:
     """Encoded image bytes, from the node's image cache when this exact image was made before
-    (stills only: `etag` names every parameter of a content-addressed record, so it never goes
-    stale)."""
+    (stills only: `etag` names the record's frames by their content and every parameter,
+    `image_headers.image_etag`, so it never goes stale)."""
     images = volume_node().images
     if etag is not None:
         cached = images.get(record_id, etag)
@@ -323,10 +322,6 @@ def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag
     edges without knowing our camera, and drags the window from the one shown."""
     return image_response(encoded[0], encoded[1], cache, (time.perf_counter() - started) * 1000, etag,
                           labels=labels, window=window)
-
-
-def _etag(*parts: Any) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -378,8 +373,8 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     query.check_index(f"{plane} plane", index, layout.count)
     flip = (spec.flip,) if any(spec.flip) else ()
     invert = ("invert",) if spec.invert else ()
-    etag = _etag(record_id, stack.id, stack.phase, plane, index, voi.key, spec.fmt, spec.quality, spec.box, spec.region,
-                 spec.slab_mm, spec.slab_mode, *flip, *invert)
+    etag = image_etag(record_id, record.manifest, stack.id, stack.phase, plane, index, voi.key, spec.fmt,
+                      spec.quality, spec.box, spec.region, spec.slab_mm, spec.slab_mode, *flip, *invert)
     if etag in request.if_none_match:
         note_view("mpr", record_id)
         return Response(status=304, headers={"ETag": f'"{etag}"'})
@@ -463,8 +458,8 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     volume_data = state.prepared(record, stack)
     etag = None
     if render == "still":
-        etag = _etag(record_id, stack.id, stack.phase, view, fmt, image_quality, state.caster.name,
-                     *(("invert",) if invert else ()))
+        etag = image_etag(record_id, record.manifest, stack.id, stack.phase, view, fmt, image_quality,
+                          state.caster.name, *(("invert",) if invert else ()))
         if etag in request.if_none_match:
             note_view("volume", record_id)
             return Response(status=304, headers={"ETag": f'"{etag}"'})

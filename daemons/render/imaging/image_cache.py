@@ -2,8 +2,9 @@
 
 Many viewers of one record mostly look at it in the same window (the file's own, or a preset),
 and a viewer scrolls back and forth over the same slices: the same image is asked for again and
-again. Records are content-addressed and the key is the image's ETag (record id + every
-parameter), so an entry can never be stale; it only has to go when its record is deleted.
+again. The key is the image's ETag (`api.image_headers.image_etag`: the record's frames by their
+content + every parameter), so an entry can never be stale, even of a series that grew; a
+record's entries are dropped when it is deleted or changes, to free the memory sooner.
 """
 
 from __future__ import annotations
