@@ -36,7 +36,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from daemons.render.dicomweb.resolve import read_instance
-from daemons.render.dicomweb.syntax import frame_count, stored_syntax
+from daemons.render.dicomweb.syntax import frame_count, little_endian_values, stored_syntax
 from daemons.render.node import Node
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,8 @@ class MetadataCache:
             ds = parsed.pop(row.sha256, None)
             if ds is None:
                 ds = pydicom.dcmread(io.BytesIO(read_instance(the_node, row)))
-            entry = InstanceMeta(instance_json(ds, bulk_base(row)), stored_syntax(ds), frame_count(ds))
+            entry = InstanceMeta(instance_json(little_endian_values(ds), bulk_base(row)), stored_syntax(ds),
+                                 frame_count(ds))
             self.put((row.series_id, row.sha256), entry)
             return position, entry
 

@@ -23,13 +23,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
-from daemons.render.imaging.decode import syntax_decodable
+from daemons.render.imaging.decode import IJG_SYNTAXES, PIXEL_DATA, stored_values, syntax_decodable
+from daemons.render.ingest.upload_checks import layout_of
 from shared.errors import ApiError
 
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
+BIG_ENDIAN = str(ExplicitVRBigEndian)
 ANY = "*"
 DICOM = "application/dicom"
 OCTETS = "application/octet-stream"
@@ -136,24 +138,65 @@ def needs_stored_syntax(targets: list[str]) -> bool:
 def to_explicit_le(raw: bytes) -> bytes:
     """The instance in Explicit VR Little Endian: decompressed, or re-encoded from another native syntax.
 
-    The SOP Instance UID is kept: the pixel values are unchanged (lossless decompression).
+    The SOP Instance UID is kept: the pixel values are unchanged (lossless decompression). Frames
+    are decoded as the node renders them (`decode.stored_values`): pydicom has no decoder for the
+    retired JPEG syntaxes the node reads with libjpeg.
     """
     ds = pydicom.dcmread(io.BytesIO(raw))
-    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE)))
+    syntax = UID(stored_syntax(ds))
     if syntax == EXPLICIT_LE:
         return raw
-    if syntax.is_compressed:
+    if syntax in IJG_SYNTAXES:
+        layout = layout_of(ds, float_modality=False)
+        frames = np.stack([stored_values(ds, index, layout) for index in range(frame_count(ds))])
+        ds.set_pixel_data(frames if frame_count(ds) > 1 else frames[0],
+                          "RGB" if layout.samples == 3 else layout.photometric, layout.bits_stored,
+                          generate_instance_uid=False)  # libjpeg gives colour as RGB
+    elif syntax.is_compressed:
         ds.decompress(generate_instance_uid=False)
-    elif not syntax.is_little_endian and "PixelData" in ds:
-        ds.PixelData = _little_endian(ds.pixel_array).tobytes()
+    elif not syntax.is_little_endian:
+        if "PixelData" in ds:
+            ds.PixelData = _little_endian(ds.pixel_array).tobytes()
+        swap_to_little_endian(ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
+    # not Dataset.save_as, which refuses to change the byte order: the values pydicom does not
+    # convert itself are little-endian now (`swap_to_little_endian`)
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+
+#: The byte size of the numbers in values of the VRs pydicom leaves as bytes when it changes a data
+#: set's byte order (dcmwrite's warning: their endianness must be converted by hand)
+WORD_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def little_endian_values(ds: Dataset) -> Dataset:
+    """`ds` with its word values in little-endian order (`swap_to_little_endian`) when it was read
+    from an Explicit VR Big Endian file, the one big-endian syntax: what /metadata and bulk data answer."""
+    if stored_syntax(ds) == BIG_ENDIAN:
+        swap_to_little_endian(ds)
+    return ds
+
+
+def swap_to_little_endian(ds: Dataset) -> None:
+    """Put the OW, OF, OL, OD and OV values of a data set read from a big-endian file (sequences'
+    items included) in little-endian order, in place, Pixel Data excepted (its frames are decoded
+    instead): so that it is written, or answered in JSON or as bulk data, in little endian as
+    PS3.18 answers are (F.2.7: InlineBinary; bulk data defaults to Explicit VR Little Endian)."""
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                swap_to_little_endian(item)
+        elif element.VR in WORD_VRS and element.tag != PIXEL_DATA and isinstance(element.value, bytes):
+            size = WORD_VRS[element.VR]
+            whole = len(element.value) // size * size
+            words = np.frombuffer(element.value, dtype=f">u{size}", count=whole // size)
+            element.value = words.astype(f"<u{size}").tobytes() + element.value[whole:]
 
 
 @dataclass(frozen=True)
@@ -196,16 +239,16 @@ def frame_count(ds: Dataset) -> int:
 
 
 def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
-    """Frame `number` (1-based) of an instance: its stored compressed bytes, or its native pixels."""
+    """Frame `number` (1-based) of an instance: its stored compressed bytes, or its native pixels
+    (decoded as the node renders them, `decode.stored_values`)."""
     frames = frame_count(ds)
     syntax = UID(stored_syntax(ds))
     if choice.stored:
         return get_frame(ds.PixelData, number - 1, number_of_frames=frames)
+    layout = layout_of(ds, float_modality=False)
     if syntax.is_compressed or not syntax.is_little_endian:
-        array = pydicom.pixels.pixel_array(ds, index=number - 1) if frames > 1 else ds.pixel_array
-        return _little_endian(array).tobytes()
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    bits = rows * columns * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated)
+        return _little_endian(stored_values(ds, number - 1, layout)).tobytes()
+    bits = layout.native_frame_bits
     if bits % 8:
         raise not_acceptable("frames of 1-bit data that do not end on a byte boundary cannot be sent apart")
     size = bits // 8

@@ -38,6 +38,7 @@ from daemons.render.dicomweb.syntax import (
     instance_syntax,
     instance_targets,
     json_answer,
+    little_endian_values,
     needs_stored_syntax,
     not_acceptable,
     stored_syntax,
@@ -261,7 +262,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
 def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     """A BulkDataURI: pixel data as the instance's frames, any other value as application/octet-stream."""
     row, ds = _instance_dataset(study, series, sop)
-    found = find_element(ds, element.upper())
+    found = find_element(little_endian_values(ds), element.upper())
     if found is None or not isinstance(found.value, (bytes, bytearray)):
         raise ApiError(404, "not_found", f"instance {sop} has no bulk data at {element[:80]!r}")
     if found.tag == 0x7FE00010 and element.upper() == "7FE00010":

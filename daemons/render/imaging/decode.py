@@ -179,12 +179,17 @@ def decode_frames(
             yield index, frame
         return
     ds = dataset if dataset is not None else read_dataset(raw)
+    for index in indices:
+        yield index, _as_layout(stored_values(ds, index, layout), ds, layout, slope, intercept)
+
+
+def stored_values(ds: Dataset, index: int, layout: Layout) -> np.ndarray:
+    """Frame `index` of a file as its stored values, what pydicom's `pixel_array` gives, decoded as
+    the node decodes it: libjpeg for the IJG_SYNTAXES pydicom has no decoder for, OpenJPEG's
+    threads for JPEG 2000 (`jpeg2000`), pydicom's decoders for the rest. One rule for what the node
+    can decode, whether it renders a frame or sends it decoded (WADO-RS)."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-    plugin = jpeg2000.plugin_for(syntax)
-    for index in indices:
-        if syntax in IJG_SYNTAXES:
-            array = _ijg_frame(ds, index, frames, layout)
-        else:
-            array = pixel_array(ds, index=index if frames > 1 else None, decoding_plugin=plugin)
-        yield index, _as_layout(array, ds, layout, slope, intercept)
+    if syntax in IJG_SYNTAXES:
+        return _ijg_frame(ds, index, frames, layout)
+    return pixel_array(ds, index=index if frames > 1 else None, decoding_plugin=jpeg2000.plugin_for(syntax))

@@ -740,11 +740,9 @@ def _check_pixel_length(parsed: ParsedFile, layout: Layout) -> dict[int, str]:
         return {}
     element = parsed.dataset.get_item("PixelData", keep_deferred=True)
     length: int = element.length  # type: ignore[attr-defined]  # set by pydicom's reader, not declared
-    samples = layout.rows * layout.columns * layout.samples
-    if layout.photometric == "YBR_FULL_422":  # two luminance samples share one Cb and one Cr
-        samples = samples * 2 // 3
+    bits = layout.native_frame_bits
     packed = layout.bits_allocated == 1  # frames are bit-packed back to back: only the whole counts
-    frame_bytes = (samples * parsed.frames + 7) // 8 if packed else samples * layout.bits_allocated // 8
+    frame_bytes = (bits * parsed.frames + 7) // 8 if packed else bits // 8
     if length % 2:
         raise UploadError(422, "invalid_attribute", f"{parsed.name}: the pixel data has an odd length "
                           f"({length}); DICOM values always have an even length")

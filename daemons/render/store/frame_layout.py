@@ -50,6 +50,16 @@ class Layout:
         return self.file_dtype
 
     @property
+    def native_frame_bits(self) -> int:
+        """The bits of one uncompressed frame as a file stores it (PS3.5 8.1.1): Rows x Columns x
+        samples x Bits Allocated, where in YBR_FULL_422 two luminance samples share one Cb and one
+        Cr (PS3.3 C.7.6.3.1.2: two thirds of the samples)."""
+        samples = self.rows * self.columns * self.samples
+        if self.photometric == "YBR_FULL_422":
+            samples = samples * 2 // 3
+        return samples * self.bits_allocated
+
+    @property
     def frame_shape(self) -> tuple[int, ...]:
         return (self.rows, self.columns, 3) if self.is_color else (self.rows, self.columns)
 

@@ -1,0 +1,130 @@
+"""WADO-RS answers that decode or re-encode what is stored: instances stored big-endian, in the
+retired JPEG syntaxes pydicom cannot decode, and uncompressed YBR_FULL_422 frames. Each gave a 500 or
+wrong bytes (found by attacking the DICOMweb door); the node now decodes them as it renders them."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRBigEndian, generate_uid
+
+from tests.dicomweb.conftest import synthetic_series
+from tests.dicomweb.test_stow_wado import body_of, parts_of, stow
+from tests.render.synthetic import dataset
+
+OCTETS = {"Accept": "multipart/related; type=application/octet-stream"}
+
+
+def path_of(ds: pydicom.Dataset) -> str:
+    return f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def get(node, path: str, headers: dict | None = None):
+    return node.client.get(path, headers={**node.headers(), **(headers or {})})
+
+
+def big_endian_copy(raw: bytes) -> tuple[bytes, pydicom.Dataset]:
+    """The instance written Explicit VR Big Endian, with a private OW element of the words 1..8."""
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    pixels = ds.pixel_array
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
+    ds.add_new(0x00090010, "LO", "SIVR TEST")
+    ds.add_new(0x00091011, "OW", np.arange(1, 9, dtype=">u2").tobytes())
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False)
+    return out.getvalue(), ds
+
+
+def test_an_instance_stored_big_endian_is_answered_little_endian(node):
+    """Default retrieve re-encodes it as Explicit VR Little Endian (pydicom's save_as refused to change
+    the byte order: a 500, for the instance and its whole study); its pixels, /metadata InlineBinary
+    and bulk data read little-endian (PS3.18 F.2.7), as the stored values were."""
+    [little] = synthetic_series(1, rows=8, cols=8)
+    expected = pydicom.dcmread(io.BytesIO(little)).pixel_array
+    raw, ds = big_endian_copy(little)
+    assert stow(node, body_of([raw])).status_code == 200
+    for path in (path_of(ds), f"/dicomweb/studies/{ds.StudyInstanceUID}"):
+        answer = get(node, path)
+        assert answer.status_code == 200, answer.get_data()[:300]
+        [(_, sent)] = parts_of(answer)
+        copy = pydicom.dcmread(io.BytesIO(sent))
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert np.array_equal(copy.pixel_array, expected)
+        assert np.frombuffer(copy[0x00091011].value, "<u2").tolist() == list(range(1, 9))
+    metadata = get(node, f"{path_of(ds)}/metadata").get_json()[0]
+    inline = metadata["00091011"]["InlineBinary"]
+    assert np.frombuffer(base64.b64decode(inline), "<u2").tolist() == list(range(1, 9))
+    [(_, bulk)] = parts_of(get(node, f"{path_of(ds)}/bulk/00091011", OCTETS))
+    assert np.frombuffer(bulk, "<u2").tolist() == list(range(1, 9))
+    [(_, frame)] = parts_of(get(node, f"{path_of(ds)}/frames/1", OCTETS))
+    assert frame == expected.astype(expected.dtype.newbyteorder("<")).tobytes()
+
+
+def progressive_jpeg_instance(pixels: np.ndarray) -> tuple[bytes, pydicom.Dataset, np.ndarray]:
+    """A CT instance in JPEG Full Progression (1.2.840.10008.1.2.4.55, retired; pydicom has no decoder
+    for it), made with libjpeg through Pillow, and the pixels libjpeg decodes it to."""
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, "JPEG", quality=90, progressive=True)
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.getvalue())))
+    ds = dataset(*pixels.shape, series=generate_uid())
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = encapsulate([encoded.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.55"
+    ds.StudyInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), ds, decoded
+
+
+def test_frames_and_instances_of_a_syntax_only_the_nodes_decoder_reads_are_decoded(node):
+    """The node renders JPEG Full Progression with libjpeg, but /frames, bulk pixel data and the
+    default (decompressed) retrieve used pydicom's decoders only, which have none: 500s."""
+    pixels = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    raw, ds, decoded = progressive_jpeg_instance(pixels)
+    assert stow(node, body_of([raw])).status_code == 200
+    assert get(node, f"{path_of(ds)}/rendered", {"Accept": "image/png"}).status_code == 200
+    for sub in ("/frames/1", "/bulk/7FE00010"):
+        answer = get(node, path_of(ds) + sub, OCTETS)
+        assert answer.status_code == 200, (sub, answer.get_data()[:300])
+        [(content_type, frame)] = parts_of(answer)
+        assert "transfer-syntax=1.2.840.10008.1.2.1" in content_type
+        assert frame == decoded.tobytes()
+    answer = get(node, path_of(ds))
+    assert answer.status_code == 200, answer.get_data()[:300]
+    [(_, sent)] = parts_of(answer)
+    copy = pydicom.dcmread(io.BytesIO(sent))
+    assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and copy.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(copy.pixel_array, decoded)
+
+
+def test_uncompressed_ybr_full_422_frames_are_sent_whole(node):
+    """Two luminance samples share one Cb and one Cr: a frame is Rows x Columns x 2 bytes, not x 3.
+    Frame 1 was sent with half of frame 2, and frame 2 was cut in half."""
+    rows, cols = 4, 6
+    ds = dataset(rows, cols, series=generate_uid())
+    ds.StudyInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.NumberOfFrames = 2
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            del ds[keyword]
+    frames = [bytes((n * 7 + k) % 256 for k in range(rows * cols * 2)) for n in range(2)]
+    ds.PixelData = b"".join(frames)
+    ds["PixelData"].VR = "OB"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    assert stow(node, body_of([out.getvalue()])).status_code == 200
+    for number, expected in enumerate(frames, start=1):
+        [(_, frame)] = parts_of(get(node, f"{path_of(ds)}/frames/{number}", OCTETS))
+        assert frame == expected
