@@ -66,16 +66,20 @@ def test_an_instance_stored_big_endian_is_answered_little_endian(node):
     assert frame == expected.astype(expected.dtype.newbyteorder("<")).tobytes()
 
 
-def progressive_jpeg_instance(pixels: np.ndarray) -> tuple[bytes, pydicom.Dataset, np.ndarray]:
+def progressive_jpeg_instance(pixels: np.ndarray, frames: int | None = None
+                              ) -> tuple[bytes, pydicom.Dataset, np.ndarray]:
     """A CT instance in JPEG Full Progression (1.2.840.10008.1.2.4.55, retired; pydicom has no decoder
-    for it), made with libjpeg through Pillow, and the pixels libjpeg decodes it to."""
+    for it), made with libjpeg through Pillow, and the pixels libjpeg decodes it to; `frames` names
+    its NumberOfFrames (each frame the same image)."""
     encoded = io.BytesIO()
     Image.fromarray(pixels).save(encoded, "JPEG", quality=90, progressive=True)
     decoded = np.asarray(Image.open(io.BytesIO(encoded.getvalue())))
     ds = dataset(*pixels.shape, series=generate_uid())
+    if frames is not None:
+        ds.NumberOfFrames = frames
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = encapsulate([encoded.getvalue()])
+    ds.PixelData = encapsulate([encoded.getvalue()] * (frames or 1))
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.55"
     ds.StudyInstanceUID = generate_uid()
@@ -128,3 +132,16 @@ def test_uncompressed_ybr_full_422_frames_are_sent_whole(node):
     for number, expected in enumerate(frames, start=1):
         [(_, frame)] = parts_of(get(node, f"{path_of(ds)}/frames/{number}", OCTETS))
         assert frame == expected
+
+
+def test_a_multi_frame_instance_of_a_retired_jpeg_syntax_keeps_its_frames_when_decompressed(node):
+    """Decompressed, a multi-frame file keeps NumberOfFrames (an Enhanced or multi-frame object must
+    have it, also with one frame) and every frame."""
+    pixels = (np.arange(16 * 16).reshape(16, 16) * 3 % 251).astype(np.uint8)
+    for frames in (1, 3):
+        raw, ds, decoded = progressive_jpeg_instance(pixels, frames)
+        assert stow(node, body_of([raw])).status_code == 200
+        [(_, sent)] = parts_of(get(node, path_of(ds)))
+        copy = pydicom.dcmread(io.BytesIO(sent))
+        assert int(copy.NumberOfFrames) == frames
+        assert np.array_equal(copy.pixel_array, np.stack([decoded] * 3) if frames == 3 else decoded)

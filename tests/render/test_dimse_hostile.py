@@ -473,7 +473,8 @@ def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_e
     refused 0xA700, Out of Resources (the peer may send it in parts), for C-FIND and C-GET alike;
     the bound is lowered here so the test sends a short list. A unique key that is a list of
     empty UIDs (`\\`) named nothing and retrieved nothing with success: 0xA900 now."""
-    assert matching.UID_LIST_MAX < 65_535 - 100  # PostgreSQL's parameters per statement, with room for the rest
+    # PostgreSQL's parameters per statement, with room for the other keys
+    assert matching.UID_LIST_MAX + matching.FUZZY_NAMES_MAX < 65_535 - 100
     monkeypatch.setattr(matching, "UID_LIST_MAX", 50)
     assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.36.1")))]).status_code == 201
     port = hostile.dicom_port
@@ -481,6 +482,9 @@ def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_e
     assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=listed)) == [0xFF00, 0x0000]
     too_many = [*listed, "1.2.826.0.1.36.99"]
     assert find(port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many)) == [0xA700]
+    # the bound is the statement's: two lists of 30 are as many parameters as one of 60
+    assert find(port, query(QueryRetrieveLevel="SERIES", StudyInstanceUID=listed[:30],
+                            SeriesInstanceUID=listed[20:])) == [0xA700]
     for identifier, status in ((query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many), 0xA700),
                                (query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="\\"), 0xA900)):
         request = C_GET()
@@ -490,8 +494,8 @@ def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_e
             assert exchange(assoc, request, StudyRootQueryRetrieveInformationModelGet)[-1] == status
         finally:
             assoc.release()
-    refused = [detail for _, detail in audit_rows(hostile, "dicom.") if "UIDs is more than" in detail]
-    assert len(refused) == 2  # the C-FIND and the C-GET, audited as the peer's request
+    refused = [detail for _, detail in audit_rows(hostile, "dicom.") if "UIDs in all are more than" in detail]
+    assert len(refused) == 3  # the C-FINDs and the C-GET, audited as the peer's request
     still_serving(hostile)
 
 

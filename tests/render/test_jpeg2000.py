@@ -14,7 +14,7 @@ from pydicom.pixels import pixel_array
 
 from daemons.render.imaging import decode, jpeg2000
 from daemons.render.ingest.isolation import DecodePool, IsolationLimits
-from daemons.render.ingest.upload_checks import layout_of
+from daemons.render.store.frame_layout import layout_of
 from tests.conftest import DEMO_CT
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "dicom"

@@ -174,6 +174,7 @@ TIMES = ("0959", "1015", "101500", "101500.000", "101530", "1016")
     ("101500.0-", {"1015", "101500", "101500.000", "101530", "1016"}),
     ("101501-", {"101530", "1016"}),
     ("-101459", {"0959"}),
+    ("235960", set()),  # a leap second (PS3.5 6.2: SS is 00-60) is a time
 ])
 def test_a_time_matches_the_same_time_however_it_is_written(cat, asked, expected):
     """PS3.5 6.2 lets a TM leave off trailing components, so `1015` is 10:15:00. Compared as text,

@@ -47,10 +47,11 @@ PN_DELIMITERS = "^="  # a person name's component and group delimiters
 _NAME_SEPARATORS = re.compile(r"[\^\s,=]+")
 #: Specific Character Set of an answer with text beyond ASCII (`Answers.values`)
 UTF8_CHARACTER_SET = "ISO_IR 192"
-#: The most names one fuzzy matching may select, and the most UIDs one list may name: each is one
-#: parameter of the query, and databases take a bounded number (SQLite 250,000, PostgreSQL 65,535)
+#: The most names one fuzzy matching may select, and the most UIDs the lists of one query may name:
+#: each is one parameter of the statement, and databases bound them per statement (SQLite 250,000,
+#: PostgreSQL 65,535: both maxima together, with the other keys, stay under the smaller)
 FUZZY_NAMES_MAX = 10_000
-UID_LIST_MAX = 60_000
+UID_LIST_MAX = 50_000
 
 
 class QueryError(Exception):
@@ -130,7 +131,14 @@ def select(cat: CatalogueModels, level: str, *columns: peewee.Node) -> peewee.Mo
 
 def where(query: peewee.ModelSelect, cat: CatalogueModels, matches: Iterable[tuple[str, str]],
           fuzzy: bool = False) -> peewee.ModelSelect:
-    """`query` restricted by every (keyword, value) matching key (KEYS); universal keys add nothing."""
+    """`query` restricted by every (keyword, value) matching key (KEYS); universal keys add nothing.
+    QueryTooLarge when its UID lists name more than UID_LIST_MAX UIDs together: each is a parameter
+    of the one statement, and a database bounds them per statement."""
+    matches = list(matches)
+    listed = sum(len(uid_list(value)) for keyword, value in matches if KEYS[keyword].kind == "uid")
+    if listed > UID_LIST_MAX:
+        raise QueryTooLarge(f"UID lists of {listed:,} UIDs in all are more than the {UID_LIST_MAX:,} this node "
+                            "matches at once; send them in parts")
     for keyword, value in matches:
         condition = _condition(field_of(cat, keyword), keyword, KEYS[keyword].kind, value, fuzzy)
         if condition is not None:
@@ -153,10 +161,7 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
     if not value or value == "*" or kind == "count":
         return None
     if kind == "uid":
-        uids = uid_list(value)
-        if len(uids) > UID_LIST_MAX:
-            raise QueryTooLarge(f"{keyword}: a list of {len(uids):,} UIDs is more than the {UID_LIST_MAX:,} this node "
-                                "matches at once; send it in parts", keyword)
+        uids = uid_list(value)  # UID_LIST_MAX is checked by `where`, over every key of the query
         for uid in uids:
             if not is_uid(uid):
                 raise QueryError(f"{keyword}: {uid!r} is not a UID (digits and dots, at most 64 characters)", keyword)
@@ -195,8 +200,8 @@ def _check(keyword: str, kind: str, value: str) -> None:
 
 def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.Node | None:
     """Single value or range matching of a date or time. A time matches every time it begins and
-    the same time written shorter (`101500` matches `1015` and `101530`); a range's start is compared in
-    its shortest form (`101500-` takes in `1015`)."""
+    the same time written shorter (`1015` matches `101530`, `101500` matches `1015`); a range's start
+    is compared in its shortest form (`101500-` takes in `1015`)."""
     if "-" not in value:
         _check(keyword, kind, value)
         if kind == "date":

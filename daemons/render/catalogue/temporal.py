@@ -8,7 +8,7 @@ import datetime as dt
 import re
 
 DATE = re.compile(r"[0-9]{8}")
-TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9]([0-5][0-9](\.[0-9]{1,6})?)?)?")
+TIME = re.compile(r"([01][0-9]|2[0-3])([0-5][0-9](([0-5][0-9]|60)(\.[0-9]{1,6})?)?)?")  # 60: a leap second
 
 
 def is_date(text: str) -> bool:

@@ -27,7 +27,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
 from daemons.render.imaging.decode import IJG_SYNTAXES, PIXEL_DATA, stored_values, syntax_decodable
-from daemons.render.ingest.upload_checks import layout_of
+from daemons.render.store.frame_layout import layout_of
 from shared.errors import ApiError
 
 EXPLICIT_LE = str(ExplicitVRLittleEndian)
@@ -149,7 +149,7 @@ def to_explicit_le(raw: bytes) -> bytes:
     if syntax in IJG_SYNTAXES:
         layout = layout_of(ds, float_modality=False)
         frames = np.stack([stored_values(ds, index, layout) for index in range(frame_count(ds))])
-        ds.set_pixel_data(frames if frame_count(ds) > 1 else frames[0],
+        ds.set_pixel_data(frames if "NumberOfFrames" in ds else frames[0],  # kept where the file has it
                           "RGB" if layout.samples == 3 else layout.photometric, layout.bits_stored,
                           generate_instance_uid=False)  # libjpeg gives colour as RGB
     elif syntax.is_compressed:
@@ -187,7 +187,8 @@ def swap_to_little_endian(ds: Dataset) -> None:
     """Put the OW, OF, OL, OD and OV values of a data set read from a big-endian file (sequences'
     items included) in little-endian order, in place, Pixel Data excepted (its frames are decoded
     instead): so that it is written, or answered in JSON or as bulk data, in little endian as
-    PS3.18 answers are (F.2.7: InlineBinary; bulk data defaults to Explicit VR Little Endian)."""
+    PS3.18 answers are (F.2.7: InlineBinary; bulk data defaults to Explicit VR Little Endian).
+    Once per data set read from the store: a second call would swap the values back."""
     for element in ds:
         if element.VR == "SQ":
             for item in element.value:

@@ -184,15 +184,14 @@ class MessageLimit:
         return [(evt.EVT_CONN_OPEN, bound_pdus), (evt.EVT_PDU_RECV, self._pdu_received),
                 (evt.EVT_DIMSE_RECV, self._message_received), (evt.EVT_CONN_CLOSE, self._connection_closed)]
 
-    def take(self, assoc: Association, data_set: BytesIO | None) -> Reservation | None:
+    def take(self, assoc: Association, data_set: BytesIO) -> Reservation | None:
         """For a C-STORE's handler: the reservation of the data set it handles (the request's
         DataSet), to release when done; None when the connection closed before the handler began
         (then store nothing)."""
         with self._lock:
             if assoc in self._closed:
                 return None
-            held = self._waiting.get(assoc, {}).pop(data_set, None) if data_set is not None else None
-            return held or Reservation(self.memory)
+            return self._waiting.get(assoc, {}).pop(data_set, None) or Reservation(self.memory)
 
     def _pdu_received(self, event: Any) -> None:
         assoc = event.assoc

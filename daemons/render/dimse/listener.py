@@ -319,6 +319,7 @@ class Listener:
 
     @classmethod
     def _on_echo(cls, event: Any) -> int:
+        """C-ECHO: success; any other request naming the Verification SOP Class aborts its association."""
         if isinstance(event.request, C_ECHO):
             return SUCCESS
         return cls._abort_other_service(event, "the Verification SOP Class")
@@ -329,7 +330,9 @@ class Listener:
         nor when the connection closed before its turn came (no answer could reach the peer)."""
         if not isinstance(event.request, C_STORE):
             return self._abort_other_service(event, "a storage SOP Class")
-        reservation = self.messages.take(event.assoc, event.request.DataSet)
+        data_set = event.request.DataSet
+        assert data_set is not None, "pynetdicom gives every C-STORE it hands over a data set buffer"
+        reservation = self.messages.take(event.assoc, data_set)
         try:
             if aborting(event.assoc):  # audited with the abort's reason
                 return OUT_OF_RESOURCES  # never sent: the association is gone

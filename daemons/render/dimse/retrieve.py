@@ -172,7 +172,8 @@ def refusal_contexts() -> list[PresentationContext]:
     """What a refused C-MOVE proposes to its destination. pynetdicom sends a C-MOVE's failure status
     only once associated with the destination, and answers 0xA801 (unknown destination) when the
     destination rejects the association: so besides Verification, which a storage SCP need not
-    support, every storage SOP class, uncompressed, that any storage SCP accepts one of."""
+    support, pynetdicom's 120 storage SOP classes, uncompressed (121 of the 128 contexts an
+    association may propose), of which a storage SCP accepts one."""
     storage = [str(context.abstract_syntax) for context in StoragePresentationContexts]
     return [build_context(Verification), *move_contexts(storage, [])][:MAX_CONTEXTS]
 

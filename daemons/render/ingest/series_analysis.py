@@ -44,13 +44,12 @@ from daemons.render.ingest.upload_checks import (
     attribute,
     check_upload,
     floats,
-    layout_of,
     pixel_spacing,
     read_lut,
     slice_thickness,
     window_json,
 )
-from daemons.render.store.frame_layout import Layout
+from daemons.render.store.frame_layout import Layout, layout_of
 from daemons.render.store.manifest import JournalEntry, Manifest
 
 

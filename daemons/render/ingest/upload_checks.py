@@ -46,7 +46,7 @@ from daemons.render.imaging.overlays import has_overlays
 from daemons.render.imaging.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.imaging.voi import lut_to_json
 from daemons.render.ingest.element_check import convert_every_element
-from daemons.render.store.frame_layout import Layout
+from daemons.render.store.frame_layout import Layout, layout_of
 from daemons.render.uids import uid_of
 
 MIB = 1024 * 1024
@@ -513,15 +513,6 @@ def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, fl
             raise _invalid(name, f"a frame's Rescale Slope/Intercept ({slope}, {intercept}) is not usable")
         rescales.append((slope, intercept))
     return rescales
-
-
-def layout_of(ds: Dataset, float_modality: bool) -> Layout:
-    return Layout(
-        rows=int(ds.Rows), columns=int(ds.Columns), samples=int(ds.SamplesPerPixel),
-        bits_allocated=int(ds.BitsAllocated), bits_stored=int(ds.BitsStored),
-        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
-        photometric=str(ds.PhotometricInterpretation).strip(), float_modality=float_modality,
-    )
 
 
 IMAGE_KEYS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,13 @@ class Layout:
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
+
+
+def layout_of(ds: Dataset, float_modality: bool) -> Layout:
+    """The layout of a data set's frames, as its image attributes state it."""
+    return Layout(
+        rows=int(ds.Rows), columns=int(ds.Columns), samples=int(ds.SamplesPerPixel),
+        bits_allocated=int(ds.BitsAllocated), bits_stored=int(ds.BitsStored),
+        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
+        photometric=str(ds.PhotometricInterpretation).strip(), float_modality=float_modality,
+    )
