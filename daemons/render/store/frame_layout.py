@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:  # the layers that import this module need not load pydicom
+    from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
