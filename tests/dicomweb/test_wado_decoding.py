@@ -145,3 +145,34 @@ def test_a_multi_frame_instance_of_a_retired_jpeg_syntax_keeps_its_frames_when_d
         copy = pydicom.dcmread(io.BytesIO(sent))
         assert int(copy.NumberOfFrames) == frames
         assert np.array_equal(copy.pixel_array, np.stack([decoded] * 3) if frames == 3 else decoded)
+
+
+def test_big_endian_colour_keeps_its_planar_configuration_and_colour_space(node):
+    """Re-encoded by decoding, a big-endian planar RGB or YBR_FULL instance came out interleaved or
+    as RGB while its attributes still said planar or YBR: pixels the attributes misdescribe. Its
+    pixel data is now byte-swapped as it is stored (8-bit: as stored), in frames and retrieve alike."""
+    rgb = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3) * 10
+    for photometric, planar in (("RGB", 1), ("YBR_FULL", 0)):
+        stored = rgb.transpose(2, 0, 1).copy() if planar else rgb
+        ds = dataset(2, 4, series=generate_uid())
+        ds.StudyInstanceUID = generate_uid()
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, planar
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+            if keyword in ds:
+                del ds[keyword]
+        ds.PixelData = stored.tobytes()
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+        out = io.BytesIO()
+        pydicom.dcmwrite(out, ds, enforce_file_format=True)  # big endian, as its file meta says
+        answer = stow(node, body_of([out.getvalue()]))
+        assert answer.status_code == 200, answer.get_json()
+        [(_, frame)] = parts_of(get(node, f"{path_of(ds)}/frames/1", OCTETS))
+        assert frame == stored.tobytes(), photometric
+        [(_, sent)] = parts_of(get(node, path_of(ds)))
+        copy = pydicom.dcmread(io.BytesIO(sent))
+        assert (copy.PhotometricInterpretation, copy.PlanarConfiguration) == (photometric, planar)
+        assert copy.PixelData == stored.tobytes()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
@@ -155,8 +156,6 @@ def to_explicit_le(raw: bytes) -> bytes:
     elif syntax.is_compressed:
         ds.decompress(generate_instance_uid=False)
     elif not syntax.is_little_endian:
-        if "PixelData" in ds:
-            ds.PixelData = _little_endian(ds.pixel_array).tobytes()
         swap_to_little_endian(ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     out = io.BytesIO()
@@ -185,19 +184,31 @@ def little_endian_values(ds: Dataset) -> Dataset:
 
 def swap_to_little_endian(ds: Dataset) -> None:
     """Put the OW, OF, OL, OD and OV values of a data set read from a big-endian file (sequences'
-    items included) in little-endian order, in place, Pixel Data excepted (its frames are decoded
-    instead): so that it is written, or answered in JSON or as bulk data, in little endian as
-    PS3.18 answers are (F.2.7: InlineBinary; bulk data defaults to Explicit VR Little Endian).
+    items included) in little-endian order, in place (`little_endian_value`): so that it is
+    written, or answered in JSON, in little endian as PS3.18 answers are (F.2.7: InlineBinary).
     Once per data set read from the store: a second call would swap the values back."""
+    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
     for element in ds:
         if element.VR == "SQ":
             for item in element.value:
                 swap_to_little_endian(item)
-        elif element.VR in WORD_VRS and element.tag != PIXEL_DATA and isinstance(element.value, bytes):
-            size = WORD_VRS[element.VR]
-            whole = len(element.value) // size * size
-            words = np.frombuffer(element.value, dtype=f">u{size}", count=whole // size)
-            element.value = words.astype(f"<u{size}").tobytes() + element.value[whole:]
+        elif element.VR in WORD_VRS and isinstance(element.value, bytes):
+            element.value = little_endian_value(element, bits_allocated)
+
+
+def little_endian_value(element: DataElement, bits_allocated: int) -> bytes:
+    """The value of an element read from a big-endian file, in little-endian order: the numbers of
+    an OW, OF, OL, OD or OV value swapped (Pixel Data of 32-bit samples by sample, as pydicom reads
+    it), any other value as it is. Pixel Data is swapped, not decoded: decoding would also
+    interleave planar colour and turn YBR into RGB, which its attributes would then not say."""
+    value = element.value
+    size = WORD_VRS.get(element.VR)
+    if size is None or not isinstance(value, bytes):
+        return value
+    if element.tag == PIXEL_DATA and bits_allocated == 32:
+        size = 4
+    whole = len(value) // size * size
+    return np.frombuffer(value, dtype=f">u{size}", count=whole // size).astype(f"<u{size}").tobytes() + value[whole:]
 
 
 @dataclass(frozen=True)
@@ -247,10 +258,11 @@ def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
     if choice.stored:
         return get_frame(ds.PixelData, number - 1, number_of_frames=frames)
     layout = layout_of(ds, float_modality=False)
-    if syntax.is_compressed or not syntax.is_little_endian:
+    if syntax.is_compressed:
         return _little_endian(stored_values(ds, number - 1, layout)).tobytes()
     bits = layout.native_frame_bits
     if bits % 8:
         raise not_acceptable("frames of 1-bit data that do not end on a byte boundary cannot be sent apart")
     size = bits // 8
-    return bytes(ds.PixelData[(number - 1) * size:number * size])
+    pixels = ds.PixelData if syntax.is_little_endian else little_endian_value(ds["PixelData"], layout.bits_allocated)
+    return bytes(pixels[(number - 1) * size:number * size])

@@ -27,6 +27,7 @@ from daemons.render.dicomweb.metadata import find_element, metadata_cache
 from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
 from daemons.render.dicomweb.syntax import (
     ANY,
+    BIG_ENDIAN,
     DICOM,
     EXPLICIT_LE,
     OCTETS,
@@ -38,7 +39,7 @@ from daemons.render.dicomweb.syntax import (
     instance_syntax,
     instance_targets,
     json_answer,
-    little_endian_values,
+    little_endian_value,
     needs_stored_syntax,
     not_acceptable,
     stored_syntax,
@@ -262,7 +263,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
 def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     """A BulkDataURI: pixel data as the instance's frames, any other value as application/octet-stream."""
     row, ds = _instance_dataset(study, series, sop)
-    found = find_element(little_endian_values(ds), element.upper())
+    found = find_element(ds, element.upper())
     if found is None or not isinstance(found.value, (bytes, bytearray)):
         raise ApiError(404, "not_found", f"instance {sop} has no bulk data at {element[:80]!r}")
     if found.tag == 0x7FE00010 and element.upper() == "7FE00010":
@@ -272,7 +273,10 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     if not any(w.part_type in (OCTETS, *WILDCARDS) for w in accepted(request.headers.get("Accept"))):
         raise not_acceptable("bulk data is sent as application/octet-stream")
     boundary = new_boundary()
-    response = Response(write_related([(OCTETS, bytes(found.value))], boundary),
+    value = found.value
+    if stored_syntax(ds) == BIG_ENDIAN:  # bulk data is little endian (PS3.18 8.7.3.3.2)
+        value = little_endian_value(found, int(ds.get("BitsAllocated", 16) or 16))
+    response = Response(write_related([(OCTETS, bytes(value))], boundary),
                         content_type=related_content_type(OCTETS, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
