@@ -176,7 +176,7 @@ WORD_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 def little_endian_values(ds: Dataset) -> Dataset:
     """`ds` with its word values in little-endian order (`swap_to_little_endian`) when it was read
-    from an Explicit VR Big Endian file, the one big-endian syntax: what /metadata and bulk data answer."""
+    from an Explicit VR Big Endian file, the one big-endian syntax: what /metadata answers."""
     if stored_syntax(ds) == BIG_ENDIAN:
         swap_to_little_endian(ds)
     return ds
