@@ -176,3 +176,22 @@ def test_big_endian_colour_keeps_its_planar_configuration_and_colour_space(node)
         copy = pydicom.dcmread(io.BytesIO(sent))
         assert (copy.PhotometricInterpretation, copy.PlanarConfiguration) == (photometric, planar)
         assert copy.PixelData == stored.tobytes()
+
+
+def test_each_frame_of_a_big_endian_multi_frame_instance_is_its_own_samples(node):
+    """A frame is cut from the stored bytes and only its words swapped: each of three 16-bit frames
+    comes back as its little-endian samples."""
+    frames = [np.arange(12, dtype=np.int16).reshape(3, 4) * (n + 1) - 5 for n in range(3)]
+    ds = dataset(3, 4, series=generate_uid())
+    ds.StudyInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    ds.NumberOfFrames = 3
+    ds.PixelData = b"".join(frame.astype(">i2").tobytes() for frame in frames)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    answer = stow(node, body_of([out.getvalue()]))
+    assert answer.status_code == 200, answer.get_json()
+    for number, frame in enumerate(frames, start=1):
+        [(_, sent)] = parts_of(get(node, f"{path_of(ds)}/frames/{number}", OCTETS))
+        assert sent == frame.astype("<i2").tobytes(), number

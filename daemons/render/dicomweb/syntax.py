@@ -21,13 +21,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
-from daemons.render.imaging.decode import IJG_SYNTAXES, PIXEL_DATA, stored_values, syntax_decodable
+from daemons.render.imaging.decode import (
+    IJG_SYNTAXES,
+    WORD_VRS,
+    little_endian_value,
+    stored_values,
+    swap_words,
+    syntax_decodable,
+    word_size,
+)
 from daemons.render.store.frame_layout import layout_of
 from shared.errors import ApiError
 
@@ -169,11 +176,6 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("<"), copy=False)
 
 
-#: The byte size of the numbers in values of the VRs pydicom leaves as bytes when it changes a data
-#: set's byte order (dcmwrite's warning: their endianness must be converted by hand)
-WORD_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-
-
 def little_endian_values(ds: Dataset) -> Dataset:
     """`ds` with its word values in little-endian order (`swap_to_little_endian`) when it was read
     from an Explicit VR Big Endian file, the one big-endian syntax: what /metadata answers."""
@@ -194,21 +196,6 @@ def swap_to_little_endian(ds: Dataset) -> None:
                 swap_to_little_endian(item)
         elif element.VR in WORD_VRS and isinstance(element.value, bytes):
             element.value = little_endian_value(element, bits_allocated)
-
-
-def little_endian_value(element: DataElement, bits_allocated: int) -> bytes:
-    """The value of an element read from a big-endian file, in little-endian order: the numbers of
-    an OW, OF, OL, OD or OV value swapped (Pixel Data of 32-bit samples by sample, as pydicom reads
-    it), any other value as it is. Pixel Data is swapped, not decoded: decoding would also
-    interleave planar colour and turn YBR into RGB, which its attributes would then not say."""
-    value = element.value
-    size = WORD_VRS.get(element.VR)
-    if size is None or not isinstance(value, bytes):
-        return value
-    if element.tag == PIXEL_DATA and bits_allocated == 32:
-        size = 4
-    whole = len(value) // size * size
-    return np.frombuffer(value, dtype=f">u{size}", count=whole // size).astype(f"<u{size}").tobytes() + value[whole:]
 
 
 @dataclass(frozen=True)
@@ -264,5 +251,10 @@ def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
     if bits % 8:
         raise not_acceptable("frames of 1-bit data that do not end on a byte boundary cannot be sent apart")
     size = bits // 8
-    pixels = ds.PixelData if syntax.is_little_endian else little_endian_value(ds["PixelData"], layout.bits_allocated)
-    return bytes(pixels[(number - 1) * size:number * size])
+    start, pixels = (number - 1) * size, ds["PixelData"]
+    word = None if syntax.is_little_endian else word_size(pixels, layout.bits_allocated)
+    if word is None:
+        return bytes(pixels.value[start:start + size])
+    if size % word:  # frames that split a word: the whole value is swapped, then cut
+        return little_endian_value(pixels, layout.bits_allocated)[start:start + size]
+    return swap_words(pixels.value[start:start + size], word)  # only this frame's words

@@ -39,12 +39,12 @@ from daemons.render.dicomweb.syntax import (
     instance_syntax,
     instance_targets,
     json_answer,
-    little_endian_value,
     needs_stored_syntax,
     not_acceptable,
     stored_syntax,
     to_explicit_le,
 )
+from daemons.render.imaging.decode import little_endian_value
 from daemons.render.node import node
 from daemons.render.stored_only import syntax_text
 from daemons.render.view_audit import note_view

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import imagecodecs
 import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.filereader import read_partial
@@ -103,6 +104,37 @@ def native_frame(raw: bytes, offset: int, layout: Layout, index: int) -> np.ndar
     return _fix_bits(frame, layout)
 
 
+#: The byte size of the numbers in values of the VRs pydicom leaves as bytes when it reads or writes
+#: another byte order (dcmwrite's warning: their endianness must be converted by hand)
+WORD_VRS = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def word_size(element: DataElement, bits_allocated: int) -> int | None:
+    """The byte size of the numbers of an element's value, which a change of byte order swaps (None:
+    a value of bytes or text). Pixel Data of 32-bit samples is swapped by sample, as pydicom reads it."""
+    size = WORD_VRS.get(element.VR)
+    if size is not None and element.tag == PIXEL_DATA and bits_allocated == 32:
+        return 4
+    return size
+
+
+def swap_words(value: bytes, size: int) -> bytes:
+    """`value`'s numbers of `size` bytes in the other byte order (a trailing part of one kept as is)."""
+    whole = len(value) // size * size
+    return np.frombuffer(value, dtype=f">u{size}", count=whole // size).astype(f"<u{size}").tobytes() + value[whole:]
+
+
+def little_endian_value(element: DataElement, bits_allocated: int) -> bytes:
+    """The value of an element read from a big-endian file, in little-endian order: the numbers of
+    an OW, OF, OL, OD or OV value swapped, any other value as it is. Pixel Data is swapped, not
+    decoded: decoding would also interleave planar colour and turn YBR into RGB, which its
+    attributes would then not say."""
+    size = word_size(element, bits_allocated)
+    if size is None or not isinstance(element.value, bytes):
+        return element.value
+    return swap_words(element.value, size)
+
+
 def _palette_source(ds: Dataset) -> Dataset:
     """The palette attributes as little endian for `apply_color_lut`.
 
@@ -118,8 +150,7 @@ def _palette_source(ds: Dataset) -> Dataset:
         fixed[f"{colour}PaletteColorLookupTableDescriptor"] = ds[f"{colour}PaletteColorLookupTableDescriptor"]
         for keyword in (f"{colour}PaletteColorLookupTableData", f"Segmented{colour}PaletteColorLookupTableData"):
             if keyword in ds:
-                words = np.frombuffer(ds[keyword].value, dtype=">u2").astype("<u2")
-                setattr(fixed, keyword, words.tobytes())
+                setattr(fixed, keyword, little_endian_value(ds[keyword], int(ds.BitsAllocated)))
     return fixed
 
 
