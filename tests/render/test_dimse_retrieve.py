@@ -3,6 +3,7 @@ dcmtk `getscu`, `movescu` and `storescp` (the move destination), and pynetdicom 
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import socket
@@ -16,7 +17,8 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from pydicom.uid import generate_uid
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import (
@@ -29,6 +31,7 @@ from pynetdicom.sop_class import (
 
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, free_ports, init_deployment
 from shared.audit_export import atna_event
+from tests.dicomweb.test_wado_decoding import big_endian_copy, progressive_jpeg_instance
 from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, echo, open_archive
 from tests.render.synthetic import dataset, stack, to_bytes
 
@@ -306,6 +309,44 @@ def test_get_with_some_sub_operations_failed_is_a_warning(retrieval):
     assert sorted(audit_details(retrieval, "dicom.get")) == [
         "level=STUDY instances=1 completed=0 warning=0 failed=1",
         "level=STUDY instances=1 completed=1 warning=0 failed=0"]
+
+
+def as_received(encoded: bytes, syntax: str) -> pydicom.Dataset:
+    """A data set a C-GET received (encoded in `syntax`, no file meta), readable as a file."""
+    ds = pydicom.dcmread(io.BytesIO(encoded), force=True)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def test_instances_pydicom_cannot_decompress_reach_an_uncompressed_receiver(retrieval):
+    """Stored Explicit VR Big Endian, or in the retired JPEG Full Progression only the node's libjpeg
+    reads: a receiver taking Implicit VR Little Endian only got neither (pydicom's `decompress` has no
+    decoder for .55, and pynetdicom does not convert byte order), so both sub-operations failed. Now
+    transcoded as WADO-RS does, with the same values and the same SOP Instance UID."""
+    little = dataset(8, 8, series=generate_uid())
+    little.StudyInstanceUID = generate_uid()
+    big_raw, big = big_endian_copy(to_bytes(little))
+    pixels = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    jpeg_raw, jpeg, decoded = progressive_jpeg_instance(pixels)
+    cases = [("big.dcm", big_raw, big, little.pixel_array), ("progressive.dcm", jpeg_raw, jpeg, decoded)]
+    for name, raw, ds, expected in cases:
+        assert retrieval.upload([(name, raw)]).status_code == 201
+        status, stored = pynetdicom_get(retrieval.dicom_port, [str(ImplicitVRLittleEndian)], "SERIES",
+                                        StudyInstanceUID=ds.StudyInstanceUID, SeriesInstanceUID=ds.SeriesInstanceUID)
+        assert status == (0x0000, 1, 0, 0), name
+        sent = as_received(stored[str(ds.SOPInstanceUID)], str(ImplicitVRLittleEndian))
+        assert sent.SOPInstanceUID == ds.SOPInstanceUID
+        assert np.array_equal(sent.pixel_array, expected), name
+    assert np.frombuffer(sent_private(retrieval, big), "<u2").tolist() == list(range(1, 9))
+
+
+def sent_private(harness, ds: pydicom.Dataset) -> bytes:
+    """The private OW element of `big_endian_copy` as a C-GET in Explicit VR Little Endian receives it."""
+    syntax = str(ExplicitVRLittleEndian)
+    _, stored = pynetdicom_get(harness.dicom_port, [syntax], "IMAGE", StudyInstanceUID=ds.StudyInstanceUID,
+                               SeriesInstanceUID=ds.SeriesInstanceUID, SOPInstanceUID=ds.SOPInstanceUID)
+    return as_received(stored[str(ds.SOPInstanceUID)], syntax)[0x00091011].value
 
 
 @pytest.fixture

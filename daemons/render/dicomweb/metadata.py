@@ -36,7 +36,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from daemons.render.dicomweb.resolve import read_instance
-from daemons.render.dicomweb.syntax import frame_count, little_endian_values, stored_syntax
+from daemons.render.imaging.transcode import frame_count, little_endian_values, stored_syntax
 from daemons.render.node import Node
 
 log = logging.getLogger(__name__)

@@ -16,30 +16,18 @@ that one is sent as stored only (`transfer-syntax=*` or its own syntax), else 40
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import UID
 
 from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
-from daemons.render.imaging.decode import (
-    IJG_SYNTAXES,
-    WORD_VRS,
-    little_endian_value,
-    stored_values,
-    swap_words,
-    syntax_decodable,
-    word_size,
-)
+from daemons.render.imaging.decode import little_endian_value, stored_values, swap_words, syntax_decodable, word_size
+from daemons.render.imaging.transcode import EXPLICIT_LE, frame_count, little_endian_array, stored_syntax
 from daemons.render.store.frame_layout import layout_of
 from shared.errors import ApiError
 
-EXPLICIT_LE = str(ExplicitVRLittleEndian)
-BIG_ENDIAN = str(ExplicitVRBigEndian)
 ANY = "*"
 DICOM = "application/dicom"
 OCTETS = "application/octet-stream"
@@ -143,61 +131,6 @@ def needs_stored_syntax(targets: list[str]) -> bool:
     return not any(t in (ANY, EXPLICIT_LE) for t in targets)
 
 
-def to_explicit_le(raw: bytes) -> bytes:
-    """The instance in Explicit VR Little Endian: decompressed, or re-encoded from another native syntax.
-
-    The SOP Instance UID is kept: the pixel values are unchanged (lossless decompression). Frames
-    are decoded as the node renders them (`decode.stored_values`): pydicom has no decoder for the
-    retired JPEG syntaxes the node reads with libjpeg.
-    """
-    ds = pydicom.dcmread(io.BytesIO(raw))
-    syntax = UID(stored_syntax(ds))
-    if syntax == EXPLICIT_LE:
-        return raw
-    if syntax in IJG_SYNTAXES:
-        layout = layout_of(ds, float_modality=False)
-        frames = np.stack([stored_values(ds, index, layout) for index in range(frame_count(ds))])
-        ds.set_pixel_data(frames if "NumberOfFrames" in ds else frames[0],  # kept where the file has it
-                          "RGB" if layout.samples == 3 else layout.photometric, layout.bits_stored,
-                          generate_instance_uid=False)  # libjpeg gives colour as RGB
-    elif syntax.is_compressed:
-        ds.decompress(generate_instance_uid=False)
-    elif not syntax.is_little_endian:
-        swap_to_little_endian(ds)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    out = io.BytesIO()
-    # not Dataset.save_as, which refuses to change the byte order: the values pydicom does not
-    # convert itself are little-endian now (`swap_to_little_endian`)
-    pydicom.dcmwrite(out, ds, enforce_file_format=True)
-    return out.getvalue()
-
-
-def _little_endian(array: np.ndarray) -> np.ndarray:
-    return array.astype(array.dtype.newbyteorder("<"), copy=False)
-
-
-def little_endian_values(ds: Dataset) -> Dataset:
-    """`ds` with its word values in little-endian order (`swap_to_little_endian`) when it was read
-    from an Explicit VR Big Endian file, the one big-endian syntax: what /metadata answers."""
-    if stored_syntax(ds) == BIG_ENDIAN:
-        swap_to_little_endian(ds)
-    return ds
-
-
-def swap_to_little_endian(ds: Dataset) -> None:
-    """Put the OW, OF, OL, OD and OV values of a data set read from a big-endian file (sequences'
-    items included) in little-endian order, in place (`little_endian_value`): so that it is
-    written, or answered in JSON, in little endian as PS3.18 answers are (F.2.7: InlineBinary).
-    Once per data set read from the store: a second call would swap the values back."""
-    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
-    for element in ds:
-        if element.VR == "SQ":
-            for item in element.value:
-                swap_to_little_endian(item)
-        elif element.VR in WORD_VRS and isinstance(element.value, bytes):
-            element.value = little_endian_value(element, bits_allocated)
-
-
 @dataclass(frozen=True)
 class FrameChoice:
     """How an instance's frames are sent: as stored (compressed) or as native little-endian pixels."""
@@ -229,14 +162,6 @@ def frame_choice(wanted: list[Wanted], stored: str) -> FrameChoice:
                          f"{EXPLICIT_LE}), transfer-syntax=* or {FRAME_MEDIA_TYPES.get(stored, OCTETS)}")
 
 
-def stored_syntax(ds: Dataset) -> str:
-    return str(ds.file_meta.get("TransferSyntaxUID", "") or EXPLICIT_LE)
-
-
-def frame_count(ds: Dataset) -> int:
-    return int(ds.get("NumberOfFrames", 1) or 1)
-
-
 def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
     """Frame `number` (1-based) of an instance: its stored compressed bytes, or its native pixels
     (decoded as the node renders them, `decode.stored_values`)."""
@@ -246,7 +171,7 @@ def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:
         return get_frame(ds.PixelData, number - 1, number_of_frames=frames)
     layout = layout_of(ds, float_modality=False)
     if syntax.is_compressed:
-        return _little_endian(stored_values(ds, number - 1, layout)).tobytes()
+        return little_endian_array(stored_values(ds, number - 1, layout)).tobytes()
     bits = layout.native_frame_bits
     if bits % 8:
         raise not_acceptable("frames of 1-bit data that do not end on a byte boundary cannot be sent apart")

@@ -27,24 +27,20 @@ from daemons.render.dicomweb.metadata import find_element, metadata_cache
 from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
 from daemons.render.dicomweb.syntax import (
     ANY,
-    BIG_ENDIAN,
     DICOM,
-    EXPLICIT_LE,
     OCTETS,
     WILDCARDS,
     accepted,
     frame_bytes,
     frame_choice,
-    frame_count,
     instance_syntax,
     instance_targets,
     json_answer,
     needs_stored_syntax,
     not_acceptable,
-    stored_syntax,
-    to_explicit_le,
 )
 from daemons.render.imaging.decode import little_endian_value
+from daemons.render.imaging.transcode import BIG_ENDIAN, EXPLICIT_LE, frame_count, stored_syntax, to_explicit_le
 from daemons.render.node import node
 from daemons.render.stored_only import syntax_text
 from daemons.render.view_audit import note_view

@@ -5,7 +5,9 @@ then sends each instance as a C-STORE sub-operation: over the caller's own assoc
 or over a new association to a destination of `dicom.destinations` (C-MOVE; over DICOM TLS to a
 `tls://` one, `daemons.render.dimse.tls`). An instance leaves
 the node as it was stored, bit for bit, when the receiver accepted its transfer syntax; else it is
-decompressed to Explicit or Implicit VR Little Endian when the receiver accepted one of those;
+transcoded to Explicit VR Little Endian as WADO-RS does (decompressed, or swapped from big endian)
+when the receiver accepted an uncompressed syntax (pynetdicom re-encodes it in Implicit VR where
+only that was accepted);
 else its sub-operation fails (and the retrieval ends with 0xB000, or 0xA702 when none succeeded).
 pynetdicom runs the sub-operations and counts them; this module chooses what to send and writes
 one audit entry per series retrieved, with the outcome of its instances.
@@ -43,6 +45,7 @@ from daemons.render.catalogue.matching import retrieve
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.identifiers import read_identifier, refusal
 from daemons.render.imaging.decode import syntax_decodable
+from daemons.render.imaging.transcode import stored_syntax, to_explicit_le
 from daemons.render.node import Node
 from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, PENDING
 from shared.config import Config, ConfigError
@@ -150,22 +153,24 @@ class Receiver:
 
     def prepare(self, raw: bytes) -> Dataset:
         """The stored file as the dataset to send: as stored when the peer accepts its transfer
-        syntax (pydicom writes the elements it did not touch back byte for byte), decompressed
-        when only an uncompressed one is accepted. A dataset the peer accepts in no form is
-        returned as stored: pynetdicom then counts its sub-operation as failed. A stored-only
-        instance (a syntax this node cannot decode) goes as stored or not at all."""
+        syntax (pydicom writes the elements it did not touch back byte for byte) or when it is
+        uncompressed little endian (pynetdicom re-encodes it in the other one), else transcoded to
+        Explicit VR Little Endian as WADO-RS does (`transcode.to_explicit_le`: decompressed, or
+        swapped from big endian) when the peer accepts an uncompressed syntax. A dataset the peer
+        accepts in no form is returned as stored: pynetdicom then counts its sub-operation as
+        failed. A stored-only instance (a syntax this node cannot decode) goes as stored or not at
+        all."""
         dataset = dcmread(io.BytesIO(raw))
-        stored = UID(dataset.file_meta.TransferSyntaxUID)
+        stored = UID(stored_syntax(dataset))
         accepted = self.accepted.get(str(dataset.SOPClassUID), set())
-        if stored in accepted or not accepted & set(UNCOMPRESSED) or not syntax_decodable(stored) \
-                or not stored.is_compressed:
+        if stored in accepted or stored in UNCOMPRESSED or not accepted & set(UNCOMPRESSED) \
+                or not syntax_decodable(stored):
             return dataset
         try:
-            dataset.decompress(generate_instance_uid=False)
-        except Exception as exc:  # no decoder for it, or pixel data it cannot decode
-            log.warning("instance %s cannot be decompressed for the peer: %s", dataset.SOPInstanceUID, exc)
-            return dcmread(io.BytesIO(raw))  # as stored, whatever the failed attempt changed
-        return dataset
+            return dcmread(io.BytesIO(to_explicit_le(raw)))
+        except Exception as exc:  # pixel data that cannot be decoded after all
+            log.warning("instance %s cannot be transcoded for the peer: %s", dataset.SOPInstanceUID, exc)
+            return dataset
 
 
 def refusal_contexts() -> list[PresentationContext]:

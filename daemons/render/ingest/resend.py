@@ -4,7 +4,7 @@ A SOP Instance UID names one instance (PS3.5 9.1), so a different file under a s
 refused, never stored beside it or in its place. But the same instance arrives in other bytes: a
 sender writes the data set anew (group lengths, item and padding encodings, its own file meta),
 and a PACS forwarding, a router decompressing or a client re-sending what SIVR's own WADO-RS gave
-it transcoded (`dicomweb.syntax.to_explicit_le` keeps the UID) sends it in another transfer syntax.
+it transcoded (`imaging.transcode.to_explicit_le` keeps the UID) sends it in another transfer syntax.
 
 `compare_resent` reads both files' attributes; when they agree but the transfer syntaxes differ,
 only the pixels can tell, and `same_pixels` decodes them in a decode worker (`isolation`: it runs
