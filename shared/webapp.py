@@ -183,6 +183,9 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     """
     app = Flask(import_name)
     app.url_map.converters["int"] = AsciiIntegerConverter
+    # A path with an empty segment (`/dicomweb//studies`) is no resource: werkzeug would answer a
+    # 308 to the merged path with an HTML body, which never reaches the JSON error handlers
+    app.url_map.merge_slashes = False
     proxies = config["server"]["trusted_proxies"]
     if proxies:
         # the client address in the audit log and the login throttle is then the proxy's X-Forwarded-For

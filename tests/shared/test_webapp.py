@@ -44,7 +44,7 @@ def make_app(tmp_path):
         def broken():
             raise InvalidChunkSize(b"zz")  # as gunicorn's body does to a view reading a malformed chunk
 
-        @app.get("/own-headers")
+        @app.get("/own/headers")
         def own_headers():  # a view that sets some of the defaults itself, in another letter case
             return {"ok": True}, 200, {"cache-control": "max-age=5", "x-frame-options": "SAMEORIGIN"}
 
@@ -62,7 +62,9 @@ def test_errors_are_json_with_code_and_message(make_app):
     client = make_app()
     for path, method, status, code in [("/nope", "get", 404, "not_found"),
                                        ("/ip", "post", 405, "method_not_allowed"),
-                                       ("/boom", "get", 500, "internal_error")]:
+                                       ("/boom", "get", 500, "internal_error"),
+                                       # an empty path segment: no HTML redirect to the merged path
+                                       ("/own//headers", "get", 404, "not_found")]:
         reply = getattr(client, method)(path)
         assert reply.status_code == status
         assert reply.json["error"]["code"] == code and reply.json["error"]["message"]
@@ -106,7 +108,7 @@ def test_security_headers_and_health(make_app):
 
 
 def test_a_views_own_header_wins_over_the_default_and_none_is_doubled(make_app):
-    reply = make_app().get("/own-headers", headers={"X-Forwarded-Proto": "https"})
+    reply = make_app().get("/own/headers", headers={"X-Forwarded-Proto": "https"})
     assert reply.headers.getlist("Cache-Control") == ["max-age=5"]
     assert reply.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
     assert reply.headers.getlist("X-Content-Type-Options") == ["nosniff"]
