@@ -16,6 +16,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from daemons.render.catalogue.index import CatalogueModels, backfill, make_catalogue_models
+from daemons.render.catalogue.temporal import is_date, is_time
 from daemons.render.store.interface import open_store
 from shared.audit import make_audit_model
 from shared.config import Config
@@ -169,9 +170,31 @@ def _add_deleted_series(db: peewee.Database) -> None:
     db.create_tables([make_deleted_series_model(db)], safe=True)
 
 
+#: The catalogue's DA and TM columns, by table, with what a value of each is (`catalogue.temporal`).
+TEMPORAL_COLUMNS = {"dicom_patient": {"birth_date": is_date},
+                    "dicom_study": {"study_date": is_date, "study_time": is_time}}
+
+
+def _clear_dates_that_are_none(db: peewee.Database) -> None:
+    """Schema 6 -> 7: a stored date or time that is none (`2024-01-05`, kept cut to `2024-01-`) was
+    indexed before schema 7, and answered so by C-FIND and QIDO-RS; the index now leaves such a value
+    out (`catalogue.index`), and this clears the ones indexed before, as if indexed today. The store
+    keeps every file as it came. Distinct values only: a catalogue holds few dates. A store older
+    than the catalogue has its tables made afterwards, empty."""
+    for table, columns in TEMPORAL_COLUMNS.items():
+        if not db.table_exists(table):
+            continue
+        for column, valid in columns.items():
+            values = db.execute_sql(f'SELECT DISTINCT "{column}" FROM "{table}"').fetchall()
+            for (value,) in values:
+                if value and not valid(value):
+                    db.execute_sql(f'UPDATE "{table}" SET "{column}" = {db.param} WHERE "{column}" = {db.param}',
+                                   ("", value))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
 MIGRATIONS: tuple[Migration, ...] = (_add_record_filed, _drop_stored_bytes, _add_key_images,
-                                     _key_image_stack_and_phase, _add_deleted_series)
+                                     _key_image_stack_and_phase, _add_deleted_series, _clear_dates_that_are_none)
 
 
 def upgrade(config: Config) -> int:

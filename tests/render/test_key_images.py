@@ -208,7 +208,7 @@ def test_migration_from_schema_3_adds_the_table(make_node):
     with sqlite3.connect(root / "render.db") as db:   # back to schema 3, as the release before key images made it
         db.execute("DROP TABLE key_image")
         db.execute("UPDATE schema_version SET version = 3 WHERE layer = 'render'")
-    assert upgrade(_config(root, institution)) == schema_target(MIGRATIONS) == 6
+    assert upgrade(_config(root, institution)) == schema_target(MIGRATIONS) == 7
     with sqlite3.connect(root / "render.db") as db:
         assert {"record_id", "plane", "image_index", "stack", "phase"} <= {
             row[1] for row in db.execute("PRAGMA table_info(key_image)")}
@@ -242,7 +242,7 @@ def test_migration_from_schema_4_keeps_the_marks_and_adds_stack_and_time_point(m
             db.execute("INSERT INTO key_image (record_id, plane, image_index, marked_by, marked_by_name, marked_at) "
                        "VALUES (?, ?, ?, 'u-1', 'dr-four', '2026-11-01 10:00:00')", (record_id, plane, index))
         db.execute("UPDATE schema_version SET version = 4 WHERE layer = 'render'")
-    assert upgrade(_config(root, institution)) == 6  # the later migrations run too
+    assert upgrade(_config(root, institution)) == 7  # the later migrations run too
     with sqlite3.connect(root / "render.db") as db:
         indexes = {row[1] for row in db.execute("PRAGMA index_list(key_image)")}
         assert "keyimage_record_id_plane_image_index" not in indexes and "keyimage_record_id" in indexes

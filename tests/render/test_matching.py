@@ -12,6 +12,7 @@ from pynetdicom.dsutils import decode, encode
 from daemons.render.catalogue import matching
 from daemons.render.catalogue.index import InstanceHeader, index_series, make_catalogue_models
 from daemons.render.catalogue.matching import QueryError, find, fuzzy_name_match, select, where
+from daemons.render.models import _clear_dates_that_are_none
 from shared.db import connect_database
 
 
@@ -206,6 +207,24 @@ def test_a_stored_date_or_time_that_is_none_is_not_indexed(cat, date, time):
                                                     "00100030": {"vr": "DA"}})).rows
     assert (row["StudyDate"], row["StudyTime"], row["PatientBirthDate"]) == ("", "", "")
     assert "1.4.1" not in study_uids(cat, StudyDate="19000101-")
+
+
+def test_schema_7_clears_the_dates_and_times_indexed_before_that_are_none(cat):
+    """A catalogue of schema 6 kept `2024-01-` (cut from `2024-01-05`) and `10:15:00`; upgraded, they
+    are cleared as today's index leaves them out, and every valid value stays."""
+    database = cat.Study._meta.database
+    index_series(cat, "odd", [header("1.4.2", "CT", "20240105", "Odd^Otto")])
+    cat.Study.update(study_date="2024-01-", study_time="10:15:00").where(cat.Study.study_uid == "1.4.2").execute()
+    cat.Patient.update(birth_date="1970-01-").where(cat.Patient.patient_id == "P-1.4.2").execute()
+    cat.Study.update(study_time="101500.5").where(cat.Study.study_uid == "1.2.1").execute()
+    _clear_dates_that_are_none(database)
+    [odd] = find(cat, "STUDY", Dataset.from_json({"0020000D": {"vr": "UI", "Value": ["1.4.2"]},
+                                                    "00080020": {"vr": "DA"}, "00080030": {"vr": "TM"},
+                                                    "00100030": {"vr": "DA"}})).rows
+    assert (odd["StudyDate"], odd["StudyTime"], odd["PatientBirthDate"]) == ("", "", "")
+    kept = {row.study_uid: (row.study_date, row.study_time) for row in cat.Study.select()}
+    assert kept["1.2.1"] == ("20240105", "101500.5") and kept["1.2.2"] == ("20230615", "101500")
+    assert kept["1.2.4"] == ("", "")
 
 
 def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):

@@ -151,7 +151,7 @@ def test_migration_from_the_previous_schema_keeps_every_series(archive, make_nod
     config = build_config("render", KEYS, {
         "database": {"url": f"sqlite:///{root}/render.db"}, "node": {"institution_id": institution},
         "storage": {"dir": str(root / "store"), "key_file": str(root / "store.key")}}, None)
-    assert upgrade(config) == 6   # later migrations run too (key images: tests/render/test_key_images.py)
+    assert upgrade(config) == 7   # later migrations run too (key images: tests/render/test_key_images.py)
     with sqlite3.connect(root / "render.db") as db:  # schema 3: the never-used stored_bytes column is gone
         assert "stored_bytes" not in {row[1] for row in db.execute("PRAGMA table_info(stored_record)")}
         # schema 6: the deleted series' patients (empty)
