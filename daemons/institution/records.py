@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from daemons.institution.access import (
     may_change_record_here,
@@ -37,6 +37,7 @@ from daemons.institution.reconciliation import judge_identity, take_identity_dec
 from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
+from shared.db import run_exclusive
 from shared.errors import ApiError, not_found
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import PHYSICIAN, ROLES
@@ -179,25 +180,26 @@ def register_record():
                        f"node_id {fields['node_id']} is not a render node of this institution")
     patient = require_patient_reference(reference, fields["patient_id"])
     dicom = _require_receipt(receipt, node, fields["id"], identity.user_id)
-    answer = _already_registered(fields["id"], node, fields["patient_id"])
-    if answer is not None:
-        return answer
-    decided = judge_identity(decision, patient, dicom)
     values = {k: v for k, v in fields.items() if k != "node_id"}
-    try:
-        with database_proxy.atomic():
-            record = Record.create(node=node, registered_by=identity.user_id, **values)
-            record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
-                         detail=f"node_id={node.id}{decided}")
-    except peewee.IntegrityError:
-        if not Node.select().where(Node.id == node.id).exists():
-            raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
-        # a concurrent registration of the same (id, node) won the race; answer as if it came first
+
+    def register() -> tuple[Response, int]:
+        # read, then write, under one lock per record id: two registrations at once on two nodes
+        # for two patients both found no other patient's row (the unique index is per node)
         answer = _already_registered(fields["id"], node, fields["patient_id"])
-        if answer is None:
-            raise
-        return answer
-    return jsonify(record_to_json(record)), 201
+        if answer is not None:
+            return answer
+        decided = judge_identity(decision, patient, dicom)
+        record = Record.create(node=node, registered_by=identity.user_id, **values)
+        record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
+                     detail=f"node_id={node.id}{decided}")
+        return jsonify(record_to_json(record)), 201
+
+    try:
+        return run_exclusive(database_proxy, f"sivr-record-{fields['id']}", register)
+    except peewee.IntegrityError:
+        if Node.select().where(Node.id == node.id).exists():
+            raise  # the lock serialises registrations of one record: a duplicate row is a bug
+        raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
 
 
 @bp.get("/api/v1/records/<id:record_id>")

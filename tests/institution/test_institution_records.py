@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from daemons.institution.models import Node, database_proxy
+from daemons.institution.models import Node, Record, database_proxy
 from shared.patient_refs import issue_patient_reference
 
 from .conftest import INSTITUTION_B, ISSUER, record_body, reference_attacks
@@ -271,6 +271,47 @@ def test_concurrent_registrations_of_one_record_make_one_row(app, api, users, no
         thread.join()
     assert sorted(statuses) == [200] * 5 + [201]
     assert len(db_state()["record"]) == 1
+
+
+def test_concurrent_registrations_of_one_record_for_two_patients_on_two_nodes_keep_one_patient(
+        app, api, users, node, db_state):
+    """Nodes sharing a store serve the same record id. Registered at once on two nodes for two
+    patients, both passed the check that no other patient has it, and each made its row (the
+    unique index is per node): one series on two patients' pages. Now one patient wins, the other
+    registrations are 409."""
+    import threading
+
+    status, other = api.call("POST", "/api/v1/nodes", users["admin"],
+                             {"name": "node-2", "url": "https://render2.hospital-a.example:5003"})
+    assert status == 201, other
+    bodies = []
+    for node_id in (node["id"], other["id"]):
+        patient = str(uuid.uuid4())
+        body = record_body(node_id, patient, content=b"raced-two",
+                           patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient,
+                                                                     users["physician"].id, 300))
+        body["receipt"] = api.receipt(node_id, body["id"], users["physician"])
+        bodies.append(body)
+    for _ in range(5):  # a race: a few rounds, each from no row
+        with database_proxy.atomic():
+            Record.delete().execute()
+        barrier = threading.Barrier(8)
+        statuses: list[int] = []
+
+        def register(body, barrier=barrier, statuses=statuses) -> None:
+            client = app.test_client()
+            barrier.wait()
+            statuses.append(client.post("/api/v1/records", json=body,
+                                        headers=users["physician"].headers).status_code)
+
+        threads = [threading.Thread(target=register, args=(bodies[n % 2],)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        patients = {row.patient_id for row in Record.select()}
+        assert len(patients) == 1, statuses
+        assert sorted(statuses).count(201) in (1, 2) and set(statuses) <= {200, 201, 409}, statuses
 
 
 def test_records_of_patients_the_toplevel_did_not_vouch_for_are_refused(api, users, node, patient_id, db_state):
