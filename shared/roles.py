@@ -35,6 +35,12 @@ ADMIN_ROLES: tuple[str, ...] = (SYSTEM_ADMIN, INSTITUTION_ADMIN)
 #: to be archived or imported elsewhere, are not theirs to export. DIMSE retrieval is governed by
 #: the node's calling-AE allow-list instead.
 ORIGINAL_FILE_READERS: tuple[str, ...] = (PHYSICIAN,)
+#: Who may put DICOM instances onto a render node of their own institution, by any HTTP door (the
+#: browser upload `POST /api/v1/records`, STOW-RS): physicians, who write patient data.
+#: Administrators manage users and nodes, not patient data; STOW-RS took their instances (also a
+#: system administrator's of another institution) while the upload refused them. DIMSE C-STORE is
+#: governed by the node's calling-AE allow-list instead.
+INSTANCE_STORERS: tuple[str, ...] = (PHYSICIAN,)
 
 # The single administrative role of schema version 1; the upgrade migrates it to SYSTEM_ADMIN.
 LEGACY_ADMIN = "admin"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,14 @@ class AsciiIntegerConverter(IntegerConverter):
     regex = r"[0-9]+"
 
 
+def exact_origin(origin: str) -> re.Pattern[str]:
+    """A configured origin as flask-cors must match it: the whole string, in any letter case.
+    flask-cors reads a string holding `[`, `]`, `*` or `?` as a regular expression matched at its
+    start only, so the IPv6 origin `https://[::1]:8443` matched neither itself nor only itself but
+    `https://1:8443` and any longer port; the origins are explicit (docs/API.md), never patterns."""
+    return re.compile(re.escape(origin) + r"\Z", re.IGNORECASE)
+
+
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
     """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints.
 
@@ -210,7 +219,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     if config["cors"]["origins"]:
         CORS(
             app,
-            origins=config["cors"]["origins"],
+            origins=[exact_origin(origin) for origin in config["cors"]["origins"]],
             allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
             expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window",
                             "X-Request-Id"],

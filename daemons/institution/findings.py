@@ -11,6 +11,7 @@ toplevel vouches for (`patient_reference`, see shared.patient_refs).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import peewee
@@ -34,7 +35,7 @@ from daemons.institution.models import (
 )
 from shared.audit import record_audit
 from shared.auth import require_auth
-from shared.db import utcnow
+from shared.db import exclusive_transaction, utcnow
 from shared.errors import ApiError, not_found
 from shared.roles import PHYSICIAN, ROLES
 from shared.validation import (
@@ -121,6 +122,13 @@ def _links_of(finding: Finding) -> list[FindingRecord]:
 
 def _respond(finding: Finding, status: int = 200):
     return jsonify(finding_to_json(finding, _links_of(finding))), status
+
+
+def _finding_lock(finding_id: str) -> AbstractContextManager[None]:
+    """The transaction of a change that reads a finding, then writes it. A plain one let two
+    removals of its two links each see two and leave none (PostgreSQL), or failed with "database is
+    locked" (SQLite: the second to write): `exclusive_transaction` serialises them."""
+    return exclusive_transaction(database_proxy, f"sivr-finding-{finding_id}")
 
 
 def get_finding(finding_id: str) -> Finding:
@@ -220,7 +228,7 @@ def update_finding(finding_id: str):
     reference = take_patient_reference(body)
     fields = validate(body, FINDING_FIELDS, partial=True)
     links = fields.pop("records", None)
-    with database_proxy.atomic():
+    with _finding_lock(finding_id):
         finding = get_finding(finding_id)
         require_finding_change(finding.author_id)
         previous_patient = finding.patient_id
@@ -250,7 +258,7 @@ def update_finding(finding_id: str):
 @require_auth(*ROLES)
 def delete_finding(finding_id: str):
     finding_id = parse_uuid(finding_id, "finding id")
-    with database_proxy.atomic():
+    with _finding_lock(finding_id):
         finding = get_finding(finding_id)
         require_finding_change(finding.author_id, deleting=True)
         FindingRecord.delete().where(FindingRecord.finding == finding).execute()
@@ -292,7 +300,7 @@ def unlink_record(finding_id: str, record_id: str):
     finding_id = parse_uuid(finding_id, "finding id")
     record_id = parse_record_id(record_id)
     institution_id = query_uuid("institution_id")
-    with database_proxy.atomic():
+    with _finding_lock(finding_id):
         finding = get_finding(finding_id)
         require_finding_change(finding.author_id)
         links = _links_of(finding)

@@ -20,6 +20,7 @@ from daemons.institution.access import require_admin_here, this_institution
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import require_auth
+from shared.db import exclusive_transaction
 from shared.errors import ApiError, not_found
 from shared.receipts import parse_public_key, public_key_text
 from shared.roles import ADMIN_ROLES
@@ -34,6 +35,11 @@ def _receipt_key(value: str, field: str) -> str:
     except ValueError as exc:
         raise ApiError(400, "validation_error", f"{field}: {exc}") from exc
 
+
+#: The lock of the registry's changes, which read it (a duplicate name or URL, the node's records),
+#: then write it (`shared.db.exclusive_transaction`: a plain transaction failed with "database is
+#: locked" on SQLite when two came at once).
+REGISTRY_LOCK = "sivr-node-registry"
 
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
@@ -107,7 +113,7 @@ def list_nodes():
 def create_node():
     require_admin_here("this node registry")
     fields = validate(json_body(), NODE_FIELDS)
-    with database_proxy.atomic():
+    with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         _refuse_duplicate(fields)
         try:
             node = Node.create(institution_id=this_institution(), **fields)
@@ -129,7 +135,7 @@ def update_node(node_id: str):
     require_admin_here("this node registry")
     node_id = parse_uuid(node_id, "node id")
     fields = validate(json_body(), NODE_FIELDS, partial=True)
-    with database_proxy.atomic():
+    with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
         _refuse_duplicate(fields, exclude_id=node.id)
         for name, value in fields.items():
@@ -147,12 +153,15 @@ def update_node(node_id: str):
 def delete_node(node_id: str):
     require_admin_here("this node registry")
     node_id = parse_uuid(node_id, "node id")
-    with database_proxy.atomic():
+    with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
         stored = Record.select().where(Record.node == node).count()
         if stored:
             raise ApiError(409, "conflict",
                            f"{stored} record(s) are still registered on this node; delete them first")
-        node.delete_instance()
+        try:
+            node.delete_instance()
+        except peewee.IntegrityError as exc:  # a record registered on it meanwhile (its own lock)
+            raise ApiError(409, "conflict", "a record was registered on this node meanwhile; delete it first") from exc
         record_audit(AuditEntry, "node.delete", "node", node.id, detail=node.name)
     return "", 204

@@ -37,7 +37,7 @@ from daemons.institution.reconciliation import judge_identity, take_identity_dec
 from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
-from shared.db import run_exclusive
+from shared.db import exclusive_transaction, run_exclusive
 from shared.errors import ApiError, not_found
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import PHYSICIAN, ROLES
@@ -161,6 +161,13 @@ def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) 
         raise ApiError(422, exc.code, exc.message) from exc
 
 
+def _lock_name(record_id: str) -> str:
+    """The lock of the changes that read a record id's rows, then write them (`shared.db.exclusive_transaction`):
+    a plain transaction let two registrations on two nodes both find no other patient's row
+    (PostgreSQL), and two edits at once fail with "database is locked" (SQLite)."""
+    return f"sivr-record-{record_id}"
+
+
 @bp.post("/api/v1/records")
 @require_auth(PHYSICIAN)
 def register_record():
@@ -183,8 +190,6 @@ def register_record():
     values = {k: v for k, v in fields.items() if k != "node_id"}
 
     def register() -> tuple[Response, int]:
-        # read, then write, under one lock per record id: two registrations at once on two nodes
-        # for two patients both found no other patient's row (the unique index is per node)
         answer = _already_registered(fields["id"], node, fields["patient_id"])
         if answer is not None:
             return answer
@@ -195,7 +200,7 @@ def register_record():
         return jsonify(record_to_json(record)), 201
 
     try:
-        return run_exclusive(database_proxy, f"sivr-record-{fields['id']}", register)
+        return run_exclusive(database_proxy, _lock_name(fields["id"]), register)
     except peewee.IntegrityError:
         if Node.select().where(Node.id == node.id).exists():
             raise  # the lock serialises registrations of one record: a duplicate row is a bug
@@ -225,7 +230,7 @@ def update_record(record_id: str):
     """Correct the description and/or type of a record (e.g. a series saved under another's label)."""
     record_id = parse_record_id(record_id)
     changes = validate(json_body(), EDITABLE_FIELDS, partial=True)
-    with database_proxy.atomic():
+    with exclusive_transaction(database_proxy, _lock_name(record_id)):
         record = _the_one_matching(record_id)
         require_record_change(record.registered_by, "change this record")
         old = {name: getattr(record, name) for name in changes}
@@ -242,7 +247,7 @@ def update_record(record_id: str):
 def delete_record(record_id: str):
     """Remove the registry entry; the stored series is the render node's (its own DELETE and rule)."""
     record_id = parse_record_id(record_id)
-    with database_proxy.atomic():
+    with exclusive_transaction(database_proxy, _lock_name(record_id)):
         record = _the_one_matching(record_id)
         require_record_change(record.registered_by, "delete this record")
         record.delete_instance()

@@ -279,11 +279,18 @@ def test_oversized_body_is_413_and_stores_nothing(make_node):
         harness.app.extensions["sivr_node"].decoder.close()
 
 
-def test_storing_is_for_this_institution_only(node):
+def test_storing_is_for_physicians_of_this_institution_only(node):
+    """The browser upload's rule (`shared.roles.INSTANCE_STORERS`): STOW-RS stored the instances of
+    an administrator, also of a system administrator of another institution, which the upload refused."""
     reply = stow(node, body_of(synthetic_series(1)), headers=node.headers("physician", str(uuid.uuid4())))
     assert reply.status_code == 403 and instance_count(node) == 0
-    assert stow(node, body_of(synthetic_series(1)), headers=node.headers("sysadmin", str(uuid.uuid4()))
-                ).status_code == 200
+    for role, institution in (("sysadmin", str(uuid.uuid4())), ("sysadmin", None), ("instadmin", None)):
+        headers = node.headers(role, institution)
+        for door in (stow(node, body_of(synthetic_series(1)), headers=headers),
+                     node.upload([("a.dcm", synthetic_series(1)[0])], headers=headers)):
+            assert door.status_code == 403 and door.get_json()["error"]["code"] == "forbidden", role
+    assert instance_count(node) == 0
+    assert stow(node, body_of(synthetic_series(1))).status_code == 200
 
 
 def test_unknown_uids_and_bad_frames_are_4xx(node):

@@ -236,3 +236,18 @@ def test_a_system_admin_of_any_institution_manages_nodes_here(api, make_user, no
     assert status == 200
     status, created = api.call("POST", "/api/v1/nodes", root, NEW_NODE)
     assert status == 201 and created["institution_id"] == INSTITUTION_A
+
+
+def test_registry_changes_at_once_answer_no_500(app, api, users):
+    """Registrations of one node name at once, and renames of one node: each reads the registry
+    (duplicates), then writes it, one at a time (`nodes.REGISTRY_LOCK`)."""
+    from .test_institution_findings import _at_once
+
+    admin = users["admin"]
+    for round_number in range(3):
+        url = f"https://race-{round_number}.hospital-a.example:5003"
+        creates = [("POST", "/api/v1/nodes", {"name": f"race-{round_number}", "url": url})] * 3
+        assert _at_once(app, creates, admin) == [201, 409, 409]
+        node_id = Node.get(Node.name == f"race-{round_number}").id
+        renames = [("PUT", f"/api/v1/nodes/{node_id}", {"name": f"renamed-{round_number}-{n}"}) for n in range(3)]
+        assert _at_once(app, renames, admin) == [200] * 3

@@ -87,6 +87,17 @@ def test_cors_only_for_configured_origins(make_app):
         "/healthz", headers={"Origin": "https://viewer.example"}).headers
 
 
+def test_an_ipv6_origin_is_matched_whole_not_as_a_pattern(make_app):
+    """flask-cors read `https://[::1]:8443` as a regular expression: the origin itself got no
+    Access-Control-Allow-Origin, `https://1:8443` and `https://::8443` did."""
+    client = make_app(cors={"origins": ["https://[::1]:8443", "https://viewer.example"]})
+    for origin, allowed in (("https://[::1]:8443", True), ("https://[::1]:84430", False), ("https://1:8443", False),
+                            ("https://::8443", False), ("https://VIEWER.example", True),
+                            ("https://viewer.example.evil", False)):
+        answer = client.options("/ip", headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
+        assert (answer.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+
+
 def test_answers_vary_on_origin_when_cors_is_on(make_app):
     """With one origin configured flask-cors named Origin in Vary for none: the answer made without
     an Origin (no Access-Control-Allow-Origin) could be handed from a cache to the viewer's call."""

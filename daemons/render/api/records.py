@@ -27,7 +27,7 @@ from shared.access import require_own_institution, require_query_scope
 from shared.audit import record_audit
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
-from shared.roles import ORIGINAL_FILE_READERS, PHYSICIAN, ROLES, may_change_record
+from shared.roles import INSTANCE_STORERS, ORIGINAL_FILE_READERS, ROLES, may_change_record
 from shared.validation import iso_utc, page_args, parse_record_id, query_int, query_text
 
 bp = Blueprint("render_records", __name__)
@@ -98,7 +98,7 @@ def _read_files(reservation: Reservation) -> list[tuple[str, bytes]]:
 
 
 @bp.post("/api/v1/records")
-@require_auth(PHYSICIAN)
+@require_auth(*INSTANCE_STORERS)
 def upload():
     identity = current_identity()
     require_own_institution(identity, node().institution_id, "uploading to this node")

@@ -53,7 +53,7 @@ from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
-from shared.roles import ROLES
+from shared.roles import INSTANCE_STORERS
 
 DICOM = "application/dicom"
 #: multipart framing allowed on top of the files themselves (delimiters and part headers)
@@ -249,7 +249,7 @@ def _failure_item(candidate: Candidate) -> dict[str, Any]:
 
 @bp.post("/studies")
 @bp.post("/studies/<study>")
-@require_auth(*ROLES)
+@require_auth(*INSTANCE_STORERS)
 def store_instances(study: str | None = None) -> Response:
     """Store the instances of a STOW-RS body; per-instance outcome in the answer (module docstring)."""
     identity = current_identity()
