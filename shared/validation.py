@@ -23,8 +23,23 @@ from shared.errors import ApiError
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # C0 controls, DEL and lone surrogates (JSON can carry "\ud800"): PostgreSQL cannot store NUL,
 # no database can encode a lone surrogate, and none of them belongs in a name or a report.
-_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-_CONTROL_EXCEPT_LINE_BREAKS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069) too: one
+# in a name reorders the text shown after it (the birth date and id beside a patient's name read
+# reversed), and none belongs in a name or a report either (the viewer neutralises those that DICOM
+# values carry: webviewer/static/js/api.js).
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f\ud800-\udfff{_BIDI}]")
+_CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff{_BIDI}]")
+BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
+
+
+def as_shown(text: str) -> str:
+    """A value from DICOM images as the viewer shows it: its bidirectional controls as U+FFFD
+    (webviewer/static/js/api.js), so that a client may echo what it showed."""
+    return BIDI_CONTROLS.sub("\ufffd", text)
+# Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark):
+# a text of them and spaces alone is empty, whatever str.strip() keeps
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
 
 
 def parse_uuid(value: Any, field: str = "id") -> str:
@@ -139,7 +154,7 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
                                f"{'' if spec.multiline else ', line breaks'} or invalid Unicode")
             if len(value) > spec.max_len:
                 raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
-            if len(value) < spec.min_len:
+            if len(value) < spec.min_len or (spec.min_len and not _INVISIBLE.sub("", value).strip()):
                 raise ApiError(400, "validation_error",
                                f"{name} must not be empty" if spec.min_len == 1
                                else f"{name} must be at least {spec.min_len} characters")

@@ -24,7 +24,7 @@ from typing import Any
 
 from shared.errors import ApiError
 from shared.patient_identity import compare_patients
-from shared.validation import Field, validate
+from shared.validation import Field, as_shown, validate
 
 FIELD = "identity"
 DECISIONS = ("match", "confirmed_mismatch", "rule", "chosen")
@@ -44,7 +44,7 @@ def take_identity_decision(body: dict[str, Any]) -> dict[str, Any] | None:
     """Remove the optional `identity` object from a registration body and validate it (None if absent).
 
     400 for anything but {"decision": one of DECISIONS, "dicom_patient": {name, patient_id, issuer,
-    birth_date, sex}} (the DICOM patient the browser showed).
+    birth_date, sex}} (the DICOM patient the browser showed: bidirectional controls as U+FFFD).
     """
     value = body.pop(FIELD, None)
     if value is None:
@@ -52,7 +52,9 @@ def take_identity_decision(body: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ApiError(400, "validation_error", f"{FIELD} must be an object: decision and dicom_patient")
     decision = validate(value, _DECISION)
-    return {"decision": decision["decision"], "dicom_patient": validate(decision["dicom_patient"], _DICOM_PATIENT)}
+    # the images' own values, which may hold bidirectional controls a typed field refuses: as shown
+    shown = {key: as_shown(text) if isinstance(text, str) else text for key, text in decision["dicom_patient"].items()}
+    return {"decision": decision["decision"], "dicom_patient": validate(shown, _DICOM_PATIENT)}
 
 
 def _sivr_line(patient: dict[str, str]) -> str:

@@ -52,7 +52,9 @@ def test_dates():
         parse_date("2026-02-30", "d")
 
 
-@pytest.mark.parametrize("bad", ["a\x00b", "a\x1bb", "a\ud800b", "line\nbreak"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\x1bb", "a\ud800b", "line\nbreak",
+                                 # bidirectional overrides, embeddings and isolates reorder what follows
+                                 "Anna\u202e", "\u202aSmith", "x\u2066y", "x\u2069"])
 def test_control_characters_are_refused_in_single_line_fields(bad):
     with pytest.raises(ApiError, match="control characters"):
         validate({"name": bad}, {"name": Field(str)})
@@ -63,6 +65,19 @@ def test_multiline_fields_keep_line_breaks_but_refuse_other_controls():
     assert validate({"text": "one\ntwo\tthree"}, fields) == {"text": "one\ntwo\tthree"}
     with pytest.raises(ApiError):
         validate({"text": "nul\x00"}, fields)
+    with pytest.raises(ApiError):
+        validate({"text": "one\n\u202etwo"}, fields)
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", " \u200d\u2060 "])
+def test_a_text_of_invisible_characters_alone_is_empty(invisible):
+    """str.strip() keeps a zero-width space or a byte order mark: a finding described by one alone
+    was stored with a blank description."""
+    with pytest.raises(ApiError, match="must not be empty"):
+        validate({"text": invisible}, {"text": Field(str, min_len=1, multiline=True)})
+    assert validate({"text": invisible}, {"text": Field(str)}) == {"text": invisible.strip()}
+    # visible text joined by them (a word joiner in a name, right-to-left marks in Hebrew) is kept
+    assert validate({"text": "a\u2060b \u200fשלום"}, {"text": Field(str, min_len=1)}) == {"text": "a\u2060b \u200fשלום"}
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash():

@@ -265,6 +265,28 @@ def test_viewer_warns_when_the_images_name_another_patient(page, browser, deploy
         phone.close()
 
 
+def test_a_bidirectional_override_in_the_images_cannot_reorder_the_identity_lines(page, deployment, ct_series,
+                                                                                   tmp_path, shots):
+    """A DICOM PatientName ending in U+202E (RIGHT-TO-LEFT OVERRIDE) showed everything after it right
+    to left: "PAT-DOE-1" read "1-EOD-TAP" and the birth date reversed, in the lines a physician
+    checks whose images these are. The viewer shows the control as U+FFFD and the lines in order."""
+    patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
+    files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=30, count=4),
+                            "DOE^JOHN\u202e", "PAT-DOE-1", "19500101")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = "DOE^JOHN\u202e"
+        ds.save_as(path, enforce_file_format=True)
+    uploaded_record(deployment, patient, files, "CT with an override", keep_dicom_patient=True)
+    open_from_patient_page(page, deployment, patient)
+    page.locator("#overlay-dicom").wait_for()
+    assert page.locator("#overlay-dicom").inner_text() == "DICOM: DOE, JOHN\ufffd · PAT-DOE-1 · 1950-01-01"
+    assert "\u202e" not in page.locator("#identity-dicom").inner_text()
+    assert "ID PAT-DOE-1" in page.locator("#identity-dicom").inner_text()
+    shot(page, shots, "46b-viewer-bidi-override", full_page=False)
+
+
 def test_viewer_names_both_patients_without_alarm_when_they_agree(page, deployment, ct_series, tmp_path, shots):
     patient = new_patient(deployment, first_name="Ana", birth_date="1970-03-05")
     files = relabel_patient(derived_series(ct_series, tmp_path / "s", first=24, count=4),

@@ -40,10 +40,24 @@ export function audienceOf(url) {
   return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, "")}`;
 }
 
+// Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069). A value
+// holding one reorders the text shown after it: a DICOM PatientName ending in U+202E showed the
+// patient id and birth date beside it reversed, in the lines a physician checks whose images these
+// are. They have no place in a name, an id or a report, so every string a server sends is shown
+// with them replaced by U+FFFD, visibly (the servers refuse them in what users type:
+// shared/validation.py; DICOM values come as the images carry them).
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+
+/** A server's JSON answer, its strings with the bidirectional controls neutralised. */
+export async function parseJson(response) {
+  return JSON.parse(await response.text(),
+    (_key, value) => (typeof value === "string" ? value.replace(BIDI_CONTROLS, "\uFFFD") : value));
+}
+
 /** Turn any failed fetch or error body into an ApiError whose message a person can act on. */
 export async function errorFromResponse(response) {
   let body = null;
-  try { body = await response.json(); } catch { /* not JSON: fall through */ }
+  try { body = await parseJson(response); } catch { /* not JSON: fall through */ }
   const err = body && body.error;
   if (err && err.code) {
     const { code, message, ...details } = err;
@@ -326,7 +340,7 @@ export class Session {
   async fetchJson(base, path, options = {}) {
     const response = await this.fetchRaw(base, path, options);
     if (response.status === 204) return null;
-    return response.json();
+    return parseJson(response);
   }
 
   toplevel(path, options) { return this.fetchJson(this.toplevelUrl, path, options); }

@@ -7,7 +7,7 @@
 // (upload_identity.js, issue 11).
 
 import { h, mount, field, select, formatBytes } from "./dom.js";
-import { errorFromResponse, buildUrl, ApiError, apiPath } from "./api.js";
+import { errorFromResponse, buildUrl, ApiError, apiPath, parseJson } from "./api.js";
 import { patientName, patientReference } from "./patients.js";
 import { recordLabel, viewerHref } from "./federation.js";
 import { checkFiles, confirmMismatch, identityClaim, withComparison, CONFIRMED_MISMATCH, MATCH } from "./upload_identity.js";
@@ -50,7 +50,7 @@ function sendFiles(url, token, files, onProgress, signal) {
         status: xhr.status, statusText: xhr.statusText,
         headers: { "Content-Type": xhr.getResponseHeader("Content-Type") || "", "Retry-After": xhr.getResponseHeader("Retry-After") || "" },
       });
-      if (xhr.status >= 200 && xhr.status < 300) resolve(await response.json());
+      if (xhr.status >= 200 && xhr.status < 300) resolve(await parseJson(response));
       else reject(await errorFromResponse(response));
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "unreachable", "the render node could not be reached; the upload did not happen")));
