@@ -31,15 +31,16 @@ _BIDI = "\u202a-\u202e\u2066-\u2069"
 _CONTROL = re.compile(f"[\x00-\x1f\x7f\ud800-\udfff{_BIDI}]")
 _CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff{_BIDI}]")
 BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
+# Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark,
+# left-to-right and right-to-left marks, the Hangul and Braille fillers): a text of them and
+# spaces alone is empty, whatever str.strip() keeps
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u115f\u1160\u2800\u3164\uffa0]")
 
 
 def as_shown(text: str) -> str:
     """A value from DICOM images as the viewer shows it: its bidirectional controls as U+FFFD
     (webviewer/static/js/api.js), so that a client may echo what it showed."""
     return BIDI_CONTROLS.sub("\ufffd", text)
-# Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark):
-# a text of them and spaces alone is empty, whatever str.strip() keeps
-_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff]")
 
 
 def parse_uuid(value: Any, field: str = "id") -> str:
@@ -151,7 +152,8 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
             if forbidden.search(value):
                 raise ApiError(400, "validation_error",
                                f"{name} must not contain control characters"
-                               f"{'' if spec.multiline else ', line breaks'} or invalid Unicode")
+                               f"{'' if spec.multiline else ', line breaks'}, bidirectional controls "
+                               "(U+202A-U+202E, U+2066-U+2069) or invalid Unicode")
             if len(value) > spec.max_len:
                 raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
             if len(value) < spec.min_len or (spec.min_len and not _INVISIBLE.sub("", value).strip()):

@@ -225,6 +225,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
                             "X-Request-Id"],
             methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             max_age=600,
+            vary_header=False,  # `_vary_on_origin` names Origin on every answer, once
         )
 
         @app.after_request

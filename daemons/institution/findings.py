@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
-import peewee
 from flask import Blueprint, jsonify
 
 from daemons.institution.access import (
@@ -203,7 +202,9 @@ def create_finding():
     fields = validate(body, FINDING_FIELDS)
     require_patient_reference(reference, fields["patient_id"])
     links = fields.pop("records")
-    with database_proxy.atomic():
+    # reads (the records linked), then writes: exclusive from its start, or SQLite refuses the
+    # write ("database is locked") when another commit came between
+    with exclusive_transaction(database_proxy, f"sivr-finding-of-{fields['patient_id']}"):
         check_local_links(links, fields["patient_id"])
         finding = Finding.create(institution_id=this_institution(), author_id=identity.user_id,
                                  author_name=identity.username, **fields)
@@ -273,24 +274,17 @@ def link_record(finding_id: str):
     finding_id = parse_uuid(finding_id, "finding id")
     body = json_body()
     link = parse_links([body], "record link")[0]
-    finding = get_finding(finding_id)
-    require_finding_change(finding.author_id)
-    if _is_linked(finding, link):
-        return _respond(finding, 200)
-    check_local_links([link], finding.patient_id)
-    try:
-        with database_proxy.atomic():
-            _add_links(finding, [link])
-            finding.updated_at = utcnow()
-            finding.save()
-            record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
-                         detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
-    except peewee.IntegrityError:
-        if not Finding.select().where(Finding.id == finding.id).exists():
-            raise not_found("finding", finding.id) from None  # deleted concurrently
-        if not _is_linked(finding, link):
-            raise
-        return _respond(finding, 200)  # the same link was added concurrently
+    with _finding_lock(finding_id):  # the finding read here is saved: no edit may land in between
+        finding = get_finding(finding_id)
+        require_finding_change(finding.author_id)
+        if _is_linked(finding, link):
+            return _respond(finding, 200)
+        check_local_links([link], finding.patient_id)
+        _add_links(finding, [link])
+        finding.updated_at = utcnow()
+        finding.save()
+        record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
+                     detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
     return _respond(finding, 201)
 
 

@@ -202,9 +202,14 @@ def register_record():
     try:
         return run_exclusive(database_proxy, _lock_name(fields["id"]), register)
     except peewee.IntegrityError:
-        if Node.select().where(Node.id == node.id).exists():
-            raise  # the lock serialises registrations of one record: a duplicate row is a bug
-        raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
+        if not Node.select().where(Node.id == node.id).exists():
+            raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
+        # the same (id, node) registered meanwhile, where the database orders transactions itself
+        # (CockroachDB: `run_exclusive`); answer as if it came first
+        answer = _already_registered(fields["id"], node, fields["patient_id"])
+        if answer is None:
+            raise
+        return answer
 
 
 @bp.get("/api/v1/records/<id:record_id>")

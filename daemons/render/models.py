@@ -178,8 +178,9 @@ TEMPORAL_COLUMNS = {"dicom_patient": {"birth_date": is_date},
 def _clear_dates_that_are_none(db: peewee.Database) -> None:
     """Schema 6 -> 7: a stored date or time that is none (`2024-01-05`, kept cut to `2024-01-`) was
     indexed before schema 7, and answered so by C-FIND and QIDO-RS; the index now leaves such a value
-    out (`catalogue.index`), and this clears the ones indexed before, as if indexed today. The store
-    keeps every file as it came. Distinct values only: a catalogue holds few dates. A store older
+    out (`catalogue.index`), and this clears the ones indexed before that are no date or time (a
+    value cut to a valid one, `20240105` from `20240105XY`, cannot be told from it and stays). The
+    store keeps every file as it came. Distinct values only: a catalogue holds few dates. A store older
     than the catalogue has its tables made afterwards, empty."""
     for table, columns in TEMPORAL_COLUMNS.items():
         if not db.table_exists(table):

@@ -407,3 +407,49 @@ def test_changes_at_once_keep_the_rules_and_answer_no_500(app, api, users, recor
         assert _at_once(app, edits, author) == [200] * 4
         deletions = [("DELETE", f"/api/v1/findings/{finding['id']}", None)] * 3
         assert _at_once(app, deletions, author) == [204, 404, 404]
+
+
+def test_a_link_added_while_the_finding_is_edited_keeps_the_edit(app, api, users, record, patient_id, monkeypatch):
+    """Adding a link read the finding unlocked and saved that copy whole: an edit landing between
+    was undone (and a finding moved to another patient meanwhile went back, keeping the new
+    patient's links). The link now holds the finding's lock, so the edit waits for it."""
+    import threading
+    import time
+
+    from daemons.institution import findings
+
+    author = users["physician"]
+    status, finding = api.call("POST", "/api/v1/findings", author, finding_body(patient_id, [local_link(record)]))
+    assert status == 201
+    checking, real = threading.Event(), findings._is_linked
+
+    def slow_check(row, link):  # the link request, between its read and its save
+        checking.set()
+        time.sleep(0.5)
+        return real(row, link)
+
+    monkeypatch.setattr(findings, "_is_linked", slow_check)
+    linked: list[int] = []
+    request = threading.Thread(target=lambda: linked.append(app.test_client().post(
+        f"/api/v1/findings/{finding['id']}/records", json=REMOTE_LINK, headers=author.headers).status_code))
+    request.start()
+    checking.wait(10)
+    assert api.call("PUT", f"/api/v1/findings/{finding['id']}", author, {"description": "edited"})[0] == 200
+    request.join()
+    assert linked == [201]
+    now = api.call("GET", f"/api/v1/findings/{finding['id']}", author)[1]
+    assert now["description"] == "edited" and len(now["records"]) == 2
+
+
+def test_findings_written_at_once_answer_no_500(app, api, users, record, patient_id):
+    """Writing a finding reads the records it links, then writes: on SQLite one of several at once
+    failed with "database is locked", a 500."""
+    from shared.patient_refs import issue_patient_reference
+
+    from .conftest import ISSUER
+
+    author = users["physician"]
+    body = finding_body(patient_id, [local_link(record)],
+                        patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient_id, author.id, 300))
+    for _ in range(4):
+        assert _at_once(app, [("POST", "/api/v1/findings", body)] * 6, author) == [201] * 6

@@ -205,6 +205,34 @@ def test_upgrade_indexes_records_of_current_upload_path(make_node, tmp_path):
     assert grown.status_code == 201 and grown.get_json()["id"] == record_id and grown.get_json()["files"] == 8
 
 
+def test_upgrade_from_schema_6_clears_the_dates_indexed_that_are_none(make_node, tmp_path):
+    """`sivr db upgrade render` on a store of schema 6 whose catalogue kept `2024-01-` (cut from
+    `2024-01-05`): the value is cleared, the valid ones stay (the migration: tests/render/test_matching.py)."""
+    import sqlite3
+
+    from tests.render.conftest import close_node
+
+    harness = make_node(root=tmp_path)
+    odd, fine = dataset(series="1.2.826.0.1.78"), dataset(series="1.2.826.0.1.79")
+    odd.StudyInstanceUID, fine.StudyInstanceUID = "1.2.826.0.1.78.0", "1.2.826.0.1.79.0"
+    odd.StudyDate = fine.StudyDate = "20240105"
+    for ds in (odd, fine):
+        assert harness.upload([("a.dcm", to_bytes(ds))]).status_code == 201
+    close_node(harness)
+    with sqlite3.connect(tmp_path / "render.db") as db:  # as schema 6 indexed `2024-01-05`
+        db.execute("UPDATE dicom_study SET study_date = '2024-01-' WHERE study_uid = ?", (odd.StudyInstanceUID,))
+        db.execute("UPDATE schema_version SET version = 6 WHERE layer = 'render'")
+    from daemons.render.settings import KEYS
+    from shared.config import build_config
+    config = build_config("render", KEYS, {
+        "database": {"url": f"sqlite:///{tmp_path}/render.db"}, "node": {"institution_id": harness.institution_id},
+        "storage": {"dir": str(tmp_path / "store"), "key_file": str(tmp_path / "store.key")}}, None)
+    assert upgrade(config) == 7
+    with sqlite3.connect(tmp_path / "render.db") as db:
+        dates = dict(db.execute("SELECT study_uid, study_date FROM dicom_study"))
+    assert dates == {odd.StudyInstanceUID: "", fine.StudyInstanceUID: "20240105"}
+
+
 def test_upload_conflict_is_409_and_cstore_joins_an_uploaded_series(archive):
     """A browser upload and a C-STORE land in the same series; a changed instance is refused by both doors."""
     first = dataset(series="1.2.826.0.1.55", position=0.0)

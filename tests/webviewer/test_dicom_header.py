@@ -55,6 +55,17 @@ def test_it_reads_the_patient_of_every_encoding(tmp_path):
     assert found[2]["name"] == "DOE^JANE" and found[2]["sex"] == "F"
 
 
+def test_bidirectional_controls_in_the_files_patient_are_shown_as_replacement_characters(tmp_path):
+    """A PatientID ending in U+202E showed the issuer after it reversed in the upload's confirmation
+    dialog: the file's values are shown as every server answer is (`api.js asShown`)."""
+    ds = pydicom.dcmread(DEMO_CT, stop_before_pixels=True)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID, ds.IssuerOfPatientID = "DOE^JOHN\u202e", "PID-1\u2066", "HOSP-A"
+    ds.save_as(tmp_path / "bidi.dcm", enforce_file_format=True)
+    [found] = read([tmp_path / "bidi.dcm"], tmp_path)
+    assert (found["name"], found["patient_id"], found["issuer"]) == ("DOE^JOHN\ufffd", "PID-1\ufffd", "HOSP-A")
+
+
 def test_files_it_cannot_read_give_null(tmp_path):
     deflated = pydicom.dcmread(DEMO_CT, stop_before_pixels=True)
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian

@@ -1,7 +1,8 @@
-"""An instance re-encoded in Explicit VR Little Endian, the one syntax every DICOM peer takes: for
-WADO-RS (the default instance syntax, /metadata, bulk data) and for the C-GET and C-MOVE
-sub-operations to a receiver that accepted only uncompressed syntaxes. One transcoding for both
-doors, so an instance one of them can send the other can too.
+"""An instance re-encoded in Explicit VR Little Endian, the uncompressed syntax WADO-RS answers by
+default: for WADO-RS (the default instance syntax, /metadata, bulk data) and for the C-GET and
+C-MOVE sub-operations to a receiver that accepted only uncompressed syntaxes (pynetdicom re-encodes
+it in Implicit VR Little Endian, the syntax every DICOM peer takes, where only that was accepted).
+One transcoding for both doors, so an instance one of them can send the other can too.
 
 Frames are decoded as the node renders them (`decode.stored_values`), and big-endian word values are
 swapped as stored rather than decoded, so that planar and YBR colour stay as their attributes say.

@@ -43,15 +43,20 @@ export function audienceOf(url) {
 // Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069). A value
 // holding one reorders the text shown after it: a DICOM PatientName ending in U+202E showed the
 // patient id and birth date beside it reversed, in the lines a physician checks whose images these
-// are. They have no place in a name, an id or a report, so every string a server sends is shown
-// with them replaced by U+FFFD, visibly (the servers refuse them in what users type:
+// are. They have no place in a name, an id or a report, so every string a server sends, and the
+// patient an uploaded file names (dicom_header.js), is shown with them replaced by U+FFFD, visibly
+// (the servers refuse them in what users type:
 // shared/validation.py; DICOM values come as the images carry them).
 const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
 
-/** A server's JSON answer, its strings with the bidirectional controls neutralised. */
+/** A text from a server or a DICOM file as the viewer shows it: its bidirectional controls as U+FFFD. */
+export function asShown(text) {
+  return text.replace(BIDI_CONTROLS, "\uFFFD");
+}
+
+/** A server's JSON answer, its strings as shown (`asShown`). */
 export async function parseJson(response) {
-  return JSON.parse(await response.text(),
-    (_key, value) => (typeof value === "string" ? value.replace(BIDI_CONTROLS, "\uFFFD") : value));
+  return JSON.parse(await response.text(), (_key, value) => (typeof value === "string" ? asShown(value) : value));
 }
 
 /** Turn any failed fetch or error body into an ApiError whose message a person can act on. */

@@ -5,6 +5,8 @@
 // the institution checks the patient again from the node's signed receipt, so this reading only
 // decides when to ask the physician before anything is sent.
 
+import { asShown } from "./api.js";
+
 const EXPLICIT_LONG = new Set(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]);
 const IMPLICIT_LE = "1.2.840.10008.1.2";
 const UNDEFINED = 0xffffffff;
@@ -83,7 +85,7 @@ class Walker {
 }
 
 function text(bytes, decoder) {
-  return decoder.decode(bytes).replace(/[\0\s]+$/, "").trim();
+  return asShown(decoder.decode(bytes).replace(/[\0\s]+$/, "").trim());
 }
 
 /** The decoder of a Specific Character Set (0008,0005): UTF-8, else Latin-1 (what SIVR's patients use). */
