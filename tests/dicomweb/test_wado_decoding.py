@@ -9,13 +9,11 @@ import io
 
 import numpy as np
 import pydicom
-from PIL import Image
-from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, generate_uid
 
 from tests.dicomweb.conftest import synthetic_series
 from tests.dicomweb.test_stow_wado import body_of, parts_of, stow
-from tests.render.synthetic import dataset
+from tests.render.synthetic import big_endian_copy, dataset, progressive_jpeg_instance
 
 OCTETS = {"Accept": "multipart/related; type=application/octet-stream"}
 
@@ -26,19 +24,6 @@ def path_of(ds: pydicom.Dataset) -> str:
 
 def get(node, path: str, headers: dict | None = None):
     return node.client.get(path, headers={**node.headers(), **(headers or {})})
-
-
-def big_endian_copy(raw: bytes) -> tuple[bytes, pydicom.Dataset]:
-    """The instance written Explicit VR Big Endian, with a private OW element of the words 1..8."""
-    ds = pydicom.dcmread(io.BytesIO(raw))
-    pixels = ds.pixel_array
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
-    ds.add_new(0x00090010, "LO", "SIVR TEST")
-    ds.add_new(0x00091011, "OW", np.arange(1, 9, dtype=">u2").tobytes())
-    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-    out = io.BytesIO()
-    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False)
-    return out.getvalue(), ds
 
 
 def test_an_instance_stored_big_endian_is_answered_little_endian(node):
@@ -64,28 +49,6 @@ def test_an_instance_stored_big_endian_is_answered_little_endian(node):
     assert np.frombuffer(bulk, "<u2").tolist() == list(range(1, 9))
     [(_, frame)] = parts_of(get(node, f"{path_of(ds)}/frames/1", OCTETS))
     assert frame == expected.astype(expected.dtype.newbyteorder("<")).tobytes()
-
-
-def progressive_jpeg_instance(pixels: np.ndarray, frames: int | None = None
-                              ) -> tuple[bytes, pydicom.Dataset, np.ndarray]:
-    """A CT instance in JPEG Full Progression (1.2.840.10008.1.2.4.55, retired; pydicom has no decoder
-    for it), made with libjpeg through Pillow, and the pixels libjpeg decodes it to; `frames` names
-    its NumberOfFrames (each frame the same image)."""
-    encoded = io.BytesIO()
-    Image.fromarray(pixels).save(encoded, "JPEG", quality=90, progressive=True)
-    decoded = np.asarray(Image.open(io.BytesIO(encoded.getvalue())))
-    ds = dataset(*pixels.shape, series=generate_uid())
-    if frames is not None:
-        ds.NumberOfFrames = frames
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = encapsulate([encoded.getvalue()] * (frames or 1))
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.55"
-    ds.StudyInstanceUID = generate_uid()
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue(), ds, decoded
 
 
 def test_frames_and_instances_of_a_syntax_only_the_nodes_decoder_reads_are_decoded(node):

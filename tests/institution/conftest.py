@@ -11,6 +11,7 @@ before each test (creating a database or schema per test costs seconds on Postgr
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -265,3 +266,22 @@ def reference_attacks(api, users, patient_id) -> dict[str, object]:
         "other key": issue_patient_reference(other_key, ISSUER, patient_id, mine.id, 300),
         "an access token": mine.token,
     }
+
+
+def at_once(app, requests: list[tuple[str, str, dict | None]], user: User) -> list[int]:
+    """The statuses, sorted, of `requests` (method, path, JSON body) sent together from as many
+    threads, each with its own client: for the races of read-then-write changes."""
+    barrier = threading.Barrier(len(requests))
+    statuses: list[int] = []
+
+    def send(method: str, path: str, body: dict | None) -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(client.open(path, method=method, json=body, headers=user.headers).status_code)
+
+    threads = [threading.Thread(target=send, args=request) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(statuses)

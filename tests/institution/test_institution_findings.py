@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import uuid
 
 import pytest
+
+from daemons.institution import findings as findings_module
 
 from .conftest import (
     INSTITUTION_A,
     INSTITUTION_B,
     User,
+    at_once,
     finding_body,
     local_link,
     record_body,
@@ -369,26 +374,6 @@ def test_moving_a_finding_to_another_patient_needs_a_reference_to_them(api, user
     assert status == 200
 
 
-def _at_once(app, requests: list[tuple[str, str, dict | None]], user: User) -> list[int]:
-    """The statuses of `requests` (method, path, JSON body) sent together from as many threads."""
-    import threading
-
-    barrier = threading.Barrier(len(requests))
-    statuses: list[int] = []
-
-    def send(method: str, path: str, body: dict | None) -> None:
-        client = app.test_client()
-        barrier.wait()
-        statuses.append(client.open(path, method=method, json=body, headers=user.headers).status_code)
-
-    threads = [threading.Thread(target=send, args=request) for request in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sorted(statuses)
-
-
 def test_changes_at_once_keep_the_rules_and_answer_no_500(app, api, users, record, patient_id):
     """Two removals at once of a finding's two links each saw two and left it with none
     (PostgreSQL), or one failed with "database is locked", a 500 (SQLite); two edits of one record
@@ -401,34 +386,29 @@ def test_changes_at_once_keep_the_rules_and_answer_no_500(app, api, users, recor
         path = f"/api/v1/findings/{finding['id']}/records"
         unlinks = [("DELETE", f"{path}/{record['id']}?institution_id={INSTITUTION_A}", None),
                    ("DELETE", f"{path}/{REMOTE_LINK['record_id']}", None)]
-        assert _at_once(app, unlinks, author) == [204, 409]
+        assert at_once(app, unlinks, author) == [204, 409]
         assert len(api.call("GET", f"/api/v1/findings/{finding['id']}", author)[1]["records"]) == 1
         edits = [("PATCH", f"/api/v1/records/{record['id']}", {"description": f"edit {n}"}) for n in range(4)]
-        assert _at_once(app, edits, author) == [200] * 4
+        assert at_once(app, edits, author) == [200] * 4
         deletions = [("DELETE", f"/api/v1/findings/{finding['id']}", None)] * 3
-        assert _at_once(app, deletions, author) == [204, 404, 404]
+        assert at_once(app, deletions, author) == [204, 404, 404]
 
 
 def test_a_link_added_while_the_finding_is_edited_keeps_the_edit(app, api, users, record, patient_id, monkeypatch):
     """Adding a link read the finding unlocked and saved that copy whole: an edit landing between
     was undone (and a finding moved to another patient meanwhile went back, keeping the new
     patient's links). The link now holds the finding's lock, so the edit waits for it."""
-    import threading
-    import time
-
-    from daemons.institution import findings
-
     author = users["physician"]
     status, finding = api.call("POST", "/api/v1/findings", author, finding_body(patient_id, [local_link(record)]))
     assert status == 201
-    checking, real = threading.Event(), findings._is_linked
+    checking, real = threading.Event(), findings_module._is_linked
 
     def slow_check(row, link):  # the link request, between its read and its save
         checking.set()
         time.sleep(0.5)
         return real(row, link)
 
-    monkeypatch.setattr(findings, "_is_linked", slow_check)
+    monkeypatch.setattr(findings_module, "_is_linked", slow_check)
     linked: list[int] = []
     request = threading.Thread(target=lambda: linked.append(app.test_client().post(
         f"/api/v1/findings/{finding['id']}/records", json=REMOTE_LINK, headers=author.headers).status_code))
@@ -452,4 +432,4 @@ def test_findings_written_at_once_answer_no_500(app, api, users, record, patient
     body = finding_body(patient_id, [local_link(record)],
                         patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient_id, author.id, 300))
     for _ in range(4):
-        assert _at_once(app, [("POST", "/api/v1/findings", body)] * 6, author) == [201] * 6
+        assert at_once(app, [("POST", "/api/v1/findings", body)] * 6, author) == [201] * 6

@@ -10,7 +10,7 @@ from daemons.institution.models import Node, database_proxy
 from shared.errors import ApiError
 from shared.validation import parse_service_url as parse_node_url
 
-from .conftest import INSTITUTION_A, INSTITUTION_B
+from .conftest import INSTITUTION_A, INSTITUTION_B, at_once
 
 NEW_NODE = {"name": "node-2", "url": "https://render2.hospital-a.example:5003/"}
 
@@ -241,13 +241,11 @@ def test_a_system_admin_of_any_institution_manages_nodes_here(api, make_user, no
 def test_registry_changes_at_once_answer_no_500(app, api, users):
     """Registrations of one node name at once, and renames of one node: each reads the registry
     (duplicates), then writes it, one at a time (`nodes.REGISTRY_LOCK`)."""
-    from .test_institution_findings import _at_once
-
     admin = users["admin"]
     for round_number in range(3):
         url = f"https://race-{round_number}.hospital-a.example:5003"
         creates = [("POST", "/api/v1/nodes", {"name": f"race-{round_number}", "url": url})] * 3
-        assert _at_once(app, creates, admin) == [201, 409, 409]
+        assert at_once(app, creates, admin) == [201, 409, 409]
         node_id = Node.get(Node.name == f"race-{round_number}").id
         renames = [("PUT", f"/api/v1/nodes/{node_id}", {"name": f"renamed-{round_number}-{n}"}) for n in range(3)]
-        assert _at_once(app, renames, admin) == [200] * 3
+        assert at_once(app, renames, admin) == [200] * 3

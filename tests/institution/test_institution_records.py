@@ -10,7 +10,7 @@ import pytest
 from daemons.institution.models import Node, Record, database_proxy
 from shared.patient_refs import issue_patient_reference
 
-from .conftest import INSTITUTION_B, ISSUER, record_body, reference_attacks
+from .conftest import INSTITUTION_B, ISSUER, at_once, record_body, reference_attacks
 
 
 def _audit(api, admin, **filters):
@@ -279,8 +279,6 @@ def test_concurrent_registrations_of_one_record_for_two_patients_on_two_nodes_ke
     patients, both passed the check that no other patient has it, and each made its row (the
     unique index is per node): one series on two patients' pages. Now one patient wins, the other
     registrations are 409."""
-    import threading
-
     status, other = api.call("POST", "/api/v1/nodes", users["admin"],
                              {"name": "node-2", "url": "https://render2.hospital-a.example:5003"})
     assert status == 201, other
@@ -295,20 +293,7 @@ def test_concurrent_registrations_of_one_record_for_two_patients_on_two_nodes_ke
     for _ in range(5):  # a race: a few rounds, each from no row
         with database_proxy.atomic():
             Record.delete().execute()
-        barrier = threading.Barrier(8)
-        statuses: list[int] = []
-
-        def register(body, barrier=barrier, statuses=statuses) -> None:
-            client = app.test_client()
-            barrier.wait()
-            statuses.append(client.post("/api/v1/records", json=body,
-                                        headers=users["physician"].headers).status_code)
-
-        threads = [threading.Thread(target=register, args=(bodies[n % 2],)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        statuses = at_once(app, [("POST", "/api/v1/records", bodies[n % 2]) for n in range(8)], users["physician"])
         patients = {row.patient_id for row in Record.select()}
         assert len(patients) == 1, statuses
         assert sorted(statuses).count(201) in (1, 2) and set(statuses) <= {200, 201, 409}, statuses

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
 
 def new_instance(sop_class: str) -> Dataset:
@@ -91,3 +93,38 @@ def as_new_series(files: list[Path], folder: Path) -> list[Path]:
         ds.save_as(folder / path.name)
         copies.append(folder / path.name)
     return copies
+
+
+def big_endian_copy(raw: bytes) -> tuple[bytes, pydicom.Dataset]:
+    """The instance written Explicit VR Big Endian, with a private OW element of the words 1..8."""
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    pixels = ds.pixel_array
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder(">")).tobytes()
+    ds.add_new(0x00090010, "LO", "SIVR TEST")
+    ds.add_new(0x00091011, "OW", np.arange(1, 9, dtype=">u2").tobytes())
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=False)
+    return out.getvalue(), ds
+
+
+def progressive_jpeg_instance(pixels: np.ndarray, frames: int | None = None
+                              ) -> tuple[bytes, pydicom.Dataset, np.ndarray]:
+    """A CT instance in JPEG Full Progression (1.2.840.10008.1.2.4.55, retired; pydicom has no decoder
+    for it), made with libjpeg through Pillow, and the pixels libjpeg decodes it to; `frames` names
+    its NumberOfFrames (each frame the same image)."""
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, "JPEG", quality=90, progressive=True)
+    decoded = np.asarray(Image.open(io.BytesIO(encoded.getvalue())))
+    ds = dataset(*pixels.shape, series=generate_uid())
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = encapsulate([encoded.getvalue()] * (frames or 1))
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.55"
+    ds.StudyInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), ds, decoded

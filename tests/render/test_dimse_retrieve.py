@@ -31,9 +31,8 @@ from pynetdicom.sop_class import (
 
 from daemons.deployment import LocalDeployment, dicom_endpoint, free_port, free_ports, init_deployment
 from shared.audit_export import atna_event
-from tests.dicomweb.test_wado_decoding import big_endian_copy, progressive_jpeg_instance
 from tests.render.dimse_peers import CALLER, SCP, c_get, close_archive, echo, open_archive
-from tests.render.synthetic import dataset, stack, to_bytes
+from tests.render.synthetic import big_endian_copy, dataset, progressive_jpeg_instance, stack, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 CT = REPO / "demo_data" / "ct-chest-100"
