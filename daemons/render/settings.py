@@ -91,7 +91,9 @@ KEYS = (
     Key("dicom", "host", "127.0.0.1", "Address the DICOM listener binds to."),
     Key("dicom", "ae_title", "SIVR", "The node's own AE title (called AE title peers must use)."),
     Key("dicom", "allowed_callers", [],
-        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE); any other is rejected."),
+        "Calling AE titles allowed to associate (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE), each alone (from any "
+        "address) or bound to the IP addresses it calls from: \"CT01@10.20.5.7\", \"PACS@10.20.9.0/24\"; "
+        "any other caller is rejected."),
     Key("dicom", "series_complete_s", 60.0,
         "A series is complete once no instance has arrived for this many seconds (whichever door they came "
         "through): its exact analysis (the automatic window from its middle frame) is made then, and its "

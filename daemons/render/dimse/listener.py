@@ -3,8 +3,9 @@ on the catalogue (the retrievals in `daemons.render.dimse.retrieve`).
 
 It runs in the node's own process (threads of pynetdicom's server, started by `create_app`), so
 it shares the store, the catalogue and the records in RAM with the HTTP API: an instance stored
-here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed_callers` may
-associate (others get A-ASSOCIATE-RJ, "calling AE title not recognised"); each association and
+here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed_callers`, from the
+addresses listed with them, may associate (others get A-ASSOCIATE-RJ, "calling AE title not
+recognised"; `daemons.render.dimse.callers`); each association and
 each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
 timeouts, and at most `dicom.max_associations` are served at once; the listener's figures are on the
 node's `/metrics` (`daemons.render.dimse.metrics`). With `dicom.tls_port` a second server of the same AE
@@ -53,6 +54,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import find
 from daemons.render.dimse import tls as dimse_tls
+from daemons.render.dimse.callers import parse_callers, rejection_reason
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
 from daemons.render.dimse.identifiers import foreign_sop_class, read_identifier, refusal
@@ -196,7 +198,8 @@ class Listener:
         self.host, self.port, self.tls_port = section["host"], int(section["port"]), int(section["tls_port"])
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
-        ae.require_calling_aet = list(section["allowed_callers"])
+        callers = parse_callers(config)
+        ae.require_calling_aet = callers.titles
         ae.maximum_pdu_size = MAXIMUM_PDU_SIZE
         ae.maximum_associations = int(section["max_associations"])
         ae.network_timeout = float(section["network_timeout_s"])
@@ -225,7 +228,9 @@ class Listener:
             (evt.EVT_C_GET, retrieval.on_get),
             (evt.EVT_C_MOVE, retrieval.on_move),
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
-            (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject"))),
+            (evt.EVT_REQUESTED, callers.check),
+            (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject",
+                                                                      detail=rejection_reason(event.assoc)))),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
                                                                      detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
@@ -422,7 +427,7 @@ class Listener:
 
 
 def check_config(config: Config) -> None:
-    """Refuse a listener that nobody may use or everybody could, and malformed destinations (checked
+    """Refuse a listener that nobody may use or everybody could, and malformed callers and destinations (checked
     before the node starts; ports, limits and timeouts are bounded by their keys when the file is read)."""
     where = config.source or "<config>"
     section = config["dicom"]
@@ -430,6 +435,7 @@ def check_config(config: Config) -> None:
         # pynetdicom would take an empty list as "anyone"
         raise ConfigError(f"{where}: dicom.allowed_callers must list the calling AE "
                           "titles allowed to send and query (or set dicom.port = 0 and dicom.tls_port = 0)")
+    parse_callers(config)
     destinations = parse_destinations(config)
     dimse_tls.check_config(config, any(destination.tls for destination in destinations.values()))
 
