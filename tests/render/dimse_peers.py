@@ -34,11 +34,11 @@ def close_archive(harness: NodeHarness) -> None:
     close_node(harness)
 
 
-def echo(port: int, caller: str = CALLER, called: str = SCP) -> bool:
-    """Whether a C-ECHO from `caller` to the AE `called` at `port` (loopback) succeeds."""
+def echo(port: int, caller: str = CALLER, called: str = SCP, host: str = "127.0.0.1") -> bool:
+    """Whether a C-ECHO from `caller` to the AE `called` at `host`:`port` succeeds."""
     ae = AE(ae_title=caller)
     ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = ae.associate(host, port, ae_title=called)
     if not assoc.is_established:
         return False
     status = assoc.send_c_echo()

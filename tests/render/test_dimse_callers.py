@@ -4,6 +4,7 @@ alone identifies a peer, it does not authenticate one."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -120,5 +121,30 @@ def test_a_wrong_called_title_is_audited_with_its_reason(make_node):
         assert not echo(harness.dicom_port, CALLER, called="NOT-THE-NODE")
         assert wait_for(lambda: audit_details(harness, "dicom.reject"))
         assert audit_details(harness, "dicom.reject") == ["Called AE title not recognised"]
+    finally:
+        close_archive(harness)
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback on this machine")
+def test_a_listener_on_both_ip_versions_matches_ipv4_peers_by_their_ipv4_address(make_node):
+    """Bound to "::", the listener sees an IPv4 peer as ::ffff:127.0.0.1: it is matched as 127.0.0.1."""
+    harness = open_archive(make_node, [f"{CALLER}@127.0.0.1", "V6PEER@::1"], dicom__host="::")
+    try:
+        assert echo(harness.dicom_port, CALLER)  # over IPv4
+        assert not echo(harness.dicom_port, "V6PEER")  # over IPv4 too: not its address
+        assert wait_for(lambda: audit_details(harness, "dicom.reject"))
+        assert audit_details(harness, "dicom.reject") == [
+            "calling AE title 'V6PEER' from 127.0.0.1, not from its address in dicom.allowed_callers (::1/128)"]
+        assert echo(harness.dicom_port, "V6PEER", host="::1")
+        assert not echo(harness.dicom_port, CALLER, host="::1")
     finally:
         close_archive(harness)
