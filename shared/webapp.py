@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
@@ -176,12 +177,40 @@ class AsciiIntegerConverter(IntegerConverter):
     regex = r"[0-9]+"
 
 
+#: The port a browser leaves out when it serialises an origin (the URL standard's default ports).
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def serialized_origin(origin: str) -> str:
+    """A configured origin as browsers send it in the Origin header (RFC 6454 section 6.2, Fetch):
+    scheme and host in lower case, the port only when it is not the scheme's default, no trailing
+    `/`. Operators copy an origin from an address bar or a URL (`https://Viewer.example:443/`), which
+    no browser sends back; a value that is no `scheme://host[:port]` (the `null` origin) stays as
+    written and matches only itself."""
+    text = origin.rstrip("/")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:  # an unclosed `[`, a port outside 0-65535
+        return text
+    host = parts.hostname
+    if not parts.scheme or not host or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return text
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f":{port}")
+
+
 def exact_origin(origin: str) -> re.Pattern[str]:
-    """A configured origin as flask-cors must match it: the whole string, in any letter case.
+    """A configured origin as both CORS doors match a request's Origin (flask-cors here, for
+    `cors.origins`; the DICOMweb root's own, `daemons.render.dicomweb.cors`, for
+    `dicomweb.cors_origins`): its `serialized_origin`, the whole string, in any ASCII letter case.
+
     flask-cors reads a string holding `[`, `]`, `*` or `?` as a regular expression matched at its
     start only, so the IPv6 origin `https://[::1]:8443` matched neither itself nor only itself but
-    `https://1:8443` and any longer port; the origins are explicit (docs/API.md), never patterns."""
-    return re.compile(re.escape(origin) + r"\Z", re.IGNORECASE)
+    `https://1:8443` and any longer port; the origins are explicit (docs/API.md), never patterns.
+    ASCII only: Unicode case folding would let `ſ` (U+017F) stand for `s`, which no browser sends.
+    """
+    return re.compile(re.escape(serialized_origin(origin)) + r"\Z", re.IGNORECASE | re.ASCII)
 
 
 def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.origin_cases import CONFIGURED, SENT
 from tests.render.conftest import build_node, close_node
 
 VIEWER = "https://viewer.example:3000"
@@ -13,7 +14,8 @@ STRANGER = "https://evil.example"
 
 @pytest.fixture(scope="module")
 def cors_node(tmp_path_factory, token_keys):
-    harness = build_node(tmp_path_factory.mktemp("cors-node"), token_keys, dicomweb__cors_origins=[VIEWER + "/"])
+    harness = build_node(tmp_path_factory.mktemp("cors-node"), token_keys,
+                         dicomweb__cors_origins=[VIEWER + "/", *CONFIGURED])
     yield harness
     close_node(harness)
 
@@ -40,6 +42,20 @@ def test_a_refused_origin_gets_no_cors_headers(cors_node):
                   cors_node.client.get("/dicomweb/studies", headers={**cors_node.headers("sysadmin"),
                                                                      "Origin": STRANGER})):
         assert not [h for h, _ in reply.headers if h.lower().startswith("access-control-")], reply.headers
+
+
+@pytest.mark.parametrize("origin, allowed", SENT)
+def test_configured_origins_match_as_every_layers_cors_origins(cors_node, origin, allowed):
+    """An upper-case host or the default port in `dicomweb.cors_origins` matched no browser's Origin
+    here (a trailing `/` did; in `cors.origins` it did not): both doors answer these cases alike
+    (tests/shared/test_webapp.py)."""
+    for reply in (preflight(cors_node, origin),
+                  cors_node.client.get("/dicomweb/studies?limit=0", headers={**cors_node.headers("sysadmin"),
+                                                                             "Origin": origin})):
+        assert reply.status_code == 204
+        assert (reply.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+        assert ("Access-Control-Expose-Headers" in reply.headers or "Access-Control-Allow-Methods" in reply.headers
+                ) is allowed
 
 
 def test_every_answer_varies_on_origin(cors_node):

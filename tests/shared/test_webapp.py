@@ -13,7 +13,8 @@ from werkzeug import Request
 
 from shared.config import ConfigError, build_config
 from shared.tokens import generate_signing_keypair
-from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body
+from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body, serialized_origin
+from tests.origin_cases import CONFIGURED, SENT
 
 
 @pytest.fixture
@@ -96,6 +97,31 @@ def test_an_ipv6_origin_is_matched_whole_not_as_a_pattern(make_app):
                             ("https://viewer.example.evil", False)):
         answer = client.options("/ip", headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
         assert (answer.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+
+
+@pytest.mark.parametrize("origin, allowed", SENT)
+def test_configured_origins_match_what_browsers_send(make_app, origin, allowed):
+    """A trailing `/` or the default port in `cors.origins` matched no browser's Origin here (an
+    upper-case host did; in `dicomweb.cors_origins` it did not): both doors answer these cases alike
+    (tests/dicomweb/test_cors.py)."""
+    client = make_app(cors={"origins": CONFIGURED})
+    for answer in (client.options("/ip", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}),
+                   client.get("/healthz", headers={"Origin": origin})):
+        assert (answer.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+        assert ("Access-Control-Allow-Origin" in answer.headers) is allowed
+
+
+@pytest.mark.parametrize("configured, sent", [
+    ("HTTPS://[::1]:8443/", "https://[::1]:8443"),
+    ("http://Localhost:80", "http://localhost"),
+    ("https://viewer.example:8443", "https://viewer.example:8443"),
+    # no `scheme://host[:port]`: kept as written, so it matches only itself
+    ("null", "null"),
+    ("https://viewer.example/app", "https://viewer.example/app"),
+    ("https://[::1", "https://[::1"),
+])
+def test_a_configured_origin_is_serialized_as_browsers_send_it(configured, sent):
+    assert serialized_origin(configured) == sent
 
 
 def test_answers_vary_on_origin_when_cors_is_on(make_app):

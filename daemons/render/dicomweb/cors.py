@@ -1,13 +1,16 @@
 """CORS for the DICOMweb root: browser viewers served from another origin (OHIF) call it.
 
-Only origins listed in `dicomweb.cors_origins` get the Access-Control headers; the bearer
-token travels in the Authorization header (never cookies), so credentials are not allowed.
+Only origins listed in `dicomweb.cors_origins` get the Access-Control headers, each matched as
+every layer matches `cors.origins` (`shared.webapp.exact_origin`); the bearer token travels in
+the Authorization header (never cookies), so credentials are not allowed.
 A preflight (OPTIONS) is answered here without authentication, as the Fetch standard requires.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, request
+
+from shared.webapp import exact_origin
 
 CORS_EXTENSION = "sivr_dicomweb_cors"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
@@ -18,12 +21,13 @@ MAX_AGE_S = "600"
 
 def allow_origins(app: Flask, origins: list[str]) -> None:
     """The origins this app's DICOMweb root answers with CORS headers."""
-    app.extensions[CORS_EXTENSION] = frozenset(origin.rstrip("/") for origin in origins)
+    app.extensions[CORS_EXTENSION] = [exact_origin(origin) for origin in origins]
 
 
 def _allowed_origin() -> str | None:
     origin = request.headers.get("Origin", "")
-    return origin if origin in current_app.extensions.get(CORS_EXTENSION, ()) else None
+    allowed = current_app.extensions.get(CORS_EXTENSION, ())
+    return origin if origin and any(pattern.match(origin) for pattern in allowed) else None
 
 
 def attach(bp: Blueprint) -> None:
