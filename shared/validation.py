@@ -43,6 +43,22 @@ def as_shown(text: str) -> str:
     return BIDI_CONTROLS.sub("\ufffd", text)
 
 
+def refuse_controls(value: str, name: str, multiline: bool = False) -> None:
+    """`400 validation_error` naming `name` when `value` holds a character no typed text may hold
+    (above), line breaks and tabs too unless `multiline`: the rule of every string field of
+    `validate`, and of a text read without it (the login's username)."""
+    if (_CONTROL_EXCEPT_LINE_BREAKS if multiline else _CONTROL).search(value):
+        raise ApiError(400, "validation_error",
+                       f"{name} must not contain control characters"
+                       f"{'' if multiline else ', line breaks'}, bidirectional controls "
+                       "(U+202A-U+202E, U+2066-U+2069) or invalid Unicode")
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` shows nothing: spaces and zero-width characters alone, which str.strip() keeps."""
+    return not _INVISIBLE.sub("", text).strip()
+
+
 def parse_uuid(value: Any, field: str = "id") -> str:
     """Canonical lower-case UUID string, or `400 invalid_id`."""
     if not isinstance(value, str) or not value.strip():
@@ -148,15 +164,10 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
             raise ApiError(400, "validation_error", f"{name} must be of type {kinds[0].__name__}")
         if isinstance(value, str):
             value = value.strip()
-            forbidden = _CONTROL_EXCEPT_LINE_BREAKS if spec.multiline else _CONTROL
-            if forbidden.search(value):
-                raise ApiError(400, "validation_error",
-                               f"{name} must not contain control characters"
-                               f"{'' if spec.multiline else ', line breaks'}, bidirectional controls "
-                               "(U+202A-U+202E, U+2066-U+2069) or invalid Unicode")
+            refuse_controls(value, name, spec.multiline)
             if len(value) > spec.max_len:
                 raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
-            if len(value) < spec.min_len or (spec.min_len and not _INVISIBLE.sub("", value).strip()):
+            if len(value) < spec.min_len or (spec.min_len and is_blank(value)):
                 raise ApiError(400, "validation_error",
                                f"{name} must not be empty" if spec.min_len == 1
                                else f"{name} must be at least {spec.min_len} characters")

@@ -18,7 +18,9 @@ from shared.errors import ApiError
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
-_USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,149}")
+#: The longest username, at creation and at login (`auth._login_username`).
+MAX_USERNAME_LENGTH = 150
+_USERNAME = re.compile(rf"[a-z0-9][a-z0-9._@-]{{2,{MAX_USERNAME_LENGTH - 1}}}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
@@ -27,7 +29,7 @@ def check_username(value: str, field: str) -> str:
     name = value.lower()
     if not _USERNAME.fullmatch(name):
         raise ApiError(400, "validation_error",
-                       f"{field} must be 3-150 characters: letters, digits and . _ @ - "
+                       f"{field} must be 3-{MAX_USERNAME_LENGTH} characters: letters, digits and . _ @ - "
                        "(starting with a letter or digit)")
     return name
 
@@ -60,7 +62,7 @@ USER_UPDATE_FIELDS = {
 }
 
 USER_CREATE_FIELDS = {
-    "username": Field(str, max_len=150, check=check_username),
+    "username": Field(str, max_len=MAX_USERNAME_LENGTH, check=check_username),
     "password": Field(str, max_len=4096),
     "full_name": Field(str, max_len=200),
     "email": Field(str, required=False, max_len=254, check=check_email),

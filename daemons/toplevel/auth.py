@@ -7,13 +7,13 @@ for one per server it calls, so no server ever receives a token another would ac
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel import sessions, throttle
+from daemons.toplevel.accounts import MAX_USERNAME_LENGTH
 from daemons.toplevel.context import require_live_session, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
@@ -22,14 +22,11 @@ from shared.audit import client_address, record_audit
 from shared.auth import authenticate
 from shared.errors import ApiError
 from shared.tokens import Identity, normalize_audience
-from shared.validation import json_body
+from shared.validation import is_blank, json_body, refuse_controls
 
 bp = Blueprint("auth", __name__)
 
 _BAD_CREDENTIALS = "wrong username or password"
-# No username holds these (see `accounts.check_username`); PostgreSQL cannot even compare a NUL and
-# no database can encode a lone surrogate, so they are refused before the lookup.
-_NOT_IN_USERNAMES = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _token_answer(user: User, session_id: str | None = None, auth_time: int | None = None) -> Response:
@@ -46,13 +43,21 @@ def _token_answer(user: User, session_id: str | None = None, auth_time: int | No
 
 
 def _login_username(body: dict[str, Any]) -> str:
+    """The username to look up, refused before the lookup when no username can hold it.
+
+    No username holds a character that no typed text may hold (`shared.validation.refuse_controls`:
+    PostgreSQL cannot even compare a NUL, no database can encode a lone surrogate, a bidirectional
+    control would reorder the text shown after it wherever the attempt's audit entry is read), nor
+    only characters that show nothing. Checked as sent, before stripping: stricter than `validate`,
+    a line break around the name is refused too. Not `accounts.check_username`'s form, which binds
+    new accounts only.
+    """
     value = body.get("username")
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or is_blank(value):
         raise ApiError(400, "validation_error", "username is required")
-    if len(value) > 150:
-        raise ApiError(400, "validation_error", "username is longer than 150 characters")
-    if _NOT_IN_USERNAMES.search(value):
-        raise ApiError(400, "validation_error", "username must not contain control characters or invalid Unicode")
+    if len(value) > MAX_USERNAME_LENGTH:
+        raise ApiError(400, "validation_error", f"username is longer than {MAX_USERNAME_LENGTH} characters")
+    refuse_controls(value, "username")
     return value.strip().lower()
 
 

@@ -37,6 +37,8 @@ def test_admin_creates_user_who_can_log_in(api: Api, tokens, seed):
 @pytest.mark.parametrize("change, code", [
     ({"username": "x"}, "validation_error"),
     ({"username": "has space"}, "validation_error"),
+    ({"username": "dr.\u202enew"}, "validation_error"),
+    ({"username": "dr.\x01new"}, "validation_error"),
     ({"password": "short"}, "validation_error"),
     ({"password": "          "}, "validation_error"),
     ({"role": "superuser"}, "validation_error"),
