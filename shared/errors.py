@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -33,6 +33,13 @@ _HTTP_CODES = {
     429: "rate_limited",
     503: "busy",
 }
+
+
+#: The 404 of a path with an empty segment (`/dicomweb//studies`), which no route has: every layer's
+#: map keeps slashes as sent (`shared.webapp`; werkzeug would redirect to the merged path with an HTML
+#: body), so a client that joins a base URL ending in `/` to a path starting with one learns why.
+EMPTY_SEGMENT_MESSAGE = ("the path has an empty segment (`//`), which no resource of this server has: "
+                         "join the URL's parts with a single `/`")
 
 
 class ApiError(Exception):
@@ -87,6 +94,8 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = "the request body is larger than this server accepts"
+        elif status == 404 and exc is request.routing_exception and "//" in request.path:
+            message = EMPTY_SEGMENT_MESSAGE
         response = error_response(status, code, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)

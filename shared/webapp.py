@@ -222,7 +222,8 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     app = Flask(import_name)
     app.url_map.converters["int"] = AsciiIntegerConverter
     # A path with an empty segment (`/dicomweb//studies`) is no resource: werkzeug would answer a
-    # 308 to the merged path with an HTML body, which never reaches the JSON error handlers
+    # 308 to the merged path with an HTML body, which never reaches the JSON error handlers; the
+    # 404 says why (`shared.errors.EMPTY_SEGMENT_MESSAGE`)
     app.url_map.merge_slashes = False
     proxies = config["server"]["trusted_proxies"]
     if proxies:

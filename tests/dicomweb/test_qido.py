@@ -17,6 +17,7 @@ from dicomweb_client import DICOMwebClient
 from pydicom.uid import MRImageStorage, generate_uid
 
 from daemons.demo import upload_record
+from shared.errors import EMPTY_SEGMENT_MESSAGE
 from tests.render.conftest import NODE_AUDIENCE, build_node, close_node
 from tests.render.synthetic import dataset, to_bytes
 
@@ -252,6 +253,18 @@ def test_bad_values_at_series_and_instance_levels(archive):
     assert qido(archive, f"/studies/{a}/series?StudyDate=20240105").status_code == 400  # study key, study fixed
     assert qido(archive, "/studies/1.2.3.999/series").status_code == 404
     assert qido(archive, f"/studies/{a}/series/1.2.3.999/instances").status_code == 404
+
+
+def test_a_path_with_an_empty_segment_is_a_404_that_says_so(archive):
+    """`/dicomweb//studies` (a base URL ending in `/` joined to `/studies`) answered a bare "not
+    found", with or without a token, as for a path that names nothing."""
+    a = STUDY_A["StudyInstanceUID"]
+    for path in ("//studies", f"/studies/{a}//series", "/studies//"):
+        for reply in (qido(archive, path), archive.client.get(f"{ROOT}{path}")):
+            assert reply.status_code == 404, path
+            error = reply.get_json()["error"]
+            assert error["code"] == "not_found" and error["message"] == EMPTY_SEGMENT_MESSAGE, path
+    assert qido(archive, "/nothing").get_json()["error"]["message"] != EMPTY_SEGMENT_MESSAGE
 
 
 def test_only_json_answers(archive):

@@ -12,6 +12,7 @@ from gunicorn.http.unreader import SocketUnreader
 from werkzeug import Request
 
 from shared.config import ConfigError, build_config
+from shared.errors import EMPTY_SEGMENT_MESSAGE
 from shared.tokens import generate_signing_keypair
 from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body, serialized_origin
 from tests.origin_cases import CONFIGURED, SENT
@@ -70,6 +71,17 @@ def test_errors_are_json_with_code_and_message(make_app):
         assert reply.status_code == status
         assert reply.json["error"]["code"] == code and reply.json["error"]["message"]
     assert "secret" not in client.get("/boom").get_data(as_text=True)
+
+
+def test_a_path_with_an_empty_segment_is_a_404_that_says_so(make_app):
+    """Every layer keeps slashes as sent; its 404 for `/own//headers` said only "not found", as for
+    a path that names nothing, though the same path with one `/` exists."""
+    client = make_app()
+    for path in ("/own//headers", "/own/headers//", "/nope//", "/ip//?x=1"):
+        error = client.get(path).json["error"]
+        assert error["code"] == "not_found" and error["message"] == EMPTY_SEGMENT_MESSAGE, path
+    for path in ("/nope", "/nope?next=//x"):  # slashes in the query are no path segment
+        assert client.get(path).json["error"]["message"] != EMPTY_SEGMENT_MESSAGE, path
 
 
 def test_body_over_the_limit_is_413_json(make_app):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import EMPTY_SEGMENT_MESSAGE
+
 from .support import PASSWORDS
 
 
@@ -116,3 +118,12 @@ def test_an_audit_time_outside_utc_years_is_400(api, tokens, query):
     """Valid ISO 8601 times that fall before year 1 or after 9999 in UTC: astimezone overflowed, a 500."""
     status, body, _ = api.call("GET", f"/api/v1/audit?{query}", tokens["admin"])
     assert status == 400 and body["error"]["code"] == "validation_error", body
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/v1//users"), ("POST", "/api/v1/auth//login"),
+                                          ("GET", "/api/v1/users//")])
+def test_a_path_with_an_empty_segment_is_a_404_that_says_so(api, tokens, method, path):
+    """A bare "not found", as for a path that names nothing, though the same path with one `/` exists."""
+    status, answer, _ = api.call(method, path, tokens["admin"])
+    assert status == 404, answer
+    assert answer["error"]["code"] == "not_found" and answer["error"]["message"] == EMPTY_SEGMENT_MESSAGE
