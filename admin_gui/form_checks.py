@@ -7,15 +7,13 @@ Each returns `None` when the value is acceptable, otherwise a sentence naming th
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared import field_rules
+
 MIN_PASSWORD_LEN = 10
-_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,150}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_RECORD_TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
 def check_required(value: str, label: str, max_len: int = 255) -> str | None:
@@ -68,14 +66,14 @@ def check_ca_file(value: str) -> str | None:
 def check_username(value: str) -> str | None:
     if not value.strip():
         return "Username is required."
-    if not _USERNAME.match(value.strip()):
-        return "Username must be 2-150 letters, digits or . _ @ - (no spaces)."
+    if field_rules.username(value.strip()) is None:
+        return f"Username must be {field_rules.USERNAME_RULE}."
     return None
 
 
 def check_email(value: str) -> str | None:
     """Optional field: blank is fine."""
-    if value.strip() and not _EMAIL.match(value.strip()):
+    if value.strip() and not field_rules.email(value.strip()):
         return f"Email {value.strip()!r} is not an email address."
     return None
 
@@ -89,8 +87,8 @@ def check_new_password(password: str, repeated: str) -> str | None:
 
 
 def check_record_type_code(value: str) -> str | None:
-    if not _RECORD_TYPE_CODE.match(value.strip()):
-        return "Code must be 1-16 capital letters, digits or _ (e.g. CT, MR, US)."
+    if field_rules.record_type_code(value.strip()) is None:
+        return f"Code must be {field_rules.RECORD_TYPE_CODE_RULE}."
     return None
 
 

@@ -6,7 +6,6 @@ the same rules (username form, password length, existing institution, unique nam
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,28 +13,22 @@ import peewee
 
 from daemons.toplevel.models import Institution, User
 from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
+from shared import field_rules
 from shared.errors import ApiError
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
-#: The longest username, at creation and at login (`auth._login_username`).
-MAX_USERNAME_LENGTH = 150
-_USERNAME = re.compile(rf"[a-z0-9][a-z0-9._@-]{{2,{MAX_USERNAME_LENGTH - 1}}}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
 
 def check_username(value: str, field: str) -> str:
-    """Usernames are compared lower-case, so `Admin` and `admin` cannot be two accounts."""
-    name = value.lower()
-    if not _USERNAME.fullmatch(name):
-        raise ApiError(400, "validation_error",
-                       f"{field} must be 3-{MAX_USERNAME_LENGTH} characters: letters, digits and . _ @ - "
-                       "(starting with a letter or digit)")
+    """The username as stored (`shared.field_rules.username`: lower-case)."""
+    name = field_rules.username(value)
+    if name is None:
+        raise ApiError(400, "validation_error", f"{field} must be {field_rules.USERNAME_RULE}")
     return name
 
 
 def check_email(value: str, field: str) -> str:
-    if value and not _EMAIL.fullmatch(value):
+    if value and not field_rules.email(value):
         raise ApiError(400, "validation_error", f"{field} {value[:80]!r} is not an e-mail address")
     return value
 
@@ -55,17 +48,17 @@ def check_server_url(value: str, field: str) -> str:
 
 USER_UPDATE_FIELDS = {
     "full_name": Field(str, max_len=200),
-    "email": Field(str, max_len=254, check=check_email),
+    "email": Field(str, max_len=field_rules.MAX_EMAIL_LENGTH, check=check_email),
     "role": Field(str, choices=ROLES),
     "institution_id": Field(str, max_len=36, check=check_institution_ref),
     "active": Field(bool),
 }
 
 USER_CREATE_FIELDS = {
-    "username": Field(str, max_len=MAX_USERNAME_LENGTH, check=check_username),
+    "username": Field(str, max_len=field_rules.MAX_USERNAME_LENGTH, check=check_username),
     "password": Field(str, max_len=4096),
     "full_name": Field(str, max_len=200),
-    "email": Field(str, required=False, max_len=254, check=check_email),
+    "email": Field(str, required=False, max_len=field_rules.MAX_EMAIL_LENGTH, check=check_email),
     "role": Field(str, choices=ROLES),
     "institution_id": Field(str, max_len=36, check=check_institution_ref),
 }

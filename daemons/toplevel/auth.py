@@ -13,7 +13,6 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel import sessions, throttle
-from daemons.toplevel.accounts import MAX_USERNAME_LENGTH
 from daemons.toplevel.context import require_live_session, toplevel
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
@@ -21,6 +20,7 @@ from daemons.toplevel.serialize import user_json
 from shared.audit import client_address, record_audit
 from shared.auth import authenticate
 from shared.errors import ApiError
+from shared.field_rules import MAX_USERNAME_LENGTH
 from shared.tokens import Identity, normalize_audience
 from shared.validation import is_blank, json_body, refuse_controls
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, RecordType
 from daemons.toplevel.serialize import record_type_json
+from shared import field_rules
 from shared.audit import describe_changes, record_audit
 from shared.errors import ApiError
 from shared.roles import SYSTEM_ADMIN
@@ -16,20 +15,16 @@ from shared.validation import Field, json_body, validate
 
 bp = Blueprint("record_types", __name__)
 
-_CODE = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,15}")
-
-
 def check_code(value: str, field: str) -> str:
-    """Codes are upper-case (DICOM modality style), so `ct` and `CT` are one type."""
-    code = value.upper()
-    if not _CODE.fullmatch(code):
-        raise ApiError(400, "validation_error",
-                       f"{field} must be 1-16 letters, digits, _ or - (e.g. CT, MR, US)")
+    """The code as stored (`shared.field_rules.record_type_code`: upper-case)."""
+    code = field_rules.record_type_code(value)
+    if code is None:
+        raise ApiError(400, "validation_error", f"{field} must be {field_rules.RECORD_TYPE_CODE_RULE}")
     return code
 
 
 FIELDS = {
-    "code": Field(str, max_len=16, min_len=1, check=check_code),
+    "code": Field(str, max_len=field_rules.MAX_RECORD_TYPE_CODE_LENGTH, min_len=1, check=check_code),
     "name": Field(str, max_len=200, min_len=1),
 }
 

@@ -44,7 +44,7 @@ def test_form_checks_name_the_field_and_accept_good_values(tmp_path):
     assert form_checks.check_server_url("https://[::1") == "Server URL is not a valid URL."
     assert form_checks.check_server_url("https://[::1]:5001") is None
     assert form_checks.check_username("dr house") == \
-        "Username must be 2-150 letters, digits or . _ @ - (no spaces)."
+        "Username must be 3-150 characters: letters, digits and . _ @ - (starting with a letter or digit)."
     assert form_checks.check_username("dr.house") is None
     assert form_checks.check_email("") is None
     assert form_checks.check_new_password("0123456789", "0123456789") is None

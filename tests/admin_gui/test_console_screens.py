@@ -179,7 +179,7 @@ def test_record_types_crud(qtbot, console, admin_api):
     screen.create()
     fill(screen.dialog, code="c t", name="")
     save(qtbot, console, screen.dialog)
-    assert screen.dialog.error.text() == ("Code must be 1-16 capital letters, digits or _ (e.g. CT, MR, US).\n"
+    assert screen.dialog.error.text() == ("Code must be 1-16 letters, digits, _ or - (e.g. CT, MR, US).\n"
                                           "Name is required.")
     fill(screen.dialog, code="nm", name="Nuclear medicine")
     save(qtbot, console, screen.dialog)
