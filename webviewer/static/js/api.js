@@ -46,7 +46,8 @@ export function audienceOf(url) {
 // are. They have no place in a name, an id or a report, so every string a server sends, and the
 // patient an uploaded file names (dicom_header.js), is shown with them replaced by U+FFFD, visibly
 // (the servers refuse them in what users type:
-// shared/validation.py; DICOM values come as the images carry them).
+// shared/validation.py; DICOM values come as the images carry them). tests/webviewer/test_text_rules.py
+// holds this class to the servers' one.
 const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
 
 /** A text from a server or a DICOM file as the viewer shows it: its bidirectional controls as U+FFFD. */
