@@ -15,7 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from place_deployment import ALWAYS_COPIED, copy_once, front_files, instance_config, named_files, select, sqlite_file
+from place_deployment import (
+    ALWAYS_COPIED,
+    copy_once,
+    front_files,
+    instance_config,
+    named_files,
+    private_from_now,
+    select,
+    sqlite_file,
+)
 
 from daemons.deployment import Instance, Layout
 
@@ -51,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="layers the host runs, space-separated")
     parser.add_argument("--instances", default="", help="only these instance names (default: all)")
     args = parser.parse_args(argv)
+    private_from_now()  # the bundle holds keys too: private until it is installed
 
     out = Path(args.out).resolve()
     if out.exists() and any(out.iterdir()):

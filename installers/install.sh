@@ -234,6 +234,10 @@ set_permissions() {
 # into the cache folder each render unit points NUMBA_CACHE_DIR at (its CacheDirectory), so a node
 # start loads them in about a second. The cache is keyed by the installed files' paths, so only
 # a real install (no --root) can fill it; a node fills its own on its first start otherwise.
+#
+# As the service user, never as root: the render unit writes this cache, and numba unpickles its
+# index files when it loads them, so a node taken over could plant a pickle there that an upgrade
+# run as root would execute (and `cp -a` as root writes through symlinks planted in the target).
 warm_render_kernels() {
     local name first="" cache
     for name in $(instances); do
@@ -244,16 +248,21 @@ warm_render_kernels() {
             continue
         fi
         mkdir -p "$cache"
-        if [[ -z "$first" ]]; then
-            say "compiling the render kernels into $cache (a minute or more)"
-            NUMBA_CACHE_DIR="$cache" PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m daemons.render.warm
-            first="$cache"
-        else
-            cp -a "$first/." "$cache/"
-        fi
         chown -R "$SERVICE_USER:$SERVICE_USER" "$(dirname "$cache")"
         chmod 0700 "$(dirname "$cache")" "$cache"
+        if [[ -z "$first" ]]; then
+            say "compiling the render kernels into $cache (a minute or more)"
+            as_service_user env NUMBA_CACHE_DIR="$cache" PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" \
+                -m daemons.render.warm
+            first="$cache"
+        else
+            as_service_user cp -a "$first/." "$cache/"
+        fi
     done
+}
+
+as_service_user() {  # as_service_user COMMAND... — from / (root's working folder may be closed to it)
+    (cd / && runuser -u "$SERVICE_USER" -- "$@")
 }
 
 install_units() {
@@ -312,7 +321,7 @@ install_units
 install_desktop_entry
 enable_units
 if has_layer toplevel && [[ -e "$R_ETC/toplevel.toml" ]]; then
-    say "first administrator: sivr user add --config $ETC/toplevel.toml --username admin --role sysadmin"
+    say "first administrator: runuser -u $SERVICE_USER -- sivr user add --config $ETC/toplevel.toml --username admin --role sysadmin"
 fi
 if [[ -z "$FROM" && ${#HOSTNAMES[@]} -eq 0 && $FRESH_CONFIG -eq 1 ]]; then
     say "no --hostname: the layers listen on 127.0.0.1 only; see server.host in $ETC/*.toml"

@@ -37,6 +37,17 @@ SQLITE = "sqlite:///"
 CACHE_ROOT = Path("/var/cache")
 
 
+def private_from_now() -> None:
+    """Create every file and folder of this process for its owner alone (umask 077).
+
+    A key copied by `shutil.copy2` is written whole under the umask's mode and only then given its
+    source's: under the usual 022 each key sat readable by every local user, in folders they could
+    enter, for as long as its copy took, and a process watching the folder read the signing, store,
+    CA and TLS keys that way. install.sh's `set_permissions` then grants each daemon what it reads.
+    """
+    os.umask(0o077)
+
+
 def copy_once(source: Path, target: Path) -> None:
     """Copy a file unless the target exists: a re-run must never replace a key or a database."""
     if target.exists() or not source.exists():
@@ -176,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-ca-key", action="store_true",
                         help="also copy the CA's private key (single-host installs that issue their own)")
     args = parser.parse_args(argv)
+    private_from_now()
 
     source_dir = Path(args.source).resolve()
     try:  # everything read and checked before anything is written

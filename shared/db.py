@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sqlite3
 import threading
 import uuid
@@ -276,8 +277,17 @@ def _hold_sqlite_open(app: Flask, db: peewee.Database | peewee.DatabaseProxy) ->
 SCHEMES = ("sqlite", "postgresql", "postgres", "cockroachdb")
 
 
+#: A password given as a query parameter, as libpq also takes one (`?password=...`, `?sslpassword=...`).
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redacted_url(url: str) -> str:
-    """`url` without its password, fit for an error message or a log (also one urlsplit refuses)."""
+    """`url` without its passwords, in its user part or its query, fit for an error message or a
+    log (also one urlsplit refuses)."""
+    return _QUERY_PASSWORD.sub(r"\1***", _without_user_password(url))
+
+
+def _without_user_password(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed [ of an IPv6 address: redact up to the last @ of the authority

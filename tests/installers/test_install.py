@@ -425,3 +425,49 @@ def test_a_config_path_that_is_its_own_folder_is_no_traceback(tmp_path):
     from installers.place_deployment import named_files
 
     assert isinstance(named_files("toplevel", {"metrics": {"token_file": "keys/.."}}, tmp_path / "toplevel.toml"), list)
+
+
+#: Runs an installer script with an audit hook that notes, at each chmod, the mode the file had until
+#: then: a copied key's mode before `shutil.copy2` gives it its source's.
+_WATCHED_RUN = """
+import os, runpy, stat, sys
+seen = []
+def hook(event, args):
+    if event == "os.chmod" and isinstance(args[0], (str, bytes, os.PathLike)) and os.path.isfile(args[0]):
+        seen.append((os.fspath(args[0]), stat.S_IMODE(os.stat(args[0]).st_mode)))
+sys.addaudithook(hook)
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+for path, mode in seen:
+    print(oct(mode), path)
+"""
+
+
+@pytest.mark.parametrize("script", ["host_bundle.py", "place_deployment.py"])
+def test_no_placed_key_is_ever_readable_by_others_under_the_usual_umask(tmp_path, script):
+    """Under umask 022 each key was written whole as 0644, in 0755 folders, before its 0600 came:
+    a local user watching the folder read the signing, store, CA and TLS keys."""
+    from daemons.deployment import init_deployment
+
+    init_deployment(tmp_path / "init")
+    target = tmp_path / "out" / "etc"
+    args = installer_args(script, tmp_path / "init", target)
+    if script == "place_deployment.py":
+        args += ["--layers", "toplevel institution render web", "--with-ca-key"]
+    previous = os.umask(0o022)
+    try:
+        done = subprocess.run([sys.executable, "-c", _WATCHED_RUN, str(REPO / "installers" / script), *args],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'installers'}"})
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr
+    modes = [line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith("0o")]
+    assert any(path.endswith("token_ed25519.pem") for _, path in modes), done.stdout
+    assert [(mode, path) for mode, path in modes if int(mode, 8) & 0o077] == []
+    made = tmp_path / "out"
+    folders = [made, *(path for path in made.rglob("*") if path.is_dir())]
+    assert [str(folder) for folder in folders if stat.S_IMODE(folder.stat().st_mode) & 0o077] == []

@@ -243,6 +243,8 @@ def test_sivr_db_upgrade_exits_non_zero_on_a_newer_schema(tmp_path):
 @pytest.mark.parametrize("layer", ["toplevel", "institution", "render"])
 @pytest.mark.parametrize("url, cause", [
     ("postgresql://sivr:s3cret@127.0.0.1:1/sivr", "connection"),  # nothing listens on port 1
+    ("postgresql://sivr@127.0.0.1:1/sivr?password=s3cret", "connection"),  # libpq takes it in the query too
+    ("postgresql://sivr@127.0.0.1:1/sivr?connect_timeout=3&PASSWORD=s3cret&sslpassword=s3cret", "connection"),
     ("sqlite:///{tmp}/missing/sivr.db", "unable to open database file"),
     ("mysql://sivr:s3cret@db.example.org/sivr", "unsupported scheme 'mysql'"),
     ("sqlite:///{tmp}/sivr.db?bogus=1", "bogus"),
