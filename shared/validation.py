@@ -27,9 +27,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # in a name reorders the text shown after it (the birth date and id beside a patient's name read
 # reversed), and none belongs in a name or a report either (the viewer neutralises those that DICOM
 # values carry: webviewer/static/js/api.js).
+# The C1 controls (U+0080-U+009F) as well, and in a one-line field the line and paragraph separators
+# (U+2028, U+2029; NEL, U+0085, is a C1 control): plain-text displays break lines at them, so a node
+# name could add sentences of its own to the console's "Remove render node" confirmation.
 _BIDI = "\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[\x00-\x1f\x7f\ud800-\udfff{_BIDI}]")
-_CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff{_BIDI}]")
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029{_BIDI}]")
+_CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{_BIDI}]")
 BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
 # Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark,
 # left-to-right and right-to-left marks, the Hangul and Braille fillers): a text of them and
@@ -50,7 +53,7 @@ def refuse_controls(value: str, name: str, multiline: bool = False) -> None:
     if (_CONTROL_EXCEPT_LINE_BREAKS if multiline else _CONTROL).search(value):
         raise ApiError(400, "validation_error",
                        f"{name} must not contain control characters"
-                       f"{'' if multiline else ', line breaks'}, bidirectional controls "
+                       f"{'' if multiline else ', line breaks or separators'}, bidirectional controls "
                        "(U+202A-U+202E, U+2066-U+2069) or invalid Unicode")
 
 

@@ -54,7 +54,10 @@ def test_dates():
 
 @pytest.mark.parametrize("bad", ["a\x00b", "a\x1bb", "a\ud800b", "line\nbreak",
                                  # bidirectional overrides, embeddings and isolates reorder what follows
-                                 "Anna\u202e", "\u202aSmith", "x\u2066y", "x\u2069"])
+                                 "Anna\u202e", "\u202aSmith", "x\u2066y", "x\u2069",
+                                 # line and paragraph separators, C1 controls (NEL): a plain-text
+                                 # display breaks the line there
+                                 "old-ct\u2028\u2028removing it is safe", "a\u2029b", "a\x85b", "a\x9bb"])
 def test_control_characters_are_refused_in_single_line_fields(bad):
     with pytest.raises(ApiError, match="control characters"):
         validate({"name": bad}, {"name": Field(str)})
@@ -67,6 +70,9 @@ def test_multiline_fields_keep_line_breaks_but_refuse_other_controls():
         validate({"text": "nul\x00"}, fields)
     with pytest.raises(ApiError):
         validate({"text": "one\n\u202etwo"}, fields)
+    with pytest.raises(ApiError):
+        validate({"text": "one\x85two"}, fields)
+    assert validate({"text": "one\u2028two"}, fields) == {"text": "one\u2028two"}  # a line break in a report
 
 
 @pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", " \u200d\u2060 "])
