@@ -26,11 +26,11 @@ PUBLIC = {"token_ed25519.pub", "token_ed25519.next.pub", "token_ed25519.old.pub"
 UNITS = {
     "sivr-web.service": ("web", "web", None, {"web.front-secret", *PUBLIC}),
     "sivr-toplevel.service": ("toplevel", "toplevel", "toplevel",
-                              {"token_ed25519.pem", "toplevel.front-secret", *PUBLIC}),
+                              {"token_ed25519.pem", "toplevel.front-secret", "toplevel.pgpass", *PUBLIC}),
     "sivr-institution.service": ("institution", "institution", "institution",
-                                 {"institution.front-secret", *PUBLIC}),
+                                 {"institution.front-secret", "institution.pgpass", *PUBLIC}),
     "sivr-institution@.service": ("institution", "institution-%i", "institution-%i",
-                                  {"institution-%i.front-secret", *PUBLIC}),
+                                  {"institution-%i.front-secret", "institution-%i.pgpass", *PUBLIC}),
     "sivr-render.service": ("render", "render", "render",
                             {"render.store.key", "render.receipt.pem", "render.front-secret",
                              "render.store-kek.key", "render.store-kek.old.key", "render.s3.json", *PUBLIC}),
@@ -138,10 +138,27 @@ def test_each_unit_sees_only_its_own_keys(unit_file):
     """Only the toplevel may read the signing key; a render node only its own store key."""
     _, _, _, keys = UNITS[unit_file]
     svc = service(unit_file)
-    assert svc["TemporaryFileSystem"] == ["/etc/sivr/keys:ro"]
+    assert "/etc/sivr/keys:ro" in svc["TemporaryFileSystem"]
     visible = {p.lstrip("-").rsplit("/", 1)[1] for p in " ".join(svc["BindReadOnlyPaths"]).split()}
     assert visible == keys
     assert "-/etc/sivr/tls/ca.key" in " ".join(svc["InaccessiblePaths"]).split()
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_each_unit_sees_only_its_own_data_and_no_fronts_config(unit_file):
+    """Every layer runs as `sivr`: the web layer could read the toplevel's database (patients,
+    password hashes), any unit every front's config (its proxy secret) and the password file of the
+    databases it does not use."""
+    layer, _, data, _ = UNITS[unit_file]
+    svc = service(unit_file)
+    hidden = " ".join(svc["InaccessiblePaths"]).split()
+    assert "-/etc/sivr/front" in hidden
+    assert ("-/etc/sivr/pgpass" in hidden) == (layer not in ("toplevel", "institution"))
+    if data:
+        assert "/var/lib/sivr:ro" in svc["TemporaryFileSystem"]
+        assert svc["BindPaths"] == [f"/var/lib/sivr/{data}"]
+    else:
+        assert "-/var/lib/sivr" in hidden and "BindPaths" not in svc
 
 
 @pytest.mark.parametrize("unit_file", sorted(UNITS))
