@@ -225,8 +225,8 @@ def check_served_files(config) -> None:
     """Read what a server would read only later, before it listens: the TLS certificate and key
     (gunicorn loads them at the first connection: a garbage key served "Listening at
     https://..." with every handshake failing, unlogged), the front's secret (read by the worker
-    gunicorn forks), a render node's DICOM TLS settings and the toplevel's argon2 settings. A
-    ConfigError names the config and key."""
+    gunicorn forks), a render node's DICOM TLS settings, the toplevel's argon2 settings and its
+    signing key (each secret readable by its owner only). A ConfigError names the config and key."""
     from shared.tls import load_credentials
     from shared.webapp import read_proxy_secret
 
@@ -240,9 +240,17 @@ def check_served_files(config) -> None:
 
         check_dicom_config(config)
     if config.layer == "toplevel":
+        from daemons.toplevel.app import signing_key_from_config
         from daemons.toplevel.passwords import check_argon2
 
         check_argon2(config)
+        try:
+            signing_key_from_config(config)
+        except ConfigError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{config.source}: tokens.private_key {config['tokens']['private_key']} is "
+                              f"unusable: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

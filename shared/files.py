@@ -14,6 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
+from shared.config import ConfigError
+
 PRIVATE = 0o600  # keys and anything holding a secret
 PUBLIC = 0o644  # configs, certificates, public keys
 
@@ -51,3 +53,13 @@ def make_folder(path: Path, mode: int) -> None:
     for folder in reversed(missing):
         folder.mkdir(mode)
         folder.chmod(mode)
+
+
+def require_owner_only(path: Path, what: str) -> None:
+    """ConfigError unless only the file's owner may read it (group and others have no bit): the
+    rule of every secret a server loads (signing and receipt keys, store keys, TLS keys, proxy
+    secrets, tokens, credentials). A copy left readable by every local user is refused at start
+    rather than served with; the error says the fix."""
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"{what} {path} must be readable by its owner only (chmod 600), is {oct(mode)}")

@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from shared.config import Config, ConfigError
 from shared.errors import ApiError
+from shared.files import require_owner_only
 from shared.logs import request_elapsed_s, request_route
 
 METRICS_EXTENSION = "sivr_metrics"
@@ -107,6 +108,7 @@ def _read_token(config: Config) -> str | None:
     if not path:
         return None
     try:
+        require_owner_only(path, f"{config.source}: metrics.token_file")
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{config.source}: metrics.token_file: cannot read {path}: {exc}") from exc

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from shared.files import require_owner_only
 from shared.tokens import (
     ALGORITHM,
     key_id,
@@ -64,9 +65,7 @@ def load_or_create_node_key(path: Path) -> Ed25519PrivateKey:
     path = Path(path)
     if not path.exists():
         write_private_key(path, Ed25519PrivateKey.generate())
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ValueError(f"{path}: the receipt key must be readable by its owner only (chmod 600), is {oct(mode)}")
+    require_owner_only(path, "the receipt key")
     return load_private_key(path)
 
 

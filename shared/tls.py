@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.config import ConfigError
-from shared.files import PUBLIC, write_atomic
+from shared.files import PUBLIC, require_owner_only, write_atomic
 from shared.tokens import write_private_key
 
 #: TLS 1.2 cipher suites the servers offer: forward-secret ECDHE key exchange with AEAD ciphers
@@ -96,6 +96,7 @@ def load_credentials(where: object, cert: tuple[str, str], key: tuple[str, str],
         name = cert_name if exc.path == Path(cert_file) else key_name
         hint = " (the servers start unattended: write an unprotected copy, mode 0600)" if exc.locked else ""
         raise ConfigError(f"{where}: {name} {exc.path} is unusable: {exc.why}{hint}") from exc
+    require_owner_only(Path(key_file), f"{where}: {key_name}")
     context = context if context is not None else restrict(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     try:
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)

@@ -26,6 +26,7 @@ from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
 from shared.config import Config, ConfigError
 from shared.errors import register_error_handlers
+from shared.files import require_owner_only
 from shared.health import add_readiness_check, files_check, install_probes
 from shared.logs import configure_logging, install_request_logging
 from shared.metrics import install_metrics
@@ -94,6 +95,7 @@ def read_proxy_secret(config: Config) -> str:
     config, the key and the file (`sivr serve` reads it before serving, the app again when built)."""
     path = config["server"]["proxy_secret_file"]
     try:
+        require_owner_only(path, f"{config.source}: server.proxy_secret_file")
         secret = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"

@@ -511,6 +511,8 @@ def _other_key_pem() -> bytes:
     ("key of another certificate", "server.tls_key"),
     ("garbage certificate", "server.tls_cert"),
     ("key without certificate", "server.tls_cert"),
+    ("key readable by others", "server.tls_key"),
+    ("signing key readable by others", "tokens.private_key"),
 ])
 def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, serve_attempts, case, key):
     """A garbage key: "Listening at https://..." and every handshake failed, nothing logged; a
@@ -530,12 +532,18 @@ def test_serve_refuses_a_tls_certificate_or_key_it_cannot_use(tmp_path, capsys, 
         (tls / "server.key").write_bytes(_other_key_pem())
     elif case == "garbage certificate":
         (tls / "server.pem").write_bytes(b"garbage\n")
+    elif case == "key readable by others":
+        (tls / "server.key").chmod(0o644)
+    elif case == "signing key readable by others":
+        (tmp_path / "d" / "keys" / "token_ed25519.pem").chmod(0o644)
     assert main(["serve", "toplevel", "--config", str(config)]) == 2
     error = capsys.readouterr().err
     assert not serve_attempts, "it started serving"
     assert str(config) in error and key in error and len(error.strip().splitlines()) == 1, error
-    if case != "key without certificate":
+    if key.startswith("server.") and case != "key without certificate":
         assert str(tls) in error, error
+    if "readable by others" in case:
+        assert "readable by its owner only (chmod 600), is 0o644" in error, error
 
 
 def test_serve_refuses_argon2_memory_too_small_for_its_lanes_before_serving(tmp_path, capsys, serve_attempts):

@@ -16,6 +16,7 @@ from shared.audit import audit_blueprint
 from shared.auth import VERIFIER_EXTENSION
 from shared.config import Config
 from shared.db import bind_models, bind_per_request, schema_target
+from shared.files import require_owner_only
 from shared.health import add_readiness_check, database_check, files_check
 from shared.roles import grantable_roles, is_system_admin
 from shared.tokens import Identity, TokenIssuer, load_private_key
@@ -26,6 +27,7 @@ def signing_key_from_config(config: Config) -> Ed25519PrivateKey:
     tokens = config["tokens"]
     if not tokens["private_key"]:
         raise ValueError(f"{config.source}: tokens.private_key must name the token signing key file")
+    require_owner_only(tokens["private_key"], f"{config.source}: tokens.private_key (the token signing key)")
     return load_private_key(tokens["private_key"])
 
 

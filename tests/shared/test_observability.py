@@ -227,6 +227,7 @@ def test_methods_a_caller_makes_up_add_no_series(make_app):
 
 def test_metrics_readers_are_the_listed_addresses_or_the_token_holder(make_app, tmp_path):
     (tmp_path / "metrics.token").write_text("s3cret-scraper-token\n")
+    (tmp_path / "metrics.token").chmod(0o600)
     app = make_app(metrics={"allow": ["10.0.0.0/8"], "token_file": str(tmp_path / "metrics.token")})
     client = app.test_client()
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.2.3.4"}).status_code == 200
@@ -243,8 +244,13 @@ def test_metrics_settings_are_checked_at_start(make_app, tmp_path):
     with pytest.raises(ConfigError, match="metrics.allow"):
         make_app(metrics={"allow": ["not-an-address"]})
     (tmp_path / "short").write_text("short")
+    (tmp_path / "short").chmod(0o600)
     with pytest.raises(ConfigError, match="at least 16"):
         make_app(metrics={"token_file": str(tmp_path / "short")})
+    (tmp_path / "readable").write_text("a token every local user may read\n")
+    (tmp_path / "readable").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"metrics.token_file .*readable by its owner only \(chmod 600\), is 0o644"):
+        make_app(metrics={"token_file": str(tmp_path / "readable")})
 
 
 # --- audit export --------------------------------------------------------------------------------

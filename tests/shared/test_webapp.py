@@ -174,6 +174,7 @@ def test_forwarded_for_is_believed_only_behind_a_configured_proxy(make_app):
 def test_behind_a_front_only_a_request_with_its_secret_has_forwarded_for_believed(make_app, tmp_path):
     secret = tmp_path / "front-secret"
     secret.write_text("s3cret-of-the-front-0123456789\n")
+    secret.chmod(0o600)
     app = make_app(server={"trusted_proxies": 1, "proxy_secret_file": str(secret)})
     forged = {"X-Forwarded-For": "203.0.113.9"}
     assert app.get("/ip", headers=forged).json["ip"] == "127.0.0.1"
@@ -182,11 +183,12 @@ def test_behind_a_front_only_a_request_with_its_secret_has_forwarded_for_believe
         "203.0.113.9"
 
 
-@pytest.mark.parametrize("content", [None, "", "short"])
-def test_a_missing_or_empty_proxy_secret_stops_the_start(make_app, tmp_path, content):
+@pytest.mark.parametrize("content", [None, "", "short", "a secret every local user may read"])
+def test_a_missing_empty_or_readable_proxy_secret_stops_the_start(make_app, tmp_path, content):
     secret = tmp_path / "front-secret"
     if content is not None:
         secret.write_text(content)
+        secret.chmod(0o644 if len(content) > 16 else 0o600)
     with pytest.raises(ConfigError, match="proxy_secret_file"):
         make_app(server={"trusted_proxies": 1, "proxy_secret_file": str(secret)})
 

@@ -43,6 +43,7 @@ from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.manifest import JournalEntry, Manifest, decode_journal, encode_journal
 from daemons.render.store.ownership import claim_folder, shown
 from shared.config import ConfigError
+from shared.files import require_owner_only
 from shared.validation import is_record_id
 
 MAGIC = b"SIVRENC1"
@@ -120,9 +121,7 @@ def create_key_file(path: Path) -> None:
 
 def load_key(path: Path) -> bytes:
     """The store key; refused when other users could read it or when it is not 32 bytes."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ValueError(f"{path}: the store key must be readable by its owner only (chmod 600), is {oct(mode)}")
+    require_owner_only(path, "the store key")
     key = path.read_bytes()
     if len(key) != KEY_BYTES:
         raise ValueError(f"{path}: the store key must be exactly {KEY_BYTES} bytes, has {len(key)}")

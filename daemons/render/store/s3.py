@@ -49,6 +49,7 @@ from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import Precompressed, StoreError
 from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
 from shared.config import Config, ConfigError
+from shared.files import require_owner_only
 
 MANIFESTS = "manifests/"
 OBJECTS = "objects/"
@@ -82,10 +83,7 @@ class _Header(NamedTuple):
 
 def load_credentials(path: Path) -> tuple[str, str]:
     """`{"access_key_id": ..., "secret_access_key": ...}` from a file only its owner may read."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"{path}: the S3 credentials file must be readable by its owner only (chmod 600), "
-                          f"is {oct(mode)}")
+    require_owner_only(path, "the S3 credentials file")
     try:
         data = json.loads(path.read_text())
         return str(data["access_key_id"]), str(data["secret_access_key"])
