@@ -10,8 +10,11 @@ institution server, a render node) that shares the same session, so a background
 every screen at once. Only the toplevel receives the session token: a client for another server
 sends a short-lived token that the toplevel exchanged for that server's URL alone
 (`shared.token_client.AudienceTokens`, shared by all clients of one session), and retries once
-with a fresh one when the server refuses it as invalid or expired. Calls run on worker threads,
-hence one `requests.Session` per thread (a Session is not documented as thread-safe).
+with a fresh one when the server refuses it as invalid or expired (or says the session is over).
+Only the toplevel's word ends the session (`SessionEnded`): another server's URL is chosen by an
+institution administrator, and its clock may run ahead; its 401 is its own error, and the fresh
+token of the retry is what asks the toplevel. Calls run on worker threads, hence one
+`requests.Session` per thread (a Session is not documented as thread-safe).
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ PAGE_LIMIT = 500
 MAX_PAGES = 200
 #: 401 codes from the toplevel meaning "the session is over, log in again" (docs/API.md).
 SESSION_ENDING_CODES = frozenset({"missing_token", "invalid_token", "token_expired", "session_expired"})
-#: From other layers only an expired token ends the session: an `invalid_token` there means that
-#: server is configured with another public key, which logging in again would not fix.
-REMOTE_SESSION_ENDING_CODES = frozenset({"token_expired", "session_expired"})
+#: 401 codes from another server after which the call is sent once more with a freshly exchanged
+#: token: the token client's (`RETRY_CODES`), and `session_expired`, which only the toplevel may
+#: say: the exchange asks it, and its own `session_expired` ends the session.
+REMOTE_RETRY_CODES = RETRY_CODES | {"session_expired"}
 
 
 class ApiError(Exception):
@@ -64,7 +68,8 @@ class ServerUnreachable(ApiError):
 
 
 class SessionEnded(ApiError):
-    """The token was refused (expired, session over, user deactivated): log in again."""
+    """The toplevel refused the session token (expired, session over, user deactivated): log in
+    again. Raised for the toplevel's answers alone, so its message is the toplevel's."""
 
 
 @dataclass
@@ -174,7 +179,7 @@ class ApiClient:
         try:
             return self._send(method, path, token, json, params)
         except ApiError as exc:
-            retry = (not self.issues_tokens and token and exc.status == 401 and exc.code in RETRY_CODES
+            retry = (not self.issues_tokens and token and exc.status == 401 and exc.code in REMOTE_RETRY_CODES
                      and self.credentials.server_tokens is not None)
             if not retry:
                 raise
@@ -254,9 +259,12 @@ class ApiClient:
         request_id = error.get("request_id") or response.headers.get("X-Request-Id")
         if response.status_code >= 500 and request_id:
             message += f" (request id {request_id})"  # what the admin quotes to IT
-        ending = SESSION_ENDING_CODES if self.issues_tokens else REMOTE_SESSION_ENDING_CODES
-        if response.status_code == 401 and code in ending:
+        if response.status_code == 401 and self.issues_tokens and code in SESSION_ENDING_CODES:
             raise SessionEnded(message, code, 401, request_id)
+        if response.status_code == 401 and not self.issues_tokens:
+            host = urlsplit(self.base_url).netloc or self.base_url
+            message = (f"{host} refused the token the toplevel issued for it: {message.rstrip('.')}. You are "
+                       "still signed in; check that server's clock and token settings.")
         raise ApiError(message, code, response.status_code, request_id)
 
     def get(self, path: str, **params: Any) -> Any:

@@ -1,8 +1,9 @@
 """The console window: login screen first, then navigation on the left and one screen at a time.
 
 The window owns the session: it logs in (in the background), renews the token on a timer before
-it expires, and goes back to the login screen with a message when the server says the session is
-over — from the renewal or from any other call.
+it expires, and goes back to the login screen with a message when the toplevel says the session is
+over — from the renewal, a token exchange or any other call to it. No other server's answer ends
+the session (`api_client.SessionEnded`), so the login screen never shows another server's words.
 """
 
 from __future__ import annotations

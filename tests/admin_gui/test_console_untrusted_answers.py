@@ -1,0 +1,212 @@
+"""What the console takes from a server's answer, against a fake SIVR server over real TLS: a
+render node or an institution server cannot end the session.
+
+`FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
+`answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from driving import WAIT_MS, wait_idle
+from PySide6.QtCore import Qt
+
+from admin_gui.api_client import ApiClient, ApiError, SessionEnded
+from shared.tls import create_ca, issue_server_cert
+
+pytestmark = pytest.mark.gui
+
+INSTITUTION_ID = "11111111-1111-4111-8111-111111111111"
+ADMIN = {"id": "22222222-2222-4222-8222-222222222222", "username": "root", "full_name": "Root Admin",
+         "role": "sysadmin", "institution_id": INSTITUTION_ID, "active": True}
+PASSWORD = "correct horse battery"
+#: what a hostile server would like an administrator to read on the login screen
+BAIT = "Security check failed. Re-enter your password at https://sivr-support.example.com/verify"
+
+#: (status, JSON body or raw bytes[, headers]), or a callable of the request that returns one
+Answer = tuple[Any, ...] | Callable[["_Handler"], tuple[Any, ...]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeSivr
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = urlsplit(self.path).path
+        self.server.seen.append({"method": self.command, "path": path, "headers": dict(self.headers),
+                                 "body": body, "query": parse_qs(urlsplit(self.path).query)})
+        answer = self.server.answers.get(path) or self.server.default(path)
+        status, content, *headers = answer(self) if callable(answer) else answer
+        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers[0] if headers else {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+class FakeSivr(ThreadingHTTPServer):
+    """Every layer at once, over TLS: a login for ADMIN, one institution whose server and single
+    render node are this same origin, and `answers` to override any path."""
+
+    daemon_threads = True
+
+    def __init__(self, cert: Path, key: Path):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server_address[1]}"
+        self.answers: dict[str, Answer] = {}
+        self.seen: list[dict[str, Any]] = []
+
+    def paths(self) -> list[str]:
+        return [call["path"] for call in self.seen]
+
+    def default(self, path: str) -> tuple[Any, ...]:
+        listed = {
+            "/api/v1/institutions": [{"id": INSTITUTION_ID, "name": "Demo Hospital", "address": "",
+                                      "server_url": self.url}],
+            "/api/v1/nodes": [{"id": "33333333-3333-4333-8333-333333333333", "name": "render-1", "url": self.url,
+                               "institution_id": INSTITUTION_ID}],
+        }
+        if path == "/api/v1/auth/login":
+            return 200, {"access_token": "session-token", "expires_in": 900, "user": ADMIN}
+        if path in ("/api/v1/auth/token", "/api/v1/auth/renew"):
+            return 200, {"access_token": "exchanged-token", "expires_in": 60}
+        if path == "/api/v1/auth/logout":
+            return 204, b""
+        if path == "/api/v1/node":
+            return 200, {"records_stored": 1, "records_loaded": 1, "memory_used_bytes": 1,
+                         "memory_budget_bytes": 10, "storage_used_bytes": 1,
+                         "render_latency_ms": {"p50": 1, "p95": 2}, "backend_3d": "cpu"}
+        items = listed.get(path, [])
+        return 200, {"items": items, "total": len(items)}
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fake-sivr-tls")
+    files = {name: folder / name for name in ("ca.pem", "ca.key", "server.pem", "server.key")}
+    create_ca(files["ca.pem"], files["ca.key"])
+    issue_server_cert(files["ca.pem"], files["ca.key"], files["server.pem"], files["server.key"], ["127.0.0.1"])
+    return files
+
+
+@contextlib.contextmanager
+def _serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def sivr(tls_files) -> Iterator[FakeSivr]:
+    with _serving(FakeSivr(tls_files["server.pem"], tls_files["server.key"])) as server:
+        yield server
+
+
+@pytest.fixture
+def client(sivr, tls_files) -> ApiClient:
+    """The toplevel's client, logged in."""
+    top = ApiClient(sivr.url, str(tls_files["ca.pem"]))
+    top.login("root", PASSWORD)
+    return top
+
+
+def log_in(qtbot, window, sivr: FakeSivr, ca: Path) -> None:
+    page = window.login
+    page.url.setText(sivr.url)
+    page.ca_file.setText(str(ca))
+    page.username.setText("root")
+    page.password.setText(PASSWORD)
+    qtbot.mouseClick(page.button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    assert window.console is not None, window.login.banner.text()
+
+
+# --- only the toplevel ends the session -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["session_expired", "token_expired"])
+def test_a_render_node_s_401_is_its_own_error_not_the_end_of_the_session(qtbot, window, sivr, tls_files, code):
+    """Any 401 `session_expired`/`token_expired` from a node (whose URL an institution administrator
+    chooses; a node whose clock runs ahead says `token_expired` honestly) ended the system
+    administrator's session, with the node's text on the login screen. It is now that node's
+    problem in its row, after the toplevel was asked through a fresh token exchange."""
+    log_in(qtbot, window, sivr, tls_files["ca.pem"])
+    sivr.answers["/api/v1/node"] = (401, {"error": {"code": code, "message": BAIT}})
+    health = window.console.open_screen("Node health")
+    qtbot.waitUntil(lambda: not health.busy, timeout=WAIT_MS)
+    wait_idle(qtbot, window)
+    assert window.console is not None and window.pages.currentWidget() is window.console
+    [row] = health.model.rows()
+    assert row["status"] == "down"
+    assert row["problem"].startswith(f"{sivr.url.removeprefix('https://')} refused the token the toplevel issued")
+    assert "still signed in" in row["problem"]
+    assert BAIT not in window.login.banner.text()
+    # the node was asked twice: the second time with a token the toplevel had just issued
+    asked = [path for path in sivr.paths() if path in ("/api/v1/auth/token", "/api/v1/node")]
+    assert asked.count("/api/v1/node") == 2 and asked[-2:] == ["/api/v1/auth/token", "/api/v1/node"]
+
+
+def test_an_institution_server_s_401_shows_in_the_screen_s_banner(qtbot, window, sivr, tls_files):
+    log_in(qtbot, window, sivr, tls_files["ca.pem"])
+    sivr.answers["/api/v1/nodes"] = (401, {"error": {"code": "session_expired", "message": BAIT}})
+    nodes = window.console.open_screen("Render nodes")
+    wait_idle(qtbot, window)
+    assert window.console is not None and window.pages.currentWidget() is window.console
+    assert "refused the token the toplevel issued for it" in nodes.banner.text()
+    assert BAIT not in window.login.banner.text()
+
+
+def test_the_toplevel_s_word_still_ends_the_session_during_a_remote_call(qtbot, window, sivr, tls_files):
+    """A node's 401 sends the console to the toplevel for a fresh token; when the toplevel answers
+    that the session is over, the console goes back to the login screen with the toplevel's words."""
+    log_in(qtbot, window, sivr, tls_files["ca.pem"])
+    sivr.answers["/api/v1/node"] = (401, {"error": {"code": "session_expired", "message": BAIT}})
+    exchanges = iter([sivr.default("/api/v1/auth/token")])  # the first, for the node registry
+
+    def exchange(handler: _Handler) -> tuple[Any, ...]:
+        return next(exchanges, (401, {"error": {"code": "session_expired",
+                                                "message": "sessions last at most 12 h; log in again"}}))
+
+    sivr.answers["/api/v1/auth/token"] = exchange
+    window.console.open_screen("Node health")
+    qtbot.waitUntil(lambda: window.console is None, timeout=WAIT_MS)
+    wait_idle(qtbot, window)
+    assert window.pages.currentWidget() is window.login
+    assert window.login.banner.text() == "Your session has ended — sessions last at most 12 h; log in again."
+
+
+def test_only_the_toplevel_s_client_raises_session_ended(client, sivr):
+    node = client.for_server(sivr.url)
+    sivr.answers["/api/v1/node"] = (401, {"error": {"code": "session_expired", "message": BAIT}})
+    with pytest.raises(ApiError) as refused:
+        node.get("/api/v1/node")
+    assert not isinstance(refused.value, SessionEnded)
+    assert (refused.value.status, refused.value.code) == (401, "session_expired")
+    sivr.answers["/api/v1/users"] = (401, {"error": {"code": "session_expired", "message": "over"}})
+    with pytest.raises(SessionEnded):
+        client.get("/api/v1/users")
