@@ -99,6 +99,23 @@ def describe_connection_error(url: str, exc: requests.RequestException) -> str:
     return f"The request to {host} failed: {exc}"
 
 
+#: The most characters of a server's error message the console keeps: 4 MiB of it froze the window
+#: for 21 s in a banner's layout, and a server may send up to MAX_ANSWER_BYTES.
+MAX_MESSAGE_CHARS = 500
+#: The most characters kept of a request id (docs/API.md: 1-64) or a Retry-After value.
+MAX_SHORT_TEXT_CHARS = 64
+
+
+def server_text(value: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """What a server wrote, as the console shows it: one line (a line break or separator of any
+    kind is a space: 300 lines made a banner taller than any screen) of at most `limit`
+    characters, then how many more there were."""
+    line = " ".join(str(value).splitlines())
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]}… ({len(line) - limit:,} more characters)"
+
+
 #: what the screens read of every institution the toplevel lists (`ApiClient.list_all`'s text_keys)
 INSTITUTION_KEYS = ("id", "name", "server_url")
 
@@ -249,14 +266,15 @@ class ApiClient:
         # a proxy's {"error": "Service Unavailable"} is no SIVR error object: its status speaks
         error = error if isinstance(error, dict) else {}
         if error.get("message"):
-            code, message = str(error.get("code", "error")), str(error["message"])
+            code, message = str(error.get("code", "error")), server_text(error["message"])
         else:
             code = "http_error"
-            message = f"{self.base_url} answered HTTP {response.status_code} {response.reason}"
+            message = f"{self.base_url} answered HTTP {response.status_code} {server_text(response.reason)}"
         if (response.status_code == 429 and response.headers.get("Retry-After")
                 and "try again" not in message):
-            message += f" (try again in {response.headers['Retry-After']} s)"
-        request_id = error.get("request_id") or response.headers.get("X-Request-Id")
+            message += f" (try again in {server_text(response.headers['Retry-After'], MAX_SHORT_TEXT_CHARS)} s)"
+        given_id = error.get("request_id") or response.headers.get("X-Request-Id")
+        request_id = server_text(given_id, MAX_SHORT_TEXT_CHARS) if given_id else None
         if response.status_code >= 500 and request_id:
             message += f" (request id {request_id})"  # what the admin quotes to IT
         if response.status_code == 401 and self.issues_tokens and code in SESSION_ENDING_CODES:

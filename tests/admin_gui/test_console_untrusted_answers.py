@@ -1,5 +1,5 @@
 """What the console takes from a server's answer, against a fake SIVR server over real TLS: a
-render node or an institution server cannot end the session.
+render node or an institution server cannot end the session, and error text is one bounded line.
 
 `FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
@@ -21,6 +21,7 @@ import pytest
 from driving import WAIT_MS, wait_idle
 from PySide6.QtCore import Qt
 
+from admin_gui import api_client
 from admin_gui.api_client import ApiClient, ApiError, SessionEnded
 from shared.tls import create_ca, issue_server_cert
 
@@ -210,3 +211,26 @@ def test_only_the_toplevel_s_client_raises_session_ended(client, sivr):
     sivr.answers["/api/v1/users"] = (401, {"error": {"code": "session_expired", "message": "over"}})
     with pytest.raises(SessionEnded):
         client.get("/api/v1/users")
+
+
+# --- what a server's words may be ----------------------------------------------------------------------
+
+
+def test_a_server_s_error_message_is_one_line_of_bounded_length(client, sivr):
+    """4 MiB of error text froze the window for 21 s, and 300 lines made it 5000 px tall."""
+    lines = "\n".join(f"line {i}\u2028more\r\nand\x85more" for i in range(30_000))
+    sivr.answers["/api/v1/users"] = (500, {"error": {"code": "internal", "message": lines, "request_id": "x" * 10**5}},
+                                     {"Retry-After": "9" * 5000})
+    with pytest.raises(ApiError) as failed:
+        client.get("/api/v1/users")
+    message = failed.value.message
+    assert len(message) < 700 and len(message.splitlines()) == 1
+    shown = " ".join(lines.splitlines())
+    limit = api_client.MAX_MESSAGE_CHARS
+    assert message.startswith(f"{shown[:limit]}… ({len(shown) - limit:,} more characters)")
+    assert len(failed.value.request_id) < 100
+    sivr.answers["/api/v1/users"] = (429, {"error": {"code": "rate_limited", "message": "slow\ndown"}},
+                                     {"Retry-After": "9" * 5000})
+    with pytest.raises(ApiError) as limited:
+        client.get("/api/v1/users")
+    assert limited.value.message.startswith("slow down (try again in 999") and len(limited.value.message) < 200
