@@ -41,6 +41,9 @@ MAX_ANSWER_BYTES = 32 * 1024 * 1024
 PAGE_LIMIT = 500
 #: Pages `list_all` reads at most: a server that ignores `offset` cannot keep it reading.
 MAX_PAGES = 200
+#: Bytes `list_all` reads at most for one list, all its pages together: MAX_PAGES answers of
+#: MAX_ANSWER_BYTES each let one server make the console hold gigabytes.
+MAX_LIST_BYTES = 64 * 1024 * 1024
 #: 401 codes from the toplevel meaning "the session is over, log in again" (docs/API.md).
 SESSION_ENDING_CODES = frozenset({"missing_token", "invalid_token", "token_expired", "session_expired"})
 #: 401 codes from another server after which the call is sent once more with a freshly exchanged
@@ -65,6 +68,20 @@ class ServerUnreachable(ApiError):
 
     def __init__(self, message: str):
         super().__init__(message, "unreachable", 0)
+
+
+class ReadBudget:
+    """What several answers (the pages of one list) may still read together, in bytes, and the
+    refusal once that is spent."""
+
+    def __init__(self, size: int, refusal: str):
+        self.left = size
+        self.refusal = refusal
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ApiError(self.refusal, "bad_response")
 
 
 class SessionEnded(ApiError):
@@ -189,21 +206,23 @@ class ApiClient:
         """Ask the toplevel (this client) for a token for the server at `audience`."""
         return token_of(self.post(EXCHANGE_PATH, {"audience": audience}), "token exchange")
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None) -> Any:
-        """Send one call; return the decoded JSON (None for 204) or raise `ApiError`."""
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                budget: ReadBudget | None = None) -> Any:
+        """Send one call; return the decoded JSON (None for 204) or raise `ApiError`. The answer's
+        bytes are also spent from `budget`, when one is given."""
         token = self._token()
         try:
-            return self._send(method, path, token, json, params)
+            return self._send(method, path, token, json, params, budget)
         except ApiError as exc:
             retry = (not self.issues_tokens and token and exc.status == 401 and exc.code in REMOTE_RETRY_CODES
                      and self.credentials.server_tokens is not None)
             if not retry:
                 raise
             self.credentials.server_tokens.forget(self.base_url, token)
-            return self._send(method, path, self._token(), json, params)
+            return self._send(method, path, self._token(), json, params, budget)
 
-    def _send(self, method: str, path: str, token: str, json: Any, params: dict[str, Any] | None) -> Any:
+    def _send(self, method: str, path: str, token: str, json: Any, params: dict[str, Any] | None,
+              budget: ReadBudget | None) -> Any:
         url = self.base_url + path
         headers = {"Accept": "application/json"}
         if token:
@@ -217,7 +236,7 @@ class ApiClient:
                 # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
                 with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
                                              timeout=self.timeout, verify=self.ca_file or True) as response:
-                    content = self._read(response)
+                    content = self._read(response, budget)
             except requests.RequestException as exc:
                 raise (late if deadline.expired else ServerUnreachable(describe_connection_error(url, exc))) from exc
             except OSError as exc:
@@ -226,8 +245,8 @@ class ApiClient:
             raise late
         return self._decode(response, content)
 
-    def _read(self, response: requests.Response) -> bytes:
-        """The answer's body, read as it arrives, within MAX_ANSWER_BYTES."""
+    def _read(self, response: requests.Response, budget: ReadBudget | None) -> bytes:
+        """The answer's body, read as it arrives, within MAX_ANSWER_BYTES and `budget`."""
         chunks: list[bytes] = []
         size = 0
         while chunk := self._read_some(response):
@@ -236,6 +255,8 @@ class ApiClient:
                 host = urlsplit(self.base_url).netloc or self.base_url
                 raise ApiError(f"{host} sent an answer larger than {MAX_ANSWER_BYTES // 2**20} MiB; "
                                "is this a SIVR server?", "bad_response", response.status_code)
+            if budget is not None:
+                budget.spend(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -297,13 +318,14 @@ class ApiClient:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
-    def page(self, path: str, *, text_keys: tuple[str, ...] = (),
+    def page(self, path: str, *, text_keys: tuple[str, ...] = (), budget: ReadBudget | None = None,
              **params: Any) -> tuple[list[dict[str, Any]], int]:
         """One page of a paged list: its items and the list's `total`, checked for that shape (a
         screen shows them on the GUI thread, where a wrong type would raise), every item with a
         string at each of `text_keys` (what the caller reads from every item: an entry without
-        one was a KeyError that failed every source of the audit screen at once)."""
-        page = self.get(path, **params)
+        one was a KeyError that failed every source of the audit screen at once); its bytes are
+        spent from `budget`, when one is given."""
+        page = self.request("GET", path, params=params, budget=budget)
         items = page.get("items") if isinstance(page, dict) else None
         total = page.get("total", 0) if isinstance(page, dict) else None
         if (not isinstance(items, list) or not all(isinstance(item, dict) for item in items)
@@ -321,11 +343,15 @@ class ApiClient:
     def list_all(self, path: str, *, text_keys: tuple[str, ...] = (), **params: Any) -> list[dict[str, Any]]:
         """Every item of a paged list (`{"items", "total"}`), fetched page by page (`page`).
 
-        A short page ends the list whatever `total` says, and MAX_PAGES bounds it: a server that
-        ignores `offset` or overstates `total` must not keep the console reading."""
+        A short page ends the list whatever `total` says, and MAX_PAGES and MAX_LIST_BYTES bound it:
+        a server that ignores `offset`, overstates `total` or pads its items must not keep the
+        console reading, nor make it hold gigabytes."""
         items: list[dict[str, Any]] = []
+        budget = ReadBudget(MAX_LIST_BYTES, f"{self.base_url} listed more than {MAX_LIST_BYTES // 2**20} MiB at "
+                                            f"{path}; the list was not read")
         for _ in range(MAX_PAGES):
-            batch, total = self.page(path, text_keys=text_keys, limit=PAGE_LIMIT, offset=len(items), **params)
+            batch, total = self.page(path, text_keys=text_keys, budget=budget, limit=PAGE_LIMIT, offset=len(items),
+                                     **params)
             items.extend(batch)
             if len(batch) < PAGE_LIMIT or len(items) >= total:
                 return items

@@ -1,5 +1,6 @@
 """What the console takes from a server's answer, against a fake SIVR server over real TLS: a
-render node or an institution server cannot end the session, and error text is one bounded line.
+render node or an institution server cannot end the session, error text is one bounded line, and
+a list has a byte budget.
 
 `FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
@@ -234,3 +235,18 @@ def test_a_server_s_error_message_is_one_line_of_bounded_length(client, sivr):
     with pytest.raises(ApiError) as limited:
         client.get("/api/v1/users")
     assert limited.value.message.startswith("slow down (try again in 999") and len(limited.value.message) < 200
+
+
+def test_a_list_has_a_byte_budget_for_all_its_pages(client, sivr, monkeypatch):
+    """Each page was limited (MAX_ANSWER_BYTES) and the pages were (MAX_PAGES), so one list could
+    hold 200 × 32 MiB. All its pages together now stop at MAX_LIST_BYTES."""
+    monkeypatch.setattr(api_client, "MAX_LIST_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(api_client, "MAX_PAGES", 20)
+    page = {"items": [{"id": str(i), "name": "x" * 1000} for i in range(api_client.PAGE_LIMIT)], "total": 10**9}
+    sivr.answers["/api/v1/nodes"] = (200, page)  # ~500 KiB, whatever the offset
+    institution = client.for_server(sivr.url)
+    with pytest.raises(ApiError) as refused:
+        institution.list_all("/api/v1/nodes")
+    assert refused.value.code == "bad_response"
+    assert refused.value.message == f"{sivr.url} listed more than 2 MiB at /api/v1/nodes; the list was not read"
+    assert sivr.paths().count("/api/v1/nodes") == 5
