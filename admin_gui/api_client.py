@@ -233,9 +233,12 @@ class ApiClient:
                                  "the server may be overloaded or misbehaving.")
         with answer_deadline.AnswerDeadline(ANSWER_DEADLINE_S) as deadline:
             try:
-                # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE.
+                # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE. No redirect
+                # is followed (`_decode` refuses them): a 307 re-sent the body, a password, to any
+                # URL, http:// included, that no rule of the console's had checked.
                 with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
-                                             timeout=self.timeout, verify=self.ca_file or True) as response:
+                                             timeout=self.timeout, verify=self.ca_file or True,
+                                             allow_redirects=False) as response:
                     content = self._read(response, budget)
             except requests.RequestException as exc:
                 raise (late if deadline.expired else ServerUnreachable(describe_connection_error(url, exc))) from exc
@@ -274,6 +277,12 @@ class ApiClient:
     def _decode(self, response: requests.Response, content: bytes) -> Any:
         if response.status_code == 204:
             return None
+        if 300 <= response.status_code < 400:  # SIVR servers never redirect: a front end or an attacker does
+            location = response.headers.get("Location")
+            to = f" to {server_text(location)}" if location else ""
+            raise ApiError(f"{self.base_url} answered HTTP {response.status_code} {server_text(response.reason)}, "
+                           f"a redirect{to}, which the console does not follow: SIVR servers do not redirect; "
+                           "check the server address.", "bad_response", response.status_code)
         try:
             body = jsonlib.loads(content)
         except ValueError:

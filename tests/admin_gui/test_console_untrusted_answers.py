@@ -1,6 +1,6 @@
 """What the console takes from a server's answer, against a fake SIVR server over real TLS: a
-render node or an institution server cannot end the session, error text is one bounded line, and
-a list has a byte budget.
+render node or an institution server cannot end the session, error text is one bounded line, a
+list has a byte budget, and redirects are not followed.
 
 `FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
@@ -148,7 +148,7 @@ def log_in(qtbot, window, sivr: FakeSivr, ca: Path) -> None:
     assert window.console is not None, window.login.banner.text()
 
 
-# --- only the toplevel ends the session -------------------------------------------------------------
+# --- only the toplevel ends the session -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("code", ["session_expired", "token_expired"])
@@ -214,7 +214,7 @@ def test_only_the_toplevel_s_client_raises_session_ended(client, sivr):
         client.get("/api/v1/users")
 
 
-# --- what a server's words may be ----------------------------------------------------------------------
+# --- what a server's words may be -----------------------------------------------------------------------
 
 
 def test_a_server_s_error_message_is_one_line_of_bounded_length(client, sivr):
@@ -250,3 +250,49 @@ def test_a_list_has_a_byte_budget_for_all_its_pages(client, sivr, monkeypatch):
     assert refused.value.code == "bad_response"
     assert refused.value.message == f"{sivr.url} listed more than 2 MiB at /api/v1/nodes; the list was not read"
     assert sivr.paths().count("/api/v1/nodes") == 5
+
+
+# --- transport: no redirects ----------------------------------------------------------------------------
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """A plain-http server that answers `{}` to anything and keeps what it was sent."""
+
+    seen: list[tuple[str, bytes]] = []
+
+    def _answer(self) -> None:
+        self.seen.append((self.path, self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    _Sink.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    server.daemon_threads = True
+    with _serving(server):
+        yield f"http://127.0.0.1:{server.server_address[1]}", _Sink.seen
+
+
+@pytest.mark.parametrize("status", [301, 307, 308])
+def test_a_redirect_is_a_bad_answer_and_the_password_stays(sivr, tls_files, sink, status):
+    """A 307 from the https toplevel had requests send the login body, the password, on to an
+    http:// address in clear text. SIVR servers never redirect: the console follows none."""
+    elsewhere, seen = sink
+    sivr.answers["/api/v1/auth/login"] = (status, b"", {"Location": f"{elsewhere}/collect"})
+    top = ApiClient(sivr.url, str(tls_files["ca.pem"]))
+    with pytest.raises(ApiError) as refused:
+        top.login("root", PASSWORD)
+    assert seen == []
+    assert (refused.value.code, refused.value.status) == ("bad_response", status)
+    assert refused.value.message.startswith(f"{sivr.url} answered HTTP {status} ")
+    assert f"a redirect to {elsewhere}/collect, which the console does not follow" in refused.value.message
