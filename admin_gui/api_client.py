@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.auth import AuthBase
 
 from admin_gui import answer_deadline
 from admin_gui.form_checks import check_server_url
@@ -82,6 +83,25 @@ class ReadBudget:
         self.left -= size
         if self.left < 0:
             raise ApiError(self.refusal, "bad_response")
+
+
+class BearerToken(AuthBase):
+    """A call's token as requests' `auth`, passed with every call, also one without a token (a login).
+
+    Given no `auth`, requests looks the host up in ~/.netrc ($NETRC) and puts that login over the
+    Authorization header: the user's password for another service on the host (netrc knows no
+    ports) went to a SIVR server, and the token did not. An `auth` is what turns the lookup off.
+    `Session.trust_env = False` would too, but would also drop what the console takes from the
+    environment on purpose: HTTP(S)_PROXY and NO_PROXY, and REQUESTS_CA_BUNDLE, the certificates
+    trusted when the login form's CA file is left empty."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
 
 
 class SessionEnded(ApiError):
@@ -225,8 +245,6 @@ class ApiClient:
               budget: ReadBudget | None) -> Any:
         url = self.base_url + path
         headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         host = urlsplit(url).netloc or url
         late = ServerUnreachable(f"{host} did not finish its answer within {ANSWER_DEADLINE_S:.0f} s; "
@@ -236,9 +254,9 @@ class ApiClient:
                 # `verify` per request: a Session-level value would lose to REQUESTS_CA_BUNDLE. No redirect
                 # is followed (`_decode` refuses them): a 307 re-sent the body, a password, to any
                 # URL, http:// included, that no rule of the console's had checked.
-                with self._session().request(method, url, json=json, params=clean, headers=headers, stream=True,
-                                             timeout=self.timeout, verify=self.ca_file or True,
-                                             allow_redirects=False) as response:
+                with self._session().request(method, url, json=json, params=clean, headers=headers,
+                                             auth=BearerToken(token), stream=True, timeout=self.timeout,
+                                             verify=self.ca_file or True, allow_redirects=False) as response:
                     content = self._read(response, budget)
             except requests.RequestException as exc:
                 raise (late if deadline.expired else ServerUnreachable(describe_connection_error(url, exc))) from exc

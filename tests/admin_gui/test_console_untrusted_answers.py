@@ -1,6 +1,6 @@
 """What the console takes from a server's answer, against a fake SIVR server over real TLS: a
 render node or an institution server cannot end the session, error text is one bounded line, a
-list has a byte budget, and redirects are not followed.
+list has a byte budget, redirects and `~/.netrc` are not followed.
 
 `FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
@@ -8,6 +8,7 @@ list has a byte budget, and redirects are not followed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import ssl
@@ -23,7 +24,7 @@ from driving import WAIT_MS, wait_idle
 from PySide6.QtCore import Qt
 
 from admin_gui import api_client
-from admin_gui.api_client import ApiClient, ApiError, SessionEnded
+from admin_gui.api_client import ApiClient, ApiError, ServerUnreachable, SessionEnded
 from shared.tls import create_ca, issue_server_cert
 
 pytestmark = pytest.mark.gui
@@ -107,8 +108,10 @@ class FakeSivr(ThreadingHTTPServer):
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("fake-sivr-tls")
-    files = {name: folder / name for name in ("ca.pem", "ca.key", "server.pem", "server.key")}
+    files = {name: folder / name for name in ("ca.pem", "ca.key", "server.pem", "server.key", "other-ca.pem",
+                                              "other-ca.key")}
     create_ca(files["ca.pem"], files["ca.key"])
+    create_ca(files["other-ca.pem"], files["other-ca.key"])  # trusted by nothing here
     issue_server_cert(files["ca.pem"], files["ca.key"], files["server.pem"], files["server.key"], ["127.0.0.1"])
     return files
 
@@ -252,7 +255,7 @@ def test_a_list_has_a_byte_budget_for_all_its_pages(client, sivr, monkeypatch):
     assert sivr.paths().count("/api/v1/nodes") == 5
 
 
-# --- transport: no redirects ----------------------------------------------------------------------------
+# --- transport: no redirects, no netrc, the environment's CA bundle and proxy as before -----------------
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -296,3 +299,40 @@ def test_a_redirect_is_a_bad_answer_and_the_password_stays(sivr, tls_files, sink
     assert (refused.value.code, refused.value.status) == ("bad_response", status)
     assert refused.value.message.startswith(f"{sivr.url} answered HTTP {status} ")
     assert f"a redirect to {elsewhere}/collect, which the console does not follow" in refused.value.message
+
+
+def test_netrc_never_replaces_the_token(client, sivr, tmp_path, monkeypatch):
+    """requests put the ~/.netrc ($NETRC) login for the host (whatever its port) over the
+    Authorization header: the user's password for another service went to a SIVR server."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login alice password other-service-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client.get("/api/v1/users")
+    client.for_server(sivr.url).get("/api/v1/node")
+    top = ApiClient(sivr.url, client.ca_file)
+    top.login("root", PASSWORD)
+    authorizations = [call["headers"].get("Authorization") for call in sivr.seen]
+    secret = base64.b64encode(b"alice:other-service-secret").decode()
+    assert not any(secret in (sent or "") for sent in authorizations)
+    assert authorizations[-1] is None  # the login: no token yet
+    assert "Bearer session-token" in authorizations and "Bearer exchanged-token" in authorizations
+
+
+def test_the_environment_s_ca_bundle_and_proxy_still_apply(sivr, tls_files, sink, monkeypatch):
+    """What the console keeps taking from the environment: with the CA field empty, the
+    REQUESTS_CA_BUNDLE (the system's certificates where it is set), and HTTP(S)_PROXY; a CA file
+    given in the field wins over the bundle."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files["ca.pem"]))
+    assert ApiClient(sivr.url, "").get("/api/v1/institutions")["total"] == 1
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files["other-ca.pem"]))
+    with pytest.raises(ServerUnreachable) as untrusted:
+        ApiClient(sivr.url, "").get("/api/v1/institutions")
+    assert "TLS certificate" in untrusted.value.message
+    assert ApiClient(sivr.url, str(tls_files["ca.pem"])).get("/api/v1/institutions")["total"] == 1
+    proxy, seen = sink
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert ApiClient("http://sivr.invalid:5001").get("/api/v1/info") == {}
+    assert seen == [("http://sivr.invalid:5001/api/v1/info", b"")]
