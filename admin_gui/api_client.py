@@ -303,12 +303,13 @@ class ApiClient:
                            "check the server address.", "bad_response", response.status_code)
         try:
             body = jsonlib.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             body = None
         if response.ok:
             if body is None:
-                raise ApiError(f"{self.base_url} answered without JSON (HTTP {response.status_code}); "
-                               f"is this a SIVR server?", "bad_response", response.status_code)
+                raise ApiError(f"{self.base_url} answered without JSON the console can read "
+                               f"(HTTP {response.status_code}); is this a SIVR server?", "bad_response",
+                               response.status_code)
             return body
         error = body.get("error") if isinstance(body, dict) else None
         # a proxy's {"error": "Service Unavailable"} is no SIVR error object: its status speaks

@@ -1,6 +1,6 @@
 """What the console takes from a server's answer, against a fake SIVR server over real TLS: a
 render node or an institution server cannot end the session, error text is one bounded line, a
-list has a byte budget, redirects and `~/.netrc` are not followed.
+list has a byte budget, redirects and `~/.netrc` are not followed, nesting too deep is a bad answer.
 
 `FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
@@ -253,6 +253,20 @@ def test_a_list_has_a_byte_budget_for_all_its_pages(client, sivr, monkeypatch):
     assert refused.value.code == "bad_response"
     assert refused.value.message == f"{sivr.url} listed more than 2 MiB at /api/v1/nodes; the list was not read"
     assert sivr.paths().count("/api/v1/nodes") == 5
+
+
+@pytest.mark.parametrize("depth", [10_000, 1_000_000])
+def test_json_nested_too_deep_is_an_answer_the_console_cannot_read(client, sivr, depth):
+    sivr.answers["/api/v1/users"] = (200, b"[" * depth + b"]" * depth)
+    with pytest.raises(ApiError) as unreadable:
+        client.get("/api/v1/users")
+    assert unreadable.value.code == "bad_response"
+    assert unreadable.value.message == (f"{sivr.url} answered without JSON the console can read (HTTP 200); "
+                                        "is this a SIVR server?")
+    sivr.answers["/api/v1/users"] = (500, b"[" * depth + b"]" * depth)
+    with pytest.raises(ApiError) as failed:
+        client.get("/api/v1/users")
+    assert failed.value.code == "http_error" and "answered HTTP 500" in failed.value.message
 
 
 # --- transport: no redirects, no netrc, the environment's CA bundle and proxy as before -----------------
