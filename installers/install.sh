@@ -156,6 +156,19 @@ install_venv() {
 write_config() {
     if has_config; then
         say "keeping the existing configuration in $R_ETC"
+        # the options that make a configuration do nothing now: say so, not leave the admin to believe them
+        local ignored=()
+        [[ -z "$FROM" ]] || ignored+=(--from)
+        ((!FRONT)) || ignored+=(--front)
+        ((${#HOSTNAMES[@]} == 0)) || ignored+=(--hostname)
+        ((${#INSTITUTIONS[@]} == 0)) || ignored+=(--institution-name)
+        ((NODES == 1)) || ignored+=(--nodes-per-institution)
+        [[ -z "$INSTANCES" ]] || ignored+=(--instances)
+        if ((${#ignored[@]})); then
+            echo "$(basename "$0"): warning: ${ignored[*]} ignored: they shape a first install, and $R_ETC" \
+                "already holds one (a re-run upgrades the package and the units only; docs/deployment.md," \
+                "\"Upgrades\")" >&2
+        fi
         return
     fi
     local from="$FROM" placed_args=(--layers "$LAYERS" --instances "$INSTANCES")

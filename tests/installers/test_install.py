@@ -157,8 +157,9 @@ def test_console_desktop_entry_is_installed(single_host):
 def test_rerun_changes_no_key_config_or_database_and_enables_offline(single_host):
     etc, data = single_host / "etc/sivr", single_host / "var/lib/sivr"
     before = {**digests(etc), **digests(data)}
-    done = install(single_host)  # this time without --no-systemctl: `systemctl --root` enables
+    done = install(single_host, "--front")  # this time without --no-systemctl: `systemctl --root` enables
     assert "keeping the existing configuration" in done.stdout
+    assert "warning: --front ignored: they shape a first install" in done.stderr, done.stderr
     assert {**digests(etc), **digests(data)} == before
     wants = single_host / "etc/systemd/system/multi-user.target.wants"
     assert {p.name for p in wants.iterdir()} == {unit_of(n) for n in SINGLE_HOST_INSTANCES}
