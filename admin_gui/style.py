@@ -23,10 +23,11 @@ QLabel#loginTitle {{ font-size: 20pt; font-weight: 600; color: {ACCENT}; }}
 QLabel#dialogTitle {{ font-size: 14pt; font-weight: 600; }}
 QLabel#summary {{ font-weight: 600; }}
 QLabel#emptyState {{ color: #8a94a6; font-size: 11pt; background: transparent; }}
-QLabel#problems {{
+QScrollArea#problems {{
     background: white; border: 1px solid #dde2ec; border-left: 3px solid #d04437; border-radius: 6px;
-    padding: 8px 10px; color: #4a5468;
+    padding: 8px 10px;
 }}
+QScrollArea#problems QLabel {{ color: #4a5468; }}
 QLabel#busy {{ color: {ACCENT}; }}
 QFrame#loginCard {{ background: white; border: 1px solid #dde2ec; border-radius: 10px; }}
 QFrame#sidebar {{ background: #1e293b; }}
@@ -69,9 +70,8 @@ QFrame#banner[kind="error"] {{ background: #fdecea; border: 1px solid #f5b7b1; b
 QFrame#banner[kind="error"] QLabel {{ color: #922b21; }}
 QFrame#banner[kind="info"] {{ background: #e8f6ee; border: 1px solid #a9dfbf; border-radius: 6px; }}
 QFrame#banner[kind="info"] QLabel {{ color: #1e6b3f; }}
-QLabel#formError {{
-    background: #fdecea; border: 1px solid #f5b7b1; border-radius: 6px; padding: 8px; color: #922b21;
-}}
+QScrollArea#formError {{ background: #fdecea; border: 1px solid #f5b7b1; border-radius: 6px; padding: 8px; }}
+QScrollArea#formError QLabel {{ color: #922b21; }}
 QTableView {{
     background: white; alternate-background-color: #f8fafc; border: 1px solid #dde2ec;
     border-radius: 8px; selection-background-color: #dbe6fd; selection-color: #1d2433;

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -33,6 +35,10 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import ApiError
 from admin_gui.table_models import FilterProxyModel, ResourceTableModel
 from admin_gui.workers import TaskRunner
+
+#: Lines of a message banner and of a form's error shown before they scroll (BoundedText).
+BANNER_LINES = 5
+FORM_ERROR_LINES = 8
 
 
 def plain_label(text: str = "", object_name: str = "") -> QLabel:
@@ -48,6 +54,62 @@ def plain_label(text: str = "", object_name: str = "") -> QLabel:
     return label
 
 
+class BoundedText(QScrollArea):
+    """Plain, selectable, word-wrapped text that grows with its content up to `lines` lines, then scrolls.
+
+    A server's words have no length of their own (an error message, one line per unreachable node):
+    a label grows with them until nothing beside it has room (300 lines made a banner 4800 px high and
+    the window taller than any monitor; 40 unreachable nodes left the node table one row). All of the
+    text stays readable and selectable, by scrolling.
+    """
+
+    def __init__(self, lines: int, object_name: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.label = plain_label()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._lines = lines
+        if object_name:
+            self.setObjectName(object_name)
+        self.setWidget(self.label)
+        self.label.setAutoFillBackground(False)  # setWidget() set it: the banner's colour shows through
+        self.viewport().setAutoFillBackground(False)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    def setText(self, text: str) -> None:
+        """Show `text` from its top; the same text again keeps where the reader has scrolled to."""
+        if text == self.label.text():
+            return
+        self.label.setText(text)
+        self.verticalScrollBar().setValue(0)
+        self.updateGeometry()  # the label's new height is the layout's business, not only the viewport's
+
+    def text(self) -> str:
+        return self.label.text()
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
+        """The text's height at `width`, at most `lines` lines, plus the frame (a style sheet's border)."""
+        frame, margins = self.contentsMargins(), self.label.contentsMargins()
+        most = self.label.fontMetrics().boundingRect(0, 0, 1 << 20, 1 << 20, 0, "\n" * (self._lines - 1)).height()
+        return (min(self.label.heightForWidth(width - frame.left() - frame.right()),
+                    most + margins.top() + margins.bottom()) + frame.top() + frame.bottom())
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(hint.width(), self.heightForWidth(self.width() or hint.width()))
+
+    def minimumSizeHint(self) -> QSize:
+        """As high as the text needs (up to `lines`): a window sizes itself by minimum sizes, not by
+        height for width, and a scroll area's own minimum is a scroll bar's."""
+        return QSize(super().minimumSizeHint().width(), self.sizeHint().height())
+
+
 class MessageBanner(QFrame):
     """A coloured line above a screen's table: errors in red, confirmations in green."""
 
@@ -56,15 +118,14 @@ class MessageBanner(QFrame):
         self.setObjectName("banner")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 8, 8)
-        self.label = plain_label()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text_box = BoundedText(BANNER_LINES)
+        self.label = self.text_box.label
         close = QPushButton("✕")
         close.setObjectName("bannerClose")
         close.setFlat(True)
         close.setFixedWidth(28)
         close.clicked.connect(self.hide)
-        layout.addWidget(self.label, 1)
+        layout.addWidget(self.text_box, 1)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.hide()
 
@@ -78,7 +139,7 @@ class MessageBanner(QFrame):
         self.setProperty("kind", kind)
         self.style().unpolish(self)
         self.style().polish(self)
-        self.label.setText(message[:1].upper() + message[1:])
+        self.text_box.setText(message[:1].upper() + message[1:])
         self.show()
 
     def clear_error(self) -> None:
@@ -203,8 +264,7 @@ class FormDialog(QDialog):
         self._send = send
         self.fields: dict[str, QWidget] = {}
         heading = plain_label(title, "dialogTitle")
-        self.error = plain_label(object_name="formError")
-        self.error.setWordWrap(True)
+        self.error = BoundedText(FORM_ERROR_LINES, "formError")
         self.error.hide()
         self.form = QFormLayout()
         self.form.setHorizontalSpacing(16)

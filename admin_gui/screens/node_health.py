@@ -26,12 +26,17 @@ from admin_gui.api_client import INSTITUTION_KEYS, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
-from admin_gui.widgets import plain_label
+from admin_gui.widgets import BoundedText, plain_label
 from shared.roles import may_administer_institution
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
 REGISTRY_THREADS = 8
 DEFAULT_INTERVAL_S = 15
+#: Lines of the problems box shown before it scrolls, and problems listed in it at most (every
+#: node's problem is in the table's last column too): a bad day's dozens of unreachable nodes
+#: left the table no room, and a registry of thousands would be laid out as one label.
+PROBLEM_LINES = 5
+PROBLEMS_LISTED = 100
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
                 "storage_used_bytes", "render_latency_ms", "backend_3d")
 
@@ -100,9 +105,8 @@ class NodeHealthScreen(TableScreen):
         self.toolbar.insertWidget(2, self.updated)
         self.toolbar.insertWidget(3, self.auto)
         self.toolbar.insertWidget(4, self.interval)
-        self.problems = plain_label(object_name="problems")
-        self.problems.setWordWrap(True)
-        self.problems.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.problems = BoundedText(PROBLEM_LINES, "problems")
+        self.problems.hide()
         self.body.addWidget(self.problems)
         self.table.view.setItemDelegateForColumn(NodeHealthModel.MEMORY_COLUMN, MemoryBarDelegate(self))
         self.timer = QTimer(self)
@@ -220,6 +224,9 @@ class NodeHealthScreen(TableScreen):
         self.summary.setText(" · ".join(parts))
         problems = [f"{r.get('institution_name')} · {r.get('name')}: {r['problem']}"
                     for r in rows if r.get("problem")]
+        if len(problems) > PROBLEMS_LISTED:
+            more = len(problems) - PROBLEMS_LISTED
+            problems[PROBLEMS_LISTED:] = [f"… and {more} more: the table's last column gives every node's problem."]
         self.problems.setText("\n".join(problems))
         self.problems.setVisible(bool(problems))
         if not waiting:

@@ -16,8 +16,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest
 from driving import WAIT_MS
+from fake_servers import FakeSivr, serving
 from PySide6.QtCore import QSettings
 
+from admin_gui.context import ConsoleContext
 from admin_gui.gc_on_gui_thread import GuiThreadCollector
 from admin_gui.main_window import ConsoleWindow
 from admin_gui.style import apply_style
@@ -86,6 +88,21 @@ def window(qtbot, qapp, tmp_path) -> Iterator[ConsoleWindow]:
     yield win
     win.renew_timer.stop()
     win.runner.wait_for_done(WAIT_MS)
+
+
+@pytest.fixture
+def fake_sivr() -> Iterator[FakeSivr]:
+    """A loopback stand-in for every layer, answering what the test sets (fake_servers.py)."""
+    with serving() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_context(qapp, fake_sivr) -> Iterator[ConsoleContext]:
+    """A signed-in system administrator's console context whose servers are `fake_sivr`."""
+    ctx = fake_sivr.context()
+    yield ctx
+    ctx.runner.wait_for_done(WAIT_MS)
 
 
 def screenshot(widget, name: str) -> Path:

@@ -1,0 +1,94 @@
+"""One loopback HTTP server that answers for every SIVR layer at once, for console tests that need
+a server's answers rather than its behaviour: hundreds of render nodes, nodes that hang, names no
+honest server accepts. A test sets the answer of each path; a screen gets a console context whose
+clients call it. Nobody has logged in, so no token is exchanged or sent, and plain HTTP will do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from admin_gui.api_client import ApiClient
+from admin_gui.context import ConsoleContext
+from admin_gui.workers import TaskRunner
+from shared.roles import SYSTEM_ADMIN
+
+INSTITUTION_ID = "11111111-1111-4111-8111-111111111111"
+SYSTEM_ADMIN_USER = {"id": "22222222-2222-4222-8222-222222222222", "username": "root", "full_name": "Root Admin",
+                     "role": SYSTEM_ADMIN, "institution_id": INSTITUTION_ID, "active": True}
+
+#: What a path answers: a list (served as the pages of a paged list), (status, JSON body), or a
+#: callable that returns one of those when the call arrives (it runs on the server's thread).
+Answer = list[dict[str, Any]] | tuple[int, Any] | Callable[[], Any]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeSivr
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        parts = urlsplit(self.path)
+        self.server.seen.append(f"{self.command} {parts.path}")
+        answer = self.server.answers.get(f"{self.command} {parts.path}", self.server.answers.get(parts.path))
+        if callable(answer):
+            answer = answer()
+        if isinstance(answer, list):
+            query = parse_qs(parts.query)
+            offset, limit = int(query.get("offset", ["0"])[0]), int(query.get("limit", ["500"])[0])
+            answer = (200, {"items": answer[offset:offset + limit], "total": len(answer)})
+        status, body = answer or (404, {"error": {"code": "not_found", "message": f"nothing at {parts.path}"}})
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class FakeSivr(ThreadingHTTPServer):
+    """The server: `answers` maps "METHOD /path" or "/path" (any method) to an `Answer`; `seen`
+    lists the calls that arrived, as "METHOD /path"."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.answers: dict[str, Answer] = {}
+        self.seen: list[str] = []
+
+    def context(self, user: dict[str, Any] | None = None) -> ConsoleContext:
+        """What a screen of a signed-in console gets, with this server as its toplevel."""
+        return ConsoleContext(ApiClient(self.url), TaskRunner(), user or SYSTEM_ADMIN_USER)
+
+    def institution(self, name: str = "Demo Hospital") -> dict[str, Any]:
+        """An institution whose server is this one."""
+        return {"id": INSTITUTION_ID, "name": name, "address": "", "server_url": self.url}
+
+    def node(self, number: int, name: str | None = None) -> dict[str, Any]:
+        """A registry entry of a render node at its own path of this server (`/node-<number>`)."""
+        return {"id": f"33333333-3333-4333-8333-{number:012d}", "name": name or f"render-{number}",
+                "url": f"{self.url}/node-{number}", "store": "", "institution_id": INSTITUTION_ID,
+                "created_at": "2026-01-01T00:00:00Z"}
+
+
+@contextmanager
+def serving() -> Iterator[FakeSivr]:
+    server = FakeSivr()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
