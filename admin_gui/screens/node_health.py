@@ -37,6 +37,10 @@ DEFAULT_INTERVAL_S = 15
 #: left the table no room, and a registry of thousands would be laid out as one label.
 PROBLEM_LINES = 5
 PROBLEMS_LISTED = 100
+#: How long node answers are gathered before the summary and problems are drawn again: drawing
+#: them and sizing every column for each answer, on the GUI thread, made a round quadratic in the
+#: number of nodes (400 nodes froze the window for a minute, every round).
+REDRAW_MS = 150
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
                 "storage_used_bytes", "render_latency_ms", "backend_3d")
 
@@ -111,6 +115,10 @@ class NodeHealthScreen(TableScreen):
         self.table.view.setItemDelegateForColumn(NodeHealthModel.MEMORY_COLUMN, MemoryBarDelegate(self))
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.poll)
+        self._redraw = QTimer(self)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(REDRAW_MS)
+        self._redraw.timeout.connect(self._update_summary)
         self.auto.toggled.connect(self._schedule)
         self.interval.currentIndexChanged.connect(self._schedule)
         self._generation = 0
@@ -177,33 +185,40 @@ class NodeHealthScreen(TableScreen):
             return
         self.table.set_rows(rows)
         self._outstanding = 0
-        for row in rows:
+        for index, row in enumerate(rows):
             if row.get("status") == "checking":
                 self._outstanding += 1
                 node = self.ctx.polling_client(row["url"])
                 self.ctx.runner.submit(
                     lambda node=node: node.get("/api/v1/node"),
-                    lambda info, node_id=row["id"]: self._node_answered(generation, node_id, info, None),
-                    lambda error, node_id=row["id"]: self._node_answered(generation, node_id, None, error),
+                    lambda info, index=index: self._node_answered(generation, index, info, None),
+                    lambda error, index=index: self._node_answered(generation, index, None, error),
                     owner=self)
         self._update_summary()
 
-    def _node_answered(self, generation: int, node_id: str, info: dict[str, Any] | None,
+    def _node_answered(self, generation: int, index: int, info: dict[str, Any] | None,
                        error: ApiError | None) -> None:
+        """One node's answer into its row, found by its index in the round's rows (the model is
+        set once a round), not by a search of them all. What sums up every row waits: for the
+        round's last answer, or REDRAW_MS of answers arriving together."""
         if generation != self._generation:
             return
         self._outstanding -= 1
-        for index, row in enumerate(self.model.rows()):
-            if row.get("id") == node_id:
-                if error is None and isinstance(info, dict):
-                    values = {k: info.get(k) for k in _NODE_FIELDS}
-                    self.model.update_row(index, {**values, "status": "up", "problem": None})
-                else:
-                    message = error.message if error else "the node answered without figures"
-                    self.model.update_row(index, {"status": "down", "problem": message})
-        self._update_summary()
+        if error is None and isinstance(info, dict):
+            values = {k: info.get(k) for k in _NODE_FIELDS}
+            self.model.update_row(index, {**values, "status": "up", "problem": None})
+        else:
+            message = error.message if error else "the node answered without figures"
+            self.model.update_row(index, {"status": "down", "problem": message})
+        if not self._outstanding:
+            self._update_summary()
+        elif not self._redraw.isActive():
+            self._redraw.start()
 
     def _update_summary(self) -> None:
+        """Summary, problems and, once no node is left to answer, the columns' widths (sized to
+        up to a thousand rows through the model, which is too slow to do while answers arrive)."""
+        self._redraw.stop()
         rows = self.model.rows()
         nodes = [r for r in rows if r.get("id")]
         count = {status: sum(1 for r in nodes if r.get("status") == status) for status in STATUS_TEXT}
@@ -231,5 +246,5 @@ class NodeHealthScreen(TableScreen):
         self.problems.setVisible(bool(problems))
         if not waiting:
             self.updated.setText(f"Updated {dt.datetime.now():%H:%M:%S}")
-        self.table.view.resizeColumnsToContents()
+            self.table.view.resizeColumnsToContents()
         self.table.view.setColumnWidth(NodeHealthModel.MEMORY_COLUMN, 190)

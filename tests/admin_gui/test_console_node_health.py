@@ -3,6 +3,8 @@ unreachable nodes, and registries far longer than a real one."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from driving import WAIT_MS
 from PySide6.QtWidgets import QApplication
@@ -53,3 +55,75 @@ def test_many_unreachable_nodes_leave_the_table_its_room(qtbot, screen, fake_siv
     assert screen.problems.height() < 10 * screen.problems.fontMetrics().lineSpacing()
     assert screen.minimumSizeHint().height() < 800
     assert screen.table.view.viewport().height() > 400
+
+
+def _figures(number: int) -> dict:
+    return {"records_stored": number, "records_loaded": 1, "memory_used_bytes": 1, "memory_budget_bytes": 4,
+            "storage_used_bytes": 2048, "render_latency_ms": {"p50": 3, "p95": 9}, "backend_3d": "cpu"}
+
+
+def test_an_answer_draws_nothing_that_sums_up_every_row_until_the_round_is_over(qtbot, screen, fake_sivr,
+                                                                                  monkeypatch):
+    """Each node's answer copied and searched every row, summed them up four times, rebuilt the
+    problems and sized every column through the model, on the GUI thread: a round was quadratic in
+    the number of nodes (400 nodes froze the window for a minute, every 15 s). An answer now
+    fills its own row; what sums up every row is drawn by the round's last answer (columns sized
+    once a round), or by a timer while answers keep arriving."""
+    nodes = [fake_sivr.node(i) for i in range(200)]
+    _registry(fake_sivr, nodes)
+    for i in range(len(nodes)):
+        fake_sivr.answers[f"/node-{i}/api/v1/node"] = (200, _figures(i))
+    in_answer: list[int] = []
+    drawn_in_answers: list[tuple[str, bool]] = []  # (what, whether a node was still to answer)
+    resized: list[bool] = []
+
+    node_answered = screen._node_answered
+
+    def answered(*args):
+        in_answer.append(1)
+        try:
+            node_answered(*args)
+        finally:
+            in_answer.pop()
+
+    def spying(owner, method: str):
+        call = getattr(owner, method)
+
+        def spy(*args):
+            if in_answer:
+                drawn_in_answers.append((method, screen.busy))
+            if method == "resizeColumnsToContents":
+                resized.append(screen.busy)
+            return call(*args)
+        monkeypatch.setattr(owner, method, spy)
+
+    monkeypatch.setattr(screen, "_node_answered", answered)
+    for owner, method in ((screen.model, "rows"), (screen.summary, "setText"), (screen.problems, "setText"),
+                          (screen.table.view, "resizeColumnsToContents")):
+        spying(owner, method)
+
+    _round(qtbot, screen)
+    assert screen.summary.text() == "200 nodes · 200 reachable"
+    assert [row["records_stored"] for row in screen.model.rows()] == list(range(200))
+    assert sorted(drawn_in_answers) == [("resizeColumnsToContents", False), ("rows", False), ("setText", False),
+                                        ("setText", False)]  # by the last answer alone
+    assert resized == [True, False]  # the registry's rows shown, then the round's figures
+
+
+def test_the_summary_follows_the_answers_while_slow_nodes_keep_the_round_open(qtbot, screen, fake_sivr):
+    nodes = [fake_sivr.node(i) for i in range(30)]
+    _registry(fake_sivr, nodes)
+    release = threading.Event()
+
+    def hung(number: int):
+        return lambda: (200, _figures(number)) if release.wait(WAIT_MS / 1000) else None
+
+    for i in range(len(nodes)):
+        fake_sivr.answers[f"/node-{i}/api/v1/node"] = hung(i) if i >= 27 else (200, _figures(i))
+    try:
+        screen.refresh()
+        qtbot.waitUntil(lambda: screen.summary.text() == "30 nodes · 27 reachable · 3 checking", timeout=WAIT_MS)
+        assert screen.busy
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: screen.summary.text() == "30 nodes · 30 reachable", timeout=WAIT_MS)
