@@ -60,13 +60,14 @@ class Screen(QWidget):
         raise NotImplementedError
 
     def run(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
-            on_error: Callable[[ApiError], None] | None = None) -> None:
-        """Run `fn` off the GUI thread; a success clears an earlier error, a failure shows one."""
+            on_error: Callable[[ApiError], None] | None = None, polling: bool = False) -> None:
+        """Run `fn` off the GUI thread (`polling`: a call made on a timer, `TaskRunner.submit`); a
+        success clears an earlier error, a failure shows one."""
         def done(result: Any) -> None:
             self.banner.clear_error()
             on_done(result)
 
-        self.ctx.runner.submit(fn, done, on_error or self.show_error, owner=self)
+        self.ctx.runner.submit(fn, done, on_error or self.show_error, owner=self, polling=polling)
 
     def show_error(self, error: ApiError) -> None:
         self.banner.show_error(error.message)

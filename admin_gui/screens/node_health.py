@@ -9,6 +9,7 @@ that does not answer is shown as unreachable with the reason.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -121,7 +122,9 @@ class NodeHealthScreen(TableScreen):
         self._redraw.timeout.connect(self._update_summary)
         self.auto.toggled.connect(self._schedule)
         self.interval.currentIndexChanged.connect(self._schedule)
-        self._generation = 0
+        #: The round under way, set once it is over (replaced, or the screen hidden): its checks
+        #: still queued then skip their call, and its answers still to come are dropped.
+        self._round = threading.Event()
         self._outstanding = 0
 
     def showEvent(self, event) -> None:
@@ -129,8 +132,18 @@ class NodeHealthScreen(TableScreen):
         self._schedule()
 
     def hideEvent(self, event) -> None:
+        """No polling while nobody looks. Left for another screen (not a minimised window, whose
+        round goes on), the round's checks still queued are skipped: they held threads, and a
+        screen reloads when it is shown again."""
         super().hideEvent(event)
         self.timer.stop()
+        if not event.spontaneous():
+            self._end_round()
+
+    def _end_round(self) -> None:
+        self._round.set()
+        self._round = threading.Event()
+        self._outstanding = 0
 
     def _schedule(self, *_: Any) -> None:
         if self.auto.isChecked() and self.isVisible():
@@ -148,8 +161,8 @@ class NodeHealthScreen(TableScreen):
             self.refresh()
 
     def refresh(self) -> None:
-        self._generation += 1
-        generation = self._generation
+        self._end_round()
+        current = self._round
         self._outstanding = 1
         client, polling_client, caller = self.ctx.client, self.ctx.polling_client, self.ctx.caller
 
@@ -174,14 +187,14 @@ class NodeHealthScreen(TableScreen):
             with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
                 return [row for rows in pool.map(registry_of, institutions) for row in rows]
 
-        self.run(registry, lambda rows: self._registry_loaded(generation, rows), self._registry_failed)
+        self.run(registry, lambda rows: self._registry_loaded(current, rows), self._registry_failed, polling=True)
 
     def _registry_failed(self, error: ApiError) -> None:
         self._outstanding = 0
         self.show_error(error)
 
-    def _registry_loaded(self, generation: int, rows: list[dict[str, Any]]) -> None:
-        if generation != self._generation:
+    def _registry_loaded(self, current: threading.Event, rows: list[dict[str, Any]]) -> None:
+        if current is not self._round:
             return
         self.table.set_rows(rows)
         self._outstanding = 0
@@ -190,18 +203,18 @@ class NodeHealthScreen(TableScreen):
                 self._outstanding += 1
                 node = self.ctx.polling_client(row["url"])
                 self.ctx.runner.submit(
-                    lambda node=node: node.get("/api/v1/node"),
-                    lambda info, index=index: self._node_answered(generation, index, info, None),
-                    lambda error, index=index: self._node_answered(generation, index, None, error),
-                    owner=self)
+                    lambda node=node: None if current.is_set() else node.get("/api/v1/node"),
+                    lambda info, index=index: self._node_answered(current, index, info, None),
+                    lambda error, index=index: self._node_answered(current, index, None, error),
+                    owner=self, polling=True)
         self._update_summary()
 
-    def _node_answered(self, generation: int, index: int, info: dict[str, Any] | None,
+    def _node_answered(self, current: threading.Event, index: int, info: dict[str, Any] | None,
                        error: ApiError | None) -> None:
         """One node's answer into its row, found by its index in the round's rows (the model is
         set once a round), not by a search of them all. What sums up every row waits: for the
         round's last answer, or REDRAW_MS of answers arriving together."""
-        if generation != self._generation:
+        if current is not self._round:
             return
         self._outstanding -= 1
         if error is None and isinstance(info, dict):

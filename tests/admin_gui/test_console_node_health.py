@@ -7,9 +7,12 @@ import threading
 
 import pytest
 from driving import WAIT_MS
+from fake_servers import SYSTEM_ADMIN_USER
 from PySide6.QtWidgets import QApplication
 
 from admin_gui.screens.node_health import PROBLEMS_LISTED, NodeHealthScreen
+from admin_gui.screens.users import UsersScreen
+from admin_gui.workers import POLLING_THREADS
 
 pytestmark = pytest.mark.gui
 
@@ -60,6 +63,11 @@ def test_many_unreachable_nodes_leave_the_table_its_room(qtbot, screen, fake_siv
 def _figures(number: int) -> dict:
     return {"records_stored": number, "records_loaded": 1, "memory_used_bytes": 1, "memory_budget_bytes": 4,
             "storage_used_bytes": 2048, "render_latency_ms": {"p50": 3, "p95": 9}, "backend_3d": "cpu"}
+
+
+def _hung(release: threading.Event, number: int):
+    """The answer of a node that has accepted the call: its figures once `release` is set."""
+    return lambda: (200, _figures(number)) if release.wait(WAIT_MS / 1000) else None
 
 
 def test_an_answer_draws_nothing_that_sums_up_every_row_until_the_round_is_over(qtbot, screen, fake_sivr,
@@ -114,12 +122,8 @@ def test_the_summary_follows_the_answers_while_slow_nodes_keep_the_round_open(qt
     nodes = [fake_sivr.node(i) for i in range(30)]
     _registry(fake_sivr, nodes)
     release = threading.Event()
-
-    def hung(number: int):
-        return lambda: (200, _figures(number)) if release.wait(WAIT_MS / 1000) else None
-
     for i in range(len(nodes)):
-        fake_sivr.answers[f"/node-{i}/api/v1/node"] = hung(i) if i >= 27 else (200, _figures(i))
+        fake_sivr.answers[f"/node-{i}/api/v1/node"] = _hung(release, i) if i >= 27 else (200, _figures(i))
     try:
         screen.refresh()
         qtbot.waitUntil(lambda: screen.summary.text() == "30 nodes · 27 reachable · 3 checking", timeout=WAIT_MS)
@@ -127,3 +131,34 @@ def test_the_summary_follows_the_answers_while_slow_nodes_keep_the_round_open(qt
     finally:
         release.set()
     qtbot.waitUntil(lambda: screen.summary.text() == "30 nodes · 30 reachable", timeout=WAIT_MS)
+
+
+def test_hung_nodes_hold_up_neither_other_screens_nor_threads_once_the_screen_is_left(qtbot, screen, fake_sivr):
+    """Node checks shared the console's one pool with every other call and stayed queued after the
+    administrator left the screen: with 40 nodes that accept a call and never answer, the Users
+    list waited 15 s behind them. Checks have a pool of their own, and those still queued when
+    the screen is left never call their node."""
+    nodes = [fake_sivr.node(i) for i in range(40)]
+    _registry(fake_sivr, nodes)
+    fake_sivr.answers["/api/v1/users"] = [SYSTEM_ADMIN_USER]
+    release = threading.Event()
+    for i in range(len(nodes)):
+        fake_sivr.answers[f"/node-{i}/api/v1/node"] = _hung(release, i)
+    users = UsersScreen(screen.ctx)
+    qtbot.addWidget(users)
+
+    def checks_called() -> int:
+        return sum(1 for call in fake_sivr.seen if call.endswith("/api/v1/node"))
+
+    try:
+        screen.refresh()
+        qtbot.waitUntil(lambda: checks_called() == POLLING_THREADS, timeout=WAIT_MS)
+        screen.hide()  # the administrator moves on...
+        users.refresh()  # ...to the Users screen
+        qtbot.waitUntil(lambda: users.model.rowCount() == 1, timeout=WAIT_MS // 4)
+        assert checks_called() == POLLING_THREADS  # every thread still held by a hung node
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: screen.ctx.runner.pending == 0, timeout=WAIT_MS)
+    assert checks_called() == POLLING_THREADS  # the queued checks were skipped
+    assert not screen.busy
