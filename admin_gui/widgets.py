@@ -7,6 +7,8 @@ the dialog like any other widget.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +37,20 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import ApiError
 from admin_gui.table_models import FilterProxyModel, ResourceTableModel
 from admin_gui.workers import TaskRunner
+from shared.validation import as_shown
 
 #: Lines of a message banner and of a form's error shown before they scroll (BoundedText).
 BANNER_LINES = 5
 FORM_ERROR_LINES = 8
+#: The most of a server's text `one_line` puts into a sentence: more than any name a server
+#: accepts (200 characters), far less than a hostile server's megabyte "name", laid out whole.
+SHOWN_TEXT_MAX = 256
+#: Python's line boundaries (str.splitlines), where Qt's plain text breaks lines too, and tabs.
+_LINE_BREAKS = re.compile("[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
+#: The other C0 and C1 controls, DEL, and lone surrogates (JSON carries "\ud800"; Qt drops them).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: Bidirectional classes of right-to-left letters and Arabic digits (unicodedata.bidirectional).
+_RIGHT_TO_LEFT = frozenset({"R", "AL", "AN"})
 
 
 def plain_label(text: str = "", object_name: str = "") -> QLabel:
@@ -52,6 +64,28 @@ def plain_label(text: str = "", object_name: str = "") -> QLabel:
     if object_name:
         label.setObjectName(object_name)
     return label
+
+
+def one_line(value: Any) -> str:
+    """A server's text (a name, a URL, a node's problem) as it may be put into a sentence: on one
+    line, in its place.
+
+    Qt's plain text still obeys the characters that lay text out, and names come from servers
+    and, through them, from other users: a line separator in a node's name (which the servers
+    accepted) wrote statements of its own into the "Remove render node" confirmation, and a
+    right-to-left override turned the rest of a sentence around. So line breaks become a space,
+    other controls U+FFFD, bidirectional embeddings, overrides and isolates U+FFFD as the viewer
+    shows them (`as_shown`), a text with right-to-left letters is isolated (U+2068 … U+2069) so
+    that it cannot reorder the words around it, and one longer than SHOWN_TEXT_MAX ends in "…".
+    A value that is not text (a newer or hostile server's number) is shown as Python writes it.
+    """
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    if len(text) > SHOWN_TEXT_MAX:
+        text = text[:SHOWN_TEXT_MAX - 1] + "…"
+    text = _CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", as_shown(text)))
+    if any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text):
+        return f"\u2068{text}\u2069"
+    return text
 
 
 class BoundedText(QScrollArea):
@@ -301,7 +335,7 @@ class FormDialog(QDialog):
             combo.addItem(text, data)
         if current is not None and combo.findData(current) < 0:
             # Never let an unknown current value silently become the first choice on save.
-            combo.addItem(f"{current} (unknown)", current)
+            combo.addItem(f"{one_line(current)} (unknown)", current)
         if current is not None:
             combo.setCurrentIndex(combo.findData(current))
         return self._add(name, label, combo)
@@ -362,7 +396,8 @@ class FormDialog(QDialog):
 
 
 def confirm(parent: QWidget, title: str, text: str, on_yes: Callable[[], None]) -> QMessageBox:
-    """A non-blocking Yes/No question; `on_yes` runs only on Yes. Returns the box (tests click it)."""
+    """A non-blocking Yes/No question; `on_yes` runs only on Yes. Returns the box (tests click it).
+    The names in `text` are the caller's to pass through `one_line`."""
     box = QMessageBox(QMessageBox.Icon.Question, title, text,
                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, parent)
     box.setTextFormat(Qt.TextFormat.PlainText)  # the question names things other users typed

@@ -34,7 +34,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import AuditModel, PatientsModel
-from admin_gui.widgets import MessageBanner, TablePanel, plain_label
+from admin_gui.widgets import MessageBanner, TablePanel, one_line, plain_label
 from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500
@@ -232,9 +232,9 @@ class AuditScreen(TableScreen):
             self.source.addItem("Toplevel server", TOPLEVEL)
             administered = [i for i in institutions if may_administer_institution(self.ctx.caller, i["id"])]
             for inst in sorted(administered, key=lambda i: i["name"].casefold()):
-                self.source.addItem(f"{inst['name']} (institution server)", inst)
+                self.source.addItem(f"{one_line(inst['name'])} (institution server)", inst)
             for node in sorted(nodes, key=lambda n: n["name"].casefold()):
-                self.source.addItem(f"{node['name']} (render node)", node)
+                self.source.addItem(f"{one_line(node['name'])} (render node)", node)
             found_index = next((i for i in range(self.source.count())
                                 if self._source_key(self.source.itemData(i)) == self._source_key(current)), 0)
             self.source.setCurrentIndex(found_index)
@@ -258,8 +258,8 @@ class AuditScreen(TableScreen):
     def _patient_chosen(self, patient: dict[str, Any] | None) -> None:
         if patient:
             self.patient.setText(patient["id"])
-            self.patient_name.setText(f"{patient.get('last_name', '')}, {patient.get('first_name', '')} "
-                                      f"· born {patient.get('birth_date', '')}")
+            self.patient_name.setText(f"{one_line(patient.get('last_name'))}, {one_line(patient.get('first_name'))} "
+                                      f"· born {one_line(patient.get('birth_date'))}")
 
     def search(self) -> None:
         problem = check_uuid(self.patient.text(), "Patient")

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.table_models import ResourceTableModel
-from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm
+from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm, one_line
 
 
 class Screen(QWidget):
@@ -191,11 +191,11 @@ class ResourceScreen(TableScreen):
         self._open_form(f"New {self.noun}", None)
 
     def edit(self, row: dict[str, Any]) -> None:
-        self._open_form(f"Edit {self.noun} {row.get(self.label_field, '')}", row)
+        self._open_form(f"Edit {self.noun} {one_line(row.get(self.label_field))}", row)
 
     def _message(self, row: Any, verb: str) -> str:
-        label = row.get(self.label_field, "") if isinstance(row, dict) else ""
-        return f"{self.noun.capitalize()} {label} {verb}."
+        label = row.get(self.label_field) if isinstance(row, dict) else None
+        return f"{self.noun.capitalize()} {one_line(label)} {verb}."
 
     def remove(self, row: dict[str, Any]) -> None:
         def delete() -> None:

@@ -8,7 +8,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import ResourceScreen
 from admin_gui.table_models import InstitutionsModel
-from admin_gui.widgets import FormDialog
+from admin_gui.widgets import FormDialog, one_line
 from shared.roles import is_system_admin
 
 
@@ -45,4 +45,4 @@ class InstitutionsScreen(ResourceScreen):
                         "https://institution.example.org:5002")
 
     def delete_question(self, row: dict[str, Any]) -> str:
-        return f"Delete the institution {row.get('name')}? This is refused while users still belong to it."
+        return f"Delete the institution {one_line(row.get('name'))}? This is refused while users still belong to it."

@@ -27,7 +27,7 @@ from admin_gui.api_client import INSTITUTION_KEYS, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
-from admin_gui.widgets import BoundedText, plain_label
+from admin_gui.widgets import BoundedText, one_line, plain_label
 from shared.roles import may_administer_institution
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]
@@ -250,7 +250,7 @@ class NodeHealthScreen(TableScreen):
         if hidden:
             parts.append(f"{hidden} institution{'s' if hidden != 1 else ''} not visible to you")
         self.summary.setText(" · ".join(parts))
-        problems = [f"{r.get('institution_name')} · {r.get('name')}: {r['problem']}"
+        problems = [f"{one_line(r.get('institution_name'))} · {one_line(r.get('name'))}: {one_line(r['problem'])}"
                     for r in rows if r.get("problem")]
         if len(problems) > PROBLEMS_LISTED:
             more = len(problems) - PROBLEMS_LISTED

@@ -17,7 +17,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import NodesModel
-from admin_gui.widgets import FormDialog, confirm, plain_label
+from admin_gui.widgets import FormDialog, confirm, one_line, plain_label
 from shared.receipts import parse_public_key
 from shared.roles import may_administer_institution
 
@@ -83,7 +83,7 @@ class NodesScreen(TableScreen):
         self.institution.blockSignals(True)
         self.institution.clear()
         for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
-            self.institution.addItem(inst["name"], inst)
+            self.institution.addItem(one_line(inst["name"]), inst)
         index = next((i for i in range(self.institution.count())
                       if self.institution.itemData(i)["id"] == wanted), 0)
         self.institution.setCurrentIndex(index)
@@ -96,7 +96,7 @@ class NodesScreen(TableScreen):
         if inst is None:
             self.server_label.setText("No institutions yet — create one first.")
             return
-        self.server_label.setText(inst["server_url"])
+        self.server_label.setText(one_line(inst["server_url"]))
         self.new_button.setEnabled(may_administer_institution(self.ctx.caller, inst["id"]))
         server = self.ctx.server_client(inst["server_url"])
         self.run(lambda: server.list_all("/api/v1/nodes"), self._nodes_loaded_for(inst["id"]))
@@ -124,7 +124,7 @@ class NodesScreen(TableScreen):
             return lambda: server.post("/api/v1/nodes", values)
 
         dialog = FormDialog(self, title, self.ctx.runner, check_node, send,
-                            intro=f"Registered on {inst['name']} ({inst['server_url']}).")
+                            intro=f"Registered on {one_line(inst['name'])} ({one_line(inst['server_url'])}).")
         dialog.add_line("name", "Name", row.get("name", ""), "e.g. render-1")
         dialog.add_line("url", "Node URL", row.get("url", ""), "https://render1.example.org:5003")
         # nodes declaring the same store serve each other's records (docs/deployment.md)
@@ -133,13 +133,13 @@ class NodesScreen(TableScreen):
         # records are registered on the node only with receipts this key verifies (shared.receipts)
         dialog.add_line("receipt_key", "Receipt key", row.get("receipt_key") or "",
                         "receipt_key.public_key from the node's GET /api/v1/node")
-        self.open_dialog(dialog, lambda node: f"Node {node.get('name')} saved.")
+        self.open_dialog(dialog, lambda node: f"Node {one_line(node.get('name'))} saved.")
 
     def create(self) -> None:
         self._open_form("New render node", None)
 
     def edit(self, row: dict[str, Any]) -> None:
-        self._open_form(f"Edit render node {row.get('name')}", row)
+        self._open_form(f"Edit render node {one_line(row.get('name'))}", row)
 
     def remove(self, row: dict[str, Any]) -> None:
         inst = self.current_institution()
@@ -149,10 +149,11 @@ class NodesScreen(TableScreen):
 
         def delete() -> None:
             self.run(lambda: server.delete(f"/api/v1/nodes/{row['id']}"),
-                     lambda _: self.done(f"Node {row.get('name')} removed from the registry."))
+                     lambda _: self.done(f"Node {one_line(row.get('name'))} removed from the registry."))
         self.confirm_box = confirm(self, "Remove render node",
-                                   f"Remove {row.get('name')} ({row.get('url')}) from {inst['name']}'s "
-                                   f"registry? Records registered on it become unreachable.", delete)
+                                   f"Remove {one_line(row.get('name'))} ({one_line(row.get('url'))}) from "
+                                   f"{one_line(inst['name'])}'s registry? Records registered on it become "
+                                   "unreachable.", delete)
 
     def reload(self) -> None:
         """After a change only the chosen institution's nodes need reloading."""

@@ -8,7 +8,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_record_type_code, check_required
 from admin_gui.screens.base import ResourceScreen
 from admin_gui.table_models import RecordTypesModel
-from admin_gui.widgets import FormDialog
+from admin_gui.widgets import FormDialog, one_line
 from shared.roles import is_system_admin
 
 
@@ -46,4 +46,4 @@ class RecordTypesScreen(ResourceScreen):
         dialog.add_line("name", "Name", row.get("name", ""), "e.g. Computed tomography")
 
     def delete_question(self, row: dict[str, Any]) -> str:
-        return f"Delete the record type {row.get('code')} — {row.get('name')}?"
+        return f"Delete the record type {one_line(row.get('code'))} — {one_line(row.get('name'))}?"

@@ -14,7 +14,7 @@ from admin_gui.form_checks import (
 )
 from admin_gui.screens.base import TableScreen
 from admin_gui.table_models import UsersModel
-from admin_gui.widgets import FormDialog, confirm
+from admin_gui.widgets import FormDialog, confirm, one_line
 from shared.roles import (
     PHYSICIAN,
     ROLE_LABELS,
@@ -79,7 +79,7 @@ class UsersScreen(TableScreen):
     def _institution_choices(self) -> list[tuple[str, Any]]:
         """The institutions the signed-in admin may put users in (an institution admin: their own)."""
         administered = [i for i in self.institutions if may_administer_institution(self.ctx.caller, i["id"])]
-        return [(i["name"], i["id"]) for i in sorted(administered, key=lambda i: i["name"].casefold())]
+        return [(one_line(i["name"]), i["id"]) for i in sorted(administered, key=lambda i: i["name"].casefold())]
 
     def _role_choices(self) -> list[tuple[str, str]]:
         """The roles the signed-in admin may give (only a system admin makes system admins)."""
@@ -104,7 +104,7 @@ class UsersScreen(TableScreen):
                          self.ctx.user.get("institution_id"))
         dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)
         dialog.add_line("password2", "Repeat password", password=True)
-        self.open_dialog(dialog, lambda user: f"User {user.get('username')} created.")
+        self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} created.")
 
     def edit(self, row: dict[str, Any]) -> None:
         def send(values: dict[str, Any]):
@@ -113,14 +113,14 @@ class UsersScreen(TableScreen):
                 body["email"] = values["email"]
             return lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", body)
 
-        dialog = FormDialog(self, f"Edit user {row.get('username')}", self.ctx.runner,
+        dialog = FormDialog(self, f"Edit user {one_line(row.get('username'))}", self.ctx.runner,
                             lambda v: check_user(v, False), send)
         dialog.add_line("full_name", "Full name", row.get("full_name") or "")
         dialog.add_line("email", "Email", row.get("email") or "", "optional")
         dialog.add_combo("role", "Role", self._role_choices(), row.get("role"))
         dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
         dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))
-        self.open_dialog(dialog, lambda user: f"User {user.get('username')} saved.")
+        self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} saved.")
 
     def toggle_active(self, row: dict[str, Any]) -> None:
         active = not row.get("active", True)
@@ -128,14 +128,14 @@ class UsersScreen(TableScreen):
 
         def change() -> None:
             self.run(lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", {"active": active}),
-                     lambda user: self.done(f"User {user.get('username')} {verb}."))
+                     lambda user: self.done(f"User {one_line(user.get('username'))} {verb}."))
 
         if active:
             change()
         else:
             self.confirm_box = confirm(
                 self, "Deactivate user",
-                f"Deactivate {row.get('username')}? They can no longer log in and their current "
+                f"Deactivate {one_line(row.get('username'))}? They can no longer log in and their current "
                 f"session ends at its next renewal.", change)
 
     def reset_password(self, row: dict[str, Any]) -> None:
@@ -147,16 +147,16 @@ class UsersScreen(TableScreen):
             return lambda: self.ctx.client.post(f"/api/v1/users/{row['id']}/password",
                                                 {"new_password": values["password"]})
 
-        dialog = FormDialog(self, f"Reset password of {row.get('username')}", self.ctx.runner, check, send,
+        dialog = FormDialog(self, f"Reset password of {one_line(row.get('username'))}", self.ctx.runner, check, send,
                             intro="Give the new password to the user through a safe channel.")
         dialog.add_line("password", "New password", placeholder="at least 10 characters", password=True)
         dialog.add_line("password2", "Repeat password", password=True)
-        self.open_dialog(dialog, lambda _: f"Password of {row.get('username')} reset.")
+        self.open_dialog(dialog, lambda _: f"Password of {one_line(row.get('username'))} reset.")
 
     def remove(self, row: dict[str, Any]) -> None:
         def delete() -> None:
             self.run(lambda: self.ctx.client.delete(f"/api/v1/users/{row['id']}"),
-                     lambda _: self.done(f"User {row.get('username')} deleted."))
+                     lambda _: self.done(f"User {one_line(row.get('username'))} deleted."))
         self.confirm_box = confirm(self, "Delete user",
-                                   f"Delete the user {row.get('username')} for good? "
+                                   f"Delete the user {one_line(row.get('username'))} for good? "
                                    f"Deactivating keeps their history readable.", delete)
