@@ -118,9 +118,10 @@ class PatientPicker(QDialog):
         client = self.ctx.client
 
         def find() -> list[dict[str, Any]]:
-            found = client.list_all("/api/v1/patients", q=text)
+            # a chosen patient's id goes into the patient field: text, checked here and not in that slot
+            found = client.list_all("/api/v1/patients", q=text, text_keys=("id",))
             if not found:
-                found = client.list_all("/api/v1/patients", insurance_number=text)
+                found = client.list_all("/api/v1/patients", insurance_number=text, text_keys=("id",))
             return found
 
         def done(rows: list[dict[str, Any]]) -> None:

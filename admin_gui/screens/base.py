@@ -87,6 +87,24 @@ class TableScreen(Screen):
         self.table.view.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.model.modelReset.connect(self._selection_changed)
 
+    def form_texts(self, row: dict[str, Any], keys: tuple[str, ...], what: str) -> dict[str, str] | None:
+        """The text at each of `keys` of a server's `row`, as an edit form shows it ("" for none),
+        or None with the problem in the banner.
+
+        A form's fields take text only: another type in a row (a newer or hostile server's number)
+        raised TypeError in the Edit button's slot, outside the runner's guard, which told the
+        administrator nothing and left a half-built dialog behind. It is checked before any
+        dialog exists."""
+        texts: dict[str, str] = {}
+        for key in keys:
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                self.banner.show_error(f"the server sent {key} {str(value)[:40]} ({type(value).__name__}, not text) "
+                                       f"for this {what}; is this a SIVR server of the same version?")
+                return None
+            texts[key] = value or ""
+        return texts
+
     def add_row_button(self, text: str, slot: Callable[[dict[str, Any]], None]) -> QPushButton:
         """A button acting on the selected row; disabled while nothing is selected."""
         def clicked() -> None:
@@ -141,6 +159,8 @@ class ResourceScreen(TableScreen):
     path = ""
     noun = ""
     label_field = "name"
+    #: What the form shows of a row (`add_fields` gets their texts).
+    form_fields: tuple[str, ...] = ()
 
     def __init__(self, ctx: ConsoleContext, model: ResourceTableModel, filter_hint: str,
                  empty_text: str, parent: QWidget | None = None):
@@ -160,7 +180,8 @@ class ResourceScreen(TableScreen):
         """Problems per field, found before anything is sent."""
         raise NotImplementedError
 
-    def add_fields(self, dialog: FormDialog, row: dict[str, Any]) -> None:
+    def add_fields(self, dialog: FormDialog, texts: dict[str, str]) -> None:
+        """The form's fields, filled with `texts` (each of `form_fields`: "" for a new row)."""
         raise NotImplementedError
 
     def request_body(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -173,9 +194,12 @@ class ResourceScreen(TableScreen):
     def refresh(self) -> None:
         self.run(lambda: self.ctx.client.list_all(self.path), self.table.set_rows)
 
-    def _open_form(self, title: str, row: dict[str, Any] | None) -> FormDialog:
+    def _open_form(self, title: str, row: dict[str, Any] | None) -> None:
         row = row or {}
         row_id = row.get("id")
+        texts = self.form_texts(row, self.form_fields, self.noun)
+        if texts is None:
+            return
 
         def send(values: dict[str, Any]):
             body = self.request_body(values)
@@ -184,8 +208,8 @@ class ResourceScreen(TableScreen):
             return lambda: self.ctx.client.post(self.path, body)
 
         dialog = FormDialog(self, title, self.ctx.runner, self.check, send)
-        self.add_fields(dialog, row)
-        return self.open_dialog(dialog, lambda saved: self._message(saved, "saved"))
+        self.add_fields(dialog, texts)
+        self.open_dialog(dialog, lambda saved: self._message(saved, "saved"))
 
     def create(self) -> None:
         self._open_form(f"New {self.noun}", None)

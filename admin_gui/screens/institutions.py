@@ -27,6 +27,7 @@ class InstitutionsScreen(ResourceScreen):
                 "(findings, records and render nodes live there).")
     path = "/api/v1/institutions"
     noun = "institution"
+    form_fields = ("name", "address", "server_url")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, InstitutionsModel(), "Filter institutions by name, address or URL…",
@@ -38,11 +39,10 @@ class InstitutionsScreen(ResourceScreen):
     def check(self, values: dict[str, Any]) -> dict[str, str]:
         return check_institution(values)
 
-    def add_fields(self, dialog: FormDialog, row: dict[str, Any]) -> None:
-        dialog.add_line("name", "Name", row.get("name", ""), "e.g. University Hospital Ljubljana")
-        dialog.add_line("address", "Address", row.get("address", ""), "Street, city, country (optional)")
-        dialog.add_line("server_url", "Server URL", row.get("server_url", ""),
-                        "https://institution.example.org:5002")
+    def add_fields(self, dialog: FormDialog, texts: dict[str, str]) -> None:
+        dialog.add_line("name", "Name", texts["name"], "e.g. University Hospital Ljubljana")
+        dialog.add_line("address", "Address", texts["address"], "Street, city, country (optional)")
+        dialog.add_line("server_url", "Server URL", texts["server_url"], "https://institution.example.org:5002")
 
     def delete_question(self, row: dict[str, Any]) -> str:
         return f"Delete the institution {one_line(row.get('name'))}? This is refused while users still belong to it."

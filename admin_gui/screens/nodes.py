@@ -114,6 +114,9 @@ class NodesScreen(TableScreen):
             self.banner.show_error("Choose an institution first.")
             return
         row = row or {}
+        texts = self.form_texts(row, ("name", "url", "store", "receipt_key"), "render node")
+        if texts is None:
+            return
         server = self.ctx.server_client(inst["server_url"])
         node_id = row.get("id")
 
@@ -125,13 +128,13 @@ class NodesScreen(TableScreen):
 
         dialog = FormDialog(self, title, self.ctx.runner, check_node, send,
                             intro=f"Registered on {one_line(inst['name'])} ({one_line(inst['server_url'])}).")
-        dialog.add_line("name", "Name", row.get("name", ""), "e.g. render-1")
-        dialog.add_line("url", "Node URL", row.get("url", ""), "https://render1.example.org:5003")
+        dialog.add_line("name", "Name", texts["name"], "e.g. render-1")
+        dialog.add_line("url", "Node URL", texts["url"], "https://render1.example.org:5003")
         # nodes declaring the same store serve each other's records (docs/deployment.md)
-        dialog.add_line("store", "Shared store", row.get("store", ""),
+        dialog.add_line("store", "Shared store", texts["store"],
                         "empty for the node's own disk, else the `store` its health shows (s3:…)")
         # records are registered on the node only with receipts this key verifies (shared.receipts)
-        dialog.add_line("receipt_key", "Receipt key", row.get("receipt_key") or "",
+        dialog.add_line("receipt_key", "Receipt key", texts["receipt_key"],
                         "receipt_key.public_key from the node's GET /api/v1/node")
         self.open_dialog(dialog, lambda node: f"Node {one_line(node.get('name'))} saved.")
 

@@ -26,6 +26,7 @@ class RecordTypesScreen(ResourceScreen):
     path = "/api/v1/record-types"
     noun = "record type"
     label_field = "code"
+    form_fields = ("code", "name")
 
     def __init__(self, ctx: ConsoleContext, parent=None):
         super().__init__(ctx, RecordTypesModel(), "Filter record types…",
@@ -41,9 +42,9 @@ class RecordTypesScreen(ResourceScreen):
         """Codes are upper-case (CT, MR), however they were typed."""
         return {"code": values["code"].upper(), "name": values["name"]}
 
-    def add_fields(self, dialog: FormDialog, row: dict[str, Any]) -> None:
-        dialog.add_line("code", "Code", row.get("code", ""), "e.g. CT")
-        dialog.add_line("name", "Name", row.get("name", ""), "e.g. Computed tomography")
+    def add_fields(self, dialog: FormDialog, texts: dict[str, str]) -> None:
+        dialog.add_line("code", "Code", texts["code"], "e.g. CT")
+        dialog.add_line("name", "Name", texts["name"], "e.g. Computed tomography")
 
     def delete_question(self, row: dict[str, Any]) -> str:
         return f"Delete the record type {one_line(row.get('code'))} — {one_line(row.get('name'))}?"

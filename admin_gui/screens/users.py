@@ -107,6 +107,10 @@ class UsersScreen(TableScreen):
         self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} created.")
 
     def edit(self, row: dict[str, Any]) -> None:
+        texts = self.form_texts(row, ("full_name", "email"), "user")
+        if texts is None:
+            return
+
         def send(values: dict[str, Any]):
             body = {k: values[k] for k in ("full_name", "role", "institution_id", "active")}
             if values["email"] or row.get("email"):
@@ -115,8 +119,8 @@ class UsersScreen(TableScreen):
 
         dialog = FormDialog(self, f"Edit user {one_line(row.get('username'))}", self.ctx.runner,
                             lambda v: check_user(v, False), send)
-        dialog.add_line("full_name", "Full name", row.get("full_name") or "")
-        dialog.add_line("email", "Email", row.get("email") or "", "optional")
+        dialog.add_line("full_name", "Full name", texts["full_name"])
+        dialog.add_line("email", "Email", texts["email"], "optional")
         dialog.add_combo("role", "Role", self._role_choices(), row.get("role"))
         dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
         dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QLabel,
     QMessageBox,
+    QPushButton,
     QWidget,
 )
 
@@ -248,3 +249,41 @@ def test_node_health_s_problems_are_one_line_each(qtbot, fake_sivr, fake_context
     screen.auto.setChecked(False)
     _loaded(qtbot, screen)
     assert screen.problems.text() == f"{SPOOF_SHOWN} · {SPOOF_SHOWN}: {SPOOF_SHOWN}"
+
+
+@pytest.mark.parametrize(("screen_class", "path", "row", "sent"), [
+    (NodesScreen, "/api/v1/nodes", {"name": 1234}, "name 1234 (int, not text) for this render node"),
+    (UsersScreen, "/api/v1/users", {**SYSTEM_ADMIN_USER, "full_name": ["Root"]},
+     "full_name ['Root'] (list, not text) for this user"),
+    (InstitutionsScreen, "/api/v1/institutions", {"name": "Clinic", "address": {"street": 1}},
+     "address {'street': 1} (dict, not text) for this institution"),
+    (RecordTypesScreen, "/api/v1/record-types", {"code": 7, "name": "CT"},
+     "code 7 (int, not text) for this record type"),
+])
+def test_a_field_of_another_type_than_text_is_a_message_not_a_half_built_dialog(qtbot, fake_sivr, fake_context,
+                                                                                 screen_class, path, row, sent):
+    """A number where a form shows text raised TypeError in the Edit button's slot (pytest-qt
+    fails a test on it): the administrator was told nothing, and a half-built dialog was left
+    behind at each click."""
+    if path != "/api/v1/institutions":
+        fake_sivr.answers["/api/v1/institutions"] = [fake_sivr.institution()]
+    fake_sivr.answers[path] = [{"id": "r1", **row}]
+    screen = _loaded(qtbot, screen_class(fake_context))
+    edit = next(button for button in screen.findChildren(QPushButton) if button.text() == "Edit…")
+    qtbot.mouseClick(edit, Qt.MouseButton.LeftButton)
+    assert screen.banner.text() == f"The server sent {sent}; is this a SIVR server of the same version?"
+    assert screen.findChildren(FormDialog) == []
+
+
+def test_a_patient_listed_without_a_textual_id_is_the_picker_s_message(qtbot, fake_sivr, fake_context):
+    """The chosen patient's id went into the patient field in the dialog's accepted slot: a number
+    raised TypeError there."""
+    fake_sivr.answers["/api/v1/audit"] = []
+    fake_sivr.answers["/api/v1/patients"] = [{"id": 5, "last_name": "Kovač", "first_name": "Ana"}]
+    screen = _loaded(qtbot, AuditScreen(fake_context))
+    screen.find_patient()
+    screen.picker.query.setText("kova")
+    screen.picker.search()
+    qtbot.waitUntil(lambda: screen.ctx.runner.pending == 0, timeout=WAIT_MS)
+    assert "listed at /api/v1/patients an item without id" in screen.picker.banner.text()
+    assert screen.picker.table.model.rowCount() == 0
