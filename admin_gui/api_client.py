@@ -31,6 +31,7 @@ from requests.auth import AuthBase
 
 from admin_gui import answer_deadline
 from admin_gui.form_checks import check_server_url
+from shared.shown_text import on_one_line
 from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
 
 CONNECT_TIMEOUT_S = 5.0
@@ -144,10 +145,10 @@ MAX_SHORT_TEXT_CHARS = 64
 
 
 def server_text(value: object, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """What a server wrote, as the console shows it: one line (a line break or separator of any
-    kind is a space: 300 lines made a banner taller than any screen) of at most `limit`
+    """What a server wrote, as the console shows it: one line (`shared.shown_text.on_one_line`: 300
+    lines made a banner taller than any screen) of at most `limit`
     characters, then how many more there were."""
-    line = " ".join(str(value).splitlines())
+    line = on_one_line(str(value))
     if len(line) <= limit:
         return line
     return f"{line[:limit]}… ({len(line) - limit:,} more characters)"

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import ApiError
 from admin_gui.table_models import FilterProxyModel, ResourceTableModel
 from admin_gui.workers import TaskRunner
-from shared.validation import as_shown
+from shared.shown_text import as_shown, on_one_line
 
 #: Lines of a message banner and of a form's error shown before they scroll (BoundedText).
 BANNER_LINES = 5
@@ -45,8 +45,6 @@ FORM_ERROR_LINES = 8
 #: The most of a server's text `one_line` puts into a sentence: more than any name a server
 #: accepts (200 characters), far less than a hostile server's megabyte "name", laid out whole.
 SHOWN_TEXT_MAX = 256
-#: Python's line boundaries (str.splitlines), where Qt's plain text breaks lines too, and tabs.
-_LINE_BREAKS = re.compile("[\t\n\v\f\r\x1c-\x1e\x85\u2028\u2029]+")
 #: The other C0 and C1 controls, DEL, and lone surrogates (JSON carries "\ud800"; Qt drops them).
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Bidirectional classes of right-to-left letters and Arabic digits (unicodedata.bidirectional).
@@ -82,7 +80,7 @@ def one_line(value: Any) -> str:
     text = "" if value is None else value if isinstance(value, str) else str(value)
     if len(text) > SHOWN_TEXT_MAX:
         text = text[:SHOWN_TEXT_MAX - 1] + "…"
-    text = _CONTROLS.sub("\ufffd", _LINE_BREAKS.sub(" ", as_shown(text)))
+    text = _CONTROLS.sub("\ufffd", on_one_line(as_shown(text)))
     if any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text):
         return f"\u2068{text}\u2069"
     return text

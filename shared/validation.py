@@ -19,31 +19,22 @@ from urllib.parse import urlsplit
 from flask import request
 
 from shared.errors import ApiError
+from shared.shown_text import BIDI
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # C0 controls, DEL and lone surrogates (JSON can carry "\ud800"): PostgreSQL cannot store NUL,
 # no database can encode a lone surrogate, and none of them belongs in a name or a report.
-# Bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069) too: one
-# in a name reorders the text shown after it (the birth date and id beside a patient's name read
-# reversed), and none belongs in a name or a report either (the viewer neutralises those that DICOM
-# values carry: webviewer/static/js/api.js).
+# Bidirectional embedding, override and isolate controls too (`shared.shown_text`): none belongs in
+# a name or a report.
 # The C1 controls (U+0080-U+009F) as well, and in a one-line field the line and paragraph separators
 # (U+2028, U+2029; NEL, U+0085, is a C1 control): plain-text displays break lines at them, so a node
 # name could add sentences of its own to the console's "Remove render node" confirmation.
-_BIDI = "\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029{_BIDI}]")
-_CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{_BIDI}]")
-BIDI_CONTROLS = re.compile(f"[{_BIDI}]")
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029{BIDI}]")
+_CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{BIDI}]")
 # Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark,
 # left-to-right and right-to-left marks, the Hangul and Braille fillers): a text of them and
 # spaces alone is empty, whatever str.strip() keeps
 _INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u115f\u1160\u2800\u3164\uffa0]")
-
-
-def as_shown(text: str) -> str:
-    """A value from DICOM images as the viewer shows it: its bidirectional controls as U+FFFD
-    (webviewer/static/js/api.js), so that a client may echo what it showed."""
-    return BIDI_CONTROLS.sub("\ufffd", text)
 
 
 def refuse_controls(value: str, name: str, multiline: bool = False) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 
 from shared.errors import ApiError
 from shared.patient_identity import compare_patients
-from shared.validation import Field, as_shown, validate
+from shared.shown_text import as_shown
+from shared.validation import Field, validate
 
 FIELD = "identity"
 DECISIONS = ("match", "confirmed_mismatch", "rule", "chosen")

@@ -1,5 +1,5 @@
 """The viewer shows as U+FFFD exactly the bidirectional controls the servers refuse in typed text
-(`shared.validation.BIDI_CONTROLS`): the class is written in Python and in the viewer's JavaScript,
+(`shared.shown_text.BIDI_CONTROLS`): the class is written in Python and in the viewer's JavaScript,
 and this test holds the two to one definition."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.validation import BIDI_CONTROLS
+from shared.shown_text import BIDI_CONTROLS
 
 API_JS = Path(__file__).resolve().parents[2] / "webviewer" / "static" / "js" / "api.js"
 

@@ -47,7 +47,7 @@ export function audienceOf(url) {
 // patient an uploaded file names (dicom_header.js), is shown with them replaced by U+FFFD, visibly
 // (the servers refuse them in what users type:
 // shared/validation.py; DICOM values come as the images carry them). tests/webviewer/test_text_rules.py
-// holds this class to the servers' one.
+// holds this class to the servers' one (shared/shown_text.py).
 const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
 
 /** A text from a server or a DICOM file as the viewer shows it: its bidirectional controls as U+FFFD. */
