@@ -35,7 +35,7 @@ from admin_gui.screens.node_health import NodeHealthScreen
 from admin_gui.screens.nodes import NodesScreen
 from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
-from admin_gui.widgets import plain_label
+from admin_gui.widgets import one_line, plain_label
 from admin_gui.workers import TaskRunner
 from shared.roles import Principal, is_admin
 
@@ -89,8 +89,8 @@ class ConsolePage(QWidget):
             item = QListWidgetItem(label)
             item.setSizeHint(QSize(0, 40))
             self.nav.addItem(item)
-        who = plain_label(f"{ctx.user.get('full_name') or ctx.user.get('username')}\n"
-                          f"{ctx.user.get('username')} · {ctx.user.get('role')}", "sideUser")
+        who = plain_label(f"{one_line(ctx.user.get('full_name') or ctx.user.get('username'))}\n"
+                          f"{one_line(ctx.user.get('username'))} · {one_line(ctx.user.get('role'))}", "sideUser")
         self.logout_button = QPushButton("Sign out")
         self.logout_button.setObjectName("signOut")
         self.logout_button.clicked.connect(on_logout)
@@ -170,8 +170,8 @@ class ConsoleWindow(QMainWindow):
         self.login.remember()
         if not is_admin(Principal(str(user.get("role", "")), str(user.get("institution_id", "")))):
             self.runner.submit(client.logout, lambda _: None, lambda _: None)
-            self.login.show_error(f"{user.get('username')} is a {user.get('role')}; this console is "
-                                  f"for administrators. Physicians use the web viewer.")
+            self.login.show_error(f"{one_line(user.get('username'))} is a {one_line(user.get('role'))}; this "
+                                  "console is for administrators. Physicians use the web viewer.")
             return
         self.client = client
         self.login.password.clear()
@@ -179,8 +179,8 @@ class ConsoleWindow(QMainWindow):
         self.console = ConsolePage(ConsoleContext(client, self.runner, user), self.logout)
         self.pages.addWidget(self.console)
         self.pages.setCurrentWidget(self.console)
-        self.user_label.setText(f"Signed in as {user.get('full_name') or user.get('username')} "
-                                f"({user.get('username')})")
+        self.user_label.setText(f"Signed in as {one_line(user.get('full_name') or user.get('username'))} "
+                                f"({one_line(user.get('username'))})")
         self.server_label.setText(client.base_url)
         self.statusBar().showMessage("Signed in.", 5000)
         self._schedule_renewal(client.credentials.expires_in)

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from driving import WAIT_MS, wait_idle
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
 
 from admin_gui import api_client
 from admin_gui.api_client import ApiClient, ApiError, ServerUnreachable, SessionEnded
@@ -350,3 +351,14 @@ def test_the_environment_s_ca_bundle_and_proxy_still_apply(sivr, tls_files, sink
         monkeypatch.delenv(name, raising=False)
     assert ApiClient("http://sivr.invalid:5001").get("/api/v1/info") == {}
     assert seen == [("http://sivr.invalid:5001/api/v1/info", b"")]
+
+
+def test_the_signed_in_user_is_shown_on_one_line(qtbot, window, sivr, tls_files):
+    """The toplevel's own user record (its full name as an older release stored it) is shown as
+    every other server text is (`widgets.one_line`): no line of its own, no reordered text."""
+    user = {**ADMIN, "full_name": "Root\u2028Admin\u202e nimda"}
+    sivr.answers["/api/v1/auth/login"] = (200, {"access_token": "session-token", "expires_in": 900, "user": user})
+    log_in(qtbot, window, sivr, tls_files["ca.pem"])
+    assert window.user_label.text() == "Signed in as Root Admin\ufffd nimda (root)"
+    side = window.console.findChild(QLabel, "sideUser").text()
+    assert side.splitlines() == ["Root Admin\ufffd nimda", f"root · {ADMIN['role']}"]
