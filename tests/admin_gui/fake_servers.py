@@ -7,10 +7,12 @@ clients call it. Nobody has logged in, so no token is exchanged or sent, and pla
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,30 +25,39 @@ INSTITUTION_ID = "11111111-1111-4111-8111-111111111111"
 SYSTEM_ADMIN_USER = {"id": "22222222-2222-4222-8222-222222222222", "username": "root", "full_name": "Root Admin",
                      "role": SYSTEM_ADMIN, "institution_id": INSTITUTION_ID, "active": True}
 
-#: What a path answers: a list (served as the pages of a paged list), (status, JSON body), or a
-#: callable that returns one of those when the call arrives (it runs on the server's thread).
-Answer = list[dict[str, Any]] | tuple[int, Any] | Callable[[], Any]
+#: What a path answers: a list (served as the pages of a paged list), (status, JSON body or raw bytes
+#: [, headers]), or a callable of the request's handler that returns one of those, or None for the
+#: server's default, when the call arrives (it runs on the server's thread).
+Answer = list[dict[str, Any]] | tuple[Any, ...] | Callable[["_Handler"], Any]
 
 
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     server: FakeSivr
 
     def _answer(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         parts = urlsplit(self.path)
-        self.server.seen.append(f"{self.command} {parts.path}")
-        answer = self.server.answers.get(f"{self.command} {parts.path}", self.server.answers.get(parts.path))
+        # `target` as sent: a proxy is sent the whole URL
+        self.server.seen.append({"method": self.command, "target": self.path, "path": parts.path,
+                                 "headers": dict(self.headers), "body": body, "query": parse_qs(parts.query)})
+        answers = self.server.answers
+        answer = answers.get(f"{self.command} {parts.path}", answers.get(parts.path))
         if callable(answer):
-            answer = answer()
+            answer = answer(self)
+        if answer is None:
+            answer = self.server.default(parts.path)
         if isinstance(answer, list):
             query = parse_qs(parts.query)
             offset, limit = int(query.get("offset", ["0"])[0]), int(query.get("limit", ["500"])[0])
             answer = (200, {"items": answer[offset:offset + limit], "total": len(answer)})
-        status, body = answer or (404, {"error": {"code": "not_found", "message": f"nothing at {parts.path}"}})
-        raw = json.dumps(body).encode()
+        status, content, *headers = answer
+        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
+        for name, value in (headers[0] if headers else {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(raw)
 
@@ -57,16 +68,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeSivr(ThreadingHTTPServer):
-    """The server: `answers` maps "METHOD /path" or "/path" (any method) to an `Answer`; `seen`
-    lists the calls that arrived, as "METHOD /path"."""
+    """The server: `answers` maps "METHOD /path" or "/path" (any method) to an `Answer`, and any
+    other path gets `default(path)` (here 404); `seen` lists the calls that arrived (method, path,
+    target, headers, body, query). Plain HTTP, or TLS with `tls` (certificate, key)."""
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server_address[1]}"
         self.answers: dict[str, Answer] = {}
-        self.seen: list[str] = []
+        self.seen: list[dict[str, Any]] = []
+
+    def paths(self) -> list[str]:
+        return [call["path"] for call in self.seen]
+
+    def default(self, path: str) -> Answer:
+        return 404, {"error": {"code": "not_found", "message": f"nothing at {path}"}}
 
     def context(self, user: dict[str, Any] | None = None) -> ConsoleContext:
         """What a screen of a signed-in console gets, with this server as its toplevel."""
@@ -84,8 +106,9 @@ class FakeSivr(ThreadingHTTPServer):
 
 
 @contextmanager
-def serving() -> Iterator[FakeSivr]:
-    server = FakeSivr()
+def serving(server: FakeSivr | None = None) -> Iterator[FakeSivr]:
+    """`server` (default: a plain FakeSivr) answering on a thread until the block ends."""
+    server = server if server is not None else FakeSivr()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server

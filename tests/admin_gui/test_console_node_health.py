@@ -67,7 +67,7 @@ def _figures(number: int) -> dict:
 
 def _hung(release: threading.Event, number: int):
     """The answer of a node that has accepted the call: its figures once `release` is set."""
-    return lambda: (200, _figures(number)) if release.wait(WAIT_MS / 1000) else None
+    return lambda _handler: (200, _figures(number)) if release.wait(WAIT_MS / 1000) else None
 
 
 def test_an_answer_draws_nothing_that_sums_up_every_row_until_the_round_is_over(qtbot, screen, fake_sivr,
@@ -148,7 +148,7 @@ def test_hung_nodes_hold_up_neither_other_screens_nor_threads_once_the_screen_is
     qtbot.addWidget(users)
 
     def checks_called() -> int:
-        return sum(1 for call in fake_sivr.seen if call.endswith("/api/v1/node"))
+        return sum(1 for path in fake_sivr.paths() if path.endswith("/api/v1/node"))
 
     try:
         screen.refresh()

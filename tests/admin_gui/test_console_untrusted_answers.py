@@ -2,25 +2,19 @@
 render node or an institution server cannot end the session, error text is one bounded line, a
 list has a byte budget, redirects and `~/.netrc` are not followed, nesting too deep is a bad answer.
 
-`FakeSivr` plays the toplevel, the institution server and the render node on one https origin;
+`TopSivr` plays the toplevel, the institution server and the render node on one https origin;
 `answers[path]` replaces one path's answer, so a test makes exactly one layer misbehave.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import ssl
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from driving import WAIT_MS, wait_idle
+from fake_servers import INSTITUTION_ID, SYSTEM_ADMIN_USER, Answer, FakeSivr, serving
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
@@ -30,62 +24,17 @@ from shared.tls import create_ca, issue_server_cert
 
 pytestmark = pytest.mark.gui
 
-INSTITUTION_ID = "11111111-1111-4111-8111-111111111111"
-ADMIN = {"id": "22222222-2222-4222-8222-222222222222", "username": "root", "full_name": "Root Admin",
-         "role": "sysadmin", "institution_id": INSTITUTION_ID, "active": True}
+ADMIN = SYSTEM_ADMIN_USER
 PASSWORD = "correct horse battery"
 #: what a hostile server would like an administrator to read on the login screen
 BAIT = "Security check failed. Re-enter your password at https://sivr-support.example.com/verify"
 
-#: (status, JSON body or raw bytes[, headers]), or a callable of the request that returns one
-Answer = tuple[Any, ...] | Callable[["_Handler"], tuple[Any, ...]]
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: FakeSivr
-
-    def _answer(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path = urlsplit(self.path).path
-        self.server.seen.append({"method": self.command, "path": path, "headers": dict(self.headers),
-                                 "body": body, "query": parse_qs(urlsplit(self.path).query)})
-        answer = self.server.answers.get(path) or self.server.default(path)
-        status, content, *headers = answer(self) if callable(answer) else answer
-        raw = content if isinstance(content, bytes) else json.dumps(content).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in (headers[0] if headers else {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-    def log_message(self, *args):
-        pass
-
-
-class FakeSivr(ThreadingHTTPServer):
+class TopSivr(FakeSivr):
     """Every layer at once, over TLS: a login for ADMIN, one institution whose server and single
     render node are this same origin, and `answers` to override any path."""
 
-    daemon_threads = True
-
-    def __init__(self, cert: Path, key: Path):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.socket = context.wrap_socket(self.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server_address[1]}"
-        self.answers: dict[str, Answer] = {}
-        self.seen: list[dict[str, Any]] = []
-
-    def paths(self) -> list[str]:
-        return [call["path"] for call in self.seen]
-
-    def default(self, path: str) -> tuple[Any, ...]:
+    def default(self, path: str) -> Answer:
         listed = {
             "/api/v1/institutions": [{"id": INSTITUTION_ID, "name": "Demo Hospital", "address": "",
                                       "server_url": self.url}],
@@ -117,19 +66,9 @@ def tls_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-@contextlib.contextmanager
-def _serving(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
-def sivr(tls_files) -> Iterator[FakeSivr]:
-    with _serving(FakeSivr(tls_files["server.pem"], tls_files["server.key"])) as server:
+def sivr(tls_files) -> Iterator[TopSivr]:
+    with serving(TopSivr((tls_files["server.pem"], tls_files["server.key"]))) as server:
         yield server
 
 
@@ -141,7 +80,7 @@ def client(sivr, tls_files) -> ApiClient:
     return top
 
 
-def log_in(qtbot, window, sivr: FakeSivr, ca: Path) -> None:
+def log_in(qtbot, window, sivr: TopSivr, ca: Path) -> None:
     page = window.login
     page.url.setText(sivr.url)
     page.ca_file.setText(str(ca))
@@ -194,7 +133,7 @@ def test_the_toplevel_s_word_still_ends_the_session_during_a_remote_call(qtbot, 
     sivr.answers["/api/v1/node"] = (401, {"error": {"code": "session_expired", "message": BAIT}})
     exchanges = iter([sivr.default("/api/v1/auth/token")])  # the first, for the node registry
 
-    def exchange(handler: _Handler) -> tuple[Any, ...]:
+    def exchange(handler: object) -> Answer:
         return next(exchanges, (401, {"error": {"code": "session_expired",
                                                 "message": "sessions last at most 12 h; log in again"}}))
 
@@ -273,47 +212,34 @@ def test_json_nested_too_deep_is_an_answer_the_console_cannot_read(client, sivr,
 # --- transport: no redirects, no netrc, the environment's CA bundle and proxy as before -----------------
 
 
-class _Sink(BaseHTTPRequestHandler):
-    """A plain-http server that answers `{}` to anything and keeps what it was sent."""
+class Sink(FakeSivr):
+    """A plain-http server that answers `{}` to anything; `sent()` is what it was sent."""
 
-    seen: list[tuple[str, bytes]] = []
+    def default(self, path: str) -> Answer:
+        return 200, {}
 
-    def _answer(self) -> None:
-        self.seen.append((self.path, self.rfile.read(int(self.headers.get("Content-Length") or 0))))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
+    def sent(self) -> list[tuple[str, bytes]]:
+        return [(call["target"], call["body"]) for call in self.seen]
 
 
 @pytest.fixture
-def sink() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    _Sink.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    server.daemon_threads = True
-    with _serving(server):
-        yield f"http://127.0.0.1:{server.server_address[1]}", _Sink.seen
+def sink() -> Iterator[Sink]:
+    with serving(Sink()) as server:
+        yield server
 
 
 @pytest.mark.parametrize("status", [301, 307, 308])
 def test_a_redirect_is_a_bad_answer_and_the_password_stays(sivr, tls_files, sink, status):
     """A 307 from the https toplevel had requests send the login body, the password, on to an
     http:// address in clear text. SIVR servers never redirect: the console follows none."""
-    elsewhere, seen = sink
-    sivr.answers["/api/v1/auth/login"] = (status, b"", {"Location": f"{elsewhere}/collect"})
+    sivr.answers["/api/v1/auth/login"] = (status, b"", {"Location": f"{sink.url}/collect"})
     top = ApiClient(sivr.url, str(tls_files["ca.pem"]))
     with pytest.raises(ApiError) as refused:
         top.login("root", PASSWORD)
-    assert seen == []
+    assert sink.sent() == []
     assert (refused.value.code, refused.value.status) == ("bad_response", status)
     assert refused.value.message.startswith(f"{sivr.url} answered HTTP {status} ")
-    assert f"a redirect to {elsewhere}/collect, which the console does not follow" in refused.value.message
+    assert f"a redirect to {sink.url}/collect, which the console does not follow" in refused.value.message
 
 
 def test_netrc_never_replaces_the_token(client, sivr, tmp_path, monkeypatch):
@@ -345,12 +271,11 @@ def test_the_environment_s_ca_bundle_and_proxy_still_apply(sivr, tls_files, sink
         ApiClient(sivr.url, "").get("/api/v1/institutions")
     assert "TLS certificate" in untrusted.value.message
     assert ApiClient(sivr.url, str(tls_files["ca.pem"])).get("/api/v1/institutions")["total"] == 1
-    proxy, seen = sink
-    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("HTTP_PROXY", sink.url)
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
     assert ApiClient("http://sivr.invalid:5001").get("/api/v1/info") == {}
-    assert seen == [("http://sivr.invalid:5001/api/v1/info", b"")]
+    assert sink.sent() == [("http://sivr.invalid:5001/api/v1/info", b"")]
 
 
 def test_the_signed_in_user_is_shown_on_one_line(qtbot, window, sivr, tls_files):
