@@ -80,7 +80,7 @@ def one_line(value: Any) -> str:
     text = "" if value is None else value if isinstance(value, str) else str(value)
     if len(text) > SHOWN_TEXT_MAX:
         text = text[:SHOWN_TEXT_MAX - 1] + "…"
-    text = _CONTROLS.sub("\ufffd", on_one_line(as_shown(text)))
+    text = _CONTROLS.sub("\ufffd", as_shown(on_one_line(text)))
     if any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text):
         return f"\u2068{text}\u2069"
     return text

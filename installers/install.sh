@@ -250,7 +250,7 @@ set_permissions() {
 #
 # As the service user, never as root: the render unit writes this cache, and numba unpickles its
 # index files when it loads them, so a node taken over could plant a pickle there that an upgrade
-# run as root would execute (and `cp -a` as root writes through symlinks planted in the target).
+# run as root would execute (and `cp -a`, `mkdir`, `chmod` as root follow links planted there).
 warm_render_kernels() {
     local name first="" cache
     for name in $(instances); do
@@ -260,9 +260,10 @@ warm_render_kernels() {
             say "--root: the kernels of $name compile on its first start (into $cache)"
             continue
         fi
-        mkdir -p "$cache"
-        chown -R "$SERVICE_USER:$SERVICE_USER" "$(dirname "$cache")"
-        chmod 0700 "$(dirname "$cache")" "$cache"
+        # root touches only the unit's cache folder itself, which sits in root's /var/cache (nobody
+        # else can put a link there); what is inside is the service's, and so is every step below
+        install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0700 "$(dirname "$cache")"
+        as_service_user mkdir -p -m 0700 "$cache"
         if [[ -z "$first" ]]; then
             say "compiling the render kernels into $cache (a minute or more)"
             as_service_user env NUMBA_CACHE_DIR="$cache" PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" \

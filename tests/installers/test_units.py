@@ -32,10 +32,11 @@ UNITS = {
     "sivr-institution@.service": ("institution", "institution-%i", "institution-%i",
                                   {"institution-%i.front-secret", "institution-%i.pgpass", *PUBLIC}),
     "sivr-render.service": ("render", "render", "render",
-                            {"render.store.key", "render.receipt.pem", "render.front-secret",
+                            {"render.store.key", "render.receipt.pem", "render.front-secret", "render.pgpass",
                              "render.store-kek.key", "render.store-kek.old.key", "render.s3.json", *PUBLIC}),
     "sivr-render@.service": ("render", "render-%i", "render-%i",
                              {"render-%i.store.key", "render-%i.receipt.pem", "render-%i.front-secret",
+                              "render-%i.pgpass",
                               "render-%i.store-kek.key", "render-%i.store-kek.old.key", "render-%i.s3.json", *PUBLIC}),
 }
 

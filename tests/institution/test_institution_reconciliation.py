@@ -126,3 +126,15 @@ def test_a_reference_that_states_no_patient_cannot_vouch_for_a_checked_series(ap
     status, answer = api.call("POST", "/api/v1/records", users["physician"], body)
     assert status == 400 and answer["error"]["code"] == "invalid_patient_reference", answer
     assert db_state() == before
+
+
+@pytest.mark.parametrize("name", ["O\u0092Brien^Pat", "Anna\u202e^X", "Thorax\u2028KM"])
+def test_the_images_own_patient_is_taken_as_shown(name):
+    """A Windows modality's `O’Brien` (byte 0x92 under ISO_IR 100) reads as U+0092, a C1 control that
+    typed text may not hold: echoed back by a client that showed it, it is taken as shown (U+FFFD),
+    never refused (the physician has no field to correct it in)."""
+    from daemons.institution.reconciliation import take_identity_decision
+    from shared.shown_text import as_shown
+
+    taken = take_identity_decision({"identity": {"decision": "confirmed_mismatch", "dicom_patient": {"name": name}}})
+    assert taken["dicom_patient"]["name"] == as_shown(name) and "\ufffd" in as_shown(name)

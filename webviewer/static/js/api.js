@@ -47,12 +47,13 @@ export function audienceOf(url) {
 // patient an uploaded file names (dicom_header.js), is shown with them replaced by U+FFFD, visibly
 // (the servers refuse them in what users type:
 // shared/validation.py; DICOM values come as the images carry them). tests/webviewer/test_text_rules.py
-// holds this class to the servers' one (shared/shown_text.py).
-const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+// holds this class to the servers' one (shared/shown_text.py). The C1 controls and line separators
+// too: a Windows modality's O’Brien reads as O\u0092Brien, which the servers refuse when it is sent back.
+const NOT_SHOWN = /[\u0080-\u009F\u2028\u2029\u202A-\u202E\u2066-\u2069]/g;
 
 /** A text from a server or a DICOM file as the viewer shows it: its bidirectional controls as U+FFFD. */
 export function asShown(text) {
-  return text.replace(BIDI_CONTROLS, "\uFFFD");
+  return text.replace(NOT_SHOWN, "\uFFFD");
 }
 
 /** A server's JSON answer, its strings as shown (`asShown`). */
