@@ -45,6 +45,7 @@ def test_a_bound_title_calls_only_from_its_addresses():
 
 @pytest.mark.parametrize(("entries", "message"), [
     (["CT01@ct01.hospital.example"], "not a host name"),
+    (["CT01@fe80::1%eth0"], "with an interface"),
     (["CT01@10.20.9.1/24"], "has host bits set"),
     (["@10.0.0.1"], "does not start with an AE title"),
     (["A_TITLE_LONGER_THAN_16"], "1 to 16"),
@@ -146,5 +147,24 @@ def test_a_listener_on_both_ip_versions_matches_ipv4_peers_by_their_ipv4_address
             "calling AE title 'V6PEER' from 127.0.0.1, not from its address in dicom.allowed_callers (::1/128)"]
         assert echo(harness.dicom_port, "V6PEER", host="::1")
         assert not echo(harness.dicom_port, CALLER, host="::1")
+    finally:
+        close_archive(harness)
+
+
+def test_a_check_that_fails_refuses_the_caller(make_node, monkeypatch):
+    """pynetdicom logs an exception of an EVT_REQUESTED handler and negotiates: the address check
+    must fail closed, or a bound title would be admitted from anywhere."""
+    harness = open_archive(make_node, ["ELSEWHERE@192.0.2.10", CALLER])
+
+    def broken(self, title, address):
+        raise RuntimeError("the check broke")
+
+    monkeypatch.setattr(Callers, "refusal", broken)
+    try:
+        assert not echo(harness.dicom_port, "ELSEWHERE")
+        assert not echo(harness.dicom_port, CALLER)
+        assert wait_for(lambda: len(audit_details(harness, "dicom.reject")) == 2)
+        first = audit_details(harness, "dicom.reject")[0]
+        assert first == "calling AE title 'ELSEWHERE': its address could not be checked"
     finally:
         close_archive(harness)

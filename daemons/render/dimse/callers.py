@@ -46,6 +46,7 @@ class Callers:
 
     @property
     def titles(self) -> list[str]:
+        """The titles, for pynetdicom's own check (which cannot see addresses)."""
         return list(self.networks)
 
     def refusal(self, title: str, address: str) -> str | None:
@@ -72,7 +73,11 @@ class Callers:
         ended). pynetdicom's own check of the titles would come later and cannot see addresses."""
         assoc = event.assoc
         title = str(assoc.requestor.primitive.calling_ae_title).strip()
-        reason = self.refusal(title, str(assoc.requestor.address))
+        try:
+            reason = self.refusal(title, str(assoc.requestor.address))
+        except Exception:  # pynetdicom would log it and negotiate: a failing check must refuse, not admit
+            log.exception("checking the DICOM caller %r from %s failed", title, assoc.requestor.address)
+            reason = f"calling AE title {title!r}: its address could not be checked"
         if reason is None:
             return
         log.warning("DICOM association from %s rejected: %s", assoc.requestor.address, reason)
@@ -113,6 +118,11 @@ def parse_callers(config: Config) -> Callers:
 
 
 def _network(where: str, entry: object, address: str) -> Network:
+    """The network after an entry's '@'. Not one with an interface (`fe80::1%eth0`): Python's
+    comparison ignores the interface, so the entry would admit that address on every interface."""
+    if "%" in address:
+        raise ConfigError(f"{where}: {entry!r}: an address with an interface (%) cannot be told apart from the "
+                          "same address on another interface: give a global or unique local address")
     try:
         return ipaddress.ip_network(address.strip("[]"), strict=True)
     except ValueError as exc:
