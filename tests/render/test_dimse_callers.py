@@ -50,6 +50,7 @@ def test_a_bound_title_calls_only_from_its_addresses():
     (["@10.0.0.1"], "does not start with an AE title"),
     (["A_TITLE_LONGER_THAN_16"], "1 to 16"),
     (["BACK\\SLASH"], "no backslash"),
+    (["\u00c9CHO"], "printable ASCII"),
     (["CT01", "CT01@10.0.0.1"], "listed both from any address and from some"),
     (["CT01@10.0.0.1", "CT01"], "listed both from any address and from some"),
 ])

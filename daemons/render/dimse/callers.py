@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Longest AE title (PS3.5 6.2, VR AE).
 AE_TITLE_MAX = 16
+#: An AE title's form in words, for the config errors that refuse one.
+AE_TITLE_RULE = f"1 to {AE_TITLE_MAX} printable ASCII characters, no backslash"
 #: A-ASSOCIATE-RJ: rejected-permanent, by the service user, calling AE title not recognised (PS3.8 9.3.4).
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
 #: Why the node rejected an association itself, for its audit entry (`rejection_reason`).
@@ -106,15 +108,21 @@ def parse_callers(config: Config) -> Callers:
     for entry in config["dicom"]["allowed_callers"]:
         title, at, address = str(entry).rpartition("@") if "@" in str(entry) else (str(entry), "", "")
         title = title.strip()
-        if not 0 < len(title) <= AE_TITLE_MAX or "\\" in title or not title.isprintable():
-            raise ConfigError(f"{where}: {entry!r} does not start with an AE title (1 to {AE_TITLE_MAX} printable "
-                              "characters, no backslash)")
+        if not is_ae_title(title):
+            raise ConfigError(f"{where}: {entry!r} does not start with an AE title ({AE_TITLE_RULE})")
         network = _network(where, entry, address.strip()) if at else None
         if title in networks and (networks[title] is None) != (network is None):
             raise ConfigError(f"{where}: {title!r} is listed both from any address and from some: list only its "
                               "addresses (\"AE_TITLE@address\"), or only the title")
         networks[title] = None if network is None else (*(networks.get(title) or ()), network)
     return Callers(networks)
+
+
+def is_ae_title(title: str) -> bool:
+    """Whether `title` (stripped) is an AE title (PS3.5 6.2: the default repertoire, no backslash or
+    control): checked in the config, before pynetdicom's own validator refuses it with a bare error
+    while the listener starts."""
+    return 0 < len(title) <= AE_TITLE_MAX and title.isascii() and title.isprintable() and "\\" not in title
 
 
 def _network(where: str, entry: object, address: str) -> Network:

@@ -42,6 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 
 from daemons.render.catalogue.matching import retrieve
+from daemons.render.dimse.callers import AE_TITLE_RULE, is_ae_title
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.identifiers import read_identifier, refusal
 from daemons.render.imaging.decode import syntax_decodable
@@ -92,10 +93,10 @@ def parse_destinations(config: Config) -> dict[str, Destination]:
         tls = address.lower().startswith("tls://")
         host, _, port = address[len("tls://") if tls else 0:].rpartition(":")
         title, host = title.strip(), host.strip().strip("[]")
-        if not (title and len(title) <= 16 and host and port.isdigit() and 0 < int(port) < 65536):
+        if not (is_ae_title(title) and host and port.isdigit() and 0 < int(port) < 65536):
             raise ConfigError(f"{config.source or '<config>'}: dicom.destinations: {entry!r} is not "
-                              "\"AE_TITLE=host:port\" or \"AE_TITLE=tls://host:port\" (an AE title of 1 to 16 "
-                              "characters)")
+                              "\"AE_TITLE=host:port\" or \"AE_TITLE=tls://host:port\" "
+                              f"(an AE title of {AE_TITLE_RULE})")
         destinations[title] = Destination(host, int(port), tls)
     return destinations
 
