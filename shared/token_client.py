@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.auth import AuthBase
 
+from shared.origins import server_origin
 from shared.tokens import normalize_audience
 
 EXCHANGE_PATH = "/api/v1/auth/token"
@@ -37,7 +38,7 @@ def server_of(url: str) -> str:
     need its base URL passed to `AudienceTokens.token_for` directly).
     """
     parts = urlsplit(url)
-    return normalize_audience(f"{parts.scheme}://{parts.netloc}")
+    return server_origin(f"{parts.scheme}://{parts.netloc}")
 
 
 class AudienceTokens:

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from shared.files import PRIVATE, PUBLIC, write_atomic
+from shared.origins import server_base_url
 from shared.roles import ROLES
 
 ALGORITHM = "EdDSA"
@@ -71,27 +71,12 @@ class Identity:
 
 
 def normalize_audience(url: str) -> str:
-    """A server's audience from its base URL: `scheme://host[:port][/path]`, lower-case scheme and
-    host, no default port, no trailing slash, so the URL a client calls and the one a layer is
-    configured with compare equal. Raises ValueError for anything but an absolute http(s) base URL.
-    """
+    """A server's audience from its base URL (`shared.origins.server_base_url`): lower-case scheme
+    and host, no default port, no trailing slash. Raises ValueError for anything but an absolute
+    http(s) base URL."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError("an audience must be the server's base URL, e.g. https://host:5002")
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an absolute https:// URL of a server")
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: a server's base URL has no user, query or fragment")
-    host = parts.hostname.lower()
-    host = f"[{host}]" if ":" in host else host
-    if port is not None and port != {"https": 443, "http": 80}[scheme]:
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+    return server_base_url(url)
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:

@@ -13,7 +13,6 @@ import re
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
@@ -30,6 +29,7 @@ from shared.files import require_owner_only
 from shared.health import add_readiness_check, files_check, install_probes
 from shared.logs import configure_logging, install_request_logging
 from shared.metrics import install_metrics
+from shared.origins import serialized_origin
 from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, normalize_audience
 
 #: JSON and images are never documents to render or frame: a browser that opens an API answer
@@ -177,29 +177,6 @@ class AsciiIntegerConverter(IntegerConverter):
     `\\d+` also matches other scripts' digits, which `int()` reads, so `/frames/١` served frame 1."""
 
     regex = r"[0-9]+"
-
-
-#: The port a browser leaves out when it serialises an origin (the URL standard's default ports).
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def serialized_origin(origin: str) -> str:
-    """A configured origin as browsers send it in the Origin header (RFC 6454 section 6.2, Fetch):
-    scheme and host in lower case, the port only when it is not the scheme's default, no trailing
-    `/`. Operators copy an origin from an address bar or a URL (`https://Viewer.example:443/`), which
-    no browser sends back; a value that is no `scheme://host[:port]` (the `null` origin) stays as
-    written and matches only itself."""
-    text = origin.rstrip("/")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:  # an unclosed `[`, a port outside 0-65535
-        return text
-    host = parts.hostname
-    if not parts.scheme or not host or parts.username is not None or parts.path or parts.query or parts.fragment:
-        return text
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f":{port}")
 
 
 def exact_origin(origin: str) -> re.Pattern[str]:

@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, send_from_directory
 
 from shared.config import Config, ConfigError
 from shared.health import add_readiness_check, files_check
+from shared.origins import server_origin
 from shared.webapp import create_base_app
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 def _origin(url: str, key: str) -> str:
     """`scheme://host[:port]` of a configured URL; a malformed one stops the layer naming its key."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("https", "http") or not parts.netloc or "@" in parts.netloc:
-        raise ConfigError(f"{key}: {url!r} is not an http(s) URL of a server")
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    try:
+        return server_origin(url)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def content_security_policy(config: Config) -> str:

@@ -13,8 +13,9 @@ from werkzeug import Request
 
 from shared.config import ConfigError, build_config
 from shared.errors import EMPTY_SEGMENT_MESSAGE
+from shared.origins import serialized_origin
 from shared.tokens import generate_signing_keypair
-from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body, serialized_origin
+from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body
 from tests.origin_cases import CONFIGURED, SENT
 
 
