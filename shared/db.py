@@ -23,6 +23,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import peewee
+import psycopg
 from flask import Flask
 from playhouse.cockroachdb import CockroachDatabase, PooledCockroachDatabase
 from playhouse.db_url import connect, parse
@@ -93,6 +94,16 @@ class ThreadPooledDatabase(PooledDatabase):
 
 class PooledPostgres(ThreadPooledDatabase, PooledPostgresqlDatabase):
     """PostgreSQL through `ThreadPooledDatabase`."""
+
+
+#: What a database raises when it is down or restarting, busy (SQLite's lock wait ran out), or
+#: when it rolled a transaction back for colliding with another (a serialization failure or a
+#: deadlock, SQLSTATE class 40; CockroachDB's way of ordering writers): the same request may
+#: succeed if sent again, so the HTTP layers answer 503 with Retry-After (`shared.errors`), not a
+#: 500. peewee wraps the DB-API's OperationalError and InterfaceError; psycopg's transaction
+#: rollbacks reach the caller unwrapped (their class is not a DB-API name peewee maps).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError,
+                                                 psycopg.OperationalError)
 
 
 class PooledCockroach(ThreadPooledDatabase, PooledCockroachDatabase):

@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from shared.db import TRANSIENT_ERRORS
 from shared.logs import current_request_id
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
+#: Seconds a client waits before sending a request again that the database could not serve.
+DATABASE_RETRY_AFTER_S = 1
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -107,6 +112,17 @@ def register_error_handlers(app: Flask) -> None:
         client gone mid-body itself, 400); the connection then closes (where the next request starts
         is unknown)."""
         return error_response(400, "malformed_body", "the request body's chunked encoding is malformed")
+
+    def _database_unavailable(exc: Exception) -> Response:
+        log.error("database error", exc_info=exc)  # the cause (down, locked, a collision) is the operator's to read
+        response = error_response(503, "database_unavailable",
+                                  "the database could not be reached, was busy or rolled the transaction back "
+                                  "for a concurrent one; try again")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
+
+    for transient in TRANSIENT_ERRORS:
+        app.register_error_handler(transient, _database_unavailable)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

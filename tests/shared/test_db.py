@@ -284,3 +284,70 @@ def test_sivr_db_upgrade_names_a_schema_version_that_is_no_number(tmp_path, caps
     assert main(["db", "upgrade", "toplevel", "--config", config]) == 2
     err = capsys.readouterr().err
     assert config in err and "schema_version" in err and "'abc'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def _error_app(db):
+    """A layer-like app with the shared error handlers and its connection bound per request."""
+    from flask import Flask
+
+    from shared.db import bind_per_request
+    from shared.errors import register_error_handlers
+
+    app = Flask(__name__)
+    register_error_handlers(app)
+    bind_per_request(app, db)
+    return app
+
+
+def test_a_layer_whose_database_is_down_answers_503_and_asks_for_a_retry(tmp_path):
+    """A PostgreSQL that is down or restarting answered every request that needed it with a 500
+    `internal_error` (a login, a patient search), as if the server were broken; it is a 503 with
+    Retry-After, which clients and proxies retry, and the log keeps the cause."""
+    from daemons.deployment import free_port
+    from daemons.toplevel.app import create_app
+    from daemons.toplevel.settings import KEYS
+    from shared.config import build_config
+    from shared.tokens import generate_signing_keypair
+
+    generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    config = build_config("toplevel", KEYS, {
+        "database": {"url": f"postgresql://sivr:unused@127.0.0.1:{free_port()}/nothing-listens-here"},
+        "tokens": {"private_key": str(tmp_path / "k.pem"), "public_key": str(tmp_path / "k.pub"),
+                   "audience": "https://toplevel.test"}})
+    answer = create_app(config).test_client().post("/api/v1/auth/login",
+                                                    json={"username": "dr.house", "password": "x" * 12})
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "database_unavailable"
+    assert answer.headers["Retry-After"] == "1"
+
+
+@pytest.mark.postgres
+def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_database_factory):
+    """PostgreSQL (and CockroachDB, for every transaction that loses) rolls back a serializable
+    transaction that collides with one committed meanwhile (SQLSTATE 40001); psycopg raises that
+    unwrapped by peewee, and it ended the request as a 500."""
+    import psycopg
+
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)")
+    db = connect_database(url)
+    app = _error_app(db)
+
+    @app.post("/collide")
+    def collide():
+        with db.atomic():
+            db.execute_sql("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            db.execute_sql("SELECT n FROM counter WHERE id = 1")
+            with psycopg.connect(url, autocommit=True) as other:  # a concurrent writer commits first
+                other.execute("UPDATE counter SET n = n + 1 WHERE id = 1")
+            db.execute_sql("UPDATE counter SET n = n + 1 WHERE id = 1")
+        return {}
+
+    answer = app.test_client().post("/collide")
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"]["code"] == "database_unavailable"
+    with psycopg.connect(url) as check:
+        assert check.execute("SELECT n FROM counter").fetchone() == (1,)  # the loser's write is not kept
