@@ -226,7 +226,8 @@ def exclusive_transaction(db: peewee.Database | peewee.DatabaseProxy, name: str)
     upgrade, counting failed logins). SQLite takes the write lock at BEGIN IMMEDIATE (a deferred
     transaction that reads, then writes fails at once with "database is locked"); PostgreSQL
     takes a transaction-scoped advisory lock on `name`; CockroachDB's serializable transactions
-    order them themselves (`run_exclusive` retries the one that loses).
+    order them themselves (`run_exclusive` retries the one that loses; elsewhere the loser's
+    request is a 503 that the client sends again, `TRANSIENT_ERRORS`).
     """
     db = db.obj if isinstance(db, peewee.DatabaseProxy) else db
     if isinstance(db, peewee.SqliteDatabase):
