@@ -12,6 +12,9 @@
   passes (`post_worker_init`).
 - Log records leave out the fields no line writes (`shared.logs.leave_out_unwritten_fields`), in
   the arbiter and so in every worker it forks.
+- The arbiter, and so every worker it forks, is not dumpable (`shared.dumpable`): another process
+  of the `sivr` user, a render node's taken over by a hostile file, cannot read its memory or
+  reopen its files through /proc.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from gunicorn.glogging import Logger
 
+from shared.dumpable import make_undumpable
 from shared.logs import JsonFormatter, leave_out_unwritten_fields
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,6 +46,10 @@ class JsonLogger(Logger):
 
 
 logger_class = "daemons.gunicorn_conf.JsonLogger"
+
+
+def on_starting(server) -> None:
+    make_undumpable()
 
 
 def child_exit(server, worker) -> None:

@@ -113,3 +113,11 @@ def test_decode_limits_are_checked_at_start(make_node, override, message):
 
     with pytest.raises(ConfigError, match=message):
         make_node(**override)
+
+
+def test_a_worker_taken_over_by_one_file_cannot_read_another_through_proc(pool):
+    """Every worker runs as the node's user: one that a hostile file took over could read another
+    worker's memory (the next upload's pixels) through /proc, were the workers dumpable."""
+    from shared.dumpable import is_dumpable
+
+    assert pool.call(is_dumpable) is False

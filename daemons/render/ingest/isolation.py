@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from daemons.render.imaging import jpeg2000
+from shared.dumpable import make_undumpable
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -80,6 +81,7 @@ def _cpu_used() -> float:
 def _serve(conn: Connection, memory_mb: int, cpu_s: int, nice: int, codec_threads: int) -> None:
     """A worker's loop: limit itself, then run jobs until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node (or gunicorn) ends workers, not a terminal's ^C
+    make_undumpable()  # a worker taken over by one file must not read the next upload's pixels in another
     os.nice(nice)
     jpeg2000.use_threads(codec_threads)
     limit = _address_space() + memory_mb * MIB
