@@ -51,7 +51,8 @@ def test_the_unit_runs_as_sivr_hardened_and_sees_no_key():
     for key, value in required.items():
         assert svc.get(key) == [value], f"{key}={svc.get(key)}"
     assert "ReadWritePaths" not in svc
-    assert svc["TemporaryFileSystem"] == ["/etc/sivr/keys:ro", "/etc/sivr/front:ro"]
+    # the host's /dev/shm (a render node's decoded series) replaced by an empty, read-only one
+    assert svc["TemporaryFileSystem"] == ["/dev/shm:ro", "/etc/sivr/keys:ro", "/etc/sivr/front:ro"]
     assert svc["BindReadOnlyPaths"] == ["/etc/sivr/front/%i.conf"]  # of the fronts' configs, its own alone
     assert svc["InaccessiblePaths"] == ["-/etc/sivr/tls/ca.key -/var/lib/sivr -/etc/sivr/pgpass"]
 

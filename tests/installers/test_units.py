@@ -163,6 +163,15 @@ def test_each_unit_sees_only_its_own_data_and_no_fronts_config(unit_file):
 
 
 @pytest.mark.parametrize("unit_file", sorted(UNITS))
+def test_no_unit_sees_the_hosts_shared_memory(unit_file):
+    """A render node's decoded series are files of `sivr` in /dev/shm: on the host's /dev/shm every
+    other unit (the internet-facing web layer, another institution's node) could read them."""
+    layer, _, _, _ = UNITS[unit_file]
+    private = [entry for entry in service(unit_file)["TemporaryFileSystem"] if entry.startswith("/dev/shm")]
+    assert private == (["/dev/shm:mode=1777"] if layer == "render" else ["/dev/shm:ro"])
+
+
+@pytest.mark.parametrize("unit_file", sorted(UNITS))
 def test_write_execute_memory_is_denied_except_to_render_nodes(unit_file):
     layer = UNITS[unit_file][0]
     svc = service(unit_file)
