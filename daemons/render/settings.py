@@ -118,11 +118,19 @@ KEYS = (
     Key("dicom", "max_associations", 10,
         "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
         "exceeded).", minimum=1),
+    Key("dicom", "max_associations_per_address", 5,
+        "Connections one IP address may hold at once, associated or not (at most dicom.max_associations): one "
+        "more is closed as it opens, so that one address (a stranger's included) cannot take every place.",
+        minimum=1),
+    Key("dicom", "request_timeout_s", 10.0,
+        "Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8's ARTIM timer; for DICOM TLS, the "
+        "handshake included) before it is closed.", minimum=0, above=True),
     Key("dicom", "network_timeout_s", 60.0,
         "Seconds an association may stay silent (no PDU, or a PDU that stops half-way) before it is aborted.",
         minimum=0, above=True),
     Key("dicom", "acse_timeout_s", 30.0,
-        "Seconds to wait for an association request, acceptance or release answer before aborting.",
+        "Seconds to wait for an association's acceptance or release answer before aborting (its request: "
+        "dicom.request_timeout_s).",
         minimum=0, above=True),
     Key("dicom", "dimse_timeout_s", 60.0,
         "Seconds to wait for a DIMSE message (e.g. a C-STORE response to a C-GET or C-MOVE sub-operation) before "

@@ -55,7 +55,8 @@ def hostile(make_node):
     test peer that accepts C-STOREs and never answers them) and DOWN (nothing listens)."""
     stall, down = free_ports(2)
     harness = open_archive(make_node, dicom__destinations=[f"STALL=127.0.0.1:{stall}", f"DOWN=127.0.0.1:{down}"],
-                           dicom__max_associations=4, dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
+                           dicom__max_associations=4, dicom__max_associations_per_address=4,
+                           dicom__network_timeout_s=1.5, dicom__acse_timeout_s=2.0,
                            dicom__dimse_timeout_s=3.0)
     harness.stall_port = stall
     harness.pid = os.getpid()  # the node runs in this process: still_serving checks it is the same one
@@ -564,7 +565,8 @@ def test_connections_closed_before_associating_free_their_places_at_once(make_no
     """Bare TCP connects that close at once (a port scan, a load balancer's probe) held an association
     place each for the whole ACSE timeout: with `max_associations` of them, every caller was refused
     ("local limit exceeded") for 30 s."""
-    harness = open_archive(make_node, dicom__max_associations=4, dicom__acse_timeout_s=30.0)
+    harness = open_archive(make_node, dicom__max_associations=4, dicom__max_associations_per_address=4,
+                           dicom__acse_timeout_s=30.0)
     try:
         for _ in range(8):
             socket.create_connection(("127.0.0.1", harness.dicom_port), timeout=5).close()

@@ -49,7 +49,9 @@ def retrieval(make_node, tmp_path):
     down = f"DOWN=127.0.0.1:{nobody}"  # nothing listens there
     harness = open_archive(make_node, [CALLER, "BADPEER"],
                            dicom__destinations=[f"{title}=127.0.0.1:{p}" for title, p in ports.items()] + [down],
-                           dicom__max_associations=4, dicom__network_timeout_s=3.0, dicom__acse_timeout_s=2.0,
+                           dicom__max_associations=4, dicom__max_associations_per_address=4,
+                           dicom__network_timeout_s=3.0, dicom__acse_timeout_s=2.0,
+                           dicom__request_timeout_s=2.0,
                            dicom__dimse_timeout_s=5.0)
     harness.destinations = {}
     scps = []
@@ -502,7 +504,7 @@ def test_stalled_peers_are_dropped_and_floods_refused(retrieval):
         while stalled.is_established and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not stalled.is_established
-    # a raw TCP connection that never sends an A-ASSOCIATE-RQ: closed after dicom.acse_timeout_s
+    # a raw TCP connection that never sends an A-ASSOCIATE-RQ: closed after dicom.request_timeout_s
     with socket.create_connection(("127.0.0.1", port)) as raw:
         raw.settimeout(10)
         started = time.monotonic()
@@ -551,9 +553,9 @@ def test_destinations_are_checked_at_start(make_node):
 
 
 def test_a_served_node_keeps_answering_https_while_peers_flood_and_stall(tmp_path):
-    """The real daemon (gunicorn, TLS): associations up to dicom.max_associations (10), each stalled
-    in the middle of a PDU, then one more (refused); HTTPS keeps answering throughout, and the DICOM
-    side serves again once the peers go."""
+    """The real daemon (gunicorn, TLS): associations up to dicom.max_associations (10, from two addresses:
+    one may hold dicom.max_associations_per_address, 5), each stalled in the middle of a PDU, then one
+    more (refused); HTTPS keeps answering throughout, and the DICOM side serves again once the peers go."""
     layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
     endpoint = dicom_endpoint(layout.first("render"))
     port, title = int(endpoint["port"]), endpoint["ae_title"]
@@ -565,11 +567,11 @@ def test_a_served_node_keeps_answering_https_while_peers_flood_and_stall(tmp_pat
 
         assert https("/healthz").ok and echo(port, called=title)
         peers = []
-        for _ in range(10):
+        for index in range(10):
             ae = AE(ae_title=CALLER)
             ae.add_requested_context(Verification)
             ae.network_timeout = None
-            assoc = ae.associate("127.0.0.1", port, ae_title=title)
+            assoc = ae.associate("127.0.0.1", port, ae_title=title, bind_address=(f"127.0.0.{2 + index % 2}", 0))
             assert assoc.is_established
             assoc.dul.socket.send(struct.pack(">BBL", 0x04, 0, 1000) + b"\x00" * 10)  # half a P-DATA-TF
             peers.append(assoc)

@@ -83,11 +83,16 @@ class Callers:
         if reason is None:
             return
         log.warning("DICOM association from %s rejected: %s", assoc.requestor.address, reason)
-        _reasons[assoc] = reason
+        note_rejection(assoc, reason)
         assoc.requestor.ae_title = title  # who is audited (set by pynetdicom's negotiation, skipped here)
         assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
+
+
+def note_rejection(assoc: Association, reason: str) -> None:
+    """Why the node refuses `assoc` itself (`admission` too), for its `dicom.reject` audit entry."""
+    _reasons[assoc] = reason
 
 
 def rejection_reason(assoc: Association) -> str:

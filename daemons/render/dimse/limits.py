@@ -85,7 +85,9 @@ class BoundedSocket(AssociationSocket):
     pynetdicom does not hold peers to the length the node advertised. And one read (a PDU's header or
     body) must end within the association's network timeout: the socket's own timeout bounds each wait
     for bytes, so a peer sending one byte every few seconds held the association, its thread and
-    its place among `dicom.max_associations` for as long as a PDU of up to a MiB took it."""
+    its place among `dicom.max_associations` for as long as a PDU of up to a MiB took it. Before the
+    A-ASSOCIATE-RQ has arrived, a read ends by the connection's request timeout instead, when sooner
+    (`dicom.request_timeout_s`, `admission`)."""
 
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > MAXIMUM_PDU_SIZE:
@@ -94,13 +96,18 @@ class BoundedSocket(AssociationSocket):
         sock = self.socket
         if limit_s is None or sock is None:
             return super().recv(nr_bytes)
-        deadline = time.monotonic() + limit_s
+        request_left = self._request_left()
+        requesting = request_left is not None and request_left < limit_s
+        deadline = time.monotonic() + (limit_s if request_left is None else min(request_left, limit_s))
         received = bytearray()
         while len(received) < nr_bytes:
             try:
                 sock.settimeout(max(deadline - time.monotonic(), 0.0) or 1e-6)
                 chunk = sock.recv(min(nr_bytes - len(received), READ_CHUNK))
             except TimeoutError:
+                if requesting:
+                    self._abort(f"no A-ASSOCIATE-RQ within the request timeout of {self.assoc.acse_timeout:g} s "
+                                f"of the connection (only {len(received)} of the {nr_bytes} bytes of a read came)")
                 self._abort(f"only {len(received)} of the {nr_bytes} bytes of a read came within the network "
                             f"timeout of {limit_s:g} s")
             if not chunk:  # the peer closed the connection: pynetdicom reads that from a short answer
@@ -109,11 +116,24 @@ class BoundedSocket(AssociationSocket):
         sock.settimeout(limit_s)
         return received
 
+    def _request_left(self) -> float | None:
+        """Seconds left for an accepted connection's A-ASSOCIATE-RQ (None once it has arrived): its
+        ARTIM timer, which `admission.Admission` sets to `dicom.request_timeout_s` when it opens."""
+        assoc = self.assoc
+        if not assoc.is_acceptor or assoc.requestor.primitive is not None:
+            return None
+        return max(assoc.dul.artim_timer.remaining, 0.0)
+
     def _abort(self, reason: str) -> NoReturn:
         """A-ABORT (service provider, invalid PDU parameter value), then a failed read: pynetdicom takes
-        it for a closed connection, closes it and aborts the association (audited with `reason`)."""
+        it for a closed connection, closes it and aborts the association (audited with `reason`, also
+        before the association's request has arrived)."""
         log.warning("DICOM peer %s: association aborted, %s", self.assoc.requestor.address, reason)
         note_abort(self.assoc, reason)
+        if self.assoc.is_acceptor and self.assoc.requestor.primitive is None:
+            # before the A-ASSOCIATE-RQ pynetdicom signals no abort (and may end the connection with no
+            # EVT_CONN_CLOSE either): signalled here, for its audit and metrics, as for any other
+            evt.trigger(self.assoc, evt.EVT_ABORTED, {})
         abort = A_ABORT_RQ()
         abort.source, abort.reason_diagnostic = 0x02, INVALID_PDU_PARAMETER_VALUE  # service provider
         with contextlib.suppress(OSError):

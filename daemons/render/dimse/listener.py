@@ -7,9 +7,10 @@ here is viewable over HTTP at once. Only the calling AE titles in `dicom.allowed
 addresses listed with them, may associate (others get A-ASSOCIATE-RJ, "calling AE title not
 recognised"; `daemons.render.dimse.callers`); each association and
 each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
-timeouts, and at most `dicom.max_associations` are served at once; the listener's figures are on the
-node's `/metrics` (`daemons.render.dimse.metrics`). With `dicom.tls_port` a second server of the same AE
-speaks DICOM TLS (`daemons.render.dimse.tls`). Conformance: docs/conformance.md.
+timeouts, at most `dicom.max_associations` are served at once, at most
+`dicom.max_associations_per_address` of them from one address (`daemons.render.dimse.admission`); the
+listener's figures are on the node's `/metrics` (`daemons.render.dimse.metrics`). With `dicom.tls_port` a
+second server of the same AE speaks DICOM TLS (`daemons.render.dimse.tls`). Conformance: docs/conformance.md.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from daemons.render.catalogue.matching import find
+from daemons.render.dimse import admission
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.callers import parse_callers, rejection_reason
 from daemons.render.dimse.connections import AssociationConnections
@@ -220,6 +222,8 @@ class Listener:
                       if any(destination.tls for destination in destinations.values()) else None)
         self.connections = AssociationConnections(node.models.database)
         self.messages = MessageLimit(node.limits.max_upload_bytes, ingest.memory, self._store_refused_while_arriving)
+        admitting = admission.Admission(int(section["max_associations_per_address"]),
+                                        float(section["request_timeout_s"]), ae.acse_timeout)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [
             (evt.EVT_C_ECHO, self._on_echo),
@@ -234,6 +238,7 @@ class Listener:
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
                                                                      detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
+            *admitting.handlers(),
             (evt.EVT_CONN_CLOSE, free_unassociated),
             (evt.EVT_DIMSE_SENT, wait_for_peer_from_now),
             *self.messages.handlers(),
@@ -436,6 +441,7 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"{where}: dicom.allowed_callers must list the calling AE "
                           "titles allowed to send and query (or set dicom.port = 0 and dicom.tls_port = 0)")
     parse_callers(config)
+    admission.check_config(config)
     destinations = parse_destinations(config)
     dimse_tls.check_config(config, any(destination.tls for destination in destinations.values()))
 

@@ -1,0 +1,143 @@
+"""Who gets one of the DICOM listener's `dicom.max_associations` places (`dimse.admission`).
+
+Anyone who can reach the port could take every place: connections that never send an A-ASSOCIATE-RQ
+held one each for `dicom.acse_timeout_s` (30 s), associations that then stay silent for
+`dicom.network_timeout_s` (60 s), again and again, and every modality was refused meanwhile ("local
+limit exceeded"). The peers here are real: bare TCP connections, pynetdicom associations bound to a
+second loopback address (the attacker), and dcmtk's echoscu (the modality, from 127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from daemons.render.settings import KEYS
+from shared.config import ConfigError, build_config
+from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
+
+ATTACKER = "127.0.0.2"  # Linux answers the whole of 127.0.0.0/8 on loopback
+
+
+@pytest.fixture
+def guarded(make_node):
+    """Four places, two per address, a request timeout of 1 s and the usual 30 s and 60 s timeouts
+    (those are not what frees the places here)."""
+    harness = open_archive(make_node, dicom__max_associations=4, dicom__max_associations_per_address=2,
+                           dicom__request_timeout_s=1.0, dicom__acse_timeout_s=30.0, dicom__network_timeout_s=60.0)
+    yield harness
+    close_archive(harness)
+
+
+def audit_rows(harness, action: str) -> list[str]:
+    audit = harness.app.extensions["sivr_node"].models.AuditEntry
+    return [row.detail for row in audit.select().where(audit.action == action)]
+
+
+def raw(port: int, source: str = ATTACKER) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def echoscu(port: int) -> bool:
+    done = subprocess.run(["echoscu", "-aet", CALLER, "-aec", SCP, "-to", "10", "127.0.0.1", str(port)],
+                          capture_output=True, text=True, timeout=30)
+    return done.returncode == 0
+
+
+def idle_association(port: int, source: str = ATTACKER):
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(Verification)
+    ae.network_timeout = None
+    return ae.associate("127.0.0.1", port, ae_title=SCP, bind_address=(source, 0))
+
+
+@pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk's echoscu absent")
+def test_silent_connections_from_one_address_leave_places_for_the_modalities(guarded):
+    """Before: four bare connections from one address kept every caller out for the ACSE timeout (30 s)."""
+    port = guarded.dicom_port
+    held = [raw(port) for _ in range(6)]
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert echoscu(port) and echo(port), "one address's silent connections took every place"
+        assert time.monotonic() - started < 0.9  # within the attacker's request timeout: not freed by it
+        server = guarded.app.extensions["sivr_dimse"].servers[0]
+        deadline = time.monotonic() + 1.0  # the echoes' own threads end as they are released
+        while len(server.active_associations) > 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(server.active_associations) == 2  # the refused connections' threads ended, with their places
+    finally:
+        for sock in held:
+            sock.close()
+    refusals = audit_rows(guarded, "dicom.reject")
+    assert refusals and all("dicom.max_associations_per_address (2)" in detail and ATTACKER in detail
+                            for detail in refusals), refusals
+
+
+def test_idle_associations_from_one_address_leave_places_for_the_modalities(guarded):
+    """Before: four associations that negotiated and then stayed silent kept every caller out for the
+    network timeout (60 s). The third connection from that address is closed as it opens."""
+    port = guarded.dicom_port
+    first, second = idle_association(port), idle_association(port)
+    assert first.is_established and second.is_established
+    third = idle_association(port)
+    try:
+        assert not third.is_established
+        assert echo(port) and echo(port)
+    finally:
+        for assoc in (first, second, third):
+            if assoc.is_established:
+                assoc.release()
+    assert any("dicom.max_associations_per_address (2)" in detail for detail in audit_rows(guarded, "dicom.reject"))
+    again = idle_association(port)
+    assert again.is_established  # the places came back with the releases
+    again.release()
+
+
+def test_a_connection_that_sends_no_request_is_closed_after_the_request_timeout(guarded):
+    """PS3.8's ARTIM: the A-ASSOCIATE-RQ must come within `dicom.request_timeout_s` of the connection,
+    whether nothing arrives or its bytes trickle in. Before: 30 s (the ACSE timeout), and for a
+    trickle the network timeout (60 s) for each of the PDU's header and body."""
+    port = guarded.dicom_port
+    for trickle in (False, True):
+        with raw(port, "127.0.0.1") as sock:
+            started = time.monotonic()
+            if trickle:
+                sock.sendall(struct.pack(">BBL", 0x01, 0, 300))  # an A-ASSOCIATE-RQ's header, then its body slowly
+                sock.settimeout(0.3)
+                while time.monotonic() - started < 8:
+                    try:
+                        sock.sendall(b"\0")
+                        if sock.recv(1024) in (b"", b"\x07"):
+                            break
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+            else:
+                sock.settimeout(10)
+                with contextlib.suppress(ConnectionResetError):
+                    sock.recv(1024)
+            assert time.monotonic() - started < 3, f"trickle={trickle}: the node waited for its request"
+    deadline = time.monotonic() + 3
+    while len(details := audit_rows(guarded, "dicom.abort")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # audited by the connection's thread as it ends
+    assert len(details) == 2 and all("request timeout of 1 s" in detail for detail in details), details
+    assert echo(port)
+
+
+def test_the_per_address_limit_is_checked_at_start(make_node):
+    config = build_config("render", KEYS, {})
+    assert config["dicom"]["max_associations_per_address"] <= config["dicom"]["max_associations"]
+    with pytest.raises(ConfigError, match="max_associations_per_address"):
+        make_node(dicom__port=1, dicom__allowed_callers=[CALLER], dicom__max_associations=4,
+                  dicom__max_associations_per_address=5)
+    with pytest.raises(ConfigError, match="request_timeout_s"):
+        make_node(dicom__port=1, dicom__allowed_callers=[CALLER], dicom__request_timeout_s=0.0)
