@@ -706,3 +706,39 @@ def test_a_store_that_finds_no_upload_memory_is_aborted_and_a_stored_one_frees_i
         assert models(harness).catalogue.Instance.select().count() == 4 and memory.used == 0
     finally:
         close_archive(harness)
+
+
+def _command(**elements: Any) -> bytes:
+    command = Dataset()
+    for keyword, value in elements.items():
+        setattr(command, keyword, value)
+    return encode(command, True, True)
+
+
+@pytest.mark.parametrize("name, command, reason", [
+    ("bytes that are no data set", b"\xff" * 40, "cannot be read"),
+    ("an empty command set", b"", "cannot be read"),
+    ("an unknown command", _command(AffectedSOPClassUID=Verification, CommandField=0x0777, MessageID=1,
+                                    CommandDataSetType=0x0101), "Command Field 0x0777"),
+    ("a C-ECHO-RQ without its Message ID", _command(AffectedSOPClassUID=Verification, CommandField=0x0030,
+                                                    CommandDataSetType=0x0101), "MessageID"),
+    ("a C-STORE-RQ without its SOP Instance UID", _command(AffectedSOPClassUID=CTImageStorage, CommandField=0x0001,
+                                                           MessageID=3, Priority=0, CommandDataSetType=0x0101),
+     "AffectedSOPInstanceUID"),
+])
+def test_a_command_set_that_is_no_valid_dimse_request_aborts_at_once(hostile, name, command, reason):
+    """A P-DATA whose command set pynetdicom cannot decode or map to a message crashed its reader: the
+    connection closed with no A-ABORT and nothing audited. One that decodes but lacks what its request
+    needs was dropped without a word: the peer waited for an answer, the association held its place until
+    the network timeout, then was audited as the peer's silence. Now: A-ABORT at once, audited with why."""
+    assoc = associate(hostile.dicom_port, (Verification, [ImplicitVRLittleEndian]),
+                      (CTImageStorage, [ImplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == Verification)
+    pdv = struct.pack(">LBB", len(command) + 2, context.context_id, 0x03) + command  # the last command fragment
+    started = time.monotonic()
+    send_raw(assoc, struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv)
+    wait_aborted(hostile, assoc)
+    assert time.monotonic() - started < 1.0, f"{name}: not aborted at once"
+    [(_, detail)] = audit_rows(hostile, "dicom.abort")
+    assert "not a valid DIMSE request" in detail and reason in detail, (name, detail)
+    still_serving(hostile)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.association import Association
@@ -164,23 +163,20 @@ def test_a_data_set_in_one_pdu_with_its_command_is_counted_and_refused_when_ther
         close_archive(harness)
 
 
-@pytest.mark.parametrize("after_a_dropped_request", [False, True])
-def test_a_connection_closed_while_its_data_set_is_stored_keeps_the_room_until_it_is_stored(
-        make_node, monkeypatch, after_a_dropped_request):
-    """Also after a request pynetdicom dropped without a handler: handlers took reservations in
-    arrival order, so the stored data set took the dropped one's small room, and the closing
-    connection freed its own while it was being stored."""
+def test_a_connection_closed_while_its_data_set_is_stored_keeps_the_room_until_it_is_stored(make_node, monkeypatch):
+    """Handlers took reservations in arrival order: after a request pynetdicom dropped without a handler
+    (one without its SOP Instance UID, which now aborts its association instead: the next test), the
+    stored data set took the dropped one's small room, and the closing connection freed its own while
+    it was being stored."""
     harness = open_archive(make_node, limits__upload_memory_mb=64, **TIMEOUTS)
     try:
         started = threading.Event()
         seen = _spy_on_ingest(harness, monkeypatch, pause_s=1.0, on_start=started.set)
         memory = harness.app.extensions[INGEST_EXTENSION].memory
-        [ds] = _instances(1, f"{SERIES}.3.{int(after_a_dropped_request)}")
-        small = dataset(rows=8, cols=8, series=SERIES)
+        [ds] = _instances(1, f"{SERIES}.3.0")
         assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
         with _Paused(assoc):
-            dropped = _message_pdus(assoc, small, 1, dropped=True) if after_a_dropped_request else []
-            for pdu in dropped + _message_pdus(assoc, ds, 2):
+            for pdu in _message_pdus(assoc, ds, 2):
                 assoc.dul.send_pdu(pdu)
             assert started.wait(10)
             assoc.dul.socket.socket.shutdown(2)  # the peer goes while the node stores its data set
@@ -193,6 +189,30 @@ def test_a_connection_closed_while_its_data_set_is_stored_keeps_the_room_until_i
             time.sleep(0.05)
         assert models(harness).catalogue.Instance.select().count() == 1 and seen
         assert memory.used == 0
+    finally:
+        close_archive(harness)
+
+
+def test_a_store_request_without_its_instance_uid_aborts_and_holds_nothing(make_node, monkeypatch):
+    """pynetdicom dropped such a request without a handler, and its data set's room stayed held until
+    the connection closed; the peer waited for an answer. Now its association is aborted as its message
+    completes (`limits.CommandCheck`): nothing stored, the room freed, the store that followed never read."""
+    harness = open_archive(make_node, limits__upload_memory_mb=64, **TIMEOUTS)
+    try:
+        seen = _spy_on_ingest(harness, monkeypatch, pause_s=0.0, on_start=lambda: None)
+        memory = harness.app.extensions[INGEST_EXTENSION].memory
+        [ds] = _instances(1, f"{SERIES}.3.1")
+        small = dataset(rows=8, cols=8, series=SERIES)
+        assoc = associate(harness.dicom_port, (CTImageStorage, [ExplicitVRLittleEndian]))
+        with _Paused(assoc):
+            for pdu in _message_pdus(assoc, small, 1, dropped=True) + _message_pdus(assoc, ds, 2):
+                assoc.dul.send_pdu(pdu)
+        deadline = time.monotonic() + 3  # within the network timeout (5 s): the node aborted, not the silence
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted
+        assert _settled(harness) == 0 and memory.used == 0
+        assert models(harness).catalogue.Instance.select().count() == 0 and not seen
     finally:
         close_archive(harness)
 

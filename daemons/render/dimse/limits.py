@@ -31,7 +31,8 @@ from typing import Any, NoReturn, cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_CANCEL_RQ, C_STORE_RQ
+from pynetdicom.dsutils import decode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.transport import AssociationSocket
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 # 64 PDUs a MiB), small enough that a PDU costs the node little while it is read and decoded
 MAXIMUM_PDU_SIZE = MIB
 INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
+COMMAND, LAST = 0x01, 0x02  # a PDV's message control header (PS3.8 E.2)
+RESPONSE = 0x8000  # the Command Field bit of a response
 READ_CHUNK = 1 << 16  # bytes asked of the socket at a time (pynetdicom asks 4 KiB)
 # why the node aborted an association, for its audit entry (pynetdicom's EVT_ABORTED says only that it was)
 _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
@@ -157,6 +160,76 @@ def free_unassociated(event: Any) -> None:
     if (assoc.is_acceptor and assoc.requestor.primitive is None and not assoc.is_established
             and assoc.dul.to_user_queue.empty()):
         assoc.dul.to_user_queue.put(None)
+
+
+class CommandCheck:
+    """A DIMSE message the listener cannot serve aborts its association at once, audited with why.
+
+    pynetdicom's reader decodes each command set as its last fragment arrives: bytes that are no data
+    set, or a Command Field it does not know, raised in its state machine, which died: the connection
+    closed with no A-ABORT and nothing audited. And a request that decodes but lacks an element its
+    service needs (a C-ECHO-RQ without its Message ID, a C-STORE-RQ without its SOP Instance UID) it
+    dropped without a word: the peer waited for an answer, the association held its place until the
+    network timeout and was audited as the peer's silence. Checked here, on pynetdicom's events:
+    the command set before its PDU is added to the message (EVT_PDU_RECV: the PDU is then emptied,
+    so nothing of it is decoded), a request's elements once its message is whole (EVT_DIMSE_RECV)."""
+
+    @staticmethod
+    def handlers() -> list[EventHandlerType]:
+        return [(evt.EVT_PDU_RECV, CommandCheck._pdu_received), (evt.EVT_DIMSE_RECV, CommandCheck._message_received)]
+
+    @staticmethod
+    def _pdu_received(event: Any) -> None:
+        assoc, pdu = event.assoc, event.pdu
+        if assoc.is_aborted or aborting(assoc) or not isinstance(pdu, P_DATA_TF):
+            return
+        message = assoc.dimse.message
+        command = bytearray(message.encoded_command_set.getvalue() if message is not None else b"")
+        for item in pdu.presentation_data_value_items:
+            value = item.presentation_data_value or b""
+            if not value or not value[0] & COMMAND:
+                continue
+            command += value[1:]
+            if value[0] & LAST:
+                problem = CommandCheck._problem(bytes(command))
+                if problem:
+                    pdu.presentation_data_value_items = []  # pynetdicom would decode it, and fail
+                    CommandCheck._abort(assoc, problem)
+                return
+
+    @staticmethod
+    def _problem(command: bytes) -> str | None:
+        """What is wrong with a whole command set (None: pynetdicom can make a message of it)."""
+        try:
+            field = int(decode(BytesIO(command), True, True).CommandField)
+        except Exception as exc:
+            return f"a command set that cannot be read ({type(exc).__name__}: {exc})"[:300]
+        if field not in _MESSAGE_TYPES:
+            return f"a command set whose Command Field 0x{field:04X} names no DIMSE message"
+        return None
+
+    @staticmethod
+    def _message_received(event: Any) -> None:
+        assoc, message = event.assoc, event.message
+        if assoc.is_aborted or aborting(assoc) or isinstance(message, C_CANCEL_RQ):
+            return
+        if int(message.command_set.CommandField) & RESPONSE:
+            return  # an answer to the node's own request (a C-GET's C-STORE), or one pynetdicom ignores
+        try:
+            primitive = message.message_to_primitive()
+        except Exception as exc:
+            CommandCheck._abort(assoc, f"a {type(message).__name__} that cannot be read ({exc})"[:300])
+            return
+        missing = [keyword for keyword in primitive.REQUEST_KEYWORDS if getattr(primitive, keyword) is None]
+        if missing:
+            CommandCheck._abort(assoc, f"a {type(primitive).__name__} request without its {', '.join(missing)}")
+
+    @staticmethod
+    def _abort(assoc: Association, problem: str) -> None:
+        reason = f"{problem}: not a valid DIMSE request"
+        log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
+        note_abort(assoc, reason)
+        assoc.abort()
 
 
 def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:

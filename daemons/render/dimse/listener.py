@@ -62,6 +62,7 @@ from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
 from daemons.render.dimse.identifiers import foreign_sop_class, read_identifier, refusal
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
+    CommandCheck,
     MessageLimit,
     abort_reason,
     aborting,
@@ -241,6 +242,7 @@ class Listener:
             *admitting.handlers(),
             (evt.EVT_CONN_CLOSE, free_unassociated),
             (evt.EVT_DIMSE_SENT, wait_for_peer_from_now),
+            *CommandCheck.handlers(),  # first: a message it aborts is neither held nor stored (`messages`)
             *self.messages.handlers(),
             *DimseMetrics(app_metrics(app)).handlers(),
             *self.connections.handlers(),
