@@ -426,6 +426,32 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
     still_serving(hostile)
 
 
+def test_find_keys_beyond_what_the_node_matches_are_out_of_resources_not_its_failure(hostile, caplog):
+    """ModalitiesInStudy was matched as a chain of ORs one level deep per value: about 100 values
+    overflowed Python's stack while building the statement, and a wildcard value over SQLite's
+    pattern limit (50,000 bytes) failed in the database: 0xC000, audited "processing failure" and
+    logged as the node's own error with its trace, each time a peer asked. Now a list of modalities
+    is matched flat (up to `matching.MODALITIES_MAX` values) and wildcards up to `matching.WILDCARD_MAX`
+    characters; more is 0xA700 (out of resources), audited with the reason, logged as information."""
+    assert hostile.upload([("a.dcm", to_bytes(dataset(series="1.2.826.0.1.32.1")))]).status_code == 201
+    port = hostile.dicom_port
+    many = [f"M{n}" for n in range(matching.MODALITIES_MAX - 1)] + ["CT"]
+    assert find(port, query(QueryRetrieveLevel="STUDY", ModalitiesInStudy=many)) == [0xFF00, 0x0000]
+    too_many = [*many, "MR"]
+    long_wildcard = "*" + "x" * matching.WILDCARD_MAX
+    for identifier in (query(QueryRetrieveLevel="STUDY", ModalitiesInStudy=too_many),
+                       query(QueryRetrieveLevel="STUDY", ModalitiesInStudy=["CT", "x" * (matching.WILDCARD_MAX + 1)]),
+                       query(QueryRetrieveLevel="STUDY", PatientName=long_wildcard),
+                       query(QueryRetrieveLevel="STUDY", StudyDescription="*x" * 30_000)):
+        assert find(port, identifier) == [0xA700], identifier.dir()
+    refused = [detail for _, detail in audit_rows(hostile, "dicom.find_refused")]
+    assert len(refused) == 4 and "processing failure" not in refused, refused
+    assert not [record for record in caplog.records if record.levelname == "ERROR"
+                and record.name.startswith("daemons")]
+    assert find(port, query(QueryRetrieveLevel="STUDY", PatientName="*" + "x" * 1000)) == [0x0000]
+    still_serving(hostile)
+
+
 def move(port: int, destination: str, identifier: Dataset) -> tuple[list[int], Association]:
     ae = AE(ae_title=CALLER)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)

@@ -52,6 +52,12 @@ UTF8_CHARACTER_SET = "ISO_IR 192"
 #: PostgreSQL 65,535: both maxima together, with the other keys, stay under the smaller)
 FUZZY_NAMES_MAX = 10_000
 UID_LIST_MAX = 50_000
+#: The most modalities one ModalitiesInStudy may list (each one wildcard matching of every study; DICOM
+#: defines fewer than a hundred), and the longest wildcard value matched (a value is at most 64
+#: characters of PN or LO; SQLite refuses a pattern over 50,000 bytes, and a person name's pattern
+#: takes up to four bytes a letter)
+MODALITIES_MAX = 128
+WILDCARD_MAX = 1024
 
 
 class QueryError(Exception):
@@ -64,8 +70,9 @@ class QueryError(Exception):
 
 
 class QueryTooLarge(QueryError):
-    """A valid query larger than the node answers in one (a list of more than UID_LIST_MAX UIDs):
-    the peer may send it again in parts (over DIMSE "Out of Resources", PS3.4 C.4.1.1.4)."""
+    """A valid query larger than the node answers in one (a list of more than UID_LIST_MAX UIDs or
+    MODALITIES_MAX modalities: the peer may send it again in parts; a wildcard value longer than
+    WILDCARD_MAX), over DIMSE "Out of Resources" (PS3.4 C.4.1.1.4)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +181,10 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
                              "characters)", keyword)
         return field == int(value)
     if kind == "modalities":
-        return _modalities(field, value)
+        return _modalities(field, keyword, value)
+    if ("*" in value or "?" in value) and len(value) > WILDCARD_MAX:
+        raise QueryTooLarge(f"{keyword}: a wildcard value of {len(value):,} characters is longer than the "
+                            f"{WILDCARD_MAX:,} this node matches", keyword)
     if kind == "pn" and fuzzy:
         return _fuzzy(field, keyword, value)
     if kind == "pn":
@@ -319,16 +329,26 @@ def _fuzzy(field: peewee.Field, keyword: str, value: str) -> peewee.Node | None:
     return field.in_(names)
 
 
-def _modalities(field: peewee.Field, value: str) -> peewee.Node | None:
+def _modalities(field: peewee.Field, keyword: str, value: str) -> peewee.Node | None:
     """Any of the study's `\\`-separated modalities equals (or matches) any value asked for, case
-    and all, as `Modality` is matched (SQLite's LIKE would have `ct` match CT there only)."""
+    and all, as `Modality` is matched (SQLite's LIKE would have `ct` match CT there only). The
+    alternatives are one flat OR: nested one level per value, about a hundred overflowed Python's
+    stack while peewee wrote the statement. QueryTooLarge beyond MODALITIES_MAX values or WILDCARD_MAX
+    characters in one."""
     bounded = peewee.NodeList((peewee.Value("\\"), peewee.SQL("||"), field, peewee.SQL("||"), peewee.Value("\\")),
                               parens=True)
-    condition = None
-    for modality in [v.strip() for v in re.split(r"[\\,]", value) if v.strip()]:
-        one = _wildcard(field, f"*\\{modality}\\*", bounded)
-        condition = one if condition is None else peewee.Expression(condition, peewee.OP.OR, one)
-    return condition
+    modalities = list(dict.fromkeys(v.strip() for v in re.split(r"[\\,]", value) if v.strip()))
+    if len(modalities) > MODALITIES_MAX:
+        raise QueryTooLarge(f"{keyword}: {len(modalities):,} modalities are more than the {MODALITIES_MAX} this "
+                            "node matches at once; send them in parts", keyword)
+    longest = max(modalities, key=len, default="")
+    if len(longest) > WILDCARD_MAX:
+        raise QueryTooLarge(f"{keyword}: a value of {len(longest):,} characters is longer than the "
+                            f"{WILDCARD_MAX:,} this node matches", keyword)
+    if not modalities:
+        return None
+    return peewee.NodeList([_wildcard(field, f"*\\{modality}\\*", bounded) for modality in modalities],
+                           glue=" OR ", parens=True)
 
 
 def fold(text: str) -> str:
