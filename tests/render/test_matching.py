@@ -254,3 +254,31 @@ def test_fuzzy_matching_without_a_word_matches_all_and_a_huge_match_is_refused(c
     with pytest.raises(QueryError) as refused:
         fuzzy("zoe")
     assert refused.value.keyword == "PatientName"
+
+
+def test_a_retrieval_holds_only_what_its_sub_operations_need(cat):
+    """A C-GET or C-MOVE holds every instance row it retrieves until its last sub-operation: a peewee
+    model object each (with its model's state), 107 MiB for 100,000 instances (a UID list of 50,000
+    studies retrieves the archive), for the whole of a transfer the peer paces. Now the five columns
+    the sub-operations and their audit read, as tuples: under half."""
+    import tracemalloc
+
+    headers = []
+    for number in range(1, 5001):
+        ds = header("1.2.9", "CT", "20240105", "Big^Study").dataset
+        ds.SOPInstanceUID, ds.InstanceNumber = f"1.2.826.0.1.3680043.8.498.{number}", number
+        headers.append(InstanceHeader(ds, f"{number:064x}", number))
+    index_series(cat, "big", headers)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", "1.2.9"
+    tracemalloc.start()
+    try:
+        rows = matching.retrieve(cat, "STUDY", identifier)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 5000 and [row.blob for row in rows[:3]] == [1, 2, 3]  # in instance order
+    first = rows[0]
+    assert (first.series_id, first.sop_instance_uid, first.sop_class_uid, first.sha256) == (
+        "big", "1.2.826.0.1.3680043.8.498.1", "1.2.840.10008.5.1.4.1.1.2", f"{1:064x}")
+    assert held / len(rows) < 600, f"{held / len(rows):.0f} bytes held per instance"  # was 1,092
