@@ -118,10 +118,11 @@ KEYS = (
     Key("dicom", "max_associations", 10,
         "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
         "exceeded).", minimum=1),
-    Key("dicom", "max_associations_per_address", 5,
-        "Connections one IP address may hold at once, associated or not (at most dicom.max_associations): one "
-        "more is closed as it opens, so that one address (a stranger's included) cannot take every place.",
-        minimum=1),
+    Key("dicom", "max_associations_per_address", 0,
+        "Connections one IP address may hold at once, associated or not (at most dicom.max_associations; 0: half "
+        "of them, at least one): one more is closed as it opens, so that one address (a stranger's included) "
+        "cannot take every place.",
+        minimum=0),
     Key("dicom", "request_timeout_s", 10.0,
         "Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8's ARTIM timer; for DICOM TLS, the "
         "handshake included) before it is closed.", minimum=0, above=True),

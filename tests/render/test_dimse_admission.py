@@ -19,6 +19,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from daemons.render.dimse.admission import per_address_limit
 from daemons.render.settings import KEYS
 from shared.config import ConfigError, build_config
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
@@ -134,8 +135,10 @@ def test_a_connection_that_sends_no_request_is_closed_after_the_request_timeout(
 
 
 def test_the_per_address_limit_is_checked_at_start(make_node):
-    config = build_config("render", KEYS, {})
-    assert config["dicom"]["max_associations_per_address"] <= config["dicom"]["max_associations"]
+    # by default half the places, so that a node whose operator lowered max_associations still starts
+    assert per_address_limit(build_config("render", KEYS, {})["dicom"]) == 5
+    assert per_address_limit(build_config("render", KEYS, {"dicom": {"max_associations": 3}})["dicom"]) == 1
+    make_node(dicom__port=1, dicom__allowed_callers=[CALLER], dicom__max_associations=4)
     with pytest.raises(ConfigError, match="max_associations_per_address"):
         make_node(dicom__port=1, dicom__allowed_callers=[CALLER], dicom__max_associations=4,
                   dicom__max_associations_per_address=5)

@@ -26,6 +26,7 @@ import logging
 import socket
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from pynetdicom import evt
@@ -120,10 +121,18 @@ class Admission:
             evt.trigger(assoc, evt.EVT_ABORTED, {})
 
 
+def per_address_limit(section: Mapping[str, Any]) -> int:
+    """The connections one address may hold: `dicom.max_associations_per_address`, or by default
+    (0) half of `dicom.max_associations`, at least one. A default that follows the total keeps a
+    node whose operator lowered `max_associations` starting after an upgrade."""
+    configured, most = int(section["max_associations_per_address"]), int(section["max_associations"])
+    return configured or max(1, most // 2)
+
+
 def check_config(config: Config) -> None:
     """`dicom.max_associations_per_address` within `dicom.max_associations` (bounds checked when read)."""
     section = config["dicom"]
-    per_address, most = int(section["max_associations_per_address"]), int(section["max_associations"])
+    per_address, most = per_address_limit(section), int(section["max_associations"])
     if per_address > most:
         raise ConfigError(f"{config.source or '<config>'}: dicom.max_associations_per_address ({per_address}) must "
                           f"not exceed dicom.max_associations ({most}); set it lower, so that one address cannot "

@@ -223,7 +223,7 @@ class Listener:
                       if any(destination.tls for destination in destinations.values()) else None)
         self.connections = AssociationConnections(node.models.database)
         self.messages = MessageLimit(node.limits.max_upload_bytes, ingest.memory, self._store_refused_while_arriving)
-        admitting = admission.Admission(int(section["max_associations_per_address"]),
+        admitting = admission.Admission(admission.per_address_limit(section),
                                         float(section["request_timeout_s"]), ae.acse_timeout)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [
