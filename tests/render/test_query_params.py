@@ -110,6 +110,26 @@ def test_numbers_are_ascii_digits_only(node, record_id, path, params):
     assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error", (params, reply.json)
 
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("params", ["window=40,400&window=nan,1", "format=png&format=png", "size=8x8&size=64x64",
+                                    "invert=true&invert=false", "quality=50&quality=0"])
+def test_a_parameter_given_twice_is_refused(node, record_id, path, params):
+    """One value per parameter: the first of two was used and the second, even malformed, went unread."""
+    reply = _get(node, record_id, path, params)
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error", (params, reply.json)
+    name = params.split("=")[0]
+    assert f"query parameter {name} is given 2 times" in reply.json["error"]["message"]
+
+
+def test_a_dicomweb_rendered_parameter_given_twice_is_refused(node, record_id):
+    """The rendered resources read their parameters through the same declarations (`query.Param`)."""
+    uids = node.client.get("/dicomweb/instances?limit=1", headers=node.headers("sysadmin")).json[0]
+    study, series, sop = (uids[tag]["Value"][0] for tag in ("0020000D", "0020000E", "00080018"))
+    reply = node.client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered"
+                            "?viewport=8,8&viewport=100000,1", headers=node.headers())
+    assert reply.status_code == 400 and "viewport is given 2 times" in reply.json["error"]["message"], reply.json
+
+
 def test_a_window_may_have_spaces_after_its_comma(node, record_id):
     assert _get(node, record_id, "frames/1", "window=40,%20400&format=png").status_code == 200
 

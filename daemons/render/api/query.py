@@ -3,8 +3,9 @@ OpenAPI document from the same declarations (`Param.openapi`).
 
 Before this module each endpoint parsed its own copy, and they disagreed (`format=jpg`,
 `size=512X512`, `window=40,1e10`, `region=0,0,1` and out-of-range indexes were accepted by one
-endpoint and refused by another). A bad value is `400 validation_error` naming the parameter; an
-index outside the record is `404 not_found` with the valid range, for frames and reformats alike.
+endpoint and refused by another). A bad value is `400 validation_error` naming the parameter, and so
+is a parameter given twice; an index outside the record is `404 not_found` with the valid range, for
+frames and reformats alike.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ class Param:
     required: bool = False
 
     def raw(self) -> str | None:
-        value = request.args.get(self.name)
+        """The parameter's value, stripped; None when absent or blank. Given more than once it is
+        400: `window=40,400&window=nan,1` was drawn with the first and the second, malformed, went
+        unread, and a client (or a proxy appending its own) could not tell which one was used."""
+        values = request.args.getlist(self.name)
+        if len(values) > 1:
+            raise bad(f"query parameter {self.name} is given {len(values)} times; give it once")
+        value = values[0] if values else None
         return None if value is None or value.strip() == "" else value.strip()
 
     def openapi(self) -> dict[str, Any]:
