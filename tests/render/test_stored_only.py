@@ -287,6 +287,27 @@ def test_mixed_series_renders_its_renderable_slices_and_counts_the_others(node):
     assert len(found) == 5 and kept.SOPInstanceUID in {i["00080018"]["Value"][0] for i in found}
 
 
+def test_original_gives_the_stored_only_files_after_the_images(node):
+    """`/original?index=N` counts every instance of the series, its images' files first: a series of
+    stored-only instances alone (a report, a private syntax) was a 500 there (file 0 of none), and
+    `?index=0` a 400 "between 0 and -1"."""
+    kept = private_slice(generate_uid(), 0.0)
+    assert stow(node, [private_bytes(kept)]).status_code == 200
+    record_id = record_of(node, kept.SeriesInstanceUID)
+    for query in ("", "?index=0"):
+        reply = node.client.get(f"/api/v1/records/{record_id}/original{query}", headers=node.headers())
+        assert reply.status_code == 200 and reply.data == private_bytes(kept), reply.data[:300]
+    beyond = node.client.get(f"/api/v1/records/{record_id}/original?index=1", headers=node.headers())
+    assert beyond.status_code == 400 and "between 0 and 0" in beyond.json["error"]["message"]
+    series = generate_uid()
+    slices, mixed = ct_slices(series, 2), private_slice(series, 1.5)
+    reply = node.upload([("a.dcm", to_bytes(slices[0])), ("b.dcm", to_bytes(slices[1])),
+                         ("private.dcm", private_bytes(mixed))])
+    assert reply.status_code == 201 and reply.json["files"] == 2, reply.json
+    third = node.client.get(f"/api/v1/records/{reply.json['id']}/original?index=2", headers=node.headers())
+    assert third.status_code == 200 and third.data == private_bytes(mixed)
+
+
 def test_stow_of_private_syntax_alone_and_corrupt_decodable_refused(node):
     kept = private_slice(generate_uid(), 0.0)
     reply = stow(node, [private_bytes(kept)])

@@ -197,7 +197,9 @@ def original(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     stored_or_404(record_id)
     the_node = node()
-    files = the_node.manifest(record_id).files
+    # every instance the series holds, its stored-only ones after its images (`Manifest.every_file`): with
+    # the images' files alone a series of reports had none, and `/original` was 500 (file 0 of none)
+    files = the_node.manifest(record_id).every_file
     index = query_int("index", 0, 0, len(files) - 1)
     try:
         data = the_node.store.read_file(record_id, files[index].blob, files[index].sha256)
