@@ -218,12 +218,18 @@ def query_uuid(name: str) -> str | None:
 
 
 def query_text(name: str, max_len: int) -> str:
-    """A free-text query parameter, stripped and cut to `max_len`; `""` when absent.
+    """A free-text query parameter, stripped; `""` when absent.
 
+    Longer than `max_len` is `400 validation_error`: it was cut to `max_len`, and a search for a
+    65-character DICOM patient ID (`patient_id_dicom`, matched exactly) then listed the records of
+    another patient, the one whose 64-character ID is its first 64. No stored value is longer.
     Control characters are `400 validation_error` rather than a database error (a 500) on
     PostgreSQL, and no name, username or insurance number holds one anyway.
     """
-    value = request.args.get(name, "").strip()[:max_len]
+    value = request.args.get(name, "").strip()
+    if len(value) > max_len:
+        raise ApiError(400, "validation_error", f"query parameter {name} is {len(value)} characters long; "
+                       f"at most {max_len} are matched (no stored value is longer)")
     if _CONTROL.search(value):
         raise ApiError(400, "validation_error", f"query parameter {name} must not contain control characters")
     return value

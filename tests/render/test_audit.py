@@ -189,6 +189,19 @@ def test_record_list_is_scoped_like_the_institution_layer_and_audited(node):
     assert {e["object_id"] for e in searches if e["detail"] == "patient_id_dicom= results=2"} == {jane, john}
 
 
+def test_a_patient_id_longer_than_any_is_refused_not_cut_to_another_patients(node):
+    """`patient_id_dicom` of 65 characters was cut to 64 and listed the records of the patient whose
+    64-character ID is its first 64: another patient. Longer than any stored ID is 400, naming the limit."""
+    long_id = "P" * 64
+    record = _stored(node, long_id, "Long^Id")
+    listing = "/api/v1/records"
+    found = node.client.get(listing, query_string={"patient_id_dicom": long_id}, headers=node.headers()).json
+    assert [m["id"] for m in found["items"]] == [record]
+    reply = node.client.get(listing, query_string={"patient_id_dicom": long_id + "X"}, headers=node.headers())
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error", reply.json
+    assert "patient_id_dicom" in reply.json["error"]["message"] and "64" in reply.json["error"]["message"]
+
+
 def test_a_failed_write_keeps_the_counts_for_the_next_flush(tmp_path):
     database = peewee.SqliteDatabase(str(tmp_path / "audit.db"))
     model = make_audit_model(database)
