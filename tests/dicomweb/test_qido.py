@@ -433,6 +433,21 @@ def test_hostile_queries_never_get_a_server_error(archive, query: str):
             assert reply.get_json()["error"]["message"]
 
 
+def test_a_long_list_of_modalities_is_matched_not_a_database_error(archive):
+    """`ModalitiesInStudy` with 100 or more values (300 characters: `CT\\CT\\...`) nested its OR once
+    per value, past SQLite's parser stack: the search failed at every try."""
+    a, c = (s["StudyInstanceUID"] for s in (STUDY_A, STUDY_C))
+    repeated = "\\".join(["MR"] * 300)
+    distinct = "\\".join([*(f"X{i}" for i in range(100)), "MR"])
+    for value in (repeated, distinct, ",".join(["MR"] * 300)):
+        assert uids_of(archive, "/studies", query_string={"ModalitiesInStudy": value}) == [c, a]
+        assert sorted(uids_of(archive, "/series", SERIES_UID, query_string={"ModalitiesInStudy": value})) == sorted(
+            [SERIES_A_CT["SeriesInstanceUID"], SERIES_A_MR["SeriesInstanceUID"], SERIES_C_MR["SeriesInstanceUID"]])
+    reply = qido(archive, "/studies", query_string={"ModalitiesInStudy": "\\".join(f"X{i}" for i in range(200))})
+    assert reply.status_code == 400, reply.get_data()
+    assert "ModalitiesInStudy" in reply.get_json()["error"]["message"]
+
+
 @pytest.fixture
 def writable(tmp_path, token_keys):
     """A node of its own, for the tests that store what `archive`'s readers must not see."""
