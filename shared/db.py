@@ -96,14 +96,38 @@ class PooledPostgres(ThreadPooledDatabase, PooledPostgresqlDatabase):
     """PostgreSQL through `ThreadPooledDatabase`."""
 
 
-#: What a database raises when it is down or restarting, busy (SQLite's lock wait ran out), or
-#: when it rolled a transaction back for colliding with another (a serialization failure or a
-#: deadlock, SQLSTATE class 40; CockroachDB's way of ordering writers): the same request may
-#: succeed if sent again, so the HTTP layers answer 503 with Retry-After (`shared.errors`), not a
-#: 500. peewee wraps the DB-API's OperationalError and InterfaceError; psycopg's transaction
-#: rollbacks reach the caller unwrapped (their class is not a DB-API name peewee maps).
+#: The classes a database's passing trouble comes in; `is_transient` tells which of them it is.
+#: peewee wraps the DB-API's OperationalError and InterfaceError; psycopg's transaction rollbacks
+#: reach the caller unwrapped (their class is not a DB-API name peewee maps).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee.InterfaceError,
                                                  psycopg.OperationalError)
+#: PostgreSQL's SQLSTATE classes of trouble that passes (PostgreSQL's Appendix A): connection
+#: exception, transaction rollback (a serialization failure or a deadlock: CockroachDB's way of
+#: ordering writers), insufficient resources, operator intervention (shutdown, "cannot connect
+#: now", a cancelled statement), system error (I/O).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+#: What SQLite says when another writer holds the file, or the file cannot be reached.
+TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database table is locked", "unable to open database file",
+                             "disk i/o error", "database or disk is full")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same request may succeed if sent again: the database is down or restarting,
+    busy, out of room, or rolled the transaction back for a concurrent one. The HTTP layers answer
+    those 503 with Retry-After (`shared.errors`). The same classes also carry the node's own
+    mistakes (SQLite's "parser stack overflow" for a query built too deep, PostgreSQL's "statement
+    too complex"): those stay a 500, which no retry mends and which must not hide as "try again"."""
+    cause = exc
+    while isinstance(cause, peewee.PeeweeException) and getattr(cause, "orig", None) is not None:
+        cause = cause.orig  # the driver's exception peewee wrapped (twice for a connection opened by a BEGIN)
+    if isinstance(cause, psycopg.InterfaceError):
+        return True  # the connection was closed under it (peewee's own InterfaceError is a mistake: 500)
+    if isinstance(cause, psycopg.Error):
+        state = cause.sqlstate
+        return state is None or state[:2] in TRANSIENT_SQLSTATE_CLASSES  # None: no server answered
+    if isinstance(cause, sqlite3.OperationalError):
+        return str(cause).lower().startswith(TRANSIENT_SQLITE_MESSAGES)
+    return False
 
 
 class PooledCockroach(ThreadPooledDatabase, PooledCockroachDatabase):

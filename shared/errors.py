@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from shared.db import TRANSIENT_ERRORS
+from shared.db import TRANSIENT_ERRORS, is_transient
 from shared.logs import current_request_id
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(400, "malformed_body", "the request body's chunked encoding is malformed")
 
     def _database_unavailable(exc: Exception) -> Response:
+        if not is_transient(exc):
+            return _unexpected(exc)
         log.error("database error", exc_info=exc)  # the cause (down, locked, a collision) is the operator's to read
         response = error_response(503, "database_unavailable",
                                   "the database could not be reached, was busy or rolled the transaction back "

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import peewee
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -351,3 +352,37 @@ def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_da
     assert answer.json["error"]["code"] == "database_unavailable"
     with psycopg.connect(url) as check:
         assert check.execute("SELECT n FROM counter").fetchone() == (1,)  # the loser's write is not kept
+
+
+def test_a_query_the_node_built_wrong_stays_a_500_not_a_503(tmp_path):
+    """SQLite says "parser stack overflow" for a query nested too deep, in the same class as "database
+    is locked": a retry never mends it, so it must not be answered "try again" (it hid the node's
+    own fault: a QIDO-RS search with 100 modalities got 503 at every try)."""
+    from shared.db import connect_database
+
+    db = connect_database(f"sqlite:///{tmp_path / 'x.db'}")
+    app = _error_app(db)
+    app.add_url_rule("/deep", "deep", lambda: {"v": db.execute_sql("SELECT " + "(" * 5000 + "1" + ")" * 5000)
+                                                .fetchone()[0]})
+    answer = app.test_client().get("/deep")
+    assert answer.status_code == 500 and answer.json["error"]["code"] == "internal_error"
+
+
+def test_a_database_locked_by_another_writer_is_a_503(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "x.db"
+    db = peewee.SqliteDatabase(str(path), timeout=0)  # the layers wait 10 s (busy_timeout) first
+    db.execute_sql("CREATE TABLE t (n int)")
+    db.close()
+    holder = sqlite3.connect(path, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer
+    app = _error_app(db)
+    app.add_url_rule("/write", "write", lambda: {"n": db.execute_sql("INSERT INTO t VALUES (1)").rowcount},
+                     methods=["POST"])
+    try:
+        answer = app.test_client().post("/write")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable"
