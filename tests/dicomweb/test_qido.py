@@ -233,6 +233,7 @@ def test_unsupported_parameters_are_ignored_with_a_warning(archive):
     ("SeriesNumber=2", "SeriesNumber"),  # a series key on /studies
     ("Modality=CT", "Modality"),
     ("PatientID=a&PatientID=b", "PatientID"),
+    ("limit=5&limit=6", "parameter limit is given 2 times"),  # the image parameters' rule (single_value)
     ("PatientID=a%00b", "PatientID"),
     ("PatientName=" + "x" * 1025, "PatientName"),
     ("offset=1234567890123456789", "offset"),  # beyond what SQL's OFFSET takes

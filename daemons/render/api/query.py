@@ -32,6 +32,16 @@ def bad(message: str) -> ApiError:
     return ApiError(400, "validation_error", message)
 
 
+def single_value(name: str, values: list[str]) -> str | None:
+    """The one value of a query parameter (None when absent), for every door's parameters (the
+    node's image API, DICOMweb's QIDO-RS and rendered resources). Given more than once it is 400:
+    `window=40,400&window=nan,1` was drawn with the first and the second, malformed, went unread,
+    and a client (or a proxy appending its own) could not tell which one was used."""
+    if len(values) > 1:
+        raise bad(f"query parameter {name} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
 @dataclass(frozen=True)
 class Param:
     """One query parameter: its name, what it means, and its JSON schema (for the OpenAPI document)."""
@@ -42,13 +52,8 @@ class Param:
     required: bool = False
 
     def raw(self) -> str | None:
-        """The parameter's value, stripped; None when absent or blank. Given more than once it is
-        400: `window=40,400&window=nan,1` was drawn with the first and the second, malformed, went
-        unread, and a client (or a proxy appending its own) could not tell which one was used."""
-        values = request.args.getlist(self.name)
-        if len(values) > 1:
-            raise bad(f"query parameter {self.name} is given {len(values)} times; give it once")
-        value = values[0] if values else None
+        """The parameter's value, stripped; None when absent or blank; 400 when given twice (`single_value`)."""
+        value = single_value(self.name, request.args.getlist(self.name))
         return None if value is None or value.strip() == "" else value.strip()
 
     def openapi(self) -> dict[str, Any]:

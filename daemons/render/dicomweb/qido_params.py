@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keyword
 
+from daemons.render.api.query import single_value
 from daemons.render.catalogue.matching import KEYS, LEVELS, is_single_value
 from shared.errors import ApiError
 
@@ -103,9 +104,7 @@ def _boolean(name: str, values: list[str]) -> bool:
 
 
 def _single(name: str, values: list[str]) -> str:
-    if len(values) != 1:
-        raise _bad(f"{name} is given {len(values)} times; give it once")
-    return values[0]
+    return single_value(name, values) or ""  # parse() reads only the parameters given
 
 
 def parse(arguments: Iterable[tuple[str, list[str]]], level: str, match_levels: frozenset[str]) -> Search:
