@@ -71,6 +71,7 @@ from daemons.render.dimse.limits import (
     wait_for_peer_from_now,
 )
 from daemons.render.dimse.metrics import DimseMetrics
+from daemons.render.dimse.refusal_audit import RefusalAudit
 from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
@@ -223,6 +224,7 @@ class Listener:
                       if any(destination.tls for destination in destinations.values()) else None)
         self.connections = AssociationConnections(node.models.database)
         self.messages = MessageLimit(node.limits.max_upload_bytes, ingest.memory, self._store_refused_while_arriving)
+        self.refusals = RefusalAudit()
         admitting = admission.Admission(admission.per_address_limit(section),
                                         float(section["request_timeout_s"]), ae.acse_timeout)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
@@ -234,8 +236,7 @@ class Listener:
             (evt.EVT_C_MOVE, retrieval.on_move),
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
             (evt.EVT_REQUESTED, callers.check),
-            (evt.EVT_REJECTED, self._guard(lambda event: self._audit(event, "dicom.reject",
-                                                                      detail=rejection_reason(event.assoc)))),
+            (evt.EVT_REJECTED, self._guard(self._audit_refusal)),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
                                                                      detail=abort_reason(event.assoc)))),
             (evt.EVT_CONN_OPEN, self._limit_waits),
@@ -311,6 +312,12 @@ class Listener:
         requestor = event.assoc.requestor
         title = str(requestor.ae_title).strip()
         return Actor(f"{DIMSE_SENDER_PREFIX}{title}"[:36], title, str(requestor.address))
+
+    def _audit_refusal(self, event: Any) -> None:
+        """`dicom.reject` with its reason, within what one address may write (`RefusalAudit`)."""
+        detail = self.refusals.detail(str(event.assoc.requestor.address), rejection_reason(event.assoc))
+        if detail is not None:
+            self._audit(event, "dicom.reject", detail=detail)
 
     def _audit(self, event: Any, action: str, record_id: str | None = None, detail: str = "") -> None:
         actor = self._actor(event)
