@@ -117,9 +117,13 @@ def is_transient(exc: BaseException) -> bool:
     those 503 with Retry-After (`shared.errors`). The same classes also carry the node's own
     mistakes (SQLite's "parser stack overflow" for a query built too deep, PostgreSQL's "statement
     too complex"): those stay a 500, which no retry mends and which must not hide as "try again"."""
-    cause = exc
-    while isinstance(cause, peewee.PeeweeException) and getattr(cause, "orig", None) is not None:
-        cause = cause.orig  # the driver's exception peewee wrapped (twice for a connection opened by a BEGIN)
+    cause: BaseException = exc
+    # the driver's exception peewee wrapped (twice for a connection opened by a BEGIN)
+    while isinstance(cause, peewee.PeeweeException):
+        wrapped = getattr(cause, "orig", None)
+        if not isinstance(wrapped, BaseException):
+            break
+        cause = wrapped
     if isinstance(cause, psycopg.InterfaceError):
         return True  # the connection was closed under it (peewee's own InterfaceError is a mistake: 500)
     if isinstance(cause, psycopg.Error):
