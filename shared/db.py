@@ -106,6 +106,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee
 #: ordering writers), insufficient resources, operator intervention (shutdown, "cannot connect
 #: now", a cancelled statement), system error (I/O).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+#: CockroachDB's "result is ambiguous" (class 40, but the transaction may have committed).
+AMBIGUOUS_RESULT = "40003"
 #: What SQLite says when another writer holds the file, or the file cannot be reached.
 TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database table is locked", "unable to open database file",
                              "disk i/o error", "database or disk is full")
@@ -125,9 +127,11 @@ def is_transient(exc: BaseException) -> bool:
             break
         cause = wrapped
     if isinstance(cause, psycopg.InterfaceError):
-        return True  # the connection was closed under it (peewee's own InterfaceError is a mistake: 500)
+        return False  # psycopg 3: a closed cursor, no dumper (a closed connection is an OperationalError)
     if isinstance(cause, psycopg.Error):
         state = cause.sqlstate
+        if state == AMBIGUOUS_RESULT:
+            return False  # it may have committed: a retried POST could apply twice
         return state is None or state[:2] in TRANSIENT_SQLSTATE_CLASSES  # None: no server answered
     if isinstance(cause, sqlite3.OperationalError):
         return str(cause).lower().startswith(TRANSIENT_SQLITE_MESSAGES)

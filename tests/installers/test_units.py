@@ -168,7 +168,8 @@ def test_no_unit_sees_the_hosts_shared_memory(unit_file):
     other unit (the internet-facing web layer, another institution's node) could read them."""
     layer, _, _, _ = UNITS[unit_file]
     private = [entry for entry in service(unit_file)["TemporaryFileSystem"] if entry.startswith("/dev/shm")]
-    assert private == (["/dev/shm:mode=1777"] if layer == "render" else ["/dev/shm:ro"])
+    # systemd sizes a TemporaryFileSystem= a tenth of the RAM unless told: the host's /dev/shm is half
+    assert private == (["/dev/shm:mode=1777,size=50%"] if layer == "render" else ["/dev/shm:ro"])
 
 
 @pytest.mark.parametrize("unit_file", sorted(UNITS))

@@ -386,3 +386,25 @@ def test_a_database_locked_by_another_writer_is_a_503(tmp_path):
         holder.rollback()
         holder.close()
     assert answer.status_code == 503 and answer.json["error"]["code"] == "database_unavailable"
+
+
+def _pg_error(sqlstate: str | None, message: str, kind: str = "OperationalError") -> Exception:
+    import psycopg
+
+    return (getattr(psycopg, kind) if sqlstate is None else psycopg.errors.lookup(sqlstate))(message)
+
+
+@pytest.mark.parametrize(("sqlstate", "message", "kind", "transient"), [
+    (None, "the connection is closed", "OperationalError", True),  # psycopg 3's closed connection
+    ("40001", "could not serialize access", None, True),
+    ("57P01", "terminating connection due to administrator command", None, True),
+    ("40003", "result is ambiguous", None, False),  # it may have committed: never "try again"
+    ("54001", "stack depth limit exceeded", None, False),
+    (None, "the cursor is closed", "InterfaceError", False),  # psycopg 3's own: the caller's mistake
+])
+def test_which_postgresql_errors_pass(sqlstate, message, kind, transient):
+    from shared.db import is_transient
+
+    exc = _pg_error(sqlstate, message, kind or "OperationalError")
+    assert is_transient(exc) is transient
+    assert is_transient(peewee.OperationalError(exc)) is transient  # as peewee wraps it

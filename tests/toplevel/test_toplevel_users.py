@@ -288,3 +288,14 @@ def test_guessing_old_password_with_a_token_is_throttled(make_config, seed):
     status, _, response = api.call("POST", "/api/v1/me/password", token,
                                    {"old_password": PASSWORDS["physician"], "new_password": "x" * 12})
     assert status == 429 and "Retry-After" in response.headers
+
+
+def test_a_search_as_long_as_a_stored_full_name_finds_it(api: Api, tokens, seed):
+    """A full name holds up to 200 characters: a search of it whole is no over-long value."""
+    long_name = "Dr. " + "Verylongname " * 15 + "House"
+    api.call("POST", "/api/v1/users", tokens["admin"], _new_user(seed, full_name=long_name[:200]))
+    status, body, _ = api.call("GET", "/api/v1/users", tokens["admin"], query_string={"q": long_name[:200]})
+    assert status == 200, body
+    assert [u["full_name"] for u in body["items"]] == [long_name[:200]]
+    status, body, _ = api.call("GET", "/api/v1/users", tokens["admin"], query_string={"q": "x" * 201})
+    assert status == 400 and "q" in body["error"]["message"]
