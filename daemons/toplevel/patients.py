@@ -52,7 +52,7 @@ def _save(patient: Patient, create: bool) -> None:
 def search_patients():
     """`?q=` matches every word against first or last name, ignoring case and accents."""
     limit, offset = page_args()
-    q = query_text("q", 210)  # Patient.name_key: both names folded, up to 210 characters
+    q = query_text("q", Patient.name_key.max_length)  # both names folded, as they are matched
     number = query_text("insurance_number", 64)
     query = Patient.select()
     for word in name_search_key(q).split():

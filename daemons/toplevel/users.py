@@ -27,7 +27,7 @@ bp = Blueprint("users", __name__)
 @require_user()
 def list_users():
     query = User.select()
-    q = query_text("q", 200)
+    q = query_text("q", User.full_name.max_length)  # as long as the longest value it matches
     if q:
         query = query.where(User.username.contains(q) | User.full_name.contains(q))
     if request.args.get("institution_id") is not None:
