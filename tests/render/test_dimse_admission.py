@@ -84,19 +84,26 @@ def test_silent_connections_from_one_address_leave_places_for_the_modalities(gua
 
 def test_idle_associations_from_one_address_leave_places_for_the_modalities(guarded):
     """Before: four associations that negotiated and then stayed silent kept every caller out for the
-    network timeout (60 s). The third connection from that address is closed as it opens."""
+    network timeout (60 s). The third association from that address is refused as it opens."""
     port = guarded.dicom_port
     first, second = idle_association(port), idle_association(port)
     assert first.is_established and second.is_established
     third = idle_association(port)
     try:
         assert not third.is_established
+        # a real caller over its address's limit learns why and that it may try again (before: the
+        # connection was closed unread, and the peer saw a network error)
+        assert third.is_rejected
+        answer = third.acceptor.primitive
+        assert (answer.result, answer.result_source, answer.diagnostic) == (0x02, 0x03, 0x02), \
+            "not A-ASSOCIATE-RJ rejected-transient, service provider, local limit exceeded"
         assert echo(port) and echo(port)
     finally:
         for assoc in (first, second, third):
             if assoc.is_established:
                 assoc.release()
-    assert any("dicom.max_associations_per_address (2)" in detail for detail in audit_rows(guarded, "dicom.reject"))
+    assert any("dicom.max_associations_per_address (2)" in detail and "local limit exceeded" in detail
+               for detail in audit_rows(guarded, "dicom.reject"))
     again = idle_association(port)
     assert again.is_established  # the places came back with the releases
     again.release()
@@ -144,3 +151,22 @@ def test_the_per_address_limit_is_checked_at_start(make_node):
                   dicom__max_associations_per_address=5)
     with pytest.raises(ConfigError, match="request_timeout_s"):
         make_node(dicom__port=1, dicom__allowed_callers=[CALLER], dicom__request_timeout_s=0.0)
+
+
+@pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk's echoscu absent")
+def test_dcmtk_over_its_address_limit_is_told_to_try_again_later(guarded):
+    """dcmtk as the modality: with its address's two places held, its association is rejected
+    transiently with the reason (before: 'Peer aborted Association' or a read error)."""
+    port = guarded.dicom_port
+    held = [idle_association(port, "127.0.0.1") for _ in range(2)]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        done = subprocess.run(["echoscu", "-aet", CALLER, "-aec", SCP, "-to", "10", "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=30)
+        said = done.stdout + done.stderr
+        assert done.returncode != 0
+        assert "Rejected Transient" in said and "Local Limit Exceeded" in said, said
+    finally:
+        for assoc in held:
+            assoc.release()
+    assert echoscu(port)  # the places came back with the releases

@@ -14,15 +14,20 @@ As mature archives bound it (dcm4che's request timeout, dcmtk's ACSE timeout on 
   a read under way by then); after it, `dicom.acse_timeout_s` bounds the
   association's own answers as before. A connection closed so is audited `dicom.abort` with the reason;
 - one IP address may hold at most `dicom.max_associations_per_address` connections (associated or
-  not) at once: one more is closed as it opens, before it is read (no A-ASSOCIATE-RQ has come to
-  answer with A-ASSOCIATE-RJ, and waiting for one would hold a place), audited `dicom.reject`.
-  So one address, a stranger's or a misbehaving listed peer's, leaves the other places free.
+  not) at once, audited `dicom.reject`. One more whose A-ASSOCIATE-RQ is arriving as it opens (a
+  modality sends it at once) is answered A-ASSOCIATE-RJ, rejected-transient, "local limit exceeded"
+  (PS3.8 9.3.4), as pynetdicom answers when every place is taken, so the modality knows to try again
+  later; it may take REFUSED_WAIT_S to send its request. One that has sent nothing within
+  REQUEST_PEEK_S is closed unread: waiting for its request would let a stranger hold places with
+  connections it never uses. So one address, a stranger's or a misbehaving listed peer's, leaves the
+  other places free.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 import weakref
@@ -42,10 +47,17 @@ log = logging.getLogger(__name__)
 
 #: The accepted connections whose A-ASSOCIATE-RQ has not arrived yet (timed by `request_timeout_s`).
 _waiting: weakref.WeakSet[Association] = weakref.WeakSet()
-#: The connections refused as they opened (over `max_associations_per_address`).
+#: The connections refused as they opened (over `max_associations_per_address`), closed unread.
 _refused: weakref.WeakSet[Association] = weakref.WeakSet()
-#: How long pynetdicom waits for a refused connection's request: its socket is shut, so it reads none.
+#: The connections refused as they opened whose request is to be answered A-ASSOCIATE-RJ.
+_answered: weakref.WeakSet[Association] = weakref.WeakSet()
+#: How long a refused connection may take to send its whole A-ASSOCIATE-RQ (pynetdicom's wait, and
+#: `limits.BoundedSocket`'s deadline for a trickled one); a shut one's ends at once.
 REFUSED_WAIT_S = 0.5
+#: How long a refused connection's first bytes are waited for before it is closed unread.
+REQUEST_PEEK_S = 0.05
+#: A-ASSOCIATE-RJ: rejected-transient, service provider (presentation), local limit exceeded (PS3.8 9.3.4).
+REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED = 0x02, 0x03, 0x02
 #: Addresses remembered before those holding no connection are forgotten.
 ADDRESSES_KEPT = 256
 
@@ -83,27 +95,44 @@ class Admission:
                 self._held = {key: group for key, group in self._held.items()
                               if any(other.is_alive() or other.ident is None for other in group)}
         if not admitted:
-            reason = (f"{address} already holds {len(live)} connections, the most one address may "
-                      f"(dicom.max_associations_per_address ({self.per_address})): connection closed")
-            log.warning("DICOM connection refused: %s", reason)
-            _refused.add(assoc)
-            assoc.acse_timeout = REFUSED_WAIT_S  # its thread ends at once, with its place
-            with contextlib.suppress(OSError):
-                assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
-            note_rejection(assoc, reason)
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            self._refuse(assoc, f"{address} already holds {len(live)} connections, the most one address may "
+                                f"(dicom.max_associations_per_address ({self.per_address}))")
             return
         _waiting.add(assoc)
         assoc.acse_timeout = self.request_timeout_s  # pynetdicom's wait for the request, and its ARTIM timer
 
+    @staticmethod
+    def _refuse(assoc: Association, reason: str) -> None:
+        """Refuse a connection over its address's limit: answer its request if it is arriving, else close it."""
+        assoc.acse_timeout = REFUSED_WAIT_S
+        if _request_arriving(assoc):
+            log.warning("DICOM association refused: %s: A-ASSOCIATE-RJ, local limit exceeded", reason)
+            note_rejection(assoc, f"{reason}: rejected, local limit exceeded")
+            _answered.add(assoc)  # rejected when its request has been read (`_requested`)
+            return
+        log.warning("DICOM connection refused: %s: closed, no request had come", reason)
+        note_rejection(assoc, f"{reason}: connection closed, no A-ASSOCIATE-RQ had come")
+        _refused.add(assoc)
+        sock = _raw_socket(assoc)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # its thread ends at once, with its place
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+
     def _requested(self, event: Any) -> None:
         """EVT_REQUESTED: the request came in time; the ACSE timeout bounds the association's answers again.
-        A refused connection whose request was read all the same (it came with the connection) is never
-        negotiated (its socket is shut: no answer can be sent)."""
+        A refused connection's request is answered A-ASSOCIATE-RJ (transient) unless another check
+        rejected it already; one whose socket was shut but whose request was read all the same (it
+        came with the connection) is never negotiated (no answer can be sent)."""
         assoc = event.assoc
         _waiting.discard(assoc)
         assoc.acse_timeout = self.acse_timeout_s
-        if assoc in _refused:
+        if assoc in _answered and not assoc.is_rejected:
+            assoc.requestor.ae_title = str(assoc.requestor.primitive.calling_ae_title).strip()  # who is audited
+            assoc.acse.send_reject(REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+        elif assoc in _refused:
             assoc.is_rejected = True  # pynetdicom negotiates only an association neither rejected nor aborted
             assoc.kill()
 
@@ -119,6 +148,27 @@ class Admission:
             log.warning("DICOM connection from %s closed: %s", assoc.requestor.address, reason)
             note_abort(assoc, reason)
             evt.trigger(assoc, evt.EVT_ABORTED, {})
+
+
+def _raw_socket(assoc: Association) -> socket.socket | None:
+    """The connection's socket, None once pynetdicom has let it go."""
+    wrapper = assoc.dul.socket
+    return None if wrapper is None else wrapper.socket
+
+
+def _request_arriving(assoc: Association) -> bool:
+    """Whether the peer has sent something (or closed) within REQUEST_PEEK_S of connecting."""
+    sock = _raw_socket(assoc)
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # bytes a TLS socket has already decrypted
+    if pending is not None and pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], REQUEST_PEEK_S)
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return bool(readable)
 
 
 def per_address_limit(section: Mapping[str, Any]) -> int:
