@@ -170,3 +170,27 @@ def test_dcmtk_over_its_address_limit_is_told_to_try_again_later(guarded):
         for assoc in held:
             assoc.release()
     assert echoscu(port)  # the places came back with the releases
+
+
+def test_refused_connections_that_start_a_request_and_stop_hold_one_place_more_at_most(guarded):
+    """An address at its limit whose further connections each send one byte of a request and stop:
+    only one of them is waited for (to answer it A-ASSOCIATE-RJ), the others are closed unread, so
+    the other addresses keep their places."""
+    port = guarded.dicom_port
+    held = [idle_association(port) for _ in range(2)]
+    started = []
+    try:
+        assert all(assoc.is_established for assoc in held)
+        for _ in range(5):
+            sock = raw(port)
+            sock.sendall(b"\x01")  # an A-ASSOCIATE-RQ's first byte, and no more
+            started.append(sock)
+        time.sleep(0.2)
+        server = guarded.app.extensions["sivr_dimse"].servers[0]
+        assert len(server.active_associations) <= 3, "refused connections held places while they were waited for"
+        assert echo(port), "the one place left to other addresses was taken"
+    finally:
+        for sock in started:
+            sock.close()
+        for assoc in held:
+            assoc.release()

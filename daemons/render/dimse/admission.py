@@ -87,13 +87,13 @@ class Admission:
             held = self._held.setdefault(address, weakref.WeakSet())
             # connections that ended are gone from pynetdicom's count too (its thread ended); ones not
             # yet started (this one's peers opened at the same moment) already count
-            live = [other for other in held if other.is_alive() or other.ident is None]
+            live = [other for other in held if _holds_place(other)]
             admitted = len(live) < self.per_address
             if admitted:
                 held.add(assoc)
             if len(self._held) > ADDRESSES_KEPT:  # many addresses came and went: forget those holding none
                 self._held = {key: group for key, group in self._held.items()
-                              if any(other.is_alive() or other.ident is None for other in group)}
+                              if any(_holds_place(other) for other in group)}
         if not admitted:
             self._refuse(assoc, f"{address} already holds {len(live)} connections, the most one address may "
                                 f"(dicom.max_associations_per_address ({self.per_address}))")
@@ -101,15 +101,21 @@ class Admission:
         _waiting.add(assoc)
         assoc.acse_timeout = self.request_timeout_s  # pynetdicom's wait for the request, and its ARTIM timer
 
-    @staticmethod
-    def _refuse(assoc: Association, reason: str) -> None:
-        """Refuse a connection over its address's limit: answer its request if it is arriving, else close it."""
+    def _refuse(self, assoc: Association, reason: str) -> None:
+        """Refuse a connection over its address's limit: answer its request if it is arriving and no other
+        refusal of that address is being answered (so a flood of refused connections that send a byte
+        and stop holds one place more at most, for REFUSED_WAIT_S), else close it."""
         assoc.acse_timeout = REFUSED_WAIT_S
-        if _request_arriving(assoc):
+        address = str(assoc.requestor.address)
+        with self._lock:
+            answering = any(_holds_place(other) and str(other.requestor.address) == address for other in _answered)
+            if not answering:
+                _answered.add(assoc)  # holds the address's one answer while its request arrives
+        if not answering and _request_arriving(assoc):
             log.warning("DICOM association refused: %s: A-ASSOCIATE-RJ, local limit exceeded", reason)
             note_rejection(assoc, f"{reason}: rejected, local limit exceeded")
-            _answered.add(assoc)  # rejected when its request has been read (`_requested`)
-            return
+            return  # rejected when its request has been read (`_requested`)
+        _answered.discard(assoc)
         log.warning("DICOM connection refused: %s: closed, no request had come", reason)
         note_rejection(assoc, f"{reason}: connection closed, no A-ASSOCIATE-RQ had come")
         _refused.add(assoc)
@@ -148,6 +154,12 @@ class Admission:
             log.warning("DICOM connection from %s closed: %s", assoc.requestor.address, reason)
             note_abort(assoc, reason)
             evt.trigger(assoc, evt.EVT_ABORTED, {})
+
+
+def _holds_place(assoc: Association) -> bool:
+    """Whether `assoc` counts among pynetdicom's associations: its thread runs, or is about to (connections
+    opened at the same moment are admitted before their threads start)."""
+    return assoc.is_alive() or assoc.ident is None
 
 
 def _raw_socket(assoc: Association) -> socket.socket | None:

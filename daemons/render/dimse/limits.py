@@ -130,7 +130,10 @@ class BoundedSocket(AssociationSocket):
     def _abort(self, reason: str) -> NoReturn:
         """A-ABORT (service provider, invalid PDU parameter value), then a failed read: pynetdicom takes
         it for a closed connection, closes it and aborts the association (audited with `reason`, also
-        before the association's request has arrived)."""
+        before the association's request has arrived). Once only: pynetdicom may read what the peer
+        still sends while it closes the connection, and a read that fails then is no second abort."""
+        if aborting(self.assoc):
+            raise OSError(f"association aborted: {reason}")
         log.warning("DICOM peer %s: association aborted, %s", self.assoc.requestor.address, reason)
         note_abort(self.assoc, reason)
         if self.assoc.is_acceptor and self.assoc.requestor.primitive is None:
