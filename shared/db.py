@@ -106,6 +106,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (peewee.OperationalError, peewee
 #: ordering writers), insufficient resources, operator intervention (shutdown, "cannot connect
 #: now", a cancelled statement), system error (I/O).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+#: Single SQLSTATEs of passing trouble in classes that otherwise mean a mistake: "lock not
+#: available" (class 55), a `lock_timeout` the database's administrator set ran out while another
+#: transaction held the row or table.
+TRANSIENT_SQLSTATES = ("55P03",)
 #: CockroachDB's "result is ambiguous" (class 40, but the transaction may have committed).
 AMBIGUOUS_RESULT = "40003"
 #: What SQLite says when another writer holds the file, or the file cannot be reached.
@@ -132,7 +136,8 @@ def is_transient(exc: BaseException) -> bool:
         state = cause.sqlstate
         if state == AMBIGUOUS_RESULT:
             return False  # it may have committed: a retried POST could apply twice
-        return state is None or state[:2] in TRANSIENT_SQLSTATE_CLASSES  # None: no server answered
+        return (state is None  # no server answered
+                or state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES)
     if isinstance(cause, sqlite3.OperationalError):
         return str(cause).lower().startswith(TRANSIENT_SQLITE_MESSAGES)
     return False

@@ -354,6 +354,37 @@ def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_da
         assert check.execute("SELECT n FROM counter").fetchone() == (1,)  # the loser's write is not kept
 
 
+@pytest.mark.postgres
+def test_a_lock_timeout_that_ran_out_is_a_503_not_a_500(pg_database_factory):
+    """An administrator's `lock_timeout` ends a statement that waited for a row another transaction
+    holds (SQLSTATE 55P03, class 55 whose other codes are mistakes): that is passing trouble, and it
+    was a 500."""
+    import psycopg
+
+    from shared.db import connect_database
+
+    url = pg_database_factory()
+    with psycopg.connect(url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)")
+    db = connect_database(url)
+    app = _error_app(db)
+
+    @app.post("/wait")
+    def wait():
+        with psycopg.connect(url) as holder:  # another transaction holds the row
+            holder.execute("SELECT n FROM counter WHERE id = 1 FOR UPDATE")
+            with db.atomic():
+                db.execute_sql("SET LOCAL lock_timeout = '100ms'")
+                db.execute_sql("UPDATE counter SET n = n + 1 WHERE id = 1")
+        return {}
+
+    answer = app.test_client().post("/wait")
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"]["code"] == "database_unavailable"
+    with psycopg.connect(url) as check:
+        assert check.execute("SELECT n FROM counter").fetchone() == (0,)
+
+
 def test_a_query_the_node_built_wrong_stays_a_500_not_a_503(tmp_path):
     """SQLite says "parser stack overflow" for a query nested too deep, in the same class as "database
     is locked": a retry never mends it, so it must not be answered "try again" (it hid the node's
@@ -399,6 +430,8 @@ def _pg_error(sqlstate: str | None, message: str, kind: str = "OperationalError"
     ("40001", "could not serialize access", None, True),
     ("57P01", "terminating connection due to administrator command", None, True),
     ("40003", "result is ambiguous", None, False),  # it may have committed: never "try again"
+    ("55P03", "canceling statement due to lock timeout", None, True),  # an administrator's lock_timeout
+    ("55000", "object not in prerequisite state", None, False),
     ("54001", "stack depth limit exceeded", None, False),
     (None, "the cursor is closed", "InterfaceError", False),  # psycopg 3's own: the caller's mistake
 ])
