@@ -322,11 +322,9 @@ def test_a_layer_whose_database_is_down_answers_503_and_asks_for_a_retry(tmp_pat
     assert answer.headers["Retry-After"] == "1"
 
 
-@pytest.mark.postgres
-def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_database_factory):
-    """PostgreSQL (and CockroachDB, for every transaction that loses) rolls back a serializable
-    transaction that collides with one committed meanwhile (SQLSTATE 40001); psycopg raises that
-    unwrapped by peewee, and it ended the request as a 500."""
+def _counter_app(pg_database_factory):
+    """A fresh PostgreSQL database with one row to fight over, and an app answering with the layers'
+    error handlers on it."""
     import psycopg
 
     from shared.db import connect_database
@@ -335,7 +333,28 @@ def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_da
     with psycopg.connect(url, autocommit=True) as setup:
         setup.execute("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)")
     db = connect_database(url)
-    app = _error_app(db)
+    return url, db, _error_app(db)
+
+
+def _retry_asked_then_count(app, path: str, url: str) -> int:
+    """POST `path`, check it was answered 503 `database_unavailable`, and return the counter as stored."""
+    import psycopg
+
+    answer = app.test_client().post(path)
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"]["code"] == "database_unavailable"
+    with psycopg.connect(url) as check:
+        return check.execute("SELECT n FROM counter").fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_database_factory):
+    """PostgreSQL (and CockroachDB, for every transaction that loses) rolls back a serializable
+    transaction that collides with one committed meanwhile (SQLSTATE 40001); psycopg raises that
+    unwrapped by peewee, and it ended the request as a 500."""
+    import psycopg
+
+    url, db, app = _counter_app(pg_database_factory)
 
     @app.post("/collide")
     def collide():
@@ -347,11 +366,7 @@ def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_not_a_500(pg_da
             db.execute_sql("UPDATE counter SET n = n + 1 WHERE id = 1")
         return {}
 
-    answer = app.test_client().post("/collide")
-    assert answer.status_code == 503, answer.json
-    assert answer.json["error"]["code"] == "database_unavailable"
-    with psycopg.connect(url) as check:
-        assert check.execute("SELECT n FROM counter").fetchone() == (1,)  # the loser's write is not kept
+    assert _retry_asked_then_count(app, "/collide", url) == 1  # the loser's write is not kept
 
 
 @pytest.mark.postgres
@@ -361,13 +376,7 @@ def test_a_lock_timeout_that_ran_out_is_a_503_not_a_500(pg_database_factory):
     was a 500."""
     import psycopg
 
-    from shared.db import connect_database
-
-    url = pg_database_factory()
-    with psycopg.connect(url, autocommit=True) as setup:
-        setup.execute("CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)")
-    db = connect_database(url)
-    app = _error_app(db)
+    url, db, app = _counter_app(pg_database_factory)
 
     @app.post("/wait")
     def wait():
@@ -378,11 +387,7 @@ def test_a_lock_timeout_that_ran_out_is_a_503_not_a_500(pg_database_factory):
                 db.execute_sql("UPDATE counter SET n = n + 1 WHERE id = 1")
         return {}
 
-    answer = app.test_client().post("/wait")
-    assert answer.status_code == 503, answer.json
-    assert answer.json["error"]["code"] == "database_unavailable"
-    with psycopg.connect(url) as check:
-        assert check.execute("SELECT n FROM counter").fetchone() == (0,)
+    assert _retry_asked_then_count(app, "/wait", url) == 0
 
 
 def test_a_query_the_node_built_wrong_stays_a_500_not_a_503(tmp_path):
