@@ -8,6 +8,12 @@
 // server accepts. Server tokens are fetched on demand, renewed when most of their life has passed,
 // exchanged once at a time per server, and a server's 401 invalid_token/token_expired is retried
 // once with a fresh one.
+//
+// No server is trusted with the page itself: every request ends after REQUEST_TIMEOUT_MS, an answer
+// is read up to MAX_JSON_BYTES and must have the shape asked for, and a server's text shown as an
+// error is cut to size (limits.js).
+
+import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
 export class ApiError extends Error {
   /** status 0 means the server could not be reached at all. */
@@ -56,9 +62,109 @@ export function asShown(text) {
   return text.replace(NOT_SHOWN, "\uFFFD");
 }
 
-/** A server's JSON answer, its strings as shown (`asShown`). */
+/** `text` cut to `max` characters (UTF-16 units), the last of them an ellipsis when anything was cut. */
+function clipped(text, max) {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[max - 2]) ? max - 2 : max - 1;   // never half a surrogate pair
+  return `${text.slice(0, end)}…`;
+}
+
+/**
+ * A server's text shown as (part of) an error message: one line, at most MAX_ERROR_CHARS. An
+ * error body's message of 4 MiB, shown in a badge's title and a paragraph, froze the patient page
+ * for minutes; line breaks would let a server lay out a message that looks like the viewer's own.
+ * @param {any} text
+ */
+export function errorText(text) {
+  return clipped(String(text).replace(/\s*[\r\n]+\s*/g, " "), MAX_ERROR_CHARS);
+}
+
+/** "host/path" of an answer, naming it in an error (never its query, which may hold a token). */
+function answerOf(response) {
+  try {
+    const url = new URL(response.url);
+    return `${url.host}${url.pathname}`;
+  } catch {
+    return "the server";
+  }
+}
+
+/** An answer the viewer cannot use: its server is broken or hostile, not down. */
+function badAnswer(where, what) {
+  return new ApiError(502, "bad_answer", `${where} sent ${what}; the viewer cannot show it (tell IT)`);
+}
+
+/**
+ * The body of an answer as text, at most MAX_JSON_BYTES on the wire (an ApiError beyond: a server
+ * must not make the page hold gigabytes). A body of declared length (Content-Length) is refused at
+ * once when longer, else read whole, the browser giving no more than declared (and DevTools keeping
+ * it, which it does not for a body read as a stream; a compressed body's declared length is its
+ * compressed size); one of undeclared length is read as a stream and cut at the limit. Reading is
+ * bounded in time by the request's signal (fetchRaw).
+ * @param {Response} response
+ * @returns {Promise<{text: string, bytes: number}>}
+ */
+async function readText(response) {
+  const tooLarge = () => badAnswer(answerOf(response), `an answer larger than ${MAX_JSON_BYTES / 2 ** 20} MiB`);
+  const declared = Number(response.headers.get("Content-Length") ?? NaN);
+  if (declared > MAX_JSON_BYTES) throw tooLarge();
+  try {
+    if (Number.isFinite(declared)) return { text: await response.text(), bytes: declared };
+    if (!response.body) return { text: "", bytes: 0 };
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    const parts = [];
+    let bytes = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      bytes += value.byteLength;
+      if (bytes > MAX_JSON_BYTES) {
+        reader.cancel().catch(() => {});
+        throw tooLarge();
+      }
+      parts.push(decoder.decode(value, { stream: true }));
+    }
+    parts.push(decoder.decode());
+    return { text: parts.join(""), bytes };
+  } catch (cause) {
+    if (cause instanceof ApiError) throw cause;
+    throw unreachable(response.url, cause);
+  }
+}
+
+/**
+ * JSON text from `response`, its strings as shown (`asShown`). Not JSON (an HTML error page), or
+ * nested too deeply to read (the reviver recurses: a RangeError), is a bad answer naming its server.
+ * @param {string} text
+ * @param {Response} response
+ */
+function parseText(text, response) {
+  try {
+    return JSON.parse(text, (_key, value) => (typeof value === "string" ? asShown(value) : value));
+  } catch (err) {
+    throw badAnswer(answerOf(response), err instanceof RangeError ? "JSON nested too deeply" : "an answer that is not JSON");
+  }
+}
+
+/** A server's JSON answer (at most MAX_JSON_BYTES), its strings as shown (`asShown`). */
 export async function parseJson(response) {
-  return JSON.parse(await response.text(), (_key, value) => (typeof value === "string" ? asShown(value) : value));
+  return parseText((await readText(response)).text, response);
+}
+
+/**
+ * A list endpoint's answer `{items: [object], total: number}` as asked for, else a bad answer
+ * naming the server and the endpoint: `null` or an HTML page must not end as a TypeError.
+ * @param {any} body
+ * @param {string} base
+ * @param {string} path
+ * @returns {{items: any[], total: number}}
+ */
+export function listPage(body, base, path) {
+  const valid = body !== null && typeof body === "object" && Array.isArray(body.items) && Number.isFinite(body.total)
+    && body.items.every((item) => item !== null && typeof item === "object" && !Array.isArray(item));
+  if (!valid) throw badAnswer(`${hostOf(base)} (${path})`, "something else than the list asked for");
+  return body;
 }
 
 /** Turn any failed fetch or error body into an ApiError whose message a person can act on. */
@@ -66,13 +172,15 @@ export async function errorFromResponse(response) {
   let body = null;
   try { body = await parseJson(response); } catch { /* not JSON: fall through */ }
   const err = body && body.error;
+  const requestId = (id) => (id ? errorText(id) : null);
   if (err && err.code) {
     const { code, message, ...details } = err;
     if (response.headers.get("Retry-After")) details.retryAfter = Number(response.headers.get("Retry-After"));
-    return new ApiError(response.status, code, message || code, details, details.request_id || response.headers.get("X-Request-Id"));
+    return new ApiError(response.status, errorText(code), errorText(message || code), details,
+      requestId(details.request_id || response.headers.get("X-Request-Id")));
   }
-  return new ApiError(response.status, "http_error", `the server answered ${response.status} ${response.statusText}`.trim(),
-    {}, response.headers.get("X-Request-Id"));
+  return new ApiError(response.status, "http_error", errorText(`the server answered ${response.status} ${response.statusText}`.trim()),
+    {}, requestId(response.headers.get("X-Request-Id")));
 }
 
 export function unreachable(baseUrl, cause) {
@@ -301,8 +409,10 @@ export class Session {
    */
   async fetchRaw(base, path, { method = "GET", params, json, body, signal, auth = true, renewing = false, headers = {}, cache = "no-store", tokenInQuery = false } = {}) {
     const send = async (token) => {
+      // the timeout bounds reading the body too: a node that sends its headers and then stalls
+      const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
       /** @type {RequestInit & {headers: Record<string, string>}} */
-      const init = { method, signal, credentials: "omit", headers: { ...headers }, cache };
+      const init = { method, signal: signal ? AbortSignal.any([signal, timeout]) : timeout, credentials: "omit", headers: { ...headers }, cache };
       let query = params;
       // never the toplevel's session token, which lives for the session: a server's own lives a minute
       if (auth && token && tokenInQuery && !this.isToplevel(base)) query = { ...params, access_token: token };
@@ -353,13 +463,29 @@ export class Session {
   toplevel(path, options) { return this.fetchJson(this.toplevelUrl, path, options); }
 }
 
-/** Every item of a list endpoint, following `offset` until `total` is reached. */
+/**
+ * Every item of a list endpoint, following `offset` until `total` is reached; at most
+ * MAX_LIST_PAGES pages or MAX_LIST_BYTES, beyond which the list is cut with an error that says so
+ * (a server claiming a total of 10^9 was read without end). Partial lists are not returned: a
+ * patient's records shown without some of them would read as complete.
+ * @param {Session} session
+ * @param {string} base
+ * @param {string} path
+ * @param {Record<string, any>} [params]
+ * @param {RequestOptions} [options]
+ */
 export async function listAll(session, base, path, params = {}, options = {}) {
   const items = [];
   const limit = 500;
-  for (let offset = 0; ; offset += limit) {
-    const page = await session.fetchJson(base, path, { ...options, params: { ...params, limit, offset } });
+  let bytes = 0;
+  for (let pages = 0, offset = 0; pages < MAX_LIST_PAGES && bytes < MAX_LIST_BYTES; pages += 1, offset += limit) {
+    const response = await session.fetchRaw(base, path, { ...options, params: { ...params, limit, offset } });
+    const answer = await readText(response);
+    bytes += answer.bytes;
+    const page = listPage(parseText(answer.text, response), base, path);
     items.push(...page.items);
     if (page.items.length === 0 || items.length >= page.total) return items;
   }
+  throw new ApiError(502, "list_cut", `${hostOf(base)} (${path}) lists more than the viewer reads: the list was cut `
+    + `after ${items.length} items (${Math.round(bytes / 2 ** 20)} MiB); the viewer cannot show it (tell IT)`);
 }

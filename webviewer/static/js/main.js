@@ -1,7 +1,7 @@
 // Start-up and navigation: read /config.json, restore or start a session, route by URL hash.
 // Routes carry only ids (never a token), so a link can be shared with a colleague who logs in.
 
-import { Session, ApiError } from "./api.js";
+import { Session, ApiError, errorText } from "./api.js";
 import { Directory } from "./directory.js";
 import { h, mount } from "./dom.js";
 import { loginView } from "./login.js";
@@ -51,7 +51,7 @@ function showAlert(text, kind = "error") {
 
 function describeError(err) {
   if (err instanceof ApiError) return err.displayMessage;
-  return `Something went wrong in the viewer: ${err && err.message ? err.message : err}`;
+  return `Something went wrong in the viewer: ${errorText(err && err.message ? err.message : err)}`;
 }
 
 function parseHash() {

@@ -1,7 +1,7 @@
 // Finding a patient (partial name or insurance number) and creating or editing one (toplevel).
 
 import { h, mount, field, select, formatDate } from "./dom.js";
-import { apiPath } from "./api.js";
+import { apiPath, listPage } from "./api.js";
 
 const SEXES = [["F", "Female"], ["M", "Male"], ["O", "Other"], ["U", "Unknown"]];
 
@@ -29,7 +29,7 @@ export async function searchPatients(session, text, signal) {
   }
   const pages = await Promise.all(queries);
   const byId = new Map();
-  for (const page of pages.reverse()) for (const p of page.items) byId.set(p.id, p);
+  for (const page of pages.reverse()) for (const p of listPage(page, session.toplevelUrl, "api/v1/patients").items) byId.set(p.id, p);
   return [...byId.values()];
 }
 

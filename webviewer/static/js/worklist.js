@@ -11,7 +11,7 @@ import { patientName, patientReference, searchPatients } from "./patients.js";
 import { dicomPersonName } from "./identity.js";
 import { propose } from "./patient_match.js";
 import { recordTypeFor, isoDate } from "./upload.js";
-import { apiPath } from "./api.js";
+import { apiPath, listPage } from "./api.js";
 
 /** @typedef {import("./patient_match.js").SivrPatient} SivrPatient */
 
@@ -131,7 +131,7 @@ export async function worklistView(ctx) {
     problems, list));
   const answers = await Promise.all(nodes.map((node) =>
     ctx.session.fetchJson(node.url, "api/v1/worklist", { params: { limit: 100 }, signal: controller.signal })
-      .then((page) => ({ node, page }), (err) => ({ node, err }))));
+      .then((page) => ({ node, page: listPage(page, node.url, "api/v1/worklist") }), (err) => ({ node, err }))));
   let shown = 0;
   for (const { node, page, err } of answers) {
     if (err) {
