@@ -31,6 +31,8 @@ const alertBox = document.getElementById("alert");
 const statusBox = document.getElementById("status");
 let cleanup = null;
 let ctx = null;
+/** @type {AbortController | null} aborted when the user leaves the route on screen */
+let onScreen = null;
 
 /** A message for everyone: visible and read out by screen readers (aria-live). */
 function announce(text) {
@@ -60,8 +62,35 @@ function parseHash() {
   return { path, query: new URLSearchParams(qs || "") };
 }
 
+/**
+ * The context a view of one route draws with: while the user stays on the route it is `ctx`;
+ * once they leave it, its `signal` is aborted, its `main` is a detached element and its messages
+ * go nowhere. A view that waits for a server (a node answering after a minute) so cannot draw over
+ * the page the user went to: every view draws through `ctx.main`, so this one check covers them all.
+ * @param {AbortSignal} signal aborted when the user leaves the route
+ */
+function routeContext(signal) {
+  const elsewhere = document.createElement("div");
+  const live = (fn) => (/** @type {any[]} */ ...args) => { if (!signal.aborted) fn(...args); };
+  return Object.create(ctx, {
+    signal: { value: signal },
+    main: { get: () => (signal.aborted ? elsewhere : main) },
+    showAlert: { value: live(showAlert) },
+    announce: { value: live(announce) },
+    navigate: { value: live(navigate) },
+  });
+}
+
+/** @param {(() => void) | null} stop a view's cleanup */
+function stopView(stop) {
+  try { if (stop) stop(); } catch { /* a view's cleanup must not block navigation */ }
+}
+
 async function route() {
-  if (cleanup) { try { cleanup(); } catch { /* a view's cleanup must not block navigation */ } cleanup = null; }
+  if (onScreen) onScreen.abort();
+  const current = onScreen = new AbortController();
+  stopView(cleanup);
+  cleanup = null;
   showAlert(null);
   if (!ctx.session.active) {
     renderChrome();
@@ -73,11 +102,13 @@ async function route() {
   for (const [pattern, view] of ROUTES) {
     const m = path.match(pattern);
     if (m) {
+      let stop = null;
       try {
-        cleanup = await view(ctx, m, query) || null;
+        stop = await view(routeContext(current.signal), m, query) || null;
       } catch (err) {
-        if (!(err instanceof ApiError && err.isAuthFailure)) showAlert(describeError(err));
+        if (!current.signal.aborted && !(err instanceof ApiError && err.isAuthFailure)) showAlert(describeError(err));
       }
+      if (current.signal.aborted) stopView(stop); else cleanup = stop;
       return;
     }
   }

@@ -70,6 +70,7 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
     // ... and the DVR presets of this record's modality (each record shown later asks for its own)
     volumePresets.of({ node, meta }),
   ]);
+  if (ctx.signal.aborted) return null;   // the user left while the node answered: nothing to load or draw
   const record = new OpenRecord(ctx, node, meta, identity, institutionId);
   record.volumePresets = ownPresets;
   const viewer = new Viewer(ctx, record, { window: every.window || {} }, volumePresets, query);
