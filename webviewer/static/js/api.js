@@ -11,9 +11,9 @@
 //
 // No server is trusted with the page itself: every request ends after REQUEST_TIMEOUT_MS, an answer
 // is read up to MAX_JSON_BYTES and must have the shape asked for, and a server's text shown as an
-// error is cut to size (limits.js).
+// error or a label is cut to size (limits.js).
 
-import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
+import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
 export class ApiError extends Error {
   /** status 0 means the server could not be reached at all. */
@@ -77,6 +77,15 @@ function clipped(text, max) {
  */
 export function errorText(text) {
   return clipped(String(text).replace(/\s*[\r\n]+\s*/g, " "), MAX_ERROR_CHARS);
+}
+
+/**
+ * A name or a description from a server shown as a label: at most MAX_LABEL_CHARS, so a name of
+ * 10,000 letters cannot push the identity lines or the image off screen.
+ * @param {any} text
+ */
+export function labelText(text) {
+  return clipped(String(text ?? ""), MAX_LABEL_CHARS);
 }
 
 /** "host/path" of an answer, naming it in an error (never its query, which may hold a token). */

@@ -2,7 +2,7 @@
 // dead institution never holds back the others; a per-server timeout turns silence into a
 // visible "did not answer" instead of an endless spinner.
 
-import { listAll } from "./api.js";
+import { labelText, listAll } from "./api.js";
 import { formatDate } from "./dom.js";
 
 export const INSTITUTION_TIMEOUT_MS = 8000;
@@ -46,7 +46,7 @@ export function linkKey(link) {
 
 export function recordLabel(record) {
   const parts = [record.record_type || record.modality, record.description, formatDate(record.study_date)].filter(Boolean);
-  return parts.join(" · ") || record.id.slice(0, 12);
+  return labelText(parts.join(" · ") || record.id.slice(0, 12));
 }
 
 /** The viewer's route. `patientId` names the SIVR patient whose page the record is opened from: the

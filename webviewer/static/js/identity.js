@@ -5,7 +5,7 @@
 
 import { h, formatDate } from "./dom.js";
 import { patientName } from "./patients.js";
-import { apiPath } from "./api.js";
+import { apiPath, labelText } from "./api.js";
 import { INSTITUTION_TIMEOUT_MS } from "./federation.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -22,10 +22,10 @@ export function dicomPersonName(value) {
   return { family: family.trim(), given: [given, middle].map((p) => p.trim()).filter(Boolean).join(" ") };
 }
 
-/** "DOE^JANE" as people write it: "DOE, JANE". */
+/** "DOE^JANE" as people write it: "DOE, JANE" (a label: `labelText`). */
 export function readableName(value) {
   const { family, given } = dicomPersonName(value);
-  return [family, given].filter(Boolean).join(", ");
+  return labelText([family, given].filter(Boolean).join(", "));
 }
 
 /** DICOM DA (YYYYMMDD) as ISO, or null. */
@@ -104,7 +104,7 @@ export function isMismatch(identity) {
 
 /** The patient a record's files name. */
 function dicomPatient(meta) {
-  return { name: meta.patient_name || "", id: meta.patient_id_dicom || "", birthDate: isoDate(meta.patient_birth_date) };
+  return { name: meta.patient_name || "", id: labelText(meta.patient_id_dicom || ""), birthDate: isoDate(meta.patient_birth_date) };
 }
 
 /**
@@ -121,7 +121,7 @@ function dicomLine(dicom) {
 }
 
 function sivrLine(patient) {
-  return `${patientName(patient)} · born ${formatDate(patient.birth_date)} · ins. no. ${patient.insurance_number}`;
+  return `${patientName(patient)} · born ${formatDate(patient.birth_date)} · ins. no. ${labelText(patient.insurance_number)}`;
 }
 
 /** The two patients side by side above the image; a warning banner (role "alert") when they differ. */

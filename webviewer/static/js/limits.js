@@ -16,3 +16,6 @@ export const MAX_LIST_BYTES = 64 * 1024 * 1024;
 
 /** A server's text shown as an error: one line of at most this many characters. */
 export const MAX_ERROR_CHARS = 500;
+
+/** A name or a description shown as a label (patient, series, record): at most this many characters. */
+export const MAX_LABEL_CHARS = 160;

@@ -4,6 +4,7 @@
 
 import { h, mount, svg, formatBytes, formatDate } from "./dom.js";
 import { identityLines } from "./identity.js";
+import { labelText } from "./api.js";
 import { planeInfo, imageToScreen, distanceMm, stackOrder, planeLocation } from "./geometry.js";
 import { roiElements } from "./readings.js";
 import { timeOf } from "./stacks.js";
@@ -151,7 +152,7 @@ function timeText(vp) {
 
 /** Which series a viewport shows (several series of the patient may be side by side). */
 function seriesLine(m) {
-  return [m.series_number != null ? `Se ${m.series_number}` : null, m.series_description || m.description].filter(Boolean).join(" · ");
+  return labelText([m.series_number != null ? `Se ${m.series_number}` : null, m.series_description || m.description].filter(Boolean).join(" · "));
 }
 
 /**

@@ -6,7 +6,7 @@ import { h, mount, formatDate } from "./dom.js";
 import { patientName, sexLabel } from "./patients.js";
 import { linkKey, queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
 import { studyList } from "./studies.js";
-import { apiPath } from "./api.js";
+import { apiPath, labelText } from "./api.js";
 
 export async function patientView(ctx, patientId) {
   const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`);
@@ -20,7 +20,7 @@ export async function patientView(ctx, patientId) {
         h("h1", { id: "patient-name", text: patientName(patient) }),
         h("p", { class: "muted" },
           `${sexLabel(patient.sex)} · born ${formatDate(patient.birth_date)} · insurance no. `,
-          h("span", { class: "mono", text: patient.insurance_number }))),
+          h("span", { class: "mono", text: labelText(patient.insurance_number) }))),
       h("div", { class: "actions" },
         h("a", { class: "btn", href: `#/patients/${patient.id}/edit`, text: "Edit patient" }),
         h("a", { class: "btn", href: `#/patients/${patient.id}/upload`, text: "Upload DICOM" }),
@@ -40,7 +40,7 @@ export async function patientView(ctx, patientId) {
     slots.set(inst.id, slot);
     blocks.append(h("article", { class: "panel institution", "aria-labelledby": `inst-${inst.id}`, dataset: { institution: inst.id } },
       h("header", { class: "institution-head" },
-        h("h2", { id: `inst-${inst.id}`, text: inst.name }), slot.state),
+        h("h2", { id: `inst-${inst.id}`, text: labelText(inst.name) }), slot.state),
       h("h3", { class: "sub", text: "Findings" }), slot.findings,
       slot.recordsHead, slot.records));
   }
@@ -144,8 +144,8 @@ function findingCard(ctx, patient, inst, f) {
   });
   return h("article", { class: "finding", dataset: { finding: f.id } },
     h("header", { class: "finding-head" },
-      h("h4", { text: f.description || "Finding" }),
-      h("span", { class: "muted", text: `${formatDate(f.date)} · ${f.author_name}` })),
+      h("h4", { text: labelText(f.description || "Finding") }),
+      h("span", { class: "muted", text: `${formatDate(f.date)} · ${labelText(f.author_name)}` })),
     sections.map(([title, text]) => h("div", { class: "finding-part" },
       h("span", { class: "finding-label", text: title }), h("p", { text }))),
     links.length ? h("div", { class: "finding-part" }, h("span", { class: "finding-label", text: "Records" }), h("ul", { class: "links" }, links)) : null,

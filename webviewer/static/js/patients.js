@@ -1,7 +1,7 @@
 // Finding a patient (partial name or insurance number) and creating or editing one (toplevel).
 
 import { h, mount, field, select, formatDate } from "./dom.js";
-import { apiPath, listPage } from "./api.js";
+import { apiPath, labelText, listPage } from "./api.js";
 
 const SEXES = [["F", "Female"], ["M", "Male"], ["O", "Other"], ["U", "Unknown"]];
 
@@ -17,8 +17,9 @@ export async function patientReference(ctx, patientId) {
   return body.patient_reference;
 }
 
+/** "Last, First" as a label (`labelText`): the name a server holds may be of any length. */
 export function patientName(p) {
-  return `${p.last_name}, ${p.first_name}`;
+  return labelText(`${p.last_name}, ${p.first_name}`);
 }
 
 /** Search by name and, when the text has a digit, by insurance number too; merged by id. */

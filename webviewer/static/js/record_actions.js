@@ -6,7 +6,7 @@
 
 import { h, mount, select, formatDate } from "./dom.js";
 import { recordLabel, viewerHref } from "./federation.js";
-import { apiPath } from "./api.js";
+import { apiPath, labelText } from "./api.js";
 
 function recordPath(record) {
   return apiPath`api/v1/records/${record.id}`;
@@ -56,7 +56,7 @@ export function recordCard(ctx, inst, patient, record, onGone, thumbnail = null,
     }
     mount(body,
       h("p", { class: "series-title" }, h("strong", { class: "record-type", text: r.record_type || r.modality || "Record" }), " ",
-        h("span", { class: "record-description", text: [r.description, formatDate(r.study_date)].filter(Boolean).join(" · ") })),
+        h("span", { class: "record-description", text: [labelText(r.description), formatDate(r.study_date)].filter(Boolean).join(" · ") })),
       facts,
       h("p", { class: "series-size muted", text: `${r.frames} slice${r.frames === 1 ? "" : "s"} · ${r.columns}×${r.rows}` }),
       note ? h("p", { class: "record-note", role: "status", text: note }) : null,
@@ -103,7 +103,7 @@ export function recordCard(ctx, inst, patient, record, onGone, thumbnail = null,
     const message = h("p", { class: "form-error", role: "alert", hidden: true });
     const yes = h("button", { type: "button", class: "btn btn-small btn-danger", text: "Delete record", onclick: () => remove() });
     mount(body, h("div", { class: "record-confirm warn", role: "group", "aria-label": "Confirm deletion" },
-      h("p", { text: `Delete “${recordLabel(record)}” of ${inst.name}? Findings that cite it keep the link, but the images can no longer be opened: the render node is asked to delete the stored series.` }),
+      h("p", { text: `Delete “${recordLabel(record)}” of ${labelText(inst.name)}? Findings that cite it keep the link, but the images can no longer be opened: the render node is asked to delete the stored series.` }),
       h("div", { class: "actions" }, yes,
         h("button", { type: "button", class: "btn btn-small btn-quiet", text: "Cancel", onclick: () => show(record) })),
       message));

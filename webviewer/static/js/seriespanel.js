@@ -13,7 +13,7 @@ import { queryAllInstitutions } from "./federation.js";
 import { identityOf } from "./identity.js";
 import { OpenRecord } from "./series.js";
 import { NODE_REQUESTS, isoDate, limiter, seriesDetails, showThumbnail, studyKey } from "./studies.js";
-import { apiPath } from "./api.js";
+import { apiPath, labelText } from "./api.js";
 
 /** The drag data type of a series card: its key (OpenRecord.key). */
 const DRAG_TYPE = "application/x-sivr-series";
@@ -132,7 +132,7 @@ export class SeriesPanel {
       const m = entries[0].meta;
       const isCurrent = m.study_uid === current.study_uid;
       const isPrior = !isCurrent && isoDate(m.study_date) && isoDate(current.study_date) && studyKeyOf(m) < here;
-      const title = [formatDate(isoDate(m.study_date)) || "Undated study", m.study_description].filter(Boolean).join(" · ");
+      const title = [formatDate(isoDate(m.study_date)) || "Undated study", labelText(m.study_description)].filter(Boolean).join(" · ");
       entries.sort((a, b) => (a.meta.series_number ?? Infinity) - (b.meta.series_number ?? Infinity));
       return h("section", { class: `panel-study${isPrior ? " study-prior" : ""}`, dataset: { study: m.study_uid || "" }, "aria-label": title },
         h("h3", {}, h("span", { text: title }), isCurrent ? h("span", { class: "badge badge-ok", text: "current" }) : null,
@@ -151,7 +151,7 @@ export class SeriesPanel {
   card(entry) {
     if (entry.card) return entry.card;
     const m = entry.meta;
-    const name = m.series_description || m.description || "Series";
+    const name = labelText(m.series_description || m.description || "Series");
     const thumb = h("span", { class: "series-thumb-link" }, h("img", { class: "series-thumb", alt: "", width: 72, height: 72, decoding: "async" }));
     const card = h("button", {
       type: "button", class: "panel-series", draggable: "true", dataset: { record: entry.record.id, key: entry.key },

@@ -11,7 +11,7 @@
 import { h, formatDate } from "./dom.js";
 import { recordCard } from "./record_actions.js";
 import { viewerHref, recordLabel } from "./federation.js";
-import { apiPath } from "./api.js";
+import { apiPath, labelText } from "./api.js";
 
 /** How many requests to render nodes the study list runs at once (metadata and thumbnails). */
 export const NODE_REQUESTS = 6;
@@ -84,7 +84,7 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
     if (study) return study;
     study = {
       uid, date: isoDate(meta ? meta.study_date : record.study_date), time: meta ? meta.study_time || "" : "",
-      description: meta ? meta.study_description || "" : "", modalities: new Set(),
+      description: meta ? labelText(meta.study_description) : "", modalities: new Set(),
       cards: h("div", { class: "series-cards" }), facts: h("span", { class: "muted" }),
     };
     const title = uid === UNKNOWN ? "Study unknown" : [formatDate(study.date) || "Undated study", study.description].filter(Boolean).join(" · ");
@@ -157,7 +157,7 @@ export function seriesFacts(record, meta, node) {
   const parts = [
     meta && meta.series_number != null ? `Series ${meta.series_number}` : null,
     (meta && meta.modality) || record.modality,
-    meta && meta.series_description ? meta.series_description : null,
+    meta && meta.series_description ? labelText(meta.series_description) : null,
     meta ? `${meta.files} instance${meta.files === 1 ? "" : "s"}` : "details unavailable from its node",
     node ? `on ${node.name}` : null,
   ];
