@@ -42,7 +42,20 @@ FIELDS = {
 }
 
 
+def _refuse_unsearchable_name(patient: Patient) -> None:
+    """`400 validation_error` when both names, folded for search (`name_search_key`), outgrow the
+    search column: folding spells out what one character stands for (NFKD: U+FDFA is 18 letters,
+    `ß` is `ss`), so 100 + 100 characters could be 3,600, which PostgreSQL refused with a 500."""
+    key = name_search_key(f"{patient.first_name} {patient.last_name}")
+    limit = Patient.name_key.max_length
+    if len(key) > limit:
+        raise ApiError(400, "validation_error",
+                       f"first_name and last_name are {len(key)} characters together as the patient search "
+                       f"reads them (ligatures and compatibility characters spelled out); at most {limit}")
+
+
 def _save(patient: Patient, create: bool) -> None:
+    _refuse_unsearchable_name(patient)
     save_unique(patient, Patient.insurance_number,
                 f"a patient with insurance number {patient.insurance_number!r} already exists", create)
 

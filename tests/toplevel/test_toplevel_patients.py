@@ -96,6 +96,25 @@ def test_create_patient_refuses_bad_input(api: Api, tokens, db_state, change):
     assert db_state() == before
 
 
+def test_names_that_fold_longer_than_the_search_column_are_refused_not_a_500(api: Api, tokens, patients, db_state):
+    """Folding for search spells out compatibility characters (NFKD: U+FDFA is 18 letters) and `ß`
+    (`ss`), so two names of 100 characters each made a search key of up to 3,600 characters for a
+    column of 210: PostgreSQL answered 500, SQLite stored it. Accented letters fold shorter and
+    still fit (`Š` is `s`)."""
+    before = db_state()
+    for change in ({"first_name": "\ufdfa" * 100}, {"first_name": "ß" * 100, "last_name": "ß" * 100}):
+        status, body, _ = api.call("POST", "/api/v1/patients", tokens["physician"],
+                                   patient_body(insurance_number="LONG-1", **change))
+        assert status == 400 and body["error"]["code"] == "validation_error", body
+        assert "first_name and last_name" in body["error"]["message"]
+        status, body, _ = api.call("PUT", f"/api/v1/patients/{patients[0]['id']}", tokens["physician"], change)
+        assert status == 400 and body["error"]["code"] == "validation_error", body
+    assert db_state() == before
+    status, body, _ = api.call("POST", "/api/v1/patients", tokens["physician"],
+                               patient_body(first_name="Š" * 100, last_name="Ž" * 100, insurance_number="LONG-2"))
+    assert status == 201, body
+
+
 def test_duplicate_insurance_number_is_a_conflict(api: Api, tokens, patients, db_state):
     before = db_state()
     status, body, _ = api.call("POST", "/api/v1/patients", tokens["physician"],
