@@ -75,3 +75,19 @@ def test_signed_texts_with_a_lone_surrogate_are_refused_not_500(api, users, node
     fb = finding_body(patient_id, [local_link(record)], patient_reference="\ud800")
     status, body = api.call("POST", "/api/v1/findings", users["physician"], fb)
     assert status == 400 and body["error"]["code"] == "invalid_patient_reference", body
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nodes/%00", "/api/v1/nodes/a%00b%ED%A0%80"])
+def test_a_refusal_whose_path_holds_nul_is_audited_not_a_500(api, users, path):
+    """A physician's `PUT /api/v1/nodes/%00` is refused (403) before the id is read, and the refusal's
+    `access.denied` entry quotes the path: PostgreSQL refused the NUL, the entry was lost and the
+    answer was 500. What no database stores is kept as U+FFFD (`shared.audit`)."""
+    status, answer = api.call("PUT", path, users["physician"], {"name": "x"})
+    assert status == 403 and answer["error"]["code"] == "forbidden", answer
+    status, log = api.call("GET", "/api/v1/audit?action=access.denied", users["admin"])
+    assert status == 200, log
+    entry = log["items"][0]
+    assert entry["user_id"] == users["physician"].id
+    assert "\x00" not in entry["object_id"] + entry["detail"]
+    assert entry["object_id"].startswith("\ufffd") or entry["object_id"].startswith("a\ufffd")
+    assert entry["detail"].startswith("PUT /api/v1/nodes/")

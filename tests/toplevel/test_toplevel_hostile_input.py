@@ -127,3 +127,19 @@ def test_a_path_with_an_empty_segment_is_a_404_that_says_so(api, tokens, method,
     status, answer, _ = api.call(method, path, tokens["admin"])
     assert status == 404, answer
     assert answer["error"]["code"] == "not_found" and answer["error"]["message"] == EMPTY_SEGMENT_MESSAGE
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/v1/users/%00"), ("PUT", "/api/v1/institutions/a%00b"),
+                                          ("DELETE", "/api/v1/patients/%00")])
+def test_a_refusal_whose_path_holds_nul_is_audited_not_a_500(api, tokens, seed, method, path):
+    """A physician is refused these (403) before the id is read, and the refusal's `access.denied`
+    entry quotes the path: PostgreSQL refused the NUL, the entry was lost and the answer was 500.
+    What no database stores is kept as U+FFFD (`shared.audit`)."""
+    status, answer, _ = api.call(method, path, tokens["physician"], json={"name": "x"} if method == "PUT" else None)
+    assert status == 403 and answer["error"]["code"] == "forbidden", answer
+    status, log, _ = api.call("GET", "/api/v1/audit?action=access.denied", tokens["admin"])
+    assert status == 200, log
+    entry = log["items"][0]
+    assert entry["user_id"] == seed.users["physician"]["id"]
+    assert "\x00" not in entry["object_id"] + entry["detail"] and "\ufffd" in entry["object_id"]
+    assert entry["detail"].startswith(f"{method} /api/v1/")
