@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
 from shared.db import TRANSIENT_ERRORS, is_transient
 from shared.logs import current_request_id
@@ -94,6 +94,11 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
+        original = getattr(exc, "original_exception", None)
+        if isinstance(exc, InternalServerError) and original is not None:
+            # Flask wraps what an after-request hook raised (the audit of a refusal, a database gone)
+            # in an InternalServerError handled here, not by the handlers below: answer it as they do
+            return _database_unavailable(original)
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         message = exc.description or exc.name

@@ -3,6 +3,7 @@ request (SQLite) and pooled per process (PostgreSQL)."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import peewee
 import pytest
+from werkzeug.exceptions import InternalServerError
 
 REPO = Path(__file__).resolve().parents[2]
 UPGRADE = """
@@ -320,6 +322,34 @@ def test_a_layer_whose_database_is_down_answers_503_and_asks_for_a_retry(tmp_pat
     assert answer.status_code == 503
     assert answer.json["error"]["code"] == "database_unavailable"
     assert answer.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("raised, status, code", [
+    (sqlite3.OperationalError("database is locked"), 503, "database_unavailable"),
+    (ValueError("a bug"), 500, "internal_error"),
+], ids=["database-busy", "bug"])
+def test_what_an_after_request_hook_raises_is_answered_like_what_a_view_raises(tmp_path, raised, status, code):
+    """The `access.denied` audit of a refusal is written after the view (`shared.audit.audit_denials`).
+    What such a hook raised reached Flask's own 500 wrapper, which the handlers of the view's errors
+    never see: werkzeug's sentence under code `http_error`, and a busy or restarting database a 500
+    where a view's own database error is a 503 with Retry-After."""
+    from shared.db import connect_database
+
+    app = _error_app(connect_database(f"sqlite:///{tmp_path / 'hook.db'}"))
+
+    @app.get("/refused")
+    def refused():
+        return {"error": {"code": "forbidden", "message": "no"}}, 403
+
+    @app.after_request
+    def audit(response):
+        raise raised
+
+    answer = app.test_client().get("/refused")
+    assert answer.status_code == status, answer.json
+    assert answer.json["error"]["code"] == code
+    assert answer.json["error"]["message"] != InternalServerError.description
+    assert (answer.headers.get("Retry-After") == "1") == (status == 503)
 
 
 def _counter_app(pg_database_factory):
