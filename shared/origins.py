@@ -20,8 +20,12 @@ def split_origin(url: str) -> tuple[str, str]:
     host in brackets) and the path as written, without its trailing `/`.
 
     Raises ValueError, naming the URL, for anything with no scheme or host, with a user, query
-    or fragment, or with a port outside 0-65535.
+    or fragment, with a port outside 0-65535, or holding a space or a control character:
+    `urlsplit` drops tabs and line breaks unseen and keeps NUL, so the token exchange signed a token
+    for an audience no server has, and its audit entry of that audience failed on PostgreSQL (a 500).
     """
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(f"{url[:200]!r} must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

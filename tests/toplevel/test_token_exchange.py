@@ -55,6 +55,19 @@ def test_exchange_refuses_a_bad_or_own_audience(api: Api, seed, audience):
     assert status == 400 and body["error"]["code"] == "validation_error", body
 
 
+@pytest.mark.parametrize("audience", ["https://inst-a.exa\x00mple:5002", "https://inst-a.exa\tmple:5002",
+                                      "https://inst-a.example:5002/\nx", "https://inst a.example", "https://inst-a.\x85example"],
+                         ids=["nul", "tab", "newline", "space", "nel"])
+def test_exchange_refuses_an_audience_with_spaces_or_control_characters(api: Api, seed, audience):
+    """`urlsplit` drops tabs and line breaks unseen and keeps NUL: a token was signed for
+    `https://inst-a.exa\x00mple:5002`, an audience no server has, and on PostgreSQL the audit entry
+    naming it failed (a 500). No base URL holds one (`shared.origins.split_origin`)."""
+    session = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    status, body = _exchange(api, session, audience)
+    assert status == 400 and body["error"]["code"] == "validation_error", body
+    assert "spaces or control characters" in body["error"]["message"]
+
+
 def test_exchange_refuses_unknown_fields_and_missing_tokens(api: Api, seed):
     session = api.login("dr.house", PASSWORDS["physician"])["access_token"]
     status, body, _ = api.call("POST", "/api/v1/auth/token", session, json={"audience": INST_A, "scope": "all"})
