@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from flask import request
 
 from shared.errors import ApiError
+from shared.origins import server_base_url
 from shared.shown_text import BIDI
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -251,7 +252,10 @@ def parse_service_url(value: str, field: str = "url") -> str:
     """The URL of a SIVR server that browsers send tokens to, without a trailing slash.
 
     It must be TLS (plain http only on loopback, for local deployments) and carry no user name,
-    password, query or fragment, because every user can read it.
+    password, query or fragment, because every user can read it. It is kept as the token audience
+    it is (`shared.origins.server_base_url`: scheme and host in lower case, no default port), so one
+    server is one value: `https://RENDER1.example:443/` was registered beside `https://render1.example`
+    as a second node although the registry's URLs are unique, and both took the same upload receipts.
     """
     if len(value) > MAX_URL_LENGTH:
         raise ApiError(400, "validation_error", f"{field} is longer than {MAX_URL_LENGTH} characters")
@@ -275,7 +279,7 @@ def parse_service_url(value: str, field: str = "url") -> str:
         raise ApiError(400, "validation_error", f"{field} must not have a query or fragment")
     if port == 0:
         raise ApiError(400, "validation_error", f"{field} has an invalid port")
-    return value.rstrip("/")
+    return server_base_url(value)
 
 
 def page_args() -> tuple[int, int]:

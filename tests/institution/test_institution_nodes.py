@@ -177,6 +177,23 @@ def test_duplicate_name_or_url_is_409(api, users, node, db_state):
     assert status == 200  # keeping its own name is not a conflict
 
 
+@pytest.mark.parametrize("spelling", ["https://RENDER1.Hospital-A.example:5003", "https://render1.hospital-a.example:5003/",
+                                      "HTTPS://render1.hospital-a.example:5003"])
+def test_a_registered_url_spelled_otherwise_is_the_same_node(api, users, node, db_state, spelling):
+    """The registry's URLs are unique, but only as typed: the node at `https://render1.…:5003` was
+    registered again as `https://RENDER1.…:5003`, a second entry taking the same upload receipts
+    (they name the node by its normalized URL). URLs are kept as the audience they are."""
+    admin = users["admin"]
+    before = db_state()
+    status, answer = api.call("POST", "/api/v1/nodes", admin, {"name": "again", "url": spelling})
+    assert status == 409 and answer["error"]["code"] == "conflict", answer
+    assert db_state() == before
+    status, other = api.call("POST", "/api/v1/nodes", admin, {"name": "n2", "url": "https://Render9.example:443/"})
+    assert status == 201 and other["url"] == "https://render9.example", other
+    status, answer = api.call("PUT", f"/api/v1/nodes/{other['id']}", admin, {"url": spelling})
+    assert status == 409, answer
+
+
 def test_node_with_registered_records_cannot_be_deleted(api, users, record, db_state):
     before = db_state()
     status, answer = api.call("DELETE", f"/api/v1/nodes/{record['node_id']}", users["admin"])
@@ -207,6 +224,8 @@ def test_node_changes_are_audited(api, users, node):
     ("https://render.example:5003/", "https://render.example:5003"),
     ("https://10.0.0.7:5003/prefix", "https://10.0.0.7:5003/prefix"),
     ("https://[::1]:5003", "https://[::1]:5003"),
+    ("https://Render.Example:443/", "https://render.example"),
+    ("HTTPS://render.example:5003/Prefix/", "https://render.example:5003/Prefix"),
     ("http://127.0.0.1:5003", "http://127.0.0.1:5003"),
     ("http://127.8.9.10:5003", "http://127.8.9.10:5003"),
     ("http://localhost:5003", "http://localhost:5003"),
