@@ -83,7 +83,7 @@ def create_user(body: dict[str, Any], passwords: Passwords, min_password_length:
     if authorize is not None:
         authorize(data)
     if User.get_or_none(User.username == data["username"]) is not None:
-        raise ApiError(409, "conflict", f"the username {data['username']!r} is already taken")
+        raise username_taken(data["username"])
     try:
         with User._meta.database.atomic():
             return User.create(
@@ -95,7 +95,20 @@ def create_user(body: dict[str, Any], passwords: Passwords, min_password_length:
                 institution=data["institution_id"],
             )
     except peewee.IntegrityError as exc:
-        raise ApiError(409, "conflict", f"the username {data['username']!r} is already taken") from exc
+        raise (refused_user_row(data["institution_id"]) or username_taken(data["username"])) from exc
+
+
+def username_taken(username: str) -> ApiError:
+    return ApiError(409, "conflict", f"the username {username!r} is already taken")
+
+
+def refused_user_row(institution_id: str) -> ApiError | None:
+    """The 409 of a user row the database refused because its institution was deleted after
+    `check_institution_ref` found it (the foreign key); None when it still exists. A move there was
+    a 500, a new user there a 409 saying the username was taken."""
+    if Institution.get_or_none(Institution.id == institution_id) is not None:
+        return None
+    return ApiError(409, "conflict", f"institution {institution_id} was deleted meanwhile; choose another")
 
 
 def create_institution(data: dict[str, Any], institution_id: str | None = None) -> Institution:

@@ -6,6 +6,7 @@ their own institution's users, never a system admin); everyone else sees names o
 
 from __future__ import annotations
 
+import peewee
 from flask import Blueprint, Response, jsonify, request
 
 from daemons.toplevel import accounts, sessions
@@ -105,7 +106,14 @@ def update_user(user_id: str):
     changed = {name: value for name, value in data.items() if getattr(user, name) != value}
     for name, value in changed.items():
         setattr(user, "institution" if name == "institution_id" else name, value)
-    user.save()
+    try:
+        with User._meta.database.atomic():
+            user.save()
+    except peewee.IntegrityError as exc:  # its new institution deleted since it was checked
+        refusal = accounts.refused_user_row(user.institution_id)
+        if refusal is None:
+            raise
+        raise refusal from exc
     if not user.active or {"role", "institution_id"} & changed.keys():
         sessions.revoke_user_sessions(user.id)
     record_audit(AuditEntry, "user.update", "user", user.id,

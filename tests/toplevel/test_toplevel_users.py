@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 
+from daemons.toplevel import accounts
 from daemons.toplevel.accounts import check_email, check_username
-from daemons.toplevel.models import User, database_proxy
+from daemons.toplevel.models import Institution, User, database_proxy
 from shared.errors import ApiError
 
 from .support import PASSWORDS, Api
@@ -299,3 +301,39 @@ def test_a_search_as_long_as_a_stored_full_name_finds_it(api: Api, tokens, seed)
     assert [u["full_name"] for u in body["items"]] == [long_name[:200]]
     status, body, _ = api.call("GET", "/api/v1/users", tokens["admin"], query_string={"q": "x" * 201})
     assert status == 400 and "q" in body["error"]["message"]
+
+
+def _deleted_once_checked(monkeypatch, fields: dict, institution_id: str) -> None:
+    """Delete `institution_id` right after the body's `institution_id` is checked: the sysadmin who
+    deletes it and the admin who moves or creates a user there acting at the same moment."""
+    checked = fields["institution_id"]
+
+    def check_then_deleted(value: str, field: str) -> str:
+        ident = checked.check(value, field)
+        Institution.delete().where(Institution.id == institution_id).execute()
+        return ident
+
+    monkeypatch.setitem(fields, "institution_id", dataclasses.replace(checked, check=check_then_deleted))
+
+
+def test_a_user_moved_or_created_in_an_institution_deleted_meanwhile_is_a_409(api, tokens, seed, db_state,
+                                                                               monkeypatch):
+    """The institution exists when the body is checked and is deleted (it has no member yet) before
+    the row is written: the database's foreign key refused the write, a move answered 500 and a new
+    user 409 "the username is already taken"."""
+    physician = seed.users["physician"]
+    for fields, method, path, body in (
+        (accounts.USER_UPDATE_FIELDS, "PUT", f"/api/v1/users/{physician['id']}", {}),
+        (accounts.USER_CREATE_FIELDS, "POST", "/api/v1/users",
+         {"username": "newcomer", "password": "a-long-password", "full_name": "New Comer", "role": "physician"}),
+    ):
+        status, doomed, _ = api.call("POST", "/api/v1/institutions", tokens["admin"], {"name": f"Closing {method}"})
+        assert status == 201, doomed
+        before = db_state()
+        with monkeypatch.context() as patch:
+            _deleted_once_checked(patch, fields, doomed["id"])
+            status, answer, _ = api.call(method, path, tokens["admin"], {**body, "institution_id": doomed["id"]})
+        assert status == 409 and answer["error"]["code"] == "conflict", answer
+        assert "deleted meanwhile" in answer["error"]["message"]
+        assert {k: v for k, v in db_state().items() if k != "institution"} == {
+            k: v for k, v in before.items() if k != "institution"}
