@@ -97,8 +97,9 @@ def register_error_handlers(app: Flask) -> None:
         original = getattr(exc, "original_exception", None)
         if isinstance(exc, InternalServerError) and original is not None:
             # Flask wraps what an after-request hook raised (the audit of a refusal, a database gone)
-            # in an InternalServerError handled here, not by the handlers below: answer it as they do
-            return _database_unavailable(original)
+            # in an InternalServerError handled here, not by the handlers below: answer it as they
+            # do; Flask has logged it ("Exception on <path>")
+            return _database_unavailable(original, logged=True)
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         message = exc.description or exc.name
@@ -118,10 +119,11 @@ def register_error_handlers(app: Flask) -> None:
         is unknown)."""
         return error_response(400, "malformed_body", "the request body's chunked encoding is malformed")
 
-    def _database_unavailable(exc: Exception) -> Response:
+    def _database_unavailable(exc: Exception, logged: bool = False) -> Response:
         if not is_transient(exc):
-            return _unexpected(exc)
-        log.error("database error", exc_info=exc)  # the cause (down, locked, a collision) is the operator's to read
+            return _unexpected(exc, logged)
+        if not logged:
+            log.error("database error", exc_info=exc)  # the cause (down, locked, a collision) is the operator's to read
         response = error_response(503, "database_unavailable",
                                   "the database could not be reached, was busy or rolled the transaction back "
                                   "for a concurrent one; try again")
@@ -132,6 +134,7 @@ def register_error_handlers(app: Flask) -> None:
         app.register_error_handler(transient, _database_unavailable)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
+    def _unexpected(exc: Exception, logged: bool = False) -> Response:
+        if not logged:
+            log.error("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "the server failed; the error was logged")

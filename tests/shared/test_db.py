@@ -3,6 +3,7 @@ request (SQLite) and pooled per process (PostgreSQL)."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -328,7 +329,8 @@ def test_a_layer_whose_database_is_down_answers_503_and_asks_for_a_retry(tmp_pat
     (sqlite3.OperationalError("database is locked"), 503, "database_unavailable"),
     (ValueError("a bug"), 500, "internal_error"),
 ], ids=["database-busy", "bug"])
-def test_what_an_after_request_hook_raises_is_answered_like_what_a_view_raises(tmp_path, raised, status, code):
+def test_what_an_after_request_hook_raises_is_answered_like_what_a_view_raises(tmp_path, caplog, raised, status,
+                                                                                code):
     """The `access.denied` audit of a refusal is written after the view (`shared.audit.audit_denials`).
     What such a hook raised reached Flask's own 500 wrapper, which the handlers of the view's errors
     never see: werkzeug's sentence under code `http_error`, and a busy or restarting database a 500
@@ -342,11 +344,15 @@ def test_what_an_after_request_hook_raises_is_answered_like_what_a_view_raises(t
         return {"error": {"code": "forbidden", "message": "no"}}, 403
 
     @app.after_request
-    def audit(response):
-        raise raised
+    def audit(response):  # as `audit_denials`: writes for the refusal only, not for the error answered then
+        if response.status_code == 403:
+            raise raised
+        return response
 
-    answer = app.test_client().get("/refused")
+    with caplog.at_level(logging.ERROR):
+        answer = app.test_client().get("/refused")
     assert answer.status_code == status, answer.json
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [raised]  # logged once, with its cause
     assert answer.json["error"]["code"] == code
     assert answer.json["error"]["message"] != InternalServerError.description
     assert (answer.headers.get("Retry-After") == "1") == (status == 503)
