@@ -121,3 +121,28 @@ def test_a_worker_taken_over_by_one_file_cannot_read_another_through_proc(pool):
     from shared.dumpable import is_dumpable
 
     assert pool.call(is_dumpable) is False
+
+
+def _report_dumpable(conn) -> None:
+    from shared.dumpable import is_dumpable
+
+    conn.send(is_dumpable())  # as forked, before any code of the worker's own
+    conn.close()
+
+
+def test_the_forkserver_the_workers_come_from_is_not_dumpable(pool):
+    """The forkserver is exec'd (the mark reset) and lives as long as the node: dumpable, another
+    unit's process of the same user could read the render unit's keys through its /proc/<pid>/root.
+    A process it forks keeps its mark, so one that sets none of its own shows the forkserver's."""
+    import multiprocessing
+
+    from shared.dumpable import is_dumpable
+
+    assert pool.call(is_dumpable) is False  # the pool's forkserver is running, with its preloads
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("forkserver").Process(target=_report_dumpable, args=(send,))
+    child.start()
+    send.close()
+    assert receive.poll(30), "the process forked by the forkserver never reported"
+    assert receive.recv() is False
+    child.join(10)

@@ -36,7 +36,9 @@ from shared.dumpable import make_undumpable
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-PRELOAD = ["daemons.render.ingest.upload_checks", "daemons.render.ingest.resend"]
+# the forkserver imports these before it forks any worker; the first one marks it not dumpable
+PRELOAD = ["daemons.render.ingest.undumpable_forkserver", "daemons.render.ingest.upload_checks",
+           "daemons.render.ingest.resend"]
 
 
 @dataclass(frozen=True)
