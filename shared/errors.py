@@ -9,8 +9,10 @@ answered as a 500 without internal details.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import peewee
 from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
@@ -75,6 +77,19 @@ def error_response(status: int, code: str, message: str, **details: Any) -> Resp
 
 def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} {ident} does not exist")
+
+
+def save_edit(row: peewee.Model, what: str, only: Sequence[peewee.Field] | None = None) -> None:
+    """Write an edit of `row`, a row the view read earlier, or raise `not_found(what, row.id)`, the
+    answer the view gives for an unknown id, when the UPDATE changed no row.
+
+    A request that deleted the row between the view's read and this write leaves nothing to update,
+    and peewee's `save()` says so only by returning 0: every edit view then answered 200 with the
+    body of a row no longer there, and audited an update that never happened. Raising here, before
+    the view's audit and answer, makes every update path say what happened.
+    """
+    if not row.save(only=only):
+        raise not_found(what, row.id)  # type: ignore[attr-defined]  # every edited table has an `id`
 
 
 def forbidden(message: str) -> ApiError:

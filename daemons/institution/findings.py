@@ -35,7 +35,7 @@ from daemons.institution.models import (
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.db import exclusive_transaction, utcnow
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError, not_found, save_edit
 from shared.roles import PHYSICIAN, ROLES
 from shared.validation import (
     Field,
@@ -243,7 +243,7 @@ def update_finding(finding_id: str):
         for name, value in fields.items():
             setattr(finding, name, value)
         finding.updated_at = utcnow()
-        finding.save()
+        save_edit(finding, "finding")
         if links is not None:
             FindingRecord.delete().where(FindingRecord.finding == finding).execute()
             _add_links(finding, links)
@@ -280,9 +280,9 @@ def link_record(finding_id: str):
         if _is_linked(finding, link):
             return _respond(finding, 200)
         check_local_links([link], finding.patient_id)
-        _add_links(finding, [link])
         finding.updated_at = utcnow()
-        finding.save()
+        save_edit(finding, "finding")  # before the link, whose foreign key would refuse a finding gone
+        _add_links(finding, [link])
         record_audit(AuditEntry, "finding.link", "finding", finding.id, patient_id=finding.patient_id,
                      detail=f"record_id={link['record_id']} institution_id={link['institution_id']}")
     return _respond(finding, 201)
@@ -310,7 +310,7 @@ def unlink_record(finding_id: str, record_id: str):
                            "a finding must keep at least one record; link another before removing this one")
         matching[0].delete_instance()
         finding.updated_at = utcnow()
-        finding.save()
+        save_edit(finding, "finding")
         record_audit(AuditEntry, "finding.unlink", "finding", finding.id, patient_id=finding.patient_id,
                      detail=f"record_id={record_id} institution_id={matching[0].institution_id}")
     return "", 204

@@ -21,7 +21,7 @@ from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.db import exclusive_transaction
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import parse_public_key, public_key_text
 from shared.roles import ADMIN_ROLES
 from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
@@ -141,7 +141,7 @@ def update_node(node_id: str):
         for name, value in fields.items():
             setattr(node, name, value)
         try:
-            node.save()
+            save_edit(node, "node")
         except peewee.IntegrityError as exc:
             raise ApiError(409, "conflict", "a node with this name is already registered") from exc
         record_audit(AuditEntry, "node.update", "node", node.id, detail=", ".join(sorted(fields)))

@@ -38,7 +38,7 @@ from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import exclusive_transaction, run_exclusive
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import PHYSICIAN, ROLES
 from shared.validation import (
@@ -241,7 +241,7 @@ def update_record(record_id: str):
         old = {name: getattr(record, name) for name in changes}
         for name, value in changes.items():
             setattr(record, name, value)
-        record.save()
+        save_edit(record, "record")
         record_audit(AuditEntry, "record.update", "record", record.id, patient_id=record.patient_id,
                      detail=f"node_id={record.node_id} " + describe_old_new(old, changes))
     return jsonify(record_to_json(record))

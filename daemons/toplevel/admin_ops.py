@@ -19,7 +19,7 @@ from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 from shared.config import Config
 from shared.db import close_database, database_from_config
-from shared.errors import ApiError
+from shared.errors import ApiError, save_edit
 from shared.validation import parse_uuid, validate
 
 CLI_USER = "sivr-cli"
@@ -98,7 +98,7 @@ def set_role(config: Config, username: str, role: str) -> dict:
             raise ValueError(f"no user named {username!r}")
         if user.role != data["role"]:
             previous, user.role = user.role, data["role"]
-            user.save(only=[User.role])
+            save_edit(user, "user", only=[User.role])
             sessions.revoke_user_sessions(user.id)
             _audit("user.update", "user", user.id, f"role={user.role} (was {previous})")
         return user_json(user)

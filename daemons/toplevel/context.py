@@ -22,7 +22,7 @@ from daemons.toplevel.passwords import Passwords
 from daemons.toplevel.sessions import session_ended
 from shared.auth import authenticate, check_role
 from shared.config import Config
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError, not_found, save_edit
 from shared.tokens import Identity, TokenIssuer
 from shared.validation import page_args, parse_uuid
 
@@ -98,8 +98,9 @@ def get_by_id(model: type[peewee.Model], raw_id: str, what: str) -> peewee.Model
     return row
 
 
-def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, create: bool = False) -> None:
-    """Save `row`, or `409 conflict` (saying `conflict`) when another row holds the same `field` value.
+def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, what: str, create: bool = False) -> None:
+    """Insert or save `row`, or `409 conflict` (saying `conflict`) when another row holds the same
+    `field` value; an edit of a row deleted meanwhile is `not_found(what, id)` (`save_edit`).
 
     The look-up gives the clear answer; the unique index still catches a concurrent request that
     inserted the same value between the look-up and the save.
@@ -109,7 +110,10 @@ def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, create: b
         raise ApiError(409, "conflict", conflict)
     try:
         with model._meta.database.atomic():
-            row.save(force_insert=create)
+            if create:
+                row.save(force_insert=True)
+            else:
+                save_edit(row, what)
     except peewee.IntegrityError as exc:
         raise ApiError(409, "conflict", conflict) from exc
 

@@ -48,7 +48,8 @@ def update_institution(institution_id: str):
     data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
     for field, value in data.items():
         setattr(institution, field, value)
-    save_unique(institution, Institution.name, f"an institution named {institution.name!r} already exists")
+    save_unique(institution, Institution.name, f"an institution named {institution.name!r} already exists",
+                "institution")
     record_audit(AuditEntry, "institution.update", "institution", institution.id,
                  detail=describe_changes(data))
     return jsonify(institution_json(institution))

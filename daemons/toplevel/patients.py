@@ -57,7 +57,7 @@ def _refuse_unsearchable_name(patient: Patient) -> None:
 def _save(patient: Patient, create: bool) -> None:
     _refuse_unsearchable_name(patient)
     save_unique(patient, Patient.insurance_number,
-                f"a patient with insurance number {patient.insurance_number!r} already exists", create)
+                f"a patient with insurance number {patient.insurance_number!r} already exists", "patient", create)
 
 
 @bp.get("/api/v1/patients")

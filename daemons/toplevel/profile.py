@@ -12,7 +12,7 @@ from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
 from shared.audit import client_address, record_audit
 from shared.auth import current_identity
-from shared.errors import ApiError
+from shared.errors import ApiError, save_edit
 from shared.validation import json_body, validate
 
 bp = Blueprint("profile", __name__)
@@ -37,7 +37,7 @@ def update_me():
     user = _me()
     for name, value in data.items():
         setattr(user, name, value)
-    user.save()
+    save_edit(user, "user")
     record_audit(AuditEntry, "user.update", "user", user.id, detail="own profile: " + ", ".join(data))
     return jsonify(user_json(user))
 
@@ -65,7 +65,7 @@ def change_my_password():
         raise ApiError(403, "wrong_password", "the old password is not correct")
     throttle.attempt_succeeded(attempt, user.username, address)
     user.password_hash = top.passwords.hash(new_password)
-    user.save(only=[User.password_hash])
+    save_edit(user, "user", only=[User.password_hash])
     sessions.revoke_user_sessions(user.id, keep=current_identity().session_id)
     record_audit(AuditEntry, "user.password_change", "user", user.id)
     return Response(status=204)

@@ -31,7 +31,7 @@ FIELDS = {
 
 def _save(record_type: RecordType, create: bool) -> None:
     save_unique(record_type, RecordType.code,
-                f"a record type with code {record_type.code!r} already exists", create)
+                f"a record type with code {record_type.code!r} already exists", "record type", create)
 
 
 @bp.get("/api/v1/record-types")

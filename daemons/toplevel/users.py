@@ -16,7 +16,7 @@ from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json, user_name_json
 from shared.audit import describe_changes, record_audit
 from shared.auth import current_identity, require_admin_of
-from shared.errors import ApiError
+from shared.errors import ApiError, save_edit
 from shared.roles import ADMIN_ROLES, may_administer_user, may_grant_role
 from shared.tokens import Identity
 from shared.validation import json_body, parse_uuid, query_text, validate
@@ -108,7 +108,7 @@ def update_user(user_id: str):
         setattr(user, "institution" if name == "institution_id" else name, value)
     try:
         with User._meta.database.atomic():
-            user.save()
+            save_edit(user, "user")
     except peewee.IntegrityError as exc:  # its new institution deleted since it was checked
         refusal = accounts.refused_user_row(user.institution_id)
         if refusal is None:
@@ -146,7 +146,7 @@ def reset_password(user_id: str):
         raise ApiError(403, "forbidden",
                        "change your own password with POST /api/v1/me/password (it needs the old one)")
     user.password_hash = top.passwords.hash(new_password)
-    user.save(only=[User.password_hash])
+    save_edit(user, "user", only=[User.password_hash])
     sessions.revoke_user_sessions(user.id)
     record_audit(AuditEntry, "user.password_reset", "user", user.id)
     return Response(status=204)
