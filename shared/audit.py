@@ -24,6 +24,9 @@ from shared.roles import ADMIN_ROLES
 from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
 
+#: The characters an entry's `client_ip` holds (`stored_address` cuts what is longer).
+CLIENT_IP_CHARS = 64
+
 AUDIT_FILTERS = frozenset({"user_id", "username", "patient_id", "object_id", "action", "since", "until",
                            "limit", "offset"})
 
@@ -40,7 +43,7 @@ def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[p
         object_type = peewee.CharField(max_length=32)
         object_id = peewee.CharField(max_length=64, null=True)
         patient_id = peewee.CharField(max_length=36, null=True, index=True)
-        client_ip = peewee.CharField(max_length=64)
+        client_ip = peewee.CharField(max_length=CLIENT_IP_CHARS)
         detail = peewee.TextField(default="")
 
         class Meta:
@@ -53,6 +56,22 @@ def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[p
 def client_address() -> str:
     """The peer address as gunicorn sees it; proxies are not trusted unless configured there."""
     return request.remote_addr or "unknown"
+
+
+def stored_address(address: str) -> str:
+    """`address` as an entry's `client_ip` holds it: at most `CLIENT_IP_CHARS` characters, a longer
+    one cut and ending in `…` so the log shows that it was cut.
+
+    A peer address can be longer than the column: an IPv6 address with a zone id, the
+    X-Forwarded-For value gunicorn passes as the address when a proxy is trusted, a unix socket's
+    path, a DICOM peer a caller names. PostgreSQL refused the insert (500, the entry lost); every
+    entry's address goes through here (`record_audit`, `record_audit_many`, the render node's image
+    views).
+    """
+    address = _storable(address)
+    if len(address) <= CLIENT_IP_CHARS:
+        return address
+    return address[:CLIENT_IP_CHARS - 1] + "…"
 
 
 def describe_changes(changes: dict[str, Any]) -> str:
@@ -111,7 +130,7 @@ def record_audit(
         object_type=object_type,
         object_id=None if object_id is None else _storable(object_id),
         patient_id=patient_id,
-        client_ip=client_ip or client_address(),
+        client_ip=stored_address(client_ip or client_address()),
         detail=_storable(detail[:2000]),
     )
     export_entry(model, entry)
@@ -142,7 +161,7 @@ def record_audit_many(model: type[peewee.Model], action: str, objects: list[tupl
     in one prepared INSERT run per row: a search that shows a hundred records must not spend its
     time having peewee build a hundred INSERTs (that costs more than the database does)."""
     identity = current_identity()
-    now, address = utcnow(), client_address()
+    now, address = utcnow(), stored_address(client_address())
     actor = _actor_columns(model, identity.institution_id, identity.role)
     entries = [model(id=new_id(), at=now, user_id=identity.user_id, username=identity.username, action=action,
                      object_type=object_type, object_id=None if object_id is None else _storable(object_id),

@@ -28,7 +28,7 @@ from typing import Any
 import peewee
 from flask import Flask, current_app
 
-from shared.audit import client_address
+from shared.audit import client_address, stored_address
 from shared.auth import current_identity
 from shared.db import new_id, utcnow
 from shared.validation import iso_utc
@@ -135,7 +135,7 @@ class ViewAudit:
         database = model._meta.database
         new = [{"id": s.entry_id, "at": s.first_at, "user_id": s.user_id, "username": s.username,
                 "action": ACTION, "object_type": "record", "object_id": s.record_id, "patient_id": None,
-                "client_ip": s.addresses[0], "detail": detail}
+                "client_ip": stored_address(s.addresses[0]), "detail": detail}
                for s, stored, detail in rows if not stored]
         updates = [(detail, s.entry_id) for s, stored, detail in rows if stored]
         with database.connection_context(), database.atomic():
@@ -152,7 +152,7 @@ class ViewAudit:
                 self._export({"id": stream.entry_id, "at": iso_utc(stream.first_at), "user_id": stream.user_id,
                               "username": stream.username, "action": ACTION, "object_type": "record",
                               "object_id": stream.record_id, "patient_id": None,
-                              "client_ip": stream.addresses[0], "detail": detail})
+                              "client_ip": stored_address(stream.addresses[0]), "detail": detail})
 
     def _forget_idle(self) -> None:
         horizon = utcnow() - dt.timedelta(seconds=IDLE_FORGET_S)

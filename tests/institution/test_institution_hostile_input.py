@@ -91,3 +91,16 @@ def test_a_refusal_whose_path_holds_nul_is_audited_not_a_500(api, users, path):
     assert "\x00" not in entry["object_id"] + entry["detail"]
     assert entry["object_id"].startswith("\ufffd") or entry["object_id"].startswith("a\ufffd")
     assert entry["detail"].startswith("PUT /api/v1/nodes/")
+
+
+def test_a_peer_address_longer_than_the_audit_column_is_audited_cut_not_a_500(api, users, record):
+    """gunicorn's `remote_addr` may be longer than the audit's 64 characters (an IPv6 address with a
+    zone id, a trusted proxy's X-Forwarded-For value): PostgreSQL refused the entry, which was lost,
+    and the answer was 500. It is kept cut, ending in `…` (`shared.audit.stored_address`)."""
+    address = "fe80::a00:27ff:fe4e:66a1%" + "veth-a1b2c3d4e5f6-" * 4
+    status, body = api.call("GET", f"/api/v1/records/{record['id']}", users["physician"],
+                            environ_base={"REMOTE_ADDR": address})
+    assert status == 200, body
+    status, log = api.call("GET", "/api/v1/audit?action=record.read", users["admin"])
+    assert status == 200, log
+    assert [entry["client_ip"] for entry in log["items"]] == [address[:63] + "…"]

@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 
 from daemons.render.view_audit import ViewAudit
 from shared.audit import make_audit_model
+from shared.db import close_database, connect_database
 from shared.tokens import Identity
 from tests.render.synthetic import dataset, to_bytes
 
@@ -214,3 +215,26 @@ def test_a_failed_write_keeps_the_counts_for_the_next_flush(tmp_path):
     assert audit.flush() == 1
     assert json.loads(model.get().detail)["frame"] == 1
     audit.close()
+
+
+@pytest.mark.postgres
+def test_an_image_view_from_a_peer_address_longer_than_the_column_is_flushed_cut(pg_database_factory):
+    """The stream's first address is the entry's `client_ip`: longer than its 64 characters (an IPv6
+    address with a zone id), PostgreSQL refused every flush, and the counts waited for ever. It is
+    stored cut, ending in `…` (`shared.audit.stored_address`); the detail keeps every address whole."""
+    address = "fe80::a00:27ff:fe4e:66a1%" + "veth-a1b2c3d4e5f6-" * 4
+    database = connect_database(pg_database_factory())
+    model = make_audit_model(database)
+    database.create_tables([model])
+    audit = ViewAudit(model, flush_s=60)
+    try:
+        with Flask(__name__).test_request_context(environ_base={"REMOTE_ADDR": address}):
+            g.identity = Identity("u-1", "doc", "physician", "i-1", "sid-1", 0, 0)
+            audit.note("frame", "e" * 64)
+        assert audit.flush() == 1
+        entry = model.get()
+        assert entry.client_ip == address[:63] + "…"
+        assert json.loads(entry.detail)["addresses"] == [address]
+    finally:
+        audit.close()  # its last flush, before the database goes
+        close_database(database)

@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import EMPTY_SEGMENT_MESSAGE
 
-from .support import PASSWORDS
+from .support import PASSWORDS, patient_body
 
 
 @pytest.mark.parametrize("body", [
@@ -143,3 +143,21 @@ def test_a_refusal_whose_path_holds_nul_is_audited_not_a_500(api, tokens, seed, 
     assert entry["user_id"] == seed.users["physician"]["id"]
     assert "\x00" not in entry["object_id"] + entry["detail"] and "\ufffd" in entry["object_id"]
     assert entry["detail"].startswith(f"{method} /api/v1/")
+
+
+def test_a_peer_address_longer_than_the_audit_column_is_audited_cut_not_a_500(api, tokens, seed):
+    """gunicorn's `remote_addr` may be longer than the audit's 64 characters (an IPv6 address with a
+    zone id, a trusted proxy's X-Forwarded-For value): PostgreSQL refused the entry, which was lost,
+    and the answer was 500. It is kept cut, ending in `…` (`shared.audit.stored_address`)."""
+    address = "fe80::a00:27ff:fe4e:66a1%" + "veth-a1b2c3d4e5f6-" * 4
+    peer = {"environ_base": {"REMOTE_ADDR": address}}
+    status, login, _ = api.call("POST", "/api/v1/auth/login", json={"username": "dr.house",
+                                                                      "password": PASSWORDS["physician"]}, **peer)
+    assert status == 200, login
+    status, created, _ = api.call("POST", "/api/v1/patients", login["access_token"], patient_body(), **peer)
+    assert status == 201, created
+    status, log, _ = api.call("GET", f"/api/v1/audit?user_id={seed.users['physician']['id']}", tokens["admin"])
+    assert status == 200, log
+    cut = address[:63] + "…"
+    assert {(entry["action"], entry["client_ip"]) for entry in log["items"] if entry["client_ip"] != "127.0.0.1"} == {
+        ("auth.login", cut), ("patient.create", cut)}
