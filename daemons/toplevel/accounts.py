@@ -11,10 +11,11 @@ from typing import Any
 
 import peewee
 
-from daemons.toplevel.models import Institution, User
+from daemons.toplevel.models import Institution, User, name_search_key
 from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 from shared import field_rules
-from shared.errors import ApiError
+from shared.db import exclusive_transaction
+from shared.errors import ApiError, save_edit
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
@@ -112,16 +113,48 @@ def refused_user_row(institution_id: str) -> ApiError | None:
 
 
 def create_institution(data: dict[str, Any], institution_id: str | None = None) -> Institution:
-    """Insert validated institution fields; `409 conflict` if the name is taken."""
-    if Institution.get_or_none(Institution.name == data["name"]) is not None:
-        raise ApiError(409, "conflict", f"an institution named {data['name']!r} already exists")
+    """Insert validated institution fields; `409 conflict` if the name is taken (`save_institution`)."""
     fields = {"name": data["name"], "address": data.get("address", ""),
               "server_url": data.get("server_url", "")}
     if institution_id is not None:
         fields["id"] = institution_id
+    institution = Institution(**fields)
+    save_institution(institution, create=True)
+    return institution
+
+
+#: The lock every institution create and rename takes: a name is compared with every other, then written.
+INSTITUTION_NAMES_LOCK = "sivr-institution-names"
+
+
+def save_institution(institution: Institution, create: bool, renamed: bool = True) -> None:
+    """Insert `institution` or save an edit of it; `409 conflict` naming the institution whose name
+    users read as the same (`name_search_key(..., keep_accents=True)`: "Clinic A" and "clinic a").
+
+    The unique index compares names as typed, so both could be created, or one renamed into the
+    other. The names are compared inside the transaction that writes, under a lock every create and
+    rename takes (`shared.db.exclusive_transaction`), so two requests cannot both find a name free.
+    An edit that keeps the stored name (`renamed` False) is not compared: a store holding two such
+    names from before keeps working, and either may be renamed to another name.
+    """
     try:
-        with Institution._meta.database.atomic():
-            return Institution.create(**fields)
+        with exclusive_transaction(Institution._meta.database, INSTITUTION_NAMES_LOCK):
+            if renamed:
+                _refuse_name_read_the_same(institution)
+            if create:
+                institution.save(force_insert=True)
+            else:
+                save_edit(institution, "institution")
     except peewee.IntegrityError as exc:
         raise ApiError(409, "conflict",
-                       f"an institution named {data['name']!r} (or with this id) already exists") from exc
+                       f"an institution named {institution.name!r} (or with this id) already exists") from exc
+
+
+def _refuse_name_read_the_same(institution: Institution) -> None:
+    key = name_search_key(institution.name, keep_accents=True)
+    others = Institution.select(Institution.id, Institution.name).where(Institution.id != institution.id)
+    for other in others:
+        if name_search_key(other.name, keep_accents=True) == key:
+            raise ApiError(409, "conflict",
+                           f"an institution named {other.name!r} already exists (id {other.id}); names that "
+                           "differ only in letter case, Unicode form or spacing are the same name")

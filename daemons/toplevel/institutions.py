@@ -6,7 +6,7 @@ import peewee
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel import accounts
-from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user
 from daemons.toplevel.models import AuditEntry, Institution, User
 from daemons.toplevel.serialize import institution_json
 from shared.audit import describe_changes, record_audit
@@ -46,10 +46,10 @@ def get_institution(institution_id: str):
 def update_institution(institution_id: str):
     institution = get_by_id(Institution, institution_id, "institution")
     data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
+    renamed = data.get("name", institution.name) != institution.name
     for field, value in data.items():
         setattr(institution, field, value)
-    save_unique(institution, Institution.name, f"an institution named {institution.name!r} already exists",
-                "institution")
+    accounts.save_institution(institution, create=False, renamed=renamed)
     record_audit(AuditEntry, "institution.update", "institution", institution.id,
                  detail=describe_changes(data))
     return jsonify(institution_json(institution))

@@ -135,15 +135,23 @@ MODELS: tuple[type[peewee.Model], ...] = (
 )
 
 
-def name_search_key(text: str) -> str:
-    """Case- and accent-insensitive form of a name, the same on every database.
+def name_search_key(text: str, keep_accents: bool = False) -> str:
+    """Case-insensitive form of a name, the same on every database; accent-insensitive too unless
+    `keep_accents`.
 
-    SQL `LOWER`/`LIKE` fold only ASCII on SQLite, so the folding happens here: NFKD, drop the
-    combining marks, casefold, collapse spaces — "Šimić" and "simic" meet.
+    SQL `LOWER`/`LIKE` fold only ASCII on SQLite, so the folding happens here. For the patient
+    search: NFKD, drop the combining marks, casefold, collapse spaces — "Šimić" and "simic" meet.
+    With `keep_accents`, two names are one when users read them as one (institution names): letter
+    case, compatibility forms (NFKC: a full-width letter, a ligature), whether an accent is typed
+    precomposed or combining and the spaces do not tell them apart, an accent does ("Klinik Ä" is
+    not "Klinik A").
     """
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
+    if keep_accents:
+        folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    else:
+        decomposed = unicodedata.normalize("NFKD", text)
+        folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return " ".join(folded.split())
 
 
 def _split_admin_role(db: peewee.Database) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+
+from daemons.toplevel.models import Institution, database_proxy
 
 from .support import Api
 
@@ -52,6 +56,73 @@ def test_institution_name_is_unique(api: Api, tokens, seed, db_state):
                                {"name": "Clinic B"})
     assert status == 409
     assert db_state() == before
+
+
+@pytest.mark.parametrize("name", ["clinic b", "CLINIC B", "Clinic  B", "\uff23\uff4c\uff49\uff4e\uff49\uff43 \uff22",
+                                  "Clinic\u00a0B", "\u212dlinic B"],
+                         ids=["lower", "upper", "two-spaces", "full-width", "no-break-space", "black-letter-c"])
+def test_institution_names_are_unique_as_users_read_them(api: Api, tokens, seed, db_state, name):
+    """Names told apart only by letter case, compatibility forms (full-width letters), the spaces or
+    how an accent is typed were two institutions, created or renamed into each other: 409 naming
+    the one that exists (`accounts.save_institution`)."""
+    before = db_state()
+    status, body, _ = api.call("POST", "/api/v1/institutions", tokens["admin"], {"name": name})
+    assert status == 409 and body["error"]["code"] == "conflict", body
+    assert "'Clinic B'" in body["error"]["message"] and seed.institution_b["id"] in body["error"]["message"]
+    status, body, _ = api.call("PUT", f"/api/v1/institutions/{seed.institution_a['id']}", tokens["admin"],
+                               {"name": name})
+    assert status == 409 and "'Clinic B'" in body["error"]["message"], body
+    assert db_state() == before
+
+
+def test_an_accent_tells_institution_names_apart_however_it_is_typed(api: Api, tokens, seed):
+    status, body, _ = api.call("POST", "/api/v1/institutions", tokens["admin"], {"name": "Klinik \u00c4"})
+    assert status == 201, body
+    status, body, _ = api.call("POST", "/api/v1/institutions", tokens["admin"], {"name": "klinik A\u0308"})
+    assert status == 409 and "'Klinik \u00c4'" in body["error"]["message"], body
+    status, body, _ = api.call("POST", "/api/v1/institutions", tokens["admin"], {"name": "Klinik A"})
+    assert status == 201, body
+    path = f"/api/v1/institutions/{seed.institution_a['id']}"
+    status, body, _ = api.call("PUT", path, tokens["admin"], {"name": "GENERAL HOSPITAL A"})
+    assert status == 200 and body["name"] == "GENERAL HOSPITAL A", body  # its own name, other letter case
+
+
+def test_institutions_created_at_once_under_names_read_the_same_are_one(app, tokens, seed):
+    """The names are compared in the transaction that writes, under one lock: both requests finding
+    the name free, then both inserting (the unique index compares names as typed), is not possible."""
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def create(name: str) -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(client.post("/api/v1/institutions", json={"name": name},
+                                    headers={"Authorization": f"Bearer {tokens['admin']}"}).status_code)
+
+    names = ("Clinic D", "clinic d", "CLINIC D", "Clinic  d")
+    threads = [threading.Thread(target=create, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201, 409, 409, 409]
+
+
+def test_a_store_holding_names_read_the_same_keeps_working(api: Api, tokens, seed):
+    """Names created before the rule stay as they are: each is edited as before, and may be renamed
+    to another name, though not to a third spelling of theirs."""
+    with database_proxy.connection_context():
+        first = Institution.create(name="Clinic C")
+        second = Institution.create(name="clinic c")
+    path = f"/api/v1/institutions/{second.id}"
+    status, body, _ = api.call("PUT", path, tokens["admin"], {"name": "clinic c", "address": "Road 5"})
+    assert status == 200 and body["address"] == "Road 5", body
+    status, body, _ = api.call("PUT", path, tokens["admin"], {"name": "CLINIC C"})
+    assert status == 409 and "'Clinic C'" in body["error"]["message"] and first.id in body["error"]["message"], body
+    status, body, _ = api.call("PUT", path, tokens["admin"], {"name": "Clinic C North"})
+    assert status == 200 and body["name"] == "Clinic C North", body
+    status, body, _ = api.call("PUT", f"/api/v1/institutions/{first.id}", tokens["admin"], {"server_url": ""})
+    assert status == 200, body
 
 
 def test_institution_with_users_cannot_be_deleted(api: Api, tokens, seed, db_state):
