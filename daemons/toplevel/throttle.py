@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from daemons.toplevel.models import AuditEntry, LoginFailure, User
-from shared.audit import record_audit
+from shared.audit import record_audit, stored_address
 from shared.db import run_exclusive, utcnow
 from shared.errors import ApiError
 
@@ -43,6 +43,14 @@ def _retry_after(oldest: dt.datetime, window_s: int, now: dt.datetime) -> int:
 
 class _Queued(Exception):
     """The limit is reached only by checks still running: wait for them to settle."""
+
+
+def _keys(username: str, client_ip: str) -> tuple[str, str]:
+    """The username and address as a failure's row holds them, for counting as for storing: an
+    address over the column's 64 characters was stored cut but counted whole, so the per-address
+    and per-pair limits never matched it (an IPv6 address with a zone id, a trusted proxy's
+    X-Forwarded-For value) and only the per-username limit held."""
+    return username[:LoginFailure.username.max_length], stored_address(client_ip)
 
 
 def _refuse_if_throttled(username: str, client_ip: str, auth: dict[str, Any], now: dt.datetime) -> None:
@@ -80,19 +88,21 @@ def reserve_attempt(username: str, client_ip: str, auth: dict[str, Any], throttl
     audited as `throttled_action`, so the log shows guessing that the limit stopped.
     """
 
+    username_key, address_key = _keys(username, client_ip)
+
     def check_and_count(final: bool) -> str:
         now = utcnow()
         LoginFailure.delete().where(
             LoginFailure.at <= now - dt.timedelta(seconds=auth["failed_login_window_s"])).execute()
         try:
-            _refuse_if_throttled(username, client_ip, auth, now)
+            _refuse_if_throttled(username_key, address_key, auth, now)
         except _Queued:
             if not final:
                 raise
             raise ApiError(429, "rate_limited",
                            f"too many logins in progress for {username!r} or your address; try again in a few seconds",
                            headers={"Retry-After": str(max(1, math.ceil(auth["login_queue_s"])))}) from None
-        return LoginFailure.create(username=username[:150], client_ip=client_ip[:64], at=now, settled=False).id
+        return LoginFailure.create(username=username_key, client_ip=address_key, at=now, settled=False).id
 
     deadline = time.monotonic() + auth["login_queue_s"]
     try:
@@ -129,8 +139,9 @@ def attempt_succeeded(attempt_id: str, username: str, client_ip: str) -> None:
     counting, so a successful login cannot be used to reset an attacker's budget elsewhere; checks
     of the pair still running (perhaps a guess from behind the same NAT) stay reserved.
     """
+    username_key, address_key = _keys(username, client_ip)
     LoginFailure.delete().where(
         (LoginFailure.id == attempt_id)
-        | ((LoginFailure.username == username[:150]) & (LoginFailure.client_ip == client_ip[:64])
+        | ((LoginFailure.username == username_key) & (LoginFailure.client_ip == address_key)
            & LoginFailure.settled)
     ).execute()

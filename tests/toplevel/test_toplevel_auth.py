@@ -399,3 +399,22 @@ def test_a_reservation_left_by_a_dead_worker_counts_as_a_failure(make_config, se
     started = time.monotonic()
     assert _login_from(api, "127.0.0.1", "dr.house", PASSWORDS["physician"]) == 429
     assert time.monotonic() - started < 2, "a stale reservation must not make the login wait"
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "fe80::a00:27ff:fe4e:66a1%" + "veth-a1b2c3d4e5f6-" * 4])
+def test_failed_logins_from_an_address_longer_than_its_column_are_counted(make_config, seed, address):
+    """An address over LoginFailure.client_ip's 64 characters was stored cut and counted whole, so
+    no failure ever matched it: only the per-username limit held, and one address could spray a
+    guess over every username."""
+    config = make_config(auth={"max_failed_logins": 2, "max_failed_logins_per_address": 3})
+    api = Api(create_app(config).test_client())
+    peer = {"REMOTE_ADDR": address}
+    for _ in range(2):
+        api.client.post("/api/v1/auth/login", json={"username": "admin", "password": "bad-guess"}, environ_base=peer)
+    pair = api.client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORDS["admin"]},
+                           environ_base=peer)
+    assert pair.status_code == 429, pair.json
+    api.client.post("/api/v1/auth/login", json={"username": "dr.house", "password": "bad-guess"}, environ_base=peer)
+    sprayed = api.client.post("/api/v1/auth/login", json={"username": "dr.b", "password": PASSWORDS["physician_b"]},
+                              environ_base=peer)
+    assert sprayed.status_code == 429, sprayed.json
