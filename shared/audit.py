@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from shared.audit_export import ACCESS_DENIED, export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
@@ -195,10 +195,22 @@ def audit_to_json(entry: Any) -> dict[str, Any]:
     }
 
 
+#: `app.extensions` key of a layer's own reading of its paths (view arguments -> (object_type,
+#: object_id), or None), for paths that name their object otherwise than by `<..._id>`: a render
+#: node's DICOMweb paths name a study, series and instance by their UIDs
+#: (`daemons.render.dicomweb.resolve.audited_object`).
+OBJECT_NAMER_EXTENSION = "sivr_audit_object_namer"
+
+
 def _named_object() -> tuple[str, str | None]:
-    """The object a request names in its URL (`<user_id>`: ("user", id)), else ("request", None):
-    a refusal is then found with that object's other entries (`?object_id=`, and the toplevel
-    shows an institution admin what was tried on their users)."""
+    """The object a request names in its URL (`<user_id>`: ("user", id), or what the layer's
+    `OBJECT_NAMER_EXTENSION` reads in it), else ("request", None): a refusal is then found with
+    that object's other entries (`?object_id=`, and the toplevel shows an institution admin what
+    was tried on their users)."""
+    namer = current_app.extensions.get(OBJECT_NAMER_EXTENSION)
+    named = namer(request.view_args or {}) if namer is not None else None
+    if named is not None:
+        return named
     for name, value in (request.view_args or {}).items():
         if name.endswith("_id") and isinstance(value, str):
             return name.removesuffix("_id"), value[:64]

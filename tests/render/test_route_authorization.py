@@ -334,3 +334,37 @@ def test_a_study_named_by_uid_is_open_to_any_signed_in_user_and_shows_that_study
     assert _qido(archive, "/dicomweb/studies?StudyInstanceUID=%5C", foreign).status_code in (204, 400, 403)
     assert _qido(archive, "/dicomweb/studies?StudyInstanceUID=1.2.999.3", foreign).status_code == 204
 
+
+def _last_denial(archive: Archive) -> tuple[str, str | None]:
+    models = archive.harness.app.extensions["sivr_node"].models
+    entry = (models.AuditEntry.select().where(models.AuditEntry.action == "access.denied")
+             .order_by(models.AuditEntry.at.desc()).first())
+    return entry.object_type, entry.object_id
+
+
+def test_a_refused_dicomweb_request_is_audited_against_what_it_names(archive):
+    """Before: a refused DICOMweb request (an administrator's WADO-RS retrieve, a physician of
+    another institution's STOW-RS) was audited `access.denied` naming no object ("request", None),
+    while the same refusal at `/original` named the record: asking the node's audit "who tried to
+    take this series out" (`?object_id=<record id>`) missed every DICOMweb attempt. Now it names
+    the series' record, as WADO-RS reads are audited, or the study (QIDO-RS audits studies so)."""
+    admin = archive.harness.headers("instadmin")
+    series = f"/dicomweb/studies/{archive.study}/series/{archive.series}"
+    audit = f"/api/v1/audit?object_id={archive.record_id}&action=access.denied"
+    before = archive.harness.client.get(audit, headers=admin).json["total"]
+    assert archive.harness.client.get(f"/api/v1/records/{archive.record_id}/original",
+                                      headers=admin).status_code == 403
+    assert _last_denial(archive) == ("record", archive.record_id)
+    for path in (series, f"{series}/instances/{archive.sop}"):
+        assert archive.harness.client.get(path, headers=admin).status_code == 403
+        assert _last_denial(archive) == ("record", archive.record_id), path
+    assert archive.harness.client.get(f"/dicomweb/studies/{archive.study}", headers=admin).status_code == 403
+    assert _last_denial(archive) == ("study", archive.study)
+    foreign = archive.harness.headers("physician", institution_id=str(uuid.uuid4()))
+    assert archive.harness.client.post(f"/dicomweb/studies/{archive.study}", headers=foreign).status_code == 403
+    assert _last_denial(archive) == ("study", archive.study)
+    # a series the node does not hold names its study: the audit says what was asked for
+    assert archive.harness.client.get(f"/dicomweb/studies/{archive.study}/series/1.2.999.4",
+                                      headers=admin).status_code == 403
+    assert _last_denial(archive) == ("study", archive.study)
+    assert archive.harness.client.get(audit, headers=admin).json["total"] == before + 3

@@ -20,11 +20,14 @@ bp = Blueprint("dicomweb", __name__, url_prefix=ROOT)
 
 def install(app: Flask, config: Config) -> None:
     """Register the DICOMweb services and their CORS answers on a render node's app."""
-    from daemons.render.dicomweb import cors, services, wado
+    from daemons.render.dicomweb import cors, resolve, services, wado
     from daemons.render.ingest.service import INGEST_EXTENSION
+    from shared.audit import OBJECT_NAMER_EXTENSION
 
     services.load()
     cors.allow_origins(app, list(config["dicomweb"]["cors_origins"]))
     app.extensions[INGEST_EXTENSION].on_complete(
         lambda record_id, datasets: wado.warm_metadata(app, record_id, datasets))
     app.register_blueprint(bp)
+    # a refused DICOMweb request is audited against the series or study its path names
+    app.extensions[OBJECT_NAMER_EXTENSION] = resolve.audited_object

@@ -119,6 +119,25 @@ def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
     return row
 
 
+def audited_object(view_args: dict[str, Any]) -> tuple[str, str] | None:
+    """What a DICOMweb path names, for the `access.denied` entry of a refused request
+    (`shared.audit.OBJECT_NAMER_EXTENSION`): its series' record, as the reads of that series are
+    audited (`record.view` of the record id), else its study by UID, as QIDO-RS audits studies;
+    None for a path naming neither (a search of every study). Only the audit sees it, so the
+    refusal answered says no more about what the node holds than before."""
+    study_uid = view_args.get("study", view_args.get("study_uid"))
+    if not isinstance(study_uid, str):
+        return None
+    series_uid = view_args.get("series", view_args.get("series_uid"))
+    if isinstance(series_uid, str):
+        cat = _catalogue()
+        row = (cat.Series.select(cat.Series.id).join(cat.Study)
+               .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
+        if row is not None:
+            return "record", row.id
+    return "study", study_uid[:64]
+
+
 def read_instance(the_node: Node, instance_row: Any) -> bytes:
     """The stored file of an instance, bit-exact (decrypted and checked against its SHA-256); 422 when
     the store's copy fails that check, 404 when its series was deleted since it was looked up. `the_node`
