@@ -15,6 +15,7 @@ from daemons.render.api.query import bad
 from daemons.render.node import Node, node
 from daemons.render.store.local import StoreError
 from daemons.render.stored_only import require_renderable, stored_only_error
+from daemons.render.uids import is_uid
 from shared.errors import ApiError
 
 #: a `/frames/{list}` path segment: frame numbers from 1 (ASCII digits, at most 9), comma-separated
@@ -48,12 +49,23 @@ def _not_found(what: str, uid: str) -> ApiError:
     return ApiError(404, "not_found", f"no {what} with UID {uid} is stored on this node")
 
 
+def _require_uids(*named: tuple[str, str]) -> None:
+    """404 for a path naming a study, series or instance by what is no UID, before any query: the
+    node stores instances only under UIDs (`daemons.render.uids`), so none is found, and PostgreSQL
+    refuses a NUL in a text parameter outright (`/studies/1%00` was a 500 there, a 404 on SQLite)."""
+    for what, uid in named:
+        if not is_uid(uid):
+            raise ApiError(404, "not_found", f"no {what} with UID {uid[:80]!r} is stored on this node: it is not "
+                           "a UID (digits and dots, at most 64 characters)")
+
+
 def _catalogue():
     return node().models.catalogue
 
 
 def study(study_uid: str) -> Any:
     """The catalogue row of a study (404 when unknown)."""
+    _require_uids(("study", study_uid))
     cat = _catalogue()
     row = cat.Study.get_or_none(cat.Study.study_uid == study_uid)
     if row is None:
@@ -70,6 +82,7 @@ def series_of_study(study_uid: str) -> list[Any]:
 
 def series(study_uid: str, series_uid: str) -> Any:
     """The series row (its `id` is the record id) of a series within a study (404 when unknown)."""
+    _require_uids(("study", study_uid), ("series", series_uid))
     cat = _catalogue()
     row = (cat.Series.select().join(cat.Study)
            .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
@@ -110,6 +123,7 @@ def image_series(series_rows: list[Any]) -> list[Any]:
 
 def instance(study_uid: str, series_uid: str, sop_uid: str) -> Any:
     """The instance row within its series and study (404 when unknown)."""
+    _require_uids(("study", study_uid), ("series", series_uid), ("instance", sop_uid))
     cat = _catalogue()
     row = (cat.Instance.select().join(cat.Series).join(cat.Study)
            .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid,
