@@ -21,7 +21,7 @@ import re
 
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import attribute_text
+from daemons.render.attributes import UNSTORABLE, attribute_text
 
 MAX_LENGTH = 64
 # each must be present and a UID; the SOP Class last, so an instance missing its identifying UIDs is
@@ -45,7 +45,8 @@ def uid_of(dataset: Dataset, keyword: str) -> str:
 
 def identity_problem(dataset: Dataset) -> str | None:
     """Why `dataset` cannot be stored under its identifying UIDs or as its SOP Class (one missing or
-    not a UID) or filed under its patient (a Patient ID or issuer longer than a Long String holds), or None.
+    not a UID) or filed under its patient (a Patient ID or issuer longer than a Long String holds, or
+    holding a NUL), or None.
 
     The ingest (upload, C-STORE) and STOW-RS, which reads each part's UIDs before the ingest, give
     the same reason. A longer Patient ID was filed under its first 64 characters: searches for the
@@ -58,6 +59,10 @@ def identity_problem(dataset: Dataset) -> str | None:
             return f"{keyword} {value[:80]!r} is not a UID (digits and dots, at most {MAX_LENGTH} characters)"
     for keyword in PATIENT_KEY:
         value = attribute_text(dataset, keyword).strip()
+        if UNSTORABLE.search(value):
+            # the catalogue keys the patient by it: kept with U+FFFD, `AB\0CD` would be the patient `AB\uFFFDCD`
+            return (f"{keyword} {value[:80]!r} holds a NUL character or invalid Unicode, which no text value "
+                    "holds (PS3.5 6.1)")
         if len(value) > LONG_STRING:
             return (f"{keyword} {value[:80]!r} is {len(value)} characters long, over the {LONG_STRING} of its "
                     "value representation (LO)")

@@ -6,10 +6,19 @@ the two databases answer alike.
 
 from __future__ import annotations
 
+import io
+
+import pydicom
 import pytest
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 
 from tests.dicomweb.conftest import synthetic_series, uids
-from tests.dicomweb.test_stow_wado import body_of, stow
+from tests.dicomweb.test_hostile_stow import failures
+from tests.dicomweb.test_stow_wado import body_of, instance_count, stow
+from tests.render.synthetic import to_bytes
+
+CANNOT_UNDERSTAND = 0xC000
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -19,6 +28,15 @@ def node_on(request, make_node):
     if request.param == "postgresql":
         overrides["database__url"] = request.getfixturevalue("pg_database_factory")()
     return make_node(**overrides)
+
+
+def with_raw(raw: bytes, **values: bytes) -> bytes:
+    """`raw` (a file) with each keyword's value set to the bytes given, as a file would carry them."""
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    for keyword, value in values.items():
+        tag = tag_for_keyword(keyword)
+        ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+    return to_bytes(ds)
 
 
 def test_path_uids_no_database_holds_are_404_not_500(node_on):
@@ -40,3 +58,37 @@ def test_path_uids_no_database_holds_are_404_not_500(node_on):
             assert reply.get_json()["error"]["code"] == "not_found"
     assert node_on.client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata",
                               headers=node_on.headers()).status_code == 200
+
+
+@pytest.mark.parametrize("keyword", ["PatientID", "IssuerOfPatientID"])
+def test_a_patient_id_or_issuer_holding_nul_is_refused_and_nothing_stored(node_on, keyword):
+    """PostgreSQL: 500, SQLite: stored under a Patient ID holding NUL. The catalogue keys the patient
+    by it, so the instance is refused as one with an over-long Patient ID is (`uids.identity_problem`)."""
+    raw = with_raw(synthetic_series(1)[0], **{keyword: b"AB\x00CD "})
+    reply = stow(node_on, body_of([raw]))
+    assert reply.status_code == 409 and failures(reply) == [CANNOT_UNDERSTAND], reply.get_data(as_text=True)
+    assert instance_count(node_on) == 0
+    assert node_on.client.get("/api/v1/worklist", headers=node_on.headers()).get_json()["total"] == 0
+
+
+def test_names_and_descriptions_holding_nul_are_indexed_as_u_fffd(node_on):
+    """PostgreSQL: 500 for a NUL in any catalogued text (names, descriptions, accession number, study
+    id), SQLite: stored with it. The catalogue indexes it as U+FFFD on both (`attributes.storable_text`);
+    the file is kept as it came."""
+    values = {"PatientName": b"Doe\x00^Jane ", "StudyDescription": b"Head\x00CT ", "SeriesDescription": b"Ax\x00ial ",
+              "AccessionNumber": b"A\x00123 ", "StudyID": b"S\x001 ", "ReferringPhysicianName": b"Ref\x00^Doc "}
+    raw = with_raw(synthetic_series(1)[0], **values)
+    assert stow(node_on, body_of([raw])).status_code == 200, "stored"
+    study, series, sop = uids(raw)
+    admin = node_on.headers("instadmin")
+    [answer] = node_on.client.get("/dicomweb/series?includefield=all", headers=admin).get_json()
+    assert answer["00100010"]["Value"] == [{"Alphabetic": "Doe\ufffd^Jane"}]
+    assert answer["00081030"]["Value"] == ["Head\ufffdCT"] and answer["0008103E"]["Value"] == ["Ax\ufffdial"]
+    assert answer["00080050"]["Value"] == ["A\ufffd123"] and answer["00200010"]["Value"] == ["S\ufffd1"]
+    assert answer["00080090"]["Value"] == [{"Alphabetic": "Ref\ufffd^Doc"}]
+    found = node_on.client.get("/dicomweb/studies?PatientName=doe*", headers=admin).get_json()
+    assert [item["0020000D"]["Value"] for item in found] == [[study]]
+    whole = node_on.client.get(f"/dicomweb/studies/{study}/series/{series}/instances/{sop}",
+                               headers={**node_on.headers(), "Accept": 'multipart/related; type="application/dicom"; '
+                                        'transfer-syntax=*'})
+    assert whole.status_code == 200 and raw in whole.get_data()  # the file as it came

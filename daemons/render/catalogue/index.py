@@ -22,7 +22,7 @@ import peewee
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import attribute_text
+from daemons.render.attributes import attribute_text, storable_text
 from daemons.render.catalogue.temporal import is_date, is_time
 from daemons.render.store.manifest import Manifest
 from shared.db import exclusive_transaction, utcnow
@@ -34,7 +34,10 @@ INSERT_BATCH = 100  # instance rows per INSERT (6 values each: well under SQLite
 
 
 def _text(ds: Dataset, keyword: str, size: int = 64) -> str:
-    return attribute_text(ds, keyword).strip()[:size]
+    """A text attribute as indexed: cut to its column's `size` and storable in every database
+    (`storable_text`: a NUL as U+FFFD). The ingest refuses a Patient ID or issuer with one
+    (`uids.identity_problem`): this keeps a catalogue built from files stored before that rule whole."""
+    return storable_text(attribute_text(ds, keyword).strip()[:size])
 
 
 def _date(ds: Dataset, keyword: str) -> str:

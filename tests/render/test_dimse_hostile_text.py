@@ -1,0 +1,65 @@
+"""Text that no database holds (NUL) in what DICOM peers send, on SQLite and on PostgreSQL: a C-STORE
+whose names or Patient ID hold NUL. PostgreSQL refuses a NUL in any text parameter: the store was
+0x0110, logged as the node's own failure."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
+from tests.render.synthetic import dataset
+from tests.render.test_dimse_hostile import models, send_store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def archive(request, make_node):
+    overrides = {}
+    if request.param == "postgresql":
+        overrides["database__url"] = request.getfixturevalue("pg_database_factory")()
+    harness = open_archive(make_node, **overrides)
+    yield harness
+    close_archive(harness)
+
+
+def with_raw(ds: Dataset, **values: bytes) -> Dataset:
+    """`ds` with each keyword's value the bytes given, as a peer's data set carries them."""
+    for keyword, value in values.items():
+        tag = tag_for_keyword(keyword)
+        ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+    return ds
+
+
+def instance(**values: bytes) -> Dataset:
+    ds = dataset(series=generate_uid())
+    ds.StudyInstanceUID, ds.PatientID, ds.PatientName = generate_uid(), "P-TEXT", "Doe^Jane"
+    return with_raw(ds, **values)
+
+
+def find(port: int, identifier: Dataset) -> list[tuple[int, Dataset | None]]:
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP)
+    assert assoc.is_established
+    answers = [(status.Status, answer) for status, answer in
+               assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind) if status]
+    assoc.release()
+    return answers
+
+
+def test_a_store_with_nul_in_its_patient_id_is_refused_and_in_its_names_indexed_as_u_fffd(archive):
+    port = archive.dicom_port
+    assert send_store(port, instance(PatientID=b"P\x00TEXT ")) == 0xC000  # "Cannot understand", as the upload's 422
+    assert send_store(port, instance(IssuerOfPatientID=b"I\x00SS ")) == 0xC000
+    assert models(archive).catalogue.Instance.select().count() == 0
+    assert send_store(port, instance(PatientName=b"Doe\x00^Jane ", StudyDescription=b"Head\x00CT ")) == 0x0000
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.PatientName, identifier.StudyDescription = "STUDY", "doe*", ""
+    (status, answer), (final, _) = find(port, identifier)
+    assert (status, final) == (0xFF00, 0x0000)
+    assert str(answer.PatientName) == "Doe\ufffd^Jane" and answer.StudyDescription == "Head\ufffdCT"
