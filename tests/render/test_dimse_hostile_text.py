@@ -1,8 +1,10 @@
 """Text that no database holds (NUL) in what DICOM peers send, on SQLite and on PostgreSQL: a C-STORE
-whose names or Patient ID hold NUL. PostgreSQL refuses a NUL in any text parameter: the store was
-0x0110, logged as the node's own failure."""
+whose names or Patient ID hold NUL, and C-FIND keys holding it. PostgreSQL refuses a NUL in any text
+parameter: the store was 0x0110 and the find 0xC000, each logged as the node's own failure."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -14,7 +16,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 
 from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
 from tests.render.synthetic import dataset
-from tests.render.test_dimse_hostile import models, send_store
+from tests.render.test_dimse_hostile import audit_rows, models, send_store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,3 +65,21 @@ def test_a_store_with_nul_in_its_patient_id_is_refused_and_in_its_names_indexed_
     (status, answer), (final, _) = find(port, identifier)
     assert (status, final) == (0xFF00, 0x0000)
     assert str(answer.PatientName) == "Doe\ufffd^Jane" and answer.StudyDescription == "Head\ufffdCT"
+
+
+@pytest.mark.parametrize(("level", "keyword", "value"), [
+    ("STUDY", "PatientName", b"Doe\x00*"), ("STUDY", "AccessionNumber", b"A\x00*"),
+    ("STUDY", "StudyDescription", b"Head\x00CT"), ("STUDY", "ModalitiesInStudy", b"C\x00T"),
+    ("SERIES", "Modality", b"C\x00T")])
+def test_find_keys_holding_nul_are_refused_as_the_peers_error(archive, caplog, level, keyword, value):
+    """0xA900 (identifier does not match), audited with the reason and logged as information. SQLite
+    read a GLOB pattern only up to the NUL: `Doe\\0*` matched every name beginning `Doe`."""
+    assert send_store(archive.dicom_port, instance(PatientName=b"Doe^Jane ")) == 0x0000
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    with caplog.at_level(logging.INFO):
+        assert find(archive.dicom_port, with_raw(identifier, **{keyword: value})) == [(0xA900, None)]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("daemons")]
+    [(_, detail)] = audit_rows(archive, "dicom.find_refused")
+    assert keyword in detail and "NUL" in detail
+

@@ -282,3 +282,12 @@ def test_a_retrieval_holds_only_what_its_sub_operations_need(cat):
     assert (first.series_id, first.sop_instance_uid, first.sop_class_uid, first.sha256) == (
         "big", "1.2.826.0.1.3680043.8.498.1", "1.2.840.10008.5.1.4.1.1.2", f"{1:064x}")
     assert held / len(rows) < 600, f"{held / len(rows):.0f} bytes held per instance"  # was 1,092
+
+
+def test_a_key_holding_nul_is_refused(cat):
+    """PostgreSQL refused the query (a DataError: the node's failure); SQLite's GLOB read `Doe\\0*` up
+    to the NUL: `Doe`."""
+    for keyword in ("PatientName", "PatientID", "StudyDescription", "ModalitiesInStudy"):
+        with pytest.raises(QueryError, match="NUL") as refused:
+            study_uids(cat, **{keyword: "Doe\x00*"})
+        assert refused.value.keyword == keyword

@@ -33,6 +33,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from daemons.render.attributes import UNSTORABLE
 from daemons.render.catalogue.index import CatalogueModels
 from daemons.render.catalogue.temporal import is_date, is_time, same_times, shortest_time
 from daemons.render.uids import is_uid
@@ -161,7 +162,11 @@ def is_single_value(keyword: str, value: str) -> bool:
 
 
 def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: bool) -> peewee.Node | None:
-    """The SQL condition of one matching key; None for universal matching."""
+    """The SQL condition of one matching key; None for universal matching. QueryError for a value
+    holding what no database holds (`UNSTORABLE`): on PostgreSQL a C-FIND for `Doe\\0*` was the node's
+    failure (0xC000, logged with a trace), on SQLite it matched every name beginning `Doe`."""
+    if UNSTORABLE.search(value):  # no indexed value holds it (`storable_text`)
+        raise QueryError(f"{keyword}: a value cannot hold a NUL character or invalid Unicode (PS3.5 6.1)", keyword)
     value = value.strip()
     if kind == "pn":  # trailing empty components are no components (PS3.5 6.2): `^^^^` is empty
         value = value.rstrip(PN_DELIMITERS)
