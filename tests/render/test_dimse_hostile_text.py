@@ -1,6 +1,7 @@
 """Text that no database holds (NUL) in what DICOM peers send, on SQLite and on PostgreSQL: a C-STORE
 whose names or Patient ID hold NUL, and C-FIND keys holding it. PostgreSQL refuses a NUL in any text
-parameter: the store was 0x0110 and the find 0xC000, each logged as the node's own failure."""
+parameter: the store was 0x0110 and the find 0xC000, each logged as the node's own failure. And
+C-FIND names beyond ASCII longer than any stored one."""
 
 from __future__ import annotations
 
@@ -83,3 +84,15 @@ def test_find_keys_holding_nul_are_refused_as_the_peers_error(archive, caplog, l
     [(_, detail)] = audit_rows(archive, "dicom.find_refused")
     assert keyword in detail and "NUL" in detail
 
+
+def test_a_name_beyond_ascii_longer_than_any_stored_is_answered_not_the_nodes_failure(archive, caplog):
+    """10,000 letters beyond ASCII: SQLite refused the pattern made of them (0xC000, the node's error
+    in its log); 70,000 kept PostgreSQL busy past the peer's DIMSE timeout. Longer than any name the
+    catalogue holds, it matches nothing (`matching._condition`)."""
+    assert send_store(archive.dicom_port, instance()) == 0x0000
+    for keyword, value in (("PatientName", "ü" * 10_000), ("ReferringPhysicianName", "σ" * 70_000)):
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel, identifier.SpecificCharacterSet = "STUDY", "ISO_IR 192"
+        setattr(identifier, keyword, value)
+        assert find(archive.dicom_port, identifier) == [(0x0000, None)], keyword
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("daemons")]

@@ -284,6 +284,23 @@ def test_a_retrieval_holds_only_what_its_sub_operations_need(cat):
     assert held / len(rows) < 600, f"{held / len(rows):.0f} bytes held per instance"  # was 1,092
 
 
+def test_a_value_longer_than_its_column_matches_nothing_and_is_no_pattern(cat, monkeypatch):
+    """A person name beyond ASCII is matched as a pattern (`_person_name`): one of 10,000 letters made
+    SQLite refuse the query ("pattern too complex": 0xC000 for the peer, the node's error in its log),
+    one of 70,000 kept PostgreSQL compiling its regular expression past the peer's 30 s. Longer than
+    any indexed value (the column's length), it matches nothing and no pattern is made of it."""
+    made: list[str] = []
+    monkeypatch.setattr(matching, "_person_name", lambda field, value: made.append(value) or peewee.SQL("1 = 1"))
+    for keyword, value in (("PatientName", "ü" * 10_000), ("ReferringPhysicianName", "σ" * 70_000),
+                           ("PatientName", "ü" * 201), ("StudyDescription", "é" * 65)):
+        assert study_uids(cat, **{keyword: value}) == [], keyword
+    assert made == []
+    monkeypatch.undo()
+    assert study_uids(cat, PatientName="ü" * 10_000) == study_uids(cat, PatientName="x" * 70_000) == []
+    assert study_uids(cat, PatientName="müller^zoë") == ["1.2.1"]  # a name within the column still matches
+    assert study_uids(cat, PatientName="*" + "ü?" * 500) == []  # wildcards within WILDCARD_MAX: matched
+
+
 def test_a_key_holding_nul_is_refused(cat):
     """PostgreSQL refused the query (a DataError: the node's failure); SQLite's GLOB read `Doe\\0*` up
     to the NUL: `Doe`."""

@@ -16,7 +16,9 @@ returned. Matching rules that differ from a plain SQL comparison:
 * a single time value matches every time that starts with it (`1200` matches `120015.5`) and the
   same time written shorter (`120000` matches `1200`); a time range's start is compared in its
   shortest form (`shortest_time`: `101500-` takes in `1015`);
-* `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for.
+* `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for;
+* a text or name without wildcards longer than its column matches nothing (no value indexed is
+  longer), and is sent to no database.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ UID_LIST_MAX = 50_000
 #: takes up to four bytes a letter)
 MODALITIES_MAX = 128
 WILDCARD_MAX = 1024
+#: The condition of a value no row can hold: no query sent for it
+_NOTHING = peewee.SQL("1 = 0")
 
 
 class QueryError(Exception):
@@ -192,6 +196,12 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
                             f"{WILDCARD_MAX:,} this node matches", keyword)
     if kind == "pn" and fuzzy:
         return _fuzzy(field, keyword, value)
+    if not ("*" in value or "?" in value) and len(value) > cast(peewee.CharField, field).max_length:
+        # longer than any value indexed (`catalogue.index` keeps at most the column's length): it
+        # matches nothing, and is not made a pattern; a name beyond ASCII is matched as one, and
+        # 10,000 letters made SQLite refuse it (0xC000) and 70,000 kept PostgreSQL busy past the
+        # peer's timeout
+        return _NOTHING
     if kind == "pn":
         return _person_name(field, value)
     if "*" in value or "?" in value:
