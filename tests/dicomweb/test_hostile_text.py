@@ -92,3 +92,15 @@ def test_names_and_descriptions_holding_nul_are_indexed_as_u_fffd(node_on):
                                headers={**node_on.headers(), "Accept": 'multipart/related; type="application/dicom"; '
                                         'transfer-syntax=*'})
     assert whole.status_code == 200 and raw in whole.get_data()  # the file as it came
+
+
+def test_a_modality_holding_nul_is_kept_as_u_fffd_in_the_record_and_its_manifest(node_on):
+    """The `stored_record` row keeps the manifest's modality: PostgreSQL, 500 for `C\\0T`; SQLite, the
+    NUL in the work list and the record. The manifest states its text as the catalogue indexes it."""
+    raw = with_raw(synthetic_series(1)[0], Modality=b"C\x00T ", PatientName=b"Doe\x00^Jane ")
+    assert stow(node_on, body_of([raw])).status_code == 200
+    [item] = node_on.client.get("/api/v1/worklist", headers=node_on.headers()).get_json()["items"]
+    assert item["modality"] == item["series"]["modality"] == "C\ufffdT"
+    assert item["patient"]["name"] == "Doe\ufffd^Jane"  # the manifest's, as the upload receipt states it
+    record = node_on.client.get(f"/api/v1/records/{item['id']}", headers=node_on.headers()).get_json()
+    assert record["modality"] == "C\ufffdT"

@@ -95,7 +95,7 @@ class RecordIndex:
         try:
             row = self.models.StoredRecord.create(
                 id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
-                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes)
+                frames=meta.frames, modality=meta.record_modality, size_bytes=meta.size_bytes)
         except peewee.IntegrityError:  # added by a concurrent request
             return self.models.StoredRecord.get_by_id(record_id)
         backfill(self.store, self.models.catalogue, [record_id])

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import attribute_text
+from daemons.render.attributes import attribute_text, storable_text
 from daemons.render.imaging.decode import decode_frames, fast_path_possible
 from daemons.render.imaging.pixels import LutTable, Modality, auto_window
 from daemons.render.imaging.slices import slice_table
@@ -165,7 +165,10 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    return attribute_text(ds, keyword)[:200]
+    """A text attribute as the manifest states it (RecordMeta, receipts, the `stored_record` row's
+    modality): at most 200 characters, storable in every database (`storable_text`: a NUL as U+FFFD,
+    as the catalogue indexes it; a Modality `C\\0T` was a 500 on PostgreSQL)."""
+    return storable_text(attribute_text(ds, keyword)[:200])
 
 
 

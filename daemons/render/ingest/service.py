@@ -363,7 +363,7 @@ class Ingest:
         with contextlib.suppress(peewee.IntegrityError), models.database.atomic():
             models.StoredRecord.create(
                 id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
-                frames=meta.frames, modality=meta.modality[:16], size_bytes=meta.size_bytes,
+                frames=meta.frames, modality=meta.record_modality, size_bytes=meta.size_bytes,
                 uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
 
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor,

@@ -38,6 +38,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from daemons.render.attributes import storable_text
 from daemons.render.store.frame_layout import Layout
 
 MANIFEST_VERSION = 2
@@ -178,6 +179,12 @@ class Meta:
     stack_direction: str | None
     slices: tuple[dict[str, Any], ...] | None  # None: stored before per-slice data existed
     stored_only: int = 0  # instances of the series stored but not rendered (module doc)
+
+    @property
+    def record_modality(self) -> str:
+        """The modality as the `stored_record` row keeps it: 16 characters, storable in every database
+        (a manifest written before `series_analysis` made its text so may hold a NUL)."""
+        return storable_text(self.modality)[:16]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Meta:
