@@ -9,7 +9,6 @@ Every request refused to a known caller for who they are (403 `forbidden`) is au
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from shared.audit_export import ACCESS_DENIED, export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
-from shared.db import new_id, utcnow
+from shared.db import new_id, storable_text, utcnow
 from shared.errors import ApiError
 from shared.roles import ADMIN_ROLES
 from shared.tokens import Identity
@@ -68,7 +67,7 @@ def stored_address(address: str) -> str:
     entry's address goes through here (`record_audit`, `record_audit_many`, the render node's image
     views).
     """
-    address = _storable(address)
+    address = storable_text(address)
     if len(address) <= CLIENT_IP_CHARS:
         return address
     return address[:CLIENT_IP_CHARS - 1] + "…"
@@ -128,23 +127,14 @@ def record_audit(
         username=username,
         action=action,
         object_type=object_type,
-        object_id=None if object_id is None else _storable(object_id),
+        object_id=None if object_id is None else storable_text(object_id),
         patient_id=patient_id,
         client_ip=stored_address(client_ip or client_address()),
-        detail=_storable(detail[:2000]),
+        detail=storable_text(detail[:2000]),
     )
     export_entry(model, entry)
 
 
-#: What no database stores in text: NUL (PostgreSQL refuses it) and lone surrogates (no encoding has
-#: them). An audit entry quotes what a caller sent (the path of a refused request, `_named_object`), and
-#: a write that fails loses the entry and answers 500: they are kept visibly, as U+FFFD.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(text: str) -> str:
-    """`text` as every layer's database stores it (`_UNSTORABLE` as U+FFFD)."""
-    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _actor_columns(model: type[peewee.Model], institution_id: str | None, role: str | None) -> dict[str, Any]:
@@ -164,8 +154,8 @@ def record_audit_many(model: type[peewee.Model], action: str, objects: list[tupl
     now, address = utcnow(), stored_address(client_address())
     actor = _actor_columns(model, identity.institution_id, identity.role)
     entries = [model(id=new_id(), at=now, user_id=identity.user_id, username=identity.username, action=action,
-                     object_type=object_type, object_id=None if object_id is None else _storable(object_id),
-                     patient_id=None, client_ip=address, detail=_storable(detail[:2000]), **actor)
+                     object_type=object_type, object_id=None if object_id is None else storable_text(object_id),
+                     patient_id=None, client_ip=address, detail=storable_text(detail[:2000]), **actor)
                for object_type, object_id in objects]
     if not entries:
         return

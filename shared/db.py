@@ -46,6 +46,20 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: What no database column holds in text: NUL (PostgreSQL refuses it; no DICOM text VR's repertoire has
+#: it, PS3.5 6.1, yet pydicom reads it from a file as it is) and lone surrogates (no database encodes
+#: them). SQLite stored both, so a value stored there was a 500 on PostgreSQL.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """`text` with what no database holds (`UNSTORABLE`) as U+FFFD, the same on SQLite and
+    PostgreSQL: for text a server keeps of what a caller or a file said (an audit entry quoting a
+    refused path, the catalogue's names and descriptions of a file, which itself is stored as it
+    came); visibly changed, never dropped."""
+    return UNSTORABLE.sub("\ufffd", text)
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC time, stored the same way on every database."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

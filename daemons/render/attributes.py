@@ -3,8 +3,6 @@ in receipts (a series' patient, study and description)."""
 
 from __future__ import annotations
 
-import re
-
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -19,13 +17,3 @@ def attribute_text(ds: Dataset, keyword: str) -> str:
     return str(value or "")
 
 
-#: What no database column holds: NUL (PostgreSQL refuses it in text; no text VR's repertoire has it,
-#: PS3.5 6.1, yet pydicom reads it from a file as it is) and lone surrogates (no database encodes them).
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable_text(text: str) -> str:
-    """`text` with what no database holds (`UNSTORABLE`) as U+FFFD: what the catalogue indexes of a
-    file's names and descriptions, the same on SQLite and PostgreSQL (a NUL in a Study Description
-    was stored on SQLite, a 500 on PostgreSQL). The file itself is stored as it came."""
-    return UNSTORABLE.sub("\ufffd", text)

@@ -21,7 +21,8 @@ import re
 
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import UNSTORABLE, attribute_text
+from daemons.render.attributes import attribute_text
+from shared.db import UNSTORABLE
 
 MAX_LENGTH = 64
 # each must be present and a UID; the SOP Class last, so an instance missing its identifying UIDs is

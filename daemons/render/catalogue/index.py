@@ -22,10 +22,10 @@ import peewee
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import attribute_text, storable_text
+from daemons.render.attributes import attribute_text
 from daemons.render.catalogue.temporal import is_date, is_time
 from daemons.render.store.manifest import Manifest
-from shared.db import exclusive_transaction, utcnow
+from shared.db import exclusive_transaction, storable_text, utcnow
 
 log = logging.getLogger(__name__)
 #: SQL parameters per query when looking SOP Instance UIDs up (below SQLite's oldest limit of 999).

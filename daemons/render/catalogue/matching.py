@@ -35,10 +35,10 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from daemons.render.attributes import UNSTORABLE
 from daemons.render.catalogue.index import CatalogueModels
 from daemons.render.catalogue.temporal import is_date, is_time, same_times, shortest_time
 from daemons.render.uids import is_uid
+from shared.db import UNSTORABLE
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 TABLE_OF_LEVEL = {"PATIENT": "Patient", "STUDY": "Study", "SERIES": "Series", "IMAGE": "Instance"}

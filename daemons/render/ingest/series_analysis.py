@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydicom.dataset import Dataset
 
-from daemons.render.attributes import attribute_text, storable_text
+from daemons.render.attributes import attribute_text
 from daemons.render.imaging.decode import decode_frames, fast_path_possible
 from daemons.render.imaging.pixels import LutTable, Modality, auto_window
 from daemons.render.imaging.slices import slice_table
@@ -51,6 +51,7 @@ from daemons.render.ingest.upload_checks import (
 )
 from daemons.render.store.frame_layout import Layout, layout_of
 from daemons.render.store.manifest import JournalEntry, Manifest
+from shared.db import storable_text
 
 
 @dataclass

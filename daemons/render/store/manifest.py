@@ -38,8 +38,8 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from daemons.render.attributes import storable_text
 from daemons.render.store.frame_layout import Layout
+from shared.db import storable_text
 
 MANIFEST_VERSION = 2
 JOURNAL_VERSION = 3  # a manifest body carrying journal entries (the S3 store's form of a growing series)
