@@ -104,3 +104,19 @@ def test_a_modality_holding_nul_is_kept_as_u_fffd_in_the_record_and_its_manifest
     assert item["patient"]["name"] == "Doe\ufffd^Jane"  # the manifest's, as the upload receipt states it
     record = node_on.client.get(f"/api/v1/records/{item['id']}", headers=node_on.headers()).get_json()
     assert record["modality"] == "C\ufffdT"
+
+
+def test_a_refused_request_whose_path_holds_nul_is_a_403_audited(node_on):
+    """A refused DICOMweb request is audited against the series its path names, which the audit looks
+    up: with a NUL in the series UID that lookup was PostgreSQL's error in the refusal's audit hook (a
+    500, the entry lost). It names the study (NUL kept as U+FFFD) and the answer stays the 403."""
+    files = synthetic_series(1)
+    assert stow(node_on, body_of(files)).status_code == 200
+    study, _, _ = uids(files[0])
+    admin = node_on.headers("instadmin")
+    for path in (f"/dicomweb/studies/{study}/series/1%00", f"/dicomweb/studies/1%00/series/1.2.3"):
+        reply = node_on.client.get(path, headers=admin)
+        assert reply.status_code == 403, (path, reply.get_data(as_text=True))
+    denials = node_on.client.get("/api/v1/audit?action=access.denied", headers=admin).json["items"]
+    assert {(entry["object_type"], entry["object_id"]) for entry in denials} >= {
+        ("study", study), ("study", "1\ufffd")}

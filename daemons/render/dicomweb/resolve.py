@@ -143,7 +143,7 @@ def audited_object(view_args: dict[str, Any]) -> tuple[str, str] | None:
     if not isinstance(study_uid, str):
         return None
     series_uid = view_args.get("series", view_args.get("series_uid"))
-    if isinstance(series_uid, str):
+    if isinstance(series_uid, str) and is_uid(study_uid) and is_uid(series_uid):  # no query of a NUL
         cat = _catalogue()
         row = (cat.Series.select(cat.Series.id).join(cat.Study)
                .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
