@@ -16,6 +16,7 @@ from pydicom.dataelem import RawDataElement
 from tests.dicomweb.conftest import synthetic_series, uids
 from tests.dicomweb.test_hostile_stow import failures
 from tests.dicomweb.test_stow_wado import body_of, instance_count, stow
+from tests.render.conftest import database_overrides
 from tests.render.synthetic import to_bytes
 
 CANNOT_UNDERSTAND = 0xC000
@@ -24,10 +25,7 @@ CANNOT_UNDERSTAND = 0xC000
 @pytest.fixture(params=["sqlite", "postgresql"])
 def node_on(request, make_node):
     """A node whose catalogue is on SQLite, then on PostgreSQL."""
-    overrides = {}
-    if request.param == "postgresql":
-        overrides["database__url"] = request.getfixturevalue("pg_database_factory")()
-    return make_node(**overrides)
+    return make_node(**database_overrides(request, request.param))
 
 
 def with_raw(raw: bytes, **values: bytes) -> bytes:

@@ -84,6 +84,14 @@ class NodeHarness:
         return self.app.extensions["sivr_records"]
 
 
+def database_overrides(request, backend: str) -> dict[str, str]:
+    """`build_node` overrides for a node whose catalogue is on `backend` ("sqlite", the default, or
+    "postgresql": a fresh database, skipped without one), for fixtures parametrized over both."""
+    if backend == "postgresql":
+        return {"database__url": request.getfixturevalue("pg_database_factory")()}
+    return {}
+
+
 def build_node(root: Path, token_keys: tuple[Path, Path], **overrides) -> NodeHarness:
     """A node app in `root` trusting tokens of `token_keys` (`section__key=value` overrides config);
     `make_node` for one test, or called directly by a module-scoped fixture."""

@@ -12,14 +12,13 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+from tests.render.conftest import database_overrides
 from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def archive(request, make_node):
-    overrides = {}
-    if request.param == "postgresql":
-        overrides["database__url"] = request.getfixturevalue("pg_database_factory")()
+    overrides = database_overrides(request, request.param)
     harness = open_archive(make_node, **overrides)
     harness.backend, harness.url = request.param, overrides.get("database__url")
     harness.database = harness.app.extensions["sivr_node"].models.database

@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
+from tests.render.conftest import database_overrides
 from tests.render.dimse_peers import CALLER, SCP, close_archive, open_archive
 from tests.render.synthetic import dataset
 from tests.render.test_dimse_hostile import audit_rows, models, send_store
@@ -22,10 +23,7 @@ from tests.render.test_dimse_hostile import audit_rows, models, send_store
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def archive(request, make_node):
-    overrides = {}
-    if request.param == "postgresql":
-        overrides["database__url"] = request.getfixturevalue("pg_database_factory")()
-    harness = open_archive(make_node, **overrides)
+    harness = open_archive(make_node, **database_overrides(request, request.param))
     yield harness
     close_archive(harness)
 
