@@ -41,6 +41,11 @@ ORIGINAL_FILE_READERS: tuple[str, ...] = (PHYSICIAN,)
 #: system administrator's of another institution) while the upload refused them. DIMSE C-STORE is
 #: governed by the node's calling-AE allow-list instead.
 INSTANCE_STORERS: tuple[str, ...] = (PHYSICIAN,)
+#: Who may file a series under a patient at their institution (`POST /api/v1/records` of the
+#: institution server) and ask its node for what filing takes or tell it that it is done (`POST
+#: /api/v1/records/{id}/receipt` and `/filed` of the render node): physicians, who vouch for which
+#: patient a series belongs to. One rule, or the institution and its nodes could disagree on who files.
+SERIES_FILERS: tuple[str, ...] = (PHYSICIAN,)
 
 # The single administrative role of schema version 1; the upgrade migrates it to SYSTEM_ADMIN.
 LEGACY_ADMIN = "admin"

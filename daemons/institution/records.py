@@ -40,7 +40,7 @@ from shared.auth import current_identity, require_auth
 from shared.db import exclusive_transaction, run_exclusive
 from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
-from shared.roles import PHYSICIAN, ROLES
+from shared.roles import ROLES, SERIES_FILERS
 from shared.validation import (
     Field,
     iso_utc,
@@ -169,7 +169,7 @@ def _lock_name(record_id: str) -> str:
 
 
 @bp.post("/api/v1/records")
-@require_auth(PHYSICIAN)
+@require_auth(*SERIES_FILERS)
 def register_record():
     """The patient must be vouched for by the toplevel (a patient reference), the node must be in
     this institution's registry, and the node must vouch that it stores the record: the upload

@@ -23,7 +23,7 @@ from shared.audit import record_audit, record_audit_many
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
 from shared.receipts import issue_receipt
-from shared.roles import PHYSICIAN, ROLES
+from shared.roles import ROLES, SERIES_FILERS
 from shared.validation import iso_utc, page_args, parse_record_id
 
 bp = Blueprint("render_worklist", __name__)
@@ -108,7 +108,7 @@ def _stored_here(record_id: str):
 
 
 @bp.post("/api/v1/records/<record_id>/receipt")
-@require_auth(PHYSICIAN)
+@require_auth(*SERIES_FILERS)
 def receipt(record_id: str):
     """A signed receipt for registering a stored, unfiled series at the institution, as an upload
     answers with: for series that arrived without an upload, or whose upload receipt has expired."""
@@ -122,7 +122,7 @@ def receipt(record_id: str):
 
 
 @bp.post("/api/v1/records/<record_id>/filed")
-@require_auth(PHYSICIAN)
+@require_auth(*SERIES_FILERS)
 def filed(record_id: str):
     """Take a series off the work list once the browser has registered it at the institution.
 
