@@ -9,6 +9,7 @@ second loopback address (the attacker), and dcmtk's echoscu (the modality, from 
 from __future__ import annotations
 
 import contextlib
+import select
 import shutil
 import socket
 import struct
@@ -19,7 +20,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from daemons.render.dimse.admission import per_address_limit
+from daemons.render.dimse.admission import REFUSED_WAIT_S, per_address_limit
 from daemons.render.settings import KEYS
 from shared.config import ConfigError, build_config
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
@@ -44,6 +45,20 @@ def audit_rows(harness, action: str) -> list[str]:
 
 def raw(port: int, source: str = ATTACKER) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def closed_by_peer(socks: list[socket.socket], deadline: float) -> int:
+    """How many of `socks` the other end has closed by `deadline` (end of stream or reset)."""
+    closed: set[socket.socket] = set()
+    while len(closed) < len(socks) and time.monotonic() < deadline:
+        readable, _, _ = select.select([s for s in socks if s not in closed], [], [], deadline - time.monotonic())
+        for sock in readable:
+            try:
+                if not sock.recv(4096):
+                    closed.add(sock)
+            except OSError:
+                closed.add(sock)
+    return len(closed)
 
 
 def echoscu(port: int) -> bool:
@@ -181,12 +196,18 @@ def test_refused_connections_that_start_a_request_and_stop_hold_one_place_more_a
     started = []
     try:
         assert all(assoc.is_established for assoc in held)
+        # waited for, each would hold its place REFUSED_WAIT_S; closed unread, four of them end at once
+        deadline = time.monotonic() + REFUSED_WAIT_S * 0.9
         for _ in range(5):
             sock = raw(port)
             sock.sendall(b"\x01")  # an A-ASSOCIATE-RQ's first byte, and no more
             started.append(sock)
-        time.sleep(0.2)
+        assert closed_by_peer(started, deadline) >= 4, "refused connections held places while they were waited for"
+        # a closed one's place is free once its thread has ended (its refusal noted): a moment, when loaded
         server = guarded.app.extensions["sivr_dimse"].servers[0]
+        settled = time.monotonic() + 10
+        while len(server.active_associations) > 3 and time.monotonic() < settled:
+            time.sleep(0.02)
         assert len(server.active_associations) <= 3, "refused connections held places while they were waited for"
         assert echo(port), "the one place left to other addresses was taken"
     finally:
