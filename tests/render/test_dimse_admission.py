@@ -78,13 +78,16 @@ def idle_association(port: int, source: str = ATTACKER):
 def test_silent_connections_from_one_address_leave_places_for_the_modalities(guarded):
     """Before: four bare connections from one address kept every caller out for the ACSE timeout (30 s)."""
     port = guarded.dicom_port
+    deadline = time.monotonic() + 0.8  # before the request timeout (1 s) frees the two admitted
     held = [raw(port) for _ in range(6)]
     try:
-        time.sleep(0.2)
+        assert closed_by_peer(held, deadline) >= 4, "the connections over the address's limit were kept"
+        server = guarded.app.extensions["sivr_dimse"].servers[0]
+        while len(server.active_associations) > 2 and time.monotonic() < deadline:  # their threads ending
+            time.sleep(0.02)
         started = time.monotonic()
         assert echoscu(port) and echo(port), "one address's silent connections took every place"
         assert time.monotonic() - started < 0.9  # within the attacker's request timeout: not freed by it
-        server = guarded.app.extensions["sivr_dimse"].servers[0]
         deadline = time.monotonic() + 1.0  # the echoes' own threads end as they are released
         while len(server.active_associations) > 2 and time.monotonic() < deadline:
             time.sleep(0.05)
