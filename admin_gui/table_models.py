@@ -4,10 +4,15 @@ Each model is a `QAbstractTableModel` over a list of JSON objects (dicts, as the
 them) with a fixed list of `Column`s. A column gives a raw value (used for sorting, so numbers
 and times sort as numbers and times, not as text) and the text shown. Screens keep the dicts and
 get them back with `row_at()`, so an edit dialog always works on what the server sent.
+
+`FilterProxyModel` sorts and filters them for a view in Python, on keys and texts the model
+computes once per row: a table holds up to tens of thousands of rows (the audit log, users,
+patients), and Qt's own proxy would call into Python for every comparison and every cell.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -16,18 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
+    QAbstractItemModel,
+    QAbstractProxyModel,
     QAbstractTableModel,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
-    QSortFilterProxyModel,
     Qt,
 )
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtGui import Qt as GuiQt
 
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-#: Full text of a cell for the filter box, so a pasted whole id matches a shortened one.
-FILTER_ROLE = Qt.ItemDataRole.UserRole + 3
 #: Role giving `(used, budget)` to the memory bar delegate of the node health table.
 BAR_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -80,6 +84,8 @@ def short_id(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, str):  # first: most cells, and every cell of a 50,000-row filter
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -153,20 +159,21 @@ class ResourceTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        return self.cell_data(index.row(), index.column(), role) if index.isValid() else None
+
+    def cell_data(self, row: int, column: int, role: int) -> Any:
+        """`data` of the cell at (`row`, `column`): also what `FilterProxyModel.data` answers with,
+        in one call from Qt (a view asks some ten roles of each cell it lays out)."""
         # an exception raised here is a crash, not a traceback (PySide): a cell that cannot be shown is blank
         try:
-            return self._data(index, role)
+            return self._data(row, column, role)
         except Exception:
-            log.exception("cannot show row %s, column %s", index.row(), index.column())
+            log.exception("cannot show row %s, column %s", row, column)
             return None
 
-    def _data(self, index: _Index, role: int) -> Any:
-        if not index.isValid():
-            return None
-        row = self._rows[index.row()]
-        column = self.columns[index.column()]
-        if role == SORT_ROLE:
-            return _sortable(column.value(row))
+    def _data(self, row_number: int, column_number: int, role: int) -> Any:
+        row = self._rows[row_number]
+        column = self.columns[column_number]
         if role == Qt.ItemDataRole.DisplayRole:
             return column.text(column.value(row))
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -174,16 +181,44 @@ class ResourceTableModel(QAbstractTableModel):
             tip = raw if isinstance(raw, str) and raw else column.text(raw)
             # a tooltip that looks like HTML is rendered as HTML; cell values are other users' text
             return GuiQt.convertFromPlainText(tip) if tip else None
-        if role == FILTER_ROLE:
-            raw = column.value(row)
-            return f"{column.text(raw)} {_text(raw)}"
         if role == Qt.ItemDataRole.TextAlignmentRole:
             return column.alignment()
-        return self.row_role(row, index.column(), role)
+        return self.row_role(row, column_number, role)
 
     def row_role(self, row: dict[str, Any], column: int, role: int) -> Any:
         """Hook for colours and other per-row roles."""
         return None
+
+    def sort_key(self, row: int, column: int) -> tuple[int, Any]:
+        """Where one cell sorts (`_sort_key` of its raw value), for `FilterProxyModel`.
+
+        Computed in Python from the row, never carried through a QVariant: PySide crashes on an
+        integer beyond 64 bits there, and loses a reference to None for every blank cell read
+        with `index.data()` (a few thousand blanks aborted the console). A value that cannot be
+        read sorts as a blank, as `data` shows it blank: raising here would be a crash too.
+        """
+        try:
+            return _sort_key(self.columns[column].value(self._rows[row]))
+        except Exception:
+            log.exception("cannot sort row %s by column %s", row, column)
+            return _BLANK
+
+    def filter_text(self, row: int) -> tuple[str, ...]:
+        """One row's cells as the filter box matches them, case-folded, for `FilterProxyModel`.
+
+        A cell is its shown text and, where that is shortened or reworded, its whole raw value
+        too, so a pasted whole id matches a shortened one. A cell that cannot be read is blank.
+        """
+        record, cells = self._rows[row], []
+        for column in self.columns:
+            try:
+                raw = column.value(record)
+                shown = column.text(raw)
+                cells.append((shown if column.text is _text else f"{shown} {_text(raw)}").casefold())
+            except Exception:
+                log.exception("cannot filter row %s, column %s", row, column.header)
+                cells.append("")
+        return tuple(cells)
 
 
 class InstitutionsModel(ResourceTableModel):
@@ -327,42 +362,222 @@ class PatientsModel(ResourceTableModel):
     )
 
 
-def _sortable(value: Any) -> Any:
-    """A raw value as Qt can carry it to the sort proxy: PySide fails (a crash) to convert an
-    integer beyond 64 bits, or a list or object holding one, to a QVariant after `data` returned."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)):
-        return finite(value)
-    return _text(value)
+#: Where a blank sorts: last (first when descending).
+_BLANK = (2, "")
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    """Blanks last, numbers by value, everything else as case-folded text."""
+    """Blanks last, numbers by value, everything else as case-folded text.
+
+    A number that is not finite (an infinity, an integer beyond a float) shows blank and sorts
+    as a blank. The keys of one column always compare (an int with a float, a str with a str),
+    so `sorted` cannot raise on them.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = finite(value)
+        return _BLANK if number is None else (0, number)
     if value is None or value == "":
-        return (2, "")
-    number = finite(value)
-    if number is not None:
-        return (0, number)
+        return _BLANK
     return (1, _text(value).casefold())
 
 
-class FilterProxyModel(QSortFilterProxyModel):
-    """Case-insensitive filter over every column; sorts by the raw values of `SORT_ROLE`."""
+class FilterProxyModel(QAbstractProxyModel):
+    """The rows of a `ResourceTableModel` for a view: sorted by one column, filtered by a text.
 
-    def __init__(self, parent=None):
+    Not a QSortFilterProxyModel: that sorts by calling `lessThan` n·log n times and filters by
+    asking `data()` of every cell, each a call from C++ into Python — 50,000 audit entries
+    took 10 s to sort and seconds per filter keystroke, with the GUI frozen. Here the model
+    computes each row's sort key (`ResourceTableModel.sort_key`) and folded cell texts
+    (`filter_text`, on the first filter after a reset) once, in Python; a sort is one `sorted()`
+    and a filter one pass over the texts. Like QSortFilterProxyModel's, the sort is stable over
+    the order shown before (sort by user after time: each user's rows stay in time order).
+
+    Changes reach views as one layout change, in which persistent indexes (the selection, the
+    current row) follow their rows, or become invalid when their row is filtered out. The source
+    changes by reset (`set_rows`) and in place (`update_row`: dataChanged), which re-filters the
+    rows changed and moves them where they now sort.
+    """
+
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.setFilterKeyColumn(-1)
-        self.setSortRole(SORT_ROLE)
-        self.setFilterRole(FILTER_ROLE)
+        self._model: ResourceTableModel | None = None
+        self._column = -1
+        self._descending = False
+        self._needle = ""
+        #: Per source row: its sort key in `_column` (its own number while unsorted) and, once
+        #: a filter has been typed, its cells' folded texts.
+        self._keys: list[Any] = []
+        self._texts: list[tuple[str, ...]] | None = None
+        #: Every source row in sort order; those shown (the filter's) in that order; each source
+        #: row's place among those shown (-1: filtered out).
+        self._sorted: list[int] = []
+        self._shown: list[int] = []
+        self._place: list[int] = []
 
-    def lessThan(self, left: _Index, right: _Index) -> bool:
-        try:  # as in `ResourceTableModel.data`: raising here would crash the console
-            return _sort_key(left.data(SORT_ROLE)) < _sort_key(right.data(SORT_ROLE))
-        except Exception:
-            log.exception("cannot compare rows %s and %s", left.row(), right.row())
-            return False
+    def setSourceModel(self, model: QAbstractItemModel) -> None:
+        """Show `model` (a `ResourceTableModel`, set once)."""
+        assert isinstance(model, ResourceTableModel), model
+        self.beginResetModel()
+        super().setSourceModel(model)
+        self._model = model
+        model.modelAboutToBeReset.connect(self.beginResetModel)
+        model.modelReset.connect(self._source_reset)
+        model.dataChanged.connect(self._source_changed)
+        self._arrange_all()
+        self.endResetModel()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort by `column` (-1: the source's order), as a click on its header asks."""
+        if column != self._column:
+            self._column = column
+            self._keys = self._sort_keys(range(self._row_count()))
+        self._descending = order == Qt.SortOrder.DescendingOrder
+        self._sorted = self._in_order(self._sorted)
+        self._show(self._accepted(self._sorted))
+
+    def setFilterFixedString(self, text: str) -> None:
+        """Show only the rows with a cell containing `text`, case-insensitively (as Qt's of that
+        name; the filter box's textChanged calls it at each keystroke)."""
+        self._needle = text.casefold()
+        self._show(self._accepted(self._sorted))
 
     def source_row(self, proxy_row: int) -> int:
-        return self.mapToSource(self.index(proxy_row, 0)).row()
+        return self._shown[proxy_row]
+
+    def _row_count(self) -> int:
+        return self._model.rowCount() if self._model is not None else 0
+
+    def _sort_keys(self, rows: range) -> list[Any]:
+        if self._column < 0 or self._model is None:
+            return list(rows)
+        sort_key, column = self._model.sort_key, self._column
+        return [sort_key(row, column) for row in rows]
+
+    def _in_order(self, rows: list[int]) -> list[int]:
+        """`rows` sorted, stably: rows of one key stay in the order given."""
+        return sorted(rows, key=self._keys.__getitem__, reverse=self._descending)
+
+    def _accepted(self, rows: list[int]) -> list[int]:
+        """Those of `rows` that pass the filter, in their order."""
+        if not self._needle or self._model is None:
+            return rows
+        if self._texts is None:
+            self._texts = [self._model.filter_text(row) for row in range(self._row_count())]
+        needle, texts = self._needle, self._texts
+        return [row for row in rows if any(needle in cell for cell in texts[row])]
+
+    def _arrange_all(self) -> None:
+        """After a reset: every row's key, rows of one key in the source's order."""
+        count = self._row_count()
+        self._keys = self._sort_keys(range(count))
+        self._texts = None
+        self._sorted = self._in_order(list(range(count)))
+        self._shown = self._accepted(self._sorted)
+        self._place = self._places()
+
+    def _places(self) -> list[int]:
+        place = [-1] * self._row_count()
+        for proxy_row, row in enumerate(self._shown):
+            place[row] = proxy_row
+        return place
+
+    def _source_reset(self) -> None:
+        self._arrange_all()
+        self.endResetModel()
+
+    def _source_changed(self, top_left: QModelIndex, bottom_right: QModelIndex) -> None:
+        """Rows updated in place: their keys and texts anew, then they move (or hide) as their
+        new values sort and filter, and are repainted where they are."""
+        assert self._model is not None
+        rows = range(top_left.row(), bottom_right.row() + 1)
+        self._keys[rows.start:rows.stop] = self._sort_keys(rows)
+        if self._texts is not None:
+            self._texts[rows.start:rows.stop] = [self._model.filter_text(row) for row in rows]
+        self._sorted = self._sorted.copy()  # `_shown` may be the same list
+        for row in rows:
+            self._move_into_place(row)
+        self._show(self._accepted(self._sorted))
+        last = self.columnCount() - 1
+        for row in rows:
+            if self._place[row] >= 0:
+                self.dataChanged.emit(self.index(self._place[row], 0), self.index(self._place[row], last))
+
+    def _move_into_place(self, row: int) -> None:
+        """Move `row`, whose key changed, to where it now sorts, as QSortFilterProxyModel does:
+        nowhere while it still sorts between its neighbours, else after the rows it ties with
+        (a node's answer does not reorder rows of equal keys)."""
+        keys, order, key = self._keys, self._sorted, self._keys[row]
+
+        def before(a: Any, b: Any) -> bool:
+            return a > b if self._descending else a < b
+
+        at = order.index(row)
+        if not ((at > 0 and before(key, keys[order[at - 1]]))
+                or (at + 1 < len(order) and before(keys[order[at + 1]], key))):
+            return
+        del order[at]
+        order.insert(bisect.bisect_left(order, True, key=lambda other: before(key, keys[other])), row)
+
+    def _show(self, shown: list[int]) -> None:
+        """Show `shown` (source rows in order) as one layout change, moving persistent indexes
+        with their rows."""
+        if shown == self._shown:
+            return
+        self.layoutAboutToBeChanged.emit()
+        before = self.persistentIndexList()
+        rows = [self._shown[index.row()] for index in before]
+        self._shown = shown
+        self._place = self._places()
+        self.changePersistentIndexList(
+            before, [self.index(self._place[row], index.column()) for row, index in zip(rows, before, strict=True)])
+        self.layoutChanged.emit()
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        """The source's cell, read without the three Python calls of QAbstractProxyModel's
+        (mapToSource, the source's index, its data): a view sizing its columns reads 1,000 rows."""
+        if not index.isValid() or self._model is None:
+            return None
+        return self._model.cell_data(self._shown[index.row()], index.column(), role)
+
+    def mapToSource(self, proxy_index: _Index) -> QModelIndex:
+        if not proxy_index.isValid() or self._model is None:
+            return QModelIndex()
+        return self._model.index(self._shown[proxy_index.row()], proxy_index.column())
+
+    def mapFromSource(self, source_index: _Index) -> QModelIndex:
+        if not source_index.isValid():
+            return QModelIndex()
+        return self.index(self._place[source_index.row()], source_index.column())
+
+    def index(self, row: int, column: int, parent: _Index = _TOP_LEVEL) -> QModelIndex:
+        """The index at (`row`, `column`); the invalid index out of range (row -1: filtered out)."""
+        if parent.isValid() or not 0 <= row < len(self._shown) or not 0 <= column < self._column_count:
+            return QModelIndex()
+        return self.createIndex(row, column)
+
+    def parent(self, child: _Index | None = None) -> Any:
+        """No index has a parent in a table; without an index, the QObject's parent (same name)."""
+        return QObject.parent(self) if child is None else QModelIndex()
+
+    def rowCount(self, parent: _Index = _TOP_LEVEL) -> int:
+        return 0 if parent.isValid() else len(self._shown)
+
+    def columnCount(self, parent: _Index = _TOP_LEVEL) -> int:
+        return 0 if parent.isValid() else self._column_count
+
+    @property
+    def _column_count(self) -> int:
+        return len(self._model.columns) if self._model is not None else 0
+
+    def hasChildren(self, parent: _Index = _TOP_LEVEL) -> bool:
+        return not parent.isValid() and bool(self._shown)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        """The source's headers: columns are not moved, and rows keep the source's numbers.
+        (QAbstractProxyModel's maps a column through row 0, which a filter may have hidden.)"""
+        if self._model is None:
+            return None
+        if orientation == Qt.Orientation.Vertical and 0 <= section < len(self._shown):
+            section = self._shown[section]
+        return self._model.headerData(section, orientation, role)
