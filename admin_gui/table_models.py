@@ -364,6 +364,9 @@ class PatientsModel(ResourceTableModel):
 
 #: Where a blank sorts: last (first when descending).
 _BLANK = (2, "")
+#: Between a row's cells in the text the filter searches: the filter box holds line breaks only
+#: when pasted, and a needle holding one is checked against each cell.
+_CELLS = "\n"
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -407,7 +410,7 @@ class FilterProxyModel(QAbstractProxyModel):
         #: Per source row: its sort key in `_column` (its own number while unsorted) and, once
         #: a filter has been typed, its cells' folded texts.
         self._keys: list[Any] = []
-        self._texts: list[tuple[str, ...]] | None = None
+        self._texts: list[str] | None = None
         #: Every source row in sort order; those shown (the filter's) in that order; each source
         #: row's place among those shown (-1: filtered out).
         self._sorted: list[int] = []
@@ -462,9 +465,18 @@ class FilterProxyModel(QAbstractProxyModel):
         if not self._needle or self._model is None:
             return rows
         if self._texts is None:
-            self._texts = [self._model.filter_text(row) for row in range(self._row_count())]
+            self._texts = [self._row_text(row) for row in range(self._row_count())]
         needle, texts = self._needle, self._texts
-        return [row for row in rows if any(needle in cell for cell in texts[row])]
+        found = [row for row in rows if needle in texts[row]]
+        if _CELLS in needle:  # it may span two cells there: look at each
+            filter_text = self._model.filter_text
+            found = [row for row in found if any(needle in cell for cell in filter_text(row))]
+        return found
+
+    def _row_text(self, row: int) -> str:
+        """A row's folded cells on one line, searched with one `in` per row and keystroke."""
+        assert self._model is not None
+        return _CELLS.join(self._model.filter_text(row))
 
     def _arrange_all(self) -> None:
         """After a reset: every row's key, rows of one key in the source's order."""
@@ -492,7 +504,7 @@ class FilterProxyModel(QAbstractProxyModel):
         rows = range(top_left.row(), bottom_right.row() + 1)
         self._keys[rows.start:rows.stop] = self._sort_keys(rows)
         if self._texts is not None:
-            self._texts[rows.start:rows.stop] = [self._model.filter_text(row) for row in rows]
+            self._texts[rows.start:rows.stop] = [self._row_text(row) for row in rows]
         self._sorted = self._sorted.copy()  # `_shown` may be the same list
         for row in rows:
             self._move_into_place(row)
