@@ -372,9 +372,9 @@ _CELLS = "\n"
 def _sort_key(value: Any) -> tuple[int, Any]:
     """Blanks last, numbers by value, everything else as case-folded text.
 
-    A number that is not finite (an infinity, an integer beyond a float) shows blank and sorts
-    as a blank. The keys of one column always compare (an int with a float, a str with a str),
-    so `sorted` cannot raise on them.
+    A number that is not finite (an infinity, an integer beyond a float) sorts as a blank, as
+    the columns of figures show it (`finite`). The keys of one column always compare (an int
+    with a float, a str with a str), so `sorted` cannot raise on them.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = finite(value)
