@@ -135,8 +135,6 @@ def record_audit(
     export_entry(model, entry)
 
 
-
-
 def _actor_columns(model: type[peewee.Model], institution_id: str | None, role: str | None) -> dict[str, Any]:
     """The actor's institution and role when they acted, for an audit table that keeps them (the
     toplevel's, where one log holds every institution's users: daemons/toplevel/models.py)."""

@@ -15,5 +15,3 @@ def attribute_text(ds: Dataset, keyword: str) -> str:
     if isinstance(value, MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value or "")
-
-

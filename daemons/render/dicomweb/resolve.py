@@ -80,12 +80,17 @@ def series_of_study(study_uid: str) -> list[Any]:
                 .order_by(cat.Series.series_number, cat.Series.id))
 
 
+def _series_row(study_uid: str, series_uid: str) -> Any:
+    """The series row of a series within a study, None when unknown (both must be UIDs)."""
+    cat = _catalogue()
+    return (cat.Series.select().join(cat.Study)
+            .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
+
+
 def series(study_uid: str, series_uid: str) -> Any:
     """The series row (its `id` is the record id) of a series within a study (404 when unknown)."""
     _require_uids(("study", study_uid), ("series", series_uid))
-    cat = _catalogue()
-    row = (cat.Series.select().join(cat.Study)
-           .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
+    row = _series_row(study_uid, series_uid)
     if row is None:
         raise _not_found("series", series_uid)
     return row
@@ -144,9 +149,7 @@ def audited_object(view_args: dict[str, Any]) -> tuple[str, str] | None:
         return None
     series_uid = view_args.get("series", view_args.get("series_uid"))
     if isinstance(series_uid, str) and is_uid(study_uid) and is_uid(series_uid):  # no query of a NUL
-        cat = _catalogue()
-        row = (cat.Series.select(cat.Series.id).join(cat.Study)
-               .where(cat.Study.study_uid == study_uid, cat.Series.series_uid == series_uid).first())
+        row = _series_row(study_uid, series_uid)
         if row is not None:
             return "record", row.id
     return "study", study_uid[:64]
