@@ -89,18 +89,52 @@ def login():
 
     user = User.get_or_none(User.username == username)
     refusal = _login_refusal(user, password)
-    if user is None or refusal:
-        throttle.audit_login_attempt("auth.login_failed", username, user, refusal)
+    opened = None if user is None or refusal else _open_session(user, password)
+    if opened is None:
+        throttle.audit_login_attempt("auth.login_failed", username, user, refusal or _ACCOUNT_CHANGED)
         throttle.attempt_failed(attempt)
         raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     throttle.attempt_succeeded(attempt, username, address)
-
-    if top.passwords.needs_rehash(user.password_hash):
-        user.password_hash = top.passwords.hash(password)
-        user.save(only=[User.password_hash])
-    session_id, auth_time = sessions.start_session(user.id, top.session_max_s, top.issuer.ttl_s)
+    user, session_id, auth_time = opened
     throttle.audit_login_attempt("auth.login", username, user, f"session {session_id}")
     return _token_answer(user, session_id, auth_time)
+
+
+_ACCOUNT_CHANGED = "the account's password was changed, or it was deactivated or deleted, while the login was checked"
+
+
+class _AccountChanged(Exception):
+    """The user row no longer matches the one whose password a login verified."""
+
+
+def _open_session(checked: User, password: str) -> tuple[User, str, int] | None:
+    """A new session of `checked`, whose password was just verified, with the user row as it is
+    now; None when the row changed meanwhile (another password, deactivated, deleted).
+
+    Verifying a password takes a good part of a second, and an administrator's password reset
+    (or the user's own change) in that time revokes the sessions that exist: a session started
+    after it, for the old password, would outlive the reset. So the session row is written first
+    and the user row read again in the same transaction, locked (`FOR UPDATE` where the database
+    has it; SQLite's writer lock, taken by the first write, holds every other writer off): a reset
+    that committed before is seen here and refuses the login, one that comes after waits for this
+    commit and then revokes the new session with the others.
+    """
+    top = toplevel()
+    rehashed = top.passwords.hash(password) if top.passwords.needs_rehash(checked.password_hash) else None
+    database = User._meta.database
+    try:
+        with database.atomic():
+            session_id, auth_time = sessions.start_session(checked.id, top.session_max_s, top.issuer.ttl_s)
+            query = User.select().where(User.id == checked.id)
+            current = (query.for_update() if database.for_update else query).first()
+            if current is None or not current.active or current.password_hash != checked.password_hash:
+                raise _AccountChanged
+            if rehashed is not None:
+                current.password_hash = rehashed
+                current.save(only=[User.password_hash])
+    except _AccountChanged:
+        return None
+    return current, session_id, auth_time
 
 
 def _check_session_limit(identity: Identity) -> None:
