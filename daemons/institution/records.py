@@ -17,8 +17,8 @@ from flask import Blueprint, Response, jsonify
 
 from daemons.institution.access import (
     may_change_record_here,
+    require_member,
     require_patient_reference,
-    require_physician_here,
     require_record_change,
     take_patient_reference,
     this_institution,
@@ -175,7 +175,7 @@ def register_record():
     this institution's registry, and the node must vouch that it stores the record: the upload
     receipt it answered this user's upload with, verified against the node's registered key. When
     the two name different patients, the physician's confirmation must come with it (`reconciliation`)."""
-    identity = require_physician_here()
+    identity = require_member()  # the role: the view's require_auth, one rule
     body = json_body()
     reference = take_patient_reference(body)
     receipt = body.pop("receipt", None)
