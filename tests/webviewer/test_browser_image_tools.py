@@ -6,6 +6,8 @@ name their pixel (HU = 100 * row + column), so a probe reading proves where a sc
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import numpy as np
 import pytest
@@ -269,6 +271,34 @@ def test_key_images_persist_across_a_reload_and_lead_back(page, deployment, ct, 
     shot(page, shots, "image-tools-key-images")
     page.locator("#key-image").click()   # unmark
     page.wait_for_function("() => !document.querySelector('#key-image-list .key-image-item')")
+
+
+KEY_IMAGE_ITEM = {"plane": "native", "index": 1, "stack": None, "phase": None, "marked_by": "dr.house"}
+
+
+@pytest.mark.parametrize("listing", [
+    {"items": None},
+    {"items": [{**KEY_IMAGE_ITEM, "index": "1"}]},   # listed as "Slices 11 / 3", a click went to no slice
+    {"items": [{**KEY_IMAGE_ITEM, "index": -2}]},
+    {"items": [{**KEY_IMAGE_ITEM, "plane": "oblique"}]},
+    {"items": [{**KEY_IMAGE_ITEM, "phase": 0.5}]},
+    {"items": [KEY_IMAGE_ITEM, "not an object"]},
+], ids=["items-null", "index-text", "index-negative", "plane-unknown", "phase-fraction", "item-text"])
+def test_a_key_image_listing_of_another_shape_is_reported_not_listed(page, deployment, ct, listing):
+    """A node's key-image listing the viewer did not ask for is said to be one, and nothing of it is
+    listed or offered to click; the images still scroll."""
+    page.set_default_timeout(30000)
+    page.route(re.compile(r".*/api/v1/records/[^/]+/key-images$"),
+               lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(listing)))
+    open_loaded(page, deployment, ct)
+    status = page.locator("#key-image-status")
+    page.wait_for_function("() => document.querySelector('#key-image-status').textContent"
+                           ".includes('could not be read')")
+    assert "something else than the key images asked for" in status.text_content()
+    assert page.locator("#key-image-list .key-image-item").count() == 0
+    wait_shown(page, "d.shownPlane === 'native'")
+    page.keyboard.press("ArrowDown")
+    wait_shown(page, "d.shownIndex === '1'")
 
 
 def test_export_downloads_the_view_as_a_png_of_its_size(page, deployment, ct, shots, tmp_path):

@@ -4,8 +4,9 @@
 // …/records/{id}/key-images, docs/API.md), so they are there after a reload and for every reader.
 // The panel lists those of the record the active viewport shows (series.js), from its own node.
 
+import { badAnswer, hostOf } from "./api.js";
 import { h, mount } from "./dom.js";
-import { planeInfo } from "./geometry.js";
+import { PLANES, planeInfo } from "./geometry.js";
 import { planesFor, timeOf } from "./stacks.js";
 import { planeLabel } from "./viewoptions.js";
 
@@ -44,6 +45,23 @@ function sameImage(record, a, b) {
     && (a.phase ?? null) === (b.phase ?? null);
 }
 
+/**
+ * The node's listing `{items: [KeyImageRef & {marked_by}]}` as asked for, else a bad answer naming
+ * the node: an item of another view, or whose index or time point is no count, would end as a
+ * TypeError in the panel or move the viewport to no image when clicked.
+ * @param {any} body @param {string} base @param {string} path @returns {{items: any[]}}
+ */
+function keyImageListing(body, base, path) {
+  const count = (/** @type {any} */ value) => Number.isInteger(value) && value >= 0;
+  const valid = body !== null && typeof body === "object" && Array.isArray(body.items)
+    && body.items.every((/** @type {any} */ item) => item !== null && typeof item === "object"
+      && PLANES.includes(item.plane) && count(item.index)
+      && (item.stack == null || typeof item.stack === "string") && (item.phase == null || count(item.phase))
+      && typeof item.marked_by === "string");
+  if (!valid) throw badAnswer(`${hostOf(base)} (${path})`, "something else than the key images asked for");
+  return body;
+}
+
 export class KeyImages {
   /** @param {any} shell the viewer (viewer.js): ctx, record (the one it opened with), active */
   constructor(shell) {
@@ -71,7 +89,7 @@ export class KeyImages {
     try {
       const record = this.record;
       const listing = await this.shell.ctx.session.fetchJson(record.node.url, this.path);
-      if (record === this.record) this.show(listing);
+      if (record === this.record) this.show(keyImageListing(listing, record.node.url, this.path));
     } catch (err) {
       if (!err.isAuthFailure) this.status.textContent = `The key images could not be read: ${this.shell.ctx.describeError(err)}`;
     }
@@ -115,7 +133,8 @@ export class KeyImages {
         await session.fetchJson(this.record.node.url, url, { method: "DELETE" });
         this.show({ items: this.items.filter((i) => !sameImage(this.record, i, image)) });
       } else {
-        this.show(await session.fetchJson(this.record.node.url, url, { method: "PUT" }));
+        this.show(keyImageListing(await session.fetchJson(this.record.node.url, url, { method: "PUT" }),
+          this.record.node.url, url));
       }
       this.shell.ctx.announce(`${this.label(image)} ${unmark ? "is no longer a key image" : "marked as a key image"}.`);
     } catch (err) {
