@@ -10,12 +10,11 @@ from flask import Blueprint, Response, jsonify, request
 from daemons.render.api import query
 from daemons.render.api.worklist import node_receipt
 from daemons.render.catalogue.frame_instances import frame_instances, with_instances
-from daemons.render.catalogue.index import CatalogueModels, forget_series
+from daemons.render.catalogue.index import CatalogueModels
 from daemons.render.imaging.planes import plane_table
 from daemons.render.ingest.service import Actor, ingest_service
 from daemons.render.ingest.upload_checks import UploadError
 from daemons.render.ingest.upload_memory import Reservation, stored_body
-from daemons.render.models import remember_deleted
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.stacks import stacks_json
@@ -175,18 +174,8 @@ def delete_record(record_id: str):
     if not may_change_record(identity, identity.user_id, row.uploaded_by, the_node.institution_id):
         raise ApiError(403, "forbidden", "only the physician who stored this series or an administrator of "
                        "this institution may delete it")
-    # the store first: a worker told by `unload` that the series changed must find it gone, not
-    # read it once more and map its frames again (and nothing is deleted if it cannot be told)
-    the_node.registry.runtime.check()
-    remember_deleted(the_node.models, record_id)
-    the_node.store.delete(record_id)
-    the_node.registry.unload(record_id)
-    row.delete_instance()
-    forget_series(the_node.models.catalogue, record_id)
-    ingest_service().forget(record_id)
-    the_node.forget(record_id)
-    the_node.images.drop_record(record_id)
-    the_node.models.KeyImage.delete().where(the_node.models.KeyImage.record_id == record_id).execute()
+    if not ingest_service().delete(record_id):  # another DELETE took it while this one waited
+        raise not_found("record", record_id)
     record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
     return Response(status=204)
 

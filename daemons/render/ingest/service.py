@@ -39,7 +39,14 @@ import peewee
 from flask import current_app
 from pydicom.dataset import Dataset
 
-from daemons.render.catalogue.index import UID_BATCH, InstanceHeader, backfill, index_series, patient_key
+from daemons.render.catalogue.index import (
+    UID_BATCH,
+    InstanceHeader,
+    backfill,
+    forget_series,
+    index_series,
+    patient_key,
+)
 from daemons.render.ingest.isolation import IsolatedFailure, isolated_checker
 from daemons.render.ingest.resend import Resent, compare_resent, same_pixels
 from daemons.render.ingest.series_analysis import (
@@ -58,6 +65,7 @@ from daemons.render.ingest.upload_checks import (
     parse_stored_file,
 )
 from daemons.render.ingest.upload_memory import UploadMemory
+from daemons.render.models import remember_deleted
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
 from daemons.render.store.local import Precompressed
@@ -557,6 +565,46 @@ class Ingest:
         held = self._parsed.get(record_id)
         if held is not None and held.current:
             self._parsed[record_id] = replace(held, outdated_at=time.monotonic())
+
+    # --- deletion --------------------------------------------------------------------------------
+    def delete(self, record_id: str) -> bool:
+        """Delete a stored series: its store folder, its record and catalogue rows, its key images and
+        what the node holds of it; False when it is gone already (another DELETE took it meanwhile).
+
+        Under the series' lock, as its appends and analyses are. A DELETE that came between an
+        append's checks and its writes made the append fail (its folder gone: 503, a C-STORE
+        failure) or, once its files were written, file catalogue rows for a series no longer stored
+        and acknowledge an instance no one could read; an append that came during a DELETE found
+        the series half deleted (404, a C-STORE failure); two DELETEs at once both answered 204.
+        Now one waits for the other: an append after a DELETE stores the series anew, and the
+        second DELETE is a 404.
+        """
+        node = self.node
+        models = node.models
+        with self._lock_for(self._series_uid_of(record_id)):
+            row = models.StoredRecord.get_or_none(models.StoredRecord.id == record_id)
+            if row is None:
+                return False
+            # the store first: a worker told by `unload` that the series changed must find it gone, not
+            # read it once more and map its frames again (and nothing is deleted if it cannot be told)
+            node.registry.runtime.check()
+            remember_deleted(models, record_id)
+            node.store.delete(record_id)
+            node.registry.unload(record_id)
+            row.delete_instance()
+            forget_series(models.catalogue, record_id)
+            self.forget(record_id)
+            node.forget(record_id)
+            node.images.drop_record(record_id)
+            models.KeyImage.delete().where(models.KeyImage.record_id == record_id).execute()
+        return True
+
+    def _series_uid_of(self, record_id: str) -> str:
+        """The Series Instance UID of a stored series, which names its lock: the catalogue's, else its
+        manifest's (a series the catalogue could not index)."""
+        cat = self.node.models.catalogue
+        row = cat.Series.select(cat.Series.series_uid).where(cat.Series.id == record_id).first()
+        return row.series_uid if row is not None else self.node.manifest(record_id).meta.series_uid
 
     def forget(self, record_id: str) -> None:
         self._forget_parsed(record_id)
