@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from daemons.render.ingest import service
 from daemons.render.ingest.service import INGEST_EXTENSION, Actor, Ingest
 from daemons.render.records import _file_prefix
 from daemons.render.shared_frames import SUFFIX
@@ -258,6 +259,65 @@ def test_an_append_while_a_delete_is_under_way_makes_the_series_anew(archive, ra
         assert [i.sop_instance_uid for i in cat.Instance.select().where(cat.Instance.series == record_id)] == [
             sent.SOPInstanceUID]
         assert archive.client.get(f"/api/v1/records/{record_id}", headers=archive.headers()).status_code == 200
+
+
+# --- 4. a DELETE racing the series' analysis -----------------------------------------------------
+def test_a_delete_while_the_series_complete_analysis_runs_waits_for_it(archive, racers, monkeypatch, caplog):
+    """The DELETE comes while the "series complete" rule analyses the series. The analysis failed
+    on the folder gone (an error logged) and put the series back to be completed: the watcher
+    then failed on it again at every stable age, for ever. It waits for the analysis now."""
+    record_id, _ = stored_series(archive, 3)
+    ingest = archive.app.extensions[INGEST_EXTENSION]
+    assert ingest.growing() == [record_id]
+    deleter = racing(racers, lambda: delete(archive, record_id))
+    original = service.analyse_files
+
+    def analyse(*args, **kwargs):
+        deleter.run_now()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service, "analyse_files", analyse)
+    with archive.app.app_context():
+        assert ingest.complete_due(float("inf")) == [record_id]
+    assert deleter.result() == 204
+    assert ingest.growing() == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)
+
+
+def test_a_reader_analysing_a_series_deleted_meanwhile_is_told_404(archive, racers, monkeypatch):
+    """A reader found the series grown (its journal pending) and analyses it; the DELETE came in
+    between. The analysis read a folder gone: 500. 404 now."""
+    record_id, _ = stored_series(archive, 3)
+    node = the_node(archive)
+    node.forget(record_id)  # no manifest cached: the reader reads it, pending
+    deleter = racing(racers, lambda: delete(archive, record_id))
+    original = node.settle
+
+    def settle(record: str, series_uid: str):
+        deleter.run_now(until_series_lock=False)
+        return original(record, series_uid)
+
+    monkeypatch.setattr(node, "settle", settle)
+    read = archive.app.test_client().get(f"/api/v1/records/{record_id}", headers=archive.headers())
+    assert deleter.result() == 204
+    assert read.status_code == 404, read.json
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)
+
+
+def test_a_growing_series_another_node_deleted_is_let_go(archive, caplog):
+    """Another node sharing the store deletes a series that grew here. This node's "series complete"
+    rule failed to analyse it (an error logged) and put it back, to fail again at every stable age,
+    for ever. It lets it go now."""
+    record_id, _ = stored_series(archive, 3)
+    ingest, node = archive.app.extensions[INGEST_EXTENSION], the_node(archive)
+    node.store.delete(record_id)  # as the other node deletes it
+    with archive.app.app_context():
+        assert ingest.complete_due(float("inf")) == []
+    assert ingest.growing() == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 # --- 5. two DELETEs of one series -------------------------------------------------------------------

@@ -73,7 +73,7 @@ from daemons.render.store.manifest import Manifest, Meta
 from daemons.render.uids import identity_problem, uid_of
 from shared.audit import record_audit
 from shared.db import utcnow
-from shared.errors import ApiError
+from shared.errors import ApiError, not_found
 
 log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
@@ -144,6 +144,11 @@ class _Received:
     @property
     def next_blob(self) -> int:
         return max((blob for _, blob in self.files.values()), default=-1) + 1
+
+
+class _Deleted(Exception):
+    """The series left the store before its analysis could read it: deleted while the analysis
+    waited for its lock (a reader that found it grown), or by another node sharing the store."""
 
 
 class _ComparePixels(Exception):
@@ -451,15 +456,24 @@ class Ingest:
         try:
             with self._lock_for(series_uid):
                 return self._settle(record_id, series_uid)
+        except _Deleted as exc:
+            raise not_found("record", record_id) from exc
         except UploadError as exc:  # files each checked on arrival that cannot be one series: none should
             log.exception("series %s cannot be analysed", record_id)
             raise ApiError(422, "unreadable", f"record {record_id} cannot be analysed: {exc.message}") from exc
 
     def _settle(self, record_id: str, series_uid: str, exact: bool = False) -> tuple[Manifest, str]:
         """Analyse the series as the store holds it now and store that as its base (the caller
-        holds the series' lock); `exact` samples the automatic window again (series complete)."""
+        holds the series' lock); `exact` samples the automatic window again (series complete).
+        `_Deleted` for a series gone from the store, which this worker then forgets: its reader's
+        analysis, or its completion, failed on the folder gone (a 500, an error logged at every
+        stable age for ever, as a failed completion is tried again)."""
         node = self.node
-        stored, version = node.store.read_manifest_versioned(record_id)
+        try:
+            stored, version = node.store.read_manifest_versioned(record_id)
+        except FileNotFoundError as exc:
+            self.forget(record_id)
+            raise _Deleted(record_id) from exc
         received = self._received(record_id)
         if received.version != version:  # the store changed behind this worker: read the series again
             self._outdate_parsed(record_id)
@@ -678,6 +692,9 @@ class Ingest:
         for record_id, series_uid in due:
             try:
                 datasets = self._complete(record_id, series_uid, now)
+            except _Deleted:
+                log.info("series %s was deleted before it completed", record_id)
+                continue
             except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
                 log.exception("series %s: its final analysis failed; retried later", record_id)
                 with self._growing_lock:
