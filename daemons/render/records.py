@@ -63,6 +63,7 @@ POLL_S = 0.005  # how often a wait looks for frames another worker decoded
 STALL_S = 0.5  # a wait without progress this long checks whether the load lost its leader
 CHECK_S = 1.0  # how often a worker checks that a record's shared frames are still the node's
 OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
+LOAD_ATTEMPTS = 3  # reads of a record's manifest by a load that finds it changed each time (then loaded as read)
 
 
 class MemoryBudgetError(Exception):
@@ -401,6 +402,10 @@ class _NotOnNode(Exception):
     """The frames another worker held went (evicted, changed) before this one mapped them."""
 
 
+class _Changed(Exception):
+    """The record changed (grew, was analysed anew or deleted) after its manifest was read for a load."""
+
+
 class RecordRegistry:
     """The node's loaded records, its loader pool and its memory budget.
 
@@ -470,15 +475,29 @@ class RecordRegistry:
         for record_id, record in gone:
             self.let_go(record_id, record)
 
-    def load(self, record_id: str, attach_only: bool = False) -> LoadedRecord:
+    def load(self, record_id: str, attach_only: bool = False, attempts: int = LOAD_ATTEMPTS) -> LoadedRecord:
         """Start loading (or return the record already loaded); evicts LRU records beyond the budget.
         `attach_only`: map the frames another worker has, never make them (raises _NotOnNode): a
-        viewer's status or frame request must not load again, evicting others, a series just evicted."""
+        viewer's status or frame request must not load again, evicting others, a series just evicted.
+
+        A record that changed after its manifest was read (the change board) is read again, up to
+        `attempts` times (404 once deleted): its frames were made after the change had unlinked
+        them, and a series deleted meanwhile stayed decoded in the node's memory until evicted.
+        """
         with self._lock:
             existing = self._records.get(record_id)
         if existing is not None:
             return self.get_loaded(record_id) or self.load(record_id)
+        changes = self.runtime.change_count(record_id)
         manifest = self._manifest_reader(record_id)
+        try:
+            return self._open(record_id, manifest, attach_only, changes if attempts > 1 else None)
+        except _Changed:  # outside `_lock`: the manifest is read again without holding it, as above
+            return self.load(record_id, attach_only, attempts - 1)
+
+    def _open(self, record_id: str, manifest: Manifest, attach_only: bool, changes: int | None) -> LoadedRecord:
+        """`load` of a record read at `manifest` while its count on the change board was `changes`:
+        `_Changed` if it moved before the frames are made (None: made whatever it is)."""
         with self._lock:
             existing = self._records.get(record_id)
             if existing is not None:
@@ -491,7 +510,9 @@ class RecordRegistry:
                     f"of {self.budget_bytes // 2**20} MiB")
             name = _frames_name(record_id, manifest)
             try:
-                with self._frames_lock:
+                with self._frames_lock:  # a change unlinks the record's frames under this lock: checked here
+                    if changes is not None and self.runtime.change_count(record_id) != changes:
+                        raise _Changed(record_id)
                     if not (self.runtime.folder / f"{name}{SUFFIX}").exists():
                         if attach_only:
                             raise _NotOnNode(record_id)

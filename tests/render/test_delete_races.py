@@ -261,6 +261,34 @@ def test_an_append_while_a_delete_is_under_way_makes_the_series_anew(archive, ra
         assert archive.client.get(f"/api/v1/records/{record_id}", headers=archive.headers()).status_code == 200
 
 
+# --- 2. a DELETE racing a load, and a frame request after it -------------------------------------
+def test_a_load_racing_a_delete_leaves_no_frames_of_the_series(archive, racers, monkeypatch):
+    """The DELETE comes once a load has read the series' manifest, before it makes the decoded
+    frames. The load made them after the DELETE had unlinked the series' frames: 202 and a
+    `record.load` entry for a deleted series, its pixels decoded into the node's memory (counted
+    in its budget, read by no one) until evicted. The load reads the series again now: 404."""
+    record_id, _ = stored_series(archive, 2)
+    deleter = racing(racers, lambda: delete(archive, record_id))
+    registry = archive.registry
+    original = registry._manifest_reader
+
+    def read_manifest(record: str):
+        manifest = original(record)
+        if not deleter.thread.is_alive() and not deleter.done.is_set():
+            deleter.run_now(until_series_lock=False)
+        return manifest
+
+    monkeypatch.setattr(registry, "_manifest_reader", read_manifest)
+    loaded = archive.app.test_client().post(f"/api/v1/records/{record_id}/load", headers=archive.headers())
+    assert deleter.result() == 204
+    assert loaded.status_code == 404, loaded.json
+    frame = archive.app.test_client().get(f"/api/v1/records/{record_id}/frames/0", headers=archive.headers())
+    assert frame.status_code == 404, frame.json
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)
+        assert audited(archive, "record.load", record_id) == 0
+
+
 # --- 4. a DELETE racing the series' analysis -----------------------------------------------------
 def test_a_delete_while_the_series_complete_analysis_runs_waits_for_it(archive, racers, monkeypatch, caplog):
     """The DELETE comes while the "series complete" rule analyses the series. The analysis failed
