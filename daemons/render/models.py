@@ -94,6 +94,11 @@ def remember_deleted(models: Models, record_id: str) -> None:
             conflict_target=[deleted.id], update=values).execute()
 
 
+#: The lock under which a key image is marked, and a record's row and marks are deleted
+#: (`shared.db.exclusive_transaction`): a mark is written only for a record still stored.
+KEY_IMAGES_LOCK = "sivr-key-images"
+
+
 def make_key_image_model(database: peewee.Database) -> Any:
     """The key images of the records on this node (daemons.render.api.key_images): an image a
     physician marked as the one that matters, kept with the record so every viewer lists it."""

@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from daemons.render.api import key_images
 from daemons.render.ingest import service
 from daemons.render.ingest.service import INGEST_EXTENSION, Actor, Ingest
 from daemons.render.records import _file_prefix
@@ -287,6 +288,43 @@ def test_a_load_racing_a_delete_leaves_no_frames_of_the_series(archive, racers, 
     with archive.app.app_context():
         assert not whole_or_gone(archive, record_id)
         assert audited(archive, "record.load", record_id) == 0
+
+
+# --- 3. a DELETE racing a key image's PUT --------------------------------------------------------
+@pytest.mark.parametrize("point", ["checked", "writing"])
+def test_a_key_image_marked_while_its_series_is_deleted_is_not_kept(archive, racers, monkeypatch, point):
+    """The DELETE comes once a PUT of a key image has found the series (`checked`), or while it
+    writes the mark (`writing`). The mark was written after the DELETE had removed the series'
+    marks: 200, a `record.key_image.mark` entry, and a mark of a deleted series kept, which a new
+    series under the same Series Instance UID (the same record id) would show as its own. The mark
+    is refused now (404) or written before the DELETE removes the series' marks."""
+    record_id, _ = stored_series(archive, 2)
+    node = the_node(archive)
+    deleter = racing(racers, lambda: delete(archive, record_id))
+    if point == "checked":
+        original = key_images.exclusive_transaction
+
+        def transaction(database, name: str):
+            deleter.run_now(until_series_lock=False)
+            return original(database, name)
+
+        monkeypatch.setattr(key_images, "exclusive_transaction", transaction)
+    else:
+        model = node.models.KeyImage
+        create = model.create.__func__
+
+        def create_while_deleted(cls, **fields):
+            deleter.run_now(until_series_lock=False, limit_s=2.0)  # the DELETE may wait for this transaction
+            return create(cls, **fields)
+
+        monkeypatch.setattr(model, "create", classmethod(create_while_deleted))
+    marked = archive.app.test_client().put(f"/api/v1/records/{record_id}/key-images/native/0",
+                                           headers=archive.headers())
+    assert deleter.result() == 204
+    assert marked.status_code == (404 if point == "checked" else 200), marked.json
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)
+        assert audited(archive, "record.key_image.mark", record_id) == (0 if point == "checked" else 1)
 
 
 # --- 4. a DELETE racing the series' analysis -----------------------------------------------------

@@ -22,6 +22,7 @@ from daemons.render.api import query
 from daemons.render.api.mpr3d import require_reformattable
 from daemons.render.api.records import stored_or_404
 from daemons.render.imaging.planes import plane_table
+from daemons.render.models import KEY_IMAGES_LOCK
 from daemons.render.node import node
 from daemons.render.stacks import Stack, find_stack, stack_manifest, stacks_of
 from daemons.render.stored_only import require_renderable
@@ -138,7 +139,11 @@ def mark_key_image(record_id: str, plane: str, index: int):
     _writer()
     image = _checked(record_id, plane, index)
     identity, models = current_identity(), node().models
-    with exclusive_transaction(models.database, "sivr-key-images"):   # read, then write: one mark per image
+    with exclusive_transaction(models.database, KEY_IMAGES_LOCK):   # read, then write: one mark per image
+        # deleted since `_checked` found it: a mark written now would outlive the series, and be
+        # shown on a new series stored under its Series Instance UID (the same record id)
+        if not models.StoredRecord.select().where(models.StoredRecord.id == image.record_id).exists():
+            raise not_found("record", image.record_id)
         if not models.KeyImage.select().where(image.matches(models.KeyImage)).exists():
             models.KeyImage.create(record_id=image.record_id, plane=plane, image_index=index, stack=image.stack,
                                    phase=image.phase, marked_by=identity.user_id, marked_by_name=identity.username)

@@ -65,14 +65,14 @@ from daemons.render.ingest.upload_checks import (
     parse_stored_file,
 )
 from daemons.render.ingest.upload_memory import UploadMemory
-from daemons.render.models import remember_deleted
+from daemons.render.models import KEY_IMAGES_LOCK, remember_deleted
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
 from daemons.render.store.local import Precompressed
 from daemons.render.store.manifest import Manifest, Meta
 from daemons.render.uids import identity_problem, uid_of
 from shared.audit import record_audit
-from shared.db import utcnow
+from shared.db import exclusive_transaction, utcnow
 from shared.errors import ApiError, not_found
 
 log = logging.getLogger(__name__)
@@ -605,12 +605,13 @@ class Ingest:
             remember_deleted(models, record_id)
             node.store.delete(record_id)
             node.registry.unload(record_id)
-            row.delete_instance()
+            with exclusive_transaction(models.database, KEY_IMAGES_LOCK):  # a key image is marked under it
+                row.delete_instance()
+                models.KeyImage.delete().where(models.KeyImage.record_id == record_id).execute()
             forget_series(models.catalogue, record_id)
             self.forget(record_id)
             node.forget(record_id)
             node.images.drop_record(record_id)
-            models.KeyImage.delete().where(models.KeyImage.record_id == record_id).execute()
         return True
 
     def _series_uid_of(self, record_id: str) -> str:
