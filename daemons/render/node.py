@@ -135,13 +135,14 @@ class Node:
         if where is not None:
             log.error("record %s is damaged (%s); quarantined in %s", record_id, reason, where)
 
-    def intact(self, record_id: str) -> bool:
-        """Whether the record's manifest reads (a damaged one is quarantined on the way)."""
+    def intact(self, record_id: str) -> Manifest | None:
+        """The record's manifest, or None when it does not read: a damaged one (quarantined on the
+        way), or one deleted since it was listed. A list describes each record from the manifest
+        this gave: read again, one deleted meanwhile made the whole list a 404."""
         try:
-            self.manifest(record_id)
+            return self.manifest(record_id)
         except ApiError:
-            return False
-        return True
+            return None
 
     def forget(self, record_id: str) -> None:
         with self._manifest_lock:

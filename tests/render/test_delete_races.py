@@ -1,4 +1,4 @@
-"""A DELETE of a series racing the work done on that very series (attack table rows 70 to 74).
+"""A DELETE of a series racing the work done on that very series (attack table rows 70 to 75).
 
 Each race is made deterministic: the function at the race point is wrapped so that the other
 request (another worker's thread, its own database connection) runs at that moment, and is waited
@@ -406,3 +406,30 @@ def test_two_deletes_of_one_series_delete_it_once(archive, racers, monkeypatch):
     with archive.app.app_context():
         assert not whole_or_gone(archive, record_id)
         assert audited(archive, "record.delete", record_id) == 1
+
+
+# --- 6. a DELETE racing a listing -----------------------------------------------------------------
+@pytest.mark.parametrize("listing", ["/api/v1/records", "/api/v1/worklist"])
+def test_a_listing_that_meets_a_series_deleted_meanwhile_is_answered(archive, racers, monkeypatch, listing):
+    """The DELETE comes once a listing (the node's records, its work list) has read the series'
+    manifest to check it is intact, before it reads it again to describe it. The listing was a 404
+    naming that one series, for every user of the node until the DELETE was over. It describes
+    the series as it read it now (listed as it was when the listing began)."""
+    record_id, _ = stored_series(archive)
+    node = the_node(archive)
+    deleter = racing(racers, lambda: delete(archive, record_id))
+    original = node.manifest
+
+    def manifest(record: str, *args, **kwargs):
+        read = original(record, *args, **kwargs)
+        if record == record_id and not deleter.thread.is_alive() and not deleter.done.is_set():
+            deleter.run_now(until_series_lock=False)
+        return read
+
+    monkeypatch.setattr(node, "manifest", manifest)
+    listed = archive.app.test_client().get(listing, headers=archive.headers("instadmin"))
+    assert deleter.result() == 204
+    assert listed.status_code == 200, listed.json
+    assert [item["id"] for item in listed.json["items"]] == [record_id]
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)

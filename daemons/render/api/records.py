@@ -19,6 +19,7 @@ from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.stacks import stacks_json
 from daemons.render.store.local import StoreError, StoreFull
+from daemons.render.store.manifest import Manifest
 from daemons.render.stored_only import require_renderable
 from daemons.render.view_audit import note_view
 from daemons.render.volume.mpr import STORED
@@ -32,8 +33,8 @@ from shared.validation import iso_utc, page_args, parse_record_id, query_int, qu
 bp = Blueprint("render_records", __name__)
 
 
-def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, Any]:
-    """RecordMeta (docs/API.md) from the manifest and the catalogue row.
+def record_meta(record_id: str, row=None, per_slice: bool = True, manifest: Manifest | None = None) -> dict[str, Any]:
+    """RecordMeta (docs/API.md) from the manifest (read here unless given) and the catalogue row.
 
     `slices` (instance number and position of every frame) is left out of lists, where it would
     multiply their size by the frame count; records stored before it existed have none. `planes`
@@ -43,7 +44,8 @@ def record_meta(record_id: str, row=None, per_slice: bool = True) -> dict[str, A
     one's planes in full detail.
     """
     the_node = node()
-    manifest = the_node.manifest(record_id)
+    if manifest is None:
+        manifest = the_node.manifest(record_id)
     meta = manifest.meta.to_json()
     stacks = stacks_json(manifest, with_planes=per_slice) if manifest.meta.frames else []  # none: stored only
     if per_slice and stacks:
@@ -142,15 +144,16 @@ def list_records():
     models = the_node.models
     the_node.record_index.refresh()
     rows = list(models.StoredRecord.select().order_by(models.StoredRecord.stored_at.desc(), models.StoredRecord.id))
-    rows = [r for r in rows if the_node.intact(r.id)]  # a damaged record is quarantined, not everyone's error
+    # a damaged record is quarantined, not everyone's error (nor one deleted meanwhile)
+    listed = [(r, manifest) for r in rows if (manifest := the_node.intact(r.id)) is not None]
     if patient:
-        rows = [r for r in rows if the_node.manifest(r.id).meta.patient_id_dicom == patient]
-    items = [record_meta(r.id, r, per_slice=False) for r in rows[offset:offset + limit]]
-    detail = f"patient_id_dicom={patient} results={len(rows)}"
+        listed = [(r, manifest) for r, manifest in listed if manifest.meta.patient_id_dicom == patient]
+    items = [record_meta(r.id, r, per_slice=False, manifest=manifest) for r, manifest in listed[offset:offset + limit]]
+    detail = f"patient_id_dicom={patient} results={len(listed)}"
     with models.database.atomic():
         for shown in [item["id"] for item in items] or [None]:
             record_audit(models.AuditEntry, "record.search", "record", shown, detail=detail)
-    return jsonify({"items": items, "total": len(rows)})
+    return jsonify({"items": items, "total": len(listed)})
 
 
 @bp.get("/api/v1/records/<record_id>")

@@ -85,11 +85,12 @@ def worklist():
     Stored = models.StoredRecord
     unfiled = list(Stored.select().where(~Stored.filed).order_by(Stored.stored_at.desc(), Stored.id))
     filed_elsewhere = the_node.record_index.follow_filed([r.id for r in unfiled])
-    rows = [r for r in unfiled if r.id not in filed_elsewhere and the_node.intact(r.id)]
+    rows = [(r, manifest) for r in unfiled
+            if r.id not in filed_elsewhere and (manifest := the_node.intact(r.id)) is not None]
     page = rows[offset:offset + limit]
     Series = models.catalogue.Series
-    series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r in page]))} if page else {}
-    items = [_series_json(r, series.get(r.id), the_node.manifest(r.id).meta) for r in page]
+    series = {s.id: s for s in Series.select().where(Series.id.in_([r.id for r, _ in page]))} if page else {}
+    items = [_series_json(r, series.get(r.id), manifest.meta) for r, manifest in page]
     detail = f"results={len(rows)}"
     with models.database.atomic():
         record_audit_many(models.AuditEntry, "worklist.read",
