@@ -15,6 +15,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from shared.db import UNSTORABLE
+
 _ISO = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})")
 
 
@@ -27,10 +29,16 @@ class Comparison:
 
 
 def _folded(text: str | None) -> str:
-    """Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT"."""
+    """Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT".
+
+    U+FFFD is kept as a letter that equals no other, and so is what a node of an older release sent
+    in its place (`shared.db.UNSTORABLE`): it stands for a character of the file that could not be
+    kept, maybe a letter ("DOE\ufffd" may be "DOEN"), so folded away as punctuation it made another
+    family's name a match."""
     decomposed = unicodedata.normalize("NFD", str(text or ""))
     plain = "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
-    return " ".join("".join(c if c.isalnum() else " " for c in plain.lower()).split())
+    kept = (c if c.isalnum() or c == "\ufffd" or UNSTORABLE.match(c) else " " for c in plain.lower())
+    return " ".join("".join(kept).split())
 
 
 def dicom_person_name(value: str | None) -> tuple[str, str]:

@@ -34,6 +34,12 @@ CASES = [
     (MULLER, "MULLER LUDENSCHEIDT^JURGEN", "19551231", [], []),
     (MULLER, "Müller-Lüdenscheidt^Jürgen^Karl", "19551231", [], []),
     (MULLER, "MULLER^JURGEN", "19551231", ["name"], []),
+    # a character the node could not keep (U+FFFD; NUL or a lone surrogate from an older node) may be a letter
+    (JANE, "DOE\ufffd^JANE", "19700101", ["name"], []),
+    (JANE, "DOE^JANE\ufffd", "19700101", ["name"], []),
+    (JANE, "JANE DOE\x00", "19700101", ["name"], []),
+    (JANE, "DOE\ud800^JANE", "19700101", ["name"], []),
+    (JANE, "\ufffd", "19700101", ["name"], []),
 ]
 
 

@@ -10,10 +10,14 @@ import { INSTITUTION_TIMEOUT_MS } from "./federation.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT". */
+/**
+ * Letters and digits only, lower case, accents dropped: "Müller-Lüdenscheidt" ~ "MULLER LUDENSCHEIDT".
+ * U+FFFD (and NUL or a lone surrogate, which an older node sent in its place) is kept as a letter that
+ * equals no other: a character of the file that could not be kept ("DOE\uFFFD" may be "DOEN").
+ */
 function folded(text) {
   return String(text || "").normalize("NFD").replace(/\p{M}/gu, "").toLowerCase()
-    .replace(/[^\p{L}\p{N}]+/gu, " ").trim();
+    .replace(/[^\p{L}\p{N}\uFFFD\u0000\uD800-\uDFFF]+/gu, " ").trim();
 }
 
 /** A DICOM person name (PS3.5 6.2: family^given^middle^prefix^suffix, first of its "=" groups). */
