@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from shared.db import storable_text
 from shared.files import require_owner_only
 from shared.tokens import (
     ALGORITHM,
@@ -40,11 +41,15 @@ from shared.tokens import (
 
 #: How long a receipt may be presented for registration after the upload.
 RECEIPT_TTL_S = 900
+#: The longest receipt taken: a signed token's size, with room for a DICOM patient of ordinary length.
+MAX_RECEIPT_CHARS = 4096
 RECEIPT_TYPE = "sivr-upload-receipt"
 _REQUIRED = ["typ", "rid", "node", "inst", "sub", "iat", "exp"]
 #: The receipt's statement of the series' DICOM patient, and what it names.
 DICOM_CLAIM = "dicom"
 DICOM_PATIENT_KEYS = ("name", "patient_id", "issuer", "birth_date", "sex")
+#: The JSON names of what a DICOM patient value may wrongly be, for the refusal.
+_JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
 
 class ReceiptError(Exception):
@@ -114,9 +119,15 @@ def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expe
 
     Returns the DICOM patient the receipt states (None from a node of a release before issue 11's
     identity check, which states none)."""
-    if not isinstance(receipt, str) or not receipt or len(receipt) > 4096:
+    if not isinstance(receipt, str) or not receipt:
         raise ReceiptError("receipt_missing", "send the upload receipt the render node answered the upload with "
                                               "(field 'receipt'); upload the record to the node again to get one")
+    if len(receipt) > MAX_RECEIPT_CHARS:
+        # it was sent: the node signed a DICOM patient as long as the files stated it, so sending it
+        # again, or uploading again, cannot help
+        raise ReceiptError("invalid_receipt", f"the upload receipt is {len(receipt)} characters long, more than the "
+                                              f"{MAX_RECEIPT_CHARS} taken: the DICOM patient its files state is too "
+                                              "long to register; correct the files' patient data and upload them again")
     try:
         header = unverified_header(receipt)
     except jwt.PyJWTError as exc:
@@ -148,4 +159,21 @@ def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expe
         return None
     if not isinstance(stated, dict):
         raise ReceiptError("invalid_receipt", "the upload receipt's DICOM patient is malformed")
-    return {key: str(stated.get(key) or "") for key in DICOM_PATIENT_KEYS}
+    return {key: _stated_text(stated, key) for key in DICOM_PATIENT_KEYS}
+
+
+def _stated_text(stated: dict[str, object], key: str) -> str:
+    """One value of the receipt's DICOM patient: "" where not stated (null, or missing from an older
+    node's), with what no database holds as U+FFFD (`shared.db.storable_text`: a node of a release
+    before it replaced NUL still sends it), as the nodes of this release state it.
+
+    ReceiptError for a value that is not text: str() made a list ["DOE", "JANE"] the text
+    "['DOE', 'JANE']", a match for Jane Doe, and the number 0 no value at all."""
+    value = stated.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ReceiptError("invalid_receipt", f"the upload receipt's DICOM patient is malformed: its {key} is "
+                                              f"a JSON {_JSON_TYPES.get(type(value), type(value).__name__)}, "
+                                              "not a text")
+    return storable_text(value)
