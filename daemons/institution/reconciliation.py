@@ -31,6 +31,8 @@ FIELD = "identity"
 DECISIONS = ("match", "confirmed_mismatch", "rule", "chosen")
 #: Decisions in which the physician saw both patients and chose this one: they allow a mismatch.
 CONFIRMATIONS = ("confirmed_mismatch", "chosen")
+#: A DICOM patient value is quoted cut to this many characters: the five fit in an audit detail (2000).
+DICOM_VALUE_CHARS = 300
 _DECISION = {"decision": Field(str, choices=DECISIONS), "dicom_patient": Field(dict)}
 _DICOM_PATIENT = {
     "name": Field(str, required=False, max_len=200),
@@ -63,8 +65,8 @@ def _sivr_line(patient: dict[str, str]) -> str:
 
 
 def _dicom_line(dicom: dict[str, str]) -> str:
-    return (f"{dicom.get('name') or 'no name'}, ID {dicom.get('patient_id') or 'none'}, "
-            f"born {dicom.get('birth_date') or 'unknown'}")
+    return (f"{_quoted(dicom.get('name')) or 'no name'}, ID {_quoted(dicom.get('patient_id')) or 'none'}, "
+            f"born {_quoted(dicom.get('birth_date')) or 'unknown'}")
 
 
 def judge_identity(decision: dict[str, Any] | None, patient: dict[str, str] | None,
@@ -96,5 +98,20 @@ def judge_identity(decision: dict[str, Any] | None, patient: dict[str, str] | No
             f"unknown={','.join(found.unknown) or 'none'} dicom_patient: {_named(dicom)}")
 
 
+def _quoted(value: str | None) -> str:
+    """A DICOM patient value as the audit and the refusal quote it: Python's repr, whose escapes show
+    the controls, bidirectional controls and line breaks of the file's text instead of obeying them,
+    cut to `DICOM_VALUE_CHARS` with the quoted length noted ("" for none): the escapes count, or a
+    name of 400 controls would still push the other values out of the audit detail."""
+    if not value:
+        return ""
+    text = repr(value)
+    if len(text) <= DICOM_VALUE_CHARS:
+        return text
+    return f"{text[:DICOM_VALUE_CHARS]}…({len(text)} chars)"
+
+
 def _named(dicom: dict[str, str]) -> str:
-    return " ".join(f"{key}={dicom.get(key, '')!r}" for key in _DICOM_PATIENT)
+    """`name='...' patient_id='...' ...`: each value cut (`_quoted`), so that all of them fit in the audit
+    entry's detail; a name of thousands of characters cut the detail before the patient id and birth date."""
+    return " ".join(f"{key}={_quoted(dicom.get(key)) or repr('')}" for key in _DICOM_PATIENT)

@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from daemons.institution.models import AuditEntry
+from shared.db import UNSTORABLE
 from shared.patient_refs import issue_patient_reference
 from shared.receipts import DICOM_CLAIM, RECEIPT_TYPE
 from shared.tokens import ALGORITHM, key_id, normalize_audience
@@ -23,6 +24,8 @@ from .conftest import INSTITUTION_A, ISSUER, record_body
 
 SIVR_JANE = {"first_name": "Jane", "last_name": "Doe", "birth_date": "1961-04-12"}
 JANE = {"name": "DOE^JANE", "patient_id": "INS-0042", "issuer": "", "birth_date": "19610412", "sex": "F"}
+#: What no stored or shown text of this layer may hold as it is (`shared.validation`'s refusals).
+RAW_CONTROL = ("\x00", "\ud800", "\u202e", "\n", "\r", "\u2028")
 
 
 def signed_claims(api, node, record_id: str, user, dicom: Any, extra: dict | None = None) -> str:
@@ -53,6 +56,48 @@ def assert_error(status: int, answer: Any, expected: int) -> None:
     assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
 
 
+def assert_no_raw_control(text: str) -> None:
+    assert not any(c in text for c in RAW_CONTROL), repr(text)
+
+
+HOSTILE = {
+    "replacement": "DOE\ufffd^JANE",
+    "nul": "DOE\x00^JANE",
+    "lone surrogate": "DOE\ud800^JANE",
+    "bidi override": "DOE\u202e^JANE",
+    "line breaks": "DOE^JANE\nidentity=match\r\u2028",
+    "long": "DOE^JANE" + "X" * 2500,
+}
+
+
+@pytest.mark.parametrize("field", ["name", "patient_id", "issuer", "birth_date", "sex"])
+@pytest.mark.parametrize("kind", list(HOSTILE))
+@pytest.mark.parametrize("decision", [None, "rule", "confirmed_mismatch", "chosen"])
+def test_hostile_text_is_taken_or_refused_never_a_500(app, api, users, node, patient_id, field, kind, decision):
+    """Every value of the DICOM patient, with every decision: 201 or 409, never a 500; what is stored
+    and shown escapes the file's controls, and the audit keeps all five values."""
+    value = HOSTILE[kind]
+    identity = None if decision is None else {"decision": decision, "dicom_patient": {"name": "shown"}}
+    status, answer = register(api, users, node, patient_id, {**JANE, field: value},
+                              f"{field}-{kind}".encode(), identity)
+    assert status in (201, 409), answer
+    if status == 409:
+        assert_error(status, answer, 409)
+        assert_no_raw_control(answer["error"]["message"])
+        return
+    entry = AuditEntry.get((AuditEntry.action == "record.create") & (AuditEntry.object_id == answer["id"]))
+    assert_no_raw_control(entry.detail)
+    assert not UNSTORABLE.search(entry.detail)
+    status, audit = api.call("GET", f"/api/v1/audit?object_id={answer['id']}&action=record.create", users["admin"])
+    assert status == 200 and audit["items"][0]["detail"] == entry.detail
+    for later in ("patient_id", "birth_date", "sex"):
+        assert f"{later}=" in entry.detail, entry.detail
+    status, record = api.call("GET", f"/api/v1/records/{answer['id']}", users["physician"])
+    assert status == 200, record
+    status, listing = api.call("GET", f"/api/v1/records?patient_id={patient_id}", users["physician"])
+    assert status == 200 and listing["total"] == 1
+
+
 @pytest.mark.parametrize("name", ["DOE\ufffd^JANE", "DOE\x00^JANE", "DOE^JANE\ufffd", "DOE^\ufffdJANE",
                                   "DOE\ud800^JANE", "JANE\ufffd DOE"])
 def test_a_character_the_node_could_not_read_is_no_match(app, api, users, node, patient_id, db_state, name):
@@ -64,6 +109,19 @@ def test_a_character_the_node_could_not_read_is_no_match(app, api, users, node, 
     assert_error(status, answer, 409)
     assert answer["error"]["code"] == "identity_unconfirmed" and answer["error"]["differs"] == ["name"]
     assert db_state() == before
+
+
+@pytest.mark.parametrize("name", ["DOE^JANE^" + "X" * 2500, "DOE^JANE^" + "\x01" * 400])
+def test_a_long_name_does_not_push_the_rest_of_the_dicom_patient_out_of_the_audit(app, api, users, node,
+                                                                                  patient_id, name):
+    """The audit detail holds 2000 characters: a 2500-character name (a receipt holds one), or one of
+    400 controls (each quoted as four), cut the entry silently before patient_id, birth_date and sex."""
+    status, record = register(api, users, node, patient_id, {**JANE, "name": name}, name.encode(),
+                              {"decision": "confirmed_mismatch", "dicom_patient": {}})
+    assert status == 201, record
+    detail = AuditEntry.get((AuditEntry.action == "record.create") & (AuditEntry.object_id == record["id"])).detail
+    assert "patient_id='INS-0042'" in detail and "birth_date='19610412'" in detail and "sex='F'" in detail, detail
+    assert f"({len(repr(name))} chars)" in detail and "\x01" not in detail, detail
 
 
 def test_a_receipt_too_long_to_take_is_named_so(app, api, users, node, patient_id, db_state):
@@ -119,6 +177,18 @@ def test_a_birth_date_that_is_no_date_is_audited_as_stated(app, api, users, node
     assert status == 201, answer
     detail = AuditEntry.get((AuditEntry.action == "record.create") & (AuditEntry.object_id == answer["id"])).detail
     assert "unknown=birth date" in detail and f"birth_date={birth_date!r}" in detail, detail
+
+
+def test_the_refusal_of_a_mismatch_quotes_the_files_text_escaped_and_cut(app, api, users, node, patient_id):
+    """The 409 that asks for the physician's confirmation quoted the file's name as it was: its line
+    breaks and bidirectional override wrote into the message the viewer shows, 10,000 characters long."""
+    name = "ROE\u202e^X\nidentity=match\u2028" + "Y" * 2000
+    status, answer = register(api, users, node, patient_id, {**JANE, "name": name}, b"shown-refusal")
+    assert_error(status, answer, 409)
+    message = answer["error"]["message"]
+    assert_no_raw_control(message)
+    assert "'ROE\\u202e^X\\nidentity=match\\u2028" in message and f"({len(repr(name))} chars)" in message, message
+    assert answer["error"]["dicom_patient"]["name"] == name
 
 
 @pytest.mark.parametrize("claims", [{"note": "\x00\ud800\u202e", "dicom2": {"name": "X"}}, {"rid": ["x"]},
