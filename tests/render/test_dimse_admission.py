@@ -20,6 +20,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from daemons.render.dimse import admission
 from daemons.render.dimse.admission import REFUSED_WAIT_S, per_address_limit
 from daemons.render.settings import KEYS
 from shared.config import ConfigError, build_config
@@ -190,17 +191,21 @@ def test_dcmtk_over_its_address_limit_is_told_to_try_again_later(guarded):
     assert echoscu(port)  # the places came back with the releases
 
 
-def test_refused_connections_that_start_a_request_and_stop_hold_one_place_more_at_most(guarded):
+def test_refused_connections_that_start_a_request_and_stop_hold_one_place_more_at_most(guarded, monkeypatch):
     """An address at its limit whose further connections each send one byte of a request and stop:
     only one of them is waited for (to answer it A-ASSOCIATE-RJ), the others are closed unread, so
     the other addresses keep their places."""
+    # waited for, each would hold its place REFUSED_WAIT_S; closed unread, four of them end at once. Ten
+    # times the shipped wait tells the two apart on a loaded machine too, where the node took longer
+    # than 0.45 s to accept and close the five connections (a CI failure)
+    refused_wait_s = REFUSED_WAIT_S * 10
+    monkeypatch.setattr(admission, "REFUSED_WAIT_S", refused_wait_s)
     port = guarded.dicom_port
     held = [idle_association(port) for _ in range(2)]
     started = []
     try:
         assert all(assoc.is_established for assoc in held)
-        # waited for, each would hold its place REFUSED_WAIT_S; closed unread, four of them end at once
-        deadline = time.monotonic() + REFUSED_WAIT_S * 0.9
+        deadline = time.monotonic() + refused_wait_s * 0.9
         for _ in range(5):
             sock = raw(port)
             sock.sendall(b"\x01")  # an A-ASSOCIATE-RQ's first byte, and no more
