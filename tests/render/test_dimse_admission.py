@@ -27,6 +27,7 @@ from shared.config import ConfigError, build_config
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
 
 ATTACKER = "127.0.0.2"  # Linux answers the whole of 127.0.0.0/8 on loopback
+LONG_REQUEST_TIMEOUT_S = 10.0  # `guarded_long`'s
 
 
 @pytest.fixture
@@ -41,9 +42,6 @@ def guarded_long(make_node):
     """`guarded` with a request timeout of 10 s: what a test shows happens well before it, however
     loaded the machine (with 1 s, the full suite on 2 cores left too little time to tell)."""
     yield from _guarded(make_node, request_timeout_s=LONG_REQUEST_TIMEOUT_S)
-
-
-LONG_REQUEST_TIMEOUT_S = 10.0
 
 
 def _guarded(make_node, request_timeout_s: float):
