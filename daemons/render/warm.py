@@ -1,6 +1,6 @@
 """Compiled kernels ready before a render node serves anyone.
 
-The node's numba kernels (the 2D table loop, the 3D brick scan and ray casters) take a minute or
+The node's numba kernels (the 2D window and table loops, the 3D brick scan and ray casters) take a minute or
 more to compile on a busy machine. Every one is declared `cache=True`, so numba keeps the machine
 code on disk (in NUMBA_CACHE_DIR: the systemd units point it at the unit's CacheDirectory, and
 installers/install.sh fills it at install time). `warm_up_kernels` runs each kernel once on tiny
@@ -27,7 +27,8 @@ from daemons.render.volume.raycast import RayCaster
 
 log = logging.getLogger(__name__)
 
-KERNELS = (pixels._gather, volume._brick_extremes, cpu._project, cpu._composite)
+KERNELS = (pixels._gather, pixels._linear_window, pixels._round_to_bytes,
+           volume._brick_extremes, cpu._project, cpu._composite)
 WARM_DTYPES = (np.int16, np.uint16)  # CT and MR; other stored types compile on first use
 
 

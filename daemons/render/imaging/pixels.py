@@ -104,33 +104,36 @@ def window_values(x: np.ndarray, window: Window, y_min: float = 0.0, y_max: floa
     """The VOI window functions of PS3.3 C.11.2.1.2.1-3, exactly as written there (float64)."""
     x = np.asarray(x, dtype=np.float64)
     c, w = float(window.center), float(window.width)
+    if window.function == "sigmoid":
+        with np.errstate(over="ignore"):
+            return (y_max - y_min) / (1.0 + np.exp(-4.0 * (x - c) / w)) + y_min
+    flat = x.ravel()  # a view where x is contiguous: the loop reads it once and writes one new array
+    y = np.empty_like(flat)
+    _linear_window(flat, c, w, window.function == "linear_exact", y_min, y_max, y)
+    return y.reshape(x.shape)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _linear_window(x: np.ndarray, c: float, w: float, exact: bool, y_min: float, y_max: float,
+                   y: np.ndarray) -> None:
+    # C.11.2.1.2.1 (LINEAR) and C.11.2.1.3.2 (LINEAR_EXACT) value by value, each formula's steps in
+    # the standard's order (IEEE rounding at each, no fused or reordered arithmetic): one pass, where
+    # NumPy needed a temporary and a pass per step, and a new window's table is built per request
     span = y_max - y_min
-    # the formulas' steps in their order, in place on one new array (each step rounds as written)
-    if window.function == "linear":
-        if w > 1:
-            y = np.array(x)  # a copy, also of a scalar (0-d), that the steps below change in place
-            y -= c - 0.5
-            y /= w - 1.0
-            y += 0.5
-            y *= span
-            y += y_min
+    if exact:
+        low, high = c - w / 2.0, c + w / 2.0
+    else:
+        low, high = c - 0.5 - (w - 1.0) / 2.0, c - 0.5 + (w - 1.0) / 2.0
+    for i in range(x.size):
+        v = x[i]
+        if v <= low:
+            y[i] = y_min
+        elif v > high or (not exact and w <= 1.0):
+            y[i] = y_max
+        elif exact:
+            y[i] = ((v - c) / w + 0.5) * span + y_min
         else:
-            y = np.full_like(x, y_max)
-        np.putmask(y, x <= c - 0.5 - (w - 1.0) / 2.0, y_min)
-        np.putmask(y, x > c - 0.5 + (w - 1.0) / 2.0, y_max)
-        return y
-    if window.function == "linear_exact":
-        y = np.array(x)
-        y -= c
-        y /= w
-        y += 0.5
-        y *= span
-        y += y_min
-        np.putmask(y, x <= c - w / 2.0, y_min)
-        np.putmask(y, x > c + w / 2.0, y_max)
-        return y
-    with np.errstate(over="ignore"):
-        return span / (1.0 + np.exp(-4.0 * (x - c) / w)) + y_min
+            y[i] = ((v - (c - 0.5)) / (w - 1.0) + 0.5) * span + y_min
 
 
 def voi_lut_values(x: np.ndarray, lut: LutTable, y_max: float = 255.0) -> np.ndarray:
@@ -152,11 +155,17 @@ def voi_values(x: np.ndarray, voi: Voi) -> np.ndarray:
 
 def to_uint8(y: np.ndarray) -> np.ndarray:
     """Round half up and clip to 0..255."""
-    rounded = np.array(y, dtype=np.float64)  # a copy: the steps below work in place on it
-    rounded += 0.5
-    np.floor(rounded, out=rounded)
-    np.clip(rounded, 0, 255, out=rounded)
-    return rounded.astype(np.uint8)[()]  # [()]: a scalar for a scalar, a view of the whole array otherwise
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty(y.size, dtype=np.uint8)
+    _round_to_bytes(y.ravel(), out)
+    return out.reshape(y.shape)[()]  # [()]: a scalar for a scalar, the whole array otherwise
+
+
+@numba.njit(nogil=True, cache=True)
+def _round_to_bytes(y: np.ndarray, out: np.ndarray) -> None:
+    for i in range(y.size):
+        r = np.floor(y[i] + 0.5)
+        out[i] = 0 if r < 0.0 else 255 if r > 255.0 else np.uint8(r)
 
 
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
@@ -231,7 +240,8 @@ def apply_gray_lut(stored: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the table loop now, not in a viewer's first request."""
+    """Compile (or load from numba's cache) the table loops now, not in a viewer's first request."""
+    to_uint8(window_values(np.zeros(2), Window(0.0, 2.0)))
     for dtype in (np.uint8, np.uint16):
         table = np.zeros(1 << (8 * np.dtype(dtype).itemsize), np.uint8)
         for index in (np.zeros((1, 1), dtype), np.zeros((2, 2), dtype)[:, ::2]):  # whole frame, and a crop
