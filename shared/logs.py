@@ -51,6 +51,10 @@ def current_request_id() -> str | None:
 #: error lines name the request's whole URI, query included.
 _QUERY_TOKEN = re.compile(rf"({QUERY_TOKEN_PARAM}=)[^&\s\"'\\]+")
 
+#: One encoder for every line (`json.dumps` with options builds a new one per call; this runs for
+#: every request's access line).
+_JSON_LINE = json.JSONEncoder(default=str, ensure_ascii=False)
+
 
 class JsonFormatter(logging.Formatter):
     """`{"time", "level", "layer", "logger", "message", "request_id", ...extra}` on one line, with
@@ -76,7 +80,7 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str, ensure_ascii=False)
+        line = _JSON_LINE.encode(entry)
         # the regular expression only where the name occurs: this runs for every request's access line
         return _QUERY_TOKEN.sub(r"\1<redacted>", line) if QUERY_TOKEN_PARAM in line else line
 

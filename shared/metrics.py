@@ -66,6 +66,9 @@ class Metrics:
         self._allow = [ipaddress.ip_network(a, strict=False) for a in allow]
         self._token = token
         self._live: list[Collector] = []
+        # labels() validates and looks the child up under a lock on every call; the children are
+        # kept for the registry's life, and the label sets are bounded (see `observe`)
+        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
     def add_live(self, collector: Collector) -> None:
         """A collector read at scrape time from the serving process's state (not a counter kept
@@ -76,8 +79,11 @@ class Metrics:
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         # a method name is the caller's to choose: each new one would be a new series, kept until restart
         labels = (self.layer, method if method in HTTP_METHODS else "other", route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def may_read(self) -> bool:
         """The caller's address is listed, or it sent the configured bearer token."""

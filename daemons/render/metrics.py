@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from flask.blueprints import BlueprintSetupState
@@ -41,18 +41,28 @@ class RenderMetrics:
         self.encode_seconds = Histogram(
             "sivr_encode_seconds", "Time to encode a rendered image to PNG, JPEG or WebP",
             ["kind", "format"], buckets=STAGE_BUCKETS, registry=registry)
+        self._children: dict[tuple[str, str, str], Any] = {}  # as `shared.metrics.Metrics.observe` keeps them
+
+    def stage(self, stage: str, kind: str, fmt: str) -> Any:
+        """The histogram child timing `stage` ("render" or "encode") of `kind` images in `fmt`."""
+        key = (stage, kind, fmt)
+        child = self._children.get(key)
+        if child is None:
+            histogram = self.render_seconds if stage == "render" else self.encode_seconds
+            child = self._children[key] = histogram.labels(kind, fmt)
+        return child
 
 
 @contextmanager
 def timed(stage: str, kind: str, fmt: str) -> Iterator[None]:
     """Time the block as `stage` ("render" or "encode") of a `kind` image in format `fmt`."""
     metrics: RenderMetrics = current_app.extensions[RENDER_METRICS_EXTENSION]
-    histogram = metrics.render_seconds if stage == "render" else metrics.encode_seconds
+    child = metrics.stage(stage, kind, fmt)
     started = time.perf_counter()
     try:
         yield
     finally:
-        histogram.labels(kind, fmt).observe(time.perf_counter() - started)
+        child.observe(time.perf_counter() - started)
 
 
 class NodeCollector(Collector):
