@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socketserver
 import threading
 from pathlib import Path
 
@@ -16,42 +15,18 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemons.demo import find_or_create_patient
+from tests.syslog_peer import Listener
 
 pytestmark = pytest.mark.slow
-
-
-class _Frames(socketserver.StreamRequestHandler):
-    """RFC 6587 octet-counted frames, as the exporter sends over TCP."""
-
-    def handle(self):
-        while True:
-            length = b""
-            while not length.endswith(b" "):
-                byte = self.rfile.read(1)
-                if not byte:
-                    return
-                length += byte
-            self.server.received.append(self.rfile.read(int(length)))
-
-
-class _Datagrams(socketserver.BaseRequestHandler):
-    def handle(self):
-        self.server.received.append(self.request[0])
 
 
 @pytest.fixture
 def syslog():
     """A TCP and a UDP syslog receiver on loopback."""
-    servers = {"tcp": socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Frames),
-               "udp": socketserver.ThreadingUDPServer(("127.0.0.1", 0), _Datagrams)}
-    for server in servers.values():
-        server.daemon_threads = True
-        server.received = []
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield servers
-    for server in servers.values():
-        server.shutdown()
-        server.server_close()
+    listeners = {"tcp": Listener("tcp"), "udp": Listener("udp")}
+    yield listeners
+    for listener in listeners.values():
+        listener.close()
 
 
 def _export_audit_to(layout, instance_name: str, url: str) -> None:
@@ -78,8 +53,8 @@ def _database_files(root: Path, name: str) -> list[Path]:
 def test_probes_metrics_logs_and_audit_export_of_running_daemons(make_deployment, syslog):
 
     def configure(layout) -> None:
-        _export_audit_to(layout, "toplevel", f"tcp://127.0.0.1:{syslog['tcp'].server_address[1]}")
-        _export_audit_to(layout, "institution-1", f"udp://127.0.0.1:{syslog['udp'].server_address[1]}")
+        _export_audit_to(layout, "toplevel", syslog["tcp"].url)
+        _export_audit_to(layout, "institution-1", syslog["udp"].url)
 
     deployment = make_deployment(before_start=configure)
     ca, root = deployment.ca_cert, Path(deployment.layout.root)

@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import socket
-import socketserver
 import ssl
 import threading
 from pathlib import Path
@@ -27,6 +26,7 @@ from shared.logs import JsonFormatter
 from shared.tls import create_ca, issue_server_cert
 from shared.tokens import generate_signing_keypair
 from shared.webapp import create_base_app
+from tests.syslog_peer import Listener
 
 RFC5424 = re.compile(
     rb"<(?P<pri>\d{1,3})>1 (?P<time>\S+) (?P<host>\S+) (?P<app>\S+) (?P<proc>\S+) (?P<msgid>\S+) "
@@ -309,47 +309,6 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
     raise AssertionError("the syslog listener received nothing in time")
 
 
-class _Frames(socketserver.StreamRequestHandler):
-    def handle(self):
-        while True:
-            length = b""
-            while not length.endswith(b" "):
-                byte = self.rfile.read(1)
-                if not byte:
-                    return
-                length += byte
-            self.server.received.append(self.rfile.read(int(length)))
-
-
-class _Datagrams(socketserver.BaseRequestHandler):
-    def handle(self):
-        self.server.received.append(self.request[0])
-
-
-class Listener:
-    """A syslog receiver on loopback (the real peer of the exporter): UDP, TCP or TLS."""
-
-    def __init__(self, transport: str, context: ssl.SSLContext | None = None):
-        if transport == "udp":
-            self.server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), _Datagrams)
-        else:
-            self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Frames)
-            if context is not None:
-                self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.server.daemon_threads = True
-        self.server.received = []
-        self.url = f"{transport}://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def received(self) -> list[bytes]:
-        return self.server.received
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     create_ca(tmp_path / "ca.pem", tmp_path / "ca.key")
     issue_server_cert(tmp_path / "ca.pem", tmp_path / "ca.key", tmp_path / "s.pem", tmp_path / "s.key",
@@ -382,17 +341,13 @@ def test_a_syslog_server_that_comes_back_gets_the_entries_queued_meanwhile():
     exporter = SyslogExporter(f"tcp://127.0.0.1:{port}", "institution")
     exporter.send({**ENTRY, "id": "while-down"})
     assert not exporter.flush(0.3)  # nobody listens yet: the entry waits in the queue
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), _Frames)
-    server.daemon_threads = True
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    listener = Listener("tcp", port=port)
     try:
         assert exporter.flush(20)
-        wait_for(lambda: server.received)
-        assert sd_params(RFC5424.match(server.received[0])["sd"])["id"] == "while-down"
+        wait_for(lambda: listener.received)
+        assert sd_params(RFC5424.match(listener.received[0])["sd"])["id"] == "while-down"
     finally:
-        server.shutdown()
-        server.server_close()
+        listener.close()
 
 
 def test_a_bad_syslog_url_stops_the_start(make_app):
