@@ -11,7 +11,10 @@ and every rule and method it serves is called, authenticated with a role that ma
   valid body under a wrong Content-Type; invalid UTF-8; a duplicated key whose last value is wrong;
 - query parameters (those the view reads, recorded while a valid request runs, and the searches'
   tables): given twice, empty, 10,000 characters, with NUL, not a number;
-- path parameters: NUL, 1,000 characters, `..`, text beyond ASCII.
+- path parameters: NUL, 1,000 characters, `..`, text beyond ASCII, -1, 25 digits;
+- the headers views read (`Accept`, `Origin`, `X-Request-ID`, `If-None-Match`, `Authorization`);
+- the node's uploads and STOW-RS bodies taken apart (boundaries, parts, file names);
+- every method a rule does not take (405 with the error body).
 
 Each answer must be below 500, a 4xx must carry the error body `{"error": {"code", "message"}}`,
 and a 4xx must have written nothing (every table but the audit log, which audits refusals by
@@ -65,10 +68,18 @@ HOSTILE_VALUES: dict[str, str] = {
 TYPED_VALUES: dict[type, str] = {str: '"text"', int: "7", float: "7.5", bool: "true", list: '["a"]',
                                  dict: '{"a": 1}', type(None): "null"}
 SHAPES: dict[str, str] = {"array": "[1, 2]", "string": '"body"', "number": "42", "null": "null",
-                          "empty object": "{}", "deep nesting": DEEP}
+                          "empty object": "{}", "deep nesting": DEEP,
+                          "100,000 keys": json.dumps({f"k{n}": n for n in range(100_000)})}
 QUERY_VALUES: dict[str, str] = {"empty": "", "10k": "9" * 10_000, "NUL": "1\x00", "not a number": "abc",
                                 "U+202E": "a\u202eb", "-1": "-1", "25 digits": "9" * 25, "1e308": "1e308",
                                 "NaN": "NaN", "fraction": "0.5", "Arabic digits": "\u0661\u0662"}
+#: request headers views read (`Authorization` replaces the caller's), each sent with each value
+HEADER_VALUES: dict[str, str] = {"10k": "a" * 10_000, "NUL": "a\x00b", "latin-1": "\u00e9\u00ff", "empty": "",
+                                 "separators": ";;,,=;q=", "1000 media types": ",".join(["text/x"] * 1000),
+                                 "q not a number": "*/*;q=NaN, application/dicom+json;q=2",
+                                 "open quote": 'multipart/related; type="application/dicom',
+                                 "any syntax": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+HEADERS = ("Accept", "Origin", "X-Request-ID", "If-None-Match", "Authorization")
 #: raw in the query string: bytes that are no UTF-8 (a lone surrogate's, then 0xFF)
 INVALID_UTF8_QUERY = "%ED%A0%80%FF"
 PATH_VALUES: dict[str, str] = {"NUL": "a\x00b", "1000 chars": "a" * 1000, "dotdot": "..",
@@ -84,6 +95,7 @@ class Request:
     data: bytes | None = None
     content_type: str | None = None
     query: list[tuple[str, str]] | str = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -479,6 +491,42 @@ def wrong_types(value: Any) -> dict[str, str]:
             if kind is not own and not (own in numbers and kind in numbers)}
 
 
+#: file names an upload's part may carry
+FILE_NAMES: dict[str, str] = {"dotdot": "../../../outside.dcm", "NUL": "a\x00b.dcm", "1000 chars": "\u00e9" * 1000,
+                              "empty": "", "U+202E": "x\u202emcd.exe"}
+
+
+def _multipart(parts: list[tuple[str, bytes]], boundary: str = "fuzzboundary", end: bool = True) -> bytes:
+    """A multipart body of (part headers, content) parts."""
+    body = b"".join(f"--{boundary}\r\n{headers}\r\n\r\n".encode("utf-8", "surrogatepass") + content + b"\r\n"
+                    for headers, content in parts)
+    return body + (f"--{boundary}--\r\n".encode() if end else b"")
+
+
+def multipart_attacks(path: str, dicom: bytes, related: bool) -> Iterator[Request]:
+    """An upload's (form-data) or a STOW-RS request's (multipart/related) body, taken apart."""
+    media = 'multipart/related; type="application/dicom"; boundary=' if related else "multipart/form-data; boundary="
+    part = "Content-Type: application/dicom" if related else \
+        'Content-Disposition: form-data; name="files"; filename="{}"\r\nContent-Type: application/dicom'
+    yield Request("multipart without a boundary", path, b"--x\r\n\r\n", media.split(";")[0])
+    yield Request("no parts", path, b"--x--\r\n", media + "x")
+    yield Request("unterminated", path, _multipart([(part.format("a.dcm"), dicom)], end=False), media + "fuzzboundary")
+    yield Request("10k boundary", path, _multipart([(part.format("a.dcm"), dicom)], "b" * 10_000), media + "b" * 10_000)
+    for name, content in {"empty part": b"", "not DICOM": b"\x00" * 300, "truncated DICOM": dicom[:200],
+                          "DICOM and 1 MiB of noise": dicom + b"\xff" * 2**20}.items():
+        yield Request(name, path, _multipart([(part.format("a.dcm"), content)]), media + "fuzzboundary")
+    if related:
+        for name, headers in {"part of another type": "Content-Type: text/plain",
+                              "part without a type": "Content-Location: x", "part type with NUL": "Content-Type: a\x00b"
+                              }.items():
+            yield Request(name, path, _multipart([(headers, dicom)]), media + "fuzzboundary")
+        return
+    for name, filename in FILE_NAMES.items():
+        yield Request(f"file name {name}", path, _multipart([(part.format(filename), dicom)]), media + "fuzzboundary")
+    yield Request("another field's name", path, _multipart([(part.replace("files", "f\x00").format("a"), dicom)]),
+                  media + "fuzzboundary")
+
+
 def body_attacks(path: str, call: Call) -> Iterator[Request]:
     """Hostile bodies of a route that reads one."""
     json_type = "application/json"
@@ -486,9 +534,7 @@ def body_attacks(path: str, call: Call) -> Iterator[Request]:
         yield Request(f"body {name}", path, text.encode(), json_type)
     yield Request("invalid UTF-8", path, b'{"a": "\xff\xfe\xc3"}', json_type)
     if call.body_kind == "multipart":
-        yield Request("multipart without a boundary", path, b"--x\r\n\r\n", "multipart/form-data")
-        yield Request("multipart/related, no parts", path, b"--x--\r\n",
-                      'multipart/related; type="application/dicom"; boundary=x')
+        yield from multipart_attacks(path, call.body["files"], related=path.startswith("/dicomweb/"))
         return
     assert call.body is not None
     yield Request("wrong Content-Type", path, _json_text(call.body).encode(), "text/plain")
@@ -500,6 +546,9 @@ def body_attacks(path: str, call: Call) -> Iterator[Request]:
         name = ".".join(map(str, where))
         for attack, text in {**wrong_types(value), **HOSTILE_VALUES}.items():
             yield Request(f"{name}: {attack}", path, _json_text(call.body, where, text).encode(), json_type)
+        if isinstance(value, list) and value:  # a list's items are checked one by one: 100,000 of them
+            many = json.dumps([value[0]] * 100_000)
+            yield Request(f"{name}: 100,000 items", path, _json_text(call.body, where, many).encode(), json_type)
     for name, value in call.body.items():
         duplicated = _json_text(call.body)[:-1] + f", {json.dumps(name)}: " + next(iter(wrong_types(value).values()))
         yield Request(f"{name}: duplicated, last of another type", path, (duplicated + "}").encode(), json_type)
@@ -523,6 +572,14 @@ def path_attacks(rule: str, values: dict[str, str], query: dict[str, str]) -> It
             yield Request(f"<{name}> {attack}", concrete(rule, values, name, value), query=list(query.items()))
 
 
+def header_attacks(path: str, call: Call) -> Iterator[Request]:
+    """Each header a view or the layers' shared code reads, with each hostile value (the caller's
+    token kept but where `Authorization` itself is attacked, which must be a 401)."""
+    for header in HEADERS:
+        for attack, value in HEADER_VALUES.items():
+            yield Request(f"{header}: {attack}", path, query=list(call.query.items()), headers={header: value})
+
+
 def known_params(layer: Layer, rule: str, method: str) -> set[str]:
     """The query parameters the route's view reads: recorded while a valid GET runs, or declared."""
     call = layer.calls[rule, method]
@@ -544,16 +601,31 @@ def attacks(layer: Layer, rule: str, method: str) -> list[Request]:
         found += body_attacks(path, call)
     found += query_attacks(path, call, known_params(layer, rule, method))
     found += path_attacks(rule, layer.path_values, call.query)
+    if method == "GET":  # a valid write or DELETE with an odd header would change what later routes find
+        found += header_attacks(path, call)
     return found
 
 
 def send(layer: Layer, call: Call, method: str, request: Request) -> Any:
-    headers = layer.headers(call.role)
+    headers = {**layer.headers(call.role), **request.headers}
     if request.content_type is not None:
         headers["Content-Type"] = request.content_type
     query = request.query or list(call.query.items())
     return layer.app.test_client().open(request.path, method=method, data=request.data, headers=headers,
                                         query_string=query)
+
+
+#: STOW-RS refuses instances with the standard's Store Instances Response (PS3.18 §10.5.3,
+#: docs/conformance.md): its FailedSOPSequence says why for each, where other answers have `error`
+FAILED_SOP_SEQUENCE = "00081198"
+
+
+def is_error_body(answer: Any) -> bool:
+    """Whether `answer` is an error body: `{"error": {"code", "message"}}`, or a STOW-RS refusal."""
+    if isinstance(answer, dict) and FAILED_SOP_SEQUENCE in answer:
+        return True
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str)
 
 
 def problems(layer: Layer, rule: str, method: str) -> tuple[list[str], int]:
@@ -572,11 +644,8 @@ def problems(layer: Layer, rule: str, method: str) -> tuple[list[str], int]:
         status = reply.status_code
         if status >= 500:
             found.append(f"{request.attack}: {status} {reply.get_data(as_text=True)[:200]}")
-        if 400 <= status < 500:
-            error = (reply.get_json(silent=True) or {}).get("error") if reply.is_json else None
-            if not (isinstance(error, dict) and isinstance(error.get("code"), str)
-                    and isinstance(error.get("message"), str)):
-                found.append(f"{request.attack}: {status} without the error body: {reply.get_data(as_text=True)[:200]}")
+        if 400 <= status < 500 and not is_error_body(reply.get_json(silent=True) if reply.is_json else None):
+            found.append(f"{request.attack}: {status} without the error body: {reply.get_data(as_text=True)[:200]}")
         after = layer.snapshot()
         if 400 <= status < 500 and after != before:
             found.append(f"{request.attack}: {status} but rows or files changed")
@@ -587,6 +656,25 @@ def problems(layer: Layer, rule: str, method: str) -> tuple[list[str], int]:
 def test_every_route_is_fuzzed(layer):
     """Every rule and method the app serves has a valid call here, and no call names a gone route."""
     assert set(served(layer.app)) == set(layer.calls)
+
+
+def test_a_method_a_rule_does_not_take_is_405_with_the_error_body(layer):
+    """Each rule, sent each method it does not take (with a caller allowed elsewhere): 405 and the
+    error body with `Allow`, never the view of another method."""
+    for rule in layer.app.url_map.iter_rules():
+        path = concrete(rule.rule, layer.path_values)
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - rule.methods):
+            if any(other.rule == rule.rule and method in other.methods for other in layer.app.url_map.iter_rules()):
+                continue  # the same path's other rule takes it (Flask rules per method)
+            reply = layer.app.test_client().open(path, method=method, headers=layer.headers("physician"),
+                                                 follow_redirects=True)
+            if reply.history:  # `/users` to `/users/`, whose rule (a blank id) takes the method: its 4xx
+                assert [r.status_code for r in reply.history] == [308], (method, rule.rule)
+                assert 400 <= reply.status_code < 500 and is_error_body(reply.get_json(silent=True))
+                continue
+            assert reply.status_code == 405, (method, rule.rule, reply.status_code)
+            assert is_error_body(reply.get_json(silent=True)), (method, rule.rule)
+            assert reply.headers["Allow"], (method, rule.rule)
 
 
 def test_hostile_requests_are_answered_4xx_with_the_error_body_and_write_nothing(layer):
