@@ -234,7 +234,8 @@ def update_finding(finding_id: str):
         require_finding_change(finding.author_id)
         previous_patient = finding.patient_id
         patient_id = fields.get("patient_id", previous_patient)
-        if patient_id != previous_patient:
+        # a reference sent is checked even where the patient stays: a value of any shape was taken unread
+        if patient_id != previous_patient or reference is not None:
             require_patient_reference(reference, patient_id)
         if links is not None:
             check_local_links(links, patient_id)

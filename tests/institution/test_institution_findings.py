@@ -374,6 +374,23 @@ def test_moving_a_finding_to_another_patient_needs_a_reference_to_them(api, user
     assert status == 200
 
 
+def test_a_reference_sent_with_an_edit_is_checked_though_the_patient_stays(api, users, finding, patient_id,
+                                                                            db_state):
+    """An edit that kept the patient took any `patient_reference` unread: a number, NaN, an object,
+    100,000 characters, another patient's or an expired one (found by tests/hostile/test_route_fuzz.py)."""
+    path = f"/api/v1/findings/{finding['id']}"
+    before = db_state()
+    given = {name: value for name, value in reference_attacks(api, users, patient_id).items() if value is not None}
+    attacks = {**given, "a number": 12345, "an object": {"sub": patient_id}, "a list": [], "long": "x" * 100_000}
+    for name, reference in attacks.items():
+        edit = {"description": "edited", "patient_reference": reference}
+        status, answer = api.call("PUT", path, users["physician"], edit, references=False)
+        assert status == 400 and answer["error"]["code"] == "invalid_patient_reference", (name, answer)
+    assert db_state() == before
+    status, answer = api.call("PUT", path, users["physician"], {"description": "edited", "patient_id": patient_id})
+    assert status == 200 and answer["description"] == "edited", answer
+
+
 def test_changes_at_once_keep_the_rules_and_answer_no_500(app, api, users, record, patient_id):
     """Two removals at once of a finding's two links each saw two and left it with none
     (PostgreSQL), or one failed with "database is locked", a 500 (SQLite); two edits of one record
