@@ -13,6 +13,7 @@
 // is read up to MAX_JSON_BYTES and must have the shape asked for, and a server's text shown as an
 // error or a label is cut to size (limits.js).
 
+import { LIST_PAGE, ShapeError } from "./answers.js";
 import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
 export class ApiError extends Error {
@@ -163,18 +164,34 @@ export async function parseJson(response) {
 }
 
 /**
+ * `body` if it has `shape` (answers.js), else a bad answer naming the server, the endpoint and the
+ * field that is wrong: `null`, an HTML page or a string where a count belongs must not end as a
+ * TypeError, a loop of 10^9 or NaN in the viewer's geometry.
+ * @param {any} body
+ * @param {string} base
+ * @param {string} path
+ * @param {import("./answers.js").Shape} shape
+ */
+export function shaped(body, base, path, shape) {
+  try {
+    shape.check(body);
+  } catch (err) {
+    if (!(err instanceof ShapeError)) throw err;
+    throw badAnswer(`${hostOf(base)} (${path})`, `something else than ${shape.asked} asked for (${err.message})`);
+  }
+  return body;
+}
+
+/**
  * A list endpoint's answer `{items: [object], total: number}` as asked for, else a bad answer
- * naming the server and the endpoint: `null` or an HTML page must not end as a TypeError.
+ * naming the server and the endpoint.
  * @param {any} body
  * @param {string} base
  * @param {string} path
  * @returns {{items: any[], total: number}}
  */
 export function listPage(body, base, path) {
-  const valid = body !== null && typeof body === "object" && Array.isArray(body.items) && Number.isFinite(body.total)
-    && body.items.every((item) => item !== null && typeof item === "object" && !Array.isArray(item));
-  if (!valid) throw badAnswer(`${hostOf(base)} (${path})`, "something else than the list asked for");
-  return body;
+  return shaped(body, base, path, LIST_PAGE);
 }
 
 /** Turn any failed fetch or error body into an ApiError whose message a person can act on. */
@@ -242,6 +259,8 @@ export function buildUrl(base, path, params = {}) {
  *   a request without an Authorization header needs no CORS preflight, one round trip less per slice
  * @property {boolean} [renewing] the call renews the session itself (no renewal on 401)
  * @property {Record<string, string>} [headers]
+ * @property {import("./answers.js").Shape} [shape] what the JSON answer must hold (answers.js):
+ *   anything else is a bad answer naming the server (`shaped`)
  * @property {RequestCache} [cache] the browser cache mode (default "no-store": API answers are
  *   patient data that must be current; thumbnails use "default", honouring the node's ETag and Cache-Control)
  */
@@ -466,8 +485,8 @@ export class Session {
    */
   async fetchJson(base, path, options = {}) {
     const response = await this.fetchRaw(base, path, options);
-    if (response.status === 204) return null;
-    return parseJson(response);
+    const body = response.status === 204 ? null : await parseJson(response);
+    return options.shape ? shaped(body, base, path, options.shape) : body;
   }
 
   toplevel(path, options) { return this.fetchJson(this.toplevelUrl, path, options); }

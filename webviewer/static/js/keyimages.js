@@ -4,7 +4,8 @@
 // …/records/{id}/key-images, docs/API.md), so they are there after a reload and for every reader.
 // The panel lists those of the record the active viewport shows (series.js), from its own node.
 
-import { badAnswer, hostOf } from "./api.js";
+import { shaped } from "./api.js";
+import { count, items, need, optional, text } from "./answers.js";
 import { h, mount } from "./dom.js";
 import { PLANES, planeInfo } from "./geometry.js";
 import { planesFor, timeOf } from "./stacks.js";
@@ -46,20 +47,28 @@ function sameImage(record, a, b) {
 }
 
 /**
- * The node's listing `{items: [KeyImageRef & {marked_by}]}` as asked for, else a bad answer naming
- * the node: an item of another view, or whose index or time point is no count, would end as a
- * TypeError in the panel or move the viewport to no image when clicked.
- * @param {any} body @param {string} base @param {string} path @returns {{items: any[]}}
+ * The node's listing `{items: [KeyImageRef & {marked_by}]}`: an item of another view, or whose
+ * index or time point is no count, would end as a TypeError in the panel or move the viewport to no
+ * image when clicked. The object and its items are checked as every list's (answers.js `items`).
+ * @type {import("./answers.js").Shape}
  */
+const KEY_IMAGE_LISTING = {
+  asked: "the key images",
+  check(body) {
+    items(body);
+    body.items.forEach((/** @type {any} */ item, /** @type {number} */ i) => {
+      need(PLANES.includes(item.plane), `items[${i}].plane is no view`);
+      count(item.index, `items[${i}].index`);
+      optional(item.stack, `items[${i}].stack`, text);
+      optional(item.phase, `items[${i}].phase`, count);
+      text(item.marked_by, `items[${i}].marked_by`);
+    });
+  },
+};
+
+/** The node's listing as asked for, else a bad answer naming the node. @param {any} body @param {string} base @param {string} path @returns {{items: any[]}} */
 function keyImageListing(body, base, path) {
-  const count = (/** @type {any} */ value) => Number.isInteger(value) && value >= 0;
-  const valid = body !== null && typeof body === "object" && Array.isArray(body.items)
-    && body.items.every((/** @type {any} */ item) => item !== null && typeof item === "object"
-      && PLANES.includes(item.plane) && count(item.index)
-      && (item.stack == null || typeof item.stack === "string") && (item.phase == null || count(item.phase))
-      && typeof item.marked_by === "string");
-  if (!valid) throw badAnswer(`${hostOf(base)} (${path})`, "something else than the key images asked for");
-  return body;
+  return shaped(body, base, path, KEY_IMAGE_LISTING);
 }
 
 export class KeyImages {

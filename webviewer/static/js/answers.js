@@ -1,0 +1,231 @@
+// The shapes of the answers the viewer reads from servers it does not control (limits.js). A node
+// or institution server that is broken or taken over may answer `null`, a string where a number
+// belongs, a frame count of 10^9 or a spacing of 1e400 (Infinity once parsed); read unchecked they
+// ended as TypeErrors that left the viewer half drawn, or as NaN in its geometry. Each Shape here
+// says what an answer must hold, within the bounds the servers themselves keep (docs/API.md), and
+// api.js `shaped` turns a failed check into a bad answer naming the server and the field.
+// Bounds are the servers' own, never tighter: a node's `limits.max_frames` has no upper bound, so
+// a frame count is held to the record's own slices and plane geometry, not to a number of ours.
+
+/** What a server answer must hold. @typedef {{asked: string, check: (body: any) => void}} Shape */
+
+/** A check that failed: its message names the field (ours, never the server's text). */
+export class ShapeError extends Error {}
+
+/** DICOM Rows and Columns are US values: no stored image is larger on a side. */
+const DICOM_MAX_SIDE = 65535;
+
+/** @param {boolean} ok @param {string} problem */
+export function need(ok, problem) {
+  if (!ok) throw new ShapeError(problem);
+}
+
+/** @param {any} value @returns {boolean} */
+export function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/** @param {any} value @param {string} name */
+export function object(value, name) {
+  need(isObject(value), `${name} is no object`);
+}
+
+/** A whole number from 0 to `max`. @param {any} value @param {string} name @param {number} [max] */
+export function count(value, name, max = Number.MAX_SAFE_INTEGER) {
+  need(Number.isInteger(value) && value >= 0, `${name} is no count`);
+  need(value <= max, `${name} is more than ${max}`);
+}
+
+/** @param {any} value @param {string} name */
+function finite(value, name) {
+  need(Number.isFinite(value), `${name} is no finite number`);
+}
+
+/** @param {any} value @param {string} name */
+function notNegative(value, name) {
+  finite(value, name);
+  need(value >= 0, `${name} is negative`);
+}
+
+/** @param {any} value @param {string} name */
+export function text(value, name) {
+  need(typeof value === "string", `${name} is no text`);
+}
+
+/** @param {any} value @param {string} name */
+function bool(value, name) {
+  need(typeof value === "boolean", `${name} is neither true nor false`);
+}
+
+/**
+ * `check` of `value` unless it is null or absent (a field older nodes lack, or "unknown").
+ * @param {any} value @param {string} name @param {(value: any, name: string) => void} check
+ */
+export function optional(value, name, check) {
+  if (value != null) check(value, name);
+}
+
+/**
+ * A list each of whose items passes `each`.
+ * @param {any} value @param {string} name @param {(item: any, name: string) => void} each
+ */
+export function listOf(value, name, each) {
+  need(Array.isArray(value), `${name} is no list`);
+  value.forEach((item, i) => each(item, `${name}[${i}]`));
+}
+
+/** The `{items: [object]}` of every list answer (a page of a list, the key images). @param {any} body */
+export function items(body) {
+  object(body, "the answer");
+  listOf(body.items, "items", object);
+}
+
+/** A page of a list endpoint: `{items: [object], total}`. @type {Shape} */
+export const LIST_PAGE = {
+  asked: "the list",
+  check(body) {
+    items(body);
+    finite(body.total, "total");
+  },
+};
+
+/** @param {any} window @param {string} name */
+function windowShape(window, name) {
+  object(window, name);
+  finite(window.center, `${name}.center`);
+  finite(window.width, `${name}.width`);
+}
+
+/** A pixel spacing (row, column) in mm. @param {any} spacing @param {string} name */
+function spacingPair(spacing, name) {
+  need(Array.isArray(spacing) && spacing.length === 2, `${name} is no pair`);
+  spacing.forEach((mm, i) => notNegative(mm, `${name}[${i}]`));
+}
+
+/** @param {any} slice @param {string} name */
+function sliceShape(slice, name) {
+  object(slice, name);
+  optional(slice.instance, `${name}.instance`, finite);
+  optional(slice.position, `${name}.position`, (position, field) => {
+    need(Array.isArray(position) && position.length === 3, `${field} is no point`);
+    position.forEach((mm, i) => finite(mm, `${field}[${i}]`));
+  });
+  optional(slice.location_mm, `${name}.location_mm`, finite);
+  optional(slice.thickness_mm, `${name}.thickness_mm`, finite);
+  optional(slice.sop_instance_uid, `${name}.sop_instance_uid`, text);
+}
+
+/**
+ * One plane's geometry (PlaneGeometry, daemons/render/imaging/planes.py): its index count and image
+ * size, each side at most a stored image's side or the record's frame count (a reformat's side
+ * runs across the frames); its sizes in mm positive wherever it has pixels (the viewer divides by them).
+ * @param {any} plane @param {string} name @param {number} frames
+ */
+function planeShape(plane, name, frames) {
+  object(plane, name);
+  const side = Math.max(DICOM_MAX_SIDE, frames);
+  count(plane.count, `${name}.count`, side);
+  count(plane.columns, `${name}.columns`, side);
+  count(plane.rows, `${name}.rows`, side);
+  for (const key of ["column_mm", "row_mm", "width_mm", "height_mm"]) {
+    notNegative(plane[key], `${name}.${key}`);
+    need(plane[key] > 0 || plane.columns * plane.rows === 0, `${name}.${key} is 0`);
+  }
+  optional(plane.spacing_mm, `${name}.spacing_mm`, notNegative);
+  bool(plane.measurable, `${name}.measurable`);
+  optional(plane.edges, `${name}.edges`, (edges, field) => {
+    object(edges, field);
+    for (const edge of ["top", "right", "bottom", "left"]) text(edges[edge], `${field}.${edge}`);
+  });
+  optional(plane.index_direction, `${name}.index_direction`, text);
+  optional(plane.location_mm, `${name}.location_mm`, (location, field) => {
+    object(location, field);
+    finite(location.first, `${field}.first`);
+    finite(location.step, `${field}.step`);
+  });
+}
+
+/** @param {any} planes @param {string} name @param {number} frames */
+function planeTable(planes, name, frames) {
+  object(planes, name);
+  for (const [plane, geometry] of Object.entries(planes)) planeShape(geometry, `${name}.${plane}`, frames);
+}
+
+/** A list of record frame indexes. @param {any} frames @param {string} name @param {number} total */
+function frameList(frames, name, total) {
+  listOf(frames, name, (frame, field) => need(Number.isInteger(frame) && frame >= 0 && frame < total, `${field} is no frame of the record`));
+}
+
+/** @param {any} stack @param {string} name @param {number} frames */
+function stackShape(stack, name, frames) {
+  object(stack, name);
+  text(stack.id, `${name}.id`);
+  text(stack.label, `${name}.label`);
+  frameList(stack.frames, `${name}.frames`, frames);
+  listOf(stack.phases, `${name}.phases`, (phase, field) => frameList(phase, field, frames));
+  count(stack.rows, `${name}.rows`, DICOM_MAX_SIDE);
+  count(stack.columns, `${name}.columns`, DICOM_MAX_SIDE);
+  optional(stack.pixel_spacing, `${name}.pixel_spacing`, spacingPair);
+  optional(stack.planes, `${name}.planes`, (planes, field) => planeTable(planes, field, frames));
+}
+
+/** The texts of RecordMeta the viewer shows or compares (null where unknown). */
+const RECORD_TEXTS = ["modality", "description", "series_description", "study_description", "study_uid", "series_uid",
+  "frame_of_reference_uid", "patient_name", "patient_id_dicom", "patient_birth_date", "study_date", "study_time",
+  "stack_direction"];
+
+/**
+ * A record's metadata (RecordMeta, docs/API.md): in full detail (`slices`, `planes`) or as lists and
+ * `detail=summary` give it. Its frame count must be that of its own slices and stored plane: a
+ * count of 10^9 beside 4 slices is refused, a real series of thousands of frames is not.
+ * @param {any} meta
+ */
+function recordMeta(meta) {
+  object(meta, "the record");
+  need(typeof meta.id === "string" && meta.id !== "", "id is no id");
+  count(meta.frames, "frames");
+  count(meta.rows, "rows", DICOM_MAX_SIDE);
+  count(meta.columns, "columns", DICOM_MAX_SIDE);
+  for (const key of RECORD_TEXTS) optional(meta[key], key, text);
+  optional(meta.files, "files", count);
+  optional(meta.series_number, "series_number", finite);
+  optional(meta.slice_thickness, "slice_thickness", finite);
+  optional(meta.default_window, "default_window", windowShape);
+  optional(meta.pixel_spacing, "pixel_spacing", spacingPair);
+  optional(meta.warnings, "warnings", (warnings, name) => listOf(warnings, name, text));
+  optional(meta.slices, "slices", (slices, name) => {
+    listOf(slices, name, sliceShape);
+    need(slices.length === meta.frames, `${name} has ${slices.length} entries for ${meta.frames} frames`);
+  });
+  optional(meta.planes, "planes", (planes, name) => {
+    planeTable(planes, name, meta.frames);
+    need(isObject(planes.slices) && planes.slices.count === meta.frames, `${name}.slices does not count the record's frames`);
+  });
+  optional(meta.stacks, "stacks", (stacks, name) => listOf(stacks, name, (stack, field) => stackShape(stack, field, meta.frames)));
+}
+
+/** A record's metadata (RecordMeta). @type {Shape} */
+export const RECORD = { asked: "the record", check: recordMeta };
+
+/** The states of a record's load on its node (LoadStatus); anything else would leave the viewer waiting. */
+const LOAD_STATES = ["unloaded", "loading", "ready", "error"];
+
+/**
+ * A record's load status (LoadStatus): a known state, counts of frames ready out of its total,
+ * and the frames that cannot be shown, each named by a frame of the total.
+ * @param {any} status
+ */
+function loadStatus(status) {
+  object(status, "the status");
+  need(LOAD_STATES.includes(status.state), "state is none of " + LOAD_STATES.join(", "));
+  count(status.frames_total, "frames_total");
+  count(status.frames_ready, "frames_ready", status.frames_total);
+  optional(status.errors, "errors", (errors, name) => listOf(errors, name, (error, field) => {
+    object(error, field);
+    need(Number.isInteger(error.frame) && error.frame >= 0 && error.frame < status.frames_total, `${field}.frame is no frame of the record`);
+    text(error.message, `${field}.message`);
+  }));
+}
+
+/** A record's load status (LoadStatus). @type {Shape} */
+export const LOAD_STATUS = { asked: "the load status", check: loadStatus };
