@@ -8,6 +8,7 @@
 
 import { h, mount, select } from "./dom.js";
 import { ApiError, apiPath } from "./api.js";
+import { RECORD } from "./answers.js";
 import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
@@ -41,7 +42,7 @@ async function openOnServingNode(ctx, nodes, recordPath) {
   let lastError = null;
   for (const node of nodes) {
     try {
-      return { node, meta: await ctx.session.fetchJson(node.url, recordPath) };
+      return { node, meta: await ctx.session.fetchJson(node.url, recordPath, { shape: RECORD }) };
     } catch (err) {
       if (!nodeDown(err)) throw err;
       lastError = err;
