@@ -8,6 +8,7 @@ import { recordStacks } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { NO_VOLUME_PRESETS } from "./volumepresets.js";
 import { apiPath } from "./api.js";
+import { LOAD_STATUS } from "./answers.js";
 
 const POLL_MS = 250;
 
@@ -59,9 +60,9 @@ export class OpenRecord {
   async start() {
     this.timers.clear("poll");
     try {
-      this.apply(await this.ctx.session.fetchJson(this.node.url, `${this.path}/load`, { method: "POST" }));
+      this.apply(await this.ctx.session.fetchJson(this.node.url, `${this.path}/load`, { method: "POST", shape: LOAD_STATUS }));
     } catch (err) {
-      if (!err.isAuthFailure && !this.closed) this.apply({ state: "failed", frames_ready: 0, frames_total: this.meta.frames, error: err });
+      if (!err.isAuthFailure) this.fail(err);
     }
   }
 
@@ -72,10 +73,17 @@ export class OpenRecord {
 
   async poll() {
     try {
-      this.apply(await this.ctx.session.fetchJson(this.node.url, `${this.path}/status`));
+      this.apply(await this.ctx.session.fetchJson(this.node.url, `${this.path}/status`, { shape: LOAD_STATUS }));
     } catch (err) {
-      if (!err.isAuthFailure && !this.closed) this.timers.later("poll", POLL_MS * 4, () => this.poll());
+      // a node briefly away is asked again; one that answers what is no status would be asked for ever
+      if (err.code === "bad_answer") this.fail(err);
+      else if (!err.isAuthFailure && !this.closed) this.timers.later("poll", POLL_MS * 4, () => this.poll());
     }
+  }
+
+  /** The load failed with `err`: the viewer says why, and the node is not asked again. */
+  fail(err) {
+    if (!this.closed) this.apply({ state: "failed", frames_ready: 0, frames_total: this.meta.frames, error: err });
   }
 
   apply(status) {
