@@ -229,3 +229,23 @@ function loadStatus(status) {
 
 /** A record's load status (LoadStatus). @type {Shape} */
 export const LOAD_STATUS = { asked: "the load status", check: loadStatus };
+
+/**
+ * An ROI's statistics (`…/stats`, daemons/render/imaging/probe.py): the pixels inside and, when
+ * there are any, their mean, SD, minimum and maximum; the area in mm² where the pixel size is known.
+ * The overlay writes them with toFixed on every redraw: a text there threw at each one.
+ * @param {any} stats
+ */
+function roiStats(stats) {
+  object(stats, "the statistics");
+  count(stats.count, "count");
+  optional(stats.unit, "unit", text);
+  optional(stats.area_mm2, "area_mm2", notNegative);
+  for (const key of ["mean", "sd", "min", "max"]) {
+    if (stats.count > 0) finite(stats[key], key);
+    else optional(stats[key], key, finite);
+  }
+}
+
+/** An ROI's statistics. @type {Shape} */
+export const ROI_STATS = { asked: "the statistics", check: roiStats };

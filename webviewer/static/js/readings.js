@@ -8,6 +8,7 @@
 
 import { h, svg } from "./dom.js";
 import { imageToScreen, planeInfo } from "./geometry.js";
+import { ROI_STATS } from "./answers.js";
 
 /** The tools that read values, and the ROI shape each draws. */
 export const ROI_SHAPES = { rect: "rect", ellipse: "ellipse" };
@@ -124,7 +125,7 @@ export async function roiStats(vp, shape, a, b) {
   const q = framePoint(vp, b);
   if (!p || !q) return null;
   return vp.ctx.session.fetchJson(vp.node.url,
-    `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`, { tokenInQuery: true });
+    `${vp.recordPath}/${p.path}/stats?shape=${shape}&x0=${p.x}&y0=${p.y}&x1=${q.x}&y1=${q.y}${p.slab}`, { tokenInQuery: true, shape: ROI_STATS });
 }
 
 /**
