@@ -249,3 +249,23 @@ function roiStats(stats) {
 
 /** An ROI's statistics. @type {Shape} */
 export const ROI_STATS = { asked: "the statistics", check: roiStats };
+
+/**
+ * The node's presets (`api/v1/presets`): named windows `{name: {center, width, modality}}` and the
+ * DVR presets' names. A null answer threw before the viewer was drawn; a window that is no object
+ * threw when the window choices were filled.
+ * @param {any} presets
+ */
+function presetsShape(presets) {
+  object(presets, "the presets");
+  object(presets.window, "window");
+  for (const [name, window] of Object.entries(presets.window)) {
+    windowShape(window, `window.${name}`);
+    optional(window.modality, `window.${name}.modality`, text);
+  }
+  optional(presets.volume, "volume", (names, field) => listOf(names, field, text));
+  optional(presets.volume_default, "volume_default", text);
+}
+
+/** The node's window and DVR presets. @type {Shape} */
+export const PRESETS = { asked: "the presets", check: presetsShape };

@@ -8,7 +8,7 @@
 
 import { h, mount, select } from "./dom.js";
 import { ApiError, apiPath } from "./api.js";
-import { RECORD } from "./answers.js";
+import { PRESETS, RECORD } from "./answers.js";
 import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
@@ -66,7 +66,7 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
   const volumePresets = new VolumePresets(ctx);
   const [every, identity, ownPresets] = await Promise.all([
     // every named window (fillWindowChoices offers each viewport's record its modality's) ...
-    ctx.session.fetchJson(node.url, "api/v1/presets").catch(() => ({ window: {} })),
+    ctx.session.fetchJson(node.url, "api/v1/presets", { shape: PRESETS }).catch(() => ({ window: {} })),
     patientIdentity(ctx, institutionId, nodeId, recordId, meta, query),
     // ... and the DVR presets of this record's modality (each record shown later asks for its own)
     volumePresets.of({ node, meta }),

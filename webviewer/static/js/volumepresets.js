@@ -3,6 +3,7 @@
 // offers CT transfer functions and an MR viewport beside it MR ones. Asked once per node and
 // modality, however many records and viewports share them; each OpenRecord (series.js) keeps its own.
 import { apiPath } from "./api.js";
+import { PRESETS } from "./answers.js";
 
 /** @typedef {{volume: string[], volume_default: string}} VolumePresetList */
 
@@ -27,8 +28,8 @@ export class VolumePresets {
     const key = `${record.node.url} ${modality}`;
     let found = this.known.get(key);
     if (!found) {
-      found = this.ctx.session.fetchJson(record.node.url, apiPath`api/v1/presets?modality=${modality}`)
-        .then((p) => ({ volume: Array.isArray(p.volume) ? p.volume : [], volume_default: p.volume_default || "" }))
+      found = this.ctx.session.fetchJson(record.node.url, apiPath`api/v1/presets?modality=${modality}`, { shape: PRESETS })
+        .then((p) => ({ volume: p.volume || [], volume_default: p.volume_default || "" }))
         .catch(() => NO_VOLUME_PRESETS);
       this.known.set(key, found);
     }
