@@ -1,13 +1,14 @@
 """The viewer against render nodes that answer single objects of another shape (docs/operations.md,
-attacks 81-83).
+attacks 81-84).
 
 A render node that is broken or taken over answers the record's metadata (RecordMeta), its load
-status or an ROI's statistics with `null`, a string where a count belongs, a frame count of 10^9, a spacing of 1e400
-(Infinity once parsed), a negative or zero size, an unknown state. Each test serves such an answer
-through Playwright's request interception (`page.route`) in place of the node's own, built from
-its real answer where it has one, and checks what a person sees: a message naming the node, the endpoint and what
-is wrong, a viewer that stops asking, a page that still answers clicks, and no uncaught error in
-the page (the `page` fixture fails a test on any).
+status, an ROI's statistics or its presets with `null`, a string where a count belongs, a frame
+count of 10^9, a spacing of 1e400 (Infinity once parsed), a negative or zero size, an unknown
+state. Each test serves such an answer through Playwright's request interception (`page.route`)
+in place of the node's own, built from its real answer where it has one, and checks what a person
+sees: a message naming the node, the endpoint and what is wrong (or, for presets, a viewer that
+opens without them), a viewer that stops asking, a page that still answers clicks, and no uncaught
+error in the page (the `page` fixture fails a test on any).
 """
 
 from __future__ import annotations
@@ -180,4 +181,29 @@ def test_roi_statistics_of_another_shape_are_named_not_thrown(page, deployment, 
     page.locator("#slice").fill("1")   # a redraw of the overlay
     page.locator("#slice").fill("0")
     page.locator("#viewport rect.roi").wait_for(timeout=10_000)   # the ROI of slice 1 drawn again
+    still_usable(page)
+
+
+# each: the presets the node answers; the viewer opens without the named windows they would give
+PRESETS_ATTACKS = {
+    "null": None,
+    "window-null-entry": {"window": {"ct_lung": None}, "volume": ["ct_bone"], "volume_default": "ct_bone"},
+    "window-text": {"window": "lung", "volume": [], "volume_default": ""},
+}
+
+
+@pytest.mark.parametrize("attack", list(PRESETS_ATTACKS), ids=list(PRESETS_ATTACKS))
+def test_presets_of_another_shape_leave_the_viewer_without_named_windows(page, deployment, ct, attack):
+    """Attack 84: a node's presets answer `null` threw before the viewer was drawn ("Something
+    went wrong in the viewer": the record could not be opened at all); a named window `null`
+    threw while the window choices were filled. Now such presets are not used, as when the node
+    cannot be asked for them: the record opens with its own windows."""
+    page.route(lambda url: url.startswith(f"{ct['node']['url']}/api/v1/presets"),
+               lambda route: serve(route, deployment, PRESETS_ATTACKS[attack]))
+    login(page, deployment)
+    page.goto(ct["href"])
+    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60_000)
+    values = page.locator("#window-preset option").evaluate_all("options => options.map(o => o.value)")
+    assert values and not [v for v in values if v.startswith("preset:")], values
+    assert page.locator("#alert").is_hidden()
     still_usable(page)
