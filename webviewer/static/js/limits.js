@@ -1,7 +1,7 @@
 // How much of a server's answer the viewer takes. The viewer talks to servers it does not control
 // (every institution server and render node of the federation); a compromised, buggy or slow one
 // must not freeze, break or spoof the page, so each of these bounds what one answer can cost.
-// docs/viewer.md ("Servers that answer badly") and docs/operations.md (attacks 47-51) say why.
+// docs/viewer.md ("Servers that answer badly") and docs/operations.md (attacks 47-51, 81-84) say why.
 
 /** A request (and reading its answer) that takes longer fails with "did not answer in time"; uploads,
  *  sent with XMLHttpRequest (upload.js), are not bounded by it. */
