@@ -81,6 +81,7 @@ RECORD_ATTACKS = {
     "plane-a-million-wide": (set_in("planes.sagittal.columns", 10**6), "planes.sagittal.columns is more than 65535"),
     "stack-phases-null": (set_in("stacks.0.phases", None), "stacks[0].phases is no list"),
     "stack-frame-outside": (set_in("stacks.0.frames.0", 10**9), "stacks[0].frames[0] is no frame of the record"),
+    "another-record": (set_in("id", "0" * 32), "id names another record than the one asked for"),
 }
 
 

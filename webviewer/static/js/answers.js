@@ -204,8 +204,20 @@ function recordMeta(meta) {
   optional(meta.stacks, "stacks", (stacks, name) => listOf(stacks, name, (stack, field) => stackShape(stack, field, meta.frames)));
 }
 
-/** A record's metadata (RecordMeta). @type {Shape} */
-export const RECORD = { asked: "the record", check: recordMeta };
+/**
+ * The metadata (RecordMeta) of record `id`: a node answering another record's would have that
+ * record's images shown, and annotated, under this one's name.
+ * @param {string} id @returns {Shape}
+ */
+export function recordShape(id) {
+  return {
+    asked: "the record",
+    check: (meta) => {
+      recordMeta(meta);
+      need(meta.id === id, "id names another record than the one asked for");
+    },
+  };
+}
 
 /** The states of a record's load on its node (LoadStatus); anything else would leave the viewer waiting. */
 const LOAD_STATES = ["unloaded", "loading", "ready", "error"];

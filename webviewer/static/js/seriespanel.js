@@ -14,7 +14,7 @@ import { identityOf } from "./identity.js";
 import { OpenRecord } from "./series.js";
 import { NODE_REQUESTS, isoDate, limiter, seriesDetails, showThumbnail, studyKey } from "./studies.js";
 import { apiPath, labelText } from "./api.js";
-import { RECORD } from "./answers.js";
+import { recordShape } from "./answers.js";
 
 /** The drag data type of a series card: its key (OpenRecord.key). */
 const DRAG_TYPE = "application/x-sivr-series";
@@ -220,7 +220,7 @@ export class SeriesPanel {
   async open(entry) {
     const known = this.viewer.records.get(entry.key);
     if (known) return known;
-    const meta = await this.ctx.session.fetchJson(entry.node.url, apiPath`api/v1/records/${entry.record.id}`, { shape: RECORD });
+    const meta = await this.ctx.session.fetchJson(entry.node.url, apiPath`api/v1/records/${entry.record.id}`, { shape: recordShape(entry.record.id) });
     const base = this.viewer.identity;
     const identity = base.patient ? identityOf(base.patient, base.fromPage, meta) : base;
     return new OpenRecord(this.ctx, entry.node, meta, identity, entry.inst.id);

@@ -12,7 +12,7 @@ import { h, formatDate } from "./dom.js";
 import { recordCard } from "./record_actions.js";
 import { viewerHref, recordLabel } from "./federation.js";
 import { apiPath, labelText } from "./api.js";
-import { RECORD } from "./answers.js";
+import { recordShape } from "./answers.js";
 
 /** How many requests to render nodes the study list runs at once (metadata and thumbnails). */
 export const NODE_REQUESTS = 6;
@@ -149,7 +149,7 @@ export function studyList(ctx, inst, patient, records, signal, onEmpty) {
  */
 export async function seriesDetails(ctx, inst, record, signal) {
   const node = await ctx.dir.node(inst.id, record.node_id).catch(() => null);
-  const meta = node ? await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${record.id}`, { signal, params: { detail: "summary" }, shape: RECORD }).catch(() => null) : null;
+  const meta = node ? await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${record.id}`, { signal, params: { detail: "summary" }, shape: recordShape(record.id) }).catch(() => null) : null;
   return { node, meta };
 }
 

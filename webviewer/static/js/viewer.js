@@ -8,7 +8,7 @@
 
 import { h, mount, select } from "./dom.js";
 import { ApiError, apiPath } from "./api.js";
-import { PRESETS, RECORD } from "./answers.js";
+import { PRESETS, recordShape } from "./answers.js";
 import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
@@ -38,11 +38,12 @@ function nodeDown(err) {
 
 /** The record's metadata from the first of its serving nodes that answers (several nodes of an
  *  institution may share one object store; the registry lists them). */
-async function openOnServingNode(ctx, nodes, recordPath) {
+async function openOnServingNode(ctx, nodes, recordId) {
+  const recordPath = apiPath`api/v1/records/${recordId}`;
   let lastError = null;
   for (const node of nodes) {
     try {
-      return { node, meta: await ctx.session.fetchJson(node.url, recordPath, { shape: RECORD }) };
+      return { node, meta: await ctx.session.fetchJson(node.url, recordPath, { shape: recordShape(recordId) }) };
     } catch (err) {
       if (!nodeDown(err)) throw err;
       lastError = err;
@@ -61,8 +62,7 @@ export async function viewerView(ctx, institutionId, nodeId, recordId, query) {
     }
     throw err;
   }
-  const recordPath = apiPath`api/v1/records/${recordId}`;
-  const { node, meta } = await openOnServingNode(ctx, nodes, recordPath);
+  const { node, meta } = await openOnServingNode(ctx, nodes, recordId);
   const volumePresets = new VolumePresets(ctx);
   const [every, identity, ownPresets] = await Promise.all([
     // every named window (fillWindowChoices offers each viewport's record its modality's) ...
