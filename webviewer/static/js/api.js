@@ -99,8 +99,8 @@ function answerOf(response) {
   }
 }
 
-/** An answer the viewer cannot use: its server is broken or hostile, not down. */
-/** An answer that is not what the viewer asked for, as an error naming where it came from. */
+/** An answer the viewer cannot use (its server is broken or hostile, not down), as an error naming
+ *  where it came from. */
 export function badAnswer(where, what) {
   return new ApiError(502, "bad_answer", `${where} sent ${what}; the viewer cannot show it (tell IT)`);
 }
