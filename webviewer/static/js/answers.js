@@ -281,3 +281,62 @@ function presetsShape(presets) {
 
 /** The node's window and DVR presets. @type {Shape} */
 export const PRESETS = { asked: "the presets", check: presetsShape };
+
+/** A UUID as the servers write one (shared/validation.parse_uuid: canonical, lower case). */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A record id as the servers write one (shared/validation.is_record_id: SHA-256 in hex). */
+const RECORD_ID = /^[0-9a-f]{64}$/;
+
+/** @param {any} value @param {string} name */
+function uuid(value, name) {
+  need(typeof value === "string" && UUID.test(value), `${name} is no id`);
+}
+
+/** @param {any} value @param {string} name */
+function recordId(value, name) {
+  need(typeof value === "string" && RECORD_ID.test(value), `${name} is no record id`);
+}
+
+/**
+ * A finding's link to a record (RecordLink, daemons/institution/findings.py LINK_FIELDS): the
+ * record's id and institution, and its node where known. The form and the patient page take
+ * `record_id.slice` of each and build the viewer's route and the unlink request from them.
+ * @param {any} link @param {string} name
+ */
+function recordLink(link, name) {
+  object(link, name);
+  recordId(link.record_id, `${name}.record_id`);
+  uuid(link.institution_id, `${name}.institution_id`);
+  optional(link.node_id, `${name}.node_id`, uuid);
+}
+
+/** The texts of a Finding the form and the patient page show (docs/API.md). */
+const FINDING_TEXTS = ["description", "findings", "conclusion", "recommendation", "date", "author_name"];
+
+/**
+ * A finding (Finding, docs/API.md): its texts and the records it links (any number: links are
+ * added one by one, so the 200 of a new finding bound nothing).
+ * @param {any} finding
+ */
+function findingAnswer(finding) {
+  object(finding, "the finding");
+  uuid(finding.id, "id");
+  optional(finding.author_id, "author_id", uuid);
+  for (const key of FINDING_TEXTS) optional(finding[key], key, text);
+  listOf(finding.records, "records", recordLink);
+}
+
+/**
+ * Finding `id`: an answer of `null` opened the edit form as a new finding (saving it wrote
+ * another one), and one naming another finding would have had that one changed or deleted.
+ * @param {string} id @returns {Shape}
+ */
+export function findingShape(id) {
+  return {
+    asked: "the finding",
+    check: (finding) => {
+      findingAnswer(finding);
+      need(finding.id === id, "id names another finding than the one asked for");
+    },
+  };
+}

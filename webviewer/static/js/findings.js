@@ -5,12 +5,13 @@ import { h, mount, field } from "./dom.js";
 import { patientName, patientReference } from "./patients.js";
 import { linkKey, patientRecords, recordLabel } from "./federation.js";
 import { apiPath } from "./api.js";
+import { findingShape } from "./answers.js";
 
 export async function findingFormView(ctx, patientId, findingId) {
   const ownInst = await ctx.dir.ownInstitution();
   const [patient, finding] = await Promise.all([
     ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
-    findingId ? ctx.session.fetchJson(ownInst.server_url, apiPath`api/v1/findings/${findingId}`) : null,
+    findingId ? ctx.session.fetchJson(ownInst.server_url, apiPath`api/v1/findings/${findingId}`, { shape: findingShape(findingId) }) : null,
   ]);
   const v = finding || { date: new Date().toISOString().slice(0, 10), records: [] };
   const controller = new AbortController();
