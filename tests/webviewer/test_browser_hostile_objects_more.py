@@ -1,5 +1,5 @@
 """The viewer against institution servers and render nodes that answer single objects of another
-shape (docs/operations.md, attack 86): a finding.
+shape (docs/operations.md, attacks 86-88): a finding, an institution's entry of a record.
 
 As in test_browser_hostile_objects.py, each test serves a hostile variant of the server's real
 answer through Playwright's request interception (`page.route`) and checks what a person sees: a
@@ -80,4 +80,95 @@ def test_a_finding_of_another_shape_is_refused_naming_the_institution(page, depl
     assert problem in text, text
     assert page.get_by_role("heading", name=re.compile("finding")).count() == 0, "no form is drawn"
     page.wait_for_timeout(500)   # the patient's records arrive: nothing throws listing them
+    still_usable(page)
+
+
+# each: how the institution's entry of the record is changed, and the field the message must name
+ENTRY_ATTACKS = {
+    "null": (lambda entry: None, "the record is no object"),
+    "frames-text": (set_in("frames", "4"), "frames is no count"),
+    "rows-a-million": (set_in("rows", 10**6), "rows is more than 65535"),
+    "node-ids-text": (set_in("node_ids", "all"), "node_ids is no list"),
+    "another-record": (lambda entry: {**entry, "id": "0" * 64, "node_id": OTHER_ID, "node_ids": [OTHER_ID]},
+                       "id names another record than the one asked for"),
+}
+
+
+def record_row(page, deployment, filed):
+    login(page, deployment)
+    page.goto(f"/#/patients/{filed['patient']['id']}")
+    row = page.locator(f"article[data-record='{filed['meta']['id']}']")
+    row.wait_for()
+    return row
+
+
+@pytest.mark.parametrize("attack", list(ENTRY_ATTACKS), ids=list(ENTRY_ATTACKS))
+def test_a_relabelled_entry_of_another_shape_is_not_shown_as_saved(page, deployment, filed, attack):
+    """Attack 87: the institution's answer to a relabelling (PATCH) was shown as the record's card:
+    `null` threw (and left the card's Cancel throwing at every click), a text frame count or
+    another record's entry were shown as "Saved". Now the card keeps the record, and the form says
+    which institution sent what."""
+    change, problem = ENTRY_ATTACKS[attack]
+    path = f"api/v1/records/{filed['meta']['id']}"
+    body = change(copy.deepcopy(filed["entry"]))
+
+    def answer(route):
+        if route.request.method == "PATCH":
+            serve(route, deployment, body)
+        else:
+            route.continue_()
+
+    page.route(lambda url: url.startswith(f"{filed['server']}/{path}?"), answer)
+    row = record_row(page, deployment, filed)
+    row.get_by_role("button", name=re.compile("^Edit")).click()
+    row.get_by_label("Description").fill("CT chest, low dose")
+    row.get_by_role("button", name="Save").click()
+    error = row.locator(".record-edit .form-error")
+    error.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = error.inner_text()
+    assert text.startswith("Whether it was saved is not known"), text
+    assert host(filed["server"]) in text and path in text and problem in text, text
+    row.get_by_role("button", name="Cancel").click()
+    assert "CT for the hostile-entry tests" in row.inner_text()
+    still_usable(page)
+
+
+@pytest.mark.parametrize("attack", list(ENTRY_ATTACKS), ids=list(ENTRY_ATTACKS))
+def test_an_entry_of_another_shape_after_a_deletion_keeps_the_stored_images(page, deployment, filed, attack):
+    """Attack 88: after a record's deletion the viewer asks its institution whether the series is
+    still registered on a node sharing the store, and asks the node to delete the images only if
+    not. Another record's entry there had the node asked to delete them; `null` ended as "Something
+    went wrong in the viewer". Now the images are kept, and the viewer says which institution sent
+    what. (The deletion itself is answered here, not done: the record stays registered.)"""
+    change, problem = ENTRY_ATTACKS[attack]
+    path = f"api/v1/records/{filed['meta']['id']}"
+    body = change(copy.deepcopy(filed["entry"]))
+    cors = {"Access-Control-Allow-Origin": deployment.url("web")}
+    node_deletes: list[str] = []
+
+    def at_institution(route):
+        if route.request.method == "DELETE":
+            route.fulfill(status=204, headers=cors)
+        elif route.request.method == "GET" and route.request.url == f"{filed['server']}/{path}":
+            serve(route, deployment, body)
+        else:
+            route.continue_()
+
+    def at_node(route):
+        if route.request.method == "DELETE":
+            node_deletes.append(route.request.url)
+            route.fulfill(status=204, headers=cors)
+        else:
+            route.continue_()
+
+    page.route(lambda url: url.startswith(f"{filed['server']}/{path}"), at_institution)
+    page.route(lambda url: url.startswith(f"{filed['node']['url']}/{path}"), at_node)
+    row = record_row(page, deployment, filed)
+    row.get_by_role("button", name=re.compile("^Delete")).click()
+    row.get_by_role("button", name="Delete record").click()
+    alert = page.locator("#alert")
+    alert.get_by_text("The stored images were kept").wait_for(timeout=20_000)
+    text = alert.inner_text()
+    assert host(filed["server"]) in text and path in text and problem in text and "tell IT" in text, text
+    assert node_deletes == [], "the node was not asked to delete the images"
     still_usable(page)

@@ -340,3 +340,38 @@ export function findingShape(id) {
     },
   };
 }
+
+/** A record registered at an institution holds at most this many frames (daemons/institution/records.py). */
+const REGISTERED_MAX_FRAMES = 1_000_000;
+
+/**
+ * An institution's entry of a record (Record, docs/API.md; daemons/institution/records.py): its id,
+ * the nodes serving it, its size as registered and the labels the record's card shows.
+ * @param {any} record
+ */
+function registeredRecord(record) {
+  object(record, "the record");
+  recordId(record.id, "id");
+  uuid(record.node_id, "node_id");
+  optional(record.node_ids, "node_ids", (ids, name) => listOf(ids, name, uuid));
+  count(record.rows, "rows", DICOM_MAX_SIDE);
+  count(record.columns, "columns", DICOM_MAX_SIDE);
+  count(record.frames, "frames", REGISTERED_MAX_FRAMES);
+  for (const key of ["modality", "record_type", "description", "study_date"]) optional(record[key], key, text);
+  optional(record.editable, "editable", bool);
+}
+
+/**
+ * An institution's entry of record `id`: one naming another record would have been shown, edited
+ * and deleted in this one's card.
+ * @param {string} id @returns {Shape}
+ */
+export function registeredRecordShape(id) {
+  return {
+    asked: "the record's entry",
+    check: (record) => {
+      registeredRecord(record);
+      need(record.id === id, "id names another record than the one asked for");
+    },
+  };
+}

@@ -7,6 +7,7 @@
 import { h, mount, select, formatDate } from "./dom.js";
 import { recordLabel, viewerHref } from "./federation.js";
 import { apiPath, labelText } from "./api.js";
+import { registeredRecordShape } from "./answers.js";
 
 function recordPath(record) {
   return apiPath`api/v1/records/${record.id}`;
@@ -19,7 +20,7 @@ function recordPath(record) {
  */
 async function deleteStoredSeries(ctx, inst, record) {
   try {
-    const other = await ctx.session.fetchJson(inst.server_url, recordPath(record));
+    const other = await ctx.session.fetchJson(inst.server_url, recordPath(record), { shape: registeredRecordShape(record.id) });
     if ((other.node_ids || [other.node_id]).includes(record.node_id)) {
       return "The stored images were kept: the same series is still registered on a render node sharing this node's store.";
     }
@@ -86,11 +87,13 @@ export function recordCard(ctx, inst, patient, record, onGone, thumbnail = null,
         const changed = await ctx.session.fetchJson(inst.server_url, recordPath(record), {
           method: "PATCH", params: { node_id: record.node_id },
           json: { record_type: typeSelect.value, description: description.value.trim() },
+          shape: registeredRecordShape(record.id),
         });
         show(changed, "Saved; the change is recorded in the audit log.");
         ctx.announce(`Record relabelled as ${recordLabel(changed)}.`);
       } catch (err) {
-        error.textContent = `Not saved: ${ctx.describeError(err)}`;
+        // a bad answer came after the server took the change, or not: say neither
+        error.textContent = `${err.code === "bad_answer" ? "Whether it was saved is not known" : "Not saved"}: ${ctx.describeError(err)}`;
         error.hidden = false;
         save.disabled = false;
       }
