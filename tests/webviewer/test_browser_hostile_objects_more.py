@@ -1,5 +1,6 @@
 """The viewer against institution servers and render nodes that answer single objects of another
-shape (docs/operations.md, attacks 86-88): a finding, an institution's entry of a record.
+shape (docs/operations.md, attacks 86-89): a finding, an institution's entry of a record, an
+instance's DICOM attributes.
 
 As in test_browser_hostile_objects.py, each test serves a hostile variant of the server's real
 answer through Playwright's request interception (`page.route`) and checks what a person sees: a
@@ -171,4 +172,54 @@ def test_an_entry_of_another_shape_after_a_deletion_keeps_the_stored_images(page
     text = alert.inner_text()
     assert host(filed["server"]) in text and path in text and problem in text and "tell IT" in text, text
     assert node_deletes == [], "the node was not asked to delete the images"
+    still_usable(page)
+
+
+def open_tags(page, deployment, filed):
+    login(page, deployment)
+    page.goto(filed["href"])
+    page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Tags").click()
+
+
+@pytest.fixture(scope="module")
+def attributes(deployment, filed):
+    """The real DICOM JSON of the record's first instance."""
+    meta = filed["meta"]
+    url = (f"{filed['node']['url']}/dicomweb/studies/{meta['study_uid']}/series/{meta['series_uid']}"
+           f"/instances/{meta['slices'][0]['sop_instance_uid']}/metadata")
+    return deployment.client("physician").call("GET", url).json()
+
+
+# each: how the instance's DICOM JSON is changed, and the field the message must name
+TAG_ATTACKS = {
+    "null": (lambda metadata: None, "the answer is no list"),
+    "empty": (lambda metadata: [], "the answer names no instance"),
+    "element-null": (set_in("0.00100010", None), "the answer[0].00100010 is no object"),
+    "value-text": (set_in("0.00080060.Value", "CT"), "the answer[0].00080060.Value is no list"),
+    "sequence-item-text": (set_in("0.00081140.Value", ["item"]), "the answer[0].00081140.Value[0] is no object"),
+    "keyword-for-tag": (set_in("0.PatientName", {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}),
+                        'names "PatientName", no tag'),
+    "name-group-number": (set_in("0.00100010.Value", [{"Alphabetic": 7}]),
+                          "the answer[0].00100010.Value[0].Alphabetic is no text"),
+}
+
+
+@pytest.mark.parametrize("attack", list(TAG_ATTACKS), ids=list(TAG_ATTACKS))
+def test_dicom_attributes_of_another_shape_are_refused_naming_the_node(page, deployment, filed, attributes, attack):
+    """Attack 89: the tag browser made a row of every element of the node's DICOM JSON: `null`, an
+    element `null` or a Value that was text ended as "Something went wrong in the viewer"; a
+    sequence item that was text, or a keyword where a tag belongs, were shown as attributes the
+    image does not have. Now the table stays empty and its caption says which node sent what."""
+    change, problem = TAG_ATTACKS[attack]
+    body = change(copy.deepcopy(attributes))
+    page.route(lambda url: url.startswith(f"{filed['node']['url']}/dicomweb/") and url.endswith("/metadata"),
+               lambda route: serve(route, deployment, body))
+    open_tags(page, deployment, filed)
+    caption = page.locator("#tag-browser-caption")
+    caption.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = caption.inner_text()
+    assert text.startswith("The attributes could not be read"), text
+    assert host(filed["node"]["url"]) in text and "/metadata" in text and problem in text, text
+    assert page.locator("#tag-table tr").count() == 0, "no attribute is shown"
     still_usable(page)

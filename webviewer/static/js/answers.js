@@ -375,3 +375,51 @@ export function registeredRecordShape(id) {
     },
   };
 }
+
+/** A DICOM JSON attribute tag: 8 hex digits, group then element (PS3.18 F.2.1.1). */
+const DICOM_TAG = /^[0-9A-Fa-f]{8}$/;
+
+/**
+ * One value of a DICOM JSON element that is no sequence (PS3.18 F.2.3): a string or a number, a
+ * person name's component groups, or null (an empty value of several).
+ * @param {any} value @param {string} name
+ */
+function dicomValue(value, name) {
+  if (value === null || typeof value === "string" || typeof value === "number") return;
+  object(value, name);
+  for (const group of ["Alphabetic", "Ideographic", "Phonetic"]) optional(value[group], `${name}.${group}`, text);
+}
+
+/**
+ * One dataset of the DICOM JSON model (PS3.18 F.2): `{tag: {vr, Value?|BulkDataURI?|InlineBinary?}}`,
+ * a sequence's items datasets again. The tag browser made a row of every element: an element
+ * `null`, a Value that is no list or a sequence item that is text threw while the table was built.
+ * @param {any} dataset @param {string} name
+ */
+function dicomDataset(dataset, name) {
+  object(dataset, name);
+  for (const [tag, element] of Object.entries(dataset)) {
+    const field = `${name}.${tag}`;
+    need(DICOM_TAG.test(tag), `${name} names ${JSON.stringify(tag.slice(0, 20))}, no tag`);
+    object(element, field);
+    text(element.vr, `${field}.vr`);   // two letters, or pydicom's unresolved "US or SS", "OB or OW"
+    optional(element.BulkDataURI, `${field}.BulkDataURI`, text);
+    optional(element.InlineBinary, `${field}.InlineBinary`, text);
+    optional(element.Value, `${field}.Value`, (values, list) =>
+      listOf(values, list, element.vr === "SQ" ? dicomDataset : dicomValue));
+  }
+}
+
+/**
+ * An instance's metadata (WADO-RS `…/metadata`, daemons/render/dicomweb/metadata.py): a list of
+ * DICOM JSON datasets, the instance's first. Its size is bounded by MAX_JSON_BYTES as it is read,
+ * its nesting by what JSON.parse reads (api.js parseText).
+ * @type {Shape}
+ */
+export const DICOM_METADATA = {
+  asked: "the instance's DICOM attributes",
+  check(body) {
+    listOf(body, "the answer", dicomDataset);
+    need(body.length > 0, "the answer names no instance");
+  },
+};

@@ -4,6 +4,7 @@
 // browser follows the slice shown; a reformat or a 3D view shows no single instance.
 
 import { h, mount } from "./dom.js";
+import { DICOM_METADATA } from "./answers.js";
 
 const KEYWORDS_URL = "static/dicom-keywords.json";
 const MAX_VALUE_CHARS = 240;
@@ -98,7 +99,7 @@ export class TagBrowser {
     this.caption.textContent = `Loading instance ${slice.instance ?? ""}…`;
     try {
       const [table, metadata] = await Promise.all([loadKeywords(), this.shell.ctx.session.fetchJson(slice.node.url,
-        `dicomweb/studies/${slice.study_uid}/series/${slice.series_uid}/instances/${sop}/metadata`)]);
+        `dicomweb/studies/${slice.study_uid}/series/${slice.series_uid}/instances/${sop}/metadata`, { shape: DICOM_METADATA })]);
       if (sop !== this.shownSop) return;   // the viewer moved on meanwhile
       const frame = slice.frame_number > 1 ? ` · frame ${slice.frame_number}` : "";
       this.caption.textContent = `Image ${slice.instance ?? "–"}${frame} · SOP Instance UID ${sop}`;
