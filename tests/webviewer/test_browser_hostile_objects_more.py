@@ -1,6 +1,6 @@
 """The viewer against institution servers and render nodes that answer single objects of another
-shape (docs/operations.md, attacks 86-89): a finding, an institution's entry of a record, an
-instance's DICOM attributes.
+shape (docs/operations.md, attacks 86-91): a finding, an institution's entry of a record, an
+instance's DICOM attributes, an institution's `api/v1/info`, a node's upload receipt.
 
 As in test_browser_hostile_objects.py, each test serves a hostile variant of the server's real
 answer through Playwright's request interception (`page.route`) and checks what a person sees: a
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
+from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, uploaded_record
 from tests.webviewer.test_browser_hostile_objects import serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
@@ -222,4 +222,85 @@ def test_dicom_attributes_of_another_shape_are_refused_naming_the_node(page, dep
     assert text.startswith("The attributes could not be read"), text
     assert host(filed["node"]["url"]) in text and "/metadata" in text and problem in text, text
     assert page.locator("#tag-table tr").count() == 0, "no attribute is shown"
+    still_usable(page)
+
+
+# each: the institution's `api/v1/info` as changed, and the field the message must name
+INFO_ATTACKS = {
+    "null": (lambda info: None, "the information is no object"),
+    "issuer-number": (set_in("issuer_of_patient_id", 5), "issuer_of_patient_id is no text"),
+    "institution-missing": (lambda info: {k: v for k, v in info.items() if k != "institution_id"},
+                            "institution_id is no id"),
+}
+
+
+@pytest.mark.parametrize("attack", list(INFO_ATTACKS), ids=list(INFO_ATTACKS))
+def test_institution_info_of_another_shape_is_refused_naming_the_institution(page, deployment, filed, attack):
+    """Attack 90: the work list reads the institution's `api/v1/info` for the matching rule's
+    IssuerOfPatientID: `null` threw before the work list was drawn ("Something went wrong in the
+    viewer"), an issuer that was a number went into the rule. Now the viewer says which institution
+    sent what."""
+    change, problem = INFO_ATTACKS[attack]
+    info = deployment.client("physician").call("GET", f"{filed['server']}/api/v1/info").json()
+    body = change(copy.deepcopy(info))
+    page.route(f"{filed['server']}/api/v1/info", lambda route: serve(route, deployment, body))
+    login(page, deployment)
+    page.goto("/#/worklist")
+    alert = page.locator("#alert")
+    alert.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = alert.inner_text()
+    assert host(filed["server"]) in text and "api/v1/info" in text and problem in text, text
+    assert page.locator("#worklist").count() == 0, "no work list is drawn"
+    still_usable(page)
+
+
+@pytest.fixture(scope="module")
+def waiting(deployment):
+    """A series on render node 1-1 waiting on the work list, and the patient its rule proposes."""
+    from tests.webviewer.test_browser_worklist import c_store_series
+
+    patient = new_patient(deployment)
+    name = f"{patient['last_name']}^{patient['first_name']}".upper()
+    record_id = c_store_series(deployment, patient["insurance_number"], name, patient["birth_date"].replace("-", ""),
+                               "Worklist series for the hostile-receipt tests")
+    return {"patient": patient, "record_id": record_id, "node": registered_node(deployment),
+            "server": institution(deployment)["server_url"].rstrip("/")}
+
+
+# each: the node's answer to `POST …/receipt`, and the field the message must name
+RECEIPT_ATTACKS = {
+    "null": (None, "the answer is no object"),
+    "receipt-number": ({"receipt": 5}, "receipt is no text"),
+    "receipt-empty": ({"receipt": ""}, "receipt is empty"),
+}
+
+
+@pytest.mark.parametrize("attack", list(RECEIPT_ATTACKS), ids=list(RECEIPT_ATTACKS))
+def test_a_receipt_of_another_shape_is_refused_naming_the_node(page, deployment, waiting, attack):
+    """Attack 91: the node's upload receipt answered as `null` ended as "Not attached: Something
+    went wrong in the viewer"; a receipt that was a number or empty was sent on to the institution,
+    whose refusal ("send the upload receipt…") blamed the registration, not the node. Now nothing
+    is sent to the institution, and the work list says which node sent what."""
+    body, problem = RECEIPT_ATTACKS[attack]
+    path = f"api/v1/records/{waiting['record_id']}/receipt"
+    registrations: list[str] = []
+
+    def institution_records(route):
+        if route.request.method == "POST":
+            registrations.append(route.request.url)
+        route.continue_()
+
+    page.route(f"{waiting['node']['url']}/{path}", lambda route: serve(route, deployment, body))
+    page.route(f"{waiting['server']}/api/v1/records", institution_records)
+    login(page, deployment)
+    page.goto("/#/worklist")
+    item = page.locator(f'.worklist-item[data-record="{waiting["record_id"]}"]')
+    patient = waiting["patient"]
+    item.get_by_role("button", name=f"Attach to {patient['last_name']}, {patient['first_name']}").click()
+    error = item.locator(".form-error")
+    error.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = error.inner_text()
+    assert text.startswith("Not attached"), text
+    assert host(waiting["node"]["url"]) in text and path in text and problem in text, text
+    assert registrations == [], "nothing was sent to the institution"
     still_usable(page)

@@ -423,3 +423,35 @@ export const DICOM_METADATA = {
     need(body.length > 0, "the answer names no instance");
   },
 };
+
+/**
+ * An institution server's `api/v1/info` (daemons/institution/info.py): its id, name and the
+ * IssuerOfPatientID of the work list's matching rule ("" when none). An answer of `null` threw
+ * before the work list was drawn; an issuer that is no text went into the matching rule.
+ * @type {Shape}
+ */
+export const INSTITUTION_INFO = {
+  asked: "the institution's information",
+  check(info) {
+    object(info, "the information");
+    uuid(info.institution_id, "institution_id");
+    optional(info.name, "name", text);
+    optional(info.issuer_of_patient_id, "issuer_of_patient_id", text);
+  },
+};
+
+/**
+ * A node's upload receipt for a series (`POST …/receipt`): `{receipt}`, the signed text the
+ * institution registers the series with. Anything else was sent on to the institution, whose
+ * refusal blamed the registration, not the node. Its length is not bounded here: the institution
+ * refuses one too long itself, saying which patient data made it so (shared/receipts.py).
+ * @type {Shape}
+ */
+export const RECEIPT = {
+  asked: "the upload receipt",
+  check(body) {
+    object(body, "the answer");
+    text(body.receipt, "receipt");
+    need(body.receipt !== "", "receipt is empty");
+  },
+};

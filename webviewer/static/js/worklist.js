@@ -12,6 +12,7 @@ import { dicomPersonName } from "./identity.js";
 import { propose } from "./patient_match.js";
 import { recordTypeFor, isoDate } from "./upload.js";
 import { apiPath, listPage } from "./api.js";
+import { INSTITUTION_INFO, RECEIPT } from "./answers.js";
 
 /** @typedef {import("./patient_match.js").SivrPatient} SivrPatient */
 
@@ -33,7 +34,7 @@ function sivrLine(p) {
 export async function worklistView(ctx) {
   const inst = await ctx.dir.ownInstitution();
   const [nodes, types, info] = await Promise.all([
-    ctx.dir.nodes(inst.id), ctx.dir.recordTypes(), ctx.session.fetchJson(inst.server_url, "api/v1/info")]);
+    ctx.dir.nodes(inst.id), ctx.dir.recordTypes(), ctx.session.fetchJson(inst.server_url, "api/v1/info", { shape: INSTITUTION_INFO })]);
   const issuer = info.issuer_of_patient_id || "";
   const controller = new AbortController();
   const list = h("ol", { class: "worklist", id: "worklist", "aria-label": "Series waiting for a patient" });
@@ -41,7 +42,7 @@ export async function worklistView(ctx) {
 
   /** Register the series for `patient` at the institution, then mark it filed at its node. */
   async function attach(node, item, patient, decision) {
-    const { receipt } = await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${item.id}/receipt`, { method: "POST" });
+    const { receipt } = await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${item.id}/receipt`, { method: "POST", shape: RECEIPT });
     await ctx.session.fetchJson(inst.server_url, "api/v1/records", {
       method: "POST",
       json: {
