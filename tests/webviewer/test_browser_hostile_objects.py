@@ -14,24 +14,14 @@ error in the page (the `page` fixture fails a test on any).
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
+from tests.webviewer.hostile_answers import INFINITE, serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
-
-INFINITE = "__infinite__"   # stands for 1e400 in an answer: JSON that reads as Infinity
-
-
-def serve(route, deployment, body: object) -> None:
-    """Answer `route` as the node would, cross-origin; INFINITE strings go out as 1e400."""
-    text = json.dumps(body).replace(json.dumps(INFINITE), "1e400")
-    route.fulfill(status=200, content_type="application/json", body=text,
-                  headers={"Access-Control-Allow-Origin": deployment.url("web")})
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +35,6 @@ def ct(deployment, ct_series, tmp_path_factory):
     full = deployment.client("physician").call("GET", f"{node['url']}/{path}").json()
     return {"patient": patient, "node": node, "meta": full, "path": path,
             "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={patient['id']}"}
-
-
-def still_usable(page) -> None:
-    """The page takes a click at once: the Patients link leads to the patient search."""
-    page.get_by_role("link", name="Patients").first.click(timeout=10_000)
-    page.get_by_role("heading", name="Patients").wait_for(timeout=10_000)
-
-
-def set_in(path: str, value) -> Callable[[dict], object]:
-    """A change of the real RecordMeta: the field at `path` (dots, list indexes) set to `value`."""
-    def change(meta: dict) -> dict:
-        *parents, last = path.split(".")
-        here = meta
-        for key in parents:
-            here = here[int(key)] if isinstance(here, list) else here[key]
-        here[int(last) if isinstance(here, list) else last] = value
-        return meta
-    return change
 
 
 # each: how the record's metadata is changed, and the field the message must name

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, uploaded_record
-from tests.webviewer.test_browser_hostile_objects import serve, set_in, still_usable
+from tests.webviewer.hostile_answers import serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
 
