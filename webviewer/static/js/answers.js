@@ -210,11 +210,21 @@ function recordMeta(meta) {
  * @param {string} id @returns {Shape}
  */
 export function recordShape(id) {
+  return answerAbout(id, "the record", "record", recordMeta);
+}
+
+/**
+ * A Shape for the answer about `id`: `check`, then its `id` must be the one asked for (an answer
+ * about another `kind` of the same name would be shown, changed or deleted in this one's place).
+ * @param {string} id @param {string} asked @param {string} kind @param {(body: any) => void} check
+ * @returns {Shape}
+ */
+function answerAbout(id, asked, kind, check) {
   return {
-    asked: "the record",
-    check: (meta) => {
-      recordMeta(meta);
-      need(meta.id === id, "id names another record than the one asked for");
+    asked,
+    check: (body) => {
+      check(body);
+      need(body.id === id, `id names another ${kind} than the one asked for`);
     },
   };
 }
@@ -332,13 +342,7 @@ function findingAnswer(finding) {
  * @param {string} id @returns {Shape}
  */
 export function findingShape(id) {
-  return {
-    asked: "the finding",
-    check: (finding) => {
-      findingAnswer(finding);
-      need(finding.id === id, "id names another finding than the one asked for");
-    },
-  };
+  return answerAbout(id, "the finding", "finding", findingAnswer);
 }
 
 /** A record registered at an institution holds at most this many frames (daemons/institution/records.py). */
@@ -367,13 +371,7 @@ function registeredRecord(record) {
  * @param {string} id @returns {Shape}
  */
 export function registeredRecordShape(id) {
-  return {
-    asked: "the record's entry",
-    check: (record) => {
-      registeredRecord(record);
-      need(record.id === id, "id names another record than the one asked for");
-    },
-  };
+  return answerAbout(id, "the record's entry", "record", registeredRecord);
 }
 
 /** A DICOM JSON attribute tag: 8 hex digits, group then element (PS3.18 F.2.1.1). */
