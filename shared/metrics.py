@@ -51,6 +51,26 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+class Children:
+    """The children of one labelled metric, each made at its label set's first use and kept.
+
+    prometheus_client's `labels()` validates the values and looks the child up under a lock on
+    every call, four calls an image request. The label sets SIVR uses are bounded (routes, statuses,
+    kinds and formats), so keeping every child costs little. Two threads making the same child at
+    once get the one object `labels()` holds for it.
+    """
+
+    def __init__(self, metric: Any):
+        self._metric = metric
+        self._made: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._made.get(values)
+        if child is None:
+            child = self._made[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     """One app's registry and its request metrics; layers add their own to `registry`."""
 
@@ -66,9 +86,7 @@ class Metrics:
         self._allow = [ipaddress.ip_network(a, strict=False) for a in allow]
         self._token = token
         self._live: list[Collector] = []
-        # labels() validates and looks the child up under a lock on every call; the children are
-        # kept for the registry's life, and the label sets are bounded (see `observe`)
-        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._requests, self._latency = Children(self.requests), Children(self.latency)
 
     def add_live(self, collector: Collector) -> None:
         """A collector read at scrape time from the serving process's state (not a counter kept
@@ -79,11 +97,8 @@ class Metrics:
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         # a method name is the caller's to choose: each new one would be a new series, kept until restart
         labels = (self.layer, method if method in HTTP_METHODS else "other", route, str(status))
-        children = self._children.get(labels)
-        if children is None:
-            children = self._children[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests(*labels).inc()
+        self._latency(*labels).observe(seconds)
 
     def may_read(self) -> bool:
         """The caller's address is listed, or it sent the configured bearer token."""

@@ -22,7 +22,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shared.metrics import app_metrics
+from shared.metrics import Children, app_metrics
 
 if TYPE_CHECKING:
     from daemons.render.node import Node
@@ -41,16 +41,11 @@ class RenderMetrics:
         self.encode_seconds = Histogram(
             "sivr_encode_seconds", "Time to encode a rendered image to PNG, JPEG or WebP",
             ["kind", "format"], buckets=STAGE_BUCKETS, registry=registry)
-        self._children: dict[tuple[str, str, str], Any] = {}  # as `shared.metrics.Metrics.observe` keeps them
+        self._stages = {"render": Children(self.render_seconds), "encode": Children(self.encode_seconds)}
 
     def stage(self, stage: str, kind: str, fmt: str) -> Any:
         """The histogram child timing `stage` ("render" or "encode") of `kind` images in `fmt`."""
-        key = (stage, kind, fmt)
-        child = self._children.get(key)
-        if child is None:
-            histogram = self.render_seconds if stage == "render" else self.encode_seconds
-            child = self._children[key] = histogram.labels(kind, fmt)
-        return child
+        return self._stages[stage](kind, fmt)
 
 
 @contextmanager
