@@ -374,9 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="rewrite a deployment folder that holds no data yet (keys, CA, configs); "
                         "refused while data/ or a store key is there (docs/deployment.md)")
-    p.add_argument("--front", action="store_true",
-                   help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), "
-                        "gunicorn behind it on loopback (docs/deployment.md)")
+    p.add_argument("--front", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve each instance through its own nginx (TLS, HTTP/2; configs in front/), gunicorn "
+                        "behind it on loopback (the default); --no-front: gunicorn serves TLS itself, only "
+                        "behind a buffering proxy of your own (docs/deployment.md, \"Slow clients\")")
     p.add_argument("--s3-endpoint", help="render stores in an S3 bucket at this endpoint (one prefix per institution)")
     p.add_argument("--s3-bucket", help="the bucket the render nodes share")
     p.add_argument("--s3-credentials", help='JSON file {"access_key_id", "secret_access_key"} of the S3 user')

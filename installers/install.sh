@@ -23,7 +23,8 @@ INSTITUTIONS=()
 ALL_LAYERS="web toplevel institution render"
 STAGING=""
 FRESH_CONFIG=0
-FRONT=0
+FRONT=1
+FRONT_OPTION=""  # --front or --no-front, when given
 
 usage() {
     cat <<EOF
@@ -44,9 +45,12 @@ Usage: $0 [options]
   --use-system-packages     reuse the dependencies the --python interpreter already has (even if it
                             is a virtual environment) and install SIVR with pip --no-deps: fast,
                             and offline where a build backend is at hand
-  --front                   without --from: \`sivr init --front\`, each instance behind its own nginx
-                            (TLS, HTTP/2; unit sivr-front@<instance>), gunicorn on loopback
-                            (with --from, instances that have front/<instance>.conf get their front)
+  --front                   the default, without --from: \`sivr init --front\`, each instance behind
+                            its own nginx (TLS, HTTP/2, slow clients buffered; unit
+                            sivr-front@<instance>), gunicorn on loopback (with --from, instances
+                            that have front/<instance>.conf get their front)
+  --no-front                gunicorn serves TLS itself: only behind a buffering proxy of your own
+                            (docs/deployment.md, "Slow clients")
   --no-systemctl            do not reload systemd or enable the units
 EOF
 }
@@ -59,7 +63,8 @@ while (($#)); do
         --from) FROM="${2:?}"; shift 2 ;;
         --instances) INSTANCES="${2:?}"; shift 2 ;;
         --hostname) HOSTNAMES+=("${2:?}"); shift 2 ;;
-        --front) FRONT=1; shift ;;
+        --front) FRONT=1; FRONT_OPTION=$1; shift ;;
+        --no-front) FRONT=0; FRONT_OPTION=$1; shift ;;
         --institution-name) INSTITUTIONS+=("${2:?}"); shift 2 ;;
         --nodes-per-institution) NODES="${2:?}"; shift 2 ;;
         --python) PYTHON="${2:?}"; shift 2 ;;
@@ -159,7 +164,7 @@ write_config() {
         # the options that make a configuration do nothing now: say so, not leave the admin to believe them
         local ignored=()
         [[ -z "$FROM" ]] || ignored+=(--from)
-        ((!FRONT)) || ignored+=(--front)
+        [[ -z "$FRONT_OPTION" ]] || ignored+=("$FRONT_OPTION")
         ((${#HOSTNAMES[@]} == 0)) || ignored+=(--hostname)
         ((${#INSTITUTIONS[@]} == 0)) || ignored+=(--institution-name)
         ((NODES == 1)) || ignored+=(--nodes-per-institution)
@@ -176,7 +181,7 @@ write_config() {
         STAGING="$(mktemp -d)"
         trap 'rm -rf "$STAGING"' EXIT
         local init_args=(init --dir "$STAGING" --nodes-per-institution "$NODES")
-        if ((FRONT)); then init_args+=(--front); fi
+        if ((FRONT)); then init_args+=(--front); else init_args+=(--no-front); fi
         local name
         for name in "${HOSTNAMES[@]}"; do init_args+=(--hostname "$name"); done
         for name in "${INSTITUTIONS[@]}"; do init_args+=(--institution-name "$name"); done

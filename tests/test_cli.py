@@ -71,10 +71,23 @@ def test_init_writes_a_valid_documented_config_per_instance(initialised):
         text = Path(instance["config"]).read_text()
         assert "# " in text and "Default:" in text
         config = get_layer(instance["layer"]).load_config(instance["config"])
-        assert Path(config["server"]["tls_cert"]).is_file()
+        # each instance behind its own nginx front by default: TLS there, gunicorn on loopback only
+        assert config["server"]["host"] == "127.0.0.1" and not config["server"]["tls_cert"]
+        assert (initialised / "front" / f"{instance['name']}.conf").is_file()
         assert config["tokens"]["public_key"].endswith("token_ed25519.pub")
         if instance["layer"] != "toplevel":
             assert "private_key" not in config["tokens"], "only the toplevel may hold the signing key"
+
+
+def test_init_without_fronts_has_gunicorn_serve_tls_itself(tmp_path):
+    """`--no-front`, for a host behind a buffering proxy of IT's own (docs/deployment.md, "Slow clients")."""
+    root = tmp_path / "deploy"
+    result = run_sivr("init", "--dir", str(root), "--no-front")
+    assert result.returncode == 0, result.stderr
+    for instance in json.loads((root / "deployment.json").read_text())["instances"]:
+        config = get_layer(instance["layer"]).load_config(instance["config"])
+        assert Path(config["server"]["tls_cert"]).is_file() and not config["server"]["proxy_secret_file"]
+    assert not (root / "front").exists()
 
 
 def test_init_with_an_object_store_gives_each_institution_one_shared_prefix(tmp_path):

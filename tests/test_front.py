@@ -218,6 +218,31 @@ def test_a_withheld_body_holds_a_refusal_only_briefly(deployment):
         assert time.monotonic() - started < 10  # about 1 s; the front would give up on the client at 60 s
 
 
+def test_slow_request_heads_starve_no_other_client(deployment):
+    """More connections than the node has request threads, each sending a request head byte by
+    byte (slowloris), while another client asks: gunicorn alone gives each of them a thread until
+    its head is whole, and 30 made a node answer nobody (docs/deployment.md, "Slow clients");
+    the front reads heads itself and passes only whole requests on."""
+    instance = next(i for i in deployment.instances if i.name == "render-1-1")
+    server = get_layer("render").load_config(instance.config)["server"]
+    parts = urlsplit(instance.url)
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    slow = []
+    try:
+        for _ in range(server["workers"] * server["threads"] + 8):
+            raw = socket.create_connection((parts.hostname, parts.port), timeout=20)
+            slow.append(context.wrap_socket(raw, server_hostname=parts.hostname))
+            slow[-1].sendall(f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
+        for sock in slow:
+            sock.sendall(b"X")  # one more byte of a header field each, the head never ending
+        started = time.monotonic()
+        answer = requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10)
+        assert answer.status_code == 200 and time.monotonic() - started < 5
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def test_a_front_for_localhost_listens_on_loopback_only():
     front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
     config = fronts.render_config(front).splitlines()

@@ -62,7 +62,8 @@ def digests(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def single_host(tmp_path_factory) -> Path:
-    """Every layer on one host, two institutions with two render nodes each, default paths."""
+    """Every layer on one host, two institutions with two render nodes each, default paths (each
+    instance behind its own front, the default)."""
     root = tmp_path_factory.mktemp("single-host")
     install(root, "--no-systemctl", "--hostname", "sivr.example.org",
             "--institution-name", "North Hospital", "--institution-name", "South Clinic",
@@ -109,8 +110,10 @@ def test_configs_parse_and_keep_their_data_in_the_instance_data_folder(single_ho
         layer = layer_of(name)
         config = load_config(etc / f"{name}.toml", layer, LAYERS[layer].keys)
         assert config["tokens"]["public_key"] == str(etc / "keys/token_ed25519.pub")
-        for dotted in ("server.tls_cert", "server.tls_key", "tokens.public_key"):
-            assert Path(config.get_key(dotted)).is_file(), (name, dotted)
+        assert Path(config.get_key("tokens.public_key")).is_file(), name
+        # behind its own front, the default: TLS is the front's, gunicorn listens on loopback only
+        assert config["server"]["host"] == "127.0.0.1" and not config["server"]["tls_cert"], name
+        assert (etc / "front" / f"{name}.conf").is_file(), name
         if layer == "web":
             continue
         assert config["database"]["url"] == f"sqlite:////var/lib/sivr/{name}/{layer}.db"
@@ -162,7 +165,8 @@ def test_rerun_changes_no_key_config_or_database_and_enables_offline(single_host
     assert "warning: --front ignored: they shape a first install" in done.stderr, done.stderr
     assert {**digests(etc), **digests(data)} == before
     wants = single_host / "etc/systemd/system/multi-user.target.wants"
-    assert {p.name for p in wants.iterdir()} == {unit_of(n) for n in SINGLE_HOST_INSTANCES}
+    assert {p.name for p in wants.iterdir()} == ({unit_of(n) for n in SINGLE_HOST_INSTANCES}
+                                                 | {f"sivr-front@{n}.service" for n in SINGLE_HOST_INSTANCES})
 
 
 def test_uninstall_keeps_data_and_keys(single_host, tmp_path):
