@@ -192,11 +192,14 @@ def exact_origin(origin: str) -> re.Pattern[str]:
     return re.compile(re.escape(serialized_origin(origin)) + r"\Z", re.IGNORECASE | re.ASCII)
 
 
-def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True) -> Flask:
+def create_base_app(import_name: str, config: Config, verifies_tokens: bool = True,
+                    expose_headers: tuple[str, ...] = ()) -> Flask:
     """A Flask app with the behaviour every SIVR layer shares; the caller adds its blueprints.
 
     Layers with authenticated endpoints need `tokens.public_key`; the web layer, which serves
-    only the static client, passes `verifies_tokens=False` and runs without it.
+    only the static client, passes `verifies_tokens=False` and runs without it. `expose_headers`:
+    the layer's own response headers a page of a configured origin may read (CORS), beside those
+    every layer's answers may carry.
     """
     app = Flask(import_name)
     app.url_map.converters["int"] = AsciiIntegerConverter
@@ -230,8 +233,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             app,
             origins=[exact_origin(origin) for origin in config["cors"]["origins"]],
             allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Render-Ms", "X-Orientation", "X-Window",
-                            "X-Request-Id"],
+            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Request-Id", *expose_headers],
             methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             max_age=600,
             vary_header=False,  # `_vary_on_origin` names Origin on every answer, once

@@ -16,10 +16,10 @@ from flask import Flask
 
 from daemons.render import dicomweb
 from daemons.render.api import frames as api_frames
+from daemons.render.api import image_headers, openapi
 from daemons.render.api import key_images as api_keyimages
 from daemons.render.api import mpr3d as api_3d
 from daemons.render.api import node_info as api_node
-from daemons.render.api import openapi
 from daemons.render.api import readings as api_probe
 from daemons.render.api import records as api_records
 from daemons.render.api import worklist as api_worklist
@@ -75,7 +75,7 @@ def _check_config(config: Config) -> None:
 
 def create_app(config: Config) -> Flask:
     _check_config(config)
-    app = create_base_app(__name__, config)
+    app = create_base_app(__name__, config, expose_headers=image_headers.EXPOSED)
     app.request_class = SpoolingRequest
     limits = Limits.from_config(config)
     app.config["MAX_CONTENT_LENGTH"] = max(config["server"]["max_request_mb"] * MIB, limits.max_upload_bytes)

@@ -186,6 +186,6 @@ def test_browsers_of_another_origin_may_read_the_description_headers(make_node):
         reply = harness.client.get(f"/api/v1/records/{meta['id']}/frames/0",
                                    headers={**harness.headers(), "Origin": "https://viewer.example"})
         exposed = {h.strip() for h in reply.headers["Access-Control-Expose-Headers"].split(",")}
-        assert {"X-Orientation", "X-Window"} <= exposed
+        assert {"X-Orientation", "X-Window", "X-Render-Ms"} <= exposed
     finally:
         harness.registry.shutdown()

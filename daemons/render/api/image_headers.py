@@ -23,9 +23,12 @@ from daemons.render.imaging.pixels import Window
 from daemons.render.records import frames_content
 from daemons.render.store.manifest import Manifest
 
+RENDER_MS = "X-Render-Ms"
 ORIENTATION = "X-Orientation"
 WINDOW = "X-Window"
-EXPOSED = (ORIENTATION, WINDOW)
+#: What a page of another origin may read of an image answer: both CORS doors of the node (the
+#: API's, `create_base_app`'s `expose_headers`; DICOMweb's, `daemons.render.dicomweb.cors`) expose them.
+EXPOSED = (RENDER_MS, ORIENTATION, WINDOW)
 
 
 def orientation_value(labels: dict[str, str]) -> str:
@@ -63,7 +66,7 @@ def image_response(body: bytes, mimetype: str, cache_control: str, render_ms: fl
     Given to the response whole: werkzeug looks a header up by scanning the list of those already
     set, so setting them one by one costs every image request a scan per header.
     """
-    headers = [("Cache-Control", cache_control), ("X-Render-Ms", f"{render_ms:.1f}")]
+    headers = [("Cache-Control", cache_control), (RENDER_MS, f"{render_ms:.1f}")]
     if etag is not None:
         headers.append(("ETag", quote_etag(etag, weak)))
     if labels:

@@ -31,8 +31,6 @@ from shared.errors import ApiError
 
 #: the most answers one response carries (PS3.18 10.6.5: declared in docs/conformance.md)
 MAX_RESULTS = 1000
-SEARCH_PARAMETERS = frozenset({"limit", "offset", "fuzzymatching", "includefield", "emptyvaluematching",
-                               "multiplevaluematching"})
 #: content negotiation parameters (8.3.3) that a search does not use: ignored, with a Warning
 IGNORED_PARAMETERS = frozenset({"accept", "charset"})
 #: attributes each answer can carry that are not catalogue columns, by the level they describe

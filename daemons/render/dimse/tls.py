@@ -19,9 +19,6 @@ from typing import Any
 from shared.config import Config, ConfigError
 from shared.tls import load_credentials, restrict
 
-#: The registered port of DICOM over TLS (IANA "dicom-tls"), the usual choice for `dicom.tls_port`.
-DICOM_TLS_PORT = 2762
-
 
 class DeferredHandshakeContext(ssl.SSLContext):
     """A server context whose sockets shake hands on their first read, not when wrapped.
