@@ -27,7 +27,7 @@ from shared.config import Config, ConfigError
 from shared.errors import register_error_handlers
 from shared.files import require_owner_only
 from shared.health import add_readiness_check, files_check, install_probes
-from shared.logs import configure_logging, install_request_logging
+from shared.logs import REQUEST_ID_HEADER, configure_logging, install_request_logging
 from shared.metrics import install_metrics
 from shared.origins import serialized_origin
 from shared.tokens import MAX_EXCHANGED_TTL_S, TokenVerifier, load_public_key, normalize_audience
@@ -232,8 +232,8 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
         CORS(
             app,
             origins=[exact_origin(origin) for origin in config["cors"]["origins"]],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match", "X-Request-Id"],
-            expose_headers=["ETag", "Retry-After", "Content-Length", "X-Request-Id", *expose_headers],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", REQUEST_ID_HEADER],
+            expose_headers=["ETag", "Retry-After", "Content-Length", REQUEST_ID_HEADER, *expose_headers],
             methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             max_age=600,
             vary_header=False,  # `_vary_on_origin` names Origin on every answer, once

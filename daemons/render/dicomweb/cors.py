@@ -11,12 +11,13 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, current_app, request
 
 from daemons.render.api import image_headers
+from shared.logs import REQUEST_ID_HEADER
 from shared.webapp import exact_origin
 
 CORS_EXTENSION = "sivr_dicomweb_cors"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Accept, Content-Type, X-Request-Id"
-EXPOSED_HEADERS = ", ".join(("Content-Type", "Content-Length", "ETag", "Warning", "X-Request-Id",
+ALLOWED_HEADERS = f"Authorization, Accept, Content-Type, {REQUEST_ID_HEADER}"
+EXPOSED_HEADERS = ", ".join(("Content-Type", "Content-Length", "ETag", "Warning", REQUEST_ID_HEADER,
                              *image_headers.EXPOSED))
 MAX_AGE_S = "600"
 
