@@ -89,6 +89,30 @@ export const LIST_PAGE = {
   },
 };
 
+/**
+ * A page of a list endpoint whose every item passes `each` (named `items[i]`, its index on the page):
+ * an item `null` or a field of another type ended as a TypeError where the list was drawn.
+ * @param {string} asked @param {(item: any, name: string) => void} each @returns {Shape}
+ */
+export function pageOf(asked, each) {
+  return {
+    asked,
+    check(body) {
+      LIST_PAGE.check(body);
+      body.items.forEach((item, i) => each(item, `items[${i}]`));
+    },
+  };
+}
+
+/**
+ * The name of field `key` of the object named `name`: an answer's own fields go by their keys
+ * ("id"), an item's by its place ("items[0].id").
+ * @param {string} name @param {string} key
+ */
+function fieldOf(name, key) {
+  return name ? `${name}.${key}` : key;
+}
+
 /** @param {any} window @param {string} name */
 function windowShape(window, name) {
   object(window, name);
@@ -324,16 +348,17 @@ function recordLink(link, name) {
 const FINDING_TEXTS = ["description", "findings", "conclusion", "recommendation", "date", "author_name"];
 
 /**
- * A finding (Finding, docs/API.md): its texts and the records it links (any number: links are
- * added one by one, so the 200 of a new finding bound nothing).
- * @param {any} finding
+ * A finding (Finding, docs/API.md), the answer itself (`name` "") or an item of a list: its texts
+ * and the records it links (any number: links are added one by one, so the 200 of a new finding
+ * bound nothing).
+ * @param {any} finding @param {string} [name]
  */
-function findingAnswer(finding) {
-  object(finding, "the finding");
-  uuid(finding.id, "id");
-  optional(finding.author_id, "author_id", uuid);
-  for (const key of FINDING_TEXTS) optional(finding[key], key, text);
-  listOf(finding.records, "records", recordLink);
+function findingAnswer(finding, name = "") {
+  object(finding, name || "the finding");
+  uuid(finding.id, fieldOf(name, "id"));
+  optional(finding.author_id, fieldOf(name, "author_id"), uuid);
+  for (const key of FINDING_TEXTS) optional(finding[key], fieldOf(name, key), text);
+  listOf(finding.records, fieldOf(name, "records"), recordLink);
 }
 
 /**
@@ -342,27 +367,30 @@ function findingAnswer(finding) {
  * @param {string} id @returns {Shape}
  */
 export function findingShape(id) {
-  return answerAbout(id, "the finding", "finding", findingAnswer);
+  return answerAbout(id, "the finding", "finding", (body) => findingAnswer(body));
 }
 
 /** A record registered at an institution holds at most this many frames (daemons/institution/records.py). */
 const REGISTERED_MAX_FRAMES = 1_000_000;
 
 /**
- * An institution's entry of a record (Record, docs/API.md; daemons/institution/records.py): its id,
- * the nodes serving it, its size as registered and the labels the record's card shows.
- * @param {any} record
+ * An institution's entry of a record (Record, docs/API.md; daemons/institution/records.py), the
+ * answer itself (`name` "") or an item of a list: its id, the patient it is registered for, the
+ * nodes serving it, its size as registered and the labels the record's card shows.
+ * @param {any} record @param {string} [name]
  */
-function registeredRecord(record) {
-  object(record, "the record");
-  recordId(record.id, "id");
-  uuid(record.node_id, "node_id");
-  optional(record.node_ids, "node_ids", (ids, name) => listOf(ids, name, uuid));
-  count(record.rows, "rows", DICOM_MAX_SIDE);
-  count(record.columns, "columns", DICOM_MAX_SIDE);
-  count(record.frames, "frames", REGISTERED_MAX_FRAMES);
-  for (const key of ["modality", "record_type", "description", "study_date"]) optional(record[key], key, text);
-  optional(record.editable, "editable", bool);
+function registeredRecord(record, name = "") {
+  object(record, name || "the record");
+  const field = (/** @type {string} */ key) => fieldOf(name, key);
+  recordId(record.id, field("id"));
+  uuid(record.patient_id, field("patient_id"));
+  uuid(record.node_id, field("node_id"));
+  optional(record.node_ids, field("node_ids"), (ids, list) => listOf(ids, list, uuid));
+  count(record.rows, field("rows"), DICOM_MAX_SIDE);
+  count(record.columns, field("columns"), DICOM_MAX_SIDE);
+  count(record.frames, field("frames"), REGISTERED_MAX_FRAMES);
+  for (const key of ["modality", "record_type", "description", "study_date"]) optional(record[key], field(key), text);
+  optional(record.editable, field("editable"), bool);
 }
 
 /**
@@ -371,8 +399,104 @@ function registeredRecord(record) {
  * @param {string} id @returns {Shape}
  */
 export function registeredRecordShape(id) {
-  return answerAbout(id, "the record's entry", "record", registeredRecord);
+  return answerAbout(id, "the record's entry", "record", (body) => registeredRecord(body));
 }
+
+/**
+ * Of the list asked for about patient `patientId` (`?patient_id=`), an item registered for another
+ * patient would be shown, opened and cited on this patient's page.
+ * @param {any} item @param {string} name @param {string} patientId
+ */
+function aboutPatient(item, name, patientId) {
+  need(item.patient_id === patientId, `${name}.patient_id names another patient than the one asked for`);
+}
+
+/**
+ * A page of an institution's findings of patient `patientId` (`api/v1/findings?patient_id=`): the
+ * patient page drew each as a card, sorting them by date and shortening each link's record id; an
+ * item `null`, a date that is a number or a link's id that is one threw there.
+ * @param {string} patientId @returns {Shape}
+ */
+export function patientFindingsShape(patientId) {
+  return pageOf("the patient's findings", (finding, name) => {
+    findingAnswer(finding, name);
+    aboutPatient(finding, name, patientId);
+  });
+}
+
+/**
+ * A page of an institution's records of patient `patientId` (`api/v1/records?patient_id=`): the
+ * patient page, the finding form and the viewer's series panel list each, ask its node for it and
+ * build the viewer's route from its ids.
+ * @param {string} patientId @returns {Shape}
+ */
+export function patientRecordsShape(patientId) {
+  return pageOf("the patient's records", (record, name) => {
+    registeredRecord(record, name);
+    aboutPatient(record, name, patientId);
+  });
+}
+
+/** The hosts the servers take plain http from (shared/validation.is_loopback_host). */
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/**
+ * The base URL of a SIVR server, as the servers keep one (shared/validation.parse_service_url):
+ * https (http on loopback only), with a host and no user, password, query or fragment. The viewer
+ * sends its requests there, with a token for that server.
+ * @param {any} value @param {string} name
+ */
+function serviceUrl(value, name) {
+  text(value, name);
+  let url = null;
+  try { url = new URL(value); } catch { /* not a URL: refused below */ }
+  need(url !== null && url.host !== "", `${name} is no URL`);
+  need(url.protocol === "https:" || (url.protocol === "http:" && LOOPBACK.test(url.hostname)), `${name} is no https URL`);
+  need(!url.username && !url.password && !value.includes("?") && !value.includes("#"), `${name} is no server's base URL`);
+}
+
+/**
+ * An institution's render node (Node, daemons/institution/nodes.py): the viewer asks it for the
+ * record's images at `url`, names it, and tries the nodes `serving_node_ids` names in turn.
+ * @param {any} node @param {string} name
+ */
+function nodeShape(node, name) {
+  object(node, name);
+  uuid(node.id, `${name}.id`);
+  text(node.name, `${name}.name`);
+  serviceUrl(node.url, `${name}.url`);
+  optional(node.serving_node_ids, `${name}.serving_node_ids`, (ids, list) => listOf(ids, list, uuid));
+}
+
+/** A page of an institution's render nodes (`api/v1/nodes`). @type {Shape} */
+export const NODES = pageOf("the render nodes", nodeShape);
+
+/**
+ * An institution as the toplevel lists it (Institution, daemons/toplevel/serialize.py): the patient
+ * page sorts them by name and asks each at its `server_url` ("" for one without a server).
+ * @type {Shape}
+ */
+export const INSTITUTIONS = pageOf("the institutions", (inst, name) => {
+  object(inst, name);
+  uuid(inst.id, `${name}.id`);
+  text(inst.name, `${name}.name`);
+  text(inst.server_url, `${name}.server_url`);
+  if (inst.server_url !== "") serviceUrl(inst.server_url, `${name}.server_url`);
+});
+
+/** A record type's code as the toplevel keeps one (shared/field_rules.record_type_code). */
+const RECORD_TYPE_CODE = /^[A-Z0-9][A-Z0-9_-]{0,15}$/;
+
+/**
+ * A record type (RecordType, daemons/toplevel/record_types.py): the record's relabelling offers
+ * each as a choice and sends the code chosen back to the institution.
+ * @type {Shape}
+ */
+export const RECORD_TYPES = pageOf("the record types", (type, name) => {
+  object(type, name);
+  need(typeof type.code === "string" && RECORD_TYPE_CODE.test(type.code), `${name}.code is no record type code`);
+  text(type.name, `${name}.name`);
+});
 
 /** A DICOM JSON attribute tag: 8 hex digits, group then element (PS3.18 F.2.1.1). */
 const DICOM_TAG = /^[0-9A-Fa-f]{8}$/;

@@ -496,7 +496,8 @@ export class Session {
  * Every item of a list endpoint, following `offset` until `total` is reached; at most
  * MAX_LIST_PAGES pages or MAX_LIST_BYTES, beyond which the list is cut with an error that says so
  * (a server claiming a total of 10^9 was read without end). Partial lists are not returned: a
- * patient's records shown without some of them would read as complete.
+ * patient's records shown without some of them would read as complete. Each page must have
+ * `options.shape` (answers.js `pageOf`: its items checked too), else be a page of objects (`LIST_PAGE`).
  * @param {Session} session
  * @param {string} base
  * @param {string} path
@@ -511,7 +512,7 @@ export async function listAll(session, base, path, params = {}, options = {}) {
     const response = await session.fetchRaw(base, path, { ...options, params: { ...params, limit, offset } });
     const answer = await readText(response);
     bytes += answer.bytes;
-    const page = listPage(parseText(answer.text, response), base, path);
+    const page = shaped(parseText(answer.text, response), base, path, options.shape ?? LIST_PAGE);
     items.push(...page.items);
     if (page.items.length === 0 || items.length >= page.total) return items;
   }

@@ -3,6 +3,7 @@
 // for them on every visit.
 
 import { listAll, ApiError } from "./api.js";
+import { INSTITUTIONS, NODES, RECORD_TYPES } from "./answers.js";
 
 export class Directory {
   constructor(session) {
@@ -14,7 +15,7 @@ export class Directory {
 
   async institutions() {
     if (!this._institutions) {
-      this._institutions = listAll(this.session, this.session.toplevelUrl, "api/v1/institutions")
+      this._institutions = listAll(this.session, this.session.toplevelUrl, "api/v1/institutions", {}, { shape: INSTITUTIONS })
         .catch((err) => { this._institutions = null; throw err; });
     }
     return this._institutions;
@@ -32,7 +33,7 @@ export class Directory {
 
   async recordTypes() {
     if (!this._recordTypes) {
-      this._recordTypes = listAll(this.session, this.session.toplevelUrl, "api/v1/record-types")
+      this._recordTypes = listAll(this.session, this.session.toplevelUrl, "api/v1/record-types", {}, { shape: RECORD_TYPES })
         .catch((err) => { this._recordTypes = null; throw err; });
     }
     return this._recordTypes;
@@ -42,7 +43,7 @@ export class Directory {
   async nodes(institutionId) {
     if (!this._nodes.has(institutionId)) {
       const promise = this.institution(institutionId)
-        .then((inst) => listAll(this.session, inst.server_url, "api/v1/nodes"))
+        .then((inst) => listAll(this.session, inst.server_url, "api/v1/nodes", {}, { shape: NODES }))
         .catch((err) => { this._nodes.delete(institutionId); throw err; });
       this._nodes.set(institutionId, promise);
     }

@@ -3,22 +3,24 @@
 // visible "did not answer" instead of an endless spinner.
 
 import { labelText, listAll } from "./api.js";
+import { patientRecordsShape } from "./answers.js";
 import { formatDate } from "./dom.js";
 
 export const INSTITUTION_TIMEOUT_MS = 8000;
 
 /**
- * Call `path` (a list endpoint) on every institution server concurrently.
+ * Call `path` (a list endpoint) on every institution server concurrently, each page of its answer
+ * checked against `shape` (answers.js `pageOf`).
  * `onResult(institution, {items} | {error})` runs once per institution, in arrival order.
  * Resolves when all have answered or failed.
  */
-export async function queryAllInstitutions(ctx, path, params, onResult, signal) {
+export async function queryAllInstitutions(ctx, path, params, shape, onResult, signal) {
   const institutions = await ctx.dir.institutions();
   await Promise.all(institutions.map(async (inst) => {
     const timeout = AbortSignal.timeout(INSTITUTION_TIMEOUT_MS);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      const items = await listAll(ctx.session, inst.server_url, path, params, { signal: combined });
+      const items = await listAll(ctx.session, inst.server_url, path, params, { signal: combined, shape });
       if (!signal || !signal.aborted) onResult(inst, { items });
     } catch (error) {
       if (signal && signal.aborted) return;
@@ -32,7 +34,7 @@ export async function queryAllInstitutions(ctx, path, params, onResult, signal) 
 export async function patientRecords(ctx, patientId, signal) {
   const found = [];
   const failed = [];
-  await queryAllInstitutions(ctx, "api/v1/records", { patient_id: patientId }, (inst, result) => {
+  await queryAllInstitutions(ctx, "api/v1/records", { patient_id: patientId }, patientRecordsShape(patientId), (inst, result) => {
     if (result.error) failed.push({ institution: inst, error: result.error });
     else for (const record of result.items) found.push({ institution: inst, record });
   }, signal);

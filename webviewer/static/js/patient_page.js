@@ -7,6 +7,7 @@ import { patientName, sexLabel } from "./patients.js";
 import { linkKey, queryAllInstitutions, recordLabel, viewerHref } from "./federation.js";
 import { studyList } from "./studies.js";
 import { apiPath, labelText } from "./api.js";
+import { patientFindingsShape, patientRecordsShape } from "./answers.js";
 
 export async function patientView(ctx, patientId) {
   const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`);
@@ -82,7 +83,7 @@ export async function patientView(ctx, patientId) {
     slot.recordsHead.hidden = true;
   };
 
-  const findingsDone = queryAllInstitutions(ctx, "api/v1/findings", { patient_id: patient.id }, (inst, result) => {
+  const findingsDone = queryAllInstitutions(ctx, "api/v1/findings", { patient_id: patient.id }, patientFindingsShape(patient.id), (inst, result) => {
     const slot = slots.get(inst.id);
     if (result.error) return markDown(inst, result.error);
     if (counts.down.has(inst.id)) return;
@@ -95,7 +96,7 @@ export async function patientView(ctx, patientId) {
     relabelLinks();
   }, controller.signal);
 
-  const recordsDone = queryAllInstitutions(ctx, "api/v1/records", { patient_id: patient.id }, (inst, result) => {
+  const recordsDone = queryAllInstitutions(ctx, "api/v1/records", { patient_id: patient.id }, patientRecordsShape(patient.id), (inst, result) => {
     const slot = slots.get(inst.id);
     if (result.error) return markDown(inst, result.error);
     if (counts.down.has(inst.id)) return;

@@ -14,7 +14,7 @@ import { identityOf } from "./identity.js";
 import { OpenRecord } from "./series.js";
 import { NODE_REQUESTS, isoDate, limiter, seriesDetails, showThumbnail, studyKey } from "./studies.js";
 import { apiPath, labelText } from "./api.js";
-import { recordShape } from "./answers.js";
+import { patientRecordsShape, recordShape } from "./answers.js";
 
 /** The drag data type of a series card: its key (OpenRecord.key). */
 const DRAG_TYPE = "application/x-sivr-series";
@@ -99,7 +99,7 @@ export class SeriesPanel {
     }
     const pending = [];
     const silent = [];
-    await queryAllInstitutions(this.ctx, "api/v1/records", { patient_id: this.patientId }, (inst, result) => {
+    await queryAllInstitutions(this.ctx, "api/v1/records", { patient_id: this.patientId }, patientRecordsShape(this.patientId), (inst, result) => {
       if (result.error) { silent.push(inst.name); return; }
       for (const record of result.items) {
         pending.push(this.run(() => seriesDetails(this.ctx, inst, record, signal)).then(({ node, meta }) => {
