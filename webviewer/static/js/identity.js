@@ -7,6 +7,7 @@ import { h, formatDate } from "./dom.js";
 import { patientName } from "./patients.js";
 import { apiPath, labelText } from "./api.js";
 import { INSTITUTION_TIMEOUT_MS } from "./federation.js";
+import { registeredRecordShape } from "./answers.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -80,17 +81,17 @@ export async function patientIdentity(ctx, institutionId, nodeId, recordId, meta
     const pagePatient = query.get("patient");
     const fromPage = Boolean(pagePatient) && UUID.test(pagePatient);
     const inst = await ctx.dir.institution(institutionId);
-    // bounded: a viewer opened from a page waits for this before it shows the image
+    // bounded: a viewer opened from a page waits for this before it shows the image. Another
+    // record's entry would vouch for this one's patient (answers.js).
     const registration = ctx.session.fetchJson(inst.server_url, apiPath`api/v1/records/${recordId}`,
-      { params: { node_id: nodeId }, signal: AbortSignal.timeout(INSTITUTION_TIMEOUT_MS) });
+      { params: { node_id: nodeId }, signal: AbortSignal.timeout(INSTITUTION_TIMEOUT_MS), shape: registeredRecordShape(recordId) });
     if (!fromPage) {
       const patient = await ctx.session.toplevel(apiPath`api/v1/patients/${(await registration).patient_id}`);
       return identityOf(patient, false, meta);
     }
     const [patient, registered] = await Promise.all([
       ctx.session.toplevel(apiPath`api/v1/patients/${pagePatient}`),
-      registration.then((record) => (record && typeof record.patient_id === "string" ? record.patient_id
-        : "the institution's answer names no patient"), (err) => ctx.describeError(err)),
+      registration.then((record) => record.patient_id, (err) => ctx.describeError(err)),
     ]);
     const checked = UUID.test(registered)
       ? { registeredElsewhere: registered !== pagePatient, registrationUnchecked: null }
