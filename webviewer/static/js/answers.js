@@ -498,6 +498,57 @@ export const RECORD_TYPES = pageOf("the record types", (type, name) => {
   text(type.name, `${name}.name`);
 });
 
+/** The views a key image may be on, and the plane of RecordMeta.planes each counts in (daemons/render/api/key_images.py). */
+const KEY_IMAGE_PLANES = { native: "slices", axial: "axial", coronal: "coronal", sagittal: "sagittal" };
+
+/**
+ * One key image (KeyImageRef, keyimages.js) as the node lets one be marked: a stored slice names
+ * no stack; a reformat names one of the record's stacks (none: its first, as marks made before
+ * they named one); its index is one of that view's images and its time point one of the image's.
+ * The panel labels each and moves the viewport to it when clicked: an index beyond the view, an
+ * unknown stack or time point moved it to another image than the one marked.
+ * @param {any} item @param {string} name @param {{frames: number, planes: any, stacks: any[]}} record
+ */
+function keyImage(item, name, record) {
+  object(item, name);
+  need(typeof item.plane === "string" && Object.hasOwn(KEY_IMAGE_PLANES, item.plane), `${name}.plane is no view`);
+  count(item.index, `${name}.index`);
+  optional(item.stack, `${name}.stack`, text);
+  optional(item.phase, `${name}.phase`, count);
+  text(item.marked_by, `${name}.marked_by`);
+  let stack = null;
+  let images = record.frames;
+  if (item.plane === "native") {
+    need(item.stack == null, `${name}.stack is set on a stored slice`);
+    stack = record.stacks.find((st) => st.phases.some((/** @type {number[]} */ phase) => phase.includes(item.index))) ?? null;
+  } else {
+    stack = item.stack == null ? record.stacks[0] ?? null : record.stacks.find((st) => st.id === item.stack);
+    need(stack !== undefined, `${name}.stack is none of the record's stacks`);
+    const planes = stack && stack.planes ? stack.planes : record.planes;
+    const plane = planes ? planes[KEY_IMAGE_PLANES[item.plane]] : null;
+    images = plane ? plane.count : 0;
+  }
+  need(item.index < images, `${name}.index is none of the ${images} images of its view`);
+  const phases = stack ? stack.phases.length : 1;
+  optional(item.phase, `${name}.phase`, (phase, field) => need(phase < phases, `${field} is none of the ${phases} time points of its image`));
+}
+
+/**
+ * A record's key images (`…/key-images`, its listing `{items: [KeyImageRef & {marked_by}]}`), of the
+ * record opened (series.js OpenRecord): its frame count, its own planes and its stacks, as checked
+ * in its RecordMeta (`recordShape`).
+ * @param {{frames: number, planes: any, stacks: any[]}} record @returns {Shape}
+ */
+export function keyImagesShape(record) {
+  return {
+    asked: "the key images",
+    check(body) {
+      items(body);
+      body.items.forEach((item, i) => keyImage(item, `items[${i}]`, record));
+    },
+  };
+}
+
 /** A DICOM JSON attribute tag: 8 hex digits, group then element (PS3.18 F.2.1.1). */
 const DICOM_TAG = /^[0-9A-Fa-f]{8}$/;
 

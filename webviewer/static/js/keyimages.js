@@ -4,10 +4,9 @@
 // …/records/{id}/key-images, docs/API.md), so they are there after a reload and for every reader.
 // The panel lists those of the record the active viewport shows (series.js), from its own node.
 
-import { shaped } from "./api.js";
-import { count, items, need, optional, text } from "./answers.js";
+import { keyImagesShape } from "./answers.js";
 import { h, mount } from "./dom.js";
-import { PLANES, planeInfo } from "./geometry.js";
+import { planeInfo } from "./geometry.js";
 import { planesFor, timeOf } from "./stacks.js";
 import { planeLabel } from "./viewoptions.js";
 
@@ -46,31 +45,6 @@ function sameImage(record, a, b) {
     && (a.phase ?? null) === (b.phase ?? null);
 }
 
-/**
- * The node's listing `{items: [KeyImageRef & {marked_by}]}`: an item of another view, or whose
- * index or time point is no count, would end as a TypeError in the panel or move the viewport to no
- * image when clicked. The object and its items are checked as every list's (answers.js `items`).
- * @type {import("./answers.js").Shape}
- */
-const KEY_IMAGE_LISTING = {
-  asked: "the key images",
-  check(body) {
-    items(body);
-    body.items.forEach((/** @type {any} */ item, /** @type {number} */ i) => {
-      need(PLANES.includes(item.plane), `items[${i}].plane is no view`);
-      count(item.index, `items[${i}].index`);
-      optional(item.stack, `items[${i}].stack`, text);
-      optional(item.phase, `items[${i}].phase`, count);
-      text(item.marked_by, `items[${i}].marked_by`);
-    });
-  },
-};
-
-/** The node's listing as asked for, else a bad answer naming the node. @param {any} body @param {string} base @param {string} path @returns {{items: any[]}} */
-function keyImageListing(body, base, path) {
-  return shaped(body, base, path, KEY_IMAGE_LISTING);
-}
-
 export class KeyImages {
   /** @param {any} shell the viewer (viewer.js): ctx, record (the one it opened with), active */
   constructor(shell) {
@@ -93,14 +67,19 @@ export class KeyImages {
     return `${this.record.path}/key-images`;
   }
 
+  /** The shape of the node's listing of the key images of the record listed (answers.js). */
+  get shape() {
+    return keyImagesShape({ frames: this.record.meta.frames, planes: this.record.planes, stacks: this.record.stacks });
+  }
+
   /** The record's key images, from its node. */
   async load() {
+    const record = this.record;
     try {
-      const record = this.record;
-      const listing = await this.shell.ctx.session.fetchJson(record.node.url, this.path);
-      if (record === this.record) this.show(keyImageListing(listing, record.node.url, this.path));
+      const listing = await this.shell.ctx.session.fetchJson(record.node.url, this.path, { shape: this.shape });
+      if (record === this.record) this.show(listing);
     } catch (err) {
-      if (!err.isAuthFailure) this.status.textContent = `The key images could not be read: ${this.shell.ctx.describeError(err)}`;
+      if (record === this.record && !err.isAuthFailure) this.status.textContent = `The key images could not be read: ${this.shell.ctx.describeError(err)}`;
     }
   }
 
@@ -142,8 +121,7 @@ export class KeyImages {
         await session.fetchJson(this.record.node.url, url, { method: "DELETE" });
         this.show({ items: this.items.filter((i) => !sameImage(this.record, i, image)) });
       } else {
-        this.show(keyImageListing(await session.fetchJson(this.record.node.url, url, { method: "PUT" }),
-          this.record.node.url, url));
+        this.show(await session.fetchJson(this.record.node.url, url, { method: "PUT", shape: this.shape }));
       }
       this.shell.ctx.announce(`${this.label(image)} ${unmark ? "is no longer a key image" : "marked as a key image"}.`);
     } catch (err) {
