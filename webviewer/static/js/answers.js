@@ -243,7 +243,7 @@ export function recordShape(id) {
  * @param {string} id @param {string} asked @param {string} kind @param {(body: any) => void} check
  * @returns {Shape}
  */
-function answerAbout(id, asked, kind, check) {
+export function answerAbout(id, asked, kind, check) {
   return {
     asked,
     check: (body) => {
@@ -322,7 +322,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const RECORD_ID = /^[0-9a-f]{64}$/;
 
 /** @param {any} value @param {string} name */
-function uuid(value, name) {
+export function uuid(value, name) {
   need(typeof value === "string" && UUID.test(value), `${name} is no id`);
 }
 

@@ -14,6 +14,7 @@
 // error or a label is cut to size (limits.js).
 
 import { LIST_PAGE, ShapeError } from "./answers.js";
+import { SERVER_TOKEN, SESSION, renewalShape } from "./answers_toplevel.js";
 import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
 export class ApiError extends Error {
@@ -38,6 +39,7 @@ export class ApiError extends Error {
 const STORAGE_KEY = "sivr.session";
 const RENEW_FRACTION = 0.7;   // renew when 70 % of a token's life has passed
 const RETRY_RENEW_MS = 5000;
+const MAX_TIMER_MS = 2 ** 31 - 1;   // setTimeout fires at once for a longer delay
 const SERVER_TOKEN_SAFETY_MS = 3000;   // a server token this close to expiry is not sent any more
 const RETRY_WITH_NEW_TOKEN = ["invalid_token", "token_expired"];
 
@@ -307,7 +309,7 @@ export class Session {
   async _exchange(audience, entry) {
     const generation = this.generation;
     try {
-      const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/token", { method: "POST", json: { audience } });
+      const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/token", { method: "POST", json: { audience }, shape: SERVER_TOKEN });
       if (generation !== this.generation) throw new ApiError(401, "session_expired", "the session ended");
       const now = Date.now();
       Object.assign(entry, {
@@ -359,14 +361,14 @@ export class Session {
 
   async login(username, password) {
     const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/login", {
-      method: "POST", json: { username, password }, auth: false,
+      method: "POST", json: { username, password }, auth: false, shape: SESSION,
     });
     this._adopt(body.access_token, body.user, body.expires_in);
     return body.user;
   }
 
   async renew() {
-    const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/renew", { method: "POST", renewing: true });
+    const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/renew", { method: "POST", renewing: true, shape: renewalShape(this.user.id) });
     this._adopt(body.access_token, body.user, body.expires_in);
     this.onRenewed(this);
   }
@@ -394,7 +396,7 @@ export class Session {
 
   _scheduleRenewal(delayMs) {
     clearTimeout(this.renewTimer);
-    this.renewTimer = setTimeout(() => this._renewInBackground(), Math.max(1000, delayMs));
+    this.renewTimer = setTimeout(() => this._renewInBackground(), Math.min(MAX_TIMER_MS, Math.max(1000, delayMs)));
   }
 
   async _renewInBackground() {
@@ -406,6 +408,8 @@ export class Session {
         this._expire(err);
       } else if (Date.now() + RETRY_RENEW_MS < this.expiresAt) {
         this._scheduleRenewal(RETRY_RENEW_MS);   // the toplevel is briefly away: try again
+      } else if (err.code === "bad_answer") {
+        this._expire(err);   // the login screen says which answer the renewal could not use
       } else {
         this._expire(new ApiError(401, "token_expired", "your session expired while the server could not be reached"));
       }

@@ -12,7 +12,7 @@
 // Nothing is ever attached without that click.
 
 import { comparePatients } from "./identity.js";
-import { listPage } from "./api.js";
+import { PATIENT_LIST } from "./answers_toplevel.js";
 
 /**
  * @typedef {{name: string, patient_id: string, issuer: string, birth_date: string, sex: string}} DicomPatient
@@ -61,6 +61,6 @@ export function judge(dicom, found) {
 export async function propose(ctx, dicom, issuer, signal) {
   const key = ruleKey(dicom, issuer);
   if (!("number" in key)) return { kind: "choose", reason: key.reason, candidates: [] };
-  const page = await ctx.session.toplevel("api/v1/patients", { params: { insurance_number: key.number, limit: 10 }, signal });
-  return judge(dicom, listPage(page, ctx.session.toplevelUrl, "api/v1/patients").items);
+  const page = await ctx.session.toplevel("api/v1/patients", { params: { insurance_number: key.number, limit: 10 }, signal, shape: PATIENT_LIST });
+  return judge(dicom, page.items);
 }

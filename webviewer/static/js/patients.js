@@ -1,7 +1,8 @@
 // Finding a patient (partial name or insurance number) and creating or editing one (toplevel).
 
 import { h, mount, field, select, formatDate } from "./dom.js";
-import { apiPath, labelText, listPage } from "./api.js";
+import { apiPath, labelText } from "./api.js";
+import { PATIENT_LIST, PATIENT_REFERENCE, patientAbout } from "./answers_toplevel.js";
 
 const SEXES = [["F", "Female"], ["M", "Male"], ["O", "Other"], ["U", "Unknown"]];
 
@@ -13,7 +14,7 @@ export function sexLabel(code) {
 /** The toplevel's short-lived signed reference to a patient: an institution server stores a finding or
  *  a record only for a patient it names (it cannot ask the toplevel itself). Fetched right before each write. */
 export async function patientReference(ctx, patientId) {
-  const body = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}/reference`, { method: "POST" });
+  const body = await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}/reference`, { method: "POST", shape: PATIENT_REFERENCE });
   return body.patient_reference;
 }
 
@@ -24,13 +25,13 @@ export function patientName(p) {
 
 /** Search by name and, when the text has a digit, by insurance number too; merged by id. */
 export async function searchPatients(session, text, signal) {
-  const queries = [session.toplevel("api/v1/patients", { params: { q: text, limit: 100 }, signal })];
+  const queries = [session.toplevel("api/v1/patients", { params: { q: text, limit: 100 }, signal, shape: PATIENT_LIST })];
   if (/\d/.test(text)) {
-    queries.push(session.toplevel("api/v1/patients", { params: { insurance_number: text, limit: 100 }, signal }));
+    queries.push(session.toplevel("api/v1/patients", { params: { insurance_number: text, limit: 100 }, signal, shape: PATIENT_LIST }));
   }
   const pages = await Promise.all(queries);
   const byId = new Map();
-  for (const page of pages.reverse()) for (const p of listPage(page, session.toplevelUrl, "api/v1/patients").items) byId.set(p.id, p);
+  for (const page of pages.reverse()) for (const p of page.items) byId.set(p.id, p);
   return [...byId.values()];
 }
 
@@ -105,7 +106,7 @@ export function patientSearchView(ctx, query) {
  * @param {string | null} [returnTo]
  */
 export async function patientFormView(ctx, patientId, returnTo = null) {
-  const patient = patientId ? await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`) : null;
+  const patient = patientId ? await ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`, { shape: patientAbout(patientId) }) : null;
   const v = patient || {};
   const first = h("input", { name: "first_name", required: true, value: v.first_name || "", autocomplete: "off" });
   const last = h("input", { name: "last_name", required: true, value: v.last_name || "", autocomplete: "off" });

@@ -11,6 +11,7 @@ import { errorFromResponse, buildUrl, ApiError, apiPath, parseJson } from "./api
 import { patientName, patientReference } from "./patients.js";
 import { recordLabel, viewerHref } from "./federation.js";
 import { checkFiles, confirmMismatch, identityClaim, withComparison, CONFIRMED_MISMATCH, MATCH } from "./upload_identity.js";
+import { patientAbout } from "./answers_toplevel.js";
 
 /**
  * Part 10 files carry "DICM" at byte 128. Checking those four bytes lets us name a wrong file
@@ -63,7 +64,7 @@ function sendFiles(url, token, files, onProgress, signal) {
 export async function uploadView(ctx, patientId) {
   const ownInst = await ctx.dir.ownInstitution();
   const [patient, nodes, types] = await Promise.all([
-    ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
+    ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`, { shape: patientAbout(patientId) }),
     ctx.dir.nodes(ownInst.id),
     ctx.dir.recordTypes(),
   ]);
