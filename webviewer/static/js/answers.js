@@ -628,3 +628,61 @@ export const RECEIPT = {
     need(body.receipt !== "", "receipt is empty");
   },
 };
+
+// The institution's and the nodes' answers read by the work list, the value probe and the upload.
+
+/** @param {any} value @param {string} name @param {string[]} keys texts, each null where unknown */
+function texts(value, name, keys) {
+  object(value, name);
+  for (const key of keys) optional(value[key], `${name}.${key}`, text);
+}
+
+/**
+ * A series waiting on a node's work list (WorklistItem, docs/API.md): its record id, size and
+ * DICOM patient, study and series, all of which the item shows and the registration sends on.
+ * @param {any} item @param {string} name
+ */
+function worklistItem(item, name) {
+  object(item, name);
+  recordId(item.id, `${name}.id`);
+  count(item.rows, `${name}.rows`, DICOM_MAX_SIDE);
+  count(item.columns, `${name}.columns`, DICOM_MAX_SIDE);
+  count(item.frames, `${name}.frames`);
+  optional(item.modality, `${name}.modality`, text);
+  texts(item.patient, `${name}.patient`, ["name", "patient_id", "issuer", "birth_date", "sex"]);
+  texts(item.study, `${name}.study`, ["study_uid", "date", "description", "accession_number"]);
+  texts(item.series, `${name}.series`, ["series_uid", "modality", "description"]);
+  count(item.series.count, `${name}.series.count`);
+}
+
+/**
+ * A page of a node's work list (`GET api/v1/worklist`): an item whose study was `null` threw
+ * while the list was drawn, one whose id was no record id was registered under it.
+ * @type {Shape}
+ */
+export const WORKLIST_PAGE = {
+  asked: "the work list",
+  check(body) {
+    LIST_PAGE.check(body);
+    body.items.forEach((item, i) => worklistItem(item, `items[${i}]`));
+  },
+};
+
+/**
+ * The value under pixel (`x`, `y`) (`…/value`, daemons/render/imaging/probe.py): its modality
+ * value, stored value and unit, read at the pixel asked for. A value that was text was shown as
+ * "no value", one of 1e400 as "Infinity HU", another pixel's as this one's.
+ * @param {number} x @param {number} y @returns {Shape}
+ */
+export function valueShape(x, y) {
+  return {
+    asked: "the value",
+    check(reading) {
+      object(reading, "the value");
+      need(reading.x === x && reading.y === y, "x, y name another pixel than the one asked for");
+      finite(reading.value, "value");
+      optional(reading.stored, "stored", finite);
+      optional(reading.unit, "unit", text);
+    },
+  };
+}

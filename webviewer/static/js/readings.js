@@ -8,7 +8,7 @@
 
 import { h, svg } from "./dom.js";
 import { imageToScreen, planeInfo } from "./geometry.js";
-import { ROI_STATS } from "./answers.js";
+import { ROI_STATS, valueShape } from "./answers.js";
 
 /** The tools that read values, and the ROI shape each draws. */
 export const ROI_SHAPES = { rect: "rect", ellipse: "ellipse" };
@@ -71,6 +71,8 @@ export class Probe {
     this.vp = vp;
     this.pending = null;
     this.busy = false;
+    /** The last bad answer said in the status line: told once, not at every move of the pointer. */
+    this.told = null;
     this.box = h("div", { class: "corner tr probe-value", "aria-live": "off", hidden: true });
     vp.root.append(this.box);
   }
@@ -100,7 +102,8 @@ export class Probe {
     try {
       const vp = this.vp;
       const reading = await vp.ctx.session.fetchJson(vp.node.url,
-        `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`, { tokenInQuery: true });
+        `${vp.recordPath}/${point.path}/value?x=${point.x}&y=${point.y}${point.slab}`,
+        { tokenInQuery: true, shape: valueShape(Math.floor(point.x), Math.floor(point.y)) });
       if (!this.pending) {
         this.box.textContent = probeText(reading);
         this.box.hidden = false;
@@ -108,6 +111,10 @@ export class Probe {
     } catch (err) {
       this.box.textContent = err && err.status === 409 ? "loading…" : "no value";
       this.box.hidden = false;
+      if (err && err.code === "bad_answer" && err.message !== this.told) {
+        this.told = err.message;
+        this.vp.ctx.announce(`The value could not be read: ${err.message}`);
+      }
     } finally {
       this.busy = false;
       if (this.pending) this.next();

@@ -11,6 +11,7 @@ import { errorFromResponse, buildUrl, ApiError, apiPath, parseJson } from "./api
 import { patientName, patientReference } from "./patients.js";
 import { recordLabel, viewerHref } from "./federation.js";
 import { checkFiles, confirmMismatch, identityClaim, withComparison, CONFIRMED_MISMATCH, MATCH } from "./upload_identity.js";
+import { registeredRecordShape } from "./answers.js";
 import { patientAbout } from "./answers_toplevel.js";
 
 /**
@@ -207,8 +208,9 @@ export async function uploadView(ctx, patientId) {
     const meta = await ctx.session.withToken(node.url, (token) => sendFiles(buildUrl(node.url, "api/v1/records"), token, job.files, onProgress, controller.signal));
     onStep("Stored on the node; registering the record…");
     const wanted = { record_type: job.recordType || recordTypeFor(types, meta.modality), description: (job.description || meta.description || "").trim() };
+    // the entry as registered is shown as the upload's outcome: another record's would be shown as this one
     const register = async (identity) => ctx.session.fetchJson(ownInst.server_url, "api/v1/records", {
-      method: "POST",
+      method: "POST", shape: registeredRecordShape(meta.id),
       json: {
         id: meta.id, node_id: node.id, rows: meta.rows, columns: meta.columns, frames: meta.frames,
         modality: meta.modality || "", ...wanted, patient_id: patient.id, study_date: isoDate(meta.study_date),

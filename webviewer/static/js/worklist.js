@@ -11,8 +11,8 @@ import { patientName, patientReference, searchPatients } from "./patients.js";
 import { dicomPersonName } from "./identity.js";
 import { propose } from "./patient_match.js";
 import { recordTypeFor, isoDate } from "./upload.js";
-import { apiPath, listPage } from "./api.js";
-import { INSTITUTION_INFO, RECEIPT } from "./answers.js";
+import { apiPath } from "./api.js";
+import { INSTITUTION_INFO, RECEIPT, WORKLIST_PAGE } from "./answers.js";
 
 /** @typedef {import("./patient_match.js").SivrPatient} SivrPatient */
 
@@ -131,8 +131,8 @@ export async function worklistView(ctx) {
       h("p", { class: "muted", text: `Series on ${inst.name}'s render nodes that are not on any patient's page yet.` }))),
     problems, list));
   const answers = await Promise.all(nodes.map((node) =>
-    ctx.session.fetchJson(node.url, "api/v1/worklist", { params: { limit: 100 }, signal: controller.signal })
-      .then((page) => ({ node, page: listPage(page, node.url, "api/v1/worklist") }), (err) => ({ node, err }))));
+    ctx.session.fetchJson(node.url, "api/v1/worklist", { params: { limit: 100 }, signal: controller.signal, shape: WORKLIST_PAGE })
+      .then((page) => ({ node, page }), (err) => ({ node, err }))));
   let shown = 0;
   for (const { node, page, err } of answers) {
     if (err) {
