@@ -446,7 +446,7 @@ const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
  * sends its requests there, with a token for that server.
  * @param {any} value @param {string} name
  */
-function serviceUrl(value, name) {
+export function serviceUrl(value, name) {
   text(value, name);
   let url = null;
   try { url = new URL(value); } catch { /* not a URL: refused below */ }
@@ -470,33 +470,6 @@ function nodeShape(node, name) {
 
 /** A page of an institution's render nodes (`api/v1/nodes`). @type {Shape} */
 export const NODES = pageOf("the render nodes", nodeShape);
-
-/**
- * An institution as the toplevel lists it (Institution, daemons/toplevel/serialize.py): the patient
- * page sorts them by name and asks each at its `server_url` ("" for one without a server).
- * @type {Shape}
- */
-export const INSTITUTIONS = pageOf("the institutions", (inst, name) => {
-  object(inst, name);
-  uuid(inst.id, `${name}.id`);
-  text(inst.name, `${name}.name`);
-  text(inst.server_url, `${name}.server_url`);
-  if (inst.server_url !== "") serviceUrl(inst.server_url, `${name}.server_url`);
-});
-
-/** A record type's code as the toplevel keeps one (shared/field_rules.record_type_code). */
-const RECORD_TYPE_CODE = /^[A-Z0-9][A-Z0-9_-]{0,15}$/;
-
-/**
- * A record type (RecordType, daemons/toplevel/record_types.py): the record's relabelling offers
- * each as a choice and sends the code chosen back to the institution.
- * @type {Shape}
- */
-export const RECORD_TYPES = pageOf("the record types", (type, name) => {
-  object(type, name);
-  need(typeof type.code === "string" && RECORD_TYPE_CODE.test(type.code), `${name}.code is no record type code`);
-  text(type.name, `${name}.name`);
-});
 
 /** The views a key image may be on, and the plane of RecordMeta.planes each counts in (daemons/render/api/key_images.py). */
 const KEY_IMAGE_PLANES = { native: "slices", axial: "axial", coronal: "coronal", sagittal: "sagittal" };

@@ -6,7 +6,7 @@
 // the toplevel's own bounds (docs/API.md, daemons/toplevel/settings.py); api.js `shaped` turns a
 // failed check into a bad answer naming the toplevel and the field.
 
-import { LIST_PAGE, answerAbout, count, need, object, optional, text, uuid } from "./answers.js";
+import { answerAbout, count, need, object, optional, pageOf, serviceUrl, text, uuid } from "./answers.js";
 
 /** A token the toplevel mints lives at most this long for a server other than itself (shared/tokens.py MAX_EXCHANGED_TTL_S). */
 const MAX_EXCHANGED_TTL_S = 60;
@@ -88,13 +88,7 @@ function patientShape(patient, name) {
  * a patient, whose id goes into the links and the registrations made for it.
  * @type {import("./answers.js").Shape}
  */
-export const PATIENT_LIST = {
-  asked: "the list of patients",
-  check(body) {
-    LIST_PAGE.check(body);
-    body.items.forEach((patient, i) => patientShape(patient, `items[${i}]`));
-  },
-};
+export const PATIENT_LIST = pageOf("the list of patients", patientShape);
 
 /**
  * Patient `id` (`GET api/v1/patients/<id>`): `null` opened the edit form as a new patient, and
@@ -119,3 +113,30 @@ export const PATIENT_REFERENCE = {
     optional(body.expires_in, "expires_in", lifetime);
   },
 };
+
+/**
+ * An institution as the toplevel lists it (Institution, daemons/toplevel/serialize.py): the patient
+ * page sorts them by name and asks each at its `server_url` ("" for one without a server).
+ * @type {import("./answers.js").Shape}
+ */
+export const INSTITUTIONS = pageOf("the institutions", (inst, name) => {
+  object(inst, name);
+  uuid(inst.id, `${name}.id`);
+  text(inst.name, `${name}.name`);
+  text(inst.server_url, `${name}.server_url`);
+  if (inst.server_url !== "") serviceUrl(inst.server_url, `${name}.server_url`);
+});
+
+/** A record type's code as the toplevel keeps one (shared/field_rules.record_type_code). */
+const RECORD_TYPE_CODE = /^[A-Z0-9][A-Z0-9_-]{0,15}$/;
+
+/**
+ * A record type (RecordType, daemons/toplevel/record_types.py): the record's relabelling offers
+ * each as a choice and sends the code chosen back to the institution.
+ * @type {import("./answers.js").Shape}
+ */
+export const RECORD_TYPES = pageOf("the record types", (type, name) => {
+  object(type, name);
+  need(typeof type.code === "string" && RECORD_TYPE_CODE.test(type.code), `${name}.code is no record type code`);
+  text(type.name, `${name}.name`);
+});

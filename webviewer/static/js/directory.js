@@ -3,7 +3,8 @@
 // for them on every visit.
 
 import { listAll, ApiError } from "./api.js";
-import { INSTITUTIONS, NODES, RECORD_TYPES } from "./answers.js";
+import { NODES } from "./answers.js";
+import { INSTITUTIONS, RECORD_TYPES } from "./answers_toplevel.js";
 
 export class Directory {
   constructor(session) {
