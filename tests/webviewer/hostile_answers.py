@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from tests.webviewer.helpers import login
+
 INFINITE = "__infinite__"   # stands for 1e400 in an answer: JSON that reads as Infinity
 
 
@@ -32,3 +34,26 @@ def set_in(path: str, value) -> Callable[[dict], object]:
         here[int(last) if isinstance(here, list) else last] = value
         return meta
     return change
+
+
+def attach_refused(page, deployment, waiting: dict, url: str, body: object) -> tuple[str, list[str]]:
+    """Answer `url` (read by the work list's Attach before it registers the waiting series) with
+    `body`, attach the series to its patient and wait for the refusal: its text, and the
+    registrations the institution was sent meanwhile."""
+    registrations: list[str] = []
+
+    def institution_records(route):
+        if route.request.method == "POST":
+            registrations.append(route.request.url)
+        route.continue_()
+
+    page.route(url, lambda route: serve(route, deployment, body))
+    page.route(f"{waiting['server']}/api/v1/records", institution_records)
+    login(page, deployment)
+    page.goto("/#/worklist")
+    item = page.locator(f'.worklist-item[data-record="{waiting["record_id"]}"]')
+    patient = waiting["patient"]
+    item.get_by_role("button", name=f"Attach to {patient['last_name']}, {patient['first_name']}").click()
+    error = item.locator(".form-error")
+    error.get_by_text("tell IT").wait_for(timeout=20_000)
+    return error.inner_text(), registrations

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.webviewer.helpers import derived_series, institution, login, new_patient, registered_node, uploaded_record
-from tests.webviewer.hostile_answers import serve, set_in, still_usable
+from tests.webviewer.hostile_answers import attach_refused, serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
 
@@ -283,23 +283,7 @@ def test_a_receipt_of_another_shape_is_refused_naming_the_node(page, deployment,
     is sent to the institution, and the work list says which node sent what."""
     body, problem = RECEIPT_ATTACKS[attack]
     path = f"api/v1/records/{waiting['record_id']}/receipt"
-    registrations: list[str] = []
-
-    def institution_records(route):
-        if route.request.method == "POST":
-            registrations.append(route.request.url)
-        route.continue_()
-
-    page.route(f"{waiting['node']['url']}/{path}", lambda route: serve(route, deployment, body))
-    page.route(f"{waiting['server']}/api/v1/records", institution_records)
-    login(page, deployment)
-    page.goto("/#/worklist")
-    item = page.locator(f'.worklist-item[data-record="{waiting["record_id"]}"]')
-    patient = waiting["patient"]
-    item.get_by_role("button", name=f"Attach to {patient['last_name']}, {patient['first_name']}").click()
-    error = item.locator(".form-error")
-    error.get_by_text("tell IT").wait_for(timeout=20_000)
-    text = error.inner_text()
+    text, registrations = attach_refused(page, deployment, waiting, f"{waiting['node']['url']}/{path}", body)
     assert text.startswith("Not attached"), text
     assert host(waiting["node"]["url"]) in text and path in text and problem in text, text
     assert registrations == [], "nothing was sent to the institution"

@@ -33,7 +33,7 @@ from tests.webviewer.helpers import (
     registered_node,
     uploaded_record,
 )
-from tests.webviewer.hostile_answers import INFINITE, serve, set_in, still_usable
+from tests.webviewer.hostile_answers import INFINITE, attach_refused, serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
 
@@ -292,24 +292,8 @@ def test_a_patient_reference_of_another_shape_is_refused_naming_the_toplevel(pag
     the work list says what the toplevel sent."""
     body, problem = REFERENCE_ATTACKS[attack]
     top = deployment.url("toplevel")
-    patient = waiting["patient"]
-    path = f"api/v1/patients/{patient['id']}/reference"
-    registrations: list[str] = []
-
-    def institution_records(route):
-        if route.request.method == "POST":
-            registrations.append(route.request.url)
-        route.continue_()
-
-    page.route(f"{top}/{path}", lambda route: serve(route, deployment, body))
-    page.route(f"{waiting['server']}/api/v1/records", institution_records)
-    login(page, deployment)
-    page.goto("/#/worklist")
-    item = page.locator(f'.worklist-item[data-record="{waiting["record_id"]}"]')
-    item.get_by_role("button", name=f"Attach to {patient['last_name']}, {patient['first_name']}").click()
-    error = item.locator(".form-error")
-    error.get_by_text("tell IT").wait_for(timeout=20_000)
-    text = error.inner_text()
+    path = f"api/v1/patients/{waiting['patient']['id']}/reference"
+    text, registrations = attach_refused(page, deployment, waiting, f"{top}/{path}", body)
     assert text.startswith("Not attached"), text
     assert host(top) in text and path in text and problem in text, text
     assert registrations == [], "nothing was sent to the institution"
