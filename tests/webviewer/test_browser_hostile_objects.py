@@ -142,7 +142,9 @@ def test_roi_statistics_of_another_shape_are_named_not_thrown(page, deployment, 
     login(page, deployment)
     page.goto(ct["href"])
     page.locator("#viewport[data-load-state=ready]").wait_for(timeout=60_000)
-    box = page.locator("#viewport .view-image").bounding_box()
+    image = page.locator("#viewport .view-image")
+    image.wait_for(state="visible", timeout=20_000)   # ready can come before the first slice is painted
+    box = image.bounding_box()
     page.get_by_role("button", name="Rectangle ROI", exact=True).click()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
     page.mouse.down()
