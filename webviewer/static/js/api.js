@@ -15,7 +15,8 @@
 
 import { LIST_PAGE, ShapeError } from "./answers.js";
 import { SERVER_TOKEN, SESSION, renewalShape } from "./answers_toplevel.js";
-import { MAX_ERROR_CHARS, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
+import { SIZE_BYTES, imageSize } from "./imagesize.js";
+import { MAX_ERROR_CHARS, MAX_IMAGE_BYTES, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
 export class ApiError extends Error {
   /** status 0 means the server could not be reached at all. */
@@ -108,42 +109,75 @@ export function badAnswer(where, what) {
 }
 
 /**
- * The body of an answer as text, at most MAX_JSON_BYTES on the wire (an ApiError beyond: a server
- * must not make the page hold gigabytes). A body of declared length (Content-Length) is refused at
- * once when longer, else read whole, the browser giving no more than declared (and DevTools keeping
- * it, which it does not for a body read as a stream; a compressed body's declared length is its
+ * The body of an answer, at most `max` bytes on the wire (an ApiError beyond: a server must not
+ * make the page hold gigabytes). A body of declared length (Content-Length) is refused at once
+ * when longer, else read whole, the browser giving no more than declared (and DevTools keeping it,
+ * which it does not for a body read as a stream; a compressed body's declared length is its
  * compressed size); one of undeclared length is read as a stream and cut at the limit. Reading is
  * bounded in time by the request's signal (fetchRaw).
  * @param {Response} response
- * @returns {Promise<{text: string, bytes: number}>}
+ * @param {number} max
+ * @param {string} what  the answer as the message names it ("an answer", "an image")
+ * @returns {Promise<{blob: Blob, bytes: number}>}
  */
-async function readText(response) {
-  const tooLarge = () => badAnswer(answerOf(response), `an answer larger than ${MAX_JSON_BYTES / 2 ** 20} MiB`);
+async function readBounded(response, max, what) {
+  const tooLarge = () => badAnswer(answerOf(response), `${what} larger than ${max / 2 ** 20} MiB`);
   const declared = Number(response.headers.get("Content-Length") ?? NaN);
-  if (declared > MAX_JSON_BYTES) throw tooLarge();
+  if (declared > max) throw tooLarge();
   try {
-    if (Number.isFinite(declared)) return { text: await response.text(), bytes: declared };
-    if (!response.body) return { text: "", bytes: 0 };
+    if (Number.isFinite(declared)) return { blob: await response.blob(), bytes: declared };
+    if (!response.body) return { blob: new Blob([]), bytes: 0 };
     const reader = response.body.getReader();
-    const decoder = new TextDecoder();
     const parts = [];
     let bytes = 0;
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
       bytes += value.byteLength;
-      if (bytes > MAX_JSON_BYTES) {
+      if (bytes > max) {
         reader.cancel().catch(() => {});
         throw tooLarge();
       }
-      parts.push(decoder.decode(value, { stream: true }));
+      parts.push(value);
     }
-    parts.push(decoder.decode());
-    return { text: parts.join(""), bytes };
+    return { blob: new Blob(parts, { type: response.headers.get("Content-Type") ?? "" }), bytes };
   } catch (cause) {
     if (cause instanceof ApiError) throw cause;
     throw unreachable(response.url, cause);
   }
+}
+
+/**
+ * The body of an answer as text, at most MAX_JSON_BYTES on the wire (`readBounded`).
+ * @param {Response} response
+ * @returns {Promise<{text: string, bytes: number}>}
+ */
+async function readText(response) {
+  const { blob, bytes } = await readBounded(response, MAX_JSON_BYTES, "an answer");
+  return { text: await blob.text(), bytes };
+}
+
+/**
+ * A rendered image the node sent for a request that asked for `box`: at most MAX_IMAGE_BYTES on
+ * the wire, PNG, JPEG or WebP, and no larger than the box (the node never sends a larger one).
+ * Its size is read from its header before anything decodes it (imagesize.js says why).
+ * @param {Response} response
+ * @param {{width: number, height: number}} box
+ * @returns {Promise<Blob>}
+ */
+export async function readImage(response, box) {
+  const { blob } = await readBounded(response, MAX_IMAGE_BYTES, "an image");
+  let size;
+  try {
+    size = imageSize(new Uint8Array(await blob.slice(0, SIZE_BYTES).arrayBuffer()));
+  } catch (cause) {
+    throw unreachable(response.url, cause);
+  }
+  if (!size) throw badAnswer(answerOf(response), "an image that is not PNG, JPEG or WebP");
+  if (!(size.width >= 1 && size.height >= 1 && size.width <= box.width && size.height <= box.height)) {
+    throw badAnswer(answerOf(response), `a ${size.width}×${size.height} image for a box of ${box.width}×${box.height}`);
+  }
+  return blob;
 }
 
 /**

@@ -4,8 +4,10 @@
 // own SVG), the corner text and the orientation markers. Drawing a finished picture and text on
 // a canvas is composition, not pixel processing: no value of the image is computed here.
 
+import { readImage } from "./api.js";
 import { h } from "./dom.js";
 import { sideways } from "./geometry.js";
+import { askedBox } from "./imagesize.js";
 import { planeLabel } from "./viewoptions.js";
 
 // what the page's stylesheet gives the overlay's SVG, written into the copy drawn on the canvas
@@ -35,7 +37,7 @@ export async function exportView(vp) {
   }
   if (shown.plane === "3d") params.render = "still";   // never a quick preview
   const response = await vp.ctx.session.fetchRaw(vp.node.url, shown.path, { params });
-  const bitmap = await createImageBitmap(await response.blob());
+  const bitmap = await createImageBitmap(await readImage(response, askedBox(params.size)));
   const turn = shown.rect.turn;
   const canvas = document.createElement("canvas");
   canvas.width = sideways(turn) ? bitmap.height : bitmap.width;

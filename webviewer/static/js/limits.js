@@ -10,6 +10,11 @@ export const REQUEST_TIMEOUT_MS = 45_000;
 /** The largest JSON answer read (a page of a list, a record's metadata, an error body). */
 export const MAX_JSON_BYTES = 32 * 1024 * 1024;
 
+/** A rendered image: at most this many bytes on the wire (the largest the viewer asks for, a
+ *  2048 x 2048 lossless PNG in colour, is under 13 MiB), and never larger than the box it was asked
+ *  for (api.js `readImage`). */
+export const MAX_IMAGE_BYTES = 32 * 1024 * 1024;
+
 /** A list read page by page (`listAll`) stops after this many pages or bytes and says it was cut. */
 export const MAX_LIST_PAGES = 100;
 export const MAX_LIST_BYTES = 64 * 1024 * 1024;

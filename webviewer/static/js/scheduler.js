@@ -10,7 +10,9 @@
 // full quality before the hand). Each viewport has its own scheduler, so no viewport ever cancels
 // another's requests; only the cache of fetched images is shared.
 
+import { readImage } from "./api.js";
 import { parseOrientation, parseWindow } from "./geometry.js";
+import { askedBox } from "./imagesize.js";
 
 const PREFETCH_WORKERS = 3;
 /** Most slices fetched ahead, and the link time they may take (the byte budget of prefetch). */
@@ -280,7 +282,7 @@ export class RequestScheduler {
     const started = performance.now();
     const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal, tokenInQuery: true });
     const firstByte = performance.now();
-    const blob = await response.blob();
+    const blob = await readImage(response, askedBox(params.size));
     this.link.add(blob.size, started, firstByte, performance.now(), !req.interactive);
     return this.cache.put(req.key, blob, {
       orientation: parseOrientation(response.headers.get("X-Orientation")),

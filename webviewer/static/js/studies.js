@@ -11,7 +11,7 @@
 import { h, formatDate } from "./dom.js";
 import { recordCard } from "./record_actions.js";
 import { viewerHref, recordLabel } from "./federation.js";
-import { apiPath, labelText } from "./api.js";
+import { apiPath, labelText, readImage } from "./api.js";
 import { recordShape } from "./answers.js";
 
 /** How many requests to render nodes the study list runs at once (metadata and thumbnails). */
@@ -22,6 +22,9 @@ const SETTLE_MS = 300;
 /** How long a thumbnail of a series that its node is still loading (409 with Retry-After) is
  *  asked for again: a busy node may take tens of seconds to decode a series it had not loaded. */
 const THUMBNAIL_PATIENCE_MS = 60000;
+/** The box a thumbnail is asked for in (the node's own default; asked for by name, so the
+ *  answer's size can be checked against it, api.js `readImage`). */
+const THUMBNAIL_BOX = { width: 128, height: 128 };
 const UNKNOWN = "unknown";
 
 /** A queue running at most `size` tasks at once; `run(task)` resolves with the task's result. */
@@ -194,7 +197,8 @@ export function showThumbnail(ctx, node, meta, img, slot, run) {
     const started = Date.now();
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await ctx.session.fetchRaw(node.url, path, { cache: "default", headers: { Accept: "image/jpeg" } });
+        return await ctx.session.fetchRaw(node.url, path,
+          { cache: "default", headers: { Accept: "image/jpeg" }, params: { viewport: `${THUMBNAIL_BOX.width},${THUMBNAIL_BOX.height}` } });
       } catch (err) {
         // the node answers 409 while the series is still being loaded: ask again when it says
         if (err.status !== 409 || Date.now() - started > THUMBNAIL_PATIENCE_MS) throw err;
@@ -202,7 +206,7 @@ export function showThumbnail(ctx, node, meta, img, slot, run) {
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
-  }).then((response) => response.blob()).then((blob) => {
+  }).then((response) => readImage(response, THUMBNAIL_BOX)).then((blob) => {
     const url = URL.createObjectURL(blob);
     img.addEventListener("load", () => { URL.revokeObjectURL(url); slot.classList.add("thumb-shown"); }, { once: true });
     img.src = url;
