@@ -259,6 +259,47 @@ def test_a_patient_of_another_shape_is_refused_naming_the_toplevel(page, deploym
     still_usable(page)
 
 
+# each: whether the form edits a patient or creates one, how the toplevel's answer to saving it is
+# changed, and the field the message must name
+SAVED_ATTACKS = {
+    "edit-null": ("edit", lambda saved: None, "the patient is no object"),
+    "edit-another-patient": ("edit", set_in("id", OTHER_ID), "id names another patient than the one asked for"),
+    "new-null": ("new", lambda saved: None, "the patient is no object"),
+    "new-id-path": ("new", set_in("id", "../admin"), "the patient.id is no id"),
+}
+
+
+@pytest.mark.parametrize("attack", list(SAVED_ATTACKS), ids=list(SAVED_ATTACKS))
+def test_a_saved_patient_of_another_shape_is_not_followed(page, deployment, patient, attack):
+    """Attack 111: the toplevel's answer to saving a patient (`PUT api/v1/patients/<id>`, `POST
+    api/v1/patients`) was used unchecked to go to the patient's page: `null` ended as "Something
+    went wrong in the viewer", another patient's answer led to that patient, an id that was a path
+    to another page. Now the form stays and says what the toplevel sent."""
+    form, change, problem = SAVED_ATTACKS[attack]
+    top = deployment.url("toplevel")
+    if form == "edit":
+        path, method = f"api/v1/patients/{patient['id']}", "PUT"
+        start, button = f"/#/patients/{patient['id']}/edit", "Save changes"
+    else:
+        path, method, start, button = "api/v1/patients", "POST", "/#/patients/new", "Create patient"
+    answer = changed_answer(deployment, change)
+    page.route(f"{top}/{path}", lambda route: answer(route) if route.request.method == method else route.continue_())
+    login(page, deployment)
+    page.goto(start)
+    if form == "new":
+        page.get_by_label("First name").fill("Mira")
+        page.get_by_label("Last name").fill(f"Saved-{uuid.uuid4().hex[:6]}")
+        page.get_by_label("Date of birth").fill("1981-02-03")
+        page.get_by_label("Insurance number").fill(f"{uuid.uuid4().int % 10**10:010d}")
+    page.get_by_role("button", name=button).click()
+    error = page.locator("form .form-error")
+    error.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = error.inner_text()
+    assert host(top) in text and path in text and problem in text, text
+    assert page.evaluate("location.hash") == start.removeprefix("/"), "the viewer stayed on the form"
+    still_usable(page)
+
+
 @pytest.fixture(scope="module")
 def waiting(deployment):
     """A series on render node 1-1 waiting on the work list, and the patient its rule proposes."""

@@ -100,6 +100,16 @@ export function patientAbout(id) {
 }
 
 /**
+ * A patient just created (`POST api/v1/patients`): the viewer goes to its page by its id, so a
+ * `null` answer threw, and an id that was a path (`../admin`) led elsewhere.
+ * @type {import("./answers.js").Shape}
+ */
+export const NEW_PATIENT = {
+  asked: "the patient created",
+  check: (body) => patientShape(body, "the patient"),
+};
+
+/**
  * A patient reference (`POST api/v1/patients/<id>/reference`): the signed text an institution
  * stores data of the patient with. Anything else was sent on, and the institution's refusal
  * blamed the registration or the finding, not the toplevel.

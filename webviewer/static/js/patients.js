@@ -2,7 +2,7 @@
 
 import { h, mount, field, select, formatDate } from "./dom.js";
 import { apiPath, labelText } from "./api.js";
-import { PATIENT_LIST, PATIENT_REFERENCE, patientAbout } from "./answers_toplevel.js";
+import { NEW_PATIENT, PATIENT_LIST, PATIENT_REFERENCE, patientAbout } from "./answers_toplevel.js";
 
 const SEXES = [["F", "Female"], ["M", "Male"], ["O", "Other"], ["U", "Unknown"]];
 
@@ -141,8 +141,8 @@ export async function patientFormView(ctx, patientId, returnTo = null) {
     submit.disabled = true;
     try {
       const saved = patient
-        ? await ctx.session.toplevel(apiPath`api/v1/patients/${patient.id}`, { method: "PUT", json: body })
-        : await ctx.session.toplevel("api/v1/patients", { method: "POST", json: body });
+        ? await ctx.session.toplevel(apiPath`api/v1/patients/${patient.id}`, { method: "PUT", json: body, shape: patientAbout(patient.id) })
+        : await ctx.session.toplevel("api/v1/patients", { method: "POST", json: body, shape: NEW_PATIENT });
       ctx.announce(patient ? "Patient saved." : "Patient created.");
       ctx.navigate(returnTo || `#/patients/${saved.id}`);
     } catch (err) {
