@@ -225,6 +225,33 @@ def test_dicom_attributes_of_another_shape_are_refused_naming_the_node(page, dep
     still_usable(page)
 
 
+def nested_sequences(depth: int) -> str:
+    """DICOM JSON of one instance whose Referenced Image Sequence holds itself `depth` times over,
+    written as text (Python's json module stops at about 1,000 levels)."""
+    return "[" + '{"00081140":{"vr":"SQ","Value":[' * depth + "{}" + "]}}" * depth + "]"
+
+
+@pytest.mark.parametrize("depth", [1_001, 1_200, 40_000])
+def test_dicom_attributes_nested_too_deeply_are_refused_naming_the_node(page, deployment, filed, depth):
+    """Attack 112: DICOM JSON whose sequences nest deeper than any a node can hold (it reads them by
+    recursion, at most 1,000 calls deep) was read by JSON.parse up to about 1,400 levels, and then
+    drawn as a table a thousand tables deep, or its check recursed past the page's stack
+    ("Something went wrong in the viewer"). Now anything deeper than 1,000 levels, or too deep for
+    the page to read or check, is named as what the node sent."""
+    body = nested_sequences(depth)
+    page.route(lambda url: url.startswith(f"{filed['node']['url']}/dicomweb/") and url.endswith("/metadata"),
+               lambda route: route.fulfill(status=200, content_type="application/json", body=body,
+                                           headers={"Access-Control-Allow-Origin": deployment.url("web")}))
+    open_tags(page, deployment, filed)
+    caption = page.locator("#tag-browser-caption")
+    caption.get_by_text("tell IT").wait_for(timeout=20_000)
+    text = caption.inner_text()
+    assert text.startswith("The attributes could not be read"), text
+    assert host(filed["node"]["url"]) in text and "/metadata" in text and "nested too deeply" in text, text
+    assert page.locator("#tag-table tr").count() == 0, "no attribute is shown"
+    still_usable(page)
+
+
 # each: the institution's `api/v1/info` as changed, and the field the message must name
 INFO_ATTACKS = {
     "null": (lambda info: None, "the information is no object"),

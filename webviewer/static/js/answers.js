@@ -536,13 +536,18 @@ function dicomValue(value, name) {
   for (const group of ["Alphabetic", "Ideographic", "Phonetic"]) optional(value[group], `${name}.${group}`, text);
 }
 
+/** The deepest a node can nest sequences: it reads them by recursion, and its interpreter allows
+ *  1,000 calls at most (Python's limit; each level of nesting takes several). */
+const MAX_SEQUENCE_DEPTH = 1000;
+
 /**
  * One dataset of the DICOM JSON model (PS3.18 F.2): `{tag: {vr, Value?|BulkDataURI?|InlineBinary?}}`,
  * a sequence's items datasets again. The tag browser made a row of every element: an element
  * `null`, a Value that is no list or a sequence item that is text threw while the table was built.
- * @param {any} dataset @param {string} name
+ * @param {any} dataset @param {string} name @param {number} [depth] the sequences it lies in
  */
-function dicomDataset(dataset, name) {
+function dicomDataset(dataset, name, depth = 0) {
+  need(depth <= MAX_SEQUENCE_DEPTH, `${name.slice(0, 40)}… lies in sequences nested too deeply (more than ${MAX_SEQUENCE_DEPTH})`);
   object(dataset, name);
   for (const [tag, element] of Object.entries(dataset)) {
     const field = `${name}.${tag}`;
@@ -552,7 +557,7 @@ function dicomDataset(dataset, name) {
     optional(element.BulkDataURI, `${field}.BulkDataURI`, text);
     optional(element.InlineBinary, `${field}.InlineBinary`, text);
     optional(element.Value, `${field}.Value`, (values, list) =>
-      listOf(values, list, element.vr === "SQ" ? dicomDataset : dicomValue));
+      listOf(values, list, element.vr === "SQ" ? (item, itemName) => dicomDataset(item, itemName, depth + 1) : dicomValue));
   }
 }
 

@@ -212,8 +212,11 @@ export function shaped(body, base, path, shape) {
   try {
     shape.check(body);
   } catch (err) {
-    if (!(err instanceof ShapeError)) throw err;
-    throw badAnswer(`${hostOf(base)} (${path})`, `something else than ${shape.asked} asked for (${err.message})`);
+    // a check walks nested answers (DICOM sequences) by recursion: one nested deeper than the
+    // page's stack, yet not too deep for JSON.parse, is as unusable as one of another shape
+    const problem = err instanceof RangeError ? "nested too deeply to check" : err instanceof ShapeError ? err.message : null;
+    if (problem === null) throw err;
+    throw badAnswer(`${hostOf(base)} (${path})`, `something else than ${shape.asked} asked for (${problem})`);
   }
   return body;
 }
