@@ -130,6 +130,18 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     return {"meta": meta, "node": node, "institution": inst}
 
 
+def opened_record(deployment, ct_series: Path, folder: Path, first: int, description: str) -> dict:
+    """Four slices of the real CT from `first`, uploaded for a new patient and registered at
+    institution 1: a record the viewer opens. Its patient, institution, node, RecordMeta (as the
+    upload answered), API path and the viewer's link to it."""
+    patient = new_patient(deployment)
+    files = derived_series(ct_series, folder, first=first, count=4)
+    record = uploaded_record(deployment, patient, files, description)
+    inst, node, meta = record["institution"], record["node"], record["meta"]
+    return {"patient": patient, "institution": inst, "node": node, "meta": meta, "path": f"api/v1/records/{meta['id']}",
+            "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={patient['id']}"}
+
+
 def users_of_second_institution(deployment) -> dict[str, dict[str, str]]:
     """An admin and a physician of institution 2, created through the toplevel API (once)."""
     if hasattr(deployment, "second_users"):

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
+from tests.webviewer.helpers import login, opened_record
 from tests.webviewer.hostile_answers import still_usable
 
 pytestmark = pytest.mark.browser
@@ -29,13 +29,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def ct(deployment, ct_series, tmp_path_factory):
-    """A real record of 4 slices, with its patient: the viewer opens it."""
-    patient = new_patient(deployment)
-    files = derived_series(ct_series, tmp_path_factory.mktemp("hostile-images"), first=68, count=4)
-    record = uploaded_record(deployment, patient, files, "CT for the hostile-image tests")
-    inst, node, meta = record["institution"], record["node"], record["meta"]
-    return {"patient": patient, "node": node, "meta": meta, "path": f"api/v1/records/{meta['id']}",
-            "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={patient['id']}"}
+    return opened_record(deployment, ct_series, tmp_path_factory.mktemp("hostile-images"), 68,
+                         "CT for the hostile-image tests")
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:

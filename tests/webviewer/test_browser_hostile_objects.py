@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
+from tests.webviewer.helpers import login, opened_record
 from tests.webviewer.hostile_answers import INFINITE, serve, set_in, still_usable
 
 pytestmark = pytest.mark.browser
@@ -26,15 +26,11 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def ct(deployment, ct_series, tmp_path_factory):
-    """A real record of 4 slices, with its patient: the viewer opens it."""
-    patient = new_patient(deployment)
-    files = derived_series(ct_series, tmp_path_factory.mktemp("hostile-ct"), first=64, count=4)
-    record = uploaded_record(deployment, patient, files, "CT for the hostile-object tests")
-    inst, node, meta = record["institution"], record["node"], record["meta"]
-    path = f"api/v1/records/{meta['id']}"
-    full = deployment.client("physician").call("GET", f"{node['url']}/{path}").json()
-    return {"patient": patient, "node": node, "meta": full, "path": path,
-            "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={patient['id']}"}
+    """A record the viewer opens, its RecordMeta as the node answers it (the real answer changed)."""
+    record = opened_record(deployment, ct_series, tmp_path_factory.mktemp("hostile-ct"), 64,
+                           "CT for the hostile-object tests")
+    record["meta"] = deployment.client("physician").call("GET", f"{record['node']['url']}/{record['path']}").json()
+    return record
 
 
 # each: how the record's metadata is changed, and the field the message must name

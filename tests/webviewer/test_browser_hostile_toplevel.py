@@ -30,8 +30,8 @@ from tests.webviewer.helpers import (
     institution,
     login,
     new_patient,
+    opened_record,
     registered_node,
-    uploaded_record,
 )
 from tests.webviewer.hostile_answers import INFINITE, attach_refused, serve, set_in, still_usable
 
@@ -372,13 +372,8 @@ def test_a_work_list_item_of_another_shape_is_refused_naming_the_node(page, depl
 
 @pytest.fixture(scope="module")
 def ct(deployment, ct_series, tmp_path_factory):
-    """A real record of 4 slices, with its patient: the viewer opens it."""
-    owner = new_patient(deployment)
-    files = derived_series(ct_series, tmp_path_factory.mktemp("hostile-toplevel-ct"), first=72, count=4)
-    record = uploaded_record(deployment, owner, files, "CT for the hostile-value tests")
-    inst, node, meta = record["institution"], record["node"], record["meta"]
-    return {"node": node, "path": f"api/v1/records/{meta['id']}",
-            "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={owner['id']}"}
+    return opened_record(deployment, ct_series, tmp_path_factory.mktemp("hostile-toplevel-ct"), 72,
+                         "CT for the hostile-value tests")
 
 
 # each: the node's reading at the pixel (x, y) asked for, and the field the message must name

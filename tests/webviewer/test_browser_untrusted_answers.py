@@ -18,13 +18,12 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.webviewer.helpers import (
-    derived_series,
     institution,
     login,
     new_patient,
+    opened_record,
     registered_node,
     shot,
-    uploaded_record,
 )
 
 pytestmark = pytest.mark.browser
@@ -85,13 +84,8 @@ def still_responsive(page, patient: dict) -> None:
 
 @pytest.fixture(scope="module")
 def ct(deployment, ct_series, tmp_path_factory):
-    """A real record of 4 slices, with its patient: the viewer opens it."""
-    patient = new_patient(deployment)
-    files = derived_series(ct_series, tmp_path_factory.mktemp("untrusted-ct"), first=60, count=4)
-    record = uploaded_record(deployment, patient, files, "CT for the untrusted-answers tests")
-    inst, node, meta = record["institution"], record["node"], record["meta"]
-    return {"patient": patient, "node": node, "meta": meta,
-            "href": f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={patient['id']}"}
+    return opened_record(deployment, ct_series, tmp_path_factory.mktemp("untrusted-ct"), 60,
+                         "CT for the untrusted-answers tests")
 
 
 def test_a_huge_error_message_is_shown_as_one_clipped_line(page, deployment, shots):
