@@ -447,7 +447,8 @@ def write_front(root: Path, instance: Instance) -> Path:
     secret = read_proxy_secret(config) if server["proxy_secret_file"] else ""
     return fronts.write_config(root, fronts.Front(
         instance.name, url.hostname or fronts.BACKEND_HOST, url.port or 443, server["port"],
-        f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"], secret))
+        f"../{FRONT_CERT}", f"../{FRONT_KEY}", server["max_request_mb"], server["keepalive_s"], secret,
+        get_layer(instance.layer).streamed_locations))
 
 
 def _own_store(keys: Path, node_name: str) -> dict:

@@ -7,11 +7,16 @@ public URL by nginx, which terminates TLS, speaks HTTP/2 (and HTTP/1.1) chosen b
 requests over plain HTTP/1.1 keep-alive connections to the instance's gunicorn on loopback
 (docs/architecture.md, "HTTP/2 to the browser", says why this and not an HTTP/2 WSGI server).
 
-What the front keeps of gunicorn's behaviour, by construction:
-- request bodies and responses are streamed, not buffered (`proxy_request_buffering off`,
-  `proxy_buffering off`): an upload reaches the app as it arrives, as it did without the front;
-- the body limit is the instance's `server.max_request_mb` (read from its config when the front's
-  config is written), refused by nginx with the API's JSON 413 before anything reaches the app (an
+What the front keeps of gunicorn's behaviour, and what it takes off the backend, by construction:
+- a request body is read whole, in memory, before the request goes to the backend (at most
+  `BUFFERED_BODY_MB`): gunicorn gives a request a thread from its first byte, and the API's JSON
+  bodies trickled in by 24 clients left a toplevel answering nobody, its login included
+  (docs/deployment.md, "Slow clients"). Only the DICOM uploads a layer names
+  (`settings.STREAMED_LOCATIONS`: a render node's upload and STOW-RS) are streamed as they arrive
+  (`proxy_request_buffering off`), up to the instance's `server.max_request_mb`: the node checks
+  and stores them as they come, and a body of gigabytes is never held by the front. Answers are
+  streamed (`proxy_buffering off`);
+- the body limits are refused by nginx with the API's JSON 413 before anything reaches the app (an
   app refusing a body it has not read makes gunicorn close the connection, which nginx, still
   sending, would turn into a 502); header buffers are larger than gunicorn's limits, so gunicorn's
   JSON 414/431 answer nearly every oversized request (over HTTP/2 a header block over 16 KiB ends
@@ -43,6 +48,10 @@ BACKEND_HOST = "127.0.0.1"
 BACKEND_PORT_OFFSET = 10000
 #: Seconds the front waits on a backend's answer: a 3D still or a series load may be slow.
 PROXY_TIMEOUT_S = 300
+#: The largest request body the front reads whole before passing it on, held in memory (never in a
+#: file): every body but a layer's streamed DICOM uploads. The API's JSON bodies are kilobytes; the
+#: largest, a finding at its fields' bounds, is under 0.4 MiB in UTF-8.
+BUFFERED_BODY_MB = 1
 FOLDER = "front"
 ERROR_PATH = "/.sivr-front-error/"  # internal locations only: a client asking for one gets a 404
 # The statuses nginx may answer by itself, and the status the client then gets.
@@ -73,6 +82,7 @@ class Front:
     max_body_mb: int
     keepalive_s: int = 30
     proxy_secret: str = ""  # sent to the backend, which then believes X-Forwarded-For (empty: none sent)
+    streamed_locations: tuple[str, ...] = ()  # nginx locations whose bodies are streamed, up to max_body_mb
 
 
 def nginx_binary() -> str:
@@ -131,6 +141,13 @@ def render_config(front: Front) -> str:
     listens = "\n".join(f"        listen {host}:{front.listen_port} ssl http2;" for host in hosts)
     # internal redirects to URIs, not named locations: those need a parsed URI, which a 414 lacks
     error_pages = "\n".join(f"        error_page {own} ={sent} {ERROR_PATH}{sent};" for own, sent in OWN_ERRORS.items())
+    buffered_mb = min(front.max_body_mb, BUFFERED_BODY_MB)
+    streamed = "".join(f"""        location {location} {{
+            client_max_body_size {front.max_body_mb}m;
+            proxy_request_buffering off;
+            proxy_pass http://backend;
+        }}
+""" for location in front.streamed_locations)
     secret_header = ""
     if front.proxy_secret:
         secret_header = f"\n        proxy_set_header {PROXY_SECRET_HEADER} {_quoted(front.proxy_secret)};"
@@ -172,11 +189,15 @@ http {{
         ssl_ciphers {TLS12_CIPHERS};
         ssl_session_cache shared:sivr_tls:10m;
         keepalive_timeout {front.keepalive_s}s;
-        client_max_body_size {front.max_body_mb}m;
+        # a body is read whole, in memory, before the backend sees the request (streamed: below); the
+        # buffer is a little larger than the largest body, so one over it is refused (413) before
+        # the buffer would spill to a file
+        client_max_body_size {buffered_mb}m;
+        client_body_buffer_size {buffered_mb * 1024 + 64}k;
         large_client_header_buffers 4 16k;
 
         proxy_http_version 1.1;
-        proxy_request_buffering off;
+        proxy_request_buffering on;
         proxy_buffering off;
         proxy_read_timeout {PROXY_TIMEOUT_S}s;
         proxy_send_timeout {PROXY_TIMEOUT_S}s;
@@ -190,7 +211,7 @@ http {{
         location / {{
             proxy_pass http://backend;
         }}
-{_error_locations()}
+{streamed}{_error_locations()}
     }}
 }}
 """

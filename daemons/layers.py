@@ -28,6 +28,11 @@ class Layer:
     def keys(self) -> tuple[Key, ...]:
         return importlib.import_module(f"{self.package}.settings").KEYS
 
+    @property
+    def streamed_locations(self) -> tuple[str, ...]:
+        """The nginx locations whose request bodies the layer's front streams (`settings.STREAMED_LOCATIONS`)."""
+        return getattr(importlib.import_module(f"{self.package}.settings"), "STREAMED_LOCATIONS", ())
+
     def create_app(self, config: Config) -> Flask:
         return importlib.import_module(f"{self.package}.app").create_app(config)
 

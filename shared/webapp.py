@@ -127,7 +127,8 @@ class FromProxyOnly:
 
 #: The most of a request body that the app left unread (a POST refused before its body was needed,
 #: such as a 401) and that is read before the answer goes out, and how long that may take. The nginx
-#: front streams bodies to the backend as they come (`proxy_request_buffering off`): an answer that
+#: front streams a node's DICOM uploads to the backend as they come (`proxy_request_buffering off`
+#: there; it reads every other body whole first, daemons/front.py): an answer that
 #: reaches it while it is still reading the client's body makes it close the client's connection
 #: after that answer, which said keep-alive, so an HTTP/1.1 client's next request on it fails with no
 #: answer (measured: 25 of 300 refused POSTs). A client sends its body right behind its headers; a

@@ -144,8 +144,8 @@ def test_errors_through_the_front_stay_json(deployment, h2):
     assert unauthorised.http_version == missing.http_version == "HTTP/2"
     assert _json_error(unauthorised, 401)["code"]  # the app's
     assert _json_error(missing, 404)["code"] == "not_found"
-    # over toplevel's server.max_request_mb (16 MiB): refused before it reaches the app
-    too_big = requests.post(f"{top}/api/v1/auth/login", data=b"x" * (17 * 1024 * 1024), verify=deployment.ca_cert,
+    # over the 1 MiB the front reads whole (fronts.BUFFERED_BODY_MB): refused before it reaches the app
+    too_big = requests.post(f"{top}/api/v1/auth/login", data=b"x" * (2 * 1024 * 1024), verify=deployment.ca_cert,
                             timeout=60, headers={"Content-Type": "application/json"})
     assert _json_error(too_big, 413)["code"] == "payload_too_large"
     # the front's own refusals carry every header the app's answers do (HSTS: the front is TLS)
@@ -238,6 +238,38 @@ def test_slow_request_heads_starve_no_other_client(deployment):
         started = time.monotonic()
         answer = requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10)
         assert answer.status_code == 200 and time.monotonic() - started < 5
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_slow_request_bodies_starve_no_other_client(deployment):
+    """More connections than the toplevel has request threads, each sending a login's head and then
+    its JSON body a byte now and then: gunicorn gives each a thread from its first byte, and 24 of
+    them made the toplevel answer nobody, not even /healthz, and no one could log in (attack 113).
+    The front reads such a body whole before the backend sees the request."""
+    instance = next(i for i in deployment.instances if i.name == "toplevel")
+    server = get_layer("toplevel").load_config(instance.config)["server"]
+    parts = urlsplit(instance.url)
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    head = (f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n{").encode()
+    slow = []
+    try:
+        # three for each request thread: the backend's workers take connections unevenly
+        for _ in range(3 * server["workers"] * server["threads"]):
+            raw = socket.create_connection((parts.hostname, parts.port), timeout=20)
+            slow.append(context.wrap_socket(raw, server_hostname=parts.hostname))
+            slow[-1].sendall(head)
+        time.sleep(2)  # every request reaches the backend (the front passed its head on at once)
+        for sock in slow:
+            sock.sendall(b" ")  # one more byte of the body each, the body never ending
+        user = deployment.users["physician"]
+        started = time.monotonic()
+        assert requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10).status_code == 200
+        login = requests.post(f"{instance.url}/api/v1/auth/login", verify=deployment.ca_cert, timeout=10,
+                              json={"username": user["username"], "password": user["password"]})
+        assert login.status_code == 200 and time.monotonic() - started < 5
     finally:
         for sock in slow:
             sock.close()
@@ -456,7 +488,12 @@ def test_init_with_front_writes_configs_nginx_accepts(tmp_path):
         text = conf.read_text()
         assert f"listen [::1]:{public_port} ssl http2;" in text
         assert f"server 127.0.0.1:{server['port']};" in text
-        assert f"client_max_body_size {server['max_request_mb']}m;" in text
+        assert f"client_max_body_size {min(server['max_request_mb'], fronts.BUFFERED_BODY_MB)}m;" in text
+        streamed = get_layer(instance.layer).streamed_locations
+        assert bool(streamed) == (instance.layer == "render")  # only a node's DICOM uploads are streamed
+        for location in streamed:
+            assert (f"location {location} {{\n            client_max_body_size {server['max_request_mb']}m;\n"
+                    "            proxy_request_buffering off;") in text
         argv = [a for a in fronts.command(conf, run) if a not in ("-g", "daemon off;")]
         checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stderr

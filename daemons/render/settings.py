@@ -2,6 +2,12 @@
 
 from shared.config import PORT_MAX, Key
 
+#: The routes whose bodies are DICOM files, as nginx locations: the node's upload (`POST
+#: /api/v1/records`) and STOW-RS (`POST /dicomweb/studies[/{study}]`). The node checks, holds and
+#: stores those bodies as they arrive, so its front streams them; it reads every other body whole
+#: before passing it on (daemons/front.py).
+STREAMED_LOCATIONS = ("= /api/v1/records", "^~ /dicomweb/studies")
+
 KEYS = (
     Key("database", "url", "sqlite:///render.db",
         "peewee database URL of the node's own catalogue and audit log (SQLite is the norm)."),
