@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
+import http.server
 import io
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -48,6 +54,13 @@ def huge_png() -> bytes:
     return encoded(Image.new("L", (HUGE_SIDE, HUGE_SIDE)), "PNG")
 
 
+@functools.cache
+def inflating_png() -> bytes:
+    """A 16 × 16 PNG followed by 40 MiB of zeros, gzip-compressed: 40 KB on the wire (a PNG decoder
+    stops at its end, so before, the picture was drawn once the 40 MiB had been taken in)."""
+    return gzip.compress(encoded(Image.new("L", (16, 16)), "PNG") + bytes(40 * 2**20), compresslevel=1)
+
+
 # each: the body served for every slice, its media type, and what the message must say
 IMAGE_ATTACKS = {
     "larger-than-its-box": (huge_png, "image/png", f"a {HUGE_SIDE}×{HUGE_SIDE} image for a box of"),
@@ -55,14 +68,12 @@ IMAGE_ATTACKS = {
     # a node declaring 33 MiB (Content-Length): refused on the declaration, before its bytes are read
     "more-bytes-than-any-image": (huge_png, "image/png", "an image larger than 32 MiB"),
 }
-DECLARED = {"more-bytes-than-any-image": 33 * 2**20}
+HEADERS = {"more-bytes-than-any-image": {"Content-Length": str(33 * 2**20)}}
 
 
-def serve_image(route, deployment, body: bytes, content_type: str, declared: int | None = None) -> None:
-    headers = {"Access-Control-Allow-Origin": deployment.url("web")}
-    if declared is not None:
-        headers["Content-Length"] = str(declared)
-    route.fulfill(status=200, content_type=content_type, body=body, headers=headers)
+def serve_image(route, deployment, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    route.fulfill(status=200, content_type=content_type, body=body,
+                  headers={"Access-Control-Allow-Origin": deployment.url("web"), **(headers or {})})
 
 
 @pytest.mark.parametrize("attack", list(IMAGE_ATTACKS), ids=list(IMAGE_ATTACKS))
@@ -72,9 +83,18 @@ def test_a_slice_of_another_size_or_kind_is_refused_before_it_is_decoded(page, d
     displayed". Now nothing is drawn and the viewport names the node and what it sent."""
     make_body, content_type, problem = IMAGE_ATTACKS[attack]
     body = make_body()
+    page.route(slices_of(ct), lambda route: serve_image(route, deployment, body, content_type, HEADERS.get(attack)))
+    refused_on_screen(page, deployment, ct, problem)
+
+
+def slices_of(ct: dict):
+    """A URL matcher for the record's rendered slices (not their statistics or value probes)."""
     frames = f"{ct['node']['url']}/{ct['path']}/frames/"
-    page.route(lambda url: url.startswith(frames) and "/stats?" not in url and "/value?" not in url,
-               lambda route: serve_image(route, deployment, body, content_type, DECLARED.get(attack)))
+    return lambda url: url.startswith(frames) and "/stats?" not in url and "/value?" not in url
+
+
+def refused_on_screen(page, deployment, ct: dict, problem: str) -> None:
+    """Open the record: the viewport names the node and `problem`, and draws nothing."""
     login(page, deployment)
     page.goto(ct["href"])
     message = page.locator("#viewport").get_by_text(problem)
@@ -85,6 +105,47 @@ def test_a_slice_of_another_size_or_kind_is_refused_before_it_is_decoded(page, d
     size = picture.evaluate("c => [c.width, c.height]")
     assert max(size) < HUGE_SIDE and picture.is_hidden(), size
     still_usable(page)
+
+
+@pytest.fixture(scope="module")
+def gzip_server(deployment) -> Iterator[str]:
+    """An HTTPS server on loopback with the deployment's certificate, answering every GET with
+    `inflating_png` as gzip (Content-Encoding), as a node taken over could: the browser inflates a
+    real server's answer, not one fulfilled by Playwright's interception."""
+    key_folder = Path(deployment.layout.root) / "tls"
+    origin = deployment.url("web")
+
+    class Inflating(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = inflating_png()
+            self.send_response(200)
+            for name, value in (("Content-Type", "image/png"), ("Content-Encoding", "gzip"),
+                                ("Content-Length", str(len(body))), ("Access-Control-Allow-Origin", origin)):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Inflating)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(key_folder / "server.pem", key_folder / "server.key")
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_slice_inflating_past_32_mib_is_cut_as_it_arrives(page, deployment, ct, gzip_server):
+    """Attack 110 (compressed): 40 KB of gzip that inflate to 40 MiB behind a small PNG. Its
+    declared length is the compressed one, so a limit on it let the page take in all 40 MiB (and a
+    few more KB of gzip would have been gigabytes) before drawing the little PNG. Now the bytes are
+    counted as the page receives them, inflated, and the read stops at 32 MiB."""
+    page.route(slices_of(ct), lambda route: route.continue_(
+        url=gzip_server + urlsplit(route.request.url).path + "?" + urlsplit(route.request.url).query))
+    refused_on_screen(page, deployment, ct, "an image larger than 32 MiB")
 
 
 def test_a_thumbnail_larger_than_its_box_is_not_shown(page, deployment, ct):

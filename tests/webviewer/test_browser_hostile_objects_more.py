@@ -252,6 +252,32 @@ def test_dicom_attributes_nested_too_deeply_are_refused_naming_the_node(page, de
     still_usable(page)
 
 
+def test_the_dicom_attributes_check_holds_a_node_to_the_depth_it_can_nest(page):
+    """Attack 112, without JSON.parse (whose own stack may end first): DICOM JSON nested 1,000
+    sequences deep is a node's answer, 1,001 is refused naming the depth, and a check that runs out
+    of stack is an answer of another shape, not an error of the viewer."""
+    page.goto("/")
+    outcome = page.evaluate("""async () => {
+      const { DICOM_METADATA } = await import("/static/js/answers.js");
+      const { shaped, ApiError } = await import("/static/js/api.js");
+      const nested = (depth) => {
+        let dataset = {};
+        for (let i = 0; i < depth; i += 1) dataset = { "00081140": { vr: "SQ", Value: [dataset] } };
+        return [dataset];
+      };
+      const check = (body, shape) => {
+        try { shaped(body, "https://node.example", "…/metadata", shape); return "kept"; }
+        catch (err) { return err instanceof ApiError ? err.message : `${err.name}: ${err.message}`; }
+      };
+      const overflowing = { asked: "the answer", check: () => { throw new RangeError("stack exceeded"); } };
+      return [check(nested(1000), DICOM_METADATA), check(nested(1001), DICOM_METADATA), check({}, overflowing)];
+    }""")
+    at_bound, beyond, overflow = outcome
+    assert at_bound == "kept", at_bound
+    assert "nested too deeply (more than 1000)" in beyond and "node.example" in beyond, beyond
+    assert "nested too deeply to check" in overflow and "node.example" in overflow, overflow
+
+
 # each: the institution's `api/v1/info` as changed, and the field the message must name
 INFO_ATTACKS = {
     "null": (lambda info: None, "the information is no object"),

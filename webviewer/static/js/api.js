@@ -109,46 +109,64 @@ export function badAnswer(where, what) {
 }
 
 /**
- * The body of an answer, at most `max` bytes on the wire (an ApiError beyond: a server must not
- * make the page hold gigabytes). A body of declared length (Content-Length) is refused at once
- * when longer, else read whole, the browser giving no more than declared (and DevTools keeping it,
- * which it does not for a body read as a stream; a compressed body's declared length is its
- * compressed size); one of undeclared length is read as a stream and cut at the limit. Reading is
- * bounded in time by the request's signal (fetchRaw).
+ * The body of an answer, at most `max` bytes as the page receives it (an ApiError beyond: a server
+ * must not make the page hold gigabytes). A declared length (Content-Length) over `max` is refused
+ * at once; the body is then read as a stream and its bytes counted as they arrive, decoded: a
+ * compressed body's declared length is its compressed size, and a few kilobytes of gzip inflate to
+ * gigabytes. `head`, when given, is called once with the body's first `headBytes` bytes (or all of
+ * a shorter body) as soon as they are in, and may refuse the rest by throwing. Reading is bounded
+ * in time by the request's signal (fetchRaw).
  * @param {Response} response
  * @param {number} max
  * @param {string} what  the answer as the message names it ("an answer", "an image")
+ * @param {{headBytes: number, head: (first: Uint8Array) => void}} [peek]
  * @returns {Promise<{blob: Blob, bytes: number}>}
  */
-async function readBounded(response, max, what) {
+async function readBounded(response, max, what, peek) {
   const tooLarge = () => badAnswer(answerOf(response), `${what} larger than ${max / 2 ** 20} MiB`);
   const declared = Number(response.headers.get("Content-Length") ?? NaN);
   if (declared > max) throw tooLarge();
+  const parts = [];
+  let bytes = 0;
+  let peeked = !peek;
+  const look = () => {
+    peeked = true;
+    peek?.head(concatenated(parts, peek.headBytes));
+  };
+  const reader = response.body ? response.body.getReader() : null;
   try {
-    if (Number.isFinite(declared)) return { blob: await response.blob(), bytes: declared };
-    if (!response.body) return { blob: new Blob([]), bytes: 0 };
-    const reader = response.body.getReader();
-    const parts = [];
-    let bytes = 0;
     for (;;) {
-      const { done, value } = await reader.read();
+      const { done, value } = reader ? await reader.read() : { done: true, value: undefined };
       if (done) break;
       bytes += value.byteLength;
-      if (bytes > max) {
-        reader.cancel().catch(() => {});
-        throw tooLarge();
-      }
+      if (bytes > max) throw tooLarge();
       parts.push(value);
+      if (!peeked && bytes >= /** @type {NonNullable<typeof peek>} */ (peek).headBytes) look();
     }
+    if (!peeked) look();
     return { blob: new Blob(parts, { type: response.headers.get("Content-Type") ?? "" }), bytes };
   } catch (cause) {
+    reader?.cancel().catch(() => {});
     if (cause instanceof ApiError) throw cause;
     throw unreachable(response.url, cause);
   }
 }
 
+/** The first `count` bytes of `parts`, one array. @param {Uint8Array[]} parts @param {number} count */
+function concatenated(parts, count) {
+  const out = new Uint8Array(Math.min(count, parts.reduce((n, part) => n + part.byteLength, 0)));
+  let at = 0;
+  for (const part of parts) {
+    if (at >= out.length) break;
+    const piece = part.subarray(0, out.length - at);
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return out;
+}
+
 /**
- * The body of an answer as text, at most MAX_JSON_BYTES on the wire (`readBounded`).
+ * The body of an answer as text, at most MAX_JSON_BYTES (`readBounded`).
  * @param {Response} response
  * @returns {Promise<{text: string, bytes: number}>}
  */
@@ -158,26 +176,29 @@ async function readText(response) {
 }
 
 /**
- * A rendered image the node sent for a request that asked for `box`: at most MAX_IMAGE_BYTES on
- * the wire, PNG, JPEG or WebP, and no larger than the box (the node never sends a larger one).
- * Its size is read from its header before anything decodes it (imagesize.js says why).
+ * A rendered image the node sent for a request that asked for `box`: at most MAX_IMAGE_BYTES,
+ * PNG, JPEG or WebP, and no larger than the box (the node never sends a larger one). Its size is
+ * read from its header as soon as that has arrived, before anything decodes it and before the rest
+ * is read (imagesize.js says why).
  * @param {Response} response
  * @param {{width: number, height: number}} box
  * @returns {Promise<Blob>}
  */
 export async function readImage(response, box) {
-  const { blob } = await readBounded(response, MAX_IMAGE_BYTES, "an image");
-  let size;
-  try {
-    size = imageSize(new Uint8Array(await blob.slice(0, SIZE_BYTES).arrayBuffer()));
-  } catch (cause) {
-    throw unreachable(response.url, cause);
-  }
-  if (!size) throw badAnswer(answerOf(response), "an image that is not PNG, JPEG or WebP");
-  if (!(size.width >= 1 && size.height >= 1 && size.width <= box.width && size.height <= box.height)) {
-    throw badAnswer(answerOf(response), `a ${size.width}×${size.height} image for a box of ${box.width}×${box.height}`);
-  }
-  return blob;
+  const head = (/** @type {Uint8Array} */ first) => {
+    const size = imageSize(first);
+    if (!size) throw badAnswer(answerOf(response), "an image that is not PNG, JPEG or WebP");
+    if (!(size.width >= 1 && size.height >= 1 && size.width <= box.width && size.height <= box.height)) {
+      throw badAnswer(answerOf(response), `a ${size.width}×${size.height} image for a box of ${box.width}×${box.height}`);
+    }
+  };
+  return (await readBounded(response, MAX_IMAGE_BYTES, "an image", { headBytes: SIZE_BYTES, head })).blob;
+}
+
+/** Whether `err` is the engine running out of stack: a RangeError in Chromium and Safari, an
+ *  InternalError ("too much recursion") in Firefox. @param {unknown} err */
+function outOfStack(err) {
+  return err instanceof RangeError || (err instanceof Error && err.name === "InternalError");
 }
 
 /**
@@ -190,7 +211,7 @@ function parseText(text, response) {
   try {
     return JSON.parse(text, (_key, value) => (typeof value === "string" ? asShown(value) : value));
   } catch (err) {
-    throw badAnswer(answerOf(response), err instanceof RangeError ? "JSON nested too deeply" : "an answer that is not JSON");
+    throw badAnswer(answerOf(response), outOfStack(err) ? "JSON nested too deeply" : "an answer that is not JSON");
   }
 }
 
@@ -214,7 +235,7 @@ export function shaped(body, base, path, shape) {
   } catch (err) {
     // a check walks nested answers (DICOM sequences) by recursion: one nested deeper than the
     // page's stack, yet not too deep for JSON.parse, is as unusable as one of another shape
-    const problem = err instanceof RangeError ? "nested too deeply to check" : err instanceof ShapeError ? err.message : null;
+    const problem = outOfStack(err) ? "nested too deeply to check" : err instanceof ShapeError ? err.message : null;
     if (problem === null) throw err;
     throw badAnswer(`${hostOf(base)} (${path})`, `something else than ${shape.asked} asked for (${problem})`);
   }
