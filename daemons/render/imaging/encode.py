@@ -33,6 +33,17 @@ PNG_FILTER_SUB = 16  # libpng's PNG_FILTER_SUB
 WEBP_METHOD = 2
 
 
+def png_bound(pixels: np.ndarray) -> int:
+    """The most bytes libpng can write for `pixels`: each row with its filter byte, left uncompressed
+    by zlib at worst (5 bytes for each block of up to 64 KiB), in IDAT chunks of 8 KiB (12 bytes
+    each), with the signature, IHDR and IEND. imagecodecs' own estimate leaves the filter bytes out,
+    which nearly double a narrow image's data: a 2048 x 1 image of noise (an ROI strip zoomed to one
+    column) failed with "output stream too small"."""
+    row_bytes = pixels.shape[1] * (pixels.shape[2] if pixels.ndim == 3 else 1)
+    raw = pixels.shape[0] * (row_bytes + 1)
+    return raw + 5 * (raw // 65535 + 1) + 12 * (raw // 8192 + 1) + 1024
+
+
 def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
                  webp_method: int = WEBP_METHOD) -> tuple[bytes, str]:
     """Encode an (H, W) grey or (H, W, 3) RGB uint8 array; returns `(bytes, mimetype)`.
@@ -52,7 +63,7 @@ def encode_image(arr_uint8: np.ndarray, fmt: str, quality: int | None = None,
         pixels = pixels.copy()  # contiguous, and the codecs refuse its negative stride
     if fmt == "png":
         data = imagecodecs.png_encode(pixels, level=PNG_COMPRESS_LEVEL, strategy=PNG_STRATEGY_RLE,
-                                      filter=PNG_FILTER_SUB)
+                                      filter=PNG_FILTER_SUB, out=png_bound(pixels))
     elif fmt == "jpeg":
         data = imagecodecs.jpeg8_encode(pixels, level=int(quality), optimize=False,
                                         subsampling=None if pixels.ndim == 2 else "420")
