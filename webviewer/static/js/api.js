@@ -113,9 +113,11 @@ export function badAnswer(where, what) {
  * must not make the page hold gigabytes). A declared length (Content-Length) over `max` is refused
  * at once; the body is then read as a stream and its bytes counted as they arrive, decoded: a
  * compressed body's declared length is its compressed size, and a few kilobytes of gzip inflate to
- * gigabytes. `head`, when given, is called once with the body's first `headBytes` bytes (or all of
- * a shorter body) as soon as they are in, and may refuse the rest by throwing. Reading is bounded
- * in time by the request's signal (fetchRaw).
+ * gigabytes. (So DevTools keeps no copy of an answer's body, which it does only for a body read
+ * whole: IT finds a failed request by the id the viewer shows, in the server's log.) `head`, when
+ * given, is called once with the body's first `headBytes` bytes (or all of a shorter body) as soon
+ * as they are in, and may refuse the rest by throwing. Reading is bounded in time by the request's
+ * signal (fetchRaw).
  * @param {Response} response
  * @param {number} max
  * @param {string} what  the answer as the message names it ("an answer", "an image")
