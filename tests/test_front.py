@@ -9,12 +9,14 @@ peer's, whatever X-Forwarded-For a client sends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -218,6 +220,27 @@ def test_a_withheld_body_holds_a_refusal_only_briefly(deployment):
         assert time.monotonic() - started < 10  # about 1 s; the front would give up on the client at 60 s
 
 
+@contextlib.contextmanager
+def trickling(deployment, instance, count: int, start: bytes, settle_s: float = 0.0) -> Iterator[None]:
+    """`count` TLS connections to `instance`'s front, each sending `start`, then (after `settle_s`)
+    one more byte each and nothing after it, held open while the block runs."""
+    parts = urlsplit(instance.url)
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    slow = []
+    try:
+        for _ in range(count):
+            raw = socket.create_connection((parts.hostname, parts.port), timeout=20)
+            slow.append(context.wrap_socket(raw, server_hostname=parts.hostname))
+            slow[-1].sendall(start)
+        time.sleep(settle_s)
+        for sock in slow:
+            sock.sendall(b" ")  # one more byte each, the request never ending
+        yield
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def test_slow_request_heads_starve_no_other_client(deployment):
     """More connections than the node has request threads, each sending a request head byte by
     byte (slowloris), while another client asks: gunicorn alone gives each of them a thread until
@@ -225,22 +248,11 @@ def test_slow_request_heads_starve_no_other_client(deployment):
     the front reads heads itself and passes only whole requests on."""
     instance = next(i for i in deployment.instances if i.name == "render-1-1")
     server = get_layer("render").load_config(instance.config)["server"]
-    parts = urlsplit(instance.url)
-    context = ssl.create_default_context(cafile=deployment.ca_cert)
-    slow = []
-    try:
-        for _ in range(server["workers"] * server["threads"] + 8):
-            raw = socket.create_connection((parts.hostname, parts.port), timeout=20)
-            slow.append(context.wrap_socket(raw, server_hostname=parts.hostname))
-            slow[-1].sendall(f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
-        for sock in slow:
-            sock.sendall(b"X")  # one more byte of a header field each, the head never ending
+    head = f"GET /healthz HTTP/1.1\r\nHost: {urlsplit(instance.url).netloc}\r\nX-Slow:".encode()
+    with trickling(deployment, instance, server["workers"] * server["threads"] + 8, head):
         started = time.monotonic()
         answer = requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10)
         assert answer.status_code == 200 and time.monotonic() - started < 5
-    finally:
-        for sock in slow:
-            sock.close()
 
 
 def test_slow_request_bodies_starve_no_other_client(deployment):
@@ -250,29 +262,19 @@ def test_slow_request_bodies_starve_no_other_client(deployment):
     The front reads such a body whole before the backend sees the request."""
     instance = next(i for i in deployment.instances if i.name == "toplevel")
     server = get_layer("toplevel").load_config(instance.config)["server"]
-    parts = urlsplit(instance.url)
-    context = ssl.create_default_context(cafile=deployment.ca_cert)
-    head = (f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-            "Content-Length: 1000\r\n\r\n{").encode()
-    slow = []
-    try:
-        # three for each request thread: the backend's workers take connections unevenly
-        for _ in range(3 * server["workers"] * server["threads"]):
-            raw = socket.create_connection((parts.hostname, parts.port), timeout=20)
-            slow.append(context.wrap_socket(raw, server_hostname=parts.hostname))
-            slow[-1].sendall(head)
-        time.sleep(2)  # every request reaches the backend (the front passed its head on at once)
-        for sock in slow:
-            sock.sendall(b" ")  # one more byte of the body each, the body never ending
+    head = (f"POST /api/v1/auth/login HTTP/1.1\r\nHost: {urlsplit(instance.url).netloc}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+    # eight for each request thread: a gthread worker takes connections beyond its free threads, so
+    # one worker may take most of them and leave the other free (with three, the old front passed
+    # this test one run in three); the wait lets every request reach the backend, which the old
+    # front passed heads on to at once
+    with trickling(deployment, instance, 8 * server["workers"] * server["threads"], head, settle_s=2):
         user = deployment.users["physician"]
         started = time.monotonic()
         assert requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10).status_code == 200
         login = requests.post(f"{instance.url}/api/v1/auth/login", verify=deployment.ca_cert, timeout=10,
                               json={"username": user["username"], "password": user["password"]})
         assert login.status_code == 200 and time.monotonic() - started < 5
-    finally:
-        for sock in slow:
-            sock.close()
 
 
 def test_a_front_for_localhost_listens_on_loopback_only():
