@@ -10,7 +10,7 @@
  *  application segments (the node writes none; 64 KiB leaves room for a few). */
 export const SIZE_BYTES = 64 * 1024;
 
-/** @typedef {{width: number, height: number, format: string}} ImageSize */
+/** @typedef {{width: number, height: number}} ImageSize */
 
 /** @param {Uint8Array} b @param {number} at */
 const u16be = (b, at) => (b[at] << 8) | b[at + 1];
@@ -26,7 +26,7 @@ const startsWith = (b, at, text) => b.length >= at + text.length && [...text].ev
 /** PNG (ISO/IEC 15948): the signature, then the IHDR chunk, whose first fields are width and height. */
 function png(b) {
   if (!startsWith(b, 0, "\x89PNG\r\n\x1a\n") || !startsWith(b, 12, "IHDR") || b.length < 24) return null;
-  return { width: u32be(b, 16), height: u32be(b, 20), format: "png" };
+  return { width: u32be(b, 16), height: u32be(b, 20) };
 }
 
 /** The JPEG markers that start a frame (SOF0-SOF15 but DHT C4, JPG C8 and DAC CC): its header holds the size. */
@@ -46,7 +46,7 @@ function jpeg(b) {
     if (length < 2) return null;
     if (FRAME_MARKERS.has(marker)) {
       if (at + 8 >= b.length) return null;
-      return { width: u16be(b, at + 7), height: u16be(b, at + 5), format: "jpeg" };
+      return { width: u16be(b, at + 7), height: u16be(b, at + 5) };
     }
     at += 2 + length;
   }
@@ -57,13 +57,13 @@ function jpeg(b) {
 function webp(b) {
   if (!startsWith(b, 0, "RIFF") || !startsWith(b, 8, "WEBP") || b.length < 30) return null;
   if (startsWith(b, 12, "VP8 ") && b[23] === 0x9d && b[24] === 0x01 && b[25] === 0x2a) {
-    return { width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff, format: "webp" };
+    return { width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
   }
   if (startsWith(b, 12, "VP8L") && b[20] === 0x2f) {
     const bits = b[21] | (b[22] << 8) | (b[23] << 16) | (b[24] << 24);
-    return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1, format: "webp" };
+    return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 };
   }
-  if (startsWith(b, 12, "VP8X")) return { width: u24le(b, 24) + 1, height: u24le(b, 27) + 1, format: "webp" };
+  if (startsWith(b, 12, "VP8X")) return { width: u24le(b, 24) + 1, height: u24le(b, 27) + 1 };
   return null;
 }
 
