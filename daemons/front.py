@@ -11,7 +11,7 @@ What the front keeps of gunicorn's behaviour, and what it takes off the backend,
 - a request body is read whole, in memory, before the request goes to the backend (at most
   `BUFFERED_BODY_MB`): gunicorn gives a request a thread from its first byte, and the API's JSON
   bodies trickled in by 24 clients left a toplevel answering nobody, its login included
-  (docs/deployment.md, "Slow clients"). Only the DICOM uploads a layer names
+  (docs/deployment.md, "Slow bodies"). Only the DICOM uploads a layer names
   (`settings.STREAMED_LOCATIONS`: a render node's upload and STOW-RS) are streamed as they arrive
   (`proxy_request_buffering off`), up to the instance's `server.max_request_mb`: the node checks
   and stores them as they come, and a body of gigabytes is never held by the front. Answers are
