@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,13 @@ class FromProxyOnly:
 #: An authenticated caller's refused body is read whole (`_read_unread_body`).
 UNREAD_BODY_LIMIT = 64 * 1024
 UNREAD_BODY_WAIT_S = 1.0
+#: How many request threads of a process may wait for unread bodies at once. Each wait holds its
+#: thread after the answer, for up to a second or, for an authenticated caller, a whole body: a
+#: client with requests that are refused at once and bodies it withholds (no token needed) had every
+#: thread of a node waiting on them (attack 114). Beyond this, a refused body is not waited for and
+#: its connection ends after the answer.
+UNREAD_BODY_WAITERS = 2
+_unread_body_waiters = threading.BoundedSemaphore(UNREAD_BODY_WAITERS)
 
 
 def read_unread_body(request: Request, limit: int = UNREAD_BODY_LIMIT,
@@ -146,11 +154,21 @@ def read_unread_body(request: Request, limit: int = UNREAD_BODY_LIMIT,
     gunicorn serves it (`gunicorn.socket`), each wait for more bytes lasts at most what is left of
     `wait_s` and no read starts after it: a client that withholds its body holds a request thread
     about `wait_s`. One that trickles it byte by byte can hold it longer, as it can any request
-    whose body a view reads (the front gives up on a client silent for 60 s).
+    whose body a view reads (the front gives up on a client silent for 60 s). At most
+    `UNREAD_BODY_WAITERS` threads of a process wait so at once; others read nothing.
     """
     chunked = request.headers.get("Transfer-Encoding", "").lower() == "chunked"
     if not chunked and not 0 < (request.content_length or 0) <= limit:
         return
+    if not _unread_body_waiters.acquire(blocking=False):
+        return
+    try:
+        _read_and_drop(request, limit, wait_s)
+    finally:
+        _unread_body_waiters.release()
+
+
+def _read_and_drop(request: Request, limit: int, wait_s: float | None) -> None:
     sock = request.environ.get("gunicorn.socket") if wait_s is not None else None
     deadline = time.monotonic() + (wait_s or 0.0)
     before = sock.gettimeout() if sock is not None else None
@@ -252,10 +270,11 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     def _read_unread_body(response: Response) -> Response:
         """An authenticated caller may send a body this large anyway: after a refused upload (403,
         422...) its connection stays usable however large the body was (gunicorn itself drains at
-        most 64 KiB, then closes); not after a 5xx (503 busy: reading it all would add load).
+        most 64 KiB, then closes); not after a 5xx (503 busy: reading it all would add load), nor
+        after a 429 (a bound on what one caller holds at once, which reading its body would undo).
         Anyone else's is read only when small and prompt. Runs before the access log's hook, whose
         duration includes it."""
-        if 400 <= response.status_code < 500 and g.get("identity") is not None:
+        if 400 <= response.status_code < 500 and response.status_code != 429 and g.get("identity") is not None:
             read_unread_body(request, app.config["MAX_CONTENT_LENGTH"], wait_s=None)
         else:
             read_unread_body(request)

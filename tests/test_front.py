@@ -277,6 +277,41 @@ def test_slow_request_bodies_starve_no_other_client(deployment):
         assert login.status_code == 200 and time.monotonic() - started < 5
 
 
+def test_withheld_bodies_of_refused_uploads_starve_no_other_client(deployment):
+    """Attack 114, without a token: more connections than the node has request threads, each the
+    head of an upload whose small body never comes. Each refusal waited about a second for the body
+    (`UNREAD_BODY_WAIT_S`), so a client that keeps sending them kept every thread waiting; now at
+    most `UNREAD_BODY_WAITERS` threads of a process wait."""
+    instance = next(i for i in deployment.instances if i.name == "render-1-1")
+    server = get_layer("render").load_config(instance.config)["server"]
+    head = (f"POST /api/v1/records HTTP/1.1\r\nHost: {urlsplit(instance.url).netloc}\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n").encode()
+    # eight a thread: before, about eight seconds of waits queued ahead of any other request
+    with trickling(deployment, instance, 8 * server["workers"] * server["threads"], head, settle_s=0.5):
+        started = time.monotonic()
+        assert requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10).status_code == 200
+        assert time.monotonic() - started < 4
+
+
+def test_one_user_trickling_uploads_starves_no_other_client(deployment):
+    """Attack 114, with a token: one user's uploads, more than the node has request threads, each
+    body sent a byte now and then. Each held a thread until its last byte, and the node answered
+    nobody; now one user holds at most `limits.uploads_per_user` threads of a process (half of them
+    by default), the others are refused at once (429) and the node answers everyone else."""
+    instance = next(i for i in deployment.instances if i.name == "render-1-1")
+    server = get_layer("render").load_config(instance.config)["server"]
+    token = deployment.client("physician").token_for(instance.url)
+    head = (f"POST /api/v1/records HTTP/1.1\r\nHost: {urlsplit(instance.url).netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {10 * 1024 * 1024}\r\n\r\n--b\r\n").encode()
+    with trickling(deployment, instance, 4 * server["workers"] * server["threads"], head, settle_s=1):
+        started = time.monotonic()
+        assert requests.get(f"{instance.url}/healthz", verify=deployment.ca_cert, timeout=10).status_code == 200
+        admin = deployment.client("admin")
+        assert admin.call("GET", f"{instance.url}/api/v1/records", timeout=10).status_code == 200
+        assert time.monotonic() - started < 5
+
+
 def test_a_front_for_localhost_listens_on_loopback_only():
     front = fronts.Front("render-1-1", "localhost", 5003, 15003, "c.pem", "k.pem", 64)
     config = fronts.render_config(front).splitlines()

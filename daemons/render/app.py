@@ -31,7 +31,7 @@ from daemons.render.imaging.webp_effort import WebpEffort
 from daemons.render.ingest.isolation import DecodePool, IsolationLimits
 from daemons.render.ingest.service import INGEST_EXTENSION, Ingest
 from daemons.render.ingest.upload_checks import MIB, Limits
-from daemons.render.ingest.upload_memory import SpoolingRequest, UploadMemory
+from daemons.render.ingest.upload_memory import SpoolingRequest, UploadMemory, UploadsPerUser
 from daemons.render.metrics import install_node_metrics
 from daemons.render.models import MIGRATIONS, make_models
 from daemons.render.node import NODE_EXTENSION, RECORDS_EXTENSION, Node
@@ -107,6 +107,7 @@ def create_app(config: Config) -> Flask:
     app.extensions[NODE_EXTENSION] = holder["node"]
     app.extensions[INGEST_EXTENSION] = ingest = Ingest(
         holder["node"], UploadMemory(config["limits"]["upload_memory_mb"] * MIB),
+        UploadsPerUser(config["limits"]["uploads_per_user"] or config["server"]["threads"] // 2),
         float(config["dicom"]["series_complete_s"]))
     protect_database_file(database)
     if runtime.try_hold(DICOM_LOCK):  # one worker serves DICOM for the node

@@ -65,6 +65,10 @@ KEYS = (
         "counted as three times each body as its bytes arrive; one that finds no room is refused at once (503 busy, "
         "or its DICOM association aborted) and may be sent again. A body alone always fits.",
         minimum=1),
+    Key("limits", "uploads_per_user", 0,
+        "Uploads (browser uploads and STOW-RS requests) one user may send to one server process at once; one more "
+        "is refused at once (429 too_many_uploads, Retry-After), so that one account cannot hold every request "
+        "thread with slowly sent bodies. 0: half of server.threads (at least 1).", minimum=0),
     Key("limits", "max_files", 4000, "Most files in one record.", minimum=1),
     Key("limits", "max_rows", 8192, "Largest Rows accepted.", minimum=1),
     Key("limits", "max_columns", 8192, "Largest Columns accepted.", minimum=1),

@@ -1,6 +1,7 @@
 """Bodies being stored share one memory budget per server process (`limits.upload_memory_mb`),
 reserved as their bytes arrive: a body that finds no room gets 503 busy at once with nothing stored,
-a body trickled in holds only what it sent, and requests refused for their headers never see it."""
+a body trickled in holds only what it sent, and requests refused for their headers never see it.
+One user sends at most `limits.uploads_per_user` bodies to a process at once (429 beyond)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import threading
 import pytest
 
 from daemons.render.ingest.service import INGEST_EXTENSION
-from daemons.render.ingest.upload_memory import BODY_COPIES, UploadMemory, UploadMemoryFull
+from daemons.render.ingest.upload_memory import BODY_COPIES, UploadMemory, UploadMemoryFull, UploadsPerUser
+from shared.errors import ApiError
+from shared.webapp import UNREAD_BODY_LIMIT
 from tests.dicomweb.conftest import synthetic_series
 from tests.dicomweb.test_stow_wado import STOW_TYPE, body_of, instance_count
 
@@ -135,3 +138,56 @@ def test_reservations_share_the_budget_and_a_body_alone_always_fits():
         second.grow_to(3 * MIB)
         assert memory.used == 9 * MIB
     assert memory.used == 0
+
+
+def test_one_user_sends_at_most_uploads_per_user_bodies_at_once_and_others_are_stored(make_node):
+    """Attack 114: an account sending as many uploads as the process has request threads, each body a
+    byte now and then, held every thread. Its uploads beyond the bound are refused at once, before
+    their bodies are read (429, Retry-After, nothing stored), through both doors; another user's are
+    stored meanwhile, and the same user's again once one of its own has ended."""
+    harness = make_node(limits__uploads_per_user=2)
+    sender = harness.headers(user_id="3e0a7b7e-3c55-4d2e-9a57-2b0f4b1f0a01")
+    slow_bodies = [body_of(synthetic_series(2, rows=64, cols=64)) for _ in range(2)]
+    go, answers = threading.Event(), {}
+    trickled = [TrickledBody(body, 100, go) for body in slow_bodies]
+    slow = [threading.Thread(target=lambda k=k: answers.setdefault(k, _stow(harness, trickled[k], len(slow_bodies[k]),
+                                                                              headers=sender)))
+            for k in range(2)]
+    for thread in slow:
+        thread.start()
+    try:
+        assert all(body.waiting.wait(30) for body in trickled)
+        third = body_of(synthetic_series(1, rows=256, cols=256))
+        assert len(third) > UNREAD_BODY_LIMIT  # a refused body smaller is read if it comes within a second
+        unread = TrickledBody(third, 0, go)  # a body the node must not wait for
+        refused = _stow(harness, unread, len(third), headers=sender)
+        assert refused.status_code == 429, refused.get_data(as_text=True)
+        error = refused.get_json()["error"]
+        assert error["code"] == "too_many_uploads" and refused.headers["Retry-After"] == "10"
+        assert "limits.uploads_per_user" in error["message"] and unread.tell() == 0
+        upload = harness.upload([("a.dcm", synthetic_series(1, rows=64, cols=64)[0])], headers=sender)
+        assert upload.status_code == 429 and upload.get_json()["error"]["code"] == "too_many_uploads"
+        assert instance_count(harness) == 0
+        assert _stow(harness, io.BytesIO(third), len(third)).status_code == 200  # another user
+    finally:
+        go.set()
+        for thread in slow:
+            thread.join(60)
+    assert [answers[k].status_code for k in range(2)] == [200, 200]
+    assert _stow(harness, io.BytesIO(third), len(third), headers=sender).status_code == 200
+    assert instance_count(harness) == 5
+
+
+def test_upload_slots_are_per_user_and_freed_whatever_the_view_raised():
+    uploads = UploadsPerUser(2)
+    with uploads.slot("a"), uploads.slot("a"):
+        with pytest.raises(ApiError) as refused, uploads.slot("a"):
+            pass
+        assert refused.value.status == 429
+        with uploads.slot("b"):
+            pass
+    with pytest.raises(RuntimeError), uploads.slot("a"), uploads.slot("a"):
+        raise RuntimeError("the view failed")
+    with uploads.slot("a"), uploads.slot("a"):
+        pass
+    assert uploads._held == {}

@@ -104,7 +104,7 @@ def upload():
     identity = current_identity()
     require_own_institution(identity, node().institution_id, "uploading to this node")
     ingest = ingest_service()
-    with stored_body(ingest.memory) as reservation:
+    with stored_body(ingest.memory, ingest.uploads, identity.user_id) as reservation:
         uploads = _read_files(reservation)
         try:
             result = ingest.add(uploads, Actor(identity.user_id, identity.username))

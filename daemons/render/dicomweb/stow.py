@@ -259,7 +259,8 @@ def store_instances(study: str | None = None) -> Response:
         raise ApiError(400, "validation_error", f"{study[:80]!r} in the path is not a Study Instance UID (digits and "
                        "dots, at most 64 characters)")
     boundary, answer_type = _check_media_types()
-    with stored_body(ingest_service().memory) as reservation:
+    ingest = ingest_service()
+    with stored_body(ingest.memory, ingest.uploads, identity.user_id) as reservation:
         return _store_body(study, boundary, answer_type, reservation, Actor(identity.user_id, identity.username))
 
 

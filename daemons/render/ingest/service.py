@@ -64,7 +64,7 @@ from daemons.render.ingest.upload_checks import (
     check_upload,
     parse_stored_file,
 )
-from daemons.render.ingest.upload_memory import UploadMemory
+from daemons.render.ingest.upload_memory import UploadMemory, UploadsPerUser
 from daemons.render.models import KEY_IMAGES_LOCK, remember_deleted
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
@@ -164,9 +164,10 @@ class _ComparePixels(Exception):
 class Ingest:
     """Stores validated instances into series; one per node, shared by all its front doors."""
 
-    def __init__(self, node: Node, memory: UploadMemory, complete_s: float = 60.0):
+    def __init__(self, node: Node, memory: UploadMemory, uploads: UploadsPerUser, complete_s: float = 60.0):
         self.node = node
         self.memory = memory  # what the bodies arriving through the three doors hold at once
+        self.uploads = uploads  # the HTTP uploads each user sends at once
         self.complete_s = complete_s
         self._locks: dict[int, FolderLock] = {}
         self._identity_lock = node.registry.runtime.lock("identity")

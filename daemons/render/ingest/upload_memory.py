@@ -1,5 +1,6 @@
-"""The memory that bodies being stored (browser uploads, STOW-RS, C-STORE) take at once in one
-server process, bounded by `limits.upload_memory_mb`.
+"""What bodies being stored (browser uploads, STOW-RS, C-STORE) take at once in one server
+process: memory, bounded by `limits.upload_memory_mb`, and over HTTP request threads, bounded per
+user by `limits.uploads_per_user` (`UploadsPerUser`).
 
 A body is held in memory while it is stored: the bytes received, each instance's copy for the
 ingest and the ingest's own, about `BODY_COPIES` times the body at its peak (docs/conformance.md).
@@ -38,6 +39,8 @@ MIB = 1024 * 1024
 #: Copies of a body held at the peak of storing it (the body, its instances, the ingest's).
 BODY_COPIES = 3
 RETRY_AFTER_S = "10"
+#: What an upload refused for its sender's uploads at once is answered (`UploadsPerUser`).
+TOO_MANY_UPLOADS = 429
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +101,52 @@ class Reservation:
             self.released = True
 
 
+class UploadsPerUser:
+    """How many bodies each user sends to one server process at once, bounded.
+
+    The front streams a DICOM upload to the node as it arrives (daemons/front.py), so each one holds
+    a request thread of the node until its last byte, and a client may send its bytes as slowly as it
+    likes. Without a bound, one account (a stolen password, a runaway script) sending as many uploads
+    as the process has threads, each a byte now and then, left it answering nobody (attack 114). With
+    it, one user holds at most `most` of a process's threads with uploads (half of them by default,
+    `limits.uploads_per_user`); one more is refused at once, before its body is read, with 429
+    `too_many_uploads` and Retry-After, and may be sent again when one of the others has ended.
+    C-STORE is not counted here: its associations are bounded per address (`dimse.admission`).
+    """
+
+    def __init__(self, most: int):
+        self.most = max(1, most)
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self, user_id: str) -> Iterator[None]:
+        """Hold one of `user_id`'s upload slots while the block runs; ApiError 429 when none is free."""
+        with self._lock:
+            held = self._held.get(user_id, 0)
+            if held >= self.most:
+                raise ApiError(TOO_MANY_UPLOADS, "too_many_uploads",
+                               f"you are already sending {held} uploads to this server process at once, the most "
+                               "it takes from one user (limits.uploads_per_user); nothing of this one was read or "
+                               "stored: send it again when one of the others has ended",
+                               headers={"Retry-After": RETRY_AFTER_S})
+            self._held[user_id] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held.pop(user_id) - 1
+                if left:
+                    self._held[user_id] = left
+
+
 @contextmanager
-def stored_body(memory: UploadMemory) -> Iterator[Reservation]:
-    """For a view that stores its request body: the body's reservation in the process's budget
-    (`Ingest.memory`), freed when the view is done; no room is 503 `busy` with Retry-After."""
-    with memory.reservation() as reservation:
+def stored_body(memory: UploadMemory, uploads: UploadsPerUser, user_id: str) -> Iterator[Reservation]:
+    """For a view that stores its request body, before it reads any of it: one of the sender's
+    upload slots (`Ingest.uploads`, 429 when none is free) and the body's reservation in the
+    process's memory budget (`Ingest.memory`), both freed when the view is done; no room is 503
+    `busy` with Retry-After."""
+    with uploads.slot(user_id), memory.reservation() as reservation:
         try:
             yield reservation
         except UploadMemoryFull as exc:
