@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Request, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
@@ -191,6 +192,22 @@ def _read_and_drop(request: Request, limit: int, wait_s: float | None) -> None:
                 sock.settimeout(before)
 
 
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, keys in the order the views built them, and never NaN or Infinity.
+
+    Python's json module writes a non-finite float as `NaN` or `Infinity`, which is not JSON: a
+    browser's JSON.parse refuses the whole answer, and a record whose file held a spacing of 1e308
+    made a patient's whole record list unreadable that way. A non-finite number reaching an answer
+    is a bug of the check that let it through: it now fails loudly (a logged 500) where it was a
+    200 no client could read."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
 class AsciiIntegerConverter(IntegerConverter):
     """`<int:...>` in every route, of ASCII digits only (as `shared.validation.ascii_int`): werkzeug's
     `\\d+` also matches other scripts' digits, which `int()` reads, so `/frames/١` served frame 1."""
@@ -235,7 +252,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
             FromProxyOnly(app.wsgi_app, trusting, read_proxy_secret(config)) if secret_file else trusting)
     app.config["SIVR"] = config
     app.config["MAX_CONTENT_LENGTH"] = config["server"]["max_request_mb"] * 1024 * 1024
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has it
+    app.json = StrictJSONProvider(app)
     configure_logging(config.layer, config["log"]["level"])
     install_request_logging(app)
     install_metrics(app, config)

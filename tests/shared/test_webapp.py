@@ -2,6 +2,7 @@
 
 import io
 import socket
+import threading
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from shared.config import ConfigError, build_config
 from shared.errors import EMPTY_SEGMENT_MESSAGE
 from shared.origins import serialized_origin
 from shared.tokens import generate_signing_keypair
-from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, create_base_app, read_unread_body
+from shared.webapp import SECURITY_HEADERS, UNREAD_BODY_LIMIT, UNREAD_BODY_WAITERS, create_base_app, read_unread_body
 from tests.origin_cases import CONFIGURED, SENT
 
 
@@ -50,6 +51,10 @@ def make_app(tmp_path):
         @app.get("/own/headers")
         def own_headers():  # a view that sets some of the defaults itself, in another letter case
             return {"ok": True}, 200, {"cache-control": "max-age=5", "x-frame-options": "SAMEORIGIN"}
+
+        @app.get("/infinite")
+        def infinite():  # a number a check let through: no answer a client's JSON.parse refuses
+            return {"width_mm": float("inf")}
 
         @app.post("/forbid")
         def forbid():
@@ -312,6 +317,38 @@ def _gunicorn_request(sock: socket.socket, length: int) -> Request:
     """A request whose body gunicorn reads off `sock`, as its worker builds the WSGI environ."""
     return Request({"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(length), "wsgi.input_terminated": True,
                     "wsgi.input": Body(LengthReader(SocketUnreader(sock), length)), "gunicorn.socket": sock})
+
+
+def test_no_answer_carries_nan_or_infinity(make_app):
+    reply = make_app().get("/infinite")
+    assert reply.status_code == 500 and reply.json["error"]["code"] == "internal_error"
+    assert b"Infinity" not in reply.get_data()
+
+
+def test_only_so_many_threads_wait_for_withheld_bodies_at_once():
+    """Attack 114 (the end-to-end case: tests/test_front.py): every wait holds a request thread."""
+    pairs = [socket.socketpair() for _ in range(UNREAD_BODY_WAITERS + 1)]
+    try:
+        waiting = [threading.Thread(target=read_unread_body, args=(_gunicorn_request(served, 1000),),
+                                    kwargs={"wait_s": 3.0}) for served, _ in pairs[:UNREAD_BODY_WAITERS]]
+        for thread in waiting:
+            thread.start()
+        time.sleep(0.3)  # each holds its place, its body withheld
+        served, client = pairs[-1]
+        client.sendall(b"x" * 1000)  # even a body that is here: no place left to read it
+        started = time.monotonic()
+        read_unread_body(_gunicorn_request(served, 1000), wait_s=3.0)
+        assert time.monotonic() - started < 1
+        assert served.recv(2000, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"x" * 1000  # left unread
+        for thread in waiting:
+            thread.join(10)
+        read_unread_body(_gunicorn_request(served, 1000), wait_s=3.0)  # the places are free again
+        with pytest.raises(BlockingIOError):  # this time the body was read
+            served.recv(1, socket.MSG_DONTWAIT)
+    finally:
+        for pair in pairs:
+            for end in pair:
+                end.close()
 
 
 def test_a_withheld_body_is_waited_for_only_briefly_and_the_socket_is_left_blocking():
