@@ -133,10 +133,12 @@ def test_a_series_without_a_volume_refuses_mpr_and_3d_but_serves_every_frame(nod
                                     headers=node.headers())).size
 
 
-@pytest.mark.parametrize("pixel_spacing, slice_spacing", [((1e300, 1e300), 2.0), ((0.8, 0.5), 1e299)])
+@pytest.mark.parametrize("pixel_spacing, slice_spacing", [((1e4, 1e4), 2.0), ((0.8, 0.5), 1e5)])
 def test_spacings_beyond_any_body_are_no_volume_not_a_500(node, pixel_spacing, slice_spacing):
-    """Finite spacings so large that the 3D rays' step underflowed (ZeroDivisionError, a 500): the
-    stack is no volume, with the reason; its frames are still served."""
+    """Spacings the upload accepts (the largest pixel spacing, positions within a kilometre) whose
+    stack is larger than any body: spacings of 1e300 mm made the 3D rays' step underflow
+    (ZeroDivisionError, a 500); such files are now refused at upload (test_nonfinite_geometry).
+    The stack is no volume, with the reason; its frames are still served."""
     record_id, meta = node.load(classic_stack((1, 0, 0, 0, 1, 0), count=3, pixel_spacing=pixel_spacing,
                                               slice_spacing=slice_spacing))
     (entry,) = meta["stacks"]

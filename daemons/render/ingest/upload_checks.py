@@ -240,6 +240,17 @@ PHOTOMETRIC_SAMPLES = {
     "YBR_ICT": 3, "YBR_RCT": 3, "YBR_PARTIAL_420": 3,
 }
 MAX_MODALITY_MAGNITUDE = 1e12
+#: The pixel spacings (mm) a file may give besides 0 (unknown): no microscope resolves a nanometre,
+#: and no pixel is wider than the largest body (stack_analysis.MAX_VOLUME_EXTENT_MM). Within them
+#: columns x spacing and one spacing over the other stay far from overflow in the geometry
+#: (`geometry.output_size`, `planes`, `probe`); 1e308 mm made the image size NaN there.
+MIN_PIXEL_SPACING_MM = 1e-6
+MAX_PIXEL_SPACING_MM = 1e4
+SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+#: How far from the patient coordinate origin (mm, along each axis) a frame may lie: a kilometre is
+#: beyond any scanner's table, and within it no gap between two positions (the slice spacing)
+#: overflows to infinity as one between -1.7e308 and 1.7e308 did.
+MAX_POSITION_MM = 1e6
 
 
 def _invalid(name: str, message: str) -> UploadError:
@@ -259,8 +270,12 @@ def _check_complete(ds: Dataset, size: int, name: str) -> None:
             raise UploadError(422, "truncated", f"{name}: the file ends inside element {tag}; it is truncated")
 
 
-def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str,
-                   positive: bool = False) -> list[float] | None:
+def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str) -> list[float] | None:
+    """`keyword`'s values as finite numbers (`count` of them, if given); None if the item has none.
+
+    Every display and geometry computation multiplies these: one infinite or NaN value reaches
+    the JSON answers (invalid JSON) and the image arithmetic (a 500), so it is refused here.
+    """
     if keyword not in ds or ds[keyword].value in (None, ""):
         return None
     value = ds[keyword].value
@@ -272,9 +287,7 @@ def _check_numbers(ds: Dataset, keyword: str, count: int | None, name: str,
     if count is not None and len(numbers) != count:
         raise _invalid(name, f"{keyword} must have {count} values, has {len(numbers)}")
     if not all(np.isfinite(numbers)):
-        raise _invalid(name, f"{keyword} must be finite numbers")
-    if positive and not all(n > 0 for n in numbers):
-        raise _invalid(name, f"{keyword} must be positive")
+        raise _invalid(name, f"{keyword} {numbers} must be finite numbers")
     return numbers
 
 
@@ -298,12 +311,6 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
     if PHOTOMETRIC_SAMPLES[photometric] != samples:
         raise _invalid(name, f"{photometric} needs {PHOTOMETRIC_SAMPLES[photometric]} samples per pixel, "
                              f"the file says {samples}")
-    slope = _check_numbers(ds, "RescaleSlope", None, name)
-    intercept = _check_numbers(ds, "RescaleIntercept", None, name)
-    if slope is not None and (slope[0] == 0 or abs(slope[0]) * 2.0 ** min(allocated, 32) > MAX_MODALITY_MAGNITUDE):
-        raise _invalid(name, f"Rescale Slope {slope[0]} is zero or too large")
-    if intercept is not None and abs(intercept[0]) > MAX_MODALITY_MAGNITUDE:
-        raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large")
     centers = _check_numbers(ds, "WindowCenter", None, name)
     widths = _check_numbers(ds, "WindowWidth", None, name)
     paired = centers is None or widths is None or len(centers) == len(widths)
@@ -311,16 +318,74 @@ def _check_image_attributes(ds: Dataset, name: str) -> None:
         raise _invalid(name, "Window Center and Window Width must come in pairs")
     if widths is not None and not all(w >= 1 for w in widths):
         raise _invalid(name, f"Window Width must be at least 1 (PS3.3 C.11.2.1.2), the file says {widths}")
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # 0 means unknown (see pixel_spacing)
-        spacing = _check_numbers(ds, keyword, 2, name)
-        if spacing is not None and min(spacing) < 0:
-            raise _invalid(name, f"{keyword} must not be negative, the file says {spacing}")
-    _check_numbers(ds, "ImagePositionPatient", 3, name)
-    orientation = _check_numbers(ds, "ImageOrientationPatient", 6, name)
+    _check_frame_numbers(ds, name, allocated)
+    _check_functional_groups(ds, name, allocated)
+
+
+#: The functional group macros (PS3.3 C.7.6.16.2) whose values stand in for the top-level ones that
+#: `_check_frame_numbers` checks: the readers (`attribute`, `_frame_positions`, `_frame_rescales`)
+#: take them from a shared or per-frame group item as they take the top-level attributes.
+FRAME_NUMBER_MACROS = ("PixelMeasuresSequence", "PlanePositionSequence", "PlaneOrientationSequence",
+                       "PixelValueTransformationSequence")
+
+
+def _check_functional_groups(ds: Dataset, name: str, allocated: int) -> None:
+    """Every shared and per-frame functional group item of an enhanced file obeys the top-level rules
+    (`_check_frame_numbers`); the refusal names the group, its item and the macro."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for index, group in enumerate(ds.get(groups) or []):
+            for macro in FRAME_NUMBER_MACROS:
+                for item in group.get(macro) or []:
+                    _check_frame_numbers(item, f"{name} ({groups} item {index + 1}, {macro})", allocated)
+
+
+def _check_frame_numbers(item: Dataset, name: str, allocated: int) -> None:
+    """The numbers a frame is shown and measured with, wherever the file writes them (its top level
+    or a functional group item): one rule for each, so no reader meets a value another path refused."""
+    _check_rescale(item, name, allocated)
+    for keyword in SPACING_KEYWORDS:
+        _check_spacing(item, keyword, name)
+    _check_position(item, name)
+    _check_orientation(item, name)
+
+
+def _check_rescale(item: Dataset, name: str, allocated: int) -> None:
+    """Rescale Slope and Intercept turn every stored value into a modality value: a zero slope
+    erases the image, and beyond MAX_MODALITY_MAGNITUDE the statistics overflow to infinity."""
+    slope = _check_numbers(item, "RescaleSlope", None, name)
+    intercept = _check_numbers(item, "RescaleIntercept", None, name)
+    if slope is not None and (slope[0] == 0 or abs(slope[0]) * 2.0 ** min(allocated, 32) > MAX_MODALITY_MAGNITUDE):
+        raise _invalid(name, f"Rescale Slope {slope[0]} is zero or too large (times the largest stored value "
+                             f"it must stay within {MAX_MODALITY_MAGNITUDE:g})")
+    if intercept is not None and abs(intercept[0]) > MAX_MODALITY_MAGNITUDE:
+        raise _invalid(name, f"Rescale Intercept {intercept[0]} is too large (beyond {MAX_MODALITY_MAGNITUDE:g})")
+
+
+def _check_spacing(item: Dataset, keyword: str, name: str) -> None:
+    """A pixel spacing is 0 (unknown: see `pixel_spacing`) or a size between MIN_PIXEL_SPACING_MM and
+    MAX_PIXEL_SPACING_MM; a larger or finer one overflows the geometry's products and ratios."""
+    spacing = _check_numbers(item, keyword, 2, name)
+    if spacing is not None and not all(s == 0 or MIN_PIXEL_SPACING_MM <= s <= MAX_PIXEL_SPACING_MM for s in spacing):
+        raise _invalid(name, f"{keyword} {spacing} must not be negative, and besides 0 (unknown) must lie "
+                             f"between {MIN_PIXEL_SPACING_MM:g} and {MAX_PIXEL_SPACING_MM:g} mm")
+
+
+def _check_position(item: Dataset, name: str) -> None:
+    """Image Position (Patient) lies within MAX_POSITION_MM of the origin: the slice order, spacing
+    and every plane's location are differences of positions."""
+    position = _check_numbers(item, "ImagePositionPatient", 3, name)
+    if position is not None and max(abs(v) for v in position) > MAX_POSITION_MM:
+        raise _invalid(name, f"ImagePositionPatient {position} must lie within {MAX_POSITION_MM:g} mm "
+                             "of the patient coordinate origin")
+
+
+def _check_orientation(item: Dataset, name: str) -> None:
+    """Image Orientation (Patient) is two orthogonal unit vectors: every plane and label is built on them."""
+    orientation = _check_numbers(item, "ImageOrientationPatient", 6, name)
     if orientation is not None:
         row, col = np.array(orientation[:3]), np.array(orientation[3:])
         if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
-            raise _invalid(name, "Image Orientation (Patient) must be two orthogonal unit vectors")
+            raise _invalid(name, f"Image Orientation (Patient) {orientation} must be two orthogonal unit vectors")
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -499,19 +564,16 @@ def _frame_positions(ds: Dataset, frames: int, position: list[float] | None) -> 
 
 
 def _frame_rescales(ds: Dataset, frames: int, name: str) -> list[tuple[float, float]] | None:
-    """Per-frame rescale of an enhanced multi-frame file, when its frames carry their own."""
+    """Per-frame rescale of an enhanced multi-frame file, when its frames carry their own (each
+    checked as a top-level one is: `_check_functional_groups`)."""
     items = ds.get("PerFrameFunctionalGroupsSequence")
     if not items or len(items) != frames or not all("PixelValueTransformationSequence" in i for i in items):
         return None
     rescales = []
     for item in items:
         transform = item.PixelValueTransformationSequence[0]
-        slope = _number(transform, "RescaleSlope", 1.0, name)
-        intercept = _number(transform, "RescaleIntercept", 0.0, name)
-        if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0 or abs(slope) > 1e6 \
-                or abs(intercept) > MAX_MODALITY_MAGNITUDE:
-            raise _invalid(name, f"a frame's Rescale Slope/Intercept ({slope}, {intercept}) is not usable")
-        rescales.append((slope, intercept))
+        rescales.append((_number(transform, "RescaleSlope", 1.0, name),
+                         _number(transform, "RescaleIntercept", 0.0, name)))
     return rescales
 
 
@@ -529,7 +591,7 @@ def pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
     """Row and column spacing in mm, or None when the file gives none that is usable (missing, or
     `0\\0` as some secondary captures write): the image is then shown with square pixels and
     distances cannot be measured in mm. The second value is the warnings to publish."""
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+    for keyword in SPACING_KEYWORDS:
         value = floats(attribute(ds, keyword, "PixelMeasuresSequence") or [], 2)
         if value and value[0] > 0 and value[1] > 0:
             return value, []
