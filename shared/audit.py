@@ -19,6 +19,7 @@ from shared.audit_export import ACCESS_DENIED, export_entry
 from shared.auth import current_identity, require_admin_of, require_auth
 from shared.db import new_id, storable_text, utcnow
 from shared.errors import ApiError
+from shared.field_rules import MAX_USERNAME_LENGTH
 from shared.roles import ADMIN_ROLES
 from shared.tokens import Identity
 from shared.validation import iso_utc, page_args, parse_datetime, parse_uuid, query_text
@@ -37,7 +38,8 @@ def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[p
         id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
         at = peewee.DateTimeField(default=utcnow, index=True)
         user_id = peewee.CharField(max_length=36, index=True)
-        username = peewee.CharField(max_length=150, index=True)
+        # as long as a username: a login's audit entry names the account it tried, as it was looked up
+        username = peewee.CharField(max_length=MAX_USERNAME_LENGTH, index=True)
         action = peewee.CharField(max_length=64, index=True)
         object_type = peewee.CharField(max_length=32)
         object_id = peewee.CharField(max_length=64, null=True)
@@ -265,7 +267,7 @@ def audit_blueprint(model: type[peewee.Model], institution_id: str | None = None
         if "user_id" in args:
             query = query.where(model.user_id == parse_uuid(args["user_id"], "user_id"))
         if "username" in args:
-            query = query.where(model.username.contains(query_text("username", 150)))
+            query = query.where(model.username.contains(query_text("username", MAX_USERNAME_LENGTH)))
         if "patient_id" in args:
             query = query.where(model.patient_id == parse_uuid(args["patient_id"], "patient_id"))
         if "object_id" in args:  # e.g. a record id: "who has seen this record" on a render node

@@ -19,8 +19,9 @@ def split_origin(url: str) -> tuple[str, str]:
     (scheme and host in lower case, the port only when it is not the scheme's default, an IPv6
     host in brackets) and the path as written, without its trailing `/`.
 
-    Raises ValueError, naming the URL, for anything with no scheme or host, with a user, query
-    or fragment, with a port outside 0-65535, or holding a space or a control character:
+    Raises ValueError, naming the URL, for anything with no scheme or host, with a host beyond
+    ASCII (`_refuse_host_beyond_ascii`), a user, query or fragment, with a port outside 0-65535, or
+    holding a space or a control character:
     `urlsplit` drops tabs and line breaks unseen and keeps NUL, so the token exchange signed a token
     for an audience no server has, and its audit entry of that audience failed on PostgreSQL (a 500).
     """
@@ -34,11 +35,26 @@ def split_origin(url: str) -> tuple[str, str]:
     host = parts.hostname
     if not parts.scheme or not host:
         raise ValueError(f"{url!r} is not an absolute URL with a scheme and a host")
+    _refuse_host_beyond_ascii(url, parts.netloc)
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: an origin or a server's base URL has no user, query or fragment")
     host = f"[{host}]" if ":" in host else host
     suffix = "" if port in (None, DEFAULT_PORTS.get(parts.scheme)) else f":{port}"
     return f"{parts.scheme}://{host}{suffix}", parts.path.rstrip("/")
+
+
+def _refuse_host_beyond_ascii(url: str, netloc: str) -> None:
+    """ValueError for a host written beyond ASCII: an internationalized domain name, say.
+
+    Browsers send such a host in its IDNA form (`xn--`, UTS #46), so no Origin and no request would
+    ever name it as written; Python's own `idna` codec is the older IDNA 2003, which spells some
+    names (`ß`) otherwise than browsers do. And `urlsplit` lower-cases the host with str.lower(),
+    which makes `İ` two characters (a URL that fit its column as sent outgrew it once stored: a 500
+    on PostgreSQL) and the Kelvin sign an ASCII `k` (another host than written). The operator writes
+    the `xn--` form, as the server's certificate names it."""
+    if not netloc.isascii():
+        raise ValueError(f"{url[:200]!r}: the host must be written in ASCII; write an internationalized "
+                         "domain name in its IDNA form (xn--...), as browsers send it")
 
 
 def server_base_url(url: str) -> str:

@@ -134,6 +134,19 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+def _refuse_longer(value: str, name: str, max_len: int, normalised: bool = False) -> None:
+    """`400 validation_error` when `value` is longer than `max_len` (`Field.max_len`, its column's).
+
+    Checked as sent, which bounds what a `Field.check` reads, and again on what a check returns
+    (`normalised`), which is what is stored: a check may lengthen what it normalises (Unicode
+    lower-casing makes `İ` two characters), and a URL whose host was lower-cased so, though it fit
+    as sent, overflowed its PostgreSQL column: a 500."""
+    if len(value) > max_len:
+        raise ApiError(400, "validation_error",
+                       f"{name} is longer than {max_len} characters"
+                       + (f" in the form it is stored in ({len(value)})" if normalised else ""))
+
+
 def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = False) -> dict[str, Any]:
     """Check `body` against `fields`; unknown fields are refused so typos do not pass silently.
 
@@ -160,8 +173,7 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
         if isinstance(value, str):
             value = value.strip()
             refuse_controls(value, name, spec.multiline)
-            if len(value) > spec.max_len:
-                raise ApiError(400, "validation_error", f"{name} is longer than {spec.max_len} characters")
+            _refuse_longer(value, name, spec.max_len)
             if len(value) < spec.min_len or (spec.min_len and is_blank(value)):
                 raise ApiError(400, "validation_error",
                                f"{name} must not be empty" if spec.min_len == 1
@@ -171,6 +183,8 @@ def validate(body: dict[str, Any], fields: dict[str, Field], partial: bool = Fal
                            f"{name} must be one of {', '.join(map(str, spec.choices))}")
         if spec.check is not None:
             value = spec.check(value, name)
+            if isinstance(value, str):
+                _refuse_longer(value, name, spec.max_len, normalised=True)
         out[name] = value
     if partial and not out:
         raise ApiError(400, "validation_error", f"send at least one of: {', '.join(fields)}")
@@ -256,9 +270,8 @@ def parse_service_url(value: str, field: str = "url") -> str:
     it is (`shared.origins.server_base_url`: scheme and host in lower case, no default port), so one
     server is one value: `https://RENDER1.example:443/` was registered beside `https://render1.example`
     as a second node although the registry's URLs are unique, and both took the same upload receipts.
+    Its host is ASCII (`shared.origins.split_origin`), and its length is that of the URL returned.
     """
-    if len(value) > MAX_URL_LENGTH:
-        raise ApiError(400, "validation_error", f"{field} is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         # checked before parsing: urlsplit silently drops tabs and newlines
         raise ApiError(400, "validation_error", f"{field} must not contain spaces or control characters")
@@ -279,7 +292,13 @@ def parse_service_url(value: str, field: str = "url") -> str:
         raise ApiError(400, "validation_error", f"{field} must not have a query or fragment")
     if port == 0:
         raise ApiError(400, "validation_error", f"{field} has an invalid port")
-    return server_base_url(value)
+    try:
+        url = server_base_url(value)
+    except ValueError as exc:
+        raise ApiError(400, "validation_error", f"{field}: {exc}") from exc
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(400, "validation_error", f"{field} is longer than {MAX_URL_LENGTH} characters")
+    return url
 
 
 def page_args() -> tuple[int, int]:

@@ -24,7 +24,16 @@ from shared.db import exclusive_transaction
 from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import parse_public_key, public_key_text
 from shared.roles import ADMIN_ROLES
-from shared.validation import Field, iso_utc, json_body, page_args, parse_service_url, parse_uuid, validate
+from shared.validation import (
+    MAX_URL_LENGTH,
+    Field,
+    iso_utc,
+    json_body,
+    page_args,
+    parse_service_url,
+    parse_uuid,
+    validate,
+)
 
 bp = Blueprint("nodes", __name__)
 
@@ -43,7 +52,7 @@ REGISTRY_LOCK = "sivr-node-registry"
 
 NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
-    "url": Field(str, max_len=2048, min_len=1, check=parse_service_url),
+    "url": Field(str, max_len=MAX_URL_LENGTH, min_len=1, check=parse_service_url),
     "store": Field(str, required=False, max_len=512),
     # without it no record is registered on the node (daemons.institution.records)
     "receipt_key": Field(str, required=False, max_len=64, check=_receipt_key),

@@ -17,6 +17,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
+from shared.field_rules import MAX_USERNAME_LENGTH
 from shared.roles import LEGACY_ADMIN, SYSTEM_ADMIN
 
 database_proxy = peewee.DatabaseProxy()
@@ -37,7 +38,7 @@ class Institution(BaseModel):
 class User(BaseModel):
 
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
-    username = peewee.CharField(max_length=150, unique=True)
+    username = peewee.CharField(max_length=MAX_USERNAME_LENGTH, unique=True)
     password_hash = peewee.CharField(max_length=512)
     full_name = peewee.CharField(max_length=200, default="")
     email = peewee.CharField(max_length=254, default="")
@@ -85,7 +86,7 @@ class LoginFailure(BaseModel):
 
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     at = peewee.DateTimeField(default=utcnow, index=True)
-    username = peewee.CharField(max_length=150, index=True)
+    username = peewee.CharField(max_length=MAX_USERNAME_LENGTH, index=True)
     client_ip = peewee.CharField(max_length=64, index=True)
     settled = peewee.BooleanField(default=True)
 

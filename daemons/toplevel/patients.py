@@ -24,6 +24,11 @@ bp = Blueprint("patients", __name__)
 
 SEXES = ("F", "M", "O", "U")
 _READERS = ROLES
+#: The most different words one patient search matches (`?q=`, as `name_search_key` folds it).
+#: Each is one more condition of the statement: 84 made SQLite's parser overflow its stack, and 631
+#: (210 U+FDFA, which `name_search_key` spells as four words) Python's while peewee wrote it, both a
+#: 500. A name has fewer: "Maria de los Angeles Garcia de la Fuente" is seven once "de" is counted once.
+MAX_SEARCH_WORDS = 12
 
 
 def check_birth_date(value: str, field: str) -> dt.date:
@@ -54,6 +59,19 @@ def _refuse_unsearchable_name(patient: Patient) -> None:
                        f"reads them (ligatures and compatibility characters spelled out); at most {limit}")
 
 
+def search_words(q: str) -> list[str]:
+    """The different words of `q` as the search matches them (`name_search_key`), in the order
+    typed: a repeated word matches nothing more. `400 validation_error` beyond MAX_SEARCH_WORDS,
+    where a statement of one condition each overflowed the database's or Python's stack."""
+    words = list(dict.fromkeys(name_search_key(q).split()))
+    if len(words) > MAX_SEARCH_WORDS:
+        raise ApiError(400, "validation_error",
+                       f"q has {len(words)} different words as the search reads them (ligatures and "
+                       f"compatibility characters spelled out); at most {MAX_SEARCH_WORDS} are matched: "
+                       "search for fewer words of the name")
+    return words
+
+
 def _save(patient: Patient, create: bool) -> None:
     _refuse_unsearchable_name(patient)
     save_unique(patient, Patient.insurance_number,
@@ -63,12 +81,13 @@ def _save(patient: Patient, create: bool) -> None:
 @bp.get("/api/v1/patients")
 @require_user(*_READERS)
 def search_patients():
-    """`?q=` matches every word against first or last name, ignoring case and accents."""
+    """`?q=` matches every word (at most MAX_SEARCH_WORDS different ones) against first or last name,
+    ignoring case and accents."""
     limit, offset = page_args()
     q = query_text("q", Patient.name_key.max_length)  # both names folded, as they are matched
     number = query_text("insurance_number", 64)
     query = Patient.select()
-    for word in name_search_key(q).split():
+    for word in search_words(q):
         query = query.where(Patient.name_key.contains(word))
     if number:
         query = query.where(Patient.insurance_number == number)

@@ -146,6 +146,20 @@ def test_invalid_node_bodies_are_refused(api, users, db_state, body, fragment):
     assert db_state() == before
 
 
+@pytest.mark.parametrize("url", ["https://" + "\u0130" * 2000, "https://b\u00fccher.example:5003"])
+def test_a_node_url_with_a_host_beyond_ascii_is_refused_for_its_idna_form(api, users, node, db_state, url):
+    """`İ` is two characters lower-cased: a URL of 2,008 measured as sent was stored as 4,008 in a
+    column of 2,048, a 500 on PostgreSQL. Browsers send such a host in its IDNA form (`xn--`), so
+    that form is asked for."""
+    before = db_state()
+    for method, path, body in (("POST", "/api/v1/nodes", {"name": "idn", "url": url}),
+                               ("PUT", f"/api/v1/nodes/{node['id']}", {"url": url})):
+        status, answer = api.call(method, path, users["admin"], body)
+        assert status == 400 and answer["error"]["code"] == "validation_error", (method, answer)
+        assert "xn--" in answer["error"]["message"]
+    assert db_state() == before
+
+
 def test_non_json_and_broken_json_bodies(api, users, node, db_state):
     before = db_state()
     admin = users["admin"]

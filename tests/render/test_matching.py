@@ -72,6 +72,28 @@ def test_modalities_match_whole_values(cat):
     assert study_uids(cat, ModalitiesInStudy="C%") == study_uids(cat, ModalitiesInStudy="[C]T") == []
 
 
+def test_a_modalities_wildcard_matches_within_one_modality(cat, monkeypatch):
+    """Matched against the whole list (`\\CT\\MR\\`), the database's `*` and `?` also matched the `\\`
+    between two modalities: `C*R` and `CT?MR` found a CT and MR study, though no modality of it
+    matches them (docs/conformance.md: whole modalities)."""
+    second = header("1.2.5", "MR", "20240105", "Multi^Modal").dataset
+    second.SeriesInstanceUID, second.SOPInstanceUID = "1.2.5.2", "1.2.5.2.1"
+    index_series(cat, "r5", [header("1.2.5", "CT", "20240105", "Multi^Modal")])
+    index_series(cat, "r6", [InstanceHeader(second, "1" * 64, 0)])
+    assert cat.Study.get(cat.Study.study_uid == "1.2.5").modalities == "CT\\MR"
+    assert study_uids(cat, ModalitiesInStudy="C*R") == study_uids(cat, ModalitiesInStudy="CT?MR") == []
+    assert study_uids(cat, ModalitiesInStudy="T*M*") == study_uids(cat, ModalitiesInStudy="C?*R") == []
+    assert study_uids(cat, ModalitiesInStudy="C*") == ["1.2.1", "1.2.3", "1.2.5"]
+    assert study_uids(cat, ModalitiesInStudy="M?") == study_uids(cat, ModalitiesInStudy="*R") == ["1.2.4", "1.2.5"]
+    assert study_uids(cat, ModalitiesInStudy=["C*R", "P?"]) == ["1.2.2"]
+    assert study_uids(cat, ModalitiesInStudy=["PT", "?R"]) == ["1.2.2", "1.2.4", "1.2.5"]
+    assert study_uids(cat, ModalitiesInStudy="CT\\*") == ["1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.2.5"]
+    monkeypatch.setattr(matching, "MODALITY_LISTS_MAX", 1)  # CT, CT\MR: one parameter each
+    with pytest.raises(QueryError) as refused:
+        study_uids(cat, ModalitiesInStudy="C?")
+    assert refused.value.keyword == "ModalitiesInStudy"
+
+
 def test_person_names_ignore_case_and_text_wildcards_keep_it(cat):
     assert study_uids(cat, PatientName="doe^john") == ["1.2.2"]
     assert study_uids(cat, PatientName="DU*") == ["1.2.3"]

@@ -49,3 +49,15 @@ def test_anything_but_an_http_server_url_is_refused_with_its_value_named(bad):
     with pytest.raises(ValueError) as caught:
         server_origin(bad)
     assert repr(bad) in str(caught.value)
+
+
+@pytest.mark.parametrize("written", ["https://b\u00fccher.example", "https://\u0130.example:5003", "https://\u212a.example"])
+def test_a_host_beyond_ascii_is_refused_for_its_idna_form(written):
+    """Browsers send an internationalized host in its IDNA form (`xn--`), so no request names it as
+    written; lower-casing it made `İ` two characters (a stored URL outgrew its column: a 500 on
+    PostgreSQL) and the Kelvin sign a `k`, another host. Every door refuses it alike."""
+    for door in (server_origin, normalize_audience):
+        with pytest.raises(ValueError, match="xn--"):
+            door(written)
+    assert serialized_origin(written) == written  # a CORS origin that is none matches only itself
+    assert server_origin("https://xn--bcher-kva.example") == "https://xn--bcher-kva.example"

@@ -41,6 +41,15 @@ def test_validate_types_lengths_choices_and_unknown_fields():
             validate(body, fields)
 
 
+def test_a_value_is_bounded_in_the_form_its_check_stores():
+    """`Field.max_len` is the column's: a check that lengthens the value (Unicode lower-casing makes
+    `İ` two characters) gave a value that fit as sent and overflowed the column (PostgreSQL: a 500)."""
+    fields = {"name": Field(str, max_len=4, check=lambda value, field: value.lower())}
+    assert validate({"name": "\u0130\u0130"}, fields) == {"name": "i\u0307i\u0307"}
+    with pytest.raises(ApiError, match="name is longer than 4 characters in the form it is stored in"):
+        validate({"name": "\u0130" * 3}, fields)
+
+
 def test_partial_update_needs_at_least_one_field():
     with pytest.raises(ApiError, match="at least one"):
         validate({}, {"name": Field(str)}, partial=True)

@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import jwt
 import pytest
@@ -122,6 +123,25 @@ def test_failed_logins_per_username_are_rate_limited(make_config, seed):
                                       json={"username": "dr.house", "password": PASSWORDS["physician"]})
     assert status == 429 and body["error"]["code"] == "rate_limited"
     assert 1 <= int(response.headers["Retry-After"]) <= 300
+
+
+def test_a_username_beyond_ascii_is_an_unknown_name_audited_and_throttled(make_config, seed):
+    """`İ` lower-cases to two characters: 150 of them, measured before lower-casing, made an audit
+    entry of 300 for a column of 150 (PostgreSQL: a 500, and the failed login's entry lost). Only
+    ASCII is lower-cased now (every username is ASCII): such a name is answered as an unknown one,
+    audited as sent and throttled; one longer than a username can be is refused before the lookup."""
+    api = Api(create_app(make_config(auth={"max_failed_logins": 2})).test_client())
+    admin = api.login("admin", PASSWORDS["admin"])["access_token"]
+    name = "\u0130" * 150
+    answers = [api.call("POST", "/api/v1/auth/login", json={"username": name, "password": "x" * 12})[:2]
+               for _ in range(3)]
+    assert [(status, body["error"]["code"]) for status, body in answers] == [
+        (401, "invalid_credentials"), (401, "invalid_credentials"), (429, "rate_limited")], answers
+    _, audit, _ = api.call("GET", f"/api/v1/audit?username={quote(name)}", admin)
+    assert sorted((e["action"], e["username"]) for e in audit["items"]) == [
+        ("auth.login_failed", name), ("auth.login_failed", name), ("auth.login_throttled", name)]
+    status, body, _ = api.call("POST", "/api/v1/auth/login", json={"username": name + "I", "password": "x" * 12})
+    assert status == 400 and "at most 150" in body["error"]["message"], body
 
 
 def test_rate_limit_holds_across_servers_sharing_the_database(make_config, seed):

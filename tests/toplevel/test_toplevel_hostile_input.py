@@ -91,6 +91,20 @@ def test_institution_server_url_that_does_not_parse_is_a_validation_error(api, t
     assert db_state() == before
 
 
+@pytest.mark.parametrize("url", ["https://" + "\u0130" * 480, "https://b\u00fccher.example:5002"])
+def test_institution_server_url_with_a_host_beyond_ascii_is_refused_for_its_idna_form(api, tokens, seed, db_state, url):
+    """`İ` is two characters lower-cased: a server_url of 488 measured as sent was stored as 968 in
+    a column of 500, a 500 on PostgreSQL. Browsers send such a host in its IDNA form (`xn--`), so
+    that form is asked for; the length is checked on the URL as stored."""
+    before = db_state()
+    for method, path, body in (("POST", "/api/v1/institutions", {"name": "IDN Hospital", "server_url": url}),
+                               ("PUT", f"/api/v1/institutions/{seed.institution_b['id']}", {"server_url": url})):
+        status, answer, _ = api.call(method, path, tokens["admin"], json=body)
+        assert status == 400 and answer["error"]["code"] == "validation_error", (method, answer)
+        assert "server_url" in answer["error"]["message"] and "xn--" in answer["error"]["message"]
+    assert db_state() == before
+
+
 @pytest.mark.parametrize("url, problem", [
     ("http://inst-c.example:5002", "https"),
     ("http://10.0.0.5:5002", "https"),

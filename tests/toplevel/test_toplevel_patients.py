@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from daemons.toplevel.patients import MAX_SEARCH_WORDS
 from shared.errors import ApiError
 from shared.patient_refs import check_patient_reference
 from shared.tokens import key_id, load_public_key
@@ -63,6 +64,20 @@ def test_search_by_exact_insurance_number(api: Api, tokens, patients):
     assert _search(api, token, "insurance_number=HR-222") == ["HR-222"]
     assert _search(api, token, "insurance_number=HR-22") == []
     assert _search(api, token, "insurance_number=HR-222&q=ana") == []
+
+
+def test_a_search_of_many_words_matches_each_once_and_refuses_too_many(api: Api, tokens, patients):
+    """One condition per word: 84 one-letter words overflowed SQLite's parser stack and 210 U+FDFA
+    (four words each, once folded) Python's stack on PostgreSQL, both a 500. A repeated word is
+    matched once; more than MAX_SEARCH_WORDS different ones are refused, naming the limit."""
+    token = tokens["physician"]
+    assert _search(api, token, "q=" + "+".join(["a"] * 84)) == ["HR-123456", "HR-222", "X-1"]
+    assert _search(api, token, "q=" + "%EF%B7%BA" * 210) == []
+    many = " ".join(chr(ord("a") + n) for n in range(MAX_SEARCH_WORDS))
+    assert _search(api, token, "q=" + many.replace(" ", "+")) == []
+    status, body, _ = api.call("GET", "/api/v1/patients?q=" + many.replace(" ", "+") + "+zz", token)
+    assert status == 400 and body["error"]["code"] == "validation_error", body
+    assert f"at most {MAX_SEARCH_WORDS}" in body["error"]["message"]
 
 
 def test_patient_paging(api: Api, tokens, patients):

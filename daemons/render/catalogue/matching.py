@@ -16,17 +16,19 @@ returned. Matching rules that differ from a plain SQL comparison:
 * a single time value matches every time that starts with it (`1200` matches `120015.5`) and the
   same time written shorter (`120000` matches `1200`); a time range's start is compared in its
   shortest form (`shortest_time`: `101500-` takes in `1015`);
-* `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for;
+* `ModalitiesInStudy` matches a study when any of its modalities matches any value asked for, a
+  wildcard within one modality (`C*R` does not match `CT\\MR`);
 * a text or name without wildcards longer than its column matches nothing (no value indexed is
   longer), and is sent to no database.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +57,9 @@ UTF8_CHARACTER_SET = "ISO_IR 192"
 #: PostgreSQL 65,535: both maxima together, with the other keys, stay under the smaller)
 FUZZY_NAMES_MAX = 10_000
 UID_LIST_MAX = 50_000
+#: The most different lists of modalities (`Study.modalities`) one ModalitiesInStudy wildcard may
+#: select (`_lists_with_a_modality_matching`): one parameter each too, within the same budget
+MODALITY_LISTS_MAX = 4_096
 #: The most modalities one ModalitiesInStudy may list (each one wildcard matching of every study; DICOM
 #: defines fewer than a hundred), and the longest wildcard value matched (a value is at most 64
 #: characters of PN or LO; SQLite refuses a pattern over 50,000 bytes, and a person name's pattern
@@ -77,7 +82,8 @@ class QueryError(Exception):
 class QueryTooLarge(QueryError):
     """A valid query larger than the node answers in one (a list of more than UID_LIST_MAX UIDs or
     MODALITIES_MAX modalities: the peer may send it again in parts; a wildcard value longer than
-    WILDCARD_MAX), over DIMSE "Out of Resources" (PS3.4 C.4.1.1.4)."""
+    WILDCARD_MAX, or a ModalitiesInStudy wildcard matching more than MODALITY_LISTS_MAX lists of
+    modalities), over DIMSE "Out of Resources" (PS3.4 C.4.1.1.4)."""
 
 
 @dataclass(frozen=True)
@@ -191,12 +197,12 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
         return field == int(value)
     if kind == "modalities":
         return _modalities(field, keyword, value)
-    if ("*" in value or "?" in value) and len(value) > WILDCARD_MAX:
+    if _is_wildcard(value) and len(value) > WILDCARD_MAX:
         raise QueryTooLarge(f"{keyword}: a wildcard value of {len(value):,} characters is longer than the "
                             f"{WILDCARD_MAX:,} this node matches", keyword)
     if kind == "pn" and fuzzy:
         return _fuzzy(field, keyword, value)
-    if not ("*" in value or "?" in value) and len(value) > cast(peewee.CharField, field).max_length:
+    if not _is_wildcard(value) and len(value) > cast(peewee.CharField, field).max_length:
         # longer than any value indexed (`catalogue.index` keeps at most the column's length): it
         # matches nothing, and is not made a pattern; a name beyond ASCII is matched as one, and
         # 10,000 letters made SQLite refuse it (0xC000) and 70,000 kept PostgreSQL busy past the
@@ -204,7 +210,7 @@ def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: 
         return _NOTHING
     if kind == "pn":
         return _person_name(field, value)
-    if "*" in value or "?" in value:
+    if _is_wildcard(value):
         return _wildcard(field, value)
     return field == value
 
@@ -285,7 +291,7 @@ def _person_name(field: peewee.Field, value: str) -> peewee.Node:
     `Doe^John` are one name, as senders write either; `_condition` strips the value)."""
     name = peewee.fn.RTRIM(field, PN_DELIMITERS)
     if value.isascii():
-        if "*" in value or "?" in value:
+        if _is_wildcard(value):
             return _like_node(peewee.fn.LOWER(name), _like(value.lower()))
         return peewee.fn.LOWER(name) == value.lower()
     if _is_sqlite(field):
@@ -349,9 +355,7 @@ def _modalities(field: peewee.Field, keyword: str, value: str) -> peewee.Node | 
     and all, as `Modality` is matched (SQLite's LIKE would have `ct` match CT there only). The
     alternatives are one flat OR: nested one level per value, about a hundred overflowed Python's
     stack while peewee wrote the statement. QueryTooLarge beyond MODALITIES_MAX values or WILDCARD_MAX
-    characters in one."""
-    bounded = peewee.NodeList((peewee.Value("\\"), peewee.SQL("||"), field, peewee.SQL("||"), peewee.Value("\\")),
-                              parens=True)
+    characters in one. A value of `*` alone matches every study: universal matching."""
     modalities = list(dict.fromkeys(v.strip() for v in re.split(r"[\\,]", value) if v.strip()))
     if len(modalities) > MODALITIES_MAX:
         raise QueryTooLarge(f"{keyword}: {len(modalities):,} modalities are more than the {MODALITIES_MAX} this "
@@ -360,10 +364,53 @@ def _modalities(field: peewee.Field, keyword: str, value: str) -> peewee.Node | 
     if len(longest) > WILDCARD_MAX:
         raise QueryTooLarge(f"{keyword}: a value of {len(longest):,} characters is longer than the "
                             f"{WILDCARD_MAX:,} this node matches", keyword)
-    if not modalities:
+    if not modalities or any(not modality.strip("*") for modality in modalities):
         return None
-    return peewee.NodeList([_wildcard(field, f"*\\{modality}\\*", bounded) for modality in modalities],
-                           glue=" OR ", parens=True)
+    patterns = [modality for modality in modalities if _is_wildcard(modality)]
+    conditions = [_contains_modality(field, modality) for modality in modalities if modality not in patterns]
+    if patterns:
+        conditions.append(_lists_with_a_modality_matching(field, keyword, patterns))
+    return peewee.NodeList(conditions, glue=" OR ", parens=True)
+
+
+def _is_wildcard(value: str) -> bool:
+    """Whether `value` holds one of DICOM's wildcards (PS3.4 C.2.2.2.4), `*` or `?`."""
+    return "*" in value or "?" in value
+
+
+def _contains_modality(field: peewee.Field, pattern: str) -> peewee.Node:
+    """The study's list of modalities (`CT\\MR`) holds one that `pattern` matches, or, where
+    `pattern` has a wildcard, a run of them: the database's `*` and `?` match a `\\` too."""
+    bounded = peewee.NodeList((peewee.Value("\\"), peewee.SQL("||"), field, peewee.SQL("||"), peewee.Value("\\")),
+                              parens=True)
+    return _wildcard(field, f"*\\{pattern}\\*", bounded)
+
+
+def _lists_with_a_modality_matching(field: peewee.Field, keyword: str, patterns: list[str]) -> peewee.Node:
+    """The studies with a modality that one of the wildcard `patterns` matches, within that modality.
+
+    No database matches a wildcard one `\\`-separated part at a time (SQLite has neither regular
+    expressions nor a split), and matched on the whole list `C*R` took in `CT\\MR`. So the database
+    selects the distinct lists that may match (`_contains_modality`: every list that does is among
+    them), each of their modalities is matched here, and the studies are selected by the lists that
+    matched: one parameter each, QueryTooLarge beyond MODALITY_LISTS_MAX of them."""
+    may_match = peewee.NodeList([_contains_modality(field, pattern) for pattern in patterns], glue=" OR ", parens=True)
+    matchers = [_modality_matcher(pattern) for pattern in patterns]
+    lists = [row[0] for row in field.model.select(field).distinct().where(may_match).tuples()
+             if any(matcher(modality) for modality in row[0].split("\\") for matcher in matchers)]
+    if len(lists) > MODALITY_LISTS_MAX:
+        raise QueryTooLarge(f"{keyword}: the wildcards of {', '.join(patterns)[:200]!r} match more than the "
+                            f"{MODALITY_LISTS_MAX:,} different lists of modalities this node selects at once; "
+                            "send narrower values", keyword)
+    return field.in_(lists) if lists else _NOTHING
+
+
+def _modality_matcher(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """DICOM wildcard matching of one modality, case-sensitive: `*` any run of characters, `?` one
+    (PS3.4 C.2.2.2.4). `fnmatch.translate`, with its one other special, `[`, escaped: it makes each
+    star an atomic group, so a pattern of many stars takes no exponential time; compiled here, not
+    by `fnmatchcase`, whose cache keeps up to 32,768 patterns of a peer's choosing."""
+    return re.compile(fnmatch.translate(pattern.replace("[", "[[]"))).match
 
 
 def fold(text: str) -> str:
@@ -461,7 +508,7 @@ def retrieve(cat: CatalogueModels, level: str, identifier: Dataset) -> list[Any]
     requested = _requested(level, identifier)
     unique = UNIQUE_KEYS[level]
     value = _identifier_value(identifier[unique].value).strip() if unique in identifier else ""
-    if not uid_list(value) or "*" in value or "?" in value:  # `\\` is a list of no UID
+    if not uid_list(value) or _is_wildcard(value):  # `\\` is a list of no UID
         raise QueryError(f"a retrieval at the {level} level needs {unique} (a value or a list of UIDs, no wildcard)",
                          unique)
     instance = cat.Instance
