@@ -9,7 +9,9 @@ they carry exactly what a broken or malicious peer would send."""
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 import os
 import shutil
 import socket
@@ -22,15 +24,24 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    MPEG2MPML,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_FIND, C_GET, C_STORE, N_CREATE
+from pynetdicom.dimse_messages import C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE, N_CREATE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     EnhancedCTImageStorage,
+    ModalityWorklistInformationFind,
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
@@ -40,11 +51,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from daemons.deployment import free_ports
 from daemons.render.catalogue import matching
-from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE
+from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MINIMUM_PEER_PDU_SIZE, OTHER_MESSAGE_MAX
 from daemons.render.ingest.service import INGEST_EXTENSION
-from daemons.render.ingest.upload_checks import MIB
+from daemons.render.ingest.upload_checks import MIB, read_file_meta
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
-from tests.render.synthetic import dataset, to_bytes
+from tests.render.synthetic import big_endian_copy, dataset, to_bytes
 
 FINAL_WITHIN_S = 10.0  # a generous bound: an answer later than this means the listener hung
 
@@ -223,6 +234,49 @@ def test_a_query_naming_another_model_than_its_context_and_a_create_naming_a_sto
     still_serving(hostile)
 
 
+def _wrong_request(kind: str, named: str) -> Any:
+    """A well-formed request of `kind` naming `named` as its SOP class."""
+    identifier = io.BytesIO(encode(query(QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.826.0.1.35.3"), False, True))
+    request = {"C_FIND": C_FIND, "C_MOVE": C_MOVE, "C_ECHO": C_ECHO, "N_CREATE": N_CREATE}[kind]()
+    request.MessageID, request.AffectedSOPClassUID = 9, named
+    if kind in ("C_FIND", "C_MOVE"):
+        request.Priority, request.Identifier = 2, identifier
+    if kind == "C_MOVE":
+        request.MoveDestination = "STALL"
+    if kind == "N_CREATE":
+        request.AttributeList = identifier
+    return request
+
+
+@pytest.mark.parametrize("kind, named, context", [
+    ("C_FIND", StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
+    ("C_MOVE", StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
+    ("C_FIND", StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet),
+    ("C_ECHO", StudyRootQueryRetrieveInformationModelFind, Verification),
+    ("N_CREATE", StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet),
+    ("C_FIND", ModalityWorklistInformationFind, StudyRootQueryRetrieveInformationModelFind),
+])
+def test_a_request_its_query_retrieve_context_does_not_serve_aborts_with_its_reason(hostile, caplog, kind, named,
+                                                                                      context):
+    """A C-FIND naming the Study Root GET model on its GET context (or a C-MOVE there, a C-ECHO or
+    N-CREATE naming a Q/R model) made pynetdicom's Query/Retrieve service raise: an ERROR with its
+    traceback, the association aborted, audited with an empty reason. Now it is aborted as one naming
+    Verification or a storage class is: a warning, the reason audited, no traceback."""
+    assoc = associate(hostile.dicom_port, (context, [ExplicitVRLittleEndian]))
+    accepted = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == context)
+    try:
+        assoc.dimse.send_msg(_wrong_request(kind, named), accepted.context_id)
+    finally:
+        wait_aborted(hostile, assoc)
+    reason = (f"a {kind} naming {UID(named).name} on a presentation context of {UID(context).name}: no service of "
+              "the node serves it")
+    assert audit_rows(hostile, "dicom.abort") == [("dicom.abort", reason)]
+    assert reason in [record.getMessage().split("aborted, ", 1)[-1] for record in caplog.records
+                      if record.levelno == logging.WARNING]
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
+    still_serving(hostile)
+
+
 @pytest.mark.parametrize(("context_syntax", "implicit"), [(ExplicitVRLittleEndian, True),
                                                          (ImplicitVRLittleEndian, False)])
 def test_a_store_not_encoded_in_its_context_syntax_is_refused(hostile, context_syntax, implicit):
@@ -240,6 +294,40 @@ def test_a_store_not_encoded_in_its_context_syntax_is_refused(hostile, context_s
         assoc.release()
     assert models(hostile).catalogue.Instance.select().count() == 1
     assert [detail.split(" ")[1] for _, detail in audit_rows(hostile, "dicom.store_refused")] == ["not_dicom:"]
+    still_serving(hostile)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+                                    DeflatedExplicitVRLittleEndian])
+def test_a_store_whose_data_set_carries_file_meta_is_refused_and_stored_files_name_their_context_syntax(
+        hostile, syntax):
+    """PS3.10 7.1 / PS3.7 6.3.1: a DIMSE data set holds no group 0002. The node wrote its own file meta
+    followed by the peer's bytes, so a (0002,0010) naming MPEG-2 ahead of a native CT joined the
+    file meta, pydicom kept the last Transfer Syntax UID, and the CT was answered 0x0000 and filed as
+    stored-only MPEG-2, its pixel data never checked. Now 0xC000, audited, nothing stored; the same
+    data set without it is stored under the presentation context's syntax."""
+    ds = dataset(series="1.2.826.0.1.31.10")
+    if syntax == ExplicitVRBigEndian:
+        _, ds = big_endian_copy(to_bytes(ds))
+    implicit, little, deflated = syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+    smuggled = copy.deepcopy(ds)
+    smuggled.TransferSyntaxUID = MPEG2MPML
+    assoc = associate(hostile.dicom_port, (CTImageStorage, [syntax]))
+    try:
+        request = C_STORE()
+        request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+        request.DataSet = io.BytesIO(encode(smuggled, implicit, little, deflated))
+        assert exchange(assoc, request, CTImageStorage) == [0xC000]
+        assert models(hostile).catalogue.Instance.select().count() == 0
+        [(_, detail)] = audit_rows(hostile, "dicom.store_refused")
+        assert detail.startswith(f"sop_instance_uid={ds.SOPInstanceUID} not_dicom:") and "(0002,0010)" in detail
+        request.DataSet = io.BytesIO(encode(ds, implicit, little, deflated))
+        assert exchange(assoc, request, CTImageStorage) == [0x0000]
+    finally:
+        assoc.release()
+    row = models(hostile).catalogue.Instance.get()
+    stored = hostile.app.extensions["sivr_node"].store.read_file(row.series_id, row.blob, row.sha256)
+    assert read_file_meta(stored)[0] == syntax
     still_serving(hostile)
 
 
@@ -339,6 +427,43 @@ def test_a_store_whose_data_set_outgrows_the_upload_limit_is_aborted_as_it_arriv
     still_serving(limited)
 
 
+@pytest.mark.parametrize("request_class, model", [
+    (C_FIND_RQ, StudyRootQueryRetrieveInformationModelFind),
+    (C_GET_RQ, StudyRootQueryRetrieveInformationModelGet),
+    (C_MOVE_RQ, StudyRootQueryRetrieveInformationModelMove),
+])
+def test_an_identifier_that_outgrows_its_bound_is_aborted_as_it_arrives(hostile, request_class, model):
+    """A C-FIND, C-GET or C-MOVE identifier could be as large as a C-STORE data set (the upload limit,
+    2 GiB), held whole outside the upload memory and then copied: a 300 MiB one took the node from
+    255 MB to 869 MB. Now the association is aborted once the message holds more than
+    OTHER_MESSAGE_MAX, long before the peer is done, audited with the reason; the longest UID list
+    the matching takes still fits."""
+    longest = query(QueryRetrieveLevel="SERIES", StudyInstanceUID="1." * 31 + "1",
+                    SeriesInstanceUID=["1." * 31 + "1"] * matching.UID_LIST_MAX)
+    assert len(encode(longest, True, True)) < OTHER_MESSAGE_MAX  # implicit VR: explicit VR holds 64 KiB a value
+    assoc = associate(hostile.dicom_port, (model, [ExplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model)
+    request = {C_FIND_RQ: C_FIND, C_GET_RQ: C_GET, C_MOVE_RQ: C_MOVE}[request_class]()
+    request.MessageID, request.Priority, request.AffectedSOPClassUID = 7, 2, model
+    request.Identifier = io.BytesIO(encode(query(QueryRetrieveLevel="STUDY"), False, True))  # one follows
+    if isinstance(request, C_MOVE):
+        request.MoveDestination = "STALL"
+    message = request_class()
+    message.primitive_to_message(request)
+    fragment = bytes(128 * 1024)
+    sent = 0
+    assert send_raw(assoc, pdu(context.context_id, 0x03, encode(message.command_set, True, True)))
+    while sent < 64 * MIB and not assoc.is_aborted and send_raw(assoc, pdu(context.context_id, 0x00, fragment)):
+        sent += len(fragment)
+        time.sleep(0.01)  # a peer's pace: the node's answer has time to arrive
+    wait_aborted(hostile, assoc)
+    assert sent < OTHER_MESSAGE_MAX + 4 * MIB, f"the node took {sent // MIB} MiB of an identifier"
+    reason = (f"a {request_class.__name__} (command set and identifier) of over {OTHER_MESSAGE_MAX // MIB} MiB: "
+              "only a C-STORE data set may be larger")
+    assert audit_rows(hostile, "dicom.abort") == [("dicom.abort", reason)]
+    still_serving(hostile)
+
+
 def test_a_pdu_longer_than_the_node_advertises_is_refused_before_it_is_read(hostile):
     """pynetdicom reads a PDU whole, whatever length its header claims (up to 4 GiB), and does not
     hold peers to the maximum the node advertised. The node advertises MAXIMUM_PDU_SIZE (1 MiB),
@@ -359,6 +484,32 @@ def test_a_pdu_longer_than_the_node_advertises_is_refused_before_it_is_read(host
         ("dicom.abort", f"a PDU of {pdu_length} bytes, over the maximum of {MAXIMUM_PDU_SIZE}")]
     assert send_store(hostile.dicom_port, ds) == 0x0000
     assert models(hostile).catalogue.Instance.select().count() == 1
+    still_serving(hostile)
+
+
+def test_a_requestor_announcing_pdus_under_the_minimum_is_rejected_and_audited(hostile, caplog):
+    """Nothing checked the requestor's Maximum Length Received: at 1 to 6 bytes pynetdicom raised in
+    the node (an ERROR with its traceback, an unexplained abort); at 7 a C-GET of one 527 KB instance
+    took 46 s and 9.6 s of the node's CPU. Under the node's floor, MINIMUM_PEER_PDU_SIZE, it is now
+    rejected (A-ASSOCIATE-RJ, rejected-permanent, service provider (ACSE)) and audited with why;
+    0 (no limit) and the floor itself associate."""
+    for announced in (1, 7, MINIMUM_PEER_PDU_SIZE - 1):
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", hostile.dicom_port, ae_title=SCP, max_pdu=announced)
+        assert assoc.is_rejected, announced
+        answer = assoc.acceptor.primitive
+        assert (answer.result, answer.result_source, answer.diagnostic) == (0x01, 0x02, 0x01)
+    assert [detail for _, detail in audit_rows(hostile, "dicom.reject")] == [
+        f"a Maximum Length Received of {announced} bytes, under the minimum of {MINIMUM_PEER_PDU_SIZE} (0 for no "
+        "limit)" for announced in (1, 7, MINIMUM_PEER_PDU_SIZE - 1)]
+    for announced in (0, MINIMUM_PEER_PDU_SIZE):
+        ae = AE(ae_title=CALLER)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", hostile.dicom_port, ae_title=SCP, max_pdu=announced)
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000, announced
+        assoc.release()
+    assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
     still_serving(hostile)
 
 
@@ -584,6 +735,42 @@ def test_a_get_caller_that_aborts_half_way_is_audited_and_frees_its_thread(hosti
     while len(hostile.app.extensions["sivr_dimse"].servers[0].active_associations) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not hostile.app.extensions["sivr_dimse"].servers[0].active_associations
+    still_serving(hostile)
+
+
+def test_a_get_sub_operation_answered_for_another_instance_fails_alike_in_the_response_and_the_audit(hostile):
+    """A C-GET caller whose C-STORE-RSP names another Affected SOP Instance UID than the one sent
+    (PS3.7 9.3.1.2: if present, the request's) was counted by pynetdicom from the status (completed)
+    and audited by the UID it named (failed): the final response said 3 completed, the audit
+    completed=0 failed=3. Such a response does not say the instance sent was stored: it fails its
+    sub-operation in both, keyed by the instance sent, and the Failed SOP Instance UID List names it."""
+    series = "1.2.826.0.1.34.2"
+    files = [(f"{n}.dcm", to_bytes(dataset(series=series, position=float(n)))) for n in range(3)]
+    assert hostile.upload(files).status_code == 201
+    received: list[str] = []
+
+    def on_store(event: Any) -> Dataset:
+        """Answers success, for the first instance naming another one."""
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        answer = Dataset()
+        answer.Status = 0x0000
+        answer.AffectedSOPInstanceUID = "1.2.826.0.1.34.99" if len(received) == 1 else received[-1]
+        return answer
+
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", hostile.dicom_port, ae_title=SCP,
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    final, identifier = list(assoc.send_c_get(query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=series),
+                                              StudyRootQueryRetrieveInformationModelGet))[-1]
+    assoc.release()
+    assert len(received) == 3 and final.Status == 0xB000  # sub-operations complete, one or more failed
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert identifier.FailedSOPInstanceUIDList == received[0]
+    assert [detail for _, detail in audit_rows(hostile, "dicom.get")] == [
+        "level=SERIES instances=3 completed=2 warning=0 failed=1"]
     still_serving(hostile)
 
 

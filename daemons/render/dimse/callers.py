@@ -36,6 +36,8 @@ AE_TITLE_MAX = 16
 AE_TITLE_RULE = f"1 to {AE_TITLE_MAX} printable ASCII characters, no backslash"
 #: A-ASSOCIATE-RJ: rejected-permanent, by the service user, calling AE title not recognised (PS3.8 9.3.4).
 REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
+#: A-ASSOCIATE-RJ: by the service provider (ACSE related function), no reason given (PS3.8 9.3.4).
+SERVICE_PROVIDER_ACSE, NO_REASON_GIVEN = 0x02, 0x01
 #: Why the node rejected an association itself, for its audit entry (`rejection_reason`).
 _reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
 
@@ -80,14 +82,22 @@ class Callers:
         except Exception:  # pynetdicom would log it and negotiate: a failing check must refuse, not admit
             log.exception("checking the DICOM caller %r from %s failed", title, assoc.requestor.address)
             reason = f"calling AE title {title!r}: its address could not be checked"
-        if reason is None:
-            return
-        log.warning("DICOM association from %s rejected: %s", assoc.requestor.address, reason)
-        note_rejection(assoc, reason)
-        assoc.requestor.ae_title = title  # who is audited (set by pynetdicom's negotiation, skipped here)
-        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
+        if reason is not None:
+            reject(assoc, reason, SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+
+
+def reject(assoc: Association, reason: str, source: int, diagnostic: int) -> None:
+    """From an EVT_REQUESTED handler: A-ASSOCIATE-RJ, rejected-permanent, with `source` and `diagnostic`
+    (PS3.8 9.3.4), as pynetdicom rejects (the answer sent, EVT_REJECTED for the audit with `reason` and
+    the metrics, the association ended, never negotiated)."""
+    log.warning("DICOM association from %s rejected: %s", assoc.requestor.address, reason)
+    note_rejection(assoc, reason)
+    request = assoc.requestor.primitive
+    assert request is not None, "EVT_REQUESTED is signalled once the A-ASSOCIATE-RQ has been read"
+    assoc.requestor.ae_title = str(request.calling_ae_title).strip()  # who is audited (negotiation is skipped)
+    assoc.acse.send_reject(REJECTED_PERMANENT, source, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def note_rejection(assoc: Association, reason: str) -> None:

@@ -18,8 +18,12 @@ from typing import Any
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -35,6 +39,12 @@ from daemons.render.statuses import (
 
 STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
                      StudyRootQueryRetrieveInformationModelMove)
+#: The one request a presentation context of each query/retrieve information model serves (PS3.4 C.4).
+MODEL_REQUESTS: dict[str, type] = {
+    PatientRootQueryRetrieveInformationModelFind: C_FIND, StudyRootQueryRetrieveInformationModelFind: C_FIND,
+    PatientRootQueryRetrieveInformationModelGet: C_GET, StudyRootQueryRetrieveInformationModelGet: C_GET,
+    PatientRootQueryRetrieveInformationModelMove: C_MOVE, StudyRootQueryRetrieveInformationModelMove: C_MOVE,
+}
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ memory for every association and the HTTP API. Here, as the bytes arrive:
   a longer one is refused from its header, before its body is read (A-ABORT, connection closed);
 - once the DIMSE message in progress (command set and data set) holds more than the node's upload
   limit, the association is aborted: a data set that size would be refused when complete anyway,
-  and answering it 0xA700 would mean receiving, and holding, the rest of it first.
+  and answering it 0xA700 would mean receiving, and holding, the rest of it first;
+- a message other than a C-STORE-RQ (a C-FIND, C-GET or C-MOVE identifier) is aborted alike once it
+  holds more than OTHER_MESSAGE_MAX: only a C-STORE's data set counts in the upload memory below.
 
 A message in progress thus holds at most the upload limit and a PDU; and each C-STORE's data set
 counts in the process's memory for bodies being stored (`ingest.upload_memory`) from its arrival
@@ -29,14 +31,19 @@ from collections.abc import Callable
 from io import BytesIO
 from typing import Any, NoReturn, cast
 
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_CANCEL_RQ, C_STORE_RQ
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_CANCEL_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dsutils import decode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 from pynetdicom.transport import AssociationSocket
 
+from daemons.render.dimse.callers import NO_REASON_GIVEN, SERVICE_PROVIDER_ACSE, reject
+from daemons.render.dimse.identifiers import MODEL_REQUESTS
 from daemons.render.ingest.upload_checks import MIB
 from daemons.render.ingest.upload_memory import Reservation, UploadMemory, UploadMemoryFull
 
@@ -44,6 +51,21 @@ log = logging.getLogger(__name__)
 # 1 MiB: large enough that a peer sends a data set in few PDUs (pynetdicom's default, 16 KiB, means
 # 64 PDUs a MiB), small enough that a PDU costs the node little while it is read and decoded
 MAXIMUM_PDU_SIZE = MIB
+#: The most a DIMSE message other than a C-STORE-RQ (its command set and data set: a C-FIND, C-GET
+#: or C-MOVE identifier, a command set still arriving) may hold. An identifier is a few hundred
+#: bytes; 4 MiB takes the longest UID list the matching accepts (`matching.UID_LIST_MAX`, 50,000
+#: UIDs of up to 64 characters) and its other keys. Only a C-STORE's data set may grow to the upload
+#: limit, counted in the upload memory; an identifier of up to that limit (2 GiB) was held whole,
+#: outside it, then copied to be read.
+OTHER_MESSAGE_MAX = 4 * MIB
+#: The smallest Maximum Length Received a requestor may announce (0 means no limit). pynetdicom
+#: fragments what it sends to fit the peer's PDUs: at 1 to 6 bytes (a PDV's header alone is 6) it
+#: failed with a traceback and aborted, unexplained; at 7 a C-GET of one 527 KB instance took 46 s
+#: and 9.6 s of the node's CPU (a PDU, and its thread's work, every byte). At this floor the same
+#: C-GET costs 0.14 s of CPU against 0.09 s at 16 KiB; PS3.8 sets none, and a peer with small PDUs
+#: (a test tool, an embedded device) is still served. A smaller one is rejected
+#: (`refuse_small_pdus`): sending larger PDUs than the peer can receive would break the protocol.
+MINIMUM_PEER_PDU_SIZE = 128
 INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
 COMMAND, LAST = 0x01, 0x02  # a PDV's message control header (PS3.8 E.2)
 RESPONSE = 0x8000  # the Command Field bit of a response
@@ -147,6 +169,19 @@ class BoundedSocket(AssociationSocket):
         raise OSError(f"association aborted: {reason}")
 
 
+def refuse_small_pdus(event: Any) -> None:
+    """EVT_REQUESTED: reject a requestor whose Maximum Length Received is under MINIMUM_PEER_PDU_SIZE
+    (A-ASSOCIATE-RJ, rejected-permanent, service provider (ACSE), no reason given; audited with the
+    reason), unless another check rejected it already. Raising the peer's to the floor instead would
+    send PDUs it said it cannot receive."""
+    assoc = event.assoc
+    announced = assoc.requestor.primitive.maximum_length_received
+    if assoc.is_rejected or not announced or announced >= MINIMUM_PEER_PDU_SIZE:
+        return
+    reject(assoc, f"a Maximum Length Received of {announced} bytes, under the minimum of {MINIMUM_PEER_PDU_SIZE} "
+                  "(0 for no limit)", SERVICE_PROVIDER_ACSE, NO_REASON_GIVEN)
+
+
 def bound_pdus(event: Any) -> None:
     """On EVT_CONN_OPEN, before the association reads anything: its socket becomes a BoundedSocket
     (pynetdicom's server builds the socket itself and offers no way to choose its class)."""
@@ -226,10 +261,38 @@ class CommandCheck:
         missing = [keyword for keyword in primitive.REQUEST_KEYWORDS if getattr(primitive, keyword) is None]
         if missing:
             CommandCheck._abort(assoc, f"a {type(primitive).__name__} request without its {', '.join(missing)}")
+            return
+        unserved = CommandCheck._unserved(assoc, message.context_id, primitive)
+        if unserved:
+            # pynetdicom queues the message once this returns, and its reactor may take it before the abort
+            # stops it: on no presentation context, its service is never run (pynetdicom logs it and aborts)
+            message.context_id = None
+            CommandCheck._abort(assoc, unserved, "no service of the node serves it")
 
     @staticmethod
-    def _abort(assoc: Association, problem: str) -> None:
-        reason = f"{problem}: not a valid DIMSE request"
+    def _unserved(assoc: Association, context_id: int, primitive: Any) -> str | None:
+        """What is wrong with a request that pynetdicom hands to its Query/Retrieve service (it names a
+        query/retrieve SOP class) on a presentation context that does not serve its kind: a C-FIND
+        naming a GET model on a GET context, a C-MOVE on a GET context, a C-ECHO or N-CREATE naming a
+        Q/R model. That service raised (an ERROR with its traceback, the association aborted with no
+        reason audited). Like the listener's `_abort_other_service` for Verification and Storage. A
+        request of its context's own kind naming another model is refused by its handler (0x0122)."""
+        named = getattr(primitive, "AffectedSOPClassUID", None) or getattr(primitive, "RequestedSOPClassUID", None)
+        context = assoc._accepted_cx.get(context_id)
+        if named is None or context is None:  # pynetdicom drops, or aborts for, a request with neither
+            return None
+        served = uid_to_service_class(named)
+        if not issubclass(served, QueryRetrieveServiceClass):
+            return None
+        abstract = str(context.abstract_syntax)
+        if served is QueryRetrieveServiceClass and MODEL_REQUESTS.get(abstract) is type(primitive):
+            return None
+        kind = type(primitive).__name__
+        return f"a {kind} naming {UID(named).name} on a presentation context of {UID(abstract).name}"
+
+    @staticmethod
+    def _abort(assoc: Association, problem: str, why: str = "not a valid DIMSE request") -> None:
+        reason = f"{problem}: {why}"
         log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
         note_abort(assoc, reason)
         assoc.abort()
@@ -244,12 +307,20 @@ def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
     return message.encoded_command_set.tell() + cast(BytesIO, message.data_set).tell() + pdu.pdu_length
 
 
+def other_message_kind(message: DIMSEMessage | None) -> str:
+    """What a DIMSE message other than a C-STORE-RQ is, for the reason its abort is audited with."""
+    if message is None or type(message) is DIMSEMessage:  # pynetdicom types it once its command set is whole
+        return "DIMSE command set"
+    return f"{type(message).__name__} (command set and identifier)"
+
+
 class MessageLimit:
     """Bounds the DIMSE messages each association makes the process hold, from pynetdicom's events on
     the thread that reads the association's PDUs (EVT_PDU_RECV before a PDU is added to the message
     in progress, EVT_DIMSE_RECV when a message is complete, before it is queued for its handler):
 
-    - a message that outgrows `max_bytes` (the node's upload limit) aborts its association;
+    - a message that outgrows `max_bytes` (the node's upload limit), or OTHER_MESSAGE_MAX when it is
+      no C-STORE-RQ, aborts its association;
     - a C-STORE's data set holds its own room in the process's `UploadMemory`, shared with the HTTP
       uploads, from its PDUs' arrival (a data set in one PDU with its command: when complete) until
       its handler is done with it (`take`, then the handler releases it). A peer that sends data sets
@@ -297,6 +368,12 @@ class MessageLimit:
         size = message_bytes(assoc, event.pdu)
         message = assoc.dimse.message
         storing = isinstance(message, C_STORE_RQ)  # its command set is complete: the data set is arriving
+        # one PDU (at most MAXIMUM_PDU_SIZE, under this bound) may end a C-STORE's command set and start its
+        # data set before the message is known as a C-STORE: it is never taken for another message
+        if not storing and size > OTHER_MESSAGE_MAX:
+            self._abort(event, message, f"a {other_message_kind(message)} of over {OTHER_MESSAGE_MAX // MIB} MiB: "
+                        "only a C-STORE data set may be larger", "")
+            return
         if size > self.max_bytes:
             self._abort(event, message, f"a DIMSE message over the upload limit of {self.max_bytes // MIB} MiB",
                         f"over_limits: the data set is over this node's limit of {self.max_bytes // MIB} MiB"

@@ -47,8 +47,6 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.events import EventHandlerType
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # these UIDs are generated at import time (sop_class._generate_sop_classes): mypy cannot see them
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -58,8 +56,9 @@ from daemons.render.dimse import admission
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.callers import parse_callers, rejection_reason
 from daemons.render.dimse.connections import AssociationConnections
+from daemons.render.dimse.file_meta import stored_file
 from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
-from daemons.render.dimse.identifiers import foreign_sop_class, read_identifier, refusal
+from daemons.render.dimse.identifiers import MODEL_REQUESTS, foreign_sop_class, read_identifier, refusal
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
     CommandCheck,
@@ -68,11 +67,12 @@ from daemons.render.dimse.limits import (
     aborting,
     free_unassociated,
     note_abort,
+    refuse_small_pdus,
     wait_for_peer_from_now,
 )
 from daemons.render.dimse.metrics import DimseMetrics
 from daemons.render.dimse.refusal_audit import RefusalAudit
-from daemons.render.dimse.retrieve import RETRIEVE_MODELS, Retrieval, no_delay, parse_destinations
+from daemons.render.dimse.retrieve import Retrieval, no_delay, parse_destinations
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.ingest.service import Actor, Ingest
 from daemons.render.ingest.upload_checks import UploadError, check_encoding
@@ -215,9 +215,7 @@ class Listener:
             # both roles: a peer sends to the node (C-STORE), or receives from it within its C-GET
             ae.add_supported_context(context.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
         ae.add_supported_context(Verification, QUERY_SYNTAXES)
-        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
-        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
-        for model in RETRIEVE_MODELS:
+        for model in MODEL_REQUESTS:  # C-FIND, C-GET and C-MOVE, patient and study root
             ae.add_supported_context(model, QUERY_SYNTAXES)
         destinations = parse_destinations(config)
         tls_client = (dimse_tls.client_context(config)
@@ -236,6 +234,7 @@ class Listener:
             (evt.EVT_C_MOVE, retrieval.on_move),
             (evt.EVT_ACCEPTED, self._guard(lambda event: self._audit(event, "dicom.associate"))),
             (evt.EVT_REQUESTED, callers.check),
+            (evt.EVT_REQUESTED, refuse_small_pdus),
             (evt.EVT_REJECTED, self._guard(self._audit_refusal)),
             (evt.EVT_ABORTED, self._guard(lambda event: self._audit(event, "dicom.abort",
                                                                      detail=abort_reason(event.assoc)))),
@@ -374,7 +373,7 @@ class Listener:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance}: {foreign}")
             return SOP_CLASS_NOT_SUPPORTED
         try:
-            raw = event.encoded_dataset(include_meta=True)
+            raw = stored_file(event)
             check_encoding(sop_instance, raw)
             self.ingest.add([(sop_instance, raw)], self._actor(event), expected_sop_class=sop_class,
                             expected_sop_instance=sop_instance)

@@ -33,10 +33,6 @@ from pynetdicom import StoragePresentationContexts, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
@@ -55,8 +51,6 @@ log = logging.getLogger(__name__)
 
 MAX_CONTEXTS = 128  # presentation contexts in one association (PS3.8 9.3.2.2: odd ids 1..255)
 
-RETRIEVE_MODELS = (PatientRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelMove,
-                   StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove)
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 Audit = Callable[[Any, str, "str | None", str], None]
@@ -103,29 +97,36 @@ def parse_destinations(config: Config) -> dict[str, Destination]:
 
 @dataclass
 class Outcomes:
-    """The C-STORE responses of one retrieval's sub-operations, by SOP Instance UID."""
+    """The C-STORE responses of one retrieval's sub-operations, by the SOP Instance UID sent."""
 
     statuses: dict[str, int] = field(default_factory=dict)
     sending: str = ""  # the instance of the sub-operation in progress (they run one at a time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def on_message(self, event: Any) -> None:
-        """EVT_DIMSE_RECV handler of the association the sub-operations run on. A C-STORE-RSP status
-        that is no storage success, warning or failure (0xFE00 Cancel, a pending or unknown code)
-        becomes 0xC000 before pynetdicom reads it: it counts such a sub-operation as none of
-        completed, warning and failed, and a retrieval that stored nothing would end in success."""
+        """EVT_DIMSE_RECV handler of the association the sub-operations run on: the outcome of the
+        instance being sent (they run one at a time), as pynetdicom will count it in the C-GET or
+        C-MOVE response. Before pynetdicom reads it, the response's status becomes 0xC000 (failed)
+        when it is no storage success, warning or failure (0xFE00 Cancel, a pending or unknown
+        code: pynetdicom counts such a sub-operation as none of completed, warning and failed, and
+        a retrieval that stored nothing would end in success), or when the response names another
+        instance than the one sent (`answers_another`)."""
         if type(event.message).__name__ != "C_STORE_RSP":
             return
         command = event.message.command_set
         status = int(command.Status)
-        if STORAGE_SERVICE_CLASS_STATUS.get(status, ("",))[0] not in SUB_OPERATION_RESULTS:
+        with self.lock:
+            sending = self.sending
+        named = answers_another(command, sending)
+        if named is not None:
+            log.info("the peer answered the C-STORE sub-operation of %s naming %s: counted as failed", sending, named)
+            status = command.Status = CANNOT_UNDERSTAND
+        elif STORAGE_SERVICE_CLASS_STATUS.get(status, ("",))[0] not in SUB_OPERATION_RESULTS:
             log.info("the peer answered a C-STORE sub-operation with 0x%04X, no storage status: counted as failed",
                      status)
             status = command.Status = CANNOT_UNDERSTAND
         with self.lock:
-            # the response's Affected SOP Instance UID is optional (PS3.7 9.3.1.2)
-            uid = str(command.get("AffectedSOPInstanceUID") or self.sending)
-            self.statuses[uid] = status
+            self.statuses[sending] = status
 
     def of(self, sop_instance_uid: str) -> str:
         """completed, warning or failed, as pynetdicom counted it (a sub-operation never answered,
@@ -135,6 +136,19 @@ class Outcomes:
         if status is None:
             return "failed"
         return SUB_OPERATION_RESULTS[STORAGE_SERVICE_CLASS_STATUS[status][0]]
+
+
+def answers_another(command: Dataset, sending: str) -> str | None:
+    """The other SOP Instance UID a C-STORE-RSP names than the instance sent, or None. Its Affected
+    SOP Instance UID is optional but, when present, the one of the request (PS3.7 9.3.1.2, "U(=)").
+    A response naming another instance does not say the one sent was stored: its sub-operation
+    counts as failed (PS3.4 C.4.2, C.4.3: the counts are those of the sub-operations), in the final
+    response's counts and its Failed SOP Instance UID List as in the audit, so that the caller
+    knows to retrieve it again. Keyed by what was sent, never by what the peer named: a peer naming
+    one instance for all of them made the audit say completed=0 failed=24 while the final C-GET-RSP
+    said 24 completed."""
+    named = str(command.get("AffectedSOPInstanceUID") or "")
+    return named if named and named != sending else None
 
 
 class Receiver:
