@@ -78,3 +78,36 @@ def test_files_it_cannot_read_give_null(tmp_path):
     # a file cut inside its header names no patient (empty values), never another one
     assert read([truncated], tmp_path)[0] in (None, {"name": "", "patient_id": "", "issuer": "", "birth_date": "",
                                                     "sex": ""})
+
+
+def _nested(depth: int, implicit: bool) -> bytes:
+    """`depth` sequences of undefined length, each holding one item of undefined length, before the
+    patient module: (0008,1140) SQ, then (FFFE,E000) item, each level; the delimiters after."""
+    tag = b"\x08\x00\x40\x11" + (b"\x00\x00\x00\x00" if implicit else b"SQ\x00\x00")
+    opening = tag[:4] + b"\xff\xff\xff\xff" if implicit else tag + b"\xff\xff\xff\xff"
+    item, item_end, sequence_end = (b"\xfe\xff\x00\xe0\xff\xff\xff\xff", b"\xfe\xff\x0d\xe0\x00\x00\x00\x00",
+                                    b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    return (opening + item) * depth + (item_end + sequence_end) * depth
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_sequences_nested_beyond_any_call_stack_are_walked(tmp_path, implicit):
+    """A crafted file nesting 200,000 sequences before its patient: the walk recursed once a level
+    and ran past the call stack (a RangeError the upload form never showed); it now reads the patient
+    after them, or null when they run past what is read."""
+    ds = pydicom.dcmread(DEMO_CT, stop_before_pixels=True)
+    ds.PatientName = "DOE^JANE"
+    syntax = ImplicitVRLittleEndian if implicit else ds.file_meta.TransferSyntaxUID
+    ds.file_meta.TransferSyntaxUID = syntax
+    plain = tmp_path / "plain.dcm"
+    ds.save_as(plain, enforce_file_format=True, implicit_vr=implicit, little_endian=True)
+    data = plain.read_bytes()
+    start = data.index(b"\x10\x00\x10\x00")  # (0010,0010): the nesting goes before the patient module
+    paths = []
+    for depth in (3, 100_000, 200_000):
+        path = tmp_path / f"deep-{depth}.dcm"
+        path.write_bytes(data[:start] + _nested(depth, implicit) + data[start:])
+        paths.append(path)
+    found = read(paths, tmp_path)
+    assert found[0]["name"] == found[1]["name"] == "DOE^JANE"
+    assert found[2] is None  # 4.8 MB of nesting: beyond what the reader reads (LAST_READ), not a patient

@@ -13,6 +13,10 @@ const UNDEFINED = 0xffffffff;
 const PATIENT = { 0x0010: "name", 0x0020: "patient_id", 0x0021: "issuer", 0x0030: "birth_date", 0x0040: "sex" };
 const FIRST_READ = 64 * 1024;
 const LAST_READ = 4 * 1024 * 1024;
+const SEQUENCE = 0;
+const ITEM = 1;
+/** What ends a sequence (FFFE,E0DD) and an item (FFFE,E00D) of undefined length. */
+const DELIMITER = [0xe0dd, 0xe00d];
 
 /** Ran past the bytes read: read more of the file and walk again. */
 class Short extends Error {}
@@ -64,21 +68,27 @@ class Walker {
     return out;
   }
 
-  /** Step over a value, including a sequence of undefined length (its items walked to their delimiters). */
+  /** Step over a value, including a sequence of undefined length: its items and their elements are
+   *  walked to their delimiters with a stack of what the walk is in, not by recursion (a crafted file
+   *  nesting 200,000 sequences in its 4 MiB ran past the browser's call stack, and the upload form
+   *  said nothing). */
   skip(item) {
     if (item.length !== UNDEFINED) {
       this.need(item.length);
       this.pos += item.length;
       return;
     }
-    for (;;) { // items until the sequence delimiter (FFFE,E0DD)
+    const open = [SEQUENCE];
+    while (open.length) {
+      const inside = open[open.length - 1];
       const next = this.header();
-      if (next.group === 0xfffe && next.element === 0xe0dd) return;
-      if (next.length !== UNDEFINED) { this.skip(next); continue; }
-      for (;;) { // an item of undefined length: elements until the item delimiter (FFFE,E00D)
-        const inner = this.header();
-        if (inner.group === 0xfffe && inner.element === 0xe00d) break;
-        this.skip(inner);
+      if (next.group === 0xfffe && next.element === DELIMITER[inside]) {
+        open.pop();
+      } else if (next.length !== UNDEFINED) {
+        this.need(next.length);
+        this.pos += next.length;
+      } else { // a sequence's item of undefined length, or an item's sequence of undefined length
+        open.push(inside === SEQUENCE ? ITEM : SEQUENCE);
       }
     }
   }

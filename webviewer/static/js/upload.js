@@ -140,6 +140,8 @@ export async function uploadView(ctx, patientId) {
     submit.disabled = true;
     try {
       job.identity = await identityFor(job.files);
+    } catch (err) {
+      return showFormError(`Not uploaded: ${ctx.describeError(err)}`);
     } finally {
       submit.disabled = false;
     }
