@@ -35,7 +35,8 @@ from admin_gui.screens.node_health import NodeHealthScreen
 from admin_gui.screens.nodes import NodesScreen
 from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
-from admin_gui.widgets import one_line, plain_label
+from admin_gui.server_text import one_line
+from admin_gui.widgets import plain_label
 from admin_gui.workers import TaskRunner
 from shared.roles import Principal, is_admin
 

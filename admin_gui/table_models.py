@@ -32,6 +32,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtGui import Qt as GuiQt
 
+from admin_gui.server_text import one_line, tooltip_text
+
 #: Role giving `(used, budget)` to the memory bar delegate of the node health table.
 BAR_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -174,11 +176,11 @@ class ResourceTableModel(QAbstractTableModel):
     def _data(self, row_number: int, column_number: int, role: int) -> Any:
         row = self._rows[row_number]
         column = self.columns[column_number]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return column.text(column.value(row))
+        if role == Qt.ItemDataRole.DisplayRole:  # a server's text, as every label shows it
+            return one_line(column.text(column.value(row)))
         if role == Qt.ItemDataRole.ToolTipRole:
             raw = column.value(row)
-            tip = raw if isinstance(raw, str) and raw else column.text(raw)
+            tip = tooltip_text(raw if isinstance(raw, str) and raw else column.text(raw))
             # a tooltip that looks like HTML is rendered as HTML; cell values are other users' text
             return GuiQt.convertFromPlainText(tip) if tip else None
         if role == Qt.ItemDataRole.TextAlignmentRole:

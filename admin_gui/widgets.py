@@ -7,8 +7,6 @@ the dialog like any other widget.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -35,22 +33,13 @@ from PySide6.QtWidgets import (
 )
 
 from admin_gui.api_client import ApiError
+from admin_gui.server_text import one_line
 from admin_gui.table_models import FilterProxyModel, ResourceTableModel
 from admin_gui.workers import TaskRunner
-from shared.shown_text import as_shown, on_one_line
 
 #: Lines of a message banner and of a form's error shown before they scroll (BoundedText).
 BANNER_LINES = 5
 FORM_ERROR_LINES = 8
-#: The most of a server's text `one_line` puts into a sentence: more than any name a server
-#: accepts (200 characters), far less than a hostile server's megabyte "name", laid out whole.
-SHOWN_TEXT_MAX = 256
-#: The other C0 and C1 controls, DEL, and lone surrogates (JSON carries "\ud800"; Qt drops them).
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-#: Bidirectional classes of right-to-left letters and Arabic digits (unicodedata.bidirectional).
-_RIGHT_TO_LEFT = frozenset({"R", "AL", "AN"})
-
-
 def plain_label(text: str = "", object_name: str = "") -> QLabel:
     """A label that shows `text` literally.
 
@@ -62,28 +51,6 @@ def plain_label(text: str = "", object_name: str = "") -> QLabel:
     if object_name:
         label.setObjectName(object_name)
     return label
-
-
-def one_line(value: Any) -> str:
-    """A server's text (a name, a URL, a node's problem) as it may be put into a sentence: on one
-    line, in its place.
-
-    Qt's plain text still obeys the characters that lay text out, and names come from servers
-    and, through them, from other users: a line separator in a node's name (which the servers
-    accepted) wrote statements of its own into the "Remove render node" confirmation, and a
-    right-to-left override turned the rest of a sentence around. So line breaks become a space,
-    other controls U+FFFD, bidirectional embeddings, overrides and isolates U+FFFD as the viewer
-    shows them (`as_shown`), a text with right-to-left letters is isolated (U+2068 … U+2069) so
-    that it cannot reorder the words around it, and one longer than SHOWN_TEXT_MAX ends in "…".
-    A value that is not text (a newer or hostile server's number) is shown as Python writes it.
-    """
-    text = "" if value is None else value if isinstance(value, str) else str(value)
-    if len(text) > SHOWN_TEXT_MAX:
-        text = text[:SHOWN_TEXT_MAX - 1] + "…"
-    text = _CONTROLS.sub("\ufffd", as_shown(on_one_line(text)))
-    if any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text):
-        return f"\u2068{text}\u2069"
-    return text
 
 
 class BoundedText(QScrollArea):

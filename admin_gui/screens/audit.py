@@ -33,8 +33,9 @@ from admin_gui.api_client import INSTITUTION_KEYS, ApiClient, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_uuid
 from admin_gui.screens.base import TableScreen
+from admin_gui.server_text import one_line
 from admin_gui.table_models import AuditModel, PatientsModel
-from admin_gui.widgets import MessageBanner, TablePanel, one_line, plain_label
+from admin_gui.widgets import MessageBanner, TablePanel, plain_label
 from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500

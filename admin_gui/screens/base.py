@@ -15,8 +15,9 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from admin_gui.api_client import ApiError
 from admin_gui.context import ConsoleContext
+from admin_gui.server_text import one_line
 from admin_gui.table_models import ResourceTableModel
-from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm, one_line
+from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm
 
 
 class Screen(QWidget):

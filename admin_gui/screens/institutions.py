@@ -7,8 +7,9 @@ from typing import Any
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import ResourceScreen
+from admin_gui.server_text import one_line
 from admin_gui.table_models import InstitutionsModel
-from admin_gui.widgets import FormDialog, one_line
+from admin_gui.widgets import FormDialog
 from shared.roles import is_system_admin
 
 

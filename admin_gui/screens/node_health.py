@@ -26,8 +26,9 @@ from PySide6.QtWidgets import (
 from admin_gui.api_client import INSTITUTION_KEYS, ApiError
 from admin_gui.context import ConsoleContext
 from admin_gui.screens.base import TableScreen
+from admin_gui.server_text import one_line
 from admin_gui.table_models import BAR_ROLE, STATUS_TEXT, NodeHealthModel, human_bytes, memory_fraction
-from admin_gui.widgets import BoundedText, one_line, plain_label
+from admin_gui.widgets import BoundedText, plain_label
 from shared.roles import may_administer_institution
 
 INTERVALS_S = [5, 10, 15, 30, 60, 300]

@@ -16,8 +16,9 @@ from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import check_required, check_server_url
 from admin_gui.screens.base import TableScreen
+from admin_gui.server_text import one_line
 from admin_gui.table_models import NodesModel
-from admin_gui.widgets import FormDialog, confirm, one_line, plain_label
+from admin_gui.widgets import FormDialog, confirm, plain_label
 from shared.receipts import parse_public_key
 from shared.roles import may_administer_institution
 

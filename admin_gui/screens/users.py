@@ -13,8 +13,9 @@ from admin_gui.form_checks import (
     check_username,
 )
 from admin_gui.screens.base import TableScreen
+from admin_gui.server_text import one_line
 from admin_gui.table_models import UsersModel
-from admin_gui.widgets import FormDialog, confirm, one_line
+from admin_gui.widgets import FormDialog, confirm
 from shared.roles import (
     PHYSICIAN,
     ROLE_LABELS,

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
+    QTableView,
     QWidget,
 )
 
@@ -26,7 +27,9 @@ from admin_gui.screens.node_health import NodeHealthScreen
 from admin_gui.screens.nodes import NodesScreen
 from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
-from admin_gui.widgets import SHOWN_TEXT_MAX, FormDialog, one_line
+from admin_gui.server_text import SHOWN_TEXT_MAX, TOOLTIP_TEXT_MAX, one_line
+from admin_gui.table_models import NodesModel
+from admin_gui.widgets import FormDialog
 from admin_gui.workers import TaskRunner
 
 pytestmark = pytest.mark.gui
@@ -132,8 +135,13 @@ def _node_screen(qtbot, fake_sivr, fake_context, name: str) -> NodesScreen:
 
 
 def _shown_texts(screen) -> list[str]:
-    """Every text the screen and its dialogs show: labels, message boxes, titles, combo boxes."""
+    """Every text the screen and its dialogs show: labels, message boxes, titles, combo boxes, the
+    cells of its tables."""
     texts = [label.text() for label in screen.findChildren(QLabel)]
+    for view in screen.findChildren(QTableView):
+        model = view.model()
+        texts += [model.data(model.index(row, column), Qt.ItemDataRole.DisplayRole) or ""
+                  for row in range(model.rowCount()) for column in range(model.columnCount())]
     texts += [dialog.windowTitle() for dialog in screen.findChildren(QDialog)]
     texts += [combo.itemText(i) for combo in screen.findChildren(QComboBox) for i in range(combo.count())]
     return texts
@@ -287,3 +295,19 @@ def test_a_patient_listed_without_a_textual_id_is_the_picker_s_message(qtbot, fa
     qtbot.waitUntil(lambda: screen.ctx.runner.pending == 0, timeout=WAIT_MS)
     assert "listed at /api/v1/patients an item without id" in screen.picker.banner.text()
     assert screen.picker.table.model.rowCount() == 0
+
+
+def test_a_cell_shows_a_server_s_text_on_one_line_and_its_tooltip_is_bounded(qapp):
+    """A hostile institution server's node named with line separators and an override, its store
+    three million characters: the cells showed both raw (statements of their own in the name, the
+    text after the override reversed), and a hover over the store laid out the whole value as a
+    tooltip, the console frozen for seconds each time."""
+    model = NodesModel()
+    model.set_rows([{"name": SPOOF, "url": "https://10.0.0.9:5003", "store": "x" * 3_000_000,
+                     "created_at": "2026-12-06T06:00:00Z"}])
+    cell = {column: model.index(0, column) for column in range(model.columnCount())}
+    assert model.data(cell[0], Qt.ItemDataRole.DisplayRole) == SPOOF_SHOWN
+    assert len(model.data(cell[2], Qt.ItemDataRole.DisplayRole)) == SHOWN_TEXT_MAX
+    tip = model.data(cell[2], Qt.ItemDataRole.ToolTipRole)
+    assert TOOLTIP_TEXT_MAX <= len(tip) < TOOLTIP_TEXT_MAX + 100  # as Qt's rich text: a few tags around it
+    assert "\u202e" not in model.data(cell[0], Qt.ItemDataRole.ToolTipRole)
