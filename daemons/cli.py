@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
-import json
 import math
 import os
 import sys
@@ -30,15 +29,19 @@ def _toplevel_ops():
 def _object_store(args: argparse.Namespace):
     """`--s3-endpoint`, `--s3-bucket`, `--s3-credentials`: all three or none."""
     from daemons.deployment import ObjectStore
+    from daemons.render.store.s3 import load_credentials
 
     given = [args.s3_endpoint, args.s3_bucket, args.s3_credentials]
     if not any(given):
         return None
     if not all(given):
         raise SystemExit("--s3-endpoint, --s3-bucket and --s3-credentials go together")
-    credentials = json.loads(Path(args.s3_credentials).read_text())
-    return ObjectStore(args.s3_endpoint, args.s3_bucket, credentials["access_key_id"],
-                       credentials["secret_access_key"], ca_file=args.s3_ca or "")
+    path = Path(args.s3_credentials)
+    try:  # the rule of every secret a node loads: only its owner may read it
+        access_key_id, secret_access_key = load_credentials(path)
+    except OSError as exc:
+        raise ConfigError(f"--s3-credentials {path}: cannot read it ({exc.strerror or exc})") from exc
+    return ObjectStore(args.s3_endpoint, args.s3_bucket, access_key_id, secret_access_key, ca_file=args.s3_ca or "")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -380,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "behind a buffering proxy of your own (docs/deployment.md, \"Slow clients\")")
     p.add_argument("--s3-endpoint", help="render stores in an S3 bucket at this endpoint (one prefix per institution)")
     p.add_argument("--s3-bucket", help="the bucket the render nodes share")
-    p.add_argument("--s3-credentials", help='JSON file {"access_key_id", "secret_access_key"} of the S3 user')
+    p.add_argument("--s3-credentials",
+                   help='JSON file {"access_key_id", "secret_access_key"} of the S3 user, readable by its owner only')
     p.add_argument("--s3-ca", help="CA bundle (PEM) of the object store's certificate")
     p.set_defaults(func=cmd_init)
 

@@ -7,6 +7,7 @@ is documented with its default.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -137,8 +138,14 @@ def _coerce(key: Key, value: Any, source: str) -> Any:
         raise ConfigError(
             f"{source}: `{key.dotted}` must be of type {expected.__name__}, got {type(value).__name__}"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every bound (each comparison with it is false): `audit.flush_s = nan` made the
+        # flush thread spin on two cores, `decode.timeout_s = nan` every compressed upload a 500
+        raise ConfigError(f"{source}: `{key.dotted}` must be a finite number, got {value!r}")
     if key.is_path and isinstance(value, list) and not all(isinstance(item, str) and item for item in value):
         raise ConfigError(f"{source}: `{key.dotted}` must be a list of file paths")
+    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{source}: `{key.dotted}` must be a list of strings")
     if key.retired and value != key.default:
         raise ConfigError(f"{source}: {key.dotted} = {_toml_value(value)} is no longer supported: {key.retired}")
     allowed = key.allowed(value)

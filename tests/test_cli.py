@@ -90,9 +90,30 @@ def test_init_without_fronts_has_gunicorn_serve_tls_itself(tmp_path):
     assert not (root / "front").exists()
 
 
+@pytest.mark.parametrize("content, mode, message", [
+    (None, 0o600, "cannot read it"),  # no such file
+    ("[]", 0o600, "must be JSON with access_key_id and secret_access_key"),
+    ("{}", 0o600, "must be JSON with access_key_id and secret_access_key"),
+    ("", 0o600, "must be JSON with access_key_id and secret_access_key"),
+    ('{"access_key_id": "AK", "secret_access_key": "SK"}', 0o644, "readable by its owner only"),
+])
+def test_init_refuses_unusable_s3_credentials_naming_the_file(tmp_path, content, mode, message):
+    """A missing, empty or malformed credentials file was a traceback (or "Expecting value: line 1
+    column 1", naming no file); a copy every local user may read is refused as the node refuses it."""
+    credentials = tmp_path / "s3.json"
+    if content is not None:
+        credentials.write_text(content)
+        credentials.chmod(mode)
+    result = run_sivr("init", "--dir", str(tmp_path / "deploy"), "--s3-endpoint", "https://s3.example.org:8333",
+                      "--s3-bucket", "b", "--s3-credentials", str(credentials))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert str(credentials) in result.stderr and message in result.stderr, result.stderr
+
+
 def test_init_with_an_object_store_gives_each_institution_one_shared_prefix(tmp_path):
     credentials = tmp_path / "s3.json"
     credentials.write_text(json.dumps({"access_key_id": "AK", "secret_access_key": "SK"}))
+    credentials.chmod(0o600)
     root = tmp_path / "deploy"
     result = run_sivr("init", "--dir", str(root), "--institution-name", "North", "--institution-name", "South",
                       "--nodes-per-institution", "2", "--s3-endpoint", "https://s3.example.org:8333",

@@ -48,6 +48,32 @@ def test_wrong_type_is_refused(tmp_path):
         load_config(path, "toplevel", TOPLEVEL_KEYS)
 
 
+@pytest.mark.parametrize("layer, line", [
+    ("render", "[audit]\nflush_s = nan"),  # the flush thread spun on two cores
+    ("render", "[decode]\ntimeout_s = nan"),  # every compressed upload a 500
+    ("render", "[decode]\ntimeout_s = inf"),  # the decoders' wall-clock limit quietly off
+    ("render", "[s3]\nconnect_timeout_s = -nan"),
+])
+def test_a_number_that_is_not_finite_is_refused_naming_the_key(tmp_path, layer, line):
+    """NaN passes every bound, each comparison with it being false."""
+    from daemons.render.settings import KEYS as RENDER_KEYS
+
+    path = tmp_path / "t.toml"
+    path.write_text(line + "\n")
+    key = line.split("]")[0][1:] + "." + line.split("\n")[1].split(" =")[0]
+    with pytest.raises(ConfigError, match=f"{path}: `{key}` must be a finite number"):
+        load_config(path, layer, RENDER_KEYS)
+
+
+@pytest.mark.parametrize("line", ["[metrics]\nallow = [5]", "[cors]\norigins = [true]",
+                                  '[metrics]\nallow = ["127.0.0.1", ["::1"]]'])
+def test_a_list_holds_strings_only(tmp_path, line):
+    path = tmp_path / "t.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match="must be a list of strings"):
+        load_config(path, "toplevel", TOPLEVEL_KEYS)
+
+
 def test_bool_is_not_an_int(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text("[server]\nworkers = true\n")
