@@ -70,6 +70,10 @@ class MemoryBudgetError(Exception):
     """The record alone is larger than the node's memory budget."""
 
 
+def _no_stall(record: LoadedRecord) -> None:
+    """A record no registry shares with other workers has no leader to lose."""
+
+
 class LoadedRecord:
     """A record's frames in RAM (stored integer values; modality LUT not applied) and its load state.
 
@@ -111,8 +115,10 @@ class LoadedRecord:
         self.cancelled = False
         self.started_at = time.perf_counter()
         self.finished_at: float | None = None
-        # called while a wait finds no progress: the registry then takes over a load whose leader died
-        self.on_stall: Callable[[], None] = lambda: None
+        # called with the record while a wait finds no progress: the registry then takes over a load
+        # whose leader died. Given the record, not closing over it: a record referring to itself is
+        # freed only by the cycle collector, and an evicted one kept its frames mapped until then.
+        self.on_stall: Callable[[LoadedRecord], None] = _no_stall
         self.checked_at = time.monotonic()  # when the registry last checked the shared frames
         if self.shared.leading:
             self.mark_bad_frames()
@@ -198,7 +204,7 @@ class LoadedRecord:
                 if now >= deadline:
                     return
                 if now - stalled_since >= STALL_S:
-                    self.on_stall()
+                    self.on_stall(self)
                     stalled_since = now
                 self._cond.wait(min(deadline - now, POLL_S))
 
@@ -529,7 +535,7 @@ class RecordRegistry:
                                f"decoded frames ({exc}); restart the node", headers={"Retry-After": "5"}) from exc
             try:
                 record = LoadedRecord(record_id, manifest, frames)
-                record.on_stall = lambda: self._adopt(record)
+                record.on_stall = self._adopt
                 loader = _Loader(record, self.store, self._pool, self.threads)
             except BaseException:  # its descriptor and its lead (other workers would wait on it) go now
                 frames.close()

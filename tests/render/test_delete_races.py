@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+from werkzeug.test import TestResponse
 
 from daemons.render.api import key_images
 from daemons.render.ingest import service
@@ -431,5 +433,48 @@ def test_a_listing_that_meets_a_series_deleted_meanwhile_is_answered(archive, ra
     assert deleter.result() == 204
     assert listed.status_code == 200, listed.json
     assert [item["id"] for item in listed.json["items"]] == [record_id]
+    with archive.app.app_context():
+        assert not whole_or_gone(archive, record_id)
+
+
+# --- 7. a reader racing an upload, then the uploader's DELETE ----------------------------------------
+@pytest.mark.parametrize("again", [False, True], ids=["first", "after-a-delete"])
+def test_a_series_a_colleague_reads_while_it_is_uploaded_is_deleted_by_its_uploader(archive, racers, monkeypatch,
+                                                                                   again):
+    """A colleague's request names the series once the upload has written it to the store, before
+    its row is in (a series uploaded anew after its DELETE, while a viewer still polls it). The
+    node adopted it as stored by another node, with no uploader, and the upload kept that row: the
+    uploader's DELETE was refused (403) and the work list said nobody sent it. The upload names
+    its uploader now, whichever worker adopted the series."""
+    uploader_id = str(uuid.uuid4())
+    uploader, colleague = (archive.headers(user_id=user) for user in (uploader_id, str(uuid.uuid4())))
+    sent = to_bytes(ct(generate_uid(), 0))
+    client = archive.app.test_client()
+
+    def upload() -> TestResponse:
+        return client.post("/api/v1/records", data={"files": [(io.BytesIO(sent), "series.dcm")]}, headers=uploader,
+                           content_type="multipart/form-data")
+
+    if again:
+        assert client.delete(f"/api/v1/records/{upload().json['id']}", headers=uploader).status_code == 204
+    node = the_node(archive)
+    original = node.store.write_record
+    readers: list[Racer] = []
+
+    def write_record(record: str, *args, **kwargs) -> bool:
+        written = original(record, *args, **kwargs)
+        readers.append(racing(racers, lambda: archive.app.test_client().get(
+            f"/api/v1/records/{record}", headers=colleague).status_code))
+        readers[0].run_now(until_series_lock=False)
+        return written
+
+    monkeypatch.setattr(node.store, "write_record", write_record)
+    uploaded = upload()
+    assert uploaded.status_code == 201, uploaded.json
+    assert [reader.result() for reader in readers] == [200]  # the colleague met the series before its row
+    record_id = uploaded.json["id"]
+    worklist = client.get("/api/v1/worklist", headers=archive.headers("instadmin")).json["items"]
+    assert [(item["id"], item["received_from"]) for item in worklist] == [(record_id, uploader_id)]
+    assert client.delete(f"/api/v1/records/{record_id}", headers=uploader).status_code == 204
     with archive.app.app_context():
         assert not whole_or_gone(archive, record_id)

@@ -8,10 +8,12 @@ workers is in `test_render_daemon_workers.py`.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from daemons.render.runtime import LATENCY_SAMPLES, RUNTIME_ENV, NodeRuntime
 from daemons.render.shared_frames import FAILED, READY, SharedFrames, frames_on_node
 from daemons.render.store.manifest import Manifest
 from tests.render.conftest import build_node, close_node
+from tests.render.synthetic import stack
 from tests.render.test_api import _as_new_series
 
 
@@ -550,3 +553,32 @@ def test_a_reason_left_by_an_earlier_file_of_the_same_frames_is_not_reported(tmp
     reader = SharedFrames.open(tmp_path, "rec.content", shape, dtype)  # another worker
     assert reader.states.tolist() == [READY, 0, FAILED]
     assert reader.errors() == {2: "ValueError: cannot decode"}
+
+
+def _mapped_inodes() -> set[int]:
+    """The inodes of the files this process maps (`/proc/self/maps`)."""
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        return {int(fields[4]) for fields in (line.split() for line in maps) if len(fields) > 5}
+
+
+def test_an_evicted_series_leaves_the_workers_memory_at_once(make_node):
+    """An evicted record referred to itself (its stall callback closed over it): it, its mapping of
+    the unlinked frames and the volumes made of it (weakly keyed on it) stayed until the cycle
+    collector ran, which gunicorn's workers (`gc.freeze`) seldom do, while the budget no longer
+    counted them. It is freed by reference counting now, as soon as it is evicted."""
+    node = make_node(memory__budget_mb=1)  # one series of 640 KiB fits, two do not
+    old, _ = node.load(stack((1, 0, 0, 0, 1, 0), count=20, rows=128, cols=128))
+    for path in ("frames/3?window=40,100", "mpr/coronal/3", "volume?size=64x64"):  # what viewers ask of it
+        reply = node.client.get(f"/api/v1/records/{old}/{path}", headers=node.headers())
+        assert reply.status_code == 200, (path, reply.json)
+    record = node.registry.get_loaded(old)
+    inode, evicted = record.shared._inode, weakref.ref(record)
+    del record
+    gc.collect()
+    gc.disable()
+    try:
+        node.load(stack((1, 0, 0, 0, 1, 0), count=20, rows=128, cols=128))  # evicts `old`
+        assert evicted() is None, [type(referrer).__name__ for referrer in gc.get_referrers(evicted())]
+        assert inode not in _mapped_inodes()  # its unlinked frames are unmapped
+    finally:
+        gc.enable()

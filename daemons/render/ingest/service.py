@@ -25,7 +25,6 @@ the same files gives) and its files leave RAM. Until then the series is viewable
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import logging
 import threading
@@ -113,6 +112,11 @@ def _named(instances: dict[str, ParsedFile]) -> str:
     """The store's audit entry names a lone instance (a C-STORE's, a one-part STOW-RS), so that the
     entry is the whole record of that transfer: the DICOM door writes no second one."""
     return f" sop_instance_uid={next(iter(instances))}" if len(instances) == 1 else ""
+
+
+def _uploader(actor: Actor) -> str:
+    """What `stored_record.uploaded_by` keeps of the actor who stored a series (its column's length)."""
+    return (actor.user_id or "")[:36]
 
 
 def series_record_id(institution_id: str, series_uid: str) -> str:
@@ -356,7 +360,8 @@ class Ingest:
             return self._append(record_id, series_uid, by_uid, actor, ahead, resent)
         try:
             with models.database.atomic():  # the record row and the catalogue rows: one commit
-                self._index_row(record_id, manifest.meta, actor)
+                if not self._index_row(record_id, manifest.meta, actor):
+                    self._claim_adopted_row(record_id, actor)
                 index_series(models.catalogue, record_id,
                              [InstanceHeader(f.dataset, f.sha256, blobs[f.sha256]) for f in files])
         except Exception:
@@ -370,15 +375,29 @@ class Ingest:
         self._audit(actor, "record.upload", record_id, detail=f"instances={len(files)}{_named(by_uid)}")
         return IngestResult(record_id, True, len(files), 0)
 
-    def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> None:
-        """The `stored_record` row of a series folder (kept if it exists: the store is the truth)."""
+    def _index_row(self, record_id: str, meta: Meta, actor: Actor) -> bool:
+        """The `stored_record` row of a series folder (kept if it exists: the store is the truth);
+        False where it existed."""
         models = self.node.models
-        # the row exists already: its INSERT is undone alone (a savepoint), not the caller's transaction
-        with contextlib.suppress(peewee.IntegrityError), models.database.atomic():
-            models.StoredRecord.create(
-                id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
-                frames=meta.frames, modality=meta.record_modality, size_bytes=meta.size_bytes,
-                uploaded_by=(actor.user_id or "")[:36], stored_at=utcnow())
+        try:  # the row exists already: its INSERT is undone alone (a savepoint), not the caller's transaction
+            with models.database.atomic():
+                models.StoredRecord.create(
+                    id=record_id, files=meta.files, rows=meta.rows, columns=meta.columns,
+                    frames=meta.frames, modality=meta.record_modality, size_bytes=meta.size_bytes,
+                    uploaded_by=_uploader(actor), stored_at=utcnow())
+        except peewee.IntegrityError:
+            return False
+        return True
+
+    def _claim_adopted_row(self, record_id: str, actor: Actor) -> None:
+        """`actor` uploaded the series this call has just written to the store, yet its row exists: a
+        request naming the series in between (`RecordIndex.find`, in any worker of the node) adopted
+        it as stored by another node, with no uploader. Left so, the uploader's DELETE was refused
+        (403) and the work list said nobody sent it. One conditional UPDATE, in the upload's
+        transaction: whichever worker adopted it, on SQLite as on PostgreSQL."""
+        stored = self.node.models.StoredRecord
+        stored.update(uploaded_by=_uploader(actor)).where(
+            (stored.id == record_id) & (stored.uploaded_by == "")).execute()
 
     def _append(self, record_id: str, series_uid: str, incoming: dict[str, ParsedFile], actor: Actor,
                 ahead: dict[str, Precompressed], resent: dict[str, str]) -> IngestResult:
