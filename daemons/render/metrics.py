@@ -78,7 +78,9 @@ class NodeCollector(Collector):
         cache.add_metric(["hit"], images.hits)
         cache.add_metric(["miss"], images.misses)
         yield cache
-        yield GaugeMetricFamily("sivr_image_cache_bytes", "Bytes of encoded images kept", value=images.used_bytes)
+        yield GaugeMetricFamily("sivr_image_cache_bytes",
+                                "Memory the image cache holds: its encoded images and their bookkeeping",
+                                value=images.used_bytes)
         yield GaugeMetricFamily("sivr_image_cache_budget_bytes", "The image cache's byte budget",
                                 value=images.budget_bytes)
         yield CounterMetricFamily("sivr_webp_fast_encodes", "WebP images encoded at lower effort under load",

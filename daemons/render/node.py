@@ -24,7 +24,7 @@ from daemons.render.ingest.isolation import DecodePool
 from daemons.render.ingest.upload_checks import Limits
 from daemons.render.models import Models
 from daemons.render.records import RecordRegistry
-from daemons.render.store.interface import Store, StoreUnavailable
+from daemons.render.store.interface import RecordUnreadable, Store, StoreUnavailable
 from daemons.render.store.local import StoreError
 from daemons.render.store.manifest import Manifest, ManifestVersionError
 from shared.config import Config
@@ -126,8 +126,15 @@ class Node:
         self.images.drop_record(record_id)
 
     def quarantine(self, record_id: str, reason: str) -> None:
-        """Take a damaged record out of service: moved aside in the store, dropped from the catalogue."""
-        where = self.store.quarantine(record_id, reason)
+        """Take a damaged record out of service: moved aside in the store, dropped from the catalogue.
+
+        The catalogue rows go even when the store could not move it (a disk error, logged): a row
+        kept made every list that reads it fail; the record left in place is found damaged again."""
+        try:
+            where = self.store.quarantine(record_id, reason)
+        except OSError as exc:
+            log.error("record %s is damaged (%s) and could not be moved aside: %s", record_id, reason, exc)
+            where = None
         self.models.StoredRecord.delete_by_id(record_id)
         forget_series(self.models.catalogue, record_id)
         self.registry.unload(record_id)
@@ -138,10 +145,12 @@ class Node:
     def intact(self, record_id: str) -> Manifest | None:
         """The record's manifest, or None when it does not read: a damaged one (quarantined on the
         way), or one deleted since it was listed. A list describes each record from the manifest
-        this gave: read again, one deleted meanwhile made the whole list a 404."""
+        this gave: read again, one deleted meanwhile made the whole list a 404. One this node may not
+        read (`RecordUnreadable`, logged with its fix by the store) is left out too: one record's
+        file mode made the whole list a 500."""
         try:
             return self.manifest(record_id)
-        except ApiError:
+        except (ApiError, RecordUnreadable):
             return None
 
     def forget(self, record_id: str) -> None:

@@ -84,7 +84,8 @@ KEYS = (
         "How long a frame request waits for its slice to be decoded before answering 409 frame_not_ready.",
         minimum=0),
     Key("render", "image_cache_mb", 256,
-        "RAM for encoded images asked for again (same record, slice and parameters); 0 turns it off.", minimum=0),
+        "RAM for encoded images asked for again (same record, slice and parameters), their bookkeeping "
+        "included; 0 turns it off.", minimum=0),
     Key("render", "webp_method", 2,
         "WebP effort 0..6 while the node keeps up: 2 is a third smaller than 0 for 1.2-1.4x the CPU.",
         minimum=0, maximum=6),

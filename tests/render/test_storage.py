@@ -58,7 +58,7 @@ def test_round_trip_is_bit_exact_and_at_rest_is_neither_plain_nor_compressed_pla
     assert store.read_manifest(RECORD) == _manifest(files)
     for blob in store.path_of(RECORD).iterdir():
         raw = blob.read_bytes()
-        assert raw.startswith(MAGIC)
+        assert raw.startswith(MAGIC if blob.name == "manifest.bin" else storage.BOUND_MAGIC)
         assert b"DICMDICM" not in raw and b"Doe^Jane" not in raw
     assert store.write_record(RECORD, files, _manifest(files)) is False  # already stored: nothing rewritten
 
@@ -196,9 +196,11 @@ def test_blob_moved_to_another_position_or_record_is_detected(store):
 
 
 def test_wrong_checksum_is_an_error(store):
+    """A blob's SHA-256 is part of its associated data: read for another checksum, its tag fails."""
     store.write_record(RECORD, _files(), _manifest(_files()))
-    with pytest.raises(StoreError, match="checksum"):
-        store.read_file(RECORD, 0, "0" * 64)
+    for verify in (True, False):
+        with pytest.raises(StoreError, match="authentication failed"):
+            store.read_file(RECORD, 0, "0" * 64, verify=verify)
 
 
 def test_crash_before_the_final_rename_leaves_no_record(store, monkeypatch):
@@ -301,7 +303,7 @@ def test_store_dir_layout(store):
 
 
 def test_image_cache_keeps_to_its_budget_and_drops_a_record():
-    from daemons.render.imaging.image_cache import ImageCache
+    from daemons.render.imaging.image_cache import ENTRY_OVERHEAD, ImageCache
 
     cache = ImageCache(budget_bytes=1600)
     for index in range(20):
@@ -309,9 +311,36 @@ def test_image_cache_keeps_to_its_budget_and_drops_a_record():
     assert cache.used_bytes <= 1600 and cache.get("r1", "e1") is None and cache.get("r2", "e18") is not None
     cache.drop_record("r2")
     assert cache.get("r2", "e18") is None and cache.used_bytes == sum(
-        100 for index in range(20) if index % 2 and cache.get("r1", f"e{index}") is not None)
+        100 + ENTRY_OVERHEAD for index in range(20) if index % 2 and cache.get("r1", f"e{index}") is not None)
     cache.put("r3", "big", bytes(1000), "image/png")  # over 1/16 of the budget: not kept
     assert cache.get("r3", "big") is None
+
+
+def test_image_cache_counts_the_memory_of_its_entries_not_only_their_images():
+    """A client chooses the keys (any window, size, region): 1x1 PNGs of 67 bytes under ever new
+    windows were counted by their bodies alone, and a cache of 1 MiB took several MiB (each entry's
+    key, ETag and slots cost more than its image). Each entry counts its bookkeeping too now: what
+    the cache takes stays within its budget."""
+    import hashlib
+    import tracemalloc
+
+    from daemons.render.imaging.image_cache import ImageCache
+
+    budget = 1 << 20
+    record_id = hashlib.sha256(b"record").hexdigest()
+    cache = ImageCache(budget_bytes=budget)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for window in range(20_000):
+            etag = hashlib.sha256(f"{record_id}:{window}".encode()).hexdigest()[:32]
+            # a request's record id is a string of its own (parsed from its URL), as its body is
+            cache.put(record_id[:32] + record_id[32:], etag, os.urandom(67), "image/png")
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert budget / 2 <= taken <= budget, f"{taken} bytes taken by a cache of {budget}"
+    assert cache.used_bytes <= budget
 
 
 def test_image_cache_makes_an_image_once_for_concurrent_requests():
@@ -487,7 +516,7 @@ def test_a_file_compressed_ahead_is_stored_as_its_bytes_would_be(store):
     assert store.manifest_version(RECORD) == version
     assert store.read_file(RECORD, 0, _sha(files[0])) == files[0]
     assert store.read_file(RECORD, 1, _sha(files[1])) == files[1]
-    assert (store.path_of(RECORD) / "000001.bin").read_bytes().startswith(MAGIC)
+    assert (store.path_of(RECORD) / "000001.bin").read_bytes().startswith(storage.BOUND_MAGIC)
 
 
 def test_a_forked_process_compresses_ahead_with_threads_of_its_own(store):

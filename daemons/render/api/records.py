@@ -195,6 +195,8 @@ def original(record_id: str):
     index = query_int("index", 0, 0, len(files) - 1)
     try:
         data = the_node.store.read_file(record_id, files[index].blob, files[index].sha256)
+    except FileNotFoundError as exc:  # deleted since its manifest was read
+        raise not_found("record", record_id) from exc
     except StoreError as exc:
         raise ApiError(422, "store_corrupt", f"file {index} of record {record_id} failed verification: {exc}") from exc
     record_audit(the_node.models.AuditEntry, "record.original", "record", record_id, detail=f"index={index}")

@@ -22,7 +22,7 @@ import peewee
 
 from daemons.render.catalogue.index import backfill, forget_series, refresh_series
 from daemons.render.models import Models, remember_deleted
-from daemons.render.store.interface import Store, StoreUnavailable
+from daemons.render.store.interface import RecordUnreadable, Store, StoreUnavailable
 from daemons.render.store.local import StoreError
 from daemons.render.store.manifest import Manifest, ManifestVersionError
 
@@ -85,7 +85,7 @@ class RecordIndex:
         one damaged record never stops the node from starting or listing."""
         try:
             meta = self.store.read_manifest(record_id).meta
-        except ManifestVersionError as exc:  # a newer node's record: not damaged, left alone
+        except (ManifestVersionError, RecordUnreadable) as exc:  # not damaged: left alone, indexed once readable
             log.error("record %s is not indexed: %s", record_id, exc)
             return None
         except (StoreError, ValueError, KeyError, TypeError) as exc:
@@ -128,7 +128,7 @@ class RecordIndex:
             manifest, version = self.store.read_manifest_versioned(record_id)
         except FileNotFoundError:  # deleted since the listing: the next sync drops it
             return
-        except ManifestVersionError as exc:  # grown by a newer node: this one cannot follow it
+        except (ManifestVersionError, RecordUnreadable) as exc:  # grown by a newer node, or not readable now
             log.error("record %s is not followed: %s", record_id, exc)
             return
         self.note_version(record_id, version)
@@ -162,6 +162,8 @@ class RecordIndex:
                 self.store.mark_filed(record_id)
             except FileNotFoundError:  # deleted meanwhile
                 continue
+            except RecordUnreadable as exc:  # marked once it is readable (logged with the fix by the store)
+                log.error("record %s is not marked filed in the store: %s", record_id, exc)
 
     def refresh(self) -> None:
         """Sync when the last sync is older than `refresh_s` (before listing records)."""

@@ -27,6 +27,16 @@ class StoreUnavailable(Exception):
     """The store cannot be reached or refuses us right now; the request may be retried later (503)."""
 
 
+class RecordUnreadable(StoreUnavailable):
+    """One record's file or folder cannot be read by this node (its owner or mode, an I/O error) while
+    the store's other records can: that record answers 503 with the fix (the message names its file in
+    the store, never the node's paths), lists leave it out, and it is not quarantined (not damaged)."""
+
+    def __init__(self, record_id: str, message: str):
+        super().__init__(message)
+        self.record_id = record_id
+
+
 @runtime_checkable
 class Store(Protocol):
     """What a render node needs of the place its encrypted records live."""

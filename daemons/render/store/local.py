@@ -10,10 +10,25 @@ the series' new analysis as the base and removes the parts it took in. A record 
 in one `os.replace`: after a crash or kill there is either the whole record or none, and leftover
 temporary folders are removed at start-up.
 
-Each blob is `MAGIC | 96-bit random nonce | ciphertext+tag`, with the record id and the file index
-as associated data, so a blob moved to another record or position fails authentication just like
-a modified one. After decryption the SHA-256 from the manifest is checked: the bytes returned are
-the uploaded bytes, bit for bit, or an error.
+Each blob is `BOUND_MAGIC | 96-bit random nonce | ciphertext+tag`, with the record id, the file
+index and the SHA-256 of the file's bytes (which its manifest entry names) as associated data, so a
+blob moved to another record or position fails authentication just like a modified one, and so does
+a blob of another generation of the same record (a series deleted and stored again keeps its record
+id and blob indices: a copy of the old generation's blob put back in the new folder would otherwise
+decrypt as the new file).
+The reader passes the SHA-256 its manifest names, so reading costs no hashing: loads into RAM
+(`verify=False`) trust the tag; the SHA-256 itself is checked for bytes that leave the node.
+
+Blob format versions are told apart by their magic, and both are read: blobs written before the
+SHA-256 was bound (`MAGIC`, the record id and index as associated data) are not rewritten, and
+their SHA-256 is always checked, `verify=False` or not, as their tag does not tell generations
+apart. A `BOUND_MAGIC` blob relabelled `MAGIC` fails authentication (its associated data differ),
+so no blob can be downgraded into the always-checked form unnoticed either. Manifests, journal parts
+and the key check keep `MAGIC`.
+
+A file or folder of a record that the node may not read (its owner or mode) or that fails with an I/O
+error is `RecordUnreadable`: that record answers 503 with the fix, the others are served, and it is
+never quarantined (it is not damaged). A blob missing from a stored record is damage (StoreError).
 
 `<dir>/.key-check` is a constant sealed with the store's key when the store is created: a node whose
 `storage.key_file` is not its store's key (a swapped or wrongly restored file) refuses to start
@@ -25,7 +40,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
+import pwd
 import shutil
 import threading
 import uuid
@@ -39,14 +56,17 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from daemons.render.store.interface import StoreUnavailable
+from daemons.render.store.interface import RecordUnreadable, StoreUnavailable
 from daemons.render.store.manifest import JournalEntry, Manifest, decode_journal, encode_journal
 from daemons.render.store.ownership import claim_folder, shown
 from shared.config import ConfigError
 from shared.files import require_owner_only
 from shared.validation import is_record_id
 
+log = logging.getLogger(__name__)
+
 MAGIC = b"SIVRENC1"
+BOUND_MAGIC = b"SIVRENC2"  # a file blob whose associated data holds the file's SHA-256 (module doc)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
@@ -63,6 +83,7 @@ KEY_CHECK = ".key-check"
 KEY_CHECK_AAD = b"sivr-store-key-check"  # no record's associated data: a blob cannot pass for it
 KEY_CHECK_TEXT = b"the key of this SIVR record store\n"
 SAMPLED = 5  # manifests tried on a store without its key check; one that opens proves the key
+UNREADABLE = "unreadable"  # the manifest version of a record this node may not read (`manifest_versions`)
 
 
 class StoreError(Exception):
@@ -175,6 +196,30 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def _has_manifest(folder: Path) -> bool | None:
+    """Whether a record folder holds its manifest; None when the node may not look into it (its owner
+    or mode): such a folder is neither a leftover to remove nor a record gone (`record_ids` lists it)."""
+    try:
+        return (folder / MANIFEST).is_file()
+    except OSError:
+        return None
+
+
+def _node_user() -> str:
+    """The user the node runs as, named in the fix for a file it may not read."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _sha256(data: bytes | Precompressed) -> str:
+    """The SHA-256 a file blob is sealed with: that of the file's own bytes, which its manifest entry
+    names and a reader passes back (`read_file`). Hashed here, on the writer's threads (hashlib
+    releases the GIL), rather than taken from the manifest: a blob is then bound to what it holds."""
+    return hashlib.sha256(data.raw if isinstance(data, Precompressed) else data).hexdigest()
+
+
 def _laid_out(entry: Path) -> bool:
     """Whether a store folder's entry is one the store makes (`ownership.claim_folder`); one of them
     means the store has held records, so its key is never replaced by a new one."""
@@ -273,7 +318,7 @@ class RecordStore:
         aside = ((entry.name.rpartition("-")[0], entry / MANIFEST)
                  for entry in (folder.iterdir() if folder.is_dir() else ()))
         return ((record_id, manifest) for record_id, manifest in chain(live, aside)
-                if is_record_id(record_id) and manifest.is_file())
+                if is_record_id(record_id) and _has_manifest(manifest.parent))
 
     def _opens(self, record_id: str, manifest: Path) -> bool:
         """Whether the record's manifest authenticates with this store's key (one gone meanwhile does not count)."""
@@ -305,13 +350,50 @@ class RecordStore:
     def _open(self, record_id: str, part: str, blob: bytes) -> bytes:
         return open_blob(self._aead, MAGIC, self._aad(record_id, part), blob, f"record {record_id} {part}")
 
+    @staticmethod
+    def _file_aad(record_id: str, index: int, sha256: str) -> bytes:
+        """A file blob's associated data (`BOUND_MAGIC`): its record, position and content."""
+        return f"sivr-record:{record_id}:{index}:{sha256}".encode("ascii")
+
+    def _open_file(self, record_id: str, index: int, sha256: str, blob: bytes) -> bytes:
+        """A file blob's bytes, by its format (module doc); StoreError when it is not that file."""
+        if blob.startswith(BOUND_MAGIC):
+            return open_blob(self._aead, BOUND_MAGIC, self._file_aad(record_id, index, sha256), blob,
+                             f"record {record_id} file {index}")
+        return self._open(record_id, str(index), blob)
+
+    def _unreadable(self, record_id: str, path: Path, exc: OSError) -> RecordUnreadable:
+        """The error for a record's file or folder the node cannot read: the client is told its path in
+        the store and the fix, the log gets the absolute path."""
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            user = _node_user()
+            why = (f"is not readable by the node's user {user}: chown the record's folder and its files to "
+                   f"{user} (or make them readable by it)")
+        else:
+            why = f"cannot be read ({exc.strerror or exc}): check the disk"
+        log.error("record %s: %s %s", record_id, path, why)
+        return RecordUnreadable(record_id, f"record {record_id}: {path.relative_to(self.root)} in the store {why}")
+
+    def _read(self, record_id: str, path: Path) -> bytes:
+        """A record's file; RecordUnreadable when the node may not read it (FileNotFoundError as it is)."""
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self._unreadable(record_id, path, exc) from exc
+
     # --- records -----------------------------------------------------------------------------
     def path_of(self, record_id: str) -> Path:
         return self.root / record_id
 
     def exists(self, record_id: str) -> bool:
-        if (self.path_of(record_id) / MANIFEST).is_file():
-            return True
+        path = self.path_of(record_id) / MANIFEST
+        try:
+            if path.is_file():
+                return True
+        except OSError as exc:  # its folder unreadable: stored, but this node may not read it
+            raise self._unreadable(record_id, path.parent, exc) from exc
         self._held()
         return False
 
@@ -345,7 +427,8 @@ class RecordStore:
 
     def _write_blobs(self, folder: Path, record_id: str, first_blob: int,
                      files: list[bytes | Precompressed]) -> None:
-        """Seal and durably write `files` as blobs `first_blob`, `first_blob + 1`... in `folder`.
+        """Seal and durably write `files` as blobs `first_blob`, `first_blob + 1`... in `folder`, each
+        bound to its SHA-256 (module doc).
 
         Several threads at once (zstd, AES-GCM and fsync release the GIL): the fsyncs of a batch
         overlap instead of queueing one after another. Every blob is on disk when this returns (the
@@ -353,7 +436,8 @@ class RecordStore:
         """
         def write_one(offset: int) -> None:
             index = first_blob + offset
-            _write_durable(folder / f"{index:06d}.bin", self._seal(record_id, str(index), files[offset]))
+            aad = self._file_aad(record_id, index, _sha256(files[offset]))
+            _write_durable(folder / f"{index:06d}.bin", seal_blob(self._aead, BOUND_MAGIC, aad, files[offset]))
 
         if len(files) <= 1:
             for offset in range(len(files)):
@@ -442,10 +526,13 @@ class RecordStore:
 
     def _parts(self, record_id: str) -> list[str]:
         """Names of the record's journal parts, in append order."""
+        journal = self.path_of(record_id) / JOURNAL
         try:
-            names = os.listdir(self.path_of(record_id) / JOURNAL)
+            names = os.listdir(journal)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise self._unreadable(record_id, journal, exc) from exc
         return sorted(name for name in names if not name.startswith(".") and name.endswith(".bin"))
 
     @staticmethod
@@ -474,9 +561,11 @@ class RecordStore:
             except FileNotFoundError:
                 self._held()
                 raise
+            except OSError as exc:
+                raise self._unreadable(record_id, folder / MANIFEST, exc) from exc
             parts = self._parts(record_id)
             try:
-                sealed = [(name, (folder / JOURNAL / name).read_bytes()) for name in parts]
+                sealed = [(name, self._read(record_id, folder / JOURNAL / name)) for name in parts]
             except FileNotFoundError:
                 continue  # compacted meanwhile: read the new base
             base = Manifest.decode(self._open(record_id, "manifest", blob))
@@ -486,17 +575,25 @@ class RecordStore:
         raise StoreUnavailable(f"record {record_id} keeps changing while it is read; retry")
 
     def manifest_version(self, record_id: str) -> str | None:
+        path = self.path_of(record_id) / MANIFEST
         try:
-            base = _version((self.path_of(record_id) / MANIFEST).stat())
+            base = _version(path.stat())
         except FileNotFoundError:
             self._held()
             return None
+        except OSError as exc:
+            raise self._unreadable(record_id, path, exc) from exc
         return self._joined(base, self._parts(record_id))
 
     def manifest_versions(self) -> dict[str, str]:
+        """Every stored record's version; `UNREADABLE` for one this node may not read (logged): it is
+        still stored, so a sync neither drops it nor reads it until it can be read again."""
         versions = {}
         for record_id in self.record_ids():
-            version = self.manifest_version(record_id)
+            try:
+                version = self.manifest_version(record_id)
+            except RecordUnreadable:
+                version = UNREADABLE
             if version is not None:
                 versions[record_id] = version
         return versions
@@ -504,18 +601,26 @@ class RecordStore:
     def read_file(self, record_id: str, index: int, sha256: str, verify: bool = True) -> bytes:
         """The original bytes of file `index`, verified against the manifest's SHA-256.
 
-        `verify=False` is for decoding into RAM only: the GCM tag still refuses any modified or
-        moved blob and zstd's frame checksum any corruption, so the SHA-256 (a quarter of the
-        CPU time of a load) is kept for bytes that leave the node.
+        `verify=False` is for decoding into RAM only: the GCM tag, bound to `sha256`, still refuses
+        any modified or moved blob and any of another generation of the record, and zstd's frame
+        checksum any corruption, so the SHA-256 (a quarter of the CPU time of a load) is kept for
+        bytes that leave the node, and for blobs written before it was bound (module doc).
+
+        FileNotFoundError for a record deleted, StoreError for a blob missing from a stored one
+        (its path is logged, not put in the error: the message reaches clients).
         """
+        path = self.path_of(record_id) / f"{index:06d}.bin"
         try:
-            blob = (self.path_of(record_id) / f"{index:06d}.bin").read_bytes()
+            blob = self._read(record_id, path)
         except FileNotFoundError:
-            self._held()
-            raise
-        data = self._open(record_id, str(index), blob)
-        if verify and hashlib.sha256(data).hexdigest() != sha256:
-            raise StoreError(f"record {record_id} file {index}: checksum mismatch")
+            if not self.exists(record_id):
+                raise
+            log.error("record %s: its file %s is missing", record_id, path)
+            raise StoreError(f"record {record_id} file {index}: missing from the store (deleted or lost)") from None
+        data = self._open_file(record_id, index, sha256, blob)
+        if (verify or not blob.startswith(BOUND_MAGIC)) and hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"record {record_id} file {index}: checksum mismatch (another version of the file, "
+                             "or damaged)")
         return data
 
     def delete(self, record_id: str) -> bool:
@@ -545,7 +650,11 @@ class RecordStore:
             os.replace(path, target)
         except FileNotFoundError:  # quarantined by another request meanwhile
             return None
-        (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+        try:
+            (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+        except OSError as exc:  # a full disk: the record is aside all the same, its reason in the log
+            log.error("record %s quarantined in %s without its reason.txt (%s); the reason: %s",
+                      record_id, target, exc, reason)
         return target
 
     def quarantined(self) -> list[str]:
@@ -554,20 +663,30 @@ class RecordStore:
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
     def record_ids(self) -> list[str]:
+        """The stored records, those whose folder this node may not read included (`_has_manifest`)."""
         self._held()
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".")
+                      and (_has_manifest(p) or (_has_manifest(p) is None and is_record_id(p.name))))
 
     def mark_filed(self, record_id: str) -> None:
         """An empty `filed` file in the record's folder: deleting the record deletes the mark."""
         folder = self.path_of(record_id)
-        if not (folder / MANIFEST).is_file():
+        if not self.exists(record_id):
             raise FileNotFoundError(f"record {record_id} is not in the store {self.root}")
         if not (folder / FILED).exists():
             _write_durable(folder / FILED, b"")
             _fsync_dir(folder)
 
     def filed_among(self, record_ids: list[str]) -> set[str]:
-        return {r for r in record_ids if (self.path_of(r) / FILED).is_file()}
+        """The filed ones; a record whose folder this node may not read is taken for unfiled (it is
+        served to no one until it is readable, `RecordUnreadable`)."""
+        return {r for r in record_ids if self._is_filed(r)}
+
+    def _is_filed(self, record_id: str) -> bool:
+        try:
+            return (self.path_of(record_id) / FILED).is_file()
+        except OSError:
+            return False
 
     def cleanup(self) -> int:
         """Remove what an interrupted write or delete left behind; returns how many folders."""
@@ -576,7 +695,7 @@ class RecordStore:
             if path.name == QUARANTINE:
                 continue
             if path.name.startswith((TEMP_PREFIX, TRASH_PREFIX)) or (
-                    is_record_id(path.name) and path.is_dir() and not (path / MANIFEST).exists()):
+                    is_record_id(path.name) and path.is_dir() and _has_manifest(path) is False):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
