@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 from pathlib import Path
@@ -27,7 +28,15 @@ def store(tmp_path) -> RecordStore:
 
 
 def _files() -> list[bytes]:
-    return [os.urandom(1000) + b"\x00" * 5000, b"DICM" * 100, bytes(range(256)) * 40]
+    return [random.Random(7).randbytes(1000) + b"\x00" * 5000, b"DICM" * 100, bytes(range(256)) * 40]
+
+
+def _series_files(count: int) -> list[bytes]:
+    """The files of a record grown to `count` files, as the tests store them: a blob is sealed with
+    the SHA-256 its manifest entry names (`_grown`, `_entries`), the file's own in a real record."""
+    first = _files()
+    kinds = [*first, first[0] + b"x", first[1] + b"y"]
+    return [kinds[index % len(kinds)] + bytes(index // len(kinds)) for index in range(count)]
 
 
 def _manifest(files: list[bytes]):
@@ -35,8 +44,8 @@ def _manifest(files: list[bytes]):
 
 
 def _grown(count: int):
-    """The manifest of a record grown to `count` files (what differs between its versions)."""
-    return sample_manifest(count, files=[bytes([i]) * 10 for i in range(count)], record_id=RECORD)
+    """The manifest of a record grown to `count` files (`_series_files`: what differs between its versions)."""
+    return sample_manifest(count, files=_series_files(count), record_id=RECORD)
 
 
 def _entries(count: int, start: int) -> list[JournalEntry]:
@@ -501,7 +510,7 @@ def test_an_appends_blobs_are_all_durable_before_its_manifest_and_a_failed_one_k
 
     monkeypatch.setattr(storage, "_write_durable", failing)
     with pytest.raises(storage.StoreFull):
-        store.append_files(RECORD, 5, new[:3], _entries(8, 5), version)
+        store.append_files(RECORD, 5, _series_files(8)[5:], _entries(8, 5), version)
     assert store.read_manifest_versioned(RECORD) == grown
     assert sorted(p.name for p in (store.path_of(RECORD) / storage.JOURNAL).iterdir()) == ["000001.bin"]
 
