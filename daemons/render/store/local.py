@@ -216,7 +216,7 @@ def _node_user() -> str:
 def _digests(entries: Iterable[FileEntry], first_blob: int, count: int) -> list[str]:
     """The SHA-256 each of blobs `first_blob`.. `first_blob + count - 1` is sealed with: its manifest
     entry's, which the ingest computed of the file's bytes and every reader passes back (`read_file`),
-    so a write hashes nothing again (a second SHA-256 of each file slowed STOW-RS by a fifth). A
+    so a write hashes nothing again (a second SHA-256, 0.37 ms a 513 KiB file, slowed STOW-RS). A
     digest that does not match its bytes makes the blob unreadable, never another file's."""
     by_blob = {entry.blob: entry.sha256 for entry in entries}
     return [by_blob[first_blob + offset] for offset in range(count)]
@@ -668,8 +668,14 @@ class RecordStore:
     def record_ids(self) -> list[str]:
         """The stored records, those whose folder this node may not read included (`_has_manifest`)."""
         self._held()
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".")
-                      and (_has_manifest(p) or (_has_manifest(p) is None and is_record_id(p.name))))
+        stored = []
+        for folder in self.root.iterdir():
+            if folder.name.startswith("."):
+                continue
+            manifest = _has_manifest(folder)  # None: a folder it may not look into, a record's if so named
+            if manifest or (manifest is None and is_record_id(folder.name)):
+                stored.append(folder.name)
+        return sorted(stored)
 
     def mark_filed(self, record_id: str) -> None:
         """An empty `filed` file in the record's folder: deleting the record deletes the mark."""
