@@ -165,6 +165,17 @@ def _is_linked(finding: Finding, link: dict[str, Any]) -> bool:
         & (FindingRecord.institution_id == link["institution_id"])).exists()
 
 
+def _refuse_more_links(finding: Finding) -> None:
+    """409 when `finding` links `MAX_LINKS` records already: the bound of a new finding's and an edit's
+    `records` holds for links added one by one too. Without it one finding grew without end (2,000
+    links: 300 kB in every read of it and every list of the patient's findings, which bounds its pages
+    by their count of findings only)."""
+    if FindingRecord.select().where(FindingRecord.finding == finding).count() >= MAX_LINKS:
+        raise ApiError(409, "conflict",
+                       f"this finding links {MAX_LINKS} records, the most one finding may link: remove a link "
+                       "before adding another, or write another finding")
+
+
 def _add_links(finding: Finding, links: Iterable[dict[str, Any]]) -> None:
     for link in links:
         FindingRecord.create(finding=finding, record_id=link["record_id"],
@@ -280,6 +291,7 @@ def link_record(finding_id: str):
         require_finding_change(finding.author_id)
         if _is_linked(finding, link):
             return _respond(finding, 200)
+        _refuse_more_links(finding)
         check_local_links([link], finding.patient_id)
         finding.updated_at = utcnow()
         save_edit(finding, "finding")  # before the link, whose foreign key would refuse a finding gone

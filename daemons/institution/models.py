@@ -11,6 +11,7 @@ from __future__ import annotations
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
+from daemons.institution.access import this_institution
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import (
@@ -107,7 +108,16 @@ class FindingRecord(BaseModel):
         indexes = ((("finding", "record_id", "institution_id"), True),)
 
 
-AuditEntry = make_audit_model(database_proxy)
+class AuditEntry(make_audit_model(database_proxy)):  # type: ignore[misc]
+    """The shared audit table, plus the institution whose server wrote the entry (this server's, as
+    every other table carries it): two institution servers sharing one database each show their
+    administrators only their own log (`app.entries_of_this_institution`); without it, an admin of A
+    read who at B had read which patient's findings. Entries written before schema 4 have none (NULL)."""
+
+    institution_id = peewee.CharField(max_length=36, null=True, index=True, default=this_institution)
+
+    class Meta:
+        table_name = "audit_entry"
 
 MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
 
@@ -128,8 +138,20 @@ def _add_node_store(db: peewee.Database) -> None:
     migrate(SchemaMigrator.from_database(db).add_column("node", "store", peewee.CharField(max_length=512, default="")))
 
 
+def _add_audit_institution(db: peewee.Database) -> None:
+    """Schema 3 -> 4: audit entries name the institution whose server wrote them (NULL before).
+
+    A database that has no audit table yet gets it, column included, from `create_tables`, as does
+    the column's index (named as a new install names it)."""
+    if not db.table_exists("audit_entry"):
+        return
+    if "institution_id" not in {column.name for column in db.get_columns("audit_entry")}:
+        migrate(SchemaMigrator.from_database(db).add_column("audit_entry", "institution_id",
+                                                            peewee.CharField(max_length=36, null=True)))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store)
+MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store, _add_audit_institution)
 
 
 def bind_database(config: Config) -> peewee.Database:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from daemons.institution import findings as findings_module
+from daemons.institution.findings import MAX_LINKS
 
 from .conftest import (
     INSTITUTION_A,
@@ -450,3 +451,23 @@ def test_findings_written_at_once_answer_no_500(app, api, users, record, patient
                         patient_reference=issue_patient_reference(api.signing_key, ISSUER, patient_id, author.id, 300))
     for _ in range(4):
         assert at_once(app, [("POST", "/api/v1/findings", body)] * 6, author) == [201] * 6
+
+
+def test_links_added_one_by_one_stop_at_the_bound_of_a_findings_records(api, users, finding, record, db_state):
+    """A finding links at most MAX_LINKS records however they come: in its body, or one by one (where
+    2,000 were taken, and each list of the patient's findings carried them all)."""
+    author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
+    remote = [{"record_id": hashlib.sha256(str(i).encode()).hexdigest(), "institution_id": INSTITUTION_B}
+              for i in range(MAX_LINKS)]
+    status, full = api.call("PUT", f"/api/v1/findings/{finding['id']}", author,
+                            {"records": [local_link(record), *remote[:MAX_LINKS - 1]]})
+    assert status == 200 and len(full["records"]) == MAX_LINKS
+    before = db_state()
+    status, answer = api.call("POST", path, author, remote[-1])
+    assert status == 409 and answer["error"]["code"] == "conflict"
+    assert f"{MAX_LINKS} records" in answer["error"]["message"] and "remove a link" in answer["error"]["message"]
+    assert db_state() == before
+    assert api.call("POST", path, author, remote[0])[0] == 200  # linked already: nothing added
+    assert api.call("DELETE", f"{path}/{remote[0]['record_id']}", author)[0] == 204
+    status, relinked = api.call("POST", path, author, remote[-1])
+    assert status == 201 and len(relinked["records"]) == MAX_LINKS
