@@ -87,6 +87,24 @@ def weight(params: dict[str, str]) -> float:
     return 1.0 if math.isnan(value) else min(max(value, 0.0), 1.0)
 
 
+def specificity(media_range: str) -> int:
+    """How specific an Accept media range is (RFC 9110 12.5.1): `*/*` (or a bare `*`) 0, `type/*` 1,
+    a media type 2. A range given q=0 refuses what it covers wherever a less specific range would
+    take it in: `image/jpeg;q=0, */*` takes in every image but JPEG."""
+    if media_range in ("*/*", "*"):
+        return 0
+    return 1 if media_range.endswith("/*") else 2
+
+
+def covers(media_range: str, media: str) -> bool:
+    """Whether the Accept media range `media_range` (`*/*`, `image/*`, `image/png`) takes in `media`."""
+    if specificity(media_range) == 0:
+        return True
+    if media_range.endswith("/*"):
+        return media.startswith(media_range[:-1])
+    return media_range == media
+
+
 @dataclass(frozen=True)
 class Part:
     """One body part: its headers (names lower-cased) and its content."""

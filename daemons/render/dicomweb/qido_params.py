@@ -40,6 +40,10 @@ _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _UINT = re.compile(r"[0-9]{1,18}")  # below 2**63: what SQL OFFSET takes
 MAX_VALUE_CHARS = 1024
+#: the kinds of key whose value may be a list (PS3.4 C.2.2.2.2 UID lists; ModalitiesInStudy, matched
+#: by any of its values): comma-separated, or the key repeated, as dicomweb-client sends a list
+#: (`search_filters={"ModalitiesInStudy": ["CT", "MR"]}` is `ModalitiesInStudy=CT&ModalitiesInStudy=MR`)
+LIST_KINDS = frozenset({"uid", "modalities"})
 
 
 def _bad(message: str) -> ApiError:
@@ -170,9 +174,10 @@ def _match(search: Search, name: str, values: list[str], level: str, match_level
         unsupported.append(name)
         return
     key = KEYS[keyword]
-    if search.value_of(keyword) is not None or (len(values) > 1 and key.kind != "uid"):
-        raise _bad(f"{name} is given more than once; give it once (a list of UIDs is comma-separated)")
-    value = "\\".join(v.replace(",", "\\") for v in values) if key.kind == "uid" else values[0]
+    listed = key.kind in LIST_KINDS
+    if search.value_of(keyword) is not None or (len(values) > 1 and not listed):
+        raise _bad(f"{name} is given more than once; give it once (a list of UIDs or modalities is comma-separated)")
+    value = "\\".join(v.replace(",", "\\") for v in values) if listed else values[0]
     if not value.strip():
         search.include.add(keyword)  # an empty value is a return key (universal matching)
         return

@@ -79,29 +79,41 @@ class Choice:
     multipart: bool
 
 
+#: the image formats in the order a wildcard offers them: the default first
+FORMATS = tuple(dict.fromkeys((MEDIA_TYPES[DEFAULT_MEDIA_TYPE], *MEDIA_TYPES.values())))
+
+
+def _offers(media: str, params: dict[str, str]) -> tuple[int, list[Choice]]:
+    """What one Accept media range takes in, best first, and how specific it is
+    (`multipart.specificity`; a multipart range by its part type)."""
+    if media in MEDIA_TYPES:
+        return 2, [Choice(MEDIA_TYPES[media], False)]
+    if media in ("image/*", "image/", "*/*", "*"):
+        singles = [Choice(fmt, False) for fmt in FORMATS]
+        wild = media.startswith("*")
+        return (0, singles + [Choice(fmt, True) for fmt in FORMATS]) if wild else (1, singles)
+    if media in ("multipart/related", "multipart/*"):
+        part = params.get("type", "*/*").lower()
+        if part in MEDIA_TYPES:
+            return 2, [Choice(MEDIA_TYPES[part], True)]
+        if part in ("image/*", "*/*"):
+            return 1, [Choice(fmt, True) for fmt in FORMATS]
+    return 2, []
+
+
 def _accepted() -> list[Choice]:
-    """The answers the request accepts, best first (the `accept` parameter overrides the header)."""
+    """The answers the request accepts, best first (the `accept` parameter overrides the header).
+
+    A range given q=0 refuses what it offers wherever a less specific range would take it in
+    (RFC 9110 12.5.1): `image/jpeg;q=0, */*` is answered in PNG, not in the default JPEG."""
     raw = query.ACCEPT.raw() or request.headers.get("Accept") or "*/*"
-    ranked: list[tuple[float, int, list[Choice]]] = []
+    ranked: list[tuple[float, int, int, list[Choice]]] = []
     for position, item in enumerate(split_unquoted(raw, ",")):
         media, params = media_type(item)
-        q = weight(params)
-        if q <= 0:
-            continue
-        choices: list[Choice] = []
-        if media in MEDIA_TYPES:
-            choices = [Choice(MEDIA_TYPES[media], False)]
-        elif media in ("image/*", "image/", "*/*", "*"):
-            choices = [Choice(MEDIA_TYPES[DEFAULT_MEDIA_TYPE], False)]
-            if media.startswith("*"):
-                choices.append(Choice(MEDIA_TYPES[DEFAULT_MEDIA_TYPE], True))
-        elif media in ("multipart/related", "multipart/*"):
-            part = params.get("type", DEFAULT_MEDIA_TYPE).lower()
-            part = DEFAULT_MEDIA_TYPE if part in ("image/*", "*/*") else part
-            if part in MEDIA_TYPES:
-                choices = [Choice(MEDIA_TYPES[part], True)]
-        ranked.append((-q, position, choices))
-    return [choice for _, _, choices in sorted(ranked) for choice in choices]
+        ranked.append((-weight(params), position, *_offers(media, params)))
+    refusals = [(specific, choices) for q, _, specific, choices in ranked if q >= 0]
+    return [choice for q, _, specific, choices in sorted(ranked) if q < 0 for choice in choices
+            if not any(more > specific and choice in refused for more, refused in refusals)]
 
 
 def _not_acceptable(why: str) -> ApiError:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from daemons.render.dicomweb import bp, cors
-
 #: every module that adds routes to `daemons.render.dicomweb.bp` (each owns its own paths)
 SERVICE_MODULES: tuple[str, ...] = ("stow", "wado", "rendered", "qido")
-
-cors.attach(bp)
 
 
 def load() -> None:

@@ -16,13 +16,13 @@ that one is sent as stored only (`transfer-syntax=*` or its own syntax), else 40
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.uid import UID
 
-from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
+from daemons.render.dicomweb.multipart import covers, media_type, specificity, split_unquoted, weight
 from daemons.render.imaging.decode import little_endian_value, stored_values, swap_words, syntax_decodable, word_size
 from daemons.render.imaging.transcode import EXPLICIT_LE, frame_count, little_endian_array, stored_syntax
 from daemons.render.store.frame_layout import layout_of
@@ -58,15 +58,31 @@ MEDIA_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/j
 
 @dataclass(frozen=True)
 class Wanted:
-    """One media range of an Accept header, as a part media type and an optional transfer syntax."""
+    """One media range of an Accept header, as a part media type and an optional transfer syntax,
+    with the ranges of the same header that refuse (q=0) part of what it covers, more specifically."""
 
     part_type: str
     transfer_syntax: str | None
+    refused: tuple[Wanted, ...] = field(default=(), compare=False)
+
+    @property
+    def specificity(self) -> int:
+        """`multipart.specificity` of its part type, one more with a transfer syntax (a media type's
+        parameter makes a range more specific, RFC 9110 12.5.1)."""
+        return specificity(self.part_type) + (self.transfer_syntax is not None)
+
+    def refuses(self, part_type: str, transfer_syntax: str | None = None) -> bool:
+        """Whether a more specific range of the header refused (q=0) a part of `part_type` in
+        `transfer_syntax`, which this range would take in: `image/jls;q=0, */*` is no JPEG-LS frame."""
+        return any(covers(no.part_type, part_type) and no.transfer_syntax in (None, transfer_syntax)
+                   for no in self.refused)
 
 
 def accepted(header: str | None) -> list[Wanted]:
     """The media ranges of an Accept header, best first (q=0 dropped); none given is `*/*`, and
-    ranges given that all refuse (q=0) accept nothing: the caller answers 406.
+    ranges given that all refuse (q=0) accept nothing: the caller answers 406. A range given q=0 is
+    kept in the `refused` of each less specific range, which then `refuses` what it covers: a q of 0
+    means "not acceptable" (RFC 9110 12.5.1), also where a wildcard beside it matches.
 
     `multipart/related; type="X"; transfer-syntax=Y` names the part type X; a bare media type
     (`application/dicom`, `*/*`) stands for itself.
@@ -78,13 +94,12 @@ def accepted(header: str | None) -> list[Wanted]:
         if not text.strip():
             continue
         media, params = media_type(text)
-        q = weight(params)
-        if q <= 0:
-            continue
         part = params.get("type", "").lower() if media == "multipart/related" else media
         part = MEDIA_ALIASES.get(part, part)
-        ranges.append((-q, order, Wanted(part or "*/*", params.get("transfer-syntax") or None)))
-    return [wanted for _, _, wanted in sorted(ranges, key=lambda r: (r[0], r[1]))]
+        ranges.append((-weight(params), order, Wanted(part or "*/*", params.get("transfer-syntax") or None)))
+    refusals = [wanted for q, _, wanted in ranges if q >= 0]
+    return [replace(wanted, refused=tuple(no for no in refusals if no.specificity > wanted.specificity))
+            for q, _, wanted in sorted(ranges, key=lambda r: (r[0], r[1])) if q < 0]
 
 
 def not_acceptable(what: str) -> ApiError:
@@ -98,8 +113,9 @@ def json_answer(header: str | None, what: str) -> str:
     for item in accepted(header):
         if item.part_type in JSON_TYPES:
             return item.part_type
-        if item.part_type in WILDCARDS:
-            return JSON_TYPES[0]
+        taken = [json for json in JSON_TYPES if item.part_type in WILDCARDS and not item.refuses(json)]
+        if taken:
+            return taken[0]
     raise not_acceptable(f"{what} is sent as {' or '.join(JSON_TYPES)} only; the XML forms are not supported")
 
 
@@ -107,9 +123,9 @@ def instance_targets(wanted: list[Wanted]) -> list[str]:
     """The transfer syntaxes (or ANY: as stored) an instance may be sent in, best first; 406 if none."""
     targets = []
     for item in wanted:
-        if item.part_type not in (DICOM, *WILDCARDS):
-            continue
-        targets.append(item.transfer_syntax or EXPLICIT_LE)
+        target = item.transfer_syntax or EXPLICIT_LE
+        if item.part_type in (DICOM, *WILDCARDS) and not item.refuses(DICOM, target):
+            targets.append(target)
     if not targets:
         raise not_acceptable('instances are sent as multipart/related; type="application/dicom" only')
     return targets
@@ -136,28 +152,37 @@ class FrameChoice:
     """How an instance's frames are sent: as stored (compressed) or as native little-endian pixels."""
 
     stored: bool
-    content_type: str
+    part_type: str
+    transfer_syntax: str
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.part_type}; transfer-syntax={self.transfer_syntax}"
 
 
 def frame_choice(wanted: list[Wanted], stored: str) -> FrameChoice:
     """The form of the frames of an instance stored in `stored` (406 when the client takes none)."""
     compressed = stored in FRAME_MEDIA_TYPES
-    as_stored = FrameChoice(True, f"{FRAME_MEDIA_TYPES[stored]}; transfer-syntax={stored}") if compressed else None
-    native = FrameChoice(False, f"{OCTETS}; transfer-syntax={EXPLICIT_LE}")
+    as_stored = FrameChoice(True, FRAME_MEDIA_TYPES[stored], stored) if compressed else None
+    native = FrameChoice(False, OCTETS, EXPLICIT_LE)
     for item in wanted:
         syntax = item.transfer_syntax
+        forms: list[FrameChoice | None] = []
         if item.part_type in WILDCARDS:
             if syntax in (None, ANY) or syntax == stored:
-                return as_stored or native
-            if syntax == EXPLICIT_LE:
-                return native
+                forms = [as_stored, native]
+            elif syntax == EXPLICIT_LE:
+                forms = [native]
         elif item.part_type == OCTETS:
             if syntax in (None, EXPLICIT_LE):
-                return native
-            if syntax in (ANY, stored):
-                return as_stored or native
+                forms = [native]
+            elif syntax in (ANY, stored):
+                forms = [as_stored, native]
         elif compressed and item.part_type == FRAME_MEDIA_TYPES[stored] and syntax in (None, ANY, stored):
-            return as_stored  # type: ignore[return-value]  # compressed: never None
+            forms = [as_stored]
+        for form in forms:  # the first the range takes in: a more specific q=0 may refuse one
+            if form is not None and not item.refuses(form.part_type, form.transfer_syntax):
+                return form
     raise not_acceptable(f"the frames are stored in {stored}; ask for application/octet-stream (decoded, "
                          f"{EXPLICIT_LE}), transfer-syntax=* or {FRAME_MEDIA_TYPES.get(stored, OCTETS)}")
 

@@ -204,8 +204,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
     parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
-    part_type = choice.content_type.split(";", 1)[0]
-    response = Response(write_related(parts, boundary), content_type=related_content_type(part_type, boundary))
+    response = Response(write_related(parts, boundary), content_type=related_content_type(choice.part_type, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -266,7 +265,8 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
         numbers = list(range(1, frame_count(ds) + 1))
         _check_showable(row, numbers)
         return _frames_response(ds, numbers)
-    if not any(w.part_type in (OCTETS, *WILDCARDS) for w in accepted(request.headers.get("Accept"))):
+    if not any(w.part_type == OCTETS or (w.part_type in WILDCARDS and not w.refuses(OCTETS))
+               for w in accepted(request.headers.get("Accept"))):
         raise not_acceptable("bulk data is sent as application/octet-stream")
     boundary = new_boundary()
     value = found.value
