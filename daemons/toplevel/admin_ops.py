@@ -13,12 +13,13 @@ from contextlib import contextmanager
 import peewee
 
 from daemons.toplevel import accounts, sessions
+from daemons.toplevel.context import USERS_LOCK
 from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType, User
 from daemons.toplevel.passwords import passwords_from_config
 from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 from shared.config import Config
-from shared.db import close_database, database_from_config
+from shared.db import close_database, database_from_config, exclusive_transaction
 from shared.errors import ApiError, save_edit
 from shared.validation import parse_uuid, validate
 
@@ -90,8 +91,10 @@ def create_user(
 
 
 def set_role(config: Config, username: str, role: str) -> dict:
-    """Give a user another role and end their sessions (their tokens name the old one)."""
-    with _database(config):
+    """Give a user another role and end their sessions (their tokens name the old one), under the
+    lock of every change of a user row (`context.USERS_LOCK`): an edit through the API that read
+    the user before this would otherwise write the old role back."""
+    with _database(config) as db, exclusive_transaction(db, USERS_LOCK):
         data = validate({"role": role}, {"role": accounts.USER_UPDATE_FIELDS["role"]})
         user = User.get_or_none(User.username == username.strip().lower())
         if user is None:

@@ -9,7 +9,8 @@ of role or institution) and its user still exists and is active. Other layers ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from daemons.toplevel.passwords import Passwords
 from daemons.toplevel.sessions import session_ended
 from shared.auth import authenticate, check_role
 from shared.config import Config
+from shared.db import exclusive_transaction
 from shared.errors import ApiError, not_found, save_edit
 from shared.tokens import Identity, TokenIssuer
 from shared.validation import page_args, parse_uuid
@@ -65,6 +67,26 @@ def require_live_session() -> tuple[Identity, User]:
     return identity, user
 
 
+#: The lock every change of a user row takes (`user_change`; `sivr user set-role` too: `admin_ops.set_role`).
+USERS_LOCK = "sivr-users"
+
+
+@contextmanager
+def user_change() -> Iterator[tuple[Identity, User]]:
+    """One transaction, under `USERS_LOCK`, in which a view reads the user it changes and writes it;
+    the caller's session is checked again once the lock is held.
+
+    A view that read a user row before another request changed it, then saved it, wrote back the
+    columns it had read: an administrator editing a name (or the user their own profile) while
+    another deactivated or demoted that user made them active again, in their old role. And two
+    system administrators demoting, deactivating or deleting each other at once both passed the
+    check of their own session, so no system administrator was left. Under the lock, each change
+    reads what the one before it wrote, and a caller whom it removed is refused (`401 session_expired`).
+    """
+    with exclusive_transaction(User._meta.database, USERS_LOCK):
+        yield require_live_session()
+
+
 def require_user(*roles: str) -> Callable[[F], F]:
     """Like `shared.auth.require_auth`, plus the live checks against the user table."""
 
@@ -96,6 +118,21 @@ def get_by_id(model: type[peewee.Model], raw_id: str, what: str) -> peewee.Model
     if row is None:
         raise not_found(what, ident)
     return row
+
+
+@contextmanager
+def edited_row(model: type[peewee.Model], raw_id: str, what: str) -> Iterator[Any]:
+    """The row with this id (`get_by_id`), read in a transaction that holds a lock on that row's id
+    until the edit made in the block is written and committed.
+
+    Two edits of one row at once each read it, set their fields and saved every column they had
+    read: the one saved last undid the other's fields, though both answered 200 and both were
+    audited as changes (two physicians correcting a patient's first and last name at once: one
+    correction in three lost). Under the lock the second edit reads what the first wrote.
+    """
+    ident = parse_uuid(raw_id, f"{what} id")
+    with exclusive_transaction(model._meta.database, f"sivr-{model._meta.table_name}-{ident}"):
+        yield get_by_id(model, ident, what)
 
 
 def save_unique(row: peewee.Model, field: peewee.Field, conflict: str, what: str, create: bool = False) -> None:

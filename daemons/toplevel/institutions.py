@@ -6,7 +6,7 @@ import peewee
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel import accounts
-from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user
+from daemons.toplevel.context import edited_row, get_by_id, page_of, refuse_blank_id, require_user
 from daemons.toplevel.models import AuditEntry, Institution, User
 from daemons.toplevel.serialize import institution_json
 from shared.audit import describe_changes, record_audit
@@ -44,30 +44,30 @@ def get_institution(institution_id: str):
 @bp.put("/api/v1/institutions/<institution_id>")
 @require_user(SYSTEM_ADMIN)
 def update_institution(institution_id: str):
-    institution = get_by_id(Institution, institution_id, "institution")
-    data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
-    renamed = data.get("name", institution.name) != institution.name
-    for field, value in data.items():
-        setattr(institution, field, value)
-    accounts.save_institution(institution, create=False, renamed=renamed)
-    record_audit(AuditEntry, "institution.update", "institution", institution.id,
-                 detail=describe_changes(data))
+    with edited_row(Institution, institution_id, "institution") as institution:
+        data = validate(json_body(), accounts.INSTITUTION_FIELDS, partial=True)
+        renamed = data.get("name", institution.name) != institution.name
+        for field, value in data.items():
+            setattr(institution, field, value)
+        accounts.save_institution(institution, create=False, renamed=renamed)
+        record_audit(AuditEntry, "institution.update", "institution", institution.id,
+                     detail=describe_changes(data))
     return jsonify(institution_json(institution))
 
 
 @bp.delete("/api/v1/institutions/<institution_id>")
 @require_user(SYSTEM_ADMIN)
 def delete_institution(institution_id: str):
-    institution = get_by_id(Institution, institution_id, "institution")
-    members = User.select().where(User.institution == institution.id).count()
-    if members:
-        raise ApiError(409, "conflict",
-                       f"{members} user(s) still belong to this institution; move or delete them first")
-    try:
-        with Institution._meta.database.atomic():
-            institution.delete_instance()
-    except peewee.IntegrityError as exc:
-        raise ApiError(409, "conflict", "users still belong to this institution") from exc
-    record_audit(AuditEntry, "institution.delete", "institution", institution.id,
-                 detail=f"name={institution.name}")
+    with edited_row(Institution, institution_id, "institution") as institution:
+        members = User.select().where(User.institution == institution.id).count()
+        if members:
+            raise ApiError(409, "conflict",
+                           f"{members} user(s) still belong to this institution; move or delete them first")
+        try:
+            with Institution._meta.database.atomic():
+                institution.delete_instance()
+        except peewee.IntegrityError as exc:
+            raise ApiError(409, "conflict", "users still belong to this institution") from exc
+        record_audit(AuditEntry, "institution.delete", "institution", institution.id,
+                     detail=f"name={institution.name}")
     return Response(status=204)

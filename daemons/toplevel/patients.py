@@ -7,13 +7,14 @@ by `GET /api/v1/audit?patient_id=...` alone, whether the patient was opened or o
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from flask import Blueprint, Response, jsonify
 
-from daemons.toplevel.context import get_by_id, refuse_blank_id, require_user, save_unique, toplevel
+from daemons.toplevel.context import edited_row, get_by_id, refuse_blank_id, require_user, save_unique, toplevel
 from daemons.toplevel.models import AuditEntry, Patient, name_search_key
 from daemons.toplevel.serialize import patient_json
-from shared.audit import record_audit
+from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity
 from shared.errors import ApiError
 from shared.patient_refs import FIELD, issue_patient_reference
@@ -38,12 +39,34 @@ def check_birth_date(value: str, field: str) -> dt.date:
     return date
 
 
+def insurance_number_form(value: str) -> str:
+    """An insurance number as it is stored and searched for: in NFKC form (a full-width `ＨＲ-１２`
+    is `HR-12`), runs of spaces as one space."""
+    return " ".join(unicodedata.normalize("NFKC", value).split())
+
+
+def check_insurance_number(value: str, field: str) -> str:
+    """The number as stored (`insurance_number_form`), which must be printable ASCII.
+
+    The number is what tells patients apart, unique as stored: `HR-123456` followed by a zero-width
+    space, word joiner or soft hyphen, written in full-width letters or with a non-breaking hyphen
+    (U+2011) was another patient's number, so one patient could be created six times, each one
+    shown as "Ana Horvat, HR-123456", and records filed under any of them.
+    """
+    number = insurance_number_form(value)
+    if not (number.isascii() and number.isprintable()):
+        raise ApiError(400, "validation_error",
+                       f"{field} {number[:80]!r} holds characters beyond printable ASCII; type it as the card "
+                       "shows it, with ASCII letters, digits, spaces and punctuation only")
+    return number
+
+
 FIELDS = {
     "first_name": Field(str, max_len=100, min_len=1),
     "last_name": Field(str, max_len=100, min_len=1),
     "sex": Field(str, choices=SEXES),
     "birth_date": Field(str, max_len=10, check=check_birth_date),
-    "insurance_number": Field(str, max_len=64, min_len=1),
+    "insurance_number": Field(str, max_len=64, min_len=1, check=check_insurance_number),
 }
 
 
@@ -85,7 +108,7 @@ def search_patients():
     ignoring case and accents."""
     limit, offset = page_args()
     q = query_text("q", Patient.name_key.max_length)  # both names folded, as they are matched
-    number = query_text("insurance_number", 64)
+    number = insurance_number_form(query_text("insurance_number", 64))
     query = Patient.select()
     for word in search_words(q):
         query = query.where(Patient.name_key.contains(word))
@@ -139,21 +162,29 @@ def patient_reference(patient_id: str):
 @bp.put("/api/v1/patients/<patient_id>")
 @require_user(*_READERS)
 def update_patient(patient_id: str):
-    patient = get_by_id(Patient, patient_id, "patient")
-    data = validate(json_body(), FIELDS, partial=True)
-    for field, value in data.items():
-        setattr(patient, field, value)
-    _save(patient, create=False)
-    record_audit(AuditEntry, "patient.update", "patient", patient.id, patient.id,
-                 detail="changed: " + ", ".join(data))
-    return jsonify(patient_json(patient))
+    """The audit entry states each changed field's value before and after (`describe_old_new`): a
+    patient's names, birth date or insurance number overwritten are otherwise found nowhere."""
+    with edited_row(Patient, patient_id, "patient") as patient:
+        data = validate(json_body(), FIELDS, partial=True)
+        before = patient_json(patient)
+        for field, value in data.items():
+            setattr(patient, field, value)
+        _save(patient, create=False)
+        after = patient_json(patient)
+        changed = {field: after[field] for field in data if after[field] != before[field]}
+        record_audit(AuditEntry, "patient.update", "patient", patient.id, patient.id,
+                     detail=describe_old_new(before, changed) or "no change")
+    return jsonify(after)
 
 
 @bp.delete("/api/v1/patients/<patient_id>")
 @require_user(SYSTEM_ADMIN)
 def delete_patient(patient_id: str):
-    patient = get_by_id(Patient, patient_id, "patient")
-    patient.delete_instance()
-    record_audit(AuditEntry, "patient.delete", "patient", patient.id, patient.id,
-                 detail=f"insurance_number={patient.insurance_number!r}")
+    """The audit entry keeps what the patient was (`describe_values`): nothing else does once deleted.
+    Two deletions at once delete once: the second finds no patient (404)."""
+    with edited_row(Patient, patient_id, "patient") as patient:
+        patient.delete_instance()
+        shown = patient_json(patient)
+        record_audit(AuditEntry, "patient.delete", "patient", patient.id, patient.id,
+                     detail=describe_values({field: shown[field] for field in FIELDS}))
     return Response(status=204)

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel import sessions, throttle
 from daemons.toplevel.accounts import USER_UPDATE_FIELDS
-from daemons.toplevel.context import require_user, toplevel
+from daemons.toplevel.context import require_user, toplevel, user_change
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
@@ -34,11 +34,11 @@ def get_me():
 @require_user()
 def update_me():
     data = validate(json_body(), _OWN_FIELDS, partial=True)
-    user = _me()
-    for name, value in data.items():
-        setattr(user, name, value)
-    save_edit(user, "user")
-    record_audit(AuditEntry, "user.update", "user", user.id, detail="own profile: " + ", ".join(data))
+    with user_change() as (_identity, user):
+        for name, value in data.items():
+            setattr(user, name, value)
+        save_edit(user, "user")
+        record_audit(AuditEntry, "user.update", "user", user.id, detail="own profile: " + ", ".join(data))
     return jsonify(user_json(user))
 
 
@@ -49,6 +49,10 @@ def change_my_password():
 
     Wrong old passwords count as failed logins, so the token cannot be used to guess either. A
     change ends the user's other sessions (someone else may hold one), keeping the caller's.
+    The new password is written under `user_change`'s lock, which checks the caller's session
+    again: an administrator's reset (or a change from another session) while this one's passwords
+    were hashed ended it, and the reset stands. Before, the change saved after the reset, and
+    whoever held the stolen token and the old password kept the account.
     """
     body = json_body()
     check_body_fields(body, ("old_password", "new_password"))
@@ -64,8 +68,10 @@ def change_my_password():
         throttle.attempt_failed(attempt)
         raise ApiError(403, "wrong_password", "the old password is not correct")
     throttle.attempt_succeeded(attempt, user.username, address)
-    user.password_hash = top.passwords.hash(new_password)
-    save_edit(user, "user", only=[User.password_hash])
-    sessions.revoke_user_sessions(user.id, keep=current_identity().session_id)
-    record_audit(AuditEntry, "user.password_change", "user", user.id)
+    password_hash = top.passwords.hash(new_password)
+    with user_change() as (identity, current):
+        current.password_hash = password_hash
+        save_edit(current, "user", only=[User.password_hash])
+        sessions.revoke_user_sessions(current.id, keep=identity.session_id)
+        record_audit(AuditEntry, "user.password_change", "user", current.id)
     return Response(status=204)

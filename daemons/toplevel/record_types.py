@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, save_unique
+from daemons.toplevel.context import edited_row, page_of, refuse_blank_id, require_user, save_unique
 from daemons.toplevel.models import AuditEntry, RecordType
 from daemons.toplevel.serialize import record_type_json
 from shared import field_rules
@@ -56,21 +56,21 @@ refuse_blank_id(bp, "/api/v1/record-types", "record type", ["GET", "PUT", "DELET
 @bp.put("/api/v1/record-types/<record_type_id>")
 @require_user(SYSTEM_ADMIN)
 def update_record_type(record_type_id: str):
-    record_type = get_by_id(RecordType, record_type_id, "record type")
-    data = validate(json_body(), FIELDS, partial=True)
-    for field, value in data.items():
-        setattr(record_type, field, value)
-    _save(record_type, create=False)
-    record_audit(AuditEntry, "record_type.update", "record_type", record_type.id,
-                 detail=describe_changes(data))
+    with edited_row(RecordType, record_type_id, "record type") as record_type:
+        data = validate(json_body(), FIELDS, partial=True)
+        for field, value in data.items():
+            setattr(record_type, field, value)
+        _save(record_type, create=False)
+        record_audit(AuditEntry, "record_type.update", "record_type", record_type.id,
+                     detail=describe_changes(data))
     return jsonify(record_type_json(record_type))
 
 
 @bp.delete("/api/v1/record-types/<record_type_id>")
 @require_user(SYSTEM_ADMIN)
 def delete_record_type(record_type_id: str):
-    record_type = get_by_id(RecordType, record_type_id, "record type")
-    record_type.delete_instance()
-    record_audit(AuditEntry, "record_type.delete", "record_type", record_type.id,
-                 detail=f"code={record_type.code}")
+    with edited_row(RecordType, record_type_id, "record type") as record_type:
+        record_type.delete_instance()
+        record_audit(AuditEntry, "record_type.delete", "record_type", record_type.id,
+                     detail=f"code={record_type.code}")
     return Response(status=204)

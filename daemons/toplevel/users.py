@@ -10,7 +10,7 @@ import peewee
 from flask import Blueprint, Response, jsonify, request
 
 from daemons.toplevel import accounts, sessions
-from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, toplevel
+from daemons.toplevel.context import get_by_id, page_of, refuse_blank_id, require_user, toplevel, user_change
 from daemons.toplevel.models import AuditEntry, User
 from daemons.toplevel.passwords import check_body_fields, password_field
 from daemons.toplevel.serialize import user_json, user_name_json
@@ -89,47 +89,48 @@ def update_user(user_id: str):
 
     The caller must administer the user as they are and as they would be after the change, so an
     institution admin can neither move a user (themselves included) elsewhere nor promote anyone
-    to system admin.
+    to system admin. The user is read and written under `user_change`'s lock.
     """
-    identity = current_identity()
-    user = _administered_user(user_id)
     data = validate(json_body(), accounts.USER_UPDATE_FIELDS, partial=True)
-    if "institution_id" in data:
-        require_admin_of(identity, data["institution_id"], "the institution you move this user to")
-    if "role" in data:
-        _require_may_grant(identity, data["role"])
-    if user.id == identity.user_id:
-        if data.get("active") is False:
-            raise ApiError(409, "conflict", "you cannot deactivate your own account")
-        if data.get("role", user.role) != user.role:
-            raise ApiError(409, "conflict", "you cannot change your own role; ask another admin")
-    changed = {name: value for name, value in data.items() if getattr(user, name) != value}
-    for name, value in changed.items():
-        setattr(user, "institution" if name == "institution_id" else name, value)
-    try:
-        with User._meta.database.atomic():
-            save_edit(user, "user")
-    except peewee.IntegrityError as exc:  # its new institution deleted since it was checked
-        refusal = accounts.refused_user_row(user.institution_id)
-        if refusal is None:
-            raise
-        raise refusal from exc
-    if not user.active or {"role", "institution_id"} & changed.keys():
-        sessions.revoke_user_sessions(user.id)
-    record_audit(AuditEntry, "user.update", "user", user.id,
-                 detail=describe_changes(changed) or "no change")
+    with user_change() as (identity, _caller):
+        user = _administered_user(user_id)
+        if "institution_id" in data:
+            require_admin_of(identity, data["institution_id"], "the institution you move this user to")
+        if "role" in data:
+            _require_may_grant(identity, data["role"])
+        if user.id == identity.user_id:
+            if data.get("active") is False:
+                raise ApiError(409, "conflict", "you cannot deactivate your own account")
+            if data.get("role", user.role) != user.role:
+                raise ApiError(409, "conflict", "you cannot change your own role; ask another admin")
+        changed = {name: value for name, value in data.items() if getattr(user, name) != value}
+        for name, value in changed.items():
+            setattr(user, "institution" if name == "institution_id" else name, value)
+        try:
+            with User._meta.database.atomic():
+                save_edit(user, "user")
+        except peewee.IntegrityError as exc:  # its new institution deleted since it was checked
+            refusal = accounts.refused_user_row(user.institution_id)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        if not user.active or {"role", "institution_id"} & changed.keys():
+            sessions.revoke_user_sessions(user.id)
+        record_audit(AuditEntry, "user.update", "user", user.id,
+                     detail=describe_changes(changed) or "no change")
     return jsonify(user_json(user))
 
 
 @bp.delete("/api/v1/users/<user_id>")
 @require_user(*ADMIN_ROLES)
 def delete_user(user_id: str):
-    user = _administered_user(user_id)
-    if user.id == current_identity().user_id:
-        raise ApiError(409, "conflict", "you cannot delete your own account")
-    user.delete_instance()
-    sessions.revoke_user_sessions(user.id)
-    record_audit(AuditEntry, "user.delete", "user", user.id, detail=f"username={user.username}")
+    with user_change() as (identity, _caller):
+        user = _administered_user(user_id)
+        if user.id == identity.user_id:
+            raise ApiError(409, "conflict", "you cannot delete your own account")
+        user.delete_instance()
+        sessions.revoke_user_sessions(user.id)
+        record_audit(AuditEntry, "user.delete", "user", user.id, detail=f"username={user.username}")
     return Response(status=204)
 
 
@@ -137,16 +138,19 @@ def delete_user(user_id: str):
 @require_user(*ADMIN_ROLES)
 def reset_password(user_id: str):
     """Set a new password and end the user's open sessions (their tokens may be in wrong hands)."""
-    user = _administered_user(user_id)
+    target = _administered_user(user_id)  # refused before any hashing
     body = json_body()
     check_body_fields(body, ("new_password",))
     top = toplevel()
     new_password = password_field(body, "new_password", top.config["auth"]["min_password_length"])
-    if user.id == current_identity().user_id:
+    if target.id == current_identity().user_id:
         raise ApiError(403, "forbidden",
                        "change your own password with POST /api/v1/me/password (it needs the old one)")
-    user.password_hash = top.passwords.hash(new_password)
-    save_edit(user, "user", only=[User.password_hash])
-    sessions.revoke_user_sessions(user.id)
-    record_audit(AuditEntry, "user.password_reset", "user", user.id)
+    password_hash = top.passwords.hash(new_password)
+    with user_change():
+        user = _administered_user(user_id)
+        user.password_hash = password_hash
+        save_edit(user, "user", only=[User.password_hash])
+        sessions.revoke_user_sessions(user.id)
+        record_audit(AuditEntry, "user.password_reset", "user", user.id)
     return Response(status=204)

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemons.toplevel.app import create_app
-from daemons.toplevel.models import LoginFailure, User, UserSession, database_proxy
+from daemons.toplevel.models import AuditEntry, LoginFailure, User, UserSession, database_proxy
 from daemons.toplevel.passwords import Passwords
 from shared.db import utcnow
 from shared.tokens import TokenIssuer, load_private_key, load_public_key
@@ -438,3 +438,24 @@ def test_failed_logins_from_an_address_longer_than_its_column_are_counted(make_c
     sprayed = api.client.post("/api/v1/auth/login", json={"username": "dr.b", "password": PASSWORDS["physician_b"]},
                               environ_base=peer)
     assert sprayed.status_code == 429, sprayed.json
+
+
+@pytest.mark.parametrize("addresses, elsewhere", [
+    ([f"2001:db8:56::{n:x}" for n in range(1, 5)], "2001:db8:57::1"),  # one host's /64, a new address a guess
+    (["10.0.0.7", "::ffff:10.0.0.7", "10.0.0.7", "::ffff:10.0.0.7"], "10.0.0.8"),  # a dual-stack listener's IPv4
+])
+def test_guesses_from_the_addresses_of_one_ipv6_network_count_as_one_address(make_config, seed, addresses,
+                                                                              elsewhere):
+    """One host holds a whole IPv6 /64: counted address by address, a new source address for every
+    guess escaped the per-address and per-pair limits (against gunicorn on [::], 89 of 90 wrong
+    passwords over 30 usernames were checked from one /64, where one address got 20). An IPv4
+    client of a dual-stack listener (`::ffff:10.0.0.7`) is its IPv4 address. The audit keeps the
+    address the request came from."""
+    api = Api(create_app(make_config(auth={"max_failed_logins": 2, "max_failed_logins_per_address": 3})).test_client())
+    sprayed = [_login_from(api, address, name, "Spring2026!")
+               for address, name in zip(addresses, ("admin", "dr.house", "admin.b", "dr.b"), strict=True)]
+    assert sprayed == [401, 401, 401, 429]
+    assert _login_from(api, elsewhere, "dr.b", PASSWORDS["physician_b"]) == 200
+    with database_proxy.connection_context():
+        audited = {entry.client_ip for entry in AuditEntry.select().where(AuditEntry.action == "auth.login_failed")}
+    assert set(addresses[:3]) <= audited

@@ -141,6 +141,29 @@ def test_duplicate_insurance_number_is_a_conflict(api: Api, tokens, patients, db
     assert db_state() == before
 
 
+@pytest.mark.parametrize("number, status", [
+    ("ＨＲ-２２２", 409),  # full-width: HR-222 in NFKC form
+    ("HR-222\u200b", 400),  # zero-width space
+    ("\u2060HR-222", 400),  # word joiner
+    ("HR-222\u00ad", 400),  # soft hyphen
+    ("HR\u2011222", 400),  # non-breaking hyphen
+])
+def test_an_insurance_number_written_to_look_like_another_is_that_one_or_refused(api: Api, tokens, patients,
+                                                                                 db_state, number, status):
+    """Each was another patient's number (201): "Ana Horvat, HR-222" could be created once per
+    spelling, all listed alike, and records filed under any. Now the full-width form is HR-222
+    itself (409) and what is not printable ASCII is refused, on creation and edit alike."""
+    before = db_state()
+    created, body, _ = api.call("POST", "/api/v1/patients", tokens["physician"],
+                                patient_body(first_name="Other", insurance_number=number))
+    edited, _, _ = api.call("PUT", f"/api/v1/patients/{patients[0]['id']}", tokens["physician"],
+                            {"insurance_number": number})
+    assert (created, edited) == (status, status), body
+    assert body["error"]["code"] == ("conflict" if status == 409 else "validation_error")
+    assert db_state() == before
+    assert _search(api, tokens["physician"], "insurance_number=%EF%BC%A8%EF%BC%B2-222") == ["HR-222"]
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 @pytest.mark.parametrize("bad_id, status", [("", 400), ("%20", 400), ("12", 400), ("' OR ''='", 400),
                                              ("5bf29f22-7355-4236-ad80-e8705d114f9f", 404)])
