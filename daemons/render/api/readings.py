@@ -97,12 +97,12 @@ def _plane(record_id: str, plane: str, index: int) -> tuple[str, np.ndarray, Cal
     layout = plane_layout(record_geometry(stack_manifest(record.manifest, stack)), plane)
     query.check_index(f"{plane} plane", index, layout.count)
     slab_mm, slab_mode = query.slab()
-    voxels = render_state(current_app).prepared(record, stack).voxels
-    values = cut_plane(voxels, float(record.rescale_slope), layout, index, slab_mm, slab_mode)
+    volume = render_state(current_app).prepared(record, stack)
+    values = cut_plane(volume, layout, index, slab_mm, slab_mode)
     cal = calibration(record, stack.pixel_spacing)
     spacing = (layout.down_mm, layout.right_mm) if cal.spacing is not None else None
     # a slab's average is no stored value
-    return record_id, values, replace(cal, spacing=spacing, stored=cal.stored and values.dtype == voxels.dtype)
+    return record_id, values, replace(cal, spacing=spacing, stored=cal.stored and values.dtype == volume.voxels.dtype)
 
 
 @bp.get("/api/v1/records/<record_id>/mpr/<plane>/<int(signed=True):index>/value")

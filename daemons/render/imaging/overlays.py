@@ -9,7 +9,10 @@ be read (Overlay Data shorter than its rows and columns say, an origin that is n
 skipped and logged, as dcmtk skips it: the image and the other planes are still shown.
 
 Overlays are read from the stored file when first asked for, not at load: most viewers of most
-records never turn them on, and the header parse costs a fraction of the pixel decode.
+records never turn them on, and the header parse costs a fraction of the pixel decode. Only the
+bits of the asked frame that fall on the image are unpacked, a row at a time: an overlay's size is
+its own (up to 65535 x 65535 bits a frame, for as many frames), and unpacking it whole (pydicom's
+`overlay_array`, a byte a bit) made one 64x64 frame's request hold 1 GB for a 128 MB overlay.
 """
 
 from __future__ import annotations
@@ -40,17 +43,31 @@ def _plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -> np.ndar
     first = int(value(0x0051, 1) or 1) - 1  # Image Frame Origin, 1-based
     if count and not first <= frame < first + count:
         return None
-    bitmap = ds.overlay_array(group)
-    if bitmap.ndim == 3:
-        bitmap = bitmap[frame - first]
+    for element, name in ((0x0010, "Overlay Rows"), (0x0011, "Overlay Columns"), (0x0100, "Overlay Bits Allocated")):
+        if ds.get((group << 16) | element) is None:
+            raise AttributeError(f"{name} is missing")
+    plane_rows, plane_cols = int(value(0x0010, 0)), int(value(0x0011, 0))
+    data = np.frombuffer(ds[(group << 16) | OVERLAY_DATA].value, dtype=np.uint8)
+    if data.size * 8 < plane_rows * plane_cols * max(count, 1):
+        raise ValueError(f"Overlay Data holds {data.size} bytes, fewer than {plane_rows} rows x {plane_cols} "
+                         f"columns x {max(count, 1)} frames of bits")
     origin = value(0x0050, [1, 1])
     top, left = int(origin[0]) - 1, int(origin[1]) - 1
     mask = np.zeros((rows, cols), dtype=bool)
     r0, c0 = max(top, 0), max(left, 0)
-    r1, c1 = min(top + bitmap.shape[0], rows), min(left + bitmap.shape[1], cols)
-    if r0 < r1 and c0 < c1:
-        mask[r0:r1, c0:c1] = bitmap[r0 - top:r1 - top, c0 - left:c1 - left] != 0
+    r1, c1 = min(top + plane_rows, rows), min(left + plane_cols, cols)
+    start = (frame - first if count else 0) * plane_rows * plane_cols  # frames follow bit after bit
+    for row in range(r0, r1):
+        mask[row, c0:c1] = _bits(data, start + (row - top) * plane_cols + c0 - left, c1 - c0) != 0
     return mask
+
+
+def _bits(data: np.ndarray, first: int, count: int) -> np.ndarray:
+    """`count` bits of packed Overlay Data from bit `first` on (PS3.5 8.1.2: little-endian bit order)."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint8)
+    span = data[first >> 3:((first + count - 1) >> 3) + 1]
+    return np.unpackbits(span, bitorder="little")[first & 7:(first & 7) + count]
 
 
 def _readable_plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -> np.ndarray | None:

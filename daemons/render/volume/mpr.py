@@ -5,7 +5,11 @@ radiological orientation whatever the acquisition (axial: patient's right on the
 up; coronal: right on the left, head up; sagittal: anterior on the left, head up). Cutting along
 stored axes is exact (no in-plane resampling); the image is then scaled to square display
 pixels from the row, column and slice spacings. A slab combines the planes within a thickness in
-millimetres by maximum, minimum or mean. Windowing, cropping and scaling are the 2D pipeline's own.
+millimetres centred on the plane (cut off where the volume ends) by maximum, minimum or mean, with
+the rule of the 3D projections (MIP, MinIP, average): values below the volume's floor count as it
+(`PreparedVolume.floor`: a CT's padding outside the reconstruction circle is air, not -3024 HU), so
+a slab and the 3D projection through the same voxels agree. Windowing, cropping and scaling are the
+2D pipeline's own.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from daemons.render.imaging.geometry import FULL, Region, crop, output_size, res
 from daemons.render.imaging.pixels import Voi
 from daemons.render.volume.geometry import VolumeGeometry, edge_labels
 from daemons.render.volume.raycast import window_values
-from daemons.render.volume.volume import PreparedVolume
+from daemons.render.volume.volume import NO_FLOOR, PreparedVolume
 
 PLANES = ("axial", "coronal", "sagittal")
 STORED = "slices"  # the acquisition's own plane: frames as stored, rows down, columns right
 SLAB_MODES = ("mip", "minip", "avg")
+#: Planes of a slab average summed at once: the floor is applied to a copy of this many planes, not of the slab.
+AVERAGE_CHUNK = 16
 
 # Patient directions (LPS) of each plane's normal, screen right and screen down.
 _PLANE_DIRECTIONS = {
@@ -80,33 +86,60 @@ def plane_labels(geometry: VolumeGeometry, layout: PlaneLayout) -> dict[str, str
 
 
 def slab_planes(layout: PlaneLayout, index: int, slab_mm: float) -> range:
-    """The stored planes a slab of `slab_mm` centred on `index` covers (at least the plane itself)."""
+    """The stored planes a slab of `slab_mm` centred on `index` covers (at least the plane itself),
+    cut off where the volume ends: near the first plane as near the last (it was moved inwards there,
+    so the slabs at planes 0, 1 and 2 were one image, holding planes farther away than asked)."""
     count = max(1, int(round(slab_mm / layout.thickness_mm))) if slab_mm > 0 else 1
-    start = max(0, index - (count - 1) // 2)
-    return range(start, min(layout.count, start + count))
+    start = index - (count - 1) // 2
+    return range(max(0, start), min(layout.count, start + count))
 
 
-def cut_plane(voxels: np.ndarray, slope: float, layout: PlaneLayout, index: int, slab_mm: float = 0.0,
+def floored(values: np.ndarray, floor: float) -> np.ndarray:
+    """`values` with those below `floor` (a raw value, PreparedVolume.floor) raised to it: the
+    projections' rule. Integer values keep their type where the floor is a value of it."""
+    if floor <= NO_FLOOR:
+        return values
+    if values.dtype.kind in "iu":
+        info = np.iinfo(values.dtype)
+        if floor <= info.min:
+            return values
+        if float(floor).is_integer() and floor <= info.max:
+            return np.maximum(values, values.dtype.type(floor))
+    return np.maximum(values, floor)
+
+
+def _slab_mean(taken: np.ndarray, axis: int, floor: float) -> np.ndarray:
+    """Mean (float32) of `taken` along `axis` with the floor applied, AVERAGE_CHUNK planes at a time."""
+    shape = tuple(n for a, n in enumerate(taken.shape) if a != axis)
+    total = np.zeros(shape, dtype=np.float32)
+    for start in range(0, taken.shape[axis], AVERAGE_CHUNK):
+        chunk = taken[(slice(None),) * axis + (slice(start, start + AVERAGE_CHUNK),)]
+        total += floored(chunk, floor).sum(axis=axis, dtype=np.float32)
+    return total / np.float32(taken.shape[axis])
+
+
+def cut_plane(volume: PreparedVolume, layout: PlaneLayout, index: int, slab_mm: float = 0.0,
               slab_mode: str = "avg") -> np.ndarray:
-    """Values of plane `index` of `layout` (or of the slab around it) from `voxels` (frames, rows,
-    columns), in display orientation: a single plane keeps the voxels' own type, so the readings
-    of original values (daemons.render.api.readings) are cut exactly as the image is."""
+    """Values of plane `index` of `layout` (or of the slab around it) from the volume's voxels
+    (frames, rows, columns), in display orientation: a single plane keeps the voxels' own type, so
+    the readings of original values (daemons.render.api.readings) are cut exactly as the image is.
+    A slab is a projection, under the 3D projections' floor (module doc)."""
     if not 0 <= index < layout.count:
         raise IndexError(f"plane index must be between 0 and {layout.count - 1}")
     if slab_mode not in SLAB_MODES:
         raise ValueError(f"unknown slab mode {slab_mode!r}")
     planes = slab_planes(layout, index, slab_mm)
-    if slope < 0 and slab_mode != "avg":
+    if volume.slope < 0 and slab_mode != "avg":
         slab_mode = "minip" if slab_mode == "mip" else "mip"
-    taken = voxels[(slice(None),) * layout.axis + (slice(planes.start, planes.stop),)]
+    taken = volume.voxels[(slice(None),) * layout.axis + (slice(planes.start, planes.stop),)]
     if len(planes) == 1:
         cut = np.take(taken, 0, axis=layout.axis)
     elif slab_mode == "mip":
-        cut = taken.max(axis=layout.axis)
+        cut = floored(taken.max(axis=layout.axis), volume.floor)
     elif slab_mode == "minip":
-        cut = taken.min(axis=layout.axis)
+        cut = floored(taken.min(axis=layout.axis), volume.floor)
     else:
-        cut = taken.mean(axis=layout.axis, dtype=np.float32)
+        cut = _slab_mean(taken, layout.axis, volume.floor)
     remaining = [a for a in (0, 1, 2) if a != layout.axis]
     image = cut if remaining.index(layout.down_axis) == 0 else cut.T
     if layout.down_flip:
@@ -122,7 +155,7 @@ def reformat(volume: PreparedVolume, plane: str, index: int, slab_mm: float = 0.
     layout = plane_layout(volume.geometry, plane)
     if not 0 <= index < layout.count:
         raise IndexError(f"{plane} index must be between 0 and {layout.count - 1}")
-    image = cut_plane(volume.voxels, volume.slope, layout, index, slab_mm, slab_mode)
+    image = cut_plane(volume, layout, index, slab_mm, slab_mode)
     return np.ascontiguousarray(image, dtype=np.float32), layout
 
 
