@@ -51,7 +51,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from daemons.deployment import free_ports
 from daemons.render.catalogue import matching
-from daemons.render.dimse.limits import MAXIMUM_PDU_SIZE, MINIMUM_PEER_PDU_SIZE, OTHER_MESSAGE_MAX
+from daemons.render.dimse.limits import (
+    MAX_WAITING_REQUESTS,
+    MAX_WAITING_STORES,
+    MAXIMUM_PDU_SIZE,
+    MINIMUM_PEER_PDU_SIZE,
+    OTHER_MESSAGE_MAX,
+)
 from daemons.render.ingest.service import INGEST_EXTENSION
 from daemons.render.ingest.upload_checks import MIB, read_file_meta
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
@@ -461,6 +467,45 @@ def test_an_identifier_that_outgrows_its_bound_is_aborted_as_it_arrives(hostile,
     reason = (f"a {request_class.__name__} (command set and identifier) of over {OTHER_MESSAGE_MAX // MIB} MiB: "
               "only a C-STORE data set may be larger")
     assert audit_rows(hostile, "dicom.abort") == [("dicom.abort", reason)]
+    still_serving(hostile)
+
+
+@pytest.mark.parametrize("kind", ["C-ECHO", "C-FIND", "C-STORE"])
+def test_requests_sent_without_waiting_for_their_answers_abort_the_association(hostile, kind):
+    """pynetdicom queued every whole request a peer sent, unbounded, while the node answered one at a
+    time: 39 C-FIND identifiers of 2.4 MB sent at once grew the node by 500 MB, a stream of C-ECHOs by
+    2 MB a second, for as long as the peer went on. The node negotiates one operation at a time; a
+    request that finds MAX_WAITING_REQUESTS others (a C-STORE: MAX_WAITING_STORES C-STOREs) still
+    waiting aborts the association, audited with the reason, and the rest of what was sent is never
+    served."""
+    model = {"C-ECHO": Verification, "C-FIND": StudyRootQueryRetrieveInformationModelFind,
+             "C-STORE": CTImageStorage}[kind]
+    assoc = associate(hostile.dicom_port, (model, [ImplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model).context_id
+    identifier = encode(query(QueryRetrieveLevel="STUDY", PatientName="*"), True, True)
+    requests = []
+    for number in range(1, 201):
+        if kind == "C-STORE":
+            small = dataset(4, 4)
+            requests.append(pdu(context, 0x03, _command(AffectedSOPClassUID=model, CommandField=0x0001,
+                                                        MessageID=number, Priority=0, CommandDataSetType=0x0001,
+                                                        AffectedSOPInstanceUID=small.SOPInstanceUID))
+                            + pdu(context, 0x02, encode(small, True, True)))
+        elif kind == "C-ECHO":
+            requests.append(pdu(context, 0x03, _command(AffectedSOPClassUID=model, CommandField=0x0030,
+                                                        MessageID=number, CommandDataSetType=0x0101)))
+        else:
+            requests.append(pdu(context, 0x03, _command(AffectedSOPClassUID=model, CommandField=0x0020,
+                                                        MessageID=number, Priority=0, CommandDataSetType=0x0001))
+                            + pdu(context, 0x02, identifier))
+    assoc._reactor_checkpoint.clear()  # the peer reads no answer meanwhile
+    send_raw(assoc, b"".join(requests))
+    assoc._reactor_checkpoint.set()
+    wait_aborted(hostile, assoc)
+    [(_, detail)] = audit_rows(hostile, "dicom.abort")
+    waited = (f"{MAX_WAITING_STORES} C-STORE requests" if kind == "C-STORE"
+              else f"{MAX_WAITING_REQUESTS} other request(s)")
+    assert f"sent while {waited} of the association still waited" in detail, detail
     still_serving(hostile)
 
 

@@ -12,7 +12,10 @@ memory for every association and the HTTP API. Here, as the bytes arrive:
   limit, the association is aborted: a data set that size would be refused when complete anyway,
   and answering it 0xA700 would mean receiving, and holding, the rest of it first;
 - a message other than a C-STORE-RQ (a C-FIND, C-GET or C-MOVE identifier) is aborted alike once it
-  holds more than OTHER_MESSAGE_MAX: only a C-STORE's data set counts in the upload memory below.
+  holds more than OTHER_MESSAGE_MAX: only a C-STORE's data set counts in the upload memory below;
+- a request that arrives while MAX_WAITING_REQUESTS others of its association (MAX_WAITING_STORES
+  C-STOREs) still wait for their handler aborts the association: pynetdicom queues every whole
+  message, unbounded.
 
 A message in progress thus holds at most the upload limit and a PDU; and each C-STORE's data set
 counts in the process's memory for bodies being stored (`ingest.upload_memory`) from its arrival
@@ -35,6 +38,7 @@ from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_CANCEL_RQ, C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
@@ -58,6 +62,15 @@ MAXIMUM_PDU_SIZE = MIB
 #: limit, counted in the upload memory; an identifier of up to that limit (2 GiB) was held whole,
 #: outside it, then copied to be read.
 OTHER_MESSAGE_MAX = 4 * MIB
+#: How many whole DIMSE requests of one association may wait for their handler, beside the one being
+#: handled. The node performs one operation at a time (it answers an Asynchronous Operations Window
+#: proposal with 1, PS3.7 D.3.3.3), so a peer waits for each answer before it sends the next request.
+#: pynetdicom queued all a peer sent without waiting: 39 C-FIND identifiers of 2.4 MB sent at once
+#: grew the node by 500 MB, and a stream of C-ECHO requests by 2 MB a second per association, for as
+#: long as the peer went on. One request ahead is tolerated; C-STOREs, whose data sets each hold
+#: their room in the upload memory, up to MAX_WAITING_STORES (some senders do not wait for answers).
+MAX_WAITING_REQUESTS = 1
+MAX_WAITING_STORES = 16
 #: The smallest Maximum Length Received a requestor may announce (0 means no limit). pynetdicom
 #: fragments what it sends to fit the peer's PDUs: at 1 to 6 bytes (a PDV's header alone is 6) it
 #: failed with a traceback and aborted, unexplained; at 7 a C-GET of one 527 KB instance took 46 s
@@ -307,6 +320,30 @@ def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
     return message.encoded_command_set.tell() + cast(BytesIO, message.data_set).tell() + pdu.pdu_length
 
 
+def waiting_requests(assoc: Association) -> tuple[int, int]:
+    """The whole DIMSE requests of `assoc` that wait for their handler, as (C-STOREs, others).
+    pynetdicom's queue also holds the peer's answers to the node's own requests (a C-GET's
+    C-STOREs), which do not count."""
+    queue = assoc.dimse.msg_queue
+    with queue.mutex:  # the association's reactor takes from it meanwhile
+        waiting = [primitive for _, primitive in queue.queue
+                   if primitive is not None and getattr(primitive, "Status", None) is None]
+    stores = sum(1 for primitive in waiting if isinstance(primitive, C_STORE))
+    return stores, len(waiting) - stores
+
+
+def too_many_waiting(assoc: Association, message: DIMSEMessage) -> str | None:
+    """Why the request `message`, just arrived, aborts `assoc`: sent while too many others wait for
+    their handler (MAX_WAITING_REQUESTS, MAX_WAITING_STORES); None when it may wait too."""
+    stores, others = waiting_requests(assoc)
+    storing = isinstance(message, C_STORE_RQ)
+    if (stores >= MAX_WAITING_STORES) if storing else (others >= MAX_WAITING_REQUESTS):
+        waited = f"{stores} C-STORE requests" if storing else f"{others} other request(s)"
+        return (f"a {type(message).__name__} sent while {waited} of the association still waited for their "
+                "answers: the node performs one operation at a time")
+    return None
+
+
 def other_message_kind(message: DIMSEMessage | None) -> str:
     """What a DIMSE message other than a C-STORE-RQ is, for the reason its abort is audited with."""
     if message is None or type(message) is DIMSEMessage:  # pynetdicom types it once its command set is whole
@@ -320,7 +357,8 @@ class MessageLimit:
     in progress, EVT_DIMSE_RECV when a message is complete, before it is queued for its handler):
 
     - a message that outgrows `max_bytes` (the node's upload limit), or OTHER_MESSAGE_MAX when it is
-      no C-STORE-RQ, aborts its association;
+      no C-STORE-RQ, aborts its association, and so does a request that finds MAX_WAITING_REQUESTS
+      others (a C-STORE: MAX_WAITING_STORES C-STOREs) waiting for their handler;
     - a C-STORE's data set holds its own room in the process's `UploadMemory`, shared with the HTTP
       uploads, from its PDUs' arrival (a data set in one PDU with its command: when complete) until
       its handler is done with it (`take`, then the handler releases it). A peer that sends data sets
@@ -362,8 +400,13 @@ class MessageLimit:
 
     def _pdu_received(self, event: Any) -> None:
         assoc = event.assoc
-        # once aborted, pynetdicom reads and drops what the peer still sends (PS3.8 Sta13)
-        if assoc.is_aborted or not isinstance(event.pdu, P_DATA_TF):
+        if not isinstance(event.pdu, P_DATA_TF):
+            return
+        # aborting (the abort may be on its way, `too_many_waiting`) or aborted: nothing of what the peer
+        # still sends is held or decoded (a message's command set dropped and its data set then read
+        # alone failed in pynetdicom's reader)
+        if assoc.is_aborted or aborting(assoc):
+            event.pdu.presentation_data_value_items = []
             return
         size = message_bytes(assoc, event.pdu)
         message = assoc.dimse.message
@@ -390,6 +433,18 @@ class MessageLimit:
         assoc, message = event.assoc, event.message
         with self._lock:
             reservation = self._arriving.pop(assoc, None) or Reservation(self.memory)
+        if (not assoc.is_aborted and not aborting(assoc) and not int(message.command_set.CommandField) & RESPONSE
+                and (why := too_many_waiting(assoc, message)) is not None):
+            reservation.release()
+            # Not aborted from this thread while a handler may be answering (its next answer would
+            # fail on the aborted association, in pynetdicom's state machine): pynetdicom queues the
+            # message once this returns, with no presentation context, and the association's own
+            # thread aborts it on reaching it, after the requests ahead; what arrives meanwhile is
+            # dropped unread (`_pdu_received`).
+            message.context_id = None
+            self._abort(event, message, why, "busy: sent before the answers to earlier requests"
+                        if isinstance(message, C_STORE_RQ) else "", at_once=False)
+            return
         if not isinstance(message, C_STORE_RQ) or assoc.is_aborted or aborting(assoc):
             reservation.release()  # never handled: aborting, or no data set to store
             return
@@ -422,11 +477,13 @@ class MessageLimit:
                         "busy: the node is storing as many data sets as its memory allows (limits.upload_memory_mb)")
             return False
 
-    def _abort(self, event: Any, message: Any, reason: str, refused: str) -> None:
-        """Abort the association for `reason`; a C-STORE `message` is audited refused with `refused`."""
+    def _abort(self, event: Any, message: Any, reason: str, refused: str, at_once: bool = True) -> None:
+        """Abort the association for `reason` (`at_once`, or left to its own thread); a C-STORE
+        `message` is audited refused with `refused`."""
         assoc = event.assoc
         log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
         note_abort(assoc, reason)
         if refused:
             self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID), refused)
-        assoc.abort()
+        if at_once:
+            assoc.abort()
