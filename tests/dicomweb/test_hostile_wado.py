@@ -17,6 +17,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless, generate_uid
 
+from daemons.render.dicomweb import multipart
 from shared.tokens import generate_signing_keypair
 from tests.dicomweb.conftest import synthetic_series, uids
 from tests.dicomweb.test_stow_wado import STOW_TYPE, body_of, parts_of, stow
@@ -358,3 +359,30 @@ def test_reads_from_another_institution_are_open_and_stores_are_403(stored):
                                         headers={**headers, "Content-Type": STOW_TYPE})
         assert_error(reply, 403, "forbidden")
     assert stored.get(f"/dicomweb/studies/{stored.study}/metadata").get_data() == before  # nothing stored
+
+
+@pytest.mark.parametrize("resource, accept", [
+    ("", None),
+    ("/rendered", 'multipart/related; type="image/png"'),
+])
+def test_an_instance_found_damaged_once_the_answer_started_cuts_the_connection(stored, caplog, resource, accept):
+    """A series answer streams its instances (or rendered frames) one by one; the status went out with
+    the first. A later one found damaged ended the rendered answer without its close delimiter, as a
+    whole HTTP answer, which dicomweb-client's decoder took as complete (the parts before it, the
+    last with two stray bytes); WADO-RS raised a worker error (a logged traceback). Both now cut the
+    connection (`multipart.AnswerCut`, which gunicorn ends as a reset connection), logged with what
+    was sent."""
+    raws = synthetic_series(3)
+    study, series, _ = uids(raws[0])
+    assert stow(stored.node, body_of(raws)).status_code == 200
+    the_node = stored.node.app.extensions["sivr_node"]
+    catalogue = the_node.models.catalogue
+    [row] = catalogue.Series.select().where(catalogue.Series.series_uid == series)
+    folder = the_node.store.path_of(row.id)
+    for name in ("000001.bin", "000002.bin"):  # the first is read before the answer starts
+        blob = bytearray((folder / name).read_bytes())
+        blob[-1] ^= 0xFF
+        (folder / name).write_bytes(bytes(blob))
+    with pytest.raises(multipart.AnswerCut):
+        stored.get(f"/dicomweb/studies/{study}/series/{series}{resource}", accept)
+    assert "answer cut after 1 parts" in caplog.text

@@ -11,7 +11,7 @@ from shared.errors import ApiError
 
 def test_written_parts_read_back_with_preamble_padding_and_epilogue():
     parts = [("application/dicom", b"\r\n--not-the-boundary\r\n" + bytes(range(256))), ("application/dicom", b"")]
-    body = b"".join(write_related(parts, "b-1"))
+    body = b"".join(write_related(parts, "b-1", "a test answer"))
     read = split_related(b"a preamble\r\n" + body.replace(b"--b-1\r\n", b"--b-1 \t\r\n", 1) + b"epilogue", "b-1", 10)
     assert [(p.headers["content-type"], bytes(p.content)) for p in read] == parts
     assert read[0].content_type == ("application/dicom", {})

@@ -6,12 +6,18 @@ must have its header block, and the close delimiter must be there. Parts are ret
 memoryviews of the one body buffer, so splitting a large STOW body copies none of it.
 
 Writing yields the parts one by one (a generator), so a WADO-RS study answer is streamed and never
-held in RAM whole. The standard library's `email` package is not used for either: it decodes
-text and line endings, which corrupts binary DICOM parts.
+held in RAM whole. A part that cannot be made once the answer has started (an instance found
+damaged, a frame not decoded in time) cuts the connection (`AnswerCut`): its status is out already,
+and an answer that merely ended without its close delimiter was taken as whole by clients that do
+not look for it (dicomweb-client's decoder returned the parts it got). The standard library's
+`email` package is not used for either: it decodes text and line endings, which corrupts binary
+DICOM parts.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import re
 import secrets
@@ -22,6 +28,16 @@ from shared.errors import ApiError
 
 CRLF = b"\r\n"
 MAX_PART_HEADER_BYTES = 16 * 1024
+log = logging.getLogger(__name__)
+
+
+class AnswerCut(ConnectionResetError):
+    """Raised by a streamed answer's body that cannot be completed. gunicorn ends the connection for
+    it as for a client that reset it (quietly: no traceback of a worker error), so the client sees the
+    transfer broken (no last chunk; through the front, the same), never a whole answer short of parts."""
+
+    def __init__(self, why: str):
+        super().__init__(errno.ECONNRESET, why)
 
 
 #: A quoted string (RFC 9110 5.6.4: a backslash escapes the next character), its closing quote
@@ -196,11 +212,24 @@ def related_content_type(part_type: str, boundary: str, transfer_syntax: str | N
     return value if transfer_syntax is None else f"{value}; transfer-syntax={transfer_syntax}"
 
 
-def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str) -> Iterator[bytes]:
-    """Yield a multipart/related body part by part: each `(Content-Type, content)` as it comes."""
-    for content_type, content in parts:
+def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str, what: str) -> Iterator[bytes]:
+    """Yield a multipart/related body part by part: each `(Content-Type, content)` as it comes. A part
+    that cannot be made (`parts` raises an ApiError) cuts the answer (`AnswerCut`), logged with `what`
+    the answer was and how many parts had gone."""
+    sent = 0
+    made = iter(parts)
+    while True:
+        try:
+            part = next(made, None)
+        except ApiError as exc:
+            log.warning("%s: answer cut after %d parts: %s %s", what, sent, exc.status, exc.message)
+            raise AnswerCut(f"{what}: cut after {sent} parts ({exc.message})") from exc
+        if part is None:
+            break
+        content_type, content = part
         head = f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {len(content)}\r\n\r\n"
         yield head.encode("latin-1")
         yield bytes(content)
         yield CRLF
+        sent += 1
     yield f"--{boundary}--\r\n".encode("ascii")

@@ -19,9 +19,7 @@ Which image a resource shows:
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +45,7 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
-from daemons.render.dicomweb.multipart import media_type, split_unquoted, weight
+from daemons.render.dicomweb.multipart import media_type, new_boundary, split_unquoted, weight, write_related
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.imaging.pixels import PRESETS
@@ -66,7 +64,6 @@ MAX_FRAME_LIST = 4096
 #: series at that size held one for minutes)
 MAX_MULTIPART_PX = 2**28
 
-log = logging.getLogger(__name__)
 
 
 # --- media types ------------------------------------------------------------------------------
@@ -279,9 +276,8 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     images may hold (`_check_budget`), the frames the
     upload found unshowable, and the loading of every record (415 stored only, 507 over the memory
     budget). What can still fail only while streaming (a frame not decoded within
-    `render.frame_wait_s`, 409; a record evicted meanwhile) ends the answer after the parts already
-    sent, without the closing boundary, so a client sees it incomplete; it is logged, not raised
-    (raising in the stream would break the connection as a worker error)."""
+    `render.frame_wait_s`, 409; a record evicted meanwhile) cuts the answer after the parts already
+    sent (`multipart.write_related`), so a client sees it incomplete."""
     viewport = query.viewport(_max_px())
     query.rendered_window()
     query.annotation_items()
@@ -294,22 +290,15 @@ def _multipart(targets: list[Target], fmt: str, started: float) -> Response:
     _check_showable(targets)
     for record_id in dict.fromkeys(target.record_id for target in targets):
         start_loading(record_id)
-    boundary = uuid.uuid4().hex
+    boundary = new_boundary()
     mimetype = MIMETYPES[fmt]
 
-    def parts() -> Iterator[bytes]:
-        for number, target in enumerate(targets):
-            try:
-                body = _render(target, fmt, started, thumbnail=False, conditional=False).get_data()
-            except ApiError as exc:
-                log.warning("rendered: multipart answer cut after %d of %d parts, frame %d of instance %s: %s %s",
-                            number, len(targets), target.frame_number, target.instance_uid, exc.status, exc.message)
-                return
-            yield (f"--{boundary}\r\nContent-Type: {mimetype}\r\nContent-Length: {len(body)}\r\n\r\n"
-                   .encode() + body + b"\r\n")
-        yield f"--{boundary}--\r\n".encode()
+    def parts() -> Iterator[tuple[str, bytes]]:
+        for target in targets:
+            yield mimetype, _render(target, fmt, started, thumbnail=False, conditional=False).get_data()
 
-    return Response(stream_with_context(parts()), headers={
+    what = f"rendered, {len(targets)} frames from instance {targets[0].instance_uid}"
+    return Response(stream_with_context(write_related(parts(), boundary, what)), headers={
         "Content-Type": f'multipart/related; type="{mimetype}"; boundary={boundary}',
         "Cache-Control": "private, no-store"})
 

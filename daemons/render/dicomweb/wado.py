@@ -72,8 +72,8 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     """The instances as multipart/related, read and (where asked) transcoded one at a time.
 
     The first is read before the answer starts, so that one damaged instance asked alone gets a
-    422 rather than a 200 cut short; a later one found damaged ends the stream without its closing
-    boundary, which tells the client the answer is incomplete."""
+    422 rather than a 200 cut short; a later one found damaged cuts the answer (`multipart.AnswerCut`),
+    which tells the client it is incomplete."""
     targets = instance_targets(accepted(request.headers.get("Accept")))
     the_node = node()
     if needs_stored_syntax(targets):  # only a specific other syntax: each instance must be stored in it
@@ -101,7 +101,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
                 yield f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
 
     boundary = new_boundary()
-    response = Response(write_related(first_made(parts()), boundary),
+    response = Response(write_related(first_made(parts()), boundary, f"WADO-RS instances of study {study_uid}"),
                         content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
@@ -204,7 +204,8 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
     parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
-    response = Response(write_related(parts, boundary), content_type=related_content_type(choice.part_type, boundary))
+    response = Response(write_related(parts, boundary, f"WADO-RS frames of instance {ds.SOPInstanceUID}"),
+                        content_type=related_content_type(choice.part_type, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -272,7 +273,7 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     value = found.value
     if stored_syntax(ds) == BIG_ENDIAN:  # bulk data is little endian (PS3.18 8.7.3.3.2)
         value = little_endian_value(found, int(ds.get("BitsAllocated", 16) or 16))
-    response = Response(write_related([(OCTETS, bytes(value))], boundary),
+    response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
                         content_type=related_content_type(OCTETS, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
