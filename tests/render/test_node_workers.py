@@ -9,6 +9,7 @@ workers is in `test_render_daemon_workers.py`.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import time
@@ -17,6 +18,7 @@ import weakref
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from daemons.render import records
@@ -582,3 +584,40 @@ def test_an_evicted_series_leaves_the_workers_memory_at_once(make_node):
         assert inode not in _mapped_inodes()  # its unlinked frames are unmapped
     finally:
         gc.enable()
+
+
+def _cine(positions: int, times: int, rows: int, cols: int) -> list[tuple[str, bytes]]:
+    """A classic cine: `positions` slices, each imaged at `times` time points (TriggerTime), numbered
+    position by position as scanners do, so a time point's frames are not stored together and its
+    volume is a copy."""
+    series, files = str(uuid.uuid4().int)[:30], []
+    for time_point in range(times):
+        for name, data in stack((1, 0, 0, 0, 1, 0), count=positions, rows=rows, cols=cols,
+                                series=f"2.25.{series}"):
+            ds = pydicom.dcmread(io.BytesIO(data))
+            position = int(ds.InstanceNumber) - 1
+            ds.InstanceNumber = position * times + time_point + 1
+            ds.TriggerTime = 40.0 * time_point
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"2.25.{series}.{position}.{time_point}"
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            files.append((f"t{time_point}-{name}", out.getvalue()))
+    return files
+
+
+def test_copies_of_time_points_make_room_in_the_budget(make_node):
+    """Copies of a record's pixels (each time point's volume of a cine stored position by position)
+    counted in its memory, but the budget evicted only when a record was loaded: reformatting every
+    time point left the node over its budget (1,088 KiB held under 1 MiB here; a 60 MiB cine under
+    100 MiB held 120 MiB) with nothing evicted. Now each copy evicts the records used least recently,
+    never the one copied."""
+    node = make_node(memory__budget_mb=1)
+    cine, meta = node.load(_cine(positions=4, times=3, rows=128, cols=128))  # 384 KiB
+    assert len(meta["stacks"][0]["phases"]) == 3
+    other, _ = node.load(stack((1, 0, 0, 0, 1, 0), count=10, rows=128, cols=128))  # 320 KiB
+    assert node.registry.get_loaded(other) is not None
+    for time_point in range(3):  # 128 KiB copied for each
+        reply = node.client.get(f"/api/v1/records/{cine}/mpr/coronal/5?phase={time_point}", headers=node.headers())
+        assert reply.status_code == 200, reply.json
+    assert node.registry.memory_used() <= node.registry.budget_bytes
+    assert node.registry.get_loaded(cine) is not None and node.registry.get_loaded(other) is None

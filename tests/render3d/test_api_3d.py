@@ -65,6 +65,9 @@ class FakeLoadedRecord:
     def modality(self) -> Modality:
         return Modality(self.rescale_slope, self.rescale_intercept)
 
+    def count_copy(self, nbytes: int) -> None:
+        self.derived_bytes += nbytes
+
 
 class FakeRegistry:
     def __init__(self, records: dict[str, FakeLoadedRecord]):

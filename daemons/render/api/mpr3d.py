@@ -124,8 +124,7 @@ class VolumeRecord(Protocol):
     def rescale_intercept(self) -> float: ...
     @property
     def default_voi(self) -> Voi | None: ...
-    # bytes of copies made of its pixels (stack and time-point volumes), counted in its memory
-    derived_bytes: int
+    def count_copy(self, nbytes: int) -> None: ...
     def modality(self) -> Modality: ...
 
 
@@ -159,7 +158,7 @@ class Render3D:
         self.sequences = _Sequences()
         # Keyed weakly by the loaded record (then by stack id and time point): an entry lives exactly as
         # long as the registry keeps the record, so evicting it frees the voxels and nothing here can
-        # outlive the budget; a copy of its pixels is counted in the record's memory (`derived_bytes`).
+        # outlive the budget; a copy of its pixels is counted in the record's memory (`count_copy`).
         self._prepared: weakref.WeakKeyDictionary[VolumeRecord, dict[tuple[str, int], PreparedVolume]] = (
             weakref.WeakKeyDictionary())
         # Projection default windows, by (stack id, mode), as weakly: one per stack, its first time
@@ -188,7 +187,7 @@ class Render3D:
                     record.photometric, record.default_voi, slice_direction,
                     CT_AIR_HU if _modality(record).upper() == "CT" else None)
                 if not np.may_share_memory(volume.voxels, record.pixels):
-                    record.derived_bytes += int(volume.voxels.nbytes)
+                    record.count_copy(int(volume.voxels.nbytes))
                 volumes[(stack.id, stack.phase)] = volume
             return volume
 
