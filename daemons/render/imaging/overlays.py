@@ -8,6 +8,16 @@ the high bits of the pixel data (retired since 2004) are not drawn. A plane whos
 be read (Overlay Data shorter than its rows and columns say, an origin that is no number) is
 skipped and logged, as dcmtk skips it: the image and the other planes are still shown.
 
+An overlay plane larger than any image this node accepts (Overlay Rows over `limits.max_rows`,
+Overlay Columns over `limits.max_columns`) or of more frames than its image has (Number of Frames
+in Overlay) could never be shown whole, and each overlay request reads its file: a 64x64 CT
+declaring a 32768 x 32768 plane (128 MB) cost a 128 MB read at every frame's first overlay request.
+`unshowable_plane` names such a plane at upload, and none of that file's overlays is shown (its
+manifest entry says it has none, so no request reads it for them); the file itself is kept and its
+image shown, as dcmtk and cornerstone keep and show such files (they clip the plane to the image):
+an archive does not refuse a CT for an annotation layer it cannot draw. The record's warnings say
+which plane and attribute.
+
 Overlays are read from the stored file when first asked for, not at load: most viewers of most
 records never turn them on, and the header parse costs a fraction of the pixel decode. Only the
 bits of the asked frame that fall on the image are unpacked, a row at a time: an overlay's size is
@@ -31,6 +41,28 @@ OVERLAY_DATA = 0x3000
 def has_overlays(ds: Dataset) -> bool:
     """Whether a dataset has at least one overlay plane with its own Overlay Data."""
     return any((group << 16 | OVERLAY_DATA) in ds for group in OVERLAY_GROUPS)
+
+
+def unshowable_plane(ds: Dataset, max_rows: int, max_columns: int, frames: int) -> str | None:
+    """Why the file's overlays are not shown (module doc), naming the first plane whose Overlay Rows
+    is over `max_rows`, Overlay Columns over `max_columns` or Number of Frames in Overlay over the
+    file's `frames`; None when every plane is within them. A value that is no number is left to
+    `overlay_mask`, which skips that plane when it is drawn."""
+    bounds = ((0x0010, "Overlay Rows", max_rows, "this node's largest image"),
+              (0x0011, "Overlay Columns", max_columns, "this node's largest image"),
+              (0x0015, "Number of Frames in Overlay", frames, "the image's frames"))
+    for group in OVERLAY_GROUPS:
+        if (group << 16 | OVERLAY_DATA) not in ds:
+            continue
+        for element, name, limit, what in bounds:
+            item = ds.get((group << 16) | element)
+            try:
+                value = 0 if item is None or item.value in (None, "") else int(item.value)
+            except (TypeError, ValueError):
+                continue
+            if value > limit:
+                return f"overlay plane {group:04X}: {name} {value} is over {what} ({limit})"
+    return None
 
 
 def _plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -> np.ndarray | None:

@@ -40,11 +40,22 @@ def usable_spacing(spacing: tuple[float | None, float | None, float | None]) -> 
 
 def record_spacing(manifest: Manifest) -> Spacing:
     """(slice, row, column) spacing in mm a record is drawn and reformatted with. The one rule for
-    an unknown pixel spacing: it counts as 1 mm (2D frames, MPR and 3D alike; `measurable` tells
-    the viewer that distances are then in pixels)."""
+    an unknown pixel spacing (2D frames, DICOMweb rendered images and thumbnails, MPR and 3D alike;
+    `measurable` tells the viewer that distances are then in pixels): the pixels have the shape of
+    the file's Pixel Aspect Ratio (vertical, horizontal), their narrower side 1 mm, or are 1 mm
+    squares where it gives none. A known pixel spacing wins over the ratio (PS3.3 C.7.6.3.1.7 makes
+    the ratio Type 1C, required only where no spacing is given)."""
     meta = manifest.meta
-    row_mm, col_mm = meta.pixel_spacing or (1.0, 1.0)
+    row_mm, col_mm = meta.pixel_spacing or _aspect_spacing(meta.pixel_aspect_ratio)
     return usable_spacing((meta.slice_spacing, row_mm, col_mm))
+
+
+def _aspect_spacing(aspect: tuple[float, float] | None) -> tuple[float, float]:
+    """(row, column) spacing of pixels of `aspect` (vertical, horizontal), the narrower side 1."""
+    if aspect is None:
+        return 1.0, 1.0
+    narrower = min(aspect)
+    return aspect[0] / narrower, aspect[1] / narrower
 
 
 def _first_last_positions(meta: Meta) -> tuple[np.ndarray, np.ndarray] | None:

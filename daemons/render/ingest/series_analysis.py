@@ -8,7 +8,8 @@ each frame's VOI, which files carry overlays, the stacks that form volumes) so l
 re-parses headers. Files of a classic series may differ in image size and pixel spacing: each size and
 spacing is a stack of its own (with its own shape and spacing, `stack_analysis`); the record's
 `rows`, `columns` and `pixel_spacing` are its first stack's, and its frames are held padded to the
-largest size (`decoded_bytes` counts that).
+largest size (`decoded_bytes` counts that). Its `pixel_aspect_ratio` is its first file's (the shape
+its pixels are drawn with where their spacing is unknown: `planes.record_spacing`).
 
 Stored-only files (`ParsedFile.stored_only`: pixel data this node cannot decode, or no image at all)
 belong to their series like the others (same series, patient and study) but are no frames of it:
@@ -44,6 +45,7 @@ from daemons.render.ingest.upload_checks import (
     attribute,
     check_upload,
     floats,
+    pixel_aspect_ratio,
     pixel_spacing,
     read_lut,
     slice_thickness,
@@ -240,7 +242,13 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
             else provisional.auto_window)
     record_id = record_id_of([f.sha256 for f in unique])
     spacing = pixel_spacing(first)[0]
+    aspect, aspect_warnings = pixel_aspect_ratio(first)
     warnings = list(dict.fromkeys(w for f in files for w in f.spacing[1]))  # a stack of unknown spacing says so
+    warnings += aspect_warnings
+    unshown = [f"{f.name}: {f.overlay_problem}" for f in files if f.overlay_problem]
+    if unshown:
+        warnings.append(f"{len(unshown)} of {len(files)} files have overlays too large to show, not shown (the "
+                        f"files are kept, their images shown): {unshown[0]}" + (" …" if len(unshown) > 1 else ""))
     if bad_frames:
         listed = ", ".join(str(i) for i in sorted(bad_frames)[:20]) + (" …" if len(bad_frames) > 20 else "")
         warnings.append(f"{len(bad_frames)} of {frames_total} frames cannot be shown (frames {listed}); "
@@ -256,6 +264,7 @@ def _analyse_files(unique: list[ParsedFile], limits: Limits, provisional: Provis
         "photometric": layout.photometric,
         "bits_stored": layout.bits_stored,
         "pixel_spacing": spacing,
+        "pixel_aspect_ratio": aspect,
         "warnings": warnings,
         "slice_spacing": _slice_spacing(files, first),
         "slice_thickness": slice_thickness(first),

@@ -42,7 +42,7 @@ from daemons.render.imaging.decode import (
     read_dataset,
     syntax_decodable,
 )
-from daemons.render.imaging.overlays import has_overlays
+from daemons.render.imaging.overlays import has_overlays, unshowable_plane
 from daemons.render.imaging.pixels import WINDOW_FUNCTIONS, LutTable
 from daemons.render.imaging.voi import lut_to_json
 from daemons.render.ingest.element_check import convert_every_element
@@ -97,6 +97,9 @@ class ParsedFile:
     dataset_start: int | None = None
     # The transfer syntax of a file this node keeps without rendering it (module doc); None: renderable.
     stored_only: str | None = None
+    # Why its overlay planes are not shown (`overlays.unshowable_plane`: one is larger than any image
+    # this node shows); None: they are, if it has any.
+    overlay_problem: str | None = None
 
     def rescale(self, frame: int) -> tuple[float, float]:
         """Slope and intercept of one frame (enhanced files may give each frame its own)."""
@@ -147,7 +150,8 @@ class ParsedFile:
 
     @cached_property
     def overlays(self) -> bool:
-        return has_overlays(self.dataset)
+        """Whether the file has overlay planes that are shown (its manifest entry's `overlays`)."""
+        return self.overlay_problem is None and has_overlays(self.dataset)
 
 
 
@@ -504,6 +508,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         frame_positions=_frame_positions(ds, frames, position),
         dataset_start=starts[0] if len(starts) == 1 else None,
         stored_only=None if syntax_decodable(syntax) else syntax,
+        overlay_problem=unshowable_plane(ds, limits.max_rows, limits.max_columns, frames),
     )
 
 
@@ -600,6 +605,35 @@ def pixel_spacing(ds: Dataset) -> tuple[list[float] | None, list[str]]:
                            "so distances cannot be measured in mm")]
     return None, [("the files give no pixel spacing: the pixel size is unknown, so distances cannot "
                    "be measured in mm")]
+
+
+#: The most one side of a pixel may be longer than the other by Pixel Aspect Ratio: no imaging device
+#: makes pixels a hundred times taller than wide, and a ratio beyond (as 1\2147483647) is a writer's
+#: error that would draw the image as a line. Such a ratio is ignored (square pixels), as dcmtk
+#: ignores one it cannot use, rather than refusing an image every other viewer shows.
+MAX_PIXEL_ASPECT_RATIO = 100.0
+
+
+def pixel_aspect_ratio(ds: Dataset) -> tuple[list[float] | None, list[str]]:
+    """Pixel Aspect Ratio (PS3.3 C.7.6.3.1.7): (vertical, horizontal) size of a pixel, or None when the
+    file gives none, a square one, or one that is no pixel shape (not two positive numbers, or beyond
+    MAX_PIXEL_ASPECT_RATIO); the second value is the warnings to publish. The image is drawn with
+    this shape where its pixel spacing is unknown; a pixel spacing wins wherever both are given
+    (`planes.record_spacing`: the ratio is then Type 1C, absent, in a conforming file)."""
+    if "PixelAspectRatio" not in ds or ds["PixelAspectRatio"].value in (None, ""):
+        return None, []
+    try:
+        value = floats(ds.PixelAspectRatio, 2)
+    except (TypeError, ValueError):  # an IS pydicom cannot convert raises on access: no usable ratio
+        value = None
+    if (value is None or not all(np.isfinite(v) and v > 0 for v in value)
+            or max(value) / min(value) > MAX_PIXEL_ASPECT_RATIO):
+        shown = str(value if value is not None else "unreadable")[:60]
+        return None, [(f"PixelAspectRatio {shown} is not a usable pixel shape (two positive numbers, one at most "
+                       f"{MAX_PIXEL_ASPECT_RATIO:g} times the other): the pixels are shown square")]
+    if value[0] == value[1]:
+        return None, []
+    return value, []
 
 
 def slice_thickness(ds: Dataset) -> float | None:

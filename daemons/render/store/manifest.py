@@ -179,6 +179,9 @@ class Meta:
     stack_direction: str | None
     slices: tuple[dict[str, Any], ...] | None  # None: stored before per-slice data existed
     stored_only: int = 0  # instances of the series stored but not rendered (module doc)
+    # PixelAspectRatio (vertical, horizontal) of its first file, non-square; None: square, or stored
+    # before it was kept (those records were always drawn square). A pixel spacing wins over it.
+    pixel_aspect_ratio: tuple[float, float] | None = None
 
     @property
     def record_modality(self) -> str:
@@ -189,6 +192,7 @@ class Meta:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Meta:
         spacing = data.get("pixel_spacing")
+        aspect = data.get("pixel_aspect_ratio")
         slices = data.get("slices")
         return cls(
             id=str(data["id"]), files=int(data["files"]), rows=int(data["rows"]), columns=int(data["columns"]),
@@ -204,10 +208,12 @@ class Meta:
             patient_birth_date=data.get("patient_birth_date"),
             frame_of_reference_uid=data.get("frame_of_reference_uid"),
             size_bytes=int(data.get("size_bytes") or 0), stack_direction=data.get("stack_direction"),
-            slices=None if slices is None else tuple(slices), stored_only=int(data.get("stored_only") or 0))
+            slices=None if slices is None else tuple(slices), stored_only=int(data.get("stored_only") or 0),
+            pixel_aspect_ratio=None if not aspect else (float(aspect[0]), float(aspect[1])))
 
     def to_json(self) -> dict[str, Any]:
-        """The stored (and served) form; `slices` is left out where it is unknown."""
+        """The stored (and served) form; `slices` is left out where it is unknown, `pixel_aspect_ratio`
+        where the pixels are square."""
         data = {
             "id": self.id, "files": self.files, "rows": self.rows, "columns": self.columns,
             "frames": self.frames, "modality": self.modality, "photometric": self.photometric,
@@ -223,6 +229,8 @@ class Meta:
         }
         if self.slices is not None:
             data["slices"] = list(self.slices)
+        if self.pixel_aspect_ratio is not None:
+            data["pixel_aspect_ratio"] = list(self.pixel_aspect_ratio)
         return data
 
 
