@@ -15,6 +15,12 @@ without it, so it is validated and audited once; one about the whole series (a n
 another patient's study) fails the batch at once. Ingest stores a call's
 files all or none, so no file is ever half stored.
 
+A series the store itself cannot take (unavailable or unreadable, a folder the node may not write,
+an analysis that fails) fails that series' instances alone, with 0x0110 (processing failure, as
+C-STORE answers it) and what went wrong; the request's other series are stored or tried all the
+same. It was the whole request's error (503, or a 500), and a client whose earlier series were
+stored was not told so.
+
 The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
 RetrieveURL and each refused one in FailedSOPSequence with a FailureReason (the C-STORE status the
 same refusal gets over DIMSE, `daemons.render.statuses.status_of`): 200 when all were stored, 202 when
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -47,13 +54,22 @@ from daemons.render.ingest.upload_checks import (
 )
 from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.node import node
-from daemons.render.statuses import CANNOT_UNDERSTAND, DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, status_of
+from daemons.render.statuses import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    status_of,
+)
+from daemons.render.store.interface import RecordUnreadable, StoreUnavailable
 from daemons.render.store.local import Precompressed, StoreFull
 from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError
 from shared.roles import INSTANCE_STORERS
+
+log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 #: multipart framing allowed on top of the files themselves (delimiters and part headers)
@@ -206,8 +222,32 @@ def _store_batch(batch: list[Candidate], actor: Actor) -> None:
         for candidate in batch:
             candidate.fail(OUT_OF_RESOURCES, "the node's disk is full")
         return
+    except Exception as exc:  # any failure of this series: the other series' outcomes are still told
+        reason = _store_failure(exc, batch)
+        for candidate in batch:
+            candidate.fail(PROCESSING_FAILURE, reason)
+        return
     for candidate in batch:
         candidate.stored = True
+
+
+def _store_failure(exc: Exception, batch: list[Candidate]) -> str:
+    """The FailureReason text of a series the store or its analysis failed on (module doc): what went
+    wrong and what to do, never the node's paths (they go to its log)."""
+    series = batch[0].series
+    if isinstance(exc, RecordUnreadable):  # its message names the record's file in the store, not the path
+        log.warning("STOW-RS of series %s not stored: %s", series, exc)
+        return f"store_unavailable: {exc}; nothing of this series was stored, send its instances again"
+    if isinstance(exc, StoreUnavailable):
+        log.warning("STOW-RS of series %s not stored, the record store is unavailable: %s", series, exc)
+        return ("store_unavailable: the node's record store cannot be reached; nothing of this series was "
+                "stored, send its instances again shortly")
+    if isinstance(exc, ApiError):
+        log.warning("STOW-RS of series %s not stored: %s %s", series, exc.code, exc.message)
+        return f"{exc.code}: {exc.message}"
+    log.error("STOW-RS of series %s failed", series, exc_info=exc)
+    return ("processing_failure: the node failed to store this series (the error was logged); nothing of it "
+            "was stored: send its instances again, and tell the node's administrator if it fails again")
 
 
 def _answer(candidates: list[Candidate], study_uid: str | None, answer_type: str) -> Response:
