@@ -4,14 +4,10 @@ overlays are not, and no overlay request reads the file for them."""
 
 from __future__ import annotations
 
-import io
-import tracemalloc
-
 import numpy as np
-from PIL import Image
 
 from tests.render.synthetic import dataset, to_bytes
-from tests.render.test_overlay_bits import _overlay
+from tests.render.test_overlay_bits import _overlay, overlay_request
 
 
 def _big_overlay_ct(size: int) -> bytes:
@@ -21,19 +17,6 @@ def _big_overlay_ct(size: int) -> bytes:
     ds.WindowCenter, ds.WindowWidth = 10000, 200  # every pixel black: a drawn overlay bit is white
     _overlay(ds, size, size, np.full(size * size // 8, 0xFF, dtype=np.uint8).tobytes())
     return to_bytes(ds)
-
-
-def _overlay_request(node, record_id: str) -> tuple[np.ndarray, int]:
-    """The frame drawn with its overlays, and the bytes the request held at its peak."""
-    tracemalloc.start()
-    try:
-        reply = node.client.get(f"/api/v1/records/{record_id}/frames/0?overlays=true&format=png",
-                                headers=node.headers())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert reply.status_code == 200, reply.json
-    return np.asarray(Image.open(io.BytesIO(reply.data))), peak
 
 
 def test_an_overlay_larger_than_any_image_is_kept_unshown_and_never_read(node):
@@ -46,7 +29,7 @@ def test_an_overlay_larger_than_any_image_is_kept_unshown_and_never_read(node):
     assert any("overlay plane 6000: Overlay Rows 16384" in w for w in meta["warnings"]), meta["warnings"]
     manifest = node.app.extensions["sivr_node"].store.read_manifest(record_id)
     assert [entry.overlays for entry in manifest.files] == [False]
-    image, peak = _overlay_request(node, record_id)
+    image, peak = overlay_request(node, record_id)
     assert not (image == 255).any()  # the plane (all ones) is not drawn
     assert peak < size * size // 8 // 8, f"{peak / 2**20:.1f} MiB held for an overlay that is not shown"
 
@@ -57,7 +40,7 @@ def test_an_overlay_of_more_frames_than_its_image_is_not_shown(node):
     _overlay(ds, 16, 16, np.full(16 * 16 * 5 // 8, 0xFF, dtype=np.uint8).tobytes(), frames=5)
     record_id, meta = node.load([("frames.dcm", to_bytes(ds))])
     assert any("Number of Frames in Overlay 5 is over the image's frames (1)" in w for w in meta["warnings"])
-    image, _ = _overlay_request(node, record_id)
+    image, _ = overlay_request(node, record_id)
     assert not (image == 255).any()
 
 
@@ -67,5 +50,5 @@ def test_an_overlay_within_the_bounds_is_still_drawn(node):
     _overlay(ds, 32, 32, np.full(32 * 32 // 8, 0xFF, dtype=np.uint8).tobytes(), origin=(-3, -3))
     record_id, meta = node.load([("small.dcm", to_bytes(ds))])
     assert not any("overlay" in w for w in meta["warnings"])
-    image, _ = _overlay_request(node, record_id)
+    image, _ = overlay_request(node, record_id)
     assert (image == 255).all()  # a plane larger than its image, within the node's: clipped, as dcmtk does
