@@ -151,3 +151,19 @@ def test_a_record_quarantined_on_a_full_disk_leaves_the_catalogue(make_node, mon
     listed = node.client.get("/api/v1/records", headers=node.headers("instadmin"))
     assert listed.status_code == 200 and [item["id"] for item in listed.json["items"]] == [other]
     assert [p.name.rpartition("-")[0] for p in (node.root / "store" / ".quarantine").iterdir()] == [record_id]
+
+
+def test_a_series_whose_folder_the_node_may_not_write_answers_503_with_the_fix_and_stores_nothing(node):
+    """A series grows by later uploads (and C-STORE, STOW-RS). Its folder restored as root, mode
+    0555: the append's journal could not be made (PermissionError) and the upload was a 500 naming
+    nothing. Now 503 `store_unavailable` naming the record's folder in the store and the fix, and
+    the series is as it was."""
+    slices = stack(IDENTITY, count=6)
+    record_id = node.upload(slices[:4]).json["id"]
+    folder = node.root / "store" / record_id
+    with _mode(folder, 0o555):
+        reply = node.upload(slices[4:])
+        message = _error(reply, 503, "store_unavailable", node.root)
+        assert record_id in message and "chown" in message and "writ" in message
+    assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["files"] == 4
+    assert node.upload(slices[4:]).status_code == 201  # once writable, the same upload grows it

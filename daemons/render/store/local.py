@@ -38,6 +38,7 @@ release, without that object, is checked against some of its records' manifests 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -364,17 +365,33 @@ class RecordStore:
                              f"record {record_id} file {index}")
         return self._open(record_id, str(index), blob)
 
-    def _unreadable(self, record_id: str, path: Path, exc: OSError) -> RecordUnreadable:
-        """The error for a record's file or folder the node cannot read: the client is told its path in
-        the store and the fix, the log gets the absolute path."""
+    def _unreadable(self, record_id: str, path: Path, exc: OSError, writing: bool = False) -> RecordUnreadable:
+        """The error for a record's file or folder the node cannot read (`writing`: write, as a series
+        that grows must): the client is told its path in the store and the fix, the log gets the
+        absolute path."""
+        able, done = ("writable", "written") if writing else ("readable", "read")
         if exc.errno in (errno.EACCES, errno.EPERM):
             user = _node_user()
-            why = (f"is not readable by the node's user {user}: chown the record's folder and its files to "
-                   f"{user} (or make them readable by it)")
+            why = (f"is not {able} by the node's user {user}: chown the record's folder and its files to "
+                   f"{user} (or make them {able} by it)")
+        elif exc.errno == errno.EROFS:
+            why = f"cannot be {done}: the store's file system is mounted read-only"
         else:
-            why = f"cannot be read ({exc.strerror or exc}): check the disk"
+            why = f"cannot be {done} ({exc.strerror or exc}): check the disk"
         log.error("record %s: %s %s", record_id, path, why)
         return RecordUnreadable(record_id, f"record {record_id}: {path.relative_to(self.root)} in the store {why}")
+
+    def _unwritable(self, record_id: str, folder: Path, exc: OSError) -> Exception | None:
+        """The error for a write into a stored record's folder that failed: StoreFull on a full disk;
+        a folder or file the node may not write (restored as root, a read-only mount) is that record's
+        503 with the fix (`_unreadable`), where it was a 500 naming nothing; None: any other error, as
+        it is."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreFull(f"the store at {self.root} has no space left")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            path = Path(exc.filename) if isinstance(exc.filename, str) else folder
+            return self._unreadable(record_id, path if path.is_relative_to(self.root) else folder, exc, writing=True)
+        return None
 
     def _read(self, record_id: str, path: Path) -> bytes:
         """A record's file; RecordUnreadable when the node may not read it (FileNotFoundError as it is)."""
@@ -498,11 +515,12 @@ class RecordStore:
                 raise StoreUnavailable(f"record {record_id} grew on another node meanwhile; retry") from exc
             _fsync_dir(journal)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"the store at {self.root} has no space left") from exc
-            raise
+            if (refused := self._unwritable(record_id, folder, exc)) is None:
+                raise
+            raise refused from exc
         finally:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # in a folder the node may not write, nothing was made
+                temp.unlink(missing_ok=True)
         return self._current_version(record_id)
 
     def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
@@ -518,9 +536,9 @@ class RecordStore:
             os.replace(temp, folder / MANIFEST)
             _fsync_dir(folder)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"the store at {self.root} has no space left") from exc
-            raise
+            if (refused := self._unwritable(record_id, folder, exc)) is None:
+                raise
+            raise refused from exc
         merged = {entry.blob for entry in manifest.files}
         for name in self._parts(record_id):  # a part is merged whole: its first blob tells
             if int(name[:-4]) in merged:
