@@ -46,6 +46,8 @@ class Screen(QWidget):
         layout.addLayout(self.toolbar)
         layout.addWidget(self.banner)
         layout.addLayout(self.body, 1)
+        #: the last load started of each name (`run(..., latest=name)`)
+        self._loads: dict[str, int] = {}
 
     def add_button(self, text: str, slot: Callable[[], None], primary: bool = False) -> QPushButton:
         button = QPushButton(text)
@@ -61,14 +63,32 @@ class Screen(QWidget):
         raise NotImplementedError
 
     def run(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
-            on_error: Callable[[ApiError], None] | None = None, polling: bool = False) -> None:
+            on_error: Callable[[ApiError], None] | None = None, polling: bool = False,
+            latest: str = "") -> None:
         """Run `fn` off the GUI thread (`polling`: a call made on a timer, `TaskRunner.submit`); a
-        success clears an earlier error, a failure shows one."""
+        success clears an earlier error, a failure shows one.
+
+        `latest` names a load of what the screen shows ("rows"): only the last one started of that
+        name is answered. A screen loads when shown, on Refresh and after each change; from a slow
+        server the first load could answer last, and its rows, read before the change, replaced
+        the later load's: a created institution gone from the table under "Institution … saved.",
+        a deleted user back."""
         def done(result: Any) -> None:
             self.banner.clear_error()
             on_done(result)
 
-        self.ctx.runner.submit(fn, done, on_error or self.show_error, owner=self, polling=polling)
+        failed = on_error or self.show_error
+        if latest:
+            self._loads[latest] = ticket = self._loads.get(latest, 0) + 1
+            done, failed = self._if_latest(latest, ticket, done), self._if_latest(latest, ticket, failed)
+        self.ctx.runner.submit(fn, done, failed, owner=self, polling=polling)
+
+    def _if_latest(self, name: str, ticket: int, callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        """`callback`, run only while load `ticket` of `name` is the last one started (see run)."""
+        def answered(result: Any) -> None:
+            if self._loads.get(name) == ticket:
+                callback(result)
+        return answered
 
     def show_error(self, error: ApiError) -> None:
         self.banner.show_error(error.message)
@@ -193,7 +213,7 @@ class ResourceScreen(TableScreen):
         raise NotImplementedError
 
     def refresh(self) -> None:
-        self.run(lambda: self.ctx.client.list_all(self.path), self.table.set_rows)
+        self.run(lambda: self.ctx.client.list_all(self.path), self.table.set_rows, latest="rows")
 
     def _open_form(self, title: str, row: dict[str, Any] | None) -> None:
         row = row or {}

@@ -76,7 +76,7 @@ class NodesScreen(TableScreen):
 
     def refresh(self) -> None:
         self.run(lambda: self.ctx.client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS),
-                 self._institutions_loaded)
+                 self._institutions_loaded, latest="institutions")
 
     def _institutions_loaded(self, institutions: list[dict[str, Any]]) -> None:
         current = self.current_institution()
@@ -100,7 +100,7 @@ class NodesScreen(TableScreen):
         self.server_label.setText(one_line(inst["server_url"]))
         self.new_button.setEnabled(may_administer_institution(self.ctx.caller, inst["id"]))
         server = self.ctx.server_client(inst["server_url"])
-        self.run(lambda: server.list_all("/api/v1/nodes"), self._nodes_loaded_for(inst["id"]))
+        self.run(lambda: server.list_all("/api/v1/nodes"), self._nodes_loaded_for(inst["id"]), latest="rows")
 
     def _nodes_loaded_for(self, institution_id: str):
         def loaded(nodes: list[dict[str, Any]]) -> None:

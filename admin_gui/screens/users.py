@@ -64,7 +64,7 @@ class UsersScreen(TableScreen):
             return (client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS),
                     client.list_all("/api/v1/users"))
 
-        self.run(load, self._loaded)
+        self.run(load, self._loaded, latest="rows")
 
     def _loaded(self, result: tuple[list[dict], list[dict]]) -> None:
         self.institutions, users = result
