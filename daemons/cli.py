@@ -8,13 +8,18 @@ with demo data) · admin (the console).
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import importlib
 import math
 import os
+import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
+
+import peewee
 
 from daemons.layers import LAYER_NAMES, get_layer
 from shared.config import ConfigError
@@ -47,23 +52,89 @@ def _object_store(args: argparse.Namespace):
 def cmd_init(args: argparse.Namespace) -> int:
     from daemons.deployment import init_deployment
 
-    layout = init_deployment(
-        Path(args.dir),
-        hostnames=args.hostname or None,
-        institution_names=args.institution_name or None,
-        nodes_per_institution=args.nodes_per_institution,
-        render_workers=args.render_workers,
-        force=args.force,
-        object_store=_object_store(args),
-        front=args.front,
-    )
-    register_institutions(layout)
+    object_store = _object_store(args)
+    root = Path(args.dir).resolve()
+    existed, found_empty = root.exists(), _absent_or_empty(root)
+    try:
+        layout = init_deployment(
+            root,
+            hostnames=args.hostname or None,
+            institution_names=args.institution_name or None,
+            nodes_per_institution=args.nodes_per_institution,
+            render_workers=args.render_workers,
+            force=args.force,
+            object_store=object_store,
+            front=args.front,
+        )
+        register_institutions(layout)
+    except BaseException as exc:
+        # A disk filling up, a folder not ours, Ctrl-C: what was written is half a deployment whose
+        # store key and database a re-run refuses to overwrite ("holds data"), even with --force.
+        if not found_empty:
+            raise
+        _take_back(root, existed)
+        if not isinstance(exc, OSError | peewee.DatabaseError | sqlite3.Error):
+            raise
+        print(f"sivr: init failed: {failure_text(exc)}; {root} is left as it was: run the same "
+              "`sivr init` again once that is fixed", file=sys.stderr)
+        return 2
     print(f"Deployment written to {layout.root}:")
     for instance in layout.instances:
         print(f"  {instance.name:<16} {instance.url:<28} {instance.config}")
     print(f"  CA certificate: {layout.ca_cert} (give it to browsers and the console)")
     print("Next: sivr user add --config", Path(layout.root, "toplevel.toml"), f"--username admin --role {SYSTEM_ADMIN}")
     return 0
+
+
+def _absent_or_empty(root: Path) -> bool:
+    """Whether `root` holds nothing init could lose: then a failed init may take back all it wrote."""
+    try:
+        return not any(root.iterdir())
+    except FileNotFoundError:
+        return True
+    except OSError:  # not a folder, or not ours to list: init fails on it before writing anything
+        return False
+
+
+def _take_back(root: Path, existed: bool) -> None:
+    """Leave `root`, absent or empty before init, as it was: everything in it is init's."""
+    if not root.is_dir():
+        return
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a file or database failure, saying what to do about the usual causes.
+
+    The first database error of the chain is the one named: after SQLite's "database or disk is
+    full", peewee's ROLLBACK failed too and its "cannot rollback" was all a traceback ended on."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, peewee.DatabaseError | sqlite3.Error):
+            exc = cause
+        cause = cause.__context__
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        text = f"{where}{exc.strerror or exc}"
+        number = exc.errno
+    else:
+        text = f"database error: {exc}"
+        lowered = str(exc).lower()
+        number = (errno.ENOSPC if "full" in lowered or "disk i/o" in lowered
+                  else errno.EACCES if "readonly" in lowered or "unable to open" in lowered else None)
+    if number in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"{text} (free space on that disk, or raise the file size or quota limit, and run it again)"
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{text} (run it as the user that owns the deployment's files, e.g. "
+                "`runuser -u sivr -- sivr ...`, on a writable file system)")
+    return text
 
 
 def register_institutions(layout) -> None:
@@ -476,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, ValueError) as exc:
         print(f"sivr: {exc}", file=sys.stderr)
         return 2
+    except (OSError, peewee.DatabaseError, sqlite3.Error) as exc:  # a disk full, a file not ours
+        print(f"sivr: {failure_text(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sivr: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
 import tomllib
@@ -27,6 +28,7 @@ from daemons.deployment import FRONT_CERT, FRONT_KEY, Instance, Layout
 from daemons.front import FOLDER as FRONT_FOLDER
 from daemons.layers import LAYERS
 from shared.config import COMMON_KEYS, Key, render_config_toml
+from shared.files import PRIVATE, write_atomic
 
 ALWAYS_COPIED = ("keys/token_ed25519.pub", "tls/ca.pem")
 CA_KEY = "tls/ca.key"
@@ -48,12 +50,51 @@ def private_from_now() -> None:
     os.umask(0o077)
 
 
+def partial_name(target: Path) -> Path:
+    """Where `target` is written before it is renamed into place: hidden from install.sh's globs
+    (`*.toml`, `keys/*`), which must never take a file being written for a placed one."""
+    return target.with_name(f".partial-{secrets.token_hex(8)}-{target.name}")
+
+
 def copy_once(source: Path, target: Path) -> None:
-    """Copy a file unless the target exists: a re-run must never replace a key or a database."""
+    """Copy a file unless the target exists: a re-run must never replace a key or a database.
+
+    The copy is made beside the target and renamed onto it once whole and synced: copied in place,
+    a disk filling up (or an interrupted install) left an empty key, a truncated front config or an
+    empty toplevel database under the target's name, which every re-run then kept as "existing"."""
     if target.exists() or not source.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
+    partial = partial_name(target)
+    try:
+        shutil.copy2(source, partial)
+        with open(partial, "rb") as copied:
+            os.fsync(copied.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_configs(configs: list[tuple[Path, str]]) -> None:
+    """Write every placed config at once, last: install.sh takes a folder holding any config for a
+    finished install ("keeping the existing configuration"), so configs written one by one between
+    the copies left the instances after an interruption unplaced for good. Each is written beside
+    its name and all are renamed once all are written; a config already there is kept."""
+    partials = []
+    try:
+        for target, text in configs:
+            if target.exists():
+                continue
+            partial = partial_name(target)
+            partials.append((partial, target))
+            write_atomic(partial, text.encode("utf-8"), PRIVATE)
+        for partial, target in partials:
+            os.replace(partial, target)
+    except BaseException:
+        for partial, _ in partials:
+            partial.unlink(missing_ok=True)
+        raise
 
 
 def data_values(instance: Instance, values: dict[str, dict[str, Any]], data_dir: Path) -> None:
@@ -145,9 +186,9 @@ def front_files(source_dir: Path, name: str) -> list[str]:
 def place_instance(
     instance: Instance, source: Path, values: dict[str, dict[str, Any]], etc_dir: Path, data_final: Path,
     data_real: Path,
-) -> None:
-    """Write the instance's config (`source`, read by instance_config) into `etc_dir` and copy the
-    files it names beside it."""
+) -> tuple[Path, str]:
+    """Copy the files the instance's config (`source`, read by instance_config) names into `etc_dir`;
+    return where its config goes and its text, for `write_configs`."""
     named = [*named_files(instance.layer, values, source), *front_files(source.parent, instance.name)]
     placed_as = node_secret_names(instance, values)
     for relative in named:
@@ -163,9 +204,7 @@ def place_instance(
         (data_real / instance.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     if instance.layer == "render":
         (data_real / instance.name / "store").mkdir(exist_ok=True, mode=0o700)
-    target = etc_dir / source.name
-    if not target.exists():
-        target.write_text(render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
+    return etc_dir / source.name, render_config_toml(instance.layer, LAYERS[instance.layer].keys, values)
 
 
 def select(layout: Layout, layers: list[str], names: list[str]) -> list[Instance]:
@@ -200,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     etc_dir.mkdir(parents=True, exist_ok=True)
     for name in ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ()):
         copy_once(source_dir / name, etc_dir / name)
-    for instance, (source, values) in zip(chosen, configs, strict=True):
-        place_instance(instance, source, values, etc_dir, Path(args.data), Path(args.data_real))
+    placed = [place_instance(instance, source, values, etc_dir, Path(args.data), Path(args.data_real))
+              for instance, (source, values) in zip(chosen, configs, strict=True)]
+    write_configs(placed)
+    for instance in chosen:
         print(instance.layer, instance.name)
     return 0
 

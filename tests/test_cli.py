@@ -690,3 +690,44 @@ def test_demo_over_an_unfinished_set_up_points_to_fresh(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         run_demo(state)
     assert "--fresh" in str(stopped.value) and str(state) in str(stopped.value)
+
+
+def _file_size_limit(limit: int):
+    """RLIMIT_FSIZE for a child: a write past `limit` bytes fails with EFBIG, as on a full disk."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+# 10,000 bytes: the first front config (12.5 kB) fails; 100,000: the toplevel's database (147 kB),
+# once deployment.json, the store keys and the store folders are written
+@pytest.mark.parametrize("file_size_limit", [10_000, 100_000])
+@pytest.mark.parametrize("prepared", [False, True], ids=["new-folder", "empty-folder"])
+def test_init_stopped_by_a_full_disk_is_one_line_and_a_rerun_completes_it(tmp_path, file_size_limit, prepared):
+    """A full disk during init was a traceback (`OSError: File too large`, naming no file, or peewee's
+    "cannot rollback - no transaction is active" hiding "database or disk is full"), and left half a
+    deployment whose store key and database every re-run refused to overwrite, even with --force."""
+    root = tmp_path / "deployment"
+    if prepared:
+        root.mkdir()
+    failed = subprocess.run([*SIVR, "init", "--dir", str(root)], capture_output=True, text=True, timeout=120,
+                            preexec_fn=_file_size_limit(file_size_limit))
+    assert failed.returncode == 2
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith("sivr: init failed: ") and "free space" in failed.stderr
+    assert str(root) in failed.stderr
+    assert (list(root.iterdir()) == []) if prepared else not root.exists()
+    again = run_sivr("init", "--dir", str(root))
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_database_write_that_fails_is_one_line_saying_what_to_do(initialised):
+    """`sivr user add` on a full disk (or a database not the caller's) was a peewee traceback."""
+    done = subprocess.run([*SIVR, "user", "add", "--config", str(initialised / "toplevel.toml"), "--username",
+                           "diskfull", "--role", "sysadmin", "--institution", "Clinic B", "--password-stdin"],
+                          input="correct horse battery\n", capture_output=True, text=True, timeout=120,
+                          # past SQLite's 32 kB shared-memory file: the schema check passes, the user's write fails
+                          preexec_fn=_file_size_limit(40_000))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("sivr: database error: ") and "free space" in done.stderr
