@@ -10,7 +10,11 @@ institution, the uploading user and an expiry; a receipt from another node, for 
 another user or institution, or an old one is refused. It also states the series' DICOM patient
 (`dicom`: name, patient_id, issuer, birth_date, sex, as the node read them from the files), so
 that the institution can see whose images it registers without asking the node (issue 11: a
-registration for another patient than the images name needs the physician's confirmation).
+registration for another patient than the images name needs the physician's confirmation), and the
+record's image facts (`facts`: rows, columns, frames, modality, study date, as the node's manifest
+holds them), which the institution keeps instead of what the request says: a browser that stated them
+itself registered a 1-frame CT as a million-frame MR of 1900. A receipt of a node of an older release
+states no facts (`Receipt.facts` None); the institution says how it takes those.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ _REQUIRED = ["typ", "rid", "node", "inst", "sub", "iat", "exp"]
 #: The receipt's statement of the series' DICOM patient, and what it names.
 DICOM_CLAIM = "dicom"
 DICOM_PATIENT_KEYS = ("name", "patient_id", "issuer", "birth_date", "sex")
+#: The receipt's statement of the record's image facts, and what it names (an institution record's
+#: columns; `study_date` ISO YYYY-MM-DD or null where the files state no date).
+FACTS_CLAIM = "facts"
+RECORD_FACT_KEYS = ("rows", "columns", "frames", "modality", "study_date")
 #: The JSON names of what a DICOM patient value may wrongly be, for the refusal.
 _JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
@@ -92,14 +100,17 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
 
 def issue_receipt(key: Ed25519PrivateKey, node_url: str, record_id: str, institution_id: str, user_id: str,
                   now: int | None = None, ttl_s: int = RECEIPT_TTL_S,
-                  dicom_patient: dict[str, str] | None = None) -> str:
+                  dicom_patient: dict[str, str] | None = None, facts: dict[str, object] | None = None) -> str:
     """The receipt a node hands the uploader of `record_id` (stored, or already stored), stating the
-    series' DICOM patient when given (`DICOM_PATIENT_KEYS`)."""
+    series' DICOM patient (`DICOM_PATIENT_KEYS`) and the record's image facts (`RECORD_FACT_KEYS`)
+    when given. Nodes of this release give both; tests play older nodes without them."""
     now = int(time.time()) if now is None else now
     claims: dict[str, object] = {"typ": RECEIPT_TYPE, "rid": record_id, "node": normalize_audience(node_url),
                                  "inst": institution_id, "sub": user_id, "iat": now, "exp": now + ttl_s}
     if dicom_patient is not None:
         claims[DICOM_CLAIM] = {name: str(dicom_patient.get(name) or "") for name in DICOM_PATIENT_KEYS}
+    if facts is not None:
+        claims[FACTS_CLAIM] = {name: facts.get(name) for name in RECORD_FACT_KEYS}
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key.public_key())})
 
 
@@ -113,12 +124,21 @@ class Expected:
     user_id: str
 
 
-def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expected,
-                   leeway_s: int = 5) -> dict[str, str] | None:
-    """Raise ReceiptError unless `receipt` is the registered node's signature over exactly `expected`.
+@dataclass(frozen=True)
+class Receipt:
+    """What a verified receipt states besides what registration says (`Expected`)."""
 
-    Returns the DICOM patient the receipt states (None from a node of a release before issue 11's
-    identity check, which states none)."""
+    #: the series' DICOM patient; None from a node of a release before issue 11's identity check
+    dicom: dict[str, str] | None
+    #: the record's image facts by `RECORD_FACT_KEYS`, as signed (the institution checks their values
+    #: with its own field rules); None from a node of a release before the facts were signed
+    facts: dict[str, object] | None
+
+
+def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expected,
+                   leeway_s: int = 5) -> Receipt:
+    """Raise ReceiptError unless `receipt` is the registered node's signature over exactly `expected`;
+    what else it states."""
     if not isinstance(receipt, str) or not receipt:
         raise ReceiptError("receipt_missing", "send the upload receipt the render node answered the upload with "
                                               "(field 'receipt'); upload the record to the node again to get one")
@@ -154,12 +174,26 @@ def verify_receipt(receipt: object, public_key: Ed25519PublicKey, expected: Expe
     ) if claim != value]
     if mismatches:
         raise ReceiptError("invalid_receipt", f"the upload receipt is for another {', '.join(mismatches)}")
-    stated = claims.get(DICOM_CLAIM)
+    return Receipt(_stated_patient(claims.get(DICOM_CLAIM)), _stated_facts(claims.get(FACTS_CLAIM)))
+
+
+def _stated_patient(stated: object) -> dict[str, str] | None:
+    """The receipt's DICOM patient, each value as `_stated_text` reads it (None: not stated)."""
     if stated is None:
         return None
     if not isinstance(stated, dict):
         raise ReceiptError("invalid_receipt", "the upload receipt's DICOM patient is malformed")
     return {key: _stated_text(stated, key) for key in DICOM_PATIENT_KEYS}
+
+
+def _stated_facts(stated: object) -> dict[str, object] | None:
+    """The receipt's record facts, the keys this release knows (None: not stated). A key missing is
+    left out, so the institution's field rules name it as required rather than take a default."""
+    if stated is None:
+        return None
+    if not isinstance(stated, dict):
+        raise ReceiptError("invalid_receipt", "the upload receipt's record facts are malformed: not a JSON object")
+    return {key: stated[key] for key in RECORD_FACT_KEYS if key in stated}
 
 
 def _stated_text(stated: dict[str, object], key: str) -> str:

@@ -6,6 +6,9 @@ Any physician or admin may read the metadata (it is patient data: every read is 
 physicians must name the patient, so no one pages through all patients' records. The uploader
 and the institution's administrators may correct a record's description and type, or delete it
 (`shared.roles.may_change_record`); every change is audited with the old and the new values.
+
+A record's image facts (rows, columns, frames, modality, study date: `FACT_FIELDS`) are the
+node's, from its receipt: a request's copy of them is checked as any field is, then not used.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import exclusive_transaction, run_exclusive
 from shared.errors import ApiError, not_found, save_edit
-from shared.receipts import Expected, ReceiptError, parse_public_key, verify_receipt
+from shared.receipts import Expected, Receipt, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import ROLES, SERIES_FILERS
 from shared.validation import (
     Field,
@@ -56,13 +59,19 @@ bp = Blueprint("records", __name__)
 RECORD_FIELDS = {
     "id": Field(str, max_len=64, check=record_id_value),
     "node_id": Field(str, max_len=36, check=uuid_value),
+    "record_type": Field(str, required=False, max_len=64),
+    "patient_id": Field(str, max_len=36, check=uuid_value),
+    "description": Field(str, required=False, max_len=2000, multiline=True),
+}
+
+#: What the render node states in its receipt (`shared.receipts.RECORD_FACT_KEYS`) and the registry
+#: keeps from there. The same rules check a request's copy (sent by viewers and clients of before)
+#: and the node's statement.
+FACT_FIELDS = {
     "rows": Field(int, check=int_between(1, 65535)),
     "columns": Field(int, check=int_between(1, 65535)),
     "frames": Field(int, check=int_between(1, 1_000_000)),
     "modality": Field(str, max_len=16, check=modality),
-    "record_type": Field(str, required=False, max_len=64),
-    "patient_id": Field(str, max_len=36, check=uuid_value),
-    "description": Field(str, required=False, max_len=2000, multiline=True),
     "study_date": Field(str, required=False, nullable=True, check=date_value),
 }
 
@@ -146,9 +155,9 @@ def _already_registered(record_id: str, node: Node, patient_id: str):
     return None if here is None else (jsonify(record_to_json(here)), 200)
 
 
-def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> dict[str, str] | None:
+def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) -> Receipt:
     """422 unless `receipt` is `node`'s signed statement that `user_id` uploaded `record_id` to it;
-    the DICOM patient it states."""
+    what it states (the DICOM patient, the record's facts)."""
     if not node.receipt_key:
         raise ApiError(422, "node_receipt_key_missing",
                        f"render node {node.name} has no receipt key registered, so its uploads cannot be verified: "
@@ -159,6 +168,29 @@ def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) 
                               Expected(node.url, record_id, this_institution(), user_id))
     except ReceiptError as exc:
         raise ApiError(422, exc.code, exc.message) from exc
+
+
+def _record_facts(stated: dict[str, object] | None, sent: dict[str, object]) -> tuple[dict[str, object], str]:
+    """The record's facts and the audit's note of where they come from: the node's, as its receipt
+    states them (`stated`, checked by `FACT_FIELDS`: 422 where the registry cannot keep them), with
+    the request's copy (`sent`) not used.
+
+    A receipt from a node of a release before the facts were signed (`stated` None) is taken for
+    what it signs, as one without a DICOM patient is (`reconciliation.judge_identity`): the facts
+    are then the request's, as they always were from such a node, and the audit says so
+    ("facts=unsigned"). Refusing it would stop every upload to a node not upgraded yet; its record,
+    node, institution and uploader are still the node's word. Upgrading the nodes ends it
+    (docs/deployment.md, "Upgrades")."""
+    if stated is None:
+        return validate(sent, FACT_FIELDS), " facts=unsigned"
+    try:
+        return validate(stated, FACT_FIELDS), ""
+    except ApiError as exc:
+        raise ApiError(422, "unregistrable_record",
+                       f"the render node states this series' image facts as the registry cannot keep them: "
+                       f"{exc.message}. The node read them from the series' files (a series stored without "
+                       "renderable images or without a DICOM modality is not registered); correct the files "
+                       "and upload them again") from exc
 
 
 def _lock_name(record_id: str) -> str:
@@ -173,30 +205,35 @@ def _lock_name(record_id: str) -> str:
 def register_record():
     """The patient must be vouched for by the toplevel (a patient reference), the node must be in
     this institution's registry, and the node must vouch that it stores the record: the upload
-    receipt it answered this user's upload with, verified against the node's registered key. When
-    the two name different patients, the physician's confirmation must come with it (`reconciliation`)."""
+    receipt it answered this user's upload with, verified against the node's registered key, whose
+    image facts the record keeps (`_record_facts`). When the two name different patients, the
+    physician's confirmation must come with it (`reconciliation`)."""
     identity = require_member()  # the role: the view's require_auth, one rule
     body = json_body()
     reference = take_patient_reference(body)
     receipt = body.pop("receipt", None)
     decision = take_identity_decision(body)
+    sent = {name: body.pop(name) for name in FACT_FIELDS if name in body}
     fields = validate(body, RECORD_FIELDS)
+    if sent:  # a copy that is no possible value is refused, as before; a possible one is not used
+        validate(sent, FACT_FIELDS, partial=True)
     node = Node.get_or_none((Node.id == fields["node_id"]) & (Node.institution_id == this_institution()))
     if node is None:
         raise ApiError(400, "validation_error",
                        f"node_id {fields['node_id']} is not a render node of this institution")
     patient = require_patient_reference(reference, fields["patient_id"])
-    dicom = _require_receipt(receipt, node, fields["id"], identity.user_id)
-    values = {k: v for k, v in fields.items() if k != "node_id"}
+    stated = _require_receipt(receipt, node, fields["id"], identity.user_id)
+    facts, facts_note = _record_facts(stated.facts, sent)
+    values = {**{k: v for k, v in fields.items() if k != "node_id"}, **facts}
 
     def register() -> tuple[Response, int]:
         answer = _already_registered(fields["id"], node, fields["patient_id"])
         if answer is not None:
             return answer
-        decided = judge_identity(decision, patient, dicom)
+        decided = judge_identity(decision, patient, stated.dicom)
         record = Record.create(node=node, registered_by=identity.user_id, **values)
         record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
-                     detail=f"node_id={node.id}{decided}")
+                     detail=f"node_id={node.id}{facts_note}{decided}")
         return jsonify(record_to_json(record)), 201
 
     try:

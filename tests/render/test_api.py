@@ -556,7 +556,8 @@ def test_an_upload_is_answered_with_a_receipt_the_nodes_published_key_verifies(n
     published = node.client.get("/api/v1/node", headers=node.headers(role="instadmin")).json["receipt_key"]
     assert published["url"] == NODE_AUDIENCE and len(published["key_id"]) == 16
     key = parse_public_key(published["public_key"])
-    stated = verify_receipt(meta["receipt"], key, Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id))
+    expected = Expected(NODE_AUDIENCE, meta["id"], node.institution_id, user_id)
+    stated = verify_receipt(meta["receipt"], key, expected).dicom
     # it states the DICOM patient the files name, for the institution's identity check (issue 11)
     assert stated is not None
     assert (stated["name"], stated["patient_id"]) == (meta["patient_name"], meta["patient_id_dicom"]) != ("", "")

@@ -98,7 +98,7 @@ def test_receipt_for_a_received_series_is_the_nodes_signature_for_the_caller(arc
     assert answer.status_code == 200
     the_node = archive.app.extensions["sivr_node"]
     stated = verify_receipt(answer.get_json()["receipt"], the_node.receipt_key.public_key(),
-                            Expected(the_node.url, record_id, archive.institution_id, user))
+                            Expected(the_node.url, record_id, archive.institution_id, user)).dicom
     # the DICOM patient, which the institution compares with the SIVR patient (issue 11)
     assert stated == {"name": "DOE^JANE", "patient_id": "INS-0042", "issuer": "SIVR-TEST",
                       "birth_date": "19610412", "sex": "F"}

@@ -12,6 +12,7 @@ answers with, shared.receipts) and then tells the node it is filed (`POST /api/v
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -22,6 +23,7 @@ from shared.access import require_own_institution
 from shared.audit import record_audit, record_audit_many
 from shared.auth import current_identity, require_auth
 from shared.errors import ApiError, not_found
+from shared.patient_identity import iso_date
 from shared.receipts import issue_receipt
 from shared.roles import ROLES, SERIES_FILERS
 from shared.validation import iso_utc, page_args, parse_record_id
@@ -40,14 +42,35 @@ def _dicom_patient(series, meta: Meta) -> dict[str, str]:
             "sex": patient.sex if patient else ""}
 
 
+def record_facts(meta: Meta) -> dict[str, object]:
+    """The record's image facts a receipt states (`shared.receipts.RECORD_FACT_KEYS`), from its
+    manifest, as RecordMeta serves them: the institution keeps these as the record's rows, columns,
+    frames, modality and study date, not what the registering request says. The study date is the
+    files' StudyDate (DA, or the YYYY-MM-DD of old writers) as an ISO date; null where the files
+    state no day of the calendar (the institution's registry keeps no other)."""
+    return {"rows": meta.rows, "columns": meta.columns, "frames": meta.frames,
+            "modality": meta.record_modality, "study_date": _calendar_date(iso_date(meta.study_date.strip()))}
+
+
+def _calendar_date(iso: str | None) -> str | None:
+    """`iso` where it is a day of the calendar ("2026-13-45" is none), else None."""
+    if iso is None:
+        return None
+    try:
+        return dt.date.fromisoformat(iso).isoformat()
+    except ValueError:
+        return None
+
+
 def node_receipt(record_id: str, user_id: str) -> str:
     """The receipt for registering `record_id` at the institution (`shared.receipts`), stating its
-    DICOM patient: the institution compares it with the SIVR patient it is registered for."""
+    DICOM patient, which the institution compares with the SIVR patient it is registered for, and
+    its image facts (`record_facts`), which the institution keeps."""
     the_node = node()
     series = the_node.models.catalogue.Series.get_or_none(the_node.models.catalogue.Series.id == record_id)
-    patient = _dicom_patient(series, the_node.manifest(record_id).meta)
+    meta = the_node.manifest(record_id).meta
     return issue_receipt(the_node.receipt_key, the_node.url, record_id, the_node.institution_id, user_id,
-                         dicom_patient=patient)
+                         dicom_patient=_dicom_patient(series, meta), facts=record_facts(meta))
 
 
 def _series_json(row, series, meta: Meta) -> dict[str, Any]:
