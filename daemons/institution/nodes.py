@@ -22,6 +22,7 @@ from shared.audit import record_audit
 from shared.auth import require_auth
 from shared.db import exclusive_transaction
 from shared.errors import ApiError, not_found, save_edit
+from shared.names import SAME_NAME_RULE, name_search_key
 from shared.receipts import parse_public_key, public_key_text
 from shared.roles import ADMIN_ROLES
 from shared.validation import (
@@ -94,17 +95,28 @@ def get_node(node_id: str) -> Node:
     return node
 
 
-def _refuse_duplicate(fields: dict[str, Any], exclude_id: str | None = None) -> None:
-    for name in ("name", "url"):
-        if name not in fields:
-            continue
-        query = Node.select().where(
-            (Node.institution_id == this_institution()) & (getattr(Node, name) == fields[name])
-        )
-        if exclude_id is not None:
-            query = query.where(Node.id != exclude_id)
-        if query.exists():
-            raise ApiError(409, "conflict", f"a node with this {name} is already registered")
+def _refuse_duplicate(fields: dict[str, Any], node: Node | None = None) -> None:
+    """`409 conflict` when another node of this institution has the URL, or a name users read as the
+    one sent (`shared.names.name_search_key(..., keep_accents=True)`, as the toplevel compares
+    institution names: "node-1", "NODE-1", full-width "ｎｏｄｅ－１", "node‑1" with U+2011 and
+    "node-1" with a zero-width space are one name). The unique index compares names as typed.
+
+    Called under `REGISTRY_LOCK`, so two requests cannot both find a name free. An edit of `node`
+    that sends its stored name again (the console's form sends every field) is not compared: a
+    registry holding two such names from before keeps working, and either may be renamed.
+    """
+    query = Node.select(Node.id, Node.name, Node.url).where(Node.institution_id == this_institution())
+    others = list(query if node is None else query.where(Node.id != node.id))
+    if "url" in fields and any(other.url == fields["url"] for other in others):
+        raise ApiError(409, "conflict", "a node with this url is already registered")
+    if "name" not in fields or (node is not None and fields["name"] == node.name):
+        return
+    key = name_search_key(fields["name"], keep_accents=True)
+    for other in others:
+        if name_search_key(other.name, keep_accents=True) == key:
+            raise ApiError(409, "conflict",
+                           f"a node named {other.name!r} is already registered (id {other.id}); {SAME_NAME_RULE}: "
+                           "choose another name, or edit that node")
 
 
 @bp.get("/api/v1/nodes")
@@ -146,7 +158,7 @@ def update_node(node_id: str):
     fields = validate(json_body(), NODE_FIELDS, partial=True)
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
-        _refuse_duplicate(fields, exclude_id=node.id)
+        _refuse_duplicate(fields, node)
         for name, value in fields.items():
             setattr(node, name, value)
         try:

@@ -11,11 +11,12 @@ from typing import Any
 
 import peewee
 
-from daemons.toplevel.models import Institution, User, name_search_key
+from daemons.toplevel.models import Institution, User
 from daemons.toplevel.passwords import Passwords, check_body_fields, password_field
 from shared import field_rules
 from shared.db import exclusive_transaction
 from shared.errors import ApiError, save_edit
+from shared.names import SAME_NAME_RULE, name_search_key
 from shared.roles import ROLES
 from shared.validation import Field, parse_service_url, parse_uuid, validate
 
@@ -156,5 +157,4 @@ def _refuse_name_read_the_same(institution: Institution) -> None:
     for other in others:
         if name_search_key(other.name, keep_accents=True) == key:
             raise ApiError(409, "conflict",
-                           f"an institution named {other.name!r} already exists (id {other.id}); names that "
-                           "differ only in letter case, Unicode form or spacing are the same name")
+                           f"an institution named {other.name!r} already exists (id {other.id}); {SAME_NAME_RULE}")

@@ -9,8 +9,6 @@ in process memory.
 
 from __future__ import annotations
 
-import unicodedata
-
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -18,6 +16,7 @@ from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
 from shared.field_rules import MAX_USERNAME_LENGTH
+from shared.names import name_search_key
 from shared.roles import LEGACY_ADMIN, SYSTEM_ADMIN
 
 database_proxy = peewee.DatabaseProxy()
@@ -134,25 +133,6 @@ MODELS: tuple[type[peewee.Model], ...] = (
     UserSession,
     AuditEntry,
 )
-
-
-def name_search_key(text: str, keep_accents: bool = False) -> str:
-    """Case-insensitive form of a name, the same on every database; accent-insensitive too unless
-    `keep_accents`.
-
-    SQL `LOWER`/`LIKE` fold only ASCII on SQLite, so the folding happens here. For the patient
-    search: NFKD, drop the combining marks, casefold, collapse spaces — "Šimić" and "simic" meet.
-    With `keep_accents`, two names are one when users read them as one (institution names): letter
-    case, compatibility forms (NFKC: a full-width letter, a ligature), whether an accent is typed
-    precomposed or combining and the spaces do not tell them apart, an accent does ("Klinik Ä" is
-    not "Klinik A").
-    """
-    if keep_accents:
-        folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    else:
-        decomposed = unicodedata.normalize("NFKD", text)
-        folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-    return " ".join(folded.split())
 
 
 def _split_admin_role(db: peewee.Database) -> None:

@@ -12,11 +12,12 @@ import unicodedata
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel.context import edited_row, get_by_id, refuse_blank_id, require_user, save_unique, toplevel
-from daemons.toplevel.models import AuditEntry, Patient, name_search_key
+from daemons.toplevel.models import AuditEntry, Patient
 from daemons.toplevel.serialize import patient_json
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity
 from shared.errors import ApiError
+from shared.names import name_search_key
 from shared.patient_refs import FIELD, issue_patient_reference
 from shared.roles import ROLES, SYSTEM_ADMIN
 from shared.validation import Field, json_body, page_args, parse_date, query_text, validate

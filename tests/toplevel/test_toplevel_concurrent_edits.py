@@ -16,7 +16,8 @@ from typing import Any
 import peewee
 import pytest
 
-from daemons.toplevel.models import AuditEntry, Institution, Patient, RecordType, database_proxy, name_search_key
+from daemons.toplevel.models import AuditEntry, Institution, Patient, RecordType, database_proxy
+from shared.names import name_search_key
 
 from .conftest import Seed
 from .support import Api, Other, patient_body
