@@ -38,6 +38,8 @@ export class ApiError extends Error {
 }
 
 const STORAGE_KEY = "sivr.session";
+/** Where a tab that logs out tells the viewer's other tabs of this browser (BroadcastChannel). */
+const LOGOUT_CHANNEL = "sivr.logout";
 const RENEW_FRACTION = 0.7;   // renew when 70 % of a token's life has passed
 const RETRY_RENEW_MS = 5000;
 const MAX_TIMER_MS = 2 ** 31 - 1;   // setTimeout fires at once for a longer delay
@@ -340,6 +342,11 @@ export class Session {
     this.onRenewed = () => {};
     this.serverTokens = new Map();   // audience -> { token, expiresAt, renewAt, pending }
     this.generation = 0;             // bumped when the session ends: late exchanges are dropped
+    // Each tab keeps a session of its own (sessionStorage), so logging out ended only the tab it
+    // was done in: the user's other tabs stayed logged in, patients on screen and renewed in the
+    // background for hours, at a shared workstation the user believed they had left.
+    this.logouts = typeof BroadcastChannel === "function" ? new BroadcastChannel(LOGOUT_CHANNEL) : null;
+    if (this.logouts) this.logouts.onmessage = (event) => this._loggedOutElsewhere(event.data);
   }
 
   isToplevel(base) { return audienceOf(base) === audienceOf(this.toplevelUrl); }
@@ -433,10 +440,27 @@ export class Session {
     this.onRenewed(this);
   }
 
+  /** End the session here and in every other tab of this browser where the same user is logged in
+   *  to the same toplevel (each ends its own session at the toplevel). */
   async logout() {
     const token = this.token;
+    const user = this.user;
     this._clear();
     if (!token) return;
+    this.logouts?.postMessage({ toplevelUrl: this.toplevelUrl, userId: user && user.id });
+    await this._endAtToplevel(token);
+  }
+
+  /** Another tab of this browser logged out `message.userId`: so does this tab, if it is that user's. */
+  _loggedOutElsewhere(message) {
+    const token = this.token;
+    if (!token || !message || message.toplevelUrl !== this.toplevelUrl || !this.user || message.userId !== this.user.id) return;
+    this._expire(new ApiError(401, "logged_out", "you logged out in another tab"));
+    this._endAtToplevel(token);
+  }
+
+  /** Tell the toplevel the session of `token` is over (best effort: the local session is gone either way). */
+  async _endAtToplevel(token) {
     try {
       await fetch(buildUrl(this.toplevelUrl, "api/v1/auth/logout"), {
         method: "POST", headers: { Authorization: `Bearer ${token}` }, credentials: "omit",

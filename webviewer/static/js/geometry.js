@@ -2,6 +2,7 @@
 // and distances in millimetres. No pixels are touched here: the server renders, the browser only
 // places the picture and draws measurement lines over it.
 
+import { MAX_WINDOW_VALUE } from "./limits.js";
 import { stackOfFrame } from "./stacks.js";
 
 export const PLANES = ["native", "axial", "coronal", "sagittal"];
@@ -230,10 +231,19 @@ export function distanceMm(a, b, physW, physH) {
   return Math.hypot((b[0] - a[0]) * physW, (b[1] - a[1]) * physH);
 }
 
-/** Window/level after a drag: right widens, down raises the centre (the usual radiology feel). */
+/** The largest centre or width a drag reaches, whole units below the node's bound (the viewer
+ *  rounds what it asks for). */
+const WINDOW_REACH = MAX_WINDOW_VALUE - 1;
+
+/**
+ * Window/level after a drag: right widens, down raises the centre (the usual radiology feel). The
+ * step is a share of the starting width, so drags compound; the result stays within what the node
+ * renders (MAX_WINDOW_VALUE), never a window every image of the viewport is refused for.
+ */
 export function dragWindow(start, dx, dy, sensitivity = 1) {
   const step = Math.max(1, start.width) / 256 * sensitivity;
-  return { center: start.center + dy * step, width: Math.max(1, start.width + dx * step) };
+  return { center: clamp(start.center + dy * step, -WINDOW_REACH, WINDOW_REACH),
+    width: clamp(start.width + dx * step, 1, WINDOW_REACH) };
 }
 
 /** `X-Orientation: top=S,right=L,bottom=I,left=R` as {top, right, bottom, left}; null if absent or malformed. */

@@ -24,3 +24,9 @@ export const MAX_ERROR_CHARS = 500;
 
 /** A name or a description shown as a label (patient, series, record): at most this many characters. */
 export const MAX_LABEL_CHARS = 160;
+
+/** A window's centre and width stay below this in size (modality units): the node refuses a larger
+ *  one (daemons/render/api/query.MAX_VALUE), and a width dragged wider on every drag (each widens by
+ *  a share of the width it starts from) reached it in eight drags, after which every image of the
+ *  viewport was refused. tests/webviewer/test_browser_edges.py holds the two to one value. */
+export const MAX_WINDOW_VALUE = 1e9;

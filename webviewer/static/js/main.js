@@ -153,9 +153,11 @@ async function start() {
     ctx.dir = new Directory(session);
     ctx.expiredMessage = err.code === "session_expired"
       ? "Your session has ended. Please log in again."
-      : err.code === "bad_answer"
-        ? `Your login could not be renewed: ${err.message}. Please log in again.`
-        : "Your login has expired. Please log in again.";
+      : err.code === "logged_out"
+        ? "You logged out in another tab of this browser. Please log in again."
+        : err.code === "bad_answer"
+          ? `Your login could not be renewed: ${err.message}. Please log in again.`
+          : "Your login has expired. Please log in again.";
     route();
   };
   session.onRenewed = () => renderChrome();

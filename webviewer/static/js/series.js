@@ -7,10 +7,16 @@
 import { recordStacks } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { NO_VOLUME_PRESETS } from "./volumepresets.js";
-import { apiPath } from "./api.js";
+import { ApiError, apiPath, hostOf } from "./api.js";
 import { LOAD_STATUS } from "./answers.js";
 
 const POLL_MS = 250;
+
+/** A node's 404 for a record it was loading: the series was deleted (or moved) meanwhile. */
+function gone(node, err) {
+  return new ApiError(404, "not_found", `this series is no longer stored on ${node.name || hostOf(node.url)} `
+    + `(${err.message}): it was deleted while it was open; go back to the patient's page`);
+}
 
 /**
  * @typedef {{state: string, ready: number, total: number}} LoadState
@@ -75,8 +81,11 @@ export class OpenRecord {
     try {
       this.apply(await this.ctx.session.fetchJson(this.node.url, `${this.path}/status`, { shape: LOAD_STATUS }));
     } catch (err) {
-      // a node briefly away is asked again; one that answers what is no status would be asked for ever
+      // a node briefly away is asked again; one that answers what is no status would be asked for
+      // ever, and so would a series deleted while it loads (the bar said "Loading slices: 52 of
+      // 100" for good, asking every second)
       if (err.code === "bad_answer") this.fail(err);
+      else if (err.status === 404) this.fail(gone(this.node, err));
       else if (!err.isAuthFailure && !this.closed) this.timers.later("poll", POLL_MS * 4, () => this.poll());
     }
   }

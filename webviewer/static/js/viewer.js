@@ -30,6 +30,8 @@ import {
 } from "./viewoptions.js";
 
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
+/** The keys a held key repeats (viewer.js bindKeys): slices, 3D turns and zoom. */
+const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "+", "=", "-"];
 
 /** A node that is down (unreachable, or its proxy answers 502/503/504): try the next one. */
 function nodeDown(err) {
@@ -636,45 +638,60 @@ class Viewer {
 
   // ---------- keys ----------
 
-  /** Keys work wherever focus is, except in form controls, which keep their own keys. */
+  /**
+   * Keys work wherever focus is, except in form controls, which keep their own keys. A key held
+   * down repeats only where a repeat is what the hand means: stepping through slices (and the 3D
+   * view's turns) and zooming. Every other key acts once per press: the keyboard's repeat of a held
+   * S exported 15 PNG files in half a second, of a held T or K opened and closed its panel at random.
+   */
   bindKeys() {
     this.onKey = (e) => {
       if (e.altKey || e.metaKey || e.ctrlKey || e.defaultPrevented) return;
       if (e.target.closest && e.target.closest("input, select, textarea, button, a")) return;
-      const vp = this.active;
-      const s = vp.state;
-      const step = { ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -10, PageDown: 10 }[e.key];
-      const tool = TOOLS.find(([, , k]) => k.toLowerCase() === e.key.toLowerCase());
-      const layout = Object.entries(LAYOUTS).find(([, l]) => l.key === e.key);
-      if (s.plane === "3d" && step !== undefined) {
+      const action = this.keyAction(e);
+      if (!action) return;
+      e.preventDefault();
+      if (!e.repeat || REPEATING_KEYS.includes(e.key)) action();
+    };
+    document.addEventListener("keydown", this.onKey);
+  }
+
+  /** What key `e` does to the active viewport, or null for a key the viewer leaves to the page.
+   *  @param {KeyboardEvent} e @returns {(() => any) | null} */
+  keyAction(e) {
+    const vp = this.active;
+    const s = vp.state;
+    const step = { ArrowUp: -1, ArrowLeft: -1, ArrowDown: 1, ArrowRight: 1, PageUp: -10, PageDown: 10 }[e.key];
+    const tool = TOOLS.find(([, , k]) => k.toLowerCase() === e.key.toLowerCase());
+    const layout = Object.entries(LAYOUTS).find(([, l]) => l.key === e.key);
+    if (s.plane === "3d" && step !== undefined) {
+      return () => {
         if (e.key === "ArrowLeft" || e.key === "ArrowRight") s.vol.azimuth += step * 10;
         else s.vol.elevation = clamp(s.vol.elevation + step * 10, -90, 90);
         vp.requestView();
-      } else if (step !== undefined) {
-        vp.stopPlay();
-        vp.setIndex(vp.index() + step);
-      } else if (e.key === "Home") vp.setIndex(0);
-      else if (e.key === "End") vp.setIndex(vp.count() - 1);
-      else if (e.key === "+" || e.key === "=") vp.zoomBy(1.25);
-      else if (e.key === "-") vp.zoomBy(0.8);
-      else if (e.key === "0") vp.resetView();
-      else if (e.key === " ") vp.togglePlay();
-      else if (layout && !this.phone) this.setLayout(layout[0]);
-      else if (e.key.toLowerCase() === "l" && !this.phone) this.toggleSync();
-      else if (e.key.toLowerCase() === "x" && !this.phone) this.toggleReferenceLines();
-      else if (e.key.toLowerCase() === "c" && !this.phone) compareWithPrior(this);
-      else if (e.key === "a" && !this.phone) alignViews(this);
-      else if (e.key === "A" && !this.phone) clearAlignment(this);
-      else if (e.key.toLowerCase() === "v") this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
-      else if (imageActionForKey(e)) imageAction(vp, imageActionForKey(e));
-      else if (e.key.toLowerCase() === "k") this.keyImages.toggle(vp);
-      else if (e.key.toLowerCase() === "s") this.exportActive();
-      else if (e.key.toLowerCase() === "t") this.tagBrowser.toggle();
-      else if (tool && s.plane !== "3d") this.setTool(tool[0]);
-      else return;
-      e.preventDefault();
-    };
-    document.addEventListener("keydown", this.onKey);
+      };
+    }
+    if (step !== undefined) return () => { vp.stopPlay(); vp.setIndex(vp.index() + step); };
+    if (e.key === "Home") return () => vp.setIndex(0);
+    if (e.key === "End") return () => vp.setIndex(vp.count() - 1);
+    if (e.key === "+" || e.key === "=") return () => vp.zoomBy(1.25);
+    if (e.key === "-") return () => vp.zoomBy(0.8);
+    if (e.key === "0") return () => vp.resetView();
+    if (e.key === " ") return () => vp.togglePlay();
+    if (layout && !this.phone) return () => this.setLayout(layout[0]);
+    if (e.key.toLowerCase() === "l" && !this.phone) return () => this.toggleSync();
+    if (e.key.toLowerCase() === "x" && !this.phone) return () => this.toggleReferenceLines();
+    if (e.key.toLowerCase() === "c" && !this.phone) return () => compareWithPrior(this);
+    if (e.key === "a" && !this.phone) return () => alignViews(this);
+    if (e.key === "A" && !this.phone) return () => clearAlignment(this);
+    if (e.key.toLowerCase() === "v") return () => this.activate(this.viewports[(this.viewports.indexOf(vp) + 1) % this.viewports.length]);
+    const image = imageActionForKey(e);
+    if (image) return () => imageAction(vp, image);
+    if (e.key.toLowerCase() === "k") return () => this.keyImages.toggle(vp);
+    if (e.key.toLowerCase() === "s") return () => this.exportActive();
+    if (e.key.toLowerCase() === "t") return () => this.tagBrowser.toggle();
+    if (tool && s.plane !== "3d") return () => this.setTool(tool[0]);
+    return null;
   }
 
   destroy() {

@@ -46,7 +46,8 @@ export class Viewport {
    *   quality, tool, fps), and activate()/changed()/scrolled() callbacks
    * @param {number} slot position in the layout (0 is the upper left)
    * @param {string} plane the view it starts with
-   * @param {number} [index] the slice it starts on (native slices)
+   * @param {number} [index] the slice it starts on (native slices): a whole index of the record's
+   *   (a link's `?slice=1.5` asked the node for `frames/1.5`, a 404 in place of the image)
    */
   constructor(shell, slot, plane, index = 0) {
     this.shell = shell;
@@ -55,7 +56,7 @@ export class Viewport {
     this.settings = shell.settings;
     this.slot = slot;
     this.useRecord(shell.record);
-    this.state = initialState(plane, clamp(index, 0, Math.max(0, this.meta.frames - 1)), this.record.volumePresets);
+    this.state = initialState(plane, clamp(Math.round(index) || 0, 0, Math.max(0, this.meta.frames - 1)), this.record.volumePresets);
     this.timers = new Timers();
     this.shown = null;             // the request whose image is on screen
     this.shownEntry = null;
