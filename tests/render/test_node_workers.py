@@ -621,3 +621,19 @@ def test_copies_of_time_points_make_room_in_the_budget(make_node):
         assert reply.status_code == 200, reply.json
     assert node.registry.memory_used() <= node.registry.budget_bytes
     assert node.registry.get_loaded(cine) is not None and node.registry.get_loaded(other) is None
+
+
+@pytest.mark.parametrize("path", ["mpr/coronal/3", "mpr/axial/2/value?x=1&y=1", "volume?size=32x32"])
+def test_a_series_deleted_through_one_worker_is_not_reformatted_by_the_other(workers, ct_files, path):
+    """The frames of a series deleted through one worker were gone from the other at once, but its
+    reformats and 3D views were drawn from the volume the other worker still held until it swept
+    (a colleague's viewer drew a coronal view of it 3 s after the DELETE; 15 of 30 such requests
+    answered 200). Now every door to a volume asks whether the series is still stored first."""
+    first, second = workers
+    record_id, _ = first.load(ct_files)
+    second.client.post(f"/api/v1/records/{record_id}/load", headers=second.headers())
+    assert second.registry.get_loaded(record_id).wait_complete(60)
+    assert second.client.get(f"/api/v1/records/{record_id}/{path}", headers=second.headers()).status_code == 200
+    assert first.client.delete(f"/api/v1/records/{record_id}", headers=first.headers()).status_code == 204
+    reply = second.client.get(f"/api/v1/records/{record_id}/{path}", headers=second.headers())
+    assert reply.status_code == 404, reply.json

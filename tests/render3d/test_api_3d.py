@@ -86,9 +86,12 @@ class FakeNode:
     images: ImageCache = field(default_factory=lambda: ImageCache(8 * 2**20))
 
     def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
-        if record_id not in self.stored:
-            raise not_found("record", record_id)
-        return self.stored[record_id]
+        """A stored record's manifest; a record loaded is one stored (the tests load records at will)."""
+        if record_id in self.stored:
+            return self.stored[record_id]
+        if record_id in self.registry.records:
+            return self.registry.records[record_id].manifest
+        raise not_found("record", record_id)
 
 
 def loaded(app) -> dict[str, FakeLoadedRecord]:

@@ -262,11 +262,16 @@ def loaded_stack(record_id: str, stack_id: str | None, phase: int = 0) -> tuple[
     """The fully loaded record and its stack `stack_id` (None: the first) at time point `phase`, or
     an immediate 409 saying how far loading has come (404 for a record this node does not store,
     or for a stack or time point it does not have); 422 with the reason for a stack whose frames
-    form no volume or cannot all be shown."""
+    form no volume or cannot all be shown.
+
+    Whether the record is still stored is asked first, as the frames ask it: a worker holds a
+    record another worker deleted until it sweeps (`records.CHECK_S`), and drew reformats and 3D
+    views of a deleted series from it meanwhile."""
     the_node = volume_node()
+    manifest = the_node.manifest(record_id)  # 404 when not stored
     record = the_node.registry.get_loaded(record_id)
     if record is None:
-        require_renderable(the_node.manifest(record_id))  # 404 when not stored, 415 when stored only
+        require_renderable(manifest)  # 415 when stored only
         raise ApiError(409, "not_loaded",
                        f"record {record_id} is not loaded on this node; load it with "
                        f"POST /api/v1/records/{record_id}/load, then retry",
