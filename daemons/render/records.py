@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 
 from daemons.render.imaging.decode import decode_frames, fast_path_possible, read_dataset
-from daemons.render.imaging.overlays import overlay_mask
+from daemons.render.imaging.overlays import overlay_mask, overlay_planes
 from daemons.render.imaging.pixels import GrayParams, Modality, Voi, gray_lut, lut_supported, value_range
 from daemons.render.imaging.planes import record_spacing
 from daemons.render.imaging.voi import default_voi, lut_from_json
@@ -64,6 +65,9 @@ POLL_S = 0.005  # how often a wait looks for frames another worker decoded
 STALL_S = 0.5  # a wait without progress this long checks whether the load lost its leader
 CHECK_S = 1.0  # how often a worker checks that a record's shared frames are still the node's
 OVERLAY_CACHE_SIZE = 64  # frames' overlay masks kept per loaded record
+#: files whose overlay planes are kept parsed per loaded record: the frames of a multi-frame file
+#: are asked one after another, and each first overlay request read and parsed the whole file again
+OVERLAY_FILES_KEPT = 2
 LOAD_ATTEMPTS = 3  # reads of a record's manifest by a load that finds it changed each time (then loaded as read)
 
 
@@ -288,6 +292,7 @@ class _Loader:
         self._file_left = [f.frames for f in files]
         self._file_locks = [threading.Lock() for _ in files]
         self._overlays: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._overlay_files: OrderedDict[int, Dataset | None] = OrderedDict()
         self._pool = pool
         self._workers = max(1, workers)
         self._pumping = False
@@ -315,18 +320,35 @@ class _Loader:
                 self._overlays.move_to_end(index)
                 return self._overlays[index]
         file_index, frame = self.sources[index]
-        info = self.files[file_index]
         mask = None
-        if info.overlays is not False:  # None: stored before overlays were recorded
-            raw = self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False)
-            dataset = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+        planes = self._overlay_planes(file_index)
+        if planes is not None:
             layout = self.record.frame_layout(index)
-            mask = overlay_mask(dataset, frame, layout.rows, layout.columns)
+            mask = overlay_mask(planes, frame, layout.rows, layout.columns)
         with self._lock:
             self._overlays[index] = mask
             while len(self._overlays) > OVERLAY_CACHE_SIZE:
                 self._overlays.popitem(last=False)
         return mask
+
+    def _overlay_planes(self, file_index: int) -> Dataset | None:
+        """The overlay planes of stored file `file_index` (None: it has none), read from the store once
+        while the file is among the OVERLAY_FILES_KEPT last asked for. A manifest from before
+        overlays were recorded says nothing, and the file is looked at."""
+        with self._lock:
+            if file_index in self._overlay_files:
+                self._overlay_files.move_to_end(file_index)
+                return self._overlay_files[file_index]
+        info = self.files[file_index]
+        planes = None
+        if info.overlays is not False:  # None: stored before overlays were recorded
+            raw = self.store.read_file(self.record.record_id, info.blob, info.sha256, verify=False)
+            planes = overlay_planes(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True))
+        with self._lock:
+            self._overlay_files[file_index] = planes
+            while len(self._overlay_files) > OVERLAY_FILES_KEPT:
+                self._overlay_files.popitem(last=False)
+        return planes
 
     def demand(self, index: int) -> None:
         with self._lock:

@@ -72,11 +72,11 @@ def test_a_short_overlay_is_skipped_not_read_beyond_its_data():
     assert overlay_mask(ds, 0, 16, 16) is None
 
 
-def overlay_request(node, record_id: str) -> tuple[np.ndarray, int]:
+def overlay_request(node, record_id: str, frame: int = 0) -> tuple[np.ndarray, int]:
     """The frame drawn with its overlays, and the bytes the request held at its peak."""
     tracemalloc.start()
     try:
-        reply = node.client.get(f"/api/v1/records/{record_id}/frames/0?overlays=true&format=png",
+        reply = node.client.get(f"/api/v1/records/{record_id}/frames/{frame}?overlays=true&format=png",
                                 headers=node.headers())
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -98,3 +98,26 @@ def test_a_large_overlay_over_a_small_image_costs_what_the_image_shows(node):
     _, peak = overlay_request(node, record_id)
     packed = size * size // 8
     assert peak < 3 * packed, f"{peak / 2**20:.0f} MiB held for a {packed / 2**20:.0f} MiB overlay"
+
+
+def test_the_overlays_of_a_multi_frame_file_are_read_from_the_store_once(node, monkeypatch):
+    """Each frame's first overlay request read and parsed the whole stored file: scrolling a
+    multi-frame file with its overlays on read it once a frame (a 300 MB enhanced file, 300 frames:
+    90 GB). Now a file's overlay planes are kept parsed while it is among the last asked for."""
+    frames = 20
+    ds = dataset(32, 32)
+    ds.NumberOfFrames = frames
+    ds.PixelData = np.zeros((frames, 32, 32), dtype=np.int16).tobytes()
+    _overlay(ds, 32, 32, np.full(32 * 32 * frames // 8, 0x0F, dtype=np.uint8).tobytes(), frames=frames)
+    record_id, _ = node.load([("multiframe.dcm", to_bytes(ds))])
+    store = node.app.extensions["sivr_node"].store
+    reads = []
+    read_file = store.read_file
+    monkeypatch.setattr(store, "read_file", lambda *args, **kwargs: reads.append(args) or read_file(*args, **kwargs))
+    shown = []
+    for frame in range(frames):
+        image, _ = overlay_request(node, record_id, frame)
+        shown.append(image)
+    assert len(reads) == 1, f"the file was read {len(reads)} times for {frames} frames' overlays"
+    assert all(np.array_equal(image, shown[0]) for image in shown)
+    assert (shown[0] == 255).any(), "the overlay is drawn"

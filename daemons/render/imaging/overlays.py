@@ -110,6 +110,17 @@ def _readable_plane(ds: Dataset, group: int, frame: int, rows: int, cols: int) -
         return None
 
 
+def overlay_planes(ds: Dataset) -> Dataset | None:
+    """The overlay groups (60xx) of `ds` alone, what `overlay_mask` reads; None when it has none.
+    A file's other elements (which may be large, private ones included) need not be kept to draw its
+    frames' overlays."""
+    kept = Dataset()
+    for element in ds:
+        if element.tag.group in OVERLAY_GROUPS:
+            kept.add(element)
+    return kept if any((group << 16 | OVERLAY_DATA) in kept for group in OVERLAY_GROUPS) else None
+
+
 def overlay_mask(ds: Dataset, frame: int, rows: int, cols: int) -> np.ndarray | None:
     """All overlay planes covering `frame` (in file) as one boolean mask; None when there are none."""
     masks = [m for group in OVERLAY_GROUPS if (group << 16 | OVERLAY_DATA) in ds
