@@ -6,7 +6,9 @@ request line (414) or a malformed request (400) while parsing, and answers with 
 (The same bodies answer what the nginx front refuses itself, daemons/front.py.)
 Clients of SIVR expect `{"error": {"code", "message"}}` and the API's security headers on every
 answer, so this worker replaces the one function gunicorn's `Worker.handle_error` writes those
-answers with (`gunicorn.util.write_error`), in the worker process only.
+answers with (`gunicorn.util.write_error`), in the worker process only. A refused request line is
+neither logged nor echoed (`ThreadWorker.handle_error`): it holds the URL's query, a patient search's
+name and insurance number.
 
 gunicorn's gthread worker hands a keep-alive connection back to its main thread after every
 request: the request thread queues a callback through a pipe, the main thread re-registers the
@@ -29,8 +31,10 @@ import os
 import select
 import socket
 import threading
+from typing import Any
 
 from gunicorn import util
+from gunicorn.http.errors import InvalidRequestLine
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.gthread import ThreadWorker as GthreadWorker
 
@@ -67,6 +71,26 @@ MESSAGES = {
     503: "the server behind this address is not available",
     504: "the server behind this address did not answer in time",
 }
+
+
+#: What a refused request line is told and logged as, in place of the line itself.
+REQUEST_LINE_REFUSED = ("the request line (method, URL and HTTP version) is malformed: a URL must be printable "
+                        "ASCII, each other character percent-encoded (RFC 3986), as browsers send it")
+
+
+class RefusedRequestLine(InvalidRequestLine):
+    """gunicorn's refusal of a request line, saying what is wrong without quoting the line.
+
+    gunicorn's own (`InvalidRequestLine`) quotes the whole line, and its `handle_error` logs that as
+    a warning: a patient search sent with a raw `ü` (curl sends the bytes as typed) put
+    `GET /api/v1/patients?q=Müller&insurance_number=…` into the journal, which the front keeps out of
+    its own log for the same reason (daemons/front.py, `error_log`)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def __str__(self) -> str:
+        return REQUEST_LINE_REFUSED
 
 
 def json_error_body(status: int, reason: str, detail: str) -> bytes:
@@ -153,6 +177,12 @@ class ThreadWorker(GthreadWorker):
     def init_process(self) -> None:
         util.write_error = write_json_error
         super().init_process()
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        """gunicorn's answer and log line, with a refused request line not quoted (`RefusedRequestLine`)."""
+        if isinstance(exc, InvalidRequestLine):
+            exc = RefusedRequestLine()
+        super().handle_error(req, client, addr, exc)
 
     def run(self) -> None:
         try:

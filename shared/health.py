@@ -8,12 +8,21 @@ sends no traffic to it and `sivr ready` (used by the systemd units) waits for it
 
 Check messages are meant for operators and are public (no token is needed for either probe):
 they name what is wrong but carry no exception text, which the log holds with the request id.
+
+One run of the checks at a time per process (`Readiness`): a probe that arrives while another
+request runs them answers at once from the last run, or says which check has not answered yet,
+and never runs them again. Anyone may ask `/readyz`, and each run costs a database query and, on
+a render node with an S3 store, a request to the object store: 40 anonymous probes at once, while
+that store hung, held every request thread of the node (`/healthz` and a physician's requests
+timed out after 15 s).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,25 +43,94 @@ Check = Callable[[], "str | None"]
 
 def add_readiness_check(app: Flask, name: str, check: Check) -> None:
     """Make `/readyz` of this app run `check` under `name` (each layer's factory adds its own)."""
-    app.extensions[READINESS_EXTENSION][name] = check
+    app.extensions[READINESS_EXTENSION].checks[name] = check
 
 
-def run_checks(checks: dict[str, Check]) -> dict[str, str]:
-    """Each check's result, "ok" or its problem; a check that raises is a failed check."""
-    results = {}
+#: How long a run of the checks may go on before a probe that overlaps it says so (503 naming the
+#: check that has not answered) instead of answering the last run's results.
+SLOW_RUN_S = 2.0
+#: How old the last run's results may be to answer a probe that overlaps a run (else it is told to
+#: ask again): probes of a load balancer and of `sivr ready` come every few seconds.
+REUSED_RESULTS_S = 10.0
+
+
+class _Run:
+    """One run of the checks in progress: when it started, which check it is at, what it found."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.current: str | None = None
+        self.results: dict[str, str] = {}
+
+
+class Readiness:
+    """An app's readiness checks, run by one request at a time.
+
+    A probe that finds a run in progress does not start another and does not wait for it (a wait
+    would hold its request thread as long as the slowest check, which is what an attacker wants):
+    it answers the last run's results while the run in progress is young and those are recent,
+    else a 503 that names the check not answered yet. Sequential probes each run the checks, so a
+    probe after a change sees it.
+    """
+
+    def __init__(self) -> None:
+        self.checks: dict[str, Check] = {}
+        self._lock = threading.Lock()
+        self._running: _Run | None = None
+        self._last: tuple[float, dict[str, str]] | None = None
+
+    def results(self) -> dict[str, str]:
+        """Each check's result, "ok" or its problem (see the class)."""
+        with self._lock:
+            run, last = self._running, self._last
+            if run is None:
+                run = self._running = _Run()
+                mine = True
+            else:
+                mine = False
+        if mine:
+            try:
+                results = run_checks(self.checks, run)
+                with self._lock:
+                    self._last = (time.monotonic(), results)
+                return results
+            finally:
+                with self._lock:
+                    self._running = None
+        now = time.monotonic()
+        if now - run.started < SLOW_RUN_S and last is not None and now - last[0] < REUSED_RESULTS_S:
+            return last[1]
+        return self._overlapping(run, now - run.started)
+
+    def _overlapping(self, run: _Run, running_s: float) -> dict[str, str]:
+        """What a run in progress has found so far: the check it is at has not answered yet."""
+        results = dict(run.results)
+        for name in self.checks:
+            if name not in results:
+                results[name] = (f"not answered after {running_s:.1f} s (checked for another request); ask again"
+                                 if name == run.current else "not checked yet; ask again")
+        return results
+
+
+def run_checks(checks: dict[str, Check], run: _Run | None = None) -> dict[str, str]:
+    """Each check's result, "ok" or its problem; a check that raises is a failed check. `run`, when
+    given, follows the progress (`Readiness`)."""
+    results = run.results if run is not None else {}
     for name, check in checks.items():
+        if run is not None:
+            run.current = name
         try:
             problem = check()
         except Exception:
             log.exception("readiness check %s failed", name)
             problem = "the check failed unexpectedly; the error was logged"
         results[name] = "ok" if problem is None else problem
-    return results
+    return dict(results)
 
 
 def install_probes(app: Flask, layer: str) -> None:
     """`GET /healthz` (liveness) and `GET /readyz` (readiness) without authentication."""
-    app.extensions[READINESS_EXTENSION] = {}
+    readiness = app.extensions[READINESS_EXTENSION] = Readiness()
 
     @app.get("/healthz")
     def healthz():
@@ -60,7 +138,7 @@ def install_probes(app: Flask, layer: str) -> None:
 
     @app.get("/readyz")
     def readyz():
-        results = run_checks(app.extensions[READINESS_EXTENSION])
+        results = readiness.results()
         failed = {name: result for name, result in results.items() if result != "ok"}
         if failed:
             message = "; ".join(f"{name}: {problem}" for name, problem in failed.items())

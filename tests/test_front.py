@@ -355,7 +355,7 @@ def test_a_stow_body_without_content_length_reaches_the_app(deployment, h2):
 
     client, url = deployment.client("physician"), deployment.url("render-1-1")
     boundary = new_boundary()
-    body = b"".join(write_related([("application/dicom", to_bytes(dataset()))], boundary))
+    body = b"".join(write_related([("application/dicom", to_bytes(dataset()))], boundary, "a STOW-RS body"))
     headers = {"Authorization": f"Bearer {client.token_for(url)}", "Accept": "application/dicom+json",
                "Content-Type": related_content_type("application/dicom", boundary)}
     stored = h2.post(f"{url}/dicomweb/studies", headers=headers, content=iter([body[:100], body[100:]]))
@@ -534,3 +534,27 @@ def test_init_with_front_writes_configs_nginx_accepts(tmp_path):
         argv = [a for a in fronts.command(conf, run) if a not in ("-g", "daemon off;")]
         checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stderr
+
+
+def test_a_refused_request_line_is_neither_logged_nor_echoed(deployment):
+    """A patient search whose URL holds raw non-ASCII bytes (curl sends `?q=Müller` as typed) passes
+    the front and is refused by gunicorn; its warning quoted the whole request line, the patient's
+    name and insurance number included, into the toplevel's log, and the 400 echoed it."""
+    parts = urlsplit(deployment.url("toplevel"))
+    context = ssl.create_default_context(cafile=deployment.ca_cert)
+    line = "GET /api/v1/patients?q=Müllerfrontlog&insurance_number=ZZ4711LOG HTTP/1.1\r\n".encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=parts.hostname) as sock:
+        sock.sendall(line + f"Host: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].startswith(b"HTTP/1.1 400"), data
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and "percent-encoded" in error["message"], error
+    assert "ZZ4711LOG" not in error["message"]
+    time.sleep(0.5)
+    logged = deployment.log_path("toplevel").read_text(encoding="utf-8", errors="replace")
+    assert "request line" in logged  # the refusal is logged, as a warning
+    assert "ZZ4711LOG" not in logged and "frontlog" not in logged

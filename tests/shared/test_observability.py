@@ -177,6 +177,37 @@ def test_readyz_reports_a_token_key_file_gone(make_app, tmp_path):
     assert reply.status_code == 503 and "k.pub" in reply.json["error"]["checks"]["token_keys"]
 
 
+def test_probes_that_overlap_a_run_of_the_checks_do_not_run_them_again(make_app):
+    """Each `/readyz` ran every check (a render node's S3 store check is a request to the store): a
+    probe that arrives while another runs them now answers at once, without running them."""
+    app = make_app()
+    release, runs = threading.Event(), []
+
+    def slow() -> None:
+        runs.append(1)
+        release.wait(30)
+
+    add_readiness_check(app, "store", slow)
+    first: list[int] = []
+    runner = threading.Thread(target=lambda: first.append(app.test_client().get("/readyz").status_code))
+    runner.start()
+    try:
+        for _ in range(500):
+            if runs:
+                break
+            threading.Event().wait(0.01)
+        overlapping = [app.test_client().get("/readyz") for _ in range(5)]
+    finally:
+        release.set()
+        runner.join(30)
+    assert len(runs) == 1 and first == [200]
+    for reply in overlapping:  # no earlier results to answer with: the check that has not answered
+        assert reply.status_code == 503
+        assert "store: not answered after" in reply.json["error"]["message"]
+        assert reply.json["error"]["checks"]["token_keys"] == "ok"
+    assert app.test_client().get("/readyz").status_code == 200 and len(runs) == 2  # one after another: each runs
+
+
 class Thing(peewee.Model):
     x = peewee.IntegerField()
 

@@ -26,6 +26,10 @@ BACKENDS = ("local", "s3")
 class StoreUnavailable(Exception):
     """The store cannot be reached or refuses us right now; the request may be retried later (503)."""
 
+    #: what anyone may be told of it (`/readyz` needs no token), where the message names more than
+    #: an operator's own configuration shows (an object store's endpoint and bucket); None: the message
+    public: str | None = None
+
 
 class RecordUnreadable(StoreUnavailable):
     """One record's file or folder cannot be read by this node (its owner or mode, an I/O error) while
@@ -139,7 +143,7 @@ def readiness_check(store: Store) -> Callable[[], str | None]:
         try:
             store.check()
         except StoreUnavailable as exc:
-            return str(exc)
+            return exc.public or str(exc)
         return None
 
     return check

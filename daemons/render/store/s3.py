@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -50,6 +51,8 @@ from daemons.render.store.local import Precompressed, StoreError
 from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
 from shared.config import Config, ConfigError
 from shared.files import require_owner_only
+
+log = logging.getLogger(__name__)
 
 MANIFESTS = "manifests/"
 OBJECTS = "objects/"
@@ -543,8 +546,15 @@ class S3RecordStore:
 
     def check(self) -> None:
         """The bucket answers and our credentials are accepted (one cheap HEAD); a missing bucket is
-        StoreUnavailable too."""
-        _call(f"HEAD bucket {self.bucket}", lambda: self._s3.head_bucket(Bucket=self.bucket), expected=())
+        StoreUnavailable too. What anyone may read of it (`/readyz`, `StoreUnavailable.public`) is a fixed
+        sentence: the client library's text names the endpoint's URL and the bucket."""
+        try:
+            _call(f"HEAD bucket {self.bucket}", lambda: self._s3.head_bucket(Bucket=self.bucket), expected=())
+        except StoreUnavailable as exc:
+            log.warning("the S3 store does not answer: %s", exc)
+            exc.public = ("the object store does not answer, or refuses this node's bucket or credentials "
+                          "(the node's log says which)")
+            raise
 
     # --- key rotation ---------------------------------------------------------------------------
     def rewrap(self) -> int:
