@@ -13,6 +13,7 @@ import copy
 import io
 import logging
 import os
+import queue
 import shutil
 import socket
 import struct
@@ -506,6 +507,49 @@ def test_requests_sent_without_waiting_for_their_answers_abort_the_association(h
     waited = (f"{MAX_WAITING_STORES} C-STORE requests" if kind == "C-STORE"
               else f"{MAX_WAITING_REQUESTS} other request(s)")
     assert f"sent while {waited} of the association still waited" in detail, detail
+    if kind == "C-STORE":  # those queued ahead are stored, the one cut is refused, the rest never read
+        [(_, refused)] = audit_rows(hostile, "dicom.store_refused")
+        assert "busy: sent before the answers to earlier requests" in refused
+        stored = models(hostile).catalogue.Instance.select().count()
+        assert MAX_WAITING_STORES <= stored <= MAX_WAITING_STORES + 2, stored
+    still_serving(hostile)
+
+
+def test_a_cancel_never_counts_as_a_request_waiting_nor_is_cut():
+    """The rule alone, with a C-FIND waiting in the queue (end to end, whether the C-FIND is still
+    queued when its C-CANCEL arrives depends on timing)."""
+    from pynetdicom.dimse_messages import C_CANCEL_RQ, C_ECHO_RQ
+
+    from daemons.render.dimse.limits import too_many_waiting
+
+    class Queued:  # what `too_many_waiting` reads of an association: pynetdicom's message queue
+        def __init__(self) -> None:
+            self.dimse = type("DIMSE", (), {"msg_queue": queue.Queue()})()
+
+    assoc = Queued()
+    assoc.dimse.msg_queue.put((1, C_FIND()))
+    assert too_many_waiting(assoc, C_CANCEL_RQ()) is None
+    assert "sent while 1 other request(s)" in too_many_waiting(assoc, C_ECHO_RQ())
+
+
+def test_a_cancel_sent_without_waiting_cancels_and_aborts_nothing(hostile):
+    """A C-CANCEL is the one request a peer sends without waiting for an answer (pynetdicom keeps it
+    apart from the queue): it was counted as waiting, the association marked to be cut, and then
+    never cut (pynetdicom never queues it), so it hung until the network timeout."""
+    model = StudyRootQueryRetrieveInformationModelFind
+    assoc = associate(hostile.dicom_port, (model, [ImplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model).context_id
+    find = (pdu(context, 0x03, _command(AffectedSOPClassUID=model, CommandField=0x0020, MessageID=1, Priority=0,
+                                        CommandDataSetType=0x0001))
+            + pdu(context, 0x02, encode(query(QueryRetrieveLevel="STUDY", PatientName="*"), True, True)))
+    cancel = pdu(context, 0x03, _command(CommandField=0x0FFF, MessageIDBeingRespondedTo=1,
+                                         CommandDataSetType=0x0101))
+    assoc._reactor_checkpoint.clear()
+    send_raw(assoc, find + cancel)
+    assoc._reactor_checkpoint.set()
+    time.sleep(0.5)
+    assert assoc.is_established and not audit_rows(hostile, "dicom.abort")
+    assoc.release()
     still_serving(hostile)
 
 
@@ -545,9 +589,12 @@ def test_a_requestor_announcing_pdus_under_the_minimum_is_rejected_and_audited(h
         assert assoc.is_rejected, announced
         answer = assoc.acceptor.primitive
         assert (answer.result, answer.result_source, answer.diagnostic) == (0x01, 0x02, 0x01)
-    assert [detail for _, detail in audit_rows(hostile, "dicom.reject")] == [
-        f"a Maximum Length Received of {announced} bytes, under the minimum of {MINIMUM_PEER_PDU_SIZE} (0 for no "
-        "limit)" for announced in (1, 7, MINIMUM_PEER_PDU_SIZE - 1)]
+    expected = [f"a Maximum Length Received of {announced} bytes, under the minimum of {MINIMUM_PEER_PDU_SIZE} "
+                "(0 for no limit)" for announced in (1, 7, MINIMUM_PEER_PDU_SIZE - 1)]
+    deadline = time.monotonic() + FINAL_WITHIN_S  # the last rejection is audited once its answer went out
+    while len(audit_rows(hostile, "dicom.reject")) < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [detail for _, detail in audit_rows(hostile, "dicom.reject")] == expected
     for announced in (0, MINIMUM_PEER_PDU_SIZE):
         ae = AE(ae_title=CALLER)
         ae.add_requested_context(Verification)

@@ -67,8 +67,10 @@ OTHER_MESSAGE_MAX = 4 * MIB
 #: proposal with 1, PS3.7 D.3.3.3), so a peer waits for each answer before it sends the next request.
 #: pynetdicom queued all a peer sent without waiting: 39 C-FIND identifiers of 2.4 MB sent at once
 #: grew the node by 500 MB, and a stream of C-ECHO requests by 2 MB a second per association, for as
-#: long as the peer went on. One request ahead is tolerated; C-STOREs, whose data sets each hold
-#: their room in the upload memory, up to MAX_WAITING_STORES (some senders do not wait for answers).
+#: long as the peer went on. One request ahead is tolerated (two at times: the count is of the
+#: requests in pynetdicom's queue, from which the association's thread takes the next as it starts
+#: on it); C-STOREs, whose data sets each hold their room in the upload memory, up to
+#: MAX_WAITING_STORES (some senders do not wait for answers). C-CANCELs are never counted.
 MAX_WAITING_REQUESTS = 1
 MAX_WAITING_STORES = 16
 #: The smallest Maximum Length Received a requestor may announce (0 means no limit). pynetdicom
@@ -85,6 +87,9 @@ RESPONSE = 0x8000  # the Command Field bit of a response
 READ_CHUNK = 1 << 16  # bytes asked of the socket at a time (pynetdicom asks 4 KiB)
 # why the node aborted an association, for its audit entry (pynetdicom's EVT_ABORTED says only that it was)
 _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
+# why an association is cut once the requests queued ahead are answered (`too_many_waiting`): its own
+# thread aborts it on reaching the request that was never to be served
+_cut_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
 
 
 def note_abort(assoc: Association, reason: str) -> None:
@@ -110,7 +115,7 @@ def wait_for_peer_from_now(event: Any) -> None:
 def abort_reason(assoc: Association) -> str:
     """Why the node aborted `assoc` for one of these limits, or for the network timeout (pynetdicom's
     idle timer: no whole PDU for that long); "" for an abort by the peer or the network."""
-    reason = _abort_reasons.get(assoc, "")
+    reason = _abort_reasons.get(assoc, "") or _cut_reasons.get(assoc, "")
     if not reason and assoc.dul.idle_timer_expired():
         reason = (f"no whole PDU received within the network timeout of {assoc.network_timeout:g} s "
                   "since the node last sent or received one")
@@ -335,6 +340,8 @@ def waiting_requests(assoc: Association) -> tuple[int, int]:
 def too_many_waiting(assoc: Association, message: DIMSEMessage) -> str | None:
     """Why the request `message`, just arrived, aborts `assoc`: sent while too many others wait for
     their handler (MAX_WAITING_REQUESTS, MAX_WAITING_STORES); None when it may wait too."""
+    if isinstance(message, C_CANCEL_RQ):  # sent without waiting by design; pynetdicom keeps them apart
+        return None
     stores, others = waiting_requests(assoc)
     storing = isinstance(message, C_STORE_RQ)
     if (stores >= MAX_WAITING_STORES) if storing else (others >= MAX_WAITING_REQUESTS):
@@ -405,7 +412,7 @@ class MessageLimit:
         # aborting (the abort may be on its way, `too_many_waiting`) or aborted: nothing of what the peer
         # still sends is held or decoded (a message's command set dropped and its data set then read
         # alone failed in pynetdicom's reader)
-        if assoc.is_aborted or aborting(assoc):
+        if assoc.is_aborted or aborting(assoc) or assoc in _cut_reasons:
             event.pdu.presentation_data_value_items = []
             return
         size = message_bytes(assoc, event.pdu)
@@ -433,17 +440,21 @@ class MessageLimit:
         assoc, message = event.assoc, event.message
         with self._lock:
             reservation = self._arriving.pop(assoc, None) or Reservation(self.memory)
-        if (not assoc.is_aborted and not aborting(assoc) and not int(message.command_set.CommandField) & RESPONSE
+        if (not assoc.is_aborted and not aborting(assoc) and assoc not in _cut_reasons
+                and not int(message.command_set.CommandField) & RESPONSE
                 and (why := too_many_waiting(assoc, message)) is not None):
             reservation.release()
             # Not aborted from this thread while a handler may be answering (its next answer would
             # fail on the aborted association, in pynetdicom's state machine): pynetdicom queues the
             # message once this returns, with no presentation context, and the association's own
-            # thread aborts it on reaching it, after the requests ahead; what arrives meanwhile is
-            # dropped unread (`_pdu_received`).
+            # thread aborts it on reaching it, after serving the requests ahead (not `aborting` yet:
+            # their handlers store and answer them); what arrives meanwhile is dropped unread.
             message.context_id = None
-            self._abort(event, message, why, "busy: sent before the answers to earlier requests"
-                        if isinstance(message, C_STORE_RQ) else "", at_once=False)
+            log.warning("DICOM peer %s: association to be aborted, %s", assoc.requestor.address, why)
+            _cut_reasons[assoc] = why
+            if isinstance(message, C_STORE_RQ):
+                self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID),
+                                   "busy: sent before the answers to earlier requests")
             return
         if not isinstance(message, C_STORE_RQ) or assoc.is_aborted or aborting(assoc):
             reservation.release()  # never handled: aborting, or no data set to store
@@ -477,13 +488,11 @@ class MessageLimit:
                         "busy: the node is storing as many data sets as its memory allows (limits.upload_memory_mb)")
             return False
 
-    def _abort(self, event: Any, message: Any, reason: str, refused: str, at_once: bool = True) -> None:
-        """Abort the association for `reason` (`at_once`, or left to its own thread); a C-STORE
-        `message` is audited refused with `refused`."""
+    def _abort(self, event: Any, message: Any, reason: str, refused: str) -> None:
+        """Abort the association for `reason`; a C-STORE `message` is audited refused with `refused`."""
         assoc = event.assoc
         log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
         note_abort(assoc, reason)
         if refused:
             self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID), refused)
-        if at_once:
-            assoc.abort()
+        assoc.abort()
