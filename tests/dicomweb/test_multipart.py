@@ -93,3 +93,20 @@ def test_headers_of_many_separators_or_quotes_are_read_in_linear_time():
     assert len(media_type("a/b" + ";" * many)[1]) == 0
     assert media_type('a/b; x="' + '";"' * many)[0] == "a/b"
     assert accepted("image/png" + "," * many) == [Wanted("image/png", None)]
+
+
+def test_a_part_that_fails_in_any_way_cuts_the_answer(caplog):
+    """Not only a refusal (ApiError): the store gone or a file that does not parse on a later part
+    escaped as a worker error (gunicorn's traceback, the transfer ended as if whole for some clients)."""
+    from daemons.render.dicomweb.multipart import AnswerCut
+    from daemons.render.store.interface import StoreUnavailable
+
+    def parts():
+        yield "application/dicom", b"first"
+        raise StoreUnavailable("the object store does not answer")
+
+    written = write_related(parts(), "b-1", "a test answer")
+    assert next(written).startswith(b"--b-1")
+    with pytest.raises(AnswerCut):
+        list(written)
+    assert "a test answer: answer cut after 1 parts" in caplog.text

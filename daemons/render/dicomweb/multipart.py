@@ -214,8 +214,9 @@ def related_content_type(part_type: str, boundary: str, transfer_syntax: str | N
 
 def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str, what: str) -> Iterator[bytes]:
     """Yield a multipart/related body part by part: each `(Content-Type, content)` as it comes. A part
-    that cannot be made (`parts` raises an ApiError) cuts the answer (`AnswerCut`), logged with `what`
-    the answer was and how many parts had gone."""
+    that cannot be made (`parts` raises: a refusal, the store gone, a file that does not parse) cuts
+    the answer (`AnswerCut`), logged with `what` the answer was and how many parts had gone (an
+    error that is no refusal with its traceback)."""
     sent = 0
     made = iter(parts)
     while True:
@@ -224,6 +225,9 @@ def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str
         except ApiError as exc:
             log.warning("%s: answer cut after %d parts: %s %s", what, sent, exc.status, exc.message)
             raise AnswerCut(f"{what}: cut after {sent} parts ({exc.message})") from exc
+        except Exception as exc:
+            log.error("%s: answer cut after %d parts", what, sent, exc_info=exc)
+            raise AnswerCut(f"{what}: cut after {sent} parts ({type(exc).__name__})") from exc
         if part is None:
             break
         content_type, content = part
