@@ -87,3 +87,14 @@ def test_a_ct_slab_counts_padding_as_air_as_the_3d_projections_do(node, padded_c
     assert stats.json["min"] == pytest.approx((2 * air + 4 * tissue) / 6)
     # one plane is no projection: it reads the stored padding as it is
     assert _value(node, padded_ct, 0, 0, "avg") == PADDING_RAW - 1024
+
+
+def test_a_slab_of_an_even_number_of_planes_reaches_alike_on_either_side(node, rising):
+    """A 4 mm slab at 1 mm spacing took 4 planes, index-1..index+2: one side reached further than the
+    other, and at the ends it held 3 planes at the first and 2 at the last. Now the planes within
+    2 mm on either side, cut off alike at either end."""
+    plane = {i: 300 + 10 * i for i in range(PLANES)}
+    for index in (0, 1, 5, PLANES - 2, PLANES - 1):
+        held = [plane[i] for i in range(max(0, index - 2), min(PLANES, index + 3))]
+        assert _value(node, rising, index, 4, "mip") == max(held), index
+        assert _value(node, rising, index, 4, "minip") == min(held), index

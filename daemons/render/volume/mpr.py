@@ -86,12 +86,12 @@ def plane_labels(geometry: VolumeGeometry, layout: PlaneLayout) -> dict[str, str
 
 
 def slab_planes(layout: PlaneLayout, index: int, slab_mm: float) -> range:
-    """The stored planes a slab of `slab_mm` centred on `index` covers (at least the plane itself),
-    cut off where the volume ends: near the first plane as near the last (it was moved inwards there,
-    so the slabs at planes 0, 1 and 2 were one image, holding planes farther away than asked)."""
-    count = max(1, int(round(slab_mm / layout.thickness_mm))) if slab_mm > 0 else 1
-    start = index - (count - 1) // 2
-    return range(max(0, start), min(layout.count, start + count))
+    """The stored planes within `slab_mm`/2 of plane `index` (at least the plane itself), cut off where
+    the volume ends: alike on either side and at either end (it was moved inwards near the first
+    plane, so the slabs at planes 0, 1 and 2 were one image, and a slab of an even number of planes
+    reached one plane further on one side)."""
+    reach = int(slab_mm / 2 / layout.thickness_mm + 1e-6) if slab_mm > 0 else 0
+    return range(max(0, index - reach), min(layout.count, index + reach + 1))
 
 
 def floored(values: np.ndarray, floor: float) -> np.ndarray:
