@@ -1,7 +1,8 @@
 """STOW-RS answers each instance's outcome (PS3.18 10.5.3) even when storing one series of the request
 fails on the store itself after another series was stored: the stored ones are in
 ReferencedSOPSequence, the others in FailedSOPSequence with a FailureReason, 202 when some were
-stored and 409 when none was; never the whole request's error with its stored instances untold."""
+stored; never the whole request's error with its stored instances untold. A request that stored
+nothing only because the store could not take it is 503, as the node's other doors answer it."""
 
 from __future__ import annotations
 
@@ -47,13 +48,19 @@ def test_a_series_the_store_cannot_take_fails_alone_and_the_stored_one_is_told(n
     assert again.status_code == 200 and instance_count(node) == 5
 
 
-def test_a_request_whose_only_series_the_store_cannot_take_is_409_with_its_reasons(node):
+def test_a_request_that_stores_nothing_for_the_store_alone_is_503_as_every_door_answers(node):
+    """Nothing stored, and only because the store could not take it (a folder the node may not write,
+    an object store that does not answer): the request is answered 503 store_unavailable with
+    Retry-After and the fix, as the node's upload and its other doors answer it, not a 409, which
+    PS3.18 makes a final conflict that clients do not send again."""
     earlier = synthetic_series(2)
     more = synthetic_series(4, study=uids(earlier[0])[0], series=uids(earlier[0])[1])[2:]
     assert stow(node, body_of(earlier)).status_code == 200
     with _mode(node.root / "store" / series_record_id(node.institution_id, uids(earlier[0])[1]), 0o555):
         reply = stow(node, body_of(more))
-    assert reply.status_code == 409, reply.get_data(as_text=True)[:400]
-    stored, failed = _outcomes(reply)
-    assert stored == [] and failed == {uids(raw)[2]: PROCESSING_FAILURE for raw in more}
+    assert reply.status_code == 503, reply.get_data(as_text=True)[:400]
+    error = reply.get_json()["error"]
+    assert error["code"] == "store_unavailable" and "chown" in error["message"]
+    assert str(node.root) not in error["message"] and reply.headers["Retry-After"]
     assert instance_count(node) == 2
+    assert stow(node, body_of(more)).status_code == 200 and instance_count(node) == 4

@@ -19,7 +19,9 @@ A series the store itself cannot take (unavailable or unreadable, a folder the n
 an analysis that fails) fails that series' instances alone, with 0x0110 (processing failure, as
 C-STORE answers it) and what went wrong; the request's other series are stored or tried all the
 same. It was the whole request's error (503, or a 500), and a client whose earlier series were
-stored was not told so.
+stored was not told so. A request that stored nothing and failed only for passing trouble (the
+store or the database unreachable) is still answered 503 with Retry-After, as every other door of
+the node answers it: clients retry a 503, not a 409.
 
 The answer (application/dicom+json) lists each stored instance in ReferencedSOPSequence with its
 RetrieveURL and each refused one in FailedSOPSequence with a FailureReason (the C-STORE status the
@@ -66,6 +68,7 @@ from daemons.render.store.local import Precompressed, StoreFull
 from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
+from shared.db import is_transient
 from shared.errors import ApiError
 from shared.roles import INSTANCE_STORERS
 
@@ -102,6 +105,9 @@ class Candidate:
     stored: bool = False
     failure: int | None = None
     reason: str = ""
+    #: the passing trouble its series failed on (the store unreachable, the database): a request that
+    #: stored nothing and failed only so is answered 503 (`_store_body`)
+    trouble: Exception | None = None
 
     def fail(self, status: int, reason: str) -> None:
         self.failure, self.reason = status, reason
@@ -224,8 +230,10 @@ def _store_batch(batch: list[Candidate], actor: Actor) -> None:
         return
     except Exception as exc:  # any failure of this series: the other series' outcomes are still told
         reason = _store_failure(exc, batch)
+        passing = isinstance(exc, StoreUnavailable) or is_transient(exc)
         for candidate in batch:
             candidate.fail(PROCESSING_FAILURE, reason)
+            candidate.trouble = exc if passing else None
         return
     for candidate in batch:
         candidate.stored = True
@@ -245,6 +253,10 @@ def _store_failure(exc: Exception, batch: list[Candidate]) -> str:
     if isinstance(exc, ApiError):
         log.warning("STOW-RS of series %s not stored: %s %s", series, exc.code, exc.message)
         return f"{exc.code}: {exc.message}"
+    if is_transient(exc):
+        log.warning("STOW-RS of series %s not stored, the database is unavailable: %s", series, exc)
+        return ("database_unavailable: the node's database did not answer; nothing of this series was stored, "
+                "send its instances again shortly")
     log.error("STOW-RS of series %s failed", series, exc_info=exc)
     return ("processing_failure: the node failed to store this series (the error was logged); nothing of it "
             "was stored: send its instances again, and tell the node's administrator if it fails again")
@@ -321,4 +333,9 @@ def _store_body(study: str | None, boundary: str, answer_type: str, reservation:
             by_series.setdefault(candidate.series, []).append(candidate)
     for batch in by_series.values():
         _store(batch, actor)
+    troubles = [c.trouble for c in candidates if c.trouble is not None]
+    if troubles and not any(c.stored for c in candidates) and all(c.trouble is not None for c in candidates):
+        # nothing stored, and only for passing trouble: the whole request is answered as the node's
+        # other doors answer it (503 with Retry-After), which clients retry; a 409 is final
+        raise troubles[0]
     return _answer(candidates, study, answer_type)
