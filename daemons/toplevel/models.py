@@ -9,6 +9,9 @@ in process memory.
 
 from __future__ import annotations
 
+import logging
+import unicodedata
+
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
@@ -18,6 +21,8 @@ from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
 from shared.field_rules import MAX_USERNAME_LENGTH
 from shared.names import name_search_key
 from shared.roles import LEGACY_ADMIN, SYSTEM_ADMIN
+
+log = logging.getLogger(__name__)
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -169,7 +174,35 @@ def _add_audit_actor(db: peewee.Database) -> None:
     migrate(*steps)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settled, _add_audit_actor)
+def insurance_number_form(value: str) -> str:
+    """An insurance number as it is stored and searched for: in NFKC form (a full-width `ＨＲ-１２` is
+    `HR-12`), runs of spaces as one space (`patients.check_insurance_number` refuses the rest)."""
+    return " ".join(unicodedata.normalize("NFKC", value).split())
+
+
+def _insurance_numbers_as_stored(db: peewee.Database) -> None:
+    """Schema 4 -> 5: every stored insurance number in `insurance_number_form`, as new ones are
+    stored and every search reads them: a number stored in full-width letters before could no longer
+    be found by typing it, and its ASCII form could be created beside it. A number whose form another
+    patient's number has already is left as it was and logged: which of the two is the patient's is
+    a physician's decision, never a merge made by an upgrade."""
+    rows = db.execute_sql("SELECT id, insurance_number FROM patient").fetchall()
+    taken = {number for _, number in rows}
+    for ident, number in rows:
+        form = insurance_number_form(number)
+        if form == number:
+            continue
+        if form in taken:
+            log.warning("patient %s: insurance number %r is kept as stored: its form %r is another patient's "
+                        "number; ask a physician which of the two patients it is", ident, number, form)
+            continue
+        db.execute_sql(f"UPDATE patient SET insurance_number = {db.param} WHERE id = {db.param}", (form, ident))
+        taken.discard(number)
+        taken.add(form)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settled, _add_audit_actor,
+                                     _insurance_numbers_as_stored)
 
 
 def upgrade(config: Config) -> int:

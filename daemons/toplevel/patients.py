@@ -7,12 +7,11 @@ by `GET /api/v1/audit?patient_id=...` alone, whether the patient was opened or o
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 
 from flask import Blueprint, Response, jsonify
 
 from daemons.toplevel.context import edited_row, get_by_id, refuse_blank_id, require_user, save_unique, toplevel
-from daemons.toplevel.models import AuditEntry, Patient
+from daemons.toplevel.models import AuditEntry, Patient, insurance_number_form
 from daemons.toplevel.serialize import patient_json
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity
@@ -38,12 +37,6 @@ def check_birth_date(value: str, field: str) -> dt.date:
     if date > dt.date.today() or date.year < 1850:
         raise ApiError(400, "validation_error", f"{field} {value!r} is not a plausible date of birth")
     return date
-
-
-def insurance_number_form(value: str) -> str:
-    """An insurance number as it is stored and searched for: in NFKC form (a full-width `ＨＲ-１２`
-    is `HR-12`), runs of spaces as one space."""
-    return " ".join(unicodedata.normalize("NFKC", value).split())
 
 
 def check_insurance_number(value: str, field: str) -> str:

@@ -16,8 +16,8 @@ from .support import Api
 
 
 def test_upgrade_is_idempotent(config):
-    assert upgrade(config) == 4
-    assert upgrade(config) == 4
+    assert upgrade(config) == 5
+    assert upgrade(config) == 5
 
 
 def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
@@ -31,7 +31,7 @@ def test_upgrade_makes_every_schema_1_admin_a_system_admin(config):
             User.create(username=name, password_hash="x", role=role, institution=inst)
     db.close()
 
-    assert upgrade(config) == 4
+    assert upgrade(config) == 5
     with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
         assert {u.username: u.role for u in User.select()} == {"old.admin": "sysadmin", "old.doc": "physician"}
     db.close()
@@ -118,7 +118,7 @@ def test_upgrade_keeps_schema_2_login_failures_as_failures(config):
         OldLoginFailure.create(id="f1", at=utcnow(), username="dr.house", client_ip="10.0.0.1")
     db.close()
 
-    assert upgrade(config) == 4
+    assert upgrade(config) == 5
     with db.bind_ctx([LoginFailure]), db.connection_context():
         assert [(row.id, row.settled) for row in LoginFailure.select()] == [("f1", True)]
     db.close()
@@ -137,7 +137,7 @@ def test_upgrade_gives_schema_3_audit_entries_no_actor_and_new_ones_theirs(confi
                              client_ip="10.0.0.1")
     db.close()
 
-    assert upgrade(config) == 4
+    assert upgrade(config) == 5
     with db.bind_ctx([AuditEntry]), db.connection_context():
         assert [(e.id, e.username, e.actor_institution_id, e.actor_role) for e in AuditEntry.select()] == [
             ("e1", "dr.old", None, None)]
@@ -146,10 +146,34 @@ def test_upgrade_gives_schema_3_audit_entries_no_actor_and_new_ones_theirs(confi
         assert AuditEntry.select().where(AuditEntry.actor_institution_id == "i1").count() == 1
         upgraded_indexes = sorted(index.name for index in db.get_indexes("audit_entry"))
     db.close()
-    assert upgrade(config) == 4  # again: nothing to do
+    assert upgrade(config) == 5  # again: nothing to do
     fresh = database_from_config(config)
     with fresh.bind_ctx([AuditEntry]), fresh.connection_context():
         fresh.drop_tables([AuditEntry])
         fresh.create_tables([AuditEntry])
         assert upgraded_indexes == sorted(index.name for index in fresh.get_indexes("audit_entry"))  # as installed
     fresh.close()
+
+
+def test_upgrade_stores_every_insurance_number_in_its_searched_form_and_merges_no_patients(config, caplog):
+    """Schema 5 stores insurance numbers as they are searched for (NFKC, one space between words):
+    a number stored in full-width letters before could no longer be found by typing it, and its
+    ASCII form could be created beside it. One whose form another patient's number has already is
+    kept as it was, and logged."""
+    from daemons.toplevel.models import Patient
+
+    db = database_from_config(config)
+    with db.bind_ctx([*MODELS, SchemaVersion]), db.connection_context():
+        db.create_tables([*MODELS, SchemaVersion])
+        SchemaVersion.create(layer="toplevel", version=4)
+        for ident, number in (("p1", "ＨＲ-１２３"), ("p2", "AT  77"), ("p3", "DE-9"), ("p4", "ＤＥ-９")):
+            Patient.create(id=ident, first_name="Ana", last_name="Horvat", sex="F", birth_date="1970-01-01",
+                           insurance_number=number)
+    db.close()
+
+    assert upgrade(config) == 5
+    with db.bind_ctx([Patient]), db.connection_context():
+        assert {p.id: p.insurance_number for p in Patient.select()} == {
+            "p1": "HR-123", "p2": "AT 77", "p3": "DE-9", "p4": "ＤＥ-９"}
+    db.close()
+    assert "p4" in caplog.text and "another patient's number" in caplog.text
