@@ -167,3 +167,12 @@ def test_a_series_whose_folder_the_node_may_not_write_answers_503_with_the_fix_a
         assert record_id in message and "chown" in message and "writ" in message
     assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["files"] == 4
     assert node.upload(slices[4:]).status_code == 201  # once writable, the same upload grows it
+
+
+def test_a_new_series_in_a_store_folder_the_node_may_not_write_answers_503_with_the_fix(node):
+    """The store folder restored as root (or mounted read-only): a new series' folder could not be made,
+    a 500 naming nothing. Now 503 `store_unavailable` with the fix, the path in the log only."""
+    with _mode(node.root / "store", 0o555):
+        message = _error(node.upload(stack(IDENTITY, count=2)), 503, "store_unavailable", node.root)
+        assert "not writable by the node's user" in message
+    assert node.upload(stack(IDENTITY, count=2)).status_code == 201

@@ -439,10 +439,17 @@ class RecordStore:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(f"the store at {self.root} has no space left") from exc
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # the whole store: a 503 with the fix
+                log.error("the store folder %s cannot be written: %s", self.root, exc)
+                user = _node_user()
+                raise StoreUnavailable(f"the store folder is not writable by the node's user {user} (read-only, or "
+                                       f"owned by another user): make it writable by {user}; its path is in the "
+                                       "node's log") from exc
             raise
         finally:
-            if temp.exists():
-                shutil.rmtree(temp, ignore_errors=True)
+            with contextlib.suppress(OSError):  # a folder the node may not write holds nothing of it
+                if temp.exists():
+                    shutil.rmtree(temp, ignore_errors=True)
 
     def _write_blobs(self, folder: Path, record_id: str, first_blob: int,
                      files: list[bytes | Precompressed], digests: list[str]) -> None:
