@@ -74,6 +74,14 @@ KEYS = (
     Key("limits", "max_columns", 8192, "Largest Columns accepted.", minimum=1),
     Key("limits", "max_frames", 4000, "Most frames (slices) in one record.", minimum=1),
     Key("limits", "max_decoded_mb", 4096, "Largest decoded size of one record in MiB.", minimum=1),
+    Key("limits", "max_header_elements", 50_000,
+        "Most data elements and sequence items in one file's header, plus 150 a frame (a CT slice holds "
+        "about 300; the largest structure sets and dose reports tens of thousands). Counted before the "
+        "file is parsed: each costs the node about 20 µs and a kilobyte to read.", minimum=1000),
+    Key("limits", "max_header_values", 1_000_000,
+        "Most values in one file's text elements (backslash-separated: a structure set's contour points "
+        "are three each). Raise it for radiotherapy structure sets of millions of points: each value "
+        "costs the node about 5 µs and 260 bytes at upload and at every metadata answer.", minimum=1000),
     Key("limits", "max_output_px", 2048, "Largest width or height of a rendered image.", minimum=1),
     Key("memory", "budget_mb", 8192, "RAM for decoded records; least recently used are evicted beyond it.",
         minimum=1),

@@ -38,6 +38,7 @@ from daemons.render.ingest.upload_checks import (
     IDENTITY_KEYS,
     IMAGE_KEYS,
     MIB,
+    DistinctVois,
     FileChecker,
     Limits,
     ParsedFile,
@@ -151,7 +152,7 @@ def _default_window(ds: Dataset) -> dict | None:
 def _frame_vois(files: list[ParsedFile]) -> dict:
     """Each record frame's own VOI: `choices` (distinct VOIs) and `frames` (an index into them per
     frame, or None where the frame has none and takes the record's default)."""
-    choices: dict[str, int] = {}
+    choices = DistinctVois()
     stored: list[dict] = []
     frames: list[int | None] = []
     for parsed in files:
@@ -160,10 +161,10 @@ def _frame_vois(files: list[ParsedFile]) -> dict:
                 frames.append(None)
                 continue
             key, voi = entry
-            if key not in choices:
-                choices[key] = len(stored)
+            if key not in choices.keys:
+                choices.add(voi, parsed.name)
                 stored.append(voi)
-            frames.append(choices[key])
+            frames.append(choices.keys[key])
     return {"choices": stored, "frames": frames}
 
 
