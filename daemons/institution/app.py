@@ -5,7 +5,7 @@ from __future__ import annotations
 import peewee
 from flask import Flask
 
-from daemons.institution import findings, info, nodes, records
+from daemons.institution import finding_history, findings, info, nodes, records
 from daemons.institution.models import MIGRATIONS, AuditEntry, bind_database
 from daemons.institution.routes import install_id_converter
 from shared.audit import AuditScope, audit_blueprint
@@ -51,6 +51,6 @@ def create_app(config: Config) -> Flask:
     institution_id = config["institution"]["id"]
     audit = audit_blueprint(AuditEntry, institution_id=institution_id,
                             scope=entries_of_this_institution(institution_id))
-    for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, audit):
+    for blueprint in (info.bp, nodes.bp, records.bp, findings.bp, finding_history.bp, audit):
         app.register_blueprint(blueprint)
     return app

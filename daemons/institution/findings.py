@@ -24,6 +24,7 @@ from daemons.institution.access import (
     this_institution,
 )
 from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
+from daemons.institution.finding_history import keep_version
 from daemons.institution.models import (
     AuditEntry,
     Finding,
@@ -252,6 +253,7 @@ def update_finding(finding_id: str):
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:
             check_local_links((link_to_json(link) for link in _links_of(finding)), patient_id)
+        keep_version(finding, _links_of(finding), "update")
         for name, value in fields.items():
             setattr(finding, name, value)
         finding.updated_at = utcnow()
@@ -274,6 +276,7 @@ def delete_finding(finding_id: str):
     with _finding_lock(finding_id):
         finding = get_finding(finding_id)
         require_finding_change(finding.author_id, deleting=True)
+        keep_version(finding, _links_of(finding), "delete")
         FindingRecord.delete().where(FindingRecord.finding == finding).execute()
         finding.delete_instance()
         record_audit(AuditEntry, "finding.delete", "finding", finding.id, patient_id=finding.patient_id)
@@ -293,6 +296,7 @@ def link_record(finding_id: str):
             return _respond(finding, 200)
         _refuse_more_links(finding)
         check_local_links([link], finding.patient_id)
+        keep_version(finding, _links_of(finding), "link")
         finding.updated_at = utcnow()
         save_edit(finding, "finding")  # before the link, whose foreign key would refuse a finding gone
         _add_links(finding, [link])
@@ -321,6 +325,7 @@ def unlink_record(finding_id: str, record_id: str):
         if len(links) == 1:
             raise ApiError(409, "conflict",
                            "a finding must keep at least one record; link another before removing this one")
+        keep_version(finding, links, "unlink")
         matching[0].delete_instance()
         finding.updated_at = utcnow()
         save_edit(finding, "finding")

@@ -108,6 +108,39 @@ class FindingRecord(BaseModel):
         indexes = ((("finding", "record_id", "institution_id"), True),)
 
 
+class FindingVersion(BaseModel):
+    """A finding's text as it stood before one change, or before its deletion.
+
+    A finding once read is part of the patient's record: a reader must be able to learn what it said
+    when a colleague acted on it, and who changed it since (`finding_history`). Keyed by the finding's
+    id without a foreign key, so the versions outlive a deleted finding. Changes made before schema 5
+    left none: a finding's history starts at its first change after the upgrade.
+    """
+
+    pk = peewee.AutoField()
+    finding_id = peewee.CharField(max_length=36)
+    version = peewee.IntegerField()  # 1 for the text as created; the finding itself is the next one
+    institution_id = peewee.CharField(max_length=36, index=True)
+    patient_id = peewee.CharField(max_length=36, index=True)
+    author_id = peewee.CharField(max_length=36)
+    author_name = peewee.CharField(max_length=150)
+    description = peewee.TextField()
+    findings = peewee.TextField()
+    conclusion = peewee.TextField()
+    recommendation = peewee.TextField()
+    date = peewee.DateField()
+    records = peewee.TextField()  # the links as a JSON list of RecordLink objects
+    written_at = peewee.DateTimeField()  # when this text was saved (the finding's updated_at then)
+    change = peewee.CharField(max_length=16)  # what ended it: update, link, unlink or delete
+    changed_at = peewee.DateTimeField(default=utcnow)
+    changed_by_id = peewee.CharField(max_length=36)
+    changed_by_name = peewee.CharField(max_length=150)
+
+    class Meta:
+        table_name = "finding_version"
+        indexes = ((("finding_id", "version"), True),)
+
+
 class AuditEntry(make_audit_model(database_proxy)):  # type: ignore[misc]
     """The shared audit table, plus the institution whose server wrote the entry (this server's, as
     every other table carries it): two institution servers sharing one database each show their
@@ -119,7 +152,7 @@ class AuditEntry(make_audit_model(database_proxy)):  # type: ignore[misc]
     class Meta:
         table_name = "audit_entry"
 
-MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, AuditEntry)
+MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, FindingVersion, AuditEntry)
 
 
 def _add_node_receipt_key(db: peewee.Database) -> None:
@@ -150,8 +183,14 @@ def _add_audit_institution(db: peewee.Database) -> None:
                                                             peewee.CharField(max_length=36, null=True)))
 
 
+def _add_finding_versions(db: peewee.Database) -> None:
+    """Schema 4 -> 5: the earlier texts of findings are kept (`FindingVersion`); none exist before."""
+    db.create_tables([FindingVersion], safe=True)
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
-MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store, _add_audit_institution)
+MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store, _add_audit_institution,
+                                     _add_finding_versions)
 
 
 def bind_database(config: Config) -> peewee.Database:

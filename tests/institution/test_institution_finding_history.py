@@ -1,0 +1,105 @@
+"""A finding's earlier texts are kept at every change: what a colleague read stays traceable."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import peewee
+import pytest
+
+from daemons.institution.models import database_proxy, upgrade
+from daemons.institution.settings import KEYS
+from shared.config import build_config
+
+from .conftest import INSTITUTION_A, local_link
+
+REMOTE_LINK = {"record_id": "b" * 64, "institution_id": str(uuid.UUID(int=7)), "node_id": None}
+
+
+def _versions(api, user, finding_id):
+    return api.call("GET", f"/api/v1/findings/{finding_id}/versions", user)
+
+
+def test_every_change_keeps_the_text_it_replaced(api, users, finding, record):
+    author = users["physician"]
+    url = f"/api/v1/findings/{finding['id']}"
+    status, _ = api.call("PUT", url, author, {"conclusion": "Haemangioma confirmed by MR."})
+    assert status == 200
+    assert api.call("POST", f"{url}/records", author, REMOTE_LINK)[0] == 201
+    assert api.call("DELETE", f"{url}/records/{REMOTE_LINK['record_id']}", author)[0] == 204
+    status, history = _versions(api, users["physician_b"], finding["id"])  # read as the finding is read
+    assert status == 200, history
+    items = history["items"]
+    assert [v["version"] for v in items] == [1, 2, 3] and history["current_version"] == 4
+    assert [v["change"] for v in items] == ["update", "link", "unlink"]
+    first = items[0]
+    for key in ("description", "findings", "conclusion", "recommendation", "date", "patient_id", "author_id"):
+        assert first[key] == finding[key], key
+    assert first["records"] == [local_link(record)] and first["written_at"] == finding["created_at"]
+    assert first["changed_by_id"] == author.id and first["changed_by_name"] == author.username
+    assert items[1]["conclusion"] == "Haemangioma confirmed by MR."
+    assert items[2]["records"] == [local_link(record), REMOTE_LINK]
+    assert not history["deleted"]
+
+
+def test_reading_the_history_is_audited_under_every_patient_it_names(api, users, finding, patient_id):
+    other_patient = str(uuid.uuid4())
+    status, _ = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"],
+                         {"patient_id": other_patient, "records": [REMOTE_LINK]})
+    assert status == 200
+    status, history = _versions(api, users["physician2"], finding["id"])
+    assert status == 200 and history["items"][0]["patient_id"] == patient_id
+    status, log = api.call("GET", "/api/v1/audit?action=finding.versions.read", users["admin"])
+    assert status == 200
+    assert {(e["object_id"], e["patient_id"], e["user_id"]) for e in log["items"]} == {
+        (finding["id"], patient_id, users["physician2"].id), (finding["id"], other_patient, users["physician2"].id)}
+
+
+def test_a_deleted_findings_text_stays_for_the_institutions_administrators(api, users, finding):
+    assert api.call("DELETE", f"/api/v1/findings/{finding['id']}", users["physician"])[0] == 204
+    assert api.call("GET", f"/api/v1/findings/{finding['id']}", users["admin"])[0] == 404
+    status, history = _versions(api, users["admin"], finding["id"])
+    assert status == 200 and history["deleted"] and history["current_version"] is None
+    assert [(v["version"], v["change"], v["findings"]) for v in history["items"]] == \
+        [(1, "delete", finding["findings"])]
+    for reader in ("physician", "physician2", "physician_b", "admin_b"):
+        status, answer = _versions(api, users[reader], finding["id"])
+        assert status == 403 and answer["error"]["code"] == "forbidden", reader
+
+
+@pytest.mark.parametrize("who", ["physician2", "admin_b"])
+def test_a_refused_change_keeps_no_version(api, users, finding, who):
+    status, _ = api.call("PUT", f"/api/v1/findings/{finding['id']}", users[who], {"conclusion": "forged"})
+    assert status == 403
+    assert api.call("DELETE", f"/api/v1/findings/{finding['id']}", users["physician_b"])[0] == 403
+    status, history = _versions(api, users["admin"], finding["id"])
+    assert status == 200 and history["items"] == [] and history["current_version"] == 1
+
+
+def test_unknown_and_malformed_finding_ids(api, users):
+    status, answer = _versions(api, users["admin"], str(uuid.uuid4()))
+    assert status == 404 and answer["error"]["code"] == "not_found"
+    status, answer = _versions(api, users["admin"], "not-a-uuid")
+    assert status == 400 and answer["error"]["code"] == "invalid_id"
+
+
+def test_a_schema_4_database_gets_the_versions_table(tmp_path: Path, signing_keys):
+    """Schema 4 -> 5 creates the versions table; findings written before start their history at
+    their next change."""
+    path = tmp_path / "v4.db"
+    db = peewee.SqliteDatabase(str(path))
+    db.execute_sql("CREATE TABLE schema_version (layer VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)")
+    db.execute_sql("INSERT INTO schema_version VALUES ('institution', 4)")
+    db.close()
+    config = build_config("institution", KEYS, {
+        "database": {"url": f"sqlite:///{path}"},
+        "institution": {"id": INSTITUTION_A},
+        "tokens": {"public_key": str(signing_keys[1]), "issuer": "sivr-toplevel",
+                   "audience": "https://institution-a.test:5002"},
+    })
+    try:
+        assert upgrade(config) == 5
+        assert "finding_version" in peewee.SqliteDatabase(str(path)).get_tables()
+    finally:
+        database_proxy.close()
