@@ -88,5 +88,5 @@ def list_versions(finding_id: str):
     for patient_id in dict.fromkeys(patients):
         record_audit(AuditEntry, "finding.versions.read", "finding", finding_id, patient_id=patient_id,
                      detail=f"versions={len(versions)}")
-    return jsonify({"items": [version_to_json(v) for v in versions], "deleted": finding is None,
+    return jsonify({"id": finding_id, "items": [version_to_json(v) for v in versions], "deleted": finding is None,
                     "current_version": None if finding is None else (versions[-1].version if versions else 0) + 1})

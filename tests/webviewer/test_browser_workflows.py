@@ -172,6 +172,18 @@ def test_write_edit_attach_and_detach_a_finding(page, deployment, shots):
     assert [link["record_id"] for link in findings[0]["records"]] == [second["id"]]
     assert first["id"] != second["id"]
 
+    # what the finding said before the edit stays readable (institution schema 5)
+    page.locator(".finding", has_text="granuloma").get_by_role("link", name="History").click()
+    page.get_by_role("heading", name="Finding history").wait_for()
+    versions = page.locator(".finding-version")
+    versions.first.wait_for()
+    # the form saved the edit, attached CT abdomen and detached CT thorax: three changes, newest first
+    assert [versions.nth(i).get_attribute("data-version") for i in range(versions.count())] == ["3", "2", "1"]
+    assert "Probably benign." in versions.last.inner_text() and "granuloma" not in versions.last.inner_text()
+    assert "edited" in versions.last.inner_text()
+    assert deployment.users["physician"]["username"] in versions.last.inner_text()
+    shot(page, shots, "11-finding-history")
+
 
 def test_patient_page_fits_a_phone(browser, deployment, shots):
     context = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), is_mobile=True, has_touch=True)

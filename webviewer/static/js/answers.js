@@ -357,7 +357,7 @@ function findingAnswer(finding, name = "") {
   object(finding, name || "the finding");
   uuid(finding.id, fieldOf(name, "id"));
   optional(finding.author_id, fieldOf(name, "author_id"), uuid);
-  for (const key of FINDING_TEXTS) optional(finding[key], fieldOf(name, key), text);
+  for (const key of [...FINDING_TEXTS, "created_at", "updated_at"]) optional(finding[key], fieldOf(name, key), text);
   listOf(finding.records, fieldOf(name, "records"), recordLink);
 }
 
@@ -368,6 +368,36 @@ function findingAnswer(finding, name = "") {
  */
 export function findingShape(id) {
   return answerAbout(id, "the finding", "finding", (body) => findingAnswer(body));
+}
+
+/** What ended a finding's version (FindingVersion.change, daemons/institution/finding_history.py). */
+const FINDING_CHANGES = ["update", "link", "unlink", "delete"];
+
+/**
+ * The earlier texts of finding `id` (`api/v1/findings/{id}/versions`): each version's texts, links
+ * and who replaced it by which change; the history view writes them out as they stood (a history of
+ * another finding would have been shown as this one's).
+ * @param {string} id @returns {Shape}
+ */
+export function findingVersionsShape(id) {
+  return {
+    asked: "the finding's history",
+    check(body) {
+      items(body);
+      bool(body.deleted, "deleted");
+      optional(body.current_version, "current_version", count);
+      body.items.forEach((version, i) => {
+        const name = `items[${i}]`;
+        count(version.version, `${name}.version`);
+        uuid(version.patient_id, `${name}.patient_id`);
+        uuid(version.changed_by_id, `${name}.changed_by_id`);
+        for (const key of [...FINDING_TEXTS, "written_at", "changed_at", "changed_by_name"]) text(version[key], `${name}.${key}`);
+        need(FINDING_CHANGES.includes(version.change), `${name}.change is no known change`);
+        listOf(version.records, `${name}.records`, recordLink);
+      });
+      need(body.id === id, "id names another finding than the one asked for");
+    },
+  };
 }
 
 /** A record registered at an institution holds at most this many frames (daemons/institution/records.py). */

@@ -8,6 +8,7 @@ import { loginView } from "./login.js";
 import { patientSearchView, patientFormView } from "./patients.js";
 import { patientView } from "./patient_page.js";
 import { findingFormView } from "./findings.js";
+import { findingHistoryView } from "./finding_history.js";
 import { uploadView } from "./upload.js";
 import { viewerView } from "./viewer.js";
 import { worklistView } from "./worklist.js";
@@ -22,6 +23,8 @@ const ROUTES = [
   [/^#\/patients\/([0-9a-f-]{36})\/upload$/, (ctx, m) => uploadView(ctx, m[1])],
   [/^#\/patients\/([0-9a-f-]{36})\/findings\/new$/, (ctx, m) => findingFormView(ctx, m[1], null)],
   [/^#\/patients\/([0-9a-f-]{36})\/findings\/([0-9a-f-]{36})$/, (ctx, m) => findingFormView(ctx, m[1], m[2])],
+  [/^#\/patients\/([0-9a-f-]{36})\/institutions\/([0-9a-f-]{36})\/findings\/([0-9a-f-]{36})\/history$/,
+    (ctx, m) => findingHistoryView(ctx, m[1], m[2], m[3])],
   [/^#\/worklist$/, (ctx) => worklistView(ctx)],
   [/^#\/view\/([0-9a-f-]{36})\/([0-9a-f-]{36})\/([0-9a-f]{64})$/, (ctx, m, query) => viewerView(ctx, m[1], m[2], m[3], query)],
 ];
