@@ -131,19 +131,50 @@ TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database table is locked", "
                              "disk i/o error", "database or disk is full")
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The database driver's exception behind `exc`: the one peewee wrapped (twice for a connection
+    opened by a BEGIN), or `exc` itself."""
+    cause = exc
+    while isinstance(cause, peewee.PeeweeException):
+        wrapped = getattr(cause, "orig", None)
+        if not isinstance(wrapped, BaseException):
+            break
+        cause = wrapped
+    return cause
+
+
+#: The parts of a PostgreSQL error's diagnostics that name the schema, never a row: a log line's fields.
+_DIAGNOSTIC_NAMES = {"db_table": "table_name", "db_constraint": "constraint_name", "db_column": "column_name"}
+
+
+def database_error_fields(exc: BaseException) -> dict[str, str]:
+    """What a log line says of the database error behind `exc`, for IT to act on: the driver's
+    error class (`UniqueViolation`, `SQLITE_BUSY`), PostgreSQL's SQLSTATE (`sqlstate`: 23505 a
+    duplicate, 40001 a serialization failure, 55P03 a lock timeout, 57P01 a server shut down, the
+    codes of PostgreSQL's Appendix A and CockroachDB's) and the table, constraint and column the
+    server names; `{}` for anything else. Never the server's message, whose DETAIL and CONTEXT
+    quote the row's values and the query's parameters (`Key (insurance_number)=(...)`): a log is
+    not the place of patient data (`shared.errors.log_failure` leaves that message out)."""
+    cause = driver_error(exc)
+    if isinstance(cause, psycopg.Error):
+        fields = {"db_error": type(cause).__name__}
+        if cause.sqlstate:
+            fields["sqlstate"] = cause.sqlstate
+            fields.update({field: value for field, name in _DIAGNOSTIC_NAMES.items()
+                           if (value := getattr(cause.diag, name))})
+        return fields
+    if isinstance(cause, sqlite3.Error):
+        return {"db_error": getattr(cause, "sqlite_errorname", None) or type(cause).__name__}
+    return {}
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether the same request may succeed if sent again: the database is down or restarting,
     busy, out of room, or rolled the transaction back for a concurrent one. The HTTP layers answer
     those 503 with Retry-After (`shared.errors`). The same classes also carry the node's own
     mistakes (SQLite's "parser stack overflow" for a query built too deep, PostgreSQL's "statement
     too complex"): those stay a 500, which no retry mends and which must not hide as "try again"."""
-    cause: BaseException = exc
-    # the driver's exception peewee wrapped (twice for a connection opened by a BEGIN)
-    while isinstance(cause, peewee.PeeweeException):
-        wrapped = getattr(cause, "orig", None)
-        if not isinstance(wrapped, BaseException):
-            break
-        cause = wrapped
+    cause = driver_error(exc)
     if isinstance(cause, psycopg.InterfaceError):
         return False  # psycopg 3: a closed cursor, no dumper (a closed connection is an OperationalError)
     if isinstance(cause, psycopg.Error):

@@ -9,6 +9,7 @@ answered as a 500 without internal details.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 
-from shared.db import TRANSIENT_ERRORS, is_transient
+from shared.db import TRANSIENT_ERRORS, database_error_fields, is_transient
 from shared.logs import current_request_id
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,26 @@ def forbidden(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
+def log_failure(message: str, exc: BaseException) -> None:
+    """Log what made a request fail, with its traceback; a database's error also with its SQLSTATE,
+    class and the table, constraint or column it names (`shared.db.database_error_fields`), so IT
+    reads a lock timeout, a lost server or a violated constraint from the line itself.
+
+    A PostgreSQL server's own message is left out of the line: it quotes the row's values and the
+    query's parameters (`DETAIL: Key (insurance_number)=(...) already exists`, `invalid input syntax
+    for type uuid: "..."`), which the traceback's last line used to carry whole. Errors no server
+    answered (no SQLSTATE: a refused connection) keep theirs, which names only the server."""
+    fields = database_error_fields(exc)
+    if "sqlstate" not in fields:
+        log.error(message, exc_info=exc, extra=fields)
+        return
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    error = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    log.error(message, extra={**fields, "exception": (
+        f"Traceback (most recent call last):\n{frames}{error}: SQLSTATE {fields['sqlstate']} {fields['db_error']} "
+        "(the server's message is left out: it may quote the row's values)")})
+
+
 #: Seconds a client waits before sending a request again that the database could not serve.
 DATABASE_RETRY_AFTER_S = 1
 
@@ -113,7 +134,7 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, InternalServerError) and original is not None:
             # Flask wraps what an after-request hook raised (the audit of a refusal, a database gone)
             # in an InternalServerError handled here, not by the handlers below: answer it as they
-            # do; Flask has logged it ("Exception on <path>")
+            # do; Flask has logged it ("Exception on <path>", `shared.webapp.ApiFlask.log_exception`)
             return _database_unavailable(original, logged=True)
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "http_error")
@@ -138,7 +159,7 @@ def register_error_handlers(app: Flask) -> None:
         if not is_transient(exc):
             return _unexpected(exc, logged)
         if not logged:
-            log.error("database error", exc_info=exc)  # the cause (down, locked, a collision) is the operator's to read
+            log_failure("database error", exc)  # the cause (down, locked, a collision) is the operator's to read
         response = error_response(503, "database_unavailable",
                                   "the database could not be reached, was busy or rolled the transaction back "
                                   "for a concurrent one; try again")
@@ -151,5 +172,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception, logged: bool = False) -> Response:
         if not logged:
-            log.error("unhandled error", exc_info=exc)
+            log_failure("unhandled error", exc)
         return error_response(500, "internal_error", "the server failed; the error was logged")

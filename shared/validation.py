@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import request
+from flask import current_app, request
 
 from shared.errors import ApiError
 from shared.origins import server_base_url
@@ -119,14 +119,43 @@ class Field:
     multiline: bool = False
 
 
+#: What a JSON body must be (RFC 8259 §8.1: UTF-8, no byte order mark), said by every refusal of its encoding.
+UTF8_JSON = "send the JSON body encoded as UTF-8, without a byte order mark"
+#: The charsets of a Content-Type that name UTF-8 (RFC 8259 defines none for JSON; UTF-8 is harmless).
+_UTF8_CHARSETS = ("utf-8", "utf8")
+
+
+def _json_text() -> str:
+    """The request body as UTF-8 text, or a 400/415 that says to send UTF-8.
+
+    Flask hands json bytes, and json detects their encoding: a body in UTF-16 or UTF-32, or after a
+    byte order mark, was read as the same JSON, so one request passed as two different byte strings
+    any filter or signature in front of the server compares. The API's JSON is UTF-8 (RFC 8259
+    §8.1, docs/API.md); decoding it here first leaves json only UTF-8 to read."""
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.strip().lower() not in _UTF8_CHARSETS:
+        raise ApiError(415, "unsupported_media_type",
+                       f"the Content-Type names the charset {charset[:40]!r}: {UTF8_JSON}")
+    data = request.get_data(cache=True)
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise ApiError(400, "invalid_json", f"the request body starts with a byte order mark: {UTF8_JSON}")
+    if b"\x00" in data:  # no JSON text holds NUL; UTF-16 and UTF-32 text of ASCII does
+        raise ApiError(400, "invalid_json", f"the request body holds NUL bytes, as UTF-16 or UTF-32 does: {UTF8_JSON}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not UTF-8: {UTF8_JSON}") from exc
+
+
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400/415 that says what is wrong with it."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+    text = _json_text()
     try:
-        body = request.get_json(silent=True)
-    except RecursionError:
-        body = None  # nesting deeper than the parser allows: not a body any endpoint takes
+        body = current_app.json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser allows
+        body = None
     if body is None:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON")
     if not isinstance(body, dict):

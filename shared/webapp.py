@@ -13,7 +13,8 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, Request, Response, g, request
 from flask.json.provider import DefaultJSONProvider
@@ -21,12 +22,12 @@ from flask_cors import CORS
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, RequestRedirect
 
 from shared.audit_export import install_audit_export
 from shared.auth import install_verifier
 from shared.config import Config, ConfigError
-from shared.errors import register_error_handlers
+from shared.errors import log_failure, register_error_handlers
 from shared.files import require_owner_only
 from shared.health import add_readiness_check, files_check, install_probes
 from shared.logs import REQUEST_ID_HEADER, configure_logging, install_request_logging
@@ -215,6 +216,50 @@ class AsciiIntegerConverter(IntegerConverter):
     regex = r"[0-9]+"
 
 
+class ApiFlask(Flask):
+    """The Flask app of every layer (`create_base_app`), with two rules of its own.
+
+    A preflight answers before any blueprint's hook: Flask's automatic OPTIONS answer (which
+    flask-cors completes) never runs a view, but it ran the hooks of the blueprint the path belongs
+    to, and the toplevel's audit blueprint checks the caller's session there, so
+    `OPTIONS /api/v1/audit` was a 401 that made every browser call of the log from a configured
+    origin fail, where every other route answered the preflight. A browser never sends credentials
+    with a preflight (Fetch standard), so nothing a blueprint checks applies to it. The app's own
+    hooks still run: request ids, and the DICOMweb root's own preflight (`daemons.render.dicomweb.cors`).
+
+    A redirect made by routing (werkzeug's 308 to a rule's trailing `/`) names the path only:
+    werkzeug wrote the absolute URL with the request's Host header, so a request sent with
+    `Host: evil.example` got `Location: https://evil.example/...`, a redirect to any host the
+    client named, which a cache in between would hand to others.
+
+    And what Flask logs itself, an exception of an after-request hook, is logged by the one rule
+    (`shared.errors.log_failure`): a database's SQLSTATE in, its message's row values out.
+    """
+
+    def preprocess_request(self) -> Any:
+        # Flask's own test for its automatic answer (`dispatch_request`); no rule matched: None
+        if request.method == "OPTIONS" and getattr(request.url_rule, "provide_automatic_options", False):
+            for before_func in self.before_request_funcs.get(None, ()):
+                answer = self.ensure_sync(before_func)()
+                if answer is not None:
+                    return answer
+            return None  # the dispatch answers it (`make_default_options_response`)
+        return super().preprocess_request()
+
+    def log_exception(self, exc_info: Any) -> None:
+        """What an after-request hook raised (Flask logs it, then answers a 500 or, for a database
+        error, `shared.errors` a 503) is logged as the error handlers log theirs (`log_failure`)."""
+        log_failure(f"Exception on {request.path} [{request.method}]", exc_info[1])
+
+    def raise_routing_exception(self, request: Request) -> NoReturn:
+        redirect = request.routing_exception
+        if isinstance(redirect, RequestRedirect):
+            target = urlsplit(redirect.new_url)
+            # one leading `/`: `//host/...` is a reference to another host
+            raise RequestRedirect(urlunsplit(("", "", "/" + target.path.lstrip("/"), target.query, "")))
+        super().raise_routing_exception(request)
+
+
 def exact_origin(origin: str) -> re.Pattern[str]:
     """A configured origin as both CORS doors match a request's Origin (flask-cors here, for
     `cors.origins`; the DICOMweb root's own, `daemons.render.dicomweb.cors`, for
@@ -237,7 +282,7 @@ def create_base_app(import_name: str, config: Config, verifies_tokens: bool = Tr
     the layer's own response headers a page of a configured origin may read (CORS), beside those
     every layer's answers may carry.
     """
-    app = Flask(import_name)
+    app = ApiFlask(import_name)
     app.url_map.converters["int"] = AsciiIntegerConverter
     # A path with an empty segment (`/dicomweb//studies`) is no resource: werkzeug would answer a
     # 308 to the merged path with an HTML body, which never reaches the JSON error handlers; the

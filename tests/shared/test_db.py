@@ -482,3 +482,70 @@ def test_which_postgresql_errors_pass(sqlstate, message, kind, transient):
     exc = _pg_error(sqlstate, message, kind or "OperationalError")
     assert is_transient(exc) is transient
     assert is_transient(peewee.OperationalError(exc)) is transient  # as peewee wraps it
+
+
+def _refusing_app(url: str, tmp_path: Path):
+    """A layer's app (`create_base_app`) on a PostgreSQL database, with views the server refuses:
+    a duplicate of a unique patient number (a 500), a read of a table another transaction locks (a 503)."""
+    from shared.config import build_config
+    from shared.db import bind_per_request, connect_database
+    from shared.tokens import generate_signing_keypair
+    from shared.webapp import create_base_app
+
+    generate_signing_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    app = create_base_app(__name__, build_config("web", (), {
+        "tokens": {"public_key": str(tmp_path / "k.pub"), "audience": "https://web.test"}}))
+    db = connect_database(url)
+    bind_per_request(app, db)
+    db.execute_sql("CREATE TABLE patient (insurance_number text CONSTRAINT patient_number UNIQUE)")
+    db.execute_sql("INSERT INTO patient VALUES (%s)", (PATIENT_NUMBER,))
+    db.close()
+
+    @app.post("/duplicate")
+    def duplicate():
+        db.execute_sql("INSERT INTO patient VALUES (%s)", (PATIENT_NUMBER,))
+        return {}
+
+    @app.get("/locked")
+    def locked():
+        with db.atomic():
+            db.execute_sql("SET LOCAL lock_timeout = '100ms'")  # as an administrator's lock_timeout
+            db.execute_sql("SELECT count(*) FROM patient")
+        return {}
+
+    return app, db
+
+
+PATIENT_NUMBER = "INS-4711-PATIENT"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("path", "status", "sqlstate", "error", "names"), [
+    ("/duplicate", 500, "23505", "UniqueViolation", {"db_table": "patient", "db_constraint": "patient_number"}),
+    ("/locked", 503, "55P03", "LockNotAvailable", {}),
+])
+def test_a_database_refusal_is_logged_with_its_sqlstate_and_without_the_rows_values(
+        pg_database_factory, tmp_path, caplog, path, status, sqlstate, error, names):
+    """The log line of a request PostgreSQL refused named no SQLSTATE (IT could not tell a lock
+    timeout from a lost server without reading the message), and quoted the server's message whole:
+    `DETAIL: Key (insurance_number)=(INS-4711-PATIENT) already exists`, a patient's number in the log."""
+    import psycopg
+
+    from shared.logs import JsonFormatter
+
+    url = pg_database_factory()
+    app, db = _refusing_app(url, tmp_path)
+    try:
+        with psycopg.connect(url) as holder, caplog.at_level(logging.ERROR):
+            if path == "/locked":
+                holder.execute("LOCK TABLE patient IN ACCESS EXCLUSIVE MODE")
+            answer = app.test_client().open(path, method="POST" if path == "/duplicate" else "GET")
+    finally:
+        db.close_all()
+    assert answer.status_code == status
+    record = next(r for r in caplog.records if r.levelno == logging.ERROR and r.name == "shared.errors")
+    assert (record.sqlstate, record.db_error) == (sqlstate, error)
+    assert {name: getattr(record, name) for name in names} == names
+    line = JsonFormatter("web").format(record)
+    assert f'"sqlstate": "{sqlstate}"' in line and "Traceback" in line
+    assert PATIENT_NUMBER not in line

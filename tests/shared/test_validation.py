@@ -132,3 +132,27 @@ def test_ascii_float_reads_decimal_numbers(text, value):
                                   "0x10", "1,5"])
 def test_ascii_float_refuses_other_scripts_separators_and_non_numbers(text):
     assert ascii_float(text) is None
+
+
+@pytest.mark.parametrize(("data", "content_type", "status"), [
+    ('{"a": 1}'.encode("utf-8-sig"), "application/json", 400),
+    ('{"a": 1}'.encode("utf-16"), "application/json", 400),
+    ('{"a": 1}'.encode("utf-16-be"), "application/json", 400),
+    ('{"a": 1}'.encode("utf-32-le"), "application/json", 400),
+    (b'{"a": "\xe9"}', "application/json", 400),
+    (b'{"a": 1}', "application/json; charset=latin-1", 415),
+])
+def test_json_bodies_are_utf8_only(data, content_type, status):
+    """json reads bytes in UTF-16, UTF-32 or after a byte order mark as the same JSON."""
+    from flask import Flask
+
+    from shared.validation import json_body
+
+    app = Flask(__name__)
+    with app.test_request_context("/", method="POST", data=data, content_type=content_type), \
+            pytest.raises(ApiError) as err:
+        json_body()
+    assert err.value.status == status and "UTF-8" in err.value.message
+    for fine in ("application/json", "application/json; charset=utf-8", "application/json; charset=UTF8"):
+        with app.test_request_context("/", method="POST", data='{"a": "é"}'.encode(), content_type=fine):
+            assert json_body() == {"a": "é"}

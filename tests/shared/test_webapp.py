@@ -368,3 +368,40 @@ def test_a_body_that_comes_is_read_whole_off_gunicorns_socket():
         request = _gunicorn_request(served, 5000)
         read_unread_body(request)
         assert request.input_stream.reader.length == 0  # gunicorn's count of the body still to read
+
+
+def _with_refusing_blueprint(client):
+    """A blueprint whose own hook refuses every request without a token, as the toplevel's audit log does."""
+    from flask import Blueprint
+
+    from shared.errors import ApiError
+
+    bp = Blueprint("guarded", __name__)
+    bp.before_request(lambda: (_ for _ in ()).throw(ApiError(401, "missing_token", "log in first")))
+    bp.add_url_rule("/guarded", "guarded", lambda: {"ok": True}, methods=["GET", "POST"])
+    bp.add_url_rule("/guarded/", "blank", lambda: {"ok": True}, methods=["PUT"])
+    client.application.register_blueprint(bp)
+    return client
+
+
+def test_a_preflight_is_answered_before_a_blueprints_hook(make_app):
+    """A blueprint's hook ran for the automatic OPTIONS answer: a 401 to every preflight of its routes."""
+    client = _with_refusing_blueprint(make_app(cors={"origins": ["https://viewer.example"]}))
+    preflight = client.options("/guarded", headers={"Origin": "https://viewer.example",
+                                                    "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://viewer.example"
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert preflight.headers["X-Request-Id"]  # the app's own hooks still ran
+    assert client.post("/guarded").status_code == 401
+
+
+def test_a_routing_redirect_names_the_path_only(make_app):
+    """werkzeug wrote the request's Host into a 308's Location: any host the client named."""
+    client = _with_refusing_blueprint(make_app())
+    for host in ("evil.example", "evil.example:443", "[::1]:1"):
+        answer = client.put("/guarded?a=1", headers={"Host": host})
+        assert answer.status_code == 308
+        assert answer.headers["Location"] == "/guarded/?a=1"
+    answer = client.put("/guarded", environ_overrides={"SCRIPT_NAME": "//evil.example"})
+    assert answer.headers["Location"].startswith("/") and not answer.headers["Location"].startswith("//")

@@ -10,7 +10,9 @@ limit of a demo user, which would disturb other tests. It runs on SQLite and, wi
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import ssl
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -222,3 +224,67 @@ def test_the_real_user_at_another_address_is_not_locked_out(server: Toplevel):
     audit = server.call("GET", "/api/v1/audit", server.login("admin"),
                         params={"action": "auth.login_throttled", "username": server.users["physician"]["username"]})
     assert audit.json()["total"] >= 1 and audit.json()["items"][0]["client_ip"] == "127.0.0.1"
+
+
+#: A path of each of the toplevel's blueprints (the audit log's checks the session in a hook of its own).
+PREFLIGHTED = ("/api/v1/audit", "/api/v1/users", f"/api/v1/users/{uuid.uuid4()}", "/api/v1/patients",
+               "/api/v1/institutions", "/api/v1/record-types", "/api/v1/auth/login", "/api/v1/me")
+
+
+def test_a_preflight_from_an_allowed_origin_is_answered_on_every_route(server: Toplevel):
+    """`OPTIONS /api/v1/audit` was a 401 (the audit blueprint's session hook ran for it): a browser
+    page of an allowed origin could not read the audit log, though every other route answered."""
+    origin = tomllib.loads((server.root / "toplevel.toml").read_text())["cors"]["origins"][0]
+    headers = {"Origin": origin, "Access-Control-Request-Method": "GET",
+               "Access-Control-Request-Headers": "authorization"}
+    for path in PREFLIGHTED:
+        reply = server.call("OPTIONS", path, headers=headers)
+        assert reply.status_code == 200, (path, reply.text)
+        assert reply.headers["Access-Control-Allow-Origin"] == origin, path
+        assert "GET" in reply.headers["Access-Control-Allow-Methods"], path
+    assert server.call("GET", "/api/v1/audit", headers={"Origin": origin}).status_code == 401
+
+
+def _raw(server: Toplevel, method: str, path: str, headers: dict[str, str],
+         body: bytes = b"") -> tuple[int, dict, bytes]:
+    """One request with exactly these headers, `Host` included (requests would write its own)."""
+    host, port = server.url.split("//", 1)[1].rsplit(":", 1)
+    connection = http.client.HTTPSConnection(host.strip("[]"), int(port),
+                                             context=ssl.create_default_context(cafile=server.ca_cert), timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        reply = connection.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        connection.close()
+
+
+def test_a_redirect_names_no_host_the_client_made_up(server: Toplevel):
+    """werkzeug's 308 to a rule's trailing `/` wrote the request's Host into Location: `Host:
+    evil.example` made the server send the client (and a cache, everyone after it) to that host."""
+    for method in ("PUT", "DELETE"):
+        status, headers, body = _raw(server, method, "/api/v1/users?x=1", {"Host": "evil.example"})
+        assert status == 308
+        assert headers["Location"] == "/api/v1/users/?x=1"
+        assert b"evil.example" not in body
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+def test_a_json_body_not_in_utf8_is_refused_saying_to_send_utf8(server: Toplevel, encoding: str):
+    """The login took its JSON with a byte order mark, in UTF-16 or UTF-32 as well (json guesses the
+    encoding of bytes), and a token came back: one request, many byte strings for any filter in front.
+    (The admin logs in: the physician's failed-login limit is tripped by a test above.)"""
+    body = json.dumps(server.users["admin"]).encode(encoding)
+    reply = server.call("POST", "/api/v1/auth/login", data=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "invalid_json" and "UTF-8" in error["message"]
+    labelled = server.call("POST", "/api/v1/auth/login", data=json.dumps(server.users["admin"]).encode(),
+                           headers={"Content-Type": "application/json; charset=utf-16"})
+    assert labelled.status_code == 415 and "UTF-8" in labelled.json()["error"]["message"]
+    plain = server.call("POST", "/api/v1/auth/login", data=json.dumps(server.users["admin"]).encode(),
+                        headers={"Content-Type": "application/json; charset=UTF-8"})
+    assert plain.status_code == 200
