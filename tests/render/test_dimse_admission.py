@@ -22,11 +22,15 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from daemons.render.dimse import admission
 from daemons.render.dimse.admission import REFUSED_WAIT_S, per_address_limit
+from daemons.render.dimse.peers import peer_key
 from daemons.render.settings import KEYS
 from shared.config import ConfigError, build_config
 from tests.render.dimse_peers import CALLER, SCP, close_archive, echo, open_archive
 
 ATTACKER = "127.0.0.2"  # Linux answers the whole of 127.0.0.0/8 on loopback
+#: The addresses of an attacker holding many (an IPv6 /64, a network of its own), and its listed AE title.
+MANY = [f"127.0.0.{n}" for n in range(2, 10)]
+FLOOD = "FLOOD"
 LONG_REQUEST_TIMEOUT_S = 10.0  # `guarded_long`'s
 
 
@@ -45,7 +49,7 @@ def guarded_long(make_node):
 
 
 def _guarded(make_node, request_timeout_s: float):
-    harness = open_archive(make_node, dicom__max_associations=4, dicom__max_associations_per_address=2,
+    harness = open_archive(make_node, [CALLER, FLOOD], dicom__max_associations=4, dicom__max_associations_per_address=2,
                            dicom__request_timeout_s=request_timeout_s, dicom__acse_timeout_s=30.0,
                            dicom__network_timeout_s=60.0)
     yield harness
@@ -81,8 +85,8 @@ def echoscu(port: int) -> bool:
     return done.returncode == 0
 
 
-def idle_association(port: int, source: str = ATTACKER):
-    ae = AE(ae_title=CALLER)
+def idle_association(port: int, source: str = ATTACKER, title: str = FLOOD):
+    ae = AE(ae_title=title)
     ae.add_requested_context(Verification)
     ae.network_timeout = None
     return ae.associate("127.0.0.1", port, ae_title=SCP, bind_address=(source, 0))
@@ -107,7 +111,9 @@ def test_silent_connections_from_one_address_leave_places_for_the_modalities(gua
         deadline = time.monotonic() + 1.0  # the echoes' own threads end as they are released
         while len(server.active_associations) > 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(server.active_associations) == 2  # the refused connections' threads ended, with their places
+        # the refused connections' threads ended, with their places (and the two admitted silent ones gave
+        # way to the echoes' connections: they were the oldest still waiting for their requests)
+        assert len(server.active_associations) <= 2
     finally:
         for sock in held:
             sock.close()
@@ -238,3 +244,62 @@ def test_refused_connections_that_start_a_request_and_stop_hold_one_place_more_a
             sock.close()
         for assoc in held:
             assoc.release()
+
+
+@pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk's echoscu absent")
+def test_silent_connections_from_many_addresses_leave_places_for_the_modalities(guarded_long):
+    """Before: a peer with many addresses (8 of 127.0.0.x here: an IPv6 /64, a network of its own),
+    two bare connections from each, within every address's limit, held all four places until the
+    request timeout, renewed as often, and dcmtk's echoscu was rejected ("local limit exceeded"). The
+    connections not yet associated hold at most two places together now: the oldest gives way."""
+    port = guarded_long.dicom_port
+    opened = time.monotonic()
+    held = [raw(port, source) for source in MANY for _ in range(2)]
+    try:
+        # all but two are closed unread (their address's limit was not reached: the oldest gave way)
+        assert closed_by_peer(held, opened + LONG_REQUEST_TIMEOUT_S * 0.8) >= len(held) - 2
+        assert echoscu(port) and echo(port) and echoscu(port), "silent connections from many addresses took every place"
+        assert time.monotonic() - opened < LONG_REQUEST_TIMEOUT_S * 0.9  # not freed by the request timeout
+    finally:
+        for sock in held:
+            sock.close()
+    gave_way = [detail for detail in audit_rows(guarded_long, "dicom.reject") if "the oldest, it was closed" in detail]
+    assert gave_way and all("dicom.max_associations_per_address (2)" in detail for detail in gave_way), gave_way
+
+
+def test_one_caller_from_many_addresses_leaves_places_for_the_other_modalities(guarded):
+    """Before: a listed AE title not bound to addresses, calling from 127.0.0.2 to .9 (one association
+    each, within every address's limit), held all four places while it stayed idle, and the modality
+    was rejected. One calling AE title holds two now; the third is told to try again later."""
+    port = guarded.dicom_port
+    flood = [idle_association(port, source) for source in MANY[:4]]
+    try:
+        assert [assoc.is_established for assoc in flood] == [True, True, False, False]
+        for refused in flood[2:]:
+            answer = refused.acceptor.primitive
+            assert refused.is_rejected
+            assert (answer.result, answer.result_source, answer.diagnostic) == (0x02, 0x03, 0x02), \
+                "not A-ASSOCIATE-RJ rejected-transient, service provider, local limit exceeded"
+        assert echo(port) and echo(port), "one caller from many addresses took every place"
+        if shutil.which("echoscu"):
+            assert echoscu(port)
+    finally:
+        for assoc in flood:
+            if assoc.is_established:
+                assoc.release()
+    assert any("calling AE title 'FLOOD' already holds 2 associations" in detail and "local limit exceeded" in detail
+               for detail in audit_rows(guarded, "dicom.reject"))
+    again = idle_association(port, MANY[5])
+    assert again.is_established  # the places came back with the releases
+    again.release()
+
+
+def test_a_peer_is_an_ipv4_address_or_an_ipv6_64():
+    """The grouping the limits above count by: an IPv6 host calling from every address of its /64 is
+    one peer (before: each address counted alone, and it took every place); IPv4-mapped addresses
+    (a listener bound to "::") are their IPv4 address."""
+    assert peer_key("2001:db8:1:2::7") == peer_key("2001:db8:1:2:abcd:ef01:2345:6789") == "2001:db8:1:2::/64"
+    assert peer_key("2001:db8:1:3::7") != peer_key("2001:db8:1:2::7")
+    assert peer_key("fe80::1%eth0") == "fe80::/64"
+    assert peer_key("::ffff:192.0.2.7") == peer_key("192.0.2.7") == "192.0.2.7"
+    assert peer_key("192.0.2.8") != peer_key("192.0.2.7")

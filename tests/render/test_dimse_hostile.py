@@ -740,7 +740,8 @@ def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_e
         hostile, monkeypatch):
     """A list of 260,001 UIDs (PS3.4 C.2.2.2.2 sets no bound) went into one SQL list, over SQLite's
     250,000 parameters: a processing failure logged with its trace. A list over `UID_LIST_MAX` is now
-    refused 0xA700, Out of Resources (the peer may send it in parts), for C-FIND and C-GET alike;
+    refused Out of Resources (the peer may send it in parts): 0xA700 for C-FIND, 0xA701 for C-GET (its
+    own code, "unable to calculate number of matches", PS3.4 Table C.4-3);
     the bound is lowered here so the test sends a short list. A unique key that is a list of
     empty UIDs (`\\`) named nothing and retrieved nothing with success: 0xA900 now."""
     # PostgreSQL's parameters per statement, with room for the other keys
@@ -755,7 +756,7 @@ def test_uid_lists_over_what_the_node_matches_at_once_are_out_of_resources_and_e
     # the bound is the statement's: two lists of 30 are as many parameters as one of 60
     assert find(port, query(QueryRetrieveLevel="SERIES", StudyInstanceUID=listed[:30],
                             SeriesInstanceUID=listed[20:])) == [0xA700]
-    for identifier, status in ((query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many), 0xA700),
+    for identifier, status in ((query(QueryRetrieveLevel="SERIES", SeriesInstanceUID=too_many), 0xA701),
                                (query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="\\"), 0xA900)):
         request = C_GET()
         request.Identifier = io.BytesIO(encode(identifier, False, True))

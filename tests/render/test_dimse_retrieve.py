@@ -176,6 +176,67 @@ def test_move_unknown_destination_no_match_and_bad_identifier(retrieval):
     assert 'sivr_dicom_operations_total{operation="move",status="0xA801"} 2.0' in metrics_text(retrieval)
 
 
+def refusal_counts(status: pydicom.Dataset) -> tuple[int, dict[str, int | None]]:
+    """A final response's status and its sub-operation counts as sent (None: absent)."""
+    counts = {keyword: (None if status.get(keyword) is None else int(status.get(keyword)))
+              for keyword in ("NumberOfRemainingSuboperations", "NumberOfCompletedSuboperations",
+                              "NumberOfWarningSuboperations", "NumberOfFailedSuboperations")}
+    return int(status.Status), counts
+
+
+def last_response(port: int, service: str, query: pydicom.Dataset, destination: str = "BITEXACT") -> pydicom.Dataset:
+    """The final response of a study root C-GET (taking CT, uncompressed) or C-MOVE by pynetdicom."""
+    ae = AE(ae_title=CALLER)
+    model = {"get": StudyRootQueryRetrieveInformationModelGet,
+             "move": StudyRootQueryRetrieveInformationModelMove}[service]
+    ae.add_requested_context(model)
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title=SCP, ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    assert assoc.is_established
+    responses = (assoc.send_c_get(query, model) if service == "get"
+                 else assoc.send_c_move(query, destination, model))
+    statuses = [status for status, _ in responses]
+    assoc.release()
+    return statuses[-1]
+
+
+@pytest.mark.parametrize("service", ["get", "move"])
+def test_refused_retrievals_count_no_sub_operation(retrieval, service, tmp_path):
+    """A retrieval refused before any C-STORE sub-operation (no unique key, a PATIENT level on the
+    study root, more UIDs than the node matches, an unknown destination) reported 'Number of Failed
+    Sub-operations = 1' (pynetdicom counts the one it was told of as failed): no sub-operation was
+    invoked, so none completed, failed or warned (PS3.7 9.3.3.2, 9.3.4.2: the counts are of the
+    C-STORE sub-operations invoked). Nothing matched is a success with all counts 0."""
+    study_uid, _, _ = seed(retrieval)
+    too_many = "\\".join(f"1.2.3.{n}" for n in range(50_001))
+    refused = [(identifier("STUDY", PatientName="*"), "BITEXACT", 0xA900),
+               (identifier("PATIENT", PatientID="x"), "BITEXACT", 0xA900),
+               (identifier("STUDY", StudyInstanceUID=too_many), "BITEXACT", 0xA701)]
+    if service == "move":
+        refused.append((identifier("STUDY", StudyInstanceUID=study_uid), "NOWHERE", 0xA801))
+    for query, destination, expected in refused:
+        status, counts = refusal_counts(last_response(retrieval.dicom_port, service, query, destination))
+        assert status == expected, hex(status)
+        assert all(count in (None, 0) for count in counts.values()), (hex(status), counts)
+    status, counts = refusal_counts(last_response(retrieval.dicom_port, service,
+                                                  identifier("STUDY", StudyInstanceUID="1.2.3.404")))
+    assert status == 0x0000 and {k: v for k, v in counts.items() if v is not None} == {
+        "NumberOfCompletedSuboperations": 0, "NumberOfWarningSuboperations": 0, "NumberOfFailedSuboperations": 0}
+    assert not list(retrieval.destinations["BITEXACT"].iterdir())
+    # dcmtk's tools end cleanly on a refusal, and read no failed sub-operation from it
+    args = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=*"]
+    done = (dcmtk("getscu", retrieval.dicom_port, *args, "-od", str(tmp_path)) if service == "get"
+            else dcmtk("movescu", retrieval.dicom_port, *args, "-aem", "BITEXACT"))
+    said = done.stdout + done.stderr
+    assert "Released" in said or "Releasing Association" in said, said
+    assert "Aborting" not in said and "Abort" not in said, said
+    assert not re.search(r"Failed Sub-?[Oo]perations? *[:=] *[1-9]", said), said
+    # nor do the metrics count a failed sub-operation
+    assert not re.search(rf'sivr_dicom_suboperations_total{{{{operation="{service}",result="failed"}}}} [1-9]',
+                         metrics_text(retrieval))
+
+
 def pynetdicom_move(port: int, destination: str, level: str, **keys) -> tuple[int, int, int, int]:
     """(status, completed, warning, failed) of a study root C-MOVE."""
     ae = AE(ae_title=CALLER)
@@ -553,9 +614,10 @@ def test_destinations_are_checked_at_start(make_node):
 
 
 def test_a_served_node_keeps_answering_https_while_peers_flood_and_stall(tmp_path):
-    """The real daemon (gunicorn, TLS): associations up to dicom.max_associations (10, from two addresses:
-    one may hold dicom.max_associations_per_address, 5), each stalled in the middle of a PDU, then one
-    more (refused); HTTPS keeps answering throughout, and the DICOM side serves again once the peers go."""
+    """The real daemon (gunicorn, TLS): associations up to dicom.max_associations (10, from two addresses
+    and two calling AE titles: one of each may hold dicom.max_associations_per_address, 5), each stalled
+    in the middle of a PDU, then one more (refused); HTTPS keeps answering throughout, and the DICOM side
+    serves again once the peers go."""
     layout = init_deployment(tmp_path / "deploy", pick_free_ports=True, hold_ports=True)
     endpoint = dicom_endpoint(layout.first("render"))
     port, title = int(endpoint["port"]), endpoint["ae_title"]
@@ -568,7 +630,7 @@ def test_a_served_node_keeps_answering_https_while_peers_flood_and_stall(tmp_pat
         assert https("/healthz").ok and echo(port, called=title)
         peers = []
         for index in range(10):
-            ae = AE(ae_title=CALLER)
+            ae = AE(ae_title=(CALLER, "STORESCU")[index % 2])  # two of the deployment's listed callers
             ae.add_requested_context(Verification)
             ae.network_timeout = None
             assoc = ae.associate("127.0.0.1", port, ae_title=title, bind_address=(f"127.0.0.{2 + index % 2}", 0))

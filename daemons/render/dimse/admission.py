@@ -13,14 +13,25 @@ As mature archives bound it (dcm4che's request timeout, dcmtk's ACSE timeout on 
   timer in state Sta2), whether nothing comes or its bytes trickle in (`limits.BoundedSocket` ends
   a read under way by then); after it, `dicom.acse_timeout_s` bounds the
   association's own answers as before. A connection closed so is audited `dicom.abort` with the reason;
-- one IP address may hold at most `dicom.max_associations_per_address` connections (associated or
-  not) at once, audited `dicom.reject`. One more whose A-ASSOCIATE-RQ is arriving as it opens (a
+- one peer may hold at most `dicom.max_associations_per_address` connections (associated or
+  not) at once, audited `dicom.reject`. A peer is an IP address, an IPv6 one's /64 network
+  (`peers.peer_key`): one IPv6 host calling from a new address of its /64 each time took every place.
+  One more whose A-ASSOCIATE-RQ is arriving as it opens (a
   modality sends it at once) is answered A-ASSOCIATE-RJ, rejected-transient, "local limit exceeded"
   (PS3.8 9.3.4), as pynetdicom answers when every place is taken, so the modality knows to try again
   later; it may take REFUSED_WAIT_S to send its request. One that has sent nothing within
   REQUEST_PEEK_S is closed unread: waiting for its request would let a stranger hold places with
   connections it never uses. So one address, a stranger's or a misbehaving listed peer's, leaves the
-  other places free.
+  other places free;
+- the connections whose A-ASSOCIATE-RQ has not arrived yet, from all addresses together, hold at most
+  `dicom.max_associations_per_address` places: one more makes the oldest of them give way (closed
+  unread, audited `dicom.reject`). A modality sends its request as it connects and waits a moment at
+  most, while a peer with many addresses (a /24 of its own, every 127.0.0.x of a local one) held every
+  place with bare connections, one or two per address, renewed each request timeout;
+- one calling AE title may hold at most `dicom.max_associations_per_address` associations at once,
+  whatever addresses they come from: one more is answered A-ASSOCIATE-RJ, rejected-transient, "local
+  limit exceeded". A listed title that is not bound to addresses (`callers`) otherwise let one peer
+  with many addresses take every place from the other modalities.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import logging
 import select
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -40,13 +52,12 @@ from pynetdicom.events import EventHandlerType
 
 from daemons.render.dimse.callers import note_rejection
 from daemons.render.dimse.limits import aborting, note_abort
+from daemons.render.dimse.peers import peer_key
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
 
-#: The accepted connections whose A-ASSOCIATE-RQ has not arrived yet (timed by `request_timeout_s`).
-_waiting: weakref.WeakSet[Association] = weakref.WeakSet()
 #: The connections refused as they opened (over `max_associations_per_address`), closed unread.
 _refused: weakref.WeakSet[Association] = weakref.WeakSet()
 #: The connections refused as they opened whose request is to be answered A-ASSOCIATE-RJ.
@@ -63,8 +74,9 @@ ADDRESSES_KEPT = 256
 
 
 class Admission:
-    """The listener's handlers that bound what one address holds and how long a connection may
-    wait to associate. A refusal is signalled as pynetdicom signals its own (EVT_REJECTED, EVT_ABORTED),
+    """The listener's handlers that bound what one peer, the connections not yet associated and one
+    calling AE title hold, and how long a connection may wait to associate. A refusal is signalled as
+    pynetdicom signals its own (EVT_REJECTED, EVT_ABORTED),
     so the listener audits it (`dicom.reject`, `dicom.abort`, with the reason), counts it in its
     metrics and closes the thread's database connection, as for any other."""
 
@@ -73,7 +85,10 @@ class Admission:
         self.request_timeout_s = request_timeout_s
         self.acse_timeout_s = acse_timeout_s
         self._lock = threading.Lock()
-        self._held: dict[str, weakref.WeakSet[Association]] = {}
+        self._held: dict[str, weakref.WeakSet[Association]] = {}  # by peer (`peer_key`)
+        #: the accepted connections whose A-ASSOCIATE-RQ has not arrived yet, with when they opened
+        self._waiting: weakref.WeakKeyDictionary[Association, float] = weakref.WeakKeyDictionary()
+        self._titles: dict[str, weakref.WeakSet[Association]] = {}  # the associations requested, by calling AE title
 
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_REQUESTED, self._requested),
@@ -82,7 +97,7 @@ class Admission:
     def _opened(self, event: Any) -> None:
         """EVT_CONN_OPEN, in the connection's thread before anything is read: admit it, or close it."""
         assoc = event.assoc
-        address = str(assoc.requestor.address)
+        address = peer_key(str(assoc.requestor.address))
         with self._lock:
             held = self._held.setdefault(address, weakref.WeakSet())
             # connections that ended are gone from pynetdicom's count too (its thread ended); ones not
@@ -94,21 +109,55 @@ class Admission:
             if len(self._held) > ADDRESSES_KEPT:  # many addresses came and went: forget those holding none
                 self._held = {key: group for key, group in self._held.items()
                               if any(_holds_place(other) for other in group)}
+            oldest = self._oldest_waiting() if admitted else None
+            if admitted:
+                self._waiting[assoc] = time.monotonic()
         if not admitted:
             self._refuse(assoc, f"{address} already holds {len(live)} connections, the most one address may "
                                 f"(dicom.max_associations_per_address ({self.per_address}))")
             return
-        _waiting.add(assoc)
         assoc.acse_timeout = self.request_timeout_s  # pynetdicom's wait for the request, and its ARTIM timer
+        if oldest is not None:
+            self._give_way(*oldest)
+
+    def _oldest_waiting(self) -> tuple[Association, float] | None:
+        """With the lock held, as a connection is admitted: the oldest connection still waiting for its
+        A-ASSOCIATE-RQ when as many wait as all addresses together may hold (no longer counted as
+        waiting), else None."""
+        waiting = [(opened, other) for other, opened in self._waiting.items()
+                   if _holds_place(other) and other.requestor.primitive is None]
+        if len(waiting) < self.per_address:
+            return None
+        opened, oldest = min(waiting, key=lambda pair: pair[0])
+        del self._waiting[oldest]
+        return oldest, opened
+
+    def _give_way(self, assoc: Association, opened: float) -> None:
+        """Close a connection that has sent no A-ASSOCIATE-RQ so that a newer one gets its place
+        (`_oldest_waiting`); its thread ends at once. One whose request is read all the same is never
+        negotiated (`_requested`)."""
+        reason = (f"{assoc.requestor.address} sent no A-ASSOCIATE-RQ in the {time.monotonic() - opened:.2f} s since it "
+                  f"connected, and {self.per_address} connections were waiting for theirs, the most all addresses "
+                  f"together may (dicom.max_associations_per_address ({self.per_address})): the oldest, it was "
+                  "closed for a newer one")
+        log.warning("DICOM connection refused: %s", reason)
+        note_rejection(assoc, reason)
+        _refused.add(assoc)
+        sock = _raw_socket(assoc)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
 
     def _refuse(self, assoc: Association, reason: str) -> None:
         """Refuse a connection over its address's limit: answer its request if it is arriving and no other
         refusal of that address is being answered (so a flood of refused connections that send a byte
         and stop holds one place more at most, for REFUSED_WAIT_S), else close it."""
         assoc.acse_timeout = REFUSED_WAIT_S
-        address = str(assoc.requestor.address)
+        address = peer_key(str(assoc.requestor.address))
         with self._lock:
-            answering = any(_holds_place(other) and str(other.requestor.address) == address for other in _answered)
+            answering = any(_holds_place(other) and peer_key(str(other.requestor.address)) == address
+                            for other in _answered)
             if not answering:
                 _answered.add(assoc)  # holds the address's one answer while its request arrives
         if not answering and _request_arriving(assoc):
@@ -129,31 +178,72 @@ class Admission:
         """EVT_REQUESTED: the request came in time; the ACSE timeout bounds the association's answers again.
         A refused connection's request is answered A-ASSOCIATE-RJ (transient) unless another check
         rejected it already; one whose socket was shut but whose request was read all the same (it
-        came with the connection) is never negotiated (no answer can be sent)."""
+        came with the connection) is never negotiated (no answer can be sent). So is an association
+        whose calling AE title holds as many as one peer may (`_title_refusal`)."""
         assoc = event.assoc
-        _waiting.discard(assoc)
+        with self._lock:
+            self._waiting.pop(assoc, None)
         assoc.acse_timeout = self.acse_timeout_s
-        if assoc in _answered and not assoc.is_rejected:
-            assoc.requestor.ae_title = str(assoc.requestor.primitive.calling_ae_title).strip()  # who is audited
-            assoc.acse.send_reject(REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
-            assoc.kill()
-        elif assoc in _refused:
+        if assoc in _refused:
             assoc.is_rejected = True  # pynetdicom negotiates only an association neither rejected nor aborted
             assoc.kill()
+        elif assoc.is_rejected:
+            return
+        elif assoc in _answered:
+            _reject_transient(assoc, "")
+        else:
+            reason = self._title_refusal(assoc)
+            if reason is not None:
+                _reject_transient(assoc, reason)
+
+    def _title_refusal(self, assoc: Association) -> str | None:
+        """Why `assoc` is refused for its calling AE title's associations (None: admitted, and counted)."""
+        title = _calling_title(assoc)
+        with self._lock:
+            held = self._titles.setdefault(title, weakref.WeakSet())
+            live = [other for other in held if _holds_place(other) and not other.is_rejected]
+            if len(live) >= self.per_address:
+                return (f"calling AE title {title!r} already holds {len(live)} associations, the most one caller may "
+                        f"(dicom.max_associations_per_address ({self.per_address}))")
+            held.add(assoc)
+            if len(self._titles) > ADDRESSES_KEPT:
+                self._titles = {key: group for key, group in self._titles.items()
+                                if any(_holds_place(other) for other in group)}
+        return None
 
     def _closed(self, event: Any) -> None:
         """EVT_CONN_CLOSE: audit a silent connection that the request timeout ended (pynetdicom's ARTIM
         timer; one whose read the node ended is signalled by its socket, `limits.BoundedSocket`)."""
         assoc = event.assoc
-        if assoc not in _waiting or assoc.requestor.primitive is not None:
+        with self._lock:
+            waited = self._waiting.pop(assoc, None)
+        if waited is None or assoc.requestor.primitive is not None:
             return
-        _waiting.discard(assoc)
         if not aborting(assoc) and assoc.dul.artim_timer.expired:
             reason = f"no A-ASSOCIATE-RQ within the request timeout of {self.request_timeout_s:g} s of the connection"
             log.warning("DICOM connection from %s closed: %s", assoc.requestor.address, reason)
             note_abort(assoc, reason)
             evt.trigger(assoc, evt.EVT_ABORTED, {})
+
+
+def _reject_transient(assoc: Association, reason: str) -> None:
+    """From an EVT_REQUESTED handler: A-ASSOCIATE-RJ, rejected-transient, service provider (presentation),
+    local limit exceeded (PS3.8 9.3.4), audited with `reason` (when not noted already), as pynetdicom
+    rejects when every place is taken: the peer may try again later."""
+    if reason:
+        log.warning("DICOM association refused: %s: A-ASSOCIATE-RJ, local limit exceeded", reason)
+        note_rejection(assoc, f"{reason}: rejected, local limit exceeded")
+    assoc.requestor.ae_title = _calling_title(assoc)  # who is audited
+    assoc.acse.send_reject(REJECTED_TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+
+
+def _calling_title(assoc: Association) -> str:
+    """The calling AE title of an association whose A-ASSOCIATE-RQ has been read."""
+    request = assoc.requestor.primitive
+    assert request is not None, "EVT_REQUESTED is signalled once the A-ASSOCIATE-RQ has been read"
+    return str(request.calling_ae_title).strip()
 
 
 def _holds_place(assoc: Association) -> bool:

@@ -46,6 +46,9 @@ MODEL_REQUESTS: dict[str, type] = {
     PatientRootQueryRetrieveInformationModelMove: C_MOVE, StudyRootQueryRetrieveInformationModelMove: C_MOVE,
 }
 UNDEFINED_LENGTH = 0xFFFFFFFF
+#: C-GET and C-MOVE: "Refused: Out of Resources - Unable to calculate number of matches" (PS3.4 Tables
+#: C.4-2, C.4-3); their out-of-resources status, where C-FIND's is 0xA700, which they do not define.
+UNABLE_TO_CALCULATE_MATCHES = 0xA701
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,10 @@ def refusal(service: str, exc: Exception) -> tuple[int, str]:
     """The failure status of a C-FIND, C-GET or C-MOVE request that could not be matched, and the
     reason its refusal is audited with: one rule for the three services. A request the peer got
     wrong is logged as information; anything else is the node's own failure, logged with its trace
-    and audited without it (a trace is for the operator, not for the audit trail)."""
-    statuses = ((QueryTooLarge, OUT_OF_RESOURCES), (QueryError, DOES_NOT_MATCH_SOP_CLASS),
+    and audited without it (a trace is for the operator, not for the audit trail). A query too large
+    to match is out of resources in the service's own code (a C-GET got C-FIND's 0xA700)."""
+    too_large = OUT_OF_RESOURCES if service == "C-FIND" else UNABLE_TO_CALCULATE_MATCHES
+    statuses = ((QueryTooLarge, too_large), (QueryError, DOES_NOT_MATCH_SOP_CLASS),
                 (MalformedIdentifier, CANNOT_UNDERSTAND), (ForeignSopClass, SOP_CLASS_NOT_SUPPORTED))
     for kind, status in statuses:
         if isinstance(exc, kind):

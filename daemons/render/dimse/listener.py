@@ -8,7 +8,8 @@ addresses listed with them, may associate (others get A-ASSOCIATE-RJ, "calling A
 recognised"; `daemons.render.dimse.callers`); each association and
 each stored or refused instance is audited. Peers that stall are dropped after the `dicom.*_timeout_s`
 timeouts, at most `dicom.max_associations` are served at once, at most
-`dicom.max_associations_per_address` of them from one address (`daemons.render.dimse.admission`); the
+`dicom.max_associations_per_address` of them from one address (an IPv6 /64), as many not yet associated
+from all addresses together, and as many from one calling AE title (`daemons.render.dimse.admission`); the
 listener's figures are on the node's `/metrics` (`daemons.render.dimse.metrics`). With `dicom.tls_port` a
 second server of the same AE speaks DICOM TLS (`daemons.render.dimse.tls`). Conformance: docs/conformance.md.
 """
@@ -71,6 +72,7 @@ from daemons.render.dimse.limits import (
     wait_for_peer_from_now,
 )
 from daemons.render.dimse.metrics import DimseMetrics
+from daemons.render.dimse.peers import peer_key
 from daemons.render.dimse.refusal_audit import RefusalAudit
 from daemons.render.dimse.retrieve import Retrieval, no_delay, parse_destinations
 from daemons.render.imaging.decode import syntax_decodable
@@ -244,6 +246,7 @@ class Listener:
             (evt.EVT_DIMSE_SENT, wait_for_peer_from_now),
             *CommandCheck.handlers(),  # first: a message it aborts is neither held nor stored (`messages`)
             *self.messages.handlers(),
+            *retrieval.handlers(),  # before the metrics: they count what a refusal's final response says
             *DimseMetrics(app_metrics(app)).handlers(),
             *self.connections.handlers(),
         ]
@@ -313,8 +316,8 @@ class Listener:
         return Actor(f"{DIMSE_SENDER_PREFIX}{title}"[:36], title, str(requestor.address))
 
     def _audit_refusal(self, event: Any) -> None:
-        """`dicom.reject` with its reason, within what one address may write (`RefusalAudit`)."""
-        detail = self.refusals.detail(str(event.assoc.requestor.address), rejection_reason(event.assoc))
+        """`dicom.reject` with its reason, within what one peer (an address, an IPv6 /64) may write (`RefusalAudit`)."""
+        detail = self.refusals.detail(peer_key(str(event.assoc.requestor.address)), rejection_reason(event.assoc))
         if detail is not None:
             self._audit(event, "dicom.reject", detail=detail)
 

@@ -9,6 +9,7 @@ transcoded to Explicit VR Little Endian as WADO-RS does (decompressed, or swappe
 when the receiver accepted an uncompressed syntax (pynetdicom re-encodes it in Implicit VR where
 only that was accepted);
 else its sub-operation fails (and the retrieval ends with 0xB000, or 0xA702 when none succeeded).
+A retrieval refused before its sub-operations (`Retrieval.refusals`) counts none of them.
 pynetdicom runs the sub-operations and counts them; this module chooses what to send and writes
 one audit entry per series retrieved, with the outcome of its instances.
 """
@@ -20,6 +21,7 @@ import logging
 import socket
 import ssl
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import StoragePresentationContexts, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     # generated at import time (sop_class._generate_sop_classes): mypy cannot see them
@@ -59,6 +63,11 @@ Audit = Callable[[Any, str, "str | None", str], None]
 #: counts as, as its C-GET and C-MOVE count them in their responses (Cancel, the one other category, they
 #: count as nothing: `Outcomes.on_message` makes it a failure first)
 SUB_OPERATION_RESULTS = {STATUS_SUCCESS: "completed", STATUS_WARNING: "warning", STATUS_FAILURE: "failed"}
+#: Command Data Set Type: no data set follows the command (PS3.7 E.1).
+NO_DATA_SET = 0x0101
+#: The sub-operation counts of a final C-GET-RSP or C-MOVE-RSP (PS3.7 9.3.3.2, 9.3.4.2).
+SUB_OPERATION_COUNTS = ("NumberOfCompletedSuboperations", "NumberOfWarningSuboperations",
+                        "NumberOfFailedSuboperations")
 
 
 def no_delay(event: Any) -> None:
@@ -219,6 +228,39 @@ class Retrieval:
         self.connections = connections  # the association's database connection (the listener's)
         self.stored_syntaxes = stored_syntaxes  # the transfer syntaxes the node accepts, so may hold
         self.tls_context = tls_context  # for the `tls://` destinations (None when there are none)
+        #: the request each association is refusing (its Message ID): one at a time, as they are answered
+        self._refusing: weakref.WeakKeyDictionary[Association, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[EventHandlerType]:
+        """The listener's handler that makes a refusal's counts those of no sub-operation (`refusals`);
+        bound before the metrics read them."""
+        return [(evt.EVT_DIMSE_SENT, self.refusals)]
+
+    def refusals(self, event: Any) -> None:
+        """EVT_DIMSE_SENT, before the message is encoded: the final C-GET-RSP or C-MOVE-RSP of a request
+        refused before its sub-operations (`_refusal`) counts 0 completed, 0 warning, 0 failed, and carries
+        no identifier. pynetdicom sends a handler's failure status only after a count of sub-operations,
+        counts them all failed (it answered "Number of Failed Sub-operations = 1" to a request that invoked
+        none) and adds an empty Failed SOP Instance UID List; the counts are of the C-STORE sub-operations
+        invoked (PS3.7 9.3.3.2, 9.3.4.2) and the list names the failed ones (PS3.4 C.4.2.1.4, C.4.3.1.4):
+        an SCU reads them to decide what to retrieve again, and dcmtk's getscu, which reads no data set
+        after a refused C-GET, found it where it awaited the release answer and aborted the association.
+        The command's values are overwritten in place, same lengths, so its group length stays right."""
+        name = type(event.message).__name__
+        if name not in ("C_GET_RSP", "C_MOVE_RSP"):
+            return
+        command = event.message.command_set
+        with self._lock:
+            refusing = self._refusing.get(event.assoc)
+            if refusing != int(command.MessageIDBeingRespondedTo) or int(command.Status) == PENDING:
+                return
+            del self._refusing[event.assoc]
+        for keyword in SUB_OPERATION_COUNTS:
+            if keyword in command:
+                setattr(command, keyword, 0)
+        event.message.data_set = io.BytesIO()
+        command.CommandDataSetType = NO_DATA_SET
 
     def _connection(self, destination: Destination) -> dict[str, Any]:
         """The associate() arguments that carry a destination's TLS (its host name is verified)."""
@@ -304,8 +346,11 @@ class Retrieval:
             yield PENDING, dataset  # its pending response restarts the idle timer (`limits.wait_for_peer_from_now`)
 
     def _refusal(self, event: Any, service: str, exc: Exception) -> int:
-        """The failure status of a request that cannot be matched (audited as refused)."""
+        """The failure status of a request that cannot be matched (audited as refused), whose final
+        response counts no sub-operation (`refusals`)."""
         status, reason = refusal(service, exc)
+        with self._lock:
+            self._refusing[event.assoc] = int(event.request.MessageID)
         self._audit_now(event, "dicom.get_refused" if service == "C-GET" else "dicom.move_refused", reason)
         return status
 
