@@ -215,7 +215,8 @@ def test_ranges_that_all_refuse_are_406_not_anything(stored):
 
 
 def test_q_values_weigh_alike_for_wado_and_rendered_resources():
-    from daemons.render.dicomweb.multipart import media_type, weight
+    from daemons.render.dicomweb.accept import weight
+    from daemons.render.dicomweb.multipart import media_type
 
     values = {"q=0.3": 0.3, "q=abc": 1.0, "q=nan": 1.0, "q=": 1.0, "q=5": 1.0, "q=inf": 1.0, "q=-1": 0.0,
               "q=-inf": 0.0, "": 1.0}

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from pydicom.uid import JPEGLSLossless, generate_uid
 
-from daemons.render.dicomweb.syntax import EXPLICIT_LE, Wanted, accepted, frame_choice, instance_targets, json_answer
+from daemons.render.dicomweb.accept import Asked
+from daemons.render.dicomweb.syntax import EXPLICIT_LE, frame_choice, instance_syntax, json_answer, needs_stored_syntax
 from shared.errors import ApiError
 from tests.dicomweb.conftest import synthetic_series, uids
 from tests.dicomweb.test_qido import (
@@ -77,19 +78,18 @@ def test_dicomweb_client_searches_for_a_list_of_modalities(deployment, dicomweb)
 
 def test_a_range_given_q_0_is_refused_also_where_a_wildcard_takes_it_in():
     """RFC 9110 12.5.1: q=0 is "not acceptable", and the most specific range that matches decides."""
-    assert json_answer("application/dicom+json;q=0, */*", "x") == "application/json"
-    assert json_answer("application/*, application/json;q=0", "x") == "application/dicom+json"
+    assert json_answer(Asked.of("application/dicom+json;q=0, */*"), "x") == "application/json"
+    assert json_answer(Asked.of("application/*, application/json;q=0"), "x") == "application/dicom+json"
     with pytest.raises(ApiError) as refused:
-        json_answer("application/dicom+json;q=0, application/json;q=0, */*", "x")
+        json_answer(Asked.of("application/dicom+json;q=0, application/json;q=0, */*"), "x")
     assert refused.value.status == 406
     explicit_le_refused = f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE};q=0, */*'
     with pytest.raises(ApiError):
-        instance_targets(accepted(explicit_le_refused))
-    assert instance_targets(accepted('application/dicom;q=0, application/dicom; transfer-syntax=*')) == ["*"]
-    choice = frame_choice(accepted("image/jls;q=0, */*"), JLS)
+        needs_stored_syntax(Asked.of(explicit_le_refused))
+    assert instance_syntax(Asked.of("application/dicom;q=0, application/dicom; transfer-syntax=*"), JLS) == "*"
+    choice = frame_choice(Asked.of("image/jls;q=0, */*"), JLS)
     assert (choice.stored, choice.part_type) == (False, "application/octet-stream")
-    assert frame_choice(accepted("*/*"), JLS).part_type == "image/jls"
-    assert accepted("image/png;q=0, */*") == [Wanted("*/*", None)]  # the refusal is no range of its own
+    assert frame_choice(Asked.of("*/*"), JLS).part_type == "image/jls"
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from daemons.render.dicomweb.accept import Asked, Range, accepted
 from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related, split_unquoted, write_related
-from daemons.render.dicomweb.syntax import EXPLICIT_LE, Wanted, accepted, frame_choice, instance_targets
+from daemons.render.dicomweb.syntax import EXPLICIT_LE, frame_choice, instance_syntax
 from shared.errors import ApiError
 
 
@@ -44,25 +45,26 @@ def test_unusable_boundaries_are_400(header):
         boundary_of(header)
 
 
-def test_accept_ranges_are_ordered_by_quality():
+def test_accept_ranges_keep_their_order_q_and_part_type():
     ranges = accepted('multipart/related; type="image/jls"; q=0.5, multipart/related; type=application/octet-stream; '
                       'transfer-syntax=*, image/x-dicom-rle;q=0')
-    assert ranges == [Wanted("application/octet-stream", "*"), Wanted("image/jls", None)]
-    assert accepted(None) == [Wanted("*/*", None)]
-    assert instance_targets(accepted(None)) == [EXPLICIT_LE]
-    with pytest.raises(ApiError):
-        instance_targets(accepted("image/png"))
+    assert ranges == [Range("multipart/related", "image/jls", None, 0.5, 0),
+                      Range("multipart/related", "application/octet-stream", "*", 1.0, 1),
+                      Range("", "image/dicom-rle", None, 0.0, 2)]
+    assert accepted(None) == [Range("*/*", "*/*", None, 1.0, 0)]
+    assert instance_syntax(Asked.of(None), "1.2.840.10008.1.2.5") == EXPLICIT_LE
+    assert instance_syntax(Asked.of("image/png"), "1.2.840.10008.1.2.5") is None
 
 
 def test_frames_as_stored_or_decoded():
     rle = "1.2.840.10008.1.2.5"
-    assert frame_choice(accepted("multipart/related; type=image/x-dicom-rle"), rle).stored
-    ohif = accepted("multipart/related; type=application/octet-stream; transfer-syntax=*")  # unquoted, as OHIF
+    assert frame_choice(Asked.of("multipart/related; type=image/x-dicom-rle"), rle).stored
+    ohif = Asked.of("multipart/related; type=application/octet-stream; transfer-syntax=*")  # unquoted, as OHIF
     assert frame_choice(ohif, rle).content_type == f"image/dicom-rle; transfer-syntax={rle}"
-    assert not frame_choice(accepted("multipart/related; type=application/octet-stream"), rle).stored
-    assert not frame_choice(accepted(None), EXPLICIT_LE).stored
+    assert not frame_choice(Asked.of("multipart/related; type=application/octet-stream"), rle).stored
+    assert not frame_choice(Asked.of(None), EXPLICIT_LE).stored
     with pytest.raises(ApiError) as refused:
-        frame_choice(accepted("multipart/related; type=image/jls"), rle)
+        frame_choice(Asked.of("multipart/related; type=image/jls"), rle)
     assert refused.value.status == 406
 
 
@@ -71,8 +73,7 @@ def test_separators_inside_quotes_do_not_cut():
     assert split_unquoted('a;b="c;d', ";") == ["a", 'b="c;d']  # an unclosed quote runs to the end
     assert media_type('multipart/related; type="application/dicom"; boundary="x;y"') == (
         "multipart/related", {"type": "application/dicom", "boundary": "x;y"})
-    assert accepted('image/png, multipart/related; type="a/b,c"; q=0.5') == [Wanted("image/png", None),
-                                                                          Wanted("a/b,c", None)]
+    assert [r.part for r in accepted('image/png, multipart/related; type="a/b,c"; q=0.5')] == ["image/png", "a/b,c"]
 
 
 def test_an_escaped_quote_inside_a_quoted_string_neither_ends_it_nor_stays_escaped():
@@ -81,7 +82,7 @@ def test_an_escaped_quote_inside_a_quoted_string_neither_ends_it_nor_stays_escap
     assert media_type(r'multipart/related; boundary="x\"y;z"; type="application/dicom"') == (
         "multipart/related", {"boundary": 'x"y;z', "type": "application/dicom"})
     assert media_type(r'a/b; p="ends with \\"; q=1')[1] == {"p": "ends with \\", "q": "1"}
-    assert accepted(r'image/png; x="1\",2", image/jpeg') == [Wanted("image/png", None), Wanted("image/jpeg", None)]
+    assert [r.part for r in accepted(r'image/png; x="1\",2", image/jpeg')] == ["image/png", "image/jpeg"]
 
 
 @pytest.mark.timeout(20)
@@ -92,7 +93,7 @@ def test_headers_of_many_separators_or_quotes_are_read_in_linear_time():
     many = 400_000
     assert len(media_type("a/b" + ";" * many)[1]) == 0
     assert media_type('a/b; x="' + '";"' * many)[0] == "a/b"
-    assert accepted("image/png" + "," * many) == [Wanted("image/png", None)]
+    assert accepted("image/png" + "," * many) == [Range("", "image/png", None, 1.0, 0)]
 
 
 def test_a_part_that_fails_in_any_way_cuts_the_answer(caplog):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -87,38 +86,6 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
         if sep and name.strip():
             params[name.strip().lower()] = _unquoted(text)
     return pieces[0].strip().lower(), params
-
-
-def weight(params: dict[str, str]) -> float:
-    """The q-value of an Accept media range from its parameters (`media_type`), 0 to 1.
-
-    A value that is no number (`abc`, `nan`, empty) weighs as none given, 1; any other is clipped to
-    0..1 (`5` is 1, `-1` is 0: not acceptable). A NaN kept as such sorts nowhere: it took the ranges
-    after it out of their order. One rule for every DICOMweb service that reads Accept.
-    """
-    try:
-        value = float(params.get("q", "1"))
-    except ValueError:
-        return 1.0
-    return 1.0 if math.isnan(value) else min(max(value, 0.0), 1.0)
-
-
-def specificity(media_range: str) -> int:
-    """How specific an Accept media range is (RFC 9110 12.5.1): `*/*` (or a bare `*`) 0, `type/*` 1,
-    a media type 2. A range given q=0 refuses what it covers wherever a less specific range would
-    take it in: `image/jpeg;q=0, */*` takes in every image but JPEG."""
-    if media_range in ("*/*", "*"):
-        return 0
-    return 1 if media_range.endswith("/*") else 2
-
-
-def covers(media_range: str, media: str) -> bool:
-    """Whether the Accept media range `media_range` (`*/*`, `image/*`, `image/png`) takes in `media`."""
-    if specificity(media_range) == 0:
-        return True
-    if media_range.endswith("/*"):
-        return media.startswith(media_range[:-1])
-    return media_range == media
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pydicom.dataelem import DataElement
 
 from daemons.render.catalogue.matching import KEYS, LEVELS, QueryError, field_of, select, where
 from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.dicomweb.accept import asked
 from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
 from daemons.render.dicomweb.syntax import json_answer
 from daemons.render.node import node
@@ -107,7 +108,7 @@ def search_instances() -> Response:
 
 def _search(resource: Resource, study_uid: str | None = None, series_uid: str | None = None) -> Response:
     search = parse(request.args.lists(), resource.level, resource.match_levels)
-    media_type = json_answer(request.headers.get("Accept"), "a QIDO-RS answer")
+    media_type = json_answer(asked(), "a QIDO-RS answer")
     the_node = node()
     cat = the_node.models.catalogue
     matches = list(search.matches)

@@ -32,7 +32,9 @@ from shared.errors import ApiError
 #: the most answers one response carries (PS3.18 10.6.5: declared in docs/conformance.md)
 MAX_RESULTS = 1000
 #: content negotiation parameters (8.3.3) that a search does not use: ignored, with a Warning
-IGNORED_PARAMETERS = frozenset({"accept", "charset"})
+IGNORED_PARAMETERS = frozenset({"charset"})
+#: the Accept query parameter: read by the content negotiation of every resource (`accept.asked`)
+NEGOTIATED_PARAMETERS = frozenset({"accept"})
 #: attributes each answer can carry that are not catalogue columns, by the level they describe
 COMPUTED = {"RetrieveURL": None, "InstanceAvailability": None, "Rows": "IMAGE", "Columns": "IMAGE",
             "BitsAllocated": "IMAGE", "NumberOfFrames": "IMAGE"}
@@ -132,6 +134,8 @@ def parse(arguments: Iterable[tuple[str, list[str]]], level: str, match_levels: 
                                        "been performed.")
         elif name == "includefield":
             _includefields(search, values, level, unsupported)
+        elif name in NEGOTIATED_PARAMETERS:
+            continue
         elif name in IGNORED_PARAMETERS:
             search.warnings.append(f"The {name} parameter is not supported by searches and was ignored.")
         else:

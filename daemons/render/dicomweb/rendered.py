@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, current_app, stream_with_context
 
 from daemons.render.api import query
 from daemons.render.api.frames import FrameImage, frame_image
@@ -45,7 +45,8 @@ from daemons.render.api.mpr3d import (
 )
 from daemons.render.api.records import start_loading
 from daemons.render.dicomweb import ROOT, bp, resolve
-from daemons.render.dicomweb.multipart import media_type, new_boundary, split_unquoted, weight, write_related
+from daemons.render.dicomweb.accept import Offer, asked
+from daemons.render.dicomweb.multipart import new_boundary, write_related
 from daemons.render.imaging.annotate import Annotation
 from daemons.render.imaging.encode import MIMETYPES
 from daemons.render.imaging.pixels import PRESETS
@@ -80,37 +81,11 @@ class Choice:
 FORMATS = tuple(dict.fromkeys((MEDIA_TYPES[DEFAULT_MEDIA_TYPE], *MEDIA_TYPES.values())))
 
 
-def _offers(media: str, params: dict[str, str]) -> tuple[int, list[Choice]]:
-    """What one Accept media range takes in, best first, and how specific it is
-    (`multipart.specificity`; a multipart range by its part type)."""
-    if media in MEDIA_TYPES:
-        return 2, [Choice(MEDIA_TYPES[media], False)]
-    if media in ("image/*", "image/", "*/*", "*"):
-        singles = [Choice(fmt, False) for fmt in FORMATS]
-        wild = media.startswith("*")
-        return (0, singles + [Choice(fmt, True) for fmt in FORMATS]) if wild else (1, singles)
-    if media in ("multipart/related", "multipart/*"):
-        part = params.get("type", "*/*").lower()
-        if part in MEDIA_TYPES:
-            return 2, [Choice(MEDIA_TYPES[part], True)]
-        if part in ("image/*", "*/*"):
-            return 1, [Choice(fmt, True) for fmt in FORMATS]
-    return 2, []
-
-
-def _accepted() -> list[Choice]:
-    """The answers the request accepts, best first (the `accept` parameter overrides the header).
-
-    A range given q=0 refuses what it offers wherever a less specific range would take it in
-    (RFC 9110 12.5.1): `image/jpeg;q=0, */*` is answered in PNG, not in the default JPEG."""
-    raw = query.ACCEPT.raw() or request.headers.get("Accept") or "*/*"
-    ranked: list[tuple[float, int, int, list[Choice]]] = []
-    for position, item in enumerate(split_unquoted(raw, ",")):
-        media, params = media_type(item)
-        ranked.append((-weight(params), position, *_offers(media, params)))
-    refusals = [(specific, choices) for q, _, specific, choices in ranked if q >= 0]
-    return [choice for q, _, specific, choices in sorted(ranked) if q < 0 for choice in choices
-            if not any(more > specific and choice in refused for more, refused in refusals)]
+def _offers(several: bool) -> list[Offer[Choice]]:
+    """The answers a rendered resource can give, in its order of preference: each image format alone
+    (not for `several` images: PS3.18 10.4.4), then as the parts of multipart/related."""
+    singles = [] if several else [Offer(Choice(fmt, False), (MIMETYPES[fmt],), multipart=False) for fmt in FORMATS]
+    return singles + [Offer(Choice(fmt, True), (MIMETYPES[fmt],), multipart=True) for fmt in FORMATS]
 
 
 def _not_acceptable(why: str) -> ApiError:
@@ -121,10 +96,11 @@ def _not_acceptable(why: str) -> ApiError:
 
 
 def negotiate(several: bool) -> Choice:
-    """The answer to give: `several` images need multipart/related (406 when it is not accepted)."""
-    for choice in _accepted():
-        if choice.multipart or not several:
-            return choice
+    """The answer to give (`accept.Asked.choose`): `several` images need multipart/related (406 when
+    it is not accepted)."""
+    chosen = asked().choose(_offers(several))
+    if chosen:
+        return chosen[0].value
     raise _not_acceptable("several frames need multipart/related; type=image/... in the Accept header "
                           "(or accept parameter)" if several else
                           "the Accept header (or accept parameter) names no media type offered here")

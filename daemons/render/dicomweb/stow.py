@@ -42,6 +42,7 @@ import pydicom
 from flask import Response, request
 
 from daemons.render.dicomweb import bp
+from daemons.render.dicomweb.accept import asked
 from daemons.render.dicomweb.multipart import boundary_of, media_type, split_related
 from daemons.render.dicomweb.syntax import json_answer
 from daemons.render.dicomweb.wado import instance_url, study_url
@@ -148,7 +149,7 @@ def _check_media_types() -> tuple[str, str]:
     if part_type != DICOM:
         raise ApiError(415, "unsupported_media_type", f"only {DICOM} parts are stored (not {part_type}): "
                        "the metadata-and-bulk-data form of STOW-RS is not supported")
-    answer_type = json_answer(request.headers.get("Accept"), "the STOW-RS answer")
+    answer_type = json_answer(asked(), "the STOW-RS answer")
     return boundary_of(request.headers["Content-Type"]), answer_type
 
 

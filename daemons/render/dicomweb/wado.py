@@ -19,22 +19,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydicom
-from flask import Flask, Response, request
+from flask import Flask, Response
 from pydicom.dataset import Dataset
 
 from daemons.render.dicomweb import ROOT, bp, resolve
+from daemons.render.dicomweb.accept import ANY, DICOM, OCTETS, asked
 from daemons.render.dicomweb.metadata import find_element, metadata_cache
 from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
 from daemons.render.dicomweb.syntax import (
-    ANY,
-    DICOM,
-    OCTETS,
-    WILDCARDS,
-    accepted,
+    bulk_accepted,
     frame_bytes,
     frame_choice,
     instance_syntax,
-    instance_targets,
     json_answer,
     needs_stored_syntax,
     not_acceptable,
@@ -74,17 +70,17 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     The first is read before the answer starts, so that one damaged instance asked alone gets a
     422 rather than a 200 cut short; a later one found damaged cuts the answer (`multipart.AnswerCut`),
     which tells the client it is incomplete."""
-    targets = instance_targets(accepted(request.headers.get("Accept")))
+    wanted = asked()
     the_node = node()
-    if needs_stored_syntax(targets):  # only a specific other syntax: each instance must be stored in it
+    if needs_stored_syntax(wanted):  # only a specific other syntax: each instance must be stored in it
         bulk_base = _bulk_base(study_uid, series_uids)
         for entry in metadata_cache().entries(the_node, rows, bulk_base):
-            if instance_syntax(targets, entry.syntax) is None:
+            if instance_syntax(wanted, entry.syntax) is None:
                 raise not_acceptable(f"an instance is stored in {entry.syntax}; this node sends instances as "
                                      f"stored (transfer-syntax=*) or in {EXPLICIT_LE} only")
     for row in rows:  # a stored-only instance cannot be transcoded: refused before the answer starts
         kept = the_node.manifest(row.series_id).stored_only_blob(row.blob)
-        if kept is not None and instance_syntax(targets, kept.transfer_syntax or "") is None:
+        if kept is not None and instance_syntax(wanted, kept.transfer_syntax or "") is None:
             raise not_acceptable(f"instance {row.sop_instance_uid} is stored only, in "
                                  f"{syntax_text(kept.transfer_syntax or '')}, which this node cannot decode: ask "
                                  f"for it as stored (transfer-syntax=* or transfer-syntax={kept.transfer_syntax})")
@@ -94,7 +90,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
             raw = resolve.read_instance(the_node, row)
             syntax = stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True,
                                                    specific_tags=["SOPInstanceUID"]))
-            chosen = instance_syntax(targets, syntax)
+            chosen = instance_syntax(wanted, syntax)
             if chosen in (ANY, syntax):
                 yield f"{DICOM}; transfer-syntax={syntax}", raw
             else:
@@ -167,7 +163,7 @@ def retrieve_instance(study: str, series: str, sop: str) -> Response:
 
 # --- metadata ----------------------------------------------------------------------------------
 def _metadata(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
-    media = json_answer(request.headers.get("Accept"), "metadata")
+    media = json_answer(asked(), "metadata")
     entries = metadata_cache().entries(node(), rows, _bulk_base(study_uid, series_uids))
     body = b"[" + b",".join(entry.json for entry in entries) + b"]"
     response = Response(body, content_type=media)
@@ -201,7 +197,7 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 
 # --- frames and bulk data ----------------------------------------------------------------------
 def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
-    choice = frame_choice(accepted(request.headers.get("Accept")), stored_syntax(ds))
+    choice = frame_choice(asked(), stored_syntax(ds))
     parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
     response = Response(write_related(parts, boundary, f"WADO-RS frames of instance {ds.SOPInstanceUID}"),
@@ -266,8 +262,7 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
         numbers = list(range(1, frame_count(ds) + 1))
         _check_showable(row, numbers)
         return _frames_response(ds, numbers)
-    if not any(w.part_type == OCTETS or (w.part_type in WILDCARDS and not w.refuses(OCTETS))
-               for w in accepted(request.headers.get("Accept"))):
+    if not bulk_accepted(asked()):
         raise not_acceptable("bulk data is sent as application/octet-stream")
     boundary = new_boundary()
     value = found.value
