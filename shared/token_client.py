@@ -77,6 +77,17 @@ class AudienceTokens:
             self._tokens.clear()
 
 
+def answered_for(audience: str, body: object) -> None:
+    """Raise ValueError unless the toplevel's exchange answer `body` names `audience` (normalized) as
+    the token's: a token answered for another server would be sent to this one, which could replay
+    it there for the token's life (a toplevel, or a proxy before it, that mixed up two exchanges).
+    The viewer holds the same rule (webviewer/static/js/answers_toplevel.js serverTokenShape)."""
+    answered = body.get("audience") if isinstance(body, dict) else None
+    if not isinstance(answered, str) or answered != normalize_audience(audience):
+        raise ValueError(f"the toplevel answered the token exchange for {audience} with a token for "
+                         f"{str(answered)[:200]!r}; nothing was sent to that server (tell IT)")
+
+
 def exchange_with(session: requests.Session, toplevel_url: str, session_token: Callable[[], str],
                   timeout: float = 30) -> Exchange:
     """An `Exchange` that calls the toplevel with `session` (its TLS settings) and the session token."""
@@ -86,6 +97,7 @@ def exchange_with(session: requests.Session, toplevel_url: str, session_token: C
                              headers={"Authorization": f"Bearer {session_token()}"}, timeout=timeout)
         reply.raise_for_status()
         body = reply.json()
+        answered_for(audience, body)
         return body["access_token"], int(body["expires_in"])
 
     return exchange

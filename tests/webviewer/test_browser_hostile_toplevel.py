@@ -171,6 +171,9 @@ EXCHANGE_ATTACKS = {
     "token-null": (set_in("access_token", None), "access_token is no text"),
     "expires-text": (set_in("expires_in", "soon"), "expires_in is no count"),
     "expires-an-hour": (set_in("expires_in", 3600), "expires_in is more than 60"),
+    # a token minted for another server: the institution would be sent a token it can replay there
+    "audience-of-another-server": (set_in("audience", "https://trap.example:8443"), "audience names another server"),
+    "audience-missing": (set_in("audience", None), "audience is no text"),
 }
 
 

@@ -62,18 +62,25 @@ export function renewalShape(userId) {
 }
 
 /**
- * A token exchanged for one server (`POST api/v1/auth/token`): `{access_token, expires_in}`, the
- * lifetime at most the toplevel's own bound for such tokens.
- * @type {import("./answers.js").Shape}
+ * A token exchanged for the server of `audience` (`POST api/v1/auth/token`): `{access_token,
+ * expires_in, audience}`, the lifetime at most the toplevel's own bound for such tokens, and the
+ * audience the one asked for (api.js audienceOf, as the toplevel normalizes it too). A token
+ * answered for another server would be sent to this one, which could replay it at that other
+ * server for the token's life: a toplevel, or a proxy before it, that mixed up two exchanges.
+ * @param {string} audience @returns {import("./answers.js").Shape}
  */
-export const SERVER_TOKEN = {
-  asked: "the server's access token",
-  check(body) {
-    object(body, "the answer");
-    token(body.access_token, "access_token");
-    lifetime(body.expires_in, "expires_in", MAX_EXCHANGED_TTL_S);
-  },
-};
+export function serverTokenShape(audience) {
+  return {
+    asked: "the server's access token",
+    check(body) {
+      object(body, "the answer");
+      token(body.access_token, "access_token");
+      lifetime(body.expires_in, "expires_in", MAX_EXCHANGED_TTL_S);
+      text(body.audience, "audience");
+      need(body.audience === audience, "audience names another server than the one the token was asked for");
+    },
+  };
+}
 
 /** A patient (Patient, docs/API.md). @param {any} patient @param {string} name */
 function patientShape(patient, name) {

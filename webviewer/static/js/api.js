@@ -14,7 +14,7 @@
 // error or a label is cut to size (limits.js).
 
 import { LIST_PAGE, ShapeError } from "./answers.js";
-import { SERVER_TOKEN, SESSION, renewalShape } from "./answers_toplevel.js";
+import { SESSION, renewalShape, serverTokenShape } from "./answers_toplevel.js";
 import { SIZE_BYTES, imageSize } from "./imagesize.js";
 import { MAX_ERROR_CHARS, MAX_IMAGE_BYTES, MAX_JSON_BYTES, MAX_LABEL_CHARS, MAX_LIST_BYTES, MAX_LIST_PAGES, REQUEST_TIMEOUT_MS } from "./limits.js";
 
@@ -376,7 +376,7 @@ export class Session {
   async _exchange(audience, entry) {
     const generation = this.generation;
     try {
-      const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/token", { method: "POST", json: { audience }, shape: SERVER_TOKEN });
+      const body = await this.fetchJson(this.toplevelUrl, "api/v1/auth/token", { method: "POST", json: { audience }, shape: serverTokenShape(audience) });
       if (generation !== this.generation) throw new ApiError(401, "session_expired", "the session ended");
       const now = Date.now();
       Object.assign(entry, {

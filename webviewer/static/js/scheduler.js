@@ -10,9 +10,10 @@
 // full quality before the hand). Each viewport has its own scheduler, so no viewport ever cancels
 // another's requests; only the cache of fetched images is shared.
 
-import { readImage } from "./api.js";
+import { ApiError, readImage } from "./api.js";
 import { parseOrientation, parseWindow } from "./geometry.js";
 import { askedBox } from "./imagesize.js";
+import { nodeAway } from "./noderetry.js";
 
 const PREFETCH_WORKERS = 3;
 /** Most slices fetched ahead, and the link time they may take (the byte budget of prefetch). */
@@ -125,6 +126,7 @@ export class LinkMeter {
  * @property {(interactive: boolean, index?: number) => ImageRequest} describe
  * @property {(req: ImageRequest, entry: any) => Promise<void>} show
  * @property {(err: any, req: ImageRequest) => void} handleImageError
+ * @property {(node: {url: string}) => void} nodeAnswered the node answered a request (noderetry.js)
  * @property {() => number} count
  * @property {() => number} index
  * @property {{plane: string, playing: boolean}} state
@@ -280,7 +282,14 @@ export class RequestScheduler {
     // rendering as soon as a newer one of the same view arrives (409 superseded).
     const params = req.plane === "3d" ? { ...req.params, view_id: this.viewId, seq: ++this.seq } : req.params;
     const started = performance.now();
-    const response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal, tokenInQuery: true });
+    let response;
+    try {
+      response = await this.ctx.session.fetchRaw(this.node.url, req.path, { params, signal, tokenInQuery: true });
+    } catch (err) {
+      if (err instanceof ApiError && !nodeAway(err)) this.view.nodeAnswered(this.node);   // it answered, if not with an image
+      throw err;
+    }
+    this.view.nodeAnswered(this.node);
     const firstByte = performance.now();
     const blob = await readImage(response, askedBox(params.size));
     this.link.add(blob.size, started, firstByte, performance.now(), !req.interactive);

@@ -22,6 +22,7 @@ import { Timers } from "./timers.js";
 import { Viewport } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
+import { NodeRetry } from "./noderetry.js";
 import { exportView } from "./export.js";
 import { TagBrowser } from "./tagbrowser.js";
 import { VolumePresets } from "./volumepresets.js";
@@ -103,6 +104,8 @@ class Viewer {
     this.volumePresets = volumePresets;
     this.query = query;
     this.cache = new ImageCache();   // shared by the viewports: an image fetched once is shown anywhere
+    /** @type {Map<string, NodeRetry>} one per render node, by URL: one probe at a time per node */
+    this.nodeRetries = new Map();
     // the viewer's own settings, the same for every viewport
     this.settings = {
       format: ["png", "webp", "jpeg"].includes(query.get("format")) ? query.get("format") : "webp",
@@ -601,6 +604,17 @@ class Viewer {
 
   // ---------- loading ----------
 
+  /** The retries of `node` (noderetry.js), shared by every viewport showing one of its records.
+   *  @param {{url: string}} node */
+  nodeRetry(node) {
+    let retry = this.nodeRetries.get(node.url);
+    if (!retry) {
+      retry = new NodeRetry();
+      this.nodeRetries.set(node.url, retry);
+    }
+    return retry;
+  }
+
   /** Load `record` on its node (again, after the node unloaded it), then show its viewports. */
   async startRecord(record) {
     await record.start();
@@ -700,6 +714,7 @@ class Viewer {
     for (const record of this.records.values()) record.close();
     this.panel.destroy();
     for (const vp of this.viewports) vp.destroy();
+    for (const retry of this.nodeRetries.values()) retry.stop();
     if (this.onKey) document.removeEventListener("keydown", this.onKey);
     this.cache.clear();
   }

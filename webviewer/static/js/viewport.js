@@ -12,6 +12,7 @@ import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
 import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
+import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
 const FAST_STEP_MS = 150;
@@ -443,9 +444,19 @@ export class Viewport {
     } else if (err.code === "busy") {
       this.overlay.showMessage("The render node is busy; retrying…");
       this.timers.later("busy", (err.details.retryAfter || 1) * 1000, () => this.requestView({ interactive: req.interactive }));
+    } else if (nodeAway(err)) {
+      // the node is away (restarting, its link down): asked again until it answers (noderetry.js)
+      this.overlay.showMessage(`The render node did not answer (${this.ctx.describeError(err)}); trying again automatically…`);
+      this.shell.nodeRetry(this.node).down(this);
     } else if (!err.isAuthFailure) {
       this.overlay.showMessage(this.ctx.describeError(err));
     }
+  }
+
+  /** `node` answered one of this viewport's requests: viewports that wait for it ask again (noderetry.js).
+   *  @param {{url: string}} node */
+  nodeAnswered(node) {
+    this.shell.nodeRetry(node).answered();
   }
 
   async show(req, entry) {
