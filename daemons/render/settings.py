@@ -82,6 +82,14 @@ KEYS = (
         "Most values in one file's text elements (backslash-separated: a structure set's contour points "
         "are three each). Raise it for radiotherapy structure sets of millions of points: each value "
         "costs the node about 5 µs and 260 bytes at upload and at every metadata answer.", minimum=1000),
+    Key("limits", "max_upload_header_elements", 2_000_000,
+        "Most data elements and sequence items all the files of one upload hold together (a browser upload, the "
+        "instances of one STOW-RS request that go to one series, a C-STORE data set): a 2,000-slice CT holds "
+        "260,000 to 600,000. Counted before any file is parsed, so that limits.max_header_elements does not "
+        "multiply by limits.max_files.", minimum=1000),
+    Key("limits", "max_upload_header_values", 4_000_000,
+        "Most text values (as limits.max_header_values counts them) all the files of one upload hold together.",
+        minimum=1000),
     Key("limits", "max_output_px", 2048, "Largest width or height of a rendered image.", minimum=1),
     Key("memory", "budget_mb", 8192, "RAM for decoded records; least recently used are evicted beyond it.",
         minimum=1),

@@ -28,6 +28,12 @@ every WADO-RS metadata answer: a 3.9 MB file whose Referenced Frame Number held 
 cost the node 9.9 s and 530 MB at upload (stored), and 10.6 s at each metadata request. A file may
 hold at most `MAX_TEXT_VALUES` of them (counted by their separators; an element read without a VR
 is counted as its dictionary VR says, a private one as if it were text).
+
+The bounds of one file multiply by the files of an upload (`limits.max_files`): 4,000 files each just
+under them would cost the node over an hour of CPU and hundreds of GB. So the files of one upload (a
+browser upload, the instances of one STOW-RS request that go to one series, one C-STORE data set)
+are counted together too, each file's walk stopping as soon as the upload is past its bound
+(`UploadBudget`), before any of them is parsed.
 """
 
 from __future__ import annotations
@@ -52,6 +58,16 @@ MAX_ELEMENTS_PER_FRAME = 150
 #: metadata answer).
 MAX_TEXT_VALUES = 1_000_000
 
+#: Elements and items all the files of one upload may hold together, by default
+#: (`limits.max_upload_header_elements`): a 2,000-slice CT holds 260,000 (132 a slice, TCIA's
+#: CMB-CRC) to 600,000, a series of 4,000 slices of 500 as many as this; at about 20 µs and a
+#: kilobyte each, 40 s and 2 GB at most.
+MAX_UPLOAD_ELEMENTS = 2_000_000
+#: Text values all the files of one upload may hold together, by default
+#: (`limits.max_upload_header_values`): a CT slice holds a few dozen; at 5 µs and 260 bytes each,
+#: 20 s and 1 GB at most.
+MAX_UPLOAD_TEXT_VALUES = 4_000_000
+
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_DATA, NUMBER_OF_FRAMES = 0x7FE00010, 0x00280008
@@ -67,22 +83,54 @@ def allowed_elements(frames: int, max_elements: int = MAX_ELEMENTS) -> int:
     return max_elements + MAX_ELEMENTS_PER_FRAME * max(frames, 1)
 
 
+class UploadBudget:
+    """The elements and items, and the text values, the files of one upload hold together so far,
+    against the node's bounds for a whole upload (`limits.max_upload_header_elements`,
+    `limits.max_upload_header_values`): `excess` adds each file to it as it counts it."""
+
+    def __init__(self, max_elements: int = MAX_UPLOAD_ELEMENTS, max_values: int = MAX_UPLOAD_TEXT_VALUES):
+        self.max_elements, self.max_values = max_elements, max_values
+        self.elements = 0
+        self.values = 0
+
+    def refusal(self) -> str | None:
+        """Why the upload holds too much, or None while it does not."""
+        if self.elements > self.max_elements:
+            return (f"the upload's files hold more than {self.max_elements:,} data elements and sequence items "
+                    "together, over this node's limit for one upload (limits.max_upload_header_elements); send "
+                    "the files in several uploads, or without the private or repeated data that fills their headers")
+        if self.values > self.max_values:
+            return (f"the upload's files hold more than {self.max_values:,} values in their text elements together, "
+                    "over this node's limit for one upload (limits.max_upload_header_values); send the files in "
+                    "several uploads, or without the private or repeated data that fills their headers")
+        return None
+
+
 def excess(data: bytes, start: int, implicit: bool, little: bool, max_frames: int,
-           max_elements: int = MAX_ELEMENTS, max_values: int = MAX_TEXT_VALUES) -> str | None:
+           max_elements: int = MAX_ELEMENTS, max_values: int = MAX_TEXT_VALUES,
+           upload: UploadBudget | None = None) -> str | None:
     """Why the data set at `start` of `data` (an inflated one for a deflated syntax) holds too many
     elements and items for its frames, or too many text values, or None when it does not. `implicit`
     and `little`: its transfer syntax's encoding; `max_frames`: the most frames this node takes in a
     file; `max_elements` and `max_values`: the node's `limits.max_header_elements` and
-    `limits.max_header_values`."""
-    walk = _Walk(data, little, allowed_elements(max_frames, max_elements), max_values)
+    `limits.max_header_values`. With `upload`, the file is counted into it, and the walk stops as
+    soon as the upload is past its bounds (its `refusal` is then the answer)."""
+    ceiling, value_ceiling = allowed_elements(max_frames, max_elements), max_values
+    if upload is not None:
+        ceiling = min(ceiling, upload.max_elements - upload.elements)
+        value_ceiling = min(value_ceiling, upload.max_values - upload.values)
+    walk = _Walk(data, little, ceiling, value_ceiling, max_elements)
     walk.run(start, implicit)
+    if upload is not None:
+        upload.elements += walk.count
+        upload.values += walk.values
     frames = min(walk.frames or 1, max_frames)
     if walk.values > max_values:
         return (f"the file holds more than {max_values:,} values in its text elements (values separated by "
                 "backslashes), over this node's limit (limits.max_header_values); send it without the private "
                 "or repeated data that fills its header")
     if walk.count <= allowed_elements(frames, max_elements):
-        return None
+        return upload.refusal() if upload is not None else None
     counted = f"more than {walk.ceiling:,}" if walk.count > walk.ceiling else f"{walk.count:,}"
     return (f"the file holds {counted} data elements and sequence items, over this node's limit of "
             f"{max_elements:,} plus {MAX_ELEMENTS_PER_FRAME} a frame ({allowed_elements(frames, max_elements):,} "
@@ -107,8 +155,10 @@ class _Walk:
     """One pass over a data set's bytes counting its elements and items (module doc). No recursion:
     a stack holds the containers being walked (data sets, sequences, encapsulated pixel data)."""
 
-    def __init__(self, data: bytes, little: bool, ceiling: int, max_values: int = MAX_TEXT_VALUES):
+    def __init__(self, data: bytes, little: bool, ceiling: int, max_values: int = MAX_TEXT_VALUES,
+                 max_elements: int = MAX_ELEMENTS):
         self.data, self.little, self.ceiling, self.max_values = data, little, ceiling, max_values
+        self.max_elements = max_elements
         self.count = 0
         self.values = 0
         self.frames: int | None = None
@@ -209,4 +259,4 @@ class _Walk:
         if tag == NUMBER_OF_FRAMES and length != UNDEFINED:
             written = self.data[value:value + min(length, 16)].strip(b" \0").decode("ascii", "replace")
             self.frames = int(written) if written.isdigit() and int(written) > 0 else 1
-        self.ceiling = min(self.ceiling, allowed_elements(self.frames))
+        self.ceiling = min(self.ceiling, allowed_elements(self.frames, self.max_elements))

@@ -63,6 +63,8 @@ class Limits:
     max_decoded_bytes: int
     max_header_elements: int = element_budget.MAX_ELEMENTS
     max_header_values: int = element_budget.MAX_TEXT_VALUES
+    max_upload_header_elements: int = element_budget.MAX_UPLOAD_ELEMENTS
+    max_upload_header_values: int = element_budget.MAX_UPLOAD_TEXT_VALUES
 
     @classmethod
     def from_config(cls, config) -> Limits:
@@ -76,6 +78,8 @@ class Limits:
             max_decoded_bytes=limits["max_decoded_mb"] * MIB,
             max_header_elements=limits["max_header_elements"],
             max_header_values=limits["max_header_values"],
+            max_upload_header_elements=limits["max_upload_header_elements"],
+            max_upload_header_values=limits["max_upload_header_values"],
         )
 
 
@@ -428,14 +432,15 @@ def read_file_meta(raw: bytes) -> tuple[str, int]:
     return str(meta.get("TransferSyntaxUID", "")), stream.tell()
 
 
-def check_deflate_bomb(raw: bytes, name: str) -> int | None:
-    """A deflated dataset may inflate to at most max(32 MiB, 64x its size) before pydicom sees it;
-    how many bytes it inflates to (None: not a deflated file, or one whose meta group is unreadable,
-    which the parse refuses).
+def inflate(raw: bytes, name: str) -> tuple[int, bytes] | None:
+    """A deflated file's data set inflated, with the offset in `raw` its deflated bytes start at
+    (None: not a deflated file, or one whose meta group is unreadable, which the parse refuses); it
+    may inflate to at most max(32 MiB, 64x the file's size), or it is refused as a bomb (413).
 
     pydicom inflates the whole body in memory and then parses it; a small file that inflates to
     hundreds of MiB would hold a thread (and the RAM) for minutes. Every door runs this before any
-    pydicom read of a file's dataset.
+    pydicom read of a file's dataset, and the upload checks count and parse what it inflated
+    (`decode.read_dataset`'s `inflated`): each inflation of a 1 MB file takes about 30 ms.
     """
     try:
         syntax, meta_end = read_file_meta(raw)
@@ -446,48 +451,88 @@ def check_deflate_bomb(raw: bytes, name: str) -> int | None:
     limit = _inflate_limit(raw)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        inflated = len(inflater.decompress(raw[meta_end:], limit + 1))
+        inflated = inflater.decompress(raw[meta_end:], limit + 1)
     except zlib.error as exc:
         raise UploadError(400, "not_dicom", f"{name}: the deflated dataset is corrupt ({exc})") from exc
-    if inflated > limit:
+    if len(inflated) > limit:
         raise UploadError(413, "over_limits", f"{name}: the deflated dataset inflates to more than "
                           f"{limit // MIB} MiB; refused as a decompression bomb")
-    return inflated
+    if not inflater.eof:
+        raise UploadError(400, "not_dicom", f"{name}: the deflated dataset is corrupt (it ends before its "
+                          "deflate stream does: a truncated file)")
+    return meta_end, inflated
 
 
-def _parse_upload(name: str, raw: bytes, limits: Limits) -> ParsedFile:
+def check_deflate_bomb(raw: bytes, name: str) -> int | None:
+    """How many bytes a deflated file's data set inflates to (`inflate`, which refuses a bomb); None:
+    not a deflated file, or one whose meta group is unreadable."""
+    inflated = inflate(raw, name)
+    return None if inflated is None else len(inflated[1])
+
+
+def _parse_upload(name: str, raw: bytes, limits: Limits, counted: bool = False) -> ParsedFile:
     """An uploaded file parsed, once its elements and items are known to be within the bound that
-    keeps its parse cheap (`element_budget`: counted from its bytes, before pydicom reads them)."""
-    _check_element_count(name, raw, limits)
-    return _parse_file(name, raw, limits)
+    keeps its parse cheap (`element_budget`: counted from its bytes, before pydicom reads them;
+    `counted`: `check_upload` counted them already, with the upload's other files)."""
+    inflated = inflate(raw, name)  # once: the count and the parse read what it inflated
+    if not counted:
+        _check_element_count(name, raw, limits, inflated)
+    if inflated is None:  # not a deflated file
+        return _parse_file(name, raw, limits)
+    return _parse_file(name, raw, limits, inflated)
 
 
-def _check_element_count(name: str, raw: bytes, limits: Limits) -> None:
+def check_headers(uploads: list[tuple[str, bytes]], limits: Limits) -> element_budget.UploadBudget:
+    """Count the elements, items and text values of every file of an upload before any is parsed,
+    each file against the bounds of one file and all together against those of one upload
+    (`element_budget.UploadBudget`); 413 over_limits past either, nothing parsed or stored. A
+    deflated file is counted into the returned count when the node parses it (`check_upload`), from
+    the data set that parse inflates: inflated here too, it would be inflated once more."""
+    upload = element_budget.UploadBudget(limits.max_upload_header_elements, limits.max_upload_header_values)
+    for name, raw in uploads:
+        if not _deflated(raw):
+            _check_element_count(name, raw, limits, None, upload)
+    return upload
+
+
+def _deflated(raw: bytes) -> bool:
+    try:
+        return read_file_meta(raw)[0] == DEFLATED
+    except Exception:  # an unreadable meta group: the parse refuses it
+        return False
+
+
+def _check_element_count(name: str, raw: bytes, limits: Limits, inflated: tuple[int, bytes] | None,
+                         upload: element_budget.UploadBudget | None = None) -> None:
     """Refuse (413 over_limits) a file whose data set holds more elements and items than its frames
-    allow (`element_budget.excess`); a file whose meta group or deflated data set cannot be read is
-    left to the parse, which refuses it with its reason."""
+    allow (`element_budget.excess`), or that takes `upload`, its upload's count, past that upload's
+    bounds (refused as a whole: `whole_series`, so STOW-RS refuses every instance of it rather than
+    trying them again in halves); a file whose meta group or deflated data set cannot be read is
+    left to the parse, which refuses it with its reason. `inflated`: a deflated file's data set
+    (`inflate`, which refused a bomb as one before its zeros are counted)."""
     try:
         syntax, start = read_file_meta(raw)
     except Exception:  # anything a header parser can raise on foreign bytes: the parse refuses it
         return
     data = raw
-    if syntax == DEFLATED:
-        check_deflate_bomb(raw, name)  # a bomb is refused as one, before its zeros are counted
-        try:
-            data, start = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw[start:], _inflate_limit(raw)), 0
-        except zlib.error:
-            return
+    if inflated is not None:
+        data, start = inflated[1], 0
     problem = element_budget.excess(data, start, implicit=syntax == IMPLICIT_LITTLE_ENDIAN,
                                     little=syntax != EXPLICIT_BIG_ENDIAN, max_frames=limits.max_frames,
-                                    max_elements=limits.max_header_elements, max_values=limits.max_header_values)
+                                    max_elements=limits.max_header_elements, max_values=limits.max_header_values,
+                                    upload=upload)
+    if problem is not None and upload is not None and upload.refusal() == problem:
+        raise UploadError(413, "over_limits", problem, whole_series=True)
     if problem is not None:
         raise UploadError(413, "over_limits", f"{name}: {problem}")
 
 
-def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
+def _parse_file(name: str, raw: bytes, limits: Limits, inflated: tuple[int, bytes] | None = None) -> ParsedFile:
+    """A file parsed and its header checked; `inflated`: a deflated file's data set as `inflate` gave
+    it, which the parse reads instead of inflating it again (None: `inflate` runs here)."""
     if len(raw) < 132 or raw[128:132] != b"DICM":
         raise UploadError(400, "not_dicom", f"{name}: not a DICOM file (no DICM Part 10 preamble)")
-    inflated = check_deflate_bomb(raw, name)
+    inflated = inflated or inflate(raw, name)
     seen: set[int] = set()
     starts: list[int] = []  # the first element's offset, then one per tag met again
 
@@ -497,7 +542,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
         seen.add(tag)
 
     try:
-        ds = read_dataset(raw, observe)
+        ds = read_dataset(raw, observe, inflated)
     except (InvalidDicomError, EOFError) as exc:
         raise UploadError(400, "not_dicom", f"{name}: not a readable DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many kinds on malformed data; all mean "unreadable"
@@ -505,7 +550,7 @@ def _parse_file(name: str, raw: bytes, limits: Limits) -> ParsedFile:
     image = "PixelData" in ds
     if not image and not holds_no_image(ds):
         raise UploadError(422, "no_pixel_data", f"{name}: the file holds no image (no Pixel Data)")
-    _check_complete(ds, len(raw) if inflated is None else inflated, name)
+    _check_complete(ds, len(raw) if inflated is None else len(inflated[1]), name)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
     if not syntax:
         raise UploadError(415, "undecodable_syntax", f"{name}: the file meta names no transfer syntax")
@@ -787,7 +832,9 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
     (STOW-RS reads each part's UIDs from that parse): they are not parsed again.
     """
     _check_sizes(uploads, limits)
-    local = [(FileCheck(bad_frames=done.bad_frames), done) if done is not None else _check_native(name, raw, limits)
+    upload = check_headers(uploads, limits)
+    local = [(FileCheck(bad_frames=done.bad_frames), done) if done is not None
+             else _check_native(name, raw, limits, counted=True)
              for (name, raw), done in zip(uploads, checked or [None] * len(uploads), strict=True)]
     refusal = next((check.refusal for check, _ in filter(None, local) if check.refusal is not None), None)
     if refusal is not None:
@@ -803,7 +850,10 @@ def check_upload(uploads: list[tuple[str, bytes]], limits: Limits,
         for (name, raw), (check, parsed) in zip(uploads, checks, strict=True):
             assert check is not None, "a file is left unchecked only after another file's refusal (raised above)"
             if parsed is None:
-                parsed = _parse_file(name, raw, limits)
+                inflated = inflate(raw, name)
+                if inflated is not None:  # counted into the upload here (`check_headers`), before it is parsed
+                    _check_element_count(name, raw, limits, inflated, upload)
+                parsed = _parse_file(name, raw, limits, inflated)
             parsed.bad_frames = check.bad_frames
             unique.setdefault(parsed.sha256, parsed)
         return list(unique.values())
@@ -836,7 +886,8 @@ def check_native(name: str, raw: bytes, limits: Limits) -> ParsedFile | None:
     return parsed
 
 
-def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, ParsedFile | None] | None:
+def _check_native(name: str, raw: bytes, limits: Limits,
+                  counted: bool = False) -> tuple[FileCheck, ParsedFile | None] | None:
     """`check_file` in this process for a file whose frames are read straight from its bytes; None for
     any other file (its check needs a decoder: a worker runs it).
 
@@ -847,7 +898,7 @@ def _check_native(name: str, raw: bytes, limits: Limits) -> tuple[FileCheck, Par
     if not _checked_here(raw):
         return None
     try:
-        parsed = _parse_upload(name, raw, limits)
+        parsed = _parse_upload(name, raw, limits, counted)
         _check_no_duplicates(parsed)
         if parsed.stored_only is not None:
             convert_every_element(parsed.dataset)
