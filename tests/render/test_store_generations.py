@@ -1,7 +1,7 @@
 """A series deleted and stored again keeps its record id: the store refuses a blob the earlier
 generation left (put back from a backup, or by someone with write access to the store) as it refuses a
 modified file, though loads into RAM hash no file (`store.local` module doc). An older manifest put
-back is not told apart (docs/operations.md, attack 128)."""
+back is refused too (`store.generations`, tests/render/test_manifest_rollback.py)."""
 
 from __future__ import annotations
 

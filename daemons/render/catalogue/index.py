@@ -81,10 +81,11 @@ class CatalogueModels:
     Study: Any
     Series: Any
     Instance: Any
+    StoreGeneration: Any  # the latest commit of each record (`catalogue.generation_book`)
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.Patient, self.Study, self.Series, self.Instance]
+        return [self.Patient, self.Study, self.Series, self.Instance, self.StoreGeneration]
 
 
 def make_catalogue_models(database: peewee.Database) -> CatalogueModels:
@@ -144,7 +145,20 @@ def make_catalogue_models(database: peewee.Database) -> CatalogueModels:
             table_name = "dicom_instance"
             indexes = ((("series", "sop_instance_uid"), True),)
 
-    models = CatalogueModels(Patient, Study, Series, Instance)
+    class StoreGeneration(peewee.Model):
+        """The latest commit (`store.manifest.Commit`) of each record this node wrote or read: kept in
+        the node's database, apart from the store, so that an older manifest put back into the store
+        is refused (`store.generations`). A new table, made empty where the schema is older (the
+        schema upgrade makes missing tables): each record's next read is taken as its latest."""
+
+        id = peewee.CharField(primary_key=True, max_length=64)  # the record id
+        lineage = peewee.CharField(max_length=64, default="")
+        generation = peewee.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "store_generation"
+
+    models = CatalogueModels(Patient, Study, Series, Instance, StoreGeneration)
     for model in models.all:
         model._meta.database = database
     return models

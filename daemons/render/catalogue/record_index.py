@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import peewee
 
+from daemons.render.catalogue.generation_book import CatalogueGenerationBook
 from daemons.render.catalogue.index import backfill, forget_series, refresh_series
 from daemons.render.models import Models, remember_deleted
 from daemons.render.store.interface import RecordUnreadable, Store, StoreUnavailable
@@ -41,6 +42,8 @@ class RecordIndex:
         self._versions: dict[str, str] = {}
         self._versions_lock = threading.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
+        # the store refuses a manifest older than the latest this node noted here (`store.generations`)
+        store.track_generations(CatalogueGenerationBook(models))
 
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         """Call `listener(record_id, version)` when this worker meets a version of a record it had not

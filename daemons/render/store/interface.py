@@ -17,7 +17,8 @@ from daemons.render.store.manifest import JournalEntry, Manifest
 from shared.config import Config, ConfigError
 from shared.errors import error_response
 
-if TYPE_CHECKING:  # the local store module imports this one
+if TYPE_CHECKING:  # the local store and generations modules import this one
+    from daemons.render.store.generations import GenerationBook
     from daemons.render.store.local import Precompressed
 
 BACKENDS = ("local", "s3")
@@ -113,6 +114,10 @@ class Store(Protocol):
     def rewrap(self) -> int | None:
         """Wrap every record's data key with the current key-encryption key; returns how many changed,
         None for a store with one key and no wrapped data keys (local)."""
+
+    def track_generations(self, book: GenerationBook) -> None:
+        """From now on refuse a manifest older than the latest `book` holds, and note every commit
+        there (`generations` module doc); a store not given a book (a maintenance command) checks nothing."""
 
 
 def open_store(config: Config, create_key: bool = True, records_expected: bool = False) -> Store:

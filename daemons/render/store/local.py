@@ -26,6 +26,12 @@ apart. A `BOUND_MAGIC` blob relabelled `MAGIC` fails authentication (its associa
 so no blob can be downgraded into the always-checked form unnoticed either. Manifests, journal parts
 and the key check keep `MAGIC`.
 
+Each manifest and journal part names its commit (`manifest.Commit`): the base its own, each part
+the one its append made, so the parts that follow a base count on from its generation without a
+gap (a part missing, or one of another storing of the series, is `RecordRolledBack`), and the node
+refuses a record whose commit went back (`generations`). A part at or below its base's generation
+is one an interrupted compaction left behind and is skipped whole.
+
 A file or folder of a record that the node may not read (its owner or mode) or that fails with an I/O
 error is `RecordUnreadable`: that record answers 503 with the fix, the others are served, and it is
 never quarantined (it is not damaged). A blob missing from a stored record is damage (StoreError).
@@ -49,7 +55,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
 
@@ -57,8 +63,9 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from daemons.render.store.generations import GenerationBook, Generations, RecordRolledBack
 from daemons.render.store.interface import RecordUnreadable, StoreUnavailable
-from daemons.render.store.manifest import FileEntry, JournalEntry, Manifest, decode_journal, encode_journal
+from daemons.render.store.manifest import Commit, FileEntry, JournalEntry, Manifest, decode_journal, encode_journal
 from daemons.render.store.ownership import claim_folder, shown
 from shared.config import ConfigError
 from shared.files import require_owner_only
@@ -250,6 +257,14 @@ class RecordStore:
         self.root = Path(root)
         self._aead = AESGCM(key)
         self._threads = threads
+        self._generations: Generations | None = None
+        # record id -> (version, its commit) as last read or written here: an append names the commit
+        # it makes without decrypting the manifest again
+        self._commits: dict[str, tuple[str, Commit]] = {}
+
+    def track_generations(self, book: GenerationBook) -> None:
+        """Refuse rolled-back manifests from now on (`generations`); no other node writes this store."""
+        self._generations = Generations(book, shared=bool(self.location))
 
     @classmethod
     def open(cls, root: Path, key_file: Path, create_key: bool = True,
@@ -476,7 +491,8 @@ class RecordStore:
                     manifest: Manifest) -> bool:
         temp.mkdir()
         self._write_blobs(temp, record_id, 0, files, _digests(manifest.every_file, 0, len(files)))
-        body = manifest.encode()
+        commit = Commit(uuid.uuid4().hex, 1)  # a new storing of the series
+        body = replace(manifest, commit=commit).encode()
         _write_durable(temp / MANIFEST, self._seal(record_id, "manifest", body))
         _fsync_dir(temp)
         try:
@@ -486,7 +502,29 @@ class RecordStore:
                 return False
             raise
         _fsync_dir(self.root)
+        self._committed(record_id, commit, None, new_lineage=True)
         return True
+
+    def _committed(self, record_id: str, commit: Commit, version: str | None, new_lineage: bool = False) -> None:
+        """Note a commit this node made, and the version it is at when that is known for sure (else
+        the next append reads the manifest to learn its commit)."""
+        if version is None:
+            self._commits.pop(record_id, None)
+        else:
+            self._commits[record_id] = (version, commit)
+        if self._generations is not None:
+            self._generations.wrote(record_id, commit, new_lineage)
+
+    def _commit_at(self, record_id: str, version: str) -> Commit:
+        """The record's commit at `version` (an append or analysis continues it); StoreUnavailable
+        (retry) when the record is no longer at that version."""
+        known = self._commits.get(record_id)
+        if known is not None and known[0] == version:
+            return known[1]
+        manifest, read = self.read_manifest_versioned(record_id)
+        if read != version:
+            raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        return manifest.commit
 
     def append_files(self, record_id: str, first_blob: int, files: list[bytes | Precompressed],
                      entries: list[JournalEntry], expected_version: str) -> str:
@@ -502,11 +540,12 @@ class RecordStore:
         folder = self.path_of(record_id)
         if self.manifest_version(record_id) != expected_version:
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        commit = self._commit_at(record_id, expected_version).next()
         journal = folder / JOURNAL
         temp = journal / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
             journal.mkdir(exist_ok=True)
-            part = self._seal(record_id, f"journal:{first_blob}", encode_journal(entries))
+            part = self._seal(record_id, f"journal:{first_blob}", encode_journal(entries, commit))
             # the part's bytes are written aside while the blobs are (each fsync waits on the disk);
             # it takes its name only once the blobs' names are durable
             part_written = _aside_pool("journal").submit(_write_durable, temp, part)
@@ -528,7 +567,10 @@ class RecordStore:
         finally:
             with contextlib.suppress(OSError):  # in a folder the node may not write, nothing was made
                 temp.unlink(missing_ok=True)
-        return self._current_version(record_id)
+        version = self._current_version(record_id)
+        # the version is this commit's while this part is the last (appends to a series take turns)
+        self._committed(record_id, commit, version if version.endswith(f".{first_blob:06d}") else None)
+        return version
 
     def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
         """Store `manifest` (the analysis of the whole series) as the record's base, atomically, then
@@ -537,9 +579,10 @@ class RecordStore:
         folder = self.path_of(record_id)
         if self.manifest_version(record_id) != expected_version:
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
+        commit = self._commit_at(record_id, expected_version).next()
         try:
             temp = folder / f"{TEMP_PREFIX}{MANIFEST}"
-            _write_durable(temp, self._seal(record_id, "manifest", manifest.encode()))
+            _write_durable(temp, self._seal(record_id, "manifest", replace(manifest, commit=commit).encode()))
             os.replace(temp, folder / MANIFEST)
             _fsync_dir(folder)
         except OSError as exc:
@@ -550,7 +593,9 @@ class RecordStore:
         for name in self._parts(record_id):  # a part is merged whole: its first blob tells
             if int(name[:-4]) in merged:
                 (folder / JOURNAL / name).unlink(missing_ok=True)
-        return self._current_version(record_id)
+        version = self._current_version(record_id)
+        self._committed(record_id, commit, None if "+" in version else version)  # no part left: this commit's
+        return version
 
     def _parts(self, record_id: str) -> list[str]:
         """Names of the record's journal parts, in append order."""
@@ -578,7 +623,16 @@ class RecordStore:
         return self.read_manifest_versioned(record_id)[0]
 
     def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
-        """The base manifest followed by its journal parts (a pending manifest while any follows)."""
+        """The base manifest followed by its journal parts (a pending manifest while any follows),
+        refused when it went back (`generations`)."""
+        if self._generations is None:
+            manifest, version = self._read_versioned(record_id)
+        else:
+            manifest, version = self._generations.checked(record_id, lambda: self._read_versioned(record_id))
+        self._commits[record_id] = (version, manifest.commit)
+        return manifest, version
+
+    def _read_versioned(self, record_id: str) -> tuple[Manifest, str]:
         folder = self.path_of(record_id)
         for _ in range(READ_ATTEMPTS):
             # the version of the very file read: a manifest is replaced by rename, never rewritten in place
@@ -597,10 +651,38 @@ class RecordStore:
             except FileNotFoundError:
                 continue  # compacted meanwhile: read the new base
             base = Manifest.decode(self._open(record_id, "manifest", blob))
-            entries = [entry for name, part in sealed
-                       for entry in decode_journal(self._open(record_id, f"journal:{int(name[:-4])}", part))]
-            return base.with_journal(entries), self._joined(base_version, parts)
+            journal = [(name, *decode_journal(self._open(record_id, f"journal:{int(name[:-4])}", part)))
+                       for name, part in sealed]
+            commit, entries, gap = base.commit, [], None
+            for name, part_entries, part_commit in journal:
+                if part_commit.generation == 0 and base.commit.generation == 0:
+                    entries.extend(part_entries)  # written before commits were counted: read as then
+                elif part_commit.generation > base.commit.generation:  # (below: merged into the base)
+                    if part_commit != commit.next():
+                        gap = (name, part_commit)
+                        break
+                    commit = part_commit
+                    entries.extend(part_entries)
+            if gap is not None:
+                if self.manifest_version(record_id) != self._joined(base_version, parts):
+                    continue  # compacted or grown meanwhile: read again
+                raise self._journal_gap(record_id, commit, *gap)
+            return replace(base.with_journal(entries), commit=commit), self._joined(base_version, parts)
         raise StoreUnavailable(f"record {record_id} keeps changing while it is read; retry")
+
+    def _journal_gap(self, record_id: str, before: Commit, name: str, found: Commit) -> RecordRolledBack:
+        """A journal part that does not continue the commits before it: the part between was removed,
+        or this one is of another storing of the series (put back). Refused as a rollback (logged)."""
+        what = (f"journal part {name} is of another storing of this series" if found.lineage != before.lineage
+                else f"journal part {name} is commit {found.generation} but follows commit {before.generation}: "
+                     "the parts between are missing")
+        message = (f"record {record_id}: {what} (removed or put back by someone with write access to the store, "
+                   "or a partial restore). It is not served: restore the record's whole folder from one backup, "
+                   "or delete the series and send it again")
+        log.error("%s", message)
+        if self._generations is not None:
+            self._generations.book.refused(record_id, found, before, message)
+        return RecordRolledBack(record_id, message)
 
     def manifest_version(self, record_id: str) -> str | None:
         path = self.path_of(record_id) / MANIFEST
@@ -660,7 +742,14 @@ class RecordStore:
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        self._gone(record_id)
         return True
+
+    def _gone(self, record_id: str) -> None:
+        """The record left the store through this node: its commits are forgotten."""
+        self._commits.pop(record_id, None)
+        if self._generations is not None:
+            self._generations.forget(record_id)
 
     def quarantine(self, record_id: str, reason: str) -> Path | None:
         """Move a damaged record aside (kept for IT to inspect, never served); None if it is gone already.
@@ -678,6 +767,7 @@ class RecordStore:
             os.replace(path, target)
         except FileNotFoundError:  # quarantined by another request meanwhile
             return None
+        self._gone(record_id)
         try:
             (target / "reason.txt").write_text(reason + "\n", encoding="utf-8")
         except OSError as exc:  # a full disk: the record is aside all the same, its reason in the log

@@ -30,6 +30,13 @@ the last analysis. Only the store's raw reads return one; `daemons.render.ingest
 series and stores the result as the new base (`Ingest.settle`) before anything reads it further.
 A manifest of a version this node does not know (written by a newer node sharing the store) is
 refused with `ManifestVersionError`: it is not damaged, so it is never quarantined.
+
+Any version may carry `lineage` and `generation` (`Commit`, read with it as `Manifest.commit`): which
+storing of the series it belongs to and how many commits (the first write, each append, each new
+analysis) it has had in it. The store writes them, in the sealed body and each journal part, so
+that an older manifest put back is told from the latest (`daemons.render.store.generations`); a
+manifest or part written before they existed has neither (lineage "", generation 0). Nodes that do not
+know the keys read the manifest as before.
 """
 
 from __future__ import annotations
@@ -119,6 +126,31 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """Where a stored manifest stands (module doc): `lineage` names one storing of the series (a
+    series deleted and stored again gets another), `generation` counts its commits (0: written
+    before commits were counted)."""
+
+    lineage: str = ""
+    generation: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Commit:
+        """The commit a manifest body or journal part names; ValueError for one that is no commit."""
+        lineage, generation = data.get("lineage", ""), data.get("generation", 0)
+        if not isinstance(lineage, str) or type(generation) is not int or generation < 0:
+            raise ValueError(f"damaged commit: lineage {lineage!r}, generation {generation!r}")
+        return cls(lineage, generation)
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys a body carries: none for a commit of before they were counted."""
+        return {"lineage": self.lineage, "generation": self.generation} if self.generation else {}
+
+    def next(self) -> Commit:
+        return Commit(self.lineage, self.generation + 1)
+
+
+@dataclass(frozen=True)
 class JournalEntry:
     """A file appended to a series after its last analysis, with the frames of it found
     unshowable at upload (`bad_frames`: frame numbers within this file)."""
@@ -136,18 +168,20 @@ class JournalEntry:
                 "bad_frames": [{"frame": b.frame, "message": b.message} for b in self.bad_frames]}
 
 
-def encode_journal(entries: list[JournalEntry]) -> bytes:
-    """The body of one journal part (what a store seals and keeps for one append)."""
-    return json.dumps({"version": JOURNAL_VERSION, "journal": [e.to_json() for e in entries]},
+def encode_journal(entries: list[JournalEntry], commit: Commit) -> bytes:
+    """The body of one journal part (what a store seals and keeps for one append), naming the
+    commit the append makes."""
+    return json.dumps({"version": JOURNAL_VERSION, "journal": [e.to_json() for e in entries], **commit.to_json()},
                       separators=(",", ":")).encode("utf-8")
 
 
-def decode_journal(body: bytes) -> list[JournalEntry]:
-    """`encode_journal`'s inverse; ManifestVersionError for a part of a version this node does not know."""
+def decode_journal(body: bytes) -> tuple[list[JournalEntry], Commit]:
+    """`encode_journal`'s inverse (a part written before commits were counted names generation 0);
+    ManifestVersionError for a part of a version this node does not know."""
     data = json.loads(body)
     if data.get("version") != JOURNAL_VERSION:
         raise ManifestVersionError(data.get("version"))
-    return [JournalEntry.from_json(entry) for entry in data["journal"]]
+    return [JournalEntry.from_json(entry) for entry in data["journal"]], Commit.from_json(data)
 
 
 @dataclass(frozen=True)
@@ -299,6 +333,8 @@ class Manifest:
     files: tuple[FileEntry, ...]
     pending: int = 0  # how many of the last `files` were appended after the analysis (module doc)
     stored_only: tuple[FileEntry, ...] = ()  # the files that are no frames of the record (module doc)
+    # the commit it was read at (module doc); not its content: an analysis equal to the stored one is equal
+    commit: Commit = field(default=Commit(), compare=False)
     # What readers compute from this manifest once (e.g. daemons.render.imaging.voi's parsed VOIs), kept with
     # it: a series keeps its record id while it grows, so nothing parsed may be keyed by the id alone.
     derived: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -320,7 +356,8 @@ class Manifest:
         base = cls(version, Meta.from_json(data["meta"]), Render.from_json(data["render"]),
                    tuple(FileEntry.from_json(entry, position) for position, entry in enumerate(data["files"])),
                    stored_only=tuple(FileEntry.from_json(entry, int(entry["blob"]))
-                                     for entry in data.get("stored_only") or ()))
+                                     for entry in data.get("stored_only") or ()),
+                   commit=Commit.from_json(data))
         return base.with_journal([JournalEntry.from_json(entry) for entry in data.get("journal") or ()])
 
     def with_journal(self, entries: list[JournalEntry]) -> Manifest:
@@ -364,10 +401,11 @@ class Manifest:
         return cls.from_json(json.loads(body))
 
     def encode(self) -> bytes:
-        """The body a store encrypts and keeps (never a pending manifest: its journal is stored apart)."""
+        """The body a store encrypts and keeps (never a pending manifest: its journal is stored apart),
+        its commit with it (`to_json` is the content alone: two nodes' analyses of a series compare equal)."""
         if self.pending:
             raise ValueError("a pending manifest is analysed before it is stored as a base")
-        return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        return json.dumps({**self.to_json(), **self.commit.to_json()}, separators=(",", ":")).encode("utf-8")
 
     def to_json(self) -> dict[str, Any]:
         data = {"version": MANIFEST_VERSION, "meta": self.meta.to_json(), "render": self.render.to_json(),

@@ -19,6 +19,11 @@ write, and a node that appended meanwhile makes this one fail cleanly (503, retr
 A node killed mid-upload leaves only objects no manifest names; readers never see them and
 `cleanup` removes them once older than `s3.stale_upload_s`. Deleting removes the manifest first.
 
+Every manifest body names its commit (`manifest.Commit`: the upload id as its lineage, and a
+generation each append and analysis counts on), so that an older manifest object put back into the
+bucket is refused (`generations`; a store shared by several nodes, so another lineage, a series
+another node deleted and stored again, is followed).
+
 Everything is encrypted on the node before it is sent (see `envelope`); the bucket, its operators
 and the network see only ciphertext, object sizes and record ids (content hashes).
 """
@@ -35,6 +40,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -46,9 +52,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from daemons.render.store import envelope
 from daemons.render.store.blob_cache import BlobCache
 from daemons.render.store.envelope import KeyRing
+from daemons.render.store.generations import GenerationBook, Generations
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import Precompressed, StoreError
-from daemons.render.store.manifest import JOURNAL_VERSION, JournalEntry, Manifest
+from daemons.render.store.manifest import JOURNAL_VERSION, Commit, JournalEntry, Manifest
 from shared.config import Config, ConfigError
 from shared.files import require_owner_only
 
@@ -131,6 +138,15 @@ class S3RecordStore:
         self._headers: dict[str, _Header] = {}
         self._lock = threading.Lock()
         self._used_bytes = 0
+        self._generations: Generations | None = None
+
+    def track_generations(self, book: GenerationBook) -> None:
+        """Refuse rolled-back manifests from now on (`generations`); other nodes write this store too."""
+        self._generations = Generations(book, shared=True)
+
+    def _committed(self, record_id: str, commit: Commit, new_lineage: bool = False) -> None:
+        if self._generations is not None:
+            self._generations.wrote(record_id, commit, new_lineage)
 
     @classmethod
     def from_config(cls, config: Config) -> S3RecordStore:
@@ -254,7 +270,8 @@ class S3RecordStore:
             self._cached(keys[index], body)
             return len(body)
 
-        body = manifest.encode()
+        commit = Commit(upload, 1)  # a new storing of the series
+        body = replace(manifest, commit=commit).encode()
         header = {"upload": upload, "wrapped": self.keys.wrap(data_key)}
         blob = envelope.pack_manifest(header, envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
@@ -272,6 +289,7 @@ class S3RecordStore:
         with self._lock:
             self._headers[record_id] = _Header(upload, data_key)
             self._used_bytes += written + len(blob)
+        self._committed(record_id, commit, new_lineage=True)
         return True
 
     def _put_objects(self, keys: list[str], bodies: list[bytes]) -> int:
@@ -300,28 +318,34 @@ class S3RecordStore:
         """
         part = uuid.uuid4().hex
 
-        def grown(header: dict, body: bytes, data_key: bytes) -> tuple[dict, bytes, list[str], list[bytes]]:
-            data = json.loads(body)
+        def grown(header: dict, data: dict, data_key: bytes) -> tuple[dict, bytes, list[str], list[bytes], Commit]:
+            commit = Commit.from_json(data).next()
             data["version"] = JOURNAL_VERSION
             data["journal"] = [*data.get("journal", []), *(entry.to_json() for entry in entries)]
+            data.update(commit.to_json())
             keys = [self._object_key(record_id, part, first_blob + i) for i in range(len(files))]
             bodies = [envelope.seal(data_key, record_id, str(first_blob + i), raw) for i, raw in enumerate(files)]
             parts = [*header.get("parts", []), [first_blob, part]]
             return ({**header, "parts": parts}, json.dumps(data, separators=(",", ":")).encode("utf-8"),
-                    keys, bodies)
+                    keys, bodies, commit)
 
         return self._replace(record_id, expected_version, grown)
 
     def replace_manifest(self, record_id: str, manifest: Manifest, expected_version: str) -> str:
         """Store `manifest` (the series' analysis, journal taken in) as the record's manifest, if the
         manifest object is still at `expected_version` (its ETag), else StoreUnavailable."""
-        return self._replace(record_id, expected_version, lambda header, body, key: (header, manifest.encode(), [], []))
+        def analysed(header: dict, data: dict, data_key: bytes) -> tuple[dict, bytes, list[str], list[bytes], Commit]:
+            commit = Commit.from_json(data).next()
+            return header, replace(manifest, commit=commit).encode(), [], [], commit
+
+        return self._replace(record_id, expected_version, analysed)
 
     def _replace(self, record_id: str, expected_version: str,
-                 change: Callable[[dict, bytes, bytes], tuple[dict, bytes, list[str], list[bytes]]]) -> str:
-        """Replace a record's manifest object by `change(header, body, data key)` -> (header, body,
-        new object keys, their sealed bodies), the objects written first, the manifest last with
-        `If-Match`: the one commit point."""
+                 change: Callable[[dict, dict, bytes], tuple[dict, bytes, list[str], list[bytes], Commit]]) -> str:
+        """Replace a record's manifest object by `change(header, body as JSON, data key)` -> (header,
+        body, new object keys, their sealed bodies, the commit it makes), the objects written first,
+        the manifest last with `If-Match`: the one commit point. Nothing is committed onto a
+        manifest older than the latest this node noted (`generations`)."""
         key = self._manifest_key(record_id)
         try:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
@@ -330,8 +354,11 @@ class S3RecordStore:
         if reply["ETag"] != expected_version:
             raise StoreUnavailable(f"record {record_id} changed on another node since it was read; retry")
         header, upload, data_key, sealed = self._open_manifest(record_id, reply["Body"].read())
-        body = envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)
-        header, body, keys, bodies = change(header, body, data_key)
+        data = json.loads(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed))
+        if self._generations is not None:
+            self._generations.continues(record_id, Commit.from_json(data),
+                                        lambda: self.manifest_version(record_id) != expected_version)
+        header, body, keys, bodies, commit = change(header, data, data_key)
         blob = envelope.pack_manifest(header, envelope.seal(data_key, record_id, f"manifest:{upload}", body))
         try:
             written = self._put_objects(keys, bodies) if keys else 0
@@ -349,6 +376,7 @@ class S3RecordStore:
         with self._lock:
             self._headers[record_id] = _Header(upload, data_key, parts)
             self._used_bytes += written + len(blob)
+        self._committed(record_id, commit)
         return committed["ETag"]
 
     def _commit(self, record_id: str, blob: bytes) -> bool:
@@ -372,6 +400,12 @@ class S3RecordStore:
         return self.read_manifest_versioned(record_id)[0]
 
     def read_manifest_versioned(self, record_id: str) -> tuple[Manifest, str]:
+        """The manifest and its ETag, refused when it went back (`generations`)."""
+        if self._generations is None:
+            return self._read_versioned(record_id)
+        return self._generations.checked(record_id, lambda: self._read_versioned(record_id))
+
+    def _read_versioned(self, record_id: str) -> tuple[Manifest, str]:
         key = self._manifest_key(record_id)
         try:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
@@ -438,6 +472,8 @@ class S3RecordStore:
             self._headers.pop(record_id, None)
         if self._cache is not None:
             self._cache.drop_record(record_id)
+        if self._generations is not None:
+            self._generations.forget(record_id)
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")]
                           + [f"{self.prefix}{FILED}{record_id}"])
         return True
@@ -458,6 +494,8 @@ class S3RecordStore:
         _call(f"DELETE {source}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=source))
         with self._lock:
             self._headers.pop(record_id, None)
+        if self._generations is not None:
+            self._generations.forget(record_id)
         if self._cache is not None:
             self._cache.drop_record(record_id)
         return f"s3://{self.bucket}/{target}"
