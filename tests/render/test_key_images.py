@@ -132,6 +132,24 @@ def test_a_time_point_is_kept_and_each_time_point_is_its_own_key_image(node):
     assert _listed(node, record_id) == [("native", POSITIONS + 2, None, 1), ("axial", 2, "1", 0)]
 
 
+def test_a_stored_slice_is_marked_at_its_own_time_point_only(node):
+    """A stored slice shows one time point: `native/0?phase=2` of a cine whose frame 0 is time point
+    0 named no image, yet was kept beside the slice's own mark (listed "Slice 1 · Time 3")."""
+    record_id = _upload(node, synth.classic_cine(positions=4, times=3))
+    reply = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers())
+    phases = reply.json["stacks"][0]["phases"]
+    first, later = phases[0][0], phases[2][0]   # the first position at time points 0 and 2
+    for tail in (f"/native/{first}?phase=2", f"/native/{later}?phase=0"):
+        for method in (node.client.put, node.client.delete):
+            refused = method(_url(record_id, tail), headers=node.headers())
+            assert refused.status_code == 404 and refused.json["error"]["code"] == "not_found", refused.json
+            assert "is time point" in refused.json["error"]["message"]
+    for tail in (f"/native/{first}?phase=0", f"/native/{later}?phase=2", f"/native/{later}"):
+        assert node.client.put(_url(record_id, tail), headers=node.headers()).status_code == 200
+    assert _listed(node, record_id) == [("native", first, None, 0), ("native", later, None, None),
+                                        ("native", later, None, 2)]
+
+
 @pytest.mark.parametrize(("tail", "status"), [
     ("/coronal/0?stack=9", 404), ("/coronal/0?stack=x", 400), ("/native/0?stack=1", 400),
     ("/axial/0?phase=2", 404), ("/native/0?phase=2", 404), ("/axial/0?phase=-1", 404), ("/axial/0?phase=one", 400),

@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels
+from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels, not_modified
 from daemons.render.imaging.annotate import Annotation, burn_in
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
@@ -129,11 +129,10 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
         parts.append("invert")
     etag = image_etag(record_id, manifest, *parts)
     weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
-    if conditional and request.if_none_match.contains_weak(etag):
-        not_modified = Response(status=304, headers={"Cache-Control": CACHE_CONTROL})
-        not_modified.set_etag(etag, weak=weak)
+    unchanged = not_modified(etag, CACHE_CONTROL, weak) if conditional else None
+    if unchanged is not None:
         note_view("frame", record_id)
-        return not_modified
+        return unchanged
     record = ready_frame(the_node, record, record_id, index)
 
     def make() -> tuple[bytes, str]:

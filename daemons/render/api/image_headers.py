@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from werkzeug.http import quote_etag
 
 from daemons.render.imaging.pixels import Window
@@ -74,3 +74,16 @@ def image_response(body: bytes, mimetype: str, cache_control: str, render_ms: fl
     if isinstance(window, Window):
         headers.append((WINDOW, window_value(window)))
     return Response(body, mimetype=mimetype, headers=headers)
+
+
+def not_modified(etag: str, cache_control: str, weak: bool = False) -> Response | None:
+    """The 304 for a request whose If-None-Match names `etag`, else None: the one conditional rule
+    of frames, reformats and 3D stills. If-None-Match compares weakly (RFC 9110 13.1.2), so
+    `W/"<etag>"` matches too, and the 304 carries the Cache-Control the 200 would (15.4.5):
+    reformats and 3D stills compared strongly and sent none, so a client or proxy that weakened the
+    ETag had every image rendered anew, and a revalidated image lost its caching rule."""
+    if not request.if_none_match.contains_weak(etag):
+        return None
+    response = Response(status=304, headers={"Cache-Control": cache_control})
+    response.set_etag(etag, weak=weak)
+    return response

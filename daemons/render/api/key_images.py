@@ -24,7 +24,8 @@ from daemons.render.api.records import stored_or_404
 from daemons.render.imaging.planes import plane_table
 from daemons.render.models import KEY_IMAGES_LOCK
 from daemons.render.node import node
-from daemons.render.stacks import Stack, find_stack, stack_manifest, stacks_of
+from daemons.render.stacks import Stack, find_stack, frame_stack, stack_manifest, stacks_of
+from daemons.render.store.manifest import Manifest
 from daemons.render.stored_only import require_renderable
 from shared.access import require_own_institution
 from shared.audit import record_audit
@@ -85,6 +86,14 @@ def _phase_count(stacks: list[Stack], index: int, stack: Stack | None) -> int:
     return len(stack.phases) if stack is not None else 1
 
 
+def _own_phase(manifest: Manifest, index: int) -> int:
+    """The time point stored slice `index` is of: the phase of its stack holding the frame. A stored
+    slice shows one time point only, so a mark naming another (`native/0?phase=2` on a cine whose
+    frame 0 is time point 0) named an image that does not exist: it was kept, listed as
+    "Slice 1 · Time 3" and led to frame 0, beside the mark of that same slice at its own time point."""
+    return next((p for p, frames in enumerate(frame_stack(manifest, index).phases) if index in frames), 0)
+
+
 def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     """The image a request names, once the record is known (404), `plane`/`index` name one of its
     images (400), the stack is one of the record's (404; 422 when it forms no volume to reformat)
@@ -116,6 +125,9 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
     phases = _phase_count(stacks_of(manifest), index, stack)
     if phase is not None and not 0 <= phase < phases:
         raise not_found("time point", f"{phase} (this image has {phases}: 0..{phases - 1})")
+    if phase is not None and stack is None and phase != (own := _own_phase(manifest, index)):
+        raise not_found("time point", f"{phase} of stored slice {index}: it is time point {own} of its stack; "
+                        f"give phase={own}, or no phase")
     return KeyImageRef(record_id, plane, index, None if stack is None else stack.id, phase)
 
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app
 
 from daemons.render.api import query
-from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels
+from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels, not_modified
 from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
 from daemons.render.imaging.image_cache import ImageCache
@@ -379,9 +379,11 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     invert = ("invert",) if spec.invert else ()
     etag = image_etag(record_id, record.manifest, stack.id, stack.phase, plane, index, voi.key, spec.fmt,
                       spec.quality, spec.box, spec.region, spec.slab_mm, spec.slab_mode, *flip, *invert)
-    if etag in request.if_none_match:
+    cache = f"private, max-age={STILL_MAX_AGE_S}"
+    unchanged = not_modified(etag, cache)
+    if unchanged is not None:
         note_view("mpr", record_id)
-        return Response(status=304, headers={"ETag": f'"{etag}"'})
+        return unchanged
     encoded = _encoded(record_id, etag, lambda: mirror(inverted(reformat_image(
         volume, plane, index, voi.voi, spec.box, _max_px(), spec.slab_mm, spec.slab_mode, spec.region),
         spec.invert), spec.flip), spec.fmt, spec.quality, "mpr")
@@ -389,8 +391,7 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     labels = plane_labels(volume.geometry, layout) if record.manifest.render.known_orientation else None
     if labels and flip:
         labels = mirrored_labels(labels, spec.flip)
-    return _image_response(encoded, started, f"private, max-age={STILL_MAX_AGE_S}", etag,
-                           labels, voi.voi or default_voi(volume))
+    return _image_response(encoded, started, cache, etag, labels, voi.voi or default_voi(volume))
 
 
 def view_spec(mode: str, render: str, window: Window | None, box: tuple[int, int]) -> ViewSpec:
@@ -464,9 +465,10 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     if render == "still":
         etag = image_etag(record_id, record.manifest, stack.id, stack.phase, view, fmt, image_quality,
                           state.caster.name, *(("invert",) if invert else ()))
-        if etag in request.if_none_match:
+        unchanged = not_modified(etag, f"private, max-age={STILL_MAX_AGE_S}")
+        if unchanged is not None:
             note_view("volume", record_id)
-            return Response(status=304, headers={"ETag": f'"{etag}"'})
+            return unchanged
     encoded = _encoded(record_id, etag, lambda: inverted(_render_bounded(state, volume_data, view, view_id, seq,
                                                                          _modality(record)), invert),
                        fmt, image_quality, "volume")

@@ -14,12 +14,19 @@ table is built with it, so both paths agree by construction.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
 WINDOW_FUNCTIONS = ("linear", "linear_exact", "sigmoid")
+#: Values taken through the float pipeline at once (`display_bytes`). Each costs about 24 bytes of
+#: temporaries there (float64 modality and display values, rounding), so a frame or reformat of
+#: 8192 x 8192 values windowed whole held 1.5 GB per request beside the frames the memory budget
+#: counts; in chunks of this many values, 6 MB, whatever the image's size.
+WINDOW_CHUNK = 1 << 18
 
 # Named windows (center, width) in Hounsfield units; values as commonly taught (Radiopaedia).
 PRESETS: dict[str, tuple[float, float]] = {
@@ -168,14 +175,27 @@ def _round_to_bytes(y: np.ndarray, out: np.ndarray) -> None:
         out[i] = 0 if r < 0.0 else 255 if r > 255.0 else np.uint8(r)
 
 
+def display_bytes(stored: np.ndarray, to_modality: Callable[[np.ndarray], np.ndarray], voi: Voi,
+                  invert: bool = False) -> np.ndarray:
+    """8-bit display values of `stored` through `to_modality`, `voi` and (MONOCHROME1) inversion, in
+    float maths: the one float pipeline of 2D frames, reformats and 3D projections. Element by element,
+    WINDOW_CHUNK values at a time (along the first axis), so its temporaries stay small however large
+    the image: the result is the same as in one piece."""
+    if stored.ndim == 0:
+        display = voi_values(to_modality(stored), voi)
+        return to_uint8(255.0 - display if invert else display)
+    out = np.empty(stored.shape, dtype=np.uint8)
+    step = max(1, WINDOW_CHUNK // max(1, math.prod(stored.shape[1:])))
+    for start in range(0, stored.shape[0], step):
+        display = voi_values(to_modality(stored[start:start + step]), voi)
+        out[start:start + step] = to_uint8(255.0 - display if invert else display)
+    return out
+
+
 def render_gray_reference(stored: np.ndarray, params: GrayParams) -> np.ndarray:
     """The whole greyscale pipeline in float maths, for any dtype; the definition of correct."""
-    values = params.modality.apply(stored)
-    voi = auto_window(values) if params.voi is None else params.voi
-    display = voi_values(values, voi)
-    if params.invert:
-        display = 255.0 - display
-    return to_uint8(display)
+    voi = auto_window(params.modality.apply(stored)) if params.voi is None else params.voi
+    return display_bytes(stored, params.modality.apply, voi, params.invert)
 
 
 def lut_supported(dtype: np.dtype) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemons.render.imaging.geometry import resample
-from daemons.render.imaging.pixels import Voi, Window, to_uint8, voi_values
+from daemons.render.imaging.pixels import Voi, Window, display_bytes
 from daemons.render.volume.geometry import RayGrid, ray_grid
 from daemons.render.volume.transfer import PRESETS, TransferLut, build_lut, default_preset
 from daemons.render.volume.volume import PreparedVolume
@@ -134,15 +134,15 @@ def projection_window(values: np.ndarray, volume: PreparedVolume) -> Window:
     return Window(round((low + high) / 2.0, 1), round(width, 1))
 
 
-def window_values(values: np.ndarray, hit: np.ndarray, volume: PreparedVolume,
+def window_values(values: np.ndarray, hit: np.ndarray | None, volume: PreparedVolume,
                   window: Voi | None, invert: bool = False) -> np.ndarray:
-    """Raw values to 8-bit through the same modality and VOI stages as 2D frames (PS3.3 C.11);
-    rays that missed the volume stay black."""
-    grey = voi_values(volume.to_modality(values.astype(np.float64)), window or default_voi(volume))
-    if invert:
-        grey = 255.0 - grey
-    out = to_uint8(grey)
-    out[~hit] = 0
+    """Raw values to 8-bit through the same modality and VOI stages as 2D frames (PS3.3 C.11,
+    `pixels.display_bytes`); rays that missed the volume (`hit` False) stay black; `hit` None: a
+    reformat's plane, every value of which is in the volume."""
+    out = display_bytes(values, lambda raw: volume.to_modality(raw.astype(np.float64)),
+                        window or default_voi(volume), invert)
+    if hit is not None:
+        out[~hit] = 0
     return out
 
 
