@@ -525,7 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole system on loopback with demo data")
     p.add_argument("--state-dir", default=".sivr-demo")
-    p.add_argument("--fresh", action="store_true", help="discard an earlier demo state first")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard an earlier demo's state first (only what a demo writes: a folder holding "
+                        "anything else is refused)")
     p.add_argument("--no-data", action="store_true", help="skip uploading the demo CT series")
     p.set_defaults(func=cmd_demo)
 

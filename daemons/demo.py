@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -27,8 +28,10 @@ from daemons.deployment import (
     LocalDeployment,
     dicom_endpoint,
     init_deployment,
+    require_private_folder,
 )
 from daemons.front import BACKEND_PORT_OFFSET
+from daemons.front import FOLDER as FRONT_FOLDER
 from daemons.layers import get_layer
 from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
@@ -297,10 +300,49 @@ def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
     return path
 
 
+#: What a demo writes into its state folder (`init_deployment`, `seed_base`, `write_demo_json`, the
+#: daemons' logs): all that `--fresh` removes. Folders, files, and the instances' configs and
+#: `write_atomic`'s temporaries by pattern.
+DEMO_FOLDERS = frozenset({"keys", "tls", "data", "logs", FRONT_FOLDER})
+DEMO_FILES = frozenset({LAYOUT_FILE, "demo.json", "demo-users.json"})
+_DEMO_FILE_NAME = re.compile(r"(toplevel|web|institution-\d+|render-\d+-\d+)\.toml|\..+\.[0-9a-f]{16}\.tmp")
+
+
+def _written_by_a_demo(entry: Path) -> bool:
+    if entry.name in DEMO_FOLDERS:
+        return entry.is_dir() or entry.is_symlink()
+    return entry.name in DEMO_FILES or bool(_DEMO_FILE_NAME.fullmatch(entry.name))
+
+
+def discard_state(state_dir: Path) -> None:
+    """`--fresh`: remove an earlier demo's state, and nothing else.
+
+    The folder was removed whole, whatever it held: `sivr demo --fresh --state-dir .` in a
+    checkout (or a home folder, a typo) deleted every file in it before the demo started there.
+    A folder holding anything a demo does not write is refused, naming it; links are removed, not
+    followed."""
+    if not state_dir.exists():
+        return
+    if not state_dir.is_dir():
+        raise ValueError(f"--state-dir {state_dir} is not a folder: --fresh removes a demo's state folder only")
+    entries = sorted(state_dir.iterdir())
+    foreign = [entry.name for entry in entries if not _written_by_a_demo(entry)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ValueError(f"--state-dir {state_dir} holds {foreign[0]!r}{more}, which no demo writes: --fresh "
+                         "removes only a demo's own files; name another --state-dir, or move those away")
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def run_demo(state_dir: Path, fresh: bool = False, with_data: bool = True) -> int:
     state_dir = state_dir.resolve()
-    if fresh and state_dir.exists():
-        shutil.rmtree(state_dir)
+    require_private_folder(state_dir)  # before anything of it is read, run or removed
+    if fresh:
+        discard_state(state_dir)
     if (state_dir / LAYOUT_FILE).exists():
         layout = Layout.load(state_dir)
     else:

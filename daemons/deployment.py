@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import itertools
 import json
 import os
+import pwd
 import random
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -238,6 +241,55 @@ def existing_data(root: Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in found]
 
 
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"user {uid}"
+
+
+def _only_our_group(gid: int) -> bool:
+    """Whether the group `gid` is this user's own private group (a umask 002 set-up makes every
+    folder group-writable by it): our primary group, naming no other member."""
+    if gid != os.getegid():
+        return False
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return False
+    return members <= {_user_name(os.geteuid())}
+
+
+def require_private_folder(root: Path) -> None:
+    """ValueError unless nobody but this user and root can change `root` or a folder above it.
+
+    A deployment folder holds the signing key, the CA and every config that IT later copies to the
+    hosts. In a folder another user owns (or may write, or one above it), that user renames
+    `keys/` or a config away after init wrote them and puts their own in its place (files of the
+    folder's owner are no obstacle to that): a signing key they know, with which they mint a system
+    administrator's token. So init, and `sivr demo` before it reads or writes its state folder,
+    refuse such a folder, as sshd refuses an authorized_keys file others may change. A folder above
+    it may be writable by all if it has the sticky bit (/tmp): others cannot rename what is ours
+    there. Folders not made yet are checked from the first that exists.
+    """
+    root = Path(root).resolve()
+    trusted = {0, os.geteuid()}
+    for folder in (root, *root.parents):
+        try:
+            status = folder.stat()
+        except FileNotFoundError:
+            continue
+        fix = ("choose a folder that only you (and root) can change, e.g. one made by `mktemp -d`, "
+               "or make it yours and not writable by others (chown, chmod go-w)")
+        if status.st_uid not in trusted:
+            raise ValueError(f"{folder} belongs to {_user_name(status.st_uid)}, who could replace the keys and "
+                             f"configs written under it: {fix}")
+        others_write = status.st_mode & 0o002 or (status.st_mode & 0o020 and not _only_our_group(status.st_gid))
+        if others_write and (folder == root or not status.st_mode & stat.S_ISVTX):
+            raise ValueError(f"{folder} may be written by other users (mode {stat.filemode(status.st_mode)}), "
+                             f"who could replace the keys and configs written under it: {fix}")
+
+
 def default_render_workers() -> int:
     """A render node's gunicorn workers: one per core (they share the decoded series), at most
     MAX_DEFAULT_RENDER_WORKERS (each worker keeps its own compiled kernels and decode pool)."""
@@ -286,6 +338,7 @@ def init_deployment(
     if min(nodes_per_institution) < 0:
         raise ValueError(f"render nodes per institution: {min(nodes_per_institution)} is below 0")
     root = root.resolve()
+    require_private_folder(root)
     keys, tls, data = root / "keys", root / "tls", root / "data"
     for folder in (keys, tls, data, root / fronts.FOLDER):
         if folder.is_symlink():

@@ -26,7 +26,7 @@ from place_deployment import (
     sqlite_file,
 )
 
-from daemons.deployment import Instance, Layout
+from daemons.deployment import Instance, Layout, require_private_folder
 
 
 def write_bundle(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path, dict[str, Any]]],
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     private_from_now()  # the bundle holds keys too: private until it is installed
 
     out = Path(args.out).resolve()
+    try:  # the bundle carries keys: nobody else may swap them before it is installed
+        require_private_folder(out)
+    except ValueError as exc:
+        raise SystemExit(f"host_bundle: {exc}") from None
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty")
     source_dir = Path(args.source).resolve()

@@ -731,3 +731,94 @@ def test_a_database_write_that_fails_is_one_line_saying_what_to_do(initialised):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("sivr: database error: ") and "free space" in done.stderr
+
+
+NOBODY = 65534
+
+
+def _give_away(folder: Path) -> None:
+    """Hand `folder` to another user (needs root: else the test is skipped)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a folder to another user")
+    os.chown(folder, NOBODY, NOBODY)
+
+
+@pytest.mark.parametrize("whose", ["another user's", "writable by all", "below another user's"])
+def test_init_refuses_a_folder_another_user_could_change_and_writes_nothing(tmp_path, capsys, whose):
+    """`sivr init --dir` into a folder another user owns (or may write): init wrote there, then that
+    user renamed keys/ and toplevel.toml away and put a signing key of their own in their place,
+    which the toplevel then signed system administrators' tokens with (reproduced as root, the
+    other user `nobody`)."""
+    from daemons.cli import main
+
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    root = parent if whose != "below another user's" else parent / "deployment"
+    if whose == "writable by all":
+        parent.chmod(0o777)
+    else:
+        _give_away(parent)
+    assert main(["init", "--dir", str(root)]) == 2
+    error = capsys.readouterr().err
+    assert str(parent) in error and "mktemp -d" in error
+    assert list(parent.iterdir()) == []
+
+
+def test_init_takes_a_new_folder_in_a_sticky_folder_all_may_write(tmp_path):
+    """/tmp is writable by all, but with the sticky bit nobody else may rename what init makes there."""
+    from daemons.cli import main
+
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    assert main(["init", "--dir", str(sticky / "deployment"), "--no-front"]) == 0
+    assert (sticky / "deployment" / "keys" / "token_ed25519.pem").is_file()
+
+
+def test_demo_refuses_a_state_folder_of_another_user_before_reading_it(tmp_path):
+    """`sivr demo --state-dir` in another user's folder read the layout that user had put there (the
+    configs it names are what the demo starts), as init's keys there were theirs to swap."""
+    from daemons.demo import run_demo
+
+    state = tmp_path / "demo"
+    state.mkdir()
+    (state / "deployment.json").write_text("planted")
+    _give_away(state)
+    with pytest.raises(ValueError, match="belongs to"):
+        run_demo(state)
+    assert (state / "deployment.json").read_text() == "planted"
+
+
+def test_demo_fresh_refuses_a_folder_holding_other_files_and_deletes_nothing(tmp_path):
+    """`sivr demo --fresh --state-dir DIR` removed DIR whole before starting the demo there: a
+    checkout, a home folder or a typo lost every file (a thesis in a sub-folder, reproduced)."""
+    state = tmp_path / "work"
+    (state / "sub").mkdir(parents=True)
+    (state / "sub" / "thesis.txt").write_text("my thesis")
+    (state / "deployment.json").write_text("{}")  # looks like a demo's too
+    demo = subprocess.Popen([*SIVR, "demo", "--fresh", "--no-data", "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, error = demo.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # the old code: the demo started in the emptied folder
+        demo.send_signal(signal.SIGINT)
+        _, error = demo.communicate(timeout=120)
+    assert demo.returncode == 2, error
+    assert "'sub', which no demo writes" in error and "--state-dir" in error
+    assert (state / "sub" / "thesis.txt").read_text() == "my thesis"
+
+
+def test_demo_fresh_discards_what_a_demo_wrote_and_no_file_a_link_points_to(tmp_path):
+    from daemons.demo import discard_state, seed_base, write_demo_json
+    from daemons.deployment import LocalDeployment, init_deployment
+
+    state, elsewhere = tmp_path / "demo", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.txt").write_text("kept")
+    layout = init_deployment(state, front=True)
+    seed_base(layout)
+    (state / "logs").symlink_to(elsewhere)
+    write_demo_json(LocalDeployment(layout), {})  # not started: its layout and configs are what it reads
+    discard_state(state)
+    assert list(state.iterdir()) == []
+    assert (elsewhere / "kept.txt").read_text() == "kept"

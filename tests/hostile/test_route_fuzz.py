@@ -315,6 +315,7 @@ def _institution(tmp: Path, keys: tuple[Path, Path], database: str | None) -> It
             "physician", {"record_id": second["id"], "institution_id": institution.INSTITUTION_A,
                           "node_id": node["id"]}),
         ("/api/v1/findings/<id:finding_id>/records/<id:record_id>", "DELETE"): Call("physician"),
+        ("/api/v1/findings/<id:finding_id>/versions", "GET"): Call("physician"),
         ("/api/v1/info", "GET"): Call("physician"),
         ("/api/v1/nodes", "GET"): Call("instadmin"),
         ("/api/v1/nodes", "POST"): Call("instadmin", {"name": "node-2", "url": "https://render2.example:5003",
