@@ -1048,3 +1048,34 @@ def test_a_command_set_that_is_no_valid_dimse_request_aborts_at_once(hostile, na
     [(_, detail)] = audit_rows(hostile, "dicom.abort")
     assert "not a valid DIMSE request" in detail and reason in detail, (name, detail)
     still_serving(hostile)
+
+
+def test_an_abort_from_the_pdu_reader_never_waits_for_itself(hostile, monkeypatch):
+    """The reader's checks (a command set that is no request, a request its context does not serve,
+    a data set beyond the memory of bodies being stored) abort from the thread that reads the PDUs.
+    pynetdicom makes `Association.abort` non-blocking only while a notification handler runs, by
+    swapping the method on the association, and the association's own thread swaps it back at the end
+    of each of its own notifications (every response it sends): a reader that then called the blocking
+    abort waited for itself to stop (seen: that thread spinning in `Association.kill` after a test run,
+    holding the process open). The swap-back is forced here, the non-blocking method made the
+    blocking one as that race leaves it, and every abort the reader makes must still not block."""
+    blocking = Association._abort_blocking
+    made: list[tuple[str, bool]] = []
+
+    def recorded(self: Association, block: bool = True) -> None:
+        made.append((threading.current_thread().name, block))
+        return blocking(self, block)
+
+    monkeypatch.setattr(Association, "_abort_blocking", recorded)
+    monkeypatch.setattr(Association, "_abort_nonblocking", lambda self, block=True: self._abort_blocking(block))
+    command = _command(AffectedSOPClassUID=Verification, CommandField=0x0030, CommandDataSetType=0x0101)
+    assoc = associate(hostile.dicom_port, (Verification, [ImplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == Verification)
+    pdv = struct.pack(">LBB", len(command) + 2, context.context_id, 0x03) + command
+    send_raw(assoc, struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv)
+    wait_aborted(hostile, assoc)
+    [(_, detail)] = audit_rows(hostile, "dicom.abort")
+    assert "MessageID" in detail
+    readers = [block for thread, block in made if "run_reactor" in thread]
+    assert readers and not any(readers), f"the reader aborted blocking: {made}"
+    still_serving(hostile)

@@ -313,7 +313,19 @@ class CommandCheck:
         reason = f"{problem}: {why}"
         log.warning("DICOM peer %s: association aborted, %s", assoc.requestor.address, reason)
         note_abort(assoc, reason)
-        assoc.abort()
+        abort_from_reader(assoc)
+
+
+def abort_from_reader(assoc: Association) -> None:
+    """Abort `assoc` from a handler that runs on the thread reading its PDUs (EVT_PDU_RECV,
+    EVT_DIMSE_RECV): the A-ABORT is queued, and that thread sends it once the handler returns.
+
+    `block=False` is said, not left to pynetdicom: it makes `abort` non-blocking only while a
+    notification handler runs, by swapping the method on the association, and the association's own
+    thread swaps it back at the end of each of its own notifications (a response sent). A reader
+    that called the blocking one then waited for itself to stop: its thread spun in `kill` for ever,
+    the peer's socket stayed open and the association kept its place among the node's."""
+    assoc.abort(block=False)
 
 
 def message_bytes(assoc: Association, pdu: P_DATA_TF) -> int:
@@ -495,4 +507,4 @@ class MessageLimit:
         note_abort(assoc, reason)
         if refused:
             self.store_refused(event, str(message.command_set.AffectedSOPInstanceUID), refused)
-        assoc.abort()
+        abort_from_reader(assoc)
