@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,7 @@ from PIL import Image
 from daemons.render.api.mpr3d import VolumeNode, VolumeRecord, bp, install_render_state, render_state, view_key
 from daemons.render.imaging.image_cache import ImageCache
 from daemons.render.imaging.pixels import Modality, Voi, Window
+from daemons.render.imaging.webp_effort import WebpEffort
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.settings import KEYS
 from daemons.render.stacks import find_stack
@@ -79,10 +83,12 @@ class FakeRegistry:
 
 @dataclass
 class FakeNode:
-    """The node as the blueprint sees it: its loaded records, its image cache, its stored manifests."""
+    """The node as the blueprint sees it: its loaded records, its image cache, its WebP effort (the
+    node's: `render.webp_method`, fast above `render.webp_busy_encodes`), its stored manifests."""
 
     registry: FakeRegistry
     stored: dict[str, Manifest]
+    webp_effort: WebpEffort
     images: ImageCache = field(default_factory=lambda: ImageCache(8 * 2**20))
 
     def manifest(self, record_id: str, fresh: bool = False) -> Manifest:
@@ -125,7 +131,8 @@ def app(keys, tmp_path):
     }
     stored = {record_id: record.manifest for record_id, record in records.items()}
     stored[MISSING] = sample_manifest(*SHAPE, spacing=SPACING)  # stored, not loaded
-    app.extensions[NODE_EXTENSION] = FakeNode(FakeRegistry(records), stored)
+    effort = WebpEffort(int(config.get_key("render.webp_method")), os.cpu_count() or 2)  # as create_app makes it
+    app.extensions[NODE_EXTENSION] = FakeNode(FakeRegistry(records), stored, effort)
     install_render_state(app)
     return app
 
@@ -371,3 +378,76 @@ def test_a_projection_without_a_window_names_the_one_measured_on_it(client, app)
     assert len(set(windows.values())) == 3
     asked = client.get(f"/api/v1/records/{RECORD}/volume?mode=mip&size=64x64&window=300,1500")
     assert asked.headers["X-Window"] == "300,1500"
+
+
+def test_a_3d_view_is_encoded_inside_its_slot(app, client, monkeypatch):
+    """A 3D view keeps its slot until it is encoded: with one slot, a second view asked for while the
+    first is being encoded waits and gets 503 busy, so at most `render.max_concurrent_3d` heavy
+    operations run at once (a 2048² GIF or WebP takes 1.6-2.1 s: released before encoding, the slot
+    let one user keep every core encoding)."""
+    import threading
+
+    real_save = Image.Image.save
+    first_in_encode, release = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    encodes = {"now": 0, "most": 0}
+
+    def save(self, fp, format=None, **params):  # Pillow encodes the GIF: count and hold the first
+        with lock:
+            encodes["now"] += 1
+            encodes["most"] = max(encodes["most"], encodes["now"])
+        try:
+            if not first_in_encode.is_set():
+                first_in_encode.set()
+                release.wait(10)
+            return real_save(self, fp, format, **params)
+        finally:
+            with lock:
+                encodes["now"] -= 1
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    url = f"/api/v1/records/{RECORD}/volume?size=64x64&format=gif"
+    results = {}
+    worker = threading.Thread(target=lambda: results.setdefault("still", client.get(url)))
+    worker.start()
+    try:
+        assert first_in_encode.wait(10)
+        second = client.get(f"{url}&render=interactive&azimuth=30")
+    finally:
+        release.set()
+        worker.join(10)
+    assert error_code(second, 503) == "busy" and second.headers["Retry-After"]
+    assert encodes["most"] == 1
+    assert results["still"].status_code == 200
+    assert client.get(f"{url}&render=interactive&azimuth=30").status_code == 200  # the slot was freed
+
+
+class RecordingEffort(WebpEffort):
+    """The node's WebP effort, noting the method each encode was given."""
+
+    def __init__(self, method: int, busy_above: int):
+        super().__init__(method, busy_above)
+        self.methods: list[int] = []
+
+    @contextmanager
+    def slot(self) -> Iterator[int]:
+        with super().slot() as method:
+            self.methods.append(method)
+            yield method
+
+
+@pytest.mark.parametrize("path", [f"/api/v1/records/{RECORD}/mpr/axial/3?window=40,400",
+                                  f"/api/v1/records/{RECORD}/volume?size=64x64"])
+def test_reformats_and_3d_views_encode_webp_at_the_node_s_effort(app, client, path):
+    """`render.webp_method` and the fast method under load apply to reformats and 3D views as to
+    frames (counted in `webp_fast_encodes`), and their WebP ETags are weak like a frame's."""
+    effort = app.extensions[NODE_EXTENSION].webp_effort = RecordingEffort(method=4, busy_above=1)
+    calm = client.get(f"{path}&format=webp")
+    with effort.slot():  # another image is being encoded: the node is now busy
+        busy = client.get(f"{path}&format=webp&quality=79")
+    assert calm.status_code == busy.status_code == 200
+    assert effort.methods == [4, 4, 0] and effort.fast_encodes == 1
+    assert calm.headers["ETag"].startswith('W/"')
+    again = client.get(f"{path}&format=webp", headers={"If-None-Match": calm.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["ETag"] == calm.headers["ETag"]
+    assert client.get(f"{path}&format=png").headers["ETag"].startswith('"')

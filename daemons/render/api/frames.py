@@ -19,11 +19,11 @@ from flask import Blueprint, Response
 from daemons.render.api import query
 from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels, not_modified
 from daemons.render.imaging.annotate import Annotation, burn_in
-from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
 from daemons.render.imaging.pixels import Window
 from daemons.render.imaging.render2d import render_frame
 from daemons.render.imaging.voi import KeyedVoi, frame_voi, keyed
+from daemons.render.imaging.webp_effort import weak_etag
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord
@@ -128,7 +128,7 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
     if spec.invert:
         parts.append("invert")
     etag = image_etag(record_id, manifest, *parts)
-    weak = fmt == "webp"  # the bytes depend on the effort the node's load allowed (webp_effort)
+    weak = weak_etag(fmt)
     unchanged = not_modified(etag, CACHE_CONTROL, weak) if conditional else None
     if unchanged is not None:
         note_view("frame", record_id)
@@ -146,11 +146,8 @@ def frame_image(record_id: str, index: int, spec: FrameImage, started: float,
                                                  record.frame_spacing(index), max_px, overlay),
                                     spec.invert), spec.flip)
             image = burn_in(image, spec.annotation)
-        if fmt != "webp":
-            with timed("encode", "frame", fmt):
-                return encode_image(image, fmt, quality)
-        with the_node.webp_effort.slot() as method, timed("encode", "frame", fmt):
-            return encode_image(image, fmt, quality, webp_method=method)
+        with timed("encode", "frame", fmt):
+            return the_node.webp_effort.encode(image, fmt, quality)
 
     body, mimetype = the_node.images.get_or_make(record_id, etag, make)
     note_view("frame", record_id)

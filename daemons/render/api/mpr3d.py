@@ -6,8 +6,10 @@ and encodes the result. What it needs of the node and of a loaded record is decl
 (`VolumeNode`, `VolumeRecord`): `node.Node` and `records.LoadedRecord` provide it, and so does the
 tests' stand-in, through the same code paths.
 
-Bounded work, per server process: at most `render.max_concurrent_3d` volume renderings run at
-once; a request that cannot start within a short wait gets `503 busy` with `Retry-After`. A viewer
+Bounded work, per server process: at most `render.max_concurrent_3d` volume views are rendered
+and encoded at once (the slot is held through the encoding: a 2048² GIF or WebP costs 1.6-2.1 s of
+a core, so a slot freed before it let one user run any number of encodes at once); a request that
+cannot start within a short wait gets `503 busy` with `Retry-After`. A viewer
 that drags sends `view_id` (any short token of its own) and an increasing `seq`; a request whose
 `seq` is older than the newest seen for its `view_id` gets `409 superseded` without being rendered,
 also when it was still waiting for its turn, so a queue of stale previews never builds up.
@@ -21,7 +23,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -30,12 +33,12 @@ from flask import Blueprint, Flask, Response, current_app
 
 from daemons.render.api import query
 from daemons.render.api.image_headers import image_etag, image_response, mirrored_labels, not_modified
-from daemons.render.imaging.encode import encode_image
 from daemons.render.imaging.geometry import Region, inverted, mirror
 from daemons.render.imaging.image_cache import ImageCache
 from daemons.render.imaging.pixels import Modality, Voi, Window
 from daemons.render.imaging.planes import volume_frame
 from daemons.render.imaging.voi import KeyedVoi, keyed, stack_voi, with_function
+from daemons.render.imaging.webp_effort import WebpEffort, weak_etag
 from daemons.render.metrics import register_timings, timed
 from daemons.render.node import NODE_EXTENSION
 from daemons.render.stacks import Stack, find_stack, stack_manifest, stack_voxels
@@ -142,6 +145,8 @@ class VolumeNode(Protocol):
     def registry(self) -> LoadedRecords: ...
     @property
     def images(self) -> ImageCache: ...
+    @property
+    def webp_effort(self) -> WebpEffort: ...
     def manifest(self, record_id: str, fresh: bool = False) -> Manifest: ...
 
 
@@ -302,30 +307,36 @@ def _modality(record: VolumeRecord) -> str:
 
 
 def _encoded(record_id: str, etag: str | None, draw: Callable[[], np.ndarray], fmt: str,
-             image_quality: int, kind: str) -> tuple[bytes, str]:
+             image_quality: int, kind: str,
+             bound: Callable[[], AbstractContextManager[object]] = nullcontext) -> tuple[bytes, str]:
     """Encoded image bytes, from the node's image cache when this exact image was made before
     (stills only: `etag` names the record's frames by their content and every parameter,
-    `image_headers.image_etag`, so it never goes stale)."""
-    images = volume_node().images
+    `image_headers.image_etag`, so it never goes stale). Drawn and encoded inside `bound` (a 3D
+    view: one of the node's 3D slots, `_slot`), so the encoding counts against the same limit as
+    the rendering; encoded as every image of the node is (`WebpEffort.encode`)."""
+    the_node = volume_node()
+    images = the_node.images
     if etag is not None:
         cached = images.get(record_id, etag)
         if cached is not None:
             return cached
-    with timed("render", kind, fmt):
-        image = draw()
-    with timed("encode", kind, fmt):
-        body, mimetype = encode_image(image, fmt, image_quality)
+    with bound():
+        with timed("render", kind, fmt):
+            image = draw()
+        with timed("encode", kind, fmt):
+            body, mimetype = the_node.webp_effort.encode(image, fmt, image_quality)
     if etag is not None:
         images.put(record_id, etag, body, mimetype)
     return body, mimetype
 
 
-def _image_response(encoded: tuple[bytes, str], started: float, cache: str, etag: str | None,
+def _image_response(encoded: tuple[bytes, str], fmt: str, started: float, cache: str, etag: str | None,
                     labels: dict[str, str] | None, window: Voi | None = None) -> Response:
     """The image with `X-Orientation` and `X-Window` (see `image_headers`): a viewer labels the
-    edges without knowing our camera, and drags the window from the one shown."""
+    edges without knowing our camera, and drags the window from the one shown. The ETag is weak
+    where the format's bytes vary with the node's load (`webp_effort.weak_etag`), as a frame's is."""
     return image_response(encoded[0], encoded[1], cache, (time.perf_counter() - started) * 1000, etag,
-                          labels=labels, window=window)
+                          weak_etag(fmt), labels=labels, window=window)
 
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -380,7 +391,7 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     etag = image_etag(record_id, record.manifest, stack.id, stack.phase, plane, index, voi.key, spec.fmt,
                       spec.quality, spec.box, spec.region, spec.slab_mm, spec.slab_mode, *flip, *invert)
     cache = f"private, max-age={STILL_MAX_AGE_S}"
-    unchanged = not_modified(etag, cache)
+    unchanged = not_modified(etag, cache, weak_etag(spec.fmt))
     if unchanged is not None:
         note_view("mpr", record_id)
         return unchanged
@@ -391,7 +402,7 @@ def plane_image(record_id: str, record: VolumeRecord, stack: Stack, plane: str, 
     labels = plane_labels(volume.geometry, layout) if record.manifest.render.known_orientation else None
     if labels and flip:
         labels = mirrored_labels(labels, spec.flip)
-    return _image_response(encoded, started, cache, etag, labels, voi.voi or default_voi(volume))
+    return _image_response(encoded, spec.fmt, started, cache, etag, labels, voi.voi or default_voi(volume))
 
 
 def view_spec(mode: str, render: str, window: Window | None, box: tuple[int, int]) -> ViewSpec:
@@ -465,29 +476,29 @@ def volume_image(record_id: str, record: VolumeRecord, stack: Stack, view: ViewS
     if render == "still":
         etag = image_etag(record_id, record.manifest, stack.id, stack.phase, view, fmt, image_quality,
                           state.caster.name, *(("invert",) if invert else ()))
-        unchanged = not_modified(etag, f"private, max-age={STILL_MAX_AGE_S}")
+        unchanged = not_modified(etag, f"private, max-age={STILL_MAX_AGE_S}", weak_etag(fmt))
         if unchanged is not None:
             note_view("volume", record_id)
             return unchanged
-    encoded = _encoded(record_id, etag, lambda: inverted(_render_bounded(state, volume_data, view, view_id, seq,
-                                                                         _modality(record)), invert),
-                       fmt, image_quality, "volume")
+    modality = _modality(record)
+    encoded = _encoded(record_id, etag, lambda: inverted(state.caster.render(volume_data, view, modality), invert),
+                       fmt, image_quality, "volume", lambda: _slot(state, view, view_id, seq))
     note_view("volume", record_id)
     cache = f"private, max-age={STILL_MAX_AGE_S}" if render == "still" else "no-store"
     labels = view_labels(view.azimuth, view.elevation, view.roll) if record.manifest.render.known_orientation else None
-    return _image_response(encoded, started, cache, etag, labels, view.window)
+    return _image_response(encoded, fmt, started, cache, etag, labels, view.window)
 
 
-def _render_bounded(state: Render3D, volume_data: PreparedVolume, view: ViewSpec, view_id: str | None,
-                    seq: int, modality: str) -> np.ndarray:
-    """Render in one of the node's 3D slots: 503 when none frees up in time, 409 when a newer
-    request of the same view arrived meanwhile."""
+@contextmanager
+def _slot(state: Render3D, view: ViewSpec, view_id: str | None, seq: int) -> Iterator[None]:
+    """Hold one of the node's 3D slots while a view is rendered and encoded: 503 when none frees up
+    in time, 409 when a newer request of the same view arrived meanwhile."""
     if not state.slots.acquire(timeout=WAIT_S[view.quality]):
         raise ApiError(503, "busy", "this node is rendering as many 3D views as it can; retry shortly",
                        headers={"Retry-After": RETRY_AFTER_S})
     try:
         if view_id is not None and not state.sequences.is_newest(view_id, seq):
             raise ApiError(409, "superseded", "a newer request of this view arrived while this one waited")
-        return state.caster.render(volume_data, view, modality)
+        yield
     finally:
         state.slots.release()

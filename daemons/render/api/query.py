@@ -145,7 +145,8 @@ ANNOTATIONS = ("patient", "technique")
 ANNOTATION = Param("annotation", "comma-separated: patient, technique (text burnt into the image)",
                    {"type": "string", "pattern": r"^(patient|technique)(,(patient|technique))?$"})
 CHARSET = Param("charset", "character set of text in the response; images carry none (accepted, unused)")
-ACCEPT = Param("accept", "media type(s), as in the Accept header; read first, the header decides only if they name nothing offered (PS3.18 §8.7.8.1)")
+ACCEPT = Param("accept", "media type(s), as in the Accept header; read first, the header decides only if "
+                         "they name nothing offered (PS3.18 §8.7.8.1)")
 RENDERED_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ANNOTATION, CHARSET, ACCEPT, INVERT)
 THUMBNAIL_PARAMS = (VIEWPORT, QUALITY, CHARSET, ACCEPT)  # quality: a thumbnail is encoded as a rendered image is
 RENDERED_MPR_PARAMS = (RENDERED_WINDOW, VIEWPORT, QUALITY, ACCEPT, SLAB, SLAB_MODE, STACK, PHASE, INVERT)
