@@ -109,7 +109,8 @@ KEYS = (
         "With more WebP encodes than this in flight, new ones use method 0 (larger, faster) until the queue "
         "drains; -1: the number of CPU cores; 0: never.", minimum=-1),
     Key("render", "load_threads", 0, "Threads decoding one record's slices (0: one per CPU core).", minimum=0),
-    Key("render", "max_concurrent_3d", 2, "3D views rendered and encoded at once; more wait briefly, then get 503 busy.", minimum=1),
+    Key("render", "max_concurrent_3d", 2,
+        "3D views rendered and encoded at once; more wait briefly, then get 503 busy.", minimum=1),
     Key("audit", "flush_s", 5.0,
         "Seconds between writes of the image-view audit (one entry per user, record and session, with "
         "counts): at most this much is lost if the node is killed hard (0.5..60).", minimum=0.5, maximum=60),

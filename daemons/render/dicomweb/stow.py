@@ -2,8 +2,9 @@
 
 The body is checked whole before anything is stored: its media type (415), its framing (400), and
 the node's upload limits (413: the body, the file count and the files' total size, the same
-`limits.*` as a browser upload). Then each part is read for its UIDs, the parts are grouped by
-SeriesInstanceUID and each series goes through the node's one ingest service in one call (as a
+`limits.*` as a browser upload). Then every part's header is counted from its bytes, all parts
+together as one upload (`_count`), before any is parsed; then each part is read for its UIDs, the
+parts are grouped by SeriesInstanceUID and each series goes through the node's one ingest service in one call (as a
 browser upload does), so a series lands in the same record whether it came by C-STORE, upload or
 STOW, with the same validation, isolation and audit.
 
@@ -52,8 +53,8 @@ from daemons.render.ingest.upload_checks import (
     Limits,
     ParsedFile,
     UploadError,
-    check_deflate_bomb,
     check_native,
+    check_parts,
 )
 from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.node import node
@@ -70,7 +71,7 @@ from daemons.render.uids import identity_problem, is_uid, uid_of
 from shared.access import require_own_institution
 from shared.auth import current_identity, require_auth
 from shared.db import is_transient
-from shared.errors import ApiError
+from shared.errors import ApiError, log_failure
 from shared.roles import INSTANCE_STORERS
 
 log = logging.getLogger(__name__)
@@ -153,29 +154,51 @@ def _check_media_types() -> tuple[str, str]:
     return boundary_of(request.headers["Content-Type"]), answer_type
 
 
-def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) -> Candidate:
-    """A body part with its UIDs read, or marked failed when it cannot be stored.
-
-    A part the node checks itself (uncompressed: `upload_checks.check_native`) is parsed once, here,
-    and that parse goes on to the ingest service; any other part's header is read for its UIDs.
-    """
+def _candidate(number: int, part: Any) -> Candidate:
+    """A body part, marked failed when it is not application/dicom."""
     candidate = Candidate(number, bytes(part.content))
     media, _ = part.content_type
     if media and media != DICOM:
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is {media}, not {DICOM}")
-        return candidate
-    candidate.parsed = check_native(f"part {number}", candidate.raw, limits)
+    return candidate
+
+
+def _count(candidates: list[Candidate], limits: Limits) -> None:
+    """Count every part's elements, items and text values from its bytes before any part is parsed
+    (`upload_checks.check_parts`: the bounds of one file and of one upload, as a browser upload's):
+    a part over those of one file fails alone, 0xA700 (out of resources) as over_limits is answered;
+    the parts together past those of one upload (the request is one upload, whatever its series) fail
+    all, unread. Parsed first, a part of a million empty items cost the node 22.9 s of CPU and 674 MB."""
+    unread = [c for c in candidates if c.failure is None]
     try:
-        if candidate.parsed is None:
-            check_deflate_bomb(candidate.raw, f"part {number}")  # before pydicom inflates it
+        refusals = check_parts([(f"part {c.number}", c.raw) for c in unread], limits)
+    except UploadError as exc:
+        for candidate in unread:
+            candidate.fail(status_of(exc), f"{exc.code}: {exc.message}")
+        return
+    for candidate, refusal in zip(unread, refusals, strict=True):
+        if refusal is not None:
+            candidate.fail(status_of(refusal), f"{refusal.code}: {refusal.message}")
+
+
+def _read(candidate: Candidate, study_uid: str | None, limits: Limits) -> None:
+    """Read a counted part's UIDs, or mark it failed when it cannot be stored.
+
+    A part the node checks itself (uncompressed: `upload_checks.check_native`) is parsed once, here,
+    and that parse goes on to the ingest service; one refused there is read no further. Any other
+    part's header is read for its UIDs (a deflated one was inflated and bounded by its count first).
+    """
+    number = candidate.number
+    try:
+        candidate.parsed = check_native(f"part {number}", candidate.raw, limits, counted=True)
         ds = (candidate.parsed.dataset if candidate.parsed is not None
               else pydicom.dcmread(io.BytesIO(candidate.raw), stop_before_pixels=True))
     except UploadError as exc:
         candidate.fail(status_of(exc), f"{exc.code}: {exc.message}")
-        return candidate
+        return
     except Exception as exc:  # anything a header parser can raise on foreign bytes
         candidate.fail(CANNOT_UNDERSTAND, f"part {number} is not a DICOM file ({type(exc).__name__})")
-        return candidate
+        return
     candidate.sop_class, candidate.sop_instance = uid_of(ds, "SOPClassUID"), uid_of(ds, "SOPInstanceUID")
     if candidate.parsed is not None:
         candidate.parsed.name = candidate.sop_instance  # files are named by their UID, as in `_store`
@@ -191,7 +214,6 @@ def _candidate(number: int, part: Any, study_uid: str | None, limits: Limits) ->
         # (a compressed copy is about its part's size at most, and is let go once its series is stored,
         # `_store`: the body's three copies still bound the request)
         candidate.ahead = Precompressed.start(candidate.raw)
-    return candidate
 
 
 def _store(batch: list[Candidate], actor: Actor) -> None:
@@ -258,7 +280,7 @@ def _store_failure(exc: Exception, batch: list[Candidate]) -> str:
         log.warning("STOW-RS of series %s not stored, the database is unavailable: %s", series, exc)
         return ("database_unavailable: the node's database did not answer; nothing of this series was stored, "
                 "send its instances again shortly")
-    log.error("STOW-RS of series %s failed", series, exc_info=exc)
+    log_failure(f"STOW-RS of series {series} failed", exc)  # a database's own message quotes row values
     return ("processing_failure: the node failed to store this series (the error was logged); nothing of it "
             "was stored: send its instances again, and tell the node's administrator if it fails again")
 
@@ -326,8 +348,12 @@ def _store_body(study: str | None, boundary: str, answer_type: str, reservation:
     if total > limits.max_upload_bytes:
         raise ApiError(413, "over_limits", f"the instances are {total // MIB} MiB, over this node's upload limit "
                        f"of {limits.max_upload_bytes // MIB} MiB")
-    candidates = [_candidate(number, part, study, limits) for number, part in enumerate(parts, start=1)]
+    candidates = [_candidate(number, part) for number, part in enumerate(parts, start=1)]
     del parts
+    _count(candidates, limits)
+    for candidate in candidates:
+        if candidate.failure is None:
+            _read(candidate, study, limits)
     by_series: dict[str, list[Candidate]] = {}
     for candidate in candidates:
         if candidate.failure is None:

@@ -36,6 +36,7 @@ from daemons.render.statuses import (
     OUT_OF_RESOURCES,
     SOP_CLASS_NOT_SUPPORTED,
 )
+from shared.errors import log_failure
 
 STUDY_ROOT_MODELS = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
                      StudyRootQueryRetrieveInformationModelMove)
@@ -83,7 +84,7 @@ def refusal(service: str, exc: Exception) -> tuple[int, str]:
         if isinstance(exc, kind):
             log.info("%s refused: %s", service, exc)
             return status, str(exc)[:200]
-    log.error("%s failed", service, exc_info=exc)
+    log_failure(f"{service} failed", exc)  # a database's own message quotes row values: not logged
     return CANNOT_UNDERSTAND, "processing failure"
 
 

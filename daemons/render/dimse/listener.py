@@ -93,6 +93,7 @@ from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import StoreFull
 from shared.audit import record_audit
 from shared.config import Config, ConfigError
+from shared.errors import log_failure
 from shared.metrics import app_metrics
 
 log = logging.getLogger(__name__)
@@ -392,8 +393,8 @@ class Listener:
             self._audit(event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} store unavailable: "
                         f"{exc}"[:400])
             return PROCESSING_FAILURE
-        except Exception:
-            log.exception("C-STORE of %s failed", sop_instance)
+        except Exception as exc:  # a database's own message quotes row values: not logged (`log_failure`)
+            log_failure(f"C-STORE of {sop_instance} failed", exc)
             return PROCESSING_FAILURE
         return SUCCESS  # audited by the ingest (record.upload / record.append, naming the instance)
 
@@ -438,8 +439,8 @@ class Listener:
         audit that cannot be written is logged: the peer still gets the refusal's own status."""
         try:
             self._guard(lambda event: self._audit(event, "dicom.find_refused", detail=reason))(event)
-        except Exception:
-            log.exception("C-FIND refused (%s); its audit entry could not be written", reason)
+        except Exception as exc:
+            log_failure(f"C-FIND refused ({reason}); its audit entry could not be written", exc)
 
 
 def check_config(config: Config) -> None:

@@ -31,7 +31,7 @@ is counted as its dictionary VR says, a private one as if it were text).
 
 The bounds of one file multiply by the files of an upload (`limits.max_files`): 4,000 files each just
 under them would cost the node over an hour of CPU and hundreds of GB. So the files of one upload (a
-browser upload, the instances of one STOW-RS request that go to one series, one C-STORE data set)
+browser upload, every part of one STOW-RS request whatever its series, one C-STORE data set)
 are counted together too, each file's walk stopping as soon as the upload is past its bound
 (`UploadBudget`), before any of them is parsed.
 """

@@ -67,12 +67,13 @@ from daemons.render.ingest.upload_memory import UploadMemory, UploadsPerUser
 from daemons.render.models import KEY_IMAGES_LOCK, remember_deleted
 from daemons.render.node import Node
 from daemons.render.runtime import FolderLock
+from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import Precompressed
 from daemons.render.store.manifest import Manifest, Meta
 from daemons.render.uids import identity_problem, uid_of
 from shared.audit import record_audit
 from shared.db import exclusive_transaction, utcnow
-from shared.errors import ApiError, not_found
+from shared.errors import ApiError, log_failure, not_found
 
 log = logging.getLogger(__name__)
 CACHE_BYTES = 256 * MIB
@@ -180,6 +181,8 @@ class Ingest:
         self._parsed_lock = threading.Lock()
         # series grown since their last exact analysis: record id -> (SeriesInstanceUID, monotonic time of the append)
         self._growing: dict[str, tuple[str, float]] = {}
+        #: why the store could not give each series its final analysis, as last logged (`_tell_unavailable`)
+        self._unavailable: dict[str, str] = {}
         self._growing_lock = threading.Lock()
         self._on_complete: list[Callable[[str, dict[str, Dataset]], None]] = []
         self._watcher: threading.Thread | None = None
@@ -464,8 +467,8 @@ class Ingest:
         if received.pending + len(files) >= JOURNAL_BOUND:
             try:
                 self._settle(record_id, series_uid)
-            except Exception:  # the instances are stored: the series is analysed at its next read instead
-                log.exception("series %s: its analysis at the journal bound failed", record_id)
+            except Exception as exc:  # the instances are stored: the series is analysed at its next read instead
+                log_failure(f"series {record_id}: its analysis at the journal bound failed", exc)
         return IngestResult(record_id, False, len(new), unchanged)
 
     # --- the series' analysis, stored as the manifest's new base ----------------------------------
@@ -715,13 +718,21 @@ class Ingest:
                 datasets = self._complete(record_id, series_uid, now)
             except _Deleted:
                 log.info("series %s was deleted before it completed", record_id)
+                self._unavailable.pop(record_id, None)
                 continue
-            except Exception:  # the store unreachable, a damaged file: log, and try again a stable age later
-                log.exception("series %s: its final analysis failed; retried later", record_id)
+            except StoreUnavailable as exc:  # rolled back, unreadable, unreachable: told once a state
+                self._tell_unavailable(record_id, str(exc))
                 with self._growing_lock:
                     if record_id in self._growing:
                         self._growing[record_id] = (series_uid, time.monotonic())
                 continue
+            except Exception as exc:  # a damaged file, the database: log, and try again a stable age later
+                log_failure(f"series {record_id}: its final analysis failed; retried later", exc)
+                with self._growing_lock:
+                    if record_id in self._growing:
+                        self._growing[record_id] = (series_uid, time.monotonic())
+                continue
+            self._unavailable.pop(record_id, None)
             if datasets is None:
                 continue
             done.append(record_id)
@@ -729,12 +740,21 @@ class Ingest:
                 self._derive(record_id, datasets)
         return done
 
+    def _tell_unavailable(self, record_id: str, reason: str) -> None:
+        """Log why the store cannot give a series its final analysis once for each reason, not at
+        every retry: a rolled-back or unreadable record stays so until someone acts (its message says
+        what to do), and a full traceback each complete_s filled the log with the same lines."""
+        if self._unavailable.get(record_id) != reason:
+            self._unavailable[record_id] = reason
+            log.warning("series %s: its final analysis waits for the store: %s; retried until it can be read",
+                        record_id, reason)
+
     def _derive(self, record_id: str, datasets: dict[str, Dataset]) -> None:
         for listener in self._on_complete:
             try:
                 listener(record_id, datasets)
-            except Exception:  # derived data is an optimisation: the series itself is complete
-                log.exception("series %s: building its derived data failed", record_id)
+            except Exception as exc:  # derived data is an optimisation: the series itself is complete
+                log_failure(f"series {record_id}: building its derived data failed", exc)
 
     def _complete(self, record_id: str, series_uid: str, now: float) -> dict[str, Dataset] | None:
         """The exact analysis of a complete series (one decode), its manifest replaced if that differs;

@@ -410,7 +410,7 @@ INFLATE_RATIO = 64
 
 
 def _inflate_limit(raw: bytes) -> int:
-    """The most a deflated data set of a file of `raw`'s size may inflate to (`check_deflate_bomb`)."""
+    """The most a deflated data set of a file of `raw`'s size may inflate to (`inflate`)."""
     return max(INFLATE_FLOOR, INFLATE_RATIO * len(raw))
 
 
@@ -463,13 +463,6 @@ def inflate(raw: bytes, name: str) -> tuple[int, bytes] | None:
     return meta_end, inflated
 
 
-def check_deflate_bomb(raw: bytes, name: str) -> int | None:
-    """How many bytes a deflated file's data set inflates to (`inflate`, which refuses a bomb); None:
-    not a deflated file, or one whose meta group is unreadable."""
-    inflated = inflate(raw, name)
-    return None if inflated is None else len(inflated[1])
-
-
 def _parse_upload(name: str, raw: bytes, limits: Limits, counted: bool = False) -> ParsedFile:
     """An uploaded file parsed, once its elements and items are known to be within the bound that
     keeps its parse cheap (`element_budget`: counted from its bytes, before pydicom reads them;
@@ -493,6 +486,28 @@ def check_headers(uploads: list[tuple[str, bytes]], limits: Limits) -> element_b
         if not _deflated(raw):
             _check_element_count(name, raw, limits, None, upload)
     return upload
+
+
+def check_parts(uploads: list[tuple[str, bytes]], limits: Limits) -> list[UploadError | None]:
+    """`check_headers` for a request that stores what it can (STOW-RS): every file counted before any
+    is parsed, a deflated one too (from its data set `inflate`d, a bomb refused as one), each against
+    the bounds of one file and all together against those of one upload. One file's refusal is its
+    own (in the returned list, None for a file within the bounds: the others are still stored); past
+    the upload's bounds the whole request is refused (raised, `whole_series`). A file refused here is
+    still counted into the upload: its count was walked, and a request of many such files is one
+    sender's bulk all the same."""
+    upload = element_budget.UploadBudget(limits.max_upload_header_elements, limits.max_upload_header_values)
+    refusals: list[UploadError | None] = []
+    for name, raw in uploads:
+        try:
+            _check_element_count(name, raw, limits, inflate(raw, name) if _deflated(raw) else None, upload)
+        except UploadError as exc:
+            if exc.whole_series:
+                raise
+            refusals.append(exc)
+        else:
+            refusals.append(None)
+    return refusals
 
 
 def _deflated(raw: bytes) -> bool:
@@ -610,9 +625,11 @@ def check_encoding(name: str, raw: bytes) -> None:
     bit-exact with its own meta, and read as leniently as dcmtk and Orthanc read such files (pydicom's
     test file SC_rgb_jpeg.dcm is one: implicit VR under JPEG Baseline, shown by every viewer).
     Reads the meta and the first element only; a file that cannot be read that far is left to the
-    ingest's checks, which refuse it with their reason.
+    ingest's checks, which refuse it with their reason. A deflated data set is inflated once
+    (`inflate`, a bomb refused as one) and its first element read from that: pydicom's partial read
+    would inflate it whole again, after the bomb check had inflated it once already.
     """
-    check_deflate_bomb(raw, name)  # pydicom's partial read inflates a deflated data set whole first
+    inflated = inflate(raw, name)
     met: set[int] = set()
 
     def after_first(tag: int, vr: str | None, length: int) -> bool:
@@ -621,11 +638,17 @@ def check_encoding(name: str, raw: bytes) -> None:
         met.add(tag)
         return len(met) > 1
 
+    ds: Dataset
     try:
-        ds = read_partial(io.BytesIO(raw), stop_when=after_first, defer_size=DEFER_BYTES)
+        if inflated is None:
+            ds = read_partial(io.BytesIO(raw), stop_when=after_first, defer_size=DEFER_BYTES)
+            syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+        else:  # what pydicom's partial read does with the data set it inflated (explicit VR little endian)
+            ds = read_elements(io.BytesIO(inflated[1]), is_implicit_VR=False, is_little_endian=True,
+                               stop_when=after_first, defer_size=DEFER_BYTES)
+            syntax = UID(DEFLATED)
     except Exception:  # unreadable: the ingest's own parse refuses it with its reason
         return
-    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     first = next(iter(ds.keys()), None)
     if first is None or not syntax.is_transfer_syntax:  # nothing to compare (the ingest checks the rest)
         return
@@ -874,12 +897,14 @@ def _checked_here(raw: bytes) -> bool:
     return syntax in NATIVE_LITTLE_ENDIAN or bool(syntax) and not syntax_decodable(syntax)
 
 
-def check_native(name: str, raw: bytes, limits: Limits) -> ParsedFile | None:
+def check_native(name: str, raw: bytes, limits: Limits, counted: bool = False) -> ParsedFile | None:
     """The file parsed and checked in this process (`_check_native`) if it passed there; None if it
-    needs a decode worker's check or was refused (`check_upload` then checks it again, and refuses it
-    with the reason under its name)."""
-    local = _check_native(name, raw, limits)
-    if local is None or local[0].refusal is not None or local[1] is None:
+    needs a decode worker's check. Refused there, it raises the refusal (UploadError): the caller
+    reads nothing more of it. `counted`: its elements were counted already (`check_parts`)."""
+    local = _check_native(name, raw, limits, counted)
+    if local is not None and local[0].refusal is not None:
+        raise UploadError(*local[0].refusal)
+    if local is None or local[1] is None:
         return None
     parsed = local[1]
     parsed.bad_frames = local[0].bad_frames
