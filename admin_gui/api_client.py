@@ -32,7 +32,7 @@ from requests.auth import AuthBase
 from admin_gui import answer_deadline
 from admin_gui.form_checks import check_server_url
 from shared.shown_text import on_one_line
-from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens
+from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens, answered_for
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
@@ -224,8 +224,15 @@ class ApiClient:
                            "invalid_url") from exc
 
     def _exchange(self, audience: str) -> tuple[str, int]:
-        """Ask the toplevel (this client) for a token for the server at `audience`."""
-        return token_of(self.post(EXCHANGE_PATH, {"audience": audience}), "token exchange")
+        """Ask the toplevel (this client) for a token for the server at `audience`. A token the
+        answer names for another server is neither kept nor sent (`answered_for`): sent to this one,
+        it could replay it at the other for the token's life."""
+        answer = self.post(EXCHANGE_PATH, {"audience": audience})
+        try:
+            answered_for(audience, answer)
+        except ValueError as exc:
+            raise ApiError(str(exc), "bad_response") from exc
+        return token_of(answer, "token exchange")
 
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
                 budget: ReadBudget | None = None) -> Any:

@@ -194,9 +194,18 @@ def cmd_institution_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def password_line(line: str) -> str:
+    """The password on one line read from standard input, without its line ending (CR LF or LF).
+
+    Only the ending goes: a password file written on Windows ended in CR LF, and the CR stayed
+    in the stored password, which nobody can type at the login form; spaces are kept, as part of it
+    (`daemons.toplevel.passwords.password_field` never strips either)."""
+    return line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
+
+
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return password_line(sys.stdin.readline())
     if not sys.stdin.isatty():
         raise SystemExit("no terminal to ask for the password: use --password-stdin")
     first = getpass.getpass("Password: ")

@@ -22,6 +22,7 @@ from place_deployment import (
     instance_config,
     named_files,
     private_from_now,
+    refuse_unless_regular,
     select,
     sqlite_file,
 )
@@ -29,23 +30,30 @@ from place_deployment import (
 from daemons.deployment import Instance, Layout, require_private_folder
 
 
-def write_bundle(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path, dict[str, Any]]],
-                 layout: Layout) -> None:
-    """Fill `out` with the chosen instances, their configs (read by instance_config) and their files."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ALWAYS_COPIED:
-        copy_once(source_dir / name, out / name)
-    placed = []
+def bundle_copies(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path, dict[str, Any]]]
+                  ) -> list[tuple[Path, Path]]:
+    """The files (from, to) the bundle of the chosen instances (configs read by instance_config)
+    holds: decided before --out is made, so each file is checked first (`refuse_unless_regular`)."""
+    copies = [(source_dir / name, out / name) for name in ALWAYS_COPIED]
     for instance, config, values in chosen:
         for relative in [*named_files(instance.layer, values, config), *front_files(source_dir, instance.name)]:
-            copy_once(source_dir / relative, out / relative)
+            copies.append((source_dir / relative, out / relative))
         database = sqlite_file(values, source_dir)
         if database is not None and database.is_relative_to(source_dir):
             # The toplevel's database already holds the institutions `sivr init` registered.
-            copy_once(database, out / database.relative_to(source_dir))
-        copy_once(config, out / config.name)
-        placed.append(Instance(instance.layer, instance.name, str(out / config.name),
-                               instance.url, instance.institution))
+            copies.append((database, out / database.relative_to(source_dir)))
+        copies.append((config, out / config.name))
+    return copies
+
+
+def write_bundle(out: Path, copies: list[tuple[Path, Path]], chosen: list[tuple[Instance, Path, dict[str, Any]]],
+                 layout: Layout) -> None:
+    """Fill `out` with the files `bundle_copies` chose and a deployment.json naming the chosen instances."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source, target in copies:
+        copy_once(source, target)
+    placed = [Instance(instance.layer, instance.name, str(out / config.name), instance.url, instance.institution)
+              for instance, config, _ in chosen]
     (out / "keys").mkdir(exist_ok=True)
     os.chmod(out / "keys", 0o700)
     Layout(root=str(out), ca_cert=str(out / "tls/ca.pem"), instances=placed,
@@ -74,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         layout = Layout.load(source_dir)
         chosen = select(layout, args.layers.split(), args.instances.split())
         configs = [(instance, *instance_config(source_dir, instance)) for instance in chosen]
+        copies = bundle_copies(source_dir, out, configs)
+        for source, _ in copies:
+            refuse_unless_regular(source, source_dir)
     except ValueError as exc:
         raise SystemExit(f"host_bundle: {exc}") from None
     if not chosen:
         raise SystemExit("no instance matches --layers/--instances")
-    write_bundle(source_dir, out, configs, layout)
+    write_bundle(out, copies, configs, layout)
     for instance in chosen:
         print(instance.layer, instance.name)
     return 0

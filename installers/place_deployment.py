@@ -19,6 +19,7 @@ import argparse
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tomllib
 from pathlib import Path
@@ -54,6 +55,30 @@ def partial_name(target: Path) -> Path:
     """Where `target` is written before it is renamed into place: hidden from install.sh's globs
     (`*.toml`, `keys/*`), which must never take a file being written for a placed one."""
     return target.with_name(f".partial-{secrets.token_hex(8)}-{target.name}")
+
+
+def refuse_unless_regular(source: Path, folder: Path) -> None:
+    """Raise ValueError naming `source` unless it is missing or a regular file, reached below
+    `folder` through real folders only (no symbolic link anywhere on its way).
+
+    Called on every file to be copied before anything is written. `shutil.copy2` follows links and
+    install.sh runs as root: a key in a bundle that was a link to /etc/shadow was placed with that
+    file's bytes, then made the daemon's (sivr:sivr 0600); a FIFO named as a key hung the install.
+    """
+    inside = source.relative_to(folder).parts if source.is_relative_to(folder) else ()
+    steps = [folder.joinpath(*inside[:count]) for count in range(1, len(inside) + 1)] or [source]
+    for number, step in enumerate(steps, 1):
+        try:
+            mode = os.lstat(step).st_mode
+        except FileNotFoundError:
+            return  # a missing file is not copied (`copy_once`)
+        if stat.S_ISLNK(mode):
+            raise ValueError(f"{step} is a symbolic link: nothing was placed. Put the file itself there "
+                             "(the installers copy only regular files, never what a link points to)")
+        if number == len(steps) and not stat.S_ISREG(mode):
+            raise ValueError(f"{step} is not a regular file: nothing was placed. Put the file itself there")
+        if number < len(steps) and not stat.S_ISDIR(mode):
+            raise ValueError(f"{step} is not a folder, so {source} cannot be copied: nothing was placed")
 
 
 def copy_once(source: Path, target: Path) -> None:
@@ -132,7 +157,8 @@ def sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | N
     url = values.get("database", {}).get("url", "")
     if not url.startswith(SQLITE) or url == f"{SQLITE}:memory:":
         return None
-    return (config_dir / url[len(SQLITE):]).resolve()
+    # absolute, not resolved: a database file that is a link is refused (`refuse_unless_regular`), not followed
+    return Path(os.path.abspath(config_dir / url[len(SQLITE):]))
 
 
 def named_files(layer: str, values: dict[str, dict[str, Any]], config: Path) -> list[str]:
@@ -183,28 +209,33 @@ def front_files(source_dir: Path, name: str) -> list[str]:
     return [conf, *FRONT_TLS] if (source_dir / conf).is_file() else []
 
 
-def place_instance(
+def plan_instance(
     instance: Instance, source: Path, values: dict[str, dict[str, Any]], etc_dir: Path, data_final: Path,
     data_real: Path,
-) -> tuple[Path, str]:
-    """Copy the files the instance's config (`source`, read by instance_config) names into `etc_dir`;
-    return where its config goes and its text, for `write_configs`."""
+) -> tuple[list[tuple[Path, Path]], tuple[Path, str]]:
+    """The files (from, to) that placing the instance (its config `source`, read by instance_config)
+    copies into `etc_dir` and its data folder, and where its config goes with its text (for
+    `write_configs`): decided before anything is written, so each file is checked first."""
     named = [*named_files(instance.layer, values, source), *front_files(source.parent, instance.name)]
     placed_as = node_secret_names(instance, values)
-    for relative in named:
-        copy_once(source.parent / relative, etc_dir / placed_as.get(relative, relative))
+    copies = [(source.parent / relative, etc_dir / placed_as.get(relative, relative)) for relative in named]
     old_db = sqlite_file(values, source.parent)
     data_values(instance, values, data_final)
     new_db = sqlite_file(values, source.parent)
     if old_db is not None and new_db is not None:
         real_db = data_real / new_db.relative_to(data_final)
-        for suffix in ("", "-wal", "-shm"):
-            copy_once(Path(f"{old_db}{suffix}"), Path(f"{real_db}{suffix}"))
+        copies += [(Path(f"{old_db}{suffix}"), Path(f"{real_db}{suffix}")) for suffix in ("", "-wal", "-shm")]
+    return copies, (etc_dir / source.name, render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
+
+
+def place_instance(instance: Instance, copies: list[tuple[Path, Path]], data_real: Path) -> None:
+    """Make the copies `plan_instance` decided and the instance's data folders."""
+    for source, target in copies:
+        copy_once(source, target)
     if instance.layer != "web":
         (data_real / instance.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     if instance.layer == "render":
         (data_real / instance.name / "store").mkdir(exist_ok=True, mode=0o700)
-    return etc_dir / source.name, render_config_toml(instance.layer, LAYERS[instance.layer].keys, values)
 
 
 def select(layout: Layout, layers: list[str], names: list[str]) -> list[Instance]:
@@ -229,19 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     private_from_now()
 
     source_dir = Path(args.source).resolve()
+    etc_dir = Path(args.etc)
     try:  # everything read and checked before anything is written
         layout = Layout.load(source_dir)
         chosen = select(layout, args.layers.split(), args.instances.split())
         configs = [instance_config(source_dir, instance) for instance in chosen]
+        names = ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ())
+        shared = [(source_dir / name, etc_dir / name) for name in names]
+        plans = [plan_instance(instance, source, values, etc_dir, Path(args.data), Path(args.data_real))
+                 for instance, (source, values) in zip(chosen, configs, strict=True)]
+        for source, _ in [*shared, *(copy for copies, _ in plans for copy in copies)]:
+            refuse_unless_regular(source, source_dir)
     except ValueError as exc:
         raise SystemExit(f"place_deployment: {exc}") from None
-    etc_dir = Path(args.etc)
     etc_dir.mkdir(parents=True, exist_ok=True)
-    for name in ALWAYS_COPIED + ((CA_KEY,) if args.with_ca_key else ()):
-        copy_once(source_dir / name, etc_dir / name)
-    placed = [place_instance(instance, source, values, etc_dir, Path(args.data), Path(args.data_real))
-              for instance, (source, values) in zip(chosen, configs, strict=True)]
-    write_configs(placed)
+    for source, target in shared:
+        copy_once(source, target)
+    for instance, (copies, _) in zip(chosen, plans, strict=True):
+        place_instance(instance, copies, Path(args.data_real))
+    write_configs([config for _, config in plans])
     for instance in chosen:
         print(instance.layer, instance.name)
     return 0

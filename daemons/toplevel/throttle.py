@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import ipaddress
 import math
 import random
 import time
 from typing import Any
 
 from daemons.toplevel.models import AuditEntry, LoginFailure, User
+from shared.addresses import client_network
 from shared.audit import record_audit, stored_address
 from shared.db import run_exclusive, utcnow
 from shared.errors import ApiError
@@ -47,15 +47,11 @@ class _Queued(Exception):
     """The limit is reached only by checks still running: wait for them to settle."""
 
 
-#: The prefix of an IPv6 address that counts as one client address (RFC 6177, RFC 7217: one link,
-#: and often one host, holds a /64 whole).
-IPV6_CLIENT_PREFIX = 64
-
-
 def address_key(client_ip: str) -> str:
     """The client address failed logins are counted by: an IPv6 address as its /64 network, an
-    IPv4-mapped one (`::ffff:192.0.2.7`, a dual-stack listener's IPv4 client) as its IPv4 address,
-    anything else as the audit's `client_ip` holds it (`shared.audit.stored_address`).
+    IPv4-mapped one (`::ffff:192.0.2.7`, a dual-stack listener's IPv4 client) as its IPv4 address
+    (`shared.addresses.client_network`, the rule the DICOM listener counts peers by), anything else
+    as the audit's `client_ip` holds it (`shared.audit.stored_address`).
 
     One host is given a /64 (SLAAC, privacy addresses, a prefix per container): counted address
     by address, it sent a new address with every guess, and the per-address and per-pair limits
@@ -63,15 +59,7 @@ def address_key(client_ip: str) -> str:
     A /64 shared by a site's hosts is counted as an IPv4 NAT address is, for which the per-address
     limit is set higher than the per-pair one.
     """
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return stored_address(client_ip)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(address), IPV6_CLIENT_PREFIX), strict=False))
-    return str(address)
+    return client_network(client_ip) or stored_address(client_ip)
 
 
 def _keys(username: str, client_ip: str) -> tuple[str, str]:

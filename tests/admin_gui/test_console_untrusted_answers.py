@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QLabel
 from admin_gui import api_client
 from admin_gui.api_client import ApiClient, ApiError, ServerUnreachable, SessionEnded
 from shared.tls import create_ca, issue_server_cert
+from shared.tokens import normalize_audience
 
 pytestmark = pytest.mark.gui
 
@@ -43,7 +44,9 @@ class TopSivr(FakeSivr):
         }
         if path == "/api/v1/auth/login":
             return 200, {"access_token": "session-token", "expires_in": 900, "user": ADMIN}
-        if path in ("/api/v1/auth/token", "/api/v1/auth/renew"):
+        if path == "/api/v1/auth/token":  # every server asked for is this origin
+            return 200, {"access_token": "exchanged-token", "expires_in": 60, "audience": normalize_audience(self.url)}
+        if path == "/api/v1/auth/renew":
             return 200, {"access_token": "exchanged-token", "expires_in": 60}
         if path == "/api/v1/auth/logout":
             return 204, b""
