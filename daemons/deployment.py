@@ -260,6 +260,14 @@ def _only_our_group(gid: int) -> bool:
     return members <= {_user_name(os.geteuid())}
 
 
+def _sudo_caller() -> set[int]:
+    """The user who ran `sudo` to become root (`SUDO_UID`): `sudo sivr demo` in their own clone works
+    on folders they could change anyway. Nobody else's, and only when this is root: the variable is
+    the caller's word, which only root's own environment is trusted to carry."""
+    uid = os.environ.get("SUDO_UID", "")
+    return {int(uid)} if os.geteuid() == 0 and uid.isdigit() else set()
+
+
 def require_private_folder(root: Path) -> None:
     """ValueError unless nobody but this user and root can change `root` or a folder above it.
 
@@ -273,7 +281,7 @@ def require_private_folder(root: Path) -> None:
     there. Folders not made yet are checked from the first that exists.
     """
     root = Path(root).resolve()
-    trusted = {0, os.geteuid()}
+    trusted = {0, os.geteuid(), *_sudo_caller()}
     for folder in (root, *root.parents):
         try:
             status = folder.stat()

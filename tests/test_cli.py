@@ -764,6 +764,25 @@ def test_init_refuses_a_folder_another_user_could_change_and_writes_nothing(tmp_
     assert list(parent.iterdir()) == []
 
 
+def test_init_as_sudo_takes_the_folder_of_the_user_who_ran_sudo_only(tmp_path, capsys, monkeypatch):
+    """`sudo sivr init` (or `sudo bash installers/quickstart.sh`) in the caller's own clone: the folder
+    is the caller's, who could change the keys anyway. Another user's folder is still refused."""
+    from daemons.cli import main
+
+    mine = tmp_path / "clone"
+    mine.mkdir()
+    _give_away(mine)
+    monkeypatch.setenv("SUDO_UID", str(NOBODY))
+    assert main(["init", "--dir", str(mine / "deployment"), "--no-front"]) == 0
+    assert (mine / "deployment" / "keys" / "token_ed25519.pem").is_file()
+    monkeypatch.setenv("SUDO_UID", str(NOBODY - 1))
+    other = tmp_path / "other"
+    other.mkdir()
+    _give_away(other)
+    assert main(["init", "--dir", str(other / "deployment"), "--no-front"]) == 2
+    assert "belongs to" in capsys.readouterr().err and list(other.iterdir()) == []
+
+
 def test_init_takes_a_new_folder_in_a_sticky_folder_all_may_write(tmp_path):
     """/tmp is writable by all, but with the sticky bit nobody else may rename what init makes there."""
     from daemons.cli import main
