@@ -174,6 +174,48 @@ def test_auto_window_ignores_padding_outliers():
     assert auto_window(np.full(10, 7.0)).width == 1.0
 
 
+def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """The automatic window's definition over every value at once (what auto_window computed before
+    it counted stored values): the 0.5th and 99.5th percentiles, min and max when they are closer."""
+    low, high = np.percentile(np.asarray(values, dtype=np.float64), [0.5, 99.5])
+    if high - low < 1.0:
+        low, high = values.min(), values.max()
+    return (low + high) / 2.0, max(high - low, 1.0)
+
+
+@pytest.mark.parametrize("dtype, modality", [
+    (np.int16, Modality(1.0, -1024.0)),
+    (np.uint16, Modality(0.25, 3.0)),
+    (np.int16, Modality(-2.0, 100.0)),  # a negative slope turns the order of the values over
+    (np.uint8, Modality()),
+    (np.uint16, Modality(lut=LutTable(0, 16, np.array([900, 5, 700, 40, 3000, 2] * 100, dtype=np.uint16)))),
+])
+def test_auto_window_of_stored_values_is_the_percentile_window_of_their_modality_values(dtype, modality):
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    stored = rng.integers(max(info.min, -2000), min(info.max, 599), (300, 257), dtype=dtype)
+    stored[:20] = info.min  # padding
+    window = auto_window(stored, modality)
+    center, width = _percentile_window(modality.apply(stored))
+    assert window.center == pytest.approx(center, rel=1e-12, abs=1e-9)
+    assert window.width == pytest.approx(width, rel=1e-12, abs=1e-9)
+    flat = np.full((4, 4), 3, dtype=dtype)  # one value: min and max, width 1
+    assert auto_window(flat, modality) == Window(float(modality.apply(flat)[0, 0]), 1.0)
+
+
+def test_auto_window_of_a_large_frame_holds_no_float_copy_of_it():
+    import tracemalloc
+
+    stored = np.random.default_rng(3).integers(-1024, 3000, (4096, 4096), dtype=np.int16)  # 32 MiB
+    tracemalloc.start()
+    try:
+        auto_window(stored, Modality(1.0, -1024.0))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB held to window a 32 MiB frame (two float64 copies: 256 MiB)"
+
+
 def test_presets_include_the_usual_ct_windows():
     for name in ("ct_brain", "ct_lung", "ct_bone", "ct_abdomen", "ct_mediastinum", "ct_liver", "ct_stroke"):
         center, width = PRESETS[name]

@@ -419,10 +419,10 @@ def _auto_window(files: list[ParsedFile], layout: Layout, modality_lut: LutTable
                                  sample_index)
     if layout.float_modality or modality_lut is None:
         slope, intercept = (1.0, 0.0) if layout.float_modality else files[0].rescale(0)
-        values = Modality(slope, intercept).apply(sample_frame)
+        modality = Modality(slope, intercept)
     else:
-        values = Modality(lut=modality_lut).apply(sample_frame)
-    window = auto_window(values)
+        modality = Modality(lut=modality_lut)
+    window = auto_window(sample_frame, modality)
     return {"center": window.center, "width": window.width}
 
 
