@@ -17,6 +17,7 @@ from typing import Any
 
 from place_deployment import (
     ALWAYS_COPIED,
+    bundled_database,
     copy_once,
     front_files,
     instance_config,
@@ -24,7 +25,6 @@ from place_deployment import (
     private_from_now,
     refuse_unless_regular,
     select,
-    sqlite_file,
 )
 
 from daemons.deployment import Instance, Layout, require_private_folder
@@ -38,8 +38,8 @@ def bundle_copies(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path
     for instance, config, values in chosen:
         for relative in [*named_files(instance.layer, values, config), *front_files(source_dir, instance.name)]:
             copies.append((source_dir / relative, out / relative))
-        database = sqlite_file(values, source_dir)
-        if database is not None and database.is_relative_to(source_dir):
+        database = bundled_database(values, config)
+        if database is not None:
             # The toplevel's database already holds the institutions `sivr init` registered.
             copies.append((database, out / database.relative_to(source_dir)))
         copies.append((config, out / config.name))
@@ -47,11 +47,11 @@ def bundle_copies(source_dir: Path, out: Path, chosen: list[tuple[Instance, Path
 
 
 def write_bundle(out: Path, copies: list[tuple[Path, Path]], chosen: list[tuple[Instance, Path, dict[str, Any]]],
-                 layout: Layout) -> None:
+                 layout: Layout, source_dir: Path) -> None:
     """Fill `out` with the files `bundle_copies` chose and a deployment.json naming the chosen instances."""
     out.mkdir(parents=True, exist_ok=True)
     for source, target in copies:
-        copy_once(source, target)
+        copy_once(source, target, source_dir)
     placed = [Instance(instance.layer, instance.name, str(out / config.name), instance.url, instance.institution)
               for instance, config, _ in chosen]
     (out / "keys").mkdir(exist_ok=True)
@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"host_bundle: {exc}") from None
     if not chosen:
         raise SystemExit("no instance matches --layers/--instances")
-    write_bundle(out, copies, configs, layout)
+    try:
+        write_bundle(out, copies, configs, layout, source_dir)
+    except ValueError as exc:
+        raise SystemExit(f"host_bundle: {exc}; check who else can write to {source_dir}") from None
     for instance in chosen:
         print(instance.layer, instance.name)
     return 0

@@ -16,6 +16,7 @@ Prints one line per placed instance: `<layer> <instance name>`.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import secrets
 import shutil
@@ -81,24 +82,72 @@ def refuse_unless_regular(source: Path, folder: Path) -> None:
             raise ValueError(f"{step} is not a folder, so {source} cannot be copied: nothing was placed")
 
 
-def copy_once(source: Path, target: Path) -> None:
-    """Copy a file unless the target exists: a re-run must never replace a key or a database.
+def open_regular_below(source: Path, folder: Path) -> int:
+    """A descriptor of `source` for reading, opened one folder at a time from `folder` without
+    following any link, and only if it is a regular file (ValueError naming it otherwise).
+
+    `refuse_unless_regular` checks every file before anything is written, but the copies come later:
+    a file or folder of the source swapped for a link in between (by whoever else can write there)
+    was still followed by the copy, as root. Opening each step with O_NOFOLLOW from the folder above
+    closes that gap; O_NONBLOCK keeps a FIFO swapped in from hanging the install."""
+    if not source.is_relative_to(folder):
+        raise ValueError(f"{source} is not below {folder}: nothing is copied from outside the folder")
+    parts = source.relative_to(folder).parts
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=descriptor)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise ValueError(f"{source}: {part} on its way is a link or not a folder (it changed after "
+                                 "it was checked): not copied. Put the folder itself there") from None
+            os.close(descriptor)
+            descriptor = step
+        try:
+            opened = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=descriptor)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"{source} is a symbolic link (it changed after it was checked): not copied. "
+                                 "Put the file itself there") from None
+            raise
+    finally:
+        os.close(descriptor)
+    if not stat.S_ISREG(os.fstat(opened).st_mode):
+        os.close(opened)
+        raise ValueError(f"{source} is not a regular file (it changed after it was checked): not copied")
+    return opened
+
+
+def copy_once(source: Path, target: Path, folder: Path) -> None:
+    """Copy a file of `folder` unless the target exists: a re-run must never replace a key or a database.
 
     The copy is made beside the target and renamed onto it once whole and synced: copied in place,
     a disk filling up (or an interrupted install) left an empty key, a truncated front config or an
-    empty toplevel database under the target's name, which every re-run then kept as "existing"."""
-    if target.exists() or not source.exists():
+    empty toplevel database under the target's name, which every re-run then kept as "existing".
+    The source is read through `open_regular_below`, never through a link."""
+    if target.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_name(target)
     try:
-        shutil.copy2(source, partial)
-        with open(partial, "rb") as copied:
-            os.fsync(copied.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        descriptor = open_regular_below(source, folder)
+    except FileNotFoundError:
+        return  # a file the source lacks is not copied (an optional one, or a database not made yet)
+    with os.fdopen(descriptor, "rb") as reading:
+        status = os.fstat(reading.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = partial_name(target)
+        try:
+            with open(partial, "xb") as writing:
+                shutil.copyfileobj(reading, writing)
+                writing.flush()
+                os.fsync(writing.fileno())
+            os.chmod(partial, stat.S_IMODE(status.st_mode))
+            os.utime(partial, ns=(status.st_atime_ns, status.st_mtime_ns))
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
 
 def write_configs(configs: list[tuple[Path, str]]) -> None:
@@ -161,6 +210,18 @@ def sqlite_file(values: dict[str, dict[str, Any]], config_dir: Path) -> Path | N
     return Path(os.path.abspath(config_dir / url[len(SQLITE):]))
 
 
+def bundled_database(values: dict[str, dict[str, Any]], config: Path) -> Path | None:
+    """The SQLite file `config` names, which travels with the config's folder (install.sh --from, host
+    bundles); None for another database. A ValueError names the config when the file lies outside
+    that folder: install.sh copied such a path as root into the daemon's data folder (`/etc/shadow`
+    named as a toplevel database was placed for the daemon to read), and a host bundle left it behind."""
+    database = sqlite_file(values, config.parent)
+    if database is not None and not database.is_relative_to(config.parent):
+        raise ValueError(f"{config}: database.url names {database}, outside the config's folder, so it cannot "
+                         "travel with it: move the database file below that folder (nothing was placed)")
+    return database
+
+
 def named_files(layer: str, values: dict[str, dict[str, Any]], config: Path) -> list[str]:
     """Key and certificate files a config names relative to its folder (they travel with it).
 
@@ -219,7 +280,7 @@ def plan_instance(
     named = [*named_files(instance.layer, values, source), *front_files(source.parent, instance.name)]
     placed_as = node_secret_names(instance, values)
     copies = [(source.parent / relative, etc_dir / placed_as.get(relative, relative)) for relative in named]
-    old_db = sqlite_file(values, source.parent)
+    old_db = bundled_database(values, source)
     data_values(instance, values, data_final)
     new_db = sqlite_file(values, source.parent)
     if old_db is not None and new_db is not None:
@@ -228,10 +289,11 @@ def plan_instance(
     return copies, (etc_dir / source.name, render_config_toml(instance.layer, LAYERS[instance.layer].keys, values))
 
 
-def place_instance(instance: Instance, copies: list[tuple[Path, Path]], data_real: Path) -> None:
+def place_instance(instance: Instance, copies: list[tuple[Path, Path]], data_real: Path,
+                   source_dir: Path) -> None:
     """Make the copies `plan_instance` decided and the instance's data folders."""
     for source, target in copies:
-        copy_once(source, target)
+        copy_once(source, target, source_dir)
     if instance.layer != "web":
         (data_real / instance.name).mkdir(parents=True, exist_ok=True, mode=0o700)
     if instance.layer == "render":
@@ -274,10 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(f"place_deployment: {exc}") from None
     etc_dir.mkdir(parents=True, exist_ok=True)
-    for source, target in shared:
-        copy_once(source, target)
-    for instance, (copies, _) in zip(chosen, plans, strict=True):
-        place_instance(instance, copies, Path(args.data_real))
+    try:
+        for source, target in shared:
+            copy_once(source, target, source_dir)
+        for instance, (copies, _) in zip(chosen, plans, strict=True):
+            place_instance(instance, copies, Path(args.data_real), source_dir)
+    except ValueError as exc:
+        raise SystemExit(f"place_deployment: {exc}; check who else can write to {source_dir}") from None
     write_configs([config for _, config in plans])
     for instance in chosen:
         print(instance.layer, instance.name)
