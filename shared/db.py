@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -166,6 +167,45 @@ def database_error_fields(exc: BaseException) -> dict[str, str]:
     if isinstance(cause, sqlite3.Error):
         return {"db_error": getattr(cause, "sqlite_errorname", None) or type(cause).__name__}
     return {}
+
+
+def database_exception_text(exc: BaseException) -> str | None:
+    """`exc`'s traceback as a log line carries it, chained exceptions included, with the SQLSTATE and
+    error class in place of each database error's message (the server's, which quotes row values:
+    `database_error_fields`); None when no link of the chain is an error a server answered (no
+    SQLSTATE: a refused connection, SQLite), whose messages name no row."""
+    chain: list[tuple[BaseException, str]] = []
+    link: BaseException | None = exc
+    joint = ""
+    while link is not None and all(link is not seen for seen, _ in chain):
+        chain.append((link, joint))
+        if link.__cause__ is not None:
+            link, joint = link.__cause__, _CAUSE
+        elif link.__context__ is not None and not link.__suppress_context__:
+            link, joint = link.__context__, _CONTEXT
+        else:
+            link = None
+    if not any("sqlstate" in database_error_fields(link) for link, _ in chain):
+        return None
+    text = []
+    for link, joint in reversed(chain):  # the first cause first, as Python prints a chain
+        last = (database_error_summary(link) + "\n" if "sqlstate" in database_error_fields(link)
+                else "".join(traceback.format_exception_only(link)))
+        frames = "".join(traceback.format_tb(link.__traceback__))
+        text.append(f"Traceback (most recent call last):\n{frames}{last}{joint}" if frames else f"{last}{joint}")
+    return "".join(text).rstrip("\n")
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def database_error_summary(exc: BaseException) -> str:
+    """`exc` in one line without the server's message: `peewee.IntegrityError: SQLSTATE 23505
+    UniqueViolation (...)`, for a log line that names an error among its values."""
+    fields = database_error_fields(exc)
+    return (f"{type(exc).__module__}.{type(exc).__qualname__}: SQLSTATE {fields.get('sqlstate')} "
+            f"{fields.get('db_error')} (the server's message is left out: it may quote the row's values)")
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -9,7 +9,6 @@ answered as a 500 without internal details.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,19 +101,10 @@ def log_failure(message: str, exc: BaseException) -> None:
     class and the table, constraint or column it names (`shared.db.database_error_fields`), so IT
     reads a lock timeout, a lost server or a violated constraint from the line itself.
 
-    A PostgreSQL server's own message is left out of the line: it quotes the row's values and the
-    query's parameters (`DETAIL: Key (insurance_number)=(...) already exists`, `invalid input syntax
-    for type uuid: "..."`), which the traceback's last line used to carry whole. Errors no server
-    answered (no SQLSTATE: a refused connection) keep theirs, which names only the server."""
-    fields = database_error_fields(exc)
-    if "sqlstate" not in fields:
-        log.error(message, exc_info=exc, extra=fields)
-        return
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    error = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    log.error(message, extra={**fields, "exception": (
-        f"Traceback (most recent call last):\n{frames}{error}: SQLSTATE {fields['sqlstate']} {fields['db_error']} "
-        "(the server's message is left out: it may quote the row's values)")})
+    A PostgreSQL server's own message is left out of the line, as of every line (`shared.logs.JsonFormatter`):
+    it quotes the row's values and the query's parameters (`DETAIL: Key (insurance_number)=(...) already
+    exists`, `invalid input syntax for type uuid: "..."`)."""
+    log.error(message, exc_info=exc, extra=database_error_fields(exc))
 
 
 #: Seconds a client waits before sending a request again that the database could not serve.

@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
+from shared.db import database_error_fields, database_error_summary, database_exception_text
 from shared.tokens import QUERY_TOKEN_PARAM
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -70,7 +71,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "layer": self.layer,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         rid = current_request_id()
         if rid is not None:
@@ -79,10 +80,27 @@ class JsonFormatter(logging.Formatter):
             if name not in _STANDARD_ATTRS and not name.startswith("_"):
                 entry[name] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            exc = record.exc_info[1]
+            answered = database_exception_text(exc) if exc is not None else None
+            if answered is not None:
+                entry.update(database_error_fields(exc))
+            entry["exception"] = answered or self.formatException(record.exc_info)
         line = _JSON_LINE.encode(entry)
         # the regular expression only where the name occurs: this runs for every request's access line
         return _QUERY_TOKEN.sub(r"\1<redacted>", line) if QUERY_TOKEN_PARAM in line else line
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message, with any database error among its values named without the server's
+    own message (`shared.db.database_error_summary`): `log.error("... failed: %s", exc)` quoted a
+    PostgreSQL DETAIL whole (`Key (patient_id)=(...)`), as a traceback's last line did before
+    `format` left it out. Every line of every layer goes through here, whoever logs it."""
+    args = record.args
+    if not args or not isinstance(args, tuple) or not any(isinstance(arg, BaseException) for arg in args):
+        return record.getMessage()
+    named = tuple(database_error_summary(arg) if isinstance(arg, BaseException) and "sqlstate" in
+                  database_error_fields(arg) else arg for arg in args)
+    return str(record.msg) % named
 
 
 def configure_logging(layer: str, level: str) -> None:

@@ -549,3 +549,44 @@ def test_a_database_refusal_is_logged_with_its_sqlstate_and_without_the_rows_val
     line = JsonFormatter("web").format(record)
     assert f'"sqlstate": "{sqlstate}"' in line and "Traceback" in line
     assert PATIENT_NUMBER not in line
+
+
+@pytest.mark.postgres
+def test_no_log_line_quotes_a_database_servers_message_whoever_logs_it(pg_database_factory):
+    """Request failures went through `log_failure`, but the render node's background work (the
+    catalogue's indexing, the image-view audit, ingest clean-ups) logs its failures itself:
+    `log.exception(...)` and `log.error("... %s", exc)` quoted PostgreSQL's DETAIL whole, a patient's
+    number in the log, and so did an error raised from a database error (the chain's first link)."""
+    import peewee
+
+    from shared.db import connect_database
+    from shared.logs import JsonFormatter
+
+    db = connect_database(pg_database_factory())
+    try:
+        db.execute_sql("CREATE TABLE patient (insurance_number text CONSTRAINT patient_number UNIQUE)")
+        db.execute_sql("INSERT INTO patient VALUES (%s)", (PATIENT_NUMBER,))
+        try:
+            db.execute_sql("INSERT INTO patient VALUES (%s)", (PATIENT_NUMBER,))
+        except peewee.IntegrityError as exc:
+            refused = exc
+        try:
+            raise RuntimeError("the series could not be indexed") from refused
+        except RuntimeError as exc:
+            chained = exc
+    finally:
+        db.close()
+    log = logging.getLogger("sivr.test.background")
+    records = [log.makeRecord(log.name, logging.ERROR, __file__, 1, "indexing failed", (), (type(refused), refused,
+                              refused.__traceback__)),
+               log.makeRecord(log.name, logging.ERROR, __file__, 1, "indexing failed: %s", (refused,), None),
+               log.makeRecord(log.name, logging.ERROR, __file__, 1, "indexing failed", (), (type(chained), chained,
+                              chained.__traceback__))]
+    lines = [JsonFormatter("render").format(record) for record in records]
+    for line in lines:
+        assert PATIENT_NUMBER not in line, line
+        assert "SQLSTATE 23505 UniqueViolation" in line, line
+    assert '"sqlstate": "23505"' in lines[0] and '"db_constraint": "patient_number"' in lines[0]
+    assert "RuntimeError: the series could not be indexed" in lines[2] and "direct cause" in lines[2]
+    plain = log.makeRecord(log.name, logging.ERROR, __file__, 1, "failed: %s %d", (ValueError("no row"), 3), None)
+    assert '"message": "failed: no row 3"' in JsonFormatter("render").format(plain)  # other errors as they are
