@@ -10,54 +10,20 @@ and sent it there, and it was accepted at institution 2; now the exchange is ref
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from admin_gui.api_client import ApiClient, ApiError
-from shared.token_client import EXCHANGE_PATH
 from shared.tokens import normalize_audience
-
-
-def _https(deployment) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = deployment.ca_cert
-    return session
+from tests.audience_relay import https_session, mixing_relay
 
 
 @pytest.fixture
 def mixing_toplevel(gui_deployment) -> Iterator[str]:
     """The URL of a relay to the real toplevel that asks it for institution 2's token when asked for institution 1's."""
-    first, second = (normalize_audience(i["server_url"]) for i in gui_deployment.layout.institutions[:2])
-    upstream = _https(gui_deployment)
-    toplevel = gui_deployment.url("toplevel")
-
-    class Relay(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path == EXCHANGE_PATH and body.get("audience") == first:
-                body["audience"] = second
-            headers = {key: self.headers[key] for key in ("Authorization",) if key in self.headers}
-            reply = upstream.post(f"{toplevel}{self.path}", json=body, headers=headers, timeout=30)
-            self.send_response(reply.status_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply.content)))
-            self.end_headers()
-            self.wfile.write(reply.content)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with mixing_relay(gui_deployment) as url:
+        yield url
 
 
 def _console(gui_deployment, toplevel_url: str) -> ApiClient:
@@ -77,8 +43,8 @@ def test_a_token_answered_for_another_institution_is_neither_kept_nor_sent(gui_d
         assert exc.code == "bad_response" and "with a token for" in exc.message, exc.message
         assert normalize_audience(second) in exc.message, exc.message
     else:
-        replay = _https(gui_deployment).get(f"{second}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"},
-                                            timeout=30)
+        replay = https_session(gui_deployment).get(f"{second}/api/v1/nodes",
+                                                   headers={"Authorization": f"Bearer {token}"}, timeout=30)
         raise AssertionError(f"the console took a token for {second} as {first}'s; replayed there: "
                              f"{replay.status_code}")
     # a screen's call to institution 1 gets the console's words, not the server's refusal of a stranger's token
