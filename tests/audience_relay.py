@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 
 import requests
 
 from shared.token_client import EXCHANGE_PATH
 from shared.tokens import normalize_audience
+from tests.loopback_http import serving
 
 
 def https_session(deployment) -> requests.Session:
@@ -51,10 +51,5 @@ def mixing_relay(deployment) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Relay) as url:
+        yield url

@@ -4,12 +4,10 @@ error mapping against the real servers, the entry point and the desktop entry.""
 from __future__ import annotations
 
 import configparser
-import contextlib
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,6 +27,7 @@ from admin_gui.screens.node_health import MemoryBarDelegate
 from admin_gui.table_models import FilterProxyModel, NodeHealthModel, human_bytes, short_id
 from admin_gui.widgets import FormDialog, MessageBanner, confirm
 from admin_gui.workers import TaskRunner
+from tests.loopback_http import serving
 
 pytestmark = pytest.mark.gui
 
@@ -174,22 +173,9 @@ class _HostileNode(BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A real HTTP server of `handler` on loopback, for the duration: its URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def hostile_node():
-    with _serving(_HostileNode) as url:
+    with serving(_HostileNode) as url:
         yield url
 
 
@@ -460,7 +446,7 @@ class _OddServer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def odd_server():
-    with _serving(_OddServer) as url:
+    with serving(_OddServer) as url:
         yield url, _OddServer.answers
     _OddServer.answers.clear()
 
@@ -590,7 +576,7 @@ def test_a_server_named_by_another_over_plain_http_never_gets_a_token():
     token for that URL and send it in the clear. The login form already refused such an address;
     servers named by other servers are now held to the same rule before any token is made or sent."""
     _Recording.seen = []
-    with _serving(_Recording) as plain:
+    with serving(_Recording) as plain:
         toplevel = ApiClient(plain.replace("http://", "https://"), credentials=api_client.Credentials("session"))
         toplevel.base_url = plain  # the toplevel's own address was checked by the login form
         institution = toplevel.for_server(f"{plain}/institution")
