@@ -292,7 +292,10 @@ def link_record(finding_id: str):
     with _finding_lock(finding_id):  # the finding read here is saved: no edit may land in between
         finding = get_finding(finding_id)
         require_finding_change(finding.author_id)
-        if _is_linked(finding, link):
+        if _is_linked(finding, link):  # nothing changes, but the answer shows the finding: a read
+            record_audit(AuditEntry, "finding.read", "finding", finding.id, patient_id=finding.patient_id,
+                         detail=f"linked already: record_id={link['record_id']} "
+                                f"institution_id={link['institution_id']}")
             return _respond(finding, 200)
         _refuse_more_links(finding)
         check_local_links([link], finding.patient_id)

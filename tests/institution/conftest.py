@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import peewee
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -58,13 +59,28 @@ def issuer(signing_keys) -> TokenIssuer:
     return TokenIssuer(load_private_key(signing_keys[0]), ISSUER, AUDIENCE, MAX_EXCHANGED_TTL_S)
 
 
-@pytest.fixture
-def config(database_url: str, signing_keys) -> Config:
+def institution_config(database_url: str, signing_keys, **institution: str) -> Config:
+    """Institution A's server config on `database_url`, trusting the test toplevel's key
+    (`institution` adds to or replaces A's id, e.g. `name=`)."""
     return build_config("institution", KEYS, {
         "database": {"url": database_url},
-        "institution": {"id": INSTITUTION_A, "name": "General Hospital A"},
+        "institution": {"id": INSTITUTION_A, **institution},
         "tokens": {"public_key": str(signing_keys[1]), "issuer": ISSUER, "audience": AUDIENCE},
     })
+
+
+def sqlite_at_schema(path: Path, version: int) -> peewee.SqliteDatabase:
+    """A SQLite file whose institution schema says `version`, open for the test to add the older
+    tables it needs (then close it); upgrades start from there."""
+    db = peewee.SqliteDatabase(str(path))
+    db.execute_sql("CREATE TABLE schema_version (layer VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)")
+    db.execute_sql("INSERT INTO schema_version VALUES ('institution', ?)", (version,))
+    return db
+
+
+@pytest.fixture
+def config(database_url: str, signing_keys) -> Config:
+    return institution_config(database_url, signing_keys, name="General Hospital A")
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ import peewee
 import pytest
 
 from daemons.institution.models import database_proxy, upgrade
-from daemons.institution.settings import KEYS
-from shared.config import build_config
 
-from .conftest import INSTITUTION_A, local_link
+from .conftest import institution_config, local_link, sqlite_at_schema
 
 REMOTE_LINK = {"record_id": "b" * 64, "institution_id": str(uuid.UUID(int=7)), "node_id": None}
 
@@ -88,18 +86,44 @@ def test_a_schema_4_database_gets_the_versions_table(tmp_path: Path, signing_key
     """Schema 4 -> 5 creates the versions table; findings written before start their history at
     their next change."""
     path = tmp_path / "v4.db"
-    db = peewee.SqliteDatabase(str(path))
-    db.execute_sql("CREATE TABLE schema_version (layer VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)")
-    db.execute_sql("INSERT INTO schema_version VALUES ('institution', 4)")
-    db.close()
-    config = build_config("institution", KEYS, {
-        "database": {"url": f"sqlite:///{path}"},
-        "institution": {"id": INSTITUTION_A},
-        "tokens": {"public_key": str(signing_keys[1]), "issuer": "sivr-toplevel",
-                   "audience": "https://institution-a.test:5002"},
-    })
+    sqlite_at_schema(path, 4).close()
+    config = institution_config(f"sqlite:///{path}", signing_keys)
     try:
         assert upgrade(config) == 5
         assert "finding_version" in peewee.SqliteDatabase(str(path)).get_tables()
     finally:
         database_proxy.close()
+
+
+def test_a_long_history_is_read_a_page_at_a_time(api, users, finding):
+    """An author who saves one finding 60 times (each text at its bound) made every read of its
+    history carry all 60 (300 saves: 27.7 MB); an answer holds at most `PAGE_MAX` versions, the
+    newest by default, and `?before=` pages back."""
+    url = f"/api/v1/findings/{finding['id']}"
+    texts = {"findings": "f" * 50_000, "conclusion": "c" * 20_000, "recommendation": "r" * 20_000}
+    for n in range(60):
+        assert api.call("PUT", url, users["physician"], {**texts, "description": f"save {n}"})[0] == 200
+    reader = users["physician_b"]
+    status, newest = _versions(api, reader, finding["id"])
+    assert status == 200 and newest["total"] == 60 and newest["current_version"] == 61
+    assert [v["version"] for v in newest["items"]] == list(range(41, 61))
+    status, page = api.call("GET", f"{url}/versions?limit=50&before=41", reader)
+    assert status == 200 and [v["version"] for v in page["items"]] == list(range(1, 41))
+    assert page["items"][0]["description"] == finding["description"]
+    status, page = api.call("GET", f"{url}/versions?limit=50", reader)
+    assert [v["version"] for v in page["items"]] == list(range(11, 61))
+    for query in ("limit=51", "limit=0", "limit=-1", "before=0", "before=x", f"before={2**63}"):
+        status, answer = api.call("GET", f"{url}/versions?{query}", reader)
+        assert status == 400 and answer["error"]["code"] == "validation_error", query
+
+
+def test_a_deleted_findings_older_page_stays_for_administrators_only(api, users, finding):
+    url = f"/api/v1/findings/{finding['id']}"
+    for n in range(3):
+        assert api.call("PUT", url, users["physician"], {"description": f"save {n}"})[0] == 200
+    assert api.call("DELETE", url, users["admin"])[0] == 204
+    status, answer = api.call("GET", f"{url}/versions?before=1", users["physician"])
+    assert status == 403 and answer["error"]["code"] == "forbidden"
+    status, page = api.call("GET", f"{url}/versions?before=3&limit=1", users["admin"])
+    assert status == 200 and page["deleted"] and page["total"] == 4
+    assert [v["description"] for v in page["items"]] == ["save 0"]

@@ -276,6 +276,17 @@ def test_link_and_unlink_records(api, users, finding, record):
     assert status == 409 and "at least one record" in answer["error"]["message"]
 
 
+def test_a_link_sent_again_is_audited_as_the_read_it_answers(api, users, finding, patient_id):
+    """A link the finding holds already changes nothing, but its 200 shows the whole finding: it went
+    unaudited, a read of the patient's finding the audit log did not know of."""
+    author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
+    assert api.call("POST", path, author, REMOTE_LINK)[0] == 201
+    status, again = api.call("POST", path, author, REMOTE_LINK)
+    assert status == 200 and again["findings"] == finding["findings"]
+    reads = _audit_actions(api, users["admin"], user_id=author.id, action="finding.read")
+    assert reads == [("finding.read", finding["id"], patient_id)]
+
+
 def test_same_record_id_from_two_institutions_needs_institution_id(api, users, finding, record, db_state):
     author, path = users["physician"], f"/api/v1/findings/{finding['id']}/records"
     api.call("POST", path, author, {"record_id": record["id"], "institution_id": INSTITUTION_B})

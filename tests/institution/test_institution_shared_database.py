@@ -7,14 +7,10 @@ import copy
 import uuid
 from pathlib import Path
 
-import peewee
-
 from daemons.institution.app import create_app
 from daemons.institution.models import database_proxy, upgrade
-from daemons.institution.settings import KEYS
-from shared.config import build_config
 
-from .conftest import INSTITUTION_A, INSTITUTION_B
+from .conftest import INSTITUTION_B, institution_config, sqlite_at_schema
 
 
 def _audit(client, user, query: str = "") -> list[dict]:
@@ -50,9 +46,7 @@ def test_each_institution_server_shows_only_its_own_audit_log(config, app, api, 
 def test_entries_written_before_schema_4_stay_in_the_log(tmp_path: Path, signing_keys, make_user):
     """An upgrade adds the column, keeps every entry and shows the old ones (no institution) as before."""
     path = tmp_path / "v3.db"
-    db = peewee.SqliteDatabase(str(path))
-    db.execute_sql("CREATE TABLE schema_version (layer VARCHAR(32) PRIMARY KEY, version INTEGER NOT NULL)")
-    db.execute_sql("INSERT INTO schema_version VALUES ('institution', 3)")
+    db = sqlite_at_schema(path, 3)
     db.execute_sql("CREATE TABLE audit_entry (id VARCHAR(36) PRIMARY KEY, at DATETIME NOT NULL, "
                    "user_id VARCHAR(36) NOT NULL, username VARCHAR(150) NOT NULL, action VARCHAR(64) NOT NULL, "
                    "object_type VARCHAR(32) NOT NULL, object_id VARCHAR(64), patient_id VARCHAR(36), "
@@ -61,12 +55,7 @@ def test_entries_written_before_schema_4_stay_in_the_log(tmp_path: Path, signing
     db.execute_sql("INSERT INTO audit_entry VALUES ('e1', '2026-01-01 00:00:00', ?, 'old-reader', 'finding.read', "
                    "'finding', NULL, NULL, '127.0.0.1', '')", (old_reader,))
     db.close()
-    config = build_config("institution", KEYS, {
-        "database": {"url": f"sqlite:///{path}"},
-        "institution": {"id": INSTITUTION_A},
-        "tokens": {"public_key": str(signing_keys[1]), "issuer": "sivr-toplevel",
-                   "audience": "https://institution-a.test:5002"},
-    })
+    config = institution_config(f"sqlite:///{path}", signing_keys)
     assert upgrade(config) == 5  # schema 5: finding versions
     assert upgrade(config) == 5
     client = create_app(config).test_client()

@@ -185,6 +185,38 @@ def test_write_edit_attach_and_detach_a_finding(page, deployment, shots):
     shot(page, shots, "11-finding-history")
 
 
+def test_a_long_finding_history_is_read_a_page_at_a_time(page, deployment, shots):
+    """The institution answers a finding's history a page at a time (at most 50 versions); the page
+    showed only the first answer, so every change before the newest page could not be read."""
+    patient = new_patient(deployment)
+    (record,) = register_placeholder_records(deployment, patient, ["CT chest for the history"])
+    own = institution(deployment)
+    doctor = deployment.client("physician")
+    server = own["server_url"].rstrip("/")
+    reference = doctor.call("POST", f"{deployment.url('toplevel')}/api/v1/patients/{patient['id']}/reference").json()
+    body = {"patient_id": patient["id"], "patient_reference": reference["patient_reference"],
+            "description": "Nodule", "findings": "wording 0", "conclusion": "Follow up.", "date": "2026-01-02",
+            "records": [{"record_id": record["id"], "institution_id": own["id"], "node_id": record["node_id"]}]}
+    finding = doctor.call("POST", f"{server}/api/v1/findings", json=body).json()
+    for wording in range(1, 53):  # 52 edits: 52 earlier versions, one page of 50 and two more
+        doctor.call("PUT", f"{server}/api/v1/findings/{finding['id']}", json={**body, "findings": f"wording {wording}"})
+
+    login(page, deployment)
+    page.goto(f"/#/patients/{patient['id']}/institutions/{own['id']}/findings/{finding['id']}/history")
+    page.get_by_role("heading", name="Finding history").wait_for()
+    versions = page.locator(".finding-version")
+    versions.first.wait_for()
+    assert versions.count() == 50 and versions.first.get_attribute("data-version") == "52"
+    older = page.get_by_role("button", name=re.compile(r"Show older changes \(2 more\)"))
+    older.click()
+    page.locator(".finding-version[data-version='1']").wait_for()
+    assert [versions.nth(i).get_attribute("data-version") for i in range(versions.count())] == [
+        str(n) for n in range(52, 0, -1)]
+    assert "wording 0" in versions.last.inner_text()
+    assert older.is_hidden()
+    shot(page, shots, "11-finding-history-paged")
+
+
 def test_patient_page_fits_a_phone(browser, deployment, shots):
     context = browser.new_context(viewport=PHONE, base_url=deployment.url("web"), is_mobile=True, has_touch=True)
     page = context.new_page()

@@ -370,25 +370,33 @@ export function findingShape(id) {
   return answerAbout(id, "the finding", "finding", (body) => findingAnswer(body));
 }
 
+/** Versions in one page of a finding's history, at most (PAGE_MAX, daemons/institution/finding_history.py). */
+export const FINDING_VERSIONS_PAGE_MAX = 50;
+
 /** What ended a finding's version (FindingVersion.change, daemons/institution/finding_history.py). */
 const FINDING_CHANGES = ["update", "link", "unlink", "delete"];
 
 /**
  * The earlier texts of finding `id` (`api/v1/findings/{id}/versions`): each version's texts, links
  * and who replaced it by which change; the history view writes them out as they stood (a history of
- * another finding would have been shown as this one's).
- * @param {string} id @returns {Shape}
+ * another finding would have been shown as this one's). `before`: the page before that version was
+ * asked for (`?before=`), so none of its versions may be that one or later.
+ * @param {string} id @param {number | null} [before] @returns {Shape}
  */
-export function findingVersionsShape(id) {
+export function findingVersionsShape(id, before = null) {
   return {
     asked: "the finding's history",
     check(body) {
       items(body);
       bool(body.deleted, "deleted");
       optional(body.current_version, "current_version", count);
+      count(body.total, "total");
+      need(body.items.length <= Math.min(body.total, FINDING_VERSIONS_PAGE_MAX), "items are more than the page or the total");
       body.items.forEach((version, i) => {
         const name = `items[${i}]`;
         count(version.version, `${name}.version`);
+        need(before === null || version.version < before, `${name}.version is not before version ${before}, the page asked for`);
+        need(i === 0 || version.version > body.items[i - 1].version, `${name}.version is out of order`);
         uuid(version.patient_id, `${name}.patient_id`);
         uuid(version.changed_by_id, `${name}.changed_by_id`);
         for (const key of [...FINDING_TEXTS, "written_at", "changed_at", "changed_by_name"]) text(version[key], `${name}.${key}`);

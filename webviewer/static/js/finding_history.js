@@ -4,7 +4,7 @@
 
 import { h, mount, formatDate } from "./dom.js";
 import { apiPath, labelText } from "./api.js";
-import { findingVersionsShape } from "./answers.js";
+import { FINDING_VERSIONS_PAGE_MAX, findingVersionsShape } from "./answers.js";
 import { patientName } from "./patients.js";
 
 /** How each change reads in the list. */
@@ -20,17 +20,38 @@ export async function findingHistoryView(ctx, patientId, institutionId, findingI
     ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
     ctx.dir.institution(institutionId),
   ]);
-  const history = await ctx.session.fetchJson(institution.server_url, apiPath`api/v1/findings/${findingId}/versions`,
-    { shape: findingVersionsShape(findingId) });
-  const versions = [...history.items].reverse();   // newest first, as a reader looks for the last change
+  const page = (before = null) => ctx.session.fetchJson(institution.server_url, apiPath`api/v1/findings/${findingId}/versions`,
+    { params: { before, limit: FINDING_VERSIONS_PAGE_MAX }, shape: findingVersionsShape(findingId, before) });
+  const history = await page();
+  const list = h("ol", { class: "finding-versions", reversed: true });
+  const more = h("button", { type: "button", class: "btn btn-quiet", text: "Show older changes" });
+  let shown = 0;
+  let oldest = null;
+  // newest first, as a reader looks for the last change; a page answers the newest versions before `oldest`
+  const add = (items) => {
+    list.append(...[...items].reverse().map(versionItem));
+    shown += items.length;
+    oldest = items.length ? items[0].version : oldest;
+    more.hidden = !items.length || shown >= history.total;
+    more.textContent = `Show older changes (${history.total - shown} more)`;
+  };
+  more.onclick = async () => {
+    more.disabled = true;
+    try {
+      add((await page(oldest)).items);
+    } finally {
+      more.disabled = false;
+    }
+  };
+  add(history.items);
   mount(ctx.main, h("section", { class: "page page-narrow" },
     h("div", { class: "page-head" }, h("div", {},
       h("h1", { text: "Finding history" }),
       h("p", { class: "muted", text: `${patientName(patient)} · ${institution.name}` +
         (history.deleted ? " · this finding was deleted" : ` · now at version ${history.current_version}`) })),
       h("div", { class: "actions" }, h("a", { class: "btn btn-quiet", href: `#/patients/${patient.id}`, text: "Back to the patient" }))),
-    versions.length
-      ? h("ol", { class: "finding-versions", reversed: true }, versions.map(versionItem))
+    history.total
+      ? [list, more]
       : h("p", { class: "muted", text: "This finding has not been changed since it was written." })));
 }
 
