@@ -116,6 +116,17 @@ def finding_to_json(finding: Finding, links: Iterable[FindingRecord]) -> dict[st
     }
 
 
+def _stored(value: Any) -> str | None:
+    """A field's value as the database keeps it, to tell a save that changes it from one that does not
+    (a date arrives as text and is read back as a date)."""
+    return None if value is None else str(value)
+
+
+def _link_keys(links: Iterable[dict[str, Any]]) -> list[tuple[str | None, ...]]:
+    """The links of a finding in a form two lists of them compare by (order does not matter)."""
+    return sorted(tuple(_stored(link.get(key)) for key in ("record_id", "institution_id", "node_id")) for link in links)
+
+
 def _links_of(finding: Finding) -> list[FindingRecord]:
     return list(FindingRecord.select().where(FindingRecord.finding == finding).order_by(FindingRecord.pk))
 
@@ -253,7 +264,15 @@ def update_finding(finding_id: str):
             check_local_links(links, patient_id)
         elif patient_id != finding.patient_id:
             check_local_links((link_to_json(link) for link in _links_of(finding)), patient_id)
-        keep_version(finding, _links_of(finding), "update")
+        kept = _links_of(finding)
+        changed = sorted(name for name, value in fields.items() if _stored(getattr(finding, name)) != _stored(value))
+        if links is not None and _link_keys(link_to_json(link) for link in kept) != _link_keys(links):
+            changed.append("records")
+        if not changed:  # saved as it stands: no version, no edit, but the answer shows the finding (a read)
+            record_audit(AuditEntry, "finding.read", "finding", finding.id, patient_id=finding.patient_id,
+                         detail="saved unchanged")
+            return _respond(finding)
+        keep_version(finding, kept, "update")
         for name, value in fields.items():
             setattr(finding, name, value)
         finding.updated_at = utcnow()
@@ -261,7 +280,7 @@ def update_finding(finding_id: str):
         if links is not None:
             FindingRecord.delete().where(FindingRecord.finding == finding).execute()
             _add_links(finding, links)
-        detail = ", ".join(sorted([*fields, *(["records"] if links is not None else [])]))
+        detail = ", ".join(changed)
         # a finding moved to another patient changes both patients' data: audit it under both
         for audited_patient in dict.fromkeys((previous_patient, finding.patient_id)):
             record_audit(AuditEntry, "finding.update", "finding", finding.id, patient_id=audited_patient,

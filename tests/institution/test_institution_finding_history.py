@@ -41,6 +41,28 @@ def test_every_change_keeps_the_text_it_replaced(api, users, finding, record):
     assert not history["deleted"]
 
 
+def test_a_save_that_changes_nothing_keeps_no_version_and_audits_the_read(api, users, finding, record):
+    """The viewer's edit form sends every text at each save: a save that changed nothing kept a
+    version ("edited") and audited an edit of every field, so the history filled with copies."""
+    author = users["physician"]
+    url = f"/api/v1/findings/{finding['id']}"
+    same = {key: finding[key] for key in ("description", "findings", "conclusion", "recommendation", "date",
+                                          "patient_id")}
+    status, answer = api.call("PUT", url, author, {**same, "records": [local_link(record)]})
+    assert status == 200 and answer["conclusion"] == finding["conclusion"]
+    status, history = _versions(api, author, finding["id"])
+    assert history["items"] == [] and history["current_version"] == 1
+    status, log = api.call("GET", f"/api/v1/audit?object_id={finding['id']}", users["admin"])
+    actions = [(e["action"], e["detail"]) for e in log["items"] if e["action"].startswith("finding.")]
+    assert ("finding.read", "saved unchanged") in actions and not any(a == "finding.update" for a, _ in actions)
+
+    assert api.call("PUT", url, author, {**same, "conclusion": "Changed."})[0] == 200  # one field changed
+    status, history = _versions(api, author, finding["id"])
+    assert [v["change"] for v in history["items"]] == ["update"]
+    status, log = api.call("GET", "/api/v1/audit?action=finding.update", users["admin"])
+    assert [e["detail"] for e in log["items"] if e["object_id"] == finding["id"]] == ["conclusion"]
+
+
 def test_reading_the_history_is_audited_under_every_patient_it_names(api, users, finding, patient_id):
     other_patient = str(uuid.uuid4())
     status, _ = api.call("PUT", f"/api/v1/findings/{finding['id']}", users["physician"],
