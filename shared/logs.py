@@ -81,8 +81,8 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             exc = record.exc_info[1]
-            answered = database_exception_text(exc) if exc is not None else None
-            if answered is not None:
+            answered = None if exc is None else database_exception_text(exc)
+            if exc is not None and answered is not None:
                 entry.update(database_error_fields(exc))
             entry["exception"] = answered or self.formatException(record.exc_info)
         line = _JSON_LINE.encode(entry)
