@@ -1,8 +1,9 @@
 """Key images of a record (daemons.render.api.key_images): marked, listed and unmarked on the node
 that holds the record, with the stack a reformat cuts and the time point shown; read by the
 record's read rule, changed by users of its institution only; bad planes, indexes, stacks and time
-points are 400/404, an unknown record 404; audited; and the table arrives, then gains its stack and
-time point, by schema migrations from the previous schemas."""
+points are 400 when malformed, 404 when they name nothing the record has (an unknown record too);
+audited; and the table arrives, then gains its stack and time point, by schema migrations from the
+previous schemas."""
 
 from __future__ import annotations
 
@@ -74,10 +75,23 @@ def test_reading_follows_the_record_and_changing_is_for_its_institution(node, re
     assert node.client.get(_url(record_id)).status_code == 401
 
 
-@pytest.mark.parametrize("tail", [f"/native/{SLICES}", "/native/-1", "/axial/99", "/oblique/0", "/native/x"])
+@pytest.mark.parametrize("tail", [f"/native/{SLICES}", "/native/-1", "/axial/99"])
+def test_an_index_outside_the_view_names_no_image(node, record_id, tail):
+    """As at the image routes (`query.check_index`: a frame or plane index outside the record is 404
+    `not_found` naming the range); it was 400 here, while an unknown stack or time point was 404."""
+    for method in (node.client.put, node.client.delete):
+        reply = method(_url(record_id, tail), headers=node.headers())
+        assert reply.status_code == 404 and reply.json["error"]["code"] == "not_found", reply.json
+        assert "0.." in reply.json["error"]["message"], reply.json
+    image = node.client.get(f"/api/v1/records/{record_id}/frames/{SLICES}", headers=node.headers())
+    assert image.status_code == 404 and image.json["error"]["code"] == "not_found"
+    assert node.client.get(_url(record_id), headers=node.headers()).json == {"items": []}
+
+
+@pytest.mark.parametrize("tail", ["/oblique/0", "/native/x"])
 def test_a_bad_plane_or_index_is_refused(node, record_id, tail):
     reply = node.client.put(_url(record_id, tail), headers=node.headers())
-    if tail == "/native/x":   # not an index at all: no such route
+    if tail == "/native/x":   # not an index at all: no such route (as at the image routes)
         assert reply.status_code == 404 and "error" in reply.json
         return
     assert reply.status_code == 400 and reply.json["error"]["code"] == "validation_error"
@@ -118,7 +132,7 @@ def test_a_reformat_keeps_its_stack_and_each_stack_is_its_own_key_image(node):
     assert _listed(node, record_id) == [("coronal", 3, "1", None)]
     # the index range is the stack's own: POSITIONS axial slices, not the record's 2 * POSITIONS frames
     beyond = node.client.put(_url(record_id, f"/axial/{POSITIONS}?stack=2"), headers=node.headers())
-    assert beyond.status_code == 400 and beyond.json["error"]["code"] == "validation_error"
+    assert beyond.status_code == 404 and beyond.json["error"]["code"] == "not_found", beyond.json
     assert node.client.put(_url(record_id, f"/native/{2 * POSITIONS - 1}"), headers=node.headers()).status_code == 200
 
 

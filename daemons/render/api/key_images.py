@@ -95,11 +95,14 @@ def _own_phase(manifest: Manifest, index: int) -> int:
 
 
 def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
-    """The image a request names, once the record is known (404), `plane`/`index` name one of its
-    images (400), the stack is one of the record's (404; 422 when it forms no volume to reformat)
-    and the time point one of that stack's (404). An image the image routes would not draw cannot
-    be marked, refused as they refuse it: a series stored only (415 `stored_only`), a reformat of
-    a colour record or one with a Modality LUT (400 `unsupported_record`)."""
+    """The image a request names, once the record is known (404), `plane` is one of the views (400,
+    as an MPR plane), the stack is one of the record's (404; 422 when it forms no volume to reformat),
+    `index` one of that view's images (404 with the range, as the image routes answer it:
+    `query.check_index`) and the time point one of that stack's (404). The rule, as theirs: what
+    names nothing the record has is 404 `not_found`, a parameter that is malformed or does not
+    apply 400. An image the image routes would not draw cannot be marked, refused as they refuse
+    it: a series stored only (415 `stored_only`), a reformat of a colour record or one with a
+    Modality LUT (400 `unsupported_record`)."""
     record_id = parse_record_id(record_id, "record id")
     stored_or_404(record_id)
     if plane not in KEY_IMAGE_PLANES:
@@ -119,9 +122,7 @@ def _checked(record_id: str, plane: str, index: int) -> KeyImageRef:
         if stack.volume is not None:
             raise ApiError(422, "no_volume", f"stack {stack.id} ({stack.label}) cannot be reformatted: {stack.volume}")
         table = plane_table(stack_manifest(manifest, stack))
-    count = table[KEY_IMAGE_PLANES[plane]]["count"]
-    if not 0 <= index < count:
-        raise query.bad(f"index {index} is outside the {plane} images of this record (0..{count - 1})")
+    query.check_index(f"{plane} image", index, table[KEY_IMAGE_PLANES[plane]]["count"])
     phases = _phase_count(stacks_of(manifest), index, stack)
     if phase is not None and not 0 <= phase < phases:
         raise not_found("time point", f"{phase} (this image has {phases}: 0..{phases - 1})")

@@ -24,7 +24,7 @@ _KEY_PLANE = {"name": "plane", "in": "path", "required": True,
               "schema": {"enum": ["native", "axial", "coronal", "sagittal"]},
               "description": "the view: native (the stored slices) or a reformat"}
 _KEY_INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
-              "description": "image of that view (0..count-1 of its `planes` entry; outside: 400)"}
+              "description": "image of that view (0..count-1 of its `planes` entry; outside: 404)"}
 _KEY_IMAGES = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
     "plane": {"type": "string"}, "index": {"type": "integer"}, "stack": {"type": ["string", "null"]},
     "phase": {"type": ["integer", "null"]}, "marked_by": {"type": "string"},

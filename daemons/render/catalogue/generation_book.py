@@ -25,7 +25,7 @@ class CatalogueGenerationBook:
     def __init__(self, models: Models):
         self.models = models
         self.table = models.catalogue.StoreGeneration
-        self._audited: set[tuple[str, Commit, Commit]] = set()
+        self._audited: set[tuple[str, Commit, Commit | None]] = set()
         self._audited_lock = threading.Lock()
 
     def latest(self, record_id: str) -> Commit | None:
@@ -44,7 +44,17 @@ class CatalogueGenerationBook:
     def forget(self, record_id: str) -> None:
         self.table.delete_by_id(record_id)
 
-    def refused(self, record_id: str, read: Commit, latest: Commit, message: str) -> None:
+    def bury(self, record_id: str, lineage: str) -> None:
+        """One insert, a tombstone already there kept as it is (workers may bury the same storing)."""
+        tombstones = self.models.catalogue.StoreTombstone
+        tombstones.insert(record_id=record_id, lineage=lineage).on_conflict_ignore().execute()
+
+    def buried(self, record_id: str, lineage: str) -> bool:
+        tombstones = self.models.catalogue.StoreTombstone
+        return tombstones.select().where((tombstones.record_id == record_id)
+                                         & (tombstones.lineage == lineage)).exists()
+
+    def refused(self, record_id: str, read: Commit, latest: Commit | None, message: str) -> None:
         """One audit entry per record and refusal in this worker (every request for the record is
         refused again: the log has each, the audit log the fact). Outside the app (the series-complete
         watcher's thread) it is logged only: the audit log's export needs the app, and the next

@@ -82,10 +82,11 @@ class CatalogueModels:
     Series: Any
     Instance: Any
     StoreGeneration: Any  # the latest commit of each record (`catalogue.generation_book`)
+    StoreTombstone: Any  # each storing of a record deleted or replaced (`catalogue.generation_book`)
 
     @property
     def all(self) -> list[type[peewee.Model]]:
-        return [self.Patient, self.Study, self.Series, self.Instance, self.StoreGeneration]
+        return [self.Patient, self.Study, self.Series, self.Instance, self.StoreGeneration, self.StoreTombstone]
 
 
 def make_catalogue_models(database: peewee.Database) -> CatalogueModels:
@@ -158,7 +159,21 @@ def make_catalogue_models(database: peewee.Database) -> CatalogueModels:
         class Meta:
             table_name = "store_generation"
 
-    models = CatalogueModels(Patient, Study, Series, Instance, StoreGeneration)
+    class StoreTombstone(peewee.Model):
+        """Each storing (`Commit.lineage`) of a record that was deleted through this node or replaced
+        by another storing: never served again when put back into the store (`store.generations`).
+        Kept for good (a row per deletion); a new table, made empty where the schema is older (the
+        schema upgrade makes missing tables): series deleted before it are not known."""
+
+        record_id = peewee.CharField(max_length=64)
+        lineage = peewee.CharField(max_length=64)
+        buried_at = peewee.DateTimeField(default=utcnow)
+
+        class Meta:
+            table_name = "store_tombstone"
+            primary_key = peewee.CompositeKey("record_id", "lineage")
+
+    models = CatalogueModels(Patient, Study, Series, Instance, StoreGeneration, StoreTombstone)
     for model in models.all:
         model._meta.database = database
     return models

@@ -83,13 +83,18 @@ class RecordIndex:
         for listener in self._listeners:
             listener(record_id, version)
 
-    def _add(self, record_id: str) -> peewee.Model | None:
+    def _add(self, record_id: str, asked: bool = False) -> peewee.Model | None:
         """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
-        one damaged record never stops the node from starting or listing."""
+        one damaged record never stops the node from starting or listing. One this node may not read
+        or refuses (`RecordUnreadable`: its mode, a rolled-back or deleted storing put back) is left
+        alone (None), or raised when a request `asked` for it: its 503 says why and what to do, where
+        a 404 said the record did not exist."""
         try:
             meta = self.store.read_manifest(record_id).meta
         except (ManifestVersionError, RecordUnreadable) as exc:  # not damaged: left alone, indexed once readable
             log.error("record %s is not indexed: %s", record_id, exc)
+            if asked and isinstance(exc, RecordUnreadable):
+                raise
             return None
         except (StoreError, ValueError, KeyError, TypeError) as exc:
             where = self.store.quarantine(record_id, str(exc))
@@ -174,7 +179,8 @@ class RecordIndex:
             self.sync()
 
     def find(self, record_id: str) -> peewee.Model | None:
-        """The catalogue row of a stored record, looked up in the store on a miss; None if not stored.
+        """The catalogue row of a stored record, looked up in the store on a miss; None if not stored,
+        RecordUnreadable for one stored that cannot be served (`_add`).
 
         A row whose record another node deleted is dropped here too.
         """
@@ -183,4 +189,4 @@ class RecordIndex:
             if row is not None:
                 self._drop(record_id)
             return None
-        return row if row is not None else self._add(record_id)
+        return row if row is not None else self._add(record_id, asked=True)

@@ -20,7 +20,20 @@ What is accepted:
   write by this release starts counting);
 - another lineage: a series deleted and stored again. In a store no other node writes (`shared`
   False) only this node's own `write_record` starts one, so a read of another lineage is an earlier
-  storing put back and refused; in a shared store another node may have done it, so it is followed.
+  storing put back and refused; in a shared store another node may have done it, so it is followed,
+  unless it is buried (below).
+
+A deleted series is not forgotten: its deletion took its row out of the book, so its folder or
+objects put back (an old backup restored, someone on the volume or in the bucket) were taken for a
+record the node never saw and the deleted patient's images were served again. So the deletion buries
+each storing of the series it knew (`deleted`: the book's lineage and the one in the store), and a
+storing that another one replaced is buried too (a new lineage noted in its place: only a put-back
+brings the earlier one back, lineages are random and never reused). A buried lineage read is refused
+as a rollback is, whether the book has a row or not, in every store. A series sent again after its
+deletion is a new storing (a new lineage), stored and served as any. Quarantine is no deletion: the
+book keeps the record's latest commit and buries nothing, so IT may put its latest copy back, while an
+older one is refused (forgetting it let anyone who could damage the manifest, and so have it
+quarantined, put an older copy back in its place).
 
 A race is not a rollback: a reader that read the manifest before another worker committed and
 noted a later generation reads it once more before refusing (the commit is in the store before
@@ -54,10 +67,16 @@ class GenerationBook(Protocol):
         is; with `new_lineage`, in place of whatever is noted. Atomic across the node's workers."""
 
     def forget(self, record_id: str) -> None:
-        """The record left the store through this node (deleted, quarantined)."""
+        """The record was deleted through this node (its storings buried first)."""
 
-    def refused(self, record_id: str, read: Commit, latest: Commit, message: str) -> None:
-        """Record (audit) that a read at `read` was refused as older than `latest`."""
+    def bury(self, record_id: str, lineage: str) -> None:
+        """Note that the record's storing `lineage` was deleted or replaced (kept for good)."""
+
+    def buried(self, record_id: str, lineage: str) -> bool:
+        """Whether the record's storing `lineage` was buried."""
+
+    def refused(self, record_id: str, read: Commit, latest: Commit | None, message: str) -> None:
+        """Record (audit) that a read at `read` was refused as older than `latest` (None: buried)."""
 
 
 class Generations:
@@ -72,15 +91,14 @@ class Generations:
         older than the latest this node noted (read once more first: module doc)."""
         manifest, version = read()
         latest = self.book.latest(record_id)
+        if not self._accepts(record_id, latest, manifest.commit):
+            manifest, version = read()
+            if not self._accepts(record_id, latest, manifest.commit):
+                raise self._rolled_back(record_id, manifest.commit, latest)
         if latest is None:
             self.book.advance(record_id, manifest.commit, new_lineage=False)
-            return manifest, version
-        if not self._accepts(latest, manifest.commit):
-            manifest, version = read()
-            if not self._accepts(latest, manifest.commit):
-                raise self._rolled_back(record_id, manifest.commit, latest)
-        if manifest.commit != latest:
-            self.book.advance(record_id, manifest.commit, new_lineage=manifest.commit.lineage != latest.lineage)
+        elif manifest.commit != latest:
+            self._advance(record_id, latest, manifest.commit)
         return manifest, version
 
     def continues(self, record_id: str, commit: Commit, changed: Callable[[], bool]) -> None:
@@ -88,7 +106,7 @@ class Generations:
         that is older than the latest noted, unless the record `changed()` since it was read (a
         later commit noted meanwhile: StoreUnavailable, retry)."""
         latest = self.book.latest(record_id)
-        if latest is None or self._accepts(latest, commit):
+        if self._accepts(record_id, latest, commit):
             return
         if changed():
             raise StoreUnavailable(f"record {record_id} changed since it was read; retry")
@@ -96,26 +114,49 @@ class Generations:
 
     def wrote(self, record_id: str, commit: Commit, new_lineage: bool = False) -> None:
         """This node committed `commit` (`new_lineage`: it stored the series anew)."""
-        self.book.advance(record_id, commit, new_lineage)
+        latest = self.book.latest(record_id) if new_lineage else None
+        if latest is not None:
+            self._advance(record_id, latest, commit)
+        else:
+            self.book.advance(record_id, commit, new_lineage)
 
-    def forget(self, record_id: str) -> None:
+    def deleted(self, record_id: str, stored: Commit | None) -> None:
+        """The record was deleted through this node: every storing of it that it knew (the book's,
+        and `stored`, the one the store held, when it could be read) is buried (module doc)."""
+        latest = self.book.latest(record_id)
+        for lineage in sorted({commit.lineage for commit in (latest, stored) if commit is not None}):
+            self.book.bury(record_id, lineage)
         self.book.forget(record_id)
 
-    def _accepts(self, latest: Commit, read: Commit) -> bool:
-        if read.lineage != latest.lineage:
-            return self.shared
-        return read.generation >= latest.generation
+    def _advance(self, record_id: str, latest: Commit, commit: Commit) -> None:
+        """Note `commit` in place of `latest`; a storing it replaces is buried first."""
+        new_lineage = commit.lineage != latest.lineage
+        if new_lineage:
+            self.book.bury(record_id, latest.lineage)
+        self.book.advance(record_id, commit, new_lineage)
 
-    def _rolled_back(self, record_id: str, read: Commit, latest: Commit) -> RecordRolledBack:
-        if read.lineage != latest.lineage:
+    def _accepts(self, record_id: str, latest: Commit | None, read: Commit) -> bool:
+        """The rule (module doc); the tombstones are asked only for a lineage the book does not hold."""
+        if latest is not None and read.lineage == latest.lineage:
+            return read.generation >= latest.generation
+        if self.book.buried(record_id, read.lineage):
+            return False
+        return latest is None or self.shared
+
+    def _rolled_back(self, record_id: str, read: Commit, latest: Commit | None) -> RecordRolledBack:
+        restore = ("restore the record's latest copy (its whole folder or objects) from a later backup, or "
+                   "delete the series and send it again")
+        if latest is None:  # buried, and no later storing noted: the series stays deleted
+            what = "a manifest of a storing of this series that was deleted (or replaced) since"
+            restore = ("remove the record's folder or objects from the store (the series stays deleted), then "
+                       "send the series again if it is still wanted")
+        elif read.lineage != latest.lineage:
             what = "a manifest of an earlier storing of this series (it was deleted and stored again since)"
         else:
             what = (f"an older manifest of this series (commit {read.generation}; this node wrote or read "
                     f"commit {latest.generation})")
         message = (f"record {record_id}: the store holds {what}: it was put back (a restore from an older "
-                   "backup, or someone with write access to the store). It is not served: restore the "
-                   "record's latest copy (its whole folder or objects) from a later backup, or delete the "
-                   "series and send it again")
+                   f"backup, or someone with write access to the store). It is not served: {restore}")
         log.error("%s", message)
         self.book.refused(record_id, read, latest, message)
         return RecordRolledBack(record_id, message)

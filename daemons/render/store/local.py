@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import pwd
@@ -739,17 +740,27 @@ class RecordStore:
         if not path.exists():
             self._held()
             return False
+        stored = self._stored_commit(record_id) if self._generations is not None else None
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.replace(path, trash)
+        self._commits.pop(record_id, None)
+        if self._generations is not None:  # its storing is buried: put back, it is refused
+            self._generations.deleted(record_id, stored)
         shutil.rmtree(trash, ignore_errors=True)
-        self._gone(record_id)
         return True
 
+    def _stored_commit(self, record_id: str) -> Commit | None:
+        """The commit of the base manifest in the record's folder, for `Generations.deleted`; None
+        when it does not read (a damaged or unreadable record is deleted all the same)."""
+        try:
+            body = self._open(record_id, "manifest", self._read(record_id, self.path_of(record_id) / MANIFEST))
+            return Commit.from_json(json.loads(body))
+        except (OSError, StoreUnavailable, StoreError, ValueError):
+            return None
+
     def _gone(self, record_id: str) -> None:
-        """The record left the store through this node: its commits are forgotten."""
+        """The record was quarantined: this process forgets its commit, the book keeps it (`generations`)."""
         self._commits.pop(record_id, None)
-        if self._generations is not None:
-            self._generations.forget(record_id)
 
     def quarantine(self, record_id: str, reason: str) -> Path | None:
         """Move a damaged record aside (kept for IT to inspect, never served); None if it is gone already.

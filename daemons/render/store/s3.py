@@ -22,7 +22,8 @@ A node killed mid-upload leaves only objects no manifest names; readers never se
 Every manifest body names its commit (`manifest.Commit`: the upload id as its lineage, and a
 generation each append and analysis counts on), so that an older manifest object put back into the
 bucket is refused (`generations`; a store shared by several nodes, so another lineage, a series
-another node deleted and stored again, is followed).
+another node deleted and stored again, is followed, unless it is one this node deleted or saw
+replaced: that series' objects put back are refused too).
 
 Everything is encrypted on the node before it is sent (see `envelope`); the bucket, its operators
 and the network see only ciphertext, object sizes and record ids (content hashes).
@@ -55,7 +56,7 @@ from daemons.render.store.envelope import KeyRing
 from daemons.render.store.generations import GenerationBook, Generations
 from daemons.render.store.interface import StoreUnavailable
 from daemons.render.store.local import Precompressed, StoreError
-from daemons.render.store.manifest import JOURNAL_VERSION, Commit, JournalEntry, Manifest
+from daemons.render.store.manifest import JOURNAL_VERSION, Commit, JournalEntry, Manifest, ManifestVersionError
 from shared.config import Config, ConfigError
 from shared.files import require_owner_only
 
@@ -466,17 +467,27 @@ class S3RecordStore:
         """Remove the manifest (the record disappears for every node at once), then its objects."""
         if not self.exists(record_id):
             return False
+        stored = self._stored_commit(record_id) if self._generations is not None else None
         key = self._manifest_key(record_id)
         _call(f"DELETE {key}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
         with self._lock:
             self._headers.pop(record_id, None)
         if self._cache is not None:
             self._cache.drop_record(record_id)
-        if self._generations is not None:
-            self._generations.forget(record_id)
+        if self._generations is not None:  # its storing is buried: put back, it is refused
+            self._generations.deleted(record_id, stored)
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")]
                           + [f"{self.prefix}{FILED}{record_id}"])
         return True
+
+    def _stored_commit(self, record_id: str) -> Commit | None:
+        """The commit of the record's manifest object, for `Generations.deleted`; None when it does
+        not read (gone meanwhile, or damaged: deleted all the same). A bucket out of reach is raised:
+        the deletion could not be made either."""
+        try:
+            return self._read_versioned(record_id)[0].commit
+        except (FileNotFoundError, StoreError, ManifestVersionError, ValueError, KeyError, TypeError):
+            return None
 
     def quarantine(self, record_id: str, reason: str) -> str | None:
         """Take a damaged record out of service for every node: its manifest is copied to
@@ -494,9 +505,7 @@ class S3RecordStore:
         _call(f"DELETE {source}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=source))
         with self._lock:
             self._headers.pop(record_id, None)
-        if self._generations is not None:
-            self._generations.forget(record_id)
-        if self._cache is not None:
+        if self._cache is not None:  # the book keeps its latest commit: an older copy put back is refused
             self._cache.drop_record(record_id)
         return f"s3://{self.bucket}/{target}"
 
