@@ -155,7 +155,7 @@ def database_error_fields(exc: BaseException) -> dict[str, str]:
     codes of PostgreSQL's Appendix A and CockroachDB's) and the table, constraint and column the
     server names; `{}` for anything else. Never the server's message, whose DETAIL and CONTEXT
     quote the row's values and the query's parameters (`Key (insurance_number)=(...)`): a log is
-    not the place of patient data (`shared.errors.log_failure` leaves that message out)."""
+    not the place of patient data (`shared.logs.JsonFormatter` leaves that message out of every line)."""
     cause = driver_error(exc)
     if isinstance(cause, psycopg.Error):
         fields = {"db_error": type(cause).__name__}
@@ -169,11 +169,9 @@ def database_error_fields(exc: BaseException) -> dict[str, str]:
     return {}
 
 
-def database_exception_text(exc: BaseException) -> str | None:
-    """`exc`'s traceback as a log line carries it, chained exceptions included, with the SQLSTATE and
-    error class in place of each database error's message (the server's, which quotes row values:
-    `database_error_fields`); None when no link of the chain is an error a server answered (no
-    SQLSTATE: a refused connection, SQLite), whose messages name no row."""
+def _chain(exc: BaseException) -> list[tuple[BaseException, str]]:
+    """`exc` and the exceptions it was raised from or while handling, outermost first, each with the
+    line Python prints after it when it prints the chain (cycles cut)."""
     chain: list[tuple[BaseException, str]] = []
     link: BaseException | None = exc
     joint = ""
@@ -185,6 +183,21 @@ def database_exception_text(exc: BaseException) -> str | None:
             link, joint = link.__context__, _CONTEXT
         else:
             link = None
+    return chain
+
+
+def database_error_in(exc: BaseException) -> BaseException | None:
+    """The outermost exception of `exc`'s chain that a database server answered (with a SQLSTATE),
+    if any: the one whose fields a log line names (`database_error_fields`)."""
+    return next((link for link, _ in _chain(exc) if "sqlstate" in database_error_fields(link)), None)
+
+
+def database_exception_text(exc: BaseException) -> str | None:
+    """`exc`'s traceback as a log line carries it, chained exceptions included, with the SQLSTATE and
+    error class in place of each database error's message (the server's, which quotes row values:
+    `database_error_fields`); None when no link of the chain is an error a server answered (no
+    SQLSTATE: a refused connection, SQLite), whose messages name no row."""
+    chain = _chain(exc)
     if not any("sqlstate" in database_error_fields(link) for link, _ in chain):
         return None
     text = []

@@ -19,11 +19,12 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 
-from shared.db import database_error_fields, database_error_summary, database_exception_text
+from shared.db import database_error_fields, database_error_in, database_error_summary, database_exception_text
 from shared.tokens import QUERY_TOKEN_PARAM
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -81,26 +82,48 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             exc = record.exc_info[1]
-            answered = None if exc is None else database_exception_text(exc)
-            if exc is not None and answered is not None:
-                entry.update(database_error_fields(exc))
-            entry["exception"] = answered or self.formatException(record.exc_info)
+            cause = None if exc is None else database_error_in(exc)
+            if exc is not None and cause is not None:
+                entry.update(database_error_fields(cause))
+                entry["exception"] = database_exception_text(exc)
+            else:
+                entry["exception"] = self.formatException(record.exc_info)
         line = _JSON_LINE.encode(entry)
         # the regular expression only where the name occurs: this runs for every request's access line
         return _QUERY_TOKEN.sub(r"\1<redacted>", line) if QUERY_TOKEN_PARAM in line else line
 
 
 def _message(record: logging.LogRecord) -> str:
-    """The record's message, with any database error among its values named without the server's
-    own message (`shared.db.database_error_summary`): `log.error("... failed: %s", exc)` quoted a
-    PostgreSQL DETAIL whole (`Key (patient_id)=(...)`), as a traceback's last line did before
-    `format` left it out. Every line of every layer goes through here, whoever logs it."""
-    args = record.args
-    if not args or not isinstance(args, tuple) or not any(isinstance(arg, BaseException) for arg in args):
+    """The record's message, with a database error given as the message or among its values (a
+    tuple or a mapping of them) named without the server's own message
+    (`shared.db.database_error_summary`): `log.error("... failed: %s", exc)` quoted a PostgreSQL
+    DETAIL whole (`Key (patient_id)=(...)`), as a traceback's last line did before `format` left it
+    out. Every line of every layer goes through here, whoever logs it; what a caller turned into
+    text itself (`str(exc)`, an f-string) is text, and is not recognised: pass the error."""
+    msg, args = record.msg, record.args
+    if isinstance(msg, BaseException) and _answered_by_database(msg):
+        msg = database_error_summary(msg)
+    elif not args or not any(isinstance(arg, BaseException) for arg in _values(args)):
         return record.getMessage()
-    named = tuple(database_error_summary(arg) if isinstance(arg, BaseException) and "sqlstate" in
-                  database_error_fields(arg) else arg for arg in args)
-    return str(record.msg) % named
+    if isinstance(args, Mapping):
+        args = {key: _named(value) for key, value in args.items()}
+    elif args:
+        args = tuple(_named(arg) for arg in args)
+    return str(msg) % args if args else str(msg)
+
+
+def _values(args: tuple[object, ...] | Mapping[str, object]) -> Iterable[object]:
+    return args.values() if isinstance(args, Mapping) else args
+
+
+def _answered_by_database(value: object) -> bool:
+    return isinstance(value, BaseException) and "sqlstate" in database_error_fields(value)
+
+
+def _named(value: object) -> object:
+    """A value of a log line: a database server's error as its summary, anything else as it is."""
+    return database_error_summary(value) if isinstance(value, BaseException) and _answered_by_database(value) \
+        else value
 
 
 def configure_logging(layer: str, level: str) -> None:

@@ -581,12 +581,15 @@ def test_no_log_line_quotes_a_database_servers_message_whoever_logs_it(pg_databa
                               refused.__traceback__)),
                log.makeRecord(log.name, logging.ERROR, __file__, 1, "indexing failed: %s", (refused,), None),
                log.makeRecord(log.name, logging.ERROR, __file__, 1, "indexing failed", (), (type(chained), chained,
-                              chained.__traceback__))]
+                              chained.__traceback__)),
+               log.makeRecord(log.name, logging.ERROR, __file__, 1, refused, (), None),  # log.error(exc)
+               log.makeRecord(log.name, logging.ERROR, __file__, 1, "failed: %(e)s", ({"e": refused},), None)]
     lines = [JsonFormatter("render").format(record) for record in records]
     for line in lines:
         assert PATIENT_NUMBER not in line, line
         assert "SQLSTATE 23505 UniqueViolation" in line, line
-    assert '"sqlstate": "23505"' in lines[0] and '"db_constraint": "patient_number"' in lines[0]
+    for line in lines[0], lines[2]:  # the error's fields, also where it is the cause of the one logged
+        assert '"sqlstate": "23505"' in line and '"db_constraint": "patient_number"' in line, line
     assert "RuntimeError: the series could not be indexed" in lines[2] and "direct cause" in lines[2]
     plain = log.makeRecord(log.name, logging.ERROR, __file__, 1, "failed: %s %d", (ValueError("no row"), 3), None)
     assert '"message": "failed: no row 3"' in JsonFormatter("render").format(plain)  # other errors as they are
