@@ -97,6 +97,8 @@ def list_versions(finding_id: str):
     versions = list(page.order_by(FindingVersion.version.desc()).limit(limit))[::-1]
     # a finding moved to another patient told something about each: the read is audited under all
     patients = [*(v.patient_id for v in versions), *([finding.patient_id] if finding is not None else [])]
+    if not patients:  # an empty page of a deleted finding's history still told of it: its last patient
+        patients = [kept.order_by(FindingVersion.version.desc()).get().patient_id]
     shown = f"versions {versions[0].version}-{versions[-1].version}" if versions else "no versions"
     for patient_id in dict.fromkeys(patients):
         record_audit(AuditEntry, "finding.versions.read", "finding", finding_id, patient_id=patient_id,

@@ -56,11 +56,18 @@ def test_a_save_that_changes_nothing_keeps_no_version_and_audits_the_read(api, u
     actions = [(e["action"], e["detail"]) for e in log["items"] if e["action"].startswith("finding.")]
     assert ("finding.read", "saved unchanged") in actions and not any(a == "finding.update" for a, _ in actions)
 
-    assert api.call("PUT", url, author, {**same, "conclusion": "Changed."})[0] == 200  # one field changed
-    status, history = _versions(api, author, finding["id"])
-    assert [v["change"] for v in history["items"]] == ["update"]
+    # every real change is kept, one field or one link at a time (the dangerous mistake: one taken as none)
+    changes = [{"conclusion": "Changed."}, {"date": "2026-02-03"}, {"records": [REMOTE_LINK]},
+               {"records": [{**REMOTE_LINK, "node_id": str(uuid.UUID(int=9))}]}, {"recommendation": ""}]
+    for number, change in enumerate(changes, 1):
+        status, answer = api.call("PUT", url, author, {**same, **change})
+        assert status == 200, answer
+        status, history = _versions(api, author, finding["id"])
+        assert len(history["items"]) == number, change
+        same = {**same, **{key: value for key, value in change.items() if key != "records"}}
     status, log = api.call("GET", "/api/v1/audit?action=finding.update", users["admin"])
-    assert [e["detail"] for e in log["items"] if e["object_id"] == finding["id"]] == ["conclusion"]
+    assert [e["detail"] for e in reversed(log["items"]) if e["object_id"] == finding["id"]] == [
+        "conclusion", "date", "records", "records", "recommendation"]
 
 
 def test_reading_the_history_is_audited_under_every_patient_it_names(api, users, finding, patient_id):
@@ -86,6 +93,14 @@ def test_a_deleted_findings_text_stays_for_the_institutions_administrators(api, 
     for reader in ("physician", "physician2", "physician_b", "admin_b"):
         status, answer = _versions(api, users[reader], finding["id"])
         assert status == 403 and answer["error"]["code"] == "forbidden", reader
+
+
+def test_an_empty_page_of_a_deleted_findings_history_is_audited_too(api, users, finding, patient_id):
+    assert api.call("DELETE", f"/api/v1/findings/{finding['id']}", users["physician"])[0] == 204
+    status, history = api.call("GET", f"/api/v1/findings/{finding['id']}/versions?before=1", users["admin"])
+    assert status == 200 and history["items"] == [] and history["deleted"] and history["total"] == 1
+    status, log = api.call("GET", "/api/v1/audit?action=finding.versions.read", users["admin"])
+    assert [(e["object_id"], e["patient_id"]) for e in log["items"]] == [(finding["id"], patient_id)]
 
 
 @pytest.mark.parametrize("who", ["physician2", "admin_b"])

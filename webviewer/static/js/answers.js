@@ -370,9 +370,6 @@ export function findingShape(id) {
   return answerAbout(id, "the finding", "finding", (body) => findingAnswer(body));
 }
 
-/** Versions in one page of a finding's history, at most (PAGE_MAX, daemons/institution/finding_history.py). */
-export const FINDING_VERSIONS_PAGE_MAX = 50;
-
 /** What ended a finding's version (FindingVersion.change, daemons/institution/finding_history.py). */
 const FINDING_CHANGES = ["update", "link", "unlink", "delete"];
 
@@ -391,7 +388,7 @@ export function findingVersionsShape(id, before = null) {
       bool(body.deleted, "deleted");
       optional(body.current_version, "current_version", count);
       count(body.total, "total");
-      need(body.items.length <= Math.min(body.total, FINDING_VERSIONS_PAGE_MAX), "items are more than the page or the total");
+      need(body.items.length <= body.total, "items are more than the total");
       body.items.forEach((version, i) => {
         const name = `items[${i}]`;
         count(version.version, `${name}.version`);

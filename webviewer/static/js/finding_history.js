@@ -4,7 +4,7 @@
 
 import { h, mount, formatDate } from "./dom.js";
 import { apiPath, labelText } from "./api.js";
-import { FINDING_VERSIONS_PAGE_MAX, findingVersionsShape } from "./answers.js";
+import { findingVersionsShape } from "./answers.js";
 import { patientName } from "./patients.js";
 
 /** How each change reads in the list. */
@@ -20,11 +20,13 @@ export async function findingHistoryView(ctx, patientId, institutionId, findingI
     ctx.session.toplevel(apiPath`api/v1/patients/${patientId}`),
     ctx.dir.institution(institutionId),
   ]);
+  // pages of the institution's own size (PAGE_DEFAULT, daemons/institution/finding_history.py): `before` pages back
   const page = (before = null) => ctx.session.fetchJson(institution.server_url, apiPath`api/v1/findings/${findingId}/versions`,
-    { params: { before, limit: FINDING_VERSIONS_PAGE_MAX }, shape: findingVersionsShape(findingId, before) });
+    { params: { before }, shape: findingVersionsShape(findingId, before) });
   const history = await page();
   const list = h("ol", { class: "finding-versions", reversed: true });
   const more = h("button", { type: "button", class: "btn btn-quiet", text: "Show older changes" });
+  const error = h("p", { class: "form-error", role: "alert", hidden: true });
   let shown = 0;
   let oldest = null;
   // newest first, as a reader looks for the last change; a page answers the newest versions before `oldest`
@@ -37,8 +39,12 @@ export async function findingHistoryView(ctx, patientId, institutionId, findingI
   };
   more.onclick = async () => {
     more.disabled = true;
+    error.hidden = true;
     try {
       add((await page(oldest)).items);
+    } catch (err) {
+      error.textContent = ctx.describeError(err);
+      error.hidden = false;
     } finally {
       more.disabled = false;
     }
@@ -51,7 +57,7 @@ export async function findingHistoryView(ctx, patientId, institutionId, findingI
         (history.deleted ? " · this finding was deleted" : ` · now at version ${history.current_version}`) })),
       h("div", { class: "actions" }, h("a", { class: "btn btn-quiet", href: `#/patients/${patient.id}`, text: "Back to the patient" }))),
     history.total
-      ? [list, more]
+      ? [list, more, error]
       : h("p", { class: "muted", text: "This finding has not been changed since it was written." })));
 }
 
