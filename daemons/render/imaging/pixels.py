@@ -292,7 +292,8 @@ def auto_window(stored: np.ndarray, modality: Modality | None = None, low_pct: f
     Integer data of at most 16 bits is counted per stored value (`_value_counts`, in chunks) and
     only its distinct values go through the modality stage, so a 4096 x 4096 frame costs a 64 K
     table rather than the two float64 copies of its 16 M values (268 MB) that `np.percentile` of
-    the modality values held; the percentiles are the same order statistics, interpolated alike."""
+    the modality values held; the percentiles are the same order statistics, interpolated as NumPy
+    does."""
     modality = modality or Modality()
     if stored.size == 0:
         return Window(0.0, 1.0)
@@ -315,14 +316,17 @@ def auto_window(stored: np.ndarray, modality: Modality | None = None, low_pct: f
 
 def _value_counts(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of 8- or 16-bit integer `stored` (ascending) and how often each occurs,
-    counted WINDOW_CHUNK values at a time by their unsigned bit pattern (no copy of the whole)."""
+    counted by their unsigned bit pattern a block of rows at a time: only a block is ever copied
+    (to native byte order and contiguous), whatever the frame's strides or byte order."""
     dtype = np.dtype(stored.dtype).newbyteorder("=")
     unsigned = np.dtype(f"u{dtype.itemsize}")
     size = 1 << (8 * dtype.itemsize)
-    flat = np.ascontiguousarray(stored, dtype=dtype).reshape(-1)
+    rows = stored.reshape(stored.shape[0], -1) if stored.ndim > 1 else stored.reshape(1, -1)
+    step = max(1, WINDOW_CHUNK // max(1, rows.shape[1]))
     counts = np.zeros(size, dtype=np.int64)
-    for start in range(0, flat.size, WINDOW_CHUNK):
-        counts += np.bincount(flat[start:start + WINDOW_CHUNK].view(unsigned), minlength=size)
+    for start in range(0, rows.shape[0], step):
+        block = np.ascontiguousarray(rows[start:start + step], dtype=dtype)
+        counts += np.bincount(block.reshape(-1).view(unsigned), minlength=size)
     present = np.flatnonzero(counts)
     values = present.astype(unsigned).view(dtype)
     order = np.argsort(values, kind="stable")
@@ -342,7 +346,8 @@ def _weighted_percentiles(sorted_values: np.ndarray, cumulative: np.ndarray,
         fraction = position - below
         a = float(sorted_values[np.searchsorted(cumulative, below, side="right")])
         b = float(sorted_values[np.searchsorted(cumulative, min(below + 1, last), side="right")])
-        out.append(a + (b - a) * fraction)
+        # NumPy's own interpolation (`_lerp`): from the nearer end, so the result is its bit for bit
+        out.append(b - (b - a) * (1.0 - fraction) if fraction >= 0.5 else a + (b - a) * fraction)
     return out
 
 
