@@ -59,64 +59,55 @@ def partial_name(target: Path) -> Path:
 
 
 def refuse_unless_regular(source: Path, folder: Path) -> None:
-    """Raise ValueError naming `source` unless it is missing or a regular file, reached below
-    `folder` through real folders only (no symbolic link anywhere on its way).
+    """Raise ValueError naming `source` unless it is missing or a regular file reached below
+    `folder` through real folders only (`open_regular_below`, the one rule the copies use too).
 
-    Called on every file to be copied before anything is written. `shutil.copy2` follows links and
+    Called on every file to be copied before anything is written. `shutil.copy2` followed links and
     install.sh runs as root: a key in a bundle that was a link to /etc/shadow was placed with that
     file's bytes, then made the daemon's (sivr:sivr 0600); a FIFO named as a key hung the install.
     """
-    inside = source.relative_to(folder).parts if source.is_relative_to(folder) else ()
-    steps = [folder.joinpath(*inside[:count]) for count in range(1, len(inside) + 1)] or [source]
-    for number, step in enumerate(steps, 1):
-        try:
-            mode = os.lstat(step).st_mode
-        except FileNotFoundError:
-            return  # a missing file is not copied (`copy_once`)
-        if stat.S_ISLNK(mode):
-            raise ValueError(f"{step} is a symbolic link: nothing was placed. Put the file itself there "
-                             "(the installers copy only regular files, never what a link points to)")
-        if number == len(steps) and not stat.S_ISREG(mode):
-            raise ValueError(f"{step} is not a regular file: nothing was placed. Put the file itself there")
-        if number < len(steps) and not stat.S_ISDIR(mode):
-            raise ValueError(f"{step} is not a folder, so {source} cannot be copied: nothing was placed")
+    try:
+        os.close(open_regular_below(source, folder))
+    except FileNotFoundError:
+        return  # a missing file is not copied (`copy_once`)
 
 
 def open_regular_below(source: Path, folder: Path) -> int:
     """A descriptor of `source` for reading, opened one folder at a time from `folder` without
-    following any link, and only if it is a regular file (ValueError naming it otherwise).
+    following any link, and only if it is a regular file (ValueError naming it otherwise;
+    FileNotFoundError when it is missing).
 
-    `refuse_unless_regular` checks every file before anything is written, but the copies come later:
-    a file or folder of the source swapped for a link in between (by whoever else can write there)
-    was still followed by the copy, as root. Opening each step with O_NOFOLLOW from the folder above
-    closes that gap; O_NONBLOCK keeps a FIFO swapped in from hanging the install."""
-    if not source.is_relative_to(folder):
-        raise ValueError(f"{source} is not below {folder}: nothing is copied from outside the folder")
+    Opening each step with O_NOFOLLOW from the folder above means a file or folder swapped for a
+    link after `refuse_unless_regular` checked it is not followed by the copy either; O_NONBLOCK keeps
+    a FIFO from hanging the install."""
+    if not source.is_relative_to(folder) or source == folder:
+        raise ValueError(f"{source} is not a file below {folder}: nothing is copied from outside the folder")
     parts = source.relative_to(folder).parts
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for part in parts[:-1]:
+        for number, part in enumerate(parts[:-1], 1):
             try:
                 step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=descriptor)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
-                raise ValueError(f"{source}: {part} on its way is a link or not a folder (it changed after "
-                                 "it was checked): not copied. Put the folder itself there") from None
+                raise ValueError(f"{folder.joinpath(*parts[:number])} is a symbolic link or not a folder, so "
+                                 f"{source} cannot be copied: nothing was placed. Put the folder itself there "
+                                 "(the installers copy only regular files, never what a link points to)") from None
             os.close(descriptor)
             descriptor = step
         try:
             opened = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=descriptor)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ValueError(f"{source} is a symbolic link (it changed after it was checked): not copied. "
-                                 "Put the file itself there") from None
-            raise
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ValueError(f"{source} is a symbolic link: nothing was placed. Put the file itself there "
+                             "(the installers copy only regular files, never what a link points to)") from None
     finally:
         os.close(descriptor)
     if not stat.S_ISREG(os.fstat(opened).st_mode):
         os.close(opened)
-        raise ValueError(f"{source} is not a regular file (it changed after it was checked): not copied")
+        raise ValueError(f"{source} is not a regular file: nothing was placed. Put the file itself there")
     return opened
 
 
