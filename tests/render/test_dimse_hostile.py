@@ -52,7 +52,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from daemons.deployment import free_ports
 from daemons.render.catalogue import matching
+from daemons.render.dimse.identifiers import CHARACTER_SETS_MAX
 from daemons.render.dimse.limits import (
+    CANCELS_KEPT_APART,
     MAX_WAITING_REQUESTS,
     MAX_WAITING_STORES,
     MAXIMUM_PDU_SIZE,
@@ -1078,4 +1080,68 @@ def test_an_abort_from_the_pdu_reader_never_waits_for_itself(hostile, monkeypatc
     assert "MessageID" in detail
     readers = [block for thread, block in made if "run_reactor" in thread]
     assert readers and not any(readers), f"the reader aborted blocking: {made}"
+    still_serving(hostile)
+
+
+def test_cancels_naming_requests_not_in_progress_abort_before_one_is_queued(hostile, caplog):
+    """pynetdicom keeps at most CANCELS_KEPT_APART C-CANCELs apart (by the Message ID they cancel) and
+    queues the next as a request: the association's thread died on it (AttributeError: 'C_CANCEL'
+    object has no attribute 'is_valid_request'), with no A-ABORT and nothing audited, and its reader
+    went on queueing what the peer sent, a C-CANCEL flood unbounded (+35 MB in 20 s). The one past
+    them aborts the association at once, audited with why; one C-CANCEL of the request in progress
+    is still read as before (`test_a_cancel_sent_without_waiting_cancels_and_aborts_nothing`)."""
+    model = StudyRootQueryRetrieveInformationModelFind
+    assoc = associate(hostile.dicom_port, (model, [ImplicitVRLittleEndian]))
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == model).context_id
+    cancels = [pdu(context, 0x03, _command(CommandField=0x0FFF, MessageIDBeingRespondedTo=100 + number,
+                                            CommandDataSetType=0x0101)) for number in range(CANCELS_KEPT_APART + 1)]
+    assoc._reactor_checkpoint.clear()  # the peer reads no answer meanwhile
+    with caplog.at_level(logging.ERROR):
+        send_raw(assoc, b"".join(cancels))
+        assoc._reactor_checkpoint.set()
+        wait_aborted(hostile, assoc)
+    assert not [record for record in caplog.records if record.exc_info], "the association's thread failed"
+    [(_, detail)] = audit_rows(hostile, "dicom.abort")
+    assert f"a C-CANCEL-RQ while {CANCELS_KEPT_APART} others naming other Message IDs were held" in detail, detail
+    still_serving(hostile)
+
+
+def test_an_identifier_naming_thousands_of_character_sets_is_refused_before_pydicom_reads_them(hostile, caplog):
+    """pydicom converts every value of an identifier's Specific Character Set as it reads it, and again for
+    every text element it decodes, logging three warnings for each term it does not know: a C-FIND of
+    489 KB naming 100,000 unknown terms held its association's thread 12 s and wrote 300,000 log lines.
+    More values than `identifiers.CHARACTER_SETS_MAX` is 0xC000 for C-FIND and C-GET alike, counted in the
+    identifier's bytes, audited with the reason; as many as that is still read (and answered)."""
+    port = hostile.dicom_port
+    keys = query(QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientName="Web*")
+
+    def with_character_sets(count: int, implicit: bool = True) -> bytes:
+        value = "\\".join(f"X{n}" for n in range(count)).encode()
+        value += b" " * (len(value) % 2)
+        header = struct.pack("<HH", 0x0008, 0x0005) + (b"" if implicit else b"UT\0\0")  # explicit: as a UT
+        return header + struct.pack("<I", len(value)) + value + encode(keys, implicit, True)
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="pydicom"):
+        for request, model, syntax in ((C_FIND(), StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian),
+                                       (C_FIND(), StudyRootQueryRetrieveInformationModelFind, ExplicitVRLittleEndian),
+                                       (C_GET(), StudyRootQueryRetrieveInformationModelGet, ImplicitVRLittleEndian)):
+            request.Identifier = io.BytesIO(with_character_sets(20_000, syntax == ImplicitVRLittleEndian))
+            assoc = associate(port, (model, [syntax]))
+            try:
+                assert exchange(assoc, request, model) == [0xC000], model
+            finally:
+                assoc.release()
+    assert time.monotonic() - started < 2.0
+    assert not [record for record in caplog.records if record.name == "pydicom"]
+    details = [detail for _, detail in audit_rows(hostile, "dicom.find_refused") + audit_rows(hostile, "dicom.get_")]
+    assert len(details) == 3 and all(f"holds 20,000 values: name at most {CHARACTER_SETS_MAX}" in detail
+                                     for detail in details), details
+    request = C_FIND()
+    request.Identifier = io.BytesIO(with_character_sets(CHARACTER_SETS_MAX))
+    assoc = associate(port, (StudyRootQueryRetrieveInformationModelFind, [ImplicitVRLittleEndian]))
+    try:
+        assert exchange(assoc, request, StudyRootQueryRetrieveInformationModelFind) == [0x0000]
+    finally:
+        assoc.release()
     still_serving(hostile)

@@ -73,6 +73,12 @@ OTHER_MESSAGE_MAX = 4 * MIB
 #: MAX_WAITING_STORES (some senders do not wait for answers). C-CANCELs are never counted.
 MAX_WAITING_REQUESTS = 1
 MAX_WAITING_STORES = 16
+#: How many C-CANCEL requests pynetdicom keeps apart from its queue of requests, by the Message ID they
+#: cancel (`DIMSEServiceProvider.receive_primitive`: "up to 10"); they are forgotten as each request
+#: starts and ends. A peer cancels the one request in progress, so it never has more; a further one,
+#: naming yet another Message ID, pynetdicom would queue as a request, and the association's thread
+#: fails on it (`CommandCheck._message_received`).
+CANCELS_KEPT_APART = 10
 #: The smallest Maximum Length Received a requestor may announce (0 means no limit). pynetdicom
 #: fragments what it sends to fit the peer's PDUs: at 1 to 6 bytes (a PDV's header alone is 6) it
 #: failed with a traceback and aborted, unexplained; at 7 a C-GET of one 527 KB instance took 46 s
@@ -226,7 +232,10 @@ class CommandCheck:
     closed with no A-ABORT and nothing audited. And a request that decodes but lacks an element its
     service needs (a C-ECHO-RQ without its Message ID, a C-STORE-RQ without its SOP Instance UID) it
     dropped without a word: the peer waited for an answer, the association held its place until the
-    network timeout and was audited as the peer's silence. Checked here, on pynetdicom's events:
+    network timeout and was audited as the peer's silence. pynetdicom queued a C-CANCEL-RQ beyond the
+    CANCELS_KEPT_APART it holds as a request, and the association's thread died on it (an AttributeError,
+    no A-ABORT, nothing audited) while its reader went on queueing all the peer sent, unbounded
+    (`too_many_waiting` counts no C-CANCEL): it aborts. Checked here, on pynetdicom's events:
     the command set before its PDU is added to the message (EVT_PDU_RECV: the PDU is then emptied,
     so nothing of it is decoded), a request's elements once its message is whole (EVT_DIMSE_RECV)."""
 
@@ -267,7 +276,14 @@ class CommandCheck:
     @staticmethod
     def _message_received(event: Any) -> None:
         assoc, message = event.assoc, event.message
-        if assoc.is_aborted or aborting(assoc) or isinstance(message, C_CANCEL_RQ):
+        if assoc.is_aborted or aborting(assoc):
+            return
+        if isinstance(message, C_CANCEL_RQ):
+            held = assoc.dimse.cancel_req
+            if len(held) >= CANCELS_KEPT_APART:
+                CommandCheck._abort(assoc, f"a C-CANCEL-RQ while {len(held)} others naming other Message IDs "
+                                    "were held", "a peer cancels only its request in progress")
+                held.clear()  # so pynetdicom keeps this one apart too, out of the queue its thread fails on
             return
         if int(message.command_set.CommandField) & RESPONSE:
             return  # an answer to the node's own request (a C-GET's C-STORE), or one pynetdicom ignores
