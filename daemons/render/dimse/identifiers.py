@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import struct
 from typing import Any
 
 from pydicom.dataelem import RawDataElement
@@ -31,6 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from daemons.render.catalogue.matching import QueryError, QueryTooLarge
+from daemons.render.ingest.element_budget import character_sets_in, character_sets_problem
 from daemons.render.statuses import (
     CANNOT_UNDERSTAND,
     DOES_NOT_MATCH_SOP_CLASS,
@@ -48,14 +48,6 @@ MODEL_REQUESTS: dict[str, type] = {
     PatientRootQueryRetrieveInformationModelMove: C_MOVE, StudyRootQueryRetrieveInformationModelMove: C_MOVE,
 }
 UNDEFINED_LENGTH = 0xFFFFFFFF
-#: The most values an identifier's Specific Character Set may hold: PS3.3 C.12.1.1.2 defines fewer terms
-#: than this, each named at most once. pydicom converts every value as it reads the identifier, and for
-#: every text element it decodes, with three warnings logged for each term it does not know: one C-FIND
-#: of 489 KB naming 100,000 unknown terms held its association's thread 12 s and wrote 300,000 log lines.
-CHARACTER_SETS_MAX = 16
-SPECIFIC_CHARACTER_SET = 0x00080005
-#: The Explicit VR VRs whose length takes 4 bytes, after 2 reserved ones (PS3.5 7.1.2)
-EXTENDED_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 #: C-GET and C-MOVE: "Refused: Out of Resources - Unable to calculate number of matches" (PS3.4 Tables
 #: C.4-2, C.4-3); their out-of-resources status, where C-FIND's is 0xA700, which they do not define.
 UNABLE_TO_CALCULATE_MATCHES = 0xA701
@@ -117,37 +109,6 @@ def encoding_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str 
     return None
 
 
-def character_sets_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str | None:
-    """What is wrong with an identifier's Specific Character Set (more values than CHARACTER_SETS_MAX),
-    or None. Counted in its bytes: pydicom converts the values as soon as it reads the element, even
-    in `encoding_problem`'s walk, which therefore stops before it."""
-    stream = io.BytesIO(raw)
-    try:
-        for _element in data_element_generator(stream, implicit_vr, little_endian,
-                                               stop_when=lambda tag, vr, length: tag >= SPECIFIC_CHARACTER_SET):
-            pass
-    except Exception:  # `encoding_problem` names what is wrong with the bytes
-        return None
-    endian = "<" if little_endian else ">"
-    header = stream.read(8)  # tag, then length (Implicit VR) or VR and length (Explicit VR)
-    if len(header) < 8:
-        return None
-    group, number = struct.unpack(f"{endian}HH", header[:4])
-    if (group << 16 | number) != SPECIFIC_CHARACTER_SET:
-        return None
-    if implicit_vr:
-        length = struct.unpack(f"{endian}I", header[4:])[0]
-    elif header[4:6].decode("latin-1") in EXTENDED_LENGTH_VRS:  # sent as another VR: 2 reserved bytes, 4 of length
-        length = struct.unpack(f"{endian}I", stream.read(4).rjust(4, b"\0"))[0]
-    else:
-        length = struct.unpack(f"{endian}H", header[6:])[0]
-    count = stream.read(length).count(b"\\") + 1
-    if count > CHARACTER_SETS_MAX:
-        return (f"its Specific Character Set holds {count:,} values: name at most {CHARACTER_SETS_MAX}, each "
-                "character set once (PS3.3 C.12.1.1.2)")
-    return None
-
-
 def read_identifier(event: Any) -> tuple[str, Dataset]:
     """The request's Query/Retrieve Level and its Identifier. MalformedIdentifier when the bytes are
     not a whole data set, name too many character sets or hold a value that cannot be read; QueryError
@@ -160,9 +121,11 @@ def read_identifier(event: Any) -> tuple[str, Dataset]:
         raise ForeignSopClass(foreign)
     syntax, stream = event.context.transfer_syntax, event.request.Identifier
     raw = stream.getvalue() if stream is not None else b""
-    problem = character_sets_problem(raw, syntax.is_implicit_VR, syntax.is_little_endian)
+    # counted in its bytes: pydicom converts the values as soon as it reads the element, even in
+    # `encoding_problem`'s walk (element_budget.CHARACTER_SETS_MAX, one rule with the uploads)
+    problem = character_sets_problem(character_sets_in(raw, 0, syntax.is_implicit_VR, syntax.is_little_endian))
     if problem is not None:
-        raise MalformedIdentifier(f"the identifier cannot be read: {problem}")
+        raise MalformedIdentifier(f"the identifier cannot be read: its {problem}")
     problem = encoding_problem(raw, syntax.is_implicit_VR, syntax.is_little_endian)
     if problem is not None:
         raise MalformedIdentifier(f"the identifier is not a whole data set: {problem}")

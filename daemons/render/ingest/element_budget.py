@@ -68,6 +68,15 @@ MAX_UPLOAD_ELEMENTS = 2_000_000
 #: 20 s and 1 GB at most.
 MAX_UPLOAD_TEXT_VALUES = 4_000_000
 
+#: The most values a Specific Character Set (0008,0005) may hold, in a data set or any of its items:
+#: PS3.3 C.12.1.1.2 defines fewer terms than this, each named at most once. pydicom converts every
+#: value as it reads the element, and for every text element it decodes, logging three warnings for
+#: each term it does not know: a C-FIND identifier naming 100,000 unknown terms (489 KB) held its
+#: association's thread 12 s and wrote 300,000 log lines, a STOW-RS part of 20,000 took 1.9 s and
+#: 40,000 lines and was stored. One rule for every door (`character_sets_problem`).
+CHARACTER_SETS_MAX = 16
+SPECIFIC_CHARACTER_SET = 0x00080005
+
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_DATA, NUMBER_OF_FRAMES = 0x7FE00010, 0x00280008
@@ -125,6 +134,8 @@ def excess(data: bytes, start: int, implicit: bool, little: bool, max_frames: in
         upload.elements += walk.count
         upload.values += walk.values
     frames = min(walk.frames or 1, max_frames)
+    if (problem := character_sets_problem(walk.character_sets)) is not None:
+        return f"the file's {problem}"
     if walk.values > max_values:
         return (f"the file holds more than {max_values:,} values in its text elements (values separated by "
                 "backslashes), over this node's limit (limits.max_header_values); send it without the private "
@@ -136,6 +147,22 @@ def excess(data: bytes, start: int, implicit: bool, little: bool, max_frames: in
             f"{max_elements:,} plus {MAX_ELEMENTS_PER_FRAME} a frame ({allowed_elements(frames, max_elements):,} "
             f"for its {frames} frame{'s' if frames > 1 else ''}, limits.max_header_elements); send it without "
             "the private or repeated data that fills its header")
+
+
+def character_sets_problem(count: int) -> str | None:
+    """Why `count` values of a Specific Character Set are too many (CHARACTER_SETS_MAX), or None."""
+    if count <= CHARACTER_SETS_MAX:
+        return None
+    return (f"Specific Character Set holds {count:,} values: name at most {CHARACTER_SETS_MAX}, each character "
+            "set once (PS3.3 C.12.1.1.2)")
+
+
+def character_sets_in(data: bytes, start: int, implicit: bool, little: bool) -> int:
+    """The most values any Specific Character Set of the data set at `start` holds (its own or an
+    item's), read from its bytes as `excess` reads them: before pydicom converts a single one."""
+    walk = _Walk(data, little, ceiling=len(data), max_values=len(data))
+    walk.run(start, implicit)
+    return walk.character_sets
 
 
 def _split(vr: bytes, tag: int) -> bool:
@@ -161,6 +188,7 @@ class _Walk:
         self.max_elements = max_elements
         self.count = 0
         self.values = 0
+        self.character_sets = 0  # the most values of any Specific Character Set met
         self.frames: int | None = None
 
     def run(self, start: int, implicit: bool) -> None:
@@ -237,6 +265,8 @@ class _Walk:
             else:
                 if length > 1 and _split(vr, tag):
                     self.values += data.count(b"\\", value, value + length)
+                if tag == SPECIFIC_CHARACTER_SET and length:
+                    self.character_sets = max(self.character_sets, data.count(b"\\", value, value + length) + 1)
                 pos = value + length
 
     def _implicit_at(self, pos: int, implicit: bool, little: bool, top: bool) -> bool:
