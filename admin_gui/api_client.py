@@ -31,6 +31,7 @@ from requests.auth import AuthBase
 
 from admin_gui import answer_deadline
 from admin_gui.form_checks import check_server_url
+from admin_gui.server_text import in_its_place
 from shared.shown_text import on_one_line
 from shared.token_client import EXCHANGE_PATH, RETRY_CODES, AudienceTokens, answered_for
 
@@ -146,12 +147,13 @@ MAX_SHORT_TEXT_CHARS = 64
 
 def server_text(value: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     """What a server wrote, as the console shows it: one line (`shared.shown_text.on_one_line`: 300
-    lines made a banner taller than any screen) of at most `limit`
-    characters, then how many more there were."""
+    lines made a banner taller than any screen) of at most `limit` characters, then how many more
+    there were, with its controls and overrides shown as every server's text is
+    (`admin_gui.server_text.in_its_place`)."""
     line = on_one_line(str(value))
     if len(line) <= limit:
-        return line
-    return f"{line[:limit]}… ({len(line) - limit:,} more characters)"
+        return in_its_place(line)
+    return f"{in_its_place(line[:limit])}… ({len(line) - limit:,} more characters)"
 
 
 #: what the screens read of every institution the toplevel lists (`ApiClient.list_all`'s text_keys)

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from shared import field_rules
+from shared.origins import server_base_url
 
 MIN_PASSWORD_LEN = 10
 
@@ -25,10 +26,17 @@ def check_required(value: str, label: str, max_len: int = 255) -> str | None:
 
 
 def check_server_url(value: str, label: str = "Server URL") -> str | None:
-    """An https URL with a host: every SIVR layer speaks TLS (DESIGN.md, security model)."""
+    """An https URL with a host: every SIVR layer speaks TLS (DESIGN.md, security model).
+
+    Beyond that, a server's address as every SIVR server's is (`shared.origins.split_origin`, the
+    rule of token audiences): the login form took `https://root:secret@host`, logged in, and kept
+    the password in the settings file and the status bar; a line break typed or pasted in was
+    dropped unseen by `urlsplit`, so another host was called than the one shown."""
     value = value.strip()
     if not value:
         return f"{label} is required."
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return f"{label} must not contain spaces or control characters."
     try:
         parts = urlsplit(value)
     except ValueError:  # e.g. an unclosed "[" of an IPv6 address
@@ -43,6 +51,12 @@ def check_server_url(value: str, label: str = "Server URL") -> str | None:
         return f"{label} has an invalid port."
     if parts.query or parts.fragment:
         return f"{label} must not contain ? or #."
+    if parts.username is not None or parts.password is not None:  # not repeated: it may be a password
+        return f"{label} must not contain a user name or password; type them into their own fields."
+    try:
+        server_base_url(value)
+    except ValueError as exc:
+        return f"{label}: {exc}."
     return None
 
 

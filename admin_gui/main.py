@@ -10,6 +10,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from admin_gui.form_checks import check_server_url
 from admin_gui.gc_on_gui_thread import GuiThreadCollector
 from admin_gui.main_window import ConsoleWindow
 from admin_gui.screens.login import KEY_CA, KEY_URL
@@ -34,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--"]:  # `sivr admin -- --url …`: argparse's REMAINDER keeps the separator
         argv = argv[1:]
     args, qt_args = parse_args(argv)
+    # checked before it is remembered: `--url https://root:secret@host` was written to the settings
+    # file as given, password and all, and an http:// one only refused at the first login
+    problem = check_server_url(args.url, "--url") if args.url else None
+    if problem:
+        print(f"sivr admin: {problem}", file=sys.stderr)
+        return 2
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "sivr-admin", *qt_args])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)

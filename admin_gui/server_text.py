@@ -38,7 +38,17 @@ def one_line(value: Any) -> str:
     text = "" if value is None else value if isinstance(value, str) else str(value)
     if len(text) > SHOWN_TEXT_MAX:
         text = text[:SHOWN_TEXT_MAX - 1] + "…"
-    text = _CONTROLS.sub("\ufffd", as_shown(on_one_line(text)))
+    return in_its_place(on_one_line(text))
+
+
+def in_its_place(line: str) -> str:
+    """A server's text already on one line, as it may be put into a sentence: controls,
+    bidirectional embeddings, overrides and isolates as U+FFFD, and isolated when it holds
+    right-to-left letters (`one_line`). Also the rule of a server's error messages
+    (`api_client.server_text`), which are cut by a length of their own: a right-to-left override
+    in one turned the console's words after it around in the banner, and ESC and NUL reached the
+    screen as sent."""
+    text = _CONTROLS.sub("\ufffd", as_shown(line))
     if any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text):
         return f"\u2068{text}\u2069"
     return text

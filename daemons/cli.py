@@ -204,7 +204,12 @@ def password_line(line: str) -> str:
 
 
 def _read_password(args: argparse.Namespace) -> str:
+    """The new user's password: a line of standard input with --password-stdin, else asked twice
+    at the terminal. A terminal's line is read without echo (`getpass`): `--password-stdin` with
+    nothing piped in showed the password as it was typed, on the screen and in its scroll-back."""
     if args.password_stdin:
+        if sys.stdin.isatty():
+            return getpass.getpass("Password: ")
         return password_line(sys.stdin.readline())
     if not sys.stdin.isatty():
         raise SystemExit("no terminal to ask for the password: use --password-stdin")
@@ -502,7 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("user", help="users in the toplevel database")
     usub = p.add_subparsers(dest="user_command", required=True)
-    p = usub.add_parser("add", help="add a user (e.g. the first admin)")
+    # no abbreviations: `--pass=S3cret` was taken for --password-stdin, and argparse's refusal
+    # ("ignored explicit argument 'S3cret'") printed the password
+    p = usub.add_parser("add", help="add a user (e.g. the first admin)", allow_abbrev=False)
     p.add_argument("--config", required=True, help="the toplevel's config file")
     p.add_argument("--username", required=True)
     p.add_argument("--role", choices=ROLES, required=True,
@@ -547,11 +554,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unrecognized(extra: list[str]) -> str:
+    """The refusal of arguments `sivr` does not take, naming their options but no value.
+
+    `sivr user add ... --password S3cret` printed "unrecognized arguments: S3cret": a password
+    typed where none is taken went on into every log that keeps the command's output."""
+    options = [word.partition("=")[0] for word in extra if word.startswith("-")]
+    values = sum(1 for word in extra if not word.startswith("-") or "=" in word)
+    named = " ".join(options) or "(none)"
+    unnamed = f" and {values} value{'s' if values != 1 else ''}, not repeated here" if values else ""
+    return (f"unrecognized arguments: {named}{unnamed}; a user's password is typed at the prompt "
+            "or given with --password-stdin, never on the command line")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.func is not cmd_admin:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(unrecognized(extra))
     args.extra = extra  # the console passes what it does not know on to Qt
     try:
         return args.func(args)

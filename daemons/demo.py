@@ -7,7 +7,6 @@ register, finding), so a working demo is itself an end-to-end check of the layer
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -34,6 +33,7 @@ from daemons.front import BACKEND_PORT_OFFSET
 from daemons.front import FOLDER as FRONT_FOLDER
 from daemons.layers import get_layer
 from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
+from shared.files import PRIVATE, write_atomic
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
 from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
 
@@ -76,10 +76,16 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
                           "Demo Administrator")
     admin_ops.create_user(config, "dr.house", users["physician"]["password"], PHYSICIAN,
                           institution_id, "Dr. Gregory House")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(users, handle, indent=2)
+    write_private_json(path, users)
     return users
+
+
+def write_private_json(path: Path, value: object) -> None:
+    """A demo file that holds passwords, readable by its owner only whatever was there before:
+    `os.open(..., O_TRUNC, 0o600)` sets a mode only on a file it creates, and an earlier demo.json
+    left readable by all (copied in, restored, `chmod 644` to share the addresses) was filled with
+    the new passwords and kept its mode."""
+    write_atomic(path, json.dumps(value, indent=2).encode(), PRIVATE)
 
 
 class ApiClient:
@@ -294,9 +300,7 @@ def write_demo_json(deployment: LocalDeployment, users: dict) -> Path:
     if roots:
         info["dicomweb"] = roots
     path = Path(deployment.layout.root) / "demo.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(info, handle, indent=2)
+    write_private_json(path, info)
     return path
 
 

@@ -43,6 +43,11 @@ PROBLEMS_LISTED = 100
 #: them and sizing every column for each answer, on the GUI thread, made a round quadratic in the
 #: number of nodes (400 nodes froze the window for a minute, every round).
 REDRAW_MS = 150
+#: The most render nodes of one institution's registry the screen asks, every round. Each node
+#: asked costs a token exchange at the toplevel (audited once per session and node) and a call to
+#: wherever its URL points: a taken-over institution server listing 3,000 nodes made the console
+#: send 3,001 exchanges in 46 s, and `list_all` takes 100,000.
+MAX_CHECKED_NODES = 1000
 _NODE_FIELDS = ("records_stored", "records_loaded", "memory_used_bytes", "memory_budget_bytes",
                 "storage_used_bytes", "render_latency_ms", "backend_3d")
 
@@ -178,6 +183,10 @@ class NodeHealthScreen(TableScreen):
                 status = "no_access" if exc.status == 403 else "down"
                 return [{**base, "name": "(node registry)", "url": inst["server_url"],
                          "status": status, "problem": exc.message}]
+            if ask == "checking" and len(nodes) > MAX_CHECKED_NODES:
+                return [{**base, "name": "(node registry)", "url": inst["server_url"], "status": "down",
+                         "problem": f"the registry lists {len(nodes):,} nodes, more than the {MAX_CHECKED_NODES:,} "
+                                    "this screen checks; none was asked: is this a SIVR server?"}]
             return [{**node, **base, "status": ask} if _listed(node) else
                     {**base, "name": "(node registry)", "url": inst["server_url"], "status": "down",
                      "problem": "the registry lists a node without an id or URL"} for node in nodes]
