@@ -470,10 +470,16 @@ def database_from_config(config) -> peewee.Database:
         raise _url_problem(config, url, f"unsupported scheme {scheme or '(none)'!r} "
                                         "(use sqlite:///, postgresql:// or cockroachdb://)")
     prefix = "sqlite:///"
-    if url.startswith(prefix) and config.source is not None:
-        path = url[len(prefix):]
-        if path and path != ":memory:" and not path.startswith("/"):
-            url = prefix + str((config.source.parent / path).resolve())
+    if url.startswith(prefix):
+        path, mark, query = url[len(prefix):].partition("?")
+        if config.source is not None and path and path != ":memory:" and not path.startswith("/"):
+            path = str((config.source.parent / path).resolve())
+        # the URL is parsed again to connect: a `#` in the path ended it there (every layer of a
+        # deployment in `/srv/x#y` opened one database, `/srv/x`), a `?` started its parameters
+        if "#" in path or "?" in path or not path.isprintable():
+            raise _url_problem(config, prefix + path, "an SQLite path cannot hold '#', '?' or control characters "
+                                                      "in a URL: move the deployment to a folder without them")
+        url = prefix + path + mark + query
     try:
         return connect_database(url)
     except ValueError as exc:

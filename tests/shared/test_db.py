@@ -272,6 +272,23 @@ def test_an_unusable_database_url_is_a_config_error_without_the_password(tmp_pat
     assert "s3cret" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("folder", ["site#2", "site?2", "site\n2"])
+def test_a_deployment_folder_an_sqlite_url_cannot_name_is_refused_not_opened_elsewhere(tmp_path, capsys, folder):
+    """`sivr init --dir '/srv/x#y'` writes relative SQLite URLs; joined with the folder, the `#` ended
+    the URL: every layer opened one database, `/srv/x`, outside the deployment. A `?` began the URL's
+    parameters ("invalid keyword argument"), a line break gave "unable to open database file"."""
+    from daemons.cli import main
+
+    deployment = tmp_path / folder
+    deployment.mkdir()
+    config = deployment / "toplevel.toml"
+    config.write_text('[database]\nurl = "sqlite:///data/toplevel.db"\n')
+    assert main(["db", "upgrade", "toplevel", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: database.url " in err and "cannot hold '#', '?' or control characters" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]  # no database made beside it
+
+
 def test_sivr_db_upgrade_names_a_schema_version_that_is_no_number(tmp_path, capsys):
     """`schema_version = 'abc'` (a database edited by hand) gave a TypeError traceback."""
     from daemons.cli import main
