@@ -65,8 +65,10 @@ def seed_base(layout: Layout) -> dict[str, dict[str, str]]:
     config = get_layer("toplevel").load_config(layout.first("toplevel").config)
     admin_ops.ensure_record_types(config, RECORD_TYPES)
     path = _users_file(root)
-    if path.exists():
-        return json.loads(path.read_text())
+    if path.exists():  # kept; made the owner's alone again if it was opened to others meanwhile
+        users = json.loads(path.read_text())
+        write_private_json(path, users)
+        return users
     institution_id = layout.institutions[0]["id"]
     users = {
         "admin": {"username": "admin", "password": secrets.token_urlsafe(12)},

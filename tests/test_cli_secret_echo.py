@@ -104,3 +104,17 @@ def test_demo_json_is_rewritten_owner_only_whatever_mode_it_had(tmp_path):
     path = write_demo_json(LocalDeployment(layout), {"admin": {"username": "admin", "password": SECRET}})
     assert SECRET in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_demo_users_file_is_made_owner_only_again_when_it_is_kept(tmp_path):
+    """demo-users.json (the demo users' passwords) is kept across `sivr demo` runs; one opened to every
+    local user meanwhile was read and left as it was."""
+    from daemons.demo import _users_file, seed_base
+    from daemons.deployment import init_deployment
+
+    layout = init_deployment(tmp_path / "demo", pick_free_ports=True)
+    users = seed_base(layout)
+    path = _users_file(tmp_path / "demo")
+    path.chmod(0o644)
+    assert seed_base(layout) == users
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
