@@ -13,11 +13,13 @@ import getpass
 import importlib
 import math
 import os
+import re
 import shutil
 import sqlite3
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import peewee
 
@@ -447,8 +449,18 @@ def _seconds(value: str) -> float:
     return number
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose refusals repeat no value given with `=` to an option that takes none:
+    `--password-stdin=S3cret` was answered "ignored explicit argument 'S3cret'", the password in
+    every log that keeps the command's output (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(re.sub(r"ignored explicit argument '.*'", "ignored explicit argument (not repeated here)",
+                             message, flags=re.DOTALL))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sivr", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sivr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="write keys, a local CA, certificates and config files")

@@ -118,3 +118,12 @@ def test_the_demo_users_file_is_made_owner_only_again_when_it_is_kept(tmp_path):
     path.chmod(0o644)
     assert seed_base(layout) == users
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_value_given_to_an_option_that_takes_none_is_not_repeated(tmp_path):
+    """`--password-stdin=S3cret` was answered "ignored explicit argument 'S3cret'"."""
+    done = subprocess.run([*SIVR, "user", "add", "--config", str(tmp_path / "toplevel.toml"), "--username", "admin",
+                           "--role", "sysadmin", f"--password-stdin={SECRET}"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert SECRET not in done.stdout + done.stderr and "--password-stdin" in done.stderr, done.stderr
