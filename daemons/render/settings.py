@@ -143,6 +143,11 @@ KEYS = (
     Key("dicom", "tls_require_client_cert", True,
         "The TLS listener refuses a caller without a certificate from `dicom.tls_ca` (Annex B: both ends "
         "authenticate). Off: a caller's certificate is checked only when it sends one."),
+    Key("dicom", "max_find_matches", 50_000,
+        "The most entities one C-FIND answers (PS3.4 C.4.1: one response each); a query matching more is "
+        "refused with 0xA700 (Out of Resources), naming this key, so the peer narrows it. An IMAGE-level "
+        "query with no key lists every instance of the archive, held in memory before the first answer.",
+        minimum=1),
     Key("dicom", "max_associations", 10,
         "Associations served at once; a peer asking for more is rejected (A-ASSOCIATE-RJ, transient, local limit "
         "exceeded).", minimum=1),

@@ -43,13 +43,17 @@ def cat(request):
     database.close()
 
 
+#: no bound on the matches (`dicom.max_find_matches` is the listener's)
+UNBOUNDED = 1_000_000
+
+
 def matched(cat, level: str, uid_keyword: str, keys: dict) -> list[str]:
     """The UIDs (`uid_keyword`) of what a C-FIND at `level` with `keys` matches, sorted."""
     identifier = Dataset()
     setattr(identifier, uid_keyword, "")
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
-    return sorted(row[uid_keyword] for row in find(cat, level, identifier).rows)
+    return sorted(row[uid_keyword] for row in find(cat, level, identifier, UNBOUNDED).rows)
 
 
 def study_uids(cat, **keys) -> list[str]:
@@ -226,7 +230,7 @@ def test_a_stored_date_or_time_that_is_none_is_not_indexed(cat, date, time):
     index_series(cat, "odd", [InstanceHeader(ds, "0" * 64, 0)])
     [row] = find(cat, "STUDY", Dataset.from_json({"0020000D": {"vr": "UI", "Value": ["1.4.1"]},
                                                     "00080020": {"vr": "DA"}, "00080030": {"vr": "TM"},
-                                                    "00100030": {"vr": "DA"}})).rows
+                                                    "00100030": {"vr": "DA"}}), UNBOUNDED).rows
     assert (row["StudyDate"], row["StudyTime"], row["PatientBirthDate"]) == ("", "", "")
     assert "1.4.1" not in study_uids(cat, StudyDate="19000101-")
 
@@ -242,11 +246,26 @@ def test_schema_7_clears_the_dates_and_times_indexed_before_that_are_none(cat):
     _clear_dates_that_are_none(database)
     [odd] = find(cat, "STUDY", Dataset.from_json({"0020000D": {"vr": "UI", "Value": ["1.4.2"]},
                                                     "00080020": {"vr": "DA"}, "00080030": {"vr": "TM"},
-                                                    "00100030": {"vr": "DA"}})).rows
+                                                    "00100030": {"vr": "DA"}}), UNBOUNDED).rows
     assert (odd["StudyDate"], odd["StudyTime"], odd["PatientBirthDate"]) == ("", "", "")
     kept = {row.study_uid: (row.study_date, row.study_time) for row in cat.Study.select()}
     assert kept["1.2.1"] == ("20240105", "101500.5") and kept["1.2.2"] == ("20230615", "101500")
     assert kept["1.2.4"] == ("", "")
+
+
+def test_a_query_matching_more_than_the_node_answers_at_once_is_refused_as_too_large(cat):
+    """An IMAGE-level C-FIND with no key matched every instance of the archive, each row held in memory
+    before the first answer went out: past `dicom.max_find_matches` it is Out of Resources (0xA700,
+    `QueryTooLarge`), read one row past the bound; the bound itself is answered whole."""
+    from daemons.render.catalogue.matching import QueryTooLarge
+
+    everything = Dataset()
+    everything.SOPInstanceUID = ""
+    count = len(find(cat, "IMAGE", everything, UNBOUNDED).rows)
+    assert count >= 4
+    assert len(find(cat, "IMAGE", everything, count).rows) == count
+    with pytest.raises(QueryTooLarge, match=f"more than {count - 1:,} entities at the IMAGE level"):
+        find(cat, "IMAGE", everything, count - 1)
 
 
 def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
@@ -254,7 +273,7 @@ def test_an_answer_with_text_beyond_ascii_names_its_character_set(cat):
     encoder wrote `Ü` in Latin-1 and `山田` as `??`."""
     identifier = Dataset()
     identifier.StudyInstanceUID, identifier.PatientName = "", ""
-    found = find(cat, "STUDY", identifier)
+    found = find(cat, "STUDY", identifier, UNBOUNDED)
     answers = {row["StudyInstanceUID"]: found.dataset(row) for row in found.rows}
     assert answers["1.2.4"].SpecificCharacterSet == "ISO_IR 192"
     assert answers["1.2.1"].SpecificCharacterSet == "ISO_IR 192"

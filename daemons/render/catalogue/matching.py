@@ -482,14 +482,21 @@ class Answers:
         return answer
 
 
-def find(cat: CatalogueModels, level: str, identifier: Dataset) -> Answers:
-    """The answers to a C-FIND identifier at `level`: one row per matching entity."""
+def find(cat: CatalogueModels, level: str, identifier: Dataset, max_matches: int) -> Answers:
+    """The answers to a C-FIND identifier at `level`: one row per matching entity. QueryTooLarge when
+    more than `max_matches` entities match (`dicom.max_find_matches`): read one row past it, so
+    the refusal costs no more than the bound (an IMAGE query with no key matched the whole archive,
+    every row held before the first answer)."""
     requested = _requested(level, identifier)
     deepest = getattr(cat, TABLE_OF_LEVEL[level])
     query = select(cat, level, deepest._meta.primary_key.alias("_row"),
                    *[field_of(cat, keyword).alias(keyword) for keyword in requested])
     query = where(query, cat, _identifier_matches(identifier, requested))
-    return Answers(level, requested, list(cast(Iterable[dict], query.dicts())))
+    rows = list(cast(Iterable[dict], query.limit(max_matches + 1).dicts()))
+    if len(rows) > max_matches:
+        raise QueryTooLarge(f"the query matches more than {max_matches:,} entities at the {level} level, more than "
+                            "this node answers at once (dicom.max_find_matches): add keys to narrow it")
+    return Answers(level, requested, rows)
 
 
 #: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).

@@ -412,7 +412,8 @@ class Listener:
         try:
             level, identifier = read_identifier(event)
             with self.connections.held(), self.app.app_context():
-                answers = find(self.node.models.catalogue, level, identifier)
+                answers = find(self.node.models.catalogue, level, identifier,
+                               self.node.config["dicom"]["max_find_matches"])
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
         except Exception as exc:
             status, reason = refusal("C-FIND", exc)
