@@ -57,3 +57,21 @@ def restart(deployment: RunningDeployment, *instances: Instance) -> None:
         deployment.start_instance(instance)
     for instance in instances:
         deployment.wait_healthy(instance)
+
+
+def bucket_node_settings(seaweed: SeaweedS3, bucket: str, tmp_path: Path) -> tuple[Path, tuple[Path, Path], dict]:
+    """A render node's folder, token keys and settings for `build_node` on `bucket`: its store key
+    (the key-encryption key every node sharing the bucket has) and the bucket, manifests read anew at
+    every request."""
+    from daemons.render.store.local import create_key_file
+    from shared.tokens import generate_signing_keypair
+
+    private, public = tmp_path / "token.pem", tmp_path / "token.pub"
+    generate_signing_keypair(private, public)
+    root = tmp_path / "node"
+    root.mkdir()
+    create_key_file(root / "store.key")
+    settings = {"storage__backend": "s3", "s3__endpoint_url": seaweed.endpoint_url, "s3__bucket": bucket,
+                "s3__prefix": "inst/", "s3__credentials_file": str(seaweed.write_credentials(tmp_path / "s3.json")),
+                "storage__manifest_refresh_s": 0}
+    return root, (private, public), settings

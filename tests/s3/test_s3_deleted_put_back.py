@@ -15,11 +15,10 @@ import secrets
 import pytest
 
 from daemons.render.store.generations import RecordRolledBack
-from daemons.render.store.local import create_key_file
 from daemons.render.store.s3 import MANIFESTS, OBJECTS
-from shared.tokens import generate_signing_keypair
 from tests.render.conftest import build_node, close_node
 from tests.render.synthetic import stack
+from tests.s3.conftest import bucket_node_settings
 from tests.s3.test_s3_rollback import FILES, _manifest, _node
 
 
@@ -66,14 +65,7 @@ def test_a_deleted_series_put_back_is_refused_by_the_node_that_deleted_it_and_on
 
 def test_a_render_node_on_the_bucket_refuses_a_deleted_series_put_back_after_a_restart(seaweed, bucket, tmp_path):
     """The whole node (its catalogue database, its start-up sync, its API) on the shared bucket."""
-    private, public = tmp_path / "token.pem", tmp_path / "token.pub"
-    generate_signing_keypair(private, public)
-    root = tmp_path / "node"
-    root.mkdir()
-    create_key_file(root / "store.key")
-    settings = {"storage__backend": "s3", "s3__endpoint_url": seaweed.endpoint_url, "s3__bucket": bucket,
-                "s3__prefix": "inst/", "s3__credentials_file": str(seaweed.write_credentials(tmp_path / "s3.json")),
-                "storage__manifest_refresh_s": 0}
+    root, (private, public), settings = bucket_node_settings(seaweed, bucket, tmp_path)
     slices = sorted(stack((1, 0, 0, 0, 1, 0), count=3))
     client = seaweed.client()
     node = build_node(root, (private, public), **settings)
