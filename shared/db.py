@@ -197,12 +197,12 @@ def database_exception_text(exc: BaseException) -> str | None:
     error class in place of each database error's message (the server's, which quotes row values:
     `database_error_fields`); None when no link of the chain is an error a server answered (no
     SQLSTATE: a refused connection, SQLite), whose messages name no row."""
-    chain = _chain(exc)
-    if not any("sqlstate" in database_error_fields(link) for link, _ in chain):
+    chain = [(link, joint, "sqlstate" in database_error_fields(link)) for link, joint in _chain(exc)]
+    if not any(answered for _, _, answered in chain):
         return None
     text = []
-    for link, joint in reversed(chain):  # the first cause first, as Python prints a chain
-        last = (database_error_summary(link) + "\n" if "sqlstate" in database_error_fields(link)
+    for link, joint, answered in reversed(chain):  # the first cause first, as Python prints a chain
+        last = (database_error_summary(link) + "\n" if answered
                 else "".join(traceback.format_exception_only(link)))
         frames = "".join(traceback.format_tb(link.__traceback__))
         text.append(f"Traceback (most recent call last):\n{frames}{last}{joint}" if frames else f"{last}{joint}")

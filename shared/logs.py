@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -101,7 +101,7 @@ def _message(record: logging.LogRecord) -> str:
     out. Every line of every layer goes through here, whoever logs it; what a caller turned into
     text itself (`str(exc)`, an f-string) is text, and is not recognised: pass the error."""
     msg, args = record.msg, record.args
-    if isinstance(msg, BaseException) and _answered_by_database(msg):
+    if _answered_by_database(msg):
         msg = database_error_summary(msg)
     elif not args or not any(isinstance(arg, BaseException) for arg in _values(args)):
         return record.getMessage()
@@ -116,14 +116,13 @@ def _values(args: tuple[object, ...] | Mapping[str, object]) -> Iterable[object]
     return args.values() if isinstance(args, Mapping) else args
 
 
-def _answered_by_database(value: object) -> bool:
+def _answered_by_database(value: object) -> TypeGuard[BaseException]:
     return isinstance(value, BaseException) and "sqlstate" in database_error_fields(value)
 
 
 def _named(value: object) -> object:
     """A value of a log line: a database server's error as its summary, anything else as it is."""
-    return database_error_summary(value) if isinstance(value, BaseException) and _answered_by_database(value) \
-        else value
+    return database_error_summary(value) if _answered_by_database(value) else value
 
 
 def configure_logging(layer: str, level: str) -> None:

@@ -743,7 +743,7 @@ class RecordStore:
         stored = self._stored_commit(record_id) if self._generations is not None else None
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.replace(path, trash)
-        self._commits.pop(record_id, None)
+        self._gone(record_id)
         if self._generations is not None:  # its storing is buried: put back, it is refused
             self._generations.deleted(record_id, stored)
         shutil.rmtree(trash, ignore_errors=True)
@@ -759,7 +759,8 @@ class RecordStore:
             return None
 
     def _gone(self, record_id: str) -> None:
-        """The record was quarantined: this process forgets its commit, the book keeps it (`generations`)."""
+        """The record left its folder (deleted or quarantined): this process forgets its commit. The
+        book keeps a quarantined record's latest commit and buries a deleted one's (`generations`)."""
         self._commits.pop(record_id, None)
 
     def quarantine(self, record_id: str, reason: str) -> Path | None:
