@@ -24,7 +24,7 @@ from daemons.institution.access import (
     this_institution,
 )
 from daemons.institution.checks import date_value, iso_date, record_id_value, uuid_value
-from daemons.institution.finding_history import keep_version
+from daemons.institution.finding_history import changed_findings, keep_version
 from daemons.institution.models import (
     AuditEntry,
     Finding,
@@ -98,7 +98,8 @@ def link_to_json(link: FindingRecord) -> dict[str, Any]:
     return {"record_id": link.record_id, "institution_id": link.institution_id, "node_id": link.node_id}
 
 
-def finding_to_json(finding: Finding, links: Iterable[FindingRecord]) -> dict[str, Any]:
+def finding_to_json(finding: Finding, links: Iterable[FindingRecord], changed: bool) -> dict[str, Any]:
+    """`changed`: a version of it was kept (`finding_history.changed_findings`)."""
     return {
         "id": finding.id,
         "institution_id": finding.institution_id,
@@ -113,6 +114,7 @@ def finding_to_json(finding: Finding, links: Iterable[FindingRecord]) -> dict[st
         "records": [link_to_json(link) for link in links],
         "created_at": iso_utc(finding.created_at),
         "updated_at": iso_utc(finding.updated_at),
+        "changed": changed,
     }
 
 
@@ -132,7 +134,7 @@ def _links_of(finding: Finding) -> list[FindingRecord]:
 
 
 def _respond(finding: Finding, status: int = 200):
-    return jsonify(finding_to_json(finding, _links_of(finding))), status
+    return jsonify(finding_to_json(finding, _links_of(finding), bool(changed_findings([finding.id])))), status
 
 
 def _finding_lock(finding_id: str) -> AbstractContextManager[None]:
@@ -213,7 +215,8 @@ def list_findings():
                      .order_by(FindingRecord.pk)):
             links[link.finding_id].append(link)
     record_audit(AuditEntry, "finding.search", "finding", patient_id=patient_id, detail=f"results={total}")
-    return jsonify({"items": [finding_to_json(f, links[f.id]) for f in findings], "total": total})
+    changed = changed_findings(list(links))
+    return jsonify({"items": [finding_to_json(f, links[f.id], f.id in changed) for f in findings], "total": total})
 
 
 @bp.post("/api/v1/findings")

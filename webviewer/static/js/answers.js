@@ -358,6 +358,7 @@ function findingAnswer(finding, name = "") {
   uuid(finding.id, fieldOf(name, "id"));
   optional(finding.author_id, fieldOf(name, "author_id"), uuid);
   for (const key of [...FINDING_TEXTS, "created_at", "updated_at"]) optional(finding[key], fieldOf(name, key), text);
+  optional(finding.changed, fieldOf(name, "changed"), bool);
   listOf(finding.records, fieldOf(name, "records"), recordLink);
 }
 

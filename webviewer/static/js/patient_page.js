@@ -150,7 +150,7 @@ function findingCard(ctx, patient, inst, f) {
     sections.map(([title, text]) => h("div", { class: "finding-part" },
       h("span", { class: "finding-label", text: title }), h("p", { text }))),
     links.length ? h("div", { class: "finding-part" }, h("span", { class: "finding-label", text: "Records" }), h("ul", { class: "links" }, links)) : null,
-    f.updated_at && f.updated_at !== f.created_at
+    f.changed
       ? h("p", { class: "muted finding-changed" }, `Changed ${formatDate(f.updated_at)} · `,
         h("a", { href: `#/patients/${patient.id}/institutions/${inst.id}/findings/${f.id}/history`, text: "History" }))
       : null,
