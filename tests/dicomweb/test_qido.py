@@ -419,6 +419,16 @@ def test_dicomweb_client_listing_rule_and_bad_keys(deployment, stored):
     assert foreign.value.response.status_code == 403
 
 
+def test_a_swapped_range_is_refused_naming_it(archive):
+    """`StudyDate=20241231-20240101` answered 204, as if no study were in the year; `2024-01-05`
+    was refused as "'2024' is not a calendar date"."""
+    for query, named in (("StudyDate=20241231-20240101", "'20241231-20240101' ends before it starts"),
+                         ("StudyDate=2024-01-05", "'2024-01-05' is not a calendar date")):
+        reply = qido(archive, f"/studies?{query}")
+        assert reply.status_code == 400, (query, reply.status_code)
+        assert named in reply.get_json()["error"]["message"]
+
+
 @pytest.mark.parametrize("query", [
     "=x", "&&&", "a.b.c=1", "00100010.00100020=x", "OtherPatientIDsSequence.PatientID=x", "ffffffff=1",
     "PatientName=%FF%FE", "PatientName=***", "PatientName=%5B", "StudyDescription=%5B*", "StudyDate=-",

@@ -627,7 +627,8 @@ def test_hostile_find_identifiers_get_their_statuses(hostile):
     refused = [query(StudyInstanceUID=""), query(QueryRetrieveLevel="FOO"),
                query(QueryRetrieveLevel=["STUDY", "SERIES"]), query(QueryRetrieveLevel="STUDY", SOPInstanceUID=""),
                query(QueryRetrieveLevel="PATIENT", PatientID="x")]  # study root has no PATIENT level
-    refused += [query(QueryRetrieveLevel="STUDY", StudyDate=value) for value in ("2020-", "-", "20201340", "2020-2019")]
+    refused += [query(QueryRetrieveLevel="STUDY", StudyDate=value) for value in ("2020-", "-", "20201340", "2020-2019",
+                                                                               "20201231-20200101")]
     for identifier in refused:
         assert find(port, identifier) == [0xA900], identifier
     for keyword, vr, value in (("StudyInstanceUID", "US", 0), ("StudyInstanceUID", "SQ", []),
@@ -695,6 +696,24 @@ def test_find_keys_beyond_what_the_node_matches_are_out_of_resources_not_its_fai
                 and record.name.startswith("daemons")]
     assert find(port, query(QueryRetrieveLevel="STUDY", PatientName="*" + "x" * 1000)) == [0x0000]
     still_serving(hostile)
+
+
+def test_a_find_matching_more_than_the_node_answers_at_once_is_out_of_resources_through_the_listener(make_node):
+    """The bound `dicom.max_find_matches` was tested on the matching alone: the listener must read it
+    from the node's configuration at every C-FIND, answer at the bound and refuse past it (0xA700),
+    audited with the key to narrow by."""
+    harness = open_archive(make_node, dicom__max_find_matches=2)
+    try:
+        files = [(f"{n}.dcm", to_bytes(dataset(series="1.2.826.0.1.33.1", position=float(n)))) for n in range(3)]
+        assert harness.upload(files).status_code == 201
+        series = query(QueryRetrieveLevel="IMAGE", SeriesInstanceUID="1.2.826.0.1.33.1", SOPInstanceUID="")
+        series.StudyInstanceUID = "1.2.3"
+        assert find(harness.dicom_port, series) == [0xA700]
+        refused = [detail for _, detail in audit_rows(harness, "dicom.find_refused")]
+        assert len(refused) == 1 and "dicom.max_find_matches" in refused[0], refused
+        assert find(harness.dicom_port, query(QueryRetrieveLevel="SERIES", SeriesInstanceUID="")) == [0xFF00, 0x0000]
+    finally:
+        close_archive(harness)
 
 
 def move(port: int, destination: str, identifier: Dataset) -> tuple[list[int], Association]:

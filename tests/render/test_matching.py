@@ -115,6 +115,30 @@ def test_malformed_values_are_refused_naming_the_key(cat, keys):
     assert refused.value.keyword == next(iter(keys))
 
 
+@pytest.mark.parametrize(("keys", "named"), [
+    ({"StudyDate": "20250101-20240101"}, "ends before it starts"),
+    ({"PatientBirthDate": "20250102-20250101"}, "ends before it starts"),
+    ({"StudyTime": "1200-1100"}, "ends before it starts"),
+    ({"StudyTime": "120100-1200"}, "ends before it starts"),
+    ({"StudyTime": "2300-0100"}, "ends before it starts"),
+    ({"StudyDate": "2024-01-05"}, "'2024-01-05' is not a calendar date"),
+    ({"StudyDate": "2024-0105"}, "'2024-0105' is not a calendar date"),
+    ({"StudyTime": "10:15-11:00"}, "'10:15-11:00' is not a time"),
+])
+def test_a_range_that_cannot_be_one_is_refused_naming_what_was_sent(cat, keys, named):
+    """A swapped range (end before start) matched nothing, answered as if no study were in it, and
+    `2024-01-05` was refused as "'2024' is not a calendar date": the peer could not tell its mistake."""
+    with pytest.raises(QueryError, match=named) as refused:
+        study_uids(cat, **keys)
+    assert refused.value.keyword == next(iter(keys))
+
+
+@pytest.mark.parametrize("keys", [{"StudyDate": "20240105-20240105"}, {"StudyTime": "1200-120059"},
+                                  {"StudyTime": "120030-1200"}, {"StudyTime": "1200-12"}])
+def test_a_range_of_one_day_or_within_one_time_is_no_inverted_range(cat, keys):
+    study_uids(cat, **keys)
+
+
 def series_uids(cat, **keys) -> list[str]:
     return matched(cat, "SERIES", "SeriesInstanceUID", keys)
 

@@ -220,11 +220,13 @@ def uid_list(value: str) -> list[str]:
     return [v.strip() for v in value.split("\\") if v.strip()]
 
 
-def _check(keyword: str, kind: str, value: str) -> None:
-    if kind == "date" and not is_date(value):
+def _check(keyword: str, kind: str, part: str, value: str) -> None:
+    """Refuse `part` of the key's `value` (the value itself, or a range's start or end) unless it is a
+    date or a time; the error names the whole value, as the peer sent it."""
+    if kind == "date" and not is_date(part):
         raise QueryError(f"{keyword}: {value!r} is not a calendar date (YYYYMMDD) or a range of dates "
                          "(YYYYMMDD-YYYYMMDD)", keyword)
-    if kind == "time" and not is_time(value):
+    if kind == "time" and not is_time(part):
         raise QueryError(f"{keyword}: {value!r} is not a time (HH, HHMM, HHMMSS or HHMMSS.FFFFFF) or a range of times",
                          keyword)
 
@@ -234,12 +236,14 @@ def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.N
     the same time written shorter (`1015` matches `101530`, `101500` matches `1015`); a range's start
     is compared in its shortest form (`101500-` takes in `1015`)."""
     if "-" not in value:
-        _check(keyword, kind, value)
+        _check(keyword, kind, value, value)
         if kind == "date":
             return field == value
         begun = (field >= value) & (field < value + "~")
         shorter = same_times(value)
         return (begun | field.in_(shorter)) if shorter else begun
+    if value.count("-") > 1:  # `2026-01-01`: no part of it is the date the peer meant
+        _check(keyword, kind, value, value)
     low, high = (part.strip() for part in value.split("-", 1))
     if not low and not high:
         raise QueryError(f"{keyword}: a range needs a start, an end or both", keyword)
@@ -247,13 +251,24 @@ def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.N
     # matching returns it (PS3.4 C.2.2.2.5)
     condition = field != ""
     if low:
-        _check(keyword, kind, low)
+        _check(keyword, kind, low, value)
         condition &= field >= (low if kind == "date" else shortest_time(low))
     if high:
-        _check(keyword, kind, high)
+        _check(keyword, kind, high, value)
         # a time range's upper bound includes everything that starts with it (1200 ≥ 120059)
         condition &= field <= high if kind == "date" else field < high + "~"
+    if low and high and _after(kind, low, high):
+        # PS3.4 C.2.2.2.5 defines a range from its start to its end; one ending before it starts is
+        # the peer's mistake (dates swapped), refused rather than answered with nothing
+        raise QueryError(f"{keyword}: the range {value!r} ends before it starts", keyword)
     return condition
+
+
+def _after(kind: str, low: str, high: str) -> bool:
+    """The range's start lies after its end, by the same comparisons the range's condition makes."""
+    if kind == "date":
+        return low > high
+    return not shortest_time(low) < high + "~"
 
 
 def _like(value: str) -> str:
