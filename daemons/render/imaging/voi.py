@@ -44,15 +44,6 @@ def lut_to_json(lut: LutTable | None) -> dict | None:
     return {"first_mapped": lut.first_mapped, "bits": lut.bits, "data": lut.data.tolist()}
 
 
-def window_to_json(window: Window) -> dict:
-    return {"center": window.center, "width": window.width, "function": window.function}
-
-
-def voi_to_json(voi: Voi) -> dict:
-    """How the manifest stores one VOI choice."""
-    return {"lut": lut_to_json(voi)} if isinstance(voi, LutTable) else window_to_json(voi)
-
-
 def voi_key(voi: Voi | None) -> str:
     if voi is None:
         return "none"
