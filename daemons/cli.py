@@ -570,13 +570,25 @@ def unrecognized(extra: list[str]) -> str:
     """The refusal of arguments `sivr` does not take, naming their options but no value.
 
     `sivr user add ... --password S3cret` printed "unrecognized arguments: S3cret": a password
-    typed where none is taken went on into every log that keeps the command's output."""
-    options = [word.partition("=")[0] for word in extra if word.startswith("-")]
-    values = sum(1 for word in extra if not word.startswith("-") or "=" in word)
+    typed where none is taken went on into every log that keeps the command's output. A short
+    option's value may follow it in the same word (`-pS3cret`, as `mysql -p` takes it): only the
+    option's two characters are named."""
+    options = [_option_of(word) for word in extra if word.startswith("-")]
+    values = sum(1 for word in extra if _option_of(word) != word)
     named = " ".join(options) or "(none)"
     unnamed = f" and {values} value{'s' if values != 1 else ''}, not repeated here" if values else ""
     return (f"unrecognized arguments: {named}{unnamed}; a user's password is typed at the prompt "
             "or given with --password-stdin, never on the command line")
+
+
+def _option_of(word: str) -> str:
+    """The option an argument names (`--name` of `--name=value`, `-p` of `-pvalue`); "" for a word
+    that is no option (a value)."""
+    if not word.startswith("-"):
+        return ""
+    if word.startswith("--"):
+        return word.partition("=")[0]
+    return word[:2]
 
 
 def main(argv: list[str] | None = None) -> int:

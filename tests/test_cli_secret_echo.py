@@ -34,6 +34,8 @@ def run_sivr(*args: str) -> subprocess.CompletedProcess:
     [f"--pass={SECRET}"],
     ["--passwd", SECRET],
     [SECRET],
+    [f"-p{SECRET}"],  # a short option's value in the same word, as `mysql -p` takes it
+    [f"-p={SECRET}"],
 ])
 def test_an_argument_sivr_does_not_take_is_named_without_its_value(tmp_path, given):
     done = subprocess.run([*SIVR, "user", "add", "--config", str(tmp_path / "toplevel.toml"), "--username", "admin",
