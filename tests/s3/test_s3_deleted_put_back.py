@@ -91,3 +91,15 @@ def test_a_render_node_on_the_bucket_refuses_a_deleted_series_put_back_after_a_r
         assert node.client.get(f"/api/v1/records/{record_id}", headers=node.headers()).json["files"] == 2
     finally:
         close_node(node)
+
+
+def test_a_series_wrapped_by_a_key_this_node_lacks_is_deleted_all_the_same(seaweed, bucket, tmp_path):
+    """Reading the commit to bury may not stop a deletion: a series whose key-encryption key this
+    node does not hold (retired, lost) could not be deleted any more (503 "add the old key file"),
+    where it was before the commit was read, and the local store deletes an unreadable record."""
+    writer = _node(seaweed, bucket, os.urandom(32), tmp_path / "a")
+    deleter = _node(seaweed, bucket, os.urandom(32), tmp_path / "b")
+    assert writer.write_record("grow", FILES[:2], _manifest(2))
+    assert deleter.delete("grow")
+    assert not writer.exists("grow")
+    assert not seaweed.client().list_objects_v2(Bucket=bucket, Prefix=f"inst/{OBJECTS}grow/").get("Contents")

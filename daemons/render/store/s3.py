@@ -412,8 +412,11 @@ class S3RecordStore:
             reply = _call(f"GET {key}", partial(self._s3.get_object, Bucket=self.bucket, Key=key))
         except ClientError as exc:
             raise FileNotFoundError(f"record {record_id} is not in the store") from exc
-        _, upload, data_key, sealed = self._open_manifest(record_id, reply["Body"].read())
-        return Manifest.decode(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed)), reply["ETag"]
+        return self._decoded_manifest(record_id, reply["Body"].read()), reply["ETag"]
+
+    def _decoded_manifest(self, record_id: str, blob: bytes) -> Manifest:
+        _, upload, data_key, sealed = self._open_manifest(record_id, blob)
+        return Manifest.decode(envelope.open_sealed(data_key, record_id, f"manifest:{upload}", sealed))
 
     def manifest_version(self, record_id: str) -> str | None:
         reply = self._head(self._manifest_key(record_id))
@@ -482,11 +485,16 @@ class S3RecordStore:
 
     def _stored_commit(self, record_id: str) -> Commit | None:
         """The commit of the record's manifest object, for `Generations.deleted`; None when it does
-        not read (gone meanwhile, or damaged: deleted all the same). A bucket out of reach is raised:
-        the deletion could not be made either."""
+        not read (gone meanwhile, damaged, or wrapped by a key-encryption key this node lacks: deleted
+        all the same, as it was before its commit was read here, and as the local store deletes an
+        unreadable record). A bucket out of reach is raised: the deletion could not be made either."""
         try:
-            return self._read_versioned(record_id)[0].commit
-        except (FileNotFoundError, StoreError, ManifestVersionError, ValueError, KeyError, TypeError):
+            blob = self._manifest_blob(record_id)
+        except FileNotFoundError:
+            return None
+        try:
+            return self._decoded_manifest(record_id, blob).commit
+        except (StoreUnavailable, StoreError, ManifestVersionError, ValueError, KeyError, TypeError):
             return None
 
     def quarantine(self, record_id: str, reason: str) -> str | None:
