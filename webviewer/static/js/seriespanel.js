@@ -29,6 +29,11 @@ export function studyKeyOf(meta) {
   return studyKey({ date: isoDate(meta.study_date), time: meta.study_time || "" });
 }
 
+/** What the panel says its series do, on a phone (taps) or a wider screen. @param {boolean} phone */
+function hintFor(phone) {
+  return phone ? "Tap a series to show it." : "Drag a series onto a viewport, or click it to show it in the active one.";
+}
+
 export class SeriesPanel {
   /**
    * @param {any} ctx @param {any} viewer the viewer shell (viewer.js)
@@ -49,7 +54,7 @@ export class SeriesPanel {
       h("div", { class: "series-panel-head" },
         h("h2", { text: "Series" }),
         h("button", { type: "button", class: "btn btn-small btn-quiet", text: "×", "aria-label": "Close the series panel", onclick: () => this.setOpen(false) })),
-      h("p", { class: "muted panel-hint", text: viewer.phone ? "Tap a series to show it." : "Drag a series onto a viewport, or click it to show it in the active one." }),
+      this.hint = h("p", { class: "muted panel-hint", text: hintFor(viewer.phone) }),
       this.list);
     this.toggle = h("button", {
       type: "button", class: "btn", id: "series-toggle", "aria-expanded": String(open), "aria-controls": "series-panel",
@@ -71,6 +76,13 @@ export class SeriesPanel {
     /** @type {Promise<SeriesEntry[]>} every series the nodes described, once all have answered */
     this.ready = new Promise((done) => { resolve = done; });
     this.resolveReady = resolve;
+  }
+
+  /** The screen became a phone's (the panel is then a drawer over the image: closed) or a wider
+   *  one's (a panel beside the viewports: open, as the viewer opens there). @param {boolean} phone */
+  fitScreen(phone) {
+    this.hint.textContent = hintFor(phone);
+    this.setOpen(!phone);
   }
 
   setOpen(open) {

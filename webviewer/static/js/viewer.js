@@ -122,7 +122,8 @@ class Viewer {
     /** @type {Viewport | null} */
     this.active = null;
     this.layout = "1x1";
-    this.phone = matchMedia(PHONE).matches;
+    this.phoneQuery = matchMedia(PHONE);
+    this.phone = this.phoneQuery.matches;
     this.timers = new Timers();
     this.timePlaying = false;   // cine over the chosen stack's time points
     this.destroyed = false;
@@ -174,13 +175,7 @@ class Viewer {
 
     this.modeSelect = select("mode", VOLUME_MODES, "mip");
     this.modeSelect.id = "volume-mode";
-    this.modeSelect.addEventListener("change", () => {
-      const vp = this.active;
-      vp.state.vol.mode = this.modeSelect.value;
-      vp.changed();
-      vp.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
-      vp.requestView();
-    });
+    this.modeSelect.addEventListener("change", () => this.active.setVolumeMode(this.modeSelect.value));
     this.volPresetSelect = select("volume-preset", [], "");   // the active viewport's record's (syncVolumePresets)
     this.volPresetSelect.id = "volume-preset";
     this.volPresetSelect.addEventListener("change", () => { this.active.state.vol.preset = this.volPresetSelect.value; this.active.requestView(); });
@@ -287,10 +282,34 @@ class Viewer {
     const firstSlice = Number(this.query.get("slice")) || 0;
     this.setLayout(protocol.layout, protocol.planes, firstSlice);
     this.bindKeys();
+    this.onScreenSize = () => this.fitScreen(this.phoneQuery.matches);
+    this.phoneQuery.addEventListener("change", this.onScreenSize);
     this.panel.bindDrop(this.grid);
     this.panel.load();
     this.keyImages.load();
     this.active.root.focus({ preventScroll: true });
+  }
+
+  /**
+   * The window became a phone's width or stopped being one (a window narrowed, a tablet turned,
+   * split screen) while a record is read: the viewer becomes what it would have opened as. On a
+   * phone the viewport being read stays, alone (four viewports of 190 px, with no layout chooser to
+   * leave them, were unreadable), and the series drawer, which would cover it, closes; on a wider
+   * screen the layout chooser and the linked views come back. @param {boolean} phone
+   */
+  fitScreen(phone) {
+    if (phone === this.phone) return;
+    this.phone = phone;
+    this.layoutGroup.hidden = phone;
+    this.linkGroup.hidden = phone;
+    this.panel.fitScreen(phone);
+    if (!phone) return;
+    const reading = this.active;
+    if (reading && this.viewports[0] !== reading) {
+      this.viewports = [reading, ...this.viewports.filter((vp) => vp !== reading)];
+      this.viewports.forEach((vp, slot) => vp.setSlot(slot));
+    }
+    this.setLayout("1x1");
   }
 
   toggleTools() {
@@ -716,6 +735,7 @@ class Viewer {
     for (const vp of this.viewports) vp.destroy();
     for (const retry of this.nodeRetries.values()) retry.stop();
     if (this.onKey) document.removeEventListener("keydown", this.onKey);
+    if (this.onScreenSize) this.phoneQuery.removeEventListener("change", this.onScreenSize);
     this.cache.clear();
   }
 }

@@ -23,6 +23,16 @@ function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
 
+/**
+ * The kind of picture a window is chosen for. The slices and the reformats show the same voxels'
+ * values, so one window serves them all; each 3D projection has values of its own (a MIP's are
+ * the brightest along each ray, a MinIP's the darkest), so a window dragged on one of them, or on
+ * the slices, turned another into a white or a black blob. @param {{plane: string, vol: {mode: string}}} s
+ */
+function windowKind(s) {
+  return s.plane === "3d" ? `3d:${s.vol.mode}` : "slices";
+}
+
 /** What a viewport shows, all of it its own; its DVR preset is its record's modality's default
  *  ("" until the node said it: the node then applies that default itself). */
 function initialState(plane, index, volumePresets) {
@@ -31,6 +41,7 @@ function initialState(plane, index, volumePresets) {
     index: index == null ? {} : { native: index },   // none: the middle slice
     window: null,          // null: the server's choice (file default or automatic)
     windowChoice: "auto",
+    windows: {},           // the window chosen for each other kind of picture (windowKind), kept for it
     zoom: 1, cx: 0.5, cy: 0.5,
     turn: NO_TURN,         // rotate and flip of the 2D picture on screen (geometry.js Turn)
     invert: false,         // rendered inverted by the node (invert=true)
@@ -152,6 +163,14 @@ export class Viewport {
     this.applyIds();
   }
 
+  /** Its place in the layout (the viewer keeps the viewport being read first when it goes to one
+   *  viewport). @param {number} slot */
+  setSlot(slot) {
+    this.slot = slot;
+    this.root.dataset.slot = String(slot);
+    this.syncDataset();
+  }
+
   applyIds() {
     for (const el of [this.root, ...this.root.querySelectorAll("[id], [data-id]")]) {
       const node = /** @type {HTMLElement} */ (el);
@@ -254,11 +273,39 @@ export class Viewport {
     if (s.plane !== "native" && plane === "native" && s.index.native !== undefined) {
       s.index.native = frameAtTime(stack, s.index.native, s.time) ?? s.index.native;
     }
+    const before = windowKind(s);
     s.plane = plane;
+    this.keepWindowFor(before);
     s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
     this.changed();
     this.clearImage();
     this.requestView();
+  }
+
+  /** Show the 3D view as `mode` (MIP, MinIP, average, DVR); the image on screen goes at once.
+   *  @param {string} mode */
+  setVolumeMode(mode) {
+    const before = windowKind(this.state);
+    this.state.vol.mode = mode;
+    this.keepWindowFor(before);
+    this.changed();
+    this.clearImage();   // a MIP is not shown under the DVR label while the rendering is on its way
+    this.requestView();
+  }
+
+  /**
+   * The picture changed kind (windowKind; `before` was the old one): the window chosen for that
+   * kind is kept for it, and this one gets back the window chosen for it, or at first the node's
+   * own (a projection's measured on that projection). @param {string} before
+   */
+  keepWindowFor(before) {
+    const s = this.state;
+    const after = windowKind(s);
+    if (after === before) return;
+    s.windows[before] = { window: s.window, windowChoice: s.windowChoice };
+    const kept = s.windows[after] || { window: null, windowChoice: "auto" };
+    s.window = kept.window;
+    s.windowChoice = kept.windowChoice;
   }
 
   /** "auto", "file", "preset:NAME" or "custom". @param {string} choice */
@@ -315,6 +362,7 @@ export class Viewport {
     s.zoom = 1; s.cx = 0.5; s.cy = 0.5;
     s.turn = NO_TURN;
     s.invert = false;
+    s.windows = {};
     s.vol = { ...s.vol, azimuth: 30, elevation: 20, roll: 0, zoom: 1 };
     this.chooseWindow("auto");
   }
