@@ -7,7 +7,7 @@ answer on this project's 2-core machines, so a search matching 391 studies took 
 last answer left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
 
 * the command set of a pending answer is the same for every answer of a request (message ID being
-  responded to, SOP class, status 0xFF00, a data set present): pynetdicom encodes it once;
+  responded to, SOP class, its pending status, a data set present): pynetdicom encodes it once;
 * an identifier holds only Query/Retrieve Level, the keys asked for and perhaps Specific Character
   Set, all of short text VRs (`matching.Answers.values`), so `encode_identifier` writes its elements
   straight from the values in the negotiated little-endian syntax. It writes exactly what pydicom
@@ -21,6 +21,11 @@ last answer left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
   (`drain`): the DUL reads what the peer sent only while it has nothing to send, so without that
   pause a C-CANCEL or an A-ABORT would be read only once every answer was queued, and the queue
   would hold all of them in memory.
+
+Every pending answer of a request carries one status (`pending_status`): 0xFF00 when every attribute of
+the identifier is a key the node matches and returns, 0xFF01 (PS3.4 Table C.4-1, "one or more Optional
+Keys were not supported for existence and/or matching") when one is not, so that the peer knows the
+answers were neither narrowed by it nor carry it.
 
 The final response (success, cancel or failure) is still pynetdicom's, after these in its DUL queue.
 Pending answers sent here raise no `EVT_DIMSE_SENT` (the node's metrics count final responses only);
@@ -39,14 +44,15 @@ from io import BytesIO
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_messages import C_FIND_RSP
 from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode, pretty_dataset
 from pynetdicom.pdu_primitives import P_DATA
 
-from daemons.render.catalogue.matching import UTF8_CHARACTER_SET, Answers
-from daemons.render.statuses import PENDING
+from daemons.render.catalogue.matching import KEYS, UTF8_CHARACTER_SET, Answers
+from daemons.render.statuses import PENDING, PENDING_WITH_WARNING
 
 #: where pynetdicom describes the answers it sends, at debug level (`listener.set_protocol_logging`)
 PROTOCOL_LOG = logging.getLogger("pynetdicom.service_class")
@@ -67,6 +73,9 @@ UNLIMITED_PDU = 1 << 20
 PDV_OVERHEAD = 6
 COMMAND_LAST = b"\x03"  # message control header: command, last fragment
 DATA_SET_LAST = b"\x02"  # data set, last fragment
+#: The attributes of a C-FIND identifier that are not keys (PS3.4 C.4.1.1.3.1): they never ask for
+#: anything the node could leave out
+NOT_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
 
 
 @functools.cache
@@ -118,11 +127,35 @@ def encode_identifier(values: list[tuple[str, str]], implicit_vr: bool) -> bytes
     return b"".join(encoded for _, encoded in elements)
 
 
+def unsupported_keys(identifier: Dataset) -> list[str]:
+    """The attributes of a C-FIND identifier the node neither matches nor returns (a key outside
+    `matching.KEYS`: InstitutionName, a private tag, a sequence), and the return-only keys given a
+    value to match (the Number of ... Related counts, which PS3.4 does not match): they are ignored, so
+    the answers say so (`pending_status`). Group lengths are no keys."""
+    unsupported = []
+    for element in identifier:
+        keyword = element.keyword or str(element.tag)
+        if element.tag.element == 0 or keyword in NOT_KEYS:
+            continue
+        key = KEYS.get(keyword)
+        if key is None or (not key.matchable and not element.is_empty):
+            unsupported.append(keyword)
+    return unsupported
+
+
+def pending_status(identifier: Dataset) -> int:
+    """The status of every pending answer to `identifier`: 0xFF01 when one of its keys was not
+    supported for existence or matching (PS3.4 Table C.4-1: a peer that was told 0xFF00 takes the
+    answers as matched on InstitutionName=X, and a missing return key as a value the node does not
+    have), else 0xFF00."""
+    return PENDING_WITH_WARNING if unsupported_keys(identifier) else PENDING
+
+
 class AnswerSender:
     """Sends the pending answers of one C-FIND request (`send`), for the handler of `EVT_C_FIND`
     whose generator then ends: pynetdicom sends the final success response after them."""
 
-    def __init__(self, event: Any):
+    def __init__(self, event: Any, status: int = PENDING):
         context = event.context
         self.context_id = int(context.context_id)
         syntax = context.transfer_syntax
@@ -133,7 +166,7 @@ class AnswerSender:
         self.response = C_FIND()
         self.response.MessageIDBeingRespondedTo = request.MessageID
         self.response.AffectedSOPClassUID = request.AffectedSOPClassUID
-        self.response.Status = PENDING
+        self.response.Status = status  # `pending_status`: one for every answer of the request
         self.response.Identifier = BytesIO(b"\0\0")  # a data set is present: the command says so
         message = C_FIND_RSP()
         message.primitive_to_message(self.response)

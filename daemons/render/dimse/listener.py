@@ -58,7 +58,7 @@ from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.callers import parse_callers, rejection_reason
 from daemons.render.dimse.connections import AssociationConnections
 from daemons.render.dimse.file_meta import stored_file
-from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender
+from daemons.render.dimse.find_answers import DRAIN_EVERY, AnswerSender, pending_status
 from daemons.render.dimse.identifiers import MODEL_REQUESTS, foreign_sop_class, read_identifier, refusal
 from daemons.render.dimse.limits import (
     MAXIMUM_PDU_SIZE,
@@ -407,8 +407,9 @@ class Listener:
         ))(event)
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
-        """The matches, sent as they are encoded (`find_answers`); pynetdicom sends the final
-        success response when this generator ends without a status of its own."""
+        """The matches, sent as they are encoded (`find_answers`), each 0xFF01 when the identifier
+        holds a key the node does not support (`find_answers.pending_status`); pynetdicom sends the
+        final success response when this generator ends without a status of its own."""
         try:
             level, identifier = read_identifier(event)
             with self.connections.held(), self.app.app_context():
@@ -420,7 +421,7 @@ class Listener:
             self._find_refused(event, reason)
             yield status, None
             return
-        sender = AnswerSender(event)
+        sender = AnswerSender(event, pending_status(identifier))
         for index, row in enumerate(answers.rows):
             if index and index % DRAIN_EVERY == 0:
                 sender.drain()
