@@ -126,7 +126,8 @@ def test_a_refused_media_type_is_not_sent_because_a_wildcard_matches(jls, resour
     ("/rendered", "image/jpeg;q=0, image/png;q=0, image/webp;q=0, image/gif;q=0, image/*"),
     ("/metadata", "application/dicom+json;q=0, application/json;q=0, */*"),
     ("/frames/1", "image/jls;q=0, application/octet-stream;q=0, */*"),
-    ("", f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE};q=0, */*'),
+    ("", (f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LE};q=0, '
+          f"application/dicom; transfer-syntax={EXPLICIT_LE};q=0, */*")),  # the single-part form too
 ])
 def test_everything_offered_refused_is_406_whatever_wildcard_follows(jls, resource, accept):
     harness, instance = jls

@@ -12,15 +12,21 @@ The rules (RFC 9110 12.5.1; PS3.18 8.7.7, 8.7.8, 10.4.4):
   transfer syntax is named, then the outer type (any, `multipart/*`, `multipart/related`).
 - `multipart/related; type="X"` takes in a multipart answer of X parts; without `type` (or with
   `type="*/*"`) any multipart answer, which `*/*` also takes in, less specifically.
-- A bare media type takes in a single-part answer of that type; for a resource the node answers in
-  multipart only (WADO-RS instances, frames, bulk data), also the parts of that type, as clients
-  write `application/dicom` for `multipart/related; type="application/dicom"`. A rendered resource
-  of several images is never answered to a single-part range (PS3.18 10.4.4).
+- A bare media type takes in a single-part answer of that type, and for a WADO-RS resource
+  (instances, frames, bulk data) also the multipart answer of parts of that type (`Offer.loose`),
+  as clients write `application/dicom` for `multipart/related; type="application/dicom"`: its q
+  weighs (and refuses) those parts too. Where a resource of one item (an instance, one frame, one
+  bulk data value) offers both, the bare range names the single-part one exactly, which goes first
+  (PS3.18 10.4.4 permits single-part types "for resources which are a single response item": a
+  client asking `application/dicom` for an instance expects the file as the body). A rendered
+  resource of several images is never answered to a single-part range (PS3.18 10.4.4).
 - A transfer syntax: `*` is the stored bytes as they are; a range that names none takes in Explicit
   VR Little Endian for `application/dicom` and `application/octet-stream`, an answer's own syntax for
   a compressed type (`image/jls`), and what a resource sends by default for a wildcard. Where an
   answer has no transfer syntax (an image, JSON) the parameter is ignored (PS3.18 8.7.7).
-- Ties: the range listed first, then the resource's own order of preference (its default first).
+- Ties: the range listed first, then an answer the deciding range names exactly before one it takes
+  in loosely (a bare type's multipart answer), then the resource's own order of preference (its
+  default first).
 - The `accept` query parameter is read first; only if it takes in none of the answers is the Accept
   header read (PS3.18 8.7.8.1). No Accept header, or one of empty elements only, is `*/*`.
 """
@@ -154,7 +160,8 @@ def accepted(header: str | None) -> list[Range]:
 def ranked(ranges: Sequence[Range], offers: Sequence[Offer[T]]) -> list[Offer[T]]:
     """The offers `ranges` accept (q above 0), best first: each weighs what its most specific
     covering range says (the first listed of equally specific ones); ties go to the range listed
-    first, then to the order of `offers`. In time ranges x offers."""
+    first, then to an offer that range names exactly (not a multipart answer taken in loosely by a
+    bare type), then to the order of `offers`. In time ranges x offers."""
     scored = []
     for index, offer in enumerate(offers):
         deciding = None
@@ -162,8 +169,9 @@ def ranked(ranges: Sequence[Range], offers: Sequence[Offer[T]]) -> list[Offer[T]
             if item.covers(offer) and (deciding is None or item.specificity > deciding.specificity):
                 deciding = item
         if deciding is not None and deciding.q > 0:
-            scored.append((-deciding.q, deciding.position, index, offer))
-    return [offer for *_, offer in sorted(scored, key=lambda s: s[:3])]
+            loosely = deciding.outer == "" and offer.multipart
+            scored.append((-deciding.q, deciding.position, loosely, index, offer))
+    return [offer for *_, offer in sorted(scored, key=lambda s: s[:4])]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,14 @@ The rules (PS3.18 8.7.3 and 8.7.4, as Orthanc's DICOMweb plugin since 1.5 also r
   native little-endian pixels, decoded where the instance is compressed; `transfer-syntax=*`,
   `*/*`, or the stored syntax's own media type (image/jls, image/jp2, image/jpeg,
   image/dicom-rle...) gets the stored compressed frame as it is.
+- A resource of one item (an instance, one frame, the bulk data of one value or of a single frame)
+  is also answered single-part, to a bare media type (`application/dicom`, `application/octet-stream`,
+  `image/jls`): PS3.18 10.4.4 permits single-part media types for "resources which are a single
+  response item", and a client asking `Accept: application/dicom` for an instance expects the Part 10
+  file as the body. The multipart answer stays the default (`*/*`); a bare type also takes in the
+  parts of that type (`accept.Offer.loose`: `image/jls;q=0` refuses JPEG-LS parts too), less
+  exactly than the single-part answer it names, and is all a study, a series or several frames
+  (multipart only) are answered to.
 Every instance on a node had its pixel data decoded once when it arrived (`daemons.render.ingest.upload_checks`),
 so Explicit VR Little Endian can always be produced, except for a stored-only instance (`daemons.render.stored_only`):
 that one is sent as stored only (`transfer-syntax=*` or its own syntax), else 406.
@@ -73,28 +81,57 @@ def json_answer(asked: Asked, what: str) -> str:
     return chosen[0].value
 
 
-def _instance_offers(stored: str, decodable: bool) -> list[Offer[str]]:
+@dataclass(frozen=True)
+class InstanceForm:
+    """How an instance is sent: in which syntax (ANY: as stored; else Explicit VR Little Endian) and
+    whether as a part of a multipart answer or as the whole body (single-part `application/dicom`)."""
+
+    syntax: str
+    multipart: bool = True
+
+
+def _forms(single_item: bool) -> tuple[bool, ...]:
+    """Whether each form of an answer is multipart: the multipart one first (the default, PS3.18
+    Table 10.4.4-1: ties go to it), then for a single response item the single-part one."""
+    return (True, False) if single_item else (True,)
+
+
+def _instance_offers(stored: str, decodable: bool, single_item: bool = False) -> list[Offer[InstanceForm]]:
     """An instance stored in `stored`: as stored (ANY), or in Explicit VR Little Endian where it can be
-    decoded, which a range naming no transfer syntax (a wildcard too) takes in."""
-    offers = [Offer(ANY, (DICOM,), True, frozenset({stored}), stored=True, default=False, loose=True)]
-    if decodable:
-        value = ANY if stored == EXPLICIT_LE else EXPLICIT_LE
-        offers.append(Offer(value, (DICOM,), True, frozenset({EXPLICIT_LE}), loose=True))
+    decoded, which a range naming no transfer syntax (a wildcard too) takes in; single-part too when it
+    is the whole answer (`single_item`), which a bare `application/dicom` names exactly."""
+    offers = []
+    for multipart in _forms(single_item):
+        offers.append(Offer(InstanceForm(ANY, multipart), (DICOM,), multipart, frozenset({stored}), stored=True,
+                            default=False, loose=multipart))
+        if decodable:
+            value = ANY if stored == EXPLICIT_LE else EXPLICIT_LE
+            offers.append(Offer(InstanceForm(value, multipart), (DICOM,), multipart, frozenset({EXPLICIT_LE}),
+                                loose=multipart))
     return offers
 
 
 def instance_syntax(asked: Asked, stored: str) -> str | None:
-    """The syntax to send an instance stored in `stored` in (ANY: as stored), or None if the request
-    takes none (a stored-only instance, in a syntax this node cannot decode, is never transcoded)."""
+    """The syntax to send an instance stored in `stored` in, as a part of a study's or series' answer
+    (ANY: as stored), or None if the request takes none (a stored-only instance, in a syntax this node
+    cannot decode, is never transcoded)."""
     chosen = asked.choose(_instance_offers(stored, syntax_decodable(stored)))
+    return chosen[0].value.syntax if chosen else None
+
+
+def instance_form(asked: Asked, stored: str) -> InstanceForm | None:
+    """How to send an instance stored in `stored` asked for alone (its instance resource): as
+    `instance_syntax`, and single-part where the request prefers that; None if it takes neither."""
+    chosen = asked.choose(_instance_offers(stored, syntax_decodable(stored), single_item=True))
     return chosen[0].value if chosen else None
 
 
-def needs_stored_syntax(asked: Asked) -> bool:
+def needs_stored_syntax(asked: Asked, single_item: bool = False) -> bool:
     """Whether the answer depends on the stored syntaxes: the request takes not every decodable
     instance, whatever its syntax, but names a specific other syntax: each instance must then be
-    checked before the answer starts. 406 when it can take no instance at all."""
-    if asked.choose(_instance_offers(_ANY_DECODABLE, True)):
+    checked before the answer starts. 406 when it can take no instance at all (in no form: also
+    single-part for an instance resource, `single_item`)."""
+    if asked.choose(_instance_offers(_ANY_DECODABLE, True, single_item)):
         return False
     if any(item.syntax not in (None, ANY, EXPLICIT_LE) for ranges in asked.sources for item in ranges):
         return True
@@ -108,26 +145,30 @@ class FrameChoice:
     stored: bool
     part_type: str
     transfer_syntax: str
+    multipart: bool = True  # False: the one frame asked for is the whole body (single-part)
 
     @property
     def content_type(self) -> str:
         return f"{self.part_type}; transfer-syntax={self.transfer_syntax}"
 
 
-def frame_choice(asked: Asked, stored: str) -> FrameChoice:
+def frame_choice(asked: Asked, stored: str, single_item: bool = False) -> FrameChoice:
     """The form of the frames of an instance stored in `stored` (406 when the client takes none): the
     stored compressed frame (its own media type, or application/octet-stream with a transfer syntax
     of `*` or its own), or the native pixels (application/octet-stream, Explicit VR Little Endian,
     which also answers to the stored syntax of an uncompressed instance); a wildcard takes either,
-    the stored one first."""
+    the stored one first. Multipart, or single-part where one frame is the whole answer
+    (`single_item`) and the request prefers that."""
     compressed = stored in FRAME_MEDIA_TYPES
-    offers = []
-    if compressed:
-        offers.append(Offer(FrameChoice(True, FRAME_MEDIA_TYPES[stored], stored), (FRAME_MEDIA_TYPES[stored], OCTETS),
-                            True, frozenset({stored}), stored=True, loose=True))
     native = frozenset({EXPLICIT_LE} if compressed else {EXPLICIT_LE, stored})
-    offers.append(Offer(FrameChoice(False, OCTETS, EXPLICIT_LE), (OCTETS,), True, native, stored=not compressed,
-                        loose=True))
+    offers = []
+    for multipart in _forms(single_item):
+        if compressed:
+            offers.append(Offer(FrameChoice(True, FRAME_MEDIA_TYPES[stored], stored, multipart),
+                                (FRAME_MEDIA_TYPES[stored], OCTETS), multipart, frozenset({stored}), stored=True,
+                                loose=multipart))
+        offers.append(Offer(FrameChoice(False, OCTETS, EXPLICIT_LE, multipart), (OCTETS,), multipart, native,
+                            stored=not compressed, loose=multipart))
     chosen = asked.choose(offers)
     if not chosen:
         raise not_acceptable(f"the frames are stored in {stored}; ask for application/octet-stream (decoded, "
@@ -135,9 +176,13 @@ def frame_choice(asked: Asked, stored: str) -> FrameChoice:
     return chosen[0].value
 
 
-def bulk_accepted(asked: Asked) -> bool:
-    """Whether a bulk data value (not pixel data) may be sent: one application/octet-stream part."""
-    return bool(asked.choose([Offer(OCTETS, (OCTETS,), True, loose=True)]))
+def bulk_form(asked: Asked) -> bool | None:
+    """How a bulk data value (not pixel data) is sent, as application/octet-stream: True as the one part
+    of a multipart answer (the default), False as the whole body (single-part, which a bare
+    `application/octet-stream` names: one value is a single response item), None if the request
+    takes neither."""
+    chosen = asked.choose([Offer(multipart, (OCTETS,), multipart, loose=multipart) for multipart in _forms(True)])
+    return chosen[0].value if chosen else None
 
 
 def frame_bytes(ds: Dataset, number: int, choice: FrameChoice) -> bytes:

@@ -27,9 +27,10 @@ from daemons.render.dicomweb.accept import ANY, DICOM, OCTETS, asked
 from daemons.render.dicomweb.metadata import find_element, metadata_cache
 from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
 from daemons.render.dicomweb.syntax import (
-    bulk_accepted,
+    bulk_form,
     frame_bytes,
     frame_choice,
+    instance_form,
     instance_syntax,
     json_answer,
     needs_stored_syntax,
@@ -64,23 +65,31 @@ def _audit(series_rows: list[Any]) -> None:
 
 
 # --- instances ---------------------------------------------------------------------------------
-def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> Response:
-    """The instances as multipart/related, read and (where asked) transcoded one at a time.
+def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, str],
+                      single_item: bool = False) -> Response:
+    """The instances as multipart/related, read and (where asked) transcoded one at a time; an
+    instance resource (`single_item`) as its Part 10 file alone where the request prefers the
+    single-part `application/dicom` (`syntax.instance_form`).
 
     The first is read before the answer starts, so that one damaged instance asked alone gets a
     422 rather than a 200 cut short; a later one found damaged cuts the answer (`multipart.AnswerCut`),
     which tells the client it is incomplete."""
     wanted = asked()
     the_node = node()
-    if needs_stored_syntax(wanted):  # only a specific other syntax: each instance must be stored in it
+
+    def refused(syntax: str) -> bool:
+        """Whether the request takes an instance stored in `syntax` in no form this resource has."""
+        return (instance_form(wanted, syntax) if single_item else instance_syntax(wanted, syntax)) is None
+
+    if needs_stored_syntax(wanted, single_item):  # only a specific other syntax: each instance must be in it
         bulk_base = _bulk_base(study_uid, series_uids)
         for entry in metadata_cache().entries(the_node, rows, bulk_base):
-            if instance_syntax(wanted, entry.syntax) is None:
+            if refused(entry.syntax):
                 raise not_acceptable(f"an instance is stored in {entry.syntax}; this node sends instances as "
                                      f"stored (transfer-syntax=*) or in {EXPLICIT_LE} only")
     for row in rows:  # a stored-only instance cannot be transcoded: refused before the answer starts
         kept = the_node.manifest(row.series_id).stored_only_blob(row.blob)
-        if kept is not None and instance_syntax(wanted, kept.transfer_syntax or "") is None:
+        if kept is not None and refused(kept.transfer_syntax or ""):
             raise not_acceptable(f"instance {row.sop_instance_uid} is stored only, in "
                                  f"{syntax_text(kept.transfer_syntax or '')}, which this node cannot decode: ask "
                                  f"for it as stored (transfer-syntax=* or transfer-syntax={kept.transfer_syntax})")
@@ -88,19 +97,38 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
     def parts() -> Iterator[tuple[str, bytes]]:
         for row in rows:
             raw = resolve.read_instance(the_node, row)
-            syntax = stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True,
-                                                   specific_tags=["SOPInstanceUID"]))
-            chosen = instance_syntax(wanted, syntax)
-            if chosen in (ANY, syntax):
-                yield f"{DICOM}; transfer-syntax={syntax}", raw
-            else:
-                yield f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
+            syntax = _syntax_of(raw)
+            yield _instance_bytes(raw, syntax, instance_syntax(wanted, syntax))
 
+    if not single_item:
+        made = first_made(parts())
+    else:  # read first: whether it goes single-part may depend on its stored syntax
+        raw = resolve.read_instance(the_node, rows[0])
+        syntax = _syntax_of(raw)
+        form = instance_form(wanted, syntax)
+        content_type, body = _instance_bytes(raw, syntax, form.syntax if form is not None else None)
+        if form is not None and not form.multipart:  # the Part 10 file as the body (PS3.18 10.4.4)
+            response = Response(body, content_type=content_type)
+            response.headers["Cache-Control"] = "private, no-store"
+            return response
+        made = iter([(content_type, body)])
     boundary = new_boundary()
-    response = Response(write_related(first_made(parts()), boundary, f"WADO-RS instances of study {study_uid}"),
+    response = Response(write_related(made, boundary, f"WADO-RS instances of study {study_uid}"),
                         content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+def _syntax_of(raw: bytes) -> str:
+    return stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]))
+
+
+def _instance_bytes(raw: bytes, syntax: str, chosen: str | None) -> tuple[str, bytes]:
+    """An instance stored in `syntax` as sent in `chosen` (`syntax.instance_syntax`): its part's
+    media type and its bytes, as stored or transcoded to Explicit VR Little Endian."""
+    if chosen in (ANY, syntax):
+        return f"{DICOM}; transfer-syntax={syntax}", raw
+    return f"{DICOM}; transfer-syntax={EXPLICIT_LE}", to_explicit_le(raw)
 
 
 def warm_metadata(app: Flask, record_id: str, datasets: dict[str, Dataset]) -> None:
@@ -158,7 +186,7 @@ def retrieve_series(study: str, series: str) -> Response:
 def retrieve_instance(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
     _audit([row.series])
-    return _stream_instances([row], study, {row.series_id: series})
+    return _stream_instances([row], study, {row.series_id: series}, single_item=True)
 
 
 # --- metadata ----------------------------------------------------------------------------------
@@ -197,7 +225,13 @@ def instance_metadata(study: str, series: str, sop: str) -> Response:
 
 # --- frames and bulk data ----------------------------------------------------------------------
 def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
-    choice = frame_choice(asked(), stored_syntax(ds))
+    """The frames `numbers` as multipart/related, or one frame alone as the body where the request
+    prefers that single-part answer (`syntax.frame_choice`)."""
+    choice = frame_choice(asked(), stored_syntax(ds), single_item=len(numbers) == 1)
+    if not choice.multipart:
+        response = Response(frame_bytes(ds, numbers[0], choice), content_type=choice.content_type)
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
     parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
     response = Response(write_related(parts, boundary, f"WADO-RS frames of instance {ds.SOPInstanceUID}"),
@@ -262,13 +296,17 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
         numbers = list(range(1, frame_count(ds) + 1))
         _check_showable(row, numbers)
         return _frames_response(ds, numbers)
-    if not bulk_accepted(asked()):
+    multipart = bulk_form(asked())
+    if multipart is None:
         raise not_acceptable("bulk data is sent as application/octet-stream")
-    boundary = new_boundary()
     value = found.value
     if stored_syntax(ds) == BIG_ENDIAN:  # bulk data is little endian (PS3.18 8.7.3.3.2)
         value = little_endian_value(found, int(ds.get("BitsAllocated", 16) or 16))
-    response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
-                        content_type=related_content_type(OCTETS, boundary))
+    if multipart:
+        boundary = new_boundary()
+        response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
+                            content_type=related_content_type(OCTETS, boundary))
+    else:
+        response = Response(bytes(value), content_type=OCTETS)
     response.headers["Cache-Control"] = "private, no-store"
     return response
