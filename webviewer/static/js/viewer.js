@@ -19,7 +19,7 @@ import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
-import { Viewport } from "./viewport.js";
+import { Viewport, customWindow, windowParam } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { NodeRetry } from "./noderetry.js";
@@ -33,6 +33,16 @@ import {
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
 /** The keys a held key repeats (viewer.js bindKeys): slices, 3D turns and zoom. */
 const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "+", "=", "-"];
+/** The reading is written into the address at most this often (writeReading). */
+const READING_WRITE_MS = 300;
+/** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
+const READING_PARAMS = ["layout", "viewport", "slice", "window"];
+
+/** Whether `value` names a layout of LAYOUTS: its own keys only, so an edited link's
+ *  `layout=constructor` or `__proto__` names none (LAYOUTS[value] is then Object's). @param {string | null} value */
+function knownLayout(value) {
+  return value != null && Object.hasOwn(LAYOUTS, value);
+}
 
 /** A node that is down (unreachable, or its proxy answers 502/503/504): try the next one. */
 function nodeDown(err) {
@@ -127,6 +137,8 @@ class Viewer {
     this.timers = new Timers();
     this.timePlaying = false;   // cine over the chosen stack's time points
     this.destroyed = false;
+    this.routePath = location.hash.split("?")[0];   // the address the reading is written to (writeReading)
+    this.readingDue = false;
   }
 
   // ---------- page ----------
@@ -269,7 +281,7 @@ class Viewer {
     this.describeRecord(m, this.node);
     mount(this.ctx.main, h("section", { class: "viewer-page" },
       h("div", { class: "viewer-head" },
-        h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => (history.length > 1 ? history.back() : this.ctx.navigate("#/patients")) }),
+        h("button", { type: "button", class: "btn btn-quiet", text: "← Back", onclick: () => { this.writeReading(); return history.length > 1 ? history.back() : this.ctx.navigate("#/patients"); } }),
         this.title, this.facts, this.panel.toggle),
       identityPanel(this.identity),
       this.toolbar,
@@ -278,10 +290,12 @@ class Viewer {
       h("div", { class: "load-row" }, this.progress, this.progressText),
       this.loadErrors, this.recordWarnings, this.keyImages.panel, this.tagBrowser.panel));
 
-    const protocol = hangingProtocol(m.modality, this.phone);
-    const firstSlice = Number(this.query.get("slice")) || 0;
-    this.setLayout(protocol.layout, protocol.planes, firstSlice);
+    this.openReading();
     this.bindKeys();
+    // the reading is kept in the address when the page goes (a reload, a tab the phone discards)
+    this.onPageHide = () => this.writeReading();
+    window.addEventListener("pagehide", this.onPageHide);
+    document.addEventListener("visibilitychange", this.onPageHide);
     this.onScreenSize = () => this.fitScreen(this.phoneQuery.matches);
     this.phoneQuery.addEventListener("change", this.onScreenSize);
     this.panel.bindDrop(this.grid);
@@ -310,6 +324,58 @@ class Viewer {
       this.viewports.forEach((vp, slot) => vp.setSlot(slot));
     }
     this.setLayout("1x1");
+  }
+
+  /**
+   * Open the layout and viewports of the hanging protocol, or of the reading kept in the address
+   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `slice` (its
+   * stored slice; the rule of Viewport's `index`) and `window` (its custom window, customWindow).
+   * A value that is no such thing is ignored: the protocol's is used.
+   */
+  openReading() {
+    const q = this.query;
+    const protocol = hangingProtocol(this.meta.modality, this.phone);
+    const layout = !this.phone && knownLayout(q.get("layout")) ? String(q.get("layout")) : protocol.layout;
+    const asked = Number(q.get("viewport"));
+    const slot = Number.isInteger(asked) && asked >= 1 && asked <= viewportCount(layout) ? asked - 1 : 0;
+    const planes = [...protocol.planes];
+    if (q.has("slice")) planes[slot] = "native";   // a slice is one of the stored slices
+    this.setLayout(layout, planes, Number(q.get("slice")) || 0, slot);
+    const vp = this.viewports[slot];
+    this.activate(vp);
+    const kept = customWindow(q.get("window"));
+    if (kept) vp.restoreWindow(kept);
+  }
+
+  /** The reading changed: it is written into the address within READING_WRITE_MS (writeReading). */
+  keepReading() {
+    if (this.readingDue || this.destroyed) return;
+    this.readingDue = true;
+    this.timers.later("reading", READING_WRITE_MS, () => this.writeReading());
+  }
+
+  /**
+   * Keep the reading in the address (replaceState: scrolling fills no history), so that a reload,
+   * or back and forward, opens it again (openReading): the layout, the active viewport, its stored
+   * slice and its custom window. Only ids and view settings: never a patient's data.
+   */
+  writeReading() {
+    this.readingDue = false;
+    this.timers.clear("reading");
+    const vp = this.active;
+    if (this.destroyed || this.ctx.signal.aborted || !vp || location.hash.split("?")[0] !== this.routePath) return;
+    const params = new URLSearchParams(location.hash.split("?")[1] || "");
+    for (const name of READING_PARAMS) params.delete(name);
+    if (!this.phone) params.set("layout", this.layout);
+    const slot = this.viewports.indexOf(vp);
+    if (slot > 0) params.set("viewport", String(slot + 1));
+    const s = vp.state;
+    if (vp.record === this.record && s.plane === "native") params.set("slice", String(vp.index()));
+    if (vp.record === this.record && s.plane !== "3d" && s.windowChoice === "custom" && s.window) {
+      params.set("window", windowParam(s.window));
+    }
+    const address = `${this.routePath}?${params}`;
+    if (location.hash !== address) history.replaceState(history.state, "", address);
   }
 
   toggleTools() {
@@ -342,14 +408,14 @@ class Viewer {
    * Show `layout` ("1x1", "1x2", "2x1", "2x2"). Viewports that stay keep everything they show;
    * new ones open on `planes` (the hanging protocol) or on the record's slices.
    */
-  setLayout(layout, planes = [], firstSlice = 0) {
-    if (!LAYOUTS[layout]) return;
+  setLayout(layout, planes = [], firstSlice = 0, sliceSlot = 0) {
+    if (!knownLayout(layout)) return;
     this.layout = layout;
     const count = viewportCount(layout);
     for (const vp of this.viewports.splice(count)) vp.destroy();
     while (this.viewports.length < count) {
       const slot = this.viewports.length;
-      const vp = new Viewport(this, slot, planes[slot] || "native", slot === 0 ? firstSlice : 0);
+      const vp = new Viewport(this, slot, planes[slot] || "native", slot === sliceSlot ? firstSlice : 0);
       this.viewports.push(vp);
       vp.setActive(false);
       this.grid.append(vp.root);
@@ -366,6 +432,7 @@ class Viewer {
 
   /** Make `vp` the viewport the toolbar and the keys act on. */
   activate(vp) {
+    this.keepReading();
     if (this.active === vp) { this.syncControls(); return; }
     if (this.active) this.active.setActive(false);
     const recordChanged = !this.active || this.active.record !== vp.record;
@@ -427,6 +494,7 @@ class Viewer {
 
   /** A viewport's state changed: the toolbar follows if it is the active one. */
   changed(vp) {
+    this.keepReading();
     if (vp === this.active) this.syncControls();
   }
 
@@ -736,6 +804,10 @@ class Viewer {
     for (const retry of this.nodeRetries.values()) retry.stop();
     if (this.onKey) document.removeEventListener("keydown", this.onKey);
     if (this.onScreenSize) this.phoneQuery.removeEventListener("change", this.onScreenSize);
+    if (this.onPageHide) {
+      window.removeEventListener("pagehide", this.onPageHide);
+      document.removeEventListener("visibilitychange", this.onPageHide);
+    }
     this.cache.clear();
   }
 }

@@ -5,7 +5,8 @@
 // The viewer shell (viewer.js) says which one is active.
 
 import { h } from "./dom.js";
-import { planeInfo, regionFor, fitRect, requestSize, clamp, NO_TURN, sideways, turnedEdges, turnTransform } from "./geometry.js";
+import { planeInfo, regionFor, fitRect, requestSize, clamp, NO_TURN, sideways, turnedEdges, turnTransform, parseWindow } from "./geometry.js";
+import { MAX_WINDOW_VALUE } from "./limits.js";
 import { Overlay } from "./overlay.js";
 import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
@@ -21,6 +22,24 @@ export const SETTLE_MS = 200;
 
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
+}
+
+/**
+ * A custom window written as `center,width` (the address of a reading, viewer.js `writeReading`),
+ * or null: the node's own `X-Window` rule (geometry.js parseWindow: two finite numbers, a width
+ * above 0) and its bound (MAX_WINDOW_VALUE), so a window from an edited link is never one every
+ * image of the viewport would be refused for. @param {string | null} value
+ * @returns {{center: number, width: number} | null}
+ */
+export function customWindow(value) {
+  const w = parseWindow(value);
+  return w && Math.abs(w.center) < MAX_WINDOW_VALUE && w.width < MAX_WINDOW_VALUE ? w : null;
+}
+
+/** A window as the viewer asks the node for it (`window=` of an image, the reading's address).
+ *  @param {{center: number, width: number}} w */
+export function windowParam(w) {
+  return `${Math.round(w.center)},${Math.max(1, Math.round(w.width))}`;
 }
 
 /**
@@ -308,6 +327,15 @@ export class Viewport {
     s.windowChoice = kept.windowChoice;
   }
 
+  /** Open with the custom window `w` (a reading restored from the address); a 3D view keeps its own.
+   *  @param {{center: number, width: number}} w */
+  restoreWindow(w) {
+    if (windowKind(this.state) !== "slices") return;
+    this.state.window = w;
+    this.state.windowChoice = "custom";
+    this.changed();
+  }
+
   /** "auto", "file", "preset:NAME" or "custom". @param {string} choice */
   chooseWindow(choice) {
     const s = this.state;
@@ -466,7 +494,7 @@ export class Viewport {
     if (s.plane !== "native" && this.record.stack && this.record.stack.phases.length > 1) params.phase = String(s.time);
     if (s.invert) params.invert = "true";
     if (s.window && !(s.plane === "3d" && s.vol.mode === "dvr")) {
-      params.window = `${Math.round(s.window.center)},${Math.max(1, Math.round(s.window.width))}`;
+      params.window = windowParam(s.window);
     }
     const qs = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined)).toString();
     return {
