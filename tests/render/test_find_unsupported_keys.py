@@ -76,6 +76,19 @@ def test_supported_keys_only_are_answered_0xff00(archive, syntax):
 
 
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian], ids=["written-here", "pydicom"])
+def test_the_node_returns_its_retrieve_ae_title_and_availability(archive, syntax):
+    """PS3.4 C.4.1.1.3.2: the SCP may return Retrieve AE Title and Instance Availability at every level;
+    asked for, they were left out (and so, with 0xFF01, flagged as unsupported), where Orthanc and dcm4chee
+    name where to C-MOVE from. Given a value, they are not matched: 0xFF01."""
+    statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="", InstanceAvailability="")
+    assert statuses == [0xFF00] * STUDIES + [0x0000]
+    assert {(answer.RetrieveAETitle, answer.InstanceAvailability) for answer in answers} == {(SCP, "ONLINE")}
+    statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="ELSEWHERE")
+    assert statuses == [0xFF01] * STUDIES + [0x0000]
+    assert {answer.RetrieveAETitle for answer in answers} == {SCP}
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian], ids=["written-here", "pydicom"])
 @pytest.mark.parametrize("keys", [
     {"InstitutionName": "NOPE"},  # a matching key the catalogue does not hold: not matched
     {"InstitutionName": ""},  # a return key it does not hold: not returned

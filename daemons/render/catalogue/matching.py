@@ -28,7 +28,7 @@ import fnmatch
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -124,6 +124,23 @@ KEYS: dict[str, Key] = {
     "SOPClassUID": Key("IMAGE", "Instance", "sop_class_uid", "uid"),
     "InstanceNumber": Key("IMAGE", "Instance", "instance_number", "int"),
 }
+
+
+#: What every instance on a node is to a retrieval (PS3.4 C.4.1.1.3.2, PS3.18 10.6.3: the node keeps
+#: every instance it catalogues on line), the Instance Availability of every answer
+ONLINE = "ONLINE"
+
+
+def given_return_keys(ae_title: str) -> dict[str, str]:
+    """The return keys a node with the AE title `ae_title` gives every C-FIND answer itself, not from
+    the catalogue (PS3.4 C.4.1.1.3.2: an SCP may return them at every level), for `find`'s `given`:
+    the AE title a C-MOVE or C-GET of the entity goes to, and its availability. Viewers that move
+    what they found (and dcm4chee, Orthanc) read the first from the answer."""
+    return {"RetrieveAETitle": ae_title, "InstanceAvailability": ONLINE}
+
+
+#: Their keywords: returned when asked for, never matched
+GIVEN_RETURN_KEYS = frozenset(given_return_keys(""))
 
 
 def depth(level: str) -> int:
@@ -472,13 +489,15 @@ class Answers:
     level: str
     requested: list[str]
     rows: list[dict[str, Any]]
+    given: tuple[tuple[str, str], ...] = ()
 
     def values(self, row: dict[str, Any]) -> list[tuple[str, str]]:
         """The answer for `row` as (keyword, value) pairs, the one definition of what a C-FIND answer
-        holds: Query/Retrieve Level, then the keys asked for. One with a value that is not ASCII names
-        its character set, UTF-8 (PS3.4 C.4.1.1.3.1: an answer is encoded in the character set it
-        names; without one, the default repertoire would lose every other letter)."""
-        values = [("QueryRetrieveLevel", self.level)]
+        holds: Query/Retrieve Level, the node's own return keys asked for (`given`), then the keys
+        asked for. One with a value that is not ASCII names its character set, UTF-8 (PS3.4
+        C.4.1.1.3.1: an answer is encoded in the character set it names; without one, the default
+        repertoire would lose every other letter)."""
+        values = [("QueryRetrieveLevel", self.level), *self.given]
         wide = False
         for keyword in self.requested:
             value = row[keyword]
@@ -497,12 +516,15 @@ class Answers:
         return answer
 
 
-def find(cat: CatalogueModels, level: str, identifier: Dataset, max_matches: int) -> Answers:
-    """The answers to a C-FIND identifier at `level`: one row per matching entity. QueryTooLarge when
-    more than `max_matches` entities match (`dicom.max_find_matches`): read one row past it, so
-    the refusal costs no more than the bound (an IMAGE query with no key matched the whole archive,
-    every row held before the first answer)."""
+def find(cat: CatalogueModels, level: str, identifier: Dataset, max_matches: int,
+         given: Mapping[str, str] | None = None) -> Answers:
+    """The answers to a C-FIND identifier at `level`: one row per matching entity, each with the
+    values of `given` (GIVEN_RETURN_KEYS) the identifier asks for. QueryTooLarge when more than
+    `max_matches` entities match (`dicom.max_find_matches`): read one row past it, so the refusal
+    costs no more than the bound (an IMAGE query with no key matched the whole archive, every row
+    held before the first answer)."""
     requested = _requested(level, identifier)
+    returned = tuple((keyword, value) for keyword, value in (given or {}).items() if keyword in identifier)
     deepest = getattr(cat, TABLE_OF_LEVEL[level])
     query = select(cat, level, deepest._meta.primary_key.alias("_row"),
                    *[field_of(cat, keyword).alias(keyword) for keyword in requested])
@@ -511,7 +533,7 @@ def find(cat: CatalogueModels, level: str, identifier: Dataset, max_matches: int
     if len(rows) > max_matches:
         raise QueryTooLarge(f"the query matches more than {max_matches:,} entities at the {level} level, more than "
                             "this node answers at once (dicom.max_find_matches): add keys to narrow it")
-    return Answers(level, requested, rows)
+    return Answers(level, requested, rows, returned)
 
 
 #: The unique key of each level: a retrieval names the entities it wants with it (PS3.4 C.4.2.2.1).

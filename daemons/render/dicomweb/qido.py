@@ -26,7 +26,7 @@ from flask import Response, request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 
-from daemons.render.catalogue.matching import KEYS, LEVELS, QueryError, field_of, select, where
+from daemons.render.catalogue.matching import KEYS, LEVELS, ONLINE, QueryError, field_of, select, where
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.accept import asked
 from daemons.render.dicomweb.qido_params import COMPUTED, Search, parse
@@ -188,7 +188,7 @@ def _answer(row: dict[str, Any], keywords: list[str], level: str, service: str) 
         url += f"/instances/{row['SOPInstanceUID']}"
         values.update(_image_attributes(row["_record"], row["_blob"]))
     values["RetrieveURL"] = url
-    values["InstanceAvailability"] = "ONLINE"
+    values["InstanceAvailability"] = ONLINE
     answer = {}
     if any(isinstance(v, str) and not v.isascii() for v in values.values()):
         answer["00080005"] = {"vr": "CS", "Value": ["ISO_IR 192"]}

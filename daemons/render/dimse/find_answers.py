@@ -51,7 +51,7 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode, pretty_dataset
 from pynetdicom.pdu_primitives import P_DATA
 
-from daemons.render.catalogue.matching import KEYS, UTF8_CHARACTER_SET, Answers
+from daemons.render.catalogue.matching import GIVEN_RETURN_KEYS, KEYS, UTF8_CHARACTER_SET, Answers
 from daemons.render.statuses import PENDING, PENDING_WITH_WARNING
 
 #: where pynetdicom describes the answers it sends, at debug level (`listener.set_protocol_logging`)
@@ -59,7 +59,7 @@ PROTOCOL_LOG = logging.getLogger("pynetdicom.service_class")
 #: The VRs of the answers' elements (`matching.KEYS`, Query/Retrieve Level, Specific Character
 #: Set): text that pydicom writes as it is (padded to an even length), with a 2-byte length in
 #: Explicit VR, and whether the dataset's character set applies to it (PS3.5 6.1.2.3)
-SHORT_TEXT_VRS = {"CS": False, "DA": False, "IS": False, "TM": False, "UI": False,
+SHORT_TEXT_VRS = {"AE": False, "CS": False, "DA": False, "IS": False, "TM": False, "UI": False,
                   "LO": True, "PN": True, "SH": True}
 #: answers handed to the DUL between two `AnswerSender.drain`s
 DRAIN_EVERY = 128
@@ -138,7 +138,10 @@ def unsupported_keys(identifier: Dataset) -> list[str]:
         if element.tag.element == 0 or keyword in NOT_KEYS:
             continue
         key = KEYS.get(keyword)
-        if key is None or (not key.matchable and not element.is_empty):
+        if keyword in GIVEN_RETURN_KEYS:  # returned, never matched
+            if not element.is_empty:
+                unsupported.append(keyword)
+        elif key is None or (not key.matchable and not element.is_empty):
             unsupported.append(keyword)
     return unsupported
 

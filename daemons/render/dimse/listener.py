@@ -52,7 +52,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from daemons.render.catalogue.matching import find
+from daemons.render.catalogue.matching import find, given_return_keys
 from daemons.render.dimse import admission
 from daemons.render.dimse import tls as dimse_tls
 from daemons.render.dimse.callers import parse_callers, rejection_reason
@@ -414,7 +414,8 @@ class Listener:
             level, identifier = read_identifier(event)
             with self.connections.held(), self.app.app_context():
                 answers = find(self.node.models.catalogue, level, identifier,
-                               self.node.config["dicom"]["max_find_matches"])
+                               self.node.config["dicom"]["max_find_matches"],
+                               given_return_keys(self.ae_title))
                 self._audit(event, "dicom.find", detail=f"level={level} results={len(answers.rows)}")
         except Exception as exc:
             status, reason = refusal("C-FIND", exc)
