@@ -429,6 +429,16 @@ def test_a_swapped_range_is_refused_naming_it(archive):
         assert named in reply.get_json()["error"]["message"]
 
 
+def test_a_time_range_across_midnight_is_told_how_to_ask(archive):
+    """`StudyTime=2300-0100` (a night shift) was refused as a range that "ends before it starts", with
+    no word that PS3.4 C.2.2.2.5.2 matches no range across midnight nor how to ask for those studies."""
+    reply = qido(archive, "/studies?StudyTime=2300-0100")
+    assert reply.status_code == 400
+    message = reply.get_json()["error"]["message"]
+    assert "across midnight" in message and "'2300-' and '-0100' as two queries" in message, message
+    assert "midnight" not in qido(archive, "/studies?StudyDate=20241231-20240101").get_json()["error"]["message"]
+
+
 @pytest.mark.parametrize("query", [
     "=x", "&&&", "a.b.c=1", "00100010.00100020=x", "OtherPatientIDsSequence.PatientID=x", "ffffffff=1",
     "PatientName=%FF%FE", "PatientName=***", "PatientName=%5B", "StudyDescription=%5B*", "StudyDate=-",

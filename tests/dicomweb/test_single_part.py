@@ -163,3 +163,15 @@ def test_dicomweb_client_and_a_plain_http_client_against_the_real_daemons(deploy
     assert pydicom.dcmread(io.BytesIO(whole.content)).SOPInstanceUID == sop
     one = client._session.get(f"{url}/frames/1", headers={"Accept": OCTETS}, timeout=60)
     assert one.status_code == 200 and one.content == frame and len(frame) == 16 * 16 * 2
+
+
+@pytest.mark.parametrize("accept", ["image/png", "application/dicom; q=0, */*"])
+def test_an_instance_refused_is_told_both_of_its_answers(stored, accept):
+    """The 406 of an instance said it was sent as multipart/related only, which sent a client that
+    asked `image/png` away from the single-part `application/dicom` the instance also answers to."""
+    reply = stored.get(stored.jls, accept)
+    assert reply.status_code == 406
+    message = reply.get_json()["error"]["message"]
+    assert "application/dicom (its Part 10 file" in message and "only" not in message, message
+    series = stored.get(stored.series, accept)  # a series is multipart only, and says so
+    assert series.status_code == 406 and series.get_json()["error"]["message"].endswith("only")

@@ -277,7 +277,9 @@ def _range(field: peewee.Field, keyword: str, kind: str, value: str) -> peewee.N
     if low and high and _after(kind, low, high):
         # PS3.4 C.2.2.2.5 defines a range from its start to its end; one ending before it starts is
         # the peer's mistake (dates swapped), refused rather than answered with nothing
-        raise QueryError(f"{keyword}: the range {value!r} ends before it starts", keyword)
+        across = "" if kind == "date" else (f"; PS3.4 C.2.2.2.5.2 matches no time range across midnight: send "
+                                            f"'{low}-' and '-{high}' as two queries")
+        raise QueryError(f"{keyword}: the range {value!r} ends before it starts{across}", keyword)
     return condition
 
 

@@ -135,6 +135,9 @@ def needs_stored_syntax(asked: Asked, single_item: bool = False) -> bool:
         return False
     if any(item.syntax not in (None, ANY, EXPLICIT_LE) for ranges in asked.sources for item in ranges):
         return True
+    if single_item:  # an instance resource is also its file alone (PS3.18 10.4.4)
+        raise not_acceptable('an instance is sent as application/dicom (its Part 10 file as the body) or as '
+                             'multipart/related; type="application/dicom": ask for one of them')
     raise not_acceptable('instances are sent as multipart/related; type="application/dicom" only')
 
 
