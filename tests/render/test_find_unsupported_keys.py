@@ -83,6 +83,8 @@ def test_the_node_returns_its_retrieve_ae_title_and_availability(archive, syntax
     statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="", InstanceAvailability="")
     assert statuses == [0xFF00] * STUDIES + [0x0000]
     assert {(answer.RetrieveAETitle, answer.InstanceAvailability) for answer in answers} == {(SCP, "ONLINE")}
+    statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="*")
+    assert statuses == [0xFF00] * STUDIES + [0x0000]  # universal matching: returned, nothing ignored
     statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="ELSEWHERE")
     assert statuses == [0xFF01] * STUDIES + [0x0000]
     assert {answer.RetrieveAETitle for answer in answers} == {SCP}

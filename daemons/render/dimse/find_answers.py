@@ -44,6 +44,7 @@ from io import BytesIO
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dimse_messages import C_FIND_RSP
@@ -138,12 +139,17 @@ def unsupported_keys(identifier: Dataset) -> list[str]:
         if element.tag.element == 0 or keyword in NOT_KEYS:
             continue
         key = KEYS.get(keyword)
-        if keyword in GIVEN_RETURN_KEYS:  # returned, never matched
-            if not element.is_empty:
-                unsupported.append(keyword)
-        elif key is None or (not key.matchable and not element.is_empty):
+        returned_only = keyword in GIVEN_RETURN_KEYS or (key is not None and not key.matchable)
+        if key is None and keyword not in GIVEN_RETURN_KEYS or returned_only and _asks_a_match(element):
             unsupported.append(keyword)
     return unsupported
+
+
+def _asks_a_match(element: DataElement) -> bool:
+    """The element holds a value to match: neither empty nor `*` alone, which match everything
+    (PS3.4 C.2.2.2.3 universal matching, as `matching` reads them), so a return-only key sent so
+    is returned, not ignored."""
+    return not element.is_empty and str(element.value).strip() not in ("", "*")
 
 
 def pending_status(identifier: Dataset) -> int:
