@@ -58,9 +58,28 @@ def test_a_reload_keeps_the_slice_window_layout_and_active_viewport(page, deploy
     assert page.locator("#slice-out").inner_text().startswith(f"8 / {SLICES}")
 
 
+def test_a_reload_keeps_a_reformat_and_its_slice(page, deployment, record):
+    """The view was not kept: a reload on a coronal reformat reopened the protocol's plane at its middle."""
+    open_viewer(page, deployment, record)
+    wait_painted(page, 1, "coronal")
+    viewport(page, 1).click()
+    page.locator("#viewport").focus()
+    middle = shown(page)["index"]
+    for _ in range(5):
+        page.keyboard.press("ArrowDown")
+    wait_shown(page, f"d.shownPlane === 'coronal' && d.shownIndex === '{middle + 5}' && {FULL_QUALITY}")
+    page.wait_for_function("i => location.hash.includes('plane=coronal') && location.hash.includes(`slice=${i}`)",
+                           arg=middle + 5, polling=100)
+    page.reload()
+    after = wait_shown(page, f"d.shownIndex === '{middle + 5}' && {FULL_QUALITY}")
+    assert after["plane"] == "coronal" and "/mpr/coronal/" in after["path"]
+    assert page.locator("#viewport").get_attribute("data-slot") == "1"
+
+
 @pytest.mark.parametrize(("query", "index"), [
     ("slice=-5&window=abc&layout=9x9&viewport=0", 0),
     ("slice=1e99&window=1e12,400&layout=constructor&viewport=9", SLICES - 1),
+    ("plane=constructor&slice=2", 2),
 ])
 def test_an_edited_address_opens_the_hanging_protocol(page, deployment, record, query, index):
     errors = []

@@ -36,7 +36,7 @@ const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Page
 /** The reading is written into the address at most this often (writeReading). */
 const READING_WRITE_MS = 300;
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
-const READING_PARAMS = ["layout", "viewport", "slice", "window"];
+const READING_PARAMS = ["layout", "viewport", "plane", "slice", "window"];
 
 /** Whether `value` names a layout of LAYOUTS: its own keys only, so an edited link's
  *  `layout=constructor` or `__proto__` names none (LAYOUTS[value] is then Object's). @param {string | null} value */
@@ -328,8 +328,9 @@ class Viewer {
 
   /**
    * Open the layout and viewports of the hanging protocol, or of the reading kept in the address
-   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `slice` (its
-   * stored slice; the rule of Viewport's `index`) and `window` (its custom window, customWindow).
+   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `plane` (its view;
+   * none: the stored slices), `slice` (its slice of that view; clamped as Viewport's `index` and
+   * `setIndex` clamp it) and `window` (its custom window, customWindow).
    * A value that is no such thing is ignored: the protocol's is used.
    */
   openReading() {
@@ -339,9 +340,13 @@ class Viewer {
     const asked = Number(q.get("viewport"));
     const slot = Number.isInteger(asked) && asked >= 1 && asked <= viewportCount(layout) ? asked - 1 : 0;
     const planes = [...protocol.planes];
-    if (q.has("slice")) planes[slot] = "native";   // a slice is one of the stored slices
+    // the view: one the viewer offers (PLANE_LABELS), else the stored slices where a slice is named
+    const plane = PLANE_LABELS.some(([offered]) => offered === q.get("plane")) ? String(q.get("plane")) : null;
+    if (plane || q.has("slice")) planes[slot] = plane || "native";
     this.setLayout(layout, planes, Number(q.get("slice")) || 0, slot);
     const vp = this.viewports[slot];
+    const reformatSlice = Number(q.get("slice"));
+    if (plane && plane !== "native" && q.has("slice") && Number.isFinite(reformatSlice)) vp.setIndex(reformatSlice);
     this.activate(vp);
     const kept = customWindow(q.get("window"));
     if (kept) vp.restoreWindow(kept);
@@ -356,7 +361,7 @@ class Viewer {
 
   /**
    * Keep the reading in the address (replaceState: scrolling fills no history), so that a reload,
-   * or back and forward, opens it again (openReading): the layout, the active viewport, its stored
+   * or back and forward, opens it again (openReading): the layout, the active viewport, its view and
    * slice and its custom window. Only ids and view settings: never a patient's data.
    */
   writeReading() {
@@ -370,7 +375,8 @@ class Viewer {
     const slot = this.viewports.indexOf(vp);
     if (slot > 0) params.set("viewport", String(slot + 1));
     const s = vp.state;
-    if (vp.record === this.record && s.plane === "native") params.set("slice", String(vp.index()));
+    if (vp.record === this.record && s.plane !== "native") params.set("plane", s.plane);
+    if (vp.record === this.record && s.plane !== "3d") params.set("slice", String(vp.index()));
     if (vp.record === this.record && s.plane !== "3d" && s.windowChoice === "custom" && s.window) {
       params.set("window", windowParam(s.window));
     }
