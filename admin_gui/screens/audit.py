@@ -218,10 +218,13 @@ class AuditScreen(TableScreen):
 
     def refresh(self) -> None:
         """Fill the server list from the institutions and their render nodes, then search."""
-        client, polling_client = self.ctx.client, self.ctx.polling_client
+        client, polling_client, caller = self.ctx.client, self.ctx.polling_client, self.ctx.caller
 
         def sources() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            institutions = client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS)
+            """The institutions the caller administers and their render nodes: the logs of the others
+            (institution server and nodes alike) refuse them, and audit the refusal."""
+            institutions = [inst for inst in client.list_all("/api/v1/institutions", text_keys=INSTITUTION_KEYS)
+                            if may_administer_institution(caller, inst["id"])]
             with ThreadPoolExecutor(max_workers=REGISTRY_THREADS) as pool:
                 nodes = [node for found in pool.map(lambda inst: render_node_sources(polling_client, inst),
                                                     institutions) for node in found]
@@ -232,8 +235,7 @@ class AuditScreen(TableScreen):
             current = self.source.currentData()
             self.source.clear()
             self.source.addItem("Toplevel server", TOPLEVEL)
-            administered = [i for i in institutions if may_administer_institution(self.ctx.caller, i["id"])]
-            for inst in sorted(administered, key=lambda i: i["name"].casefold()):
+            for inst in sorted(institutions, key=lambda i: i["name"].casefold()):
                 self.source.addItem(f"{one_line(inst['name'])} (institution server)", inst)
             for node in sorted(nodes, key=lambda n: n["name"].casefold()):
                 self.source.addItem(f"{one_line(node['name'])} (render node)", node)
@@ -308,4 +310,7 @@ class AuditScreen(TableScreen):
             self.show_error(error)
 
         offset = len(shown)
-        self.run(lambda: client.page("/api/v1/audit", limit=AUDIT_PAGE, offset=offset, **query), done, failed)
+        # only the last search (or page) asked is shown: Enter in a filter box searches while an
+        # earlier search is under way, and its late answer showed under the later search's filters
+        self.run(lambda: client.page("/api/v1/audit", limit=AUDIT_PAGE, offset=offset, **query), done, failed,
+                 latest="rows")
