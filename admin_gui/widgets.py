@@ -182,7 +182,9 @@ class TablePanel(QWidget):
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.view.doubleClicked.connect(lambda index: self.activated_row.emit(
+        # `activated`, not `doubleClicked`: a double-click and Enter on the current row alike (a
+        # keyboard user chose a row with the arrow keys, and Enter did nothing)
+        self.view.activated.connect(lambda index: self.activated_row.emit(
             model.row_at(self.proxy.mapToSource(index).row())))
         self._empty_text = empty_text
         self.empty = QLabel(empty_text, self.view.viewport())
