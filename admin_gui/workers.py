@@ -153,3 +153,29 @@ class TaskRunner(QObject):
         except Exception:
             log.exception("a screen could not show an error")
             self.unhandled_error.emit(error.message)
+
+
+class LatestOnly:
+    """Answers only the last call started of each name, for whatever shows one call's answer.
+
+    A slow server can answer an earlier call after a later one: a screen's first load, read
+    before a change, replaced the later load's rows (a deleted user back), and in "Find patient"
+    the first search's patients replaced the second's. One rule for both: each `guard` starts a
+    new call of `name`, and the callbacks it returns run only while that call is the last one
+    started of `name`.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, int] = {}
+
+    def guard(self, name: str, *callbacks: Callable[[Any], None]) -> tuple[Callable[[Any], None], ...]:
+        """`callbacks`, each run only while this call is the last one started of `name`."""
+        self._started[name] = ticket = self._started.get(name, 0) + 1
+
+        def latest_only(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+            def answered(result: Any) -> None:
+                if self._started.get(name) == ticket:
+                    callback(result)
+            return answered
+
+        return tuple(latest_only(callback) for callback in callbacks)

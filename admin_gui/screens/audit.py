@@ -36,6 +36,7 @@ from admin_gui.screens.base import TableScreen
 from admin_gui.server_text import one_line
 from admin_gui.table_models import AuditModel, PatientsModel
 from admin_gui.widgets import MessageBanner, TablePanel, plain_label
+from admin_gui.workers import LatestOnly
 from shared.roles import may_administer_institution
 
 AUDIT_PAGE = 500
@@ -89,6 +90,8 @@ class PatientPicker(QDialog):
         self.setWindowTitle("Find patient")
         self.setMinimumSize(700, 420)
         self.chosen: dict[str, Any] | None = None
+        #: only the last search's answer is shown (a slower earlier one's is dropped)
+        self._searches = LatestOnly()
         self.query = QLineEdit(text)
         self.query.setPlaceholderText("Part of the name, or the exact insurance number")
         search = QPushButton("Search")
@@ -133,7 +136,8 @@ class PatientPicker(QDialog):
             else:
                 self.banner.show_error(f"No patient matches {text!r}.")
 
-        self.ctx.runner.submit(find, done, lambda e: self.banner.show_error(e.message), owner=self)
+        shown, failed = self._searches.guard("patients", done, lambda e: self.banner.show_error(e.message))
+        self.ctx.runner.submit(find, shown, failed, owner=self)
 
     def _choose(self, row: dict[str, Any] | None) -> None:
         if row is None:

@@ -18,6 +18,7 @@ from admin_gui.context import ConsoleContext
 from admin_gui.server_text import one_line
 from admin_gui.table_models import ResourceTableModel
 from admin_gui.widgets import FormDialog, MessageBanner, TablePanel, confirm
+from admin_gui.workers import LatestOnly
 
 
 class Screen(QWidget):
@@ -46,8 +47,8 @@ class Screen(QWidget):
         layout.addLayout(self.toolbar)
         layout.addWidget(self.banner)
         layout.addLayout(self.body, 1)
-        #: the last load started of each name (`run(..., latest=name)`)
-        self._loads: dict[str, int] = {}
+        #: the loads of what the screen shows (`run(..., latest=name)`)
+        self._loads = LatestOnly()
 
     def add_button(self, text: str, slot: Callable[[], None], primary: bool = False) -> QPushButton:
         button = QPushButton(text)
@@ -79,16 +80,8 @@ class Screen(QWidget):
 
         failed = on_error or self.show_error
         if latest:
-            self._loads[latest] = ticket = self._loads.get(latest, 0) + 1
-            done, failed = self._if_latest(latest, ticket, done), self._if_latest(latest, ticket, failed)
+            done, failed = self._loads.guard(latest, done, failed)
         self.ctx.runner.submit(fn, done, failed, owner=self, polling=polling)
-
-    def _if_latest(self, name: str, ticket: int, callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        """`callback`, run only while load `ticket` of `name` is the last one started (see run)."""
-        def answered(result: Any) -> None:
-            if self._loads.get(name) == ticket:
-                callback(result)
-        return answered
 
     def show_error(self, error: ApiError) -> None:
         self.banner.show_error(error.message)
@@ -103,7 +96,8 @@ class TableScreen(Screen):
         self.table = TablePanel(model, filter_hint, empty_text)
         QShortcut(QKeySequence.StandardKey.Find, self, self.table.filter.setFocus)
         self.body.addWidget(self.table, 1)
-        self._row_buttons: list[QPushButton] = []
+        #: buttons acting on the selected row, each with its `refusal` (see add_row_button)
+        self._row_buttons: list[tuple[QPushButton, Callable[[dict[str, Any]], str] | None]] = []
         self.dialog: FormDialog | None = None
         self.table.view.selectionModel().selectionChanged.connect(self._selection_changed)
         self.table.model.modelReset.connect(self._selection_changed)
@@ -126,15 +120,18 @@ class TableScreen(Screen):
             texts[key] = value or ""
         return texts
 
-    def add_row_button(self, text: str, slot: Callable[[dict[str, Any]], None]) -> QPushButton:
-        """A button acting on the selected row; disabled while nothing is selected."""
+    def add_row_button(self, text: str, slot: Callable[[dict[str, Any]], None],
+                       refusal: Callable[[dict[str, Any]], str] | None = None) -> QPushButton:
+        """A button acting on the selected row; disabled while nothing is selected, and on a row
+        for which `refusal(row)` gives a reason (then shown as the button's tooltip): the server
+        would refuse it, and the administrator learns why before clicking, in words."""
         def clicked() -> None:
             row = self.table.selected()
-            if row is not None:
+            if row is not None and not (refusal and refusal(row)):
                 slot(row)
         button = self.add_button(text, clicked)
         button.setEnabled(False)
-        self._row_buttons.append(button)
+        self._row_buttons.append((button, refusal))
         return button
 
     def finish_toolbar(self) -> None:
@@ -162,8 +159,11 @@ class TableScreen(Screen):
     def _selection_changed(self, *_: Any) -> None:
         row = self.table.selected()
         allowed = row is not None and self.may_act_on(row)
-        for button in self._row_buttons:
-            button.setEnabled(allowed)
+        for button, refusal in self._row_buttons:
+            reason = refusal(row) if allowed and refusal else ""
+            button.setEnabled(allowed and not reason)
+            if refusal:
+                button.setToolTip(reason)
 
     def may_act_on(self, row: dict[str, Any]) -> bool:
         """Whether the row buttons may act on `row` (the API would refuse the others)."""

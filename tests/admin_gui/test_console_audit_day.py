@@ -66,3 +66,35 @@ def test_an_earlier_search_answering_last_does_not_replace_the_later_one(qtbot, 
     qtbot.waitUntil(lambda: screen.ctx.runner.pending == 0, timeout=WAIT_MS)
     assert table_values(screen, "User") == ["bob"]
     assert screen.search_button.isEnabled()
+
+
+def test_an_earlier_patient_search_answering_last_does_not_replace_the_later_one(qtbot, fake_sivr, fake_context):
+    """In "Find…", search for one patient, then, while the server is still slow to answer, for
+    another: the first search's patients came last and replaced the second's in the picker, and
+    OK then put the wrong patient's id in the audit filter."""
+    release = threading.Event()
+
+    def patients(handler):
+        query = parse_qs(urlsplit(handler.path).query)
+        name = query.get("q", query.get("insurance_number", [""]))[0]
+        if name == "novak":
+            release.wait(WAIT_MS / 1000)
+        return 200, {"items": [{"id": f"id-{name}", "last_name": name, "first_name": "Jana"}], "total": 1}
+
+    fake_sivr.answers["/api/v1/institutions"] = []
+    fake_sivr.answers["/api/v1/audit"] = []
+    fake_sivr.answers["/api/v1/patients"] = patients
+    screen = _shown(qtbot, AuditScreen(fake_context))
+    screen.find_patient()
+    picker = screen.picker
+    picker.query.setText("novak")
+    picker.query.returnPressed.emit()
+    qtbot.waitUntil(lambda: any(c["query"].get("q") == ["novak"] for c in fake_sivr.seen), timeout=WAIT_MS)
+    picker.query.setText("kovac")
+    picker.query.returnPressed.emit()
+    qtbot.waitUntil(lambda: table_values(picker, "Last name") == ["kovac"], timeout=WAIT_MS)
+    release.set()
+    qtbot.waitUntil(lambda: screen.ctx.runner.pending == 0, timeout=WAIT_MS)
+    assert table_values(picker, "Last name") == ["kovac"]
+    picker.buttons.accepted.emit()
+    assert screen.patient.text() == "id-kovac"
