@@ -33,6 +33,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtGui import Qt as GuiQt
 
 from admin_gui.server_text import one_line, tooltip_text
+from shared.roles import ROLE_LABELS
 
 #: Role giving `(used, budget)` to the memory bar delegate of the node health table.
 BAR_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -115,6 +116,12 @@ class Column:
 
 def key(name: str) -> Callable[[dict[str, Any]], Any]:
     return lambda row: row.get(name)
+
+
+def role_label(role: Any) -> Any:
+    """A role as the users' form names it ("System administrator"), so the table and the filter
+    speak the form's words and not the API's codes; a role this console does not know, as sent."""
+    return ROLE_LABELS.get(role, role) if isinstance(role, str) else role
 
 
 class ResourceTableModel(QAbstractTableModel):
@@ -248,7 +255,7 @@ class UsersModel(ResourceTableModel):
             Column("Username", key("username")),
             Column("Full name", key("full_name")),
             Column("Email", key("email")),
-            Column("Role", key("role")),
+            Column("Role", lambda r: role_label(r.get("role"))),
             Column("Institution",
                    lambda r: self.institution_names.get(r.get("institution_id"), r.get("institution_id"))),
             Column("Active", key("active")),

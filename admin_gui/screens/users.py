@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import (
+    MIN_PASSWORD_LEN,
     check_email,
     check_new_password,
     check_required,
@@ -50,9 +52,15 @@ class UsersScreen(TableScreen):
         self.institutions: list[dict[str, Any]] = []
         self.add_button("+ New user", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
-        self.toggle_button = self.add_row_button("Deactivate", self.toggle_active)
-        self.add_row_button("Reset password…", self.reset_password)
-        self.add_row_button("Delete…", self.remove)
+        self.toggle_button = self.add_row_button(
+            "Deactivate", self.toggle_active,
+            self._if_own("You cannot deactivate your own account; another administrator can."))
+        self.reset_button = self.add_row_button(
+            "Reset password…", self.reset_password,
+            self._if_own("This is your own account: use Change my password… (it asks for your current password)."))
+        self.delete_button = self.add_row_button(
+            "Delete…", self.remove, self._if_own("You cannot delete your own account; another administrator can."))
+        self.change_password_button = self.add_button("Change my password…", self.change_my_password)
         self.finish_toolbar()
         self.table.activated_row.connect(lambda row: self.edit(row) if self.may_act_on(row) else None)
         self.table.view.selectionModel().selectionChanged.connect(self._update_toggle)
@@ -86,6 +94,11 @@ class UsersScreen(TableScreen):
         """The roles the signed-in admin may give (only a system admin makes system admins)."""
         return [(ROLE_LABELS[role], role) for role in assignable_roles(self.ctx.caller)]
 
+    def _if_own(self, reason: str) -> Callable[[dict[str, Any]], str]:
+        """A row button's refusal: `reason` on the signed-in administrator's own row, which the
+        server refuses to deactivate, delete or reset (403/409: their own password needs the old one)."""
+        return lambda row: reason if row.get("id") == self.ctx.user.get("id") else ""
+
     def may_act_on(self, row: dict[str, Any]) -> bool:
         return may_administer_user(self.ctx.caller, str(row.get("role", "")), str(row.get("institution_id", "")))
 
@@ -103,7 +116,7 @@ class UsersScreen(TableScreen):
         dialog.add_combo("role", "Role", self._role_choices(), PHYSICIAN)
         dialog.add_combo("institution_id", "Institution", self._institution_choices(),
                          self.ctx.user.get("institution_id"))
-        dialog.add_line("password", "Password", placeholder="at least 10 characters", password=True)
+        dialog.add_line("password", "Password", placeholder=f"at least {MIN_PASSWORD_LEN} characters", password=True)
         dialog.add_line("password2", "Repeat password", password=True)
         self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} created.")
 
@@ -165,3 +178,25 @@ class UsersScreen(TableScreen):
         self.confirm_box = confirm(self, "Delete user",
                                    f"Delete the user {one_line(row.get('username'))} for good? "
                                    f"Deactivating keeps their history readable.", delete)
+
+    def change_my_password(self) -> None:
+        """The signed-in administrator's own password, through `POST /api/v1/me/password`: it needs
+        the current one (a stolen token alone cannot take the account), so the reset of another
+        user's password is not offered on one's own row."""
+        def check(values: dict[str, Any]) -> dict[str, str]:
+            problems = {"old_password": "" if values["old_password"] else "Type your current password.",
+                        "password": check_new_password(values["password"], values["password2"]) or ""}
+            return {field: problem for field, problem in problems.items() if problem}
+
+        def send(values: dict[str, Any]):
+            body = {"old_password": values["old_password"], "new_password": values["password"]}
+            return lambda: self.ctx.client.post("/api/v1/me/password", body)
+
+        dialog = FormDialog(self, "Change my password", self.ctx.runner, check, send,
+                            intro=f"The new password needs at least {MIN_PASSWORD_LEN} characters. Your other "
+                                  f"sessions end when it is changed; this one goes on.")
+        dialog.add_line("old_password", "Current password", password=True)
+        dialog.add_line("password", "New password", placeholder=f"at least {MIN_PASSWORD_LEN} characters",
+                        password=True)
+        dialog.add_line("password2", "Repeat new password", password=True)
+        self.open_dialog(dialog, lambda _: "Your password was changed; your other sessions have ended.")

@@ -11,7 +11,7 @@ from conftest import screenshot
 from driving import WAIT_MS, answer, fill, log_in_admin, open_screen, save, table_values, wait_idle
 from PySide6.QtCore import QDateTime, Qt
 
-from admin_gui.api_client import ApiClient
+from admin_gui.api_client import ApiClient, ApiError
 from daemons.demo import DEMO_CT
 from daemons.deployment import free_port
 
@@ -130,7 +130,7 @@ def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gu
     screen.edit(screen.table.selected())
     fill(screen.dialog, role="sysadmin", institution_id=institution_id(gui_deployment, 1))
     save(qtbot, console, screen.dialog)
-    assert table_values(screen, "Role") == ["sysadmin"]
+    assert table_values(screen, "Role") == ["System administrator"]
     assert table_values(screen, "Institution") == ["Second Clinic"]
 
     screen.table.view.selectRow(0)
@@ -164,13 +164,33 @@ def test_users_create_edit_deactivate_reset_delete(qtbot, console, admin_api, gu
     assert "jnovak" not in {u["username"] for u in admin_api.list_all("/api/v1/users")}
 
 
-def test_an_admin_cannot_deactivate_themself(qtbot, console):
+def test_an_admin_cannot_deactivate_themself(qtbot, console, admin_api):
+    """On their own row the console offers no Deactivate, Reset password or Delete (each disabled,
+    its tooltip saying why), and the server still refuses each when asked directly."""
     screen = open_screen(qtbot, console, "Users")
-    screen.table.select_where(lambda r: r["username"] == "admin")
-    qtbot.mouseClick(screen.toggle_button, Qt.MouseButton.LeftButton)
-    answer(qtbot, console, screen.confirm_box, yes=True)
-    assert screen.banner.property("kind") == "error"
-    assert "deactivate your own account" in screen.banner.text()
+    assert screen.table.select_where(lambda r: r["username"] == "admin")
+    for button, why in ((screen.toggle_button, "deactivate your own account"),
+                        (screen.reset_button, "Change my password…"),
+                        (screen.delete_button, "delete your own account")):
+        assert not button.isEnabled()
+        assert why in button.toolTip()
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, console)
+    assert not hasattr(screen, "confirm_box") and screen.dialog is None  # a disabled button does nothing
+    me = admin_api.get("/api/v1/me")
+    with pytest.raises(ApiError) as deactivated:
+        admin_api.put(f"/api/v1/users/{me['id']}", {"active": False})
+    assert deactivated.value.status == 409 and "deactivate your own account" in deactivated.value.message
+    with pytest.raises(ApiError) as deleted:
+        admin_api.delete(f"/api/v1/users/{me['id']}")
+    assert deleted.value.status == 409
+    with pytest.raises(ApiError) as reset:
+        admin_api.post(f"/api/v1/users/{me['id']}/password", {"new_password": "another-password-1"})
+    assert reset.value.status == 403
+    assert admin_api.get("/api/v1/me")["active"] is True
+    screen.table.select_where(lambda r: r["username"] == "dr.house")
+    assert screen.toggle_button.isEnabled() and screen.reset_button.isEnabled() and screen.delete_button.isEnabled()
+    assert not screen.toggle_button.toolTip()
 
 
 def test_record_types_crud(qtbot, console, admin_api):
