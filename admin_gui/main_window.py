@@ -36,6 +36,7 @@ from admin_gui.screens.nodes import NodesScreen
 from admin_gui.screens.record_types import RecordTypesScreen
 from admin_gui.screens.users import UsersScreen
 from admin_gui.server_text import one_line
+from admin_gui.table_models import role_label
 from admin_gui.widgets import plain_label
 from admin_gui.workers import TaskRunner
 from shared.roles import Principal, is_admin
@@ -90,8 +91,8 @@ class ConsolePage(QWidget):
             item = QListWidgetItem(label)
             item.setSizeHint(QSize(0, 40))
             self.nav.addItem(item)
-        who = plain_label(f"{one_line(ctx.user.get('full_name') or ctx.user.get('username'))}\n"
-                          f"{one_line(ctx.user.get('username'))} · {one_line(ctx.user.get('role'))}", "sideUser")
+        name, role = one_line(ctx.user.get("full_name") or ctx.user.get("username")), role_label(ctx.user.get("role"))
+        who = plain_label(f"{name}\n{one_line(ctx.user.get('username'))} · {one_line(role)}", "sideUser")
         self.logout_button = QPushButton("Sign out")
         self.logout_button.setObjectName("signOut")
         self.logout_button.clicked.connect(on_logout)
@@ -171,7 +172,8 @@ class ConsoleWindow(QMainWindow):
         self.login.remember()
         if not is_admin(Principal(str(user.get("role", "")), str(user.get("institution_id", "")))):
             self.runner.submit(client.logout, lambda _: None, lambda _: None)
-            self.login.show_error(f"{one_line(user.get('username'))} is a {one_line(user.get('role'))}; this "
+            role = str(role_label(user.get("role"))).lower()
+            self.login.show_error(f"{one_line(user.get('username'))} is a {one_line(role)}; this "
                                   "console is for administrators. Physicians use the web viewer.")
             return
         self.client = client

@@ -84,6 +84,7 @@ def test_physicians_are_sent_to_the_web_viewer(qtbot, window, gui_deployment):
     log_in(qtbot, window, gui_deployment, **gui_deployment.users["physician"])
     assert window.console is None
     assert "this console is for administrators" in window.login.banner.text()
+    assert "is a physician;" in window.login.banner.text()  # the role's word, not its code
 
 
 def test_login_shows_console_and_remembers_all_but_the_password(qtbot, window, gui_deployment, tmp_path):

@@ -289,4 +289,4 @@ def test_the_signed_in_user_is_shown_on_one_line(qtbot, window, sivr, tls_files)
     log_in(qtbot, window, sivr, tls_files["ca.pem"])
     assert window.user_label.text() == "Signed in as Root Admin\ufffd nimda (root)"
     side = window.console.findChild(QLabel, "sideUser").text()
-    assert side.splitlines() == ["Root Admin\ufffd nimda", f"root · {ADMIN['role']}"]
+    assert side.splitlines() == ["Root Admin\ufffd nimda", "root · System administrator"]  # the form's word
