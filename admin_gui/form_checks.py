@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 from shared import field_rules
 from shared.origins import server_base_url
 
-MIN_PASSWORD_LEN = 10
-
 
 def check_required(value: str, label: str, max_len: int = 255) -> str | None:
     if not value.strip():
@@ -92,9 +90,11 @@ def check_email(value: str) -> str | None:
     return None
 
 
-def check_new_password(password: str, repeated: str) -> str | None:
-    if len(password) < MIN_PASSWORD_LEN:
-        return f"Password must be at least {MIN_PASSWORD_LEN} characters."
+def check_new_password(password: str, repeated: str, min_length: int | None) -> str | None:
+    """`min_length` is the server's own (`GET /api/v1/me/password-policy`: an operator's setting);
+    None while it is not known, and the server's refusal says it then."""
+    if min_length is not None and len(password) < min_length:
+        return f"Password must be at least {min_length} characters."
     if password != repeated:
         return "The two passwords differ."
     return None

@@ -8,7 +8,6 @@ from typing import Any
 from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
 from admin_gui.form_checks import (
-    MIN_PASSWORD_LEN,
     check_email,
     check_new_password,
     check_required,
@@ -26,15 +25,29 @@ from shared.roles import (
     may_administer_user,
 )
 
+#: The longest minimum a server may name (its `auth.min_password_length` is at most 1024)
+MAX_MIN_LENGTH = 1024
 
-def check_user(values: dict[str, Any], new: bool) -> dict[str, str]:
+
+def min_length_of(policy: Any) -> int | None:
+    """The minimum length a server's password policy names; None for an answer that names none
+    (an older server, or one that is not sane): the server's own refusal then says it."""
+    value = policy.get("min_length") if isinstance(policy, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_MIN_LENGTH else None
+
+
+def length_hint(min_length: int | None) -> str:
+    return f"at least {min_length} characters" if min_length is not None else ""
+
+
+def check_user(values: dict[str, Any], new: bool, min_length: int | None = None) -> dict[str, str]:
     problems = {
         "full_name": check_required(values["full_name"], "Full name"),
         "email": check_email(values.get("email", "")),
     }
     if new:
         problems["username"] = check_username(values["username"])
-        problems["password"] = check_new_password(values["password"], values["password2"])
+        problems["password"] = check_new_password(values["password"], values["password2"], min_length)
     if not values.get("institution_id"):
         problems["institution_id"] = "Choose the user's institution (create one first if the list is empty)."
     return {field: problem for field, problem in problems.items() if problem}
@@ -50,6 +63,8 @@ class UsersScreen(TableScreen):
         super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent,
                          "No users yet.")
         self.institutions: list[dict[str, Any]] = []
+        #: the server's minimum length of a new password (`min_length_of`), once the screen has loaded
+        self.min_password_length: int | None = None
         self.add_button("+ New user", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
         self.toggle_button = self.add_row_button(
@@ -73,6 +88,13 @@ class UsersScreen(TableScreen):
                     client.list_all("/api/v1/users"))
 
         self.run(load, self._loaded, latest="rows")
+        # apart from the rows, and its failure shown nowhere: a server of an earlier release has no
+        # policy to say (404), and its own refusal then names the length
+        self.ctx.runner.submit(lambda: min_length_of(client.get("/api/v1/me/password-policy")),
+                               self._policy_loaded, lambda _error: None, owner=self)
+
+    def _policy_loaded(self, min_length: int | None) -> None:
+        self.min_password_length = min_length
 
     def _loaded(self, result: tuple[list[dict], list[dict]]) -> None:
         self.institutions, users = result
@@ -109,14 +131,15 @@ class UsersScreen(TableScreen):
                 body["email"] = values["email"]
             return lambda: self.ctx.client.post("/api/v1/users", body)
 
-        dialog = FormDialog(self, "New user", self.ctx.runner, lambda v: check_user(v, True), send)
+        dialog = FormDialog(self, "New user", self.ctx.runner, lambda v: check_user(v, True, self.min_password_length),
+                            send)
         dialog.add_line("username", "Username", placeholder="e.g. jnovak")
         dialog.add_line("full_name", "Full name", placeholder="e.g. Dr. Jana Novak")
         dialog.add_line("email", "Email", placeholder="optional")
         dialog.add_combo("role", "Role", self._role_choices(), PHYSICIAN)
         dialog.add_combo("institution_id", "Institution", self._institution_choices(),
                          self.ctx.user.get("institution_id"))
-        dialog.add_line("password", "Password", placeholder=f"at least {MIN_PASSWORD_LEN} characters", password=True)
+        dialog.add_line("password", "Password", placeholder=length_hint(self.min_password_length), password=True)
         dialog.add_line("password2", "Repeat password", password=True)
         self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} created.")
 
@@ -158,7 +181,7 @@ class UsersScreen(TableScreen):
 
     def reset_password(self, row: dict[str, Any]) -> None:
         def check(values: dict[str, Any]) -> dict[str, str]:
-            problem = check_new_password(values["password"], values["password2"])
+            problem = check_new_password(values["password"], values["password2"], self.min_password_length)
             return {"password": problem} if problem else {}
 
         def send(values: dict[str, Any]):
@@ -167,7 +190,7 @@ class UsersScreen(TableScreen):
 
         dialog = FormDialog(self, f"Reset password of {one_line(row.get('username'))}", self.ctx.runner, check, send,
                             intro="Give the new password to the user through a safe channel.")
-        dialog.add_line("password", "New password", placeholder="at least 10 characters", password=True)
+        dialog.add_line("password", "New password", placeholder=length_hint(self.min_password_length), password=True)
         dialog.add_line("password2", "Repeat password", password=True)
         self.open_dialog(dialog, lambda _: f"Password of {one_line(row.get('username'))} reset.")
 
@@ -185,7 +208,8 @@ class UsersScreen(TableScreen):
         user's password is not offered on one's own row."""
         def check(values: dict[str, Any]) -> dict[str, str]:
             problems = {"old_password": "" if values["old_password"] else "Type your current password.",
-                        "password": check_new_password(values["password"], values["password2"]) or ""}
+                        "password": check_new_password(values["password"], values["password2"],
+                                                       self.min_password_length) or ""}
             return {field: problem for field, problem in problems.items() if problem}
 
         def send(values: dict[str, Any]):
@@ -193,10 +217,9 @@ class UsersScreen(TableScreen):
             return lambda: self.ctx.client.post("/api/v1/me/password", body)
 
         dialog = FormDialog(self, "Change my password", self.ctx.runner, check, send,
-                            intro=f"The new password needs at least {MIN_PASSWORD_LEN} characters. Your other "
-                                  f"sessions end when it is changed; this one goes on.")
+                            intro="Your other sessions end when it is changed; this one goes on.")
         dialog.add_line("old_password", "Current password", password=True)
-        dialog.add_line("password", "New password", placeholder=f"at least {MIN_PASSWORD_LEN} characters",
+        dialog.add_line("password", "New password", placeholder=length_hint(self.min_password_length),
                         password=True)
         dialog.add_line("password2", "Repeat new password", password=True)
         self.open_dialog(dialog, lambda _: "Your password was changed; your other sessions have ended.")

@@ -8,7 +8,7 @@ from daemons.toplevel import sessions, throttle
 from daemons.toplevel.accounts import USER_UPDATE_FIELDS
 from daemons.toplevel.context import require_user, toplevel, user_change
 from daemons.toplevel.models import AuditEntry, User
-from daemons.toplevel.passwords import check_body_fields, password_field
+from daemons.toplevel.passwords import MAX_PASSWORD_LENGTH, check_body_fields, password_field
 from daemons.toplevel.serialize import user_json
 from shared.audit import client_address, record_audit
 from shared.auth import current_identity
@@ -40,6 +40,14 @@ def update_me():
         save_edit(user, "user")
         record_audit(AuditEntry, "user.update", "user", user.id, detail="own profile: " + ", ".join(data))
     return jsonify(user_json(user))
+
+
+@bp.get("/api/v1/me/password-policy")
+@require_user()
+def password_policy():
+    """The lengths a new password must have here (`auth.min_password_length` is an operator's
+    setting), so that a client checks what this server checks rather than a number of its own."""
+    return jsonify({"min_length": toplevel().config["auth"]["min_password_length"], "max_length": MAX_PASSWORD_LENGTH})
 
 
 @bp.post("/api/v1/me/password")

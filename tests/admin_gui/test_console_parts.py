@@ -46,7 +46,11 @@ def test_form_checks_name_the_field_and_accept_good_values(tmp_path):
         "Username must be 3-150 characters: letters, digits and . _ @ - (starting with a letter or digit)."
     assert form_checks.check_username("dr.house") is None
     assert form_checks.check_email("") is None
-    assert form_checks.check_new_password("0123456789", "0123456789") is None
+    assert form_checks.check_new_password("0123456789", "0123456789", 10) is None
+    # the server's minimum, whatever it is (an operator's auth.min_password_length), and none before it is known
+    assert form_checks.check_new_password("0123456789", "0123456789", 12) == "Password must be at least 12 characters."
+    assert form_checks.check_new_password("012345678", "012345678", 8) is None
+    assert form_checks.check_new_password("012", "012", None) is None
     assert form_checks.check_record_type_code("CT") is None
     assert form_checks.check_uuid("", "Patient") is None
     assert form_checks.check_uuid("0b9d6f0e-6a0c-4a4b-9f3e-2d1c5b7a8e90", "Patient") is None

@@ -8,7 +8,7 @@ from driving import WAIT_MS, fill, log_in, open_screen, save, table_values
 from PySide6.QtCore import Qt
 
 from admin_gui.api_client import ApiClient
-from admin_gui.screens.users import UsersScreen
+from admin_gui.screens.users import UsersScreen, min_length_of
 from shared.roles import INSTITUTION_ADMIN, PHYSICIAN, SYSTEM_ADMIN
 
 pytestmark = pytest.mark.gui
@@ -86,3 +86,16 @@ def test_the_role_column_and_its_filter_speak_the_forms_words(qtbot, fake_sivr, 
     assert sorted(table_values(screen, "Username")) == ["ana", "ines"]
     screen.table.filter.setText("system admin")
     assert table_values(screen, "Username") == ["ana"]
+
+
+def test_password_checks_use_the_servers_minimum(qtbot, window, gui_deployment):
+    """The console's own 10 stood for the server's `auth.min_password_length`, whatever an operator set;
+    it now reads the server's (GET /api/v1/me/password-policy), and an answer that names none or an
+    insane one leaves the check to the server."""
+    log_in(qtbot, window, gui_deployment, **gui_deployment.users["admin"])
+    screen = open_screen(qtbot, window, "Users")
+    assert screen.min_password_length == 10  # the deployment's setting, read from the server
+    for answer in ({}, {"min_length": True}, {"min_length": "12"}, {"min_length": 0}, {"min_length": 10**9}, []):
+        assert min_length_of(answer) is None, answer
+    assert min_length_of({"min_length": 14}) == 14
+

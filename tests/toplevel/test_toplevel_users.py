@@ -337,3 +337,19 @@ def test_a_user_moved_or_created_in_an_institution_deleted_meanwhile_is_a_409(ap
         assert "deleted meanwhile" in answer["error"]["message"]
         assert {k: v for k, v in db_state().items() if k != "institution"} == {
             k: v for k, v in before.items() if k != "institution"}
+
+
+def test_the_password_policy_is_the_servers_own_setting(make_config, seed):
+    """The console checked a new password against a 10 of its own, whatever `auth.min_password_length`
+    an operator set: 12 characters refused by a server asking 14 passed it, 9 allowed by a server asking
+    8 were refused before the server saw them. The server says its lengths to any signed-in user."""
+    from daemons.toplevel.app import create_app
+
+    api = Api(create_app(make_config(auth={"min_password_length": 14})).test_client())
+    assert api.call("GET", "/api/v1/me/password-policy")[0] == 401
+    token = api.login("dr.house", PASSWORDS["physician"])["access_token"]
+    status, body, _ = api.call("GET", "/api/v1/me/password-policy", token)
+    assert status == 200 and body == {"min_length": 14, "max_length": 1024}
+    status, body, _ = api.call("POST", "/api/v1/me/password", token,
+                               {"old_password": PASSWORDS["physician"], "new_password": "x" * 13})
+    assert status == 400 and "14" in body["error"]["message"]
