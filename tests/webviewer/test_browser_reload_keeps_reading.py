@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.render import synthetic_stacks as synth
 from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
+from tests.webviewer.test_browser_geometry import open_loaded
 from tests.webviewer.test_browser_layouts import open_viewer, viewport, wait_painted
 from tests.webviewer.test_browser_viewer import shown, wait_shown
 
@@ -74,6 +76,42 @@ def test_a_reload_keeps_a_reformat_and_its_slice(page, deployment, record):
     after = wait_shown(page, f"d.shownIndex === '{middle + 5}' && {FULL_QUALITY}")
     assert after["plane"] == "coronal" and "/mpr/coronal/" in after["path"]
     assert page.locator("#viewport").get_attribute("data-slot") == "1"
+
+
+def test_a_reload_keeps_a_preset_window_as_that_preset(page, deployment, record):
+    """Only a dragged window was kept: a reload after choosing the bone preset showed the default window."""
+    open_viewer(page, deployment, record)
+    wait_painted(page, 0, "native")
+    page.locator("#window-preset").select_option("preset:ct_bone")
+    bone = wait_shown(page, f"d.shownKey.includes('window=') && {FULL_QUALITY}")["query"]["window"]
+    page.wait_for_function("w => location.hash.includes(`window=${encodeURIComponent(w)}`)", arg=bone, polling=100)
+    page.reload()
+    assert wait_shown(page, f"d.shownKey.includes('window=') && {FULL_QUALITY}")["query"]["window"] == bone
+    assert page.locator("#window-preset").input_value() == "preset:ct_bone"
+
+
+@pytest.mark.parametrize(("kind", "control", "value", "key"), [
+    ("field map", "#stack-select", "2", "stack=2"),    # magnitude and phase stacks: the phase one read
+    ("dynamic", "#time", "1", "phase=1"),               # two time points: the second read
+])
+def test_a_reload_keeps_the_stack_and_time_point_of_a_reformat(page, deployment, tmp_path, kind, control, value, key):
+    """Neither was kept: a reload on the phase stack's axial slice 5 showed the magnitude stack's, and one
+    on time point 2 showed time point 1 (the address named only the view and the slice)."""
+    path = tmp_path / "stacks.dcm"
+    path.write_bytes(synth.field_map(6) if kind == "field map" else synth.dynamic(times=2, positions=6))
+    patient = new_patient(deployment)
+    open_loaded(page, deployment, {"patient": patient, **uploaded_record(deployment, patient, [path], f"MR {kind}")})
+    page.locator("#plane").select_option("axial")
+    if control == "#time":
+        page.locator(control).fill(value)
+    else:
+        page.locator(control).select_option(value)
+    page.locator("#slice").fill("4")
+    wait_shown(page, "d.shownIndex === '4' && d.shownKey.includes(arg)", key)
+    page.wait_for_function("() => location.hash.includes('slice=4')", polling=100)
+    page.reload()
+    wait_shown(page, "d.shownPlane === 'axial' && d.shownIndex === '4' && d.shownKey.includes(arg)", key)
+    assert page.locator(control).input_value() == value
 
 
 @pytest.mark.parametrize(("query", "index"), [

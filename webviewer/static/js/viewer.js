@@ -19,7 +19,7 @@ import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
-import { Viewport, customWindow, windowParam } from "./viewport.js";
+import { Viewport, customWindow, namedWindows, windowParam } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { NodeRetry } from "./noderetry.js";
@@ -36,7 +36,7 @@ const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Page
 /** The reading is written into the address at most this often (writeReading). */
 const READING_WRITE_MS = 300;
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
-const READING_PARAMS = ["layout", "viewport", "plane", "slice", "window"];
+const READING_PARAMS = ["layout", "viewport", "stack", "plane", "slice", "time", "window"];
 
 /** Whether `value` names a layout of LAYOUTS: its own keys only, so an edited link's
  *  `layout=constructor` or `__proto__` names none (LAYOUTS[value] is then Object's). @param {string | null} value */
@@ -328,9 +328,10 @@ class Viewer {
 
   /**
    * Open the layout and viewports of the hanging protocol, or of the reading kept in the address
-   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `plane` (its view;
-   * none: the stored slices), `slice` (its slice of that view; clamped as Viewport's `index` and
-   * `setIndex` clamp it) and `window` (its custom window, customWindow).
+   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `stack` (the
+   * record's stack chosen), `plane` (its view; none: the stored slices), `slice` (its slice of that
+   * view; clamped as Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's
+   * time point) and `window` (its window, customWindow; a preset's comes back as the preset).
    * A value that is no such thing is ignored: the protocol's is used.
    */
   openReading() {
@@ -345,9 +346,15 @@ class Viewer {
     if (plane || q.has("slice")) planes[slot] = plane || "native";
     this.setLayout(layout, planes, Number(q.get("slice")) || 0, slot);
     const vp = this.viewports[slot];
-    const reformatSlice = Number(q.get("slice"));
-    if (plane && plane !== "native" && q.has("slice") && Number.isFinite(reformatSlice)) vp.setIndex(reformatSlice);
     this.activate(vp);
+    // the stack first: choosing it moves the views to its own middle (chooseStack)
+    const stack = this.record.stacks.find((st) => st.id === q.get("stack") && st !== this.record.stack);
+    if (stack) this.chooseStack(stack.id);
+    const slice = Number(q.get("slice"));
+    if ((stack || (plane && plane !== "native")) && q.has("slice") && Number.isFinite(slice)) vp.setIndex(slice);
+    const time = Number(q.get("time"));
+    const phases = this.record.stack ? this.record.stack.phases.length : 1;
+    if (plane && plane !== "native" && Number.isInteger(time) && time > 0 && time < phases) vp.setTime(time);
     const kept = customWindow(q.get("window"));
     if (kept) vp.restoreWindow(kept);
   }
@@ -361,8 +368,9 @@ class Viewer {
 
   /**
    * Keep the reading in the address (replaceState: scrolling fills no history), so that a reload,
-   * or back and forward, opens it again (openReading): the layout, the active viewport, its view and
-   * slice and its custom window. Only ids and view settings: never a patient's data.
+   * or back and forward, opens it again (openReading): the layout, the active viewport, the stack,
+   * its view, slice and time point and its chosen window (a custom one, a preset or the file's: the
+   * same image after a reload). Only ids and view settings: never a patient's data.
    */
   writeReading() {
     this.readingDue = false;
@@ -375,9 +383,12 @@ class Viewer {
     const slot = this.viewports.indexOf(vp);
     if (slot > 0) params.set("viewport", String(slot + 1));
     const s = vp.state;
+    const stack = vp.record === this.record ? this.record.stack : null;
+    if (stack && this.record.stacks.length > 1) params.set("stack", stack.id);
     if (vp.record === this.record && s.plane !== "native") params.set("plane", s.plane);
     if (vp.record === this.record && s.plane !== "3d") params.set("slice", String(vp.index()));
-    if (vp.record === this.record && s.plane !== "3d" && s.windowChoice === "custom" && s.window) {
+    if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
+    if (vp.record === this.record && s.plane !== "3d" && s.windowChoice !== "auto" && s.window) {
       params.set("window", windowParam(s.window));
     }
     const address = `${this.routePath}?${params}`;
@@ -392,13 +403,7 @@ class Viewer {
 
   fillWindowChoices() {
     const meta = this.active ? this.active.meta : this.meta;
-    const options = [["auto", "Default (each image its own)"]];
-    if (meta.default_window) options.push(["file", "From the file"]);
-    for (const [name, w] of Object.entries(this.presets.window || {})) {
-      if (w.modality && w.modality !== (meta.modality || "").toUpperCase()) continue;   // CT windows mean nothing on an MR
-      options.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`]);
-    }
-    options.push(["custom", "Custom (drag)"]);
+    const options = [["auto", "Default (each image its own)"], ...namedWindows(this.presets, meta), ["custom", "Custom (drag)"]];
     mount(this.windowSelect, options.map(([v, t]) => h("option", { value: v, text: t })));
   }
 

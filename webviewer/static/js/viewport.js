@@ -12,7 +12,7 @@ import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ZOOM, planeLabel, startPreset } from "./viewoptions.js";
+import { MAX_ZOOM, planeLabel, presetLabel, startPreset } from "./viewoptions.js";
 import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
@@ -40,6 +40,24 @@ export function customWindow(value) {
  *  @param {{center: number, width: number}} w */
 export function windowParam(w) {
   return `${Math.round(w.center)},${Math.max(1, Math.round(w.width))}`;
+}
+
+/**
+ * The named windows offered for a record, as window choices (chooseWindow) with their labels: the
+ * file's own, then the node's presets of its modality (a CT window means nothing on an MR). The
+ * window chooser offers these (viewer.js fillWindowChoices), and a window read from the address is
+ * named by them (restoreWindow), so a bone window comes back as the bone preset, not as a custom one.
+ * @param {{window?: Record<string, any>}} presets @param {any} meta
+ * @returns {[string, string, {center: number, width: number}][]}
+ */
+export function namedWindows(presets, meta) {
+  /** @type {[string, string, {center: number, width: number}][]} */
+  const named = meta.default_window ? [["file", "From the file", meta.default_window]] : [];
+  for (const [name, w] of Object.entries(presets.window || {})) {
+    if (w.modality && w.modality !== (meta.modality || "").toUpperCase()) continue;
+    named.push([`preset:${name}`, `${presetLabel(name)} (W ${w.width} L ${w.center})`, w]);
+  }
+  return named;
 }
 
 /**
@@ -327,12 +345,14 @@ export class Viewport {
     s.windowChoice = kept.windowChoice;
   }
 
-  /** Open with the custom window `w` (a reading restored from the address); a 3D view keeps its own.
+  /** Open with the window `w` (a reading restored from the address): the file's or a preset's when
+   *  it is theirs (namedWindows), else a custom one; a 3D view keeps its own.
    *  @param {{center: number, width: number}} w */
   restoreWindow(w) {
     if (windowKind(this.state) !== "slices") return;
-    this.state.window = w;
-    this.state.windowChoice = "custom";
+    const named = namedWindows(this.presets, this.meta).find(([, , known]) => windowParam(known) === windowParam(w));
+    this.state.window = named ? { ...named[2] } : w;
+    this.state.windowChoice = named ? named[0] : "custom";
     this.changed();
   }
 
