@@ -215,6 +215,7 @@ def _toplevel(tmp: Path, keys: tuple[Path, Path], database: str | None) -> Itera
         ("/api/v1/institutions/<institution_id>", "PUT"): Call("sysadmin", institution_body),
         ("/api/v1/institutions/<institution_id>", "DELETE"): Call("sysadmin"),
         ("/api/v1/me", "GET"): Call("physician"),
+        ("/api/v1/me/password-policy", "GET"): Call("physician"),
         ("/api/v1/me", "PUT"): Call("physician", {"full_name": "Fuzz Me", "email": "me@example.org"}),
         ("/api/v1/me/password", "POST"): Call("self", {"old_password": password,
                                                        "new_password": "fuzz-password-2"}),
