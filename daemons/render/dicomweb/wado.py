@@ -108,13 +108,19 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
         form = instance_form(wanted, syntax)
         content_type, body = _instance_bytes(raw, syntax, form.syntax if form is not None else None)
         if form is not None and not form.multipart:  # the Part 10 file as the body (PS3.18 10.4.4)
-            response = Response(body, content_type=content_type)
-            response.headers["Cache-Control"] = "private, no-store"
-            return response
+            return _single_part(body, content_type)
         made = iter([(content_type, body)])
     boundary = new_boundary()
     response = Response(write_related(made, boundary, f"WADO-RS instances of study {study_uid}"),
                         content_type=related_content_type(DICOM, boundary))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _single_part(body: bytes, content_type: str) -> Response:
+    """A resource of one item answered as that item alone (PS3.18 10.4.4), uncached as every
+    WADO-RS answer is."""
+    response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -229,9 +235,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     prefers that single-part answer (`syntax.frame_choice`)."""
     choice = frame_choice(asked(), stored_syntax(ds), single_item=len(numbers) == 1)
     if not choice.multipart:
-        response = Response(frame_bytes(ds, numbers[0], choice), content_type=choice.content_type)
-        response.headers["Cache-Control"] = "private, no-store"
-        return response
+        return _single_part(frame_bytes(ds, numbers[0], choice), choice.content_type)
     parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
     response = Response(write_related(parts, boundary, f"WADO-RS frames of instance {ds.SOPInstanceUID}"),
@@ -302,11 +306,10 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     value = found.value
     if stored_syntax(ds) == BIG_ENDIAN:  # bulk data is little endian (PS3.18 8.7.3.3.2)
         value = little_endian_value(found, int(ds.get("BitsAllocated", 16) or 16))
-    if multipart:
-        boundary = new_boundary()
-        response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
-                            content_type=related_content_type(OCTETS, boundary))
-    else:
-        response = Response(bytes(value), content_type=OCTETS)
+    if not multipart:
+        return _single_part(bytes(value), OCTETS)
+    boundary = new_boundary()
+    response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
+                        content_type=related_content_type(OCTETS, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response

@@ -383,13 +383,13 @@ class Viewer {
     const slot = this.viewports.indexOf(vp);
     if (slot > 0) params.set("viewport", String(slot + 1));
     const s = vp.state;
-    const stack = vp.record === this.record ? this.record.stack : null;
-    if (stack && this.record.stacks.length > 1) params.set("stack", stack.id);
-    if (vp.record === this.record && s.plane !== "native") params.set("plane", s.plane);
-    if (vp.record === this.record && s.plane !== "3d") params.set("slice", String(vp.index()));
-    if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
-    if (vp.record === this.record && s.plane !== "3d" && s.windowChoice !== "auto" && s.window) {
-      params.set("window", windowParam(s.window));
+    if (vp.record === this.record) {   // what the viewport shows of another record (a prior) is not kept
+      const stack = this.record.stack;
+      if (stack && this.record.stacks.length > 1) params.set("stack", stack.id);
+      if (s.plane !== "native") params.set("plane", s.plane);
+      if (s.plane !== "3d") params.set("slice", String(vp.index()));
+      if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
+      if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) params.set("window", windowParam(s.window));
     }
     const address = `${this.routePath}?${params}`;
     if (location.hash !== address) history.replaceState(history.state, "", address);
