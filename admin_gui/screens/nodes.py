@@ -24,7 +24,8 @@ from shared.roles import may_administer_institution
 
 
 def _check_receipt_key(value: str) -> str | None:
-    """Empty (set later) or the node's public receipt key; the server checks the same rule."""
+    """Empty (set later, or removed: the server then registers no upload on the node) or the node's
+    public receipt key; the server checks the same rule."""
     if not value.strip():
         return None
     try:
@@ -42,6 +43,17 @@ def check_node(values: dict[str, Any]) -> dict[str, str]:
         "receipt_key": _check_receipt_key(values.get("receipt_key", "")),
     }
     return {field: problem for field, problem in problems.items() if problem}
+
+
+def _saved_message(node: dict[str, Any]) -> str:
+    """What the banner says once a node is saved: a node without a receipt key takes no upload's
+    record (the institution refuses it, 422 node_receipt_key_missing), which the administrator who
+    just cleared or left out the key must know."""
+    name = one_line(node.get("name"))
+    if node.get("receipt_key"):
+        return f"Node {name} saved."
+    return (f"Node {name} saved without a receipt key: no upload on it is registered until its key "
+            "(receipt_key.public_key from the node's GET /api/v1/node) is set.")
 
 
 class NodesScreen(TableScreen):
@@ -122,7 +134,9 @@ class NodesScreen(TableScreen):
         node_id = row.get("id")
 
         def send(values: dict[str, Any]):
-            values = {name: value for name, value in values.items() if name != "receipt_key" or value.strip()}
+            values = {**values, "receipt_key": values["receipt_key"].strip() or None}
+            if values["receipt_key"] is None and not row.get("receipt_key"):
+                del values["receipt_key"]  # none to remove: a new node, or one registered without a key
             if node_id:
                 return lambda: server.put(f"/api/v1/nodes/{node_id}", values)
             return lambda: server.post("/api/v1/nodes", values)
@@ -137,7 +151,7 @@ class NodesScreen(TableScreen):
         # records are registered on the node only with receipts this key verifies (shared.receipts)
         dialog.add_line("receipt_key", "Receipt key", texts["receipt_key"],
                         "receipt_key.public_key from the node's GET /api/v1/node")
-        self.open_dialog(dialog, lambda node: f"Node {one_line(node.get('name'))} saved.")
+        self.open_dialog(dialog, _saved_message)
 
     def create(self) -> None:
         self._open_form("New render node", None)

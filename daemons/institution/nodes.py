@@ -6,7 +6,9 @@ show a record linked from a finding, and such records may be stored in another i
 administrators of this institution (`shared.roles`) add, change or remove nodes.
 
 A node's `receipt_key` (the public key it shows at `GET /api/v1/node`) is what records are
-registered against: a record is registered only with an upload receipt that key verifies.
+registered against: a record is registered only with an upload receipt that key verifies. Sending
+`"receipt_key": null` removes it: an administrator who suspects the node's key was stolen stops every
+new registration on the node (422 node_receipt_key_missing) until the node's new key is set.
 """
 
 from __future__ import annotations
@@ -55,9 +57,22 @@ NODE_FIELDS = {
     "name": Field(str, max_len=120, min_len=1),
     "url": Field(str, max_len=MAX_URL_LENGTH, min_len=1, check=parse_service_url),
     "store": Field(str, required=False, max_len=512),
-    # without it no record is registered on the node (daemons.institution.records)
-    "receipt_key": Field(str, required=False, max_len=64, check=_receipt_key),
+    # without it no record is registered on the node (daemons.institution.records); null removes it
+    "receipt_key": Field(str, required=False, max_len=64, check=_receipt_key, nullable=True),
 }
+
+
+def _node_columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """The validated fields as the node's columns: a removed receipt key is stored empty, as a node
+    registered without one (the column is not nullable, and `node_to_json` shows both as null)."""
+    return {**fields, "receipt_key": fields["receipt_key"] or ""} if "receipt_key" in fields else fields
+
+
+def _changes(fields: dict[str, Any]) -> str:
+    """The audit detail of an edit: the fields sent, a removed receipt key said as such (it stops
+    every registration on the node, which the next administrator reading the log must see)."""
+    return ", ".join("receipt_key removed" if name == "receipt_key" and not value else name
+                     for name, value in sorted(fields.items()))
 
 
 def node_to_json(node: Node) -> dict[str, Any]:
@@ -133,7 +148,7 @@ def list_nodes():
 @require_auth(*ADMIN_ROLES)
 def create_node():
     require_admin_here("this node registry")
-    fields = validate(json_body(), NODE_FIELDS)
+    fields = _node_columns(validate(json_body(), NODE_FIELDS))
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         _refuse_duplicate(fields)
         try:
@@ -155,7 +170,7 @@ def read_node(node_id: str):
 def update_node(node_id: str):
     require_admin_here("this node registry")
     node_id = parse_uuid(node_id, "node id")
-    fields = validate(json_body(), NODE_FIELDS, partial=True)
+    fields = _node_columns(validate(json_body(), NODE_FIELDS, partial=True))
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
         _refuse_duplicate(fields, node)
@@ -165,7 +180,7 @@ def update_node(node_id: str):
             save_edit(node, "node")
         except peewee.IntegrityError as exc:
             raise ApiError(409, "conflict", "a node with this name is already registered") from exc
-        record_audit(AuditEntry, "node.update", "node", node.id, detail=", ".join(sorted(fields)))
+        record_audit(AuditEntry, "node.update", "node", node.id, detail=_changes(fields))
     return jsonify(node_to_json(node))
 
 

@@ -256,6 +256,13 @@ def test_render_nodes_on_the_institution_server(qtbot, console, gui_deployment, 
     assert [n["receipt_key"] for n in registry] == [receipt_key]  # kept by the edit
     screenshot(console, "render-nodes")
 
+    screen.table.view.selectRow(0)  # the key suspected stolen: cleared, it is removed, and the banner says so
+    screen.edit(screen.table.selected())
+    fill(screen.dialog, receipt_key="")
+    save(qtbot, console, screen.dialog)
+    assert screen.banner.text().startswith("Node render-main saved without a receipt key: no upload on it")
+    assert [n["receipt_key"] for n in admin_api.for_server(demo_server).list_all("/api/v1/nodes")] == [None]
+
     screen.institution.setCurrentIndex(screen.institution.findText("Second Clinic"))
     wait_idle(qtbot, console)
     assert table_values(screen, "Name") == []  # its registry is readable, and empty

@@ -93,3 +93,26 @@ def test_upgrade_of_a_schema_1_database_leaves_old_nodes_keyless_until_set(confi
     assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], {"receipt_key": key})[0] == 200
     status, record = api.call("POST", "/api/v1/records", users["physician"], body)
     assert status == 201, record
+
+
+def test_an_administrator_removes_a_nodes_key_and_no_upload_is_registered_until_it_is_set(api, users, node,
+                                                                                          patient_id):
+    """A node's key suspected stolen: `"receipt_key": null` stops registrations on the node at once,
+    audited as such; the node's new key lets them through again. Before, the key could only be
+    replaced, and the console's cleared field kept the old key while saying "saved"."""
+    body = record_body(node["id"], patient_id)
+    receipt = api.receipt(node["id"], body["id"], users["physician"])
+    assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["physician"], {"receipt_key": None})[0] == 403
+
+    status, shown = api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], {"receipt_key": None})
+    assert status == 200 and shown["receipt_key"] is None
+    assert api.call("GET", f"/api/v1/nodes/{node['id']}", users["admin"])[1]["receipt_key"] is None
+    status, answer = _register(api, users["physician"], body, receipt)
+    assert status == 422 and answer["error"]["code"] == "node_receipt_key_missing"
+    entries = api.call("GET", "/api/v1/audit?action=node.update", users["admin"])[1]["items"]
+    assert entries[0]["detail"] == "receipt_key removed" and entries[0]["object_id"] == node["id"]
+
+    key = public_key_text(api.node_key(node["url"]).public_key())
+    assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], {"receipt_key": key})[0] == 200
+    status, record = _register(api, users["physician"], body, receipt)
+    assert status == 201, record
