@@ -8,6 +8,7 @@ is documented with its default.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -193,7 +194,8 @@ def load_config(path: str | Path, layer: str, keys: Iterable[Key]) -> Config:
     """Read one instance's TOML file; errors name the file and the offending key."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
     except OSError as exc:  # a folder, no permission
@@ -201,8 +203,26 @@ def load_config(path: str | Path, layer: str, keys: Iterable[Key]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), as TOML must be") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid TOML: {exc}{_repeated_key_hint(text, str(exc))}") from exc
     return build_config(layer, keys, data, path.resolve())
+
+
+_OVERWRITE_AT = re.compile(r"^Cannot overwrite a value \(at line (\d+), column \d+\)$")
+
+
+def _repeated_key_hint(text: str, message: str) -> str:
+    """What to do about a key set twice, which tomllib reports without naming it.
+
+    Every config `sivr init` writes sets each key once, with its default (`extra_public_keys = []`
+    under `[tokens]`): an operator who adds a line for it, as a rotation step once read, got
+    "Cannot overwrite a value (at line 36, column 23)" from every unit, and none started."""
+    found = _OVERWRITE_AT.match(message)
+    lines = text.splitlines()
+    if found is None or not 0 < int(found.group(1)) <= len(lines):
+        return ""
+    key = lines[int(found.group(1)) - 1].partition("=")[0].strip()
+    return (f": line {found.group(1)} sets {key} a second time in its table; keep one line for it "
+            f"(change the value of the line already there instead of adding another)")
 
 
 def _toml_value(value: Any) -> str:
