@@ -160,6 +160,22 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The layers whose database may be a server's (`sivr db copy`): a render node keeps SQLite.
+COPIED_LAYERS = ("toplevel", "institution")
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    """Move a server from one database to another (SQLite to PostgreSQL) with its rows."""
+    from shared.db import redacted_url
+
+    layer = get_layer(args.layer)
+    copied = layer.copy_database(layer.load_config(args.config), args.to)
+    tables = ", ".join(f"{table} {count}" for table, count in copied.items())
+    print(f"{args.layer}: {sum(copied.values())} rows copied ({tables}) into {redacted_url(args.to)}; set "
+          f"database.url in {args.config} to it, then start the server (the old database is left as it was)")
+    return 0
+
+
 def cmd_store_rewrap(args: argparse.Namespace) -> int:
     """After a KEK rotation: rewrap every record's data key under storage.key_file (objects untouched)."""
     from daemons.render.store.interface import StoreUnavailable, open_store
@@ -491,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("layer", choices=LAYER_NAMES)
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_db_upgrade)
+    p = dbsub.add_parser("copy", help="copy a stopped server's rows into an empty database (SQLite to PostgreSQL)")
+    p.add_argument("layer", choices=COPIED_LAYERS)
+    p.add_argument("--config", required=True, help="the server's config, naming the database copied from")
+    p.add_argument("--to", required=True,
+                   help="the empty database's URL, as database.url takes it (password in a passfile, not the URL)")
+    p.set_defaults(func=cmd_db_copy)
 
     p = sub.add_parser("store", help="a render node's record store")
     ssub = p.add_subparsers(dest="store_command", required=True)

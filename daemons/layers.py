@@ -43,6 +43,11 @@ class Layer:
         upgrade: Callable[[Config], int] = importlib.import_module(f"{self.package}.models").upgrade
         return upgrade(config)
 
+    def copy_database(self, config: Config, url: str) -> dict[str, int]:
+        """Copy this layer's rows into the empty database at `url`; rows copied per table."""
+        copy: Callable[[Config, str], dict[str, int]] = importlib.import_module(f"{self.package}.models").copy
+        return copy(config, url)
+
     def load_config(self, path: str) -> Config:
         return load_config(path, self.name, self.keys)
 

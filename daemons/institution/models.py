@@ -22,6 +22,7 @@ from shared.db import (
     upgrade_from_config,
     utcnow,
 )
+from shared.db_copy import copy_database
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -201,3 +202,10 @@ def bind_database(config: Config) -> peewee.Database:
 def upgrade(config: Config) -> int:
     """Create or upgrade the institution schema; returns the schema version now in place."""
     return upgrade_from_config(config, "institution", MODELS, MIGRATIONS)
+
+
+def copy(config: Config, url: str) -> dict[str, int]:
+    """Copy the institution server's rows into the empty database at `url` (`sivr db copy`); rows
+    per table. The copy's audit entry names this institution, as the server's own entries do."""
+    return copy_database(config, url, "institution", MODELS, MIGRATIONS, AuditEntry,
+                         {"institution_id": config["institution"]["id"]})

@@ -20,10 +20,9 @@ from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
 from shared.config import Config
 from shared.db import close_database, database_from_config, exclusive_transaction
+from shared.db_copy import CLI_USER
 from shared.errors import ApiError, save_edit
 from shared.validation import parse_uuid, validate
-
-CLI_USER = "sivr-cli"
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from playhouse.migrate import SchemaMigrator, migrate
 from shared.audit import make_audit_model
 from shared.config import Config
 from shared.db import Migration, model_base, new_id, upgrade_from_config, utcnow
+from shared.db_copy import copy_database
 from shared.field_rules import MAX_USERNAME_LENGTH
 from shared.names import name_search_key
 from shared.roles import LEGACY_ADMIN, SYSTEM_ADMIN
@@ -208,3 +209,8 @@ MIGRATIONS: tuple[Migration, ...] = (_split_admin_role, _add_login_failure_settl
 def upgrade(config: Config) -> int:
     """Create or upgrade the toplevel schema in `database.url`; returns the schema version."""
     return upgrade_from_config(config, "toplevel", MODELS, MIGRATIONS)
+
+
+def copy(config: Config, url: str) -> dict[str, int]:
+    """Copy the toplevel's rows into the empty database at `url` (`sivr db copy`); rows per table."""
+    return copy_database(config, url, "toplevel", MODELS, MIGRATIONS, AuditEntry, {})

@@ -1,0 +1,146 @@
+"""Copying a layer's rows into another database: a server begun on SQLite moves to PostgreSQL.
+
+Pointing `database.url` at a new database gives an empty server (no users, patients, findings or
+audit log), so IT needs the rows carried over with the server stopped (`sivr db copy`,
+docs/deployment.md "3. Databases"). The copy is all or nothing: the target must be empty and at no
+other schema, the source at this release's schema, and every row is written in one transaction on
+the target (the source read in one transaction too, so the copy is one moment of it), so a copy cut
+short (a full disk, a dropped connection, Ctrl-C) leaves the target as empty as it was and the
+source untouched. Rows keep their ids, so every link between layers (a
+record's patient, a finding's record, a token's user) still holds; the audit log is copied as it
+was, and the copy itself is audited in the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import peewee
+from playhouse.cockroachdb import CockroachDatabase
+
+from shared.config import Config, ConfigError
+from shared.db import (
+    Migration,
+    SchemaVersion,
+    close_database,
+    database_from_config,
+    exclusive_transaction,
+    newer_schema,
+    open_database,
+    protect_database_file,
+    redacted_url,
+    schema_target,
+    upgrade_schema,
+)
+
+#: Rows inserted per statement: SQLite builds of before 3.32 take at most 999 parameters in one,
+#: and a row of the widest table has fewer than a dozen columns.
+BATCH_ROWS = 80
+#: Who the copy's audit entry names (as the other `sivr` commands that change a database).
+CLI_USER = "sivr-cli"
+
+
+def copy_database(config: Config, url: str, layer: str, models: Sequence[type[peewee.Model]],
+                  migrations: Iterable[Migration], audit_model: type[peewee.Model],
+                  audit_fields: dict[str, Any]) -> dict[str, int]:
+    """Copy every row of `layer`'s database (`config`'s `database.url`) into the empty database at
+    `url`; returns the rows copied per table. `url` is read as the config would read it (a relative
+    SQLite path is relative to the config file), so it can go into `database.url` as given.
+    `audit_fields`: the layer's own columns of the copy's audit entry. ConfigError, nothing written,
+    when either database cannot be used as a source or a target."""
+    migrations = list(migrations)
+    target_config = Config({**config, "database": {**config["database"], "url": url}}, config.layer, config.source)
+    _check_exists(config)
+    source = open_database(config)
+    try:
+        _check_source(source, layer, schema_target(migrations), config["database"]["url"])
+        target = open_database(target_config)
+        try:
+            with exclusive_transaction(target, f"sivr-copy-{layer}"), source.atomic():
+                _check_empty(target, models, url)  # in the transaction: two copies at once write one
+                with target.bind_ctx(models):
+                    upgrade_schema(target, layer, models, migrations)
+                copied = {model._meta.table_name: _copy_table(model, source, target) for model in models}
+                _continue_sequences(target, models)
+                audit_model.insert(user_id="", username=CLI_USER, action="database.copy", object_type="database",
+                                   object_id=None, client_ip="local",
+                                   detail=f"copied from {redacted_url(config['database']['url'])}: "
+                                          f"{sum(copied.values())} rows", **audit_fields).execute(target)
+            protect_database_file(target)
+            return copied
+        finally:
+            close_database(target)
+    finally:
+        close_database(source)
+
+
+def _check_exists(config: Config) -> None:
+    """A source SQLite file must be there: opening a path mistyped in the config would create an
+    empty database at it, and the copy would then say only that it holds no database."""
+    database = database_from_config(config)
+    if isinstance(database, peewee.SqliteDatabase) and not Path(database.database).is_file():
+        raise ConfigError(f"{config.source}: database.url names {database.database}, which does not exist: "
+                          "check the config's database.url")
+
+
+def _check_source(source: peewee.Database, layer: str, target: int, url: str) -> None:
+    """The source must hold this layer at this release's schema: an older one is upgraded first
+    (its migrations are the upgrade's job), a newer one belongs to a later release."""
+    version = None
+    if source.table_exists(SchemaVersion._meta.table_name):
+        with source.bind_ctx([SchemaVersion]):
+            row = SchemaVersion.get_or_none(SchemaVersion.layer == layer)
+        version = None if row is None else row.version
+    if version is None:
+        raise ConfigError(f"{redacted_url(url)} holds no {layer} database to copy: check the config's database.url")
+    if version > target:
+        raise ConfigError(newer_schema(layer, version, target))
+    if version < target:
+        raise ConfigError(f"{redacted_url(url)} holds {layer} schema {version}, this release works with {target}: "
+                          f"run `sivr db upgrade {layer} --config FILE` first, then copy")
+
+
+def _check_empty(target: peewee.Database, models: Sequence[type[peewee.Model]], url: str) -> None:
+    """Refuse a target that holds any row of the layer: merging two servers' rows would mix two
+    servers' users and patients under one set of ids, and a second copy would double every row."""
+    held = []
+    for model in models:
+        if target.table_exists(model._meta.table_name):
+            count = model.select().count(target)
+            if count:
+                held.append(f"{model._meta.table_name} {count}")
+    if held:
+        raise ConfigError(f"{redacted_url(url)} already holds rows ({', '.join(held)}): copy into an empty "
+                          "database (CREATE DATABASE …); nothing was copied")
+
+
+def _copy_table(model: type[peewee.Model], source: peewee.Database, target: peewee.Database) -> int:
+    """Every row of `model`'s table, in primary-key order, read from `source` in one pass."""
+    count = 0
+    batch: list[dict[str, Any]] = []
+    for row in model.select().order_by(model._meta.primary_key).dicts().iterator(source):
+        batch.append(row)
+        if len(batch) == BATCH_ROWS:
+            model.insert_many(batch).execute(target)
+            count, batch = count + len(batch), []
+    if batch:
+        model.insert_many(batch).execute(target)
+        count += len(batch)
+    return count
+
+
+def _continue_sequences(target: peewee.Database, models: Sequence[type[peewee.Model]]) -> None:
+    """PostgreSQL's serial columns number new rows from their sequence, which rows inserted with
+    their ids leave at 1: the server's first new finding would collide with a copied one. SQLite
+    numbers from the table's largest id, CockroachDB's unique_rowid() from the clock."""
+    if not isinstance(target, peewee.PostgresqlDatabase) or isinstance(target, CockroachDatabase):
+        return
+    for model in models:
+        key = model._meta.primary_key
+        if isinstance(key, peewee.AutoField):
+            table, column = model._meta.table_name, key.column_name
+            target.execute_sql(f'SELECT setval(pg_get_serial_sequence(%s, %s), '
+                               f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)',
+                               (table, column))
