@@ -156,6 +156,12 @@ KEYS = (
         "of them, at least one): one more is closed as it opens, so that one address (a stranger's included) "
         "cannot take every place.",
         minimum=0),
+    Key("dicom", "max_associations_per_title", 0,
+        "Associations one calling AE title may hold at once, from whatever addresses (at most "
+        "dicom.max_associations; 0: as many as dicom.max_associations_per_address allows one address): one more "
+        "is rejected (A-ASSOCIATE-RJ, transient, local limit exceeded). Raise it for a modality that opens "
+        "several associations at once from addresses of its own while the per-address limit stays tight.",
+        minimum=0),
     Key("dicom", "request_timeout_s", 10.0,
         "Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8's ARTIM timer; for DICOM TLS, the "
         "handshake included) before it is closed.", minimum=0, above=True),

@@ -18,6 +18,7 @@ from daemons.render.ingest.upload_memory import Reservation, stored_body
 from daemons.render.node import node
 from daemons.render.records import LoadedRecord, MemoryBudgetError
 from daemons.render.stacks import stacks_json
+from daemons.render.store.generations import RecordRolledBack, delete_put_back
 from daemons.render.store.local import StoreError, StoreFull
 from daemons.render.store.manifest import Manifest
 from daemons.render.stored_only import require_renderable
@@ -172,7 +173,10 @@ def delete_record(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     identity, the_node = current_identity(), node()
     require_own_institution(identity, the_node.institution_id, "deleting records of this node")
-    row = stored_or_404(record_id)
+    try:
+        row = stored_or_404(record_id)
+    except RecordRolledBack:  # a storing put back into the store, refused: it has no row to delete
+        return _delete_put_back(record_id)
     # the same rule as the institution's registry (shared.roles): the uploader or an admin of it
     if not may_change_record(identity, identity.user_id, row.uploaded_by, the_node.institution_id):
         raise ApiError(403, "forbidden", "only the physician who stored this series or an administrator of "
@@ -180,6 +184,25 @@ def delete_record(record_id: str):
     if not ingest_service().delete(record_id):  # another DELETE took it while this one waited
         raise not_found("record", record_id)
     record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id)
+    return Response(status=204)
+
+
+def _delete_put_back(record_id: str) -> Response:
+    """Delete a series' storing put back into the store after it was deleted or replaced
+    (`store.generations.delete_put_back`), which the node refuses to serve: else IT had to remove it
+    from the store by hand. The rule of any delete, its uploader unknown (the node deleted its row):
+    an administrator of the institution."""
+    identity, the_node = current_identity(), node()
+    if not may_change_record(identity, identity.user_id, "", the_node.institution_id):
+        raise ApiError(403, "forbidden", "this series' copy in the store was put back after the series was "
+                       "deleted or replaced, and is not served; an administrator of this institution may "
+                       "delete it")
+    if not delete_put_back(the_node.store, record_id):  # deleted (or stored anew) meanwhile
+        raise not_found("record", record_id)
+    the_node.forget(record_id)
+    record_audit(the_node.models.AuditEntry, "record.delete", "record", record_id,
+                 detail="a storing of this series put back into the store after it was deleted or "
+                        "replaced: removed from the store, never served")
     return Response(status=204)
 
 

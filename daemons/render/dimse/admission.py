@@ -28,10 +28,13 @@ As mature archives bound it (dcm4che's request timeout, dcmtk's ACSE timeout on 
   unread, audited `dicom.reject`). A modality sends its request as it connects and waits a moment at
   most, while a peer with many addresses (a /24 of its own, every 127.0.0.x of a local one) held every
   place with bare connections, one or two per address, renewed each request timeout;
-- one calling AE title may hold at most `dicom.max_associations_per_address` associations at once,
-  whatever addresses they come from: one more is answered A-ASSOCIATE-RJ, rejected-transient, "local
-  limit exceeded". A listed title that is not bound to addresses (`callers`) otherwise let one peer
-  with many addresses take every place from the other modalities.
+- one calling AE title may hold at most `dicom.max_associations_per_title` associations at once
+  (by default, 0, as many as one address), whatever addresses they come from: one more is answered
+  A-ASSOCIATE-RJ, rejected-transient, "local limit exceeded". A listed title that is not bound to
+  addresses (`callers`) otherwise let one peer with many addresses take every place from the other
+  modalities. A key of its own: a modality that opens several associations at once from addresses
+  of its own (a CT sending series in parallel) needs more than a tight per-address limit against
+  strangers gives, and a site may hold each title to fewer than a PACS's address needs.
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ class Admission:
     so the listener audits it (`dicom.reject`, `dicom.abort`, with the reason), counts it in its
     metrics and closes the thread's database connection, as for any other."""
 
-    def __init__(self, per_address: int, request_timeout_s: float, acse_timeout_s: float):
+    def __init__(self, per_address: int, per_title: int, request_timeout_s: float, acse_timeout_s: float):
         self.per_address = per_address
+        self.per_title = per_title
         self.request_timeout_s = request_timeout_s
         self.acse_timeout_s = acse_timeout_s
         self._lock = threading.Lock()
@@ -179,7 +183,7 @@ class Admission:
         A refused connection's request is answered A-ASSOCIATE-RJ (transient) unless another check
         rejected it already; one whose socket was shut but whose request was read all the same (it
         came with the connection) is never negotiated (no answer can be sent). So is an association
-        whose calling AE title holds as many as one peer may (`_title_refusal`)."""
+        whose calling AE title holds as many as one title may (`_title_refusal`)."""
         assoc = event.assoc
         with self._lock:
             self._waiting.pop(assoc, None)
@@ -202,9 +206,9 @@ class Admission:
         with self._lock:
             held = self._titles.setdefault(title, weakref.WeakSet())
             live = [other for other in held if _holds_place(other) and not other.is_rejected]
-            if len(live) >= self.per_address:
+            if len(live) >= self.per_title:
                 return (f"calling AE title {title!r} already holds {len(live)} associations, the most one caller may "
-                        f"(dicom.max_associations_per_address ({self.per_address}))")
+                        f"(dicom.max_associations_per_title ({self.per_title}))")
             held.add(assoc)
             if len(self._titles) > ADDRESSES_KEPT:
                 self._titles = {key: group for key, group in self._titles.items()
@@ -281,11 +285,20 @@ def per_address_limit(section: Mapping[str, Any]) -> int:
     return configured or max(1, most // 2)
 
 
+def per_title_limit(section: Mapping[str, Any]) -> int:
+    """The associations one calling AE title may hold: `dicom.max_associations_per_title`, or by
+    default (0) the per-address limit (`per_address_limit`), which bound titles before the key was
+    added: a config without it keeps its behaviour."""
+    return int(section["max_associations_per_title"]) or per_address_limit(section)
+
+
 def check_config(config: Config) -> None:
-    """`dicom.max_associations_per_address` within `dicom.max_associations` (bounds checked when read)."""
+    """`dicom.max_associations_per_address` and `dicom.max_associations_per_title` within
+    `dicom.max_associations` (bounds checked when read)."""
     section = config["dicom"]
-    per_address, most = per_address_limit(section), int(section["max_associations"])
-    if per_address > most:
-        raise ConfigError(f"{config.source or '<config>'}: dicom.max_associations_per_address ({per_address}) must "
-                          f"not exceed dicom.max_associations ({most}); set it lower, so that one address cannot "
-                          "take every place")
+    most = int(section["max_associations"])
+    for key, limit, who in (("max_associations_per_address", per_address_limit(section), "one address"),
+                            ("max_associations_per_title", per_title_limit(section), "one calling AE title")):
+        if limit > most:
+            raise ConfigError(f"{config.source or '<config>'}: dicom.{key} ({limit}) must not exceed "
+                              f"dicom.max_associations ({most}); set it lower, so that {who} cannot take every place")

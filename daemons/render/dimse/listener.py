@@ -226,7 +226,7 @@ class Listener:
         self.connections = AssociationConnections(node.models.database)
         self.messages = MessageLimit(node.limits.max_upload_bytes, ingest.memory, self._store_refused_while_arriving)
         self.refusals = RefusalAudit()
-        admitting = admission.Admission(admission.per_address_limit(section),
+        admitting = admission.Admission(admission.per_address_limit(section), admission.per_title_limit(section),
                                         float(section["request_timeout_s"]), ae.acse_timeout)
         retrieval = Retrieval(app, node, self._audit, destinations, syntaxes, tls_client, self.connections)
         handlers: list[EventHandlerType] = [

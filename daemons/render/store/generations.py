@@ -35,6 +35,12 @@ book keeps the record's latest commit and buries nothing, so IT may put its late
 older one is refused (forgetting it let anyone who could damage the manifest, and so have it
 quarantined, put an older copy back in its place).
 
+A storing put back is deleted as any series is (`delete_put_back`): the node holds no row of a series
+it deleted, so that DELETE found nothing to delete but the refusal, and IT had to remove the folder or
+objects by hand. Only a copy refused by the rule above is removed this way (read through it first,
+never served), and its deletion buries it as every deletion does: put back once more, it is refused
+again, while the series sent again is a new storing.
+
 A race is not a rollback: a reader that read the manifest before another worker committed and
 noted a later generation reads it once more before refusing (the commit is in the store before
 its note is in the book, so the second read sees it).
@@ -46,7 +52,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from daemons.render.store.interface import RecordUnreadable, StoreUnavailable
+from daemons.render.store.interface import RecordUnreadable, Store, StoreUnavailable
 from daemons.render.store.manifest import Commit, Manifest
 
 log = logging.getLogger(__name__)
@@ -148,8 +154,9 @@ class Generations:
                    "delete the series and send it again")
         if latest is None:  # buried, and no later storing noted: the series stays deleted
             what = "a manifest of a storing of this series that was deleted (or replaced) since"
-            restore = ("remove the record's folder or objects from the store (the series stays deleted), then "
-                       "send the series again if it is still wanted")
+            restore = ("an administrator of the institution deletes the series again through the node's API "
+                       "(DELETE /api/v1/records/<id>: its folder or objects leave the store, the series stays "
+                       "deleted), then the series may be sent again if it is still wanted")
         elif read.lineage != latest.lineage:
             what = "a manifest of an earlier storing of this series (it was deleted and stored again since)"
         else:
@@ -160,3 +167,16 @@ class Generations:
         log.error("%s", message)
         self.book.refused(record_id, read, latest, message)
         return RecordRolledBack(record_id, message)
+
+
+def delete_put_back(store: Store, record_id: str) -> bool:
+    """Delete the record from `store` when what it holds of it is refused as put back (module doc):
+    read through the rule first, so a copy the node serves is never removed here (False, as for none
+    held: delete it as any stored series, through its row). The store's delete buries its storing."""
+    try:
+        store.read_manifest_versioned(record_id)
+    except RecordRolledBack:
+        return store.delete(record_id)
+    except FileNotFoundError:
+        return False
+    return False
