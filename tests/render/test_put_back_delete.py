@@ -92,6 +92,8 @@ def test_an_older_copy_of_a_stored_series_is_deleted_with_the_series(make_node):
     shutil.copytree(aside, folder)  # the first storing in place of the second
     reply = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers())
     assert reply.status_code == 503, reply.json
+    message = reply.json["error"]["message"]  # the store is up: it says which series and what to do
+    assert message.startswith("this series cannot be read from the render node's store: ") and "shortly" not in message
     reply = node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers(ADMIN))
     assert reply.status_code == 204, reply.json
     assert not folder.exists()

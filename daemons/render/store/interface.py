@@ -155,11 +155,16 @@ def readiness_check(store: Store) -> Callable[[], str | None]:
 
 
 def install_error_handler(app: Flask) -> None:
-    """A store that cannot be reached answers 503 store_unavailable on every route, never 500."""
+    """A store that cannot be reached answers 503 store_unavailable on every route, never 500. One
+    series the store holds but the node will not read (a folder it may not open, a copy put back)
+    says so with its fix: "cannot be reached … try again shortly" sent its administrator waiting for
+    a store that was up."""
 
     @app.errorhandler(StoreUnavailable)
     def _unavailable(exc: StoreUnavailable):
-        response = error_response(503, "store_unavailable",
-                                  f"the render node's record store cannot be reached: {exc}; try again shortly")
+        message = (f"this series cannot be read from the render node's store: {exc}"
+                   if isinstance(exc, RecordUnreadable)
+                   else f"the render node's record store cannot be reached: {exc}; try again shortly")
+        response = error_response(503, "store_unavailable", message)
         response.headers["Retry-After"] = "5"
         return response
