@@ -617,6 +617,30 @@ def query(**keys: Any) -> Dataset:
     return ds
 
 
+def test_a_refused_find_tells_the_peer_why_and_which_key(hostile):
+    """PS3.4 Table C.4-1 relates Error Comment (0000,0902) and Offending Element (0000,0901) to 0xA900:
+    the peer got the bare status (dcmtk: "DataSetDoesNotMatchSOPClass") while the reason, with its
+    advice, went only to the node's log. The comment is LO (64 characters of ASCII, no backslash)."""
+    ae = AE(ae_title=CALLER)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", hostile.dicom_port, ae_title=SCP)
+    assert assoc.is_established
+    try:
+        for identifier, tag, said in ((query(QueryRetrieveLevel="STUDY", StudyTime="2300-0100"), 0x00080030,
+                                       "StudyTime: the range '2300-0100' ends before it starts"),
+                                      (query(QueryRetrieveLevel="STUDY", SOPInstanceUID=""), 0x00080018,
+                                       "SOPInstanceUID is a IMAGE key, below the STUDY level asked for"),
+                                      (query(QueryRetrieveLevel="FOO"), None, "Query/Retrieve Level 'FOO'")):
+            [(status, _)] = list(assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind))
+            assert status.Status == 0xA900
+            comment = status.ErrorComment
+            assert comment.startswith(said[:61]) and len(comment) <= 64 and comment.isascii(), comment
+            assert "\\" not in comment
+            assert (status.get("OffendingElement") == tag) if tag else "OffendingElement" not in status
+    finally:
+        assoc.release()
+
+
 def test_hostile_find_identifiers_get_their_statuses(hostile):
     """Levels that are missing, unknown or multi-valued, keys below the level, malformed date ranges:
     0xA900. Huge but valid keys (40,000 UIDs, a 70,000-character name, wildcard soup): answered.

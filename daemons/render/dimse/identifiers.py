@@ -15,6 +15,7 @@ import io
 import logging
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import data_element_generator
@@ -72,21 +73,44 @@ def foreign_sop_class(event: Any) -> str | None:
     return None if named == context else f"a request naming {named} on a presentation context of {context}"
 
 
-def refusal(service: str, exc: Exception) -> tuple[int, str]:
+def refusal(service: str, exc: Exception) -> tuple[Dataset, str]:
     """The failure status of a C-FIND, C-GET or C-MOVE request that could not be matched, and the
     reason its refusal is audited with: one rule for the three services. A request the peer got
     wrong is logged as information; anything else is the node's own failure, logged with its trace
     and audited without it (a trace is for the operator, not for the audit trail). A query too large
-    to match is out of resources in the service's own code (a C-GET got C-FIND's 0xA700)."""
+    to match is out of resources in the service's own code (a C-GET got C-FIND's 0xA700). The status
+    tells the peer why (`failure_status`)."""
     too_large = OUT_OF_RESOURCES if service == "C-FIND" else UNABLE_TO_CALCULATE_MATCHES
     statuses = ((QueryTooLarge, too_large), (QueryError, DOES_NOT_MATCH_SOP_CLASS),
                 (MalformedIdentifier, CANNOT_UNDERSTAND), (ForeignSopClass, SOP_CLASS_NOT_SUPPORTED))
     for kind, status in statuses:
         if isinstance(exc, kind):
             log.info("%s refused: %s", service, exc)
-            return status, str(exc)[:200]
+            reason = str(exc)[:200]
+            return failure_status(status, reason, getattr(exc, "keyword", None)), reason
     log_failure(f"{service} failed", exc)  # a database's own message quotes row values: not logged
-    return CANNOT_UNDERSTAND, "processing failure"
+    return failure_status(CANNOT_UNDERSTAND, "processing failure"), "processing failure"
+
+
+#: Error Comment (0000,0902) is LO: at most 64 characters of the default repertoire, no backslash.
+ERROR_COMMENT_CHARS = 64
+
+
+def failure_status(status: int, reason: str, keyword: str | None = None) -> Dataset:
+    """A failure status that says why, as PS3.4 Table C.4-1 (and C.4-2, C.4-3) relates to it: the
+    Error Comment (0000,0902), and the Offending Element (0000,0901) where one key is at fault. Before,
+    the peer got the bare status ("DataSetDoesNotMatchSOPClass" in dcmtk) and the reason went only
+    to the node's log. The comment is the reason cut to LO's 64 characters (the audit keeps it whole)."""
+    comment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in reason)
+    if len(comment) > ERROR_COMMENT_CHARS:
+        comment = comment[:ERROR_COMMENT_CHARS - 3].rstrip() + "..."
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment
+    tag = tag_for_keyword(keyword) if keyword else None
+    if tag is not None:
+        answer.OffendingElement = [tag]
+    return answer
 
 
 def encoding_problem(raw: bytes, implicit_vr: bool, little_endian: bool) -> str | None:

@@ -345,7 +345,7 @@ class Retrieval:
                 dataset.SOPClassUID, dataset.SOPInstanceUID = row.sop_class_uid, row.sop_instance_uid
             yield PENDING, dataset  # its pending response restarts the idle timer (`limits.wait_for_peer_from_now`)
 
-    def _refusal(self, event: Any, service: str, exc: Exception) -> int:
+    def _refusal(self, event: Any, service: str, exc: Exception) -> Dataset:
         """The failure status of a request that cannot be matched (audited as refused), whose final
         response counts no sub-operation (`refusals`)."""
         status, reason = refusal(service, exc)
