@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Flask
+from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     JPEG2000,
@@ -406,7 +407,7 @@ class Listener:
             event, "dicom.store_refused", detail=f"sop_instance_uid={sop_instance} {reason}; association aborted"
         ))(event)
 
-    def _on_find(self, event: Any) -> Iterator[tuple[int, Any]]:
+    def _on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Any]]:
         """The matches, sent as they are encoded (`find_answers`), each 0xFF01 when the identifier
         holds a key the node does not support (`find_answers.pending_status`); pynetdicom sends the
         final success response when this generator ends without a status of its own."""
