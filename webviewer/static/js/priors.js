@@ -85,10 +85,10 @@ export async function compareWithPrior(viewer) {
   }
   viewer.showRecord(right, record, plane);
   viewer.activate(left);
-  if (!viewer.settings.sync) viewer.toggleSync();
+  if (!viewer.settings.sync) viewer.toggleSync(false);   // said below, with the prior
   else viewer.scrolled(left);
   viewer.refreshCorners();
-  viewer.ctx.announce(`Prior of ${formatDate(isoDate(record.meta.study_date))} beside the current study.`);
+  viewer.ctx.announce(`Prior of ${formatDate(isoDate(record.meta.study_date))} beside the current study; scrolling is linked.`);
 }
 
 /**
@@ -103,12 +103,15 @@ export function alignViews(viewer) {
     return;
   }
   const others = viewer.viewports.filter((vp) => vp !== viewer.active).map(slicePosition).filter(Boolean);
-  const aligned = viewer.offsets.align(pos, others);
-  if (!viewer.settings.sync) viewer.toggleSync();
+  if (!viewer.offsets.align(pos, others)) {
+    // one message, the one that is true: nothing changed (scrolling is not linked by it either)
+    viewer.ctx.announce("Nothing to align: the other views show the same frame of reference or another plane.");
+    return;
+  }
+  if (!viewer.settings.sync) viewer.toggleSync(false);   // said below, with the alignment
   viewer.refreshCorners();
   viewer.drawReferenceLines();
-  viewer.ctx.announce(aligned ? "Aligned: the slices on screen are taken as the same place." :
-    "Nothing to align: the other views show the same frame of reference or another plane.");
+  viewer.ctx.announce("Aligned: the slices on screen are taken as the same place; scrolling is linked.");
 }
 
 /** Forget every offset (Shift+A): other frames of reference are no longer linked. @param {any} viewer */

@@ -5,7 +5,7 @@
 // a drag acts on the viewport it starts in, which becomes the active one.
 
 import { screenToImage, distanceMm, dragWindow, clamp, planeInfo } from "./geometry.js";
-import { MAX_ZOOM } from "./viewoptions.js";
+import { MAX_ELEVATION, MAX_ZOOM } from "./viewoptions.js";
 import { Probe, ROI_SHAPES, roiStats } from "./readings.js";
 import { AngleDraft, angleDegrees } from "./angle.js";
 
@@ -94,7 +94,7 @@ export function bindPointer(vp) {
         break;
       case "rotate":
         s.vol.azimuth = (d.vol.azimuth + dx * 0.5) % 360;
-        s.vol.elevation = clamp(d.vol.elevation - dy * 0.5, -90, 90);
+        s.vol.elevation = clamp(d.vol.elevation - dy * 0.5, -MAX_ELEVATION, MAX_ELEVATION);
         vp.requestView({ interactive: true });
         break;
       case "angle":

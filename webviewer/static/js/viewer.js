@@ -19,7 +19,7 @@ import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
-import { Viewport, customWindow, namedWindows, windowParam } from "./viewport.js";
+import { Viewport, customWindow, keptTurn, namedWindows, windowParam } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { NodeRetry } from "./noderetry.js";
@@ -27,7 +27,7 @@ import { exportView } from "./export.js";
 import { TagBrowser } from "./tagbrowser.js";
 import { VolumePresets } from "./volumepresets.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_SLAB_MM, planeLabel, presetLabel,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_ELEVATION, MAX_SLAB_MM, planeLabel, presetLabel,
 } from "./viewoptions.js";
 
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
@@ -36,12 +36,27 @@ const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Page
 /** The reading is written into the address at most this often (writeReading). */
 const READING_WRITE_MS = 300;
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
-const READING_PARAMS = ["layout", "viewport", "stack", "plane", "slice", "time", "window"];
+const READING_PARAMS = ["layout", "viewport", "series", "stack", "plane", "slice", "time", "window", "mode", "preset", "azimuth", "elevation"];
 
 /** Whether `value` names a layout of LAYOUTS: its own keys only, so an edited link's
  *  `layout=constructor` or `__proto__` names none (LAYOUTS[value] is then Object's). @param {string | null} value */
 function knownLayout(value) {
   return value != null && Object.hasOwn(LAYOUTS, value);
+}
+
+/** The view `plane=` names: one the viewer offers (PLANE_LABELS), else null. @param {string | null} value */
+function knownPlane(value) {
+  return PLANE_LABELS.some(([offered]) => offered === value) ? String(value) : null;
+}
+
+/**
+ * What each viewport shows, from `series=` (writeReading): the key (OpenRecord.key) of the series
+ * of the first `count` viewports, "" for the record the address opens. Only the form is read here;
+ * a key is shown only if it is one of the patient's series the panel lists (restoreSeries).
+ * @param {string | null} value @param {number} count @returns {string[]}
+ */
+function keptSeries(value, count) {
+  return String(value || "").split(",").slice(0, count).map((key) => (/^[0-9a-f-]+\/[0-9a-f]+$/.test(key) ? key : ""));
 }
 
 /** A node that is down (unreachable, or its proxy answers 502/503/504): try the next one. */
@@ -139,6 +154,7 @@ class Viewer {
     this.destroyed = false;
     this.routePath = location.hash.split("?")[0];   // the address the reading is written to (writeReading)
     this.readingDue = false;
+    this.restoring = false;   // series of the address still to be shown (restoreSeries): the address waits
   }
 
   // ---------- page ----------
@@ -296,6 +312,7 @@ class Viewer {
     this.onPageHide = () => this.writeReading();
     window.addEventListener("pagehide", this.onPageHide);
     document.addEventListener("visibilitychange", this.onPageHide);
+    this.bindTraversals();
     this.onScreenSize = () => this.fitScreen(this.phoneQuery.matches);
     this.phoneQuery.addEventListener("change", this.onScreenSize);
     this.panel.bindDrop(this.grid);
@@ -328,10 +345,8 @@ class Viewer {
 
   /**
    * Open the layout and viewports of the hanging protocol, or of the reading kept in the address
-   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `stack` (the
-   * record's stack chosen), `plane` (its view; none: the stored slices), `slice` (its slice of that
-   * view; clamped as Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's
-   * time point) and `window` (its window, customWindow; a preset's comes back as the preset).
+   * (writeReading): `layout` (not on a phone), `viewport` (the active one, from 1), `series` (what
+   * each viewport shows: restoreSeries), then the active viewport's view (applyView).
    * A value that is no such thing is ignored: the protocol's is used.
    */
   openReading() {
@@ -340,23 +355,93 @@ class Viewer {
     const layout = !this.phone && knownLayout(q.get("layout")) ? String(q.get("layout")) : protocol.layout;
     const asked = Number(q.get("viewport"));
     const slot = Number.isInteger(asked) && asked >= 1 && asked <= viewportCount(layout) ? asked - 1 : 0;
+    const series = keptSeries(q.get("series"), viewportCount(layout));
     const planes = [...protocol.planes];
-    // the view: one the viewer offers (PLANE_LABELS), else the stored slices where a slice is named
-    const plane = PLANE_LABELS.some(([offered]) => offered === q.get("plane")) ? String(q.get("plane")) : null;
+    // the view: one the viewer offers, else the stored slices where a slice is named
+    const plane = knownPlane(q.get("plane"));
     if (plane || q.has("slice")) planes[slot] = plane || "native";
     this.setLayout(layout, planes, Number(q.get("slice")) || 0, slot);
     const vp = this.viewports[slot];
     this.activate(vp);
+    // the active viewport's view is applied to the series it shows: the record the address opens,
+    // or the one `series` names once it is shown (else, a key ignored, to the record opened)
+    if (!series[slot]) this.applyView(vp);
+    if (series.some(Boolean)) this.restoreSeries(series, vp);
+  }
+
+  /**
+   * The active viewport `vp` (on the view of `plane=` already) takes the rest of its reading from
+   * the address: `stack` (its record's stack chosen), `slice` (its slice of that view; clamped as
+   * Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's time point),
+   * `window` (its window, customWindow; a preset's comes back as the preset), and on a 3D view
+   * `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality) and `azimuth` and
+   * `elevation` (keptTurn). @param {Viewport} vp
+   */
+  applyView(vp) {
+    const q = this.query;
+    const record = vp.record;
+    const plane = vp.state.plane;
     // the stack first: choosing it moves the views to its own middle (chooseStack)
-    const stack = this.record.stacks.find((st) => st.id === q.get("stack") && st !== this.record.stack);
+    const stack = record.stacks.find((st) => st.id === q.get("stack") && st !== record.stack);
     if (stack) this.chooseStack(stack.id);
     const slice = Number(q.get("slice"));
-    if ((stack || (plane && plane !== "native")) && q.has("slice") && Number.isFinite(slice)) vp.setIndex(slice);
+    const atStart = record === this.record && plane === "native" && !stack;   // setLayout opened it there
+    if (!atStart && plane !== "3d" && q.has("slice") && Number.isFinite(slice)) vp.setIndex(slice);
     const time = Number(q.get("time"));
-    const phases = this.record.stack ? this.record.stack.phases.length : 1;
-    if (plane && plane !== "native" && Number.isInteger(time) && time > 0 && time < phases) vp.setTime(time);
+    const phases = record.stack ? record.stack.phases.length : 1;
+    if (plane !== "native" && Number.isInteger(time) && time > 0 && time < phases) vp.setTime(time);
     const kept = customWindow(q.get("window"));
     if (kept) vp.restoreWindow(kept);
+    if (plane !== "3d") return;
+    const mode = VOLUME_MODES.find(([offered]) => offered === q.get("mode"));
+    if (mode && mode[0] !== vp.state.vol.mode) vp.setVolumeMode(mode[0]);
+    const preset = q.get("preset");
+    if (preset && record.volumePresets.volume.includes(preset)) vp.state.vol.preset = preset;
+    const turn = keptTurn(q.get("azimuth"), q.get("elevation"));
+    if (turn.azimuth != null) vp.state.vol.azimuth = turn.azimuth;
+    if (turn.elevation != null) vp.state.vol.elevation = turn.elevation;
+    vp.changed();
+    vp.requestView();
+  }
+
+  /**
+   * Show the series the address names in their viewports (`series`, keptSeries), each only if it
+   * is still one of the patient's series the panel lists (an edited key names none: ignored, no
+   * request made for it), on its stored slices; the active one `active` on its kept view
+   * (applyView; if its key is ignored, its view is the record opened's). A viewport the reader gave
+   * another series meanwhile keeps it. Until this is done the address is left as it came
+   * (writeReading), so a reload meanwhile loses nothing.
+   * @param {string[]} series @param {Viewport} active
+   */
+  async restoreSeries(series, active) {
+    this.restoring = true;
+    let viewed = false;
+    try {
+      const entries = await this.panel.ready;
+      for (const [slot, key] of series.entries()) {
+        const entry = key ? entries.find((e) => e.key === key || OpenRecord.key(e.node.id, e.meta.id) === key) : null;
+        if (!entry || this.destroyed) continue;
+        let record;
+        try {
+          record = await this.panel.open(entry);
+          record.volumePresets = await this.volumePresets.of(record);   // a kept DVR preset is checked against them
+        } catch (err) {
+          if (!err.isAuthFailure && !this.destroyed) this.ctx.showAlert(`The series cannot be shown: ${this.ctx.describeError(err)}`);
+          continue;
+        }
+        const vp = this.viewports[slot];
+        if (this.destroyed || !vp || vp.record !== this.record) continue;
+        const reading = vp === active && this.active === active;
+        this.showRecord(vp, record, reading ? active.state.plane : "native");
+        if (reading) this.applyView(vp);
+        viewed ||= reading;
+      }
+      const own = this.active === active && active.record === this.record;
+      if (!viewed && own && series[this.viewports.indexOf(active)] && !this.destroyed) this.applyView(active);
+    } finally {
+      this.restoring = false;
+      this.keepReading();
+    }
   }
 
   /** The reading changed: it is written into the address within READING_WRITE_MS (writeReading). */
@@ -369,30 +454,59 @@ class Viewer {
   /**
    * Keep the reading in the address (replaceState: scrolling fills no history), so that a reload,
    * or back and forward, opens it again (openReading): the layout, the active viewport, the stack,
-   * its view, slice and time point and its chosen window (a custom one, a preset or the file's: the
-   * same image after a reload). Only ids and view settings: never a patient's data.
+   * the series each viewport shows (a prior, another series of the patient: its key), the active
+   * one's view, slice and time point, its chosen window (a custom one, a preset or the file's: the
+   * same image after a reload) and its 3D projection, DVR preset and turn. Only ids and view
+   * settings: never a patient's data. @returns {boolean} whether the address was written
    */
   writeReading() {
     this.readingDue = false;
     this.timers.clear("reading");
     const vp = this.active;
-    if (this.destroyed || this.ctx.signal.aborted || !vp || location.hash.split("?")[0] !== this.routePath) return;
+    if (this.destroyed || this.restoring || this.ctx.signal.aborted || !vp || location.hash.split("?")[0] !== this.routePath) return false;
     const params = new URLSearchParams(location.hash.split("?")[1] || "");
     for (const name of READING_PARAMS) params.delete(name);
     if (!this.phone) params.set("layout", this.layout);
     const slot = this.viewports.indexOf(vp);
     if (slot > 0) params.set("viewport", String(slot + 1));
+    const series = this.viewports.map((each) => (each.record === this.record ? "" : OpenRecord.key(each.record.node.id, each.record.meta.id)));
+    if (series.some(Boolean)) params.set("series", series.join(","));
     const s = vp.state;
-    if (vp.record === this.record) {   // what the viewport shows of another record (a prior) is not kept
-      const stack = this.record.stack;
-      if (stack && this.record.stacks.length > 1) params.set("stack", stack.id);
-      if (s.plane !== "native") params.set("plane", s.plane);
-      if (s.plane !== "3d") params.set("slice", String(vp.index()));
-      if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
-      if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) params.set("window", windowParam(s.window));
+    const stack = vp.record.stack;
+    if (stack && vp.record.stacks.length > 1) params.set("stack", stack.id);
+    if (s.plane !== "native") params.set("plane", s.plane);
+    if (s.plane !== "3d") params.set("slice", String(vp.index()));
+    if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
+    if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) params.set("window", windowParam(s.window));
+    if (s.plane === "3d") {
+      params.set("mode", s.vol.mode);
+      if (s.vol.mode === "dvr" && s.vol.preset) params.set("preset", s.vol.preset);
+      params.set("azimuth", s.vol.azimuth.toFixed(1));   // read back by keptTurn
+      params.set("elevation", s.vol.elevation.toFixed(1));
     }
     const address = `${this.routePath}?${params}`;
-    if (location.hash !== address) history.replaceState(history.state, "", address);
+    if (location.hash === address) return false;
+    history.replaceState(history.state, "", address);
+    return true;
+  }
+
+  /**
+   * The browser's own Back or Forward within READING_WRITE_MS of the last change keeps that change
+   * too. Once the traversal is done the entry left cannot be written (replaceState writes the one
+   * arrived at), and writing it while the traversal starts (the Navigation API's `navigate`, before
+   * the address changes) cancels it in Chromium; so the reading is written and the same traversal
+   * made again. Without the Navigation API the last READING_WRITE_MS may be missing, as before.
+   */
+  bindTraversals() {
+    const navigation = /** @type {any} */ (window).navigation;
+    if (!navigation) return;
+    this.onNavigate = (/** @type {any} */ e) => {
+      if (e.navigationType !== "traverse" || !this.readingDue) return;
+      const to = e.destination.key;
+      if (!this.writeReading()) return;
+      setTimeout(() => { if (navigation.currentEntry && navigation.currentEntry.key !== to) navigation.traverseTo(to); }, 0);
+    };
+    navigation.addEventListener("navigate", this.onNavigate);
   }
 
   toggleTools() {
@@ -511,11 +625,12 @@ class Viewer {
 
   // ---------- linked views ----------
 
-  /** Synchronised scrolling on or off; turning it on brings the parallel views to the active one. */
-  toggleSync() {
+  /** Synchronised scrolling on or off; turning it on brings the parallel views to the active one.
+   *  @param {boolean} [say] announce it (not where the caller says what it did: align, compare) */
+  toggleSync(say = true) {
     this.settings.sync = !this.settings.sync;
     this.syncButton.setAttribute("aria-pressed", String(this.settings.sync));
-    this.ctx.announce(this.settings.sync ? "Scrolling linked." : "Scrolling not linked.");
+    if (say) this.ctx.announce(this.settings.sync ? "Scrolling linked." : "Scrolling not linked.");
     if (this.settings.sync && this.active) this.scrolled(this.active);
     this.refreshCorners();
   }
@@ -779,7 +894,7 @@ class Viewer {
     if (s.plane === "3d" && step !== undefined) {
       return () => {
         if (e.key === "ArrowLeft" || e.key === "ArrowRight") s.vol.azimuth += step * 10;
-        else s.vol.elevation = clamp(s.vol.elevation + step * 10, -90, 90);
+        else s.vol.elevation = clamp(s.vol.elevation + step * 10, -MAX_ELEVATION, MAX_ELEVATION);
         vp.requestView();
       };
     }
@@ -819,6 +934,7 @@ class Viewer {
       window.removeEventListener("pagehide", this.onPageHide);
       document.removeEventListener("visibilitychange", this.onPageHide);
     }
+    if (this.onNavigate) /** @type {any} */ (window).navigation.removeEventListener("navigate", this.onNavigate);
     this.cache.clear();
   }
 }

@@ -15,6 +15,8 @@ export const SLAB_MODES = [["avg", "Average"], ["mip", "MIP"], ["minip", "MinIP"
 export const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 export const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
 export const MAX_ZOOM = 16;
+/** How far a 3D view tilts up or down (degrees): a drag, the keys and a kept reading stop at the poles. */
+export const MAX_ELEVATION = 90;
 
 /** The label of a view ("Slices", "Axial", ...). @param {string} plane @returns {string} */
 export function planeLabel(plane) {

@@ -12,7 +12,7 @@ import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ZOOM, planeLabel, presetLabel, startPreset } from "./viewoptions.js";
+import { MAX_ELEVATION, MAX_ZOOM, planeLabel, presetLabel, startPreset } from "./viewoptions.js";
 import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
@@ -22,6 +22,20 @@ export const SETTLE_MS = 200;
 
 function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
+}
+
+/**
+ * The turn of a 3D view kept in the address (viewer.js `writeReading`): the azimuth taken round as
+ * every request sends it (wrapDegrees), the elevation within the poles (MAX_ELEVATION); either is
+ * null where the address holds no finite number of degrees for it (the view's own is then kept).
+ * @param {string | null} azimuth @param {string | null} elevation
+ * @returns {{azimuth: number | null, elevation: number | null}}
+ */
+export function keptTurn(azimuth, elevation) {
+  const degrees = (/** @type {string | null} */ text) => (text != null && text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : null);
+  const a = degrees(azimuth);
+  const e = degrees(elevation);
+  return { azimuth: a == null ? null : wrapDegrees(a), elevation: e == null ? null : clamp(e, -MAX_ELEVATION, MAX_ELEVATION) };
 }
 
 /**
@@ -525,6 +539,7 @@ export class Viewport {
 
   /** Show the current state (this viewport's scheduler decides what to fetch and what to drop). */
   requestView({ interactive = false } = {}) {
+    this.shell.keepReading();   // a turn or a DVR preset changes the view without changed()
     return this.scheduler.request({ interactive });
   }
 
