@@ -73,6 +73,9 @@ def test_supported_keys_only_are_answered_0xff00(archive, syntax):
                              SpecificCharacterSet="ISO_IR 100")
     assert statuses == [0xFF00] * STUDIES + [0x0000]
     assert len(answers) == STUDIES
+    # PS3.4 C.4.1.1.3.1 names these beside Specific Character Set as attributes that are no keys
+    statuses, answers = find(archive.dicom_port, syntax, TimezoneOffsetFromUTC="", QueryRetrieveView="")
+    assert statuses == [0xFF00] * STUDIES + [0x0000]
 
 
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian], ids=["written-here", "pydicom"])
@@ -83,8 +86,9 @@ def test_the_node_returns_its_retrieve_ae_title_and_availability(archive, syntax
     statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="", InstanceAvailability="")
     assert statuses == [0xFF00] * STUDIES + [0x0000]
     assert {(answer.RetrieveAETitle, answer.InstanceAvailability) for answer in answers} == {(SCP, "ONLINE")}
-    statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="*")
-    assert statuses == [0xFF00] * STUDIES + [0x0000]  # universal matching: returned, nothing ignored
+    for everything in ("*", "**", " * "):  # match every value (matching.is_universal): returned, nothing ignored
+        statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle=everything)
+        assert statuses == [0xFF00] * STUDIES + [0x0000], everything
     statuses, answers = find(archive.dicom_port, syntax, RetrieveAETitle="ELSEWHERE")
     assert statuses == [0xFF01] * STUDIES + [0x0000]
     assert {answer.RetrieveAETitle for answer in answers} == {SCP}

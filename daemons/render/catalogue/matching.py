@@ -188,17 +188,28 @@ def is_single_value(keyword: str, value: str) -> bool:
         KEYS[keyword].kind in ("date", "time") and "-" in value)
 
 
+def is_universal(value: str, kind: str = "text") -> bool:
+    """The value matches every entity (PS3.4 C.2.2.2.3 universal matching): empty, or `*` (any number
+    of them: `**` is a wildcard that matches any value, C.2.2.2.4), spaces around it and a person
+    name's trailing empty components (`^^^^`, PS3.5 6.2) being no value. One rule for the matching
+    and for C-FIND's warning about keys it ignored (`dimse.find_answers`): they disagreed on `**`."""
+    value = value.strip()
+    if kind == "pn":
+        value = value.rstrip(PN_DELIMITERS)
+    return not value.strip("*")
+
+
 def _condition(field: peewee.Field, keyword: str, kind: str, value: str, fuzzy: bool) -> peewee.Node | None:
     """The SQL condition of one matching key; None for universal matching. QueryError for a value
     holding what no database holds (`UNSTORABLE`): on PostgreSQL a C-FIND for `Doe\\0*` was the node's
     failure (0xC000, logged with a trace), on SQLite it matched every name beginning `Doe`."""
     if UNSTORABLE.search(value):  # no indexed value holds it (`storable_text`)
         raise QueryError(f"{keyword}: a value cannot hold a NUL character or invalid Unicode (PS3.5 6.1)", keyword)
-    value = value.strip()
-    if kind == "pn":  # trailing empty components are no components (PS3.5 6.2): `^^^^` is empty
-        value = value.rstrip(PN_DELIMITERS)
-    if not value or value == "*" or kind == "count":
+    if kind == "count" or is_universal(value, kind):
         return None
+    value = value.strip()
+    if kind == "pn":  # trailing empty components are no components (PS3.5 6.2)
+        value = value.rstrip(PN_DELIMITERS)
     if kind == "uid":
         uids = uid_list(value)  # UID_LIST_MAX is checked by `where`, over every key of the query
         for uid in uids:
@@ -486,7 +497,8 @@ def _identifier_matches(identifier: Dataset, requested: list[str]) -> list[tuple
 @dataclass(frozen=True)
 class Answers:
     """The matches of a C-FIND identifier at `level`: the indexed keys asked for, in the order asked,
-    and one catalogue row per matching entity (each key's value under its keyword)."""
+    one catalogue row per matching entity (each key's value under its keyword), and the node's own
+    return keys asked for with their values (`given`: RetrieveAETitle, InstanceAvailability)."""
 
     level: str
     requested: list[str]

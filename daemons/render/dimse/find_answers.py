@@ -8,11 +8,13 @@ last answer left (issue 11 asks 50 ms; `bench/cfind_cost.py`). Here:
 
 * the command set of a pending answer is the same for every answer of a request (message ID being
   responded to, SOP class, its pending status, a data set present): pynetdicom encodes it once;
-* an identifier holds only Query/Retrieve Level, the keys asked for and perhaps Specific Character
-  Set, all of short text VRs (`matching.Answers.values`), so `encode_identifier` writes its elements
-  straight from the values in the negotiated little-endian syntax. It writes exactly what pydicom
-  writes for the same dataset (tests/render/test_find_answers.py compares the bytes), and leaves
-  to pydicom every answer it could not write so (another VR, a value pydicom would write in
+* an answer's identifier holds only Query/Retrieve Level, the keys asked for that the node returns
+  (`matching.KEYS`, and RetrieveAETitle and InstanceAvailability: `matching.GIVEN_RETURN_KEYS`) and
+  perhaps Specific Character Set, all of short text VRs (`matching.Answers.values`), so
+  `encode_identifier` writes its elements straight from the values in the negotiated little-endian
+  syntax. It writes exactly what pydicom writes for the same dataset
+  (tests/render/test_find_answers.py compares the bytes), and leaves to pydicom every answer it
+  could not write so (another VR, a value pydicom would write in
   another character set or refuse, a big-endian context; the query contexts take no Deflated syntax,
   `listener.QUERY_SYNTAXES`);
 * the command set and the identifier go in one P-DATA-TF PDU (one message per PDU: pynetdicom as
@@ -52,14 +54,15 @@ from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode, pretty_dataset
 from pynetdicom.pdu_primitives import P_DATA
 
-from daemons.render.catalogue.matching import GIVEN_RETURN_KEYS, KEYS, UTF8_CHARACTER_SET, Answers
+from daemons.render.catalogue.matching import GIVEN_RETURN_KEYS, KEYS, UTF8_CHARACTER_SET, Answers, is_universal
 from daemons.render.statuses import PENDING, PENDING_WITH_WARNING
 
 #: where pynetdicom describes the answers it sends, at debug level (`listener.set_protocol_logging`)
 PROTOCOL_LOG = logging.getLogger("pynetdicom.service_class")
-#: The VRs of the answers' elements (`matching.KEYS`, Query/Retrieve Level, Specific Character
-#: Set): text that pydicom writes as it is (padded to an even length), with a 2-byte length in
-#: Explicit VR, and whether the dataset's character set applies to it (PS3.5 6.1.2.3)
+#: The VRs of the answers' elements (`matching.KEYS`, `matching.GIVEN_RETURN_KEYS`' AE and CS,
+#: Query/Retrieve Level, Specific Character Set): text that pydicom writes as it is (padded to an
+#: even length), with a 2-byte length in Explicit VR, and whether the dataset's character set
+#: applies to it (PS3.5 6.1.2.3)
 SHORT_TEXT_VRS = {"AE": False, "CS": False, "DA": False, "IS": False, "TM": False, "UI": False,
                   "LO": True, "PN": True, "SH": True}
 #: answers handed to the DUL between two `AnswerSender.drain`s
@@ -74,9 +77,10 @@ UNLIMITED_PDU = 1 << 20
 PDV_OVERHEAD = 6
 COMMAND_LAST = b"\x03"  # message control header: command, last fragment
 DATA_SET_LAST = b"\x02"  # data set, last fragment
-#: The attributes of a C-FIND identifier that are not keys (PS3.4 C.4.1.1.3.1): they never ask for
-#: anything the node could leave out
-NOT_KEYS = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
+#: The attributes of a C-FIND identifier that are not keys (PS3.4 C.4.1.1.3.1: Query/Retrieve Level,
+#: Query/Retrieve View, Specific Character Set, Timezone Offset From UTC): they never ask for anything
+#: the node could leave out, so they are no reason for 0xFF01 (Orthanc too ignores the offset)
+NOT_KEYS = frozenset({"QueryRetrieveLevel", "QueryRetrieveView", "SpecificCharacterSet", "TimezoneOffsetFromUTC"})
 
 
 @functools.cache
@@ -146,10 +150,9 @@ def unsupported_keys(identifier: Dataset) -> list[str]:
 
 
 def _asks_a_match(element: DataElement) -> bool:
-    """The element holds a value to match: neither empty nor `*` alone, which match everything
-    (PS3.4 C.2.2.2.3 universal matching, as `matching` reads them), so a return-only key sent so
-    is returned, not ignored."""
-    return not element.is_empty and str(element.value).strip() not in ("", "*")
+    """The element holds a value to match, not one that matches everything (`matching.is_universal`),
+    so a return-only key sent so is returned, not ignored."""
+    return not element.is_empty and not is_universal(str(element.value))
 
 
 def pending_status(identifier: Dataset) -> int:
