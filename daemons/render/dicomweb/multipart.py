@@ -179,9 +179,14 @@ def related_content_type(part_type: str, boundary: str, transfer_syntax: str | N
     return value if transfer_syntax is None else f"{value}; transfer-syntax={transfer_syntax}"
 
 
-def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str, what: str) -> Iterator[bytes]:
-    """Yield a multipart/related body part by part: each `(Content-Type, content)` as it comes. A part
-    that cannot be made (`parts` raises: a refusal, the store gone, a file that does not parse) cuts
+#: a part of an answer: (Content-Type, content), or (Content-Type, content, Content-Location) where the
+#: part is to name the resource it holds (the pixel data and bulk data of a study, PS3.18 10.4.3.3.5)
+AnswerPart = tuple[str, bytes | memoryview] | tuple[str, bytes | memoryview, str]
+
+
+def write_related(parts: Iterable[AnswerPart], boundary: str, what: str) -> Iterator[bytes]:
+    """Yield a multipart/related body part by part: each `(Content-Type, content[, Content-Location])`
+    as it comes. A part that cannot be made (`parts` raises: a refusal, the store gone, a file that does not parse) cuts
     the answer (`AnswerCut`), logged with `what` the answer was and how many parts had gone (an
     error that is no refusal with its traceback)."""
     sent = 0
@@ -197,8 +202,9 @@ def write_related(parts: Iterable[tuple[str, bytes | memoryview]], boundary: str
             raise AnswerCut(f"{what}: cut after {sent} parts ({type(exc).__name__})") from exc
         if part is None:
             break
-        content_type, content = part
-        head = f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {len(content)}\r\n\r\n"
+        content_type, content, *location = part
+        named = "".join(f"Content-Location: {where}\r\n" for where in location)
+        head = f"--{boundary}\r\nContent-Type: {content_type}\r\nContent-Length: {len(content)}\r\n{named}\r\n"
         yield head.encode("latin-1")
         yield bytes(content)
         yield CRLF

@@ -138,7 +138,9 @@ def needs_stored_syntax(asked: Asked, single_item: bool = False) -> bool:
     if single_item:  # an instance resource is also its file alone (PS3.18 10.4.4)
         raise not_acceptable('an instance is sent as application/dicom (its Part 10 file as the body) or as '
                              'multipart/related; type="application/dicom": ask for one of them')
-    raise not_acceptable('instances are sent as multipart/related; type="application/dicom" only')
+    raise not_acceptable('the pixel data and bulk data of instances are the .../pixeldata and .../bulkdata '
+                         'resources (PS3.18 10.4.1.1.5-6); instances are sent as multipart/related; '
+                         'type="application/dicom" only')
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@
 - `.../metadata`: a JSON array of the instances' DICOM JSON (`metadata`).
 - `.../instances/{sop}/frames/{n[,m...]}`: the frames' pixel data, native or as stored.
 - `.../instances/{sop}/bulk/{path}`: a BulkDataURI of the metadata.
+- `/studies/{study}[/series/{series}[/instances/{sop}]]/pixeldata` and `.../bulkdata` (PS3.18
+  10.4.1.1.5-6): the pixel data, or every bulk data value, of the instances, one instance read at a
+  time while the answer streams, each part named by its Content-Location.
 Reads are open to any signed-in user whose token is for this node (cross-institution reading is by
 design) and every one is audited per series (`note_view("dicomweb", record id)`).
 """
@@ -15,18 +18,21 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom
 from flask import Flask, Response
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.accept import ANY, DICOM, OCTETS, asked
-from daemons.render.dicomweb.metadata import find_element, metadata_cache
-from daemons.render.dicomweb.multipart import new_boundary, related_content_type, write_related
+from daemons.render.dicomweb.metadata import InstanceMeta, find_element, metadata_cache
+from daemons.render.dicomweb.multipart import AnswerPart, new_boundary, related_content_type, write_related
 from daemons.render.dicomweb.syntax import (
+    FrameChoice,
     bulk_form,
     frame_bytes,
     frame_choice,
@@ -48,6 +54,7 @@ from shared.roles import ORIGINAL_FILE_READERS, ROLES
 AUDIT_KIND = "dicomweb"
 MAX_FRAMES_PER_REQUEST = 1000
 INSTANCE_PATH = "/studies/<study>/series/<series>/instances/<sop>"
+Part = TypeVar("Part")
 
 
 def instance_url(study_uid: str, series_uid: str, sop_uid: str) -> str:
@@ -156,13 +163,19 @@ def warm_metadata(app: Flask, record_id: str, datasets: dict[str, Dataset]) -> N
                 database.close()
 
 
-def _bulk_base(study_uid: str, series_uids: dict[str, str]) -> Callable[[Any], str]:
-    """The BulkDataURI base of an instance row (used from the metadata cache's worker threads)."""
+def _instance_urls(study_uid: str, series_uids: dict[str, str]) -> Callable[[Any], str]:
+    """The WADO-RS URL of an instance row of the study (used from the metadata cache's worker threads)."""
     root = f"{node().url}{ROOT}"
 
-    def base(row: Any) -> str:
-        return f"{root}/studies/{study_uid}/series/{series_uids[row.series_id]}/instances/{row.sop_instance_uid}/bulk"
-    return base
+    def url(row: Any) -> str:
+        return f"{root}/studies/{study_uid}/series/{series_uids[row.series_id]}/instances/{row.sop_instance_uid}"
+    return url
+
+
+def _bulk_base(study_uid: str, series_uids: dict[str, str]) -> Callable[[Any], str]:
+    """The BulkDataURI base of an instance row (used from the metadata cache's worker threads)."""
+    url = _instance_urls(study_uid, series_uids)
+    return lambda row: f"{url(row)}/bulk"
 
 
 def _study_rows(study_uid: str) -> tuple[list[Any], list[Any], dict[str, str]]:
@@ -244,7 +257,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     return response
 
 
-def first_made(parts: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+def first_made(parts: Iterator[Part]) -> Iterator[Part]:
     """`parts` with its first part made now, before the answer starts: a refusal that holds for every
     part (a 406 for frames that cannot be sent apart, a 404 for a series deleted meanwhile) is then
     an answer with its status, not a 200 whose stream breaks off."""
@@ -302,14 +315,157 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
         return _frames_response(ds, numbers)
     multipart = bulk_form(asked())
     if multipart is None:
-        raise not_acceptable("bulk data is sent as application/octet-stream")
-    value = found.value
-    if stored_syntax(ds) == BIG_ENDIAN:  # bulk data is little endian (PS3.18 8.7.3.3.2)
-        value = little_endian_value(found, int(ds.get("BitsAllocated", 16) or 16))
+        raise not_acceptable(BULK_DATA_FORM)
     if not multipart:
-        return _single_part(bytes(value), OCTETS)
+        return _single_part(_bulk_value(ds, found), OCTETS)
     boundary = new_boundary()
-    response = Response(write_related([(OCTETS, bytes(value))], boundary, "WADO-RS bulk data"),
+    response = Response(write_related([(OCTETS, _bulk_value(ds, found))], boundary, "WADO-RS bulk data"),
                         content_type=related_content_type(OCTETS, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+BULK_DATA_FORM = "bulk data is sent as application/octet-stream"
+
+
+def _bulk_value(ds: pydicom.Dataset, element: Any) -> bytes:
+    """A bulk data value as sent: little endian, also of an instance stored big endian (PS3.18 8.7.3.3.2)."""
+    if stored_syntax(ds) == BIG_ENDIAN:
+        return little_endian_value(element, int(ds.get("BitsAllocated", 16) or 16))
+    return bytes(element.value)
+
+
+# --- pixel data and bulk data of a study, series or instance (PS3.18 10.4.1.1.5, 10.4.1.1.6) ----
+PIXEL_DATA_PATH = "7FE00010"
+
+
+def _pixel_data_parts(ds: pydicom.Dataset, url: str, choice: FrameChoice) -> Iterator[AnswerPart]:
+    """An instance's Pixel Data as parts (PS3.18 10.4.3.3.6). Stored uncompressed, the whole value in one
+    part named by its BulkDataURI in the metadata (it is in RAM as read). Stored compressed, one part per
+    frame named by its frame's URL, sent as stored (a single-frame media type, PS3.18 8.7.3.3.2) or
+    decoded: frames are made one at a time, so a long cine is never decoded whole into one part."""
+    if choice.stored or UID(stored_syntax(ds)).is_compressed:
+        for number in range(1, frame_count(ds) + 1):
+            yield choice.content_type, frame_bytes(ds, number, choice), f"{url}/frames/{number}"
+        return
+    yield choice.content_type, _bulk_value(ds, ds["PixelData"]), f"{url}/bulk/{PIXEL_DATA_PATH}"
+
+
+def _bulk_uris(model: Any) -> Iterator[str]:
+    """The BulkDataURIs of a DICOM JSON model, in its order (nested sequence items too)."""
+    if isinstance(model, dict):
+        for key, value in model.items():
+            if key == "BulkDataURI":
+                yield value
+            else:
+                yield from _bulk_uris(value)
+    elif isinstance(model, list):
+        for item in model:
+            yield from _bulk_uris(item)
+
+
+def _has_bulk_pixel_data(entry: InstanceMeta) -> bool:
+    """Whether an instance's metadata names its Pixel Data by a BulkDataURI (small values are inline)."""
+    return "BulkDataURI" in json.loads(entry.json).get(PIXEL_DATA_PATH, {})
+
+
+def _stream_bulk(rows: list[Any], study_uid: str, series_uids: dict[str, str], pixel_data_only: bool) -> Response:
+    """The pixel data (`pixel_data_only`: `rows` all have frames) or all the bulk data (every BulkDataURI
+    of their metadata) of the instances `rows`, multipart, read one instance at a time as the answer
+    streams. The forms are chosen before it starts, per stored syntax, by the frames' rule
+    (`syntax.frame_choice`; other values as `bulk_form`): instances that cannot be sent as the request
+    asks are a 406 naming what they can be sent as, not a 200 cut short."""
+    wanted = asked()
+    the_node = node()
+    url = _instance_urls(study_uid, series_uids)
+    entries = metadata_cache().entries(the_node, rows, _bulk_base(study_uid, series_uids))
+    choices: dict[str, FrameChoice] = {}
+    for row, entry in zip(rows, entries, strict=True):
+        if pixel_data_only or _has_bulk_pixel_data(entry):
+            _check_showable(row, list(range(1, entry.frames + 1)))  # the frames' 415 and 422, before the 200
+            choices[entry.syntax] = choices.get(entry.syntax) or frame_choice(wanted, entry.syntax)
+    if not pixel_data_only and bulk_form(wanted) is not True:
+        raise not_acceptable(f'{BULK_DATA_FORM} parts (multipart/related; type="application/octet-stream")')
+    if not pixel_data_only and not any(next(_bulk_uris(json.loads(entry.json)), None) for entry in entries):
+        raise ApiError(404, "not_found", "these instances hold no bulk data: their metadata has every value inline "
+                       "(values up to 1024 bytes are); read it with .../metadata")
+
+    def parts() -> Iterator[AnswerPart]:
+        for row, entry in zip(rows, entries, strict=True):
+            uris = [PIXEL_DATA_PATH] if pixel_data_only else list(_bulk_uris(json.loads(entry.json)))
+            if not uris:
+                continue
+            ds = pydicom.dcmread(io.BytesIO(resolve.read_instance(the_node, row)))
+            for uri in uris:
+                path = uri.rpartition("/bulk/")[2]
+                if path == PIXEL_DATA_PATH:
+                    yield from _pixel_data_parts(ds, url(row), choices[entry.syntax])
+                    continue
+                found = find_element(ds, path)
+                if found is not None:
+                    yield OCTETS, _bulk_value(ds, found), uri
+
+    made = first_made(parts())
+    forms = {choice.part_type for choice in choices.values()}
+    part_type = forms.pop() if pixel_data_only and len(forms) == 1 else OCTETS
+    boundary = new_boundary()
+    what = "pixel data" if pixel_data_only else "bulk data"
+    response = Response(write_related(made, boundary, f"WADO-RS {what} of study {study_uid}"),
+                        content_type=related_content_type(part_type, boundary))
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _pixel_data_rows(series_rows: list[Any]) -> list[Any]:
+    """The instances with frames of these series (stored-only ones left out, as the rendered resources
+    leave them: 415 when that is every instance), in series then instance order."""
+    return [row for series in resolve.image_series(series_rows) for row in resolve.renderable_instances(series)]
+
+
+@bp.get("/studies/<study>/pixeldata")
+@require_auth(*ROLES)
+def study_pixel_data(study: str) -> Response:
+    series_rows = resolve.series_of_study(study)
+    _audit(series_rows)
+    return _stream_bulk(_pixel_data_rows(series_rows), study, {s.id: s.series_uid for s in series_rows}, True)
+
+
+@bp.get("/studies/<study>/series/<series>/pixeldata")
+@require_auth(*ROLES)
+def series_pixel_data(study: str, series: str) -> Response:
+    series_row = resolve.series(study, series)
+    _audit([series_row])
+    return _stream_bulk(_pixel_data_rows([series_row]), study, {series_row.id: series}, True)
+
+
+@bp.get(f"{INSTANCE_PATH}/pixeldata")
+@require_auth(*ROLES)
+def instance_pixel_data(study: str, series: str, sop: str) -> Response:
+    row = resolve.instance(study, series, sop)
+    _audit([row.series])
+    resolve.frame_span(row)  # 415 for a stored-only instance, as its frames
+    return _stream_bulk([row], study, {row.series_id: series}, True)
+
+
+@bp.get("/studies/<study>/bulkdata")
+@require_auth(*ROLES)
+def study_bulk_data(study: str) -> Response:
+    series_rows, rows, series_uids = _study_rows(study)
+    _audit(series_rows)
+    return _stream_bulk(rows, study, series_uids, False)
+
+
+@bp.get("/studies/<study>/series/<series>/bulkdata")
+@require_auth(*ROLES)
+def series_bulk_data(study: str, series: str) -> Response:
+    series_row = resolve.series(study, series)
+    _audit([series_row])
+    return _stream_bulk(resolve.instances_of_series(series_row), study, {series_row.id: series}, False)
+
+
+@bp.get(f"{INSTANCE_PATH}/bulkdata")
+@require_auth(*ROLES)
+def instance_bulk_data(study: str, series: str, sop: str) -> Response:
+    row = resolve.instance(study, series, sop)
+    _audit([row.series])
+    return _stream_bulk([row], study, {row.series_id: series}, False)
