@@ -90,11 +90,18 @@ def check_email(value: str) -> str | None:
     return None
 
 
-def check_new_password(password: str, repeated: str, min_length: int | None) -> str | None:
-    """`min_length` is the server's own (`GET /api/v1/me/password-policy`: an operator's setting);
-    None while it is not known, and the server's refusal says it then."""
+def check_new_password(password: str, repeated: str, min_length: int | None,
+                       max_length: int | None = None) -> str | None:
+    """What the toplevel's `password_field` refuses, in its words: more than `max_length` or fewer
+    than `min_length` characters (its policy, `GET /api/v1/me/password-policy`: None while it is
+    not known, and from an older toplevel without it, whose own refusal then names the lengths),
+    or only spaces (`str.strip()`, as the server reads it; every toplevel refuses those)."""
+    if max_length is not None and len(password) > max_length:
+        return f"Password is longer than {max_length} characters."
     if min_length is not None and len(password) < min_length:
         return f"Password must be at least {min_length} characters."
+    if not password.strip():
+        return "Password must not be only spaces."
     if password != repeated:
         return "The two passwords differ."
     return None

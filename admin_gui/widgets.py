@@ -264,6 +264,8 @@ class FormDialog(QDialog):
         self._check = check
         self._send = send
         self.fields: dict[str, QWidget] = {}
+        #: fields shown but neither editable nor sent (`hold`)
+        self._held: set[str] = set()
         heading = plain_label(title, "dialogTitle")
         self.error = BoundedText(FORM_ERROR_LINES, "formError")
         self.error.hide()
@@ -316,9 +318,20 @@ class FormDialog(QDialog):
         self.form.addRow(label, widget)
         return widget
 
+    def hold(self, name: str, reason: str) -> None:
+        """Show the field `name` disabled, `reason` as its tooltip, and leave it out of `values()`:
+        the server refuses any change of it here, so the form neither offers nor sends one."""
+        widget = self.fields[name]
+        widget.setEnabled(False)
+        widget.setToolTip(reason)
+        self._held.add(name)
+
     def values(self) -> dict[str, Any]:
+        """What the fields hold, as sent; a held field (`hold`) is not among them."""
         out: dict[str, Any] = {}
         for name, widget in self.fields.items():
+            if name in self._held:
+                continue
             if isinstance(widget, QLineEdit):
                 out[name] = widget.text() if widget.echoMode() == QLineEdit.EchoMode.Password \
                     else widget.text().strip()

@@ -138,7 +138,8 @@ def test_a_source_not_at_this_releases_schema_or_no_database_is_refused_and_noth
     with _bound(config, toplevel_models.MODELS) as db:
         db.execute_sql("UPDATE schema_version SET version = 4 WHERE layer = 'toplevel'")
     assert main(["db", "copy", "toplevel", "--config", str(config), "--to", f"sqlite:///{target}"]) == 2
-    assert "holds toplevel schema 4, this release works with 5: run `sivr db upgrade toplevel" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "holds toplevel schema 4, this release works with 5: run `sivr db upgrade toplevel" in said
 
     mistyped = deployment / "mistyped.toml"  # a path that is not there is not made a database
     mistyped.write_text(config.read_text().replace("toplevel.db", "top1evel.db"))

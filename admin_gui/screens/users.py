@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from admin_gui.api_client import INSTITUTION_KEYS
 from admin_gui.context import ConsoleContext
@@ -25,29 +25,48 @@ from shared.roles import (
     may_administer_user,
 )
 
-#: The longest minimum a server may name (its `auth.min_password_length` is at most 1024)
-MAX_MIN_LENGTH = 1024
+#: What the server refuses on the signed-in administrator's own row (409, daemons/toplevel/users.py),
+#: said on the row's Deactivate button and on the fields of its edit form
+OWN_ACTIVE_REFUSAL = "You cannot deactivate your own account; another administrator can."
+OWN_ROLE_REFUSAL = "You cannot change your own role; another administrator can."
 
 
-def min_length_of(policy: Any) -> int | None:
-    """The minimum length a server's password policy names; None for an answer that names none
-    (an older server, or one that is not sane): the server's own refusal then says it."""
-    value = policy.get("min_length") if isinstance(policy, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_MIN_LENGTH else None
+class PasswordPolicy(NamedTuple):
+    """The lengths a new password must have on the toplevel (`GET /api/v1/me/password-policy`)."""
+
+    min_length: int
+    max_length: int
 
 
-def length_hint(min_length: int | None) -> str:
-    return f"at least {min_length} characters" if min_length is not None else ""
+def password_policy_of(answer: Any) -> PasswordPolicy | None:
+    """The policy a server's answer names; None for one that does not name both lengths sanely
+    (1 <= min_length <= max_length): the server's own refusal then says them."""
+    low, high = (_whole(answer.get(key)) if isinstance(answer, dict) else None for key in ("min_length", "max_length"))
+    return PasswordPolicy(low, high) if low is not None and high is not None and 1 <= low <= high else None
 
 
-def check_user(values: dict[str, Any], new: bool, min_length: int | None = None) -> dict[str, str]:
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def length_hint(policy: PasswordPolicy | None) -> str:
+    return f"at least {policy.min_length} characters" if policy is not None else ""
+
+
+def check_password(values: dict[str, Any], policy: PasswordPolicy | None) -> str | None:
+    """The new password of a form (`password`, repeated in `password2`) under the server's policy."""
+    lengths = (policy.min_length, policy.max_length) if policy is not None else (None, None)
+    return check_new_password(values["password"], values["password2"], *lengths)
+
+
+def check_user(values: dict[str, Any], new: bool, policy: PasswordPolicy | None = None) -> dict[str, str]:
     problems = {
         "full_name": check_required(values["full_name"], "Full name"),
         "email": check_email(values.get("email", "")),
     }
     if new:
         problems["username"] = check_username(values["username"])
-        problems["password"] = check_new_password(values["password"], values["password2"], min_length)
+        problems["password"] = check_password(values, policy)
     if not values.get("institution_id"):
         problems["institution_id"] = "Choose the user's institution (create one first if the list is empty)."
     return {field: problem for field, problem in problems.items() if problem}
@@ -63,13 +82,11 @@ class UsersScreen(TableScreen):
         super().__init__(ctx, self.model, "Filter users by name, email, role or institution…", parent,
                          "No users yet.")
         self.institutions: list[dict[str, Any]] = []
-        #: the server's minimum length of a new password (`min_length_of`), once the screen has loaded
-        self.min_password_length: int | None = None
+        #: the server's lengths of a new password (`password_policy_of`), once the screen has loaded
+        self.password_policy: PasswordPolicy | None = None
         self.add_button("+ New user", self.create, primary=True)
         self.add_row_button("Edit…", self.edit)
-        self.toggle_button = self.add_row_button(
-            "Deactivate", self.toggle_active,
-            self._if_own("You cannot deactivate your own account; another administrator can."))
+        self.toggle_button = self.add_row_button("Deactivate", self.toggle_active, self._if_own(OWN_ACTIVE_REFUSAL))
         self.reset_button = self.add_row_button(
             "Reset password…", self.reset_password,
             self._if_own("This is your own account: use Change my password… (it asks for your current password)."))
@@ -90,11 +107,11 @@ class UsersScreen(TableScreen):
         self.run(load, self._loaded, latest="rows")
         # apart from the rows, and its failure shown nowhere: a server of an earlier release has no
         # policy to say (404), and its own refusal then names the length
-        self.ctx.runner.submit(lambda: min_length_of(client.get("/api/v1/me/password-policy")),
+        self.ctx.runner.submit(lambda: password_policy_of(client.get("/api/v1/me/password-policy")),
                                self._policy_loaded, lambda _error: None, owner=self)
 
-    def _policy_loaded(self, min_length: int | None) -> None:
-        self.min_password_length = min_length
+    def _policy_loaded(self, policy: PasswordPolicy | None) -> None:
+        self.password_policy = policy
 
     def _loaded(self, result: tuple[list[dict], list[dict]]) -> None:
         self.institutions, users = result
@@ -117,8 +134,9 @@ class UsersScreen(TableScreen):
         return [(ROLE_LABELS[role], role) for role in assignable_roles(self.ctx.caller)]
 
     def _if_own(self, reason: str) -> Callable[[dict[str, Any]], str]:
-        """A row button's refusal: `reason` on the signed-in administrator's own row, which the
-        server refuses to deactivate, delete or reset (403/409: their own password needs the old one)."""
+        """A row button's (or edit field's) refusal: `reason` on the signed-in administrator's own row,
+        which the server refuses to deactivate, delete, reset (403/409: their own password needs the
+        old one) or give another role."""
         return lambda row: reason if row.get("id") == self.ctx.user.get("id") else ""
 
     def may_act_on(self, row: dict[str, Any]) -> bool:
@@ -131,7 +149,7 @@ class UsersScreen(TableScreen):
                 body["email"] = values["email"]
             return lambda: self.ctx.client.post("/api/v1/users", body)
 
-        dialog = FormDialog(self, "New user", self.ctx.runner, lambda v: check_user(v, True, self.min_password_length),
+        dialog = FormDialog(self, "New user", self.ctx.runner, lambda v: check_user(v, True, self.password_policy),
                             send)
         dialog.add_line("username", "Username", placeholder="e.g. jnovak")
         dialog.add_line("full_name", "Full name", placeholder="e.g. Dr. Jana Novak")
@@ -139,7 +157,7 @@ class UsersScreen(TableScreen):
         dialog.add_combo("role", "Role", self._role_choices(), PHYSICIAN)
         dialog.add_combo("institution_id", "Institution", self._institution_choices(),
                          self.ctx.user.get("institution_id"))
-        dialog.add_line("password", "Password", placeholder=length_hint(self.min_password_length), password=True)
+        dialog.add_line("password", "Password", placeholder=length_hint(self.password_policy), password=True)
         dialog.add_line("password2", "Repeat password", password=True)
         self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} created.")
 
@@ -149,7 +167,7 @@ class UsersScreen(TableScreen):
             return
 
         def send(values: dict[str, Any]):
-            body = {k: values[k] for k in ("full_name", "role", "institution_id", "active")}
+            body = {k: values[k] for k in ("full_name", "role", "institution_id", "active") if k in values}
             if values["email"] or row.get("email"):
                 body["email"] = values["email"]
             return lambda: self.ctx.client.put(f"/api/v1/users/{row['id']}", body)
@@ -161,6 +179,9 @@ class UsersScreen(TableScreen):
         dialog.add_combo("role", "Role", self._role_choices(), row.get("role"))
         dialog.add_combo("institution_id", "Institution", self._institution_choices(), row.get("institution_id"))
         dialog.add_check("active", "Active (may log in)", bool(row.get("active", True)))
+        for name, reason in (("role", OWN_ROLE_REFUSAL), ("active", OWN_ACTIVE_REFUSAL)):
+            if refusal := self._if_own(reason)(row):
+                dialog.hold(name, refusal)
         self.open_dialog(dialog, lambda user: f"User {one_line(user.get('username'))} saved.")
 
     def toggle_active(self, row: dict[str, Any]) -> None:
@@ -181,7 +202,7 @@ class UsersScreen(TableScreen):
 
     def reset_password(self, row: dict[str, Any]) -> None:
         def check(values: dict[str, Any]) -> dict[str, str]:
-            problem = check_new_password(values["password"], values["password2"], self.min_password_length)
+            problem = check_password(values, self.password_policy)
             return {"password": problem} if problem else {}
 
         def send(values: dict[str, Any]):
@@ -190,7 +211,7 @@ class UsersScreen(TableScreen):
 
         dialog = FormDialog(self, f"Reset password of {one_line(row.get('username'))}", self.ctx.runner, check, send,
                             intro="Give the new password to the user through a safe channel.")
-        dialog.add_line("password", "New password", placeholder=length_hint(self.min_password_length), password=True)
+        dialog.add_line("password", "New password", placeholder=length_hint(self.password_policy), password=True)
         dialog.add_line("password2", "Repeat password", password=True)
         self.open_dialog(dialog, lambda _: f"Password of {one_line(row.get('username'))} reset.")
 
@@ -208,8 +229,7 @@ class UsersScreen(TableScreen):
         user's password is not offered on one's own row."""
         def check(values: dict[str, Any]) -> dict[str, str]:
             problems = {"old_password": "" if values["old_password"] else "Type your current password.",
-                        "password": check_new_password(values["password"], values["password2"],
-                                                       self.min_password_length) or ""}
+                        "password": check_password(values, self.password_policy) or ""}
             return {field: problem for field, problem in problems.items() if problem}
 
         def send(values: dict[str, Any]):
@@ -219,7 +239,7 @@ class UsersScreen(TableScreen):
         dialog = FormDialog(self, "Change my password", self.ctx.runner, check, send,
                             intro="Your other sessions end when it is changed; this one goes on.")
         dialog.add_line("old_password", "Current password", password=True)
-        dialog.add_line("password", "New password", placeholder=length_hint(self.min_password_length),
+        dialog.add_line("password", "New password", placeholder=length_hint(self.password_policy),
                         password=True)
         dialog.add_line("password2", "Repeat new password", password=True)
         self.open_dialog(dialog, lambda _: "Your password was changed; your other sessions have ended.")

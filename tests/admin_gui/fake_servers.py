@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from admin_gui.api_client import ApiClient
 from admin_gui.context import ConsoleContext
 from admin_gui.workers import TaskRunner
+from shared.receipts import public_key_text
 from shared.roles import SYSTEM_ADMIN
+
+#: The receipt key the fake registry shows for its nodes (a real node's public key).
+NODE_RECEIPT_KEY = public_key_text(Ed25519PrivateKey.generate().public_key())
 
 INSTITUTION_ID = "11111111-1111-4111-8111-111111111111"
 SYSTEM_ADMIN_USER = {"id": "22222222-2222-4222-8222-222222222222", "username": "root", "full_name": "Root Admin",
@@ -99,10 +105,12 @@ class FakeSivr(ThreadingHTTPServer):
         return {"id": INSTITUTION_ID, "name": name, "address": "", "server_url": self.url}
 
     def node(self, number: int, name: str | None = None) -> dict[str, Any]:
-        """A registry entry of a render node at its own path of this server (`/node-<number>`)."""
+        """A registry entry of a render node at its own path of this server (`/node-<number>`), with its
+        receipt key registered, as the institution server shows it (`nodes.node_to_json`)."""
         return {"id": f"33333333-3333-4333-8333-{number:012d}", "name": name or f"render-{number}",
                 "url": f"{self.url}/node-{number}", "store": "", "institution_id": INSTITUTION_ID,
-                "created_at": "2026-01-01T00:00:00Z"}
+                "serving_node_ids": [f"33333333-3333-4333-8333-{number:012d}"],
+                "receipt_key": NODE_RECEIPT_KEY, "created_at": "2026-01-01T00:00:00Z"}
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from driving import WAIT_MS, fill, log_in, open_screen, save, table_values
 from PySide6.QtCore import Qt
 
 from admin_gui.api_client import ApiClient
-from admin_gui.screens.users import UsersScreen, min_length_of
+from admin_gui.screens.users import UsersScreen, password_policy_of
 from shared.roles import INSTITUTION_ADMIN, PHYSICIAN, SYSTEM_ADMIN
 
 pytestmark = pytest.mark.gui
@@ -94,8 +94,8 @@ def test_password_checks_use_the_servers_minimum(qtbot, window, gui_deployment):
     insane one leaves the check to the server."""
     log_in(qtbot, window, gui_deployment, **gui_deployment.users["admin"])
     screen = open_screen(qtbot, window, "Users")
-    assert screen.min_password_length == 10  # the deployment's setting, read from the server
-    for answer in ({}, {"min_length": True}, {"min_length": "12"}, {"min_length": 0}, {"min_length": 10**9}, []):
-        assert min_length_of(answer) is None, answer
-    assert min_length_of({"min_length": 14}) == 14
-
+    assert screen.password_policy == (10, 1024)  # the deployment's setting and the server's maximum
+    for answer in ({}, {"min_length": True, "max_length": 1024}, {"min_length": "12", "max_length": 1024},
+                   {"min_length": 0, "max_length": 1024}, {"min_length": 10**9, "max_length": 1024}, []):
+        assert password_policy_of(answer) is None, answer
+    assert password_policy_of({"min_length": 14, "max_length": 1024}) == (14, 1024)
