@@ -149,3 +149,30 @@ def test_an_older_copy_put_back_in_place_of_a_quarantined_series_is_refused(make
     shutil.copytree(latest, folder)  # IT restores the latest copy: served
     reply = node.client.get(f"/api/v1/records/{record_id}", headers=node.headers())
     assert reply.status_code == 200 and reply.json["files"] == 4, reply.json
+
+
+def test_a_delete_cut_off_before_its_tombstone_is_written_leaves_the_series_in_place(make_node, monkeypatch):
+    """The node stopped (or its database failed) between taking the series out of the store and
+    burying its storing: the series was gone without a tombstone, so its folder put back later was
+    served again. The storing is now buried first: cut off there, the series is still in place, and the
+    delete sent again removes it for good."""
+    node = make_node(storage__manifest_refresh_s=0)
+    record_id = node.upload(_slices(3)).json["id"]
+    folder = node.root / "store" / record_id
+    aside = node.root / "backup"
+    shutil.copytree(folder, aside)
+    generations = node.app.extensions["sivr_node"].store._generations
+
+    def cut_off(*_args) -> None:
+        failure = peewee.OperationalError("database is locked")
+        failure.orig = sqlite3.OperationalError("database is locked")  # as peewee wraps a driver's error
+        raise failure
+
+    monkeypatch.setattr(generations, "deleted", cut_off)
+    reply = node.client.delete(f"/api/v1/records/{record_id}", headers=node.headers())
+    assert reply.status_code == 503, reply.json
+    monkeypatch.undo()
+    assert folder.exists()  # nothing half-done: the series is where it was
+    _delete(node, record_id)
+    shutil.copytree(aside, folder)
+    _refused(node, record_id)

@@ -735,17 +735,19 @@ class RecordStore:
         return data
 
     def delete(self, record_id: str) -> bool:
-        """Remove a record; it disappears in one rename, then its files are deleted."""
+        """Remove a record; it disappears in one rename, then its files are deleted. Its storing is
+        buried before the rename: a node stopped in between leaves a series it refuses to serve (and
+        an administrator deletes again, `generations.delete_put_back`), where burying it after left
+        a series gone without a tombstone, which a copy put back then replaced unrefused."""
         path = self.path_of(record_id)
         if not path.exists():
             self._held()
             return False
-        stored = self._stored_commit(record_id) if self._generations is not None else None
+        if self._generations is not None:  # its storing is buried first: put back, it is refused
+            self._generations.deleted(record_id, self._stored_commit(record_id))
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         os.replace(path, trash)
         self._gone(record_id)
-        if self._generations is not None:  # its storing is buried: put back, it is refused
-            self._generations.deleted(record_id, stored)
         shutil.rmtree(trash, ignore_errors=True)
         return True
 

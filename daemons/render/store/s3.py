@@ -467,18 +467,18 @@ class S3RecordStore:
         return key, header.data_key, blob, False
 
     def delete(self, record_id: str) -> bool:
-        """Remove the manifest (the record disappears for every node at once), then its objects."""
+        """Remove the manifest (the record disappears for every node at once), then its objects; its
+        storing is buried before (`RecordStore.delete` in store/local.py says why)."""
         if not self.exists(record_id):
             return False
-        stored = self._stored_commit(record_id) if self._generations is not None else None
+        if self._generations is not None:  # its storing is buried first: put back, it is refused
+            self._generations.deleted(record_id, self._stored_commit(record_id))
         key = self._manifest_key(record_id)
         _call(f"DELETE {key}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
         with self._lock:
             self._headers.pop(record_id, None)
         if self._cache is not None:
             self._cache.drop_record(record_id)
-        if self._generations is not None:  # its storing is buried: put back, it is refused
-            self._generations.deleted(record_id, stored)
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")]
                           + [f"{self.prefix}{FILED}{record_id}"])
         return True
