@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from daemons.layers import get_layer
 from daemons.render.dicomweb import ROOT as DICOMWEB_ROOT
 from shared.files import PRIVATE, write_atomic
 from shared.roles import PHYSICIAN, SYSTEM_ADMIN
-from shared.token_client import AudienceTokens, ExchangedTokenAuth, exchange_with
+from shared.token_client import RENEW_FRACTION, AudienceTokens, ExchangedTokenAuth, exchange_with
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CT = REPO_ROOT / "demo_data" / "ct-chest-100"
@@ -94,7 +95,9 @@ class ApiClient:
     """A logged-in `requests` session against one deployment (CA verified, errors raised).
 
     Like the viewer, it sends the session token to the toplevel only and a token exchanged for
-    each other server to that server (`shared.token_client`).
+    each other server to that server (`shared.token_client`), and renews the session token
+    (`POST /api/v1/auth/renew`) once most of its life has passed, as the viewer does: a long
+    fuzzing or benchmark run lost its session after `tokens.access_ttl_s` (401 on the exchange).
     """
 
     def __init__(self, deployment: LocalDeployment, username: str, password: str):
@@ -106,12 +109,28 @@ class ApiClient:
         reply = self.session.post(f"{toplevel_url}/api/v1/auth/login",
                                   json={"username": username, "password": password}, timeout=30)
         reply.raise_for_status()
-        self.session_token = reply.json()["access_token"]
+        self._renewing = threading.Lock()
+        self._keep(reply.json())
         exchanger = requests.Session()
         exchanger.trust_env = False
         exchanger.verify = deployment.ca_cert
-        self.tokens = AudienceTokens(exchange_with(exchanger, toplevel_url, lambda: self.session_token))
-        self.session.auth = self.auth = ExchangedTokenAuth(toplevel_url, lambda: self.session_token, self.tokens)
+        self._renewer = exchanger
+        self.tokens = AudienceTokens(exchange_with(exchanger, toplevel_url, self.current_session_token))
+        self.session.auth = self.auth = ExchangedTokenAuth(toplevel_url, self.current_session_token, self.tokens)
+
+    def _keep(self, answer: dict) -> None:
+        self.session_token = answer["access_token"]
+        self._renew_at = time.monotonic() + int(answer["expires_in"]) * RENEW_FRACTION
+
+    def current_session_token(self) -> str:
+        """The session token, renewed first when most of its life has passed (one renewal at a time)."""
+        with self._renewing:
+            if time.monotonic() >= self._renew_at:
+                reply = self._renewer.post(f"{self.toplevel_url}/api/v1/auth/renew", timeout=30,
+                                           headers={"Authorization": f"Bearer {self.session_token}"})
+                reply.raise_for_status()
+                self._keep(reply.json())
+            return self.session_token
 
     def token_for(self, url: str) -> str:
         """The token this client sends to the server of `url` (for clients other than `requests`)."""

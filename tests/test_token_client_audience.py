@@ -9,6 +9,7 @@ up two concurrent exchanges would. Before, `shared.token_client` cached that tok
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,19 @@ def test_a_token_answered_for_the_server_asked_is_kept(deployment, mixing_toplev
     second = deployment.layout.institutions[1]["server_url"]
     tokens = AudienceTokens(exchange_with(https_session(deployment), mixing_toplevel, lambda: client.session_token))
     assert tokens.token_for(second)
+
+
+def test_the_clients_session_token_is_renewed_before_it_expires(deployment):
+    """Tests, benchmarks and the demo's seeding log in once: a fuzzing run of more than
+    `tokens.access_ttl_s` (300 s) lost its session (401 on the token exchange) and stopped. The
+    client now renews the session token, as the viewer does, once most of its life has passed."""
+    client = deployment.client("physician")
+    first = client.session_token
+    node = deployment.layout.institutions[0]["nodes"][0]["url"]
+    time.sleep(1.1)  # a token issued in another second than the login's (the same claims sign the same)
+    client._renew_at = 0.0  # its life mostly passed
+    client.tokens.clear()  # and the node's token with it: the next call exchanges the renewed one
+    client.call("GET", f"{node}/api/v1/records", params={"patient_id_dicom": "NOBODY"})
+    assert client.session_token != first
+    me = client.call("GET", f"{client.toplevel_url}/api/v1/me").json()
+    assert me["username"] == deployment.users["physician"]["username"]
