@@ -172,7 +172,8 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
     copied = layer.copy_database(layer.load_config(args.config), args.to)
     tables = ", ".join(f"{table} {count}" for table, count in copied.items())
     print(f"{args.layer}: {sum(copied.values())} rows copied ({tables}) into {redacted_url(args.to)}; set "
-          f"database.url in {args.config} to it, then start the server (the old database is left as it was)")
+          f"database.url in {args.config} to the --to URL, then start the server (the old database is left "
+          "as it was)")
     return 0
 
 

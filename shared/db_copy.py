@@ -13,11 +13,13 @@ was, and the copy itself is audited in the target.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import peewee
+import psycopg
 from playhouse.cockroachdb import CockroachDatabase
 
 from shared.config import Config, ConfigError
@@ -56,10 +58,10 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
     source = open_database(config)
     try:
         _check_source(source, layer, schema_target(migrations), config["database"]["url"])
-        target = open_database(target_config)
+        target = _open_target(target_config, url)
         try:
             with exclusive_transaction(target, f"sivr-copy-{layer}"), source.atomic():
-                _check_empty(target, models, url)  # in the transaction: two copies at once write one
+                _check_empty(target, layer, models, url)  # in the transaction: two copies at once write one
                 with target.bind_ctx(models):
                     upgrade_schema(target, layer, models, migrations)
                 copied = {model._meta.table_name: _copy_table(model, source, target) for model in models}
@@ -74,6 +76,17 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
             close_database(target)
     finally:
         close_database(source)
+
+
+def _open_target(config: Config, url: str) -> peewee.Database:
+    """The target, connected; a URL that cannot be used is named as the `--to` database, not as the
+    config's database.url, which is the source and fine."""
+    try:
+        return open_database(config)
+    except ConfigError as exc:
+        cause = exc.__cause__
+        raise ConfigError(f"the --to database {redacted_url(url)}: "
+                          f"{str(cause).strip() if cause is not None else exc}") from exc
 
 
 def _check_exists(config: Config) -> None:
@@ -102,9 +115,16 @@ def _check_source(source: peewee.Database, layer: str, target: int, url: str) ->
                           f"run `sivr db upgrade {layer} --config FILE` first, then copy")
 
 
-def _check_empty(target: peewee.Database, models: Sequence[type[peewee.Model]], url: str) -> None:
-    """Refuse a target that holds any row of the layer: merging two servers' rows would mix two
-    servers' users and patients under one set of ids, and a second copy would double every row."""
+def _check_empty(target: peewee.Database, layer: str, models: Sequence[type[peewee.Model]], url: str) -> None:
+    """Refuse a target that holds any row of the layer, or another layer's database: merging two
+    servers' rows would mix two servers' users and patients under one set of ids, a second copy would
+    double every row, and another layer's tables of the same names (`audit_entry`) lack columns."""
+    if target.table_exists(SchemaVersion._meta.table_name):
+        with target.bind_ctx([SchemaVersion]):
+            others = [row.layer for row in SchemaVersion.select().where(SchemaVersion.layer != layer)]
+        if others:
+            raise ConfigError(f"{redacted_url(url)} holds the {', '.join(sorted(others))} layer's database: copy "
+                              f"the {layer} into an empty database of its own; nothing was copied")
     held = []
     for model in models:
         if target.table_exists(model._meta.table_name):
@@ -117,17 +137,23 @@ def _check_empty(target: peewee.Database, models: Sequence[type[peewee.Model]], 
 
 
 def _copy_table(model: type[peewee.Model], source: peewee.Database, target: peewee.Database) -> int:
-    """Every row of `model`'s table, in primary-key order, read from `source` in one pass."""
-    count = 0
+    """Every row of `model`'s table, in primary-key order, read from `source` in one pass. A row
+    that cannot be read or written (text SQLite kept that is not UTF-8, a NUL PostgreSQL refuses)
+    stops the copy naming its table and the rows copied before it."""
+    table, count = model._meta.table_name, 0
     batch: list[dict[str, Any]] = []
-    for row in model.select().order_by(model._meta.primary_key).dicts().iterator(source):
-        batch.append(row)
-        if len(batch) == BATCH_ROWS:
+    try:
+        for row in model.select().order_by(model._meta.primary_key).dicts().iterator(source):
+            batch.append(row)
+            if len(batch) == BATCH_ROWS:
+                model.insert_many(batch).execute(target)
+                count, batch = count + len(batch), []
+        if batch:
             model.insert_many(batch).execute(target)
-            count, batch = count + len(batch), []
-    if batch:
-        model.insert_many(batch).execute(target)
-        count += len(batch)
+            count += len(batch)
+    except (peewee.DatabaseError, sqlite3.Error, psycopg.Error, ValueError) as exc:  # a fetch is not wrapped
+        raise ConfigError(f"table {table}: the copy stopped after {count} of its rows: {exc}; nothing was copied "
+                          "(a row the target refuses or the source cannot read: repair it and copy again)") from exc
     return count
 
 

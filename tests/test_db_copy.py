@@ -147,11 +147,33 @@ def test_a_source_not_at_this_releases_schema_or_no_database_is_refused_and_noth
     assert "top1evel.db, which does not exist: check the config's database.url" in capsys.readouterr().err
     assert not (deployment / "data" / "top1evel.db").exists()
 
+    with _bound(config, toplevel_models.MODELS) as db:
+        db.execute_sql("UPDATE schema_version SET version = 5 WHERE layer = 'toplevel'")
+    institution = deployment / "institution-1.toml"  # a target holding another layer's database
+    said = _copy_refused(config, f"sqlite:///{deployment / 'data' / 'institution-1.db'}", capsys)
+    assert "holds the institution layer's database: copy the toplevel into an empty database of its own" in said
+    assert main(["db", "copy", "institution", "--config", str(institution), "--to", "sqlite:///nowhere/x.db"]) == 2
+    said = capsys.readouterr().err  # a target that cannot be opened is named as the --to database
+    assert said.startswith("sivr: the --to database sqlite:///nowhere/x.db: ") and "institution-1.toml" not in said
+
     other = deployment / "other.toml"  # a database of another layer
     other.write_text(config.read_text().replace("toplevel.db", "institution-1.db"))
     assert main(["db", "copy", "toplevel", "--config", str(other), "--to", f"sqlite:///{target}"]) == 2
     assert "holds no toplevel database to copy" in capsys.readouterr().err
     assert not target.exists() or target.stat().st_size == 0
+
+
+def _copy_refused(config: Path, url: str, capsys) -> str:
+    assert main(["db", "copy", "toplevel", "--config", str(config), "--to", url]) == 2
+    return capsys.readouterr().err
+
+
+def test_a_row_sqlite_holds_but_cannot_read_stops_the_copy_naming_its_table(deployment, tmp_path, capsys):
+    config = deployment / "toplevel.toml"
+    with _bound(config, toplevel_models.MODELS) as db:
+        db.execute_sql("UPDATE institution SET name = CAST(x'41ff42' AS TEXT)")  # not UTF-8
+    said = _copy_refused(config, f"sqlite:///{tmp_path / 'target.db'}", capsys)
+    assert said.startswith("sivr: table institution: the copy stopped after 0 of its rows: ") and "nothing was" in said
 
 
 def test_a_copy_that_fails_half_way_leaves_the_target_empty(deployment, pg_database_factory, capsys):
@@ -161,8 +183,8 @@ def test_a_copy_that_fails_half_way_leaves_the_target_empty(deployment, pg_datab
     with _bound(config, toplevel_models.MODELS):
         toplevel_models.Patient.update(last_name="Nov\x00ak").execute()
     url = pg_database_factory()
-    assert main(["db", "copy", "toplevel", "--config", str(config), "--to", url]) == 2
-    assert "NUL" in capsys.readouterr().err
+    said = _copy_refused(config, url, capsys)
+    assert said.startswith("sivr: table patient: the copy stopped after 0 of its rows: ") and "NUL" in said
     target = _pointed_at(get_layer("toplevel").load_config(str(config)), url)
     db = database_from_config(target)
     try:

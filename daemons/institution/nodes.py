@@ -68,11 +68,13 @@ def _node_columns(fields: dict[str, Any]) -> dict[str, Any]:
     return {**fields, "receipt_key": fields["receipt_key"] or ""} if "receipt_key" in fields else fields
 
 
-def _changes(fields: dict[str, Any]) -> str:
-    """The audit detail of an edit: the fields sent, a removed receipt key said as such (it stops
-    every registration on the node, which the next administrator reading the log must see)."""
-    return ", ".join("receipt_key removed" if name == "receipt_key" and not value else name
-                     for name, value in sorted(fields.items()))
+def _changes(node: Node, fields: dict[str, Any]) -> str:
+    """The audit detail of an edit of `node` (as it was): the fields it changes, a removed receipt key
+    said as such (it stops every registration on the node, which the next administrator reading the
+    log must see); a field sent with the value it had is no change."""
+    changed = sorted(name for name, value in fields.items() if getattr(node, name) != value)
+    return ", ".join("receipt_key removed" if name == "receipt_key" and not fields[name] else name
+                     for name in changed) or "nothing changed"
 
 
 def node_to_json(node: Node) -> dict[str, Any]:
@@ -174,13 +176,14 @@ def update_node(node_id: str):
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
         _refuse_duplicate(fields, node)
+        changes = _changes(node, fields)
         for name, value in fields.items():
             setattr(node, name, value)
         try:
             save_edit(node, "node")
         except peewee.IntegrityError as exc:
             raise ApiError(409, "conflict", "a node with this name is already registered") from exc
-        record_audit(AuditEntry, "node.update", "node", node.id, detail=_changes(fields))
+        record_audit(AuditEntry, "node.update", "node", node.id, detail=changes)
     return jsonify(node_to_json(node))
 
 

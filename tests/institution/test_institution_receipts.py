@@ -111,6 +111,10 @@ def test_an_administrator_removes_a_nodes_key_and_no_upload_is_registered_until_
     assert status == 422 and answer["error"]["code"] == "node_receipt_key_missing"
     entries = api.call("GET", "/api/v1/audit?action=node.update", users["admin"])[1]["items"]
     assert entries[0]["detail"] == "receipt_key removed" and entries[0]["object_id"] == node["id"]
+    again = {"name": node["name"], "receipt_key": None}  # what a form sends again: nothing is removed twice
+    assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], again)[0] == 200
+    entries = api.call("GET", "/api/v1/audit?action=node.update", users["admin"])[1]["items"]
+    assert entries[0]["detail"] == "nothing changed", entries[0]
 
     key = public_key_text(api.node_key(node["url"]).public_key())
     assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], {"receipt_key": key})[0] == 200
