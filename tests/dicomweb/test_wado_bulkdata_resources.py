@@ -219,3 +219,65 @@ def test_dicomweb_client_reads_a_series_pixel_data_over_tls(dicomweb, node_url):
     frames = client.retrieve_bulkdata(url, media_types=(("application/octet-stream", "*"),))
     assert frames == [next(generate_frames(pydicom.dcmread(io.BytesIO(raw)).PixelData, number_of_frames=1))
                       for raw in files]
+
+
+def test_a_bare_octet_stream_takes_the_parts_of_bulkdata_as_it_does_of_pixeldata(archive):
+    """Before: a bare `Accept: application/octet-stream` was 200 on `/pixeldata` but 406 on `/bulkdata`, even
+    for an instance of one bulk value: both are resources of (possibly) several parts, and a bare type names
+    their parts' type on both (`accept.Offer.loose`)."""
+    native, rle = archive.series(archive.native), archive.series(archive.rle)
+    for path in (f"{native}/instances/{archive.native_sops[1]}/bulkdata",  # one bulk value: its pixel data
+                 f"{native}/instances/{archive.native_sops[0]}/bulkdata", f"{rle}/bulkdata",
+                 f"/dicomweb/studies/{archive.study}/bulkdata",
+                 f"{native}/instances/{archive.native_sops[1]}/pixeldata"):
+        answer = parts(archive.get(path, "application/octet-stream"))
+        assert answer and all(part.headers["content-type"].startswith("application/octet-stream") for part in answer)
+    answer = parts(archive.get(f"{native}/bulkdata", "application/octet-stream"))
+    assert [bytes(part.content) for part in answer][0] == SIDE_VALUE
+    refused = archive.get(f"{native}/bulkdata", "application/octet-stream;q=0, application/dicom")
+    assert refused.status_code == 406 and refused.get_json()["error"]["code"] == "not_acceptable"
+
+
+def test_octet_stream_is_required_only_where_a_value_other_than_pixel_data_is_bulk_data(archive):
+    """Before: `Accept: image/dicom-rle` (or image/jp2) on the bulk data of compressed instances whose one bulk
+    value is their pixel data was 406 "bulk data is sent as application/octet-stream parts"; it is the frames
+    as stored. Only a value other than pixel data needs an application/octet-stream part."""
+    for accept in ("image/dicom-rle", 'multipart/related; type="image/dicom-rle"'):
+        for path in (f"{archive.series(archive.rle)}/bulkdata",
+                     f"{archive.series(archive.rle)}/instances/{archive.rle_sops[0]}/bulkdata"):
+            answer = parts(archive.get(path, accept))
+            assert [part.headers["content-type"] for part in answer] == \
+                [f"image/dicom-rle; transfer-syntax={RLELossless}"] * len(answer), (path, accept)
+    ds = pydicom.dcmread(io.BytesIO(synthetic_series(1, syntax=RLELossless, rows=64, cols=64)[0]))
+    item = Dataset()
+    item.add_new(0x00091010, "OB", SIDE_VALUE)
+    ds.add_new(0x00082112, "SQ", [item])
+    assert stow(archive.node, body_of([to_bytes(ds)])).status_code == 200
+    study, series, sop = uids(to_bytes(ds))
+    instance = f"/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    reply = archive.get(f"{instance}/bulkdata", 'multipart/related; type="image/dicom-rle"')
+    assert reply.status_code == 406, reply.get_data(as_text=True)
+    error = reply.get_json()["error"]
+    assert (error["code"], error["message"]) == (
+        "not_acceptable", "values other than pixel data are sent as application/octet-stream: add it to Accept")
+    answer = parts(archive.get(f"{instance}/bulkdata", 'multipart/related; type="image/dicom-rle", '
+                               'multipart/related; type="application/octet-stream"; q=0.5'))
+    assert [part.headers["content-type"].split(";")[0] for part in answer] == ["application/octet-stream",
+                                                                                "image/dicom-rle"]
+    assert bytes(answer[0].content) == SIDE_VALUE
+
+
+@pytest.mark.parametrize(("resource", "accept"), [
+    ("rle/bulkdata", None), ("rle/bulkdata", "*/*"), ("rle/pixeldata", None), ("rle/pixeldata", AS_STORED),
+    ("native/bulkdata", None), ("native/pixeldata", None), ("study/pixeldata", None), ("study/bulkdata", None),
+    ("study/pixeldata", AS_STORED), ("rle/bulkdata", "image/dicom-rle"),
+])
+def test_the_answer_type_is_that_of_its_first_part(archive, resource, accept):
+    """RFC 2387: `type` is the root (first) part's media type. Before: a `/bulkdata` answer (and a study's
+    `/pixeldata` of several forms) said type="application/octet-stream" while its parts were image/dicom-rle."""
+    where, what = resource.split("/")
+    base = f"/dicomweb/studies/{archive.study}" if where == "study" else archive.series(getattr(archive, where))
+    reply = archive.get(f"{base}/{what}", accept)
+    answer = parts(reply)
+    declared = multipart.media_type(reply.headers["Content-Type"])[1]["type"]
+    assert declared == multipart.media_type(answer[0].headers["content-type"])[0], reply.headers["Content-Type"]

@@ -181,12 +181,14 @@ def frame_choice(asked: Asked, stored: str, single_item: bool = False) -> FrameC
     return chosen[0].value
 
 
-def bulk_form(asked: Asked) -> bool | None:
-    """How a bulk data value (not pixel data) is sent, as application/octet-stream: True as the one part
-    of a multipart answer (the default), False as the whole body (single-part, which a bare
-    `application/octet-stream` names: one value is a single response item), None if the request
-    takes neither."""
-    chosen = asked.choose([Offer(multipart, (OCTETS,), multipart, loose=multipart) for multipart in _forms(True)])
+def bulk_form(asked: Asked, single_item: bool = True) -> bool | None:
+    """How a bulk data value (not pixel data) is sent, as application/octet-stream: True as a part of a
+    multipart answer (the default), False as the whole body (single-part, which a bare
+    `application/octet-stream` names where the value is a single response item, `single_item`: a
+    BulkDataURI), None if the request takes neither. For a resource of several parts (`.../bulkdata`)
+    a bare `application/octet-stream` names its parts' type, as for frames (`accept.Offer.loose`)."""
+    offers = [Offer(multipart, (OCTETS,), multipart, loose=multipart) for multipart in _forms(single_item)]
+    chosen = asked.choose(offers)
     return chosen[0].value if chosen else None
 
 

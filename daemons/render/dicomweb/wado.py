@@ -30,7 +30,13 @@ from pydicom.uid import UID
 from daemons.render.dicomweb import ROOT, bp, resolve
 from daemons.render.dicomweb.accept import ANY, DICOM, OCTETS, asked
 from daemons.render.dicomweb.metadata import InstanceMeta, find_element, metadata_cache
-from daemons.render.dicomweb.multipart import AnswerPart, new_boundary, related_content_type, write_related
+from daemons.render.dicomweb.multipart import (
+    AnswerPart,
+    media_type,
+    new_boundary,
+    related_content_type,
+    write_related,
+)
 from daemons.render.dicomweb.syntax import (
     FrameChoice,
     bulk_form,
@@ -108,7 +114,7 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
             yield _instance_bytes(raw, syntax, instance_syntax(wanted, syntax))
 
     if not single_item:
-        made = first_made(parts())
+        _, made = first_made(parts())
     else:  # read first: whether it goes single-part may depend on its stored syntax
         raw = resolve.read_instance(the_node, rows[0])
         syntax = _syntax_of(raw)
@@ -249,7 +255,7 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     choice = frame_choice(asked(), stored_syntax(ds), single_item=len(numbers) == 1)
     if not choice.multipart:
         return _single_part(frame_bytes(ds, numbers[0], choice), choice.content_type)
-    parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
+    _, parts = first_made((choice.content_type, frame_bytes(ds, n, choice)) for n in numbers)  # one in RAM at a time
     boundary = new_boundary()
     response = Response(write_related(parts, boundary, f"WADO-RS frames of instance {ds.SOPInstanceUID}"),
                         content_type=related_content_type(choice.part_type, boundary))
@@ -257,12 +263,13 @@ def _frames_response(ds: pydicom.Dataset, numbers: list[int]) -> Response:
     return response
 
 
-def first_made(parts: Iterator[Part]) -> Iterator[Part]:
-    """`parts` with its first part made now, before the answer starts: a refusal that holds for every
-    part (a 406 for frames that cannot be sent apart, a 404 for a series deleted meanwhile) is then
-    an answer with its status, not a 200 whose stream breaks off."""
+def first_made(parts: Iterator[Part]) -> tuple[Part | None, Iterator[Part]]:
+    """The first of `parts` (None: there is none), made now, before the answer starts, and `parts` with it:
+    a refusal that holds for every part (a 406 for frames that cannot be sent apart, a 404 for a series
+    deleted meanwhile) is then an answer with its status, not a 200 whose stream breaks off; and the
+    first part's media type can name the answer's `type` (RFC 2387: the root part's)."""
     first = next(parts, None)
-    return itertools.chain(() if first is None else (first,), parts)
+    return first, itertools.chain(() if first is None else (first,), parts)
 
 
 def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
@@ -373,8 +380,10 @@ def _stream_bulk(rows: list[Any], study_uid: str, series_uids: dict[str, str], p
     """The pixel data (`pixel_data_only`: `rows` all have frames) or all the bulk data (every BulkDataURI
     of their metadata) of the instances `rows`, multipart, read one instance at a time as the answer
     streams. The forms are chosen before it starts, per stored syntax, by the frames' rule
-    (`syntax.frame_choice`; other values as `bulk_form`): instances that cannot be sent as the request
-    asks are a 406 naming what they can be sent as, not a 200 cut short."""
+    (`syntax.frame_choice`; other values as `bulk_form`, whose application/octet-stream is then required
+    only where some instance has such a value): instances that cannot be sent as the request asks are a
+    406 naming what they can be sent as, not a 200 cut short. The answer's `type` is its first part's
+    media type (RFC 2387), which may be a compressed frame's (`image/jp2`)."""
     wanted = asked()
     the_node = node()
     url = _instance_urls(study_uid, series_uids)
@@ -384,11 +393,14 @@ def _stream_bulk(rows: list[Any], study_uid: str, series_uids: dict[str, str], p
         if pixel_data_only or _has_bulk_pixel_data(entry):
             _check_showable(row, list(range(1, entry.frames + 1)))  # the frames' 415 and 422, before the 200
             choices[entry.syntax] = choices.get(entry.syntax) or frame_choice(wanted, entry.syntax)
-    if not pixel_data_only and bulk_form(wanted) is not True:
-        raise not_acceptable(f'{BULK_DATA_FORM} parts (multipart/related; type="application/octet-stream")')
-    if not pixel_data_only and not any(next(_bulk_uris(json.loads(entry.json)), None) for entry in entries):
-        raise ApiError(404, "not_found", "these instances hold no bulk data: their metadata has every value inline "
-                       "(values up to 1024 bytes are); read it with .../metadata")
+    if not pixel_data_only:
+        uris = [uri for entry in entries for uri in _bulk_uris(json.loads(entry.json))]
+        if not uris:
+            raise ApiError(404, "not_found", "these instances hold no bulk data: their metadata has every value "
+                           "inline (values up to 1024 bytes are); read it with .../metadata")
+        others = any(uri.rpartition("/bulk/")[2] != PIXEL_DATA_PATH for uri in uris)
+        if others and bulk_form(wanted, single_item=False) is None:
+            raise not_acceptable("values other than pixel data are sent as application/octet-stream: add it to Accept")
 
     def parts() -> Iterator[AnswerPart]:
         for row, entry in zip(rows, entries, strict=True):
@@ -405,9 +417,8 @@ def _stream_bulk(rows: list[Any], study_uid: str, series_uids: dict[str, str], p
                 if found is not None:
                     yield OCTETS, _bulk_value(ds, found), uri
 
-    made = first_made(parts())
-    forms = {choice.part_type for choice in choices.values()}
-    part_type = forms.pop() if pixel_data_only and len(forms) == 1 else OCTETS
+    first, made = first_made(parts())
+    part_type = OCTETS if first is None else media_type(first[0])[0]
     boundary = new_boundary()
     what = "pixel data" if pixel_data_only else "bulk data"
     response = Response(write_related(made, boundary, f"WADO-RS {what} of study {study_uid}"),
