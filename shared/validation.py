@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, request
 
+from shared import field_rules
 from shared.errors import ApiError
 from shared.origins import server_base_url
 from shared.shown_text import BIDI
@@ -32,10 +33,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # name could add sentences of its own to the console's "Remove render node" confirmation.
 _CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029{BIDI}]")
 _CONTROL_EXCEPT_LINE_BREAKS = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff{BIDI}]")
-# Characters that show nothing (zero-width space, non-joiner, joiner, word joiner, byte order mark,
-# left-to-right and right-to-left marks, the Hangul and Braille fillers): a text of them and
-# spaces alone is empty, whatever str.strip() keeps
-_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u115f\u1160\u2800\u3164\uffa0]")
 
 
 def refuse_controls(value: str, name: str, multiline: bool = False) -> None:
@@ -50,8 +47,22 @@ def refuse_controls(value: str, name: str, multiline: bool = False) -> None:
 
 
 def is_blank(text: str) -> bool:
-    """Whether `text` shows nothing: spaces and zero-width characters alone, which str.strip() keeps."""
-    return not _INVISIBLE.sub("", text).strip()
+    """Whether `text` shows nothing: spaces and characters that show nothing alone (zero-width space,
+    joiners, direction marks, byte order mark, fillers: `field_rules.shows_nothing`), which
+    str.strip() keeps."""
+    return not "".join(c for c in text if not field_rules.shows_nothing(c)).strip()
+
+
+def check_person_name(value: str, field: str) -> str:
+    """The `Field.check` of every person's name (a patient's first and last name, a user's full
+    name): `400 validation_error` naming the field and the first character in it that shows nothing
+    (`shared.field_rules.invisible_character`), which the sender must remove."""
+    char = field_rules.invisible_character(value)
+    if char is not None:
+        raise ApiError(400, "validation_error",
+                       f"{field} holds an invisible character ({field_rules.describe_character(char)}): "
+                       "remove it, and type the name as it is written")
+    return value
 
 
 def parse_uuid(value: Any, field: str = "id") -> str:

@@ -18,7 +18,7 @@ from shared.db import exclusive_transaction
 from shared.errors import ApiError, save_edit
 from shared.names import SAME_NAME_RULE, name_search_key
 from shared.roles import ROLES
-from shared.validation import Field, parse_service_url, parse_uuid, validate
+from shared.validation import Field, check_person_name, parse_service_url, parse_uuid, validate
 
 
 def check_username(value: str, field: str) -> str:
@@ -49,7 +49,7 @@ def check_server_url(value: str, field: str) -> str:
 
 
 USER_UPDATE_FIELDS = {
-    "full_name": Field(str, max_len=200),
+    "full_name": Field(str, max_len=200, check=check_person_name),
     "email": Field(str, max_len=field_rules.MAX_EMAIL_LENGTH, check=check_email),
     "role": Field(str, choices=ROLES),
     "institution_id": Field(str, max_len=36, check=check_institution_ref),
@@ -59,7 +59,7 @@ USER_UPDATE_FIELDS = {
 USER_CREATE_FIELDS = {
     "username": Field(str, max_len=field_rules.MAX_USERNAME_LENGTH, check=check_username),
     "password": Field(str, max_len=4096),
-    "full_name": Field(str, max_len=200),
+    "full_name": Field(str, max_len=200, check=check_person_name),
     "email": Field(str, required=False, max_len=field_rules.MAX_EMAIL_LENGTH, check=check_email),
     "role": Field(str, choices=ROLES),
     "institution_id": Field(str, max_len=36, check=check_institution_ref),

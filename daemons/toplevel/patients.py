@@ -19,7 +19,7 @@ from shared.errors import ApiError
 from shared.names import name_search_key
 from shared.patient_refs import FIELD, issue_patient_reference
 from shared.roles import ROLES, SYSTEM_ADMIN
-from shared.validation import Field, json_body, page_args, parse_date, query_text, validate
+from shared.validation import Field, check_person_name, json_body, page_args, parse_date, query_text, validate
 
 bp = Blueprint("patients", __name__)
 
@@ -56,8 +56,8 @@ def check_insurance_number(value: str, field: str) -> str:
 
 
 FIELDS = {
-    "first_name": Field(str, max_len=100, min_len=1),
-    "last_name": Field(str, max_len=100, min_len=1),
+    "first_name": Field(str, max_len=100, min_len=1, check=check_person_name),
+    "last_name": Field(str, max_len=100, min_len=1, check=check_person_name),
     "sex": Field(str, choices=SEXES),
     "birth_date": Field(str, max_len=10, check=check_birth_date),
     "insurance_number": Field(str, max_len=64, min_len=1, check=check_insurance_number),
