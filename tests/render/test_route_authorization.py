@@ -67,6 +67,7 @@ ROUTES = [
     Route(R, "GET", ROLES),
     Route(R, "DELETE", ROLES, OWN),
     Route(f"{R}/filed", "POST", (PHYSICIAN,), OWN),
+    Route(f"{R}/filed", "DELETE", (PHYSICIAN,), OWN),
     Route(f"{R}/receipt", "POST", (PHYSICIAN,), OWN),
     Route(f"{R}/frames/{INDEX}", "GET", ROLES, token_in_query=True),
     Route(f"{R}/frames/{INDEX}/stats", "GET", ROLES, token_in_query=True),

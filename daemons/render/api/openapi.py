@@ -307,7 +307,11 @@ def document() -> dict[str, Any]:
             "/api/v1/records/{id}/filed": {"parameters": [_ID], "post": {
                 "summary": "mark the series filed at the institution: off the work list (audited, idempotent)",
                 "responses": {"200": _json({"type": "object", "properties": {
-                    "id": {"type": "string"}, "filed": {"type": "boolean"}}}), **_errors(400, 401, 403, 404)}}},
+                    "id": {"type": "string"}, "filed": {"type": "boolean"}}}), **_errors(400, 401, 403, 404)}},
+                "delete": {
+                "summary": "take the filed mark off: the series is back on the work list (audited record.unfiled)",
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "filed": {"type": "boolean"}}}), **_errors(400, 401, 403, 404, 409)}}},
             "/api/v1/audit": {"get": {"summary": "the node's audit log (admins of its institution)", "parameters": [
                 _query("user_id", "filter"), _query("username", "filter"), _query("action", "e.g. record.load"),
                 _query("patient_id", "filter"), _query("since", "ISO 8601"), _query("until", "ISO 8601"),

@@ -8,6 +8,9 @@ series for the physicians of its institution. The node never asks the institutio
 patient (webviewer/static/js/patient_match.js), registers the series at the institution with the
 signed receipt this node issues (`POST /api/v1/records/{id}/receipt`, the same kind an upload
 answers with, shared.receipts) and then tells the node it is filed (`POST /api/v1/records/{id}/filed`).
+A filing undone (the registration deleted while the node keeps the images, or a mark set without
+registering) takes the mark off again (`DELETE /api/v1/records/{id}/filed`): the series is back
+on the work list, where it was matched in the first place, as a PACS sends a study back to be matched.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ from shared.roles import ROLES, SERIES_FILERS
 from shared.validation import iso_utc, page_args, parse_record_id
 
 bp = Blueprint("render_worklist", __name__)
+
+#: What the audit entries of the filed mark mean (the node cannot see the registration itself).
+FILED_DETAIL = ("marked filed by a physician's browser after registering it at the institution: "
+                "off the work list")
+UNFILED_DETAIL = ("filed mark taken off (its registration at the institution deleted, or never made): "
+                  "back on the work list")
 
 
 def _dicom_patient(series, meta: Meta) -> dict[str, str]:
@@ -139,8 +148,10 @@ def receipt(record_id: str):
     record_id = parse_record_id(record_id, "record id")
     row = _stored_here(record_id)
     if row.filed or node().record_index.follow_filed([record_id]):
-        raise ApiError(409, "already_filed", f"series {record_id} is already filed at the institution; "
-                       "it is on its patient's page")
+        raise ApiError(409, "already_filed", f"series {record_id} is marked filed: a physician's browser said it "
+                       "registered it at the institution; open it from its patient's page, or, if it is on no "
+                       "patient's page (its registration deleted, or never made), take the mark off with "
+                       f"DELETE /api/v1/records/{record_id}/filed to put it back on the work list")
     record_audit(node().models.AuditEntry, "record.receipt", "record", record_id)
     return jsonify({"id": record_id, "receipt": node_receipt(record_id, current_identity().user_id)})
 
@@ -165,5 +176,32 @@ def filed(record_id: str):
     if not row.filed:
         with models.database.atomic():
             models.StoredRecord.update(filed=True).where(models.StoredRecord.id == record_id).execute()
-            record_audit(models.AuditEntry, "record.filed", "record", record_id)
+            record_audit(models.AuditEntry, "record.filed", "record", record_id, detail=FILED_DETAIL)
     return jsonify({"id": record_id, "filed": True})
+
+
+@bp.delete("/api/v1/records/<record_id>/filed")
+@require_auth(*SERIES_FILERS)
+def unfiled(record_id: str):
+    """Put a series back on the work list: its registration at the institution was deleted while
+    this node keeps its images (the physician may not delete a modality's series), or it was marked
+    filed without being registered. Without this the series was on no patient's page and on no work
+    list, and only an administrator deleting the images (and the modality sending them again) got
+    it back. Whoever may file may unfile (the same roles and institution, `_stored_here`): the mark
+    only hides a series from the work list, so taking it off shows a series, never moves one. The
+    node cannot check that no registration is left (it never calls the institution); the viewer
+    takes the mark off only after deleting the registration. 409 when not filed."""
+    record_id = parse_record_id(record_id, "record id")
+    row = _stored_here(record_id)
+    models = node().models
+    try:
+        was_marked = node().store.unmark_filed(record_id)  # first: the store is what every node sharing it reads
+    except FileNotFoundError:
+        raise not_found("record", record_id) from None
+    if not (row.filed or was_marked):  # marked in this node's catalogue, or in the store by another node
+        raise ApiError(409, "not_filed", f"series {record_id} is not filed: it is on the work list already; "
+                       "attach it to its patient there")
+    with models.database.atomic():
+        models.StoredRecord.update(filed=False).where(models.StoredRecord.id == record_id).execute()
+        record_audit(models.AuditEntry, "record.unfiled", "record", record_id, detail=UNFILED_DETAIL)
+    return jsonify({"id": record_id, "filed": False})

@@ -93,6 +93,11 @@ class Store(Protocol):
         """Say in the store that the series is filed at its institution (durable, idempotent)."""
         ...
 
+    def unmark_filed(self, record_id: str) -> bool:
+        """Take the filed mark off (its registration at the institution deleted, or never made): the
+        series is unfiled for every node sharing the store. True if it was marked."""
+        ...
+
     def filed_among(self, record_ids: list[str]) -> set[str]:
         """Which of these records the store says are filed (by this node or another sharing it)."""
         ...

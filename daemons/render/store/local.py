@@ -815,6 +815,18 @@ class RecordStore:
             _write_durable(folder / FILED, b"")
             _fsync_dir(folder)
 
+    def unmark_filed(self, record_id: str) -> bool:
+        """Remove the record's `filed` file, durably (a crash must not bring the mark back)."""
+        folder = self.path_of(record_id)
+        if not self.exists(record_id):
+            raise FileNotFoundError(f"record {record_id} is not in the store {self.root}")
+        try:
+            (folder / FILED).unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(folder)
+        return True
+
     def filed_among(self, record_ids: list[str]) -> set[str]:
         """The filed ones; a record whose folder this node may not read is taken for unfiled (it is
         served to no one until it is readable, `RecordUnreadable`)."""

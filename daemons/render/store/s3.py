@@ -533,6 +533,16 @@ class S3RecordStore:
         key = f"{self.prefix}{FILED}{record_id}"
         _call(f"PUT {key}", lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=b""))
 
+    def unmark_filed(self, record_id: str) -> bool:
+        """Delete the object `filed/<record id>` (a HEAD first: S3 deletes a missing key silently)."""
+        if not self.exists(record_id):
+            raise FileNotFoundError(f"record {record_id} is not in s3://{self.bucket}/{self.prefix}")
+        key = f"{self.prefix}{FILED}{record_id}"
+        if self._head(key) is None:
+            return False
+        _call(f"DELETE {key}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
+        return True
+
     def filed_among(self, record_ids: list[str]) -> set[str]:
         """A HEAD per record for a few (the work list's unfiled series, on every request), one listing
         of `filed/` for many: `filed/` names every series ever filed, so listing it for a handful would

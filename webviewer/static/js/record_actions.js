@@ -3,6 +3,8 @@
 // server). A series saved under another series' label is corrected here (issue 15 item 1).
 // Deleting removes the registry entry first (the institution's rule is the gate), then asks the
 // render node to delete the stored series; the node's own rule decides, and a refusal is shown.
+// Images the node keeps (a modality's series, filed from the work list, is not the physician's to
+// delete) go back on the node's work list: its filed mark is taken off, or they were on no page.
 
 import { h, mount, select, formatDate } from "./dom.js";
 import { recordLabel, viewerHref } from "./federation.js";
@@ -27,14 +29,31 @@ async function deleteStoredSeries(ctx, inst, record) {
   } catch (err) {
     if (err.status !== 404) return `The stored images were kept: ${ctx.describeError(err)}`;
   }
+  let node = null;
   try {
-    const node = await ctx.dir.node(inst.id, record.node_id);
+    node = await ctx.dir.node(inst.id, record.node_id);
     await ctx.session.fetchJson(node.url, recordPath(record), { method: "DELETE" });
     return "The stored images were deleted from the render node too.";
   } catch (err) {
-    return err.status === 404
-      ? "The render node no longer held the images."
-      : `The render node kept the stored images: ${ctx.describeError(err)}`;
+    if (err.status === 404) return "The render node no longer held the images.";
+    const kept = `The render node kept the stored images: ${ctx.describeError(err)}`;
+    return node ? `${kept} ${await backOnWorklist(ctx, node, record)}` : kept;
+  }
+}
+
+/**
+ * The node keeps the images of a series whose registration is gone: take its filed mark off, so it
+ * is back on the node's work list to be attached to its patient (else it was on no patient's page
+ * and on no work list). The browser does it: the institution and the node never call each other.
+ */
+async function backOnWorklist(ctx, node, record) {
+  const where = `the work list of ${labelText(node.name)}`;
+  try {
+    await ctx.session.fetchJson(node.url, apiPath`api/v1/records/${record.id}/filed`, { method: "DELETE" });
+    return `The series is back on ${where}.`;
+  } catch (err) {
+    if (err.status === 409) return `The series is on ${where}.`; // never marked filed
+    return `It could not be put back on ${where}: ${ctx.describeError(err)}`;
   }
 }
 
