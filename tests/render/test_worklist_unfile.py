@@ -77,3 +77,27 @@ def test_unfiling_is_for_those_who_file(archive):
     bad = archive.client.delete("/api/v1/records/not-an-id/filed", headers=archive.headers())
     assert bad.status_code == 400 and "error" in bad.get_json()
     assert record_id not in _listed(archive)  # still filed after every refusal
+
+
+def test_another_node_sharing_the_store_follows_the_unfiling_at_its_start(archive):
+    """Node B, sharing the store, still has the series filed in its own catalogue when node A takes
+    the mark off; B's start-up pass, which marks what an upgraded store lacks, marked it filed again,
+    and the series left A's work list at B's next restart. The store now keeps that it was unfiled, and
+    B follows that (its catalogue, which the store is read through here, plays B's)."""
+    record_id = received_series(archive)
+    the_node = archive.app.extensions["sivr_node"]
+    stored = the_node.models.StoredRecord
+    assert archive.client.post(f"/api/v1/records/{record_id}/filed", headers=archive.headers()).status_code == 200
+    the_node.store.unmark_filed(record_id)  # node A's unfiling, which B's catalogue does not know
+    assert stored.get_by_id(record_id).filed  # B's catalogue: still filed
+
+    the_node.record_index.sync_at_start()  # B restarts
+    assert the_node.store.filed_among([record_id]) == set() and not stored.get_by_id(record_id).filed
+    assert record_id in _listed(archive)
+
+    legacy = received_series(archive, series_uid="1.2.826.0.1.3680043.8.498.60.77")  # filed before the store kept marks
+    stored.update(filed=True).where(stored.id == legacy).execute()
+    the_node.record_index.sync_at_start()
+    assert the_node.store.filed_among([legacy]) == {legacy}
+    the_node.store.mark_filed(record_id)  # filed again: the unfiled mark goes
+    assert the_node.store.unfiled_among([record_id]) == set()

@@ -265,3 +265,20 @@ def test_filed_among_asks_about_a_few_records_without_listing_every_filed_series
     monkeypatch.setattr(s3_store, "FILED_HEAD_LIMIT", 2)  # many records: one listing is cheaper
     assert store.filed_among(["r1", "r2", "r3"]) == {"r1", "r2"}
     assert operations == ["ListObjectsV2"]
+
+
+def test_an_unfiled_mark_is_kept_in_the_bucket_until_filed_again_or_deleted(seaweed, bucket):
+    """Every node sharing the bucket reads that a series was unfiled (`unfiled/`), so one whose own
+    catalogue still says filed follows it instead of marking it filed again at its start."""
+    store = make_store(seaweed, bucket, KeyRing(os.urandom(32)))
+    for record_id in ("r1", "r2"):
+        store.write_record(record_id, [record_id.encode()], sample_manifest(1, files=[record_id.encode()]))
+    store.mark_filed("r1")
+    assert store.unmark_filed("r1") and not store.unmark_filed("r2")  # r2 was never filed
+    assert store.filed_among(["r1", "r2"]) == set() and store.unfiled_among(["r1", "r2"]) == {"r1"}
+    store.mark_filed("r1")
+    assert store.filed_among(["r1"]) == {"r1"} and store.unfiled_among(["r1"]) == set()
+    store.unmark_filed("r1")
+    store.delete("r1")
+    keys = [o["Key"] for o in store._list(store.prefix)]
+    assert not any(key.endswith("/r1") or "/r1/" in key for key in keys), keys  # the marks went with it

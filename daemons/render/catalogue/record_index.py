@@ -162,10 +162,18 @@ class RecordIndex:
         return filed
 
     def _mark_filed_in_store(self) -> None:
-        """Series filed before the store kept the mark (an upgraded node) get it, once."""
+        """Series this catalogue says are filed and the store does not: another node sharing the store
+        took the mark off (`unfiled_among`: followed here, so the series is back on this node's work
+        list too), or they were filed before the store kept the mark (an upgraded node: marked). Marking
+        every one, as before, filed again at each start a series another node had put back on the work
+        list."""
         stored = self.models.StoredRecord
         filed = [row.id for row in stored.select(stored.id).where(stored.filed)]
-        for record_id in set(filed) - self.store.filed_among(filed):
+        missing = set(filed) - self.store.filed_among(filed)
+        unfiled = self.store.unfiled_among(sorted(missing))
+        if unfiled:
+            stored.update(filed=False).where(stored.id.in_(sorted(unfiled))).execute()
+        for record_id in missing - unfiled:
             try:
                 self.store.mark_filed(record_id)
             except FileNotFoundError:  # deleted meanwhile

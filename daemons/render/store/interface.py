@@ -95,11 +95,18 @@ class Store(Protocol):
 
     def unmark_filed(self, record_id: str) -> bool:
         """Take the filed mark off (its registration at the institution deleted, or never made): the
-        series is unfiled for every node sharing the store. True if it was marked."""
+        series is unfiled for every node sharing the store, which keeps that it was unfiled
+        (`unfiled_among`). True if it was marked."""
         ...
 
     def filed_among(self, record_ids: list[str]) -> set[str]:
         """Which of these records the store says are filed (by this node or another sharing it)."""
+        ...
+
+    def unfiled_among(self, record_ids: list[str]) -> set[str]:
+        """Which of these records a node took the filed mark off (`unmark_filed`), and none filed again
+        since: a node whose catalogue still says filed follows that, where a record of a store that
+        kept no marks yet (an upgraded node) is marked (`RecordIndex`)."""
         ...
 
     def cleanup(self) -> int:

@@ -83,6 +83,7 @@ ZSTD_LEVEL = 1
 ASIDE_THREADS = 4  # files compressed ahead, and journal parts written, at once in a process (each)
 MANIFEST = "manifest.bin"
 FILED = "filed"
+UNFILED = "unfiled"  # the filed mark was taken off (`unmark_filed`)
 JOURNAL = "journal"
 READ_ATTEMPTS = 5  # a manifest read that races a compaction (its parts removed meanwhile) is retried
 TEMP_PREFIX = ".tmp-"
@@ -807,34 +808,42 @@ class RecordStore:
         return sorted(stored)
 
     def mark_filed(self, record_id: str) -> None:
-        """An empty `filed` file in the record's folder: deleting the record deletes the mark."""
+        """An empty `filed` file in the record's folder (and no `unfiled`): deleting the record deletes
+        the marks."""
         folder = self.path_of(record_id)
         if not self.exists(record_id):
             raise FileNotFoundError(f"record {record_id} is not in the store {self.root}")
         if not (folder / FILED).exists():
             _write_durable(folder / FILED, b"")
             _fsync_dir(folder)
+        if (folder / UNFILED).exists():
+            (folder / UNFILED).unlink(missing_ok=True)
+            _fsync_dir(folder)
 
     def unmark_filed(self, record_id: str) -> bool:
-        """Remove the record's `filed` file, durably (a crash must not bring the mark back)."""
+        """An `unfiled` file in place of the `filed` one, durably (a crash must not bring the mark
+        back; one between the two leaves the series filed, as it was)."""
         folder = self.path_of(record_id)
         if not self.exists(record_id):
             raise FileNotFoundError(f"record {record_id} is not in the store {self.root}")
-        try:
-            (folder / FILED).unlink()
-        except FileNotFoundError:
+        if not (folder / FILED).exists():
             return False
+        _write_durable(folder / UNFILED, b"")
+        (folder / FILED).unlink(missing_ok=True)
         _fsync_dir(folder)
         return True
 
     def filed_among(self, record_ids: list[str]) -> set[str]:
         """The filed ones; a record whose folder this node may not read is taken for unfiled (it is
         served to no one until it is readable, `RecordUnreadable`)."""
-        return {r for r in record_ids if self._is_filed(r)}
+        return {r for r in record_ids if self._marked(r, FILED)}
 
-    def _is_filed(self, record_id: str) -> bool:
+    def unfiled_among(self, record_ids: list[str]) -> set[str]:
+        return {r for r in record_ids if self._marked(r, UNFILED)}
+
+    def _marked(self, record_id: str, mark: str) -> bool:
         try:
-            return (self.path_of(record_id) / FILED).is_file()
+            return (self.path_of(record_id) / mark).is_file()
         except OSError:
             return False
 

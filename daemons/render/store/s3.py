@@ -66,6 +66,7 @@ MANIFESTS = "manifests/"
 OBJECTS = "objects/"
 QUARANTINE = "quarantine/"
 FILED = "filed/"
+UNFILED = "unfiled/"  # the filed mark was taken off (`unmark_filed`)
 #: Up to this many records, `filed_among` asks about each (HEAD) rather than listing `filed/`.
 FILED_HEAD_LIMIT = 32
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
@@ -480,7 +481,7 @@ class S3RecordStore:
         if self._cache is not None:
             self._cache.drop_record(record_id)
         self._delete_keys([o["Key"] for o in self._list(f"{self.prefix}{OBJECTS}{record_id}/")]
-                          + [f"{self.prefix}{FILED}{record_id}"])
+                          + [f"{self.prefix}{FILED}{record_id}", f"{self.prefix}{UNFILED}{record_id}"])
         return True
 
     def _stored_commit(self, record_id: str) -> Commit | None:
@@ -530,16 +531,19 @@ class S3RecordStore:
         is the institution's, not one node's); removed with the record."""
         if not self.exists(record_id):
             raise FileNotFoundError(f"record {record_id} is not in s3://{self.bucket}/{self.prefix}")
-        key = f"{self.prefix}{FILED}{record_id}"
+        key, unfiled = f"{self.prefix}{FILED}{record_id}", f"{self.prefix}{UNFILED}{record_id}"
         _call(f"PUT {key}", lambda: self._s3.put_object(Bucket=self.bucket, Key=key, Body=b""))
+        _call(f"DELETE {unfiled}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=unfiled))
 
     def unmark_filed(self, record_id: str) -> bool:
-        """Delete the object `filed/<record id>` (a HEAD first: S3 deletes a missing key silently)."""
+        """The object `unfiled/<record id>` in place of `filed/<record id>` (a HEAD first: S3 deletes
+        a missing key silently; put before the delete, so a failure between leaves it filed)."""
         if not self.exists(record_id):
             raise FileNotFoundError(f"record {record_id} is not in s3://{self.bucket}/{self.prefix}")
-        key = f"{self.prefix}{FILED}{record_id}"
+        key, unfiled = f"{self.prefix}{FILED}{record_id}", f"{self.prefix}{UNFILED}{record_id}"
         if self._head(key) is None:
             return False
+        _call(f"PUT {unfiled}", lambda: self._s3.put_object(Bucket=self.bucket, Key=unfiled, Body=b""))
         _call(f"DELETE {key}", lambda: self._s3.delete_object(Bucket=self.bucket, Key=key))
         return True
 
@@ -547,20 +551,24 @@ class S3RecordStore:
         """A HEAD per record for a few (the work list's unfiled series, on every request), one listing
         of `filed/` for many: `filed/` names every series ever filed, so listing it for a handful would
         cost more with each series the institution files."""
+        return self._marked_among(FILED, record_ids)
+
+    def unfiled_among(self, record_ids: list[str]) -> set[str]:
+        return self._marked_among(UNFILED, record_ids)
+
+    def _marked_among(self, mark: str, record_ids: list[str]) -> set[str]:
         wanted = set(record_ids)
         if len(wanted) > FILED_HEAD_LIMIT:
-            start = len(self.prefix) + len(FILED)
-            return {o["Key"][start:] for o in self._list(self.prefix + FILED)} & wanted
+            start = len(self.prefix) + len(mark)
+            return {o["Key"][start:] for o in self._list(self.prefix + mark)} & wanted
         if not wanted:
             return set()
         with ThreadPoolExecutor(min(self._threads, len(wanted))) as pool:
-            marked = dict(zip(wanted, pool.map(self._is_filed, wanted), strict=True))
-        if not all(marked.values()):
-            self.check()  # the unfiled ones' 404s, confirmed once (`_head`)
-        return {record_id for record_id, filed in marked.items() if filed}
-
-    def _is_filed(self, record_id: str) -> bool:
-        return self._head(f"{self.prefix}{FILED}{record_id}", confirm=False) is not None
+            found = dict(zip(wanted, pool.map(lambda r: self._head(f"{self.prefix}{mark}{r}", confirm=False)
+                                              is not None, wanted), strict=True))
+        if not all(found.values()):
+            self.check()  # the unmarked ones' 404s, confirmed once (`_head`)
+        return {record_id for record_id, marked in found.items() if marked}
 
     def cleanup(self) -> int:
         """Delete uploads no manifest names once their newest object is older than `s3.stale_upload_s`.
