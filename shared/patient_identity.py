@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from shared.db import UNSTORABLE
 
 _ISO = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})")
+#: What the rule compares of the DICOM patient (a Comparison's `differs` and `unknown` name these).
+COMPARED = ("name", "birth date")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,15 @@ class Comparison:
 
     differs: list[str]
     unknown: list[str]
+
+    @property
+    def nothing_compared(self) -> bool:
+        """Whether the DICOM patient has none of what the rule compares (no name, no birth date).
+
+        Then nothing differs, yet nothing agrees either: such a series (a CT sent with an empty
+        PatientName and PatientBirthDate) may be any patient's, so it is no match. Its PatientID is no
+        help here, as the SIVR patient this is compared with states no insurance number."""
+        return all(part in self.unknown for part in COMPARED)
 
 
 def _folded(text: str | None) -> str:

@@ -10,7 +10,10 @@ by the viewer's rule (`shared.patient_identity`, identity.js) without calling an
   confirmation, `identity.decision` "confirmed_mismatch" (the upload dialog) or "chosen" (the work
   list, where the physician picked the patient beside the images' patient); otherwise 409
   `identity_unconfirmed`, nothing stored. A client that skips the dialog cannot attach another
-  patient's images silently.
+  patient's images silently;
+- the images name no patient that can be compared (neither name nor birth date,
+  `Comparison.nothing_compared`): they may be anyone's, so the same explicit decision is required
+  (409 `identity_unconfirmed` otherwise), never audited as a `match`.
 
 The audit entry (`record.create`) names the decision, what differs and the DICOM patient as the node
 signed it, so "who confirmed which mismatch" is one query. A receipt that states no DICOM patient
@@ -71,7 +74,8 @@ def _dicom_line(dicom: dict[str, str]) -> str:
 
 def judge_identity(decision: dict[str, Any] | None, patient: dict[str, str] | None,
                    dicom: dict[str, str] | None) -> str:
-    """The audit detail of a registration; 409 `identity_unconfirmed` for an unconfirmed mismatch.
+    """The audit detail of a registration; 409 `identity_unconfirmed` for an unconfirmed mismatch, or
+    for images that name no patient to compare and come without the physician's explicit decision.
 
     `patient` is what the patient reference states, `dicom` what the receipt states (None: not stated).
     """
@@ -86,6 +90,14 @@ def judge_identity(decision: dict[str, Any] | None, patient: dict[str, str] | No
     found = compare_patients(patient["first_name"], patient["last_name"], patient["birth_date"],
                              dicom["name"], dicom["birth_date"])
     said = decision["decision"] if decision is not None else "match"
+    if found.nothing_compared and said not in CONFIRMATIONS:
+        raise ApiError(409, "identity_unconfirmed",
+                       f"the images name no patient to compare with the one they are registered for (no "
+                       f"{' and no '.join(found.unknown)}): in the images {_dicom_line(dicom)}; SIVR patient "
+                       f"{_sivr_line(patient)}. Register them for this patient only with the physician's explicit "
+                       f"decision after comparing the images with the patient ({FIELD}.decision "
+                       "\"confirmed_mismatch\", or \"chosen\" on the work list), or choose the right patient",
+                       differs=found.differs, dicom_patient=dicom)
     if found.differs and said not in CONFIRMATIONS:
         what = " and ".join(found.differs)
         raise ApiError(409, "identity_unconfirmed",

@@ -151,8 +151,12 @@ def test_a_dicom_patient_value_that_is_not_text_is_refused(app, api, users, node
                                    {**JANE, "future": {"nested": [1]}}, {}])
 def test_null_missing_and_unknown_fields_are_taken(app, api, users, node, patient_id, dicom):
     """null and a missing field are "not stated" (an older node); a field this release does not know is
-    ignored, so a newer node's receipt is still taken."""
-    status, record = register(api, users, node, patient_id, dicom, repr(dicom).encode())
+    ignored, so a newer node's receipt is still taken. One that states neither a name nor a birth date
+    names no patient to compare: taken with the physician's explicit choice
+    (tests/institution/test_institution_blank_identity.py)."""
+    names_none = not (dicom.get("name") or dicom.get("birth_date"))
+    identity = {"decision": "chosen", "dicom_patient": dicom} if names_none else None
+    status, record = register(api, users, node, patient_id, dicom, repr(dicom).encode(), identity)
     assert status == 201, record
 
 

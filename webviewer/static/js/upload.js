@@ -231,7 +231,7 @@ export async function uploadView(ctx, patientId) {
       const check = withComparison(patient, err.details.dicom_patient);
       if (!(await confirmMismatch(patient, check, "Register anyway", controller.signal))) {
         throw new ApiError(409, "identity_unconfirmed", `not registered for ${patientName(patient)}: the images name `
-          + "another patient. They are stored on the node and wait on the work list for their patient.");
+          + `${check.differs.length ? "another patient" : "no patient"}. They are stored on the node and wait on the work list for their patient.`);
       }
       registered = await register(identityClaim(CONFIRMED_MISMATCH, check.dicom));
     }

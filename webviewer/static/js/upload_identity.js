@@ -67,11 +67,14 @@ function comparisonTable(patient, check) {
  */
 export function confirmMismatch(patient, check, action, signal) {
   const what = check.differs.join(" and ");
+  // nothing differs, yet the institution asks: the images name no patient to compare (its 409 `identity_unconfirmed`)
+  const named = check.differs.length > 0;
   const dialog = h("dialog", { class: "identity-dialog", id: "identity-confirm", "aria-labelledby": "identity-confirm-title" },
-    h("h2", { id: "identity-confirm-title", text: "⚠ The images name another patient" }),
-    h("p", { text: `The ${what} in the files differ${check.differs.length === 1 ? "s" : ""} from ${patientName(patient)}'s.` }),
+    h("h2", { id: "identity-confirm-title", text: named ? "⚠ The images name another patient" : "⚠ The images name no patient" }),
+    h("p", { text: named ? `The ${what} in the files differ${check.differs.length === 1 ? "s" : ""} from ${patientName(patient)}'s.`
+      : `The files carry no patient ${check.unknown.join(" or ")} to compare with ${patientName(patient)}'s: they may be anyone's.` }),
     comparisonTable(patient, check),
-    check.unknown.length ? h("p", { class: "muted", text: `The images carry no patient ${check.unknown.join(" or ")}.` }) : null,
+    named && check.unknown.length ? h("p", { class: "muted", text: `The images carry no patient ${check.unknown.join(" or ")}.` }) : null,
     h("p", { text: `Go on only if you are sure these images are ${patientName(patient)}'s. Your decision is recorded with your name.` }));
   return new Promise((resolve) => {
     const done = (answer) => { dialog.close(); dialog.remove(); resolve(answer); };
