@@ -60,10 +60,12 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
         _check_source(source, layer, schema_target(migrations), config["database"]["url"])
         target = _open_target(target_config, url)
         try:
-            with exclusive_transaction(target, f"sivr-copy-{layer}"), source.atomic():
+            # the models bound to the target throughout: peewee writes an INSERT for the database a model
+            # is bound to (RETURNING where its proxy points at PostgreSQL, which a SQLite target's
+            # cursor then cannot answer: a process that also serves the layer, as the tests do)
+            with exclusive_transaction(target, f"sivr-copy-{layer}"), source.atomic(), target.bind_ctx(models):
                 _check_empty(target, layer, models, url)  # in the transaction: two copies at once write one
-                with target.bind_ctx(models):
-                    upgrade_schema(target, layer, models, migrations)
+                upgrade_schema(target, layer, models, migrations)
                 copied = {model._meta.table_name: _copy_table(model, source, target) for model in models}
                 _continue_sequences(target, models)
                 audit_model.insert(user_id="", username=CLI_USER, action="database.copy", object_type="database",

@@ -81,7 +81,22 @@ def _pointed_at(config: Config, url: str) -> Config:
     return Config({**config, "database": {**config["database"], "url": url}}, config.layer, config.source)
 
 
-def test_a_toplevel_moves_with_its_rows_and_its_users_log_in_there(deployment, empty_database, capsys):
+@pytest.fixture
+def serving_elsewhere():
+    """The layers' models pointed at a database that writes INSERT … RETURNING, as in a process
+    whose app runs on PostgreSQL (the suite's other modules): the copy must write each INSERT for its
+    own target (a SQLite target failed, "no attribute 'lastrowid'")."""
+    elsewhere = peewee.SqliteDatabase(":memory:", returning_clause=True)
+    kept = [(proxy, proxy.obj) for proxy in (toplevel_models.database_proxy, institution_models.database_proxy)]
+    for proxy, _ in kept:
+        proxy.initialize(elsewhere)
+    yield
+    for proxy, obj in kept:
+        proxy.initialize(obj)
+
+
+def test_a_toplevel_moves_with_its_rows_and_its_users_log_in_there(deployment, empty_database, capsys,
+                                                                   serving_elsewhere):
     layer = get_layer("toplevel")
     source = layer.load_config(str(deployment / "toplevel.toml"))
     url = empty_database()
@@ -107,7 +122,8 @@ def test_a_toplevel_moves_with_its_rows_and_its_users_log_in_there(deployment, e
     assert len(_rows(target, toplevel_models.MODELS)["app_user"]) == 1  # nothing doubled
 
 
-def test_an_institutions_new_rows_after_the_copy_get_new_numbers(deployment, empty_database, capsys):
+def test_an_institutions_new_rows_after_the_copy_get_new_numbers(deployment, empty_database, capsys,
+                                                                 serving_elsewhere):
     """Records and finding links are numbered by the database (serial columns); on PostgreSQL the
     copied rows left the sequence at 1, so the first record registered after the move collided."""
     layer = get_layer("institution")
