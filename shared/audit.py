@@ -54,6 +54,17 @@ def make_audit_model(database: peewee.DatabaseProxy | peewee.Database) -> type[p
     return AuditEntry
 
 
+#: Who an entry written by the `sivr` command names (no user, no client address: a shell on the host).
+CLI_USER = "sivr-cli"
+
+
+def cli_entry(action: str, object_type: str, object_id: str | None, detail: str) -> dict[str, Any]:
+    """The columns of an audit entry the `sivr` command writes (`user add`, `db copy`, …): one form
+    for every command and layer, the layer's own columns added by the caller."""
+    return {"user_id": "", "username": CLI_USER, "action": action, "object_type": object_type,
+            "object_id": object_id, "client_ip": "local", "detail": detail}
+
+
 def client_address() -> str:
     """The peer address as gunicorn sees it; proxies are not trusted unless configured there."""
     return request.remote_addr or "unknown"

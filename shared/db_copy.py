@@ -22,6 +22,7 @@ import peewee
 import psycopg
 from playhouse.cockroachdb import CockroachDatabase
 
+from shared.audit import cli_entry
 from shared.config import Config, ConfigError
 from shared.db import (
     Migration,
@@ -40,8 +41,6 @@ from shared.db import (
 #: Rows inserted per statement: SQLite builds of before 3.32 take at most 999 parameters in one,
 #: and a row of the widest table has fewer than a dozen columns.
 BATCH_ROWS = 80
-#: Who the copy's audit entry names (as the other `sivr` commands that change a database).
-CLI_USER = "sivr-cli"
 
 
 def copy_database(config: Config, url: str, layer: str, models: Sequence[type[peewee.Model]],
@@ -68,10 +67,9 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
                 upgrade_schema(target, layer, models, migrations)
                 copied = {model._meta.table_name: _copy_table(model, source, target) for model in models}
                 _continue_sequences(target, models)
-                audit_model.insert(user_id="", username=CLI_USER, action="database.copy", object_type="database",
-                                   object_id=None, client_ip="local",
-                                   detail=f"copied from {redacted_url(config['database']['url'])}: "
-                                          f"{sum(copied.values())} rows", **audit_fields).execute(target)
+                detail = f"copied from {redacted_url(config['database']['url'])}: {sum(copied.values())} rows"
+                entry = cli_entry("database.copy", "database", None, detail)
+                audit_model.insert(**entry, **audit_fields).execute(target)
             protect_database_file(target)
             return copied
         finally:

@@ -18,9 +18,9 @@ from daemons.toplevel.models import MODELS, AuditEntry, Institution, RecordType,
 from daemons.toplevel.passwords import passwords_from_config
 from daemons.toplevel.record_types import check_code
 from daemons.toplevel.serialize import institution_json, record_type_json, user_json
+from shared.audit import cli_entry
 from shared.config import Config
 from shared.db import close_database, database_from_config, exclusive_transaction
-from shared.db_copy import CLI_USER
 from shared.errors import ApiError, save_edit
 from shared.validation import parse_uuid, validate
 
@@ -39,8 +39,7 @@ def _database(config: Config) -> Iterator[peewee.Database]:
 
 
 def _audit(action: str, object_type: str, object_id: str, detail: str) -> None:
-    AuditEntry.create(user_id="", username=CLI_USER, action=action, object_type=object_type,
-                      object_id=object_id, client_ip="local", detail=detail)
+    AuditEntry.create(**cli_entry(action, object_type, object_id, detail))
 
 
 def create_institution(
