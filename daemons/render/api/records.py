@@ -160,11 +160,16 @@ def list_records():
 @bp.get("/api/v1/records/<record_id>")
 @require_auth(*ROLES)
 def get_record(record_id: str):
+    """RecordMeta of one record, audited `record.read` once it is read: a series refused on the way
+    (422 damaged and quarantined, 503 an older storing put back) was shown to no one, and an entry
+    saying it was read would name its caller among those who saw it (as the images, audited once
+    made)."""
     record_id = parse_record_id(record_id, "record id")
     per_slice = query.choice(query.DETAIL, "full", query.RECORD_DETAILS) == "full"
     row = stored_or_404(record_id)
+    meta = record_meta(record_id, row, per_slice=per_slice)
     record_audit(node().models.AuditEntry, "record.read", "record", record_id)
-    return jsonify(record_meta(record_id, row, per_slice=per_slice))
+    return jsonify(meta)
 
 
 @bp.delete("/api/v1/records/<record_id>")
