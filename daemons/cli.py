@@ -365,6 +365,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = layer.load_config(args.config)
     check_served_files(config)
     layer.upgrade_schema(config)
+    if args.layer in COPIED_LAYERS:
+        from shared.db_copy import hold_while_serving
+
+        # kept open through exec by gunicorn and its workers: `sivr db copy` refuses while they run
+        hold_while_serving(config)
     if args.dicom_fd is not None:
         from daemons.render.dimse.listener import DICOM_FD_ENV, inherited_socket_problem
 

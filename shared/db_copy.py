@@ -9,12 +9,20 @@ short (a full disk, a dropped connection, Ctrl-C) leaves the target as empty as 
 source untouched. Rows keep their ids, so every link between layers (a
 record's patient, a finding's record, a token's user) still holds; the audit log is copied as it
 was, and the copy itself is audited in the target.
+
+A server still running on a SQLite source would go on writing rows into it after the copy began,
+lost when the unit is switched to the new database: a server holds a shared lock beside its SQLite
+file while it runs (`sivr serve` takes it, gunicorn and its workers inherit it), a copy an exclusive
+one, so each refuses while the other holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,10 @@ from shared.db import (
 #: Rows inserted per statement: SQLite builds of before 3.32 take at most 999 parameters in one,
 #: and a row of the widest table has fewer than a dozen columns.
 BATCH_ROWS = 80
+#: Beside a SQLite database (`toplevel.db-serving.lock`): the file its server and a copy lock. Not
+#: `<db>.lock`, which SQLite's unix-dotfile locking makes a folder; not a lock on the database file
+#: itself, which on NFS would be emulated with the byte-range locks SQLite takes there too.
+SERVING_LOCK_SUFFIX = "-serving.lock"
 
 
 def copy_database(config: Config, url: str, layer: str, models: Sequence[type[peewee.Model]],
@@ -54,6 +66,13 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
     migrations = list(migrations)
     target_config = Config({**config, "database": {**config["database"], "url": url}}, config.layer, config.source)
     _check_exists(config)
+    with _server_stopped(config, layer):
+        return _copy(config, target_config, url, layer, models, migrations, audit_model, audit_fields)
+
+
+def _copy(config: Config, target_config: Config, url: str, layer: str, models: Sequence[type[peewee.Model]],
+          migrations: list[Migration], audit_model: type[peewee.Model], audit_fields: dict[str, Any]) -> dict[str, int]:
+    """The copy itself, once no server runs on a SQLite source (`copy_database`)."""
     source = open_database(config)
     try:
         _check_source(source, layer, schema_target(migrations), config["database"]["url"])
@@ -76,6 +95,86 @@ def copy_database(config: Config, url: str, layer: str, models: Sequence[type[pe
             close_database(target)
     finally:
         close_database(source)
+
+
+def hold_while_serving(config: Config) -> int | None:
+    """Take the shared lock of a server on the config's SQLite database, on a descriptor that the
+    process `sivr serve` execs (gunicorn) and every worker it forks keep open, so the lock is held
+    as long as any of them may write; returns it (None for a database server's URL, whose servers
+    may run on other hosts). ConfigError while `sivr db copy` is copying the database."""
+    path = serving_lock_path(config)
+    if path is None:
+        return None
+    fd = _open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{config.source}: `sivr db copy` is copying its database now; start the server once "
+                          "the copy has ended, with database.url set to the copy's --to URL if it succeeded") from None
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def serving_lock_path(config: Config) -> Path | None:
+    """The lock file of the config's SQLite database; None for a database server's URL."""
+    database = database_from_config(config)
+    if not isinstance(database, peewee.SqliteDatabase) or database.database in ("", ":memory:"):
+        return None
+    return Path(database.database + SERVING_LOCK_SUFFIX)
+
+
+def unit_name(config: Config) -> str | None:
+    """The systemd unit installers/install.sh runs this config's server as (its `unit_of`):
+    `toplevel.toml` -> sivr-toplevel, `institution-2.toml` -> sivr-institution@2; None for a
+    config not named after its layer, which the installer does not install."""
+    name, layer = config.source.stem if config.source else "", config.layer
+    if name == layer:
+        return f"sivr-{layer}"
+    if name.startswith(f"{layer}-"):
+        return f"sivr-{layer}@{name.removeprefix(f'{layer}-')}"
+    return None
+
+
+@contextmanager
+def _server_stopped(config: Config, layer: str) -> Iterator[None]:
+    """Hold the exclusive lock of the config's SQLite database through the copy: refused, with the
+    unit to stop, while its server runs; a server started meanwhile refuses to start."""
+    path = serving_lock_path(config)
+    if path is None:
+        yield
+        return
+    fd = _open_lock(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            unit = unit_name(config)
+            stop = (f"`systemctl stop {unit}`" if unit else
+                    f"stop the process serving it (`sivr serve {layer} --config {config.source}`)")
+            database = str(path).removesuffix(SERVING_LOCK_SUFFIX)
+            raise ConfigError(f"the {layer} server of {config.source} is running on {database} and would go on "
+                              f"writing rows the copy leaves behind: {stop} first, then copy; nothing was copied"
+                              ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, made if missing, owned as the database is: a copy run as root must not make
+    it a file the service user cannot open. It holds nothing (a lock only), so only its owner needs it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        database = os.stat(path.with_name(path.name.removesuffix(SERVING_LOCK_SUFFIX)))
+        if os.geteuid() == 0 and os.fstat(fd).st_uid != database.st_uid:
+            os.fchown(fd, database.st_uid, database.st_gid)
+    except FileNotFoundError:  # the database removed meanwhile: no owner to give it, the lock holds all the same
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _open_target(config: Config, url: str) -> peewee.Database:
