@@ -11,10 +11,11 @@ another user or institution, or an old one is refused. It also states the series
 (`dicom`: name, patient_id, issuer, birth_date, sex, as the node read them from the files), so
 that the institution can see whose images it registers without asking the node (issue 11: a
 registration for another patient than the images name needs the physician's confirmation), and the
-record's image facts (`facts`: rows, columns, frames, modality, study date, as the node's manifest
-holds them), which the institution keeps instead of what the request says: a browser that stated them
-itself registered a 1-frame CT as a million-frame MR of 1900. A receipt of a node of an older release
-states no facts (`Receipt.facts` None); the institution says how it takes those.
+record's image facts (`facts`: rows, columns, frames, modality, study date and the study the series
+belongs to, as the node's manifest holds them), which the institution keeps instead of what the request
+says: a browser that stated them itself registered a 1-frame CT as a million-frame MR of 1900; the study
+is what keeps a study's series on one patient at the institution. A receipt of a node of an older
+release states no facts (`Receipt.facts` None), or no study; the institution says how it takes those.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ _REQUIRED = ["typ", "rid", "node", "inst", "sub", "iat", "exp"]
 DICOM_CLAIM = "dicom"
 DICOM_PATIENT_KEYS = ("name", "patient_id", "issuer", "birth_date", "sex")
 #: The receipt's statement of the record's image facts, and what it names (an institution record's
-#: columns; `study_date` ISO YYYY-MM-DD or null where the files state no date).
+#: columns; `study_date` ISO YYYY-MM-DD or null where the files state no date; `study_uid` the
+#: series' StudyInstanceUID, null where the files state no UID).
 FACTS_CLAIM = "facts"
-RECORD_FACT_KEYS = ("rows", "columns", "frames", "modality", "study_date")
+RECORD_FACT_KEYS = ("rows", "columns", "frames", "modality", "study_date", "study_uid")
 #: The JSON names of what a DICOM patient value may wrongly be, for the refusal.
 _JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 

@@ -68,6 +68,10 @@ class Record(BaseModel):
     study_date = peewee.DateField(null=True)
     registered_by = peewee.CharField(max_length=36)
     registered_at = peewee.DateTimeField(default=utcnow, index=True)
+    # the series' StudyInstanceUID as its node's receipt states it: a study's series are registered for
+    # one patient (`records._refuse_study_of_another_patient`). None: registered before schema 6, or
+    # with a receipt stating no study (an older node's); such a registration is not compared.
+    study_uid = peewee.CharField(max_length=64, null=True, index=True)
 
     class Meta:
         table_name = "record"
@@ -189,9 +193,20 @@ def _add_finding_versions(db: peewee.Database) -> None:
     db.create_tables([FindingVersion], safe=True)
 
 
+def _add_record_study(db: peewee.Database) -> None:
+    """Schema 5 -> 6: registrations keep the study their node's receipt states (`Record.study_uid`).
+
+    Registrations made before have none (NULL) and are not compared with the study's other series.
+    A database that has no record table yet gets it, column included, from `create_tables`, as does
+    the column's index (named as a new install names it)."""
+    if db.table_exists("record") and "study_uid" not in {column.name for column in db.get_columns("record")}:
+        migrate(SchemaMigrator.from_database(db).add_column("record", "study_uid",
+                                                            peewee.CharField(max_length=64, null=True)))
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
 MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store, _add_audit_institution,
-                                     _add_finding_versions)
+                                     _add_finding_versions, _add_record_study)
 
 
 def bind_database(config: Config) -> peewee.Database:

@@ -8,7 +8,9 @@ and the institution's administrators may correct a record's description and type
 (`shared.roles.may_change_record`); every change is audited with the old and the new values.
 
 A record's image facts (rows, columns, frames, modality, study date: `FACT_FIELDS`) are the
-node's, from its receipt: a request's copy of them is checked as any field is, then not used.
+node's, from its receipt: a request's copy of them is checked as any field is, then not used. So is
+its study (`STATED_FIELDS`), which a request cannot state at all: a study belongs to one patient, and
+a series of a study registered here for another patient is refused (`_refuse_study_of_another_patient`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from shared.access import require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
 from shared.auth import current_identity, require_auth
 from shared.db import exclusive_transaction, run_exclusive
+from shared.dicom_uid import MAX_LENGTH as UID_LENGTH
+from shared.dicom_uid import is_uid
 from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import Expected, Receipt, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import ROLES, SERIES_FILERS
@@ -74,6 +78,18 @@ FACT_FIELDS = {
     "modality": Field(str, max_len=16, check=modality),
     "study_date": Field(str, required=False, nullable=True, check=date_value),
 }
+
+def _uid(value: str, field: str) -> str:
+    """A DICOM UID by the rule every layer keeps UIDs by (`shared.dicom_uid`)."""
+    if not is_uid(value):
+        raise ApiError(400, "validation_error",
+                       f"{field} must be a DICOM UID (digits and dots, at most {UID_LENGTH} characters)")
+    return value
+
+
+#: What only the node's receipt states, never a request: its facts and the series' study. A receipt
+#: that states no study (a node of a release before it was signed) leaves it None: not compared.
+STATED_FIELDS = {**FACT_FIELDS, "study_uid": Field(str, required=False, nullable=True, max_len=UID_LENGTH, check=_uid)}
 
 # What the uploader or an admin may correct after registration (PATCH): the labels a person typed.
 EDITABLE_FIELDS = {name: RECORD_FIELDS[name] for name in ("record_type", "description")}
@@ -172,19 +188,19 @@ def _require_receipt(receipt: object, node: Node, record_id: str, user_id: str) 
 
 def _record_facts(stated: dict[str, object] | None, sent: dict[str, object]) -> tuple[dict[str, object], str]:
     """The record's facts and the audit's note of where they come from: the node's, as its receipt
-    states them (`stated`, checked by `FACT_FIELDS`: 422 where the registry cannot keep them), with
-    the request's copy (`sent`) not used.
+    states them (`stated`, checked by `STATED_FIELDS`: 422 where the registry cannot keep them), with
+    the request's copy (`sent`) not used. `study_uid` is always among them, None where not signed.
 
     A receipt from a node of a release before the facts were signed (`stated` None) is taken for
     what it signs, as one without a DICOM patient is (`reconciliation.judge_identity`): the facts
     are then the request's, as they always were from such a node, and the audit says so
-    ("facts=unsigned"). Refusing it would stop every upload to a node not upgraded yet; its record,
-    node, institution and uploader are still the node's word. Upgrading the nodes ends it
-    (docs/deployment.md, "Upgrades")."""
+    ("facts=unsigned"); a study is never taken from the request, so such a record has none. Refusing
+    it would stop every upload to a node not upgraded yet; its record, node, institution and uploader
+    are still the node's word. Upgrading the nodes ends it (docs/deployment.md, "Upgrades")."""
     if stated is None:
-        return validate(sent, FACT_FIELDS), " facts=unsigned"
+        return {**validate(sent, FACT_FIELDS), "study_uid": None}, " facts=unsigned"
     try:
-        return validate(stated, FACT_FIELDS), ""
+        return {"study_uid": None, **validate(stated, STATED_FIELDS)}, ""
     except ApiError as exc:
         raise ApiError(422, "unregistrable_record",
                        f"the render node states this series' image facts as the registry cannot keep them: "
@@ -198,6 +214,35 @@ def _lock_name(record_id: str) -> str:
     a plain transaction let two registrations on two nodes both find no other patient's row
     (PostgreSQL), and two edits at once fail with "database is locked" (SQLite)."""
     return f"sivr-record-{record_id}"
+
+
+def _registration_lock(record_id: str, study_uid: str | None) -> str:
+    """The lock a registration reads, then writes under: its study's where the receipt states one, so
+    that two series of one study registered at once for two patients cannot both find no other
+    patient's series (`_refuse_study_of_another_patient`); a series belongs to one study, so the
+    same series registered on two nodes at once is ordered by it too. Else the record id's."""
+    return _lock_name(record_id if study_uid is None else f"study-{study_uid}")
+
+
+def _refuse_study_of_another_patient(study_uid: str | None, patient_id: str) -> None:
+    """409 `study_of_another_patient` when a series of the study `study_uid` is registered at this
+    institution for another patient than `patient_id`: a study is one patient's (DICOM PS3.3 C.7.2.1),
+    and its series filed to two patients put one patient's images on another's page. The refusal names
+    the study, one such series and its patient by the id this institution files it under (what a
+    physician here may list anyway), and what to do. Registrations without a study (made before it
+    was kept, or with an older node's receipt) are not compared. Called under the study's lock
+    (`_registration_lock`)."""
+    if study_uid is None:
+        return
+    other = (records_here().where((Record.study_uid == study_uid) & (Record.patient_id != patient_id))
+             .order_by(Record.registered_at, Record.pk).first())
+    if other is not None:
+        raise ApiError(409, "study_of_another_patient",
+                       f"study {study_uid} is filed at this institution to patient {other.patient_id} (series "
+                       f"{other.id}); a study belongs to one patient. Register this series for that patient, "
+                       "or, if that filing is wrong, first delete the study's series registered for it "
+                       f"(DELETE /api/v1/records/{other.id})",
+                       study_uid=study_uid, patient_id=other.patient_id, record_id=other.id)
 
 
 @bp.post("/api/v1/records")
@@ -230,14 +275,16 @@ def register_record():
         answer = _already_registered(fields["id"], node, fields["patient_id"])
         if answer is not None:
             return answer
+        _refuse_study_of_another_patient(values["study_uid"], fields["patient_id"])
         decided = judge_identity(decision, patient, stated.dicom)
         record = Record.create(node=node, registered_by=identity.user_id, **values)
+        study_note = f" study_uid={record.study_uid}" if record.study_uid else ""
         record_audit(AuditEntry, "record.create", "record", record.id, patient_id=record.patient_id,
-                     detail=f"node_id={node.id}{facts_note}{decided}")
+                     detail=f"node_id={node.id}{study_note}{facts_note}{decided}")
         return jsonify(record_to_json(record)), 201
 
     try:
-        return run_exclusive(database_proxy, _lock_name(fields["id"]), register)
+        return run_exclusive(database_proxy, _registration_lock(fields["id"], values["study_uid"]), register)
     except peewee.IntegrityError:
         if not Node.select().where(Node.id == node.id).exists():
             raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None

@@ -12,30 +12,23 @@ C-GET sends an instance on only in a presentation context of its SOP Class (PS3.
 attribute). The data set's UIDs are the ones checked, not the file meta's Media Storage SOP Class
 and Instance UIDs (0002,0002-0003): the node catalogues, compares and sends instances by the data
 set's. Leading zeros in a component, which PS3.5 forbids but which older modalities write, are
-accepted, as Orthanc and dcmtk accept them.
+accepted, as Orthanc and dcmtk accept them (the rule itself: `shared.dicom_uid`, which the
+institution applies to the studies it keeps as well).
 """
 
 from __future__ import annotations
-
-import re
 
 from pydicom.dataset import Dataset
 
 from daemons.render.attributes import attribute_text
 from shared.db import UNSTORABLE
+from shared.dicom_uid import MAX_LENGTH, is_uid
 
-MAX_LENGTH = 64
 # each must be present and a UID; the SOP Class last, so an instance missing its identifying UIDs is
 # told about those first
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 PATIENT_KEY = ("PatientID", "IssuerOfPatientID")  # how the catalogue keys patients
 LONG_STRING = 64  # characters of an LO value (PS3.5 6.2)
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-
-
-def is_uid(value: str) -> bool:
-    """Whether `value` (already stripped of its padding) is a UID by this node's rule."""
-    return len(value) <= MAX_LENGTH and _UID.fullmatch(value) is not None
 
 
 def uid_of(dataset: Dataset, keyword: str) -> str:

@@ -81,7 +81,7 @@ def test_upgrade_of_a_schema_1_database_leaves_old_nodes_keyless_until_set(confi
     db.execute_sql("UPDATE schema_version SET version = 1 WHERE layer = 'institution'")
     db.close()
 
-    assert upgrade(config) == 5
+    assert upgrade(config) == 6
     status, shown = api.call("GET", f"/api/v1/nodes/{node['id']}", users["admin"])
     assert status == 200 and shown["receipt_key"] is None
     body = record_body(node["id"], patient_id)

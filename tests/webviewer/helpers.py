@@ -92,7 +92,10 @@ def derived_series(ct_series: Path, dest: Path, first: int, count: int) -> list[
 
 def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
     """Copies of `files` in `dest` that name `patient` (name LAST^FIRST, birth date) as their DICOM
-    patient, as a real study of that patient would: the viewer then has no patient mismatch to show."""
+    patient, as a real study of that patient would: the viewer then has no patient mismatch to show.
+    Each patient's copies are a study of their own (a UID derived from the patient and the source's
+    study): the institution files a study's series to one patient only, and tests file copies of the
+    same files to many patients."""
     import pydicom
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -101,6 +104,7 @@ def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
         ds = pydicom.dcmread(source)
         ds.PatientName = f"{patient['last_name']}^{patient['first_name']}".upper()
         ds.PatientBirthDate = patient["birth_date"].replace("-", "")
+        ds.StudyInstanceUID = f"2.25.{uuid.uuid5(uuid.UUID(patient['id']), ds.StudyInstanceUID).int}"
         written.append(dest / f"{number:04d}-{source.name}")
         ds.save_as(written[-1], enforce_file_format=True)
     return written

@@ -22,6 +22,7 @@ from flask import Blueprint, jsonify
 
 from daemons.render.node import node
 from daemons.render.store.manifest import Meta
+from daemons.render.uids import is_uid
 from shared.access import require_own_institution
 from shared.audit import record_audit, record_audit_many
 from shared.auth import current_identity, require_auth
@@ -56,9 +57,13 @@ def record_facts(meta: Meta) -> dict[str, object]:
     manifest, as RecordMeta serves them: the institution keeps these as the record's rows, columns,
     frames, modality and study date, not what the registering request says. The study date is the
     files' StudyDate (DA, or the YYYY-MM-DD of old writers) as an ISO date; null where the files
-    state no day of the calendar (the institution's registry keeps no other)."""
+    state no day of the calendar (the institution's registry keeps no other). The study is the files'
+    StudyInstanceUID, by which the institution keeps a study's series on one patient; null where it is
+    no UID (a series stored before the ingest required one): such a series is not compared."""
+    study_uid = meta.study_uid.strip()
     return {"rows": meta.rows, "columns": meta.columns, "frames": meta.frames,
-            "modality": meta.record_modality, "study_date": _calendar_date(iso_date(meta.study_date.strip()))}
+            "modality": meta.record_modality, "study_date": _calendar_date(iso_date(meta.study_date.strip())),
+            "study_uid": study_uid if is_uid(study_uid) else None}
 
 
 def _calendar_date(iso: str | None) -> str | None:
