@@ -16,6 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import current_app
 
+from daemons.render.catalogue.generation_book import NODE_ACTOR
 from daemons.render.catalogue.index import forget_series
 from daemons.render.catalogue.record_index import RecordIndex
 from daemons.render.imaging.image_cache import ImageCache
@@ -27,11 +28,14 @@ from daemons.render.records import RecordRegistry
 from daemons.render.store.interface import RecordUnreadable, Store, StoreUnavailable
 from daemons.render.store.local import StoreError
 from daemons.render.store.manifest import Manifest, ManifestVersionError
+from shared.audit import record_audit
 from shared.config import Config
 from shared.errors import ApiError, not_found
 
 log = logging.getLogger(__name__)
 NODE_EXTENSION = "sivr_node"
+#: the audit action of a damaged record the node took out of service (`Node.quarantine`)
+QUARANTINED = "record.quarantined"
 RECORDS_EXTENSION = "sivr_records"
 
 
@@ -126,21 +130,38 @@ class Node:
         self.images.drop_record(record_id)
 
     def quarantine(self, record_id: str, reason: str) -> None:
-        """Take a damaged record out of service: moved aside in the store, dropped from the catalogue.
+        """Take a damaged record out of service: moved aside in the store, dropped from the catalogue,
+        and audited `record.quarantined` by the node (`NODE_ACTOR`), saying what failed to verify and
+        where the files went: the series leaves every list and answers 404 from then on, and the log
+        line alone left an administrator reading the audit log no trace of where it went.
 
-        The catalogue rows go even when the store could not move it (a disk error, logged): a row
-        kept made every list that reads it fail; the record left in place is found damaged again."""
+        Audited once, by the request that moved it: one that found it moved meanwhile (`where` None)
+        writes nothing. A record the store could not move (a disk error) is audited too, as it stays
+        in place and is found damaged again at its next read. The catalogue rows go in both cases: a
+        row kept made every list that reads it fail."""
         try:
             where = self.store.quarantine(record_id, reason)
         except OSError as exc:
             log.error("record %s is damaged (%s) and could not be moved aside: %s", record_id, reason, exc)
+            self._audit_quarantine(record_id, f"damaged: {reason}; it could not be moved aside ({exc}) and stays "
+                                              "in the store, refused at each read: free the disk or fix its "
+                                              "permissions, or restore the series from a backup")
             where = None
+        else:
+            if where is not None:
+                self._audit_quarantine(record_id, f"damaged: {reason}; moved aside to {where} (its reason.txt says "
+                                                  "why) and no longer served: inspect it, then restore the series "
+                                                  "from a backup or send it again, and delete the folder")
         self.models.StoredRecord.delete_by_id(record_id)
         forget_series(self.models.catalogue, record_id)
         self.registry.unload(record_id)
         self.forget(record_id)
         if where is not None:
             log.error("record %s is damaged (%s); quarantined in %s", record_id, reason, where)
+
+    def _audit_quarantine(self, record_id: str, detail: str) -> None:
+        record_audit(self.models.AuditEntry, QUARANTINED, "record", record_id, detail=detail,
+                     user_id="", username=NODE_ACTOR, client_ip="-")
 
     def intact(self, record_id: str) -> Manifest | None:
         """The record's manifest, or None when it does not read: a damaged one (quarantined on the
