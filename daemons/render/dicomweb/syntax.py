@@ -130,9 +130,16 @@ def needs_stored_syntax(asked: Asked, single_item: bool = False) -> bool:
     """Whether the answer depends on the stored syntaxes: the request takes not every decodable
     instance, whatever its syntax, but names a specific other syntax: each instance must then be
     checked before the answer starts. 406 when it can take no instance at all (in no form: also
-    single-part for an instance resource, `single_item`)."""
+    single-part for an instance resource, `single_item`).
+
+    A range of q=0 refuses what it names more specifically than the range that takes the rest in
+    (`accept.ranked`), whatever syntax it names or none: `transfer-syntax=1.2.840.10008.1.2.5;q=0,
+    transfer-syntax=*` takes every instance as stored but those in RLE, and `*/*; transfer-syntax=*,
+    application/dicom;q=0` those stored in Explicit VR Little Endian in no form. Such a request
+    depends on the stored syntaxes too: it was not checked, and the instances it refused went in
+    Explicit VR Little Endian, which it had not asked for or had refused."""
     if asked.choose(_instance_offers(_ANY_DECODABLE, True, single_item)):
-        return False
+        return any(item.q == 0 for ranges in asked.sources for item in ranges)
     if any(item.syntax not in (None, ANY, EXPLICIT_LE) for ranges in asked.sources for item in ranges):
         return True
     if single_item:  # an instance resource is also its file alone (PS3.18 10.4.4)

@@ -94,12 +94,11 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
         """Whether the request takes an instance stored in `syntax` in no form this resource has."""
         return (instance_form(wanted, syntax) if single_item else instance_syntax(wanted, syntax)) is None
 
-    if needs_stored_syntax(wanted, single_item):  # only a specific other syntax: each instance must be in it
-        bulk_base = _bulk_base(study_uid, series_uids)
-        for entry in metadata_cache().entries(the_node, rows, bulk_base):
-            if refused(entry.syntax):
-                raise not_acceptable(f"an instance is stored in {entry.syntax}; this node sends instances as "
-                                     f"stored (transfer-syntax=*) or in {EXPLICIT_LE} only")
+    if needs_stored_syntax(wanted, single_item):  # a specific syntax named or refused: each instance checked
+        entries = metadata_cache().entries(the_node, rows, _bulk_base(study_uid, series_uids))
+        others = [(row, entry.syntax) for row, entry in zip(rows, entries, strict=True) if refused(entry.syntax)]
+        if others:
+            raise not_acceptable(_in_other_syntaxes(others, len(rows), series_uids))
     for row in rows:  # a stored-only instance cannot be transcoded: refused before the answer starts
         kept = the_node.manifest(row.series_id).stored_only_blob(row.blob)
         if kept is not None and refused(kept.transfer_syntax or ""):
@@ -111,7 +110,9 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
         for row in rows:
             raw = resolve.read_instance(the_node, row)
             syntax = _syntax_of(raw)
-            yield _instance_bytes(raw, syntax, instance_syntax(wanted, syntax))
+            chosen = instance_syntax(wanted, syntax)
+            assert chosen is not None, "an instance the request takes in no form is refused above"
+            yield _instance_bytes(raw, syntax, chosen)
 
     if not single_item:
         _, made = first_made(parts())
@@ -119,8 +120,9 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
         raw = resolve.read_instance(the_node, rows[0])
         syntax = _syntax_of(raw)
         form = instance_form(wanted, syntax)
-        content_type, body = _instance_bytes(raw, syntax, form.syntax if form is not None else None)
-        if form is not None and not form.multipart:  # the Part 10 file as the body (PS3.18 10.4.4)
+        assert form is not None, "an instance the request takes in no form is refused above"
+        content_type, body = _instance_bytes(raw, syntax, form.syntax)
+        if not form.multipart:  # the Part 10 file as the body (PS3.18 10.4.4)
             return _single_part(body, content_type)
         made = iter([(content_type, body)])
     boundary = new_boundary()
@@ -128,6 +130,26 @@ def _stream_instances(rows: list[Any], study_uid: str, series_uids: dict[str, st
                         content_type=related_content_type(DICOM, boundary))
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+#: the instances a 406 on their stored syntaxes names (the rest are counted)
+NAMED_INSTANCES = 5
+
+
+def _in_other_syntaxes(refused: list[tuple[Any, str]], total: int, series_uids: dict[str, str]) -> str:
+    """Why a request for instances is 406 (`refused`: the rows it takes in no form, and their stored
+    syntaxes): which instances, of which series, are stored in which syntax, and the Accept that takes
+    them all. Before, it said "an instance is stored in X": of a study whose series came in different
+    syntaxes, the client could not tell which to ask for apart. The UIDs are the caller's to read (it
+    may read the study)."""
+    named = "; ".join(f"instance {row.sop_instance_uid} of series {series_uids[row.series_id]} in "
+                      f"{syntax_text(syntax)}" for row, syntax in refused[:NAMED_INSTANCES])
+    more = f"; and {len(refused) - NAMED_INSTANCES} more" if len(refused) > NAMED_INSTANCES else ""
+    return (f"{len(refused)} of the {total} instances asked for are stored in a transfer syntax the request "
+            f"does not take, and this node sends an instance as stored or in {EXPLICIT_LE} only: {named}{more}. "
+            'Send Accept: multipart/related; type="application/dicom"; transfer-syntax=* for each as stored, '
+            f'or multipart/related; type="application/dicom" for each in {EXPLICIT_LE}, or ask for those '
+            "instances apart")
 
 
 def _single_part(body: bytes, content_type: str) -> Response:
@@ -142,7 +164,7 @@ def _syntax_of(raw: bytes) -> str:
     return stored_syntax(pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]))
 
 
-def _instance_bytes(raw: bytes, syntax: str, chosen: str | None) -> tuple[str, bytes]:
+def _instance_bytes(raw: bytes, syntax: str, chosen: str) -> tuple[str, bytes]:
     """An instance stored in `syntax` as sent in `chosen` (`syntax.instance_syntax`): its part's
     media type and its bytes, as stored or transcoded to Explicit VR Little Endian."""
     if chosen in (ANY, syntax):

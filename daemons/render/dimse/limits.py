@@ -91,6 +91,8 @@ INVALID_PDU_PARAMETER_VALUE = 0x06  # A-ABORT reason (PS3.8 Table 9-26)
 COMMAND, LAST = 0x01, 0x02  # a PDV's message control header (PS3.8 E.2)
 RESPONSE = 0x8000  # the Command Field bit of a response
 READ_CHUNK = 1 << 16  # bytes asked of the socket at a time (pynetdicom asks 4 KiB)
+P_DATA_TF_TYPE = 0x04  # PDU type (PS3.8 Table 9-22)
+PDU_HEADER = 6  # bytes: type, reserved, length (PS3.8 9.3.1)
 # why the node aborted an association, for its audit entry (pynetdicom's EVT_ABORTED says only that it was)
 _abort_reasons: weakref.WeakKeyDictionary[Association, str] = weakref.WeakKeyDictionary()
 # why an association is cut once the requests queued ahead are answered (`too_many_waiting`): its own
@@ -139,6 +141,17 @@ class BoundedSocket(AssociationSocket):
     (`dicom.request_timeout_s`, `admission`)."""
 
     def recv(self, nr_bytes: int) -> bytearray:
+        """A read of pynetdicom's PDU reader, which asks for a PDU's header, then for its body:
+        a P-DATA-TF body whose PDV items do not fill it exactly is refused (`pdv_problem`)."""
+        pdu_type = getattr(self, "_body_of", None)  # the type of the PDU whose header was read last
+        received = self._bounded_recv(nr_bytes)
+        self._body_of = received[0] if pdu_type is None and len(received) == PDU_HEADER else None
+        problem = pdv_problem(received) if pdu_type == P_DATA_TF_TYPE and len(received) == nr_bytes else None
+        if problem is not None:
+            self._abort(f"a P-DATA-TF of {nr_bytes} bytes whose {problem}")
+        return received
+
+    def _bounded_recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > MAXIMUM_PDU_SIZE:
             self._abort(f"a PDU of {nr_bytes} bytes, over the maximum of {MAXIMUM_PDU_SIZE}")
         limit_s = self.assoc.network_timeout
@@ -191,6 +204,24 @@ class BoundedSocket(AssociationSocket):
         with contextlib.suppress(OSError):
             self.send(abort.encode())
         raise OSError(f"association aborted: {reason}")
+
+
+def pdv_problem(body: bytes) -> str | None:
+    """What is wrong with the PDV items of a P-DATA-TF body, or None when they fill it exactly, each
+    with its context ID and message control header (an item length of 2 or more: PS3.8 9.3.5.1, E.2).
+    pynetdicom reads them with an `assert`: a PDV item longer than the PDU made its reader log an
+    ERROR with a traceback and abort with no reason audited; a PDU length shorter than its items
+    made it read the rest as a next PDU and abort twice."""
+    offset = 0
+    while offset < len(body):
+        if len(body) - offset < 4:
+            return f"last {len(body) - offset} bytes are no PDV item"
+        length = int.from_bytes(body[offset:offset + 4], "big")
+        if length < 2 or offset + 4 + length > len(body):
+            return (f"PDV item at byte {offset} declares {length} bytes, where {len(body) - offset - 4} "
+                    "follow and an item holds at least 2")
+        offset += 4 + length
+    return None if body else "body holds no PDV item"
 
 
 def refuse_small_pdus(event: Any) -> None:

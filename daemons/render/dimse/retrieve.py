@@ -25,7 +25,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from pydicom import dcmread
@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import StoragePresentationContexts, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import encode
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -44,7 +45,7 @@ from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, ST
 from daemons.render.catalogue.matching import retrieve
 from daemons.render.dimse.callers import AE_TITLE_RULE, is_ae_title
 from daemons.render.dimse.connections import AssociationConnections
-from daemons.render.dimse.identifiers import read_identifier, refusal
+from daemons.render.dimse.identifiers import failure_status, read_identifier, refusal
 from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.imaging.transcode import stored_syntax, to_explicit_le
 from daemons.render.node import Node
@@ -68,6 +69,12 @@ NO_DATA_SET = 0x0101
 #: The sub-operation counts of a final C-GET-RSP or C-MOVE-RSP (PS3.7 9.3.3.2, 9.3.4.2).
 SUB_OPERATION_COUNTS = ("NumberOfCompletedSuboperations", "NumberOfWarningSuboperations",
                         "NumberOfFailedSuboperations")
+#: C-MOVE: "Refused: Move Destination unknown" (PS3.4 Table C.4-3), which pynetdicom answers by itself
+#: for a destination the handler does not name and for one that does not accept the association.
+MOVE_DESTINATION_UNKNOWN = 0xA801
+#: C-GET and C-MOVE: "Refused: Out of Resources - Unable to perform sub-operations" (PS3.4 Tables C.4-2,
+#: C.4-3), which pynetdicom answers by itself when every sub-operation failed.
+UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
 
 
 def no_delay(event: Any) -> None:
@@ -230,12 +237,48 @@ class Retrieval:
         self.tls_context = tls_context  # for the `tls://` destinations (None when there are none)
         #: the request each association is refusing (its Message ID): one at a time, as they are answered
         self._refusing: weakref.WeakKeyDictionary[Association, int] = weakref.WeakKeyDictionary()
+        #: the retrieval each association is running (its Message ID) and what its final response says
+        #: of the failure pynetdicom answers by itself, by status (`final_comments`)
+        self._comments: weakref.WeakKeyDictionary[Association, tuple[int, dict[int, str]]] = \
+            weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def handlers(self) -> list[EventHandlerType]:
         """The listener's handler that makes a refusal's counts those of no sub-operation (`refusals`);
-        bound before the metrics read them."""
-        return [(evt.EVT_DIMSE_SENT, self.refusals)]
+        bound before the metrics read them; and the one that says why of the failures pynetdicom answers."""
+        return [(evt.EVT_DIMSE_SENT, self.refusals), (evt.EVT_DIMSE_SENT, self.final_comments)]
+
+    def _comment(self, event: Any, comments: dict[int, str]) -> None:
+        """What the final response of the retrieval `event` is running says, by its status (`final_comments`)."""
+        with self._lock:
+            self._comments[event.assoc] = (int(event.request.MessageID), comments)
+
+    def final_comments(self, event: Any) -> None:
+        """EVT_DIMSE_SENT, before the message is encoded: the failures pynetdicom answers by itself carry
+        an Error Comment (0000,0902) as every other refusal does (`identifiers.failure_status`): a C-MOVE's
+        0xA801 (the handler named no destination, or the destination did not accept the association) and
+        a C-GET's 0xA702 when the caller took none of the instances' SOP classes with the SCP role. Before,
+        the peer got the bare status ("MoveDestinationUnknown" in dcmtk) and could not tell a title the
+        node does not know from a destination that is down, nor a C-GET without SCP/SCU role selection
+        from a node out of resources. Its group length is counted again."""
+        if type(event.message).__name__ not in ("C_GET_RSP", "C_MOVE_RSP"):
+            return
+        command = event.message.command_set
+        with self._lock:
+            running = self._comments.get(event.assoc)
+            if running is None or running[0] != int(command.MessageIDBeingRespondedTo) \
+                    or int(command.Status) == PENDING:
+                return
+            del self._comments[event.assoc]
+        status = int(command.Status)
+        reason = running[1].get(status)
+        if reason is None:
+            return
+        command.ErrorComment = failure_status(status, reason).ErrorComment
+        del command.CommandGroupLength
+        # as pynetdicom counts it (`DIMSEMessage._set_command_group_length`): a command set of plain
+        # values always encodes, in Implicit VR Little Endian (PS3.7 6.3.1)
+        command.CommandGroupLength = len(cast(bytes, encode(command, True, True)))
 
     def refusals(self, event: Any) -> None:
         """EVT_DIMSE_SENT, before the message is encoded: the final C-GET-RSP or C-MOVE-RSP of a request
@@ -286,6 +329,9 @@ class Retrieval:
             return
         receiver, outcomes = Receiver(), Outcomes()
         receiver.learn(event.assoc.accepted_contexts)
+        untaken = sorted({row.sop_class_uid for row in instances} - set(receiver.accepted))
+        if untaken:  # pynetdicom fails their sub-operations, and answers 0xA702 when all failed
+            self._comment(event, {UNABLE_TO_PERFORM_SUB_OPERATIONS: f"propose {untaken[0]} with SCP role selection"})
         event.assoc.bind(evt.EVT_DIMSE_RECV, outcomes.on_message)
         try:
             yield len(instances)
@@ -298,6 +344,8 @@ class Retrieval:
         """C-MOVE: the matches go to the destination AE over a new association (unknown destination: 0xA801)."""
         destination = str(event.move_destination).strip()
         target = self.destinations.get(destination)
+        self._comment(event, {MOVE_DESTINATION_UNKNOWN: f"'{destination}' did not accept the association; retry later"
+                              if target is not None else f"'{destination}' not in dicom.destinations: ask to add it"})
         if target is None:
             self._audit_now(event, "dicom.move_refused", f"destination={destination} is not in dicom.destinations")
             yield None, None
