@@ -61,9 +61,33 @@ export class FrameOffsets {
     return aligned;
   }
 
+  /** The offset of `frame` (mm), undefined where it was never aligned. @param {string} frame */
+  of(frame) {
+    return this.offsets.get(frame);
+  }
+
+  /** Take `mm` as the offset of `frame` again (a reading kept in the address, viewer.js
+   *  `restoreLinks`). @param {string} frame @param {number} mm */
+  keep(frame, mm) {
+    this.offsets.set(frame, mm);
+  }
+
   clear() {
     this.offsets.clear();
   }
+}
+
+/** The largest offset (mm) kept in the address: far more than any body is long. */
+const MAX_OFFSET_MM = 10000;
+
+/**
+ * An offset of a viewport's frame of reference written in the address (viewer.js `writeReading`:
+ * `offset=`, a group's `o`), or null where it holds no finite number of millimetres within
+ * MAX_OFFSET_MM (the viewport is then not aligned). @param {string | null} text @returns {number | null}
+ */
+export function keptOffset(text) {
+  const mm = text != null && text.trim() !== "" ? Number(text) : NaN;
+  return Number.isFinite(mm) && Math.abs(mm) <= MAX_OFFSET_MM ? mm : null;
 }
 
 /**

@@ -13,7 +13,7 @@ import { ImageCache } from "./imagecache.js";
 import { patientIdentity, identityPanel } from "./identity.js";
 import { clamp, planeInfo } from "./geometry.js";
 import { LAYOUTS, hangingProtocol, viewportCount } from "./layouts.js";
-import { slicePosition, followingIndex, referenceOn, linkNote, FrameOffsets } from "./linking.js";
+import { slicePosition, followingIndex, referenceOn, linkNote, frameOf, keptOffset, FrameOffsets } from "./linking.js";
 import { OpenRecord } from "./series.js";
 import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
@@ -35,8 +35,38 @@ const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewpo
 const REPEATING_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown", "+", "=", "-"];
 /** The reading is written into the address at most this often (writeReading). */
 const READING_WRITE_MS = 300;
+/** The most viewports a layout has: each but the active one has a group `vN` (writeReading). */
+const MAX_VIEWPORTS = Math.max(...Object.keys(LAYOUTS).map(viewportCount));
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
-const READING_PARAMS = ["layout", "viewport", "series", "stack", "plane", "slice", "time", "window", "mode", "preset", "azimuth", "elevation"];
+const READING_PARAMS = ["layout", "viewport", "series", "stack", "plane", "slice", "time", "window", "mode", "preset", "azimuth", "elevation",
+  "invert", "offset", "link", ...Array.from({ length: MAX_VIEWPORTS }, (_, n) => `v${n + 1}`)];
+/** The fields of a group (keptGroup): the letter of each parameter of a view (viewParams). */
+const GROUP_FIELDS = { s: "slice", t: "time", w: "window", i: "invert", m: "mode", a: "azimuth", e: "elevation", o: "offset", p: "preset" };
+/** The letter of each parameter in a group. @type {Record<string, string>} */
+const GROUP_LETTERS = Object.fromEntries(Object.entries(GROUP_FIELDS).map(([letter, name]) => [name, letter]));
+
+/**
+ * The view of a viewport other than the active one, from its group `vN=` (N its place, from 1;
+ * writeReading): its view (`plane`), then `_` and a letter and a value for each other parameter
+ * (GROUP_FIELDS), the DVR preset last (its names hold `_`): `coronal_s12_w40,400`. Only the form
+ * is read here, into the parameters the active viewport's view has in the address, so that every
+ * value is read by the same rules (openReading, applyView, restoreLinks). @param {string | null} value
+ * @returns {URLSearchParams}
+ */
+function keptGroup(value) {
+  const view = new URLSearchParams();
+  if (!value) return view;
+  const [plane, ...fields] = value.split("_");
+  view.set("plane", plane);
+  for (const [n, field] of fields.entries()) {
+    const letter = field.charAt(0);
+    const name = Object.hasOwn(GROUP_FIELDS, letter) ? GROUP_FIELDS[letter] : null;
+    if (!name || view.has(name)) continue;
+    if (name === "preset") { view.set(name, [field.slice(1), ...fields.slice(n + 1)].join("_")); break; }
+    view.set(name, field.slice(1));
+  }
+  return view;
+}
 
 /** Whether `value` names a layout of LAYOUTS: its own keys only, so an edited link's
  *  `layout=constructor` or `__proto__` names none (LAYOUTS[value] is then Object's). @param {string | null} value */
@@ -353,36 +383,45 @@ class Viewer {
     const q = this.query;
     const protocol = hangingProtocol(this.meta.modality, this.phone);
     const layout = !this.phone && knownLayout(q.get("layout")) ? String(q.get("layout")) : protocol.layout;
+    const count = viewportCount(layout);
     const asked = Number(q.get("viewport"));
-    const slot = Number.isInteger(asked) && asked >= 1 && asked <= viewportCount(layout) ? asked - 1 : 0;
-    const series = keptSeries(q.get("series"), viewportCount(layout));
+    const slot = Number.isInteger(asked) && asked >= 1 && asked <= count ? asked - 1 : 0;
+    const series = keptSeries(q.get("series"), count);
+    // each viewport's view: the active one's in the address's own parameters, the others' in
+    // their groups (keptGroup); none on a phone, which shows the active one alone
+    const views = Array.from({ length: count }, (_, n) => (n === slot ? q : keptGroup(this.phone ? null : q.get(`v${n + 1}`))));
     const planes = [...protocol.planes];
     // the view: one the viewer offers, else the stored slices where a slice is named
-    const plane = knownPlane(q.get("plane"));
-    if (plane || q.has("slice")) planes[slot] = plane || "native";
-    this.setLayout(layout, planes, Number(q.get("slice")) || 0, slot);
-    const vp = this.viewports[slot];
-    this.activate(vp);
-    // the active viewport's view is applied to the series it shows: the record the address opens,
-    // or the one `series` names once it is shown (else, a key ignored, to the record opened)
-    if (!series[slot]) this.applyView(vp);
-    if (series.some(Boolean)) this.restoreSeries(series, vp);
+    for (const [n, view] of views.entries()) {
+      const plane = knownPlane(view.get("plane"));
+      if (plane || view.has("slice")) planes[n] = plane || "native";
+    }
+    this.setLayout(layout, planes, views.map((view) => Number(view.get("slice")) || 0));
+    this.activate(this.viewports[slot]);
+    // each viewport's view is applied to the series it shows: the record the address opens, or the
+    // one `series` names once it is shown (else, a key ignored, to the record opened); the active
+    // one's first, as its stack moves every view of its record (chooseStack)
+    for (const n of [slot, ...[...views.keys()].filter((other) => other !== slot)]) {
+      if (!series[n] && (n === slot || views[n].has("plane"))) this.applyView(this.viewports[n], views[n]);
+    }
+    if (series.some(Boolean)) this.restoreSeries(series, views);
+    else this.restoreLinks(views);
   }
 
   /**
-   * The active viewport `vp` (on the view of `plane=` already) takes the rest of its reading from
-   * the address: `stack` (its record's stack chosen), `slice` (its slice of that view; clamped as
+   * The viewport `vp` (on the view of `plane=` already) takes the rest of its reading from `q`, the
+   * address (the active one) or its group there (keptGroup): `stack` (its record's stack chosen,
+   * the active one only), `slice` (its slice of that view; clamped as
    * Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's time point),
-   * `window` (its window, customWindow; a preset's comes back as the preset), and on a 3D view
+   * `window` (its window, customWindow; a preset's comes back as the preset), `invert=1`, and on a 3D view
    * `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality) and `azimuth` and
-   * `elevation` (keptTurn). @param {Viewport} vp
+   * `elevation` (keptTurn). @param {Viewport} vp @param {URLSearchParams} q
    */
-  applyView(vp) {
-    const q = this.query;
+  applyView(vp, q) {
     const record = vp.record;
     const plane = vp.state.plane;
     // the stack first: choosing it moves the views to its own middle (chooseStack)
-    const stack = record.stacks.find((st) => st.id === q.get("stack") && st !== record.stack);
+    const stack = vp === this.active ? record.stacks.find((st) => st.id === q.get("stack") && st !== record.stack) : undefined;
     if (stack) this.chooseStack(stack.id);
     const slice = Number(q.get("slice"));
     const atStart = record === this.record && plane === "native" && !stack;   // setLayout opened it there
@@ -392,6 +431,7 @@ class Viewer {
     if (plane !== "native" && Number.isInteger(time) && time > 0 && time < phases) vp.setTime(time);
     const kept = customWindow(q.get("window"));
     if (kept) vp.restoreWindow(kept);
+    if (q.get("invert") === "1" && !vp.state.invert) vp.toggleInvert();
     if (plane !== "3d") return;
     const mode = VOLUME_MODES.find(([offered]) => offered === q.get("mode"));
     if (mode && mode[0] !== vp.state.vol.mode) vp.setVolumeMode(mode[0]);
@@ -407,15 +447,15 @@ class Viewer {
   /**
    * Show the series the address names in their viewports (`series`, keptSeries), each only if it
    * is still one of the patient's series the panel lists (an edited key names none: ignored, no
-   * request made for it), on its stored slices; the active one `active` on its kept view
-   * (applyView; if its key is ignored, its view is the record opened's). A viewport the reader gave
+   * request made for it), each on its kept view `views` (applyView; if its key is ignored, its
+   * view is the record opened's), then their links (restoreLinks). A viewport the reader gave
    * another series meanwhile keeps it. Until this is done the address is left as it came
    * (writeReading), so a reload meanwhile loses nothing.
-   * @param {string[]} series @param {Viewport} active
+   * @param {string[]} series @param {URLSearchParams[]} views
    */
-  async restoreSeries(series, active) {
+  async restoreSeries(series, views) {
     this.restoring = true;
-    let viewed = false;
+    const viewed = new Set();
     try {
       const entries = await this.panel.ready;
       for (const [slot, key] of series.entries()) {
@@ -431,17 +471,35 @@ class Viewer {
         }
         const vp = this.viewports[slot];
         if (this.destroyed || !vp || vp.record !== this.record) continue;
-        const reading = vp === active && this.active === active;
-        this.showRecord(vp, record, reading ? active.state.plane : "native");
-        if (reading) this.applyView(vp);
-        viewed ||= reading;
+        // on its kept view; with none kept (an address written before views were), its stored slices
+        this.showRecord(vp, record, views[slot] === this.query || views[slot].has("plane") ? vp.state.plane : "native");
+        this.applyView(vp, views[slot]);
+        viewed.add(slot);
       }
-      const own = this.active === active && active.record === this.record;
-      if (!viewed && own && series[this.viewports.indexOf(active)] && !this.destroyed) this.applyView(active);
+      for (const [slot, vp] of this.viewports.entries()) {
+        if (series[slot] && !viewed.has(slot) && vp.record === this.record && views[slot] && !this.destroyed) this.applyView(vp, views[slot]);
+      }
     } finally {
       this.restoring = false;
+      if (!this.destroyed) this.restoreLinks(views);
       this.keepReading();
     }
+  }
+
+  /**
+   * The links kept in the address (writeReading), once every viewport shows its series: the offset
+   * of each viewport's frame of reference (`offset` of the active one, `o` of a group: keptOffset)
+   * and linked scrolling (`link=1`), turned on without moving any view (each is where it was).
+   * @param {URLSearchParams[]} views
+   */
+  restoreLinks(views) {
+    for (const [slot, vp] of this.viewports.entries()) {
+      const mm = views[slot] ? keptOffset(views[slot].get("offset")) : null;
+      if (mm != null) this.offsets.keep(frameOf(vp.meta), mm);
+    }
+    if (this.query.get("link") === "1" && !this.settings.sync) this.setSync(true, false, false);
+    this.refreshCorners();
+    this.drawReferenceLines();
   }
 
   /** The reading changed: it is written into the address within READING_WRITE_MS (writeReading). */
@@ -471,23 +529,44 @@ class Viewer {
     if (slot > 0) params.set("viewport", String(slot + 1));
     const series = this.viewports.map((each) => (each.record === this.record ? "" : OpenRecord.key(each.record.node.id, each.record.meta.id)));
     if (series.some(Boolean)) params.set("series", series.join(","));
-    const s = vp.state;
     const stack = vp.record.stack;
     if (stack && vp.record.stacks.length > 1) params.set("stack", stack.id);
-    if (s.plane !== "native") params.set("plane", s.plane);
-    if (s.plane !== "3d") params.set("slice", String(vp.index()));
-    if (stack && s.plane !== "native" && s.time > 0) params.set("time", String(s.time));
-    if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) params.set("window", windowParam(s.window));
-    if (s.plane === "3d") {
-      params.set("mode", s.vol.mode);
-      if (s.vol.mode === "dvr" && s.vol.preset) params.set("preset", s.vol.preset);
-      params.set("azimuth", s.vol.azimuth.toFixed(1));   // read back by keptTurn
-      params.set("elevation", s.vol.elevation.toFixed(1));
+    for (const [name, value] of this.viewParams(vp)) if (name !== "plane" || value !== "native") params.set(name, value);
+    if (!this.phone) {
+      for (const [n, other] of this.viewports.entries()) {
+        if (other === vp) continue;
+        const fields = this.viewParams(other).map(([name, value]) => (name === "plane" ? value : `${GROUP_LETTERS[name]}${value}`));
+        params.set(`v${n + 1}`, fields.join("_"));   // read back by keptGroup
+      }
     }
+    if (this.settings.sync) params.set("link", "1");
     const address = `${this.routePath}?${params}`;
     if (location.hash === address) return false;
     history.replaceState(history.state, "", address);
     return true;
+  }
+
+  /**
+   * The view of `vp` as the address keeps it (writeReading, read back by applyView): its view, its
+   * slice of it (none for 3D), the time point of a reformat or 3D view, its chosen window (not on
+   * 3D), whether it is inverted, on 3D its projection, turn and DVR preset (last: a group ends with it, keptGroup), and the
+   * offset of its frame of reference where it was aligned. @param {Viewport} vp @returns {[string, string][]}
+   */
+  viewParams(vp) {
+    const s = vp.state;
+    /** @type {[string, string][]} */
+    const view = [["plane", s.plane]];
+    if (s.plane !== "3d") view.push(["slice", String(vp.index())]);
+    if (vp.record.stack && s.plane !== "native" && s.time > 0) view.push(["time", String(s.time)]);
+    if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) view.push(["window", windowParam(s.window)]);
+    if (s.invert) view.push(["invert", "1"]);
+    if (s.plane === "3d") {
+      view.push(["mode", s.vol.mode], ["azimuth", s.vol.azimuth.toFixed(1)], ["elevation", s.vol.elevation.toFixed(1)]);   // read back by keptTurn
+    }
+    const offset = this.offsets.of(frameOf(vp.meta));
+    if (offset !== undefined) view.push(["offset", offset.toFixed(2)]);   // read back by keptOffset
+    if (s.plane === "3d" && s.vol.mode === "dvr" && s.vol.preset) view.push(["preset", s.vol.preset]);
+    return view;
   }
 
   /**
@@ -531,16 +610,18 @@ class Viewer {
 
   /**
    * Show `layout` ("1x1", "1x2", "2x1", "2x2"). Viewports that stay keep everything they show;
-   * new ones open on `planes` (the hanging protocol) or on the record's slices.
+   * new ones open on `planes` (the hanging protocol) or on the record's slices, the stored slices
+   * at `slices` (a reading kept in the address), else at the first.
+   * @param {string} layout @param {string[]} [planes] @param {number[]} [slices]
    */
-  setLayout(layout, planes = [], firstSlice = 0, sliceSlot = 0) {
+  setLayout(layout, planes = [], slices = []) {
     if (!knownLayout(layout)) return;
     this.layout = layout;
     const count = viewportCount(layout);
     for (const vp of this.viewports.splice(count)) vp.destroy();
     while (this.viewports.length < count) {
       const slot = this.viewports.length;
-      const vp = new Viewport(this, slot, planes[slot] || "native", slot === sliceSlot ? firstSlice : 0);
+      const vp = new Viewport(this, slot, planes[slot] || "native", slices[slot] || 0);
       this.viewports.push(vp);
       vp.setActive(false);
       this.grid.append(vp.root);
@@ -628,10 +709,17 @@ class Viewer {
   /** Synchronised scrolling on or off; turning it on brings the parallel views to the active one.
    *  @param {boolean} [say] announce it (not where the caller says what it did: align, compare) */
   toggleSync(say = true) {
-    this.settings.sync = !this.settings.sync;
-    this.syncButton.setAttribute("aria-pressed", String(this.settings.sync));
-    if (say) this.ctx.announce(this.settings.sync ? "Scrolling linked." : "Scrolling not linked.");
-    if (this.settings.sync && this.active) this.scrolled(this.active);
+    this.setSync(!this.settings.sync, say);
+  }
+
+  /** Synchronised scrolling `on` or off; turned on, the parallel views go to the active one's place
+   *  if `follow` (not for a reading restored from the address: each view is where it was).
+   *  @param {boolean} on @param {boolean} [say] @param {boolean} [follow] */
+  setSync(on, say = true, follow = true) {
+    this.settings.sync = on;
+    this.syncButton.setAttribute("aria-pressed", String(on));
+    if (say) this.ctx.announce(on ? "Scrolling linked." : "Scrolling not linked.");
+    if (on && follow && this.active) this.scrolled(this.active);
     this.refreshCorners();
   }
 
