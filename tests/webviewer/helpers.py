@@ -90,12 +90,13 @@ def derived_series(ct_series: Path, dest: Path, first: int, count: int) -> list[
     return written
 
 
-def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
+def as_patient(files: list[Path], patient: dict, dest: Path, keep_study: bool = False) -> list[Path]:
     """Copies of `files` in `dest` that name `patient` (name LAST^FIRST, birth date) as their DICOM
     patient, as a real study of that patient would: the viewer then has no patient mismatch to show.
     Each patient's copies are a study of their own (a UID derived from the patient and the source's
     study): the institution files a study's series to one patient only, and tests file copies of the
-    same files to many patients."""
+    same files to many patients. `keep_study`: the files' study is the test's own, made for this
+    patient (a test of how the viewer shows studies)."""
     import pydicom
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -104,19 +105,20 @@ def as_patient(files: list[Path], patient: dict, dest: Path) -> list[Path]:
         ds = pydicom.dcmread(source)
         ds.PatientName = f"{patient['last_name']}^{patient['first_name']}".upper()
         ds.PatientBirthDate = patient["birth_date"].replace("-", "")
-        ds.StudyInstanceUID = f"2.25.{uuid.uuid5(uuid.UUID(patient['id']), ds.StudyInstanceUID).int}"
+        if not keep_study:
+            ds.StudyInstanceUID = f"2.25.{uuid.uuid5(uuid.UUID(patient['id']), ds.StudyInstanceUID).int}"
         written.append(dest / f"{number:04d}-{source.name}")
         ds.save_as(written[-1], enforce_file_format=True)
     return written
 
 
 def uploaded_record(deployment, patient: dict, files: list[Path], description: str,
-                    keep_dicom_patient: bool = False, modality: str = "CT") -> dict:
+                    keep_dicom_patient: bool = False, modality: str = "CT", keep_study: bool = False) -> dict:
     """Upload through the node's API and register at institution 1: the record a viewer opens.
 
     The files are uploaded naming `patient` (`as_patient`), unless `keep_dicom_patient` (a test
     of the viewer's patient-mismatch warning names another DICOM patient on purpose, and registers
-    it with the physician's confirmation, as the upload dialog asks for).
+    it with the physician's confirmation, as the upload dialog asks for). `keep_study` as `as_patient`.
     """
     import tempfile
 
@@ -126,7 +128,7 @@ def uploaded_record(deployment, patient: dict, files: list[Path], description: s
     node = registered_node(deployment)
     doctor = deployment.client("physician")
     with tempfile.TemporaryDirectory() as tmp:
-        sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp))
+        sent = files if keep_dicom_patient else as_patient(files, patient, Path(tmp), keep_study)
         meta = upload_record(doctor, node["url"], sent)
     register_record(doctor, inst["server_url"], meta, node["id"], patient["id"], modality, description,
                     confirm_mismatch=keep_dicom_patient)

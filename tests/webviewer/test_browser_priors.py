@@ -65,7 +65,7 @@ def studies(deployment, ct_series, tmp_path_factory) -> dict:
     for key, (first, count, study, number, description, frame, shift) in plan.items():
         files = as_study(derived_series(ct_series, tmp / key, first=first, count=count), study, number, description,
                          frame, shift)
-        records[key] = uploaded_record(deployment, patient, files, f"{key} series")
+        records[key] = uploaded_record(deployment, patient, files, f"{key} series", keep_study=True)
     return {"patient": patient, "records": records, "studies": {"current": current, "prior": prior, "oldest": oldest}}
 
 

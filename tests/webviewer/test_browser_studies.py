@@ -70,7 +70,7 @@ def three_studies(deployment, ct_series, tmp_path_factory) -> dict:
         "older": (50, older, 2, "Soft tissue 3.0", "Baseline"),
     }
     records = {key: uploaded_record(deployment, patient, in_study(
-        derived_series(ct_series, tmp / key, first=first, count=3), study, number, series), label)
+        derived_series(ct_series, tmp / key, first=first, count=3), study, number, series), label, keep_study=True)
         for key, (first, study, number, series, label) in plan.items()}
     records["demo"] = uploaded_record(deployment, patient, derived_series(ct_series, tmp / "demo", first=0, count=4),
                                       "Demo CT")
