@@ -8,6 +8,7 @@ databases when `SIVR_TEST_PG_URL` names a server (as `.ci/run` does).
 from __future__ import annotations
 
 import os
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,8 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from daemons.demo import RunningDeployment, start_deployment
+from daemons.deployment import Layout
+from daemons.layers import LAYERS
+from shared.config import render_config_toml
 from shared.tokens import generate_signing_keypair
 from tests.module_order import ModuleSeconds, load_seconds, longest_modules_first
+from tests.toplevel.conftest import FAST_ARGON2
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -158,11 +163,28 @@ def pg_session_database_factory() -> Iterator[Callable[[], str]]:
         yield create
 
 
+def cheap_password_hashing(layout: Layout) -> None:
+    """`before_start` of the shared deployments: their toplevel hashes passwords at argon2id's least
+    cost (`FAST_ARGON2`). Their tests log in about a thousand times a run (each browser test, each API
+    client), and at the production cost (3 passes over 64 MiB) a login took 0.2 s of a core on the
+    2-core CI machine, spent on nothing those tests check. The toplevel redoes a hash made at another
+    cost at its next login, so the users seeded before the start become cheap at their first login.
+    Hashing at the production cost stays tested where it is the subject (tests/toplevel, the login
+    burst of tests/ops)."""
+    for instance in layout.instances:
+        if instance.layer == "toplevel":
+            path = Path(instance.config)
+            values = tomllib.loads(path.read_text())
+            values.setdefault("auth", {}).update(FAST_ARGON2)
+            path.write_text(render_config_toml("toplevel", LAYERS["toplevel"].keys, values))
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
     """Every available layer, two institutions, one render node each, SQLite databases."""
     running = start_deployment(
-        tmp_path_factory.mktemp("deployment"), institution_names=["Demo Hospital", "Second Clinic"]
+        tmp_path_factory.mktemp("deployment"), institution_names=["Demo Hospital", "Second Clinic"],
+        before_start=cheap_password_hashing,
     )
     yield running
     running.stop()
@@ -174,7 +196,8 @@ def make_deployment(tmp_path_factory) -> Iterator[Callable[..., RunningDeploymen
     started: list[RunningDeployment] = []
 
     def make(**kwargs) -> RunningDeployment:
-        running = start_deployment(tmp_path_factory.mktemp("private-deployment"), **kwargs)
+        running = start_deployment(tmp_path_factory.mktemp("private-deployment"),
+                                   **{"before_start": cheap_password_hashing, **kwargs})
         started.append(running)
         return running
 

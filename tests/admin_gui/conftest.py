@@ -27,6 +27,7 @@ from daemons.demo import RunningDeployment, start_deployment
 from daemons.deployment import Layout
 from daemons.layers import LAYERS
 from shared.config import render_config_toml
+from tests.conftest import cheap_password_hashing
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "admin_gui"
@@ -51,7 +52,8 @@ def _override_toplevel(tokens: dict) -> Callable[[Layout], None]:
 def gui_deployment(tmp_path_factory) -> Iterator[RunningDeployment]:
     """Real toplevel and institution daemons (and render nodes when that layer exists) shared by
     the console tests; tests that change data use names of their own and clean up."""
-    running = start_deployment(tmp_path_factory.mktemp("gui-deployment"), institution_names=INSTITUTIONS)
+    running = start_deployment(tmp_path_factory.mktemp("gui-deployment"), institution_names=INSTITUTIONS,
+                               before_start=cheap_password_hashing)
     yield running
     running.stop()
 

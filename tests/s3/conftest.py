@@ -11,6 +11,7 @@ import pytest
 
 from daemons.demo import RunningDeployment, register_nodes, start_deployment
 from daemons.deployment import Instance, ObjectStore
+from tests.conftest import cheap_password_hashing
 from tests.s3.seaweed import SeaweedS3, started_seaweed
 
 
@@ -30,7 +31,7 @@ def object_store_for(seaweed: SeaweedS3) -> ObjectStore:
 def shared(tmp_path_factory, seaweed) -> Iterator[RunningDeployment]:
     """Every layer, one institution with two render nodes on one bucket prefix; nodes registered."""
     running = start_deployment(tmp_path_factory.mktemp("s3-deployment"), nodes_per_institution=2,
-                               object_store=object_store_for(seaweed))
+                               object_store=object_store_for(seaweed), before_start=cheap_password_hashing)
     register_nodes(running.client("admin"), running.layout.institutions[0])
     yield running
     running.stop()
