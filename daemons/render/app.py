@@ -85,15 +85,15 @@ def create_app(config: Config) -> Flask:
     upgrade_schema(database, "render", models.all, MIGRATIONS)
     with database.connection_context():
         store = open_store(config, records_expected=models.StoredRecord.select().exists())
-    record_index = RecordIndex(store, models, float(config["storage"]["catalogue_refresh_s"]))
+    holder: dict[str, Node] = {}
+    # a damaged record the index meets is quarantined by the node's one rule (moved aside, audited)
+    record_index = RecordIndex(store, models, float(config["storage"]["catalogue_refresh_s"]),
+                               quarantine=lambda record_id, reason: holder["node"].quarantine(record_id, reason))
     try:
         receipt_key = load_or_create_node_key(Path(config["node"]["receipt_key"]))
     except (ValueError, OSError) as exc:  # not a key, readable by others, or not creatable (read-only keys folder)
         raise ConfigError(f"node.receipt_key: {exc}") from exc
-    with database.connection_context():
-        record_index.sync_at_start()
     threads = config["render"]["load_threads"] or os.cpu_count() or 2
-    holder: dict[str, Node] = {}
     runtime = NodeRuntime.from_environment()
     registry = RecordRegistry(store, config["memory"]["budget_mb"] * MIB, runtime, threads,
                               manifest_reader=lambda record_id: holder["node"].manifest(record_id))
@@ -105,6 +105,9 @@ def create_app(config: Config) -> Flask:
     holder["node"] = Node(config, store, models, registry, limits, images, effort, record_index, decoder,
                           receipt_key, layer_audience(config))
     app.extensions[NODE_EXTENSION] = holder["node"]
+    # once the node exists, in the app: a damaged record the scan quarantines is audited (and exported)
+    with app.app_context(), database.connection_context():
+        record_index.sync_at_start()
     app.extensions[INGEST_EXTENSION] = ingest = Ingest(
         holder["node"], UploadMemory(config["limits"]["upload_memory_mb"] * MIB),
         UploadsPerUser(config["limits"]["uploads_per_user"] or config["server"]["threads"] // 2),

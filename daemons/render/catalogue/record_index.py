@@ -31,11 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class RecordIndex:
-    """Keeps the StoredRecord rows and the DICOM catalogue (`catalogue.index`) in step with the store."""
+    """Keeps the StoredRecord rows and the DICOM catalogue (`catalogue.index`) in step with the store.
 
-    def __init__(self, store: Store, models: Models, refresh_s: float):
+    A damaged record it meets is taken out of service by `quarantine(record_id, reason)`, the node's
+    one rule (`Node.quarantine`: moved aside, audited once, a failed move caught and audited): its
+    own call of the store's left no audit entry, and a move that failed went up as a 500, or
+    stopped the node at start-up."""
+
+    def __init__(self, store: Store, models: Models, refresh_s: float, quarantine: Callable[[str, str], None]):
         self.store = store
         self.models = models
+        self.quarantine = quarantine
         self.refresh_s = refresh_s
         self._synced_at = float("-inf")
         self._lock = threading.Lock()
@@ -97,8 +103,7 @@ class RecordIndex:
                 raise
             return None
         except (StoreError, ValueError, KeyError, TypeError) as exc:
-            where = self.store.quarantine(record_id, str(exc))
-            log.error("record %s is damaged (%s); quarantined in %s", record_id, exc, where)
+            self.quarantine(record_id, str(exc))
             return None
         try:
             row = self.models.StoredRecord.create(
