@@ -16,10 +16,13 @@ on the work list, where it was matched in the first place, as a PACS sends a stu
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, jsonify
 
+from daemons.render.ingest.service import ingest_service
 from daemons.render.node import node
 from daemons.render.store.manifest import Meta
 from daemons.render.uids import is_uid
@@ -145,6 +148,22 @@ def _stored_here(record_id: str):
     return row
 
 
+@contextmanager
+def _marking(record_id: str) -> Iterator[Any]:
+    """The stored row of a series of this node (`_stored_here`), read under the series' lock, held while
+    its filed mark is set or taken off: the store's mark and the row are set together, one request at
+    a time. Without it a POST and a DELETE at once each set the store's mark, then the row, from a row
+    read before the other's: the row said filed and the store unfiled (or the reverse), both 200, and
+    this node kept the series off its work list while nodes sharing the store listed it. The lock is
+    the one appends and deletes take (`Ingest.series_lock`): a series deleted meanwhile is a 404."""
+    _stored_here(record_id)  # 403 and 404 before taking a lock
+    with ingest_service().series_lock(record_id):
+        row = node().record_index.find(record_id)
+        if row is None:
+            raise not_found("record", record_id)
+        yield row
+
+
 @bp.post("/api/v1/records/<record_id>/receipt")
 @require_auth(*SERIES_FILERS)
 def receipt(record_id: str):
@@ -172,16 +191,16 @@ def filed(record_id: str):
     node's catalogue: with a shared S3 store another node that takes the series over knows it is filed.
     """
     record_id = parse_record_id(record_id, "record id")
-    row = _stored_here(record_id)
     models = node().models
-    try:
-        node().store.mark_filed(record_id)  # first: the store is what every node sharing it reads
-    except FileNotFoundError:
-        raise not_found("record", record_id) from None
-    if not row.filed:
-        with models.database.atomic():
-            models.StoredRecord.update(filed=True).where(models.StoredRecord.id == record_id).execute()
-            record_audit(models.AuditEntry, "record.filed", "record", record_id, detail=FILED_DETAIL)
+    with _marking(record_id) as row:
+        try:
+            node().store.mark_filed(record_id)  # first: the store is what every node sharing it reads
+        except FileNotFoundError:
+            raise not_found("record", record_id) from None
+        if not row.filed:
+            with models.database.atomic():
+                models.StoredRecord.update(filed=True).where(models.StoredRecord.id == record_id).execute()
+                record_audit(models.AuditEntry, "record.filed", "record", record_id, detail=FILED_DETAIL)
     return jsonify({"id": record_id, "filed": True})
 
 
@@ -197,16 +216,16 @@ def unfiled(record_id: str):
     node cannot check that no registration is left (it never calls the institution); the viewer
     takes the mark off only after deleting the registration. 409 when not filed."""
     record_id = parse_record_id(record_id, "record id")
-    row = _stored_here(record_id)
     models = node().models
-    try:
-        was_marked = node().store.unmark_filed(record_id)  # first: the store is what every node sharing it reads
-    except FileNotFoundError:
-        raise not_found("record", record_id) from None
-    if not (row.filed or was_marked):  # marked in this node's catalogue, or in the store by another node
-        raise ApiError(409, "not_filed", f"series {record_id} is not filed: it is on the work list already; "
-                       "attach it to its patient there")
-    with models.database.atomic():
-        models.StoredRecord.update(filed=False).where(models.StoredRecord.id == record_id).execute()
-        record_audit(models.AuditEntry, "record.unfiled", "record", record_id, detail=UNFILED_DETAIL)
+    with _marking(record_id) as row:
+        try:
+            was_marked = node().store.unmark_filed(record_id)  # first: the store is what every node sharing it reads
+        except FileNotFoundError:
+            raise not_found("record", record_id) from None
+        if not (row.filed or was_marked):  # marked in this node's catalogue, or in the store by another node
+            raise ApiError(409, "not_filed", f"series {record_id} is not filed: it is on the work list already; "
+                           "attach it to its patient there")
+        with models.database.atomic():
+            models.StoredRecord.update(filed=False).where(models.StoredRecord.id == record_id).execute()
+            record_audit(models.AuditEntry, "record.unfiled", "record", record_id, detail=UNFILED_DETAIL)
     return jsonify({"id": record_id, "filed": False})

@@ -72,9 +72,14 @@ def study_url(study_uid: str) -> str:
     return f"{node().url}{ROOT}/studies/{study_uid}"
 
 
-def _audit(series_rows: list[Any]) -> None:
+def _viewed(response: Response, series_rows: list[Any]) -> Response:
+    """`response`, counting the series it shows in the view audit. Every route calls this with its
+    answer made, its form chosen and its first part read (a multipart answer streams the rest): after
+    every check that refuses it, as a 404, 406, 415 or 422 shows no image. Counted before those checks,
+    an RLE series asked for as JPEG answered 406 and the audit said its images had been viewed."""
     for row in series_rows:
         note_view(AUDIT_KIND, row.id)
+    return response
 
 
 # --- instances ---------------------------------------------------------------------------------
@@ -216,24 +221,22 @@ def _study_rows(study_uid: str) -> tuple[list[Any], list[Any], dict[str, str]]:
 @require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_study(study: str) -> Response:
     series_rows, rows, series_uids = _study_rows(study)
-    _audit(series_rows)
-    return _stream_instances(rows, study, series_uids)
+    return _viewed(_stream_instances(rows, study, series_uids), series_rows)
 
 
 @bp.get("/studies/<study>/series/<series>")
 @require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_series(study: str, series: str) -> Response:
     series_row = resolve.series(study, series)
-    _audit([series_row])
-    return _stream_instances(resolve.instances_of_series(series_row), study, {series_row.id: series})
+    return _viewed(_stream_instances(resolve.instances_of_series(series_row), study, {series_row.id: series}),
+                   [series_row])
 
 
 @bp.get(INSTANCE_PATH)
 @require_auth(*ORIGINAL_FILE_READERS)
 def retrieve_instance(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
-    _audit([row.series])
-    return _stream_instances([row], study, {row.series_id: series}, single_item=True)
+    return _viewed(_stream_instances([row], study, {row.series_id: series}, single_item=True), [row.series])
 
 
 # --- metadata ----------------------------------------------------------------------------------
@@ -250,24 +253,21 @@ def _metadata(rows: list[Any], study_uid: str, series_uids: dict[str, str]) -> R
 @require_auth(*ROLES)
 def study_metadata(study: str) -> Response:
     series_rows, rows, series_uids = _study_rows(study)
-    _audit(series_rows)
-    return _metadata(rows, study, series_uids)
+    return _viewed(_metadata(rows, study, series_uids), series_rows)
 
 
 @bp.get("/studies/<study>/series/<series>/metadata")
 @require_auth(*ROLES)
 def series_metadata(study: str, series: str) -> Response:
     series_row = resolve.series(study, series)
-    _audit([series_row])
-    return _metadata(resolve.instances_of_series(series_row), study, {series_row.id: series})
+    return _viewed(_metadata(resolve.instances_of_series(series_row), study, {series_row.id: series}), [series_row])
 
 
 @bp.get(f"{INSTANCE_PATH}/metadata")
 @require_auth(*ROLES)
 def instance_metadata(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
-    _audit([row.series])
-    return _metadata([row], study, {row.series_id: series})
+    return _viewed(_metadata([row], study, {row.series_id: series}), [row.series])
 
 
 # --- frames and bulk data ----------------------------------------------------------------------
@@ -296,7 +296,6 @@ def first_made(parts: Iterator[Part]) -> tuple[Part | None, Iterator[Part]]:
 
 def _instance_dataset(study: str, series: str, sop: str) -> tuple[Any, pydicom.Dataset]:
     row = resolve.instance(study, series, sop)
-    _audit([row.series])
     return row, pydicom.dcmread(io.BytesIO(resolve.read_instance(node(), row)))
 
 
@@ -327,7 +326,7 @@ def retrieve_frames(study: str, series: str, sop: str, frames: str) -> Response:
     if missing:
         raise ApiError(404, "not_found", f"frame {missing[0]} does not exist: the instance has frames 1..{count}")
     _check_showable(row, numbers)
-    return _frames_response(ds, numbers)
+    return _viewed(_frames_response(ds, numbers), [row.series])
 
 
 @bp.get(f"{INSTANCE_PATH}/bulk/<path:element>")
@@ -341,17 +340,17 @@ def retrieve_bulk(study: str, series: str, sop: str, element: str) -> Response:
     if found.tag == 0x7FE00010 and element.upper() == "7FE00010":
         numbers = list(range(1, frame_count(ds) + 1))
         _check_showable(row, numbers)
-        return _frames_response(ds, numbers)
+        return _viewed(_frames_response(ds, numbers), [row.series])
     multipart = bulk_form(asked())
     if multipart is None:
         raise not_acceptable(BULK_DATA_FORM)
     if not multipart:
-        return _single_part(_bulk_value(ds, found), OCTETS)
+        return _viewed(_single_part(_bulk_value(ds, found), OCTETS), [row.series])
     boundary = new_boundary()
     response = Response(write_related([(OCTETS, _bulk_value(ds, found))], boundary, "WADO-RS bulk data"),
                         content_type=related_content_type(OCTETS, boundary))
     response.headers["Cache-Control"] = "private, no-store"
-    return response
+    return _viewed(response, [row.series])
 
 
 BULK_DATA_FORM = "bulk data is sent as application/octet-stream"
@@ -459,46 +458,42 @@ def _pixel_data_rows(series_rows: list[Any]) -> list[Any]:
 @require_auth(*ROLES)
 def study_pixel_data(study: str) -> Response:
     series_rows = resolve.series_of_study(study)
-    _audit(series_rows)
-    return _stream_bulk(_pixel_data_rows(series_rows), study, {s.id: s.series_uid for s in series_rows}, True)
+    return _viewed(_stream_bulk(_pixel_data_rows(series_rows), study, {s.id: s.series_uid for s in series_rows},
+                                True), series_rows)
 
 
 @bp.get("/studies/<study>/series/<series>/pixeldata")
 @require_auth(*ROLES)
 def series_pixel_data(study: str, series: str) -> Response:
     series_row = resolve.series(study, series)
-    _audit([series_row])
-    return _stream_bulk(_pixel_data_rows([series_row]), study, {series_row.id: series}, True)
+    return _viewed(_stream_bulk(_pixel_data_rows([series_row]), study, {series_row.id: series}, True), [series_row])
 
 
 @bp.get(f"{INSTANCE_PATH}/pixeldata")
 @require_auth(*ROLES)
 def instance_pixel_data(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
-    _audit([row.series])
     resolve.frame_span(row)  # 415 for a stored-only instance, as its frames
-    return _stream_bulk([row], study, {row.series_id: series}, True)
+    return _viewed(_stream_bulk([row], study, {row.series_id: series}, True), [row.series])
 
 
 @bp.get("/studies/<study>/bulkdata")
 @require_auth(*ROLES)
 def study_bulk_data(study: str) -> Response:
     series_rows, rows, series_uids = _study_rows(study)
-    _audit(series_rows)
-    return _stream_bulk(rows, study, series_uids, False)
+    return _viewed(_stream_bulk(rows, study, series_uids, False), series_rows)
 
 
 @bp.get("/studies/<study>/series/<series>/bulkdata")
 @require_auth(*ROLES)
 def series_bulk_data(study: str, series: str) -> Response:
     series_row = resolve.series(study, series)
-    _audit([series_row])
-    return _stream_bulk(resolve.instances_of_series(series_row), study, {series_row.id: series}, False)
+    return _viewed(_stream_bulk(resolve.instances_of_series(series_row), study, {series_row.id: series}, False),
+                   [series_row])
 
 
 @bp.get(f"{INSTANCE_PATH}/bulkdata")
 @require_auth(*ROLES)
 def instance_bulk_data(study: str, series: str, sop: str) -> Response:
     row = resolve.instance(study, series, sop)
-    _audit([row.series])
-    return _stream_bulk([row], study, {row.series_id: series}, False)
+    return _viewed(_stream_bulk([row], study, {row.series_id: series}, False), [row.series])

@@ -618,7 +618,7 @@ class Ingest:
         """
         node = self.node
         models = node.models
-        with self._lock_for(self._series_uid_of(record_id)):
+        with self.series_lock(record_id):
             row = models.StoredRecord.get_or_none(models.StoredRecord.id == record_id)
             if row is None:
                 return False
@@ -636,6 +636,12 @@ class Ingest:
             node.forget(record_id)
             node.images.drop_record(record_id)
         return True
+
+    def series_lock(self, record_id: str) -> FolderLock:
+        """The lock of a stored series' appends, analyses and deletion (`_lock_for`), by its record id:
+        for a change of the series made outside this service that must not interleave with them or
+        with itself (filing and unfiling, which set the store's mark and the row together)."""
+        return self._lock_for(self._series_uid_of(record_id))
 
     def _series_uid_of(self, record_id: str) -> str:
         """The Series Instance UID of a stored series, which names its lock: the catalogue's, else its
