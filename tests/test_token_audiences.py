@@ -22,6 +22,7 @@ from daemons.layers import LAYERS
 from daemons.toplevel.settings import KEYS as TOPLEVEL_KEYS
 from shared.config import COMMON_KEYS, render_config_toml
 from shared.tokens import MAX_EXCHANGED_TTL_S, normalize_audience
+from tests.conftest import cheap_password_hashing
 
 TTL_S = 3
 LEEWAY_S = 1
@@ -29,7 +30,9 @@ TRAP = "https://trap.example:8443"
 
 
 def _short_tokens(layout: Layout) -> None:
-    """`before_start`: 3-s exchanged tokens at the toplevel, 1 s of leeway on the other layers."""
+    """`before_start`: 3-s exchanged tokens at the toplevel, 1 s of leeway on the other layers (and the
+    least hashing cost, as the shared deployments: `cheap_password_hashing`)."""
+    cheap_password_hashing(layout)
     for instance in layout.instances:
         if instance.layer == "web":
             continue

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from daemons.demo import ApiClient, start_deployment
 from shared.receipts import issue_receipt, public_key_text
 from shared.tokens import TokenIssuer, load_private_key, normalize_audience
+from tests.conftest import cheap_password_hashing
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,8 @@ def deployed(request, tmp_path_factory):
         return
     urls = request.getfixturevalue("pg_institution_databases")
     running = start_deployment(tmp_path_factory.mktemp("institution-pg"),
-                               institution_names=["Hospital A", "Clinic B"], database_urls=urls)
+                               institution_names=["Hospital A", "Clinic B"], database_urls=urls,
+                               before_start=cheap_password_hashing)
     yield running
     running.stop()
 
