@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import peewee
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from daemons.institution.access import (
     may_change_record_here,
@@ -39,15 +39,16 @@ from daemons.institution.checks import (
 from daemons.institution.models import AuditEntry, Node, Record, database_proxy
 from daemons.institution.nodes import serving_node_ids
 from daemons.institution.reconciliation import judge_identity, take_identity_decision
-from shared.access import require_patient_named
+from shared.access import is_institution_admin, require_patient_named
 from shared.audit import describe_old_new, describe_values, record_audit
-from shared.auth import current_identity, require_auth
+from shared.auth import current_identity, require_auth, require_institution
 from shared.db import exclusive_transaction, run_exclusive
 from shared.dicom_uid import MAX_LENGTH as UID_LENGTH
 from shared.dicom_uid import is_uid
 from shared.errors import ApiError, not_found, save_edit
 from shared.receipts import Expected, Receipt, ReceiptError, parse_public_key, verify_receipt
 from shared.roles import ROLES, SERIES_FILERS
+from shared.tokens import Identity
 from shared.validation import (
     Field,
     iso_utc,
@@ -132,26 +133,53 @@ def _matching(record_id: str) -> list[Record]:
     return records
 
 
+def _query_study_uid() -> str | None:
+    """The optional `?study_uid=`; present but no DICOM UID (blank, too long, not digits and dots)
+    is 400, by the rule every layer keeps UIDs by (`_uid`)."""
+    if "study_uid" not in request.args:
+        return None
+    return _uid(request.args["study_uid"], "study_uid")
+
+
+def _require_listing_scope(identity: Identity, patient_named: bool, study_named: bool) -> None:
+    """Who lists which records (`require_patient_named`): a physician names the patient, or the study,
+    which is one patient's. The study only for users of this institution: which SIVR patient a DICOM
+    study is filed to is its filing (the work list's question); a physician of another institution
+    opens a patient's records from the patient's page, by `patient_id`."""
+    institution = this_institution()
+    if study_named and not patient_named and not is_institution_admin(identity, institution):
+        require_institution(identity, institution, "a listing by study_uid (name the patient with patient_id instead)")
+    require_patient_named(identity, institution, patient_named or study_named, "patient_id (or study_uid)")
+
+
 @bp.get("/api/v1/records")
 @require_auth(*ROLES)
 def list_records():
+    """A patient's records (`?patient_id=`), or a study's (`?study_uid=`: which patient the study is
+    filed to, which the work list proposes for the study's next series, as a PACS files it). A
+    study's series are one patient's (`_refuse_study_of_another_patient`), so naming the study
+    narrows the list as naming the patient does; only an administrator lists without either."""
     identity = current_identity()
     patient_id = query_uuid("patient_id")
+    study_uid = _query_study_uid()
     node_id = query_uuid("node_id")
-    require_patient_named(identity, this_institution(), patient_id is not None, "patient_id")
+    _require_listing_scope(identity, patient_id is not None, study_uid is not None)
     limit, offset = page_args()
     query = records_here()
     if patient_id is not None:
         query = query.where(Record.patient_id == patient_id)
+    if study_uid is not None:
+        query = query.where(Record.study_uid == study_uid)
     if node_id is not None:
         query = query.where(Record.node == node_id)
     total = query.count()
     rows = query.order_by(Record.registered_at.desc(), Record.pk.desc()).limit(limit).offset(offset)
     items = [record_to_json(r) for r in rows]
-    # An admin's listing across patients is audited once per patient it shows, so that
+    # A listing across patients (an admin's, or a study's) is audited once per patient it shows, so that
     # `GET /api/v1/audit?patient_id=` answers "who has seen this patient's records" on its own.
     shown = [patient_id] if patient_id is not None else sorted({item["patient_id"] for item in items})
-    detail = f"node_id={node_id or ''} results={total}"
+    study_note = f" study_uid={study_uid}" if study_uid is not None else ""
+    detail = f"node_id={node_id or ''}{study_note} results={total}"
     with database_proxy.atomic():
         for shown_patient in shown or [None]:
             record_audit(AuditEntry, "record.search", "record", patient_id=shown_patient, detail=detail)

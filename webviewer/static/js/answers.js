@@ -473,6 +473,13 @@ export function patientRecordsShape(patientId) {
   });
 }
 
+/**
+ * A page of an institution's records of one study (`api/v1/records?study_uid=`): the work list
+ * proposes the patient each names for the study's next series, and loads that patient by its id.
+ * @type {Shape}
+ */
+export const STUDY_RECORDS = pageOf("the study's records", (record, name) => registeredRecord(record, name));
+
 /** The hosts the servers take plain http from (shared/validation.is_loopback_host). */
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 

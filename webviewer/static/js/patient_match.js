@@ -10,14 +10,25 @@
 // proposal that one click confirms; anything else (no PatientID, another issuer, no patient,
 // several, a name or birth date that differs or is missing) makes the physician choose.
 // Nothing is ever attached without that click.
+//
+// Before that rule comes the study's: a study is one patient's, and the institution refuses a
+// series of a study filed there to another patient (409 study_of_another_patient). A series whose
+// study has series filed at the institution (`api/v1/records?study_uid=`) is proposed for that
+// patient only, as a PACS attaches a study's next series (`studyFiling`, `judgeStudy`).
 
 import { comparePatients } from "./identity.js";
-import { PATIENT_LIST } from "./answers_toplevel.js";
+import { apiPath } from "./api.js";
+import { STUDY_RECORDS } from "./answers.js";
+import { PATIENT_LIST, patientAbout } from "./answers_toplevel.js";
 
 /**
  * @typedef {{name: string, patient_id: string, issuer: string, birth_date: string, sex: string}} DicomPatient
  * @typedef {{id: string, first_name: string, last_name: string, birth_date: string, insurance_number: string}} SivrPatient
- * @typedef {{kind: "match", patient: SivrPatient} | {kind: "choose", reason: string, candidates: SivrPatient[]}} Proposal
+ * @typedef {{kind: "match", patient: SivrPatient} | {kind: "choose", reason: string, candidates: SivrPatient[]}
+ *   | {kind: "study", patient: SivrPatient, differs: string[], unknown: string[]}
+ *   | {kind: "filed_elsewhere", filed: Filing[]}} Proposal
+ * @typedef {{id: string, patient: SivrPatient | null, error: string}} Filing a patient a study is filed to
+ *   (`patient` null with the reason when the toplevel did not answer it)
  */
 
 /**
@@ -51,14 +62,54 @@ export function judge(dicom, found) {
 }
 
 /**
- * Apply the rule: look the key up at the toplevel (exact insurance number), then judge.
+ * The patients study `studyUid` is filed to at the institution (`serverUrl`), each loaded from the
+ * toplevel; [] when none of its series is filed there. One request for the study, whatever number of
+ * its series the work list shows.
+ * @param {any} ctx
+ * @param {string} serverUrl
+ * @param {string} studyUid
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<Filing[]>}
+ */
+export async function studyFiling(ctx, serverUrl, studyUid, signal) {
+  const page = await ctx.session.fetchJson(serverUrl, "api/v1/records", { params: { study_uid: studyUid, limit: 100 }, signal, shape: STUDY_RECORDS });
+  const ids = [...new Set(page.items.map((record) => record.patient_id))];
+  return Promise.all(ids.map((id) => ctx.session.toplevel(apiPath`api/v1/patients/${id}`, { signal, shape: patientAbout(id) })
+    .then((patient) => ({ id, patient, error: "" }), (err) => {
+      if (err.name === "AbortError") throw err;
+      return { id, patient: null, error: ctx.describeError(err) };
+    })));
+}
+
+/**
+ * The study's rule: filed to one patient (loaded), that patient, with what the images' patient
+ * disagrees in (which makes the physician's click a choice, "chosen", rather than the rule's);
+ * filed to several, or to one the toplevel did not answer, no patient the institution would take
+ * that the work list can offer. Nothing filed: null, and the DICOM patient rule decides.
+ * @param {DicomPatient} dicom
+ * @param {Filing[]} filed
+ * @returns {Proposal | null}
+ */
+export function judgeStudy(dicom, filed) {
+  if (!filed.length) return null;
+  const patient = filed.length === 1 ? filed[0].patient : null;
+  if (!patient) return { kind: "filed_elsewhere", filed };
+  return { kind: "study", patient, ...comparePatients(patient, { patient_name: dicom.name, patient_birth_date: dicom.birth_date }) };
+}
+
+/**
+ * Apply the rules: the study's (`filed`, from `studyFiling`; [] when none is filed or the series
+ * names no study), else look the key up at the toplevel (exact insurance number), then judge.
  * @param {any} ctx
  * @param {DicomPatient} dicom
  * @param {string} issuer
  * @param {AbortSignal} [signal]
+ * @param {Filing[]} [filed]
  * @returns {Promise<Proposal>}
  */
-export async function propose(ctx, dicom, issuer, signal) {
+export async function propose(ctx, dicom, issuer, signal, filed = []) {
+  const byStudy = judgeStudy(dicom, filed);
+  if (byStudy) return byStudy;
   const key = ruleKey(dicom, issuer);
   if (!("number" in key)) return { kind: "choose", reason: key.reason, candidates: [] };
   const page = await ctx.session.toplevel("api/v1/patients", { params: { insurance_number: key.number, limit: 10 }, signal, shape: PATIENT_LIST });

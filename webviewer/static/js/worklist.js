@@ -1,7 +1,8 @@
 // The work list (issue 11): series on the render nodes of the physician's institution that no SIVR
 // patient has yet (sent by a modality through C-STORE or STOW-RS, or uploaded and never registered).
 // Each shows its DICOM patient, study and series, and the matching rule's proposal
-// (patient_match.js) or a patient chooser. Attaching asks the node for a receipt, registers the
+// (patient_match.js: the patient the series' study is filed to at the institution, else the DICOM
+// patient rule) or a patient chooser. Attaching asks the node for a receipt, registers the
 // series at the institution for the patient (with the decision, which the institution audits) and
 // tells the node it is filed: the series then appears on the patient's page. The browser does all
 // of it, because backends never call each other.
@@ -9,7 +10,7 @@
 import { h, mount, formatDate } from "./dom.js";
 import { patientName, patientReference, searchPatients } from "./patients.js";
 import { dicomPersonName } from "./identity.js";
-import { propose } from "./patient_match.js";
+import { propose, studyFiling } from "./patient_match.js";
 import { recordTypeFor, isoDate } from "./upload.js";
 import { apiPath } from "./api.js";
 import { INSTITUTION_INFO, RECEIPT, WORKLIST_PAGE } from "./answers.js";
@@ -39,6 +40,10 @@ export async function worklistView(ctx) {
   const controller = new AbortController();
   const list = h("ol", { class: "worklist", id: "worklist", "aria-label": "Series waiting for a patient" });
   const problems = h("div", { id: "worklist-problems" });
+  /** Per study UID on the page: the patients it is filed to (one request per study) and its items. */
+  const studies = new Map();
+  /** Per decision area, the latest decision asked for it: an earlier one that answers later is not shown. */
+  const turns = new Map();
 
   /** Register the series for `patient` at the institution, then mark it filed at its node. */
   async function attach(node, item, patient, decision) {
@@ -67,6 +72,7 @@ export async function worklistView(ctx) {
         mount(outcome, h("p", { class: "success worklist-done", role: "status" }, `Attached to ${patientName(patient)}. `,
           h("a", { href: `#/patients/${patient.id}`, text: "Open the patient's page" })));
         ctx.announce(`Series attached to ${patientName(patient)}.`);
+        filedNow(item, patient);
       } catch (err) {
         button.disabled = false;
         mount(outcome, h("p", { class: "form-error", role: "alert", text: `Not attached: ${ctx.describeError(err)}` }));
@@ -102,7 +108,90 @@ export async function worklistView(ctx) {
         " with the images' details; you come back here to attach the series."));
   }
 
-  async function renderItem(node, item) {
+  /** The study of `item` (none: null), asked of the institution once for all its items on the page. */
+  function studyOf(item) {
+    const uid = String(item.study.study_uid || "").trim();
+    if (!uid) return null;
+    if (!studies.has(uid)) {
+      const filing = studyFiling(ctx, inst.server_url, uid, controller.signal);
+      filing.catch(() => {});  // each item says why it could not be checked
+      studies.set(uid, { filing, items: [] });
+    }
+    return studies.get(uid);
+  }
+
+  /** `item` was just attached to `patient`: the other series of its study waiting here are now proposed for them. */
+  function filedNow(item, patient) {
+    const study = studyOf(item);
+    if (!study) return;
+    study.filing = Promise.resolve([{ id: patient.id, patient, error: "" }]);
+    for (const other of study.items) {
+      if (other.item !== item && !other.decisionArea.querySelector(".worklist-done")) decide(other.node, other.item, other.decisionArea);
+    }
+  }
+
+  /** What the item's study says: the patients it is filed to, or [] with a note where that could not be asked. */
+  async function filedPatients(item) {
+    const study = studyOf(item);
+    if (!study) return { filed: [], note: null };
+    try {
+      return { filed: await study.filing, note: null };
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      return { filed: [], note: h("p", { class: "notice worklist-study-unchecked",
+        text: `Whether other series of this study are filed to a patient could not be checked (${ctx.describeError(err)}): if they are, the institution refuses this series for any other patient.` }) };
+    }
+  }
+
+  /** The proposal for a series of a study filed here: that patient only, saying why. */
+  function studyProposal(node, item, proposal, decisionArea) {
+    const patient = proposal.patient;
+    const agrees = !proposal.differs.length && !proposal.unknown.length;
+    const caution = proposal.differs.length
+      ? `The images' ${proposal.differs.join(" and ")} differ${proposal.differs.length === 1 ? "s" : ""} from this patient's: compare them before attaching.`
+      : proposal.unknown.length ? `The images carry no ${proposal.unknown.join(" or ")} to confirm this patient: compare them before attaching.` : null;
+    return [
+      h("p", { class: "worklist-proposal" }, h("strong", { text: "Proposed: " }), sivrLine(patient)),
+      h("p", { class: "worklist-study-reason", text: `Other series of this study are filed to ${sivrLine(patient)}. A study belongs to one patient: the institution refuses this series for another.` }),
+      caution ? h("p", { class: "warn worklist-reason", text: caution }) : null,
+      confirmButton(node, item, patient, agrees ? "rule" : "chosen", decisionArea),
+      h("p", { class: "muted" }, "Is the study filed to the wrong patient? Correct it on ",
+        h("a", { href: `#/patients/${patient.id}`, text: "that patient's page" }), " first (remove the study's series there)."),
+    ];
+  }
+
+  /** A study filed to several patients, or to one the toplevel did not answer: nothing the institution would take. */
+  function filedElsewhere(proposal) {
+    const whom = proposal.filed.map((f) => (f.patient ? sivrLine(f.patient) : `patient ${f.id} (not shown: ${f.error})`)).join("; ");
+    return h("p", { class: "warn worklist-study-reason", role: "alert",
+      text: `Other series of this study are filed to ${whom}. A study belongs to one patient: the institution refuses this series for ${proposal.filed.length > 1 ? "any patient until the study's filing is corrected" : "another patient"}.` });
+  }
+
+  /** The item's proposal (the study's, else the rule's) or the chooser. */
+  async function decide(node, item, decisionArea) {
+    const turn = (turns.get(decisionArea) || 0) + 1;
+    turns.set(decisionArea, turn);
+    try {
+      const { filed, note } = await filedPatients(item);
+      const proposal = await propose(ctx, item.patient, issuer, controller.signal, filed);
+      if (turns.get(decisionArea) !== turn) return;
+      if (proposal.kind === "study") {
+        mount(decisionArea, ...studyProposal(node, item, proposal, decisionArea));
+      } else if (proposal.kind === "filed_elsewhere") {
+        mount(decisionArea, filedElsewhere(proposal));
+      } else if (proposal.kind === "match") {
+        mount(decisionArea, note, h("p", { class: "worklist-proposal" }, h("strong", { text: "Proposed (same insurance number, name and birth date): " }),
+          sivrLine(proposal.patient)), confirmButton(node, item, proposal.patient, "rule", decisionArea));
+      } else {
+        mount(decisionArea, note, h("p", { class: "warn worklist-reason", text: `${proposal.reason} Choose the patient.` }),
+          chooser(node, item, proposal.candidates, decisionArea));
+      }
+    } catch (err) {
+      if (err.name !== "AbortError" && turns.get(decisionArea) === turn) mount(decisionArea, h("p", { class: "form-error", text: ctx.describeError(err) }));
+    }
+  }
+
+  function renderItem(node, item) {
     const decisionArea = h("div", { class: "worklist-decision", text: "Looking for the patient…" });
     const study = [item.study.date ? formatDate(isoDate(item.study.date)) : "no study date", item.study.description || null,
       item.study.accession_number ? `accession ${item.study.accession_number}` : null].filter(Boolean).join(" · ");
@@ -112,18 +201,8 @@ export async function worklistView(ctx) {
       h("p", { class: "worklist-dicom" }, h("strong", { text: "In the images: " }), dicomLine(item.patient)),
       h("p", { class: "muted", text: `Study: ${study}` }), h("p", { class: "muted", text: `Series: ${series}` }),
       decisionArea));
-    try {
-      const proposal = await propose(ctx, item.patient, issuer, controller.signal);
-      if (proposal.kind === "match") {
-        mount(decisionArea, h("p", { class: "worklist-proposal" }, h("strong", { text: "Proposed (same insurance number, name and birth date): " }),
-          sivrLine(proposal.patient)), confirmButton(node, item, proposal.patient, "rule", decisionArea));
-      } else {
-        mount(decisionArea, h("p", { class: "warn worklist-reason", text: `${proposal.reason} Choose the patient.` }),
-          chooser(node, item, proposal.candidates, decisionArea));
-      }
-    } catch (err) {
-      if (err.name !== "AbortError") mount(decisionArea, h("p", { class: "form-error", text: ctx.describeError(err) }));
-    }
+    studyOf(item)?.items.push({ node, item, decisionArea });
+    decide(node, item, decisionArea);
   }
 
   mount(ctx.main, h("section", { class: "page" },
