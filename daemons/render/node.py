@@ -108,9 +108,7 @@ class Node:
         except ManifestVersionError as exc:  # not damaged: a newer node wrote it, so it is kept
             raise ApiError(409, "manifest_version", f"record {record_id}: {exc}") from exc
         except (StoreError, ValueError, KeyError, TypeError) as exc:
-            self.quarantine(record_id, str(exc))
-            raise ApiError(422, "store_corrupt",
-                           f"record {record_id} is damaged and was quarantined: {exc}") from exc
+            raise self.quarantine(record_id, str(exc)) from exc
         self.record_index.observed(record_id, manifest, version)
         if manifest.pending and self.settle is not None:
             if not analysed:
@@ -129,7 +127,7 @@ class Node:
         self.registry.let_go(record_id)
         self.images.drop_record(record_id)
 
-    def quarantine(self, record_id: str, reason: str) -> None:
+    def quarantine(self, record_id: str, reason: str) -> ApiError:
         """Take a damaged record out of service: moved aside in the store, dropped from the catalogue,
         and audited `record.quarantined` by the node (`NODE_ACTOR`), saying what failed to verify and
         where the files went: the series leaves every list and answers 404 from then on, and the log
@@ -138,7 +136,11 @@ class Node:
         Audited once, by the request that moved it: one that found it moved meanwhile (`where` None)
         writes nothing. A record the store could not move (a disk error) is audited too, as it stays
         in place and is found damaged again at its next read. The catalogue rows go in both cases: a
-        row kept made every list that reads it fail."""
+        row kept made every list that reads it fail.
+
+        Returns the answer of the request that met the damage (`store_corrupt`), which every reader
+        raises, whether the catalogue knew the series (`manifest`) or not (`RecordIndex.find`): a
+        series another node stored answered 404, as if it had never been stored."""
         try:
             where = self.store.quarantine(record_id, reason)
         except OSError as exc:
@@ -146,8 +148,9 @@ class Node:
             self._audit_quarantine(record_id, f"damaged: {reason}; it could not be moved aside ({exc}) and stays "
                                               "in the store, refused at each read: free the disk or fix its "
                                               "permissions, or restore the series from a backup")
-            where = None
+            where, stuck = None, True
         else:
+            stuck = False
             if where is not None:
                 self._audit_quarantine(record_id, f"damaged: {reason}; moved aside to {where} (its reason.txt says "
                                                   "why) and no longer served: inspect it, then restore the series "
@@ -158,6 +161,7 @@ class Node:
         self.forget(record_id)
         if where is not None:
             log.error("record %s is damaged (%s); quarantined in %s", record_id, reason, where)
+        return store_corrupt(record_id, reason, stuck)
 
     def _audit_quarantine(self, record_id: str, detail: str) -> None:
         record_audit(self.models.AuditEntry, QUARANTINED, "record", record_id, detail=detail,
@@ -188,6 +192,18 @@ class Node:
             return {"p50": None, "p95": None}
         p50, p95 = np.percentile(values, [50, 95])
         return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
+
+
+def store_corrupt(record_id: str, reason: str, stuck: bool = False) -> ApiError:
+    """The 422 of a stored record found damaged (`Node.quarantine`), saying whether it was moved aside
+    or, the move having failed (`stuck`), stays in the store, refused at each read (why the move failed,
+    a path of the node's disk, is for the administrator: the log and the audit entry say it)."""
+    if stuck:
+        where = "could not be moved aside and is refused at each read"
+    else:
+        where = "was quarantined (moved aside and no longer served)"
+    return ApiError(422, "store_corrupt", f"record {record_id} is damaged and {where}: {reason}; ask an "
+                                          "administrator to restore the series from a backup or send it again")
 
 
 def node() -> Node:

@@ -55,7 +55,7 @@ def test_a_request_for_an_unknown_damaged_series_audits_its_quarantine(make_node
     record_id = _unknown_and_damaged(harness)
 
     reply = harness.client.get(f"/api/v1/records/{record_id}", headers=harness.headers())
-    assert reply.status_code == 404, reply.json
+    assert reply.status_code == 422, reply.json
     _moved_aside_and_audited_once(harness, record_id)
 
 
@@ -85,7 +85,7 @@ def test_a_failed_move_aside_met_by_the_index_is_audited_not_a_500(make_node):
 
     for attempt in (1, 2):
         reply = harness.client.get(f"/api/v1/records/{record_id}", headers=harness.headers())
-        assert reply.status_code == 404, reply.json
+        assert reply.status_code == 422, reply.json
         assert (harness.root / "store" / record_id / "manifest.bin").is_file()
         entries = _audited(harness, record_id)
         assert len(entries) == attempt, entries  # it stays in place and is refused (and audited) at each read

@@ -36,9 +36,11 @@ class RecordIndex:
     A damaged record it meets is taken out of service by `quarantine(record_id, reason)`, the node's
     one rule (`Node.quarantine`: moved aside, audited once, a failed move caught and audited): its
     own call of the store's left no audit entry, and a move that failed went up as a 500, or
-    stopped the node at start-up."""
+    stopped the node at start-up. That rule also gives the answer of a request that met the damage
+    (422 `store_corrupt`, as for a series the catalogue knew), which `find` raises."""
 
-    def __init__(self, store: Store, models: Models, refresh_s: float, quarantine: Callable[[str, str], None]):
+    def __init__(self, store: Store, models: Models, refresh_s: float,
+                 quarantine: Callable[[str, str], Exception]):
         self.store = store
         self.models = models
         self.quarantine = quarantine
@@ -93,8 +95,8 @@ class RecordIndex:
         """Index a stored record; a record whose manifest cannot be read is quarantined (None), so
         one damaged record never stops the node from starting or listing. One this node may not read
         or refuses (`RecordUnreadable`: its mode, a rolled-back or deleted storing put back) is left
-        alone (None), or raised when a request `asked` for it: its 503 says why and what to do, where
-        a 404 said the record did not exist."""
+        alone (None). Either is raised when a request `asked` for it (the quarantine's 422, the 503):
+        each says why and what to do, where a 404 said the record did not exist."""
         try:
             meta = self.store.read_manifest(record_id).meta
         except (ManifestVersionError, RecordUnreadable) as exc:  # not damaged: left alone, indexed once readable
@@ -103,7 +105,9 @@ class RecordIndex:
                 raise
             return None
         except (StoreError, ValueError, KeyError, TypeError) as exc:
-            self.quarantine(record_id, str(exc))
+            refused = self.quarantine(record_id, str(exc))
+            if asked:
+                raise refused from exc
             return None
         try:
             row = self.models.StoredRecord.create(
@@ -193,7 +197,7 @@ class RecordIndex:
 
     def find(self, record_id: str) -> peewee.Model | None:
         """The catalogue row of a stored record, looked up in the store on a miss; None if not stored,
-        RecordUnreadable for one stored that cannot be served (`_add`).
+        RecordUnreadable for one stored that cannot be served, the quarantine's error for one damaged (`_add`).
 
         A row whose record another node deleted is dropped here too.
         """
