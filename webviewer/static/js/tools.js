@@ -5,7 +5,7 @@
 // a drag acts on the viewport it starts in, which becomes the active one.
 
 import { screenToImage, distanceMm, dragWindow, clamp, planeInfo } from "./geometry.js";
-import { MAX_ELEVATION, MAX_ZOOM } from "./viewoptions.js";
+import { MAX_ELEVATION, zoomBounds } from "./viewoptions.js";
 import { Probe, ROI_SHAPES, roiStats } from "./readings.js";
 import { AngleDraft, angleDegrees } from "./angle.js";
 
@@ -78,7 +78,8 @@ export function bindPointer(vp) {
         vp.overlay.svg.style.transform = `translate(${dx}px, ${dy}px)`;
         break;
       case "zoom": {
-        const f = clamp(Math.exp(-dy / 150), 1 / s.zoom, MAX_ZOOM / s.zoom);
+        const [low, high] = zoomBounds(s.plane);   // the zoom on release (Viewport zoomTo), previewed
+        const f = clamp(Math.exp(-dy / 150), low / s.zoom, high / s.zoom);
         vp.img.style.transform = vp.imageTransform(`scale(${f})`);
         d.factor = f;
         break;
@@ -155,16 +156,14 @@ function finishDrag(vp, d) {
         // on screen, whatever its rotation or flip (screenToImage follows the turn)
         const r = shown.rect;
         const [cx, cy] = screenToImage(r.left + r.width / 2 - (d.dx || 0), r.top + r.height / 2 - (d.dy || 0), r, shown.region);
-        s.cx = clamp(cx, 0, 1);
-        s.cy = clamp(cy, 0, 1);
+        vp.panTo(cx, cy);
         if (s.zoom <= 1) vp.img.style.transform = vp.imageTransform();
       }
       vp.requestView();
       break;
     }
     case "zoom":
-      s.zoom = clamp(s.zoom * (d.factor || 1), 1, MAX_ZOOM);
-      vp.requestView();
+      vp.zoomBy(d.factor || 1);
       break;
     case "measure":
       if (d.start && d.end) {
@@ -255,9 +254,9 @@ function startPinch(vp) {
 function pinchMove(vp, d) {
   if (vp.touches.size < 2) return;
   const [[ax, ay], [bx, by]] = vp.touches.values();
-  const s = vp.state;
-  const [low, high] = s.plane === "3d" ? [0.25 / s.vol.zoom, 8 / s.vol.zoom] : [1 / s.zoom, MAX_ZOOM / s.zoom];
-  d.factor = clamp(Math.hypot(bx - ax, by - ay) / d.dist0, low, high);
+  const [low, high] = zoomBounds(vp.state.plane);   // the zoom on release (Viewport zoomTo), previewed
+  const zoom = vp.zoomFactor();
+  d.factor = clamp(Math.hypot(bx - ax, by - ay) / d.dist0, low / zoom, high / zoom);
   d.moved = d.moved || Math.abs(d.factor - 1) > 0.02;
   vp.img.style.transform = vp.imageTransform(`scale(${d.factor})`);
 }

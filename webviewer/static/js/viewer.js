@@ -19,7 +19,7 @@ import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
-import { Viewport, customWindow, keptTurn, namedWindows, windowParam } from "./viewport.js";
+import { Viewport, customWindow, keptNumber, keptTurn, namedWindows, windowParam } from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { NodeRetry } from "./noderetry.js";
@@ -28,6 +28,7 @@ import { TagBrowser } from "./tagbrowser.js";
 import { VolumePresets } from "./volumepresets.js";
 import {
   PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_ELEVATION, MAX_SLAB_MM, planeLabel, presetLabel,
+  FORMATS, QUALITY, chosenEncoding,
 } from "./viewoptions.js";
 
 const PHONE = "(max-width: 640px)";   // the phone layout of app.css: one viewport, tools folded
@@ -39,9 +40,11 @@ const READING_WRITE_MS = 300;
 const MAX_VIEWPORTS = Math.max(...Object.keys(LAYOUTS).map(viewportCount));
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
 const READING_PARAMS = ["layout", "viewport", "series", "stack", "plane", "slice", "time", "window", "mode", "preset", "azimuth", "elevation",
-  "invert", "offset", "link", ...Array.from({ length: MAX_VIEWPORTS }, (_, n) => `v${n + 1}`)];
+  "invert", "zoom", "center", "offset", "link", "format", "quality", ...Array.from({ length: MAX_VIEWPORTS }, (_, n) => `v${n + 1}`)];
 /** The fields of a group (keptGroup): the letter of each parameter of a view (viewParams). */
-const GROUP_FIELDS = { s: "slice", t: "time", w: "window", i: "invert", m: "mode", a: "azimuth", e: "elevation", o: "offset", p: "preset" };
+const GROUP_FIELDS = {
+  s: "slice", t: "time", w: "window", i: "invert", z: "zoom", c: "center", m: "mode", a: "azimuth", e: "elevation", o: "offset", p: "preset",
+};
 /** The letter of each parameter in a group. @type {Record<string, string>} */
 const GROUP_LETTERS = Object.fromEntries(Object.entries(GROUP_FIELDS).map(([letter, name]) => [name, letter]));
 
@@ -163,8 +166,7 @@ class Viewer {
     this.nodeRetries = new Map();
     // the viewer's own settings, the same for every viewport
     this.settings = {
-      format: ["png", "webp", "jpeg"].includes(query.get("format")) ? query.get("format") : "webp",
-      quality: 85,
+      ...chosenEncoding(query.get("format"), query.get("quality")),   // the toolbar's, kept in the address (writeReading)
       tool: matchMedia("(pointer: coarse)").matches ? "browse" : "window",
       fps: 10,
       sync: false,            // synchronised scrolling of parallel views (key L)
@@ -210,9 +212,9 @@ class Viewer {
     this.fillWindowChoices();
     this.windowSelect.addEventListener("change", () => this.active.chooseWindow(this.windowSelect.value));
 
-    this.formatSelect = select("format", [["webp", "WebP"], ["jpeg", "JPEG"], ["png", "PNG (lossless)"]], s.format);
+    this.formatSelect = select("format", FORMATS, s.format);
     this.formatSelect.id = "format";
-    this.qualityInput = h("input", { type: "range", id: "quality", min: 10, max: 100, step: 5, value: s.quality });
+    this.qualityInput = h("input", { type: "range", id: "quality", min: QUALITY.min, max: QUALITY.max, step: QUALITY.step, value: s.quality });
     this.qualityOut = h("output", { for: "quality", text: String(s.quality) });
     this.formatSelect.addEventListener("change", () => { s.format = this.formatSelect.value; this.syncControls(); this.requestAll(); });
     this.qualityInput.addEventListener("change", () => { s.quality = Number(this.qualityInput.value); this.requestAll(); });
@@ -413,9 +415,10 @@ class Viewer {
    * address (the active one) or its group there (keptGroup): `stack` (its record's stack chosen,
    * the active one only), `slice` (its slice of that view; clamped as
    * Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's time point),
-   * `window` (its window, customWindow; a preset's comes back as the preset), `invert=1`, and on a 3D view
-   * `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality) and `azimuth` and
-   * `elevation` (keptTurn). @param {Viewport} vp @param {URLSearchParams} q
+   * `window` (its window, customWindow; a preset's comes back as the preset), `invert=1`, `zoom`
+   * and a 2D view's `center` (`x,y`, fractions of the image; bounded as a drag's: Viewport zoomTo,
+   * panTo), and on a 3D view `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality)
+   * and `azimuth` and `elevation` (keptTurn). @param {Viewport} vp @param {URLSearchParams} q
    */
   applyView(vp, q) {
     const record = vp.record;
@@ -432,7 +435,15 @@ class Viewer {
     const kept = customWindow(q.get("window"));
     if (kept) vp.restoreWindow(kept);
     if (q.get("invert") === "1" && !vp.state.invert) vp.toggleInvert();
-    if (plane !== "3d") return;
+    // zoom and pan by the rules a drag and the keys zoom and pan by (Viewport zoomTo, panTo)
+    const zoom = keptNumber(q.get("zoom"));
+    if (zoom != null) vp.zoomTo(zoom);
+    const center = String(q.get("center") || "").split(",").map(keptNumber);
+    if (plane !== "3d" && center.length === 2 && center[0] != null && center[1] != null) vp.panTo(center[0], center[1]);
+    if (plane !== "3d") {
+      if (zoom != null) vp.requestView();
+      return;
+    }
     const mode = VOLUME_MODES.find(([offered]) => offered === q.get("mode"));
     if (mode && mode[0] !== vp.state.vol.mode) vp.setVolumeMode(mode[0]);
     const preset = q.get("preset");
@@ -514,7 +525,8 @@ class Viewer {
    * or back and forward, opens it again (openReading): the layout, the active viewport, the stack,
    * the series each viewport shows (a prior, another series of the patient: its key), the active
    * one's view, slice and time point, its chosen window (a custom one, a preset or the file's: the
-   * same image after a reload) and its 3D projection, DVR preset and turn. Only ids and view
+   * same image after a reload), its zoom and pan and its 3D projection, DVR preset and turn, and
+   * the toolbar's image format and quality (read back by chosenEncoding). Only ids and view
    * settings: never a patient's data. @returns {boolean} whether the address was written
    */
   writeReading() {
@@ -540,6 +552,9 @@ class Viewer {
       }
     }
     if (this.settings.sync) params.set("link", "1");
+    // the toolbar's format and quality (chosenEncoding), where they are not the viewer's own
+    if (this.settings.format !== FORMATS[0][0]) params.set("format", this.settings.format);
+    if (this.settings.quality !== QUALITY.start) params.set("quality", String(this.settings.quality));
     const address = `${this.routePath}?${params}`;
     if (location.hash === address) return false;
     history.replaceState(history.state, "", address);
@@ -549,7 +564,7 @@ class Viewer {
   /**
    * The view of `vp` as the address keeps it (writeReading, read back by applyView): its view, its
    * slice of it (none for 3D), the time point of a reformat or 3D view, its chosen window (not on
-   * 3D), whether it is inverted, on 3D its projection, turn and DVR preset (last: a group ends with it, keptGroup), and the
+   * 3D), whether it is inverted, its zoom and a zoomed 2D view's centre, on 3D its projection, turn and DVR preset (last: a group ends with it, keptGroup), and the
    * offset of its frame of reference where it was aligned. @param {Viewport} vp @returns {[string, string][]}
    */
   viewParams(vp) {
@@ -560,6 +575,10 @@ class Viewer {
     if (vp.record.stack && s.plane !== "native" && s.time > 0) view.push(["time", String(s.time)]);
     if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) view.push(["window", windowParam(s.window)]);
     if (s.invert) view.push(["invert", "1"]);
+    // read back by applyView: the zoom where the view is zoomed, and a zoomed 2D view's centre
+    const short = (/** @type {number} */ value) => String(Number(value.toFixed(6)));   // 1.953125, 2.5: exact enough for the same region
+    if (vp.zoomFactor() !== 1) view.push(["zoom", short(vp.zoomFactor())]);
+    if (s.plane !== "3d" && s.zoom > 1) view.push(["center", `${short(s.cx)},${short(s.cy)}`]);
     if (s.plane === "3d") {
       view.push(["mode", s.vol.mode], ["azimuth", s.vol.azimuth.toFixed(1)], ["elevation", s.vol.elevation.toFixed(1)]);   // read back by keptTurn
     }

@@ -14,7 +14,35 @@ export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Averag
 export const SLAB_MODES = [["avg", "Average"], ["mip", "MIP"], ["minip", "MinIP"]];
 export const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 export const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
+/** The image formats the toolbar offers (the node's `format` of an image), the first the viewer's own. */
+export const FORMATS = [["webp", "WebP"], ["jpeg", "JPEG"], ["png", "PNG (lossless)"]];
+/** The toolbar's quality slider (the node's `quality`, 1..100, of WebP and JPEG): its range, step and start. */
+export const QUALITY = { min: 10, max: 100, step: 5, start: 85 };
+
+/**
+ * The format and quality the viewer asks for: those `format=` and `quality=` of the address name
+ * (viewer.js `writeReading` keeps the toolbar's choice there), if the toolbar offers them (FORMATS,
+ * a quality the slider can be set to), else the viewer's own, so an edited value is never sent.
+ * @param {string | null} format @param {string | null} quality @returns {{format: string, quality: number}}
+ */
+export function chosenEncoding(format, quality) {
+  const q = quality != null && /^\d{1,3}$/.test(quality) ? Number(quality) : NaN;
+  const onSlider = q >= QUALITY.min && q <= QUALITY.max && (q - QUALITY.min) % QUALITY.step === 0;
+  return { format: FORMATS.some(([offered]) => offered === format) ? String(format) : FORMATS[0][0], quality: onSlider ? q : QUALITY.start };
+}
+
+/** How far a 2D view zooms in (1 is the whole image). */
 export const MAX_ZOOM = 16;
+
+/**
+ * The zoom factors a view of `plane` may have: a 2D view from the whole image (1) to MAX_ZOOM, a
+ * 3D view (its camera) from a quarter to 8. Every zoom keeps within them (Viewport `zoomTo`): the
+ * wheel, the keys, a drag, a pinch (its preview too, tools.js) and a reading kept in the address.
+ * @param {string} plane @returns {[number, number]}
+ */
+export function zoomBounds(plane) {
+  return plane === "3d" ? [0.25, 8] : [1, MAX_ZOOM];
+}
 /** How far a 3D view tilts up or down (degrees): a drag, the keys and a kept reading stop at the poles. */
 export const MAX_ELEVATION = 90;
 

@@ -12,7 +12,7 @@ import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ELEVATION, MAX_ZOOM, planeLabel, presetLabel, startPreset } from "./viewoptions.js";
+import { MAX_ELEVATION, planeLabel, presetLabel, startPreset, zoomBounds } from "./viewoptions.js";
 import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
@@ -24,6 +24,12 @@ function wrapDegrees(angle) {
   return ((angle + 180) % 360 + 360) % 360 - 180;
 }
 
+/** A number a field of the address holds (viewer.js `applyView`), or null where it holds none
+ *  (nothing, blanks, or no finite number). @param {string | null | undefined} text @returns {number | null} */
+export function keptNumber(text) {
+  return text != null && text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : null;
+}
+
 /**
  * The turn of a 3D view kept in the address (viewer.js `writeReading`): the azimuth taken round as
  * every request sends it (wrapDegrees), the elevation within the poles (MAX_ELEVATION); either is
@@ -32,9 +38,8 @@ function wrapDegrees(angle) {
  * @returns {{azimuth: number | null, elevation: number | null}}
  */
 export function keptTurn(azimuth, elevation) {
-  const degrees = (/** @type {string | null} */ text) => (text != null && text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : null);
-  const a = degrees(azimuth);
-  const e = degrees(elevation);
+  const a = keptNumber(azimuth);
+  const e = keptNumber(elevation);
   return { azimuth: a == null ? null : wrapDegrees(a), elevation: e == null ? null : clamp(e, -MAX_ELEVATION, MAX_ELEVATION) };
 }
 
@@ -412,10 +417,38 @@ export class Viewport {
     this.overlay.drawMeasures(this);
   }
 
+  /** The zoom factor of the view: a 2D view's (1 is the whole image), or the 3D camera's. @returns {number} */
+  zoomFactor() {
+    return this.state.plane === "3d" ? this.state.vol.zoom : this.state.zoom;
+  }
+
+  /**
+   * Zoom to `zoom`, kept within the view's bounds (zoomBounds): the one rule for the wheel, the
+   * keys, a drag, a pinch and a zoom kept in the address (viewer.js `applyView`); a value that is
+   * no finite number changes nothing. The caller asks for the view. @param {number} zoom
+   */
+  zoomTo(zoom) {
+    if (!Number.isFinite(zoom)) return;
+    const [low, high] = zoomBounds(this.state.plane);
+    if (this.state.plane === "3d") this.state.vol.zoom = clamp(zoom, low, high);
+    else this.state.zoom = clamp(zoom, low, high);
+  }
+
+  /**
+   * Centre the zoomed 2D view on the image point (`cx`, `cy`) (fractions of its width and height),
+   * kept within the image: the one rule for a pan drag and a pan kept in the address (viewer.js
+   * `applyView`); a value that is no finite number changes nothing. The caller asks for the view.
+   * @param {number} cx @param {number} cy
+   */
+  panTo(cx, cy) {
+    if (!Number.isFinite(cx) || !Number.isFinite(cy)) return;
+    this.state.cx = clamp(cx, 0, 1);
+    this.state.cy = clamp(cy, 0, 1);
+  }
+
+  /** Zoom in (`factor` above 1) or out, within the view's bounds (zoomTo). @param {number} factor */
   zoomBy(factor) {
-    const s = this.state;
-    if (s.plane === "3d") s.vol.zoom = clamp(s.vol.zoom * factor, 0.25, 8);   // the bounds pinchMove previews
-    else s.zoom = clamp(s.zoom * factor, 1, MAX_ZOOM);
+    this.zoomTo(this.zoomFactor() * factor);
     this.requestView();
   }
 
