@@ -15,7 +15,8 @@ a series of a study registered here for another patient is refused (`_refuse_stu
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import peewee
 from flask import Blueprint, Response, jsonify, request
@@ -60,6 +61,7 @@ from shared.validation import (
 )
 
 bp = Blueprint("records", __name__)
+T = TypeVar("T")
 
 RECORD_FIELDS = {
     "id": Field(str, max_len=64, check=record_id_value),
@@ -244,12 +246,22 @@ def _lock_name(record_id: str) -> str:
     return f"sivr-record-{record_id}"
 
 
-def _registration_lock(record_id: str, study_uid: str | None) -> str:
-    """The lock a registration reads, then writes under: its study's where the receipt states one, so
-    that two series of one study registered at once for two patients cannot both find no other
-    patient's series (`_refuse_study_of_another_patient`); a series belongs to one study, so the
-    same series registered on two nodes at once is ordered by it too. Else the record id's."""
-    return _lock_name(record_id if study_uid is None else f"study-{study_uid}")
+def _registered_exclusively(record_id: str, study_uid: str | None, register: Callable[[], T]) -> T:
+    """`register()` under the locks a registration reads, then writes under: always the record's, so
+    that the same series registered on two nodes at once (nodes sharing a store) is one patient's
+    (`_already_registered`), and its study's besides where the receipt states one, so that two series
+    of one study registered at once for two patients cannot both find no other patient's series
+    (`_refuse_study_of_another_patient`). The study's alone left a series registered on an upgraded
+    node (study stated) and on a node of an older release (none) at once unordered: both 201, for two
+    patients. Taken in that order (record, then study) by every registration."""
+    if study_uid is None:
+        return run_exclusive(database_proxy, _lock_name(record_id), register)
+
+    def under_the_study() -> T:
+        with exclusive_transaction(database_proxy, _lock_name(f"study-{study_uid}")):
+            return register()
+
+    return run_exclusive(database_proxy, _lock_name(record_id), under_the_study)
 
 
 def _refuse_study_of_another_patient(study_uid: str | None, patient_id: str) -> None:
@@ -259,7 +271,7 @@ def _refuse_study_of_another_patient(study_uid: str | None, patient_id: str) -> 
     the study, one such series and its patient by the id this institution files it under (what a
     physician here may list anyway), and what to do. Registrations without a study (made before it
     was kept, or with an older node's receipt) are not compared. Called under the study's lock
-    (`_registration_lock`)."""
+    (`_registered_exclusively`)."""
     if study_uid is None:
         return
     other = (records_here().where((Record.study_uid == study_uid) & (Record.patient_id != patient_id))
@@ -312,7 +324,7 @@ def register_record():
         return jsonify(record_to_json(record)), 201
 
     try:
-        return run_exclusive(database_proxy, _registration_lock(fields["id"], values["study_uid"]), register)
+        return _registered_exclusively(fields["id"], values["study_uid"], register)
     except peewee.IntegrityError:
         if not Node.select().where(Node.id == node.id).exists():
             raise ApiError(400, "validation_error", f"node_id {node.id} was removed meanwhile") from None
