@@ -364,12 +364,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     layer = get_layer(args.layer)
     config = layer.load_config(args.config)
     check_served_files(config)
-    layer.upgrade_schema(config)
     if args.layer in COPIED_LAYERS:
         from shared.db_copy import hold_while_serving
 
-        # kept open through exec by gunicorn and its workers: `sivr db copy` refuses while they run
+        # kept open through exec by gunicorn and its workers: `sivr db copy` refuses while they run;
+        # taken before the schema upgrade, which must not change a database being copied
         hold_while_serving(config)
+    layer.upgrade_schema(config)
     if args.dicom_fd is not None:
         from daemons.render.dimse.listener import DICOM_FD_ENV, inherited_socket_problem
 

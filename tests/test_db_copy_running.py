@@ -22,7 +22,7 @@ import requests
 from daemons.cli import main
 from daemons.deployment import LocalDeployment, init_deployment
 from daemons.layers import get_layer
-from shared.db_copy import serving_lock_path
+from shared.db_copy import SERVING_LOCK_SUFFIX, serving_lock_path
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,3 +85,24 @@ def test_a_server_does_not_start_while_a_copy_holds_its_database(tmp_path):
         os.close(fd)
     assert started.returncode == 2, started.stdout + started.stderr
     assert "`sivr db copy` is copying its database now" in started.stderr
+
+
+def test_a_server_refused_during_a_copy_leaves_the_schema_alone(tmp_path):
+    """A server of a newer release started while a copy runs must not migrate the database being
+    copied: the lock is taken before the schema upgrade (here the database does not exist yet, and an
+    upgrade would have made it)."""
+    layout = init_deployment(tmp_path / "deploy", pick_free_ports=True)
+    config = str(layout.first("toplevel").config)
+    lock = serving_lock_path(get_layer("toplevel").load_config(config))
+    assert lock is not None
+    database = lock.with_name(lock.name.removesuffix(SERVING_LOCK_SUFFIX))
+    assert not database.exists()
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = subprocess.run([sys.executable, "-P", "-m", "daemons.cli", "serve", "toplevel", "--config", config],
+                                 capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(fd)
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert not database.exists(), "the refused server upgraded the database's schema"
