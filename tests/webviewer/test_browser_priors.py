@@ -47,6 +47,29 @@ def as_study(files: list[Path], study: dict, number: int, description: str, fram
     return files
 
 
+#: the two studies a reload test reads: (first slice of the real CT, the study), the prior 50 mm off
+CURRENT_AND_PRIOR = {
+    "current": (30, {"uid": "", "date": "20260610", "description": "CT ABDOMEN follow-up"}),
+    "prior": (34, {"uid": "", "date": "20240115", "description": "CT ABDOMEN"}),
+}
+
+
+def current_and_prior(deployment, ct_series: Path, folder: Path, slices: int,
+                      keys: tuple[str, ...] = ("current", "prior")) -> dict:
+    """A new patient with `slices` slices of the real CT as a current study and, with "prior" in
+    `keys`, a prior study in another frame of reference 50 mm along z, each uploaded and registered
+    (their studies kept): what the reload tests open."""
+    patient = new_patient(deployment)
+    records = {}
+    for key in keys:
+        first, study = CURRENT_AND_PRIOR[key]
+        files = as_study(derived_series(ct_series, folder / key, first=first, count=slices),
+                         {**study, "uid": generate_uid()}, 2, "Abdomen 3.0 soft tissue", generate_uid(),
+                         50.0 if key == "prior" else 0.0)
+        records[key] = uploaded_record(deployment, patient, files, f"{key} series", keep_study=True)
+    return {"patient": patient, "records": records}
+
+
 @pytest.fixture(scope="module")
 def studies(deployment, ct_series, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("priors")

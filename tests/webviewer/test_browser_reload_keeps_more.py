@@ -10,10 +10,8 @@ as_study): the current one and a prior in another frame of reference.
 from __future__ import annotations
 
 import pytest
-from pydicom.uid import generate_uid
 
-from tests.webviewer.helpers import derived_series, new_patient, uploaded_record
-from tests.webviewer.test_browser_priors import as_study, open_current, viewport, wait_record
+from tests.webviewer.test_browser_priors import current_and_prior, open_current, viewport, wait_record
 from tests.webviewer.test_browser_viewer import shown, wait_shown
 
 pytestmark = pytest.mark.browser
@@ -24,18 +22,7 @@ STILL = "d.shownKey && d.loadState === 'ready' && d.shownKey.includes('render=st
 
 @pytest.fixture(scope="module")
 def studies(deployment, ct_series, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("reload-more")
-    patient = new_patient(deployment)
-    plan = {
-        "current": (30, {"uid": generate_uid(), "date": "20260610", "description": "CT ABDOMEN follow-up"}),
-        "prior": (34, {"uid": generate_uid(), "date": "20240115", "description": "CT ABDOMEN"}),
-    }
-    records = {}
-    for key, (first, study) in plan.items():
-        files = as_study(derived_series(ct_series, tmp / key, first=first, count=SLICES), study, 2,
-                         "Abdomen 3.0 soft tissue", generate_uid(), 50.0 if key == "prior" else 0.0)
-        records[key] = uploaded_record(deployment, patient, files, f"{key} series")
-    return {"patient": patient, "records": records}
+    return current_and_prior(deployment, ct_series, tmp_path_factory.mktemp("reload-more"), SLICES)
 
 
 def hash_has(page, *parts: str) -> None:

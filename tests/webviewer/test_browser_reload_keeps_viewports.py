@@ -10,10 +10,15 @@ as_study): the current one and a prior in another frame of reference.
 from __future__ import annotations
 
 import pytest
-from pydicom.uid import generate_uid
 
-from tests.webviewer.helpers import derived_series, new_patient, uploaded_record
-from tests.webviewer.test_browser_priors import OFFSET, as_study, location, open_current, viewport, wait_record
+from tests.webviewer.test_browser_priors import (
+    OFFSET,
+    current_and_prior,
+    location,
+    open_current,
+    viewport,
+    wait_record,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -22,18 +27,7 @@ SLICES = 8
 
 @pytest.fixture(scope="module")
 def studies(deployment, ct_series, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("reload-viewports")
-    patient = new_patient(deployment)
-    plan = {
-        "current": (30, {"uid": generate_uid(), "date": "20260610", "description": "CT ABDOMEN follow-up"}),
-        "prior": (34, {"uid": generate_uid(), "date": "20240115", "description": "CT ABDOMEN"}),
-    }
-    records = {}
-    for key, (first, study) in plan.items():
-        files = as_study(derived_series(ct_series, tmp / key, first=first, count=SLICES), study, 2,
-                         "Abdomen 3.0 soft tissue", generate_uid(), 50.0 if key == "prior" else 0.0)
-        records[key] = uploaded_record(deployment, patient, files, f"{key} series")
-    return {"patient": patient, "records": records}
+    return current_and_prior(deployment, ct_series, tmp_path_factory.mktemp("reload-viewports"), SLICES)
 
 
 def view_of(page, slot: int) -> dict:

@@ -11,10 +11,8 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 import pytest
-from pydicom.uid import generate_uid
 
-from tests.webviewer.helpers import derived_series, new_patient, uploaded_record
-from tests.webviewer.test_browser_priors import as_study, open_current, viewport
+from tests.webviewer.test_browser_priors import current_and_prior, open_current, viewport
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +21,7 @@ SLICES = 8
 
 @pytest.fixture(scope="module")
 def studies(deployment, ct_series, tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("reload-zoom")
-    patient = new_patient(deployment)
-    study = {"uid": generate_uid(), "date": "20260610", "description": "CT ABDOMEN follow-up"}
-    files = as_study(derived_series(ct_series, tmp / "current", first=30, count=SLICES), study, 2,
-                     "Abdomen 3.0 soft tissue", generate_uid(), 0.0)
-    return {"patient": patient, "records": {"current": uploaded_record(deployment, patient, files, "current series")}}
+    return current_and_prior(deployment, ct_series, tmp_path_factory.mktemp("reload-zoom"), SLICES, keys=("current",))
 
 
 def shown(page, slot: int, encoding: list[str]) -> dict:
