@@ -15,6 +15,7 @@ import json as json_module
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from shared.config import Config, build_config
 from shared.patient_refs import FIELD, issue_patient_reference
 from shared.receipts import issue_receipt, public_key_text
 from shared.tokens import MAX_EXCHANGED_TTL_S, TokenIssuer, load_private_key
+from tests.render.conftest import NodeHarness, build_node, close_node
 
 ISSUER = "sivr-toplevel"
 #: The institution server's own audience: its base URL, as the toplevel's token exchange names it.
@@ -304,3 +306,22 @@ def at_once(app, requests: list[tuple[str, str, dict | None]], user: User) -> li
     for thread in threads:
         thread.join()
     return sorted(statuses)
+
+
+@pytest.fixture
+def render_node(tmp_path_factory, signing_keys) -> Iterator[NodeHarness]:
+    """A real render node of institution A trusting the same toplevel as the institution app."""
+    harness = build_node(tmp_path_factory.mktemp("render-node"), signing_keys, institution_id=INSTITUTION_A)
+    yield harness
+    close_node(harness)
+
+
+@pytest.fixture
+def registered(api, users, render_node) -> dict:
+    """The node in the institution's registry with the receipt key it publishes."""
+    shown = render_node.client.get("/api/v1/node", headers=render_node.headers("instadmin")).get_json()
+    status, body = api.call("POST", "/api/v1/nodes", users["admin"], {
+        "name": "render-1", "url": shown["receipt_key"]["url"],
+        "receipt_key": shown["receipt_key"]["public_key"]})
+    assert status == 201, body
+    return body

@@ -11,17 +11,16 @@ app, real upload, real receipt key) beside the real institution app.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from pydicom.uid import generate_uid
 
 from daemons.institution.models import AuditEntry
 from shared.patient_refs import issue_patient_reference
-from tests.render.conftest import NodeHarness, build_node, close_node
+from tests.render.conftest import NodeHarness
 from tests.render.synthetic import dataset, to_bytes
 
-from .conftest import INSTITUTION_A, ISSUER, record_body
+from .conftest import ISSUER, record_body
 from .test_institution_hostile_receipts import signed_claims
 
 #: The receipt's claim of the facts (`shared.receipts.FACTS_CLAIM`), as nodes send it.
@@ -31,25 +30,6 @@ PATIENT = {"first_name": "Jane", "last_name": "Doe", "birth_date": "1961-04-12"}
 LIES = {"rows": 65535, "columns": 65535, "frames": 1_000_000, "modality": "MR", "study_date": "1900-01-01"}
 #: What the node stores: three 8x8 CT slices of 1 Jan 2026.
 TRUTH = {"rows": 8, "columns": 8, "frames": 3, "modality": "CT", "study_date": "2026-01-01"}
-
-
-@pytest.fixture
-def render_node(tmp_path_factory, signing_keys) -> Iterator[NodeHarness]:
-    """A real render node of institution A trusting the same toplevel as the institution app."""
-    harness = build_node(tmp_path_factory.mktemp("render-node"), signing_keys, institution_id=INSTITUTION_A)
-    yield harness
-    close_node(harness)
-
-
-@pytest.fixture
-def registered(api, users, render_node) -> dict:
-    """The node in the institution's registry with the receipt key it publishes."""
-    shown = render_node.client.get("/api/v1/node", headers=render_node.headers("instadmin")).get_json()
-    status, body = api.call("POST", "/api/v1/nodes", users["admin"], {
-        "name": "render-1", "url": shown["receipt_key"]["url"],
-        "receipt_key": shown["receipt_key"]["public_key"]})
-    assert status == 201, body
-    return body
 
 
 def _series(study_date: str | None = "20260101") -> list[tuple[str, bytes]]:
