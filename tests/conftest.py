@@ -163,6 +163,15 @@ def pg_session_database_factory() -> Iterator[Callable[[], str]]:
         yield create
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path) -> Callable[[], str]:
+    """A factory of URLs of empty databases of the kind the test is parametrised with."""
+    if request.param == "sqlite":
+        names = iter(range(100))
+        return lambda: f"sqlite:///{tmp_path}/copy-{next(names)}.db"
+    return request.getfixturevalue("pg_database_factory")
+
+
 def cheap_password_hashing(layout: Layout) -> None:
     """`before_start` of the shared deployments: their toplevel hashes passwords at argon2id's least
     cost (`FAST_ARGON2`). Their tests log in about a thousand times a run (each browser test, each API

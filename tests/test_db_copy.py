@@ -9,7 +9,6 @@ SIVR_TEST_PG_URL names a server (`.ci/run`), against a fresh PostgreSQL database
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 
 import peewee
@@ -24,15 +23,6 @@ from shared.config import Config
 from shared.db import close_database, database_from_config
 
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path) -> Callable[[], str]:
-    """A factory of URLs of empty databases of the kind the test is parametrised with."""
-    if request.param == "sqlite":
-        names = iter(range(100))
-        return lambda: f"sqlite:///{tmp_path}/copy-{next(names)}.db"
-    return request.getfixturevalue("pg_database_factory")
 
 
 @pytest.fixture

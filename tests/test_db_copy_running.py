@@ -13,25 +13,14 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from daemons.cli import main
 from daemons.deployment import LocalDeployment, init_deployment
 from daemons.layers import get_layer
 from shared.db_copy import SERVING_LOCK_SUFFIX, serving_lock_path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path) -> Callable[[], str]:
-    """A factory of URLs of empty databases of the kind the test is parametrised with."""
-    if request.param == "sqlite":
-        names = iter(range(100))
-        return lambda: f"sqlite:///{tmp_path}/copy-{next(names)}.db"
-    return request.getfixturevalue("pg_database_factory")
 
 
 def _tables(url: str) -> list[str]:

@@ -96,6 +96,13 @@ def viewport(page, slot: int):
     return page.locator(f"#viewports .viewport[data-slot='{slot}']")
 
 
+def read(page, slot: int) -> None:
+    """Make viewport `slot` the one read, its image focused for the keys."""
+    viewport(page, slot).click()
+    page.wait_for_function("slot => document.querySelector('#viewport')?.dataset.slot === String(slot)", arg=slot)
+    page.locator("#viewport").focus()
+
+
 def wait_record(page, slot: int, record_id: str, index: int | None = None) -> None:
     """Until viewport `slot` shows a slice of `record_id` (slice `index` if given)."""
     page.wait_for_function(

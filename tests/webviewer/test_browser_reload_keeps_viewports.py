@@ -16,6 +16,7 @@ from tests.webviewer.test_browser_priors import (
     current_and_prior,
     location,
     open_current,
+    read,
     viewport,
     wait_record,
 )
@@ -41,13 +42,6 @@ def view_of(page, slot: int) -> dict:
     window = next((p[len("window="):] for p in query if p.startswith("window=")), None)
     return {"plane": data["shownPlane"], "index": data["shownIndex"], "window": window,
             "inverted": "invert=true" in query}
-
-
-def read(page, slot: int) -> None:
-    """Make viewport `slot` the one read, its image focused for the keys."""
-    viewport(page, slot).click()
-    page.wait_for_function("slot => document.querySelector('#viewport')?.dataset.slot === String(slot)", arg=slot)
-    page.locator("#viewport").focus()
 
 
 def test_a_reload_keeps_every_viewports_view_slice_and_window(page, deployment, studies):

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from tests.webviewer.test_browser_priors import current_and_prior, open_current, viewport
+from tests.webviewer.test_browser_priors import current_and_prior, open_current, read, viewport
 
 pytestmark = pytest.mark.browser
 
@@ -34,13 +34,6 @@ def shown(page, slot: int, encoding: list[str]) -> dict:
         arg=[slot, encoding], polling=100, timeout=60000)
     key = viewport(page, slot).get_attribute("data-shown-key")
     return dict(parse_qsl(key.split("?")[-1]))
-
-
-def read(page, slot: int) -> None:
-    """Make viewport `slot` the one read, its image focused for the keys."""
-    viewport(page, slot).click()
-    page.wait_for_function("slot => document.querySelector('#viewport')?.dataset.slot === String(slot)", arg=slot)
-    page.locator("#viewport").focus()
 
 
 def test_a_reload_keeps_zoom_pan_and_the_format(page, deployment, studies):
