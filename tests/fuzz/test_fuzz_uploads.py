@@ -5,7 +5,7 @@ gunicorn worker must stay the same process, and its resident memory must stay bo
 it accepts must then load without a failed slice and render every frame (then it is deleted):
 nothing is stored that cannot be shown.
 
-Bounded for CI: SIVR_FUZZ_SECONDS (default 75) of cases, at most SIVR_FUZZ_CASES (default
+Bounded for CI: SIVR_FUZZ_SECONDS (default 40) of cases, at most SIVR_FUZZ_CASES (default
 unlimited), from SIVR_FUZZ_SEED (default 13). A long run: SIVR_FUZZ_SECONDS=3600.
 """
 
@@ -28,7 +28,7 @@ from tests.fuzz.mutations import make_case, seed_files
 
 pytestmark = pytest.mark.slow
 
-SECONDS = float(os.environ.get("SIVR_FUZZ_SECONDS", "75"))
+SECONDS = float(os.environ.get("SIVR_FUZZ_SECONDS", "40"))
 MAX_CASES = int(os.environ.get("SIVR_FUZZ_CASES", "0")) or None
 SEED = int(os.environ.get("SIVR_FUZZ_SEED", "13"))
 REQUEST_LIMIT_S = 30.0

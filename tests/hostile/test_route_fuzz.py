@@ -152,11 +152,19 @@ def recording(app: Flask) -> Flask:
 
 
 def table_rows(models: list[Any]) -> dict[str, list[tuple[str, ...]]]:
-    """Every row of `models`' tables but those a refusal writes by design."""
+    """Every row of `models`' tables but those a refusal writes by design.
+
+    Read in plain SQL: taken after each of some 6,000 attacks, peewee's query building was half of
+    the test's time. The values are compared, never interpreted, so the driver's own types serve
+    (a PostgreSQL `bytea` comes as a memoryview, whose text would name its address).
+    """
     state = {}
     for model in models:
-        if model._meta.table_name not in REFUSAL_TABLES:
-            state[model._meta.table_name] = sorted(tuple(map(str, row)) for row in model.select().tuples())
+        table = model._meta.table_name
+        if table not in REFUSAL_TABLES:
+            rows = model._meta.database.execute_sql(f'SELECT * FROM "{table}"').fetchall()
+            state[table] = sorted(tuple(str(bytes(v) if isinstance(v, memoryview) else v) for v in row)
+                                  for row in rows)
     return state
 
 

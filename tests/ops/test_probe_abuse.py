@@ -8,6 +8,7 @@ a run of the checks must not each run them again and wait (shared.health.Readine
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +40,8 @@ def node_behind_a_gate(tmp_path_factory) -> Iterator[tuple[RunningDeployment, Ga
     finally:
         gate.stop()
         if running is not None:
-            running.stop()
+            # killed: the probes' store checks still hang, and a stop waits for them (30 s of grace)
+            running.stop(sig=signal.SIGKILL)
         store.stop()
 
 

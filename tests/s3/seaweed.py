@@ -81,6 +81,8 @@ class SeaweedS3:
         args = [str(self.binary), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}",
                 "-s3", f"-s3.config={self.s3_config}", "-volume.max=0", "-master.volumeSizeLimitMB=64",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports: parallel runs would collide
+                # a test restarts it: its defaults wait 10 s at every stop and 10 s to elect its one master
+                "-volume.preStopSeconds=0", "-master.electionTimeout=1s",
                 *(f"-{name}={port}" for name, port in self.ports.items())]
         with open(self.root / "weed.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -102,8 +104,8 @@ class SeaweedS3:
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
+        try:  # its filer's graceful stop never ends here (it keeps calling its own closed socket)
+            self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
