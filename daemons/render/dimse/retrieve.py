@@ -9,7 +9,9 @@ transcoded to Explicit VR Little Endian as WADO-RS does (decompressed, or swappe
 when the receiver accepted an uncompressed syntax (pynetdicom re-encodes it in Implicit VR where
 only that was accepted);
 else its sub-operation fails (and the retrieval ends with 0xB000, or 0xA702 when none succeeded).
-A retrieval refused before its sub-operations (`Retrieval.refusals`) counts none of them.
+A retrieval refused before its sub-operations (`Retrieval.refusals`) counts none of them. Each
+series is checked as every other door checks it before its instances go (`Retrieval._unsendable`):
+a damaged one is quarantined, its sub-operations fail and the final response names it.
 pynetdicom runs the sub-operations and counts them; this module chooses what to send and writes
 one audit entry per series retrieved, with the outcome of its instances.
 """
@@ -50,7 +52,9 @@ from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.imaging.transcode import stored_syntax, to_explicit_le
 from daemons.render.node import Node
 from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, PENDING
+from daemons.render.store.interface import StoreUnavailable
 from shared.config import Config, ConfigError
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ MOVE_DESTINATION_UNKNOWN = 0xA801
 #: C-GET and C-MOVE: "Refused: Out of Resources - Unable to perform sub-operations" (PS3.4 Tables C.4-2,
 #: C.4-3), which pynetdicom answers by itself when every sub-operation failed.
 UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
+#: C-GET and C-MOVE "Warning: Sub-operations Complete - One or more Failures" (PS3.4 Tables C.4-2, C.4-3).
+SOME_SUB_OPERATIONS_FAILED = 0xB000
 
 
 def no_delay(event: Any) -> None:
@@ -249,9 +255,13 @@ class Retrieval:
         return [(evt.EVT_DIMSE_SENT, self.refusals), (evt.EVT_DIMSE_SENT, self.final_comments)]
 
     def _comment(self, event: Any, comments: dict[int, str]) -> None:
-        """What the final response of the retrieval `event` is running says, by its status (`final_comments`)."""
+        """What the final response of the retrieval `event` is running says, by its status (`final_comments`);
+        a status already given a reason in this retrieval keeps the first."""
+        message_id = int(event.request.MessageID)
         with self._lock:
-            self._comments[event.assoc] = (int(event.request.MessageID), comments)
+            running = self._comments.get(event.assoc)
+            kept = running[1] if running is not None and running[0] == message_id else {}
+            self._comments[event.assoc] = (message_id, {**comments, **kept})
 
     def final_comments(self, event: Any) -> None:
         """EVT_DIMSE_SENT, before the message is encoded: the failures pynetdicom answers by itself carry
@@ -378,20 +388,45 @@ class Retrieval:
     def _sub_operations(self, event: Any, instances: list[Any], receiver: Receiver,
                         outcomes: Outcomes) -> Iterator[tuple[int, Any]]:
         store = self.node.store
+        unsendable: dict[str, str | None] = {}  # why each series met cannot be sent (None: it can)
         for row in instances:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             outcomes.sending = row.sop_instance_uid
-            try:
-                dataset = receiver.prepare(store.read_file(row.series_id, row.blob, row.sha256))
-            except Exception as exc:
-                log.error("instance %s of series %s cannot be read from the store: %s",
-                          row.sop_instance_uid, row.series_id, exc)
-                # no file meta: pynetdicom cannot send it and counts the sub-operation as failed
+            if row.series_id not in unsendable:
+                unsendable[row.series_id] = why = self._unsendable(row.series_id)
+                if why is not None:
+                    log.error("series %s is not sent: %s", row.series_id, why)
+                    # LO's 64 characters: the log and the retrieval's audit entry name the whole series id
+                    reason = f"series {row.series_id[:16]} failed verification: ask IT"
+                    self._comment(event, {SOME_SUB_OPERATIONS_FAILED: reason, UNABLE_TO_PERFORM_SUB_OPERATIONS: reason})
+            dataset = None
+            if unsendable[row.series_id] is None:
+                try:
+                    dataset = receiver.prepare(store.read_file(row.series_id, row.blob, row.sha256))
+                except Exception as exc:
+                    log.error("instance %s of series %s cannot be read from the store: %s",
+                              row.sop_instance_uid, row.series_id, exc)
+            if dataset is None:  # no file meta: pynetdicom cannot send it and counts the sub-operation as failed
                 dataset = Dataset()
                 dataset.SOPClassUID, dataset.SOPInstanceUID = row.sop_class_uid, row.sop_instance_uid
             yield PENDING, dataset  # its pending response restarts the idle timer (`limits.wait_for_peer_from_now`)
+
+    def _unsendable(self, series_id: str) -> str | None:
+        """Why a series matched cannot be sent, or None. Its manifest is read as every other door reads
+        it before serving a series (`Node.manifest`, cached): one that fails verification is quarantined
+        and audited on the way. Each instance's own file is sealed and checked as it is read, but the
+        series as a whole was never checked here: a C-GET or C-MOVE sent a series every other door
+        refused as damaged, and it stayed listed."""
+        try:
+            with self.connections.held(), self.app.app_context():
+                self.node.manifest(series_id)
+        except ApiError as exc:
+            return exc.message
+        except StoreUnavailable as exc:
+            return f"the store cannot be reached: {exc}"
+        return None
 
     def _refusal(self, event: Any, service: str, exc: Exception) -> Dataset:
         """The failure status of a request that cannot be matched (audited as refused), whose final
