@@ -415,13 +415,13 @@ class Retrieval:
 
     def _unsendable(self, series_id: str) -> str | None:
         """Why a series matched cannot be sent, or None. Its manifest is read as every other door reads
-        it before serving a series (`Node.manifest`, cached): one that fails verification is quarantined
-        and audited on the way. Each instance's own file is sealed and checked as it is read, but the
+        it before serving a series (`Node.manifest`; not analysed: a series still growing is sent as
+        stored): one that fails verification is quarantined and audited on the way. Each instance's own file is sealed and checked as it is read, but the
         series as a whole was never checked here: a C-GET or C-MOVE sent a series every other door
         refused as damaged, and it stayed listed."""
         try:
             with self.connections.held(), self.app.app_context():
-                self.node.manifest(series_id)
+                self.node.manifest(series_id, analysed=False)
         except ApiError as exc:
             return exc.message
         except StoreUnavailable as exc:
