@@ -23,6 +23,7 @@ from shared.db import (
     utcnow,
 )
 from shared.db_copy import copy_database
+from shared.field_rules import MAX_USERNAME_LENGTH
 
 database_proxy = peewee.DatabaseProxy()
 BaseModel = model_base(database_proxy)
@@ -157,7 +158,27 @@ class AuditEntry(make_audit_model(database_proxy)):  # type: ignore[misc]
     class Meta:
         table_name = "audit_entry"
 
-MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, FindingVersion, AuditEntry)
+class RevokedReceiptKey(BaseModel):
+    """A node's receipt key an administrator removed from the registry (suspected stolen): it is never
+    registered again, on that node or another of this institution (`daemons.institution.nodes`). Had
+    it been, a receipt the thief signed with it, which the removal was meant to stop, would register
+    again. No link to the node: the node may be deleted, the key stays refused."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    institution_id = peewee.CharField(max_length=36, default=this_institution)
+    public_key = peewee.CharField(max_length=64)
+    node_id = peewee.CharField(max_length=36)
+    node_name = peewee.CharField(max_length=120)
+    revoked_at = peewee.DateTimeField(default=utcnow)
+    revoked_by = peewee.CharField(max_length=MAX_USERNAME_LENGTH)
+
+    class Meta:
+        table_name = "revoked_receipt_key"
+        indexes = ((("institution_id", "public_key"), True),)
+
+
+MODELS: tuple[type[peewee.Model], ...] = (Node, Record, Finding, FindingRecord, FindingVersion, RevokedReceiptKey,
+                                          AuditEntry)
 
 
 def _add_node_receipt_key(db: peewee.Database) -> None:
@@ -204,9 +225,15 @@ def _add_record_study(db: peewee.Database) -> None:
                                                             peewee.CharField(max_length=64, null=True)))
 
 
+def _add_revoked_receipt_keys(db: peewee.Database) -> None:
+    """Schema 6 -> 7: receipt keys removed from the registry are kept, and refused if set again
+    (`RevokedReceiptKey`). Keys removed before are not known: one of them can still be set again."""
+    db.create_tables([RevokedReceiptKey], safe=True)
+
+
 # Schema upgrades, oldest first (shared.db.upgrade_schema); readiness expects schema_target(MIGRATIONS).
 MIGRATIONS: tuple[Migration, ...] = (_add_node_receipt_key, _add_node_store, _add_audit_institution,
-                                     _add_finding_versions, _add_record_study)
+                                     _add_finding_versions, _add_record_study, _add_revoked_receipt_keys)
 
 
 def bind_database(config: Config) -> peewee.Database:

@@ -8,7 +8,10 @@ administrators of this institution (`shared.roles`) add, change or remove nodes.
 A node's `receipt_key` (the public key it shows at `GET /api/v1/node`) is what records are
 registered against: a record is registered only with an upload receipt that key verifies. Sending
 `"receipt_key": null` removes it: an administrator who suspects the node's key was stolen stops every
-new registration on the node (422 node_receipt_key_missing) until the node's new key is set.
+new registration on the node (422 node_receipt_key_missing) until the node's new key is set. A key
+removed so is revoked for good (`RevokedReceiptKey`): set again, on any node of this institution, it
+is refused (409 receipt_key_revoked), else the thief's receipts would register again. A key replaced
+by another is not revoked: a rotation that went wrong may be rolled back (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import peewee
 from flask import Blueprint, g, jsonify
 
 from daemons.institution.access import require_admin_here, this_institution
-from daemons.institution.models import AuditEntry, Node, Record, database_proxy
+from daemons.institution.models import AuditEntry, Node, Record, RevokedReceiptKey, database_proxy
 from shared.audit import record_audit
-from shared.auth import require_auth
+from shared.auth import current_identity, require_auth
 from shared.db import exclusive_transaction
 from shared.errors import ApiError, not_found, save_edit
 from shared.names import SAME_NAME_RULE, name_search_key
@@ -136,6 +139,29 @@ def _refuse_duplicate(fields: dict[str, Any], node: Node | None = None) -> None:
                            "choose another name, or edit that node")
 
 
+def _refuse_revoked(fields: dict[str, Any]) -> None:
+    """409 `receipt_key_revoked` for a key an administrator removed from a node of this institution."""
+    key = fields.get("receipt_key")
+    if not key:
+        return
+    revoked = RevokedReceiptKey.get_or_none((RevokedReceiptKey.institution_id == this_institution())
+                                            & (RevokedReceiptKey.public_key == key))
+    if revoked is not None:
+        raise ApiError(409, "receipt_key_revoked",
+                       f"this receipt key was removed from node {revoked.node_name!r} on "
+                       f"{iso_utc(revoked.revoked_at)} by {revoked.revoked_by} as possibly stolen, and is "
+                       "never registered again: give the node a new key (docs/deployment.md, \"Rotating a "
+                       "node's receipt key\") and register the one it then shows")
+
+
+def _revoke_removed(node: Node, fields: dict[str, Any]) -> None:
+    """Keep the key `fields` remove from `node` as revoked (`_refuse_revoked`)."""
+    if "receipt_key" in fields and not fields["receipt_key"] and node.receipt_key:
+        RevokedReceiptKey.get_or_create(
+            institution_id=this_institution(), public_key=node.receipt_key,
+            defaults={"node_id": node.id, "node_name": node.name, "revoked_by": current_identity().username})
+
+
 @bp.get("/api/v1/nodes")
 @require_auth()
 def list_nodes():
@@ -153,6 +179,7 @@ def create_node():
     fields = _node_columns(validate(json_body(), NODE_FIELDS))
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         _refuse_duplicate(fields)
+        _refuse_revoked(fields)
         try:
             node = Node.create(institution_id=this_institution(), **fields)
         except peewee.IntegrityError as exc:
@@ -176,7 +203,9 @@ def update_node(node_id: str):
     with exclusive_transaction(database_proxy, REGISTRY_LOCK):
         node = get_node(node_id)
         _refuse_duplicate(fields, node)
+        _refuse_revoked(fields)
         changes = _changes(node, fields)
+        _revoke_removed(node, fields)
         for name, value in fields.items():
             setattr(node, name, value)
         try:

@@ -58,8 +58,8 @@ def test_audit_filters(api, users, finding, patient_id):
 
 
 def test_upgrade_is_idempotent_and_keeps_data(config, app, api, users, node):
-    assert upgrade(config) == 6
-    assert upgrade(config) == 6
+    assert upgrade(config) == 7
+    assert upgrade(config) == 7
     status, body = api.call("GET", "/api/v1/nodes", users["admin"])
     assert status == 200 and [n["id"] for n in body["items"]] == [node["id"]]
 
@@ -76,7 +76,7 @@ def test_upgrade_from_version_1_adds_the_receipt_key_then_the_node_store(tmp_pat
     db.close()
     config = build_config("institution", KEYS, {"database": {"url": f"sqlite:///{path}"},
                                                 "institution": {"id": INSTITUTION_A}})
-    assert upgrade(config) == 6
+    assert upgrade(config) == 7
     db = peewee.SqliteDatabase(str(path))
     assert db.execute_sql("SELECT name, receipt_key, store FROM node").fetchall() == [("render-1", "", "")]
 

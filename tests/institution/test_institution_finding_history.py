@@ -126,7 +126,7 @@ def test_a_schema_4_database_gets_the_versions_table(tmp_path: Path, signing_key
     sqlite_at_schema(path, 4).close()
     config = institution_config(f"sqlite:///{path}", signing_keys)
     try:
-        assert upgrade(config) == 6
+        assert upgrade(config) == 7
         assert "finding_version" in peewee.SqliteDatabase(str(path)).get_tables()
     finally:
         database_proxy.close()

@@ -81,7 +81,7 @@ def test_upgrade_of_a_schema_1_database_leaves_old_nodes_keyless_until_set(confi
     db.execute_sql("UPDATE schema_version SET version = 1 WHERE layer = 'institution'")
     db.close()
 
-    assert upgrade(config) == 6
+    assert upgrade(config) == 7
     status, shown = api.call("GET", f"/api/v1/nodes/{node['id']}", users["admin"])
     assert status == 200 and shown["receipt_key"] is None
     body = record_body(node["id"], patient_id)
@@ -116,7 +116,11 @@ def test_an_administrator_removes_a_nodes_key_and_no_upload_is_registered_until_
     entries = api.call("GET", "/api/v1/audit?action=node.update", users["admin"])[1]["items"]
     assert entries[0]["detail"] == "nothing changed", entries[0]
 
+    # the node's new key (a removed one is never set again: tests/institution/test_revoked_receipt_keys.py)
+    api.node_keys[node["url"]] = Ed25519PrivateKey.generate()
     key = public_key_text(api.node_key(node["url"]).public_key())
     assert api.call("PUT", f"/api/v1/nodes/{node['id']}", users["admin"], {"receipt_key": key})[0] == 200
-    status, record = _register(api, users["physician"], body, receipt)
+    status, answer = _register(api, users["physician"], body, receipt)  # signed with the removed key
+    assert status == 422 and answer["error"]["code"] == "invalid_receipt", answer
+    status, record = _register(api, users["physician"], body, api.receipt(node["id"], body["id"], users["physician"]))
     assert status == 201, record

@@ -56,8 +56,8 @@ def test_entries_written_before_schema_4_stay_in_the_log(tmp_path: Path, signing
                    "'finding', NULL, NULL, '127.0.0.1', '')", (old_reader,))
     db.close()
     config = institution_config(f"sqlite:///{path}", signing_keys)
-    assert upgrade(config) == 6  # schema 6: the study of each registration
-    assert upgrade(config) == 6
+    assert upgrade(config) == 7  # schema 7: the receipt keys revoked
+    assert upgrade(config) == 7
     client = create_app(config).test_client()
     assert [entry["user_id"] for entry in _audit(client, make_user("instadmin"))] == [old_reader]
     database_proxy.close()

@@ -224,8 +224,8 @@ def test_a_schema_5_database_gets_the_study_column(tmp_path: Path, signing_keys)
     db.close()
     config = institution_config(f"sqlite:///{path}", signing_keys)
     try:
-        assert upgrade(config) == 6
-        assert upgrade(config) == 6
+        assert upgrade(config) == 7
+        assert upgrade(config) == 7
         check = peewee.SqliteDatabase(str(path))
         assert "study_uid" in {c.name for c in check.get_columns("record")}
         assert "record_study_uid" in {i.name for i in check.get_indexes("record")}
