@@ -388,7 +388,7 @@ class Retrieval:
     def _sub_operations(self, event: Any, instances: list[Any], receiver: Receiver,
                         outcomes: Outcomes) -> Iterator[tuple[int, Any]]:
         store = self.node.store
-        unsendable: dict[str, str | None] = {}  # why each series met cannot be sent (None: it can)
+        unsendable: dict[str, tuple[str, str] | None] = {}  # why each series met cannot be sent (None: it can)
         for row in instances:
             if event.is_cancelled:
                 yield CANCEL, None
@@ -397,10 +397,8 @@ class Retrieval:
             if row.series_id not in unsendable:
                 unsendable[row.series_id] = why = self._unsendable(row.series_id)
                 if why is not None:
-                    log.error("series %s is not sent: %s", row.series_id, why)
-                    # LO's 64 characters: the log and the retrieval's audit entry name the whole series id
-                    reason = f"series {row.series_id[:16]} failed verification: ask IT"
-                    self._comment(event, {SOME_SUB_OPERATIONS_FAILED: reason, UNABLE_TO_PERFORM_SUB_OPERATIONS: reason})
+                    log.error("series %s is not sent: %s", row.series_id, why[0])
+                    self._comment(event, {SOME_SUB_OPERATIONS_FAILED: why[1], UNABLE_TO_PERFORM_SUB_OPERATIONS: why[1]})
             dataset = None
             if unsendable[row.series_id] is None:
                 try:
@@ -413,19 +411,25 @@ class Retrieval:
                 dataset.SOPClassUID, dataset.SOPInstanceUID = row.sop_class_uid, row.sop_instance_uid
             yield PENDING, dataset  # its pending response restarts the idle timer (`limits.wait_for_peer_from_now`)
 
-    def _unsendable(self, series_id: str) -> str | None:
-        """Why a series matched cannot be sent, or None. Its manifest is read as every other door reads
-        it before serving a series (`Node.manifest`; not analysed: a series still growing is sent as
-        stored): one that fails verification is quarantined and audited on the way. Each instance's own file is sealed and checked as it is read, but the
-        series as a whole was never checked here: a C-GET or C-MOVE sent a series every other door
-        refused as damaged, and it stayed listed."""
+    def _unsendable(self, series_id: str) -> tuple[str, str] | None:
+        """Why a series matched cannot be sent, for the log and for the final response's Error Comment
+        (LO's 64 characters: the log and the audit entry name the whole series id), or None.
+
+        Its manifest is read as every other door reads it before serving a series (`Node.manifest`;
+        not analysed: a series still growing is sent as stored): one that fails verification is
+        quarantined and audited on the way. Each instance's own file is sealed and checked as it is
+        read, but the series as a whole was never checked here: a C-GET or C-MOVE sent a series
+        every other door refused as damaged, and it stayed listed."""
+        short = series_id[:16]
         try:
             with self.connections.held(), self.app.app_context():
                 self.node.manifest(series_id, analysed=False)
         except ApiError as exc:
-            return exc.message
+            comments = {"store_corrupt": f"series {short} failed verification: ask IT",
+                        "not_found": f"series {short} was deleted meanwhile"}
+            return exc.message, comments.get(exc.code, f"series {short}: {exc.code}")
         except StoreUnavailable as exc:
-            return f"the store cannot be reached: {exc}"
+            return f"the store cannot be reached: {exc}", "the store cannot be reached: retry later"
         return None
 
     def _refusal(self, event: Any, service: str, exc: Exception) -> Dataset:
