@@ -12,6 +12,7 @@ import pytest
 from tests.render import synthetic_stacks as synth
 from tests.webviewer.helpers import derived_series, login, new_patient, uploaded_record
 from tests.webviewer.test_browser_geometry import open_loaded
+from tests.webviewer.test_browser_image_tools import markers
 from tests.webviewer.test_browser_layouts import open_viewer, viewport, wait_painted
 from tests.webviewer.test_browser_viewer import shown, wait_shown
 
@@ -138,3 +139,51 @@ def test_an_edited_address_opens_the_hanging_protocol(page, deployment, record, 
     page.wait_for_function(f"() => location.hash.includes('slice={index}') && location.hash.includes('layout=2x2')",
                            polling=100)
     assert "window=" not in page.evaluate("location.hash") and shown(page)["index"] == index
+
+
+def test_a_reload_keeps_a_slab_and_the_pictures_turn_in_every_viewport(page, deployment, record):
+    """Session 62: a thick slab (20 mm MIP) on a reformat and a rotated, mirrored picture in another
+    viewport were lost at a reload: the reformat came back thin, the picture upright. Both are kept
+    per viewport now (`slab=20,mip`, `turn=1h`, and in a viewport's group `b20,mip`, `r1h`), read by
+    the toolbar's own rules (viewport.js slabWidth, keptSlab, keptPictureTurn)."""
+    open_viewer(page, deployment, record)
+    wait_painted(page, 1, "coronal")
+    viewport(page, 1).click()
+    page.locator("#slab").fill("20")
+    page.locator("#slab").dispatch_event("change")
+    page.locator("#slab-mode").select_option("mip")
+    wait_shown(page, "d.shownKey.includes('slab=20') && d.shownKey.includes('slab_mode=mip')")
+    viewport(page, 0).click()                       # the native view: rotated a quarter, mirrored
+    page.get_by_role("button", name="Rotate a quarter turn clockwise (])").click()
+    page.get_by_role("button", name="Mirror left-right (H)").click()
+    turned = markers(page)
+    assert turned != {"top": "A", "right": "L", "bottom": "P", "left": "R"}, turned
+    page.wait_for_function("() => /b20(%2C|,)mip/.test(location.hash)", polling=100)
+    assert "turn=" in page.evaluate("location.hash")
+
+    page.reload()
+    wait_painted(page, 0, "native")
+    assert markers(page) == turned, "the active viewport's picture turned as it was"
+    viewport(page, 1).click()
+    thick = wait_shown(page, "d.shownPlane === 'coronal' && d.shownKey.includes('slab=20')")
+    assert thick["query"]["slab_mode"] == "mip"
+    assert page.locator("#slab").input_value() == "20" and page.locator("#slab-mode").input_value() == "mip"
+    assert "slab 20 mm MIP" in page.locator("#view-info").inner_text()
+
+
+@pytest.mark.parametrize("query", ["slab=1000,mip", "slab=20,sum", "slab=-5,avg", "slab=20", "turn=4", "turn=1x",
+                                   "turn=hh"])
+def test_an_edited_slab_or_turn_is_ignored(page, deployment, record, query):
+    """Values no toolbar control makes open as the protocol would, bounded as the field bounds them
+    (a 1,000 mm slab is the field's 100 mm at most: slabWidth)."""
+    login(page, deployment)
+    inst, node, meta = record["institution"], record["node"], record["meta"]
+    page.goto(f"/#/view/{inst['id']}/{node['id']}/{meta['id']}?patient={record['patient']['id']}"
+              f"&viewport=2&plane=coronal&{query}")
+    after = wait_shown(page, f"d.shownPlane === 'coronal' && {FULL_QUALITY}")
+    if query == "slab=1000,mip":
+        assert after["query"].get("slab") == "100" and after["query"].get("slab_mode") == "mip", after
+    else:
+        assert "slab" not in after["query"], after
+    assert page.locator("#viewport .view-image").evaluate("e => getComputedStyle(e).transform") == "none"
+    assert page.locator("#alert").is_hidden()

@@ -19,7 +19,9 @@ import { SeriesPanel } from "./seriespanel.js";
 import { compareWithPrior, alignViews, clearAlignment } from "./priors.js";
 import { middleFrame, planesFor } from "./stacks.js";
 import { Timers } from "./timers.js";
-import { Viewport, customWindow, keptNumber, keptTurn, namedWindows, windowParam } from "./viewport.js";
+import {
+  Viewport, customWindow, keptNumber, keptPictureTurn, keptSlab, keptTurn, namedWindows, slabParam, slabWidth, turnParam, windowParam,
+} from "./viewport.js";
 import { imageAction, imageActionForKey, imageToolGroup } from "./imagetools.js";
 import { KeyImages } from "./keyimages.js";
 import { NodeRetry } from "./noderetry.js";
@@ -40,10 +42,11 @@ const READING_WRITE_MS = 300;
 const MAX_VIEWPORTS = Math.max(...Object.keys(LAYOUTS).map(viewportCount));
 /** The parameters of the address the reading is kept in (writeReading); the others stay as they came. */
 const READING_PARAMS = ["layout", "viewport", "series", "stack", "plane", "slice", "time", "window", "mode", "preset", "azimuth", "elevation",
-  "invert", "zoom", "center", "offset", "link", "format", "quality", ...Array.from({ length: MAX_VIEWPORTS }, (_, n) => `v${n + 1}`)];
+  "invert", "zoom", "center", "offset", "slab", "turn", "link", "format", "quality", ...Array.from({ length: MAX_VIEWPORTS }, (_, n) => `v${n + 1}`)];
 /** The fields of a group (keptGroup): the letter of each parameter of a view (viewParams). */
 const GROUP_FIELDS = {
-  s: "slice", t: "time", w: "window", i: "invert", z: "zoom", c: "center", m: "mode", a: "azimuth", e: "elevation", o: "offset", p: "preset",
+  s: "slice", t: "time", w: "window", i: "invert", z: "zoom", c: "center", m: "mode", a: "azimuth", e: "elevation", o: "offset", b: "slab",
+  r: "turn", p: "preset",
 };
 /** The letter of each parameter in a group. @type {Record<string, string>} */
 const GROUP_LETTERS = Object.fromEntries(Object.entries(GROUP_FIELDS).map(([letter, name]) => [name, letter]));
@@ -245,11 +248,15 @@ class Viewer {
     this.slabModeSelect.id = "slab-mode";
     this.slabInput.addEventListener("change", () => {
       const vp = this.active;
-      vp.state.slab.mm = clamp(Math.round(Number(this.slabInput.value) || 0), 0, MAX_SLAB_MM);
+      vp.state.slab.mm = slabWidth(this.slabInput.value);
       vp.changed();
       vp.requestView();
     });
-    this.slabModeSelect.addEventListener("change", () => { this.active.state.slab.mode = this.slabModeSelect.value; this.active.requestView(); });
+    this.slabModeSelect.addEventListener("change", () => {
+      this.active.state.slab.mode = this.slabModeSelect.value;
+      this.active.changed();
+      this.active.requestView();
+    });
 
     this.slider = h("input", { type: "range", id: "slice", min: 0, max: Math.max(0, m.frames - 1), value: 0, "aria-label": "Slice" });
     this.sliderOut = h("output", { for: "slice", id: "slice-out" });
@@ -417,7 +424,8 @@ class Viewer {
    * Viewport's `index` and `setIndex` clamp it), `time` (a reformat's or 3D view's time point),
    * `window` (its window, customWindow; a preset's comes back as the preset), `invert=1`, `zoom`
    * and a 2D view's `center` (`x,y`, fractions of the image; bounded as a drag's: Viewport zoomTo,
-   * panTo), and on a 3D view `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality)
+   * panTo), a reformat's `slab` (keptSlab), a 2D view's rotate and flip `turn` (keptPictureTurn),
+   * and on a 3D view `mode` (VOLUME_MODES), `preset` (a DVR preset of its record's modality)
    * and `azimuth` and `elevation` (keptTurn). @param {Viewport} vp @param {URLSearchParams} q
    */
   applyView(vp, q) {
@@ -440,6 +448,13 @@ class Viewer {
     if (zoom != null) vp.zoomTo(zoom);
     const center = String(q.get("center") || "").split(",").map(keptNumber);
     if (plane !== "3d" && center.length === 2 && center[0] != null && center[1] != null) vp.panTo(center[0], center[1]);
+    const slab = keptSlab(q.get("slab"));
+    if (slab && plane !== "native" && plane !== "3d") {
+      vp.state.slab = slab;
+      vp.requestView();
+    }
+    const picture = keptPictureTurn(q.get("turn"));
+    if (picture && plane !== "3d") vp.setTurn(picture);
     if (plane !== "3d") {
       if (zoom != null) vp.requestView();
       return;
@@ -575,6 +590,9 @@ class Viewer {
     if (vp.record.stack && s.plane !== "native" && s.time > 0) view.push(["time", String(s.time)]);
     if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) view.push(["window", windowParam(s.window)]);
     if (s.invert) view.push(["invert", "1"]);
+    if (s.plane !== "native" && s.plane !== "3d" && s.slab.mm > 0) view.push(["slab", slabParam(s.slab)]);   // keptSlab
+    const turned = s.turn.rotate !== 0 || s.turn.flipH || s.turn.flipV;
+    if (s.plane !== "3d" && turned) view.push(["turn", turnParam(s.turn)]);   // keptPictureTurn
     // read back by applyView: the zoom where the view is zoomed, and a zoomed 2D view's centre
     const short = (/** @type {number} */ value) => String(Number(value.toFixed(6)));   // 1.953125, 2.5: exact enough for the same region
     if (vp.zoomFactor() !== 1) view.push(["zoom", short(vp.zoomFactor())]);

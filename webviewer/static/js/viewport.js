@@ -12,7 +12,7 @@ import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ELEVATION, planeLabel, presetLabel, startPreset, zoomBounds } from "./viewoptions.js";
+import { MAX_ELEVATION, MAX_SLAB_MM, SLAB_MODES, planeLabel, presetLabel, startPreset, zoomBounds } from "./viewoptions.js";
 import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
@@ -41,6 +41,41 @@ export function keptTurn(azimuth, elevation) {
   const a = keptNumber(azimuth);
   const e = keptNumber(elevation);
   return { azimuth: a == null ? null : wrapDegrees(a), elevation: e == null ? null : clamp(e, -MAX_ELEVATION, MAX_ELEVATION) };
+}
+
+/** A slab's thickness in whole millimetres, 0 (a plain plane) to MAX_SLAB_MM, from what the toolbar's
+ *  field or the address holds. @param {string | null | undefined} value @returns {number} */
+export function slabWidth(value) {
+  return clamp(Math.round(keptNumber(value) ?? 0), 0, MAX_SLAB_MM);
+}
+
+/** A slab as the address keeps it (viewer.js `writeReading`): `mm,mode`. @param {{mm: number, mode: string}} slab */
+export function slabParam(slab) {
+  return `${slab.mm},${slab.mode}`;
+}
+
+/**
+ * The slab kept in the address (slabParam), or null where it holds none the toolbar could have
+ * made: a thickness above 0 (slabWidth) and a mode of SLAB_MODES. @param {string | null} value
+ * @returns {{mm: number, mode: string} | null}
+ */
+export function keptSlab(value) {
+  const [mm, mode, ...rest] = String(value || "").split(",");
+  const width = slabWidth(mm);
+  return width > 0 && !rest.length && SLAB_MODES.some(([offered]) => offered === mode) ? { mm: width, mode } : null;
+}
+
+/** A 2D picture's rotate and flip (geometry.js Turn) as the address keeps it: quarter turns 0-3,
+ *  then `h` and `v` where it is flipped: `1h`. @param {import("./geometry.js").Turn} turn */
+export function turnParam(turn) {
+  return `${turn.rotate}${turn.flipH ? "h" : ""}${turn.flipV ? "v" : ""}`;
+}
+
+/** The rotate and flip kept in the address (turnParam), or null where it holds none.
+ *  @param {string | null} value @returns {import("./geometry.js").Turn | null} */
+export function keptPictureTurn(value) {
+  const kept = /^([0-3])(h?)(v?)$/.exec(String(value || ""));
+  return kept ? { rotate: Number(kept[1]), flipH: kept[2] === "h", flipV: kept[3] === "v" } : null;
 }
 
 /**
