@@ -155,11 +155,21 @@ def _refuse_revoked(fields: dict[str, Any]) -> None:
 
 
 def _revoke_removed(node: Node, fields: dict[str, Any]) -> None:
-    """Keep the key `fields` remove from `node` as revoked (`_refuse_revoked`)."""
-    if "receipt_key" in fields and not fields["receipt_key"] and node.receipt_key:
-        RevokedReceiptKey.get_or_create(
-            institution_id=this_institution(), public_key=node.receipt_key,
-            defaults={"node_id": node.id, "node_name": node.name, "revoked_by": current_identity().username})
+    """Keep the key `fields` remove from `node` as revoked (`_refuse_revoked`), and take it off every
+    other node of this institution that holds it (a node registered twice, under two URLs; a key
+    pasted on two entries), each audited: the thief's receipts for such a node's URL registered."""
+    if "receipt_key" not in fields or fields["receipt_key"] or not node.receipt_key:
+        return
+    RevokedReceiptKey.get_or_create(
+        institution_id=this_institution(), public_key=node.receipt_key,
+        defaults={"node_id": node.id, "node_name": node.name, "revoked_by": current_identity().username})
+    holding = Node.select().where((Node.institution_id == this_institution()) & (Node.id != node.id)
+                                  & (Node.receipt_key == node.receipt_key))
+    for other in holding:
+        other.receipt_key = ""
+        save_edit(other, "node")
+        record_audit(AuditEntry, "node.update", "node", other.id,
+                     detail=f"receipt_key removed (revoked on node {node.name})")
 
 
 @bp.get("/api/v1/nodes")
