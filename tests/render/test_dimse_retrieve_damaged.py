@@ -155,3 +155,44 @@ def test_a_series_uid_of_no_series_is_no_match(study):
     query.SeriesInstanceUID = generate_uid()
     status, arrived = c_get(study.dicom_port, query, [(CTImageStorage, [ExplicitVRLittleEndian])])
     assert status.Status == 0x0000 and not arrived
+
+
+def _series(uid: str) -> Dataset:
+    query = _study_query()
+    query.QueryRetrieveLevel = "SERIES"
+    query.SeriesInstanceUID = uid
+    return query
+
+
+def test_the_damaged_series_alone_is_a702_naming_it(study):
+    status, arrived = c_get(study.dicom_port, _series(DAMAGED), [(CTImageStorage, [ExplicitVRLittleEndian])])
+    assert not arrived and status.Status == 0xA702, status
+    assert status.NumberOfFailedSuboperations == 3 and status.NumberOfCompletedSuboperations == 0, status
+    assert status.ErrorComment == f"series {study.ids[DAMAGED][:16]} failed verification: ask IT", status
+
+
+def test_a_series_gone_from_the_store_meanwhile_says_so(study):
+    """Another node sharing the store deleted it after the catalogue matched it."""
+    gone = study.ids[INTACT]
+    shutil.rmtree(study.root / "store" / gone)
+    study.app.extensions["sivr_node"].forget(gone)
+    status, arrived = c_get(study.dicom_port, _series(INTACT), [(CTImageStorage, [ExplicitVRLittleEndian])])
+    assert not arrived and status.Status == 0xA702, status
+    assert status.ErrorComment == f"series {gone[:16]} was deleted meanwhile", status
+
+
+def test_a_series_this_node_cannot_read_says_so_not_retry_later(study):
+    """Found by the session's review: one series' manifest this node cannot read (its file mode, a disk
+    error; here a folder where the file was, as root reads any mode) is `RecordUnreadable`, which the
+    HTTP door answers 503 naming the file and the fix. The DIMSE comment said the store could not be
+    reached and to retry later, which retrying never fixes."""
+    unreadable = study.ids[INTACT]
+    manifest = study.root / "store" / unreadable / "manifest.bin"
+    manifest.unlink()
+    manifest.mkdir()
+    study.app.extensions["sivr_node"].forget(unreadable)
+    http = study.client.get(f"/api/v1/records/{unreadable}/frames/0", headers=study.headers())
+    assert http.status_code == 503 and "check the disk" in http.get_json()["error"]["message"]
+    status, arrived = c_get(study.dicom_port, _series(INTACT), [(CTImageStorage, [ExplicitVRLittleEndian])])
+    assert not arrived and status.Status == 0xA702, status
+    assert status.ErrorComment == f"series {unreadable[:16]} cannot be read: ask IT", status

@@ -52,7 +52,7 @@ from daemons.render.imaging.decode import syntax_decodable
 from daemons.render.imaging.transcode import stored_syntax, to_explicit_le
 from daemons.render.node import Node
 from daemons.render.statuses import CANCEL, CANNOT_UNDERSTAND, PENDING
-from daemons.render.store.interface import StoreUnavailable
+from daemons.render.store.interface import RecordUnreadable, StoreUnavailable
 from shared.config import Config, ConfigError
 from shared.errors import ApiError
 
@@ -428,6 +428,8 @@ class Retrieval:
             comments = {"store_corrupt": f"series {short} failed verification: ask IT",
                         "not_found": f"series {short} was deleted meanwhile"}
             return exc.message, comments.get(exc.code, f"series {short}: {exc.code}")
+        except RecordUnreadable as exc:  # this series only (its file mode, a disk error): retrying will not do
+            return str(exc), f"series {short} cannot be read: ask IT"
         except StoreUnavailable as exc:
             return f"the store cannot be reached: {exc}", "the store cannot be reached: retry later"
         return None
