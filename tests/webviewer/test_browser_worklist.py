@@ -145,6 +145,31 @@ def test_the_matching_rule_in_the_viewers_own_module(page, deployment):
     assert "birth date differs" in outcomes["otherBirth"] and "no birth date" in outcomes["noBirth"]
 
 
+def test_the_study_rule_names_a_patientid_that_is_another_insurance_number(page, deployment):
+    """Session 62: a series of a study filed to Ana, whose PatientID (of the institution's issuer,
+    so an insurance number) is not Ana's, name and birth date alike (a twin, a namesake), was proposed
+    for Ana as agreeing: one click filed it as the rule's. Now the PatientID is named as differing,
+    so the click is the physician's choice; without an issuer configured PatientIDs are compared by
+    no one (hospital numbers are no insurance numbers)."""
+    page.goto("/")
+    outcomes = page.evaluate("""async () => {
+      const { judgeStudy } = await import("/static/js/patient_match.js");
+      const ana = { id: "a", first_name: "Ana", last_name: "Novak", birth_date: "1970-03-05", insurance_number: "123" };
+      const filed = [{ id: "a", patient: ana, error: "" }];
+      const dicom = { name: "NOVAK^ANA", patient_id: "124", issuer: "ZZZS", birth_date: "19700305", sex: "F" };
+      return {
+        otherNumber: judgeStudy(dicom, filed, "ZZZS").differs,
+        sameNumber: judgeStudy({ ...dicom, patient_id: " 123 " }, filed, "ZZZS").differs,
+        noIssuerConfigured: judgeStudy(dicom, filed, "").differs,
+        anotherIssuer: judgeStudy({ ...dicom, issuer: "HOSPITAL" }, filed, "ZZZS").differs,
+        andTheName: judgeStudy({ ...dicom, name: "NOVAK^MARIJA" }, filed, "ZZZS").differs,
+      };
+    }""")
+    assert outcomes["otherNumber"] == ["PatientID"]
+    assert outcomes["sameNumber"] == [] and outcomes["noIssuerConfigured"] == [] and outcomes["anotherIssuer"] == []
+    assert outcomes["andTheName"] == ["PatientID", "name"]
+
+
 def test_the_demo_seed_files_its_series(deployment, tmp_path):
     """`sivr demo` registers its CT for the demo patient: it must not also wait on the work list."""
     from daemons.demo import seed_demo_data

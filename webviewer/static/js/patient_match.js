@@ -83,18 +83,27 @@ export async function studyFiling(ctx, serverUrl, studyUid, signal) {
 
 /**
  * The study's rule: filed to one patient (loaded), that patient, with what the images' patient
- * disagrees in (which makes the physician's click a choice, "chosen", rather than the rule's);
- * filed to several, or to one the toplevel did not answer, no patient the institution would take
- * that the work list can offer. Nothing filed: null, and the DICOM patient rule decides.
+ * disagrees in (which makes the physician's click a choice, "chosen", rather than the rule's):
+ * the name, the birth date and, where the institution declares its PatientIDs insurance numbers
+ * (an `issuer` configured, and the images' PatientID of that issuer: ruleKey), a PatientID that is
+ * not this patient's insurance number. Without that, a series whose PatientID was another patient's
+ * insurance number, name and birth date alike (twins, a namesake), was proposed for the study's
+ * patient as agreeing. Filed to several, or to one the toplevel did not answer, no patient the
+ * institution would take that the work list can offer. Nothing filed: null, and the DICOM patient
+ * rule decides.
  * @param {DicomPatient} dicom
  * @param {Filing[]} filed
+ * @param {string} [issuer] the institution's configured IssuerOfPatientID ("" when none)
  * @returns {Proposal | null}
  */
-export function judgeStudy(dicom, filed) {
+export function judgeStudy(dicom, filed, issuer = "") {
   if (!filed.length) return null;
   const patient = filed.length === 1 ? filed[0].patient : null;
   if (!patient) return { kind: "filed_elsewhere", filed };
-  return { kind: "study", patient, ...comparePatients(patient, { patient_name: dicom.name, patient_birth_date: dicom.birth_date }) };
+  const { differs, unknown } = comparePatients(patient, { patient_name: dicom.name, patient_birth_date: dicom.birth_date });
+  const key = issuer ? ruleKey(dicom, issuer) : null;
+  if (key && "number" in key && key.number !== String(patient.insurance_number || "").trim()) differs.unshift("PatientID");
+  return { kind: "study", patient, differs, unknown };
 }
 
 /**
@@ -108,7 +117,7 @@ export function judgeStudy(dicom, filed) {
  * @returns {Promise<Proposal>}
  */
 export async function propose(ctx, dicom, issuer, signal, filed = []) {
-  const byStudy = judgeStudy(dicom, filed);
+  const byStudy = judgeStudy(dicom, filed, issuer);
   if (byStudy) return byStudy;
   const key = ruleKey(dicom, issuer);
   if (!("number" in key)) return { kind: "choose", reason: key.reason, candidates: [] };
