@@ -239,7 +239,9 @@ def test_the_node_cache_never_outlives_a_token(keypair):
     private, public, _ = keypair
     verifier = CachingVerifier(TokenVerifier(public, "sivr-toplevel", "https://node.example", 0, max_lifetime_s=60))
     assert verifier.max_lifetime_s == 60
-    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 1).issue("u1", "alice", "physician", "i")
+    # 3 s, not 1: `exp` counts whole seconds, so a 1 s token issued late in a second lived a few
+    # milliseconds, and a busy machine's first verify found it expired already
+    token, _ = TokenIssuer(private, "sivr-toplevel", "https://node.example", 3).issue("u1", "alice", "physician", "i")
     expires_at = verifier.verify(token).expires_at
     assert verifier.verify(token).user_id == "u1"  # from the cache
     time.sleep(max(0.0, expires_at - time.time()) + 0.1)
