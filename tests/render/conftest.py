@@ -117,7 +117,12 @@ def build_node(root: Path, token_keys: tuple[Path, Path], **overrides) -> NodeHa
 
 def close_node(harness: NodeHarness) -> None:
     """Stop what the node runs in the background (safe to call twice): its series-complete watcher
-    left running would analyse its series in the middle of a later test of this process."""
+    left running would analyse its series in the middle of a later test of this process, and a DICOM
+    listener left open kept its port: a node made on port 1 answered every later test of the process
+    that connects there to find nothing (a database URL's 10 s connect timeout, six times a run)."""
+    listener = harness.app.extensions.get("sivr_dimse")
+    if listener is not None:
+        listener.stop()
     harness.app.extensions[INGEST_EXTENSION].close()
     harness.registry.shutdown()
     harness.app.extensions["sivr_view_audit"].close()

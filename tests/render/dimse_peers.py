@@ -30,7 +30,7 @@ def open_archive(make_node: Callable[..., NodeHarness], callers: Sequence[str] =
 
 
 def close_archive(harness: NodeHarness) -> None:
-    harness.app.extensions["sivr_dimse"].stop()
+    """The end of `open_archive`: the node closed, its DICOM listener with it (`close_node`)."""
     close_node(harness)
 
 

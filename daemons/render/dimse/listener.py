@@ -298,7 +298,9 @@ class Listener:
         no_delay(event)
 
     def stop(self) -> None:
-        for server in self.servers:
+        """Close the listening socket; a second call does nothing (pynetdicom's own shutdown raises)."""
+        servers, self.servers = self.servers, []
+        for server in servers:
             server.shutdown()
 
     def _guard(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
