@@ -361,14 +361,16 @@ def test_dicomweb_client_searches_studies_series_and_instances(deployment, store
     (study,) = [s for s in found if s[STUDY_UID]["Value"] == [stored["ct_study"]]]
     assert study["00080061"]["Value"] == ["CT"] and study["00201208"]["Value"][0] >= 100
     assert study["00081190"]["Value"] == [f"{stored['node_url']}{ROOT}/studies/{stored['ct_study']}"]
-    (series,) = web.search_for_series(stored["ct_study"])
-    assert series[SERIES_UID]["Value"] == [stored["ct_series"]] and series["00080060"]["Value"] == ["CT"]
+    # the study may hold a series another module stored in it too (the session's deployment is shared)
+    of_study = web.search_for_series(stored["ct_study"])
+    (series,) = [s for s in of_study if s[SERIES_UID]["Value"] == [stored["ct_series"]]]
+    assert series["00080060"]["Value"] == ["CT"]
     page = web.search_for_instances(stored["ct_study"], stored["ct_series"], limit=5, offset=10)
     numbers = [i["00200013"]["Value"][0] for i in page]
     assert len(page) == 5 and numbers == sorted(numbers)
     assert page[0]["00280010"]["Value"] == [stored["ct"]["rows"]]
     everything = web.search_for_instances(stored["ct_study"], stored["ct_series"], get_remaining=True, limit=40)
-    assert len({i[SOP_UID]["Value"][0] for i in everything}) == study["00201208"]["Value"][0]
+    assert len({i[SOP_UID]["Value"][0] for i in everything}) == series["00201209"]["Value"][0] >= 100
 
 
 def test_dicomweb_client_matching_includefield_and_fuzzy_names(deployment, stored):
