@@ -9,7 +9,7 @@ import { planeInfo, imageToScreen, distanceMm, stackOrder, planeLocation } from 
 import { roiElements } from "./readings.js";
 import { timeOf } from "./stacks.js";
 import { angleElements } from "./angle.js";
-import { VOLUME_MODES, SLAB_MODES, planeLabel, labelOf, dicomDate } from "./viewoptions.js";
+import { VOLUME_MODES, SLAB_MODES, planeLabel, labelOf, dicomDate, slabShown } from "./viewoptions.js";
 
 const EDGES = ["top", "right", "bottom", "left"];
 
@@ -74,7 +74,7 @@ export class Overlay {
         v.mode === "dvr" ? null : h("div", { text: w }),   // a projection's window, the node's default measured on it
         time, h("div", { text: `Zoom ${v.zoom.toFixed(1)}×` }));
     } else {
-      const slab = s.plane !== "native" && s.slab.mm > 0 ? ` · slab ${s.slab.mm} mm ${labelOf(SLAB_MODES, s.slab.mode)}` : "";
+      const slab = slabShown(s) ? ` · slab ${s.slab.mm} mm ${labelOf(SLAB_MODES, s.slab.mode)}` : "";
       // the numbers of the image on screen, which may lag the slider while slices are fetched
       const index = vp.shown ? vp.shown.index : vp.index();
       const order = stackOrder(planeInfo(m, s.plane).indexDirection);

@@ -29,7 +29,7 @@ import { exportView } from "./export.js";
 import { TagBrowser } from "./tagbrowser.js";
 import { VolumePresets } from "./volumepresets.js";
 import {
-  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_ELEVATION, MAX_SLAB_MM, planeLabel, presetLabel,
+  PLANE_LABELS, TOOLS, VOLUME_MODES, VOLUME_TOOLS, FPS_CHOICES, SLAB_MODES, MAX_ELEVATION, MAX_SLAB_MM, planeLabel, presetLabel, slabShown, takesSlab,
   FORMATS, QUALITY, chosenEncoding,
 } from "./viewoptions.js";
 
@@ -449,7 +449,7 @@ class Viewer {
     const center = String(q.get("center") || "").split(",").map(keptNumber);
     if (plane !== "3d" && center.length === 2 && center[0] != null && center[1] != null) vp.panTo(center[0], center[1]);
     const slab = keptSlab(q.get("slab"));
-    if (slab && plane !== "native" && plane !== "3d") {
+    if (slab && takesSlab(plane)) {
       vp.state.slab = slab;
       vp.requestView();
     }
@@ -590,7 +590,7 @@ class Viewer {
     if (vp.record.stack && s.plane !== "native" && s.time > 0) view.push(["time", String(s.time)]);
     if (s.plane !== "3d" && s.windowChoice !== "auto" && s.window) view.push(["window", windowParam(s.window)]);
     if (s.invert) view.push(["invert", "1"]);
-    if (s.plane !== "native" && s.plane !== "3d" && s.slab.mm > 0) view.push(["slab", slabParam(s.slab)]);   // keptSlab
+    if (slabShown(s)) view.push(["slab", slabParam(s.slab)]);   // keptSlab
     const turned = s.turn.rotate !== 0 || s.turn.flipH || s.turn.flipV;
     if (s.plane !== "3d" && turned) view.push(["turn", turnParam(s.turn)]);   // keptPictureTurn
     // read back by applyView: the zoom where the view is zoomed, and a zoomed 2D view's centre
@@ -825,7 +825,7 @@ class Viewer {
     this.playButton.setAttribute("aria-pressed", String(s.playing));
     this.volumeGroup.hidden = !is3d;
     this.modeSelect.value = s.vol.mode;
-    this.slabGroup.hidden = is3d || s.plane === "native";   // slabs are reformats of the volume
+    this.slabGroup.hidden = !takesSlab(s.plane);   // slabs are reformats of the volume
     this.slabInput.value = String(s.slab.mm);
     this.slabModeSelect.value = s.slab.mode;
     this.slabModeLabel.hidden = s.slab.mm === 0;

@@ -14,6 +14,17 @@ export const VOLUME_MODES = [["mip", "MIP"], ["minip", "MinIP"], ["avg", "Averag
 export const SLAB_MODES = [["avg", "Average"], ["mip", "MIP"], ["minip", "MinIP"]];
 export const FPS_CHOICES = [2, 5, 10, 15, 20, 25, 30];
 export const MAX_SLAB_MM = 100;   // thicker than any reading slab (the node itself accepts up to 500 mm)
+
+/** Whether a view takes a slab: a reformat of the volume (not the stored slices, not 3D). @param {string} plane */
+export function takesSlab(plane) {
+  return plane !== "native" && plane !== "3d";
+}
+
+/** Whether a view shows a slab: one it takes, thicker than 0 mm (the request, the corner text and the address).
+ *  @param {{plane: string, slab: {mm: number}}} state */
+export function slabShown(state) {
+  return takesSlab(state.plane) && state.slab.mm > 0;
+}
 /** The image formats the toolbar offers (the node's `format` of an image), the first the viewer's own. */
 export const FORMATS = [["webp", "WebP"], ["jpeg", "JPEG"], ["png", "PNG (lossless)"]];
 /** The toolbar's quality slider (the node's `quality`, 1..100, of WebP and JPEG): its range, step and start. */

@@ -12,7 +12,7 @@ import { RequestScheduler } from "./scheduler.js";
 import { frameAtTime, timeOf } from "./stacks.js";
 import { Timers } from "./timers.js";
 import { bindPointer } from "./tools.js";
-import { MAX_ELEVATION, MAX_SLAB_MM, SLAB_MODES, planeLabel, presetLabel, startPreset, zoomBounds } from "./viewoptions.js";
+import { MAX_ELEVATION, MAX_SLAB_MM, SLAB_MODES, planeLabel, presetLabel, slabShown, startPreset, zoomBounds } from "./viewoptions.js";
 import { nodeAway } from "./noderetry.js";
 
 /** Slice steps closer together than this are a fast scroll: previews until the hand stops. */
@@ -584,7 +584,7 @@ export class Viewport {
       const picture = turned ? { width: rect.height, height: rect.width } : rect;
       const [w, hh] = interactive ? requestSize(picture, 1, this.scheduler.previewSide(s.playing ? this.settings.fps : 0)) : requestSize(picture, dpr, 2048);
       const format = interactive ? "jpeg" : settings.format;
-      const slab = s.plane !== "native" && s.slab.mm > 0;
+      const slab = slabShown(s);
       Object.assign(params, {
         format, quality: format === "png" ? undefined : (interactive ? 60 : settings.quality), size: `${w}x${hh}`,
         region: s.zoom > 1 ? region.map((f) => f.toFixed(4)).join(",") : undefined,
